@@ -1,0 +1,156 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/dstune/dstune/kernels"
+)
+
+// profileRecord is one line of `dstune profile --json` (DESIGN.md): ms is
+// the median time of one call; for GEMM shape is MxNxK, for scans the
+// element count; the peaks are measured on the spot.
+type profileRecord struct {
+	Kernel     string  `json:"kernel"`
+	Shape      string  `json:"shape"`
+	Trans      string  `json:"trans,omitempty"`
+	Threads    int     `json:"threads"`
+	ISA        string  `json:"isa"`
+	MS         float64 `json:"ms"`
+	GFLOPS     float64 `json:"gflops"`
+	GBPS       float64 `json:"gbps"`
+	PeakGFLOPS float64 `json:"peak_gflops"`
+	PeakGBPS   float64 `json:"peak_gbps"`
+}
+
+// profileEnv is what every profiler gets: the thread count, the ISA, and the
+// machine's peaks, each measured once on first use.
+type profileEnv struct {
+	threads int
+	isa     kernels.ISA
+	quick   bool // fewer repetitions and smaller sizes (tests)
+
+	flopsOnce, bwOnce sync.Once
+	flops, bw         float64
+}
+
+// peakMeasurers are set by the files that own the kernels measuring them
+// (an FMA loop and a streaming read), so this file does not depend on any
+// one kernel family.
+var (
+	measurePeakGFLOPS func(threads int) float64
+	measurePeakReadGB func(threads int) float64
+)
+
+func (e *profileEnv) peakGFLOPS() float64 {
+	e.flopsOnce.Do(func() {
+		if measurePeakGFLOPS != nil {
+			e.flops = measurePeakGFLOPS(e.threads)
+		}
+	})
+	return e.flops
+}
+
+func (e *profileEnv) peakGBPS() float64 {
+	e.bwOnce.Do(func() {
+		if measurePeakReadGB != nil {
+			e.bw = measurePeakReadGB(e.threads)
+		}
+	})
+	return e.bw
+}
+
+// profiler measures one kernel family and returns its records.
+type profiler struct {
+	name string
+	run  func(env *profileEnv) ([]profileRecord, error)
+}
+
+var profilers []profiler
+
+func registerProfiler(p profiler) { profilers = append(profilers, p) }
+
+func init() {
+	register(&command{
+		name:    "profile",
+		usage:   "[KERNEL|all] [--threads N] [--isa avx512|avx2|generic] [--json]",
+		summary: "measure kernel throughput against this machine's measured peaks",
+		run:     runProfile,
+	})
+}
+
+func runProfile(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("profile", flag.ContinueOnError)
+	threads := fs.Int("threads", 1, "goroutines per kernel call")
+	isaName := fs.String("isa", kernels.HardwareISA().String(), "cap dispatch at this ISA")
+	asJSON := fs.Bool("json", false, "print one JSON object a line")
+	quick := fs.Bool("quick", false, "small sizes and few repetitions (a smoke test, not a measurement)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(profilers))
+	for i, p := range profilers {
+		names[i] = p.name
+	}
+	want := "all"
+	switch len(pos) {
+	case 0:
+	case 1:
+		want = pos[0]
+	default:
+		return usagef("at most one kernel name, got %q", pos)
+	}
+	if want != "all" && !slices.Contains(names, want) {
+		return usagef("unknown kernel %q (have %s, all)", want, strings.Join(names, ", "))
+	}
+	if *threads < 1 {
+		return usagef("--threads must be at least 1")
+	}
+	isa, err := kernels.ParseISA(*isaName)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	defer kernels.SetMaxISA(isa)()
+	env := &profileEnv{threads: *threads, isa: kernels.ActiveISA(), quick: *quick}
+	for _, p := range profilers {
+		if want != "all" && p.name != want {
+			continue
+		}
+		recs, err := p.run(env)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		for _, r := range recs {
+			if *asJSON {
+				line, _ := json.Marshal(r)
+				fmt.Fprintln(stdout, string(line))
+				continue
+			}
+			fmt.Fprintln(stdout, formatRecord(r))
+		}
+	}
+	return nil
+}
+
+func formatRecord(r profileRecord) string {
+	s := fmt.Sprintf("%-14s %-16s %-3s %dT %-7s %9.3f ms", r.Kernel, r.Shape, r.Trans, r.Threads, r.ISA, r.MS)
+	if r.GFLOPS > 0 {
+		s += fmt.Sprintf("  %7.1f GFLOP/s", r.GFLOPS)
+		if r.PeakGFLOPS > 0 {
+			s += fmt.Sprintf(" (%3.0f%% of %.0f peak)", 100*r.GFLOPS/r.PeakGFLOPS, r.PeakGFLOPS)
+		}
+	}
+	if r.GBPS > 0 {
+		s += fmt.Sprintf("  %6.1f GB/s", r.GBPS)
+		if r.PeakGBPS > 0 {
+			s += fmt.Sprintf(" (%3.0f%% of %.1f read peak)", 100*r.GBPS/r.PeakGBPS, r.PeakGBPS)
+		}
+	}
+	return s
+}
