@@ -1,6 +1,27 @@
-// Package onnx reads and writes ONNX model files with
-// google.golang.org/protobuf/encoding/protowire, keeping tensor bytes as
-// views of the file instead of copies. It knows the wire format and the
-// file-level rules (external data, safety limits, in-place patching); the
-// meaning of operators lives in package ir.
+// Package onnx reads and writes ONNX models (onnx.proto v1.22.0) with a
+// hand-written protobuf codec on google.golang.org/protobuf/encoding/protowire.
+//
+// Reading keeps tensor bytes where they are: Tensor.Raw is a view of the
+// model file's buffer (or of an external-data file), never a copy, and
+// Tensor.RawOffset records where those bytes sit in the model file so that
+// PatchFile can replace initializer values in place. ReadFile maps large
+// files into memory (read-only); such a Model must be closed with Close
+// once no Raw slice is in use any more.
+//
+// Every input is untrusted: malformed or hostile files yield errors that
+// name the file, graph, node, attribute or tensor and what was expected
+// (never a panic), allocation stays proportional to the file size, nested
+// graphs are depth-limited, and external data may only come from regular
+// files inside the model's directory (absolute paths, ".." components and
+// symlinks leading out are refused).
+//
+// Writing: Encode re-encodes a whole Model (after graph edits); WriteFile
+// writes it atomically, moving large tensors to an external-data file when
+// asked or when the model would exceed protobuf's 2 GiB limit; PatchFile
+// copies a model file with some initializers' raw bytes replaced, leaving
+// every other byte identical.
+//
+// Not supported (clear errors wrapping ErrNotSupported): model-local
+// functions, sparse initializers, SequenceProto/OptionalProto/MapProto
+// values and segmented tensors.
 package onnx

@@ -55,6 +55,11 @@ type Model struct {
 	// memory); Dir is the directory external data is resolved against.
 	Path string
 	Dir  string
+
+	// buf is the buffer the model was decoded from; resources release the
+	// memory mappings behind buf and external data (see Close).
+	buf       []byte
+	resources []func() error
 }
 
 // OpsetID is OperatorSetIdProto; Domain "" (or "ai.onnx") is the default.
@@ -130,6 +135,19 @@ type Attribute struct {
 	Tensors     []*Tensor
 	Graphs      []*Graph
 	TPs         []*Type
+
+	// Sparse and SparseTensors hold SPARSE_TENSOR(S) values.
+	Sparse        *SparseTensor
+	SparseTensors []*SparseTensor
+}
+
+// SparseTensor is SparseTensorProto: Values holds the non-zero values
+// (1-D, NNZ), Indices their positions (int64 [NNZ, rank] or linearized
+// [NNZ]), Dims the dense shape.
+type SparseTensor struct {
+	Values  *Tensor
+	Indices *Tensor
+	Dims    []int64
 }
 
 // Tensor is TensorProto. Exactly one representation holds the values: Raw

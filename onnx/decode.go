@@ -1,0 +1,610 @@
+package onnx
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// decoder holds what decoding one model or tensor file needs besides the
+// bytes: the buffer every view comes from, the directory external data is
+// resolved against ("" = external data refused), the external files opened
+// so far, and the current nesting depth.
+type decoder struct {
+	base  []byte
+	dir   string
+	ext   *externalFiles
+	depth int
+}
+
+func (d *decoder) reader(msg []byte) *reader { return &reader{b: msg, base: d.base} }
+
+// Decode decodes a ModelProto from buf. Tensor.Raw of in-file tensors are
+// views of buf (buf must stay unmodified while the model is used), and
+// RawOffset is their offset in buf. External data is resolved against dir;
+// with dir == "" a model that uses external data is an error. External
+// files may be mapped into memory: call Close on the model when done.
+func Decode(buf []byte, dir string) (*Model, error) {
+	m, err := decodeModelBuffer(buf, dir)
+	if err != nil {
+		return nil, fmt.Errorf("onnx: %w", err)
+	}
+	return m, nil
+}
+
+func decodeModelBuffer(buf []byte, dir string) (*Model, error) {
+	d := &decoder{base: buf, dir: dir, ext: newExternalFiles(dir)}
+	m, err := d.model(buf)
+	if err != nil {
+		d.ext.release()
+		return nil, err
+	}
+	m.Dir = dir
+	m.buf = buf
+	m.resources = append(m.resources, d.ext.releases...)
+	return m, nil
+}
+
+func (d *decoder) model(msg []byte) (*Model, error) {
+	m := &Model{}
+	r := d.reader(msg)
+	sawGraph := false
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return nil, err
+		}
+		switch f.num {
+		case 1:
+			m.IRVersion, err = f.int64("ir_version")
+		case 8:
+			var b []byte
+			if b, err = f.bytes("opset_import"); err == nil {
+				var op OpsetID
+				op, err = d.opsetID(b)
+				m.OpsetImports = append(m.OpsetImports, op)
+				if err != nil {
+					err = fmt.Errorf("opset_import %d: %w", len(m.OpsetImports)-1, err)
+				}
+			}
+		case 2:
+			m.ProducerName, err = f.str("producer_name")
+		case 3:
+			m.ProducerVersion, err = f.str("producer_version")
+		case 4:
+			m.Domain, err = f.str("domain")
+		case 5:
+			m.ModelVersion, err = f.int64("model_version")
+		case 6:
+			m.DocString, err = f.str("doc_string")
+		case 7:
+			var b []byte
+			if b, err = f.bytes("graph"); err == nil {
+				m.Graph, err = d.graph(b)
+				sawGraph = true
+			}
+		case 14:
+			var p StringPair
+			if p, err = d.stringPair(f, "metadata_props"); err == nil {
+				m.MetadataProps = append(m.MetadataProps, p)
+			}
+		case 25:
+			var b []byte
+			if b, err = f.bytes("functions"); err == nil {
+				err = fmt.Errorf("model-local function %q: %w (dstune runs only graphs of standard operators)", peekString(b, 1), ErrNotSupported)
+			}
+		}
+		// Other fields (training_info, configuration, fields newer than
+		// onnx.proto v1.22.0) do not change what the graph computes and
+		// are skipped.
+		if err != nil {
+			return nil, err
+		}
+	}
+	if !sawGraph {
+		return nil, fmt.Errorf("%w: model has no graph", ErrMalformed)
+	}
+	return m, nil
+}
+
+func (d *decoder) opsetID(msg []byte) (OpsetID, error) {
+	var op OpsetID
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return op, err
+		}
+		switch f.num {
+		case 1:
+			op.Domain, err = f.str("domain")
+		case 2:
+			op.Version, err = f.int64("version")
+		}
+		if err != nil {
+			return op, err
+		}
+	}
+	return op, nil
+}
+
+func (d *decoder) stringPair(f field, what string) (StringPair, error) {
+	var p StringPair
+	msg, err := f.bytes(what)
+	if err != nil {
+		return p, err
+	}
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return p, fmt.Errorf("%s: %w", what, err)
+		}
+		switch f.num {
+		case 1:
+			p.Key, err = f.str("key")
+		case 2:
+			p.Value, err = f.str("value")
+		}
+		if err != nil {
+			return p, fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	return p, nil
+}
+
+func (d *decoder) enter() error {
+	d.depth++
+	if d.depth > maxNesting {
+		return fmt.Errorf("%w: graphs or types nested more than %d deep", ErrMalformed, maxNesting)
+	}
+	return nil
+}
+
+func (d *decoder) graph(msg []byte) (*Graph, error) {
+	if err := d.enter(); err != nil {
+		return nil, err
+	}
+	defer func() { d.depth-- }()
+	g := &Graph{}
+	if err := d.graphFields(g, msg); err != nil {
+		// The name is field 2, after the nodes: peek it for the message.
+		return nil, fmt.Errorf("graph %q: %w", peekString(msg, 2), err)
+	}
+	return g, nil
+}
+
+func (d *decoder) graphFields(g *Graph, msg []byte) error {
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return err
+		}
+		var b []byte
+		switch f.num {
+		case 1:
+			if b, err = f.bytes("node"); err == nil {
+				var n *Node
+				if n, err = d.node(b); err != nil {
+					return fmt.Errorf("node %d %q: %w", len(g.Nodes), peekString(b, 3), err)
+				}
+				g.Nodes = append(g.Nodes, n)
+			}
+		case 2:
+			g.Name, err = f.str("name")
+		case 5:
+			if b, err = f.bytes("initializer"); err == nil {
+				var t *Tensor
+				if t, err = d.tensor(b); err != nil {
+					return fmt.Errorf("initializer %d %q: %w", len(g.Initializers), peekString(b, 8), err)
+				}
+				g.Initializers = append(g.Initializers, t)
+			}
+		case 15:
+			if b, err = f.bytes("sparse_initializer"); err == nil {
+				err = fmt.Errorf("sparse initializer: %w", ErrNotSupported)
+			}
+		case 10:
+			g.DocString, err = f.str("doc_string")
+		case 11, 12, 13:
+			what := map[protowire.Number]string{11: "input", 12: "output", 13: "value_info"}[f.num]
+			if b, err = f.bytes(what); err == nil {
+				var vi *ValueInfo
+				if vi, err = d.valueInfo(b); err != nil {
+					return fmt.Errorf("%s %q: %w", what, peekString(b, 1), err)
+				}
+				switch f.num {
+				case 11:
+					g.Inputs = append(g.Inputs, vi)
+				case 12:
+					g.Outputs = append(g.Outputs, vi)
+				default:
+					g.ValueInfo = append(g.ValueInfo, vi)
+				}
+			}
+		}
+		// quantization_annotation and metadata_props are skipped.
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *decoder) node(msg []byte) (*Node, error) {
+	n := &Node{}
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return nil, err
+		}
+		var s string
+		switch f.num {
+		case 1:
+			if s, err = f.str("input"); err == nil {
+				n.Inputs = append(n.Inputs, s)
+			}
+		case 2:
+			if s, err = f.str("output"); err == nil {
+				n.Outputs = append(n.Outputs, s)
+			}
+		case 3:
+			n.Name, err = f.str("name")
+		case 4:
+			n.OpType, err = f.str("op_type")
+		case 7:
+			n.Domain, err = f.str("domain")
+		case 5:
+			var b []byte
+			if b, err = f.bytes("attribute"); err == nil {
+				var a *Attribute
+				if a, err = d.attribute(b); err != nil {
+					return nil, fmt.Errorf("attribute %q: %w", peekString(b, 1), err)
+				}
+				n.Attributes = append(n.Attributes, a)
+			}
+		case 6:
+			n.DocString, err = f.str("doc_string")
+		}
+		// overload (function overloads), metadata_props and
+		// device_configurations are skipped.
+		if err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+func (d *decoder) attribute(msg []byte) (*Attribute, error) {
+	a := &Attribute{}
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return nil, err
+		}
+		var b []byte
+		switch f.num {
+		case 1:
+			a.Name, err = f.str("name")
+		case 21:
+			a.RefAttrName, err = f.str("ref_attr_name")
+		case 13:
+			a.DocString, err = f.str("doc_string")
+		case 20:
+			var v int32
+			v, err = f.int32("type")
+			a.Type = AttributeType(v)
+		case 2:
+			a.F, err = f.float32("f")
+		case 3:
+			a.I, err = f.int64("i")
+		case 4:
+			a.S, err = f.copyBytes("s")
+		case 5:
+			if b, err = f.bytes("t"); err == nil {
+				a.T, err = d.tensor(b)
+			}
+		case 6:
+			if b, err = f.bytes("g"); err == nil {
+				a.G, err = d.graph(b)
+			}
+		case 22:
+			if b, err = f.bytes("sparse_tensor"); err == nil {
+				a.Sparse, err = d.sparseTensor(b)
+			}
+		case 14:
+			if b, err = f.bytes("tp"); err == nil {
+				a.TP, err = d.typeProto(b)
+			}
+		case 7:
+			a.Floats, err = appendFloat32s(a.Floats, f, "floats")
+		case 8:
+			a.Ints, err = appendVarints(a.Ints, f, "ints")
+		case 9:
+			if b, err = f.copyBytes("strings"); err == nil {
+				a.Strings = append(a.Strings, b)
+			}
+		case 10:
+			if b, err = f.bytes("tensors"); err == nil {
+				var t *Tensor
+				if t, err = d.tensor(b); err == nil {
+					a.Tensors = append(a.Tensors, t)
+				} else {
+					err = fmt.Errorf("tensors[%d]: %w", len(a.Tensors), err)
+				}
+			}
+		case 11:
+			if b, err = f.bytes("graphs"); err == nil {
+				var g *Graph
+				if g, err = d.graph(b); err == nil {
+					a.Graphs = append(a.Graphs, g)
+				} else {
+					err = fmt.Errorf("graphs[%d]: %w", len(a.Graphs), err)
+				}
+			}
+		case 23:
+			if b, err = f.bytes("sparse_tensors"); err == nil {
+				var s *SparseTensor
+				if s, err = d.sparseTensor(b); err == nil {
+					a.SparseTensors = append(a.SparseTensors, s)
+				} else {
+					err = fmt.Errorf("sparse_tensors[%d]: %w", len(a.SparseTensors), err)
+				}
+			}
+		case 15:
+			if b, err = f.bytes("type_protos"); err == nil {
+				var t *Type
+				if t, err = d.typeProto(b); err == nil {
+					a.TPs = append(a.TPs, t)
+				} else {
+					err = fmt.Errorf("type_protos[%d]: %w", len(a.TPs), err)
+				}
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if a.Type < AttrUndefined || a.Type > AttrTypeProtos {
+		return nil, fmt.Errorf("%w: unknown attribute type %d", ErrMalformed, a.Type)
+	}
+	return a, nil
+}
+
+func (d *decoder) sparseTensor(msg []byte) (*SparseTensor, error) {
+	s := &SparseTensor{}
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return nil, err
+		}
+		var b []byte
+		switch f.num {
+		case 1:
+			if b, err = f.bytes("values"); err == nil {
+				if s.Values, err = d.tensor(b); err != nil {
+					err = fmt.Errorf("values: %w", err)
+				}
+			}
+		case 2:
+			if b, err = f.bytes("indices"); err == nil {
+				if s.Indices, err = d.tensor(b); err != nil {
+					err = fmt.Errorf("indices: %w", err)
+				}
+			}
+		case 3:
+			s.Dims, err = appendVarints(s.Dims, f, "dims")
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (d *decoder) valueInfo(msg []byte) (*ValueInfo, error) {
+	vi := &ValueInfo{}
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return nil, err
+		}
+		switch f.num {
+		case 1:
+			vi.Name, err = f.str("name")
+		case 2:
+			var b []byte
+			if b, err = f.bytes("type"); err == nil {
+				vi.Type, err = d.typeProto(b)
+			}
+		case 3:
+			vi.DocString, err = f.str("doc_string")
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return vi, nil
+}
+
+func (d *decoder) typeProto(msg []byte) (*Type, error) {
+	if err := d.enter(); err != nil {
+		return nil, err
+	}
+	defer func() { d.depth-- }()
+	t := &Type{}
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return nil, err
+		}
+		var b []byte
+		switch f.num {
+		case 1, 8:
+			kind, what := TypeTensor, "tensor_type"
+			if f.num == 8 {
+				kind, what = TypeSparseTensor, "sparse_tensor_type"
+			}
+			if b, err = f.bytes(what); err == nil {
+				t.Kind = kind
+				if err = d.tensorType(t, b); err != nil {
+					err = fmt.Errorf("%s: %w", what, err)
+				}
+			}
+		case 4, 9:
+			kind, what := TypeSequence, "sequence_type"
+			if f.num == 9 {
+				kind, what = TypeOptional, "optional_type"
+			}
+			if b, err = f.bytes(what); err == nil {
+				t.Kind = kind
+				t.Elem, err = d.elemType(b, 1)
+				if err != nil {
+					err = fmt.Errorf("%s: %w", what, err)
+				}
+			}
+		case 5:
+			if b, err = f.bytes("map_type"); err == nil {
+				t.Kind = TypeMap
+				if err = d.mapType(t, b); err != nil {
+					err = fmt.Errorf("map_type: %w", err)
+				}
+			}
+		case 6:
+			t.Denotation, err = f.str("denotation")
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// elemType reads the TypeProto in field num of msg (sequence, optional).
+func (d *decoder) elemType(msg []byte, num protowire.Number) (*Type, error) {
+	var elem *Type
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return nil, err
+		}
+		if f.num == num {
+			var b []byte
+			if b, err = f.bytes("elem_type"); err == nil {
+				elem, err = d.typeProto(b)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return elem, nil
+}
+
+func (d *decoder) mapType(t *Type, msg []byte) error {
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return err
+		}
+		switch f.num {
+		case 1:
+			var v int32
+			v, err = f.int32("key_type")
+			t.KeyType = DataType(v)
+		case 2:
+			var b []byte
+			if b, err = f.bytes("value_type"); err == nil {
+				t.Elem, err = d.typeProto(b)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *decoder) tensorType(t *Type, msg []byte) error {
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return err
+		}
+		switch f.num {
+		case 1:
+			var v int32
+			v, err = f.int32("elem_type")
+			t.ElemType = DataType(v)
+		case 2:
+			var b []byte
+			if b, err = f.bytes("shape"); err == nil {
+				t.HasShape = true
+				t.Shape, err = d.shape(b)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *decoder) shape(msg []byte) ([]Dim, error) {
+	var dims []Dim
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return nil, err
+		}
+		if f.num != 1 {
+			continue
+		}
+		b, err := f.bytes("dim")
+		if err != nil {
+			return nil, err
+		}
+		dim, err := d.dim(b)
+		if err != nil {
+			return nil, fmt.Errorf("shape dimension %d: %w", len(dims), err)
+		}
+		dims = append(dims, dim)
+	}
+	return dims, nil
+}
+
+func (d *decoder) dim(msg []byte) (Dim, error) {
+	var dim Dim
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return dim, err
+		}
+		switch f.num {
+		case 1:
+			dim.Value, err = f.int64("dim_value")
+			dim.HasValue = true
+			dim.Param = ""
+		case 2:
+			dim.Param, err = f.str("dim_param")
+			dim.Value, dim.HasValue = 0, false
+		case 3:
+			dim.Denotation, err = f.str("denotation")
+		}
+		if err != nil {
+			return dim, err
+		}
+	}
+	return dim, nil
+}

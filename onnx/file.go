@@ -1,0 +1,104 @@
+package onnx
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"path/filepath"
+)
+
+// mmapThreshold is the file size from which ReadFile maps files instead of
+// reading them: mapping costs a system call and page faults, reading a copy;
+// above a few MiB not copying wins, and RSS then counts only pages touched.
+// Tests lower it to run both paths.
+var mmapThreshold int64 = 16 << 20
+
+// ReadFile reads the model at path and its external data (resolved against
+// the model's directory). Large files are memory-mapped read-only, so
+// Tensor.Raw must not be written to; call Close when the model's tensors
+// are no longer used.
+func ReadFile(path string) (*Model, error) {
+	buf, release, err := loadFile(path, false)
+	if err != nil {
+		return nil, fmt.Errorf("onnx: %w", err)
+	}
+	m, err := decodeModelBuffer(buf, filepath.Dir(path))
+	if err != nil {
+		if release != nil {
+			_ = release()
+		}
+		return nil, fmt.Errorf("onnx: %s: %w", path, err)
+	}
+	m.Path = path
+	if release != nil {
+		m.resources = append(m.resources, release)
+	}
+	return m, nil
+}
+
+// ReadTensorFile reads a serialized TensorProto (test_data_set_N/*.pb).
+func ReadTensorFile(path string) (*Tensor, error) {
+	buf, release, err := loadFile(path, false)
+	if err != nil {
+		return nil, fmt.Errorf("onnx: %w", err)
+	}
+	if release != nil {
+		// Tensor files are small; never keep a mapping without an owner.
+		buf = append([]byte(nil), buf...)
+		_ = release()
+	}
+	t, err := DecodeTensor(buf)
+	if err != nil {
+		return nil, fmt.Errorf("%w (file %s)", err, path)
+	}
+	return t, nil
+}
+
+// Close releases the memory mappings behind the model's buffers. Every
+// Tensor.Raw of the model (and of its subgraphs) is invalid afterwards;
+// touching one may crash the program. Close is idempotent; a model that is
+// never closed keeps its mappings (address space, not memory) until exit.
+func (m *Model) Close() error {
+	var errs []error
+	for _, r := range m.resources {
+		errs = append(errs, r())
+	}
+	m.resources = nil
+	m.buf = nil
+	return errors.Join(errs...)
+}
+
+// loadFile returns the contents of a regular file, mapped when large (then
+// release unmaps it) or read into memory (release nil). noFollow refuses a
+// symlink as the last component (external data paths arrive resolved).
+func loadFile(path string, noFollow bool) (data []byte, release func() error, err error) {
+	f, err := openFile(path, noFollow)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
+	}
+	size := st.Size()
+	if size > math.MaxInt || size < 0 {
+		return nil, nil, fmt.Errorf("%s: %d bytes exceed this platform's address space", path, size)
+	}
+	if size >= mmapThreshold && size > 0 {
+		data, release, err = mapFile(f, size)
+		if err == nil {
+			return data, release, nil
+		}
+		// Mapping can fail on odd filesystems: fall back to reading.
+	}
+	data = make([]byte, size)
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w (file changed while reading?)", path, err)
+	}
+	return data, nil, nil
+}
