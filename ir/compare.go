@@ -1,0 +1,87 @@
+package ir
+
+import (
+	"fmt"
+	"math"
+)
+
+// Diff summarizes how a computed tensor differs from the expected one.
+type Diff struct {
+	// Mismatch is set when dtypes or shapes differ (nothing else is then
+	// compared).
+	Mismatch string
+	// MaxAbs is max |got - want| over the elements where both are finite;
+	// MaxRel is max |got - want| / |want| over those with want != 0.
+	MaxAbs, MaxRel float64
+	// Off counts the elements that are off: |got - want| > atol + rtol·|want|
+	// for floats, got != want for integers and bools, and for floats any
+	// NaN or infinity not matched by the same in the other tensor.
+	Off int
+	// FirstOff is the flat index of the first element that is off (-1).
+	FirstOff int
+}
+
+// OK reports whether no element is off and the types match.
+func (d Diff) OK() bool { return d.Mismatch == "" && d.Off == 0 }
+
+func (d Diff) String() string {
+	if d.Mismatch != "" {
+		return d.Mismatch
+	}
+	return fmt.Sprintf("max abs %.3g, max rel %.3g, %d off", d.MaxAbs, d.MaxRel, d.Off)
+}
+
+// Compare compares got with want: exactly for integers and bools, with
+// tolerance atol + rtol·|want| for floats (NaN and infinities must match).
+func Compare(got, want *Tensor, rtol, atol float64) Diff {
+	d := Diff{FirstOff: -1}
+	if got.dtype != want.dtype || !got.shape.Equal(want.shape) {
+		d.Mismatch = fmt.Sprintf("got %s%v, want %s%v", got.dtype, got.shape, want.dtype, want.shape)
+		return d
+	}
+	off := func(i int) {
+		if d.Off == 0 {
+			d.FirstOff = i
+		}
+		d.Off++
+	}
+	if !got.dtype.IsFloat() {
+		es := got.dtype.Size()
+		for i := range got.Len() {
+			a, b := got.data[i*es:(i+1)*es], want.data[i*es:(i+1)*es]
+			if string(a) != string(b) {
+				off(i)
+				diff := math.Abs(got.Float64At(i) - want.Float64At(i))
+				d.MaxAbs = math.Max(d.MaxAbs, diff)
+				if w := math.Abs(want.Float64At(i)); w != 0 {
+					d.MaxRel = math.Max(d.MaxRel, diff/w)
+				}
+			}
+		}
+		return d
+	}
+	for i := range got.Len() {
+		g, w := got.Float64At(i), want.Float64At(i)
+		switch {
+		case math.IsNaN(g) || math.IsNaN(w):
+			if math.IsNaN(g) != math.IsNaN(w) {
+				off(i)
+			}
+			continue
+		case math.IsInf(g, 0) || math.IsInf(w, 0):
+			if g != w {
+				off(i)
+			}
+			continue
+		}
+		diff := math.Abs(g - w)
+		d.MaxAbs = math.Max(d.MaxAbs, diff)
+		if w != 0 {
+			d.MaxRel = math.Max(d.MaxRel, diff/math.Abs(w))
+		}
+		if diff > atol+rtol*math.Abs(w) {
+			off(i)
+		}
+	}
+	return d
+}

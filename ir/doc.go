@@ -1,0 +1,29 @@
+// Package ir is dstune's intermediate representation: dtype-aware tensors,
+// a graph of named values with static shapes, the op set with each op's
+// shape inference and reference implementation, and the import of ONNX
+// models into it.
+//
+// Import happens in two steps. NewModel converts the initializers once:
+// floating-point initializers become parameters (identified by their ONNX
+// name everywhere), integer ones constants. Model.Specialize then imports
+// the nodes for concrete input shapes: every value gets a static type,
+// everything computable from constants is folded (the Shape → Gather →
+// Concat → Reshape subgraphs exporters write, masks built with Range and
+// Where, ConstantOfShape, ...), attributes are normalized (axes resolved
+// and non-negative, Softmax before opset 13 turned into reshapes around a
+// one-axis softmax, Split sizes, Slice bounds and auto_pad resolved), and
+// nodes no output needs are dropped. Backends therefore see static shapes
+// and a closed set of ops whose attributes need no further interpretation.
+//
+// Parameters stay explicit: Graph.Params lists every parameter with its
+// uses (a parameter feeding several nodes is tied, e.g. GPT's wte.weight
+// in the embedding Gather and, transposed, the LM head) and its aliases
+// (names given to it by Identity nodes, which import as plain aliasing),
+// so gradients and deltas can be accumulated and keyed by the one
+// initializer.
+//
+// Every op's Eval is the reference implementation (plain Go, float32
+// computed through float64 where accuracy matters, float16/bfloat16
+// through float32); Interpret runs a whole graph with them and is the
+// oracle backends are tested against.
+package ir

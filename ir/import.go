@@ -1,0 +1,643 @@
+package ir
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/dstune/dstune/onnx"
+)
+
+// ErrNotSupported marks models, ops, attributes and dtypes dstune cannot
+// import; errors wrapping it say which.
+var ErrNotSupported = errors.New("not supported")
+
+// Model is an ONNX model prepared for import: its initializers converted
+// once, so that every specialization to input shapes shares the same
+// parameter tensors.
+type Model struct {
+	ONNX  *onnx.Model
+	Opset int
+	// Params are the floating-point initializers, in file order.
+	Params []*ParamTensor
+	// Inputs are the graph inputs that are not initializers.
+	Inputs []InputInfo
+	// Outputs are the graph output names.
+	Outputs []string
+	// Initializers lists every initializer (parameters and integer
+	// constants), in file order, for listings.
+	Initializers []InitializerInfo
+
+	consts map[string]*Tensor // non-float initializers
+}
+
+// ParamTensor is a parameter's name and values, shared by every Graph
+// specialized from a Model.
+type ParamTensor struct {
+	Name   string
+	Tensor *Tensor
+}
+
+// InputInfo is a graph input as the model declares it.
+type InputInfo struct {
+	Name  string
+	DType DType
+	// Dims are the declared dimensions, -1 where dynamic; DimNames the
+	// symbolic names ("batch") of the dynamic ones. Dims is nil when the
+	// model does not declare a rank.
+	Dims     []int
+	DimNames []string
+}
+
+// InitializerInfo describes one initializer of the model.
+type InitializerInfo struct {
+	Name  string
+	DType DType
+	Shape Shape
+	Param bool // a floating-point initializer, i.e. a parameter
+}
+
+// NewModel converts the initializers of m and checks its inputs; it does
+// not look at the nodes yet (Specialize does).
+func NewModel(m *onnx.Model) (*Model, error) {
+	if m.Graph == nil {
+		return nil, fmt.Errorf("ir: model has no graph")
+	}
+	opset := int(m.Opset(""))
+	if opset == 0 {
+		return nil, fmt.Errorf("ir: model imports no default-domain opset")
+	}
+	out := &Model{ONNX: m, Opset: opset, consts: map[string]*Tensor{}}
+	isInit := map[string]bool{}
+	for _, it := range m.Graph.Initializers {
+		if isInit[it.Name] {
+			return nil, fmt.Errorf("ir: initializer %q is defined twice", it.Name)
+		}
+		isInit[it.Name] = true
+		t, err := TensorFromONNX(it)
+		if err != nil {
+			return nil, fmt.Errorf("ir: initializer %w", err)
+		}
+		param := t.dtype.IsFloat()
+		out.Initializers = append(out.Initializers, InitializerInfo{Name: it.Name, DType: t.dtype, Shape: t.shape, Param: param})
+		if param {
+			out.Params = append(out.Params, &ParamTensor{Name: it.Name, Tensor: t})
+		} else {
+			out.consts[it.Name] = t
+		}
+	}
+	for _, vi := range m.Graph.Inputs {
+		if isInit[vi.Name] {
+			continue // IR < 4 lists initializers as inputs too
+		}
+		info, err := inputInfo(vi)
+		if err != nil {
+			return nil, fmt.Errorf("ir: input %q: %w", vi.Name, err)
+		}
+		out.Inputs = append(out.Inputs, info)
+	}
+	for _, vi := range m.Graph.Outputs {
+		out.Outputs = append(out.Outputs, vi.Name)
+	}
+	return out, nil
+}
+
+func inputInfo(vi *onnx.ValueInfo) (InputInfo, error) {
+	info := InputInfo{Name: vi.Name}
+	t := vi.Type
+	if t == nil {
+		return info, fmt.Errorf("no type declared")
+	}
+	if t.Kind != onnx.TypeTensor {
+		return info, fmt.Errorf("%w: only tensor inputs are supported (this one is a sequence, map or optional)", ErrNotSupported)
+	}
+	dt, err := DTypeFromONNX(t.ElemType)
+	if err != nil {
+		return info, fmt.Errorf("%w: %w", ErrNotSupported, err)
+	}
+	info.DType = dt
+	if t.HasShape || t.Shape != nil {
+		info.Dims = make([]int, len(t.Shape))
+		info.DimNames = make([]string, len(t.Shape))
+		for i, d := range t.Shape {
+			if d.HasValue && d.Value >= 0 {
+				info.Dims[i] = int(d.Value)
+			} else {
+				info.Dims[i] = -1
+				info.DimNames[i] = d.Param
+			}
+		}
+	}
+	return info, nil
+}
+
+// Input returns the input called name, or nil.
+func (m *Model) Input(name string) *InputInfo {
+	for i := range m.Inputs {
+		if m.Inputs[i].Name == name {
+			return &m.Inputs[i]
+		}
+	}
+	return nil
+}
+
+// Param returns the parameter called name, or nil.
+func (m *Model) Param(name string) *ParamTensor {
+	for _, p := range m.Params {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// Bindings fix the graph inputs for one specialization: the shape of each
+// input, and optionally a value for inputs that must be known at import
+// (ones that decide a shape, like a Reshape's target; see ValueInputs).
+// Bound values become constants and are folded.
+type Bindings struct {
+	Shapes map[string]Shape
+	Values map[string]*Tensor
+}
+
+// FromONNX imports m specialized to the given input shapes (inputs whose
+// declared shape is fully static may be left out).
+func FromONNX(m *onnx.Model, shapes map[string]Shape) (*Graph, error) {
+	model, err := NewModel(m)
+	if err != nil {
+		return nil, err
+	}
+	return model.Specialize(Bindings{Shapes: shapes})
+}
+
+// Specialize imports the model's nodes for concrete input shapes: it infers
+// every value's static type, folds everything computable from constants
+// (shape subgraphs above all), normalizes attributes, records parameter
+// aliases and uses, and drops nodes that no output needs.
+func (m *Model) Specialize(b Bindings) (*Graph, error) {
+	im := &importer{
+		model: m,
+		opset: m.Opset,
+		env:   map[string]*Value{},
+		g:     &Graph{Name: m.ONNX.Graph.Name, Opset: m.Opset},
+	}
+	for _, p := range m.Params {
+		param := &Param{Name: p.Name, Tensor: p.Tensor}
+		v := &Value{Name: p.Name, Type: Type{p.Tensor.dtype, p.Tensor.shape}, Kind: ParamValue, Param: param}
+		param.Value = v
+		im.g.Params = append(im.g.Params, param)
+		im.env[p.Name] = v
+	}
+	for name, t := range m.consts {
+		im.env[name] = &Value{Name: name, Type: Type{t.dtype, t.shape}, Kind: ConstValue, Const: t}
+	}
+	for name := range b.Shapes {
+		if m.Input(name) == nil {
+			return nil, fmt.Errorf("ir: shape given for %q, which is not an input of the model (inputs: %s)", name, m.inputNames())
+		}
+	}
+	for name := range b.Values {
+		if m.Input(name) == nil {
+			return nil, fmt.Errorf("ir: value given for %q, which is not an input of the model (inputs: %s)", name, m.inputNames())
+		}
+	}
+	for _, in := range m.Inputs {
+		v, err := bindInput(in, b)
+		if err != nil {
+			return nil, err
+		}
+		if v.Kind == GraphInput {
+			im.g.Inputs = append(im.g.Inputs, v)
+		}
+		im.env[in.Name] = v
+	}
+	if err := im.graphNodes(m.ONNX.Graph); err != nil {
+		return nil, err
+	}
+	for _, name := range m.Outputs {
+		v, ok := im.env[name]
+		if !ok {
+			return nil, fmt.Errorf("ir: graph output %q is not produced by any node", name)
+		}
+		im.g.Outputs = append(im.g.Outputs, Output{Name: name, Value: v})
+	}
+	im.g.pruneDead()
+	im.g.relinkUses()
+	if err := im.g.Validate(); err != nil {
+		return nil, err
+	}
+	return im.g, nil
+}
+
+func (m *Model) inputNames() string {
+	var names []string
+	for _, in := range m.Inputs {
+		names = append(names, in.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+func bindInput(in InputInfo, b Bindings) (*Value, error) {
+	if t, ok := b.Values[in.Name]; ok {
+		if t.dtype != in.DType {
+			return nil, fmt.Errorf("ir: input %q: value is %s, the model declares %s", in.Name, t.dtype, in.DType)
+		}
+		if err := checkDeclared(in, t.shape); err != nil {
+			return nil, err
+		}
+		return &Value{Name: in.Name, Type: Type{t.dtype, t.shape}, Kind: ConstValue, Const: t}, nil
+	}
+	shape, ok := b.Shapes[in.Name]
+	if !ok {
+		if in.Dims == nil {
+			return nil, fmt.Errorf("ir: input %q: no shape given and the model declares none", in.Name)
+		}
+		shape = make(Shape, len(in.Dims))
+		for i, d := range in.Dims {
+			if d < 0 {
+				return nil, fmt.Errorf("ir: input %q: dimension %d (%q) is dynamic: give the input's shape", in.Name, i, in.DimNames[i])
+			}
+			shape[i] = d
+		}
+	}
+	if err := checkDeclared(in, shape); err != nil {
+		return nil, err
+	}
+	return &Value{Name: in.Name, Type: Type{in.DType, shape.Clone()}, Kind: GraphInput}, nil
+}
+
+func checkDeclared(in InputInfo, shape Shape) error {
+	for _, d := range shape {
+		if d < 0 {
+			return fmt.Errorf("ir: input %q: negative dimension in %v", in.Name, shape)
+		}
+	}
+	if in.Dims == nil {
+		return nil
+	}
+	if len(shape) != len(in.Dims) {
+		return fmt.Errorf("ir: input %q: shape %v has rank %d, the model declares rank %d", in.Name, shape, len(shape), len(in.Dims))
+	}
+	for i, d := range in.Dims {
+		if d >= 0 && shape[i] != d {
+			return fmt.Errorf("ir: input %q: shape %v, the model declares dimension %d = %d", in.Name, shape, i, d)
+		}
+	}
+	return nil
+}
+
+// importer carries the state of one specialization.
+type importer struct {
+	model *Model
+	opset int
+	env   map[string]*Value
+	g     *Graph
+
+	// the ONNX node being imported, for errors and naming
+	origin  string
+	node    *onnx.Node
+	fresh   map[*Value]bool
+	counter int
+}
+
+// graphNodes imports the nodes of g (the main graph or an inlined If
+// branch) in topological order.
+func (im *importer) graphNodes(g *onnx.Graph) error {
+	order, err := topoOrder(g, im.env)
+	if err != nil {
+		return err
+	}
+	for _, i := range order {
+		n := g.Nodes[i]
+		if err := im.importNode(i, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// topoOrder orders the nodes so that every input is defined before use
+// (stable: file order when the file is already sorted, as ONNX requires).
+func topoOrder(g *onnx.Graph, env map[string]*Value) ([]int, error) {
+	producer := map[string]int{}
+	for i, n := range g.Nodes {
+		for _, o := range n.Outputs {
+			if o == "" {
+				continue
+			}
+			if j, dup := producer[o]; dup {
+				return nil, fmt.Errorf("ir: value %q is produced by node %d and node %d", o, j, i)
+			}
+			producer[o] = i
+		}
+	}
+	state := make([]uint8, len(g.Nodes)) // 0 new, 1 visiting, 2 done
+	var order []int
+	var visit func(i int) error
+	visit = func(i int) error {
+		switch state[i] {
+		case 1:
+			return fmt.Errorf("ir: the graph has a cycle through node %d %q (%s)", i, g.Nodes[i].Name, g.Nodes[i].OpType)
+		case 2:
+			return nil
+		}
+		state[i] = 1
+		for _, in := range nodeInputsDeep(g.Nodes[i]) {
+			if j, ok := producer[in]; ok && j != i {
+				if err := visit(j); err != nil {
+					return err
+				}
+			}
+		}
+		state[i] = 2
+		order = append(order, i)
+		return nil
+	}
+	for i := range g.Nodes {
+		if err := visit(i); err != nil {
+			return nil, err
+		}
+	}
+	return order, nil
+}
+
+// nodeInputsDeep lists a node's inputs plus the outer-scope names its
+// subgraphs (If branches) read.
+func nodeInputsDeep(n *onnx.Node) []string {
+	ins := append([]string{}, n.Inputs...)
+	for _, a := range n.Attributes {
+		if a.Type == onnx.AttrGraph && a.G != nil {
+			defined := map[string]bool{}
+			for _, t := range a.G.Initializers {
+				defined[t.Name] = true
+			}
+			for _, vi := range a.G.Inputs {
+				defined[vi.Name] = true
+			}
+			for _, sn := range a.G.Nodes {
+				for _, in := range nodeInputsDeep(sn) {
+					if !defined[in] {
+						ins = append(ins, in)
+					}
+				}
+				for _, o := range sn.Outputs {
+					defined[o] = true
+				}
+			}
+		}
+	}
+	return ins
+}
+
+func (im *importer) importNode(index int, n *onnx.Node) error {
+	im.origin = fmt.Sprintf("node %d %q (%s)", index, n.Name, n.OpType)
+	im.node = n
+	im.fresh = map[*Value]bool{}
+	if n.Domain != "" && n.Domain != "ai.onnx" {
+		return im.errorf("%w: operator domain %q (only the default ONNX domain is)", ErrNotSupported, n.Domain)
+	}
+	handler, ok := importers[n.OpType]
+	if !ok {
+		return im.errorf("%w: operator %s", ErrNotSupported, n.OpType)
+	}
+	in := make([]*Value, len(n.Inputs))
+	for i, name := range n.Inputs {
+		if name == "" {
+			continue
+		}
+		v, ok := im.env[name]
+		if !ok {
+			return im.errorf("input %d %q is not defined by any earlier node, initializer or graph input", i, name)
+		}
+		in[i] = v
+	}
+	outs, err := handler(im, n, in)
+	if err != nil {
+		return im.errorf("%w", err)
+	}
+	if len(outs) < len(n.Outputs) {
+		// Optional outputs the op does not have in this form.
+		for i := len(outs); i < len(n.Outputs); i++ {
+			if n.Outputs[i] != "" {
+				return im.errorf("output %d %q is not supported for this node", i, n.Outputs[i])
+			}
+		}
+	}
+	for i, name := range n.Outputs {
+		if name == "" {
+			continue
+		}
+		v := outs[i]
+		if v == nil {
+			return im.errorf("output %d %q is not produced", i, name)
+		}
+		if _, dup := im.env[name]; dup {
+			return im.errorf("output %q redefines an existing value", name)
+		}
+		if im.fresh[v] {
+			v.Name = name
+			delete(im.fresh, v) // a second output naming the same value aliases it
+		} else if v.Kind == ParamValue && !hasString(v.Param.Aliases, name) && v.Param.Name != name {
+			v.Param.Aliases = append(v.Param.Aliases, name)
+		}
+		im.env[name] = v
+	}
+	return nil
+}
+
+func hasString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (im *importer) errorf(format string, args ...any) error {
+	return fmt.Errorf("ir: %s: "+format, append([]any{im.origin}, args...)...)
+}
+
+// emit adds op applied to in as a node, or, when every present input is a
+// constant, evaluates it now and returns constants (folding).
+func (im *importer) emit(op Op, in ...*Value) ([]*Value, error) {
+	types := make([]Type, len(in))
+	allConst := true
+	for i, v := range in {
+		if v == nil {
+			continue
+		}
+		types[i] = v.Type
+		if v.Kind != ConstValue {
+			allConst = false
+		}
+	}
+	outTypes, err := op.Infer(types)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op.Name(), err)
+	}
+	outs := make([]*Value, len(outTypes))
+	if allConst {
+		ins := make([]*Tensor, len(in))
+		for i, v := range in {
+			if v != nil {
+				ins[i] = v.Const
+			}
+		}
+		res := make([]*Tensor, len(outTypes))
+		for i, t := range outTypes {
+			res[i] = NewTensor(t.DType, t.Shape)
+		}
+		if err := op.Eval(ins, res); err != nil {
+			return nil, fmt.Errorf("folding %s: %w", op.Name(), err)
+		}
+		for i, t := range res {
+			outs[i] = im.newValue(outTypes[i])
+			outs[i].Kind = ConstValue
+			outs[i].Const = t
+		}
+		return outs, nil
+	}
+	node := &Node{Name: im.node.Name, Op: op, Inputs: in, Origin: im.origin}
+	for i, t := range outTypes {
+		v := im.newValue(t)
+		v.Producer = node
+		outs[i] = v
+	}
+	node.Outputs = outs
+	im.g.Nodes = append(im.g.Nodes, node)
+	return outs, nil
+}
+
+func (im *importer) emit1(op Op, in ...*Value) (*Value, error) {
+	outs, err := im.emit(op, in...)
+	if err != nil {
+		return nil, err
+	}
+	return outs[0], nil
+}
+
+func (im *importer) newValue(t Type) *Value {
+	im.counter++
+	base := "tmp"
+	if im.node != nil && len(im.node.Outputs) > 0 && im.node.Outputs[0] != "" {
+		base = im.node.Outputs[0]
+	}
+	v := &Value{Name: fmt.Sprintf("%s#%d", base, im.counter), Type: Type{t.DType, t.Shape.Clone()}}
+	im.fresh[v] = true
+	return v
+}
+
+// constant makes a constant value (not a node).
+func (im *importer) constant(t *Tensor) *Value {
+	v := im.newValue(Type{t.dtype, t.shape})
+	v.Kind = ConstValue
+	v.Const = t
+	return v
+}
+
+// reshape returns v with a new shape (v itself when it already has it).
+func (im *importer) reshape(v *Value, shape Shape) (*Value, error) {
+	if v.Shape.Equal(shape) {
+		return v, nil
+	}
+	return im.emit1(&Reshape{Shape: shape.Clone()}, v)
+}
+
+// constTensor returns the value of input i, which decides a shape or an
+// attribute and so must be known at import.
+func (im *importer) constTensor(in []*Value, i int, what string) (*Tensor, error) {
+	if i >= len(in) || in[i] == nil {
+		return nil, nil
+	}
+	v := in[i]
+	if v.Kind != ConstValue {
+		kind := "computed at run time"
+		switch v.Kind {
+		case GraphInput:
+			kind = "a graph input; bind its value when specializing"
+		case ParamValue:
+			kind = "a parameter"
+		}
+		return nil, fmt.Errorf("input %d (%s, %q) must be known at import, but it is %s", i, what, v.Name, kind)
+	}
+	return v.Const, nil
+}
+
+func (im *importer) constInts(in []*Value, i int, what string) ([]int, bool, error) {
+	t, err := im.constTensor(in, i, what)
+	if err != nil || t == nil {
+		return nil, false, err
+	}
+	if !t.dtype.IsInt() {
+		return nil, false, fmt.Errorf("input %d (%s) is %s, want an integer type", i, what, t.dtype)
+	}
+	return t.Ints(), true, nil
+}
+
+// ValueInputs lists the graph inputs whose values (not just shapes) the
+// import needs: those that flow into an operand deciding a shape or an
+// attribute (Reshape's shape, Slice's starts, a reduction's axes, ...)
+// other than through Shape or Size. Bind them in Bindings.Values.
+func (m *Model) ValueInputs() []string {
+	g := m.ONNX.Graph
+	producer := map[string]*onnx.Node{}
+	for _, n := range g.Nodes {
+		for _, o := range n.Outputs {
+			producer[o] = n
+		}
+	}
+	need := map[string]bool{}
+	var mark func(name string)
+	mark = func(name string) {
+		if name == "" || need[name] {
+			return
+		}
+		need[name] = true
+		n, ok := producer[name]
+		if !ok || n.OpType == "Shape" || n.OpType == "Size" {
+			return
+		}
+		for _, in := range n.Inputs {
+			mark(in)
+		}
+	}
+	for _, n := range g.Nodes {
+		for _, i := range staticOperands(n.OpType, m.Opset) {
+			if i < len(n.Inputs) {
+				mark(n.Inputs[i])
+			}
+		}
+	}
+	var out []string
+	for _, in := range m.Inputs {
+		if need[in.Name] {
+			out = append(out, in.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// staticOperands are the input positions of an op that must be constant.
+func staticOperands(op string, opset int) []int {
+	switch op {
+	case "Reshape", "Expand", "TopK", "Trilu", "CumSum", "Tile", "Unsqueeze", "Squeeze", "ConstantOfShape", "Split", "ReduceSum":
+		if op == "ConstantOfShape" {
+			return []int{0}
+		}
+		return []int{1}
+	case "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd":
+		return []int{1}
+	case "Range":
+		return []int{0, 1, 2}
+	case "Slice":
+		return []int{1, 2, 3, 4}
+	case "Dropout":
+		return []int{1, 2}
+	case "If":
+		return []int{0}
+	}
+	return nil
+}

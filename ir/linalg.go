@@ -1,0 +1,455 @@
+package ir
+
+import (
+	"fmt"
+	"strings"
+)
+
+// ---------------------------------------------------------------- MatMul
+
+// MatMul is numpy's matmul: the last two dimensions multiply as matrices
+// (M×K times K×N) and the leading (batch) dimensions broadcast; a 1-D
+// first operand is a row vector and a 1-D second operand a column vector,
+// their unit dimension removed from the result.
+type MatMul struct{}
+
+func (op *MatMul) Name() string { return "MatMul" }
+
+// MatMulDims describes a MatMul for given operand shapes: the broadcast
+// batch shape, the matrix sizes, the output shape, and each operand's
+// batch shape padded to the batch rank (for broadcasting strides).
+type MatMulDims struct {
+	Batch        Shape
+	ABatch       Shape
+	BBatch       Shape
+	M, K, N      int
+	Out          Shape
+	ARank, BRank int
+}
+
+// MatMulShapes computes MatMulDims, or says why the shapes do not multiply.
+func MatMulShapes(a, b Shape) (MatMulDims, error) {
+	var d MatMulDims
+	if len(a) == 0 || len(b) == 0 {
+		return d, fmt.Errorf("MatMul of a scalar: %v × %v", a, b)
+	}
+	d.ARank, d.BRank = len(a), len(b)
+	as, bs := a, b
+	if len(a) == 1 {
+		as = Shape{1, a[0]}
+	}
+	if len(b) == 1 {
+		bs = Shape{b[0], 1}
+	}
+	d.M, d.K = as[len(as)-2], as[len(as)-1]
+	if bs[len(bs)-2] != d.K {
+		return d, fmt.Errorf("MatMul inner dimensions differ: %v × %v", a, b)
+	}
+	d.N = bs[len(bs)-1]
+	batch, err := BroadcastShapes(as[:len(as)-2], bs[:len(bs)-2])
+	if err != nil {
+		return d, fmt.Errorf("MatMul batch dimensions %v and %v do not broadcast", a, b)
+	}
+	d.Batch = batch
+	d.ABatch = padLeft(as[:len(as)-2], len(batch))
+	d.BBatch = padLeft(bs[:len(bs)-2], len(batch))
+	d.Out = batch.Clone()
+	if len(a) > 1 {
+		d.Out = append(d.Out, d.M)
+	}
+	if len(b) > 1 {
+		d.Out = append(d.Out, d.N)
+	}
+	return d, nil
+}
+
+func padLeft(s Shape, rank int) Shape {
+	out := make(Shape, rank)
+	for i := range out {
+		out[i] = 1
+	}
+	copy(out[rank-len(s):], s)
+	return out
+}
+
+func (op *MatMul) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 2, 2); err != nil {
+		return nil, err
+	}
+	a, b := in[0], in[1]
+	if a.DType != b.DType || !a.DType.computable() {
+		return nil, fmt.Errorf("operands are %s and %s, want one number type", a.DType, b.DType)
+	}
+	d, err := MatMulShapes(a.Shape, b.Shape)
+	if err != nil {
+		return nil, err
+	}
+	return []Type{{a.DType, d.Out}}, nil
+}
+
+func (op *MatMul) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	a, b, y := in[0], in[1], out[0]
+	d, err := MatMulShapes(a.shape, b.shape)
+	if err != nil {
+		return err
+	}
+	av, bv := Convert(a, Float64).Float64s(), Convert(b, Float64).Float64s()
+	res := make([]float64, y.Len())
+	aStr := BroadcastStrides(d.ABatch, d.Batch)
+	bStr := BroadcastStrides(d.BBatch, d.Batch)
+	mk, kn, mn := d.M*d.K, d.K*d.N, d.M*d.N
+	pos := make([]int, len(d.Batch))
+	for bi := range d.Batch.Size() {
+		ao, bo := 0, 0
+		for i, p := range pos {
+			ao += p * aStr[i] * mk
+			bo += p * bStr[i] * kn
+		}
+		for i := range d.M {
+			for j := range d.N {
+				var s float64
+				for p := range d.K {
+					s += av[ao+i*d.K+p] * bv[bo+p*d.N+j]
+				}
+				res[bi*mn+i*d.N+j] = s
+			}
+		}
+		for i := len(pos) - 1; i >= 0; i-- {
+			pos[i]++
+			if pos[i] < d.Batch[i] {
+				break
+			}
+			pos[i] = 0
+		}
+	}
+	storeNumbers(y, res)
+	return nil
+}
+
+// storeNumbers writes float64 results into a tensor of any number type
+// (integers by truncation).
+func storeNumbers(t *Tensor, v []float64) {
+	if t.dtype.IsFloat() {
+		storeFloats(t, v)
+		return
+	}
+	for i, x := range v {
+		storeFloat(t, i, x, true, RoundUp)
+	}
+}
+
+// ---------------------------------------------------------------- Gemm
+
+// Gemm is Alpha·op(A)·op(B) + Beta·C for 2-D A and B (op transposes when
+// TransA/TransB); the optional C broadcasts to the M×N result.
+type Gemm struct {
+	TransA, TransB bool
+	Alpha, Beta    float32
+}
+
+func (op *Gemm) Name() string { return "Gemm" }
+
+func (op *Gemm) dims(a, b Shape) (m, k, n int, err error) {
+	if len(a) != 2 || len(b) != 2 {
+		return 0, 0, 0, fmt.Errorf("Gemm operands %v and %v, want 2-D", a, b)
+	}
+	m, k = a[0], a[1]
+	if op.TransA {
+		m, k = k, m
+	}
+	kb, n := b[0], b[1]
+	if op.TransB {
+		kb, n = n, kb
+	}
+	if k != kb {
+		return 0, 0, 0, fmt.Errorf("Gemm inner dimensions differ: %v × %v (transA %v, transB %v)", a, b, op.TransA, op.TransB)
+	}
+	return m, k, n, nil
+}
+
+func (op *Gemm) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 2, 3); err != nil {
+		return nil, err
+	}
+	a, b := in[0], in[1]
+	if a.DType != b.DType || !a.DType.computable() {
+		return nil, fmt.Errorf("operands are %s and %s, want one number type", a.DType, b.DType)
+	}
+	m, _, n, err := op.dims(a.Shape, b.Shape)
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := optional(in, 2); ok {
+		if c.DType != a.DType {
+			return nil, fmt.Errorf("C is %s, want %s", c.DType, a.DType)
+		}
+		if s, err := BroadcastShapes(c.Shape, Shape{m, n}); err != nil || !s.Equal(Shape{m, n}) {
+			return nil, fmt.Errorf("C has shape %v, not broadcastable to [%d,%d]", c.Shape, m, n)
+		}
+	}
+	return []Type{{a.DType, Shape{m, n}}}, nil
+}
+
+func (op *Gemm) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	a, b := in[0], in[1]
+	m, k, n, err := op.dims(a.shape, b.shape)
+	if err != nil {
+		return err
+	}
+	av, bv := Convert(a, Float64).Float64s(), Convert(b, Float64).Float64s()
+	var cv []float64
+	if c := optionalTensor(in, 2); c != nil {
+		cv = expandTo(Convert(c, Float64), Shape{m, n})
+	}
+	res := make([]float64, m*n)
+	for i := range m {
+		for j := range n {
+			var s float64
+			for p := range k {
+				var x, y float64
+				if op.TransA {
+					x = av[p*m+i]
+				} else {
+					x = av[i*k+p]
+				}
+				if op.TransB {
+					y = bv[j*k+p]
+				} else {
+					y = bv[p*n+j]
+				}
+				s += x * y
+			}
+			s *= float64(op.Alpha)
+			if cv != nil {
+				s += float64(op.Beta) * cv[i*n+j]
+			}
+			res[i*n+j] = s
+		}
+	}
+	storeNumbers(out[0], res)
+	return nil
+}
+
+// ---------------------------------------------------------------- Einsum
+
+// Einsum is Einstein summation. Import parses ONNX's equation and expands
+// the ellipsis, so each operand and the output are lists of single-letter
+// labels (Inputs[i] has one label per dimension of input i); labels that
+// are not in Output are summed over; a label repeated within an operand
+// takes its diagonal.
+type Einsum struct {
+	Equation string // as written, for messages
+	Inputs   []string
+	Output   string
+}
+
+func (op *Einsum) Name() string { return "Einsum" }
+
+// ParseEinsum normalizes an equation for operands of the given ranks.
+func ParseEinsum(eq string, ranks []int) (*Einsum, error) {
+	eq = strings.ReplaceAll(eq, " ", "")
+	lhs, rhs, explicit := strings.Cut(eq, "->")
+	terms := strings.Split(lhs, ",")
+	if len(terms) != len(ranks) {
+		return nil, fmt.Errorf("einsum %q has %d operands, got %d inputs", eq, len(terms), len(ranks))
+	}
+	used := map[rune]bool{}
+	for _, r := range strings.ReplaceAll(eq, "...", "") {
+		used[r] = true
+	}
+	// Ellipsis labels: uppercase-free placeholders chosen among unused
+	// letters, the same for every operand (right-aligned).
+	ellRank := 0
+	for i, t := range terms {
+		if strings.Contains(t, "...") {
+			n := ranks[i] - (len(t) - 3)
+			if n < 0 {
+				return nil, fmt.Errorf("einsum %q: operand %d has rank %d, fewer than its labels", eq, i, ranks[i])
+			}
+			ellRank = max(ellRank, n)
+		}
+	}
+	var ell []rune
+	for r := 'A'; len(ell) < ellRank && r <= 'z'; r++ {
+		if !used[r] && (r <= 'Z' || r >= 'a') {
+			ell = append(ell, r)
+		}
+	}
+	if len(ell) < ellRank {
+		return nil, fmt.Errorf("einsum %q: too many dimensions", eq)
+	}
+	expand := func(t string, rank int) (string, error) {
+		if !strings.Contains(t, "...") {
+			if rank >= 0 && len(t) != rank {
+				return "", fmt.Errorf("einsum %q: term %q for an operand of rank %d", eq, t, rank)
+			}
+			return t, nil
+		}
+		n := ellRank
+		if rank >= 0 {
+			n = rank - (len(t) - 3)
+		}
+		return strings.Replace(t, "...", string(ell[ellRank-n:]), 1), nil
+	}
+	op := &Einsum{Equation: eq}
+	for i, t := range terms {
+		e, err := expand(t, ranks[i])
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range e {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+				return nil, fmt.Errorf("einsum %q: bad label %q", eq, r)
+			}
+		}
+		op.Inputs = append(op.Inputs, e)
+	}
+	if explicit {
+		o, err := expand(rhs, -1)
+		if err != nil {
+			return nil, err
+		}
+		op.Output = o
+	} else {
+		// Implicit output: the ellipsis dimensions, then the labels that
+		// appear exactly once, in alphabetical order.
+		count := map[rune]int{}
+		for _, t := range op.Inputs {
+			for _, r := range t {
+				count[r]++
+			}
+		}
+		out := string(ell)
+		for r := 'A'; r <= 'z'; r++ {
+			if count[r] == 1 && !strings.ContainsRune(string(ell), r) {
+				out += string(r)
+			}
+		}
+		op.Output = out
+	}
+	return op, nil
+}
+
+// sizes maps every label to its dimension (broadcasting 1s).
+func (op *Einsum) sizes(in []Type) (map[rune]int, error) {
+	size := map[rune]int{}
+	if len(in) != len(op.Inputs) {
+		return nil, fmt.Errorf("einsum %q wants %d inputs, got %d", op.Equation, len(op.Inputs), len(in))
+	}
+	for i, t := range in {
+		if len(t.Shape) != len(op.Inputs[i]) {
+			return nil, fmt.Errorf("einsum %q: input %d has rank %d, want %d", op.Equation, i, len(t.Shape), len(op.Inputs[i]))
+		}
+		for d, r := range op.Inputs[i] {
+			n := t.Shape[d]
+			s, ok := size[r]
+			switch {
+			case !ok || s == 1:
+				size[r] = n
+			case s == n || n == 1:
+			default:
+				return nil, fmt.Errorf("einsum %q: label %c has sizes %d and %d", op.Equation, r, s, n)
+			}
+		}
+	}
+	return size, nil
+}
+
+func (op *Einsum) Infer(in []Type) ([]Type, error) {
+	size, err := op.sizes(in)
+	if err != nil {
+		return nil, err
+	}
+	for i := 1; i < len(in); i++ {
+		if in[i].DType != in[0].DType {
+			return nil, fmt.Errorf("einsum operands have dtypes %s and %s", in[0].DType, in[i].DType)
+		}
+	}
+	if !in[0].DType.computable() {
+		return nil, fmt.Errorf("einsum on %s is not supported", in[0].DType)
+	}
+	shape := Shape{}
+	for _, r := range op.Output {
+		n, ok := size[r]
+		if !ok {
+			return nil, fmt.Errorf("einsum %q: output label %c is not in any input", op.Equation, r)
+		}
+		shape = append(shape, n)
+	}
+	return []Type{{in[0].DType, shape}}, nil
+}
+
+func (op *Einsum) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	size, err := op.sizes(typesOf(in))
+	if err != nil {
+		return err
+	}
+	// All labels: output labels first, then summed ones.
+	labels := []rune(op.Output)
+	for _, t := range op.Inputs {
+		for _, r := range t {
+			if !strings.ContainsRune(string(labels), r) {
+				labels = append(labels, r)
+			}
+		}
+	}
+	pos := map[rune]int{}
+	for i, r := range labels {
+		pos[r] = i
+	}
+	dims := make([]int, len(labels))
+	for i, r := range labels {
+		dims[i] = size[r]
+	}
+	// strides[k][l]: how far operand k moves when label l advances.
+	strides := make([][]int, len(in))
+	vals := make([][]float64, len(in))
+	for k, t := range in {
+		strides[k] = make([]int, len(labels))
+		st := t.shape.Strides()
+		for d, r := range op.Inputs[k] {
+			if t.shape[d] != 1 {
+				strides[k][pos[r]] += st[d]
+			}
+		}
+		vals[k] = Convert(t, Float64).Float64s()
+	}
+	nOut := len(op.Output)
+	res := make([]float64, out[0].Len())
+	total := Shape(dims).Size()
+	idx := make([]int, len(labels))
+	outStrides := Shape(dims[:nOut]).Strides()
+	for range total {
+		p := 1.0
+		for k := range in {
+			off := 0
+			for l, i := range idx {
+				off += i * strides[k][l]
+			}
+			p *= vals[k][off]
+		}
+		o := 0
+		for l := range nOut {
+			o += idx[l] * outStrides[l]
+		}
+		res[o] += p
+		for l := len(idx) - 1; l >= 0; l-- {
+			idx[l]++
+			if idx[l] < dims[l] {
+				break
+			}
+			idx[l] = 0
+		}
+	}
+	storeNumbers(out[0], res)
+	return nil
+}

@@ -1,0 +1,544 @@
+package ir
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+)
+
+// ---------------------------------------------------------------- Conv
+
+// Conv is N-d convolution (cross-correlation) over NC<spatial> inputs:
+// X [N, C, d1..dk], W [M, C/Group, k1..kk], optional bias [M]. Pads holds
+// the k begin pads then the k end pads; import resolves auto_pad into them.
+type Conv struct {
+	Strides, Pads, Dilations []int
+	Group                    int
+}
+
+func (op *Conv) Name() string { return "Conv" }
+
+func (op *Conv) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 2, 3); err != nil {
+		return nil, err
+	}
+	x, w := in[0], in[1]
+	if x.DType != w.DType || !isFloat(x.DType) {
+		return nil, fmt.Errorf("operands are %s and %s, want one float type", x.DType, w.DType)
+	}
+	k := len(x.Shape) - 2
+	if k < 1 || len(w.Shape) != k+2 || len(op.Strides) != k || len(op.Dilations) != k || len(op.Pads) != 2*k {
+		return nil, fmt.Errorf("input %v, weights %v, strides %v, pads %v, dilations %v do not agree", x.Shape, w.Shape, op.Strides, op.Pads, op.Dilations)
+	}
+	g := op.Group
+	if g < 1 || x.Shape[1] != w.Shape[1]*g || w.Shape[0]%g != 0 {
+		return nil, fmt.Errorf("channels: input %v, weights %v, group %d", x.Shape, w.Shape, g)
+	}
+	if b, ok := optional(in, 2); ok && (b.DType != x.DType || !b.Shape.Equal(Shape{w.Shape[0]})) {
+		return nil, fmt.Errorf("bias is %v, want %s[%d]", b, x.DType, w.Shape[0])
+	}
+	out := Shape{x.Shape[0], w.Shape[0]}
+	for d := range k {
+		n := windowCount(x.Shape[2+d], w.Shape[2+d], op.Strides[d], op.Dilations[d], op.Pads[d], op.Pads[k+d], false)
+		if n < 0 {
+			return nil, fmt.Errorf("kernel %v larger than padded input %v", w.Shape[2:], x.Shape[2:])
+		}
+		out = append(out, n)
+	}
+	return []Type{{x.DType, out}}, nil
+}
+
+// windowCount is the number of output positions along one spatial axis:
+// floor (or ceil) of (in + padBegin + padEnd - span)/stride + 1, where
+// span = dilation·(kernel-1)+1; in ceil mode a window that would start in
+// the end padding is dropped.
+func windowCount(in, kernel, stride, dilation, padBegin, padEnd int, ceil bool) int {
+	if stride < 1 || dilation < 1 || kernel < 1 {
+		return -1
+	}
+	span := dilation*(kernel-1) + 1
+	total := in + padBegin + padEnd - span
+	if total < 0 {
+		return -1
+	}
+	n := total/stride + 1
+	if ceil && total%stride != 0 {
+		n++
+		if (n-1)*stride >= in+padBegin {
+			n--
+		}
+	}
+	return n
+}
+
+func (op *Conv) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	x, w, y := in[0], in[1], out[0]
+	xv, wv := Convert(x, Float64).Float64s(), Convert(w, Float64).Float64s()
+	var bv []float64
+	if b := optionalTensor(in, 2); b != nil {
+		bv = Convert(b, Float64).Float64s()
+	}
+	k := len(x.shape) - 2
+	spatialIn, spatialOut, kern := x.shape[2:], y.shape[2:], w.shape[2:]
+	n, c, m := x.shape[0], x.shape[1], w.shape[0]
+	cg, mg := c/op.Group, m/op.Group
+	res := make([]float64, y.Len())
+	outPos := make([]int, k)
+	kPos := make([]int, k)
+	inSize, outSize, kSize := spatialIn.Size(), spatialOut.Size(), kern.Size()
+	inStr := spatialIn.Strides()
+	for b := range n {
+		for oc := range m {
+			g := oc / mg
+			for o := range outSize {
+				unflatten(o, spatialOut, outPos)
+				s := 0.0
+				if bv != nil {
+					s = bv[oc]
+				}
+				for ic := range cg {
+					xc := (b*c + g*cg + ic) * inSize
+					wc := (oc*cg + ic) * kSize
+					for kp := range kSize {
+						unflatten(kp, kern, kPos)
+						off, inside := 0, true
+						for d := range k {
+							p := outPos[d]*op.Strides[d] - op.Pads[d] + kPos[d]*op.Dilations[d]
+							if p < 0 || p >= spatialIn[d] {
+								inside = false
+								break
+							}
+							off += p * inStr[d]
+						}
+						if inside {
+							s += xv[xc+off] * wv[wc+kp]
+						}
+					}
+				}
+				res[(b*m+oc)*outSize+o] = s
+			}
+		}
+	}
+	storeFloats(y, res)
+	return nil
+}
+
+func unflatten(i int, s Shape, pos []int) {
+	for d := len(s) - 1; d >= 0; d-- {
+		pos[d] = i % s[d]
+		i /= s[d]
+	}
+}
+
+// ---------------------------------------------------------------- Pool
+
+// Pool is max or average pooling over the spatial axes of NC<spatial>
+// input. Pads holds begin pads then end pads (auto_pad resolved at
+// import). CeilMode rounds the output size up (a window starting in the
+// end padding is dropped). Average pooling divides by the window
+// positions inside the input, or with CountIncludePad by those inside
+// the padded input. Max pooling's optional second output holds the flat
+// index of each maximum in the input (row-major, or with StorageOrder 1
+// column-major over the spatial axes).
+type Pool struct {
+	Max                      bool
+	Kernel                   []int
+	Strides, Pads, Dilations []int
+	CeilMode                 bool
+	CountIncludePad          bool
+	StorageOrder             int
+}
+
+func (op *Pool) Name() string {
+	if op.Max {
+		return "MaxPool"
+	}
+	return "AveragePool"
+}
+
+func (op *Pool) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 1, 1); err != nil {
+		return nil, err
+	}
+	x := in[0]
+	if !isFloat(x.DType) && !(op.Max && (x.DType == Uint8 || x.DType == Int8)) {
+		return nil, fmt.Errorf("input is %s, want a float type", x.DType)
+	}
+	k := len(x.Shape) - 2
+	if k < 1 || len(op.Kernel) != k || len(op.Strides) != k || len(op.Dilations) != k || len(op.Pads) != 2*k {
+		return nil, fmt.Errorf("input %v, kernel %v, strides %v, pads %v, dilations %v do not agree", x.Shape, op.Kernel, op.Strides, op.Pads, op.Dilations)
+	}
+	out := Shape{x.Shape[0], x.Shape[1]}
+	for d := range k {
+		n := windowCount(x.Shape[2+d], op.Kernel[d], op.Strides[d], op.Dilations[d], op.Pads[d], op.Pads[k+d], op.CeilMode)
+		if n < 0 {
+			return nil, fmt.Errorf("kernel %v larger than padded input %v", op.Kernel, x.Shape[2:])
+		}
+		out = append(out, n)
+	}
+	return []Type{{x.DType, out}, {Int64, out}}, nil
+}
+
+func (op *Pool) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	x, y := in[0], out[0]
+	var indices []int64
+	if len(out) > 1 && out[1] != nil {
+		indices = out[1].Int64s()
+	}
+	xv := Convert(x, Float64).Float64s()
+	k := len(x.shape) - 2
+	spatialIn, spatialOut := x.shape[2:], y.shape[2:]
+	kern := Shape(op.Kernel)
+	inSize, outSize, kSize := spatialIn.Size(), spatialOut.Size(), kern.Size()
+	inStr := spatialIn.Strides()
+	colStr := make([]int, k) // column-major spatial strides for StorageOrder 1
+	n := 1
+	for d := range k {
+		colStr[d] = n
+		n *= spatialIn[d]
+	}
+	res := make([]float64, y.Len())
+	outPos, kPos, pos := make([]int, k), make([]int, k), make([]int, k)
+	for nc := range x.shape[0] * x.shape[1] {
+		base := nc * inSize
+		for o := range outSize {
+			unflatten(o, spatialOut, outPos)
+			best, bestIdx := math.Inf(-1), -1
+			sum, count, padCount := 0.0, 0, 0
+			for kp := range kSize {
+				unflatten(kp, kern, kPos)
+				inside, inPadded := true, true
+				for d := range k {
+					p := outPos[d]*op.Strides[d] - op.Pads[d] + kPos[d]*op.Dilations[d]
+					pos[d] = p
+					if p < 0 || p >= spatialIn[d] {
+						inside = false
+					}
+					if p < -op.Pads[d] || p >= spatialIn[d]+op.Pads[k+d] {
+						inPadded = false
+					}
+				}
+				if inPadded {
+					padCount++
+				}
+				if !inside {
+					continue
+				}
+				off := 0
+				for d := range k {
+					off += pos[d] * inStr[d]
+				}
+				v := xv[base+off]
+				count++
+				sum += v
+				if v > best || bestIdx < 0 {
+					best, bestIdx = v, off
+					if op.StorageOrder == 1 {
+						bestIdx = 0
+						for d := range k {
+							bestIdx += pos[d] * colStr[d]
+						}
+					}
+				}
+			}
+			r := nc*outSize + o
+			switch {
+			case op.Max:
+				res[r] = best
+				if indices != nil {
+					indices[r] = int64(base + bestIdx)
+				}
+			case op.CountIncludePad:
+				res[r] = sum / float64(padCount)
+			default:
+				res[r] = sum / float64(count)
+			}
+		}
+	}
+	storeNumbers(y, res)
+	return nil
+}
+
+// ---------------------------------------------------------------- BatchNorm
+
+// BatchNorm normalizes per channel (axis 1) of NC... input:
+// y = (x - mean)/sqrt(var + Epsilon)·scale + bias. Inputs: x, scale, bias,
+// mean, var. In Training mode mean and var are the batch's (population
+// variance over every axis but 1) and the optional outputs 1 and 2 are the
+// updated running statistics input·Momentum + batch·(1-Momentum).
+type BatchNorm struct {
+	Epsilon, Momentum float32
+	Training          bool
+}
+
+func (op *BatchNorm) Name() string { return "BatchNorm" }
+
+func (op *BatchNorm) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 5, 5); err != nil {
+		return nil, err
+	}
+	x := in[0]
+	if !isFloat(x.DType) || len(x.Shape) < 2 {
+		return nil, fmt.Errorf("input is %v, want a float tensor of rank ≥ 2", x)
+	}
+	c := Shape{x.Shape[1]}
+	for i := 1; i < 5; i++ {
+		if !isFloat(in[i].DType) || !in[i].Shape.Equal(c) {
+			return nil, fmt.Errorf("input %d is %v, want a float vector of %d", i, in[i], x.Shape[1])
+		}
+	}
+	return []Type{x, {in[3].DType, c}, {in[4].DType, c}}, nil
+}
+
+func (op *BatchNorm) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	x := in[0]
+	xv := Convert(x, Float64).Float64s()
+	scale, bias := Convert(in[1], Float64).Float64s(), Convert(in[2], Float64).Float64s()
+	mean, vr := Convert(in[3], Float64).Float64s(), Convert(in[4], Float64).Float64s()
+	c := x.shape[1]
+	inner := x.shape[2:].Size()
+	outer := x.shape[0]
+	useMean, useVar := mean, vr
+	if op.Training {
+		cnt := float64(outer * inner)
+		useMean, useVar = make([]float64, c), make([]float64, c)
+		for ch := range c {
+			var s float64
+			for b := range outer {
+				for _, v := range xv[(b*c+ch)*inner : (b*c+ch+1)*inner] {
+					s += v
+				}
+			}
+			m := s / cnt
+			var q float64
+			for b := range outer {
+				for _, v := range xv[(b*c+ch)*inner : (b*c+ch+1)*inner] {
+					q += (v - m) * (v - m)
+				}
+			}
+			useMean[ch], useVar[ch] = m, q/cnt
+		}
+		mom := float64(op.Momentum)
+		if len(out) > 1 && out[1] != nil {
+			r := make([]float64, c)
+			for ch := range c {
+				r[ch] = mean[ch]*mom + useMean[ch]*(1-mom)
+			}
+			storeFloats(out[1], r)
+		}
+		if len(out) > 2 && out[2] != nil {
+			r := make([]float64, c)
+			for ch := range c {
+				r[ch] = vr[ch]*mom + useVar[ch]*(1-mom)
+			}
+			storeFloats(out[2], r)
+		}
+	}
+	res := make([]float64, len(xv))
+	for b := range outer {
+		for ch := range c {
+			is := 1 / math.Sqrt(useVar[ch]+float64(op.Epsilon))
+			o := (b*c + ch) * inner
+			for i, v := range xv[o : o+inner] {
+				res[o+i] = (v-useMean[ch])*is*scale[ch] + bias[ch]
+			}
+		}
+	}
+	storeFloats(out[0], res)
+	return nil
+}
+
+// ---------------------------------------------------------------- Dropout
+
+// Dropout in training mode zeroes each element with probability Ratio and
+// scales the rest by 1/(1-Ratio); the optional second output is the bool
+// keep mask. The mask comes from a PCG generator seeded with Seed, so a
+// given seed always drops the same elements. (Inference-mode Dropout is
+// the identity and imports as an alias.)
+type Dropout struct {
+	Ratio float32
+	Seed  uint64
+}
+
+func (op *Dropout) Name() string { return "Dropout" }
+
+func (op *Dropout) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 1, 1); err != nil {
+		return nil, err
+	}
+	if err := wantDTypes("input", in[0], isFloat, "a float type"); err != nil {
+		return nil, err
+	}
+	if op.Ratio < 0 || op.Ratio >= 1 {
+		return nil, fmt.Errorf("ratio %g, want [0, 1)", op.Ratio)
+	}
+	return []Type{in[0], {Bool, in[0].Shape}}, nil
+}
+
+// DropoutMask fills keep with the mask for a seed and ratio: keep[i] is
+// true with probability 1-ratio. Backends use it so that all of them drop
+// the same elements.
+func DropoutMask(keep []bool, ratio float32, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	for i := range keep {
+		keep[i] = rng.Float32() >= ratio
+	}
+}
+
+func (op *Dropout) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	x := in[0]
+	keep := make([]bool, x.Len())
+	DropoutMask(keep, op.Ratio, op.Seed)
+	xv := Convert(x, Float64).Float64s()
+	scale := 1 / (1 - float64(op.Ratio))
+	res := make([]float64, len(xv))
+	for i, v := range xv {
+		if keep[i] {
+			res[i] = v * scale
+		}
+	}
+	storeFloats(out[0], res)
+	if len(out) > 1 && out[1] != nil {
+		copy(out[1].Bools(), keep)
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------- losses
+
+// Reduction is how a loss op combines the per-element losses.
+type Reduction uint8
+
+const (
+	ReductionNone Reduction = iota
+	ReductionSum
+	ReductionMean
+)
+
+// NLLLoss is the negative log-likelihood loss: input [N, C, d...] holds
+// log-probabilities, target [N, d...] class indices, optional weight [C].
+// loss[n, d] = -input[n, target[n,d], d]·weight[target[n,d]], and 0 where
+// target equals IgnoreIndex (when HasIgnore). Mean divides the sum by the
+// sum of the weights of the counted elements (their number without
+// weights). With Softmax set it is SoftmaxCrossEntropyLoss: the input holds
+// scores and log-softmax over axis 1 is applied first; its optional second
+// output is those log-probabilities.
+type NLLLoss struct {
+	Softmax     bool
+	Reduction   Reduction
+	IgnoreIndex int
+	HasIgnore   bool
+}
+
+func (op *NLLLoss) Name() string {
+	if op.Softmax {
+		return "SoftmaxCrossEntropyLoss"
+	}
+	return "NegativeLogLikelihoodLoss"
+}
+
+func (op *NLLLoss) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 2, 3); err != nil {
+		return nil, err
+	}
+	x, t := in[0], in[1]
+	if !isFloat(x.DType) || len(x.Shape) < 2 {
+		return nil, fmt.Errorf("input is %v, want a float tensor of rank ≥ 2", x)
+	}
+	if !isIndex(t.DType) {
+		return nil, fmt.Errorf("target is %s, want int32 or int64", t.DType)
+	}
+	want := append(Shape{x.Shape[0]}, x.Shape[2:]...)
+	if !t.Shape.Equal(want) {
+		return nil, fmt.Errorf("target shape %v, want %v", t.Shape, want)
+	}
+	if w, ok := optional(in, 2); ok && (w.DType != x.DType || !w.Shape.Equal(Shape{x.Shape[1]})) {
+		return nil, fmt.Errorf("weight is %v, want %s[%d]", w, x.DType, x.Shape[1])
+	}
+	loss := Type{x.DType, Shape{}}
+	if op.Reduction == ReductionNone {
+		loss.Shape = want
+	}
+	return []Type{loss, x}, nil
+}
+
+func (op *NLLLoss) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	x, target := in[0], in[1]
+	lp := Convert(x, Float64).Float64s()
+	n, c := x.shape[0], x.shape[1]
+	inner := x.shape[2:].Size()
+	if op.Softmax {
+		lp = append([]float64(nil), lp...)
+		for b := range n {
+			for i := range inner {
+				m := math.Inf(-1)
+				for k := range c {
+					m = math.Max(m, lp[(b*c+k)*inner+i])
+				}
+				var s float64
+				for k := range c {
+					s += math.Exp(lp[(b*c+k)*inner+i] - m)
+				}
+				ls := math.Log(s)
+				for k := range c {
+					lp[(b*c+k)*inner+i] -= m + ls
+				}
+			}
+		}
+		if len(out) > 1 && out[1] != nil {
+			storeFloats(out[1], lp)
+		}
+	}
+	var weight []float64
+	if w := optionalTensor(in, 2); w != nil {
+		weight = Convert(w, Float64).Float64s()
+	}
+	losses := make([]float64, n*inner)
+	var sum, wsum float64
+	for b := range n {
+		for i := range inner {
+			t := int(target.Int64At(b*inner + i))
+			if op.HasIgnore && t == op.IgnoreIndex {
+				continue
+			}
+			if t < 0 || t >= c {
+				return fmt.Errorf("%s target %d out of range [0, %d)", op.Name(), t, c)
+			}
+			w := 1.0
+			if weight != nil {
+				w = weight[t]
+			}
+			l := -lp[(b*c+t)*inner+i] * w
+			losses[b*inner+i] = l
+			sum += l
+			wsum += w
+		}
+	}
+	switch op.Reduction {
+	case ReductionNone:
+		storeFloats(out[0], losses)
+	case ReductionSum:
+		storeFloats(out[0], []float64{sum})
+	case ReductionMean:
+		if weight == nil && !op.HasIgnore {
+			wsum = float64(len(losses))
+		}
+		storeFloats(out[0], []float64{sum / wsum})
+	}
+	return nil
+}
