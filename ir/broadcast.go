@@ -47,18 +47,22 @@ func BroadcastStrides(in, out Shape) []int {
 	return st
 }
 
-// runIndexer walks an output shape in row-major order in runs along the
-// innermost dimension, tracking where every operand's run starts. Size-1
-// dimensions and dimensions that are contiguous for every operand are
-// merged first, so the runs are as long as possible.
-type runIndexer struct {
-	outer   Shape   // dimensions above the innermost
-	strides [][]int // per operand, for the outer dimensions
-	inner   int     // length of a run
-	step    []int   // per operand, the stride within a run
+// RunLayout describes a walk over a broadcast output shape in row-major
+// order, in runs along the innermost dimension, tracking where each
+// operand's run starts. Size-1 dimensions and dimensions that are
+// contiguous for every operand are merged first, so runs are as long as
+// possible. Backends precompute it once per op and iterate without
+// allocating.
+type RunLayout struct {
+	Outer   Shape   // dimensions above the innermost
+	Strides [][]int // per operand, its strides for the Outer dimensions
+	Inner   int     // length of a run
+	Step    []int   // per operand, the stride within a run (0 when broadcast)
 }
 
-func newRunIndexer(out Shape, ins ...Shape) *runIndexer {
+// NewRunLayout plans the walk over out for operands of the given shapes
+// (each broadcastable to out).
+func NewRunLayout(out Shape, ins ...Shape) RunLayout {
 	all := make([][]int, len(ins))
 	for k, s := range ins {
 		all[k] = BroadcastStrides(s, out)
@@ -93,47 +97,78 @@ func newRunIndexer(out Shape, ins ...Shape) *runIndexer {
 			merged[k] = append(merged[k], all[k][i])
 		}
 	}
-	r := &runIndexer{inner: 1, step: make([]int, len(ins)), strides: make([][]int, len(ins))}
+	r := RunLayout{Inner: 1, Outer: Shape{}, Step: make([]int, len(ins)), Strides: make([][]int, len(ins))}
+	for k := range ins {
+		r.Strides[k] = []int{}
+	}
 	if len(dims) == 0 {
 		return r
 	}
 	last := len(dims) - 1
-	r.inner = dims[last]
-	r.outer = dims[:last]
+	r.Inner = dims[last]
+	r.Outer = dims[:last]
 	for k := range ins {
-		r.step[k] = merged[k][last]
-		r.strides[k] = merged[k][:last]
+		r.Step[k] = merged[k][last]
+		r.Strides[k] = merged[k][:last]
 	}
 	return r
+}
+
+// Runs is the number of runs (the product of Outer; 0 for an empty output).
+func (r *RunLayout) Runs() int {
+	if r.Inner == 0 {
+		return 0
+	}
+	return r.Outer.Size()
+}
+
+// Next advances idx (an odometer over Outer, len(Outer) long) to the next
+// run and updates base (per operand, the offset of its run's first
+// element); it reports false after the last run.
+func (r *RunLayout) Next(idx, base []int) bool {
+	for d := len(idx) - 1; d >= 0; d-- {
+		idx[d]++
+		for k := range base {
+			base[k] += r.Strides[k][d]
+		}
+		if idx[d] < r.Outer[d] {
+			return true
+		}
+		for k := range base {
+			base[k] -= r.Strides[k][d] * r.Outer[d]
+		}
+		idx[d] = 0
+	}
+	return false
+}
+
+// runIndexer is RunLayout with a callback walk, for the reference ops.
+type runIndexer struct {
+	RunLayout
+	inner   int
+	step    []int
+	outer   Shape
+	strides [][]int
+}
+
+func newRunIndexer(out Shape, ins ...Shape) *runIndexer {
+	l := NewRunLayout(out, ins...)
+	return &runIndexer{RunLayout: l, inner: l.Inner, step: l.Step, outer: l.Outer, strides: l.Strides}
 }
 
 // forRuns calls fn(o, base) for every run: o is the output offset of the
 // run's first element (the run is contiguous in the output), base[k] the
 // offset of operand k's first element; operand k advances by step[k].
 func (r *runIndexer) forRuns(fn func(o int, base []int)) {
-	if r.inner == 0 || r.outer.Size() == 0 {
+	l := RunLayout{Outer: r.outer, Strides: r.strides, Inner: r.inner, Step: r.step}
+	if l.Runs() == 0 {
 		return
 	}
-	idx := make([]int, len(r.outer))
-	base := make([]int, len(r.step))
-	for o := 0; ; o += r.inner {
+	idx := make([]int, len(l.Outer))
+	base := make([]int, len(l.Step))
+	for o := 0; ; o += l.Inner {
 		fn(o, base)
-		// odometer increment
-		d := len(idx) - 1
-		for ; d >= 0; d-- {
-			idx[d]++
-			for k := range base {
-				base[k] += r.strides[k][d]
-			}
-			if idx[d] < r.outer[d] {
-				break
-			}
-			for k := range base {
-				base[k] -= r.strides[k][d] * r.outer[d]
-			}
-			idx[d] = 0
-		}
-		if d < 0 {
+		if !l.Next(idx, base) {
 			return
 		}
 	}

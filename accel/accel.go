@@ -1,0 +1,116 @@
+package accel
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/dstune/dstune/ir"
+)
+
+// Backend compiles graphs for one kind of device.
+type Backend interface {
+	// Name is the backend's registry name ("cpu", "pjrt").
+	Name() string
+	// Compile prepares g for repeated execution. g must stay unchanged
+	// afterwards (the executable keeps references to its constants and
+	// parameters). Ops or dtypes the backend cannot run are reported here,
+	// as errors wrapping ir.ErrNotSupported, never at run time.
+	Compile(g *ir.Graph, opts Options) (Executable, error)
+}
+
+// Options tune compilation.
+type Options struct {
+	// Threads is the number of goroutines a kernel call may use; 0 means
+	// the backend's default (GOMAXPROCS for the CPU).
+	Threads int
+}
+
+// Executable is a compiled graph.
+type Executable interface {
+	// Graph is the graph this executable runs.
+	Graph() *ir.Graph
+	// Run feeds the graph inputs (in Graph().Inputs order, with exactly
+	// the specialized dtypes and shapes) and returns the outputs in
+	// Graph().Outputs order. The returned tensors belong to the
+	// executable and stay valid until the next Run, SetParam or Close;
+	// Clone what must outlive that. Run does not modify its inputs.
+	Run(inputs []*ir.Tensor) ([]*ir.Tensor, error)
+	// Param returns the tensor holding the named parameter's current
+	// values. On backends whose parameters live in host memory (cpu) it
+	// is the very storage the executable reads, so writing it in place
+	// between runs updates the parameter; other backends return a copy.
+	Param(name string) (*ir.Tensor, error)
+	// SetParam copies t into the named parameter (same dtype and shape).
+	SetParam(name string, t *ir.Tensor) error
+	// Close releases the executable's memory.
+	Close() error
+}
+
+var (
+	registryMu sync.Mutex
+	registry   = map[string]func() (Backend, error){}
+)
+
+// Register makes a backend available under name; backends call it from
+// init. Registering a name twice panics.
+func Register(name string, open func() (Backend, error)) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic("accel: backend registered twice: " + name)
+	}
+	registry[name] = open
+}
+
+// Open returns the backend registered under name.
+func Open(name string) (Backend, error) {
+	registryMu.Lock()
+	open, ok := registry[name]
+	registryMu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("accel: unknown backend %q (have %s)", name, strings.Join(Names(), ", "))
+	}
+	return open()
+}
+
+// Names lists the registered backends.
+func Names() []string {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// RunNamed is Run with inputs and outputs keyed by name, for callers that
+// do not care about allocation (tools, tests).
+func RunNamed(e Executable, inputs map[string]*ir.Tensor) (map[string]*ir.Tensor, error) {
+	g := e.Graph()
+	in := make([]*ir.Tensor, len(g.Inputs))
+	for i, v := range g.Inputs {
+		t, ok := inputs[v.Name]
+		if !ok {
+			return nil, fmt.Errorf("accel: input %q not given", v.Name)
+		}
+		in[i] = t
+	}
+	for name := range inputs {
+		if g.Input(name) == nil {
+			return nil, fmt.Errorf("accel: %q is not an input of the graph", name)
+		}
+	}
+	out, err := e.Run(in)
+	if err != nil {
+		return nil, err
+	}
+	res := make(map[string]*ir.Tensor, len(out))
+	for i, o := range g.Outputs {
+		res[o.Name] = out[i]
+	}
+	return res, nil
+}

@@ -1,0 +1,20 @@
+// Package cpu is the CPU backend: it executes ir graphs with the kernels
+// package (GEMM through kernels.Sgemm and kernels.SgemmBatched, so the
+// SIMD GEMM drops in behind the same calls) and plain Go loops for the
+// rest.
+//
+// Compile turns a graph into an Executable once per (graph, input
+// shapes): a memory plan places every intermediate value in one arena,
+// sharing bytes between values whose lifetimes do not overlap, with
+// reshapes as views; every node gets a kernel with its tensors bound, so a
+// run allocates nothing in steady state. Transposes that only feed a
+// MatMul's last two axes are folded into the GEMM's transpose flags.
+// Parameters are read in place from the graph's parameter tensors, so
+// training updates them between runs without recompiling.
+//
+// Hot float32 ops (MatMul, Gemm, Add/Sub/Mul/Div with broadcasting, the
+// activation functions, Softmax over the last axis, LayerNorm, Gather,
+// Transpose, Where) have dedicated kernels; every other op and dtype runs
+// the op's reference implementation from package ir on the planned
+// tensors, so breadth never depends on a fast path.
+package cpu

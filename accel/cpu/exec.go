@@ -1,0 +1,395 @@
+package cpu
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/dstune/dstune/accel"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/kernels"
+)
+
+func init() {
+	accel.Register("cpu", func() (accel.Backend, error) { return New(), nil })
+}
+
+// Backend is the CPU backend.
+type Backend struct{}
+
+// New returns the CPU backend.
+func New() *Backend { return &Backend{} }
+
+// Name is "cpu".
+func (b *Backend) Name() string { return "cpu" }
+
+// kernel is one compiled step: its tensors are bound at compile time, so
+// running it allocates nothing (the reference fallback excepted).
+type kernel interface {
+	run() error
+}
+
+// Executable is a graph compiled for the CPU: a memory plan (one arena,
+// buffers shared between values whose lifetimes do not overlap, reshapes
+// as views) and a kernel per node with its tensors bound.
+type Executable struct {
+	g       *ir.Graph
+	threads int
+	arena   []byte
+
+	inputs  []*ir.Tensor // arena storage the caller's inputs are copied into
+	outputs []*ir.Tensor // what Run returns
+	steps   []step
+	params  map[string]*ir.Param
+	closed  bool
+
+	// ArenaBytes is the size of the memory plan's arena; ValueBytes the
+	// sum of the sizes of the values placed in it (what they would take
+	// without sharing).
+	ArenaBytes, ValueBytes int
+}
+
+type step struct {
+	node *ir.Node
+	k    kernel
+}
+
+var _ accel.Executable = (*Executable)(nil)
+
+// Compile plans memory and picks a kernel for every node of g.
+func (b *Backend) Compile(g *ir.Graph, opts accel.Options) (accel.Executable, error) {
+	return Compile(g, opts)
+}
+
+// Compile is Backend.Compile returning the concrete type.
+func Compile(g *ir.Graph, opts accel.Options) (*Executable, error) {
+	if err := g.Validate(); err != nil {
+		return nil, fmt.Errorf("cpu: %w", err)
+	}
+	threads := opts.Threads
+	if threads <= 0 {
+		threads = kernels.DefaultThreads()
+	}
+	c := &compiler{g: g, threads: threads}
+	return c.compile()
+}
+
+type compiler struct {
+	g       *ir.Graph
+	threads int
+
+	uses    map[*ir.Value]int // node inputs reading the value, plus graph outputs
+	skip    map[*ir.Node]bool // nodes folded into a consumer (a transpose into a MatMul)
+	fused   map[*ir.Node]fusion
+	aliasOf map[*ir.Value]*ir.Value // reshape outputs: the value whose bytes they view
+	tensors map[*ir.Value]*ir.Tensor
+}
+
+// fusion records operands a kernel reads through a skipped producer.
+type fusion struct {
+	transA, transB bool
+	a, b           *ir.Value // the operands to read instead of the node's inputs
+}
+
+func (c *compiler) compile() (*Executable, error) {
+	g := c.g
+	c.uses = map[*ir.Value]int{}
+	for _, n := range g.Nodes {
+		for _, v := range n.Inputs {
+			if v != nil {
+				c.uses[v]++
+			}
+		}
+	}
+	for _, o := range g.Outputs {
+		c.uses[o.Value]++
+	}
+	c.fuseTransposes()
+	c.aliasOf = map[*ir.Value]*ir.Value{}
+	var active []*ir.Node
+	for _, n := range g.Nodes {
+		if c.skip[n] {
+			continue
+		}
+		active = append(active, n)
+		if _, ok := n.Op.(*ir.Reshape); ok {
+			c.aliasOf[n.Outputs[0]] = n.Inputs[0]
+		}
+	}
+	if err := c.checkSupported(active); err != nil {
+		return nil, err
+	}
+
+	// Memory plan: one slot per root buffer (graph inputs and node outputs
+	// that are not views).
+	slots := map[*ir.Value]*slot{}
+	root := func(v *ir.Value) *ir.Value {
+		for {
+			a, ok := c.aliasOf[v]
+			if !ok {
+				return v
+			}
+			v = a
+		}
+	}
+	byteSize := func(v *ir.Value) int { return v.Shape.Size() * v.DType.Size() }
+	var order []*ir.Value // slots in creation order, for a deterministic plan
+	newSlot := func(v *ir.Value, first int) {
+		slots[v] = &slot{size: byteSize(v), first: first, last: first}
+		order = append(order, v)
+	}
+	for _, v := range g.Inputs {
+		newSlot(v, -1)
+	}
+	touch := func(v *ir.Value, at int) {
+		if s, ok := slots[root(v)]; ok {
+			s.last = max(s.last, at)
+		}
+	}
+	for i, n := range active {
+		for _, v := range c.readsOf(n) {
+			if v != nil {
+				touch(v, i)
+			}
+		}
+		for _, v := range n.Outputs {
+			if v == nil {
+				continue
+			}
+			if _, alias := c.aliasOf[v]; alias {
+				continue
+			}
+			newSlot(v, i)
+		}
+	}
+	for _, o := range g.Outputs {
+		touch(o.Value, len(active))
+	}
+	list := make([]*slot, len(order))
+	valueBytes := 0
+	for i, v := range order {
+		list[i] = slots[v]
+		valueBytes += list[i].size
+	}
+	total := planMemory(list)
+	e := &Executable{g: g, threads: c.threads, arena: ir.AlignedBytes(total), params: map[string]*ir.Param{},
+		ArenaBytes: total, ValueBytes: valueBytes}
+	for _, p := range g.Params {
+		e.params[p.Name] = p
+	}
+
+	// Tensors for every value: arena views, parameter and constant
+	// storage, and views of those for reshapes.
+	c.tensors = map[*ir.Value]*ir.Tensor{}
+	var tensorOf func(v *ir.Value) (*ir.Tensor, error)
+	tensorOf = func(v *ir.Value) (*ir.Tensor, error) {
+		if t, ok := c.tensors[v]; ok {
+			return t, nil
+		}
+		var t *ir.Tensor
+		var err error
+		switch {
+		case v.Kind == ir.ParamValue:
+			t = v.Param.Tensor
+		case v.Kind == ir.ConstValue:
+			t = v.Const
+		case c.aliasOf[v] != nil:
+			var src *ir.Tensor
+			if src, err = tensorOf(c.aliasOf[v]); err != nil {
+				return nil, err
+			}
+			t = src.Reshaped(v.Shape)
+		default:
+			s, ok := slots[v]
+			if !ok {
+				return nil, fmt.Errorf("cpu: value %s has no storage", v)
+			}
+			t, err = ir.TensorOn(v.DType, v.Shape, e.arena[s.offset:s.offset+s.size:s.offset+s.size])
+		}
+		if err != nil {
+			return nil, err
+		}
+		c.tensors[v] = t
+		return t, nil
+	}
+	for _, v := range g.Inputs {
+		t, err := tensorOf(v)
+		if err != nil {
+			return nil, err
+		}
+		e.inputs = append(e.inputs, t)
+	}
+	for _, n := range active {
+		for _, v := range append(c.readsOf(n), n.Outputs...) {
+			if v != nil {
+				if _, err := tensorOf(v); err != nil {
+					return nil, err
+				}
+			}
+		}
+		k, err := c.kernelFor(n)
+		if err != nil {
+			return nil, fmt.Errorf("cpu: %s: %w", n, err)
+		}
+		e.steps = append(e.steps, step{n, k})
+	}
+	for _, o := range g.Outputs {
+		t, err := tensorOf(o.Value)
+		if err != nil {
+			return nil, err
+		}
+		e.outputs = append(e.outputs, t)
+	}
+	return e, nil
+}
+
+// readsOf lists the values a node's kernel reads (after fusion).
+func (c *compiler) readsOf(n *ir.Node) []*ir.Value {
+	if f, ok := c.fused[n]; ok {
+		ins := append([]*ir.Value{}, n.Inputs...)
+		ins[0], ins[1] = f.a, f.b
+		return ins
+	}
+	return n.Inputs
+}
+
+// fuseTransposes lets a MatMul read a transposed operand directly when it
+// is a Transpose swapping the last two axes (nn.Linear weights [out, in]
+// used as Wᵀ): the GEMM reads the transpose's input with trans set, and the
+// transpose is skipped when nothing else reads it.
+func (c *compiler) fuseTransposes() {
+	c.skip = map[*ir.Node]bool{}
+	c.fused = map[*ir.Node]fusion{}
+	swapsLast2 := func(v *ir.Value) *ir.Value {
+		if v.Kind != ir.NodeOutput || v.DType != ir.Float32 {
+			return nil
+		}
+		t, ok := v.Producer.Op.(*ir.Transpose)
+		if !ok {
+			return nil
+		}
+		r := len(t.Perm)
+		if r < 2 {
+			return nil
+		}
+		for i := range r - 2 {
+			if t.Perm[i] != i {
+				return nil
+			}
+		}
+		if t.Perm[r-2] != r-1 || t.Perm[r-1] != r-2 {
+			return nil
+		}
+		return v.Producer.Inputs[0]
+	}
+	readers := map[*ir.Value]int{}
+	for _, n := range c.g.Nodes {
+		mm, ok := n.Op.(*ir.MatMul)
+		_ = mm
+		if !ok || n.Inputs[0].DType != ir.Float32 {
+			continue
+		}
+		a, b := n.Inputs[0], n.Inputs[1]
+		f := fusion{a: a, b: b}
+		// Only operands of rank ≥ 2 on both sides, where the transpose is
+		// a plain matrix transpose of every batch entry.
+		if len(a.Shape) >= 2 && len(b.Shape) >= 2 {
+			if src := swapsLast2(a); src != nil {
+				f.a, f.transA = src, true
+				readers[a]++
+			}
+			if src := swapsLast2(b); src != nil {
+				f.b, f.transB = src, true
+				readers[b]++
+			}
+		}
+		if f.transA || f.transB {
+			c.fused[n] = f
+		}
+	}
+	for v, r := range readers {
+		if r == c.uses[v] {
+			c.skip[v.Producer] = true
+		}
+	}
+}
+
+// checkSupported reports ops the executor cannot run (none today: every IR
+// op has at least the reference kernel), and dtypes no kernel takes.
+func (c *compiler) checkSupported(nodes []*ir.Node) error {
+	for _, n := range nodes {
+		if n.Op == nil {
+			return fmt.Errorf("cpu: %s: no op", n)
+		}
+	}
+	return nil
+}
+
+// Graph returns the compiled graph.
+func (e *Executable) Graph() *ir.Graph { return e.g }
+
+// Threads is the number of goroutines a kernel call may use.
+func (e *Executable) Threads() int { return e.threads }
+
+// ErrClosed is returned by an executable's methods after Close.
+var ErrClosed = errors.New("cpu: executable is closed")
+
+// Run copies the inputs into the executable's buffers and runs every
+// kernel. It does not allocate when every node has a fast kernel.
+func (e *Executable) Run(inputs []*ir.Tensor) ([]*ir.Tensor, error) {
+	if e.closed {
+		return nil, ErrClosed
+	}
+	if len(inputs) != len(e.inputs) {
+		return nil, fmt.Errorf("cpu: %d inputs given, the graph has %d", len(inputs), len(e.inputs))
+	}
+	for i, t := range inputs {
+		dst := e.inputs[i]
+		if t == nil || t.DType() != dst.DType() || !t.Shape().Equal(dst.Shape()) {
+			v := e.g.Inputs[i]
+			got := "nil"
+			if t != nil {
+				got = t.String()
+			}
+			return nil, fmt.Errorf("cpu: input %q is %s, the graph was specialized for %s", v.Name, got, dst)
+		}
+		copy(dst.Bytes(), t.Bytes())
+	}
+	for i := range e.steps {
+		if err := e.steps[i].k.run(); err != nil {
+			return nil, fmt.Errorf("cpu: %s: %w", e.steps[i].node, err)
+		}
+	}
+	return e.outputs, nil
+}
+
+// Param returns the live storage of a parameter: writing it between runs
+// changes what the next run computes.
+func (e *Executable) Param(name string) (*ir.Tensor, error) {
+	if e.closed {
+		return nil, ErrClosed
+	}
+	p, ok := e.params[name]
+	if !ok {
+		return nil, fmt.Errorf("cpu: no parameter %q", name)
+	}
+	return p.Tensor, nil
+}
+
+// SetParam copies t into a parameter's storage.
+func (e *Executable) SetParam(name string, t *ir.Tensor) error {
+	dst, err := e.Param(name)
+	if err != nil {
+		return err
+	}
+	if err := dst.CopyFrom(t); err != nil {
+		return fmt.Errorf("cpu: parameter %q: %w", name, err)
+	}
+	return nil
+}
+
+// Close drops the arena.
+func (e *Executable) Close() error {
+	e.closed = true
+	e.arena, e.steps, e.inputs, e.outputs = nil, nil, nil, nil
+	return nil
+}

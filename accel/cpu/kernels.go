@@ -1,0 +1,95 @@
+package cpu
+
+import (
+	"fmt"
+
+	"github.com/dstune/dstune/ir"
+)
+
+// kernelFor picks the kernel for a node: a fast float32 kernel for the ops
+// transformer training spends its time in, the op's reference Eval for the
+// rest (every dtype, every op, so breadth never depends on a fast path).
+func (c *compiler) kernelFor(n *ir.Node) (kernel, error) {
+	in := make([]*ir.Tensor, len(n.Inputs))
+	for i, v := range c.readsOf(n) {
+		if v != nil {
+			in[i] = c.tensors[v]
+		}
+	}
+	out := make([]*ir.Tensor, len(n.Outputs))
+	for i, v := range n.Outputs {
+		if v != nil {
+			out[i] = c.tensors[v]
+		}
+	}
+	f32 := func(ts ...*ir.Tensor) bool {
+		for _, t := range ts {
+			if t != nil && t.DType() != ir.Float32 {
+				return false
+			}
+		}
+		return true
+	}
+	switch op := n.Op.(type) {
+	case *ir.Reshape:
+		return nopKernel{}, nil // a view: nothing to compute
+	case *ir.MatMul:
+		if f32(in[0], in[1]) {
+			f := c.fused[n]
+			return newMatMul(c.threads, in[0], in[1], out[0], f.transA, f.transB)
+		}
+	case *ir.Gemm:
+		if f32(in...) {
+			return newGemm(c.threads, op, in, out[0])
+		}
+	case *ir.Binary:
+		if f32(in[0], in[1], out[0]) {
+			if k := newBinary(op.Fn, in[0], in[1], out[0]); k != nil {
+				return k, nil
+			}
+		}
+	case *ir.Unary:
+		if f32(in[0]) {
+			if k := newUnary(op, in[0], out[0]); k != nil {
+				return k, nil
+			}
+		}
+	case *ir.Softmax:
+		if f32(in[0]) && op.Axis == len(in[0].Shape())-1 {
+			return &softmaxKernel{x: in[0], y: out[0], log: op.Log}, nil
+		}
+	case *ir.LayerNorm:
+		if f32(in...) && in[1].Shape().Equal(in[0].Shape()[op.Axis:]) && (len(in) < 3 || in[2] == nil || in[2].Shape().Equal(in[1].Shape())) {
+			return newLayerNorm(op, in, out), nil
+		}
+	case *ir.Gather:
+		return newGather(op, in[0], in[1], out[0]), nil
+	case *ir.Transpose:
+		return newTranspose(op, in[0], out[0]), nil
+	case *ir.Where:
+		if f32(in[1], in[2]) {
+			return newWhere(in[0], in[1], in[2], out[0]), nil
+		}
+	case *ir.Split, *ir.Concat, *ir.Copy:
+		// The reference copies slabs without allocating.
+	}
+	return &evalKernel{op: n.Op, in: in, out: out}, nil
+}
+
+type nopKernel struct{}
+
+func (nopKernel) run() error { return nil }
+
+// evalKernel runs the op's reference implementation on the planned
+// tensors.
+type evalKernel struct {
+	op      ir.Op
+	in, out []*ir.Tensor
+}
+
+func (k *evalKernel) run() error {
+	if err := k.op.Eval(k.in, k.out); err != nil {
+		return fmt.Errorf("%s: %w", k.op.Name(), err)
+	}
+	return nil
+}
