@@ -88,6 +88,10 @@ func (k *matmulKernel) run() error {
 	if k.m == 0 || k.n == 0 {
 		return nil
 	}
+	if k.k == 0 { // empty sums
+		clear(k.c)
+		return nil
+	}
 	switch {
 	case k.offA != nil:
 		mn := k.m * k.n
@@ -150,6 +154,12 @@ func (k *gemmKernel) run() error {
 			l.Next(k.idx, k.base)
 		}
 		beta = 1
+	}
+	if k.k == 0 { // empty sums: out is beta·C (already written) or 0
+		if k.c == nil {
+			clear(k.out)
+		}
+		return nil
 	}
 	lda, ldb := k.k, k.n
 	if k.transA {

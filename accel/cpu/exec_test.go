@@ -1,0 +1,429 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/dstune/dstune/accel"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/kernels"
+)
+
+// forISAs runs f once per instruction-set level this machine supports, so
+// that every GEMM path behind the executor is exercised.
+func forISAs(t *testing.T, f func(t *testing.T)) {
+	for _, isa := range kernels.SupportedISAs() {
+		t.Run("isa="+isa.String(), func(t *testing.T) {
+			defer kernels.SetMaxISA(isa)()
+			f(t)
+		})
+	}
+}
+
+func randTensor(rng *rand.Rand, dt ir.DType, shape ir.Shape, lo, hi float64) *ir.Tensor {
+	t := ir.NewTensor(dt, shape)
+	switch dt {
+	case ir.Float32:
+		for i := range t.Float32s() {
+			t.Float32s()[i] = float32(lo + (hi-lo)*rng.Float64())
+		}
+	case ir.Float64:
+		for i := range t.Float64s() {
+			t.Float64s()[i] = lo + (hi-lo)*rng.Float64()
+		}
+	case ir.Int64:
+		for i := range t.Int64s() {
+			t.Int64s()[i] = int64(lo) + rng.Int64N(int64(hi-lo))
+		}
+	case ir.Int32:
+		for i := range t.Int32s() {
+			t.Int32s()[i] = int32(lo) + int32(rng.Int64N(int64(hi-lo)))
+		}
+	case ir.Bool:
+		for i := range t.Bools() {
+			t.Bools()[i] = rng.IntN(2) == 1
+		}
+	case ir.Float16:
+		for i := range t.Uint16s() {
+			t.Uint16s()[i] = ir.Float32ToFloat16(float32(lo + (hi-lo)*rng.Float64()))
+		}
+	default:
+		panic("randTensor: " + dt.String())
+	}
+	return t
+}
+
+// checkGraph compiles g for the CPU and compares every output with the
+// reference interpreter, with tolerance atol + rtol·|want|.
+func checkGraph(t *testing.T, g *ir.Graph, inputs []*ir.Tensor, rtol, atol float64) {
+	t.Helper()
+	exe, err := Compile(g, accel.Options{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := map[string]*ir.Tensor{}
+	for i, v := range g.Inputs {
+		named[v.Name] = inputs[i]
+	}
+	want, err := ir.Interpret(g, named)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Run twice: the second run must not see leftovers of the first.
+	for run := range 2 {
+		got, err := exe.Run(inputs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, o := range g.Outputs {
+			if d := ir.Compare(got[i], want[o.Name], rtol, atol); !d.OK() {
+				t.Fatalf("run %d: output %q: %v", run, o.Name, d)
+			}
+		}
+	}
+}
+
+func TestBinaryBroadcasting(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	shapes := [][2]ir.Shape{
+		{{2, 3, 4}, {2, 3, 4}}, {{2, 3, 4}, {4}}, {{2, 3, 4}, {3, 1}}, {{1}, {2, 3}}, {{2, 1, 4}, {1, 3, 1}},
+		{{}, {5}}, {{5}, {}}, {{0, 3}, {3}}, {{3, 4}, {2, 1, 4}}, {{7, 1}, {7, 9}}, {{}, {}},
+	}
+	for _, fn := range []ir.BinaryFn{ir.Add, ir.Sub, ir.Mul, ir.Div, ir.Pow, ir.Max} {
+		for _, s := range shapes {
+			t.Run(fmt.Sprintf("%v/%v_%v", fn, s[0], s[1]), func(t *testing.T) {
+				b := ir.NewBuilder("g")
+				x, y := b.Input("x", ir.Float32, s[0]), b.Input("y", ir.Float32, s[1])
+				b.Output("z", b.Op1(&ir.Binary{Fn: fn}, x, y))
+				g, err := b.Graph()
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkGraph(t, g, []*ir.Tensor{randTensor(rng, ir.Float32, s[0], 0.5, 2), randTensor(rng, ir.Float32, s[1], 0.5, 2)}, 1e-6, 0)
+			})
+		}
+	}
+}
+
+func TestUnaryFunctions(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for fn := ir.Neg; fn <= ir.Softplus; fn++ {
+		if fn == ir.Not {
+			continue
+		}
+		t.Run(fn.String(), func(t *testing.T) {
+			lo, hi := -4.0, 4.0
+			if fn == ir.Sqrt || fn == ir.Log {
+				lo = 0.01
+			}
+			b := ir.NewBuilder("g")
+			x := b.Input("x", ir.Float32, ir.Shape{3, 37})
+			b.Output("y", b.Op1(&ir.Unary{Fn: fn, Alpha: 0.3}, x))
+			g, err := b.Graph()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Both compute through float64 and round once: equal up to
+			// an ulp.
+			checkGraph(t, g, []*ir.Tensor{randTensor(rng, ir.Float32, ir.Shape{3, 37}, lo, hi)}, 2e-7, 1e-7)
+		})
+	}
+}
+
+func TestMatMulShapes(t *testing.T) {
+	forISAs(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(5, 6))
+		cases := [][2]ir.Shape{
+			{{4, 5}, {5, 3}}, {{2, 4, 5}, {5, 3}}, {{2, 4, 5}, {2, 5, 3}}, {{5}, {5, 3}}, {{4, 5}, {5}},
+			{{5}, {5}}, {{2, 1, 4, 5}, {3, 5, 6}}, {{3, 4, 5}, {1, 5, 6}}, {{1, 4, 5}, {3, 5, 6}},
+			{{2, 3, 17, 33}, {2, 3, 33, 9}}, {{0, 4}, {4, 3}}, {{4, 0}, {0, 3}}, {{3, 5}, {2, 5, 4}},
+		}
+		for _, s := range cases {
+			t.Run(fmt.Sprintf("%v_%v", s[0], s[1]), func(t *testing.T) {
+				b := ir.NewBuilder("g")
+				x, y := b.Input("x", ir.Float32, s[0]), b.Input("y", ir.Float32, s[1])
+				b.Output("z", b.Op1(&ir.MatMul{}, x, y))
+				g, err := b.Graph()
+				if err != nil {
+					t.Fatal(err)
+				}
+				k := s[0][len(s[0])-1]
+				checkGraph(t, g, []*ir.Tensor{randTensor(rng, ir.Float32, s[0], -1, 1), randTensor(rng, ir.Float32, s[1], -1, 1)}, 1e-5, 1e-6*float64(k+1))
+			})
+		}
+	})
+}
+
+// TestMatMulFusedTranspose checks that a transpose of either operand's last
+// two axes is folded into the GEMM (and skipped when nothing else reads it),
+// and that results match the reference.
+func TestMatMulFusedTranspose(t *testing.T) {
+	forISAs(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(7, 8))
+		for _, shared := range []bool{false, true} {
+			t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) {
+				b := ir.NewBuilder("g")
+				x := b.Input("x", ir.Float32, ir.Shape{2, 6, 8})
+				w := b.Param("w", randTensor(rng, ir.Float32, ir.Shape{5, 8}, -1, 1))
+				at := b.Input("at", ir.Float32, ir.Shape{2, 6, 7})
+				wt := b.Op1(&ir.Transpose{Perm: []int{1, 0}}, w)
+				y := b.Op1(&ir.MatMul{}, x, wt) // x·wᵀ: transB
+				a := b.Op1(&ir.Transpose{Perm: []int{0, 2, 1}}, at)
+				z := b.Op1(&ir.MatMul{}, a, y) // atᵀ·y: transA
+				b.Output("z", z)
+				if shared {
+					b.Output("wt", wt)
+				}
+				g, err := b.Graph()
+				if err != nil {
+					t.Fatal(err)
+				}
+				exe, err := Compile(g, accel.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				transposes := 0
+				for _, s := range exe.steps {
+					if _, ok := s.node.Op.(*ir.Transpose); ok {
+						transposes++
+					}
+				}
+				if want := map[bool]int{false: 0, true: 1}[shared]; transposes != want {
+					t.Errorf("%d transposes run, want %d", transposes, want)
+				}
+				checkGraph(t, g, []*ir.Tensor{randTensor(rng, ir.Float32, ir.Shape{2, 6, 8}, -1, 1), randTensor(rng, ir.Float32, ir.Shape{2, 6, 7}, -1, 1)}, 1e-5, 1e-5)
+			})
+		}
+	})
+}
+
+func TestGemm(t *testing.T) {
+	forISAs(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(9, 10))
+		const m, k, n = 5, 7, 4
+		for _, ta := range []bool{false, true} {
+			for _, tb := range []bool{false, true} {
+				for _, c := range []ir.Shape{nil, {}, {n}, {m, n}, {m, 1}, {1, n}} {
+					name := fmt.Sprintf("transA=%v/transB=%v/c=%v", ta, tb, c)
+					t.Run(name, func(t *testing.T) {
+						as, bs := ir.Shape{m, k}, ir.Shape{k, n}
+						if ta {
+							as = ir.Shape{k, m}
+						}
+						if tb {
+							bs = ir.Shape{n, k}
+						}
+						b := ir.NewBuilder("g")
+						in := []*ir.Value{b.Input("a", ir.Float32, as), b.Input("b", ir.Float32, bs)}
+						vals := []*ir.Tensor{randTensor(rng, ir.Float32, as, -1, 1), randTensor(rng, ir.Float32, bs, -1, 1)}
+						if c != nil {
+							in = append(in, b.Input("c", ir.Float32, c))
+							vals = append(vals, randTensor(rng, ir.Float32, c, -1, 1))
+						}
+						b.Output("y", b.Op1(&ir.Gemm{TransA: ta, TransB: tb, Alpha: 0.75, Beta: 1.5}, in...))
+						g, err := b.Graph()
+						if err != nil {
+							t.Fatal(err)
+						}
+						checkGraph(t, g, vals, 1e-5, 1e-5)
+					})
+				}
+			}
+		}
+	})
+}
+
+func TestSoftmaxLayerNormGather(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	b := ir.NewBuilder("g")
+	x := b.Input("x", ir.Float32, ir.Shape{2, 3, 16})
+	ids := b.Input("ids", ir.Int64, ir.Shape{2, 5})
+	ids32 := b.Input("ids32", ir.Int32, ir.Shape{4})
+	emb := b.Param("emb", randTensor(rng, ir.Float32, ir.Shape{10, 16}, -1, 1))
+	scale := b.Param("scale", randTensor(rng, ir.Float32, ir.Shape{16}, 0.5, 1.5))
+	bias := b.Param("bias", randTensor(rng, ir.Float32, ir.Shape{16}, -1, 1))
+	scale2 := b.Param("scale2", randTensor(rng, ir.Float32, ir.Shape{3, 16}, 0.5, 1.5))
+	b.Output("softmax", b.Op1(&ir.Softmax{Axis: 2}, x))
+	b.Output("logsoftmax", b.Op1(&ir.Softmax{Axis: 2, Log: true}, x))
+	b.Output("softmax_axis1", b.Op1(&ir.Softmax{Axis: 1}, x))
+	ln := b.Op(&ir.LayerNorm{Axis: 2, Epsilon: 1e-5}, x, scale, bias)
+	b.Output("ln", ln[0])
+	b.Output("ln_mean", ln[1])
+	b.Output("ln_invstd", ln[2])
+	b.Output("ln_nobias", b.Op1(&ir.LayerNorm{Axis: 1, Epsilon: 1e-3}, x, scale2))
+	b.Output("gather", b.Op1(&ir.Gather{Axis: 0}, emb, ids))
+	b.Output("gather_axis1", b.Op1(&ir.Gather{Axis: 1}, x, ids32))
+	g, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idv := randTensor(rng, ir.Int64, ir.Shape{2, 5}, -10, 10)
+	checkGraph(t, g, []*ir.Tensor{randTensor(rng, ir.Float32, ir.Shape{2, 3, 16}, -3, 3), idv, randTensor(rng, ir.Int32, ir.Shape{4}, -3, 3)}, 1e-5, 1e-6)
+
+	// An index out of range is a run-time error naming the node, not a
+	// panic.
+	exe, err := Compile(g, accel.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := idv.Clone()
+	bad.Int64s()[3] = 10
+	_, err = exe.Run([]*ir.Tensor{randTensor(rng, ir.Float32, ir.Shape{2, 3, 16}, -3, 3), bad, randTensor(rng, ir.Int32, ir.Shape{4}, 0, 3)})
+	if err == nil || !strings.Contains(err.Error(), "Gather index 10 out of range") {
+		t.Errorf("out-of-range index: got %v", err)
+	}
+}
+
+func TestTransposeWhereDtypes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, dt := range []ir.DType{ir.Float32, ir.Float64, ir.Int64, ir.Bool, ir.Float16} {
+		for _, perm := range [][]int{{1, 0, 2}, {2, 0, 1}, {0, 2, 1}, {2, 1, 0}} {
+			t.Run(fmt.Sprintf("%v/%v", dt, perm), func(t *testing.T) {
+				b := ir.NewBuilder("g")
+				x := b.Input("x", dt, ir.Shape{3, 4, 5})
+				b.Output("y", b.Op1(&ir.Transpose{Perm: perm}, x))
+				g, err := b.Graph()
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkGraph(t, g, []*ir.Tensor{randTensor(rng, dt, ir.Shape{3, 4, 5}, -5, 5)}, 0, 0)
+			})
+		}
+	}
+	b := ir.NewBuilder("g")
+	c := b.Input("c", ir.Bool, ir.Shape{4, 1})
+	x := b.Input("x", ir.Float32, ir.Shape{3, 4, 5})
+	y := b.Input("y", ir.Float32, ir.Shape{5})
+	b.Output("w", b.Op1(&ir.Where{}, c, x, y))
+	g, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGraph(t, g, []*ir.Tensor{randTensor(rng, ir.Bool, ir.Shape{4, 1}, 0, 1), randTensor(rng, ir.Float32, ir.Shape{3, 4, 5}, -1, 1), randTensor(rng, ir.Float32, ir.Shape{5}, -1, 1)}, 0, 0)
+}
+
+// TestMemoryPlanShares checks that a chain of element-wise ops reuses
+// buffers: the arena holds far less than the sum of the values.
+func TestMemoryPlanShares(t *testing.T) {
+	b := ir.NewBuilder("g")
+	x := b.Input("x", ir.Float32, ir.Shape{64, 64})
+	v := x
+	for range 20 {
+		v = b.Op1(&ir.Unary{Fn: ir.Tanh}, v)
+		v = b.Op1(&ir.Reshape{Shape: ir.Shape{64 * 64}}, v)
+		v = b.Op1(&ir.Reshape{Shape: ir.Shape{64, 64}}, v)
+	}
+	b.Output("y", v)
+	g, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := Compile(g, accel.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := 64 * 64 * 4
+	if exe.ValueBytes != 21*one {
+		t.Errorf("ValueBytes = %d, want %d (reshapes are views)", exe.ValueBytes, 21*one)
+	}
+	if exe.ArenaBytes > 3*one {
+		t.Errorf("arena %d bytes for a chain of 64x64 values: want at most 3 buffers (%d)", exe.ArenaBytes, 3*one)
+	}
+	rng := rand.New(rand.NewPCG(15, 16))
+	checkGraph(t, g, []*ir.Tensor{randTensor(rng, ir.Float32, ir.Shape{64, 64}, -1, 1)}, 2e-7, 1e-7)
+}
+
+// TestPlanMemoryNoOverlap is a property test of the planner: buffers alive
+// at the same time never share bytes.
+func TestPlanMemoryNoOverlap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	for trial := range 200 {
+		n := 1 + rng.IntN(40)
+		slots := make([]*slot, n)
+		for i := range slots {
+			first := rng.IntN(30) - 1
+			slots[i] = &slot{size: rng.IntN(5000), first: first, last: first + rng.IntN(10)}
+		}
+		total := planMemory(slots)
+		for i, a := range slots {
+			if a.offset%planAlign != 0 || a.offset+a.size > total {
+				t.Fatalf("trial %d: slot %d at %d size %d, arena %d", trial, i, a.offset, a.size, total)
+			}
+			for j, b := range slots[:i] {
+				timeOverlap := a.first <= b.last && b.first <= a.last
+				memOverlap := a.offset < b.offset+b.size && b.offset < a.offset+a.size
+				if timeOverlap && memOverlap && a.size > 0 && b.size > 0 {
+					t.Fatalf("trial %d: slots %d %+v and %d %+v overlap", trial, i, *a, j, *b)
+				}
+			}
+		}
+	}
+}
+
+// TestParamsUpdateInPlace: writing a parameter's storage (or SetParam)
+// between runs changes the next run's result without recompiling.
+func TestParamsUpdateInPlace(t *testing.T) {
+	b := ir.NewBuilder("g")
+	x := b.Input("x", ir.Float32, ir.Shape{2, 3})
+	w := b.Param("w", ir.FromFloat32s(ir.Shape{3}, []float32{1, 2, 3}))
+	b.Output("y", b.Op1(&ir.Binary{Fn: ir.Mul}, x, w))
+	g, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := Compile(g, accel.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := []*ir.Tensor{ir.FromFloat32s(ir.Shape{2, 3}, []float32{1, 1, 1, 2, 2, 2})}
+	check := func(want []float32) {
+		t.Helper()
+		out, err := exe.Run(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range out[0].Float32s() {
+			if v != want[i] {
+				t.Fatalf("got %v, want %v", out[0].Float32s(), want)
+			}
+		}
+	}
+	check([]float32{1, 2, 3, 2, 4, 6})
+	p, err := exe.Param("w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Float32s()[1] = 10
+	check([]float32{1, 10, 3, 2, 20, 6})
+	if err := exe.SetParam("w", ir.FromFloat32s(ir.Shape{3}, []float32{0, 0, 1})); err != nil {
+		t.Fatal(err)
+	}
+	check([]float32{0, 0, 1, 0, 0, 2})
+	if err := exe.SetParam("w", ir.FromFloat32s(ir.Shape{4}, []float32{0, 0, 1, 1})); err == nil {
+		t.Error("SetParam with a wrong shape succeeded")
+	}
+	if _, err := exe.Param("nope"); err == nil {
+		t.Error("Param of an unknown name succeeded")
+	}
+	if _, err := exe.Run([]*ir.Tensor{ir.FromFloat32s(ir.Shape{3, 2}, make([]float32, 6))}); err == nil {
+		t.Error("Run with a wrong input shape succeeded")
+	}
+}
+
+func TestRegistered(t *testing.T) {
+	b, err := accel.Open("cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Name() != "cpu" {
+		t.Errorf("name %q", b.Name())
+	}
+	if _, err := accel.Open("nope"); err == nil || !strings.Contains(err.Error(), "cpu") {
+		t.Errorf("unknown backend: %v", err)
+	}
+}
+
+var _ = math.Inf
