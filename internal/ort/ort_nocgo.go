@@ -15,3 +15,6 @@ func Init() error { return fmt.Errorf("%w: built without cgo", ErrUnavailable) }
 func Run(modelPath string, inputs map[string]*onnx.Tensor) (map[string]*onnx.Tensor, error) {
 	return nil, Init()
 }
+
+// Version is "" without cgo.
+func Version() string { return "" }
