@@ -101,7 +101,7 @@ func decodeChecked(t *testing.T, name string, buf []byte, dir string) error {
 		m.Close()
 	}
 	allocated := after.TotalAlloc - before.TotalAlloc
-	if limit := uint64(64*len(buf) + 256<<10); allocated > limit {
+	if limit := uint64(64*len(buf) + 1<<20); allocated > limit {
 		t.Errorf("%s: decoding %d bytes allocated %d bytes (limit %d)", name, len(buf), allocated, limit)
 	}
 	if err == nil {
