@@ -386,3 +386,48 @@ func TestEpochOrderUniform(t *testing.T) {
 		t.Errorf("χ² = %.1f over 24 orders, want < 49.7", chi2)
 	}
 }
+
+func FuzzReadJSONL(f *testing.F) {
+	f.Add([]byte(`{"tokens":[1,2,3],"loss_mask":[0,1,1]}`+"\n"+`{"tokens":[4,5]}`), false)
+	f.Add([]byte(`{"tokens":[1],"label":2}`), true)
+	f.Fuzz(func(t *testing.T, data []byte, classify bool) {
+		opts := DataOptions{Task: TaskLM, VocabSize: 50, MaxLineBytes: 1 << 12}
+		if classify {
+			opts = DataOptions{Task: TaskClassify, VocabSize: 50, NumClasses: 4, MaxLineBytes: 1 << 12}
+		}
+		ds, err := ReadJSONL(strings.NewReader(string(data)), "fuzz.jsonl", opts)
+		if err != nil {
+			var le *LineError
+			if !errors.As(err, &le) {
+				t.Fatalf("error %v is not a *LineError", err)
+			}
+			return
+		}
+		for i := range ds.Len() {
+			ex := ds.Example(i)
+			if len(ex.Tokens) == 0 || (ex.LossMask != nil && len(ex.LossMask) != len(ex.Tokens)) {
+				t.Fatalf("example %d: %+v", i, ex)
+			}
+			for _, tok := range ex.Tokens {
+				if tok < 0 || tok >= 50 {
+					t.Fatalf("example %d: token %d outside the vocabulary", i, tok)
+				}
+			}
+			if classify && (ex.Label < 0 || ex.Label >= 4) {
+				t.Fatalf("example %d: label %d", i, ex.Label)
+			}
+		}
+		eb, err := NewEvalBatches(ds, BatchOptions{BatchSize: 3, MaxLen: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b Batch
+		rows := 0
+		for eb.Next(&b) {
+			rows += b.Rows
+		}
+		if rows != ds.Len() {
+			t.Fatalf("batches hold %d rows, the data %d examples", rows, ds.Len())
+		}
+	})
+}

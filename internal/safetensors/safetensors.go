@@ -371,6 +371,9 @@ func Decode(data []byte) (*File, error) {
 		if seen[key] {
 			return nil, formatErrorf(key, "appears twice in the header")
 		}
+		if key == "" {
+			return nil, formatErrorf("", "a tensor has an empty name")
+		}
 		seen[key] = true
 		if key == MetadataKey {
 			if file.Metadata, err = p.metadata(); err != nil {

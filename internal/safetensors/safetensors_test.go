@@ -255,6 +255,7 @@ func TestDecodeCorrupt(t *testing.T) {
 		{"duplicate field", "a", "twice", handmade(`{"a":{"dtype":"U8","dtype":"U8","shape":[8],"data_offsets":[0,8]}}`, body8)},
 		{"metadata value not string", "", "expected a string", handmade(`{"__metadata__":{"k":1}}`, nil)},
 		{"metadata duplicate key", "", "twice", handmade(`{"__metadata__":{"k":"1","k":"2"}}`, nil)},
+		{"empty name", "", "empty name", handmade(`{"":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}}`, body8)},
 		{"metadata twice", "__metadata__", "twice", handmade(`{"__metadata__":{},"__metadata__":{}}`, nil)},
 	}
 	for _, c := range cases {
