@@ -93,6 +93,9 @@ func (e *externalFiles) open(location string) ([]byte, error) {
 		return nil, err
 	}
 	data, release, err := loadFile(path, true)
+	if errors.Is(err, errNotRegular) {
+		err = fmt.Errorf("%w: %w", ErrUnsafePath, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("external data %q: %w", location, err)
 	}
@@ -145,7 +148,8 @@ func realPath(p string) (string, error) {
 		if errors.As(err, &pe) {
 			return "", pe
 		}
-		return "", err
+		// Symlink loops and the like: refuse rather than guess.
+		return "", fmt.Errorf("%w: cannot resolve %s: %v", ErrUnsafePath, p, err)
 	}
 	return real, nil
 }

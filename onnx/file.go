@@ -14,6 +14,8 @@ import (
 // Tests lower it to run both paths.
 var mmapThreshold int64 = 16 << 20
 
+var errNotRegular = errors.New("not a regular file")
+
 // ReadFile reads the model at path and its external data (resolved against
 // the model's directory). Large files are memory-mapped read-only, so
 // Tensor.Raw must not be written to; call Close when the model's tensors
@@ -83,7 +85,7 @@ func loadFile(path string, noFollow bool) (data []byte, release func() error, er
 		return nil, nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
+		return nil, nil, fmt.Errorf("%s: %w (mode %v)", path, errNotRegular, st.Mode())
 	}
 	size := st.Size()
 	if size > math.MaxInt || size < 0 {

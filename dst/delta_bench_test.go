@@ -1,0 +1,73 @@
+package dst
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// benchDelta changes about ε = 1e-3 of ten 4M-element tensors.
+func benchDelta(perTensor int) *Delta {
+	rng := rand.New(rand.NewPCG(1, 2))
+	d := &Delta{Meta: Metadata{Method: "dst", Epsilon: 1e-3}}
+	const size = 1 << 22
+	for i := range 10 {
+		td := TensorDelta{Name: fmt.Sprintf("layer.%d.weight", i), Dims: []int64{1024, size / 1024}}
+		stride := size / perTensor
+		for j := range perTensor {
+			td.Indices = append(td.Indices, int64(j*stride+rng.IntN(stride)))
+			td.Values = append(td.Values, float32(rng.NormFloat64()))
+		}
+		d.Tensors = append(d.Tensors, td)
+	}
+	return d
+}
+
+func BenchmarkDeltaEncode(b *testing.B) {
+	d := benchDelta(100_000)
+	var buf bytes.Buffer
+	EncodeDelta(&buf, d)
+	b.SetBytes(int64(buf.Len()))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf.Reset()
+		if err := EncodeDelta(&buf, d); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDeltaDecode(b *testing.B) {
+	var buf bytes.Buffer
+	EncodeDelta(&buf, benchDelta(100_000))
+	data := buf.Bytes()
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeDelta(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkThresholdStep is the per-silo, per-step bookkeeping of
+// Algorithm 2 outside the counting pass: candidates and the tree walk.
+func BenchmarkThresholdStep(b *testing.B) {
+	for _, m := range []int{3, 10} {
+		b.Run(fmt.Sprintf("m=%d", m), func(b *testing.B) {
+			tr, _ := NewThresholdTracker(Bisection{Steps: m, Factor: 2})
+			tr.Reset(1)
+			counts := make([]int64, tr.NumCandidates())
+			for j := range counts {
+				counts[j] = int64(len(counts) - j)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				tr.Candidates()
+				tr.Update(counts, int64(len(counts)/2))
+				tr.Q = 1
+			}
+		})
+	}
+}

@@ -1,0 +1,342 @@
+package train
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+)
+
+// Task is what the model is trained to do, and so what an example holds.
+type Task string
+
+const (
+	// TaskLM: next-token prediction over "tokens" (optional "loss_mask").
+	TaskLM Task = "lm"
+	// TaskClassify: one class "label" per example, predicted from "tokens".
+	TaskClassify Task = "classify"
+)
+
+// DefaultMaxLineBytes caps a data line when DataOptions.MaxLineBytes is 0.
+const DefaultMaxLineBytes = 16 << 20
+
+// DataOptions say how to read and check a data file.
+type DataOptions struct {
+	Task Task
+	// VocabSize, when > 0, is the model's vocabulary: tokens must be in
+	// [0, VocabSize). Otherwise tokens need only be in [0, 2³¹).
+	VocabSize int64
+	// NumClasses, when > 0, bounds classify labels to [0, NumClasses).
+	// Otherwise labels need only be in [0, 2³¹).
+	NumClasses int64
+	// MaxLineBytes caps one line (0: DefaultMaxLineBytes), so a file
+	// without newlines cannot make the reader buffer it whole.
+	MaxLineBytes int
+}
+
+// Example is one line of data. Its slices are views into the Dataset.
+type Example struct {
+	Tokens []int32
+	// LossMask[i] says whether token i is a target of the lm loss (token
+	// 0 never is: nothing precedes it). nil means every token is.
+	LossMask []bool
+	Label    int64 // classify only
+	Line     int   // 1-based line number in the file
+}
+
+// Dataset is a checked data file held in memory, examples in file order.
+type Dataset struct {
+	Name string // the file it came from, for messages
+	Task Task
+
+	tokens   []int32 // all examples' tokens back to back
+	lossMask []bool  // parallel to tokens; nil when no example has a loss_mask
+	starts   []int   // example i is tokens[starts[i]:starts[i+1]]
+	labels   []int64 // classify only
+	lines    []int
+}
+
+// Len is the number of examples.
+func (d *Dataset) Len() int { return len(d.lines) }
+
+// Example returns example i.
+func (d *Dataset) Example(i int) Example {
+	lo, hi := d.starts[i], d.starts[i+1]
+	e := Example{Tokens: d.tokens[lo:hi:hi], Line: d.lines[i]}
+	if d.lossMask != nil {
+		e.LossMask = d.lossMask[lo:hi:hi]
+	}
+	if d.labels != nil {
+		e.Label = d.labels[i]
+	}
+	return e
+}
+
+// LineError reports a bad line of a data file.
+type LineError struct {
+	File string
+	Line int // 1-based; 0 when the error is about the whole file
+	Msg  string
+}
+
+func (e *LineError) Error() string {
+	if e.Line == 0 {
+		return fmt.Sprintf("%s: %s", e.File, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+}
+
+// LoadJSONL reads the data file at path; see ReadJSONL.
+func LoadJSONL(path string, opts DataOptions) (*Dataset, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ReadJSONL(f, path, opts)
+}
+
+// ReadJSONL reads JSON Lines data from r (name is used in messages). Each
+// non-blank line must be a JSON object with
+//
+//	"tokens":    a non-empty array of integers in [0, VocabSize)
+//	             (at least 2 for lm: one token has nothing to predict)
+//	"loss_mask": lm only, optional: an array of 0/1 (or false/true), one
+//	             per token; 1 marks a token the loss predicts
+//	"label":     classify only, required: an integer in [0, NumClasses)
+//
+// Other fields are ignored. The first bad line ends the read with a
+// *LineError naming the file and line; a file with no examples is an error.
+func ReadJSONL(r io.Reader, name string, opts DataOptions) (*Dataset, error) {
+	if opts.Task != TaskLM && opts.Task != TaskClassify {
+		return nil, fmt.Errorf("%s: unknown task %q (want %q or %q)", name, opts.Task, TaskLM, TaskClassify)
+	}
+	maxLine := opts.MaxLineBytes
+	if maxLine <= 0 {
+		maxLine = DefaultMaxLineBytes
+	}
+	d := &Dataset{Name: name, Task: opts.Task, starts: []int{0}}
+	if opts.Task == TaskClassify {
+		d.labels = []int64{}
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, min(maxLine, 64<<10)), maxLine)
+	line := 0
+	for sc.Scan() {
+		line++
+		text := bytes.TrimSpace(sc.Bytes())
+		if len(text) == 0 {
+			continue
+		}
+		if err := d.addLine(text, line, opts); err != nil {
+			return nil, &LineError{File: name, Line: line, Msg: err.Error()}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, &LineError{File: name, Line: line + 1, Msg: fmt.Sprintf("line longer than %d bytes (the data line limit)", maxLine)}
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if d.Len() == 0 {
+		return nil, &LineError{File: name, Msg: "no examples (the file is empty or blank)"}
+	}
+	return d, nil
+}
+
+// addLine parses one line and appends it to d, or leaves d unchanged and
+// says what is wrong.
+func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
+	var fields struct {
+		Tokens   json.RawMessage `json:"tokens"`
+		LossMask json.RawMessage `json:"loss_mask"`
+		Label    json.RawMessage `json:"label"`
+	}
+	if err := json.Unmarshal(text, &fields); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field == "" {
+			return fmt.Errorf("want a JSON object, found a JSON %s", typeErr.Value)
+		}
+		return fmt.Errorf("not valid JSON: %v", err)
+	}
+	if isAbsent(fields.Tokens) {
+		return fmt.Errorf(`no "tokens" field`)
+	}
+	vocab := opts.VocabSize
+	if vocab <= 0 || vocab > math.MaxInt32+1 {
+		vocab = math.MaxInt32 + 1
+	}
+	start := len(d.tokens)
+	var err error
+	d.tokens, err = appendIntArray(d.tokens, fields.Tokens, "tokens", false, func(i int, v int64) error {
+		if v < 0 || v >= vocab {
+			if opts.VocabSize > 0 {
+				return fmt.Errorf("tokens element %d is %d, outside the vocabulary [0, %d)", i, v, opts.VocabSize)
+			}
+			return fmt.Errorf("tokens element %d is %d, outside [0, 2^31)", i, v)
+		}
+		return nil
+	})
+	n := len(d.tokens) - start
+	rollback := func(err error) error {
+		d.tokens = d.tokens[:start]
+		if d.lossMask != nil {
+			d.lossMask = d.lossMask[:start]
+		}
+		return err
+	}
+	if err != nil {
+		return rollback(err)
+	}
+	switch {
+	case n == 0:
+		return rollback(fmt.Errorf(`"tokens" is empty`))
+	case n < 2 && opts.Task == TaskLM:
+		return rollback(fmt.Errorf(`"tokens" has 1 token; an lm example needs at least 2 (one to predict from, one to predict)`))
+	}
+
+	switch opts.Task {
+	case TaskLM:
+		if !isAbsent(fields.Label) {
+			return rollback(fmt.Errorf(`"label" given, but the task is lm (use --task classify)`))
+		}
+		if !isAbsent(fields.LossMask) {
+			if d.lossMask == nil {
+				// Earlier examples had no mask: every token counted.
+				d.lossMask = make([]bool, start, cap(d.tokens))
+				for i := range d.lossMask {
+					d.lossMask[i] = true
+				}
+			}
+			mask, err := appendIntArray(nil, fields.LossMask, "loss_mask", true, func(i int, v int64) error {
+				if v != 0 && v != 1 {
+					return fmt.Errorf("loss_mask element %d is %d, want 0 or 1", i, v)
+				}
+				return nil
+			})
+			if err != nil {
+				return rollback(err)
+			}
+			if len(mask) != n {
+				return rollback(fmt.Errorf(`"loss_mask" has %d entries for %d tokens`, len(mask), n))
+			}
+			for _, m := range mask {
+				d.lossMask = append(d.lossMask, m == 1)
+			}
+		} else if d.lossMask != nil {
+			for range n {
+				d.lossMask = append(d.lossMask, true)
+			}
+		}
+	case TaskClassify:
+		if !isAbsent(fields.LossMask) {
+			return rollback(fmt.Errorf(`"loss_mask" given, but the task is classify (use --task lm)`))
+		}
+		if isAbsent(fields.Label) {
+			return rollback(fmt.Errorf(`no "label" field (the classify task needs one per example)`))
+		}
+		label, err := parseInt(fields.Label)
+		if err != nil {
+			return rollback(fmt.Errorf(`"label" %s`, err))
+		}
+		classes := opts.NumClasses
+		if classes <= 0 || classes > math.MaxInt32+1 {
+			classes = math.MaxInt32 + 1
+		}
+		if label < 0 || label >= classes {
+			if opts.NumClasses > 0 {
+				return rollback(fmt.Errorf(`"label" is %d, outside the model's %d classes [0, %d)`, label, opts.NumClasses, opts.NumClasses))
+			}
+			return rollback(fmt.Errorf(`"label" is %d, outside [0, 2^31)`, label))
+		}
+		d.labels = append(d.labels, label)
+	}
+	d.starts = append(d.starts, len(d.tokens))
+	d.lines = append(d.lines, line)
+	return nil
+}
+
+// isAbsent reports whether a field was missing or null.
+func isAbsent(raw json.RawMessage) bool {
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+// appendIntArray parses raw, a valid JSON value, as an array of integers
+// (with allowBool, true and false count as 1 and 0), checks each with check
+// and appends it to dst as int32. It reports the first element that is not
+// an integer.
+func appendIntArray(dst []int32, raw json.RawMessage, field string, allowBool bool, check func(i int, v int64) error) ([]int32, error) {
+	s := raw
+	skipSpace := func() {
+		for len(s) > 0 && (s[0] == ' ' || s[0] == '\t' || s[0] == '\n' || s[0] == '\r') {
+			s = s[1:]
+		}
+	}
+	skipSpace()
+	if len(s) == 0 || s[0] != '[' {
+		return dst, fmt.Errorf("%q is not an array", field)
+	}
+	s = s[1:]
+	skipSpace()
+	if len(s) > 0 && s[0] == ']' {
+		return dst, nil
+	}
+	for i := 0; ; i++ {
+		skipSpace()
+		// The element runs to the next ',' or ']'; raw is valid JSON, so a
+		// string, array or object element shows itself by its first byte.
+		end := 0
+		for end < len(s) && s[end] != ',' && s[end] != ']' {
+			if c := s[end]; c == '[' || c == '{' || c == '"' {
+				return dst, fmt.Errorf("%s element %d is not an integer", field, i)
+			}
+			end++
+		}
+		elem := bytes.TrimRight(s[:end], " \t\r\n")
+		var v int64
+		switch {
+		case allowBool && string(elem) == "true":
+			v = 1
+		case allowBool && string(elem) == "false":
+			v = 0
+		default:
+			var err error
+			if v, err = parseInt(elem); err != nil {
+				return dst, fmt.Errorf("%s element %d %s", field, i, err)
+			}
+		}
+		if err := check(i, v); err != nil {
+			return dst, err
+		}
+		dst = append(dst, int32(v))
+		s = s[end:]
+		if s[0] == ']' {
+			return dst, nil
+		}
+		s = s[1:] // the ','
+	}
+}
+
+// parseInt parses a JSON number that must be an integer literal fitting
+// int64; its error completes a sentence about the value.
+func parseInt(b []byte) (int64, error) {
+	v, err := strconv.ParseInt(string(b), 10, 64)
+	if err == nil {
+		return v, nil
+	}
+	if f, ferr := strconv.ParseFloat(string(b), 64); ferr == nil {
+		if f == math.Trunc(f) && math.Abs(f) < 1<<63 {
+			return 0, fmt.Errorf("is %s, want an integer written without a fraction or exponent", b)
+		}
+		if f == math.Trunc(f) {
+			return 0, fmt.Errorf("is %s, out of range", b)
+		}
+		return 0, fmt.Errorf("is %s, not an integer", b)
+	}
+	return 0, fmt.Errorf("is %s, not an integer", b)
+}
