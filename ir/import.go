@@ -641,3 +641,56 @@ func staticOperands(op string, opset int) []int {
 	}
 	return nil
 }
+
+// NodeInput names one input of an ONNX node.
+type NodeInput struct {
+	Node   string // the node's name ("" when it has none)
+	Index  int    // the node's position in the graph
+	OpType string
+	Input  int
+}
+
+// ParamUsage is how the ONNX graph reads one parameter, before any
+// specialization: the names Identity nodes give it (followed transitively)
+// and every other node input reading it or an alias. More than one use
+// means the weight is tied.
+type ParamUsage struct {
+	Aliases []string
+	Uses    []NodeInput
+}
+
+// Usage returns the usage of every parameter, by name.
+func (m *Model) Usage() map[string]*ParamUsage {
+	g := m.ONNX.Graph
+	owner := map[string]string{} // value name -> parameter it aliases
+	out := map[string]*ParamUsage{}
+	for _, p := range m.Params {
+		owner[p.Name] = p.Name
+		out[p.Name] = &ParamUsage{}
+	}
+	for changed := true; changed; {
+		changed = false
+		for _, n := range g.Nodes {
+			if n.OpType != "Identity" || len(n.Inputs) != 1 || len(n.Outputs) != 1 {
+				continue
+			}
+			p, ok := owner[n.Inputs[0]]
+			if _, done := owner[n.Outputs[0]]; ok && !done && n.Outputs[0] != "" {
+				owner[n.Outputs[0]] = p
+				out[p].Aliases = append(out[p].Aliases, n.Outputs[0])
+				changed = true
+			}
+		}
+	}
+	for i, n := range g.Nodes {
+		if n.OpType == "Identity" {
+			continue
+		}
+		for j, in := range n.Inputs {
+			if p, ok := owner[in]; ok {
+				out[p].Uses = append(out[p].Uses, NodeInput{Node: n.Name, Index: i, OpType: n.OpType, Input: j})
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,296 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
+)
+
+func init() {
+	register(&command{
+		name:    "inspect",
+		usage:   "MODEL.onnx [--json]",
+		summary: "list a model's inputs, outputs, ops, parameters, aliases and tied weights",
+		run:     runInspect,
+	})
+}
+
+// inspectReport is `dstune inspect --json`: one JSON object, documented in
+// README.md. Keys are only ever added (silos come with a later version),
+// never renamed or removed.
+type inspectReport struct {
+	Model          string             `json:"model"`
+	IRVersion      int64              `json:"ir_version"`
+	Opset          int                `json:"opset"`
+	Producer       string             `json:"producer"`
+	Inputs         []inspectValue     `json:"inputs"`
+	Outputs        []inspectValue     `json:"outputs"`
+	Nodes          int                `json:"nodes"`
+	Ops            map[string]int     `json:"ops"`
+	Parameters     int64              `json:"parameters"`
+	ParameterBytes int64              `json:"parameter_bytes"`
+	Initializers   []inspectTensor    `json:"initializers"`
+	Tied           []string           `json:"tied"`
+	Unsupported    []string           `json:"unsupported_ops"`
+	uses           map[string][]string // for the text form
+}
+
+// inspectValue is a graph input or output; Shape holds a number for a
+// fixed dimension, the symbolic name for a named dynamic one, "?" for an
+// unknown one; it is null when the rank is unknown.
+type inspectValue struct {
+	Name  string `json:"name"`
+	DType string `json:"dtype"`
+	Shape []any  `json:"shape"`
+}
+
+type inspectTensor struct {
+	Name      string   `json:"name"`
+	DType     string   `json:"dtype"`
+	Shape     []int    `json:"shape"`
+	Elements  int64    `json:"elements"`
+	Parameter bool     `json:"parameter"`
+	External  bool     `json:"external"`
+	Aliases   []string `json:"aliases"`
+	Uses      int      `json:"uses"`
+}
+
+func runInspect(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print one JSON object (format in README.md)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one model file, got %d arguments", len(pos))
+	}
+	m, err := onnx.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	rep, err := inspectModel(pos[0], m)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	printInspect(stdout, rep)
+	return nil
+}
+
+func inspectModel(path string, m *onnx.Model) (*inspectReport, error) {
+	model, err := ir.NewModel(m)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	g := m.Graph
+	rep := &inspectReport{
+		Model: path, IRVersion: m.IRVersion, Opset: model.Opset, Producer: strings.TrimSpace(m.ProducerName + " " + m.ProducerVersion),
+		Ops: map[string]int{}, Nodes: len(g.Nodes), Tied: []string{}, Unsupported: []string{}, uses: map[string][]string{},
+		Inputs: []inspectValue{}, Outputs: []inspectValue{}, Initializers: []inspectTensor{},
+	}
+	for _, in := range model.Inputs {
+		rep.Inputs = append(rep.Inputs, describeValue(findValueInfo(g.Inputs, in.Name)))
+	}
+	for _, o := range g.Outputs {
+		rep.Outputs = append(rep.Outputs, describeValue(o))
+	}
+	supported := map[string]bool{}
+	for _, op := range ir.SupportedOps() {
+		supported[op] = true
+	}
+	for _, n := range g.Nodes {
+		rep.Ops[n.OpType]++
+		if !supported[n.OpType] && !contains(rep.Unsupported, n.OpType) {
+			rep.Unsupported = append(rep.Unsupported, n.OpType)
+		}
+	}
+	sort.Strings(rep.Unsupported)
+	usage := model.Usage()
+	for _, info := range model.Initializers {
+		t := inspectTensor{Name: info.Name, DType: info.DType.String(), Shape: info.Shape, Elements: int64(info.Shape.Size()),
+			Parameter: info.Param, Aliases: []string{}}
+		if it := g.Initializer(info.Name); it != nil && it.External != nil {
+			t.External = true
+		}
+		if u := usage[info.Name]; u != nil {
+			t.Aliases = append(t.Aliases, u.Aliases...)
+			t.Uses = len(u.Uses)
+			for _, use := range u.Uses {
+				name := use.Node
+				if name == "" {
+					name = "#" + strconv.Itoa(use.Index)
+				}
+				rep.uses[info.Name] = append(rep.uses[info.Name], fmt.Sprintf("%s (%s)", name, use.OpType))
+			}
+			if t.Uses > 1 {
+				rep.Tied = append(rep.Tied, info.Name)
+			}
+		}
+		if info.Param {
+			rep.Parameters += t.Elements
+			rep.ParameterBytes += t.Elements * int64(info.DType.Size())
+		}
+		rep.Initializers = append(rep.Initializers, t)
+	}
+	return rep, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func findValueInfo(list []*onnx.ValueInfo, name string) *onnx.ValueInfo {
+	for _, v := range list {
+		if v.Name == name {
+			return v
+		}
+	}
+	return &onnx.ValueInfo{Name: name}
+}
+
+func describeValue(vi *onnx.ValueInfo) inspectValue {
+	v := inspectValue{Name: vi.Name, DType: "?"}
+	t := vi.Type
+	if t == nil {
+		return v
+	}
+	if t.Kind != onnx.TypeTensor {
+		v.DType = "non-tensor"
+		return v
+	}
+	if dt, err := ir.DTypeFromONNX(t.ElemType); err == nil {
+		v.DType = dt.String()
+	} else {
+		v.DType = strings.ToLower(t.ElemType.String())
+	}
+	if t.HasShape || t.Shape != nil {
+		v.Shape = []any{}
+		for _, d := range t.Shape {
+			switch {
+			case d.HasValue:
+				v.Shape = append(v.Shape, d.Value)
+			case d.Param != "":
+				v.Shape = append(v.Shape, d.Param)
+			default:
+				v.Shape = append(v.Shape, "?")
+			}
+		}
+	}
+	return v
+}
+
+func shapeText(s []any) string {
+	if s == nil {
+		return "(rank unknown)"
+	}
+	parts := make([]string, len(s))
+	for i, d := range s {
+		parts[i] = fmt.Sprint(d)
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+func intsText(s []int) string {
+	parts := make([]string, len(s))
+	for i, d := range s {
+		parts[i] = strconv.Itoa(d)
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+// groupThousands writes n with commas: 120576 → 120,576.
+func groupThousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func printInspect(w io.Writer, r *inspectReport) {
+	fmt.Fprintf(w, "model %s: ONNX IR %d, opset %d", r.Model, r.IRVersion, r.Opset)
+	if r.Producer != "" {
+		fmt.Fprintf(w, ", from %s", r.Producer)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "\ninputs:")
+	for _, v := range r.Inputs {
+		fmt.Fprintf(w, "  %-24s %-8s %s\n", v.Name, v.DType, shapeText(v.Shape))
+	}
+	fmt.Fprintln(w, "\noutputs:")
+	for _, v := range r.Outputs {
+		fmt.Fprintf(w, "  %-24s %-8s %s\n", v.Name, v.DType, shapeText(v.Shape))
+	}
+	ops := make([]string, 0, len(r.Ops))
+	for op := range r.Ops {
+		ops = append(ops, op)
+	}
+	sort.Strings(ops)
+	fmt.Fprintf(w, "\nops (%d nodes):\n", r.Nodes)
+	for _, op := range ops {
+		fmt.Fprintf(w, "  %-24s %d\n", op, r.Ops[op])
+	}
+	if len(r.Unsupported) > 0 {
+		fmt.Fprintf(w, "  not supported by dstune: %s\n", strings.Join(r.Unsupported, ", "))
+	}
+	params := 0
+	for _, t := range r.Initializers {
+		if t.Parameter {
+			params++
+		}
+	}
+	fmt.Fprintf(w, "\nparameters: %s in %d tensors (%s bytes)\n", groupThousands(r.Parameters), params, groupThousands(r.ParameterBytes))
+	fmt.Fprintf(w, "\ninitializers (%d):\n", len(r.Initializers))
+	for _, t := range r.Initializers {
+		kind := "param"
+		if !t.Parameter {
+			kind = "const"
+		}
+		extra := ""
+		if t.Uses != 1 {
+			extra = fmt.Sprintf("  %d uses", t.Uses)
+		}
+		if t.External {
+			extra += "  (external data)"
+		}
+		fmt.Fprintf(w, "  %-32s %-5s %-8s %-14s %10s%s\n", t.Name, kind, t.DType, intsText(t.Shape), groupThousands(t.Elements), extra)
+	}
+	aliased := false
+	for _, t := range r.Initializers {
+		if len(t.Aliases) > 0 {
+			if !aliased {
+				fmt.Fprintln(w, "\naliases (Identity of an initializer):")
+				aliased = true
+			}
+			fmt.Fprintf(w, "  %s = %s\n", t.Name, strings.Join(t.Aliases, ", "))
+		}
+	}
+	if len(r.Tied) > 0 {
+		fmt.Fprintln(w, "\ntied weights (one initializer, several uses):")
+		for _, name := range r.Tied {
+			fmt.Fprintf(w, "  %s: %s\n", name, strings.Join(r.uses[name], ", "))
+		}
+	}
+}

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/dstune/dstune/accel"
+	_ "github.com/dstune/dstune/accel/cpu" // the "cpu" backend
+	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
+)
+
+func init() {
+	register(&command{
+		name:    "run",
+		usage:   "MODEL.onnx (--check DIR | --input NAME=FILE.pb ... --output-dir OUT) [--delta D] [--rtol R] [--atol A] [--threads N]",
+		summary: "run a model on given inputs; with --check compare with expected outputs (exit 1 when off)",
+		run:     runRun,
+	})
+}
+
+// inputFlags collects repeated --input NAME=FILE.pb.
+type inputFlags []string
+
+func (f *inputFlags) String() string     { return strings.Join(*f, ",") }
+func (f *inputFlags) Set(s string) error { *f = append(*f, s); return nil }
+
+func runRun(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	check := fs.String("check", "", "directory in the ONNX test layout: input_N.pb fed in graph-input order, outputs compared with output_N.pb")
+	var inputs inputFlags
+	fs.Var(&inputs, "input", "NAME=FILE.pb: a serialized TensorProto for graph input NAME (repeat for every input)")
+	outDir := fs.String("output-dir", "", "with --input: write output_N.pb (graph-output order) here")
+	deltaPath := fs.String("delta", "", "apply this delta.safetensors to the model's initializers first")
+	rtol := fs.Float64("rtol", 1e-4, "relative tolerance of --check")
+	atol := fs.Float64("atol", 1e-5, "absolute tolerance of --check")
+	threads := fs.Int("threads", 0, "goroutines per kernel call (0: all cores)")
+	backend := fs.String("backend", "cpu", "execution backend")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one model file, got %d arguments", len(pos))
+	}
+	switch {
+	case *check != "" && (len(inputs) > 0 || *outDir != ""):
+		return usagef("--check and --input/--output-dir are two different modes: give one")
+	case *check == "" && len(inputs) == 0:
+		return usagef("give --check DIR, or --input NAME=FILE.pb and --output-dir OUT")
+	case len(inputs) > 0 && *outDir == "":
+		return usagef("--input needs --output-dir")
+	case *rtol < 0 || *atol < 0:
+		return usagef("--rtol and --atol must not be negative")
+	case *threads < 0:
+		return usagef("--threads must not be negative")
+	}
+	m, err := onnx.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	model, err := ir.NewModel(m)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pos[0], err)
+	}
+	if *deltaPath != "" {
+		if err := applyDelta(model, *deltaPath); err != nil {
+			return err
+		}
+	}
+	feeds := map[string]*ir.Tensor{}
+	if *check != "" {
+		for i, in := range model.Inputs {
+			t, err := readTensorFile(filepath.Join(*check, fmt.Sprintf("input_%d.pb", i)))
+			if err != nil {
+				return fmt.Errorf("input %d (%q): %w", i, in.Name, err)
+			}
+			feeds[in.Name] = t
+		}
+	} else {
+		for _, spec := range inputs {
+			name, file, ok := strings.Cut(spec, "=")
+			if !ok || name == "" || file == "" {
+				return usagef("--input %q: want NAME=FILE.pb", spec)
+			}
+			if model.Input(name) == nil {
+				return usagef("--input %q: the model has no input %q (inputs: %s)", spec, name, inputNames(model))
+			}
+			if _, dup := feeds[name]; dup {
+				return usagef("--input %q: input %q given twice", spec, name)
+			}
+			t, err := readTensorFile(file)
+			if err != nil {
+				return fmt.Errorf("input %q: %w", name, err)
+			}
+			feeds[name] = t
+		}
+		for _, in := range model.Inputs {
+			if _, ok := feeds[in.Name]; !ok {
+				return usagef("no --input for the model's input %q (inputs: %s)", in.Name, inputNames(model))
+			}
+		}
+	}
+	outputs, err := runModel(model, feeds, *backend, *threads)
+	if err != nil {
+		return err
+	}
+	if *check != "" {
+		return checkOutputs(stdout, model, outputs, *check, *rtol, *atol)
+	}
+	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+		return err
+	}
+	for i, name := range model.Outputs {
+		ot, err := ir.TensorToONNX(name, outputs[i])
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(*outDir, fmt.Sprintf("output_%d.pb", i))
+		if err := onnx.WriteTensorFile(path, ot); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s (%s %v)\n", path, name, outputs[i])
+	}
+	return nil
+}
+
+func inputNames(m *ir.Model) string {
+	var names []string
+	for _, in := range m.Inputs {
+		names = append(names, in.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+func readTensorFile(path string) (*ir.Tensor, error) {
+	ot, err := onnx.ReadTensorFile(path)
+	if err != nil {
+		return nil, err
+	}
+	t, err := ir.TensorFromONNX(ot)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return t, nil
+}
+
+// runModel specializes the model to the feeds' shapes (binding the inputs
+// that decide shapes as constants), compiles it and runs it once. The
+// outputs are in graph-output order.
+func runModel(model *ir.Model, feeds map[string]*ir.Tensor, backendName string, threads int) ([]*ir.Tensor, error) {
+	b := ir.Bindings{Shapes: map[string]ir.Shape{}, Values: map[string]*ir.Tensor{}}
+	valueInputs := map[string]bool{}
+	for _, name := range model.ValueInputs() {
+		valueInputs[name] = true
+	}
+	for _, in := range model.Inputs {
+		t := feeds[in.Name]
+		if t.DType() != in.DType {
+			return nil, fmt.Errorf("input %q is %s, the model wants %s", in.Name, t.DType(), in.DType)
+		}
+		if valueInputs[in.Name] {
+			b.Values[in.Name] = t
+		} else {
+			b.Shapes[in.Name] = t.Shape()
+		}
+	}
+	g, err := model.Specialize(b)
+	if err != nil {
+		return nil, err
+	}
+	backend, err := accel.Open(backendName)
+	if err != nil {
+		return nil, err
+	}
+	exe, err := backend.Compile(g, accel.Options{Threads: threads})
+	if err != nil {
+		return nil, err
+	}
+	defer exe.Close()
+	in := make([]*ir.Tensor, len(g.Inputs))
+	for i, v := range g.Inputs {
+		in[i] = feeds[v.Name]
+	}
+	out, err := exe.Run(in)
+	if err != nil {
+		return nil, err
+	}
+	res := make([]*ir.Tensor, len(out))
+	for i, t := range out {
+		res[i] = t.Clone()
+	}
+	return res, nil
+}
+
+// checkOutputs compares every output that has an output_N.pb in dir and
+// prints max abs/rel error per output. An element is off when
+// |got - want| > atol + rtol·|want| (floats; NaN and ±Inf must match) or
+// got != want (integers, bools); any off element makes the exit status 1.
+func checkOutputs(w io.Writer, model *ir.Model, outputs []*ir.Tensor, dir string, rtol, atol float64) error {
+	compared, off := 0, 0
+	for i, name := range model.Outputs {
+		path := filepath.Join(dir, fmt.Sprintf("output_%d.pb", i))
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(w, "%-24s %-22v (no %s, not compared)\n", name, outputs[i], filepath.Base(path))
+			continue
+		}
+		want, err := readTensorFile(path)
+		if err != nil {
+			return err
+		}
+		compared++
+		d := ir.Compare(outputs[i], want, rtol, atol)
+		status := "ok"
+		if !d.OK() {
+			off++
+			status = "OFF"
+		}
+		if d.Mismatch != "" {
+			fmt.Fprintf(w, "%-24s %s  %s\n", name, d.Mismatch, status)
+			continue
+		}
+		fmt.Fprintf(w, "%-24s %-22v max abs %.3g  max rel %.3g  %d of %d off  %s\n", name, outputs[i], d.MaxAbs, d.MaxRel, d.Off, want.Len(), status)
+	}
+	if compared == 0 {
+		return fmt.Errorf("%s: no output_N.pb files to compare with", dir)
+	}
+	crit := fmt.Sprintf("off: |got-want| > %g + %g·|want|", atol, rtol)
+	if off > 0 {
+		return &exitError{code: 1, msg: fmt.Sprintf("%d of %d outputs off (%s)", off, compared, crit)}
+	}
+	fmt.Fprintf(w, "all %d outputs match (%s)\n", compared, crit)
+	return nil
+}
+
+// safetensorsDType names ONNX element types as the delta format does.
+var safetensorsDType = map[onnx.DataType]string{
+	onnx.Float: "F32", onnx.Float16: "F16", onnx.BFloat16: "BF16", onnx.Double: "F64",
+	onnx.Int8: "I8", onnx.Uint8: "U8", onnx.Int16: "I16", onnx.Uint16: "U16",
+	onnx.Int32: "I32", onnx.Uint32: "U32", onnx.Int64: "I64", onnx.Uint64: "U64", onnx.Bool: "BOOL",
+}
+
+// applyDelta checks that the delta was made for this model (base hash and
+// shapes) and writes its values into the model's parameters.
+func applyDelta(model *ir.Model, path string) error {
+	d, err := dst.ReadDelta(path)
+	if err != nil {
+		return err
+	}
+	var inits []dst.Initializer
+	for _, it := range model.ONNX.Graph.Initializers {
+		name, ok := safetensorsDType[it.DataType]
+		if !ok {
+			return fmt.Errorf("--delta: initializer %q has type %s, which deltas cannot describe", it.Name, it.DataType)
+		}
+		data, err := it.Bytes()
+		if err != nil {
+			return err
+		}
+		inits = append(inits, dst.Initializer{Name: it.Name, DType: name, Dims: it.Dims, Data: data})
+	}
+	if err := d.CheckBase(inits); err != nil {
+		return fmt.Errorf("--delta %s: %w", path, err)
+	}
+	if err := d.CheckShapes(inits); err != nil {
+		return fmt.Errorf("--delta %s: %w", path, err)
+	}
+	for i := range d.Tensors {
+		td := &d.Tensors[i]
+		p := model.Param(td.Name)
+		if p == nil {
+			return fmt.Errorf("--delta %s: tensor %q is not a parameter of the model", path, td.Name)
+		}
+		name := safetensorsDType[p.Tensor.DType().ONNX()]
+		if err := td.ApplyRaw(name, p.Tensor.Bytes()); err != nil {
+			return fmt.Errorf("--delta %s: %w", path, err)
+		}
+	}
+	return nil
+}

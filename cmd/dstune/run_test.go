@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
+)
+
+func dstune(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = runMain(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRunCheckTinyModels(t *testing.T) {
+	for _, name := range []string{"tiny_gpt", "tiny_bert"} {
+		for _, set := range []string{"test_data_set_0", "test_data_set_1"} {
+			dir := sharedtest.Path(t, "models", name)
+			code, out, errOut := dstune("run", filepath.Join(dir, "model.onnx"), "--check", filepath.Join(dir, set))
+			if code != 0 {
+				t.Errorf("%s/%s: exit %d\n%s%s", name, set, code, out, errOut)
+			}
+			if !strings.Contains(out, "logits") || !strings.Contains(out, "max abs") || !strings.Contains(out, "all 1 outputs match") {
+				t.Errorf("%s/%s: output:\n%s", name, set, out)
+			}
+		}
+	}
+}
+
+// TestRunCheckOff: outputs beyond tolerance exit 1 and say how far off
+// they are.
+func TestRunCheckOff(t *testing.T) {
+	dir := sharedtest.Path(t, "models", "tiny_gpt")
+	model := filepath.Join(dir, "model.onnx")
+	code, out, errOut := dstune("run", model, "--check", filepath.Join(dir, "test_data_set_0"), "--rtol", "0", "--atol", "1e-9")
+	if code != 1 || !strings.Contains(out, "OFF") || !strings.Contains(errOut, "1 of 1 outputs off") {
+		t.Errorf("tight tolerance: exit %d\n%s%s", code, out, errOut)
+	}
+	// A wrong expected output (another input's logits) is off at the
+	// default tolerance too: set 1's input with set 0's expected logits.
+	bad := t.TempDir()
+	copyFile(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"), filepath.Join(bad, "input_0.pb"))
+	ot, err := onnx.ReadTensorFile(filepath.Join(dir, "test_data_set_0", "output_0.pb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ir.TensorFromONNX(ot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.Float32s()[100] += 0.01
+	ot2, err := ir.TensorToONNX("logits", want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := onnx.WriteTensorFile(filepath.Join(bad, "output_0.pb"), ot2); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = dstune("run", model, "--check", bad)
+	if code != 1 || !strings.Contains(out, "1 of 12288 off") {
+		t.Errorf("one wrong element: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestRunInputOutputDir: --input/--output-dir writes output_N.pb that
+// --check then accepts bit for bit.
+func TestRunInputOutputDir(t *testing.T) {
+	dir := sharedtest.Path(t, "models", "tiny_bert")
+	model := filepath.Join(dir, "model.onnx")
+	out := t.TempDir()
+	input := filepath.Join(dir, "test_data_set_1", "input_0.pb")
+	code, stdout, stderr := dstune("run", model, "--input", "tokens="+input, "--output-dir", out)
+	if code != 0 || !strings.Contains(stdout, "output_0.pb") {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	copyFile(t, input, filepath.Join(out, "input_0.pb"))
+	code, stdout, stderr = dstune("run", model, "--check", out, "--rtol", "0", "--atol", "0")
+	if code != 0 {
+		t.Errorf("rerun differs from the written outputs: exit %d\n%s%s", code, stdout, stderr)
+	}
+	// And the written logits match PyTorch's.
+	code, stdout, stderr = dstune("run", model, "--check", filepath.Join(dir, "test_data_set_1"))
+	if code != 0 {
+		t.Errorf("exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+func TestRunUsageAndErrors(t *testing.T) {
+	dir := sharedtest.Path(t, "models", "tiny_gpt")
+	model := filepath.Join(dir, "model.onnx")
+	input := filepath.Join(dir, "test_data_set_0", "input_0.pb")
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"run", model}, 2, "give --check DIR"},
+		{[]string{"run"}, 2, "want exactly one model file"},
+		{[]string{"run", model, "--check", dir, "--input", "tokens=" + input}, 2, "two different modes"},
+		{[]string{"run", model, "--input", "tokens=" + input}, 2, "--input needs --output-dir"},
+		{[]string{"run", model, "--input", "nope=" + input, "--output-dir", t.TempDir()}, 2, `no input "nope"`},
+		{[]string{"run", model, "--input", "tokens", "--output-dir", t.TempDir()}, 2, "want NAME=FILE.pb"},
+		{[]string{"run", model, "--check", t.TempDir()}, 1, "input_0.pb"},
+		{[]string{"run", filepath.Join(t.TempDir(), "missing.onnx"), "--check", dir}, 1, "missing.onnx"},
+		{[]string{"run", model, "--check", dir}, 1, "input_0.pb"},
+	} {
+		code, out, errOut := dstune(tc.args...)
+		if code != tc.code || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q (stdout %q); want exit %d with %q", tc.args[1:], code, errOut, out, tc.code, tc.want)
+		}
+	}
+}
+
+// TestRunDelta: --delta writes the delta's values into the parameters
+// before running (the result equals running with the parameter edited by
+// hand), and a delta for another base model is refused.
+func TestRunDelta(t *testing.T) {
+	dir := sharedtest.Path(t, "models", "tiny_gpt")
+	model := filepath.Join(dir, "model.onnx")
+	m, err := onnx.ReadFile(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var inits []dst.Initializer
+	for _, it := range m.Graph.Initializers {
+		data, err := it.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		inits = append(inits, dst.Initializer{Name: it.Name, DType: "F32", Dims: it.Dims, Data: data})
+	}
+	hash, err := dst.BaseHash(inits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta := &dst.Delta{Meta: dst.Metadata{BaseSHA256: hash, Method: "dst"}, Tensors: []dst.TensorDelta{
+		{Name: "ln_f.bias", Dims: []int64{64}, Indices: []int64{0, 5, 63}, Values: []float32{1, -2, 3}},
+	}}
+	tmp := t.TempDir()
+	deltaPath := filepath.Join(tmp, "delta.safetensors")
+	if err := dst.WriteDelta(deltaPath, delta); err != nil {
+		t.Fatal(err)
+	}
+	input := filepath.Join(dir, "test_data_set_0", "input_0.pb")
+	outDelta := filepath.Join(tmp, "with_delta")
+	if code, o, e := dstune("run", model, "--delta", deltaPath, "--input", "tokens="+input, "--output-dir", outDelta); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, o, e)
+	}
+	// The same change made by hand in a patched copy of the model.
+	bias := m.Graph.Initializer("ln_f.bias")
+	raw, err := bias.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := ir.FromFloat32s(ir.Shape{64}, make([]float32, 64))
+	copy(b.Bytes(), raw)
+	b.Float32s()[0], b.Float32s()[5], b.Float32s()[63] = 1, -2, 3
+	patched := filepath.Join(tmp, "patched.onnx")
+	if err := onnx.PatchFile(model, patched, m, map[string][]byte{"ln_f.bias": b.Bytes()}); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, input, filepath.Join(outDelta, "input_0.pb"))
+	if code, o, e := dstune("run", patched, "--check", outDelta, "--rtol", "0", "--atol", "0"); code != 0 {
+		t.Errorf("patched model vs --delta run: exit %d\n%s%s", code, o, e)
+	}
+	// The unchanged model's logits differ from the delta's.
+	if code, _, _ := dstune("run", model, "--check", outDelta); code != 1 {
+		t.Errorf("the delta changed nothing (exit %d)", code)
+	}
+	delta.Meta.BaseSHA256 = strings.Repeat("0", 64)
+	if err := dst.WriteDelta(deltaPath, delta); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, e := dstune("run", model, "--delta", deltaPath, "--check", filepath.Join(dir, "test_data_set_0")); code != 1 || !strings.Contains(e, "different base model") {
+		t.Errorf("foreign delta: exit %d, %s", code, e)
+	}
+}
+
+func TestInspect(t *testing.T) {
+	model := filepath.Join(sharedtest.Path(t, "models", "tiny_gpt"), "model.onnx")
+	code, out, errOut := dstune("inspect", model)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"tokens", "[batch, seq]", "logits", "[batch, seq, 256]", "LayerNormalization", "parameters: 120,576 in 28 tensors",
+		"tied weights", "wte.weight: /wte/Gather (Gather), /Transpose (Transpose)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, errOut = dstune("inspect", "--json", model)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var rep struct {
+		Opset      int            `json:"opset"`
+		Parameters int64          `json:"parameters"`
+		Ops        map[string]int `json:"ops"`
+		Tied       []string       `json:"tied"`
+		Inputs     []struct {
+			Name  string `json:"name"`
+			DType string `json:"dtype"`
+			Shape []any  `json:"shape"`
+		} `json:"inputs"`
+		Initializers []struct {
+			Name      string `json:"name"`
+			DType     string `json:"dtype"`
+			Shape     []int  `json:"shape"`
+			Parameter bool   `json:"parameter"`
+			Uses      int    `json:"uses"`
+		} `json:"initializers"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if rep.Opset != 17 || rep.Parameters != 120576 || rep.Ops["MatMul"] != 13 || len(rep.Tied) != 1 || rep.Tied[0] != "wte.weight" {
+		t.Errorf("report: %+v", rep)
+	}
+	if len(rep.Inputs) != 1 || rep.Inputs[0].DType != "int64" || rep.Inputs[0].Shape[0] != "batch" {
+		t.Errorf("inputs: %+v", rep.Inputs)
+	}
+	if len(rep.Initializers) != 28 || rep.Initializers[0].Name != "wte.weight" || rep.Initializers[0].Uses != 2 || rep.Initializers[0].Shape[0] != 256 {
+		t.Errorf("initializers: %+v", rep.Initializers[:1])
+	}
+
+	// The eval-mode export shares equal tensors through Identity nodes.
+	code, out, _ = dstune("inspect", filepath.Join(sharedtest.Path(t, "models", "exports"), "gpt2_like_op13.onnx"))
+	if code != 0 || !strings.Contains(out, "aliases (Identity of an initializer)") || !strings.Contains(out, "h.0.ln1.bias = lnf.bias") {
+		t.Errorf("aliases missing:\n%s", out)
+	}
+
+	if code, _, errOut := dstune("inspect", filepath.Join(t.TempDir(), "nope.onnx")); code != 1 || !strings.Contains(errOut, "nope.onnx") {
+		t.Errorf("missing file: exit %d, %q", code, errOut)
+	}
+	if code, _, _ := dstune("inspect"); code != 2 {
+		t.Errorf("no argument: exit %d", code)
+	}
+}
