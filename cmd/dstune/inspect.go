@@ -26,19 +26,19 @@ func init() {
 // README.md. Keys are only ever added (silos come with a later version),
 // never renamed or removed.
 type inspectReport struct {
-	Model          string             `json:"model"`
-	IRVersion      int64              `json:"ir_version"`
-	Opset          int                `json:"opset"`
-	Producer       string             `json:"producer"`
-	Inputs         []inspectValue     `json:"inputs"`
-	Outputs        []inspectValue     `json:"outputs"`
-	Nodes          int                `json:"nodes"`
-	Ops            map[string]int     `json:"ops"`
-	Parameters     int64              `json:"parameters"`
-	ParameterBytes int64              `json:"parameter_bytes"`
-	Initializers   []inspectTensor    `json:"initializers"`
-	Tied           []string           `json:"tied"`
-	Unsupported    []string           `json:"unsupported_ops"`
+	Model          string              `json:"model"`
+	IRVersion      int64               `json:"ir_version"`
+	Opset          int                 `json:"opset"`
+	Producer       string              `json:"producer"`
+	Inputs         []inspectValue      `json:"inputs"`
+	Outputs        []inspectValue      `json:"outputs"`
+	Nodes          int                 `json:"nodes"`
+	Ops            map[string]int      `json:"ops"`
+	Parameters     int64               `json:"parameters"`
+	ParameterBytes int64               `json:"parameter_bytes"`
+	Initializers   []inspectTensor     `json:"initializers"`
+	Tied           []string            `json:"tied"`
+	Unsupported    []string            `json:"unsupported_ops"`
 	uses           map[string][]string // for the text form
 }
 
