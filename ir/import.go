@@ -268,10 +268,8 @@ func bindInput(in InputInfo, b Bindings) (*Value, error) {
 }
 
 func checkDeclared(in InputInfo, shape Shape) error {
-	for _, d := range shape {
-		if d < 0 {
-			return fmt.Errorf("ir: input %q: negative dimension in %v", in.Name, shape)
-		}
+	if err := checkShape(shape, in.DType.Size(), maxTensorBytes); err != nil {
+		return fmt.Errorf("ir: input %q: %w", in.Name, err)
 	}
 	if in.Dims == nil {
 		return nil
@@ -476,6 +474,15 @@ func (im *importer) emit(op Op, in ...*Value) ([]*Value, error) {
 	outTypes, err := op.Infer(types)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op.Name(), err)
+	}
+	limit := int64(maxTensorBytes)
+	if allConst {
+		limit = maxFoldBytes
+	}
+	for i, t := range outTypes {
+		if err := checkShape(t.Shape, t.DType.Size(), limit); err != nil {
+			return nil, fmt.Errorf("%s: output %d: %w", op.Name(), i, err)
+		}
 	}
 	outs := make([]*Value, len(outTypes))
 	if allConst {

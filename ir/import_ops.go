@@ -537,6 +537,11 @@ func resolveReshape(in Shape, target []int, allowZero bool) (Shape, error) {
 	out := make(Shape, len(target))
 	infer := -1
 	known := 1
+	for _, d := range target {
+		if d > maxTensorBytes {
+			return nil, fmt.Errorf("reshape target %v has a dimension beyond any tensor's size", target)
+		}
+	}
 	for i, d := range target {
 		switch {
 		case d == 0 && !allowZero:
@@ -945,7 +950,7 @@ func importConstantOfShape(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 			return nil, fmt.Errorf("value has %d elements, want 1", fill.Len())
 		}
 	}
-	if _, err := checkedSize(toInt64s(dims), fill.dtype.Size()); err != nil {
+	if _, err := checkedSizeLimit(toInt64s(dims), fill.dtype.Size(), maxFoldBytes); err != nil {
 		return nil, err
 	}
 	out := NewTensor(fill.dtype, Shape(dims))
@@ -990,7 +995,7 @@ func importRange(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 			return nil, fmt.Errorf("delta is 0")
 		}
 		count := int(max(math.Ceil((limit-start)/delta), 0))
-		if _, err := checkedSize([]int64{int64(count)}, dt.Size()); err != nil {
+		if _, err := checkedSizeLimit([]int64{int64(count)}, dt.Size(), maxFoldBytes); err != nil {
 			return nil, err
 		}
 		out = NewTensor(dt, Shape{count})
@@ -1015,7 +1020,7 @@ func importRange(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		} else if delta < 0 && limit < start {
 			count = (start - limit - delta - 1) / -delta
 		}
-		if _, err := checkedSize([]int64{count}, dt.Size()); err != nil {
+		if _, err := checkedSizeLimit([]int64{count}, dt.Size(), maxFoldBytes); err != nil {
 			return nil, err
 		}
 		out = NewTensor(dt, Shape{int(count)})

@@ -261,6 +261,12 @@ func TestImportErrors(t *testing.T) {
 		{"type mismatch", buildModel(17, append(x, valueInfo("i", onnx.Int64, 2, 3)), nil, []*onnx.Node{node("Add", []string{"x", "i"}, []string{"y"})}, "y"),
 			`Add: operand dtypes differ: float32 and int64`, nil},
 		{"missing output", buildModel(17, x, nil, nil, "y"), `graph output "y" is not produced`, nil},
+		{"huge ConstantOfShape", buildModel(17, x, []*onnx.Tensor{initializer(t, "s", IntsTensor(1<<20, 1<<20))}, []*onnx.Node{node("ConstantOfShape", []string{"s"}, []string{"y"})}, "y"),
+			`exceed the 1024 MiB limit`, nil},
+		{"huge Expand", buildModel(17, x, []*onnx.Tensor{initializer(t, "s", IntsTensor(1<<40, 2, 3))}, []*onnx.Node{node("Expand", []string{"x", "s"}, []string{"y"})}, "y"),
+			`exceed the 16384 MiB limit`, nil},
+		{"overflowing Reshape", buildModel(17, x, []*onnx.Tensor{initializer(t, "s", IntsTensor(1<<62, 1<<62, 0))}, []*onnx.Node{node("Reshape", []string{"x", "s"}, []string{"y"}, intAttr("allowzero", 1))}, "y"),
+			`beyond any tensor's size`, nil},
 		{"runtime If", buildModel(17, append(x, valueInfo("c", onnx.Bool)), nil, []*onnx.Node{node("If", []string{"c"}, []string{"y"})}, "y"),
 			`If with a condition computed at run time`, ErrNotSupported},
 	} {

@@ -70,25 +70,50 @@ func (s Shape) String() string {
 	return b.String()
 }
 
-// maxTensorBytes bounds any single tensor dstune allocates from a file's
-// description (dims times element size), so a hostile file cannot ask for
+// maxTensorBytes bounds any single value of a graph (dims times element
+// size), so that a hostile file cannot make import or the executor ask for
 // unbounded memory: 16 GiB.
 const maxTensorBytes = 16 << 30
 
+// maxFoldBytes bounds a constant import computes by folding (a
+// ConstantOfShape, Range or Expand on constants): 1 GiB.
+const maxFoldBytes = 1 << 30
+
 // checkedSize returns the element count of dims, or an error when a
-// dimension is negative or the byte size overflows the limit.
+// dimension is negative or the byte size exceeds maxTensorBytes.
 func checkedSize(dims []int64, elemSize int) (int, error) {
+	return checkedSizeLimit(dims, elemSize, maxTensorBytes)
+}
+
+func checkedSizeLimit(dims []int64, elemSize int, limit int64) (int, error) {
 	n := int64(1)
 	for _, d := range dims {
 		if d < 0 {
 			return 0, fmt.Errorf("negative dimension %d in %v", d, dims)
 		}
-		if d != 0 && n > (maxTensorBytes/int64(max(elemSize, 1)))/d {
-			return 0, fmt.Errorf("dimensions %v exceed the %d GiB tensor limit", dims, maxTensorBytes>>30)
+	}
+	for _, d := range dims {
+		if d == 0 {
+			return 0, nil
+		}
+	}
+	for _, d := range dims {
+		if n > (limit/int64(max(elemSize, 1)))/d {
+			return 0, fmt.Errorf("dimensions %v exceed the %d MiB limit for one tensor", dims, limit>>20)
 		}
 		n *= d
 	}
 	return int(n), nil
+}
+
+// checkShape applies checkedSize to a Shape.
+func checkShape(s Shape, elemSize int, limit int64) error {
+	dims := make([]int64, len(s))
+	for i, d := range s {
+		dims[i] = int64(d)
+	}
+	_, err := checkedSizeLimit(dims, elemSize, limit)
+	return err
 }
 
 // Tensor is a dense row-major array of one DType. Its bytes are aligned to
