@@ -48,7 +48,10 @@ type Node struct {
 }
 
 func (n *Node) String() string {
-	return fmt.Sprintf("%s (%s)", n.Origin, n.Op.Name())
+	if strings.HasSuffix(n.Origin, "("+n.Op.Name()+")") {
+		return n.Origin
+	}
+	return fmt.Sprintf("%s as %s", n.Origin, n.Op.Name())
 }
 
 // Param is a trainable parameter: a float initializer of the model,

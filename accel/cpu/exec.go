@@ -3,6 +3,8 @@ package cpu
 import (
 	"errors"
 	"fmt"
+	"sort"
+	"time"
 
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/ir"
@@ -339,8 +341,23 @@ func (e *Executable) Run(inputs []*ir.Tensor) ([]*ir.Tensor, error) {
 	if e.closed {
 		return nil, ErrClosed
 	}
+	if err := e.bindInputs(inputs); err != nil {
+		return nil, err
+	}
+	for i := range e.steps {
+		if err := e.steps[i].k.run(); err != nil {
+			return nil, fmt.Errorf("cpu: %s: %w", e.steps[i].node, err)
+		}
+	}
+	return e.outputs, nil
+}
+
+// bindInputs copies the caller's inputs into the executable's buffers
+// (which the memory plan reuses once an input is dead, so every run must
+// copy them again).
+func (e *Executable) bindInputs(inputs []*ir.Tensor) error {
 	if len(inputs) != len(e.inputs) {
-		return nil, fmt.Errorf("cpu: %d inputs given, the graph has %d", len(inputs), len(e.inputs))
+		return fmt.Errorf("cpu: %d inputs given, the graph has %d", len(inputs), len(e.inputs))
 	}
 	for i, t := range inputs {
 		dst := e.inputs[i]
@@ -350,16 +367,11 @@ func (e *Executable) Run(inputs []*ir.Tensor) ([]*ir.Tensor, error) {
 			if t != nil {
 				got = t.String()
 			}
-			return nil, fmt.Errorf("cpu: input %q is %s, the graph was specialized for %s", v.Name, got, dst)
+			return fmt.Errorf("cpu: input %q is %s, the graph was specialized for %s", v.Name, got, dst)
 		}
 		copy(dst.Bytes(), t.Bytes())
 	}
-	for i := range e.steps {
-		if err := e.steps[i].k.run(); err != nil {
-			return nil, fmt.Errorf("cpu: %s: %w", e.steps[i].node, err)
-		}
-	}
-	return e.outputs, nil
+	return nil
 }
 
 // Param returns the live storage of a parameter: writing it between runs
@@ -392,4 +404,48 @@ func (e *Executable) Close() error {
 	e.closed = true
 	e.arena, e.steps, e.inputs, e.outputs = nil, nil, nil, nil
 	return nil
+}
+
+// StepTime is the time one op (by IR op name) took in a profiled run.
+type StepTime struct {
+	Op    string
+	Calls int
+	Time  time.Duration
+}
+
+// Profile runs like Run and reports the time spent per op name, most
+// expensive first (for finding what to speed up; it allocates).
+func (e *Executable) Profile(inputs []*ir.Tensor) ([]StepTime, error) {
+	if _, err := e.Run(inputs); err != nil { // warm up caches and pages
+		return nil, err
+	}
+	if err := e.bindInputs(inputs); err != nil {
+		return nil, err
+	}
+	byOp := map[string]*StepTime{}
+	for i := range e.steps {
+		s := &e.steps[i]
+		start := time.Now()
+		if err := s.k.run(); err != nil {
+			return nil, fmt.Errorf("cpu: %s: %w", s.node, err)
+		}
+		d := time.Since(start)
+		name := s.node.Op.Name()
+		if _, fallback := s.k.(*evalKernel); fallback {
+			name += " (reference)"
+		}
+		st := byOp[name]
+		if st == nil {
+			st = &StepTime{Op: name}
+			byOp[name] = st
+		}
+		st.Calls++
+		st.Time += d
+	}
+	out := make([]StepTime, 0, len(byOp))
+	for _, st := range byOp {
+		out = append(out, *st)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Time > out[b].Time })
+	return out, nil
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/dstune/dstune/onnx"
 )
 
-func readTensor(t *testing.T, path string) *ir.Tensor {
+func readTensor(t testing.TB, path string) *ir.Tensor {
 	t.Helper()
 	ot, err := onnx.ReadTensorFile(path)
 	if err != nil {
@@ -26,7 +26,7 @@ func readTensor(t *testing.T, path string) *ir.Tensor {
 	return x
 }
 
-func readModel(t *testing.T, path string) *ir.Model {
+func readModel(t testing.TB, path string) *ir.Model {
 	t.Helper()
 	m, err := onnx.ReadFile(path)
 	if err != nil {
@@ -133,6 +133,19 @@ func TestRunDoesNotAllocate(t *testing.T) {
 	in := []*ir.Tensor{tokens}
 	if _, err := exe.Run(in); err != nil {
 		t.Fatal(err)
+	}
+	// Profile runs every step again (after rebinding the inputs, whose
+	// buffers the plan reuses).
+	prof, err := exe.Profile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	for _, p := range prof {
+		calls += p.Calls
+	}
+	if calls != len(exe.steps) {
+		t.Errorf("profile counts %d calls for %d steps", calls, len(exe.steps))
 	}
 	if n := testing.AllocsPerRun(5, func() {
 		if _, err := exe.Run(in); err != nil {
