@@ -1,0 +1,134 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// TestAdafactorStep runs one factored Adafactor step through the kernels
+// and compares it with the algorithm computed directly in float64 from
+// Shazeer & Stern's definitions (V̂ = R·C/ΣR, U = G/sqrt(V̂), clipping by
+// RMS(U)/d), within float32 rounding.
+func TestAdafactorStep(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 24))
+	for _, shape := range [][2]int{{1, 1}, {3, 5}, {17, 33}, {64, 100}} {
+		rows, cols := shape[0], shape[1]
+		n := rows * cols
+		g := make([]float32, n)
+		p := make([]float32, n)
+		for i := range g {
+			g[i] = float32(rng.NormFloat64() * 1e-2)
+			p[i] = float32(rng.NormFloat64() * 0.02)
+		}
+		const eps1, clip, beta1 = 1e-30, 1.0, 0.9
+		const step = 3
+		// Previous state: something non-zero.
+		R, C := make([]float32, rows), make([]float32, cols)
+		for i := range R {
+			R[i] = float32(rng.Float64() * 1e-3)
+		}
+		for j := range C {
+			C[j] = float32(rng.Float64() * 1e-3)
+		}
+		m := make([]float32, n)
+		for i := range m {
+			m[i] = float32(rng.NormFloat64() * 1e-4)
+		}
+		beta2 := AdafactorDecay(step)
+
+		// Reference in float64.
+		rowSum, colSum := make([]float64, rows), make([]float64, cols)
+		for i := range rows {
+			for j := range cols {
+				x := float64(g[i*cols+j])
+				rowSum[i] += x*x + eps1
+				colSum[j] += x*x + eps1
+			}
+		}
+		Rn, Cn := make([]float64, rows), make([]float64, cols)
+		var sumR float64
+		for i := range Rn {
+			Rn[i] = beta2*float64(R[i]) + (1-beta2)*rowSum[i]
+			sumR += Rn[i]
+		}
+		for j := range Cn {
+			Cn[j] = beta2*float64(C[j]) + (1-beta2)*colSum[j]
+		}
+		U := make([]float64, n)
+		var sq float64
+		for i := range rows {
+			for j := range cols {
+				vhat := Rn[i] * Cn[j] / sumR
+				U[i*cols+j] = float64(g[i*cols+j]) / math.Sqrt(vhat)
+				sq += U[i*cols+j] * U[i*cols+j]
+			}
+		}
+		var prms float64
+		for _, x := range p {
+			prms += float64(x) * float64(x)
+		}
+		alpha := AdafactorRelativeStep(step, math.Sqrt(prms/float64(n)), 1e-3)
+		scale := alpha / max(1, math.Sqrt(sq/float64(n))/clip)
+		// Tolerances scale with the terms' magnitudes (they may cancel).
+		wantP, wantM := make([]float64, n), make([]float64, n)
+		tolP, tolM := make([]float64, n), make([]float64, n)
+		for k := range n {
+			wantM[k] = beta1*float64(m[k]) + (1-beta1)*U[k]*scale
+			wantP[k] = float64(p[k]) - wantM[k]
+			tolM[k] = 1e-5 * (math.Abs(beta1*float64(m[k])) + math.Abs((1-beta1)*U[k]*scale))
+			tolP[k] = 1e-6*(math.Abs(float64(p[k]))+math.Abs(wantM[k])) + tolM[k]
+		}
+
+		// The kernels.
+		rs, cs := make([]float32, rows), make([]float32, cols)
+		AdafactorSquareSums(rs, cs, g, rows, cols, eps1)
+		for i := range R {
+			R[i] = float32(beta2*float64(R[i]) + (1-beta2)*float64(rs[i]))
+		}
+		for j := range C {
+			C[j] = float32(beta2*float64(C[j]) + (1-beta2)*float64(cs[j]))
+		}
+		rowScale, colScale := make([]float32, rows), make([]float32, cols)
+		AdafactorScales(rowScale, colScale, R, C)
+		gotSq := AdafactorUpdateSquares(g, rowScale, colScale, rows, cols)
+		if math.Abs(gotSq-sq) > 1e-5*sq {
+			t.Fatalf("%dx%d: Σ U² = %v, want %v", rows, cols, gotSq, sq)
+		}
+		s := float32(alpha / max(1, math.Sqrt(gotSq/float64(n))/clip))
+		pk, mk := slices.Clone(p), slices.Clone(m)
+		AdafactorApply(pk, g, rowScale, colScale, rows, cols, s, beta1, mk, 2)
+		for k := range n {
+			if math.Abs(float64(mk[k])-wantM[k]) > tolM[k] {
+				t.Fatalf("%dx%d: M[%d] = %v, want %v", rows, cols, k, mk[k], wantM[k])
+			}
+			if math.Abs(float64(pk[k])-wantP[k]) > tolP[k] {
+				t.Fatalf("%dx%d: X[%d] = %v, want %v", rows, cols, k, pk[k], wantP[k])
+			}
+		}
+
+		// Fused counting counts what CountAbove counts afterwards, and
+		// steps identically.
+		seed := slices.Clone(p)
+		pf, mf := slices.Clone(p), slices.Clone(m)
+		ts := []float32{0, 1e-6, 1e-5, 1e-4}
+		got := make([]int64, len(ts))
+		AdafactorApplyCount(pf, g, rowScale, colScale, rows, cols, s, beta1, mf, seed, DistanceAbs, ts, got, 2)
+		checkBits(t, "AdafactorApplyCount param", pf, pk)
+		checkBits(t, "AdafactorApplyCount expAvg", mf, mk)
+		if want := refCounts(pf, seed, DistanceAbs, ts); !slices.Equal(got, want) {
+			t.Fatalf("%dx%d: counts %v, want %v", rows, cols, got, want)
+		}
+	}
+}
+
+func TestAdafactorNoMomentum(t *testing.T) {
+	g := []float32{1, -2, 3, -4, 5, -6}
+	p := []float32{0, 0, 0, 0, 0, 0}
+	rowScale := []float32{1, 2}
+	colScale := []float32{0.5, 1, 2}
+	AdafactorApply(p, g, rowScale, colScale, 2, 3, 0.25, 0, nil, 1)
+	want := []float32{-0.125, 0.5, -1.5, 1, -2.5, 6}
+	checkBits(t, "param", p, want)
+}
