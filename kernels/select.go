@@ -113,6 +113,20 @@ type Selector struct {
 	workersInUse  int
 	chunkCursor   []int
 	candCursor    []int
+	siloLen       int64
+	bytesRead     int64
+}
+
+// BytesRead reports how many bytes of score operands (θ̂ and θ0, or the
+// values) the last selection read from memory, counting every pass.
+func (s *Selector) BytesRead() int64 { return s.bytesRead }
+
+// entryBytes is how many bytes scoring one entry reads.
+func (s *Selector) entryBytes() int64 {
+	if s.d == distanceValue {
+		return 4
+	}
+	return 8
 }
 
 const (
@@ -171,6 +185,7 @@ func (s *Selector) topK(k int64, d Distance, threads int) (Threshold, int64) {
 	for _, p := range s.pieces {
 		n += int64(len(p.Theta))
 	}
+	s.siloLen, s.bytesRead = n, 0
 	if k <= 0 || n == 0 {
 		return Threshold{Q: float32(math.Inf(1)), TieEnd: 0}, 0
 	}
@@ -260,6 +275,7 @@ func (s *Selector) histogram(level int, pmask, prefix uint32) {
 		s.pass = passHistogram
 	}
 	Parallel(s.workersInUse, s)
+	s.bytesRead += s.siloLen * s.entryBytes()
 }
 
 // collect gathers the keys under the prefix (inSet of them, each worker's
@@ -282,6 +298,7 @@ func (s *Selector) collect(pmask, prefix uint32, inSet int64, level int) {
 	s.pmask, s.prefix = pmask, prefix
 	s.pass = passCollect
 	Parallel(s.workersInUse, s)
+	s.bytesRead += s.siloLen * s.entryBytes()
 	for w := range s.workersInUse {
 		if s.workers[w].overflow {
 			panic("kernels: TopK pieces changed during the selection")
@@ -370,7 +387,7 @@ func (s *Selector) tiePosition(key uint32, nth int64, collected bool) int64 {
 					}
 					candIdx[w] += c
 					if ties >= nth {
-						return pos + int64(lo) + findNth(p, lo, end, s.d, key, nth)
+						return pos + int64(lo) + s.findNth(p, lo, end, s.d, key, nth)
 					}
 					nth -= ties
 				}
@@ -389,8 +406,9 @@ func (s *Selector) tiePosition(key uint32, nth int64, collected bool) int64 {
 			end := min(len(p.Theta), lo+selectChunk)
 			theta, seed := pieceRange(p, lo, end)
 			ties := int64(collectBlock(scratch, theta, seed, s.d, math.MaxUint32, key))
+			s.bytesRead += int64(end-lo) * s.entryBytes()
 			if ties >= nth {
-				return pos + int64(lo) + findNth(p, lo, end, s.d, key, nth)
+				return pos + int64(lo) + s.findNth(p, lo, end, s.d, key, nth)
 			}
 			nth -= ties
 		}
@@ -401,7 +419,8 @@ func (s *Selector) tiePosition(key uint32, nth int64, collected bool) int64 {
 
 // findNth returns the offset from lo of the nth entry of p[lo:hi] whose key
 // is key.
-func findNth(p SiloPiece, lo, hi int, d Distance, key uint32, nth int64) int64 {
+func (s *Selector) findNth(p SiloPiece, lo, hi int, d Distance, key uint32, nth int64) int64 {
+	s.bytesRead += int64(hi-lo) * s.entryBytes()
 	theta, seed := pieceRange(p, lo, hi)
 	for i, t := range theta {
 		var sd float32
