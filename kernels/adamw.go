@@ -172,7 +172,7 @@ func adamwGeneric(c *adamwConstants, p, g, m, v, seed []float32, d Distance, ts 
 		p[i], m[i], v[i] = pi, mi, vi
 		if d != distanceValue {
 			s := score(pi, seed[i], d)
-			for j, q := range ts {
+			for j, q := range ts.q[:ts.used] {
 				if s > q {
 					counts[j]++
 				}

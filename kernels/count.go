@@ -25,19 +25,23 @@ func workersFor(n, threads int) int {
 }
 
 // thresholdSet is a threshold list padded to MaxThresholds with NaN, which
-// no score exceeds, so the kernels always compare against all slots.
-type thresholdSet [MaxThresholds]float32
+// no score exceeds, so that a kernel may compare against more slots than
+// are used.
+type thresholdSet struct {
+	q    [MaxThresholds]float32
+	used int
+}
 
 func makeThresholdSet(thresholds []float32) thresholdSet {
 	if len(thresholds) > MaxThresholds {
 		panic("kernels: more than MaxThresholds thresholds")
 	}
-	var ts thresholdSet
+	ts := thresholdSet{used: len(thresholds)}
 	nan := float32(math.NaN())
-	for j := range ts {
-		ts[j] = nan
+	for j := range ts.q {
+		ts.q[j] = nan
 	}
-	copy(ts[:], thresholds)
+	copy(ts.q[:], thresholds)
 	return ts
 }
 
@@ -156,7 +160,7 @@ func countGeneric(c *countSet, ts *thresholdSet, theta, seed []float32, d Distan
 		} else {
 			s = score(t, seed[i], d)
 		}
-		for j, q := range ts {
+		for j, q := range ts.q[:ts.used] {
 			if s > q {
 				c[j]++
 			}

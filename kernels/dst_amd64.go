@@ -2,6 +2,8 @@
 
 package kernels
 
+import "math"
+
 // The vector halves of the DST kernels: each runs the assembly for the
 // longest prefix that is a whole number of vectors (or 0 entries on the
 // generic path) and returns how many entries it handled; the callers finish
@@ -59,10 +61,33 @@ func (l *laneCounts) addTo(c *countSet) {
 	}
 }
 
+// intThresholds maps thresholds to the float32 bit patterns that the
+// kernels compare as signed integers with the bits of non-negative scores
+// (NaN scores become INT32_MIN first): NaN → INT32_MAX (nothing exceeds
+// it), negative → -1 (every number exceeds it), ±0 → 0, positive → itself.
+func intThresholds(ts *thresholdSet) (its thresholdSet) {
+	for j, q := range ts.q {
+		var b uint32
+		switch {
+		case q != q:
+			b = 0x7fffffff
+		case q < 0:
+			b = 0xffffffff
+		case q == 0:
+			b = 0
+		default:
+			b = math.Float32bits(q)
+		}
+		its.q[j] = math.Float32frombits(b)
+	}
+	its.used = ts.used
+	return its
+}
+
 // broadcastThresholds repeats each threshold 8 times: the AVX2 kernels
 // compare with 32-byte memory operands.
 func broadcastThresholds(ts *thresholdSet) (b [MaxThresholds * 8]float32) {
-	for j, q := range ts {
+	for j, q := range ts.q {
 		for l := range 8 {
 			b[8*j+l] = q
 		}
@@ -81,11 +106,12 @@ func countVector(c *countSet, ts *thresholdSet, theta, seed []float32, d Distanc
 		raceReadFloats(seed[:n])
 	}
 	var lanes laneCounts
+	its := intThresholds(ts)
 	if w == 16 {
-		countAboveAVX512(&lanes[0], &ts[0], &theta[0], seedPtr(theta, seed), n, int(d))
+		countAboveAVX512(&lanes[0], &ts.q[0], &its.q[0], ts.used, &theta[0], seedPtr(theta, seed), n, int(d))
 	} else {
-		b := broadcastThresholds(ts)
-		countAboveAVX2(&lanes[0], &b[0], &theta[0], seedPtr(theta, seed), n, int(d))
+		b, ib := broadcastThresholds(ts), broadcastThresholds(&its)
+		countAboveAVX2(&lanes[0], &b[0], &ib[0], ts.used, &theta[0], seedPtr(theta, seed), n, int(d))
 	}
 	lanes.addTo(c)
 	return n
@@ -215,7 +241,8 @@ func adamwVector(c *adamwConstants, p, g, m, v, seed []float32, d Distance, ts *
 	}
 	var lanes laneCounts
 	if w == 16 {
-		adamwAVX512(&p[0], &g[0], &m[0], &v[0], seedPtr(p, seed), n, &c[0], &ts[0], &lanes[0], int(d))
+		its := intThresholds(ts)
+		adamwAVX512(&p[0], &g[0], &m[0], &v[0], seedPtr(p, seed), n, &c[0], &its.q[0], &lanes[0], int(d))
 	} else {
 		var cb [len(adamwConstants{}) * 8]float32
 		for j, x := range c {
@@ -223,7 +250,8 @@ func adamwVector(c *adamwConstants, p, g, m, v, seed []float32, d Distance, ts *
 				cb[8*j+l] = x
 			}
 		}
-		b := broadcastThresholds(ts)
+		its := intThresholds(ts)
+		b := broadcastThresholds(&its)
 		adamwAVX2(&p[0], &g[0], &m[0], &v[0], seedPtr(p, seed), n, &cb[0], &b[0], &lanes[0], int(d))
 	}
 	if d != distanceValue {

@@ -84,7 +84,23 @@ DATA dstconst<>+304(SB)/4, $0x000007ff
 DATA dstconst<>+308(SB)/4, $0x000007ff
 DATA dstconst<>+312(SB)/4, $0x000007ff
 DATA dstconst<>+316(SB)/4, $0x000007ff
-GLOBL dstconst<>(SB), RODATA|NOPTR, $320
+DATA dstconst<>+320(SB)/4, $0x7f800000
+DATA dstconst<>+324(SB)/4, $0x7f800000
+DATA dstconst<>+328(SB)/4, $0x7f800000
+DATA dstconst<>+332(SB)/4, $0x7f800000
+DATA dstconst<>+336(SB)/4, $0x7f800000
+DATA dstconst<>+340(SB)/4, $0x7f800000
+DATA dstconst<>+344(SB)/4, $0x7f800000
+DATA dstconst<>+348(SB)/4, $0x7f800000
+DATA dstconst<>+352(SB)/4, $0x7f800000
+DATA dstconst<>+356(SB)/4, $0x7f800000
+DATA dstconst<>+360(SB)/4, $0x7f800000
+DATA dstconst<>+364(SB)/4, $0x7f800000
+DATA dstconst<>+368(SB)/4, $0x7f800000
+DATA dstconst<>+372(SB)/4, $0x7f800000
+DATA dstconst<>+376(SB)/4, $0x7f800000
+DATA dstconst<>+380(SB)/4, $0x7f800000
+GLOBL dstconst<>(SB), RODATA|NOPTR, $384
 
 // func scoreAVX512(dst *float32, theta *float32, seed *float32, n int, mode int)
 // Requires: AVX, AVX512F
@@ -148,173 +164,223 @@ done:
 	VZEROUPPER
 	RET
 
-// func countAboveAVX512(lanes *uint32, thresholds *float32, theta *float32, seed *float32, n int, mode int)
+// func countAboveAVX512(lanes *uint32, thresholds *float32, intThresholds *float32, nt int, theta *float32, seed *float32, n int, mode int)
 // Requires: AVX, AVX512F
-TEXT ·countAboveAVX512(SB), NOSPLIT, $0-48
+TEXT ·countAboveAVX512(SB), NOSPLIT, $0-64
 	MOVQ         lanes+0(FP), AX
 	MOVQ         thresholds+8(FP), CX
-	MOVQ         theta+16(FP), DX
-	MOVQ         seed+24(FP), BX
-	MOVQ         n+32(FP), SI
-	MOVQ         mode+40(FP), DI
-	SHLQ         $0x02, SI
-	VBROADCASTSS (CX), Z0
-	VBROADCASTSS 4(CX), Z1
-	VBROADCASTSS 8(CX), Z2
-	VBROADCASTSS 12(CX), Z3
-	VBROADCASTSS 16(CX), Z4
-	VBROADCASTSS 20(CX), Z5
-	VBROADCASTSS 24(CX), Z6
-	VBROADCASTSS 28(CX), Z7
-	VBROADCASTSS 32(CX), Z8
-	VPXORD       Z9, Z9, Z9
-	VPXORD       Z10, Z10, Z10
-	VPXORD       Z11, Z11, Z11
+	MOVQ         intThresholds+16(FP), DX
+	MOVQ         nt+24(FP), BX
+	MOVQ         theta+32(FP), SI
+	MOVQ         seed+40(FP), DI
+	MOVQ         n+48(FP), R8
+	MOVQ         mode+56(FP), R9
+	SHLQ         $0x02, R8
+	VPXORD       Z0, Z0, Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VMOVDQU32    dstconst<>+0(SB), Z9
+	VMOVDQU32    dstconst<>+128(SB), Z10
+	VMOVDQU32    dstconst<>+320(SB), Z11
 	VPXORD       Z12, Z12, Z12
-	VPXORD       Z13, Z13, Z13
-	VPXORD       Z14, Z14, Z14
-	VPXORD       Z15, Z15, Z15
-	VPXORD       Z16, Z16, Z16
-	VPXORD       Z17, Z17, Z17
-	VMOVDQU32    dstconst<>+0(SB), Z18
-	VMOVDQU32    dstconst<>+128(SB), Z19
-	VPXORD       Z20, Z20, Z20
-	XORQ         CX, CX
-	CMPQ         DI, $0x00
+	XORQ         R10, R10
+	CMPQ         R9, $0x03
+	JE           floatThresholds
+	VBROADCASTSS (DX), Z13
+	VBROADCASTSS 4(DX), Z14
+	VBROADCASTSS 8(DX), Z15
+	VBROADCASTSS 12(DX), Z16
+	VBROADCASTSS 16(DX), Z17
+	VBROADCASTSS 20(DX), Z18
+	VBROADCASTSS 24(DX), Z19
+	VBROADCASTSS 28(DX), Z20
+	VBROADCASTSS 32(DX), Z21
+	CMPQ         R9, $0x00
 	JE           mode_abs
-	CMPQ         DI, $0x01
+	CMPQ         R9, $0x01
 	JE           mode_rel
-	CMPQ         DI, $0x02
+	CMPQ         R9, $0x02
 	JE           mode_invrel
-	CMPQ         DI, $0x03
-	JE           mode_value
 	JMP          done
+
+floatThresholds:
+	VBROADCASTSS (CX), Z9
+	VBROADCASTSS 4(CX), Z11
+	VBROADCASTSS 8(CX), Z12
+	VBROADCASTSS 12(CX), Z13
+	VBROADCASTSS 16(CX), Z14
+	VBROADCASTSS 20(CX), Z15
+	VBROADCASTSS 24(CX), Z16
+	VBROADCASTSS 28(CX), Z17
+	VBROADCASTSS 32(CX), Z18
+	JMP          mode_value
 
 mode_abs:
 loop_abs:
-	CMPQ    CX, SI
-	JAE     store
-	VMOVUPS (DX)(CX*1), Z20
-	VSUBPS  (BX)(CX*1), Z20, Z20
-	VPANDD  Z18, Z20, Z20
-	VCMPPS  $0x1e, Z0, Z20, K1
-	VPADDD  Z19, Z9, K1, Z9
-	VCMPPS  $0x1e, Z1, Z20, K1
-	VPADDD  Z19, Z10, K1, Z10
-	VCMPPS  $0x1e, Z2, Z20, K1
-	VPADDD  Z19, Z11, K1, Z11
-	VCMPPS  $0x1e, Z3, Z20, K1
-	VPADDD  Z19, Z12, K1, Z12
-	VCMPPS  $0x1e, Z4, Z20, K1
-	VPADDD  Z19, Z13, K1, Z13
-	VCMPPS  $0x1e, Z5, Z20, K1
-	VPADDD  Z19, Z14, K1, Z14
-	VCMPPS  $0x1e, Z6, Z20, K1
-	VPADDD  Z19, Z15, K1, Z15
-	VCMPPS  $0x1e, Z7, Z20, K1
-	VPADDD  Z19, Z16, K1, Z16
-	VCMPPS  $0x1e, Z8, Z20, K1
-	VPADDD  Z19, Z17, K1, Z17
-	ADDQ    $0x00000040, CX
-	JMP     loop_abs
+	CMPQ     R10, R8
+	JAE      store
+	VMOVUPS  (SI)(R10*1), Z12
+	VSUBPS   (DI)(R10*1), Z12, Z12
+	VPANDD   Z9, Z12, Z12
+	VPCMPD   $0x02, Z11, Z12, K1
+	VPCMPGTD Z13, Z12, K1, K2
+	VPADDD   Z10, Z0, K2, Z0
+	CMPQ     BX, $0x01
+	JLE      next_abs
+	VPCMPGTD Z14, Z12, K1, K2
+	VPADDD   Z10, Z1, K2, Z1
+	VPCMPGTD Z15, Z12, K1, K2
+	VPADDD   Z10, Z2, K2, Z2
+	CMPQ     BX, $0x03
+	JLE      next_abs
+	VPCMPGTD Z16, Z12, K1, K2
+	VPADDD   Z10, Z3, K2, Z3
+	VPCMPGTD Z17, Z12, K1, K2
+	VPADDD   Z10, Z4, K2, Z4
+	VPCMPGTD Z18, Z12, K1, K2
+	VPADDD   Z10, Z5, K2, Z5
+	VPCMPGTD Z19, Z12, K1, K2
+	VPADDD   Z10, Z6, K2, Z6
+	CMPQ     BX, $0x07
+	JLE      next_abs
+	VPCMPGTD Z20, Z12, K1, K2
+	VPADDD   Z10, Z7, K2, Z7
+	VPCMPGTD Z21, Z12, K1, K1
+	VPADDD   Z10, Z8, K1, Z8
+
+next_abs:
+	ADDQ $0x00000040, R10
+	JMP  loop_abs
 
 mode_rel:
 loop_rel:
-	CMPQ     CX, SI
+	CMPQ     R10, R8
 	JAE      store
-	VMOVUPS  (DX)(CX*1), Z21
-	VMOVUPS  (BX)(CX*1), Z22
-	VSUBPS   Z22, Z21, Z21
-	VCMPPS   $0x04, Z20, Z21, K1
-	VDIVPS.Z Z22, Z21, K1, Z21
-	VPANDD   Z18, Z21, Z21
-	VCMPPS   $0x1e, Z0, Z21, K1
-	VPADDD   Z19, Z9, K1, Z9
-	VCMPPS   $0x1e, Z1, Z21, K1
-	VPADDD   Z19, Z10, K1, Z10
-	VCMPPS   $0x1e, Z2, Z21, K1
-	VPADDD   Z19, Z11, K1, Z11
-	VCMPPS   $0x1e, Z3, Z21, K1
-	VPADDD   Z19, Z12, K1, Z12
-	VCMPPS   $0x1e, Z4, Z21, K1
-	VPADDD   Z19, Z13, K1, Z13
-	VCMPPS   $0x1e, Z5, Z21, K1
-	VPADDD   Z19, Z14, K1, Z14
-	VCMPPS   $0x1e, Z6, Z21, K1
-	VPADDD   Z19, Z15, K1, Z15
-	VCMPPS   $0x1e, Z7, Z21, K1
-	VPADDD   Z19, Z16, K1, Z16
-	VCMPPS   $0x1e, Z8, Z21, K1
-	VPADDD   Z19, Z17, K1, Z17
-	ADDQ     $0x00000040, CX
-	JMP      loop_rel
+	VMOVUPS  (SI)(R10*1), Z22
+	VMOVUPS  (DI)(R10*1), Z23
+	VSUBPS   Z23, Z22, Z22
+	VCMPPS   $0x04, Z12, Z22, K1
+	VDIVPS.Z Z23, Z22, K1, Z22
+	VPANDD   Z9, Z22, Z22
+	VPCMPD   $0x02, Z11, Z22, K1
+	VPCMPGTD Z13, Z22, K1, K2
+	VPADDD   Z10, Z0, K2, Z0
+	CMPQ     BX, $0x01
+	JLE      next_rel
+	VPCMPGTD Z14, Z22, K1, K2
+	VPADDD   Z10, Z1, K2, Z1
+	VPCMPGTD Z15, Z22, K1, K2
+	VPADDD   Z10, Z2, K2, Z2
+	CMPQ     BX, $0x03
+	JLE      next_rel
+	VPCMPGTD Z16, Z22, K1, K2
+	VPADDD   Z10, Z3, K2, Z3
+	VPCMPGTD Z17, Z22, K1, K2
+	VPADDD   Z10, Z4, K2, Z4
+	VPCMPGTD Z18, Z22, K1, K2
+	VPADDD   Z10, Z5, K2, Z5
+	VPCMPGTD Z19, Z22, K1, K2
+	VPADDD   Z10, Z6, K2, Z6
+	CMPQ     BX, $0x07
+	JLE      next_rel
+	VPCMPGTD Z20, Z22, K1, K2
+	VPADDD   Z10, Z7, K2, Z7
+	VPCMPGTD Z21, Z22, K1, K1
+	VPADDD   Z10, Z8, K1, Z8
+
+next_rel:
+	ADDQ $0x00000040, R10
+	JMP  loop_rel
 
 mode_invrel:
 loop_invrel:
-	CMPQ    CX, SI
-	JAE     store
-	VMOVUPS (DX)(CX*1), Z20
-	VMOVUPS (BX)(CX*1), Z21
-	VSUBPS  Z21, Z20, Z20
-	VMULPS  Z21, Z20, Z20
-	VPANDD  Z18, Z20, Z20
-	VCMPPS  $0x1e, Z0, Z20, K1
-	VPADDD  Z19, Z9, K1, Z9
-	VCMPPS  $0x1e, Z1, Z20, K1
-	VPADDD  Z19, Z10, K1, Z10
-	VCMPPS  $0x1e, Z2, Z20, K1
-	VPADDD  Z19, Z11, K1, Z11
-	VCMPPS  $0x1e, Z3, Z20, K1
-	VPADDD  Z19, Z12, K1, Z12
-	VCMPPS  $0x1e, Z4, Z20, K1
-	VPADDD  Z19, Z13, K1, Z13
-	VCMPPS  $0x1e, Z5, Z20, K1
-	VPADDD  Z19, Z14, K1, Z14
-	VCMPPS  $0x1e, Z6, Z20, K1
-	VPADDD  Z19, Z15, K1, Z15
-	VCMPPS  $0x1e, Z7, Z20, K1
-	VPADDD  Z19, Z16, K1, Z16
-	VCMPPS  $0x1e, Z8, Z20, K1
-	VPADDD  Z19, Z17, K1, Z17
-	ADDQ    $0x00000040, CX
-	JMP     loop_invrel
+	CMPQ     R10, R8
+	JAE      store
+	VMOVUPS  (SI)(R10*1), Z12
+	VMOVUPS  (DI)(R10*1), Z22
+	VSUBPS   Z22, Z12, Z12
+	VMULPS   Z22, Z12, Z12
+	VPANDD   Z9, Z12, Z12
+	VPCMPD   $0x02, Z11, Z12, K1
+	VPCMPGTD Z13, Z12, K1, K2
+	VPADDD   Z10, Z0, K2, Z0
+	CMPQ     BX, $0x01
+	JLE      next_invrel
+	VPCMPGTD Z14, Z12, K1, K2
+	VPADDD   Z10, Z1, K2, Z1
+	VPCMPGTD Z15, Z12, K1, K2
+	VPADDD   Z10, Z2, K2, Z2
+	CMPQ     BX, $0x03
+	JLE      next_invrel
+	VPCMPGTD Z16, Z12, K1, K2
+	VPADDD   Z10, Z3, K2, Z3
+	VPCMPGTD Z17, Z12, K1, K2
+	VPADDD   Z10, Z4, K2, Z4
+	VPCMPGTD Z18, Z12, K1, K2
+	VPADDD   Z10, Z5, K2, Z5
+	VPCMPGTD Z19, Z12, K1, K2
+	VPADDD   Z10, Z6, K2, Z6
+	CMPQ     BX, $0x07
+	JLE      next_invrel
+	VPCMPGTD Z20, Z12, K1, K2
+	VPADDD   Z10, Z7, K2, Z7
+	VPCMPGTD Z21, Z12, K1, K1
+	VPADDD   Z10, Z8, K1, Z8
+
+next_invrel:
+	ADDQ $0x00000040, R10
+	JMP  loop_invrel
 
 mode_value:
 loop_value:
-	CMPQ    CX, SI
+	CMPQ    R10, R8
 	JAE     store
-	VMOVUPS (DX)(CX*1), Z18
-	VCMPPS  $0x1e, Z0, Z18, K1
-	VPADDD  Z19, Z9, K1, Z9
-	VCMPPS  $0x1e, Z1, Z18, K1
-	VPADDD  Z19, Z10, K1, Z10
-	VCMPPS  $0x1e, Z2, Z18, K1
-	VPADDD  Z19, Z11, K1, Z11
-	VCMPPS  $0x1e, Z3, Z18, K1
-	VPADDD  Z19, Z12, K1, Z12
-	VCMPPS  $0x1e, Z4, Z18, K1
-	VPADDD  Z19, Z13, K1, Z13
-	VCMPPS  $0x1e, Z5, Z18, K1
-	VPADDD  Z19, Z14, K1, Z14
-	VCMPPS  $0x1e, Z6, Z18, K1
-	VPADDD  Z19, Z15, K1, Z15
-	VCMPPS  $0x1e, Z7, Z18, K1
-	VPADDD  Z19, Z16, K1, Z16
-	VCMPPS  $0x1e, Z8, Z18, K1
-	VPADDD  Z19, Z17, K1, Z17
-	ADDQ    $0x00000040, CX
-	JMP     loop_value
+	VMOVUPS (SI)(R10*1), Z19
+	VCMPPS  $0x1e, Z9, Z19, K1
+	VPADDD  Z10, Z0, K1, Z0
+	CMPQ    BX, $0x01
+	JLE     next_value
+	VCMPPS  $0x1e, Z11, Z19, K1
+	VPADDD  Z10, Z1, K1, Z1
+	VCMPPS  $0x1e, Z12, Z19, K1
+	VPADDD  Z10, Z2, K1, Z2
+	CMPQ    BX, $0x03
+	JLE     next_value
+	VCMPPS  $0x1e, Z13, Z19, K1
+	VPADDD  Z10, Z3, K1, Z3
+	VCMPPS  $0x1e, Z14, Z19, K1
+	VPADDD  Z10, Z4, K1, Z4
+	VCMPPS  $0x1e, Z15, Z19, K1
+	VPADDD  Z10, Z5, K1, Z5
+	VCMPPS  $0x1e, Z16, Z19, K1
+	VPADDD  Z10, Z6, K1, Z6
+	CMPQ    BX, $0x07
+	JLE     next_value
+	VCMPPS  $0x1e, Z17, Z19, K1
+	VPADDD  Z10, Z7, K1, Z7
+	VCMPPS  $0x1e, Z18, Z19, K1
+	VPADDD  Z10, Z8, K1, Z8
+
+next_value:
+	ADDQ $0x00000040, R10
+	JMP  loop_value
 
 store:
-	VMOVDQU32 Z9, (AX)
-	VMOVDQU32 Z10, 64(AX)
-	VMOVDQU32 Z11, 128(AX)
-	VMOVDQU32 Z12, 192(AX)
-	VMOVDQU32 Z13, 256(AX)
-	VMOVDQU32 Z14, 320(AX)
-	VMOVDQU32 Z15, 384(AX)
-	VMOVDQU32 Z16, 448(AX)
-	VMOVDQU32 Z17, 512(AX)
+	VMOVDQU32 Z0, (AX)
+	VMOVDQU32 Z1, 64(AX)
+	VMOVDQU32 Z2, 128(AX)
+	VMOVDQU32 Z3, 192(AX)
+	VMOVDQU32 Z4, 256(AX)
+	VMOVDQU32 Z5, 320(AX)
+	VMOVDQU32 Z6, 384(AX)
+	VMOVDQU32 Z7, 448(AX)
+	VMOVDQU32 Z8, 512(AX)
 
 done:
 	VZEROUPPER
@@ -1214,6 +1280,7 @@ TEXT ·adamwAVX512(SB), NOSPLIT, $0-80
 	VPXORD       Z16, Z16, Z16
 	VPXORD       Z17, Z17, Z17
 	VMOVDQU32    dstconst<>+128(SB), Z18
+	VMOVDQU32    dstconst<>+320(SB), Z19
 	XORQ         R9, R9
 	CMPQ         R11, $0x00
 	JE           mode_abs
@@ -1229,46 +1296,47 @@ mode_abs:
 loop_abs:
 	CMPQ             R9, DI
 	JAE              store
-	VMOVUPS          (AX)(R9*1), Z19
-	VMOVUPS          (CX)(R9*1), Z20
-	VMOVUPS          (DX)(R9*1), Z21
-	VMOVUPS          (BX)(R9*1), Z22
-	VMULPS.BCST      (R8), Z19, Z19
-	VMULPS.BCST      4(R8), Z21, Z21
-	VFMADD231PS.BCST 8(R8), Z20, Z21
-	VMULPS.BCST      12(R8), Z22, Z22
-	VMULPS.BCST      16(R8), Z20, Z23
-	VFMADD231PS      Z20, Z23, Z22
-	VSQRTPS          Z22, Z20
-	VDIVPS.BCST      20(R8), Z20, Z20
-	VADDPS.BCST      24(R8), Z20, Z20
-	VMULPS.BCST      28(R8), Z21, Z23
-	VDIVPS           Z20, Z23, Z23
-	VADDPS           Z23, Z19, Z19
-	VMOVUPS          Z19, (AX)(R9*1)
-	VMOVUPS          Z21, (DX)(R9*1)
-	VMOVUPS          Z22, (BX)(R9*1)
-	VPXORD           Z24, Z24, Z24
-	VMOVUPS          Z19, Z19
-	VSUBPS           (SI)(R9*1), Z19, Z19
-	VPANDD           dstconst<>+0(SB), Z19, Z19
-	VCMPPS           $0x1e, Z0, Z19, K1
-	VPADDD           Z18, Z9, K1, Z9
-	VCMPPS           $0x1e, Z1, Z19, K1
-	VPADDD           Z18, Z10, K1, Z10
-	VCMPPS           $0x1e, Z2, Z19, K1
-	VPADDD           Z18, Z11, K1, Z11
-	VCMPPS           $0x1e, Z3, Z19, K1
-	VPADDD           Z18, Z12, K1, Z12
-	VCMPPS           $0x1e, Z4, Z19, K1
-	VPADDD           Z18, Z13, K1, Z13
-	VCMPPS           $0x1e, Z5, Z19, K1
-	VPADDD           Z18, Z14, K1, Z14
-	VCMPPS           $0x1e, Z6, Z19, K1
-	VPADDD           Z18, Z15, K1, Z15
-	VCMPPS           $0x1e, Z7, Z19, K1
-	VPADDD           Z18, Z16, K1, Z16
-	VCMPPS           $0x1e, Z8, Z19, K1
+	VMOVUPS          (AX)(R9*1), Z20
+	VMOVUPS          (CX)(R9*1), Z21
+	VMOVUPS          (DX)(R9*1), Z22
+	VMOVUPS          (BX)(R9*1), Z23
+	VMULPS.BCST      (R8), Z20, Z20
+	VMULPS.BCST      4(R8), Z22, Z22
+	VFMADD231PS.BCST 8(R8), Z21, Z22
+	VMULPS.BCST      12(R8), Z23, Z23
+	VMULPS.BCST      16(R8), Z21, Z24
+	VFMADD231PS      Z21, Z24, Z23
+	VSQRTPS          Z23, Z21
+	VDIVPS.BCST      20(R8), Z21, Z21
+	VADDPS.BCST      24(R8), Z21, Z21
+	VMULPS.BCST      28(R8), Z22, Z24
+	VDIVPS           Z21, Z24, Z24
+	VADDPS           Z24, Z20, Z20
+	VMOVUPS          Z20, (AX)(R9*1)
+	VMOVUPS          Z22, (DX)(R9*1)
+	VMOVUPS          Z23, (BX)(R9*1)
+	VPXORD           Z25, Z25, Z25
+	VMOVUPS          Z20, Z20
+	VSUBPS           (SI)(R9*1), Z20, Z20
+	VPANDD           dstconst<>+0(SB), Z20, Z20
+	VPCMPD           $0x02, Z19, Z20, K1
+	VPCMPGTD         Z0, Z20, K1, K2
+	VPADDD           Z18, Z9, K2, Z9
+	VPCMPGTD         Z1, Z20, K1, K2
+	VPADDD           Z18, Z10, K2, Z10
+	VPCMPGTD         Z2, Z20, K1, K2
+	VPADDD           Z18, Z11, K2, Z11
+	VPCMPGTD         Z3, Z20, K1, K2
+	VPADDD           Z18, Z12, K2, Z12
+	VPCMPGTD         Z4, Z20, K1, K2
+	VPADDD           Z18, Z13, K2, Z13
+	VPCMPGTD         Z5, Z20, K1, K2
+	VPADDD           Z18, Z14, K2, Z14
+	VPCMPGTD         Z6, Z20, K1, K2
+	VPADDD           Z18, Z15, K2, Z15
+	VPCMPGTD         Z7, Z20, K1, K2
+	VPADDD           Z18, Z16, K2, Z16
+	VPCMPGTD         Z8, Z20, K1, K1
 	VPADDD           Z18, Z17, K1, Z17
 	ADDQ             $0x00000040, R9
 	JMP              loop_abs
@@ -1277,49 +1345,50 @@ mode_rel:
 loop_rel:
 	CMPQ             R9, DI
 	JAE              store
-	VMOVUPS          (AX)(R9*1), Z19
-	VMOVUPS          (CX)(R9*1), Z20
-	VMOVUPS          (DX)(R9*1), Z21
-	VMOVUPS          (BX)(R9*1), Z22
-	VMULPS.BCST      (R8), Z19, Z19
-	VMULPS.BCST      4(R8), Z21, Z21
-	VFMADD231PS.BCST 8(R8), Z20, Z21
-	VMULPS.BCST      12(R8), Z22, Z22
-	VMULPS.BCST      16(R8), Z20, Z23
-	VFMADD231PS      Z20, Z23, Z22
-	VSQRTPS          Z22, Z20
-	VDIVPS.BCST      20(R8), Z20, Z20
-	VADDPS.BCST      24(R8), Z20, Z20
-	VMULPS.BCST      28(R8), Z21, Z23
-	VDIVPS           Z20, Z23, Z23
-	VADDPS           Z23, Z19, Z19
-	VMOVUPS          Z19, (AX)(R9*1)
-	VMOVUPS          Z21, (DX)(R9*1)
-	VMOVUPS          Z22, (BX)(R9*1)
-	VPXORD           Z24, Z24, Z24
-	VMOVUPS          Z19, Z19
-	VMOVUPS          (SI)(R9*1), Z20
-	VSUBPS           Z20, Z19, Z19
-	VCMPPS           $0x04, Z24, Z19, K1
-	VDIVPS.Z         Z20, Z19, K1, Z19
-	VPANDD           dstconst<>+0(SB), Z19, Z19
-	VCMPPS           $0x1e, Z0, Z19, K1
-	VPADDD           Z18, Z9, K1, Z9
-	VCMPPS           $0x1e, Z1, Z19, K1
-	VPADDD           Z18, Z10, K1, Z10
-	VCMPPS           $0x1e, Z2, Z19, K1
-	VPADDD           Z18, Z11, K1, Z11
-	VCMPPS           $0x1e, Z3, Z19, K1
-	VPADDD           Z18, Z12, K1, Z12
-	VCMPPS           $0x1e, Z4, Z19, K1
-	VPADDD           Z18, Z13, K1, Z13
-	VCMPPS           $0x1e, Z5, Z19, K1
-	VPADDD           Z18, Z14, K1, Z14
-	VCMPPS           $0x1e, Z6, Z19, K1
-	VPADDD           Z18, Z15, K1, Z15
-	VCMPPS           $0x1e, Z7, Z19, K1
-	VPADDD           Z18, Z16, K1, Z16
-	VCMPPS           $0x1e, Z8, Z19, K1
+	VMOVUPS          (AX)(R9*1), Z20
+	VMOVUPS          (CX)(R9*1), Z21
+	VMOVUPS          (DX)(R9*1), Z22
+	VMOVUPS          (BX)(R9*1), Z23
+	VMULPS.BCST      (R8), Z20, Z20
+	VMULPS.BCST      4(R8), Z22, Z22
+	VFMADD231PS.BCST 8(R8), Z21, Z22
+	VMULPS.BCST      12(R8), Z23, Z23
+	VMULPS.BCST      16(R8), Z21, Z24
+	VFMADD231PS      Z21, Z24, Z23
+	VSQRTPS          Z23, Z21
+	VDIVPS.BCST      20(R8), Z21, Z21
+	VADDPS.BCST      24(R8), Z21, Z21
+	VMULPS.BCST      28(R8), Z22, Z24
+	VDIVPS           Z21, Z24, Z24
+	VADDPS           Z24, Z20, Z20
+	VMOVUPS          Z20, (AX)(R9*1)
+	VMOVUPS          Z22, (DX)(R9*1)
+	VMOVUPS          Z23, (BX)(R9*1)
+	VPXORD           Z25, Z25, Z25
+	VMOVUPS          Z20, Z20
+	VMOVUPS          (SI)(R9*1), Z21
+	VSUBPS           Z21, Z20, Z20
+	VCMPPS           $0x04, Z25, Z20, K1
+	VDIVPS.Z         Z21, Z20, K1, Z20
+	VPANDD           dstconst<>+0(SB), Z20, Z20
+	VPCMPD           $0x02, Z19, Z20, K1
+	VPCMPGTD         Z0, Z20, K1, K2
+	VPADDD           Z18, Z9, K2, Z9
+	VPCMPGTD         Z1, Z20, K1, K2
+	VPADDD           Z18, Z10, K2, Z10
+	VPCMPGTD         Z2, Z20, K1, K2
+	VPADDD           Z18, Z11, K2, Z11
+	VPCMPGTD         Z3, Z20, K1, K2
+	VPADDD           Z18, Z12, K2, Z12
+	VPCMPGTD         Z4, Z20, K1, K2
+	VPADDD           Z18, Z13, K2, Z13
+	VPCMPGTD         Z5, Z20, K1, K2
+	VPADDD           Z18, Z14, K2, Z14
+	VPCMPGTD         Z6, Z20, K1, K2
+	VPADDD           Z18, Z15, K2, Z15
+	VPCMPGTD         Z7, Z20, K1, K2
+	VPADDD           Z18, Z16, K2, Z16
+	VPCMPGTD         Z8, Z20, K1, K1
 	VPADDD           Z18, Z17, K1, Z17
 	ADDQ             $0x00000040, R9
 	JMP              loop_rel
@@ -1328,48 +1397,49 @@ mode_invrel:
 loop_invrel:
 	CMPQ             R9, DI
 	JAE              store
-	VMOVUPS          (AX)(R9*1), Z19
-	VMOVUPS          (CX)(R9*1), Z20
-	VMOVUPS          (DX)(R9*1), Z21
-	VMOVUPS          (BX)(R9*1), Z22
-	VMULPS.BCST      (R8), Z19, Z19
-	VMULPS.BCST      4(R8), Z21, Z21
-	VFMADD231PS.BCST 8(R8), Z20, Z21
-	VMULPS.BCST      12(R8), Z22, Z22
-	VMULPS.BCST      16(R8), Z20, Z23
-	VFMADD231PS      Z20, Z23, Z22
-	VSQRTPS          Z22, Z20
-	VDIVPS.BCST      20(R8), Z20, Z20
-	VADDPS.BCST      24(R8), Z20, Z20
-	VMULPS.BCST      28(R8), Z21, Z23
-	VDIVPS           Z20, Z23, Z23
-	VADDPS           Z23, Z19, Z19
-	VMOVUPS          Z19, (AX)(R9*1)
-	VMOVUPS          Z21, (DX)(R9*1)
-	VMOVUPS          Z22, (BX)(R9*1)
-	VPXORD           Z24, Z24, Z24
-	VMOVUPS          Z19, Z19
-	VMOVUPS          (SI)(R9*1), Z20
-	VSUBPS           Z20, Z19, Z19
-	VMULPS           Z20, Z19, Z19
-	VPANDD           dstconst<>+0(SB), Z19, Z19
-	VCMPPS           $0x1e, Z0, Z19, K1
-	VPADDD           Z18, Z9, K1, Z9
-	VCMPPS           $0x1e, Z1, Z19, K1
-	VPADDD           Z18, Z10, K1, Z10
-	VCMPPS           $0x1e, Z2, Z19, K1
-	VPADDD           Z18, Z11, K1, Z11
-	VCMPPS           $0x1e, Z3, Z19, K1
-	VPADDD           Z18, Z12, K1, Z12
-	VCMPPS           $0x1e, Z4, Z19, K1
-	VPADDD           Z18, Z13, K1, Z13
-	VCMPPS           $0x1e, Z5, Z19, K1
-	VPADDD           Z18, Z14, K1, Z14
-	VCMPPS           $0x1e, Z6, Z19, K1
-	VPADDD           Z18, Z15, K1, Z15
-	VCMPPS           $0x1e, Z7, Z19, K1
-	VPADDD           Z18, Z16, K1, Z16
-	VCMPPS           $0x1e, Z8, Z19, K1
+	VMOVUPS          (AX)(R9*1), Z20
+	VMOVUPS          (CX)(R9*1), Z21
+	VMOVUPS          (DX)(R9*1), Z22
+	VMOVUPS          (BX)(R9*1), Z23
+	VMULPS.BCST      (R8), Z20, Z20
+	VMULPS.BCST      4(R8), Z22, Z22
+	VFMADD231PS.BCST 8(R8), Z21, Z22
+	VMULPS.BCST      12(R8), Z23, Z23
+	VMULPS.BCST      16(R8), Z21, Z24
+	VFMADD231PS      Z21, Z24, Z23
+	VSQRTPS          Z23, Z21
+	VDIVPS.BCST      20(R8), Z21, Z21
+	VADDPS.BCST      24(R8), Z21, Z21
+	VMULPS.BCST      28(R8), Z22, Z24
+	VDIVPS           Z21, Z24, Z24
+	VADDPS           Z24, Z20, Z20
+	VMOVUPS          Z20, (AX)(R9*1)
+	VMOVUPS          Z22, (DX)(R9*1)
+	VMOVUPS          Z23, (BX)(R9*1)
+	VPXORD           Z25, Z25, Z25
+	VMOVUPS          Z20, Z20
+	VMOVUPS          (SI)(R9*1), Z21
+	VSUBPS           Z21, Z20, Z20
+	VMULPS           Z21, Z20, Z20
+	VPANDD           dstconst<>+0(SB), Z20, Z20
+	VPCMPD           $0x02, Z19, Z20, K1
+	VPCMPGTD         Z0, Z20, K1, K2
+	VPADDD           Z18, Z9, K2, Z9
+	VPCMPGTD         Z1, Z20, K1, K2
+	VPADDD           Z18, Z10, K2, Z10
+	VPCMPGTD         Z2, Z20, K1, K2
+	VPADDD           Z18, Z11, K2, Z11
+	VPCMPGTD         Z3, Z20, K1, K2
+	VPADDD           Z18, Z12, K2, Z12
+	VPCMPGTD         Z4, Z20, K1, K2
+	VPADDD           Z18, Z13, K2, Z13
+	VPCMPGTD         Z5, Z20, K1, K2
+	VPADDD           Z18, Z14, K2, Z14
+	VPCMPGTD         Z6, Z20, K1, K2
+	VPADDD           Z18, Z15, K2, Z15
+	VPCMPGTD         Z7, Z20, K1, K2
+	VPADDD           Z18, Z16, K2, Z16
+	VPCMPGTD         Z8, Z20, K1, K1
 	VPADDD           Z18, Z17, K1, Z17
 	ADDQ             $0x00000040, R9
 	JMP              loop_invrel
@@ -1567,16 +1637,18 @@ done:
 	VZEROUPPER
 	RET
 
-// func countAboveAVX2(lanes *uint32, thresholds *float32, theta *float32, seed *float32, n int, mode int)
+// func countAboveAVX2(lanes *uint32, thresholds *float32, intThresholds *float32, nt int, theta *float32, seed *float32, n int, mode int)
 // Requires: AVX, AVX2
-TEXT ·countAboveAVX2(SB), NOSPLIT, $0-48
+TEXT ·countAboveAVX2(SB), NOSPLIT, $0-64
 	MOVQ  lanes+0(FP), AX
 	MOVQ  thresholds+8(FP), CX
-	MOVQ  theta+16(FP), DX
-	MOVQ  seed+24(FP), BX
-	MOVQ  n+32(FP), SI
-	MOVQ  mode+40(FP), DI
-	SHLQ  $0x02, SI
+	MOVQ  intThresholds+16(FP), DX
+	MOVQ  nt+24(FP), BX
+	MOVQ  theta+32(FP), SI
+	MOVQ  seed+40(FP), DI
+	MOVQ  n+48(FP), R8
+	MOVQ  mode+56(FP), R9
+	SHLQ  $0x02, R8
 	VPXOR Y0, Y0, Y0
 	VPXOR Y1, Y1, Y1
 	VPXOR Y2, Y2, Y2
@@ -1587,118 +1659,155 @@ TEXT ·countAboveAVX2(SB), NOSPLIT, $0-48
 	VPXOR Y7, Y7, Y7
 	VPXOR Y8, Y8, Y8
 	VPXOR Y9, Y9, Y9
-	XORQ  R8, R8
-	CMPQ  DI, $0x00
+	XORQ  R10, R10
+	CMPQ  R9, $0x03
+	JE    floatThresholds
+	CMPQ  R9, $0x00
 	JE    mode_abs
-	CMPQ  DI, $0x01
+	CMPQ  R9, $0x01
 	JE    mode_rel
-	CMPQ  DI, $0x02
+	CMPQ  R9, $0x02
 	JE    mode_invrel
-	CMPQ  DI, $0x03
-	JE    mode_value
 	JMP   done
+
+floatThresholds:
+	JMP mode_value
 
 mode_abs:
 loop_abs:
-	CMPQ    R8, SI
-	JAE     store
-	VMOVUPS (DX)(R8*1), Y9
-	VSUBPS  (BX)(R8*1), Y9, Y9
-	VPAND   dstconst<>+0(SB), Y9, Y9
-	VCMPPS  $0x1e, (CX), Y9, Y10
-	VPSUBD  Y10, Y0, Y0
-	VCMPPS  $0x1e, 32(CX), Y9, Y10
-	VPSUBD  Y10, Y1, Y1
-	VCMPPS  $0x1e, 64(CX), Y9, Y10
-	VPSUBD  Y10, Y2, Y2
-	VCMPPS  $0x1e, 96(CX), Y9, Y10
-	VPSUBD  Y10, Y3, Y3
-	VCMPPS  $0x1e, 128(CX), Y9, Y10
-	VPSUBD  Y10, Y4, Y4
-	VCMPPS  $0x1e, 160(CX), Y9, Y10
-	VPSUBD  Y10, Y5, Y5
-	VCMPPS  $0x1e, 192(CX), Y9, Y10
-	VPSUBD  Y10, Y6, Y6
-	VCMPPS  $0x1e, 224(CX), Y9, Y10
-	VPSUBD  Y10, Y7, Y7
-	VCMPPS  $0x1e, 256(CX), Y9, Y9
-	VPSUBD  Y9, Y8, Y8
-	ADDQ    $0x00000020, R8
-	JMP     loop_abs
+	CMPQ     R10, R8
+	JAE      store
+	VMOVUPS  (SI)(R10*1), Y9
+	VSUBPS   (DI)(R10*1), Y9, Y9
+	VPAND    dstconst<>+0(SB), Y9, Y9
+	VPCMPGTD dstconst<>+320(SB), Y9, Y10
+	VPOR     Y10, Y9, Y9
+	VPCMPGTD (DX), Y9, Y10
+	VPSUBD   Y10, Y0, Y0
+	CMPQ     BX, $0x01
+	JLE      next_abs
+	VPCMPGTD 32(DX), Y9, Y10
+	VPSUBD   Y10, Y1, Y1
+	VPCMPGTD 64(DX), Y9, Y10
+	VPSUBD   Y10, Y2, Y2
+	CMPQ     BX, $0x03
+	JLE      next_abs
+	VPCMPGTD 96(DX), Y9, Y10
+	VPSUBD   Y10, Y3, Y3
+	VPCMPGTD 128(DX), Y9, Y10
+	VPSUBD   Y10, Y4, Y4
+	VPCMPGTD 160(DX), Y9, Y10
+	VPSUBD   Y10, Y5, Y5
+	VPCMPGTD 192(DX), Y9, Y10
+	VPSUBD   Y10, Y6, Y6
+	CMPQ     BX, $0x07
+	JLE      next_abs
+	VPCMPGTD 224(DX), Y9, Y10
+	VPSUBD   Y10, Y7, Y7
+	VPCMPGTD 256(DX), Y9, Y9
+	VPSUBD   Y9, Y8, Y8
+
+next_abs:
+	ADDQ $0x00000020, R10
+	JMP  loop_abs
 
 mode_rel:
 loop_rel:
-	CMPQ    R8, SI
-	JAE     store
-	VMOVUPS (DX)(R8*1), Y10
-	VMOVUPS (BX)(R8*1), Y11
-	VSUBPS  Y11, Y10, Y10
-	VCMPPS  $0x04, Y9, Y10, Y12
-	VDIVPS  Y11, Y10, Y10
-	VANDPS  Y12, Y10, Y10
-	VPAND   dstconst<>+0(SB), Y10, Y10
-	VCMPPS  $0x1e, (CX), Y10, Y11
-	VPSUBD  Y11, Y0, Y0
-	VCMPPS  $0x1e, 32(CX), Y10, Y11
-	VPSUBD  Y11, Y1, Y1
-	VCMPPS  $0x1e, 64(CX), Y10, Y11
-	VPSUBD  Y11, Y2, Y2
-	VCMPPS  $0x1e, 96(CX), Y10, Y11
-	VPSUBD  Y11, Y3, Y3
-	VCMPPS  $0x1e, 128(CX), Y10, Y11
-	VPSUBD  Y11, Y4, Y4
-	VCMPPS  $0x1e, 160(CX), Y10, Y11
-	VPSUBD  Y11, Y5, Y5
-	VCMPPS  $0x1e, 192(CX), Y10, Y11
-	VPSUBD  Y11, Y6, Y6
-	VCMPPS  $0x1e, 224(CX), Y10, Y11
-	VPSUBD  Y11, Y7, Y7
-	VCMPPS  $0x1e, 256(CX), Y10, Y10
-	VPSUBD  Y10, Y8, Y8
-	ADDQ    $0x00000020, R8
-	JMP     loop_rel
+	CMPQ     R10, R8
+	JAE      store
+	VMOVUPS  (SI)(R10*1), Y10
+	VMOVUPS  (DI)(R10*1), Y11
+	VSUBPS   Y11, Y10, Y10
+	VCMPPS   $0x04, Y9, Y10, Y12
+	VDIVPS   Y11, Y10, Y10
+	VANDPS   Y12, Y10, Y10
+	VPAND    dstconst<>+0(SB), Y10, Y10
+	VPCMPGTD dstconst<>+320(SB), Y10, Y11
+	VPOR     Y11, Y10, Y10
+	VPCMPGTD (DX), Y10, Y11
+	VPSUBD   Y11, Y0, Y0
+	CMPQ     BX, $0x01
+	JLE      next_rel
+	VPCMPGTD 32(DX), Y10, Y11
+	VPSUBD   Y11, Y1, Y1
+	VPCMPGTD 64(DX), Y10, Y11
+	VPSUBD   Y11, Y2, Y2
+	CMPQ     BX, $0x03
+	JLE      next_rel
+	VPCMPGTD 96(DX), Y10, Y11
+	VPSUBD   Y11, Y3, Y3
+	VPCMPGTD 128(DX), Y10, Y11
+	VPSUBD   Y11, Y4, Y4
+	VPCMPGTD 160(DX), Y10, Y11
+	VPSUBD   Y11, Y5, Y5
+	VPCMPGTD 192(DX), Y10, Y11
+	VPSUBD   Y11, Y6, Y6
+	CMPQ     BX, $0x07
+	JLE      next_rel
+	VPCMPGTD 224(DX), Y10, Y11
+	VPSUBD   Y11, Y7, Y7
+	VPCMPGTD 256(DX), Y10, Y10
+	VPSUBD   Y10, Y8, Y8
+
+next_rel:
+	ADDQ $0x00000020, R10
+	JMP  loop_rel
 
 mode_invrel:
 loop_invrel:
-	CMPQ    R8, SI
-	JAE     store
-	VMOVUPS (DX)(R8*1), Y9
-	VMOVUPS (BX)(R8*1), Y10
-	VSUBPS  Y10, Y9, Y9
-	VMULPS  Y10, Y9, Y9
-	VPAND   dstconst<>+0(SB), Y9, Y9
-	VCMPPS  $0x1e, (CX), Y9, Y10
-	VPSUBD  Y10, Y0, Y0
-	VCMPPS  $0x1e, 32(CX), Y9, Y10
-	VPSUBD  Y10, Y1, Y1
-	VCMPPS  $0x1e, 64(CX), Y9, Y10
-	VPSUBD  Y10, Y2, Y2
-	VCMPPS  $0x1e, 96(CX), Y9, Y10
-	VPSUBD  Y10, Y3, Y3
-	VCMPPS  $0x1e, 128(CX), Y9, Y10
-	VPSUBD  Y10, Y4, Y4
-	VCMPPS  $0x1e, 160(CX), Y9, Y10
-	VPSUBD  Y10, Y5, Y5
-	VCMPPS  $0x1e, 192(CX), Y9, Y10
-	VPSUBD  Y10, Y6, Y6
-	VCMPPS  $0x1e, 224(CX), Y9, Y10
-	VPSUBD  Y10, Y7, Y7
-	VCMPPS  $0x1e, 256(CX), Y9, Y9
-	VPSUBD  Y9, Y8, Y8
-	ADDQ    $0x00000020, R8
-	JMP     loop_invrel
+	CMPQ     R10, R8
+	JAE      store
+	VMOVUPS  (SI)(R10*1), Y9
+	VMOVUPS  (DI)(R10*1), Y10
+	VSUBPS   Y10, Y9, Y9
+	VMULPS   Y10, Y9, Y9
+	VPAND    dstconst<>+0(SB), Y9, Y9
+	VPCMPGTD dstconst<>+320(SB), Y9, Y10
+	VPOR     Y10, Y9, Y9
+	VPCMPGTD (DX), Y9, Y10
+	VPSUBD   Y10, Y0, Y0
+	CMPQ     BX, $0x01
+	JLE      next_invrel
+	VPCMPGTD 32(DX), Y9, Y10
+	VPSUBD   Y10, Y1, Y1
+	VPCMPGTD 64(DX), Y9, Y10
+	VPSUBD   Y10, Y2, Y2
+	CMPQ     BX, $0x03
+	JLE      next_invrel
+	VPCMPGTD 96(DX), Y9, Y10
+	VPSUBD   Y10, Y3, Y3
+	VPCMPGTD 128(DX), Y9, Y10
+	VPSUBD   Y10, Y4, Y4
+	VPCMPGTD 160(DX), Y9, Y10
+	VPSUBD   Y10, Y5, Y5
+	VPCMPGTD 192(DX), Y9, Y10
+	VPSUBD   Y10, Y6, Y6
+	CMPQ     BX, $0x07
+	JLE      next_invrel
+	VPCMPGTD 224(DX), Y9, Y10
+	VPSUBD   Y10, Y7, Y7
+	VPCMPGTD 256(DX), Y9, Y9
+	VPSUBD   Y9, Y8, Y8
+
+next_invrel:
+	ADDQ $0x00000020, R10
+	JMP  loop_invrel
 
 mode_value:
 loop_value:
-	CMPQ    R8, SI
+	CMPQ    R10, R8
 	JAE     store
-	VMOVUPS (DX)(R8*1), Y9
+	VMOVUPS (SI)(R10*1), Y9
 	VCMPPS  $0x1e, (CX), Y9, Y10
 	VPSUBD  Y10, Y0, Y0
+	CMPQ    BX, $0x01
+	JLE     next_value
 	VCMPPS  $0x1e, 32(CX), Y9, Y10
 	VPSUBD  Y10, Y1, Y1
 	VCMPPS  $0x1e, 64(CX), Y9, Y10
 	VPSUBD  Y10, Y2, Y2
+	CMPQ    BX, $0x03
+	JLE     next_value
 	VCMPPS  $0x1e, 96(CX), Y9, Y10
 	VPSUBD  Y10, Y3, Y3
 	VCMPPS  $0x1e, 128(CX), Y9, Y10
@@ -1707,12 +1816,16 @@ loop_value:
 	VPSUBD  Y10, Y5, Y5
 	VCMPPS  $0x1e, 192(CX), Y9, Y10
 	VPSUBD  Y10, Y6, Y6
+	CMPQ    BX, $0x07
+	JLE     next_value
 	VCMPPS  $0x1e, 224(CX), Y9, Y10
 	VPSUBD  Y10, Y7, Y7
 	VCMPPS  $0x1e, 256(CX), Y9, Y9
 	VPSUBD  Y9, Y8, Y8
-	ADDQ    $0x00000020, R8
-	JMP     loop_value
+
+next_value:
+	ADDQ $0x00000020, R10
+	JMP  loop_value
 
 store:
 	VMOVDQU Y0, (AX)
@@ -2593,23 +2706,25 @@ loop_abs:
 	VMOVUPS     Y9, Y9
 	VSUBPS      (SI)(R12*1), Y9, Y9
 	VPAND       dstconst<>+0(SB), Y9, Y9
-	VCMPPS      $0x1e, (R9), Y9, Y10
+	VPCMPGTD    dstconst<>+320(SB), Y9, Y10
+	VPOR        Y10, Y9, Y9
+	VPCMPGTD    (R9), Y9, Y10
 	VPSUBD      Y10, Y0, Y0
-	VCMPPS      $0x1e, 32(R9), Y9, Y10
+	VPCMPGTD    32(R9), Y9, Y10
 	VPSUBD      Y10, Y1, Y1
-	VCMPPS      $0x1e, 64(R9), Y9, Y10
+	VPCMPGTD    64(R9), Y9, Y10
 	VPSUBD      Y10, Y2, Y2
-	VCMPPS      $0x1e, 96(R9), Y9, Y10
+	VPCMPGTD    96(R9), Y9, Y10
 	VPSUBD      Y10, Y3, Y3
-	VCMPPS      $0x1e, 128(R9), Y9, Y10
+	VPCMPGTD    128(R9), Y9, Y10
 	VPSUBD      Y10, Y4, Y4
-	VCMPPS      $0x1e, 160(R9), Y9, Y10
+	VPCMPGTD    160(R9), Y9, Y10
 	VPSUBD      Y10, Y5, Y5
-	VCMPPS      $0x1e, 192(R9), Y9, Y10
+	VPCMPGTD    192(R9), Y9, Y10
 	VPSUBD      Y10, Y6, Y6
-	VCMPPS      $0x1e, 224(R9), Y9, Y10
+	VPCMPGTD    224(R9), Y9, Y10
 	VPSUBD      Y10, Y7, Y7
-	VCMPPS      $0x1e, 256(R9), Y9, Y9
+	VPCMPGTD    256(R9), Y9, Y9
 	VPSUBD      Y9, Y8, Y8
 	ADDQ        $0x00000020, R12
 	JMP         loop_abs
@@ -2645,23 +2760,25 @@ loop_rel:
 	VDIVPS      Y11, Y9, Y9
 	VANDPS      Y10, Y9, Y9
 	VPAND       dstconst<>+0(SB), Y9, Y9
-	VCMPPS      $0x1e, (R9), Y9, Y10
+	VPCMPGTD    dstconst<>+320(SB), Y9, Y10
+	VPOR        Y10, Y9, Y9
+	VPCMPGTD    (R9), Y9, Y10
 	VPSUBD      Y10, Y0, Y0
-	VCMPPS      $0x1e, 32(R9), Y9, Y10
+	VPCMPGTD    32(R9), Y9, Y10
 	VPSUBD      Y10, Y1, Y1
-	VCMPPS      $0x1e, 64(R9), Y9, Y10
+	VPCMPGTD    64(R9), Y9, Y10
 	VPSUBD      Y10, Y2, Y2
-	VCMPPS      $0x1e, 96(R9), Y9, Y10
+	VPCMPGTD    96(R9), Y9, Y10
 	VPSUBD      Y10, Y3, Y3
-	VCMPPS      $0x1e, 128(R9), Y9, Y10
+	VPCMPGTD    128(R9), Y9, Y10
 	VPSUBD      Y10, Y4, Y4
-	VCMPPS      $0x1e, 160(R9), Y9, Y10
+	VPCMPGTD    160(R9), Y9, Y10
 	VPSUBD      Y10, Y5, Y5
-	VCMPPS      $0x1e, 192(R9), Y9, Y10
+	VPCMPGTD    192(R9), Y9, Y10
 	VPSUBD      Y10, Y6, Y6
-	VCMPPS      $0x1e, 224(R9), Y9, Y10
+	VPCMPGTD    224(R9), Y9, Y10
 	VPSUBD      Y10, Y7, Y7
-	VCMPPS      $0x1e, 256(R9), Y9, Y9
+	VPCMPGTD    256(R9), Y9, Y9
 	VPSUBD      Y9, Y8, Y8
 	ADDQ        $0x00000020, R12
 	JMP         loop_rel
@@ -2695,23 +2812,25 @@ loop_invrel:
 	VSUBPS      Y10, Y9, Y9
 	VMULPS      Y10, Y9, Y9
 	VPAND       dstconst<>+0(SB), Y9, Y9
-	VCMPPS      $0x1e, (R9), Y9, Y10
+	VPCMPGTD    dstconst<>+320(SB), Y9, Y10
+	VPOR        Y10, Y9, Y9
+	VPCMPGTD    (R9), Y9, Y10
 	VPSUBD      Y10, Y0, Y0
-	VCMPPS      $0x1e, 32(R9), Y9, Y10
+	VPCMPGTD    32(R9), Y9, Y10
 	VPSUBD      Y10, Y1, Y1
-	VCMPPS      $0x1e, 64(R9), Y9, Y10
+	VPCMPGTD    64(R9), Y9, Y10
 	VPSUBD      Y10, Y2, Y2
-	VCMPPS      $0x1e, 96(R9), Y9, Y10
+	VPCMPGTD    96(R9), Y9, Y10
 	VPSUBD      Y10, Y3, Y3
-	VCMPPS      $0x1e, 128(R9), Y9, Y10
+	VPCMPGTD    128(R9), Y9, Y10
 	VPSUBD      Y10, Y4, Y4
-	VCMPPS      $0x1e, 160(R9), Y9, Y10
+	VPCMPGTD    160(R9), Y9, Y10
 	VPSUBD      Y10, Y5, Y5
-	VCMPPS      $0x1e, 192(R9), Y9, Y10
+	VPCMPGTD    192(R9), Y9, Y10
 	VPSUBD      Y10, Y6, Y6
-	VCMPPS      $0x1e, 224(R9), Y9, Y10
+	VPCMPGTD    224(R9), Y9, Y10
 	VPSUBD      Y10, Y7, Y7
-	VCMPPS      $0x1e, 256(R9), Y9, Y9
+	VPCMPGTD    256(R9), Y9, Y9
 	VPSUBD      Y9, Y8, Y8
 	ADDQ        $0x00000020, R12
 	JMP         loop_invrel

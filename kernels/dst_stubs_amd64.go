@@ -9,10 +9,10 @@ package kernels
 //go:noescape
 func scoreAVX512(dst *float32, theta *float32, seed *float32, n int, mode int)
 
-// countAboveAVX512 sets lanes[16*j+l] to the number of i < n, i % 16 == l, with Δ(theta[i], seed[i]) > thresholds[j] (n a multiple of 16).
+// countAboveAVX512 sets lanes[16*j+l], for j < nt (and possibly more), to the number of i < n, i % 16 == l, with Δ(theta[i], seed[i]) > thresholds[j] (n a multiple of 16); the distance modes compare intThresholds, the value mode thresholds.
 //
 //go:noescape
-func countAboveAVX512(lanes *uint32, thresholds *float32, theta *float32, seed *float32, n int, mode int)
+func countAboveAVX512(lanes *uint32, thresholds *float32, intThresholds *float32, nt int, theta *float32, seed *float32, n int, mode int)
 
 // maskedUpdateAVX512 sets theta[i] = seed[i] for every i < n (n a multiple of 16) not kept, where i is kept when Δ > q or keepEq == 1 and Δ == q, and sets lanes[l] to the number kept with i % 16 == l.
 //
@@ -39,7 +39,7 @@ func histogramPrefixAVX512(hist *uint32, theta *float32, seed *float32, n int, m
 //go:noescape
 func collectAVX512(out *uint32, capacity int, theta *float32, seed *float32, n int, mode int, prefixMask uint32, prefix uint32) int
 
-// adamwAVX512 takes one torch.optim.AdamW step on the first n entries of param, expAvg and expAvgSq (n a multiple of 16; constants c as in kernels.adamwConstants) and, unless mode == 3, counts the new Δ(param[i], seed[i]) against the thresholds into lanes as countAboveAVX512 does.
+// adamwAVX512 takes one torch.optim.AdamW step on the first n entries of param, expAvg and expAvgSq (n a multiple of 16; constants c as in kernels.adamwConstants) and, unless mode == 3, counts the new Δ(param[i], seed[i]) against the thresholds (in the integer form of countAboveAVX512) into lanes.
 //
 //go:noescape
 func adamwAVX512(param *float32, grad *float32, expAvg *float32, expAvgSq *float32, seed *float32, n int, c *float32, thresholds *float32, lanes *uint32, mode int)
@@ -64,10 +64,10 @@ func copyStreamAVX512(dst *float32, src *float32, n int)
 //go:noescape
 func scoreAVX2(dst *float32, theta *float32, seed *float32, n int, mode int)
 
-// countAboveAVX2 sets lanes[16*j+l] to the number of i < n, i % 8 == l, with Δ(theta[i], seed[i]) > thresholds[j] (n a multiple of 8).
+// countAboveAVX2 sets lanes[16*j+l], for j < nt (and possibly more), to the number of i < n, i % 8 == l, with Δ(theta[i], seed[i]) > thresholds[j] (n a multiple of 8); the distance modes compare intThresholds, the value mode thresholds.
 //
 //go:noescape
-func countAboveAVX2(lanes *uint32, thresholds *float32, theta *float32, seed *float32, n int, mode int)
+func countAboveAVX2(lanes *uint32, thresholds *float32, intThresholds *float32, nt int, theta *float32, seed *float32, n int, mode int)
 
 // maskedUpdateAVX2 sets theta[i] = seed[i] for every i < n (n a multiple of 8) not kept, where i is kept when Δ > q or keepEq == 1 and Δ == q, and sets lanes[l] to the number kept with i % 8 == l.
 //
@@ -94,7 +94,7 @@ func histogramPrefixAVX2(hist *uint32, theta *float32, seed *float32, n int, mod
 //go:noescape
 func collectAVX2(out *uint32, capacity int, theta *float32, seed *float32, n int, mode int, prefixMask uint32, prefix uint32) int
 
-// adamwAVX2 takes one torch.optim.AdamW step on the first n entries of param, expAvg and expAvgSq (n a multiple of 8; constants c as in kernels.adamwConstants) and, unless mode == 3, counts the new Δ(param[i], seed[i]) against the thresholds into lanes as countAboveAVX2 does.
+// adamwAVX2 takes one torch.optim.AdamW step on the first n entries of param, expAvg and expAvgSq (n a multiple of 8; constants c as in kernels.adamwConstants) and, unless mode == 3, counts the new Δ(param[i], seed[i]) against the thresholds (in the integer form of countAboveAVX2) into lanes.
 //
 //go:noescape
 func adamwAVX2(param *float32, grad *float32, expAvg *float32, expAvgSq *float32, seed *float32, n int, c *float32, thresholds *float32, lanes *uint32, mode int)

@@ -27,6 +27,42 @@ func MeasureCopyBandwidth(threads int) float64 {
 	return measureCopy(threads, bandwidthBytes, 5)
 }
 
+// BandwidthProbe keeps arrays for repeated bandwidth measurements, so that
+// a profile can measure the machine's bandwidth right next to each kernel
+// run (on a shared, noisy machine a figure measured minutes apart says
+// little).
+type BandwidthProbe struct {
+	read, src, dst []float32
+}
+
+// NewBandwidthProbe allocates and fills the probe's arrays, bytes in all
+// (0 means 1 GiB; anything much smaller than the last-level cache measures
+// the cache instead of memory).
+func NewBandwidthProbe(threads, bytes int) *BandwidthProbe {
+	if bytes <= 0 {
+		bytes = bandwidthBytes
+	}
+	n := max(bytes/4/2&^63, 128)
+	return &BandwidthProbe{read: filled(n, threads), src: filled(n/2, threads), dst: filled(n/2, threads)}
+}
+
+// Read streams once through half the probe and returns the GB/s reached.
+func (p *BandwidthProbe) Read(threads int) float64 {
+	task := &bandwidthTask{arrays: [][]float32{p.read}}
+	start := time.Now()
+	Parallel(workersOrOne(threads), task)
+	return float64(4*len(p.read)) / time.Since(start).Seconds() / 1e9
+}
+
+// Copy copies a quarter of the probe into another quarter and returns the
+// GB/s of bytes read plus written.
+func (p *BandwidthProbe) Copy(threads int) float64 {
+	task := &bandwidthTask{arrays: [][]float32{p.src}, dst: p.dst}
+	start := time.Now()
+	Parallel(workersOrOne(threads), task)
+	return float64(8*len(p.src)) / time.Since(start).Seconds() / 1e9
+}
+
 func measureRead(threads, streams, bytes, reps int) float64 {
 	if streams != 1 && streams != 3 {
 		panic("kernels: MeasureReadBandwidth streams must be 1 or 3")

@@ -39,7 +39,8 @@ const (
 	rowOne       = 2 * 64 // 1
 	rowLaneCopy  = 3 * 64 // (lane&3)*2048: which histogram copy a lane increments
 	rowDigitMask = 4 * 64 // 2047
-	numRows      = 5
+	rowInfBits   = 5 * 64 // 0x7f800000
+	numRows      = 6
 )
 
 // histBuckets is the number of buckets of one radix digit (11 bits).
@@ -74,6 +75,7 @@ func constTable() {
 		func(int) uint32 { return 1 },
 		func(l int) uint32 { return uint32(l&3) * histBuckets },
 		func(int) uint32 { return histBuckets - 1 },
+		func(int) uint32 { return 0x7f800000 },
 	}
 	for r, f := range rows {
 		for l := range 16 {
@@ -264,15 +266,47 @@ func thresholdOperands(z bool, ths Register) []Op {
 }
 
 // emitCounts adds, per threshold j, one to acc[j]'s lanes where d > t[j].
-func emitCounts(z bool, d VecVirtual, t []Op, acc []VecVirtual, ones VecVirtual) {
-	for j := range t {
+// With intCompare the scores are non-negative floats or NaN, whose bits
+// compare as signed integers in float order, and the Go side passes the
+// thresholds mapped to that order (kernels.intThresholds: NaN → INT32_MAX,
+// negative → -1); NaN lanes are left out (AVX-512: a write mask on every
+// compare; AVX2: the lane becomes -1, which exceeds no threshold). Integer
+// compares do not compete with the float pipes. Unless nt is nil, the
+// counting stops after 1, 3 or 7 thresholds when nt says so (skip is the
+// label to jump to).
+func emitCounts(z bool, d VecVirtual, t []Op, acc []VecVirtual, ones VecVirtual, infBits Op, intCompare bool, nt Register, skip string) {
+	var notNaN Op
+	if intCompare {
 		if z {
 			k := K()
-			VCMPPS(U8(0x1e), t[j], d, k) // GT_OQ: false for NaN
+			VPCMPD(U8(2), infBits, d, k) // d <= +Inf as integers: not NaN
+			notNaN = k
+		} else {
+			nan := YMM()
+			VPCMPGTD(infBits, d, nan)
+			VPOR(nan, d, d)
+		}
+	}
+	for j := range t {
+		if nt != nil && (j == 1 || j == 3 || j == 7) {
+			CMPQ(nt, Imm(uint64(j)))
+			JLE(LabelRef(skip))
+		}
+		if z {
+			k := K()
+			if intCompare {
+				VPCMPGTD(t[j], d, notNaN, k)
+			} else {
+				VCMPPS(U8(0x1e), t[j], d, k) // GT_OQ: false for NaN
+			}
 			VPADDD(ones, acc[j], k, acc[j])
 		} else {
 			m := YMM()
-			VCMPPS(U8(0x1e), t[j], d, m)
+			if intCompare {
+				VPCMPGTD(t[j], d, m)
+			} else {
+				VCMPPS(U8(0x1e), t[j], d, m)
+			}
 			VPSUBD(m, acc[j], acc[j])
 		}
 	}
@@ -289,39 +323,54 @@ func storeLanes(z bool, acc []VecVirtual, lanes Register) {
 }
 
 func countKernel(z bool) {
-	TEXT("countAbove"+suffix(z), NOSPLIT, "func(lanes *uint32, thresholds *float32, theta, seed *float32, n int, mode int)")
+	TEXT("countAbove"+suffix(z), NOSPLIT, "func(lanes *uint32, thresholds, intThresholds *float32, nt int, theta, seed *float32, n int, mode int)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("countAbove%s sets lanes[16*j+l] to the number of i < n, i %% %d == l, with Δ(theta[i], seed[i]) > thresholds[j] (n a multiple of %d).", suffix(z), width(z), width(z)))
+	Doc(fmt.Sprintf("countAbove%s sets lanes[16*j+l], for j < nt (and possibly more), to the number of i < n, i %% %d == l, with Δ(theta[i], seed[i]) > thresholds[j] (n a multiple of %d); the distance modes compare intThresholds, the value mode thresholds.", suffix(z), width(z), width(z)))
 	lanes := Load(Param("lanes"), GP64())
 	ths := Load(Param("thresholds"), GP64())
+	ithsP := Load(Param("intThresholds"), GP64())
+	nt := Load(Param("nt"), GP64())
 	theta := Load(Param("theta"), GP64())
 	seed := Load(Param("seed"), GP64())
 	n := Load(Param("n"), GP64())
 	mode := Load(Param("mode"), GP64())
 	SHLQ(U8(2), n)
-	t := thresholdOperands(z, ths)
 	acc := make([]VecVirtual, maxThresholds)
 	for j := range acc {
 		acc[j] = zeroVec(z)
 	}
 	var abs Op = row(rowAbsMask)
+	var infBits Op = row(rowInfBits)
 	var ones VecVirtual
 	if z {
 		abs = loadRow(z, rowAbsMask)
 		ones = loadRow(z, rowOne)
+		infBits = loadRow(z, rowInfBits)
 	}
 	zero := zeroVec(z)
 	i := GP64()
 	XORQ(i, i)
-	modeSwitch(mode, "mode", numModes)
+	CMPQ(mode, Imm(modeValue))
+	JE(LabelRef("floatThresholds"))
+	it := thresholdOperands(z, ithsP)
+	modeSwitch(mode, "mode", modeValue)
+	Label("floatThresholds")
+	t := thresholdOperands(z, ths)
+	JMP(LabelRef("mode_value"))
 	for m := range numModes {
-		Label("mode_" + modeNames[m])
-		loop := "loop_" + modeNames[m]
+		name := modeNames[m]
+		Label("mode_" + name)
+		loop := "loop_" + name
 		Label(loop)
 		CMPQ(i, n)
 		JAE(LabelRef("store"))
 		d := emitScore(z, m, memAt(theta, i), memAt(seed, i), abs, zero)
-		emitCounts(z, d, t, acc, ones)
+		if m == modeValue {
+			emitCounts(z, d, t, acc, ones, nil, false, nt, "next_"+name)
+		} else {
+			emitCounts(z, d, it, acc, ones, infBits, true, nt, "next_"+name)
+		}
+		Label("next_" + name)
 		ADDQ(U32(4*width(z)), i)
 		JMP(LabelRef(loop))
 	}
@@ -690,7 +739,7 @@ const (
 func adamwKernel(z bool) {
 	TEXT("adamw"+suffix(z), NOSPLIT, "func(param, grad, expAvg, expAvgSq, seed *float32, n int, c *float32, thresholds *float32, lanes *uint32, mode int)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("adamw%s takes one torch.optim.AdamW step on the first n entries of param, expAvg and expAvgSq (n a multiple of %d; constants c as in kernels.adamwConstants) and, unless mode == 3, counts the new Δ(param[i], seed[i]) against the thresholds into lanes as countAbove%s does.", suffix(z), width(z), suffix(z)))
+	Doc(fmt.Sprintf("adamw%s takes one torch.optim.AdamW step on the first n entries of param, expAvg and expAvgSq (n a multiple of %d; constants c as in kernels.adamwConstants) and, unless mode == 3, counts the new Δ(param[i], seed[i]) against the thresholds (in the integer form of countAbove%s) into lanes.", suffix(z), width(z), suffix(z)))
 	p := Load(Param("param"), GP64())
 	g := Load(Param("grad"), GP64())
 	m := Load(Param("expAvg"), GP64())
@@ -714,9 +763,11 @@ func adamwKernel(z bool) {
 		acc[j] = zeroVec(z)
 	}
 	var abs Op = row(rowAbsMask)
+	var infBits Op = row(rowInfBits)
 	var ones VecVirtual
 	if z {
 		ones = loadRow(z, rowOne)
+		infBits = loadRow(z, rowInfBits)
 	}
 	i := GP64()
 	XORQ(i, i)
@@ -764,7 +815,7 @@ func adamwKernel(z bool) {
 		if md != modeValue {
 			zero := zeroVec(z)
 			d := emitScore(z, md, P, memAt(seed, i), abs, zero)
-			emitCounts(z, d, t, acc, ones)
+			emitCounts(z, d, t, acc, ones, infBits, true, nil, "")
 		}
 		ADDQ(U32(4*width(z)), i)
 		JMP(LabelRef("loop_" + name))
