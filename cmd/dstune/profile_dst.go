@@ -70,38 +70,77 @@ func profileData(n int) *dstArrays {
 	return dstData
 }
 
-// medianMS times f reps times (after one untimed warm-up call) and returns
-// the median in milliseconds.
-func medianMS(reps int, f func()) float64 {
+var (
+	probeOnce sync.Once
+	probe     *kernels.BandwidthProbe
+)
+
+// measured is one kernel's timing and the machine's bandwidth measured
+// between its repetitions.
+type measured struct {
+	ms, readGB, copyGB float64
+}
+
+// measure runs setup (untimed) and f reps times after one warm-up, and
+// between repetitions streams through the bandwidth probe: the medians
+// compare the kernel with the machine as it was at that moment.
+func measure(env *profileEnv, setup, f func()) measured {
+	probeOnce.Do(func() {
+		bytes := 0
+		if env.quick {
+			bytes = 8 << 20
+		}
+		probe = kernels.NewBandwidthProbe(env.threads, bytes)
+	})
+	reps := dstReps(env)
+	if setup != nil {
+		setup()
+	}
 	f()
-	times := make([]float64, reps)
-	for r := range times {
+	var ms, rd, cp []float64
+	for range reps {
+		if setup != nil {
+			setup()
+		}
 		start := time.Now()
 		f()
-		times[r] = float64(time.Since(start).Nanoseconds()) / 1e6
+		ms = append(ms, float64(time.Since(start).Nanoseconds())/1e6)
+		rd = append(rd, probe.Read(env.threads))
+		cp = append(cp, probe.Copy(env.threads))
 	}
-	slices.Sort(times)
-	return times[reps/2]
+	return measured{median(ms), median(rd), median(cp)}
 }
 
-func scanRecord(env *profileEnv, kernel string, n int, ms float64, bytes float64) profileRecord {
+func median(x []float64) float64 {
+	slices.Sort(x)
+	return x[len(x)/2]
+}
+
+func scanRecord(env *profileEnv, kernel string, n int, m measured, bytes float64) profileRecord {
 	return profileRecord{
 		Kernel: kernel, Shape: strconv.Itoa(n), Threads: env.threads, ISA: env.isa.String(),
-		MS: ms, GBPS: bytes / (ms / 1e3) / 1e9, PeakGBPS: env.peakGBPS(),
+		MS: m.ms, GBPS: bytes / (m.ms / 1e3) / 1e9, PeakGBPS: m.readGB,
 	}
 }
 
-// bandwidthRecords are the machine's own figures, measured now.
+// bandwidthRecords are the machine's own figures, measured now: the
+// one-stream read (also every record's peak_gbps), three streams, copy.
 func bandwidthRecords(env *profileEnv) []profileRecord {
 	bytes := 1 << 30
+	read1 := kernels.MeasureReadBandwidth(env.threads, 1)
 	read3 := kernels.MeasureReadBandwidth(env.threads, 3)
 	cp := kernels.MeasureCopyBandwidth(env.threads)
-	peak := env.peakGBPS()
 	mk := func(kernel string, gbps float64) profileRecord {
 		return profileRecord{Kernel: kernel, Shape: strconv.Itoa(bytes / 4), Threads: env.threads, ISA: kernels.HardwareISA().String(),
-			MS: float64(bytes) / gbps / 1e6, GBPS: gbps, PeakGBPS: peak}
+			MS: float64(bytes) / gbps / 1e6, GBPS: gbps, PeakGBPS: read1}
 	}
-	return []profileRecord{mk("read-1stream", peak), mk("read-3streams", read3), mk("copy", cp)}
+	return []profileRecord{mk("read-1stream", read1), mk("read-3streams", read3), mk("copy", cp)}
+}
+
+// copyRecord reports the copy bandwidth measured next to a kernel.
+func copyRecord(env *profileEnv, m measured) profileRecord {
+	return profileRecord{Kernel: "copy(beside)", Shape: strconv.Itoa(1 << 26), Threads: env.threads, ISA: kernels.HardwareISA().String(),
+		MS: float64(1<<28) / m.copyGB / 1e6, GBPS: m.copyGB, PeakGBPS: m.readGB}
 }
 
 // bisectionThresholds are the seven midpoints Algorithm 2's m = 3
@@ -125,84 +164,71 @@ func bisectionThresholds(q float32) []float32 {
 func profileScoreCount(env *profileEnv) ([]profileRecord, error) {
 	n := dstProfileSize(env)
 	d := profileData(n)
-	reps := dstReps(env)
-	recs := bandwidthRecords(env)
+	var recs []profileRecord
+	if !env.quick {
+		recs = bandwidthRecords(env)
+	}
 	ts := bisectionThresholds(2e-5)
 	counts := make([]int64, len(ts))
 	for _, dist := range []kernels.Distance{kernels.DistanceInvRel, kernels.DistanceRel, kernels.DistanceAbs} {
-		ms := medianMS(reps, func() { kernels.CountAbove(counts, ts, d.theta, d.seed, dist, env.threads) })
-		recs = append(recs, scanRecord(env, "score-count-"+dist.String(), n, ms, 8*float64(n)))
+		m := measure(env, nil, func() { kernels.CountAbove(counts, ts, d.theta, d.seed, dist, env.threads) })
+		recs = append(recs, scanRecord(env, "score-count-"+dist.String(), n, m, 8*float64(n)))
 	}
-	ms := medianMS(reps, func() { kernels.CountAboveFloats(counts, ts, d.theta, env.threads) })
-	recs = append(recs, scanRecord(env, "count-floats", n, ms, 4*float64(n)))
+	m := measure(env, nil, func() { kernels.CountAboveFloats(counts, ts, d.theta, env.threads) })
+	recs = append(recs, scanRecord(env, "count-floats", n, m, 4*float64(n)))
 
 	// The optimizer-fused form reads param, grad, both moments and the
 	// seed and writes param and the moments: 32 bytes an entry. It steps
 	// the same arrays again and again; with lr 1e-6 they stay finite.
 	h := kernels.AdamW{LR: 1e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: 10}
-	ms = medianMS(reps, func() {
+	m = measure(env, nil, func() {
 		kernels.AdamWStepCount(h, d.theta, d.grad, d.m, d.v, d.seed, kernels.DistanceInvRel, ts, counts, env.threads)
 	})
-	recs = append(recs, scanRecord(env, "adamw-count", n, ms, 32*float64(n)))
-	ms = medianMS(reps, func() { kernels.AdamWStep(h, d.theta, d.grad, d.m, d.v, env.threads) })
-	recs = append(recs, scanRecord(env, "adamw", n, ms, 28*float64(n)))
+	recs = append(recs, scanRecord(env, "adamw-count", n, m, 32*float64(n)), copyRecord(env, m))
+	m = measure(env, nil, func() { kernels.AdamWStep(h, d.theta, d.grad, d.m, d.v, env.threads) })
+	recs = append(recs, scanRecord(env, "adamw", n, m, 28*float64(n)))
 	return recs, nil
 }
 
 func profileSelect(env *profileEnv) ([]profileRecord, error) {
 	n := dstProfileSize(env)
 	d := profileData(n)
-	reps := dstReps(env)
 	var recs []profileRecord
-	k := int64(n / 10_000) // the top 10⁻⁴
+	k := int64(max(1, n/10_000)) // the top 10⁻⁴
 	var sel kernels.Selector
 	var kept int64
 	xs := [][]float32{d.grad}
-	ms := medianMS(reps, func() { _, kept = sel.TopKFloats(k, xs, env.threads) })
+	m := measure(env, nil, func() { _, kept = sel.TopKFloats(k, xs, env.threads) })
 	if kept != k {
 		return nil, fmt.Errorf("TopKFloats kept %d of %d", kept, k)
 	}
-	recs = append(recs, scanRecord(env, "select-floats", n, ms, float64(sel.BytesRead())))
+	recs = append(recs, scanRecord(env, "select-floats", n, m, float64(sel.BytesRead())))
 	pieces := []kernels.SiloPiece{{Theta: d.theta, Seed: d.seed}}
-	ms = medianMS(reps, func() { _, kept = sel.TopK(k, kernels.DistanceInvRel, pieces, env.threads) })
+	m = measure(env, nil, func() { _, kept = sel.TopK(k, kernels.DistanceInvRel, pieces, env.threads) })
 	if kept != k {
 		return nil, fmt.Errorf("TopK kept %d of %d", kept, k)
 	}
-	recs = append(recs, scanRecord(env, "select-inv-rel", n, ms, float64(sel.BytesRead())))
+	recs = append(recs, scanRecord(env, "select-inv-rel", n, m, float64(sel.BytesRead())))
 	return recs, nil
 }
 
 func profileMaskedUpdate(env *profileEnv) ([]profileRecord, error) {
 	n := dstProfileSize(env)
 	d := profileData(n)
-	reps := dstReps(env)
 	var sel kernels.Selector
 	th, _ := sel.TopK(int64(n/1000), kernels.DistanceInvRel, []kernels.SiloPiece{{Theta: d.theta, Seed: d.seed}}, env.threads)
 	// Each repetition updates a fresh copy of θ̂ (the copy is not timed).
 	work := d.scratch
-	ms := medianTimedAfter(reps, func() { copy(work, d.theta) }, func() {
+	m := measure(env, func() { copy(work, d.theta) }, func() {
 		kernels.MaskedUpdate(work, d.seed, kernels.DistanceInvRel, th, 0, env.threads)
 	})
-	recs := []profileRecord{scanRecord(env, "masked-update", n, ms, 12*float64(n))}
+	recs := []profileRecord{scanRecord(env, "masked-update", n, m, 12*float64(n)), copyRecord(env, m)}
 	idx := make([]int32, 0, n/500)
-	ms = medianTimedAfter(reps, func() { copy(work, d.theta) }, func() {
+	m = measure(env, func() { copy(work, d.theta) }, func() {
 		idx = kernels.MaskedUpdateAppend(idx[:0], work, d.seed, kernels.DistanceInvRel, th, 0)
 	})
-	r := scanRecord(env, "masked-update-indices", n, ms, 12*float64(n)+4*float64(len(idx)))
+	r := scanRecord(env, "masked-update-indices", n, m, 12*float64(n)+4*float64(len(idx)))
 	r.Threads = 1 // the index-writing variant runs on one goroutine
 	recs = append(recs, r)
 	return recs, nil
-}
-
-// medianTimedAfter is medianMS with an untimed setup before every call.
-func medianTimedAfter(reps int, setup, f func()) float64 {
-	times := make([]float64, reps)
-	for r := range times {
-		setup()
-		start := time.Now()
-		f()
-		times[r] = float64(time.Since(start).Nanoseconds()) / 1e6
-	}
-	slices.Sort(times)
-	return times[reps/2]
 }
