@@ -185,13 +185,30 @@ func (t *adafactorTask) Run(w, workers int) {
 }
 
 func (t *adafactorTask) apply(lo, hi int) {
-	for k := lo; k < hi; k++ {
-		i, j := k/t.cols, k%t.cols
-		u := float32(float32(float32(t.rowScale[i]*t.colScale[j])*t.g[k]) * t.scale)
+	for k := lo; k < hi; {
+		i, j0 := k/t.cols, k%t.cols
+		j1 := min(t.cols, j0+(hi-k))
+		row := i * t.cols
+		var m []float32
 		if t.beta1 != 0 {
-			t.m[k] = fma32(u, t.oneMinusBeta1, float32(t.m[k]*t.beta1))
-			u = t.m[k]
+			m = t.m[row+j0 : row+j1]
 		}
-		t.p[k] -= u
+		t.applyRow(t.p[row+j0:row+j1], t.g[row+j0:row+j1], t.colScale[j0:j1], m, t.rowScale[i])
+		k += j1 - j0
+	}
+}
+
+// applyRow updates one row segment: the vector kernel, then the reference
+// loop for what it leaves.
+func (t *adafactorTask) applyRow(p, g, colScale, m []float32, r float32) {
+	done := adafactorRowVector(p, g, colScale, m, r, t.scale, t.beta1, t.oneMinusBeta1)
+	g, colScale = g[:len(p)], colScale[:len(p)]
+	for j := done; j < len(p); j++ {
+		u := float32(float32(float32(r*colScale[j])*g[j]) * t.scale)
+		if t.beta1 != 0 {
+			m[j] = fma32(u, t.oneMinusBeta1, float32(m[j]*t.beta1))
+			u = m[j]
+		}
+		p[j] -= u
 	}
 }

@@ -132,3 +132,83 @@ func TestAdafactorNoMomentum(t *testing.T) {
 	want := []float32{-0.125, 0.5, -1.5, 1, -2.5, 6}
 	checkBits(t, "param", p, want)
 }
+
+// TestOptimizerKernelsMatchGeneric runs SGD (every branch combination) and
+// the Adafactor update over every length 0..130 (and matrices whose rows
+// end mid-vector) on each ISA and compares bits with the generic code.
+func TestOptimizerKernelsMatchGeneric(t *testing.T) {
+	rng := rand.New(rand.NewPCG(27, 28))
+	forISAs(t, func(t *testing.T, isa ISA) {
+		for _, n := range sizes(t) {
+			p0, g := makeData(rng, n, dataSpecial)
+			buf0, _ := makeData(rng, n, dataNormal)
+			for _, hs := range []SGD{
+				{LR: 0.1, Step: 1},
+				{LR: 0.1, WeightDecay: 0.01, Step: 1},
+				{LR: 0.1, Momentum: 0.9, Dampening: 0.1, Step: 1},
+				{LR: 0.1, Momentum: 0.9, Dampening: 0.1, WeightDecay: 0.01, Step: 5},
+				{LR: 0.1, Momentum: 0.9, Nesterov: true, Step: 1},
+				{LR: 0.1, Momentum: 0.9, Nesterov: true, WeightDecay: 0.01, Step: 5},
+			} {
+				pa, ba := slices.Clone(p0), slices.Clone(buf0)
+				SGDStep(hs, pa, g, ba, 1)
+				restore := SetMaxISA(Generic)
+				pb, bb := slices.Clone(p0), slices.Clone(buf0)
+				SGDStep(hs, pb, g, bb, 1)
+				restore()
+				checkBits(t, "SGD param vs generic", pa, pb)
+				checkBits(t, "SGD buffer vs generic", ba, bb)
+			}
+			for _, cols := range []int{max(n, 1), 7, 33} {
+				rows := n / cols
+				m := rows * cols
+				rowScale, colScale := make([]float32, rows), make([]float32, cols)
+				for i := range rowScale {
+					rowScale[i] = float32(0.5 + rng.Float64())
+				}
+				for j := range colScale {
+					colScale[j] = float32(0.5 + rng.Float64())
+				}
+				for _, beta1 := range []float32{0, 0.9} {
+					pa, ma := slices.Clone(p0[:m]), slices.Clone(buf0[:m])
+					AdafactorApply(pa, g[:m], rowScale, colScale, rows, cols, 1e-3, beta1, ma, 2)
+					restore := SetMaxISA(Generic)
+					pb, mb := slices.Clone(p0[:m]), slices.Clone(buf0[:m])
+					AdafactorApply(pb, g[:m], rowScale, colScale, rows, cols, 1e-3, beta1, mb, 2)
+					restore()
+					checkBits(t, "Adafactor param vs generic", pa, pb)
+					checkBits(t, "Adafactor expAvg vs generic", ma, mb)
+				}
+			}
+		}
+	})
+}
+
+func FuzzSGD(f *testing.F) {
+	f.Add([]byte{0, 0, 0x80, 0x3f, 0, 0, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0}, uint8(15))
+	f.Fuzz(func(t *testing.T, raw []byte, flags uint8) {
+		p0, g := fuzzFloats(raw)
+		h := SGD{LR: 0.01, Step: 1}
+		if flags&1 != 0 {
+			h.WeightDecay = 0.1
+		}
+		if flags&2 != 0 {
+			h.Momentum, h.Dampening = 0.9, 0.1
+			h.Nesterov = flags&8 != 0
+			if h.Nesterov {
+				h.Dampening = 0
+			}
+		}
+		if flags&4 == 0 {
+			h.Step = 2
+		}
+		pa, ba := slices.Clone(p0), slices.Clone(g)
+		SGDStep(h, pa, g, ba, 1)
+		restore := SetMaxISA(Generic)
+		pb, bb := slices.Clone(p0), slices.Clone(g)
+		SGDStep(h, pb, g, bb, 1)
+		restore()
+		checkBits(t, "param", pa, pb)
+		checkBits(t, "buffer", ba, bb)
+	})
+}

@@ -103,6 +103,10 @@ func TestAdamWMatchesPyTorch(t *testing.T) {
 
 func TestSGDMatchesPyTorch(t *testing.T) {
 	ref := loadOptimRef(t)
+	forISAs(t, func(t *testing.T, isa ISA) { checkSGDRef(t, ref) })
+}
+
+func checkSGDRef(t *testing.T, ref *optimRef) {
 	for _, c := range ref.Cases {
 		if c.Optimizer != "sgd" {
 			continue

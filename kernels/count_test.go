@@ -160,3 +160,32 @@ func FuzzCountAbove(f *testing.F) {
 		}
 	})
 }
+
+// TestStreamingKernelsDoNotAllocate checks the "no per-call allocation"
+// promise of the streaming kernels, threaded or not, once warm.
+func TestStreamingKernelsDoNotAllocate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(25, 26))
+	n := 2*minPerWorker + 100
+	theta, seed := makeData(rng, n, dataNormal)
+	g, m, v := make([]float32, n), make([]float32, n), make([]float32, n)
+	counts := make([]int64, 7)
+	ts := []float32{1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 6e-4, 7e-4}
+	h := AdamW{LR: 1e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, Step: 3}
+	hs := SGD{LR: 1e-6, Momentum: 0.9, Step: 3}
+	th := Threshold{Q: 1e-3, TieEnd: 17}
+	idx := make([]int32, 0, n)
+	for _, threads := range []int{1, 2} {
+		for name, f := range map[string]func(){
+			"CountAbove":     func() { CountAbove(counts, ts, theta, seed, DistanceInvRel, threads) },
+			"AdamWStepCount": func() { AdamWStepCount(h, theta, g, m, v, seed, DistanceAbs, ts, counts, threads) },
+			"SGDStepCount":   func() { SGDStepCount(hs, theta, g, m, seed, DistanceAbs, ts, counts, threads) },
+			"MaskedUpdate":   func() { MaskedUpdate(theta, seed, DistanceRel, th, 0, threads) },
+			"AppendSelected": func() { idx = AppendSelected(idx[:0], theta, seed, DistanceRel, th, 0) },
+		} {
+			f()
+			if a := testing.AllocsPerRun(5, f); a > 0 {
+				t.Errorf("%s threads=%d: %v allocations per call", name, threads, a)
+			}
+		}
+	}
+}

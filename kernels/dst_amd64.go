@@ -303,3 +303,75 @@ func b2i(b bool) int {
 	}
 	return 0
 }
+
+// sgdVector runs the SGD step over the vector part. The flags tell the
+// kernel which of PyTorch's branches the step takes (asm/dst sgdKernel):
+// 1 weight decay, 2 momentum, 4 first step (buffer = d), 8 Nesterov.
+func sgdVector(c *sgdConstants, p, g, buf []float32) int {
+	w := vectorWidth()
+	if w == 0 || len(p) < w {
+		return 0
+	}
+	n := len(p) &^ (w - 1)
+	flags := 0
+	if c.hasWD {
+		flags |= 1
+	}
+	bufPtr := &p[0] // never touched without momentum
+	if c.hasMomentum {
+		flags |= 2
+		if c.first {
+			flags |= 4
+		}
+		if c.nesterov {
+			flags |= 8
+		}
+		bufPtr = &buf[0]
+		raceWriteFloats(buf[:n])
+	}
+	raceReadFloats(g[:n])
+	raceWriteFloats(p[:n])
+	k := [4]float32{c.wd, c.momentum, c.oneMinusDampening, c.negLR}
+	if w == 16 {
+		sgdAVX512(&p[0], &g[0], bufPtr, n, &k[0], flags)
+	} else {
+		kb := broadcast4(k)
+		sgdAVX2(&p[0], &g[0], bufPtr, n, &kb[0], flags)
+	}
+	return n
+}
+
+func broadcast4(k [4]float32) (b [32]float32) {
+	for j, x := range k {
+		for l := range 8 {
+			b[8*j+l] = x
+		}
+	}
+	return b
+}
+
+// adafactorRowVector applies the Adafactor update to the vector part of
+// one row segment.
+func adafactorRowVector(p, g, colScale, m []float32, rowScale, scale, beta1, oneMinusBeta1 float32) int {
+	w := vectorWidth()
+	if w == 0 || len(p) < w {
+		return 0
+	}
+	n := len(p) &^ (w - 1)
+	mPtr, momentum := &p[0], 0
+	if beta1 != 0 {
+		mPtr, momentum = &m[0], 1
+		raceWriteFloats(m[:n])
+	}
+	raceReadFloats(g[:n])
+	raceReadFloats(colScale[:n])
+	raceWriteFloats(p[:n])
+	k := [4]float32{rowScale, scale, beta1, oneMinusBeta1}
+	if w == 16 {
+		adafactorRowAVX512(&p[0], &g[0], &colScale[0], mPtr, n, &k[0], momentum)
+	} else {
+		kb := broadcast4(k)
+		adafactorRowAVX2(&p[0], &g[0], &colScale[0], mPtr, n, &kb[0], momentum)
+	}
+	return n
+}

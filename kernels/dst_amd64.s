@@ -1485,6 +1485,235 @@ done:
 	VZEROUPPER
 	RET
 
+// func sgdAVX512(param *float32, grad *float32, buf *float32, n int, c *float32, flags int)
+// Requires: AVX, AVX512F
+TEXT ·sgdAVX512(SB), NOSPLIT, $0-48
+	MOVQ param+0(FP), AX
+	MOVQ grad+8(FP), CX
+	MOVQ buf+16(FP), DX
+	MOVQ n+24(FP), BX
+	MOVQ c+32(FP), SI
+	MOVQ flags+40(FP), DI
+	SHLQ $0x02, BX
+	XORQ R8, R8
+	CMPQ DI, $0x00
+	JE   flags0
+	CMPQ DI, $0x01
+	JE   flags1
+	CMPQ DI, $0x02
+	JE   flags2
+	CMPQ DI, $0x03
+	JE   flags3
+	CMPQ DI, $0x06
+	JE   flags6
+	CMPQ DI, $0x07
+	JE   flags7
+	CMPQ DI, $0x0a
+	JE   flags10
+	CMPQ DI, $0x0b
+	JE   flags11
+	CMPQ DI, $0x0e
+	JE   flags14
+	CMPQ DI, $0x0f
+	JE   flags15
+	JMP  done
+
+flags0:
+loop_flags0:
+	CMPQ             R8, BX
+	JAE              done
+	VMOVUPS          (CX)(R8*1), Z0
+	VMOVUPS          (AX)(R8*1), Z1
+	VFMADD231PS.BCST 12(SI), Z0, Z1
+	VMOVUPS          Z1, (AX)(R8*1)
+	ADDQ             $0x00000040, R8
+	JMP              loop_flags0
+
+flags1:
+loop_flags1:
+	CMPQ             R8, BX
+	JAE              done
+	VMOVUPS          (CX)(R8*1), Z0
+	VMOVUPS          (AX)(R8*1), Z1
+	VFMADD231PS.BCST (SI), Z1, Z0
+	VFMADD231PS.BCST 12(SI), Z0, Z1
+	VMOVUPS          Z1, (AX)(R8*1)
+	ADDQ             $0x00000040, R8
+	JMP              loop_flags1
+
+flags2:
+loop_flags2:
+	CMPQ             R8, BX
+	JAE              done
+	VMOVUPS          (CX)(R8*1), Z0
+	VMOVUPS          (AX)(R8*1), Z1
+	VMOVUPS          (DX)(R8*1), Z2
+	VMULPS.BCST      4(SI), Z2, Z2
+	VFMADD231PS.BCST 8(SI), Z0, Z2
+	VMOVUPS          Z2, (DX)(R8*1)
+	VFMADD231PS.BCST 12(SI), Z2, Z1
+	VMOVUPS          Z1, (AX)(R8*1)
+	ADDQ             $0x00000040, R8
+	JMP              loop_flags2
+
+flags3:
+loop_flags3:
+	CMPQ             R8, BX
+	JAE              done
+	VMOVUPS          (CX)(R8*1), Z0
+	VMOVUPS          (AX)(R8*1), Z1
+	VFMADD231PS.BCST (SI), Z1, Z0
+	VMOVUPS          (DX)(R8*1), Z2
+	VMULPS.BCST      4(SI), Z2, Z2
+	VFMADD231PS.BCST 8(SI), Z0, Z2
+	VMOVUPS          Z2, (DX)(R8*1)
+	VFMADD231PS.BCST 12(SI), Z2, Z1
+	VMOVUPS          Z1, (AX)(R8*1)
+	ADDQ             $0x00000040, R8
+	JMP              loop_flags3
+
+flags6:
+loop_flags6:
+	CMPQ             R8, BX
+	JAE              done
+	VMOVUPS          (CX)(R8*1), Z0
+	VMOVUPS          (AX)(R8*1), Z1
+	VMOVUPS          Z0, Z0
+	VMOVUPS          Z0, (DX)(R8*1)
+	VFMADD231PS.BCST 12(SI), Z0, Z1
+	VMOVUPS          Z1, (AX)(R8*1)
+	ADDQ             $0x00000040, R8
+	JMP              loop_flags6
+
+flags7:
+loop_flags7:
+	CMPQ             R8, BX
+	JAE              done
+	VMOVUPS          (CX)(R8*1), Z0
+	VMOVUPS          (AX)(R8*1), Z1
+	VFMADD231PS.BCST (SI), Z1, Z0
+	VMOVUPS          Z0, Z0
+	VMOVUPS          Z0, (DX)(R8*1)
+	VFMADD231PS.BCST 12(SI), Z0, Z1
+	VMOVUPS          Z1, (AX)(R8*1)
+	ADDQ             $0x00000040, R8
+	JMP              loop_flags7
+
+flags10:
+loop_flags10:
+	CMPQ             R8, BX
+	JAE              done
+	VMOVUPS          (CX)(R8*1), Z0
+	VMOVUPS          (AX)(R8*1), Z1
+	VMOVUPS          (DX)(R8*1), Z2
+	VMULPS.BCST      4(SI), Z2, Z2
+	VFMADD231PS.BCST 8(SI), Z0, Z2
+	VMOVUPS          Z2, (DX)(R8*1)
+	VFMADD231PS.BCST 4(SI), Z2, Z0
+	VFMADD231PS.BCST 12(SI), Z0, Z1
+	VMOVUPS          Z1, (AX)(R8*1)
+	ADDQ             $0x00000040, R8
+	JMP              loop_flags10
+
+flags11:
+loop_flags11:
+	CMPQ             R8, BX
+	JAE              done
+	VMOVUPS          (CX)(R8*1), Z0
+	VMOVUPS          (AX)(R8*1), Z1
+	VFMADD231PS.BCST (SI), Z1, Z0
+	VMOVUPS          (DX)(R8*1), Z2
+	VMULPS.BCST      4(SI), Z2, Z2
+	VFMADD231PS.BCST 8(SI), Z0, Z2
+	VMOVUPS          Z2, (DX)(R8*1)
+	VFMADD231PS.BCST 4(SI), Z2, Z0
+	VFMADD231PS.BCST 12(SI), Z0, Z1
+	VMOVUPS          Z1, (AX)(R8*1)
+	ADDQ             $0x00000040, R8
+	JMP              loop_flags11
+
+flags14:
+loop_flags14:
+	CMPQ             R8, BX
+	JAE              done
+	VMOVUPS          (CX)(R8*1), Z0
+	VMOVUPS          (AX)(R8*1), Z1
+	VMOVUPS          Z0, Z2
+	VMOVUPS          Z2, (DX)(R8*1)
+	VFMADD231PS.BCST 4(SI), Z2, Z0
+	VFMADD231PS.BCST 12(SI), Z0, Z1
+	VMOVUPS          Z1, (AX)(R8*1)
+	ADDQ             $0x00000040, R8
+	JMP              loop_flags14
+
+flags15:
+loop_flags15:
+	CMPQ             R8, BX
+	JAE              done
+	VMOVUPS          (CX)(R8*1), Z0
+	VMOVUPS          (AX)(R8*1), Z1
+	VFMADD231PS.BCST (SI), Z1, Z0
+	VMOVUPS          Z0, Z2
+	VMOVUPS          Z2, (DX)(R8*1)
+	VFMADD231PS.BCST 4(SI), Z2, Z0
+	VFMADD231PS.BCST 12(SI), Z0, Z1
+	VMOVUPS          Z1, (AX)(R8*1)
+	ADDQ             $0x00000040, R8
+	JMP              loop_flags15
+
+done:
+	VZEROUPPER
+	RET
+
+// func adafactorRowAVX512(param *float32, grad *float32, colScale *float32, expAvg *float32, n int, c *float32, momentum int)
+// Requires: AVX, AVX512F
+TEXT ·adafactorRowAVX512(SB), NOSPLIT, $0-56
+	MOVQ param+0(FP), AX
+	MOVQ grad+8(FP), CX
+	MOVQ colScale+16(FP), DX
+	MOVQ expAvg+24(FP), BX
+	MOVQ n+32(FP), SI
+	MOVQ c+40(FP), DI
+	MOVQ momentum+48(FP), R8
+	SHLQ $0x02, SI
+	XORQ R9, R9
+	CMPQ R8, $0x00
+	JNE  loop_m
+
+loop:
+	CMPQ        R9, SI
+	JAE         done
+	VMOVUPS     (DX)(R9*1), Z0
+	VMULPS.BCST (DI), Z0, Z0
+	VMULPS      (CX)(R9*1), Z0, Z0
+	VMULPS.BCST 4(DI), Z0, Z0
+	VMOVUPS     (AX)(R9*1), Z1
+	VSUBPS      Z0, Z1, Z1
+	VMOVUPS     Z1, (AX)(R9*1)
+	ADDQ        $0x00000040, R9
+	JMP         loop
+
+loop_m:
+	CMPQ             R9, SI
+	JAE              done
+	VMOVUPS          (DX)(R9*1), Z0
+	VMULPS.BCST      (DI), Z0, Z0
+	VMULPS           (CX)(R9*1), Z0, Z0
+	VMULPS.BCST      4(DI), Z0, Z0
+	VMOVUPS          (BX)(R9*1), Z1
+	VMULPS.BCST      8(DI), Z1, Z1
+	VFMADD231PS.BCST 12(DI), Z0, Z1
+	VMOVUPS          Z1, (BX)(R9*1)
+	VMOVUPS          (AX)(R9*1), Z0
+	VSUBPS           Z1, Z0, Z0
+	VMOVUPS          Z0, (AX)(R9*1)
+	ADDQ             $0x00000040, R9
+	JMP              loop_m
+
+done:
+	VZEROUPPER
+	RET
+
 // func readStreamAVX512(a *float32, n int)
 // Requires: AVX, AVX512F
 TEXT ·readStreamAVX512(SB), NOSPLIT, $0-16
@@ -2871,6 +3100,235 @@ store:
 	VMOVDQU Y6, 384(R10)
 	VMOVDQU Y7, 448(R10)
 	VMOVDQU Y8, 512(R10)
+
+done:
+	VZEROUPPER
+	RET
+
+// func sgdAVX2(param *float32, grad *float32, buf *float32, n int, c *float32, flags int)
+// Requires: AVX, FMA3
+TEXT ·sgdAVX2(SB), NOSPLIT, $0-48
+	MOVQ param+0(FP), AX
+	MOVQ grad+8(FP), CX
+	MOVQ buf+16(FP), DX
+	MOVQ n+24(FP), BX
+	MOVQ c+32(FP), SI
+	MOVQ flags+40(FP), DI
+	SHLQ $0x02, BX
+	XORQ R8, R8
+	CMPQ DI, $0x00
+	JE   flags0
+	CMPQ DI, $0x01
+	JE   flags1
+	CMPQ DI, $0x02
+	JE   flags2
+	CMPQ DI, $0x03
+	JE   flags3
+	CMPQ DI, $0x06
+	JE   flags6
+	CMPQ DI, $0x07
+	JE   flags7
+	CMPQ DI, $0x0a
+	JE   flags10
+	CMPQ DI, $0x0b
+	JE   flags11
+	CMPQ DI, $0x0e
+	JE   flags14
+	CMPQ DI, $0x0f
+	JE   flags15
+	JMP  done
+
+flags0:
+loop_flags0:
+	CMPQ        R8, BX
+	JAE         done
+	VMOVUPS     (CX)(R8*1), Y0
+	VMOVUPS     (AX)(R8*1), Y1
+	VFMADD231PS 96(SI), Y0, Y1
+	VMOVUPS     Y1, (AX)(R8*1)
+	ADDQ        $0x00000020, R8
+	JMP         loop_flags0
+
+flags1:
+loop_flags1:
+	CMPQ        R8, BX
+	JAE         done
+	VMOVUPS     (CX)(R8*1), Y0
+	VMOVUPS     (AX)(R8*1), Y1
+	VFMADD231PS (SI), Y1, Y0
+	VFMADD231PS 96(SI), Y0, Y1
+	VMOVUPS     Y1, (AX)(R8*1)
+	ADDQ        $0x00000020, R8
+	JMP         loop_flags1
+
+flags2:
+loop_flags2:
+	CMPQ        R8, BX
+	JAE         done
+	VMOVUPS     (CX)(R8*1), Y0
+	VMOVUPS     (AX)(R8*1), Y1
+	VMOVUPS     (DX)(R8*1), Y2
+	VMULPS      32(SI), Y2, Y2
+	VFMADD231PS 64(SI), Y0, Y2
+	VMOVUPS     Y2, (DX)(R8*1)
+	VFMADD231PS 96(SI), Y2, Y1
+	VMOVUPS     Y1, (AX)(R8*1)
+	ADDQ        $0x00000020, R8
+	JMP         loop_flags2
+
+flags3:
+loop_flags3:
+	CMPQ        R8, BX
+	JAE         done
+	VMOVUPS     (CX)(R8*1), Y0
+	VMOVUPS     (AX)(R8*1), Y1
+	VFMADD231PS (SI), Y1, Y0
+	VMOVUPS     (DX)(R8*1), Y2
+	VMULPS      32(SI), Y2, Y2
+	VFMADD231PS 64(SI), Y0, Y2
+	VMOVUPS     Y2, (DX)(R8*1)
+	VFMADD231PS 96(SI), Y2, Y1
+	VMOVUPS     Y1, (AX)(R8*1)
+	ADDQ        $0x00000020, R8
+	JMP         loop_flags3
+
+flags6:
+loop_flags6:
+	CMPQ        R8, BX
+	JAE         done
+	VMOVUPS     (CX)(R8*1), Y0
+	VMOVUPS     (AX)(R8*1), Y1
+	VMOVUPS     Y0, Y0
+	VMOVUPS     Y0, (DX)(R8*1)
+	VFMADD231PS 96(SI), Y0, Y1
+	VMOVUPS     Y1, (AX)(R8*1)
+	ADDQ        $0x00000020, R8
+	JMP         loop_flags6
+
+flags7:
+loop_flags7:
+	CMPQ        R8, BX
+	JAE         done
+	VMOVUPS     (CX)(R8*1), Y0
+	VMOVUPS     (AX)(R8*1), Y1
+	VFMADD231PS (SI), Y1, Y0
+	VMOVUPS     Y0, Y0
+	VMOVUPS     Y0, (DX)(R8*1)
+	VFMADD231PS 96(SI), Y0, Y1
+	VMOVUPS     Y1, (AX)(R8*1)
+	ADDQ        $0x00000020, R8
+	JMP         loop_flags7
+
+flags10:
+loop_flags10:
+	CMPQ        R8, BX
+	JAE         done
+	VMOVUPS     (CX)(R8*1), Y0
+	VMOVUPS     (AX)(R8*1), Y1
+	VMOVUPS     (DX)(R8*1), Y2
+	VMULPS      32(SI), Y2, Y2
+	VFMADD231PS 64(SI), Y0, Y2
+	VMOVUPS     Y2, (DX)(R8*1)
+	VFMADD231PS 32(SI), Y2, Y0
+	VFMADD231PS 96(SI), Y0, Y1
+	VMOVUPS     Y1, (AX)(R8*1)
+	ADDQ        $0x00000020, R8
+	JMP         loop_flags10
+
+flags11:
+loop_flags11:
+	CMPQ        R8, BX
+	JAE         done
+	VMOVUPS     (CX)(R8*1), Y0
+	VMOVUPS     (AX)(R8*1), Y1
+	VFMADD231PS (SI), Y1, Y0
+	VMOVUPS     (DX)(R8*1), Y2
+	VMULPS      32(SI), Y2, Y2
+	VFMADD231PS 64(SI), Y0, Y2
+	VMOVUPS     Y2, (DX)(R8*1)
+	VFMADD231PS 32(SI), Y2, Y0
+	VFMADD231PS 96(SI), Y0, Y1
+	VMOVUPS     Y1, (AX)(R8*1)
+	ADDQ        $0x00000020, R8
+	JMP         loop_flags11
+
+flags14:
+loop_flags14:
+	CMPQ        R8, BX
+	JAE         done
+	VMOVUPS     (CX)(R8*1), Y0
+	VMOVUPS     (AX)(R8*1), Y1
+	VMOVUPS     Y0, Y2
+	VMOVUPS     Y2, (DX)(R8*1)
+	VFMADD231PS 32(SI), Y2, Y0
+	VFMADD231PS 96(SI), Y0, Y1
+	VMOVUPS     Y1, (AX)(R8*1)
+	ADDQ        $0x00000020, R8
+	JMP         loop_flags14
+
+flags15:
+loop_flags15:
+	CMPQ        R8, BX
+	JAE         done
+	VMOVUPS     (CX)(R8*1), Y0
+	VMOVUPS     (AX)(R8*1), Y1
+	VFMADD231PS (SI), Y1, Y0
+	VMOVUPS     Y0, Y2
+	VMOVUPS     Y2, (DX)(R8*1)
+	VFMADD231PS 32(SI), Y2, Y0
+	VFMADD231PS 96(SI), Y0, Y1
+	VMOVUPS     Y1, (AX)(R8*1)
+	ADDQ        $0x00000020, R8
+	JMP         loop_flags15
+
+done:
+	VZEROUPPER
+	RET
+
+// func adafactorRowAVX2(param *float32, grad *float32, colScale *float32, expAvg *float32, n int, c *float32, momentum int)
+// Requires: AVX, FMA3
+TEXT ·adafactorRowAVX2(SB), NOSPLIT, $0-56
+	MOVQ param+0(FP), AX
+	MOVQ grad+8(FP), CX
+	MOVQ colScale+16(FP), DX
+	MOVQ expAvg+24(FP), BX
+	MOVQ n+32(FP), SI
+	MOVQ c+40(FP), DI
+	MOVQ momentum+48(FP), R8
+	SHLQ $0x02, SI
+	XORQ R9, R9
+	CMPQ R8, $0x00
+	JNE  loop_m
+
+loop:
+	CMPQ    R9, SI
+	JAE     done
+	VMOVUPS (DX)(R9*1), Y0
+	VMULPS  (DI), Y0, Y0
+	VMULPS  (CX)(R9*1), Y0, Y0
+	VMULPS  32(DI), Y0, Y0
+	VMOVUPS (AX)(R9*1), Y1
+	VSUBPS  Y0, Y1, Y1
+	VMOVUPS Y1, (AX)(R9*1)
+	ADDQ    $0x00000020, R9
+	JMP     loop
+
+loop_m:
+	CMPQ        R9, SI
+	JAE         done
+	VMOVUPS     (DX)(R9*1), Y0
+	VMULPS      (DI), Y0, Y0
+	VMULPS      (CX)(R9*1), Y0, Y0
+	VMULPS      32(DI), Y0, Y0
+	VMOVUPS     (BX)(R9*1), Y1
+	VMULPS      64(DI), Y1, Y1
+	VFMADD231PS 96(DI), Y0, Y1
+	VMOVUPS     Y1, (BX)(R9*1)
+	VMOVUPS     (AX)(R9*1), Y0
+	VSUBPS      Y1, Y0, Y0
+	VMOVUPS     Y0, (AX)(R9*1)
+	ADDQ        $0x00000020, R9
+	JMP         loop_m
 
 done:
 	VZEROUPPER

@@ -151,3 +151,35 @@ func BenchmarkMaskedUpdate(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOtherOptimizers measures the SGD and Adafactor steps fused
+// with counting (generic element-wise code, vector counting of each block
+// while it is in cache).
+func BenchmarkOtherOptimizers(b *testing.B) {
+	benchData(b)
+	n := len(benchTheta)
+	ts := []float32{1e-5, 1.5e-5, 2e-5, 2.5e-5, 3e-5, 3.5e-5, 4e-5}
+	counts := make([]int64, len(ts))
+	hs := SGD{LR: 1e-6, Momentum: 0.9, Dampening: 0, WeightDecay: 0.01, Step: 10}
+	b.Run("sgd-count/n="+strconv.Itoa(n), func(b *testing.B) {
+		b.SetBytes(int64(24 * n))
+		for b.Loop() {
+			SGDStepCount(hs, benchTheta, benchGrad, benchM, benchSeed, DistanceInvRel, ts, counts, 1)
+		}
+	})
+	rows := 10_000
+	cols := n / rows
+	rowScale, colScale := make([]float32, rows), make([]float32, cols)
+	for i := range rowScale {
+		rowScale[i] = 1
+	}
+	for j := range colScale {
+		colScale[j] = 1
+	}
+	b.Run("adafactor-count/n="+strconv.Itoa(rows*cols), func(b *testing.B) {
+		b.SetBytes(int64(24 * rows * cols))
+		for b.Loop() {
+			AdafactorApplyCount(benchTheta[:rows*cols], benchGrad[:rows*cols], rowScale, colScale, rows, cols, 1e-6, 0.9, benchM[:rows*cols], benchSeed[:rows*cols], DistanceInvRel, ts, counts, 1)
+		}
+	})
+}

@@ -40,3 +40,9 @@ func readStreamVector(a []float32) bool { return false }
 func readStreams3Vector(a, b, c []float32) bool { return false }
 
 func copyStreamVector(dst, src []float32) bool { return false }
+
+func sgdVector(c *sgdConstants, p, g, buf []float32) int { return 0 }
+
+func adafactorRowVector(p, g, colScale, m []float32, rowScale, scale, beta1, oneMinusBeta1 float32) int {
+	return 0
+}

@@ -44,6 +44,16 @@ func collectAVX512(out *uint32, capacity int, theta *float32, seed *float32, n i
 //go:noescape
 func adamwAVX512(param *float32, grad *float32, expAvg *float32, expAvgSq *float32, seed *float32, n int, c *float32, thresholds *float32, lanes *uint32, mode int)
 
+// sgdAVX512 takes one torch.optim.SGD step on the first n entries (n a multiple of 16; constants c and flags as in kernels.sgdVector).
+//
+//go:noescape
+func sgdAVX512(param *float32, grad *float32, buf *float32, n int, c *float32, flags int)
+
+// adafactorRowAVX512 applies the Adafactor update to n entries of one row (n a multiple of 16; constants c as in kernels.adafactorRowVector): u = ((rowScale·colScale[j])·grad[j])·scale, through the first moment when momentum == 1, param[j] -= u.
+//
+//go:noescape
+func adafactorRowAVX512(param *float32, grad *float32, colScale *float32, expAvg *float32, n int, c *float32, momentum int)
+
 // readStreamAVX512 reads a[0:n] (n a multiple of 64) and does nothing with it: the streaming read that measures read bandwidth.
 //
 //go:noescape
@@ -98,6 +108,16 @@ func collectAVX2(out *uint32, capacity int, theta *float32, seed *float32, n int
 //
 //go:noescape
 func adamwAVX2(param *float32, grad *float32, expAvg *float32, expAvgSq *float32, seed *float32, n int, c *float32, thresholds *float32, lanes *uint32, mode int)
+
+// sgdAVX2 takes one torch.optim.SGD step on the first n entries (n a multiple of 8; constants c and flags as in kernels.sgdVector).
+//
+//go:noescape
+func sgdAVX2(param *float32, grad *float32, buf *float32, n int, c *float32, flags int)
+
+// adafactorRowAVX2 applies the Adafactor update to n entries of one row (n a multiple of 8; constants c as in kernels.adafactorRowVector): u = ((rowScale·colScale[j])·grad[j])·scale, through the first moment when momentum == 1, param[j] -= u.
+//
+//go:noescape
+func adafactorRowAVX2(param *float32, grad *float32, colScale *float32, expAvg *float32, n int, c *float32, momentum int)
 
 // readStreamAVX2 reads a[0:n] (n a multiple of 64) and does nothing with it: the streaming read that measures read bandwidth.
 //

@@ -107,7 +107,11 @@ func (t *sgdTask) Run(w, workers int) {
 		if t.c.hasMomentum {
 			buf = t.buf[lo:end]
 		}
-		sgdGeneric(&t.c, t.p[lo:end], t.g[lo:end], buf)
+		done := sgdVector(&t.c, t.p[lo:end], t.g[lo:end], buf)
+		if buf != nil {
+			buf = buf[done:]
+		}
+		sgdGeneric(&t.c, t.p[lo+done:end], t.g[lo+done:end], buf)
 		if t.d != distanceValue {
 			countBlock(&t.partial[w], &t.ts, t.p[lo:end], t.seed[lo:end], t.d)
 		}

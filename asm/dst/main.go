@@ -60,6 +60,8 @@ func main() {
 		histogramPrefixKernel(z)
 		collectKernel(z)
 		adamwKernel(z)
+		sgdKernel(z)
+		adafactorRowKernel(z)
 		readKernel(z)
 		read3Kernel(z)
 		copyKernel(z)
@@ -908,5 +910,160 @@ func copyKernel(z bool) {
 	}
 	ADDQ(U32(256), i)
 	JMP(LabelRef("loop"))
+	finish(z)
+}
+
+// SGD flags and constants (kernels.sgdVector).
+const (
+	sgdWeightDecay = 1 << iota
+	sgdMomentum
+	sgdFirst
+	sgdNesterov
+)
+
+const (
+	sWeightDecay = iota
+	sMomentum
+	sOneMinusDampening
+	sNegLR
+)
+
+// bcst returns the operand for constant j of a table at c: a broadcast
+// m32 for AVX-512 (used with the _BCST forms) or, for AVX2, the constant
+// repeated 8 times.
+func bcst(z bool, c Register, j int) Mem {
+	if z {
+		return Mem{Base: c, Disp: 4 * j}
+	}
+	return Mem{Base: c, Disp: 32 * j}
+}
+
+func mulC(z bool, m Mem, x, dst VecVirtual) {
+	if z {
+		VMULPS_BCST(m, x, dst)
+	} else {
+		VMULPS(m, x, dst)
+	}
+}
+
+// fmaC computes dst = x·c + dst.
+func fmaC(z bool, m Mem, x, dst VecVirtual) {
+	if z {
+		VFMADD231PS_BCST(m, x, dst)
+	} else {
+		VFMADD231PS(m, x, dst)
+	}
+}
+
+func sgdKernel(z bool) {
+	TEXT("sgd"+suffix(z), NOSPLIT, "func(param, grad, buf *float32, n int, c *float32, flags int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("sgd%s takes one torch.optim.SGD step on the first n entries (n a multiple of %d; constants c and flags as in kernels.sgdVector).", suffix(z), width(z)))
+	p := Load(Param("param"), GP64())
+	g := Load(Param("grad"), GP64())
+	buf := Load(Param("buf"), GP64())
+	n := Load(Param("n"), GP64())
+	c := Load(Param("c"), GP64())
+	flags := Load(Param("flags"), GP64())
+	SHLQ(U8(2), n)
+	i := GP64()
+	XORQ(i, i)
+	var combos []int
+	for f := range 16 {
+		if f&sgdMomentum == 0 && f&(sgdFirst|sgdNesterov) != 0 {
+			continue
+		}
+		combos = append(combos, f)
+		CMPQ(flags, Imm(uint64(f)))
+		JE(LabelRef(fmt.Sprintf("flags%d", f)))
+	}
+	JMP(LabelRef("done"))
+	for _, f := range combos {
+		name := fmt.Sprintf("flags%d", f)
+		Label(name)
+		Label("loop_" + name)
+		CMPQ(i, n)
+		JAE(LabelRef("done"))
+		D, P := vec(z), vec(z)
+		VMOVUPS(memAt(g, i), D)
+		VMOVUPS(memAt(p, i), P)
+		if f&sgdWeightDecay != 0 {
+			fmaC(z, bcst(z, c, sWeightDecay), P, D) // d = p·wd + g
+		}
+		if f&sgdMomentum != 0 {
+			B := vec(z)
+			if f&sgdFirst != 0 {
+				VMOVUPS(D, B)
+			} else {
+				VMOVUPS(memAt(buf, i), B)
+				mulC(z, bcst(z, c, sMomentum), B, B)
+				fmaC(z, bcst(z, c, sOneMinusDampening), D, B) // buf = d·(1−damp) + buf·mom
+			}
+			VMOVUPS(B, memAt(buf, i))
+			if f&sgdNesterov != 0 {
+				fmaC(z, bcst(z, c, sMomentum), B, D) // d = buf·mom + d
+			} else {
+				D = B
+			}
+		}
+		fmaC(z, bcst(z, c, sNegLR), D, P) // p = d·(−lr) + p
+		VMOVUPS(P, memAt(p, i))
+		ADDQ(U32(4*width(z)), i)
+		JMP(LabelRef("loop_" + name))
+	}
+	finish(z)
+}
+
+const (
+	afRowScale = iota
+	afScale
+	afBeta1
+	afOneMinusBeta1
+)
+
+func adafactorRowKernel(z bool) {
+	TEXT("adafactorRow"+suffix(z), NOSPLIT, "func(param, grad, colScale, expAvg *float32, n int, c *float32, momentum int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("adafactorRow%s applies the Adafactor update to n entries of one row (n a multiple of %d; constants c as in kernels.adafactorRowVector): u = ((rowScale·colScale[j])·grad[j])·scale, through the first moment when momentum == 1, param[j] -= u.", suffix(z), width(z)))
+	p := Load(Param("param"), GP64())
+	g := Load(Param("grad"), GP64())
+	cs := Load(Param("colScale"), GP64())
+	m := Load(Param("expAvg"), GP64())
+	n := Load(Param("n"), GP64())
+	c := Load(Param("c"), GP64())
+	momentum := Load(Param("momentum"), GP64())
+	SHLQ(U8(2), n)
+	i := GP64()
+	XORQ(i, i)
+	CMPQ(momentum, Imm(0))
+	JNE(LabelRef("loop_m"))
+	for _, withM := range []bool{false, true} {
+		name := "loop"
+		if withM {
+			name = "loop_m"
+		}
+		Label(name)
+		CMPQ(i, n)
+		JAE(LabelRef("done"))
+		U := vec(z)
+		VMOVUPS(memAt(cs, i), U)
+		mulC(z, bcst(z, c, afRowScale), U, U)
+		VMULPS(memAt(g, i), U, U)
+		mulC(z, bcst(z, c, afScale), U, U)
+		if withM {
+			M := vec(z)
+			VMOVUPS(memAt(m, i), M)
+			mulC(z, bcst(z, c, afBeta1), M, M)
+			fmaC(z, bcst(z, c, afOneMinusBeta1), U, M)
+			VMOVUPS(M, memAt(m, i))
+			U = M
+		}
+		P := vec(z)
+		VMOVUPS(memAt(p, i), P)
+		VSUBPS(U, P, P)
+		VMOVUPS(P, memAt(p, i))
+		ADDQ(U32(4*width(z)), i)
+		JMP(LabelRef(name))
+	}
 	finish(z)
 }
