@@ -375,3 +375,34 @@ func adafactorRowVector(p, g, colScale, m []float32, rowScale, scale, beta1, one
 	}
 	return n
 }
+
+// collectRangeVector returns count -1 when more than len(out) keys are in
+// [lo, hi]; above is the number of keys > hi.
+func collectRangeVector(out []uint32, theta, seed []float32, d Distance, lo, hi uint32) (done, count int, above int64) {
+	w := vectorWidth()
+	if w == 0 || len(theta) < w {
+		return 0, 0, 0
+	}
+	n := len(theta) &^ (w - 1)
+	raceReadFloats(theta[:n])
+	if seed != nil {
+		raceReadFloats(seed[:n])
+	}
+	var outPtr *uint32
+	if len(out) > 0 {
+		outPtr = &out[0]
+	}
+	var lanes [16]uint32
+	if w == 16 {
+		count = collectRangeAVX512(outPtr, len(out), &lanes[0], &theta[0], seedPtr(theta, seed), n, int(d), lo, hi)
+	} else {
+		count = collectRangeAVX2(outPtr, len(out), &lanes[0], &theta[0], seedPtr(theta, seed), n, int(d), lo, hi)
+	}
+	if count > 0 {
+		raceWriteUint32s(out[:count])
+	}
+	for _, v := range lanes {
+		above += int64(v)
+	}
+	return n, count, above
+}

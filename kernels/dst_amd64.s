@@ -1247,6 +1247,208 @@ overflow:
 	MOVQ R8, ret+56(FP)
 	RET
 
+// func collectRangeAVX512(out *uint32, capacity int, lanes *uint32, theta *float32, seed *float32, n int, mode int, lo uint32, hi uint32) int
+// Requires: AVX, AVX512F
+TEXT ·collectRangeAVX512(SB), NOSPLIT, $64-72
+	MOVQ         out+0(FP), AX
+	MOVQ         capacity+8(FP), CX
+	MOVQ         lanes+16(FP), DX
+	MOVQ         theta+24(FP), BX
+	MOVQ         seed+32(FP), SI
+	MOVQ         n+40(FP), DI
+	MOVQ         mode+48(FP), R8
+	SHLQ         $0x02, DI
+	VMOVDQU32    dstconst<>+0(SB), Z0
+	VMOVDQU32    dstconst<>+64(SB), Z1
+	VPXORD       Z2, Z2, Z2
+	MOVL         lo+56(FP), R9
+	VMOVD        R9, X3
+	VPBROADCASTD X3, Z3
+	MOVL         hi+60(FP), R9
+	VMOVD        R9, X5
+	VPBROADCASTD X5, Z5
+	VPXORD       Z4, Z4, Z4
+	VMOVDQU32    dstconst<>+128(SB), Z6
+	XORQ         R9, R9
+	XORQ         R11, R11
+	CMPQ         R8, $0x00
+	JE           mode_abs
+	CMPQ         R8, $0x01
+	JE           mode_rel
+	CMPQ         R8, $0x02
+	JE           mode_invrel
+	CMPQ         R8, $0x03
+	JE           mode_value
+	JMP          done
+
+mode_abs:
+loop_abs:
+	CMPQ      R11, DI
+	JAE       ret
+	VMOVUPS   (BX)(R11*1), Z7
+	VSUBPS    (SI)(R11*1), Z7, Z7
+	VPANDD    Z0, Z7, Z7
+	VCMPPS    $0x00, Z2, Z7, K1
+	VCMPPS    $0x03, Z7, Z7, K2
+	VPSRAD    $0x1f, Z7, Z8
+	VPORD     Z1, Z8, Z8
+	VPXORD    Z7, Z8, Z7
+	VMOVDQA32 Z1, K1, Z7
+	VPXORD    Z7, Z7, K2, Z7
+	VPCMPUD   $0x06, Z5, Z7, K1
+	VPADDD    Z6, Z4, K1, Z4
+	VPCMPUD   $0x05, Z3, Z7, K2
+	KANDNW    K2, K1, K2
+	KMOVW     K2, R8
+	TESTL     R8, R8
+	JZ        next_abs
+	VMOVDQU32 Z7, (SP)
+
+bits_abs:
+	BSFL R8, R10
+	CMPQ R9, CX
+	JAE  overflow
+	MOVL (SP)(R10*4), R12
+	MOVL R12, (AX)(R9*4)
+	INCQ R9
+	LEAL -1(R8), R12
+	ANDL R12, R8
+	JNZ  bits_abs
+
+next_abs:
+	ADDQ $0x00000040, R11
+	JMP  loop_abs
+
+mode_rel:
+loop_rel:
+	CMPQ      R11, DI
+	JAE       ret
+	VMOVUPS   (BX)(R11*1), Z7
+	VMOVUPS   (SI)(R11*1), Z8
+	VSUBPS    Z8, Z7, Z7
+	VCMPPS    $0x04, Z2, Z7, K1
+	VDIVPS.Z  Z8, Z7, K1, Z7
+	VPANDD    Z0, Z7, Z7
+	VCMPPS    $0x00, Z2, Z7, K1
+	VCMPPS    $0x03, Z7, Z7, K2
+	VPSRAD    $0x1f, Z7, Z8
+	VPORD     Z1, Z8, Z8
+	VPXORD    Z7, Z8, Z7
+	VMOVDQA32 Z1, K1, Z7
+	VPXORD    Z7, Z7, K2, Z7
+	VPCMPUD   $0x06, Z5, Z7, K1
+	VPADDD    Z6, Z4, K1, Z4
+	VPCMPUD   $0x05, Z3, Z7, K2
+	KANDNW    K2, K1, K2
+	KMOVW     K2, R8
+	TESTL     R8, R8
+	JZ        next_rel
+	VMOVDQU32 Z7, (SP)
+
+bits_rel:
+	BSFL R8, R10
+	CMPQ R9, CX
+	JAE  overflow
+	MOVL (SP)(R10*4), R12
+	MOVL R12, (AX)(R9*4)
+	INCQ R9
+	LEAL -1(R8), R12
+	ANDL R12, R8
+	JNZ  bits_rel
+
+next_rel:
+	ADDQ $0x00000040, R11
+	JMP  loop_rel
+
+mode_invrel:
+loop_invrel:
+	CMPQ      R11, DI
+	JAE       ret
+	VMOVUPS   (BX)(R11*1), Z7
+	VMOVUPS   (SI)(R11*1), Z8
+	VSUBPS    Z8, Z7, Z7
+	VMULPS    Z8, Z7, Z7
+	VPANDD    Z0, Z7, Z7
+	VCMPPS    $0x00, Z2, Z7, K1
+	VCMPPS    $0x03, Z7, Z7, K2
+	VPSRAD    $0x1f, Z7, Z8
+	VPORD     Z1, Z8, Z8
+	VPXORD    Z7, Z8, Z7
+	VMOVDQA32 Z1, K1, Z7
+	VPXORD    Z7, Z7, K2, Z7
+	VPCMPUD   $0x06, Z5, Z7, K1
+	VPADDD    Z6, Z4, K1, Z4
+	VPCMPUD   $0x05, Z3, Z7, K2
+	KANDNW    K2, K1, K2
+	KMOVW     K2, R8
+	TESTL     R8, R8
+	JZ        next_invrel
+	VMOVDQU32 Z7, (SP)
+
+bits_invrel:
+	BSFL R8, R10
+	CMPQ R9, CX
+	JAE  overflow
+	MOVL (SP)(R10*4), R12
+	MOVL R12, (AX)(R9*4)
+	INCQ R9
+	LEAL -1(R8), R12
+	ANDL R12, R8
+	JNZ  bits_invrel
+
+next_invrel:
+	ADDQ $0x00000040, R11
+	JMP  loop_invrel
+
+mode_value:
+loop_value:
+	CMPQ      R11, DI
+	JAE       ret
+	VMOVUPS   (BX)(R11*1), Z0
+	VCMPPS    $0x00, Z2, Z0, K1
+	VCMPPS    $0x03, Z0, Z0, K2
+	VPSRAD    $0x1f, Z0, Z7
+	VPORD     Z1, Z7, Z7
+	VPXORD    Z0, Z7, Z0
+	VMOVDQA32 Z1, K1, Z0
+	VPXORD    Z0, Z0, K2, Z0
+	VPCMPUD   $0x06, Z5, Z0, K1
+	VPADDD    Z6, Z4, K1, Z4
+	VPCMPUD   $0x05, Z3, Z0, K2
+	KANDNW    K2, K1, K2
+	KMOVW     K2, SI
+	TESTL     SI, SI
+	JZ        next_value
+	VMOVDQU32 Z0, (SP)
+
+bits_value:
+	BSFL SI, R10
+	CMPQ R9, CX
+	JAE  overflow
+	MOVL (SP)(R10*4), R8
+	MOVL R8, (AX)(R9*4)
+	INCQ R9
+	LEAL -1(SI), R8
+	ANDL R8, SI
+	JNZ  bits_value
+
+next_value:
+	ADDQ $0x00000040, R11
+	JMP  loop_value
+
+done:
+ret:
+	VMOVDQU32 Z4, (DX)
+	VZEROUPPER
+	MOVQ      R9, ret+64(FP)
+	RET
+
+overflow:
+	VZEROUPPER
+	MOVQ $-1, R9
+	MOVQ R9, ret+64(FP)
+	RET
+
 // func adamwAVX512(param *float32, grad *float32, expAvg *float32, expAvgSq *float32, seed *float32, n int, c *float32, thresholds *float32, lanes *uint32, mode int)
 // Requires: AVX, AVX512F
 TEXT ·adamwAVX512(SB), NOSPLIT, $0-80
@@ -2872,6 +3074,218 @@ overflow:
 	VZEROUPPER
 	MOVQ $-1, R8
 	MOVQ R8, ret+56(FP)
+	RET
+
+// func collectRangeAVX2(out *uint32, capacity int, lanes *uint32, theta *float32, seed *float32, n int, mode int, lo uint32, hi uint32) int
+// Requires: AVX, AVX2
+TEXT ·collectRangeAVX2(SB), NOSPLIT, $64-72
+	MOVQ         out+0(FP), AX
+	MOVQ         capacity+8(FP), CX
+	MOVQ         lanes+16(FP), DX
+	MOVQ         theta+24(FP), BX
+	MOVQ         seed+32(FP), SI
+	MOVQ         n+40(FP), DI
+	MOVQ         mode+48(FP), R8
+	SHLQ         $0x02, DI
+	VMOVDQU      dstconst<>+0(SB), Y0
+	VMOVDQU      dstconst<>+64(SB), Y1
+	VPXOR        Y2, Y2, Y2
+	MOVL         lo+56(FP), R9
+	VMOVD        R9, X3
+	VPBROADCASTD X3, Y3
+	MOVL         hi+60(FP), R9
+	VMOVD        R9, X4
+	VPBROADCASTD X4, Y4
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y1, Y3, Y3
+	VPXOR        Y1, Y4, Y4
+	XORQ         R9, R9
+	XORQ         R11, R11
+	CMPQ         R8, $0x00
+	JE           mode_abs
+	CMPQ         R8, $0x01
+	JE           mode_rel
+	CMPQ         R8, $0x02
+	JE           mode_invrel
+	CMPQ         R8, $0x03
+	JE           mode_value
+	JMP          done
+
+mode_abs:
+loop_abs:
+	CMPQ      R11, DI
+	JAE       ret
+	VMOVUPS   (BX)(R11*1), Y6
+	VSUBPS    (SI)(R11*1), Y6, Y6
+	VPAND     Y0, Y6, Y6
+	VCMPPS    $0x00, Y2, Y6, Y8
+	VCMPPS    $0x03, Y6, Y6, Y9
+	VPSRAD    $0x1f, Y6, Y7
+	VPOR      Y1, Y7, Y7
+	VPXOR     Y6, Y7, Y6
+	VBLENDVPS Y8, Y1, Y6, Y6
+	VPANDN    Y6, Y9, Y6
+	VPXOR     Y1, Y6, Y7
+	VPCMPGTD  Y4, Y7, Y8
+	VPSUBD    Y8, Y5, Y5
+	VPCMPGTD  Y7, Y3, Y7
+	VPOR      Y8, Y7, Y7
+	VMOVMSKPS Y7, R8
+	XORL      $0x000000ff, R8
+	TESTL     R8, R8
+	JZ        next_abs
+	VMOVDQU   Y6, (SP)
+
+bits_abs:
+	BSFL R8, R10
+	CMPQ R9, CX
+	JAE  overflow
+	MOVL (SP)(R10*4), R12
+	MOVL R12, (AX)(R9*4)
+	INCQ R9
+	LEAL -1(R8), R12
+	ANDL R12, R8
+	JNZ  bits_abs
+
+next_abs:
+	ADDQ $0x00000020, R11
+	JMP  loop_abs
+
+mode_rel:
+loop_rel:
+	CMPQ      R11, DI
+	JAE       ret
+	VMOVUPS   (BX)(R11*1), Y6
+	VMOVUPS   (SI)(R11*1), Y7
+	VSUBPS    Y7, Y6, Y6
+	VCMPPS    $0x04, Y2, Y6, Y8
+	VDIVPS    Y7, Y6, Y6
+	VANDPS    Y8, Y6, Y6
+	VPAND     Y0, Y6, Y6
+	VCMPPS    $0x00, Y2, Y6, Y8
+	VCMPPS    $0x03, Y6, Y6, Y9
+	VPSRAD    $0x1f, Y6, Y7
+	VPOR      Y1, Y7, Y7
+	VPXOR     Y6, Y7, Y6
+	VBLENDVPS Y8, Y1, Y6, Y6
+	VPANDN    Y6, Y9, Y6
+	VPXOR     Y1, Y6, Y7
+	VPCMPGTD  Y4, Y7, Y8
+	VPSUBD    Y8, Y5, Y5
+	VPCMPGTD  Y7, Y3, Y7
+	VPOR      Y8, Y7, Y7
+	VMOVMSKPS Y7, R8
+	XORL      $0x000000ff, R8
+	TESTL     R8, R8
+	JZ        next_rel
+	VMOVDQU   Y6, (SP)
+
+bits_rel:
+	BSFL R8, R10
+	CMPQ R9, CX
+	JAE  overflow
+	MOVL (SP)(R10*4), R12
+	MOVL R12, (AX)(R9*4)
+	INCQ R9
+	LEAL -1(R8), R12
+	ANDL R12, R8
+	JNZ  bits_rel
+
+next_rel:
+	ADDQ $0x00000020, R11
+	JMP  loop_rel
+
+mode_invrel:
+loop_invrel:
+	CMPQ      R11, DI
+	JAE       ret
+	VMOVUPS   (BX)(R11*1), Y6
+	VMOVUPS   (SI)(R11*1), Y7
+	VSUBPS    Y7, Y6, Y6
+	VMULPS    Y7, Y6, Y6
+	VPAND     Y0, Y6, Y6
+	VCMPPS    $0x00, Y2, Y6, Y8
+	VCMPPS    $0x03, Y6, Y6, Y9
+	VPSRAD    $0x1f, Y6, Y7
+	VPOR      Y1, Y7, Y7
+	VPXOR     Y6, Y7, Y6
+	VBLENDVPS Y8, Y1, Y6, Y6
+	VPANDN    Y6, Y9, Y6
+	VPXOR     Y1, Y6, Y7
+	VPCMPGTD  Y4, Y7, Y8
+	VPSUBD    Y8, Y5, Y5
+	VPCMPGTD  Y7, Y3, Y7
+	VPOR      Y8, Y7, Y7
+	VMOVMSKPS Y7, R8
+	XORL      $0x000000ff, R8
+	TESTL     R8, R8
+	JZ        next_invrel
+	VMOVDQU   Y6, (SP)
+
+bits_invrel:
+	BSFL R8, R10
+	CMPQ R9, CX
+	JAE  overflow
+	MOVL (SP)(R10*4), R12
+	MOVL R12, (AX)(R9*4)
+	INCQ R9
+	LEAL -1(R8), R12
+	ANDL R12, R8
+	JNZ  bits_invrel
+
+next_invrel:
+	ADDQ $0x00000020, R11
+	JMP  loop_invrel
+
+mode_value:
+loop_value:
+	CMPQ      R11, DI
+	JAE       ret
+	VMOVUPS   (BX)(R11*1), Y0
+	VCMPPS    $0x00, Y2, Y0, Y7
+	VCMPPS    $0x03, Y0, Y0, Y8
+	VPSRAD    $0x1f, Y0, Y6
+	VPOR      Y1, Y6, Y6
+	VPXOR     Y0, Y6, Y0
+	VBLENDVPS Y7, Y1, Y0, Y0
+	VPANDN    Y0, Y8, Y0
+	VPXOR     Y1, Y0, Y6
+	VPCMPGTD  Y4, Y6, Y7
+	VPSUBD    Y7, Y5, Y5
+	VPCMPGTD  Y6, Y3, Y6
+	VPOR      Y7, Y6, Y6
+	VMOVMSKPS Y6, SI
+	XORL      $0x000000ff, SI
+	TESTL     SI, SI
+	JZ        next_value
+	VMOVDQU   Y0, (SP)
+
+bits_value:
+	BSFL SI, R10
+	CMPQ R9, CX
+	JAE  overflow
+	MOVL (SP)(R10*4), R8
+	MOVL R8, (AX)(R9*4)
+	INCQ R9
+	LEAL -1(SI), R8
+	ANDL R8, SI
+	JNZ  bits_value
+
+next_value:
+	ADDQ $0x00000020, R11
+	JMP  loop_value
+
+done:
+ret:
+	VMOVDQU Y5, (DX)
+	VZEROUPPER
+	MOVQ    R9, ret+64(FP)
+	RET
+
+overflow:
+	VZEROUPPER
+	MOVQ $-1, R9
+	MOVQ R9, ret+64(FP)
 	RET
 
 // func adamwAVX2(param *float32, grad *float32, expAvg *float32, expAvgSq *float32, seed *float32, n int, c *float32, thresholds *float32, lanes *uint32, mode int)

@@ -46,3 +46,7 @@ func sgdVector(c *sgdConstants, p, g, buf []float32) int { return 0 }
 func adafactorRowVector(p, g, colScale, m []float32, rowScale, scale, beta1, oneMinusBeta1 float32) int {
 	return 0
 }
+
+func collectRangeVector(out []uint32, theta, seed []float32, d Distance, lo, hi uint32) (int, int, int64) {
+	return 0, 0, 0
+}

@@ -39,6 +39,11 @@ func histogramPrefixAVX512(hist *uint32, theta *float32, seed *float32, n int, m
 //go:noescape
 func collectAVX512(out *uint32, capacity int, theta *float32, seed *float32, n int, mode int, prefixMask uint32, prefix uint32) int
 
+// collectRangeAVX512 appends to out, in order, key(Δ_i) for every i < n (n a multiple of 16) with lo <= key <= hi, sets lanes[l] to the number of i % 16 == l with key > hi, and returns how many keys it appended, or -1 when more than capacity are in range.
+//
+//go:noescape
+func collectRangeAVX512(out *uint32, capacity int, lanes *uint32, theta *float32, seed *float32, n int, mode int, lo uint32, hi uint32) int
+
 // adamwAVX512 takes one torch.optim.AdamW step on the first n entries of param, expAvg and expAvgSq (n a multiple of 16; constants c as in kernels.adamwConstants) and, unless mode == 3, counts the new Δ(param[i], seed[i]) against the thresholds (in the integer form of countAboveAVX512) into lanes.
 //
 //go:noescape
@@ -103,6 +108,11 @@ func histogramPrefixAVX2(hist *uint32, theta *float32, seed *float32, n int, mod
 //
 //go:noescape
 func collectAVX2(out *uint32, capacity int, theta *float32, seed *float32, n int, mode int, prefixMask uint32, prefix uint32) int
+
+// collectRangeAVX2 appends to out, in order, key(Δ_i) for every i < n (n a multiple of 8) with lo <= key <= hi, sets lanes[l] to the number of i % 8 == l with key > hi, and returns how many keys it appended, or -1 when more than capacity are in range.
+//
+//go:noescape
+func collectRangeAVX2(out *uint32, capacity int, lanes *uint32, theta *float32, seed *float32, n int, mode int, lo uint32, hi uint32) int
 
 // adamwAVX2 takes one torch.optim.AdamW step on the first n entries of param, expAvg and expAvgSq (n a multiple of 8; constants c as in kernels.adamwConstants) and, unless mode == 3, counts the new Δ(param[i], seed[i]) against the thresholds (in the integer form of countAboveAVX2) into lanes.
 //

@@ -115,6 +115,9 @@ type Selector struct {
 	candCursor    []int
 	siloLen       int64
 	bytesRead     int64
+	lo, hi        uint32   // passCollectRange's bracket
+	sample        []uint32 // sampled keys
+	rangeBuf      []uint32 // passCollectRange's per-worker candidates
 }
 
 // BytesRead reports how many bytes of score operands (θ̂ and θ0, or the
@@ -133,6 +136,7 @@ const (
 	passHistogram = iota
 	passHistogramPrefix
 	passCollect
+	passCollectRange
 )
 
 type selectWorker struct {
@@ -141,6 +145,7 @@ type selectWorker struct {
 	chunkCounts []int32 // collection pass: candidates per chunk, in this worker's order
 	cand        []uint32
 	ncand       int
+	above       int64 // passCollectRange: keys above the bracket
 	overflow    bool
 }
 
@@ -195,6 +200,12 @@ func (s *Selector) topK(k int64, d Distance, threads int) (Threshold, int64) {
 		workers = workersFor(int(n), threads)
 	}
 	s.setWorkers(workers)
+	if n >= sampleMinSilo {
+		if th, kept, ok := s.sampled(k, n); ok {
+			return th, kept
+		}
+		s.setWorkers(workers)
+	}
 
 	need := k // rank, from the top, of the wanted key among those under the prefix
 	var prefix, pmask uint32
@@ -226,36 +237,139 @@ func (s *Selector) topK(k int64, d Distance, threads int) (Threshold, int64) {
 		}
 	}
 	if collected {
-		// Finish the remaining digits on the candidates, in cache.
-		cand := s.cand[:inSet]
-		for ; level < levels; level++ {
-			var hist [histBuckets]int64
-			sh := levelShift[level]
-			for _, key := range cand {
-				if key&pmask == prefix {
-					hist[key>>sh&digitMask]++
-				}
-			}
-			b := histBuckets - 1
-			for ; b > 0 && hist[b] < need; b-- {
-				need -= hist[b]
-			}
-			prefix |= uint32(b) << sh
-			pmask = levelMask(level)
-			inSet = hist[b]
-		}
+		prefix, inSet, need = selectInKeys(s.cand[:inSet], level, pmask, prefix, need)
 	}
-	// prefix is now the key of the k-th largest score; inSet entries have
-	// it and need of them are to be kept.
-	if prefix == 0 {
+	return s.result(k, prefix, inSet, need, collected)
+}
+
+// selectInKeys finishes a selection in cache: among keys under the prefix
+// (levels before level fixed), it finds the key of rank need (from the
+// top), how many keys equal it, and how many of those are still needed.
+func selectInKeys(keys []uint32, level int, pmask, prefix uint32, need int64) (key uint32, equal, tiesNeeded int64) {
+	equal = int64(len(keys))
+	for ; level < levels; level++ {
+		var hist [histBuckets]int64
+		sh := levelShift[level]
+		for _, key := range keys {
+			if key&pmask == prefix {
+				hist[key>>sh&digitMask]++
+			}
+		}
+		b := histBuckets - 1
+		for ; b > 0 && hist[b] < need; b-- {
+			need -= hist[b]
+		}
+		prefix |= uint32(b) << sh
+		pmask = levelMask(level)
+		equal = hist[b]
+	}
+	return prefix, equal, need
+}
+
+// result turns the k-th largest key (equal entries have it, need of them
+// to be kept) into a Threshold.
+func (s *Selector) result(k int64, key uint32, equal, need int64, collected bool) (Threshold, int64) {
+	if key == 0 {
 		// The k-th largest is NaN: keep every number.
 		return Threshold{Q: float32(math.Inf(-1)), TieEnd: keepAll}, k - need
 	}
-	th := Threshold{Q: keyValue(prefix), TieEnd: keepAll}
-	if need < inSet {
-		th.TieEnd = s.tiePosition(prefix, need, collected) + 1
+	th := Threshold{Q: keyValue(key), TieEnd: keepAll}
+	if need < equal {
+		th.TieEnd = s.tiePosition(key, need, collected) + 1
 	}
 	return th, k
+}
+
+// The sampled fast path: a deterministic sample of the silo's keys brackets
+// the k-th largest key, and one pass over the data counts the keys above
+// the bracket and collects those inside it (at memory speed: no histogram
+// increments). When the bracket misses the k-th key or holds too many
+// keys, the radix passes run as if the sample had not been taken; either
+// way the answer is exact.
+const (
+	sampleMinSilo = 1 << 20 // smaller silos go straight to the radix passes
+	sampleSize    = 1 << 16
+	rangeCap      = 1 << 20 // candidates one worker may collect
+)
+
+func (s *Selector) sampled(k, n int64) (Threshold, int64, bool) {
+	loKey, hiKey := s.sampleBracket(k, n)
+	s.pass = passCollectRange
+	s.lo, s.hi = loKey, hiKey
+	if cap(s.rangeBuf) < rangeCap*s.workersInUse {
+		s.rangeBuf = make([]uint32, rangeCap*s.workersInUse)
+	}
+	for w := range s.workersInUse {
+		s.workers[w].cand = s.rangeBuf[w*rangeCap : (w+1)*rangeCap]
+	}
+	Parallel(s.workersInUse, s)
+	s.bytesRead += s.siloLen * s.entryBytes()
+	var above, inRange int64
+	for w := range s.workersInUse {
+		wk := &s.workers[w]
+		if wk.overflow {
+			return Threshold{}, 0, false
+		}
+		above += wk.above
+		inRange += int64(wk.ncand)
+	}
+	need := k - above
+	if need < 1 || need > inRange {
+		return Threshold{}, 0, false // the k-th key is outside the bracket
+	}
+	// Lay the candidates end to end, worker by worker, as the tie walk
+	// expects them.
+	if cap(s.cand) < int(inRange) {
+		s.cand = make([]uint32, inRange)
+	}
+	s.cand = s.cand[:inRange]
+	off := 0
+	for w := range s.workersInUse {
+		wk := &s.workers[w]
+		copy(s.cand[off:], wk.cand[:wk.ncand])
+		wk.cand = s.cand[off : off+wk.ncand : off+wk.ncand]
+		off += wk.ncand
+	}
+	key, equal, tiesNeeded := selectInKeys(s.cand, 0, 0, 0, need)
+	th, kept := s.result(k, key, equal, tiesNeeded, true)
+	return th, kept, true
+}
+
+// sampleBracket picks keys lo <= hi such that the k-th largest key of the
+// silo lies in [lo, hi] with high probability and few keys do: from
+// sampleSize keys at fixed pseudo-random positions (one per stride, so
+// periodic data cannot fool it), the sample ranks k·S/n ∓ (3·sqrt(k·S/n+1) + 8).
+func (s *Selector) sampleBracket(k, n int64) (lo, hi uint32) {
+	stride := n / sampleSize
+	if cap(s.sample) < sampleSize {
+		s.sample = make([]uint32, sampleSize)
+	}
+	sample := s.sample[:sampleSize]
+	piece, start := 0, int64(0) // the piece holding the current position, and its silo position
+	for i := range sample {
+		pos := int64(i)*stride + int64(uint64(i)*0x9e3779b97f4a7c15>>40)%stride
+		for pos >= start+int64(len(s.pieces[piece].Theta)) {
+			start += int64(len(s.pieces[piece].Theta))
+			piece++
+		}
+		p := s.pieces[piece]
+		j := pos - start
+		var sd float32
+		if p.Seed != nil {
+			sd = p.Seed[j]
+		}
+		sample[i] = orderedKey(score(p.Theta[j], sd, s.d))
+	}
+	expect := float64(k) * sampleSize / float64(n)
+	margin := 3*math.Sqrt(expect+1) + 8
+	hi, lo = math.MaxUint32, 0
+	if r := int64(math.Floor(expect - margin)); r >= 1 {
+		hi, _, _ = selectInKeys(sample, 0, 0, 0, r)
+	}
+	if r := int64(math.Ceil(expect + margin)); r <= sampleSize {
+		lo, _, _ = selectInKeys(sample, 0, 0, 0, r)
+	}
+	return lo, hi
 }
 
 func (s *Selector) setWorkers(workers int) {
@@ -313,9 +427,10 @@ func (s *Selector) Run(w, workers int) {
 	switch s.pass {
 	case passHistogram, passHistogramPrefix:
 		clear(wk.total[:])
-	case passCollect:
+	case passCollect, passCollectRange:
 		wk.chunkCounts = wk.chunkCounts[:0]
 		wk.overflow = false
+		wk.above = 0
 	}
 	out := 0
 	for _, p := range s.pieces {
@@ -337,10 +452,17 @@ func (s *Selector) Run(w, workers int) {
 					}
 				}
 				lo = end
-			case passCollect:
+			case passCollect, passCollectRange:
 				end := min(hi, lo+selectChunk)
 				theta, seed := pieceRange(p, lo, end)
-				got := collectBlock(wk.cand[out:], theta, seed, s.d, s.pmask, s.prefix)
+				var got int
+				if s.pass == passCollect {
+					got = collectBlock(wk.cand[out:], theta, seed, s.d, s.pmask, s.prefix)
+				} else {
+					var above int64
+					got, above = collectRangeBlock(wk.cand[out:], theta, seed, s.d, s.lo, s.hi)
+					wk.above += above
+				}
 				if got < 0 {
 					wk.overflow = true
 					return
@@ -351,6 +473,7 @@ func (s *Selector) Run(w, workers int) {
 			}
 		}
 	}
+	wk.ncand = out
 }
 
 func pieceRange(p SiloPiece, lo, hi int) (theta, seed []float32) {
@@ -485,4 +608,31 @@ func collectBlock(out []uint32, theta, seed []float32, d Distance, pmask, prefix
 		}
 	}
 	return n
+}
+
+// collectRangeBlock appends the keys in [lo, hi] to out and returns how
+// many (-1 when out is too short) and how many keys exceed hi.
+func collectRangeBlock(out []uint32, theta, seed []float32, d Distance, lo, hi uint32) (int, int64) {
+	done, n, above := collectRangeVector(out, theta, seed, d, lo, hi)
+	if n < 0 {
+		return -1, 0
+	}
+	for i := done; i < len(theta); i++ {
+		var sd float32
+		if seed != nil {
+			sd = seed[i]
+		}
+		key := orderedKey(score(theta[i], sd, d))
+		switch {
+		case key > hi:
+			above++
+		case key >= lo:
+			if n == len(out) {
+				return -1, 0
+			}
+			out[n] = key
+			n++
+		}
+	}
+	return n, above
 }

@@ -216,3 +216,48 @@ func FuzzTopK(f *testing.F) {
 		checkSelection(t, "fuzz", pieces, d, int64(k), got, gotKept)
 	})
 }
+
+// TestTopKSampled covers the sampled fast path of large silos: it must
+// agree with the reference when its bracket holds the k-th key, and fall
+// back to the radix passes (still exact) when the sample misleads it —
+// here by planting huge values at the sampled positions — or when ties
+// make the bracket too full.
+func TestTopKSampled(t *testing.T) {
+	n := sampleMinSilo + 123
+	rng := rand.New(rand.NewPCG(29, 30))
+	poisoned := func() ([]float32, []float32) {
+		theta, seed := makeData(rng, n, dataNormal)
+		stride := int64(n) / sampleSize
+		for i := range int64(sampleSize) {
+			pos := i*stride + int64(uint64(i)*0x9e3779b97f4a7c15>>40)%stride
+			theta[pos] = seed[pos]
+		}
+		return theta, seed
+	}
+	for _, c := range []struct {
+		name string
+		data func() ([]float32, []float32)
+	}{
+		{"normal", func() ([]float32, []float32) { return makeData(rng, n, dataNormal) }},
+		{"ties", func() ([]float32, []float32) { return makeData(rng, n, dataTies) }},
+		{"poisoned", poisoned},
+	} {
+		theta, seed := c.data()
+		pieces := splitPieces(rng, theta, seed, 3)
+		for _, k := range []int64{100, int64(n / 50)} {
+			var want Threshold
+			var sel Selector
+			forISAs(t, func(t *testing.T, isa ISA) {
+				for _, threads := range []int{1, 2} {
+					th, kept := sel.TopK(k, DistanceAbs, pieces, threads)
+					if want == (Threshold{}) {
+						want = th
+						checkSelection(t, c.name, pieces, DistanceAbs, k, th, kept)
+					} else if th != want {
+						t.Fatalf("%s k=%d threads=%d: %+v, another run gave %+v", c.name, k, threads, th, want)
+					}
+				}
+			})
+		}
+	}
+}

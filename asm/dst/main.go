@@ -59,6 +59,7 @@ func main() {
 		histogramKernel(z)
 		histogramPrefixKernel(z)
 		collectKernel(z)
+		collectRangeKernel(z)
 		adamwKernel(z)
 		sgdKernel(z)
 		adafactorRowKernel(z)
@@ -1066,4 +1067,71 @@ func adafactorRowKernel(z bool) {
 		JMP(LabelRef(name))
 	}
 	finish(z)
+}
+
+func collectRangeKernel(z bool) {
+	TEXT("collectRange"+suffix(z), NOSPLIT, "func(out *uint32, capacity int, lanes *uint32, theta, seed *float32, n int, mode int, lo, hi uint32) int")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("collectRange%s appends to out, in order, key(Δ_i) for every i < n (n a multiple of %d) with lo <= key <= hi, sets lanes[l] to the number of i %% %d == l with key > hi, and returns how many keys it appended, or -1 when more than capacity are in range.", suffix(z), width(z), width(z)))
+	out := Load(Param("out"), GP64())
+	capacity := Load(Param("capacity"), GP64())
+	lanes := Load(Param("lanes"), GP64())
+	buf := AllocLocal(64)
+	f := loadKeyFrame(z)
+	lo := broadcastParam(z, "lo")
+	hi := broadcastParam(z, "hi")
+	acc := zeroVec(z)
+	var ones VecVirtual
+	if z {
+		ones = loadRow(z, rowOne)
+	} else {
+		// AVX2 compares signed: flip the sign bit of keys and bounds.
+		VPXOR(f.signBit, lo, lo)
+		VPXOR(f.signBit, hi, hi)
+	}
+	cnt := GP64()
+	XORQ(cnt, cnt)
+	f.loops(z, "ret", func(mode int, key VecVirtual, i Register) {
+		var bits GPVirtual
+		if z {
+			above, in := K(), K()
+			VPCMPUD(U8(6), hi, key, above) // key > hi
+			VPADDD(ones, acc, above, acc)
+			VPCMPUD(U8(5), lo, key, in) // key >= lo
+			KANDNW(in, above, in)       // and not above
+			bits = maskBits(z, in)
+		} else {
+			sk := YMM()
+			VPXOR(f.signBit, key, sk)
+			above, below := YMM(), YMM()
+			VPCMPGTD(hi, sk, above) // key > hi
+			VPSUBD(above, acc, acc)
+			VPCMPGTD(sk, lo, below) // lo > key
+			VPOR(above, below, below)
+			bits = maskBits(z, below)
+			XORL(U32(0xff), bits.As32()) // in range: neither
+		}
+		TESTL(bits.As32(), bits.As32())
+		JZ(LabelRef("next_" + modeNames[mode]))
+		storeVec(z, key, buf)
+		emitBitLoop(bits, "bits_"+modeNames[mode], func(lane Register) {
+			CMPQ(cnt, capacity)
+			JAE(LabelRef("overflow"))
+			r := GP32()
+			MOVL(Mem{Base: buf.Base, Disp: buf.Disp, Index: lane, Scale: 4}, r)
+			MOVL(r, Mem{Base: out, Index: cnt, Scale: 4})
+			INCQ(cnt)
+		})
+	})
+	Label("done")
+	Label("ret")
+	storeLanes(z, []VecVirtual{acc}, lanes)
+	VZEROUPPER()
+	Store(cnt, ReturnIndex(0))
+	RET()
+	Label("overflow")
+	VZEROUPPER()
+	MOVQ(I64(-1), cnt)
+	Store(cnt, ReturnIndex(0))
+	RET()
 }
