@@ -152,12 +152,18 @@ type selectWorker struct {
 // TopK returns the Threshold that keeps exactly k entries of the silo made
 // of pieces (in that order) under distance d, and how many it keeps: k,
 // unless k is more than the silo's entries or its non-NaN scores, when it
-// keeps all of those. k <= 0 keeps nothing. It reads every piece two or
-// three times (a histogram of the top 11 bits of the scores' keys, then
-// either a pass collecting the keys of the boundary bucket or, when that
-// bucket has more than 65536 entries, another histogram), and finds a tie
-// position by rescanning at most one 16384-entry chunk. threads <= 0 means
-// DefaultThreads(); the result does not depend on threads.
+// keeps all of those. k <= 0 keeps nothing.
+//
+// It is a radix selection on the ordered bits of the scores (Δ is computed
+// on the fly, never stored): a histogram of the top 11 bits, then either a
+// pass collecting the keys of the boundary bucket (when it has at most
+// 65536) that finishes in cache, or another histogram of the next bits.
+// Silos of 2²⁰ entries or more first try a shortcut: a deterministic sample
+// of 65536 keys brackets the k-th key, and one pass counts the keys above
+// the bracket and collects those inside; when the bracket misses, the
+// radix passes run. A tie position is found by rescanning at most one
+// 16384-entry chunk. threads <= 0 means DefaultThreads(); the result does
+// not depend on threads or on the path taken.
 func (s *Selector) TopK(k int64, d Distance, pieces []SiloPiece, threads int) (Threshold, int64) {
 	checkDistance(d)
 	for _, p := range pieces {
