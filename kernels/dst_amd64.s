@@ -222,9 +222,69 @@ floatThresholds:
 	JMP          mode_value
 
 mode_abs:
-loop_abs:
-	CMPQ     R10, R8
-	JAE      store
+loop2_abs:
+	LEAQ     128(R10), CX
+	CMPQ     CX, R8
+	JA       loop1_abs
+	VMOVUPS  (SI)(R10*1), Z12
+	VSUBPS   (DI)(R10*1), Z12, Z12
+	VPANDD   Z9, Z12, Z12
+	VMOVUPS  64(SI)(R10*1), Z22
+	VSUBPS   64(DI)(R10*1), Z22, Z22
+	VPANDD   Z9, Z22, Z22
+	VPCMPD   $0x02, Z11, Z12, K1
+	VPCMPD   $0x02, Z11, Z22, K2
+	VPCMPGTD Z13, Z12, K1, K3
+	VPADDD   Z10, Z0, K3, Z0
+	VPCMPGTD Z13, Z22, K2, K3
+	VPADDD   Z10, Z0, K3, Z0
+	CMPQ     BX, $0x01
+	JLE      next2_abs
+	VPCMPGTD Z14, Z12, K1, K3
+	VPADDD   Z10, Z1, K3, Z1
+	VPCMPGTD Z14, Z22, K2, K3
+	VPADDD   Z10, Z1, K3, Z1
+	VPCMPGTD Z15, Z12, K1, K3
+	VPADDD   Z10, Z2, K3, Z2
+	VPCMPGTD Z15, Z22, K2, K3
+	VPADDD   Z10, Z2, K3, Z2
+	CMPQ     BX, $0x03
+	JLE      next2_abs
+	VPCMPGTD Z16, Z12, K1, K3
+	VPADDD   Z10, Z3, K3, Z3
+	VPCMPGTD Z16, Z22, K2, K3
+	VPADDD   Z10, Z3, K3, Z3
+	VPCMPGTD Z17, Z12, K1, K3
+	VPADDD   Z10, Z4, K3, Z4
+	VPCMPGTD Z17, Z22, K2, K3
+	VPADDD   Z10, Z4, K3, Z4
+	VPCMPGTD Z18, Z12, K1, K3
+	VPADDD   Z10, Z5, K3, Z5
+	VPCMPGTD Z18, Z22, K2, K3
+	VPADDD   Z10, Z5, K3, Z5
+	VPCMPGTD Z19, Z12, K1, K3
+	VPADDD   Z10, Z6, K3, Z6
+	VPCMPGTD Z19, Z22, K2, K3
+	VPADDD   Z10, Z6, K3, Z6
+	CMPQ     BX, $0x07
+	JLE      next2_abs
+	VPCMPGTD Z20, Z12, K1, K3
+	VPADDD   Z10, Z7, K3, Z7
+	VPCMPGTD Z20, Z22, K2, K3
+	VPADDD   Z10, Z7, K3, Z7
+	VPCMPGTD Z21, Z12, K1, K1
+	VPADDD   Z10, Z8, K1, Z8
+	VPCMPGTD Z21, Z22, K2, K1
+	VPADDD   Z10, Z8, K1, Z8
+
+next2_abs:
+	ADDQ $0x00000080, R10
+	JMP  loop2_abs
+
+loop1_abs:
+	LEAQ     64(R10), CX
+	CMPQ     CX, R8
+	JA       store
 	VMOVUPS  (SI)(R10*1), Z12
 	VSUBPS   (DI)(R10*1), Z12, Z12
 	VPANDD   Z9, Z12, Z12
@@ -232,13 +292,13 @@ loop_abs:
 	VPCMPGTD Z13, Z12, K1, K2
 	VPADDD   Z10, Z0, K2, Z0
 	CMPQ     BX, $0x01
-	JLE      next_abs
+	JLE      next1_abs
 	VPCMPGTD Z14, Z12, K1, K2
 	VPADDD   Z10, Z1, K2, Z1
 	VPCMPGTD Z15, Z12, K1, K2
 	VPADDD   Z10, Z2, K2, Z2
 	CMPQ     BX, $0x03
-	JLE      next_abs
+	JLE      next1_abs
 	VPCMPGTD Z16, Z12, K1, K2
 	VPADDD   Z10, Z3, K2, Z3
 	VPCMPGTD Z17, Z12, K1, K2
@@ -248,20 +308,86 @@ loop_abs:
 	VPCMPGTD Z19, Z12, K1, K2
 	VPADDD   Z10, Z6, K2, Z6
 	CMPQ     BX, $0x07
-	JLE      next_abs
+	JLE      next1_abs
 	VPCMPGTD Z20, Z12, K1, K2
 	VPADDD   Z10, Z7, K2, Z7
 	VPCMPGTD Z21, Z12, K1, K1
 	VPADDD   Z10, Z8, K1, Z8
 
-next_abs:
+next1_abs:
 	ADDQ $0x00000040, R10
-	JMP  loop_abs
+	JMP  loop1_abs
 
 mode_rel:
-loop_rel:
-	CMPQ     R10, R8
-	JAE      store
+loop2_rel:
+	LEAQ     128(R10), CX
+	CMPQ     CX, R8
+	JA       loop1_rel
+	VMOVUPS  (SI)(R10*1), Z22
+	VMOVUPS  (DI)(R10*1), Z23
+	VSUBPS   Z23, Z22, Z22
+	VCMPPS   $0x04, Z12, Z22, K1
+	VDIVPS.Z Z23, Z22, K1, Z22
+	VPANDD   Z9, Z22, Z22
+	VMOVUPS  64(SI)(R10*1), Z23
+	VMOVUPS  64(DI)(R10*1), Z24
+	VSUBPS   Z24, Z23, Z23
+	VCMPPS   $0x04, Z12, Z23, K1
+	VDIVPS.Z Z24, Z23, K1, Z23
+	VPANDD   Z9, Z23, Z23
+	VPCMPD   $0x02, Z11, Z22, K1
+	VPCMPD   $0x02, Z11, Z23, K2
+	VPCMPGTD Z13, Z22, K1, K3
+	VPADDD   Z10, Z0, K3, Z0
+	VPCMPGTD Z13, Z23, K2, K3
+	VPADDD   Z10, Z0, K3, Z0
+	CMPQ     BX, $0x01
+	JLE      next2_rel
+	VPCMPGTD Z14, Z22, K1, K3
+	VPADDD   Z10, Z1, K3, Z1
+	VPCMPGTD Z14, Z23, K2, K3
+	VPADDD   Z10, Z1, K3, Z1
+	VPCMPGTD Z15, Z22, K1, K3
+	VPADDD   Z10, Z2, K3, Z2
+	VPCMPGTD Z15, Z23, K2, K3
+	VPADDD   Z10, Z2, K3, Z2
+	CMPQ     BX, $0x03
+	JLE      next2_rel
+	VPCMPGTD Z16, Z22, K1, K3
+	VPADDD   Z10, Z3, K3, Z3
+	VPCMPGTD Z16, Z23, K2, K3
+	VPADDD   Z10, Z3, K3, Z3
+	VPCMPGTD Z17, Z22, K1, K3
+	VPADDD   Z10, Z4, K3, Z4
+	VPCMPGTD Z17, Z23, K2, K3
+	VPADDD   Z10, Z4, K3, Z4
+	VPCMPGTD Z18, Z22, K1, K3
+	VPADDD   Z10, Z5, K3, Z5
+	VPCMPGTD Z18, Z23, K2, K3
+	VPADDD   Z10, Z5, K3, Z5
+	VPCMPGTD Z19, Z22, K1, K3
+	VPADDD   Z10, Z6, K3, Z6
+	VPCMPGTD Z19, Z23, K2, K3
+	VPADDD   Z10, Z6, K3, Z6
+	CMPQ     BX, $0x07
+	JLE      next2_rel
+	VPCMPGTD Z20, Z22, K1, K3
+	VPADDD   Z10, Z7, K3, Z7
+	VPCMPGTD Z20, Z23, K2, K3
+	VPADDD   Z10, Z7, K3, Z7
+	VPCMPGTD Z21, Z22, K1, K1
+	VPADDD   Z10, Z8, K1, Z8
+	VPCMPGTD Z21, Z23, K2, K1
+	VPADDD   Z10, Z8, K1, Z8
+
+next2_rel:
+	ADDQ $0x00000080, R10
+	JMP  loop2_rel
+
+loop1_rel:
+	LEAQ     64(R10), CX
+	CMPQ     CX, R8
+	JA       store
 	VMOVUPS  (SI)(R10*1), Z22
 	VMOVUPS  (DI)(R10*1), Z23
 	VSUBPS   Z23, Z22, Z22
@@ -272,13 +398,13 @@ loop_rel:
 	VPCMPGTD Z13, Z22, K1, K2
 	VPADDD   Z10, Z0, K2, Z0
 	CMPQ     BX, $0x01
-	JLE      next_rel
+	JLE      next1_rel
 	VPCMPGTD Z14, Z22, K1, K2
 	VPADDD   Z10, Z1, K2, Z1
 	VPCMPGTD Z15, Z22, K1, K2
 	VPADDD   Z10, Z2, K2, Z2
 	CMPQ     BX, $0x03
-	JLE      next_rel
+	JLE      next1_rel
 	VPCMPGTD Z16, Z22, K1, K2
 	VPADDD   Z10, Z3, K2, Z3
 	VPCMPGTD Z17, Z22, K1, K2
@@ -288,20 +414,84 @@ loop_rel:
 	VPCMPGTD Z19, Z22, K1, K2
 	VPADDD   Z10, Z6, K2, Z6
 	CMPQ     BX, $0x07
-	JLE      next_rel
+	JLE      next1_rel
 	VPCMPGTD Z20, Z22, K1, K2
 	VPADDD   Z10, Z7, K2, Z7
 	VPCMPGTD Z21, Z22, K1, K1
 	VPADDD   Z10, Z8, K1, Z8
 
-next_rel:
+next1_rel:
 	ADDQ $0x00000040, R10
-	JMP  loop_rel
+	JMP  loop1_rel
 
 mode_invrel:
-loop_invrel:
-	CMPQ     R10, R8
-	JAE      store
+loop2_invrel:
+	LEAQ     128(R10), CX
+	CMPQ     CX, R8
+	JA       loop1_invrel
+	VMOVUPS  (SI)(R10*1), Z12
+	VMOVUPS  (DI)(R10*1), Z22
+	VSUBPS   Z22, Z12, Z12
+	VMULPS   Z22, Z12, Z12
+	VPANDD   Z9, Z12, Z12
+	VMOVUPS  64(SI)(R10*1), Z22
+	VMOVUPS  64(DI)(R10*1), Z23
+	VSUBPS   Z23, Z22, Z22
+	VMULPS   Z23, Z22, Z22
+	VPANDD   Z9, Z22, Z22
+	VPCMPD   $0x02, Z11, Z12, K1
+	VPCMPD   $0x02, Z11, Z22, K2
+	VPCMPGTD Z13, Z12, K1, K3
+	VPADDD   Z10, Z0, K3, Z0
+	VPCMPGTD Z13, Z22, K2, K3
+	VPADDD   Z10, Z0, K3, Z0
+	CMPQ     BX, $0x01
+	JLE      next2_invrel
+	VPCMPGTD Z14, Z12, K1, K3
+	VPADDD   Z10, Z1, K3, Z1
+	VPCMPGTD Z14, Z22, K2, K3
+	VPADDD   Z10, Z1, K3, Z1
+	VPCMPGTD Z15, Z12, K1, K3
+	VPADDD   Z10, Z2, K3, Z2
+	VPCMPGTD Z15, Z22, K2, K3
+	VPADDD   Z10, Z2, K3, Z2
+	CMPQ     BX, $0x03
+	JLE      next2_invrel
+	VPCMPGTD Z16, Z12, K1, K3
+	VPADDD   Z10, Z3, K3, Z3
+	VPCMPGTD Z16, Z22, K2, K3
+	VPADDD   Z10, Z3, K3, Z3
+	VPCMPGTD Z17, Z12, K1, K3
+	VPADDD   Z10, Z4, K3, Z4
+	VPCMPGTD Z17, Z22, K2, K3
+	VPADDD   Z10, Z4, K3, Z4
+	VPCMPGTD Z18, Z12, K1, K3
+	VPADDD   Z10, Z5, K3, Z5
+	VPCMPGTD Z18, Z22, K2, K3
+	VPADDD   Z10, Z5, K3, Z5
+	VPCMPGTD Z19, Z12, K1, K3
+	VPADDD   Z10, Z6, K3, Z6
+	VPCMPGTD Z19, Z22, K2, K3
+	VPADDD   Z10, Z6, K3, Z6
+	CMPQ     BX, $0x07
+	JLE      next2_invrel
+	VPCMPGTD Z20, Z12, K1, K3
+	VPADDD   Z10, Z7, K3, Z7
+	VPCMPGTD Z20, Z22, K2, K3
+	VPADDD   Z10, Z7, K3, Z7
+	VPCMPGTD Z21, Z12, K1, K1
+	VPADDD   Z10, Z8, K1, Z8
+	VPCMPGTD Z21, Z22, K2, K1
+	VPADDD   Z10, Z8, K1, Z8
+
+next2_invrel:
+	ADDQ $0x00000080, R10
+	JMP  loop2_invrel
+
+loop1_invrel:
+	LEAQ     64(R10), CX
+	CMPQ     CX, R8
+	JA       store
 	VMOVUPS  (SI)(R10*1), Z12
 	VMOVUPS  (DI)(R10*1), Z22
 	VSUBPS   Z22, Z12, Z12
@@ -311,13 +501,13 @@ loop_invrel:
 	VPCMPGTD Z13, Z12, K1, K2
 	VPADDD   Z10, Z0, K2, Z0
 	CMPQ     BX, $0x01
-	JLE      next_invrel
+	JLE      next1_invrel
 	VPCMPGTD Z14, Z12, K1, K2
 	VPADDD   Z10, Z1, K2, Z1
 	VPCMPGTD Z15, Z12, K1, K2
 	VPADDD   Z10, Z2, K2, Z2
 	CMPQ     BX, $0x03
-	JLE      next_invrel
+	JLE      next1_invrel
 	VPCMPGTD Z16, Z12, K1, K2
 	VPADDD   Z10, Z3, K2, Z3
 	VPCMPGTD Z17, Z12, K1, K2
@@ -327,31 +517,85 @@ loop_invrel:
 	VPCMPGTD Z19, Z12, K1, K2
 	VPADDD   Z10, Z6, K2, Z6
 	CMPQ     BX, $0x07
-	JLE      next_invrel
+	JLE      next1_invrel
 	VPCMPGTD Z20, Z12, K1, K2
 	VPADDD   Z10, Z7, K2, Z7
 	VPCMPGTD Z21, Z12, K1, K1
 	VPADDD   Z10, Z8, K1, Z8
 
-next_invrel:
+next1_invrel:
 	ADDQ $0x00000040, R10
-	JMP  loop_invrel
+	JMP  loop1_invrel
 
 mode_value:
-loop_value:
-	CMPQ    R10, R8
-	JAE     store
+loop2_value:
+	LEAQ    128(R10), CX
+	CMPQ    CX, R8
+	JA      loop1_value
+	VMOVUPS (SI)(R10*1), Z19
+	VMOVUPS 64(SI)(R10*1), Z20
+	VCMPPS  $0x1e, Z9, Z19, K1
+	VPADDD  Z10, Z0, K1, Z0
+	VCMPPS  $0x1e, Z9, Z20, K1
+	VPADDD  Z10, Z0, K1, Z0
+	CMPQ    BX, $0x01
+	JLE     next2_value
+	VCMPPS  $0x1e, Z11, Z19, K1
+	VPADDD  Z10, Z1, K1, Z1
+	VCMPPS  $0x1e, Z11, Z20, K1
+	VPADDD  Z10, Z1, K1, Z1
+	VCMPPS  $0x1e, Z12, Z19, K1
+	VPADDD  Z10, Z2, K1, Z2
+	VCMPPS  $0x1e, Z12, Z20, K1
+	VPADDD  Z10, Z2, K1, Z2
+	CMPQ    BX, $0x03
+	JLE     next2_value
+	VCMPPS  $0x1e, Z13, Z19, K1
+	VPADDD  Z10, Z3, K1, Z3
+	VCMPPS  $0x1e, Z13, Z20, K1
+	VPADDD  Z10, Z3, K1, Z3
+	VCMPPS  $0x1e, Z14, Z19, K1
+	VPADDD  Z10, Z4, K1, Z4
+	VCMPPS  $0x1e, Z14, Z20, K1
+	VPADDD  Z10, Z4, K1, Z4
+	VCMPPS  $0x1e, Z15, Z19, K1
+	VPADDD  Z10, Z5, K1, Z5
+	VCMPPS  $0x1e, Z15, Z20, K1
+	VPADDD  Z10, Z5, K1, Z5
+	VCMPPS  $0x1e, Z16, Z19, K1
+	VPADDD  Z10, Z6, K1, Z6
+	VCMPPS  $0x1e, Z16, Z20, K1
+	VPADDD  Z10, Z6, K1, Z6
+	CMPQ    BX, $0x07
+	JLE     next2_value
+	VCMPPS  $0x1e, Z17, Z19, K1
+	VPADDD  Z10, Z7, K1, Z7
+	VCMPPS  $0x1e, Z17, Z20, K1
+	VPADDD  Z10, Z7, K1, Z7
+	VCMPPS  $0x1e, Z18, Z19, K1
+	VPADDD  Z10, Z8, K1, Z8
+	VCMPPS  $0x1e, Z18, Z20, K1
+	VPADDD  Z10, Z8, K1, Z8
+
+next2_value:
+	ADDQ $0x00000080, R10
+	JMP  loop2_value
+
+loop1_value:
+	LEAQ    64(R10), CX
+	CMPQ    CX, R8
+	JA      store
 	VMOVUPS (SI)(R10*1), Z19
 	VCMPPS  $0x1e, Z9, Z19, K1
 	VPADDD  Z10, Z0, K1, Z0
 	CMPQ    BX, $0x01
-	JLE     next_value
+	JLE     next1_value
 	VCMPPS  $0x1e, Z11, Z19, K1
 	VPADDD  Z10, Z1, K1, Z1
 	VCMPPS  $0x1e, Z12, Z19, K1
 	VPADDD  Z10, Z2, K1, Z2
 	CMPQ    BX, $0x03
-	JLE     next_value
+	JLE     next1_value
 	VCMPPS  $0x1e, Z13, Z19, K1
 	VPADDD  Z10, Z3, K1, Z3
 	VCMPPS  $0x1e, Z14, Z19, K1
@@ -361,15 +605,15 @@ loop_value:
 	VCMPPS  $0x1e, Z16, Z19, K1
 	VPADDD  Z10, Z6, K1, Z6
 	CMPQ    BX, $0x07
-	JLE     next_value
+	JLE     next1_value
 	VCMPPS  $0x1e, Z17, Z19, K1
 	VPADDD  Z10, Z7, K1, Z7
 	VCMPPS  $0x1e, Z18, Z19, K1
 	VPADDD  Z10, Z8, K1, Z8
 
-next_value:
+next1_value:
 	ADDQ $0x00000040, R10
-	JMP  loop_value
+	JMP  loop1_value
 
 store:
 	VMOVDQU32 Z0, (AX)
@@ -2105,9 +2349,71 @@ floatThresholds:
 	JMP mode_value
 
 mode_abs:
-loop_abs:
-	CMPQ     R10, R8
-	JAE      store
+loop2_abs:
+	LEAQ     64(R10), CX
+	CMPQ     CX, R8
+	JA       loop1_abs
+	VMOVUPS  (SI)(R10*1), Y9
+	VSUBPS   (DI)(R10*1), Y9, Y9
+	VPAND    dstconst<>+0(SB), Y9, Y9
+	VMOVUPS  32(SI)(R10*1), Y10
+	VSUBPS   32(DI)(R10*1), Y10, Y10
+	VPAND    dstconst<>+0(SB), Y10, Y10
+	VPCMPGTD dstconst<>+320(SB), Y9, Y11
+	VPOR     Y11, Y9, Y9
+	VPCMPGTD dstconst<>+320(SB), Y10, Y11
+	VPOR     Y11, Y10, Y10
+	VPCMPGTD (DX), Y9, Y11
+	VPSUBD   Y11, Y0, Y0
+	VPCMPGTD (DX), Y10, Y11
+	VPSUBD   Y11, Y0, Y0
+	CMPQ     BX, $0x01
+	JLE      next2_abs
+	VPCMPGTD 32(DX), Y9, Y11
+	VPSUBD   Y11, Y1, Y1
+	VPCMPGTD 32(DX), Y10, Y11
+	VPSUBD   Y11, Y1, Y1
+	VPCMPGTD 64(DX), Y9, Y11
+	VPSUBD   Y11, Y2, Y2
+	VPCMPGTD 64(DX), Y10, Y11
+	VPSUBD   Y11, Y2, Y2
+	CMPQ     BX, $0x03
+	JLE      next2_abs
+	VPCMPGTD 96(DX), Y9, Y11
+	VPSUBD   Y11, Y3, Y3
+	VPCMPGTD 96(DX), Y10, Y11
+	VPSUBD   Y11, Y3, Y3
+	VPCMPGTD 128(DX), Y9, Y11
+	VPSUBD   Y11, Y4, Y4
+	VPCMPGTD 128(DX), Y10, Y11
+	VPSUBD   Y11, Y4, Y4
+	VPCMPGTD 160(DX), Y9, Y11
+	VPSUBD   Y11, Y5, Y5
+	VPCMPGTD 160(DX), Y10, Y11
+	VPSUBD   Y11, Y5, Y5
+	VPCMPGTD 192(DX), Y9, Y11
+	VPSUBD   Y11, Y6, Y6
+	VPCMPGTD 192(DX), Y10, Y11
+	VPSUBD   Y11, Y6, Y6
+	CMPQ     BX, $0x07
+	JLE      next2_abs
+	VPCMPGTD 224(DX), Y9, Y11
+	VPSUBD   Y11, Y7, Y7
+	VPCMPGTD 224(DX), Y10, Y11
+	VPSUBD   Y11, Y7, Y7
+	VPCMPGTD 256(DX), Y9, Y9
+	VPSUBD   Y9, Y8, Y8
+	VPCMPGTD 256(DX), Y10, Y9
+	VPSUBD   Y9, Y8, Y8
+
+next2_abs:
+	ADDQ $0x00000040, R10
+	JMP  loop2_abs
+
+loop1_abs:
+	LEAQ     32(R10), CX
+	CMPQ     CX, R8
+	JA       store
 	VMOVUPS  (SI)(R10*1), Y9
 	VSUBPS   (DI)(R10*1), Y9, Y9
 	VPAND    dstconst<>+0(SB), Y9, Y9
@@ -2116,13 +2422,13 @@ loop_abs:
 	VPCMPGTD (DX), Y9, Y10
 	VPSUBD   Y10, Y0, Y0
 	CMPQ     BX, $0x01
-	JLE      next_abs
+	JLE      next1_abs
 	VPCMPGTD 32(DX), Y9, Y10
 	VPSUBD   Y10, Y1, Y1
 	VPCMPGTD 64(DX), Y9, Y10
 	VPSUBD   Y10, Y2, Y2
 	CMPQ     BX, $0x03
-	JLE      next_abs
+	JLE      next1_abs
 	VPCMPGTD 96(DX), Y9, Y10
 	VPSUBD   Y10, Y3, Y3
 	VPCMPGTD 128(DX), Y9, Y10
@@ -2132,20 +2438,90 @@ loop_abs:
 	VPCMPGTD 192(DX), Y9, Y10
 	VPSUBD   Y10, Y6, Y6
 	CMPQ     BX, $0x07
-	JLE      next_abs
+	JLE      next1_abs
 	VPCMPGTD 224(DX), Y9, Y10
 	VPSUBD   Y10, Y7, Y7
 	VPCMPGTD 256(DX), Y9, Y9
 	VPSUBD   Y9, Y8, Y8
 
-next_abs:
+next1_abs:
 	ADDQ $0x00000020, R10
-	JMP  loop_abs
+	JMP  loop1_abs
 
 mode_rel:
-loop_rel:
-	CMPQ     R10, R8
-	JAE      store
+loop2_rel:
+	LEAQ     64(R10), CX
+	CMPQ     CX, R8
+	JA       loop1_rel
+	VMOVUPS  (SI)(R10*1), Y10
+	VMOVUPS  (DI)(R10*1), Y11
+	VSUBPS   Y11, Y10, Y10
+	VCMPPS   $0x04, Y9, Y10, Y12
+	VDIVPS   Y11, Y10, Y10
+	VANDPS   Y12, Y10, Y10
+	VPAND    dstconst<>+0(SB), Y10, Y10
+	VMOVUPS  32(SI)(R10*1), Y11
+	VMOVUPS  32(DI)(R10*1), Y12
+	VSUBPS   Y12, Y11, Y11
+	VCMPPS   $0x04, Y9, Y11, Y13
+	VDIVPS   Y12, Y11, Y11
+	VANDPS   Y13, Y11, Y11
+	VPAND    dstconst<>+0(SB), Y11, Y11
+	VPCMPGTD dstconst<>+320(SB), Y10, Y12
+	VPOR     Y12, Y10, Y10
+	VPCMPGTD dstconst<>+320(SB), Y11, Y12
+	VPOR     Y12, Y11, Y11
+	VPCMPGTD (DX), Y10, Y12
+	VPSUBD   Y12, Y0, Y0
+	VPCMPGTD (DX), Y11, Y12
+	VPSUBD   Y12, Y0, Y0
+	CMPQ     BX, $0x01
+	JLE      next2_rel
+	VPCMPGTD 32(DX), Y10, Y12
+	VPSUBD   Y12, Y1, Y1
+	VPCMPGTD 32(DX), Y11, Y12
+	VPSUBD   Y12, Y1, Y1
+	VPCMPGTD 64(DX), Y10, Y12
+	VPSUBD   Y12, Y2, Y2
+	VPCMPGTD 64(DX), Y11, Y12
+	VPSUBD   Y12, Y2, Y2
+	CMPQ     BX, $0x03
+	JLE      next2_rel
+	VPCMPGTD 96(DX), Y10, Y12
+	VPSUBD   Y12, Y3, Y3
+	VPCMPGTD 96(DX), Y11, Y12
+	VPSUBD   Y12, Y3, Y3
+	VPCMPGTD 128(DX), Y10, Y12
+	VPSUBD   Y12, Y4, Y4
+	VPCMPGTD 128(DX), Y11, Y12
+	VPSUBD   Y12, Y4, Y4
+	VPCMPGTD 160(DX), Y10, Y12
+	VPSUBD   Y12, Y5, Y5
+	VPCMPGTD 160(DX), Y11, Y12
+	VPSUBD   Y12, Y5, Y5
+	VPCMPGTD 192(DX), Y10, Y12
+	VPSUBD   Y12, Y6, Y6
+	VPCMPGTD 192(DX), Y11, Y12
+	VPSUBD   Y12, Y6, Y6
+	CMPQ     BX, $0x07
+	JLE      next2_rel
+	VPCMPGTD 224(DX), Y10, Y12
+	VPSUBD   Y12, Y7, Y7
+	VPCMPGTD 224(DX), Y11, Y12
+	VPSUBD   Y12, Y7, Y7
+	VPCMPGTD 256(DX), Y10, Y10
+	VPSUBD   Y10, Y8, Y8
+	VPCMPGTD 256(DX), Y11, Y10
+	VPSUBD   Y10, Y8, Y8
+
+next2_rel:
+	ADDQ $0x00000040, R10
+	JMP  loop2_rel
+
+loop1_rel:
+	LEAQ     32(R10), CX
+	CMPQ     CX, R8
+	JA       store
 	VMOVUPS  (SI)(R10*1), Y10
 	VMOVUPS  (DI)(R10*1), Y11
 	VSUBPS   Y11, Y10, Y10
@@ -2158,13 +2534,13 @@ loop_rel:
 	VPCMPGTD (DX), Y10, Y11
 	VPSUBD   Y11, Y0, Y0
 	CMPQ     BX, $0x01
-	JLE      next_rel
+	JLE      next1_rel
 	VPCMPGTD 32(DX), Y10, Y11
 	VPSUBD   Y11, Y1, Y1
 	VPCMPGTD 64(DX), Y10, Y11
 	VPSUBD   Y11, Y2, Y2
 	CMPQ     BX, $0x03
-	JLE      next_rel
+	JLE      next1_rel
 	VPCMPGTD 96(DX), Y10, Y11
 	VPSUBD   Y11, Y3, Y3
 	VPCMPGTD 128(DX), Y10, Y11
@@ -2174,20 +2550,86 @@ loop_rel:
 	VPCMPGTD 192(DX), Y10, Y11
 	VPSUBD   Y11, Y6, Y6
 	CMPQ     BX, $0x07
-	JLE      next_rel
+	JLE      next1_rel
 	VPCMPGTD 224(DX), Y10, Y11
 	VPSUBD   Y11, Y7, Y7
 	VPCMPGTD 256(DX), Y10, Y10
 	VPSUBD   Y10, Y8, Y8
 
-next_rel:
+next1_rel:
 	ADDQ $0x00000020, R10
-	JMP  loop_rel
+	JMP  loop1_rel
 
 mode_invrel:
-loop_invrel:
-	CMPQ     R10, R8
-	JAE      store
+loop2_invrel:
+	LEAQ     64(R10), CX
+	CMPQ     CX, R8
+	JA       loop1_invrel
+	VMOVUPS  (SI)(R10*1), Y9
+	VMOVUPS  (DI)(R10*1), Y10
+	VSUBPS   Y10, Y9, Y9
+	VMULPS   Y10, Y9, Y9
+	VPAND    dstconst<>+0(SB), Y9, Y9
+	VMOVUPS  32(SI)(R10*1), Y10
+	VMOVUPS  32(DI)(R10*1), Y11
+	VSUBPS   Y11, Y10, Y10
+	VMULPS   Y11, Y10, Y10
+	VPAND    dstconst<>+0(SB), Y10, Y10
+	VPCMPGTD dstconst<>+320(SB), Y9, Y11
+	VPOR     Y11, Y9, Y9
+	VPCMPGTD dstconst<>+320(SB), Y10, Y11
+	VPOR     Y11, Y10, Y10
+	VPCMPGTD (DX), Y9, Y11
+	VPSUBD   Y11, Y0, Y0
+	VPCMPGTD (DX), Y10, Y11
+	VPSUBD   Y11, Y0, Y0
+	CMPQ     BX, $0x01
+	JLE      next2_invrel
+	VPCMPGTD 32(DX), Y9, Y11
+	VPSUBD   Y11, Y1, Y1
+	VPCMPGTD 32(DX), Y10, Y11
+	VPSUBD   Y11, Y1, Y1
+	VPCMPGTD 64(DX), Y9, Y11
+	VPSUBD   Y11, Y2, Y2
+	VPCMPGTD 64(DX), Y10, Y11
+	VPSUBD   Y11, Y2, Y2
+	CMPQ     BX, $0x03
+	JLE      next2_invrel
+	VPCMPGTD 96(DX), Y9, Y11
+	VPSUBD   Y11, Y3, Y3
+	VPCMPGTD 96(DX), Y10, Y11
+	VPSUBD   Y11, Y3, Y3
+	VPCMPGTD 128(DX), Y9, Y11
+	VPSUBD   Y11, Y4, Y4
+	VPCMPGTD 128(DX), Y10, Y11
+	VPSUBD   Y11, Y4, Y4
+	VPCMPGTD 160(DX), Y9, Y11
+	VPSUBD   Y11, Y5, Y5
+	VPCMPGTD 160(DX), Y10, Y11
+	VPSUBD   Y11, Y5, Y5
+	VPCMPGTD 192(DX), Y9, Y11
+	VPSUBD   Y11, Y6, Y6
+	VPCMPGTD 192(DX), Y10, Y11
+	VPSUBD   Y11, Y6, Y6
+	CMPQ     BX, $0x07
+	JLE      next2_invrel
+	VPCMPGTD 224(DX), Y9, Y11
+	VPSUBD   Y11, Y7, Y7
+	VPCMPGTD 224(DX), Y10, Y11
+	VPSUBD   Y11, Y7, Y7
+	VPCMPGTD 256(DX), Y9, Y9
+	VPSUBD   Y9, Y8, Y8
+	VPCMPGTD 256(DX), Y10, Y9
+	VPSUBD   Y9, Y8, Y8
+
+next2_invrel:
+	ADDQ $0x00000040, R10
+	JMP  loop2_invrel
+
+loop1_invrel:
+	LEAQ     32(R10), CX
+	CMPQ     CX, R8
+	JA       store
 	VMOVUPS  (SI)(R10*1), Y9
 	VMOVUPS  (DI)(R10*1), Y10
 	VSUBPS   Y10, Y9, Y9
@@ -2198,13 +2640,13 @@ loop_invrel:
 	VPCMPGTD (DX), Y9, Y10
 	VPSUBD   Y10, Y0, Y0
 	CMPQ     BX, $0x01
-	JLE      next_invrel
+	JLE      next1_invrel
 	VPCMPGTD 32(DX), Y9, Y10
 	VPSUBD   Y10, Y1, Y1
 	VPCMPGTD 64(DX), Y9, Y10
 	VPSUBD   Y10, Y2, Y2
 	CMPQ     BX, $0x03
-	JLE      next_invrel
+	JLE      next1_invrel
 	VPCMPGTD 96(DX), Y9, Y10
 	VPSUBD   Y10, Y3, Y3
 	VPCMPGTD 128(DX), Y9, Y10
@@ -2214,31 +2656,85 @@ loop_invrel:
 	VPCMPGTD 192(DX), Y9, Y10
 	VPSUBD   Y10, Y6, Y6
 	CMPQ     BX, $0x07
-	JLE      next_invrel
+	JLE      next1_invrel
 	VPCMPGTD 224(DX), Y9, Y10
 	VPSUBD   Y10, Y7, Y7
 	VPCMPGTD 256(DX), Y9, Y9
 	VPSUBD   Y9, Y8, Y8
 
-next_invrel:
+next1_invrel:
 	ADDQ $0x00000020, R10
-	JMP  loop_invrel
+	JMP  loop1_invrel
 
 mode_value:
-loop_value:
-	CMPQ    R10, R8
-	JAE     store
+loop2_value:
+	LEAQ    64(R10), DX
+	CMPQ    DX, R8
+	JA      loop1_value
+	VMOVUPS (SI)(R10*1), Y9
+	VMOVUPS 32(SI)(R10*1), Y10
+	VCMPPS  $0x1e, (CX), Y9, Y11
+	VPSUBD  Y11, Y0, Y0
+	VCMPPS  $0x1e, (CX), Y10, Y11
+	VPSUBD  Y11, Y0, Y0
+	CMPQ    BX, $0x01
+	JLE     next2_value
+	VCMPPS  $0x1e, 32(CX), Y9, Y11
+	VPSUBD  Y11, Y1, Y1
+	VCMPPS  $0x1e, 32(CX), Y10, Y11
+	VPSUBD  Y11, Y1, Y1
+	VCMPPS  $0x1e, 64(CX), Y9, Y11
+	VPSUBD  Y11, Y2, Y2
+	VCMPPS  $0x1e, 64(CX), Y10, Y11
+	VPSUBD  Y11, Y2, Y2
+	CMPQ    BX, $0x03
+	JLE     next2_value
+	VCMPPS  $0x1e, 96(CX), Y9, Y11
+	VPSUBD  Y11, Y3, Y3
+	VCMPPS  $0x1e, 96(CX), Y10, Y11
+	VPSUBD  Y11, Y3, Y3
+	VCMPPS  $0x1e, 128(CX), Y9, Y11
+	VPSUBD  Y11, Y4, Y4
+	VCMPPS  $0x1e, 128(CX), Y10, Y11
+	VPSUBD  Y11, Y4, Y4
+	VCMPPS  $0x1e, 160(CX), Y9, Y11
+	VPSUBD  Y11, Y5, Y5
+	VCMPPS  $0x1e, 160(CX), Y10, Y11
+	VPSUBD  Y11, Y5, Y5
+	VCMPPS  $0x1e, 192(CX), Y9, Y11
+	VPSUBD  Y11, Y6, Y6
+	VCMPPS  $0x1e, 192(CX), Y10, Y11
+	VPSUBD  Y11, Y6, Y6
+	CMPQ    BX, $0x07
+	JLE     next2_value
+	VCMPPS  $0x1e, 224(CX), Y9, Y11
+	VPSUBD  Y11, Y7, Y7
+	VCMPPS  $0x1e, 224(CX), Y10, Y11
+	VPSUBD  Y11, Y7, Y7
+	VCMPPS  $0x1e, 256(CX), Y9, Y9
+	VPSUBD  Y9, Y8, Y8
+	VCMPPS  $0x1e, 256(CX), Y10, Y9
+	VPSUBD  Y9, Y8, Y8
+
+next2_value:
+	ADDQ $0x00000040, R10
+	JMP  loop2_value
+
+loop1_value:
+	LEAQ    32(R10), DX
+	CMPQ    DX, R8
+	JA      store
 	VMOVUPS (SI)(R10*1), Y9
 	VCMPPS  $0x1e, (CX), Y9, Y10
 	VPSUBD  Y10, Y0, Y0
 	CMPQ    BX, $0x01
-	JLE     next_value
+	JLE     next1_value
 	VCMPPS  $0x1e, 32(CX), Y9, Y10
 	VPSUBD  Y10, Y1, Y1
 	VCMPPS  $0x1e, 64(CX), Y9, Y10
 	VPSUBD  Y10, Y2, Y2
 	CMPQ    BX, $0x03
-	JLE     next_value
+	JLE     next1_value
 	VCMPPS  $0x1e, 96(CX), Y9, Y10
 	VPSUBD  Y10, Y3, Y3
 	VCMPPS  $0x1e, 128(CX), Y9, Y10
@@ -2248,15 +2744,15 @@ loop_value:
 	VCMPPS  $0x1e, 192(CX), Y9, Y10
 	VPSUBD  Y10, Y6, Y6
 	CMPQ    BX, $0x07
-	JLE     next_value
+	JLE     next1_value
 	VCMPPS  $0x1e, 224(CX), Y9, Y10
 	VPSUBD  Y10, Y7, Y7
 	VCMPPS  $0x1e, 256(CX), Y9, Y9
 	VPSUBD  Y9, Y8, Y8
 
-next_value:
+next1_value:
 	ADDQ $0x00000020, R10
-	JMP  loop_value
+	JMP  loop1_value
 
 store:
 	VMOVDQU Y0, (AX)

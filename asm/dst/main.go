@@ -277,17 +277,19 @@ func thresholdOperands(z bool, ths Register) []Op {
 // compares do not compete with the float pipes. Unless nt is nil, the
 // counting stops after 1, 3 or 7 thresholds when nt says so (skip is the
 // label to jump to).
-func emitCounts(z bool, d VecVirtual, t []Op, acc []VecVirtual, ones VecVirtual, infBits Op, intCompare bool, nt Register, skip string) {
-	var notNaN Op
+func emitCounts(z bool, ds []VecVirtual, t []Op, acc []VecVirtual, ones VecVirtual, infBits Op, intCompare bool, nt Register, skip string) {
+	notNaN := make([]Op, len(ds))
 	if intCompare {
-		if z {
-			k := K()
-			VPCMPD(U8(2), infBits, d, k) // d <= +Inf as integers: not NaN
-			notNaN = k
-		} else {
-			nan := YMM()
-			VPCMPGTD(infBits, d, nan)
-			VPOR(nan, d, d)
+		for u, d := range ds {
+			if z {
+				k := K()
+				VPCMPD(U8(2), infBits, d, k) // d <= +Inf as integers: not NaN
+				notNaN[u] = k
+			} else {
+				nan := YMM()
+				VPCMPGTD(infBits, d, nan)
+				VPOR(nan, d, d)
+			}
 		}
 	}
 	for j := range t {
@@ -295,22 +297,24 @@ func emitCounts(z bool, d VecVirtual, t []Op, acc []VecVirtual, ones VecVirtual,
 			CMPQ(nt, Imm(uint64(j)))
 			JLE(LabelRef(skip))
 		}
-		if z {
-			k := K()
-			if intCompare {
-				VPCMPGTD(t[j], d, notNaN, k)
+		for u, d := range ds {
+			if z {
+				k := K()
+				if intCompare {
+					VPCMPGTD(t[j], d, notNaN[u], k)
+				} else {
+					VCMPPS(U8(0x1e), t[j], d, k) // GT_OQ: false for NaN
+				}
+				VPADDD(ones, acc[j], k, acc[j])
 			} else {
-				VCMPPS(U8(0x1e), t[j], d, k) // GT_OQ: false for NaN
+				m := YMM()
+				if intCompare {
+					VPCMPGTD(t[j], d, m)
+				} else {
+					VCMPPS(U8(0x1e), t[j], d, m)
+				}
+				VPSUBD(m, acc[j], acc[j])
 			}
-			VPADDD(ones, acc[j], k, acc[j])
-		} else {
-			m := YMM()
-			if intCompare {
-				VPCMPGTD(t[j], d, m)
-			} else {
-				VCMPPS(U8(0x1e), t[j], d, m)
-			}
-			VPSUBD(m, acc[j], acc[j])
 		}
 	}
 }
@@ -360,22 +364,39 @@ func countKernel(z bool) {
 	Label("floatThresholds")
 	t := thresholdOperands(z, ths)
 	JMP(LabelRef("mode_value"))
+	// Two vectors an iteration while they fit, then one: more loads in
+	// flight and half the loop and threshold-count overhead.
+	vb := 4 * width(z)
 	for m := range numModes {
 		name := modeNames[m]
 		Label("mode_" + name)
-		loop := "loop_" + name
-		Label(loop)
-		CMPQ(i, n)
-		JAE(LabelRef("store"))
-		d := emitScore(z, m, memAt(theta, i), memAt(seed, i), abs, zero)
-		if m == modeValue {
-			emitCounts(z, d, t, acc, ones, nil, false, nt, "next_"+name)
-		} else {
-			emitCounts(z, d, it, acc, ones, infBits, true, nt, "next_"+name)
+		for _, unroll := range []int{2, 1} {
+			loop := fmt.Sprintf("loop%d_%s", unroll, name)
+			next := fmt.Sprintf("next%d_%s", unroll, name)
+			Label(loop)
+			end := GP64()
+			LEAQ(Mem{Base: i, Disp: unroll * vb}, end)
+			CMPQ(end, n)
+			if unroll == 2 {
+				JA(LabelRef(fmt.Sprintf("loop1_%s", name)))
+			} else {
+				JA(LabelRef("store"))
+			}
+			var ds []VecVirtual
+			for u := range unroll {
+				th := Mem{Base: theta, Index: i, Scale: 1, Disp: u * vb}
+				sd := Mem{Base: seed, Index: i, Scale: 1, Disp: u * vb}
+				ds = append(ds, emitScore(z, m, th, sd, abs, zero))
+			}
+			if m == modeValue {
+				emitCounts(z, ds, t, acc, ones, nil, false, nt, next)
+			} else {
+				emitCounts(z, ds, it, acc, ones, infBits, true, nt, next)
+			}
+			Label(next)
+			ADDQ(U32(unroll*vb), i)
+			JMP(LabelRef(loop))
 		}
-		Label("next_" + name)
-		ADDQ(U32(4*width(z)), i)
-		JMP(LabelRef(loop))
 	}
 	Label("store")
 	storeLanes(z, acc, lanes)
@@ -818,7 +839,7 @@ func adamwKernel(z bool) {
 		if md != modeValue {
 			zero := zeroVec(z)
 			d := emitScore(z, md, P, memAt(seed, i), abs, zero)
-			emitCounts(z, d, t, acc, ones, infBits, true, nil, "")
+			emitCounts(z, []VecVirtual{d}, t, acc, ones, infBits, true, nil, "")
 		}
 		ADDQ(U32(4*width(z)), i)
 		JMP(LabelRef("loop_" + name))
