@@ -52,9 +52,24 @@ func checkMatrix(g []float32, rows, cols int) {
 	}
 }
 
+// AdafactorUpdateFactors folds one step's sums into a second-moment
+// factor: state[i] = β̂2t·state[i] + (1−β̂2t)·sums[i], computed in float64
+// and rounded once. It serves R (rows), C (cols) and an unfactored V (one
+// per entry; its sums are AdafactorSquareSums' colSums with rows = 1).
+func AdafactorUpdateFactors(state, sums []float32, beta2 float64) {
+	if len(state) != len(sums) {
+		panic("kernels: AdafactorUpdateFactors lengths differ")
+	}
+	for i, x := range sums {
+		state[i] = float32(beta2*float64(state[i]) + (1-beta2)*float64(x))
+	}
+}
+
 // AdafactorScales sets rowScale[i] = 1/sqrt(R_i/ΣR) and colScale[j] =
 // 1/sqrt(C_j) from the factored second-moment state R, C, so that
-// U_ij = (rowScale[i]·colScale[j])·G_ij. ΣR is summed in float64.
+// U_ij = (rowScale[i]·colScale[j])·G_ij. ΣR is summed in float64. For an
+// unfactored V pass r = [1] (any single positive value) and c = V: the
+// row scale is then 1 and colScale[j] = 1/sqrt(V_j).
 func AdafactorScales(rowScale, colScale, r, c []float32) {
 	if len(rowScale) != len(r) || len(colScale) != len(c) {
 		panic("kernels: AdafactorScales lengths differ")

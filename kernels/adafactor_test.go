@@ -84,12 +84,8 @@ func TestAdafactorStep(t *testing.T) {
 		// The kernels.
 		rs, cs := make([]float32, rows), make([]float32, cols)
 		AdafactorSquareSums(rs, cs, g, rows, cols, eps1)
-		for i := range R {
-			R[i] = float32(beta2*float64(R[i]) + (1-beta2)*float64(rs[i]))
-		}
-		for j := range C {
-			C[j] = float32(beta2*float64(C[j]) + (1-beta2)*float64(cs[j]))
-		}
+		AdafactorUpdateFactors(R, rs, beta2)
+		AdafactorUpdateFactors(C, cs, beta2)
 		rowScale, colScale := make([]float32, rows), make([]float32, cols)
 		AdafactorScales(rowScale, colScale, R, C)
 		gotSq := AdafactorUpdateSquares(g, rowScale, colScale, rows, cols)
@@ -211,4 +207,35 @@ func FuzzSGD(f *testing.F) {
 		checkBits(t, "param", pa, pb)
 		checkBits(t, "buffer", ba, bb)
 	})
+}
+
+// TestAdafactorVector runs the unfactored path (a vector parameter) as the
+// doc comments describe it, against the float64 definition V ← β̂V +
+// (1−β̂)(g²+ε1), U = g/sqrt(V).
+func TestAdafactorVector(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	n := 77
+	g, p, v := make([]float32, n), make([]float32, n), make([]float32, n)
+	for i := range g {
+		g[i] = float32(rng.NormFloat64() * 1e-2)
+		p[i] = float32(rng.NormFloat64())
+		v[i] = float32(rng.Float64() * 1e-4)
+	}
+	beta2 := AdafactorDecay(5)
+	want := make([]float64, n)
+	for i := range want {
+		vi := beta2*float64(v[i]) + (1-beta2)*(float64(g[i])*float64(g[i])+1e-30)
+		want[i] = float64(p[i]) - 0.01*float64(g[i])/math.Sqrt(vi)
+	}
+	rowSum, sums := make([]float32, 1), make([]float32, n)
+	AdafactorSquareSums(rowSum, sums, g, 1, n, 1e-30)
+	AdafactorUpdateFactors(v, sums, beta2)
+	rowScale, colScale := make([]float32, 1), make([]float32, n)
+	AdafactorScales(rowScale, colScale, []float32{1}, v)
+	AdafactorApply(p, g, rowScale, colScale, 1, n, 0.01, 0, nil, 1)
+	for i := range p {
+		if math.Abs(float64(p[i])-want[i]) > 1e-6*math.Abs(want[i])+1e-7 {
+			t.Fatalf("p[%d] = %v, want %v", i, p[i], want[i])
+		}
+	}
 }

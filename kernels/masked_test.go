@@ -150,3 +150,23 @@ func FuzzMaskedUpdate(f *testing.F) {
 		}
 	})
 }
+
+// TestMaskedUpdateThreaded splits a large piece across workers with the
+// tie cut falling inside one worker's range: results must equal the
+// single-goroutine reference.
+func TestMaskedUpdateThreaded(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 34))
+	n := 3*minPerWorker + 77
+	theta0, seed := makeData(rng, n, dataTies)
+	th := Threshold{Q: refScore(theta0[5], seed[5], DistanceAbs), TieEnd: 1000 + int64(n/2)}
+	want, wantIdx := refMasked(theta0, seed, DistanceAbs, th, 1000)
+	forISAs(t, func(t *testing.T, isa ISA) {
+		for _, threads := range []int{2, 3} {
+			theta := slices.Clone(theta0)
+			if kept := MaskedUpdate(theta, seed, DistanceAbs, th, 1000, threads); kept != int64(len(wantIdx)) {
+				t.Fatalf("threads=%d: kept %d, want %d", threads, kept, len(wantIdx))
+			}
+			checkBits(t, "theta", theta, want)
+		}
+	})
+}
