@@ -171,12 +171,7 @@ func adamwGeneric(c *adamwConstants, p, g, m, v, seed []float32, d Distance, ts 
 		pi = float32(pi + float32(float32(c[awNegStepSize]*mi)/den))
 		p[i], m[i], v[i] = pi, mi, vi
 		if d != distanceValue {
-			s := score(pi, seed[i], d)
-			for j, q := range ts.q[:ts.used] {
-				if s > q {
-					counts[j]++
-				}
-			}
+			countScore(counts, ts.q[:ts.used], score(pi, seed[i], d))
 		}
 	}
 }

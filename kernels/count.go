@@ -149,21 +149,48 @@ func countBlock(c *countSet, ts *thresholdSet, theta, seed []float32, d Distance
 	}
 }
 
+// countGeneric is the reference count, one loop per distance so that the
+// score is computed inline, counting branch-free (scores near a threshold
+// would make a branch a coin flip).
 func countGeneric(c *countSet, ts *thresholdSet, theta, seed []float32, d Distance) {
-	if d != distanceValue {
+	q := ts.q[:ts.used]
+	var local countSet
+	switch d {
+	case distanceValue:
+		for _, t := range theta {
+			countScore(&local, q, t)
+		}
+	case DistanceAbs:
 		seed = seed[:len(theta)]
-	}
-	for i, t := range theta {
-		var s float32
-		if d == distanceValue {
-			s = t
-		} else {
-			s = score(t, seed[i], d)
+		for i, t := range theta {
+			countScore(&local, q, abs32(t-seed[i]))
 		}
-		for j, q := range ts.q[:ts.used] {
-			if s > q {
-				c[j]++
-			}
+	case DistanceRel:
+		seed = seed[:len(theta)]
+		for i, t := range theta {
+			countScore(&local, q, score(t, seed[i], DistanceRel))
+		}
+	case DistanceInvRel:
+		seed = seed[:len(theta)]
+		for i, t := range theta {
+			s := seed[i]
+			countScore(&local, q, abs32(s*(t-s)))
 		}
 	}
+	for j := range q {
+		c[j] += local[j]
+	}
+}
+
+func countScore(c *countSet, q []float32, s float32) {
+	for j, t := range q {
+		c[j] += int64(b2u(s > t))
+	}
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }
