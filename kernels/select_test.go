@@ -261,3 +261,87 @@ func TestTopKSampled(t *testing.T) {
 		}
 	}
 }
+
+// TestSelectionKernels checks the selection passes' kernels directly on
+// every length 0..130 (and a few larger) against loops over orderedKey:
+// the four-copy histogram, the prefix histogram, prefix collection and
+// range collection, for every score mode.
+func TestSelectionKernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(35, 36))
+	forISAs(t, func(t *testing.T, isa ISA) {
+		for _, kind := range dataKinds {
+			for _, n := range sizes(t) {
+				theta, seed := makeData(rng, n, kind)
+				for _, d := range []Distance{DistanceAbs, DistanceRel, DistanceInvRel, distanceValue} {
+					s := seed
+					if d == distanceValue {
+						s = nil
+					}
+					keys := make([]uint32, n)
+					for i := range keys {
+						sc := theta[i]
+						if s != nil {
+							sc = refScore(theta[i], s[i], d)
+						}
+						keys[i] = orderedKey(sc)
+					}
+					var pick uint32 = 0x80000000
+					if n > 0 {
+						pick = keys[rng.IntN(n)]
+					}
+					for _, shift := range []uint{21, 10, 0} {
+						var got, want [histCopies * histBuckets]uint32
+						histogramBlock(&got, theta, s, d, shift)
+						for i, k := range keys {
+							want[(i&3)*histBuckets+int(k>>shift&digitMask)]++
+						}
+						if got != want {
+							t.Fatalf("%v n=%d %v: histogram (shift %d) differs", kind, n, d, shift)
+						}
+					}
+					pmask := uint32(0xffe00000)
+					prefix := pick & pmask
+					var got, want [histCopies * histBuckets]uint32
+					histogramPrefixBlock(&got, theta, s, d, 10, pmask, prefix)
+					var wantKeys []uint32
+					for _, k := range keys {
+						if k&pmask == prefix {
+							want[k>>10&digitMask]++
+							wantKeys = append(wantKeys, k)
+						}
+					}
+					if got != want {
+						t.Fatalf("%v n=%d %v: prefix histogram differs", kind, n, d)
+					}
+					out := make([]uint32, len(wantKeys)+3)
+					if c := collectBlock(out, theta, s, d, pmask, prefix); c != len(wantKeys) || !slices.Equal(out[:c], wantKeys) {
+						t.Fatalf("%v n=%d %v: collected %d keys, want %d", kind, n, d, c, len(wantKeys))
+					}
+					if len(wantKeys) > 0 {
+						if c := collectBlock(out[:len(wantKeys)-1], theta, s, d, pmask, prefix); c != -1 {
+							t.Fatalf("%v n=%d %v: collection into a short buffer returned %d, want -1", kind, n, d, c)
+						}
+					}
+					lo, hi := pick, pick
+					if n > 0 {
+						lo, hi = min(pick, keys[0]), max(pick, keys[0])
+					}
+					var inRange []uint32
+					var above int64
+					for _, k := range keys {
+						if k > hi {
+							above++
+						} else if k >= lo {
+							inRange = append(inRange, k)
+						}
+					}
+					out = make([]uint32, len(inRange))
+					c, a := collectRangeBlock(out, theta, s, d, lo, hi)
+					if c != len(inRange) || a != above || !slices.Equal(out[:c], inRange) {
+						t.Fatalf("%v n=%d %v: range collection %d keys / %d above, want %d / %d", kind, n, d, c, a, len(inRange), above)
+					}
+				}
+			}
+		}
+	})
+}
