@@ -32,12 +32,20 @@ func main() {
 	reps := flag.Int("reps", 3, "repetitions of every run")
 	torch := flag.String("torch", "auto", "run PyTorch side by side: auto (when /usr/bin/python3 has torch) | yes | no")
 	breakdown := flag.Bool("breakdown", false, "profile dstune's step per op and category")
+	flag.IntVar(&warmupSteps, "warmup", bench.WarmupSteps, "warm-up steps (losses are still checked)")
+	flag.IntVar(&timedSteps, "timed", bench.TimedSteps, "timed steps")
 	flag.Parse()
+	if warmupSteps < 0 || timedSteps < 1 || warmupSteps+timedSteps > len(bench.TorchLosses["gpt"]) {
+		fmt.Fprintf(os.Stderr, "stepbench: want -warmup ≥ 0, -timed ≥ 1 and at most %d steps in all\n", len(bench.TorchLosses["gpt"]))
+		os.Exit(2)
+	}
 	if err := run(strings.Split(*models, ","), *threadList, *reps, *torch, *breakdown); err != nil {
 		fmt.Fprintln(os.Stderr, "stepbench:", err)
 		os.Exit(1)
 	}
 }
+
+var warmupSteps, timedSteps int
 
 type key struct {
 	model   string
@@ -72,14 +80,14 @@ func run(models []string, threadList string, reps int, torchMode string, breakdo
 				if err != nil {
 					return err
 				}
-				for i := range bench.WarmupSteps + bench.TimedSteps {
+				for i := range warmupSteps + timedSteps {
 					st, d, err := step.Next()
 					if err != nil {
 						step.Close()
 						return err
 					}
 					lossDiff[k] = max(lossDiff[k], math.Abs(st.Loss-bench.TorchLosses[m][i]))
-					if i >= bench.WarmupSteps {
+					if i >= warmupSteps {
 						goTimes[k] = append(goTimes[k], d)
 						updates[k] = append(updates[k], st.Update)
 					}
@@ -88,7 +96,7 @@ func run(models []string, threadList string, reps int, torchMode string, breakdo
 					printBreakdown(step, n, updates[k])
 				}
 				step.Close()
-				fmt.Printf("rep %d %s %d thread(s): dstune median %.1f ms\n", rep+1, m, n, ms(bench.Median(goTimes[k][len(goTimes[k])-bench.TimedSteps:])))
+				fmt.Printf("rep %d %s %d thread(s): dstune median %.1f ms\n", rep+1, m, n, ms(bench.Median(goTimes[k][len(goTimes[k])-timedSteps:])))
 				if useTorch {
 					ts, err := torchRun(dir, m, n)
 					if err != nil {
@@ -113,7 +121,7 @@ func run(models []string, threadList string, reps int, torchMode string, breakdo
 			fmt.Printf("%-5s %7d %12.1f %9.1f %-3s %7.2fx %14.2g\n", m, n, g, t, src[:3], t/g, lossDiff[k])
 		}
 	}
-	fmt.Printf("(medians over %d×%d timed steps each; ratio = PyTorch / dstune, > 1 means dstune is faster)\n", reps, bench.TimedSteps)
+	fmt.Printf("(medians over %d×%d timed steps each; ratio = PyTorch / dstune, > 1 means dstune is faster)\n", reps, timedSteps)
 	return nil
 }
 
@@ -124,7 +132,7 @@ func torchRun(dir, model string, threads int) ([]time.Duration, error) {
 	cmd := exec.Command("/usr/bin/python3", "time_torch.py", model, strconv.Itoa(threads))
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), fmt.Sprintf("OPENBLAS_NUM_THREADS=%d", threads), fmt.Sprintf("OMP_NUM_THREADS=%d", threads),
-		fmt.Sprintf("WARMUP=%d", bench.WarmupSteps), fmt.Sprintf("STEPS=%d", bench.TimedSteps))
+		fmt.Sprintf("WARMUP=%d", warmupSteps), fmt.Sprintf("STEPS=%d", timedSteps))
 	if threads > 1 {
 		cmd.Env = append(cmd.Env, "OMP_WAIT_POLICY=PASSIVE")
 	}
