@@ -1,10 +1,16 @@
 package kernels
 
+import (
+	"sync"
+	"unsafe"
+)
+
 // Sgemm computes C = alpha·op(A)·op(B) + beta·C for row-major float32
 // matrices, where op(X) is X or Xᵀ as transA/transB say; C is m×n, op(A) is
 // m×k, op(B) is k×n; lda, ldb, ldc are the row strides. When beta is 0, C
-// is not read (NaN in C does not propagate). threads <= 0 means
-// DefaultThreads(). The equivalent Go loop:
+// is not read (NaN in C does not propagate); when alpha is 0 or k is 0, A
+// and B are not read. threads <= 0 means DefaultThreads(). The equivalent
+// Go loop:
 //
 //	for i := range m {
 //		for j := range n {
@@ -15,21 +21,91 @@ package kernels
 //			c[i*ldc+j] = alpha*s + beta*c[i*ldc+j] // just alpha*s when beta == 0
 //		}
 //	}
+//
+// The sum runs in a fixed order that depends on the ISA and the cache
+// blocking but not on threads, so results are the same bits for any thread
+// count on one machine. Steady-state calls do not allocate.
+//
+// Denormal inputs and results are computed exactly (Go cannot set the
+// flush-to-zero bits of MXCSR per goroutine); see the package
+// documentation for why that costs nothing on the AVX-512 path.
 func Sgemm(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	checkGemmArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
-	sgemmGeneric(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 || alpha == 0 {
+		scaleC(m, n, beta, c, ldc)
+		return
+	}
+	call := getSgemmCall()
+	call.set(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	call.run(call.workersFor(threads))
+	putSgemmCall(call)
 }
 
 // SgemmBatched computes batch independent products with Sgemm's semantics;
 // product i uses a[i*strideA:], b[i*strideB:] and c[i*strideC:]. It is the
-// shape of attention (many small products).
+// shape of attention (many small products). The products' parts of c must
+// not overlap: they may be computed concurrently. With at least as many
+// products as threads, each product runs whole on one goroutine; otherwise
+// each is split like Sgemm. The results are the same bits either way.
 func SgemmBatched(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda, strideA int, b []float32, ldb, strideB int, beta float32, c []float32, ldc, strideC int, batch int) {
 	if batch < 0 {
 		panic("kernels: SgemmBatched batch < 0")
 	}
-	for i := range batch {
-		Sgemm(threads, transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, c[i*strideC:], ldc)
+	if strideA < 0 || strideB < 0 || strideC < 0 {
+		panic("kernels: SgemmBatched negative stride")
 	}
+	if m < 0 || n < 0 || k < 0 {
+		panic("kernels: Sgemm negative dimension")
+	}
+	if batch == 0 || m == 0 || n == 0 {
+		return
+	}
+	if strideC == 0 && batch > 1 {
+		panic("kernels: SgemmBatched products overlap in c")
+	}
+	if threads <= 0 {
+		threads = DefaultThreads()
+	}
+	last := batch - 1
+	if len(c) < last*strideC {
+		panic("kernels: SgemmBatched len(c) too short")
+	}
+	if k == 0 || alpha == 0 || batch < threads {
+		for i := range batch {
+			Sgemm(threads, transA, transB, m, n, k, alpha, tail(a, i*strideA), lda, tail(b, i*strideB), ldb, beta, c[i*strideC:], ldc)
+		}
+		return
+	}
+	if len(a) < last*strideA {
+		panic("kernels: SgemmBatched len(a) too short")
+	}
+	if len(b) < last*strideB {
+		panic("kernels: SgemmBatched len(b) too short")
+	}
+	// The last product has the shortest slices: if it fits, all do.
+	checkGemmArgs(transA, transB, m, n, k, a[last*strideA:], lda, b[last*strideB:], ldb, c[last*strideC:], ldc)
+	call := getSgemmCall()
+	call.set(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	call.strideA, call.strideB, call.strideC, call.batch = strideA, strideB, strideC, batch
+	workers := min(threads, batch)
+	call.prepare(workers)
+	for w := range workers {
+		call.ws[w].b = growAligned(call.ws[w].b, call.bPackLen())
+	}
+	Parallel(workers, (*sgemmBatchTask)(call))
+	putSgemmCall(call)
+}
+
+// tail is s[i:], or nil when i is past the end (a product that reads
+// nothing from s, because k or alpha is 0).
+func tail(s []float32, i int) []float32 {
+	if i >= len(s) {
+		return nil
+	}
+	return s[i:]
 }
 
 func checkGemmArgs(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
@@ -64,6 +140,22 @@ func checkGemmArgs(transA, transB bool, m, n, k int, a []float32, lda int, b []f
 	}
 }
 
+// scaleC sets C = beta·C, or 0 when beta is 0 (without reading C).
+func scaleC(m, n int, beta float32, c []float32, ldc int) {
+	for i := range m {
+		ci := c[i*ldc : i*ldc+n]
+		switch beta {
+		case 0:
+			clear(ci)
+		case 1:
+		default:
+			for j := range ci {
+				ci[j] *= beta
+			}
+		}
+	}
+}
+
 // sgemmGeneric is the reference: straightforward loops, i-p-j order so the
 // inner loop streams rows of B and C.
 func sgemmGeneric(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
@@ -93,6 +185,365 @@ func sgemmGeneric(transA, transB bool, m, n, k int, alpha float32, a []float32, 
 				for j := range ci {
 					ci[j] += s * bp[j]
 				}
+			}
+		}
+	}
+}
+
+// sgemmMicroKernel computes one mr×nr tile of C from packed panels (see
+// sgemmKernelGo for the contract).
+type sgemmMicroKernel func(kc int, a, b, c []float32, ldc int, alpha, beta float32, rows, cols int)
+
+// sgemmKernel is one micro-kernel with its tile shape and cache blocking.
+type sgemmKernel struct {
+	name   string
+	mr, nr int
+	run    sgemmMicroKernel
+	block  sgemmBlocking
+}
+
+// sgemmBlock is one step of the outer blocking loops: columns [jc, jc+nc)
+// of C, inner indices [pc, pc+kc), and the beta that applies to it (the
+// caller's for the first block of inner indices, then 1).
+type sgemmBlock struct {
+	jc, nc, pc, kc int
+	beta           float32
+}
+
+// sgemmWorkspace holds one worker's packed panels.
+type sgemmWorkspace struct {
+	a, b []float32
+}
+
+// sgemmCall is one Sgemm or SgemmBatched call in flight: the arguments, the
+// blocking loop's current position, and the pack buffers. Calls are pooled
+// so that steady-state use does not allocate.
+type sgemmCall struct {
+	kern           *sgemmKernel
+	transA, transB bool
+	m, n, k        int
+	alpha, beta    float32
+	a, b, c        []float32
+	lda, ldb, ldc  int
+
+	strideA, strideB, strideC, batch int // SgemmBatched only
+
+	workers int
+	splitM  bool // phase 2 splits C by rows (else by columns)
+
+	blk sgemmBlock // the block being computed (Sgemm only)
+
+	ws []sgemmWorkspace // per worker; ws[0].b is the shared packed B
+}
+
+var sgemmCalls struct {
+	sync.Mutex
+	free []*sgemmCall
+}
+
+// getSgemmCall takes a call from the free list. A plain list rather than a
+// sync.Pool keeps the pack buffers across garbage collections.
+func getSgemmCall() *sgemmCall {
+	sgemmCalls.Lock()
+	defer sgemmCalls.Unlock()
+	if n := len(sgemmCalls.free); n > 0 {
+		c := sgemmCalls.free[n-1]
+		sgemmCalls.free = sgemmCalls.free[:n-1]
+		return c
+	}
+	return new(sgemmCall)
+}
+
+func putSgemmCall(c *sgemmCall) {
+	c.a, c.b, c.c = nil, nil, nil
+	sgemmCalls.Lock()
+	sgemmCalls.free = append(sgemmCalls.free, c)
+	sgemmCalls.Unlock()
+}
+
+func (c *sgemmCall) set(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, cc []float32, ldc int) {
+	c.kern = sgemmKernelForISA()
+	c.transA, c.transB = transA, transB
+	c.m, c.n, c.k = m, n, k
+	c.alpha, c.beta = alpha, beta
+	c.a, c.b, c.c = a, b, cc
+	c.lda, c.ldb, c.ldc = lda, ldb, ldc
+	c.strideA, c.strideB, c.strideC, c.batch = 0, 0, 0, 0
+}
+
+// minFlopsPerWorker keeps small products on fewer goroutines: handing work
+// to another goroutine costs microseconds.
+const minFlopsPerWorker = 4 << 20
+
+func (c *sgemmCall) workersFor(threads int) int {
+	if threads <= 0 {
+		threads = DefaultThreads()
+	}
+	flops := 2 * float64(c.m) * float64(c.n) * float64(c.k)
+	return max(1, min(threads, int(flops/minFlopsPerWorker)))
+}
+
+// prepare sizes the per-worker workspaces and chooses how phase 2 splits C.
+func (c *sgemmCall) prepare(workers int) {
+	c.workers = workers
+	if cap(c.ws) < workers {
+		c.ws = append(c.ws[:cap(c.ws)], make([]sgemmWorkspace, workers-cap(c.ws))...)
+	}
+	c.ws = c.ws[:workers]
+	kern := c.kern
+	tilesM := (c.m + kern.mr - 1) / kern.mr
+	tilesN := (min(c.n, kern.block.nc) + kern.nr - 1) / kern.nr
+	// Splitting by rows lets every worker pack only its own rows of A; it
+	// needs enough row tiles to balance.
+	c.splitM = tilesM >= 2*workers || tilesM >= tilesN
+	mc := min(kern.block.mc, roundUp(c.m, kern.mr))
+	for w := range c.ws {
+		c.ws[w].a = growAligned(c.ws[w].a, mc*min(c.k, kern.block.kc))
+	}
+}
+
+// bPackLen is the size of one packed block of B.
+func (c *sgemmCall) bPackLen() int {
+	kern := c.kern
+	return min(c.k, kern.block.kc) * roundUp(min(c.n, kern.block.nc), kern.nr)
+}
+
+func (c *sgemmCall) run(workers int) {
+	c.prepare(workers)
+	c.ws[0].b = growAligned(c.ws[0].b, c.bPackLen())
+	kern := c.kern
+	for jc := 0; jc < c.n; jc += kern.block.nc {
+		for pc := 0; pc < c.k; pc += kern.block.kc {
+			c.blk = c.block(jc, pc)
+			Parallel(workers, (*sgemmPackBTask)(c))
+			Parallel(workers, (*sgemmComputeTask)(c))
+		}
+	}
+}
+
+// block is the outer-loop step at column jc and inner index pc.
+func (c *sgemmCall) block(jc, pc int) sgemmBlock {
+	bl := c.kern.block
+	blk := sgemmBlock{jc: jc, nc: min(bl.nc, c.n-jc), pc: pc, kc: min(bl.kc, c.k-pc), beta: c.beta}
+	if pc > 0 {
+		blk.beta = 1
+	}
+	return blk
+}
+
+// sgemmPackBTask is phase 1 of a block: the workers pack B's panels.
+type sgemmPackBTask sgemmCall
+
+func (t *sgemmPackBTask) Run(w, workers int) {
+	c := (*sgemmCall)(t)
+	nr := c.kern.nr
+	panels := (c.blk.nc + nr - 1) / nr
+	lo, hi := Split(panels, w, workers, 1)
+	if lo < hi {
+		c.packB(c.ws[0].b, c.b, &c.blk, lo, hi)
+	}
+}
+
+// sgemmComputeTask is phase 2 of a block: each worker packs its rows of A
+// and runs the micro-kernel over its part of C.
+type sgemmComputeTask sgemmCall
+
+func (t *sgemmComputeTask) Run(w, workers int) {
+	c := (*sgemmCall)(t)
+	kern := c.kern
+	i0, i1, j0, j1 := 0, c.m, 0, c.blk.nc
+	if c.splitM {
+		i0, i1 = Split(c.m, w, workers, kern.mr)
+	} else {
+		j0, j1 = Split(c.blk.nc, w, workers, kern.nr)
+	}
+	c.compute(&c.ws[w], &c.blk, c.ws[0].b, c.a, c.c, i0, i1, j0, j1)
+}
+
+// sgemmBatchTask runs whole products of a batch on each worker.
+type sgemmBatchTask sgemmCall
+
+func (t *sgemmBatchTask) Run(w, workers int) {
+	c := (*sgemmCall)(t)
+	kern := c.kern
+	ws := &c.ws[w]
+	lo, hi := Split(c.batch, w, workers, 1)
+	for item := lo; item < hi; item++ {
+		a, b, cm := c.a[item*c.strideA:], c.b[item*c.strideB:], c.c[item*c.strideC:]
+		for jc := 0; jc < c.n; jc += kern.block.nc {
+			for pc := 0; pc < c.k; pc += kern.block.kc {
+				blk := c.block(jc, pc)
+				c.packB(ws.b, b, &blk, 0, (blk.nc+kern.nr-1)/kern.nr)
+				c.compute(ws, &blk, ws.b, a, cm, 0, c.m, 0, blk.nc)
+			}
+		}
+	}
+}
+
+// compute runs the micro-kernel over rows [i0, i1) and block columns
+// [j0, j1) of C (j relative to blk.jc), packing A in blocks of mc rows
+// into ws.a; bPack holds the block of B, packed.
+func (c *sgemmCall) compute(ws *sgemmWorkspace, blk *sgemmBlock, bPack, a, cm []float32, i0, i1, j0, j1 int) {
+	kern := c.kern
+	mr, nr, kc, ldc := kern.mr, kern.nr, blk.kc, c.ldc
+	for ic := i0; ic < i1; ic += kern.block.mc {
+		mc := min(kern.block.mc, i1-ic)
+		c.packA(ws.a, a, blk, ic, mc)
+		for jr := j0; jr < j1; jr += nr {
+			cols := min(nr, j1-jr)
+			bp := bPack[(jr/nr)*kc*nr:][:kc*nr]
+			for ir := 0; ir < mc; ir += mr {
+				rows := min(mr, mc-ir)
+				ap := ws.a[(ir/mr)*kc*mr:][:kc*mr]
+				off := (ic+ir)*ldc + blk.jc + jr
+				ct := cm[off : off+(rows-1)*ldc+cols]
+				raceSgemmTile(ap, bp, ct, ldc, rows, cols)
+				kern.run(kc, ap, bp, ct, ldc, c.alpha, blk.beta, rows, cols)
+			}
+		}
+	}
+}
+
+// packA packs rows [i0, i0+mc) and inner indices [pc, pc+kc) of op(A)
+// into dst as panels of mr rows: panel t holds op(A)(i0+t·mr+r, pc+p) at
+// dst[t·kc·mr + p·mr + r], rows past mc zero.
+func (c *sgemmCall) packA(dst, a []float32, blk *sgemmBlock, i0, mc int) {
+	mr, kc, pc, lda := c.kern.mr, blk.kc, blk.pc, c.lda
+	for ir := 0; ir < mc; ir += mr {
+		rows := min(mr, mc-ir)
+		panel := dst[(ir/mr)*kc*mr:][:kc*mr]
+		if c.transA {
+			// op(A)(i, p) = a[p*lda+i]: mr consecutive floats per p.
+			for p := range kc {
+				src := a[(pc+p)*lda+i0+ir:][:rows]
+				d := panel[p*mr:][:mr]
+				for r, v := range src {
+					d[r] = v
+				}
+				clear(d[rows:])
+			}
+			continue
+		}
+		// op(A)(i, p) = a[i*lda+p]: a transpose; read rows, write strided.
+		for r := range rows {
+			src := a[(i0+ir+r)*lda+pc:][:kc]
+			d := panel[r:]
+			for p, v := range src {
+				d[p*mr] = v
+			}
+		}
+		if rows < mr {
+			for p := range kc {
+				clear(panel[p*mr+rows : p*mr+mr])
+			}
+		}
+	}
+}
+
+// packB packs inner indices [pc, pc+kc) and the columns of panels
+// [panel0, panel1) of the block (panel t covers block columns
+// [t·nr, t·nr+nr)) of op(B) into dst: panel t holds op(B)(pc+p,
+// jc+t·nr+j) at dst[t·kc·nr + p·nr + j], columns past the block zero.
+func (c *sgemmCall) packB(dst, b []float32, blk *sgemmBlock, panel0, panel1 int) {
+	nr, kc, pc, ldb := c.kern.nr, blk.kc, blk.pc, c.ldb
+	for t := panel0; t < panel1; t++ {
+		j0 := blk.jc + t*nr
+		cols := min(nr, blk.nc-t*nr)
+		panel := dst[t*kc*nr:][:kc*nr]
+		if !c.transB {
+			// op(B)(p, j) = b[p*ldb+j]: nr consecutive floats per p.
+			for p := range kc {
+				d := panel[p*nr:][:nr]
+				copy(d, b[(pc+p)*ldb+j0:][:cols])
+				clear(d[cols:])
+			}
+			continue
+		}
+		// op(B)(p, j) = b[j*ldb+p]: a transpose.
+		for j := range cols {
+			src := b[(j0+j)*ldb+pc:][:kc]
+			d := panel[j:]
+			for p, v := range src {
+				d[p*nr] = v
+			}
+		}
+		if cols < nr {
+			for p := range kc {
+				clear(panel[p*nr+cols : p*nr+nr])
+			}
+		}
+	}
+}
+
+func roundUp(x, m int) int { return (x + m - 1) / m * m }
+
+// growAligned returns a slice of length n whose first element is 64-byte
+// aligned (so packed panels never split a cache line), reusing buf when it
+// is large enough.
+func growAligned(buf []float32, n int) []float32 {
+	if cap(buf) >= n && (len(buf) == 0 || uintptr(unsafe.Pointer(unsafe.SliceData(buf)))%64 == 0) {
+		return buf[:n]
+	}
+	raw := make([]float32, n+16)
+	off := 0
+	if rem := uintptr(unsafe.Pointer(unsafe.SliceData(raw))) % 64; rem != 0 {
+		off = int(64-rem) / 4
+	}
+	return raw[off : off+n : off+n]
+}
+
+// sgemmKernelGo is the portable micro-kernel: the same contract as the
+// assembly ones with a 4×4 tile, so that the blocking and packing above are
+// exercised (and useful) without SIMD:
+//
+//	for r := range rows {
+//		for j := range cols {
+//			var s float32
+//			for p := range kc {
+//				s += a[p*4+r] * b[p*4+j]
+//			}
+//			c[r*ldc+j] = alpha*s + beta*c[r*ldc+j] // alpha*s when beta == 0
+//		}
+//	}
+func sgemmKernelGo(kc int, a, b, c []float32, ldc int, alpha, beta float32, rows, cols int) {
+	var s [4][4]float32
+	a, b = a[:kc*4], b[:kc*4]
+	var s00, s01, s02, s03, s10, s11, s12, s13 float32
+	var s20, s21, s22, s23, s30, s31, s32, s33 float32
+	for p := 0; p < kc; p++ {
+		ap := a[p*4 : p*4+4 : p*4+4]
+		bp := b[p*4 : p*4+4 : p*4+4]
+		a0, a1, a2, a3 := ap[0], ap[1], ap[2], ap[3]
+		b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
+		s00 += a0 * b0
+		s01 += a0 * b1
+		s02 += a0 * b2
+		s03 += a0 * b3
+		s10 += a1 * b0
+		s11 += a1 * b1
+		s12 += a1 * b2
+		s13 += a1 * b3
+		s20 += a2 * b0
+		s21 += a2 * b1
+		s22 += a2 * b2
+		s23 += a2 * b3
+		s30 += a3 * b0
+		s31 += a3 * b1
+		s32 += a3 * b2
+		s33 += a3 * b3
+	}
+	s[0] = [4]float32{s00, s01, s02, s03}
+	s[1] = [4]float32{s10, s11, s12, s13}
+	s[2] = [4]float32{s20, s21, s22, s23}
+	s[3] = [4]float32{s30, s31, s32, s33}
+	betaZero := beta == 0
+	for r := range rows {
+		cr := c[r*ldc:][:cols]
+		for j := range cr {
+			if betaZero {
+				cr[j] = alpha * s[r][j]
+			} else {
+				cr[j] = alpha*s[r][j] + beta*cr[j]
 			}
 		}
 	}
