@@ -194,12 +194,22 @@ func sgemmGeneric(transA, transB bool, m, n, k int, alpha float32, a []float32, 
 // sgemmKernelGo for the contract).
 type sgemmMicroKernel func(kc int, a, b, c []float32, ldc int, alpha, beta float32, rows, cols int)
 
-// sgemmKernel is one micro-kernel with its tile shape and cache blocking.
+// sgemmPacker packs one full panel (see the sgemmPack* assembly for the
+// two kinds: transposing and copying).
+type sgemmPacker func(dst, src []float32, ld, kc int)
+
+// sgemmKernel is one micro-kernel with its tile shape, cache blocking and
+// the packers that feed it. Nil packers mean Go loops; the transposing
+// ones take kc in multiples of packStep and Go packs the rest.
 type sgemmKernel struct {
 	name   string
 	mr, nr int
 	run    sgemmMicroKernel
 	block  sgemmBlocking
+
+	packStep              int
+	packTransA, packCopyA sgemmPacker // panels of mr rows of op(A)
+	packTransB, packCopyB sgemmPacker // panels of nr columns of op(B)
 }
 
 // sgemmBlock is one step of the outer blocking loops: columns [jc, jc+nc)
@@ -408,35 +418,35 @@ func (c *sgemmCall) compute(ws *sgemmWorkspace, blk *sgemmBlock, bPack, a, cm []
 // into dst as panels of mr rows: panel t holds op(A)(i0+t·mr+r, pc+p) at
 // dst[t·kc·mr + p·mr + r], rows past mc zero.
 func (c *sgemmCall) packA(dst, a []float32, blk *sgemmBlock, i0, mc int) {
-	mr, kc, pc, lda := c.kern.mr, blk.kc, blk.pc, c.lda
+	kern := c.kern
+	mr, kc, pc, lda := kern.mr, blk.kc, blk.pc, c.lda
 	for ir := 0; ir < mc; ir += mr {
 		rows := min(mr, mc-ir)
 		panel := dst[(ir/mr)*kc*mr:][:kc*mr]
 		if c.transA {
 			// op(A)(i, p) = a[p*lda+i]: mr consecutive floats per p.
-			for p := range kc {
-				src := a[(pc+p)*lda+i0+ir:][:rows]
-				d := panel[p*mr:][:mr]
-				for r, v := range src {
-					d[r] = v
-				}
-				clear(d[rows:])
+			start := pc*lda + i0 + ir
+			if rows == mr && kern.packCopyA != nil {
+				src := a[start : start+(kc-1)*lda+mr]
+				racePack(src, lda, kc, mr)
+				kern.packCopyA(panel, src, lda, kc)
+				continue
 			}
+			packCopyGo(panel, a[start:], lda, kc, rows, mr)
 			continue
 		}
-		// op(A)(i, p) = a[i*lda+p]: a transpose; read rows, write strided.
-		for r := range rows {
-			src := a[(i0+ir+r)*lda+pc:][:kc]
-			d := panel[r:]
-			for p, v := range src {
-				d[p*mr] = v
+		// op(A)(i, p) = a[i*lda+p]: a transpose.
+		start := (i0+ir)*lda + pc
+		done := 0
+		if rows == mr && kern.packTransA != nil {
+			done = kc / kern.packStep * kern.packStep
+			if done > 0 {
+				src := a[start : start+(mr-1)*lda+done]
+				racePack(src, lda, mr, done)
+				kern.packTransA(panel[:done*mr], src, lda, done)
 			}
 		}
-		if rows < mr {
-			for p := range kc {
-				clear(panel[p*mr+rows : p*mr+mr])
-			}
-		}
+		packTransGo(panel[done*mr:], a[start+done:], lda, kc-done, rows, mr)
 	}
 }
 
@@ -445,32 +455,75 @@ func (c *sgemmCall) packA(dst, a []float32, blk *sgemmBlock, i0, mc int) {
 // [t·nr, t·nr+nr)) of op(B) into dst: panel t holds op(B)(pc+p,
 // jc+t·nr+j) at dst[t·kc·nr + p·nr + j], columns past the block zero.
 func (c *sgemmCall) packB(dst, b []float32, blk *sgemmBlock, panel0, panel1 int) {
-	nr, kc, pc, ldb := c.kern.nr, blk.kc, blk.pc, c.ldb
+	kern := c.kern
+	nr, kc, pc, ldb := kern.nr, blk.kc, blk.pc, c.ldb
 	for t := panel0; t < panel1; t++ {
 		j0 := blk.jc + t*nr
 		cols := min(nr, blk.nc-t*nr)
 		panel := dst[t*kc*nr:][:kc*nr]
 		if !c.transB {
 			// op(B)(p, j) = b[p*ldb+j]: nr consecutive floats per p.
-			for p := range kc {
-				d := panel[p*nr:][:nr]
-				copy(d, b[(pc+p)*ldb+j0:][:cols])
-				clear(d[cols:])
+			start := pc*ldb + j0
+			if cols == nr && kern.packCopyB != nil {
+				src := b[start : start+(kc-1)*ldb+nr]
+				racePack(src, ldb, kc, nr)
+				kern.packCopyB(panel, src, ldb, kc)
+				continue
 			}
+			packCopyGo(panel, b[start:], ldb, kc, cols, nr)
 			continue
 		}
 		// op(B)(p, j) = b[j*ldb+p]: a transpose.
-		for j := range cols {
-			src := b[(j0+j)*ldb+pc:][:kc]
-			d := panel[j:]
-			for p, v := range src {
-				d[p*nr] = v
+		start := j0*ldb + pc
+		done := 0
+		if cols == nr && kern.packTransB != nil {
+			done = kc / kern.packStep * kern.packStep
+			if done > 0 {
+				src := b[start : start+(nr-1)*ldb+done]
+				racePack(src, ldb, nr, done)
+				kern.packTransB(panel[:done*nr], src, ldb, done)
 			}
 		}
-		if cols < nr {
-			for p := range kc {
-				clear(panel[p*nr+cols : p*nr+nr])
-			}
+		packTransGo(panel[done*nr:], b[start+done:], ldb, kc-done, cols, nr)
+	}
+}
+
+// packCopyGo packs kc rows of width floats (stride ld) into a panel of
+// w-float rows, zero past width:
+//
+//	for p := range kc {
+//		copy(dst[p*w:], src[p*ld:p*ld+width]); clear(dst[p*w+width:p*w+w])
+//	}
+func packCopyGo(dst, src []float32, ld, kc, width, w int) {
+	for p := range kc {
+		d := dst[p*w:][:w]
+		copy(d, src[p*ld:][:width])
+		clear(d[width:])
+	}
+}
+
+// packTransGo packs the first kc columns of rows rows (stride ld) into a
+// panel with the rows interleaved, w a step, zero past rows:
+//
+//	for p := range kc {
+//		for r := range w {
+//			dst[p*w+r] = src[r*ld+p] // 0 when r >= rows
+//		}
+//	}
+func packTransGo(dst, src []float32, ld, kc, rows, w int) {
+	if kc == 0 {
+		return
+	}
+	for r := range rows {
+		s := src[r*ld:][:kc]
+		d := dst[r:]
+		for p, v := range s {
+			d[p*w] = v
+		}
+	}
+	if rows < w {
+		for p := range kc {
+			clear(dst[p*w+rows : p*w+w])
 		}
 	}
 }

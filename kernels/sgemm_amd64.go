@@ -2,11 +2,19 @@
 
 package kernels
 
-// The micro-kernels of sgemm_amd64.s. Their tile shapes are fixed by the
-// generator (../asm/sgemm).
+// The micro-kernels and packers of sgemm_amd64.s. Their tile shapes are
+// fixed by the generator (../asm/sgemm).
 var (
-	sgemmAVX512 = newSgemmKernel("avx512-14x32", 14, 32, sgemmKernel14x32AVX512)
-	sgemmAVX2   = newSgemmKernel("avx2-6x16", 6, 16, sgemmKernel6x16AVX2)
+	sgemmAVX512 = newSgemmKernel(&sgemmKernel{
+		name: "avx512-14x32", mr: 14, nr: 32, run: sgemmKernel14x32RAVX512,
+		packStep: 16, packTransA: sgemmPackT14AVX512, packCopyA: sgemmPackC14AVX512,
+		packTransB: sgemmPackT32AVX512, packCopyB: sgemmPackC32AVX512,
+	})
+	sgemmAVX2 = newSgemmKernel(&sgemmKernel{
+		name: "avx2-6x16", mr: 6, nr: 16, run: sgemmKernel6x16AVX2,
+		packStep: 8, packTransA: sgemmPackT6AVX2, packCopyA: sgemmPackC6AVX2,
+		packTransB: sgemmPackT16AVX2, packCopyB: sgemmPackC16AVX2,
+	})
 )
 
 // sgemmKernelForISA picks the best micro-kernel the active ISA allows.

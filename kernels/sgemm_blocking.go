@@ -37,9 +37,11 @@ func blockingFor(mr, nr int) sgemmBlocking {
 	return sgemmBlocking{kc: kc, mc: mc, nc: nc}
 }
 
-func newSgemmKernel(name string, mr, nr int, run sgemmMicroKernel) *sgemmKernel {
-	return &sgemmKernel{name: name, mr: mr, nr: nr, run: run, block: blockingFor(mr, nr)}
+// newSgemmKernel fills in k's blocking for this machine.
+func newSgemmKernel(k *sgemmKernel) *sgemmKernel {
+	k.block = blockingFor(k.mr, k.nr)
+	return k
 }
 
 // sgemmGo is the portable micro-kernel, used by the generic ISA.
-var sgemmGo = newSgemmKernel("go-4x4", 4, 4, sgemmKernelGo)
+var sgemmGo = newSgemmKernel(&sgemmKernel{name: "go-4x4", mr: 4, nr: 4, run: sgemmKernelGo})

@@ -19,3 +19,11 @@ func raceSgemmTile(a, b, c []float32, ldc, rows, cols int) {
 		runtime.RaceWriteRange(row, 4*cols)
 	}
 }
+
+// racePack tells the race detector that a packer reads rows rows of width
+// floats at stride ld from src.
+func racePack(src []float32, ld, rows, width int) {
+	for r := range rows {
+		runtime.RaceReadRange(unsafe.Pointer(&src[r*ld]), 4*width)
+	}
+}

@@ -26,6 +26,8 @@ import (
 	. "github.com/mmcloughlin/avo/reg"
 )
 
+var bcastReg, noPrefetch bool
+
 var peak = flag.Bool("peak", false, "generate the FMA-peak loops instead of the SGEMM kernels")
 
 // Micro-tile shapes. These must agree with the constants in
@@ -59,7 +61,23 @@ func main() {
 		kernelAVX512("sgemmKernel6x64AVX512", 6, 4)
 		kernelAVX512("sgemmKernel12x32AVX512", 12, 2)
 		kernelAVX512("sgemmKernel8x48AVX512", 8, 3)
+		bcastReg = true
+		kernelAVX512("sgemmKernel14x32RAVX512", 14, 2)
+		kernelAVX512("sgemmKernel6x64RAVX512", 6, 4)
+		kernelAVX512("sgemmKernel12x32RAVX512", 12, 2)
+		noPrefetch = true
+		kernelAVX512("sgemmKernel14x32NPAVX512", 14, 2)
+		noPrefetch = false
+		bcastReg = false
 		kernelAVX2(fmt.Sprintf("sgemmKernel%dx%dAVX2", mrAVX2, 8*nvAVX2), mrAVX2, nvAVX2)
+		for _, w := range []int{mrAVX512, 16 * nvAVX512, 12, 6, 64} {
+			packTransAVX512(fmt.Sprintf("sgemmPackT%dAVX512", w), w)
+			packCopyAVX512(fmt.Sprintf("sgemmPackC%dAVX512", w), w)
+		}
+		for _, w := range []int{mrAVX2, 8 * nvAVX2} {
+			packTransAVX2(fmt.Sprintf("sgemmPackT%dAVX2", w), w)
+			packCopyAVX2(fmt.Sprintf("sgemmPackC%dAVX2", w), w)
+		}
 	}
 	Generate()
 }
@@ -94,6 +112,7 @@ func kernelAVX512(name string, mr, nv int) {
 	TEXT(name, NOSPLIT, signature)
 	kernelDoc(name, mr, nr, "AVX-512")
 
+	prefetchC(mr, 4*nr)
 	kc := Load(Param("kc"), GP64())
 	pa := Mem{Base: Load(Param("a").Base(), GP64())}
 	pb := Mem{Base: Load(Param("b").Base(), GP64())}
@@ -110,13 +129,24 @@ func kernelAVX512(name string, mr, nv int) {
 	for v := range bv {
 		bv[v] = ZMM()
 	}
+	var av []VecVirtual
+	if bcastReg {
+		av = []VecVirtual{ZMM(), ZMM()}
+	}
 	step := func(u int) {
 		for v := range nv {
 			VMOVUPS(pb.Offset(4*(u*nr+16*v)), bv[v])
 		}
 		for r := range mr {
+			if bcastReg {
+				VBROADCASTSS(pa.Offset(4*(u*mr+r)), av[r%2])
+			}
 			for v := range nv {
-				VFMADD231PS_BCST(pa.Offset(4*(u*mr+r)), bv[v], acc[r][v])
+				if bcastReg {
+					VFMADD231PS(av[r%2], bv[v], acc[r][v])
+				} else {
+					VFMADD231PS_BCST(pa.Offset(4*(u*mr+r)), bv[v], acc[r][v])
+				}
 			}
 		}
 	}
@@ -179,6 +209,7 @@ func kernelAVX2(name string, mr, nv int) {
 	TEXT(name, NOSPLIT, signature)
 	kernelDoc(name, mr, nr, "AVX2 and FMA")
 
+	prefetchC(mr, 4*nr)
 	kc := Load(Param("kc"), GP64())
 	pa := Mem{Base: Load(Param("a").Base(), GP64())}
 	pb := Mem{Base: Load(Param("b").Base(), GP64())}
@@ -310,6 +341,31 @@ func maskTable() Mem {
 	return *maskTableMem
 }
 
+// prefetchC asks for the tile of C (mr rows of rowBytes at stride ldc) at
+// the start of the kernel, so that the k loop hides the latency of its
+// load and store at the end: C is often far out of cache (it is swept once
+// per block of the inner dimension). Prefetches never fault, so rows past
+// the valid ones may be touched harmlessly.
+func prefetchC(mr, rowBytes int) {
+	if noPrefetch {
+		return
+	}
+	Comment("Prefetch the C tile.")
+	c := GP64()
+	Load(Param("c").Base(), c)
+	ldc := Load(Param("ldc"), GP64())
+	SHLQ(U8(2), ldc)
+	for r := range mr {
+		if r > 0 {
+			ADDQ(ldc, c)
+		}
+		for off := 0; off < rowBytes; off += 64 {
+			PREFETCHT0(Mem{Base: c, Disp: off})
+		}
+		PREFETCHT0(Mem{Base: c, Disp: rowBytes - 4})
+	}
+}
+
 // kLoop runs step(u) for every p in [0, kc), unroll steps per iteration,
 // advancing the panel pointers.
 func kLoop(name string, kc Register, pa, pb Mem, mr, nr int, step func(u int)) {
@@ -387,6 +443,265 @@ func peakFMA(name string, lanes, chains int) {
 	}
 	DECQ(n)
 	JNZ(LabelRef(name + "_loop"))
+	VZEROUPPER()
+	RET()
+}
+
+const packSignature = "func(dst, src []float32, ld, kc int)"
+
+// packTransDoc is the doc comment of a transposing packer.
+func packTransDoc(name string, w, step int) {
+	Doc(
+		fmt.Sprintf("%s packs %d rows of src (stride ld) into a panel with the rows", name, w),
+		"interleaved:",
+		"",
+		"\tfor p := range kc {",
+		fmt.Sprintf("\t\tfor r := range %d {", w),
+		fmt.Sprintf("\t\t\tdst[p*%d+r] = src[r*ld+p]", w),
+		"\t\t}",
+		"\t}",
+		"",
+		fmt.Sprintf("kc is a multiple of %d.", step),
+	)
+	Pragma("noescape")
+}
+
+// packCopyDoc is the doc comment of a copying packer.
+func packCopyDoc(name string, w int) {
+	Doc(
+		fmt.Sprintf("%s packs %d columns of src (stride ld) into a panel:", name, w),
+		"",
+		"\tfor p := range kc {",
+		fmt.Sprintf("\t\tcopy(dst[p*%d:p*%d+%d], src[p*ld:p*ld+%d])", w, w, w, w),
+		"\t}",
+	)
+	Pragma("noescape")
+}
+
+// transpose4InLanes transposes the 4×4 blocks of rows a, b, c, d within
+// each 128-bit lane: afterwards out[j] lane L holds a, b, c, d at column
+// 4L+j.
+func transpose4InLanes(rows []VecVirtual, mk func() VecVirtual) []VecVirtual {
+	t := []VecVirtual{mk(), mk(), mk(), mk()}
+	VUNPCKLPS(rows[1], rows[0], t[0]) // a0 b0 a1 b1
+	VUNPCKHPS(rows[1], rows[0], t[1]) // a2 b2 a3 b3
+	VUNPCKLPS(rows[3], rows[2], t[2]) // c0 d0 c1 d1
+	VUNPCKHPS(rows[3], rows[2], t[3]) // c2 d2 c3 d3
+	out := []VecVirtual{rows[0], rows[1], rows[2], rows[3]}
+	VUNPCKLPD(t[2], t[0], out[0]) // a0 b0 c0 d0
+	VUNPCKHPD(t[2], t[0], out[1]) // a1 b1 c1 d1
+	VUNPCKLPD(t[3], t[1], out[2]) // a2 b2 c2 d2
+	VUNPCKHPD(t[3], t[1], out[3]) // a3 b3 c3 d3
+	return out
+}
+
+// transpose16 transposes 16 zmm rows of 16 floats in place: afterwards
+// rows[q] holds column q.
+func transpose16(rows []VecVirtual) {
+	var u [4][]VecVirtual // u[g][j]: group g's rows at column 4L+j in lane L
+	for g := range 4 {
+		u[g] = transpose4InLanes(rows[4*g:4*g+4], ZMM)
+	}
+	for j := range 4 {
+		v0, v1, v2, v3 := ZMM(), ZMM(), ZMM(), ZMM()
+		VSHUFF32X4(U8(0x44), u[1][j], u[0][j], v0) // u0.L0 u0.L1 u1.L0 u1.L1
+		VSHUFF32X4(U8(0xEE), u[1][j], u[0][j], v1) // u0.L2 u0.L3 u1.L2 u1.L3
+		VSHUFF32X4(U8(0x44), u[3][j], u[2][j], v2) // u2.L0 u2.L1 u3.L0 u3.L1
+		VSHUFF32X4(U8(0xEE), u[3][j], u[2][j], v3) // u2.L2 u2.L3 u3.L2 u3.L3
+		VSHUFF32X4(U8(0x88), v2, v0, rows[j])      // column j
+		VSHUFF32X4(U8(0xDD), v2, v0, rows[4+j])    // column 4+j
+		VSHUFF32X4(U8(0x88), v3, v1, rows[8+j])    // column 8+j
+		VSHUFF32X4(U8(0xDD), v3, v1, rows[12+j])   // column 12+j
+	}
+}
+
+// transpose8 transposes 8 ymm rows of 8 floats in place.
+func transpose8(rows []VecVirtual) {
+	u0 := transpose4InLanes(rows[0:4], YMM)
+	u1 := transpose4InLanes(rows[4:8], YMM)
+	for j := range 4 {
+		lo, hi := YMM(), YMM()
+		VPERM2F128(U8(0x20), u1[j], u0[j], lo) // column j
+		VPERM2F128(U8(0x31), u1[j], u0[j], hi) // column 4+j
+		rows[j], rows[4+j] = lo, hi
+	}
+}
+
+// packTransAVX512 emits a packer for w rows (w <= 16 or a multiple of 16),
+// 16 columns of src a step: load 16 rows, transpose, store w lanes a column.
+func packTransAVX512(name string, w int) {
+	TEXT(name, NOSPLIT, packSignature)
+	packTransDoc(name, w, 16)
+	d := Mem{Base: Load(Param("dst").Base(), GP64())}
+	src := Load(Param("src").Base(), GP64())
+	ld := Load(Param("ld"), GP64())
+	SHLQ(U8(2), ld)
+	kc := Load(Param("kc"), GP64())
+	var mask OpmaskVirtual
+	if w%16 != 0 {
+		mask = K()
+		bits := GP64()
+		MOVQ(U32(1<<w-1), bits)
+		KMOVW(bits.As32(), mask)
+	}
+	row := GP64()
+	Label(name + "_loop")
+	TESTQ(kc, kc)
+	JZ(LabelRef(name + "_done"))
+	MOVQ(src, row)
+	for g := 0; g < w; g += 16 {
+		rows := make([]VecVirtual, 16)
+		for r := range rows {
+			rows[r] = ZMM()
+			if g+r < w {
+				VMOVUPS(Mem{Base: row}, rows[r])
+				ADDQ(ld, row)
+			} else {
+				VPXORD(rows[r], rows[r], rows[r])
+			}
+		}
+		transpose16(rows)
+		for q := range 16 {
+			if w%16 != 0 {
+				VMOVUPS(rows[q], mask, d.Offset(4*(q*w+g)))
+			} else {
+				VMOVUPS(rows[q], d.Offset(4*(q*w+g)))
+			}
+		}
+	}
+	ADDQ(U32(64), src)
+	ADDQ(U32(4*16*w), d.Base)
+	SUBQ(U32(16), kc)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// packTransAVX2 emits a packer for w rows (w <= 8 or a multiple of 8), 8
+// columns of src a step.
+func packTransAVX2(name string, w int) {
+	TEXT(name, NOSPLIT, packSignature)
+	packTransDoc(name, w, 8)
+	d := Mem{Base: Load(Param("dst").Base(), GP64())}
+	src := Load(Param("src").Base(), GP64())
+	ld := Load(Param("ld"), GP64())
+	SHLQ(U8(2), ld)
+	kc := Load(Param("kc"), GP64())
+	row := GP64()
+	Label(name + "_loop")
+	TESTQ(kc, kc)
+	JZ(LabelRef(name + "_done"))
+	MOVQ(src, row)
+	for g := 0; g < w; g += 8 {
+		rows := make([]VecVirtual, 8)
+		for r := range rows {
+			rows[r] = YMM()
+			if g+r < w {
+				VMOVUPS(Mem{Base: row}, rows[r])
+				ADDQ(ld, row)
+			} else {
+				VXORPS(rows[r], rows[r], rows[r])
+			}
+		}
+		transpose8(rows)
+		for q := range 8 {
+			at := d.Offset(4 * (q*w + g))
+			switch {
+			case w%8 == 0:
+				VMOVUPS(rows[q], at)
+			case w == 6:
+				// 4 + 2 lanes, so nothing past the column is written.
+				VMOVUPS(rows[q].AsX(), at)
+				hi := XMM()
+				VEXTRACTF128(U8(1), rows[q], hi)
+				VMOVLPS(hi, at.Offset(16))
+			default:
+				panic("packTransAVX2: unsupported width")
+			}
+		}
+	}
+	ADDQ(U32(32), src)
+	ADDQ(U32(4*8*w), d.Base)
+	SUBQ(U32(8), kc)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// packCopyAVX512 emits a copying packer for w columns (w <= 16 or a
+// multiple of 16).
+func packCopyAVX512(name string, w int) {
+	TEXT(name, NOSPLIT, packSignature)
+	packCopyDoc(name, w)
+	d := Mem{Base: Load(Param("dst").Base(), GP64())}
+	s := Mem{Base: Load(Param("src").Base(), GP64())}
+	ld := Load(Param("ld"), GP64())
+	SHLQ(U8(2), ld)
+	kc := Load(Param("kc"), GP64())
+	var mask OpmaskVirtual
+	if w%16 != 0 {
+		mask = K()
+		bits := GP64()
+		MOVQ(U32(1<<w-1), bits)
+		KMOVW(bits.As32(), mask)
+	}
+	Label(name + "_loop")
+	TESTQ(kc, kc)
+	JZ(LabelRef(name + "_done"))
+	for g := 0; g < w; g += 16 {
+		z := ZMM()
+		if w%16 != 0 {
+			VMOVUPS_Z(s.Offset(4*g), mask, z)
+			VMOVUPS(z, mask, d.Offset(4*g))
+		} else {
+			VMOVUPS(s.Offset(4*g), z)
+			VMOVUPS(z, d.Offset(4*g))
+		}
+	}
+	ADDQ(ld, s.Base)
+	ADDQ(U32(4*w), d.Base)
+	DECQ(kc)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// packCopyAVX2 emits a copying packer for w columns (6 or a multiple of 8).
+func packCopyAVX2(name string, w int) {
+	TEXT(name, NOSPLIT, packSignature)
+	packCopyDoc(name, w)
+	d := Mem{Base: Load(Param("dst").Base(), GP64())}
+	s := Mem{Base: Load(Param("src").Base(), GP64())}
+	ld := Load(Param("ld"), GP64())
+	SHLQ(U8(2), ld)
+	kc := Load(Param("kc"), GP64())
+	Label(name + "_loop")
+	TESTQ(kc, kc)
+	JZ(LabelRef(name + "_done"))
+	switch {
+	case w%8 == 0:
+		for g := 0; g < w; g += 8 {
+			y := YMM()
+			VMOVUPS(s.Offset(4*g), y)
+			VMOVUPS(y, d.Offset(4*g))
+		}
+	case w == 6:
+		x, t := XMM(), GP64()
+		VMOVUPS(s, x)
+		VMOVUPS(x, d)
+		MOVQ(s.Offset(16), t)
+		MOVQ(t, d.Offset(16))
+	default:
+		panic("packCopyAVX2: unsupported width")
+	}
+	ADDQ(ld, s.Base)
+	ADDQ(U32(4*w), d.Base)
+	DECQ(kc)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
 	VZEROUPPER()
 	RET()
 }
