@@ -241,9 +241,15 @@ type sgemmCall struct {
 	workers int
 	splitM  bool // phase 2 splits C by rows (else by columns)
 
-	blk sgemmBlock // the block being computed (Sgemm only)
+	// Sgemm only: the block being computed, whose packed B is in
+	// bPack[cur], and the next one (if hasNext), whose B the workers pack
+	// into bPack[1-cur] meanwhile.
+	blk, next sgemmBlock
+	hasNext   bool
+	cur       int
+	bPack     [2][]float32
 
-	ws []sgemmWorkspace // per worker; ws[0].b is the shared packed B
+	ws []sgemmWorkspace // per worker
 }
 
 var sgemmCalls struct {
@@ -318,16 +324,26 @@ func (c *sgemmCall) bPackLen() int {
 	return min(c.k, kern.block.kc) * roundUp(min(c.n, kern.block.nc), kern.nr)
 }
 
+// run computes the product on workers goroutines. The outer loops step
+// through blocks of B (kc×nc); every block is one Parallel call in which
+// each worker computes its part of C from the block's packed B and packs
+// its share of the next block's B into the other buffer, so the only
+// synchronization is the end of each call.
 func (c *sgemmCall) run(workers int) {
 	c.prepare(workers)
-	c.ws[0].b = growAligned(c.ws[0].b, c.bPackLen())
-	kern := c.kern
-	for jc := 0; jc < c.n; jc += kern.block.nc {
-		for pc := 0; pc < c.k; pc += kern.block.kc {
-			c.blk = c.block(jc, pc)
-			Parallel(workers, (*sgemmPackBTask)(c))
-			Parallel(workers, (*sgemmComputeTask)(c))
+	for i := range c.bPack {
+		c.bPack[i] = growAligned(c.bPack[i], c.bPackLen())
+	}
+	c.cur = 0
+	c.blk = c.block(0, 0)
+	Parallel(workers, (*sgemmPackFirstTask)(c))
+	for {
+		c.next, c.hasNext = c.nextBlock(c.blk)
+		Parallel(workers, (*sgemmBlockTask)(c))
+		if !c.hasNext {
+			break
 		}
+		c.blk, c.cur = c.next, 1-c.cur
 	}
 }
 
@@ -341,25 +357,45 @@ func (c *sgemmCall) block(jc, pc int) sgemmBlock {
 	return blk
 }
 
-// sgemmPackBTask is phase 1 of a block: the workers pack B's panels.
-type sgemmPackBTask sgemmCall
+// nextBlock is the step after blk: the next block of inner indices, or the
+// first of the next block of columns.
+func (c *sgemmCall) nextBlock(blk sgemmBlock) (sgemmBlock, bool) {
+	if pc := blk.pc + blk.kc; pc < c.k {
+		return c.block(blk.jc, pc), true
+	}
+	if jc := blk.jc + blk.nc; jc < c.n {
+		return c.block(jc, 0), true
+	}
+	return sgemmBlock{}, false
+}
 
-func (t *sgemmPackBTask) Run(w, workers int) {
-	c := (*sgemmCall)(t)
-	nr := c.kern.nr
-	panels := (c.blk.nc + nr - 1) / nr
+// packShare packs worker w's share of blk's panels of B into dst.
+func (c *sgemmCall) packShare(dst []float32, blk *sgemmBlock, w, workers int) {
+	panels := (blk.nc + c.kern.nr - 1) / c.kern.nr
 	lo, hi := Split(panels, w, workers, 1)
 	if lo < hi {
-		c.packB(c.ws[0].b, c.b, &c.blk, lo, hi)
+		c.packB(dst, c.b, blk, lo, hi)
 	}
 }
 
-// sgemmComputeTask is phase 2 of a block: each worker packs its rows of A
-// and runs the micro-kernel over its part of C.
-type sgemmComputeTask sgemmCall
+// sgemmPackFirstTask packs the first block of B.
+type sgemmPackFirstTask sgemmCall
 
-func (t *sgemmComputeTask) Run(w, workers int) {
+func (t *sgemmPackFirstTask) Run(w, workers int) {
 	c := (*sgemmCall)(t)
+	c.packShare(c.bPack[c.cur], &c.blk, w, workers)
+}
+
+// sgemmBlockTask is one block: each worker packs its share of the next
+// block's B, then packs its rows of A and runs the micro-kernel over its
+// part of C.
+type sgemmBlockTask sgemmCall
+
+func (t *sgemmBlockTask) Run(w, workers int) {
+	c := (*sgemmCall)(t)
+	if c.hasNext {
+		c.packShare(c.bPack[1-c.cur], &c.next, w, workers)
+	}
 	kern := c.kern
 	i0, i1, j0, j1 := 0, c.m, 0, c.blk.nc
 	if c.splitM {
@@ -367,7 +403,7 @@ func (t *sgemmComputeTask) Run(w, workers int) {
 	} else {
 		j0, j1 = Split(c.blk.nc, w, workers, kern.nr)
 	}
-	c.compute(&c.ws[w], &c.blk, c.ws[0].b, c.a, c.c, i0, i1, j0, j1)
+	c.compute(&c.ws[w], &c.blk, c.bPack[c.cur], c.a, c.c, i0, i1, j0, j1)
 }
 
 // sgemmBatchTask runs whole products of a batch on each worker.
