@@ -190,8 +190,9 @@ func sgemmGeneric(transA, transB bool, m, n, k int, alpha float32, a []float32, 
 	}
 }
 
-// sgemmMicroKernel computes one mr×nr tile of C from packed panels (see
-// sgemmKernelGo for the contract).
+// sgemmMicroKernel computes rows×cols of C, one mr×nr tile per packed
+// panel of A, against one packed panel of B (see sgemmKernelGo for the
+// contract).
 type sgemmMicroKernel func(kc int, a, b, c []float32, ldc int, alpha, beta float32, rows, cols int)
 
 // sgemmPacker packs one full panel (see the sgemmPack* assembly for the
@@ -435,17 +436,14 @@ func (c *sgemmCall) compute(ws *sgemmWorkspace, blk *sgemmBlock, bPack, a, cm []
 	for ic := i0; ic < i1; ic += kern.block.mc {
 		mc := min(kern.block.mc, i1-ic)
 		c.packA(ws.a, a, blk, ic, mc)
+		ap := ws.a[:(mc+mr-1)/mr*kc*mr]
 		for jr := j0; jr < j1; jr += nr {
 			cols := min(nr, j1-jr)
 			bp := bPack[(jr/nr)*kc*nr:][:kc*nr]
-			for ir := 0; ir < mc; ir += mr {
-				rows := min(mr, mc-ir)
-				ap := ws.a[(ir/mr)*kc*mr:][:kc*mr]
-				off := (ic+ir)*ldc + blk.jc + jr
-				ct := cm[off : off+(rows-1)*ldc+cols]
-				raceSgemmTile(ap, bp, ct, ldc, rows, cols)
-				kern.run(kc, ap, bp, ct, ldc, c.alpha, blk.beta, rows, cols)
-			}
+			off := ic*ldc + blk.jc + jr
+			ct := cm[off : off+(mc-1)*ldc+cols]
+			raceSgemmTile(ap, bp, ct, ldc, mc, cols)
+			kern.run(kc, ap, bp, ct, ldc, c.alpha, blk.beta, mc, cols)
 		}
 	}
 }
@@ -582,57 +580,61 @@ func growAligned(buf []float32, n int) []float32 {
 }
 
 // sgemmKernelGo is the portable micro-kernel: the same contract as the
-// assembly ones with a 4×4 tile, so that the blocking and packing above are
+// assembly ones with 4×4 tiles, so that the blocking and packing above are
 // exercised (and useful) without SIMD:
 //
 //	for r := range rows {
+//		panel := a[r/4*kc*4:]
 //		for j := range cols {
 //			var s float32
 //			for p := range kc {
-//				s += a[p*4+r] * b[p*4+j]
+//				s += panel[p*4+r%4] * b[p*4+j]
 //			}
 //			c[r*ldc+j] = alpha*s + beta*c[r*ldc+j] // alpha*s when beta == 0
 //		}
 //	}
 func sgemmKernelGo(kc int, a, b, c []float32, ldc int, alpha, beta float32, rows, cols int) {
-	var s [4][4]float32
-	a, b = a[:kc*4], b[:kc*4]
-	var s00, s01, s02, s03, s10, s11, s12, s13 float32
-	var s20, s21, s22, s23, s30, s31, s32, s33 float32
-	for p := 0; p < kc; p++ {
-		ap := a[p*4 : p*4+4 : p*4+4]
-		bp := b[p*4 : p*4+4 : p*4+4]
-		a0, a1, a2, a3 := ap[0], ap[1], ap[2], ap[3]
-		b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
-		s00 += a0 * b0
-		s01 += a0 * b1
-		s02 += a0 * b2
-		s03 += a0 * b3
-		s10 += a1 * b0
-		s11 += a1 * b1
-		s12 += a1 * b2
-		s13 += a1 * b3
-		s20 += a2 * b0
-		s21 += a2 * b1
-		s22 += a2 * b2
-		s23 += a2 * b3
-		s30 += a3 * b0
-		s31 += a3 * b1
-		s32 += a3 * b2
-		s33 += a3 * b3
-	}
-	s[0] = [4]float32{s00, s01, s02, s03}
-	s[1] = [4]float32{s10, s11, s12, s13}
-	s[2] = [4]float32{s20, s21, s22, s23}
-	s[3] = [4]float32{s30, s31, s32, s33}
-	betaZero := beta == 0
-	for r := range rows {
-		cr := c[r*ldc:][:cols]
-		for j := range cr {
-			if betaZero {
-				cr[j] = alpha * s[r][j]
-			} else {
-				cr[j] = alpha*s[r][j] + beta*cr[j]
+	b = b[:kc*4]
+	for r0 := 0; r0 < rows; r0 += 4 {
+		panel := a[r0/4*kc*4:][:kc*4]
+		var s00, s01, s02, s03, s10, s11, s12, s13 float32
+		var s20, s21, s22, s23, s30, s31, s32, s33 float32
+		for p := 0; p < kc; p++ {
+			ap := panel[p*4 : p*4+4 : p*4+4]
+			bp := b[p*4 : p*4+4 : p*4+4]
+			a0, a1, a2, a3 := ap[0], ap[1], ap[2], ap[3]
+			b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
+			s00 += a0 * b0
+			s01 += a0 * b1
+			s02 += a0 * b2
+			s03 += a0 * b3
+			s10 += a1 * b0
+			s11 += a1 * b1
+			s12 += a1 * b2
+			s13 += a1 * b3
+			s20 += a2 * b0
+			s21 += a2 * b1
+			s22 += a2 * b2
+			s23 += a2 * b3
+			s30 += a3 * b0
+			s31 += a3 * b1
+			s32 += a3 * b2
+			s33 += a3 * b3
+		}
+		tile := [4][4]float32{
+			{s00, s01, s02, s03},
+			{s10, s11, s12, s13},
+			{s20, s21, s22, s23},
+			{s30, s31, s32, s33},
+		}
+		for r := range min(4, rows-r0) {
+			cr := c[(r0+r)*ldc:][:cols]
+			for j := range cr {
+				if beta == 0 {
+					cr[j] = alpha * tile[r][j]
+				} else {
+					cr[j] = alpha*tile[r][j] + beta*cr[j]
+				}
 			}
 		}
 	}

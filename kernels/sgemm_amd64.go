@@ -6,7 +6,7 @@ package kernels
 // fixed by the generator (../asm/sgemm).
 var (
 	sgemmAVX512 = newSgemmKernel(&sgemmKernel{
-		name: "avx512-14x32", mr: 14, nr: 32, run: sgemmKernel14x32RAVX512,
+		name: "avx512-14x32", mr: 14, nr: 32, run: sgemmKernel14x32AVX512,
 		packStep: 16, packTransA: sgemmPackT14AVX512, packCopyA: sgemmPackC14AVX512,
 		packTransB: sgemmPackT32AVX512, packCopyB: sgemmPackC32AVX512,
 	})

@@ -4,13 +4,14 @@
 
 package kernels
 
-// sgemmKernel14x32AVX512 computes one 14×32 tile of C with AVX-512:
+// sgemmKernel14x32AVX512 computes rows×cols of C, 14×32 tiles at a time, with AVX-512:
 //
 //	for r := range rows {
+//		panel := a[r/14*kc*14:]
 //		for j := range cols {
 //			var s float32
 //			for p := range kc {
-//				s += a[p*14+r] * b[p*32+j]
+//				s += panel[p*14+r%14] * b[p*32+j]
 //			}
 //			if beta == 0 {
 //				c[r*ldc+j] = alpha * s
@@ -20,18 +21,20 @@ package kernels
 //		}
 //	}
 //
-// a holds kc×14 and b kc×32 floats; 1 <= rows <= 14, 1 <= cols <= 32.
+// a holds ⌈rows/14⌉ packed panels of kc×14 floats, b one of kc×32;
+// kc >= 1, rows >= 1, 1 <= cols <= 32. Panel rows past rows are zero.
 //
 //go:noescape
 func sgemmKernel14x32AVX512(kc int, a []float32, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int)
 
-// sgemmKernel6x64AVX512 computes one 6×64 tile of C with AVX-512:
+// sgemmKernel6x16AVX2 computes rows×cols of C, 6×16 tiles at a time, with AVX2 and FMA:
 //
 //	for r := range rows {
+//		panel := a[r/6*kc*6:]
 //		for j := range cols {
 //			var s float32
 //			for p := range kc {
-//				s += a[p*6+r] * b[p*64+j]
+//				s += panel[p*6+r%6] * b[p*16+j]
 //			}
 //			if beta == 0 {
 //				c[r*ldc+j] = alpha * s
@@ -41,154 +44,8 @@ func sgemmKernel14x32AVX512(kc int, a []float32, b []float32, c []float32, ldc i
 //		}
 //	}
 //
-// a holds kc×6 and b kc×64 floats; 1 <= rows <= 6, 1 <= cols <= 64.
-//
-//go:noescape
-func sgemmKernel6x64AVX512(kc int, a []float32, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int)
-
-// sgemmKernel12x32AVX512 computes one 12×32 tile of C with AVX-512:
-//
-//	for r := range rows {
-//		for j := range cols {
-//			var s float32
-//			for p := range kc {
-//				s += a[p*12+r] * b[p*32+j]
-//			}
-//			if beta == 0 {
-//				c[r*ldc+j] = alpha * s
-//			} else {
-//				c[r*ldc+j] = alpha*s + beta*c[r*ldc+j]
-//			}
-//		}
-//	}
-//
-// a holds kc×12 and b kc×32 floats; 1 <= rows <= 12, 1 <= cols <= 32.
-//
-//go:noescape
-func sgemmKernel12x32AVX512(kc int, a []float32, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int)
-
-// sgemmKernel8x48AVX512 computes one 8×48 tile of C with AVX-512:
-//
-//	for r := range rows {
-//		for j := range cols {
-//			var s float32
-//			for p := range kc {
-//				s += a[p*8+r] * b[p*48+j]
-//			}
-//			if beta == 0 {
-//				c[r*ldc+j] = alpha * s
-//			} else {
-//				c[r*ldc+j] = alpha*s + beta*c[r*ldc+j]
-//			}
-//		}
-//	}
-//
-// a holds kc×8 and b kc×48 floats; 1 <= rows <= 8, 1 <= cols <= 48.
-//
-//go:noescape
-func sgemmKernel8x48AVX512(kc int, a []float32, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int)
-
-// sgemmKernel14x32RAVX512 computes one 14×32 tile of C with AVX-512:
-//
-//	for r := range rows {
-//		for j := range cols {
-//			var s float32
-//			for p := range kc {
-//				s += a[p*14+r] * b[p*32+j]
-//			}
-//			if beta == 0 {
-//				c[r*ldc+j] = alpha * s
-//			} else {
-//				c[r*ldc+j] = alpha*s + beta*c[r*ldc+j]
-//			}
-//		}
-//	}
-//
-// a holds kc×14 and b kc×32 floats; 1 <= rows <= 14, 1 <= cols <= 32.
-//
-//go:noescape
-func sgemmKernel14x32RAVX512(kc int, a []float32, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int)
-
-// sgemmKernel6x64RAVX512 computes one 6×64 tile of C with AVX-512:
-//
-//	for r := range rows {
-//		for j := range cols {
-//			var s float32
-//			for p := range kc {
-//				s += a[p*6+r] * b[p*64+j]
-//			}
-//			if beta == 0 {
-//				c[r*ldc+j] = alpha * s
-//			} else {
-//				c[r*ldc+j] = alpha*s + beta*c[r*ldc+j]
-//			}
-//		}
-//	}
-//
-// a holds kc×6 and b kc×64 floats; 1 <= rows <= 6, 1 <= cols <= 64.
-//
-//go:noescape
-func sgemmKernel6x64RAVX512(kc int, a []float32, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int)
-
-// sgemmKernel12x32RAVX512 computes one 12×32 tile of C with AVX-512:
-//
-//	for r := range rows {
-//		for j := range cols {
-//			var s float32
-//			for p := range kc {
-//				s += a[p*12+r] * b[p*32+j]
-//			}
-//			if beta == 0 {
-//				c[r*ldc+j] = alpha * s
-//			} else {
-//				c[r*ldc+j] = alpha*s + beta*c[r*ldc+j]
-//			}
-//		}
-//	}
-//
-// a holds kc×12 and b kc×32 floats; 1 <= rows <= 12, 1 <= cols <= 32.
-//
-//go:noescape
-func sgemmKernel12x32RAVX512(kc int, a []float32, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int)
-
-// sgemmKernel14x32NPAVX512 computes one 14×32 tile of C with AVX-512:
-//
-//	for r := range rows {
-//		for j := range cols {
-//			var s float32
-//			for p := range kc {
-//				s += a[p*14+r] * b[p*32+j]
-//			}
-//			if beta == 0 {
-//				c[r*ldc+j] = alpha * s
-//			} else {
-//				c[r*ldc+j] = alpha*s + beta*c[r*ldc+j]
-//			}
-//		}
-//	}
-//
-// a holds kc×14 and b kc×32 floats; 1 <= rows <= 14, 1 <= cols <= 32.
-//
-//go:noescape
-func sgemmKernel14x32NPAVX512(kc int, a []float32, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int)
-
-// sgemmKernel6x16AVX2 computes one 6×16 tile of C with AVX2 and FMA:
-//
-//	for r := range rows {
-//		for j := range cols {
-//			var s float32
-//			for p := range kc {
-//				s += a[p*6+r] * b[p*16+j]
-//			}
-//			if beta == 0 {
-//				c[r*ldc+j] = alpha * s
-//			} else {
-//				c[r*ldc+j] = alpha*s + beta*c[r*ldc+j]
-//			}
-//		}
-//	}
-//
-// a holds kc×6 and b kc×16 floats; 1 <= rows <= 6, 1 <= cols <= 16.
+// a holds ⌈rows/6⌉ packed panels of kc×6 floats, b one of kc×16;
+// kc >= 1, rows >= 1, 1 <= cols <= 16. Panel rows past rows are zero.
 //
 //go:noescape
 func sgemmKernel6x16AVX2(kc int, a []float32, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int)
@@ -238,75 +95,6 @@ func sgemmPackT32AVX512(dst []float32, src []float32, ld int, kc int)
 //
 //go:noescape
 func sgemmPackC32AVX512(dst []float32, src []float32, ld int, kc int)
-
-// sgemmPackT12AVX512 packs 12 rows of src (stride ld) into a panel with the rows
-// interleaved:
-//
-//	for p := range kc {
-//		for r := range 12 {
-//			dst[p*12+r] = src[r*ld+p]
-//		}
-//	}
-//
-// kc is a multiple of 16.
-//
-//go:noescape
-func sgemmPackT12AVX512(dst []float32, src []float32, ld int, kc int)
-
-// sgemmPackC12AVX512 packs 12 columns of src (stride ld) into a panel:
-//
-//	for p := range kc {
-//		copy(dst[p*12:p*12+12], src[p*ld:p*ld+12])
-//	}
-//
-//go:noescape
-func sgemmPackC12AVX512(dst []float32, src []float32, ld int, kc int)
-
-// sgemmPackT6AVX512 packs 6 rows of src (stride ld) into a panel with the rows
-// interleaved:
-//
-//	for p := range kc {
-//		for r := range 6 {
-//			dst[p*6+r] = src[r*ld+p]
-//		}
-//	}
-//
-// kc is a multiple of 16.
-//
-//go:noescape
-func sgemmPackT6AVX512(dst []float32, src []float32, ld int, kc int)
-
-// sgemmPackC6AVX512 packs 6 columns of src (stride ld) into a panel:
-//
-//	for p := range kc {
-//		copy(dst[p*6:p*6+6], src[p*ld:p*ld+6])
-//	}
-//
-//go:noescape
-func sgemmPackC6AVX512(dst []float32, src []float32, ld int, kc int)
-
-// sgemmPackT64AVX512 packs 64 rows of src (stride ld) into a panel with the rows
-// interleaved:
-//
-//	for p := range kc {
-//		for r := range 64 {
-//			dst[p*64+r] = src[r*ld+p]
-//		}
-//	}
-//
-// kc is a multiple of 16.
-//
-//go:noescape
-func sgemmPackT64AVX512(dst []float32, src []float32, ld int, kc int)
-
-// sgemmPackC64AVX512 packs 64 columns of src (stride ld) into a panel:
-//
-//	for p := range kc {
-//		copy(dst[p*64:p*64+64], src[p*ld:p*ld+64])
-//	}
-//
-//go:noescape
-func sgemmPackC64AVX512(dst []float32, src []float32, ld int, kc int)
 
 // sgemmPackT6AVX2 packs 6 rows of src (stride ld) into a panel with the rows
 // interleaved:
