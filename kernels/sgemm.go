@@ -204,6 +204,7 @@ type sgemmPacker func(dst, src []float32, ld, kc int)
 // ones take kc in multiples of packStep and Go packs the rest.
 type sgemmKernel struct {
 	name   string
+	isa    ISA // the least ISA it needs
 	mr, nr int
 	run    sgemmMicroKernel
 	block  sgemmBlocking
@@ -289,15 +290,16 @@ func (c *sgemmCall) set(transA, transB bool, m, n, k int, alpha float32, a []flo
 }
 
 // minFlopsPerWorker keeps small products on fewer goroutines: handing work
-// to another goroutine costs microseconds.
-const minFlopsPerWorker = 4 << 20
+// to another goroutine costs microseconds. (A variable so that tests can
+// split tiny products.)
+var minFlopsPerWorker = 4 << 20
 
 func (c *sgemmCall) workersFor(threads int) int {
 	if threads <= 0 {
 		threads = DefaultThreads()
 	}
 	flops := 2 * float64(c.m) * float64(c.n) * float64(c.k)
-	return max(1, min(threads, int(flops/minFlopsPerWorker)))
+	return max(1, min(threads, int(flops/float64(max(minFlopsPerWorker, 1)))))
 }
 
 // prepare sizes the per-worker workspaces and chooses how phase 2 splits C.

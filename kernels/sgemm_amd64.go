@@ -6,12 +6,12 @@ package kernels
 // fixed by the generator (../asm/sgemm).
 var (
 	sgemmAVX512 = newSgemmKernel(&sgemmKernel{
-		name: "avx512-14x32", mr: 14, nr: 32, run: sgemmKernel14x32AVX512,
+		name: "avx512-14x32", isa: AVX512, mr: 14, nr: 32, run: sgemmKernel14x32AVX512,
 		packStep: 16, packTransA: sgemmPackT14AVX512, packCopyA: sgemmPackC14AVX512,
 		packTransB: sgemmPackT32AVX512, packCopyB: sgemmPackC32AVX512,
 	})
 	sgemmAVX2 = newSgemmKernel(&sgemmKernel{
-		name: "avx2-6x16", mr: 6, nr: 16, run: sgemmKernel6x16AVX2,
+		name: "avx2-6x16", isa: AVX2, mr: 6, nr: 16, run: sgemmKernel6x16AVX2,
 		packStep: 8, packTransA: sgemmPackT6AVX2, packCopyA: sgemmPackC6AVX2,
 		packTransB: sgemmPackT16AVX2, packCopyB: sgemmPackC16AVX2,
 	})
@@ -27,3 +27,7 @@ func sgemmKernelForISA() *sgemmKernel {
 	}
 	return sgemmGo
 }
+
+// sgemmKernels lists every micro-kernel of this build (tests adjust their
+// blocking).
+func sgemmKernels() []*sgemmKernel { return []*sgemmKernel{sgemmAVX512, sgemmAVX2, sgemmGo} }
