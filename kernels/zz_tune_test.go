@@ -76,3 +76,53 @@ func TestTuneShapes(t *testing.T) {
 		fmt.Printf("%4dx%4dx%4d %s  median %6.1f max %6.1f\n", s.m, s.n, s.k, s.trans(), r[len(r)/2], r[len(r)-1])
 	}
 }
+
+func TestTuneDenormal(t *testing.T) {
+	if os.Getenv("TUNE") == "" {
+		t.Skip()
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	now := func() float64 {
+		var ts unix.Timespec
+		unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
+		return float64(ts.Nano()) / 1e9
+	}
+	const n = 512
+	a0 := make([]float32, n*n)
+	b0 := make([]float32, n*n)
+	for i := range a0 {
+		a0[i] = float32(i%7) - 3.1
+		b0[i] = float32(i%5) - 2.1
+	}
+	sc := func(s []float32, f float32) []float32 {
+		o := make([]float32, len(s))
+		for i, v := range s {
+			o[i] = v * f
+		}
+		return o
+	}
+	cases := []struct {
+		name string
+		a, b []float32
+	}{{"normal", a0, b0}, {"den-in", sc(a0, 1e-39), b0}, {"den-prod", sc(a0, 1e-20), sc(b0, 1e-20)}}
+	c := make([]float32, n*n)
+	for _, isa := range SupportedISAs() {
+		restore := SetMaxISA(isa)
+		reps := 7
+		if isa == Generic {
+			reps = 3
+		}
+		for _, cs := range cases {
+			var r []float64
+			for range reps {
+				s := now()
+				Sgemm(1, false, false, n, n, n, 1, cs.a, n, cs.b, n, 0, c, n)
+				r = append(r, 2*n*n*n/(now()-s)/1e9)
+			}
+			slices.Sort(r)
+			fmt.Printf("%v %-9s median %.1f\n", isa, cs.name, r[len(r)/2])
+		}
+		restore()
+	}
+}
