@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -250,7 +251,14 @@ type sgemmCall struct {
 	strideA, strideB, strideC, batch int // SgemmBatched only
 
 	workers int
-	splitM  bool // phase 2 splits C by rows (else by columns)
+	// A block's part of C is handed out in chunks of chunk rows (splitM)
+	// or columns, claimed by the workers from computeNext; packing the next
+	// block's B goes by panels claimed from packNext. Claiming rather than
+	// a fixed split keeps both cores busy when one is slowed by other load;
+	// it cannot change results, which do not depend on who computes what.
+	splitM                bool
+	chunk                 int
+	packNext, computeNext atomic.Int64
 
 	// Sgemm only: the block being computed, whose packed B is in
 	// bPack[cur], and the next one (if hasNext), whose B the workers pack
@@ -324,6 +332,13 @@ func (c *sgemmCall) prepare(workers int) {
 	// Splitting by rows lets every worker pack only its own rows of A; it
 	// needs enough row tiles to balance.
 	c.splitM = tilesM >= 2*workers || tilesM >= tilesN
+	// About four chunks per worker, for balance, each at most one block
+	// of A (mc rows); columns go by whole panels.
+	if c.splitM {
+		c.chunk = min(kern.block.mc, roundUp((c.m+4*workers-1)/(4*workers), kern.mr))
+	} else {
+		c.chunk = roundUp((min(c.n, kern.block.nc)+4*workers-1)/(4*workers), kern.nr)
+	}
 	mc := min(kern.block.mc, roundUp(c.m, kern.mr))
 	for w := range c.ws {
 		c.ws[w].a = growAligned(c.ws[w].a, mc*min(c.k, kern.block.kc))
@@ -348,9 +363,12 @@ func (c *sgemmCall) run(workers int) {
 	}
 	c.cur = 0
 	c.blk = c.block(0, 0)
+	c.packNext.Store(0)
 	Parallel(workers, (*sgemmPackFirstTask)(c))
 	for {
 		c.next, c.hasNext = c.nextBlock(c.blk)
+		c.packNext.Store(0)
+		c.computeNext.Store(0)
 		Parallel(workers, (*sgemmBlockTask)(c))
 		if !c.hasNext {
 			break
@@ -381,12 +399,17 @@ func (c *sgemmCall) nextBlock(blk sgemmBlock) (sgemmBlock, bool) {
 	return sgemmBlock{}, false
 }
 
-// packShare packs worker w's share of blk's panels of B into dst.
-func (c *sgemmCall) packShare(dst []float32, blk *sgemmBlock, w, workers int) {
+// packPanels packs panels of blk's B into dst, claiming a few at a time
+// from packNext until none are left.
+func (c *sgemmCall) packPanels(dst []float32, blk *sgemmBlock) {
+	const perClaim = 4
 	panels := (blk.nc + c.kern.nr - 1) / c.kern.nr
-	lo, hi := Split(panels, w, workers, 1)
-	if lo < hi {
-		c.packB(dst, c.b, blk, lo, hi)
+	for {
+		lo := int(c.packNext.Add(perClaim)) - perClaim
+		if lo >= panels {
+			return
+		}
+		c.packB(dst, c.b, blk, lo, min(lo+perClaim, panels))
 	}
 }
 
@@ -395,27 +418,34 @@ type sgemmPackFirstTask sgemmCall
 
 func (t *sgemmPackFirstTask) Run(w, workers int) {
 	c := (*sgemmCall)(t)
-	c.packShare(c.bPack[c.cur], &c.blk, w, workers)
+	c.packPanels(c.bPack[c.cur], &c.blk)
 }
 
-// sgemmBlockTask is one block: each worker packs its share of the next
-// block's B, then packs its rows of A and runs the micro-kernel over its
-// part of C.
+// sgemmBlockTask is one block: the workers pack the next block's B, then
+// compute chunks of this block's part of C (packing their rows of A).
 type sgemmBlockTask sgemmCall
 
 func (t *sgemmBlockTask) Run(w, workers int) {
 	c := (*sgemmCall)(t)
 	if c.hasNext {
-		c.packShare(c.bPack[1-c.cur], &c.next, w, workers)
+		c.packPanels(c.bPack[1-c.cur], &c.next)
 	}
-	kern := c.kern
-	i0, i1, j0, j1 := 0, c.m, 0, c.blk.nc
+	extent := c.blk.nc
 	if c.splitM {
-		i0, i1 = Split(c.m, w, workers, kern.mr)
-	} else {
-		j0, j1 = Split(c.blk.nc, w, workers, kern.nr)
+		extent = c.m
 	}
-	c.compute(&c.ws[w], &c.blk, c.bPack[c.cur], c.a, c.c, i0, i1, j0, j1)
+	for {
+		lo := int(c.computeNext.Add(int64(c.chunk))) - c.chunk
+		if lo >= extent {
+			return
+		}
+		hi := min(lo+c.chunk, extent)
+		if c.splitM {
+			c.compute(&c.ws[w], &c.blk, c.bPack[c.cur], c.a, c.c, lo, hi, 0, c.blk.nc)
+		} else {
+			c.compute(&c.ws[w], &c.blk, c.bPack[c.cur], c.a, c.c, 0, c.m, lo, hi)
+		}
+	}
 }
 
 // sgemmBatchTask runs whole products of a batch on each worker.
