@@ -50,7 +50,7 @@ func Sgemm(threads int, transA, transB bool, m, n, k int, alpha float32, a []flo
 	}
 	call := getSgemmCall()
 	call.set(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-	call.run(call.workersFor(threads))
+	call.run(sgemmWorkers(threads, gemmFlops(m, n, k)))
 	putSgemmCall(call)
 }
 
@@ -100,7 +100,7 @@ func SgemmBatched(threads int, transA, transB bool, m, n, k int, alpha float32, 
 	call := getSgemmCall()
 	call.set(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 	call.strideA, call.strideB, call.strideC, call.batch = strideA, strideB, strideC, batch
-	workers := min(threads, batch)
+	workers := min(batch, sgemmWorkers(threads, float64(batch)*gemmFlops(m, n, k)))
 	call.prepare(workers)
 	for w := range workers {
 		call.ws[w].b = growAligned(call.ws[w].b, call.bPackLen())
@@ -250,7 +250,6 @@ type sgemmCall struct {
 
 	strideA, strideB, strideC, batch int // SgemmBatched only
 
-	workers int
 	// A block's part of C is handed out in chunks of chunk rows (splitM)
 	// or columns, claimed by the workers from computeNext; packing the next
 	// block's B goes by panels claimed from packNext. Claiming rather than
@@ -311,17 +310,20 @@ func (c *sgemmCall) set(transA, transB bool, m, n, k int, alpha float32, a []flo
 // split tiny products.)
 var minFlopsPerWorker = 4 << 20
 
-func (c *sgemmCall) workersFor(threads int) int {
+// sgemmWorkers is how many goroutines a product of flops gets: threads
+// (DefaultThreads() when <= 0), fewer for small products.
+func sgemmWorkers(threads int, flops float64) int {
 	if threads <= 0 {
 		threads = DefaultThreads()
 	}
-	flops := 2 * float64(c.m) * float64(c.n) * float64(c.k)
 	return max(1, min(threads, int(flops/float64(max(minFlopsPerWorker, 1)))))
 }
 
-// prepare sizes the per-worker workspaces and chooses how phase 2 splits C.
+func gemmFlops(m, n, k int) float64 { return 2 * float64(m) * float64(n) * float64(k) }
+
+// prepare sizes the per-worker workspaces and chooses how the workers
+// split each block's part of C.
 func (c *sgemmCall) prepare(workers int) {
-	c.workers = workers
 	if cap(c.ws) < workers {
 		c.ws = append(c.ws[:cap(c.ws)], make([]sgemmWorkspace, workers-cap(c.ws))...)
 	}

@@ -464,6 +464,8 @@ func TestSgemmTinyBlocking(t *testing.T) {
 // threads, per ISA.
 func TestSgemmBatched(t *testing.T) {
 	rng := rand.New(rand.NewPCG(15, 16))
+	defer func(saved int) { minFlopsPerWorker = saved }(minFlopsPerWorker)
+	minFlopsPerWorker = 1 // split even these small batches
 	forISAs(t, func(t *testing.T, isa ISA) {
 		for i, sh := range [][4]int{{3, 17, 9, 5}, {5, 40, 33, 21}, {1, 128, 64, 96}, {7, 1, 1, 1}, {4, 64, 128, 32}} {
 			batch, m, n, k := sh[0], sh[1], sh[2], sh[3]
