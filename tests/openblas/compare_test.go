@@ -1,4 +1,4 @@
-//go:build openblas && cgo
+//go:build openblas && cgo && linux
 
 package openblas
 
@@ -8,9 +8,11 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"runtime"
 	"time"
 
 	"github.com/dstune/dstune/kernels"
+	"golang.org/x/sys/unix"
 )
 
 type shape struct {
@@ -136,38 +138,56 @@ func BenchmarkVsOpenBLAS(b *testing.B) {
 // sideBySide runs ours and theirs alternately once per benchmark iteration
 // and reports the medians. With several threads it pauses between calls:
 // OpenBLAS's idle threads spin for a while after a call and would take
-// cores from the next one.
+// cores from the next one. On one thread both run on the benchmark's
+// locked OS thread, so it also reports the paired ratio of that thread's
+// CPU time (x-openblas-cpu), which time stolen by other processes on a
+// shared machine does not distort.
 func sideBySide(b *testing.B, threads int, flops float64, ours, theirs func()) {
 	SetThreads(threads)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	pause := time.Duration(0)
 	if threads > 1 {
 		pause = 50 * time.Millisecond
 	}
 	ours()
 	theirs()
-	var tOurs, tTheirs, ratio []float64
-	timeIt := func(f func()) float64 {
+	var tOurs, tTheirs, ratio, cpuRatio []float64
+	timeIt := func(f func()) (wall, cpu float64) {
 		time.Sleep(pause)
+		c0 := threadCPUSeconds()
 		start := time.Now()
 		f()
-		return time.Since(start).Seconds()
+		return time.Since(start).Seconds(), threadCPUSeconds() - c0
 	}
 	i := 0
 	for b.Loop() {
-		var o, t float64
+		var o, t, oc, tc float64
 		if i%2 == 0 {
-			o = timeIt(ours)
-			t = timeIt(theirs)
+			o, oc = timeIt(ours)
+			t, tc = timeIt(theirs)
 		} else {
-			t = timeIt(theirs)
-			o = timeIt(ours)
+			t, tc = timeIt(theirs)
+			o, oc = timeIt(ours)
 		}
 		i++
-		tOurs, tTheirs, ratio = append(tOurs, o), append(tTheirs, t), append(ratio, t/o)
+		tOurs, tTheirs, ratio, cpuRatio = append(tOurs, o), append(tTheirs, t), append(ratio, t/o), append(cpuRatio, tc/oc)
 	}
 	b.ReportMetric(flops/median(tOurs)/1e9, "dstune-GFLOP/s")
 	b.ReportMetric(flops/median(tTheirs)/1e9, "openblas-GFLOP/s")
 	b.ReportMetric(median(ratio), "x-openblas")
+	if threads == 1 {
+		b.ReportMetric(median(cpuRatio), "x-openblas-cpu")
+	}
+}
+
+// threadCPUSeconds is the CPU time the calling OS thread has used.
+func threadCPUSeconds() float64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0
+	}
+	return float64(ts.Nano()) / 1e9
 }
 
 func median(s []float64) float64 {
