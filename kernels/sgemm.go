@@ -105,6 +105,7 @@ func SgemmBatched(threads int, transA, transB bool, m, n, k int, alpha float32, 
 	for w := range workers {
 		call.ws[w].b = growAligned(call.ws[w].b, call.bPackLen())
 	}
+	call.computeNext.Store(0)
 	Parallel(workers, (*sgemmBatchTask)(call))
 	putSgemmCall(call)
 }
@@ -450,15 +451,19 @@ func (t *sgemmBlockTask) Run(w, workers int) {
 	}
 }
 
-// sgemmBatchTask runs whole products of a batch on each worker.
+// sgemmBatchTask runs whole products of a batch, each worker claiming the
+// next one from computeNext until none are left.
 type sgemmBatchTask sgemmCall
 
 func (t *sgemmBatchTask) Run(w, workers int) {
 	c := (*sgemmCall)(t)
 	kern := c.kern
 	ws := &c.ws[w]
-	lo, hi := Split(c.batch, w, workers, 1)
-	for item := lo; item < hi; item++ {
+	for {
+		item := int(c.computeNext.Add(1)) - 1
+		if item >= c.batch {
+			return
+		}
 		a, b, cm := c.a[item*c.strideA:], c.b[item*c.strideB:], c.c[item*c.strideC:]
 		for jc := 0; jc < c.n; jc += kern.block.nc {
 			for pc := 0; pc < c.k; pc += kern.block.kc {
