@@ -21,12 +21,12 @@ var transCases = []struct {
 	transA, transB bool
 }{{"NN", false, false}, {"NT", false, true}, {"TN", true, false}, {"TT", true, true}}
 
-// gemmBase is a pair of random base matrices A (maxM×maxK) and B (maxK×maxN)
-// and an initial C (maxM×maxN)
-// stored both plainly and transposed with leading dimensions wider than the
-// matrices, plus prefix sums over the inner index: ref[p][i][j] is
-// Σ_{q<p} A(i,q)·B(q,j) in float64, abs the same over |A|·|B|. Every
-// product of top-left submatrices is then checked against ref in O(m·n).
+// gemmBase holds random base matrices A (maxM×maxK) and B (maxK×maxN),
+// each stored plainly and transposed with leading dimensions wider than
+// the matrices (the padding is guard NaN), an initial C (maxM×maxN), and
+// prefix sums over the inner index: ref[p][i][j] is Σ_{q<p} A(i,q)·B(q,j)
+// in float64, abs the same over |A|·|B|. Every product of top-left
+// submatrices is then checked against ref in O(m·n).
 type gemmBase struct {
 	maxM, maxN, maxK int
 	a, aT            []float32 // a[i*lda+p], aT[p*ldaT+i]
