@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
-	"runtime"
 	"time"
 
 	"github.com/dstune/dstune/kernels"
