@@ -740,3 +740,33 @@ func FuzzSgemm(f *testing.F) {
 		})
 	})
 }
+
+// TestSgemmNoAllocs checks that calls after the first reuse the pooled
+// pack buffers: no allocation on 1 or 2 threads, batched or not.
+func TestSgemmNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's bookkeeping allocates")
+	}
+	rng := rand.New(rand.NewPCG(25, 26))
+	const m, n, k = 300, 200, 280
+	a, b, c := randomSlice(rng, m*k), randomSlice(rng, k*n), make([]float32, m*n)
+	for _, threads := range []int{1, 2} {
+		for _, tc := range transCases {
+			lda, ldb := k, n
+			if tc.transA {
+				lda = m
+			}
+			if tc.transB {
+				ldb = k
+			}
+			call := func() { Sgemm(threads, tc.transA, tc.transB, m, n, k, 1, a, lda, b, ldb, 0, c, n) }
+			if allocs := testing.AllocsPerRun(5, call); allocs != 0 {
+				t.Errorf("Sgemm %s threads=%d: %v allocations a call", tc.name, threads, allocs)
+			}
+		}
+		batched := func() { SgemmBatched(threads, false, true, 50, 40, 30, 1, a, 30, 1500, b, 30, 1200, 0, c, 40, 2000, 4) }
+		if allocs := testing.AllocsPerRun(5, batched); allocs != 0 {
+			t.Errorf("SgemmBatched threads=%d: %v allocations a call", threads, allocs)
+		}
+	}
+}
