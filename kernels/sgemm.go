@@ -10,8 +10,8 @@ import (
 // matrices, where op(X) is X or Xᵀ as transA/transB say; C is m×n, op(A) is
 // m×k, op(B) is k×n; lda, ldb, ldc are the row strides. When beta is 0, C
 // is not read (NaN in C does not propagate); when alpha is 0 or k is 0, A
-// and B are not read. threads <= 0 means DefaultThreads(). The equivalent
-// Go loop:
+// and B are not read. C must not overlap A or B. threads <= 0 means
+// DefaultThreads(). The equivalent Go loop:
 //
 //	for i := range m {
 //		for j := range n {
@@ -25,7 +25,9 @@ import (
 //
 // The sum runs in a fixed order that depends on the ISA and the cache
 // blocking but not on threads, so results are the same bits for any thread
-// count on one machine. Steady-state calls do not allocate.
+// count on one machine. Steady-state calls do not allocate: pack buffers
+// (a few MiB for the largest products) are kept in a free list for reuse,
+// one set per concurrent call.
 //
 // Denormals: inputs and results are computed exactly, never flushed to
 // zero. Go cannot set MXCSR's FTZ/DAZ bits per goroutine (the runtime may
