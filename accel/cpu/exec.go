@@ -32,7 +32,10 @@ type kernel interface {
 
 // Executable is a graph compiled for the CPU: a memory plan (one arena,
 // buffers shared between values whose lifetimes do not overlap, reshapes
-// as views) and a kernel per node with its tensors bound.
+// as views) and a kernel per node with its tensors bound. Every IR op has
+// at least the reference kernel, and import has already rejected dtypes an
+// op does not take, so compiling a valid graph cannot fail on an op. An
+// Executable is not safe for concurrent use.
 type Executable struct {
 	g       *ir.Graph
 	threads int
@@ -116,9 +119,6 @@ func (c *compiler) compile() (*Executable, error) {
 		if _, ok := n.Op.(*ir.Reshape); ok {
 			c.aliasOf[n.Outputs[0]] = n.Inputs[0]
 		}
-	}
-	if err := c.checkSupported(active); err != nil {
-		return nil, err
 	}
 
 	// Memory plan: one slot per root buffer (graph inputs and node outputs
@@ -285,9 +285,7 @@ func (c *compiler) fuseTransposes() {
 	}
 	readers := map[*ir.Value]int{}
 	for _, n := range c.g.Nodes {
-		mm, ok := n.Op.(*ir.MatMul)
-		_ = mm
-		if !ok || n.Inputs[0].DType != ir.Float32 {
+		if _, ok := n.Op.(*ir.MatMul); !ok || n.Inputs[0].DType != ir.Float32 {
 			continue
 		}
 		a, b := n.Inputs[0], n.Inputs[1]
@@ -313,17 +311,6 @@ func (c *compiler) fuseTransposes() {
 			c.skip[v.Producer] = true
 		}
 	}
-}
-
-// checkSupported reports ops the executor cannot run (none today: every IR
-// op has at least the reference kernel), and dtypes no kernel takes.
-func (c *compiler) checkSupported(nodes []*ir.Node) error {
-	for _, n := range nodes {
-		if n.Op == nil {
-			return fmt.Errorf("cpu: %s: no op", n)
-		}
-	}
-	return nil
 }
 
 // Graph returns the compiled graph.
