@@ -498,3 +498,45 @@ func TestParallelKernelsMatchSerial(t *testing.T) {
 	}
 	checkGraph(t, g, in, 1e-6, 1e-6)
 }
+
+// TestReferenceFallback: ops and dtypes without a fast kernel (float64 and
+// int32 MatMul, float16 Add, an int64 Where, a CumSum) run the reference
+// implementation on the planned buffers.
+func TestReferenceFallback(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	b := ir.NewBuilder("g")
+	x := b.Input("x", ir.Float64, ir.Shape{3, 4})
+	y := b.Input("y", ir.Float64, ir.Shape{4, 2})
+	h := b.Input("h", ir.Float16, ir.Shape{5})
+	i := b.Input("i", ir.Int64, ir.Shape{2, 3})
+	c := b.Input("c", ir.Bool, ir.Shape{3})
+	b.Output("mm64", b.Op1(&ir.MatMul{}, x, y))
+	b.Output("add16", b.Op1(&ir.Binary{Fn: ir.Add}, h, h))
+	b.Output("where64", b.Op1(&ir.Where{}, c, i, b.Const(ir.ScalarInt64(-7))))
+	b.Output("cumsum", b.Op1(&ir.CumSum{Axis: 1, Reverse: true}, i))
+	g, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := Compile(g, accel.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fallbacks := 0
+	for _, s := range exe.steps {
+		if _, ok := s.k.(*evalKernel); ok {
+			fallbacks++
+		}
+	}
+	if fallbacks != 4 {
+		t.Errorf("%d reference kernels, want 4", fallbacks)
+	}
+	checkGraph(t, g, []*ir.Tensor{randTensor(rng, ir.Float64, ir.Shape{3, 4}, -1, 1), randTensor(rng, ir.Float64, ir.Shape{4, 2}, -1, 1),
+		randTensor(rng, ir.Float16, ir.Shape{5}, -1, 1), randTensor(rng, ir.Int64, ir.Shape{2, 3}, -9, 9), randTensor(rng, ir.Bool, ir.Shape{3}, 0, 1)}, 0, 0)
+	if err := exe.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exe.Run(nil); err != ErrClosed {
+		t.Errorf("Run after Close: %v", err)
+	}
+}
