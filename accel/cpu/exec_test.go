@@ -540,3 +540,44 @@ func TestReferenceFallback(t *testing.T) {
 		t.Errorf("Run after Close: %v", err)
 	}
 }
+
+// TestMatMulStridedOperands: attention's head transposes ([b,t,h,d] →
+// [b,h,t,d] and → [b,h,d,t]) are read in place by the GEMMs with strides;
+// a transpose that moves the unit-stride axis into the batch cannot be,
+// and still runs.
+func TestMatMulStridedOperands(t *testing.T) {
+	forISAs(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(23, 24))
+		b := ir.NewBuilder("g")
+		qs := b.Input("q", ir.Float32, ir.Shape{2, 5, 3, 4})
+		ks := b.Input("k", ir.Float32, ir.Shape{2, 5, 3, 4})
+		vs := b.Input("v", ir.Float32, ir.Shape{2, 5, 3, 4})
+		q := b.Op1(&ir.Transpose{Perm: []int{0, 2, 1, 3}}, qs)
+		kt := b.Op1(&ir.Transpose{Perm: []int{0, 2, 3, 1}}, ks)
+		v := b.Op1(&ir.Transpose{Perm: []int{0, 2, 1, 3}}, vs)
+		att := b.Op1(&ir.MatMul{}, q, kt)                        // [2,3,5,5]
+		b.Output("o", b.Op1(&ir.MatMul{}, att, v))               // [2,3,5,4]
+		odd := b.Op1(&ir.Transpose{Perm: []int{3, 0, 1, 2}}, qs) // [4,2,5,3]: unit stride moved to the batch
+		b.Output("odd", b.Op1(&ir.MatMul{}, odd, b.Input("w", ir.Float32, ir.Shape{3, 2})))
+		g, err := b.Graph()
+		if err != nil {
+			t.Fatal(err)
+		}
+		exe, err := Compile(g, accel.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		transposes := 0
+		for _, s := range exe.steps {
+			if _, ok := s.node.Op.(*ir.Transpose); ok {
+				transposes++
+			}
+		}
+		if transposes != 1 {
+			t.Errorf("%d transposes run, want 1 (the one with no unit-stride matrix axis)", transposes)
+		}
+		s := ir.Shape{2, 5, 3, 4}
+		checkGraph(t, g, []*ir.Tensor{randTensor(rng, ir.Float32, s, -1, 1), randTensor(rng, ir.Float32, s, -1, 1),
+			randTensor(rng, ir.Float32, s, -1, 1), randTensor(rng, ir.Float32, ir.Shape{3, 2}, -1, 1)}, 1e-5, 1e-5)
+	})
+}

@@ -36,7 +36,7 @@ func (c *compiler) kernelFor(n *ir.Node) (kernel, error) {
 	case *ir.MatMul:
 		if f32(in[0], in[1]) {
 			f := c.fused[n]
-			return newMatMul(c.threads, in[0], in[1], out[0], f.transA, f.transB)
+			return newMatMul(c.threads, in[0], f.permA, in[1], f.permB, out[0])
 		}
 	case *ir.Gemm:
 		if f32(in...) {
