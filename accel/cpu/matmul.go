@@ -162,7 +162,6 @@ func newMatMul(threads int, a *ir.Tensor, permA []int, b *ir.Tensor, permB []int
 	return kn, nil
 }
 
-
 func (k *matmulKernel) run() error {
 	if k.m == 0 || k.n == 0 {
 		return nil
