@@ -396,7 +396,7 @@ func (d *differ) emitFold(fold bool, op Op, in ...*Value) []*Value {
 func (d *differ) emit1(op Op, in ...*Value) *Value { return d.emit(op, in...)[0] }
 
 // ensureOutput makes sure forward node n computes its output i (LayerNorm's
-// statistics, Dropout's mask, SoftmaxCrossEntropy's lse), which the
+// statistics, Dropout's mask, SoftmaxCELoss's gradient), which the
 // imported graph may have left out.
 func (d *differ) ensureOutput(n *Node, i int) *Value {
 	if i < len(n.Outputs) && n.Outputs[i] != nil {

@@ -144,11 +144,9 @@ func (d *differ) rule(c *gradCtx) error {
 		}
 	case *SoftmaxCELoss:
 		if len(c.dy) > 1 && c.dy[1] != nil {
-			return c.unsupported("SoftmaxCELoss's log-sum-exp output")
+			return c.unsupported("SoftmaxCELoss's gradient output")
 		}
-		if c.needs(0) {
-			c.add(0, d.emit1(&SoftmaxCELossGrad{IgnoreIndex: op.IgnoreIndex}, dy, c.in(0), c.in(1), c.out(1)))
-		}
+		c.add(0, d.scaleBy(c.out(1), dy))
 	case *BCELoss:
 		if c.needs(1) {
 			return c.unsupported("BCELoss's targets")
@@ -165,6 +163,15 @@ func optionalValue(vs []*Value, i int) *Value {
 		return vs[i]
 	}
 	return nil
+}
+
+// scaleBy is g·s for a scalar s, or g itself when s is the constant 1 (the
+// seed of a training graph's loss).
+func (d *differ) scaleBy(g, s *Value) *Value {
+	if s.Kind == ConstValue && s.Const.Len() == 1 && s.Const.Float64At(0) == 1 {
+		return g
+	}
+	return d.binary(Mul, g, s)
 }
 
 // zeros is a tensor of zeros computed by a node (an Expand of a scalar),

@@ -7,19 +7,22 @@ import (
 
 // ---------------------------------------------------------------- SoftmaxCELoss
 
-// SoftmaxCELoss is the mean softmax cross-entropy of logits over
-// their last axis (the classes) against integer targets, skipping targets
-// equal to IgnoreIndex. Inputs: logits [..., C] and targets [...] (int32 or
-// int64, the logits' shape without the last axis). With rows r over the
-// targets, lse[r] = log Σ_c exp(logits[r, c]) and N the number of rows
-// whose target is not IgnoreIndex:
+// SoftmaxCELoss is the mean softmax cross-entropy of logits over their
+// last axis (the classes) against integer targets, skipping targets equal
+// to IgnoreIndex, together with its gradient. Inputs: logits [..., C] and
+// targets [...] (int32 or int64, the logits' shape without the last axis).
+// With rows r over the targets, lse[r] = log Σ_c exp(logits[r, c]) and N
+// the number of rows whose target is not IgnoreIndex:
 //
-//	loss = Σ_{r: t[r] ≠ IgnoreIndex} (lse[r] − logits[r, t[r]]) / N   (0 when N = 0)
+//	loss            = Σ_{r: t[r] ≠ IgnoreIndex} (lse[r] − logits[r, t[r]]) / N   (0 when N = 0)
+//	dlogits[r, c]   = (exp(logits[r, c] − lse[r]) − [c = t[r]]) / N               (0 on ignored rows)
 //
-// Outputs: loss (a scalar of the logits' dtype) and lse (shaped like the
-// targets), which SoftmaxCELossGrad reads so the backward pass needs
-// no second reduction. A target outside [0, C) other than IgnoreIndex is
-// an error at run time. Sums accumulate in float64.
+// Outputs: loss (a scalar of the logits' dtype) and dlogits = ∂loss/∂logits
+// (the logits' shape), computed in the same pass over the logits, so the
+// backward pass of a training step starts from it without reading the
+// logits again; backends skip dlogits when nobody reads it. A target
+// outside [0, C) other than IgnoreIndex is an error at run time. Sums
+// accumulate in float64.
 type SoftmaxCELoss struct {
 	IgnoreIndex int64
 }
@@ -46,7 +49,7 @@ func (op *SoftmaxCELoss) Infer(in []Type) ([]Type, error) {
 	if err := checkLogitsTargets(in[0], in[1]); err != nil {
 		return nil, err
 	}
-	return []Type{{in[0].DType, Shape{}}, {in[0].DType, in[1].Shape.Clone()}}, nil
+	return []Type{{in[0].DType, Shape{}}, in[0]}, nil
 }
 
 // crossEntropyRows checks every target and counts the ones not ignored.
@@ -76,10 +79,13 @@ func (op *SoftmaxCELoss) Eval(in, out []*Tensor) error {
 		return err
 	}
 	x := Convert(logits, Float64).Float64s()
-	rows := targets.Len()
-	lse := make([]float64, rows)
+	grad := make([]float64, len(x))
 	var sum float64
-	for r := range rows {
+	for r := range targets.Len() {
+		t := targets.Int64At(r)
+		if t == op.IgnoreIndex {
+			continue
+		}
 		row := x[r*c : (r+1)*c]
 		m := math.Inf(-1)
 		for _, v := range row {
@@ -89,10 +95,12 @@ func (op *SoftmaxCELoss) Eval(in, out []*Tensor) error {
 		for _, v := range row {
 			s += math.Exp(v - m)
 		}
-		lse[r] = m + math.Log(s)
-		if t := targets.Int64At(r); t != op.IgnoreIndex {
-			sum += lse[r] - row[t]
+		lse := m + math.Log(s)
+		sum += lse - row[t]
+		for k, v := range row {
+			grad[r*c+k] = math.Exp(v-lse) / float64(count)
 		}
+		grad[r*c+int(t)] -= 1 / float64(count)
 	}
 	loss := 0.0
 	if count > 0 {
@@ -100,73 +108,8 @@ func (op *SoftmaxCELoss) Eval(in, out []*Tensor) error {
 	}
 	storeFloats(out[0], []float64{loss})
 	if len(out) > 1 && out[1] != nil {
-		storeFloats(out[1], lse)
+		storeFloats(out[1], grad)
 	}
-	return nil
-}
-
-// SoftmaxCELossGrad is the gradient of SoftmaxCELoss with
-// respect to the logits. Inputs: dloss (scalar), logits, targets and lse
-// (SoftmaxCELoss's second output). With N the number of targets not
-// equal to IgnoreIndex:
-//
-//	dlogits[r, c] = dloss·(exp(logits[r, c] − lse[r]) − [c = t[r]]) / N
-//
-// and 0 on the rows whose target is IgnoreIndex (everywhere when N = 0).
-type SoftmaxCELossGrad struct {
-	IgnoreIndex int64
-}
-
-func (op *SoftmaxCELossGrad) Name() string { return "SoftmaxCELossGrad" }
-
-func (op *SoftmaxCELossGrad) Infer(in []Type) ([]Type, error) {
-	if err := wantInputs(in, 4, 4); err != nil {
-		return nil, err
-	}
-	dl, logits, targets, lse := in[0], in[1], in[2], in[3]
-	if err := checkLogitsTargets(logits, targets); err != nil {
-		return nil, err
-	}
-	if dl.DType != logits.DType || dl.Shape.Size() != 1 || len(dl.Shape) != 0 {
-		return nil, fmt.Errorf("dloss is %v, want a %s scalar", dl, logits.DType)
-	}
-	if lse.DType != logits.DType || !lse.Shape.Equal(targets.Shape) {
-		return nil, fmt.Errorf("lse is %v, want %s%v", lse, logits.DType, targets.Shape)
-	}
-	return []Type{logits}, nil
-}
-
-func (op *SoftmaxCELossGrad) Eval(in, out []*Tensor) error {
-	if done, err := widenNarrow(in, out, op.Eval); done {
-		return err
-	}
-	logits, targets := in[1], in[2]
-	c := logits.shape[len(logits.shape)-1]
-	count, err := crossEntropyRows(targets, c, op.IgnoreIndex)
-	if err != nil {
-		return err
-	}
-	dl := in[0].Float64At(0)
-	x := Convert(logits, Float64).Float64s()
-	lse := Convert(in[3], Float64).Float64s()
-	res := make([]float64, len(x))
-	if count > 0 {
-		scale := dl / float64(count)
-		for r := range targets.Len() {
-			t := targets.Int64At(r)
-			if t == op.IgnoreIndex {
-				continue
-			}
-			for k := range c {
-				p := math.Exp(x[r*c+k] - lse[r])
-				if int64(k) == t {
-					p--
-				}
-				res[r*c+k] = scale * p
-			}
-		}
-	}
-	storeFloats(out[0], res)
 	return nil
 }
 

@@ -10,7 +10,7 @@ import (
 
 // Kernels for the ops of training graphs: the internal gradient ops of
 // package ir (UnaryGrad, SoftmaxGrad, LayerNormGrad, ScatterAddRows,
-// SliceGrad, SoftmaxCELoss and its gradient) and the data-movement and
+// SliceGrad, SoftmaxCELoss) and the data-movement and
 // reduction ops backward passes are made of (Reduce, Expand, Slice). They
 // are float32 (Expand and Slice: any element width), split their work
 // across the executable's threads with kernels.Parallel, allocate nothing
@@ -393,42 +393,31 @@ func (k *sliceGradKernel) run() error {
 
 // ---------------------------------------------------------------- SoftmaxCELoss
 
-// crossEntropyKernel is ir.SoftmaxCELoss (forward: loss and lse) or, with
-// grad set, ir.SoftmaxCELossGrad. Rows run in parallel; the forward's row
-// losses are summed in row order afterwards.
+// crossEntropyKernel is ir.SoftmaxCELoss: per row, one pass for the
+// maximum, one that stores exp(x − max) into dlogits while summing, and
+// one scaling the row (in L1) into the gradient. Rows run in parallel; the
+// row losses are summed in row order afterwards.
 type crossEntropyKernel struct {
 	threads  int
-	grad     bool
 	c        int // classes
 	ignore   int64
 	logits   []float32
 	targets  []int64
 	targets2 []int32
-	lse      []float32 // forward: output; grad: input
-	loss     []float32 // forward output (one element)
-	dloss    []float32 // grad input (one element)
-	dx       []float32 // grad output
+	loss     []float32 // one element
+	dlogits  []float32 // nil when nobody reads the gradient
 	rowLoss  []float64
-	scale    float64 // grad: dloss/count
+	count    int
 }
 
-func newCrossEntropy(threads int, ignore int64, grad bool, in, out []*ir.Tensor) kernel {
-	k := &crossEntropyKernel{threads: threads, grad: grad, ignore: ignore}
+func newCrossEntropy(threads int, op *ir.SoftmaxCELoss, in, out []*ir.Tensor) kernel {
 	logits, targets := in[0], in[1]
-	if grad {
-		k.dloss, logits, targets = in[0].Float32s(), in[1], in[2]
-		k.lse = in[3].Float32s()
-		k.dx = out[0].Float32s()
-	} else {
-		k.loss = out[0].Float32s()
-		if len(out) > 1 && out[1] != nil {
-			k.lse = out[1].Float32s()
-		}
-		k.rowLoss = make([]float64, targets.Len())
-	}
 	s := logits.Shape()
-	k.c = s[len(s)-1]
-	k.logits = logits.Float32s()
+	k := &crossEntropyKernel{threads: threads, ignore: op.IgnoreIndex, c: s[len(s)-1], logits: logits.Float32s(),
+		loss: out[0].Float32s(), rowLoss: make([]float64, targets.Len())}
+	if len(out) > 1 && out[1] != nil {
+		k.dlogits = out[1].Float32s()
+	}
 	if targets.DType() == ir.Int32 {
 		k.targets2 = targets.Int32s()
 	} else {
@@ -444,16 +433,9 @@ func (k *crossEntropyKernel) target(r int) int64 {
 	return k.targets[r]
 }
 
-func (k *crossEntropyKernel) rows() int {
-	if k.targets2 != nil {
-		return len(k.targets2)
-	}
-	return len(k.targets)
-}
-
 func (k *crossEntropyKernel) run() error {
-	count := 0
-	for r := range k.rows() {
+	k.count = 0
+	for r := range k.rowLoss {
 		t := k.target(r)
 		if t == k.ignore {
 			continue
@@ -461,47 +443,35 @@ func (k *crossEntropyKernel) run() error {
 		if t < 0 || t >= int64(k.c) {
 			return fmt.Errorf("target %d at position %d out of range [0, %d) (ignore index %d)", t, r, k.c, k.ignore)
 		}
-		count++
-	}
-	if k.grad {
-		k.scale = 0
-		if count > 0 {
-			k.scale = float64(k.dloss[0]) / float64(count)
-		}
+		k.count++
 	}
 	if k.c > 0 {
 		kernels.Parallel(workersFor(k.threads, len(k.logits)), k)
 	}
-	if !k.grad {
-		var sum float64
-		for _, l := range k.rowLoss {
-			sum += l
-		}
-		if count > 0 {
-			sum /= float64(count)
-		}
-		k.loss[0] = float32(sum)
+	var sum float64
+	for _, l := range k.rowLoss {
+		sum += l
 	}
+	if k.count > 0 {
+		sum /= float64(k.count)
+	}
+	k.loss[0] = float32(sum)
 	return nil
 }
 
 func (k *crossEntropyKernel) Run(w, workers int) {
-	lo, hi := kernels.Split(k.rows(), w, workers, 1)
+	lo, hi := kernels.Split(len(k.rowLoss), w, workers, 1)
 	c := k.c
 	for r := lo; r < hi; r++ {
 		x := k.logits[r*c : (r+1)*c]
 		t := k.target(r)
-		if k.grad {
-			dx := k.dx[r*c : (r+1)*c]
-			if t == k.ignore || k.scale == 0 {
-				clear(dx)
-				continue
-			}
-			lse, scale := float64(k.lse[r]), k.scale
-			for i, v := range x {
-				dx[i] = float32(scale * math.Exp(float64(v)-lse))
-			}
-			dx[t] = float32(scale * (math.Exp(float64(x[t])-lse) - 1))
+		k.rowLoss[r] = 0
+		var dx []float32
+		if k.dlogits != nil {
+			dx = k.dlogits[r*c : (r+1)*c]
+		}
+		if t == k.ignore {
+			clear(dx)
 			continue
 		}
 		m := float32(math.Inf(-1))
@@ -511,16 +481,24 @@ func (k *crossEntropyKernel) Run(w, workers int) {
 			}
 		}
 		var s float64
-		for _, v := range x {
-			s += math.Exp(float64(v - m))
+		if dx != nil {
+			for i, v := range x {
+				e := math.Exp(float64(v - m))
+				dx[i] = float32(e)
+				s += e
+			}
+		} else {
+			for _, v := range x {
+				s += math.Exp(float64(v - m))
+			}
 		}
-		lse := float64(m) + math.Log(s)
-		if k.lse != nil {
-			k.lse[r] = float32(lse)
-		}
-		k.rowLoss[r] = 0
-		if t != k.ignore {
-			k.rowLoss[r] = lse - float64(x[t])
+		k.rowLoss[r] = float64(m) + math.Log(s) - float64(x[t])
+		if dx != nil {
+			scale := float32(1 / (s * float64(k.count)))
+			for i := range dx {
+				dx[i] *= scale
+			}
+			dx[t] -= float32(1 / float64(k.count))
 		}
 	}
 }
@@ -768,11 +746,7 @@ func (c *compiler) trainingKernel(n *ir.Node, in, out []*ir.Tensor) kernel {
 		}
 	case *ir.SoftmaxCELoss:
 		if f32(in[0]) {
-			return newCrossEntropy(c.threads, op.IgnoreIndex, false, in, out)
-		}
-	case *ir.SoftmaxCELossGrad:
-		if f32(in[0], in[1], in[3]) {
-			return newCrossEntropy(c.threads, op.IgnoreIndex, true, in, out)
+			return newCrossEntropy(c.threads, op, in, out)
 		}
 	}
 	return nil
