@@ -74,6 +74,11 @@ const (
 // one updates the other) but are new Param values: a Param records the
 // uses of one graph. Tied weights and Identity aliases accumulate into the
 // one parameter's gradient. See Grad for how the backward pass is built.
+// Before differentiating, GELU subgraphs that exporters spell out in
+// primitive ops (½·x·(1 + erf(x/√2)) and the tanh approximation) are
+// fused into one Gelu or GeluTanh op, so that their backward is one pass
+// and keeps one tensor alive, and multiplications by a constant 1 are
+// dropped.
 func TrainingGraph(g *Graph, loss LossSpec, wrt []*Param) (*Graph, error) {
 	c, lossValue, pmap, err := withLoss(g, loss)
 	if err != nil {
@@ -111,11 +116,12 @@ func withLoss(g *Graph, loss LossSpec) (*Graph, *Value, map[*Param]*Param, error
 	if name == "" {
 		name = g.Outputs[0].Name
 	}
-	c, vmap, pmap := cloneGraph(g)
+	c, _, pmap := cloneGraph(g)
+	fuseForTraining(c)
 	var out *Value
-	for _, o := range g.Outputs {
+	for _, o := range c.Outputs {
 		if o.Name == name {
-			out = vmap[o.Value]
+			out = o.Value
 			break
 		}
 	}
