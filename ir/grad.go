@@ -578,7 +578,12 @@ func (d *differ) transpose(v *Value, perm []int) *Value {
 			for i, p := range perm {
 				composed[i] = op.Perm[p]
 			}
-			return d.transpose(v.Producer.Inputs[0], composed)
+			// Compose unless that turns a last-two-axes swap, which the
+			// executor folds into a GEMM for free, into a general
+			// permutation that must be materialized.
+			if isIdentityPerm(composed) || isSwapLast2(composed) || !isSwapLast2(perm) {
+				return d.transpose(v.Producer.Inputs[0], composed)
+			}
 		case *MatMul:
 			a, b := v.Producer.Inputs[0], v.Producer.Inputs[1]
 			if d.backward[v.Producer] && isSwapLast2(perm) && len(a.Shape) >= 2 && len(b.Shape) >= 2 {
