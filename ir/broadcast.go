@@ -122,6 +122,21 @@ func (r *RunLayout) Runs() int {
 	return r.Outer.Size()
 }
 
+// Seek sets idx and base to the start of run number run (0 ≤ run <
+// Runs()), so that a walk can start in the middle (one worker's share).
+func (r *RunLayout) Seek(run int, idx, base []int) {
+	for k := range base {
+		base[k] = 0
+	}
+	for d := len(r.Outer) - 1; d >= 0; d-- {
+		idx[d] = run % r.Outer[d]
+		run /= r.Outer[d]
+		for k := range base {
+			base[k] += idx[d] * r.Strides[k][d]
+		}
+	}
+}
+
 // Next advances idx (an odometer over Outer, len(Outer) long) to the next
 // run and updates base (per operand, the offset of its run's first
 // element); it reports false after the last run.

@@ -12,8 +12,9 @@
 // Where, ConstantOfShape, ...), attributes are normalized (axes resolved
 // and non-negative, Softmax before opset 13 turned into reshapes around a
 // one-axis softmax, Split sizes, Slice bounds and auto_pad resolved), and
-// nodes no output needs are dropped. Backends therefore see static shapes
-// and a closed set of ops whose attributes need no further interpretation.
+// nodes no output needs are dropped; the erf GELU exporters spell out in
+// five ops becomes one Gelu. Backends therefore see static shapes and a
+// closed set of ops whose attributes need no further interpretation.
 //
 // Parameters stay explicit: Graph.Params lists every parameter with its
 // uses (a parameter feeding several nodes is tied, e.g. GPT's wte.weight

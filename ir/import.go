@@ -223,6 +223,7 @@ func (m *Model) Specialize(b Bindings) (*Graph, error) {
 		im.g.Outputs = append(im.g.Outputs, Output{Name: name, Value: v})
 	}
 	im.g.pruneDead()
+	fuseGelu(im.g)
 	im.g.relinkUses()
 	if err := im.g.Validate(); err != nil {
 		return nil, err

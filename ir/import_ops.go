@@ -257,12 +257,7 @@ func importVariadic(fn BinaryFn) importFunc {
 				return nil, err
 			}
 		}
-		if acc == in[0] && len(in) == 1 {
-			// One input: the op is the identity, but its output must
-			// have the broadcast shape, which is the input's.
-			return []*Value{acc}, nil
-		}
-		return []*Value{acc}, nil
+		return []*Value{acc}, nil // one input: the op is the identity
 	}
 }
 
@@ -1265,7 +1260,7 @@ func importDropout(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 // spatialAttrs reads kernel_shape/strides/dilations/pads/auto_pad of a
 // convolution or pooling node over input x and kernel shape kernel, and
 // resolves auto_pad into explicit pads.
-func spatialAttrs(n *onnx.Node, x Shape, kernel []int, ceil bool) (strides, pads, dilations []int, err error) {
+func spatialAttrs(n *onnx.Node, x Shape, kernel []int) (strides, pads, dilations []int, err error) {
 	k := len(kernel)
 	if strides, _, err = attrInts(n, "strides"); err != nil {
 		return
@@ -1339,7 +1334,7 @@ func importConv(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	} else if ok && !slices.Equal(ks, kernel) {
 		return nil, fmt.Errorf("kernel_shape %v does not match weights %v", ks, w.Shape)
 	}
-	strides, pads, dil, err := spatialAttrs(n, x.Shape, kernel, false)
+	strides, pads, dil, err := spatialAttrs(n, x.Shape, kernel)
 	if err != nil {
 		return nil, err
 	}
@@ -1367,7 +1362,7 @@ func importPool(isMax bool) importFunc {
 		if err != nil {
 			return nil, err
 		}
-		strides, pads, dil, err := spatialAttrs(n, x.Shape, kernel, ceil != 0)
+		strides, pads, dil, err := spatialAttrs(n, x.Shape, kernel)
 		if err != nil {
 			return nil, err
 		}

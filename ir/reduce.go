@@ -456,7 +456,14 @@ func (op *CumSum) Infer(in []Type) ([]Type, error) {
 	if err := wantInputs(in, 1, 1); err != nil {
 		return nil, err
 	}
-	if err := wantDTypes("input", in[0], isComputable, "a number type"); err != nil {
+	cumsumTypes := func(d DType) bool {
+		switch d {
+		case Float32, Float64, Float16, BFloat16, Int32, Int64, Uint32, Uint64:
+			return true
+		}
+		return false
+	}
+	if err := wantDTypes("input", in[0], cumsumTypes, "float, int32, int64, uint32 or uint64"); err != nil {
 		return nil, err
 	}
 	if op.Axis < 0 || op.Axis >= len(in[0].Shape) {

@@ -14,7 +14,13 @@
 //
 // Hot float32 ops (MatMul, Gemm, Add/Sub/Mul/Div with broadcasting, the
 // activation functions, Softmax over the last axis, LayerNorm, Gather,
-// Transpose, Where) have dedicated kernels; every other op and dtype runs
-// the op's reference implementation from package ir on the planned
-// tensors, so breadth never depends on a fast path.
+// Transpose, Slice, Where) have dedicated kernels; every other op and
+// dtype runs the op's reference implementation from package ir on the
+// planned tensors, so breadth never depends on a fast path. The
+// element-wise, row-wise and copy kernels split large tensors across
+// Options.Threads workers in contiguous shares that each compute exactly
+// what one worker would, so results are bit-identical for any thread
+// count. Transcendental functions are evaluated in float64 with table and
+// polynomial approximations (mathf.go) accurate far below float32's
+// rounding, and rounded once.
 package cpu

@@ -32,7 +32,10 @@ type kernel interface {
 
 // Executable is a graph compiled for the CPU: a memory plan (one arena,
 // buffers shared between values whose lifetimes do not overlap, reshapes
-// as views) and a kernel per node with its tensors bound.
+// as views) and a kernel per node with its tensors bound. Every IR op has
+// at least the reference kernel, and import has already rejected dtypes an
+// op does not take, so compiling a valid graph cannot fail on an op. An
+// Executable is not safe for concurrent use.
 type Executable struct {
 	g       *ir.Graph
 	threads int
@@ -86,10 +89,12 @@ type compiler struct {
 	tensors map[*ir.Value]*ir.Tensor
 }
 
-// fusion records operands a kernel reads through a skipped producer.
+// fusion records MatMul operands read through a transpose: the value
+// read instead of the node's input and the transpose's permutation (nil
+// for an operand read as it is).
 type fusion struct {
-	transA, transB bool
-	a, b           *ir.Value // the operands to read instead of the node's inputs
+	a, b         *ir.Value
+	permA, permB []int
 }
 
 func (c *compiler) compile() (*Executable, error) {
@@ -116,9 +121,6 @@ func (c *compiler) compile() (*Executable, error) {
 		if _, ok := n.Op.(*ir.Reshape); ok {
 			c.aliasOf[n.Outputs[0]] = n.Inputs[0]
 		}
-	}
-	if err := c.checkSupported(active); err != nil {
-		return nil, err
 	}
 
 	// Memory plan: one slot per root buffer (graph inputs and node outputs
@@ -254,57 +256,46 @@ func (c *compiler) readsOf(n *ir.Node) []*ir.Value {
 	return n.Inputs
 }
 
-// fuseTransposes lets a MatMul read a transposed operand directly when it
-// is a Transpose swapping the last two axes (nn.Linear weights [out, in]
-// used as Wᵀ): the GEMM reads the transpose's input with trans set, and the
-// transpose is skipped when nothing else reads it.
+// fuseTransposes lets a MatMul read an operand produced by a Transpose
+// straight from the transpose's input, with strides, whenever every matrix
+// of the transposed view has a unit stride along its rows or columns — the
+// GEMM's lda and transpose flag express it. That covers nn.Linear weights
+// ([out, in] used as Wᵀ) and the head transposes of attention
+// ([b,t,h,d] → [b,h,t,d] and → [b,h,d,t]). A transpose nothing else reads
+// is skipped.
 func (c *compiler) fuseTransposes() {
 	c.skip = map[*ir.Node]bool{}
 	c.fused = map[*ir.Node]fusion{}
-	swapsLast2 := func(v *ir.Value) *ir.Value {
-		if v.Kind != ir.NodeOutput || v.DType != ir.Float32 {
-			return nil
+	source := func(v *ir.Value) (*ir.Value, []int) {
+		if v.Kind != ir.NodeOutput || v.DType != ir.Float32 || len(v.Shape) < 2 {
+			return nil, nil
 		}
 		t, ok := v.Producer.Op.(*ir.Transpose)
 		if !ok {
-			return nil
+			return nil, nil
 		}
-		r := len(t.Perm)
-		if r < 2 {
-			return nil
+		src := v.Producer.Inputs[0]
+		if _, ok := stridedMatrix(logicalOperand(src.Shape, t.Perm)); !ok {
+			return nil, nil
 		}
-		for i := range r - 2 {
-			if t.Perm[i] != i {
-				return nil
-			}
-		}
-		if t.Perm[r-2] != r-1 || t.Perm[r-1] != r-2 {
-			return nil
-		}
-		return v.Producer.Inputs[0]
+		return src, t.Perm
 	}
 	readers := map[*ir.Value]int{}
 	for _, n := range c.g.Nodes {
-		mm, ok := n.Op.(*ir.MatMul)
-		_ = mm
-		if !ok || n.Inputs[0].DType != ir.Float32 {
+		if _, ok := n.Op.(*ir.MatMul); !ok || n.Inputs[0].DType != ir.Float32 {
 			continue
 		}
 		a, b := n.Inputs[0], n.Inputs[1]
 		f := fusion{a: a, b: b}
-		// Only operands of rank ≥ 2 on both sides, where the transpose is
-		// a plain matrix transpose of every batch entry.
-		if len(a.Shape) >= 2 && len(b.Shape) >= 2 {
-			if src := swapsLast2(a); src != nil {
-				f.a, f.transA = src, true
-				readers[a]++
-			}
-			if src := swapsLast2(b); src != nil {
-				f.b, f.transB = src, true
-				readers[b]++
-			}
+		if src, perm := source(a); src != nil {
+			f.a, f.permA = src, perm
+			readers[a]++
 		}
-		if f.transA || f.transB {
+		if src, perm := source(b); src != nil {
+			f.b, f.permB = src, perm
+			readers[b]++
+		}
+		if f.permA != nil || f.permB != nil {
 			c.fused[n] = f
 		}
 	}
@@ -313,17 +304,6 @@ func (c *compiler) fuseTransposes() {
 			c.skip[v.Producer] = true
 		}
 	}
-}
-
-// checkSupported reports ops the executor cannot run (none today: every IR
-// op has at least the reference kernel), and dtypes no kernel takes.
-func (c *compiler) checkSupported(nodes []*ir.Node) error {
-	for _, n := range nodes {
-		if n.Op == nil {
-			return fmt.Errorf("cpu: %s: no op", n)
-		}
-	}
-	return nil
 }
 
 // Graph returns the compiled graph.

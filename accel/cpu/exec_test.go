@@ -293,6 +293,24 @@ func TestTransposeWhereDtypes(t *testing.T) {
 			})
 		}
 	}
+	for _, dt := range []ir.DType{ir.Float32, ir.Int64, ir.Bool, ir.Float16} {
+		for _, sl := range []*ir.Slice{
+			{Starts: []int{1, 0, 4}, Steps: []int{1, 2, -1}, Sizes: []int{2, 2, 5}},
+			{Starts: []int{2, 3, 0}, Steps: []int{-2, -1, 3}, Sizes: []int{2, 4, 2}},
+			{Starts: []int{0, 0, 0}, Steps: []int{1, 1, 1}, Sizes: []int{3, 0, 5}},
+		} {
+			t.Run(fmt.Sprintf("slice/%v/%v", dt, sl.Steps), func(t *testing.T) {
+				b := ir.NewBuilder("g")
+				x := b.Input("x", dt, ir.Shape{3, 4, 5})
+				b.Output("y", b.Op1(sl, x))
+				g, err := b.Graph()
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkGraph(t, g, []*ir.Tensor{randTensor(rng, dt, ir.Shape{3, 4, 5}, -5, 5)}, 0, 0)
+			})
+		}
+	}
 	b := ir.NewBuilder("g")
 	c := b.Input("c", ir.Bool, ir.Shape{4, 1})
 	x := b.Input("x", ir.Float32, ir.Shape{3, 4, 5})
@@ -427,3 +445,139 @@ func TestRegistered(t *testing.T) {
 }
 
 var _ = math.Inf
+
+// TestParallelKernelsMatchSerial runs tensors large enough to be split
+// across workers (odd sizes, so that shares cut runs and rows in the
+// middle) with 1, 2 and 3 threads: results must be bit-identical, and
+// match the reference.
+func TestParallelKernelsMatchSerial(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 20))
+	s := ir.Shape{3, 129, 257}
+	b := ir.NewBuilder("g")
+	x := b.Input("x", ir.Float32, s)
+	y := b.Input("y", ir.Float32, ir.Shape{129, 1})
+	c := b.Input("c", ir.Bool, ir.Shape{257})
+	scale := b.Param("scale", randTensor(rng, ir.Float32, ir.Shape{257}, 0.5, 1.5))
+	b.Output("add", b.Op1(&ir.Binary{Fn: ir.Add}, x, y))
+	b.Output("div", b.Op1(&ir.Binary{Fn: ir.Div}, y, x))
+	b.Output("mul", b.Op1(&ir.Binary{Fn: ir.Mul}, x, x))
+	b.Output("erf", b.Op1(&ir.Unary{Fn: ir.Erf}, x))
+	b.Output("gelu", b.Op1(&ir.Unary{Fn: ir.GeluTanh}, x))
+	b.Output("relu", b.Op1(&ir.Unary{Fn: ir.Relu}, x))
+	b.Output("where", b.Op1(&ir.Where{}, c, x, y))
+	b.Output("softmax", b.Op1(&ir.Softmax{Axis: 2}, x))
+	b.Output("ln", b.Op1(&ir.LayerNorm{Axis: 2, Epsilon: 1e-5}, x, scale))
+	b.Output("transpose", b.Op1(&ir.Transpose{Perm: []int{2, 0, 1}}, x))
+	b.Output("slice", b.Op1(&ir.Slice{Starts: []int{2, 128, 3}, Steps: []int{-1, -1, 2}, Sizes: []int{3, 128, 127}}, x))
+	g, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := []*ir.Tensor{randTensor(rng, ir.Float32, s, -3, 3), randTensor(rng, ir.Float32, ir.Shape{129, 1}, 0.5, 2), randTensor(rng, ir.Bool, ir.Shape{257}, 0, 1)}
+	var serial []*ir.Tensor
+	for _, threads := range []int{1, 2, 3} {
+		exe, err := Compile(g, accel.Options{Threads: threads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exe.Run(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if threads == 1 {
+			for _, o := range out {
+				serial = append(serial, o.Clone())
+			}
+			continue
+		}
+		for i, o := range out {
+			if string(o.Bytes()) != string(serial[i].Bytes()) {
+				t.Errorf("%s with %d threads differs from 1 thread: %v", g.Outputs[i].Name, threads, ir.Compare(o, serial[i], 0, 0))
+			}
+		}
+	}
+	checkGraph(t, g, in, 1e-6, 1e-6)
+}
+
+// TestReferenceFallback: ops and dtypes without a fast kernel (float64 and
+// int32 MatMul, float16 Add, an int64 Where, a CumSum) run the reference
+// implementation on the planned buffers.
+func TestReferenceFallback(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	b := ir.NewBuilder("g")
+	x := b.Input("x", ir.Float64, ir.Shape{3, 4})
+	y := b.Input("y", ir.Float64, ir.Shape{4, 2})
+	h := b.Input("h", ir.Float16, ir.Shape{5})
+	i := b.Input("i", ir.Int64, ir.Shape{2, 3})
+	c := b.Input("c", ir.Bool, ir.Shape{3})
+	b.Output("mm64", b.Op1(&ir.MatMul{}, x, y))
+	b.Output("add16", b.Op1(&ir.Binary{Fn: ir.Add}, h, h))
+	b.Output("where64", b.Op1(&ir.Where{}, c, i, b.Const(ir.ScalarInt64(-7))))
+	b.Output("cumsum", b.Op1(&ir.CumSum{Axis: 1, Reverse: true}, i))
+	g, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := Compile(g, accel.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fallbacks := 0
+	for _, s := range exe.steps {
+		if _, ok := s.k.(*evalKernel); ok {
+			fallbacks++
+		}
+	}
+	if fallbacks != 4 {
+		t.Errorf("%d reference kernels, want 4", fallbacks)
+	}
+	checkGraph(t, g, []*ir.Tensor{randTensor(rng, ir.Float64, ir.Shape{3, 4}, -1, 1), randTensor(rng, ir.Float64, ir.Shape{4, 2}, -1, 1),
+		randTensor(rng, ir.Float16, ir.Shape{5}, -1, 1), randTensor(rng, ir.Int64, ir.Shape{2, 3}, -9, 9), randTensor(rng, ir.Bool, ir.Shape{3}, 0, 1)}, 0, 0)
+	if err := exe.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exe.Run(nil); err != ErrClosed {
+		t.Errorf("Run after Close: %v", err)
+	}
+}
+
+// TestMatMulStridedOperands: attention's head transposes ([b,t,h,d] →
+// [b,h,t,d] and → [b,h,d,t]) are read in place by the GEMMs with strides;
+// a transpose that moves the unit-stride axis into the batch cannot be,
+// and still runs.
+func TestMatMulStridedOperands(t *testing.T) {
+	forISAs(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(23, 24))
+		b := ir.NewBuilder("g")
+		qs := b.Input("q", ir.Float32, ir.Shape{2, 5, 3, 4})
+		ks := b.Input("k", ir.Float32, ir.Shape{2, 5, 3, 4})
+		vs := b.Input("v", ir.Float32, ir.Shape{2, 5, 3, 4})
+		q := b.Op1(&ir.Transpose{Perm: []int{0, 2, 1, 3}}, qs)
+		kt := b.Op1(&ir.Transpose{Perm: []int{0, 2, 3, 1}}, ks)
+		v := b.Op1(&ir.Transpose{Perm: []int{0, 2, 1, 3}}, vs)
+		att := b.Op1(&ir.MatMul{}, q, kt)                        // [2,3,5,5]
+		b.Output("o", b.Op1(&ir.MatMul{}, att, v))               // [2,3,5,4]
+		odd := b.Op1(&ir.Transpose{Perm: []int{3, 0, 1, 2}}, qs) // [4,2,5,3]: unit stride moved to the batch
+		b.Output("odd", b.Op1(&ir.MatMul{}, odd, b.Input("w", ir.Float32, ir.Shape{3, 2})))
+		g, err := b.Graph()
+		if err != nil {
+			t.Fatal(err)
+		}
+		exe, err := Compile(g, accel.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		transposes := 0
+		for _, s := range exe.steps {
+			if _, ok := s.node.Op.(*ir.Transpose); ok {
+				transposes++
+			}
+		}
+		if transposes != 1 {
+			t.Errorf("%d transposes run, want 1 (the one with no unit-stride matrix axis)", transposes)
+		}
+		s := ir.Shape{2, 5, 3, 4}
+		checkGraph(t, g, []*ir.Tensor{randTensor(rng, ir.Float32, s, -1, 1), randTensor(rng, ir.Float32, s, -1, 1),
+			randTensor(rng, ir.Float32, s, -1, 1), randTensor(rng, ir.Float32, ir.Shape{3, 2}, -1, 1)}, 1e-5, 1e-5)
+	})
+}

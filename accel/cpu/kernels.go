@@ -39,7 +39,7 @@ func (c *compiler) kernelFor(n *ir.Node) (kernel, error) {
 	case *ir.MatMul:
 		if f32(in[0], in[1]) {
 			f := c.fused[n]
-			return newMatMul(c.threads, in[0], in[1], out[0], f.transA, f.transB)
+			return newMatMul(c.threads, in[0], f.permA, in[1], f.permB, out[0])
 		}
 	case *ir.Gemm:
 		if f32(in...) {
@@ -47,31 +47,33 @@ func (c *compiler) kernelFor(n *ir.Node) (kernel, error) {
 		}
 	case *ir.Binary:
 		if f32(in[0], in[1], out[0]) {
-			if k := newBinary(op.Fn, in[0], in[1], out[0]); k != nil {
+			if k := newBinary(c.threads, op.Fn, in[0], in[1], out[0]); k != nil {
 				return k, nil
 			}
 		}
 	case *ir.Unary:
 		if f32(in[0]) {
-			if k := newUnary(op, in[0], out[0]); k != nil {
+			if k := newUnary(c.threads, op, in[0], out[0]); k != nil {
 				return k, nil
 			}
 		}
 	case *ir.Softmax:
 		if f32(in[0]) && op.Axis == len(in[0].Shape())-1 {
-			return &softmaxKernel{x: in[0], y: out[0], log: op.Log}, nil
+			return newSoftmax(c.threads, op, in[0], out[0]), nil
 		}
 	case *ir.LayerNorm:
 		if f32(in...) && in[1].Shape().Equal(in[0].Shape()[op.Axis:]) && (len(in) < 3 || in[2] == nil || in[2].Shape().Equal(in[1].Shape())) {
-			return newLayerNorm(op, in, out), nil
+			return newLayerNorm(c.threads, op, in, out), nil
 		}
 	case *ir.Gather:
 		return newGather(op, in[0], in[1], out[0]), nil
 	case *ir.Transpose:
-		return newTranspose(op, in[0], out[0]), nil
+		return newTranspose(c.threads, op, in[0], out[0]), nil
+	case *ir.Slice:
+		return newSlice(c.threads, op, in[0], out[0]), nil
 	case *ir.Where:
 		if f32(in[1], in[2]) {
-			return newWhere(in[0], in[1], in[2], out[0]), nil
+			return newWhere(c.threads, in[0], in[1], in[2], out[0]), nil
 		}
 	case *ir.Split, *ir.Concat, *ir.Copy:
 		// The reference copies slabs without allocating.

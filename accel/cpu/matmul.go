@@ -1,14 +1,73 @@
 package cpu
 
 import (
+	"fmt"
+
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/kernels"
 )
 
+// operand is a MatMul operand as the GEMM reads it: its logical shape and
+// the element strides of its storage (a transposed view of a stored tensor
+// has permuted strides).
+type operand struct {
+	shape   ir.Shape
+	strides []int
+}
+
+// logicalOperand describes the view Transpose(stored, perm) (perm nil: the
+// stored tensor itself).
+func logicalOperand(stored ir.Shape, perm []int) operand {
+	st := stored.Strides()
+	if perm == nil {
+		return operand{stored, st}
+	}
+	o := operand{shape: make(ir.Shape, len(perm)), strides: make([]int, len(perm))}
+	for i, p := range perm {
+		o.shape[i], o.strides[i] = stored[p], st[p]
+	}
+	return o
+}
+
+// matrixLayout is how the GEMM reads every matrix of an operand: as stored
+// with row stride ld, or (trans) as the transpose of a matrix with row
+// stride ld.
+type matrixLayout struct {
+	trans bool
+	ld    int
+}
+
+// stridedMatrix finds the layout of the last two axes of o (rank ≥ 2), or
+// reports that neither axis has unit stride.
+func stridedMatrix(o operand) (matrixLayout, bool) {
+	r := len(o.shape)
+	if r < 2 || o.shape.Size() == 0 {
+		return matrixLayout{}, false
+	}
+	rows, cols := o.shape[r-2], o.shape[r-1]
+	sr, sc := o.strides[r-2], o.strides[r-1]
+	if rows == 1 {
+		sr = cols
+	}
+	if cols == 1 {
+		sc = 1
+		if sr < 1 {
+			sr = 1
+		}
+	}
+	switch {
+	case sc == 1 && sr >= cols:
+		return matrixLayout{ld: sr}, true
+	case sr == 1 && sc >= rows:
+		return matrixLayout{trans: true, ld: sc}, true
+	}
+	return matrixLayout{}, false
+}
+
 // matmulKernel is a float32 MatMul as one Sgemm (batch folded into M when
-// the right operand has no batch), one SgemmBatched (equal or broadcast
-// batches with uniform strides), or a loop of Sgemm over precomputed
-// offsets (general broadcasting).
+// the right operand has no batch and the left one is row-contiguous), one
+// SgemmBatched (batches at uniform strides), or a loop of Sgemm over
+// precomputed offsets (general broadcasting and transposed views).
 type matmulKernel struct {
 	threads        int
 	a, b, c        []float32
@@ -18,68 +77,87 @@ type matmulKernel struct {
 
 	batch            int
 	strideA, strideB int
-	offA, offB       []int // general broadcasting: per batch entry
+	offA, offB       []int // general case: per batch entry
 }
 
-// newMatMul compiles a MatMul of a and b into out; with transA (transB) the
-// tensor given is the operand's transpose in its last two axes (a fused
-// Transpose), so the GEMM reads it transposed.
-func newMatMul(threads int, a, b, out *ir.Tensor, transA, transB bool) (kernel, error) {
-	as, bs := a.Shape().Clone(), b.Shape().Clone()
-	if transA {
-		as[len(as)-1], as[len(as)-2] = as[len(as)-2], as[len(as)-1]
-	}
-	if transB {
-		bs[len(bs)-1], bs[len(bs)-2] = bs[len(bs)-2], bs[len(bs)-1]
-	}
-	d, err := ir.MatMulShapes(as, bs)
+// newMatMul compiles a MatMul of a and b into out; a non-nil permA (permB)
+// says the operand is the view Transpose(a, permA) of the tensor given,
+// read in place with strides (see compiler.fuseTransposes).
+func newMatMul(threads int, a *ir.Tensor, permA []int, b *ir.Tensor, permB []int, out *ir.Tensor) (kernel, error) {
+	oa, ob := logicalOperand(a.Shape(), permA), logicalOperand(b.Shape(), permB)
+	d, err := ir.MatMulShapes(oa.shape, ob.shape)
 	if err != nil {
 		return nil, err
 	}
-	kn := &matmulKernel{threads: threads, a: a.Float32s(), b: b.Float32s(), c: out.Float32s(),
-		transA: transA, transB: transB, m: d.M, n: d.N, k: d.K}
-	kn.lda, kn.ldb = d.K, d.N
-	if transA {
-		kn.lda = d.M
+	// A 1-D operand is a row (left) or a column (right).
+	if len(oa.shape) == 1 {
+		oa = operand{ir.Shape{1, d.K}, []int{d.K, 1}}
 	}
-	if transB {
-		kn.ldb = d.K
+	if len(ob.shape) == 1 {
+		ob = operand{ir.Shape{d.K, 1}, []int{1, 1}}
 	}
-	kn.batch = d.Batch.Size()
-	aBatch, bBatch := d.ABatch.Size(), d.BBatch.Size()
-	switch {
-	case bBatch == 1 && !transA:
-		// Every batch entry multiplies the same B: stack A's rows.
-		// (B has no batch, so the batch is A's own and A is contiguous.)
-		kn.m *= kn.batch
-		kn.batch = 1
-	case (aBatch == kn.batch || aBatch == 1) && (bBatch == kn.batch || bBatch == 1):
-		if aBatch == kn.batch {
-			kn.strideA = d.M * d.K
-		}
-		if bBatch == kn.batch {
-			kn.strideB = d.K * d.N
-		}
-	default:
-		aStr := ir.BroadcastStrides(d.ABatch, d.Batch)
-		bStr := ir.BroadcastStrides(d.BBatch, d.Batch)
-		pos := make([]int, len(d.Batch))
-		for range kn.batch {
-			oa, ob := 0, 0
-			for i, p := range pos {
-				oa += p * aStr[i]
-				ob += p * bStr[i]
+	kn := &matmulKernel{threads: threads, a: a.Float32s(), b: b.Float32s(), c: out.Float32s(), m: d.M, n: d.N, k: d.K}
+	if d.M == 0 || d.N == 0 || d.K == 0 {
+		return kn, nil
+	}
+	la, okA := stridedMatrix(oa)
+	lb, okB := stridedMatrix(ob)
+	if !okA || !okB {
+		return nil, fmt.Errorf("cpu: MatMul operand with no unit stride in its matrices")
+	}
+	kn.transA, kn.lda, kn.transB, kn.ldb = la.trans, la.ld, lb.trans, lb.ld
+	offsets := func(o operand) []int {
+		r := len(o.shape)
+		st := make([]int, len(d.Batch))
+		off := len(d.Batch) - (r - 2)
+		for i := range r - 2 {
+			if o.shape[i] != 1 {
+				st[off+i] = o.strides[i]
 			}
-			kn.offA = append(kn.offA, oa*d.M*d.K)
-			kn.offB = append(kn.offB, ob*d.K*d.N)
-			for i := len(pos) - 1; i >= 0; i-- {
-				pos[i]++
-				if pos[i] < d.Batch[i] {
+		}
+		out := make([]int, d.Batch.Size())
+		pos := make([]int, len(d.Batch))
+		for i := range out {
+			for j, p := range pos {
+				out[i] += p * st[j]
+			}
+			for j := len(pos) - 1; j >= 0; j-- {
+				pos[j]++
+				if pos[j] < d.Batch[j] {
 					break
 				}
-				pos[i] = 0
+				pos[j] = 0
 			}
 		}
+		return out
+	}
+	offA, offB := offsets(oa), offsets(ob)
+	kn.batch = len(offA)
+	uniform := func(off []int) (int, bool) {
+		if len(off) < 2 {
+			return 0, true
+		}
+		step := off[1] - off[0]
+		for i, o := range off {
+			if o != i*step {
+				return 0, false
+			}
+		}
+		return step, true
+	}
+	sa, uniA := uniform(offA)
+	sb, uniB := uniform(offB)
+	switch {
+	case kn.batch == 1:
+	case uniB && sb == 0 && uniA && !kn.transA && sa == d.M*kn.lda:
+		// Every batch entry multiplies the same B and A's matrices follow
+		// each other row after row: one product with the rows stacked.
+		kn.m *= kn.batch
+		kn.batch = 1
+	case uniA && uniB:
+		kn.strideA, kn.strideB = sa, sb
+	default:
+		kn.offA, kn.offB = offA, offB
 	}
 	return kn, nil
 }

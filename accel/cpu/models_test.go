@@ -393,3 +393,17 @@ func TestSpecializeErrors(t *testing.T) {
 }
 
 var _ = fmt.Sprint
+
+// TestExportedGeluIsFused: the erf GELU PyTorch exports as five ops imports
+// as one Gelu per layer (tiny_bert has two layers), and the model still
+// matches PyTorch (TestTinyModelsMatchPyTorch).
+func TestExportedGeluIsFused(t *testing.T) {
+	dir := sharedtest.Path(t, "models", "tiny_bert")
+	model := readModel(t, filepath.Join(dir, "model.onnx"))
+	tokens := readTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))
+	g, _ := compileFor(t, model, map[string]*ir.Tensor{"tokens": tokens})
+	ops := g.OpCounts()
+	if ops["Gelu"] != 2 || ops["Erf"] != 0 {
+		t.Errorf("op counts %v: want 2 Gelu and no Erf", ops)
+	}
+}

@@ -10,66 +10,99 @@ import (
 
 // softmaxKernel is a float32 Softmax (or LogSoftmax) over the last axis.
 type softmaxKernel struct {
-	x, y *ir.Tensor
-	log  bool
+	x, y    []float32
+	n       int
+	log     bool
+	scratch [][]float64 // per worker, one row in float64
+	workers int
+	split   splitter
+}
+
+func newSoftmax(threads int, op *ir.Softmax, x, y *ir.Tensor) kernel {
+	s := x.Shape()
+	n := s[len(s)-1]
+	k := &softmaxKernel{x: x.Float32s(), y: y.Float32s(), n: n, log: op.Log, workers: workersFor(threads, x.Len())}
+	for range k.workers {
+		k.scratch = append(k.scratch, make([]float64, n))
+	}
+	if n > 0 {
+		k.split = splitter{units: x.Len() / n, align: 1, share: k.share}
+	}
+	return k
 }
 
 func (k *softmaxKernel) run() error {
-	s := k.x.Shape()
-	n := s[len(s)-1]
-	if n == 0 {
-		return nil
-	}
-	x, y := k.x.Float32s(), k.y.Float32s()
-	for off := 0; off < len(x); off += n {
-		softmaxRow(y[off:off+n], x[off:off+n], k.log)
+	if k.n > 0 {
+		k.split.run(k.workers)
 	}
 	return nil
 }
 
+func (k *softmaxKernel) share(lo, hi, w int) {
+	n := k.n
+	for r := lo; r < hi; r++ {
+		softmaxRow(k.y[r*n:(r+1)*n], k.x[r*n:(r+1)*n], k.scratch[w], k.log)
+	}
+}
+
 // softmaxRow: y = exp(x - max) / Σ exp(x - max), or with log
-// y = x - max - log Σ exp(x - max); the sum accumulates in float64.
-func softmaxRow(y, x []float32, log bool) {
-	y = y[:len(x)]
+// y = x - max - log Σ exp(x - max), in float64 (buf holds the row).
+func softmaxRow(y, x []float32, buf []float64, log bool) {
+	y, buf = y[:len(x)], buf[:len(x)]
 	m := float32(math.Inf(-1))
 	for _, v := range x {
 		if v > m {
 			m = v
 		}
 	}
-	var sum float64
 	for i, v := range x {
-		e := math.Exp(float64(v - m))
-		if !log {
-			y[i] = float32(e)
-		}
-		sum += e
+		buf[i] = float64(v - m)
 	}
 	if log {
-		ls := float32(math.Log(sum))
-		for i, v := range x {
-			y[i] = v - m - ls
+		var sum float64
+		for _, v := range buf {
+			sum += exp64(v)
+		}
+		ls := math.Log(sum)
+		for i, v := range buf {
+			y[i] = float32(v - ls)
 		}
 		return
 	}
-	inv := float32(1 / sum)
-	for i := range y {
-		y[i] *= inv
+	var sum float64
+	for i, v := range buf {
+		e := exp64(v)
+		buf[i] = e
+		sum += e
+	}
+	inv := 1 / sum
+	for i, v := range buf {
+		y[i] = float32(v * inv)
 	}
 }
 
 // layerNormKernel is a float32 LayerNorm over the trailing axes with
-// scale (and bias) of exactly the normalized shape.
+// scale (and bias) of exactly the normalized shape; statistics in float64.
 type layerNormKernel struct {
 	x, scale, bias, y []float32
 	mean, invStd      []float32
 	n                 int
 	eps               float64
+	scratch           [][]float64 // per worker, one row in float64
+	workers           int
+	split             splitter
 }
 
-func newLayerNorm(op *ir.LayerNorm, in, out []*ir.Tensor) kernel {
+func newLayerNorm(threads int, op *ir.LayerNorm, in, out []*ir.Tensor) kernel {
+	n := in[0].Shape()[op.Axis:].Size()
 	k := &layerNormKernel{x: in[0].Float32s(), scale: in[1].Float32s(), y: out[0].Float32s(),
-		n: in[0].Shape()[op.Axis:].Size(), eps: float64(op.Epsilon)}
+		n: n, eps: float64(op.Epsilon), workers: workersFor(threads, in[0].Len())}
+	for range k.workers {
+		k.scratch = append(k.scratch, make([]float64, n))
+	}
+	if n > 0 {
+		k.split = splitter{units: in[0].Len() / n, align: 1, share: k.share}
+	}
 	if len(in) > 2 && in[2] != nil {
 		k.bias = in[2].Float32s()
 	}
@@ -83,43 +116,52 @@ func newLayerNorm(op *ir.LayerNorm, in, out []*ir.Tensor) kernel {
 }
 
 func (k *layerNormKernel) run() error {
-	n := k.n
-	if n == 0 {
-		return nil
+	if k.n > 0 {
+		k.split.run(k.workers)
 	}
-	for r, off := 0, 0; off < len(k.x); r, off = r+1, off+n {
+	return nil
+}
+
+// share normalizes rows [lo, hi).
+func (k *layerNormKernel) share(lo, hi, w int) {
+	n := k.n
+	buf := k.scratch[w]
+	scale := k.scale[:n]
+	for r := lo; r < hi; r++ {
+		off := r * n
 		x, y := k.x[off:off+n], k.y[off:off+n]
+		for i, v := range x {
+			buf[i] = float64(v)
+		}
 		var sum float64
-		for _, v := range x {
-			sum += float64(v)
+		for _, v := range buf {
+			sum += v
 		}
 		mean := sum / float64(n)
 		var sq float64
-		for _, v := range x {
-			d := float64(v) - mean
+		for i, v := range buf {
+			d := v - mean
+			buf[i] = d
 			sq += d * d
 		}
 		inv := 1 / math.Sqrt(sq/float64(n)+k.eps)
-		m32, i32 := float32(mean), float32(inv)
-		scale := k.scale[:n]
 		if k.bias != nil {
 			bias := k.bias[:n]
-			for i, v := range x {
-				y[i] = (v-m32)*i32*scale[i] + bias[i]
+			for i, d := range buf {
+				y[i] = float32(d*inv)*scale[i] + bias[i]
 			}
 		} else {
-			for i, v := range x {
-				y[i] = (v - m32) * i32 * scale[i]
+			for i, d := range buf {
+				y[i] = float32(d*inv) * scale[i]
 			}
 		}
 		if k.mean != nil {
-			k.mean[r] = m32
+			k.mean[r] = float32(mean)
 		}
 		if k.invStd != nil {
-			k.invStd[r] = i32
+			k.invStd[r] = float32(inv)
 		}
 	}
-	return nil
 }
 
 // gatherKernel copies slices along an axis by index, any dtype (the
@@ -173,38 +215,94 @@ func (k *gatherKernel) run() error {
 	return nil
 }
 
-// transposeKernel permutes axes for any element width: it walks the output
-// in order, reading the input with the permuted strides.
-type transposeKernel struct {
+// stridedKernel copies a strided view of its input into a dense output,
+// for any element width: it walks the output in order, reading the input
+// at offset + Σ index·stride. Transpose (permuted strides) and Slice
+// (scaled strides and a start offset) are both this.
+type stridedKernel struct {
 	x, y    []byte
 	width   int
-	shape   []int // output shape
-	strides []int // input element strides, permuted to the output's axes
-	idx     []int
+	shape   []int   // output shape
+	strides []int   // input element strides, one per output axis
+	offset  int     // input element of the output's first
+	idx     [][]int // per worker
+	workers int
+	split   splitter
 }
 
-func newTranspose(op *ir.Transpose, x, y *ir.Tensor) kernel {
-	st := x.Shape().Strides()
-	k := &transposeKernel{x: x.Bytes(), y: y.Bytes(), width: x.DType().Size(), shape: y.Shape().Clone(),
-		strides: make([]int, len(op.Perm)), idx: make([]int, len(op.Perm))}
-	for i, p := range op.Perm {
-		k.strides[i] = st[p]
+// finish sets up the per-worker state once shape and strides are known;
+// the work is split by output rows (the innermost dimension).
+func (k *stridedKernel) finish(threads int) kernel {
+	n := ir.Shape(k.shape).Size()
+	k.workers = workersFor(threads, n)
+	for range k.workers {
+		k.idx = append(k.idx, make([]int, len(k.shape)))
 	}
+	rows := 1
+	if len(k.shape) > 0 {
+		rows = ir.Shape(k.shape[:len(k.shape)-1]).Size()
+		if k.shape[len(k.shape)-1] == 0 {
+			rows = 0
+		}
+	}
+	k.split = splitter{units: rows, align: 1, share: k.share}
 	return k
 }
 
-func (k *transposeKernel) run() error {
+func newTranspose(threads int, op *ir.Transpose, x, y *ir.Tensor) kernel {
+	st := x.Shape().Strides()
+	k := &stridedKernel{x: x.Bytes(), y: y.Bytes(), width: x.DType().Size(), shape: y.Shape().Clone(),
+		strides: make([]int, len(op.Perm))}
+	for i, p := range op.Perm {
+		k.strides[i] = st[p]
+	}
+	return k.finish(threads)
+}
+
+func newSlice(threads int, op *ir.Slice, x, y *ir.Tensor) kernel {
+	st := x.Shape().Strides()
+	k := &stridedKernel{x: x.Bytes(), y: y.Bytes(), width: x.DType().Size(), shape: y.Shape().Clone(),
+		strides: make([]int, len(st))}
+	for d := range st {
+		k.strides[d] = st[d] * op.Steps[d]
+		k.offset += st[d] * op.Starts[d]
+	}
+	return k.finish(threads)
+}
+
+func (k *stridedKernel) run() error {
+	if len(k.shape) == 0 {
+		copy(k.y, k.x[k.offset*k.width:(k.offset+1)*k.width])
+		return nil
+	}
+	k.split.run(k.workers)
+	return nil
+}
+
+// share copies output rows [lo, hi).
+func (k *stridedKernel) share(lo, hi, w int) {
+	r := len(k.shape)
+	inner := k.shape[r-1]
+	idx := k.idx[w]
+	// idx and the input offset of row lo
+	base := k.offset
+	row := lo
+	for d := r - 2; d >= 0; d-- {
+		idx[d] = row % k.shape[d]
+		row /= k.shape[d]
+		base += idx[d] * k.strides[d]
+	}
+	y0, y1 := lo*inner, hi*inner
 	switch k.width {
 	case 4:
-		transposeWords(words[uint32](k.y), words[uint32](k.x), k.shape, k.strides, k.idx)
+		gatherRows(words[uint32](k.y)[y0:y1], words[uint32](k.x), base, k.shape, k.strides, idx)
 	case 8:
-		transposeWords(words[uint64](k.y), words[uint64](k.x), k.shape, k.strides, k.idx)
+		gatherRows(words[uint64](k.y)[y0:y1], words[uint64](k.x), base, k.shape, k.strides, idx)
 	case 2:
-		transposeWords(words[uint16](k.y), words[uint16](k.x), k.shape, k.strides, k.idx)
+		gatherRows(words[uint16](k.y)[y0:y1], words[uint16](k.x), base, k.shape, k.strides, idx)
 	default:
-		transposeWords(k.y, k.x, k.shape, k.strides, k.idx)
+		gatherRows(k.y[y0:y1], k.x, base, k.shape, k.strides, idx)
 	}
-	return nil
 }
 
 // words views a byte buffer (8-byte aligned, from the arena or a tensor)
@@ -217,25 +315,19 @@ func words[W uint16 | uint32 | uint64](b []byte) []W {
 	return unsafe.Slice((*W)(unsafe.Pointer(&b[0])), len(b)/int(unsafe.Sizeof(z)))
 }
 
-func transposeWords[W uint8 | uint16 | uint32 | uint64](y, x []W, shape, strides, idx []int) {
+// gatherRows fills y, whole rows of the output (row-major over shape,
+// rank ≥ 1), with x[base + Σ index·stride]; idx (len(shape)) and base
+// describe the first row and advance like an odometer. Strides may be
+// negative (a reversed slice).
+func gatherRows[W uint8 | uint16 | uint32 | uint64](y, x []W, base int, shape, strides, idx []int) {
 	r := len(shape)
-	if len(y) == 0 {
-		return
-	}
-	if r == 0 {
-		y[0] = x[0]
-		return
-	}
-	clear(idx)
 	inner, step := shape[r-1], strides[r-1]
-	base := 0
 	for o := 0; o < len(y); o += inner {
 		row := y[o : o+inner]
 		for i := range row {
 			row[i] = x[base+i*step]
 		}
-		d := r - 2
-		for ; d >= 0; d-- {
+		for d := r - 2; d >= 0; d-- {
 			idx[d]++
 			base += strides[d]
 			if idx[d] < shape[d] {
@@ -243,9 +335,6 @@ func transposeWords[W uint8 | uint16 | uint32 | uint64](y, x []W, shape, strides
 			}
 			base -= strides[d] * shape[d]
 			idx[d] = 0
-		}
-		if d < 0 {
-			return
 		}
 	}
 }
