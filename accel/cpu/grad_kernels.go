@@ -11,22 +11,13 @@ import (
 // Kernels for the ops of training graphs: the internal gradient ops of
 // package ir (UnaryGrad, SoftmaxGrad, LayerNormGrad, ScatterAddRows,
 // SliceGrad, SoftmaxCELoss) and the data-movement and
-// reduction ops backward passes are made of (Reduce, Expand, Slice). They
-// are float32 (Expand and Slice: any element width), split their work
+// reduction ops backward passes are made of (Reduce, Expand). They are
+// float32 (Expand: any element width), split their work
 // across the executable's threads with kernels.Parallel, allocate nothing
 // when they run, and give the same bits for any thread count: work is
 // split over independent rows or columns, and sums across rows are taken
 // in a fixed order (LayerNormGrad sums fixed blocks of rows, then the
 // blocks in order).
-
-// minWorkPerThread is the number of elements below which a kernel runs on
-// one goroutine (waking another costs more than it saves).
-const minWorkPerThread = 1 << 14
-
-// workersFor is how many goroutines share work elements.
-func workersFor(threads, work int) int {
-	return max(1, min(threads, work/minWorkPerThread))
-}
 
 // ---------------------------------------------------------------- UnaryGrad
 
@@ -70,7 +61,21 @@ func (k *unaryGradKernel) Run(w, workers int) {
 	case ir.Erf:
 		for i, x := range t {
 			f := float64(x)
-			dx[i] = float32(float64(dy[i]) * (2 / math.SqrtPi) * math.Exp(-f*f))
+			dx[i] = float32(float64(dy[i]) * (2 / math.SqrtPi) * exp64(-f*f))
+		}
+	case ir.Gelu:
+		// Φ(x) + x·φ(x)
+		for i, x := range t {
+			f := float64(x)
+			d := 0.5*(1+erf64(f*(1/math.Sqrt2))) + f*exp64(-0.5*f*f)*(1/math.Sqrt(2*math.Pi))
+			dx[i] = float32(float64(dy[i]) * d)
+		}
+	case ir.GeluTanh:
+		for i, x := range t {
+			f := float64(x)
+			th := tanh64(sqrt2OverPi * (f + 0.044715*f*f*f))
+			d := 0.5*(1+th) + 0.5*f*(1-th*th)*sqrt2OverPi*(1+3*0.044715*f*f)
+			dx[i] = float32(float64(dy[i]) * d)
 		}
 	default:
 		for i, v := range t {
@@ -110,7 +115,7 @@ func (k *softmaxGradKernel) Run(w, workers int) {
 				s += float64(v)
 			}
 			for i, v := range y {
-				dx[i] = float32(float64(dy[i]) - math.Exp(float64(v))*s)
+				dx[i] = float32(float64(dy[i]) - exp64(float64(v))*s)
 			}
 			continue
 		}
@@ -483,13 +488,13 @@ func (k *crossEntropyKernel) Run(w, workers int) {
 		var s float64
 		if dx != nil {
 			for i, v := range x {
-				e := math.Exp(float64(v - m))
+				e := exp64(float64(v - m))
 				dx[i] = float32(e)
 				s += e
 			}
 		} else {
 			for _, v := range x {
-				s += math.Exp(float64(v - m))
+				s += exp64(float64(v - m))
 			}
 		}
 		k.rowLoss[r] = float64(m) + math.Log(s) - float64(x[t])
@@ -611,94 +616,13 @@ func (k *reduceKernel) Run(w, workers int) {
 	}
 }
 
-// ---------------------------------------------------------------- Expand, Slice
+// ---------------------------------------------------------------- Expand
 
-// stridedCopyKernel copies a strided view of its input into the output in
-// row-major order, any element width: Expand (stride 0 on broadcast axes)
-// and Slice (steps and an offset).
-type stridedCopyKernel struct {
-	x, y    []byte
-	width   int
-	shape   []int // output shape
-	strides []int // input element strides per output axis
-	offset  int   // input element offset of the first output element
-	idx     []int
-}
-
-func newExpand(x, y *ir.Tensor) kernel {
-	return &stridedCopyKernel{x: x.Bytes(), y: y.Bytes(), width: x.DType().Size(), shape: y.Shape().Clone(),
-		strides: ir.BroadcastStrides(x.Shape(), y.Shape()), idx: make([]int, len(y.Shape()))}
-}
-
-func newSlice(op *ir.Slice, x, y *ir.Tensor) kernel {
-	st := x.Shape().Strides()
-	k := &stridedCopyKernel{x: x.Bytes(), y: y.Bytes(), width: x.DType().Size(), shape: y.Shape().Clone(),
-		strides: make([]int, len(st)), idx: make([]int, len(st))}
-	for d := range st {
-		k.strides[d] = st[d] * op.Steps[d]
-		k.offset += st[d] * op.Starts[d]
-	}
-	return k
-}
-
-func (k *stridedCopyKernel) run() error {
-	if len(k.y) == 0 {
-		return nil
-	}
-	switch k.width {
-	case 4:
-		stridedCopy(words[uint32](k.y), words[uint32](k.x), k.shape, k.strides, k.offset, k.idx)
-	case 8:
-		stridedCopy(words[uint64](k.y), words[uint64](k.x), k.shape, k.strides, k.offset, k.idx)
-	case 2:
-		stridedCopy(words[uint16](k.y), words[uint16](k.x), k.shape, k.strides, k.offset, k.idx)
-	default:
-		stridedCopy(k.y, k.x, k.shape, k.strides, k.offset, k.idx)
-	}
-	return nil
-}
-
-// stridedCopy fills y (row-major over shape) with x[offset + Σ idx·strides],
-// copying whole runs when the innermost stride is 1 and broadcasting a
-// single element when it is 0.
-func stridedCopy[W uint8 | uint16 | uint32 | uint64](y, x []W, shape, strides []int, offset int, idx []int) {
-	r := len(shape)
-	if r == 0 {
-		y[0] = x[offset]
-		return
-	}
-	clear(idx)
-	inner, step := shape[r-1], strides[r-1]
-	base := offset
-	for o := 0; o < len(y); o += inner {
-		row := y[o : o+inner]
-		switch step {
-		case 1:
-			copy(row, x[base:base+inner])
-		case 0:
-			v := x[base]
-			for i := range row {
-				row[i] = v
-			}
-		default:
-			for i := range row {
-				row[i] = x[base+i*step]
-			}
-		}
-		d := r - 2
-		for ; d >= 0; d-- {
-			idx[d]++
-			base += strides[d]
-			if idx[d] < shape[d] {
-				break
-			}
-			base -= strides[d] * shape[d]
-			idx[d] = 0
-		}
-		if d < 0 {
-			return
-		}
-	}
+// newExpand is Expand as a strided copy: stride 0 along broadcast axes.
+func newExpand(threads int, x, y *ir.Tensor) kernel {
+	k := &stridedKernel{x: x.Bytes(), y: y.Bytes(), width: x.DType().Size(), shape: y.Shape().Clone(),
+		strides: ir.BroadcastStrides(x.Shape(), y.Shape())}
+	return k.finish(threads)
 }
 
 // trainingKernel picks the kernel for the ops of training graphs (nil: the
@@ -720,9 +644,7 @@ func (c *compiler) trainingKernel(n *ir.Node, in, out []*ir.Tensor) kernel {
 			}
 		}
 	case *ir.Expand:
-		return newExpand(in[0], out[0])
-	case *ir.Slice:
-		return newSlice(op, in[0], out[0])
+		return newExpand(c.threads, in[0], out[0])
 	case *ir.UnaryGrad:
 		if f32(in...) {
 			return newUnaryGrad(c.threads, op, in[0], in[1], out[0])
