@@ -1,5 +1,3 @@
-//go:build autodiff
-
 package train
 
 import (

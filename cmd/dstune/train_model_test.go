@@ -1,5 +1,3 @@
-//go:build autodiff
-
 package main
 
 import (
