@@ -157,9 +157,9 @@ func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
 	trainPath, validPath := tinyGPTData(t)
 	args := func(run string) []string {
-		return []string{model, "--data", trainPath, "--valid", validPath, "--task", "lm", "--steps", "14", "--batch", "4",
+		return []string{model, "--data", trainPath, "--valid", validPath, "--task", "lm", "--steps", "60", "--batch", "4",
 			"--optimizer", "adafactor", "--schedule", "linear", "--warmup", "3", "--seed", "5",
-			"--eval-every", "5", "--checkpoint-every", "3", "--threads", "2", "--out", run}
+			"--eval-every", "20", "--checkpoint-every", "7", "--threads", "2", "--out", run}
 	}
 	whole := filepath.Join(t.TempDir(), "whole")
 	if code, _, stderr := dstune(append([]string{"train"}, args(whole)...)...); code != 0 {
@@ -192,7 +192,7 @@ func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("resume: exit %d: %s", code, stderr)
 			}
-			if !strings.Contains(stdout, "done: step 14") {
+			if !strings.Contains(stdout, "done: step 60") {
 				t.Errorf("resume output:\n%s", stdout)
 			}
 			got := readParams(t, run)
