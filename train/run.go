@@ -292,7 +292,13 @@ func (r *runner) setup() error {
 			return err
 		}
 	}
-	if err := truncateMetrics(filepath.Join(dir, MetricsFile), r.engine.Step()); err != nil {
+	// Records after the checkpoint go; without a checkpoint the run starts
+	// over, initial validation included.
+	keep := r.engine.Step()
+	if keep == 0 {
+		keep = -1
+	}
+	if err := truncateMetrics(filepath.Join(dir, MetricsFile), keep); err != nil {
 		return err
 	}
 	if r.metrics, err = os.OpenFile(filepath.Join(dir, MetricsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
