@@ -300,13 +300,16 @@ func (k *scatterAddRowsKernel) Run(w, workers int) {
 		return
 	}
 	in := k.inner
+	inPlace := k.base != nil && len(k.y) > 0 && &k.base[0] == &k.y[0]
 	for o := range k.outer {
 		for r := range k.rows {
 			off := (o*k.rows+r)*in + lo
 			dst := k.y[off : off+hi-lo]
-			if k.base != nil {
+			switch {
+			case inPlace:
+			case k.base != nil:
 				copy(dst, k.base[off:off+hi-lo])
-			} else {
+			default:
 				clear(dst)
 			}
 		}
@@ -351,10 +354,12 @@ func newSliceGrad(op *ir.SliceGrad, in []*ir.Tensor, out *ir.Tensor) kernel {
 }
 
 func (k *sliceGradKernel) run() error {
-	if k.base != nil {
-		copy(k.y, k.base)
-	} else {
+	switch {
+	case k.base == nil:
 		clear(k.y)
+	case len(k.y) > 0 && &k.base[0] == &k.y[0]: // in place
+	default:
+		copy(k.y, k.base)
 	}
 	if len(k.dy) == 0 {
 		return nil
@@ -485,6 +490,7 @@ func (k *crossEntropyKernel) Run(w, workers int) {
 				m = v
 			}
 		}
+		xt := x[t] // dlogits may be the logits' buffer
 		var s float64
 		if dx != nil {
 			for i, v := range x {
@@ -497,7 +503,7 @@ func (k *crossEntropyKernel) Run(w, workers int) {
 				s += exp64(float64(v - m))
 			}
 		}
-		k.rowLoss[r] = float64(m) + math.Log(s) - float64(x[t])
+		k.rowLoss[r] = float64(m) + math.Log(s) - float64(xt)
 		if dx != nil {
 			scale := float32(1 / (s * float64(k.count)))
 			for i := range dx {
