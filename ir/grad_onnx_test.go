@@ -51,8 +51,8 @@ func TestGradThroughImportedOps(t *testing.T) {
 		constNode(t, "ends", IntsTensor(2)),
 		constNode(t, "axes", IntsTensor(1)),
 		node("Slice", []string{"s1", "starts", "ends", "axes"}, []string{"s1b"}), // [2,1,4]
-		node("Concat", []string{"s0", "s1b"}, []string{"c"}, intAttr("axis", 2)),  // [2,1,8]
-		node("Flatten", []string{"c"}, []string{"f"}, intAttr("axis", 1)),         // [2,8]
+		node("Concat", []string{"s0", "s1b"}, []string{"c"}, intAttr("axis", 2)), // [2,1,8]
+		node("Flatten", []string{"c"}, []string{"f"}, intAttr("axis", 1)),        // [2,8]
 		node("Gemm", []string{"f", "head", "head_bias"}, []string{"y"}, intAttr("transB", 1)),
 	}
 	m := buildModel(17, []*onnx.ValueInfo{valueInfo("ids", onnx.Int64, 2, 3)}, inits, nodes, "y")
