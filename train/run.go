@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -352,16 +353,8 @@ func configDiff(a, b Config) string {
 			diffs = append(diffs, fmt.Sprintf("%s is unset in config.json, %s now", k, db))
 		}
 	}
-	sortStrings(diffs)
+	slices.Sort(diffs)
 	return strings.Join(diffs, "; ")
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 // truncateMetrics drops records of steps after step (written after the
