@@ -1,0 +1,186 @@
+package main
+
+import (
+	"math"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// Polynomial coefficients, lowest degree first, printed by fit_coeffs.py.
+var (
+	// exp(r) = 1 + r + r²·q(r) for |r| <= ln2/2.
+	expPoly = []float32{0.4999999403953552, 0.1666652113199234, 0.04166838899254799, 0.008368715643882751, 0.0013814602280035615}
+	// erf(x) = x·P(x²) for |x| < 1.
+	erfSmallPoly = []float32{1.1283791065216064, -0.3761262595653534, 0.1128358542919159, -0.026853812858462334, 0.005188329610973597, -0.0008010208257474005, 7.853906572563574e-05}
+	// erfc(z) = t·Q(t)·exp(-z²) with t = 1/(1 + erfcTailP·z), for 1 <= z <= 10.
+	erfcTailPoly = []float32{0.19749505817890167, 0.19684800505638123, 0.19108599424362183, 0.13161103427410126, 0.22058768570423126, -0.09569539874792099, 0.261143296957016, -0.10314329713582993}
+	// tanh(x) = x + x³·P(x²) for |x| < 0.625.
+	tanhSmallPoly = []float32{-0.3333333134651184, 0.1333320587873459, -0.05394676327705383, 0.021700702607631683, -0.008177398703992367, 0.0021429620683193207}
+)
+
+const (
+	erfcTailP     = 0.35
+	tanhSmallEdge = 0.625
+
+	// exp clamps its argument to [expLo, expHi]: below expLo the result
+	// rounds to zero, above expHi to +Inf, and in between 2^n stays within
+	// what the AVX2 two-factor scaling can form.
+	expLo = -104
+	expHi = 88.8
+
+	log2e    = math.Log2E
+	ln2Hi    = float32(math.Ln2)
+	expMagic = 12582912 // 1.5·2²³: adding it rounds |v| < 2²² to an integer held in the low mantissa bits
+
+	// Past ±geluClamp GELU is x or -0 and its derivative 1 or 0 in float32;
+	// clamping there keeps Inf out of the intermediate products.
+	geluClamp = 15
+
+	sqrtHalf     = math.Sqrt2 / 2
+	invSqrt2Pi   = 0.3989422804014327  // 1/√(2π)
+	geluTanhK    = 0.7978845608028654  // √(2/π)
+	geluTanhCube = 0.044715 * geluTanhK // √(2/π)·0.044715
+)
+
+// ln2Lo is the part of ln 2 that ln2Hi misses.
+var ln2Lo = float32(math.Ln2 - float64(ln2Hi))
+
+// exp returns e^x in every lane, within about 1 ulp: x = n·ln2 + r with
+// |r| <= ln2/2 (Cody–Waite with FMA), e^r by expPoly, and the result scaled
+// by 2^n (VSCALEFPS on AVX-512; two exponent-field multiplies on AVX2 so
+// that subnormal results round once). NaN stays NaN; the loop must hoist
+// expLo and expHi.
+func (c *ctx) exp(x VecVirtual) VecVirtual {
+	xc := c.clamp(x, expLo, expHi)
+	t := c.load(konst(expMagic))
+	VFMADD231PS(konst(log2e), xc, t) // t = xc·log2e + magic
+	n := c.sub(t, konst(expMagic))
+	r := c.fnma(n, konst(ln2Hi), xc)
+	VFNMADD231PS(konst(ln2Lo), n, r)
+	q := c.horner(r, expPoly)
+	r2 := c.mul(r, r)
+	VFMADD213PS(r, r2, q) // q = r²·q + r
+	VADDPS(konst(1), q, q)
+	y := c.v()
+	if c.t.avx512 {
+		VSCALEFPS(n, q, y)
+		return y
+	}
+	// n sits in the low bits of t; 2^n = 2^n1 · 2^n2 with n1 = n>>1.
+	ni := c.v()
+	VPSUBD(constBits(math.Float32bits(expMagic)), t, ni)
+	n1 := c.v()
+	VPSRAD(U8(1), ni, n1)
+	n2 := c.v()
+	VPSUBD(n1, ni, n2)
+	VPADDD(constBits(127), n1, n1)
+	VPSLLD(U8(23), n1, n1)
+	VPADDD(constBits(127), n2, n2)
+	VPSLLD(U8(23), n2, n2)
+	VMULPS(n1, q, y)
+	VMULPS(n2, y, y)
+	return y
+}
+
+// expNeg returns e^(-x).
+func (c *ctx) expNeg(x VecVirtual) VecVirtual {
+	nx := c.v()
+	VXORPS(constBits(0x80000000), x, nx)
+	return c.exp(nx)
+}
+
+// squareSplit returns s and e with s + e = x·x exactly (e from an FMA).
+func (c *ctx) squareSplit(x VecVirtual) (s, e VecVirtual) {
+	s = c.mul(x, x)
+	e = c.v()
+	VMOVAPS(x, e)
+	VFMSUB213PS(s, x, e) // e = x·x - s
+	return s, e
+}
+
+// expNegSquare returns e^-(s+e) for the split square s+e: e^-s·(1-e).
+func (c *ctx) expNegSquare(s, e VecVirtual) VecVirtual {
+	es := c.expNeg(s)
+	return c.fnma(e, es, es)
+}
+
+// erfcTail returns erfc(z) for 1 <= z <= 10, given exp(-z²) (computed from
+// an exact square by the caller, since z² rounded would cost up to z²·2⁻²⁴
+// in relative error).
+func (c *ctx) erfcTail(z, expNegZ2 VecVirtual) VecVirtual {
+	den := c.fmaC(z, erfcTailP, 1)
+	t := c.recip(den)
+	q := c.horner(t, erfcTailPoly)
+	y := c.mul(q, t)
+	VMULPS(expNegZ2, y, y)
+	return y
+}
+
+// erf returns erf(x): x·P(x²) below 1 in magnitude, 1 - erfc(|x|) with the
+// sign of x above. Hoists: 1, expLo, expHi.
+func (c *ctx) erf(x VecVirtual) VecVirtual {
+	a := c.abs(x)
+	x2 := c.mul(x, x)
+	small := c.mul(c.horner(x2, erfSmallPoly), x)
+	ac := c.v()
+	VMINPS(konst(10), a, ac) // erfc(10) is far below float32 resolution of 1
+	s, e := c.squareSplit(ac)
+	large := c.copySign(c.rsubC(1, c.erfcTail(ac, c.expNegSquare(s, e))), x)
+	return c.blend(c.cmp(cmpNGE, a, konst(1)), small, large) // NaN takes the small path
+}
+
+// tanh returns tanh(x): x + x³·P(x²) below tanhSmallEdge in magnitude,
+// ±(1 - 2/(e^{2|x|}+1)) above. Hoists: 1, expLo, expHi.
+func (c *ctx) tanh(x VecVirtual) VecVirtual {
+	a := c.abs(x)
+	x2 := c.mul(x, x)
+	p := c.horner(x2, tanhSmallPoly)
+	small := c.fma(c.mul(x, x2), p, x)
+	e2 := c.exp(c.add(a, a))
+	q := c.v()
+	VDIVPS(c.add(e2, konst(1)), c.creg(2), q)
+	large := c.copySign(c.rsubC(1, q), x)
+	return c.blend(c.cmp(cmpNGE, a, konst(tanhSmallEdge)), small, large)
+}
+
+// sigmoid returns 1/(1+e^-x), computed from e^-|x| so that large negative
+// x keep their (possibly subnormal) result. Hoists: 1, expLo, expHi.
+func (c *ctx) sigmoid(x VecVirtual) VecVirtual {
+	e := c.expNeg(c.abs(x))
+	s := c.recip(c.add(e, konst(1)))
+	return c.blend(c.cmp(cmpLT, x, konst(0)), c.mul(e, s), s)
+}
+
+// geluPhi returns the standard normal CDF Φ(xc) = ½·erfc(-xc/√2) and
+// e^(-xc²/2) for xc already clamped to ±geluClamp: ½ + ½·erf(xc/√2) near
+// zero, erfcTail (no cancellation) for |xc| >= √2.
+func (c *ctx) geluPhi(xc VecVirtual) (phi, gauss VecVirtual) {
+	z := c.mul(xc, konst(sqrtHalf))
+	az := c.abs(z)
+	z2 := c.mul(z, z)
+	erfz := c.mul(c.horner(z2, erfSmallPoly), z)
+	small := c.fmaC(erfz, 0.5, 0.5)
+
+	s, e := c.squareSplit(xc)
+	VMULPS(konst(0.5), s, s) // halving is exact
+	VMULPS(konst(0.5), e, e)
+	gauss = c.expNegSquare(s, e)
+	halfErfc := c.mul(c.erfcTail(az, gauss), konst(0.5))
+	large := c.blend(c.cmp(cmpLT, xc, konst(0)), halfErfc, c.rsubC(1, halfErfc))
+	phi = c.blend(c.cmp(cmpNGE, az, konst(1)), small, large)
+	return phi, gauss
+}
+
+// geluTanhParts returns σ(2u), e^{-2u} and u' for u = √(2/π)(xc + 0.044715·xc³),
+// xc clamped to ±geluClamp.
+func (c *ctx) geluTanhParts(xc VecVirtual) (sig, e, m2u, du VecVirtual) {
+	x2 := c.mul(xc, xc)
+	u := c.mul(c.fmaC(x2, geluTanhCube, geluTanhK), xc)
+	m2u = c.mul(u, konst(-2))
+	e = c.exp(m2u)
+	sig = c.recip(c.add(e, konst(1)))
+	du = c.fmaC(x2, 3*geluTanhCube, geluTanhK)
+	return sig, e, m2u, du
+}
