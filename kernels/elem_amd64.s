@@ -1588,53 +1588,55 @@ sigmoidF32AVX512_blocks:
 	VXORPS       elemconst_80000000<>+0(SB), Z4, Z4
 	VMAXPS       Z4, Z1, Z4
 	VMINPS       Z4, Z2, Z4
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z9
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z9
-	VSUBPS       elemconst_4b400000<>+0(SB), Z9, Z9
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z13
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z13
+	VSUBPS       elemconst_4b400000<>+0(SB), Z13, Z13
 	VMOVAPS      Z4, Z4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z9, Z4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z9, Z4
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z10
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z10
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z10
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z10
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z10
-	VMULPS       Z4, Z4, Z11
-	VFMADD213PS  Z4, Z11, Z10
-	VADDPS       elemconst_3f800000<>+0(SB), Z10, Z10
-	VSCALEFPS    Z9, Z10, Z4
-	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z9
-	VDIVPS       Z9, Z0, Z9
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z13, Z4
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z13, Z4
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z14
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z14
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z14
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z14
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z14
+	VMULPS       Z4, Z4, Z15
+	VFMADD213PS  Z4, Z15, Z14
+	VADDPS       elemconst_3f800000<>+0(SB), Z14, Z14
+	VSCALEFPS    Z13, Z14, Z4
+	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z13
+	VDIVPS       Z13, Z0, Z14
+	VDIVPS       Z13, Z4, Z4
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z3, K1
-	VMULPS       Z9, Z4, Z3
-	VBLENDMPS    Z3, Z9, K1, Z5
+	VBLENDMPS    Z4, Z14, K1, Z5
+	VBLENDMPS    Z14, Z4, K1, Z6
 	VMOVUPS      Z5, (CX)(BX*4)
 	VMOVUPS      64(AX)(BX*4), Z3
 	VANDPS       elemconst_7fffffff<>+0(SB), Z3, Z4
 	VXORPS       elemconst_80000000<>+0(SB), Z4, Z4
 	VMAXPS       Z4, Z1, Z4
 	VMINPS       Z4, Z2, Z4
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z9
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z9
-	VSUBPS       elemconst_4b400000<>+0(SB), Z9, Z9
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z13
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z13
+	VSUBPS       elemconst_4b400000<>+0(SB), Z13, Z13
 	VMOVAPS      Z4, Z4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z9, Z4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z9, Z4
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z10
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z10
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z10
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z10
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z10
-	VMULPS       Z4, Z4, Z11
-	VFMADD213PS  Z4, Z11, Z10
-	VADDPS       elemconst_3f800000<>+0(SB), Z10, Z10
-	VSCALEFPS    Z9, Z10, Z4
-	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z9
-	VDIVPS       Z9, Z0, Z9
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z13, Z4
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z13, Z4
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z14
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z14
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z14
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z14
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z14
+	VMULPS       Z4, Z4, Z15
+	VFMADD213PS  Z4, Z15, Z14
+	VADDPS       elemconst_3f800000<>+0(SB), Z14, Z14
+	VSCALEFPS    Z13, Z14, Z4
+	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z13
+	VDIVPS       Z13, Z0, Z14
+	VDIVPS       Z13, Z4, Z4
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z3, K1
-	VMULPS       Z9, Z4, Z3
-	VBLENDMPS    Z3, Z9, K1, Z6
-	VMOVUPS      Z6, 64(CX)(BX*4)
+	VBLENDMPS    Z4, Z14, K1, Z7
+	VBLENDMPS    Z14, Z4, K1, Z8
+	VMOVUPS      Z7, 64(CX)(BX*4)
 	ADDQ         $0x00000020, BX
 	JMP          sigmoidF32AVX512_blocks
 
@@ -1661,16 +1663,17 @@ sigmoidF32AVX512_vectorloop:
 	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z6
 	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z6
 	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z6
-	VMULPS       Z4, Z4, Z9
-	VFMADD213PS  Z4, Z9, Z6
+	VMULPS       Z4, Z4, Z7
+	VFMADD213PS  Z4, Z7, Z6
 	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
 	VSCALEFPS    Z5, Z6, Z4
 	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z5
-	VDIVPS       Z5, Z0, Z5
+	VDIVPS       Z5, Z0, Z6
+	VDIVPS       Z5, Z4, Z4
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z3, K1
-	VMULPS       Z5, Z4, Z3
-	VBLENDMPS    Z3, Z5, K1, Z7
-	VMOVUPS      Z7, (CX)(BX*4)
+	VBLENDMPS    Z4, Z6, K1, Z9
+	VBLENDMPS    Z6, Z4, K1, Z10
+	VMOVUPS      Z9, (CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          sigmoidF32AVX512_vectorloop
 
@@ -1702,10 +1705,11 @@ sigmoidF32AVX512_tail:
 	VSCALEFPS    Z2, Z4, Z1
 	VADDPS       elemconst_3f800000<>+0(SB), Z1, Z2
 	VDIVPS       Z2, Z0, Z0
+	VDIVPS       Z2, Z1, Z1
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z3, K2
-	VMULPS       Z0, Z1, Z1
-	VBLENDMPS    Z1, Z0, K2, Z8
-	VMOVUPS      Z8, K1, (CX)(BX*4)
+	VBLENDMPS    Z1, Z0, K2, Z11
+	VBLENDMPS    Z0, Z1, K2, Z12
+	VMOVUPS      Z11, K1, (CX)(BX*4)
 
 sigmoidF32AVX512_done:
 	VZEROUPPER
@@ -2131,8 +2135,9 @@ erfF32AVX512_blocks:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z5, Z6
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z5, Z6
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Z5, Z6
-	VMULPS       Z3, Z6, Z5
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z5, Z6
+	VMOVAPS      Z6, Z5
+	VFMADD213PS  Z3, Z3, Z5
 	VMINPS       elemconst_41200000<>+0(SB), Z4, Z6
 	VMULPS       Z6, Z6, Z11
 	VMOVAPS      Z6, Z12
@@ -2157,17 +2162,18 @@ erfF32AVX512_blocks:
 	VSCALEFPS    Z13, Z14, Z11
 	VMOVAPS      Z11, Z13
 	VFNMADD231PS Z11, Z12, Z13
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Z11
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z11
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Z6, Z11
 	VDIVPS       Z11, Z0, Z6
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Z11
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Z6, Z11
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z11
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z6, Z11
 	VMULPS       Z6, Z11, Z6
 	VMULPS       Z13, Z6, Z6
 	VMOVUPS      elemconst_3f800000<>+0(SB), Z11
@@ -2186,8 +2192,9 @@ erfF32AVX512_blocks:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z5, Z6
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z5, Z6
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Z5, Z6
-	VMULPS       Z3, Z6, Z5
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z5, Z6
+	VMOVAPS      Z6, Z5
+	VFMADD213PS  Z3, Z3, Z5
 	VMINPS       elemconst_41200000<>+0(SB), Z4, Z6
 	VMULPS       Z6, Z6, Z11
 	VMOVAPS      Z6, Z12
@@ -2212,17 +2219,18 @@ erfF32AVX512_blocks:
 	VSCALEFPS    Z13, Z14, Z11
 	VMOVAPS      Z11, Z13
 	VFNMADD231PS Z11, Z12, Z13
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Z11
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z11
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Z6, Z11
 	VDIVPS       Z11, Z0, Z6
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Z11
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Z6, Z11
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z11
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z6, Z11
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z6, Z11
 	VMULPS       Z6, Z11, Z6
 	VMULPS       Z13, Z6, Z6
 	VMOVUPS      elemconst_3f800000<>+0(SB), Z11
@@ -2251,8 +2259,9 @@ erfF32AVX512_vectorloop:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z5, Z6
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z5, Z6
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Z5, Z6
-	VMULPS       Z3, Z6, Z5
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z5, Z6
+	VMOVAPS      Z6, Z5
+	VFMADD213PS  Z3, Z3, Z5
 	VMINPS       elemconst_41200000<>+0(SB), Z4, Z6
 	VMULPS       Z6, Z6, Z7
 	VMOVAPS      Z6, Z8
@@ -2277,17 +2286,18 @@ erfF32AVX512_vectorloop:
 	VSCALEFPS    Z11, Z12, Z7
 	VMOVAPS      Z7, Z11
 	VFNMADD231PS Z7, Z8, Z11
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Z7
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z7
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Z6, Z7
 	VDIVPS       Z7, Z0, Z6
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Z7
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Z6, Z7
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Z6, Z7
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Z6, Z7
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Z6, Z7
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Z6, Z7
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Z6, Z7
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Z6, Z7
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z7
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z6, Z7
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z6, Z7
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z6, Z7
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z6, Z7
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z6, Z7
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z6, Z7
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z6, Z7
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z6, Z7
 	VMULPS       Z6, Z7, Z6
 	VMULPS       Z11, Z6, Z6
 	VMOVUPS      elemconst_3f800000<>+0(SB), Z7
@@ -2315,8 +2325,9 @@ erfF32AVX512_tail:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z5, Z6
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z5, Z6
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Z5, Z6
-	VMULPS       Z3, Z6, Z5
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z5, Z6
+	VMOVAPS      Z6, Z5
+	VFMADD213PS  Z3, Z3, Z5
 	VMINPS       elemconst_41200000<>+0(SB), Z4, Z6
 	VMULPS       Z6, Z6, Z7
 	VMOVAPS      Z6, Z8
@@ -2341,17 +2352,18 @@ erfF32AVX512_tail:
 	VSCALEFPS    Z2, Z7, Z1
 	VMOVAPS      Z1, Z2
 	VFNMADD231PS Z1, Z8, Z2
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Z1
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z1
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Z6, Z1
 	VDIVPS       Z1, Z0, Z0
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Z1
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Z0, Z1
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z1
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z0, Z1
 	VMULPS       Z0, Z1, Z0
 	VMULPS       Z2, Z0, Z0
 	VMOVUPS      elemconst_3f800000<>+0(SB), Z1
@@ -2474,23 +2486,23 @@ DATA elemconst_bec0939f<>+56(SB)/4, $0xbec0939f
 DATA elemconst_bec0939f<>+60(SB)/4, $0xbec0939f
 GLOBL elemconst_bec0939f<>(SB), RODATA|NOPTR, $64
 
-DATA elemconst_3f906eba<>+0(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+4(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+8(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+12(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+16(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+20(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+24(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+28(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+32(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+36(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+40(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+44(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+48(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+52(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+56(SB)/4, $0x3f906eba
-DATA elemconst_3f906eba<>+60(SB)/4, $0x3f906eba
-GLOBL elemconst_3f906eba<>(SB), RODATA|NOPTR, $64
+DATA elemconst_3e0375d4<>+0(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+4(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+8(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+12(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+16(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+20(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+24(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+28(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+32(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+36(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+40(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+44(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+48(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+52(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+56(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+60(SB)/4, $0x3e0375d4
+GLOBL elemconst_3e0375d4<>(SB), RODATA|NOPTR, $64
 
 DATA elemconst_41200000<>+0(SB)/4, $0x41200000
 DATA elemconst_41200000<>+4(SB)/4, $0x41200000
@@ -2510,167 +2522,185 @@ DATA elemconst_41200000<>+56(SB)/4, $0x41200000
 DATA elemconst_41200000<>+60(SB)/4, $0x41200000
 GLOBL elemconst_41200000<>(SB), RODATA|NOPTR, $64
 
-DATA elemconst_3eb33333<>+0(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+4(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+8(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+12(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+16(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+20(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+24(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+28(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+32(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+36(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+40(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+44(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+48(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+52(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+56(SB)/4, $0x3eb33333
-DATA elemconst_3eb33333<>+60(SB)/4, $0x3eb33333
-GLOBL elemconst_3eb33333<>(SB), RODATA|NOPTR, $64
+DATA elemconst_3ecccccd<>+0(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+4(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+8(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+12(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+16(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+20(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+24(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+28(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+32(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+36(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+40(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+44(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+48(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+52(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+56(SB)/4, $0x3ecccccd
+DATA elemconst_3ecccccd<>+60(SB)/4, $0x3ecccccd
+GLOBL elemconst_3ecccccd<>(SB), RODATA|NOPTR, $64
 
-DATA elemconst_bdd33ccb<>+0(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+4(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+8(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+12(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+16(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+20(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+24(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+28(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+32(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+36(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+40(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+44(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+48(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+52(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+56(SB)/4, $0xbdd33ccb
-DATA elemconst_bdd33ccb<>+60(SB)/4, $0xbdd33ccb
-GLOBL elemconst_bdd33ccb<>(SB), RODATA|NOPTR, $64
+DATA elemconst_3d767f73<>+0(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+4(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+8(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+12(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+16(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+20(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+24(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+28(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+32(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+36(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+40(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+44(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+48(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+52(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+56(SB)/4, $0x3d767f73
+DATA elemconst_3d767f73<>+60(SB)/4, $0x3d767f73
+GLOBL elemconst_3d767f73<>(SB), RODATA|NOPTR, $64
 
-DATA elemconst_3e85b493<>+0(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+4(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+8(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+12(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+16(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+20(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+24(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+28(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+32(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+36(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+40(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+44(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+48(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+52(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+56(SB)/4, $0x3e85b493
-DATA elemconst_3e85b493<>+60(SB)/4, $0x3e85b493
-GLOBL elemconst_3e85b493<>(SB), RODATA|NOPTR, $64
+DATA elemconst_be61c73a<>+0(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+4(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+8(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+12(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+16(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+20(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+24(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+28(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+32(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+36(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+40(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+44(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+48(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+52(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+56(SB)/4, $0xbe61c73a
+DATA elemconst_be61c73a<>+60(SB)/4, $0xbe61c73a
+GLOBL elemconst_be61c73a<>(SB), RODATA|NOPTR, $64
 
-DATA elemconst_bdc3fbf3<>+0(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+4(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+8(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+12(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+16(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+20(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+24(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+28(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+32(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+36(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+40(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+44(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+48(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+52(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+56(SB)/4, $0xbdc3fbf3
-DATA elemconst_bdc3fbf3<>+60(SB)/4, $0xbdc3fbf3
-GLOBL elemconst_bdc3fbf3<>(SB), RODATA|NOPTR, $64
+DATA elemconst_3e69abc7<>+0(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+4(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+8(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+12(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+16(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+20(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+24(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+28(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+32(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+36(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+40(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+44(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+48(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+52(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+56(SB)/4, $0x3e69abc7
+DATA elemconst_3e69abc7<>+60(SB)/4, $0x3e69abc7
+GLOBL elemconst_3e69abc7<>(SB), RODATA|NOPTR, $64
 
-DATA elemconst_3e61e1bd<>+0(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+4(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+8(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+12(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+16(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+20(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+24(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+28(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+32(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+36(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+40(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+44(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+48(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+52(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+56(SB)/4, $0x3e61e1bd
-DATA elemconst_3e61e1bd<>+60(SB)/4, $0x3e61e1bd
-GLOBL elemconst_3e61e1bd<>(SB), RODATA|NOPTR, $64
+DATA elemconst_bd639153<>+0(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+4(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+8(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+12(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+16(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+20(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+24(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+28(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+32(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+36(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+40(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+44(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+48(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+52(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+56(SB)/4, $0xbd639153
+DATA elemconst_bd639153<>+60(SB)/4, $0xbd639153
+GLOBL elemconst_bd639153<>(SB), RODATA|NOPTR, $64
 
-DATA elemconst_3e06c50b<>+0(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+4(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+8(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+12(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+16(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+20(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+24(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+28(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+32(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+36(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+40(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+44(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+48(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+52(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+56(SB)/4, $0x3e06c50b
-DATA elemconst_3e06c50b<>+60(SB)/4, $0x3e06c50b
-GLOBL elemconst_3e06c50b<>(SB), RODATA|NOPTR, $64
+DATA elemconst_3e29f66f<>+0(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+4(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+8(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+12(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+16(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+20(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+24(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+28(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+32(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+36(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+40(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+44(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+48(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+52(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+56(SB)/4, $0x3e29f66f
+DATA elemconst_3e29f66f<>+60(SB)/4, $0x3e29f66f
+GLOBL elemconst_3e29f66f<>(SB), RODATA|NOPTR, $64
 
-DATA elemconst_3e43ac0c<>+0(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+4(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+8(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+12(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+16(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+20(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+24(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+28(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+32(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+36(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+40(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+44(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+48(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+52(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+56(SB)/4, $0x3e43ac0c
-DATA elemconst_3e43ac0c<>+60(SB)/4, $0x3e43ac0c
-GLOBL elemconst_3e43ac0c<>(SB), RODATA|NOPTR, $64
+DATA elemconst_3e255346<>+0(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+4(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+8(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+12(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+16(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+20(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+24(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+28(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+32(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+36(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+40(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+44(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+48(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+52(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+56(SB)/4, $0x3e255346
+DATA elemconst_3e255346<>+60(SB)/4, $0x3e255346
+GLOBL elemconst_3e255346<>(SB), RODATA|NOPTR, $64
 
-DATA elemconst_3e499286<>+0(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+4(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+8(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+12(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+16(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+20(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+24(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+28(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+32(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+36(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+40(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+44(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+48(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+52(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+56(SB)/4, $0x3e499286
-DATA elemconst_3e499286<>+60(SB)/4, $0x3e499286
-GLOBL elemconst_3e499286<>(SB), RODATA|NOPTR, $64
+DATA elemconst_3e560426<>+0(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+4(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+8(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+12(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+16(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+20(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+24(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+28(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+32(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+36(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+40(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+44(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+48(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+52(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+56(SB)/4, $0x3e560426
+DATA elemconst_3e560426<>+60(SB)/4, $0x3e560426
+GLOBL elemconst_3e560426<>(SB), RODATA|NOPTR, $64
 
-DATA elemconst_3e4a3c25<>+0(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+4(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+8(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+12(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+16(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+20(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+24(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+28(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+32(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+36(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+40(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+44(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+48(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+52(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+56(SB)/4, $0x3e4a3c25
-DATA elemconst_3e4a3c25<>+60(SB)/4, $0x3e4a3c25
-GLOBL elemconst_3e4a3c25<>(SB), RODATA|NOPTR, $64
+DATA elemconst_3e66fcdb<>+0(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+4(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+8(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+12(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+16(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+20(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+24(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+28(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+32(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+36(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+40(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+44(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+48(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+52(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+56(SB)/4, $0x3e66fcdb
+DATA elemconst_3e66fcdb<>+60(SB)/4, $0x3e66fcdb
+GLOBL elemconst_3e66fcdb<>(SB), RODATA|NOPTR, $64
+
+DATA elemconst_3e67185a<>+0(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+4(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+8(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+12(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+16(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+20(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+24(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+28(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+32(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+36(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+40(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+44(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+48(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+52(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+56(SB)/4, $0x3e67185a
+DATA elemconst_3e67185a<>+60(SB)/4, $0x3e67185a
+GLOBL elemconst_3e67185a<>(SB), RODATA|NOPTR, $64
 
 // func geluF32AVX512(dst []float32, src []float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2
@@ -2702,55 +2732,57 @@ geluF32AVX512_blocks:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z9, Z10
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z9, Z10
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Z9, Z10
-	VMULPS       Z7, Z10, Z7
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z9
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z7, Z9
-	VMULPS       Z6, Z6, Z7
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z9, Z10
+	VMOVAPS      Z10, Z9
+	VFMADD213PS  Z7, Z7, Z9
+	VMOVUPS      elemconst_3f000000<>+0(SB), Z7
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Z9, Z7
+	VMULPS       Z6, Z6, Z9
 	VMOVAPS      Z6, Z10
-	VFMSUB213PS  Z7, Z6, Z10
-	VMULPS       elemconst_3f000000<>+0(SB), Z7, Z7
+	VFMSUB213PS  Z9, Z6, Z10
+	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
 	VMULPS       elemconst_3f000000<>+0(SB), Z10, Z10
-	VXORPS       elemconst_80000000<>+0(SB), Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
+	VXORPS       elemconst_80000000<>+0(SB), Z9, Z9
+	VMAXPS       Z9, Z1, Z9
+	VMINPS       Z9, Z2, Z9
 	VMOVUPS      elemconst_4b400000<>+0(SB), Z19
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z19
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z9, Z19
 	VSUBPS       elemconst_4b400000<>+0(SB), Z19, Z19
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z19, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z19, Z7
+	VMOVAPS      Z9, Z9
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z19, Z9
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z19, Z9
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z20
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z20
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z20
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z20
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z20
-	VMULPS       Z7, Z7, Z21
-	VFMADD213PS  Z7, Z21, Z20
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z9, Z20
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z9, Z20
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z9, Z20
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z9, Z20
+	VMULPS       Z9, Z9, Z21
+	VFMADD213PS  Z9, Z21, Z20
 	VADDPS       elemconst_3f800000<>+0(SB), Z20, Z20
-	VSCALEFPS    Z19, Z20, Z7
-	VMOVAPS      Z7, Z19
-	VFNMADD231PS Z7, Z10, Z19
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Z7
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z8, Z7
-	VDIVPS       Z7, Z0, Z7
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Z10
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Z7, Z10
-	VMULPS       Z7, Z10, Z7
-	VMULPS       Z19, Z7, Z7
-	VMULPS       elemconst_3f000000<>+0(SB), Z7, Z7
+	VSCALEFPS    Z19, Z20, Z9
+	VMOVAPS      Z9, Z19
+	VFNMADD231PS Z9, Z10, Z19
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z9
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Z8, Z9
+	VDIVPS       Z9, Z0, Z9
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z10
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z9, Z10
+	VMULPS       Z9, Z10, Z9
+	VMULPS       Z19, Z9, Z9
+	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K1
 	VMOVUPS      elemconst_3f800000<>+0(SB), Z6
-	VSUBPS       Z7, Z6, Z6
-	VBLENDMPS    Z7, Z6, K1, Z11
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Z8, K1
-	VBLENDMPS    Z9, Z11, K1, Z12
+	VSUBPS       Z9, Z6, Z6
+	VBLENDMPS    Z9, Z6, K1, Z11
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z8, K1
+	VBLENDMPS    Z7, Z11, K1, Z12
 	VMAXPS       Z5, Z3, Z5
 	VMULPS       Z12, Z5, Z5
 	VMOVUPS      Z5, (CX)(BX*4)
@@ -2766,55 +2798,57 @@ geluF32AVX512_blocks:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z9, Z10
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z9, Z10
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Z9, Z10
-	VMULPS       Z7, Z10, Z7
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z9
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z7, Z9
-	VMULPS       Z6, Z6, Z7
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z9, Z10
+	VMOVAPS      Z10, Z9
+	VFMADD213PS  Z7, Z7, Z9
+	VMOVUPS      elemconst_3f000000<>+0(SB), Z7
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Z9, Z7
+	VMULPS       Z6, Z6, Z9
 	VMOVAPS      Z6, Z10
-	VFMSUB213PS  Z7, Z6, Z10
-	VMULPS       elemconst_3f000000<>+0(SB), Z7, Z7
+	VFMSUB213PS  Z9, Z6, Z10
+	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
 	VMULPS       elemconst_3f000000<>+0(SB), Z10, Z10
-	VXORPS       elemconst_80000000<>+0(SB), Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
+	VXORPS       elemconst_80000000<>+0(SB), Z9, Z9
+	VMAXPS       Z9, Z1, Z9
+	VMINPS       Z9, Z2, Z9
 	VMOVUPS      elemconst_4b400000<>+0(SB), Z19
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z19
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z9, Z19
 	VSUBPS       elemconst_4b400000<>+0(SB), Z19, Z19
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z19, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z19, Z7
+	VMOVAPS      Z9, Z9
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z19, Z9
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z19, Z9
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z20
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z20
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z20
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z20
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z20
-	VMULPS       Z7, Z7, Z21
-	VFMADD213PS  Z7, Z21, Z20
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z9, Z20
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z9, Z20
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z9, Z20
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z9, Z20
+	VMULPS       Z9, Z9, Z21
+	VFMADD213PS  Z9, Z21, Z20
 	VADDPS       elemconst_3f800000<>+0(SB), Z20, Z20
-	VSCALEFPS    Z19, Z20, Z7
-	VMOVAPS      Z7, Z19
-	VFNMADD231PS Z7, Z10, Z19
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Z7
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z8, Z7
-	VDIVPS       Z7, Z0, Z7
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Z10
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Z7, Z10
-	VMULPS       Z7, Z10, Z7
-	VMULPS       Z19, Z7, Z7
-	VMULPS       elemconst_3f000000<>+0(SB), Z7, Z7
+	VSCALEFPS    Z19, Z20, Z9
+	VMOVAPS      Z9, Z19
+	VFNMADD231PS Z9, Z10, Z19
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z9
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Z8, Z9
+	VDIVPS       Z9, Z0, Z9
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z10
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z9, Z10
+	VMULPS       Z9, Z10, Z9
+	VMULPS       Z19, Z9, Z9
+	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K1
 	VMOVUPS      elemconst_3f800000<>+0(SB), Z6
-	VSUBPS       Z7, Z6, Z6
-	VBLENDMPS    Z7, Z6, K1, Z13
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Z8, K1
-	VBLENDMPS    Z9, Z13, K1, Z14
+	VSUBPS       Z9, Z6, Z6
+	VBLENDMPS    Z9, Z6, K1, Z13
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z8, K1
+	VBLENDMPS    Z7, Z13, K1, Z14
 	VMAXPS       Z5, Z3, Z5
 	VMULPS       Z14, Z5, Z5
 	VMOVUPS      Z5, 64(CX)(BX*4)
@@ -2840,55 +2874,57 @@ geluF32AVX512_vectorloop:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z9, Z10
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z9, Z10
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Z9, Z10
-	VMULPS       Z7, Z10, Z7
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z9
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z7, Z9
-	VMULPS       Z6, Z6, Z7
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z9, Z10
+	VMOVAPS      Z10, Z9
+	VFMADD213PS  Z7, Z7, Z9
+	VMOVUPS      elemconst_3f000000<>+0(SB), Z7
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Z9, Z7
+	VMULPS       Z6, Z6, Z9
 	VMOVAPS      Z6, Z10
-	VFMSUB213PS  Z7, Z6, Z10
-	VMULPS       elemconst_3f000000<>+0(SB), Z7, Z7
+	VFMSUB213PS  Z9, Z6, Z10
+	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
 	VMULPS       elemconst_3f000000<>+0(SB), Z10, Z10
-	VXORPS       elemconst_80000000<>+0(SB), Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
+	VXORPS       elemconst_80000000<>+0(SB), Z9, Z9
+	VMAXPS       Z9, Z1, Z9
+	VMINPS       Z9, Z2, Z9
 	VMOVUPS      elemconst_4b400000<>+0(SB), Z11
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z11
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z9, Z11
 	VSUBPS       elemconst_4b400000<>+0(SB), Z11, Z11
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z11, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z11, Z7
+	VMOVAPS      Z9, Z9
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z11, Z9
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z11, Z9
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z12
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z12
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z12
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z12
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z12
-	VMULPS       Z7, Z7, Z13
-	VFMADD213PS  Z7, Z13, Z12
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z9, Z12
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z9, Z12
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z9, Z12
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z9, Z12
+	VMULPS       Z9, Z9, Z13
+	VFMADD213PS  Z9, Z13, Z12
 	VADDPS       elemconst_3f800000<>+0(SB), Z12, Z12
-	VSCALEFPS    Z11, Z12, Z7
-	VMOVAPS      Z7, Z11
-	VFNMADD231PS Z7, Z10, Z11
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Z7
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z8, Z7
-	VDIVPS       Z7, Z0, Z7
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Z10
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Z7, Z10
-	VMULPS       Z7, Z10, Z7
-	VMULPS       Z11, Z7, Z7
-	VMULPS       elemconst_3f000000<>+0(SB), Z7, Z7
+	VSCALEFPS    Z11, Z12, Z9
+	VMOVAPS      Z9, Z11
+	VFNMADD231PS Z9, Z10, Z11
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z9
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Z8, Z9
+	VDIVPS       Z9, Z0, Z9
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z10
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z9, Z10
+	VMULPS       Z9, Z10, Z9
+	VMULPS       Z11, Z9, Z9
+	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K1
 	VMOVUPS      elemconst_3f800000<>+0(SB), Z6
-	VSUBPS       Z7, Z6, Z6
-	VBLENDMPS    Z7, Z6, K1, Z15
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Z8, K1
-	VBLENDMPS    Z9, Z15, K1, Z16
+	VSUBPS       Z9, Z6, Z6
+	VBLENDMPS    Z9, Z6, K1, Z15
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z8, K1
+	VBLENDMPS    Z7, Z15, K1, Z16
 	VMAXPS       Z5, Z3, Z5
 	VMULPS       Z16, Z5, Z5
 	VMOVUPS      Z5, (CX)(BX*4)
@@ -2913,17 +2949,18 @@ geluF32AVX512_tail:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z8, Z9
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z8, Z9
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z8, Z9
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Z8, Z9
-	VMULPS       Z4, Z9, Z4
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z8
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z4, Z8
-	VMULPS       Z6, Z6, Z4
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z8, Z9
+	VMOVAPS      Z9, Z8
+	VFMADD213PS  Z4, Z4, Z8
+	VMOVUPS      elemconst_3f000000<>+0(SB), Z4
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Z8, Z4
+	VMULPS       Z6, Z6, Z8
 	VMOVAPS      Z6, Z9
-	VFMSUB213PS  Z4, Z6, Z9
-	VMULPS       elemconst_3f000000<>+0(SB), Z4, Z4
+	VFMSUB213PS  Z8, Z6, Z9
+	VMULPS       elemconst_3f000000<>+0(SB), Z8, Z8
 	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
-	VXORPS       elemconst_80000000<>+0(SB), Z4, Z4
-	VMAXPS       Z4, Z1, Z1
+	VXORPS       elemconst_80000000<>+0(SB), Z8, Z8
+	VMAXPS       Z8, Z1, Z1
 	VMINPS       Z1, Z2, Z1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Z2
 	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z1, Z2
@@ -2931,28 +2968,29 @@ geluF32AVX512_tail:
 	VMOVAPS      Z1, Z1
 	VFNMADD231PS elemconst_3f317218<>+0(SB), Z2, Z1
 	VFNMADD231PS elemconst_b102e308<>+0(SB), Z2, Z1
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z1, Z4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z1, Z4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z1, Z4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z4
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z8
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z1, Z8
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z1, Z8
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z1, Z8
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z8
 	VMULPS       Z1, Z1, Z10
-	VFMADD213PS  Z1, Z10, Z4
-	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z4
-	VSCALEFPS    Z2, Z4, Z1
+	VFMADD213PS  Z1, Z10, Z8
+	VADDPS       elemconst_3f800000<>+0(SB), Z8, Z8
+	VSCALEFPS    Z2, Z8, Z1
 	VMOVAPS      Z1, Z2
 	VFNMADD231PS Z1, Z9, Z2
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Z1
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z1
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Z7, Z1
 	VDIVPS       Z1, Z0, Z0
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Z1
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Z0, Z1
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z1
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z0, Z1
 	VMULPS       Z0, Z1, Z0
 	VMULPS       Z2, Z0, Z0
 	VMULPS       elemconst_3f000000<>+0(SB), Z0, Z0
@@ -2960,8 +2998,8 @@ geluF32AVX512_tail:
 	VMOVUPS      elemconst_3f800000<>+0(SB), Z1
 	VSUBPS       Z0, Z1, Z1
 	VBLENDMPS    Z0, Z1, K2, Z17
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Z7, K2
-	VBLENDMPS    Z8, Z17, K2, Z18
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z7, K2
+	VBLENDMPS    Z4, Z17, K2, Z18
 	VMAXPS       Z5, Z3, Z0
 	VMULPS       Z18, Z0, Z0
 	VMOVUPS      Z0, K1, (CX)(BX*4)
@@ -3043,7 +3081,7 @@ DATA elemconst_3f000000<>+60(SB)/4, $0x3f000000
 GLOBL elemconst_3f000000<>(SB), RODATA|NOPTR, $64
 
 // func geluTanhF32AVX512(dst []float32, src []float32)
-// Requires: AVX, AVX512F, BMI2
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·geluTanhF32AVX512(SB), NOSPLIT, $0-48
 	MOVQ    src_base+24(FP), AX
 	MOVQ    dst_base+0(FP), CX
@@ -3064,65 +3102,75 @@ geluTanhF32AVX512_blocks:
 	VMAXPS       Z5, Z3, Z6
 	VMINPS       Z6, Z4, Z6
 	VMULPS       Z6, Z6, Z7
-	VMOVUPS      elemconst_3d122279<>+0(SB), Z8
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z8
+	VMOVUPS      elemconst_3d922279<>+0(SB), Z8
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z7, Z8
 	VMULPS       Z6, Z8, Z6
-	VMULPS       elemconst_c0000000<>+0(SB), Z6, Z6
-	VMAXPS       Z6, Z1, Z6
-	VMINPS       Z6, Z2, Z6
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z6, Z8
-	VSUBPS       elemconst_4b400000<>+0(SB), Z8, Z8
-	VMOVAPS      Z6, Z6
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z8, Z6
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z8, Z6
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z6, Z9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z6, Z9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z6, Z9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z6, Z9
-	VMULPS       Z6, Z6, Z10
-	VFMADD213PS  Z6, Z10, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z9
-	VSCALEFPS    Z8, Z9, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VDIVPS       Z6, Z0, Z6
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z8
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z8
+	VANDPS       elemconst_7fffffff<>+0(SB), Z6, Z8
+	VXORPS       elemconst_80000000<>+0(SB), Z8, Z8
+	VMAXPS       Z8, Z1, Z8
+	VMINPS       Z8, Z2, Z8
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z17
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z8, Z17
+	VSUBPS       elemconst_4b400000<>+0(SB), Z17, Z17
+	VMOVAPS      Z8, Z8
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z17, Z8
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z17, Z8
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z18
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z8, Z18
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z8, Z18
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z8, Z18
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z8, Z18
+	VMULPS       Z8, Z8, Z19
+	VFMADD213PS  Z8, Z19, Z18
+	VADDPS       elemconst_3f800000<>+0(SB), Z18, Z18
+	VSCALEFPS    Z17, Z18, Z8
+	VADDPS       elemconst_3f800000<>+0(SB), Z8, Z17
+	VDIVPS       Z17, Z0, Z18
+	VDIVPS       Z17, Z8, Z8
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K1
+	VBLENDMPS    Z8, Z18, K1, Z9
+	VBLENDMPS    Z18, Z8, K1, Z10
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z6
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z6
 	VMAXPS       Z5, Z3, Z5
-	VMULPS       Z6, Z5, Z5
+	VMULPS       Z9, Z5, Z5
 	VMOVUPS      Z5, (CX)(BX*4)
 	VMOVUPS      64(AX)(BX*4), Z5
 	VMAXPS       Z5, Z3, Z6
 	VMINPS       Z6, Z4, Z6
 	VMULPS       Z6, Z6, Z7
-	VMOVUPS      elemconst_3d122279<>+0(SB), Z8
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z8
+	VMOVUPS      elemconst_3d922279<>+0(SB), Z8
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z7, Z8
 	VMULPS       Z6, Z8, Z6
-	VMULPS       elemconst_c0000000<>+0(SB), Z6, Z6
-	VMAXPS       Z6, Z1, Z6
-	VMINPS       Z6, Z2, Z6
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z6, Z8
-	VSUBPS       elemconst_4b400000<>+0(SB), Z8, Z8
-	VMOVAPS      Z6, Z6
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z8, Z6
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z8, Z6
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z6, Z9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z6, Z9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z6, Z9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z6, Z9
-	VMULPS       Z6, Z6, Z10
-	VFMADD213PS  Z6, Z10, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z9
-	VSCALEFPS    Z8, Z9, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VDIVPS       Z6, Z0, Z6
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z8
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z8
+	VANDPS       elemconst_7fffffff<>+0(SB), Z6, Z8
+	VXORPS       elemconst_80000000<>+0(SB), Z8, Z8
+	VMAXPS       Z8, Z1, Z8
+	VMINPS       Z8, Z2, Z8
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z17
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z8, Z17
+	VSUBPS       elemconst_4b400000<>+0(SB), Z17, Z17
+	VMOVAPS      Z8, Z8
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z17, Z8
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z17, Z8
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z18
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z8, Z18
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z8, Z18
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z8, Z18
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z8, Z18
+	VMULPS       Z8, Z8, Z19
+	VFMADD213PS  Z8, Z19, Z18
+	VADDPS       elemconst_3f800000<>+0(SB), Z18, Z18
+	VSCALEFPS    Z17, Z18, Z8
+	VADDPS       elemconst_3f800000<>+0(SB), Z8, Z17
+	VDIVPS       Z17, Z0, Z18
+	VDIVPS       Z17, Z8, Z8
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K1
+	VBLENDMPS    Z8, Z18, K1, Z11
+	VBLENDMPS    Z18, Z8, K1, Z12
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z6
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z6
 	VMAXPS       Z5, Z3, Z5
-	VMULPS       Z6, Z5, Z5
+	VMULPS       Z11, Z5, Z5
 	VMOVUPS      Z5, 64(CX)(BX*4)
 	ADDQ         $0x00000020, BX
 	JMP          geluTanhF32AVX512_blocks
@@ -3138,33 +3186,38 @@ geluTanhF32AVX512_vectorloop:
 	VMAXPS       Z5, Z3, Z6
 	VMINPS       Z6, Z4, Z6
 	VMULPS       Z6, Z6, Z7
-	VMOVUPS      elemconst_3d122279<>+0(SB), Z8
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z8
+	VMOVUPS      elemconst_3d922279<>+0(SB), Z8
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z7, Z8
 	VMULPS       Z6, Z8, Z6
-	VMULPS       elemconst_c0000000<>+0(SB), Z6, Z6
-	VMAXPS       Z6, Z1, Z6
-	VMINPS       Z6, Z2, Z6
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z6, Z8
-	VSUBPS       elemconst_4b400000<>+0(SB), Z8, Z8
-	VMOVAPS      Z6, Z6
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z8, Z6
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z8, Z6
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z6, Z9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z6, Z9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z6, Z9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z6, Z9
-	VMULPS       Z6, Z6, Z10
-	VFMADD213PS  Z6, Z10, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z9
-	VSCALEFPS    Z8, Z9, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VDIVPS       Z6, Z0, Z6
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z8
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z8
+	VANDPS       elemconst_7fffffff<>+0(SB), Z6, Z8
+	VXORPS       elemconst_80000000<>+0(SB), Z8, Z8
+	VMAXPS       Z8, Z1, Z8
+	VMINPS       Z8, Z2, Z8
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z9
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z8, Z9
+	VSUBPS       elemconst_4b400000<>+0(SB), Z9, Z9
+	VMOVAPS      Z8, Z8
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z9, Z8
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z9, Z8
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z10
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z8, Z10
+	VMULPS       Z8, Z8, Z11
+	VFMADD213PS  Z8, Z11, Z10
+	VADDPS       elemconst_3f800000<>+0(SB), Z10, Z10
+	VSCALEFPS    Z9, Z10, Z8
+	VADDPS       elemconst_3f800000<>+0(SB), Z8, Z9
+	VDIVPS       Z9, Z0, Z10
+	VDIVPS       Z9, Z8, Z8
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K1
+	VBLENDMPS    Z8, Z10, K1, Z13
+	VBLENDMPS    Z10, Z8, K1, Z14
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z6
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z6
 	VMAXPS       Z5, Z3, Z5
-	VMULPS       Z6, Z5, Z5
+	VMULPS       Z13, Z5, Z5
 	VMOVUPS      Z5, (CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          geluTanhF32AVX512_vectorloop
@@ -3179,11 +3232,12 @@ geluTanhF32AVX512_tail:
 	VMAXPS       Z5, Z3, Z6
 	VMINPS       Z6, Z4, Z6
 	VMULPS       Z6, Z6, Z4
-	VMOVUPS      elemconst_3d122279<>+0(SB), Z7
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z4, Z7
+	VMOVUPS      elemconst_3d922279<>+0(SB), Z7
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z4, Z7
 	VMULPS       Z6, Z7, Z6
-	VMULPS       elemconst_c0000000<>+0(SB), Z6, Z6
-	VMAXPS       Z6, Z1, Z1
+	VANDPS       elemconst_7fffffff<>+0(SB), Z6, Z7
+	VXORPS       elemconst_80000000<>+0(SB), Z7, Z7
+	VMAXPS       Z7, Z1, Z1
 	VMINPS       Z1, Z2, Z1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Z2
 	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z1, Z2
@@ -3191,80 +3245,66 @@ geluTanhF32AVX512_tail:
 	VMOVAPS      Z1, Z1
 	VFNMADD231PS elemconst_3f317218<>+0(SB), Z2, Z1
 	VFNMADD231PS elemconst_b102e308<>+0(SB), Z2, Z1
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z1, Z6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z1, Z6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z1, Z6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z6
-	VMULPS       Z1, Z1, Z7
-	VFMADD213PS  Z1, Z7, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VSCALEFPS    Z2, Z6, Z1
-	VADDPS       elemconst_3f800000<>+0(SB), Z1, Z1
-	VDIVPS       Z1, Z0, Z0
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z1
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z4, Z1
-	VMAXPS       Z5, Z3, Z1
-	VMULPS       Z0, Z1, Z0
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z7
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z1, Z7
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z1, Z7
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z1, Z7
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z7
+	VMULPS       Z1, Z1, Z8
+	VFMADD213PS  Z1, Z8, Z7
+	VADDPS       elemconst_3f800000<>+0(SB), Z7, Z7
+	VSCALEFPS    Z2, Z7, Z1
+	VADDPS       elemconst_3f800000<>+0(SB), Z1, Z2
+	VDIVPS       Z2, Z0, Z0
+	VDIVPS       Z2, Z1, Z1
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K2
+	VBLENDMPS    Z1, Z0, K2, Z15
+	VBLENDMPS    Z0, Z1, K2, Z16
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z0
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z4, Z0
+	VMAXPS       Z5, Z3, Z0
+	VMULPS       Z15, Z0, Z0
 	VMOVUPS      Z0, K1, (CX)(BX*4)
 
 geluTanhF32AVX512_done:
 	VZEROUPPER
 	RET
 
-DATA elemconst_3d122279<>+0(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+4(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+8(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+12(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+16(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+20(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+24(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+28(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+32(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+36(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+40(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+44(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+48(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+52(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+56(SB)/4, $0x3d122279
-DATA elemconst_3d122279<>+60(SB)/4, $0x3d122279
-GLOBL elemconst_3d122279<>(SB), RODATA|NOPTR, $64
+DATA elemconst_3d922279<>+0(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+4(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+8(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+12(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+16(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+20(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+24(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+28(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+32(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+36(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+40(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+44(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+48(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+52(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+56(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+60(SB)/4, $0x3d922279
+GLOBL elemconst_3d922279<>(SB), RODATA|NOPTR, $64
 
-DATA elemconst_3f4c422a<>+0(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+4(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+8(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+12(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+16(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+20(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+24(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+28(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+32(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+36(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+40(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+44(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+48(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+52(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+56(SB)/4, $0x3f4c422a
-DATA elemconst_3f4c422a<>+60(SB)/4, $0x3f4c422a
-GLOBL elemconst_3f4c422a<>(SB), RODATA|NOPTR, $64
-
-DATA elemconst_c0000000<>+0(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+4(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+8(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+12(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+16(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+20(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+24(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+28(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+32(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+36(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+40(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+44(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+48(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+52(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+56(SB)/4, $0xc0000000
-DATA elemconst_c0000000<>+60(SB)/4, $0xc0000000
-GLOBL elemconst_c0000000<>(SB), RODATA|NOPTR, $64
+DATA elemconst_3fcc422a<>+0(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+4(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+8(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+12(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+16(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+20(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+24(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+28(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+32(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+36(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+40(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+44(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+48(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+52(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+56(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+60(SB)/4, $0x3fcc422a
+GLOBL elemconst_3fcc422a<>(SB), RODATA|NOPTR, $64
 
 DATA elemconst_3ddb33b6<>+0(SB)/4, $0x3ddb33b6
 DATA elemconst_3ddb33b6<>+4(SB)/4, $0x3ddb33b6
@@ -3283,6 +3323,24 @@ DATA elemconst_3ddb33b6<>+52(SB)/4, $0x3ddb33b6
 DATA elemconst_3ddb33b6<>+56(SB)/4, $0x3ddb33b6
 DATA elemconst_3ddb33b6<>+60(SB)/4, $0x3ddb33b6
 GLOBL elemconst_3ddb33b6<>(SB), RODATA|NOPTR, $64
+
+DATA elemconst_3f4c422a<>+0(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+4(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+8(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+12(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+16(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+20(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+24(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+28(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+32(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+36(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+40(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+44(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+48(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+52(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+56(SB)/4, $0x3f4c422a
+DATA elemconst_3f4c422a<>+60(SB)/4, $0x3f4c422a
+GLOBL elemconst_3f4c422a<>(SB), RODATA|NOPTR, $64
 
 // func geluBackwardF32AVX512(dx []float32, x []float32, dy []float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2
@@ -3316,55 +3374,57 @@ geluBackwardF32AVX512_blocks:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z17, Z18
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z17, Z18
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Z17, Z18
-	VMULPS       Z15, Z18, Z15
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z17
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z15, Z17
-	VMULPS       Z5, Z5, Z15
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z17, Z18
+	VMOVAPS      Z18, Z17
+	VFMADD213PS  Z15, Z15, Z17
+	VMOVUPS      elemconst_3f000000<>+0(SB), Z15
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Z17, Z15
+	VMULPS       Z5, Z5, Z17
 	VMOVAPS      Z5, Z18
-	VFMSUB213PS  Z15, Z5, Z18
-	VMULPS       elemconst_3f000000<>+0(SB), Z15, Z15
+	VFMSUB213PS  Z17, Z5, Z18
+	VMULPS       elemconst_3f000000<>+0(SB), Z17, Z17
 	VMULPS       elemconst_3f000000<>+0(SB), Z18, Z18
-	VXORPS       elemconst_80000000<>+0(SB), Z15, Z15
-	VMAXPS       Z15, Z1, Z15
-	VMINPS       Z15, Z2, Z15
+	VXORPS       elemconst_80000000<>+0(SB), Z17, Z17
+	VMAXPS       Z17, Z1, Z17
+	VMINPS       Z17, Z2, Z17
 	VMOVUPS      elemconst_4b400000<>+0(SB), Z19
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z15, Z19
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z17, Z19
 	VSUBPS       elemconst_4b400000<>+0(SB), Z19, Z19
-	VMOVAPS      Z15, Z15
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z19, Z15
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z19, Z15
+	VMOVAPS      Z17, Z17
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z19, Z17
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z19, Z17
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z20
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z15, Z20
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z15, Z20
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z15, Z20
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z15, Z20
-	VMULPS       Z15, Z15, Z21
-	VFMADD213PS  Z15, Z21, Z20
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z17, Z20
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z17, Z20
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z17, Z20
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z17, Z20
+	VMULPS       Z17, Z17, Z21
+	VFMADD213PS  Z17, Z21, Z20
 	VADDPS       elemconst_3f800000<>+0(SB), Z20, Z20
-	VSCALEFPS    Z19, Z20, Z15
-	VMOVAPS      Z15, Z19
-	VFNMADD231PS Z15, Z18, Z19
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Z15
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z16, Z15
-	VDIVPS       Z15, Z0, Z15
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Z18
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Z15, Z18
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Z15, Z18
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Z15, Z18
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Z15, Z18
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Z15, Z18
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Z15, Z18
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Z15, Z18
-	VMULPS       Z15, Z18, Z15
-	VMULPS       Z19, Z15, Z15
-	VMULPS       elemconst_3f000000<>+0(SB), Z15, Z15
+	VSCALEFPS    Z19, Z20, Z17
+	VMOVAPS      Z17, Z19
+	VFNMADD231PS Z17, Z18, Z19
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z17
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Z16, Z17
+	VDIVPS       Z17, Z0, Z17
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z18
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z17, Z18
+	VMULPS       Z17, Z18, Z17
+	VMULPS       Z19, Z17, Z17
+	VMULPS       elemconst_3f000000<>+0(SB), Z17, Z17
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z5, K1
 	VMOVUPS      elemconst_3f800000<>+0(SB), Z18
-	VSUBPS       Z15, Z18, Z18
-	VBLENDMPS    Z15, Z18, K1, Z7
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Z16, K1
-	VBLENDMPS    Z17, Z7, K1, Z8
+	VSUBPS       Z17, Z18, Z18
+	VBLENDMPS    Z17, Z18, K1, Z7
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z16, K1
+	VBLENDMPS    Z15, Z7, K1, Z8
 	VMULPS       elemconst_3ecc422a<>+0(SB), Z19, Z15
 	VMOVAPS      Z5, Z5
 	VFMADD213PS  Z8, Z15, Z5
@@ -3383,55 +3443,57 @@ geluBackwardF32AVX512_blocks:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z17, Z18
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z17, Z18
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Z17, Z18
-	VMULPS       Z15, Z18, Z15
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z17
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z15, Z17
-	VMULPS       Z5, Z5, Z15
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z17, Z18
+	VMOVAPS      Z18, Z17
+	VFMADD213PS  Z15, Z15, Z17
+	VMOVUPS      elemconst_3f000000<>+0(SB), Z15
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Z17, Z15
+	VMULPS       Z5, Z5, Z17
 	VMOVAPS      Z5, Z18
-	VFMSUB213PS  Z15, Z5, Z18
-	VMULPS       elemconst_3f000000<>+0(SB), Z15, Z15
+	VFMSUB213PS  Z17, Z5, Z18
+	VMULPS       elemconst_3f000000<>+0(SB), Z17, Z17
 	VMULPS       elemconst_3f000000<>+0(SB), Z18, Z18
-	VXORPS       elemconst_80000000<>+0(SB), Z15, Z15
-	VMAXPS       Z15, Z1, Z15
-	VMINPS       Z15, Z2, Z15
+	VXORPS       elemconst_80000000<>+0(SB), Z17, Z17
+	VMAXPS       Z17, Z1, Z17
+	VMINPS       Z17, Z2, Z17
 	VMOVUPS      elemconst_4b400000<>+0(SB), Z19
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z15, Z19
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z17, Z19
 	VSUBPS       elemconst_4b400000<>+0(SB), Z19, Z19
-	VMOVAPS      Z15, Z15
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z19, Z15
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z19, Z15
+	VMOVAPS      Z17, Z17
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z19, Z17
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z19, Z17
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z20
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z15, Z20
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z15, Z20
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z15, Z20
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z15, Z20
-	VMULPS       Z15, Z15, Z21
-	VFMADD213PS  Z15, Z21, Z20
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z17, Z20
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z17, Z20
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z17, Z20
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z17, Z20
+	VMULPS       Z17, Z17, Z21
+	VFMADD213PS  Z17, Z21, Z20
 	VADDPS       elemconst_3f800000<>+0(SB), Z20, Z20
-	VSCALEFPS    Z19, Z20, Z15
-	VMOVAPS      Z15, Z19
-	VFNMADD231PS Z15, Z18, Z19
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Z15
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z16, Z15
-	VDIVPS       Z15, Z0, Z15
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Z18
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Z15, Z18
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Z15, Z18
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Z15, Z18
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Z15, Z18
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Z15, Z18
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Z15, Z18
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Z15, Z18
-	VMULPS       Z15, Z18, Z15
-	VMULPS       Z19, Z15, Z15
-	VMULPS       elemconst_3f000000<>+0(SB), Z15, Z15
+	VSCALEFPS    Z19, Z20, Z17
+	VMOVAPS      Z17, Z19
+	VFNMADD231PS Z17, Z18, Z19
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z17
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Z16, Z17
+	VDIVPS       Z17, Z0, Z17
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z18
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z17, Z18
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z17, Z18
+	VMULPS       Z17, Z18, Z17
+	VMULPS       Z19, Z17, Z17
+	VMULPS       elemconst_3f000000<>+0(SB), Z17, Z17
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z5, K1
 	VMOVUPS      elemconst_3f800000<>+0(SB), Z18
-	VSUBPS       Z15, Z18, Z18
-	VBLENDMPS    Z15, Z18, K1, Z9
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Z16, K1
-	VBLENDMPS    Z17, Z9, K1, Z10
+	VSUBPS       Z17, Z18, Z18
+	VBLENDMPS    Z17, Z18, K1, Z9
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z16, K1
+	VBLENDMPS    Z15, Z9, K1, Z10
 	VMULPS       elemconst_3ecc422a<>+0(SB), Z19, Z15
 	VMOVAPS      Z5, Z5
 	VFMADD213PS  Z10, Z15, Z5
@@ -3460,55 +3522,57 @@ geluBackwardF32AVX512_vectorloop:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z9, Z10
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z9, Z10
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Z9, Z10
-	VMULPS       Z7, Z10, Z7
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z9
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z7, Z9
-	VMULPS       Z5, Z5, Z7
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z9, Z10
+	VMOVAPS      Z10, Z9
+	VFMADD213PS  Z7, Z7, Z9
+	VMOVUPS      elemconst_3f000000<>+0(SB), Z7
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Z9, Z7
+	VMULPS       Z5, Z5, Z9
 	VMOVAPS      Z5, Z10
-	VFMSUB213PS  Z7, Z5, Z10
-	VMULPS       elemconst_3f000000<>+0(SB), Z7, Z7
+	VFMSUB213PS  Z9, Z5, Z10
+	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
 	VMULPS       elemconst_3f000000<>+0(SB), Z10, Z10
-	VXORPS       elemconst_80000000<>+0(SB), Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
+	VXORPS       elemconst_80000000<>+0(SB), Z9, Z9
+	VMAXPS       Z9, Z1, Z9
+	VMINPS       Z9, Z2, Z9
 	VMOVUPS      elemconst_4b400000<>+0(SB), Z15
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z15
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z9, Z15
 	VSUBPS       elemconst_4b400000<>+0(SB), Z15, Z15
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z15, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z15, Z7
+	VMOVAPS      Z9, Z9
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z15, Z9
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z15, Z9
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z16
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z16
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z16
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z16
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z16
-	VMULPS       Z7, Z7, Z17
-	VFMADD213PS  Z7, Z17, Z16
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z9, Z16
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z9, Z16
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z9, Z16
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z9, Z16
+	VMULPS       Z9, Z9, Z17
+	VFMADD213PS  Z9, Z17, Z16
 	VADDPS       elemconst_3f800000<>+0(SB), Z16, Z16
-	VSCALEFPS    Z15, Z16, Z7
-	VMOVAPS      Z7, Z15
-	VFNMADD231PS Z7, Z10, Z15
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Z7
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z8, Z7
-	VDIVPS       Z7, Z0, Z7
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Z10
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Z7, Z10
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Z7, Z10
-	VMULPS       Z7, Z10, Z7
-	VMULPS       Z15, Z7, Z7
-	VMULPS       elemconst_3f000000<>+0(SB), Z7, Z7
+	VSCALEFPS    Z15, Z16, Z9
+	VMOVAPS      Z9, Z15
+	VFNMADD231PS Z9, Z10, Z15
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z9
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Z8, Z9
+	VDIVPS       Z9, Z0, Z9
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z10
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z9, Z10
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z9, Z10
+	VMULPS       Z9, Z10, Z9
+	VMULPS       Z15, Z9, Z9
+	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z5, K1
 	VMOVUPS      elemconst_3f800000<>+0(SB), Z10
-	VSUBPS       Z7, Z10, Z10
-	VBLENDMPS    Z7, Z10, K1, Z11
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Z8, K1
-	VBLENDMPS    Z9, Z11, K1, Z12
+	VSUBPS       Z9, Z10, Z10
+	VBLENDMPS    Z9, Z10, K1, Z11
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z8, K1
+	VBLENDMPS    Z7, Z11, K1, Z12
 	VMULPS       elemconst_3ecc422a<>+0(SB), Z15, Z7
 	VMOVAPS      Z5, Z5
 	VFMADD213PS  Z12, Z7, Z5
@@ -3536,17 +3600,18 @@ geluBackwardF32AVX512_tail:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z7, Z8
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z7, Z8
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z7, Z8
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Z7, Z8
-	VMULPS       Z4, Z8, Z4
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z7
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z4, Z7
-	VMULPS       Z3, Z3, Z4
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z7, Z8
+	VMOVAPS      Z8, Z7
+	VFMADD213PS  Z4, Z4, Z7
+	VMOVUPS      elemconst_3f000000<>+0(SB), Z4
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Z7, Z4
+	VMULPS       Z3, Z3, Z7
 	VMOVAPS      Z3, Z8
-	VFMSUB213PS  Z4, Z3, Z8
-	VMULPS       elemconst_3f000000<>+0(SB), Z4, Z4
+	VFMSUB213PS  Z7, Z3, Z8
+	VMULPS       elemconst_3f000000<>+0(SB), Z7, Z7
 	VMULPS       elemconst_3f000000<>+0(SB), Z8, Z8
-	VXORPS       elemconst_80000000<>+0(SB), Z4, Z4
-	VMAXPS       Z4, Z1, Z1
+	VXORPS       elemconst_80000000<>+0(SB), Z7, Z7
+	VMAXPS       Z7, Z1, Z1
 	VMINPS       Z1, Z2, Z1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Z2
 	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z1, Z2
@@ -3554,28 +3619,29 @@ geluBackwardF32AVX512_tail:
 	VMOVAPS      Z1, Z1
 	VFNMADD231PS elemconst_3f317218<>+0(SB), Z2, Z1
 	VFNMADD231PS elemconst_b102e308<>+0(SB), Z2, Z1
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z1, Z4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z1, Z4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z1, Z4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z4
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z7
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z1, Z7
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z1, Z7
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z1, Z7
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z7
 	VMULPS       Z1, Z1, Z9
-	VFMADD213PS  Z1, Z9, Z4
-	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z4
-	VSCALEFPS    Z2, Z4, Z1
+	VFMADD213PS  Z1, Z9, Z7
+	VADDPS       elemconst_3f800000<>+0(SB), Z7, Z7
+	VSCALEFPS    Z2, Z7, Z1
 	VMOVAPS      Z1, Z2
 	VFNMADD231PS Z1, Z8, Z2
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Z1
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z1
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Z5, Z1
 	VDIVPS       Z1, Z0, Z0
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Z1
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Z0, Z1
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z1
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z0, Z1
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z0, Z1
 	VMULPS       Z0, Z1, Z0
 	VMULPS       Z2, Z0, Z0
 	VMULPS       elemconst_3f000000<>+0(SB), Z0, Z0
@@ -3583,8 +3649,8 @@ geluBackwardF32AVX512_tail:
 	VMOVUPS      elemconst_3f800000<>+0(SB), Z1
 	VSUBPS       Z0, Z1, Z1
 	VBLENDMPS    Z0, Z1, K2, Z13
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Z5, K2
-	VBLENDMPS    Z7, Z13, K2, Z14
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z5, K2
+	VBLENDMPS    Z4, Z13, K2, Z14
 	VMULPS       elemconst_3ecc422a<>+0(SB), Z2, Z0
 	VMOVAPS      Z3, Z1
 	VFMADD213PS  Z14, Z0, Z1
@@ -3614,7 +3680,7 @@ DATA elemconst_3ecc422a<>+60(SB)/4, $0x3ecc422a
 GLOBL elemconst_3ecc422a<>(SB), RODATA|NOPTR, $64
 
 // func geluTanhBackwardF32AVX512(dx []float32, x []float32, dy []float32)
-// Requires: AVX, AVX512F, BMI2
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·geluTanhBackwardF32AVX512(SB), NOSPLIT, $0-72
 	MOVQ    x_base+24(FP), AX
 	MOVQ    dy_base+48(FP), CX
@@ -3636,84 +3702,84 @@ geluTanhBackwardF32AVX512_blocks:
 	VMOVUPS      (CX)(SI*4), Z6
 	VMAXPS       Z5, Z3, Z5
 	VMINPS       Z5, Z4, Z5
-	VMULPS       Z5, Z5, Z11
-	VMOVUPS      elemconst_3d122279<>+0(SB), Z12
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z11, Z12
-	VMULPS       Z5, Z12, Z12
-	VMULPS       elemconst_c0000000<>+0(SB), Z12, Z12
-	VMAXPS       Z12, Z1, Z13
-	VMINPS       Z13, Z2, Z13
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z14
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z13, Z14
-	VSUBPS       elemconst_4b400000<>+0(SB), Z14, Z14
-	VMOVAPS      Z13, Z13
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z14, Z13
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z14, Z13
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z15
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z13, Z15
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z13, Z15
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z13, Z15
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z13, Z15
-	VMULPS       Z13, Z13, Z16
-	VFMADD213PS  Z13, Z16, Z15
-	VADDPS       elemconst_3f800000<>+0(SB), Z15, Z15
-	VSCALEFPS    Z14, Z15, Z13
-	VADDPS       elemconst_3f800000<>+0(SB), Z13, Z14
-	VDIVPS       Z14, Z0, Z14
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z15
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z11, Z15
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z12, K1
-	VMULPS       Z14, Z13, Z11
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z12
-	VSUBPS       Z14, Z12, Z12
-	VBLENDMPS    Z11, Z12, K1, Z7
-	VMULPS       Z7, Z5, Z5
-	VMULPS       Z15, Z5, Z5
-	VMOVUPS      elemconst_40000000<>+0(SB), Z11
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z5, Z11
-	VMULPS       Z14, Z11, Z5
+	VMULPS       Z5, Z5, Z15
+	VMOVUPS      elemconst_3d922279<>+0(SB), Z16
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z15, Z16
+	VMULPS       Z5, Z16, Z16
+	VANDPS       elemconst_7fffffff<>+0(SB), Z16, Z17
+	VXORPS       elemconst_80000000<>+0(SB), Z17, Z17
+	VMAXPS       Z17, Z1, Z17
+	VMINPS       Z17, Z2, Z17
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z18
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z17, Z18
+	VSUBPS       elemconst_4b400000<>+0(SB), Z18, Z18
+	VMOVAPS      Z17, Z17
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z18, Z17
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z18, Z17
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z19
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z17, Z19
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z17, Z19
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z17, Z19
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z17, Z19
+	VMULPS       Z17, Z17, Z20
+	VFMADD213PS  Z17, Z20, Z19
+	VADDPS       elemconst_3f800000<>+0(SB), Z19, Z19
+	VSCALEFPS    Z18, Z19, Z17
+	VADDPS       elemconst_3f800000<>+0(SB), Z17, Z18
+	VDIVPS       Z18, Z0, Z19
+	VDIVPS       Z18, Z17, Z17
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z16, K1
+	VBLENDMPS    Z17, Z19, K1, Z7
+	VBLENDMPS    Z19, Z17, K1, Z8
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z16
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z15, Z16
+	VMULPS       Z8, Z5, Z5
+	VMULPS       Z16, Z5, Z5
+	VMOVUPS      elemconst_40000000<>+0(SB), Z15
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Z5, Z15
+	VMULPS       Z7, Z15, Z5
 	VMULPS       Z6, Z5, Z5
 	VMOVUPS      Z5, (DX)(SI*4)
 	VMOVUPS      64(AX)(SI*4), Z5
 	VMOVUPS      64(CX)(SI*4), Z6
 	VMAXPS       Z5, Z3, Z5
 	VMINPS       Z5, Z4, Z5
-	VMULPS       Z5, Z5, Z11
-	VMOVUPS      elemconst_3d122279<>+0(SB), Z12
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z11, Z12
-	VMULPS       Z5, Z12, Z12
-	VMULPS       elemconst_c0000000<>+0(SB), Z12, Z12
-	VMAXPS       Z12, Z1, Z13
-	VMINPS       Z13, Z2, Z13
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z14
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z13, Z14
-	VSUBPS       elemconst_4b400000<>+0(SB), Z14, Z14
-	VMOVAPS      Z13, Z13
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z14, Z13
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z14, Z13
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z15
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z13, Z15
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z13, Z15
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z13, Z15
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z13, Z15
-	VMULPS       Z13, Z13, Z16
-	VFMADD213PS  Z13, Z16, Z15
-	VADDPS       elemconst_3f800000<>+0(SB), Z15, Z15
-	VSCALEFPS    Z14, Z15, Z13
-	VADDPS       elemconst_3f800000<>+0(SB), Z13, Z14
-	VDIVPS       Z14, Z0, Z14
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z15
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z11, Z15
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z12, K1
-	VMULPS       Z14, Z13, Z11
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z12
-	VSUBPS       Z14, Z12, Z12
-	VBLENDMPS    Z11, Z12, K1, Z8
-	VMULPS       Z8, Z5, Z5
-	VMULPS       Z15, Z5, Z5
-	VMOVUPS      elemconst_40000000<>+0(SB), Z11
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z5, Z11
-	VMULPS       Z14, Z11, Z5
+	VMULPS       Z5, Z5, Z15
+	VMOVUPS      elemconst_3d922279<>+0(SB), Z16
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z15, Z16
+	VMULPS       Z5, Z16, Z16
+	VANDPS       elemconst_7fffffff<>+0(SB), Z16, Z17
+	VXORPS       elemconst_80000000<>+0(SB), Z17, Z17
+	VMAXPS       Z17, Z1, Z17
+	VMINPS       Z17, Z2, Z17
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z18
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z17, Z18
+	VSUBPS       elemconst_4b400000<>+0(SB), Z18, Z18
+	VMOVAPS      Z17, Z17
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z18, Z17
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z18, Z17
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z19
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z17, Z19
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z17, Z19
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z17, Z19
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z17, Z19
+	VMULPS       Z17, Z17, Z20
+	VFMADD213PS  Z17, Z20, Z19
+	VADDPS       elemconst_3f800000<>+0(SB), Z19, Z19
+	VSCALEFPS    Z18, Z19, Z17
+	VADDPS       elemconst_3f800000<>+0(SB), Z17, Z18
+	VDIVPS       Z18, Z0, Z19
+	VDIVPS       Z18, Z17, Z17
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z16, K1
+	VBLENDMPS    Z17, Z19, K1, Z9
+	VBLENDMPS    Z19, Z17, K1, Z10
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z16
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z15, Z16
+	VMULPS       Z10, Z5, Z5
+	VMULPS       Z16, Z5, Z5
+	VMOVUPS      elemconst_40000000<>+0(SB), Z15
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Z5, Z15
+	VMULPS       Z9, Z15, Z5
 	VMULPS       Z6, Z5, Z5
 	VMOVUPS      Z5, 64(DX)(SI*4)
 	ADDQ         $0x00000020, SI
@@ -3731,41 +3797,41 @@ geluTanhBackwardF32AVX512_vectorloop:
 	VMAXPS       Z5, Z3, Z5
 	VMINPS       Z5, Z4, Z5
 	VMULPS       Z5, Z5, Z7
-	VMOVUPS      elemconst_3d122279<>+0(SB), Z8
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z8
+	VMOVUPS      elemconst_3d922279<>+0(SB), Z8
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z7, Z8
 	VMULPS       Z5, Z8, Z8
-	VMULPS       elemconst_c0000000<>+0(SB), Z8, Z8
-	VMAXPS       Z8, Z1, Z11
-	VMINPS       Z11, Z2, Z11
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z12
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z11, Z12
-	VSUBPS       elemconst_4b400000<>+0(SB), Z12, Z12
-	VMOVAPS      Z11, Z11
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z12, Z11
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z12, Z11
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z13
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z11, Z13
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z11, Z13
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z11, Z13
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z11, Z13
-	VMULPS       Z11, Z11, Z14
-	VFMADD213PS  Z11, Z14, Z13
-	VADDPS       elemconst_3f800000<>+0(SB), Z13, Z13
-	VSCALEFPS    Z12, Z13, Z11
-	VADDPS       elemconst_3f800000<>+0(SB), Z11, Z12
-	VDIVPS       Z12, Z0, Z12
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z13
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z13
+	VANDPS       elemconst_7fffffff<>+0(SB), Z8, Z9
+	VXORPS       elemconst_80000000<>+0(SB), Z9, Z9
+	VMAXPS       Z9, Z1, Z9
+	VMINPS       Z9, Z2, Z9
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z10
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z9, Z10
+	VSUBPS       elemconst_4b400000<>+0(SB), Z10, Z10
+	VMOVAPS      Z9, Z9
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z10, Z9
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z10, Z9
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z15
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z9, Z15
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z9, Z15
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z9, Z15
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z9, Z15
+	VMULPS       Z9, Z9, Z16
+	VFMADD213PS  Z9, Z16, Z15
+	VADDPS       elemconst_3f800000<>+0(SB), Z15, Z15
+	VSCALEFPS    Z10, Z15, Z9
+	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z10
+	VDIVPS       Z10, Z0, Z15
+	VDIVPS       Z10, Z9, Z9
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z8, K1
-	VMULPS       Z12, Z11, Z7
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z8
-	VSUBPS       Z12, Z8, Z8
-	VBLENDMPS    Z7, Z8, K1, Z9
-	VMULPS       Z9, Z5, Z5
-	VMULPS       Z13, Z5, Z5
+	VBLENDMPS    Z9, Z15, K1, Z11
+	VBLENDMPS    Z15, Z9, K1, Z12
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z8
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z8
+	VMULPS       Z12, Z5, Z5
+	VMULPS       Z8, Z5, Z5
 	VMOVUPS      elemconst_40000000<>+0(SB), Z7
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Z5, Z7
-	VMULPS       Z12, Z7, Z5
+	VMULPS       Z11, Z7, Z5
 	VMULPS       Z6, Z5, Z5
 	VMOVUPS      Z5, (DX)(SI*4)
 	ADDQ         $0x00000010, SI
@@ -3782,11 +3848,12 @@ geluTanhBackwardF32AVX512_tail:
 	VMAXPS       Z5, Z3, Z3
 	VMINPS       Z3, Z4, Z3
 	VMULPS       Z3, Z3, Z4
-	VMOVUPS      elemconst_3d122279<>+0(SB), Z5
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z4, Z5
+	VMOVUPS      elemconst_3d922279<>+0(SB), Z5
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z4, Z5
 	VMULPS       Z3, Z5, Z5
-	VMULPS       elemconst_c0000000<>+0(SB), Z5, Z5
-	VMAXPS       Z5, Z1, Z1
+	VANDPS       elemconst_7fffffff<>+0(SB), Z5, Z7
+	VXORPS       elemconst_80000000<>+0(SB), Z7, Z7
+	VMAXPS       Z7, Z1, Z1
 	VMINPS       Z1, Z2, Z1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Z2
 	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z1, Z2
@@ -3805,18 +3872,17 @@ geluTanhBackwardF32AVX512_tail:
 	VSCALEFPS    Z2, Z7, Z1
 	VADDPS       elemconst_3f800000<>+0(SB), Z1, Z2
 	VDIVPS       Z2, Z0, Z0
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z2
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z4, Z2
+	VDIVPS       Z2, Z1, Z1
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z5, K2
-	VMULPS       Z0, Z1, Z1
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z4
-	VSUBPS       Z0, Z4, Z4
-	VBLENDMPS    Z1, Z4, K2, Z10
-	VMULPS       Z10, Z3, Z1
-	VMULPS       Z2, Z1, Z1
-	VMOVUPS      elemconst_40000000<>+0(SB), Z2
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z1, Z2
-	VMULPS       Z0, Z2, Z0
+	VBLENDMPS    Z1, Z0, K2, Z13
+	VBLENDMPS    Z0, Z1, K2, Z14
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z0
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z4, Z0
+	VMULPS       Z14, Z3, Z1
+	VMULPS       Z0, Z1, Z0
+	VMOVUPS      elemconst_40000000<>+0(SB), Z1
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Z0, Z1
+	VMULPS       Z13, Z1, Z0
 	VMULPS       Z6, Z0, Z0
 	VMOVUPS      Z0, K1, (DX)(SI*4)
 
@@ -6056,11 +6122,12 @@ sigmoidF32AVX2_blocks:
 	VMULPS       Y5, Y6, Y5
 	VMULPS       Y4, Y5, Y5
 	VADDPS       elemconst_3f800000<>+0(SB), Y5, Y4
-	VDIVPS       Y4, Y0, Y4
+	VDIVPS       Y4, Y0, Y6
+	VDIVPS       Y4, Y5, Y4
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y3, Y3
-	VMULPS       Y4, Y5, Y5
-	VBLENDVPS    Y3, Y5, Y4, Y3
-	VMOVUPS      Y3, (CX)(BX*4)
+	VBLENDVPS    Y3, Y4, Y6, Y5
+	VBLENDVPS    Y3, Y6, Y4, Y3
+	VMOVUPS      Y5, (CX)(BX*4)
 	VMOVUPS      32(AX)(BX*4), Y3
 	VANDPS       elemconst_7fffffff<>+0(SB), Y3, Y4
 	VXORPS       elemconst_80000000<>+0(SB), Y4, Y4
@@ -6090,11 +6157,12 @@ sigmoidF32AVX2_blocks:
 	VMULPS       Y5, Y6, Y5
 	VMULPS       Y4, Y5, Y5
 	VADDPS       elemconst_3f800000<>+0(SB), Y5, Y4
-	VDIVPS       Y4, Y0, Y4
+	VDIVPS       Y4, Y0, Y6
+	VDIVPS       Y4, Y5, Y4
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y3, Y3
-	VMULPS       Y4, Y5, Y5
-	VBLENDVPS    Y3, Y5, Y4, Y3
-	VMOVUPS      Y3, 32(CX)(BX*4)
+	VBLENDVPS    Y3, Y4, Y6, Y5
+	VBLENDVPS    Y3, Y6, Y4, Y3
+	VMOVUPS      Y5, 32(CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          sigmoidF32AVX2_blocks
 
@@ -6134,11 +6202,12 @@ sigmoidF32AVX2_vectorloop:
 	VMULPS       Y5, Y6, Y5
 	VMULPS       Y4, Y5, Y5
 	VADDPS       elemconst_3f800000<>+0(SB), Y5, Y4
-	VDIVPS       Y4, Y0, Y4
+	VDIVPS       Y4, Y0, Y6
+	VDIVPS       Y4, Y5, Y4
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y3, Y3
-	VMULPS       Y4, Y5, Y5
-	VBLENDVPS    Y3, Y5, Y4, Y3
-	VMOVUPS      Y3, (CX)(BX*4)
+	VBLENDVPS    Y3, Y4, Y6, Y5
+	VBLENDVPS    Y3, Y6, Y4, Y3
+	VMOVUPS      Y5, (CX)(BX*4)
 	ADDQ         $0x00000008, BX
 	JMP          sigmoidF32AVX2_vectorloop
 
@@ -6179,10 +6248,11 @@ sigmoidF32AVX2_tail:
 	VMULPS       Y1, Y2, Y2
 	VADDPS       elemconst_3f800000<>+0(SB), Y2, Y1
 	VDIVPS       Y1, Y0, Y0
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y4, Y1
-	VMULPS       Y0, Y2, Y2
-	VBLENDVPS    Y1, Y2, Y0, Y0
-	VMASKMOVPS   Y0, Y3, (CX)(BX*4)
+	VDIVPS       Y1, Y2, Y1
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y4, Y2
+	VBLENDVPS    Y2, Y1, Y0, Y4
+	VBLENDVPS    Y2, Y0, Y1, Y0
+	VMASKMOVPS   Y4, Y3, (CX)(BX*4)
 
 sigmoidF32AVX2_done:
 	VZEROUPPER
@@ -6339,8 +6409,9 @@ erfF32AVX2_vectorloop:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Y5, Y6
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Y5, Y6
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Y5, Y6
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Y5, Y6
-	VMULPS       Y3, Y6, Y5
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y5, Y6
+	VMOVAPS      Y6, Y5
+	VFMADD213PS  Y3, Y3, Y5
 	VMINPS       elemconst_41200000<>+0(SB), Y4, Y6
 	VMULPS       Y6, Y6, Y7
 	VMOVAPS      Y6, Y8
@@ -6373,17 +6444,18 @@ erfF32AVX2_vectorloop:
 	VMULPS       Y7, Y9, Y9
 	VMOVAPS      Y9, Y7
 	VFNMADD231PS Y9, Y8, Y7
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Y8
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y8
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Y6, Y8
 	VDIVPS       Y8, Y0, Y6
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Y8
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Y6, Y8
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Y8
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y6, Y8
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y6, Y8
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Y6, Y8
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y6, Y8
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Y6, Y8
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Y6, Y8
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y6, Y8
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y6, Y8
 	VMULPS       Y6, Y8, Y6
 	VMULPS       Y7, Y6, Y6
 	VMOVUPS      elemconst_3f800000<>+0(SB), Y7
@@ -6412,8 +6484,9 @@ erfF32AVX2_tail:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Y6, Y7
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Y6, Y7
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Y6, Y7
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Y6, Y7
-	VMULPS       Y4, Y7, Y6
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y6, Y7
+	VMOVAPS      Y7, Y6
+	VFMADD213PS  Y4, Y4, Y6
 	VMINPS       elemconst_41200000<>+0(SB), Y5, Y7
 	VMULPS       Y7, Y7, Y8
 	VMOVAPS      Y7, Y9
@@ -6446,17 +6519,18 @@ erfF32AVX2_tail:
 	VMULPS       Y1, Y2, Y2
 	VMOVAPS      Y2, Y1
 	VFNMADD231PS Y2, Y9, Y1
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Y2
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y2
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Y7, Y2
 	VDIVPS       Y2, Y0, Y0
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Y2
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Y0, Y2
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Y2
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y0, Y2
 	VMULPS       Y0, Y2, Y0
 	VMULPS       Y1, Y0, Y0
 	VMOVUPS      elemconst_3f800000<>+0(SB), Y1
@@ -6501,63 +6575,65 @@ geluF32AVX2_vectorloop:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Y9, Y10
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Y9, Y10
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Y9, Y10
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Y9, Y10
-	VMULPS       Y7, Y10, Y7
-	VMOVUPS      elemconst_3f000000<>+0(SB), Y9
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Y7, Y9
-	VMULPS       Y6, Y6, Y7
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y9, Y10
+	VMOVAPS      Y10, Y9
+	VFMADD213PS  Y7, Y7, Y9
+	VMOVUPS      elemconst_3f000000<>+0(SB), Y7
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Y9, Y7
+	VMULPS       Y6, Y6, Y9
 	VMOVAPS      Y6, Y10
-	VFMSUB213PS  Y7, Y6, Y10
-	VMULPS       elemconst_3f000000<>+0(SB), Y7, Y7
+	VFMSUB213PS  Y9, Y6, Y10
+	VMULPS       elemconst_3f000000<>+0(SB), Y9, Y9
 	VMULPS       elemconst_3f000000<>+0(SB), Y10, Y10
-	VXORPS       elemconst_80000000<>+0(SB), Y7, Y7
-	VMAXPS       Y7, Y1, Y7
-	VMINPS       Y7, Y2, Y7
+	VXORPS       elemconst_80000000<>+0(SB), Y9, Y9
+	VMAXPS       Y9, Y1, Y9
+	VMINPS       Y9, Y2, Y9
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y11
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y7, Y11
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y9, Y11
 	VSUBPS       elemconst_4b400000<>+0(SB), Y11, Y12
-	VMOVAPS      Y7, Y7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y12, Y7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y12, Y7
+	VMOVAPS      Y9, Y9
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y12, Y9
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y12, Y9
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y12
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y7, Y12
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y7, Y12
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y7, Y12
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y7, Y12
-	VMULPS       Y7, Y7, Y13
-	VFMADD213PS  Y7, Y13, Y12
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y9, Y12
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y9, Y12
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y9, Y12
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y9, Y12
+	VMULPS       Y9, Y9, Y13
+	VFMADD213PS  Y9, Y13, Y12
 	VADDPS       elemconst_3f800000<>+0(SB), Y12, Y12
-	VPSUBD       elemconst_4b400000<>+0(SB), Y11, Y7
-	VPSRAD       $0x01, Y7, Y11
-	VPSUBD       Y11, Y7, Y7
+	VPSUBD       elemconst_4b400000<>+0(SB), Y11, Y9
+	VPSRAD       $0x01, Y9, Y11
+	VPSUBD       Y11, Y9, Y9
 	VPADDD       elemconst_0000007f<>+0(SB), Y11, Y11
 	VPSLLD       $0x17, Y11, Y11
-	VPADDD       elemconst_0000007f<>+0(SB), Y7, Y7
-	VPSLLD       $0x17, Y7, Y7
+	VPADDD       elemconst_0000007f<>+0(SB), Y9, Y9
+	VPSLLD       $0x17, Y9, Y9
 	VMULPS       Y11, Y12, Y11
-	VMULPS       Y7, Y11, Y11
-	VMOVAPS      Y11, Y7
-	VFNMADD231PS Y11, Y10, Y7
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Y10
+	VMULPS       Y9, Y11, Y11
+	VMOVAPS      Y11, Y9
+	VFNMADD231PS Y11, Y10, Y9
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y10
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Y8, Y10
 	VDIVPS       Y10, Y0, Y10
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Y11
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Y10, Y11
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Y11
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y10, Y11
 	VMULPS       Y10, Y11, Y10
-	VMULPS       Y7, Y10, Y10
-	VMULPS       elemconst_3f000000<>+0(SB), Y10, Y7
+	VMULPS       Y9, Y10, Y10
+	VMULPS       elemconst_3f000000<>+0(SB), Y10, Y9
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y6, Y6
 	VMOVUPS      elemconst_3f800000<>+0(SB), Y10
-	VSUBPS       Y7, Y10, Y10
-	VBLENDVPS    Y6, Y7, Y10, Y6
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Y8, Y7
-	VBLENDVPS    Y7, Y9, Y6, Y6
+	VSUBPS       Y9, Y10, Y10
+	VBLENDVPS    Y6, Y9, Y10, Y6
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Y8, Y8
+	VBLENDVPS    Y8, Y7, Y6, Y6
 	VMAXPS       Y5, Y3, Y5
 	VMULPS       Y6, Y5, Y5
 	VMOVUPS      Y5, (CX)(BX*4)
@@ -6583,32 +6659,33 @@ geluF32AVX2_tail:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Y9, Y10
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Y9, Y10
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Y9, Y10
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Y9, Y10
-	VMULPS       Y4, Y10, Y4
-	VMOVUPS      elemconst_3f000000<>+0(SB), Y9
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Y4, Y9
-	VMULPS       Y7, Y7, Y4
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y9, Y10
+	VMOVAPS      Y10, Y9
+	VFMADD213PS  Y4, Y4, Y9
+	VMOVUPS      elemconst_3f000000<>+0(SB), Y4
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Y9, Y4
+	VMULPS       Y7, Y7, Y9
 	VMOVAPS      Y7, Y10
-	VFMSUB213PS  Y4, Y7, Y10
-	VMULPS       elemconst_3f000000<>+0(SB), Y4, Y4
+	VFMSUB213PS  Y9, Y7, Y10
+	VMULPS       elemconst_3f000000<>+0(SB), Y9, Y9
 	VMULPS       elemconst_3f000000<>+0(SB), Y10, Y10
-	VXORPS       elemconst_80000000<>+0(SB), Y4, Y4
-	VMAXPS       Y4, Y1, Y1
+	VXORPS       elemconst_80000000<>+0(SB), Y9, Y9
+	VMAXPS       Y9, Y1, Y1
 	VMINPS       Y1, Y2, Y1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
 	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y2
-	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y4
+	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y9
 	VMOVAPS      Y1, Y1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y4, Y1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y4, Y1
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y4
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y9, Y1
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y9, Y1
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y9
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y9
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y9
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y9
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y9
 	VMULPS       Y1, Y1, Y11
-	VFMADD213PS  Y1, Y11, Y4
-	VADDPS       elemconst_3f800000<>+0(SB), Y4, Y4
+	VFMADD213PS  Y1, Y11, Y9
+	VADDPS       elemconst_3f800000<>+0(SB), Y9, Y9
 	VPSUBD       elemconst_4b400000<>+0(SB), Y2, Y1
 	VPSRAD       $0x01, Y1, Y2
 	VPSUBD       Y2, Y1, Y1
@@ -6616,21 +6693,22 @@ geluF32AVX2_tail:
 	VPSLLD       $0x17, Y2, Y2
 	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
 	VPSLLD       $0x17, Y1, Y1
-	VMULPS       Y2, Y4, Y2
+	VMULPS       Y2, Y9, Y2
 	VMULPS       Y1, Y2, Y2
 	VMOVAPS      Y2, Y1
 	VFNMADD231PS Y2, Y10, Y1
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Y2
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y2
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Y8, Y2
 	VDIVPS       Y2, Y0, Y0
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Y2
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Y0, Y2
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Y2
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y0, Y2
 	VMULPS       Y0, Y2, Y0
 	VMULPS       Y1, Y0, Y0
 	VMULPS       elemconst_3f000000<>+0(SB), Y0, Y0
@@ -6638,8 +6716,8 @@ geluF32AVX2_tail:
 	VMOVUPS      elemconst_3f800000<>+0(SB), Y2
 	VSUBPS       Y0, Y2, Y2
 	VBLENDVPS    Y1, Y0, Y2, Y0
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Y8, Y1
-	VBLENDVPS    Y1, Y9, Y0, Y0
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Y8, Y1
+	VBLENDVPS    Y1, Y4, Y0, Y0
 	VMAXPS       Y6, Y3, Y1
 	VMULPS       Y0, Y1, Y0
 	VMASKMOVPS   Y0, Y5, (CX)(BX*4)
@@ -6670,41 +6748,46 @@ geluTanhF32AVX2_vectorloop:
 	VMAXPS       Y5, Y3, Y6
 	VMINPS       Y6, Y4, Y6
 	VMULPS       Y6, Y6, Y7
-	VMOVUPS      elemconst_3d122279<>+0(SB), Y8
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y7, Y8
+	VMOVUPS      elemconst_3d922279<>+0(SB), Y8
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Y7, Y8
 	VMULPS       Y6, Y8, Y6
-	VMULPS       elemconst_c0000000<>+0(SB), Y6, Y6
-	VMAXPS       Y6, Y1, Y6
-	VMINPS       Y6, Y2, Y6
-	VMOVUPS      elemconst_4b400000<>+0(SB), Y8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y6, Y8
-	VSUBPS       elemconst_4b400000<>+0(SB), Y8, Y9
-	VMOVAPS      Y6, Y6
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y9, Y6
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y9, Y6
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y6, Y9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y6, Y9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y6, Y9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y6, Y9
-	VMULPS       Y6, Y6, Y10
-	VFMADD213PS  Y6, Y10, Y9
-	VADDPS       elemconst_3f800000<>+0(SB), Y9, Y9
-	VPSUBD       elemconst_4b400000<>+0(SB), Y8, Y6
-	VPSRAD       $0x01, Y6, Y8
-	VPSUBD       Y8, Y6, Y6
+	VANDPS       elemconst_7fffffff<>+0(SB), Y6, Y8
+	VXORPS       elemconst_80000000<>+0(SB), Y8, Y8
+	VMAXPS       Y8, Y1, Y8
+	VMINPS       Y8, Y2, Y8
+	VMOVUPS      elemconst_4b400000<>+0(SB), Y9
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y8, Y9
+	VSUBPS       elemconst_4b400000<>+0(SB), Y9, Y10
+	VMOVAPS      Y8, Y8
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y10, Y8
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y10, Y8
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y10
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y8, Y10
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y8, Y10
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y8, Y10
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y8, Y10
+	VMULPS       Y8, Y8, Y11
+	VFMADD213PS  Y8, Y11, Y10
+	VADDPS       elemconst_3f800000<>+0(SB), Y10, Y10
+	VPSUBD       elemconst_4b400000<>+0(SB), Y9, Y8
+	VPSRAD       $0x01, Y8, Y9
+	VPSUBD       Y9, Y8, Y8
+	VPADDD       elemconst_0000007f<>+0(SB), Y9, Y9
+	VPSLLD       $0x17, Y9, Y9
 	VPADDD       elemconst_0000007f<>+0(SB), Y8, Y8
 	VPSLLD       $0x17, Y8, Y8
-	VPADDD       elemconst_0000007f<>+0(SB), Y6, Y6
-	VPSLLD       $0x17, Y6, Y6
-	VMULPS       Y8, Y9, Y8
-	VMULPS       Y6, Y8, Y8
-	VADDPS       elemconst_3f800000<>+0(SB), Y8, Y6
-	VDIVPS       Y6, Y0, Y6
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y8
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y7, Y8
+	VMULPS       Y9, Y10, Y9
+	VMULPS       Y8, Y9, Y9
+	VADDPS       elemconst_3f800000<>+0(SB), Y9, Y8
+	VDIVPS       Y8, Y0, Y10
+	VDIVPS       Y8, Y9, Y8
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y6, Y6
+	VBLENDVPS    Y6, Y8, Y10, Y9
+	VBLENDVPS    Y6, Y10, Y8, Y6
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y6
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y7, Y6
 	VMAXPS       Y5, Y3, Y5
-	VMULPS       Y6, Y5, Y5
+	VMULPS       Y9, Y5, Y5
 	VMOVUPS      Y5, (CX)(BX*4)
 	ADDQ         $0x00000008, BX
 	JMP          geluTanhF32AVX2_vectorloop
@@ -6720,26 +6803,27 @@ geluTanhF32AVX2_tail:
 	VMAXPS       Y6, Y3, Y7
 	VMINPS       Y7, Y4, Y7
 	VMULPS       Y7, Y7, Y4
-	VMOVUPS      elemconst_3d122279<>+0(SB), Y8
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y4, Y8
+	VMOVUPS      elemconst_3d922279<>+0(SB), Y8
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Y4, Y8
 	VMULPS       Y7, Y8, Y7
-	VMULPS       elemconst_c0000000<>+0(SB), Y7, Y7
-	VMAXPS       Y7, Y1, Y1
+	VANDPS       elemconst_7fffffff<>+0(SB), Y7, Y8
+	VXORPS       elemconst_80000000<>+0(SB), Y8, Y8
+	VMAXPS       Y8, Y1, Y1
 	VMINPS       Y1, Y2, Y1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
 	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y2
-	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y7
+	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y8
 	VMOVAPS      Y1, Y1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y1
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y7
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y7
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y7
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y7
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y7
-	VMULPS       Y1, Y1, Y8
-	VFMADD213PS  Y1, Y8, Y7
-	VADDPS       elemconst_3f800000<>+0(SB), Y7, Y7
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y8, Y1
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y8, Y1
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y8
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y8
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y8
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y8
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y8
+	VMULPS       Y1, Y1, Y9
+	VFMADD213PS  Y1, Y9, Y8
+	VADDPS       elemconst_3f800000<>+0(SB), Y8, Y8
 	VPSUBD       elemconst_4b400000<>+0(SB), Y2, Y1
 	VPSRAD       $0x01, Y1, Y2
 	VPSUBD       Y2, Y1, Y1
@@ -6747,14 +6831,18 @@ geluTanhF32AVX2_tail:
 	VPSLLD       $0x17, Y2, Y2
 	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
 	VPSLLD       $0x17, Y1, Y1
-	VMULPS       Y2, Y7, Y2
+	VMULPS       Y2, Y8, Y2
 	VMULPS       Y1, Y2, Y2
 	VADDPS       elemconst_3f800000<>+0(SB), Y2, Y1
 	VDIVPS       Y1, Y0, Y0
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y1
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y4, Y1
-	VMAXPS       Y6, Y3, Y1
-	VMULPS       Y0, Y1, Y0
+	VDIVPS       Y1, Y2, Y1
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y7, Y2
+	VBLENDVPS    Y2, Y1, Y0, Y7
+	VBLENDVPS    Y2, Y0, Y1, Y0
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y0
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y4, Y0
+	VMAXPS       Y6, Y3, Y0
+	VMULPS       Y7, Y0, Y0
 	VMASKMOVPS   Y0, Y5, (CX)(BX*4)
 
 geluTanhF32AVX2_done:
@@ -6793,66 +6881,68 @@ geluBackwardF32AVX2_vectorloop:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Y9, Y10
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Y9, Y10
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Y9, Y10
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Y9, Y10
-	VMULPS       Y7, Y10, Y7
-	VMOVUPS      elemconst_3f000000<>+0(SB), Y9
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Y7, Y9
-	VMULPS       Y5, Y5, Y7
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y9, Y10
+	VMOVAPS      Y10, Y9
+	VFMADD213PS  Y7, Y7, Y9
+	VMOVUPS      elemconst_3f000000<>+0(SB), Y7
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Y9, Y7
+	VMULPS       Y5, Y5, Y9
 	VMOVAPS      Y5, Y10
-	VFMSUB213PS  Y7, Y5, Y10
-	VMULPS       elemconst_3f000000<>+0(SB), Y7, Y7
+	VFMSUB213PS  Y9, Y5, Y10
+	VMULPS       elemconst_3f000000<>+0(SB), Y9, Y9
 	VMULPS       elemconst_3f000000<>+0(SB), Y10, Y10
-	VXORPS       elemconst_80000000<>+0(SB), Y7, Y7
-	VMAXPS       Y7, Y1, Y7
-	VMINPS       Y7, Y2, Y7
+	VXORPS       elemconst_80000000<>+0(SB), Y9, Y9
+	VMAXPS       Y9, Y1, Y9
+	VMINPS       Y9, Y2, Y9
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y11
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y7, Y11
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y9, Y11
 	VSUBPS       elemconst_4b400000<>+0(SB), Y11, Y12
-	VMOVAPS      Y7, Y7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y12, Y7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y12, Y7
+	VMOVAPS      Y9, Y9
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y12, Y9
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y12, Y9
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y12
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y7, Y12
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y7, Y12
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y7, Y12
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y7, Y12
-	VMULPS       Y7, Y7, Y13
-	VFMADD213PS  Y7, Y13, Y12
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y9, Y12
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y9, Y12
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y9, Y12
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y9, Y12
+	VMULPS       Y9, Y9, Y13
+	VFMADD213PS  Y9, Y13, Y12
 	VADDPS       elemconst_3f800000<>+0(SB), Y12, Y12
-	VPSUBD       elemconst_4b400000<>+0(SB), Y11, Y7
-	VPSRAD       $0x01, Y7, Y11
-	VPSUBD       Y11, Y7, Y7
+	VPSUBD       elemconst_4b400000<>+0(SB), Y11, Y9
+	VPSRAD       $0x01, Y9, Y11
+	VPSUBD       Y11, Y9, Y9
 	VPADDD       elemconst_0000007f<>+0(SB), Y11, Y11
 	VPSLLD       $0x17, Y11, Y11
-	VPADDD       elemconst_0000007f<>+0(SB), Y7, Y7
-	VPSLLD       $0x17, Y7, Y7
+	VPADDD       elemconst_0000007f<>+0(SB), Y9, Y9
+	VPSLLD       $0x17, Y9, Y9
 	VMULPS       Y11, Y12, Y11
-	VMULPS       Y7, Y11, Y11
-	VMOVAPS      Y11, Y7
-	VFNMADD231PS Y11, Y10, Y7
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Y10
+	VMULPS       Y9, Y11, Y11
+	VMOVAPS      Y11, Y9
+	VFNMADD231PS Y11, Y10, Y9
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y10
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Y8, Y10
 	VDIVPS       Y10, Y0, Y10
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Y11
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Y10, Y11
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Y11
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y10, Y11
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y10, Y11
 	VMULPS       Y10, Y11, Y10
-	VMULPS       Y7, Y10, Y10
+	VMULPS       Y9, Y10, Y10
 	VMULPS       elemconst_3f000000<>+0(SB), Y10, Y10
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y5, Y11
 	VMOVUPS      elemconst_3f800000<>+0(SB), Y12
 	VSUBPS       Y10, Y12, Y12
 	VBLENDVPS    Y11, Y10, Y12, Y10
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Y8, Y8
-	VBLENDVPS    Y8, Y9, Y10, Y8
-	VMULPS       elemconst_3ecc422a<>+0(SB), Y7, Y7
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Y8, Y8
+	VBLENDVPS    Y8, Y7, Y10, Y7
+	VMULPS       elemconst_3ecc422a<>+0(SB), Y9, Y8
 	VMOVAPS      Y5, Y5
-	VFMADD213PS  Y8, Y7, Y5
+	VFMADD213PS  Y7, Y8, Y5
 	VMULPS       Y6, Y5, Y5
 	VMOVUPS      Y5, (DX)(SI*4)
 	ADDQ         $0x00000008, SI
@@ -6878,32 +6968,33 @@ geluBackwardF32AVX2_tail:
 	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Y8, Y9
 	VFMADD213PS  elemconst_3de7167c<>+0(SB), Y8, Y9
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Y8, Y9
-	VFMADD213PS  elemconst_3f906eba<>+0(SB), Y8, Y9
-	VMULPS       Y4, Y9, Y4
-	VMOVUPS      elemconst_3f000000<>+0(SB), Y8
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Y4, Y8
-	VMULPS       Y3, Y3, Y4
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y8, Y9
+	VMOVAPS      Y9, Y8
+	VFMADD213PS  Y4, Y4, Y8
+	VMOVUPS      elemconst_3f000000<>+0(SB), Y4
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Y8, Y4
+	VMULPS       Y3, Y3, Y8
 	VMOVAPS      Y3, Y9
-	VFMSUB213PS  Y4, Y3, Y9
-	VMULPS       elemconst_3f000000<>+0(SB), Y4, Y4
+	VFMSUB213PS  Y8, Y3, Y9
+	VMULPS       elemconst_3f000000<>+0(SB), Y8, Y8
 	VMULPS       elemconst_3f000000<>+0(SB), Y9, Y9
-	VXORPS       elemconst_80000000<>+0(SB), Y4, Y4
-	VMAXPS       Y4, Y1, Y1
+	VXORPS       elemconst_80000000<>+0(SB), Y8, Y8
+	VMAXPS       Y8, Y1, Y1
 	VMINPS       Y1, Y2, Y1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
 	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y2
-	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y4
+	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y8
 	VMOVAPS      Y1, Y1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y4, Y1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y4, Y1
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y4
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y8, Y1
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y8, Y1
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y8
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y8
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y8
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y8
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y8
 	VMULPS       Y1, Y1, Y10
-	VFMADD213PS  Y1, Y10, Y4
-	VADDPS       elemconst_3f800000<>+0(SB), Y4, Y4
+	VFMADD213PS  Y1, Y10, Y8
+	VADDPS       elemconst_3f800000<>+0(SB), Y8, Y8
 	VPSUBD       elemconst_4b400000<>+0(SB), Y2, Y1
 	VPSRAD       $0x01, Y1, Y2
 	VPSUBD       Y2, Y1, Y1
@@ -6911,30 +7002,31 @@ geluBackwardF32AVX2_tail:
 	VPSLLD       $0x17, Y2, Y2
 	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
 	VPSLLD       $0x17, Y1, Y1
-	VMULPS       Y2, Y4, Y2
+	VMULPS       Y2, Y8, Y2
 	VMULPS       Y1, Y2, Y2
 	VMOVAPS      Y2, Y1
 	VFNMADD231PS Y2, Y9, Y1
-	VMOVUPS      elemconst_3eb33333<>+0(SB), Y2
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y2
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Y6, Y2
 	VDIVPS       Y2, Y0, Y0
-	VMOVUPS      elemconst_bdd33ccb<>+0(SB), Y2
-	VFMADD213PS  elemconst_3e85b493<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_bdc3fbf3<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e61e1bd<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e06c50b<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e43ac0c<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e499286<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e4a3c25<>+0(SB), Y0, Y2
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Y2
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y0, Y2
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y0, Y2
 	VMULPS       Y0, Y2, Y0
 	VMULPS       Y1, Y0, Y0
 	VMULPS       elemconst_3f000000<>+0(SB), Y0, Y0
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y3, Y2
-	VMOVUPS      elemconst_3f800000<>+0(SB), Y4
-	VSUBPS       Y0, Y4, Y4
-	VBLENDVPS    Y2, Y0, Y4, Y0
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Y6, Y2
-	VBLENDVPS    Y2, Y8, Y0, Y0
+	VMOVUPS      elemconst_3f800000<>+0(SB), Y8
+	VSUBPS       Y0, Y8, Y8
+	VBLENDVPS    Y2, Y0, Y8, Y0
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Y6, Y2
+	VBLENDVPS    Y2, Y4, Y0, Y0
 	VMULPS       elemconst_3ecc422a<>+0(SB), Y1, Y1
 	VMOVAPS      Y3, Y2
 	VFMADD213PS  Y0, Y1, Y2
@@ -6969,11 +7061,12 @@ geluTanhBackwardF32AVX2_vectorloop:
 	VMAXPS       Y5, Y3, Y5
 	VMINPS       Y5, Y4, Y5
 	VMULPS       Y5, Y5, Y7
-	VMOVUPS      elemconst_3d122279<>+0(SB), Y8
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y7, Y8
+	VMOVUPS      elemconst_3d922279<>+0(SB), Y8
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Y7, Y8
 	VMULPS       Y5, Y8, Y8
-	VMULPS       elemconst_c0000000<>+0(SB), Y8, Y8
-	VMAXPS       Y8, Y1, Y9
+	VANDPS       elemconst_7fffffff<>+0(SB), Y8, Y9
+	VXORPS       elemconst_80000000<>+0(SB), Y9, Y9
+	VMAXPS       Y9, Y1, Y9
 	VMINPS       Y9, Y2, Y9
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y10
 	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y9, Y10
@@ -6999,19 +7092,18 @@ geluTanhBackwardF32AVX2_vectorloop:
 	VMULPS       Y10, Y11, Y10
 	VMULPS       Y9, Y10, Y10
 	VADDPS       elemconst_3f800000<>+0(SB), Y10, Y9
-	VDIVPS       Y9, Y0, Y9
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y11
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y7, Y11
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y8, Y7
-	VMULPS       Y9, Y10, Y8
-	VMOVUPS      elemconst_3f800000<>+0(SB), Y10
-	VSUBPS       Y9, Y10, Y10
-	VBLENDVPS    Y7, Y8, Y10, Y7
-	VMULPS       Y7, Y5, Y5
-	VMULPS       Y11, Y5, Y5
+	VDIVPS       Y9, Y0, Y11
+	VDIVPS       Y9, Y10, Y9
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y8, Y8
+	VBLENDVPS    Y8, Y9, Y11, Y10
+	VBLENDVPS    Y8, Y11, Y9, Y8
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y9
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y7, Y9
+	VMULPS       Y8, Y5, Y5
+	VMULPS       Y9, Y5, Y5
 	VMOVUPS      elemconst_40000000<>+0(SB), Y7
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Y5, Y7
-	VMULPS       Y9, Y7, Y5
+	VMULPS       Y10, Y7, Y5
 	VMULPS       Y6, Y5, Y5
 	VMOVUPS      Y5, (DX)(SI*4)
 	ADDQ         $0x00000008, SI
@@ -7029,11 +7121,12 @@ geluTanhBackwardF32AVX2_tail:
 	VMAXPS       Y6, Y3, Y3
 	VMINPS       Y3, Y4, Y3
 	VMULPS       Y3, Y3, Y4
-	VMOVUPS      elemconst_3d122279<>+0(SB), Y6
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y4, Y6
+	VMOVUPS      elemconst_3d922279<>+0(SB), Y6
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Y4, Y6
 	VMULPS       Y3, Y6, Y6
-	VMULPS       elemconst_c0000000<>+0(SB), Y6, Y6
-	VMAXPS       Y6, Y1, Y1
+	VANDPS       elemconst_7fffffff<>+0(SB), Y6, Y8
+	VXORPS       elemconst_80000000<>+0(SB), Y8, Y8
+	VMAXPS       Y8, Y1, Y1
 	VMINPS       Y1, Y2, Y1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
 	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y2
@@ -7060,18 +7153,17 @@ geluTanhBackwardF32AVX2_tail:
 	VMULPS       Y1, Y2, Y2
 	VADDPS       elemconst_3f800000<>+0(SB), Y2, Y1
 	VDIVPS       Y1, Y0, Y0
+	VDIVPS       Y1, Y2, Y1
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y6, Y2
+	VBLENDVPS    Y2, Y1, Y0, Y6
+	VBLENDVPS    Y2, Y0, Y1, Y0
 	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y1
 	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y4, Y1
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y6, Y4
-	VMULPS       Y0, Y2, Y2
-	VMOVUPS      elemconst_3f800000<>+0(SB), Y6
-	VSUBPS       Y0, Y6, Y6
-	VBLENDVPS    Y4, Y2, Y6, Y2
-	VMULPS       Y2, Y3, Y2
-	VMULPS       Y1, Y2, Y1
-	VMOVUPS      elemconst_40000000<>+0(SB), Y2
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Y1, Y2
-	VMULPS       Y0, Y2, Y0
+	VMULPS       Y0, Y3, Y0
+	VMULPS       Y1, Y0, Y0
+	VMOVUPS      elemconst_40000000<>+0(SB), Y1
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Y0, Y1
+	VMULPS       Y6, Y1, Y0
 	VMULPS       Y7, Y0, Y0
 	VMASKMOVPS   Y0, Y5, (DX)(SI*4)
 

@@ -49,18 +49,20 @@ g = np.array([float((mp.exp(x) - 1 - x) / x**2) for x in xs])
 c, e = lawson(xs, g, xs * xs / np.exp(xs), powers(1, 5))
 show("expPoly", c, e)
 
-# erf(x) = x·P(x²) on |x| < 1, P of degree 6 in x².
+# erf(x) = x + x·Q(x²) on |x| < 1, Q of degree 6 in x² (fitted as erf(x)/x,
+# then 1 taken off the constant term so that the final FMA adds x exactly).
 xs = cheb(1e-4, 1.0)
 g = np.array([float(mp.erf(x) / x) for x in xs])
 c, e = lawson(xs, g, 1 / g, powers(2, 7))
+c[0] -= 1
 show("erfSmallPoly", c, e)
 
-# erfc(z) = t·Q(t)·exp(-z²), t = 1/(1 + p·z), on 1 <= z <= 10, Q of degree 7.
-p = 0.35
-zs = cheb(1.0, 10.0)
+# erfc(z) = t·Q(t)·exp(-z²), t = 1/(1 + p·z), on 0.5 <= z <= 10, Q of degree 8.
+p = 0.4
+zs = cheb(0.5, 10.0)
 ts = 1 / (1 + p * zs)
 g = np.array([float(mp.erfc(z) * mp.exp(z * z) * (1 + p * z)) for z in zs])
-c, e = lawson(ts, g, 1 / g, powers(1, 8))
+c, e = lawson(ts, g, 1 / g, powers(1, 9))
 show("erfcTailPoly", c, e)
 
 # tanh(x) = x + x³·P(x²) on |x| < 0.625, P of degree 5 in x².

@@ -171,7 +171,7 @@ func genMath(t *target) {
 			}, unrolled(2, 1)),
 		unary("geluTanhF32", "geluTanhF32 sets dst[i] = x·σ(2u), u = √(2/π)(x + 0.044715x³), x = src[i], for i < len(dst).", geluConsts,
 			func(c *ctx, x VecVirtual) VecVirtual {
-				sig, _, _, _ := c.geluTanhParts(c.clamp(x, -geluClamp, geluClamp))
+				sig, _, _ := c.geluTanhParts(c.clamp(x, -geluClamp, geluClamp))
 				return c.mul(c.atLeast(x, -geluClamp), sig)
 			}, unrolled(2, 1)),
 		{
@@ -194,11 +194,8 @@ func genMath(t *target) {
 			n: "dx", ins: []string{"x", "dy"}, outs: []string{"dx"}, consts: geluConsts, unroll: unrolled(2, 1),
 			body: func(c *ctx) {
 				xc := c.clamp(c.in[0], -geluClamp, geluClamp)
-				sig, e, m2u, du := c.geluTanhParts(xc)
-				// 1-s: as e·s where s is near 1 (no cancellation), as 1-s
-				// where e may be +Inf.
-				oneMinus := c.blend(c.cmp(cmpLT, m2u, konst(0)), c.mul(e, sig), c.rsubC(1, sig))
-				inner := c.mul(c.mul(xc, oneMinus), du)
+				sig, sigNeg, du := c.geluTanhParts(xc)
+				inner := c.mul(c.mul(xc, sigNeg), du)
 				inner = c.fmaC(inner, 2, 1)
 				c.out[0] = c.mul(c.mul(inner, sig), c.in[1])
 			},

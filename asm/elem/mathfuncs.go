@@ -12,16 +12,16 @@ import (
 var (
 	// exp(r) = 1 + r + r²·q(r) for |r| <= ln2/2.
 	expPoly = []float32{0.4999999403953552, 0.1666652113199234, 0.04166838899254799, 0.008368715643882751, 0.0013814602280035615}
-	// erf(x) = x·P(x²) for |x| < 1.
-	erfSmallPoly = []float32{1.1283791065216064, -0.3761262595653534, 0.1128358542919159, -0.026853812858462334, 0.005188329610973597, -0.0008010208257474005, 7.853906572563574e-05}
-	// erfc(z) = t·Q(t)·exp(-z²) with t = 1/(1 + erfcTailP·z), for 1 <= z <= 10.
-	erfcTailPoly = []float32{0.19749505817890167, 0.19684800505638123, 0.19108599424362183, 0.13161103427410126, 0.22058768570423126, -0.09569539874792099, 0.261143296957016, -0.10314329713582993}
+	// erf(x) = x + x·Q(x²) for |x| < 1.
+	erfSmallPoly = []float32{0.12837916612625122, -0.3761262595653534, 0.1128358542919159, -0.026853812858462334, 0.005188329610973597, -0.0008010208257474005, 7.853906572563574e-05}
+	// erfc(z) = t·Q(t)·exp(-z²) with t = 1/(1 + erfcTailP·z), for 0.5 <= z <= 10.
+	erfcTailPoly = []float32{0.22567883133888245, 0.22557394206523895, 0.20900020003318787, 0.16145047545433044, 0.16597913205623627, -0.05555851384997368, 0.22819434106349945, -0.22048655152320862, 0.06018013879656792}
 	// tanh(x) = x + x³·P(x²) for |x| < 0.625.
 	tanhSmallPoly = []float32{-0.3333333134651184, 0.1333320587873459, -0.05394676327705383, 0.021700702607631683, -0.008177398703992367, 0.0021429620683193207}
 )
 
 const (
-	erfcTailP     = 0.35
+	erfcTailP     = 0.4
 	tanhSmallEdge = 0.625
 
 	// exp clamps its argument to [expLo, expHi]: below expLo the result
@@ -39,8 +39,8 @@ const (
 	geluClamp = 15
 
 	sqrtHalf     = math.Sqrt2 / 2
-	invSqrt2Pi   = 0.3989422804014327  // 1/√(2π)
-	geluTanhK    = 0.7978845608028654  // √(2/π)
+	invSqrt2Pi   = 0.3989422804014327   // 1/√(2π)
+	geluTanhK    = 0.7978845608028654   // √(2/π)
 	geluTanhCube = 0.044715 * geluTanhK // √(2/π)·0.044715
 )
 
@@ -106,7 +106,7 @@ func (c *ctx) expNegSquare(s, e VecVirtual) VecVirtual {
 	return c.fnma(e, es, es)
 }
 
-// erfcTail returns erfc(z) for 1 <= z <= 10, given exp(-z²) (computed from
+// erfcTail returns erfc(z) for 0.5 <= z <= 10, given exp(-z²) (computed from
 // an exact square by the caller, since z² rounded would cost up to z²·2⁻²⁴
 // in relative error).
 func (c *ctx) erfcTail(z, expNegZ2 VecVirtual) VecVirtual {
@@ -118,12 +118,18 @@ func (c *ctx) erfcTail(z, expNegZ2 VecVirtual) VecVirtual {
 	return y
 }
 
-// erf returns erf(x): x·P(x²) below 1 in magnitude, 1 - erfc(|x|) with the
-// sign of x above. Hoists: 1, expLo, expHi.
+// erfSmall returns erf(x) for |x| < 1 as x + x·Q(x²): the final FMA adds x
+// exactly, so the rounding of Q's coefficients costs only a tenth of an ulp.
+func (c *ctx) erfSmall(x VecVirtual) VecVirtual {
+	x2 := c.mul(x, x)
+	return c.fma(c.horner(x2, erfSmallPoly), x, x)
+}
+
+// erf returns erf(x): erfSmall below 1 in magnitude, 1 - erfc(|x|) with
+// the sign of x above. Hoists: 1, expLo, expHi.
 func (c *ctx) erf(x VecVirtual) VecVirtual {
 	a := c.abs(x)
-	x2 := c.mul(x, x)
-	small := c.mul(c.horner(x2, erfSmallPoly), x)
+	small := c.erfSmall(x)
 	ac := c.v()
 	VMINPS(konst(10), a, ac) // erfc(10) is far below float32 resolution of 1
 	s, e := c.squareSplit(ac)
@@ -145,23 +151,34 @@ func (c *ctx) tanh(x VecVirtual) VecVirtual {
 	return c.blend(c.cmp(cmpNGE, a, konst(tanhSmallEdge)), small, large)
 }
 
-// sigmoid returns 1/(1+e^-x), computed from e^-|x| so that large negative
-// x keep their (possibly subnormal) result. Hoists: 1, expLo, expHi.
-func (c *ctx) sigmoid(x VecVirtual) VecVirtual {
+// sigmoidPair returns σ(x) and σ(-x) = 1-σ(x), each from e = e^-|x| by
+// one division (1/(1+e) on one side of zero, e/(1+e) on the other), so
+// neither overflows nor cancels, and tiny results of large |x| keep their
+// relative accuracy. Hoists: 1, expLo, expHi.
+func (c *ctx) sigmoidPair(x VecVirtual) (sig, sigNeg VecVirtual) {
 	e := c.expNeg(c.abs(x))
-	s := c.recip(c.add(e, konst(1)))
-	return c.blend(c.cmp(cmpLT, x, konst(0)), c.mul(e, s), s)
+	den := c.add(e, konst(1))
+	big := c.recip(den) // σ(|x|)
+	small := c.v()      // σ(-|x|)
+	VDIVPS(den, e, small)
+	neg := c.cmp(cmpLT, x, konst(0))
+	return c.blend(neg, small, big), c.blend(neg, big, small)
+}
+
+// sigmoid returns σ(x) = 1/(1+e^-x) (see sigmoidPair).
+func (c *ctx) sigmoid(x VecVirtual) VecVirtual {
+	s, _ := c.sigmoidPair(x)
+	return s
 }
 
 // geluPhi returns the standard normal CDF Φ(xc) = ½·erfc(-xc/√2) and
 // e^(-xc²/2) for xc already clamped to ±geluClamp: ½ + ½·erf(xc/√2) near
-// zero, erfcTail (no cancellation) for |xc| >= √2.
+// zero, erfcTail for |xc/√2| >= 0.5 (early, because for negative xc
+// ½ + ½·erf cancels: Φ(-√2) = 0.08).
 func (c *ctx) geluPhi(xc VecVirtual) (phi, gauss VecVirtual) {
 	z := c.mul(xc, konst(sqrtHalf))
 	az := c.abs(z)
-	z2 := c.mul(z, z)
-	erfz := c.mul(c.horner(z2, erfSmallPoly), z)
-	small := c.fmaC(erfz, 0.5, 0.5)
+	small := c.fmaC(c.erfSmall(z), 0.5, 0.5)
 
 	s, e := c.squareSplit(xc)
 	VMULPS(konst(0.5), s, s) // halving is exact
@@ -169,18 +186,16 @@ func (c *ctx) geluPhi(xc VecVirtual) (phi, gauss VecVirtual) {
 	gauss = c.expNegSquare(s, e)
 	halfErfc := c.mul(c.erfcTail(az, gauss), konst(0.5))
 	large := c.blend(c.cmp(cmpLT, xc, konst(0)), halfErfc, c.rsubC(1, halfErfc))
-	phi = c.blend(c.cmp(cmpNGE, az, konst(1)), small, large)
+	phi = c.blend(c.cmp(cmpNGE, az, konst(0.5)), small, large)
 	return phi, gauss
 }
 
-// geluTanhParts returns σ(2u), e^{-2u} and u' for u = √(2/π)(xc + 0.044715·xc³),
-// xc clamped to ±geluClamp.
-func (c *ctx) geluTanhParts(xc VecVirtual) (sig, e, m2u, du VecVirtual) {
+// geluTanhParts returns σ(2u), 1-σ(2u) and u' for
+// u = √(2/π)(xc + 0.044715·xc³), xc clamped to ±geluClamp.
+func (c *ctx) geluTanhParts(xc VecVirtual) (sig, sigNeg, du VecVirtual) {
 	x2 := c.mul(xc, xc)
-	u := c.mul(c.fmaC(x2, geluTanhCube, geluTanhK), xc)
-	m2u = c.mul(u, konst(-2))
-	e = c.exp(m2u)
-	sig = c.recip(c.add(e, konst(1)))
+	u2 := c.mul(c.fmaC(x2, 2*geluTanhCube, 2*geluTanhK), xc) // 2u
+	sig, sigNeg = c.sigmoidPair(u2)
 	du = c.fmaC(x2, 3*geluTanhCube, geluTanhK)
-	return sig, e, m2u, du
+	return sig, sigNeg, du
 }
