@@ -30,23 +30,31 @@ type mathFunc struct {
 // accept reports whether got is within f's bounds for input x, and the
 // error in ulps when the ulp criterion decided it (or -1 when another did).
 func (f *mathFunc) accept(x, got float32) (ok bool, ulps float64) {
-	want := f.ref(float64(x))
+	return f.acceptTimes(x, 1, got, 0)
+}
+
+// acceptTimes is accept for got = dy·f(x) (dy finite, exact), with extra
+// ulps of slack for the final product's rounding.
+func (f *mathFunc) acceptTimes(x float32, dy float64, got float32, extra float64) (ok bool, ulps float64) {
+	ref := func(x float64) float64 { return dy * f.ref(x) }
+	want := ref(float64(x))
+	maxUlp := f.maxUlp + extra
 	e := ulpErr(got, want)
 	if f.scale != nil && !math.IsInf(e, 0) && e != 0 {
-		e = math.Abs(float64(got)-want) / ulp32(f.scale(float64(x)))
+		e = math.Abs(float64(got)-want) / ulp32(math.Abs(dy)*f.scale(float64(x)))
 	}
-	if e <= f.maxUlp {
+	if e <= maxUlp {
 		return true, e
 	}
 	g := float64(got)
-	if f.tiny > 0 && math.Abs(want) < f.tiny && math.Abs(g-want) <= f.tinyErr {
+	if f.tiny > 0 && math.Abs(want) < f.tiny*math.Abs(dy) && math.Abs(g-want) <= f.tinyErr*math.Max(1, math.Abs(dy)) {
 		return true, -1
 	}
 	if f.inputUlps > 0 && !math.IsNaN(g) && !math.IsInf(g, 0) {
 		d := f.inputUlps * ulp32(float64(x))
-		a, b := f.ref(float64(x)-d), f.ref(float64(x)+d)
+		a, b := ref(float64(x)-d), ref(float64(x)+d)
 		lo, hi := min(a, b, want), max(a, b, want)
-		slack := f.maxUlp * ulp32(max(math.Abs(lo), math.Abs(hi)))
+		slack := maxUlp * ulp32(max(math.Abs(lo), math.Abs(hi)))
 		if g >= lo-slack && g <= hi+slack {
 			return true, -1
 		}
