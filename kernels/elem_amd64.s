@@ -11,6 +11,9 @@ TEXT ·addF32AVX512(SB), NOSPLIT, $0-72
 	MOVQ b_base+48(FP), CX
 	MOVQ dst_base+0(FP), DX
 	MOVQ dst_len+8(FP), BX
+	JMP  addF32AVX512_constants
+
+addF32AVX512_start:
 	XORQ SI, SI
 	MOVQ BX, DI
 	ANDQ $-64, DI
@@ -66,6 +69,9 @@ addF32AVX512_done:
 	VZEROUPPER
 	RET
 
+addF32AVX512_constants:
+	JMP addF32AVX512_start
+
 // func subF32AVX512(dst []float32, a []float32, b []float32)
 // Requires: AVX, AVX512F, BMI2
 TEXT ·subF32AVX512(SB), NOSPLIT, $0-72
@@ -73,6 +79,9 @@ TEXT ·subF32AVX512(SB), NOSPLIT, $0-72
 	MOVQ b_base+48(FP), CX
 	MOVQ dst_base+0(FP), DX
 	MOVQ dst_len+8(FP), BX
+	JMP  subF32AVX512_constants
+
+subF32AVX512_start:
 	XORQ SI, SI
 	MOVQ BX, DI
 	ANDQ $-64, DI
@@ -128,6 +137,9 @@ subF32AVX512_done:
 	VZEROUPPER
 	RET
 
+subF32AVX512_constants:
+	JMP subF32AVX512_start
+
 // func mulF32AVX512(dst []float32, a []float32, b []float32)
 // Requires: AVX, AVX512F, BMI2
 TEXT ·mulF32AVX512(SB), NOSPLIT, $0-72
@@ -135,6 +147,9 @@ TEXT ·mulF32AVX512(SB), NOSPLIT, $0-72
 	MOVQ b_base+48(FP), CX
 	MOVQ dst_base+0(FP), DX
 	MOVQ dst_len+8(FP), BX
+	JMP  mulF32AVX512_constants
+
+mulF32AVX512_start:
 	XORQ SI, SI
 	MOVQ BX, DI
 	ANDQ $-64, DI
@@ -190,6 +205,9 @@ mulF32AVX512_done:
 	VZEROUPPER
 	RET
 
+mulF32AVX512_constants:
+	JMP mulF32AVX512_start
+
 // func scaleF32AVX512(dst []float32, alpha float32, src []float32)
 // Requires: AVX, AVX512F, BMI2, SSE
 TEXT ·scaleF32AVX512(SB), NOSPLIT, $0-56
@@ -198,9 +216,12 @@ TEXT ·scaleF32AVX512(SB), NOSPLIT, $0-56
 	MOVQ         dst_len+8(FP), DX
 	MOVSS        alpha+24(FP), X0
 	VBROADCASTSS X0, Z0
-	XORQ         BX, BX
-	MOVQ         DX, SI
-	ANDQ         $-64, SI
+	JMP          scaleF32AVX512_constants
+
+scaleF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-64, SI
 
 scaleF32AVX512_blocks:
 	CMPQ    BX, SI
@@ -247,6 +268,9 @@ scaleF32AVX512_done:
 	VZEROUPPER
 	RET
 
+scaleF32AVX512_constants:
+	JMP scaleF32AVX512_start
+
 // func addScalarF32AVX512(dst []float32, v float32, src []float32)
 // Requires: AVX, AVX512F, BMI2, SSE
 TEXT ·addScalarF32AVX512(SB), NOSPLIT, $0-56
@@ -255,9 +279,12 @@ TEXT ·addScalarF32AVX512(SB), NOSPLIT, $0-56
 	MOVQ         dst_len+8(FP), DX
 	MOVSS        v+24(FP), X0
 	VBROADCASTSS X0, Z0
-	XORQ         BX, BX
-	MOVQ         DX, SI
-	ANDQ         $-64, SI
+	JMP          addScalarF32AVX512_constants
+
+addScalarF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-64, SI
 
 addScalarF32AVX512_blocks:
 	CMPQ    BX, SI
@@ -304,6 +331,9 @@ addScalarF32AVX512_done:
 	VZEROUPPER
 	RET
 
+addScalarF32AVX512_constants:
+	JMP addScalarF32AVX512_start
+
 // func axpyF32AVX512(y []float32, alpha float32, x []float32)
 // Requires: AVX, AVX512F, BMI2, SSE
 TEXT ·axpyF32AVX512(SB), NOSPLIT, $0-56
@@ -312,9 +342,12 @@ TEXT ·axpyF32AVX512(SB), NOSPLIT, $0-56
 	MOVQ         y_len+8(FP), DX
 	MOVSS        alpha+24(FP), X0
 	VBROADCASTSS X0, Z0
-	XORQ         BX, BX
-	MOVQ         DX, SI
-	ANDQ         $-64, SI
+	JMP          axpyF32AVX512_constants
+
+axpyF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-64, SI
 
 axpyF32AVX512_blocks:
 	CMPQ        BX, SI
@@ -373,6 +406,9 @@ axpyF32AVX512_done:
 	VZEROUPPER
 	RET
 
+axpyF32AVX512_constants:
+	JMP axpyF32AVX512_start
+
 // func sumF32AVX512(x []float32) (sum float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
 TEXT ·sumF32AVX512(SB), NOSPLIT, $0-28
@@ -382,9 +418,12 @@ TEXT ·sumF32AVX512(SB), NOSPLIT, $0-28
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
 	VXORPS Z3, Z3, Z3
-	XORQ   DX, DX
-	MOVQ   CX, BX
-	ANDQ   $-64, BX
+	JMP    sumF32AVX512_constants
+
+sumF32AVX512_start:
+	XORQ DX, DX
+	MOVQ CX, BX
+	ANDQ $-64, BX
 
 sumF32AVX512_blocks:
 	CMPQ    DX, BX
@@ -437,6 +476,9 @@ sumF32AVX512_done:
 	VZEROUPPER
 	RET
 
+sumF32AVX512_constants:
+	JMP sumF32AVX512_start
+
 // func dotF32AVX512(x []float32, y []float32) (dot float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
 TEXT ·dotF32AVX512(SB), NOSPLIT, $0-52
@@ -447,9 +489,12 @@ TEXT ·dotF32AVX512(SB), NOSPLIT, $0-52
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
 	VXORPS Z3, Z3, Z3
-	XORQ   BX, BX
-	MOVQ   DX, SI
-	ANDQ   $-64, SI
+	JMP    dotF32AVX512_constants
+
+dotF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-64, SI
 
 dotF32AVX512_blocks:
 	CMPQ        BX, SI
@@ -508,6 +553,9 @@ dotF32AVX512_done:
 	VZEROUPPER
 	RET
 
+dotF32AVX512_constants:
+	JMP dotF32AVX512_start
+
 // func maxF32AVX512(x []float32) (max float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
 TEXT ·maxF32AVX512(SB), NOSPLIT, $0-28
@@ -517,9 +565,12 @@ TEXT ·maxF32AVX512(SB), NOSPLIT, $0-28
 	VMOVUPS elemconst_ff800000<>+0(SB), Z1
 	VMOVUPS elemconst_ff800000<>+0(SB), Z2
 	VMOVUPS elemconst_ff800000<>+0(SB), Z3
-	XORQ    DX, DX
-	MOVQ    CX, BX
-	ANDQ    $-64, BX
+	JMP     maxF32AVX512_constants
+
+maxF32AVX512_start:
+	XORQ DX, DX
+	MOVQ CX, BX
+	ANDQ $-64, BX
 
 maxF32AVX512_blocks:
 	CMPQ    DX, BX
@@ -572,6 +623,9 @@ maxF32AVX512_done:
 	VZEROUPPER
 	RET
 
+maxF32AVX512_constants:
+	JMP maxF32AVX512_start
+
 DATA elemconst_ff800000<>+0(SB)/4, $0xff800000
 DATA elemconst_ff800000<>+4(SB)/4, $0xff800000
 DATA elemconst_ff800000<>+8(SB)/4, $0xff800000
@@ -601,9 +655,12 @@ TEXT ·sumSqDevF32AVX512(SB), NOSPLIT, $0-36
 	VXORPS       Z2, Z2, Z2
 	VXORPS       Z3, Z3, Z3
 	VXORPS       Z4, Z4, Z4
-	XORQ         DX, DX
-	MOVQ         CX, BX
-	ANDQ         $-64, BX
+	JMP          sumSqDevF32AVX512_constants
+
+sumSqDevF32AVX512_start:
+	XORQ DX, DX
+	MOVQ CX, BX
+	ANDQ $-64, BX
 
 sumSqDevF32AVX512_blocks:
 	CMPQ    DX, BX
@@ -668,6 +725,9 @@ sumSqDevF32AVX512_done:
 	VZEROUPPER
 	RET
 
+sumSqDevF32AVX512_constants:
+	JMP sumSqDevF32AVX512_start
+
 // func expShiftSumF32AVX512(dst []float32, src []float32, shift float32) (sum float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
 TEXT ·expShiftSumF32AVX512(SB), NOSPLIT, $0-60
@@ -676,103 +736,104 @@ TEXT ·expShiftSumF32AVX512(SB), NOSPLIT, $0-60
 	MOVQ         dst_len+8(FP), DX
 	MOVSS        shift+48(FP), X0
 	VBROADCASTSS X0, Z0
-	VMOVUPS      elemconst_c2d00000<>+0(SB), Z1
-	VMOVUPS      elemconst_42b1999a<>+0(SB), Z2
+	VXORPS       Z1, Z1, Z1
+	VXORPS       Z2, Z2, Z2
 	VXORPS       Z3, Z3, Z3
 	VXORPS       Z4, Z4, Z4
-	VXORPS       Z5, Z5, Z5
-	VXORPS       Z6, Z6, Z6
-	XORQ         BX, BX
-	MOVQ         DX, SI
-	ANDQ         $-64, SI
+	JMP          expShiftSumF32AVX512_constants
+
+expShiftSumF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-64, SI
 
 expShiftSumF32AVX512_blocks:
 	CMPQ         BX, SI
 	JAE          expShiftSumF32AVX512_vectors
-	VMOVUPS      (AX)(BX*4), Z7
-	VSUBPS       Z0, Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z8
-	VSUBPS       elemconst_4b400000<>+0(SB), Z8, Z8
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z8, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z8, Z7
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z9
-	VMULPS       Z7, Z7, Z10
-	VFMADD213PS  Z7, Z10, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z9
-	VSCALEFPS    Z8, Z9, Z7
-	VADDPS       Z7, Z3, Z3
-	VMOVUPS      Z7, (CX)(BX*4)
-	VMOVUPS      64(AX)(BX*4), Z7
-	VSUBPS       Z0, Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z8
-	VSUBPS       elemconst_4b400000<>+0(SB), Z8, Z8
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z8, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z8, Z7
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z9
-	VMULPS       Z7, Z7, Z10
-	VFMADD213PS  Z7, Z10, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z9
-	VSCALEFPS    Z8, Z9, Z7
-	VADDPS       Z7, Z4, Z4
-	VMOVUPS      Z7, 64(CX)(BX*4)
-	VMOVUPS      128(AX)(BX*4), Z7
-	VSUBPS       Z0, Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z8
-	VSUBPS       elemconst_4b400000<>+0(SB), Z8, Z8
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z8, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z8, Z7
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z9
-	VMULPS       Z7, Z7, Z10
-	VFMADD213PS  Z7, Z10, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z9
-	VSCALEFPS    Z8, Z9, Z7
-	VADDPS       Z7, Z5, Z5
-	VMOVUPS      Z7, 128(CX)(BX*4)
-	VMOVUPS      192(AX)(BX*4), Z7
-	VSUBPS       Z0, Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z8
-	VSUBPS       elemconst_4b400000<>+0(SB), Z8, Z8
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z8, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z8, Z7
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z9
-	VMULPS       Z7, Z7, Z10
-	VFMADD213PS  Z7, Z10, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z9
-	VSCALEFPS    Z8, Z9, Z7
-	VADDPS       Z7, Z6, Z6
-	VMOVUPS      Z7, 192(CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z5
+	VSUBPS       Z0, Z5, Z5
+	VMAXPS       Z5, Z6, Z5
+	VMINPS       Z5, Z7, Z5
+	VMOVUPS      Z8, Z18
+	VFMADD231PS  Z9, Z5, Z18
+	VSUBPS       Z8, Z18, Z18
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS Z10, Z18, Z5
+	VFNMADD231PS Z11, Z18, Z5
+	VMOVUPS      Z12, Z19
+	VFMADD213PS  Z13, Z5, Z19
+	VFMADD213PS  Z14, Z5, Z19
+	VFMADD213PS  Z15, Z5, Z19
+	VFMADD213PS  Z16, Z5, Z19
+	VMULPS       Z5, Z5, Z20
+	VFMADD213PS  Z5, Z20, Z19
+	VADDPS       Z17, Z19, Z19
+	VSCALEFPS    Z18, Z19, Z5
+	VADDPS       Z5, Z1, Z1
+	VMOVUPS      Z5, (CX)(BX*4)
+	VMOVUPS      64(AX)(BX*4), Z5
+	VSUBPS       Z0, Z5, Z5
+	VMAXPS       Z5, Z6, Z5
+	VMINPS       Z5, Z7, Z5
+	VMOVUPS      Z8, Z18
+	VFMADD231PS  Z9, Z5, Z18
+	VSUBPS       Z8, Z18, Z18
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS Z10, Z18, Z5
+	VFNMADD231PS Z11, Z18, Z5
+	VMOVUPS      Z12, Z19
+	VFMADD213PS  Z13, Z5, Z19
+	VFMADD213PS  Z14, Z5, Z19
+	VFMADD213PS  Z15, Z5, Z19
+	VFMADD213PS  Z16, Z5, Z19
+	VMULPS       Z5, Z5, Z20
+	VFMADD213PS  Z5, Z20, Z19
+	VADDPS       Z17, Z19, Z19
+	VSCALEFPS    Z18, Z19, Z5
+	VADDPS       Z5, Z2, Z2
+	VMOVUPS      Z5, 64(CX)(BX*4)
+	VMOVUPS      128(AX)(BX*4), Z5
+	VSUBPS       Z0, Z5, Z5
+	VMAXPS       Z5, Z6, Z5
+	VMINPS       Z5, Z7, Z5
+	VMOVUPS      Z8, Z18
+	VFMADD231PS  Z9, Z5, Z18
+	VSUBPS       Z8, Z18, Z18
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS Z10, Z18, Z5
+	VFNMADD231PS Z11, Z18, Z5
+	VMOVUPS      Z12, Z19
+	VFMADD213PS  Z13, Z5, Z19
+	VFMADD213PS  Z14, Z5, Z19
+	VFMADD213PS  Z15, Z5, Z19
+	VFMADD213PS  Z16, Z5, Z19
+	VMULPS       Z5, Z5, Z20
+	VFMADD213PS  Z5, Z20, Z19
+	VADDPS       Z17, Z19, Z19
+	VSCALEFPS    Z18, Z19, Z5
+	VADDPS       Z5, Z3, Z3
+	VMOVUPS      Z5, 128(CX)(BX*4)
+	VMOVUPS      192(AX)(BX*4), Z5
+	VSUBPS       Z0, Z5, Z5
+	VMAXPS       Z5, Z6, Z5
+	VMINPS       Z5, Z7, Z5
+	VMOVUPS      Z8, Z18
+	VFMADD231PS  Z9, Z5, Z18
+	VSUBPS       Z8, Z18, Z18
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS Z10, Z18, Z5
+	VFNMADD231PS Z11, Z18, Z5
+	VMOVUPS      Z12, Z19
+	VFMADD213PS  Z13, Z5, Z19
+	VFMADD213PS  Z14, Z5, Z19
+	VFMADD213PS  Z15, Z5, Z19
+	VFMADD213PS  Z16, Z5, Z19
+	VMULPS       Z5, Z5, Z20
+	VFMADD213PS  Z5, Z20, Z19
+	VADDPS       Z17, Z19, Z19
+	VSCALEFPS    Z18, Z19, Z5
+	VADDPS       Z5, Z4, Z4
+	VMOVUPS      Z5, 192(CX)(BX*4)
 	ADDQ         $0x00000040, BX
 	JMP          expShiftSumF32AVX512_blocks
 
@@ -783,27 +844,27 @@ expShiftSumF32AVX512_vectors:
 expShiftSumF32AVX512_vectorloop:
 	CMPQ         BX, SI
 	JAE          expShiftSumF32AVX512_tail
-	VMOVUPS      (AX)(BX*4), Z7
-	VSUBPS       Z0, Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z8
-	VSUBPS       elemconst_4b400000<>+0(SB), Z8, Z8
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z8, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z8, Z7
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z9
-	VMULPS       Z7, Z7, Z10
-	VFMADD213PS  Z7, Z10, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z9
-	VSCALEFPS    Z8, Z9, Z7
-	VADDPS       Z7, Z3, Z3
-	VMOVUPS      Z7, (CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z5
+	VSUBPS       Z0, Z5, Z5
+	VMAXPS       Z5, Z6, Z5
+	VMINPS       Z5, Z7, Z5
+	VMOVUPS      Z8, Z18
+	VFMADD231PS  Z9, Z5, Z18
+	VSUBPS       Z8, Z18, Z18
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS Z10, Z18, Z5
+	VFNMADD231PS Z11, Z18, Z5
+	VMOVUPS      Z12, Z19
+	VFMADD213PS  Z13, Z5, Z19
+	VFMADD213PS  Z14, Z5, Z19
+	VFMADD213PS  Z15, Z5, Z19
+	VFMADD213PS  Z16, Z5, Z19
+	VMULPS       Z5, Z5, Z20
+	VFMADD213PS  Z5, Z20, Z19
+	VADDPS       Z17, Z19, Z19
+	VSCALEFPS    Z18, Z19, Z5
+	VADDPS       Z5, Z1, Z1
+	VMOVUPS      Z5, (CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          expShiftSumF32AVX512_vectorloop
 
@@ -813,43 +874,58 @@ expShiftSumF32AVX512_tail:
 	MOVL         $0xffffffff, SI
 	BZHIL        DX, SI, SI
 	KMOVW        SI, K1
-	VMOVUPS.Z    (AX)(BX*4), K1, Z7
-	VSUBPS       Z0, Z7, Z0
-	VMAXPS       Z0, Z1, Z0
-	VMINPS       Z0, Z2, Z0
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z1
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z0, Z1
-	VSUBPS       elemconst_4b400000<>+0(SB), Z1, Z1
+	VMOVUPS.Z    (AX)(BX*4), K1, Z5
+	VSUBPS       Z0, Z5, Z0
+	VMAXPS       Z0, Z6, Z0
+	VMINPS       Z0, Z7, Z0
+	VMOVUPS      Z8, Z5
+	VFMADD231PS  Z9, Z0, Z5
+	VSUBPS       Z8, Z5, Z5
 	VMOVAPS      Z0, Z0
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z1, Z0
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z1, Z0
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z2
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z0, Z2
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z0, Z2
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z0, Z2
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z0, Z2
+	VFNMADD231PS Z10, Z5, Z0
+	VFNMADD231PS Z11, Z5, Z0
+	VMOVUPS      Z12, Z6
+	VFMADD213PS  Z13, Z0, Z6
+	VFMADD213PS  Z14, Z0, Z6
+	VFMADD213PS  Z15, Z0, Z6
+	VFMADD213PS  Z16, Z0, Z6
 	VMULPS       Z0, Z0, Z7
-	VFMADD213PS  Z0, Z7, Z2
-	VADDPS       elemconst_3f800000<>+0(SB), Z2, Z2
-	VSCALEFPS    Z1, Z2, Z0
-	VADDPS       Z0, Z3, K1, Z3
+	VFMADD213PS  Z0, Z7, Z6
+	VADDPS       Z17, Z6, Z6
+	VSCALEFPS    Z5, Z6, Z0
+	VADDPS       Z0, Z1, K1, Z1
 	VMOVUPS      Z0, K1, (CX)(BX*4)
 
 expShiftSumF32AVX512_done:
+	VADDPS        Z2, Z1, Z1
 	VADDPS        Z4, Z3, Z3
-	VADDPS        Z6, Z5, Z5
-	VADDPS        Z5, Z3, Z3
-	VEXTRACTF32X8 $0x01, Z3, Y0
-	VADDPS        Y0, Y3, Y3
-	VEXTRACTF128  $0x01, Y3, X0
-	VADDPS        X0, X3, X3
-	VMOVHLPS      X3, X3, X0
-	VADDPS        X0, X3, X3
-	VMOVSHDUP     X3, X0
-	VADDSS        X0, X3, X3
-	MOVSS         X3, sum+56(FP)
+	VADDPS        Z3, Z1, Z1
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF128  $0x01, Y1, X0
+	VADDPS        X0, X1, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	MOVSS         X1, sum+56(FP)
 	VZEROUPPER
 	RET
+
+expShiftSumF32AVX512_constants:
+	VMOVUPS elemconst_c2d00000<>+0(SB), Z6
+	VMOVUPS elemconst_42b1999a<>+0(SB), Z7
+	VMOVUPS elemconst_4b400000<>+0(SB), Z8
+	VMOVUPS elemconst_3fb8aa3b<>+0(SB), Z9
+	VMOVUPS elemconst_3f317218<>+0(SB), Z10
+	VMOVUPS elemconst_b102e308<>+0(SB), Z11
+	VMOVUPS elemconst_3ab5121d<>+0(SB), Z12
+	VMOVUPS elemconst_3c091cf0<>+0(SB), Z13
+	VMOVUPS elemconst_3d2aac79<>+0(SB), Z14
+	VMOVUPS elemconst_3e2aaa49<>+0(SB), Z15
+	VMOVUPS elemconst_3efffffe<>+0(SB), Z16
+	VMOVUPS elemconst_3f800000<>+0(SB), Z17
+	JMP     expShiftSumF32AVX512_start
 
 DATA elemconst_c2d00000<>+0(SB)/4, $0xc2d00000
 DATA elemconst_c2d00000<>+4(SB)/4, $0xc2d00000
@@ -1074,99 +1150,100 @@ TEXT ·sumExpShiftF32AVX512(SB), NOSPLIT, $0-36
 	MOVQ         src_len+8(FP), CX
 	MOVSS        shift+24(FP), X0
 	VBROADCASTSS X0, Z0
-	VMOVUPS      elemconst_c2d00000<>+0(SB), Z1
-	VMOVUPS      elemconst_42b1999a<>+0(SB), Z2
+	VXORPS       Z1, Z1, Z1
+	VXORPS       Z2, Z2, Z2
 	VXORPS       Z3, Z3, Z3
 	VXORPS       Z4, Z4, Z4
-	VXORPS       Z5, Z5, Z5
-	VXORPS       Z6, Z6, Z6
-	XORQ         DX, DX
-	MOVQ         CX, BX
-	ANDQ         $-64, BX
+	JMP          sumExpShiftF32AVX512_constants
+
+sumExpShiftF32AVX512_start:
+	XORQ DX, DX
+	MOVQ CX, BX
+	ANDQ $-64, BX
 
 sumExpShiftF32AVX512_blocks:
 	CMPQ         DX, BX
 	JAE          sumExpShiftF32AVX512_vectors
-	VMOVUPS      (AX)(DX*4), Z7
-	VSUBPS       Z0, Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z8
-	VSUBPS       elemconst_4b400000<>+0(SB), Z8, Z8
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z8, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z8, Z7
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z9
-	VMULPS       Z7, Z7, Z10
-	VFMADD213PS  Z7, Z10, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z9
-	VSCALEFPS    Z8, Z9, Z7
-	VADDPS       Z7, Z3, Z3
-	VMOVUPS      64(AX)(DX*4), Z7
-	VSUBPS       Z0, Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z8
-	VSUBPS       elemconst_4b400000<>+0(SB), Z8, Z8
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z8, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z8, Z7
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z9
-	VMULPS       Z7, Z7, Z10
-	VFMADD213PS  Z7, Z10, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z9
-	VSCALEFPS    Z8, Z9, Z7
-	VADDPS       Z7, Z4, Z4
-	VMOVUPS      128(AX)(DX*4), Z7
-	VSUBPS       Z0, Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z8
-	VSUBPS       elemconst_4b400000<>+0(SB), Z8, Z8
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z8, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z8, Z7
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z9
-	VMULPS       Z7, Z7, Z10
-	VFMADD213PS  Z7, Z10, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z9
-	VSCALEFPS    Z8, Z9, Z7
-	VADDPS       Z7, Z5, Z5
-	VMOVUPS      192(AX)(DX*4), Z7
-	VSUBPS       Z0, Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z8
-	VSUBPS       elemconst_4b400000<>+0(SB), Z8, Z8
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z8, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z8, Z7
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z9
-	VMULPS       Z7, Z7, Z10
-	VFMADD213PS  Z7, Z10, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z9
-	VSCALEFPS    Z8, Z9, Z7
-	VADDPS       Z7, Z6, Z6
+	VMOVUPS      (AX)(DX*4), Z5
+	VSUBPS       Z0, Z5, Z5
+	VMAXPS       Z5, Z6, Z5
+	VMINPS       Z5, Z7, Z5
+	VMOVUPS      Z8, Z18
+	VFMADD231PS  Z9, Z5, Z18
+	VSUBPS       Z8, Z18, Z18
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS Z10, Z18, Z5
+	VFNMADD231PS Z11, Z18, Z5
+	VMOVUPS      Z12, Z19
+	VFMADD213PS  Z13, Z5, Z19
+	VFMADD213PS  Z14, Z5, Z19
+	VFMADD213PS  Z15, Z5, Z19
+	VFMADD213PS  Z16, Z5, Z19
+	VMULPS       Z5, Z5, Z20
+	VFMADD213PS  Z5, Z20, Z19
+	VADDPS       Z17, Z19, Z19
+	VSCALEFPS    Z18, Z19, Z5
+	VADDPS       Z5, Z1, Z1
+	VMOVUPS      64(AX)(DX*4), Z5
+	VSUBPS       Z0, Z5, Z5
+	VMAXPS       Z5, Z6, Z5
+	VMINPS       Z5, Z7, Z5
+	VMOVUPS      Z8, Z18
+	VFMADD231PS  Z9, Z5, Z18
+	VSUBPS       Z8, Z18, Z18
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS Z10, Z18, Z5
+	VFNMADD231PS Z11, Z18, Z5
+	VMOVUPS      Z12, Z19
+	VFMADD213PS  Z13, Z5, Z19
+	VFMADD213PS  Z14, Z5, Z19
+	VFMADD213PS  Z15, Z5, Z19
+	VFMADD213PS  Z16, Z5, Z19
+	VMULPS       Z5, Z5, Z20
+	VFMADD213PS  Z5, Z20, Z19
+	VADDPS       Z17, Z19, Z19
+	VSCALEFPS    Z18, Z19, Z5
+	VADDPS       Z5, Z2, Z2
+	VMOVUPS      128(AX)(DX*4), Z5
+	VSUBPS       Z0, Z5, Z5
+	VMAXPS       Z5, Z6, Z5
+	VMINPS       Z5, Z7, Z5
+	VMOVUPS      Z8, Z18
+	VFMADD231PS  Z9, Z5, Z18
+	VSUBPS       Z8, Z18, Z18
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS Z10, Z18, Z5
+	VFNMADD231PS Z11, Z18, Z5
+	VMOVUPS      Z12, Z19
+	VFMADD213PS  Z13, Z5, Z19
+	VFMADD213PS  Z14, Z5, Z19
+	VFMADD213PS  Z15, Z5, Z19
+	VFMADD213PS  Z16, Z5, Z19
+	VMULPS       Z5, Z5, Z20
+	VFMADD213PS  Z5, Z20, Z19
+	VADDPS       Z17, Z19, Z19
+	VSCALEFPS    Z18, Z19, Z5
+	VADDPS       Z5, Z3, Z3
+	VMOVUPS      192(AX)(DX*4), Z5
+	VSUBPS       Z0, Z5, Z5
+	VMAXPS       Z5, Z6, Z5
+	VMINPS       Z5, Z7, Z5
+	VMOVUPS      Z8, Z18
+	VFMADD231PS  Z9, Z5, Z18
+	VSUBPS       Z8, Z18, Z18
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS Z10, Z18, Z5
+	VFNMADD231PS Z11, Z18, Z5
+	VMOVUPS      Z12, Z19
+	VFMADD213PS  Z13, Z5, Z19
+	VFMADD213PS  Z14, Z5, Z19
+	VFMADD213PS  Z15, Z5, Z19
+	VFMADD213PS  Z16, Z5, Z19
+	VMULPS       Z5, Z5, Z20
+	VFMADD213PS  Z5, Z20, Z19
+	VADDPS       Z17, Z19, Z19
+	VSCALEFPS    Z18, Z19, Z5
+	VADDPS       Z5, Z4, Z4
 	ADDQ         $0x00000040, DX
 	JMP          sumExpShiftF32AVX512_blocks
 
@@ -1177,26 +1254,26 @@ sumExpShiftF32AVX512_vectors:
 sumExpShiftF32AVX512_vectorloop:
 	CMPQ         DX, BX
 	JAE          sumExpShiftF32AVX512_tail
-	VMOVUPS      (AX)(DX*4), Z7
-	VSUBPS       Z0, Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z8
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z8
-	VSUBPS       elemconst_4b400000<>+0(SB), Z8, Z8
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z8, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z8, Z7
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z9
-	VMULPS       Z7, Z7, Z10
-	VFMADD213PS  Z7, Z10, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z9
-	VSCALEFPS    Z8, Z9, Z7
-	VADDPS       Z7, Z3, Z3
+	VMOVUPS      (AX)(DX*4), Z5
+	VSUBPS       Z0, Z5, Z5
+	VMAXPS       Z5, Z6, Z5
+	VMINPS       Z5, Z7, Z5
+	VMOVUPS      Z8, Z18
+	VFMADD231PS  Z9, Z5, Z18
+	VSUBPS       Z8, Z18, Z18
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS Z10, Z18, Z5
+	VFNMADD231PS Z11, Z18, Z5
+	VMOVUPS      Z12, Z19
+	VFMADD213PS  Z13, Z5, Z19
+	VFMADD213PS  Z14, Z5, Z19
+	VFMADD213PS  Z15, Z5, Z19
+	VFMADD213PS  Z16, Z5, Z19
+	VMULPS       Z5, Z5, Z20
+	VFMADD213PS  Z5, Z20, Z19
+	VADDPS       Z17, Z19, Z19
+	VSCALEFPS    Z18, Z19, Z5
+	VADDPS       Z5, Z1, Z1
 	ADDQ         $0x00000010, DX
 	JMP          sumExpShiftF32AVX512_vectorloop
 
@@ -1206,42 +1283,57 @@ sumExpShiftF32AVX512_tail:
 	MOVL         $0xffffffff, BX
 	BZHIL        CX, BX, BX
 	KMOVW        BX, K1
-	VMOVUPS.Z    (AX)(DX*4), K1, Z7
-	VSUBPS       Z0, Z7, Z0
-	VMAXPS       Z0, Z1, Z0
-	VMINPS       Z0, Z2, Z0
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z1
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z0, Z1
-	VSUBPS       elemconst_4b400000<>+0(SB), Z1, Z1
+	VMOVUPS.Z    (AX)(DX*4), K1, Z5
+	VSUBPS       Z0, Z5, Z0
+	VMAXPS       Z0, Z6, Z0
+	VMINPS       Z0, Z7, Z0
+	VMOVUPS      Z8, Z5
+	VFMADD231PS  Z9, Z0, Z5
+	VSUBPS       Z8, Z5, Z5
 	VMOVAPS      Z0, Z0
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z1, Z0
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z1, Z0
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z2
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z0, Z2
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z0, Z2
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z0, Z2
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z0, Z2
+	VFNMADD231PS Z10, Z5, Z0
+	VFNMADD231PS Z11, Z5, Z0
+	VMOVUPS      Z12, Z6
+	VFMADD213PS  Z13, Z0, Z6
+	VFMADD213PS  Z14, Z0, Z6
+	VFMADD213PS  Z15, Z0, Z6
+	VFMADD213PS  Z16, Z0, Z6
 	VMULPS       Z0, Z0, Z7
-	VFMADD213PS  Z0, Z7, Z2
-	VADDPS       elemconst_3f800000<>+0(SB), Z2, Z2
-	VSCALEFPS    Z1, Z2, Z0
-	VADDPS       Z0, Z3, K1, Z3
+	VFMADD213PS  Z0, Z7, Z6
+	VADDPS       Z17, Z6, Z6
+	VSCALEFPS    Z5, Z6, Z0
+	VADDPS       Z0, Z1, K1, Z1
 
 sumExpShiftF32AVX512_done:
+	VADDPS        Z2, Z1, Z1
 	VADDPS        Z4, Z3, Z3
-	VADDPS        Z6, Z5, Z5
-	VADDPS        Z5, Z3, Z3
-	VEXTRACTF32X8 $0x01, Z3, Y0
-	VADDPS        Y0, Y3, Y3
-	VEXTRACTF128  $0x01, Y3, X0
-	VADDPS        X0, X3, X3
-	VMOVHLPS      X3, X3, X0
-	VADDPS        X0, X3, X3
-	VMOVSHDUP     X3, X0
-	VADDSS        X0, X3, X3
-	MOVSS         X3, sum+32(FP)
+	VADDPS        Z3, Z1, Z1
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF128  $0x01, Y1, X0
+	VADDPS        X0, X1, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	MOVSS         X1, sum+32(FP)
 	VZEROUPPER
 	RET
+
+sumExpShiftF32AVX512_constants:
+	VMOVUPS elemconst_c2d00000<>+0(SB), Z6
+	VMOVUPS elemconst_42b1999a<>+0(SB), Z7
+	VMOVUPS elemconst_4b400000<>+0(SB), Z8
+	VMOVUPS elemconst_3fb8aa3b<>+0(SB), Z9
+	VMOVUPS elemconst_3f317218<>+0(SB), Z10
+	VMOVUPS elemconst_b102e308<>+0(SB), Z11
+	VMOVUPS elemconst_3ab5121d<>+0(SB), Z12
+	VMOVUPS elemconst_3c091cf0<>+0(SB), Z13
+	VMOVUPS elemconst_3d2aac79<>+0(SB), Z14
+	VMOVUPS elemconst_3e2aaa49<>+0(SB), Z15
+	VMOVUPS elemconst_3efffffe<>+0(SB), Z16
+	VMOVUPS elemconst_3f800000<>+0(SB), Z17
+	JMP     sumExpShiftF32AVX512_start
 
 // func scaleMaxF32AVX512(dst []float32, src []float32, scale float32) (max float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
@@ -1255,9 +1347,12 @@ TEXT ·scaleMaxF32AVX512(SB), NOSPLIT, $0-60
 	VMOVUPS      elemconst_ff800000<>+0(SB), Z2
 	VMOVUPS      elemconst_ff800000<>+0(SB), Z3
 	VMOVUPS      elemconst_ff800000<>+0(SB), Z4
-	XORQ         BX, BX
-	MOVQ         DX, SI
-	ANDQ         $-64, SI
+	JMP          scaleMaxF32AVX512_constants
+
+scaleMaxF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-64, SI
 
 scaleMaxF32AVX512_blocks:
 	CMPQ    BX, SI
@@ -1322,6 +1417,9 @@ scaleMaxF32AVX512_done:
 	VZEROUPPER
 	RET
 
+scaleMaxF32AVX512_constants:
+	JMP scaleMaxF32AVX512_start
+
 // func scaleAddMaxF32AVX512(dst []float32, src []float32, scale float32, mask []float32) (max float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
 TEXT ·scaleAddMaxF32AVX512(SB), NOSPLIT, $0-84
@@ -1335,9 +1433,12 @@ TEXT ·scaleAddMaxF32AVX512(SB), NOSPLIT, $0-84
 	VMOVUPS      elemconst_ff800000<>+0(SB), Z2
 	VMOVUPS      elemconst_ff800000<>+0(SB), Z3
 	VMOVUPS      elemconst_ff800000<>+0(SB), Z4
-	XORQ         SI, SI
-	MOVQ         BX, DI
-	ANDQ         $-64, DI
+	JMP          scaleAddMaxF32AVX512_constants
+
+scaleAddMaxF32AVX512_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-64, DI
 
 scaleAddMaxF32AVX512_blocks:
 	CMPQ        SI, DI
@@ -1414,97 +1515,101 @@ scaleAddMaxF32AVX512_done:
 	VZEROUPPER
 	RET
 
+scaleAddMaxF32AVX512_constants:
+	JMP scaleAddMaxF32AVX512_start
+
 // func expF32AVX512(dst []float32, src []float32)
 // Requires: AVX, AVX512F, BMI2
 TEXT ·expF32AVX512(SB), NOSPLIT, $0-48
-	MOVQ    src_base+24(FP), AX
-	MOVQ    dst_base+0(FP), CX
-	MOVQ    dst_len+8(FP), DX
-	VMOVUPS elemconst_c2d00000<>+0(SB), Z0
-	VMOVUPS elemconst_42b1999a<>+0(SB), Z1
-	XORQ    BX, BX
-	MOVQ    DX, SI
-	ANDQ    $-64, SI
+	MOVQ src_base+24(FP), AX
+	MOVQ dst_base+0(FP), CX
+	MOVQ dst_len+8(FP), DX
+	JMP  expF32AVX512_constants
+
+expF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-64, SI
 
 expF32AVX512_blocks:
 	CMPQ         BX, SI
 	JAE          expF32AVX512_vectors
-	VMOVUPS      (AX)(BX*4), Z2
-	VMAXPS       Z2, Z0, Z2
-	VMINPS       Z2, Z1, Z2
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z3
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z2, Z3
-	VSUBPS       elemconst_4b400000<>+0(SB), Z3, Z3
-	VMOVAPS      Z2, Z2
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z3, Z2
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z3, Z2
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z2, Z4
-	VMULPS       Z2, Z2, Z5
-	VFMADD213PS  Z2, Z5, Z4
-	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z4
-	VSCALEFPS    Z3, Z4, Z2
-	VMOVUPS      Z2, (CX)(BX*4)
-	VMOVUPS      64(AX)(BX*4), Z2
-	VMAXPS       Z2, Z0, Z2
-	VMINPS       Z2, Z1, Z2
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z3
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z2, Z3
-	VSUBPS       elemconst_4b400000<>+0(SB), Z3, Z3
-	VMOVAPS      Z2, Z2
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z3, Z2
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z3, Z2
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z2, Z4
-	VMULPS       Z2, Z2, Z5
-	VFMADD213PS  Z2, Z5, Z4
-	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z4
-	VSCALEFPS    Z3, Z4, Z2
-	VMOVUPS      Z2, 64(CX)(BX*4)
-	VMOVUPS      128(AX)(BX*4), Z2
-	VMAXPS       Z2, Z0, Z2
-	VMINPS       Z2, Z1, Z2
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z3
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z2, Z3
-	VSUBPS       elemconst_4b400000<>+0(SB), Z3, Z3
-	VMOVAPS      Z2, Z2
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z3, Z2
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z3, Z2
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z2, Z4
-	VMULPS       Z2, Z2, Z5
-	VFMADD213PS  Z2, Z5, Z4
-	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z4
-	VSCALEFPS    Z3, Z4, Z2
-	VMOVUPS      Z2, 128(CX)(BX*4)
-	VMOVUPS      192(AX)(BX*4), Z2
-	VMAXPS       Z2, Z0, Z2
-	VMINPS       Z2, Z1, Z2
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z3
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z2, Z3
-	VSUBPS       elemconst_4b400000<>+0(SB), Z3, Z3
-	VMOVAPS      Z2, Z2
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z3, Z2
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z3, Z2
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z2, Z4
-	VMULPS       Z2, Z2, Z5
-	VFMADD213PS  Z2, Z5, Z4
-	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z4
-	VSCALEFPS    Z3, Z4, Z2
-	VMOVUPS      Z2, 192(CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z0
+	VMAXPS       Z0, Z1, Z0
+	VMINPS       Z0, Z2, Z0
+	VMOVUPS      Z3, Z13
+	VFMADD231PS  Z4, Z0, Z13
+	VSUBPS       Z3, Z13, Z13
+	VMOVAPS      Z0, Z0
+	VFNMADD231PS Z5, Z13, Z0
+	VFNMADD231PS Z6, Z13, Z0
+	VMOVUPS      Z7, Z14
+	VFMADD213PS  Z8, Z0, Z14
+	VFMADD213PS  Z9, Z0, Z14
+	VFMADD213PS  Z10, Z0, Z14
+	VFMADD213PS  Z11, Z0, Z14
+	VMULPS       Z0, Z0, Z15
+	VFMADD213PS  Z0, Z15, Z14
+	VADDPS       Z12, Z14, Z14
+	VSCALEFPS    Z13, Z14, Z0
+	VMOVUPS      Z0, (CX)(BX*4)
+	VMOVUPS      64(AX)(BX*4), Z0
+	VMAXPS       Z0, Z1, Z0
+	VMINPS       Z0, Z2, Z0
+	VMOVUPS      Z3, Z13
+	VFMADD231PS  Z4, Z0, Z13
+	VSUBPS       Z3, Z13, Z13
+	VMOVAPS      Z0, Z0
+	VFNMADD231PS Z5, Z13, Z0
+	VFNMADD231PS Z6, Z13, Z0
+	VMOVUPS      Z7, Z14
+	VFMADD213PS  Z8, Z0, Z14
+	VFMADD213PS  Z9, Z0, Z14
+	VFMADD213PS  Z10, Z0, Z14
+	VFMADD213PS  Z11, Z0, Z14
+	VMULPS       Z0, Z0, Z15
+	VFMADD213PS  Z0, Z15, Z14
+	VADDPS       Z12, Z14, Z14
+	VSCALEFPS    Z13, Z14, Z0
+	VMOVUPS      Z0, 64(CX)(BX*4)
+	VMOVUPS      128(AX)(BX*4), Z0
+	VMAXPS       Z0, Z1, Z0
+	VMINPS       Z0, Z2, Z0
+	VMOVUPS      Z3, Z13
+	VFMADD231PS  Z4, Z0, Z13
+	VSUBPS       Z3, Z13, Z13
+	VMOVAPS      Z0, Z0
+	VFNMADD231PS Z5, Z13, Z0
+	VFNMADD231PS Z6, Z13, Z0
+	VMOVUPS      Z7, Z14
+	VFMADD213PS  Z8, Z0, Z14
+	VFMADD213PS  Z9, Z0, Z14
+	VFMADD213PS  Z10, Z0, Z14
+	VFMADD213PS  Z11, Z0, Z14
+	VMULPS       Z0, Z0, Z15
+	VFMADD213PS  Z0, Z15, Z14
+	VADDPS       Z12, Z14, Z14
+	VSCALEFPS    Z13, Z14, Z0
+	VMOVUPS      Z0, 128(CX)(BX*4)
+	VMOVUPS      192(AX)(BX*4), Z0
+	VMAXPS       Z0, Z1, Z0
+	VMINPS       Z0, Z2, Z0
+	VMOVUPS      Z3, Z13
+	VFMADD231PS  Z4, Z0, Z13
+	VSUBPS       Z3, Z13, Z13
+	VMOVAPS      Z0, Z0
+	VFNMADD231PS Z5, Z13, Z0
+	VFNMADD231PS Z6, Z13, Z0
+	VMOVUPS      Z7, Z14
+	VFMADD213PS  Z8, Z0, Z14
+	VFMADD213PS  Z9, Z0, Z14
+	VFMADD213PS  Z10, Z0, Z14
+	VFMADD213PS  Z11, Z0, Z14
+	VMULPS       Z0, Z0, Z15
+	VFMADD213PS  Z0, Z15, Z14
+	VADDPS       Z12, Z14, Z14
+	VSCALEFPS    Z13, Z14, Z0
+	VMOVUPS      Z0, 192(CX)(BX*4)
 	ADDQ         $0x00000040, BX
 	JMP          expF32AVX512_blocks
 
@@ -1515,25 +1620,25 @@ expF32AVX512_vectors:
 expF32AVX512_vectorloop:
 	CMPQ         BX, SI
 	JAE          expF32AVX512_tail
-	VMOVUPS      (AX)(BX*4), Z2
-	VMAXPS       Z2, Z0, Z2
-	VMINPS       Z2, Z1, Z2
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z3
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z2, Z3
-	VSUBPS       elemconst_4b400000<>+0(SB), Z3, Z3
-	VMOVAPS      Z2, Z2
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z3, Z2
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z3, Z2
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z2, Z4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z2, Z4
-	VMULPS       Z2, Z2, Z5
-	VFMADD213PS  Z2, Z5, Z4
-	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z4
-	VSCALEFPS    Z3, Z4, Z2
-	VMOVUPS      Z2, (CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z0
+	VMAXPS       Z0, Z1, Z0
+	VMINPS       Z0, Z2, Z0
+	VMOVUPS      Z3, Z13
+	VFMADD231PS  Z4, Z0, Z13
+	VSUBPS       Z3, Z13, Z13
+	VMOVAPS      Z0, Z0
+	VFNMADD231PS Z5, Z13, Z0
+	VFNMADD231PS Z6, Z13, Z0
+	VMOVUPS      Z7, Z14
+	VFMADD213PS  Z8, Z0, Z14
+	VFMADD213PS  Z9, Z0, Z14
+	VFMADD213PS  Z10, Z0, Z14
+	VFMADD213PS  Z11, Z0, Z14
+	VMULPS       Z0, Z0, Z15
+	VFMADD213PS  Z0, Z15, Z14
+	VADDPS       Z12, Z14, Z14
+	VSCALEFPS    Z13, Z14, Z0
+	VMOVUPS      Z0, (CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          expF32AVX512_vectorloop
 
@@ -1543,23 +1648,23 @@ expF32AVX512_tail:
 	MOVL         $0xffffffff, SI
 	BZHIL        DX, SI, SI
 	KMOVW        SI, K1
-	VMOVUPS.Z    (AX)(BX*4), K1, Z2
-	VMAXPS       Z2, Z0, Z0
-	VMINPS       Z0, Z1, Z0
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z1
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z0, Z1
-	VSUBPS       elemconst_4b400000<>+0(SB), Z1, Z1
+	VMOVUPS.Z    (AX)(BX*4), K1, Z0
+	VMAXPS       Z0, Z1, Z0
+	VMINPS       Z0, Z2, Z0
+	VMOVUPS      Z3, Z1
+	VFMADD231PS  Z4, Z0, Z1
+	VSUBPS       Z3, Z1, Z1
 	VMOVAPS      Z0, Z0
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z1, Z0
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z1, Z0
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z2
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z0, Z2
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z0, Z2
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z0, Z2
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z0, Z2
+	VFNMADD231PS Z5, Z1, Z0
+	VFNMADD231PS Z6, Z1, Z0
+	VMOVUPS      Z7, Z2
+	VFMADD213PS  Z8, Z0, Z2
+	VFMADD213PS  Z9, Z0, Z2
+	VFMADD213PS  Z10, Z0, Z2
+	VFMADD213PS  Z11, Z0, Z2
 	VMULPS       Z0, Z0, Z3
 	VFMADD213PS  Z0, Z3, Z2
-	VADDPS       elemconst_3f800000<>+0(SB), Z2, Z2
+	VADDPS       Z12, Z2, Z2
 	VSCALEFPS    Z1, Z2, Z0
 	VMOVUPS      Z0, K1, (CX)(BX*4)
 
@@ -1567,76 +1672,91 @@ expF32AVX512_done:
 	VZEROUPPER
 	RET
 
+expF32AVX512_constants:
+	VMOVUPS elemconst_c2d00000<>+0(SB), Z1
+	VMOVUPS elemconst_42b1999a<>+0(SB), Z2
+	VMOVUPS elemconst_4b400000<>+0(SB), Z3
+	VMOVUPS elemconst_3fb8aa3b<>+0(SB), Z4
+	VMOVUPS elemconst_3f317218<>+0(SB), Z5
+	VMOVUPS elemconst_b102e308<>+0(SB), Z6
+	VMOVUPS elemconst_3ab5121d<>+0(SB), Z7
+	VMOVUPS elemconst_3c091cf0<>+0(SB), Z8
+	VMOVUPS elemconst_3d2aac79<>+0(SB), Z9
+	VMOVUPS elemconst_3e2aaa49<>+0(SB), Z10
+	VMOVUPS elemconst_3efffffe<>+0(SB), Z11
+	VMOVUPS elemconst_3f800000<>+0(SB), Z12
+	JMP     expF32AVX512_start
+
 // func sigmoidF32AVX512(dst []float32, src []float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·sigmoidF32AVX512(SB), NOSPLIT, $0-48
-	MOVQ    src_base+24(FP), AX
-	MOVQ    dst_base+0(FP), CX
-	MOVQ    dst_len+8(FP), DX
-	VMOVUPS elemconst_3f800000<>+0(SB), Z0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Z1
-	VMOVUPS elemconst_42b1999a<>+0(SB), Z2
-	XORQ    BX, BX
-	MOVQ    DX, SI
-	ANDQ    $-32, SI
+	MOVQ src_base+24(FP), AX
+	MOVQ dst_base+0(FP), CX
+	MOVQ dst_len+8(FP), DX
+	JMP  sigmoidF32AVX512_constants
+
+sigmoidF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-32, SI
 
 sigmoidF32AVX512_blocks:
 	CMPQ         BX, SI
 	JAE          sigmoidF32AVX512_vectors
-	VMOVUPS      (AX)(BX*4), Z3
-	VANDPS       elemconst_7fffffff<>+0(SB), Z3, Z4
-	VXORPS       elemconst_80000000<>+0(SB), Z4, Z4
-	VMAXPS       Z4, Z1, Z4
-	VMINPS       Z4, Z2, Z4
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z13
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z13
-	VSUBPS       elemconst_4b400000<>+0(SB), Z13, Z13
-	VMOVAPS      Z4, Z4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z13, Z4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z13, Z4
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z14
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z14
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z14
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z14
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z14
-	VMULPS       Z4, Z4, Z15
-	VFMADD213PS  Z4, Z15, Z14
-	VADDPS       elemconst_3f800000<>+0(SB), Z14, Z14
-	VSCALEFPS    Z13, Z14, Z4
-	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z13
-	VDIVPS       Z13, Z0, Z14
-	VDIVPS       Z13, Z4, Z4
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z3, K1
-	VBLENDMPS    Z4, Z14, K1, Z5
-	VBLENDMPS    Z14, Z4, K1, Z6
-	VMOVUPS      Z5, (CX)(BX*4)
-	VMOVUPS      64(AX)(BX*4), Z3
-	VANDPS       elemconst_7fffffff<>+0(SB), Z3, Z4
-	VXORPS       elemconst_80000000<>+0(SB), Z4, Z4
-	VMAXPS       Z4, Z1, Z4
-	VMINPS       Z4, Z2, Z4
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z13
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z13
-	VSUBPS       elemconst_4b400000<>+0(SB), Z13, Z13
-	VMOVAPS      Z4, Z4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z13, Z4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z13, Z4
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z14
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z14
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z14
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z14
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z14
-	VMULPS       Z4, Z4, Z15
-	VFMADD213PS  Z4, Z15, Z14
-	VADDPS       elemconst_3f800000<>+0(SB), Z14, Z14
-	VSCALEFPS    Z13, Z14, Z4
-	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z13
-	VDIVPS       Z13, Z0, Z14
-	VDIVPS       Z13, Z4, Z4
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z3, K1
-	VBLENDMPS    Z4, Z14, K1, Z7
-	VBLENDMPS    Z14, Z4, K1, Z8
-	VMOVUPS      Z7, 64(CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z0
+	VANDPS       Z2, Z0, Z1
+	VXORPS       Z3, Z1, Z1
+	VMAXPS       Z1, Z4, Z1
+	VMINPS       Z1, Z5, Z1
+	VMOVUPS      Z6, Z23
+	VFMADD231PS  Z7, Z1, Z23
+	VSUBPS       Z6, Z23, Z23
+	VMOVAPS      Z1, Z1
+	VFNMADD231PS Z8, Z23, Z1
+	VFNMADD231PS Z9, Z23, Z1
+	VMOVUPS      Z10, Z24
+	VFMADD213PS  Z11, Z1, Z24
+	VFMADD213PS  Z12, Z1, Z24
+	VFMADD213PS  Z13, Z1, Z24
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z24
+	VMULPS       Z1, Z1, Z25
+	VFMADD213PS  Z1, Z25, Z24
+	VADDPS       elemconst_3f800000<>+0(SB), Z24, Z24
+	VSCALEFPS    Z23, Z24, Z1
+	VADDPS       elemconst_3f800000<>+0(SB), Z1, Z23
+	VDIVPS       Z23, Z14, Z24
+	VDIVPS       Z23, Z1, Z1
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z0, K1
+	VBLENDMPS    Z1, Z24, K1, Z15
+	VBLENDMPS    Z24, Z1, K1, Z16
+	VMOVUPS      Z15, (CX)(BX*4)
+	VMOVUPS      64(AX)(BX*4), Z0
+	VANDPS       Z2, Z0, Z1
+	VXORPS       Z3, Z1, Z1
+	VMAXPS       Z1, Z4, Z1
+	VMINPS       Z1, Z5, Z1
+	VMOVUPS      Z6, Z23
+	VFMADD231PS  Z7, Z1, Z23
+	VSUBPS       Z6, Z23, Z23
+	VMOVAPS      Z1, Z1
+	VFNMADD231PS Z8, Z23, Z1
+	VFNMADD231PS Z9, Z23, Z1
+	VMOVUPS      Z10, Z24
+	VFMADD213PS  Z11, Z1, Z24
+	VFMADD213PS  Z12, Z1, Z24
+	VFMADD213PS  Z13, Z1, Z24
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z24
+	VMULPS       Z1, Z1, Z25
+	VFMADD213PS  Z1, Z25, Z24
+	VADDPS       Z14, Z24, Z24
+	VSCALEFPS    Z23, Z24, Z1
+	VADDPS       Z14, Z1, Z23
+	VDIVPS       Z23, Z14, Z24
+	VDIVPS       Z23, Z1, Z1
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z0, K1
+	VBLENDMPS    Z1, Z24, K1, Z17
+	VBLENDMPS    Z24, Z1, K1, Z18
+	VMOVUPS      Z17, 64(CX)(BX*4)
 	ADDQ         $0x00000020, BX
 	JMP          sigmoidF32AVX512_blocks
 
@@ -1647,33 +1767,33 @@ sigmoidF32AVX512_vectors:
 sigmoidF32AVX512_vectorloop:
 	CMPQ         BX, SI
 	JAE          sigmoidF32AVX512_tail
-	VMOVUPS      (AX)(BX*4), Z3
-	VANDPS       elemconst_7fffffff<>+0(SB), Z3, Z4
-	VXORPS       elemconst_80000000<>+0(SB), Z4, Z4
-	VMAXPS       Z4, Z1, Z4
-	VMINPS       Z4, Z2, Z4
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z5
-	VSUBPS       elemconst_4b400000<>+0(SB), Z5, Z5
-	VMOVAPS      Z4, Z4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z5, Z4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z5, Z4
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z6
-	VMULPS       Z4, Z4, Z7
-	VFMADD213PS  Z4, Z7, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VSCALEFPS    Z5, Z6, Z4
-	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z5
-	VDIVPS       Z5, Z0, Z6
-	VDIVPS       Z5, Z4, Z4
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z3, K1
-	VBLENDMPS    Z4, Z6, K1, Z9
-	VBLENDMPS    Z6, Z4, K1, Z10
-	VMOVUPS      Z9, (CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z0
+	VANDPS       Z2, Z0, Z1
+	VXORPS       Z3, Z1, Z1
+	VMAXPS       Z1, Z4, Z1
+	VMINPS       Z1, Z5, Z1
+	VMOVUPS      Z6, Z15
+	VFMADD231PS  Z7, Z1, Z15
+	VSUBPS       Z6, Z15, Z15
+	VMOVAPS      Z1, Z1
+	VFNMADD231PS Z8, Z15, Z1
+	VFNMADD231PS Z9, Z15, Z1
+	VMOVUPS      Z10, Z16
+	VFMADD213PS  Z11, Z1, Z16
+	VFMADD213PS  Z12, Z1, Z16
+	VFMADD213PS  Z13, Z1, Z16
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z16
+	VMULPS       Z1, Z1, Z17
+	VFMADD213PS  Z1, Z17, Z16
+	VADDPS       Z14, Z16, Z16
+	VSCALEFPS    Z15, Z16, Z1
+	VADDPS       Z14, Z1, Z15
+	VDIVPS       Z15, Z14, Z16
+	VDIVPS       Z15, Z1, Z1
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z0, K1
+	VBLENDMPS    Z1, Z16, K1, Z19
+	VBLENDMPS    Z16, Z1, K1, Z20
+	VMOVUPS      Z19, (CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          sigmoidF32AVX512_vectorloop
 
@@ -1683,37 +1803,71 @@ sigmoidF32AVX512_tail:
 	MOVL         $0xffffffff, SI
 	BZHIL        DX, SI, SI
 	KMOVW        SI, K1
-	VMOVUPS.Z    (AX)(BX*4), K1, Z3
-	VANDPS       elemconst_7fffffff<>+0(SB), Z3, Z4
-	VXORPS       elemconst_80000000<>+0(SB), Z4, Z4
-	VMAXPS       Z4, Z1, Z1
-	VMINPS       Z1, Z2, Z1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z1, Z2
-	VSUBPS       elemconst_4b400000<>+0(SB), Z2, Z2
+	VMOVUPS.Z    (AX)(BX*4), K1, Z0
+	VANDPS       Z2, Z0, Z1
+	VXORPS       Z3, Z1, Z1
+	VMAXPS       Z1, Z4, Z1
+	VMINPS       Z1, Z5, Z1
+	VMOVUPS      Z6, Z2
+	VFMADD231PS  Z7, Z1, Z2
+	VSUBPS       Z6, Z2, Z2
 	VMOVAPS      Z1, Z1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z2, Z1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z2, Z1
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z1, Z4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z1, Z4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z1, Z4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z4
-	VMULPS       Z1, Z1, Z5
-	VFMADD213PS  Z1, Z5, Z4
-	VADDPS       elemconst_3f800000<>+0(SB), Z4, Z4
-	VSCALEFPS    Z2, Z4, Z1
-	VADDPS       elemconst_3f800000<>+0(SB), Z1, Z2
-	VDIVPS       Z2, Z0, Z0
+	VFNMADD231PS Z8, Z2, Z1
+	VFNMADD231PS Z9, Z2, Z1
+	VMOVUPS      Z10, Z3
+	VFMADD213PS  Z11, Z1, Z3
+	VFMADD213PS  Z12, Z1, Z3
+	VFMADD213PS  Z13, Z1, Z3
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z3
+	VMULPS       Z1, Z1, Z4
+	VFMADD213PS  Z1, Z4, Z3
+	VADDPS       Z14, Z3, Z3
+	VSCALEFPS    Z2, Z3, Z1
+	VADDPS       Z14, Z1, Z2
+	VDIVPS       Z2, Z14, Z3
 	VDIVPS       Z2, Z1, Z1
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z3, K2
-	VBLENDMPS    Z1, Z0, K2, Z11
-	VBLENDMPS    Z0, Z1, K2, Z12
-	VMOVUPS      Z11, K1, (CX)(BX*4)
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z0, K2
+	VBLENDMPS    Z1, Z3, K2, Z21
+	VBLENDMPS    Z3, Z1, K2, Z22
+	VMOVUPS      Z21, K1, (CX)(BX*4)
 
 sigmoidF32AVX512_done:
 	VZEROUPPER
 	RET
+
+sigmoidF32AVX512_constants:
+	VMOVUPS elemconst_7fffffff<>+0(SB), Z2
+	VMOVUPS elemconst_80000000<>+0(SB), Z3
+	VMOVUPS elemconst_c2d00000<>+0(SB), Z4
+	VMOVUPS elemconst_42b1999a<>+0(SB), Z5
+	VMOVUPS elemconst_4b400000<>+0(SB), Z6
+	VMOVUPS elemconst_3fb8aa3b<>+0(SB), Z7
+	VMOVUPS elemconst_3f317218<>+0(SB), Z8
+	VMOVUPS elemconst_b102e308<>+0(SB), Z9
+	VMOVUPS elemconst_3ab5121d<>+0(SB), Z10
+	VMOVUPS elemconst_3c091cf0<>+0(SB), Z11
+	VMOVUPS elemconst_3d2aac79<>+0(SB), Z12
+	VMOVUPS elemconst_3e2aaa49<>+0(SB), Z13
+	VMOVUPS elemconst_3f800000<>+0(SB), Z14
+	JMP     sigmoidF32AVX512_start
+
+DATA elemconst_00000000<>+0(SB)/4, $0x00000000
+DATA elemconst_00000000<>+4(SB)/4, $0x00000000
+DATA elemconst_00000000<>+8(SB)/4, $0x00000000
+DATA elemconst_00000000<>+12(SB)/4, $0x00000000
+DATA elemconst_00000000<>+16(SB)/4, $0x00000000
+DATA elemconst_00000000<>+20(SB)/4, $0x00000000
+DATA elemconst_00000000<>+24(SB)/4, $0x00000000
+DATA elemconst_00000000<>+28(SB)/4, $0x00000000
+DATA elemconst_00000000<>+32(SB)/4, $0x00000000
+DATA elemconst_00000000<>+36(SB)/4, $0x00000000
+DATA elemconst_00000000<>+40(SB)/4, $0x00000000
+DATA elemconst_00000000<>+44(SB)/4, $0x00000000
+DATA elemconst_00000000<>+48(SB)/4, $0x00000000
+DATA elemconst_00000000<>+52(SB)/4, $0x00000000
+DATA elemconst_00000000<>+56(SB)/4, $0x00000000
+DATA elemconst_00000000<>+60(SB)/4, $0x00000000
+GLOBL elemconst_00000000<>(SB), RODATA|NOPTR, $64
 
 DATA elemconst_7fffffff<>+0(SB)/4, $0x7fffffff
 DATA elemconst_7fffffff<>+4(SB)/4, $0x7fffffff
@@ -1751,119 +1905,100 @@ DATA elemconst_80000000<>+56(SB)/4, $0x80000000
 DATA elemconst_80000000<>+60(SB)/4, $0x80000000
 GLOBL elemconst_80000000<>(SB), RODATA|NOPTR, $64
 
-DATA elemconst_00000000<>+0(SB)/4, $0x00000000
-DATA elemconst_00000000<>+4(SB)/4, $0x00000000
-DATA elemconst_00000000<>+8(SB)/4, $0x00000000
-DATA elemconst_00000000<>+12(SB)/4, $0x00000000
-DATA elemconst_00000000<>+16(SB)/4, $0x00000000
-DATA elemconst_00000000<>+20(SB)/4, $0x00000000
-DATA elemconst_00000000<>+24(SB)/4, $0x00000000
-DATA elemconst_00000000<>+28(SB)/4, $0x00000000
-DATA elemconst_00000000<>+32(SB)/4, $0x00000000
-DATA elemconst_00000000<>+36(SB)/4, $0x00000000
-DATA elemconst_00000000<>+40(SB)/4, $0x00000000
-DATA elemconst_00000000<>+44(SB)/4, $0x00000000
-DATA elemconst_00000000<>+48(SB)/4, $0x00000000
-DATA elemconst_00000000<>+52(SB)/4, $0x00000000
-DATA elemconst_00000000<>+56(SB)/4, $0x00000000
-DATA elemconst_00000000<>+60(SB)/4, $0x00000000
-GLOBL elemconst_00000000<>(SB), RODATA|NOPTR, $64
-
 // func tanhF32AVX512(dst []float32, src []float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·tanhF32AVX512(SB), NOSPLIT, $0-48
-	MOVQ    src_base+24(FP), AX
-	MOVQ    dst_base+0(FP), CX
-	MOVQ    dst_len+8(FP), DX
-	VMOVUPS elemconst_3f800000<>+0(SB), Z0
-	VMOVUPS elemconst_40000000<>+0(SB), Z0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Z5
-	VMOVUPS elemconst_42b1999a<>+0(SB), Z6
-	XORQ    BX, BX
-	MOVQ    DX, SI
-	ANDQ    $-32, SI
+	MOVQ src_base+24(FP), AX
+	MOVQ dst_base+0(FP), CX
+	MOVQ dst_len+8(FP), DX
+	JMP  tanhF32AVX512_constants
+
+tanhF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-32, SI
 
 tanhF32AVX512_blocks:
 	CMPQ         BX, SI
 	JAE          tanhF32AVX512_vectors
-	VMOVUPS      (AX)(BX*4), Z7
-	VANDPS       elemconst_7fffffff<>+0(SB), Z7, Z8
-	VMULPS       Z7, Z7, Z9
-	VMOVUPS      elemconst_3b0c70f0<>+0(SB), Z10
-	VFMADD213PS  elemconst_bc05fa7f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3cb1c5ac<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bd5cf748<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e088833<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_beaaaaaa<>+0(SB), Z9, Z10
-	VMULPS       Z9, Z7, Z9
-	VMOVAPS      Z9, Z9
-	VFMADD213PS  Z7, Z10, Z9
-	VADDPS       Z8, Z8, Z10
-	VMAXPS       Z10, Z5, Z10
-	VMINPS       Z10, Z6, Z10
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z11
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z10, Z11
-	VSUBPS       elemconst_4b400000<>+0(SB), Z11, Z11
-	VMOVAPS      Z10, Z10
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z11, Z10
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z11, Z10
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z12
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z10, Z12
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z10, Z12
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z10, Z12
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z10, Z12
-	VMULPS       Z10, Z10, Z13
-	VFMADD213PS  Z10, Z13, Z12
-	VADDPS       elemconst_3f800000<>+0(SB), Z12, Z12
-	VSCALEFPS    Z11, Z12, Z10
-	VADDPS       elemconst_3f800000<>+0(SB), Z10, Z10
-	VDIVPS       Z10, Z0, Z10
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z11
-	VSUBPS       Z10, Z11, Z11
-	VANDPS       elemconst_80000000<>+0(SB), Z7, Z7
-	VORPS        Z11, Z7, Z7
-	VCMPPS       $0x19, elemconst_3f200000<>+0(SB), Z8, K1
-	VBLENDMPS    Z9, Z7, K1, Z1
-	VMOVUPS      Z1, (CX)(BX*4)
-	VMOVUPS      64(AX)(BX*4), Z7
-	VANDPS       elemconst_7fffffff<>+0(SB), Z7, Z8
-	VMULPS       Z7, Z7, Z9
-	VMOVUPS      elemconst_3b0c70f0<>+0(SB), Z10
-	VFMADD213PS  elemconst_bc05fa7f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3cb1c5ac<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bd5cf748<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e088833<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_beaaaaaa<>+0(SB), Z9, Z10
-	VMULPS       Z9, Z7, Z9
-	VMOVAPS      Z9, Z9
-	VFMADD213PS  Z7, Z10, Z9
-	VADDPS       Z8, Z8, Z10
-	VMAXPS       Z10, Z5, Z10
-	VMINPS       Z10, Z6, Z10
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z11
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z10, Z11
-	VSUBPS       elemconst_4b400000<>+0(SB), Z11, Z11
-	VMOVAPS      Z10, Z10
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z11, Z10
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z11, Z10
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z12
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z10, Z12
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z10, Z12
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z10, Z12
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z10, Z12
-	VMULPS       Z10, Z10, Z13
-	VFMADD213PS  Z10, Z13, Z12
-	VADDPS       elemconst_3f800000<>+0(SB), Z12, Z12
-	VSCALEFPS    Z11, Z12, Z10
-	VADDPS       elemconst_3f800000<>+0(SB), Z10, Z10
-	VDIVPS       Z10, Z0, Z10
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z11
-	VSUBPS       Z10, Z11, Z11
-	VANDPS       elemconst_80000000<>+0(SB), Z7, Z7
-	VORPS        Z11, Z7, Z7
-	VCMPPS       $0x19, elemconst_3f200000<>+0(SB), Z8, K1
-	VBLENDMPS    Z9, Z7, K1, Z2
-	VMOVUPS      Z2, 64(CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z0
+	VANDPS       Z2, Z0, Z1
+	VMULPS       Z0, Z0, Z3
+	VMOVUPS      Z4, Z5
+	VFMADD213PS  Z6, Z3, Z5
+	VFMADD213PS  Z7, Z3, Z5
+	VFMADD213PS  Z8, Z3, Z5
+	VFMADD213PS  Z9, Z3, Z5
+	VFMADD213PS  Z10, Z3, Z5
+	VMULPS       Z3, Z0, Z3
+	VMOVAPS      Z3, Z3
+	VFMADD213PS  Z0, Z5, Z3
+	VADDPS       Z1, Z1, Z5
+	VMAXPS       Z5, Z11, Z5
+	VMINPS       Z5, Z12, Z5
+	VMOVUPS      Z13, Z21
+	VFMADD231PS  Z14, Z5, Z21
+	VSUBPS       Z13, Z21, Z21
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS Z15, Z21, Z5
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z21, Z5
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z22
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z5, Z22
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z5, Z22
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z5, Z22
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z5, Z22
+	VMULPS       Z5, Z5, Z23
+	VFMADD213PS  Z5, Z23, Z22
+	VADDPS       elemconst_3f800000<>+0(SB), Z22, Z22
+	VSCALEFPS    Z21, Z22, Z5
+	VADDPS       elemconst_3f800000<>+0(SB), Z5, Z5
+	VDIVPS       Z5, Z16, Z5
+	VMOVUPS      elemconst_3f800000<>+0(SB), Z21
+	VSUBPS       Z5, Z21, Z21
+	VANDPS       elemconst_80000000<>+0(SB), Z0, Z0
+	VORPS        Z21, Z0, Z0
+	VCMPPS       $0x19, elemconst_3f200000<>+0(SB), Z1, K1
+	VBLENDMPS    Z3, Z0, K1, Z17
+	VMOVUPS      Z17, (CX)(BX*4)
+	VMOVUPS      64(AX)(BX*4), Z0
+	VANDPS       Z2, Z0, Z1
+	VMULPS       Z0, Z0, Z3
+	VMOVUPS      Z4, Z5
+	VFMADD213PS  Z6, Z3, Z5
+	VFMADD213PS  Z7, Z3, Z5
+	VFMADD213PS  Z8, Z3, Z5
+	VFMADD213PS  Z9, Z3, Z5
+	VFMADD213PS  Z10, Z3, Z5
+	VMULPS       Z3, Z0, Z3
+	VMOVAPS      Z3, Z3
+	VFMADD213PS  Z0, Z5, Z3
+	VADDPS       Z1, Z1, Z5
+	VMAXPS       Z5, Z11, Z5
+	VMINPS       Z5, Z12, Z5
+	VMOVUPS      Z13, Z21
+	VFMADD231PS  Z14, Z5, Z21
+	VSUBPS       Z13, Z21, Z21
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS Z15, Z21, Z5
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z21, Z5
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z22
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z5, Z22
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z5, Z22
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z5, Z22
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z5, Z22
+	VMULPS       Z5, Z5, Z23
+	VFMADD213PS  Z5, Z23, Z22
+	VADDPS       elemconst_3f800000<>+0(SB), Z22, Z22
+	VSCALEFPS    Z21, Z22, Z5
+	VADDPS       elemconst_3f800000<>+0(SB), Z5, Z5
+	VDIVPS       Z5, Z16, Z5
+	VMOVUPS      elemconst_3f800000<>+0(SB), Z21
+	VSUBPS       Z5, Z21, Z21
+	VANDPS       elemconst_80000000<>+0(SB), Z0, Z0
+	VORPS        Z21, Z0, Z0
+	VCMPPS       $0x19, elemconst_3f200000<>+0(SB), Z1, K1
+	VBLENDMPS    Z3, Z0, K1, Z18
+	VMOVUPS      Z18, 64(CX)(BX*4)
 	ADDQ         $0x00000020, BX
 	JMP          tanhF32AVX512_blocks
 
@@ -1874,45 +2009,45 @@ tanhF32AVX512_vectors:
 tanhF32AVX512_vectorloop:
 	CMPQ         BX, SI
 	JAE          tanhF32AVX512_tail
-	VMOVUPS      (AX)(BX*4), Z1
-	VANDPS       elemconst_7fffffff<>+0(SB), Z1, Z2
-	VMULPS       Z1, Z1, Z7
-	VMOVUPS      elemconst_3b0c70f0<>+0(SB), Z8
-	VFMADD213PS  elemconst_bc05fa7f<>+0(SB), Z7, Z8
-	VFMADD213PS  elemconst_3cb1c5ac<>+0(SB), Z7, Z8
-	VFMADD213PS  elemconst_bd5cf748<>+0(SB), Z7, Z8
-	VFMADD213PS  elemconst_3e088833<>+0(SB), Z7, Z8
-	VFMADD213PS  elemconst_beaaaaaa<>+0(SB), Z7, Z8
-	VMULPS       Z7, Z1, Z7
-	VMOVAPS      Z7, Z7
-	VFMADD213PS  Z1, Z8, Z7
-	VADDPS       Z2, Z2, Z8
-	VMAXPS       Z8, Z5, Z8
-	VMINPS       Z8, Z6, Z8
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z9
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z8, Z9
-	VSUBPS       elemconst_4b400000<>+0(SB), Z9, Z9
-	VMOVAPS      Z8, Z8
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z9, Z8
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z9, Z8
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z10
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z8, Z10
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z8, Z10
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z8, Z10
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z8, Z10
-	VMULPS       Z8, Z8, Z11
-	VFMADD213PS  Z8, Z11, Z10
-	VADDPS       elemconst_3f800000<>+0(SB), Z10, Z10
-	VSCALEFPS    Z9, Z10, Z8
-	VADDPS       elemconst_3f800000<>+0(SB), Z8, Z8
-	VDIVPS       Z8, Z0, Z8
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z9
-	VSUBPS       Z8, Z9, Z9
-	VANDPS       elemconst_80000000<>+0(SB), Z1, Z1
-	VORPS        Z9, Z1, Z1
-	VCMPPS       $0x19, elemconst_3f200000<>+0(SB), Z2, K1
-	VBLENDMPS    Z7, Z1, K1, Z3
-	VMOVUPS      Z3, (CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z0
+	VANDPS       Z2, Z0, Z1
+	VMULPS       Z0, Z0, Z3
+	VMOVUPS      Z4, Z5
+	VFMADD213PS  Z6, Z3, Z5
+	VFMADD213PS  Z7, Z3, Z5
+	VFMADD213PS  Z8, Z3, Z5
+	VFMADD213PS  Z9, Z3, Z5
+	VFMADD213PS  Z10, Z3, Z5
+	VMULPS       Z3, Z0, Z3
+	VMOVAPS      Z3, Z3
+	VFMADD213PS  Z0, Z5, Z3
+	VADDPS       Z1, Z1, Z5
+	VMAXPS       Z5, Z11, Z5
+	VMINPS       Z5, Z12, Z5
+	VMOVUPS      Z13, Z17
+	VFMADD231PS  Z14, Z5, Z17
+	VSUBPS       Z13, Z17, Z17
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS Z15, Z17, Z5
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z17, Z5
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z18
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z5, Z18
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z5, Z18
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z5, Z18
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z5, Z18
+	VMULPS       Z5, Z5, Z21
+	VFMADD213PS  Z5, Z21, Z18
+	VADDPS       elemconst_3f800000<>+0(SB), Z18, Z18
+	VSCALEFPS    Z17, Z18, Z5
+	VADDPS       elemconst_3f800000<>+0(SB), Z5, Z5
+	VDIVPS       Z5, Z16, Z5
+	VMOVUPS      elemconst_3f800000<>+0(SB), Z17
+	VSUBPS       Z5, Z17, Z17
+	VANDPS       elemconst_80000000<>+0(SB), Z0, Z0
+	VORPS        Z17, Z0, Z0
+	VCMPPS       $0x19, elemconst_3f200000<>+0(SB), Z1, K1
+	VBLENDMPS    Z3, Z0, K1, Z19
+	VMOVUPS      Z19, (CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          tanhF32AVX512_vectorloop
 
@@ -1922,67 +2057,83 @@ tanhF32AVX512_tail:
 	MOVL         $0xffffffff, SI
 	BZHIL        DX, SI, SI
 	KMOVW        SI, K1
-	VMOVUPS.Z    (AX)(BX*4), K1, Z1
-	VANDPS       elemconst_7fffffff<>+0(SB), Z1, Z2
-	VMULPS       Z1, Z1, Z3
-	VMOVUPS      elemconst_3b0c70f0<>+0(SB), Z7
-	VFMADD213PS  elemconst_bc05fa7f<>+0(SB), Z3, Z7
-	VFMADD213PS  elemconst_3cb1c5ac<>+0(SB), Z3, Z7
-	VFMADD213PS  elemconst_bd5cf748<>+0(SB), Z3, Z7
-	VFMADD213PS  elemconst_3e088833<>+0(SB), Z3, Z7
-	VFMADD213PS  elemconst_beaaaaaa<>+0(SB), Z3, Z7
-	VMULPS       Z3, Z1, Z3
+	VMOVUPS.Z    (AX)(BX*4), K1, Z0
+	VANDPS       Z2, Z0, Z1
+	VMULPS       Z0, Z0, Z2
+	VMOVUPS      Z4, Z3
+	VFMADD213PS  Z6, Z2, Z3
+	VFMADD213PS  Z7, Z2, Z3
+	VFMADD213PS  Z8, Z2, Z3
+	VFMADD213PS  Z9, Z2, Z3
+	VFMADD213PS  Z10, Z2, Z3
+	VMULPS       Z2, Z0, Z2
+	VMOVAPS      Z2, Z2
+	VFMADD213PS  Z0, Z3, Z2
+	VADDPS       Z1, Z1, Z3
+	VMAXPS       Z3, Z11, Z3
+	VMINPS       Z3, Z12, Z3
+	VMOVUPS      Z13, Z4
+	VFMADD231PS  Z14, Z3, Z4
+	VSUBPS       Z13, Z4, Z4
 	VMOVAPS      Z3, Z3
-	VFMADD213PS  Z1, Z7, Z3
-	VADDPS       Z2, Z2, Z7
-	VMAXPS       Z7, Z5, Z5
-	VMINPS       Z5, Z6, Z5
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z6
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z5, Z6
-	VSUBPS       elemconst_4b400000<>+0(SB), Z6, Z6
-	VMOVAPS      Z5, Z5
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z6, Z5
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z6, Z5
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z7
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z5, Z7
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z5, Z7
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z5, Z7
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z5, Z7
-	VMULPS       Z5, Z5, Z8
-	VFMADD213PS  Z5, Z8, Z7
-	VADDPS       elemconst_3f800000<>+0(SB), Z7, Z7
-	VSCALEFPS    Z6, Z7, Z5
+	VFNMADD231PS Z15, Z4, Z3
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z4, Z3
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z5
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z3, Z5
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z3, Z5
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z3, Z5
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z3, Z5
+	VMULPS       Z3, Z3, Z6
+	VFMADD213PS  Z3, Z6, Z5
 	VADDPS       elemconst_3f800000<>+0(SB), Z5, Z5
-	VDIVPS       Z5, Z0, Z0
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z5
-	VSUBPS       Z0, Z5, Z5
-	VANDPS       elemconst_80000000<>+0(SB), Z1, Z0
-	VORPS        Z5, Z0, Z0
-	VCMPPS       $0x19, elemconst_3f200000<>+0(SB), Z2, K2
-	VBLENDMPS    Z3, Z0, K2, Z4
-	VMOVUPS      Z4, K1, (CX)(BX*4)
+	VSCALEFPS    Z4, Z5, Z3
+	VADDPS       elemconst_3f800000<>+0(SB), Z3, Z3
+	VDIVPS       Z3, Z16, Z3
+	VMOVUPS      elemconst_3f800000<>+0(SB), Z4
+	VSUBPS       Z3, Z4, Z4
+	VANDPS       elemconst_80000000<>+0(SB), Z0, Z0
+	VORPS        Z4, Z0, Z0
+	VCMPPS       $0x19, elemconst_3f200000<>+0(SB), Z1, K2
+	VBLENDMPS    Z2, Z0, K2, Z20
+	VMOVUPS      Z20, K1, (CX)(BX*4)
 
 tanhF32AVX512_done:
 	VZEROUPPER
 	RET
 
-DATA elemconst_40000000<>+0(SB)/4, $0x40000000
-DATA elemconst_40000000<>+4(SB)/4, $0x40000000
-DATA elemconst_40000000<>+8(SB)/4, $0x40000000
-DATA elemconst_40000000<>+12(SB)/4, $0x40000000
-DATA elemconst_40000000<>+16(SB)/4, $0x40000000
-DATA elemconst_40000000<>+20(SB)/4, $0x40000000
-DATA elemconst_40000000<>+24(SB)/4, $0x40000000
-DATA elemconst_40000000<>+28(SB)/4, $0x40000000
-DATA elemconst_40000000<>+32(SB)/4, $0x40000000
-DATA elemconst_40000000<>+36(SB)/4, $0x40000000
-DATA elemconst_40000000<>+40(SB)/4, $0x40000000
-DATA elemconst_40000000<>+44(SB)/4, $0x40000000
-DATA elemconst_40000000<>+48(SB)/4, $0x40000000
-DATA elemconst_40000000<>+52(SB)/4, $0x40000000
-DATA elemconst_40000000<>+56(SB)/4, $0x40000000
-DATA elemconst_40000000<>+60(SB)/4, $0x40000000
-GLOBL elemconst_40000000<>(SB), RODATA|NOPTR, $64
+tanhF32AVX512_constants:
+	VMOVUPS elemconst_7fffffff<>+0(SB), Z2
+	VMOVUPS elemconst_3b0c70f0<>+0(SB), Z4
+	VMOVUPS elemconst_bc05fa7f<>+0(SB), Z6
+	VMOVUPS elemconst_3cb1c5ac<>+0(SB), Z7
+	VMOVUPS elemconst_bd5cf748<>+0(SB), Z8
+	VMOVUPS elemconst_3e088833<>+0(SB), Z9
+	VMOVUPS elemconst_beaaaaaa<>+0(SB), Z10
+	VMOVUPS elemconst_c2d00000<>+0(SB), Z11
+	VMOVUPS elemconst_42b1999a<>+0(SB), Z12
+	VMOVUPS elemconst_4b400000<>+0(SB), Z13
+	VMOVUPS elemconst_3fb8aa3b<>+0(SB), Z14
+	VMOVUPS elemconst_3f317218<>+0(SB), Z15
+	VMOVUPS elemconst_40000000<>+0(SB), Z16
+	JMP     tanhF32AVX512_start
+
+DATA elemconst_3f200000<>+0(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+4(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+8(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+12(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+16(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+20(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+24(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+28(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+32(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+36(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+40(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+44(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+48(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+52(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+56(SB)/4, $0x3f200000
+DATA elemconst_3f200000<>+60(SB)/4, $0x3f200000
+GLOBL elemconst_3f200000<>(SB), RODATA|NOPTR, $64
 
 DATA elemconst_3b0c70f0<>+0(SB)/4, $0x3b0c70f0
 DATA elemconst_3b0c70f0<>+4(SB)/4, $0x3b0c70f0
@@ -2092,154 +2243,154 @@ DATA elemconst_beaaaaaa<>+56(SB)/4, $0xbeaaaaaa
 DATA elemconst_beaaaaaa<>+60(SB)/4, $0xbeaaaaaa
 GLOBL elemconst_beaaaaaa<>(SB), RODATA|NOPTR, $64
 
-DATA elemconst_3f200000<>+0(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+4(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+8(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+12(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+16(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+20(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+24(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+28(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+32(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+36(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+40(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+44(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+48(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+52(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+56(SB)/4, $0x3f200000
-DATA elemconst_3f200000<>+60(SB)/4, $0x3f200000
-GLOBL elemconst_3f200000<>(SB), RODATA|NOPTR, $64
+DATA elemconst_40000000<>+0(SB)/4, $0x40000000
+DATA elemconst_40000000<>+4(SB)/4, $0x40000000
+DATA elemconst_40000000<>+8(SB)/4, $0x40000000
+DATA elemconst_40000000<>+12(SB)/4, $0x40000000
+DATA elemconst_40000000<>+16(SB)/4, $0x40000000
+DATA elemconst_40000000<>+20(SB)/4, $0x40000000
+DATA elemconst_40000000<>+24(SB)/4, $0x40000000
+DATA elemconst_40000000<>+28(SB)/4, $0x40000000
+DATA elemconst_40000000<>+32(SB)/4, $0x40000000
+DATA elemconst_40000000<>+36(SB)/4, $0x40000000
+DATA elemconst_40000000<>+40(SB)/4, $0x40000000
+DATA elemconst_40000000<>+44(SB)/4, $0x40000000
+DATA elemconst_40000000<>+48(SB)/4, $0x40000000
+DATA elemconst_40000000<>+52(SB)/4, $0x40000000
+DATA elemconst_40000000<>+56(SB)/4, $0x40000000
+DATA elemconst_40000000<>+60(SB)/4, $0x40000000
+GLOBL elemconst_40000000<>(SB), RODATA|NOPTR, $64
 
 // func erfF32AVX512(dst []float32, src []float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·erfF32AVX512(SB), NOSPLIT, $0-48
-	MOVQ    src_base+24(FP), AX
-	MOVQ    dst_base+0(FP), CX
-	MOVQ    dst_len+8(FP), DX
-	VMOVUPS elemconst_3f800000<>+0(SB), Z0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Z1
-	VMOVUPS elemconst_42b1999a<>+0(SB), Z2
-	XORQ    BX, BX
-	MOVQ    DX, SI
-	ANDQ    $-32, SI
+	MOVQ src_base+24(FP), AX
+	MOVQ dst_base+0(FP), CX
+	MOVQ dst_len+8(FP), DX
+	JMP  erfF32AVX512_constants
+
+erfF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-32, SI
 
 erfF32AVX512_blocks:
 	CMPQ         BX, SI
 	JAE          erfF32AVX512_vectors
-	VMOVUPS      (AX)(BX*4), Z3
-	VANDPS       elemconst_7fffffff<>+0(SB), Z3, Z4
-	VMULPS       Z3, Z3, Z5
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Z6
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z5, Z6
-	VMOVAPS      Z6, Z5
-	VFMADD213PS  Z3, Z3, Z5
-	VMINPS       elemconst_41200000<>+0(SB), Z4, Z6
-	VMULPS       Z6, Z6, Z11
-	VMOVAPS      Z6, Z12
-	VFMSUB213PS  Z11, Z6, Z12
-	VXORPS       elemconst_80000000<>+0(SB), Z11, Z11
-	VMAXPS       Z11, Z1, Z11
-	VMINPS       Z11, Z2, Z11
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z13
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z11, Z13
-	VSUBPS       elemconst_4b400000<>+0(SB), Z13, Z13
-	VMOVAPS      Z11, Z11
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z13, Z11
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z13, Z11
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z14
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z11, Z14
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z11, Z14
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z11, Z14
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z11, Z14
-	VMULPS       Z11, Z11, Z15
-	VFMADD213PS  Z11, Z15, Z14
-	VADDPS       elemconst_3f800000<>+0(SB), Z14, Z14
-	VSCALEFPS    Z13, Z14, Z11
-	VMOVAPS      Z11, Z13
-	VFNMADD231PS Z11, Z12, Z13
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z11
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z6, Z11
-	VDIVPS       Z11, Z0, Z6
-	VMOVUPS      elemconst_3d767f73<>+0(SB), Z11
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z6, Z11
-	VMULPS       Z6, Z11, Z6
-	VMULPS       Z13, Z6, Z6
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z11
-	VSUBPS       Z6, Z11, Z11
-	VANDPS       elemconst_80000000<>+0(SB), Z3, Z3
-	VORPS        Z11, Z3, Z3
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Z4, K1
-	VBLENDMPS    Z5, Z3, K1, Z7
-	VMOVUPS      Z7, (CX)(BX*4)
-	VMOVUPS      64(AX)(BX*4), Z3
-	VANDPS       elemconst_7fffffff<>+0(SB), Z3, Z4
-	VMULPS       Z3, Z3, Z5
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Z6
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z5, Z6
-	VMOVAPS      Z6, Z5
-	VFMADD213PS  Z3, Z3, Z5
-	VMINPS       elemconst_41200000<>+0(SB), Z4, Z6
-	VMULPS       Z6, Z6, Z11
-	VMOVAPS      Z6, Z12
-	VFMSUB213PS  Z11, Z6, Z12
-	VXORPS       elemconst_80000000<>+0(SB), Z11, Z11
-	VMAXPS       Z11, Z1, Z11
-	VMINPS       Z11, Z2, Z11
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z13
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z11, Z13
-	VSUBPS       elemconst_4b400000<>+0(SB), Z13, Z13
-	VMOVAPS      Z11, Z11
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z13, Z11
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z13, Z11
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z14
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z11, Z14
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z11, Z14
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z11, Z14
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z11, Z14
-	VMULPS       Z11, Z11, Z15
-	VFMADD213PS  Z11, Z15, Z14
-	VADDPS       elemconst_3f800000<>+0(SB), Z14, Z14
-	VSCALEFPS    Z13, Z14, Z11
-	VMOVAPS      Z11, Z13
-	VFNMADD231PS Z11, Z12, Z13
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z11
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z6, Z11
-	VDIVPS       Z11, Z0, Z6
-	VMOVUPS      elemconst_3d767f73<>+0(SB), Z11
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z6, Z11
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z6, Z11
-	VMULPS       Z6, Z11, Z6
-	VMULPS       Z13, Z6, Z6
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z11
-	VSUBPS       Z6, Z11, Z11
-	VANDPS       elemconst_80000000<>+0(SB), Z3, Z3
-	VORPS        Z11, Z3, Z3
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Z4, K1
-	VBLENDMPS    Z5, Z3, K1, Z8
-	VMOVUPS      Z8, 64(CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z0
+	VANDPS       Z2, Z0, Z1
+	VMULPS       Z0, Z0, Z3
+	VMOVUPS      Z4, Z5
+	VFMADD213PS  Z6, Z3, Z5
+	VFMADD213PS  Z7, Z3, Z5
+	VFMADD213PS  Z8, Z3, Z5
+	VFMADD213PS  Z9, Z3, Z5
+	VFMADD213PS  Z10, Z3, Z5
+	VFMADD213PS  Z11, Z3, Z5
+	VMOVAPS      Z5, Z3
+	VFMADD213PS  Z0, Z0, Z3
+	VMINPS       Z12, Z1, Z5
+	VMULPS       Z5, Z5, Z21
+	VMOVAPS      Z5, Z22
+	VFMSUB213PS  Z21, Z5, Z22
+	VXORPS       Z13, Z21, Z21
+	VMAXPS       Z21, Z14, Z21
+	VMINPS       Z21, Z15, Z21
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z23
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z21, Z23
+	VSUBPS       elemconst_4b400000<>+0(SB), Z23, Z23
+	VMOVAPS      Z21, Z21
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z23, Z21
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z23, Z21
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z24
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z21, Z24
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z21, Z24
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z21, Z24
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z21, Z24
+	VMULPS       Z21, Z21, Z25
+	VFMADD213PS  Z21, Z25, Z24
+	VADDPS       elemconst_3f800000<>+0(SB), Z24, Z24
+	VSCALEFPS    Z23, Z24, Z21
+	VMOVAPS      Z21, Z23
+	VFNMADD231PS Z21, Z22, Z23
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z21
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Z5, Z21
+	VDIVPS       Z21, Z16, Z5
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z21
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z5, Z21
+	VMULPS       Z5, Z21, Z5
+	VMULPS       Z23, Z5, Z5
+	VMOVUPS      Z16, Z21
+	VSUBPS       Z5, Z21, Z21
+	VANDPS       Z13, Z0, Z0
+	VORPS        Z21, Z0, Z0
+	VCMPPS       $0x19, Z16, Z1, K1
+	VBLENDMPS    Z3, Z0, K1, Z17
+	VMOVUPS      Z17, (CX)(BX*4)
+	VMOVUPS      64(AX)(BX*4), Z0
+	VANDPS       Z2, Z0, Z1
+	VMULPS       Z0, Z0, Z3
+	VMOVUPS      Z4, Z5
+	VFMADD213PS  Z6, Z3, Z5
+	VFMADD213PS  Z7, Z3, Z5
+	VFMADD213PS  Z8, Z3, Z5
+	VFMADD213PS  Z9, Z3, Z5
+	VFMADD213PS  Z10, Z3, Z5
+	VFMADD213PS  Z11, Z3, Z5
+	VMOVAPS      Z5, Z3
+	VFMADD213PS  Z0, Z0, Z3
+	VMINPS       Z12, Z1, Z5
+	VMULPS       Z5, Z5, Z21
+	VMOVAPS      Z5, Z22
+	VFMSUB213PS  Z21, Z5, Z22
+	VXORPS       Z13, Z21, Z21
+	VMAXPS       Z21, Z14, Z21
+	VMINPS       Z21, Z15, Z21
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z23
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z21, Z23
+	VSUBPS       elemconst_4b400000<>+0(SB), Z23, Z23
+	VMOVAPS      Z21, Z21
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z23, Z21
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z23, Z21
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z24
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z21, Z24
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z21, Z24
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z21, Z24
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z21, Z24
+	VMULPS       Z21, Z21, Z25
+	VFMADD213PS  Z21, Z25, Z24
+	VADDPS       Z16, Z24, Z24
+	VSCALEFPS    Z23, Z24, Z21
+	VMOVAPS      Z21, Z23
+	VFNMADD231PS Z21, Z22, Z23
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z21
+	VFMADD213PS  Z16, Z5, Z21
+	VDIVPS       Z21, Z16, Z5
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z21
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z5, Z21
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z5, Z21
+	VMULPS       Z5, Z21, Z5
+	VMULPS       Z23, Z5, Z5
+	VMOVUPS      Z16, Z21
+	VSUBPS       Z5, Z21, Z21
+	VANDPS       Z13, Z0, Z0
+	VORPS        Z21, Z0, Z0
+	VCMPPS       $0x19, Z16, Z1, K1
+	VBLENDMPS    Z3, Z0, K1, Z18
+	VMOVUPS      Z18, 64(CX)(BX*4)
 	ADDQ         $0x00000020, BX
 	JMP          erfF32AVX512_blocks
 
@@ -2250,63 +2401,63 @@ erfF32AVX512_vectors:
 erfF32AVX512_vectorloop:
 	CMPQ         BX, SI
 	JAE          erfF32AVX512_tail
-	VMOVUPS      (AX)(BX*4), Z3
-	VANDPS       elemconst_7fffffff<>+0(SB), Z3, Z4
-	VMULPS       Z3, Z3, Z5
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Z6
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z5, Z6
-	VMOVAPS      Z6, Z5
-	VFMADD213PS  Z3, Z3, Z5
-	VMINPS       elemconst_41200000<>+0(SB), Z4, Z6
-	VMULPS       Z6, Z6, Z7
-	VMOVAPS      Z6, Z8
-	VFMSUB213PS  Z7, Z6, Z8
-	VXORPS       elemconst_80000000<>+0(SB), Z7, Z7
-	VMAXPS       Z7, Z1, Z7
-	VMINPS       Z7, Z2, Z7
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z11
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z7, Z11
-	VSUBPS       elemconst_4b400000<>+0(SB), Z11, Z11
-	VMOVAPS      Z7, Z7
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z11, Z7
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z11, Z7
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z12
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z7, Z12
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z7, Z12
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z7, Z12
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z7, Z12
-	VMULPS       Z7, Z7, Z13
-	VFMADD213PS  Z7, Z13, Z12
-	VADDPS       elemconst_3f800000<>+0(SB), Z12, Z12
-	VSCALEFPS    Z11, Z12, Z7
-	VMOVAPS      Z7, Z11
-	VFNMADD231PS Z7, Z8, Z11
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z7
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z6, Z7
-	VDIVPS       Z7, Z0, Z6
-	VMOVUPS      elemconst_3d767f73<>+0(SB), Z7
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z6, Z7
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z6, Z7
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Z6, Z7
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z6, Z7
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Z6, Z7
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Z6, Z7
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z6, Z7
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z6, Z7
-	VMULPS       Z6, Z7, Z6
-	VMULPS       Z11, Z6, Z6
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z7
-	VSUBPS       Z6, Z7, Z7
-	VANDPS       elemconst_80000000<>+0(SB), Z3, Z3
-	VORPS        Z7, Z3, Z3
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Z4, K1
-	VBLENDMPS    Z5, Z3, K1, Z9
-	VMOVUPS      Z9, (CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z0
+	VANDPS       Z2, Z0, Z1
+	VMULPS       Z0, Z0, Z3
+	VMOVUPS      Z4, Z5
+	VFMADD213PS  Z6, Z3, Z5
+	VFMADD213PS  Z7, Z3, Z5
+	VFMADD213PS  Z8, Z3, Z5
+	VFMADD213PS  Z9, Z3, Z5
+	VFMADD213PS  Z10, Z3, Z5
+	VFMADD213PS  Z11, Z3, Z5
+	VMOVAPS      Z5, Z3
+	VFMADD213PS  Z0, Z0, Z3
+	VMINPS       Z12, Z1, Z5
+	VMULPS       Z5, Z5, Z17
+	VMOVAPS      Z5, Z18
+	VFMSUB213PS  Z17, Z5, Z18
+	VXORPS       Z13, Z17, Z17
+	VMAXPS       Z17, Z14, Z17
+	VMINPS       Z17, Z15, Z17
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z21
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z17, Z21
+	VSUBPS       elemconst_4b400000<>+0(SB), Z21, Z21
+	VMOVAPS      Z17, Z17
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z21, Z17
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z21, Z17
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z22
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z17, Z22
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z17, Z22
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z17, Z22
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z17, Z22
+	VMULPS       Z17, Z17, Z23
+	VFMADD213PS  Z17, Z23, Z22
+	VADDPS       Z16, Z22, Z22
+	VSCALEFPS    Z21, Z22, Z17
+	VMOVAPS      Z17, Z21
+	VFNMADD231PS Z17, Z18, Z21
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z17
+	VFMADD213PS  Z16, Z5, Z17
+	VDIVPS       Z17, Z16, Z5
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z17
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z5, Z17
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z5, Z17
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z5, Z17
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z5, Z17
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z5, Z17
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z5, Z17
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z5, Z17
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z5, Z17
+	VMULPS       Z5, Z17, Z5
+	VMULPS       Z21, Z5, Z5
+	VMOVUPS      Z16, Z17
+	VSUBPS       Z5, Z17, Z17
+	VANDPS       Z13, Z0, Z0
+	VORPS        Z17, Z0, Z0
+	VCMPPS       $0x19, Z16, Z1, K1
+	VBLENDMPS    Z3, Z0, K1, Z19
+	VMOVUPS      Z19, (CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          erfF32AVX512_vectorloop
 
@@ -2316,211 +2467,83 @@ erfF32AVX512_tail:
 	MOVL         $0xffffffff, SI
 	BZHIL        DX, SI, SI
 	KMOVW        SI, K1
-	VMOVUPS.Z    (AX)(BX*4), K1, Z3
-	VANDPS       elemconst_7fffffff<>+0(SB), Z3, Z4
-	VMULPS       Z3, Z3, Z5
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Z6
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z5, Z6
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z5, Z6
-	VMOVAPS      Z6, Z5
-	VFMADD213PS  Z3, Z3, Z5
-	VMINPS       elemconst_41200000<>+0(SB), Z4, Z6
-	VMULPS       Z6, Z6, Z7
-	VMOVAPS      Z6, Z8
-	VFMSUB213PS  Z7, Z6, Z8
-	VXORPS       elemconst_80000000<>+0(SB), Z7, Z7
-	VMAXPS       Z7, Z1, Z1
-	VMINPS       Z1, Z2, Z1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z1, Z2
-	VSUBPS       elemconst_4b400000<>+0(SB), Z2, Z2
-	VMOVAPS      Z1, Z1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z2, Z1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z2, Z1
+	VMOVUPS.Z    (AX)(BX*4), K1, Z0
+	VANDPS       Z2, Z0, Z1
+	VMULPS       Z0, Z0, Z2
+	VMOVUPS      Z4, Z3
+	VFMADD213PS  Z6, Z2, Z3
+	VFMADD213PS  Z7, Z2, Z3
+	VFMADD213PS  Z8, Z2, Z3
+	VFMADD213PS  Z9, Z2, Z3
+	VFMADD213PS  Z10, Z2, Z3
+	VFMADD213PS  Z11, Z2, Z3
+	VMOVAPS      Z3, Z2
+	VFMADD213PS  Z0, Z0, Z2
+	VMINPS       Z12, Z1, Z3
+	VMULPS       Z3, Z3, Z4
+	VMOVAPS      Z3, Z5
+	VFMSUB213PS  Z4, Z3, Z5
+	VXORPS       Z13, Z4, Z4
+	VMAXPS       Z4, Z14, Z4
+	VMINPS       Z4, Z15, Z4
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z6
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z6
+	VSUBPS       elemconst_4b400000<>+0(SB), Z6, Z6
+	VMOVAPS      Z4, Z4
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z6, Z4
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z6, Z4
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z7
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z1, Z7
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z1, Z7
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z1, Z7
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z7
-	VMULPS       Z1, Z1, Z9
-	VFMADD213PS  Z1, Z9, Z7
-	VADDPS       elemconst_3f800000<>+0(SB), Z7, Z7
-	VSCALEFPS    Z2, Z7, Z1
-	VMOVAPS      Z1, Z2
-	VFNMADD231PS Z1, Z8, Z2
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z1
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z6, Z1
-	VDIVPS       Z1, Z0, Z0
-	VMOVUPS      elemconst_3d767f73<>+0(SB), Z1
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z0, Z1
-	VMULPS       Z0, Z1, Z0
-	VMULPS       Z2, Z0, Z0
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z1
-	VSUBPS       Z0, Z1, Z1
-	VANDPS       elemconst_80000000<>+0(SB), Z3, Z0
-	VORPS        Z1, Z0, Z0
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Z4, K2
-	VBLENDMPS    Z5, Z0, K2, Z10
-	VMOVUPS      Z10, K1, (CX)(BX*4)
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z7
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z7
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z7
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z7
+	VMULPS       Z4, Z4, Z8
+	VFMADD213PS  Z4, Z8, Z7
+	VADDPS       Z16, Z7, Z7
+	VSCALEFPS    Z6, Z7, Z4
+	VMOVAPS      Z4, Z6
+	VFNMADD231PS Z4, Z5, Z6
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z4
+	VFMADD213PS  Z16, Z3, Z4
+	VDIVPS       Z4, Z16, Z3
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z4
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z3, Z4
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z3, Z4
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z3, Z4
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z3, Z4
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z3, Z4
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z3, Z4
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z3, Z4
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z3, Z4
+	VMULPS       Z3, Z4, Z3
+	VMULPS       Z6, Z3, Z3
+	VMOVUPS      Z16, Z4
+	VSUBPS       Z3, Z4, Z4
+	VANDPS       Z13, Z0, Z0
+	VORPS        Z4, Z0, Z0
+	VCMPPS       $0x19, Z16, Z1, K2
+	VBLENDMPS    Z2, Z0, K2, Z20
+	VMOVUPS      Z20, K1, (CX)(BX*4)
 
 erfF32AVX512_done:
 	VZEROUPPER
 	RET
 
-DATA elemconst_38a4b557<>+0(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+4(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+8(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+12(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+16(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+20(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+24(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+28(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+32(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+36(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+40(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+44(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+48(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+52(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+56(SB)/4, $0x38a4b557
-DATA elemconst_38a4b557<>+60(SB)/4, $0x38a4b557
-GLOBL elemconst_38a4b557<>(SB), RODATA|NOPTR, $64
-
-DATA elemconst_ba51fb99<>+0(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+4(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+8(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+12(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+16(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+20(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+24(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+28(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+32(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+36(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+40(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+44(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+48(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+52(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+56(SB)/4, $0xba51fb99
-DATA elemconst_ba51fb99<>+60(SB)/4, $0xba51fb99
-GLOBL elemconst_ba51fb99<>(SB), RODATA|NOPTR, $64
-
-DATA elemconst_3baa02dd<>+0(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+4(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+8(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+12(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+16(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+20(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+24(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+28(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+32(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+36(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+40(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+44(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+48(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+52(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+56(SB)/4, $0x3baa02dd
-DATA elemconst_3baa02dd<>+60(SB)/4, $0x3baa02dd
-GLOBL elemconst_3baa02dd<>(SB), RODATA|NOPTR, $64
-
-DATA elemconst_bcdbfc87<>+0(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+4(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+8(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+12(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+16(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+20(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+24(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+28(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+32(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+36(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+40(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+44(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+48(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+52(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+56(SB)/4, $0xbcdbfc87
-DATA elemconst_bcdbfc87<>+60(SB)/4, $0xbcdbfc87
-GLOBL elemconst_bcdbfc87<>(SB), RODATA|NOPTR, $64
-
-DATA elemconst_3de7167c<>+0(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+4(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+8(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+12(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+16(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+20(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+24(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+28(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+32(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+36(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+40(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+44(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+48(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+52(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+56(SB)/4, $0x3de7167c
-DATA elemconst_3de7167c<>+60(SB)/4, $0x3de7167c
-GLOBL elemconst_3de7167c<>(SB), RODATA|NOPTR, $64
-
-DATA elemconst_bec0939f<>+0(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+4(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+8(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+12(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+16(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+20(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+24(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+28(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+32(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+36(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+40(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+44(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+48(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+52(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+56(SB)/4, $0xbec0939f
-DATA elemconst_bec0939f<>+60(SB)/4, $0xbec0939f
-GLOBL elemconst_bec0939f<>(SB), RODATA|NOPTR, $64
-
-DATA elemconst_3e0375d4<>+0(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+4(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+8(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+12(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+16(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+20(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+24(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+28(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+32(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+36(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+40(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+44(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+48(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+52(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+56(SB)/4, $0x3e0375d4
-DATA elemconst_3e0375d4<>+60(SB)/4, $0x3e0375d4
-GLOBL elemconst_3e0375d4<>(SB), RODATA|NOPTR, $64
-
-DATA elemconst_41200000<>+0(SB)/4, $0x41200000
-DATA elemconst_41200000<>+4(SB)/4, $0x41200000
-DATA elemconst_41200000<>+8(SB)/4, $0x41200000
-DATA elemconst_41200000<>+12(SB)/4, $0x41200000
-DATA elemconst_41200000<>+16(SB)/4, $0x41200000
-DATA elemconst_41200000<>+20(SB)/4, $0x41200000
-DATA elemconst_41200000<>+24(SB)/4, $0x41200000
-DATA elemconst_41200000<>+28(SB)/4, $0x41200000
-DATA elemconst_41200000<>+32(SB)/4, $0x41200000
-DATA elemconst_41200000<>+36(SB)/4, $0x41200000
-DATA elemconst_41200000<>+40(SB)/4, $0x41200000
-DATA elemconst_41200000<>+44(SB)/4, $0x41200000
-DATA elemconst_41200000<>+48(SB)/4, $0x41200000
-DATA elemconst_41200000<>+52(SB)/4, $0x41200000
-DATA elemconst_41200000<>+56(SB)/4, $0x41200000
-DATA elemconst_41200000<>+60(SB)/4, $0x41200000
-GLOBL elemconst_41200000<>(SB), RODATA|NOPTR, $64
+erfF32AVX512_constants:
+	VMOVUPS elemconst_7fffffff<>+0(SB), Z2
+	VMOVUPS elemconst_38a4b557<>+0(SB), Z4
+	VMOVUPS elemconst_ba51fb99<>+0(SB), Z6
+	VMOVUPS elemconst_3baa02dd<>+0(SB), Z7
+	VMOVUPS elemconst_bcdbfc87<>+0(SB), Z8
+	VMOVUPS elemconst_3de7167c<>+0(SB), Z9
+	VMOVUPS elemconst_bec0939f<>+0(SB), Z10
+	VMOVUPS elemconst_3e0375d4<>+0(SB), Z11
+	VMOVUPS elemconst_41200000<>+0(SB), Z12
+	VMOVUPS elemconst_80000000<>+0(SB), Z13
+	VMOVUPS elemconst_c2d00000<>+0(SB), Z14
+	VMOVUPS elemconst_42b1999a<>+0(SB), Z15
+	VMOVUPS elemconst_3f800000<>+0(SB), Z16
+	JMP     erfF32AVX512_start
 
 DATA elemconst_3ecccccd<>+0(SB)/4, $0x3ecccccd
 DATA elemconst_3ecccccd<>+4(SB)/4, $0x3ecccccd
@@ -2702,156 +2725,298 @@ DATA elemconst_3e67185a<>+56(SB)/4, $0x3e67185a
 DATA elemconst_3e67185a<>+60(SB)/4, $0x3e67185a
 GLOBL elemconst_3e67185a<>(SB), RODATA|NOPTR, $64
 
+DATA elemconst_38a4b557<>+0(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+4(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+8(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+12(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+16(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+20(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+24(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+28(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+32(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+36(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+40(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+44(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+48(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+52(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+56(SB)/4, $0x38a4b557
+DATA elemconst_38a4b557<>+60(SB)/4, $0x38a4b557
+GLOBL elemconst_38a4b557<>(SB), RODATA|NOPTR, $64
+
+DATA elemconst_ba51fb99<>+0(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+4(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+8(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+12(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+16(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+20(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+24(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+28(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+32(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+36(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+40(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+44(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+48(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+52(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+56(SB)/4, $0xba51fb99
+DATA elemconst_ba51fb99<>+60(SB)/4, $0xba51fb99
+GLOBL elemconst_ba51fb99<>(SB), RODATA|NOPTR, $64
+
+DATA elemconst_3baa02dd<>+0(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+4(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+8(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+12(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+16(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+20(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+24(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+28(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+32(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+36(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+40(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+44(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+48(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+52(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+56(SB)/4, $0x3baa02dd
+DATA elemconst_3baa02dd<>+60(SB)/4, $0x3baa02dd
+GLOBL elemconst_3baa02dd<>(SB), RODATA|NOPTR, $64
+
+DATA elemconst_bcdbfc87<>+0(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+4(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+8(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+12(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+16(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+20(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+24(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+28(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+32(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+36(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+40(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+44(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+48(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+52(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+56(SB)/4, $0xbcdbfc87
+DATA elemconst_bcdbfc87<>+60(SB)/4, $0xbcdbfc87
+GLOBL elemconst_bcdbfc87<>(SB), RODATA|NOPTR, $64
+
+DATA elemconst_3de7167c<>+0(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+4(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+8(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+12(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+16(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+20(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+24(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+28(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+32(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+36(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+40(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+44(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+48(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+52(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+56(SB)/4, $0x3de7167c
+DATA elemconst_3de7167c<>+60(SB)/4, $0x3de7167c
+GLOBL elemconst_3de7167c<>(SB), RODATA|NOPTR, $64
+
+DATA elemconst_bec0939f<>+0(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+4(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+8(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+12(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+16(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+20(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+24(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+28(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+32(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+36(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+40(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+44(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+48(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+52(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+56(SB)/4, $0xbec0939f
+DATA elemconst_bec0939f<>+60(SB)/4, $0xbec0939f
+GLOBL elemconst_bec0939f<>(SB), RODATA|NOPTR, $64
+
+DATA elemconst_3e0375d4<>+0(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+4(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+8(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+12(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+16(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+20(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+24(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+28(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+32(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+36(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+40(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+44(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+48(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+52(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+56(SB)/4, $0x3e0375d4
+DATA elemconst_3e0375d4<>+60(SB)/4, $0x3e0375d4
+GLOBL elemconst_3e0375d4<>(SB), RODATA|NOPTR, $64
+
+DATA elemconst_41200000<>+0(SB)/4, $0x41200000
+DATA elemconst_41200000<>+4(SB)/4, $0x41200000
+DATA elemconst_41200000<>+8(SB)/4, $0x41200000
+DATA elemconst_41200000<>+12(SB)/4, $0x41200000
+DATA elemconst_41200000<>+16(SB)/4, $0x41200000
+DATA elemconst_41200000<>+20(SB)/4, $0x41200000
+DATA elemconst_41200000<>+24(SB)/4, $0x41200000
+DATA elemconst_41200000<>+28(SB)/4, $0x41200000
+DATA elemconst_41200000<>+32(SB)/4, $0x41200000
+DATA elemconst_41200000<>+36(SB)/4, $0x41200000
+DATA elemconst_41200000<>+40(SB)/4, $0x41200000
+DATA elemconst_41200000<>+44(SB)/4, $0x41200000
+DATA elemconst_41200000<>+48(SB)/4, $0x41200000
+DATA elemconst_41200000<>+52(SB)/4, $0x41200000
+DATA elemconst_41200000<>+56(SB)/4, $0x41200000
+DATA elemconst_41200000<>+60(SB)/4, $0x41200000
+GLOBL elemconst_41200000<>(SB), RODATA|NOPTR, $64
+
 // func geluF32AVX512(dst []float32, src []float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·geluF32AVX512(SB), NOSPLIT, $0-48
-	MOVQ    src_base+24(FP), AX
-	MOVQ    dst_base+0(FP), CX
-	MOVQ    dst_len+8(FP), DX
-	VMOVUPS elemconst_3f800000<>+0(SB), Z0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Z1
-	VMOVUPS elemconst_42b1999a<>+0(SB), Z2
-	VMOVUPS elemconst_c1700000<>+0(SB), Z3
-	VMOVUPS elemconst_41700000<>+0(SB), Z4
-	XORQ    BX, BX
-	MOVQ    DX, SI
-	ANDQ    $-32, SI
+	MOVQ src_base+24(FP), AX
+	MOVQ dst_base+0(FP), CX
+	MOVQ dst_len+8(FP), DX
+	JMP  geluF32AVX512_constants
+
+geluF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-32, SI
 
 geluF32AVX512_blocks:
 	CMPQ         BX, SI
 	JAE          geluF32AVX512_vectors
-	VMOVUPS      (AX)(BX*4), Z5
-	VMAXPS       Z5, Z3, Z6
-	VMINPS       Z6, Z4, Z6
-	VMULPS       elemconst_3f3504f3<>+0(SB), Z6, Z7
-	VANDPS       elemconst_7fffffff<>+0(SB), Z7, Z8
-	VMULPS       Z7, Z7, Z9
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Z10
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z9, Z10
-	VMOVAPS      Z10, Z9
-	VFMADD213PS  Z7, Z7, Z9
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z7
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z9, Z7
-	VMULPS       Z6, Z6, Z9
-	VMOVAPS      Z6, Z10
-	VFMSUB213PS  Z9, Z6, Z10
-	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
-	VMULPS       elemconst_3f000000<>+0(SB), Z10, Z10
-	VXORPS       elemconst_80000000<>+0(SB), Z9, Z9
-	VMAXPS       Z9, Z1, Z9
-	VMINPS       Z9, Z2, Z9
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z19
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z9, Z19
-	VSUBPS       elemconst_4b400000<>+0(SB), Z19, Z19
-	VMOVAPS      Z9, Z9
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z19, Z9
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z19, Z9
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z20
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z9, Z20
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z9, Z20
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z9, Z20
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z9, Z20
-	VMULPS       Z9, Z9, Z21
-	VFMADD213PS  Z9, Z21, Z20
-	VADDPS       elemconst_3f800000<>+0(SB), Z20, Z20
-	VSCALEFPS    Z19, Z20, Z9
-	VMOVAPS      Z9, Z19
-	VFNMADD231PS Z9, Z10, Z19
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z9
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z8, Z9
-	VDIVPS       Z9, Z0, Z9
+	VMOVUPS      (AX)(BX*4), Z0
+	VMAXPS       Z0, Z2, Z1
+	VMINPS       Z1, Z3, Z1
+	VMULPS       Z4, Z1, Z5
+	VANDPS       Z7, Z5, Z6
+	VMULPS       Z5, Z5, Z8
+	VMOVUPS      Z9, Z10
+	VFMADD213PS  Z11, Z8, Z10
+	VFMADD213PS  Z12, Z8, Z10
+	VFMADD213PS  Z13, Z8, Z10
+	VFMADD213PS  Z14, Z8, Z10
+	VFMADD213PS  Z15, Z8, Z10
+	VFMADD213PS  Z16, Z8, Z10
+	VMOVAPS      Z10, Z8
+	VFMADD213PS  Z5, Z5, Z8
+	VMOVUPS      Z17, Z5
+	VFMADD213PS  Z17, Z8, Z5
+	VMULPS       Z1, Z1, Z8
+	VMOVAPS      Z1, Z10
+	VFMSUB213PS  Z8, Z1, Z10
+	VMULPS       Z17, Z8, Z8
+	VMULPS       Z17, Z10, Z10
+	VXORPS       elemconst_80000000<>+0(SB), Z8, Z8
+	VMAXPS       Z8, Z18, Z8
+	VMINPS       Z8, Z19, Z8
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z29
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z8, Z29
+	VSUBPS       elemconst_4b400000<>+0(SB), Z29, Z29
+	VMOVAPS      Z8, Z8
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z29, Z8
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z29, Z8
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z30
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z8, Z30
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z8, Z30
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z8, Z30
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z8, Z30
+	VMULPS       Z8, Z8, Z31
+	VFMADD213PS  Z8, Z31, Z30
+	VADDPS       elemconst_3f800000<>+0(SB), Z30, Z30
+	VSCALEFPS    Z29, Z30, Z8
+	VMOVAPS      Z8, Z29
+	VFNMADD231PS Z8, Z10, Z29
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z8
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Z6, Z8
+	VDIVPS       Z8, Z20, Z8
 	VMOVUPS      elemconst_3d767f73<>+0(SB), Z10
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z9, Z10
-	VMULPS       Z9, Z10, Z9
-	VMULPS       Z19, Z9, Z9
-	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K1
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z6
-	VSUBPS       Z9, Z6, Z6
-	VBLENDMPS    Z9, Z6, K1, Z11
-	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z8, K1
-	VBLENDMPS    Z7, Z11, K1, Z12
-	VMAXPS       Z5, Z3, Z5
-	VMULPS       Z12, Z5, Z5
-	VMOVUPS      Z5, (CX)(BX*4)
-	VMOVUPS      64(AX)(BX*4), Z5
-	VMAXPS       Z5, Z3, Z6
-	VMINPS       Z6, Z4, Z6
-	VMULPS       elemconst_3f3504f3<>+0(SB), Z6, Z7
-	VANDPS       elemconst_7fffffff<>+0(SB), Z7, Z8
-	VMULPS       Z7, Z7, Z9
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Z10
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z9, Z10
-	VMOVAPS      Z10, Z9
-	VFMADD213PS  Z7, Z7, Z9
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z7
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z9, Z7
-	VMULPS       Z6, Z6, Z9
-	VMOVAPS      Z6, Z10
-	VFMSUB213PS  Z9, Z6, Z10
-	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
-	VMULPS       elemconst_3f000000<>+0(SB), Z10, Z10
-	VXORPS       elemconst_80000000<>+0(SB), Z9, Z9
-	VMAXPS       Z9, Z1, Z9
-	VMINPS       Z9, Z2, Z9
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z19
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z9, Z19
-	VSUBPS       elemconst_4b400000<>+0(SB), Z19, Z19
-	VMOVAPS      Z9, Z9
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z19, Z9
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z19, Z9
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z20
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z9, Z20
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z9, Z20
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z9, Z20
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z9, Z20
-	VMULPS       Z9, Z9, Z21
-	VFMADD213PS  Z9, Z21, Z20
-	VADDPS       elemconst_3f800000<>+0(SB), Z20, Z20
-	VSCALEFPS    Z19, Z20, Z9
-	VMOVAPS      Z9, Z19
-	VFNMADD231PS Z9, Z10, Z19
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z9
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z8, Z9
-	VDIVPS       Z9, Z0, Z9
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z8, Z10
+	VMULPS       Z8, Z10, Z8
+	VMULPS       Z29, Z8, Z8
+	VMULPS       Z17, Z8, Z8
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z1, K1
+	VMOVUPS      Z20, Z1
+	VSUBPS       Z8, Z1, Z1
+	VBLENDMPS    Z8, Z1, K1, Z21
+	VCMPPS       $0x19, Z17, Z6, K1
+	VBLENDMPS    Z5, Z21, K1, Z22
+	VMAXPS       Z0, Z2, Z0
+	VMULPS       Z22, Z0, Z0
+	VMOVUPS      Z0, (CX)(BX*4)
+	VMOVUPS      64(AX)(BX*4), Z0
+	VMAXPS       Z0, Z2, Z1
+	VMINPS       Z1, Z3, Z1
+	VMULPS       Z4, Z1, Z5
+	VANDPS       Z7, Z5, Z6
+	VMULPS       Z5, Z5, Z8
+	VMOVUPS      Z9, Z10
+	VFMADD213PS  Z11, Z8, Z10
+	VFMADD213PS  Z12, Z8, Z10
+	VFMADD213PS  Z13, Z8, Z10
+	VFMADD213PS  Z14, Z8, Z10
+	VFMADD213PS  Z15, Z8, Z10
+	VFMADD213PS  Z16, Z8, Z10
+	VMOVAPS      Z10, Z8
+	VFMADD213PS  Z5, Z5, Z8
+	VMOVUPS      Z17, Z5
+	VFMADD213PS  Z17, Z8, Z5
+	VMULPS       Z1, Z1, Z8
+	VMOVAPS      Z1, Z10
+	VFMSUB213PS  Z8, Z1, Z10
+	VMULPS       Z17, Z8, Z8
+	VMULPS       Z17, Z10, Z10
+	VXORPS       elemconst_80000000<>+0(SB), Z8, Z8
+	VMAXPS       Z8, Z18, Z8
+	VMINPS       Z8, Z19, Z8
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z29
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z8, Z29
+	VSUBPS       elemconst_4b400000<>+0(SB), Z29, Z29
+	VMOVAPS      Z8, Z8
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z29, Z8
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z29, Z8
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z30
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z8, Z30
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z8, Z30
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z8, Z30
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z8, Z30
+	VMULPS       Z8, Z8, Z31
+	VFMADD213PS  Z8, Z31, Z30
+	VADDPS       Z20, Z30, Z30
+	VSCALEFPS    Z29, Z30, Z8
+	VMOVAPS      Z8, Z29
+	VFNMADD231PS Z8, Z10, Z29
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z8
+	VFMADD213PS  Z20, Z6, Z8
+	VDIVPS       Z8, Z20, Z8
 	VMOVUPS      elemconst_3d767f73<>+0(SB), Z10
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z9, Z10
-	VMULPS       Z9, Z10, Z9
-	VMULPS       Z19, Z9, Z9
-	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K1
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z6
-	VSUBPS       Z9, Z6, Z6
-	VBLENDMPS    Z9, Z6, K1, Z13
-	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z8, K1
-	VBLENDMPS    Z7, Z13, K1, Z14
-	VMAXPS       Z5, Z3, Z5
-	VMULPS       Z14, Z5, Z5
-	VMOVUPS      Z5, 64(CX)(BX*4)
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z8, Z10
+	VMULPS       Z8, Z10, Z8
+	VMULPS       Z29, Z8, Z8
+	VMULPS       Z17, Z8, Z8
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z1, K1
+	VMOVUPS      Z20, Z1
+	VSUBPS       Z8, Z1, Z1
+	VBLENDMPS    Z8, Z1, K1, Z23
+	VCMPPS       $0x19, Z17, Z6, K1
+	VBLENDMPS    Z5, Z23, K1, Z24
+	VMAXPS       Z0, Z2, Z0
+	VMULPS       Z24, Z0, Z0
+	VMOVUPS      Z0, 64(CX)(BX*4)
 	ADDQ         $0x00000020, BX
 	JMP          geluF32AVX512_blocks
 
@@ -2862,72 +3027,72 @@ geluF32AVX512_vectors:
 geluF32AVX512_vectorloop:
 	CMPQ         BX, SI
 	JAE          geluF32AVX512_tail
-	VMOVUPS      (AX)(BX*4), Z5
-	VMAXPS       Z5, Z3, Z6
-	VMINPS       Z6, Z4, Z6
-	VMULPS       elemconst_3f3504f3<>+0(SB), Z6, Z7
-	VANDPS       elemconst_7fffffff<>+0(SB), Z7, Z8
-	VMULPS       Z7, Z7, Z9
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Z10
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z9, Z10
-	VMOVAPS      Z10, Z9
-	VFMADD213PS  Z7, Z7, Z9
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z7
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z9, Z7
-	VMULPS       Z6, Z6, Z9
-	VMOVAPS      Z6, Z10
-	VFMSUB213PS  Z9, Z6, Z10
-	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
-	VMULPS       elemconst_3f000000<>+0(SB), Z10, Z10
-	VXORPS       elemconst_80000000<>+0(SB), Z9, Z9
-	VMAXPS       Z9, Z1, Z9
-	VMINPS       Z9, Z2, Z9
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z11
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z9, Z11
-	VSUBPS       elemconst_4b400000<>+0(SB), Z11, Z11
-	VMOVAPS      Z9, Z9
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z11, Z9
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z11, Z9
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z12
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z9, Z12
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z9, Z12
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z9, Z12
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z9, Z12
-	VMULPS       Z9, Z9, Z13
-	VFMADD213PS  Z9, Z13, Z12
-	VADDPS       elemconst_3f800000<>+0(SB), Z12, Z12
-	VSCALEFPS    Z11, Z12, Z9
-	VMOVAPS      Z9, Z11
-	VFNMADD231PS Z9, Z10, Z11
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z9
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z8, Z9
-	VDIVPS       Z9, Z0, Z9
+	VMOVUPS      (AX)(BX*4), Z0
+	VMAXPS       Z0, Z2, Z1
+	VMINPS       Z1, Z3, Z1
+	VMULPS       Z4, Z1, Z5
+	VANDPS       Z7, Z5, Z6
+	VMULPS       Z5, Z5, Z8
+	VMOVUPS      Z9, Z10
+	VFMADD213PS  Z11, Z8, Z10
+	VFMADD213PS  Z12, Z8, Z10
+	VFMADD213PS  Z13, Z8, Z10
+	VFMADD213PS  Z14, Z8, Z10
+	VFMADD213PS  Z15, Z8, Z10
+	VFMADD213PS  Z16, Z8, Z10
+	VMOVAPS      Z10, Z8
+	VFMADD213PS  Z5, Z5, Z8
+	VMOVUPS      Z17, Z5
+	VFMADD213PS  Z17, Z8, Z5
+	VMULPS       Z1, Z1, Z8
+	VMOVAPS      Z1, Z10
+	VFMSUB213PS  Z8, Z1, Z10
+	VMULPS       Z17, Z8, Z8
+	VMULPS       Z17, Z10, Z10
+	VXORPS       elemconst_80000000<>+0(SB), Z8, Z8
+	VMAXPS       Z8, Z18, Z8
+	VMINPS       Z8, Z19, Z8
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z21
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z8, Z21
+	VSUBPS       elemconst_4b400000<>+0(SB), Z21, Z21
+	VMOVAPS      Z8, Z8
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z21, Z8
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z21, Z8
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z22
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z8, Z22
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z8, Z22
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z8, Z22
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z8, Z22
+	VMULPS       Z8, Z8, Z23
+	VFMADD213PS  Z8, Z23, Z22
+	VADDPS       Z20, Z22, Z22
+	VSCALEFPS    Z21, Z22, Z8
+	VMOVAPS      Z8, Z21
+	VFNMADD231PS Z8, Z10, Z21
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z8
+	VFMADD213PS  Z20, Z6, Z8
+	VDIVPS       Z8, Z20, Z8
 	VMOVUPS      elemconst_3d767f73<>+0(SB), Z10
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z9, Z10
-	VMULPS       Z9, Z10, Z9
-	VMULPS       Z11, Z9, Z9
-	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K1
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z6
-	VSUBPS       Z9, Z6, Z6
-	VBLENDMPS    Z9, Z6, K1, Z15
-	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z8, K1
-	VBLENDMPS    Z7, Z15, K1, Z16
-	VMAXPS       Z5, Z3, Z5
-	VMULPS       Z16, Z5, Z5
-	VMOVUPS      Z5, (CX)(BX*4)
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z8, Z10
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z8, Z10
+	VMULPS       Z8, Z10, Z8
+	VMULPS       Z21, Z8, Z8
+	VMULPS       Z17, Z8, Z8
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z1, K1
+	VMOVUPS      Z20, Z1
+	VSUBPS       Z8, Z1, Z1
+	VBLENDMPS    Z8, Z1, K1, Z25
+	VCMPPS       $0x19, Z17, Z6, K1
+	VBLENDMPS    Z5, Z25, K1, Z26
+	VMAXPS       Z0, Z2, Z0
+	VMULPS       Z26, Z0, Z0
+	VMOVUPS      Z0, (CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          geluF32AVX512_vectorloop
 
@@ -2937,76 +3102,94 @@ geluF32AVX512_tail:
 	MOVL         $0xffffffff, SI
 	BZHIL        DX, SI, SI
 	KMOVW        SI, K1
-	VMOVUPS.Z    (AX)(BX*4), K1, Z5
-	VMAXPS       Z5, Z3, Z6
-	VMINPS       Z6, Z4, Z6
-	VMULPS       elemconst_3f3504f3<>+0(SB), Z6, Z4
-	VANDPS       elemconst_7fffffff<>+0(SB), Z4, Z7
-	VMULPS       Z4, Z4, Z8
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Z9
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Z8, Z9
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Z8, Z9
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z8, Z9
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z8, Z9
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z8, Z9
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z8, Z9
-	VMOVAPS      Z9, Z8
-	VFMADD213PS  Z4, Z4, Z8
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z4
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z8, Z4
-	VMULPS       Z6, Z6, Z8
-	VMOVAPS      Z6, Z9
-	VFMSUB213PS  Z8, Z6, Z9
-	VMULPS       elemconst_3f000000<>+0(SB), Z8, Z8
-	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
-	VXORPS       elemconst_80000000<>+0(SB), Z8, Z8
-	VMAXPS       Z8, Z1, Z1
-	VMINPS       Z1, Z2, Z1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z1, Z2
-	VSUBPS       elemconst_4b400000<>+0(SB), Z2, Z2
-	VMOVAPS      Z1, Z1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z2, Z1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z2, Z1
+	VMOVUPS.Z    (AX)(BX*4), K1, Z0
+	VMAXPS       Z0, Z2, Z1
+	VMINPS       Z1, Z3, Z1
+	VMULPS       Z4, Z1, Z3
+	VANDPS       Z7, Z3, Z4
+	VMULPS       Z3, Z3, Z5
+	VMOVUPS      Z9, Z6
+	VFMADD213PS  Z11, Z5, Z6
+	VFMADD213PS  Z12, Z5, Z6
+	VFMADD213PS  Z13, Z5, Z6
+	VFMADD213PS  Z14, Z5, Z6
+	VFMADD213PS  Z15, Z5, Z6
+	VFMADD213PS  Z16, Z5, Z6
+	VMOVAPS      Z6, Z5
+	VFMADD213PS  Z3, Z3, Z5
+	VMOVUPS      Z17, Z3
+	VFMADD213PS  Z17, Z5, Z3
+	VMULPS       Z1, Z1, Z5
+	VMOVAPS      Z1, Z6
+	VFMSUB213PS  Z5, Z1, Z6
+	VMULPS       Z17, Z5, Z5
+	VMULPS       Z17, Z6, Z6
+	VXORPS       elemconst_80000000<>+0(SB), Z5, Z5
+	VMAXPS       Z5, Z18, Z5
+	VMINPS       Z5, Z19, Z5
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z7
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z5, Z7
+	VSUBPS       elemconst_4b400000<>+0(SB), Z7, Z7
+	VMOVAPS      Z5, Z5
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z7, Z5
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z7, Z5
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z8
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z1, Z8
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z1, Z8
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z1, Z8
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z8
-	VMULPS       Z1, Z1, Z10
-	VFMADD213PS  Z1, Z10, Z8
-	VADDPS       elemconst_3f800000<>+0(SB), Z8, Z8
-	VSCALEFPS    Z2, Z8, Z1
-	VMOVAPS      Z1, Z2
-	VFNMADD231PS Z1, Z9, Z2
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z1
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z7, Z1
-	VDIVPS       Z1, Z0, Z0
-	VMOVUPS      elemconst_3d767f73<>+0(SB), Z1
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z0, Z1
-	VMULPS       Z0, Z1, Z0
-	VMULPS       Z2, Z0, Z0
-	VMULPS       elemconst_3f000000<>+0(SB), Z0, Z0
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K2
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z1
-	VSUBPS       Z0, Z1, Z1
-	VBLENDMPS    Z0, Z1, K2, Z17
-	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z7, K2
-	VBLENDMPS    Z4, Z17, K2, Z18
-	VMAXPS       Z5, Z3, Z0
-	VMULPS       Z18, Z0, Z0
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z5, Z8
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z5, Z8
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z5, Z8
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z5, Z8
+	VMULPS       Z5, Z5, Z9
+	VFMADD213PS  Z5, Z9, Z8
+	VADDPS       Z20, Z8, Z8
+	VSCALEFPS    Z7, Z8, Z5
+	VMOVAPS      Z5, Z7
+	VFNMADD231PS Z5, Z6, Z7
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z5
+	VFMADD213PS  Z20, Z4, Z5
+	VDIVPS       Z5, Z20, Z5
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z6
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z5, Z6
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z5, Z6
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z5, Z6
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z5, Z6
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z5, Z6
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z5, Z6
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z5, Z6
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z5, Z6
+	VMULPS       Z5, Z6, Z5
+	VMULPS       Z7, Z5, Z5
+	VMULPS       Z17, Z5, Z5
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z1, K2
+	VMOVUPS      Z20, Z1
+	VSUBPS       Z5, Z1, Z1
+	VBLENDMPS    Z5, Z1, K2, Z27
+	VCMPPS       $0x19, Z17, Z4, K2
+	VBLENDMPS    Z3, Z27, K2, Z28
+	VMAXPS       Z0, Z2, Z0
+	VMULPS       Z28, Z0, Z0
 	VMOVUPS      Z0, K1, (CX)(BX*4)
 
 geluF32AVX512_done:
 	VZEROUPPER
 	RET
+
+geluF32AVX512_constants:
+	VMOVUPS elemconst_c1700000<>+0(SB), Z2
+	VMOVUPS elemconst_41700000<>+0(SB), Z3
+	VMOVUPS elemconst_3f3504f3<>+0(SB), Z4
+	VMOVUPS elemconst_7fffffff<>+0(SB), Z7
+	VMOVUPS elemconst_38a4b557<>+0(SB), Z9
+	VMOVUPS elemconst_ba51fb99<>+0(SB), Z11
+	VMOVUPS elemconst_3baa02dd<>+0(SB), Z12
+	VMOVUPS elemconst_bcdbfc87<>+0(SB), Z13
+	VMOVUPS elemconst_3de7167c<>+0(SB), Z14
+	VMOVUPS elemconst_bec0939f<>+0(SB), Z15
+	VMOVUPS elemconst_3e0375d4<>+0(SB), Z16
+	VMOVUPS elemconst_3f000000<>+0(SB), Z17
+	VMOVUPS elemconst_c2d00000<>+0(SB), Z18
+	VMOVUPS elemconst_42b1999a<>+0(SB), Z19
+	VMOVUPS elemconst_3f800000<>+0(SB), Z20
+	JMP     geluF32AVX512_start
 
 DATA elemconst_c1700000<>+0(SB)/4, $0xc1700000
 DATA elemconst_c1700000<>+4(SB)/4, $0xc1700000
@@ -3083,95 +3266,93 @@ GLOBL elemconst_3f000000<>(SB), RODATA|NOPTR, $64
 // func geluTanhF32AVX512(dst []float32, src []float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·geluTanhF32AVX512(SB), NOSPLIT, $0-48
-	MOVQ    src_base+24(FP), AX
-	MOVQ    dst_base+0(FP), CX
-	MOVQ    dst_len+8(FP), DX
-	VMOVUPS elemconst_3f800000<>+0(SB), Z0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Z1
-	VMOVUPS elemconst_42b1999a<>+0(SB), Z2
-	VMOVUPS elemconst_c1700000<>+0(SB), Z3
-	VMOVUPS elemconst_41700000<>+0(SB), Z4
-	XORQ    BX, BX
-	MOVQ    DX, SI
-	ANDQ    $-32, SI
+	MOVQ src_base+24(FP), AX
+	MOVQ dst_base+0(FP), CX
+	MOVQ dst_len+8(FP), DX
+	JMP  geluTanhF32AVX512_constants
+
+geluTanhF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-32, SI
 
 geluTanhF32AVX512_blocks:
 	CMPQ         BX, SI
 	JAE          geluTanhF32AVX512_vectors
-	VMOVUPS      (AX)(BX*4), Z5
-	VMAXPS       Z5, Z3, Z6
-	VMINPS       Z6, Z4, Z6
-	VMULPS       Z6, Z6, Z7
-	VMOVUPS      elemconst_3d922279<>+0(SB), Z8
-	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z7, Z8
-	VMULPS       Z6, Z8, Z6
-	VANDPS       elemconst_7fffffff<>+0(SB), Z6, Z8
-	VXORPS       elemconst_80000000<>+0(SB), Z8, Z8
-	VMAXPS       Z8, Z1, Z8
-	VMINPS       Z8, Z2, Z8
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z17
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z8, Z17
-	VSUBPS       elemconst_4b400000<>+0(SB), Z17, Z17
-	VMOVAPS      Z8, Z8
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z17, Z8
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z17, Z8
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z18
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z8, Z18
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z8, Z18
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z8, Z18
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z8, Z18
-	VMULPS       Z8, Z8, Z19
-	VFMADD213PS  Z8, Z19, Z18
-	VADDPS       elemconst_3f800000<>+0(SB), Z18, Z18
-	VSCALEFPS    Z17, Z18, Z8
-	VADDPS       elemconst_3f800000<>+0(SB), Z8, Z17
-	VDIVPS       Z17, Z0, Z18
-	VDIVPS       Z17, Z8, Z8
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K1
-	VBLENDMPS    Z8, Z18, K1, Z9
-	VBLENDMPS    Z18, Z8, K1, Z10
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z6
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z6
-	VMAXPS       Z5, Z3, Z5
-	VMULPS       Z9, Z5, Z5
-	VMOVUPS      Z5, (CX)(BX*4)
-	VMOVUPS      64(AX)(BX*4), Z5
-	VMAXPS       Z5, Z3, Z6
-	VMINPS       Z6, Z4, Z6
-	VMULPS       Z6, Z6, Z7
-	VMOVUPS      elemconst_3d922279<>+0(SB), Z8
-	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z7, Z8
-	VMULPS       Z6, Z8, Z6
-	VANDPS       elemconst_7fffffff<>+0(SB), Z6, Z8
-	VXORPS       elemconst_80000000<>+0(SB), Z8, Z8
-	VMAXPS       Z8, Z1, Z8
-	VMINPS       Z8, Z2, Z8
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z17
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z8, Z17
-	VSUBPS       elemconst_4b400000<>+0(SB), Z17, Z17
-	VMOVAPS      Z8, Z8
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z17, Z8
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z17, Z8
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z18
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z8, Z18
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z8, Z18
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z8, Z18
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z8, Z18
-	VMULPS       Z8, Z8, Z19
-	VFMADD213PS  Z8, Z19, Z18
-	VADDPS       elemconst_3f800000<>+0(SB), Z18, Z18
-	VSCALEFPS    Z17, Z18, Z8
-	VADDPS       elemconst_3f800000<>+0(SB), Z8, Z17
-	VDIVPS       Z17, Z0, Z18
-	VDIVPS       Z17, Z8, Z8
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K1
-	VBLENDMPS    Z8, Z18, K1, Z11
-	VBLENDMPS    Z18, Z8, K1, Z12
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z6
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z6
-	VMAXPS       Z5, Z3, Z5
-	VMULPS       Z11, Z5, Z5
-	VMOVUPS      Z5, 64(CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z0
+	VMAXPS       Z0, Z2, Z1
+	VMINPS       Z1, Z3, Z1
+	VMULPS       Z1, Z1, Z4
+	VMOVUPS      Z5, Z6
+	VFMADD213PS  Z7, Z4, Z6
+	VMULPS       Z1, Z6, Z1
+	VANDPS       Z8, Z1, Z6
+	VXORPS       Z9, Z6, Z6
+	VMAXPS       Z6, Z10, Z6
+	VMINPS       Z6, Z11, Z6
+	VMOVUPS      Z12, Z25
+	VFMADD231PS  Z13, Z6, Z25
+	VSUBPS       Z12, Z25, Z25
+	VMOVAPS      Z6, Z6
+	VFNMADD231PS Z14, Z25, Z6
+	VFNMADD231PS Z15, Z25, Z6
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z26
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z6, Z26
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z6, Z26
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z6, Z26
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z6, Z26
+	VMULPS       Z6, Z6, Z27
+	VFMADD213PS  Z6, Z27, Z26
+	VADDPS       elemconst_3f800000<>+0(SB), Z26, Z26
+	VSCALEFPS    Z25, Z26, Z6
+	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z25
+	VDIVPS       Z25, Z16, Z26
+	VDIVPS       Z25, Z6, Z6
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z1, K1
+	VBLENDMPS    Z6, Z26, K1, Z17
+	VBLENDMPS    Z26, Z6, K1, Z18
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z1
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z4, Z1
+	VMAXPS       Z0, Z2, Z0
+	VMULPS       Z17, Z0, Z0
+	VMOVUPS      Z0, (CX)(BX*4)
+	VMOVUPS      64(AX)(BX*4), Z0
+	VMAXPS       Z0, Z2, Z1
+	VMINPS       Z1, Z3, Z1
+	VMULPS       Z1, Z1, Z4
+	VMOVUPS      Z5, Z6
+	VFMADD213PS  Z7, Z4, Z6
+	VMULPS       Z1, Z6, Z1
+	VANDPS       Z8, Z1, Z6
+	VXORPS       Z9, Z6, Z6
+	VMAXPS       Z6, Z10, Z6
+	VMINPS       Z6, Z11, Z6
+	VMOVUPS      Z12, Z25
+	VFMADD231PS  Z13, Z6, Z25
+	VSUBPS       Z12, Z25, Z25
+	VMOVAPS      Z6, Z6
+	VFNMADD231PS Z14, Z25, Z6
+	VFNMADD231PS Z15, Z25, Z6
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z26
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z6, Z26
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z6, Z26
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z6, Z26
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z6, Z26
+	VMULPS       Z6, Z6, Z27
+	VFMADD213PS  Z6, Z27, Z26
+	VADDPS       Z16, Z26, Z26
+	VSCALEFPS    Z25, Z26, Z6
+	VADDPS       Z16, Z6, Z25
+	VDIVPS       Z25, Z16, Z26
+	VDIVPS       Z25, Z6, Z6
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z1, K1
+	VBLENDMPS    Z6, Z26, K1, Z19
+	VBLENDMPS    Z26, Z6, K1, Z20
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z1
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z4, Z1
+	VMAXPS       Z0, Z2, Z0
+	VMULPS       Z19, Z0, Z0
+	VMOVUPS      Z0, 64(CX)(BX*4)
 	ADDQ         $0x00000020, BX
 	JMP          geluTanhF32AVX512_blocks
 
@@ -3182,43 +3363,43 @@ geluTanhF32AVX512_vectors:
 geluTanhF32AVX512_vectorloop:
 	CMPQ         BX, SI
 	JAE          geluTanhF32AVX512_tail
-	VMOVUPS      (AX)(BX*4), Z5
-	VMAXPS       Z5, Z3, Z6
-	VMINPS       Z6, Z4, Z6
-	VMULPS       Z6, Z6, Z7
-	VMOVUPS      elemconst_3d922279<>+0(SB), Z8
-	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z7, Z8
-	VMULPS       Z6, Z8, Z6
-	VANDPS       elemconst_7fffffff<>+0(SB), Z6, Z8
-	VXORPS       elemconst_80000000<>+0(SB), Z8, Z8
-	VMAXPS       Z8, Z1, Z8
-	VMINPS       Z8, Z2, Z8
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z9
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z8, Z9
-	VSUBPS       elemconst_4b400000<>+0(SB), Z9, Z9
-	VMOVAPS      Z8, Z8
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z9, Z8
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z9, Z8
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z10
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z8, Z10
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z8, Z10
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z8, Z10
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z8, Z10
-	VMULPS       Z8, Z8, Z11
-	VFMADD213PS  Z8, Z11, Z10
-	VADDPS       elemconst_3f800000<>+0(SB), Z10, Z10
-	VSCALEFPS    Z9, Z10, Z8
-	VADDPS       elemconst_3f800000<>+0(SB), Z8, Z9
-	VDIVPS       Z9, Z0, Z10
-	VDIVPS       Z9, Z8, Z8
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K1
-	VBLENDMPS    Z8, Z10, K1, Z13
-	VBLENDMPS    Z10, Z8, K1, Z14
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z6
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z6
-	VMAXPS       Z5, Z3, Z5
-	VMULPS       Z13, Z5, Z5
-	VMOVUPS      Z5, (CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z0
+	VMAXPS       Z0, Z2, Z1
+	VMINPS       Z1, Z3, Z1
+	VMULPS       Z1, Z1, Z4
+	VMOVUPS      Z5, Z6
+	VFMADD213PS  Z7, Z4, Z6
+	VMULPS       Z1, Z6, Z1
+	VANDPS       Z8, Z1, Z6
+	VXORPS       Z9, Z6, Z6
+	VMAXPS       Z6, Z10, Z6
+	VMINPS       Z6, Z11, Z6
+	VMOVUPS      Z12, Z17
+	VFMADD231PS  Z13, Z6, Z17
+	VSUBPS       Z12, Z17, Z17
+	VMOVAPS      Z6, Z6
+	VFNMADD231PS Z14, Z17, Z6
+	VFNMADD231PS Z15, Z17, Z6
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z18
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z6, Z18
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z6, Z18
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z6, Z18
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z6, Z18
+	VMULPS       Z6, Z6, Z19
+	VFMADD213PS  Z6, Z19, Z18
+	VADDPS       Z16, Z18, Z18
+	VSCALEFPS    Z17, Z18, Z6
+	VADDPS       Z16, Z6, Z17
+	VDIVPS       Z17, Z16, Z18
+	VDIVPS       Z17, Z6, Z6
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z1, K1
+	VBLENDMPS    Z6, Z18, K1, Z21
+	VBLENDMPS    Z18, Z6, K1, Z22
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z1
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z4, Z1
+	VMAXPS       Z0, Z2, Z0
+	VMULPS       Z21, Z0, Z0
+	VMOVUPS      Z0, (CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          geluTanhF32AVX512_vectorloop
 
@@ -3228,83 +3409,63 @@ geluTanhF32AVX512_tail:
 	MOVL         $0xffffffff, SI
 	BZHIL        DX, SI, SI
 	KMOVW        SI, K1
-	VMOVUPS.Z    (AX)(BX*4), K1, Z5
-	VMAXPS       Z5, Z3, Z6
-	VMINPS       Z6, Z4, Z6
-	VMULPS       Z6, Z6, Z4
-	VMOVUPS      elemconst_3d922279<>+0(SB), Z7
-	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z4, Z7
-	VMULPS       Z6, Z7, Z6
-	VANDPS       elemconst_7fffffff<>+0(SB), Z6, Z7
-	VXORPS       elemconst_80000000<>+0(SB), Z7, Z7
-	VMAXPS       Z7, Z1, Z1
-	VMINPS       Z1, Z2, Z1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z1, Z2
-	VSUBPS       elemconst_4b400000<>+0(SB), Z2, Z2
-	VMOVAPS      Z1, Z1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z2, Z1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z2, Z1
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z7
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z1, Z7
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z1, Z7
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z1, Z7
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z7
-	VMULPS       Z1, Z1, Z8
-	VFMADD213PS  Z1, Z8, Z7
-	VADDPS       elemconst_3f800000<>+0(SB), Z7, Z7
-	VSCALEFPS    Z2, Z7, Z1
-	VADDPS       elemconst_3f800000<>+0(SB), Z1, Z2
-	VDIVPS       Z2, Z0, Z0
-	VDIVPS       Z2, Z1, Z1
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z6, K2
-	VBLENDMPS    Z1, Z0, K2, Z15
-	VBLENDMPS    Z0, Z1, K2, Z16
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z0
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z4, Z0
-	VMAXPS       Z5, Z3, Z0
-	VMULPS       Z15, Z0, Z0
+	VMOVUPS.Z    (AX)(BX*4), K1, Z0
+	VMAXPS       Z0, Z2, Z1
+	VMINPS       Z1, Z3, Z1
+	VMULPS       Z1, Z1, Z3
+	VMOVUPS      Z5, Z4
+	VFMADD213PS  Z7, Z3, Z4
+	VMULPS       Z1, Z4, Z1
+	VANDPS       Z8, Z1, Z4
+	VXORPS       Z9, Z4, Z4
+	VMAXPS       Z4, Z10, Z4
+	VMINPS       Z4, Z11, Z4
+	VMOVUPS      Z12, Z5
+	VFMADD231PS  Z13, Z4, Z5
+	VSUBPS       Z12, Z5, Z5
+	VMOVAPS      Z4, Z4
+	VFNMADD231PS Z14, Z5, Z4
+	VFNMADD231PS Z15, Z5, Z4
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z6
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z6
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z6
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z6
+	VMULPS       Z4, Z4, Z7
+	VFMADD213PS  Z4, Z7, Z6
+	VADDPS       Z16, Z6, Z6
+	VSCALEFPS    Z5, Z6, Z4
+	VADDPS       Z16, Z4, Z5
+	VDIVPS       Z5, Z16, Z6
+	VDIVPS       Z5, Z4, Z4
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z1, K2
+	VBLENDMPS    Z4, Z6, K2, Z23
+	VBLENDMPS    Z6, Z4, K2, Z24
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z1
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z3, Z1
+	VMAXPS       Z0, Z2, Z0
+	VMULPS       Z23, Z0, Z0
 	VMOVUPS      Z0, K1, (CX)(BX*4)
 
 geluTanhF32AVX512_done:
 	VZEROUPPER
 	RET
 
-DATA elemconst_3d922279<>+0(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+4(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+8(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+12(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+16(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+20(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+24(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+28(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+32(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+36(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+40(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+44(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+48(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+52(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+56(SB)/4, $0x3d922279
-DATA elemconst_3d922279<>+60(SB)/4, $0x3d922279
-GLOBL elemconst_3d922279<>(SB), RODATA|NOPTR, $64
-
-DATA elemconst_3fcc422a<>+0(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+4(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+8(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+12(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+16(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+20(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+24(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+28(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+32(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+36(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+40(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+44(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+48(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+52(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+56(SB)/4, $0x3fcc422a
-DATA elemconst_3fcc422a<>+60(SB)/4, $0x3fcc422a
-GLOBL elemconst_3fcc422a<>(SB), RODATA|NOPTR, $64
+geluTanhF32AVX512_constants:
+	VMOVUPS elemconst_c1700000<>+0(SB), Z2
+	VMOVUPS elemconst_41700000<>+0(SB), Z3
+	VMOVUPS elemconst_3d922279<>+0(SB), Z5
+	VMOVUPS elemconst_3fcc422a<>+0(SB), Z7
+	VMOVUPS elemconst_7fffffff<>+0(SB), Z8
+	VMOVUPS elemconst_80000000<>+0(SB), Z9
+	VMOVUPS elemconst_c2d00000<>+0(SB), Z10
+	VMOVUPS elemconst_42b1999a<>+0(SB), Z11
+	VMOVUPS elemconst_4b400000<>+0(SB), Z12
+	VMOVUPS elemconst_3fb8aa3b<>+0(SB), Z13
+	VMOVUPS elemconst_3f317218<>+0(SB), Z14
+	VMOVUPS elemconst_b102e308<>+0(SB), Z15
+	VMOVUPS elemconst_3f800000<>+0(SB), Z16
+	JMP     geluTanhF32AVX512_start
 
 DATA elemconst_3ddb33b6<>+0(SB)/4, $0x3ddb33b6
 DATA elemconst_3ddb33b6<>+4(SB)/4, $0x3ddb33b6
@@ -3342,163 +3503,197 @@ DATA elemconst_3f4c422a<>+56(SB)/4, $0x3f4c422a
 DATA elemconst_3f4c422a<>+60(SB)/4, $0x3f4c422a
 GLOBL elemconst_3f4c422a<>(SB), RODATA|NOPTR, $64
 
+DATA elemconst_3d922279<>+0(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+4(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+8(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+12(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+16(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+20(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+24(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+28(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+32(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+36(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+40(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+44(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+48(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+52(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+56(SB)/4, $0x3d922279
+DATA elemconst_3d922279<>+60(SB)/4, $0x3d922279
+GLOBL elemconst_3d922279<>(SB), RODATA|NOPTR, $64
+
+DATA elemconst_3fcc422a<>+0(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+4(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+8(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+12(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+16(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+20(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+24(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+28(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+32(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+36(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+40(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+44(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+48(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+52(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+56(SB)/4, $0x3fcc422a
+DATA elemconst_3fcc422a<>+60(SB)/4, $0x3fcc422a
+GLOBL elemconst_3fcc422a<>(SB), RODATA|NOPTR, $64
+
 // func geluBackwardF32AVX512(dx []float32, x []float32, dy []float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·geluBackwardF32AVX512(SB), NOSPLIT, $0-72
-	MOVQ    x_base+24(FP), AX
-	MOVQ    dy_base+48(FP), CX
-	MOVQ    dx_base+0(FP), DX
-	MOVQ    dx_len+8(FP), BX
-	VMOVUPS elemconst_3f800000<>+0(SB), Z0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Z1
-	VMOVUPS elemconst_42b1999a<>+0(SB), Z2
-	VMOVUPS elemconst_c1700000<>+0(SB), Z3
-	VMOVUPS elemconst_41700000<>+0(SB), Z4
-	XORQ    SI, SI
-	MOVQ    BX, DI
-	ANDQ    $-32, DI
+	MOVQ x_base+24(FP), AX
+	MOVQ dy_base+48(FP), CX
+	MOVQ dx_base+0(FP), DX
+	MOVQ dx_len+8(FP), BX
+	JMP  geluBackwardF32AVX512_constants
+
+geluBackwardF32AVX512_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-32, DI
 
 geluBackwardF32AVX512_blocks:
 	CMPQ         SI, DI
 	JAE          geluBackwardF32AVX512_vectors
-	VMOVUPS      (AX)(SI*4), Z5
-	VMOVUPS      (CX)(SI*4), Z6
-	VMAXPS       Z5, Z3, Z5
-	VMINPS       Z5, Z4, Z5
-	VMULPS       elemconst_3f3504f3<>+0(SB), Z5, Z15
-	VANDPS       elemconst_7fffffff<>+0(SB), Z15, Z16
-	VMULPS       Z15, Z15, Z17
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Z18
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z17, Z18
-	VMOVAPS      Z18, Z17
-	VFMADD213PS  Z15, Z15, Z17
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z15
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z17, Z15
-	VMULPS       Z5, Z5, Z17
-	VMOVAPS      Z5, Z18
-	VFMSUB213PS  Z17, Z5, Z18
-	VMULPS       elemconst_3f000000<>+0(SB), Z17, Z17
-	VMULPS       elemconst_3f000000<>+0(SB), Z18, Z18
-	VXORPS       elemconst_80000000<>+0(SB), Z17, Z17
-	VMAXPS       Z17, Z1, Z17
-	VMINPS       Z17, Z2, Z17
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z19
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z17, Z19
-	VSUBPS       elemconst_4b400000<>+0(SB), Z19, Z19
-	VMOVAPS      Z17, Z17
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z19, Z17
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z19, Z17
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z20
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z17, Z20
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z17, Z20
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z17, Z20
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z17, Z20
-	VMULPS       Z17, Z17, Z21
-	VFMADD213PS  Z17, Z21, Z20
-	VADDPS       elemconst_3f800000<>+0(SB), Z20, Z20
-	VSCALEFPS    Z19, Z20, Z17
-	VMOVAPS      Z17, Z19
-	VFNMADD231PS Z17, Z18, Z19
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z17
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z16, Z17
-	VDIVPS       Z17, Z0, Z17
-	VMOVUPS      elemconst_3d767f73<>+0(SB), Z18
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z17, Z18
-	VMULPS       Z17, Z18, Z17
-	VMULPS       Z19, Z17, Z17
-	VMULPS       elemconst_3f000000<>+0(SB), Z17, Z17
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z5, K1
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z18
-	VSUBPS       Z17, Z18, Z18
-	VBLENDMPS    Z17, Z18, K1, Z7
-	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z16, K1
-	VBLENDMPS    Z15, Z7, K1, Z8
-	VMULPS       elemconst_3ecc422a<>+0(SB), Z19, Z15
-	VMOVAPS      Z5, Z5
-	VFMADD213PS  Z8, Z15, Z5
-	VMULPS       Z6, Z5, Z5
-	VMOVUPS      Z5, (DX)(SI*4)
-	VMOVUPS      64(AX)(SI*4), Z5
-	VMOVUPS      64(CX)(SI*4), Z6
-	VMAXPS       Z5, Z3, Z5
-	VMINPS       Z5, Z4, Z5
-	VMULPS       elemconst_3f3504f3<>+0(SB), Z5, Z15
-	VANDPS       elemconst_7fffffff<>+0(SB), Z15, Z16
-	VMULPS       Z15, Z15, Z17
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Z18
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z17, Z18
-	VMOVAPS      Z18, Z17
-	VFMADD213PS  Z15, Z15, Z17
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z15
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z17, Z15
-	VMULPS       Z5, Z5, Z17
-	VMOVAPS      Z5, Z18
-	VFMSUB213PS  Z17, Z5, Z18
-	VMULPS       elemconst_3f000000<>+0(SB), Z17, Z17
-	VMULPS       elemconst_3f000000<>+0(SB), Z18, Z18
-	VXORPS       elemconst_80000000<>+0(SB), Z17, Z17
-	VMAXPS       Z17, Z1, Z17
-	VMINPS       Z17, Z2, Z17
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z19
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z17, Z19
-	VSUBPS       elemconst_4b400000<>+0(SB), Z19, Z19
-	VMOVAPS      Z17, Z17
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z19, Z17
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z19, Z17
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z20
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z17, Z20
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z17, Z20
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z17, Z20
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z17, Z20
-	VMULPS       Z17, Z17, Z21
-	VFMADD213PS  Z17, Z21, Z20
-	VADDPS       elemconst_3f800000<>+0(SB), Z20, Z20
-	VSCALEFPS    Z19, Z20, Z17
-	VMOVAPS      Z17, Z19
-	VFNMADD231PS Z17, Z18, Z19
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z17
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z16, Z17
-	VDIVPS       Z17, Z0, Z17
-	VMOVUPS      elemconst_3d767f73<>+0(SB), Z18
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z17, Z18
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z17, Z18
-	VMULPS       Z17, Z18, Z17
-	VMULPS       Z19, Z17, Z17
-	VMULPS       elemconst_3f000000<>+0(SB), Z17, Z17
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z5, K1
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z18
-	VSUBPS       Z17, Z18, Z18
-	VBLENDMPS    Z17, Z18, K1, Z9
-	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z16, K1
-	VBLENDMPS    Z15, Z9, K1, Z10
-	VMULPS       elemconst_3ecc422a<>+0(SB), Z19, Z15
-	VMOVAPS      Z5, Z5
-	VFMADD213PS  Z10, Z15, Z5
-	VMULPS       Z6, Z5, Z5
-	VMOVUPS      Z5, 64(DX)(SI*4)
+	VMOVUPS      (AX)(SI*4), Z0
+	VMOVUPS      (CX)(SI*4), Z1
+	VMAXPS       Z0, Z2, Z0
+	VMINPS       Z0, Z3, Z0
+	VMULPS       Z4, Z0, Z25
+	VANDPS       Z5, Z25, Z26
+	VMULPS       Z25, Z25, Z27
+	VMOVUPS      Z6, Z28
+	VFMADD213PS  Z7, Z27, Z28
+	VFMADD213PS  Z8, Z27, Z28
+	VFMADD213PS  Z9, Z27, Z28
+	VFMADD213PS  Z10, Z27, Z28
+	VFMADD213PS  Z11, Z27, Z28
+	VFMADD213PS  Z12, Z27, Z28
+	VMOVAPS      Z28, Z27
+	VFMADD213PS  Z25, Z25, Z27
+	VMOVUPS      Z13, Z25
+	VFMADD213PS  Z13, Z27, Z25
+	VMULPS       Z0, Z0, Z27
+	VMOVAPS      Z0, Z28
+	VFMSUB213PS  Z27, Z0, Z28
+	VMULPS       Z13, Z27, Z27
+	VMULPS       Z13, Z28, Z28
+	VXORPS       elemconst_80000000<>+0(SB), Z27, Z27
+	VMAXPS       Z27, Z14, Z27
+	VMINPS       Z27, Z15, Z27
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z29
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z27, Z29
+	VSUBPS       elemconst_4b400000<>+0(SB), Z29, Z29
+	VMOVAPS      Z27, Z27
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z29, Z27
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z29, Z27
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z30
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z27, Z30
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z27, Z30
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z27, Z30
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z27, Z30
+	VMULPS       Z27, Z27, Z31
+	VFMADD213PS  Z27, Z31, Z30
+	VADDPS       elemconst_3f800000<>+0(SB), Z30, Z30
+	VSCALEFPS    Z29, Z30, Z27
+	VMOVAPS      Z27, Z29
+	VFNMADD231PS Z27, Z28, Z29
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z27
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Z26, Z27
+	VDIVPS       Z27, Z16, Z27
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z28
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z27, Z28
+	VMULPS       Z27, Z28, Z27
+	VMULPS       Z29, Z27, Z27
+	VMULPS       Z13, Z27, Z27
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z0, K1
+	VMOVUPS      Z16, Z28
+	VSUBPS       Z27, Z28, Z28
+	VBLENDMPS    Z27, Z28, K1, Z17
+	VCMPPS       $0x19, Z13, Z26, K1
+	VBLENDMPS    Z25, Z17, K1, Z18
+	VMULPS       elemconst_3ecc422a<>+0(SB), Z29, Z25
+	VMOVAPS      Z0, Z0
+	VFMADD213PS  Z18, Z25, Z0
+	VMULPS       Z1, Z0, Z0
+	VMOVUPS      Z0, (DX)(SI*4)
+	VMOVUPS      64(AX)(SI*4), Z0
+	VMOVUPS      64(CX)(SI*4), Z1
+	VMAXPS       Z0, Z2, Z0
+	VMINPS       Z0, Z3, Z0
+	VMULPS       Z4, Z0, Z25
+	VANDPS       Z5, Z25, Z26
+	VMULPS       Z25, Z25, Z27
+	VMOVUPS      Z6, Z28
+	VFMADD213PS  Z7, Z27, Z28
+	VFMADD213PS  Z8, Z27, Z28
+	VFMADD213PS  Z9, Z27, Z28
+	VFMADD213PS  Z10, Z27, Z28
+	VFMADD213PS  Z11, Z27, Z28
+	VFMADD213PS  Z12, Z27, Z28
+	VMOVAPS      Z28, Z27
+	VFMADD213PS  Z25, Z25, Z27
+	VMOVUPS      Z13, Z25
+	VFMADD213PS  Z13, Z27, Z25
+	VMULPS       Z0, Z0, Z27
+	VMOVAPS      Z0, Z28
+	VFMSUB213PS  Z27, Z0, Z28
+	VMULPS       Z13, Z27, Z27
+	VMULPS       Z13, Z28, Z28
+	VXORPS       elemconst_80000000<>+0(SB), Z27, Z27
+	VMAXPS       Z27, Z14, Z27
+	VMINPS       Z27, Z15, Z27
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z29
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z27, Z29
+	VSUBPS       elemconst_4b400000<>+0(SB), Z29, Z29
+	VMOVAPS      Z27, Z27
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z29, Z27
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z29, Z27
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z30
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z27, Z30
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z27, Z30
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z27, Z30
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z27, Z30
+	VMULPS       Z27, Z27, Z31
+	VFMADD213PS  Z27, Z31, Z30
+	VADDPS       Z16, Z30, Z30
+	VSCALEFPS    Z29, Z30, Z27
+	VMOVAPS      Z27, Z29
+	VFNMADD231PS Z27, Z28, Z29
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z27
+	VFMADD213PS  Z16, Z26, Z27
+	VDIVPS       Z27, Z16, Z27
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z28
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z27, Z28
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z27, Z28
+	VMULPS       Z27, Z28, Z27
+	VMULPS       Z29, Z27, Z27
+	VMULPS       Z13, Z27, Z27
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z0, K1
+	VMOVUPS      Z16, Z28
+	VSUBPS       Z27, Z28, Z28
+	VBLENDMPS    Z27, Z28, K1, Z19
+	VCMPPS       $0x19, Z13, Z26, K1
+	VBLENDMPS    Z25, Z19, K1, Z20
+	VMULPS       elemconst_3ecc422a<>+0(SB), Z29, Z25
+	VMOVAPS      Z0, Z0
+	VFMADD213PS  Z20, Z25, Z0
+	VMULPS       Z1, Z0, Z0
+	VMOVUPS      Z0, 64(DX)(SI*4)
 	ADDQ         $0x00000020, SI
 	JMP          geluBackwardF32AVX512_blocks
 
@@ -3509,75 +3704,75 @@ geluBackwardF32AVX512_vectors:
 geluBackwardF32AVX512_vectorloop:
 	CMPQ         SI, DI
 	JAE          geluBackwardF32AVX512_tail
-	VMOVUPS      (AX)(SI*4), Z5
-	VMOVUPS      (CX)(SI*4), Z6
-	VMAXPS       Z5, Z3, Z5
-	VMINPS       Z5, Z4, Z5
-	VMULPS       elemconst_3f3504f3<>+0(SB), Z5, Z7
-	VANDPS       elemconst_7fffffff<>+0(SB), Z7, Z8
-	VMULPS       Z7, Z7, Z9
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Z10
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z9, Z10
-	VMOVAPS      Z10, Z9
-	VFMADD213PS  Z7, Z7, Z9
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z7
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z9, Z7
-	VMULPS       Z5, Z5, Z9
-	VMOVAPS      Z5, Z10
-	VFMSUB213PS  Z9, Z5, Z10
-	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
-	VMULPS       elemconst_3f000000<>+0(SB), Z10, Z10
-	VXORPS       elemconst_80000000<>+0(SB), Z9, Z9
-	VMAXPS       Z9, Z1, Z9
-	VMINPS       Z9, Z2, Z9
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z15
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z9, Z15
-	VSUBPS       elemconst_4b400000<>+0(SB), Z15, Z15
-	VMOVAPS      Z9, Z9
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z15, Z9
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z15, Z9
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z16
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z9, Z16
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z9, Z16
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z9, Z16
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z9, Z16
-	VMULPS       Z9, Z9, Z17
-	VFMADD213PS  Z9, Z17, Z16
-	VADDPS       elemconst_3f800000<>+0(SB), Z16, Z16
-	VSCALEFPS    Z15, Z16, Z9
-	VMOVAPS      Z9, Z15
-	VFNMADD231PS Z9, Z10, Z15
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z9
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z8, Z9
-	VDIVPS       Z9, Z0, Z9
-	VMOVUPS      elemconst_3d767f73<>+0(SB), Z10
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z9, Z10
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z9, Z10
-	VMULPS       Z9, Z10, Z9
-	VMULPS       Z15, Z9, Z9
-	VMULPS       elemconst_3f000000<>+0(SB), Z9, Z9
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z5, K1
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z10
-	VSUBPS       Z9, Z10, Z10
-	VBLENDMPS    Z9, Z10, K1, Z11
-	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z8, K1
-	VBLENDMPS    Z7, Z11, K1, Z12
-	VMULPS       elemconst_3ecc422a<>+0(SB), Z15, Z7
-	VMOVAPS      Z5, Z5
-	VFMADD213PS  Z12, Z7, Z5
-	VMULPS       Z6, Z5, Z5
-	VMOVUPS      Z5, (DX)(SI*4)
+	VMOVUPS      (AX)(SI*4), Z0
+	VMOVUPS      (CX)(SI*4), Z1
+	VMAXPS       Z0, Z2, Z0
+	VMINPS       Z0, Z3, Z0
+	VMULPS       Z4, Z0, Z17
+	VANDPS       Z5, Z17, Z18
+	VMULPS       Z17, Z17, Z19
+	VMOVUPS      Z6, Z20
+	VFMADD213PS  Z7, Z19, Z20
+	VFMADD213PS  Z8, Z19, Z20
+	VFMADD213PS  Z9, Z19, Z20
+	VFMADD213PS  Z10, Z19, Z20
+	VFMADD213PS  Z11, Z19, Z20
+	VFMADD213PS  Z12, Z19, Z20
+	VMOVAPS      Z20, Z19
+	VFMADD213PS  Z17, Z17, Z19
+	VMOVUPS      Z13, Z17
+	VFMADD213PS  Z13, Z19, Z17
+	VMULPS       Z0, Z0, Z19
+	VMOVAPS      Z0, Z20
+	VFMSUB213PS  Z19, Z0, Z20
+	VMULPS       Z13, Z19, Z19
+	VMULPS       Z13, Z20, Z20
+	VXORPS       elemconst_80000000<>+0(SB), Z19, Z19
+	VMAXPS       Z19, Z14, Z19
+	VMINPS       Z19, Z15, Z19
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z25
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z19, Z25
+	VSUBPS       elemconst_4b400000<>+0(SB), Z25, Z25
+	VMOVAPS      Z19, Z19
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z25, Z19
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z25, Z19
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z26
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z19, Z26
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z19, Z26
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z19, Z26
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z19, Z26
+	VMULPS       Z19, Z19, Z27
+	VFMADD213PS  Z19, Z27, Z26
+	VADDPS       Z16, Z26, Z26
+	VSCALEFPS    Z25, Z26, Z19
+	VMOVAPS      Z19, Z25
+	VFNMADD231PS Z19, Z20, Z25
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z19
+	VFMADD213PS  Z16, Z18, Z19
+	VDIVPS       Z19, Z16, Z19
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z20
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z19, Z20
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z19, Z20
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z19, Z20
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z19, Z20
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z19, Z20
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z19, Z20
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z19, Z20
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z19, Z20
+	VMULPS       Z19, Z20, Z19
+	VMULPS       Z25, Z19, Z19
+	VMULPS       Z13, Z19, Z19
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z0, K1
+	VMOVUPS      Z16, Z20
+	VSUBPS       Z19, Z20, Z20
+	VBLENDMPS    Z19, Z20, K1, Z21
+	VCMPPS       $0x19, Z13, Z18, K1
+	VBLENDMPS    Z17, Z21, K1, Z22
+	VMULPS       elemconst_3ecc422a<>+0(SB), Z25, Z17
+	VMOVAPS      Z0, Z0
+	VFMADD213PS  Z22, Z17, Z0
+	VMULPS       Z1, Z0, Z0
+	VMOVUPS      Z0, (DX)(SI*4)
 	ADDQ         $0x00000010, SI
 	JMP          geluBackwardF32AVX512_vectorloop
 
@@ -3587,79 +3782,97 @@ geluBackwardF32AVX512_tail:
 	MOVL         $0xffffffff, DI
 	BZHIL        BX, DI, DI
 	KMOVW        DI, K1
-	VMOVUPS.Z    (AX)(SI*4), K1, Z5
-	VMOVUPS.Z    (CX)(SI*4), K1, Z6
-	VMAXPS       Z5, Z3, Z3
-	VMINPS       Z3, Z4, Z3
-	VMULPS       elemconst_3f3504f3<>+0(SB), Z3, Z4
-	VANDPS       elemconst_7fffffff<>+0(SB), Z4, Z5
-	VMULPS       Z4, Z4, Z7
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Z8
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Z7, Z8
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Z7, Z8
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Z7, Z8
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Z7, Z8
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Z7, Z8
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Z7, Z8
-	VMOVAPS      Z8, Z7
-	VFMADD213PS  Z4, Z4, Z7
-	VMOVUPS      elemconst_3f000000<>+0(SB), Z4
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Z7, Z4
-	VMULPS       Z3, Z3, Z7
-	VMOVAPS      Z3, Z8
-	VFMSUB213PS  Z7, Z3, Z8
-	VMULPS       elemconst_3f000000<>+0(SB), Z7, Z7
-	VMULPS       elemconst_3f000000<>+0(SB), Z8, Z8
-	VXORPS       elemconst_80000000<>+0(SB), Z7, Z7
-	VMAXPS       Z7, Z1, Z1
-	VMINPS       Z1, Z2, Z1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z1, Z2
-	VSUBPS       elemconst_4b400000<>+0(SB), Z2, Z2
-	VMOVAPS      Z1, Z1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z2, Z1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z2, Z1
+	VMOVUPS.Z    (AX)(SI*4), K1, Z0
+	VMOVUPS.Z    (CX)(SI*4), K1, Z1
+	VMAXPS       Z0, Z2, Z0
+	VMINPS       Z0, Z3, Z0
+	VMULPS       Z4, Z0, Z2
+	VANDPS       Z5, Z2, Z3
+	VMULPS       Z2, Z2, Z4
+	VMOVUPS      Z6, Z5
+	VFMADD213PS  Z7, Z4, Z5
+	VFMADD213PS  Z8, Z4, Z5
+	VFMADD213PS  Z9, Z4, Z5
+	VFMADD213PS  Z10, Z4, Z5
+	VFMADD213PS  Z11, Z4, Z5
+	VFMADD213PS  Z12, Z4, Z5
+	VMOVAPS      Z5, Z4
+	VFMADD213PS  Z2, Z2, Z4
+	VMOVUPS      Z13, Z2
+	VFMADD213PS  Z13, Z4, Z2
+	VMULPS       Z0, Z0, Z4
+	VMOVAPS      Z0, Z5
+	VFMSUB213PS  Z4, Z0, Z5
+	VMULPS       Z13, Z4, Z4
+	VMULPS       Z13, Z5, Z5
+	VXORPS       elemconst_80000000<>+0(SB), Z4, Z4
+	VMAXPS       Z4, Z14, Z4
+	VMINPS       Z4, Z15, Z4
+	VMOVUPS      elemconst_4b400000<>+0(SB), Z6
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z6
+	VSUBPS       elemconst_4b400000<>+0(SB), Z6, Z6
+	VMOVAPS      Z4, Z4
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Z6, Z4
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Z6, Z4
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z7
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z1, Z7
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z1, Z7
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z1, Z7
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z7
-	VMULPS       Z1, Z1, Z9
-	VFMADD213PS  Z1, Z9, Z7
-	VADDPS       elemconst_3f800000<>+0(SB), Z7, Z7
-	VSCALEFPS    Z2, Z7, Z1
-	VMOVAPS      Z1, Z2
-	VFNMADD231PS Z1, Z8, Z2
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z1
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z5, Z1
-	VDIVPS       Z1, Z0, Z0
-	VMOVUPS      elemconst_3d767f73<>+0(SB), Z1
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z0, Z1
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z0, Z1
-	VMULPS       Z0, Z1, Z0
-	VMULPS       Z2, Z0, Z0
-	VMULPS       elemconst_3f000000<>+0(SB), Z0, Z0
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z3, K2
-	VMOVUPS      elemconst_3f800000<>+0(SB), Z1
-	VSUBPS       Z0, Z1, Z1
-	VBLENDMPS    Z0, Z1, K2, Z13
-	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Z5, K2
-	VBLENDMPS    Z4, Z13, K2, Z14
-	VMULPS       elemconst_3ecc422a<>+0(SB), Z2, Z0
-	VMOVAPS      Z3, Z1
-	VFMADD213PS  Z14, Z0, Z1
-	VMULPS       Z6, Z1, Z0
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z7
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z7
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z7
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z7
+	VMULPS       Z4, Z4, Z8
+	VFMADD213PS  Z4, Z8, Z7
+	VADDPS       Z16, Z7, Z7
+	VSCALEFPS    Z6, Z7, Z4
+	VMOVAPS      Z4, Z6
+	VFNMADD231PS Z4, Z5, Z6
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Z4
+	VFMADD213PS  Z16, Z3, Z4
+	VDIVPS       Z4, Z16, Z4
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Z5
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Z4, Z5
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Z4, Z5
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Z4, Z5
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Z4, Z5
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Z4, Z5
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Z4, Z5
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Z4, Z5
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Z4, Z5
+	VMULPS       Z4, Z5, Z4
+	VMULPS       Z6, Z4, Z4
+	VMULPS       Z13, Z4, Z4
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z0, K2
+	VMOVUPS      Z16, Z5
+	VSUBPS       Z4, Z5, Z5
+	VBLENDMPS    Z4, Z5, K2, Z23
+	VCMPPS       $0x19, Z13, Z3, K2
+	VBLENDMPS    Z2, Z23, K2, Z24
+	VMULPS       elemconst_3ecc422a<>+0(SB), Z6, Z2
+	VMOVAPS      Z0, Z0
+	VFMADD213PS  Z24, Z2, Z0
+	VMULPS       Z1, Z0, Z0
 	VMOVUPS      Z0, K1, (DX)(SI*4)
 
 geluBackwardF32AVX512_done:
 	VZEROUPPER
 	RET
+
+geluBackwardF32AVX512_constants:
+	VMOVUPS elemconst_c1700000<>+0(SB), Z2
+	VMOVUPS elemconst_41700000<>+0(SB), Z3
+	VMOVUPS elemconst_3f3504f3<>+0(SB), Z4
+	VMOVUPS elemconst_7fffffff<>+0(SB), Z5
+	VMOVUPS elemconst_38a4b557<>+0(SB), Z6
+	VMOVUPS elemconst_ba51fb99<>+0(SB), Z7
+	VMOVUPS elemconst_3baa02dd<>+0(SB), Z8
+	VMOVUPS elemconst_bcdbfc87<>+0(SB), Z9
+	VMOVUPS elemconst_3de7167c<>+0(SB), Z10
+	VMOVUPS elemconst_bec0939f<>+0(SB), Z11
+	VMOVUPS elemconst_3e0375d4<>+0(SB), Z12
+	VMOVUPS elemconst_3f000000<>+0(SB), Z13
+	VMOVUPS elemconst_c2d00000<>+0(SB), Z14
+	VMOVUPS elemconst_42b1999a<>+0(SB), Z15
+	VMOVUPS elemconst_3f800000<>+0(SB), Z16
+	JMP     geluBackwardF32AVX512_start
 
 DATA elemconst_3ecc422a<>+0(SB)/4, $0x3ecc422a
 DATA elemconst_3ecc422a<>+4(SB)/4, $0x3ecc422a
@@ -3682,106 +3895,104 @@ GLOBL elemconst_3ecc422a<>(SB), RODATA|NOPTR, $64
 // func geluTanhBackwardF32AVX512(dx []float32, x []float32, dy []float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·geluTanhBackwardF32AVX512(SB), NOSPLIT, $0-72
-	MOVQ    x_base+24(FP), AX
-	MOVQ    dy_base+48(FP), CX
-	MOVQ    dx_base+0(FP), DX
-	MOVQ    dx_len+8(FP), BX
-	VMOVUPS elemconst_3f800000<>+0(SB), Z0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Z1
-	VMOVUPS elemconst_42b1999a<>+0(SB), Z2
-	VMOVUPS elemconst_c1700000<>+0(SB), Z3
-	VMOVUPS elemconst_41700000<>+0(SB), Z4
-	XORQ    SI, SI
-	MOVQ    BX, DI
-	ANDQ    $-32, DI
+	MOVQ x_base+24(FP), AX
+	MOVQ dy_base+48(FP), CX
+	MOVQ dx_base+0(FP), DX
+	MOVQ dx_len+8(FP), BX
+	JMP  geluTanhBackwardF32AVX512_constants
+
+geluTanhBackwardF32AVX512_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-32, DI
 
 geluTanhBackwardF32AVX512_blocks:
 	CMPQ         SI, DI
 	JAE          geluTanhBackwardF32AVX512_vectors
-	VMOVUPS      (AX)(SI*4), Z5
-	VMOVUPS      (CX)(SI*4), Z6
-	VMAXPS       Z5, Z3, Z5
-	VMINPS       Z5, Z4, Z5
-	VMULPS       Z5, Z5, Z15
-	VMOVUPS      elemconst_3d922279<>+0(SB), Z16
-	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z15, Z16
-	VMULPS       Z5, Z16, Z16
-	VANDPS       elemconst_7fffffff<>+0(SB), Z16, Z17
-	VXORPS       elemconst_80000000<>+0(SB), Z17, Z17
-	VMAXPS       Z17, Z1, Z17
-	VMINPS       Z17, Z2, Z17
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z18
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z17, Z18
-	VSUBPS       elemconst_4b400000<>+0(SB), Z18, Z18
-	VMOVAPS      Z17, Z17
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z18, Z17
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z18, Z17
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z19
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z17, Z19
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z17, Z19
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z17, Z19
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z17, Z19
-	VMULPS       Z17, Z17, Z20
-	VFMADD213PS  Z17, Z20, Z19
-	VADDPS       elemconst_3f800000<>+0(SB), Z19, Z19
-	VSCALEFPS    Z18, Z19, Z17
-	VADDPS       elemconst_3f800000<>+0(SB), Z17, Z18
-	VDIVPS       Z18, Z0, Z19
-	VDIVPS       Z18, Z17, Z17
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z16, K1
-	VBLENDMPS    Z17, Z19, K1, Z7
-	VBLENDMPS    Z19, Z17, K1, Z8
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z16
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z15, Z16
-	VMULPS       Z8, Z5, Z5
-	VMULPS       Z16, Z5, Z5
-	VMOVUPS      elemconst_40000000<>+0(SB), Z15
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z5, Z15
-	VMULPS       Z7, Z15, Z5
-	VMULPS       Z6, Z5, Z5
-	VMOVUPS      Z5, (DX)(SI*4)
-	VMOVUPS      64(AX)(SI*4), Z5
-	VMOVUPS      64(CX)(SI*4), Z6
-	VMAXPS       Z5, Z3, Z5
-	VMINPS       Z5, Z4, Z5
-	VMULPS       Z5, Z5, Z15
-	VMOVUPS      elemconst_3d922279<>+0(SB), Z16
-	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z15, Z16
-	VMULPS       Z5, Z16, Z16
-	VANDPS       elemconst_7fffffff<>+0(SB), Z16, Z17
-	VXORPS       elemconst_80000000<>+0(SB), Z17, Z17
-	VMAXPS       Z17, Z1, Z17
-	VMINPS       Z17, Z2, Z17
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z18
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z17, Z18
-	VSUBPS       elemconst_4b400000<>+0(SB), Z18, Z18
-	VMOVAPS      Z17, Z17
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z18, Z17
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z18, Z17
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z19
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z17, Z19
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z17, Z19
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z17, Z19
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z17, Z19
-	VMULPS       Z17, Z17, Z20
-	VFMADD213PS  Z17, Z20, Z19
-	VADDPS       elemconst_3f800000<>+0(SB), Z19, Z19
-	VSCALEFPS    Z18, Z19, Z17
-	VADDPS       elemconst_3f800000<>+0(SB), Z17, Z18
-	VDIVPS       Z18, Z0, Z19
-	VDIVPS       Z18, Z17, Z17
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z16, K1
-	VBLENDMPS    Z17, Z19, K1, Z9
-	VBLENDMPS    Z19, Z17, K1, Z10
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z16
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z15, Z16
-	VMULPS       Z10, Z5, Z5
-	VMULPS       Z16, Z5, Z5
-	VMOVUPS      elemconst_40000000<>+0(SB), Z15
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z5, Z15
-	VMULPS       Z9, Z15, Z5
-	VMULPS       Z6, Z5, Z5
-	VMOVUPS      Z5, 64(DX)(SI*4)
+	VMOVUPS      (AX)(SI*4), Z0
+	VMOVUPS      (CX)(SI*4), Z1
+	VMAXPS       Z0, Z2, Z0
+	VMINPS       Z0, Z3, Z0
+	VMULPS       Z0, Z0, Z23
+	VMOVUPS      Z4, Z24
+	VFMADD213PS  Z5, Z23, Z24
+	VMULPS       Z0, Z24, Z24
+	VANDPS       Z6, Z24, Z25
+	VXORPS       Z7, Z25, Z25
+	VMAXPS       Z25, Z8, Z25
+	VMINPS       Z25, Z9, Z25
+	VMOVUPS      Z10, Z26
+	VFMADD231PS  Z11, Z25, Z26
+	VSUBPS       Z10, Z26, Z26
+	VMOVAPS      Z25, Z25
+	VFNMADD231PS Z12, Z26, Z25
+	VFNMADD231PS Z13, Z26, Z25
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z27
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z25, Z27
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z25, Z27
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z25, Z27
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z25, Z27
+	VMULPS       Z25, Z25, Z28
+	VFMADD213PS  Z25, Z28, Z27
+	VADDPS       elemconst_3f800000<>+0(SB), Z27, Z27
+	VSCALEFPS    Z26, Z27, Z25
+	VADDPS       elemconst_3f800000<>+0(SB), Z25, Z26
+	VDIVPS       Z26, Z14, Z27
+	VDIVPS       Z26, Z25, Z25
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z24, K1
+	VBLENDMPS    Z25, Z27, K1, Z15
+	VBLENDMPS    Z27, Z25, K1, Z16
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z24
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z23, Z24
+	VMULPS       Z16, Z0, Z0
+	VMULPS       Z24, Z0, Z0
+	VMOVUPS      elemconst_40000000<>+0(SB), Z23
+	VFMADD213PS  Z14, Z0, Z23
+	VMULPS       Z15, Z23, Z0
+	VMULPS       Z1, Z0, Z0
+	VMOVUPS      Z0, (DX)(SI*4)
+	VMOVUPS      64(AX)(SI*4), Z0
+	VMOVUPS      64(CX)(SI*4), Z1
+	VMAXPS       Z0, Z2, Z0
+	VMINPS       Z0, Z3, Z0
+	VMULPS       Z0, Z0, Z23
+	VMOVUPS      Z4, Z24
+	VFMADD213PS  Z5, Z23, Z24
+	VMULPS       Z0, Z24, Z24
+	VANDPS       Z6, Z24, Z25
+	VXORPS       Z7, Z25, Z25
+	VMAXPS       Z25, Z8, Z25
+	VMINPS       Z25, Z9, Z25
+	VMOVUPS      Z10, Z26
+	VFMADD231PS  Z11, Z25, Z26
+	VSUBPS       Z10, Z26, Z26
+	VMOVAPS      Z25, Z25
+	VFNMADD231PS Z12, Z26, Z25
+	VFNMADD231PS Z13, Z26, Z25
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z27
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z25, Z27
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z25, Z27
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z25, Z27
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z25, Z27
+	VMULPS       Z25, Z25, Z28
+	VFMADD213PS  Z25, Z28, Z27
+	VADDPS       Z14, Z27, Z27
+	VSCALEFPS    Z26, Z27, Z25
+	VADDPS       Z14, Z25, Z26
+	VDIVPS       Z26, Z14, Z27
+	VDIVPS       Z26, Z25, Z25
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z24, K1
+	VBLENDMPS    Z25, Z27, K1, Z17
+	VBLENDMPS    Z27, Z25, K1, Z18
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z24
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z23, Z24
+	VMULPS       Z18, Z0, Z0
+	VMULPS       Z24, Z0, Z0
+	VMOVUPS      elemconst_40000000<>+0(SB), Z23
+	VFMADD213PS  Z14, Z0, Z23
+	VMULPS       Z17, Z23, Z0
+	VMULPS       Z1, Z0, Z0
+	VMOVUPS      Z0, 64(DX)(SI*4)
 	ADDQ         $0x00000020, SI
 	JMP          geluTanhBackwardF32AVX512_blocks
 
@@ -3792,48 +4003,48 @@ geluTanhBackwardF32AVX512_vectors:
 geluTanhBackwardF32AVX512_vectorloop:
 	CMPQ         SI, DI
 	JAE          geluTanhBackwardF32AVX512_tail
-	VMOVUPS      (AX)(SI*4), Z5
-	VMOVUPS      (CX)(SI*4), Z6
-	VMAXPS       Z5, Z3, Z5
-	VMINPS       Z5, Z4, Z5
-	VMULPS       Z5, Z5, Z7
-	VMOVUPS      elemconst_3d922279<>+0(SB), Z8
-	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z7, Z8
-	VMULPS       Z5, Z8, Z8
-	VANDPS       elemconst_7fffffff<>+0(SB), Z8, Z9
-	VXORPS       elemconst_80000000<>+0(SB), Z9, Z9
-	VMAXPS       Z9, Z1, Z9
-	VMINPS       Z9, Z2, Z9
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z10
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z9, Z10
-	VSUBPS       elemconst_4b400000<>+0(SB), Z10, Z10
-	VMOVAPS      Z9, Z9
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z10, Z9
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z10, Z9
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z15
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z9, Z15
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z9, Z15
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z9, Z15
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z9, Z15
-	VMULPS       Z9, Z9, Z16
-	VFMADD213PS  Z9, Z16, Z15
-	VADDPS       elemconst_3f800000<>+0(SB), Z15, Z15
-	VSCALEFPS    Z10, Z15, Z9
-	VADDPS       elemconst_3f800000<>+0(SB), Z9, Z10
-	VDIVPS       Z10, Z0, Z15
-	VDIVPS       Z10, Z9, Z9
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z8, K1
-	VBLENDMPS    Z9, Z15, K1, Z11
-	VBLENDMPS    Z15, Z9, K1, Z12
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z8
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z7, Z8
-	VMULPS       Z12, Z5, Z5
-	VMULPS       Z8, Z5, Z5
-	VMOVUPS      elemconst_40000000<>+0(SB), Z7
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z5, Z7
-	VMULPS       Z11, Z7, Z5
-	VMULPS       Z6, Z5, Z5
-	VMOVUPS      Z5, (DX)(SI*4)
+	VMOVUPS      (AX)(SI*4), Z0
+	VMOVUPS      (CX)(SI*4), Z1
+	VMAXPS       Z0, Z2, Z0
+	VMINPS       Z0, Z3, Z0
+	VMULPS       Z0, Z0, Z15
+	VMOVUPS      Z4, Z16
+	VFMADD213PS  Z5, Z15, Z16
+	VMULPS       Z0, Z16, Z16
+	VANDPS       Z6, Z16, Z17
+	VXORPS       Z7, Z17, Z17
+	VMAXPS       Z17, Z8, Z17
+	VMINPS       Z17, Z9, Z17
+	VMOVUPS      Z10, Z18
+	VFMADD231PS  Z11, Z17, Z18
+	VSUBPS       Z10, Z18, Z18
+	VMOVAPS      Z17, Z17
+	VFNMADD231PS Z12, Z18, Z17
+	VFNMADD231PS Z13, Z18, Z17
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z23
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z17, Z23
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z17, Z23
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z17, Z23
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z17, Z23
+	VMULPS       Z17, Z17, Z24
+	VFMADD213PS  Z17, Z24, Z23
+	VADDPS       Z14, Z23, Z23
+	VSCALEFPS    Z18, Z23, Z17
+	VADDPS       Z14, Z17, Z18
+	VDIVPS       Z18, Z14, Z23
+	VDIVPS       Z18, Z17, Z17
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z16, K1
+	VBLENDMPS    Z17, Z23, K1, Z19
+	VBLENDMPS    Z23, Z17, K1, Z20
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z16
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z15, Z16
+	VMULPS       Z20, Z0, Z0
+	VMULPS       Z16, Z0, Z0
+	VMOVUPS      elemconst_40000000<>+0(SB), Z15
+	VFMADD213PS  Z14, Z0, Z15
+	VMULPS       Z19, Z15, Z0
+	VMULPS       Z1, Z0, Z0
+	VMOVUPS      Z0, (DX)(SI*4)
 	ADDQ         $0x00000010, SI
 	JMP          geluTanhBackwardF32AVX512_vectorloop
 
@@ -3843,52 +4054,68 @@ geluTanhBackwardF32AVX512_tail:
 	MOVL         $0xffffffff, DI
 	BZHIL        BX, DI, DI
 	KMOVW        DI, K1
-	VMOVUPS.Z    (AX)(SI*4), K1, Z5
-	VMOVUPS.Z    (CX)(SI*4), K1, Z6
-	VMAXPS       Z5, Z3, Z3
-	VMINPS       Z3, Z4, Z3
-	VMULPS       Z3, Z3, Z4
-	VMOVUPS      elemconst_3d922279<>+0(SB), Z5
-	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Z4, Z5
-	VMULPS       Z3, Z5, Z5
-	VANDPS       elemconst_7fffffff<>+0(SB), Z5, Z7
-	VXORPS       elemconst_80000000<>+0(SB), Z7, Z7
-	VMAXPS       Z7, Z1, Z1
-	VMINPS       Z1, Z2, Z1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z1, Z2
-	VSUBPS       elemconst_4b400000<>+0(SB), Z2, Z2
-	VMOVAPS      Z1, Z1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z2, Z1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z2, Z1
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z7
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z1, Z7
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z1, Z7
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z1, Z7
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z7
-	VMULPS       Z1, Z1, Z8
-	VFMADD213PS  Z1, Z8, Z7
-	VADDPS       elemconst_3f800000<>+0(SB), Z7, Z7
-	VSCALEFPS    Z2, Z7, Z1
-	VADDPS       elemconst_3f800000<>+0(SB), Z1, Z2
-	VDIVPS       Z2, Z0, Z0
-	VDIVPS       Z2, Z1, Z1
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z5, K2
-	VBLENDMPS    Z1, Z0, K2, Z13
-	VBLENDMPS    Z0, Z1, K2, Z14
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z0
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z4, Z0
-	VMULPS       Z14, Z3, Z1
-	VMULPS       Z0, Z1, Z0
-	VMOVUPS      elemconst_40000000<>+0(SB), Z1
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Z0, Z1
-	VMULPS       Z13, Z1, Z0
-	VMULPS       Z6, Z0, Z0
+	VMOVUPS.Z    (AX)(SI*4), K1, Z0
+	VMOVUPS.Z    (CX)(SI*4), K1, Z1
+	VMAXPS       Z0, Z2, Z0
+	VMINPS       Z0, Z3, Z0
+	VMULPS       Z0, Z0, Z2
+	VMOVUPS      Z4, Z3
+	VFMADD213PS  Z5, Z2, Z3
+	VMULPS       Z0, Z3, Z3
+	VANDPS       Z6, Z3, Z4
+	VXORPS       Z7, Z4, Z4
+	VMAXPS       Z4, Z8, Z4
+	VMINPS       Z4, Z9, Z4
+	VMOVUPS      Z10, Z5
+	VFMADD231PS  Z11, Z4, Z5
+	VSUBPS       Z10, Z5, Z5
+	VMOVAPS      Z4, Z4
+	VFNMADD231PS Z12, Z5, Z4
+	VFNMADD231PS Z13, Z5, Z4
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z6
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z6
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z6
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z6
+	VMULPS       Z4, Z4, Z7
+	VFMADD213PS  Z4, Z7, Z6
+	VADDPS       Z14, Z6, Z6
+	VSCALEFPS    Z5, Z6, Z4
+	VADDPS       Z14, Z4, Z5
+	VDIVPS       Z5, Z14, Z6
+	VDIVPS       Z5, Z4, Z4
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Z3, K2
+	VBLENDMPS    Z4, Z6, K2, Z21
+	VBLENDMPS    Z6, Z4, K2, Z22
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Z3
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Z2, Z3
+	VMULPS       Z22, Z0, Z0
+	VMULPS       Z3, Z0, Z0
+	VMOVUPS      elemconst_40000000<>+0(SB), Z2
+	VFMADD213PS  Z14, Z0, Z2
+	VMULPS       Z21, Z2, Z0
+	VMULPS       Z1, Z0, Z0
 	VMOVUPS      Z0, K1, (DX)(SI*4)
 
 geluTanhBackwardF32AVX512_done:
 	VZEROUPPER
 	RET
+
+geluTanhBackwardF32AVX512_constants:
+	VMOVUPS elemconst_c1700000<>+0(SB), Z2
+	VMOVUPS elemconst_41700000<>+0(SB), Z3
+	VMOVUPS elemconst_3d922279<>+0(SB), Z4
+	VMOVUPS elemconst_3fcc422a<>+0(SB), Z5
+	VMOVUPS elemconst_7fffffff<>+0(SB), Z6
+	VMOVUPS elemconst_80000000<>+0(SB), Z7
+	VMOVUPS elemconst_c2d00000<>+0(SB), Z8
+	VMOVUPS elemconst_42b1999a<>+0(SB), Z9
+	VMOVUPS elemconst_4b400000<>+0(SB), Z10
+	VMOVUPS elemconst_3fb8aa3b<>+0(SB), Z11
+	VMOVUPS elemconst_3f317218<>+0(SB), Z12
+	VMOVUPS elemconst_b102e308<>+0(SB), Z13
+	VMOVUPS elemconst_3f800000<>+0(SB), Z14
+	JMP     geluTanhBackwardF32AVX512_start
 
 // func expShiftScaleF32AVX512(dst []float32, src []float32, shift float32, scale float32)
 // Requires: AVX, AVX512F, BMI2, SSE
@@ -3900,99 +4127,100 @@ TEXT ·expShiftScaleF32AVX512(SB), NOSPLIT, $0-56
 	VBROADCASTSS X0, Z0
 	MOVSS        scale+52(FP), X1
 	VBROADCASTSS X1, Z1
-	VMOVUPS      elemconst_c2d00000<>+0(SB), Z2
-	VMOVUPS      elemconst_42b1999a<>+0(SB), Z3
-	XORQ         BX, BX
-	MOVQ         DX, SI
-	ANDQ         $-64, SI
+	JMP          expShiftScaleF32AVX512_constants
+
+expShiftScaleF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-64, SI
 
 expShiftScaleF32AVX512_blocks:
 	CMPQ         BX, SI
 	JAE          expShiftScaleF32AVX512_vectors
-	VMOVUPS      (AX)(BX*4), Z4
-	VSUBPS       Z0, Z4, Z4
-	VMAXPS       Z4, Z2, Z4
-	VMINPS       Z4, Z3, Z4
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z5
-	VSUBPS       elemconst_4b400000<>+0(SB), Z5, Z5
-	VMOVAPS      Z4, Z4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z5, Z4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z5, Z4
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z6
-	VMULPS       Z4, Z4, Z7
-	VFMADD213PS  Z4, Z7, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VSCALEFPS    Z5, Z6, Z4
-	VMULPS       Z1, Z4, Z4
-	VMOVUPS      Z4, (CX)(BX*4)
-	VMOVUPS      64(AX)(BX*4), Z4
-	VSUBPS       Z0, Z4, Z4
-	VMAXPS       Z4, Z2, Z4
-	VMINPS       Z4, Z3, Z4
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z5
-	VSUBPS       elemconst_4b400000<>+0(SB), Z5, Z5
-	VMOVAPS      Z4, Z4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z5, Z4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z5, Z4
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z6
-	VMULPS       Z4, Z4, Z7
-	VFMADD213PS  Z4, Z7, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VSCALEFPS    Z5, Z6, Z4
-	VMULPS       Z1, Z4, Z4
-	VMOVUPS      Z4, 64(CX)(BX*4)
-	VMOVUPS      128(AX)(BX*4), Z4
-	VSUBPS       Z0, Z4, Z4
-	VMAXPS       Z4, Z2, Z4
-	VMINPS       Z4, Z3, Z4
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z5
-	VSUBPS       elemconst_4b400000<>+0(SB), Z5, Z5
-	VMOVAPS      Z4, Z4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z5, Z4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z5, Z4
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z6
-	VMULPS       Z4, Z4, Z7
-	VFMADD213PS  Z4, Z7, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VSCALEFPS    Z5, Z6, Z4
-	VMULPS       Z1, Z4, Z4
-	VMOVUPS      Z4, 128(CX)(BX*4)
-	VMOVUPS      192(AX)(BX*4), Z4
-	VSUBPS       Z0, Z4, Z4
-	VMAXPS       Z4, Z2, Z4
-	VMINPS       Z4, Z3, Z4
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z5
-	VSUBPS       elemconst_4b400000<>+0(SB), Z5, Z5
-	VMOVAPS      Z4, Z4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z5, Z4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z5, Z4
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z6
-	VMULPS       Z4, Z4, Z7
-	VFMADD213PS  Z4, Z7, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VSCALEFPS    Z5, Z6, Z4
-	VMULPS       Z1, Z4, Z4
-	VMOVUPS      Z4, 192(CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z2
+	VSUBPS       Z0, Z2, Z2
+	VMAXPS       Z2, Z3, Z2
+	VMINPS       Z2, Z4, Z2
+	VMOVUPS      Z5, Z15
+	VFMADD231PS  Z6, Z2, Z15
+	VSUBPS       Z5, Z15, Z15
+	VMOVAPS      Z2, Z2
+	VFNMADD231PS Z7, Z15, Z2
+	VFNMADD231PS Z8, Z15, Z2
+	VMOVUPS      Z9, Z16
+	VFMADD213PS  Z10, Z2, Z16
+	VFMADD213PS  Z11, Z2, Z16
+	VFMADD213PS  Z12, Z2, Z16
+	VFMADD213PS  Z13, Z2, Z16
+	VMULPS       Z2, Z2, Z17
+	VFMADD213PS  Z2, Z17, Z16
+	VADDPS       Z14, Z16, Z16
+	VSCALEFPS    Z15, Z16, Z2
+	VMULPS       Z1, Z2, Z2
+	VMOVUPS      Z2, (CX)(BX*4)
+	VMOVUPS      64(AX)(BX*4), Z2
+	VSUBPS       Z0, Z2, Z2
+	VMAXPS       Z2, Z3, Z2
+	VMINPS       Z2, Z4, Z2
+	VMOVUPS      Z5, Z15
+	VFMADD231PS  Z6, Z2, Z15
+	VSUBPS       Z5, Z15, Z15
+	VMOVAPS      Z2, Z2
+	VFNMADD231PS Z7, Z15, Z2
+	VFNMADD231PS Z8, Z15, Z2
+	VMOVUPS      Z9, Z16
+	VFMADD213PS  Z10, Z2, Z16
+	VFMADD213PS  Z11, Z2, Z16
+	VFMADD213PS  Z12, Z2, Z16
+	VFMADD213PS  Z13, Z2, Z16
+	VMULPS       Z2, Z2, Z17
+	VFMADD213PS  Z2, Z17, Z16
+	VADDPS       Z14, Z16, Z16
+	VSCALEFPS    Z15, Z16, Z2
+	VMULPS       Z1, Z2, Z2
+	VMOVUPS      Z2, 64(CX)(BX*4)
+	VMOVUPS      128(AX)(BX*4), Z2
+	VSUBPS       Z0, Z2, Z2
+	VMAXPS       Z2, Z3, Z2
+	VMINPS       Z2, Z4, Z2
+	VMOVUPS      Z5, Z15
+	VFMADD231PS  Z6, Z2, Z15
+	VSUBPS       Z5, Z15, Z15
+	VMOVAPS      Z2, Z2
+	VFNMADD231PS Z7, Z15, Z2
+	VFNMADD231PS Z8, Z15, Z2
+	VMOVUPS      Z9, Z16
+	VFMADD213PS  Z10, Z2, Z16
+	VFMADD213PS  Z11, Z2, Z16
+	VFMADD213PS  Z12, Z2, Z16
+	VFMADD213PS  Z13, Z2, Z16
+	VMULPS       Z2, Z2, Z17
+	VFMADD213PS  Z2, Z17, Z16
+	VADDPS       Z14, Z16, Z16
+	VSCALEFPS    Z15, Z16, Z2
+	VMULPS       Z1, Z2, Z2
+	VMOVUPS      Z2, 128(CX)(BX*4)
+	VMOVUPS      192(AX)(BX*4), Z2
+	VSUBPS       Z0, Z2, Z2
+	VMAXPS       Z2, Z3, Z2
+	VMINPS       Z2, Z4, Z2
+	VMOVUPS      Z5, Z15
+	VFMADD231PS  Z6, Z2, Z15
+	VSUBPS       Z5, Z15, Z15
+	VMOVAPS      Z2, Z2
+	VFNMADD231PS Z7, Z15, Z2
+	VFNMADD231PS Z8, Z15, Z2
+	VMOVUPS      Z9, Z16
+	VFMADD213PS  Z10, Z2, Z16
+	VFMADD213PS  Z11, Z2, Z16
+	VFMADD213PS  Z12, Z2, Z16
+	VFMADD213PS  Z13, Z2, Z16
+	VMULPS       Z2, Z2, Z17
+	VFMADD213PS  Z2, Z17, Z16
+	VADDPS       Z14, Z16, Z16
+	VSCALEFPS    Z15, Z16, Z2
+	VMULPS       Z1, Z2, Z2
+	VMOVUPS      Z2, 192(CX)(BX*4)
 	ADDQ         $0x00000040, BX
 	JMP          expShiftScaleF32AVX512_blocks
 
@@ -4003,27 +4231,27 @@ expShiftScaleF32AVX512_vectors:
 expShiftScaleF32AVX512_vectorloop:
 	CMPQ         BX, SI
 	JAE          expShiftScaleF32AVX512_tail
-	VMOVUPS      (AX)(BX*4), Z4
-	VSUBPS       Z0, Z4, Z4
-	VMAXPS       Z4, Z2, Z4
-	VMINPS       Z4, Z3, Z4
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z4, Z5
-	VSUBPS       elemconst_4b400000<>+0(SB), Z5, Z5
-	VMOVAPS      Z4, Z4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z5, Z4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z5, Z4
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z4, Z6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z4, Z6
-	VMULPS       Z4, Z4, Z7
-	VFMADD213PS  Z4, Z7, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VSCALEFPS    Z5, Z6, Z4
-	VMULPS       Z1, Z4, Z4
-	VMOVUPS      Z4, (CX)(BX*4)
+	VMOVUPS      (AX)(BX*4), Z2
+	VSUBPS       Z0, Z2, Z2
+	VMAXPS       Z2, Z3, Z2
+	VMINPS       Z2, Z4, Z2
+	VMOVUPS      Z5, Z15
+	VFMADD231PS  Z6, Z2, Z15
+	VSUBPS       Z5, Z15, Z15
+	VMOVAPS      Z2, Z2
+	VFNMADD231PS Z7, Z15, Z2
+	VFNMADD231PS Z8, Z15, Z2
+	VMOVUPS      Z9, Z16
+	VFMADD213PS  Z10, Z2, Z16
+	VFMADD213PS  Z11, Z2, Z16
+	VFMADD213PS  Z12, Z2, Z16
+	VFMADD213PS  Z13, Z2, Z16
+	VMULPS       Z2, Z2, Z17
+	VFMADD213PS  Z2, Z17, Z16
+	VADDPS       Z14, Z16, Z16
+	VSCALEFPS    Z15, Z16, Z2
+	VMULPS       Z1, Z2, Z2
+	VMOVUPS      Z2, (CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          expShiftScaleF32AVX512_vectorloop
 
@@ -4033,24 +4261,24 @@ expShiftScaleF32AVX512_tail:
 	MOVL         $0xffffffff, SI
 	BZHIL        DX, SI, SI
 	KMOVW        SI, K1
-	VMOVUPS.Z    (AX)(BX*4), K1, Z4
-	VSUBPS       Z0, Z4, Z0
-	VMAXPS       Z0, Z2, Z0
-	VMINPS       Z0, Z3, Z0
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z0, Z2
-	VSUBPS       elemconst_4b400000<>+0(SB), Z2, Z2
+	VMOVUPS.Z    (AX)(BX*4), K1, Z2
+	VSUBPS       Z0, Z2, Z0
+	VMAXPS       Z0, Z3, Z0
+	VMINPS       Z0, Z4, Z0
+	VMOVUPS      Z5, Z2
+	VFMADD231PS  Z6, Z0, Z2
+	VSUBPS       Z5, Z2, Z2
 	VMOVAPS      Z0, Z0
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z2, Z0
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z2, Z0
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z3
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z0, Z3
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z0, Z3
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z0, Z3
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z0, Z3
+	VFNMADD231PS Z7, Z2, Z0
+	VFNMADD231PS Z8, Z2, Z0
+	VMOVUPS      Z9, Z3
+	VFMADD213PS  Z10, Z0, Z3
+	VFMADD213PS  Z11, Z0, Z3
+	VFMADD213PS  Z12, Z0, Z3
+	VFMADD213PS  Z13, Z0, Z3
 	VMULPS       Z0, Z0, Z4
 	VFMADD213PS  Z0, Z4, Z3
-	VADDPS       elemconst_3f800000<>+0(SB), Z3, Z3
+	VADDPS       Z14, Z3, Z3
 	VSCALEFPS    Z2, Z3, Z0
 	VMULPS       Z1, Z0, Z0
 	VMOVUPS      Z0, K1, (CX)(BX*4)
@@ -4058,6 +4286,21 @@ expShiftScaleF32AVX512_tail:
 expShiftScaleF32AVX512_done:
 	VZEROUPPER
 	RET
+
+expShiftScaleF32AVX512_constants:
+	VMOVUPS elemconst_c2d00000<>+0(SB), Z3
+	VMOVUPS elemconst_42b1999a<>+0(SB), Z4
+	VMOVUPS elemconst_4b400000<>+0(SB), Z5
+	VMOVUPS elemconst_3fb8aa3b<>+0(SB), Z6
+	VMOVUPS elemconst_3f317218<>+0(SB), Z7
+	VMOVUPS elemconst_b102e308<>+0(SB), Z8
+	VMOVUPS elemconst_3ab5121d<>+0(SB), Z9
+	VMOVUPS elemconst_3c091cf0<>+0(SB), Z10
+	VMOVUPS elemconst_3d2aac79<>+0(SB), Z11
+	VMOVUPS elemconst_3e2aaa49<>+0(SB), Z12
+	VMOVUPS elemconst_3efffffe<>+0(SB), Z13
+	VMOVUPS elemconst_3f800000<>+0(SB), Z14
+	JMP     expShiftScaleF32AVX512_start
 
 // func softmaxBackwardF32AVX512(dx []float32, y []float32, dy []float32, s float32)
 // Requires: AVX, AVX512F, BMI2, SSE
@@ -4068,9 +4311,12 @@ TEXT ·softmaxBackwardF32AVX512(SB), NOSPLIT, $0-76
 	MOVQ         dx_len+8(FP), BX
 	MOVSS        s+72(FP), X0
 	VBROADCASTSS X0, Z0
-	XORQ         SI, SI
-	MOVQ         BX, DI
-	ANDQ         $-64, DI
+	JMP          softmaxBackwardF32AVX512_constants
+
+softmaxBackwardF32AVX512_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-64, DI
 
 softmaxBackwardF32AVX512_blocks:
 	CMPQ    SI, DI
@@ -4129,6 +4375,9 @@ softmaxBackwardF32AVX512_done:
 	VZEROUPPER
 	RET
 
+softmaxBackwardF32AVX512_constants:
+	JMP softmaxBackwardF32AVX512_start
+
 // func logSoftmaxBackwardF32AVX512(dx []float32, y []float32, dy []float32, s float32)
 // Requires: AVX, AVX512F, BMI2, SSE
 TEXT ·logSoftmaxBackwardF32AVX512(SB), NOSPLIT, $0-76
@@ -4138,103 +4387,104 @@ TEXT ·logSoftmaxBackwardF32AVX512(SB), NOSPLIT, $0-76
 	MOVQ         dx_len+8(FP), BX
 	MOVSS        s+72(FP), X0
 	VBROADCASTSS X0, Z0
-	VMOVUPS      elemconst_c2d00000<>+0(SB), Z1
-	VMOVUPS      elemconst_42b1999a<>+0(SB), Z2
-	XORQ         SI, SI
-	MOVQ         BX, DI
-	ANDQ         $-64, DI
+	JMP          logSoftmaxBackwardF32AVX512_constants
+
+logSoftmaxBackwardF32AVX512_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-64, DI
 
 logSoftmaxBackwardF32AVX512_blocks:
 	CMPQ         SI, DI
 	JAE          logSoftmaxBackwardF32AVX512_vectors
-	VMOVUPS      (AX)(SI*4), Z3
-	VMOVUPS      (CX)(SI*4), Z4
-	VMAXPS       Z3, Z1, Z3
-	VMINPS       Z3, Z2, Z3
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z3, Z5
-	VSUBPS       elemconst_4b400000<>+0(SB), Z5, Z5
-	VMOVAPS      Z3, Z3
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z5, Z3
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z5, Z3
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z3, Z6
-	VMULPS       Z3, Z3, Z7
-	VFMADD213PS  Z3, Z7, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VSCALEFPS    Z5, Z6, Z3
-	VMOVAPS      Z4, Z4
-	VFNMADD231PS Z0, Z3, Z4
-	VMOVUPS      Z4, (DX)(SI*4)
-	VMOVUPS      64(AX)(SI*4), Z3
-	VMOVUPS      64(CX)(SI*4), Z4
-	VMAXPS       Z3, Z1, Z3
-	VMINPS       Z3, Z2, Z3
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z3, Z5
-	VSUBPS       elemconst_4b400000<>+0(SB), Z5, Z5
-	VMOVAPS      Z3, Z3
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z5, Z3
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z5, Z3
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z3, Z6
-	VMULPS       Z3, Z3, Z7
-	VFMADD213PS  Z3, Z7, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VSCALEFPS    Z5, Z6, Z3
-	VMOVAPS      Z4, Z4
-	VFNMADD231PS Z0, Z3, Z4
-	VMOVUPS      Z4, 64(DX)(SI*4)
-	VMOVUPS      128(AX)(SI*4), Z3
-	VMOVUPS      128(CX)(SI*4), Z4
-	VMAXPS       Z3, Z1, Z3
-	VMINPS       Z3, Z2, Z3
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z3, Z5
-	VSUBPS       elemconst_4b400000<>+0(SB), Z5, Z5
-	VMOVAPS      Z3, Z3
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z5, Z3
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z5, Z3
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z3, Z6
-	VMULPS       Z3, Z3, Z7
-	VFMADD213PS  Z3, Z7, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VSCALEFPS    Z5, Z6, Z3
-	VMOVAPS      Z4, Z4
-	VFNMADD231PS Z0, Z3, Z4
-	VMOVUPS      Z4, 128(DX)(SI*4)
-	VMOVUPS      192(AX)(SI*4), Z3
-	VMOVUPS      192(CX)(SI*4), Z4
-	VMAXPS       Z3, Z1, Z3
-	VMINPS       Z3, Z2, Z3
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z3, Z5
-	VSUBPS       elemconst_4b400000<>+0(SB), Z5, Z5
-	VMOVAPS      Z3, Z3
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z5, Z3
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z5, Z3
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z3, Z6
-	VMULPS       Z3, Z3, Z7
-	VFMADD213PS  Z3, Z7, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VSCALEFPS    Z5, Z6, Z3
-	VMOVAPS      Z4, Z4
-	VFNMADD231PS Z0, Z3, Z4
-	VMOVUPS      Z4, 192(DX)(SI*4)
+	VMOVUPS      (AX)(SI*4), Z1
+	VMOVUPS      (CX)(SI*4), Z2
+	VMAXPS       Z1, Z3, Z1
+	VMINPS       Z1, Z4, Z1
+	VMOVUPS      Z5, Z15
+	VFMADD231PS  Z6, Z1, Z15
+	VSUBPS       Z5, Z15, Z15
+	VMOVAPS      Z1, Z1
+	VFNMADD231PS Z7, Z15, Z1
+	VFNMADD231PS Z8, Z15, Z1
+	VMOVUPS      Z9, Z16
+	VFMADD213PS  Z10, Z1, Z16
+	VFMADD213PS  Z11, Z1, Z16
+	VFMADD213PS  Z12, Z1, Z16
+	VFMADD213PS  Z13, Z1, Z16
+	VMULPS       Z1, Z1, Z17
+	VFMADD213PS  Z1, Z17, Z16
+	VADDPS       Z14, Z16, Z16
+	VSCALEFPS    Z15, Z16, Z1
+	VMOVAPS      Z2, Z2
+	VFNMADD231PS Z0, Z1, Z2
+	VMOVUPS      Z2, (DX)(SI*4)
+	VMOVUPS      64(AX)(SI*4), Z1
+	VMOVUPS      64(CX)(SI*4), Z2
+	VMAXPS       Z1, Z3, Z1
+	VMINPS       Z1, Z4, Z1
+	VMOVUPS      Z5, Z15
+	VFMADD231PS  Z6, Z1, Z15
+	VSUBPS       Z5, Z15, Z15
+	VMOVAPS      Z1, Z1
+	VFNMADD231PS Z7, Z15, Z1
+	VFNMADD231PS Z8, Z15, Z1
+	VMOVUPS      Z9, Z16
+	VFMADD213PS  Z10, Z1, Z16
+	VFMADD213PS  Z11, Z1, Z16
+	VFMADD213PS  Z12, Z1, Z16
+	VFMADD213PS  Z13, Z1, Z16
+	VMULPS       Z1, Z1, Z17
+	VFMADD213PS  Z1, Z17, Z16
+	VADDPS       Z14, Z16, Z16
+	VSCALEFPS    Z15, Z16, Z1
+	VMOVAPS      Z2, Z2
+	VFNMADD231PS Z0, Z1, Z2
+	VMOVUPS      Z2, 64(DX)(SI*4)
+	VMOVUPS      128(AX)(SI*4), Z1
+	VMOVUPS      128(CX)(SI*4), Z2
+	VMAXPS       Z1, Z3, Z1
+	VMINPS       Z1, Z4, Z1
+	VMOVUPS      Z5, Z15
+	VFMADD231PS  Z6, Z1, Z15
+	VSUBPS       Z5, Z15, Z15
+	VMOVAPS      Z1, Z1
+	VFNMADD231PS Z7, Z15, Z1
+	VFNMADD231PS Z8, Z15, Z1
+	VMOVUPS      Z9, Z16
+	VFMADD213PS  Z10, Z1, Z16
+	VFMADD213PS  Z11, Z1, Z16
+	VFMADD213PS  Z12, Z1, Z16
+	VFMADD213PS  Z13, Z1, Z16
+	VMULPS       Z1, Z1, Z17
+	VFMADD213PS  Z1, Z17, Z16
+	VADDPS       Z14, Z16, Z16
+	VSCALEFPS    Z15, Z16, Z1
+	VMOVAPS      Z2, Z2
+	VFNMADD231PS Z0, Z1, Z2
+	VMOVUPS      Z2, 128(DX)(SI*4)
+	VMOVUPS      192(AX)(SI*4), Z1
+	VMOVUPS      192(CX)(SI*4), Z2
+	VMAXPS       Z1, Z3, Z1
+	VMINPS       Z1, Z4, Z1
+	VMOVUPS      Z5, Z15
+	VFMADD231PS  Z6, Z1, Z15
+	VSUBPS       Z5, Z15, Z15
+	VMOVAPS      Z1, Z1
+	VFNMADD231PS Z7, Z15, Z1
+	VFNMADD231PS Z8, Z15, Z1
+	VMOVUPS      Z9, Z16
+	VFMADD213PS  Z10, Z1, Z16
+	VFMADD213PS  Z11, Z1, Z16
+	VFMADD213PS  Z12, Z1, Z16
+	VFMADD213PS  Z13, Z1, Z16
+	VMULPS       Z1, Z1, Z17
+	VFMADD213PS  Z1, Z17, Z16
+	VADDPS       Z14, Z16, Z16
+	VSCALEFPS    Z15, Z16, Z1
+	VMOVAPS      Z2, Z2
+	VFNMADD231PS Z0, Z1, Z2
+	VMOVUPS      Z2, 192(DX)(SI*4)
 	ADDQ         $0x00000040, SI
 	JMP          logSoftmaxBackwardF32AVX512_blocks
 
@@ -4245,28 +4495,28 @@ logSoftmaxBackwardF32AVX512_vectors:
 logSoftmaxBackwardF32AVX512_vectorloop:
 	CMPQ         SI, DI
 	JAE          logSoftmaxBackwardF32AVX512_tail
-	VMOVUPS      (AX)(SI*4), Z3
-	VMOVUPS      (CX)(SI*4), Z4
-	VMAXPS       Z3, Z1, Z3
-	VMINPS       Z3, Z2, Z3
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z3, Z5
-	VSUBPS       elemconst_4b400000<>+0(SB), Z5, Z5
-	VMOVAPS      Z3, Z3
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z5, Z3
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z5, Z3
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z3, Z6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z3, Z6
-	VMULPS       Z3, Z3, Z7
-	VFMADD213PS  Z3, Z7, Z6
-	VADDPS       elemconst_3f800000<>+0(SB), Z6, Z6
-	VSCALEFPS    Z5, Z6, Z3
-	VMOVAPS      Z4, Z4
-	VFNMADD231PS Z0, Z3, Z4
-	VMOVUPS      Z4, (DX)(SI*4)
+	VMOVUPS      (AX)(SI*4), Z1
+	VMOVUPS      (CX)(SI*4), Z2
+	VMAXPS       Z1, Z3, Z1
+	VMINPS       Z1, Z4, Z1
+	VMOVUPS      Z5, Z15
+	VFMADD231PS  Z6, Z1, Z15
+	VSUBPS       Z5, Z15, Z15
+	VMOVAPS      Z1, Z1
+	VFNMADD231PS Z7, Z15, Z1
+	VFNMADD231PS Z8, Z15, Z1
+	VMOVUPS      Z9, Z16
+	VFMADD213PS  Z10, Z1, Z16
+	VFMADD213PS  Z11, Z1, Z16
+	VFMADD213PS  Z12, Z1, Z16
+	VFMADD213PS  Z13, Z1, Z16
+	VMULPS       Z1, Z1, Z17
+	VFMADD213PS  Z1, Z17, Z16
+	VADDPS       Z14, Z16, Z16
+	VSCALEFPS    Z15, Z16, Z1
+	VMOVAPS      Z2, Z2
+	VFNMADD231PS Z0, Z1, Z2
+	VMOVUPS      Z2, (DX)(SI*4)
 	ADDQ         $0x00000010, SI
 	JMP          logSoftmaxBackwardF32AVX512_vectorloop
 
@@ -4276,32 +4526,47 @@ logSoftmaxBackwardF32AVX512_tail:
 	MOVL         $0xffffffff, DI
 	BZHIL        BX, DI, DI
 	KMOVW        DI, K1
-	VMOVUPS.Z    (AX)(SI*4), K1, Z3
-	VMOVUPS.Z    (CX)(SI*4), K1, Z4
-	VMAXPS       Z3, Z1, Z1
-	VMINPS       Z1, Z2, Z1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Z2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Z1, Z2
-	VSUBPS       elemconst_4b400000<>+0(SB), Z2, Z2
+	VMOVUPS.Z    (AX)(SI*4), K1, Z1
+	VMOVUPS.Z    (CX)(SI*4), K1, Z2
+	VMAXPS       Z1, Z3, Z1
+	VMINPS       Z1, Z4, Z1
+	VMOVUPS      Z5, Z3
+	VFMADD231PS  Z6, Z1, Z3
+	VSUBPS       Z5, Z3, Z3
 	VMOVAPS      Z1, Z1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Z2, Z1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Z2, Z1
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Z3
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Z1, Z3
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Z1, Z3
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Z1, Z3
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Z1, Z3
+	VFNMADD231PS Z7, Z3, Z1
+	VFNMADD231PS Z8, Z3, Z1
+	VMOVUPS      Z9, Z4
+	VFMADD213PS  Z10, Z1, Z4
+	VFMADD213PS  Z11, Z1, Z4
+	VFMADD213PS  Z12, Z1, Z4
+	VFMADD213PS  Z13, Z1, Z4
 	VMULPS       Z1, Z1, Z5
-	VFMADD213PS  Z1, Z5, Z3
-	VADDPS       elemconst_3f800000<>+0(SB), Z3, Z3
-	VSCALEFPS    Z2, Z3, Z1
-	VMOVAPS      Z4, Z2
+	VFMADD213PS  Z1, Z5, Z4
+	VADDPS       Z14, Z4, Z4
+	VSCALEFPS    Z3, Z4, Z1
+	VMOVAPS      Z2, Z2
 	VFNMADD231PS Z0, Z1, Z2
 	VMOVUPS      Z2, K1, (DX)(SI*4)
 
 logSoftmaxBackwardF32AVX512_done:
 	VZEROUPPER
 	RET
+
+logSoftmaxBackwardF32AVX512_constants:
+	VMOVUPS elemconst_c2d00000<>+0(SB), Z3
+	VMOVUPS elemconst_42b1999a<>+0(SB), Z4
+	VMOVUPS elemconst_4b400000<>+0(SB), Z5
+	VMOVUPS elemconst_3fb8aa3b<>+0(SB), Z6
+	VMOVUPS elemconst_3f317218<>+0(SB), Z7
+	VMOVUPS elemconst_b102e308<>+0(SB), Z8
+	VMOVUPS elemconst_3ab5121d<>+0(SB), Z9
+	VMOVUPS elemconst_3c091cf0<>+0(SB), Z10
+	VMOVUPS elemconst_3d2aac79<>+0(SB), Z11
+	VMOVUPS elemconst_3e2aaa49<>+0(SB), Z12
+	VMOVUPS elemconst_3efffffe<>+0(SB), Z13
+	VMOVUPS elemconst_3f800000<>+0(SB), Z14
+	JMP     logSoftmaxBackwardF32AVX512_start
 
 // func layerNormF32AVX512(y []float32, x []float32, gamma []float32, beta []float32, mean float32, rstd float32)
 // Requires: AVX, AVX512F, BMI2, SSE
@@ -4315,9 +4580,12 @@ TEXT ·layerNormF32AVX512(SB), NOSPLIT, $0-104
 	VBROADCASTSS X0, Z0
 	MOVSS        rstd+100(FP), X1
 	VBROADCASTSS X1, Z1
-	XORQ         DI, DI
-	MOVQ         SI, R8
-	ANDQ         $-64, R8
+	JMP          layerNormF32AVX512_constants
+
+layerNormF32AVX512_start:
+	XORQ DI, DI
+	MOVQ SI, R8
+	ANDQ $-64, R8
 
 layerNormF32AVX512_blocks:
 	CMPQ        DI, R8
@@ -4394,6 +4662,9 @@ layerNormF32AVX512_done:
 	VZEROUPPER
 	RET
 
+layerNormF32AVX512_constants:
+	JMP layerNormF32AVX512_start
+
 // func layerNormBackwardSumsF32AVX512(dy []float32, x []float32, gamma []float32, mean float32, rstd float32) (sumG float32, sumGX float32)
 // Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
 TEXT ·layerNormBackwardSumsF32AVX512(SB), NOSPLIT, $0-88
@@ -4413,9 +4684,12 @@ TEXT ·layerNormBackwardSumsF32AVX512(SB), NOSPLIT, $0-88
 	VXORPS       Z7, Z7, Z7
 	VXORPS       Z8, Z8, Z8
 	VXORPS       Z9, Z9, Z9
-	XORQ         SI, SI
-	MOVQ         BX, DI
-	ANDQ         $-64, DI
+	JMP          layerNormBackwardSumsF32AVX512_constants
+
+layerNormBackwardSumsF32AVX512_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-64, DI
 
 layerNormBackwardSumsF32AVX512_blocks:
 	CMPQ        SI, DI
@@ -4516,6 +4790,9 @@ layerNormBackwardSumsF32AVX512_done:
 	VZEROUPPER
 	RET
 
+layerNormBackwardSumsF32AVX512_constants:
+	JMP layerNormBackwardSumsF32AVX512_start
+
 // func layerNormBackwardF32AVX512(dx []float32, dy []float32, x []float32, gamma []float32, mean float32, rstd float32, a float32, b float32)
 // Requires: AVX, AVX512F, BMI2, SSE
 TEXT ·layerNormBackwardF32AVX512(SB), NOSPLIT, $0-112
@@ -4532,9 +4809,12 @@ TEXT ·layerNormBackwardF32AVX512(SB), NOSPLIT, $0-112
 	VBROADCASTSS X2, Z2
 	MOVSS        b+108(FP), X3
 	VBROADCASTSS X3, Z3
-	XORQ         DI, DI
-	MOVQ         SI, R8
-	ANDQ         $-64, R8
+	JMP          layerNormBackwardF32AVX512_constants
+
+layerNormBackwardF32AVX512_start:
+	XORQ DI, DI
+	MOVQ SI, R8
+	ANDQ $-64, R8
 
 layerNormBackwardF32AVX512_blocks:
 	CMPQ         DI, R8
@@ -4629,6 +4909,9 @@ layerNormBackwardF32AVX512_done:
 	VZEROUPPER
 	RET
 
+layerNormBackwardF32AVX512_constants:
+	JMP layerNormBackwardF32AVX512_start
+
 // func layerNormGradAccumF32AVX512(dgamma []float32, dbeta []float32, dy []float32, x []float32, mean float32, rstd float32)
 // Requires: AVX, AVX512F, BMI2, SSE
 TEXT ·layerNormGradAccumF32AVX512(SB), NOSPLIT, $0-104
@@ -4641,9 +4924,12 @@ TEXT ·layerNormGradAccumF32AVX512(SB), NOSPLIT, $0-104
 	VBROADCASTSS X0, Z0
 	MOVSS        rstd+100(FP), X1
 	VBROADCASTSS X1, Z1
-	XORQ         DI, DI
-	MOVQ         SI, R8
-	ANDQ         $-64, R8
+	JMP          layerNormGradAccumF32AVX512_constants
+
+layerNormGradAccumF32AVX512_start:
+	XORQ DI, DI
+	MOVQ SI, R8
+	ANDQ $-64, R8
 
 layerNormGradAccumF32AVX512_blocks:
 	CMPQ        DI, R8
@@ -4738,6 +5024,9 @@ layerNormGradAccumF32AVX512_done:
 	VZEROUPPER
 	RET
 
+layerNormGradAccumF32AVX512_constants:
+	JMP layerNormGradAccumF32AVX512_start
+
 // func addF32AVX2(dst []float32, a []float32, b []float32)
 // Requires: AVX
 TEXT ·addF32AVX2(SB), NOSPLIT, $0-72
@@ -4745,6 +5034,9 @@ TEXT ·addF32AVX2(SB), NOSPLIT, $0-72
 	MOVQ b_base+48(FP), CX
 	MOVQ dst_base+0(FP), DX
 	MOVQ dst_len+8(FP), BX
+	JMP  addF32AVX2_constants
+
+addF32AVX2_start:
 	XORQ SI, SI
 	MOVQ BX, DI
 	ANDQ $-32, DI
@@ -4801,6 +5093,9 @@ addF32AVX2_done:
 	VZEROUPPER
 	RET
 
+addF32AVX2_constants:
+	JMP addF32AVX2_start
+
 DATA elemtailmask<>+0(SB)/4, $0xffffffff
 DATA elemtailmask<>+4(SB)/4, $0xffffffff
 DATA elemtailmask<>+8(SB)/4, $0xffffffff
@@ -4826,6 +5121,9 @@ TEXT ·subF32AVX2(SB), NOSPLIT, $0-72
 	MOVQ b_base+48(FP), CX
 	MOVQ dst_base+0(FP), DX
 	MOVQ dst_len+8(FP), BX
+	JMP  subF32AVX2_constants
+
+subF32AVX2_start:
 	XORQ SI, SI
 	MOVQ BX, DI
 	ANDQ $-32, DI
@@ -4882,6 +5180,9 @@ subF32AVX2_done:
 	VZEROUPPER
 	RET
 
+subF32AVX2_constants:
+	JMP subF32AVX2_start
+
 // func mulF32AVX2(dst []float32, a []float32, b []float32)
 // Requires: AVX
 TEXT ·mulF32AVX2(SB), NOSPLIT, $0-72
@@ -4889,6 +5190,9 @@ TEXT ·mulF32AVX2(SB), NOSPLIT, $0-72
 	MOVQ b_base+48(FP), CX
 	MOVQ dst_base+0(FP), DX
 	MOVQ dst_len+8(FP), BX
+	JMP  mulF32AVX2_constants
+
+mulF32AVX2_start:
 	XORQ SI, SI
 	MOVQ BX, DI
 	ANDQ $-32, DI
@@ -4945,6 +5249,9 @@ mulF32AVX2_done:
 	VZEROUPPER
 	RET
 
+mulF32AVX2_constants:
+	JMP mulF32AVX2_start
+
 // func scaleF32AVX2(dst []float32, alpha float32, src []float32)
 // Requires: AVX, AVX2, SSE
 TEXT ·scaleF32AVX2(SB), NOSPLIT, $0-56
@@ -4953,9 +5260,12 @@ TEXT ·scaleF32AVX2(SB), NOSPLIT, $0-56
 	MOVQ         dst_len+8(FP), DX
 	MOVSS        alpha+24(FP), X0
 	VBROADCASTSS X0, Y0
-	XORQ         BX, BX
-	MOVQ         DX, SI
-	ANDQ         $-32, SI
+	JMP          scaleF32AVX2_constants
+
+scaleF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-32, SI
 
 scaleF32AVX2_blocks:
 	CMPQ    BX, SI
@@ -5003,6 +5313,9 @@ scaleF32AVX2_done:
 	VZEROUPPER
 	RET
 
+scaleF32AVX2_constants:
+	JMP scaleF32AVX2_start
+
 // func addScalarF32AVX2(dst []float32, v float32, src []float32)
 // Requires: AVX, AVX2, SSE
 TEXT ·addScalarF32AVX2(SB), NOSPLIT, $0-56
@@ -5011,9 +5324,12 @@ TEXT ·addScalarF32AVX2(SB), NOSPLIT, $0-56
 	MOVQ         dst_len+8(FP), DX
 	MOVSS        v+24(FP), X0
 	VBROADCASTSS X0, Y0
-	XORQ         BX, BX
-	MOVQ         DX, SI
-	ANDQ         $-32, SI
+	JMP          addScalarF32AVX2_constants
+
+addScalarF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-32, SI
 
 addScalarF32AVX2_blocks:
 	CMPQ    BX, SI
@@ -5061,6 +5377,9 @@ addScalarF32AVX2_done:
 	VZEROUPPER
 	RET
 
+addScalarF32AVX2_constants:
+	JMP addScalarF32AVX2_start
+
 // func axpyF32AVX2(y []float32, alpha float32, x []float32)
 // Requires: AVX, AVX2, FMA3, SSE
 TEXT ·axpyF32AVX2(SB), NOSPLIT, $0-56
@@ -5069,9 +5388,12 @@ TEXT ·axpyF32AVX2(SB), NOSPLIT, $0-56
 	MOVQ         y_len+8(FP), DX
 	MOVSS        alpha+24(FP), X0
 	VBROADCASTSS X0, Y0
-	XORQ         BX, BX
-	MOVQ         DX, SI
-	ANDQ         $-32, SI
+	JMP          axpyF32AVX2_constants
+
+axpyF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-32, SI
 
 axpyF32AVX2_blocks:
 	CMPQ        BX, SI
@@ -5131,6 +5453,9 @@ axpyF32AVX2_done:
 	VZEROUPPER
 	RET
 
+axpyF32AVX2_constants:
+	JMP axpyF32AVX2_start
+
 // func sumF32AVX2(x []float32) (sum float32)
 // Requires: AVX, SSE
 TEXT ·sumF32AVX2(SB), NOSPLIT, $0-28
@@ -5140,9 +5465,12 @@ TEXT ·sumF32AVX2(SB), NOSPLIT, $0-28
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	XORQ   DX, DX
-	MOVQ   CX, BX
-	ANDQ   $-32, BX
+	JMP    sumF32AVX2_constants
+
+sumF32AVX2_start:
+	XORQ DX, DX
+	MOVQ CX, BX
+	ANDQ $-32, BX
 
 sumF32AVX2_blocks:
 	CMPQ    DX, BX
@@ -5195,6 +5523,9 @@ sumF32AVX2_done:
 	VZEROUPPER
 	RET
 
+sumF32AVX2_constants:
+	JMP sumF32AVX2_start
+
 // func dotF32AVX2(x []float32, y []float32) (dot float32)
 // Requires: AVX, FMA3, SSE
 TEXT ·dotF32AVX2(SB), NOSPLIT, $0-52
@@ -5205,9 +5536,12 @@ TEXT ·dotF32AVX2(SB), NOSPLIT, $0-52
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	XORQ   BX, BX
-	MOVQ   DX, SI
-	ANDQ   $-32, SI
+	JMP    dotF32AVX2_constants
+
+dotF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-32, SI
 
 dotF32AVX2_blocks:
 	CMPQ        BX, SI
@@ -5265,6 +5599,9 @@ dotF32AVX2_done:
 	VZEROUPPER
 	RET
 
+dotF32AVX2_constants:
+	JMP dotF32AVX2_start
+
 // func maxF32AVX2(x []float32) (max float32)
 // Requires: AVX, SSE
 TEXT ·maxF32AVX2(SB), NOSPLIT, $0-28
@@ -5274,9 +5611,12 @@ TEXT ·maxF32AVX2(SB), NOSPLIT, $0-28
 	VMOVUPS elemconst_ff800000<>+0(SB), Y1
 	VMOVUPS elemconst_ff800000<>+0(SB), Y2
 	VMOVUPS elemconst_ff800000<>+0(SB), Y3
-	XORQ    DX, DX
-	MOVQ    CX, BX
-	ANDQ    $-32, BX
+	JMP     maxF32AVX2_constants
+
+maxF32AVX2_start:
+	XORQ DX, DX
+	MOVQ CX, BX
+	ANDQ $-32, BX
 
 maxF32AVX2_blocks:
 	CMPQ    DX, BX
@@ -5329,6 +5669,9 @@ maxF32AVX2_done:
 	VZEROUPPER
 	RET
 
+maxF32AVX2_constants:
+	JMP maxF32AVX2_start
+
 // func sumSqDevF32AVX2(x []float32, mean float32) (sum float32)
 // Requires: AVX, AVX2, SSE
 TEXT ·sumSqDevF32AVX2(SB), NOSPLIT, $0-36
@@ -5340,9 +5683,12 @@ TEXT ·sumSqDevF32AVX2(SB), NOSPLIT, $0-36
 	VXORPS       Y2, Y2, Y2
 	VXORPS       Y3, Y3, Y3
 	VXORPS       Y4, Y4, Y4
-	XORQ         DX, DX
-	MOVQ         CX, BX
-	ANDQ         $-32, BX
+	JMP          sumSqDevF32AVX2_constants
+
+sumSqDevF32AVX2_start:
+	XORQ DX, DX
+	MOVQ CX, BX
+	ANDQ $-32, BX
 
 sumSqDevF32AVX2_blocks:
 	CMPQ    DX, BX
@@ -5407,6 +5753,9 @@ sumSqDevF32AVX2_done:
 	VZEROUPPER
 	RET
 
+sumSqDevF32AVX2_constants:
+	JMP sumSqDevF32AVX2_start
+
 // func expShiftSumF32AVX2(dst []float32, src []float32, shift float32) (sum float32)
 // Requires: AVX, AVX2, FMA3, SSE
 TEXT ·expShiftSumF32AVX2(SB), NOSPLIT, $0-60
@@ -5415,74 +5764,75 @@ TEXT ·expShiftSumF32AVX2(SB), NOSPLIT, $0-60
 	MOVQ         dst_len+8(FP), DX
 	MOVSS        shift+48(FP), X0
 	VBROADCASTSS X0, Y0
-	VMOVUPS      elemconst_c2d00000<>+0(SB), Y1
-	VMOVUPS      elemconst_42b1999a<>+0(SB), Y2
-	VXORPS       Y3, Y3, Y3
-	VXORPS       Y4, Y4, Y4
-	XORQ         BX, BX
-	MOVQ         DX, SI
-	ANDQ         $-16, SI
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	JMP          expShiftSumF32AVX2_constants
+
+expShiftSumF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-16, SI
 
 expShiftSumF32AVX2_blocks:
 	CMPQ         BX, SI
 	JAE          expShiftSumF32AVX2_vectors
-	VMOVUPS      (AX)(BX*4), Y5
-	VSUBPS       Y0, Y5, Y5
-	VMAXPS       Y5, Y1, Y5
-	VMINPS       Y5, Y2, Y5
+	VMOVUPS      (AX)(BX*4), Y3
+	VSUBPS       Y0, Y3, Y3
+	VMAXPS       Y3, Y4, Y3
+	VMINPS       Y3, Y5, Y3
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y6
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y5, Y6
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y3, Y6
 	VSUBPS       elemconst_4b400000<>+0(SB), Y6, Y7
-	VMOVAPS      Y5, Y5
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y5
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y5
+	VMOVAPS      Y3, Y3
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y3
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y3
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y7
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y5, Y7
-	VMULPS       Y5, Y5, Y8
-	VFMADD213PS  Y5, Y8, Y7
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y3, Y7
+	VMULPS       Y3, Y3, Y8
+	VFMADD213PS  Y3, Y8, Y7
 	VADDPS       elemconst_3f800000<>+0(SB), Y7, Y7
-	VPSUBD       elemconst_4b400000<>+0(SB), Y6, Y5
-	VPSRAD       $0x01, Y5, Y6
-	VPSUBD       Y6, Y5, Y5
+	VPSUBD       elemconst_4b400000<>+0(SB), Y6, Y3
+	VPSRAD       $0x01, Y3, Y6
+	VPSUBD       Y6, Y3, Y3
 	VPADDD       elemconst_0000007f<>+0(SB), Y6, Y6
 	VPSLLD       $0x17, Y6, Y6
-	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
-	VPSLLD       $0x17, Y5, Y5
+	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
 	VMULPS       Y6, Y7, Y6
-	VMULPS       Y5, Y6, Y6
-	VADDPS       Y6, Y3, Y3
+	VMULPS       Y3, Y6, Y6
+	VADDPS       Y6, Y1, Y1
 	VMOVUPS      Y6, (CX)(BX*4)
-	VMOVUPS      32(AX)(BX*4), Y5
-	VSUBPS       Y0, Y5, Y5
-	VMAXPS       Y5, Y1, Y5
-	VMINPS       Y5, Y2, Y5
+	VMOVUPS      32(AX)(BX*4), Y3
+	VSUBPS       Y0, Y3, Y3
+	VMAXPS       Y3, Y4, Y3
+	VMINPS       Y3, Y5, Y3
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y6
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y5, Y6
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y3, Y6
 	VSUBPS       elemconst_4b400000<>+0(SB), Y6, Y7
-	VMOVAPS      Y5, Y5
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y5
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y5
+	VMOVAPS      Y3, Y3
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y3
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y3
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y7
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y5, Y7
-	VMULPS       Y5, Y5, Y8
-	VFMADD213PS  Y5, Y8, Y7
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y3, Y7
+	VMULPS       Y3, Y3, Y8
+	VFMADD213PS  Y3, Y8, Y7
 	VADDPS       elemconst_3f800000<>+0(SB), Y7, Y7
-	VPSUBD       elemconst_4b400000<>+0(SB), Y6, Y5
-	VPSRAD       $0x01, Y5, Y6
-	VPSUBD       Y6, Y5, Y5
+	VPSUBD       elemconst_4b400000<>+0(SB), Y6, Y3
+	VPSRAD       $0x01, Y3, Y6
+	VPSUBD       Y6, Y3, Y3
 	VPADDD       elemconst_0000007f<>+0(SB), Y6, Y6
 	VPSLLD       $0x17, Y6, Y6
-	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
-	VPSLLD       $0x17, Y5, Y5
+	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
 	VMULPS       Y6, Y7, Y6
-	VMULPS       Y5, Y6, Y6
-	VADDPS       Y6, Y4, Y4
+	VMULPS       Y3, Y6, Y6
+	VADDPS       Y6, Y2, Y2
 	VMOVUPS      Y6, 32(CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          expShiftSumF32AVX2_blocks
@@ -5494,34 +5844,34 @@ expShiftSumF32AVX2_vectors:
 expShiftSumF32AVX2_vectorloop:
 	CMPQ         BX, SI
 	JAE          expShiftSumF32AVX2_tail
-	VMOVUPS      (AX)(BX*4), Y5
-	VSUBPS       Y0, Y5, Y5
-	VMAXPS       Y5, Y1, Y5
-	VMINPS       Y5, Y2, Y5
+	VMOVUPS      (AX)(BX*4), Y3
+	VSUBPS       Y0, Y3, Y3
+	VMAXPS       Y3, Y4, Y3
+	VMINPS       Y3, Y5, Y3
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y6
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y5, Y6
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y3, Y6
 	VSUBPS       elemconst_4b400000<>+0(SB), Y6, Y7
-	VMOVAPS      Y5, Y5
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y5
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y5
+	VMOVAPS      Y3, Y3
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y3
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y3
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y7
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y5, Y7
-	VMULPS       Y5, Y5, Y8
-	VFMADD213PS  Y5, Y8, Y7
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y3, Y7
+	VMULPS       Y3, Y3, Y8
+	VFMADD213PS  Y3, Y8, Y7
 	VADDPS       elemconst_3f800000<>+0(SB), Y7, Y7
-	VPSUBD       elemconst_4b400000<>+0(SB), Y6, Y5
-	VPSRAD       $0x01, Y5, Y6
-	VPSUBD       Y6, Y5, Y5
+	VPSUBD       elemconst_4b400000<>+0(SB), Y6, Y3
+	VPSRAD       $0x01, Y3, Y6
+	VPSUBD       Y6, Y3, Y3
 	VPADDD       elemconst_0000007f<>+0(SB), Y6, Y6
 	VPSLLD       $0x17, Y6, Y6
-	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
-	VPSLLD       $0x17, Y5, Y5
+	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
 	VMULPS       Y6, Y7, Y6
-	VMULPS       Y5, Y6, Y6
-	VADDPS       Y6, Y3, Y3
+	VMULPS       Y3, Y6, Y6
+	VADDPS       Y6, Y1, Y1
 	VMOVUPS      Y6, (CX)(BX*4)
 	ADDQ         $0x00000008, BX
 	JMP          expShiftSumF32AVX2_vectorloop
@@ -5532,49 +5882,54 @@ expShiftSumF32AVX2_tail:
 	LEAQ         elemtailmask<>+0(SB), SI
 	MOVQ         $0x00000008, DI
 	SUBQ         DX, DI
-	VMOVUPS      (SI)(DI*4), Y5
-	VMASKMOVPS   (AX)(BX*4), Y5, Y6
+	VMOVUPS      (SI)(DI*4), Y3
+	VMASKMOVPS   (AX)(BX*4), Y3, Y6
 	VSUBPS       Y0, Y6, Y0
-	VMAXPS       Y0, Y1, Y0
-	VMINPS       Y0, Y2, Y0
-	VMOVUPS      elemconst_4b400000<>+0(SB), Y1
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y0, Y1
-	VSUBPS       elemconst_4b400000<>+0(SB), Y1, Y2
+	VMAXPS       Y0, Y4, Y0
+	VMINPS       Y0, Y5, Y0
+	VMOVUPS      elemconst_4b400000<>+0(SB), Y4
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y0, Y4
+	VSUBPS       elemconst_4b400000<>+0(SB), Y4, Y5
 	VMOVAPS      Y0, Y0
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y2, Y0
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y2, Y0
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y2
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y0, Y2
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y5, Y0
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y5, Y0
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y5
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y0, Y5
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y0, Y5
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y0, Y5
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y0, Y5
 	VMULPS       Y0, Y0, Y6
-	VFMADD213PS  Y0, Y6, Y2
-	VADDPS       elemconst_3f800000<>+0(SB), Y2, Y2
-	VPSUBD       elemconst_4b400000<>+0(SB), Y1, Y0
-	VPSRAD       $0x01, Y0, Y1
-	VPSUBD       Y1, Y0, Y0
-	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
-	VPSLLD       $0x17, Y1, Y1
+	VFMADD213PS  Y0, Y6, Y5
+	VADDPS       elemconst_3f800000<>+0(SB), Y5, Y5
+	VPSUBD       elemconst_4b400000<>+0(SB), Y4, Y0
+	VPSRAD       $0x01, Y0, Y4
+	VPSUBD       Y4, Y0, Y0
+	VPADDD       elemconst_0000007f<>+0(SB), Y4, Y4
+	VPSLLD       $0x17, Y4, Y4
 	VPADDD       elemconst_0000007f<>+0(SB), Y0, Y0
 	VPSLLD       $0x17, Y0, Y0
-	VMULPS       Y1, Y2, Y1
-	VMULPS       Y0, Y1, Y1
-	VANDPS       Y5, Y1, Y1
-	VADDPS       Y1, Y3, Y3
-	VMASKMOVPS   Y1, Y5, (CX)(BX*4)
+	VMULPS       Y4, Y5, Y4
+	VMULPS       Y0, Y4, Y4
+	VANDPS       Y3, Y4, Y4
+	VADDPS       Y4, Y1, Y1
+	VMASKMOVPS   Y4, Y3, (CX)(BX*4)
 
 expShiftSumF32AVX2_done:
-	VADDPS       Y4, Y3, Y3
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X0, X3, X3
-	VMOVHLPS     X3, X3, X0
-	VADDPS       X0, X3, X3
-	VMOVSHDUP    X3, X0
-	VADDSS       X0, X3, X3
-	MOVSS        X3, sum+56(FP)
+	VADDPS       Y2, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X1
+	VMOVHLPS     X1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSHDUP    X1, X0
+	VADDSS       X0, X1, X1
+	MOVSS        X1, sum+56(FP)
 	VZEROUPPER
 	RET
+
+expShiftSumF32AVX2_constants:
+	VMOVUPS elemconst_c2d00000<>+0(SB), Y4
+	VMOVUPS elemconst_42b1999a<>+0(SB), Y5
+	JMP     expShiftSumF32AVX2_start
 
 DATA elemconst_0000007f<>+0(SB)/4, $0x0000007f
 DATA elemconst_0000007f<>+4(SB)/4, $0x0000007f
@@ -5601,73 +5956,74 @@ TEXT ·sumExpShiftF32AVX2(SB), NOSPLIT, $0-36
 	MOVQ         src_len+8(FP), CX
 	MOVSS        shift+24(FP), X0
 	VBROADCASTSS X0, Y0
-	VMOVUPS      elemconst_c2d00000<>+0(SB), Y1
-	VMOVUPS      elemconst_42b1999a<>+0(SB), Y2
-	VXORPS       Y3, Y3, Y3
-	VXORPS       Y4, Y4, Y4
-	XORQ         DX, DX
-	MOVQ         CX, BX
-	ANDQ         $-16, BX
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	JMP          sumExpShiftF32AVX2_constants
+
+sumExpShiftF32AVX2_start:
+	XORQ DX, DX
+	MOVQ CX, BX
+	ANDQ $-16, BX
 
 sumExpShiftF32AVX2_blocks:
 	CMPQ         DX, BX
 	JAE          sumExpShiftF32AVX2_vectors
-	VMOVUPS      (AX)(DX*4), Y5
-	VSUBPS       Y0, Y5, Y5
-	VMAXPS       Y5, Y1, Y5
-	VMINPS       Y5, Y2, Y5
+	VMOVUPS      (AX)(DX*4), Y3
+	VSUBPS       Y0, Y3, Y3
+	VMAXPS       Y3, Y4, Y3
+	VMINPS       Y3, Y5, Y3
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y6
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y5, Y6
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y3, Y6
 	VSUBPS       elemconst_4b400000<>+0(SB), Y6, Y7
-	VMOVAPS      Y5, Y5
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y5
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y5
+	VMOVAPS      Y3, Y3
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y3
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y3
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y7
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y5, Y7
-	VMULPS       Y5, Y5, Y8
-	VFMADD213PS  Y5, Y8, Y7
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y3, Y7
+	VMULPS       Y3, Y3, Y8
+	VFMADD213PS  Y3, Y8, Y7
 	VADDPS       elemconst_3f800000<>+0(SB), Y7, Y7
-	VPSUBD       elemconst_4b400000<>+0(SB), Y6, Y5
-	VPSRAD       $0x01, Y5, Y6
-	VPSUBD       Y6, Y5, Y5
+	VPSUBD       elemconst_4b400000<>+0(SB), Y6, Y3
+	VPSRAD       $0x01, Y3, Y6
+	VPSUBD       Y6, Y3, Y3
 	VPADDD       elemconst_0000007f<>+0(SB), Y6, Y6
 	VPSLLD       $0x17, Y6, Y6
-	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
-	VPSLLD       $0x17, Y5, Y5
+	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
 	VMULPS       Y6, Y7, Y6
-	VMULPS       Y5, Y6, Y6
-	VADDPS       Y6, Y3, Y3
-	VMOVUPS      32(AX)(DX*4), Y5
-	VSUBPS       Y0, Y5, Y5
-	VMAXPS       Y5, Y1, Y5
-	VMINPS       Y5, Y2, Y5
+	VMULPS       Y3, Y6, Y6
+	VADDPS       Y6, Y1, Y1
+	VMOVUPS      32(AX)(DX*4), Y3
+	VSUBPS       Y0, Y3, Y3
+	VMAXPS       Y3, Y4, Y3
+	VMINPS       Y3, Y5, Y3
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y6
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y5, Y6
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y3, Y6
 	VSUBPS       elemconst_4b400000<>+0(SB), Y6, Y7
-	VMOVAPS      Y5, Y5
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y5
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y5
+	VMOVAPS      Y3, Y3
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y3
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y3
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y7
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y5, Y7
-	VMULPS       Y5, Y5, Y8
-	VFMADD213PS  Y5, Y8, Y7
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y3, Y7
+	VMULPS       Y3, Y3, Y8
+	VFMADD213PS  Y3, Y8, Y7
 	VADDPS       elemconst_3f800000<>+0(SB), Y7, Y7
-	VPSUBD       elemconst_4b400000<>+0(SB), Y6, Y5
-	VPSRAD       $0x01, Y5, Y6
-	VPSUBD       Y6, Y5, Y5
+	VPSUBD       elemconst_4b400000<>+0(SB), Y6, Y3
+	VPSRAD       $0x01, Y3, Y6
+	VPSUBD       Y6, Y3, Y3
 	VPADDD       elemconst_0000007f<>+0(SB), Y6, Y6
 	VPSLLD       $0x17, Y6, Y6
-	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
-	VPSLLD       $0x17, Y5, Y5
+	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
 	VMULPS       Y6, Y7, Y6
-	VMULPS       Y5, Y6, Y6
-	VADDPS       Y6, Y4, Y4
+	VMULPS       Y3, Y6, Y6
+	VADDPS       Y6, Y2, Y2
 	ADDQ         $0x00000010, DX
 	JMP          sumExpShiftF32AVX2_blocks
 
@@ -5678,34 +6034,34 @@ sumExpShiftF32AVX2_vectors:
 sumExpShiftF32AVX2_vectorloop:
 	CMPQ         DX, BX
 	JAE          sumExpShiftF32AVX2_tail
-	VMOVUPS      (AX)(DX*4), Y5
-	VSUBPS       Y0, Y5, Y5
-	VMAXPS       Y5, Y1, Y5
-	VMINPS       Y5, Y2, Y5
+	VMOVUPS      (AX)(DX*4), Y3
+	VSUBPS       Y0, Y3, Y3
+	VMAXPS       Y3, Y4, Y3
+	VMINPS       Y3, Y5, Y3
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y6
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y5, Y6
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y3, Y6
 	VSUBPS       elemconst_4b400000<>+0(SB), Y6, Y7
-	VMOVAPS      Y5, Y5
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y5
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y5
+	VMOVAPS      Y3, Y3
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y3
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y3
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y7
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y5, Y7
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y5, Y7
-	VMULPS       Y5, Y5, Y8
-	VFMADD213PS  Y5, Y8, Y7
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y3, Y7
+	VMULPS       Y3, Y3, Y8
+	VFMADD213PS  Y3, Y8, Y7
 	VADDPS       elemconst_3f800000<>+0(SB), Y7, Y7
-	VPSUBD       elemconst_4b400000<>+0(SB), Y6, Y5
-	VPSRAD       $0x01, Y5, Y6
-	VPSUBD       Y6, Y5, Y5
+	VPSUBD       elemconst_4b400000<>+0(SB), Y6, Y3
+	VPSRAD       $0x01, Y3, Y6
+	VPSUBD       Y6, Y3, Y3
 	VPADDD       elemconst_0000007f<>+0(SB), Y6, Y6
 	VPSLLD       $0x17, Y6, Y6
-	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
-	VPSLLD       $0x17, Y5, Y5
+	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
 	VMULPS       Y6, Y7, Y6
-	VMULPS       Y5, Y6, Y6
-	VADDPS       Y6, Y3, Y3
+	VMULPS       Y3, Y6, Y6
+	VADDPS       Y6, Y1, Y1
 	ADDQ         $0x00000008, DX
 	JMP          sumExpShiftF32AVX2_vectorloop
 
@@ -5715,48 +6071,53 @@ sumExpShiftF32AVX2_tail:
 	LEAQ         elemtailmask<>+0(SB), BX
 	MOVQ         $0x00000008, SI
 	SUBQ         CX, SI
-	VMOVUPS      (BX)(SI*4), Y5
-	VMASKMOVPS   (AX)(DX*4), Y5, Y6
+	VMOVUPS      (BX)(SI*4), Y3
+	VMASKMOVPS   (AX)(DX*4), Y3, Y6
 	VSUBPS       Y0, Y6, Y0
-	VMAXPS       Y0, Y1, Y0
-	VMINPS       Y0, Y2, Y0
-	VMOVUPS      elemconst_4b400000<>+0(SB), Y1
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y0, Y1
-	VSUBPS       elemconst_4b400000<>+0(SB), Y1, Y2
+	VMAXPS       Y0, Y4, Y0
+	VMINPS       Y0, Y5, Y0
+	VMOVUPS      elemconst_4b400000<>+0(SB), Y4
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y0, Y4
+	VSUBPS       elemconst_4b400000<>+0(SB), Y4, Y5
 	VMOVAPS      Y0, Y0
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y2, Y0
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y2, Y0
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y2
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y0, Y2
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y5, Y0
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y5, Y0
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y5
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y0, Y5
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y0, Y5
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y0, Y5
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y0, Y5
 	VMULPS       Y0, Y0, Y6
-	VFMADD213PS  Y0, Y6, Y2
-	VADDPS       elemconst_3f800000<>+0(SB), Y2, Y2
-	VPSUBD       elemconst_4b400000<>+0(SB), Y1, Y0
-	VPSRAD       $0x01, Y0, Y1
-	VPSUBD       Y1, Y0, Y0
-	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
-	VPSLLD       $0x17, Y1, Y1
+	VFMADD213PS  Y0, Y6, Y5
+	VADDPS       elemconst_3f800000<>+0(SB), Y5, Y5
+	VPSUBD       elemconst_4b400000<>+0(SB), Y4, Y0
+	VPSRAD       $0x01, Y0, Y4
+	VPSUBD       Y4, Y0, Y0
+	VPADDD       elemconst_0000007f<>+0(SB), Y4, Y4
+	VPSLLD       $0x17, Y4, Y4
 	VPADDD       elemconst_0000007f<>+0(SB), Y0, Y0
 	VPSLLD       $0x17, Y0, Y0
-	VMULPS       Y1, Y2, Y1
-	VMULPS       Y0, Y1, Y1
-	VANDPS       Y5, Y1, Y1
-	VADDPS       Y1, Y3, Y3
+	VMULPS       Y4, Y5, Y4
+	VMULPS       Y0, Y4, Y4
+	VANDPS       Y3, Y4, Y4
+	VADDPS       Y4, Y1, Y1
 
 sumExpShiftF32AVX2_done:
-	VADDPS       Y4, Y3, Y3
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X0, X3, X3
-	VMOVHLPS     X3, X3, X0
-	VADDPS       X0, X3, X3
-	VMOVSHDUP    X3, X0
-	VADDSS       X0, X3, X3
-	MOVSS        X3, sum+32(FP)
+	VADDPS       Y2, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X1
+	VMOVHLPS     X1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSHDUP    X1, X0
+	VADDSS       X0, X1, X1
+	MOVSS        X1, sum+32(FP)
 	VZEROUPPER
 	RET
+
+sumExpShiftF32AVX2_constants:
+	VMOVUPS elemconst_c2d00000<>+0(SB), Y4
+	VMOVUPS elemconst_42b1999a<>+0(SB), Y5
+	JMP     sumExpShiftF32AVX2_start
 
 // func scaleMaxF32AVX2(dst []float32, src []float32, scale float32) (max float32)
 // Requires: AVX, AVX2, SSE
@@ -5770,9 +6131,12 @@ TEXT ·scaleMaxF32AVX2(SB), NOSPLIT, $0-60
 	VMOVUPS      elemconst_ff800000<>+0(SB), Y2
 	VMOVUPS      elemconst_ff800000<>+0(SB), Y3
 	VMOVUPS      elemconst_ff800000<>+0(SB), Y4
-	XORQ         BX, BX
-	MOVQ         DX, SI
-	ANDQ         $-32, SI
+	JMP          scaleMaxF32AVX2_constants
+
+scaleMaxF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-32, SI
 
 scaleMaxF32AVX2_blocks:
 	CMPQ    BX, SI
@@ -5837,6 +6201,9 @@ scaleMaxF32AVX2_done:
 	VZEROUPPER
 	RET
 
+scaleMaxF32AVX2_constants:
+	JMP scaleMaxF32AVX2_start
+
 // func scaleAddMaxF32AVX2(dst []float32, src []float32, scale float32, mask []float32) (max float32)
 // Requires: AVX, AVX2, FMA3, SSE
 TEXT ·scaleAddMaxF32AVX2(SB), NOSPLIT, $0-84
@@ -5850,9 +6217,12 @@ TEXT ·scaleAddMaxF32AVX2(SB), NOSPLIT, $0-84
 	VMOVUPS      elemconst_ff800000<>+0(SB), Y2
 	VMOVUPS      elemconst_ff800000<>+0(SB), Y3
 	VMOVUPS      elemconst_ff800000<>+0(SB), Y4
-	XORQ         SI, SI
-	MOVQ         BX, DI
-	ANDQ         $-32, DI
+	JMP          scaleAddMaxF32AVX2_constants
+
+scaleAddMaxF32AVX2_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-32, DI
 
 scaleAddMaxF32AVX2_blocks:
 	CMPQ        SI, DI
@@ -5929,74 +6299,78 @@ scaleAddMaxF32AVX2_done:
 	VZEROUPPER
 	RET
 
+scaleAddMaxF32AVX2_constants:
+	JMP scaleAddMaxF32AVX2_start
+
 // func expF32AVX2(dst []float32, src []float32)
 // Requires: AVX, AVX2, FMA3
 TEXT ·expF32AVX2(SB), NOSPLIT, $0-48
-	MOVQ    src_base+24(FP), AX
-	MOVQ    dst_base+0(FP), CX
-	MOVQ    dst_len+8(FP), DX
-	VMOVUPS elemconst_c2d00000<>+0(SB), Y0
-	VMOVUPS elemconst_42b1999a<>+0(SB), Y1
-	XORQ    BX, BX
-	MOVQ    DX, SI
-	ANDQ    $-16, SI
+	MOVQ src_base+24(FP), AX
+	MOVQ dst_base+0(FP), CX
+	MOVQ dst_len+8(FP), DX
+	JMP  expF32AVX2_constants
+
+expF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-16, SI
 
 expF32AVX2_blocks:
 	CMPQ         BX, SI
 	JAE          expF32AVX2_vectors
-	VMOVUPS      (AX)(BX*4), Y2
-	VMAXPS       Y2, Y0, Y2
-	VMINPS       Y2, Y1, Y2
+	VMOVUPS      (AX)(BX*4), Y0
+	VMAXPS       Y0, Y1, Y0
+	VMINPS       Y0, Y2, Y0
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y3
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y2, Y3
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y0, Y3
 	VSUBPS       elemconst_4b400000<>+0(SB), Y3, Y4
-	VMOVAPS      Y2, Y2
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y4, Y2
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y4, Y2
+	VMOVAPS      Y0, Y0
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y4, Y0
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y4, Y0
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y2, Y4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y2, Y4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y2, Y4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y2, Y4
-	VMULPS       Y2, Y2, Y5
-	VFMADD213PS  Y2, Y5, Y4
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y0, Y4
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y0, Y4
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y0, Y4
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y0, Y4
+	VMULPS       Y0, Y0, Y5
+	VFMADD213PS  Y0, Y5, Y4
 	VADDPS       elemconst_3f800000<>+0(SB), Y4, Y4
-	VPSUBD       elemconst_4b400000<>+0(SB), Y3, Y2
-	VPSRAD       $0x01, Y2, Y3
-	VPSUBD       Y3, Y2, Y2
+	VPSUBD       elemconst_4b400000<>+0(SB), Y3, Y0
+	VPSRAD       $0x01, Y0, Y3
+	VPSUBD       Y3, Y0, Y0
 	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
 	VPSLLD       $0x17, Y3, Y3
-	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
-	VPSLLD       $0x17, Y2, Y2
+	VPADDD       elemconst_0000007f<>+0(SB), Y0, Y0
+	VPSLLD       $0x17, Y0, Y0
 	VMULPS       Y3, Y4, Y3
-	VMULPS       Y2, Y3, Y3
+	VMULPS       Y0, Y3, Y3
 	VMOVUPS      Y3, (CX)(BX*4)
-	VMOVUPS      32(AX)(BX*4), Y2
-	VMAXPS       Y2, Y0, Y2
-	VMINPS       Y2, Y1, Y2
+	VMOVUPS      32(AX)(BX*4), Y0
+	VMAXPS       Y0, Y1, Y0
+	VMINPS       Y0, Y2, Y0
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y3
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y2, Y3
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y0, Y3
 	VSUBPS       elemconst_4b400000<>+0(SB), Y3, Y4
-	VMOVAPS      Y2, Y2
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y4, Y2
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y4, Y2
+	VMOVAPS      Y0, Y0
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y4, Y0
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y4, Y0
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y2, Y4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y2, Y4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y2, Y4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y2, Y4
-	VMULPS       Y2, Y2, Y5
-	VFMADD213PS  Y2, Y5, Y4
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y0, Y4
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y0, Y4
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y0, Y4
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y0, Y4
+	VMULPS       Y0, Y0, Y5
+	VFMADD213PS  Y0, Y5, Y4
 	VADDPS       elemconst_3f800000<>+0(SB), Y4, Y4
-	VPSUBD       elemconst_4b400000<>+0(SB), Y3, Y2
-	VPSRAD       $0x01, Y2, Y3
-	VPSUBD       Y3, Y2, Y2
+	VPSUBD       elemconst_4b400000<>+0(SB), Y3, Y0
+	VPSRAD       $0x01, Y0, Y3
+	VPSUBD       Y3, Y0, Y0
 	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
 	VPSLLD       $0x17, Y3, Y3
-	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
-	VPSLLD       $0x17, Y2, Y2
+	VPADDD       elemconst_0000007f<>+0(SB), Y0, Y0
+	VPSLLD       $0x17, Y0, Y0
 	VMULPS       Y3, Y4, Y3
-	VMULPS       Y2, Y3, Y3
+	VMULPS       Y0, Y3, Y3
 	VMOVUPS      Y3, 32(CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          expF32AVX2_blocks
@@ -6008,32 +6382,32 @@ expF32AVX2_vectors:
 expF32AVX2_vectorloop:
 	CMPQ         BX, SI
 	JAE          expF32AVX2_tail
-	VMOVUPS      (AX)(BX*4), Y2
-	VMAXPS       Y2, Y0, Y2
-	VMINPS       Y2, Y1, Y2
+	VMOVUPS      (AX)(BX*4), Y0
+	VMAXPS       Y0, Y1, Y0
+	VMINPS       Y0, Y2, Y0
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y3
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y2, Y3
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y0, Y3
 	VSUBPS       elemconst_4b400000<>+0(SB), Y3, Y4
-	VMOVAPS      Y2, Y2
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y4, Y2
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y4, Y2
+	VMOVAPS      Y0, Y0
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y4, Y0
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y4, Y0
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y2, Y4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y2, Y4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y2, Y4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y2, Y4
-	VMULPS       Y2, Y2, Y5
-	VFMADD213PS  Y2, Y5, Y4
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y0, Y4
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y0, Y4
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y0, Y4
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y0, Y4
+	VMULPS       Y0, Y0, Y5
+	VFMADD213PS  Y0, Y5, Y4
 	VADDPS       elemconst_3f800000<>+0(SB), Y4, Y4
-	VPSUBD       elemconst_4b400000<>+0(SB), Y3, Y2
-	VPSRAD       $0x01, Y2, Y3
-	VPSUBD       Y3, Y2, Y2
+	VPSUBD       elemconst_4b400000<>+0(SB), Y3, Y0
+	VPSRAD       $0x01, Y0, Y3
+	VPSUBD       Y3, Y0, Y0
 	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
 	VPSLLD       $0x17, Y3, Y3
-	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
-	VPSLLD       $0x17, Y2, Y2
+	VPADDD       elemconst_0000007f<>+0(SB), Y0, Y0
+	VPSLLD       $0x17, Y0, Y0
 	VMULPS       Y3, Y4, Y3
-	VMULPS       Y2, Y3, Y3
+	VMULPS       Y0, Y3, Y3
 	VMOVUPS      Y3, (CX)(BX*4)
 	ADDQ         $0x00000008, BX
 	JMP          expF32AVX2_vectorloop
@@ -6044,124 +6418,129 @@ expF32AVX2_tail:
 	LEAQ         elemtailmask<>+0(SB), SI
 	MOVQ         $0x00000008, DI
 	SUBQ         DX, DI
-	VMOVUPS      (SI)(DI*4), Y2
-	VMASKMOVPS   (AX)(BX*4), Y2, Y3
-	VMAXPS       Y3, Y0, Y0
-	VMINPS       Y0, Y1, Y0
-	VMOVUPS      elemconst_4b400000<>+0(SB), Y1
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y0, Y1
-	VSUBPS       elemconst_4b400000<>+0(SB), Y1, Y3
-	VMOVAPS      Y0, Y0
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y3, Y0
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y3, Y0
+	VMOVUPS      (SI)(DI*4), Y0
+	VMASKMOVPS   (AX)(BX*4), Y0, Y3
+	VMAXPS       Y3, Y1, Y1
+	VMINPS       Y1, Y2, Y1
+	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y2
+	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y3
+	VMOVAPS      Y1, Y1
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y3, Y1
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y3, Y1
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y3
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y0, Y3
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y0, Y3
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y0, Y3
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y0, Y3
-	VMULPS       Y0, Y0, Y4
-	VFMADD213PS  Y0, Y4, Y3
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y3
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y3
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y3
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y3
+	VMULPS       Y1, Y1, Y4
+	VFMADD213PS  Y1, Y4, Y3
 	VADDPS       elemconst_3f800000<>+0(SB), Y3, Y3
-	VPSUBD       elemconst_4b400000<>+0(SB), Y1, Y0
-	VPSRAD       $0x01, Y0, Y1
-	VPSUBD       Y1, Y0, Y0
+	VPSUBD       elemconst_4b400000<>+0(SB), Y2, Y1
+	VPSRAD       $0x01, Y1, Y2
+	VPSUBD       Y2, Y1, Y1
+	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
+	VPSLLD       $0x17, Y2, Y2
 	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
 	VPSLLD       $0x17, Y1, Y1
-	VPADDD       elemconst_0000007f<>+0(SB), Y0, Y0
-	VPSLLD       $0x17, Y0, Y0
-	VMULPS       Y1, Y3, Y1
-	VMULPS       Y0, Y1, Y1
-	VMASKMOVPS   Y1, Y2, (CX)(BX*4)
+	VMULPS       Y2, Y3, Y2
+	VMULPS       Y1, Y2, Y2
+	VMASKMOVPS   Y2, Y0, (CX)(BX*4)
 
 expF32AVX2_done:
 	VZEROUPPER
 	RET
 
+expF32AVX2_constants:
+	VMOVUPS elemconst_c2d00000<>+0(SB), Y1
+	VMOVUPS elemconst_42b1999a<>+0(SB), Y2
+	JMP     expF32AVX2_start
+
 // func sigmoidF32AVX2(dst []float32, src []float32)
 // Requires: AVX, AVX2, FMA3
 TEXT ·sigmoidF32AVX2(SB), NOSPLIT, $0-48
-	MOVQ    src_base+24(FP), AX
-	MOVQ    dst_base+0(FP), CX
-	MOVQ    dst_len+8(FP), DX
-	VMOVUPS elemconst_3f800000<>+0(SB), Y0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Y1
-	VMOVUPS elemconst_42b1999a<>+0(SB), Y2
-	XORQ    BX, BX
-	MOVQ    DX, SI
-	ANDQ    $-16, SI
+	MOVQ src_base+24(FP), AX
+	MOVQ dst_base+0(FP), CX
+	MOVQ dst_len+8(FP), DX
+	JMP  sigmoidF32AVX2_constants
+
+sigmoidF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-16, SI
 
 sigmoidF32AVX2_blocks:
 	CMPQ         BX, SI
 	JAE          sigmoidF32AVX2_vectors
-	VMOVUPS      (AX)(BX*4), Y3
-	VANDPS       elemconst_7fffffff<>+0(SB), Y3, Y4
-	VXORPS       elemconst_80000000<>+0(SB), Y4, Y4
-	VMAXPS       Y4, Y1, Y4
-	VMINPS       Y4, Y2, Y4
+	VMOVUPS      (AX)(BX*4), Y0
+	VANDPS       elemconst_7fffffff<>+0(SB), Y0, Y1
+	VXORPS       elemconst_80000000<>+0(SB), Y1, Y1
+	VMAXPS       Y1, Y2, Y1
+	VMINPS       Y1, Y3, Y1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y4, Y5
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y5
 	VSUBPS       elemconst_4b400000<>+0(SB), Y5, Y6
-	VMOVAPS      Y4, Y4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y4
+	VMOVAPS      Y1, Y1
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y1
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y1
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y4, Y6
-	VMULPS       Y4, Y4, Y7
-	VFMADD213PS  Y4, Y7, Y6
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y6
+	VMULPS       Y1, Y1, Y7
+	VFMADD213PS  Y1, Y7, Y6
 	VADDPS       elemconst_3f800000<>+0(SB), Y6, Y6
-	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y4
-	VPSRAD       $0x01, Y4, Y5
-	VPSUBD       Y5, Y4, Y4
+	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y1
+	VPSRAD       $0x01, Y1, Y5
+	VPSUBD       Y5, Y1, Y1
 	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
 	VPSLLD       $0x17, Y5, Y5
-	VPADDD       elemconst_0000007f<>+0(SB), Y4, Y4
-	VPSLLD       $0x17, Y4, Y4
+	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
+	VPSLLD       $0x17, Y1, Y1
 	VMULPS       Y5, Y6, Y5
-	VMULPS       Y4, Y5, Y5
-	VADDPS       elemconst_3f800000<>+0(SB), Y5, Y4
-	VDIVPS       Y4, Y0, Y6
-	VDIVPS       Y4, Y5, Y4
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y3, Y3
-	VBLENDVPS    Y3, Y4, Y6, Y5
-	VBLENDVPS    Y3, Y6, Y4, Y3
+	VMULPS       Y1, Y5, Y5
+	VADDPS       elemconst_3f800000<>+0(SB), Y5, Y1
+	VDIVPS       Y1, Y4, Y6
+	VDIVPS       Y1, Y5, Y1
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y0, Y0
+	VBLENDVPS    Y0, Y1, Y6, Y5
+	VBLENDVPS    Y0, Y6, Y1, Y0
 	VMOVUPS      Y5, (CX)(BX*4)
-	VMOVUPS      32(AX)(BX*4), Y3
-	VANDPS       elemconst_7fffffff<>+0(SB), Y3, Y4
-	VXORPS       elemconst_80000000<>+0(SB), Y4, Y4
-	VMAXPS       Y4, Y1, Y4
-	VMINPS       Y4, Y2, Y4
+	VMOVUPS      32(AX)(BX*4), Y0
+	VANDPS       elemconst_7fffffff<>+0(SB), Y0, Y1
+	VXORPS       elemconst_80000000<>+0(SB), Y1, Y1
+	VMAXPS       Y1, Y2, Y1
+	VMINPS       Y1, Y3, Y1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y4, Y5
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y5
 	VSUBPS       elemconst_4b400000<>+0(SB), Y5, Y6
-	VMOVAPS      Y4, Y4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y4
+	VMOVAPS      Y1, Y1
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y1
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y1
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y4, Y6
-	VMULPS       Y4, Y4, Y7
-	VFMADD213PS  Y4, Y7, Y6
-	VADDPS       elemconst_3f800000<>+0(SB), Y6, Y6
-	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y4
-	VPSRAD       $0x01, Y4, Y5
-	VPSUBD       Y5, Y4, Y4
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y6
+	VMULPS       Y1, Y1, Y7
+	VFMADD213PS  Y1, Y7, Y6
+	VADDPS       Y4, Y6, Y6
+	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y1
+	VPSRAD       $0x01, Y1, Y5
+	VPSUBD       Y5, Y1, Y1
 	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
 	VPSLLD       $0x17, Y5, Y5
-	VPADDD       elemconst_0000007f<>+0(SB), Y4, Y4
-	VPSLLD       $0x17, Y4, Y4
+	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
+	VPSLLD       $0x17, Y1, Y1
 	VMULPS       Y5, Y6, Y5
-	VMULPS       Y4, Y5, Y5
-	VADDPS       elemconst_3f800000<>+0(SB), Y5, Y4
-	VDIVPS       Y4, Y0, Y6
-	VDIVPS       Y4, Y5, Y4
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y3, Y3
-	VBLENDVPS    Y3, Y4, Y6, Y5
-	VBLENDVPS    Y3, Y6, Y4, Y3
+	VMULPS       Y1, Y5, Y5
+	VADDPS       Y4, Y5, Y1
+	VDIVPS       Y1, Y4, Y6
+	VDIVPS       Y1, Y5, Y1
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y0, Y0
+	VBLENDVPS    Y0, Y1, Y6, Y5
+	VBLENDVPS    Y0, Y6, Y1, Y0
 	VMOVUPS      Y5, 32(CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          sigmoidF32AVX2_blocks
@@ -6173,40 +6552,40 @@ sigmoidF32AVX2_vectors:
 sigmoidF32AVX2_vectorloop:
 	CMPQ         BX, SI
 	JAE          sigmoidF32AVX2_tail
-	VMOVUPS      (AX)(BX*4), Y3
-	VANDPS       elemconst_7fffffff<>+0(SB), Y3, Y4
-	VXORPS       elemconst_80000000<>+0(SB), Y4, Y4
-	VMAXPS       Y4, Y1, Y4
-	VMINPS       Y4, Y2, Y4
+	VMOVUPS      (AX)(BX*4), Y0
+	VANDPS       elemconst_7fffffff<>+0(SB), Y0, Y1
+	VXORPS       elemconst_80000000<>+0(SB), Y1, Y1
+	VMAXPS       Y1, Y2, Y1
+	VMINPS       Y1, Y3, Y1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y4, Y5
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y5
 	VSUBPS       elemconst_4b400000<>+0(SB), Y5, Y6
-	VMOVAPS      Y4, Y4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y4
+	VMOVAPS      Y1, Y1
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y1
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y1
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y4, Y6
-	VMULPS       Y4, Y4, Y7
-	VFMADD213PS  Y4, Y7, Y6
-	VADDPS       elemconst_3f800000<>+0(SB), Y6, Y6
-	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y4
-	VPSRAD       $0x01, Y4, Y5
-	VPSUBD       Y5, Y4, Y4
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y6
+	VMULPS       Y1, Y1, Y7
+	VFMADD213PS  Y1, Y7, Y6
+	VADDPS       Y4, Y6, Y6
+	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y1
+	VPSRAD       $0x01, Y1, Y5
+	VPSUBD       Y5, Y1, Y1
 	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
 	VPSLLD       $0x17, Y5, Y5
-	VPADDD       elemconst_0000007f<>+0(SB), Y4, Y4
-	VPSLLD       $0x17, Y4, Y4
+	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
+	VPSLLD       $0x17, Y1, Y1
 	VMULPS       Y5, Y6, Y5
-	VMULPS       Y4, Y5, Y5
-	VADDPS       elemconst_3f800000<>+0(SB), Y5, Y4
-	VDIVPS       Y4, Y0, Y6
-	VDIVPS       Y4, Y5, Y4
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y3, Y3
-	VBLENDVPS    Y3, Y4, Y6, Y5
-	VBLENDVPS    Y3, Y6, Y4, Y3
+	VMULPS       Y1, Y5, Y5
+	VADDPS       Y4, Y5, Y1
+	VDIVPS       Y1, Y4, Y6
+	VDIVPS       Y1, Y5, Y1
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y0, Y0
+	VBLENDVPS    Y0, Y1, Y6, Y5
+	VBLENDVPS    Y0, Y6, Y1, Y0
 	VMOVUPS      Y5, (CX)(BX*4)
 	ADDQ         $0x00000008, BX
 	JMP          sigmoidF32AVX2_vectorloop
@@ -6217,111 +6596,116 @@ sigmoidF32AVX2_tail:
 	LEAQ         elemtailmask<>+0(SB), SI
 	MOVQ         $0x00000008, DI
 	SUBQ         DX, DI
-	VMOVUPS      (SI)(DI*4), Y3
-	VMASKMOVPS   (AX)(BX*4), Y3, Y4
-	VANDPS       elemconst_7fffffff<>+0(SB), Y4, Y5
+	VMOVUPS      (SI)(DI*4), Y0
+	VMASKMOVPS   (AX)(BX*4), Y0, Y1
+	VANDPS       elemconst_7fffffff<>+0(SB), Y1, Y5
 	VXORPS       elemconst_80000000<>+0(SB), Y5, Y5
-	VMAXPS       Y5, Y1, Y1
-	VMINPS       Y1, Y2, Y1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y2
-	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y5
-	VMOVAPS      Y1, Y1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y5, Y1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y5, Y1
+	VMAXPS       Y5, Y2, Y2
+	VMINPS       Y2, Y3, Y2
+	VMOVUPS      elemconst_4b400000<>+0(SB), Y3
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y2, Y3
+	VSUBPS       elemconst_4b400000<>+0(SB), Y3, Y5
+	VMOVAPS      Y2, Y2
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y5, Y2
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y5, Y2
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y5
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y5
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y5
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y5
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y5
-	VMULPS       Y1, Y1, Y6
-	VFMADD213PS  Y1, Y6, Y5
-	VADDPS       elemconst_3f800000<>+0(SB), Y5, Y5
-	VPSUBD       elemconst_4b400000<>+0(SB), Y2, Y1
-	VPSRAD       $0x01, Y1, Y2
-	VPSUBD       Y2, Y1, Y1
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y2, Y5
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y2, Y5
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y2, Y5
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y2, Y5
+	VMULPS       Y2, Y2, Y6
+	VFMADD213PS  Y2, Y6, Y5
+	VADDPS       Y4, Y5, Y5
+	VPSUBD       elemconst_4b400000<>+0(SB), Y3, Y2
+	VPSRAD       $0x01, Y2, Y3
+	VPSUBD       Y3, Y2, Y2
+	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
 	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
 	VPSLLD       $0x17, Y2, Y2
-	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
-	VPSLLD       $0x17, Y1, Y1
-	VMULPS       Y2, Y5, Y2
-	VMULPS       Y1, Y2, Y2
-	VADDPS       elemconst_3f800000<>+0(SB), Y2, Y1
-	VDIVPS       Y1, Y0, Y0
-	VDIVPS       Y1, Y2, Y1
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y4, Y2
-	VBLENDVPS    Y2, Y1, Y0, Y4
-	VBLENDVPS    Y2, Y0, Y1, Y0
-	VMASKMOVPS   Y4, Y3, (CX)(BX*4)
+	VMULPS       Y3, Y5, Y3
+	VMULPS       Y2, Y3, Y3
+	VADDPS       Y4, Y3, Y2
+	VDIVPS       Y2, Y4, Y4
+	VDIVPS       Y2, Y3, Y2
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y1, Y1
+	VBLENDVPS    Y1, Y2, Y4, Y3
+	VBLENDVPS    Y1, Y4, Y2, Y1
+	VMASKMOVPS   Y3, Y0, (CX)(BX*4)
 
 sigmoidF32AVX2_done:
 	VZEROUPPER
 	RET
 
+sigmoidF32AVX2_constants:
+	VMOVUPS elemconst_c2d00000<>+0(SB), Y2
+	VMOVUPS elemconst_42b1999a<>+0(SB), Y3
+	VMOVUPS elemconst_3f800000<>+0(SB), Y4
+	JMP     sigmoidF32AVX2_start
+
 // func tanhF32AVX2(dst []float32, src []float32)
 // Requires: AVX, AVX2, FMA3
 TEXT ·tanhF32AVX2(SB), NOSPLIT, $0-48
-	MOVQ    src_base+24(FP), AX
-	MOVQ    dst_base+0(FP), CX
-	MOVQ    dst_len+8(FP), DX
-	VMOVUPS elemconst_3f800000<>+0(SB), Y0
-	VMOVUPS elemconst_40000000<>+0(SB), Y0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Y1
-	VMOVUPS elemconst_42b1999a<>+0(SB), Y2
-	XORQ    BX, BX
-	MOVQ    DX, SI
-	ANDQ    $-8, SI
+	MOVQ src_base+24(FP), AX
+	MOVQ dst_base+0(FP), CX
+	MOVQ dst_len+8(FP), DX
+	JMP  tanhF32AVX2_constants
+
+tanhF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-8, SI
 
 tanhF32AVX2_vectorloop:
 	CMPQ         BX, SI
 	JAE          tanhF32AVX2_tail
-	VMOVUPS      (AX)(BX*4), Y3
-	VANDPS       elemconst_7fffffff<>+0(SB), Y3, Y4
-	VMULPS       Y3, Y3, Y5
-	VMOVUPS      elemconst_3b0c70f0<>+0(SB), Y6
-	VFMADD213PS  elemconst_bc05fa7f<>+0(SB), Y5, Y6
-	VFMADD213PS  elemconst_3cb1c5ac<>+0(SB), Y5, Y6
-	VFMADD213PS  elemconst_bd5cf748<>+0(SB), Y5, Y6
-	VFMADD213PS  elemconst_3e088833<>+0(SB), Y5, Y6
-	VFMADD213PS  elemconst_beaaaaaa<>+0(SB), Y5, Y6
-	VMULPS       Y5, Y3, Y5
-	VMOVAPS      Y5, Y5
-	VFMADD213PS  Y3, Y6, Y5
-	VADDPS       Y4, Y4, Y6
-	VMAXPS       Y6, Y1, Y6
-	VMINPS       Y6, Y2, Y6
+	VMOVUPS      (AX)(BX*4), Y0
+	VANDPS       elemconst_7fffffff<>+0(SB), Y0, Y1
+	VMULPS       Y0, Y0, Y2
+	VMOVUPS      elemconst_3b0c70f0<>+0(SB), Y3
+	VFMADD213PS  elemconst_bc05fa7f<>+0(SB), Y2, Y3
+	VFMADD213PS  elemconst_3cb1c5ac<>+0(SB), Y2, Y3
+	VFMADD213PS  elemconst_bd5cf748<>+0(SB), Y2, Y3
+	VFMADD213PS  elemconst_3e088833<>+0(SB), Y2, Y3
+	VFMADD213PS  elemconst_beaaaaaa<>+0(SB), Y2, Y3
+	VMULPS       Y2, Y0, Y2
+	VMOVAPS      Y2, Y2
+	VFMADD213PS  Y0, Y3, Y2
+	VADDPS       Y1, Y1, Y3
+	VMAXPS       Y3, Y4, Y3
+	VMINPS       Y3, Y5, Y3
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y7
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y6, Y7
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y3, Y7
 	VSUBPS       elemconst_4b400000<>+0(SB), Y7, Y8
-	VMOVAPS      Y6, Y6
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y8, Y6
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y8, Y6
+	VMOVAPS      Y3, Y3
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y8, Y3
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y8, Y3
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y8
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y6, Y8
-	VMULPS       Y6, Y6, Y9
-	VFMADD213PS  Y6, Y9, Y8
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y3, Y8
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y3, Y8
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y3, Y8
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y3, Y8
+	VMULPS       Y3, Y3, Y9
+	VFMADD213PS  Y3, Y9, Y8
 	VADDPS       elemconst_3f800000<>+0(SB), Y8, Y8
-	VPSUBD       elemconst_4b400000<>+0(SB), Y7, Y6
-	VPSRAD       $0x01, Y6, Y7
-	VPSUBD       Y7, Y6, Y6
+	VPSUBD       elemconst_4b400000<>+0(SB), Y7, Y3
+	VPSRAD       $0x01, Y3, Y7
+	VPSUBD       Y7, Y3, Y3
 	VPADDD       elemconst_0000007f<>+0(SB), Y7, Y7
 	VPSLLD       $0x17, Y7, Y7
-	VPADDD       elemconst_0000007f<>+0(SB), Y6, Y6
-	VPSLLD       $0x17, Y6, Y6
+	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
 	VMULPS       Y7, Y8, Y7
-	VMULPS       Y6, Y7, Y7
-	VADDPS       elemconst_3f800000<>+0(SB), Y7, Y6
-	VDIVPS       Y6, Y0, Y6
+	VMULPS       Y3, Y7, Y7
+	VADDPS       elemconst_3f800000<>+0(SB), Y7, Y3
+	VDIVPS       Y3, Y6, Y3
 	VMOVUPS      elemconst_3f800000<>+0(SB), Y7
-	VSUBPS       Y6, Y7, Y7
-	VANDPS       elemconst_80000000<>+0(SB), Y3, Y3
-	VORPS        Y7, Y3, Y3
-	VCMPPS       $0x19, elemconst_3f200000<>+0(SB), Y4, Y4
-	VBLENDVPS    Y4, Y5, Y3, Y3
-	VMOVUPS      Y3, (CX)(BX*4)
+	VSUBPS       Y3, Y7, Y7
+	VANDPS       elemconst_80000000<>+0(SB), Y0, Y0
+	VORPS        Y7, Y0, Y0
+	VCMPPS       $0x19, elemconst_3f200000<>+0(SB), Y1, Y1
+	VBLENDVPS    Y1, Y2, Y0, Y0
+	VMOVUPS      Y0, (CX)(BX*4)
 	ADDQ         $0x00000008, BX
 	JMP          tanhF32AVX2_vectorloop
 
@@ -6331,94 +6715,100 @@ tanhF32AVX2_tail:
 	LEAQ         elemtailmask<>+0(SB), SI
 	MOVQ         $0x00000008, DI
 	SUBQ         DX, DI
-	VMOVUPS      (SI)(DI*4), Y3
-	VMASKMOVPS   (AX)(BX*4), Y3, Y4
-	VANDPS       elemconst_7fffffff<>+0(SB), Y4, Y5
-	VMULPS       Y4, Y4, Y6
+	VMOVUPS      (SI)(DI*4), Y0
+	VMASKMOVPS   (AX)(BX*4), Y0, Y1
+	VANDPS       elemconst_7fffffff<>+0(SB), Y1, Y2
+	VMULPS       Y1, Y1, Y3
 	VMOVUPS      elemconst_3b0c70f0<>+0(SB), Y7
-	VFMADD213PS  elemconst_bc05fa7f<>+0(SB), Y6, Y7
-	VFMADD213PS  elemconst_3cb1c5ac<>+0(SB), Y6, Y7
-	VFMADD213PS  elemconst_bd5cf748<>+0(SB), Y6, Y7
-	VFMADD213PS  elemconst_3e088833<>+0(SB), Y6, Y7
-	VFMADD213PS  elemconst_beaaaaaa<>+0(SB), Y6, Y7
-	VMULPS       Y6, Y4, Y6
-	VMOVAPS      Y6, Y6
-	VFMADD213PS  Y4, Y7, Y6
-	VADDPS       Y5, Y5, Y7
-	VMAXPS       Y7, Y1, Y1
-	VMINPS       Y1, Y2, Y1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y2
-	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y7
-	VMOVAPS      Y1, Y1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y1
+	VFMADD213PS  elemconst_bc05fa7f<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3cb1c5ac<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_bd5cf748<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3e088833<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_beaaaaaa<>+0(SB), Y3, Y7
+	VMULPS       Y3, Y1, Y3
+	VMOVAPS      Y3, Y3
+	VFMADD213PS  Y1, Y7, Y3
+	VADDPS       Y2, Y2, Y7
+	VMAXPS       Y7, Y4, Y4
+	VMINPS       Y4, Y5, Y4
+	VMOVUPS      elemconst_4b400000<>+0(SB), Y5
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y4, Y5
+	VSUBPS       elemconst_4b400000<>+0(SB), Y5, Y7
+	VMOVAPS      Y4, Y4
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y4
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y4
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y7
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y7
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y7
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y7
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y7
-	VMULPS       Y1, Y1, Y8
-	VFMADD213PS  Y1, Y8, Y7
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y4, Y7
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y4, Y7
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y4, Y7
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y4, Y7
+	VMULPS       Y4, Y4, Y8
+	VFMADD213PS  Y4, Y8, Y7
 	VADDPS       elemconst_3f800000<>+0(SB), Y7, Y7
-	VPSUBD       elemconst_4b400000<>+0(SB), Y2, Y1
-	VPSRAD       $0x01, Y1, Y2
-	VPSUBD       Y2, Y1, Y1
-	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
-	VPSLLD       $0x17, Y2, Y2
-	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
-	VPSLLD       $0x17, Y1, Y1
-	VMULPS       Y2, Y7, Y2
-	VMULPS       Y1, Y2, Y2
-	VADDPS       elemconst_3f800000<>+0(SB), Y2, Y1
-	VDIVPS       Y1, Y0, Y0
-	VMOVUPS      elemconst_3f800000<>+0(SB), Y1
-	VSUBPS       Y0, Y1, Y1
-	VANDPS       elemconst_80000000<>+0(SB), Y4, Y0
-	VORPS        Y1, Y0, Y0
-	VCMPPS       $0x19, elemconst_3f200000<>+0(SB), Y5, Y1
-	VBLENDVPS    Y1, Y6, Y0, Y0
-	VMASKMOVPS   Y0, Y3, (CX)(BX*4)
+	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y4
+	VPSRAD       $0x01, Y4, Y5
+	VPSUBD       Y5, Y4, Y4
+	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
+	VPSLLD       $0x17, Y5, Y5
+	VPADDD       elemconst_0000007f<>+0(SB), Y4, Y4
+	VPSLLD       $0x17, Y4, Y4
+	VMULPS       Y5, Y7, Y5
+	VMULPS       Y4, Y5, Y5
+	VADDPS       elemconst_3f800000<>+0(SB), Y5, Y4
+	VDIVPS       Y4, Y6, Y4
+	VMOVUPS      elemconst_3f800000<>+0(SB), Y5
+	VSUBPS       Y4, Y5, Y5
+	VANDPS       elemconst_80000000<>+0(SB), Y1, Y1
+	VORPS        Y5, Y1, Y1
+	VCMPPS       $0x19, elemconst_3f200000<>+0(SB), Y2, Y2
+	VBLENDVPS    Y2, Y3, Y1, Y1
+	VMASKMOVPS   Y1, Y0, (CX)(BX*4)
 
 tanhF32AVX2_done:
 	VZEROUPPER
 	RET
 
+tanhF32AVX2_constants:
+	VMOVUPS elemconst_c2d00000<>+0(SB), Y4
+	VMOVUPS elemconst_42b1999a<>+0(SB), Y5
+	VMOVUPS elemconst_40000000<>+0(SB), Y6
+	JMP     tanhF32AVX2_start
+
 // func erfF32AVX2(dst []float32, src []float32)
 // Requires: AVX, AVX2, FMA3
 TEXT ·erfF32AVX2(SB), NOSPLIT, $0-48
-	MOVQ    src_base+24(FP), AX
-	MOVQ    dst_base+0(FP), CX
-	MOVQ    dst_len+8(FP), DX
-	VMOVUPS elemconst_3f800000<>+0(SB), Y0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Y1
-	VMOVUPS elemconst_42b1999a<>+0(SB), Y2
-	XORQ    BX, BX
-	MOVQ    DX, SI
-	ANDQ    $-8, SI
+	MOVQ src_base+24(FP), AX
+	MOVQ dst_base+0(FP), CX
+	MOVQ dst_len+8(FP), DX
+	JMP  erfF32AVX2_constants
+
+erfF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-8, SI
 
 erfF32AVX2_vectorloop:
 	CMPQ         BX, SI
 	JAE          erfF32AVX2_tail
-	VMOVUPS      (AX)(BX*4), Y3
-	VANDPS       elemconst_7fffffff<>+0(SB), Y3, Y4
-	VMULPS       Y3, Y3, Y5
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Y6
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Y5, Y6
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Y5, Y6
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Y5, Y6
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Y5, Y6
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Y5, Y6
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y5, Y6
-	VMOVAPS      Y6, Y5
-	VFMADD213PS  Y3, Y3, Y5
-	VMINPS       elemconst_41200000<>+0(SB), Y4, Y6
-	VMULPS       Y6, Y6, Y7
-	VMOVAPS      Y6, Y8
-	VFMSUB213PS  Y7, Y6, Y8
+	VMOVUPS      (AX)(BX*4), Y0
+	VANDPS       elemconst_7fffffff<>+0(SB), Y0, Y1
+	VMULPS       Y0, Y0, Y2
+	VMOVUPS      elemconst_38a4b557<>+0(SB), Y3
+	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Y2, Y3
+	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Y2, Y3
+	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Y2, Y3
+	VFMADD213PS  elemconst_3de7167c<>+0(SB), Y2, Y3
+	VFMADD213PS  elemconst_bec0939f<>+0(SB), Y2, Y3
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y2, Y3
+	VMOVAPS      Y3, Y2
+	VFMADD213PS  Y0, Y0, Y2
+	VMINPS       elemconst_41200000<>+0(SB), Y1, Y3
+	VMULPS       Y3, Y3, Y7
+	VMOVAPS      Y3, Y8
+	VFMSUB213PS  Y7, Y3, Y8
 	VXORPS       elemconst_80000000<>+0(SB), Y7, Y7
-	VMAXPS       Y7, Y1, Y7
-	VMINPS       Y7, Y2, Y7
+	VMAXPS       Y7, Y4, Y7
+	VMINPS       Y7, Y5, Y7
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y9
 	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y7, Y9
 	VSUBPS       elemconst_4b400000<>+0(SB), Y9, Y10
@@ -6445,26 +6835,26 @@ erfF32AVX2_vectorloop:
 	VMOVAPS      Y9, Y7
 	VFNMADD231PS Y9, Y8, Y7
 	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y8
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Y6, Y8
-	VDIVPS       Y8, Y0, Y6
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Y3, Y8
+	VDIVPS       Y8, Y6, Y3
 	VMOVUPS      elemconst_3d767f73<>+0(SB), Y8
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y6, Y8
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y6, Y8
-	VMULPS       Y6, Y8, Y6
-	VMULPS       Y7, Y6, Y6
-	VMOVUPS      elemconst_3f800000<>+0(SB), Y7
-	VSUBPS       Y6, Y7, Y7
-	VANDPS       elemconst_80000000<>+0(SB), Y3, Y3
-	VORPS        Y7, Y3, Y3
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Y4, Y4
-	VBLENDVPS    Y4, Y5, Y3, Y3
-	VMOVUPS      Y3, (CX)(BX*4)
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y3, Y8
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y3, Y8
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Y3, Y8
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y3, Y8
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Y3, Y8
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Y3, Y8
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y3, Y8
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y3, Y8
+	VMULPS       Y3, Y8, Y3
+	VMULPS       Y7, Y3, Y3
+	VMOVUPS      Y6, Y7
+	VSUBPS       Y3, Y7, Y7
+	VANDPS       elemconst_80000000<>+0(SB), Y0, Y0
+	VORPS        Y7, Y0, Y0
+	VCMPPS       $0x19, Y6, Y1, Y1
+	VBLENDVPS    Y1, Y2, Y0, Y0
+	VMOVUPS      Y0, (CX)(BX*4)
 	ADDQ         $0x00000008, BX
 	JMP          erfF32AVX2_vectorloop
 
@@ -6474,8 +6864,103 @@ erfF32AVX2_tail:
 	LEAQ         elemtailmask<>+0(SB), SI
 	MOVQ         $0x00000008, DI
 	SUBQ         DX, DI
-	VMOVUPS      (SI)(DI*4), Y3
-	VMASKMOVPS   (AX)(BX*4), Y3, Y4
+	VMOVUPS      (SI)(DI*4), Y0
+	VMASKMOVPS   (AX)(BX*4), Y0, Y1
+	VANDPS       elemconst_7fffffff<>+0(SB), Y1, Y2
+	VMULPS       Y1, Y1, Y3
+	VMOVUPS      elemconst_38a4b557<>+0(SB), Y7
+	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3de7167c<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_bec0939f<>+0(SB), Y3, Y7
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y3, Y7
+	VMOVAPS      Y7, Y3
+	VFMADD213PS  Y1, Y1, Y3
+	VMINPS       elemconst_41200000<>+0(SB), Y2, Y7
+	VMULPS       Y7, Y7, Y8
+	VMOVAPS      Y7, Y9
+	VFMSUB213PS  Y8, Y7, Y9
+	VXORPS       elemconst_80000000<>+0(SB), Y8, Y8
+	VMAXPS       Y8, Y4, Y4
+	VMINPS       Y4, Y5, Y4
+	VMOVUPS      elemconst_4b400000<>+0(SB), Y5
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y4, Y5
+	VSUBPS       elemconst_4b400000<>+0(SB), Y5, Y8
+	VMOVAPS      Y4, Y4
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y8, Y4
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y8, Y4
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y8
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y4, Y8
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y4, Y8
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y4, Y8
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y4, Y8
+	VMULPS       Y4, Y4, Y10
+	VFMADD213PS  Y4, Y10, Y8
+	VADDPS       Y6, Y8, Y8
+	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y4
+	VPSRAD       $0x01, Y4, Y5
+	VPSUBD       Y5, Y4, Y4
+	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
+	VPSLLD       $0x17, Y5, Y5
+	VPADDD       elemconst_0000007f<>+0(SB), Y4, Y4
+	VPSLLD       $0x17, Y4, Y4
+	VMULPS       Y5, Y8, Y5
+	VMULPS       Y4, Y5, Y5
+	VMOVAPS      Y5, Y4
+	VFNMADD231PS Y5, Y9, Y4
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y5
+	VFMADD213PS  Y6, Y7, Y5
+	VDIVPS       Y5, Y6, Y5
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Y7
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y5, Y7
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y5, Y7
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Y5, Y7
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y5, Y7
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Y5, Y7
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Y5, Y7
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y5, Y7
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y5, Y7
+	VMULPS       Y5, Y7, Y5
+	VMULPS       Y4, Y5, Y5
+	VMOVUPS      Y6, Y4
+	VSUBPS       Y5, Y4, Y4
+	VANDPS       elemconst_80000000<>+0(SB), Y1, Y1
+	VORPS        Y4, Y1, Y1
+	VCMPPS       $0x19, Y6, Y2, Y2
+	VBLENDVPS    Y2, Y3, Y1, Y1
+	VMASKMOVPS   Y1, Y0, (CX)(BX*4)
+
+erfF32AVX2_done:
+	VZEROUPPER
+	RET
+
+erfF32AVX2_constants:
+	VMOVUPS elemconst_c2d00000<>+0(SB), Y4
+	VMOVUPS elemconst_42b1999a<>+0(SB), Y5
+	VMOVUPS elemconst_3f800000<>+0(SB), Y6
+	JMP     erfF32AVX2_start
+
+// func geluF32AVX2(dst []float32, src []float32)
+// Requires: AVX, AVX2, FMA3
+TEXT ·geluF32AVX2(SB), NOSPLIT, $0-48
+	MOVQ src_base+24(FP), AX
+	MOVQ dst_base+0(FP), CX
+	MOVQ dst_len+8(FP), DX
+	JMP  geluF32AVX2_constants
+
+geluF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-8, SI
+
+geluF32AVX2_vectorloop:
+	CMPQ         BX, SI
+	JAE          geluF32AVX2_tail
+	VMOVUPS      (AX)(BX*4), Y0
+	VMAXPS       Y0, Y2, Y1
+	VMINPS       Y1, Y3, Y1
+	VMULPS       elemconst_3f3504f3<>+0(SB), Y1, Y4
 	VANDPS       elemconst_7fffffff<>+0(SB), Y4, Y5
 	VMULPS       Y4, Y4, Y6
 	VMOVUPS      elemconst_38a4b557<>+0(SB), Y7
@@ -6487,156 +6972,65 @@ erfF32AVX2_tail:
 	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y6, Y7
 	VMOVAPS      Y7, Y6
 	VFMADD213PS  Y4, Y4, Y6
-	VMINPS       elemconst_41200000<>+0(SB), Y5, Y7
-	VMULPS       Y7, Y7, Y8
-	VMOVAPS      Y7, Y9
-	VFMSUB213PS  Y8, Y7, Y9
-	VXORPS       elemconst_80000000<>+0(SB), Y8, Y8
-	VMAXPS       Y8, Y1, Y1
-	VMINPS       Y1, Y2, Y1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y2
-	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y8
-	VMOVAPS      Y1, Y1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y8, Y1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y8, Y1
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y8
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y8
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y8
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y8
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y8
-	VMULPS       Y1, Y1, Y10
-	VFMADD213PS  Y1, Y10, Y8
-	VADDPS       elemconst_3f800000<>+0(SB), Y8, Y8
-	VPSUBD       elemconst_4b400000<>+0(SB), Y2, Y1
-	VPSRAD       $0x01, Y1, Y2
-	VPSUBD       Y2, Y1, Y1
-	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
-	VPSLLD       $0x17, Y2, Y2
-	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
-	VPSLLD       $0x17, Y1, Y1
-	VMULPS       Y2, Y8, Y2
-	VMULPS       Y1, Y2, Y2
-	VMOVAPS      Y2, Y1
-	VFNMADD231PS Y2, Y9, Y1
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y2
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Y7, Y2
-	VDIVPS       Y2, Y0, Y0
-	VMOVUPS      elemconst_3d767f73<>+0(SB), Y2
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y0, Y2
-	VMULPS       Y0, Y2, Y0
-	VMULPS       Y1, Y0, Y0
-	VMOVUPS      elemconst_3f800000<>+0(SB), Y1
-	VSUBPS       Y0, Y1, Y1
-	VANDPS       elemconst_80000000<>+0(SB), Y4, Y0
-	VORPS        Y1, Y0, Y0
-	VCMPPS       $0x19, elemconst_3f800000<>+0(SB), Y5, Y1
-	VBLENDVPS    Y1, Y6, Y0, Y0
-	VMASKMOVPS   Y0, Y3, (CX)(BX*4)
-
-erfF32AVX2_done:
-	VZEROUPPER
-	RET
-
-// func geluF32AVX2(dst []float32, src []float32)
-// Requires: AVX, AVX2, FMA3
-TEXT ·geluF32AVX2(SB), NOSPLIT, $0-48
-	MOVQ    src_base+24(FP), AX
-	MOVQ    dst_base+0(FP), CX
-	MOVQ    dst_len+8(FP), DX
-	VMOVUPS elemconst_3f800000<>+0(SB), Y0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Y1
-	VMOVUPS elemconst_42b1999a<>+0(SB), Y2
-	VMOVUPS elemconst_c1700000<>+0(SB), Y3
-	VMOVUPS elemconst_41700000<>+0(SB), Y4
-	XORQ    BX, BX
-	MOVQ    DX, SI
-	ANDQ    $-8, SI
-
-geluF32AVX2_vectorloop:
-	CMPQ         BX, SI
-	JAE          geluF32AVX2_tail
-	VMOVUPS      (AX)(BX*4), Y5
-	VMAXPS       Y5, Y3, Y6
-	VMINPS       Y6, Y4, Y6
-	VMULPS       elemconst_3f3504f3<>+0(SB), Y6, Y7
-	VANDPS       elemconst_7fffffff<>+0(SB), Y7, Y8
-	VMULPS       Y7, Y7, Y9
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Y10
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Y9, Y10
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Y9, Y10
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Y9, Y10
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Y9, Y10
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Y9, Y10
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y9, Y10
-	VMOVAPS      Y10, Y9
-	VFMADD213PS  Y7, Y7, Y9
-	VMOVUPS      elemconst_3f000000<>+0(SB), Y7
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Y9, Y7
-	VMULPS       Y6, Y6, Y9
-	VMOVAPS      Y6, Y10
-	VFMSUB213PS  Y9, Y6, Y10
-	VMULPS       elemconst_3f000000<>+0(SB), Y9, Y9
-	VMULPS       elemconst_3f000000<>+0(SB), Y10, Y10
-	VXORPS       elemconst_80000000<>+0(SB), Y9, Y9
-	VMAXPS       Y9, Y1, Y9
-	VMINPS       Y9, Y2, Y9
+	VMOVUPS      elemconst_3f000000<>+0(SB), Y4
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Y6, Y4
+	VMULPS       Y1, Y1, Y6
+	VMOVAPS      Y1, Y7
+	VFMSUB213PS  Y6, Y1, Y7
+	VMULPS       elemconst_3f000000<>+0(SB), Y6, Y6
+	VMULPS       elemconst_3f000000<>+0(SB), Y7, Y7
+	VXORPS       elemconst_80000000<>+0(SB), Y6, Y6
+	VMAXPS       Y6, Y8, Y6
+	VMINPS       Y6, Y9, Y6
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y11
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y9, Y11
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y6, Y11
 	VSUBPS       elemconst_4b400000<>+0(SB), Y11, Y12
-	VMOVAPS      Y9, Y9
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y12, Y9
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y12, Y9
+	VMOVAPS      Y6, Y6
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y12, Y6
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y12, Y6
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y12
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y9, Y12
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y9, Y12
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y9, Y12
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y9, Y12
-	VMULPS       Y9, Y9, Y13
-	VFMADD213PS  Y9, Y13, Y12
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y6, Y12
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y6, Y12
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y6, Y12
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y6, Y12
+	VMULPS       Y6, Y6, Y13
+	VFMADD213PS  Y6, Y13, Y12
 	VADDPS       elemconst_3f800000<>+0(SB), Y12, Y12
-	VPSUBD       elemconst_4b400000<>+0(SB), Y11, Y9
-	VPSRAD       $0x01, Y9, Y11
-	VPSUBD       Y11, Y9, Y9
+	VPSUBD       elemconst_4b400000<>+0(SB), Y11, Y6
+	VPSRAD       $0x01, Y6, Y11
+	VPSUBD       Y11, Y6, Y6
 	VPADDD       elemconst_0000007f<>+0(SB), Y11, Y11
 	VPSLLD       $0x17, Y11, Y11
-	VPADDD       elemconst_0000007f<>+0(SB), Y9, Y9
-	VPSLLD       $0x17, Y9, Y9
+	VPADDD       elemconst_0000007f<>+0(SB), Y6, Y6
+	VPSLLD       $0x17, Y6, Y6
 	VMULPS       Y11, Y12, Y11
-	VMULPS       Y9, Y11, Y11
-	VMOVAPS      Y11, Y9
-	VFNMADD231PS Y11, Y10, Y9
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y10
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Y8, Y10
-	VDIVPS       Y10, Y0, Y10
+	VMULPS       Y6, Y11, Y11
+	VMOVAPS      Y11, Y6
+	VFNMADD231PS Y11, Y7, Y6
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y7
+	VFMADD213PS  elemconst_3f800000<>+0(SB), Y5, Y7
+	VDIVPS       Y7, Y10, Y7
 	VMOVUPS      elemconst_3d767f73<>+0(SB), Y11
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y10, Y11
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y10, Y11
-	VMULPS       Y10, Y11, Y10
-	VMULPS       Y9, Y10, Y10
-	VMULPS       elemconst_3f000000<>+0(SB), Y10, Y9
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y6, Y6
-	VMOVUPS      elemconst_3f800000<>+0(SB), Y10
-	VSUBPS       Y9, Y10, Y10
-	VBLENDVPS    Y6, Y9, Y10, Y6
-	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Y8, Y8
-	VBLENDVPS    Y8, Y7, Y6, Y6
-	VMAXPS       Y5, Y3, Y5
-	VMULPS       Y6, Y5, Y5
-	VMOVUPS      Y5, (CX)(BX*4)
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y7, Y11
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y7, Y11
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Y7, Y11
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y7, Y11
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Y7, Y11
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Y7, Y11
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y7, Y11
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y7, Y11
+	VMULPS       Y7, Y11, Y7
+	VMULPS       Y6, Y7, Y7
+	VMULPS       elemconst_3f000000<>+0(SB), Y7, Y6
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y1, Y1
+	VMOVUPS      Y10, Y7
+	VSUBPS       Y6, Y7, Y7
+	VBLENDVPS    Y1, Y6, Y7, Y1
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Y5, Y5
+	VBLENDVPS    Y5, Y4, Y1, Y1
+	VMAXPS       Y0, Y2, Y0
+	VMULPS       Y1, Y0, Y0
+	VMOVUPS      Y0, (CX)(BX*4)
 	ADDQ         $0x00000008, BX
 	JMP          geluF32AVX2_vectorloop
 
@@ -6646,149 +7040,155 @@ geluF32AVX2_tail:
 	LEAQ         elemtailmask<>+0(SB), SI
 	MOVQ         $0x00000008, DI
 	SUBQ         DX, DI
-	VMOVUPS      (SI)(DI*4), Y5
-	VMASKMOVPS   (AX)(BX*4), Y5, Y6
-	VMAXPS       Y6, Y3, Y7
-	VMINPS       Y7, Y4, Y7
-	VMULPS       elemconst_3f3504f3<>+0(SB), Y7, Y4
-	VANDPS       elemconst_7fffffff<>+0(SB), Y4, Y8
-	VMULPS       Y4, Y4, Y9
-	VMOVUPS      elemconst_38a4b557<>+0(SB), Y10
-	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Y9, Y10
-	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Y9, Y10
-	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Y9, Y10
-	VFMADD213PS  elemconst_3de7167c<>+0(SB), Y9, Y10
-	VFMADD213PS  elemconst_bec0939f<>+0(SB), Y9, Y10
-	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y9, Y10
-	VMOVAPS      Y10, Y9
-	VFMADD213PS  Y4, Y4, Y9
-	VMOVUPS      elemconst_3f000000<>+0(SB), Y4
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Y9, Y4
-	VMULPS       Y7, Y7, Y9
-	VMOVAPS      Y7, Y10
-	VFMSUB213PS  Y9, Y7, Y10
-	VMULPS       elemconst_3f000000<>+0(SB), Y9, Y9
-	VMULPS       elemconst_3f000000<>+0(SB), Y10, Y10
-	VXORPS       elemconst_80000000<>+0(SB), Y9, Y9
-	VMAXPS       Y9, Y1, Y1
-	VMINPS       Y1, Y2, Y1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y2
-	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y9
-	VMOVAPS      Y1, Y1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y9, Y1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y9, Y1
+	VMOVUPS      (SI)(DI*4), Y0
+	VMASKMOVPS   (AX)(BX*4), Y0, Y1
+	VMAXPS       Y1, Y2, Y4
+	VMINPS       Y4, Y3, Y4
+	VMULPS       elemconst_3f3504f3<>+0(SB), Y4, Y3
+	VANDPS       elemconst_7fffffff<>+0(SB), Y3, Y5
+	VMULPS       Y3, Y3, Y6
+	VMOVUPS      elemconst_38a4b557<>+0(SB), Y7
+	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Y6, Y7
+	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Y6, Y7
+	VFMADD213PS  elemconst_bcdbfc87<>+0(SB), Y6, Y7
+	VFMADD213PS  elemconst_3de7167c<>+0(SB), Y6, Y7
+	VFMADD213PS  elemconst_bec0939f<>+0(SB), Y6, Y7
+	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y6, Y7
+	VMOVAPS      Y7, Y6
+	VFMADD213PS  Y3, Y3, Y6
+	VMOVUPS      elemconst_3f000000<>+0(SB), Y3
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Y6, Y3
+	VMULPS       Y4, Y4, Y6
+	VMOVAPS      Y4, Y7
+	VFMSUB213PS  Y6, Y4, Y7
+	VMULPS       elemconst_3f000000<>+0(SB), Y6, Y6
+	VMULPS       elemconst_3f000000<>+0(SB), Y7, Y7
+	VXORPS       elemconst_80000000<>+0(SB), Y6, Y6
+	VMAXPS       Y6, Y8, Y6
+	VMINPS       Y6, Y9, Y6
+	VMOVUPS      elemconst_4b400000<>+0(SB), Y8
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y6, Y8
+	VSUBPS       elemconst_4b400000<>+0(SB), Y8, Y9
+	VMOVAPS      Y6, Y6
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y9, Y6
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y9, Y6
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y9
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y9
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y9
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y9
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y9
-	VMULPS       Y1, Y1, Y11
-	VFMADD213PS  Y1, Y11, Y9
-	VADDPS       elemconst_3f800000<>+0(SB), Y9, Y9
-	VPSUBD       elemconst_4b400000<>+0(SB), Y2, Y1
-	VPSRAD       $0x01, Y1, Y2
-	VPSUBD       Y2, Y1, Y1
-	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
-	VPSLLD       $0x17, Y2, Y2
-	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
-	VPSLLD       $0x17, Y1, Y1
-	VMULPS       Y2, Y9, Y2
-	VMULPS       Y1, Y2, Y2
-	VMOVAPS      Y2, Y1
-	VFNMADD231PS Y2, Y10, Y1
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y2
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Y8, Y2
-	VDIVPS       Y2, Y0, Y0
-	VMOVUPS      elemconst_3d767f73<>+0(SB), Y2
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y0, Y2
-	VMULPS       Y0, Y2, Y0
-	VMULPS       Y1, Y0, Y0
-	VMULPS       elemconst_3f000000<>+0(SB), Y0, Y0
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y7, Y1
-	VMOVUPS      elemconst_3f800000<>+0(SB), Y2
-	VSUBPS       Y0, Y2, Y2
-	VBLENDVPS    Y1, Y0, Y2, Y0
-	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Y8, Y1
-	VBLENDVPS    Y1, Y4, Y0, Y0
-	VMAXPS       Y6, Y3, Y1
-	VMULPS       Y0, Y1, Y0
-	VMASKMOVPS   Y0, Y5, (CX)(BX*4)
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y6, Y9
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y6, Y9
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y6, Y9
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y6, Y9
+	VMULPS       Y6, Y6, Y11
+	VFMADD213PS  Y6, Y11, Y9
+	VADDPS       Y10, Y9, Y9
+	VPSUBD       elemconst_4b400000<>+0(SB), Y8, Y6
+	VPSRAD       $0x01, Y6, Y8
+	VPSUBD       Y8, Y6, Y6
+	VPADDD       elemconst_0000007f<>+0(SB), Y8, Y8
+	VPSLLD       $0x17, Y8, Y8
+	VPADDD       elemconst_0000007f<>+0(SB), Y6, Y6
+	VPSLLD       $0x17, Y6, Y6
+	VMULPS       Y8, Y9, Y8
+	VMULPS       Y6, Y8, Y8
+	VMOVAPS      Y8, Y6
+	VFNMADD231PS Y8, Y7, Y6
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y7
+	VFMADD213PS  Y10, Y5, Y7
+	VDIVPS       Y7, Y10, Y7
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Y8
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y7, Y8
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y7, Y8
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Y7, Y8
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y7, Y8
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Y7, Y8
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Y7, Y8
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y7, Y8
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y7, Y8
+	VMULPS       Y7, Y8, Y7
+	VMULPS       Y6, Y7, Y7
+	VMULPS       elemconst_3f000000<>+0(SB), Y7, Y6
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y4, Y4
+	VMOVUPS      Y10, Y7
+	VSUBPS       Y6, Y7, Y7
+	VBLENDVPS    Y4, Y6, Y7, Y4
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Y5, Y5
+	VBLENDVPS    Y5, Y3, Y4, Y3
+	VMAXPS       Y1, Y2, Y1
+	VMULPS       Y3, Y1, Y1
+	VMASKMOVPS   Y1, Y0, (CX)(BX*4)
 
 geluF32AVX2_done:
 	VZEROUPPER
 	RET
 
+geluF32AVX2_constants:
+	VMOVUPS elemconst_c1700000<>+0(SB), Y2
+	VMOVUPS elemconst_41700000<>+0(SB), Y3
+	VMOVUPS elemconst_c2d00000<>+0(SB), Y8
+	VMOVUPS elemconst_42b1999a<>+0(SB), Y9
+	VMOVUPS elemconst_3f800000<>+0(SB), Y10
+	JMP     geluF32AVX2_start
+
 // func geluTanhF32AVX2(dst []float32, src []float32)
 // Requires: AVX, AVX2, FMA3
 TEXT ·geluTanhF32AVX2(SB), NOSPLIT, $0-48
-	MOVQ    src_base+24(FP), AX
-	MOVQ    dst_base+0(FP), CX
-	MOVQ    dst_len+8(FP), DX
-	VMOVUPS elemconst_3f800000<>+0(SB), Y0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Y1
-	VMOVUPS elemconst_42b1999a<>+0(SB), Y2
-	VMOVUPS elemconst_c1700000<>+0(SB), Y3
-	VMOVUPS elemconst_41700000<>+0(SB), Y4
-	XORQ    BX, BX
-	MOVQ    DX, SI
-	ANDQ    $-8, SI
+	MOVQ src_base+24(FP), AX
+	MOVQ dst_base+0(FP), CX
+	MOVQ dst_len+8(FP), DX
+	JMP  geluTanhF32AVX2_constants
+
+geluTanhF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-8, SI
 
 geluTanhF32AVX2_vectorloop:
 	CMPQ         BX, SI
 	JAE          geluTanhF32AVX2_tail
-	VMOVUPS      (AX)(BX*4), Y5
-	VMAXPS       Y5, Y3, Y6
-	VMINPS       Y6, Y4, Y6
-	VMULPS       Y6, Y6, Y7
-	VMOVUPS      elemconst_3d922279<>+0(SB), Y8
-	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Y7, Y8
-	VMULPS       Y6, Y8, Y6
-	VANDPS       elemconst_7fffffff<>+0(SB), Y6, Y8
-	VXORPS       elemconst_80000000<>+0(SB), Y8, Y8
-	VMAXPS       Y8, Y1, Y8
-	VMINPS       Y8, Y2, Y8
+	VMOVUPS      (AX)(BX*4), Y0
+	VMAXPS       Y0, Y2, Y1
+	VMINPS       Y1, Y3, Y1
+	VMULPS       Y1, Y1, Y4
+	VMOVUPS      elemconst_3d922279<>+0(SB), Y5
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Y4, Y5
+	VMULPS       Y1, Y5, Y1
+	VANDPS       elemconst_7fffffff<>+0(SB), Y1, Y5
+	VXORPS       elemconst_80000000<>+0(SB), Y5, Y5
+	VMAXPS       Y5, Y6, Y5
+	VMINPS       Y5, Y7, Y5
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y9
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y8, Y9
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y5, Y9
 	VSUBPS       elemconst_4b400000<>+0(SB), Y9, Y10
-	VMOVAPS      Y8, Y8
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y10, Y8
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y10, Y8
+	VMOVAPS      Y5, Y5
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y10, Y5
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y10, Y5
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y10
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y8, Y10
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y8, Y10
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y8, Y10
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y8, Y10
-	VMULPS       Y8, Y8, Y11
-	VFMADD213PS  Y8, Y11, Y10
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y5, Y10
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y5, Y10
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y5, Y10
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y5, Y10
+	VMULPS       Y5, Y5, Y11
+	VFMADD213PS  Y5, Y11, Y10
 	VADDPS       elemconst_3f800000<>+0(SB), Y10, Y10
-	VPSUBD       elemconst_4b400000<>+0(SB), Y9, Y8
-	VPSRAD       $0x01, Y8, Y9
-	VPSUBD       Y9, Y8, Y8
+	VPSUBD       elemconst_4b400000<>+0(SB), Y9, Y5
+	VPSRAD       $0x01, Y5, Y9
+	VPSUBD       Y9, Y5, Y5
 	VPADDD       elemconst_0000007f<>+0(SB), Y9, Y9
 	VPSLLD       $0x17, Y9, Y9
-	VPADDD       elemconst_0000007f<>+0(SB), Y8, Y8
-	VPSLLD       $0x17, Y8, Y8
+	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
+	VPSLLD       $0x17, Y5, Y5
 	VMULPS       Y9, Y10, Y9
-	VMULPS       Y8, Y9, Y9
-	VADDPS       elemconst_3f800000<>+0(SB), Y9, Y8
-	VDIVPS       Y8, Y0, Y10
-	VDIVPS       Y8, Y9, Y8
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y6, Y6
-	VBLENDVPS    Y6, Y8, Y10, Y9
-	VBLENDVPS    Y6, Y10, Y8, Y6
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y6
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y7, Y6
-	VMAXPS       Y5, Y3, Y5
-	VMULPS       Y9, Y5, Y5
-	VMOVUPS      Y5, (CX)(BX*4)
+	VMULPS       Y5, Y9, Y9
+	VADDPS       elemconst_3f800000<>+0(SB), Y9, Y5
+	VDIVPS       Y5, Y8, Y10
+	VDIVPS       Y5, Y9, Y5
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y1, Y1
+	VBLENDVPS    Y1, Y5, Y10, Y9
+	VBLENDVPS    Y1, Y10, Y5, Y1
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y1
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y4, Y1
+	VMAXPS       Y0, Y2, Y0
+	VMULPS       Y9, Y0, Y0
+	VMOVUPS      Y0, (CX)(BX*4)
 	ADDQ         $0x00000008, BX
 	JMP          geluTanhF32AVX2_vectorloop
 
@@ -6798,81 +7198,87 @@ geluTanhF32AVX2_tail:
 	LEAQ         elemtailmask<>+0(SB), SI
 	MOVQ         $0x00000008, DI
 	SUBQ         DX, DI
-	VMOVUPS      (SI)(DI*4), Y5
-	VMASKMOVPS   (AX)(BX*4), Y5, Y6
-	VMAXPS       Y6, Y3, Y7
-	VMINPS       Y7, Y4, Y7
-	VMULPS       Y7, Y7, Y4
-	VMOVUPS      elemconst_3d922279<>+0(SB), Y8
-	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Y4, Y8
-	VMULPS       Y7, Y8, Y7
-	VANDPS       elemconst_7fffffff<>+0(SB), Y7, Y8
-	VXORPS       elemconst_80000000<>+0(SB), Y8, Y8
-	VMAXPS       Y8, Y1, Y1
-	VMINPS       Y1, Y2, Y1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y2
-	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y8
-	VMOVAPS      Y1, Y1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y8, Y1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y8, Y1
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y8
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y8
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y8
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y8
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y8
-	VMULPS       Y1, Y1, Y9
-	VFMADD213PS  Y1, Y9, Y8
-	VADDPS       elemconst_3f800000<>+0(SB), Y8, Y8
-	VPSUBD       elemconst_4b400000<>+0(SB), Y2, Y1
-	VPSRAD       $0x01, Y1, Y2
-	VPSUBD       Y2, Y1, Y1
-	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
-	VPSLLD       $0x17, Y2, Y2
-	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
-	VPSLLD       $0x17, Y1, Y1
-	VMULPS       Y2, Y8, Y2
-	VMULPS       Y1, Y2, Y2
-	VADDPS       elemconst_3f800000<>+0(SB), Y2, Y1
-	VDIVPS       Y1, Y0, Y0
-	VDIVPS       Y1, Y2, Y1
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y7, Y2
-	VBLENDVPS    Y2, Y1, Y0, Y7
-	VBLENDVPS    Y2, Y0, Y1, Y0
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y0
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y4, Y0
-	VMAXPS       Y6, Y3, Y0
-	VMULPS       Y7, Y0, Y0
-	VMASKMOVPS   Y0, Y5, (CX)(BX*4)
+	VMOVUPS      (SI)(DI*4), Y0
+	VMASKMOVPS   (AX)(BX*4), Y0, Y1
+	VMAXPS       Y1, Y2, Y4
+	VMINPS       Y4, Y3, Y4
+	VMULPS       Y4, Y4, Y3
+	VMOVUPS      elemconst_3d922279<>+0(SB), Y5
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Y3, Y5
+	VMULPS       Y4, Y5, Y4
+	VANDPS       elemconst_7fffffff<>+0(SB), Y4, Y5
+	VXORPS       elemconst_80000000<>+0(SB), Y5, Y5
+	VMAXPS       Y5, Y6, Y5
+	VMINPS       Y5, Y7, Y5
+	VMOVUPS      elemconst_4b400000<>+0(SB), Y6
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y5, Y6
+	VSUBPS       elemconst_4b400000<>+0(SB), Y6, Y7
+	VMOVAPS      Y5, Y5
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y7, Y5
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y7, Y5
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y7
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y5, Y7
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y5, Y7
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y5, Y7
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y5, Y7
+	VMULPS       Y5, Y5, Y9
+	VFMADD213PS  Y5, Y9, Y7
+	VADDPS       Y8, Y7, Y7
+	VPSUBD       elemconst_4b400000<>+0(SB), Y6, Y5
+	VPSRAD       $0x01, Y5, Y6
+	VPSUBD       Y6, Y5, Y5
+	VPADDD       elemconst_0000007f<>+0(SB), Y6, Y6
+	VPSLLD       $0x17, Y6, Y6
+	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
+	VPSLLD       $0x17, Y5, Y5
+	VMULPS       Y6, Y7, Y6
+	VMULPS       Y5, Y6, Y6
+	VADDPS       Y8, Y6, Y5
+	VDIVPS       Y5, Y8, Y7
+	VDIVPS       Y5, Y6, Y5
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y4, Y4
+	VBLENDVPS    Y4, Y5, Y7, Y6
+	VBLENDVPS    Y4, Y7, Y5, Y4
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y4
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y3, Y4
+	VMAXPS       Y1, Y2, Y1
+	VMULPS       Y6, Y1, Y1
+	VMASKMOVPS   Y1, Y0, (CX)(BX*4)
 
 geluTanhF32AVX2_done:
 	VZEROUPPER
 	RET
 
+geluTanhF32AVX2_constants:
+	VMOVUPS elemconst_c1700000<>+0(SB), Y2
+	VMOVUPS elemconst_41700000<>+0(SB), Y3
+	VMOVUPS elemconst_c2d00000<>+0(SB), Y6
+	VMOVUPS elemconst_42b1999a<>+0(SB), Y7
+	VMOVUPS elemconst_3f800000<>+0(SB), Y8
+	JMP     geluTanhF32AVX2_start
+
 // func geluBackwardF32AVX2(dx []float32, x []float32, dy []float32)
 // Requires: AVX, AVX2, FMA3
 TEXT ·geluBackwardF32AVX2(SB), NOSPLIT, $0-72
-	MOVQ    x_base+24(FP), AX
-	MOVQ    dy_base+48(FP), CX
-	MOVQ    dx_base+0(FP), DX
-	MOVQ    dx_len+8(FP), BX
-	VMOVUPS elemconst_3f800000<>+0(SB), Y0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Y1
-	VMOVUPS elemconst_42b1999a<>+0(SB), Y2
-	VMOVUPS elemconst_c1700000<>+0(SB), Y3
-	VMOVUPS elemconst_41700000<>+0(SB), Y4
-	XORQ    SI, SI
-	MOVQ    BX, DI
-	ANDQ    $-8, DI
+	MOVQ x_base+24(FP), AX
+	MOVQ dy_base+48(FP), CX
+	MOVQ dx_base+0(FP), DX
+	MOVQ dx_len+8(FP), BX
+	JMP  geluBackwardF32AVX2_constants
+
+geluBackwardF32AVX2_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-8, DI
 
 geluBackwardF32AVX2_vectorloop:
 	CMPQ         SI, DI
 	JAE          geluBackwardF32AVX2_tail
-	VMOVUPS      (AX)(SI*4), Y5
-	VMOVUPS      (CX)(SI*4), Y6
-	VMAXPS       Y5, Y3, Y5
-	VMINPS       Y5, Y4, Y5
-	VMULPS       elemconst_3f3504f3<>+0(SB), Y5, Y7
+	VMOVUPS      (AX)(SI*4), Y0
+	VMOVUPS      (CX)(SI*4), Y1
+	VMAXPS       Y0, Y2, Y0
+	VMINPS       Y0, Y3, Y0
+	VMULPS       elemconst_3f3504f3<>+0(SB), Y0, Y7
 	VANDPS       elemconst_7fffffff<>+0(SB), Y7, Y8
 	VMULPS       Y7, Y7, Y9
 	VMOVUPS      elemconst_38a4b557<>+0(SB), Y10
@@ -6886,14 +7292,14 @@ geluBackwardF32AVX2_vectorloop:
 	VFMADD213PS  Y7, Y7, Y9
 	VMOVUPS      elemconst_3f000000<>+0(SB), Y7
 	VFMADD213PS  elemconst_3f000000<>+0(SB), Y9, Y7
-	VMULPS       Y5, Y5, Y9
-	VMOVAPS      Y5, Y10
-	VFMSUB213PS  Y9, Y5, Y10
+	VMULPS       Y0, Y0, Y9
+	VMOVAPS      Y0, Y10
+	VFMSUB213PS  Y9, Y0, Y10
 	VMULPS       elemconst_3f000000<>+0(SB), Y9, Y9
 	VMULPS       elemconst_3f000000<>+0(SB), Y10, Y10
 	VXORPS       elemconst_80000000<>+0(SB), Y9, Y9
-	VMAXPS       Y9, Y1, Y9
-	VMINPS       Y9, Y2, Y9
+	VMAXPS       Y9, Y4, Y9
+	VMINPS       Y9, Y5, Y9
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y11
 	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y9, Y11
 	VSUBPS       elemconst_4b400000<>+0(SB), Y11, Y12
@@ -6921,7 +7327,7 @@ geluBackwardF32AVX2_vectorloop:
 	VFNMADD231PS Y11, Y10, Y9
 	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y10
 	VFMADD213PS  elemconst_3f800000<>+0(SB), Y8, Y10
-	VDIVPS       Y10, Y0, Y10
+	VDIVPS       Y10, Y6, Y10
 	VMOVUPS      elemconst_3d767f73<>+0(SB), Y11
 	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y10, Y11
 	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y10, Y11
@@ -6934,17 +7340,17 @@ geluBackwardF32AVX2_vectorloop:
 	VMULPS       Y10, Y11, Y10
 	VMULPS       Y9, Y10, Y10
 	VMULPS       elemconst_3f000000<>+0(SB), Y10, Y10
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y5, Y11
-	VMOVUPS      elemconst_3f800000<>+0(SB), Y12
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y0, Y11
+	VMOVUPS      Y6, Y12
 	VSUBPS       Y10, Y12, Y12
 	VBLENDVPS    Y11, Y10, Y12, Y10
 	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Y8, Y8
 	VBLENDVPS    Y8, Y7, Y10, Y7
 	VMULPS       elemconst_3ecc422a<>+0(SB), Y9, Y8
-	VMOVAPS      Y5, Y5
-	VFMADD213PS  Y7, Y8, Y5
-	VMULPS       Y6, Y5, Y5
-	VMOVUPS      Y5, (DX)(SI*4)
+	VMOVAPS      Y0, Y0
+	VFMADD213PS  Y7, Y8, Y0
+	VMULPS       Y1, Y0, Y0
+	VMOVUPS      Y0, (DX)(SI*4)
 	ADDQ         $0x00000008, SI
 	JMP          geluBackwardF32AVX2_vectorloop
 
@@ -6954,14 +7360,14 @@ geluBackwardF32AVX2_tail:
 	LEAQ         elemtailmask<>+0(SB), DI
 	MOVQ         $0x00000008, R8
 	SUBQ         BX, R8
-	VMOVUPS      (DI)(R8*4), Y5
-	VMASKMOVPS   (AX)(SI*4), Y5, Y6
-	VMASKMOVPS   (CX)(SI*4), Y5, Y7
-	VMAXPS       Y6, Y3, Y3
-	VMINPS       Y3, Y4, Y3
-	VMULPS       elemconst_3f3504f3<>+0(SB), Y3, Y4
-	VANDPS       elemconst_7fffffff<>+0(SB), Y4, Y6
-	VMULPS       Y4, Y4, Y8
+	VMOVUPS      (DI)(R8*4), Y0
+	VMASKMOVPS   (AX)(SI*4), Y0, Y1
+	VMASKMOVPS   (CX)(SI*4), Y0, Y7
+	VMAXPS       Y1, Y2, Y1
+	VMINPS       Y1, Y3, Y1
+	VMULPS       elemconst_3f3504f3<>+0(SB), Y1, Y2
+	VANDPS       elemconst_7fffffff<>+0(SB), Y2, Y3
+	VMULPS       Y2, Y2, Y8
 	VMOVUPS      elemconst_38a4b557<>+0(SB), Y9
 	VFMADD213PS  elemconst_ba51fb99<>+0(SB), Y8, Y9
 	VFMADD213PS  elemconst_3baa02dd<>+0(SB), Y8, Y9
@@ -6970,104 +7376,110 @@ geluBackwardF32AVX2_tail:
 	VFMADD213PS  elemconst_bec0939f<>+0(SB), Y8, Y9
 	VFMADD213PS  elemconst_3e0375d4<>+0(SB), Y8, Y9
 	VMOVAPS      Y9, Y8
-	VFMADD213PS  Y4, Y4, Y8
-	VMOVUPS      elemconst_3f000000<>+0(SB), Y4
-	VFMADD213PS  elemconst_3f000000<>+0(SB), Y8, Y4
-	VMULPS       Y3, Y3, Y8
-	VMOVAPS      Y3, Y9
-	VFMSUB213PS  Y8, Y3, Y9
+	VFMADD213PS  Y2, Y2, Y8
+	VMOVUPS      elemconst_3f000000<>+0(SB), Y2
+	VFMADD213PS  elemconst_3f000000<>+0(SB), Y8, Y2
+	VMULPS       Y1, Y1, Y8
+	VMOVAPS      Y1, Y9
+	VFMSUB213PS  Y8, Y1, Y9
 	VMULPS       elemconst_3f000000<>+0(SB), Y8, Y8
 	VMULPS       elemconst_3f000000<>+0(SB), Y9, Y9
 	VXORPS       elemconst_80000000<>+0(SB), Y8, Y8
-	VMAXPS       Y8, Y1, Y1
-	VMINPS       Y1, Y2, Y1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y2
-	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y8
-	VMOVAPS      Y1, Y1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y8, Y1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y8, Y1
+	VMAXPS       Y8, Y4, Y4
+	VMINPS       Y4, Y5, Y4
+	VMOVUPS      elemconst_4b400000<>+0(SB), Y5
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y4, Y5
+	VSUBPS       elemconst_4b400000<>+0(SB), Y5, Y8
+	VMOVAPS      Y4, Y4
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y8, Y4
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y8, Y4
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y8
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y8
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y8
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y8
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y8
-	VMULPS       Y1, Y1, Y10
-	VFMADD213PS  Y1, Y10, Y8
-	VADDPS       elemconst_3f800000<>+0(SB), Y8, Y8
-	VPSUBD       elemconst_4b400000<>+0(SB), Y2, Y1
-	VPSRAD       $0x01, Y1, Y2
-	VPSUBD       Y2, Y1, Y1
-	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
-	VPSLLD       $0x17, Y2, Y2
-	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
-	VPSLLD       $0x17, Y1, Y1
-	VMULPS       Y2, Y8, Y2
-	VMULPS       Y1, Y2, Y2
-	VMOVAPS      Y2, Y1
-	VFNMADD231PS Y2, Y9, Y1
-	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y2
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Y6, Y2
-	VDIVPS       Y2, Y0, Y0
-	VMOVUPS      elemconst_3d767f73<>+0(SB), Y2
-	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_bd639153<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e255346<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e560426<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y0, Y2
-	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y0, Y2
-	VMULPS       Y0, Y2, Y0
-	VMULPS       Y1, Y0, Y0
-	VMULPS       elemconst_3f000000<>+0(SB), Y0, Y0
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y3, Y2
-	VMOVUPS      elemconst_3f800000<>+0(SB), Y8
-	VSUBPS       Y0, Y8, Y8
-	VBLENDVPS    Y2, Y0, Y8, Y0
-	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Y6, Y2
-	VBLENDVPS    Y2, Y4, Y0, Y0
-	VMULPS       elemconst_3ecc422a<>+0(SB), Y1, Y1
-	VMOVAPS      Y3, Y2
-	VFMADD213PS  Y0, Y1, Y2
-	VMULPS       Y7, Y2, Y0
-	VMASKMOVPS   Y0, Y5, (DX)(SI*4)
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y4, Y8
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y4, Y8
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y4, Y8
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y4, Y8
+	VMULPS       Y4, Y4, Y10
+	VFMADD213PS  Y4, Y10, Y8
+	VADDPS       Y6, Y8, Y8
+	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y4
+	VPSRAD       $0x01, Y4, Y5
+	VPSUBD       Y5, Y4, Y4
+	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
+	VPSLLD       $0x17, Y5, Y5
+	VPADDD       elemconst_0000007f<>+0(SB), Y4, Y4
+	VPSLLD       $0x17, Y4, Y4
+	VMULPS       Y5, Y8, Y5
+	VMULPS       Y4, Y5, Y5
+	VMOVAPS      Y5, Y4
+	VFNMADD231PS Y5, Y9, Y4
+	VMOVUPS      elemconst_3ecccccd<>+0(SB), Y5
+	VFMADD213PS  Y6, Y3, Y5
+	VDIVPS       Y5, Y6, Y5
+	VMOVUPS      elemconst_3d767f73<>+0(SB), Y8
+	VFMADD213PS  elemconst_be61c73a<>+0(SB), Y5, Y8
+	VFMADD213PS  elemconst_3e69abc7<>+0(SB), Y5, Y8
+	VFMADD213PS  elemconst_bd639153<>+0(SB), Y5, Y8
+	VFMADD213PS  elemconst_3e29f66f<>+0(SB), Y5, Y8
+	VFMADD213PS  elemconst_3e255346<>+0(SB), Y5, Y8
+	VFMADD213PS  elemconst_3e560426<>+0(SB), Y5, Y8
+	VFMADD213PS  elemconst_3e66fcdb<>+0(SB), Y5, Y8
+	VFMADD213PS  elemconst_3e67185a<>+0(SB), Y5, Y8
+	VMULPS       Y5, Y8, Y5
+	VMULPS       Y4, Y5, Y5
+	VMULPS       elemconst_3f000000<>+0(SB), Y5, Y5
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y1, Y8
+	VMOVUPS      Y6, Y6
+	VSUBPS       Y5, Y6, Y6
+	VBLENDVPS    Y8, Y5, Y6, Y5
+	VCMPPS       $0x19, elemconst_3f000000<>+0(SB), Y3, Y3
+	VBLENDVPS    Y3, Y2, Y5, Y2
+	VMULPS       elemconst_3ecc422a<>+0(SB), Y4, Y3
+	VMOVAPS      Y1, Y1
+	VFMADD213PS  Y2, Y3, Y1
+	VMULPS       Y7, Y1, Y1
+	VMASKMOVPS   Y1, Y0, (DX)(SI*4)
 
 geluBackwardF32AVX2_done:
 	VZEROUPPER
 	RET
 
+geluBackwardF32AVX2_constants:
+	VMOVUPS elemconst_c1700000<>+0(SB), Y2
+	VMOVUPS elemconst_41700000<>+0(SB), Y3
+	VMOVUPS elemconst_c2d00000<>+0(SB), Y4
+	VMOVUPS elemconst_42b1999a<>+0(SB), Y5
+	VMOVUPS elemconst_3f800000<>+0(SB), Y6
+	JMP     geluBackwardF32AVX2_start
+
 // func geluTanhBackwardF32AVX2(dx []float32, x []float32, dy []float32)
 // Requires: AVX, AVX2, FMA3
 TEXT ·geluTanhBackwardF32AVX2(SB), NOSPLIT, $0-72
-	MOVQ    x_base+24(FP), AX
-	MOVQ    dy_base+48(FP), CX
-	MOVQ    dx_base+0(FP), DX
-	MOVQ    dx_len+8(FP), BX
-	VMOVUPS elemconst_3f800000<>+0(SB), Y0
-	VMOVUPS elemconst_c2d00000<>+0(SB), Y1
-	VMOVUPS elemconst_42b1999a<>+0(SB), Y2
-	VMOVUPS elemconst_c1700000<>+0(SB), Y3
-	VMOVUPS elemconst_41700000<>+0(SB), Y4
-	XORQ    SI, SI
-	MOVQ    BX, DI
-	ANDQ    $-8, DI
+	MOVQ x_base+24(FP), AX
+	MOVQ dy_base+48(FP), CX
+	MOVQ dx_base+0(FP), DX
+	MOVQ dx_len+8(FP), BX
+	JMP  geluTanhBackwardF32AVX2_constants
+
+geluTanhBackwardF32AVX2_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-8, DI
 
 geluTanhBackwardF32AVX2_vectorloop:
 	CMPQ         SI, DI
 	JAE          geluTanhBackwardF32AVX2_tail
-	VMOVUPS      (AX)(SI*4), Y5
-	VMOVUPS      (CX)(SI*4), Y6
-	VMAXPS       Y5, Y3, Y5
-	VMINPS       Y5, Y4, Y5
-	VMULPS       Y5, Y5, Y7
+	VMOVUPS      (AX)(SI*4), Y0
+	VMOVUPS      (CX)(SI*4), Y1
+	VMAXPS       Y0, Y2, Y0
+	VMINPS       Y0, Y3, Y0
+	VMULPS       Y0, Y0, Y7
 	VMOVUPS      elemconst_3d922279<>+0(SB), Y8
 	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Y7, Y8
-	VMULPS       Y5, Y8, Y8
+	VMULPS       Y0, Y8, Y8
 	VANDPS       elemconst_7fffffff<>+0(SB), Y8, Y9
 	VXORPS       elemconst_80000000<>+0(SB), Y9, Y9
-	VMAXPS       Y9, Y1, Y9
-	VMINPS       Y9, Y2, Y9
+	VMAXPS       Y9, Y4, Y9
+	VMINPS       Y9, Y5, Y9
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y10
 	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y9, Y10
 	VSUBPS       elemconst_4b400000<>+0(SB), Y10, Y11
@@ -7092,20 +7504,20 @@ geluTanhBackwardF32AVX2_vectorloop:
 	VMULPS       Y10, Y11, Y10
 	VMULPS       Y9, Y10, Y10
 	VADDPS       elemconst_3f800000<>+0(SB), Y10, Y9
-	VDIVPS       Y9, Y0, Y11
+	VDIVPS       Y9, Y6, Y11
 	VDIVPS       Y9, Y10, Y9
 	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y8, Y8
 	VBLENDVPS    Y8, Y9, Y11, Y10
 	VBLENDVPS    Y8, Y11, Y9, Y8
 	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y9
 	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y7, Y9
-	VMULPS       Y8, Y5, Y5
-	VMULPS       Y9, Y5, Y5
+	VMULPS       Y8, Y0, Y0
+	VMULPS       Y9, Y0, Y0
 	VMOVUPS      elemconst_40000000<>+0(SB), Y7
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Y5, Y7
-	VMULPS       Y10, Y7, Y5
-	VMULPS       Y6, Y5, Y5
-	VMOVUPS      Y5, (DX)(SI*4)
+	VFMADD213PS  Y6, Y0, Y7
+	VMULPS       Y10, Y7, Y0
+	VMULPS       Y1, Y0, Y0
+	VMOVUPS      Y0, (DX)(SI*4)
 	ADDQ         $0x00000008, SI
 	JMP          geluTanhBackwardF32AVX2_vectorloop
 
@@ -7115,61 +7527,69 @@ geluTanhBackwardF32AVX2_tail:
 	LEAQ         elemtailmask<>+0(SB), DI
 	MOVQ         $0x00000008, R8
 	SUBQ         BX, R8
-	VMOVUPS      (DI)(R8*4), Y5
-	VMASKMOVPS   (AX)(SI*4), Y5, Y6
-	VMASKMOVPS   (CX)(SI*4), Y5, Y7
-	VMAXPS       Y6, Y3, Y3
-	VMINPS       Y3, Y4, Y3
-	VMULPS       Y3, Y3, Y4
-	VMOVUPS      elemconst_3d922279<>+0(SB), Y6
-	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Y4, Y6
-	VMULPS       Y3, Y6, Y6
-	VANDPS       elemconst_7fffffff<>+0(SB), Y6, Y8
+	VMOVUPS      (DI)(R8*4), Y0
+	VMASKMOVPS   (AX)(SI*4), Y0, Y1
+	VMASKMOVPS   (CX)(SI*4), Y0, Y7
+	VMAXPS       Y1, Y2, Y1
+	VMINPS       Y1, Y3, Y1
+	VMULPS       Y1, Y1, Y2
+	VMOVUPS      elemconst_3d922279<>+0(SB), Y3
+	VFMADD213PS  elemconst_3fcc422a<>+0(SB), Y2, Y3
+	VMULPS       Y1, Y3, Y3
+	VANDPS       elemconst_7fffffff<>+0(SB), Y3, Y8
 	VXORPS       elemconst_80000000<>+0(SB), Y8, Y8
-	VMAXPS       Y8, Y1, Y1
-	VMINPS       Y1, Y2, Y1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y2
-	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y8
-	VMOVAPS      Y1, Y1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y8, Y1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y8, Y1
+	VMAXPS       Y8, Y4, Y4
+	VMINPS       Y4, Y5, Y4
+	VMOVUPS      elemconst_4b400000<>+0(SB), Y5
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y4, Y5
+	VSUBPS       elemconst_4b400000<>+0(SB), Y5, Y8
+	VMOVAPS      Y4, Y4
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y8, Y4
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y8, Y4
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y8
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y8
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y8
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y8
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y8
-	VMULPS       Y1, Y1, Y9
-	VFMADD213PS  Y1, Y9, Y8
-	VADDPS       elemconst_3f800000<>+0(SB), Y8, Y8
-	VPSUBD       elemconst_4b400000<>+0(SB), Y2, Y1
-	VPSRAD       $0x01, Y1, Y2
-	VPSUBD       Y2, Y1, Y1
-	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
-	VPSLLD       $0x17, Y2, Y2
-	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
-	VPSLLD       $0x17, Y1, Y1
-	VMULPS       Y2, Y8, Y2
-	VMULPS       Y1, Y2, Y2
-	VADDPS       elemconst_3f800000<>+0(SB), Y2, Y1
-	VDIVPS       Y1, Y0, Y0
-	VDIVPS       Y1, Y2, Y1
-	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y6, Y2
-	VBLENDVPS    Y2, Y1, Y0, Y6
-	VBLENDVPS    Y2, Y0, Y1, Y0
-	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y1
-	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y4, Y1
-	VMULPS       Y0, Y3, Y0
-	VMULPS       Y1, Y0, Y0
-	VMOVUPS      elemconst_40000000<>+0(SB), Y1
-	VFMADD213PS  elemconst_3f800000<>+0(SB), Y0, Y1
-	VMULPS       Y6, Y1, Y0
-	VMULPS       Y7, Y0, Y0
-	VMASKMOVPS   Y0, Y5, (DX)(SI*4)
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y4, Y8
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y4, Y8
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y4, Y8
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y4, Y8
+	VMULPS       Y4, Y4, Y9
+	VFMADD213PS  Y4, Y9, Y8
+	VADDPS       Y6, Y8, Y8
+	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y4
+	VPSRAD       $0x01, Y4, Y5
+	VPSUBD       Y5, Y4, Y4
+	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
+	VPSLLD       $0x17, Y5, Y5
+	VPADDD       elemconst_0000007f<>+0(SB), Y4, Y4
+	VPSLLD       $0x17, Y4, Y4
+	VMULPS       Y5, Y8, Y5
+	VMULPS       Y4, Y5, Y5
+	VADDPS       Y6, Y5, Y4
+	VDIVPS       Y4, Y6, Y8
+	VDIVPS       Y4, Y5, Y4
+	VCMPPS       $0x11, elemconst_00000000<>+0(SB), Y3, Y3
+	VBLENDVPS    Y3, Y4, Y8, Y5
+	VBLENDVPS    Y3, Y8, Y4, Y3
+	VMOVUPS      elemconst_3ddb33b6<>+0(SB), Y4
+	VFMADD213PS  elemconst_3f4c422a<>+0(SB), Y2, Y4
+	VMULPS       Y3, Y1, Y1
+	VMULPS       Y4, Y1, Y1
+	VMOVUPS      elemconst_40000000<>+0(SB), Y2
+	VFMADD213PS  Y6, Y1, Y2
+	VMULPS       Y5, Y2, Y1
+	VMULPS       Y7, Y1, Y1
+	VMASKMOVPS   Y1, Y0, (DX)(SI*4)
 
 geluTanhBackwardF32AVX2_done:
 	VZEROUPPER
 	RET
+
+geluTanhBackwardF32AVX2_constants:
+	VMOVUPS elemconst_c1700000<>+0(SB), Y2
+	VMOVUPS elemconst_41700000<>+0(SB), Y3
+	VMOVUPS elemconst_c2d00000<>+0(SB), Y4
+	VMOVUPS elemconst_42b1999a<>+0(SB), Y5
+	VMOVUPS elemconst_3f800000<>+0(SB), Y6
+	JMP     geluTanhBackwardF32AVX2_start
 
 // func expShiftScaleF32AVX2(dst []float32, src []float32, shift float32, scale float32)
 // Requires: AVX, AVX2, FMA3, SSE
@@ -7181,73 +7601,74 @@ TEXT ·expShiftScaleF32AVX2(SB), NOSPLIT, $0-56
 	VBROADCASTSS X0, Y0
 	MOVSS        scale+52(FP), X1
 	VBROADCASTSS X1, Y1
-	VMOVUPS      elemconst_c2d00000<>+0(SB), Y2
-	VMOVUPS      elemconst_42b1999a<>+0(SB), Y3
-	XORQ         BX, BX
-	MOVQ         DX, SI
-	ANDQ         $-16, SI
+	JMP          expShiftScaleF32AVX2_constants
+
+expShiftScaleF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-16, SI
 
 expShiftScaleF32AVX2_blocks:
 	CMPQ         BX, SI
 	JAE          expShiftScaleF32AVX2_vectors
-	VMOVUPS      (AX)(BX*4), Y4
-	VSUBPS       Y0, Y4, Y4
-	VMAXPS       Y4, Y2, Y4
-	VMINPS       Y4, Y3, Y4
+	VMOVUPS      (AX)(BX*4), Y2
+	VSUBPS       Y0, Y2, Y2
+	VMAXPS       Y2, Y3, Y2
+	VMINPS       Y2, Y4, Y2
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y4, Y5
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y2, Y5
 	VSUBPS       elemconst_4b400000<>+0(SB), Y5, Y6
-	VMOVAPS      Y4, Y4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y4
+	VMOVAPS      Y2, Y2
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y2
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y2
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y4, Y6
-	VMULPS       Y4, Y4, Y7
-	VFMADD213PS  Y4, Y7, Y6
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y2, Y6
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y2, Y6
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y2, Y6
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y2, Y6
+	VMULPS       Y2, Y2, Y7
+	VFMADD213PS  Y2, Y7, Y6
 	VADDPS       elemconst_3f800000<>+0(SB), Y6, Y6
-	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y4
-	VPSRAD       $0x01, Y4, Y5
-	VPSUBD       Y5, Y4, Y4
+	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y2
+	VPSRAD       $0x01, Y2, Y5
+	VPSUBD       Y5, Y2, Y2
 	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
 	VPSLLD       $0x17, Y5, Y5
-	VPADDD       elemconst_0000007f<>+0(SB), Y4, Y4
-	VPSLLD       $0x17, Y4, Y4
+	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
+	VPSLLD       $0x17, Y2, Y2
 	VMULPS       Y5, Y6, Y5
-	VMULPS       Y4, Y5, Y5
-	VMULPS       Y1, Y5, Y4
-	VMOVUPS      Y4, (CX)(BX*4)
-	VMOVUPS      32(AX)(BX*4), Y4
-	VSUBPS       Y0, Y4, Y4
-	VMAXPS       Y4, Y2, Y4
-	VMINPS       Y4, Y3, Y4
+	VMULPS       Y2, Y5, Y5
+	VMULPS       Y1, Y5, Y2
+	VMOVUPS      Y2, (CX)(BX*4)
+	VMOVUPS      32(AX)(BX*4), Y2
+	VSUBPS       Y0, Y2, Y2
+	VMAXPS       Y2, Y3, Y2
+	VMINPS       Y2, Y4, Y2
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y4, Y5
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y2, Y5
 	VSUBPS       elemconst_4b400000<>+0(SB), Y5, Y6
-	VMOVAPS      Y4, Y4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y4
+	VMOVAPS      Y2, Y2
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y2
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y2
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y4, Y6
-	VMULPS       Y4, Y4, Y7
-	VFMADD213PS  Y4, Y7, Y6
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y2, Y6
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y2, Y6
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y2, Y6
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y2, Y6
+	VMULPS       Y2, Y2, Y7
+	VFMADD213PS  Y2, Y7, Y6
 	VADDPS       elemconst_3f800000<>+0(SB), Y6, Y6
-	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y4
-	VPSRAD       $0x01, Y4, Y5
-	VPSUBD       Y5, Y4, Y4
+	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y2
+	VPSRAD       $0x01, Y2, Y5
+	VPSUBD       Y5, Y2, Y2
 	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
 	VPSLLD       $0x17, Y5, Y5
-	VPADDD       elemconst_0000007f<>+0(SB), Y4, Y4
-	VPSLLD       $0x17, Y4, Y4
+	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
+	VPSLLD       $0x17, Y2, Y2
 	VMULPS       Y5, Y6, Y5
-	VMULPS       Y4, Y5, Y5
-	VMULPS       Y1, Y5, Y4
-	VMOVUPS      Y4, 32(CX)(BX*4)
+	VMULPS       Y2, Y5, Y5
+	VMULPS       Y1, Y5, Y2
+	VMOVUPS      Y2, 32(CX)(BX*4)
 	ADDQ         $0x00000010, BX
 	JMP          expShiftScaleF32AVX2_blocks
 
@@ -7258,35 +7679,35 @@ expShiftScaleF32AVX2_vectors:
 expShiftScaleF32AVX2_vectorloop:
 	CMPQ         BX, SI
 	JAE          expShiftScaleF32AVX2_tail
-	VMOVUPS      (AX)(BX*4), Y4
-	VSUBPS       Y0, Y4, Y4
-	VMAXPS       Y4, Y2, Y4
-	VMINPS       Y4, Y3, Y4
+	VMOVUPS      (AX)(BX*4), Y2
+	VSUBPS       Y0, Y2, Y2
+	VMAXPS       Y2, Y3, Y2
+	VMINPS       Y2, Y4, Y2
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y4, Y5
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y2, Y5
 	VSUBPS       elemconst_4b400000<>+0(SB), Y5, Y6
-	VMOVAPS      Y4, Y4
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y4
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y4
+	VMOVAPS      Y2, Y2
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y2
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y2
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y4, Y6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y4, Y6
-	VMULPS       Y4, Y4, Y7
-	VFMADD213PS  Y4, Y7, Y6
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y2, Y6
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y2, Y6
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y2, Y6
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y2, Y6
+	VMULPS       Y2, Y2, Y7
+	VFMADD213PS  Y2, Y7, Y6
 	VADDPS       elemconst_3f800000<>+0(SB), Y6, Y6
-	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y4
-	VPSRAD       $0x01, Y4, Y5
-	VPSUBD       Y5, Y4, Y4
+	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y2
+	VPSRAD       $0x01, Y2, Y5
+	VPSUBD       Y5, Y2, Y2
 	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
 	VPSLLD       $0x17, Y5, Y5
-	VPADDD       elemconst_0000007f<>+0(SB), Y4, Y4
-	VPSLLD       $0x17, Y4, Y4
+	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
+	VPSLLD       $0x17, Y2, Y2
 	VMULPS       Y5, Y6, Y5
-	VMULPS       Y4, Y5, Y5
-	VMULPS       Y1, Y5, Y4
-	VMOVUPS      Y4, (CX)(BX*4)
+	VMULPS       Y2, Y5, Y5
+	VMULPS       Y1, Y5, Y2
+	VMOVUPS      Y2, (CX)(BX*4)
 	ADDQ         $0x00000008, BX
 	JMP          expShiftScaleF32AVX2_vectorloop
 
@@ -7296,40 +7717,45 @@ expShiftScaleF32AVX2_tail:
 	LEAQ         elemtailmask<>+0(SB), SI
 	MOVQ         $0x00000008, DI
 	SUBQ         DX, DI
-	VMOVUPS      (SI)(DI*4), Y4
-	VMASKMOVPS   (AX)(BX*4), Y4, Y5
+	VMOVUPS      (SI)(DI*4), Y2
+	VMASKMOVPS   (AX)(BX*4), Y2, Y5
 	VSUBPS       Y0, Y5, Y0
-	VMAXPS       Y0, Y2, Y0
-	VMINPS       Y0, Y3, Y0
-	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y0, Y2
-	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y3
+	VMAXPS       Y0, Y3, Y0
+	VMINPS       Y0, Y4, Y0
+	VMOVUPS      elemconst_4b400000<>+0(SB), Y3
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y0, Y3
+	VSUBPS       elemconst_4b400000<>+0(SB), Y3, Y4
 	VMOVAPS      Y0, Y0
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y3, Y0
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y3, Y0
-	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y3
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y0, Y3
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y0, Y3
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y0, Y3
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y0, Y3
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y4, Y0
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y4, Y0
+	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y4
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y0, Y4
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y0, Y4
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y0, Y4
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y0, Y4
 	VMULPS       Y0, Y0, Y5
-	VFMADD213PS  Y0, Y5, Y3
-	VADDPS       elemconst_3f800000<>+0(SB), Y3, Y3
-	VPSUBD       elemconst_4b400000<>+0(SB), Y2, Y0
-	VPSRAD       $0x01, Y0, Y2
-	VPSUBD       Y2, Y0, Y0
-	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
-	VPSLLD       $0x17, Y2, Y2
+	VFMADD213PS  Y0, Y5, Y4
+	VADDPS       elemconst_3f800000<>+0(SB), Y4, Y4
+	VPSUBD       elemconst_4b400000<>+0(SB), Y3, Y0
+	VPSRAD       $0x01, Y0, Y3
+	VPSUBD       Y3, Y0, Y0
+	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
 	VPADDD       elemconst_0000007f<>+0(SB), Y0, Y0
 	VPSLLD       $0x17, Y0, Y0
-	VMULPS       Y2, Y3, Y2
-	VMULPS       Y0, Y2, Y2
-	VMULPS       Y1, Y2, Y0
-	VMASKMOVPS   Y0, Y4, (CX)(BX*4)
+	VMULPS       Y3, Y4, Y3
+	VMULPS       Y0, Y3, Y3
+	VMULPS       Y1, Y3, Y0
+	VMASKMOVPS   Y0, Y2, (CX)(BX*4)
 
 expShiftScaleF32AVX2_done:
 	VZEROUPPER
 	RET
+
+expShiftScaleF32AVX2_constants:
+	VMOVUPS elemconst_c2d00000<>+0(SB), Y3
+	VMOVUPS elemconst_42b1999a<>+0(SB), Y4
+	JMP     expShiftScaleF32AVX2_start
 
 // func softmaxBackwardF32AVX2(dx []float32, y []float32, dy []float32, s float32)
 // Requires: AVX, AVX2, SSE
@@ -7340,9 +7766,12 @@ TEXT ·softmaxBackwardF32AVX2(SB), NOSPLIT, $0-76
 	MOVQ         dx_len+8(FP), BX
 	MOVSS        s+72(FP), X0
 	VBROADCASTSS X0, Y0
-	XORQ         SI, SI
-	MOVQ         BX, DI
-	ANDQ         $-32, DI
+	JMP          softmaxBackwardF32AVX2_constants
+
+softmaxBackwardF32AVX2_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-32, DI
 
 softmaxBackwardF32AVX2_blocks:
 	CMPQ    SI, DI
@@ -7402,6 +7831,9 @@ softmaxBackwardF32AVX2_done:
 	VZEROUPPER
 	RET
 
+softmaxBackwardF32AVX2_constants:
+	JMP softmaxBackwardF32AVX2_start
+
 // func logSoftmaxBackwardF32AVX2(dx []float32, y []float32, dy []float32, s float32)
 // Requires: AVX, AVX2, FMA3, SSE
 TEXT ·logSoftmaxBackwardF32AVX2(SB), NOSPLIT, $0-76
@@ -7411,75 +7843,76 @@ TEXT ·logSoftmaxBackwardF32AVX2(SB), NOSPLIT, $0-76
 	MOVQ         dx_len+8(FP), BX
 	MOVSS        s+72(FP), X0
 	VBROADCASTSS X0, Y0
-	VMOVUPS      elemconst_c2d00000<>+0(SB), Y1
-	VMOVUPS      elemconst_42b1999a<>+0(SB), Y2
-	XORQ         SI, SI
-	MOVQ         BX, DI
-	ANDQ         $-16, DI
+	JMP          logSoftmaxBackwardF32AVX2_constants
+
+logSoftmaxBackwardF32AVX2_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-16, DI
 
 logSoftmaxBackwardF32AVX2_blocks:
 	CMPQ         SI, DI
 	JAE          logSoftmaxBackwardF32AVX2_vectors
-	VMOVUPS      (AX)(SI*4), Y3
-	VMOVUPS      (CX)(SI*4), Y4
-	VMAXPS       Y3, Y1, Y3
-	VMINPS       Y3, Y2, Y3
+	VMOVUPS      (AX)(SI*4), Y1
+	VMOVUPS      (CX)(SI*4), Y2
+	VMAXPS       Y1, Y3, Y1
+	VMINPS       Y1, Y4, Y1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y3, Y5
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y5
 	VSUBPS       elemconst_4b400000<>+0(SB), Y5, Y6
-	VMOVAPS      Y3, Y3
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y3
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y3
+	VMOVAPS      Y1, Y1
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y1
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y1
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y3, Y6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y3, Y6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y3, Y6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y3, Y6
-	VMULPS       Y3, Y3, Y7
-	VFMADD213PS  Y3, Y7, Y6
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y6
+	VMULPS       Y1, Y1, Y7
+	VFMADD213PS  Y1, Y7, Y6
 	VADDPS       elemconst_3f800000<>+0(SB), Y6, Y6
-	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y3
-	VPSRAD       $0x01, Y3, Y5
-	VPSUBD       Y5, Y3, Y3
+	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y1
+	VPSRAD       $0x01, Y1, Y5
+	VPSUBD       Y5, Y1, Y1
 	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
 	VPSLLD       $0x17, Y5, Y5
-	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
-	VPSLLD       $0x17, Y3, Y3
+	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
+	VPSLLD       $0x17, Y1, Y1
 	VMULPS       Y5, Y6, Y5
-	VMULPS       Y3, Y5, Y5
-	VMOVAPS      Y4, Y3
-	VFNMADD231PS Y0, Y5, Y3
-	VMOVUPS      Y3, (DX)(SI*4)
-	VMOVUPS      32(AX)(SI*4), Y3
-	VMOVUPS      32(CX)(SI*4), Y4
-	VMAXPS       Y3, Y1, Y3
-	VMINPS       Y3, Y2, Y3
+	VMULPS       Y1, Y5, Y5
+	VMOVAPS      Y2, Y1
+	VFNMADD231PS Y0, Y5, Y1
+	VMOVUPS      Y1, (DX)(SI*4)
+	VMOVUPS      32(AX)(SI*4), Y1
+	VMOVUPS      32(CX)(SI*4), Y2
+	VMAXPS       Y1, Y3, Y1
+	VMINPS       Y1, Y4, Y1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y3, Y5
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y5
 	VSUBPS       elemconst_4b400000<>+0(SB), Y5, Y6
-	VMOVAPS      Y3, Y3
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y3
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y3
+	VMOVAPS      Y1, Y1
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y1
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y1
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y3, Y6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y3, Y6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y3, Y6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y3, Y6
-	VMULPS       Y3, Y3, Y7
-	VFMADD213PS  Y3, Y7, Y6
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y6
+	VMULPS       Y1, Y1, Y7
+	VFMADD213PS  Y1, Y7, Y6
 	VADDPS       elemconst_3f800000<>+0(SB), Y6, Y6
-	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y3
-	VPSRAD       $0x01, Y3, Y5
-	VPSUBD       Y5, Y3, Y3
+	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y1
+	VPSRAD       $0x01, Y1, Y5
+	VPSUBD       Y5, Y1, Y1
 	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
 	VPSLLD       $0x17, Y5, Y5
-	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
-	VPSLLD       $0x17, Y3, Y3
+	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
+	VPSLLD       $0x17, Y1, Y1
 	VMULPS       Y5, Y6, Y5
-	VMULPS       Y3, Y5, Y5
-	VMOVAPS      Y4, Y3
-	VFNMADD231PS Y0, Y5, Y3
-	VMOVUPS      Y3, 32(DX)(SI*4)
+	VMULPS       Y1, Y5, Y5
+	VMOVAPS      Y2, Y1
+	VFNMADD231PS Y0, Y5, Y1
+	VMOVUPS      Y1, 32(DX)(SI*4)
 	ADDQ         $0x00000010, SI
 	JMP          logSoftmaxBackwardF32AVX2_blocks
 
@@ -7490,36 +7923,36 @@ logSoftmaxBackwardF32AVX2_vectors:
 logSoftmaxBackwardF32AVX2_vectorloop:
 	CMPQ         SI, DI
 	JAE          logSoftmaxBackwardF32AVX2_tail
-	VMOVUPS      (AX)(SI*4), Y3
-	VMOVUPS      (CX)(SI*4), Y4
-	VMAXPS       Y3, Y1, Y3
-	VMINPS       Y3, Y2, Y3
+	VMOVUPS      (AX)(SI*4), Y1
+	VMOVUPS      (CX)(SI*4), Y2
+	VMAXPS       Y1, Y3, Y1
+	VMINPS       Y1, Y4, Y1
 	VMOVUPS      elemconst_4b400000<>+0(SB), Y5
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y3, Y5
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y5
 	VSUBPS       elemconst_4b400000<>+0(SB), Y5, Y6
-	VMOVAPS      Y3, Y3
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y3
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y3
+	VMOVAPS      Y1, Y1
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y6, Y1
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y6, Y1
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y6
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y3, Y6
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y3, Y6
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y3, Y6
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y3, Y6
-	VMULPS       Y3, Y3, Y7
-	VFMADD213PS  Y3, Y7, Y6
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y6
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y6
+	VMULPS       Y1, Y1, Y7
+	VFMADD213PS  Y1, Y7, Y6
 	VADDPS       elemconst_3f800000<>+0(SB), Y6, Y6
-	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y3
-	VPSRAD       $0x01, Y3, Y5
-	VPSUBD       Y5, Y3, Y3
+	VPSUBD       elemconst_4b400000<>+0(SB), Y5, Y1
+	VPSRAD       $0x01, Y1, Y5
+	VPSUBD       Y5, Y1, Y1
 	VPADDD       elemconst_0000007f<>+0(SB), Y5, Y5
 	VPSLLD       $0x17, Y5, Y5
-	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
-	VPSLLD       $0x17, Y3, Y3
+	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
+	VPSLLD       $0x17, Y1, Y1
 	VMULPS       Y5, Y6, Y5
-	VMULPS       Y3, Y5, Y5
-	VMOVAPS      Y4, Y3
-	VFNMADD231PS Y0, Y5, Y3
-	VMOVUPS      Y3, (DX)(SI*4)
+	VMULPS       Y1, Y5, Y5
+	VMOVAPS      Y2, Y1
+	VFNMADD231PS Y0, Y5, Y1
+	VMOVUPS      Y1, (DX)(SI*4)
 	ADDQ         $0x00000008, SI
 	JMP          logSoftmaxBackwardF32AVX2_vectorloop
 
@@ -7529,41 +7962,46 @@ logSoftmaxBackwardF32AVX2_tail:
 	LEAQ         elemtailmask<>+0(SB), DI
 	MOVQ         $0x00000008, R8
 	SUBQ         BX, R8
-	VMOVUPS      (DI)(R8*4), Y3
-	VMASKMOVPS   (AX)(SI*4), Y3, Y4
-	VMASKMOVPS   (CX)(SI*4), Y3, Y5
-	VMAXPS       Y4, Y1, Y1
-	VMINPS       Y1, Y2, Y1
-	VMOVUPS      elemconst_4b400000<>+0(SB), Y2
-	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y1, Y2
-	VSUBPS       elemconst_4b400000<>+0(SB), Y2, Y4
-	VMOVAPS      Y1, Y1
-	VFNMADD231PS elemconst_3f317218<>+0(SB), Y4, Y1
-	VFNMADD231PS elemconst_b102e308<>+0(SB), Y4, Y1
+	VMOVUPS      (DI)(R8*4), Y1
+	VMASKMOVPS   (AX)(SI*4), Y1, Y2
+	VMASKMOVPS   (CX)(SI*4), Y1, Y5
+	VMAXPS       Y2, Y3, Y2
+	VMINPS       Y2, Y4, Y2
+	VMOVUPS      elemconst_4b400000<>+0(SB), Y3
+	VFMADD231PS  elemconst_3fb8aa3b<>+0(SB), Y2, Y3
+	VSUBPS       elemconst_4b400000<>+0(SB), Y3, Y4
+	VMOVAPS      Y2, Y2
+	VFNMADD231PS elemconst_3f317218<>+0(SB), Y4, Y2
+	VFNMADD231PS elemconst_b102e308<>+0(SB), Y4, Y2
 	VMOVUPS      elemconst_3ab5121d<>+0(SB), Y4
-	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y1, Y4
-	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y1, Y4
-	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y1, Y4
-	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y1, Y4
-	VMULPS       Y1, Y1, Y6
-	VFMADD213PS  Y1, Y6, Y4
+	VFMADD213PS  elemconst_3c091cf0<>+0(SB), Y2, Y4
+	VFMADD213PS  elemconst_3d2aac79<>+0(SB), Y2, Y4
+	VFMADD213PS  elemconst_3e2aaa49<>+0(SB), Y2, Y4
+	VFMADD213PS  elemconst_3efffffe<>+0(SB), Y2, Y4
+	VMULPS       Y2, Y2, Y6
+	VFMADD213PS  Y2, Y6, Y4
 	VADDPS       elemconst_3f800000<>+0(SB), Y4, Y4
-	VPSUBD       elemconst_4b400000<>+0(SB), Y2, Y1
-	VPSRAD       $0x01, Y1, Y2
-	VPSUBD       Y2, Y1, Y1
+	VPSUBD       elemconst_4b400000<>+0(SB), Y3, Y2
+	VPSRAD       $0x01, Y2, Y3
+	VPSUBD       Y3, Y2, Y2
+	VPADDD       elemconst_0000007f<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
 	VPADDD       elemconst_0000007f<>+0(SB), Y2, Y2
 	VPSLLD       $0x17, Y2, Y2
-	VPADDD       elemconst_0000007f<>+0(SB), Y1, Y1
-	VPSLLD       $0x17, Y1, Y1
-	VMULPS       Y2, Y4, Y2
-	VMULPS       Y1, Y2, Y2
-	VMOVAPS      Y5, Y1
-	VFNMADD231PS Y0, Y2, Y1
-	VMASKMOVPS   Y1, Y3, (DX)(SI*4)
+	VMULPS       Y3, Y4, Y3
+	VMULPS       Y2, Y3, Y3
+	VMOVAPS      Y5, Y2
+	VFNMADD231PS Y0, Y3, Y2
+	VMASKMOVPS   Y2, Y1, (DX)(SI*4)
 
 logSoftmaxBackwardF32AVX2_done:
 	VZEROUPPER
 	RET
+
+logSoftmaxBackwardF32AVX2_constants:
+	VMOVUPS elemconst_c2d00000<>+0(SB), Y3
+	VMOVUPS elemconst_42b1999a<>+0(SB), Y4
+	JMP     logSoftmaxBackwardF32AVX2_start
 
 // func layerNormF32AVX2(y []float32, x []float32, gamma []float32, beta []float32, mean float32, rstd float32)
 // Requires: AVX, AVX2, FMA3, SSE
@@ -7577,9 +8015,12 @@ TEXT ·layerNormF32AVX2(SB), NOSPLIT, $0-104
 	VBROADCASTSS X0, Y0
 	MOVSS        rstd+100(FP), X1
 	VBROADCASTSS X1, Y1
-	XORQ         DI, DI
-	MOVQ         SI, R8
-	ANDQ         $-32, R8
+	JMP          layerNormF32AVX2_constants
+
+layerNormF32AVX2_start:
+	XORQ DI, DI
+	MOVQ SI, R8
+	ANDQ $-32, R8
 
 layerNormF32AVX2_blocks:
 	CMPQ        DI, R8
@@ -7657,6 +8098,9 @@ layerNormF32AVX2_done:
 	VZEROUPPER
 	RET
 
+layerNormF32AVX2_constants:
+	JMP layerNormF32AVX2_start
+
 // func layerNormBackwardSumsF32AVX2(dy []float32, x []float32, gamma []float32, mean float32, rstd float32) (sumG float32, sumGX float32)
 // Requires: AVX, AVX2, FMA3, SSE
 TEXT ·layerNormBackwardSumsF32AVX2(SB), NOSPLIT, $0-88
@@ -7676,9 +8120,12 @@ TEXT ·layerNormBackwardSumsF32AVX2(SB), NOSPLIT, $0-88
 	VXORPS       Y7, Y7, Y7
 	VXORPS       Y8, Y8, Y8
 	VXORPS       Y9, Y9, Y9
-	XORQ         SI, SI
-	MOVQ         BX, DI
-	ANDQ         $-32, DI
+	JMP          layerNormBackwardSumsF32AVX2_constants
+
+layerNormBackwardSumsF32AVX2_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-32, DI
 
 layerNormBackwardSumsF32AVX2_blocks:
 	CMPQ        SI, DI
@@ -7776,6 +8223,9 @@ layerNormBackwardSumsF32AVX2_done:
 	VZEROUPPER
 	RET
 
+layerNormBackwardSumsF32AVX2_constants:
+	JMP layerNormBackwardSumsF32AVX2_start
+
 // func layerNormBackwardF32AVX2(dx []float32, dy []float32, x []float32, gamma []float32, mean float32, rstd float32, a float32, b float32)
 // Requires: AVX, AVX2, FMA3, SSE
 TEXT ·layerNormBackwardF32AVX2(SB), NOSPLIT, $0-112
@@ -7792,9 +8242,12 @@ TEXT ·layerNormBackwardF32AVX2(SB), NOSPLIT, $0-112
 	VBROADCASTSS X2, Y2
 	MOVSS        b+108(FP), X3
 	VBROADCASTSS X3, Y3
-	XORQ         DI, DI
-	MOVQ         SI, R8
-	ANDQ         $-32, R8
+	JMP          layerNormBackwardF32AVX2_constants
+
+layerNormBackwardF32AVX2_start:
+	XORQ DI, DI
+	MOVQ SI, R8
+	ANDQ $-32, R8
 
 layerNormBackwardF32AVX2_blocks:
 	CMPQ         DI, R8
@@ -7890,6 +8343,9 @@ layerNormBackwardF32AVX2_done:
 	VZEROUPPER
 	RET
 
+layerNormBackwardF32AVX2_constants:
+	JMP layerNormBackwardF32AVX2_start
+
 // func layerNormGradAccumF32AVX2(dgamma []float32, dbeta []float32, dy []float32, x []float32, mean float32, rstd float32)
 // Requires: AVX, AVX2, FMA3, SSE
 TEXT ·layerNormGradAccumF32AVX2(SB), NOSPLIT, $0-104
@@ -7902,9 +8358,12 @@ TEXT ·layerNormGradAccumF32AVX2(SB), NOSPLIT, $0-104
 	VBROADCASTSS X0, Y0
 	MOVSS        rstd+100(FP), X1
 	VBROADCASTSS X1, Y1
-	XORQ         DI, DI
-	MOVQ         SI, R8
-	ANDQ         $-16, R8
+	JMP          layerNormGradAccumF32AVX2_constants
+
+layerNormGradAccumF32AVX2_start:
+	XORQ DI, DI
+	MOVQ SI, R8
+	ANDQ $-16, R8
 
 layerNormGradAccumF32AVX2_blocks:
 	CMPQ        DI, R8
@@ -7977,3 +8436,6 @@ layerNormGradAccumF32AVX2_tail:
 layerNormGradAccumF32AVX2_done:
 	VZEROUPPER
 	RET
+
+layerNormGradAccumF32AVX2_constants:
+	JMP layerNormGradAccumF32AVX2_start

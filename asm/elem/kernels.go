@@ -14,14 +14,6 @@ func unrolled(onAVX512, onAVX2 int) map[*target]int {
 	return map[*target]int{avx512: onAVX512, avx2: onAVX2}
 }
 
-// Constants that the math functions need in registers (see ctx.creg).
-var (
-	expConsts  = []float32{expLo, expHi}
-	recipExp   = []float32{1, expLo, expHi}
-	tanhConsts = []float32{1, 2, expLo, expHi}
-	geluConsts = []float32{1, expLo, expHi, -geluClamp, geluClamp}
-)
-
 func genVectorArith(t *target) {
 	for _, l := range []*loop{
 		{
@@ -103,7 +95,7 @@ func genReductions(t *target) {
 				"the sum of those values.",
 			},
 			n: "dst", ins: []string{"src"}, outs: []string{"dst"}, scals: []string{"shift"},
-			consts: expConsts, accs: []accKind{accSum}, rets: []string{"sum"}, unroll: unrolled(4, 2),
+			accs: []accKind{accSum}, rets: []string{"sum"}, unroll: unrolled(4, 2),
 			body: func(c *ctx) {
 				e := c.exp(c.sub(c.in[0], c.scal[0]))
 				c.out[0] = e
@@ -114,7 +106,7 @@ func genReductions(t *target) {
 			name: "sumExpShiftF32", sig: "func(src []float32, shift float32) (sum float32)",
 			doc: []string{"sumExpShiftF32 returns the sum of exp(src[i] - shift) for i < len(src)."},
 			n:   "src", ins: []string{"src"}, scals: []string{"shift"},
-			consts: expConsts, accs: []accKind{accSum}, rets: []string{"sum"}, unroll: unrolled(4, 2),
+			accs: []accKind{accSum}, rets: []string{"sum"}, unroll: unrolled(4, 2),
 			body: func(c *ctx) { c.accumulate(0, accSum, c.exp(c.sub(c.in[0], c.scal[0]))) },
 		},
 		{
@@ -148,28 +140,28 @@ func genReductions(t *target) {
 }
 
 func genMath(t *target) {
-	unary := func(name, doc string, consts []float32, f func(c *ctx, x VecVirtual) VecVirtual, u map[*target]int) *loop {
+	unary := func(name, doc string, f func(c *ctx, x VecVirtual) VecVirtual, u map[*target]int) *loop {
 		return &loop{
 			name: name, sig: "func(dst, src []float32)", doc: []string{doc},
-			n: "dst", ins: []string{"src"}, outs: []string{"dst"}, consts: consts, unroll: u,
+			n: "dst", ins: []string{"src"}, outs: []string{"dst"}, unroll: u,
 			body: func(c *ctx) { c.out[0] = f(c, c.in[0]) },
 		}
 	}
 	for _, l := range []*loop{
-		unary("expF32", "expF32 sets dst[i] = exp(src[i]) for i < len(dst).", expConsts,
+		unary("expF32", "expF32 sets dst[i] = exp(src[i]) for i < len(dst).",
 			func(c *ctx, x VecVirtual) VecVirtual { return c.exp(x) }, unrolled(4, 2)),
-		unary("sigmoidF32", "sigmoidF32 sets dst[i] = 1/(1+exp(-src[i])) for i < len(dst).", recipExp,
+		unary("sigmoidF32", "sigmoidF32 sets dst[i] = 1/(1+exp(-src[i])) for i < len(dst).",
 			func(c *ctx, x VecVirtual) VecVirtual { return c.sigmoid(x) }, unrolled(2, 2)),
-		unary("tanhF32", "tanhF32 sets dst[i] = tanh(src[i]) for i < len(dst).", tanhConsts,
+		unary("tanhF32", "tanhF32 sets dst[i] = tanh(src[i]) for i < len(dst).",
 			func(c *ctx, x VecVirtual) VecVirtual { return c.tanh(x) }, unrolled(2, 1)),
-		unary("erfF32", "erfF32 sets dst[i] = erf(src[i]) for i < len(dst).", recipExp,
+		unary("erfF32", "erfF32 sets dst[i] = erf(src[i]) for i < len(dst).",
 			func(c *ctx, x VecVirtual) VecVirtual { return c.erf(x) }, unrolled(2, 1)),
-		unary("geluF32", "geluF32 sets dst[i] = x·Φ(x), x = src[i], Φ the standard normal CDF, for i < len(dst).", geluConsts,
+		unary("geluF32", "geluF32 sets dst[i] = x·Φ(x), x = src[i], Φ the standard normal CDF, for i < len(dst).",
 			func(c *ctx, x VecVirtual) VecVirtual {
 				phi, _ := c.geluPhi(c.clamp(x, -geluClamp, geluClamp))
 				return c.mul(c.atLeast(x, -geluClamp), phi)
 			}, unrolled(2, 1)),
-		unary("geluTanhF32", "geluTanhF32 sets dst[i] = x·σ(2u), u = √(2/π)(x + 0.044715x³), x = src[i], for i < len(dst).", geluConsts,
+		unary("geluTanhF32", "geluTanhF32 sets dst[i] = x·σ(2u), u = √(2/π)(x + 0.044715x³), x = src[i], for i < len(dst).",
 			func(c *ctx, x VecVirtual) VecVirtual {
 				sig, _, _ := c.geluTanhParts(c.clamp(x, -geluClamp, geluClamp))
 				return c.mul(c.atLeast(x, -geluClamp), sig)
@@ -177,11 +169,11 @@ func genMath(t *target) {
 		{
 			name: "geluBackwardF32", sig: "func(dx, x, dy []float32)",
 			doc: []string{"geluBackwardF32 sets dx[i] = dy[i]·(Φ(x[i]) + x[i]·φ(x[i])) for i < len(dx) (φ the normal density)."},
-			n:   "dx", ins: []string{"x", "dy"}, outs: []string{"dx"}, consts: geluConsts, unroll: unrolled(2, 1),
+			n:   "dx", ins: []string{"x", "dy"}, outs: []string{"dx"}, unroll: unrolled(2, 1),
 			body: func(c *ctx) {
 				xc := c.clamp(c.in[0], -geluClamp, geluClamp)
 				phi, gauss := c.geluPhi(xc)
-				dens := c.mul(gauss, konst(invSqrt2Pi))
+				dens := c.mul(gauss, c.k(invSqrt2Pi))
 				c.out[0] = c.mul(c.fma(xc, dens, phi), c.in[1])
 			},
 		},
@@ -191,7 +183,7 @@ func genMath(t *target) {
 				"geluTanhBackwardF32 sets dx[i] = dy[i]·d/dx[x·σ(2u)] = dy[i]·s·(1 + 2x·(1-s)·u'),",
 				"s = σ(2u), u = √(2/π)(x + 0.044715x³), x = x[i], for i < len(dx).",
 			},
-			n: "dx", ins: []string{"x", "dy"}, outs: []string{"dx"}, consts: geluConsts, unroll: unrolled(2, 1),
+			n: "dx", ins: []string{"x", "dy"}, outs: []string{"dx"}, unroll: unrolled(2, 1),
 			body: func(c *ctx) {
 				xc := c.clamp(c.in[0], -geluClamp, geluClamp)
 				sig, sigNeg, du := c.geluTanhParts(xc)
@@ -204,7 +196,7 @@ func genMath(t *target) {
 			name: "expShiftScaleF32", sig: "func(dst, src []float32, shift, scale float32)",
 			doc: []string{"expShiftScaleF32 sets dst[i] = exp(src[i] - shift) * scale for i < len(dst)."},
 			n:   "dst", ins: []string{"src"}, outs: []string{"dst"}, scals: []string{"shift", "scale"},
-			consts: expConsts, unroll: unrolled(4, 2),
+			unroll: unrolled(4, 2),
 			body: func(c *ctx) { c.out[0] = c.mul(c.exp(c.sub(c.in[0], c.scal[0])), c.scal[1]) },
 		},
 	} {
@@ -224,7 +216,7 @@ func genRows(t *target) {
 			name: "logSoftmaxBackwardF32", sig: "func(dx, y, dy []float32, s float32)",
 			doc: []string{"logSoftmaxBackwardF32 sets dx[i] = dy[i] - exp(y[i])*s (one FMA) for i < len(dx)."},
 			n:   "dx", ins: []string{"y", "dy"}, outs: []string{"dx"}, scals: []string{"s"},
-			consts: expConsts, unroll: unrolled(4, 2),
+			unroll: unrolled(4, 2),
 			body: func(c *ctx) { c.out[0] = c.fnma(c.exp(c.in[0]), c.scal[0], c.in[1]) },
 		},
 		{

@@ -110,7 +110,9 @@ type loop struct {
 	ins    []string // slice parameters loaded lane by lane
 	outs   []string // slice parameters stored lane by lane (may repeat an input)
 	scals  []string // float32 parameters broadcast to all lanes
-	consts []float32
+	// maxHoist overrides how many constants AVX-512 code keeps in
+	// registers (default 16).
+	maxHoist int
 	// accs are the reductions: one accumulator per unrolled vector each,
 	// combined and returned through the named results, in order.
 	accs   []accKind
@@ -132,9 +134,14 @@ type ctx struct {
 	in   []VecVirtual // the loaded inputs (zero in masked-off tail lanes)
 	out  []VecVirtual // set by the body
 	scal []VecVirtual // broadcast scalars
-	reg  map[float32]VecVirtual
 	acc  []VecVirtual // this vector's accumulators
 	tail *tailMask    // nil except in the masked tail
+
+	// Constants held in registers, loaded by the prologue that emit writes
+	// after the body (when the set is known), in first-use order.
+	hoisted   map[uint32]VecVirtual
+	hoistList []uint32
+	maxHoist  int // how many k/kb may hoist; creg always does
 }
 
 type tailMask struct {
@@ -142,15 +149,33 @@ type tailMask struct {
 	vec VecVirtual    // AVX2: all-ones in active lanes
 }
 
-// creg returns a register holding constant v in every lane; the loop must
-// list v in consts. Registers are needed where a memory operand cannot go
-// (the NaN-propagating operand of VMAXPS/VMINPS, the dividend of VDIVPS).
-func (c *ctx) creg(v float32) VecVirtual {
-	r, ok := c.reg[v]
-	if !ok {
-		panic(fmt.Sprintf("constant %v not hoisted", v))
+// creg returns a register holding constant v in every lane, for operands
+// that cannot be memory (the NaN-propagating operand of VMAXPS/VMINPS, the
+// dividend of VDIVPS).
+func (c *ctx) creg(v float32) VecVirtual { return c.hoist(math.Float32bits(v)) }
+
+func (c *ctx) hoist(bits uint32) VecVirtual {
+	if r, ok := c.hoisted[bits]; ok {
+		return r
 	}
+	r := c.t.vec()
+	c.hoisted[bits] = r
+	c.hoistList = append(c.hoistList, bits)
 	return r
+}
+
+// k returns constant v in every lane as an operand: a register while the
+// loop's hoisting budget lasts, else a memory operand. AVX-512 code hoists
+// (a 64-byte memory operand costs a full load slot per use, which bound
+// exp to one vector per 12 cycles); AVX2 has too few registers to.
+func (c *ctx) k(v float32) Op { return c.kb(math.Float32bits(v)) }
+
+// kb is k for a 32-bit pattern.
+func (c *ctx) kb(bits uint32) Op {
+	if _, ok := c.hoisted[bits]; ok || len(c.hoisted) < c.maxHoist {
+		return c.hoist(bits)
+	}
+	return constBits(bits)
 }
 
 // accumulate folds v into accumulator i; in the tail only active lanes count.
@@ -205,18 +230,19 @@ func (l *loop) emit(t *target) {
 	n := GP64()
 	Load(Param(l.n).Len(), n)
 
-	c := &ctx{t: t, reg: map[float32]VecVirtual{}}
+	c := &ctx{t: t, hoisted: map[uint32]VecVirtual{}}
+	if t.avx512 {
+		c.maxHoist = 12
+		if l.maxHoist != 0 {
+			c.maxHoist = l.maxHoist
+		}
+	}
 	for _, s := range l.scals {
 		x := XMM()
 		Load(Param(s), x)
 		v := t.vec()
 		VBROADCASTSS(x, v)
 		c.scal = append(c.scal, v)
-	}
-	for _, v := range l.consts {
-		r := t.vec()
-		VMOVUPS(konst(v), r)
-		c.reg[v] = r
 	}
 	accs := make([][]VecVirtual, unroll)
 	for u := range accs {
@@ -225,11 +251,17 @@ func (l *loop) emit(t *target) {
 			if k == accSum {
 				VXORPS(a, a, a)
 			} else {
-				VMOVUPS(konst(float32(math.Inf(-1))), a)
+				VMOVUPS(konst(float32(math.Inf(-1))), a) // before the hoisting prologue runs
 			}
 			accs[u] = append(accs[u], a)
 		}
 	}
+
+	// The constants are loaded by a prologue at the end of the function,
+	// written once the body has said which it needs.
+	prologue, body := l.name+t.suffix+"_constants", l.name+t.suffix+"_start"
+	JMP(LabelRef(prologue))
+	Label(body)
 
 	i := GP64()
 	XORQ(i, i)
@@ -327,6 +359,12 @@ func (l *loop) emit(t *target) {
 	}
 	VZEROUPPER()
 	RET()
+
+	Label(prologue)
+	for _, bits := range c.hoistList {
+		VMOVUPS(constBits(bits), c.hoisted[bits])
+	}
+	JMP(LabelRef(body))
 }
 
 // reduce combines the accumulators pairwise (0+1, 2+3, then those sums),
@@ -392,14 +430,14 @@ func (c *ctx) fma(a, b VecVirtual, d Op) VecVirtual {
 
 // fmaC returns a*bc + dc for constants bc and dc.
 func (c *ctx) fmaC(a VecVirtual, bc, dc float32) VecVirtual {
-	r := c.load(konst(bc))
-	VFMADD213PS(konst(dc), a, r)
+	r := c.load(c.k(bc))
+	VFMADD213PS(c.k(dc), a, r)
 	return r
 }
 
 // rsubC returns cst - v.
 func (c *ctx) rsubC(cst float32, v VecVirtual) VecVirtual {
-	d := c.load(konst(cst))
+	d := c.load(c.k(cst))
 	VSUBPS(v, d, d)
 	return d
 }
@@ -416,9 +454,9 @@ func (c *ctx) load(m Op) VecVirtual { d := c.v(); VMOVUPS(m, d); return d }
 
 // horner returns ((cs[k]·x + cs[k-1])·x + ...)·x + cs[0].
 func (c *ctx) horner(x VecVirtual, cs []float32) VecVirtual {
-	p := c.load(konst(cs[len(cs)-1]))
+	p := c.load(c.k(cs[len(cs)-1]))
 	for j := len(cs) - 2; j >= 0; j-- {
-		VFMADD213PS(konst(cs[j]), x, p)
+		VFMADD213PS(c.k(cs[j]), x, p)
 	}
 	return p
 }
@@ -432,7 +470,7 @@ func (c *ctx) recip(d VecVirtual) VecVirtual {
 
 func (c *ctx) abs(x VecVirtual) VecVirtual {
 	d := c.v()
-	VANDPS(constBits(0x7fffffff), x, d)
+	VANDPS(c.kb(0x7fffffff), x, d)
 	return d
 }
 
@@ -490,7 +528,7 @@ func (c *ctx) blend(m mask, ifSet, ifClear VecVirtual) VecVirtual {
 // copySign returns |mag| with the sign of s (mag must be non-negative).
 func (c *ctx) copySign(mag, s VecVirtual) VecVirtual {
 	d := c.v()
-	VANDPS(constBits(0x80000000), s, d)
+	VANDPS(c.kb(0x80000000), s, d)
 	VORPS(mag, d, d)
 	return d
 }

@@ -54,15 +54,15 @@ var ln2Lo = float32(math.Ln2 - float64(ln2Hi))
 // expLo and expHi.
 func (c *ctx) exp(x VecVirtual) VecVirtual {
 	xc := c.clamp(x, expLo, expHi)
-	t := c.load(konst(expMagic))
-	VFMADD231PS(konst(log2e), xc, t) // t = xc·log2e + magic
-	n := c.sub(t, konst(expMagic))
-	r := c.fnma(n, konst(ln2Hi), xc)
-	VFNMADD231PS(konst(ln2Lo), n, r)
+	t := c.load(c.k(expMagic))
+	VFMADD231PS(c.k(log2e), xc, t) // t = xc·log2e + magic
+	n := c.sub(t, c.k(expMagic))
+	r := c.fnma(n, c.k(ln2Hi), xc)
+	VFNMADD231PS(c.k(ln2Lo), n, r)
 	q := c.horner(r, expPoly)
 	r2 := c.mul(r, r)
 	VFMADD213PS(r, r2, q) // q = r²·q + r
-	VADDPS(konst(1), q, q)
+	VADDPS(c.k(1), q, q)
 	y := c.v()
 	if c.t.avx512 {
 		VSCALEFPS(n, q, y)
@@ -70,14 +70,14 @@ func (c *ctx) exp(x VecVirtual) VecVirtual {
 	}
 	// n sits in the low bits of t; 2^n = 2^n1 · 2^n2 with n1 = n>>1.
 	ni := c.v()
-	VPSUBD(constBits(math.Float32bits(expMagic)), t, ni)
+	VPSUBD(c.kb(math.Float32bits(expMagic)), t, ni)
 	n1 := c.v()
 	VPSRAD(U8(1), ni, n1)
 	n2 := c.v()
 	VPSUBD(n1, ni, n2)
-	VPADDD(constBits(127), n1, n1)
+	VPADDD(c.kb(127), n1, n1)
 	VPSLLD(U8(23), n1, n1)
-	VPADDD(constBits(127), n2, n2)
+	VPADDD(c.kb(127), n2, n2)
 	VPSLLD(U8(23), n2, n2)
 	VMULPS(n1, q, y)
 	VMULPS(n2, y, y)
@@ -87,7 +87,7 @@ func (c *ctx) exp(x VecVirtual) VecVirtual {
 // expNeg returns e^(-x).
 func (c *ctx) expNeg(x VecVirtual) VecVirtual {
 	nx := c.v()
-	VXORPS(constBits(0x80000000), x, nx)
+	VXORPS(c.kb(0x80000000), x, nx)
 	return c.exp(nx)
 }
 
@@ -131,10 +131,10 @@ func (c *ctx) erf(x VecVirtual) VecVirtual {
 	a := c.abs(x)
 	small := c.erfSmall(x)
 	ac := c.v()
-	VMINPS(konst(10), a, ac) // erfc(10) is far below float32 resolution of 1
+	VMINPS(c.k(10), a, ac) // erfc(10) is far below float32 resolution of 1
 	s, e := c.squareSplit(ac)
 	large := c.copySign(c.rsubC(1, c.erfcTail(ac, c.expNegSquare(s, e))), x)
-	return c.blend(c.cmp(cmpNGE, a, konst(1)), small, large) // NaN takes the small path
+	return c.blend(c.cmp(cmpNGE, a, c.k(1)), small, large) // NaN takes the small path
 }
 
 // tanh returns tanh(x): x + x³·P(x²) below tanhSmallEdge in magnitude,
@@ -146,9 +146,9 @@ func (c *ctx) tanh(x VecVirtual) VecVirtual {
 	small := c.fma(c.mul(x, x2), p, x)
 	e2 := c.exp(c.add(a, a))
 	q := c.v()
-	VDIVPS(c.add(e2, konst(1)), c.creg(2), q)
+	VDIVPS(c.add(e2, c.k(1)), c.creg(2), q)
 	large := c.copySign(c.rsubC(1, q), x)
-	return c.blend(c.cmp(cmpNGE, a, konst(tanhSmallEdge)), small, large)
+	return c.blend(c.cmp(cmpNGE, a, c.k(tanhSmallEdge)), small, large)
 }
 
 // sigmoidPair returns σ(x) and σ(-x) = 1-σ(x), each from e = e^-|x| by
@@ -157,11 +157,11 @@ func (c *ctx) tanh(x VecVirtual) VecVirtual {
 // relative accuracy. Hoists: 1, expLo, expHi.
 func (c *ctx) sigmoidPair(x VecVirtual) (sig, sigNeg VecVirtual) {
 	e := c.expNeg(c.abs(x))
-	den := c.add(e, konst(1))
+	den := c.add(e, c.k(1))
 	big := c.recip(den) // σ(|x|)
 	small := c.v()      // σ(-|x|)
 	VDIVPS(den, e, small)
-	neg := c.cmp(cmpLT, x, konst(0))
+	neg := c.cmp(cmpLT, x, c.k(0))
 	return c.blend(neg, small, big), c.blend(neg, big, small)
 }
 
@@ -176,17 +176,17 @@ func (c *ctx) sigmoid(x VecVirtual) VecVirtual {
 // zero, erfcTail for |xc/√2| >= 0.5 (early, because for negative xc
 // ½ + ½·erf cancels: Φ(-√2) = 0.08).
 func (c *ctx) geluPhi(xc VecVirtual) (phi, gauss VecVirtual) {
-	z := c.mul(xc, konst(sqrtHalf))
+	z := c.mul(xc, c.k(sqrtHalf))
 	az := c.abs(z)
 	small := c.fmaC(c.erfSmall(z), 0.5, 0.5)
 
 	s, e := c.squareSplit(xc)
-	VMULPS(konst(0.5), s, s) // halving is exact
-	VMULPS(konst(0.5), e, e)
+	VMULPS(c.k(0.5), s, s) // halving is exact
+	VMULPS(c.k(0.5), e, e)
 	gauss = c.expNegSquare(s, e)
-	halfErfc := c.mul(c.erfcTail(az, gauss), konst(0.5))
-	large := c.blend(c.cmp(cmpLT, xc, konst(0)), halfErfc, c.rsubC(1, halfErfc))
-	phi = c.blend(c.cmp(cmpNGE, az, konst(0.5)), small, large)
+	halfErfc := c.mul(c.erfcTail(az, gauss), c.k(0.5))
+	large := c.blend(c.cmp(cmpLT, xc, c.k(0)), halfErfc, c.rsubC(1, halfErfc))
+	phi = c.blend(c.cmp(cmpNGE, az, c.k(0.5)), small, large)
 	return phi, gauss
 }
 
