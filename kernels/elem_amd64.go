@@ -307,6 +307,19 @@ func softmaxBackwardF32(dx, y, dy []float32, s float32) {
 	}
 }
 
+func logSoftmaxF32(dst, src []float32, max, logSum float32) {
+	elemRaceRead(src)
+	elemRaceWrite(dst)
+	switch {
+	case useAVX512():
+		logSoftmaxF32AVX512(dst, src, max, logSum)
+	case useAVX2():
+		logSoftmaxF32AVX2(dst, src, max, logSum)
+	default:
+		logSoftmaxF32Generic(dst, src, max, logSum)
+	}
+}
+
 func logSoftmaxBackwardF32(dx, y, dy []float32, s float32) {
 	elemRaceRead(y, dy)
 	elemRaceWrite(dx)

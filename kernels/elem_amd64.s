@@ -4378,6 +4378,77 @@ softmaxBackwardF32AVX512_done:
 softmaxBackwardF32AVX512_constants:
 	JMP softmaxBackwardF32AVX512_start
 
+// func logSoftmaxF32AVX512(dst []float32, src []float32, max float32, logSum float32)
+// Requires: AVX, AVX512F, BMI2, SSE
+TEXT ·logSoftmaxF32AVX512(SB), NOSPLIT, $0-56
+	MOVQ         src_base+24(FP), AX
+	MOVQ         dst_base+0(FP), CX
+	MOVQ         dst_len+8(FP), DX
+	MOVSS        max+48(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVSS        logSum+52(FP), X1
+	VBROADCASTSS X1, Z1
+	JMP          logSoftmaxF32AVX512_constants
+
+logSoftmaxF32AVX512_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-64, SI
+
+logSoftmaxF32AVX512_blocks:
+	CMPQ    BX, SI
+	JAE     logSoftmaxF32AVX512_vectors
+	VMOVUPS (AX)(BX*4), Z2
+	VSUBPS  Z0, Z2, Z2
+	VSUBPS  Z1, Z2, Z2
+	VMOVUPS Z2, (CX)(BX*4)
+	VMOVUPS 64(AX)(BX*4), Z2
+	VSUBPS  Z0, Z2, Z2
+	VSUBPS  Z1, Z2, Z2
+	VMOVUPS Z2, 64(CX)(BX*4)
+	VMOVUPS 128(AX)(BX*4), Z2
+	VSUBPS  Z0, Z2, Z2
+	VSUBPS  Z1, Z2, Z2
+	VMOVUPS Z2, 128(CX)(BX*4)
+	VMOVUPS 192(AX)(BX*4), Z2
+	VSUBPS  Z0, Z2, Z2
+	VSUBPS  Z1, Z2, Z2
+	VMOVUPS Z2, 192(CX)(BX*4)
+	ADDQ    $0x00000040, BX
+	JMP     logSoftmaxF32AVX512_blocks
+
+logSoftmaxF32AVX512_vectors:
+	MOVQ DX, SI
+	ANDQ $-16, SI
+
+logSoftmaxF32AVX512_vectorloop:
+	CMPQ    BX, SI
+	JAE     logSoftmaxF32AVX512_tail
+	VMOVUPS (AX)(BX*4), Z2
+	VSUBPS  Z0, Z2, Z2
+	VSUBPS  Z1, Z2, Z2
+	VMOVUPS Z2, (CX)(BX*4)
+	ADDQ    $0x00000010, BX
+	JMP     logSoftmaxF32AVX512_vectorloop
+
+logSoftmaxF32AVX512_tail:
+	SUBQ      BX, DX
+	JZ        logSoftmaxF32AVX512_done
+	MOVL      $0xffffffff, SI
+	BZHIL     DX, SI, SI
+	KMOVW     SI, K1
+	VMOVUPS.Z (AX)(BX*4), K1, Z2
+	VSUBPS    Z0, Z2, Z0
+	VSUBPS    Z1, Z0, Z0
+	VMOVUPS   Z0, K1, (CX)(BX*4)
+
+logSoftmaxF32AVX512_done:
+	VZEROUPPER
+	RET
+
+logSoftmaxF32AVX512_constants:
+	JMP logSoftmaxF32AVX512_start
+
 // func logSoftmaxBackwardF32AVX512(dx []float32, y []float32, dy []float32, s float32)
 // Requires: AVX, AVX512F, BMI2, SSE
 TEXT ·logSoftmaxBackwardF32AVX512(SB), NOSPLIT, $0-76
@@ -7833,6 +7904,78 @@ softmaxBackwardF32AVX2_done:
 
 softmaxBackwardF32AVX2_constants:
 	JMP softmaxBackwardF32AVX2_start
+
+// func logSoftmaxF32AVX2(dst []float32, src []float32, max float32, logSum float32)
+// Requires: AVX, AVX2, SSE
+TEXT ·logSoftmaxF32AVX2(SB), NOSPLIT, $0-56
+	MOVQ         src_base+24(FP), AX
+	MOVQ         dst_base+0(FP), CX
+	MOVQ         dst_len+8(FP), DX
+	MOVSS        max+48(FP), X0
+	VBROADCASTSS X0, Y0
+	MOVSS        logSum+52(FP), X1
+	VBROADCASTSS X1, Y1
+	JMP          logSoftmaxF32AVX2_constants
+
+logSoftmaxF32AVX2_start:
+	XORQ BX, BX
+	MOVQ DX, SI
+	ANDQ $-32, SI
+
+logSoftmaxF32AVX2_blocks:
+	CMPQ    BX, SI
+	JAE     logSoftmaxF32AVX2_vectors
+	VMOVUPS (AX)(BX*4), Y2
+	VSUBPS  Y0, Y2, Y2
+	VSUBPS  Y1, Y2, Y2
+	VMOVUPS Y2, (CX)(BX*4)
+	VMOVUPS 32(AX)(BX*4), Y2
+	VSUBPS  Y0, Y2, Y2
+	VSUBPS  Y1, Y2, Y2
+	VMOVUPS Y2, 32(CX)(BX*4)
+	VMOVUPS 64(AX)(BX*4), Y2
+	VSUBPS  Y0, Y2, Y2
+	VSUBPS  Y1, Y2, Y2
+	VMOVUPS Y2, 64(CX)(BX*4)
+	VMOVUPS 96(AX)(BX*4), Y2
+	VSUBPS  Y0, Y2, Y2
+	VSUBPS  Y1, Y2, Y2
+	VMOVUPS Y2, 96(CX)(BX*4)
+	ADDQ    $0x00000020, BX
+	JMP     logSoftmaxF32AVX2_blocks
+
+logSoftmaxF32AVX2_vectors:
+	MOVQ DX, SI
+	ANDQ $-8, SI
+
+logSoftmaxF32AVX2_vectorloop:
+	CMPQ    BX, SI
+	JAE     logSoftmaxF32AVX2_tail
+	VMOVUPS (AX)(BX*4), Y2
+	VSUBPS  Y0, Y2, Y2
+	VSUBPS  Y1, Y2, Y2
+	VMOVUPS Y2, (CX)(BX*4)
+	ADDQ    $0x00000008, BX
+	JMP     logSoftmaxF32AVX2_vectorloop
+
+logSoftmaxF32AVX2_tail:
+	SUBQ       BX, DX
+	JZ         logSoftmaxF32AVX2_done
+	LEAQ       elemtailmask<>+0(SB), SI
+	MOVQ       $0x00000008, DI
+	SUBQ       DX, DI
+	VMOVUPS    (SI)(DI*4), Y2
+	VMASKMOVPS (AX)(BX*4), Y2, Y3
+	VSUBPS     Y0, Y3, Y0
+	VSUBPS     Y1, Y0, Y0
+	VMASKMOVPS Y0, Y2, (CX)(BX*4)
+
+logSoftmaxF32AVX2_done:
+	VZEROUPPER
+	RET
+
+logSoftmaxF32AVX2_constants:
+	JMP logSoftmaxF32AVX2_start
 
 // func logSoftmaxBackwardF32AVX2(dx []float32, y []float32, dy []float32, s float32)
 // Requires: AVX, AVX2, FMA3, SSE

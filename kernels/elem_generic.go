@@ -256,6 +256,13 @@ func softmaxBackwardF32Generic(dx, y, dy []float32, s float32) {
 	}
 }
 
+func logSoftmaxF32Generic(dst, src []float32, max, logSum float32) {
+	src = src[:len(dst)]
+	for i := range dst {
+		dst[i] = (src[i] - max) - logSum
+	}
+}
+
 func logSoftmaxBackwardF32Generic(dx, y, dy []float32, s float32) {
 	y, dy = y[:len(dx)], dy[:len(dx)]
 	for i := range dx {

@@ -60,6 +60,10 @@ func expShiftScaleF32(dst, src []float32, shift, scale float32) {
 
 func softmaxBackwardF32(dx, y, dy []float32, s float32) { softmaxBackwardF32Generic(dx, y, dy, s) }
 
+func logSoftmaxF32(dst, src []float32, max, logSum float32) {
+	logSoftmaxF32Generic(dst, src, max, logSum)
+}
+
 func logSoftmaxBackwardF32(dx, y, dy []float32, s float32) {
 	logSoftmaxBackwardF32Generic(dx, y, dy, s)
 }

@@ -124,6 +124,11 @@ func expShiftScaleF32AVX512(dst []float32, src []float32, shift float32, scale f
 //go:noescape
 func softmaxBackwardF32AVX512(dx []float32, y []float32, dy []float32, s float32)
 
+// max first keeps log-probabilities exact where |src| is large.
+//
+//go:noescape
+func logSoftmaxF32AVX512(dst []float32, src []float32, max float32, logSum float32)
+
 // logSoftmaxBackwardF32AVX512 sets dx[i] = dy[i] - exp(y[i])*s (one FMA) for i < len(dx).
 //
 //go:noescape
@@ -268,6 +273,11 @@ func expShiftScaleF32AVX2(dst []float32, src []float32, shift float32, scale flo
 //
 //go:noescape
 func softmaxBackwardF32AVX2(dx []float32, y []float32, dy []float32, s float32)
+
+// max first keeps log-probabilities exact where |src| is large.
+//
+//go:noescape
+func logSoftmaxF32AVX2(dst []float32, src []float32, max float32, logSum float32)
 
 // logSoftmaxBackwardF32AVX2 sets dx[i] = dy[i] - exp(y[i])*s (one FMA) for i < len(dx).
 //

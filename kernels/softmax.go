@@ -143,7 +143,7 @@ func softmaxRow(dst, src []float32) {
 func logSoftmaxRow(dst, src []float32) {
 	m := maxF32(src)
 	s := sumExpShiftF32(src, m)
-	addScalarF32(dst, float32(-(float64(m) + math.Log(float64(s)))), src)
+	logSoftmaxF32(dst, src, m, float32(math.Log(float64(s))))
 }
 
 func (t *softmaxTask) attentionRow(r int, dst, src []float32) {

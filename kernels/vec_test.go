@@ -24,8 +24,8 @@ type elementwise struct {
 	inputs int
 	run    func(dst []float32, in [][]float32)
 	exact  func(in [][]float32, i int) float32 // exact float32 expectation, or nil
-	ref    *mathFunc                          // or the math function's bounds, for one input
-	grad   string                             // or the name of the derivative in mathFuncs, for (x, dy) inputs
+	ref    *mathFunc                           // or the math function's bounds, for one input
+	grad   string                              // or the name of the derivative in mathFuncs, for (x, dy) inputs
 	axpy   bool
 }
 

@@ -213,6 +213,15 @@ func genRows(t *target) {
 			body: func(c *ctx) { c.out[0] = c.mul(c.sub(c.in[1], c.scal[0]), c.in[0]) },
 		},
 		{
+			name: "logSoftmaxF32", sig: "func(dst, src []float32, max, logSum float32)",
+			doc: []string{
+				"logSoftmaxF32 sets dst[i] = (src[i] - max) - logSum for i < len(dst); subtracting",
+				"max first keeps log-probabilities exact where |src| is large.",
+			},
+			n: "dst", ins: []string{"src"}, outs: []string{"dst"}, scals: []string{"max", "logSum"}, unroll: unrolled(4, 4),
+			body: func(c *ctx) { c.out[0] = c.sub(c.sub(c.in[0], c.scal[0]), c.scal[1]) },
+		},
+		{
 			name: "logSoftmaxBackwardF32", sig: "func(dx, y, dy []float32, s float32)",
 			doc: []string{"logSoftmaxBackwardF32 sets dx[i] = dy[i] - exp(y[i])*s (one FMA) for i < len(dx)."},
 			n:   "dx", ins: []string{"y", "dy"}, outs: []string{"dx"}, scals: []string{"s"},
