@@ -18,9 +18,10 @@ import (
 // gradScale = 1/counted (CountTargets gives it in advance).
 //
 // dlogits may be nil (loss only), or logits itself (the gradient
-// overwrites the logits). Each row is read from memory once: the row stays
-// in L1 for the two more passes over it (max, then Σe^x, then the
-// gradient), and no other full-size array is written.
+// overwrites the logits). Each row is read from memory once: a pass for
+// the maximum, then one storing e^(x-max) into dlogits while summing, then
+// one scaling it, the last two on the row in L1; nothing else full-size is
+// written.
 func SoftmaxCrossEntropy(threads, rows, cols int, logits []float32, ldLogits int, targets []int32, ignoreIndex int32, dlogits []float32, ldDlogits int, gradScale float32) (lossSum float64, counted int) {
 	checkDims(rows, cols, "SoftmaxCrossEntropy")
 	checkMatrix(logits, rows, cols, ldLogits, "SoftmaxCrossEntropy logits")
@@ -106,11 +107,16 @@ func (t *crossEntropyTask) Run(w, workers int) {
 		}
 		m := maxF32(x)
 		xt := x[target] // before d, which may be x, is written
-		s := sumExpShiftF32(x, m)
-		t.rowLoss[r] = float64(m) + math.Log(float64(s)) - float64(xt)
-		if d != nil {
-			expShiftScaleF32(d, x, m, t.gradScale/s)
+		var s float32
+		if d == nil {
+			s = sumExpShiftF32(x, m)
+		} else {
+			// Storing e^(x-m) and scaling it in place (the row is in L1)
+			// beats computing the exponentials twice.
+			s = expShiftSumF32(d, x, m)
+			scaleF32(d, t.gradScale/s, d)
 			d[target] -= t.gradScale
 		}
+		t.rowLoss[r] = float64(m) + math.Log(float64(s)) - float64(xt)
 	}
 }

@@ -281,19 +281,6 @@ func geluTanhBackwardF32(dx, x, dy []float32) {
 	}
 }
 
-func expShiftScaleF32(dst, src []float32, shift, scale float32) {
-	elemRaceRead(src)
-	elemRaceWrite(dst)
-	switch {
-	case useAVX512():
-		expShiftScaleF32AVX512(dst, src, shift, scale)
-	case useAVX2():
-		expShiftScaleF32AVX2(dst, src, shift, scale)
-	default:
-		expShiftScaleF32Generic(dst, src, shift, scale)
-	}
-}
-
 func softmaxBackwardF32(dx, y, dy []float32, s float32) {
 	elemRaceRead(y, dy)
 	elemRaceWrite(dx)

@@ -116,13 +116,6 @@ func sumExpShiftF32Generic(src []float32, shift float32) float32 {
 	return float32(s)
 }
 
-func expShiftScaleF32Generic(dst, src []float32, shift, scale float32) {
-	src = src[:len(dst)]
-	for i := range dst {
-		dst[i] = float32(math.Exp(float64(src[i])-float64(shift)) * float64(scale))
-	}
-}
-
 func scaleMaxF32Generic(dst, src []float32, scale float32) float32 {
 	src = src[:len(dst)]
 	m := float32(math.Inf(-1))

@@ -54,10 +54,6 @@ func geluTanhF32(dst, src []float32) { geluTanhF32Generic(dst, src) }
 
 func geluTanhBackwardF32(dx, x, dy []float32) { geluTanhBackwardF32Generic(dx, x, dy) }
 
-func expShiftScaleF32(dst, src []float32, shift, scale float32) {
-	expShiftScaleF32Generic(dst, src, shift, scale)
-}
-
 func softmaxBackwardF32(dx, y, dy []float32, s float32) { softmaxBackwardF32Generic(dx, y, dy, s) }
 
 func logSoftmaxF32(dst, src []float32, max, logSum float32) {

@@ -114,11 +114,6 @@ func geluBackwardF32AVX512(dx []float32, x []float32, dy []float32)
 //go:noescape
 func geluTanhBackwardF32AVX512(dx []float32, x []float32, dy []float32)
 
-// expShiftScaleF32AVX512 sets dst[i] = exp(src[i] - shift) * scale for i < len(dst).
-//
-//go:noescape
-func expShiftScaleF32AVX512(dst []float32, src []float32, shift float32, scale float32)
-
 // softmaxBackwardF32AVX512 sets dx[i] = y[i] * (dy[i] - s) for i < len(dx).
 //
 //go:noescape
@@ -263,11 +258,6 @@ func geluBackwardF32AVX2(dx []float32, x []float32, dy []float32)
 //
 //go:noescape
 func geluTanhBackwardF32AVX2(dx []float32, x []float32, dy []float32)
-
-// expShiftScaleF32AVX2 sets dst[i] = exp(src[i] - shift) * scale for i < len(dst).
-//
-//go:noescape
-func expShiftScaleF32AVX2(dst []float32, src []float32, shift float32, scale float32)
 
 // softmaxBackwardF32AVX2 sets dx[i] = y[i] * (dy[i] - s) for i < len(dx).
 //

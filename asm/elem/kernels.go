@@ -192,13 +192,6 @@ func genMath(t *target) {
 				c.out[0] = c.mul(c.mul(inner, sig), c.in[1])
 			},
 		},
-		{
-			name: "expShiftScaleF32", sig: "func(dst, src []float32, shift, scale float32)",
-			doc: []string{"expShiftScaleF32 sets dst[i] = exp(src[i] - shift) * scale for i < len(dst)."},
-			n:   "dst", ins: []string{"src"}, outs: []string{"dst"}, scals: []string{"shift", "scale"},
-			unroll: unrolled(4, 2),
-			body: func(c *ctx) { c.out[0] = c.mul(c.exp(c.sub(c.in[0], c.scal[0])), c.scal[1]) },
-		},
 	} {
 		l.emit(t)
 	}
