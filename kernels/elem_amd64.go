@@ -47,6 +47,19 @@ func mulF32(dst, a, b []float32) {
 	}
 }
 
+func divF32(dst, a, b []float32) {
+	elemRaceRead(a, b)
+	elemRaceWrite(dst)
+	switch {
+	case useAVX512():
+		divF32AVX512(dst, a, b)
+	case useAVX2():
+		divF32AVX2(dst, a, b)
+	default:
+		divF32Generic(dst, a, b)
+	}
+}
+
 func scaleF32(dst []float32, alpha float32, src []float32) {
 	elemRaceRead(src)
 	elemRaceWrite(dst)
@@ -278,6 +291,32 @@ func geluTanhBackwardF32(dx, x, dy []float32) {
 		geluTanhBackwardF32AVX2(dx, x, dy)
 	default:
 		geluTanhBackwardF32Generic(dx, x, dy)
+	}
+}
+
+func tanhBackwardF32(dx, y, dy []float32) {
+	elemRaceRead(y, dy)
+	elemRaceWrite(dx)
+	switch {
+	case useAVX512():
+		tanhBackwardF32AVX512(dx, y, dy)
+	case useAVX2():
+		tanhBackwardF32AVX2(dx, y, dy)
+	default:
+		tanhBackwardF32Generic(dx, y, dy)
+	}
+}
+
+func sigmoidBackwardF32(dx, y, dy []float32) {
+	elemRaceRead(y, dy)
+	elemRaceWrite(dx)
+	switch {
+	case useAVX512():
+		sigmoidBackwardF32AVX512(dx, y, dy)
+	case useAVX2():
+		sigmoidBackwardF32AVX2(dx, y, dy)
+	default:
+		sigmoidBackwardF32Generic(dx, y, dy)
 	}
 }
 

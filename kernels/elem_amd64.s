@@ -208,6 +208,74 @@ mulF32AVX512_done:
 mulF32AVX512_constants:
 	JMP mulF32AVX512_start
 
+// func divF32AVX512(dst []float32, a []float32, b []float32)
+// Requires: AVX, AVX512F, BMI2
+TEXT ·divF32AVX512(SB), NOSPLIT, $0-72
+	MOVQ a_base+24(FP), AX
+	MOVQ b_base+48(FP), CX
+	MOVQ dst_base+0(FP), DX
+	MOVQ dst_len+8(FP), BX
+	JMP  divF32AVX512_constants
+
+divF32AVX512_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-64, DI
+
+divF32AVX512_blocks:
+	CMPQ    SI, DI
+	JAE     divF32AVX512_vectors
+	VMOVUPS (AX)(SI*4), Z0
+	VMOVUPS (CX)(SI*4), Z1
+	VDIVPS  Z1, Z0, Z0
+	VMOVUPS Z0, (DX)(SI*4)
+	VMOVUPS 64(AX)(SI*4), Z0
+	VMOVUPS 64(CX)(SI*4), Z1
+	VDIVPS  Z1, Z0, Z0
+	VMOVUPS Z0, 64(DX)(SI*4)
+	VMOVUPS 128(AX)(SI*4), Z0
+	VMOVUPS 128(CX)(SI*4), Z1
+	VDIVPS  Z1, Z0, Z0
+	VMOVUPS Z0, 128(DX)(SI*4)
+	VMOVUPS 192(AX)(SI*4), Z0
+	VMOVUPS 192(CX)(SI*4), Z1
+	VDIVPS  Z1, Z0, Z0
+	VMOVUPS Z0, 192(DX)(SI*4)
+	ADDQ    $0x00000040, SI
+	JMP     divF32AVX512_blocks
+
+divF32AVX512_vectors:
+	MOVQ BX, DI
+	ANDQ $-16, DI
+
+divF32AVX512_vectorloop:
+	CMPQ    SI, DI
+	JAE     divF32AVX512_tail
+	VMOVUPS (AX)(SI*4), Z0
+	VMOVUPS (CX)(SI*4), Z1
+	VDIVPS  Z1, Z0, Z0
+	VMOVUPS Z0, (DX)(SI*4)
+	ADDQ    $0x00000010, SI
+	JMP     divF32AVX512_vectorloop
+
+divF32AVX512_tail:
+	SUBQ      SI, BX
+	JZ        divF32AVX512_done
+	MOVL      $0xffffffff, DI
+	BZHIL     BX, DI, DI
+	KMOVW     DI, K1
+	VMOVUPS.Z (AX)(SI*4), K1, Z0
+	VMOVUPS.Z (CX)(SI*4), K1, Z1
+	VDIVPS    Z1, Z0, Z0
+	VMOVUPS   Z0, K1, (DX)(SI*4)
+
+divF32AVX512_done:
+	VZEROUPPER
+	RET
+
+divF32AVX512_constants:
+	JMP divF32AVX512_start
+
 // func scaleF32AVX512(dst []float32, alpha float32, src []float32)
 // Requires: AVX, AVX512F, BMI2, SSE
 TEXT ·scaleF32AVX512(SB), NOSPLIT, $0-56
@@ -4117,6 +4185,180 @@ geluTanhBackwardF32AVX512_constants:
 	VMOVUPS elemconst_3f800000<>+0(SB), Z14
 	JMP     geluTanhBackwardF32AVX512_start
 
+// func tanhBackwardF32AVX512(dx []float32, y []float32, dy []float32)
+// Requires: AVX, AVX512F, BMI2
+TEXT ·tanhBackwardF32AVX512(SB), NOSPLIT, $0-72
+	MOVQ y_base+24(FP), AX
+	MOVQ dy_base+48(FP), CX
+	MOVQ dx_base+0(FP), DX
+	MOVQ dx_len+8(FP), BX
+	JMP  tanhBackwardF32AVX512_constants
+
+tanhBackwardF32AVX512_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-64, DI
+
+tanhBackwardF32AVX512_blocks:
+	CMPQ         SI, DI
+	JAE          tanhBackwardF32AVX512_vectors
+	VMOVUPS      (AX)(SI*4), Z0
+	VMOVUPS      (CX)(SI*4), Z1
+	VMOVUPS      Z2, Z3
+	VMOVAPS      Z3, Z3
+	VFNMADD231PS Z0, Z0, Z3
+	VMULPS       Z1, Z3, Z0
+	VMOVUPS      Z0, (DX)(SI*4)
+	VMOVUPS      64(AX)(SI*4), Z0
+	VMOVUPS      64(CX)(SI*4), Z1
+	VMOVUPS      Z2, Z3
+	VMOVAPS      Z3, Z3
+	VFNMADD231PS Z0, Z0, Z3
+	VMULPS       Z1, Z3, Z0
+	VMOVUPS      Z0, 64(DX)(SI*4)
+	VMOVUPS      128(AX)(SI*4), Z0
+	VMOVUPS      128(CX)(SI*4), Z1
+	VMOVUPS      Z2, Z3
+	VMOVAPS      Z3, Z3
+	VFNMADD231PS Z0, Z0, Z3
+	VMULPS       Z1, Z3, Z0
+	VMOVUPS      Z0, 128(DX)(SI*4)
+	VMOVUPS      192(AX)(SI*4), Z0
+	VMOVUPS      192(CX)(SI*4), Z1
+	VMOVUPS      Z2, Z3
+	VMOVAPS      Z3, Z3
+	VFNMADD231PS Z0, Z0, Z3
+	VMULPS       Z1, Z3, Z0
+	VMOVUPS      Z0, 192(DX)(SI*4)
+	ADDQ         $0x00000040, SI
+	JMP          tanhBackwardF32AVX512_blocks
+
+tanhBackwardF32AVX512_vectors:
+	MOVQ BX, DI
+	ANDQ $-16, DI
+
+tanhBackwardF32AVX512_vectorloop:
+	CMPQ         SI, DI
+	JAE          tanhBackwardF32AVX512_tail
+	VMOVUPS      (AX)(SI*4), Z0
+	VMOVUPS      (CX)(SI*4), Z1
+	VMOVUPS      Z2, Z3
+	VMOVAPS      Z3, Z3
+	VFNMADD231PS Z0, Z0, Z3
+	VMULPS       Z1, Z3, Z0
+	VMOVUPS      Z0, (DX)(SI*4)
+	ADDQ         $0x00000010, SI
+	JMP          tanhBackwardF32AVX512_vectorloop
+
+tanhBackwardF32AVX512_tail:
+	SUBQ         SI, BX
+	JZ           tanhBackwardF32AVX512_done
+	MOVL         $0xffffffff, DI
+	BZHIL        BX, DI, DI
+	KMOVW        DI, K1
+	VMOVUPS.Z    (AX)(SI*4), K1, Z0
+	VMOVUPS.Z    (CX)(SI*4), K1, Z1
+	VMOVUPS      Z2, Z2
+	VMOVAPS      Z2, Z2
+	VFNMADD231PS Z0, Z0, Z2
+	VMULPS       Z1, Z2, Z0
+	VMOVUPS      Z0, K1, (DX)(SI*4)
+
+tanhBackwardF32AVX512_done:
+	VZEROUPPER
+	RET
+
+tanhBackwardF32AVX512_constants:
+	VMOVUPS elemconst_3f800000<>+0(SB), Z2
+	JMP     tanhBackwardF32AVX512_start
+
+// func sigmoidBackwardF32AVX512(dx []float32, y []float32, dy []float32)
+// Requires: AVX, AVX512F, BMI2
+TEXT ·sigmoidBackwardF32AVX512(SB), NOSPLIT, $0-72
+	MOVQ y_base+24(FP), AX
+	MOVQ dy_base+48(FP), CX
+	MOVQ dx_base+0(FP), DX
+	MOVQ dx_len+8(FP), BX
+	JMP  sigmoidBackwardF32AVX512_constants
+
+sigmoidBackwardF32AVX512_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-64, DI
+
+sigmoidBackwardF32AVX512_blocks:
+	CMPQ    SI, DI
+	JAE     sigmoidBackwardF32AVX512_vectors
+	VMOVUPS (AX)(SI*4), Z0
+	VMOVUPS (CX)(SI*4), Z1
+	VMOVUPS Z2, Z3
+	VSUBPS  Z0, Z3, Z3
+	VMULPS  Z0, Z3, Z0
+	VMULPS  Z1, Z0, Z0
+	VMOVUPS Z0, (DX)(SI*4)
+	VMOVUPS 64(AX)(SI*4), Z0
+	VMOVUPS 64(CX)(SI*4), Z1
+	VMOVUPS Z2, Z3
+	VSUBPS  Z0, Z3, Z3
+	VMULPS  Z0, Z3, Z0
+	VMULPS  Z1, Z0, Z0
+	VMOVUPS Z0, 64(DX)(SI*4)
+	VMOVUPS 128(AX)(SI*4), Z0
+	VMOVUPS 128(CX)(SI*4), Z1
+	VMOVUPS Z2, Z3
+	VSUBPS  Z0, Z3, Z3
+	VMULPS  Z0, Z3, Z0
+	VMULPS  Z1, Z0, Z0
+	VMOVUPS Z0, 128(DX)(SI*4)
+	VMOVUPS 192(AX)(SI*4), Z0
+	VMOVUPS 192(CX)(SI*4), Z1
+	VMOVUPS Z2, Z3
+	VSUBPS  Z0, Z3, Z3
+	VMULPS  Z0, Z3, Z0
+	VMULPS  Z1, Z0, Z0
+	VMOVUPS Z0, 192(DX)(SI*4)
+	ADDQ    $0x00000040, SI
+	JMP     sigmoidBackwardF32AVX512_blocks
+
+sigmoidBackwardF32AVX512_vectors:
+	MOVQ BX, DI
+	ANDQ $-16, DI
+
+sigmoidBackwardF32AVX512_vectorloop:
+	CMPQ    SI, DI
+	JAE     sigmoidBackwardF32AVX512_tail
+	VMOVUPS (AX)(SI*4), Z0
+	VMOVUPS (CX)(SI*4), Z1
+	VMOVUPS Z2, Z3
+	VSUBPS  Z0, Z3, Z3
+	VMULPS  Z0, Z3, Z0
+	VMULPS  Z1, Z0, Z0
+	VMOVUPS Z0, (DX)(SI*4)
+	ADDQ    $0x00000010, SI
+	JMP     sigmoidBackwardF32AVX512_vectorloop
+
+sigmoidBackwardF32AVX512_tail:
+	SUBQ      SI, BX
+	JZ        sigmoidBackwardF32AVX512_done
+	MOVL      $0xffffffff, DI
+	BZHIL     BX, DI, DI
+	KMOVW     DI, K1
+	VMOVUPS.Z (AX)(SI*4), K1, Z0
+	VMOVUPS.Z (CX)(SI*4), K1, Z1
+	VMOVUPS   Z2, Z2
+	VSUBPS    Z0, Z2, Z2
+	VMULPS    Z0, Z2, Z0
+	VMULPS    Z1, Z0, Z0
+	VMOVUPS   Z0, K1, (DX)(SI*4)
+
+sigmoidBackwardF32AVX512_done:
+	VZEROUPPER
+	RET
+
+sigmoidBackwardF32AVX512_constants:
+	VMOVUPS elemconst_3f800000<>+0(SB), Z2
+	JMP     sigmoidBackwardF32AVX512_start
+
 // func softmaxBackwardF32AVX512(dx []float32, y []float32, dy []float32, s float32)
 // Requires: AVX, AVX512F, BMI2, SSE
 TEXT ·softmaxBackwardF32AVX512(SB), NOSPLIT, $0-76
@@ -5137,6 +5379,75 @@ mulF32AVX2_done:
 
 mulF32AVX2_constants:
 	JMP mulF32AVX2_start
+
+// func divF32AVX2(dst []float32, a []float32, b []float32)
+// Requires: AVX
+TEXT ·divF32AVX2(SB), NOSPLIT, $0-72
+	MOVQ a_base+24(FP), AX
+	MOVQ b_base+48(FP), CX
+	MOVQ dst_base+0(FP), DX
+	MOVQ dst_len+8(FP), BX
+	JMP  divF32AVX2_constants
+
+divF32AVX2_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-32, DI
+
+divF32AVX2_blocks:
+	CMPQ    SI, DI
+	JAE     divF32AVX2_vectors
+	VMOVUPS (AX)(SI*4), Y0
+	VMOVUPS (CX)(SI*4), Y1
+	VDIVPS  Y1, Y0, Y0
+	VMOVUPS Y0, (DX)(SI*4)
+	VMOVUPS 32(AX)(SI*4), Y0
+	VMOVUPS 32(CX)(SI*4), Y1
+	VDIVPS  Y1, Y0, Y0
+	VMOVUPS Y0, 32(DX)(SI*4)
+	VMOVUPS 64(AX)(SI*4), Y0
+	VMOVUPS 64(CX)(SI*4), Y1
+	VDIVPS  Y1, Y0, Y0
+	VMOVUPS Y0, 64(DX)(SI*4)
+	VMOVUPS 96(AX)(SI*4), Y0
+	VMOVUPS 96(CX)(SI*4), Y1
+	VDIVPS  Y1, Y0, Y0
+	VMOVUPS Y0, 96(DX)(SI*4)
+	ADDQ    $0x00000020, SI
+	JMP     divF32AVX2_blocks
+
+divF32AVX2_vectors:
+	MOVQ BX, DI
+	ANDQ $-8, DI
+
+divF32AVX2_vectorloop:
+	CMPQ    SI, DI
+	JAE     divF32AVX2_tail
+	VMOVUPS (AX)(SI*4), Y0
+	VMOVUPS (CX)(SI*4), Y1
+	VDIVPS  Y1, Y0, Y0
+	VMOVUPS Y0, (DX)(SI*4)
+	ADDQ    $0x00000008, SI
+	JMP     divF32AVX2_vectorloop
+
+divF32AVX2_tail:
+	SUBQ       SI, BX
+	JZ         divF32AVX2_done
+	LEAQ       elemtailmask<>+0(SB), DI
+	MOVQ       $0x00000008, R8
+	SUBQ       BX, R8
+	VMOVUPS    (DI)(R8*4), Y0
+	VMASKMOVPS (AX)(SI*4), Y0, Y1
+	VMASKMOVPS (CX)(SI*4), Y0, Y2
+	VDIVPS     Y2, Y1, Y1
+	VMASKMOVPS Y1, Y0, (DX)(SI*4)
+
+divF32AVX2_done:
+	VZEROUPPER
+	RET
+
+divF32AVX2_constants:
+	JMP divF32AVX2_start
 
 // func scaleF32AVX2(dst []float32, alpha float32, src []float32)
 // Requires: AVX, AVX2, SSE
@@ -7476,6 +7787,180 @@ geluTanhBackwardF32AVX2_constants:
 	VMOVUPS elemconst_42b1999a<>+0(SB), Y5
 	VMOVUPS elemconst_3f800000<>+0(SB), Y6
 	JMP     geluTanhBackwardF32AVX2_start
+
+// func tanhBackwardF32AVX2(dx []float32, y []float32, dy []float32)
+// Requires: AVX, FMA3
+TEXT ·tanhBackwardF32AVX2(SB), NOSPLIT, $0-72
+	MOVQ y_base+24(FP), AX
+	MOVQ dy_base+48(FP), CX
+	MOVQ dx_base+0(FP), DX
+	MOVQ dx_len+8(FP), BX
+	JMP  tanhBackwardF32AVX2_constants
+
+tanhBackwardF32AVX2_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-32, DI
+
+tanhBackwardF32AVX2_blocks:
+	CMPQ         SI, DI
+	JAE          tanhBackwardF32AVX2_vectors
+	VMOVUPS      (AX)(SI*4), Y0
+	VMOVUPS      (CX)(SI*4), Y1
+	VMOVUPS      elemconst_3f800000<>+0(SB), Y2
+	VMOVAPS      Y2, Y2
+	VFNMADD231PS Y0, Y0, Y2
+	VMULPS       Y1, Y2, Y0
+	VMOVUPS      Y0, (DX)(SI*4)
+	VMOVUPS      32(AX)(SI*4), Y0
+	VMOVUPS      32(CX)(SI*4), Y1
+	VMOVUPS      elemconst_3f800000<>+0(SB), Y2
+	VMOVAPS      Y2, Y2
+	VFNMADD231PS Y0, Y0, Y2
+	VMULPS       Y1, Y2, Y0
+	VMOVUPS      Y0, 32(DX)(SI*4)
+	VMOVUPS      64(AX)(SI*4), Y0
+	VMOVUPS      64(CX)(SI*4), Y1
+	VMOVUPS      elemconst_3f800000<>+0(SB), Y2
+	VMOVAPS      Y2, Y2
+	VFNMADD231PS Y0, Y0, Y2
+	VMULPS       Y1, Y2, Y0
+	VMOVUPS      Y0, 64(DX)(SI*4)
+	VMOVUPS      96(AX)(SI*4), Y0
+	VMOVUPS      96(CX)(SI*4), Y1
+	VMOVUPS      elemconst_3f800000<>+0(SB), Y2
+	VMOVAPS      Y2, Y2
+	VFNMADD231PS Y0, Y0, Y2
+	VMULPS       Y1, Y2, Y0
+	VMOVUPS      Y0, 96(DX)(SI*4)
+	ADDQ         $0x00000020, SI
+	JMP          tanhBackwardF32AVX2_blocks
+
+tanhBackwardF32AVX2_vectors:
+	MOVQ BX, DI
+	ANDQ $-8, DI
+
+tanhBackwardF32AVX2_vectorloop:
+	CMPQ         SI, DI
+	JAE          tanhBackwardF32AVX2_tail
+	VMOVUPS      (AX)(SI*4), Y0
+	VMOVUPS      (CX)(SI*4), Y1
+	VMOVUPS      elemconst_3f800000<>+0(SB), Y2
+	VMOVAPS      Y2, Y2
+	VFNMADD231PS Y0, Y0, Y2
+	VMULPS       Y1, Y2, Y0
+	VMOVUPS      Y0, (DX)(SI*4)
+	ADDQ         $0x00000008, SI
+	JMP          tanhBackwardF32AVX2_vectorloop
+
+tanhBackwardF32AVX2_tail:
+	SUBQ         SI, BX
+	JZ           tanhBackwardF32AVX2_done
+	LEAQ         elemtailmask<>+0(SB), DI
+	MOVQ         $0x00000008, R8
+	SUBQ         BX, R8
+	VMOVUPS      (DI)(R8*4), Y0
+	VMASKMOVPS   (AX)(SI*4), Y0, Y1
+	VMASKMOVPS   (CX)(SI*4), Y0, Y2
+	VMOVUPS      elemconst_3f800000<>+0(SB), Y3
+	VMOVAPS      Y3, Y3
+	VFNMADD231PS Y1, Y1, Y3
+	VMULPS       Y2, Y3, Y1
+	VMASKMOVPS   Y1, Y0, (DX)(SI*4)
+
+tanhBackwardF32AVX2_done:
+	VZEROUPPER
+	RET
+
+tanhBackwardF32AVX2_constants:
+	JMP tanhBackwardF32AVX2_start
+
+// func sigmoidBackwardF32AVX2(dx []float32, y []float32, dy []float32)
+// Requires: AVX
+TEXT ·sigmoidBackwardF32AVX2(SB), NOSPLIT, $0-72
+	MOVQ y_base+24(FP), AX
+	MOVQ dy_base+48(FP), CX
+	MOVQ dx_base+0(FP), DX
+	MOVQ dx_len+8(FP), BX
+	JMP  sigmoidBackwardF32AVX2_constants
+
+sigmoidBackwardF32AVX2_start:
+	XORQ SI, SI
+	MOVQ BX, DI
+	ANDQ $-32, DI
+
+sigmoidBackwardF32AVX2_blocks:
+	CMPQ    SI, DI
+	JAE     sigmoidBackwardF32AVX2_vectors
+	VMOVUPS (AX)(SI*4), Y0
+	VMOVUPS (CX)(SI*4), Y1
+	VMOVUPS elemconst_3f800000<>+0(SB), Y2
+	VSUBPS  Y0, Y2, Y2
+	VMULPS  Y0, Y2, Y0
+	VMULPS  Y1, Y0, Y0
+	VMOVUPS Y0, (DX)(SI*4)
+	VMOVUPS 32(AX)(SI*4), Y0
+	VMOVUPS 32(CX)(SI*4), Y1
+	VMOVUPS elemconst_3f800000<>+0(SB), Y2
+	VSUBPS  Y0, Y2, Y2
+	VMULPS  Y0, Y2, Y0
+	VMULPS  Y1, Y0, Y0
+	VMOVUPS Y0, 32(DX)(SI*4)
+	VMOVUPS 64(AX)(SI*4), Y0
+	VMOVUPS 64(CX)(SI*4), Y1
+	VMOVUPS elemconst_3f800000<>+0(SB), Y2
+	VSUBPS  Y0, Y2, Y2
+	VMULPS  Y0, Y2, Y0
+	VMULPS  Y1, Y0, Y0
+	VMOVUPS Y0, 64(DX)(SI*4)
+	VMOVUPS 96(AX)(SI*4), Y0
+	VMOVUPS 96(CX)(SI*4), Y1
+	VMOVUPS elemconst_3f800000<>+0(SB), Y2
+	VSUBPS  Y0, Y2, Y2
+	VMULPS  Y0, Y2, Y0
+	VMULPS  Y1, Y0, Y0
+	VMOVUPS Y0, 96(DX)(SI*4)
+	ADDQ    $0x00000020, SI
+	JMP     sigmoidBackwardF32AVX2_blocks
+
+sigmoidBackwardF32AVX2_vectors:
+	MOVQ BX, DI
+	ANDQ $-8, DI
+
+sigmoidBackwardF32AVX2_vectorloop:
+	CMPQ    SI, DI
+	JAE     sigmoidBackwardF32AVX2_tail
+	VMOVUPS (AX)(SI*4), Y0
+	VMOVUPS (CX)(SI*4), Y1
+	VMOVUPS elemconst_3f800000<>+0(SB), Y2
+	VSUBPS  Y0, Y2, Y2
+	VMULPS  Y0, Y2, Y0
+	VMULPS  Y1, Y0, Y0
+	VMOVUPS Y0, (DX)(SI*4)
+	ADDQ    $0x00000008, SI
+	JMP     sigmoidBackwardF32AVX2_vectorloop
+
+sigmoidBackwardF32AVX2_tail:
+	SUBQ       SI, BX
+	JZ         sigmoidBackwardF32AVX2_done
+	LEAQ       elemtailmask<>+0(SB), DI
+	MOVQ       $0x00000008, R8
+	SUBQ       BX, R8
+	VMOVUPS    (DI)(R8*4), Y0
+	VMASKMOVPS (AX)(SI*4), Y0, Y1
+	VMASKMOVPS (CX)(SI*4), Y0, Y2
+	VMOVUPS    elemconst_3f800000<>+0(SB), Y3
+	VSUBPS     Y1, Y3, Y3
+	VMULPS     Y1, Y3, Y1
+	VMULPS     Y2, Y1, Y1
+	VMASKMOVPS Y1, Y0, (DX)(SI*4)
+
+sigmoidBackwardF32AVX2_done:
+	VZEROUPPER
+	RET
+
+sigmoidBackwardF32AVX2_constants:
+	JMP sigmoidBackwardF32AVX2_start
 
 // func softmaxBackwardF32AVX2(dx []float32, y []float32, dy []float32, s float32)
 // Requires: AVX, AVX2, SSE

@@ -54,6 +54,7 @@ func FuzzElementwise(f *testing.F) {
 				}
 			}
 		}
+		k.mapDomain(in)
 		out := newGuarded(n)
 		k.run(out.s(), in)
 		out.check(t, k.name)

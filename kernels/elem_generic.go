@@ -33,6 +33,13 @@ func mulF32Generic(dst, a, b []float32) {
 	}
 }
 
+func divF32Generic(dst, a, b []float32) {
+	a, b = a[:len(dst)], b[:len(dst)]
+	for i := range dst {
+		dst[i] = a[i] / b[i]
+	}
+}
+
 func scaleF32Generic(dst []float32, alpha float32, src []float32) {
 	src = src[:len(dst)]
 	for i := range dst {
@@ -239,6 +246,20 @@ func geluTanhBackwardF32Generic(dx, x, dy []float32) {
 	for i := range dx {
 		_, d := geluTanh64(float64(x[i]))
 		dx[i] = float32(float64(dy[i]) * d)
+	}
+}
+
+func tanhBackwardF32Generic(dx, y, dy []float32) {
+	y, dy = y[:len(dx)], dy[:len(dx)]
+	for i := range dx {
+		dx[i] = float32(float64(dy[i]) * (1 - float64(y[i])*float64(y[i])))
+	}
+}
+
+func sigmoidBackwardF32Generic(dx, y, dy []float32) {
+	y, dy = y[:len(dx)], dy[:len(dx)]
+	for i := range dx {
+		dx[i] = float32(float64(dy[i]) * float64(y[i]) * (1 - float64(y[i])))
 	}
 }
 

@@ -10,6 +10,8 @@ func subF32(dst, a, b []float32) { subF32Generic(dst, a, b) }
 
 func mulF32(dst, a, b []float32) { mulF32Generic(dst, a, b) }
 
+func divF32(dst, a, b []float32) { divF32Generic(dst, a, b) }
+
 func scaleF32(dst []float32, alpha float32, src []float32) { scaleF32Generic(dst, alpha, src) }
 
 func addScalarF32(dst []float32, v float32, src []float32) { addScalarF32Generic(dst, v, src) }
@@ -53,6 +55,10 @@ func geluBackwardF32(dx, x, dy []float32) { geluBackwardF32Generic(dx, x, dy) }
 func geluTanhF32(dst, src []float32) { geluTanhF32Generic(dst, src) }
 
 func geluTanhBackwardF32(dx, x, dy []float32) { geluTanhBackwardF32Generic(dx, x, dy) }
+
+func tanhBackwardF32(dx, y, dy []float32) { tanhBackwardF32Generic(dx, y, dy) }
+
+func sigmoidBackwardF32(dx, y, dy []float32) { sigmoidBackwardF32Generic(dx, y, dy) }
 
 func softmaxBackwardF32(dx, y, dy []float32, s float32) { softmaxBackwardF32Generic(dx, y, dy, s) }
 

@@ -19,6 +19,11 @@ func subF32AVX512(dst []float32, a []float32, b []float32)
 //go:noescape
 func mulF32AVX512(dst []float32, a []float32, b []float32)
 
+// divF32AVX512 sets dst[i] = a[i] / b[i] for i < len(dst).
+//
+//go:noescape
+func divF32AVX512(dst []float32, a []float32, b []float32)
+
 // scaleF32AVX512 sets dst[i] = alpha * src[i] for i < len(dst).
 //
 //go:noescape
@@ -114,6 +119,16 @@ func geluBackwardF32AVX512(dx []float32, x []float32, dy []float32)
 //go:noescape
 func geluTanhBackwardF32AVX512(dx []float32, x []float32, dy []float32)
 
+// tanhBackwardF32AVX512 sets dx[i] = dy[i] * (1 - y[i]*y[i]) (the bracket one FMA) for i < len(dx).
+//
+//go:noescape
+func tanhBackwardF32AVX512(dx []float32, y []float32, dy []float32)
+
+// sigmoidBackwardF32AVX512 sets dx[i] = dy[i] * y[i] * (1 - y[i]) for i < len(dx).
+//
+//go:noescape
+func sigmoidBackwardF32AVX512(dx []float32, y []float32, dy []float32)
+
 // softmaxBackwardF32AVX512 sets dx[i] = y[i] * (dy[i] - s) for i < len(dx).
 //
 //go:noescape
@@ -163,6 +178,11 @@ func subF32AVX2(dst []float32, a []float32, b []float32)
 //
 //go:noescape
 func mulF32AVX2(dst []float32, a []float32, b []float32)
+
+// divF32AVX2 sets dst[i] = a[i] / b[i] for i < len(dst).
+//
+//go:noescape
+func divF32AVX2(dst []float32, a []float32, b []float32)
 
 // scaleF32AVX2 sets dst[i] = alpha * src[i] for i < len(dst).
 //
@@ -258,6 +278,16 @@ func geluBackwardF32AVX2(dx []float32, x []float32, dy []float32)
 //
 //go:noescape
 func geluTanhBackwardF32AVX2(dx []float32, x []float32, dy []float32)
+
+// tanhBackwardF32AVX2 sets dx[i] = dy[i] * (1 - y[i]*y[i]) (the bracket one FMA) for i < len(dx).
+//
+//go:noescape
+func tanhBackwardF32AVX2(dx []float32, y []float32, dy []float32)
+
+// sigmoidBackwardF32AVX2 sets dx[i] = dy[i] * y[i] * (1 - y[i]) for i < len(dx).
+//
+//go:noescape
+func sigmoidBackwardF32AVX2(dx []float32, y []float32, dy []float32)
 
 // softmaxBackwardF32AVX2 sets dx[i] = y[i] * (dy[i] - s) for i < len(dx).
 //

@@ -21,3 +21,11 @@ func SigmoidF32(dst, src []float32) {
 	checkLen(src, len(dst), "kernels: SigmoidF32 len(src) < len(dst)")
 	sigmoidF32(dst, src[:len(dst)])
 }
+
+// SigmoidBackwardF32 sets dx[i] = dy[i]·y[i]·(1 - y[i]) for i < len(dx):
+// the gradient through SigmoidF32 from its output y. dx may be y or dy.
+func SigmoidBackwardF32(dx, y, dy []float32) {
+	checkLen(y, len(dx), "kernels: SigmoidBackwardF32 len(y) < len(dx)")
+	checkLen(dy, len(dx), "kernels: SigmoidBackwardF32 len(dy) < len(dx)")
+	sigmoidBackwardF32(dx, y[:len(dx)], dy[:len(dx)])
+}

@@ -28,6 +28,13 @@ func MulF32(dst, a, b []float32) {
 	mulF32(dst, a[:len(dst)], b[:len(dst)])
 }
 
+// DivF32 sets dst[i] = a[i] / b[i] for i < len(dst).
+func DivF32(dst, a, b []float32) {
+	checkLen(a, len(dst), "kernels: DivF32 len(a) < len(dst)")
+	checkLen(b, len(dst), "kernels: DivF32 len(b) < len(dst)")
+	divF32(dst, a[:len(dst)], b[:len(dst)])
+}
+
 // ScaleF32 sets dst[i] = alpha * src[i] for i < len(dst).
 func ScaleF32(dst []float32, alpha float32, src []float32) {
 	checkLen(src, len(dst), "kernels: ScaleF32 len(src) < len(dst)")

@@ -26,6 +26,11 @@ type elementwise struct {
 	exact  func(in [][]float32, i int) float32 // exact float32 expectation, or nil
 	ref    *mathFunc                           // or the math function's bounds, for one input
 	grad   string                              // or the name of the derivative in mathFuncs, for (x, dy) inputs
+	ref2   func(a, b float64) float64          // or a float64 reference of two inputs, within ulps
+	ulps   float64
+	// domain maps any value into the first input's domain (the outputs
+	// of tanh or the sigmoid, for their backward kernels).
+	domain func(float32) float32
 	axpy   bool
 }
 
@@ -38,6 +43,8 @@ var elementwiseKernels = []elementwise{
 		exact: func(in [][]float32, i int) float32 { return in[0][i] - in[1][i] }},
 	{name: "Mul", inputs: 2, run: func(d []float32, in [][]float32) { MulF32(d, in[0], in[1]) },
 		exact: func(in [][]float32, i int) float32 { return in[0][i] * in[1][i] }},
+	{name: "Div", inputs: 2, run: func(d []float32, in [][]float32) { DivF32(d, in[0], in[1]) },
+		exact: func(in [][]float32, i int) float32 { return in[0][i] / in[1][i] }},
 	{name: "Scale", inputs: 1, run: func(d []float32, in [][]float32) { ScaleF32(d, alpha32, in[0]) },
 		exact: func(in [][]float32, i int) float32 { return alpha32 * in[0][i] }},
 	{name: "AddScalar", inputs: 1, run: func(d []float32, in [][]float32) { AddScalarF32(d, alpha32, in[0]) },
@@ -45,6 +52,12 @@ var elementwiseKernels = []elementwise{
 	// y + alpha·x with one rounding (an FMA; the generic version rounds
 	// the float64 sum, within half an ulp of that).
 	{name: "Axpy", inputs: 2, run: func(d []float32, in [][]float32) { copy(d, in[0]); AxpyF32(d, alpha32, in[1]) }, axpy: true},
+	{name: "TanhBackward", inputs: 2, run: func(d []float32, in [][]float32) { TanhBackwardF32(d, in[0], in[1]) },
+		ref2: func(y, dy float64) float64 { return dy * (1 - y*y) }, ulps: 1.5,
+		domain: func(v float32) float32 { return float32(math.Tanh(float64(v))) }},
+	{name: "SigmoidBackward", inputs: 2, run: func(d []float32, in [][]float32) { SigmoidBackwardF32(d, in[0], in[1]) },
+		ref2: func(y, dy float64) float64 { return dy * y * (1 - y) }, ulps: 3,
+		domain: func(v float32) float32 { return float32(refSigmoid(float64(v))) }},
 	{name: "GeluBackward", inputs: 2, run: func(d []float32, in [][]float32) { GeluBackwardF32(d, in[0], in[1]) }, grad: "GeluGrad"},
 	{name: "GeluTanhBackward", inputs: 2, run: func(d []float32, in [][]float32) { GeluTanhBackwardF32(d, in[0], in[1]) }, grad: "GeluTanhGrad"},
 }
@@ -78,6 +91,7 @@ func TestElementwise(t *testing.T) {
 						// gradients dy stay finite.
 						in[j] = randSlice(rng, n, 3, j == 0 || k.grad == "")
 					}
+					k.mapDomain(in)
 					out := newGuarded(n)
 					k.run(out.s(), in)
 					out.check(t, k.name)
@@ -102,6 +116,14 @@ func TestElementwise(t *testing.T) {
 	})
 }
 
+func (k *elementwise) mapDomain(in [][]float32) {
+	if k.domain != nil {
+		for i, v := range in[0] {
+			in[0][i] = k.domain(v)
+		}
+	}
+}
+
 func column(in [][]float32, i int) []float32 {
 	c := make([]float32, len(in))
 	for j := range in {
@@ -117,6 +139,8 @@ func (k *elementwise) ok(in [][]float32, i int, got float32) bool {
 	case k.ref != nil:
 		ok, _ := k.ref.accept(in[0][i], got)
 		return ok
+	case k.ref2 != nil:
+		return ulpErr(got, k.ref2(float64(in[0][i]), float64(in[1][i]))) <= k.ulps
 	case k.axpy:
 		y, x := float64(in[0][i]), float64(in[1][i])
 		want := y + float64(alpha32)*x

@@ -35,6 +35,16 @@ func genVectorArith(t *target) {
 			body: func(c *ctx) { c.out[0] = c.mul(c.in[0], c.in[1]) },
 		},
 		{
+			name: "divF32", sig: "func(dst, a, b []float32)",
+			doc: []string{"divF32 sets dst[i] = a[i] / b[i] for i < len(dst)."},
+			n:   "dst", ins: []string{"a", "b"}, outs: []string{"dst"}, unroll: unrolled(4, 4),
+			body: func(c *ctx) {
+				d := c.v()
+				VDIVPS(c.in[1], c.in[0], d)
+				c.out[0] = d
+			},
+		},
+		{
 			name: "scaleF32", sig: "func(dst []float32, alpha float32, src []float32)",
 			doc: []string{"scaleF32 sets dst[i] = alpha * src[i] for i < len(dst)."},
 			n:   "dst", ins: []string{"src"}, outs: []string{"dst"}, scals: []string{"alpha"}, unroll: unrolled(4, 4),
@@ -199,6 +209,22 @@ func genMath(t *target) {
 
 func genRows(t *target) {
 	for _, l := range []*loop{
+		{
+			name: "tanhBackwardF32", sig: "func(dx, y, dy []float32)",
+			doc: []string{"tanhBackwardF32 sets dx[i] = dy[i] * (1 - y[i]*y[i]) (the bracket one FMA) for i < len(dx)."},
+			n:   "dx", ins: []string{"y", "dy"}, outs: []string{"dx"}, unroll: unrolled(4, 4),
+			body: func(c *ctx) {
+				c.out[0] = c.mul(c.fnma(c.in[0], c.in[0], c.load(c.k(1))), c.in[1])
+			},
+		},
+		{
+			name: "sigmoidBackwardF32", sig: "func(dx, y, dy []float32)",
+			doc: []string{"sigmoidBackwardF32 sets dx[i] = dy[i] * y[i] * (1 - y[i]) for i < len(dx)."},
+			n:   "dx", ins: []string{"y", "dy"}, outs: []string{"dx"}, unroll: unrolled(4, 4),
+			body: func(c *ctx) {
+				c.out[0] = c.mul(c.mul(c.rsubC(1, c.in[0]), c.in[0]), c.in[1])
+			},
+		},
 		{
 			name: "softmaxBackwardF32", sig: "func(dx, y, dy []float32, s float32)",
 			doc: []string{"softmaxBackwardF32 sets dx[i] = y[i] * (dy[i] - s) for i < len(dx)."},
