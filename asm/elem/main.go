@@ -41,10 +41,16 @@ type target struct {
 	suffix string // appended to kernel names: "AVX512" or "AVX2"
 	lanes  int    // float32 lanes per vector
 	avx512 bool
+	// maxHoist is how many constants a loop may keep in registers beyond
+	// those that must be (see ctx.k); the rest stay memory operands. AVX2
+	// keeps none: with 16 registers, more pressure makes avo's allocator
+	// reach for Y16-Y31, which only AVX-512 can encode (TestAVX2AssemblyIsVEX
+	// in kernels guards that), and hoisting a few measured no faster.
+	maxHoist int
 }
 
 var (
-	avx512 = &target{suffix: "AVX512", lanes: 16, avx512: true}
+	avx512 = &target{suffix: "AVX512", lanes: 16, avx512: true, maxHoist: 12}
 	avx2   = &target{suffix: "AVX2", lanes: 8}
 )
 
@@ -110,9 +116,8 @@ type loop struct {
 	ins    []string // slice parameters loaded lane by lane
 	outs   []string // slice parameters stored lane by lane (may repeat an input)
 	scals  []string // float32 parameters broadcast to all lanes
-	// maxHoist overrides how many constants AVX-512 code keeps in
-	// registers (default 16).
-	maxHoist int
+	// maxHoist overrides the target's maxHoist for this loop.
+	maxHoist map[*target]int
 	// accs are the reductions: one accumulator per unrolled vector each,
 	// combined and returned through the named results, in order.
 	accs   []accKind
@@ -230,12 +235,9 @@ func (l *loop) emit(t *target) {
 	n := GP64()
 	Load(Param(l.n).Len(), n)
 
-	c := &ctx{t: t, hoisted: map[uint32]VecVirtual{}}
-	if t.avx512 {
-		c.maxHoist = 12
-		if l.maxHoist != 0 {
-			c.maxHoist = l.maxHoist
-		}
+	c := &ctx{t: t, hoisted: map[uint32]VecVirtual{}, maxHoist: t.maxHoist}
+	if h, ok := l.maxHoist[t]; ok {
+		c.maxHoist = h
 	}
 	for _, s := range l.scals {
 		x := XMM()
