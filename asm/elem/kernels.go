@@ -245,7 +245,7 @@ func genRows(t *target) {
 			doc: []string{"logSoftmaxBackwardF32 sets dx[i] = dy[i] - exp(y[i])*s (one FMA) for i < len(dx)."},
 			n:   "dx", ins: []string{"y", "dy"}, outs: []string{"dx"}, scals: []string{"s"},
 			unroll: unrolled(4, 2),
-			body: func(c *ctx) { c.out[0] = c.fnma(c.exp(c.in[0]), c.scal[0], c.in[1]) },
+			body:   func(c *ctx) { c.out[0] = c.fnma(c.exp(c.in[0]), c.scal[0], c.in[1]) },
 		},
 		{
 			name: "layerNormF32", sig: "func(y, x, gamma, beta []float32, mean, rstd float32)",

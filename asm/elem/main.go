@@ -109,13 +109,13 @@ func tailMaskTab() Mem {
 // scalars broadcast to every lane, accumulators reduced at the end, and the
 // body computing one vector.
 type loop struct {
-	name   string
-	sig    string
-	doc    []string
-	n      string   // the slice parameter whose length is the lane count
-	ins    []string // slice parameters loaded lane by lane
-	outs   []string // slice parameters stored lane by lane (may repeat an input)
-	scals  []string // float32 parameters broadcast to all lanes
+	name  string
+	sig   string
+	doc   []string
+	n     string   // the slice parameter whose length is the lane count
+	ins   []string // slice parameters loaded lane by lane
+	outs  []string // slice parameters stored lane by lane (may repeat an input)
+	scals []string // float32 parameters broadcast to all lanes
 	// maxHoist overrides the target's maxHoist for this loop.
 	maxHoist map[*target]int
 	// accs are the reductions: one accumulator per unrolled vector each,
