@@ -253,7 +253,7 @@ func (l *loop) emit(t *target) {
 			if k == accSum {
 				VXORPS(a, a, a)
 			} else {
-				VMOVUPS(konst(float32(math.Inf(-1))), a) // before the hoisting prologue runs
+				VMOVUPS(konst(float32(math.Inf(-1))), a) // from memory: this runs before the constants prologue
 			}
 			accs[u] = append(accs[u], a)
 		}

@@ -50,8 +50,7 @@ var ln2Lo = float32(math.Ln2 - float64(ln2Hi))
 // exp returns e^x in every lane, within about 1 ulp: x = n·ln2 + r with
 // |r| <= ln2/2 (Cody–Waite with FMA), e^r by expPoly, and the result scaled
 // by 2^n (VSCALEFPS on AVX-512; two exponent-field multiplies on AVX2 so
-// that subnormal results round once). NaN stays NaN; the loop must hoist
-// expLo and expHi.
+// that subnormal results round once). NaN stays NaN.
 func (c *ctx) exp(x VecVirtual) VecVirtual {
 	xc := c.clamp(x, expLo, expHi)
 	t := c.load(c.k(expMagic))
@@ -126,7 +125,7 @@ func (c *ctx) erfSmall(x VecVirtual) VecVirtual {
 }
 
 // erf returns erf(x): erfSmall below 1 in magnitude, 1 - erfc(|x|) with
-// the sign of x above. Hoists: 1, expLo, expHi.
+// the sign of x above.
 func (c *ctx) erf(x VecVirtual) VecVirtual {
 	a := c.abs(x)
 	small := c.erfSmall(x)
@@ -138,7 +137,7 @@ func (c *ctx) erf(x VecVirtual) VecVirtual {
 }
 
 // tanh returns tanh(x): x + x³·P(x²) below tanhSmallEdge in magnitude,
-// ±(1 - 2/(e^{2|x|}+1)) above. Hoists: 1, expLo, expHi.
+// ±(1 - 2/(e^{2|x|}+1)) above.
 func (c *ctx) tanh(x VecVirtual) VecVirtual {
 	a := c.abs(x)
 	x2 := c.mul(x, x)
@@ -154,7 +153,7 @@ func (c *ctx) tanh(x VecVirtual) VecVirtual {
 // sigmoidPair returns σ(x) and σ(-x) = 1-σ(x), each from e = e^-|x| by
 // one division (1/(1+e) on one side of zero, e/(1+e) on the other), so
 // neither overflows nor cancels, and tiny results of large |x| keep their
-// relative accuracy. Hoists: 1, expLo, expHi.
+// relative accuracy.
 func (c *ctx) sigmoidPair(x VecVirtual) (sig, sigNeg VecVirtual) {
 	e := c.expNeg(c.abs(x))
 	den := c.add(e, c.k(1))
