@@ -23,10 +23,10 @@ import (
 // one scaling it, the last two on the row in L1; nothing else full-size is
 // written.
 func SoftmaxCrossEntropy(threads, rows, cols int, logits []float32, ldLogits int, targets []int32, ignoreIndex int32, dlogits []float32, ldDlogits int, gradScale float32) (lossSum float64, counted int) {
-	checkDims(rows, cols, "SoftmaxCrossEntropy")
-	checkMatrix(logits, rows, cols, ldLogits, "SoftmaxCrossEntropy logits")
+	elemCheckDims(rows, cols, "SoftmaxCrossEntropy")
+	elemCheckMatrix(logits, rows, cols, ldLogits, "SoftmaxCrossEntropy logits")
 	if dlogits != nil {
-		checkMatrix(dlogits, rows, cols, ldDlogits, "SoftmaxCrossEntropy dlogits")
+		elemCheckMatrix(dlogits, rows, cols, ldDlogits, "SoftmaxCrossEntropy dlogits")
 	}
 	if len(targets) < rows {
 		panic("kernels: SoftmaxCrossEntropy len(targets) < rows")
@@ -53,7 +53,7 @@ func SoftmaxCrossEntropy(threads, rows, cols int, logits []float32, ldLogits int
 		ignore: ignoreIndex, dlogits: dlogits, ldDlogits: ldDlogits, gradScale: gradScale,
 		rowLoss: rowLoss[:rows],
 	}
-	Parallel(rowWorkers(threads, rows, cols), t)
+	Parallel(elemWorkers(threads, rows, cols), t)
 	for _, l := range t.rowLoss {
 		lossSum += l
 	}
@@ -94,10 +94,10 @@ var crossEntropyTasks = sync.Pool{New: func() any { return new(crossEntropyTask)
 func (t *crossEntropyTask) Run(w, workers int) {
 	lo, hi := Split(t.rows, w, workers, 1)
 	for r := lo; r < hi; r++ {
-		x := row(t.logits, r, t.ldLogits, t.cols)
+		x := elemRow(t.logits, r, t.ldLogits, t.cols)
 		var d []float32
 		if t.dlogits != nil {
-			d = row(t.dlogits, r, t.ldDlogits, t.cols)
+			d = elemRow(t.dlogits, r, t.ldDlogits, t.cols)
 		}
 		target := t.targets[r]
 		if target == t.ignore {

@@ -45,15 +45,15 @@ func randTargets(rng *rand.Rand, rows, cols int) []int32 {
 func TestSoftmaxCrossEntropy(t *testing.T) {
 	forISAs(t, func(t *testing.T, isa ISA) {
 		rng := rand.New(rand.NewPCG(20, uint64(isa)))
-		for _, s := range rowShapes(rng) {
-			logits := randRows(rng, s, 3, false)
+		for _, s := range elemShapes(rng) {
+			logits := elemRandRows(rng, s, 3, false)
 			targets := randTargets(rng, s.rows, s.cols)
 			counted := CountTargets(targets, ignoreTarget)
 			scale := float32(1 / float64(max(counted, 1)))
 			what := "SoftmaxCrossEntropy " + s.String()
 
 			var losses []float64
-			grad := runThreads(t, what, nanMatrix(len(logits)), func(threads int, d []float32) {
+			grad := elemRunThreads(t, what, elemNaNs(len(logits)), func(threads int, d []float32) {
 				loss, n := SoftmaxCrossEntropy(threads, s.rows, s.cols, logits, s.ld, targets, ignoreTarget, d, s.ld, scale)
 				if n != counted {
 					t.Fatalf("%s: counted %d rows, want %d", what, n, counted)
@@ -73,8 +73,8 @@ func TestSoftmaxCrossEntropy(t *testing.T) {
 
 			var wantSum, tolSum float64
 			for r := range s.rows {
-				x := row(logits, r, s.ld, s.cols)
-				g := row(grad, r, s.ld, s.cols)
+				x := elemRow(logits, r, s.ld, s.cols)
+				g := elemRow(grad, r, s.ld, s.cols)
 				if targets[r] == ignoreTarget {
 					for j, v := range g {
 						if v != 0 {
@@ -85,11 +85,11 @@ func TestSoftmaxCrossEntropy(t *testing.T) {
 				}
 				loss, want := refCrossEntropy64(x, int(targets[r]), float64(scale))
 				wantSum += loss
-				m := max32(x)
-				tolSum += eps32 * (4*(math.Abs(float64(m))+math.Abs(loss)) + sumErrUlps(s.cols))
+				m := elemMax(x)
+				tolSum += elemEps * (4*(math.Abs(float64(m))+math.Abs(loss)) + sumErrUlps(s.cols))
 				for j, w := range want {
-					tol := math.Abs(w)*eps32*(4+sumErrUlps(s.cols)+math.Abs(float64(x[j]-m))) + 4*eps32*float64(scale)
-					if !closeTo(g[j], w, tol) {
+					tol := math.Abs(w)*elemEps*(4+sumErrUlps(s.cols)+math.Abs(float64(x[j]-m))) + 4*elemEps*float64(scale)
+					if !elemClose(g[j], w, tol) {
 						t.Fatalf("%s row %d col %d (target %d): gradient %v, want %v", what, r, j, targets[r], g[j], w)
 					}
 				}
@@ -106,7 +106,7 @@ func TestSoftmaxCrossEntropy(t *testing.T) {
 			}
 			for r := range s.rows {
 				for j := range s.cols {
-					if !sameFloat(inPlace[r*s.ld+j], grad[r*s.ld+j]) {
+					if !elemSameFloat(inPlace[r*s.ld+j], grad[r*s.ld+j]) {
 						t.Fatalf("%s in place differs at row %d col %d", what, r, j)
 					}
 				}

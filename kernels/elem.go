@@ -12,16 +12,16 @@ package kernels
 // across rows (the cross-entropy loss sum, LayerNorm's dγ and dβ, SumRows)
 // run in row order whatever the split.
 
-// checkLen panics with msg unless len(s) >= n.
-func checkLen(s []float32, n int, msg string) {
+// elemCheckLen panics with msg unless len(s) >= n.
+func elemCheckLen(s []float32, n int, msg string) {
 	if len(s) < n {
 		panic(msg)
 	}
 }
 
-// checkMatrix panics unless m holds rows×cols with row stride ld; what
+// elemCheckMatrix panics unless m holds rows×cols with row stride ld; what
 // names the kernel and argument for the message, as "Softmax src".
-func checkMatrix(m []float32, rows, cols, ld int, what string) {
+func elemCheckMatrix(m []float32, rows, cols, ld int, what string) {
 	if ld < cols {
 		panic("kernels: " + what + " row stride < cols")
 	}
@@ -30,25 +30,25 @@ func checkMatrix(m []float32, rows, cols, ld int, what string) {
 	}
 }
 
-func checkDims(rows, cols int, what string) {
+func elemCheckDims(rows, cols int, what string) {
 	if rows < 0 || cols < 0 {
 		panic("kernels: " + what + " negative dimension")
 	}
 }
 
-// minElemsPerWorker keeps small calls on one goroutine: below it, handing
+// elemMinPerWorker keeps small calls on one goroutine: below it, handing
 // work to another core costs more than it saves.
-const minElemsPerWorker = 1 << 14
+const elemMinPerWorker = 1 << 14
 
-// rowWorkers returns how many workers to split rows×cols across.
-func rowWorkers(threads, rows, cols int) int {
+// elemWorkers returns how many workers to split rows×cols across.
+func elemWorkers(threads, rows, cols int) int {
 	if threads <= 0 {
 		threads = DefaultThreads()
 	}
-	return max(1, min(threads, rows, rows*cols/minElemsPerWorker))
+	return max(1, min(threads, rows, rows*cols/elemMinPerWorker))
 }
 
-// row returns row r of m (stride ld), cols long.
-func row(m []float32, r, ld, cols int) []float32 {
+// elemRow returns row r of m (stride ld), cols long.
+func elemRow(m []float32, r, ld, cols int) []float32 {
 	return m[r*ld : r*ld+cols : r*ld+cols]
 }

@@ -13,8 +13,8 @@ import (
 //
 //	go test -run NONE -bench 'SoftmaxCrossEntropy|LayerNorm|Gelu|AttentionSoftmax' -count 5 ./kernels
 
-// benchISAs runs f as a sub-benchmark per supported ISA, named impl=ISA.
-func benchISAs(b *testing.B, f func(b *testing.B)) {
+// elemBenchISAs runs f as a sub-benchmark per supported ISA, named impl=ISA.
+func elemBenchISAs(b *testing.B, f func(b *testing.B)) {
 	for _, isa := range SupportedISAs() {
 		b.Run("impl="+isa.String(), func(b *testing.B) {
 			defer SetMaxISA(isa)()
@@ -24,27 +24,27 @@ func benchISAs(b *testing.B, f func(b *testing.B)) {
 	}
 }
 
-func benchThreads(b *testing.B, f func(b *testing.B, threads int)) {
+func elemBenchThreads(b *testing.B, f func(b *testing.B, threads int)) {
 	for _, threads := range []int{1, 2} {
 		b.Run(fmt.Sprintf("threads=%d", threads), func(b *testing.B) { f(b, threads) })
 	}
 }
 
-func benchData(n int, scale float64) []float32 {
+func elemBenchData(n int, scale float64) []float32 {
 	rng := rand.New(rand.NewPCG(99, uint64(n)))
-	return randSlice(rng, n, scale, false)
+	return elemRandSlice(rng, n, scale, false)
 }
 
 // The LM head: logits [16·128, 8000].
 func BenchmarkSoftmaxCrossEntropy(b *testing.B) {
 	const rows, cols = 2048, 8000
-	logits := benchData(rows*cols, 2)
+	logits := elemBenchData(rows*cols, 2)
 	rng := rand.New(rand.NewPCG(5, 5))
 	targets := randTargets(rng, rows, cols)
 	dlogits := make([]float32, rows*cols)
 	b.Run("grad", func(b *testing.B) {
-		benchThreads(b, func(b *testing.B, threads int) {
-			benchISAs(b, func(b *testing.B) {
+		elemBenchThreads(b, func(b *testing.B, threads int) {
+			elemBenchISAs(b, func(b *testing.B) {
 				b.SetBytes(2 * 4 * rows * cols)
 				for b.Loop() {
 					SoftmaxCrossEntropy(threads, rows, cols, logits, cols, targets, ignoreTarget, dlogits, cols, 1.0/rows)
@@ -53,8 +53,8 @@ func BenchmarkSoftmaxCrossEntropy(b *testing.B) {
 		})
 	})
 	b.Run("grad-in-place", func(b *testing.B) {
-		benchThreads(b, func(b *testing.B, threads int) {
-			benchISAs(b, func(b *testing.B) {
+		elemBenchThreads(b, func(b *testing.B, threads int) {
+			elemBenchISAs(b, func(b *testing.B) {
 				work := make([]float32, rows*cols)
 				b.SetBytes(2 * 4 * rows * cols)
 				for b.Loop() {
@@ -67,8 +67,8 @@ func BenchmarkSoftmaxCrossEntropy(b *testing.B) {
 		})
 	})
 	b.Run("loss", func(b *testing.B) {
-		benchThreads(b, func(b *testing.B, threads int) {
-			benchISAs(b, func(b *testing.B) {
+		elemBenchThreads(b, func(b *testing.B, threads int) {
+			elemBenchISAs(b, func(b *testing.B) {
 				b.SetBytes(4 * rows * cols)
 				for b.Loop() {
 					SoftmaxCrossEntropy(threads, rows, cols, logits, cols, targets, ignoreTarget, nil, 0, 1.0/rows)
@@ -81,11 +81,11 @@ func BenchmarkSoftmaxCrossEntropy(b *testing.B) {
 // Attention probabilities: [16·4·128, 128], causal (gpt) and unmasked (bert).
 func BenchmarkAttentionSoftmax(b *testing.B) {
 	const batch, rows, cols = 64, 128, 128
-	src := benchData(batch*rows*cols, 3)
+	src := elemBenchData(batch*rows*cols, 3)
 	dst := make([]float32, len(src))
 	for _, causal := range []bool{false, true} {
 		b.Run(fmt.Sprintf("causal=%v", causal), func(b *testing.B) {
-			benchISAs(b, func(b *testing.B) {
+			elemBenchISAs(b, func(b *testing.B) {
 				b.SetBytes(2 * 4 * batch * rows * cols)
 				for b.Loop() {
 					AttentionSoftmax(1, batch, rows, cols, dst, cols, src, cols, 0.125, nil, 0, causal)
@@ -94,10 +94,10 @@ func BenchmarkAttentionSoftmax(b *testing.B) {
 		})
 	}
 	b.Run("backward", func(b *testing.B) {
-		dy := benchData(len(src), 1)
+		dy := elemBenchData(len(src), 1)
 		AttentionSoftmax(1, batch, rows, cols, dst, cols, src, cols, 0.125, nil, 0, false)
 		dx := make([]float32, len(src))
-		benchISAs(b, func(b *testing.B) {
+		elemBenchISAs(b, func(b *testing.B) {
 			b.SetBytes(3 * 4 * batch * rows * cols)
 			for b.Loop() {
 				SoftmaxBackward(1, batch*rows, cols, dx, cols, dst, cols, dy, cols)
@@ -109,14 +109,14 @@ func BenchmarkAttentionSoftmax(b *testing.B) {
 // LayerNorm over [16·128, 256].
 func BenchmarkLayerNorm(b *testing.B) {
 	const rows, cols = 2048, 256
-	x := benchData(rows*cols, 1)
-	dy := benchData(rows*cols, 1)
+	x := elemBenchData(rows*cols, 1)
+	dy := elemBenchData(rows*cols, 1)
 	y := make([]float32, rows*cols)
-	gamma, beta := benchData(cols, 1), benchData(cols, 1)
+	gamma, beta := elemBenchData(cols, 1), elemBenchData(cols, 1)
 	mean, rstd := make([]float32, rows), make([]float32, rows)
 	dgamma, dbeta := make([]float32, cols), make([]float32, cols)
 	b.Run("forward", func(b *testing.B) {
-		benchISAs(b, func(b *testing.B) {
+		elemBenchISAs(b, func(b *testing.B) {
 			b.SetBytes(2 * 4 * rows * cols)
 			for b.Loop() {
 				LayerNorm(1, rows, cols, y, cols, x, cols, gamma, beta, 1e-5, mean, rstd)
@@ -124,7 +124,7 @@ func BenchmarkLayerNorm(b *testing.B) {
 		})
 	})
 	b.Run("backward", func(b *testing.B) {
-		benchISAs(b, func(b *testing.B) {
+		elemBenchISAs(b, func(b *testing.B) {
 			b.SetBytes(3 * 4 * rows * cols)
 			for b.Loop() {
 				LayerNormBackward(1, rows, cols, y, cols, dy, cols, x, cols, gamma, mean, rstd, dgamma, dbeta)
@@ -136,8 +136,8 @@ func BenchmarkLayerNorm(b *testing.B) {
 // GELU over the FFN activations [16·128, 1024].
 func BenchmarkGelu(b *testing.B) {
 	const n = 2048 * 1024
-	x := benchData(n, 1.5)
-	dy := benchData(n, 1)
+	x := elemBenchData(n, 1.5)
+	dy := elemBenchData(n, 1)
 	y := make([]float32, n)
 	for _, k := range []struct {
 		name  string
@@ -150,7 +150,7 @@ func BenchmarkGelu(b *testing.B) {
 		{"tanh-backward", func() { GeluTanhBackwardF32(y, x, dy) }, 3 * 4 * n},
 	} {
 		b.Run(k.name, func(b *testing.B) {
-			benchISAs(b, func(b *testing.B) {
+			elemBenchISAs(b, func(b *testing.B) {
 				b.SetBytes(k.bytes)
 				for b.Loop() {
 					k.run()
@@ -163,7 +163,7 @@ func BenchmarkGelu(b *testing.B) {
 // The vector math functions and simple ops on 64 Ki elements (in L2).
 func BenchmarkVectorMath(b *testing.B) {
 	const n = 1 << 16
-	x := benchData(n, 3)
+	x := elemBenchData(n, 3)
 	y := make([]float32, n)
 	for _, k := range []struct {
 		name string
@@ -177,7 +177,7 @@ func BenchmarkVectorMath(b *testing.B) {
 		{"axpy", func() { AxpyF32(y, 0.5, x) }},
 	} {
 		b.Run(k.name, func(b *testing.B) {
-			benchISAs(b, func(b *testing.B) {
+			elemBenchISAs(b, func(b *testing.B) {
 				b.SetBytes(2 * 4 * n)
 				for b.Loop() {
 					k.run()

@@ -55,12 +55,12 @@ func FuzzElementwise(f *testing.F) {
 			}
 		}
 		k.mapDomain(in)
-		out := newGuarded(n)
+		out := newElemGuarded(n)
 		k.run(out.s(), in)
 		out.check(t, k.name)
 		for i, got := range out.s() {
 			if !k.ok(in, i, got) {
-				t.Fatalf("%s element %d of inputs %v: got %v", k.name, i, column(in, i), got)
+				t.Fatalf("%s element %d of inputs %v: got %v", k.name, i, elemColumn(in, i), got)
 			}
 		}
 	})
@@ -69,7 +69,7 @@ func FuzzElementwise(f *testing.F) {
 // dispatchedAndGeneric returns the results of run (which writes its output
 // to out) at the best ISA and at Generic.
 func dispatchedAndGeneric(run func(out []float32), n int) (best, generic []float32) {
-	best, generic = nanMatrix(n), nanMatrix(n)
+	best, generic = elemNaNs(n), elemNaNs(n)
 	run(best)
 	restore := SetMaxISA(Generic)
 	run(generic)
@@ -77,11 +77,11 @@ func dispatchedAndGeneric(run func(out []float32), n int) (best, generic []float
 	return best, generic
 }
 
-// closeRows compares two results row by row: values within 1e-4 of the
+// elemCloseRows compares two results row by row: values within 1e-4 of the
 // row's largest magnitude, NaN matching NaN.
-func closeRows(t *testing.T, what string, rows, cols int, got, want []float32) {
+func elemCloseRows(t *testing.T, what string, rows, cols int, got, want []float32) {
 	t.Helper()
-	closeRowsScaled(t, what, rows, cols, got, want, func(r int) float64 {
+	elemCloseRowsScaled(t, what, rows, cols, got, want, func(r int) float64 {
 		scale := 0.0
 		for _, v := range want[r*cols : (r+1)*cols] {
 			if !math.IsInf(float64(v), 0) && !math.IsNaN(float64(v)) {
@@ -92,15 +92,15 @@ func closeRows(t *testing.T, what string, rows, cols int, got, want []float32) {
 	})
 }
 
-// closeRowsScaled is closeRows with the magnitude of row r given by
+// elemCloseRowsScaled is elemCloseRows with the magnitude of row r given by
 // rowScale: for gradients that cancel, the size of the terms.
-func closeRowsScaled(t *testing.T, what string, rows, cols int, got, want []float32, rowScale func(r int) float64) {
+func elemCloseRowsScaled(t *testing.T, what string, rows, cols int, got, want []float32, rowScale func(r int) float64) {
 	t.Helper()
 	for r := range rows {
 		scale := rowScale(r)
 		for j := range cols {
 			g, w := got[r*cols+j], want[r*cols+j]
-			if !closeTo(g, float64(w), 1e-4*scale+1e-30) {
+			if !elemClose(g, float64(w), 1e-4*scale+1e-30) {
 				t.Fatalf("%s %dx%d row %d col %d: %v, generic %v", what, rows, cols, r, j, g, w)
 			}
 		}
@@ -128,28 +128,28 @@ func FuzzRowKernels(f *testing.F) {
 		switch kind % 8 {
 		case 0:
 			best, gen := dispatchedAndGeneric(func(out []float32) { Softmax(2, rows, cols, out, cols, x, cols) }, n)
-			closeRows(t, "Softmax", rows, cols, best, gen)
+			elemCloseRows(t, "Softmax", rows, cols, best, gen)
 		case 1:
 			best, gen := dispatchedAndGeneric(func(out []float32) { LogSoftmax(2, rows, cols, out, cols, x, cols) }, n)
-			closeRows(t, "LogSoftmax", rows, cols, best, gen)
+			elemCloseRows(t, "LogSoftmax", rows, cols, best, gen)
 		case 2:
 			y := make([]float32, n)
 			Softmax(1, rows, cols, y, cols, x, cols)
 			best, gen := dispatchedAndGeneric(func(out []float32) { SoftmaxBackward(2, rows, cols, out, cols, y, cols, other, cols) }, n)
 			// |dy| <= 1 and Σ y = 1: the terms are at most 2·max y.
-			closeRowsScaled(t, "SoftmaxBackward", rows, cols, best, gen, func(r int) float64 {
-				return 2 * float64(max32(y[r*cols:(r+1)*cols]))
+			elemCloseRowsScaled(t, "SoftmaxBackward", rows, cols, best, gen, func(r int) float64 {
+				return 2 * float64(elemMax(y[r*cols:(r+1)*cols]))
 			})
 		case 3:
 			mask := x[:cols]
 			best, gen := dispatchedAndGeneric(func(out []float32) {
 				AttentionSoftmax(2, rows, 1, cols, out, cols, other, cols, 0.5, mask, cols, false)
 			}, n)
-			closeRows(t, "AttentionSoftmax mask", rows, cols, best, gen)
+			elemCloseRows(t, "AttentionSoftmax mask", rows, cols, best, gen)
 			best, gen = dispatchedAndGeneric(func(out []float32) {
 				AttentionSoftmax(2, 1, rows, cols, out, cols, x, cols, 0.5, nil, 0, true)
 			}, n)
-			closeRows(t, "AttentionSoftmax causal", rows, cols, best, gen)
+			elemCloseRows(t, "AttentionSoftmax causal", rows, cols, best, gen)
 		case 4, 5:
 			targets := make([]int32, rows)
 			for r := range targets {
@@ -172,7 +172,7 @@ func FuzzRowKernels(f *testing.F) {
 				}
 			}, n)
 			// (p - onehot)·0.5: terms of size 0.5 cancel at the target.
-			closeRowsScaled(t, "SoftmaxCrossEntropy", rows, cols, best, gen, func(int) float64 { return 0.5 })
+			elemCloseRowsScaled(t, "SoftmaxCrossEntropy", rows, cols, best, gen, func(int) float64 { return 0.5 })
 			if math.Abs(lossBest-lossGen) > 1e-5*(math.Abs(lossGen)+float64(rows)) {
 				t.Fatalf("SoftmaxCrossEntropy %dx%d: loss %v, generic %v", rows, cols, lossBest, lossGen)
 			}
@@ -186,7 +186,7 @@ func FuzzRowKernels(f *testing.F) {
 			best, gen := dispatchedAndGeneric(func(out []float32) {
 				LayerNorm(2, rows, cols, out, cols, finite, cols, gamma, beta, 1e-5, mean, rstd)
 			}, n)
-			closeRows(t, "LayerNorm", rows, cols, best, gen)
+			elemCloseRows(t, "LayerNorm", rows, cols, best, gen)
 			LayerNorm(1, rows, cols, best, cols, finite, cols, gamma, beta, 1e-5, mean, rstd)
 			dgBest, dgGen := make([]float32, cols), make([]float32, cols)
 			best, gen = dispatchedAndGeneric(func(out []float32) {
@@ -197,10 +197,10 @@ func FuzzRowKernels(f *testing.F) {
 				LayerNormBackward(2, rows, cols, out, cols, other, cols, finite, cols, gamma, mean, rstd, dg, make([]float32, cols))
 			}, n)
 			// |dy·gamma| <= 1 and |xhat| <= √cols: terms up to rstd·(2+√cols).
-			closeRowsScaled(t, "LayerNormBackward", rows, cols, best, gen, func(r int) float64 {
+			elemCloseRowsScaled(t, "LayerNormBackward", rows, cols, best, gen, func(r int) float64 {
 				return float64(rstd[r]) * (2 + math.Sqrt(float64(cols)))
 			})
-			closeRows(t, "LayerNormBackward dgamma", 1, cols, dgBest, dgGen)
+			elemCloseRows(t, "LayerNormBackward dgamma", 1, cols, dgBest, dgGen)
 		}
 	})
 }

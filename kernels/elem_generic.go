@@ -57,14 +57,14 @@ func addScalarF32Generic(dst []float32, v float32, src []float32) {
 func axpyF32Generic(y []float32, alpha float32, x []float32) {
 	x = x[:len(y)]
 	for i := range y {
-		y[i] = fma32(alpha, x[i], y[i])
+		y[i] = elemFMA(alpha, x[i], y[i])
 	}
 }
 
-// fma32 returns a*b + c rounded once to float32 (the product of two
+// elemFMA returns a*b + c rounded once to float32 (the product of two
 // float32 values is exact in float64, so only the sum rounds twice, which
 // the tests' tolerances absorb).
-func fma32(a, b, c float32) float32 {
+func elemFMA(a, b, c float32) float32 {
 	return float32(float64(a)*float64(b) + float64(c))
 }
 
@@ -140,7 +140,7 @@ func scaleAddMaxF32Generic(dst, src []float32, scale float32, mask []float32) fl
 	src, mask = src[:len(dst)], mask[:len(dst)]
 	m := float32(math.Inf(-1))
 	for i := range dst {
-		v := fma32(scale, src[i], mask[i])
+		v := elemFMA(scale, src[i], mask[i])
 		dst[i] = v
 		if v > m {
 			m = v
@@ -288,7 +288,7 @@ func layerNormF32Generic(y, x, gamma, beta []float32, mean, rstd float32) {
 	x, gamma, beta = x[:len(y)], gamma[:len(y)], beta[:len(y)]
 	for i := range y {
 		xhat := (x[i] - mean) * rstd
-		y[i] = fma32(xhat, gamma[i], beta[i])
+		y[i] = elemFMA(xhat, gamma[i], beta[i])
 	}
 }
 
@@ -307,7 +307,7 @@ func layerNormBackwardF32Generic(dx, dy, x, gamma []float32, mean, rstd, a, b fl
 	dy, x, gamma = dy[:len(dx)], x[:len(dx)], gamma[:len(dx)]
 	for i := range dx {
 		xhat := (x[i] - mean) * rstd
-		dx[i] = rstd * fma32(-xhat, b, dy[i]*gamma[i]-a)
+		dx[i] = rstd * elemFMA(-xhat, b, dy[i]*gamma[i]-a)
 	}
 }
 
@@ -315,7 +315,7 @@ func layerNormGradAccumF32Generic(dgamma, dbeta, dy, x []float32, mean, rstd flo
 	dbeta, dy, x = dbeta[:len(dgamma)], dy[:len(dgamma)], x[:len(dgamma)]
 	for i := range dgamma {
 		xhat := (x[i] - mean) * rstd
-		dgamma[i] = fma32(dy[i], xhat, dgamma[i])
+		dgamma[i] = elemFMA(dy[i], xhat, dgamma[i])
 		dbeta[i] += dy[i]
 	}
 }

@@ -11,8 +11,8 @@ import (
 // forward function written here from the definition, so a wrong formula
 // (not just a rounding slip) fails.
 
-// numGrad returns the central-difference gradient of f at x.
-func numGrad(x []float64, f func([]float64) float64) []float64 {
+// elemNumGrad returns the central-difference gradient of f at x.
+func elemNumGrad(x []float64, f func([]float64) float64) []float64 {
 	g := make([]float64, len(x))
 	for i := range x {
 		h := 1e-5 * (1 + math.Abs(x[i]))
@@ -27,7 +27,7 @@ func numGrad(x []float64, f func([]float64) float64) []float64 {
 	return g
 }
 
-func to64(x []float32) []float64 {
+func elemTo64(x []float32) []float64 {
 	out := make([]float64, len(x))
 	for i, v := range x {
 		out[i] = float64(v)
@@ -35,7 +35,7 @@ func to64(x []float32) []float64 {
 	return out
 }
 
-func checkGrad(t *testing.T, what string, got []float32, want []float64) {
+func elemCheckGrad(t *testing.T, what string, got []float32, want []float64) {
 	t.Helper()
 	scale := 0.0
 	for _, w := range want {
@@ -48,7 +48,7 @@ func checkGrad(t *testing.T, what string, got []float32, want []float64) {
 	}
 }
 
-func softmax64(x []float64) []float64 {
+func elemSoftmax64(x []float64) []float64 {
 	m := math.Inf(-1)
 	for _, v := range x {
 		m = math.Max(m, v)
@@ -65,7 +65,7 @@ func softmax64(x []float64) []float64 {
 	return out
 }
 
-func dot64(a, b []float64) float64 {
+func elemDot64(a, b []float64) float64 {
 	var s float64
 	for i := range a {
 		s += a[i] * b[i]
@@ -77,20 +77,20 @@ func TestBackwardFiniteDifferences(t *testing.T) {
 	forISAs(t, func(t *testing.T, isa ISA) {
 		rng := rand.New(rand.NewPCG(40, uint64(isa)))
 		for _, cols := range []int{1, 2, 7, 16, 19, 40} {
-			x := randSlice(rng, cols, 1.5, false)
-			dy := randSlice(rng, cols, 1, false)
-			x64, dy64 := to64(x), to64(dy)
+			x := elemRandSlice(rng, cols, 1.5, false)
+			dy := elemRandSlice(rng, cols, 1, false)
+			x64, dy64 := elemTo64(x), elemTo64(dy)
 
 			y := make([]float32, cols)
 			dx := make([]float32, cols)
 			Softmax(1, 1, cols, y, cols, x, cols)
 			SoftmaxBackward(1, 1, cols, dx, cols, y, cols, dy, cols)
-			checkGrad(t, "SoftmaxBackward", dx, numGrad(x64, func(v []float64) float64 { return dot64(dy64, softmax64(v)) }))
+			elemCheckGrad(t, "SoftmaxBackward", dx, elemNumGrad(x64, func(v []float64) float64 { return elemDot64(dy64, elemSoftmax64(v)) }))
 
 			LogSoftmax(1, 1, cols, y, cols, x, cols)
 			LogSoftmaxBackward(1, 1, cols, dx, cols, y, cols, dy, cols)
-			checkGrad(t, "LogSoftmaxBackward", dx, numGrad(x64, func(v []float64) float64 {
-				p := softmax64(v)
+			elemCheckGrad(t, "LogSoftmaxBackward", dx, elemNumGrad(x64, func(v []float64) float64 {
+				p := elemSoftmax64(v)
 				var s float64
 				for i := range p {
 					s += dy64[i] * math.Log(p[i])
@@ -101,27 +101,27 @@ func TestBackwardFiniteDifferences(t *testing.T) {
 			// Attention: gradient with respect to the raw scores is
 			// scale · SoftmaxBackward of the probabilities.
 			const scale = 0.3
-			mask := randSlice(rng, cols, 1, false)
+			mask := elemRandSlice(rng, cols, 1, false)
 			AttentionSoftmax(1, 1, 1, cols, y, cols, x, cols, scale, mask, cols, false)
 			SoftmaxBackward(1, 1, cols, dx, cols, y, cols, dy, cols)
 			ScaleF32(dx, scale, dx)
-			checkGrad(t, "AttentionSoftmax", dx, numGrad(x64, func(v []float64) float64 {
+			elemCheckGrad(t, "AttentionSoftmax", dx, elemNumGrad(x64, func(v []float64) float64 {
 				z := make([]float64, len(v))
 				for i := range v {
 					z[i] = scale*v[i] + float64(mask[i])
 				}
-				return dot64(dy64, softmax64(z))
+				return elemDot64(dy64, elemSoftmax64(z))
 			}))
 
 			target := rng.IntN(cols)
 			const gradScale = 0.25
 			SoftmaxCrossEntropy(1, 1, cols, x, cols, []int32{int32(target)}, -1, dx, cols, gradScale)
-			checkGrad(t, "SoftmaxCrossEntropy", dx, numGrad(x64, func(v []float64) float64 {
-				return -gradScale * math.Log(softmax64(v)[target])
+			elemCheckGrad(t, "SoftmaxCrossEntropy", dx, elemNumGrad(x64, func(v []float64) float64 {
+				return -gradScale * math.Log(elemSoftmax64(v)[target])
 			}))
 
 			// LayerNorm: gradients with respect to x, gamma and beta.
-			gamma, beta := randSlice(rng, cols, 1, false), randSlice(rng, cols, 1, false)
+			gamma, beta := elemRandSlice(rng, cols, 1, false), elemRandSlice(rng, cols, 1, false)
 			mean, rstd := make([]float32, 1), make([]float32, 1)
 			LayerNorm(1, 1, cols, y, cols, x, cols, gamma, beta, lnEps, mean, rstd)
 			dgamma, dbeta := make([]float32, cols), make([]float32, cols)
@@ -142,16 +142,16 @@ func TestBackwardFiniteDifferences(t *testing.T) {
 				}
 				return s
 			}
-			g64, b64 := to64(gamma), to64(beta)
+			g64, b64 := elemTo64(gamma), elemTo64(beta)
 			if cols > 1 { // one column normalizes to a constant: zero gradient, nothing to difference
-				checkGrad(t, "LayerNormBackward dx", dx, numGrad(x64, func(v []float64) float64 { return ln(v, g64, b64) }))
+				elemCheckGrad(t, "LayerNormBackward dx", dx, elemNumGrad(x64, func(v []float64) float64 { return ln(v, g64, b64) }))
 			}
-			checkGrad(t, "LayerNormBackward dgamma", dgamma, numGrad(g64, func(v []float64) float64 { return ln(x64, v, b64) }))
-			checkGrad(t, "LayerNormBackward dbeta", dbeta, numGrad(b64, func(v []float64) float64 { return ln(x64, g64, v) }))
+			elemCheckGrad(t, "LayerNormBackward dgamma", dgamma, elemNumGrad(g64, func(v []float64) float64 { return ln(x64, v, b64) }))
+			elemCheckGrad(t, "LayerNormBackward dbeta", dbeta, elemNumGrad(b64, func(v []float64) float64 { return ln(x64, g64, v) }))
 
 			// GELU, both forms.
 			GeluBackwardF32(dx, x, dy)
-			checkGrad(t, "GeluBackward", dx, numGrad(x64, func(v []float64) float64 {
+			elemCheckGrad(t, "GeluBackward", dx, elemNumGrad(x64, func(v []float64) float64 {
 				var s float64
 				for i := range v {
 					s += dy64[i] * refGelu(v[i])
@@ -159,7 +159,7 @@ func TestBackwardFiniteDifferences(t *testing.T) {
 				return s
 			}))
 			GeluTanhBackwardF32(dx, x, dy)
-			checkGrad(t, "GeluTanhBackward", dx, numGrad(x64, func(v []float64) float64 {
+			elemCheckGrad(t, "GeluTanhBackward", dx, elemNumGrad(x64, func(v []float64) float64 {
 				var s float64
 				for i := range v {
 					s += dy64[i] * 0.5 * v[i] * (1 + math.Tanh(sqrt2OverPi*(v[i]+0.044715*v[i]*v[i]*v[i])))

@@ -241,7 +241,7 @@ func compareONNX(t *testing.T, what string, got []float32, want []float32) {
 	}
 	for i := range want {
 		w := float64(want[i])
-		if !closeTo(got[i], w, 1e-5*math.Abs(w)+1e-7) {
+		if !elemClose(got[i], w, 1e-5*math.Abs(w)+1e-7) {
 			t.Fatalf("%s: value %d = %v, want %v", what, i, got[i], want[i])
 		}
 	}

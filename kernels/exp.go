@@ -11,21 +11,21 @@ package kernels
 // ExpF32 sets dst[i] = e^src[i] for i < len(dst), within 1 ulp; overflow
 // gives +Inf (src > 88.72), results below the smallest subnormal 0.
 func ExpF32(dst, src []float32) {
-	checkLen(src, len(dst), "kernels: ExpF32 len(src) < len(dst)")
+	elemCheckLen(src, len(dst), "kernels: ExpF32 len(src) < len(dst)")
 	expF32(dst, src[:len(dst)])
 }
 
 // SigmoidF32 sets dst[i] = 1/(1+e^-src[i]) for i < len(dst), within 2 ulp
 // (including the tiny results of large negative inputs).
 func SigmoidF32(dst, src []float32) {
-	checkLen(src, len(dst), "kernels: SigmoidF32 len(src) < len(dst)")
+	elemCheckLen(src, len(dst), "kernels: SigmoidF32 len(src) < len(dst)")
 	sigmoidF32(dst, src[:len(dst)])
 }
 
 // SigmoidBackwardF32 sets dx[i] = dy[i]·y[i]·(1 - y[i]) for i < len(dx):
 // the gradient through SigmoidF32 from its output y. dx may be y or dy.
 func SigmoidBackwardF32(dx, y, dy []float32) {
-	checkLen(y, len(dx), "kernels: SigmoidBackwardF32 len(y) < len(dx)")
-	checkLen(dy, len(dx), "kernels: SigmoidBackwardF32 len(dy) < len(dx)")
+	elemCheckLen(y, len(dx), "kernels: SigmoidBackwardF32 len(y) < len(dx)")
+	elemCheckLen(dy, len(dx), "kernels: SigmoidBackwardF32 len(dy) < len(dx)")
 	sigmoidBackwardF32(dx, y[:len(dx)], dy[:len(dx)])
 }

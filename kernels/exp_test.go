@@ -39,9 +39,9 @@ func (f *mathFunc) acceptTimes(x float32, dy float64, got float32, extra float64
 	ref := func(x float64) float64 { return dy * f.ref(x) }
 	want := ref(float64(x))
 	maxUlp := f.maxUlp + extra
-	e := ulpErr(got, want)
+	e := elemULPErr(got, want)
 	if f.scale != nil && !math.IsInf(e, 0) && e != 0 {
-		e = math.Abs(float64(got)-want) / ulp32(math.Abs(dy)*f.scale(float64(x)))
+		e = math.Abs(float64(got)-want) / elemULP(math.Abs(dy)*f.scale(float64(x)))
 	}
 	if e <= maxUlp {
 		return true, e
@@ -51,10 +51,10 @@ func (f *mathFunc) acceptTimes(x float32, dy float64, got float32, extra float64
 		return true, -1
 	}
 	if f.inputUlps > 0 && !math.IsNaN(g) && !math.IsInf(g, 0) {
-		d := f.inputUlps * ulp32(float64(x))
+		d := f.inputUlps * elemULP(float64(x))
 		a, b := ref(float64(x)-d), ref(float64(x)+d)
 		lo, hi := min(a, b, want), max(a, b, want)
-		slack := maxUlp * ulp32(max(math.Abs(lo), math.Abs(hi)))
+		slack := maxUlp * elemULP(max(math.Abs(lo), math.Abs(hi)))
 		if g >= lo-slack && g <= hi+slack {
 			return true, -1
 		}
@@ -138,26 +138,26 @@ func geluTanhGradScale(x float64) float64 {
 
 // Subnormal-range slack: results below 1e-37 may be off by 1e-42 (about
 // 700 subnormal steps).
-const tiny, tinyErr = 1e-37, 1e-42
+const elemTiny, elemTinyErr = 1e-37, 1e-42
 
 var mathFuncs = []mathFunc{
 	{name: "Exp", run: ExpF32, ref: math.Exp, maxUlp: 1},
 	{name: "Sigmoid", run: SigmoidF32, ref: refSigmoid, maxUlp: 2.5},
 	{name: "Tanh", run: TanhF32, ref: math.Tanh, maxUlp: 2},
 	{name: "Erf", run: ErfF32, ref: math.Erf, maxUlp: 2},
-	{name: "Gelu", run: GeluF32, ref: refGelu, maxUlp: 6, tiny: tiny, tinyErr: tinyErr},
+	{name: "Gelu", run: GeluF32, ref: refGelu, maxUlp: 6, tiny: elemTiny, tinyErr: elemTinyErr},
 	{
-		name: "GeluGrad", run: func(dst, src []float32) { GeluBackwardF32(dst, src, ones(len(dst))) },
-		ref: refGeluGrad, maxUlp: 6, scale: geluGradScale, tiny: tiny, tinyErr: tinyErr,
+		name: "GeluGrad", run: func(dst, src []float32) { GeluBackwardF32(dst, src, elemOnes(len(dst))) },
+		ref: refGeluGrad, maxUlp: 6, scale: geluGradScale, tiny: elemTiny, tinyErr: elemTinyErr,
 	},
-	{name: "GeluTanh", run: GeluTanhF32, ref: refGeluTanh, maxUlp: 6, inputUlps: 1, tiny: tiny, tinyErr: tinyErr},
+	{name: "GeluTanh", run: GeluTanhF32, ref: refGeluTanh, maxUlp: 6, inputUlps: 1, tiny: elemTiny, tinyErr: elemTinyErr},
 	{
-		name: "GeluTanhGrad", run: func(dst, src []float32) { GeluTanhBackwardF32(dst, src, ones(len(dst))) },
-		ref: refGeluTanhGrad, maxUlp: 6, scale: geluTanhGradScale, inputUlps: 1, tiny: tiny, tinyErr: tinyErr,
+		name: "GeluTanhGrad", run: func(dst, src []float32) { GeluTanhBackwardF32(dst, src, elemOnes(len(dst))) },
+		ref: refGeluTanhGrad, maxUlp: 6, scale: geluTanhGradScale, inputUlps: 1, tiny: elemTiny, tinyErr: elemTinyErr,
 	},
 }
 
-func ones(n int) []float32 {
+func elemOnes(n int) []float32 {
 	s := make([]float32, n)
 	for i := range s {
 		s[i] = 1
@@ -173,7 +173,7 @@ func TestMathAccuracy(t *testing.T) {
 	if testing.Short() {
 		stride = 16381
 	}
-	if exhaustive() {
+	if elemExhaustive() {
 		stride = 1
 	}
 	forISAs(t, func(t *testing.T, isa ISA) {
@@ -207,7 +207,7 @@ func TestMathAccuracy(t *testing.T) {
 						check()
 					}
 				}
-				src = append(src, specialValues...)
+				src = append(src, elemSpecials...)
 				check()
 				t.Logf("max %.3g ulp at x=%g among results above 1e-30; %d results accepted by the input-ulp or subnormal criteria", worst, worstX, others)
 				for i, x := range bad {

@@ -10,15 +10,15 @@ package kernels
 // computed from erfc for negative x, so small negative results keep their
 // relative accuracy.
 func GeluF32(dst, src []float32) {
-	checkLen(src, len(dst), "kernels: GeluF32 len(src) < len(dst)")
+	elemCheckLen(src, len(dst), "kernels: GeluF32 len(src) < len(dst)")
 	geluF32(dst, src[:len(dst)])
 }
 
 // GeluBackwardF32 sets dx[i] = dy[i]·(Φ(x) + x·φ(x)), x = x[i], φ the
 // standard normal density: the gradient through GeluF32.
 func GeluBackwardF32(dx, x, dy []float32) {
-	checkLen(x, len(dx), "kernels: GeluBackwardF32 len(x) < len(dx)")
-	checkLen(dy, len(dx), "kernels: GeluBackwardF32 len(dy) < len(dx)")
+	elemCheckLen(x, len(dx), "kernels: GeluBackwardF32 len(x) < len(dx)")
+	elemCheckLen(dy, len(dx), "kernels: GeluBackwardF32 len(dy) < len(dx)")
 	geluBackwardF32(dx, x[:len(dx)], dy[:len(dx)])
 }
 
@@ -27,13 +27,13 @@ func GeluBackwardF32(dx, x, dy []float32) {
 // with approximate="tanh", GPT-2's gelu_new). It is evaluated as the equal
 // x·σ(2u), which keeps accuracy for negative x.
 func GeluTanhF32(dst, src []float32) {
-	checkLen(src, len(dst), "kernels: GeluTanhF32 len(src) < len(dst)")
+	elemCheckLen(src, len(dst), "kernels: GeluTanhF32 len(src) < len(dst)")
 	geluTanhF32(dst, src[:len(dst)])
 }
 
 // GeluTanhBackwardF32 sets dx[i] = dy[i]·d/dx GeluTanh(x), x = x[i].
 func GeluTanhBackwardF32(dx, x, dy []float32) {
-	checkLen(x, len(dx), "kernels: GeluTanhBackwardF32 len(x) < len(dx)")
-	checkLen(dy, len(dx), "kernels: GeluTanhBackwardF32 len(dy) < len(dx)")
+	elemCheckLen(x, len(dx), "kernels: GeluTanhBackwardF32 len(x) < len(dx)")
+	elemCheckLen(dy, len(dx), "kernels: GeluTanhBackwardF32 len(dy) < len(dx)")
 	geluTanhBackwardF32(dx, x[:len(dx)], dy[:len(dx)])
 }

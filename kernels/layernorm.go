@@ -15,16 +15,16 @@ import (
 // mean and rstd (len >= rows each) receive mean_r and rstd_r for
 // LayerNormBackward; either may be nil when not needed. y may be x.
 func LayerNorm(threads, rows, cols int, y []float32, ldY int, x []float32, ldX int, gamma, beta []float32, eps float32, mean, rstd []float32) {
-	checkDims(rows, cols, "LayerNorm")
-	checkMatrix(y, rows, cols, ldY, "LayerNorm y")
-	checkMatrix(x, rows, cols, ldX, "LayerNorm x")
-	checkLen(gamma, cols, "kernels: LayerNorm len(gamma) < cols")
-	checkLen(beta, cols, "kernels: LayerNorm len(beta) < cols")
+	elemCheckDims(rows, cols, "LayerNorm")
+	elemCheckMatrix(y, rows, cols, ldY, "LayerNorm y")
+	elemCheckMatrix(x, rows, cols, ldX, "LayerNorm x")
+	elemCheckLen(gamma, cols, "kernels: LayerNorm len(gamma) < cols")
+	elemCheckLen(beta, cols, "kernels: LayerNorm len(beta) < cols")
 	if mean != nil {
-		checkLen(mean, rows, "kernels: LayerNorm len(mean) < rows")
+		elemCheckLen(mean, rows, "kernels: LayerNorm len(mean) < rows")
 	}
 	if rstd != nil {
-		checkLen(rstd, rows, "kernels: LayerNorm len(rstd) < rows")
+		elemCheckLen(rstd, rows, "kernels: LayerNorm len(rstd) < rows")
 	}
 	if rows == 0 || cols == 0 {
 		return
@@ -34,7 +34,7 @@ func LayerNorm(threads, rows, cols int, y []float32, ldY int, x []float32, ldX i
 		rows: rows, cols: cols, y: y, ldY: ldY, x: x, ldX: ldX,
 		gamma: gamma[:cols], beta: beta[:cols], eps: eps, mean: mean, rstd: rstd,
 	}
-	Parallel(rowWorkers(threads, rows, cols), t)
+	Parallel(elemWorkers(threads, rows, cols), t)
 	*t = layerNormTask{}
 	layerNormTasks.Put(t)
 }
@@ -51,25 +51,25 @@ func LayerNorm(threads, rows, cols int, y []float32, ldY int, x []float32, ldX i
 // row order whatever the thread count; both may be nil (frozen gamma and
 // beta), but not just one. dx may be dy.
 func LayerNormBackward(threads, rows, cols int, dx []float32, ldDx int, dy []float32, ldDy int, x []float32, ldX int, gamma, mean, rstd []float32, dgamma, dbeta []float32) {
-	checkDims(rows, cols, "LayerNormBackward")
-	checkMatrix(dx, rows, cols, ldDx, "LayerNormBackward dx")
-	checkMatrix(dy, rows, cols, ldDy, "LayerNormBackward dy")
-	checkMatrix(x, rows, cols, ldX, "LayerNormBackward x")
-	checkLen(gamma, cols, "kernels: LayerNormBackward len(gamma) < cols")
-	checkLen(mean, rows, "kernels: LayerNormBackward len(mean) < rows")
-	checkLen(rstd, rows, "kernels: LayerNormBackward len(rstd) < rows")
+	elemCheckDims(rows, cols, "LayerNormBackward")
+	elemCheckMatrix(dx, rows, cols, ldDx, "LayerNormBackward dx")
+	elemCheckMatrix(dy, rows, cols, ldDy, "LayerNormBackward dy")
+	elemCheckMatrix(x, rows, cols, ldX, "LayerNormBackward x")
+	elemCheckLen(gamma, cols, "kernels: LayerNormBackward len(gamma) < cols")
+	elemCheckLen(mean, rows, "kernels: LayerNormBackward len(mean) < rows")
+	elemCheckLen(rstd, rows, "kernels: LayerNormBackward len(rstd) < rows")
 	if (dgamma == nil) != (dbeta == nil) {
 		panic("kernels: LayerNormBackward needs both dgamma and dbeta, or neither")
 	}
 	if dgamma != nil {
-		checkLen(dgamma, cols, "kernels: LayerNormBackward len(dgamma) < cols")
-		checkLen(dbeta, cols, "kernels: LayerNormBackward len(dbeta) < cols")
+		elemCheckLen(dgamma, cols, "kernels: LayerNormBackward len(dgamma) < cols")
+		elemCheckLen(dbeta, cols, "kernels: LayerNormBackward len(dbeta) < cols")
 		dgamma, dbeta = dgamma[:cols], dbeta[:cols]
 	}
 	if rows == 0 || cols == 0 {
 		return
 	}
-	if &dx[0] == &dy[0] && dgamma != nil && rowWorkers(threads, rows, cols) > 1 {
+	if &dx[0] == &dy[0] && dgamma != nil && elemWorkers(threads, rows, cols) > 1 {
 		// The parallel path accumulates dgamma from dy after dx is
 		// written; with dx = dy that would read the overwritten values.
 		threads = 1
@@ -79,7 +79,7 @@ func LayerNormBackward(threads, rows, cols int, dx []float32, ldDx int, dy []flo
 		backward: true, rows: rows, cols: cols, y: dx, ldY: ldDx, x: x, ldX: ldX, dy: dy, ldDy: ldDy,
 		gamma: gamma[:cols], mean: mean, rstd: rstd, dgamma: dgamma, dbeta: dbeta,
 	}
-	workers := rowWorkers(threads, rows, cols)
+	workers := elemWorkers(threads, rows, cols)
 	if workers == 1 {
 		// One pass: each row's parameter gradients are added right after
 		// its dx, while the row is in L1.
@@ -136,8 +136,8 @@ func (t *layerNormTask) Run(w, workers int) {
 	lo, hi := Split(t.rows, w, workers, 1)
 	n := float64(t.cols)
 	for r := lo; r < hi; r++ {
-		y := row(t.y, r, t.ldY, t.cols)
-		x := row(t.x, r, t.ldX, t.cols)
+		y := elemRow(t.y, r, t.ldY, t.cols)
+		x := elemRow(t.x, r, t.ldX, t.cols)
 		if !t.backward {
 			// Two passes (mean, then squared deviations) rather than
 			// E[x²]-mean², which cancels when |mean| >> std.
@@ -153,7 +153,7 @@ func (t *layerNormTask) Run(w, workers int) {
 			layerNormF32(y, x, t.gamma, t.beta, mean, rstd)
 			continue
 		}
-		dy := row(t.dy, r, t.ldDy, t.cols)
+		dy := elemRow(t.dy, r, t.ldDy, t.cols)
 		mean, rstd := t.mean[r], t.rstd[r]
 		sumG, sumGX := layerNormBackwardSumsF32(dy, x, t.gamma, mean, rstd)
 		if t.accumulate {

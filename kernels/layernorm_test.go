@@ -30,50 +30,50 @@ func refLayerNorm64(x, gamma, beta []float32, eps float64) (y []float64, mean, r
 
 // lnRows makes LayerNorm inputs: rows with an offset mean (so that a
 // one-pass variance would cancel) and random gamma, beta.
-func lnRows(rng *rand.Rand, s rowShape) (x, gamma, beta []float32) {
-	x = randRows(rng, s, 2, false)
+func lnRows(rng *rand.Rand, s elemShape) (x, gamma, beta []float32) {
+	x = elemRandRows(rng, s, 2, false)
 	for r := range s.rows {
 		off := float32(rng.NormFloat64() * 50)
 		for j := range s.cols {
 			x[r*s.ld+j] += off
 		}
 	}
-	return x, randSlice(rng, s.cols, 1, false), randSlice(rng, s.cols, 1, false)
+	return x, elemRandSlice(rng, s.cols, 1, false), elemRandSlice(rng, s.cols, 1, false)
 }
 
 func TestLayerNorm(t *testing.T) {
 	forISAs(t, func(t *testing.T, isa ISA) {
 		rng := rand.New(rand.NewPCG(30, uint64(isa)))
-		for _, s := range rowShapes(rng) {
+		for _, s := range elemShapes(rng) {
 			x, gamma, beta := lnRows(rng, s)
 			what := "LayerNorm " + s.String()
 			mean, rstd := make([]float32, s.rows), make([]float32, s.rows)
-			y := runThreads(t, what, nanMatrix(len(x)), func(threads int, y []float32) {
+			y := elemRunThreads(t, what, elemNaNs(len(x)), func(threads int, y []float32) {
 				LayerNorm(threads, s.rows, s.cols, y, s.ld, x, s.ld, gamma, beta, lnEps, mean, rstd)
 			})
 			for r := range s.rows {
 				if s.cols == 0 {
 					break
 				}
-				xr := row(x, r, s.ld, s.cols)
+				xr := elemRow(x, r, s.ld, s.cols)
 				want, wm, wr := refLayerNorm64(xr, gamma, beta, lnEps)
 				var absMean float64
 				for _, v := range xr {
 					absMean += math.Abs(float64(v))
 				}
 				absMean /= float64(s.cols)
-				if !closeTo(mean[r], wm, eps32*sumErrUlps(s.cols)*absMean) {
+				if !elemClose(mean[r], wm, elemEps*sumErrUlps(s.cols)*absMean) {
 					t.Fatalf("%s row %d: mean %v, want %v", what, r, mean[r], wm)
 				}
 				// The variance is summed around the float32 mean.
-				if !closeTo(rstd[r], wr, eps32*(4+sumErrUlps(s.cols))*wr) {
+				if !elemClose(rstd[r], wr, elemEps*(4+sumErrUlps(s.cols))*wr) {
 					t.Fatalf("%s row %d: rstd %v, want %v", what, r, rstd[r], wr)
 				}
 				for j, w := range want {
 					xhat := (float64(xr[j]) - wm) * wr
-					tol := eps32 * (8*(math.Abs(xhat*float64(gamma[j]))+math.Abs(float64(beta[j]))) +
+					tol := elemEps * (8*(math.Abs(xhat*float64(gamma[j]))+math.Abs(float64(beta[j]))) +
 						(sumErrUlps(s.cols)+4)*(absMean*wr+math.Abs(xhat))*math.Abs(float64(gamma[j])))
-					if g := y[r*s.ld+j]; !closeTo(g, w, tol) {
+					if g := y[r*s.ld+j]; !elemClose(g, w, tol) {
 						t.Fatalf("%s row %d col %d: got %v, want %v", what, r, j, g, w)
 					}
 				}
@@ -82,7 +82,7 @@ func TestLayerNorm(t *testing.T) {
 			LayerNorm(1, s.rows, s.cols, inPlace, s.ld, inPlace, s.ld, gamma, beta, lnEps, nil, nil)
 			for r := range s.rows {
 				for j := range s.cols {
-					if !sameFloat(inPlace[r*s.ld+j], y[r*s.ld+j]) {
+					if !elemSameFloat(inPlace[r*s.ld+j], y[r*s.ld+j]) {
 						t.Fatalf("%s in place differs at row %d col %d", what, r, j)
 					}
 				}
@@ -94,18 +94,18 @@ func TestLayerNorm(t *testing.T) {
 func TestLayerNormBackward(t *testing.T) {
 	forISAs(t, func(t *testing.T, isa ISA) {
 		rng := rand.New(rand.NewPCG(31, uint64(isa)))
-		for _, s := range rowShapes(rng) {
+		for _, s := range elemShapes(rng) {
 			x, gamma, beta := lnRows(rng, s)
 			mean, rstd := make([]float32, s.rows), make([]float32, s.rows)
 			LayerNorm(1, s.rows, s.cols, make([]float32, len(x)), s.ld, x, s.ld, gamma, beta, lnEps, mean, rstd)
-			dy := randRows(rng, s, 1, false)
+			dy := elemRandRows(rng, s, 1, false)
 			what := "LayerNormBackward " + s.String()
 
 			// dx, dgamma and dbeta from every thread count; dgamma and
 			// dbeta start at 1 (they accumulate).
 			var dgs, dbs [][]float32
-			dx := runThreads(t, what, nanMatrix(len(x)), func(threads int, dx []float32) {
-				dg, db := newGuarded(s.cols), newGuarded(s.cols)
+			dx := elemRunThreads(t, what, elemNaNs(len(x)), func(threads int, dx []float32) {
+				dg, db := newElemGuarded(s.cols), newElemGuarded(s.cols)
 				for j := range s.cols {
 					dg.s()[j], db.s()[j] = 1, 1
 				}
@@ -128,7 +128,7 @@ func TestLayerNormBackward(t *testing.T) {
 				wantDg[j], wantDb[j], absDg[j] = 1, 1, 1
 			}
 			for r := range s.rows {
-				xr, dyr := row(x, r, s.ld, s.cols), row(dy, r, s.ld, s.cols)
+				xr, dyr := elemRow(x, r, s.ld, s.cols), elemRow(dy, r, s.ld, s.cols)
 				m, rs := float64(mean[r]), float64(rstd[r])
 				var sg, sgx, sgAbs float64
 				for j := range xr {
@@ -146,16 +146,16 @@ func TestLayerNormBackward(t *testing.T) {
 					g := float64(dyr[j]) * float64(gamma[j])
 					xhat := (float64(xr[j]) - m) * rs
 					w := rs * (g - sg/n - xhat*sgx/n)
-					tol := eps32 * rs * (8*(math.Abs(g)+math.Abs(sg/n)+math.Abs(xhat*sgx/n)) +
+					tol := elemEps * rs * (8*(math.Abs(g)+math.Abs(sg/n)+math.Abs(xhat*sgx/n)) +
 						(sumErrUlps(s.cols)+4)*(1+math.Abs(xhat))*sgAbs/n + 4*math.Abs(g)*math.Abs(m)*rs)
-					if got := dx[r*s.ld+j]; !closeTo(got, w, tol) {
+					if got := dx[r*s.ld+j]; !elemClose(got, w, tol) {
 						t.Fatalf("%s row %d col %d: dx %v, want %v", what, r, j, got, w)
 					}
 				}
 			}
 			for j := range s.cols {
-				tol := eps32 * float64(s.rows+8) * absDg[j]
-				if !closeTo(dgs[0][j], wantDg[j], tol) {
+				tol := elemEps * float64(s.rows+8) * absDg[j]
+				if !elemClose(dgs[0][j], wantDg[j], tol) {
 					t.Fatalf("%s: dgamma[%d] = %v, want %v", what, j, dgs[0][j], wantDg[j])
 				}
 				// dbeta is a plain float32 sum in row order: exact.
@@ -179,7 +179,7 @@ func TestLayerNormBackward(t *testing.T) {
 			LayerNormBackward(2, s.rows, s.cols, noParams, s.ld, dy, s.ld, x, s.ld, gamma, mean, rstd, nil, nil)
 			for r := range s.rows {
 				for j := range s.cols {
-					if !sameFloat(inPlace[r*s.ld+j], dx[r*s.ld+j]) || !sameFloat(noParams[r*s.ld+j], dx[r*s.ld+j]) {
+					if !elemSameFloat(inPlace[r*s.ld+j], dx[r*s.ld+j]) || !elemSameFloat(noParams[r*s.ld+j], dx[r*s.ld+j]) {
 						t.Fatalf("%s in place or without dgamma differs at row %d col %d", what, r, j)
 					}
 				}

@@ -11,17 +11,17 @@ import (
 // Softmax sets each row of dst to the softmax of that row of src:
 // dst[r][j] = e^(src[r][j]-m) / Σ_k e^(src[r][k]-m), m the row maximum.
 func Softmax(threads, rows, cols int, dst []float32, ldDst int, src []float32, ldSrc int) {
-	checkDims(rows, cols, "Softmax")
-	checkMatrix(dst, rows, cols, ldDst, "Softmax dst")
-	checkMatrix(src, rows, cols, ldSrc, "Softmax src")
+	elemCheckDims(rows, cols, "Softmax")
+	elemCheckMatrix(dst, rows, cols, ldDst, "Softmax dst")
+	elemCheckMatrix(src, rows, cols, ldSrc, "Softmax src")
 	runSoftmax(threads, &softmaxTask{op: opSoftmax, rows: rows, cols: cols, dst: dst, ldDst: ldDst, a: src, ldA: ldSrc})
 }
 
 // LogSoftmax sets dst[r][j] = src[r][j] - m - log Σ_k e^(src[r][k]-m).
 func LogSoftmax(threads, rows, cols int, dst []float32, ldDst int, src []float32, ldSrc int) {
-	checkDims(rows, cols, "LogSoftmax")
-	checkMatrix(dst, rows, cols, ldDst, "LogSoftmax dst")
-	checkMatrix(src, rows, cols, ldSrc, "LogSoftmax src")
+	elemCheckDims(rows, cols, "LogSoftmax")
+	elemCheckMatrix(dst, rows, cols, ldDst, "LogSoftmax dst")
+	elemCheckMatrix(src, rows, cols, ldSrc, "LogSoftmax src")
 	runSoftmax(threads, &softmaxTask{op: opLogSoftmax, rows: rows, cols: cols, dst: dst, ldDst: ldDst, a: src, ldA: ldSrc})
 }
 
@@ -29,20 +29,20 @@ func LogSoftmax(threads, rows, cols int, dst []float32, ldDst int, src []float32
 // and the output gradient dy: dx[r][j] = y[r][j]·(dy[r][j] - Σ_k dy[r][k]·y[r][k]).
 // dx may be dy.
 func SoftmaxBackward(threads, rows, cols int, dx []float32, ldDx int, y []float32, ldY int, dy []float32, ldDy int) {
-	checkDims(rows, cols, "SoftmaxBackward")
-	checkMatrix(dx, rows, cols, ldDx, "SoftmaxBackward dx")
-	checkMatrix(y, rows, cols, ldY, "SoftmaxBackward y")
-	checkMatrix(dy, rows, cols, ldDy, "SoftmaxBackward dy")
+	elemCheckDims(rows, cols, "SoftmaxBackward")
+	elemCheckMatrix(dx, rows, cols, ldDx, "SoftmaxBackward dx")
+	elemCheckMatrix(y, rows, cols, ldY, "SoftmaxBackward y")
+	elemCheckMatrix(dy, rows, cols, ldDy, "SoftmaxBackward dy")
 	runSoftmax(threads, &softmaxTask{op: opSoftmaxBackward, rows: rows, cols: cols, dst: dx, ldDst: ldDx, a: y, ldA: ldY, b: dy, ldB: ldDy})
 }
 
 // LogSoftmaxBackward computes the gradient through LogSoftmax from its
 // output y: dx[r][j] = dy[r][j] - e^y[r][j]·Σ_k dy[r][k]. dx may be dy.
 func LogSoftmaxBackward(threads, rows, cols int, dx []float32, ldDx int, y []float32, ldY int, dy []float32, ldDy int) {
-	checkDims(rows, cols, "LogSoftmaxBackward")
-	checkMatrix(dx, rows, cols, ldDx, "LogSoftmaxBackward dx")
-	checkMatrix(y, rows, cols, ldY, "LogSoftmaxBackward y")
-	checkMatrix(dy, rows, cols, ldDy, "LogSoftmaxBackward dy")
+	elemCheckDims(rows, cols, "LogSoftmaxBackward")
+	elemCheckMatrix(dx, rows, cols, ldDx, "LogSoftmaxBackward dx")
+	elemCheckMatrix(y, rows, cols, ldY, "LogSoftmaxBackward y")
+	elemCheckMatrix(dy, rows, cols, ldDy, "LogSoftmaxBackward dy")
 	runSoftmax(threads, &softmaxTask{op: opLogSoftmaxBackward, rows: rows, cols: cols, dst: dx, ldDst: ldDx, a: y, ldA: ldY, b: dy, ldB: ldDy})
 }
 
@@ -58,14 +58,14 @@ func LogSoftmaxBackward(threads, rows, cols int, dx []float32, ldDx int, y []flo
 // costs i+1 columns). Use SoftmaxBackward for the gradient with respect to
 // the masked, scaled scores, then scale it by scale. dst may be src.
 func AttentionSoftmax(threads, batch, rows, cols int, dst []float32, ldDst int, src []float32, ldSrc int, scale float32, mask []float32, ldMask int, causal bool) {
-	checkDims(rows, cols, "AttentionSoftmax")
+	elemCheckDims(rows, cols, "AttentionSoftmax")
 	if batch < 0 {
 		panic("kernels: AttentionSoftmax negative batch")
 	}
-	checkMatrix(dst, batch*rows, cols, ldDst, "AttentionSoftmax dst")
-	checkMatrix(src, batch*rows, cols, ldSrc, "AttentionSoftmax src")
+	elemCheckMatrix(dst, batch*rows, cols, ldDst, "AttentionSoftmax dst")
+	elemCheckMatrix(src, batch*rows, cols, ldSrc, "AttentionSoftmax src")
 	if mask != nil {
-		checkMatrix(mask, rows, cols, ldMask, "AttentionSoftmax mask")
+		elemCheckMatrix(mask, rows, cols, ldMask, "AttentionSoftmax mask")
 	}
 	runSoftmax(threads, &softmaxTask{
 		op: opAttention, rows: batch * rows, cols: cols, dst: dst, ldDst: ldDst, a: src, ldA: ldSrc,
@@ -108,7 +108,7 @@ func runSoftmax(threads int, args *softmaxTask) {
 	}
 	t := softmaxTasks.Get().(*softmaxTask)
 	*t = *args
-	Parallel(rowWorkers(threads, t.rows, t.cols), t)
+	Parallel(elemWorkers(threads, t.rows, t.cols), t)
 	*t = softmaxTask{}
 	softmaxTasks.Put(t)
 }
@@ -116,17 +116,17 @@ func runSoftmax(threads int, args *softmaxTask) {
 func (t *softmaxTask) Run(w, workers int) {
 	lo, hi := Split(t.rows, w, workers, 1)
 	for r := lo; r < hi; r++ {
-		dst := row(t.dst, r, t.ldDst, t.cols)
-		a := row(t.a, r, t.ldA, t.cols)
+		dst := elemRow(t.dst, r, t.ldDst, t.cols)
+		a := elemRow(t.a, r, t.ldA, t.cols)
 		switch t.op {
 		case opSoftmax:
 			softmaxRow(dst, a)
 		case opLogSoftmax:
 			logSoftmaxRow(dst, a)
 		case opSoftmaxBackward:
-			softmaxBackwardF32(dst, a, row(t.b, r, t.ldB, t.cols), dotF32(row(t.b, r, t.ldB, t.cols), a))
+			softmaxBackwardF32(dst, a, elemRow(t.b, r, t.ldB, t.cols), dotF32(elemRow(t.b, r, t.ldB, t.cols), a))
 		case opLogSoftmaxBackward:
-			dy := row(t.b, r, t.ldB, t.cols)
+			dy := elemRow(t.b, r, t.ldB, t.cols)
 			logSoftmaxBackwardF32(dst, a, dy, sumF32(dy))
 		case opAttention:
 			t.attentionRow(r, dst, a)
@@ -155,7 +155,7 @@ func (t *softmaxTask) attentionRow(r int, dst, src []float32) {
 	d := dst[:n]
 	var m float32
 	if t.b != nil {
-		m = scaleAddMaxF32(d, src[:n], t.scale, row(t.b, i, t.ldB, t.cols)[:n])
+		m = scaleAddMaxF32(d, src[:n], t.scale, elemRow(t.b, i, t.ldB, t.cols)[:n])
 	} else {
 		m = scaleMaxF32(d, src[:n], t.scale)
 	}

@@ -8,38 +8,38 @@ import (
 	"testing"
 )
 
-// rowShape is one matrix shape of the row-kernel tests.
-type rowShape struct{ rows, cols, ld int }
+// elemShape is one matrix shape of the row-kernel tests.
+type elemShape struct{ rows, cols, ld int }
 
-func (s rowShape) String() string { return fmt.Sprintf("%dx%d(ld %d)", s.rows, s.cols, s.ld) }
+func (s elemShape) String() string { return fmt.Sprintf("%dx%d(ld %d)", s.rows, s.cols, s.ld) }
 
-// rowShapes crosses every column count up to 130 (the kernels' unroll and
+// elemShapes crosses every column count up to 130 (the kernels' unroll and
 // tail boundaries), strides beyond cols, and a few shapes big enough to be
 // split across three workers.
-func rowShapes(rng *rand.Rand) []rowShape {
-	var out []rowShape
+func elemShapes(rng *rand.Rand) []elemShape {
+	var out []elemShape
 	for cols := 0; cols <= 130; cols++ {
-		out = append(out, rowShape{3, cols, cols + rng.IntN(4)})
+		out = append(out, elemShape{3, cols, cols + rng.IntN(4)})
 	}
 	return append(out,
-		rowShape{0, 7, 7}, rowShape{1, 8000, 8000}, rowShape{4, 1000, 1003},
-		rowShape{40, 2000, 2000}, rowShape{128, 128, 128}, rowShape{300, 256, 260})
+		elemShape{0, 7, 7}, elemShape{1, 8000, 8000}, elemShape{4, 1000, 1003},
+		elemShape{40, 2000, 2000}, elemShape{128, 128, 128}, elemShape{300, 256, 260})
 }
 
-// threadCounts are run for every shape; results must agree bit for bit.
-var threadCounts = []int{1, 2, 3}
+// elemThreadCounts are run for every shape; results must agree bit for bit.
+var elemThreadCounts = []int{1, 2, 3}
 
-// eps32 is float32's unit roundoff.
-const eps32 = 0x1p-24
+// elemEps is float32's unit roundoff.
+const elemEps = 0x1p-24
 
 // sumErrUlps bounds the relative error of a lane-wise float32 sum of n
 // positive terms, in units of eps32 (each lane adds n/8 terms in order).
 func sumErrUlps(n int) float64 { return float64(n)/8 + 8 }
 
-// randRows fills a rows×cols matrix with stride ld (padding NaN, to catch
+// elemRandRows fills a rows×cols matrix with stride ld (padding NaN, to catch
 // reads of it) from N(0, scale²); with specials, some rows get NaN, ±Inf or
 // very large values.
-func randRows(rng *rand.Rand, s rowShape, scale float64, specials bool) []float32 {
+func elemRandRows(rng *rand.Rand, s elemShape, scale float64, specials bool) []float32 {
 	m := make([]float32, max(0, (s.rows-1)*s.ld+s.cols))
 	for i := range m {
 		m[i] = float32(math.NaN())
@@ -82,12 +82,12 @@ func softmaxTol(x []float32, m float32, j int, w, roundings float64) float64 {
 	if w == 0 {
 		return 1e-45
 	}
-	return w*eps32*(roundings+sumErrUlps(len(x))+math.Abs(float64(x[j])-float64(m))) + 1e-45
+	return w*elemEps*(roundings+sumErrUlps(len(x))+math.Abs(float64(x[j])-float64(m))) + 1e-45
 }
 
-// closeTo reports whether got is within tol of want, NaN matching NaN and
+// elemClose reports whether got is within tol of want, NaN matching NaN and
 // infinities matching exactly.
-func closeTo(got float32, want, tol float64) bool {
+func elemClose(got float32, want, tol float64) bool {
 	g := float64(got)
 	if math.IsNaN(want) || math.IsNaN(g) {
 		return math.IsNaN(want) && math.IsNaN(g)
@@ -98,14 +98,14 @@ func closeTo(got float32, want, tol float64) bool {
 	return math.Abs(g-want) <= tol
 }
 
-// runThreads runs f for every thread count on a fresh guarded output
+// elemRunThreads runs f for every thread count on a fresh guarded output
 // (initialised from init) and checks the outputs agree bit for bit; it
 // returns the output of the first.
-func runThreads(t *testing.T, what string, init []float32, f func(threads int, out []float32)) []float32 {
+func elemRunThreads(t *testing.T, what string, init []float32, f func(threads int, out []float32)) []float32 {
 	t.Helper()
 	var first []float32
-	for _, threads := range threadCounts {
-		g := newGuarded(len(init))
+	for _, threads := range elemThreadCounts {
+		g := newElemGuarded(len(init))
 		copy(g.s(), init)
 		f(threads, g.s())
 		g.check(t, what)
@@ -115,14 +115,14 @@ func runThreads(t *testing.T, what string, init []float32, f func(threads int, o
 		}
 		for i, v := range g.s() {
 			if math.Float32bits(v) != math.Float32bits(first[i]) {
-				t.Fatalf("%s: threads=%d differs from threads=%d at %d: %v vs %v", what, threads, threadCounts[0], i, v, first[i])
+				t.Fatalf("%s: threads=%d differs from threads=%d at %d: %v vs %v", what, threads, elemThreadCounts[0], i, v, first[i])
 			}
 		}
 	}
 	return first
 }
 
-func nanMatrix(n int) []float32 {
+func elemNaNs(n int) []float32 {
 	m := make([]float32, n)
 	for i := range m {
 		m[i] = float32(math.NaN())
@@ -133,17 +133,17 @@ func nanMatrix(n int) []float32 {
 func TestSoftmax(t *testing.T) {
 	forISAs(t, func(t *testing.T, isa ISA) {
 		rng := rand.New(rand.NewPCG(10, uint64(isa)))
-		for _, s := range rowShapes(rng) {
-			src := randRows(rng, s, 4, true)
+		for _, s := range elemShapes(rng) {
+			src := elemRandRows(rng, s, 4, true)
 			what := "Softmax " + s.String()
-			got := runThreads(t, what, nanMatrix(len(src)), func(threads int, dst []float32) {
+			got := elemRunThreads(t, what, elemNaNs(len(src)), func(threads int, dst []float32) {
 				Softmax(threads, s.rows, s.cols, dst, s.ld, src, s.ld)
 			})
 			for r := range s.rows {
-				x := row(src, r, s.ld, s.cols)
-				want, m := refSoftmax64(x), max32(x)
+				x := elemRow(src, r, s.ld, s.cols)
+				want, m := refSoftmax64(x), elemMax(x)
 				for j, w := range want {
-					if g := got[r*s.ld+j]; !closeTo(g, w, softmaxTol(x, m, j, w, 4)) {
+					if g := got[r*s.ld+j]; !elemClose(g, w, softmaxTol(x, m, j, w, 4)) {
 						t.Fatalf("%s row %d col %d: got %v, want %v", what, r, j, g, w)
 					}
 				}
@@ -153,7 +153,7 @@ func TestSoftmax(t *testing.T) {
 			Softmax(2, s.rows, s.cols, inPlace, s.ld, inPlace, s.ld)
 			for r := range s.rows {
 				for j := range s.cols {
-					if !sameFloat(inPlace[r*s.ld+j], got[r*s.ld+j]) {
+					if !elemSameFloat(inPlace[r*s.ld+j], got[r*s.ld+j]) {
 						t.Fatalf("%s in place differs at row %d col %d", what, r, j)
 					}
 				}
@@ -165,14 +165,14 @@ func TestSoftmax(t *testing.T) {
 func TestLogSoftmax(t *testing.T) {
 	forISAs(t, func(t *testing.T, isa ISA) {
 		rng := rand.New(rand.NewPCG(11, uint64(isa)))
-		for _, s := range rowShapes(rng) {
-			src := randRows(rng, s, 4, true)
+		for _, s := range elemShapes(rng) {
+			src := elemRandRows(rng, s, 4, true)
 			what := "LogSoftmax " + s.String()
-			got := runThreads(t, what, nanMatrix(len(src)), func(threads int, dst []float32) {
+			got := elemRunThreads(t, what, elemNaNs(len(src)), func(threads int, dst []float32) {
 				LogSoftmax(threads, s.rows, s.cols, dst, s.ld, src, s.ld)
 			})
 			for r := range s.rows {
-				x := row(src, r, s.ld, s.cols)
+				x := elemRow(src, r, s.ld, s.cols)
 				p := refSoftmax64(x)
 				for j := range x {
 					w := math.Log(p[j])
@@ -186,8 +186,8 @@ func TestLogSoftmax(t *testing.T) {
 						}
 						w = float64(x[j]) - m - math.Log(sum)
 					}
-					tol := eps32 * (4*(math.Abs(float64(x[j]))+math.Abs(w-float64(x[j]))+math.Abs(w)) + sumErrUlps(s.cols))
-					if g := got[r*s.ld+j]; !closeTo(g, w, tol) {
+					tol := elemEps * (4*(math.Abs(float64(x[j]))+math.Abs(w-float64(x[j]))+math.Abs(w)) + sumErrUlps(s.cols))
+					if g := got[r*s.ld+j]; !elemClose(g, w, tol) {
 						t.Fatalf("%s row %d col %d: got %v, want %v", what, r, j, g, w)
 					}
 				}
@@ -199,17 +199,17 @@ func TestLogSoftmax(t *testing.T) {
 func TestSoftmaxBackward(t *testing.T) {
 	forISAs(t, func(t *testing.T, isa ISA) {
 		rng := rand.New(rand.NewPCG(12, uint64(isa)))
-		for _, s := range rowShapes(rng) {
-			logits := randRows(rng, s, 2, false)
+		for _, s := range elemShapes(rng) {
+			logits := elemRandRows(rng, s, 2, false)
 			y := make([]float32, len(logits))
 			Softmax(1, s.rows, s.cols, y, s.ld, logits, s.ld)
-			dy := randRows(rng, s, 1, false)
+			dy := elemRandRows(rng, s, 1, false)
 			what := "SoftmaxBackward " + s.String()
-			got := runThreads(t, what, nanMatrix(len(y)), func(threads int, dx []float32) {
+			got := elemRunThreads(t, what, elemNaNs(len(y)), func(threads int, dx []float32) {
 				SoftmaxBackward(threads, s.rows, s.cols, dx, s.ld, y, s.ld, dy, s.ld)
 			})
 			for r := range s.rows {
-				yr, dyr := row(y, r, s.ld, s.cols), row(dy, r, s.ld, s.cols)
+				yr, dyr := elemRow(y, r, s.ld, s.cols), elemRow(dy, r, s.ld, s.cols)
 				var dot, dotAbs float64
 				for j := range yr {
 					dot += float64(yr[j]) * float64(dyr[j])
@@ -217,8 +217,8 @@ func TestSoftmaxBackward(t *testing.T) {
 				}
 				for j := range yr {
 					w := float64(yr[j]) * (float64(dyr[j]) - dot)
-					tol := eps32 * float64(yr[j]) * (4*(math.Abs(float64(dyr[j]))+math.Abs(dot)) + sumErrUlps(s.cols)*dotAbs)
-					if g := got[r*s.ld+j]; !closeTo(g, w, tol+1e-45) {
+					tol := elemEps * float64(yr[j]) * (4*(math.Abs(float64(dyr[j]))+math.Abs(dot)) + sumErrUlps(s.cols)*dotAbs)
+					if g := got[r*s.ld+j]; !elemClose(g, w, tol+1e-45) {
 						t.Fatalf("%s row %d col %d: got %v, want %v", what, r, j, g, w)
 					}
 				}
@@ -228,7 +228,7 @@ func TestSoftmaxBackward(t *testing.T) {
 			SoftmaxBackward(1, s.rows, s.cols, inPlace, s.ld, y, s.ld, inPlace, s.ld)
 			for r := range s.rows {
 				for j := range s.cols {
-					if !sameFloat(inPlace[r*s.ld+j], got[r*s.ld+j]) {
+					if !elemSameFloat(inPlace[r*s.ld+j], got[r*s.ld+j]) {
 						t.Fatalf("%s in place differs at row %d col %d", what, r, j)
 					}
 				}
@@ -240,17 +240,17 @@ func TestSoftmaxBackward(t *testing.T) {
 func TestLogSoftmaxBackward(t *testing.T) {
 	forISAs(t, func(t *testing.T, isa ISA) {
 		rng := rand.New(rand.NewPCG(13, uint64(isa)))
-		for _, s := range rowShapes(rng) {
-			logits := randRows(rng, s, 2, false)
+		for _, s := range elemShapes(rng) {
+			logits := elemRandRows(rng, s, 2, false)
 			y := make([]float32, len(logits))
 			LogSoftmax(1, s.rows, s.cols, y, s.ld, logits, s.ld)
-			dy := randRows(rng, s, 1, false)
+			dy := elemRandRows(rng, s, 1, false)
 			what := "LogSoftmaxBackward " + s.String()
-			got := runThreads(t, what, nanMatrix(len(y)), func(threads int, dx []float32) {
+			got := elemRunThreads(t, what, elemNaNs(len(y)), func(threads int, dx []float32) {
 				LogSoftmaxBackward(threads, s.rows, s.cols, dx, s.ld, y, s.ld, dy, s.ld)
 			})
 			for r := range s.rows {
-				yr, dyr := row(y, r, s.ld, s.cols), row(dy, r, s.ld, s.cols)
+				yr, dyr := elemRow(y, r, s.ld, s.cols), elemRow(dy, r, s.ld, s.cols)
 				var sum, sumAbs float64
 				for _, v := range dyr {
 					sum += float64(v)
@@ -259,8 +259,8 @@ func TestLogSoftmaxBackward(t *testing.T) {
 				for j := range yr {
 					p := math.Exp(float64(yr[j]))
 					w := float64(dyr[j]) - p*sum
-					tol := eps32 * (4*(math.Abs(float64(dyr[j]))+p*math.Abs(sum)) + p*sumErrUlps(s.cols)*sumAbs)
-					if g := got[r*s.ld+j]; !closeTo(g, w, tol+1e-45) {
+					tol := elemEps * (4*(math.Abs(float64(dyr[j]))+p*math.Abs(sum)) + p*sumErrUlps(s.cols)*sumAbs)
+					if g := got[r*s.ld+j]; !elemClose(g, w, tol+1e-45) {
 						t.Fatalf("%s row %d col %d: got %v, want %v", what, r, j, g, w)
 					}
 				}
@@ -275,9 +275,9 @@ func TestAttentionSoftmax(t *testing.T) {
 		for _, dims := range [][3]int{{1, 1, 1}, {2, 5, 5}, {3, 17, 17}, {2, 33, 40}, {1, 70, 65}, {4, 128, 128}, {16, 130, 130}} {
 			batch, rows, cols := dims[0], dims[1], dims[2]
 			ld := cols + 1
-			s := rowShape{batch * rows, cols, ld}
-			src := randRows(rng, s, 3, false)
-			mask := randRows(rng, rowShape{rows, cols, cols}, 1, false)
+			s := elemShape{batch * rows, cols, ld}
+			src := elemRandRows(rng, s, 3, false)
+			mask := elemRandRows(rng, elemShape{rows, cols, cols}, 1, false)
 			for i := range mask {
 				if rng.IntN(5) == 0 {
 					mask[i] = float32(math.Inf(-1))
@@ -290,7 +290,7 @@ func TestAttentionSoftmax(t *testing.T) {
 			for _, m := range [][]float32{nil, mask} {
 				for _, causal := range []bool{false, true} {
 					what := fmt.Sprintf("AttentionSoftmax %dx%dx%d mask=%v causal=%v", batch, rows, cols, m != nil, causal)
-					got := runThreads(t, what, nanMatrix(len(src)), func(threads int, dst []float32) {
+					got := elemRunThreads(t, what, elemNaNs(len(src)), func(threads int, dst []float32) {
 						AttentionSoftmax(threads, batch, rows, cols, dst, ld, src, ld, scale, m, cols, causal)
 					})
 					for r := range s.rows {
@@ -306,9 +306,9 @@ func TestAttentionSoftmax(t *testing.T) {
 							}
 							z[j] = float32(v)
 						}
-						want, m := refSoftmax64(z), max32(z)
+						want, m := refSoftmax64(z), elemMax(z)
 						for j, w := range want {
-							if g := got[r*ld+j]; !closeTo(g, w, softmaxTol(z, m, j, w, 6)) {
+							if g := got[r*ld+j]; !elemClose(g, w, softmaxTol(z, m, j, w, 6)) {
 								t.Fatalf("%s row %d col %d: got %v, want %v", what, r, j, g, w)
 							}
 						}
@@ -317,7 +317,7 @@ func TestAttentionSoftmax(t *testing.T) {
 					AttentionSoftmax(1, batch, rows, cols, inPlace, ld, inPlace, ld, scale, m, cols, causal)
 					for r := range s.rows {
 						for j := range cols {
-							if !sameFloat(inPlace[r*ld+j], got[r*ld+j]) {
+							if !elemSameFloat(inPlace[r*ld+j], got[r*ld+j]) {
 								t.Fatalf("%s in place differs at row %d col %d", what, r, j)
 							}
 						}
@@ -328,8 +328,8 @@ func TestAttentionSoftmax(t *testing.T) {
 	})
 }
 
-// max32 returns the largest of x (NaN if any is NaN), -Inf when empty.
-func max32(x []float32) float32 {
+// elemMax returns the largest of x (NaN if any is NaN), -Inf when empty.
+func elemMax(x []float32) float32 {
 	m := float32(math.Inf(-1))
 	for _, v := range x {
 		m = max(m, v)

@@ -9,48 +9,48 @@ import "sync"
 
 // AddF32 sets dst[i] = a[i] + b[i] for i < len(dst).
 func AddF32(dst, a, b []float32) {
-	checkLen(a, len(dst), "kernels: AddF32 len(a) < len(dst)")
-	checkLen(b, len(dst), "kernels: AddF32 len(b) < len(dst)")
+	elemCheckLen(a, len(dst), "kernels: AddF32 len(a) < len(dst)")
+	elemCheckLen(b, len(dst), "kernels: AddF32 len(b) < len(dst)")
 	addF32(dst, a[:len(dst)], b[:len(dst)])
 }
 
 // SubF32 sets dst[i] = a[i] - b[i] for i < len(dst).
 func SubF32(dst, a, b []float32) {
-	checkLen(a, len(dst), "kernels: SubF32 len(a) < len(dst)")
-	checkLen(b, len(dst), "kernels: SubF32 len(b) < len(dst)")
+	elemCheckLen(a, len(dst), "kernels: SubF32 len(a) < len(dst)")
+	elemCheckLen(b, len(dst), "kernels: SubF32 len(b) < len(dst)")
 	subF32(dst, a[:len(dst)], b[:len(dst)])
 }
 
 // MulF32 sets dst[i] = a[i] * b[i] for i < len(dst).
 func MulF32(dst, a, b []float32) {
-	checkLen(a, len(dst), "kernels: MulF32 len(a) < len(dst)")
-	checkLen(b, len(dst), "kernels: MulF32 len(b) < len(dst)")
+	elemCheckLen(a, len(dst), "kernels: MulF32 len(a) < len(dst)")
+	elemCheckLen(b, len(dst), "kernels: MulF32 len(b) < len(dst)")
 	mulF32(dst, a[:len(dst)], b[:len(dst)])
 }
 
 // DivF32 sets dst[i] = a[i] / b[i] for i < len(dst).
 func DivF32(dst, a, b []float32) {
-	checkLen(a, len(dst), "kernels: DivF32 len(a) < len(dst)")
-	checkLen(b, len(dst), "kernels: DivF32 len(b) < len(dst)")
+	elemCheckLen(a, len(dst), "kernels: DivF32 len(a) < len(dst)")
+	elemCheckLen(b, len(dst), "kernels: DivF32 len(b) < len(dst)")
 	divF32(dst, a[:len(dst)], b[:len(dst)])
 }
 
 // ScaleF32 sets dst[i] = alpha * src[i] for i < len(dst).
 func ScaleF32(dst []float32, alpha float32, src []float32) {
-	checkLen(src, len(dst), "kernels: ScaleF32 len(src) < len(dst)")
+	elemCheckLen(src, len(dst), "kernels: ScaleF32 len(src) < len(dst)")
 	scaleF32(dst, alpha, src[:len(dst)])
 }
 
 // AddScalarF32 sets dst[i] = src[i] + v for i < len(dst).
 func AddScalarF32(dst []float32, v float32, src []float32) {
-	checkLen(src, len(dst), "kernels: AddScalarF32 len(src) < len(dst)")
+	elemCheckLen(src, len(dst), "kernels: AddScalarF32 len(src) < len(dst)")
 	addScalarF32(dst, v, src[:len(dst)])
 }
 
 // AxpyF32 sets y[i] += alpha * x[i] for i < len(y) (a fused multiply-add on
 // AVX2 and AVX-512).
 func AxpyF32(y []float32, alpha float32, x []float32) {
-	checkLen(x, len(y), "kernels: AxpyF32 len(x) < len(y)")
+	elemCheckLen(x, len(y), "kernels: AxpyF32 len(x) < len(y)")
 	axpyF32(y, alpha, x[:len(y)])
 }
 
@@ -62,23 +62,23 @@ func SumF32(x []float32) float32 { return sumF32(x) }
 
 // DotF32 returns the sum of x[i]*y[i] for i < len(x), in SumF32's order.
 func DotF32(x, y []float32) float32 {
-	checkLen(y, len(x), "kernels: DotF32 len(y) < len(x)")
+	elemCheckLen(y, len(x), "kernels: DotF32 len(y) < len(x)")
 	return dotF32(x, y[:len(x)])
 }
 
 // AddRowVector sets dst[r][j] = src[r][j] + v[j] for every row r < rows and
 // column j < cols: a bias add over rows. dst may be src.
 func AddRowVector(threads, rows, cols int, dst []float32, ldDst int, src []float32, ldSrc int, v []float32) {
-	checkDims(rows, cols, "AddRowVector")
-	checkMatrix(dst, rows, cols, ldDst, "AddRowVector dst")
-	checkMatrix(src, rows, cols, ldSrc, "AddRowVector src")
-	checkLen(v, cols, "kernels: AddRowVector len(v) < cols")
+	elemCheckDims(rows, cols, "AddRowVector")
+	elemCheckMatrix(dst, rows, cols, ldDst, "AddRowVector dst")
+	elemCheckMatrix(src, rows, cols, ldSrc, "AddRowVector src")
+	elemCheckLen(v, cols, "kernels: AddRowVector len(v) < cols")
 	if rows == 0 || cols == 0 {
 		return
 	}
 	t := vecTasks.Get().(*vecTask)
 	*t = vecTask{op: vecAddRow, rows: rows, cols: cols, dst: dst, ldDst: ldDst, src: src, ldSrc: ldSrc, v: v[:cols]}
-	Parallel(rowWorkers(threads, rows, cols), t)
+	Parallel(elemWorkers(threads, rows, cols), t)
 	*t = vecTask{}
 	vecTasks.Put(t)
 }
@@ -87,15 +87,15 @@ func AddRowVector(threads, rows, cols int, dst []float32, ldDst int, src []float
 // j < cols (a bias gradient). Each column is summed in row order, whatever
 // the thread count.
 func SumRows(threads, rows, cols int, dst []float32, src []float32, ldSrc int) {
-	checkDims(rows, cols, "SumRows")
-	checkMatrix(src, rows, cols, ldSrc, "SumRows src")
-	checkLen(dst, cols, "kernels: SumRows len(dst) < cols")
+	elemCheckDims(rows, cols, "SumRows")
+	elemCheckMatrix(src, rows, cols, ldSrc, "SumRows src")
+	elemCheckLen(dst, cols, "kernels: SumRows len(dst) < cols")
 	if rows == 0 || cols == 0 {
 		return
 	}
 	t := vecTasks.Get().(*vecTask)
 	*t = vecTask{op: vecSumRows, rows: rows, cols: cols, dst: dst[:cols], src: src, ldSrc: ldSrc}
-	Parallel(min(rowWorkers(threads, rows, cols), (cols+15)/16), t)
+	Parallel(min(elemWorkers(threads, rows, cols), (cols+15)/16), t)
 	*t = vecTask{}
 	vecTasks.Put(t)
 }
@@ -126,7 +126,7 @@ func (t *vecTask) Run(w, workers int) {
 	case vecAddRow:
 		lo, hi := Split(t.rows, w, workers, 1)
 		for r := lo; r < hi; r++ {
-			addF32(row(t.dst, r, t.ldDst, t.cols), row(t.src, r, t.ldSrc, t.cols), t.v)
+			addF32(elemRow(t.dst, r, t.ldDst, t.cols), elemRow(t.src, r, t.ldSrc, t.cols), t.v)
 		}
 	case vecSumRows:
 		// Workers own column blocks, so each column still adds rows in order.

@@ -6,9 +6,9 @@ import (
 	"testing"
 )
 
-// testLengths crosses every unroll and tail boundary of the kernels (16
+// elemTestLengths crosses every unroll and tail boundary of the kernels (16
 // lanes × 4 on AVX-512, 8 × 4 on AVX2) and a few long slices.
-func testLengths() []int {
+func elemTestLengths() []int {
 	var ns []int
 	for n := 0; n <= 130; n++ {
 		ns = append(ns, n)
@@ -34,7 +34,7 @@ type elementwise struct {
 	axpy   bool
 }
 
-const alpha32 = float32(-1.7)
+const elemAlpha = float32(-1.7)
 
 var elementwiseKernels = []elementwise{
 	{name: "Add", inputs: 2, run: func(d []float32, in [][]float32) { AddF32(d, in[0], in[1]) },
@@ -45,13 +45,13 @@ var elementwiseKernels = []elementwise{
 		exact: func(in [][]float32, i int) float32 { return in[0][i] * in[1][i] }},
 	{name: "Div", inputs: 2, run: func(d []float32, in [][]float32) { DivF32(d, in[0], in[1]) },
 		exact: func(in [][]float32, i int) float32 { return in[0][i] / in[1][i] }},
-	{name: "Scale", inputs: 1, run: func(d []float32, in [][]float32) { ScaleF32(d, alpha32, in[0]) },
-		exact: func(in [][]float32, i int) float32 { return alpha32 * in[0][i] }},
-	{name: "AddScalar", inputs: 1, run: func(d []float32, in [][]float32) { AddScalarF32(d, alpha32, in[0]) },
-		exact: func(in [][]float32, i int) float32 { return in[0][i] + alpha32 }},
+	{name: "Scale", inputs: 1, run: func(d []float32, in [][]float32) { ScaleF32(d, elemAlpha, in[0]) },
+		exact: func(in [][]float32, i int) float32 { return elemAlpha * in[0][i] }},
+	{name: "AddScalar", inputs: 1, run: func(d []float32, in [][]float32) { AddScalarF32(d, elemAlpha, in[0]) },
+		exact: func(in [][]float32, i int) float32 { return in[0][i] + elemAlpha }},
 	// y + alpha·x with one rounding (an FMA; the generic version rounds
 	// the float64 sum, within half an ulp of that).
-	{name: "Axpy", inputs: 2, run: func(d []float32, in [][]float32) { copy(d, in[0]); AxpyF32(d, alpha32, in[1]) }, axpy: true},
+	{name: "Axpy", inputs: 2, run: func(d []float32, in [][]float32) { copy(d, in[0]); AxpyF32(d, elemAlpha, in[1]) }, axpy: true},
 	{name: "TanhBackward", inputs: 2, run: func(d []float32, in [][]float32) { TanhBackwardF32(d, in[0], in[1]) },
 		ref2: func(y, dy float64) float64 { return dy * (1 - y*y) }, ulps: 1.5,
 		domain: func(v float32) float32 { return float32(math.Tanh(float64(v))) }},
@@ -71,7 +71,7 @@ func init() {
 	}
 }
 
-func sameFloat(a, b float32) bool {
+func elemSameFloat(a, b float32) bool {
 	return a == b && math.Signbit(float64(a)) == math.Signbit(float64(b)) || a != a && b != b
 }
 
@@ -84,21 +84,21 @@ func TestElementwise(t *testing.T) {
 		rng := rand.New(rand.NewPCG(1, uint64(isa)))
 		for _, k := range elementwiseKernels {
 			t.Run(k.name, func(t *testing.T) {
-				for _, n := range testLengths() {
+				for _, n := range elemTestLengths() {
 					in := make([][]float32, k.inputs)
 					for j := range in {
 						// Special values in the data inputs; the
 						// gradients dy stay finite.
-						in[j] = randSlice(rng, n, 3, j == 0 || k.grad == "")
+						in[j] = elemRandSlice(rng, n, 3, j == 0 || k.grad == "")
 					}
 					k.mapDomain(in)
-					out := newGuarded(n)
+					out := newElemGuarded(n)
 					k.run(out.s(), in)
 					out.check(t, k.name)
 					got := out.s()
 					for i := range n {
 						if !k.ok(in, i, got[i]) {
-							t.Fatalf("n=%d: %s element %d of inputs %v: got %v", n, k.name, i, column(in, i), got[i])
+							t.Fatalf("n=%d: %s element %d of inputs %v: got %v", n, k.name, i, elemColumn(in, i), got[i])
 						}
 					}
 					// In place: dst is the first input.
@@ -106,7 +106,7 @@ func TestElementwise(t *testing.T) {
 					inAlias := append([][]float32{alias}, in[1:]...)
 					k.run(alias, inAlias)
 					for i := range n {
-						if !sameFloat(alias[i], got[i]) {
+						if !elemSameFloat(alias[i], got[i]) {
 							t.Fatalf("n=%d: %s in place differs at %d: %v, out of place %v", n, k.name, i, alias[i], got[i])
 						}
 					}
@@ -124,7 +124,7 @@ func (k *elementwise) mapDomain(in [][]float32) {
 	}
 }
 
-func column(in [][]float32, i int) []float32 {
+func elemColumn(in [][]float32, i int) []float32 {
 	c := make([]float32, len(in))
 	for j := range in {
 		c[j] = in[j][i]
@@ -135,16 +135,16 @@ func column(in [][]float32, i int) []float32 {
 func (k *elementwise) ok(in [][]float32, i int, got float32) bool {
 	switch {
 	case k.exact != nil:
-		return sameFloat(got, k.exact(in, i))
+		return elemSameFloat(got, k.exact(in, i))
 	case k.ref != nil:
 		ok, _ := k.ref.accept(in[0][i], got)
 		return ok
 	case k.ref2 != nil:
-		return ulpErr(got, k.ref2(float64(in[0][i]), float64(in[1][i]))) <= k.ulps
+		return elemULPErr(got, k.ref2(float64(in[0][i]), float64(in[1][i]))) <= k.ulps
 	case k.axpy:
 		y, x := float64(in[0][i]), float64(in[1][i])
-		want := y + float64(alpha32)*x
-		return ulpErr(got, want) <= 1 // double rounding in the generic version
+		want := y + float64(elemAlpha)*x
+		return elemULPErr(got, want) <= 1 // double rounding in the generic version
 	}
 	for j := range mathFuncs {
 		if mathFuncs[j].name == k.grad {
@@ -160,9 +160,9 @@ func (k *elementwise) ok(in [][]float32, i int, got float32) bool {
 func TestReductions(t *testing.T) {
 	forISAs(t, func(t *testing.T, isa ISA) {
 		rng := rand.New(rand.NewPCG(2, uint64(isa)))
-		for _, n := range testLengths() {
-			x := randSlice(rng, n, 10, false)
-			y := randSlice(rng, n, 10, false)
+		for _, n := range elemTestLengths() {
+			x := elemRandSlice(rng, n, 10, false)
+			y := elemRandSlice(rng, n, 10, false)
 			var s, sa, d, da float64
 			for i := range n {
 				s += float64(x[i])
@@ -193,11 +193,11 @@ func TestRowVectorOps(t *testing.T) {
 		for _, shape := range [][2]int{{0, 5}, {5, 0}, {1, 1}, {3, 17}, {7, 130}, {64, 33}, {300, 100}, {2000, 40}} {
 			rows, cols := shape[0], shape[1]
 			ld := cols + 3
-			src := randSlice(rng, rows*ld, 1, false)
-			v := randSlice(rng, cols, 1, false)
+			src := elemRandSlice(rng, rows*ld, 1, false)
+			v := elemRandSlice(rng, cols, 1, false)
 			var first []float32
 			for _, threads := range []int{1, 2, 3} {
-				dst := newGuarded(max(rows*ld, 0))
+				dst := newElemGuarded(max(rows*ld, 0))
 				AddRowVector(threads, rows, cols, dst.s(), ld, src, ld, v)
 				dst.check(t, "AddRowVector")
 				for r := range rows {
@@ -207,7 +207,7 @@ func TestRowVectorOps(t *testing.T) {
 						}
 					}
 				}
-				sums := newGuarded(cols)
+				sums := newElemGuarded(cols)
 				for j := range sums.s() {
 					sums.s()[j] = 1
 				}
