@@ -69,10 +69,16 @@ func FuzzElementwise(f *testing.F) {
 // dispatchedAndGeneric returns the results of run (which writes its output
 // to out) at the best ISA and at Generic.
 func dispatchedAndGeneric(run func(out []float32), n int) (best, generic []float32) {
+	return dispatchedAndGenericRuns(func(out []float32, _ bool) { run(out) }, n)
+}
+
+// dispatchedAndGenericRuns is dispatchedAndGeneric for a run that also
+// needs to know which of the two calls it is.
+func dispatchedAndGenericRuns(run func(out []float32, generic bool), n int) (best, generic []float32) {
 	best, generic = elemNaNs(n), elemNaNs(n)
-	run(best)
+	run(best, false)
 	restore := SetMaxISA(Generic)
-	run(generic)
+	run(generic, true)
 	restore()
 	return best, generic
 }
@@ -163,9 +169,9 @@ func FuzzRowKernels(f *testing.F) {
 				finite[i] = max(v, -64)
 			}
 			var lossBest, lossGen float64
-			best, gen := dispatchedAndGeneric(func(out []float32) {
+			best, gen := dispatchedAndGenericRuns(func(out []float32, generic bool) {
 				l, _ := SoftmaxCrossEntropy(2, rows, cols, finite, cols, targets, -1, out, cols, 0.5)
-				if ActiveISA() == Generic {
+				if generic {
 					lossGen = l
 				} else {
 					lossBest = l
@@ -189,9 +195,9 @@ func FuzzRowKernels(f *testing.F) {
 			elemCloseRows(t, "LayerNorm", rows, cols, best, gen)
 			LayerNorm(1, rows, cols, best, cols, finite, cols, gamma, beta, 1e-5, mean, rstd)
 			dgBest, dgGen := make([]float32, cols), make([]float32, cols)
-			best, gen = dispatchedAndGeneric(func(out []float32) {
+			best, gen = dispatchedAndGenericRuns(func(out []float32, generic bool) {
 				dg := dgBest
-				if ActiveISA() == Generic {
+				if generic {
 					dg = dgGen
 				}
 				LayerNormBackward(2, rows, cols, out, cols, other, cols, finite, cols, gamma, mean, rstd, dg, make([]float32, cols))
