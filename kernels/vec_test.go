@@ -229,3 +229,34 @@ func TestRowVectorOps(t *testing.T) {
 		}
 	})
 }
+
+// TestElementwiseSameBitsOnAVX2AndAVX512: the element-wise kernels run the
+// same instruction sequence on 8 and 16 lanes (exp scales by 2^n with
+// VSCALEFPS on one, two exact multiplies on the other, both rounding once),
+// so a result does not depend on which of the two a machine has.
+func TestElementwiseSameBitsOnAVX2AndAVX512(t *testing.T) {
+	if HardwareISA() < AVX512 {
+		t.Skip("needs an AVX-512 machine to compare AVX2 with")
+	}
+	src := elemSweep(16381)
+	dy := make([]float32, len(src))
+	for i := range dy {
+		dy[i] = float32(math.Sin(float64(i)))
+	}
+	for _, k := range elementwiseKernels {
+		in := [][]float32{src, dy}[:k.inputs]
+		var outs [2][]float32
+		for j, isa := range []ISA{AVX512, AVX2} {
+			restore := SetMaxISA(isa)
+			outs[j] = make([]float32, len(src))
+			k.run(outs[j], in)
+			restore()
+		}
+		for i := range src {
+			a, b := outs[0][i], outs[1][i]
+			if math.Float32bits(a) != math.Float32bits(b) && !(a != a && b != b) {
+				t.Fatalf("%s(%v): AVX-512 %v, AVX2 %v", k.name, elemColumn(in, i), a, b)
+			}
+		}
+	}
+}
