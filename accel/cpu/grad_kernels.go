@@ -21,7 +21,8 @@ import (
 
 // ---------------------------------------------------------------- UnaryGrad
 
-// unaryGradKernel is dx = dy·f'(t) (ir.UnaryGrad). The derivatives that
+// unaryGradKernel is dx = dy·f'(t) (ir.UnaryGrad). GELU's runs on package
+// kernels' SIMD version (simd.go); the other derivatives that
 // need transcendental functions are computed in float64 on blocks of t
 // converted first, as the forward unary kernel does (see unaryKernel).
 type unaryGradKernel struct {
@@ -29,6 +30,7 @@ type unaryGradKernel struct {
 	alpha     float64
 	dy, t, dx []float32
 	deriv     func(b []float64, alpha float64) // b[i] = f'(b[i]); nil: a float32 loop
+	simd      func(dx, x, dy []float32)        // a kernels function (simd.go), used instead of deriv
 	scratch   [][]float64                      // per worker
 	workers   int
 	split     splitter
@@ -52,6 +54,9 @@ func newUnaryGrad(threads int, op *ir.UnaryGrad, dy, t, dx *ir.Tensor) kernel {
 				b[i] = ir.UnaryDerivative(fn, alpha, v)
 			}
 		}
+	}
+	if k.simd = simdUnaryGrad(op.Fn); k.simd != nil {
+		k.deriv = nil
 	}
 	if k.deriv != nil {
 		for range k.workers {
@@ -92,6 +97,10 @@ func (k *unaryGradKernel) run() error {
 // share computes elements [lo, hi).
 func (k *unaryGradKernel) share(lo, hi, w int) {
 	dx, dy, t := k.dx[lo:hi], k.dy[lo:hi], k.t[lo:hi]
+	if k.simd != nil {
+		k.simd(dx, t, dy)
+		return
+	}
 	if k.deriv != nil {
 		buf := k.scratch[w]
 		for off := 0; off < len(t); off += len(buf) {
@@ -447,30 +456,28 @@ func (k *sliceGradKernel) run() error {
 
 // ---------------------------------------------------------------- SoftmaxCELoss
 
-// crossEntropyKernel is ir.SoftmaxCELoss: per row, one pass for the
-// maximum, then the row's exponentials in a float64 buffer (in cache),
-// from which the loss and the gradient row are written. Rows run in
-// parallel; the row losses are summed in row order afterwards.
+// crossEntropyKernel is ir.SoftmaxCELoss: the targets are checked and
+// counted, then kernels.SoftmaxCrossEntropy (simd.go) takes each row of
+// logits once for its loss and gradient; rows run in parallel and the row
+// losses are summed in row order.
 type crossEntropyKernel struct {
 	c        int // classes
 	ignore   int64
 	logits   []float32
 	targets  []int64
 	targets2 []int32
+	targets3 []int32   // the targets as kernels.SoftmaxCrossEntropy takes them
 	loss     []float32 // one element
 	dlogits  []float32 // nil when nobody reads the gradient
-	rowLoss  []float64
 	count    int
-	scratch  [][]float64 // per worker, one row
 	workers  int
-	split    splitter
 }
 
 func newCrossEntropy(threads int, op *ir.SoftmaxCELoss, in, out []*ir.Tensor) kernel {
 	logits, targets := in[0], in[1]
 	s := logits.Shape()
 	k := &crossEntropyKernel{ignore: op.IgnoreIndex, c: s[len(s)-1], logits: logits.Float32s(),
-		loss: out[0].Float32s(), rowLoss: make([]float64, targets.Len()), workers: workersFor(threads, logits.Len())}
+		loss: out[0].Float32s(), targets3: make([]int32, targets.Len()), workers: workersFor(threads, logits.Len())}
 	if len(out) > 1 && out[1] != nil {
 		k.dlogits = out[1].Float32s()
 	}
@@ -479,10 +486,6 @@ func newCrossEntropy(threads int, op *ir.SoftmaxCELoss, in, out []*ir.Tensor) ke
 	} else {
 		k.targets = targets.Int64s()
 	}
-	for range k.workers {
-		k.scratch = append(k.scratch, make([]float64, k.c))
-	}
-	k.split = splitter{units: len(k.rowLoss), align: 1, share: k.share}
 	return k
 }
 
@@ -494,9 +497,13 @@ func (k *crossEntropyKernel) target(r int) int64 {
 }
 
 func (k *crossEntropyKernel) run() error {
+	if k.ignore < math.MinInt32 || k.ignore > math.MaxInt32 {
+		return fmt.Errorf("ignore index %d does not fit int32", k.ignore)
+	}
 	k.count = 0
-	for r := range k.rowLoss {
+	for r := range k.targets3 {
 		t := k.target(r)
+		k.targets3[r] = int32(t)
 		if t == k.ignore {
 			continue
 		}
@@ -505,63 +512,11 @@ func (k *crossEntropyKernel) run() error {
 		}
 		k.count++
 	}
+	k.loss[0] = 0
 	if k.c > 0 {
-		k.split.run(k.workers)
+		k.loss[0] = crossEntropyRows(k.workers, len(k.targets3), k.c, k.logits, k.targets3, int32(k.ignore), k.dlogits, k.count)
 	}
-	var sum float64
-	for _, l := range k.rowLoss {
-		sum += l
-	}
-	if k.count > 0 {
-		sum /= float64(k.count)
-	}
-	k.loss[0] = float32(sum)
 	return nil
-}
-
-// share computes rows [lo, hi): the row goes once through a float64
-// buffer (x − max, then its exponentials), from which the loss and the
-// gradient row are taken.
-func (k *crossEntropyKernel) share(lo, hi, w int) {
-	c := k.c
-	buf := k.scratch[w][:c]
-	for r := lo; r < hi; r++ {
-		x := k.logits[r*c : (r+1)*c]
-		t := k.target(r)
-		k.rowLoss[r] = 0
-		var dx []float32
-		if k.dlogits != nil {
-			dx = k.dlogits[r*c : (r+1)*c]
-		}
-		if t == k.ignore {
-			clear(dx)
-			continue
-		}
-		m := float32(math.Inf(-1))
-		for _, v := range x {
-			if v > m {
-				m = v
-			}
-		}
-		for i, v := range x {
-			buf[i] = float64(v - m)
-		}
-		xt := buf[t]
-		var s float64
-		for i, v := range buf {
-			e := exp64(v)
-			buf[i] = e
-			s += e
-		}
-		k.rowLoss[r] = math.Log(s) - xt
-		if dx != nil {
-			scale := 1 / (s * float64(k.count))
-			for i, e := range buf {
-				dx[i] = float32(e * scale)
-			}
-			dx[t] = float32(buf[t]*scale - 1/float64(k.count))
-		}
-	}
 }
 
 // ---------------------------------------------------------------- Reduce
