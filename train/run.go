@@ -19,7 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 )
@@ -266,11 +265,7 @@ func (r *runner) setup() error {
 	if r.method, err = NewMethod(cfg.Method); err != nil {
 		return err
 	}
-	backend, err := accel.Open(cfg.Backend)
-	if err != nil {
-		return err
-	}
-	if r.engine, err = NewHostEngine(r.src, backend, HostOptions{Threads: cfg.Threads, Optimizer: r.opt, Method: r.method}); err != nil {
+	if r.engine, err = NewEngine(r.src, EngineOptions{Backend: cfg.Backend, Threads: cfg.Threads, Optimizer: r.opt, Method: r.method}); err != nil {
 		return err
 	}
 
