@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -237,5 +238,49 @@ func TestTrainErrorsNameTheLine(t *testing.T) {
 	code, _, stderr = dstune("train", "--resume", run, "--lr", "0.5")
 	if code != 1 || !strings.Contains(stderr, "configured differently: optimizer is") {
 		t.Errorf("resume with another --lr: exit %d, %q", code, stderr)
+	}
+}
+
+// TestTrainTinyBERTClassify trains tiny_bert's classifier to tell whether
+// a string of the letters a–h contains an x.
+func TestTrainTinyBERTClassify(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_bert", "model.onnx")
+	rng := rand.New(rand.NewPCG(3, 4))
+	example := func() string {
+		toks := make([]int, 12)
+		for i := range toks {
+			toks[i] = int("abcdefgh"[rng.IntN(8)])
+		}
+		label := rng.IntN(2)
+		if label == 1 {
+			toks[rng.IntN(len(toks))] = 'x'
+		}
+		b, _ := json.Marshal(struct {
+			Tokens []int `json:"tokens"`
+			Label  int   `json:"label"`
+		}{toks, label})
+		return string(b)
+	}
+	var train, valid []string
+	for range 256 {
+		train = append(train, example())
+	}
+	for range 64 {
+		valid = append(valid, example())
+	}
+	dir := t.TempDir()
+	writeLines(t, filepath.Join(dir, "train.jsonl"), train)
+	writeLines(t, filepath.Join(dir, "valid.jsonl"), valid)
+	run := filepath.Join(dir, "run")
+	code, _, stderr := dstune("train", model, "--data", filepath.Join(dir, "train.jsonl"), "--valid", filepath.Join(dir, "valid.jsonl"),
+		"--task", "classify", "--steps", "100", "--batch", "16", "--lr", "1e-3", "--threads", "2", "--out", run)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	recs := metricsLines(t, run)
+	first, last := recs[0]["valid_loss"].(float64), recs[len(recs)-1]["valid_loss"].(float64)
+	t.Logf("tiny_bert, 100 AdamW steps: validation loss %.4f → %.4f", first, last)
+	if !(last < 0.5*first) {
+		t.Errorf("validation loss %.4f → %.4f: not learning the task", first, last)
 	}
 }
