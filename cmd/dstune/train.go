@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"github.com/dstune/dstune/kernels"
@@ -39,10 +40,11 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	trainable := fs.String("trainable", "", "regular expression: train only the parameters whose ONNX names match (default: all)")
 	optimizer := fs.String("optimizer", train.OptimizerAdamW, "adamw | adafactor | sgd")
 	lr := fs.Float64("lr", 0, "learning rate (default 1e-3; Adafactor: a relative step size scaled by each parameter's RMS unless --lr is given, which makes it absolute)")
-	weightDecay := fs.Float64("weight-decay", math.NaN(), "weight decay (AdamW default 0.01, SGD 0)")
+	var weightDecay, beta1, beta2 optionalFloat
+	fs.Var(&weightDecay, "weight-decay", "weight decay (AdamW default 0.01, SGD 0)")
 	momentum := fs.Float64("momentum", 0, "SGD momentum")
-	beta1 := fs.Float64("beta1", math.NaN(), "AdamW β1 (default 0.9); Adafactor first-moment decay (default 0: none)")
-	beta2 := fs.Float64("beta2", math.NaN(), "AdamW β2 (default 0.999)")
+	fs.Var(&beta1, "beta1", "AdamW β1 (default 0.9); Adafactor first-moment decay (default 0: none)")
+	fs.Var(&beta2, "beta2", "AdamW β2 (default 0.999)")
 	schedule := fs.String("schedule", train.ScheduleConstant, "learning-rate schedule after the warm-up: constant | linear | cosine")
 	warmup := fs.Int64("warmup", 0, "linear warm-up steps")
 	steps := fs.Int64("steps", 0, "training steps (batches)")
@@ -66,6 +68,10 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	_, _, _, _, _ = eps, distance, silo, threshold, churn
 
 	pos, err := parseArgs(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(stdout, "usage: dstune train %s\n\nflags:\n%s", commands["train"].usage, flagUsage(fs))
+		return err
+	}
 	if err != nil {
 		return err
 	}
@@ -153,9 +159,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		"weight-decay": func() error {
 			switch {
 			case cfg.Optimizer.AdamW != nil:
-				cfg.Optimizer.AdamW.WeightDecay = *weightDecay
+				cfg.Optimizer.AdamW.WeightDecay = weightDecay.v
 			case cfg.Optimizer.SGD != nil:
-				cfg.Optimizer.SGD.WeightDecay = *weightDecay
+				cfg.Optimizer.SGD.WeightDecay = weightDecay.v
 			default:
 				return usagef("--weight-decay: %s has none", cfg.Optimizer.Name)
 			}
@@ -171,9 +177,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		"beta1": func() error {
 			switch {
 			case cfg.Optimizer.AdamW != nil:
-				cfg.Optimizer.AdamW.Beta1 = *beta1
+				cfg.Optimizer.AdamW.Beta1 = beta1.v
 			case cfg.Optimizer.Adafactor != nil:
-				cfg.Optimizer.Adafactor.Beta1 = *beta1
+				cfg.Optimizer.Adafactor.Beta1 = beta1.v
 			default:
 				return usagef("--beta1: SGD has none (see --momentum)")
 			}
@@ -183,7 +189,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			if cfg.Optimizer.AdamW == nil {
 				return usagef("--beta2 is an AdamW option (Adafactor's decay follows t^-0.8)")
 			}
-			cfg.Optimizer.AdamW.Beta2 = *beta2
+			cfg.Optimizer.AdamW.Beta2 = beta2.v
 			return nil
 		},
 		"schedule":         func() error { cfg.Schedule.Name = *schedule; return nil },
@@ -257,5 +263,25 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if res.ModelFile != "" {
 		fmt.Fprintf(stdout, "fine-tuned model: %s\n", res.ModelFile)
 	}
+	return nil
+}
+
+// optionalFloat is a float flag without a default of its own (the
+// optimizer's applies unless it is given).
+type optionalFloat struct{ v float64 }
+
+func (f *optionalFloat) String() string {
+	if f == nil || f.v == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(f.v, 'g', -1, 64)
+}
+
+func (f *optionalFloat) Set(s string) error {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return fmt.Errorf("want a finite number, got %q", s)
+	}
+	f.v = v
 	return nil
 }

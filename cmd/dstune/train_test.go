@@ -82,3 +82,10 @@ func TestTrainUsage(t *testing.T) {
 		}
 	}
 }
+
+func TestTrainHelpListsFlags(t *testing.T) {
+	code, stdout, _ := dstune("train", "-h")
+	if code != 0 || !strings.Contains(stdout, "-checkpoint-every") || !strings.Contains(stdout, "-resume") {
+		t.Errorf("exit %d, help:\n%s", code, stdout)
+	}
+}
