@@ -284,3 +284,66 @@ func TestTrainTinyBERTClassify(t *testing.T) {
 		t.Errorf("validation loss %.4f → %.4f: not learning the task", first, last)
 	}
 }
+
+// TestTrainModelWithExternalData trains a model whose weights live in an
+// external-data file (the fine-tuned model is re-encoded, not patched)
+// and with an attention-mask input, and checks that model.onnx holds the
+// checkpoint's parameters and the original values of everything else.
+func TestTrainModelWithExternalData(t *testing.T) {
+	model := sharedtest.Path(t, "models", "exports", "gpt2_like_op17_extdata.onnx")
+	rng := rand.New(rand.NewPCG(5, 6))
+	var lines []string
+	for range 24 {
+		toks := make([]int, 4+rng.IntN(12))
+		for i := range toks {
+			toks[i] = rng.IntN(1000)
+		}
+		b, _ := json.Marshal(struct {
+			Tokens []int `json:"tokens"`
+		}{toks})
+		lines = append(lines, string(b))
+	}
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.jsonl")
+	writeLines(t, data, lines)
+	run := filepath.Join(dir, "run")
+	if code, _, stderr := dstune("train", model, "--data", data, "--task", "lm", "--steps", "3", "--batch", "4", "--out", run); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	params := readParams(t, run)
+	orig, err := onnx.ReadFile(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	tuned, err := onnx.ReadFile(filepath.Join(run, "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tuned.Close()
+	if len(tuned.Graph.Initializers) != len(orig.Graph.Initializers) {
+		t.Fatalf("%d initializers, the original has %d", len(tuned.Graph.Initializers), len(orig.Graph.Initializers))
+	}
+	changed := 0
+	for i, ot := range orig.Graph.Initializers {
+		tt := tuned.Graph.Initializers[i]
+		got, err := tt.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := ot.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, trained := params[ot.Name]; trained {
+			want = p
+			changed++
+		}
+		if tt.Name != ot.Name || !bytes.Equal(got, want) {
+			t.Errorf("initializer %q in model.onnx is not the trained or original value", ot.Name)
+		}
+	}
+	if changed != len(params) || changed == 0 {
+		t.Errorf("%d of %d trained parameters found in model.onnx", changed, len(params))
+	}
+}
