@@ -40,15 +40,15 @@ type Config struct {
 	// MaxLen truncates examples; every batch is padded to T = MaxLen, or
 	// to the longest example of the training and validation data when 0
 	// (one static shape, compiled once).
-	MaxLen int    `json:"max_len"`
-	PadID  int64  `json:"pad_id"`
-	Seed   uint64 `json:"seed"`
-	// Backend and Threads: a resumed run continues bit-identically only
-	// with the same thread count, so it is part of the run.
-	Backend         string `json:"backend"`
-	Threads         int    `json:"threads"`
-	EvalEvery       int64  `json:"eval_every"`       // validation every N steps (and after the last); 0: only after the last
-	CheckpointEvery int64  `json:"checkpoint_every"` // 0: only at the end (and on interruption)
+	MaxLen  int    `json:"max_len"`
+	PadID   int64  `json:"pad_id"`
+	Seed    uint64 `json:"seed"`
+	Backend string `json:"backend"`
+	// Threads may change when a run is resumed: every kernel gives the
+	// same bits for any thread count (config.json keeps the first).
+	Threads         int   `json:"threads"`
+	EvalEvery       int64 `json:"eval_every"`       // validation every N steps (and after the last); 0: only after the last
+	CheckpointEvery int64 `json:"checkpoint_every"` // 0: only at the end (and on interruption)
 }
 
 // Check reports what is wrong with a configuration.
@@ -196,7 +196,7 @@ func (r *runner) setup() error {
 			return fmt.Errorf("resume: %w", err)
 		}
 		cfg.ModelSHA256 = stored.ModelSHA256
-		if diff := configDiff(stored, *cfg); diff != "" {
+		if diff := configDiff(stored, *cfg, "threads"); diff != "" {
 			return fmt.Errorf("resume %s: the run was configured differently: %s", dir, diff)
 		}
 	} else {
@@ -327,14 +327,18 @@ func fileSHA256(path string) (string, error) {
 }
 
 // configDiff lists the fields (by JSON name) in which two configurations
-// differ, "" when they agree.
-func configDiff(a, b Config) string {
+// differ, "" when they agree, leaving out the fields named by ignore.
+func configDiff(a, b Config, ignore ...string) string {
 	var diffs []string
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	var ma, mb map[string]any
 	json.Unmarshal(ja, &ma)
 	json.Unmarshal(jb, &mb)
+	for _, k := range ignore {
+		delete(ma, k)
+		delete(mb, k)
+	}
 	for k, va := range ma {
 		if vb := mb[k]; !reflect.DeepEqual(va, vb) {
 			da, _ := json.Marshal(va)

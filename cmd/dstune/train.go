@@ -53,7 +53,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	padID := fs.Int64("pad-id", 0, "token id written at padded positions (they never count in the loss)")
 	seed := fs.Uint64("seed", 0, "seed of the data order")
 	backend := fs.String("backend", "cpu", "cpu | pjrt")
-	threads := fs.Int("threads", 0, "goroutines per kernel call (default: all cores); part of the run, since results depend on it")
+	threads := fs.Int("threads", 0, "goroutines per kernel call (default: all cores; results do not depend on it, and a resumed run may change it)")
 	evalEvery := fs.Int64("eval-every", 0, "validate every N steps (default: steps/10)")
 	ckptEvery := fs.Int64("checkpoint-every", 0, "write a checkpoint every N steps (default: steps/10); always at the end and on Ctrl-C")
 	logEvery := fs.Int64("log-every", 0, "when not on a terminal, print a progress line every N steps (default: steps/20)")
