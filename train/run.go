@@ -284,6 +284,22 @@ func (r *runner) setup() error {
 		return err
 	}
 	if !r.opts.Resume {
+		// One forward pass before the run is recorded: a model that cannot
+		// take these batches (too long for its positions, say) fails here
+		// with a hint, not at step 1 of a run that then has to be resumed.
+		probe, err := NewTrainBatches(ds, r.batchOpts, cfg.Seed, Position{})
+		if err != nil {
+			return err
+		}
+		var b Batch
+		probe.Next(&b)
+		if _, err := r.engine.EvalLoss(&b); err != nil {
+			hint := "the longest example"
+			if cfg.MaxLen > 0 {
+				hint = "--max-len"
+			}
+			return fmt.Errorf("%s cannot take batches of %d×%d tokens (%s; --max-len truncates examples): %w", cfg.Model, b.B, b.T, hint, err)
+		}
 		if err := writeJSONFile(filepath.Join(dir, ConfigFile), cfg); err != nil {
 			return err
 		}

@@ -228,6 +228,19 @@ func TestTrainErrorsNameTheLine(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "bad.jsonl:2: tokens element 1 is 300, outside the vocabulary [0, 256)") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
+	// Examples longer than the model's 64 positions: refused before the
+	// run is recorded, with a hint; --max-len then works in the same
+	// directory.
+	long := filepath.Join(dir, "long.jsonl")
+	writeLines(t, long, []string{`{"tokens":[` + strings.Repeat("65,", 99) + `65]}`, `{"tokens":[1,2,3]}`})
+	longRun := filepath.Join(dir, "long")
+	code, _, stderr = dstune("train", model, "--data", long, "--task", "lm", "--steps", "1", "--batch", "2", "--out", longRun)
+	if code != 1 || !strings.Contains(stderr, "cannot take batches of 2×100 tokens (the longest example; --max-len truncates examples)") {
+		t.Errorf("too long examples: exit %d, stderr %q", code, stderr)
+	}
+	if code, _, stderr = dstune("train", model, "--data", long, "--task", "lm", "--steps", "1", "--batch", "2", "--max-len", "64", "--out", longRun); code != 0 {
+		t.Errorf("with --max-len 64: exit %d, stderr %q", code, stderr)
+	}
 	// Resuming with a flag that disagrees with config.json.
 	good := filepath.Join(dir, "good.jsonl")
 	writeLines(t, good, []string{`{"tokens":[1,2,3]}`, `{"tokens":[4,5,6,7]}`})
