@@ -346,3 +346,35 @@ func TestRegisteredEngineIsUsed(t *testing.T) {
 		t.Errorf("unknown backend: %v", err)
 	}
 }
+
+// countingMethod is full fine-tuning that reports a metric of its own.
+type countingMethod struct {
+	FullMethod
+	updates int
+}
+
+func (m *countingMethod) Name() string { return "counting" }
+
+func (m *countingMethod) Update(params []*TrainParam, opt Optimizer, t StepInfo, threads int) error {
+	m.updates++
+	return m.FullMethod.Update(params, opt, t, threads)
+}
+
+func (m *countingMethod) Metrics(rec map[string]any) { rec["updates"] = m.updates }
+
+func TestRegisteredMethodIsUsedAndAddsMetrics(t *testing.T) {
+	RegisterMethod("counting", func(cfg *Config) (Method, error) { return &countingMethod{}, nil })
+	cfg := runConfig(t, OptimizerAdamW, 3)
+	cfg.Method = "counting"
+	dir := filepath.Join(t.TempDir(), "run")
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	recs := readMetrics(t, dir)
+	if last := recs[len(recs)-1]; last["updates"] != float64(3) || last["step"] != float64(3) {
+		t.Errorf("last metrics record %v: want the method's updates = 3", last)
+	}
+	if err := CheckMethod("dst"); err == nil || !strings.Contains(err.Error(), "not implemented yet") {
+		t.Errorf("CheckMethod(dst) = %v", err)
+	}
+}

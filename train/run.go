@@ -189,9 +189,12 @@ func (r *runner) setup() error {
 	if err := cfg.Check(); err != nil {
 		return err
 	}
+	var err error
+	if r.method, err = NewMethod(cfg); err != nil {
+		return err
+	}
 	var stored Config
 	if r.opts.Resume {
-		var err error
 		if stored, err = LoadConfig(dir); err != nil {
 			return fmt.Errorf("resume: %w", err)
 		}
@@ -260,9 +263,6 @@ func (r *runner) setup() error {
 	r.batchOpts = BatchOptions{BatchSize: cfg.Batch, MaxLen: T, FixedLen: true, PadID: cfg.PadID}
 
 	if r.opt, err = NewOptimizer(cfg.Optimizer); err != nil {
-		return err
-	}
-	if r.method, err = NewMethod(cfg.Method); err != nil {
 		return err
 	}
 	if r.engine, err = NewEngine(r.src, EngineOptions{Backend: cfg.Backend, Threads: cfg.Threads, Optimizer: r.opt, Method: r.method}); err != nil {

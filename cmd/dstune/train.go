@@ -82,12 +82,12 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			return usagef("--%s is an option of --method dst", name)
 		}
 	}
-	switch *method {
-	case train.MethodFull:
-	case train.MethodDST, train.MethodLoRA, train.MethodPrompt:
-		return &exitError{1, fmt.Sprintf("--method %s is not implemented yet (only --method full is)", *method)}
-	default:
-		return usagef("unknown --method %q (want full, dst, lora or prompt)", *method)
+	if err := train.CheckMethod(*method); err != nil {
+		switch *method {
+		case train.MethodDST, train.MethodLoRA, train.MethodPrompt:
+			return &exitError{1, err.Error()}
+		}
+		return usagef("--method: %v", err)
 	}
 
 	var cfg train.Config
