@@ -165,15 +165,18 @@ func TestTrainingStepDoesNotAllocate(t *testing.T) {
 
 // TestExportTrainingMatchesReference differentiates every PyTorch export
 // (GPT-2 and BERT at opset 13 with LayerNorm spelled out in ReduceMean,
-// Pow, Sqrt, ...; an MLP with LogSoftmax; a CNN with Conv and pooling)
-// with respect to all its parameters, and compares the CPU executor with
-// the reference interpreter.
+// Pow, Sqrt, ...; an MLP with LogSoftmax; a CNN with Conv and pooling;
+// the edge cases: a float16 weight, an int8 one, an If subgraph) with
+// respect to all its parameters, and compares the CPU executor with the
+// reference interpreter.
 func TestExportTrainingMatchesReference(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(sharedtest.Path(t, "models", "exports"), "*.onnx"))
-	if err != nil || len(files) < 5 {
-		t.Fatalf("exports: %v %v", files, err)
+	dir := sharedtest.Path(t, "models", "exports")
+	files, err := filepath.Glob(filepath.Join(dir, "*.onnx"))
+	edge, err2 := filepath.Glob(filepath.Join(dir, "edge", "*.onnx"))
+	if err != nil || err2 != nil || len(files) < 5 || len(edge) < 3 {
+		t.Fatalf("exports: %v %v %v %v", files, edge, err, err2)
 	}
-	for _, f := range files {
+	for _, f := range append(files, edge...) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			model := readModel(t, f)
 			inputs := exportInputs(t, model)
