@@ -178,7 +178,7 @@ func (k *softmaxGradKernel) Run(w, workers int) {
 // layerNormGradRows is the block of rows whose dscale/dbias partial sums
 // are taken together; the blocks are then summed in order, so the result
 // does not depend on the thread count.
-const layerNormGradRows = 16
+const layerNormGradRows = 64
 
 // layerNormGradKernel is ir.LayerNormGrad over the trailing axes with a
 // scale of exactly the normalized shape: one pass over dy and x computes
