@@ -10,14 +10,16 @@ import (
 
 // Kernels for the ops of training graphs: the internal gradient ops of
 // package ir (UnaryGrad, SoftmaxGrad, LayerNormGrad, ScatterAddRows,
-// SliceGrad, SoftmaxCELoss) and the data-movement and
-// reduction ops backward passes are made of (Reduce, Expand). They are
-// float32 (Expand: any element width), split their work
-// across the executable's threads with kernels.Parallel, allocate nothing
-// when they run, and give the same bits for any thread count: work is
-// split over independent rows or columns, and sums across rows are taken
-// in a fixed order (LayerNormGrad sums fixed blocks of rows, then the
-// blocks in order).
+// SliceGrad, SoftmaxCELoss) and the reduction and broadcast ops backward
+// passes are made of (Reduce, Expand). They are float32 (Expand: any
+// element width), split their work across the executable's threads with
+// kernels.Parallel, allocate nothing when they run, and give the same bits
+// for any thread count: work is split over independent rows or columns,
+// and sums across rows are taken in a fixed order (LayerNormGrad sums
+// fixed blocks of rows, then the blocks in order). Once the SIMD row and
+// element-wise kernels of package kernels are available, the inner loops
+// of UnaryGrad, SoftmaxGrad, LayerNormGrad and SoftmaxCELoss map onto
+// them one to one.
 
 // ---------------------------------------------------------------- UnaryGrad
 
@@ -185,13 +187,13 @@ const layerNormGradRows = 64
 // dx row by row and the partial dscale/dbias sums of each block of rows;
 // a second, small pass sums the blocks.
 type layerNormGradKernel struct {
-	threads          int
-	n, rows          int
-	dy, x, scale     []float32
-	mean, inv        []float32
-	dx, dscale, dbia []float32 // outputs; nil when nobody reads them
-	partial          []float64 // per block: n sums of dy·x̂, then n of dy
-	phase            int
+	threads           int
+	n, rows           int
+	dy, x, scale      []float32
+	mean, inv         []float32
+	dx, dscale, dbias []float32 // outputs; nil when nobody reads them
+	partial           []float64 // per block: n sums of dy·x̂, then n of dy
+	phase             int
 }
 
 func newLayerNormGrad(threads int, op *ir.LayerNormGrad, in, out []*ir.Tensor) kernel {
@@ -207,9 +209,9 @@ func newLayerNormGrad(threads int, op *ir.LayerNormGrad, in, out []*ir.Tensor) k
 		k.dscale = out[1].Float32s()
 	}
 	if len(out) > 2 && out[2] != nil {
-		k.dbia = out[2].Float32s()
+		k.dbias = out[2].Float32s()
 	}
-	if k.dscale != nil || k.dbia != nil {
+	if k.dscale != nil || k.dbias != nil {
 		blocks := (rows + layerNormGradRows - 1) / layerNormGradRows
 		k.partial = make([]float64, blocks*2*n)
 	}
@@ -245,8 +247,8 @@ func (k *layerNormGradKernel) Run(w, workers int) {
 			if k.dscale != nil {
 				k.dscale[j] = float32(gs)
 			}
-			if k.dbia != nil {
-				k.dbia[j] = float32(bs)
+			if k.dbias != nil {
+				k.dbias[j] = float32(bs)
 			}
 		}
 		return
@@ -571,12 +573,11 @@ func (k *crossEntropyKernel) share(lo, hi, w int) {
 // [outer, reduced, inner] and every output element sums its column of the
 // reduced axis in order, in float64.
 type reduceKernel struct {
-	threads             int
-	mean                bool
-	x, y                []float32
-	outer, red, inner   int
-	acc                 []float64 // inner-sized accumulators per worker
-	accPerWorker, nWork int
+	threads           int
+	mean              bool
+	x, y              []float32
+	outer, red, inner int
+	acc               []float64 // per worker, inner float64 accumulators
 }
 
 // newReduce returns nil when the reduced axes are not one contiguous block.
@@ -616,17 +617,15 @@ func newReduce(threads int, op *ir.Reduce, x, y *ir.Tensor) kernel {
 	if stage == 0 { // no axis of size > 1 reduced: a copy
 		inner, outer = outer, 1
 	}
-	workers := max(1, threads)
 	return &reduceKernel{threads: threads, mean: op.Fn == ir.ReduceMean, x: x.Float32s(), y: y.Float32s(),
-		outer: outer, red: red, inner: inner, acc: make([]float64, workers*inner), accPerWorker: inner}
+		outer: outer, red: red, inner: inner, acc: make([]float64, max(1, threads)*inner)}
 }
 
 func (k *reduceKernel) run() error {
 	if len(k.y) == 0 {
 		return nil
 	}
-	k.nWork = workersFor(k.threads, len(k.x))
-	kernels.Parallel(k.nWork, k)
+	kernels.Parallel(workersFor(k.threads, len(k.x)), k)
 	return nil
 }
 
@@ -649,7 +648,7 @@ func (k *reduceKernel) Run(w, workers int) {
 	}
 	// Column sums: split the inner columns (or, with few of them and many
 	// outer blocks, the outer blocks) across workers.
-	acc := k.acc[w*k.accPerWorker : (w+1)*k.accPerWorker]
+	acc := k.acc[w*k.inner : (w+1)*k.inner]
 	olo, ohi, ilo, ihi := 0, k.outer, 0, k.inner
 	if k.outer >= workers && k.inner < 256*workers {
 		olo, ohi = kernels.Split(k.outer, w, workers, 1)
