@@ -178,10 +178,25 @@ func emitScore(z bool, mode int, theta, seed Op, abs Op, zero VecVirtual) VecVir
 	return d
 }
 
-// emitKey maps scores to ordered keys in place: NaN → 0, ±0 → 0x80000000,
+// emitKey maps scores to ordered keys: NaN → 0, ±0 → 0x80000000,
 // negative x → ^bits, positive x → bits | 0x80000000 (kernels.orderedKey).
-func emitKey(z bool, d VecVirtual, signBit, zero VecVirtual) VecVirtual {
+// The distances are never negative and never -0 (their sign is cleared),
+// so for them the key is bits | 0x80000000 with NaN lanes zeroed.
+func emitKey(z bool, mode int, d VecVirtual, signBit, zero, infBits VecVirtual) VecVirtual {
 	key := vec(z)
+	if mode != modeValue {
+		if z {
+			notNaN := K()
+			VPCMPD(U8(2), infBits, d, notNaN) // bits <= +Inf's
+			VPORD_Z(signBit, d, notNaN, key)
+		} else {
+			nan := YMM()
+			VPCMPGTD(infBits, d, nan)
+			VPOR(signBit, d, key)
+			VPANDN(key, nan, key)
+		}
+		return key
+	}
 	s := vec(z)
 	if z {
 		isZero, isNaN := K(), K()
@@ -576,11 +591,12 @@ func maskedIndicesKernel(z bool) {
 	RET()
 }
 
-// keyLoop is the common frame of the selection kernels: it loads the
+// keyFrame is the common frame of the selection kernels: it loads the
 // score's operands and runs body(key, i) for every vector of keys.
 type keyFrame struct {
 	theta, seed, n, mode Register
 	abs, signBit, zero   VecVirtual
+	infBits              VecVirtual
 }
 
 func loadKeyFrame(z bool) keyFrame {
@@ -592,6 +608,7 @@ func loadKeyFrame(z bool) keyFrame {
 	SHLQ(U8(2), f.n)
 	f.abs = loadRow(z, rowAbsMask)
 	f.signBit = loadRow(z, rowSignBit)
+	f.infBits = loadRow(z, rowInfBits)
 	f.zero = zeroVec(z)
 	return f
 }
@@ -607,7 +624,7 @@ func (f keyFrame) loops(z bool, exit string, body func(mode int, key VecVirtual,
 		CMPQ(i, f.n)
 		JAE(LabelRef(exit))
 		d := emitScore(z, m, memAt(f.theta, i), memAt(f.seed, i), f.abs, f.zero)
-		key := emitKey(z, d, f.signBit, f.zero)
+		key := emitKey(z, m, d, f.signBit, f.zero, f.infBits)
 		body(m, key, i)
 		Label("next_" + modeNames[m])
 		ADDQ(U32(4*width(z)), i)
