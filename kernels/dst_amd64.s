@@ -2104,6 +2104,132 @@ done:
 	VZEROUPPER
 	RET
 
+// func adafactorSquareSumsAVX512(rowSums *float32, colSums *float32, grad *float32, rows int, cols int, eps1 float32)
+// Requires: AVX, AVX512F, SSE
+TEXT ·adafactorSquareSumsAVX512(SB), NOSPLIT, $0-44
+	MOVQ         rowSums+0(FP), AX
+	MOVQ         colSums+8(FP), CX
+	MOVQ         grad+16(FP), DX
+	MOVQ         rows+24(FP), BX
+	MOVQ         cols+32(FP), SI
+	MOVSS        eps1+40(FP), X0
+	VBROADCASTSS X0, Z1
+	MOVQ         SI, DI
+	SHLQ         $0x02, DI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, SI
+	XORQ         R8, R8
+
+row:
+	CMPQ   R8, BX
+	JAE    done
+	VPXORD Z2, Z2, Z2
+	XORQ   R9, R9
+
+block:
+	CMPQ    R9, SI
+	JAE     reduce
+	VMOVUPS (DX)(R9*1), Z3
+	VMULPS  Z3, Z3, Z3
+	VADDPS  Z1, Z3, Z3
+	VADDPS  Z3, Z2, Z2
+	VADDPS  (CX)(R9*1), Z3, Z3
+	VMOVUPS Z3, (CX)(R9*1)
+	ADDQ    $0x00000040, R9
+	JMP     block
+
+reduce:
+	VEXTRACTF64X4 $0x01, Z2, Y3
+	VADDPS        Y3, Y2, Y3
+	VEXTRACTF128  $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VMOVHLPS      X4, X4, X3
+	VADDPS        X3, X4, X3
+	VMOVSHDUP     X3, X4
+	VADDSS        X4, X3, X3
+
+tail:
+	CMPQ   R9, DI
+	JAE    store
+	VMOVSS (DX)(R9*1), X4
+	VMULSS X4, X4, X4
+	VADDSS X0, X4, X4
+	VADDSS X4, X3, X3
+	VADDSS (CX)(R9*1), X4, X4
+	VMOVSS X4, (CX)(R9*1)
+	ADDQ   $0x00000004, R9
+	JMP    tail
+
+store:
+	VMOVSS X3, (AX)(R8*4)
+	ADDQ   DI, DX
+	INCQ   R8
+	JMP    row
+
+done:
+	VZEROUPPER
+	RET
+
+// func adafactorUpdateSquaresAVX512(lanes *float64, grad *float32, rowScale *float32, colScale *float32, rows int, cols int)
+// Requires: AVX, AVX512F, FMA3
+TEXT ·adafactorUpdateSquaresAVX512(SB), NOSPLIT, $0-48
+	MOVQ   lanes+0(FP), AX
+	MOVQ   grad+8(FP), CX
+	MOVQ   rowScale+16(FP), DX
+	MOVQ   colScale+24(FP), BX
+	MOVQ   rows+32(FP), SI
+	MOVQ   cols+40(FP), DI
+	MOVQ   DI, R8
+	SHLQ   $0x02, R8
+	ANDQ   $-16, DI
+	SHLQ   $0x02, DI
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VXORPD X2, X2, X2
+	XORQ   R9, R9
+
+row:
+	CMPQ         R9, SI
+	JAE          store
+	VBROADCASTSS (DX)(R9*4), Z3
+	XORQ         R10, R10
+
+block:
+	CMPQ          R10, DI
+	JAE           tail
+	VMULPS        (BX)(R10*1), Z3, Z4
+	VMULPS        (CX)(R10*1), Z4, Z4
+	VCVTPS2PD     Y4, Z5
+	VEXTRACTF64X4 $0x01, Z4, Y4
+	VCVTPS2PD     Y4, Z4
+	VFMADD231PD   Z5, Z5, Z0
+	VFMADD231PD   Z4, Z4, Z1
+	ADDQ          $0x00000040, R10
+	JMP           block
+
+tail:
+	CMPQ        R10, R8
+	JAE         next
+	VMOVSS      (BX)(R10*1), X4
+	VMULSS      X3, X4, X4
+	VMULSS      (CX)(R10*1), X4, X4
+	VCVTSS2SD   X4, X4, X4
+	VFMADD231SD X4, X4, X2
+	ADDQ        $0x00000004, R10
+	JMP         tail
+
+next:
+	ADDQ R8, CX
+	INCQ R9
+	JMP  row
+
+store:
+	VMOVUPD Z0, (AX)
+	VMOVUPD Z1, 64(AX)
+	VMOVSD  X2, 128(AX)
+	VZEROUPPER
+	RET
+
 // func readStreamAVX512(a *float32, n int)
 // Requires: AVX, AVX512F
 TEXT ·readStreamAVX512(SB), NOSPLIT, $0-16
@@ -4141,6 +4267,149 @@ loop_m:
 	JMP         loop_m
 
 done:
+	VZEROUPPER
+	RET
+
+// func adafactorSquareSumsAVX2(rowSums *float32, colSums *float32, grad *float32, rows int, cols int, eps1 float32)
+// Requires: AVX, AVX2, SSE
+TEXT ·adafactorSquareSumsAVX2(SB), NOSPLIT, $0-44
+	MOVQ         rowSums+0(FP), AX
+	MOVQ         colSums+8(FP), CX
+	MOVQ         grad+16(FP), DX
+	MOVQ         rows+24(FP), BX
+	MOVQ         cols+32(FP), SI
+	MOVSS        eps1+40(FP), X0
+	VBROADCASTSS X0, Y1
+	MOVQ         SI, DI
+	SHLQ         $0x02, DI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, SI
+	XORQ         R8, R8
+
+row:
+	CMPQ  R8, BX
+	JAE   done
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+	XORQ  R9, R9
+
+block:
+	CMPQ    R9, SI
+	JAE     reduce
+	VMOVUPS (DX)(R9*1), Y4
+	VMULPS  Y4, Y4, Y4
+	VADDPS  Y1, Y4, Y4
+	VADDPS  Y4, Y2, Y2
+	VADDPS  (CX)(R9*1), Y4, Y4
+	VMOVUPS Y4, (CX)(R9*1)
+	VMOVUPS 32(DX)(R9*1), Y4
+	VMULPS  Y4, Y4, Y4
+	VADDPS  Y1, Y4, Y4
+	VADDPS  Y4, Y3, Y3
+	VADDPS  32(CX)(R9*1), Y4, Y4
+	VMOVUPS Y4, 32(CX)(R9*1)
+	ADDQ    $0x00000040, R9
+	JMP     block
+
+reduce:
+	VADDPS       Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X3
+	VADDPS       X3, X2, X3
+	VMOVHLPS     X3, X3, X2
+	VADDPS       X2, X3, X2
+	VMOVSHDUP    X2, X3
+	VADDSS       X3, X2, X2
+
+tail:
+	CMPQ   R9, DI
+	JAE    store
+	VMOVSS (DX)(R9*1), X3
+	VMULSS X3, X3, X3
+	VADDSS X0, X3, X3
+	VADDSS X3, X2, X2
+	VADDSS (CX)(R9*1), X3, X3
+	VMOVSS X3, (CX)(R9*1)
+	ADDQ   $0x00000004, R9
+	JMP    tail
+
+store:
+	VMOVSS X2, (AX)(R8*4)
+	ADDQ   DI, DX
+	INCQ   R8
+	JMP    row
+
+done:
+	VZEROUPPER
+	RET
+
+// func adafactorUpdateSquaresAVX2(lanes *float64, grad *float32, rowScale *float32, colScale *float32, rows int, cols int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·adafactorUpdateSquaresAVX2(SB), NOSPLIT, $0-48
+	MOVQ   lanes+0(FP), AX
+	MOVQ   grad+8(FP), CX
+	MOVQ   rowScale+16(FP), DX
+	MOVQ   colScale+24(FP), BX
+	MOVQ   rows+32(FP), SI
+	MOVQ   cols+40(FP), DI
+	MOVQ   DI, R8
+	SHLQ   $0x02, R8
+	ANDQ   $-16, DI
+	SHLQ   $0x02, DI
+	VPXOR  Y0, Y0, Y0
+	VPXOR  Y1, Y1, Y1
+	VPXOR  Y2, Y2, Y2
+	VPXOR  Y3, Y3, Y3
+	VXORPD X4, X4, X4
+	XORQ   R9, R9
+
+row:
+	CMPQ         R9, SI
+	JAE          store
+	VBROADCASTSS (DX)(R9*4), Y5
+	XORQ         R10, R10
+
+block:
+	CMPQ         R10, DI
+	JAE          tail
+	VMULPS       (BX)(R10*1), Y5, Y6
+	VMULPS       (CX)(R10*1), Y6, Y6
+	VCVTPS2PD    X6, Y7
+	VEXTRACTF128 $0x01, Y6, X6
+	VCVTPS2PD    X6, Y6
+	VFMADD231PD  Y7, Y7, Y0
+	VFMADD231PD  Y6, Y6, Y1
+	VMULPS       32(BX)(R10*1), Y5, Y6
+	VMULPS       32(CX)(R10*1), Y6, Y6
+	VCVTPS2PD    X6, Y7
+	VEXTRACTF128 $0x01, Y6, X6
+	VCVTPS2PD    X6, Y6
+	VFMADD231PD  Y7, Y7, Y2
+	VFMADD231PD  Y6, Y6, Y3
+	ADDQ         $0x00000040, R10
+	JMP          block
+
+tail:
+	CMPQ        R10, R8
+	JAE         next
+	VMOVSS      (BX)(R10*1), X6
+	VMULSS      X5, X6, X6
+	VMULSS      (CX)(R10*1), X6, X6
+	VCVTSS2SD   X6, X6, X6
+	VFMADD231SD X6, X6, X4
+	ADDQ        $0x00000004, R10
+	JMP         tail
+
+next:
+	ADDQ R8, CX
+	INCQ R9
+	JMP  row
+
+store:
+	VMOVUPD Y0, (AX)
+	VMOVUPD Y1, 32(AX)
+	VMOVUPD Y2, 64(AX)
+	VMOVUPD Y3, 96(AX)
+	VMOVSD  X4, 128(AX)
 	VZEROUPPER
 	RET
 
