@@ -293,3 +293,42 @@ func TestAdafactorReductionsMatchGeneric(t *testing.T) {
 		}
 	})
 }
+
+func FuzzAdafactor(f *testing.F) {
+	f.Add([]byte{0, 0, 0x80, 0x3f, 0, 0, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0}, uint8(3), true)
+	f.Fuzz(func(t *testing.T, raw []byte, rowsHint uint8, momentum bool) {
+		p0, g := fuzzFloats(raw)
+		rows := 1 + int(rowsHint)%5
+		cols := len(g) / rows
+		n := rows * cols
+		p0, g = p0[:n], g[:n]
+		rowScale, colScale := make([]float32, rows), make([]float32, cols)
+		for i := range rowScale {
+			rowScale[i] = 1 + float32(i)/8
+		}
+		copy(colScale, p0)
+		var beta1 float32
+		if momentum {
+			beta1 = 0.9
+		}
+		run := func() ([]float32, []float32, float64, []float32, []float32) {
+			rs, cs := make([]float32, rows), make([]float32, cols)
+			AdafactorSquareSums(rs, cs, g, rows, cols, 1e-30)
+			sq := AdafactorUpdateSquares(g, rowScale, colScale, rows, cols)
+			p, m := slices.Clone(p0), slices.Clone(g)
+			AdafactorApply(p, g, rowScale, colScale, rows, cols, 1e-3, beta1, m, 1)
+			return rs, cs, sq, p, m
+		}
+		rs, cs, sq, p, m := run()
+		restore := SetMaxISA(Generic)
+		rsg, csg, sqg, pg, mg := run()
+		restore()
+		checkBits(t, "row sums", rs, rsg)
+		checkBits(t, "column sums", cs, csg)
+		if math.Float64bits(sq) != math.Float64bits(sqg) && !(sq != sq && sqg != sqg) {
+			t.Fatalf("Σ U² = %v, generic %v", sq, sqg)
+		}
+		checkBits(t, "param", p, pg)
+		checkBits(t, "expAvg", m, mg)
+	})
+}
