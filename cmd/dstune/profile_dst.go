@@ -195,11 +195,12 @@ func profileScoreCount(env *profileEnv) ([]profileRecord, error) {
 	})
 	recs = append(recs, scanRecord(env, "sgd-count", n, m, 24*float64(n)))
 
-	// Adafactor on a rows×cols matrix: the two reductions over the
-	// gradient (one stream each), then the update fused with counting
-	// (param, grad, first moment, seed read; param, moment written).
-	rows := 1000
-	cols := n / rows
+	// Adafactor on a rows×1024 matrix (a transformer weight's row length):
+	// the two reductions over the gradient (one stream each), then the
+	// update fused with counting (param, grad, first moment, seed read;
+	// param, moment written).
+	cols := 1024
+	rows := n / cols
 	mn := rows * cols
 	rowSums, colSums := make([]float32, rows), make([]float32, cols)
 	m = measure(env, nil, func() { kernels.AdafactorSquareSums(rowSums, colSums, d.grad[:mn], rows, cols, 1e-30) })
