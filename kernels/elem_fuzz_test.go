@@ -10,9 +10,9 @@ import (
 // versions (or float64 references) on inputs built from the fuzz bytes. The
 // seed corpus runs with every `go test`; `go test -fuzz FuzzXxx` explores.
 
-// fuzzFloats decodes raw float32 bit patterns (any value, NaN and Inf
+// elemFuzzFloats decodes raw float32 bit patterns (any value, NaN and Inf
 // included).
-func fuzzFloats(data []byte) []float32 {
+func elemFuzzFloats(data []byte) []float32 {
 	out := make([]float32, len(data)/4)
 	for i := range out {
 		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
@@ -41,7 +41,7 @@ func FuzzElementwise(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, op uint8, data []byte) {
 		k := elementwiseKernels[int(op)%len(elementwiseKernels)]
-		vals := fuzzFloats(data)
+		vals := elemFuzzFloats(data)
 		n := len(vals) / k.inputs
 		in := make([][]float32, k.inputs)
 		for j := range in {
