@@ -23,9 +23,10 @@ import (
 
 // ---------------------------------------------------------------- UnaryGrad
 
-// unaryGradKernel is dx = dy·f'(t) (ir.UnaryGrad). The derivatives that
-// need transcendental functions are computed in float64 on blocks of t
-// converted first, as the forward unary kernel does (see unaryKernel).
+// unaryGradKernel is dx = dy·f'(t) (ir.UnaryGrad): package kernels' SIMD
+// backward functions for Tanh, Sigmoid, Gelu and GeluTanh; the other
+// derivatives that need transcendental functions are computed in float64
+// on blocks of t converted first, as the forward unary kernel does.
 type unaryGradKernel struct {
 	fn        ir.UnaryFn
 	alpha     float64
@@ -40,13 +41,10 @@ func newUnaryGrad(threads int, op *ir.UnaryGrad, dy, t, dx *ir.Tensor) kernel {
 	k := &unaryGradKernel{fn: op.Fn, alpha: float64(op.Alpha), dy: dy.Float32s(), t: t.Float32s(), dx: dx.Float32s(),
 		workers: workersFor(threads, dx.Len())}
 	switch op.Fn {
-	case ir.Tanh, ir.Sigmoid, ir.Relu:
+	case ir.Tanh, ir.Sigmoid, ir.Gelu, ir.GeluTanh, ir.Relu:
+		// package kernels' SIMD backward functions, or a plain loop
 	case ir.Erf:
 		k.deriv = erfDerivBlock
-	case ir.Gelu:
-		k.deriv = geluDerivBlock
-	case ir.GeluTanh:
-		k.deriv = geluTanhDerivBlock
 	default:
 		fn := op.Fn
 		k.deriv = func(b []float64, alpha float64) {
@@ -68,21 +66,6 @@ func newUnaryGrad(threads int, op *ir.UnaryGrad, dy, t, dx *ir.Tensor) kernel {
 func erfDerivBlock(b []float64, _ float64) {
 	for i, x := range b {
 		b[i] = (2 / math.SqrtPi) * exp64(-x*x)
-	}
-}
-
-// geluDerivBlock: Gelu'(x) = Φ(x) + x·φ(x).
-func geluDerivBlock(b []float64, _ float64) {
-	for i, x := range b {
-		b[i] = 0.5*(1+erf64(x*(1/math.Sqrt2))) + x*exp64(-0.5*x*x)*(1/math.Sqrt(2*math.Pi))
-	}
-}
-
-// geluTanhDerivBlock: the derivative of ½x(1 + tanh u), u = √(2/π)(x + 0.044715x³).
-func geluTanhDerivBlock(b []float64, _ float64) {
-	for i, x := range b {
-		th := tanh64(sqrt2OverPi * (x + 0.044715*x*x*x))
-		b[i] = 0.5*(1+th) + 0.5*x*(1-th*th)*sqrt2OverPi*(1+3*0.044715*x*x)
 	}
 }
 
@@ -112,13 +95,13 @@ func (k *unaryGradKernel) share(lo, hi, w int) {
 	}
 	switch k.fn {
 	case ir.Tanh:
-		for i, y := range t {
-			dx[i] = dy[i] * (1 - y*y)
-		}
+		kernels.TanhBackwardF32(dx, t, dy)
 	case ir.Sigmoid:
-		for i, y := range t {
-			dx[i] = dy[i] * y * (1 - y)
-		}
+		kernels.SigmoidBackwardF32(dx, t, dy)
+	case ir.Gelu:
+		kernels.GeluBackwardF32(dx, t, dy)
+	case ir.GeluTanh:
+		kernels.GeluTanhBackwardF32(dx, t, dy)
 	case ir.Relu:
 		for i, y := range t {
 			if y > 0 {
@@ -132,8 +115,9 @@ func (k *unaryGradKernel) share(lo, hi, w int) {
 
 // ---------------------------------------------------------------- SoftmaxGrad
 
-// softmaxGradKernel is ir.SoftmaxGrad over the last axis, rows in
-// parallel; the row sums accumulate in float64.
+// softmaxGradKernel is ir.SoftmaxGrad over the last axis:
+// kernels.SoftmaxBackward or LogSoftmaxBackward (rows split across
+// threads, same bits for any count).
 type softmaxGradKernel struct {
 	threads   int
 	log       bool
@@ -145,34 +129,13 @@ func (k *softmaxGradKernel) run() error {
 	if k.n == 0 {
 		return nil
 	}
-	kernels.Parallel(workersFor(k.threads, len(k.dx)), k)
-	return nil
-}
-
-func (k *softmaxGradKernel) Run(w, workers int) {
 	rows := len(k.dx) / k.n
-	lo, hi := kernels.Split(rows, w, workers, 1)
-	n := k.n
-	for r := lo; r < hi; r++ {
-		dy, y, dx := k.dy[r*n:(r+1)*n], k.y[r*n:(r+1)*n], k.dx[r*n:(r+1)*n]
-		var s float64
-		if k.log {
-			for _, v := range dy {
-				s += float64(v)
-			}
-			for i, v := range y {
-				dx[i] = float32(float64(dy[i]) - exp64(float64(v))*s)
-			}
-			continue
-		}
-		for i, v := range y {
-			s += float64(dy[i]) * float64(v)
-		}
-		s32 := float32(s)
-		for i, v := range y {
-			dx[i] = v * (dy[i] - s32)
-		}
+	if k.log {
+		kernels.LogSoftmaxBackward(k.threads, rows, k.n, k.dx, k.n, k.y, k.n, k.dy, k.n)
+	} else {
+		kernels.SoftmaxBackward(k.threads, rows, k.n, k.dx, k.n, k.y, k.n, k.dy, k.n)
 	}
+	return nil
 }
 
 // ---------------------------------------------------------------- LayerNormGrad
@@ -183,16 +146,18 @@ func (k *softmaxGradKernel) Run(w, workers int) {
 const layerNormGradRows = 64
 
 // layerNormGradKernel is ir.LayerNormGrad over the trailing axes with a
-// scale of exactly the normalized shape: one pass over dy and x computes
-// dx row by row and the partial dscale/dbias sums of each block of rows;
-// a second, small pass sums the blocks.
+// scale of exactly the normalized shape: kernels.LayerNormBackward when dx
+// is wanted; otherwise (only the parameter gradients) one pass over dy
+// and x taking the partial dscale/dbias sums of each block of rows, and a
+// second, small pass summing the blocks.
 type layerNormGradKernel struct {
 	threads           int
 	n, rows           int
 	dy, x, scale      []float32
 	mean, inv         []float32
 	dx, dscale, dbias []float32 // outputs; nil when nobody reads them
-	partial           []float64 // per block: n sums of dy·x̂, then n of dy
+	scratch           []float32 // the parameter gradient nobody reads
+	partial           []float64 // without dx, per block: n sums of dy·x̂, then n of dy
 	phase             int
 }
 
@@ -211,7 +176,10 @@ func newLayerNormGrad(threads int, op *ir.LayerNormGrad, in, out []*ir.Tensor) k
 	if len(out) > 2 && out[2] != nil {
 		k.dbias = out[2].Float32s()
 	}
-	if k.dscale != nil || k.dbias != nil {
+	switch {
+	case k.dx != nil && (k.dscale == nil) != (k.dbias == nil):
+		k.scratch = make([]float32, n)
+	case k.dx == nil && (k.dscale != nil || k.dbias != nil):
 		blocks := (rows + layerNormGradRows - 1) / layerNormGradRows
 		k.partial = make([]float64, blocks*2*n)
 	}
@@ -219,7 +187,24 @@ func newLayerNormGrad(threads int, op *ir.LayerNormGrad, in, out []*ir.Tensor) k
 }
 
 func (k *layerNormGradKernel) run() error {
-	if k.n == 0 {
+	if k.n == 0 || k.rows == 0 {
+		return nil
+	}
+	if k.dx != nil {
+		// kernels.LayerNormBackward wants both parameter gradients or
+		// neither: a missing one goes to scratch.
+		dscale, dbias := k.dscale, k.dbias
+		if dscale != nil || dbias != nil {
+			if dscale == nil {
+				dscale = k.scratch
+			}
+			if dbias == nil {
+				dbias = k.scratch
+			}
+			clear(dscale)
+			clear(dbias)
+		}
+		kernels.LayerNormBackward(k.threads, k.rows, k.n, k.dx, k.n, k.dy, k.n, k.x, k.n, k.scale, k.mean, k.inv, dscale, dbias)
 		return nil
 	}
 	k.phase = 0
@@ -253,37 +238,19 @@ func (k *layerNormGradKernel) Run(w, workers int) {
 		}
 		return
 	}
+	// Partial sums of dy·x̂ and dy per block of rows.
 	blo, bhi := kernels.Split(blocks, w, workers, 1)
-	scale := k.scale[:n]
 	for b := blo; b < bhi; b++ {
-		var pg, pb []float64
-		if k.partial != nil {
-			pg, pb = k.partial[b*2*n:b*2*n+n], k.partial[b*2*n+n:(b+1)*2*n]
-			clear(pg)
-			clear(pb)
-		}
+		pg, pb := k.partial[b*2*n:b*2*n+n], k.partial[b*2*n+n:(b+1)*2*n]
+		clear(pg)
+		clear(pb)
 		for r := b * layerNormGradRows; r < min(k.rows, (b+1)*layerNormGradRows); r++ {
 			x, dy := k.x[r*n:(r+1)*n], k.dy[r*n:(r+1)*n]
 			mean, inv := k.mean[r], k.inv[r]
-			var sg, sgx float64
 			for i, v := range x {
 				xh := (v - mean) * inv
-				g := float64(dy[i] * scale[i])
-				sg += g
-				sgx += g * float64(xh)
-				if pg != nil {
-					pg[i] += float64(dy[i]) * float64(xh)
-					pb[i] += float64(dy[i])
-				}
-			}
-			if k.dx == nil {
-				continue
-			}
-			mg, mgx := float32(sg/float64(n)), float32(sgx/float64(n))
-			dx := k.dx[r*n : (r+1)*n]
-			for i, v := range x {
-				xh := (v - mean) * inv
-				dx[i] = inv * (dy[i]*scale[i] - mg - xh*mgx)
+				pg[i] += float64(dy[i]) * float64(xh)
+				pb[i] += float64(dy[i])
 			}
 		}
 	}
@@ -449,30 +416,32 @@ func (k *sliceGradKernel) run() error {
 
 // ---------------------------------------------------------------- SoftmaxCELoss
 
-// crossEntropyKernel is ir.SoftmaxCELoss: per row, one pass for the
-// maximum, then the row's exponentials in a float64 buffer (in cache),
-// from which the loss and the gradient row are written. Rows run in
-// parallel; the row losses are summed in row order afterwards.
+// crossEntropyKernel is ir.SoftmaxCELoss: kernels.SoftmaxCrossEntropy,
+// which reads every row of logits once for the loss and the gradient (in
+// place over the logits when the plan says so), rows split across threads
+// with the row losses summed in order. The targets are checked first (an
+// error, not a panic, for one out of range) and copied to int32 with the
+// ignored ones mapped to -1.
 type crossEntropyKernel struct {
+	threads  int
 	c        int // classes
 	ignore   int64
 	logits   []float32
 	targets  []int64
 	targets2 []int32
+	target32 []int32   // the targets as the kernel takes them
 	loss     []float32 // one element
 	dlogits  []float32 // nil when nobody reads the gradient
-	rowLoss  []float64
-	count    int
-	scratch  [][]float64 // per worker, one row
-	workers  int
-	split    splitter
 }
+
+// ignoredTarget is what an ignored target becomes in target32.
+const ignoredTarget = -1
 
 func newCrossEntropy(threads int, op *ir.SoftmaxCELoss, in, out []*ir.Tensor) kernel {
 	logits, targets := in[0], in[1]
 	s := logits.Shape()
-	k := &crossEntropyKernel{ignore: op.IgnoreIndex, c: s[len(s)-1], logits: logits.Float32s(),
-		loss: out[0].Float32s(), rowLoss: make([]float64, targets.Len()), workers: workersFor(threads, logits.Len())}
+	k := &crossEntropyKernel{threads: threads, ignore: op.IgnoreIndex, c: s[len(s)-1], logits: logits.Float32s(),
+		loss: out[0].Float32s(), target32: make([]int32, targets.Len())}
 	if len(out) > 1 && out[1] != nil {
 		k.dlogits = out[1].Float32s()
 	}
@@ -481,10 +450,6 @@ func newCrossEntropy(threads int, op *ir.SoftmaxCELoss, in, out []*ir.Tensor) ke
 	} else {
 		k.targets = targets.Int64s()
 	}
-	for range k.workers {
-		k.scratch = append(k.scratch, make([]float64, k.c))
-	}
-	k.split = splitter{units: len(k.rowLoss), align: 1, share: k.share}
 	return k
 }
 
@@ -496,74 +461,30 @@ func (k *crossEntropyKernel) target(r int) int64 {
 }
 
 func (k *crossEntropyKernel) run() error {
-	k.count = 0
-	for r := range k.rowLoss {
+	count := 0
+	for r := range k.target32 {
 		t := k.target(r)
 		if t == k.ignore {
+			k.target32[r] = ignoredTarget
 			continue
 		}
 		if t < 0 || t >= int64(k.c) {
 			return fmt.Errorf("target %d at position %d out of range [0, %d) (ignore index %d)", t, r, k.c, k.ignore)
 		}
-		k.count++
+		k.target32[r] = int32(t)
+		count++
 	}
-	if k.c > 0 {
-		k.split.run(k.workers)
+	var scale float32
+	if count > 0 {
+		scale = float32(1 / float64(count))
 	}
-	var sum float64
-	for _, l := range k.rowLoss {
-		sum += l
-	}
-	if k.count > 0 {
-		sum /= float64(k.count)
+	rows := len(k.target32)
+	sum, _ := kernels.SoftmaxCrossEntropy(k.threads, rows, k.c, k.logits, k.c, k.target32, ignoredTarget, k.dlogits, k.c, scale)
+	if count > 0 {
+		sum /= float64(count)
 	}
 	k.loss[0] = float32(sum)
 	return nil
-}
-
-// share computes rows [lo, hi): the row goes once through a float64
-// buffer (x − max, then its exponentials), from which the loss and the
-// gradient row are taken.
-func (k *crossEntropyKernel) share(lo, hi, w int) {
-	c := k.c
-	buf := k.scratch[w][:c]
-	for r := lo; r < hi; r++ {
-		x := k.logits[r*c : (r+1)*c]
-		t := k.target(r)
-		k.rowLoss[r] = 0
-		var dx []float32
-		if k.dlogits != nil {
-			dx = k.dlogits[r*c : (r+1)*c]
-		}
-		if t == k.ignore {
-			clear(dx)
-			continue
-		}
-		m := float32(math.Inf(-1))
-		for _, v := range x {
-			if v > m {
-				m = v
-			}
-		}
-		for i, v := range x {
-			buf[i] = float64(v - m)
-		}
-		xt := buf[t]
-		var s float64
-		for i, v := range buf {
-			e := exp64(v)
-			buf[i] = e
-			s += e
-		}
-		k.rowLoss[r] = math.Log(s) - xt
-		if dx != nil {
-			scale := 1 / (s * float64(k.count))
-			for i, e := range buf {
-				dx[i] = float32(e * scale)
-			}
-			dx[t] = float32(buf[t]*scale - 1/float64(k.count))
-		}
-	}
 }
 
 // ---------------------------------------------------------------- Reduce
