@@ -141,6 +141,9 @@ func checkAgainstPyTorch(t *testing.T, tt tinyTraining, out []*ir.Tensor) {
 // TestTrainingStepDoesNotAllocate: a compiled tiny_gpt training step runs
 // without allocating.
 func TestTrainingStepDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool drop items: package kernels' pooled tasks are reallocated")
+	}
 	tt := loadTinyTraining(t, "tiny_gpt")
 	exe, err := Compile(tt.graph, accel.Options{Threads: 2})
 	if err != nil {
