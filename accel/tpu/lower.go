@@ -102,6 +102,9 @@ func lowerNode(f *fn, n *ir.Node, in []value) ([]value, error) {
 	case *ir.BatchNorm:
 		return lowerBatchNorm(f, op, in, len(n.Outputs)), nil
 	}
+	if out, ok, err := lowerGradNode(f, n, in); ok {
+		return out, err
+	}
 	return nil, fmt.Errorf("%w: op %s on the pjrt backend", ir.ErrNotSupported, n.Op.Name())
 }
 
