@@ -22,7 +22,9 @@ func Open(Options) (*Backend, error) { return nil, ErrNeedsCgo }
 func (b *Backend) Name() string { return "pjrt" }
 
 // Compile is unreachable: Open fails.
-func (b *Backend) Compile(*ir.Graph, accel.Options) (accel.Executable, error) { return nil, ErrNeedsCgo }
+func (b *Backend) Compile(*ir.Graph, accel.Options) (accel.Executable, error) {
+	return nil, ErrNeedsCgo
+}
 
 // Trainer runs training steps; without cgo there is none.
 type Trainer struct{}
