@@ -1,26 +1,31 @@
 package tpu
 
 import (
+	"path/filepath"
 	"testing"
 
-	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
 )
 
 func TestExplore(t *testing.T) {
-	g := loadModel(t, "models/tiny_gpt/model.onnx", map[string]ir.Shape{"tokens": {2, 24}})
-	tg, err := ir.TrainingGraph(g, ir.LossSpec{Kind: ir.SoftmaxCrossEntropy, IgnoreIndex: -100}, nil)
-	if err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"tiny_gpt", "tiny_bert"} {
+		dir := sharedtest.Path(t, "models", name)
+		tokens := readTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))
+		want := readTensor(t, filepath.Join(dir, "test_data_set_0", "output_0.pb"))
+		g := loadModel(t, "models/"+name+"/model.onnx", map[string]ir.Shape{"tokens": tokens.Shape()})
+		p, err := LowerGraph(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := []*ir.Tensor{tokens}
+		for _, prm := range g.Params {
+			args = append(args, prm.Tensor)
+		}
+		out, err := runProgram(p, args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Log(name, ir.Compare(out[0], want, 1e-4, 1e-5))
 	}
-	t.Log(tg.OpCounts())
-	var silos [][]string
-	for _, p := range tg.Params {
-		silos = append(silos, []string{p.Name})
-	}
-	p, err := LowerTrainStep(tg, TrainConfig{Optimizer: Optimizer{Kind: AdamW, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}, DST: &DST{Eps: 0.01, Silos: silos, Bisection: dst.DefaultBisection}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Log(len(p.Text))
 }
