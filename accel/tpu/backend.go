@@ -74,3 +74,9 @@ func checkInputs(p *Program, inputs []*ir.Tensor) error {
 	}
 	return nil
 }
+
+// residentKey names a device-resident argument: its kind and name.
+type residentKey struct {
+	kind ArgKind
+	name string
+}

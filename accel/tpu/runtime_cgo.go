@@ -313,10 +313,6 @@ type trainProgram struct {
 	exe  *pjrt.LoadedExecutable
 }
 
-type residentKey struct {
-	kind ArgKind
-	name string
-}
 
 // NewTrainer lowers and compiles the training step of tg (see
 // LowerTrainStep) and copies the parameters (and, with DST, their seeds:
