@@ -637,9 +637,26 @@ func (f *fn) dotGeneral(lhs, rhs value, lb, rb, lc, rc []int) value {
 			shape = append(shape, n)
 		}
 	}
-	attrs := fmt.Sprintf("dot_dimension_numbers = #stablehlo.dot<lhs_batching_dimensions = [%s], rhs_batching_dimensions = [%s], lhs_contracting_dimensions = [%s], rhs_contracting_dimensions = [%s]>, precision_config = [#stablehlo<precision HIGHEST>, #stablehlo<precision HIGHEST>]",
-		intList(lb), intList(rb), intList(lc), intList(rc))
+	attrs := "dot_dimension_numbers = #stablehlo.dot<" + dimFields("lhs_batching_dimensions", lb, "rhs_batching_dimensions", rb,
+		"lhs_contracting_dimensions", lc, "rhs_contracting_dimensions", rc) + ">, precision_config = [#stablehlo<precision HIGHEST>, #stablehlo<precision HIGHEST>]"
 	return f.op1("stablehlo.dot_general", []value{lhs, rhs}, attrs, ir.Type{DType: lhs.dtype(), Shape: shape})
+}
+
+// dimFields renders "name = [dims]" pairs of a dimension-numbers
+// attribute, leaving out empty lists as MLIR's printer does.
+func dimFields(pairs ...any) string {
+	var parts []string
+	for i := 0; i < len(pairs); i += 2 {
+		switch v := pairs[i+1].(type) {
+		case []int:
+			if len(v) > 0 {
+				parts = append(parts, pairs[i].(string)+" = ["+intList(v)+"]")
+			}
+		case int:
+			parts = append(parts, fmt.Sprintf("%s = %d", pairs[i].(string), v))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // ---------------------------------------------------------------- control flow

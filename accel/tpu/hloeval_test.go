@@ -358,7 +358,9 @@ func round(d ir.DType, x float64) float64 {
 	return x
 }
 
-func newHV(t ir.Type) *hv { return &hv{t: ir.Type{DType: t.DType, Shape: t.Shape.Clone()}, v: make([]float64, t.Shape.Size())} }
+func newHV(t ir.Type) *hv {
+	return &hv{t: ir.Type{DType: t.DType, Shape: t.Shape.Clone()}, v: make([]float64, t.Shape.Size())}
+}
 
 // index helpers
 func unravel(i int, shape ir.Shape, idx []int) {
@@ -839,11 +841,23 @@ func evalReduce(o *hop, x, init *hv, env *henv) *hv {
 	return out
 }
 
-var dotRE = regexp.MustCompile(`lhs_batching_dimensions = \[([0-9, ]*)\], rhs_batching_dimensions = \[([0-9, ]*)\], lhs_contracting_dimensions = \[([0-9, ]*)\], rhs_contracting_dimensions = \[([0-9, ]*)\]`)
+// dims reads "name = [..]" from a dimension-numbers attribute (absent:
+// empty) or "name = N".
+func dims(attrs, name string) []int {
+	re := regexp.MustCompile(`\b` + name + ` = (?:\[([0-9, ]*)\]|(\d+))`)
+	m := re.FindStringSubmatch(attrs)
+	if m == nil {
+		return nil
+	}
+	if m[2] != "" {
+		return parseInts(m[2])
+	}
+	return parseInts(m[1])
+}
 
 func evalDot(o *hop, l, r *hv) *hv {
-	m := dotRE.FindStringSubmatch(o.attrs)
-	lb, rb, lc, rc := parseInts(m[1]), parseInts(m[2]), parseInts(m[3]), parseInts(m[4])
+	lb, rb := dims(o.attrs, "lhs_batching_dimensions"), dims(o.attrs, "rhs_batching_dimensions")
+	lc, rc := dims(o.attrs, "lhs_contracting_dimensions"), dims(o.attrs, "rhs_contracting_dimensions")
 	rt := o.types[0]
 	free := func(rank int, used ...[]int) []int {
 		u := map[int]bool{}
@@ -896,12 +910,9 @@ func evalDot(o *hop, l, r *hv) *hv {
 	return out
 }
 
-var gatherRE = regexp.MustCompile(`offset_dims = \[([0-9, ]*)\], collapsed_slice_dims = \[([0-9, ]*)\], start_index_map = \[([0-9, ]*)\], index_vector_dim = (\d+)`)
-
 func evalGather(o *hop, x, ind *hv) *hv {
-	m := gatherRE.FindStringSubmatch(o.attrs)
-	offset, collapsed, startMap := parseInts(m[1]), parseInts(m[2]), parseInts(m[3])
-	ivd, _ := strconv.Atoi(m[4])
+	offset, collapsed, startMap := dims(o.attrs, "offset_dims"), dims(o.attrs, "collapsed_slice_dims"), dims(o.attrs, "start_index_map")
+	ivd := dims(o.attrs, "index_vector_dim")[0]
 	sizes := attrInts(o.attrs, "slice_sizes")
 	rt := o.types[0]
 	isOffset := map[int]bool{}
@@ -961,12 +972,9 @@ func evalGather(o *hop, x, ind *hv) *hv {
 	return out
 }
 
-var scatterRE = regexp.MustCompile(`update_window_dims = \[([0-9, ]*)\], inserted_window_dims = \[([0-9, ]*)\], scatter_dims_to_operand_dims = \[([0-9, ]*)\], index_vector_dim = (\d+)`)
-
 func evalScatter(o *hop, base, ind, upd *hv, env *henv) *hv {
-	m := scatterRE.FindStringSubmatch(o.attrs)
-	window, inserted, toOperand := parseInts(m[1]), parseInts(m[2]), parseInts(m[3])
-	ivd, _ := strconv.Atoi(m[4])
+	window, inserted, toOperand := dims(o.attrs, "update_window_dims"), dims(o.attrs, "inserted_window_dims"), dims(o.attrs, "scatter_dims_to_operand_dims")
+	ivd := dims(o.attrs, "index_vector_dim")[0]
 	f := bodyFn(o.regions[0], base.t.DType)
 	out := &hv{t: base.t, v: append([]float64(nil), base.v...)}
 	isWindow := map[int]bool{}

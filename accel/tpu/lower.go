@@ -455,8 +455,8 @@ func lowerGather(f *fn, axis int, x, idx value) value {
 	sizes := x.shape().Clone()
 	sizes[axis] = 1
 	shape := append(append(x.shape()[:axis:axis], idx.shape()...), x.shape()[axis+1:]...)
-	attrs := fmt.Sprintf("dimension_numbers = #stablehlo.gather<offset_dims = [%s], collapsed_slice_dims = [%d], start_index_map = [%d], index_vector_dim = %d>, slice_sizes = %s, indices_are_sorted = false",
-		intList(offset), axis, axis, ni, i64Array(sizes))
+	attrs := "dimension_numbers = #stablehlo.gather<" + dimFields("offset_dims", offset, "collapsed_slice_dims", []int{axis},
+		"start_index_map", []int{axis}, "index_vector_dim", ni) + ">, slice_sizes = " + i64Array(sizes) + ", indices_are_sorted = false"
 	return f.op1("stablehlo.gather", []value{x, idx}, attrs, ir.Type{DType: x.dtype(), Shape: shape})
 }
 
@@ -483,8 +483,8 @@ func lowerGatherElements(f *fn, axis int, x, idx value) value {
 	for d := range r {
 		all[d], ones[d] = d, 1
 	}
-	attrs := fmt.Sprintf("dimension_numbers = #stablehlo.gather<offset_dims = [], collapsed_slice_dims = [%s], start_index_map = [%s], index_vector_dim = %d>, slice_sizes = %s, indices_are_sorted = false",
-		intList(all), intList(all), r, i64Array(ones))
+	attrs := "dimension_numbers = #stablehlo.gather<" + dimFields("collapsed_slice_dims", all, "start_index_map", all, "index_vector_dim", r) +
+		">, slice_sizes = " + i64Array(ones) + ", indices_are_sorted = false"
 	return f.op1("stablehlo.gather", []value{x, full}, attrs, ir.Type{DType: x.dtype(), Shape: idx.shape().Clone()})
 }
 

@@ -185,8 +185,8 @@ func lowerScatterAddRows(f *fn, op *ir.ScatterAddRows, dy, idx, base value, out 
 	}
 	st := scalarType(dy.dtype())
 	body := f.region([]ir.Type{st, st}, func(r *fn, a []value) []value { return []value{r.add(a[0], a[1])} })
-	attrs := fmt.Sprintf("scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [%s], inserted_window_dims = [%d], scatter_dims_to_operand_dims = [%d], index_vector_dim = %d>, indices_are_sorted = false, unique_indices = false",
-		intList(window), op.Axis, op.Axis, ni)
+	attrs := "scatter_dimension_numbers = #stablehlo.scatter<" + dimFields("update_window_dims", window, "inserted_window_dims", []int{op.Axis},
+		"scatter_dims_to_operand_dims", []int{op.Axis}, "index_vector_dim", ni) + ">, indices_are_sorted = false, unique_indices = false"
 	r := f.op("stablehlo.scatter", []value{base, idx, dy}, attrs, []string{body}, base.t)[0]
 	return f.convert(r, orig)
 }

@@ -313,7 +313,6 @@ type trainProgram struct {
 	exe  *pjrt.LoadedExecutable
 }
 
-
 // NewTrainer lowers and compiles the training step of tg (see
 // LowerTrainStep) and copies the parameters (and, with DST, their seeds:
 // the parameters' values now) to the device, with zero optimizer state.

@@ -21,7 +21,6 @@ type evalTrainer struct {
 	resident map[residentKey]*ir.Tensor
 }
 
-
 func newEvalTrainer(t testing.TB, tg *ir.Graph, cfg TrainConfig) *evalTrainer {
 	t.Helper()
 	p, err := LowerTrainStep(tg, cfg)
