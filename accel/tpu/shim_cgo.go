@@ -191,3 +191,10 @@ func preloadLibraries(dirs []string) int {
 	}
 	return loaded
 }
+
+// optionsSize is the PJRT_ExecuteOptions size the shim passes (0: as
+// gopjrt sets it).
+func optionsSize() int { return int(C.dstuneGetOptionsSize()) }
+
+// resetOptionsSize forgets a learned size (tests).
+func resetOptionsSize() { C.dstuneSetOptionsSize(0) }

@@ -122,6 +122,9 @@ func randBatch(rng *rand.Rand) []*ir.Tensor {
 // selection by a stable sort (every score above the k-th largest, ties at
 // it from the lowest silo position).
 type hostTrainer struct {
+	// gradFn computes the loss and gradients for the current parameters
+	// (nil: evaluate the lowered training graph).
+	gradFn  func(params map[string][]float32, inputs []*ir.Tensor) (float32, map[string][]float32)
 	tg      *ir.Graph
 	gradsP  *Program
 	cfg     TrainConfig
@@ -157,6 +160,9 @@ func newHostTrainer(t testing.TB, tg *ir.Graph, cfg TrainConfig) *hostTrainer {
 }
 
 func (h *hostTrainer) grads(t testing.TB, inputs []*ir.Tensor) (float32, map[string][]float32) {
+	if h.gradFn != nil {
+		return h.gradFn(h.params, inputs)
+	}
 	var args []*ir.Tensor
 	in := 0
 	for _, a := range h.gradsP.Args {
