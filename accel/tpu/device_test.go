@@ -108,7 +108,7 @@ func TestDeviceStepMatchesHostReference(t *testing.T) {
 		{"adamw-dst-iterative", TrainConfig{Optimizer: adamw, DST: &DST{Eps: 0.1, Distance: DistanceAbs, Bisection: dst.DefaultBisection}}},
 		{"adamw-dst-exact", TrainConfig{Optimizer: adamw, DST: &DST{Eps: 0.05, Distance: DistanceRel, Exact: true}}},
 		{"sgd-dst-fixed", TrainConfig{Optimizer: Optimizer{Kind: SGD, Momentum: 0.9}, DST: &DST{Eps: 0.2, Distance: DistanceInvRel, FixedSubset: true, Bisection: dst.DefaultBisection}}},
-		{"adafactor", TrainConfig{Optimizer: Optimizer{Kind: Adafactor, Beta1: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, RelativeStep: true}}},
+		{"adafactor", TrainConfig{Optimizer: Optimizer{Kind: Adafactor, Beta1: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, RelativeStep: true, ScaleParameter: true}}},
 	} {
 		rng := rand.New(rand.NewPCG(9, 9))
 		tg := mlp(t, rng)

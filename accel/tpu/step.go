@@ -41,15 +41,18 @@ type Optimizer struct {
 	Kind OptimizerKind
 	// AdamW (torch.optim.AdamW): Beta1, Beta2, Eps, WeightDecay.
 	// SGD (torch.optim.SGD): Momentum, Dampening, Nesterov, WeightDecay.
-	// Adafactor: Beta1 (0: no first moment), Eps1 (added to squared
-	// gradients), Eps2 (floor of the parameter RMS), ClipThreshold (d),
-	// RelativeStep (α_t = max(Eps2, RMS(X))·min(1e-2, 1/√t) instead of
-	// max(Eps2, RMS(X))·lr).
+	// Adafactor (train.AdafactorConfig's definition): Beta1 (0: no first
+	// moment), DecayRate (β̂2t = 1 − t^DecayRate; 0 means −0.8), Eps1
+	// (added to squared gradients), Eps2 (floor of the parameter RMS),
+	// ClipThreshold (d), RelativeStep (α = min(1e-2, 1/√t)·lr, lr then
+	// being the schedule's factor, instead of α = lr), ScaleParameter (α
+	// also multiplied by max(Eps2, RMS(X))).
 	Beta1, Beta2, Eps, WeightDecay float64
 	Momentum, Dampening            float64
 	Nesterov                       bool
 	Eps1, Eps2, ClipThreshold      float64
-	RelativeStep                   bool
+	DecayRate                      float64
+	RelativeStep, ScaleParameter   bool
 }
 
 // Distance is DST's score of a parameter's move from its seed (the
@@ -112,7 +115,7 @@ const (
 
 const (
 	// Adafactor.
-	scAlphaBase = iota // min(1e-2, 1/√t) or lr
+	scAlphaBase = iota // min(1e-2, 1/√t)·lr or lr
 	scDecay2           // β̂2t = 1 − t^(−0.8)
 	scOneMinusDecay2
 	scAFBeta1
@@ -154,9 +157,13 @@ func (o Optimizer) StepScalars(step int64, lr float64) ([]float32, error) {
 	case Adafactor:
 		base := lr
 		if o.RelativeStep {
-			base = min(1e-2, 1/math.Sqrt(t))
+			base = min(1e-2, 1/math.Sqrt(t)) * lr
 		}
-		decay := 1 - math.Pow(t, -0.8)
+		rate := o.DecayRate
+		if rate == 0 {
+			rate = -0.8
+		}
+		decay := 1 - math.Pow(t, rate)
 		s[scAlphaBase] = float32(base)
 		s[scDecay2] = float32(decay)
 		s[scOneMinusDecay2] = float32(1 - decay)
@@ -526,7 +533,10 @@ func (s *stepLowering) adafactorStep(o Optimizer, name string, p, g value, state
 	n := f.scalarConst(ir.Float32, float64(max(shape.Size(), 1)))
 	rmsU := f.unary("stablehlo.sqrt", f.div(f.reduce(f.mul(u, u), zero, reduceAdd, all), n))
 	rmsX := f.unary("stablehlo.sqrt", f.div(f.reduce(f.mul(p, p), zero, reduceAdd, all), n))
-	alpha := f.mul(sc(scAlphaBase), f.max(sc(scEps2), rmsX))
+	alpha := sc(scAlphaBase)
+	if o.ScaleParameter {
+		alpha = f.mul(alpha, f.max(sc(scEps2), rmsX))
+	}
 	scale := f.div(alpha, f.max(f.scalarConst(ir.Float32, 1), f.div(rmsU, sc(scClip))))
 	u = f.mul(u, full(scale))
 	if o.Beta1 != 0 {

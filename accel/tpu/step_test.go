@@ -280,7 +280,10 @@ func (h *hostTrainer) optimizer(name string, p, g []float32, shape ir.Shape, s [
 		}
 		nf := float32(max(n, 1))
 		rmsU, rmsX := sqrt32(f32(su/nf)), sqrt32(f32(sp/nf))
-		alpha := f32(s[scAlphaBase] * max(s[scEps2], rmsX))
+		alpha := s[scAlphaBase]
+		if o.ScaleParameter {
+			alpha = f32(alpha * max(s[scEps2], rmsX))
+		}
 		scale := f32(alpha / max(1, f32(rmsU/s[scClip])))
 		m := h.state[name+"/exp_avg"]
 		for i := range p {
@@ -436,8 +439,8 @@ func TestStepMatchesHostReference(t *testing.T) {
 		"adamw-dst-one-silo":     {Optimizer: adamw, DST: &DST{Eps: 0.07, Distance: DistanceInvRel, Bisection: dst.Bisection{Steps: 4, Factor: 1.5}}},
 		"sgd-dst-fixed-subset":   {Optimizer: Optimizer{Kind: SGD, Momentum: 0.9, Dampening: 0.1, Nesterov: true, WeightDecay: 0.001}, DST: &DST{Eps: 0.2, Distance: DistanceInvRel, FixedSubset: true, Bisection: dst.DefaultBisection}},
 		"sgd-plain-dst-exact":    {Optimizer: Optimizer{Kind: SGD}, DST: &DST{Eps: 0.3, Distance: DistanceAbs, Exact: true}},
-		"adafactor-dst-exact":    {Optimizer: Optimizer{Kind: Adafactor, Beta1: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, RelativeStep: true}, DST: &DST{Eps: 0.1, Distance: DistanceAbs, Exact: true}},
-		"adafactor-no-momentum":  {Optimizer: Optimizer{Kind: Adafactor, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1}},
+		"adafactor-dst-exact":    {Optimizer: Optimizer{Kind: Adafactor, Beta1: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, RelativeStep: true, ScaleParameter: true}, DST: &DST{Eps: 0.1, Distance: DistanceAbs, Exact: true}},
+		"adafactor-no-momentum":  {Optimizer: Optimizer{Kind: Adafactor, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, DecayRate: -0.7}},
 		"adamw-dst-iterative-m1": {Optimizer: adamw, DST: &DST{Eps: 0.15, Distance: DistanceRel, Bisection: dst.Bisection{Steps: 1, Factor: 4}}},
 	}
 	names := make([]string, 0, len(configs))
