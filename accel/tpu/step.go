@@ -355,7 +355,8 @@ func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, output
 
 	// DST: scores, threshold, masked update.
 	newMasks := map[string]value{}
-	var kept, changed, thresholds, exact, newReady []value
+	var kept, changed []value
+	var thresholds, exact, newReady value
 	if len(silos) > 0 {
 		res := s.dstUpdate(silos, updated, seeds, masks, qState, readyState)
 		for name, v := range res.params {
@@ -383,15 +384,15 @@ func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, output
 				s.result(p.name+"/mask", newMasks[p.name])
 			}
 		}
-		s.result(stateQ, f.concatenate(0, reshapeAll(f, thresholds, ir.Shape{1})))
-		s.result(stateReady, f.concatenate(0, reshapeAll(f, newReady, ir.Shape{1})))
+		s.result(stateQ, thresholds)
+		s.result(stateReady, newReady)
 	}
 	s.result(ResultLoss, f.reshape(loss, ir.Shape{}))
 	if len(silos) > 0 {
 		s.result(ResultKept, f.concatenate(0, reshapeAll(f, kept, ir.Shape{1})))
 		s.result(ResultChanged, f.concatenate(0, reshapeAll(f, changed, ir.Shape{1})))
-		s.result(ResultThreshold, f.concatenate(0, reshapeAll(f, thresholds, ir.Shape{1})))
-		s.result(ResultExact, f.concatenate(0, reshapeAll(f, exact, ir.Shape{1})))
+		s.result(ResultThreshold, thresholds)
+		s.result(ResultExact, exact)
 	}
 	if err := f.Err(); err != nil {
 		return nil, fmt.Errorf("tpu: step results: %w", err)
@@ -621,97 +622,76 @@ func score(f *fn, d Distance, theta, seed value) value {
 }
 
 type dstResult struct {
-	params, masks                  map[string]value
-	kept, changed, q, exact, ready []value
+	params, masks   map[string]value
+	kept, changed   []value // int64 scalars, one per silo
+	q, exact, ready value   // [S] vectors
 }
 
 // dstUpdate emits the threshold choice and masked update of every silo.
+// Algorithm 2's bookkeeping runs on [S] vectors (one entry per silo), so
+// its cost in ops does not grow with the number of silos; only the
+// counting passes are per silo.
 func (s *stepLowering) dstUpdate(silos []siloLayout, updated, seeds, masks map[string]value, qState, readyState value) dstResult {
 	f := s.f
 	d := s.cfg.DST
+	ns := len(silos)
+	vec := func(dt ir.DType) ir.Type { return ir.Type{DType: dt, Shape: ir.Shape{ns}} }
 	res := dstResult{params: map[string]value{}, masks: map[string]value{}}
-	type siloValues struct {
-		delta, prevMask, pos value
-		qIter                value // Algorithm 2's pick (iterative mode)
-		needExact, ready     value
-	}
-	vals := make([]siloValues, len(silos))
-	scalarAt := func(vec value, i int) value {
-		return f.reshape(f.slice(vec, []int{i}, []int{i + 1}, []int{1}), ir.Shape{})
-	}
+	deltas, prevMasks, positions := make([]value, ns), make([]value, ns), make([]value, ns)
 	for i, sl := range silos {
-		var deltas, prev []value
+		var ds, prev []value
 		for _, p := range sl.pieces {
 			flat := ir.Shape{p.shape.Size()}
-			deltas = append(deltas, f.reshape(score(f, d.Distance, updated[p.name], seeds[p.name]), flat))
+			ds = append(ds, f.reshape(score(f, d.Distance, updated[p.name], seeds[p.name]), flat))
 			prev = append(prev, f.reshape(masks[p.name], flat))
 		}
-		v := &vals[i]
-		v.delta = f.concatenate(0, deltas)
-		v.prevMask = f.concatenate(0, prev)
-		v.pos = f.iota(ir.Type{DType: ir.Int64, Shape: ir.Shape{sl.n}}, 0)
-		v.ready = scalarAt(readyState, i)
-		notReady := f.unary("stablehlo.not", v.ready)
-		switch {
-		case d.FixedSubset || d.Exact:
-			v.needExact = notReady
-			v.qIter = scalarAt(qState, i)
-		default:
-			q, missed := algorithm2(f, d.Bisection, v.delta, scalarAt(qState, i), sl.k)
-			v.qIter = q
-			v.needExact = f.or(missed, notReady)
+		deltas[i] = f.concatenate(0, ds)
+		prevMasks[i] = f.concatenate(0, prev)
+		positions[i] = f.iota(ir.Type{DType: ir.Int64, Shape: ir.Shape{sl.n}}, 0)
+	}
+	notReady := f.unary("stablehlo.not", readyState)
+	qIter, needExact := qState, notReady
+	if !d.FixedSubset && !d.Exact {
+		var missed value
+		qIter, missed = algorithm2(f, d.Bisection, deltas, qState, silos)
+		needExact = f.or(missed, notReady)
+	}
+	exactAll := func(r *fn) (value, value) {
+		qs, tes := make([]value, ns), make([]value, ns)
+		for i, sl := range silos {
+			q, te := exactThreshold(r, deltas[i], positions[i], sl.k)
+			qs[i], tes[i] = r.reshape(q, ir.Shape{1}), r.reshape(te, ir.Shape{1})
 		}
+		return r.concatenate(0, qs), r.concatenate(0, tes)
 	}
 	// Thresholds: exact every step, or Algorithm 2 with one exact
-	// fallback for every silo that needs it (a single conditional, so
-	// steady-state steps skip the selection work entirely).
-	qs := make([]value, len(silos))
-	tieEnds := make([]value, len(silos))
-	exactQ := func(r *fn, i int) (value, value) {
-		return exactThreshold(r, vals[i].delta, vals[i].pos, silos[i].k)
-	}
-	noTies := func(r *fn) value { return r.scalarConst(ir.Int64, 0) }
-	switch {
-	case d.Exact && !d.FixedSubset:
-		for i := range silos {
-			qs[i], tieEnds[i] = exactQ(f, i)
-			vals[i].needExact = f.scalarConst(ir.Bool, 1)
-		}
-	default:
-		any := vals[0].needExact
-		for i := 1; i < len(silos); i++ {
-			any = f.or(any, vals[i].needExact)
-		}
-		types := make([]ir.Type, 0, 2*len(silos))
-		for range silos {
-			types = append(types, scalarType(ir.Float32), scalarType(ir.Int64))
-		}
-		out := f.ifOp(any, types, func(r *fn) []value {
-			var ys []value
-			for i := range silos {
-				q, te := exactQ(r, i)
-				ys = append(ys, r.selectOp(vals[i].needExact, q, vals[i].qIter), r.selectOp(vals[i].needExact, te, noTies(r)))
-			}
-			return ys
+	// fallback for the silos that need it, inside a single conditional so
+	// that steady-state steps skip the selection work.
+	var qVec, tieEndVec value
+	if d.Exact && !d.FixedSubset {
+		qVec, tieEndVec = exactAll(f)
+		needExact = f.splat(vec(ir.Bool), 1)
+	} else {
+		anyExact := f.reduce(needExact, f.scalarConst(ir.Bool, 0), reduceOr, []int{0})
+		out := f.ifOp(anyExact, []ir.Type{vec(ir.Float32), vec(ir.Int64)}, func(r *fn) []value {
+			q, te := exactAll(r)
+			return []value{r.selectOp(needExact, q, qIter), r.selectOp(needExact, te, r.splat(vec(ir.Int64), 0))}
 		}, func(r *fn) []value {
-			var ys []value
-			for i := range silos {
-				ys = append(ys, vals[i].qIter, noTies(r))
-			}
-			return ys
+			return []value{qIter, r.splat(vec(ir.Int64), 0)}
 		})
-		for i := range silos {
-			qs[i], tieEnds[i] = out[2*i], out[2*i+1]
-		}
+		qVec, tieEndVec = out[0], out[1]
+	}
+	scalarAt := func(v value, i int) value {
+		return f.reshape(f.slice(v, []int{i}, []int{i + 1}, []int{1}), ir.Shape{})
 	}
 	for i, sl := range silos {
-		v := vals[i]
 		n := ir.Shape{sl.n}
-		above := f.compare("GT", v.delta, f.broadcastTo(qs[i], n))
-		tie := f.and(f.compare("EQ", v.delta, f.broadcastTo(qs[i], n)), f.compare("LT", v.pos, f.broadcastTo(tieEnds[i], n)))
+		q, tieEnd := f.broadcastTo(scalarAt(qVec, i), n), f.broadcastTo(scalarAt(tieEndVec, i), n)
+		above := f.compare("GT", deltas[i], q)
+		tie := f.and(f.compare("EQ", deltas[i], q), f.compare("LT", positions[i], tieEnd))
 		keep := f.or(above, tie)
 		if d.FixedSubset {
-			keep = f.selectOp(v.ready, v.prevMask, keep)
+			keep = f.selectOp(scalarAt(readyState, i), prevMasks[i], keep)
 		}
 		for _, p := range sl.pieces {
 			size := p.shape.Size()
@@ -723,11 +703,9 @@ func (s *stepLowering) dstUpdate(silos []siloLayout, updated, seeds, masks map[s
 			return f.reduce(f.convert(b, ir.Int64), f.scalarConst(ir.Int64, 0), reduceAdd, []int{0})
 		}
 		res.kept = append(res.kept, i64(keep))
-		res.changed = append(res.changed, i64(f.and(keep, f.unary("stablehlo.not", v.prevMask))))
-		res.q = append(res.q, qs[i])
-		res.exact = append(res.exact, v.needExact)
-		res.ready = append(res.ready, f.scalarConst(ir.Bool, 1))
+		res.changed = append(res.changed, i64(f.and(keep, f.unary("stablehlo.not", prevMasks[i]))))
 	}
+	res.q, res.exact, res.ready = qVec, needExact, f.splat(vec(ir.Bool), 1)
 	return res
 }
 
@@ -741,44 +719,57 @@ func countCompare(f *fn, dir string, x, c value) value {
 	return f.reduce(f.convert(cmp, ir.Int64), f.scalarConst(ir.Int64, 0), reduceAdd, []int{0})
 }
 
-// algorithm2 emits the paper's Algorithm 2 from the previous threshold
-// q: the 2^m+1 candidates of dst.Bisection.Candidates (each rounded once
-// to float32 as there: q/r and q·r are single float32 operations, which
-// equal the float64 result rounded once; midpoints are a/2 + b/2, exact
-// halving then one rounding), their counts in one pass, the m bisection
-// steps on the counts, and the pick (q_lo or q_hi, whichever count is
-// closer to k, q_hi on a tie). It returns the pick and whether the
-// bracket missed.
-func algorithm2(f *fn, b dst.Bisection, delta, q value, k int64) (value, value) {
+// algorithm2 emits the paper's Algorithm 2 for every silo at once from
+// the previous thresholds q [S]: the 2^m+1 candidates of
+// dst.Bisection.Candidates (each rounded once to float32 as there: q/r and
+// q·r are single float32 operations, which equal the float64 result
+// rounded once; midpoints are a/2 + b/2, exact halving then one
+// rounding), each silo's counts in one pass over its scores, the m
+// bisection steps on the counts, and the pick (q_lo or q_hi, whichever
+// count is closer to k, q_hi on a tie). It returns the picks [S] and
+// whether each silo's bracket missed [S].
+func algorithm2(f *fn, b dst.Bisection, deltas []value, q value, silos []siloLayout) (value, value) {
+	ns := len(silos)
 	nc := b.NumCandidates()
 	top := nc - 1
+	vf := ir.Type{DType: ir.Float32, Shape: ir.Shape{ns}}
 	c := make([]value, nc)
-	r := f.scalarConst(ir.Float32, float64(b.Factor))
-	half := f.scalarConst(ir.Float32, 0.5)
-	c[0], c[top], c[top/2] = f.div(q, r), f.mul(q, r), q
+	c[0], c[top], c[top/2] = f.div(q, f.splat(vf, float64(b.Factor))), f.mul(q, f.splat(vf, float64(b.Factor))), q
+	half := f.splat(vf, 0.5)
 	for span := top / 2; span >= 2; span /= 2 {
 		for a := 0; a < top; a += span {
 			c[a+span/2] = f.add(f.mul(c[a], half), f.mul(c[a+span], half))
 		}
 	}
-	cands := f.concatenate(0, reshapeAll(f, c, ir.Shape{1}))
-	counts := countCompare(f, "GT", delta, cands)
-	at := func(vec, i value) value {
-		d := f.op1("stablehlo.dynamic_slice", []value{vec, i}, "slice_sizes = array<i64: 1>", ir.Type{DType: vec.dtype(), Shape: ir.Shape{1}})
-		return f.reshape(d, ir.Shape{})
+	grid := ir.Shape{ns, nc}
+	cands := f.concatenate(1, reshapeAll(f, c, ir.Shape{ns, 1})) // [S, J]
+	rows := make([]value, ns)
+	ks := ir.NewTensor(ir.Int64, ir.Shape{ns})
+	for i, sl := range silos {
+		row := f.reshape(f.slice(cands, []int{i, 0}, []int{i + 1, nc}, []int{1, 1}), ir.Shape{nc})
+		rows[i] = f.reshape(countCompare(f, "GT", deltas[i], row), ir.Shape{1, nc})
+		ks.Int64s()[i] = sl.k
 	}
-	i32 := func(v int) value { return f.scalarConst(ir.Int32, float64(v)) }
-	kc := f.scalarConst(ir.Int64, float64(k))
-	lo, hi, mid := i32(0), i32(top), i32(top/2)
-	two := i32(2)
+	counts := f.concatenate(0, rows) // [S, J]
+	k := f.constant(ks)
+	column := f.iota(ir.Type{DType: ir.Int32, Shape: grid}, 1)
+	// at picks mat[s, idx[s]] for every silo (a one-hot sum: exact).
+	at := func(mat, idx value) value {
+		hit := f.compare("EQ", column, f.broadcastInDim(idx, grid, []int{0}))
+		return f.reduce(f.selectOp(hit, mat, f.splat(mat.t, 0)), f.scalarConst(mat.dtype(), 0), reduceAdd, []int{1})
+	}
+	vi := ir.Type{DType: ir.Int32, Shape: ir.Shape{ns}}
+	lo, hi, mid := f.splat(vi, 0), f.splat(vi, float64(top)), f.splat(vi, float64(top/2))
 	for range b.Steps {
-		gt := f.compare("GT", at(counts, mid), kc)
+		gt := f.compare("GT", at(counts, mid), k)
 		lo, hi = f.selectOp(gt, mid, lo), f.selectOp(gt, hi, mid)
-		mid = f.div(f.add(lo, hi), two)
+		mid = f.div(f.add(lo, hi), f.splat(vi, 2))
 	}
-	dist := func(i value) value { return f.unary("stablehlo.abs", f.sub(at(counts, i), kc)) }
+	dist := func(i value) value { return f.unary("stablehlo.abs", f.sub(at(counts, i), k)) }
 	pick := f.selectOp(f.compare("LT", dist(lo), dist(hi)), lo, hi)
-	missed := f.or(f.compare("LT", at(counts, i32(0)), kc), f.compare("GT", at(counts, i32(top)), kc))
+	first := f.reshape(f.slice(counts, []int{0, 0}, []int{ns, 1}, []int{1, 1}), ir.Shape{ns})
+	last := f.reshape(f.slice(counts, []int{0, top}, []int{ns, nc}, []int{1, 1}), ir.Shape{ns})
+	missed := f.or(f.compare("LT", first, k), f.compare("GT", last, k))
 	return at(cands, pick), missed
 }
 
