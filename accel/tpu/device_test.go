@@ -241,6 +241,19 @@ func TestDeviceTinyGPTDST(t *testing.T) {
 				t.Errorf("step %d: loss %g, CPU %g (rel %.2g > 1e-3)", step, res.Loss, host.lastRes.Loss, rel)
 			}
 		}
+		// Validation through Eval reads the trained parameters in place.
+		lg, err := ir.LossGraph(loadModel(t, "models/tiny_gpt/model.onnx", map[string]ir.Shape{"tokens": batch[0].Shape()}), ir.LossSpec{Kind: ir.SoftmaxCrossEntropy, IgnoreIndex: -100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := tr.Eval(lg, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hostLoss, _ := host.gradFn(host.params, batch)
+		if rel := relDiff(float64(ev[0].Float32s()[0]), float64(hostLoss)); rel > 1e-3 {
+			t.Errorf("validation loss after training %g, CPU %g", ev[0].Float32s()[0], hostLoss)
+		}
 		if mode == "exact" && sizeMismatch > 0 {
 			t.Errorf("%d silo-steps kept a different number of entries than the CPU", sizeMismatch)
 		}

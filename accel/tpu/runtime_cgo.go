@@ -495,6 +495,63 @@ func (t *Trainer) Step(step int64, lr float64, inputs []*ir.Tensor) (StepResult,
 	return res, nil
 }
 
+// Eval runs g — a graph over the same parameters, such as ir.LossGraph
+// of the model for validation — on the trainer's current parameters,
+// which stay on the device (no copies). Programs are cached by their text.
+func (t *Trainer) Eval(g *ir.Graph, inputs []*ir.Tensor) ([]*ir.Tensor, error) {
+	if t.closed {
+		return nil, errors.New("tpu: trainer is closed")
+	}
+	prog, err := LowerGraph(g)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkInputs(prog, inputs); err != nil {
+		return nil, err
+	}
+	exe, err := t.b.compile(prog)
+	if err != nil {
+		return nil, err
+	}
+	args := make([]*pjrt.Buffer, len(prog.Args))
+	var uploaded []*pjrt.Buffer
+	defer func() { destroy(uploaded...) }()
+	in := 0
+	for i, a := range prog.Args {
+		if a.Kind == ArgInput {
+			buf, err := t.b.upload(inputs[in])
+			if err != nil {
+				return nil, fmt.Errorf("tpu: input %q: %w", a.Name, err)
+			}
+			in++
+			uploaded = append(uploaded, buf)
+			args[i] = buf
+			continue
+		}
+		key := residentKey{ArgParam, a.Name}
+		buf, ok := t.resident[key]
+		if !ok {
+			return nil, fmt.Errorf("tpu: the graph reads parameter %q, which the trainer does not hold", a.Name)
+		}
+		if want := t.types[key]; want.DType != a.Type.DType || !want.Shape.Equal(a.Type.Shape) {
+			return nil, fmt.Errorf("tpu: parameter %q is %v in the graph, %v in the trainer", a.Name, a.Type, want)
+		}
+		args[i] = buf
+	}
+	out, err := t.b.execute(exe, args, make([]bool, len(args)))
+	if err != nil {
+		return nil, err
+	}
+	defer destroy(out...)
+	res := make([]*ir.Tensor, len(out))
+	for i, buf := range out {
+		if res[i], err = t.b.download(buf, prog.Results[i].Type); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
 // Param copies the named parameter's current values from the device.
 func (t *Trainer) Param(name string) (*ir.Tensor, error) {
 	return t.State(ArgParam, name)

@@ -40,6 +40,15 @@ func (t *Trainer) Step(int64, float64, []*ir.Tensor) (StepResult, error) {
 	return StepResult{}, ErrNeedsCgo
 }
 
+// Eval is unreachable.
+func (t *Trainer) Eval(*ir.Graph, []*ir.Tensor) ([]*ir.Tensor, error) { return nil, ErrNeedsCgo }
+
+// State is unreachable.
+func (t *Trainer) State(ArgKind, string) (*ir.Tensor, error) { return nil, ErrNeedsCgo }
+
+// SetState is unreachable.
+func (t *Trainer) SetState(ArgKind, string, *ir.Tensor) error { return ErrNeedsCgo }
+
 // Param is unreachable.
 func (t *Trainer) Param(string) (*ir.Tensor, error) { return nil, ErrNeedsCgo }
 
