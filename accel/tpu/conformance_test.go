@@ -61,14 +61,26 @@ func TestONNXNodeSuiteLowered(t *testing.T) {
 var errSkipCase = errors.New("not a lowering case")
 
 func lowerNodeTest(dir string) error {
+	_, err := lowerNodeDir(dir)
+	return err
+}
+
+// lowerNodeDir lowers one node test, evaluates it and compares with
+// ir.Interpret; it returns the program.
+func lowerNodeDir(dir string) (*Program, error) {
+	p, err := lowerNodeProgram(dir)
+	return p, err
+}
+
+func lowerNodeProgram(dir string) (prog *Program, err error) {
 	m, err := onnx.ReadFile(filepath.Join(dir, "model.onnx"))
 	if err != nil {
-		return errSkipCase
+		return nil, errSkipCase
 	}
 	defer m.Close()
 	model, err := ir.NewModel(m)
 	if err != nil {
-		return errSkipCase
+		return nil, errSkipCase
 	}
 	set := filepath.Join(dir, "test_data_set_0")
 	valueInputs := map[string]bool{}
@@ -80,11 +92,11 @@ func lowerNodeTest(dir string) error {
 	for i, in := range model.Inputs {
 		ot, err := onnx.ReadTensorFile(filepath.Join(set, fmt.Sprintf("input_%d.pb", i)))
 		if err != nil {
-			return errSkipCase
+			return nil, errSkipCase
 		}
 		x, err := ir.TensorFromONNX(ot)
 		if err != nil {
-			return errSkipCase
+			return nil, errSkipCase
 		}
 		if valueInputs[in.Name] {
 			b.Values[in.Name] = x
@@ -95,15 +107,15 @@ func lowerNodeTest(dir string) error {
 	}
 	g, err := model.Specialize(b)
 	if err != nil {
-		return errSkipCase
+		return nil, errSkipCase
 	}
 	want, err := ir.Interpret(g, inputs)
 	if err != nil {
-		return errSkipCase
+		return nil, errSkipCase
 	}
 	p, err := LowerGraph(g)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var args []*ir.Tensor
 	for _, a := range p.Args {
@@ -115,13 +127,13 @@ func lowerNodeTest(dir string) error {
 	}
 	got, err := runProgram(p, args)
 	if err != nil {
-		return fmt.Errorf("evaluating: %v", err)
+		return nil, fmt.Errorf("evaluating: %v", err)
 	}
 	for i, r := range p.Results {
 		w := want[r.Name]
 		if d := ir.Compare(got[i], w, 1e-4, 1e-5); !d.OK() {
-			return fmt.Errorf("output %q: %v", r.Name, d)
+			return nil, fmt.Errorf("output %q: %v", r.Name, d)
 		}
 	}
-	return nil
+	return p, nil
 }
