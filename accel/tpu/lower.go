@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/dstune/dstune/ir"
@@ -890,11 +889,4 @@ func lowerBatchNorm(f *fn, op *ir.BatchNorm, in []value, nout int) []value {
 	y = f.add(y, perChannel(in[2]))
 	out[0] = f.convert(y, orig)
 	return out[:min(max(nout, 1), len(out))]
-}
-
-// sortedAxes is a sorted copy (for attribute order).
-func sortedAxes(a []int) []int {
-	s := slices.Clone(a)
-	sort.Ints(s)
-	return s
 }
