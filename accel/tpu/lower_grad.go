@@ -43,10 +43,11 @@ func lowerGradNode(f *fn, n *ir.Node, in []value) (out []value, ok bool, err err
 		}
 		return []value{lowerSliceGrad(f, op, in[0], base)}, true, nil
 	case *ir.SoftmaxCELoss:
+		// Outputs: the loss and dlogits = ∂loss/∂logits (the gradient for
+		// an upstream gradient of 1, which the training graph scales).
 		loss, lse := lowerSoftmaxCE(f, op.IgnoreIndex, in[0], in[1])
-		return []value{loss, lse}, true, nil
-	case *ir.SoftmaxCELossGrad:
-		return []value{lowerSoftmaxCEGrad(f, op.IgnoreIndex, in[0], in[1], in[2], in[3])}, true, nil
+		one := f.scalarConst(loss.dtype(), 1)
+		return []value{loss, lowerSoftmaxCEGrad(f, op.IgnoreIndex, one, in[0], in[1], lse)}, true, nil
 	case *ir.BCELoss:
 		orig := in[0].dtype()
 		p, t := widen(f, in[0]), widen(f, in[1])
