@@ -52,7 +52,9 @@ func TestOverlapKnownCase(t *testing.T) {
 	if len(got.Tensors) != len(want) || got.A != pa || got.B != pb || !got.SameBase {
 		t.Fatalf("got %+v", got)
 	}
-	same := func(x, y *float64) bool { return x == nil && y == nil || x != nil && y != nil && math.Abs(*x-*y) < 1e-15 }
+	same := func(x, y *float64) bool {
+		return x == nil && y == nil || x != nil && y != nil && math.Abs(*x-*y) < 1e-15
+	}
 	for i, w := range want {
 		g := got.Tensors[i]
 		if g.Tensor != w.Tensor || g.InA != w.InA || g.InB != w.InB || g.Both != w.Both || !same(g.Overlap, w.Overlap) {
