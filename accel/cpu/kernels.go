@@ -30,6 +30,9 @@ func (c *compiler) kernelFor(n *ir.Node) (kernel, error) {
 		}
 		return true
 	}
+	if k := c.trainingKernel(n, in, out); k != nil {
+		return k, nil
+	}
 	switch op := n.Op.(type) {
 	case *ir.Reshape:
 		return nopKernel{}, nil // a view: nothing to compute

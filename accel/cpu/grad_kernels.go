@@ -1,0 +1,675 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/kernels"
+)
+
+// Kernels for the ops of training graphs: the internal gradient ops of
+// package ir (UnaryGrad, SoftmaxGrad, LayerNormGrad, ScatterAddRows,
+// SliceGrad, SoftmaxCELoss) and the data-movement and
+// reduction ops backward passes are made of (Reduce, Expand). They are
+// float32 (Expand: any element width), split their work
+// across the executable's threads with kernels.Parallel, allocate nothing
+// when they run, and give the same bits for any thread count: work is
+// split over independent rows or columns, and sums across rows are taken
+// in a fixed order (LayerNormGrad sums fixed blocks of rows, then the
+// blocks in order).
+
+// ---------------------------------------------------------------- UnaryGrad
+
+// unaryGradKernel is dx = dy·f'(t) (ir.UnaryGrad).
+type unaryGradKernel struct {
+	threads   int
+	fn        ir.UnaryFn
+	alpha     float64
+	dy, t, dx []float32
+}
+
+func newUnaryGrad(threads int, op *ir.UnaryGrad, dy, t, dx *ir.Tensor) kernel {
+	return &unaryGradKernel{threads: threads, fn: op.Fn, alpha: float64(op.Alpha), dy: dy.Float32s(), t: t.Float32s(), dx: dx.Float32s()}
+}
+
+func (k *unaryGradKernel) run() error {
+	kernels.Parallel(workersFor(k.threads, len(k.dx)), k)
+	return nil
+}
+
+func (k *unaryGradKernel) Run(w, workers int) {
+	lo, hi := kernels.Split(len(k.dx), w, workers, 16)
+	dx, dy, t := k.dx[lo:hi], k.dy[lo:hi], k.t[lo:hi]
+	switch k.fn {
+	case ir.Tanh:
+		for i, y := range t {
+			dx[i] = dy[i] * (1 - y*y)
+		}
+	case ir.Sigmoid:
+		for i, y := range t {
+			dx[i] = dy[i] * y * (1 - y)
+		}
+	case ir.Relu:
+		for i, y := range t {
+			if y > 0 {
+				dx[i] = dy[i]
+			} else {
+				dx[i] = 0
+			}
+		}
+	case ir.Erf:
+		for i, x := range t {
+			f := float64(x)
+			dx[i] = float32(float64(dy[i]) * (2 / math.SqrtPi) * exp64(-f*f))
+		}
+	case ir.Gelu:
+		// Φ(x) + x·φ(x)
+		for i, x := range t {
+			f := float64(x)
+			d := 0.5*(1+erf64(f*(1/math.Sqrt2))) + f*exp64(-0.5*f*f)*(1/math.Sqrt(2*math.Pi))
+			dx[i] = float32(float64(dy[i]) * d)
+		}
+	case ir.GeluTanh:
+		for i, x := range t {
+			f := float64(x)
+			th := tanh64(sqrt2OverPi * (f + 0.044715*f*f*f))
+			d := 0.5*(1+th) + 0.5*f*(1-th*th)*sqrt2OverPi*(1+3*0.044715*f*f)
+			dx[i] = float32(float64(dy[i]) * d)
+		}
+	default:
+		for i, v := range t {
+			dx[i] = float32(float64(dy[i]) * ir.UnaryDerivative(k.fn, k.alpha, float64(v)))
+		}
+	}
+}
+
+// ---------------------------------------------------------------- SoftmaxGrad
+
+// softmaxGradKernel is ir.SoftmaxGrad over the last axis, rows in
+// parallel; the row sums accumulate in float64.
+type softmaxGradKernel struct {
+	threads   int
+	log       bool
+	n         int // row length
+	dy, y, dx []float32
+}
+
+func (k *softmaxGradKernel) run() error {
+	if k.n == 0 {
+		return nil
+	}
+	kernels.Parallel(workersFor(k.threads, len(k.dx)), k)
+	return nil
+}
+
+func (k *softmaxGradKernel) Run(w, workers int) {
+	rows := len(k.dx) / k.n
+	lo, hi := kernels.Split(rows, w, workers, 1)
+	n := k.n
+	for r := lo; r < hi; r++ {
+		dy, y, dx := k.dy[r*n:(r+1)*n], k.y[r*n:(r+1)*n], k.dx[r*n:(r+1)*n]
+		var s float64
+		if k.log {
+			for _, v := range dy {
+				s += float64(v)
+			}
+			for i, v := range y {
+				dx[i] = float32(float64(dy[i]) - exp64(float64(v))*s)
+			}
+			continue
+		}
+		for i, v := range y {
+			s += float64(dy[i]) * float64(v)
+		}
+		s32 := float32(s)
+		for i, v := range y {
+			dx[i] = v * (dy[i] - s32)
+		}
+	}
+}
+
+// ---------------------------------------------------------------- LayerNormGrad
+
+// layerNormGradRows is the block of rows whose dscale/dbias partial sums
+// are taken together; the blocks are then summed in order, so the result
+// does not depend on the thread count.
+const layerNormGradRows = 16
+
+// layerNormGradKernel is ir.LayerNormGrad over the trailing axes with a
+// scale of exactly the normalized shape: one pass over dy and x computes
+// dx row by row and the partial dscale/dbias sums of each block of rows;
+// a second, small pass sums the blocks.
+type layerNormGradKernel struct {
+	threads          int
+	n, rows          int
+	dy, x, scale     []float32
+	mean, inv        []float32
+	dx, dscale, dbia []float32 // outputs; nil when nobody reads them
+	partial          []float64 // per block: n sums of dy·x̂, then n of dy
+	phase            int
+}
+
+func newLayerNormGrad(threads int, op *ir.LayerNormGrad, in, out []*ir.Tensor) kernel {
+	x := in[1]
+	n := x.Shape()[op.Axis:].Size()
+	rows := x.Shape()[:op.Axis].Size()
+	k := &layerNormGradKernel{threads: threads, n: n, rows: rows, dy: in[0].Float32s(), x: x.Float32s(), scale: in[2].Float32s(),
+		mean: in[3].Float32s(), inv: in[4].Float32s()}
+	if out[0] != nil {
+		k.dx = out[0].Float32s()
+	}
+	if len(out) > 1 && out[1] != nil {
+		k.dscale = out[1].Float32s()
+	}
+	if len(out) > 2 && out[2] != nil {
+		k.dbia = out[2].Float32s()
+	}
+	if k.dscale != nil || k.dbia != nil {
+		blocks := (rows + layerNormGradRows - 1) / layerNormGradRows
+		k.partial = make([]float64, blocks*2*n)
+	}
+	return k
+}
+
+func (k *layerNormGradKernel) run() error {
+	if k.n == 0 {
+		return nil
+	}
+	k.phase = 0
+	kernels.Parallel(workersFor(k.threads, k.rows*k.n), k)
+	if k.partial != nil {
+		k.phase = 1
+		kernels.Parallel(workersFor(k.threads, len(k.partial)), k)
+	}
+	return nil
+}
+
+func (k *layerNormGradKernel) Run(w, workers int) {
+	n := k.n
+	blocks := (k.rows + layerNormGradRows - 1) / layerNormGradRows
+	if k.phase == 1 {
+		// Sum the blocks' partial sums, columns split across workers.
+		lo, hi := kernels.Split(n, w, workers, 16)
+		for j := lo; j < hi; j++ {
+			var gs, bs float64
+			for b := range blocks {
+				p := k.partial[b*2*n:]
+				gs += p[j]
+				bs += p[n+j]
+			}
+			if k.dscale != nil {
+				k.dscale[j] = float32(gs)
+			}
+			if k.dbia != nil {
+				k.dbia[j] = float32(bs)
+			}
+		}
+		return
+	}
+	blo, bhi := kernels.Split(blocks, w, workers, 1)
+	scale := k.scale[:n]
+	for b := blo; b < bhi; b++ {
+		var pg, pb []float64
+		if k.partial != nil {
+			pg, pb = k.partial[b*2*n:b*2*n+n], k.partial[b*2*n+n:(b+1)*2*n]
+			clear(pg)
+			clear(pb)
+		}
+		for r := b * layerNormGradRows; r < min(k.rows, (b+1)*layerNormGradRows); r++ {
+			x, dy := k.x[r*n:(r+1)*n], k.dy[r*n:(r+1)*n]
+			mean, inv := k.mean[r], k.inv[r]
+			var sg, sgx float64
+			for i, v := range x {
+				xh := (v - mean) * inv
+				g := float64(dy[i] * scale[i])
+				sg += g
+				sgx += g * float64(xh)
+				if pg != nil {
+					pg[i] += float64(dy[i]) * float64(xh)
+					pb[i] += float64(dy[i])
+				}
+			}
+			if k.dx == nil {
+				continue
+			}
+			mg, mgx := float32(sg/float64(n)), float32(sgx/float64(n))
+			dx := k.dx[r*n : (r+1)*n]
+			for i, v := range x {
+				xh := (v - mean) * inv
+				dx[i] = inv * (dy[i]*scale[i] - mg - xh*mgx)
+			}
+		}
+	}
+}
+
+// ---------------------------------------------------------------- ScatterAddRows
+
+// scatterAddRowsKernel is ir.ScatterAddRows: the output starts as the
+// base (or zeros) and the slices of dy are added at their rows in index
+// order; the columns of a row are split across workers, so every element
+// sees its terms in the same order whatever the thread count.
+type scatterAddRowsKernel struct {
+	threads      int
+	dy, base, y  []float32
+	idx32        []int32
+	idx64        []int64
+	outer, rows  int
+	nIdx, inner  int
+	badIndex     int64
+	badIndexSeen bool
+}
+
+func newScatterAddRows(threads int, op *ir.ScatterAddRows, in []*ir.Tensor, out *ir.Tensor) kernel {
+	dy, idx := in[0], in[1]
+	s := out.Shape()
+	k := &scatterAddRowsKernel{threads: threads, dy: dy.Float32s(), y: out.Float32s(), outer: s[:op.Axis].Size(), rows: op.Rows,
+		nIdx: idx.Len(), inner: s[op.Axis+1:].Size()}
+	if len(in) > 2 && in[2] != nil {
+		k.base = in[2].Float32s()
+	}
+	if idx.DType() == ir.Int32 {
+		k.idx32 = idx.Int32s()
+	} else {
+		k.idx64 = idx.Int64s()
+	}
+	return k
+}
+
+func (k *scatterAddRowsKernel) index(j int) int64 {
+	if k.idx32 != nil {
+		return int64(k.idx32[j])
+	}
+	return k.idx64[j]
+}
+
+func (k *scatterAddRowsKernel) run() error {
+	n := int64(k.rows)
+	for j := range k.nIdx {
+		if i := k.index(j); i < -n || i >= n {
+			return fmt.Errorf("ScatterAddRows index %d out of range [%d, %d)", i, -n, n)
+		}
+	}
+	kernels.Parallel(workersFor(k.threads, len(k.y)+len(k.dy)), k)
+	return nil
+}
+
+func (k *scatterAddRowsKernel) Run(w, workers int) {
+	lo, hi := kernels.Split(k.inner, w, workers, 16)
+	if lo >= hi {
+		return
+	}
+	in := k.inner
+	for o := range k.outer {
+		for r := range k.rows {
+			off := (o*k.rows+r)*in + lo
+			dst := k.y[off : off+hi-lo]
+			if k.base != nil {
+				copy(dst, k.base[off:off+hi-lo])
+			} else {
+				clear(dst)
+			}
+		}
+		for j := range k.nIdx {
+			i := int(k.index(j))
+			if i < 0 {
+				i += k.rows
+			}
+			dst := k.y[(o*k.rows+i)*in+lo : (o*k.rows+i)*in+hi]
+			src := k.dy[(o*k.nIdx+j)*in+lo : (o*k.nIdx+j)*in+hi]
+			for c, v := range src {
+				dst[c] += v
+			}
+		}
+	}
+}
+
+// ---------------------------------------------------------------- SliceGrad
+
+// sliceGradKernel is ir.SliceGrad: copy the base (or zero), then add dy at
+// the sliced positions, walking dy in row-major order.
+type sliceGradKernel struct {
+	dy, base, y []float32
+	shape       []int // dy's shape
+	strides     []int // output element strides times the slice steps
+	offset      int
+	idx         []int
+}
+
+func newSliceGrad(op *ir.SliceGrad, in []*ir.Tensor, out *ir.Tensor) kernel {
+	st := op.Shape.Strides()
+	k := &sliceGradKernel{dy: in[0].Float32s(), y: out.Float32s(), shape: in[0].Shape().Clone(),
+		strides: make([]int, len(st)), idx: make([]int, len(st))}
+	for d := range st {
+		k.strides[d] = st[d] * op.Steps[d]
+		k.offset += st[d] * op.Starts[d]
+	}
+	if len(in) > 1 && in[1] != nil {
+		k.base = in[1].Float32s()
+	}
+	return k
+}
+
+func (k *sliceGradKernel) run() error {
+	if k.base != nil {
+		copy(k.y, k.base)
+	} else {
+		clear(k.y)
+	}
+	if len(k.dy) == 0 {
+		return nil
+	}
+	r := len(k.shape)
+	if r == 0 {
+		k.y[k.offset] += k.dy[0]
+		return nil
+	}
+	clear(k.idx)
+	inner, step := k.shape[r-1], k.strides[r-1]
+	base := k.offset
+	for o := 0; o < len(k.dy); o += inner {
+		row := k.dy[o : o+inner]
+		if step == 1 {
+			dst := k.y[base : base+inner]
+			for i, v := range row {
+				dst[i] += v
+			}
+		} else {
+			for i, v := range row {
+				k.y[base+i*step] += v
+			}
+		}
+		d := r - 2
+		for ; d >= 0; d-- {
+			k.idx[d]++
+			base += k.strides[d]
+			if k.idx[d] < k.shape[d] {
+				break
+			}
+			base -= k.strides[d] * k.shape[d]
+			k.idx[d] = 0
+		}
+		if d < 0 {
+			break
+		}
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------- SoftmaxCELoss
+
+// crossEntropyKernel is ir.SoftmaxCELoss: per row, one pass for the
+// maximum, one that stores exp(x − max) into dlogits while summing, and
+// one scaling the row (in L1) into the gradient. Rows run in parallel; the
+// row losses are summed in row order afterwards.
+type crossEntropyKernel struct {
+	threads  int
+	c        int // classes
+	ignore   int64
+	logits   []float32
+	targets  []int64
+	targets2 []int32
+	loss     []float32 // one element
+	dlogits  []float32 // nil when nobody reads the gradient
+	rowLoss  []float64
+	count    int
+}
+
+func newCrossEntropy(threads int, op *ir.SoftmaxCELoss, in, out []*ir.Tensor) kernel {
+	logits, targets := in[0], in[1]
+	s := logits.Shape()
+	k := &crossEntropyKernel{threads: threads, ignore: op.IgnoreIndex, c: s[len(s)-1], logits: logits.Float32s(),
+		loss: out[0].Float32s(), rowLoss: make([]float64, targets.Len())}
+	if len(out) > 1 && out[1] != nil {
+		k.dlogits = out[1].Float32s()
+	}
+	if targets.DType() == ir.Int32 {
+		k.targets2 = targets.Int32s()
+	} else {
+		k.targets = targets.Int64s()
+	}
+	return k
+}
+
+func (k *crossEntropyKernel) target(r int) int64 {
+	if k.targets2 != nil {
+		return int64(k.targets2[r])
+	}
+	return k.targets[r]
+}
+
+func (k *crossEntropyKernel) run() error {
+	k.count = 0
+	for r := range k.rowLoss {
+		t := k.target(r)
+		if t == k.ignore {
+			continue
+		}
+		if t < 0 || t >= int64(k.c) {
+			return fmt.Errorf("target %d at position %d out of range [0, %d) (ignore index %d)", t, r, k.c, k.ignore)
+		}
+		k.count++
+	}
+	if k.c > 0 {
+		kernels.Parallel(workersFor(k.threads, len(k.logits)), k)
+	}
+	var sum float64
+	for _, l := range k.rowLoss {
+		sum += l
+	}
+	if k.count > 0 {
+		sum /= float64(k.count)
+	}
+	k.loss[0] = float32(sum)
+	return nil
+}
+
+func (k *crossEntropyKernel) Run(w, workers int) {
+	lo, hi := kernels.Split(len(k.rowLoss), w, workers, 1)
+	c := k.c
+	for r := lo; r < hi; r++ {
+		x := k.logits[r*c : (r+1)*c]
+		t := k.target(r)
+		k.rowLoss[r] = 0
+		var dx []float32
+		if k.dlogits != nil {
+			dx = k.dlogits[r*c : (r+1)*c]
+		}
+		if t == k.ignore {
+			clear(dx)
+			continue
+		}
+		m := float32(math.Inf(-1))
+		for _, v := range x {
+			if v > m {
+				m = v
+			}
+		}
+		var s float64
+		if dx != nil {
+			for i, v := range x {
+				e := exp64(float64(v - m))
+				dx[i] = float32(e)
+				s += e
+			}
+		} else {
+			for _, v := range x {
+				s += exp64(float64(v - m))
+			}
+		}
+		k.rowLoss[r] = float64(m) + math.Log(s) - float64(x[t])
+		if dx != nil {
+			scale := float32(1 / (s * float64(k.count)))
+			for i := range dx {
+				dx[i] *= scale
+			}
+			dx[t] -= float32(1 / float64(k.count))
+		}
+	}
+}
+
+// ---------------------------------------------------------------- Reduce
+
+// reduceKernel is a float32 ReduceSum or ReduceMean whose reduced axes are
+// contiguous once size-1 axes are dropped: the input is viewed as
+// [outer, reduced, inner] and every output element sums its column of the
+// reduced axis in order, in float64.
+type reduceKernel struct {
+	threads             int
+	mean                bool
+	x, y                []float32
+	outer, red, inner   int
+	acc                 []float64 // inner-sized accumulators per worker
+	accPerWorker, nWork int
+}
+
+// newReduce returns nil when the reduced axes are not one contiguous block.
+func newReduce(threads int, op *ir.Reduce, x, y *ir.Tensor) kernel {
+	if op.Fn != ir.ReduceSum && op.Fn != ir.ReduceMean {
+		return nil
+	}
+	s := x.Shape()
+	reduced := make([]bool, len(s))
+	for _, a := range op.Axes {
+		reduced[a] = true
+	}
+	// Walk the non-unit axes: kept ones, then reduced ones, then kept.
+	outer, red, inner := 1, 1, 1
+	stage := 0 // 0 outer, 1 reduced, 2 inner
+	for d, n := range s {
+		if n == 1 {
+			continue
+		}
+		switch {
+		case reduced[d] && stage == 0:
+			stage = 1
+		case reduced[d] && stage == 2:
+			return nil
+		case !reduced[d] && stage == 1:
+			stage = 2
+		}
+		switch stage {
+		case 0:
+			outer *= n
+		case 1:
+			red *= n
+		default:
+			inner *= n
+		}
+	}
+	if stage == 0 { // no axis of size > 1 reduced: a copy
+		inner, outer = outer, 1
+	}
+	workers := max(1, threads)
+	return &reduceKernel{threads: threads, mean: op.Fn == ir.ReduceMean, x: x.Float32s(), y: y.Float32s(),
+		outer: outer, red: red, inner: inner, acc: make([]float64, workers*inner), accPerWorker: inner}
+}
+
+func (k *reduceKernel) run() error {
+	if len(k.y) == 0 {
+		return nil
+	}
+	k.nWork = workersFor(k.threads, len(k.x))
+	kernels.Parallel(k.nWork, k)
+	return nil
+}
+
+func (k *reduceKernel) Run(w, workers int) {
+	scale := 1.0
+	if k.mean {
+		scale = 1 / float64(k.red)
+	}
+	if k.inner == 1 {
+		// Sums of contiguous runs: outer rows split across workers.
+		lo, hi := kernels.Split(k.outer, w, workers, 1)
+		for o := lo; o < hi; o++ {
+			var s float64
+			for _, v := range k.x[o*k.red : (o+1)*k.red] {
+				s += float64(v)
+			}
+			k.y[o] = float32(s * scale)
+		}
+		return
+	}
+	// Column sums: split the inner columns (or, with few of them and many
+	// outer blocks, the outer blocks) across workers.
+	acc := k.acc[w*k.accPerWorker : (w+1)*k.accPerWorker]
+	olo, ohi, ilo, ihi := 0, k.outer, 0, k.inner
+	if k.outer >= workers && k.inner < 256*workers {
+		olo, ohi = kernels.Split(k.outer, w, workers, 1)
+	} else {
+		ilo, ihi = kernels.Split(k.inner, w, workers, 16)
+	}
+	for o := olo; o < ohi; o++ {
+		a := acc[ilo:ihi]
+		clear(a)
+		for r := range k.red {
+			row := k.x[(o*k.red+r)*k.inner+ilo : (o*k.red+r)*k.inner+ihi]
+			for i, v := range row {
+				a[i] += float64(v)
+			}
+		}
+		dst := k.y[o*k.inner+ilo : o*k.inner+ihi]
+		for i, s := range a {
+			dst[i] = float32(s * scale)
+		}
+	}
+}
+
+// ---------------------------------------------------------------- Expand
+
+// newExpand is Expand as a strided copy: stride 0 along broadcast axes.
+func newExpand(threads int, x, y *ir.Tensor) kernel {
+	k := &stridedKernel{x: x.Bytes(), y: y.Bytes(), width: x.DType().Size(), shape: y.Shape().Clone(),
+		strides: ir.BroadcastStrides(x.Shape(), y.Shape())}
+	return k.finish(threads)
+}
+
+// trainingKernel picks the kernel for the ops of training graphs (nil: the
+// op or dtype has none here, kernelFor goes on).
+func (c *compiler) trainingKernel(n *ir.Node, in, out []*ir.Tensor) kernel {
+	f32 := func(ts ...*ir.Tensor) bool {
+		for _, t := range ts {
+			if t != nil && t.DType() != ir.Float32 {
+				return false
+			}
+		}
+		return true
+	}
+	switch op := n.Op.(type) {
+	case *ir.Reduce:
+		if f32(in[0]) {
+			if k := newReduce(c.threads, op, in[0], out[0]); k != nil {
+				return k
+			}
+		}
+	case *ir.Expand:
+		return newExpand(c.threads, in[0], out[0])
+	case *ir.UnaryGrad:
+		if f32(in...) {
+			return newUnaryGrad(c.threads, op, in[0], in[1], out[0])
+		}
+	case *ir.SoftmaxGrad:
+		if f32(in...) && op.Axis == len(in[0].Shape())-1 {
+			return &softmaxGradKernel{threads: c.threads, log: op.Log, n: in[0].Shape()[op.Axis],
+				dy: in[0].Float32s(), y: in[1].Float32s(), dx: out[0].Float32s()}
+		}
+	case *ir.LayerNormGrad:
+		if f32(in...) && in[2].Shape().Equal(in[1].Shape()[op.Axis:]) {
+			return newLayerNormGrad(c.threads, op, in, out)
+		}
+	case *ir.ScatterAddRows:
+		if f32(in[0]) {
+			return newScatterAddRows(c.threads, op, in, out[0])
+		}
+	case *ir.SliceGrad:
+		if f32(in...) {
+			return newSliceGrad(op, in, out[0])
+		}
+	case *ir.SoftmaxCELoss:
+		if f32(in[0]) {
+			return newCrossEntropy(c.threads, op, in, out)
+		}
+	}
+	return nil
+}
