@@ -86,13 +86,14 @@ const (
 	MethodPrompt = "prompt"
 )
 
-// NewMethod returns the named method.
+// NewMethod returns the named built-in method (Run also finds the ones
+// registered with RegisterMethod: dst).
 func NewMethod(name string) (Method, error) {
 	switch name {
 	case MethodFull:
 		return FullMethod{}, nil
 	case MethodDST, MethodLoRA, MethodPrompt:
-		return nil, fmt.Errorf("method %q is not implemented yet (only %q is)", name, MethodFull)
+		return nil, fmt.Errorf("method %q is not available (methods: %v)", name, RegisteredMethods())
 	}
 	return nil, fmt.Errorf("unknown method %q (want %s, %s, %s or %s)", name, MethodFull, MethodDST, MethodLoRA, MethodPrompt)
 }

@@ -32,6 +32,7 @@ type Config struct {
 	Valid       string          `json:"valid,omitempty"`
 	Task        Task            `json:"task"`
 	Method      string          `json:"method"`
+	DST         *DSTConfig      `json:"dst,omitempty"`       // --method dst's options
 	Trainable   string          `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
 	Optimizer   OptimizerConfig `json:"optimizer"`
 	Schedule    Schedule        `json:"schedule"`
@@ -210,6 +211,7 @@ func (r *runner) setup() error {
 
 	var vocab, classes int64
 	fixedT := 0
+	var irModel *ir.Model
 	if r.opts.Source != nil {
 		r.src = r.opts.Source
 	} else {
@@ -228,6 +230,7 @@ func (r *runner) setup() error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", cfg.Model, err)
 		}
+		irModel = model
 		ms, err := NewModelSource(model, ModelSourceOptions{Task: cfg.Task, Trainable: cfg.Trainable})
 		if err != nil {
 			return fmt.Errorf("%s: %w", cfg.Model, err)
@@ -262,7 +265,11 @@ func (r *runner) setup() error {
 	if r.opt, err = NewOptimizer(cfg.Optimizer); err != nil {
 		return err
 	}
-	if r.method, err = NewMethod(cfg.Method); err != nil {
+	env := MethodEnv{Config: *cfg, Model: irModel}
+	if fg, ok := r.src.(interface{ ForwardGraph() (*ir.Graph, error) }); ok {
+		env.ForwardGraph = fg.ForwardGraph
+	}
+	if r.method, err = newRunMethod(env); err != nil {
 		return err
 	}
 	backend, err := accel.Open(cfg.Backend)
@@ -450,6 +457,11 @@ func (r *runner) checkpoint() error {
 	}
 	if err := WriteCheckpoint(r.opts.Dir, r.engine.Params(), st, r.train.Position(), r.opt.Config().Name, r.method.Name()); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if w, ok := r.method.(RunFileWriter); ok {
+		if err := w.WriteRunFiles(r.opts.Dir, st.Step); err != nil {
+			return err
+		}
 	}
 	r.lastCkpt = st.Step
 	return nil
