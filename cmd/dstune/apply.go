@@ -229,22 +229,9 @@ func describeDelta(d *dst.Delta) string {
 }
 
 // baseInitializers describes m's top-level initializers as the base hash
-// and the shape checks of deltas see them.
-func baseInitializers(m *onnx.Model) ([]dst.Initializer, error) {
-	inits := make([]dst.Initializer, 0, len(m.Graph.Initializers))
-	for _, it := range m.Graph.Initializers {
-		name, ok := safetensorsDType[it.DataType]
-		if !ok {
-			return nil, fmt.Errorf("initializer %q has type %s, which deltas cannot describe", it.Name, it.DataType)
-		}
-		data, err := it.Bytes()
-		if err != nil {
-			return nil, err
-		}
-		inits = append(inits, dst.Initializer{Name: it.Name, DType: name, Dims: it.Dims, Data: data})
-	}
-	return inits, nil
-}
+// and the shape checks of deltas see them (dst.InitializersOf, the same
+// description a DST run hashes).
+func baseInitializers(m *onnx.Model) ([]dst.Initializer, error) { return dst.InitializersOf(m) }
 
 // elementsIfFloat counts the elements of a floating-point initializer (a
 // parameter), 0 for the others.
