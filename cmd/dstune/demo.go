@@ -52,6 +52,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	eps := fs.Float64("eps", 1e-2, "share of each silo's entries that may differ from the base model")
 	lr := fs.Float64("lr", 1e-2, "AdamW learning rate")
 	threads := fs.Int("threads", 2, "goroutines per kernel call; the printed numbers depend on it")
+	full := fs.Bool("full", true, "also fine-tune every parameter (--method full), for reference")
 	regenerate := fs.String("regenerate", "", "instead of the demo: pretrain the shipped base model from scratch and write DIR/"+demo.BaseModelFile)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -72,7 +73,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	if *regenerate != "" {
 		return regenerateDemo(ctx, stdout, *regenerate)
 	}
-	return demoRun(stdout, demoOptions{out: *out, steps: *steps, eps: *eps, lr: *lr, threads: *threads})
+	return demoRun(stdout, demoOptions{out: *out, steps: *steps, eps: *eps, lr: *lr, threads: *threads, full: *full})
 }
 
 func regenerateDemo(ctx context.Context, stdout io.Writer, dir string) error {
@@ -94,12 +95,13 @@ type demoOptions struct {
 	eps     float64
 	lr      float64
 	threads int
+	full    bool // also fine-tune every parameter, for reference
 }
 
 // demoRun writes the base model and the task's data into the output
 // directory, measures the base model, fine-tunes it with `dstune train
 // --method dst`, applies the delta with `dstune apply` and measures the
-// result.
+// result; with o.full also `dstune train --method full` for reference.
 func demoRun(stdout io.Writer, o demoOptions) error {
 	start := time.Now()
 	dir := o.out
@@ -111,110 +113,131 @@ func demoRun(stdout io.Writer, o demoOptions) error {
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	runDir := filepath.Join(dir, "run")
-	if _, err := os.Stat(runDir); err == nil {
-		return fmt.Errorf("%s already exists: give the demo another --out directory", runDir)
+	at := func(name string) string { return filepath.Join(dir, name) }
+	for _, name := range []string{"run", "full"} {
+		if _, err := os.Stat(at(name)); err == nil {
+			return fmt.Errorf("%s already exists: give the demo another --out directory", at(name))
+		}
 	}
-	files := struct{ base, train, valid, tuned, trainLog, applyLog string }{
-		filepath.Join(dir, demo.BaseModelFile), filepath.Join(dir, "train.jsonl"), filepath.Join(dir, "valid.jsonl"),
-		filepath.Join(dir, "tuned.onnx"), filepath.Join(dir, "train.log"), filepath.Join(dir, "apply.log"),
-	}
-	if err := os.WriteFile(files.base, demo.BaseModel, 0o644); err != nil {
+	if err := os.WriteFile(at(demo.BaseModelFile), demo.BaseModel, 0o644); err != nil {
 		return err
 	}
 	task := demo.ReverseUpper
 	trainSet, validSet := demo.TaskData(task, demoTrainExamples, demoValidExamples, demoDataSeed)
-	if err := demo.WriteJSONL(files.train, trainSet); err != nil {
+	if err := demo.WriteJSONL(at("train.jsonl"), trainSet); err != nil {
 		return err
 	}
-	if err := demo.WriteJSONL(files.valid, validSet); err != nil {
+	if err := demo.WriteJSONL(at("valid.jsonl"), validSet); err != nil {
 		return err
 	}
-
-	before, params, err := demoEvaluate(files.base, validSet, o.threads)
+	before, params, err := demoEvaluate(at(demo.BaseModelFile), validSet, o.threads)
 	if err != nil {
 		return err
 	}
-	base, _ := onnx.ReadFile(files.base)
-	var skills string
-	if base != nil {
-		for _, p := range base.MetadataProps {
-			if p.Key == demo.MetaSkills {
-				skills = strings.ReplaceAll(p.Value, ",", ", ")
-			}
-		}
-		base.Close()
-	}
+
 	word := "hello"
 	fmt.Fprintf(stdout, "dstune demo: Dynamic Subset Tuning of a small model on a task it has not learned\n\n")
-	fmt.Fprintf(stdout, "base model   %s: a byte-level GPT (%d layers, width %d, %s parameters), pretrained from scratch\n",
-		demo.BaseModelFile, demo.DefaultModel.Layers, demo.DefaultModel.Dim, groupThousands(params))
-	fmt.Fprintf(stdout, "             by dstune on %s:", skills)
+	fmt.Fprintf(stdout, "base model   a byte-level GPT (%d layers, width %d, %s parameters) that dstune pretrained\n",
+		demo.DefaultModel.Layers, demo.DefaultModel.Dim, groupThousands(params))
+	fmt.Fprintf(stdout, "             from scratch on %s:", skillNames(demo.DefaultPretraining.Skills))
 	for _, s := range demo.DefaultPretraining.Skills {
 		e := s.Example([]byte(word))
-		fmt.Fprintf(stdout, "  %q → %q", e.Prompt, e.Answer)
+		fmt.Fprintf(stdout, "  %s → %s", e.Prompt, e.Answer)
 	}
 	e := task.Example([]byte(word))
-	fmt.Fprintf(stdout, "\nnew task     %s: %q → %q (%d training examples, %d held-out words)\n", task.Name, e.Prompt, e.Answer, len(trainSet), len(validSet))
-	fmt.Fprintf(stdout, "fine-tuning  %s, ε = %g: after every step only the %g %% of each tensor farthest from the base (%s)\n",
-		strings.ToUpper(demoMethod), o.eps, 100*o.eps, demoDistance)
-	fmt.Fprintf(stdout, "             keep their new values, the rest snap back; %s lr %g, %d steps of %d, %d threads\n\n",
-		"AdamW", o.lr, o.steps, demoBatch, o.threads)
+	fmt.Fprintf(stdout, "\nnew task     %s: %s → %s, never seen in pretraining (%d training examples)\n", task.Name, e.Prompt, e.Answer, len(trainSet))
+	fmt.Fprintf(stdout, "fine-tuning  DST with ε = %g: after every optimizer step only the %g %% of each tensor farthest\n", o.eps, 100*o.eps)
+	fmt.Fprintf(stdout, "             from the base (%s distance) keep their new values, the rest snap back;\n", demoDistance)
+	fmt.Fprintf(stdout, "             AdamW, lr %g, %d steps of %d examples, %d threads\n\n", o.lr, o.steps, demoBatch, o.threads)
 
-	trainArgs := []string{files.base, "--data", files.train, "--valid", files.valid, "--task", "lm",
-		"--method", demoMethod, "--optimizer", demoOptimizer, "--lr", strconv.FormatFloat(o.lr, 'g', -1, 64),
-		"--steps", strconv.FormatInt(o.steps, 10), "--batch", strconv.Itoa(demoBatch), "--seed", "1",
-		"--threads", strconv.Itoa(o.threads), "--out", runDir}
-	if demoMethod == train.MethodDST {
-		trainArgs = append(trainArgs, "--eps", strconv.FormatFloat(o.eps, 'g', -1, 64), "--silo", demoSilo,
-			"--distance", demoDistance, "--threshold", demoThreshold)
+	trainArgs := func(method, out string) []string {
+		args := []string{at(demo.BaseModelFile), "--data", at("train.jsonl"), "--valid", at("valid.jsonl"), "--task", "lm",
+			"--method", method, "--optimizer", demoOptimizer, "--lr", strconv.FormatFloat(o.lr, 'g', -1, 64),
+			"--steps", strconv.FormatInt(o.steps, 10), "--batch", strconv.Itoa(demoBatch), "--seed", "1",
+			"--threads", strconv.Itoa(o.threads), "--out", out}
+		if method == train.MethodDST {
+			args = append(args, "--eps", strconv.FormatFloat(o.eps, 'g', -1, 64), "--silo", demoSilo,
+				"--distance", demoDistance, "--threshold", demoThreshold)
+		}
+		return args
 	}
+	dstArgs := trainArgs(train.MethodDST, at("run"))
 	trainStart := time.Now()
-	if err := runLogged(files.trainLog, "train", trainArgs); err != nil {
+	if err := runLogged(at("train.log"), "train", dstArgs); err != nil {
 		return err
 	}
 	trainTime := time.Since(trainStart)
-	deltaPath := filepath.Join(runDir, "delta.safetensors")
-	applyArgs := []string{files.base, deltaPath, "-o", files.tuned}
-	if err := runLogged(files.applyLog, "apply", applyArgs); err != nil {
+	deltaPath := at(filepath.Join("run", dst.DeltaFile))
+	applyArgs := []string{at(demo.BaseModelFile), deltaPath, "-o", at("tuned.onnx")}
+	if err := runLogged(at("apply.log"), "apply", applyArgs); err != nil {
 		return err
 	}
-	after, _, err := demoEvaluate(files.tuned, validSet, o.threads)
+	after, _, err := demoEvaluate(at("tuned.onnx"), validSet, o.threads)
 	if err != nil {
 		return err
 	}
-
-	fmt.Fprintf(stdout, "on the %d held-out words    validation loss    exact match (greedy completion)\n", len(validSet))
-	fmt.Fprintf(stdout, "  base model                 %8.4f           %5.1f %%\n", before.Loss, 100*before.ExactMatch)
-	fmt.Fprintf(stdout, "  after DST                  %8.4f           %5.1f %%\n", after.Loss, 100*after.ExactMatch)
-	for i := range min(3, len(validSet)) {
-		fmt.Fprintf(stdout, "  e.g. %q: base %q, tuned %q (want %q)\n", validSet[i].Prompt, before.Completions[i], after.Completions[i], validSet[i].Answer)
+	var fullArgs []string
+	var full demo.Quality
+	if o.full {
+		fullArgs = trainArgs(train.MethodFull, at("full"))
+		if err := runLogged(at("full.log"), "train", fullArgs); err != nil {
+			return err
+		}
+		if full, _, err = demoEvaluate(at(filepath.Join("full", train.ModelFile)), validSet, o.threads); err != nil {
+			return err
+		}
 	}
+
 	d, err := dst.ReadDelta(deltaPath)
 	if err != nil {
 		return err
 	}
 	deltaInfo, err1 := os.Stat(deltaPath)
-	baseInfo, err2 := os.Stat(files.base)
+	baseInfo, err2 := os.Stat(at(demo.BaseModelFile))
 	if err := errors.Join(err1, err2); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\ndelta        %s entries of %s changed (%.2f %%): %s bytes, %.1f %% of the model's %s bytes\n",
-		groupThousands(d.NumChanged()), groupThousands(params), 100*float64(d.NumChanged())/float64(params),
-		groupThousands(deltaInfo.Size()), 100*float64(deltaInfo.Size())/float64(baseInfo.Size()), groupThousands(baseInfo.Size()))
-	fmt.Fprintf(stdout, "time         %.1f s (fine-tuning %.1f s)\n\n", time.Since(start).Seconds(), trainTime.Seconds())
+	fmt.Fprintf(stdout, "%-34s %s   %s   %s\n", fmt.Sprintf("on %d held-out words", len(validSet)), "validation loss", "exact match", "parameters changed")
+	row := func(name string, q demo.Quality, changed string) {
+		fmt.Fprintf(stdout, "  %-32s %15.4f %11.1f %%   %s\n", name, q.Loss, 100*q.ExactMatch, changed)
+	}
+	row("base model", before, "none")
+	row(fmt.Sprintf("after DST (ε = %g)", o.eps), after, fmt.Sprintf("%s (%.2f %%)", groupThousands(d.NumChanged()), 100*float64(d.NumChanged())/float64(params)))
+	if o.full {
+		row("full fine-tuning, for reference", full, "all "+groupThousands(params))
+	}
+	for i := range min(3, len(validSet)) {
+		fmt.Fprintf(stdout, "  e.g. %s  base model: %s  after DST: %s\n", validSet[i].Prompt, before.Completions[i], after.Completions[i])
+	}
+	fmt.Fprintf(stdout, "\ndelta        %s: %s bytes, %.1f %% of the base model's %s bytes\n",
+		filepath.Join("run", dst.DeltaFile), groupThousands(deltaInfo.Size()), 100*float64(deltaInfo.Size())/float64(baseInfo.Size()), groupThousands(baseInfo.Size()))
+	fmt.Fprintf(stdout, "time         %.1f s (DST fine-tuning %.1f s)\n\n", time.Since(start).Seconds(), trainTime.Seconds())
+
 	fmt.Fprintf(stdout, "files in %s:\n", dir)
-	for _, f := range [][2]string{
+	list := [][2]string{
 		{demo.BaseModelFile, "the base model"},
 		{"train.jsonl, valid.jsonl", "the new task's data"},
-		{"run/", "the training run: delta.safetensors, metrics.jsonl (loss, realized ε, thresholds, churn per step), config.json, checkpoint/"},
+		{"run/", "the DST run: " + dst.DeltaFile + ", metrics.jsonl (per step: loss, realized ε, thresholds, churn), config.json, checkpoint/"},
 		{"tuned.onnx", "the base model with the delta applied"},
-		{"train.log, apply.log", "what the two commands below printed"},
-	} {
+		{"train.log, apply.log", "what the commands below printed"},
+	}
+	if o.full {
+		list = append(list, [2]string{"full/, full.log", "the full fine-tuning run (full/model.onnx) and its output"})
+	}
+	for _, f := range list {
 		fmt.Fprintf(stdout, "  %-26s %s\n", f[0], f[1])
 	}
-	fmt.Fprintf(stdout, "\nthe same by hand:\n  dstune train %s\n  dstune apply %s\n", shellJoin(trainArgs), shellJoin(applyArgs))
+	fmt.Fprintf(stdout, "\nthe same by hand, in that directory:\n")
+	for _, c := range [][]string{append([]string{"train"}, dstArgs...), append([]string{"apply"}, applyArgs...)} {
+		fmt.Fprintf(stdout, "  dstune %s\n", relativeTo(dir, shellJoin(c)))
+	}
+	fmt.Fprintf(stdout, "  dstune run %s --delta run/%s --input tokens=TOKENS.pb --output-dir OUT   (the delta applied in memory)\n", demo.BaseModelFile, dst.DeltaFile)
 	return nil
+}
+
+// relativeTo shortens the paths inside dir in a command line for display.
+func relativeTo(dir, cmdline string) string {
+	return strings.ReplaceAll(cmdline, dir+string(filepath.Separator), "")
 }
 
 // demoEvaluate loads a model file and scores it on examples; it also
