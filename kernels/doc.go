@@ -9,6 +9,18 @@
 // [ActiveISA]; [SetMaxISA] lowers it so that every path can be exercised on
 // one AVX-512 machine.
 //
+// The element-wise and row kernels of a training step: vector math
+// ([ExpF32], [ErfF32], [TanhF32], [SigmoidF32] and their backward forms),
+// GELU ([GeluF32], [GeluTanhF32], backward), arithmetic ([AddF32],
+// [AxpyF32], [AddRowVector], [SumRows], ...), and row kernels ([Softmax],
+// [LogSoftmax], [AttentionSoftmax], [SoftmaxCrossEntropy], [LayerNorm] and
+// their backward passes). Element-wise functions write dst[:len(dst)], may
+// run in place, and may be called on disjoint parts of a slice from several
+// goroutines. Row kernels take each matrix as a slice and a row stride (row
+// r of m is m[r*ld:r*ld+cols]), allow an output to be its input, split rows
+// across threads goroutines (<= 0: DefaultThreads), and give the same bits
+// for any thread count.
+//
 // Kernels panic with constant "kernels: ..." messages on programmer errors
 // (short slices, negative sizes); they never return errors.
 package kernels

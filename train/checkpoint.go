@@ -89,7 +89,11 @@ func WriteCheckpoint(run string, params []ParamInfo, st *EngineState, pos Positi
 			return fmt.Errorf("checkpoint: no values for parameter %q", p.Name)
 		}
 		values = append(values, safetensors.Tensor{Name: p.Name, DType: safetensors.F32, Shape: shape64(p.Shape), Data: float32Bytes(v)})
-		for _, s := range st.Optimizer[p.Name].Slots {
+		ps, ok := st.Optimizer[p.Name]
+		if !ok {
+			return fmt.Errorf("checkpoint: no optimizer state for parameter %q", p.Name)
+		}
+		for _, s := range ps.Slots {
 			slots = append(slots, safetensors.Tensor{Name: p.Name + ":" + s.Name, DType: safetensors.F32, Shape: shape64(s.Shape), Data: float32Bytes(s.Data)})
 		}
 	}

@@ -180,18 +180,16 @@ func copyState(s *ParamState) *ParamState {
 	return c
 }
 
-// restoreState copies src's slots into dst, checking that they describe
-// the same layout.
-func restoreState(name string, dst, src *ParamState) error {
-	if len(dst.Slots) != len(src.Slots) {
-		return fmt.Errorf("parameter %q: checkpoint has %d optimizer slots, the optimizer keeps %d", name, len(src.Slots), len(dst.Slots))
+// checkState checks that saved describes the same slots as st.
+func checkState(name string, st, saved *ParamState) error {
+	if len(st.Slots) != len(saved.Slots) {
+		return fmt.Errorf("parameter %q: checkpoint has %d optimizer slots, the optimizer keeps %d", name, len(saved.Slots), len(st.Slots))
 	}
-	for i := range dst.Slots {
-		d, s := &dst.Slots[i], &src.Slots[i]
+	for i := range st.Slots {
+		d, s := &st.Slots[i], &saved.Slots[i]
 		if d.Name != s.Name || len(d.Data) != len(s.Data) {
 			return fmt.Errorf("parameter %q: checkpoint slot %q has %d values, the optimizer wants %q with %d", name, s.Name, len(s.Data), d.Name, len(d.Data))
 		}
-		copy(d.Data, s.Data)
 	}
 	return nil
 }

@@ -295,7 +295,8 @@ func (e *HostEngine) State() (*EngineState, error) {
 	return st, nil
 }
 
-// Restore sets the engine's state from a checkpoint.
+// Restore sets the engine's state from a checkpoint. Everything is
+// checked before anything is changed.
 func (e *HostEngine) Restore(st *EngineState) error {
 	if len(st.Params) != len(e.params) {
 		return fmt.Errorf("checkpoint holds %d trainable parameters, the run trains %d", len(st.Params), len(e.params))
@@ -308,19 +309,22 @@ func (e *HostEngine) Restore(st *EngineState) error {
 		if len(v) != len(p.Value) {
 			return fmt.Errorf("checkpoint's parameter %q has %d values, the model's %d", p.Name, len(v), len(p.Value))
 		}
-		os, ok := st.Optimizer[p.Name]
+		saved, ok := st.Optimizer[p.Name]
 		if !ok {
 			return fmt.Errorf("checkpoint has no optimizer state for parameter %q", p.Name)
 		}
-		if err := restoreState(p.Name, p.State, os); err != nil {
+		if err := checkState(p.Name, p.State, saved); err != nil {
 			return err
 		}
 	}
-	for _, p := range e.params {
-		copy(p.Value, st.Params[p.Name])
-	}
 	if err := e.method.LoadState(st.Method); err != nil {
 		return err
+	}
+	for _, p := range e.params {
+		copy(p.Value, st.Params[p.Name])
+		for i, s := range st.Optimizer[p.Name].Slots {
+			copy(p.State.Slots[i].Data, s.Data)
+		}
 	}
 	e.step = st.Step
 	return nil

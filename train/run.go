@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -299,7 +300,13 @@ func (r *runner) setup() error {
 			return err
 		}
 	}
-	if err := truncateMetrics(filepath.Join(dir, MetricsFile), r.engine.Step()); err != nil {
+	// Records after the checkpoint go; without a checkpoint the run starts
+	// over, initial validation included.
+	keep := r.engine.Step()
+	if keep == 0 {
+		keep = -1
+	}
+	if err := truncateMetrics(filepath.Join(dir, MetricsFile), keep); err != nil {
 		return err
 	}
 	if r.metrics, err = os.OpenFile(filepath.Join(dir, MetricsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
@@ -353,16 +360,8 @@ func configDiff(a, b Config) string {
 			diffs = append(diffs, fmt.Sprintf("%s is unset in config.json, %s now", k, db))
 		}
 	}
-	sortStrings(diffs)
+	slices.Sort(diffs)
 	return strings.Join(diffs, "; ")
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 // truncateMetrics drops records of steps after step (written after the

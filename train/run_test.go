@@ -291,3 +291,35 @@ func mustDefault(name string) OptimizerConfig {
 	}
 	return c
 }
+
+// A run that dies before its first checkpoint starts over when resumed,
+// and its metrics hold every step once.
+func TestRunResumeBeforeFirstCheckpoint(t *testing.T) {
+	cfg := runConfig(t, OptimizerAdamW, 6)
+	whole := filepath.Join(t.TempDir(), "whole")
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: whole, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "run")
+	crash := errors.New("killed")
+	_, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1), AfterStep: func(step int64) error {
+		if step == 2 {
+			return crash
+		}
+		return nil
+	}})
+	if !errors.Is(err, crash) || HasCheckpoint(dir) {
+		t.Fatalf("crashed run: %v, checkpoint %v", err, HasCheckpoint(dir))
+	}
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if !sameBits(readCheckpointWeights(t, dir, cfg), readCheckpointWeights(t, whole, cfg)) {
+		t.Error("parameters differ from the uninterrupted run's")
+	}
+	for i, r := range readMetrics(t, dir) {
+		if r["step"] != float64(i) {
+			t.Fatalf("metrics record %d is step %v", i, r["step"])
+		}
+	}
+}

@@ -85,7 +85,7 @@ type compiler struct {
 	uses    map[*ir.Value]int // node inputs reading the value, plus graph outputs
 	skip    map[*ir.Node]bool // nodes folded into a consumer (a transpose into a MatMul)
 	fused   map[*ir.Node]fusion
-	aliasOf map[*ir.Value]*ir.Value // reshape outputs: the value whose bytes they view
+	aliasOf map[*ir.Value]*ir.Value // reshape and in-place outputs: the value whose bytes they view
 	tensors map[*ir.Value]*ir.Tensor
 }
 
@@ -149,17 +149,27 @@ func (c *compiler) compile() (*Executable, error) {
 			s.last = max(s.last, at)
 		}
 	}
+	lastRead := c.lastReads(active, root)
+	hasSlot := func(v *ir.Value) bool { return slots[v] != nil }
+	inPlaceBytes := 0
 	for i, n := range active {
 		for _, v := range c.readsOf(n) {
 			if v != nil {
 				touch(v, i)
 			}
 		}
-		for _, v := range n.Outputs {
+		for j, v := range n.Outputs {
 			if v == nil {
 				continue
 			}
 			if _, alias := c.aliasOf[v]; alias {
+				continue
+			}
+			if r := c.inPlaceTarget(n, j, i, root, lastRead, hasSlot); r != nil {
+				// The output takes over a dying input's buffer (inplace.go).
+				c.aliasOf[v] = r
+				lastRead[r] = lastRead[v]
+				inPlaceBytes += byteSize(v)
 				continue
 			}
 			newSlot(v, i)
@@ -169,7 +179,7 @@ func (c *compiler) compile() (*Executable, error) {
 		touch(o.Value, len(active))
 	}
 	list := make([]*slot, len(order))
-	valueBytes := 0
+	valueBytes := inPlaceBytes
 	for i, v := range order {
 		list[i] = slots[v]
 		valueBytes += list[i].size

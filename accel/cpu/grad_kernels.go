@@ -21,26 +21,102 @@ import (
 
 // ---------------------------------------------------------------- UnaryGrad
 
-// unaryGradKernel is dx = dy·f'(t) (ir.UnaryGrad).
+// unaryGradKernel is dx = dy·f'(t) (ir.UnaryGrad). GELU's runs on package
+// kernels' SIMD version (simd.go); the other derivatives that
+// need transcendental functions are computed in float64 on blocks of t
+// converted first, as the forward unary kernel does (see unaryKernel).
 type unaryGradKernel struct {
-	threads   int
 	fn        ir.UnaryFn
 	alpha     float64
 	dy, t, dx []float32
+	deriv     func(b []float64, alpha float64) // b[i] = f'(b[i]); nil: a float32 loop
+	simd      func(dx, x, dy []float32)        // a kernels function (simd.go), used instead of deriv
+	scratch   [][]float64                      // per worker
+	workers   int
+	split     splitter
 }
 
 func newUnaryGrad(threads int, op *ir.UnaryGrad, dy, t, dx *ir.Tensor) kernel {
-	return &unaryGradKernel{threads: threads, fn: op.Fn, alpha: float64(op.Alpha), dy: dy.Float32s(), t: t.Float32s(), dx: dx.Float32s()}
+	k := &unaryGradKernel{fn: op.Fn, alpha: float64(op.Alpha), dy: dy.Float32s(), t: t.Float32s(), dx: dx.Float32s(),
+		workers: workersFor(threads, dx.Len())}
+	switch op.Fn {
+	case ir.Tanh, ir.Sigmoid, ir.Relu:
+	case ir.Erf:
+		k.deriv = erfDerivBlock
+	case ir.Gelu:
+		k.deriv = geluDerivBlock
+	case ir.GeluTanh:
+		k.deriv = geluTanhDerivBlock
+	default:
+		fn := op.Fn
+		k.deriv = func(b []float64, alpha float64) {
+			for i, v := range b {
+				b[i] = ir.UnaryDerivative(fn, alpha, v)
+			}
+		}
+	}
+	if k.simd = simdUnaryGrad(op.Fn); k.simd != nil {
+		k.deriv = nil
+	}
+	if k.deriv != nil {
+		for range k.workers {
+			k.scratch = append(k.scratch, make([]float64, blockLen))
+		}
+	}
+	k.split = splitter{units: len(k.dx), align: blockLen, share: k.share}
+	return k
+}
+
+// erfDerivBlock: erf'(x) = 2/√π·exp(−x²).
+func erfDerivBlock(b []float64, _ float64) {
+	for i, x := range b {
+		b[i] = (2 / math.SqrtPi) * exp64(-x*x)
+	}
+}
+
+// geluDerivBlock: Gelu'(x) = Φ(x) + x·φ(x).
+func geluDerivBlock(b []float64, _ float64) {
+	for i, x := range b {
+		b[i] = 0.5*(1+erf64(x*(1/math.Sqrt2))) + x*exp64(-0.5*x*x)*(1/math.Sqrt(2*math.Pi))
+	}
+}
+
+// geluTanhDerivBlock: the derivative of ½x(1 + tanh u), u = √(2/π)(x + 0.044715x³).
+func geluTanhDerivBlock(b []float64, _ float64) {
+	for i, x := range b {
+		th := tanh64(sqrt2OverPi * (x + 0.044715*x*x*x))
+		b[i] = 0.5*(1+th) + 0.5*x*(1-th*th)*sqrt2OverPi*(1+3*0.044715*x*x)
+	}
 }
 
 func (k *unaryGradKernel) run() error {
-	kernels.Parallel(workersFor(k.threads, len(k.dx)), k)
+	k.split.run(k.workers)
 	return nil
 }
 
-func (k *unaryGradKernel) Run(w, workers int) {
-	lo, hi := kernels.Split(len(k.dx), w, workers, 16)
+// share computes elements [lo, hi).
+func (k *unaryGradKernel) share(lo, hi, w int) {
 	dx, dy, t := k.dx[lo:hi], k.dy[lo:hi], k.t[lo:hi]
+	if k.simd != nil {
+		k.simd(dx, t, dy)
+		return
+	}
+	if k.deriv != nil {
+		buf := k.scratch[w]
+		for off := 0; off < len(t); off += len(buf) {
+			n := min(len(buf), len(t)-off)
+			b := buf[:n]
+			for i, v := range t[off : off+n] {
+				b[i] = float64(v)
+			}
+			k.deriv(b, k.alpha)
+			g, out := dy[off:off+n], dx[off:off+n]
+			for i, d := range b {
+				out[i] = float32(float64(g[i]) * d)
+			}
+		}
+		return
+	}
 	switch k.fn {
 	case ir.Tanh:
 		for i, y := range t {
@@ -57,29 +133,6 @@ func (k *unaryGradKernel) Run(w, workers int) {
 			} else {
 				dx[i] = 0
 			}
-		}
-	case ir.Erf:
-		for i, x := range t {
-			f := float64(x)
-			dx[i] = float32(float64(dy[i]) * (2 / math.SqrtPi) * exp64(-f*f))
-		}
-	case ir.Gelu:
-		// Φ(x) + x·φ(x)
-		for i, x := range t {
-			f := float64(x)
-			d := 0.5*(1+erf64(f*(1/math.Sqrt2))) + f*exp64(-0.5*f*f)*(1/math.Sqrt(2*math.Pi))
-			dx[i] = float32(float64(dy[i]) * d)
-		}
-	case ir.GeluTanh:
-		for i, x := range t {
-			f := float64(x)
-			th := tanh64(sqrt2OverPi * (f + 0.044715*f*f*f))
-			d := 0.5*(1+th) + 0.5*f*(1-th*th)*sqrt2OverPi*(1+3*0.044715*f*f)
-			dx[i] = float32(float64(dy[i]) * d)
-		}
-	default:
-		for i, v := range t {
-			dx[i] = float32(float64(dy[i]) * ir.UnaryDerivative(k.fn, k.alpha, float64(v)))
 		}
 	}
 }
@@ -300,13 +353,16 @@ func (k *scatterAddRowsKernel) Run(w, workers int) {
 		return
 	}
 	in := k.inner
+	inPlace := k.base != nil && len(k.y) > 0 && &k.base[0] == &k.y[0]
 	for o := range k.outer {
 		for r := range k.rows {
 			off := (o*k.rows+r)*in + lo
 			dst := k.y[off : off+hi-lo]
-			if k.base != nil {
+			switch {
+			case inPlace:
+			case k.base != nil:
 				copy(dst, k.base[off:off+hi-lo])
-			} else {
+			default:
 				clear(dst)
 			}
 		}
@@ -351,10 +407,12 @@ func newSliceGrad(op *ir.SliceGrad, in []*ir.Tensor, out *ir.Tensor) kernel {
 }
 
 func (k *sliceGradKernel) run() error {
-	if k.base != nil {
-		copy(k.y, k.base)
-	} else {
+	switch {
+	case k.base == nil:
 		clear(k.y)
+	case len(k.y) > 0 && &k.base[0] == &k.y[0]: // in place
+	default:
+		copy(k.y, k.base)
 	}
 	if len(k.dy) == 0 {
 		return nil
@@ -398,28 +456,28 @@ func (k *sliceGradKernel) run() error {
 
 // ---------------------------------------------------------------- SoftmaxCELoss
 
-// crossEntropyKernel is ir.SoftmaxCELoss: per row, one pass for the
-// maximum, one that stores exp(x − max) into dlogits while summing, and
-// one scaling the row (in L1) into the gradient. Rows run in parallel; the
-// row losses are summed in row order afterwards.
+// crossEntropyKernel is ir.SoftmaxCELoss: the targets are checked and
+// counted, then kernels.SoftmaxCrossEntropy (simd.go) takes each row of
+// logits once for its loss and gradient; rows run in parallel and the row
+// losses are summed in row order.
 type crossEntropyKernel struct {
-	threads  int
 	c        int // classes
 	ignore   int64
 	logits   []float32
 	targets  []int64
 	targets2 []int32
+	targets3 []int32   // the targets as kernels.SoftmaxCrossEntropy takes them
 	loss     []float32 // one element
 	dlogits  []float32 // nil when nobody reads the gradient
-	rowLoss  []float64
 	count    int
+	workers  int
 }
 
 func newCrossEntropy(threads int, op *ir.SoftmaxCELoss, in, out []*ir.Tensor) kernel {
 	logits, targets := in[0], in[1]
 	s := logits.Shape()
-	k := &crossEntropyKernel{threads: threads, ignore: op.IgnoreIndex, c: s[len(s)-1], logits: logits.Float32s(),
-		loss: out[0].Float32s(), rowLoss: make([]float64, targets.Len())}
+	k := &crossEntropyKernel{ignore: op.IgnoreIndex, c: s[len(s)-1], logits: logits.Float32s(),
+		loss: out[0].Float32s(), targets3: make([]int32, targets.Len()), workers: workersFor(threads, logits.Len())}
 	if len(out) > 1 && out[1] != nil {
 		k.dlogits = out[1].Float32s()
 	}
@@ -439,9 +497,13 @@ func (k *crossEntropyKernel) target(r int) int64 {
 }
 
 func (k *crossEntropyKernel) run() error {
+	if k.ignore < math.MinInt32 || k.ignore > math.MaxInt32 {
+		return fmt.Errorf("ignore index %d does not fit int32", k.ignore)
+	}
 	k.count = 0
-	for r := range k.rowLoss {
+	for r := range k.targets3 {
 		t := k.target(r)
+		k.targets3[r] = int32(t)
 		if t == k.ignore {
 			continue
 		}
@@ -450,62 +512,11 @@ func (k *crossEntropyKernel) run() error {
 		}
 		k.count++
 	}
+	k.loss[0] = 0
 	if k.c > 0 {
-		kernels.Parallel(workersFor(k.threads, len(k.logits)), k)
+		k.loss[0] = crossEntropyRows(k.workers, len(k.targets3), k.c, k.logits, k.targets3, int32(k.ignore), k.dlogits, k.count)
 	}
-	var sum float64
-	for _, l := range k.rowLoss {
-		sum += l
-	}
-	if k.count > 0 {
-		sum /= float64(k.count)
-	}
-	k.loss[0] = float32(sum)
 	return nil
-}
-
-func (k *crossEntropyKernel) Run(w, workers int) {
-	lo, hi := kernels.Split(len(k.rowLoss), w, workers, 1)
-	c := k.c
-	for r := lo; r < hi; r++ {
-		x := k.logits[r*c : (r+1)*c]
-		t := k.target(r)
-		k.rowLoss[r] = 0
-		var dx []float32
-		if k.dlogits != nil {
-			dx = k.dlogits[r*c : (r+1)*c]
-		}
-		if t == k.ignore {
-			clear(dx)
-			continue
-		}
-		m := float32(math.Inf(-1))
-		for _, v := range x {
-			if v > m {
-				m = v
-			}
-		}
-		var s float64
-		if dx != nil {
-			for i, v := range x {
-				e := exp64(float64(v - m))
-				dx[i] = float32(e)
-				s += e
-			}
-		} else {
-			for _, v := range x {
-				s += exp64(float64(v - m))
-			}
-		}
-		k.rowLoss[r] = float64(m) + math.Log(s) - float64(x[t])
-		if dx != nil {
-			scale := float32(1 / (s * float64(k.count)))
-			for i := range dx {
-				dx[i] *= scale
-			}
-			dx[t] -= float32(1 / float64(k.count))
-		}
-	}
 }
 
 // ---------------------------------------------------------------- Reduce

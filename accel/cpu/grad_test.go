@@ -300,47 +300,69 @@ func TestGradKernels(t *testing.T) {
 		}
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			b := ir.NewBuilder("k")
-			var in []*ir.Value
-			for i, x := range c.inputs {
-				in = append(in, b.Input(fmt.Sprintf("in%d", i), x.DType(), x.Shape()))
+		for _, keep := range []bool{false, true} {
+			// With keep, the inputs are graph outputs too, so no output
+			// can take over an input's buffer; without, every output the
+			// kernel allows runs in place.
+			t.Run(fmt.Sprintf("%s/inputs-kept=%v", c.name, keep), func(t *testing.T) { runKernelCase(t, c.op, c.inputs, c.rtol, keep, reference[c.name]) })
+		}
+	}
+}
+
+// runKernelCase compiles a graph of one op applied to graph inputs and
+// compares the executor's outputs with the op's reference Eval, on 1, 2
+// and 3 threads. With keepInputs the inputs are graph outputs too, so no
+// output can take over an input's buffer.
+func runKernelCase(t *testing.T, op ir.Op, inputs []*ir.Tensor, rtol float64, keepInputs, wantReference bool) {
+	b := ir.NewBuilder("k")
+	var in []*ir.Value
+	for i, x := range inputs {
+		in = append(in, b.Input(fmt.Sprintf("in%d", i), x.DType(), x.Shape()))
+	}
+	for i, v := range b.Op(op, in...) {
+		b.Output(fmt.Sprintf("out%d", i), v)
+	}
+	if keepInputs {
+		for i, v := range in {
+			b.Output(fmt.Sprintf("kept%d", i), v)
+		}
+	}
+	g, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ir.EvalOp(op, inputs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, threads := range []int{1, 2, 3} {
+		exe, err := Compile(g, accel.Options{Threads: threads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := exe.steps[0].k.(*evalKernel); ok != wantReference {
+			t.Fatalf("%s runs the reference: %v, want %v", op.Name(), ok, wantReference)
+		}
+		got, err := exe.Run(inputs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			scale := 0.0
+			for j := range want[i].Len() {
+				scale = math.Max(scale, math.Abs(want[i].Float64At(j)))
 			}
-			outs := b.Op(c.op, in...)
-			for i, v := range outs {
-				b.Output(fmt.Sprintf("out%d", i), v)
+			if d := ir.Compare(got[i], want[i], rtol, rtol*scale); !d.OK() {
+				t.Errorf("threads %d, output %d: %v", threads, i, d)
 			}
-			g, err := b.Graph()
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, err := ir.EvalOp(c.op, c.inputs...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, threads := range []int{1, 2, 3} {
-				exe, err := Compile(g, accel.Options{Threads: threads})
-				if err != nil {
-					t.Fatal(err)
+		}
+		if keepInputs {
+			for i, x := range inputs {
+				if !bytes.Equal(got[len(want)+i].Bytes(), x.Bytes()) {
+					t.Errorf("threads %d: input %d was modified", threads, i)
 				}
-				if _, ok := exe.steps[0].k.(*evalKernel); ok != reference[c.name] {
-					t.Fatalf("%s runs the reference: %v, want %v", c.op.Name(), ok, reference[c.name])
-				}
-				got, err := exe.Run(c.inputs)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for i := range got {
-					scale := 0.0
-					for j := range want[i].Len() {
-						scale = math.Max(scale, math.Abs(want[i].Float64At(j)))
-					}
-					if d := ir.Compare(got[i], want[i], c.rtol, c.rtol*scale); !d.OK() {
-						t.Errorf("threads %d, output %d: %v", threads, i, d)
-					}
-				}
 			}
-		})
+		}
 	}
 }
 
@@ -439,4 +461,36 @@ func BenchmarkTrainingStep(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestTrainingInPlace checks that the memory plan runs the training
+// step's big element-wise steps in place: the loss's gradient over the
+// logits, the tied embedding's scatter over the LM head's gradient, the
+// GELU backward over its upstream gradient.
+func TestTrainingInPlace(t *testing.T) {
+	tt := loadTinyTraining(t, "tiny_gpt")
+	exe, err := Compile(tt.graph, accel.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := func(a, b []float32) bool { return len(a) > 0 && len(b) > 0 && &a[0] == &b[0] }
+	found := map[string]bool{}
+	for _, s := range exe.steps {
+		switch k := s.k.(type) {
+		case *crossEntropyKernel:
+			found["loss gradient over the logits"] = same(k.dlogits, k.logits)
+		case *scatterAddRowsKernel:
+			if k.base != nil {
+				found["embedding scatter over the head's gradient"] = same(k.y, k.base)
+			}
+		case *unaryGradKernel:
+			found["tanh backward over its upstream gradient"] = found["tanh backward over its upstream gradient"] || same(k.dx, k.dy) || same(k.dx, k.t)
+		}
+	}
+	for _, what := range []string{"loss gradient over the logits", "embedding scatter over the head's gradient", "tanh backward over its upstream gradient"} {
+		if !found[what] {
+			t.Errorf("not in place: %s", what)
+		}
+	}
+	t.Logf("arena %d bytes for %d bytes of values", exe.ArenaBytes, exe.ValueBytes)
 }

@@ -268,6 +268,17 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), interruptSignals...)
 	defer stop()
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-ctx.Done():
+			// A second Ctrl-C ends the process at once.
+			stop()
+			fmt.Fprintln(stderr, "\ninterrupted: finishing the current step and writing a checkpoint (Ctrl-C again to quit without one)")
+		case <-finished:
+		}
+	}()
 	res, err := train.Run(ctx, cfg, train.RunOptions{Dir: dir, Resume: *resume != "", Progress: stdout,
 		Terminal: train.IsTerminal(stdout), LogEvery: every})
 	if errors.Is(err, train.ErrInterrupted) {

@@ -1,0 +1,111 @@
+package ir
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/dstune/dstune/onnx"
+)
+
+// TestGradThroughImportedOps differentiates a small float64 ONNX model
+// written with the ONNX spellings import normalizes — Identity (an alias
+// of a weight that is also used directly, so both uses accumulate into the
+// one initializer), Unsqueeze, Squeeze, Flatten, a Where whose mask comes
+// from the data, LayerNormalization, Gemm with transB, Gather, Concat,
+// Split and Slice — and checks every initializer's gradient against
+// central differences of the loss graph.
+func TestGradThroughImportedOps(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	rnd := func(shape Shape, lo, hi float64) *Tensor {
+		x := NewTensor(Float64, shape)
+		for i := range x.Float64s() {
+			x.Float64s()[i] = lo + (hi-lo)*rng.Float64()
+		}
+		return x
+	}
+	inits := []*onnx.Tensor{
+		initializer(t, "emb", rnd(Shape{7, 4}, -1, 1)),
+		initializer(t, "w", rnd(Shape{4, 4}, -1, 1)),
+		initializer(t, "ln_scale", rnd(Shape{4}, 0.5, 1.5)),
+		initializer(t, "ln_bias", rnd(Shape{4}, -0.5, 0.5)),
+		initializer(t, "head", rnd(Shape{3, 8}, -1, 1)),
+		initializer(t, "head_bias", rnd(Shape{3}, -0.5, 0.5)),
+	}
+	nodes := []*onnx.Node{
+		node("Gather", []string{"emb", "ids"}, []string{"e"}, intAttr("axis", 0)), // [2,3,4]
+		node("Identity", []string{"w"}, []string{"w_alias"}),
+		node("MatMul", []string{"e", "w"}, []string{"a"}),
+		node("Transpose", []string{"w_alias"}, []string{"wt"}, intsAttr("perm", 1, 0)),
+		node("MatMul", []string{"e", "wt"}, []string{"b"}),
+		constNode(t, "zero", FromFloat64s(Shape{}, []float64{0})),
+		node("Greater", []string{"a", "zero"}, []string{"mask"}),
+		node("Where", []string{"mask", "a", "b"}, []string{"sel"}),
+		node("LayerNormalization", []string{"sel", "ln_scale", "ln_bias"}, []string{"ln"}, intAttr("axis", -1)),
+		constNode(t, "ax1", IntsTensor(1)),
+		node("Unsqueeze", []string{"ln", "ax1"}, []string{"u"}), // [2,1,3,4]
+		node("Squeeze", []string{"u", "ax1"}, []string{"sq"}),   // [2,3,4]
+		constNode(t, "split", IntsTensor(1, 2)),
+		node("Split", []string{"sq", "split"}, []string{"s0", "s1"}, intAttr("axis", 1)), // [2,1,4], [2,2,4]
+		constNode(t, "starts", IntsTensor(1)),
+		constNode(t, "ends", IntsTensor(2)),
+		constNode(t, "axes", IntsTensor(1)),
+		node("Slice", []string{"s1", "starts", "ends", "axes"}, []string{"s1b"}), // [2,1,4]
+		node("Concat", []string{"s0", "s1b"}, []string{"c"}, intAttr("axis", 2)), // [2,1,8]
+		node("Flatten", []string{"c"}, []string{"f"}, intAttr("axis", 1)),        // [2,8]
+		node("Gemm", []string{"f", "head", "head_bias"}, []string{"y"}, intAttr("transB", 1)),
+	}
+	m := buildModel(17, []*onnx.ValueInfo{valueInfo("ids", onnx.Int64, 2, 3)}, inits, nodes, "y")
+	model, err := NewModel(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := model.Specialize(Bindings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := g.Param("w"); w == nil || len(w.Uses) != 2 || len(w.Aliases) != 1 {
+		t.Fatalf("w: %+v, want two uses and the alias w_alias", w)
+	}
+	spec := LossSpec{Kind: MeanSquaredError}
+	tg, err := TrainingGraph(g, spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg, err := LossGraph(g, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := map[string]*Tensor{"ids": FromInt64s(Shape{2, 3}, []int64{1, 6, 1, 0, 3, 5}), TargetsInput: rnd(Shape{2, 3}, -1, 1)}
+	res, err := Interpret(tg, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loss := func() float64 {
+		r, err := Interpret(lg, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r[LossOutput].Float64At(0)
+	}
+	if len(tg.Outputs) != 1+len(inits) {
+		t.Fatalf("outputs %v, want the loss and %d gradients", tg.Outputs, len(inits))
+	}
+	for _, p := range g.Params {
+		grad := res[GradPrefix+p.Name].Float64s()
+		xs := p.Tensor.Float64s()
+		for i := range xs {
+			orig := xs[i]
+			xs[i] = orig + 1e-6
+			up := loss()
+			xs[i] = orig - 1e-6
+			down := loss()
+			xs[i] = orig
+			fd := (up - down) / 2e-6
+			if math.Abs(fd-grad[i]) > 1e-6*(1+math.Abs(fd)) {
+				t.Errorf("d loss/d %s[%d] = %.10g, central difference %.10g", p.Name, i, grad[i], fd)
+				break
+			}
+		}
+	}
+}

@@ -1,0 +1,6 @@
+//go:build !race
+
+package kernels
+
+func elemRaceRead(...[]float32)  {}
+func elemRaceWrite(...[]float32) {}
