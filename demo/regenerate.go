@@ -19,8 +19,9 @@ import (
 //
 //	go run ./cmd/dstune demo --regenerate demo
 //
-// (same bytes on a machine with the ISA and thread count recorded in the
-// file's metadata).
+// (the same bytes every time; this file's bytes on a machine with the ISA
+// and thread count recorded in its metadata, as long as the training
+// kernels' arithmetic is the one it was made with).
 //
 //go:embed base.onnx
 var BaseModel []byte
