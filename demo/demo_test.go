@@ -238,7 +238,8 @@ func TestBaseModel(t *testing.T) {
 }
 
 // TestRegenerateDeterministic: regenerating gives the same bytes every
-// time (a 30-step pretraining, twice). Without -short, the full
+// time (a 30-step pretraining, twice). Without -short (and with SIMD
+// kernels), the full
 // regeneration (≈ 10 s) also runs: its model must have the shipped
 // model's skills, and whether it is byte for byte the shipped file is
 // logged; it is on a machine like the one that made base.onnx (ISA and
@@ -264,6 +265,9 @@ func TestRegenerateDeterministic(t *testing.T) {
 	}
 	if testing.Short() {
 		t.Skip("-short: the full regeneration is skipped")
+	}
+	if kernels.ActiveISA() == kernels.Generic {
+		t.Skip("pure Go kernels (-tags purego or no SIMD): the full regeneration takes about two minutes and is skipped")
 	}
 	if _, err := Regenerate(context.Background(), a, DefaultPretraining); err != nil {
 		t.Fatal(err)

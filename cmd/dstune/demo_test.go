@@ -11,6 +11,7 @@ import (
 
 	"github.com/dstune/dstune/demo"
 	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/kernels"
 	"github.com/dstune/dstune/onnx"
 )
 
@@ -105,12 +106,16 @@ func TestDemoShort(t *testing.T) {
 	}
 }
 
-// TestDemo: the demo as the README shows it (≈ 7 s; skipped with -short):
+// TestDemo: the demo as the README shows it (≈ 7 s; skipped with -short
+// and with pure Go kernels):
 // DST learns the new task, about as well as full fine-tuning, changing
 // round(ε·n) entries of every tensor.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the full demo is skipped (TestDemoShort runs a short one)")
+	}
+	if kernels.ActiveISA() == kernels.Generic {
+		t.Skip("pure Go kernels (-tags purego or no SIMD): the full demo takes about a minute; TestDemoShort runs a short one")
 	}
 	dir := filepath.Join(t.TempDir(), "demo")
 	code, out, stderr := dstune("demo", "--out", dir)
