@@ -239,13 +239,12 @@ func TestBaseModel(t *testing.T) {
 
 // TestRegenerateDeterministic: regenerating gives the same bytes every
 // time (a 30-step pretraining, twice). Without -short (and with SIMD
-// kernels), the full
-// regeneration (≈ 10 s) also runs: its model must have the shipped
-// model's skills, and whether it is byte for byte the shipped file is
-// logged; it is on a machine like the one that made base.onnx (ISA and
-// threads recorded in it) until a change to the training kernels'
-// arithmetic, after which `go run ./cmd/dstune demo --regenerate demo`
-// refreshes it.
+// kernels), the full regeneration (≈ 10 s) also runs: its model must have
+// the shipped model's skills, and whether it is byte for byte the shipped
+// file is logged; it is on a machine like the one that made base.onnx
+// (ISA and threads recorded in it) until a change to the training
+// kernels' arithmetic, after which `go run ./cmd/dstune demo --regenerate
+// demo` refreshes it.
 func TestRegenerateDeterministic(t *testing.T) {
 	short := DefaultPretraining
 	short.Steps, short.Examples, short.Warmup = 30, 2000, 5
