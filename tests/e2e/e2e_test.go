@@ -258,3 +258,67 @@ func TestDemo(t *testing.T) {
 	}
 	checkORT(t, base, tuned, filepath.Join(run, "delta.safetensors"), tokens)
 }
+
+// TestFloat16: a delta applied to a float16 initializer is rounded to
+// float16, and onnxruntime computes with exactly those values: y = x·W16
+// of the edge-case export, checked against a float64 product of the
+// rounded weights.
+func TestFloat16(t *testing.T) {
+	model := sharedtest.Path(t, "models", "exports", "edge", "fp16_init.onnx")
+	dir := t.TempDir()
+	m, err := onnx.ReadFile(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inits, err := dst.InitializersOf(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w16, err := m.Graph.Initializer("w16").Float32s()
+	m.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := dst.BaseHash(inits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := []float32{0.1, 1.0 / 3, -7.77, 2049}
+	d := &dst.Delta{Meta: dst.Metadata{BaseSHA256: hash, Method: "dst"}, Tensors: []dst.TensorDelta{
+		{Name: "w16", Dims: []int64{4, 4}, Indices: []int64{0, 5, 10, 15}, Values: values},
+	}}
+	deltaPath := filepath.Join(dir, "d.safetensors")
+	if err := dst.WriteDelta(deltaPath, d); err != nil {
+		t.Fatal(err)
+	}
+	tuned := filepath.Join(dir, "tuned.onnx")
+	dstune(t, "apply", model, deltaPath, "-o", tuned)
+	for i, x := range d.Tensors[0].Indices {
+		w16[x] = onnx.HalfToFloat32(onnx.Float32ToHalf(values[i]))
+	}
+	xs := []float32{1, -2, 0.5, 3, 0.25, 4, -1, 2}
+	x, err := onnx.FromFloat32s("x", []int64{2, 4}, xs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ort.Need(t)
+	outs, err := ort.Run(tuned, map[string]*onnx.Tensor{"x": x})
+	if err != nil {
+		t.Fatalf("onnxruntime on %s: %v", tuned, err)
+	}
+	got, err := outs["y"].Float32s()
+	if err != nil || len(got) != 8 {
+		t.Fatalf("y: %v (%d values)", err, len(got))
+	}
+	for r := range 2 {
+		for c := range 4 {
+			var want float64
+			for k := range 4 {
+				want += float64(xs[r*4+k]) * float64(w16[k*4+c])
+			}
+			if math.Abs(float64(got[r*4+c])-want) > 1e-5*math.Max(1, math.Abs(want)) {
+				t.Errorf("y[%d,%d] = %g, want %g", r, c, got[r*4+c], want)
+			}
+		}
+	}
+}
