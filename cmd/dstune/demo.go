@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -209,6 +210,16 @@ func demoRun(stdout io.Writer, o demoOptions) error {
 	for i := range min(3, len(validSet)) {
 		fmt.Fprintf(stdout, "  e.g. %s  base model: %s  after DST: %s\n", validSet[i].Prompt, before.Completions[i], after.Completions[i])
 	}
+	if last := lastMetrics(at(filepath.Join("run", train.MetricsFile))); last != nil {
+		if alg2, ok := last["eps_alg2"].(float64); ok {
+			fmt.Fprintf(stdout, "\nsubset       exactly %s entries (round(ε·n) of each tensor) after every step; at the last step\n", groupThousands(d.NumChanged()))
+			fmt.Fprintf(stdout, "             Algorithm 2's threshold alone would have kept ε = %.3f %%", 100*alg2)
+			if churn, ok := last["churn"].(float64); ok {
+				fmt.Fprintf(stdout, ", and %.2f %% of the subset changed", 100*churn)
+			}
+			fmt.Fprintln(stdout)
+		}
+	}
 	fmt.Fprintf(stdout, "\ndelta        %s: %s bytes, %.1f %% of the base model's %s bytes\n",
 		filepath.Join("run", dst.DeltaFile), groupThousands(deltaInfo.Size()), 100*float64(deltaInfo.Size())/float64(baseInfo.Size()), groupThousands(baseInfo.Size()))
 	fmt.Fprintf(stdout, "time         %.1f s (DST fine-tuning %.1f s)\n\n", time.Since(start).Seconds(), trainTime.Seconds())
@@ -233,6 +244,20 @@ func demoRun(stdout io.Writer, o demoOptions) error {
 	}
 	fmt.Fprintf(stdout, "  dstune run %s --delta run/%s --input tokens=TOKENS.pb --output-dir OUT   (the delta applied in memory)\n", demo.BaseModelFile, dst.DeltaFile)
 	return nil
+}
+
+// lastMetrics returns the last record of a run's metrics.jsonl, or nil.
+func lastMetrics(path string) map[string]any {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	var rec map[string]any
+	if json.Unmarshal([]byte(lines[len(lines)-1]), &rec) != nil {
+		return nil
+	}
+	return rec
 }
 
 // relativeTo shortens the paths inside dir in a command line for display.

@@ -152,7 +152,7 @@ func TestDemo(t *testing.T) {
 			t.Errorf("%s: the delta changes %v entries, want round(ε·%d) = %d", it.Name, td, n, k)
 		}
 	}
-	if d.NumChanged() != want || !strings.Contains(out, groupThousands(want)+" (") {
+	if d.NumChanged() != want || !strings.Contains(out, groupThousands(want)+" (") || !strings.Contains(out, "exactly "+groupThousands(want)+" entries") {
 		t.Errorf("delta changes %d entries, want %d", d.NumChanged(), want)
 	}
 	if d.Meta.Epsilon != 0.01 || d.Meta.Method != "dst" || d.Meta.Silo != "module-layer" || d.Meta.Distance != "inv-rel" || d.Meta.Steps != 300 {
