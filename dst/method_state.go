@@ -17,6 +17,8 @@ type SiloMetrics struct {
 	// Eps is the realized ε: kept entries / |S| (exactly k/|S| but for
 	// silos whose non-NaN Δ are fewer than k).
 	Eps float64 `json:"eps"`
+	// K is the silo's k = SubsetSize(ε, |S|).
+	K int64 `json:"k"`
 	// EpsAlg2 is c̃/|S|, the share Algorithm 2's own threshold q̃ keeps
 	// (iterative steps only): what the paper calls the realized ε.
 	EpsAlg2 *float64 `json:"eps_alg2,omitempty"`
@@ -79,11 +81,11 @@ func (m *Method) Metrics(rec map[string]any) {
 			for _, i := range s.pieces {
 				k += int64(len(g.kept[i]))
 			}
-			silos[s.Name] = SiloMetrics{Eps: fraction(k, s.size)}
+			silos[s.Name] = SiloMetrics{Eps: fraction(k, s.size), K: k}
 		}
 	} else {
 		for _, s := range m.silos {
-			sm := SiloMetrics{Eps: fraction(keptCount(s), s.size)}
+			sm := SiloMetrics{Eps: fraction(keptCount(s), s.size), K: s.k}
 			if s.hasAlg2 {
 				sm.EpsAlg2 = ptr(fraction(s.alg2, s.size))
 			}
