@@ -22,7 +22,8 @@ type SiloMetrics struct {
 	// EpsAlg2 is c̃/|S|, the share Algorithm 2's own threshold q̃ keeps
 	// (iterative steps only): what the paper calls the realized ε.
 	EpsAlg2 *float64 `json:"eps_alg2,omitempty"`
-	// Q is the threshold used (absent for a fixed mask).
+	// Q is the threshold used (absent for a fixed mask, or when it is
+	// infinite).
 	Q *float64 `json:"q,omitempty"`
 	// Churn is the share of the kept entries that were not kept the step
 	// before (from the second step on).
@@ -73,7 +74,7 @@ func (m *Method) Metrics(rec map[string]any) {
 	rec["dst_ms"] = msOf(m.dstTime.Seconds())
 	silos := make(map[string]SiloMetrics, len(m.silos))
 	if g := m.global; g != nil {
-		if g.hasQ {
+		if g.hasQ && isFinite(g.q) {
 			rec["q"] = float64(g.q)
 		}
 		for _, s := range m.silos {
@@ -89,7 +90,7 @@ func (m *Method) Metrics(rec map[string]any) {
 			if s.hasAlg2 {
 				sm.EpsAlg2 = ptr(fraction(s.alg2, s.size))
 			}
-			if s.hasQ {
+			if s.hasQ && isFinite(s.q) {
 				sm.Q = ptr(float64(s.q))
 			}
 			if s.hasChurn {
@@ -100,6 +101,10 @@ func (m *Method) Metrics(rec map[string]any) {
 	}
 	rec["silos"] = silos
 }
+
+// isFinite: JSON has no infinities (an exact threshold is +Inf when the
+// k-th largest Δ is, or when k = 0).
+func isFinite(q float32) bool { return !math.IsInf(float64(q), 0) && q == q }
 
 func msOf(seconds float64) float64 { return math.Round(seconds*1e6) / 1e3 }
 
@@ -116,16 +121,6 @@ func keptCount(s *siloState) int64 {
 		n += int64(len(k))
 	}
 	return n
-}
-
-// KeptCounts returns, per silo, how many entries the last step kept and
-// the silo's k (for a normalized run, the one global selection's).
-func (m *Method) KeptCounts() (kept, k []int64) {
-	for _, s := range m.selections() {
-		kept = append(kept, keptCount(s))
-		k = append(k, s.k)
-	}
-	return kept, k
 }
 
 // Kept returns the ascending positions of the named parameter that the

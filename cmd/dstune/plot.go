@@ -212,6 +212,8 @@ func writeLossPlot(path, title string, series []*runSeries, smooth int) error {
 			p.Add(v)
 		}
 	}
+	// Room above the curves for the legend.
+	p.Y.Max += 0.2 * (p.Y.Max - p.Y.Min)
 	wt, err := p.WriterTo(9*vg.Inch, 5.5*vg.Inch, "png")
 	if err != nil {
 		return err
