@@ -91,8 +91,25 @@ func readRunSeries(dir string, from int64) (*runSeries, error) {
 	s := &runSeries{dir: dir, label: filepath.Base(dir), siloErr: map[string][]float64{}, siloK: map[string]int64{}}
 	if cfg, err := train.LoadConfig(dir); err == nil {
 		s.label = cfg.Method
-		if cfg.DST != nil {
-			s.label = fmt.Sprintf("dst ε=%g", cfg.DST.Eps)
+		if c := cfg.DST; c != nil {
+			s.label = fmt.Sprintf("dst ε=%g", c.Eps)
+			def := train.DefaultDSTConfig()
+			for _, part := range []struct {
+				differs bool
+				text    string
+			}{
+				{c.Distance != def.Distance, c.Distance},
+				{c.Silo != def.Silo, "silo " + c.Silo},
+				{c.Normalize != "", c.Normalize + "-norm"},
+				{c.Threshold != def.Threshold, c.Threshold},
+				{!c.Churn, "no churn"},
+				{c.RefineSteps != def.RefineSteps, fmt.Sprintf("m=%d", c.RefineSteps)},
+				{c.Factor != def.Factor, fmt.Sprintf("r=%g", c.Factor)},
+			} {
+				if part.differs {
+					s.label += " " + part.text
+				}
+			}
 		}
 	}
 	path := filepath.Join(dir, train.MetricsFile)
@@ -273,7 +290,11 @@ func meanOf(x []float64) float64 {
 // DST runs how close Algorithm 2's own threshold came to the target ε
 // from step from on, overall and per silo.
 func printRunFigures(w io.Writer, series []*runSeries, from int64) {
-	fmt.Fprintf(w, "%-16s %6s %12s %12s %12s %12s\n", "run", "steps", "loss first10", "loss last10", "valid first", "valid last")
+	width := 16
+	for _, s := range series {
+		width = max(width, len([]rune(s.label)))
+	}
+	fmt.Fprintf(w, "%-*s %6s %12s %12s %12s %12s\n", width, "run", "steps", "loss first10", "loss last10", "valid first", "valid last")
 	for _, s := range series {
 		n := len(s.loss)
 		head, tail := s.loss[:min(10, n)], s.loss[max(0, n-10):]
@@ -281,7 +302,7 @@ func printRunFigures(w io.Writer, series []*runSeries, from int64) {
 		if len(s.valid) > 0 {
 			vf, vl = fmt.Sprintf("%.4f", s.valid[0]), fmt.Sprintf("%.4f", s.valid[len(s.valid)-1])
 		}
-		fmt.Fprintf(w, "%-16s %6d %12.4f %12.4f %12s %12s\n", s.label, int(s.steps[n-1]), meanOf(head), meanOf(tail), vf, vl)
+		fmt.Fprintf(w, "%-*s %6d %12.4f %12.4f %12s %12s\n", width, s.label, int(s.steps[n-1]), meanOf(head), meanOf(tail), vf, vl)
 	}
 	for _, s := range series {
 		if len(s.eps) == 0 {

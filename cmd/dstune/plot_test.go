@@ -42,7 +42,7 @@ func TestPlot(t *testing.T) {
 	}
 	full = append(full, `{"step":30,"epoch":0,"valid_loss":3.5}`)
 	a := fakeRun(t, filepath.Join(dir, "full"), `{"model":"/m/tiny/model.onnx","method":"full"}`, full)
-	b := fakeRun(t, filepath.Join(dir, "dst"), `{"model":"/m/tiny/model.onnx","method":"dst","dst":{"eps":0.01}}`, dstLines)
+	b := fakeRun(t, filepath.Join(dir, "dst"), `{"model":"/m/tiny/model.onnx","method":"dst","dst":{"eps":0.01,"distance":"inv-rel","silo":"module-layer","threshold":"iterative","churn":true,"refine_steps":3,"factor":2}}`, dstLines)
 	out := filepath.Join(dir, "curves.png")
 	code, stdout, stderr := dstune("plot", a, b, "-o", out)
 	if code != 0 {
