@@ -18,6 +18,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/dstune/dstune/dst"
@@ -84,8 +86,9 @@ func run(model string, threads int, eps float64, threshold, silo string, rounds,
 	}
 	var tf, td timings
 	var fallbacks, band int64
-	var dstMS []float64
+	var dstMS, roundRatios []float64
 	for r := range rounds {
+		nf, nd := len(tf.step), len(td.step)
 		order := []*bench.Step{full, dstStep}
 		if r%2 == 1 {
 			order[0], order[1] = dstStep, full
@@ -108,12 +111,16 @@ func run(model string, threads int, eps float64, threshold, silo string, rounds,
 				dstMS = append(dstMS, rec["dst_ms"].(float64))
 			}
 		}
+		roundRatios = append(roundRatios, float64(bench.Median(td.step[nd:]))/float64(bench.Median(tf.step[nf:])))
 	}
 	mf, md := bench.Median(tf.step), bench.Median(td.step)
 	uf, ud := bench.Median(tf.update), bench.Median(td.update)
 	fmt.Printf("%s, %d threads, DST ε=%g %s threshold, %s silos, AdamW; %d rounds × %d steps per method, interleaved\n",
 		model, threads, eps, threshold, silo, rounds, steps)
 	fmt.Printf("median step:   full %8.2f ms   dst %8.2f ms   overhead %+.2f%%\n", ms(mf), ms(md), 100*(float64(md)/float64(mf)-1))
+	fmt.Printf("per round, median dst step / median full step − 1: %s; their median %+.2f%%\n", percents(roundRatios), 100*(medianOf(roundRatios)-1))
+	fmt.Printf("quartiles of the step times: full %.1f–%.1f ms, dst %.1f–%.1f ms\n",
+		ms(quantile(tf.step, 0.25)), ms(quantile(tf.step, 0.75)), ms(quantile(td.step, 0.25)), ms(quantile(td.step, 0.75)))
 	fmt.Printf("median update: full %8.2f ms   dst %8.2f ms   DST's own cost %.2f ms = %.2f%% of the full step\n",
 		ms(uf), ms(ud), ms(ud-uf), 100*float64(ud-uf)/float64(mf))
 	fmt.Printf("median compute (forward+backward): full %.2f ms, dst %.2f ms\n", ms(bench.Median(tf.compute)), ms(bench.Median(td.compute)))
@@ -133,4 +140,28 @@ func msList(ds []time.Duration) []float64 {
 		out[i] = float64(d.Microseconds()/100) / 10
 	}
 	return out
+}
+
+func percents(ratios []float64) string {
+	parts := make([]string, len(ratios))
+	for i, r := range ratios {
+		parts[i] = fmt.Sprintf("%+.1f%%", 100*(r-1))
+	}
+	return strings.Join(parts, " ")
+}
+
+func medianOf(x []float64) float64 {
+	s := slices.Clone(x)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// quantile of durations by the nearest rank.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
