@@ -242,14 +242,14 @@ func writeLossPlot(path, title string, series []*runSeries, smooth int) error {
 	return writeFileAtomic(path, buf.Bytes())
 }
 
-// writeFileAtomic writes data to a temporary file beside path and renames
-// it into place.
+// writeFileAtomic writes data (mode 0644) to a temporary file beside path
+// and renames it into place.
 func writeFileAtomic(path string, data []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
+	if _, err := f.Write(data); err != nil || f.Chmod(0o644) != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return err
