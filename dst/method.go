@@ -348,10 +348,15 @@ func (m *Method) iterativeStep(s *siloState, opt train.Optimizer, t train.StepIn
 
 	exact, ok, lo, hi := r.tightest(s.k)
 	if ok {
+		// Keep Δ > q: a band pass with an empty band (lo = hi), which
+		// runs on all threads.
 		m.paths.candidate++
-		th := kernels.Threshold{Q: r.grid[exact]}
-		m.applyThreshold(s, th)
-		setThreshold(s, th.Q)
+		q := r.grid[exact]
+		for j, i := range s.pieces {
+			s.kept[j], m.band, m.bandScores = kernels.MaskedBandUpdate(s.kept[j], m.band[:0], m.bandScores[:0],
+				m.params[i].Value, m.seeds[i], m.opts.Distance, q, q, threads)
+		}
+		setThreshold(s, q)
 		m.endSelection(s)
 		return
 	}
