@@ -59,7 +59,8 @@ func TestPlot(t *testing.T) {
 	}
 	for _, want := range []string{
 		"full                 30       5.4500       3.4500       6.0000       3.5000",
-		"dst ε=0.01: Algorithm 2 from step 20: eps_alg2/eps − 1 overall: max 2.00%, within 1% at 10 of 11 steps; exact fallbacks 30",
+		"dst ε=0.01: exact fallbacks 30; median optimizer pass 2.000 ms, DST 0.500 ms",
+		"Algorithm 2 (eps_alg2) from step 20: |realized/ε − 1| overall max 2.00%, within 1% at 10 of 11 steps",
 		"per silo with k ≥ 100 (1 silos): within 1% at 11 of 11 silo-steps; median 0.50%, max 0.50%",
 		"small 100.0%",
 	} {
