@@ -66,6 +66,7 @@ type Method struct {
 
 	selector   kernels.Selector
 	run        gridRun
+	paperRun   gridRun
 	pieces     []kernels.SiloPiece
 	band       []int32
 	bandScores []float32
@@ -95,12 +96,16 @@ type siloState struct {
 	kept, prev [][]int32
 
 	// The last step's outcome.
-	q        float32
-	hasQ     bool
-	alg2     int64 // Algorithm 2's c̃
-	hasAlg2  bool
-	entered  int64 // kept entries that were not kept the step before
-	hasChurn bool
+	q       float32
+	hasQ    bool
+	alg2    int64 // Algorithm 2's c̃
+	hasAlg2 bool
+	// Options.PaperAlg2: the printed algorithm's own threshold and count.
+	paper      ThresholdTracker
+	paperCount int64
+	hasPaper   bool
+	entered    int64 // kept entries that were not kept the step before
+	hasChurn   bool
 }
 
 var _ train.Method = (*Method)(nil)
@@ -177,7 +182,7 @@ func (m *Method) Prepare(params []*train.TrainParam) error {
 }
 
 func (m *Method) newSiloState(s Silo, index map[string]int) *siloState {
-	st := &siloState{Silo: s, tracker: ThresholdTracker{Bisection: m.opts.Bisection}}
+	st := &siloState{Silo: s, tracker: ThresholdTracker{Bisection: m.opts.Bisection}, paper: ThresholdTracker{Bisection: m.opts.Bisection}}
 	for _, name := range s.Params {
 		i := index[name]
 		st.pieces = append(st.pieces, i)
@@ -318,11 +323,41 @@ func setThreshold(s *siloState, q float32) {
 func (m *Method) exactStep(s *siloState, opt train.Optimizer, t train.StepInfo, threads int) {
 	m.optimizerStep(s, opt, t, threads, nil, nil)
 	beginSelection(s)
+	m.paperStep(s, threads)
 	m.paths.exact++
 	th := m.selectExact(s, threads)
 	m.applyThreshold(s, th)
 	setThreshold(s, th.Q)
+	m.paperStart(s)
 	m.endSelection(s)
+}
+
+// paperStep runs the printed Algorithm 2 on this step's Δ (before the
+// masked pass) from its own previous threshold, when Options.PaperAlg2.
+func (m *Method) paperStep(s *siloState, threads int) {
+	s.hasPaper = false
+	if !m.opts.PaperAlg2 || !s.paper.Ready {
+		return
+	}
+	r := &m.paperRun
+	count := func(thresholds []float32, counts []int64) {
+		for _, i := range s.pieces {
+			kernels.CountAbove(counts, thresholds, m.params[i].Value, m.seeds[i], m.opts.Distance, threads)
+		}
+	}
+	count(r.start(m.opts.Bisection, s.paper.Q), r.passCounts)
+	r.record()
+	res := r.resolve(s.k, count)
+	s.paper.Q = res.Q // the printed algorithm moves even when its bracket missed
+	s.paperCount, s.hasPaper = res.Count, true
+}
+
+// paperStart gives the printed Algorithm 2 its warm start, the exact
+// threshold of the first step.
+func (m *Method) paperStart(s *siloState) {
+	if m.opts.PaperAlg2 && !s.paper.Ready && s.hasQ && s.q >= 0 && !math.IsInf(float64(s.q), 0) {
+		s.paper.Reset(s.q)
+	}
 }
 
 func (m *Method) selectExact(s *siloState, threads int) kernels.Threshold {
@@ -344,14 +379,20 @@ func (m *Method) iterativeStep(s *siloState, opt train.Optimizer, t train.StepIn
 		}
 	})
 	beginSelection(s)
+	m.paperStep(s, threads)
 	s.alg2, s.hasAlg2 = res.Count, true
 
 	exact, ok, lo, hi := r.tightest(s.k)
 	if ok {
+		// Keep Δ > q: a band pass with an empty band (lo = hi), which
+		// runs on all threads.
 		m.paths.candidate++
-		th := kernels.Threshold{Q: r.grid[exact]}
-		m.applyThreshold(s, th)
-		setThreshold(s, th.Q)
+		q := r.grid[exact]
+		for j, i := range s.pieces {
+			s.kept[j], m.band, m.bandScores = kernels.MaskedBandUpdate(s.kept[j], m.band[:0], m.bandScores[:0],
+				m.params[i].Value, m.seeds[i], m.opts.Distance, q, q, threads)
+		}
+		setThreshold(s, q)
 		m.endSelection(s)
 		return
 	}

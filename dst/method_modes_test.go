@@ -252,6 +252,7 @@ func TestStateRoundTrip(t *testing.T) {
 		"random":      func(o *Options) { o.Random, o.DistanceName = true, DistanceRandom },
 		"normalized":  func(o *Options) { o.Normalize = NormalizeMean },
 		"iterative-5": func(o *Options) { o.Bisection.Steps = 5 },
+		"paper-alg2":  func(o *Options) { o.PaperAlg2 = true },
 	}
 	for name, mod := range modes {
 		t.Run(name, func(t *testing.T) {
@@ -285,7 +286,7 @@ func TestStateRoundTrip(t *testing.T) {
 			ra, rb := map[string]any{}, map[string]any{}
 			a.Metrics(ra)
 			b.Metrics(rb)
-			for _, key := range []string{"eps", "eps_alg2", "churn"} {
+			for _, key := range []string{"eps", "eps_alg2", "churn", "eps_paper_alg2"} {
 				if ra[key] != rb[key] {
 					t.Fatalf("%s: %v uninterrupted, %v restored", key, ra[key], rb[key])
 				}
@@ -445,6 +446,7 @@ func TestParseConfig(t *testing.T) {
 		"threshold": func(c *train.DSTConfig) { c.Threshold = "approx" },
 		"normalize": func(c *train.DSTConfig) { c.Normalize = "max" },
 		"random":    func(c *train.DSTConfig) { c.Distance, c.Normalize = DistanceRandom, NormalizeSize },
+		"paper":     func(c *train.DSTConfig) { c.PaperAlg2, c.Normalize = true, NormalizeMean },
 		"m":         func(c *train.DSTConfig) { c.RefineSteps = 0 },
 		"r":         func(c *train.DSTConfig) { c.Factor = 1 },
 	} {
@@ -475,5 +477,57 @@ func TestMakeSilos(t *testing.T) {
 	}
 	if _, err := MakeSilos("layer", params, nil); err == nil {
 		t.Fatal("unknown mode: no error")
+	}
+}
+
+// TestPaperAlg2 checks the diagnostic: each silo's eps_paper_alg2 is what
+// the printed Algorithm 2 (threshold_test.go's sequential algorithm2),
+// carrying its own threshold from the first step's exact one, keeps of
+// that step's Δ before the masked pass.
+func TestPaperAlg2(t *testing.T) {
+	for _, m := range []int{3, 5} {
+		s := testSetup{shapes: [][]int{{60, 40}, {300}}, opt: adamwReal, silo: SiloModuleLayer, threads: 2, gradSeed: 41}
+		s.opts = dstOptions(0.05, kernels.DistanceInvRel, false, m)
+		s.opts.PaperAlg2 = true
+		method, ps, opt := newTestMethod(t, s)
+		seeds := seedsOf(ps)
+		ref := cloneParams(ps, opt)
+		prev := make([]float32, len(ps))
+		for step := 1; step <= 30; step++ {
+			stepGrads(s, step, ps, ref)
+			info := train.StepInfo{Step: int64(step), LRScale: 1}
+			method.Update(ps, opt, info, 2)
+			// The reference's Θ̂ before masking, then its masked step.
+			hat := cloneParams(ref, opt)
+			for i := range hat {
+				copy(hat[i].State.Slots[0].Data, ref[i].State.Slots[0].Data)
+				copy(hat[i].State.Slots[1].Data, ref[i].State.Slots[1].Data)
+				hat[i].Grad = ref[i].Grad
+				opt.Step(hat[i].Value, hat[i].Grad, hat[i].State, info, 1)
+			}
+			refStep(ref, seeds, [][]int{{0}, {1}}, opt, info, 0.05, kernels.DistanceInvRel)
+			for i, p := range hat {
+				delta := make([]float32, len(p.Value))
+				for j, v := range p.Value {
+					delta[j] = refScore(v, seeds[i][j], kernels.DistanceInvRel)
+				}
+				k := SubsetSize(0.05, int64(len(delta)))
+				sl := method.silos[i]
+				if step == 1 {
+					if sl.hasPaper {
+						t.Fatal("the printed algorithm ran without a warm start")
+					}
+					sorted := slices.Clone(delta)
+					slices.SortFunc(sorted, func(a, b float32) int { return cmp.Compare(b, a) })
+					prev[i] = sorted[k-1]
+					continue
+				}
+				q := algorithm2(prev[i], m, 2, k, func(q float32) int64 { return countAbove(delta, q) })
+				prev[i] = q
+				if !sl.hasPaper || sl.paperCount != countAbove(delta, q) {
+					t.Fatalf("m=%d step %d silo %d: paper count %d (reported %v), reference %d", m, step, i, sl.paperCount, sl.hasPaper, countAbove(delta, q))
+				}
+			}
+		}
 	}
 }

@@ -17,10 +17,16 @@ type SiloMetrics struct {
 	// Eps is the realized ε: kept entries / |S| (exactly k/|S| but for
 	// silos whose non-NaN Δ are fewer than k).
 	Eps float64 `json:"eps"`
+	// K is the silo's k = SubsetSize(ε, |S|).
+	K int64 `json:"k"`
 	// EpsAlg2 is c̃/|S|, the share Algorithm 2's own threshold q̃ keeps
 	// (iterative steps only): what the paper calls the realized ε.
 	EpsAlg2 *float64 `json:"eps_alg2,omitempty"`
-	// Q is the threshold used (absent for a fixed mask).
+	// EpsPaperAlg2 is what the printed Algorithm 2, carrying its own
+	// threshold, would keep (Options.PaperAlg2).
+	EpsPaperAlg2 *float64 `json:"eps_paper_alg2,omitempty"`
+	// Q is the threshold used (absent for a fixed mask, or when it is
+	// infinite).
 	Q *float64 `json:"q,omitempty"`
 	// Churn is the share of the kept entries that were not kept the step
 	// before (from the second step on).
@@ -41,7 +47,7 @@ func ptr(x float64) *float64 { return &x }
 //	q                the threshold (normalized runs: the one global selection's)
 //	silos            {NAME: SiloMetrics} per silo (normalized runs: eps only)
 func (m *Method) Metrics(rec map[string]any) {
-	var kept, size, alg2, alg2Size, entered int64
+	var kept, size, alg2, alg2Size, paper, paperSize, entered int64
 	churn := false
 	for _, s := range m.selections() {
 		k := keptCount(s)
@@ -50,6 +56,10 @@ func (m *Method) Metrics(rec map[string]any) {
 		if s.hasAlg2 {
 			alg2 += s.alg2
 			alg2Size += s.size
+		}
+		if s.hasPaper {
+			paper += s.paperCount
+			paperSize += s.size
 		}
 		if s.hasChurn {
 			entered += s.entered
@@ -62,6 +72,9 @@ func (m *Method) Metrics(rec map[string]any) {
 	if alg2Size > 0 {
 		rec["eps_alg2"] = float64(alg2) / float64(alg2Size)
 	}
+	if paperSize > 0 {
+		rec["eps_paper_alg2"] = float64(paper) / float64(paperSize)
+	}
 	if churn && kept > 0 {
 		rec["churn"] = float64(entered) / float64(kept)
 	}
@@ -71,7 +84,7 @@ func (m *Method) Metrics(rec map[string]any) {
 	rec["dst_ms"] = msOf(m.dstTime.Seconds())
 	silos := make(map[string]SiloMetrics, len(m.silos))
 	if g := m.global; g != nil {
-		if g.hasQ {
+		if g.hasQ && isFinite(g.q) {
 			rec["q"] = float64(g.q)
 		}
 		for _, s := range m.silos {
@@ -79,16 +92,19 @@ func (m *Method) Metrics(rec map[string]any) {
 			for _, i := range s.pieces {
 				k += int64(len(g.kept[i]))
 			}
-			silos[s.Name] = SiloMetrics{Eps: fraction(k, s.size)}
+			silos[s.Name] = SiloMetrics{Eps: fraction(k, s.size), K: k}
 		}
 	} else {
 		for _, s := range m.silos {
-			sm := SiloMetrics{Eps: fraction(keptCount(s), s.size)}
+			sm := SiloMetrics{Eps: fraction(keptCount(s), s.size), K: s.k}
 			if s.hasAlg2 {
 				sm.EpsAlg2 = ptr(fraction(s.alg2, s.size))
 			}
-			if s.hasQ {
+			if s.hasQ && isFinite(s.q) {
 				sm.Q = ptr(float64(s.q))
+			}
+			if s.hasPaper {
+				sm.EpsPaperAlg2 = ptr(fraction(s.paperCount, s.size))
 			}
 			if s.hasChurn {
 				sm.Churn = ptr(fraction(s.entered, keptCount(s)))
@@ -98,6 +114,10 @@ func (m *Method) Metrics(rec map[string]any) {
 	}
 	rec["silos"] = silos
 }
+
+// isFinite: JSON has no infinities (an exact threshold is +Inf when the
+// k-th largest Δ is, or when k = 0).
+func isFinite(q float32) bool { return !math.IsInf(float64(q), 0) && q == q }
 
 func msOf(seconds float64) float64 { return math.Round(seconds*1e6) / 1e3 }
 
@@ -114,16 +134,6 @@ func keptCount(s *siloState) int64 {
 		n += int64(len(k))
 	}
 	return n
-}
-
-// KeptCounts returns, per silo, how many entries the last step kept and
-// the silo's k (for a normalized run, the one global selection's).
-func (m *Method) KeptCounts() (kept, k []int64) {
-	for _, s := range m.selections() {
-		kept = append(kept, keptCount(s))
-		k = append(k, s.k)
-	}
-	return kept, k
 }
 
 // Kept returns the ascending positions of the named parameter that the
@@ -143,9 +153,12 @@ func (m *Method) Kept(name string) []int32 {
 const (
 	stateThresholds = "threshold:q"
 	stateReady      = "threshold:ready"
-	stateKeptPrefix = "kept:"
-	metaFixed       = "fixed"
-	metaStep        = "step"
+	// Options.PaperAlg2's thresholds.
+	statePaperThresholds = "paper_alg2:q"
+	statePaperReady      = "paper_alg2:ready"
+	stateKeptPrefix      = "kept:"
+	metaFixed            = "fixed"
+	metaStep             = "step"
 )
 
 // State is what a checkpoint keeps: every selection's threshold and
@@ -161,6 +174,20 @@ func (m *Method) State() train.MethodState {
 			ready[i] = 1
 		}
 	}
+	var paper []safetensors.Tensor
+	if m.opts.PaperAlg2 {
+		pq, pr := make([]byte, 4*len(sel)), make([]byte, len(sel))
+		for i, s := range sel {
+			binary.LittleEndian.PutUint32(pq[4*i:], math.Float32bits(s.paper.Q))
+			if s.paper.Ready {
+				pr[i] = 1
+			}
+		}
+		paper = []safetensors.Tensor{
+			{Name: statePaperThresholds, DType: safetensors.F32, Shape: []int64{int64(len(sel))}, Data: pq},
+			{Name: statePaperReady, DType: safetensors.U8, Shape: []int64{int64(len(sel))}, Data: pr},
+		}
+	}
 	st := train.MethodState{
 		Meta: map[string]string{metaFixed: strconv.FormatBool(m.fixed), metaStep: strconv.FormatInt(m.step, 10)},
 		Tensors: []safetensors.Tensor{
@@ -168,6 +195,7 @@ func (m *Method) State() train.MethodState {
 			{Name: stateReady, DType: safetensors.U8, Shape: []int64{int64(len(sel))}, Data: ready},
 		},
 	}
+	st.Tensors = append(st.Tensors, paper...)
 	for _, s := range sel {
 		for j, i := range s.pieces {
 			idx := s.kept[j]
@@ -200,25 +228,39 @@ func (m *Method) LoadState(st train.MethodState) error {
 		byName[st.Tensors[i].Name] = &st.Tensors[i]
 	}
 	sel := m.selections()
-	qt, rt := byName[stateThresholds], byName[stateReady]
-	if qt == nil || rt == nil || qt.DType != safetensors.F32 || rt.DType != safetensors.U8 ||
-		len(qt.Data) != 4*len(sel) || len(rt.Data) != len(sel) {
-		return bad("want %s (F32) and %s (U8) with %d entries, one per silo", stateThresholds, stateReady, len(sel))
+	trackers := func(qName, readyName string, tracker func(s *siloState) *ThresholdTracker) error {
+		qt, rt := byName[qName], byName[readyName]
+		if qt == nil || rt == nil || qt.DType != safetensors.F32 || rt.DType != safetensors.U8 ||
+			len(qt.Data) != 4*len(sel) || len(rt.Data) != len(sel) {
+			return bad("want %s (F32) and %s (U8) with %d entries, one per silo", qName, readyName, len(sel))
+		}
+		for n, s := range sel {
+			q := math.Float32frombits(binary.LittleEndian.Uint32(qt.Data[4*n:]))
+			switch rt.Data[n] {
+			case 0:
+				tracker(s).Ready = false
+			case 1:
+				if !(q >= 0) || math.IsInf(float64(q), 0) {
+					return bad("silo %q: threshold %v, want a finite number ≥ 0", s.Name, q)
+				}
+				tracker(s).Reset(q)
+			default:
+				return bad("silo %q: ready flag %d, want 0 or 1", s.Name, rt.Data[n])
+			}
+		}
+		return nil
+	}
+	if err := trackers(stateThresholds, stateReady, func(s *siloState) *ThresholdTracker { return &s.tracker }); err != nil {
+		return err
 	}
 	tensors := 2
-	for n, s := range sel {
-		q := math.Float32frombits(binary.LittleEndian.Uint32(qt.Data[4*n:]))
-		switch rt.Data[n] {
-		case 0:
-			s.tracker.Ready = false
-		case 1:
-			if !(q >= 0) || math.IsInf(float64(q), 0) {
-				return bad("silo %q: threshold %v, want a finite number ≥ 0", s.Name, q)
-			}
-			s.tracker.Reset(q)
-		default:
-			return bad("silo %q: ready flag %d, want 0 or 1", s.Name, rt.Data[n])
+	if m.opts.PaperAlg2 {
+		if err := trackers(statePaperThresholds, statePaperReady, func(s *siloState) *ThresholdTracker { return &s.paper }); err != nil {
+			return err
 		}
+		tensors += 2
+	}
+	for _, s := range sel {
 		var total int64
 		for j, i := range s.pieces {
 			name := stateKeptPrefix + m.params[i].Name

@@ -2,6 +2,7 @@ package dst
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -44,6 +45,8 @@ type testSetup struct {
 	steps    int
 	threads  int
 	gradSeed uint64
+	// zeroEvery: one seed in zeroEvery is 0 (default 50).
+	zeroEvery int
 }
 
 func makeParams(t *testing.T, s testSetup, opt train.Optimizer) []*train.TrainParam {
@@ -61,7 +64,7 @@ func makeParams(t *testing.T, s testSetup, opt train.Optimizer) []*train.TrainPa
 				v[j] = []float32{0.5, -0.5, 1, 0.25}[rng.IntN(4)]
 			} else {
 				v[j] = float32(rng.NormFloat64() * 0.05)
-				if rng.IntN(50) == 0 {
+				if rng.IntN(cmp.Or(s.zeroEvery, 50)) == 0 {
 					v[j] = 0 // zero seeds: rel scores +Inf, inv-rel 0
 				}
 			}
@@ -219,6 +222,11 @@ func runAgainstReference(t *testing.T, s testSetup) *Method {
 				t.Fatalf("step %d: %s keeps %d positions, reference %d", step, p.Name, len(got), len(wantKept[i]))
 			}
 		}
+		rec := map[string]any{}
+		m.Metrics(rec)
+		if _, err := json.Marshal(rec); err != nil {
+			t.Fatalf("step %d: metrics do not encode: %v", step, err)
+		}
 		// The invariant itself, directly: per silo exactly k kept, every
 		// other entry at its seed.
 		for n, silo := range silos {
@@ -300,6 +308,33 @@ func TestCountInvariantEveryStep(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestCountInvariantEdgeCases: ε = 0 (everything back to the seed), ε = 1,
+// Adafactor, and rel distance with a third of the seeds 0 (the k-th largest
+// Δ is +Inf, so Algorithm 2 cannot start from it).
+func TestCountInvariantEdgeCases(t *testing.T) {
+	adafactor, _ := train.DefaultOptimizer(train.OptimizerAdafactor)
+	for _, c := range []struct {
+		name string
+		eps  float64
+		d    kernels.Distance
+		opt  train.OptimizerConfig
+		zero int // one seed in zero is 0
+	}{
+		{"eps=0", 0, kernels.DistanceAbs, adamwReal, 50},
+		{"eps=1", 1, kernels.DistanceInvRel, adamwReal, 50},
+		{"adafactor", 0.05, kernels.DistanceInvRel, adafactor, 50},
+		{"rel-zero-seeds", 0.1, kernels.DistanceRel, adamwReal, 3},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, exact := range []bool{false, true} {
+				s := testSetup{shapes: [][]int{{40, 30}, {7}}, opt: c.opt, silo: SiloModuleLayer, steps: 12, threads: 2, gradSeed: 31, zeroEvery: c.zero}
+				s.opts = dstOptions(c.eps, c.d, exact, 3)
+				runAgainstReference(t, s)
+			}
+		})
 	}
 }
 

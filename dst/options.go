@@ -52,12 +52,17 @@ type Options struct {
 	Bisection    Bisection
 	Seed         uint64 // the random mask's seed
 	BandCap      int64  // 0: DefaultBandCap
+	// PaperAlg2 also tracks each silo's threshold with Algorithm 2 as
+	// printed (carrying its own q̃, not the exact threshold) and reports
+	// the share it would keep as eps_paper_alg2: a diagnostic that costs
+	// one more counting pass per step.
+	PaperAlg2 bool
 }
 
 // ParseConfig checks a DST configuration and turns it into Options; seed
 // seeds the random mask.
 func ParseConfig(c train.DSTConfig, seed uint64) (Options, error) {
-	o := Options{Eps: c.Eps, DistanceName: c.Distance, Silo: c.Silo, Normalize: c.Normalize, Churn: c.Churn, Seed: seed,
+	o := Options{Eps: c.Eps, DistanceName: c.Distance, Silo: c.Silo, Normalize: c.Normalize, Churn: c.Churn, Seed: seed, PaperAlg2: c.PaperAlg2,
 		Bisection: Bisection{Steps: c.RefineSteps, Factor: float32(c.Factor)}}
 	if !(c.Eps >= 0 && c.Eps <= 1) {
 		return o, fmt.Errorf("dst: ε = %g, want a fraction in [0, 1]", c.Eps)
@@ -87,6 +92,9 @@ func ParseConfig(c train.DSTConfig, seed uint64) (Options, error) {
 	if o.Random && c.Normalize != NormalizeNone {
 		return o, fmt.Errorf("dst: normalization scales distances; the random mask has none")
 	}
+	if c.PaperAlg2 && (o.Random || c.Normalize != NormalizeNone) {
+		return o, fmt.Errorf("dst: the paper's Algorithm 2 runs per silo: not with the random mask or normalization")
+	}
 	switch c.Threshold {
 	case ThresholdIterative:
 	case ThresholdExact:
@@ -106,7 +114,7 @@ func ParseConfig(c train.DSTConfig, seed uint64) (Options, error) {
 // Config is the file form of the options (Seed and BandCap excepted).
 func (o Options) Config() train.DSTConfig {
 	c := train.DSTConfig{Eps: o.Eps, Distance: o.DistanceName, Silo: o.Silo, Normalize: o.Normalize, Churn: o.Churn,
-		Threshold: ThresholdIterative, RefineSteps: o.Bisection.Steps, Factor: float64(o.Bisection.Factor)}
+		Threshold: ThresholdIterative, RefineSteps: o.Bisection.Steps, Factor: float64(o.Bisection.Factor), PaperAlg2: o.PaperAlg2}
 	if o.Exact {
 		c.Threshold = ThresholdExact
 	}

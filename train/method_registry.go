@@ -21,6 +21,10 @@ type DSTConfig struct {
 	// RefineSteps (m) and Factor (r) are Algorithm 2's parameters.
 	RefineSteps int     `json:"refine_steps"`
 	Factor      float64 `json:"factor"`
+	// PaperAlg2 also runs Algorithm 2 exactly as printed, carrying its own
+	// threshold from step to step, and reports what it would keep (a
+	// diagnostic; one more counting pass per step).
+	PaperAlg2 bool `json:"paper_alg2,omitempty"`
 }
 
 // DefaultDSTConfig is the paper's setting: ε = 1e-3, inverse-relative

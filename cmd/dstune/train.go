@@ -70,7 +70,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	churn := fs.Bool("churn", dstDefaults.Churn, "dst: let the subset change after the first step")
 	refineSteps := fs.Int("refine-steps", dstDefaults.RefineSteps, "dst: Algorithm 2's m, bisection steps per training step")
 	refineFactor := fs.Float64("refine-factor", dstDefaults.Factor, "dst: Algorithm 2's r, the most the threshold may move by in one step")
-	dstFlags := []string{"eps", "distance", "silo", "normalize", "threshold", "churn", "refine-steps", "refine-factor"}
+	paperAlg2 := fs.Bool("paper-alg2", false, "dst: also run Algorithm 2 as printed (carrying its own threshold) and report what it would keep as eps_paper_alg2 (one more counting pass a step)")
+	dstFlags := []string{"eps", "distance", "silo", "normalize", "threshold", "churn", "refine-steps", "refine-factor", "paper-alg2"}
 
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -234,6 +235,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	apply["churn"] = dstOption(func(c *train.DSTConfig) { c.Churn = *churn })
 	apply["refine-steps"] = dstOption(func(c *train.DSTConfig) { c.RefineSteps = *refineSteps })
 	apply["refine-factor"] = dstOption(func(c *train.DSTConfig) { c.Factor = *refineFactor })
+	apply["paper-alg2"] = dstOption(func(c *train.DSTConfig) { c.PaperAlg2 = *paperAlg2 })
 	// Order matters: the optimizer before its hyper-parameters.
 	order := []string{"data", "valid", "task", "method", "trainable", "optimizer", "lr", "weight-decay", "momentum", "beta1", "beta2",
 		"schedule", "warmup", "steps", "batch", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "checkpoint-every"}
