@@ -134,8 +134,8 @@ func resize(s []int64, n int) []int64 {
 // number Index of epoch Epoch's shuffled order. Saving it in a checkpoint
 // and passing it to NewTrainBatches resumes the same stream exactly.
 type Position struct {
-	Epoch int64
-	Index int
+	Epoch int64 `json:"epoch"`
+	Index int   `json:"index"`
 }
 
 // TrainBatches is an endless stream of full batches for training. Epoch e

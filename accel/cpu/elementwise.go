@@ -155,7 +155,8 @@ func binarySV(fn ir.BinaryFn, out []float32, s float32, b []float32) {
 	}
 }
 
-// unaryKernel is a float32 element-wise function; the transcendental ones
+// unaryKernel is a float32 element-wise function. GELU runs on package
+// kernels' SIMD version (simd.go); the other transcendental ones
 // are computed in float64 and rounded once (mathf.go), so that deep stacks
 // still match PyTorch within 1e-4 relative. They run on blocks converted to
 // float64 first: converting inside the loop that calls them chains the
@@ -166,6 +167,7 @@ type unaryKernel struct {
 	alpha   float64
 	x, y    []float32
 	block   func(b []float64, alpha float64) // nil: a float32 loop
+	simd    func(dst, src []float32)         // a kernels function (simd.go), used instead of block
 	scratch [][]float64                      // per worker
 	workers int
 	split   splitter
@@ -197,6 +199,9 @@ func newUnary(threads int, op *ir.Unary, x, y *ir.Tensor) kernel {
 				b[i] = ir.UnaryFloat64(fn, alpha, v)
 			}
 		}
+	}
+	if k.simd = simdUnary(op.Fn); k.simd != nil {
+		k.block = nil
 	}
 	if k.block != nil {
 		for range k.workers {
@@ -256,6 +261,10 @@ func (k *unaryKernel) run() error {
 // share computes elements [lo, hi).
 func (k *unaryKernel) share(lo, hi, w int) {
 	x, y := k.x[lo:hi], k.y[lo:hi]
+	if k.simd != nil {
+		k.simd(y, x)
+		return
+	}
 	if k.block != nil {
 		buf := k.scratch[w]
 		for off := 0; off < len(x); off += len(buf) {

@@ -8,12 +8,12 @@ import (
 	"github.com/dstune/dstune/ir"
 )
 
-// softmaxKernel is a float32 Softmax (or LogSoftmax) over the last axis.
+// softmaxKernel is a float32 Softmax (or LogSoftmax) over the last axis,
+// rows split across workers (simd.go).
 type softmaxKernel struct {
 	x, y    []float32
 	n       int
 	log     bool
-	scratch [][]float64 // per worker, one row in float64
 	workers int
 	split   splitter
 }
@@ -22,9 +22,6 @@ func newSoftmax(threads int, op *ir.Softmax, x, y *ir.Tensor) kernel {
 	s := x.Shape()
 	n := s[len(s)-1]
 	k := &softmaxKernel{x: x.Float32s(), y: y.Float32s(), n: n, log: op.Log, workers: workersFor(threads, x.Len())}
-	for range k.workers {
-		k.scratch = append(k.scratch, make([]float64, n))
-	}
 	if n > 0 {
 		k.split = splitter{units: x.Len() / n, align: 1, share: k.share}
 	}
@@ -40,45 +37,7 @@ func (k *softmaxKernel) run() error {
 
 func (k *softmaxKernel) share(lo, hi, w int) {
 	n := k.n
-	for r := lo; r < hi; r++ {
-		softmaxRow(k.y[r*n:(r+1)*n], k.x[r*n:(r+1)*n], k.scratch[w], k.log)
-	}
-}
-
-// softmaxRow: y = exp(x - max) / Σ exp(x - max), or with log
-// y = x - max - log Σ exp(x - max), in float64 (buf holds the row).
-func softmaxRow(y, x []float32, buf []float64, log bool) {
-	y, buf = y[:len(x)], buf[:len(x)]
-	m := float32(math.Inf(-1))
-	for _, v := range x {
-		if v > m {
-			m = v
-		}
-	}
-	for i, v := range x {
-		buf[i] = float64(v - m)
-	}
-	if log {
-		var sum float64
-		for _, v := range buf {
-			sum += exp64(v)
-		}
-		ls := math.Log(sum)
-		for i, v := range buf {
-			y[i] = float32(v - ls)
-		}
-		return
-	}
-	var sum float64
-	for i, v := range buf {
-		e := exp64(v)
-		buf[i] = e
-		sum += e
-	}
-	inv := 1 / sum
-	for i, v := range buf {
-		y[i] = float32(v * inv)
-	}
+	softmaxRows(k.y[lo*n:hi*n], k.x[lo*n:hi*n], hi-lo, n, k.log)
 }
 
 // layerNormKernel is a float32 LayerNorm over the trailing axes with

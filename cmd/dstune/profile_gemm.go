@@ -1,0 +1,141 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/dstune/dstune/kernels"
+)
+
+func init() {
+	measurePeakGFLOPS = kernels.MeasurePeakGFLOPS
+	registerProfiler(profiler{name: "gemm", run: profileGemm})
+}
+
+// gemmProfileShape is one product `dstune profile gemm` measures: C is M×N,
+// the inner dimension K; batch > 0 makes it a batched product.
+type gemmProfileShape struct {
+	batch          int
+	m, n, k        int
+	transA, transB bool
+}
+
+// gemmProfileShapes are the products of training a BERT-base-sized layer on
+// 2048 tokens: the forward projections (NN), their input gradients dX =
+// dY·Wᵀ (NT, (M,K,N)) and weight gradients dW = Xᵀ·dY (TN, (K,N,M)); two
+// squares; and attention's batched products for 64 heads×sequences of 128
+// with head size 64 (scores Q·Kᵀ, weighted sum P·V). quick shrinks them.
+func gemmProfileShapes(quick bool) []gemmProfileShape {
+	tokens, hidden, ff, seq, dh, heads := 2048, 768, 3072, 128, 64, 64
+	if quick {
+		tokens, hidden, ff, seq, dh, heads = 64, 48, 96, 32, 16, 4
+	}
+	var out []gemmProfileShape
+	for _, f := range [][3]int{{tokens, hidden, hidden}, {tokens, ff, hidden}, {tokens, hidden, ff}} {
+		m, n, k := f[0], f[1], f[2]
+		out = append(out,
+			gemmProfileShape{m: m, n: n, k: k},
+			gemmProfileShape{m: m, n: k, k: n, transB: true},
+			gemmProfileShape{m: k, n: n, k: m, transA: true})
+	}
+	sq := 512
+	if quick {
+		sq = 40
+	}
+	out = append(out, gemmProfileShape{m: sq, n: sq, k: sq}, gemmProfileShape{m: 2 * sq, n: 2 * sq, k: 2 * sq})
+	return append(out,
+		gemmProfileShape{batch: heads, m: seq, n: seq, k: dh, transB: true},
+		gemmProfileShape{batch: heads, m: seq, n: dh, k: seq})
+}
+
+func (s gemmProfileShape) trans() string {
+	t := []byte("NN")
+	if s.transA {
+		t[0] = 'T'
+	}
+	if s.transB {
+		t[1] = 'T'
+	}
+	return string(t)
+}
+
+// profileGemm times each shape's call (the median of enough repetitions
+// for about half a second, at least 5) and reports it against the FMA peak
+// measured on the spot. gbps counts the compulsory traffic: A and B read
+// once, C written once.
+func profileGemm(env *profileEnv) ([]profileRecord, error) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	peak := env.peakGFLOPS()
+	peakBW := env.peakGBPS()
+	var recs []profileRecord
+	for _, s := range gemmProfileShapes(env.quick) {
+		batch := max(s.batch, 1)
+		lda, ldb := s.k, s.n
+		if s.transA {
+			lda = s.m
+		}
+		if s.transB {
+			ldb = s.k
+		}
+		a := gemmRandomFloats(rng, batch*s.m*s.k)
+		b := gemmRandomFloats(rng, batch*s.k*s.n)
+		c := make([]float32, batch*s.m*s.n)
+		call := func() {
+			if s.batch > 0 {
+				kernels.SgemmBatched(env.threads, s.transA, s.transB, s.m, s.n, s.k, 1, a, lda, s.m*s.k, b, ldb, s.k*s.n, 0, c, s.n, s.m*s.n, s.batch)
+				return
+			}
+			kernels.Sgemm(env.threads, s.transA, s.transB, s.m, s.n, s.k, 1, a, lda, b, ldb, 0, c, s.n)
+		}
+		secs := gemmMedianSeconds(call, env.quick)
+		flops := 2 * float64(batch) * float64(s.m) * float64(s.n) * float64(s.k)
+		bytes := 4 * float64(batch) * float64(s.m*s.k+s.k*s.n+s.m*s.n)
+		rec := profileRecord{
+			Kernel:     "sgemm",
+			Shape:      fmt.Sprintf("%dx%dx%d", s.m, s.n, s.k),
+			Trans:      s.trans(),
+			Threads:    env.threads,
+			ISA:        env.isa.String(),
+			MS:         secs * 1e3,
+			GFLOPS:     flops / secs / 1e9,
+			GBPS:       bytes / secs / 1e9,
+			PeakGFLOPS: peak,
+			PeakGBPS:   peakBW,
+		}
+		if s.batch > 0 {
+			rec.Kernel = "sgemm-batched"
+			rec.Shape = fmt.Sprintf("%dx%s", s.batch, rec.Shape)
+		}
+		recs = append(recs, rec)
+	}
+	return recs, nil
+}
+
+// gemmMedianSeconds runs call once to warm up (pack buffers, caches), then
+// times it repeatedly and returns the median.
+func gemmMedianSeconds(call func(), quick bool) float64 {
+	call()
+	budget, minReps, maxReps := 500*time.Millisecond, 5, 200
+	if quick {
+		budget, minReps, maxReps = 0, 3, 3
+	}
+	var times []float64
+	start := time.Now()
+	for len(times) < minReps || (len(times) < maxReps && time.Since(start) < budget) {
+		t0 := time.Now()
+		call()
+		times = append(times, time.Since(t0).Seconds())
+	}
+	slices.Sort(times)
+	return times[len(times)/2]
+}
+
+func gemmRandomFloats(rng *rand.Rand, n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = float32(rng.NormFloat64())
+	}
+	return s
+}

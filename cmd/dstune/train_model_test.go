@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dstune/dstune/internal/safetensors"
+	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/onnx"
+)
+
+// tinyGPTData writes training and validation text for tiny_gpt (a byte
+// LM): the repository's own README and DEVELOPERS notes, 64-byte windows,
+// the last 32 windows held out for validation.
+func tinyGPTData(t *testing.T) (trainPath, validPath string) {
+	t.Helper()
+	var text []byte
+	for _, f := range []string{"../../README.md", "../../DEVELOPERS.md"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text = append(text, b...)
+	}
+	lines := byteCorpus(text, 64, 48)
+	if len(lines) < 100 {
+		t.Fatalf("only %d windows of text", len(lines))
+	}
+	dir := t.TempDir()
+	trainPath, validPath = filepath.Join(dir, "train.jsonl"), filepath.Join(dir, "valid.jsonl")
+	writeLines(t, trainPath, lines[:len(lines)-32])
+	writeLines(t, validPath, lines[len(lines)-32:])
+	return trainPath, validPath
+}
+
+func metricsLines(t *testing.T, run string) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(run, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []map[string]any
+	for line := range bytes.Lines(data) {
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		recs = append(recs, m)
+	}
+	return recs
+}
+
+func TestTrainTinyGPTLowersValidationLoss(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	trainPath, validPath := tinyGPTData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	code, stdout, stderr := dstune("train", model, "--data", trainPath, "--valid", validPath, "--task", "lm",
+		"--steps", "30", "--batch", "8", "--lr", "2e-3", "--eval-every", "10", "--threads", "2", "--out", run)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	recs := metricsLines(t, run)
+	first, last := recs[0]["valid_loss"].(float64), recs[len(recs)-1]["valid_loss"].(float64)
+	t.Logf("tiny_gpt, 30 AdamW steps of 8×64 bytes: validation loss %.4f → %.4f", first, last)
+	if !(last < first-1.0) {
+		t.Errorf("validation loss %.4f → %.4f: not clearly lower\n%s", first, last, stdout)
+	}
+	if !strings.Contains(stdout, "step 30/30") || !strings.Contains(stdout, "fine-tuned model: ") {
+		t.Errorf("output:\n%s", stdout)
+	}
+	// The fine-tuned model is the original file with new weights: it
+	// loads, and runs.
+	tuned := filepath.Join(run, "model.onnx")
+	orig, err := os.ReadFile(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(tuned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(orig) || bytes.Equal(got, orig) {
+		t.Errorf("model.onnx: %d bytes (original %d), identical %v", len(got), len(orig), bytes.Equal(got, orig))
+	}
+	if m, err := onnx.ReadFile(tuned); err != nil {
+		t.Error(err)
+	} else {
+		m.Close()
+	}
+}
+
+// startTrain runs dstune train as a child process (this test binary).
+func startTrain(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	js, _ := json.Marshal(append([]string{"train"}, args...))
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "DSTUNE_TEST_MAIN="+string(js))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, &out
+}
+
+// waitForStep waits until metrics.jsonl records step ≥ step.
+func waitForStep(t *testing.T, run string, step int64) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		f, err := os.Open(filepath.Join(run, "metrics.jsonl"))
+		if err == nil {
+			sc := bufio.NewScanner(f)
+			n := int64(0)
+			for sc.Scan() {
+				var rec struct{ Step int64 }
+				if json.Unmarshal(sc.Bytes(), &rec) == nil {
+					n = max(n, rec.Step)
+				}
+			}
+			f.Close()
+			if n >= step {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("step %d not reached", step)
+}
+
+func readParams(t *testing.T, run string) map[string][]byte {
+	t.Helper()
+	f, err := safetensors.ReadFile(filepath.Join(run, "checkpoint", "params.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string][]byte{}
+	for _, tn := range f.Tensors {
+		m[tn.Name] = tn.Data
+	}
+	return m
+}
+
+// TestTrainKilledAndResumedIsBitIdentical kills a tiny_gpt run mid-way
+// (SIGKILL: steps after the last checkpoint are lost; SIGINT: the run
+// saves a checkpoint and exits with 130), resumes it, and compares the
+// final parameters bit for bit with an uninterrupted run.
+func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	trainPath, validPath := tinyGPTData(t)
+	args := func(run string) []string {
+		return []string{model, "--data", trainPath, "--valid", validPath, "--task", "lm", "--steps", "60", "--batch", "4",
+			"--optimizer", "adafactor", "--schedule", "linear", "--warmup", "3", "--seed", "5",
+			"--eval-every", "20", "--checkpoint-every", "7", "--threads", "2", "--out", run}
+	}
+	whole := filepath.Join(t.TempDir(), "whole")
+	if code, _, stderr := dstune(append([]string{"train"}, args(whole)...)...); code != 0 {
+		t.Fatalf("uninterrupted run: exit %d: %s", code, stderr)
+	}
+	want := readParams(t, whole)
+	wantModel, err := os.ReadFile(filepath.Join(whole, "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			run := filepath.Join(t.TempDir(), "run")
+			cmd, out := startTrain(t, args(run)...)
+			waitForStep(t, run, 5)
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			code := cmd.ProcessState.ExitCode()
+			if sig == syscall.SIGINT {
+				if code != 130 || !strings.Contains(out.String(), "interrupted after step") || !strings.Contains(out.String(), "--resume") {
+					t.Fatalf("after SIGINT: exit %d (%v), output:\n%s", code, err, out)
+				}
+			} else if code == 0 {
+				t.Fatalf("the run finished before it was killed:\n%s", out)
+			}
+			code, stdout, stderr := dstune("train", "--resume", run)
+			if code != 0 {
+				t.Fatalf("resume: exit %d: %s", code, stderr)
+			}
+			if !strings.Contains(stdout, "done: step 60") {
+				t.Errorf("resume output:\n%s", stdout)
+			}
+			got := readParams(t, run)
+			if len(got) != len(want) {
+				t.Fatalf("%d parameters, uninterrupted run %d", len(got), len(want))
+			}
+			for name, w := range want {
+				if !bytes.Equal(got[name], w) {
+					t.Errorf("parameter %q differs from the uninterrupted run's", name)
+				}
+			}
+			gotModel, err := os.ReadFile(filepath.Join(run, "model.onnx"))
+			if err != nil || !bytes.Equal(gotModel, wantModel) {
+				t.Errorf("model.onnx differs from the uninterrupted run's (%v)", err)
+			}
+			recs := metricsLines(t, run)
+			for i, r := range recs {
+				if r["step"] != float64(i) {
+					t.Fatalf("metrics record %d is step %v: a step is missing or repeated", i, r["step"])
+				}
+			}
+		})
+	}
+}
+
+func TestTrainErrorsNameTheLine(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	dir := t.TempDir()
+	data := filepath.Join(dir, "bad.jsonl")
+	writeLines(t, data, []string{`{"tokens":[1,2,3]}`, `{"tokens":[1,300]}`})
+	code, _, stderr := dstune("train", model, "--data", data, "--task", "lm", "--steps", "2", "--out", filepath.Join(dir, "run"))
+	if code != 1 || !strings.Contains(stderr, "bad.jsonl:2: tokens element 1 is 300, outside the vocabulary [0, 256)") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+	// Resuming with a flag that disagrees with config.json.
+	good := filepath.Join(dir, "good.jsonl")
+	writeLines(t, good, []string{`{"tokens":[1,2,3]}`, `{"tokens":[4,5,6,7]}`})
+	run := filepath.Join(dir, "run2")
+	if code, _, stderr := dstune("train", model, "--data", good, "--task", "lm", "--steps", "2", "--batch", "2", "--out", run); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	code, _, stderr = dstune("train", "--resume", run, "--lr", "0.5")
+	if code != 1 || !strings.Contains(stderr, "configured differently: optimizer is") {
+		t.Errorf("resume with another --lr: exit %d, %q", code, stderr)
+	}
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMain lets a test run dstune as a child process (to kill it): with
+// DSTUNE_TEST_MAIN set to a JSON list of arguments the test binary is
+// dstune.
+func TestMain(m *testing.M) {
+	if args := os.Getenv("DSTUNE_TEST_MAIN"); args != "" {
+		var list []string
+		if err := json.Unmarshal([]byte(args), &list); err != nil {
+			panic(err)
+		}
+		os.Exit(runMain(list, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// byteCorpus turns text into lm examples of UTF-8 bytes (the tiny models'
+// vocabulary): windows of n bytes every stride bytes, as JSONL.
+func byteCorpus(text []byte, n, stride int) []string {
+	var lines []string
+	for i := 0; i+n <= len(text); i += stride {
+		toks, _ := json.Marshal(struct {
+			Tokens []int `json:"tokens"`
+		}{bytesToInts(text[i : i+n])})
+		lines = append(lines, string(toks))
+	}
+	return lines
+}
+
+func bytesToInts(b []byte) []int {
+	v := make([]int, len(b))
+	for i, x := range b {
+		v[i] = int(x)
+	}
+	return v
+}
+
+func writeLines(t *testing.T, path string, lines []string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTrainUsage(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.jsonl")
+	writeLines(t, data, []string{`{"tokens":[1,2,3]}`})
+	out := filepath.Join(dir, "run")
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"train"}, 2, "want exactly one model file"},
+		{[]string{"train", "m.onnx", "--task", "lm", "--steps", "3", "--out", out}, 2, "--data is required"},
+		{[]string{"train", "m.onnx", "--data", data, "--steps", "3", "--out", out}, 2, "--task is required"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--out", out}, 2, "--steps is required"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3"}, 2, "--out RUN is required"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "words", "--steps", "3", "--out", out}, 2, `unknown task "words"`},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--optimizer", "lion"}, 2, `unknown optimizer "lion"`},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--schedule", "step"}, 2, `unknown schedule "step"`},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--momentum", "0.9"}, 2, "--momentum is an SGD option"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--eps", "1e-2"}, 2, "--eps is an option of --method dst"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "dst", "--distance", "cosine"}, 2, `unknown distance "cosine"`},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "dst", "--refine-steps", "0"}, 2, "refinement steps m = 0"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "lora"}, 1, "--method lora is not implemented yet"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "adapter"}, 2, `unknown --method "adapter"`},
+		{[]string{"train", "--resume", filepath.Join(dir, "none")}, 1, "config.json"},
+	}
+	for _, c := range cases {
+		code, _, stderr := dstune(c.args...)
+		if code != c.code || !strings.Contains(stderr, c.want) {
+			t.Errorf("dstune %s: exit %d, stderr %q; want exit %d and %q", strings.Join(c.args, " "), code, stderr, c.code, c.want)
+		}
+	}
+}

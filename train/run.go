@@ -1,0 +1,595 @@
+package train
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dstune/dstune/accel"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
+)
+
+// Config defines a training run; it is stored as RUN/config.json, and a
+// resumed run must be given the same (RunOptions.Resume).
+type Config struct {
+	Model       string          `json:"model"`        // the ONNX file (absolute path)
+	ModelSHA256 string          `json:"model_sha256"` // of the file's bytes; filled in by Run
+	Data        string          `json:"data"`
+	Valid       string          `json:"valid,omitempty"`
+	Task        Task            `json:"task"`
+	Method      string          `json:"method"`
+	DST         *DSTConfig      `json:"dst,omitempty"`       // --method dst's options
+	Trainable   string          `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
+	Optimizer   OptimizerConfig `json:"optimizer"`
+	Schedule    Schedule        `json:"schedule"`
+	Steps       int64           `json:"steps"`
+	Batch       int             `json:"batch"`
+	// MaxLen truncates examples; every batch is padded to T = MaxLen, or
+	// to the longest example of the training and validation data when 0
+	// (one static shape, compiled once).
+	MaxLen int    `json:"max_len"`
+	PadID  int64  `json:"pad_id"`
+	Seed   uint64 `json:"seed"`
+	// Backend and Threads: a resumed run continues bit-identically only
+	// with the same thread count, so it is part of the run.
+	Backend         string `json:"backend"`
+	Threads         int    `json:"threads"`
+	EvalEvery       int64  `json:"eval_every"`       // validation every N steps (and after the last); 0: only after the last
+	CheckpointEvery int64  `json:"checkpoint_every"` // 0: only at the end (and on interruption)
+}
+
+// Check reports what is wrong with a configuration.
+func (c *Config) Check() error {
+	switch {
+	case c.Model == "":
+		return errors.New("no model")
+	case c.Data == "":
+		return errors.New("no training data")
+	case c.Task != TaskLM && c.Task != TaskClassify:
+		return fmt.Errorf("unknown task %q (want %s or %s)", c.Task, TaskLM, TaskClassify)
+	case c.Steps < 1:
+		return fmt.Errorf("steps %d, want ≥ 1", c.Steps)
+	case c.Batch < 1:
+		return fmt.Errorf("batch %d, want ≥ 1", c.Batch)
+	case c.MaxLen < 0:
+		return fmt.Errorf("max length %d, want ≥ 0", c.MaxLen)
+	case c.Threads < 1:
+		return fmt.Errorf("threads %d, want ≥ 1", c.Threads)
+	case c.EvalEvery < 0 || c.CheckpointEvery < 0:
+		return errors.New("eval and checkpoint intervals must not be negative")
+	}
+	if _, err := NewOptimizer(c.Optimizer); err != nil {
+		return err
+	}
+	return c.Schedule.Check(c.Steps)
+}
+
+// ConfigFile is the name of a run's configuration file.
+const ConfigFile = "config.json"
+
+// LoadConfig reads RUN/config.json.
+func LoadConfig(run string) (Config, error) {
+	var c Config
+	data, err := readSmallFile(filepath.Join(run, ConfigFile), 1<<20)
+	if err != nil {
+		return c, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("%s: %w", filepath.Join(run, ConfigFile), err)
+	}
+	return c, nil
+}
+
+// RunOptions say where a run writes and how it reports; they are not part
+// of the run's definition.
+type RunOptions struct {
+	Dir    string // the run directory
+	Resume bool   // continue the run in Dir from its checkpoint
+	// Progress receives the progress display (nil: none); Terminal
+	// redraws one line instead of printing a line every LogEvery steps.
+	Progress io.Writer
+	Terminal bool
+	LogEvery int64
+	// Source replaces the graphs built from Config.Model (tests); the
+	// fine-tuned model file is then not written.
+	Source GraphSource
+	// AfterStep is called after every step is complete (metrics and any
+	// checkpoint written); an error ends the run at once, as a crash
+	// would (tests).
+	AfterStep func(step int64) error
+}
+
+// Result summarizes a run.
+type Result struct {
+	Step             int64   // the last step taken
+	Loss             float64 // its training loss
+	InitialValidLoss float64 // before the first step (NaN: no validation data, or a resumed run)
+	ValidLoss        float64 // the last validation loss (NaN: none)
+	ModelFile        string  // the fine-tuned model, when written
+}
+
+// ErrInterrupted ends a run stopped by its context (Ctrl-C) after saving
+// a checkpoint.
+var ErrInterrupted = errors.New("interrupted")
+
+// The files of a run directory.
+const (
+	MetricsFile = "metrics.jsonl"
+	ModelFile   = "model.onnx"
+)
+
+// Run trains as cfg says, writing config.json, metrics.jsonl, checkpoints
+// and the fine-tuned model into opts.Dir. Cancelling ctx ends the run
+// after the current step with a checkpoint and an error wrapping
+// ErrInterrupted. A non-finite loss ends it with a *LossError; the last
+// good checkpoint is kept.
+func Run(ctx context.Context, cfg Config, opts RunOptions) (*Result, error) {
+	r := &runner{cfg: cfg, opts: opts, res: &Result{InitialValidLoss: math.NaN(), ValidLoss: math.NaN()}}
+	defer r.close()
+	if err := r.setup(); err != nil {
+		return nil, err
+	}
+	return r.res, r.loop(ctx)
+}
+
+type runner struct {
+	cfg  Config
+	opts RunOptions
+	res  *Result
+
+	onnxModel *onnx.Model
+	src       GraphSource
+	engine    Engine
+	opt       Optimizer
+	method    Method
+	train     *TrainBatches
+	valid     *Dataset
+	batchOpts BatchOptions
+	metrics   *os.File
+	metricsW  *bufio.Writer
+	progress  *progress
+	lastCkpt  int64
+}
+
+func (r *runner) close() {
+	if r.metricsW != nil {
+		r.metricsW.Flush()
+	}
+	if r.metrics != nil {
+		r.metrics.Close()
+	}
+	if r.engine != nil {
+		r.engine.Close()
+	}
+	if r.onnxModel != nil {
+		r.onnxModel.Close()
+	}
+}
+
+func (r *runner) setup() error {
+	cfg, dir := &r.cfg, r.opts.Dir
+	if dir == "" {
+		return errors.New("no run directory")
+	}
+	if err := cfg.Check(); err != nil {
+		return err
+	}
+	var stored Config
+	if r.opts.Resume {
+		var err error
+		if stored, err = LoadConfig(dir); err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
+		cfg.ModelSHA256 = stored.ModelSHA256
+		if diff := configDiff(stored, *cfg); diff != "" {
+			return fmt.Errorf("resume %s: the run was configured differently: %s", dir, diff)
+		}
+	} else {
+		if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
+			return fmt.Errorf("%s already holds a run (%s): resume it with --resume, or choose another directory", dir, ConfigFile)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+
+	var vocab, classes int64
+	fixedT := 0
+	var irModel *ir.Model
+	if r.opts.Source != nil {
+		r.src = r.opts.Source
+	} else {
+		sum, err := fileSHA256(cfg.Model)
+		if err != nil {
+			return err
+		}
+		if r.opts.Resume && sum != stored.ModelSHA256 {
+			return fmt.Errorf("resume: %s has changed since the run started (sha256 %s, config.json says %s)", cfg.Model, sum, stored.ModelSHA256)
+		}
+		cfg.ModelSHA256 = sum
+		if r.onnxModel, err = onnx.ReadFile(cfg.Model); err != nil {
+			return err
+		}
+		model, err := ir.NewModel(r.onnxModel)
+		if err != nil {
+			return fmt.Errorf("%s: %w", cfg.Model, err)
+		}
+		irModel = model
+		ms, err := NewModelSource(model, ModelSourceOptions{Task: cfg.Task, Trainable: cfg.Trainable})
+		if err != nil {
+			return fmt.Errorf("%s: %w", cfg.Model, err)
+		}
+		r.src, vocab, classes, fixedT = ms, ms.VocabSize, ms.NumClasses, ms.SeqLen
+	}
+
+	dataOpts := DataOptions{Task: cfg.Task, VocabSize: vocab, NumClasses: classes}
+	ds, err := LoadJSONL(cfg.Data, dataOpts)
+	if err != nil {
+		return err
+	}
+	T := cfg.MaxLen
+	longest := longestExample(ds)
+	if cfg.Valid != "" {
+		if r.valid, err = LoadJSONL(cfg.Valid, dataOpts); err != nil {
+			return err
+		}
+		longest = max(longest, longestExample(r.valid))
+	}
+	if T == 0 {
+		T = longest
+	}
+	if fixedT > 0 {
+		if cfg.MaxLen > 0 && cfg.MaxLen != fixedT {
+			return fmt.Errorf("%s takes sequences of exactly %d tokens, --max-len is %d", cfg.Model, fixedT, cfg.MaxLen)
+		}
+		T = fixedT
+	}
+	r.batchOpts = BatchOptions{BatchSize: cfg.Batch, MaxLen: T, FixedLen: true, PadID: cfg.PadID}
+
+	if r.opt, err = NewOptimizer(cfg.Optimizer); err != nil {
+		return err
+	}
+	env := MethodEnv{Config: *cfg, Model: irModel}
+	if fg, ok := r.src.(interface{ ForwardGraph() (*ir.Graph, error) }); ok {
+		env.ForwardGraph = fg.ForwardGraph
+	}
+	if r.method, err = newRunMethod(env); err != nil {
+		return err
+	}
+	backend, err := accel.Open(cfg.Backend)
+	if err != nil {
+		return err
+	}
+	if r.engine, err = NewHostEngine(r.src, backend, HostOptions{Threads: cfg.Threads, Optimizer: r.opt, Method: r.method}); err != nil {
+		return err
+	}
+
+	pos := Position{}
+	if r.opts.Resume && HasCheckpoint(dir) {
+		st, p, err := ReadCheckpoint(dir, r.engine.Params(), r.opt, r.method.Name())
+		if err != nil {
+			return err
+		}
+		if err := r.engine.Restore(st); err != nil {
+			return fmt.Errorf("checkpoint in %s: %w", dir, err)
+		}
+		pos, r.lastCkpt = p, st.Step
+	}
+	if r.train, err = NewTrainBatches(ds, r.batchOpts, cfg.Seed, pos); err != nil {
+		return err
+	}
+	if !r.opts.Resume {
+		if err := writeJSONFile(filepath.Join(dir, ConfigFile), cfg); err != nil {
+			return err
+		}
+	}
+	// Records after the checkpoint go; without a checkpoint the run starts
+	// over, initial validation included.
+	keep := r.engine.Step()
+	if keep == 0 {
+		keep = -1
+	}
+	if err := truncateMetrics(filepath.Join(dir, MetricsFile), keep); err != nil {
+		return err
+	}
+	if r.metrics, err = os.OpenFile(filepath.Join(dir, MetricsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
+		return err
+	}
+	r.metricsW = bufio.NewWriter(r.metrics)
+	r.progress = newProgress(r.opts.Progress, r.opts.Terminal, r.opts.LogEvery, cfg.Steps)
+	return nil
+}
+
+func longestExample(ds *Dataset) int {
+	n := 0
+	for i := range ds.Len() {
+		n = max(n, ds.starts[i+1]-ds.starts[i])
+	}
+	return n
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// configDiff lists the fields (by JSON name) in which two configurations
+// differ, "" when they agree.
+func configDiff(a, b Config) string {
+	var diffs []string
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	var ma, mb map[string]any
+	json.Unmarshal(ja, &ma)
+	json.Unmarshal(jb, &mb)
+	for k, va := range ma {
+		if vb := mb[k]; !reflect.DeepEqual(va, vb) {
+			da, _ := json.Marshal(va)
+			db, _ := json.Marshal(vb)
+			diffs = append(diffs, fmt.Sprintf("%s is %s in config.json, %s now", k, da, db))
+		}
+	}
+	for k, vb := range mb {
+		if _, ok := ma[k]; !ok {
+			db, _ := json.Marshal(vb)
+			diffs = append(diffs, fmt.Sprintf("%s is unset in config.json, %s now", k, db))
+		}
+	}
+	slices.Sort(diffs)
+	return strings.Join(diffs, "; ")
+}
+
+// truncateMetrics drops records of steps after step (written after the
+// checkpoint a run resumes from), so that metrics.jsonl describes the
+// steps the parameters went through, once each.
+func truncateMetrics(path string, step int64) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var kept []byte
+	for line := range bytes.Lines(data) {
+		var rec struct {
+			Step *int64 `json:"step"`
+		}
+		if json.Unmarshal(line, &rec) != nil || rec.Step == nil {
+			continue // a line cut short by a crash
+		}
+		if *rec.Step <= step {
+			kept = append(kept, line...)
+		}
+	}
+	if len(kept) == len(data) {
+		return nil
+	}
+	return writeFileAtomic(path, kept)
+}
+
+// metricsRecord is one line of metrics.jsonl; a method adds fields.
+type metricsRecord struct {
+	Step         int64    `json:"step"`
+	Epoch        int64    `json:"epoch"`
+	Loss         *float64 `json:"loss,omitempty"`
+	LR           *float64 `json:"lr,omitempty"`
+	StepMS       float64  `json:"step_ms,omitempty"`
+	ComputeMS    float64  `json:"compute_ms,omitempty"`
+	UpdateMS     float64  `json:"update_ms,omitempty"`
+	Tokens       int      `json:"tokens,omitempty"`
+	TokensPerSec float64  `json:"tokens_per_s,omitempty"`
+	ValidLoss    *float64 `json:"valid_loss,omitempty"`
+}
+
+func (r *runner) writeMetrics(rec metricsRecord, extra map[string]any) error {
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if len(extra) > 0 {
+		more, err := json.Marshal(extra)
+		if err != nil {
+			return err
+		}
+		line = append(append(line[:len(line)-1], ','), more[1:]...)
+	}
+	r.metricsW.Write(line)
+	r.metricsW.WriteByte('\n')
+	return r.metricsW.Flush()
+}
+
+func (r *runner) evaluate() (float64, error) {
+	eb, err := NewEvalBatches(r.valid, r.batchOpts)
+	if err != nil {
+		return 0, err
+	}
+	var b Batch
+	var sum float64
+	var count int
+	for eb.Next(&b) {
+		if b.NumTargets == 0 {
+			continue
+		}
+		loss, err := r.engine.EvalLoss(&b)
+		if err != nil {
+			return 0, fmt.Errorf("validation: %w", err)
+		}
+		sum += loss * float64(b.NumTargets)
+		count += b.NumTargets
+	}
+	if count == 0 {
+		return 0, fmt.Errorf("%s: no validation targets", r.valid.Name)
+	}
+	return sum / float64(count), nil
+}
+
+func (r *runner) checkpoint() error {
+	st, err := r.engine.State()
+	if err != nil {
+		return err
+	}
+	if err := WriteCheckpoint(r.opts.Dir, r.engine.Params(), st, r.train.Position(), r.opt.Config().Name, r.method.Name()); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if w, ok := r.method.(RunFileWriter); ok {
+		if err := w.WriteRunFiles(r.opts.Dir, st.Step); err != nil {
+			return err
+		}
+	}
+	r.lastCkpt = st.Step
+	return nil
+}
+
+func (r *runner) loop(ctx context.Context) error {
+	cfg := &r.cfg
+	res := r.res
+	res.Step = r.engine.Step()
+	if r.valid != nil && res.Step == 0 {
+		v, err := r.evaluate()
+		if err != nil {
+			return err
+		}
+		res.InitialValidLoss, res.ValidLoss = v, v
+		if err := r.writeMetrics(metricsRecord{ValidLoss: &v}, nil); err != nil {
+			return err
+		}
+		r.progress.message("step 0: validation loss %.4f", v)
+	}
+	var batch Batch
+	start := time.Now()
+	first := res.Step
+	extra := map[string]any{}
+	for step := res.Step + 1; step <= cfg.Steps; step++ {
+		if ctx.Err() != nil {
+			r.progress.done()
+			if r.lastCkpt < res.Step {
+				if err := r.checkpoint(); err != nil {
+					return err
+				}
+			}
+			return fmt.Errorf("%w after step %d; checkpoint saved: continue with dstune train --resume %s", ErrInterrupted, res.Step, r.opts.Dir)
+		}
+		epoch := r.train.Position().Epoch
+		r.train.Next(&batch)
+		lrScale := cfg.Schedule.Factor(step, cfg.Steps)
+		stepStart := time.Now()
+		stats, err := r.engine.TrainStep(&batch, lrScale)
+		if err != nil {
+			r.progress.done()
+			var le *LossError
+			if errors.As(err, &le) {
+				where := "no checkpoint was written yet"
+				if r.lastCkpt > 0 {
+					where = fmt.Sprintf("the last good checkpoint (step %d) is kept in %s", r.lastCkpt, filepath.Join(r.opts.Dir, checkpointDir))
+				}
+				return fmt.Errorf("%w; %s", err, where)
+			}
+			return err
+		}
+		elapsed := time.Since(stepStart)
+		res.Step, res.Loss = step, stats.Loss
+		tokens := 0
+		for _, m := range batch.AttentionMask {
+			tokens += int(m)
+		}
+		lr := r.opt.LR(StepInfo{Step: step, LRScale: lrScale})
+		rec := metricsRecord{Step: step, Epoch: epoch, Loss: &stats.Loss, LR: &lr,
+			StepMS: ms(elapsed), ComputeMS: ms(stats.Compute), UpdateMS: ms(stats.Update),
+			Tokens: tokens, TokensPerSec: float64(tokens) / elapsed.Seconds()}
+		if r.valid != nil && (step == cfg.Steps || (cfg.EvalEvery > 0 && step%cfg.EvalEvery == 0)) {
+			v, err := r.evaluate()
+			if err != nil {
+				return err
+			}
+			rec.ValidLoss, res.ValidLoss = &v, v
+			r.progress.message("step %d: validation loss %.4f", step, v)
+		}
+		clear(extra)
+		r.method.Metrics(extra)
+		if err := r.writeMetrics(rec, extra); err != nil {
+			return err
+		}
+		if step == cfg.Steps || (cfg.CheckpointEvery > 0 && step%cfg.CheckpointEvery == 0) {
+			if err := r.checkpoint(); err != nil {
+				return err
+			}
+		}
+		done := step - first
+		eta := time.Duration(float64(time.Since(start)) / float64(done) * float64(cfg.Steps-step))
+		r.progress.step(step, stats.Loss, rec.TokensPerSec, eta)
+		if r.opts.AfterStep != nil {
+			if err := r.opts.AfterStep(step); err != nil {
+				r.progress.done()
+				return err
+			}
+		}
+	}
+	r.progress.done()
+	if r.onnxModel != nil && r.method.Name() == MethodFull {
+		path := filepath.Join(r.opts.Dir, ModelFile)
+		if err := r.writeModel(path); err != nil {
+			return err
+		}
+		res.ModelFile = path
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// writeModel writes the fine-tuned model: the original file with the
+// trained initializers' bytes replaced (every other byte identical), or,
+// when they are not stored inside the file, a re-encoded model.
+func (r *runner) writeModel(path string) error {
+	values := map[string][]byte{}
+	for _, p := range r.engine.Params() {
+		v, err := r.engine.ParamValues(p.Name)
+		if err != nil {
+			return err
+		}
+		values[p.Name] = float32Bytes(v)
+	}
+	err := onnx.PatchFile(r.cfg.Model, path, r.onnxModel, values)
+	if err == nil {
+		return nil
+	}
+	for i, t := range r.onnxModel.Graph.Initializers {
+		if v, ok := values[t.Name]; ok {
+			nt, err := onnx.NewTensor(t.Name, t.DataType, t.Dims, v)
+			if err != nil {
+				return fmt.Errorf("fine-tuned model: %w", err)
+			}
+			r.onnxModel.Graph.Initializers[i] = nt
+		}
+	}
+	if err := onnx.WriteFile(path, r.onnxModel, onnx.WriteOptions{}); err != nil {
+		return fmt.Errorf("fine-tuned model: %w", err)
+	}
+	return nil
+}

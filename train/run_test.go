@@ -1,0 +1,325 @@
+package train
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const runVocab = 12
+
+func writeRunData(t *testing.T) (train, valid string) {
+	t.Helper()
+	dir := t.TempDir()
+	train, valid = filepath.Join(dir, "train.jsonl"), filepath.Join(dir, "valid.jsonl")
+	if err := os.WriteFile(train, []byte(markovText(runVocab, 30, 10, 5)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Same chain (same seed), other lines: the first 30 lines repeat, so
+	// take lines from a longer draw.
+	lines := strings.SplitAfter(markovText(runVocab, 42, 10, 5), "\n")
+	if err := os.WriteFile(valid, []byte(strings.Join(lines[30:], "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return train, valid
+}
+
+func runConfig(t *testing.T, optName string, steps int64) Config {
+	train, valid := writeRunData(t)
+	opt, err := DefaultOptimizer(optName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.SetLR(0.05)
+	return Config{Model: "bigram (test)", Data: train, Valid: valid, Task: TaskLM, Method: MethodFull,
+		Optimizer: opt, Schedule: Schedule{Name: ScheduleCosine, Warmup: 2}, Steps: steps, Batch: 4,
+		Seed: 11, Backend: "cpu", Threads: 2, EvalEvery: 5, CheckpointEvery: 4}
+}
+
+func readMetrics(t *testing.T, dir string) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []map[string]any
+	for line := range bytes.Lines(data) {
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		recs = append(recs, m)
+	}
+	return recs
+}
+
+func TestRunWritesRunDirectory(t *testing.T) {
+	cfg := runConfig(t, OptimizerAdamW, 30)
+	dir := filepath.Join(t.TempDir(), "run")
+	var out bytes.Buffer
+	res, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1), Progress: &out, LogEvery: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Step != 30 || !(res.ValidLoss < res.InitialValidLoss-0.5) {
+		t.Errorf("result %+v: validation loss should drop clearly", res)
+	}
+	stored, err := LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := configDiff(stored, cfg); diff != "" {
+		t.Errorf("config.json differs from the run's config: %s", diff)
+	}
+	recs := readMetrics(t, dir)
+	if len(recs) != 31 {
+		t.Fatalf("%d metrics records, want 31 (initial validation + 30 steps)", len(recs))
+	}
+	for i, r := range recs {
+		if r["step"] != float64(i) {
+			t.Fatalf("record %d has step %v", i, r["step"])
+		}
+		_, hasValid := r["valid_loss"]
+		if wantValid := i == 0 || i%5 == 0; hasValid != wantValid {
+			t.Errorf("step %d: valid_loss present %v, want %v", i, hasValid, wantValid)
+		}
+		if i > 0 {
+			for _, k := range []string{"loss", "lr", "step_ms", "tokens_per_s", "tokens"} {
+				if _, ok := r[k]; !ok {
+					t.Errorf("step %d: no %q in %v", i, k, r)
+				}
+			}
+		}
+	}
+	if lr1, lr2, lr3 := recs[1]["lr"].(float64), recs[2]["lr"].(float64), recs[3]["lr"].(float64); lr1 != 0.025 || lr2 != 0.05 || lr3 != 0.05 {
+		t.Errorf("warm-up then cosine: lr %v %v %v, want 0.025 0.05 0.05", lr1, lr2, lr3)
+	}
+	if !HasCheckpoint(dir) {
+		t.Error("no checkpoint after the run")
+	}
+	if got := out.String(); !strings.Contains(got, "step 10/30  loss ") || !strings.Contains(got, "step 0: validation loss") || strings.Contains(got, "\r") {
+		t.Errorf("plain progress output:\n%s", got)
+	}
+	// A second fresh run into the same directory is refused.
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err == nil || !strings.Contains(err.Error(), "already holds a run") {
+		t.Errorf("second run in the same directory: %v", err)
+	}
+}
+
+func TestRunResumesBitIdentically(t *testing.T) {
+	for _, optName := range []string{OptimizerAdamW, OptimizerAdafactor, OptimizerSGD} {
+		t.Run(optName, func(t *testing.T) {
+			cfg := runConfig(t, optName, 14)
+			if optName == OptimizerSGD {
+				cfg.Optimizer.SGD.Momentum = 0.9
+			}
+			fresh := func() RunOptions { return RunOptions{Source: newBigramSource(runVocab, 1)} }
+			whole := fresh()
+			whole.Dir = filepath.Join(t.TempDir(), "whole")
+			if _, err := Run(context.Background(), cfg, whole); err != nil {
+				t.Fatal(err)
+			}
+			want := readCheckpointWeights(t, whole.Dir, cfg)
+
+			// Interrupted (Ctrl-C) after step 6, then resumed.
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			part := fresh()
+			part.Dir = filepath.Join(t.TempDir(), "part")
+			part.AfterStep = func(step int64) error {
+				if step == 6 {
+					cancel()
+				}
+				return nil
+			}
+			if _, err := Run(ctx, cfg, part); !errors.Is(err, ErrInterrupted) || !strings.Contains(err.Error(), "after step 6") {
+				t.Fatalf("interrupted run: %v", err)
+			}
+			// Killed after step 9: steps 9 and 10... are lost, the
+			// checkpoint of step 8 remains.
+			again := fresh()
+			again.Dir, again.Resume = part.Dir, true
+			crash := errors.New("killed")
+			again.AfterStep = func(step int64) error {
+				if step == 9 {
+					return crash
+				}
+				return nil
+			}
+			if _, err := Run(context.Background(), cfg, again); !errors.Is(err, crash) {
+				t.Fatalf("crashed run: %v", err)
+			}
+			last := fresh()
+			last.Dir, last.Resume = part.Dir, true
+			res, err := Run(context.Background(), cfg, last)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Step != 14 {
+				t.Errorf("resumed run ended at step %d", res.Step)
+			}
+			if got := readCheckpointWeights(t, part.Dir, cfg); !sameBits(got, want) {
+				t.Fatal("interrupted and resumed run's parameters differ from the uninterrupted run's")
+			}
+			recs := readMetrics(t, part.Dir)
+			wholeRecs := readMetrics(t, whole.Dir)
+			if len(recs) != len(wholeRecs) {
+				t.Fatalf("%d metrics records after resuming, the uninterrupted run has %d", len(recs), len(wholeRecs))
+			}
+			for i := range recs {
+				if recs[i]["step"] != wholeRecs[i]["step"] || recs[i]["loss"] != wholeRecs[i]["loss"] || recs[i]["valid_loss"] != wholeRecs[i]["valid_loss"] {
+					t.Errorf("metrics record %d: %v, uninterrupted %v", i, recs[i], wholeRecs[i])
+				}
+			}
+		})
+	}
+}
+
+func readCheckpointWeights(t *testing.T, dir string, cfg Config) []float32 {
+	t.Helper()
+	opt, err := NewOptimizer(cfg.Optimizer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := ReadCheckpoint(dir, []ParamInfo{{Name: "bigram.weight", Shape: []int{runVocab, runVocab}}}, opt, MethodFull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Params["bigram.weight"]
+}
+
+func TestRunStopsOnNonFiniteLoss(t *testing.T) {
+	cfg := runConfig(t, OptimizerAdamW, 20)
+	src := newBigramSource(runVocab, 1)
+	dir := filepath.Join(t.TempDir(), "run")
+	_, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: src, AfterStep: func(step int64) error {
+		if step == 5 {
+			w := src.w.Tensor.Float32s()
+			for i := range w {
+				w[i] = float32(math.NaN())
+			}
+		}
+		return nil
+	}})
+	var le *LossError
+	if !errors.As(err, &le) || !strings.Contains(err.Error(), "step 6: loss is NaN") || !strings.Contains(err.Error(), "last good checkpoint (step 4)") {
+		t.Fatalf("got %v", err)
+	}
+	st, _, err := ReadCheckpoint(dir, []ParamInfo{{Name: "bigram.weight", Shape: []int{runVocab, runVocab}}}, mustOptimizer(t, cfg), MethodFull)
+	if err != nil || st.Step != 4 {
+		t.Fatalf("checkpoint after the NaN: step %v, %v", st, err)
+	}
+}
+
+func mustOptimizer(t *testing.T, cfg Config) Optimizer {
+	opt, err := NewOptimizer(cfg.Optimizer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return opt
+}
+
+func TestRunResumeChecks(t *testing.T) {
+	cfg := runConfig(t, OptimizerAdamW, 8)
+	dir := filepath.Join(t.TempDir(), "run")
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	other := cfg
+	other.Batch = 3
+	other.Optimizer = mustDefault(OptimizerAdamW)
+	_, err := Run(context.Background(), other, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)})
+	if err == nil || !strings.Contains(err.Error(), "batch is 4 in config.json, 3 now") || !strings.Contains(err.Error(), "optimizer is") {
+		t.Errorf("resume with other flags: %v", err)
+	}
+	// A crash between the renames of a checkpoint write leaves only
+	// checkpoint.old: it is found.
+	if err := os.Rename(filepath.Join(dir, checkpointDir), filepath.Join(dir, checkpointOld)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)})
+	if err != nil || res.Step != 8 {
+		t.Errorf("resume from checkpoint.old: %v, %+v", err, res)
+	}
+	// A checkpoint whose tensors do not fit the model is rejected by name.
+	_, _, err = ReadCheckpoint(dir, []ParamInfo{{Name: "bigram.weight", Shape: []int{runVocab, runVocab + 1}}}, mustOptimizer(t, cfg), MethodFull)
+	if err == nil || !strings.Contains(err.Error(), `tensor "bigram.weight" is F32[12 12], want F32[12 13]`) {
+		t.Errorf("checkpoint of another shape: %v", err)
+	}
+	_, _, err = ReadCheckpoint(dir, []ParamInfo{{Name: "bigram.weight", Shape: []int{runVocab, runVocab}}}, mustOptimizer(t, runConfig(t, OptimizerSGD, 8)), MethodFull)
+	if err == nil || !strings.Contains(err.Error(), `written by optimizer "adamw"`) {
+		t.Errorf("checkpoint of another optimizer: %v", err)
+	}
+}
+
+func TestScheduleFactors(t *testing.T) {
+	cases := []struct {
+		s     Schedule
+		total int64
+		want  []float64 // steps 1..total
+	}{
+		{Schedule{Name: ScheduleConstant}, 3, []float64{1, 1, 1}},
+		{Schedule{Name: ScheduleConstant, Warmup: 2}, 4, []float64{0.5, 1, 1, 1}},
+		{Schedule{Name: ScheduleLinear}, 4, []float64{1, 0.75, 0.5, 0.25}},
+		{Schedule{Name: ScheduleCosine, Warmup: 1}, 3, []float64{1, 1, 0.5}},
+	}
+	for _, c := range cases {
+		for i, w := range c.want {
+			if got := c.s.Factor(int64(i+1), c.total); math.Abs(got-w) > 1e-12 {
+				t.Errorf("%+v step %d of %d: %g, want %g", c.s, i+1, c.total, got, w)
+			}
+		}
+	}
+	if err := (Schedule{Name: "step"}).Check(10); err == nil {
+		t.Error("unknown schedule accepted")
+	}
+	if err := (Schedule{Name: ScheduleLinear, Warmup: 11}).Check(10); err == nil {
+		t.Error("warm-up longer than the run accepted")
+	}
+}
+
+func mustDefault(name string) OptimizerConfig {
+	c, err := DefaultOptimizer(name)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// A run that dies before its first checkpoint starts over when resumed,
+// and its metrics hold every step once.
+func TestRunResumeBeforeFirstCheckpoint(t *testing.T) {
+	cfg := runConfig(t, OptimizerAdamW, 6)
+	whole := filepath.Join(t.TempDir(), "whole")
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: whole, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "run")
+	crash := errors.New("killed")
+	_, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1), AfterStep: func(step int64) error {
+		if step == 2 {
+			return crash
+		}
+		return nil
+	}})
+	if !errors.Is(err, crash) || HasCheckpoint(dir) {
+		t.Fatalf("crashed run: %v, checkpoint %v", err, HasCheckpoint(dir))
+	}
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if !sameBits(readCheckpointWeights(t, dir, cfg), readCheckpointWeights(t, whole, cfg)) {
+		t.Error("parameters differ from the uninterrupted run's")
+	}
+	for i, r := range readMetrics(t, dir) {
+		if r["step"] != float64(i) {
+			t.Fatalf("metrics record %d is step %v", i, r["step"])
+		}
+	}
+}

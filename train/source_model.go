@@ -1,0 +1,169 @@
+package train
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/dstune/dstune/ir"
+)
+
+// ModelSourceOptions say what to train in an imported model.
+type ModelSourceOptions struct {
+	Task Task
+	// Trainable is a regular expression on parameter names; "" trains
+	// every float parameter the model's output depends on.
+	Trainable string
+}
+
+// ModelSource builds training and loss graphs of an imported ONNX model
+// with ir.TrainingGraph and ir.LossGraph: softmax cross-entropy of the
+// first output against next tokens (lm: logits [B, T, V]) or labels
+// (classify: logits [B, C]), ignoring IgnoreIndex.
+type ModelSource struct {
+	model  *ir.Model
+	inputs InputNames
+	params []*ir.ParamTensor
+	loss   ir.LossSpec
+
+	// VocabSize (lm) and NumClasses (classify) are the logits' last
+	// dimension, for checking data; SeqLen is the token input's length
+	// when the model fixes it (0: any).
+	VocabSize, NumClasses int64
+	SeqLen                int
+}
+
+var _ GraphSource = (*ModelSource)(nil)
+
+// NewModelSource checks that m can be trained for the task and picks its
+// trainable parameters.
+func NewModelSource(m *ir.Model, opts ModelSourceOptions) (*ModelSource, error) {
+	s := &ModelSource{model: m, loss: ir.LossSpec{Kind: ir.SoftmaxCrossEntropy, IgnoreIndex: IgnoreIndex}}
+	for _, in := range m.Inputs {
+		isInt := in.DType == ir.Int64 || in.DType == ir.Int32
+		switch {
+		case isInt && strings.Contains(strings.ToLower(in.Name), "mask") && s.inputs.Mask == "":
+			s.inputs.Mask = in.Name
+		case isInt && s.inputs.Tokens == "":
+			s.inputs.Tokens = in.Name
+		default:
+			return nil, fmt.Errorf("input %q (%s): dstune feeds one integer token input and optionally an integer attention mask", in.Name, in.DType)
+		}
+		if in.DType != ir.Int64 {
+			return nil, fmt.Errorf("input %q is %s: token and mask inputs must be int64", in.Name, in.DType)
+		}
+		if len(in.Dims) != 2 {
+			return nil, fmt.Errorf("input %q has %d dimensions, want [batch, sequence]", in.Name, len(in.Dims))
+		}
+		if in.Dims[1] > 0 {
+			s.SeqLen = in.Dims[1]
+		}
+		if in.Dims[0] > 0 {
+			return nil, fmt.Errorf("input %q has a fixed batch size %d: export it with a dynamic batch axis", in.Name, in.Dims[0])
+		}
+	}
+	if s.inputs.Tokens == "" {
+		return nil, fmt.Errorf("no integer token input (inputs: %d)", len(m.Inputs))
+	}
+	if len(m.Outputs) == 0 {
+		return nil, fmt.Errorf("the model has no outputs")
+	}
+	// A small specialization tells the logits' shape and which parameters
+	// the output depends on.
+	probeT := 2
+	if s.SeqLen > 0 {
+		probeT = s.SeqLen
+	}
+	g, err := s.specialize(BatchShape{1, probeT})
+	if err != nil {
+		return nil, err
+	}
+	logits := g.Outputs[0].Value
+	switch {
+	case opts.Task == TaskLM && len(logits.Shape) == 3:
+		s.VocabSize = int64(logits.Shape[2])
+	case opts.Task == TaskClassify && len(logits.Shape) == 2:
+		s.NumClasses = int64(logits.Shape[1])
+	case opts.Task == TaskLM:
+		return nil, fmt.Errorf("task lm needs logits [batch, sequence, vocabulary]; output %q is %v", g.Outputs[0].Name, logits.Type)
+	default:
+		return nil, fmt.Errorf("task classify needs logits [batch, classes]; output %q is %v", g.Outputs[0].Name, logits.Type)
+	}
+	if !logits.DType.IsFloat() {
+		return nil, fmt.Errorf("output %q is %s, want float logits", g.Outputs[0].Name, logits.DType)
+	}
+	var re *regexp.Regexp
+	if opts.Trainable != "" {
+		if re, err = regexp.Compile(opts.Trainable); err != nil {
+			return nil, fmt.Errorf("--trainable: %w", err)
+		}
+	}
+	for i, p := range g.Params {
+		switch {
+		case re != nil && !re.MatchString(p.Name):
+		case re == nil && len(p.Uses) == 0:
+			// Nothing reads it: PyTorch would give it no gradient and
+			// leave it alone; so does dstune.
+		default:
+			s.params = append(s.params, m.Params[i])
+		}
+	}
+	if len(s.params) == 0 {
+		if re != nil {
+			return nil, fmt.Errorf("--trainable %q matches no parameter", opts.Trainable)
+		}
+		return nil, fmt.Errorf("the model has no float parameters to train")
+	}
+	return s, nil
+}
+
+func (s *ModelSource) specialize(shape BatchShape) (*ir.Graph, error) {
+	shapes := map[string]ir.Shape{s.inputs.Tokens: {shape.B, shape.T}}
+	if s.inputs.Mask != "" {
+		shapes[s.inputs.Mask] = ir.Shape{shape.B, shape.T}
+	}
+	g, err := s.model.Specialize(ir.Bindings{Shapes: shapes})
+	if err != nil {
+		return nil, fmt.Errorf("import for batch %d×%d: %w", shape.B, shape.T, err)
+	}
+	return g, nil
+}
+
+// Params are the trainable parameters.
+func (s *ModelSource) Params() []*ir.ParamTensor { return s.params }
+
+// Inputs name the token and mask inputs.
+func (s *ModelSource) Inputs() InputNames { return s.inputs }
+
+// TrainingGraph specializes the model to shape and differentiates the
+// loss with respect to the trainable parameters.
+func (s *ModelSource) TrainingGraph(shape BatchShape) (*ir.Graph, error) {
+	g, err := s.specialize(shape)
+	if err != nil {
+		return nil, err
+	}
+	wrt := make([]*ir.Param, len(s.params))
+	for i, p := range s.params {
+		if wrt[i] = g.Param(p.Name); wrt[i] == nil {
+			return nil, fmt.Errorf("parameter %q is missing from the graph", p.Name)
+		}
+	}
+	tg, err := ir.TrainingGraph(g, s.loss, wrt)
+	if err != nil {
+		return nil, fmt.Errorf("training graph for batch %d×%d: %w", shape.B, shape.T, err)
+	}
+	return tg, nil
+}
+
+// LossGraph specializes the model to shape and appends the loss.
+func (s *ModelSource) LossGraph(shape BatchShape) (*ir.Graph, error) {
+	g, err := s.specialize(shape)
+	if err != nil {
+		return nil, err
+	}
+	lg, err := ir.LossGraph(g, s.loss)
+	if err != nil {
+		return nil, fmt.Errorf("loss graph for batch %d×%d: %w", shape.B, shape.T, err)
+	}
+	return lg, nil
+}
