@@ -75,7 +75,8 @@ type Module struct {
 //     or, when one reaches several, attn_qkv / attn_kv. The linear layer
 //     whose input comes from an attention's output is attn_out.
 //   - A linear layer whose output, through element-wise ops including a
-//     nonlinearity, is the input of another linear layer whose output is
+//     nonlinearity (or a product with another activation, the gate of a
+//     gated MLP), is the input of another linear layer whose output is
 //     added to an activation (a residual) is mlp_in, the other mlp_out.
 //   - Other linear layers are head when the graph has attention and they
 //     come after the last attention, or when nothing but element-wise
@@ -499,8 +500,11 @@ func (a *graphAnalysis) findMLPs() (in, out map[*linearLayer]bool) {
 			if !derived {
 				continue
 			}
-			if fn, ok := binaryFn(n); ok && foreign && fn != ir.Mul {
-				continue // an addition of another activation: a residual, not the MLP
+			if fn, ok := binaryFn(n); ok && foreign {
+				if fn != ir.Mul {
+					continue // an addition of another activation: a residual, not the MLP
+				}
+				nonlinear = true // a product of two activations: the gate of a gated MLP
 			}
 			for _, o := range n.Outputs {
 				if o != nil {
