@@ -43,7 +43,9 @@ var stackedKinds = map[string]bool{
 
 // Module says what one parameter is: its kind ("attn_qkv.weight") and
 // its layer, the index of its module among the modules of the same kind
-// in topological order (-1 for the kinds outside the layer stack:
+// in topological order, divided by the number of such modules per layer
+// (the stack has as many layers as its rarest stacked kind has modules;
+// -1 for the kinds outside the layer stack:
 // embeddings, their norm, the final norm, the head; and for a parameter
 // shared by several modules). NameLayer is the
 // layer number the parameter's name carries ("h.3.mlp_fc.weight" → 3; -1
@@ -845,7 +847,8 @@ func nameLayer(name string) int {
 
 // result assigns kinds to every parameter and numbers the layers: the
 // modules of one stacked kind, in topological order of their first use,
-// are layers 0, 1, …
+// are layers 0, 1, … (or 0, 0, 1, 1, … for a kind with two modules per
+// layer).
 func (a *graphAnalysis) result() map[string]Module {
 	out := make(map[string]Module, len(a.g.Params))
 	type entry struct {
@@ -867,14 +870,27 @@ func (a *graphAnalysis) result() map[string]Module {
 			byKind[kind] = append(byKind[kind], entry{p, a.firstUseAt[p]})
 		}
 	}
+	// The stack has as many layers as the rarest stacked kind has
+	// modules; a kind with a multiple of that many (a gated MLP's two
+	// mlp_in per layer) has that many modules per layer.
+	layers := 0
+	for kind, entries := range byKind {
+		if stackedKinds[moduleOfKind(kind)] && (layers == 0 || len(entries) < layers) {
+			layers = len(entries)
+		}
+	}
 	for kind, entries := range byKind {
 		if !stackedKinds[moduleOfKind(kind)] {
 			continue
 		}
+		perLayer := 1
+		if len(entries)%layers == 0 {
+			perLayer = len(entries) / layers
+		}
 		slices.SortFunc(entries, func(x, y entry) int { return x.at - y.at })
 		for i, e := range entries {
 			m := out[e.p.Name]
-			m.Layer = i
+			m.Layer = i / perLayer
 			out[e.p.Name] = m
 		}
 	}
