@@ -299,7 +299,13 @@ func (r *runner) setup() error {
 			return err
 		}
 	}
-	if err := truncateMetrics(filepath.Join(dir, MetricsFile), r.engine.Step()); err != nil {
+	// A run restarting from step 0 (stopped before its first checkpoint)
+	// writes its step-0 validation record again: drop the old one too.
+	keep := r.engine.Step()
+	if keep == 0 {
+		keep = -1
+	}
+	if err := truncateMetrics(filepath.Join(dir, MetricsFile), keep); err != nil {
 		return err
 	}
 	if r.metrics, err = os.OpenFile(filepath.Join(dir, MetricsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
