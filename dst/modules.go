@@ -43,7 +43,9 @@ var stackedKinds = map[string]bool{
 
 // Module says what one parameter is: its kind ("attn_qkv.weight") and
 // its layer, the index of its module among the modules of the same kind
-// in topological order (-1 for the kinds outside the layer stack:
+// in topological order, divided by the number of such modules per layer
+// (the stack has as many layers as its rarest stacked kind has modules;
+// -1 for the kinds outside the layer stack:
 // embeddings, their norm, the final norm, the head; and for a parameter
 // shared by several modules). NameLayer is the
 // layer number the parameter's name carries ("h.3.mlp_fc.weight" → 3; -1
@@ -75,7 +77,8 @@ type Module struct {
 //     or, when one reaches several, attn_qkv / attn_kv. The linear layer
 //     whose input comes from an attention's output is attn_out.
 //   - A linear layer whose output, through element-wise ops including a
-//     nonlinearity, is the input of another linear layer whose output is
+//     nonlinearity (or a product with another activation, the gate of a
+//     gated MLP), is the input of another linear layer whose output is
 //     added to an activation (a residual) is mlp_in, the other mlp_out.
 //   - Other linear layers are head when the graph has attention and they
 //     come after the last attention, or when nothing but element-wise
@@ -499,8 +502,11 @@ func (a *graphAnalysis) findMLPs() (in, out map[*linearLayer]bool) {
 			if !derived {
 				continue
 			}
-			if fn, ok := binaryFn(n); ok && foreign && fn != ir.Mul {
-				continue // an addition of another activation: a residual, not the MLP
+			if fn, ok := binaryFn(n); ok && foreign {
+				if fn != ir.Mul {
+					continue // an addition of another activation: a residual, not the MLP
+				}
+				nonlinear = true // a product of two activations: the gate of a gated MLP
 			}
 			for _, o := range n.Outputs {
 				if o != nil {
@@ -841,7 +847,8 @@ func nameLayer(name string) int {
 
 // result assigns kinds to every parameter and numbers the layers: the
 // modules of one stacked kind, in topological order of their first use,
-// are layers 0, 1, …
+// are layers 0, 1, … (or 0, 0, 1, 1, … for a kind with two modules per
+// layer).
 func (a *graphAnalysis) result() map[string]Module {
 	out := make(map[string]Module, len(a.g.Params))
 	type entry struct {
@@ -863,14 +870,27 @@ func (a *graphAnalysis) result() map[string]Module {
 			byKind[kind] = append(byKind[kind], entry{p, a.firstUseAt[p]})
 		}
 	}
+	// The stack has as many layers as the rarest stacked kind has
+	// modules; a kind with a multiple of that many (a gated MLP's two
+	// mlp_in per layer) has that many modules per layer.
+	layers := 0
+	for kind, entries := range byKind {
+		if stackedKinds[moduleOfKind(kind)] && (layers == 0 || len(entries) < layers) {
+			layers = len(entries)
+		}
+	}
 	for kind, entries := range byKind {
 		if !stackedKinds[moduleOfKind(kind)] {
 			continue
 		}
+		perLayer := 1
+		if len(entries)%layers == 0 {
+			perLayer = len(entries) / layers
+		}
 		slices.SortFunc(entries, func(x, y entry) int { return x.at - y.at })
 		for i, e := range entries {
 			m := out[e.p.Name]
-			m.Layer = i
+			m.Layer = i / perLayer
 			out[e.p.Name] = m
 		}
 	}

@@ -2,6 +2,7 @@ package dst
 
 import (
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -163,4 +164,58 @@ func TestModulesConvNet(t *testing.T) {
 			t.Errorf("%s: %+v, want %+v", name, mods[name], want)
 		}
 	}
+}
+
+// TestModulesBuiltBlock builds a block unlike the exported models: a
+// Llama-style pre-norm layer with separate q/k/v projections, RMSNorm
+// written out (x·1/sqrt(mean(x²)+eps)·w), and a gated MLP
+// (down(silu(gate(x))·up(x))), twice, then a final norm and an untied head.
+func TestModulesBuiltBlock(t *testing.T) {
+	const d, ff, vocab, seq = 8, 16, 11, 3
+	b := ir.NewBuilder("llama-like")
+	param := func(name string, shape ...int) *ir.Value {
+		return b.Param(name, ir.NewTensor(ir.Float32, ir.Shape(shape)))
+	}
+	scalar := func(x float32) *ir.Value { return b.Const(ir.FromFloat32s(ir.Shape{}, []float32{x})) }
+	bin := func(fn ir.BinaryFn, x, y *ir.Value) *ir.Value { return b.Op1(&ir.Binary{Fn: fn}, x, y) }
+	un := func(fn ir.UnaryFn, x *ir.Value) *ir.Value { return b.Op1(&ir.Unary{Fn: fn}, x) }
+	linear := func(name string, x *ir.Value, in, out int) *ir.Value {
+		w := param(name, out, in)
+		return b.Op1(&ir.MatMul{}, x, b.Op1(&ir.Transpose{Perm: []int{1, 0}}, w))
+	}
+	rmsNorm := func(name string, x *ir.Value) *ir.Value {
+		ms := b.Op1(&ir.Reduce{Fn: ir.ReduceMean, Axes: []int{1}, KeepDims: true}, bin(ir.Mul, x, x))
+		inv := un(ir.Reciprocal, un(ir.Sqrt, bin(ir.Add, ms, scalar(1e-6))))
+		return bin(ir.Mul, bin(ir.Mul, x, inv), param(name, d))
+	}
+	tokens := b.Input("tokens", ir.Int64, ir.Shape{seq})
+	x := b.Op1(&ir.Gather{Axis: 0}, param("embed", vocab, d), tokens)
+	for l := range 2 {
+		p := "layers." + strconv.Itoa(l) + "."
+		h := rmsNorm(p+"input_norm", x)
+		q := bin(ir.Div, linear(p+"q_proj", h, d, d), scalar(2))
+		k := linear(p+"k_proj", h, d, d)
+		v := linear(p+"v_proj", h, d, d)
+		scores := b.Op1(&ir.MatMul{}, q, b.Op1(&ir.Transpose{Perm: []int{1, 0}}, k))
+		attn := b.Op1(&ir.MatMul{}, b.Op1(&ir.Softmax{Axis: 1}, scores), v)
+		x = bin(ir.Add, x, linear(p+"o_proj", attn, d, d))
+		h = rmsNorm(p+"post_attention_norm", x)
+		gate := linear(p+"gate_proj", h, d, ff)
+		silu := bin(ir.Mul, gate, un(ir.Sigmoid, gate))
+		up := linear(p+"up_proj", h, d, ff)
+		x = bin(ir.Add, x, linear(p+"down_proj", bin(ir.Mul, silu, up), ff, d))
+	}
+	b.Output("logits", linear("lm_head", rmsNorm("norm", x), d, vocab))
+	g, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkKinds(t, g, []kindRule{
+		{`^embed$`, "embedding.weight"},
+		{`input_norm$`, "attn_norm.weight"}, {`post_attention_norm$`, "mlp_norm.weight"},
+		{`q_proj$`, "attn_q.weight"}, {`k_proj$`, "attn_k.weight"}, {`v_proj$`, "attn_v.weight"},
+		{`o_proj$`, "attn_out.weight"},
+		{`(gate|up)_proj$`, "mlp_in.weight"}, {`down_proj$`, "mlp_out.weight"},
+		{`^norm$`, "final_norm.weight"}, {`^lm_head$`, "head.weight"},
+	}, 2)
 }

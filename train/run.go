@@ -300,8 +300,8 @@ func (r *runner) setup() error {
 			return err
 		}
 	}
-	// Records after the checkpoint go; without a checkpoint the run starts
-	// over, initial validation included.
+	// A run restarting from step 0 (stopped before its first checkpoint)
+	// writes its step-0 validation record again: drop the old one too.
 	keep := r.engine.Step()
 	if keep == 0 {
 		keep = -1
