@@ -16,8 +16,14 @@
 //     thresholds replaces its m sequential passes ([Bisection],
 //     [ThresholdTracker]), and the subset-size rule k = round(ε|S|)
 //     ([SubsetSize]);
-//
-// and, added alongside, silos, distance functions and the masked update.
+//   - the method itself (method*.go, registered with train as "dst"):
+//     [Method] runs Algorithm 1 after every optimizer step with an exact
+//     per-silo count in both threshold modes, Appendix B's normalization,
+//     the random-mask baseline and fixed subsets, and writes the run's
+//     delta; [Options] / [ParseConfig] are its configuration;
+//   - silos (silo.go, [MakeSilos]) and the module kind and layer of every
+//     parameter, derived from the graph ([Modules], modules.go);
+//   - the small text task of the experiments (experiments/tinytask).
 //
 // Errors about files name the file and the tensor; this package never
 // panics on bad input, only on programmer errors with "dst: ..." messages.

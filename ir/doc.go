@@ -27,4 +27,19 @@
 // computed through float64 where accuracy matters, float16/bfloat16
 // through float32); Interpret runs a whole graph with them and is the
 // oracle backends are tested against.
+//
+// Gradients are built on the IR itself, once, so every backend runs (or
+// lowers) the same gradient graph. Grad differentiates a scalar output
+// with respect to parameters by reverse-mode automatic differentiation: a
+// rule per op (grad_rules.go) emits ordinary ops (MatMul with transposed
+// operands, ReduceSum over broadcast axes, ...) and a few internal ops
+// where a fused pass is much faster or more accurate (UnaryGrad,
+// SoftmaxGrad, LayerNormGrad, ScatterAddRows, SliceGrad, PoolGrad,
+// ConvGradInput, ConvGradWeight; grad_ops.go). Integer and bool paths are
+// not differentiated and zero gradients are pruned; tied parameters and
+// aliases accumulate in a fixed order. TrainingGraph and LossGraph append
+// a loss (softmax cross-entropy with an ignore index, computed with its
+// gradient in one pass by SoftmaxCELoss; mean squared error; binary
+// cross-entropy) to a model and return the graphs a training step and a
+// validation step run.
 package ir

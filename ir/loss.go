@@ -48,7 +48,8 @@ type LossSpec struct {
 	Kind   LossKind
 	Output string // model output holding logits/predictions ("" = the first output)
 	// IgnoreIndex: for SoftmaxCrossEntropy, targets equal to it contribute
-	// nothing (train.IgnoreIndex = -100).
+	// nothing (train.IgnoreIndex = -100). Set it explicitly: the zero value
+	// ignores class 0.
 	IgnoreIndex int64
 }
 

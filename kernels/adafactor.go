@@ -25,25 +25,56 @@ import (
 // before the first step) is kept too. A tensor of more than two dimensions
 // is factored over its last two, one matrix at a time.
 
-// AdafactorSquareSums sets rowSums[i] = Σ_j (g[i*cols+j]² + eps1) and
-// colSums[j] = Σ_i (g[i*cols+j]² + eps1), summing in index order in
-// float32 (so the sums are the same on every ISA and thread count).
-func AdafactorSquareSums(rowSums, colSums, g []float32, rows, cols int, eps1 float32) {
-	checkMatrix(g, rows, cols)
+// AdafactorSquareSums sets rowSums[i] = Σ_j (grad[i*cols+j]² + eps1) and
+// colSums[j] = Σ_i (grad[i*cols+j]² + eps1) in float32, in a fixed order that
+// every ISA reproduces bit for bit: each column sums its rows in order;
+// each row sums its whole 16-entry blocks lane-wise (lane j mod 16), then
+// the 16 lanes pairwise (l+8, l+4, l+2, l+1), then adds the rest of the
+// row one by one.
+func AdafactorSquareSums(rowSums, colSums, grad []float32, rows, cols int, eps1 float32) {
+	checkMatrix(grad, rows, cols)
 	if len(rowSums) != rows || len(colSums) != cols {
 		panic("kernels: AdafactorSquareSums sums have the wrong length")
 	}
 	clear(colSums)
+	if rows == 0 || cols == 0 {
+		clear(rowSums)
+		return
+	}
+	if squareSumsVector(rowSums, colSums, grad, rows, cols, eps1) {
+		return
+	}
+	full := cols &^ 15
 	for i := range rows {
-		row := g[i*cols : (i+1)*cols]
-		var s float32
-		for j, x := range row {
+		row := grad[i*cols : (i+1)*cols]
+		var lanes [16]float32
+		for j := 0; j < full; j += 16 {
+			for l := range 16 {
+				x := row[j+l]
+				sq := float32(float32(x*x) + eps1)
+				lanes[l] += sq
+				colSums[j+l] += sq
+			}
+		}
+		s := reduceLanes16(&lanes)
+		for j := full; j < cols; j++ {
+			x := row[j]
 			sq := float32(float32(x*x) + eps1)
 			s += sq
 			colSums[j] += sq
 		}
 		rowSums[i] = s
 	}
+}
+
+// reduceLanes16 adds 16 lanes pairwise: l+8, then l+4, l+2, l+1.
+func reduceLanes16[T float32 | float64](lanes *[16]T) T {
+	for w := 8; w >= 1; w /= 2 {
+		for l := range w {
+			lanes[l] += lanes[l+w]
+		}
+	}
+	return lanes[0]
 }
 
 func checkMatrix(g []float32, rows, cols int) {
@@ -87,20 +118,33 @@ func AdafactorScales(rowScale, colScale, r, c []float32) {
 }
 
 // AdafactorUpdateSquares returns Σ_ij U_ij² with U_ij =
-// (rowScale[i]·colScale[j])·g[i*cols+j], accumulated in float64 in index
-// order: RMS(U) = sqrt(sum / (rows·cols)) for the update clipping.
-func AdafactorUpdateSquares(g, rowScale, colScale []float32, rows, cols int) float64 {
-	checkMatrix(g, rows, cols)
+// (rowScale[i]·colScale[j])·grad[i*cols+j] rounded to float32, squared and
+// summed in float64 (RMS(U) = sqrt(sum / (rows·cols)) for the update
+// clipping). The order is fixed so that every ISA gives the same bits: 16
+// lane sums (lane j mod 16) over every row's whole 16-entry blocks, added
+// pairwise, plus a separate sum of the rows' remaining entries.
+func AdafactorUpdateSquares(grad, rowScale, colScale []float32, rows, cols int) float64 {
+	checkMatrix(grad, rows, cols)
 	checkScales(rowScale, colScale, rows, cols)
-	var sum float64
-	for i := range rows {
-		r := rowScale[i]
-		for j, x := range g[i*cols : (i+1)*cols] {
-			u := float32(float32(r*colScale[j]) * x)
-			sum += float64(u) * float64(u)
+	var lanes [17]float64 // 16 lanes and the rows' tails
+	if rows > 0 && cols > 0 && !updateSquaresVector(&lanes, grad, rowScale, colScale, rows, cols) {
+		full := cols &^ 15
+		for i := range rows {
+			r := rowScale[i]
+			row := grad[i*cols : (i+1)*cols]
+			for j := 0; j < full; j += 16 {
+				for l := range 16 {
+					u := float64(float32(float32(r*colScale[j+l]) * row[j+l]))
+					lanes[l] += u * u // exact product: fused or not, the same sum
+				}
+			}
+			for j := full; j < cols; j++ {
+				u := float64(float32(float32(r*colScale[j]) * row[j]))
+				lanes[16] += u * u
+			}
 		}
 	}
-	return sum
+	return reduceLanes16((*[16]float64)(lanes[:16])) + lanes[16]
 }
 
 func checkScales(rowScale, colScale []float32, rows, cols int) {
@@ -120,28 +164,28 @@ func AdafactorRelativeStep(step int64, rms, eps2 float64) float64 {
 func AdafactorDecay(step int64) float64 { return 1 - math.Pow(float64(step), -0.8) }
 
 // AdafactorApply takes the parameter step X ← X − Û in place, where
-// Û_ij = ((rowScale[i]·colScale[j])·g_ij)·scale, scale = α_t / max(1,
+// Û_ij = ((rowScale[i]·colScale[j])·grad[i*cols+j])·scale, scale = α_t / max(1,
 // RMS(U)/d), passed through the first moment when beta1 ≠ 0. Per entry:
 //
-//	u := float32(float32(rowScale[i]*colScale[j])*g[k]) * scale
+//	u := float32(float32(rowScale[i]*colScale[j])*grad[k]) * scale
 //	if beta1 != 0 { m[k] = fma(u, 1-beta1, m[k]*beta1); u = m[k] }
 //	param[k] -= u
 //
 // expAvg may be nil when beta1 == 0. threads <= 0 means DefaultThreads().
-func AdafactorApply(param, g, rowScale, colScale []float32, rows, cols int, scale, beta1 float32, expAvg []float32, threads int) {
-	checkAdafactorApply(param, g, rowScale, colScale, rows, cols, beta1, expAvg, nil)
-	adafactorApply(param, g, rowScale, colScale, rows, cols, scale, beta1, expAvg, nil, distanceValue, nil, nil, threads)
+func AdafactorApply(param, grad, rowScale, colScale []float32, rows, cols int, scale, beta1 float32, expAvg []float32, threads int) {
+	checkAdafactorApply(param, grad, rowScale, colScale, rows, cols, beta1, expAvg, nil)
+	adafactorApply(param, grad, rowScale, colScale, rows, cols, scale, beta1, expAvg, nil, distanceValue, nil, nil, threads)
 }
 
 // AdafactorApplyCount is AdafactorApply fused with CountAbove on the new
 // parameters (block by block, as SGDStepCount).
-func AdafactorApplyCount(param, g, rowScale, colScale []float32, rows, cols int, scale, beta1 float32, expAvg, seed []float32, d Distance, thresholds []float32, counts []int64, threads int) {
+func AdafactorApplyCount(param, grad, rowScale, colScale []float32, rows, cols int, scale, beta1 float32, expAvg, seed []float32, d Distance, thresholds []float32, counts []int64, threads int) {
 	checkDistance(d)
-	checkAdafactorApply(param, g, rowScale, colScale, rows, cols, beta1, expAvg, seed)
+	checkAdafactorApply(param, grad, rowScale, colScale, rows, cols, beta1, expAvg, seed)
 	if len(counts) < len(thresholds) {
 		panic("kernels: AdafactorApplyCount counts shorter than thresholds")
 	}
-	adafactorApply(param, g, rowScale, colScale, rows, cols, scale, beta1, expAvg, seed, d, thresholds, counts, threads)
+	adafactorApply(param, grad, rowScale, colScale, rows, cols, scale, beta1, expAvg, seed, d, thresholds, counts, threads)
 }
 
 func checkAdafactorApply(param, g, rowScale, colScale []float32, rows, cols int, beta1 float32, expAvg, seed []float32) {

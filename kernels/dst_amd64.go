@@ -406,3 +406,35 @@ func collectRangeVector(out []uint32, theta, seed []float32, d Distance, lo, hi 
 	}
 	return n, count, above
 }
+
+func squareSumsVector(rowSums, colSums, g []float32, rows, cols int, eps1 float32) bool {
+	w := vectorWidth()
+	if w == 0 {
+		return false
+	}
+	raceReadFloats(g)
+	raceWriteFloats(rowSums)
+	raceWriteFloats(colSums)
+	if w == 16 {
+		adafactorSquareSumsAVX512(&rowSums[0], &colSums[0], &g[0], rows, cols, eps1)
+	} else {
+		adafactorSquareSumsAVX2(&rowSums[0], &colSums[0], &g[0], rows, cols, eps1)
+	}
+	return true
+}
+
+func updateSquaresVector(lanes *[17]float64, g, rowScale, colScale []float32, rows, cols int) bool {
+	w := vectorWidth()
+	if w == 0 {
+		return false
+	}
+	raceReadFloats(g)
+	raceReadFloats(rowScale)
+	raceReadFloats(colScale)
+	if w == 16 {
+		adafactorUpdateSquaresAVX512(&lanes[0], &g[0], &rowScale[0], &colScale[0], rows, cols)
+	} else {
+		adafactorUpdateSquaresAVX2(&lanes[0], &g[0], &rowScale[0], &colScale[0], rows, cols)
+	}
+	return true
+}

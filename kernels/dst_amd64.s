@@ -887,11 +887,12 @@ TEXT ·histogramAVX512(SB), NOSPLIT, $64-48
 	SHLQ      $0x02, BX
 	VMOVDQU32 dstconst<>+0(SB), Z0
 	VMOVDQU32 dstconst<>+64(SB), Z1
-	VPXORD    Z2, Z2, Z2
+	VMOVDQU32 dstconst<>+320(SB), Z2
+	VPXORD    Z3, Z3, Z3
 	MOVQ      shift+40(FP), DI
-	VMOVQ     DI, X3
-	VMOVDQU32 dstconst<>+256(SB), Z4
-	VMOVDQU32 dstconst<>+192(SB), Z5
+	VMOVQ     DI, X4
+	VMOVDQU32 dstconst<>+256(SB), Z5
+	VMOVDQU32 dstconst<>+192(SB), Z6
 	XORQ      DI, DI
 	CMPQ      SI, $0x00
 	JE        mode_abs
@@ -907,20 +908,15 @@ mode_abs:
 loop_abs:
 	CMPQ      DI, BX
 	JAE       done
-	VMOVUPS   (CX)(DI*1), Z6
-	VSUBPS    (DX)(DI*1), Z6, Z6
-	VPANDD    Z0, Z6, Z6
-	VCMPPS    $0x00, Z2, Z6, K1
-	VCMPPS    $0x03, Z6, Z6, K2
-	VPSRAD    $0x1f, Z6, Z7
-	VPORD     Z1, Z7, Z7
-	VPXORD    Z6, Z7, Z6
-	VMOVDQA32 Z1, K1, Z6
-	VPXORD    Z6, Z6, K2, Z6
-	VPSRLD    X3, Z6, Z6
-	VPANDD    Z4, Z6, Z6
-	VPADDD    Z5, Z6, Z6
-	VMOVDQU32 Z6, (SP)
+	VMOVUPS   (CX)(DI*1), Z3
+	VSUBPS    (DX)(DI*1), Z3, Z3
+	VPANDD    Z0, Z3, Z3
+	VPCMPD    $0x02, Z2, Z3, K1
+	VPORD.Z   Z1, Z3, K1, Z3
+	VPSRLD    X4, Z3, Z3
+	VPANDD    Z5, Z3, Z3
+	VPADDD    Z6, Z3, Z3
+	VMOVDQU32 Z3, (SP)
 	MOVL      (SP), SI
 	INCL      (AX)(SI*4)
 	MOVL      4(SP), SI
@@ -960,23 +956,18 @@ mode_rel:
 loop_rel:
 	CMPQ      DI, BX
 	JAE       done
-	VMOVUPS   (CX)(DI*1), Z6
-	VMOVUPS   (DX)(DI*1), Z7
-	VSUBPS    Z7, Z6, Z6
-	VCMPPS    $0x04, Z2, Z6, K1
-	VDIVPS.Z  Z7, Z6, K1, Z6
-	VPANDD    Z0, Z6, Z6
-	VCMPPS    $0x00, Z2, Z6, K1
-	VCMPPS    $0x03, Z6, Z6, K2
-	VPSRAD    $0x1f, Z6, Z7
-	VPORD     Z1, Z7, Z7
-	VPXORD    Z6, Z7, Z6
-	VMOVDQA32 Z1, K1, Z6
-	VPXORD    Z6, Z6, K2, Z6
-	VPSRLD    X3, Z6, Z6
-	VPANDD    Z4, Z6, Z6
-	VPADDD    Z5, Z6, Z6
-	VMOVDQU32 Z6, (SP)
+	VMOVUPS   (CX)(DI*1), Z7
+	VMOVUPS   (DX)(DI*1), Z8
+	VSUBPS    Z8, Z7, Z7
+	VCMPPS    $0x04, Z3, Z7, K1
+	VDIVPS.Z  Z8, Z7, K1, Z7
+	VPANDD    Z0, Z7, Z7
+	VPCMPD    $0x02, Z2, Z7, K1
+	VPORD.Z   Z1, Z7, K1, Z7
+	VPSRLD    X4, Z7, Z7
+	VPANDD    Z5, Z7, Z7
+	VPADDD    Z6, Z7, Z7
+	VMOVDQU32 Z7, (SP)
 	MOVL      (SP), SI
 	INCL      (AX)(SI*4)
 	MOVL      4(SP), SI
@@ -1016,22 +1007,17 @@ mode_invrel:
 loop_invrel:
 	CMPQ      DI, BX
 	JAE       done
-	VMOVUPS   (CX)(DI*1), Z6
+	VMOVUPS   (CX)(DI*1), Z3
 	VMOVUPS   (DX)(DI*1), Z7
-	VSUBPS    Z7, Z6, Z6
-	VMULPS    Z7, Z6, Z6
-	VPANDD    Z0, Z6, Z6
-	VCMPPS    $0x00, Z2, Z6, K1
-	VCMPPS    $0x03, Z6, Z6, K2
-	VPSRAD    $0x1f, Z6, Z7
-	VPORD     Z1, Z7, Z7
-	VPXORD    Z6, Z7, Z6
-	VMOVDQA32 Z1, K1, Z6
-	VPXORD    Z6, Z6, K2, Z6
-	VPSRLD    X3, Z6, Z6
-	VPANDD    Z4, Z6, Z6
-	VPADDD    Z5, Z6, Z6
-	VMOVDQU32 Z6, (SP)
+	VSUBPS    Z7, Z3, Z3
+	VMULPS    Z7, Z3, Z3
+	VPANDD    Z0, Z3, Z3
+	VPCMPD    $0x02, Z2, Z3, K1
+	VPORD.Z   Z1, Z3, K1, Z3
+	VPSRLD    X4, Z3, Z3
+	VPANDD    Z5, Z3, Z3
+	VPADDD    Z6, Z3, Z3
+	VMOVDQU32 Z3, (SP)
 	MOVL      (SP), SI
 	INCL      (AX)(SI*4)
 	MOVL      4(SP), SI
@@ -1072,16 +1058,16 @@ loop_value:
 	CMPQ      DI, BX
 	JAE       done
 	VMOVUPS   (CX)(DI*1), Z0
-	VCMPPS    $0x00, Z2, Z0, K1
+	VCMPPS    $0x00, Z3, Z0, K1
 	VCMPPS    $0x03, Z0, Z0, K2
-	VPSRAD    $0x1f, Z0, Z6
-	VPORD     Z1, Z6, Z6
-	VPXORD    Z0, Z6, Z0
+	VPSRAD    $0x1f, Z0, Z2
+	VPORD     Z1, Z2, Z2
+	VPXORD    Z0, Z2, Z0
 	VMOVDQA32 Z1, K1, Z0
 	VPXORD    Z0, Z0, K2, Z0
-	VPSRLD    X3, Z0, Z0
-	VPANDD    Z4, Z0, Z0
-	VPADDD    Z5, Z0, Z0
+	VPSRLD    X4, Z0, Z0
+	VPANDD    Z5, Z0, Z0
+	VPADDD    Z6, Z0, Z0
 	VMOVDQU32 Z0, (SP)
 	MOVL      (SP), DX
 	INCL      (AX)(DX*4)
@@ -1133,16 +1119,17 @@ TEXT ·histogramPrefixAVX512(SB), NOSPLIT, $64-56
 	SHLQ         $0x02, BX
 	VMOVDQU32    dstconst<>+0(SB), Z0
 	VMOVDQU32    dstconst<>+64(SB), Z1
-	VPXORD       Z2, Z2, Z2
+	VMOVDQU32    dstconst<>+320(SB), Z2
+	VPXORD       Z3, Z3, Z3
 	MOVQ         shift+40(FP), DI
-	VMOVQ        DI, X3
-	VMOVDQU32    dstconst<>+256(SB), Z4
+	VMOVQ        DI, X4
+	VMOVDQU32    dstconst<>+256(SB), Z5
 	MOVL         prefixMask+48(FP), DI
-	VMOVD        DI, X5
-	VPBROADCASTD X5, Z5
-	MOVL         prefix+52(FP), DI
 	VMOVD        DI, X6
 	VPBROADCASTD X6, Z6
+	MOVL         prefix+52(FP), DI
+	VMOVD        DI, X7
+	VPBROADCASTD X7, Z7
 	XORQ         DI, DI
 	CMPQ         SI, $0x00
 	JE           mode_abs
@@ -1158,24 +1145,19 @@ mode_abs:
 loop_abs:
 	CMPQ      DI, BX
 	JAE       done
-	VMOVUPS   (CX)(DI*1), Z7
-	VSUBPS    (DX)(DI*1), Z7, Z7
-	VPANDD    Z0, Z7, Z7
-	VCMPPS    $0x00, Z2, Z7, K1
-	VCMPPS    $0x03, Z7, Z7, K2
-	VPSRAD    $0x1f, Z7, Z8
-	VPORD     Z1, Z8, Z8
-	VPXORD    Z7, Z8, Z7
-	VMOVDQA32 Z1, K1, Z7
-	VPXORD    Z7, Z7, K2, Z7
-	VPANDD    Z5, Z7, Z8
-	VPCMPEQD  Z6, Z8, K1
+	VMOVUPS   (CX)(DI*1), Z3
+	VSUBPS    (DX)(DI*1), Z3, Z3
+	VPANDD    Z0, Z3, Z3
+	VPCMPD    $0x02, Z2, Z3, K1
+	VPORD.Z   Z1, Z3, K1, Z3
+	VPANDD    Z6, Z3, Z8
+	VPCMPEQD  Z7, Z8, K1
 	KMOVW     K1, SI
 	TESTL     SI, SI
 	JZ        next_abs
-	VPSRLD    X3, Z7, Z7
-	VPANDD    Z4, Z7, Z7
-	VMOVDQU32 Z7, (SP)
+	VPSRLD    X4, Z3, Z3
+	VPANDD    Z5, Z3, Z3
+	VMOVDQU32 Z3, (SP)
 
 bits_abs:
 	BSFL SI, R8
@@ -1193,27 +1175,22 @@ mode_rel:
 loop_rel:
 	CMPQ      DI, BX
 	JAE       done
-	VMOVUPS   (CX)(DI*1), Z7
-	VMOVUPS   (DX)(DI*1), Z8
-	VSUBPS    Z8, Z7, Z7
-	VCMPPS    $0x04, Z2, Z7, K1
-	VDIVPS.Z  Z8, Z7, K1, Z7
-	VPANDD    Z0, Z7, Z7
-	VCMPPS    $0x00, Z2, Z7, K1
-	VCMPPS    $0x03, Z7, Z7, K2
-	VPSRAD    $0x1f, Z7, Z8
-	VPORD     Z1, Z8, Z8
-	VPXORD    Z7, Z8, Z7
-	VMOVDQA32 Z1, K1, Z7
-	VPXORD    Z7, Z7, K2, Z7
-	VPANDD    Z5, Z7, Z8
-	VPCMPEQD  Z6, Z8, K1
+	VMOVUPS   (CX)(DI*1), Z8
+	VMOVUPS   (DX)(DI*1), Z9
+	VSUBPS    Z9, Z8, Z8
+	VCMPPS    $0x04, Z3, Z8, K1
+	VDIVPS.Z  Z9, Z8, K1, Z8
+	VPANDD    Z0, Z8, Z8
+	VPCMPD    $0x02, Z2, Z8, K1
+	VPORD.Z   Z1, Z8, K1, Z8
+	VPANDD    Z6, Z8, Z9
+	VPCMPEQD  Z7, Z9, K1
 	KMOVW     K1, SI
 	TESTL     SI, SI
 	JZ        next_rel
-	VPSRLD    X3, Z7, Z7
-	VPANDD    Z4, Z7, Z7
-	VMOVDQU32 Z7, (SP)
+	VPSRLD    X4, Z8, Z8
+	VPANDD    Z5, Z8, Z8
+	VMOVDQU32 Z8, (SP)
 
 bits_rel:
 	BSFL SI, R8
@@ -1231,26 +1208,21 @@ mode_invrel:
 loop_invrel:
 	CMPQ      DI, BX
 	JAE       done
-	VMOVUPS   (CX)(DI*1), Z7
+	VMOVUPS   (CX)(DI*1), Z3
 	VMOVUPS   (DX)(DI*1), Z8
-	VSUBPS    Z8, Z7, Z7
-	VMULPS    Z8, Z7, Z7
-	VPANDD    Z0, Z7, Z7
-	VCMPPS    $0x00, Z2, Z7, K1
-	VCMPPS    $0x03, Z7, Z7, K2
-	VPSRAD    $0x1f, Z7, Z8
-	VPORD     Z1, Z8, Z8
-	VPXORD    Z7, Z8, Z7
-	VMOVDQA32 Z1, K1, Z7
-	VPXORD    Z7, Z7, K2, Z7
-	VPANDD    Z5, Z7, Z8
-	VPCMPEQD  Z6, Z8, K1
+	VSUBPS    Z8, Z3, Z3
+	VMULPS    Z8, Z3, Z3
+	VPANDD    Z0, Z3, Z3
+	VPCMPD    $0x02, Z2, Z3, K1
+	VPORD.Z   Z1, Z3, K1, Z3
+	VPANDD    Z6, Z3, Z8
+	VPCMPEQD  Z7, Z8, K1
 	KMOVW     K1, SI
 	TESTL     SI, SI
 	JZ        next_invrel
-	VPSRLD    X3, Z7, Z7
-	VPANDD    Z4, Z7, Z7
-	VMOVDQU32 Z7, (SP)
+	VPSRLD    X4, Z3, Z3
+	VPANDD    Z5, Z3, Z3
+	VMOVDQU32 Z3, (SP)
 
 bits_invrel:
 	BSFL SI, R8
@@ -1269,20 +1241,20 @@ loop_value:
 	CMPQ      DI, BX
 	JAE       done
 	VMOVUPS   (CX)(DI*1), Z0
-	VCMPPS    $0x00, Z2, Z0, K1
+	VCMPPS    $0x00, Z3, Z0, K1
 	VCMPPS    $0x03, Z0, Z0, K2
-	VPSRAD    $0x1f, Z0, Z7
-	VPORD     Z1, Z7, Z7
-	VPXORD    Z0, Z7, Z0
+	VPSRAD    $0x1f, Z0, Z2
+	VPORD     Z1, Z2, Z2
+	VPXORD    Z0, Z2, Z0
 	VMOVDQA32 Z1, K1, Z0
 	VPXORD    Z0, Z0, K2, Z0
-	VPANDD    Z5, Z0, Z7
-	VPCMPEQD  Z6, Z7, K1
+	VPANDD    Z6, Z0, Z2
+	VPCMPEQD  Z7, Z2, K1
 	KMOVW     K1, DX
 	TESTL     DX, DX
 	JZ        next_value
-	VPSRLD    X3, Z0, Z0
-	VPANDD    Z4, Z0, Z0
+	VPSRLD    X4, Z0, Z0
+	VPANDD    Z5, Z0, Z0
 	VMOVDQU32 Z0, (SP)
 
 bits_value:
@@ -1313,13 +1285,14 @@ TEXT ·collectAVX512(SB), NOSPLIT, $64-64
 	SHLQ         $0x02, SI
 	VMOVDQU32    dstconst<>+0(SB), Z0
 	VMOVDQU32    dstconst<>+64(SB), Z1
-	VPXORD       Z2, Z2, Z2
+	VMOVDQU32    dstconst<>+320(SB), Z2
+	VPXORD       Z3, Z3, Z3
 	MOVL         prefixMask+48(FP), R8
-	VMOVD        R8, X3
-	VPBROADCASTD X3, Z3
-	MOVL         prefix+52(FP), R8
 	VMOVD        R8, X4
 	VPBROADCASTD X4, Z4
+	MOVL         prefix+52(FP), R8
+	VMOVD        R8, X5
+	VPBROADCASTD X5, Z5
 	XORQ         R8, R8
 	XORQ         R10, R10
 	CMPQ         DI, $0x00
@@ -1336,22 +1309,17 @@ mode_abs:
 loop_abs:
 	CMPQ      R10, SI
 	JAE       ret
-	VMOVUPS   (DX)(R10*1), Z5
-	VSUBPS    (BX)(R10*1), Z5, Z5
-	VPANDD    Z0, Z5, Z5
-	VCMPPS    $0x00, Z2, Z5, K1
-	VCMPPS    $0x03, Z5, Z5, K2
-	VPSRAD    $0x1f, Z5, Z6
-	VPORD     Z1, Z6, Z6
-	VPXORD    Z5, Z6, Z5
-	VMOVDQA32 Z1, K1, Z5
-	VPXORD    Z5, Z5, K2, Z5
-	VPANDD    Z3, Z5, Z6
-	VPCMPEQD  Z4, Z6, K1
+	VMOVUPS   (DX)(R10*1), Z3
+	VSUBPS    (BX)(R10*1), Z3, Z3
+	VPANDD    Z0, Z3, Z3
+	VPCMPD    $0x02, Z2, Z3, K1
+	VPORD.Z   Z1, Z3, K1, Z3
+	VPANDD    Z4, Z3, Z6
+	VPCMPEQD  Z5, Z6, K1
 	KMOVW     K1, DI
 	TESTL     DI, DI
 	JZ        next_abs
-	VMOVDQU32 Z5, (SP)
+	VMOVDQU32 Z3, (SP)
 
 bits_abs:
 	BSFL DI, R9
@@ -1372,25 +1340,20 @@ mode_rel:
 loop_rel:
 	CMPQ      R10, SI
 	JAE       ret
-	VMOVUPS   (DX)(R10*1), Z5
-	VMOVUPS   (BX)(R10*1), Z6
-	VSUBPS    Z6, Z5, Z5
-	VCMPPS    $0x04, Z2, Z5, K1
-	VDIVPS.Z  Z6, Z5, K1, Z5
-	VPANDD    Z0, Z5, Z5
-	VCMPPS    $0x00, Z2, Z5, K1
-	VCMPPS    $0x03, Z5, Z5, K2
-	VPSRAD    $0x1f, Z5, Z6
-	VPORD     Z1, Z6, Z6
-	VPXORD    Z5, Z6, Z5
-	VMOVDQA32 Z1, K1, Z5
-	VPXORD    Z5, Z5, K2, Z5
-	VPANDD    Z3, Z5, Z6
-	VPCMPEQD  Z4, Z6, K1
+	VMOVUPS   (DX)(R10*1), Z6
+	VMOVUPS   (BX)(R10*1), Z7
+	VSUBPS    Z7, Z6, Z6
+	VCMPPS    $0x04, Z3, Z6, K1
+	VDIVPS.Z  Z7, Z6, K1, Z6
+	VPANDD    Z0, Z6, Z6
+	VPCMPD    $0x02, Z2, Z6, K1
+	VPORD.Z   Z1, Z6, K1, Z6
+	VPANDD    Z4, Z6, Z7
+	VPCMPEQD  Z5, Z7, K1
 	KMOVW     K1, DI
 	TESTL     DI, DI
 	JZ        next_rel
-	VMOVDQU32 Z5, (SP)
+	VMOVDQU32 Z6, (SP)
 
 bits_rel:
 	BSFL DI, R9
@@ -1411,24 +1374,19 @@ mode_invrel:
 loop_invrel:
 	CMPQ      R10, SI
 	JAE       ret
-	VMOVUPS   (DX)(R10*1), Z5
+	VMOVUPS   (DX)(R10*1), Z3
 	VMOVUPS   (BX)(R10*1), Z6
-	VSUBPS    Z6, Z5, Z5
-	VMULPS    Z6, Z5, Z5
-	VPANDD    Z0, Z5, Z5
-	VCMPPS    $0x00, Z2, Z5, K1
-	VCMPPS    $0x03, Z5, Z5, K2
-	VPSRAD    $0x1f, Z5, Z6
-	VPORD     Z1, Z6, Z6
-	VPXORD    Z5, Z6, Z5
-	VMOVDQA32 Z1, K1, Z5
-	VPXORD    Z5, Z5, K2, Z5
-	VPANDD    Z3, Z5, Z6
-	VPCMPEQD  Z4, Z6, K1
+	VSUBPS    Z6, Z3, Z3
+	VMULPS    Z6, Z3, Z3
+	VPANDD    Z0, Z3, Z3
+	VPCMPD    $0x02, Z2, Z3, K1
+	VPORD.Z   Z1, Z3, K1, Z3
+	VPANDD    Z4, Z3, Z6
+	VPCMPEQD  Z5, Z6, K1
 	KMOVW     K1, DI
 	TESTL     DI, DI
 	JZ        next_invrel
-	VMOVDQU32 Z5, (SP)
+	VMOVDQU32 Z3, (SP)
 
 bits_invrel:
 	BSFL DI, R9
@@ -1450,15 +1408,15 @@ loop_value:
 	CMPQ      R10, SI
 	JAE       ret
 	VMOVUPS   (DX)(R10*1), Z0
-	VCMPPS    $0x00, Z2, Z0, K1
+	VCMPPS    $0x00, Z3, Z0, K1
 	VCMPPS    $0x03, Z0, Z0, K2
-	VPSRAD    $0x1f, Z0, Z5
-	VPORD     Z1, Z5, Z5
-	VPXORD    Z0, Z5, Z0
+	VPSRAD    $0x1f, Z0, Z2
+	VPORD     Z1, Z2, Z2
+	VPXORD    Z0, Z2, Z0
 	VMOVDQA32 Z1, K1, Z0
 	VPXORD    Z0, Z0, K2, Z0
-	VPANDD    Z3, Z0, Z5
-	VPCMPEQD  Z4, Z5, K1
+	VPANDD    Z4, Z0, Z2
+	VPCMPEQD  Z5, Z2, K1
 	KMOVW     K1, BX
 	TESTL     BX, BX
 	JZ        next_value
@@ -1504,15 +1462,16 @@ TEXT ·collectRangeAVX512(SB), NOSPLIT, $64-72
 	SHLQ         $0x02, DI
 	VMOVDQU32    dstconst<>+0(SB), Z0
 	VMOVDQU32    dstconst<>+64(SB), Z1
-	VPXORD       Z2, Z2, Z2
+	VMOVDQU32    dstconst<>+320(SB), Z2
+	VPXORD       Z3, Z3, Z3
 	MOVL         lo+56(FP), R9
-	VMOVD        R9, X3
-	VPBROADCASTD X3, Z3
+	VMOVD        R9, X4
+	VPBROADCASTD X4, Z4
 	MOVL         hi+60(FP), R9
-	VMOVD        R9, X5
-	VPBROADCASTD X5, Z5
-	VPXORD       Z4, Z4, Z4
-	VMOVDQU32    dstconst<>+128(SB), Z6
+	VMOVD        R9, X6
+	VPBROADCASTD X6, Z6
+	VPXORD       Z5, Z5, Z5
+	VMOVDQU32    dstconst<>+128(SB), Z7
 	XORQ         R9, R9
 	XORQ         R11, R11
 	CMPQ         R8, $0x00
@@ -1529,24 +1488,19 @@ mode_abs:
 loop_abs:
 	CMPQ      R11, DI
 	JAE       ret
-	VMOVUPS   (BX)(R11*1), Z7
-	VSUBPS    (SI)(R11*1), Z7, Z7
-	VPANDD    Z0, Z7, Z7
-	VCMPPS    $0x00, Z2, Z7, K1
-	VCMPPS    $0x03, Z7, Z7, K2
-	VPSRAD    $0x1f, Z7, Z8
-	VPORD     Z1, Z8, Z8
-	VPXORD    Z7, Z8, Z7
-	VMOVDQA32 Z1, K1, Z7
-	VPXORD    Z7, Z7, K2, Z7
-	VPCMPUD   $0x06, Z5, Z7, K1
-	VPADDD    Z6, Z4, K1, Z4
-	VPCMPUD   $0x05, Z3, Z7, K2
+	VMOVUPS   (BX)(R11*1), Z3
+	VSUBPS    (SI)(R11*1), Z3, Z3
+	VPANDD    Z0, Z3, Z3
+	VPCMPD    $0x02, Z2, Z3, K1
+	VPORD.Z   Z1, Z3, K1, Z3
+	VPCMPUD   $0x06, Z6, Z3, K1
+	VPADDD    Z7, Z5, K1, Z5
+	VPCMPUD   $0x05, Z4, Z3, K2
 	KANDNW    K2, K1, K2
 	KMOVW     K2, R8
 	TESTL     R8, R8
 	JZ        next_abs
-	VMOVDQU32 Z7, (SP)
+	VMOVDQU32 Z3, (SP)
 
 bits_abs:
 	BSFL R8, R10
@@ -1567,27 +1521,22 @@ mode_rel:
 loop_rel:
 	CMPQ      R11, DI
 	JAE       ret
-	VMOVUPS   (BX)(R11*1), Z7
-	VMOVUPS   (SI)(R11*1), Z8
-	VSUBPS    Z8, Z7, Z7
-	VCMPPS    $0x04, Z2, Z7, K1
-	VDIVPS.Z  Z8, Z7, K1, Z7
-	VPANDD    Z0, Z7, Z7
-	VCMPPS    $0x00, Z2, Z7, K1
-	VCMPPS    $0x03, Z7, Z7, K2
-	VPSRAD    $0x1f, Z7, Z8
-	VPORD     Z1, Z8, Z8
-	VPXORD    Z7, Z8, Z7
-	VMOVDQA32 Z1, K1, Z7
-	VPXORD    Z7, Z7, K2, Z7
-	VPCMPUD   $0x06, Z5, Z7, K1
-	VPADDD    Z6, Z4, K1, Z4
-	VPCMPUD   $0x05, Z3, Z7, K2
+	VMOVUPS   (BX)(R11*1), Z8
+	VMOVUPS   (SI)(R11*1), Z9
+	VSUBPS    Z9, Z8, Z8
+	VCMPPS    $0x04, Z3, Z8, K1
+	VDIVPS.Z  Z9, Z8, K1, Z8
+	VPANDD    Z0, Z8, Z8
+	VPCMPD    $0x02, Z2, Z8, K1
+	VPORD.Z   Z1, Z8, K1, Z8
+	VPCMPUD   $0x06, Z6, Z8, K1
+	VPADDD    Z7, Z5, K1, Z5
+	VPCMPUD   $0x05, Z4, Z8, K2
 	KANDNW    K2, K1, K2
 	KMOVW     K2, R8
 	TESTL     R8, R8
 	JZ        next_rel
-	VMOVDQU32 Z7, (SP)
+	VMOVDQU32 Z8, (SP)
 
 bits_rel:
 	BSFL R8, R10
@@ -1608,26 +1557,21 @@ mode_invrel:
 loop_invrel:
 	CMPQ      R11, DI
 	JAE       ret
-	VMOVUPS   (BX)(R11*1), Z7
+	VMOVUPS   (BX)(R11*1), Z3
 	VMOVUPS   (SI)(R11*1), Z8
-	VSUBPS    Z8, Z7, Z7
-	VMULPS    Z8, Z7, Z7
-	VPANDD    Z0, Z7, Z7
-	VCMPPS    $0x00, Z2, Z7, K1
-	VCMPPS    $0x03, Z7, Z7, K2
-	VPSRAD    $0x1f, Z7, Z8
-	VPORD     Z1, Z8, Z8
-	VPXORD    Z7, Z8, Z7
-	VMOVDQA32 Z1, K1, Z7
-	VPXORD    Z7, Z7, K2, Z7
-	VPCMPUD   $0x06, Z5, Z7, K1
-	VPADDD    Z6, Z4, K1, Z4
-	VPCMPUD   $0x05, Z3, Z7, K2
+	VSUBPS    Z8, Z3, Z3
+	VMULPS    Z8, Z3, Z3
+	VPANDD    Z0, Z3, Z3
+	VPCMPD    $0x02, Z2, Z3, K1
+	VPORD.Z   Z1, Z3, K1, Z3
+	VPCMPUD   $0x06, Z6, Z3, K1
+	VPADDD    Z7, Z5, K1, Z5
+	VPCMPUD   $0x05, Z4, Z3, K2
 	KANDNW    K2, K1, K2
 	KMOVW     K2, R8
 	TESTL     R8, R8
 	JZ        next_invrel
-	VMOVDQU32 Z7, (SP)
+	VMOVDQU32 Z3, (SP)
 
 bits_invrel:
 	BSFL R8, R10
@@ -1649,16 +1593,16 @@ loop_value:
 	CMPQ      R11, DI
 	JAE       ret
 	VMOVUPS   (BX)(R11*1), Z0
-	VCMPPS    $0x00, Z2, Z0, K1
+	VCMPPS    $0x00, Z3, Z0, K1
 	VCMPPS    $0x03, Z0, Z0, K2
-	VPSRAD    $0x1f, Z0, Z7
-	VPORD     Z1, Z7, Z7
-	VPXORD    Z0, Z7, Z0
+	VPSRAD    $0x1f, Z0, Z2
+	VPORD     Z1, Z2, Z2
+	VPXORD    Z0, Z2, Z0
 	VMOVDQA32 Z1, K1, Z0
 	VPXORD    Z0, Z0, K2, Z0
-	VPCMPUD   $0x06, Z5, Z0, K1
-	VPADDD    Z6, Z4, K1, Z4
-	VPCMPUD   $0x05, Z3, Z0, K2
+	VPCMPUD   $0x06, Z6, Z0, K1
+	VPADDD    Z7, Z5, K1, Z5
+	VPCMPUD   $0x05, Z4, Z0, K2
 	KANDNW    K2, K1, K2
 	KMOVW     K2, SI
 	TESTL     SI, SI
@@ -1682,7 +1626,7 @@ next_value:
 
 done:
 ret:
-	VMOVDQU32 Z4, (DX)
+	VMOVDQU32 Z5, (DX)
 	VZEROUPPER
 	MOVQ      R9, ret+64(FP)
 	RET
@@ -2157,6 +2101,132 @@ loop_m:
 	JMP              loop_m
 
 done:
+	VZEROUPPER
+	RET
+
+// func adafactorSquareSumsAVX512(rowSums *float32, colSums *float32, grad *float32, rows int, cols int, eps1 float32)
+// Requires: AVX, AVX512F, SSE
+TEXT ·adafactorSquareSumsAVX512(SB), NOSPLIT, $0-44
+	MOVQ         rowSums+0(FP), AX
+	MOVQ         colSums+8(FP), CX
+	MOVQ         grad+16(FP), DX
+	MOVQ         rows+24(FP), BX
+	MOVQ         cols+32(FP), SI
+	MOVSS        eps1+40(FP), X0
+	VBROADCASTSS X0, Z1
+	MOVQ         SI, DI
+	SHLQ         $0x02, DI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, SI
+	XORQ         R8, R8
+
+row:
+	CMPQ   R8, BX
+	JAE    done
+	VPXORD Z2, Z2, Z2
+	XORQ   R9, R9
+
+block:
+	CMPQ    R9, SI
+	JAE     reduce
+	VMOVUPS (DX)(R9*1), Z3
+	VMULPS  Z3, Z3, Z3
+	VADDPS  Z1, Z3, Z3
+	VADDPS  Z3, Z2, Z2
+	VADDPS  (CX)(R9*1), Z3, Z3
+	VMOVUPS Z3, (CX)(R9*1)
+	ADDQ    $0x00000040, R9
+	JMP     block
+
+reduce:
+	VEXTRACTF64X4 $0x01, Z2, Y3
+	VADDPS        Y3, Y2, Y3
+	VEXTRACTF128  $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VMOVHLPS      X4, X4, X3
+	VADDPS        X3, X4, X3
+	VMOVSHDUP     X3, X4
+	VADDSS        X4, X3, X3
+
+tail:
+	CMPQ   R9, DI
+	JAE    store
+	VMOVSS (DX)(R9*1), X4
+	VMULSS X4, X4, X4
+	VADDSS X0, X4, X4
+	VADDSS X4, X3, X3
+	VADDSS (CX)(R9*1), X4, X4
+	VMOVSS X4, (CX)(R9*1)
+	ADDQ   $0x00000004, R9
+	JMP    tail
+
+store:
+	VMOVSS X3, (AX)(R8*4)
+	ADDQ   DI, DX
+	INCQ   R8
+	JMP    row
+
+done:
+	VZEROUPPER
+	RET
+
+// func adafactorUpdateSquaresAVX512(lanes *float64, grad *float32, rowScale *float32, colScale *float32, rows int, cols int)
+// Requires: AVX, AVX512F, FMA3
+TEXT ·adafactorUpdateSquaresAVX512(SB), NOSPLIT, $0-48
+	MOVQ   lanes+0(FP), AX
+	MOVQ   grad+8(FP), CX
+	MOVQ   rowScale+16(FP), DX
+	MOVQ   colScale+24(FP), BX
+	MOVQ   rows+32(FP), SI
+	MOVQ   cols+40(FP), DI
+	MOVQ   DI, R8
+	SHLQ   $0x02, R8
+	ANDQ   $-16, DI
+	SHLQ   $0x02, DI
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VXORPD X2, X2, X2
+	XORQ   R9, R9
+
+row:
+	CMPQ         R9, SI
+	JAE          store
+	VBROADCASTSS (DX)(R9*4), Z3
+	XORQ         R10, R10
+
+block:
+	CMPQ          R10, DI
+	JAE           tail
+	VMULPS        (BX)(R10*1), Z3, Z4
+	VMULPS        (CX)(R10*1), Z4, Z4
+	VCVTPS2PD     Y4, Z5
+	VEXTRACTF64X4 $0x01, Z4, Y4
+	VCVTPS2PD     Y4, Z4
+	VFMADD231PD   Z5, Z5, Z0
+	VFMADD231PD   Z4, Z4, Z1
+	ADDQ          $0x00000040, R10
+	JMP           block
+
+tail:
+	CMPQ        R10, R8
+	JAE         next
+	VMOVSS      (BX)(R10*1), X4
+	VMULSS      X3, X4, X4
+	VMULSS      (CX)(R10*1), X4, X4
+	VCVTSS2SD   X4, X4, X4
+	VFMADD231SD X4, X4, X2
+	ADDQ        $0x00000004, R10
+	JMP         tail
+
+next:
+	ADDQ R8, CX
+	INCQ R9
+	JMP  row
+
+store:
+	VMOVUPD Z0, (AX)
+	VMOVUPD Z1, 64(AX)
+	VMOVSD  X2, 128(AX)
 	VZEROUPPER
 	RET
 
@@ -3029,11 +3099,12 @@ TEXT ·histogramAVX2(SB), NOSPLIT, $64-48
 	SHLQ    $0x02, BX
 	VMOVDQU dstconst<>+0(SB), Y0
 	VMOVDQU dstconst<>+64(SB), Y1
-	VPXOR   Y2, Y2, Y2
+	VMOVDQU dstconst<>+320(SB), Y2
+	VPXOR   Y3, Y3, Y3
 	MOVQ    shift+40(FP), DI
-	VMOVQ   DI, X3
-	VMOVDQU dstconst<>+256(SB), Y4
-	VMOVDQU dstconst<>+192(SB), Y5
+	VMOVQ   DI, X4
+	VMOVDQU dstconst<>+256(SB), Y5
+	VMOVDQU dstconst<>+192(SB), Y6
 	XORQ    DI, DI
 	CMPQ    SI, $0x00
 	JE      mode_abs
@@ -3047,136 +3118,124 @@ TEXT ·histogramAVX2(SB), NOSPLIT, $64-48
 
 mode_abs:
 loop_abs:
-	CMPQ      DI, BX
-	JAE       done
-	VMOVUPS   (CX)(DI*1), Y6
-	VSUBPS    (DX)(DI*1), Y6, Y6
-	VPAND     Y0, Y6, Y6
-	VCMPPS    $0x00, Y2, Y6, Y8
-	VCMPPS    $0x03, Y6, Y6, Y9
-	VPSRAD    $0x1f, Y6, Y7
-	VPOR      Y1, Y7, Y7
-	VPXOR     Y6, Y7, Y6
-	VBLENDVPS Y8, Y1, Y6, Y6
-	VPANDN    Y6, Y9, Y6
-	VPSRLD    X3, Y6, Y6
-	VPAND     Y4, Y6, Y6
-	VPADDD    Y5, Y6, Y6
-	VMOVDQU   Y6, (SP)
-	MOVL      (SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      4(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      8(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      12(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      16(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      20(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      24(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      28(SP), SI
-	INCL      (AX)(SI*4)
-	ADDQ      $0x00000020, DI
-	JMP       loop_abs
+	CMPQ     DI, BX
+	JAE      done
+	VMOVUPS  (CX)(DI*1), Y3
+	VSUBPS   (DX)(DI*1), Y3, Y3
+	VPAND    Y0, Y3, Y3
+	VPCMPGTD Y2, Y3, Y7
+	VPOR     Y1, Y3, Y3
+	VPANDN   Y3, Y7, Y3
+	VPSRLD   X4, Y3, Y3
+	VPAND    Y5, Y3, Y3
+	VPADDD   Y6, Y3, Y3
+	VMOVDQU  Y3, (SP)
+	MOVL     (SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     4(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     8(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     12(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     16(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     20(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     24(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     28(SP), SI
+	INCL     (AX)(SI*4)
+	ADDQ     $0x00000020, DI
+	JMP      loop_abs
 
 mode_rel:
 loop_rel:
-	CMPQ      DI, BX
-	JAE       done
-	VMOVUPS   (CX)(DI*1), Y6
-	VMOVUPS   (DX)(DI*1), Y7
-	VSUBPS    Y7, Y6, Y6
-	VCMPPS    $0x04, Y2, Y6, Y8
-	VDIVPS    Y7, Y6, Y6
-	VANDPS    Y8, Y6, Y6
-	VPAND     Y0, Y6, Y6
-	VCMPPS    $0x00, Y2, Y6, Y8
-	VCMPPS    $0x03, Y6, Y6, Y9
-	VPSRAD    $0x1f, Y6, Y7
-	VPOR      Y1, Y7, Y7
-	VPXOR     Y6, Y7, Y6
-	VBLENDVPS Y8, Y1, Y6, Y6
-	VPANDN    Y6, Y9, Y6
-	VPSRLD    X3, Y6, Y6
-	VPAND     Y4, Y6, Y6
-	VPADDD    Y5, Y6, Y6
-	VMOVDQU   Y6, (SP)
-	MOVL      (SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      4(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      8(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      12(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      16(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      20(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      24(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      28(SP), SI
-	INCL      (AX)(SI*4)
-	ADDQ      $0x00000020, DI
-	JMP       loop_rel
+	CMPQ     DI, BX
+	JAE      done
+	VMOVUPS  (CX)(DI*1), Y7
+	VMOVUPS  (DX)(DI*1), Y8
+	VSUBPS   Y8, Y7, Y7
+	VCMPPS   $0x04, Y3, Y7, Y9
+	VDIVPS   Y8, Y7, Y7
+	VANDPS   Y9, Y7, Y7
+	VPAND    Y0, Y7, Y7
+	VPCMPGTD Y2, Y7, Y8
+	VPOR     Y1, Y7, Y7
+	VPANDN   Y7, Y8, Y7
+	VPSRLD   X4, Y7, Y7
+	VPAND    Y5, Y7, Y7
+	VPADDD   Y6, Y7, Y7
+	VMOVDQU  Y7, (SP)
+	MOVL     (SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     4(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     8(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     12(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     16(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     20(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     24(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     28(SP), SI
+	INCL     (AX)(SI*4)
+	ADDQ     $0x00000020, DI
+	JMP      loop_rel
 
 mode_invrel:
 loop_invrel:
-	CMPQ      DI, BX
-	JAE       done
-	VMOVUPS   (CX)(DI*1), Y6
-	VMOVUPS   (DX)(DI*1), Y7
-	VSUBPS    Y7, Y6, Y6
-	VMULPS    Y7, Y6, Y6
-	VPAND     Y0, Y6, Y6
-	VCMPPS    $0x00, Y2, Y6, Y8
-	VCMPPS    $0x03, Y6, Y6, Y9
-	VPSRAD    $0x1f, Y6, Y7
-	VPOR      Y1, Y7, Y7
-	VPXOR     Y6, Y7, Y6
-	VBLENDVPS Y8, Y1, Y6, Y6
-	VPANDN    Y6, Y9, Y6
-	VPSRLD    X3, Y6, Y6
-	VPAND     Y4, Y6, Y6
-	VPADDD    Y5, Y6, Y6
-	VMOVDQU   Y6, (SP)
-	MOVL      (SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      4(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      8(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      12(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      16(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      20(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      24(SP), SI
-	INCL      (AX)(SI*4)
-	MOVL      28(SP), SI
-	INCL      (AX)(SI*4)
-	ADDQ      $0x00000020, DI
-	JMP       loop_invrel
+	CMPQ     DI, BX
+	JAE      done
+	VMOVUPS  (CX)(DI*1), Y3
+	VMOVUPS  (DX)(DI*1), Y7
+	VSUBPS   Y7, Y3, Y3
+	VMULPS   Y7, Y3, Y3
+	VPAND    Y0, Y3, Y3
+	VPCMPGTD Y2, Y3, Y7
+	VPOR     Y1, Y3, Y3
+	VPANDN   Y3, Y7, Y3
+	VPSRLD   X4, Y3, Y3
+	VPAND    Y5, Y3, Y3
+	VPADDD   Y6, Y3, Y3
+	VMOVDQU  Y3, (SP)
+	MOVL     (SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     4(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     8(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     12(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     16(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     20(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     24(SP), SI
+	INCL     (AX)(SI*4)
+	MOVL     28(SP), SI
+	INCL     (AX)(SI*4)
+	ADDQ     $0x00000020, DI
+	JMP      loop_invrel
 
 mode_value:
 loop_value:
 	CMPQ      DI, BX
 	JAE       done
 	VMOVUPS   (CX)(DI*1), Y0
-	VCMPPS    $0x00, Y2, Y0, Y7
+	VCMPPS    $0x00, Y3, Y0, Y7
 	VCMPPS    $0x03, Y0, Y0, Y8
-	VPSRAD    $0x1f, Y0, Y6
-	VPOR      Y1, Y6, Y6
-	VPXOR     Y0, Y6, Y0
+	VPSRAD    $0x1f, Y0, Y2
+	VPOR      Y1, Y2, Y2
+	VPXOR     Y0, Y2, Y0
 	VBLENDVPS Y7, Y1, Y0, Y0
 	VPANDN    Y0, Y8, Y0
-	VPSRLD    X3, Y0, Y0
-	VPAND     Y4, Y0, Y0
-	VPADDD    Y5, Y0, Y0
+	VPSRLD    X4, Y0, Y0
+	VPAND     Y5, Y0, Y0
+	VPADDD    Y6, Y0, Y0
 	VMOVDQU   Y0, (SP)
 	MOVL      (SP), DX
 	INCL      (AX)(DX*4)
@@ -3212,16 +3271,17 @@ TEXT ·histogramPrefixAVX2(SB), NOSPLIT, $64-56
 	SHLQ         $0x02, BX
 	VMOVDQU      dstconst<>+0(SB), Y0
 	VMOVDQU      dstconst<>+64(SB), Y1
-	VPXOR        Y2, Y2, Y2
+	VMOVDQU      dstconst<>+320(SB), Y2
+	VPXOR        Y3, Y3, Y3
 	MOVQ         shift+40(FP), DI
-	VMOVQ        DI, X3
-	VMOVDQU      dstconst<>+256(SB), Y4
+	VMOVQ        DI, X4
+	VMOVDQU      dstconst<>+256(SB), Y5
 	MOVL         prefixMask+48(FP), DI
-	VMOVD        DI, X5
-	VPBROADCASTD X5, Y5
-	MOVL         prefix+52(FP), DI
 	VMOVD        DI, X6
 	VPBROADCASTD X6, Y6
+	MOVL         prefix+52(FP), DI
+	VMOVD        DI, X7
+	VPBROADCASTD X7, Y7
 	XORQ         DI, DI
 	CMPQ         SI, $0x00
 	JE           mode_abs
@@ -3237,24 +3297,20 @@ mode_abs:
 loop_abs:
 	CMPQ      DI, BX
 	JAE       done
-	VMOVUPS   (CX)(DI*1), Y7
-	VSUBPS    (DX)(DI*1), Y7, Y7
-	VPAND     Y0, Y7, Y7
-	VCMPPS    $0x00, Y2, Y7, Y9
-	VCMPPS    $0x03, Y7, Y7, Y10
-	VPSRAD    $0x1f, Y7, Y8
-	VPOR      Y1, Y8, Y8
-	VPXOR     Y7, Y8, Y7
-	VBLENDVPS Y9, Y1, Y7, Y7
-	VPANDN    Y7, Y10, Y7
-	VPAND     Y5, Y7, Y8
-	VPCMPEQD  Y6, Y8, Y8
+	VMOVUPS   (CX)(DI*1), Y3
+	VSUBPS    (DX)(DI*1), Y3, Y3
+	VPAND     Y0, Y3, Y3
+	VPCMPGTD  Y2, Y3, Y8
+	VPOR      Y1, Y3, Y3
+	VPANDN    Y3, Y8, Y3
+	VPAND     Y6, Y3, Y8
+	VPCMPEQD  Y7, Y8, Y8
 	VMOVMSKPS Y8, SI
 	TESTL     SI, SI
 	JZ        next_abs
-	VPSRLD    X3, Y7, Y7
-	VPAND     Y4, Y7, Y7
-	VMOVDQU   Y7, (SP)
+	VPSRLD    X4, Y3, Y3
+	VPAND     Y5, Y3, Y3
+	VMOVDQU   Y3, (SP)
 
 bits_abs:
 	BSFL SI, R8
@@ -3272,28 +3328,24 @@ mode_rel:
 loop_rel:
 	CMPQ      DI, BX
 	JAE       done
-	VMOVUPS   (CX)(DI*1), Y7
-	VMOVUPS   (DX)(DI*1), Y8
-	VSUBPS    Y8, Y7, Y7
-	VCMPPS    $0x04, Y2, Y7, Y9
-	VDIVPS    Y8, Y7, Y7
-	VANDPS    Y9, Y7, Y7
-	VPAND     Y0, Y7, Y7
-	VCMPPS    $0x00, Y2, Y7, Y9
-	VCMPPS    $0x03, Y7, Y7, Y10
-	VPSRAD    $0x1f, Y7, Y8
+	VMOVUPS   (CX)(DI*1), Y8
+	VMOVUPS   (DX)(DI*1), Y9
+	VSUBPS    Y9, Y8, Y8
+	VCMPPS    $0x04, Y3, Y8, Y10
+	VDIVPS    Y9, Y8, Y8
+	VANDPS    Y10, Y8, Y8
+	VPAND     Y0, Y8, Y8
+	VPCMPGTD  Y2, Y8, Y9
 	VPOR      Y1, Y8, Y8
-	VPXOR     Y7, Y8, Y7
-	VBLENDVPS Y9, Y1, Y7, Y7
-	VPANDN    Y7, Y10, Y7
-	VPAND     Y5, Y7, Y8
-	VPCMPEQD  Y6, Y8, Y8
-	VMOVMSKPS Y8, SI
+	VPANDN    Y8, Y9, Y8
+	VPAND     Y6, Y8, Y9
+	VPCMPEQD  Y7, Y9, Y9
+	VMOVMSKPS Y9, SI
 	TESTL     SI, SI
 	JZ        next_rel
-	VPSRLD    X3, Y7, Y7
-	VPAND     Y4, Y7, Y7
-	VMOVDQU   Y7, (SP)
+	VPSRLD    X4, Y8, Y8
+	VPAND     Y5, Y8, Y8
+	VMOVDQU   Y8, (SP)
 
 bits_rel:
 	BSFL SI, R8
@@ -3311,26 +3363,22 @@ mode_invrel:
 loop_invrel:
 	CMPQ      DI, BX
 	JAE       done
-	VMOVUPS   (CX)(DI*1), Y7
+	VMOVUPS   (CX)(DI*1), Y3
 	VMOVUPS   (DX)(DI*1), Y8
-	VSUBPS    Y8, Y7, Y7
-	VMULPS    Y8, Y7, Y7
-	VPAND     Y0, Y7, Y7
-	VCMPPS    $0x00, Y2, Y7, Y9
-	VCMPPS    $0x03, Y7, Y7, Y10
-	VPSRAD    $0x1f, Y7, Y8
-	VPOR      Y1, Y8, Y8
-	VPXOR     Y7, Y8, Y7
-	VBLENDVPS Y9, Y1, Y7, Y7
-	VPANDN    Y7, Y10, Y7
-	VPAND     Y5, Y7, Y8
-	VPCMPEQD  Y6, Y8, Y8
+	VSUBPS    Y8, Y3, Y3
+	VMULPS    Y8, Y3, Y3
+	VPAND     Y0, Y3, Y3
+	VPCMPGTD  Y2, Y3, Y8
+	VPOR      Y1, Y3, Y3
+	VPANDN    Y3, Y8, Y3
+	VPAND     Y6, Y3, Y8
+	VPCMPEQD  Y7, Y8, Y8
 	VMOVMSKPS Y8, SI
 	TESTL     SI, SI
 	JZ        next_invrel
-	VPSRLD    X3, Y7, Y7
-	VPAND     Y4, Y7, Y7
-	VMOVDQU   Y7, (SP)
+	VPSRLD    X4, Y3, Y3
+	VPAND     Y5, Y3, Y3
+	VMOVDQU   Y3, (SP)
 
 bits_invrel:
 	BSFL SI, R8
@@ -3349,20 +3397,20 @@ loop_value:
 	CMPQ      DI, BX
 	JAE       done
 	VMOVUPS   (CX)(DI*1), Y0
-	VCMPPS    $0x00, Y2, Y0, Y8
+	VCMPPS    $0x00, Y3, Y0, Y8
 	VCMPPS    $0x03, Y0, Y0, Y9
-	VPSRAD    $0x1f, Y0, Y7
-	VPOR      Y1, Y7, Y7
-	VPXOR     Y0, Y7, Y0
+	VPSRAD    $0x1f, Y0, Y2
+	VPOR      Y1, Y2, Y2
+	VPXOR     Y0, Y2, Y0
 	VBLENDVPS Y8, Y1, Y0, Y0
 	VPANDN    Y0, Y9, Y0
-	VPAND     Y5, Y0, Y7
-	VPCMPEQD  Y6, Y7, Y7
-	VMOVMSKPS Y7, DX
+	VPAND     Y6, Y0, Y2
+	VPCMPEQD  Y7, Y2, Y2
+	VMOVMSKPS Y2, DX
 	TESTL     DX, DX
 	JZ        next_value
-	VPSRLD    X3, Y0, Y0
-	VPAND     Y4, Y0, Y0
+	VPSRLD    X4, Y0, Y0
+	VPAND     Y5, Y0, Y0
 	VMOVDQU   Y0, (SP)
 
 bits_value:
@@ -3393,13 +3441,14 @@ TEXT ·collectAVX2(SB), NOSPLIT, $64-64
 	SHLQ         $0x02, SI
 	VMOVDQU      dstconst<>+0(SB), Y0
 	VMOVDQU      dstconst<>+64(SB), Y1
-	VPXOR        Y2, Y2, Y2
+	VMOVDQU      dstconst<>+320(SB), Y2
+	VPXOR        Y3, Y3, Y3
 	MOVL         prefixMask+48(FP), R8
-	VMOVD        R8, X3
-	VPBROADCASTD X3, Y3
-	MOVL         prefix+52(FP), R8
 	VMOVD        R8, X4
 	VPBROADCASTD X4, Y4
+	MOVL         prefix+52(FP), R8
+	VMOVD        R8, X5
+	VPBROADCASTD X5, Y5
 	XORQ         R8, R8
 	XORQ         R10, R10
 	CMPQ         DI, $0x00
@@ -3416,22 +3465,18 @@ mode_abs:
 loop_abs:
 	CMPQ      R10, SI
 	JAE       ret
-	VMOVUPS   (DX)(R10*1), Y5
-	VSUBPS    (BX)(R10*1), Y5, Y5
-	VPAND     Y0, Y5, Y5
-	VCMPPS    $0x00, Y2, Y5, Y7
-	VCMPPS    $0x03, Y5, Y5, Y8
-	VPSRAD    $0x1f, Y5, Y6
-	VPOR      Y1, Y6, Y6
-	VPXOR     Y5, Y6, Y5
-	VBLENDVPS Y7, Y1, Y5, Y5
-	VPANDN    Y5, Y8, Y5
-	VPAND     Y3, Y5, Y6
-	VPCMPEQD  Y4, Y6, Y6
+	VMOVUPS   (DX)(R10*1), Y3
+	VSUBPS    (BX)(R10*1), Y3, Y3
+	VPAND     Y0, Y3, Y3
+	VPCMPGTD  Y2, Y3, Y6
+	VPOR      Y1, Y3, Y3
+	VPANDN    Y3, Y6, Y3
+	VPAND     Y4, Y3, Y6
+	VPCMPEQD  Y5, Y6, Y6
 	VMOVMSKPS Y6, DI
 	TESTL     DI, DI
 	JZ        next_abs
-	VMOVDQU   Y5, (SP)
+	VMOVDQU   Y3, (SP)
 
 bits_abs:
 	BSFL DI, R9
@@ -3452,26 +3497,22 @@ mode_rel:
 loop_rel:
 	CMPQ      R10, SI
 	JAE       ret
-	VMOVUPS   (DX)(R10*1), Y5
-	VMOVUPS   (BX)(R10*1), Y6
-	VSUBPS    Y6, Y5, Y5
-	VCMPPS    $0x04, Y2, Y5, Y7
-	VDIVPS    Y6, Y5, Y5
-	VANDPS    Y7, Y5, Y5
-	VPAND     Y0, Y5, Y5
-	VCMPPS    $0x00, Y2, Y5, Y7
-	VCMPPS    $0x03, Y5, Y5, Y8
-	VPSRAD    $0x1f, Y5, Y6
+	VMOVUPS   (DX)(R10*1), Y6
+	VMOVUPS   (BX)(R10*1), Y7
+	VSUBPS    Y7, Y6, Y6
+	VCMPPS    $0x04, Y3, Y6, Y8
+	VDIVPS    Y7, Y6, Y6
+	VANDPS    Y8, Y6, Y6
+	VPAND     Y0, Y6, Y6
+	VPCMPGTD  Y2, Y6, Y7
 	VPOR      Y1, Y6, Y6
-	VPXOR     Y5, Y6, Y5
-	VBLENDVPS Y7, Y1, Y5, Y5
-	VPANDN    Y5, Y8, Y5
-	VPAND     Y3, Y5, Y6
-	VPCMPEQD  Y4, Y6, Y6
-	VMOVMSKPS Y6, DI
+	VPANDN    Y6, Y7, Y6
+	VPAND     Y4, Y6, Y7
+	VPCMPEQD  Y5, Y7, Y7
+	VMOVMSKPS Y7, DI
 	TESTL     DI, DI
 	JZ        next_rel
-	VMOVDQU   Y5, (SP)
+	VMOVDQU   Y6, (SP)
 
 bits_rel:
 	BSFL DI, R9
@@ -3492,24 +3533,20 @@ mode_invrel:
 loop_invrel:
 	CMPQ      R10, SI
 	JAE       ret
-	VMOVUPS   (DX)(R10*1), Y5
+	VMOVUPS   (DX)(R10*1), Y3
 	VMOVUPS   (BX)(R10*1), Y6
-	VSUBPS    Y6, Y5, Y5
-	VMULPS    Y6, Y5, Y5
-	VPAND     Y0, Y5, Y5
-	VCMPPS    $0x00, Y2, Y5, Y7
-	VCMPPS    $0x03, Y5, Y5, Y8
-	VPSRAD    $0x1f, Y5, Y6
-	VPOR      Y1, Y6, Y6
-	VPXOR     Y5, Y6, Y5
-	VBLENDVPS Y7, Y1, Y5, Y5
-	VPANDN    Y5, Y8, Y5
-	VPAND     Y3, Y5, Y6
-	VPCMPEQD  Y4, Y6, Y6
+	VSUBPS    Y6, Y3, Y3
+	VMULPS    Y6, Y3, Y3
+	VPAND     Y0, Y3, Y3
+	VPCMPGTD  Y2, Y3, Y6
+	VPOR      Y1, Y3, Y3
+	VPANDN    Y3, Y6, Y3
+	VPAND     Y4, Y3, Y6
+	VPCMPEQD  Y5, Y6, Y6
 	VMOVMSKPS Y6, DI
 	TESTL     DI, DI
 	JZ        next_invrel
-	VMOVDQU   Y5, (SP)
+	VMOVDQU   Y3, (SP)
 
 bits_invrel:
 	BSFL DI, R9
@@ -3531,16 +3568,16 @@ loop_value:
 	CMPQ      R10, SI
 	JAE       ret
 	VMOVUPS   (DX)(R10*1), Y0
-	VCMPPS    $0x00, Y2, Y0, Y6
+	VCMPPS    $0x00, Y3, Y0, Y6
 	VCMPPS    $0x03, Y0, Y0, Y7
-	VPSRAD    $0x1f, Y0, Y5
-	VPOR      Y1, Y5, Y5
-	VPXOR     Y0, Y5, Y0
+	VPSRAD    $0x1f, Y0, Y2
+	VPOR      Y1, Y2, Y2
+	VPXOR     Y0, Y2, Y0
 	VBLENDVPS Y6, Y1, Y0, Y0
 	VPANDN    Y0, Y7, Y0
-	VPAND     Y3, Y0, Y5
-	VPCMPEQD  Y4, Y5, Y5
-	VMOVMSKPS Y5, BX
+	VPAND     Y4, Y0, Y2
+	VPCMPEQD  Y5, Y2, Y2
+	VMOVMSKPS Y2, BX
 	TESTL     BX, BX
 	JZ        next_value
 	VMOVDQU   Y0, (SP)
@@ -3585,16 +3622,17 @@ TEXT ·collectRangeAVX2(SB), NOSPLIT, $64-72
 	SHLQ         $0x02, DI
 	VMOVDQU      dstconst<>+0(SB), Y0
 	VMOVDQU      dstconst<>+64(SB), Y1
-	VPXOR        Y2, Y2, Y2
+	VMOVDQU      dstconst<>+320(SB), Y2
+	VPXOR        Y3, Y3, Y3
 	MOVL         lo+56(FP), R9
-	VMOVD        R9, X3
-	VPBROADCASTD X3, Y3
-	MOVL         hi+60(FP), R9
 	VMOVD        R9, X4
 	VPBROADCASTD X4, Y4
-	VPXOR        Y5, Y5, Y5
-	VPXOR        Y1, Y3, Y3
+	MOVL         hi+60(FP), R9
+	VMOVD        R9, X5
+	VPBROADCASTD X5, Y5
+	VPXOR        Y6, Y6, Y6
 	VPXOR        Y1, Y4, Y4
+	VPXOR        Y1, Y5, Y5
 	XORQ         R9, R9
 	XORQ         R11, R11
 	CMPQ         R8, $0x00
@@ -3611,26 +3649,22 @@ mode_abs:
 loop_abs:
 	CMPQ      R11, DI
 	JAE       ret
-	VMOVUPS   (BX)(R11*1), Y6
-	VSUBPS    (SI)(R11*1), Y6, Y6
-	VPAND     Y0, Y6, Y6
-	VCMPPS    $0x00, Y2, Y6, Y8
-	VCMPPS    $0x03, Y6, Y6, Y9
-	VPSRAD    $0x1f, Y6, Y7
-	VPOR      Y1, Y7, Y7
-	VPXOR     Y6, Y7, Y6
-	VBLENDVPS Y8, Y1, Y6, Y6
-	VPANDN    Y6, Y9, Y6
-	VPXOR     Y1, Y6, Y7
-	VPCMPGTD  Y4, Y7, Y8
-	VPSUBD    Y8, Y5, Y5
-	VPCMPGTD  Y7, Y3, Y7
+	VMOVUPS   (BX)(R11*1), Y3
+	VSUBPS    (SI)(R11*1), Y3, Y3
+	VPAND     Y0, Y3, Y3
+	VPCMPGTD  Y2, Y3, Y7
+	VPOR      Y1, Y3, Y3
+	VPANDN    Y3, Y7, Y3
+	VPXOR     Y1, Y3, Y7
+	VPCMPGTD  Y5, Y7, Y8
+	VPSUBD    Y8, Y6, Y6
+	VPCMPGTD  Y7, Y4, Y7
 	VPOR      Y8, Y7, Y7
 	VMOVMSKPS Y7, R8
 	XORL      $0x000000ff, R8
 	TESTL     R8, R8
 	JZ        next_abs
-	VMOVDQU   Y6, (SP)
+	VMOVDQU   Y3, (SP)
 
 bits_abs:
 	BSFL R8, R10
@@ -3651,30 +3685,26 @@ mode_rel:
 loop_rel:
 	CMPQ      R11, DI
 	JAE       ret
-	VMOVUPS   (BX)(R11*1), Y6
-	VMOVUPS   (SI)(R11*1), Y7
-	VSUBPS    Y7, Y6, Y6
-	VCMPPS    $0x04, Y2, Y6, Y8
-	VDIVPS    Y7, Y6, Y6
-	VANDPS    Y8, Y6, Y6
-	VPAND     Y0, Y6, Y6
-	VCMPPS    $0x00, Y2, Y6, Y8
-	VCMPPS    $0x03, Y6, Y6, Y9
-	VPSRAD    $0x1f, Y6, Y7
+	VMOVUPS   (BX)(R11*1), Y7
+	VMOVUPS   (SI)(R11*1), Y8
+	VSUBPS    Y8, Y7, Y7
+	VCMPPS    $0x04, Y3, Y7, Y9
+	VDIVPS    Y8, Y7, Y7
+	VANDPS    Y9, Y7, Y7
+	VPAND     Y0, Y7, Y7
+	VPCMPGTD  Y2, Y7, Y8
 	VPOR      Y1, Y7, Y7
-	VPXOR     Y6, Y7, Y6
-	VBLENDVPS Y8, Y1, Y6, Y6
-	VPANDN    Y6, Y9, Y6
-	VPXOR     Y1, Y6, Y7
-	VPCMPGTD  Y4, Y7, Y8
-	VPSUBD    Y8, Y5, Y5
-	VPCMPGTD  Y7, Y3, Y7
-	VPOR      Y8, Y7, Y7
-	VMOVMSKPS Y7, R8
+	VPANDN    Y7, Y8, Y7
+	VPXOR     Y1, Y7, Y8
+	VPCMPGTD  Y5, Y8, Y9
+	VPSUBD    Y9, Y6, Y6
+	VPCMPGTD  Y8, Y4, Y8
+	VPOR      Y9, Y8, Y8
+	VMOVMSKPS Y8, R8
 	XORL      $0x000000ff, R8
 	TESTL     R8, R8
 	JZ        next_rel
-	VMOVDQU   Y6, (SP)
+	VMOVDQU   Y7, (SP)
 
 bits_rel:
 	BSFL R8, R10
@@ -3695,28 +3725,24 @@ mode_invrel:
 loop_invrel:
 	CMPQ      R11, DI
 	JAE       ret
-	VMOVUPS   (BX)(R11*1), Y6
+	VMOVUPS   (BX)(R11*1), Y3
 	VMOVUPS   (SI)(R11*1), Y7
-	VSUBPS    Y7, Y6, Y6
-	VMULPS    Y7, Y6, Y6
-	VPAND     Y0, Y6, Y6
-	VCMPPS    $0x00, Y2, Y6, Y8
-	VCMPPS    $0x03, Y6, Y6, Y9
-	VPSRAD    $0x1f, Y6, Y7
-	VPOR      Y1, Y7, Y7
-	VPXOR     Y6, Y7, Y6
-	VBLENDVPS Y8, Y1, Y6, Y6
-	VPANDN    Y6, Y9, Y6
-	VPXOR     Y1, Y6, Y7
-	VPCMPGTD  Y4, Y7, Y8
-	VPSUBD    Y8, Y5, Y5
-	VPCMPGTD  Y7, Y3, Y7
+	VSUBPS    Y7, Y3, Y3
+	VMULPS    Y7, Y3, Y3
+	VPAND     Y0, Y3, Y3
+	VPCMPGTD  Y2, Y3, Y7
+	VPOR      Y1, Y3, Y3
+	VPANDN    Y3, Y7, Y3
+	VPXOR     Y1, Y3, Y7
+	VPCMPGTD  Y5, Y7, Y8
+	VPSUBD    Y8, Y6, Y6
+	VPCMPGTD  Y7, Y4, Y7
 	VPOR      Y8, Y7, Y7
 	VMOVMSKPS Y7, R8
 	XORL      $0x000000ff, R8
 	TESTL     R8, R8
 	JZ        next_invrel
-	VMOVDQU   Y6, (SP)
+	VMOVDQU   Y3, (SP)
 
 bits_invrel:
 	BSFL R8, R10
@@ -3738,19 +3764,19 @@ loop_value:
 	CMPQ      R11, DI
 	JAE       ret
 	VMOVUPS   (BX)(R11*1), Y0
-	VCMPPS    $0x00, Y2, Y0, Y7
+	VCMPPS    $0x00, Y3, Y0, Y7
 	VCMPPS    $0x03, Y0, Y0, Y8
-	VPSRAD    $0x1f, Y0, Y6
-	VPOR      Y1, Y6, Y6
-	VPXOR     Y0, Y6, Y0
+	VPSRAD    $0x1f, Y0, Y2
+	VPOR      Y1, Y2, Y2
+	VPXOR     Y0, Y2, Y0
 	VBLENDVPS Y7, Y1, Y0, Y0
 	VPANDN    Y0, Y8, Y0
-	VPXOR     Y1, Y0, Y6
-	VPCMPGTD  Y4, Y6, Y7
-	VPSUBD    Y7, Y5, Y5
-	VPCMPGTD  Y6, Y3, Y6
-	VPOR      Y7, Y6, Y6
-	VMOVMSKPS Y6, SI
+	VPXOR     Y1, Y0, Y2
+	VPCMPGTD  Y5, Y2, Y7
+	VPSUBD    Y7, Y6, Y6
+	VPCMPGTD  Y2, Y4, Y2
+	VPOR      Y7, Y2, Y2
+	VMOVMSKPS Y2, SI
 	XORL      $0x000000ff, SI
 	TESTL     SI, SI
 	JZ        next_value
@@ -3773,7 +3799,7 @@ next_value:
 
 done:
 ret:
-	VMOVDQU Y5, (DX)
+	VMOVDQU Y6, (DX)
 	VZEROUPPER
 	MOVQ    R9, ret+64(FP)
 	RET
@@ -4241,6 +4267,149 @@ loop_m:
 	JMP         loop_m
 
 done:
+	VZEROUPPER
+	RET
+
+// func adafactorSquareSumsAVX2(rowSums *float32, colSums *float32, grad *float32, rows int, cols int, eps1 float32)
+// Requires: AVX, AVX2, SSE
+TEXT ·adafactorSquareSumsAVX2(SB), NOSPLIT, $0-44
+	MOVQ         rowSums+0(FP), AX
+	MOVQ         colSums+8(FP), CX
+	MOVQ         grad+16(FP), DX
+	MOVQ         rows+24(FP), BX
+	MOVQ         cols+32(FP), SI
+	MOVSS        eps1+40(FP), X0
+	VBROADCASTSS X0, Y1
+	MOVQ         SI, DI
+	SHLQ         $0x02, DI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, SI
+	XORQ         R8, R8
+
+row:
+	CMPQ  R8, BX
+	JAE   done
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+	XORQ  R9, R9
+
+block:
+	CMPQ    R9, SI
+	JAE     reduce
+	VMOVUPS (DX)(R9*1), Y4
+	VMULPS  Y4, Y4, Y4
+	VADDPS  Y1, Y4, Y4
+	VADDPS  Y4, Y2, Y2
+	VADDPS  (CX)(R9*1), Y4, Y4
+	VMOVUPS Y4, (CX)(R9*1)
+	VMOVUPS 32(DX)(R9*1), Y4
+	VMULPS  Y4, Y4, Y4
+	VADDPS  Y1, Y4, Y4
+	VADDPS  Y4, Y3, Y3
+	VADDPS  32(CX)(R9*1), Y4, Y4
+	VMOVUPS Y4, 32(CX)(R9*1)
+	ADDQ    $0x00000040, R9
+	JMP     block
+
+reduce:
+	VADDPS       Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X3
+	VADDPS       X3, X2, X3
+	VMOVHLPS     X3, X3, X2
+	VADDPS       X2, X3, X2
+	VMOVSHDUP    X2, X3
+	VADDSS       X3, X2, X2
+
+tail:
+	CMPQ   R9, DI
+	JAE    store
+	VMOVSS (DX)(R9*1), X3
+	VMULSS X3, X3, X3
+	VADDSS X0, X3, X3
+	VADDSS X3, X2, X2
+	VADDSS (CX)(R9*1), X3, X3
+	VMOVSS X3, (CX)(R9*1)
+	ADDQ   $0x00000004, R9
+	JMP    tail
+
+store:
+	VMOVSS X2, (AX)(R8*4)
+	ADDQ   DI, DX
+	INCQ   R8
+	JMP    row
+
+done:
+	VZEROUPPER
+	RET
+
+// func adafactorUpdateSquaresAVX2(lanes *float64, grad *float32, rowScale *float32, colScale *float32, rows int, cols int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·adafactorUpdateSquaresAVX2(SB), NOSPLIT, $0-48
+	MOVQ   lanes+0(FP), AX
+	MOVQ   grad+8(FP), CX
+	MOVQ   rowScale+16(FP), DX
+	MOVQ   colScale+24(FP), BX
+	MOVQ   rows+32(FP), SI
+	MOVQ   cols+40(FP), DI
+	MOVQ   DI, R8
+	SHLQ   $0x02, R8
+	ANDQ   $-16, DI
+	SHLQ   $0x02, DI
+	VPXOR  Y0, Y0, Y0
+	VPXOR  Y1, Y1, Y1
+	VPXOR  Y2, Y2, Y2
+	VPXOR  Y3, Y3, Y3
+	VXORPD X4, X4, X4
+	XORQ   R9, R9
+
+row:
+	CMPQ         R9, SI
+	JAE          store
+	VBROADCASTSS (DX)(R9*4), Y5
+	XORQ         R10, R10
+
+block:
+	CMPQ         R10, DI
+	JAE          tail
+	VMULPS       (BX)(R10*1), Y5, Y6
+	VMULPS       (CX)(R10*1), Y6, Y6
+	VCVTPS2PD    X6, Y7
+	VEXTRACTF128 $0x01, Y6, X6
+	VCVTPS2PD    X6, Y6
+	VFMADD231PD  Y7, Y7, Y0
+	VFMADD231PD  Y6, Y6, Y1
+	VMULPS       32(BX)(R10*1), Y5, Y6
+	VMULPS       32(CX)(R10*1), Y6, Y6
+	VCVTPS2PD    X6, Y7
+	VEXTRACTF128 $0x01, Y6, X6
+	VCVTPS2PD    X6, Y6
+	VFMADD231PD  Y7, Y7, Y2
+	VFMADD231PD  Y6, Y6, Y3
+	ADDQ         $0x00000040, R10
+	JMP          block
+
+tail:
+	CMPQ        R10, R8
+	JAE         next
+	VMOVSS      (BX)(R10*1), X6
+	VMULSS      X5, X6, X6
+	VMULSS      (CX)(R10*1), X6, X6
+	VCVTSS2SD   X6, X6, X6
+	VFMADD231SD X6, X6, X4
+	ADDQ        $0x00000004, R10
+	JMP         tail
+
+next:
+	ADDQ R8, CX
+	INCQ R9
+	JMP  row
+
+store:
+	VMOVUPD Y0, (AX)
+	VMOVUPD Y1, 32(AX)
+	VMOVUPD Y2, 64(AX)
+	VMOVUPD Y3, 96(AX)
+	VMOVSD  X4, 128(AX)
 	VZEROUPPER
 	RET
 

@@ -50,3 +50,11 @@ func adafactorRowVector(p, g, colScale, m []float32, rowScale, scale, beta1, one
 func collectRangeVector(out []uint32, theta, seed []float32, d Distance, lo, hi uint32) (int, int, int64) {
 	return 0, 0, 0
 }
+
+func squareSumsVector(rowSums, colSums, g []float32, rows, cols int, eps1 float32) bool {
+	return false
+}
+
+func updateSquaresVector(lanes *[17]float64, g, rowScale, colScale []float32, rows, cols int) bool {
+	return false
+}

@@ -7,6 +7,10 @@ import (
 	"unsafe"
 )
 
+// raceEnabled says the race detector is on (sync.Pool then drops items on
+// purpose, so allocation counts mean nothing).
+const raceEnabled = true
+
 // The race detector cannot see what assembly touches; these report it.
 
 func raceReadFloats(s []float32) {

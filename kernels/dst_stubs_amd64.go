@@ -59,6 +59,16 @@ func sgdAVX512(param *float32, grad *float32, buf *float32, n int, c *float32, f
 //go:noescape
 func adafactorRowAVX512(param *float32, grad *float32, colScale *float32, expAvg *float32, n int, c *float32, momentum int)
 
+// adafactorSquareSumsAVX512 adds grad[i*cols+j]² + eps1 to colSums[j] (zero on entry) and sets rowSums[i] to the row's sum in the order of kernels.AdafactorSquareSums.
+//
+//go:noescape
+func adafactorSquareSumsAVX512(rowSums *float32, colSums *float32, grad *float32, rows int, cols int, eps1 float32)
+
+// adafactorUpdateSquaresAVX512 accumulates u² (u = (rowScale[i]·colScale[j])·grad[i*cols+j], squared in float64) into lanes[l] for j % 16 == l within each row's whole 16-blocks and into lanes[16] for the rest, as kernels.AdafactorUpdateSquares orders the sum.
+//
+//go:noescape
+func adafactorUpdateSquaresAVX512(lanes *float64, grad *float32, rowScale *float32, colScale *float32, rows int, cols int)
+
 // readStreamAVX512 reads a[0:n] (n a multiple of 64) and does nothing with it: the streaming read that measures read bandwidth.
 //
 //go:noescape
@@ -128,6 +138,16 @@ func sgdAVX2(param *float32, grad *float32, buf *float32, n int, c *float32, fla
 //
 //go:noescape
 func adafactorRowAVX2(param *float32, grad *float32, colScale *float32, expAvg *float32, n int, c *float32, momentum int)
+
+// adafactorSquareSumsAVX2 adds grad[i*cols+j]² + eps1 to colSums[j] (zero on entry) and sets rowSums[i] to the row's sum in the order of kernels.AdafactorSquareSums.
+//
+//go:noescape
+func adafactorSquareSumsAVX2(rowSums *float32, colSums *float32, grad *float32, rows int, cols int, eps1 float32)
+
+// adafactorUpdateSquaresAVX2 accumulates u² (u = (rowScale[i]·colScale[j])·grad[i*cols+j], squared in float64) into lanes[l] for j % 16 == l within each row's whole 16-blocks and into lanes[16] for the rest, as kernels.AdafactorUpdateSquares orders the sum.
+//
+//go:noescape
+func adafactorUpdateSquaresAVX2(lanes *float64, grad *float32, rowScale *float32, colScale *float32, rows int, cols int)
 
 // readStreamAVX2 reads a[0:n] (n a multiple of 64) and does nothing with it: the streaming read that measures read bandwidth.
 //

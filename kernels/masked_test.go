@@ -170,3 +170,39 @@ func TestMaskedUpdateThreaded(t *testing.T) {
 		}
 	})
 }
+
+// TestIterativeStep composes the kernels as one iterative DST step does:
+// the AdamW step counts Δ against Algorithm 2's candidate thresholds, and
+// a masked update with any of those thresholds (no ties kept) keeps
+// exactly the count that threshold got.
+func TestIterativeStep(t *testing.T) {
+	rng := rand.New(rand.NewPCG(37, 38))
+	n := 2*minPerWorker + 1234
+	seed, _ := makeData(rng, n, dataNormal)
+	g := make([]float32, n)
+	for i := range g {
+		g[i] = float32(rng.NormFloat64() * 1e-2)
+	}
+	forISAs(t, func(t *testing.T, isa ISA) {
+		// Mid-training state, so that the step sizes spread.
+		p, m, v := slices.Clone(seed), make([]float32, n), make([]float32, n)
+		for i := range m {
+			m[i] = float32(rng.NormFloat64() * 1e-2)
+			v[i] = float32(rng.Float64() * 1e-3)
+		}
+		h := AdamW{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: 50}
+		q := float32(5e-4)
+		ts := []float32{q / 2, q * 3 / 4, q, q * 5 / 4, q * 3 / 2, q * 7 / 4, 2 * q}
+		counts := make([]int64, len(ts))
+		AdamWStepCount(h, p, g, m, v, seed, DistanceAbs, ts, counts, 2)
+		if counts[0] == 0 || counts[0] == int64(n) || counts[0] == counts[len(ts)-1] {
+			t.Fatalf("counts %v do not split the data: the test would prove nothing", counts)
+		}
+		for j, qj := range ts {
+			theta := slices.Clone(p)
+			if kept := MaskedUpdate(theta, seed, DistanceAbs, Threshold{Q: qj}, 0, 2); kept != counts[j] {
+				t.Fatalf("threshold %v: masked update kept %d, the fused count said %d", qj, kept, counts[j])
+			}
+		}
+	})
+}

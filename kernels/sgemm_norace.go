@@ -8,5 +8,3 @@ func raceSgemmTile(a, b, c []float32, ldc, rows, cols int) {}
 
 // racePack reports a packer's reads to the race detector in race builds.
 func racePack(src []float32, ld, rows, width int) {}
-
-const raceEnabled = false

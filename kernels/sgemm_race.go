@@ -27,5 +27,3 @@ func racePack(src []float32, ld, rows, width int) {
 		runtime.RaceReadRange(unsafe.Pointer(&src[r*ld]), 4*width)
 	}
 }
-
-const raceEnabled = true

@@ -87,42 +87,16 @@ const (
 	MethodPrompt = "prompt"
 )
 
-// MethodFactory builds a method for a run.
-type MethodFactory func(cfg *Config) (Method, error)
-
-var methodFactories = map[string]MethodFactory{}
-
-// RegisterMethod makes a method available to runs by name (package dst
-// registers "dst" from init, so that train does not import it).
-// Registering a name twice panics.
-func RegisterMethod(name string, factory MethodFactory) {
-	if _, dup := methodFactories[name]; dup || name == MethodFull {
-		panic("train: method registered twice: " + name)
-	}
-	methodFactories[name] = factory
-}
-
-// CheckMethod reports whether a method can be used.
-func CheckMethod(name string) error {
-	if _, ok := methodFactories[name]; ok || name == MethodFull {
-		return nil
-	}
+// NewMethod returns the named built-in method (Run also finds the ones
+// registered with RegisterMethod: dst).
+func NewMethod(name string) (Method, error) {
 	switch name {
+	case MethodFull:
+		return FullMethod{}, nil
 	case MethodDST, MethodLoRA, MethodPrompt:
-		return fmt.Errorf("--method %s is not implemented yet (only --method %s is)", name, MethodFull)
+		return nil, fmt.Errorf("method %q is not available (methods: %v)", name, RegisteredMethods())
 	}
-	return fmt.Errorf("unknown method %q (want %s, %s, %s or %s)", name, MethodFull, MethodDST, MethodLoRA, MethodPrompt)
-}
-
-// NewMethod returns the method cfg names.
-func NewMethod(cfg *Config) (Method, error) {
-	if err := CheckMethod(cfg.Method); err != nil {
-		return nil, err
-	}
-	if f, ok := methodFactories[cfg.Method]; ok {
-		return f(cfg)
-	}
-	return FullMethod{}, nil
+	return nil, fmt.Errorf("unknown method %q (want %s, %s, %s or %s)", name, MethodFull, MethodDST, MethodLoRA, MethodPrompt)
 }
 
 // FullMethod is full fine-tuning: the optimizer's step on every trainable

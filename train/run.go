@@ -32,6 +32,7 @@ type Config struct {
 	Valid       string          `json:"valid,omitempty"`
 	Task        Task            `json:"task"`
 	Method      string          `json:"method"`
+	DST         *DSTConfig      `json:"dst,omitempty"`       // --method dst's options
 	Trainable   string          `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
 	Optimizer   OptimizerConfig `json:"optimizer"`
 	Schedule    Schedule        `json:"schedule"`
@@ -189,12 +190,9 @@ func (r *runner) setup() error {
 	if err := cfg.Check(); err != nil {
 		return err
 	}
-	var err error
-	if r.method, err = NewMethod(cfg); err != nil {
-		return err
-	}
 	var stored Config
 	if r.opts.Resume {
+		var err error
 		if stored, err = LoadConfig(dir); err != nil {
 			return fmt.Errorf("resume: %w", err)
 		}
@@ -213,6 +211,7 @@ func (r *runner) setup() error {
 
 	var vocab, classes int64
 	fixedT := 0
+	var irModel *ir.Model
 	if r.opts.Source != nil {
 		r.src = r.opts.Source
 	} else {
@@ -231,6 +230,7 @@ func (r *runner) setup() error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", cfg.Model, err)
 		}
+		irModel = model
 		ms, err := NewModelSource(model, ModelSourceOptions{Task: cfg.Task, Trainable: cfg.Trainable})
 		if err != nil {
 			return fmt.Errorf("%s: %w", cfg.Model, err)
@@ -263,6 +263,13 @@ func (r *runner) setup() error {
 	r.batchOpts = BatchOptions{BatchSize: cfg.Batch, MaxLen: T, FixedLen: true, PadID: cfg.PadID}
 
 	if r.opt, err = NewOptimizer(cfg.Optimizer); err != nil {
+		return err
+	}
+	env := MethodEnv{Config: *cfg, Model: irModel}
+	if fg, ok := r.src.(interface{ ForwardGraph() (*ir.Graph, error) }); ok {
+		env.ForwardGraph = fg.ForwardGraph
+	}
+	if r.method, err = newRunMethod(env); err != nil {
 		return err
 	}
 	if r.engine, err = NewEngine(r.src, EngineOptions{Backend: cfg.Backend, Threads: cfg.Threads, Optimizer: r.opt, Method: r.method}); err != nil {
@@ -304,8 +311,8 @@ func (r *runner) setup() error {
 			return err
 		}
 	}
-	// Records after the checkpoint go; without a checkpoint the run starts
-	// over, initial validation included.
+	// A run restarting from step 0 (stopped before its first checkpoint)
+	// writes its step-0 validation record again: drop the old one too.
 	keep := r.engine.Step()
 	if keep == 0 {
 		keep = -1
@@ -464,6 +471,11 @@ func (r *runner) checkpoint() error {
 	}
 	if err := WriteCheckpoint(r.opts.Dir, r.engine.Params(), st, r.train.Position(), r.opt.Config().Name, r.method.Name()); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if w, ok := r.method.(RunFileWriter); ok {
+		if err := w.WriteRunFiles(r.opts.Dir, st.Step); err != nil {
+			return err
+		}
 	}
 	r.lastCkpt = st.Step
 	return nil

@@ -6,15 +6,21 @@
 // Compile turns a graph into an Executable once per (graph, input
 // shapes): a memory plan places every intermediate value in one arena,
 // sharing bytes between values whose lifetimes do not overlap, with
-// reshapes as views; every node gets a kernel with its tensors bound, so a
-// run allocates nothing in steady state. Transposes that only feed a
+// reshapes as views, and an output taking over a dying input's buffer
+// when its kernel can run in place (inplace.go: the logits become their
+// gradient, a scatter adds onto its base without a copy); every node gets
+// a kernel with its tensors bound, so a run allocates nothing in steady
+// state. Transposes that only feed a
 // MatMul's last two axes are folded into the GEMM's transpose flags.
 // Parameters are read in place from the graph's parameter tensors, so
 // training updates them between runs without recompiling.
 //
 // Hot float32 ops (MatMul, Gemm, Add/Sub/Mul/Div with broadcasting, the
 // activation functions, Softmax over the last axis, LayerNorm, Gather,
-// Transpose, Slice, Where) have dedicated kernels; every other op and
+// Transpose, Slice, Where) and the ops of training graphs (the internal
+// gradient ops of package ir but Conv's and Pool's, SoftmaxCELoss,
+// ReduceSum/ReduceMean, Expand; grad_kernels.go) have dedicated kernels;
+// every other op and
 // dtype runs the op's reference implementation from package ir on the
 // planned tensors, so breadth never depends on a fast path. The
 // element-wise, row-wise and copy kernels split large tensors across

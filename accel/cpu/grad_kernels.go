@@ -10,27 +10,28 @@ import (
 
 // Kernels for the ops of training graphs: the internal gradient ops of
 // package ir (UnaryGrad, SoftmaxGrad, LayerNormGrad, ScatterAddRows,
-// SliceGrad, SoftmaxCELoss) and the data-movement and
-// reduction ops backward passes are made of (Reduce, Expand). They are
-// float32 (Expand: any element width), split their work
-// across the executable's threads with kernels.Parallel, allocate nothing
-// when they run, and give the same bits for any thread count: work is
-// split over independent rows or columns, and sums across rows are taken
-// in a fixed order (LayerNormGrad sums fixed blocks of rows, then the
-// blocks in order).
+// SliceGrad, SoftmaxCELoss) and the reduction and broadcast ops backward
+// passes are made of (Reduce, Expand). They are float32 (Expand: any
+// element width), split their work across the executable's threads with
+// kernels.Parallel, allocate nothing when they run, and give the same bits
+// for any thread count: work is split over independent rows or columns,
+// and sums across rows are taken in a fixed order (LayerNormGrad sums
+// fixed blocks of rows, then the blocks in order). Once the SIMD row and
+// element-wise kernels of package kernels are available, the inner loops
+// of UnaryGrad, SoftmaxGrad, LayerNormGrad and SoftmaxCELoss map onto
+// them one to one.
 
 // ---------------------------------------------------------------- UnaryGrad
 
-// unaryGradKernel is dx = dy·f'(t) (ir.UnaryGrad). GELU's runs on package
-// kernels' SIMD version (simd.go); the other derivatives that
-// need transcendental functions are computed in float64 on blocks of t
-// converted first, as the forward unary kernel does (see unaryKernel).
+// unaryGradKernel is dx = dy·f'(t) (ir.UnaryGrad): package kernels' SIMD
+// backward functions for Tanh, Sigmoid, Gelu and GeluTanh; the other
+// derivatives that need transcendental functions are computed in float64
+// on blocks of t converted first, as the forward unary kernel does.
 type unaryGradKernel struct {
 	fn        ir.UnaryFn
 	alpha     float64
 	dy, t, dx []float32
 	deriv     func(b []float64, alpha float64) // b[i] = f'(b[i]); nil: a float32 loop
-	simd      func(dx, x, dy []float32)        // a kernels function (simd.go), used instead of deriv
 	scratch   [][]float64                      // per worker
 	workers   int
 	split     splitter
@@ -40,13 +41,10 @@ func newUnaryGrad(threads int, op *ir.UnaryGrad, dy, t, dx *ir.Tensor) kernel {
 	k := &unaryGradKernel{fn: op.Fn, alpha: float64(op.Alpha), dy: dy.Float32s(), t: t.Float32s(), dx: dx.Float32s(),
 		workers: workersFor(threads, dx.Len())}
 	switch op.Fn {
-	case ir.Tanh, ir.Sigmoid, ir.Relu:
+	case ir.Tanh, ir.Sigmoid, ir.Gelu, ir.GeluTanh, ir.Relu:
+		// package kernels' SIMD backward functions, or a plain loop
 	case ir.Erf:
 		k.deriv = erfDerivBlock
-	case ir.Gelu:
-		k.deriv = geluDerivBlock
-	case ir.GeluTanh:
-		k.deriv = geluTanhDerivBlock
 	default:
 		fn := op.Fn
 		k.deriv = func(b []float64, alpha float64) {
@@ -54,9 +52,6 @@ func newUnaryGrad(threads int, op *ir.UnaryGrad, dy, t, dx *ir.Tensor) kernel {
 				b[i] = ir.UnaryDerivative(fn, alpha, v)
 			}
 		}
-	}
-	if k.simd = simdUnaryGrad(op.Fn); k.simd != nil {
-		k.deriv = nil
 	}
 	if k.deriv != nil {
 		for range k.workers {
@@ -74,21 +69,6 @@ func erfDerivBlock(b []float64, _ float64) {
 	}
 }
 
-// geluDerivBlock: Gelu'(x) = Φ(x) + x·φ(x).
-func geluDerivBlock(b []float64, _ float64) {
-	for i, x := range b {
-		b[i] = 0.5*(1+erf64(x*(1/math.Sqrt2))) + x*exp64(-0.5*x*x)*(1/math.Sqrt(2*math.Pi))
-	}
-}
-
-// geluTanhDerivBlock: the derivative of ½x(1 + tanh u), u = √(2/π)(x + 0.044715x³).
-func geluTanhDerivBlock(b []float64, _ float64) {
-	for i, x := range b {
-		th := tanh64(sqrt2OverPi * (x + 0.044715*x*x*x))
-		b[i] = 0.5*(1+th) + 0.5*x*(1-th*th)*sqrt2OverPi*(1+3*0.044715*x*x)
-	}
-}
-
 func (k *unaryGradKernel) run() error {
 	k.split.run(k.workers)
 	return nil
@@ -97,10 +77,6 @@ func (k *unaryGradKernel) run() error {
 // share computes elements [lo, hi).
 func (k *unaryGradKernel) share(lo, hi, w int) {
 	dx, dy, t := k.dx[lo:hi], k.dy[lo:hi], k.t[lo:hi]
-	if k.simd != nil {
-		k.simd(dx, t, dy)
-		return
-	}
 	if k.deriv != nil {
 		buf := k.scratch[w]
 		for off := 0; off < len(t); off += len(buf) {
@@ -119,13 +95,13 @@ func (k *unaryGradKernel) share(lo, hi, w int) {
 	}
 	switch k.fn {
 	case ir.Tanh:
-		for i, y := range t {
-			dx[i] = dy[i] * (1 - y*y)
-		}
+		kernels.TanhBackwardF32(dx, t, dy)
 	case ir.Sigmoid:
-		for i, y := range t {
-			dx[i] = dy[i] * y * (1 - y)
-		}
+		kernels.SigmoidBackwardF32(dx, t, dy)
+	case ir.Gelu:
+		kernels.GeluBackwardF32(dx, t, dy)
+	case ir.GeluTanh:
+		kernels.GeluTanhBackwardF32(dx, t, dy)
 	case ir.Relu:
 		for i, y := range t {
 			if y > 0 {
@@ -139,8 +115,9 @@ func (k *unaryGradKernel) share(lo, hi, w int) {
 
 // ---------------------------------------------------------------- SoftmaxGrad
 
-// softmaxGradKernel is ir.SoftmaxGrad over the last axis, rows in
-// parallel; the row sums accumulate in float64.
+// softmaxGradKernel is ir.SoftmaxGrad over the last axis:
+// kernels.SoftmaxBackward or LogSoftmaxBackward (rows split across
+// threads, same bits for any count).
 type softmaxGradKernel struct {
 	threads   int
 	log       bool
@@ -152,34 +129,13 @@ func (k *softmaxGradKernel) run() error {
 	if k.n == 0 {
 		return nil
 	}
-	kernels.Parallel(workersFor(k.threads, len(k.dx)), k)
-	return nil
-}
-
-func (k *softmaxGradKernel) Run(w, workers int) {
 	rows := len(k.dx) / k.n
-	lo, hi := kernels.Split(rows, w, workers, 1)
-	n := k.n
-	for r := lo; r < hi; r++ {
-		dy, y, dx := k.dy[r*n:(r+1)*n], k.y[r*n:(r+1)*n], k.dx[r*n:(r+1)*n]
-		var s float64
-		if k.log {
-			for _, v := range dy {
-				s += float64(v)
-			}
-			for i, v := range y {
-				dx[i] = float32(float64(dy[i]) - exp64(float64(v))*s)
-			}
-			continue
-		}
-		for i, v := range y {
-			s += float64(dy[i]) * float64(v)
-		}
-		s32 := float32(s)
-		for i, v := range y {
-			dx[i] = v * (dy[i] - s32)
-		}
+	if k.log {
+		kernels.LogSoftmaxBackward(k.threads, rows, k.n, k.dx, k.n, k.y, k.n, k.dy, k.n)
+	} else {
+		kernels.SoftmaxBackward(k.threads, rows, k.n, k.dx, k.n, k.y, k.n, k.dy, k.n)
 	}
+	return nil
 }
 
 // ---------------------------------------------------------------- LayerNormGrad
@@ -187,20 +143,22 @@ func (k *softmaxGradKernel) Run(w, workers int) {
 // layerNormGradRows is the block of rows whose dscale/dbias partial sums
 // are taken together; the blocks are then summed in order, so the result
 // does not depend on the thread count.
-const layerNormGradRows = 16
+const layerNormGradRows = 64
 
 // layerNormGradKernel is ir.LayerNormGrad over the trailing axes with a
-// scale of exactly the normalized shape: one pass over dy and x computes
-// dx row by row and the partial dscale/dbias sums of each block of rows;
-// a second, small pass sums the blocks.
+// scale of exactly the normalized shape: kernels.LayerNormBackward when dx
+// is wanted; otherwise (only the parameter gradients) one pass over dy
+// and x taking the partial dscale/dbias sums of each block of rows, and a
+// second, small pass summing the blocks.
 type layerNormGradKernel struct {
-	threads          int
-	n, rows          int
-	dy, x, scale     []float32
-	mean, inv        []float32
-	dx, dscale, dbia []float32 // outputs; nil when nobody reads them
-	partial          []float64 // per block: n sums of dy·x̂, then n of dy
-	phase            int
+	threads           int
+	n, rows           int
+	dy, x, scale      []float32
+	mean, inv         []float32
+	dx, dscale, dbias []float32 // outputs; nil when nobody reads them
+	scratch           []float32 // the parameter gradient nobody reads
+	partial           []float64 // without dx, per block: n sums of dy·x̂, then n of dy
+	phase             int
 }
 
 func newLayerNormGrad(threads int, op *ir.LayerNormGrad, in, out []*ir.Tensor) kernel {
@@ -216,9 +174,12 @@ func newLayerNormGrad(threads int, op *ir.LayerNormGrad, in, out []*ir.Tensor) k
 		k.dscale = out[1].Float32s()
 	}
 	if len(out) > 2 && out[2] != nil {
-		k.dbia = out[2].Float32s()
+		k.dbias = out[2].Float32s()
 	}
-	if k.dscale != nil || k.dbia != nil {
+	switch {
+	case k.dx != nil && (k.dscale == nil) != (k.dbias == nil):
+		k.scratch = make([]float32, n)
+	case k.dx == nil && (k.dscale != nil || k.dbias != nil):
 		blocks := (rows + layerNormGradRows - 1) / layerNormGradRows
 		k.partial = make([]float64, blocks*2*n)
 	}
@@ -226,7 +187,24 @@ func newLayerNormGrad(threads int, op *ir.LayerNormGrad, in, out []*ir.Tensor) k
 }
 
 func (k *layerNormGradKernel) run() error {
-	if k.n == 0 {
+	if k.n == 0 || k.rows == 0 {
+		return nil
+	}
+	if k.dx != nil {
+		// kernels.LayerNormBackward wants both parameter gradients or
+		// neither: a missing one goes to scratch.
+		dscale, dbias := k.dscale, k.dbias
+		if dscale != nil || dbias != nil {
+			if dscale == nil {
+				dscale = k.scratch
+			}
+			if dbias == nil {
+				dbias = k.scratch
+			}
+			clear(dscale)
+			clear(dbias)
+		}
+		kernels.LayerNormBackward(k.threads, k.rows, k.n, k.dx, k.n, k.dy, k.n, k.x, k.n, k.scale, k.mean, k.inv, dscale, dbias)
 		return nil
 	}
 	k.phase = 0
@@ -254,43 +232,25 @@ func (k *layerNormGradKernel) Run(w, workers int) {
 			if k.dscale != nil {
 				k.dscale[j] = float32(gs)
 			}
-			if k.dbia != nil {
-				k.dbia[j] = float32(bs)
+			if k.dbias != nil {
+				k.dbias[j] = float32(bs)
 			}
 		}
 		return
 	}
+	// Partial sums of dy·x̂ and dy per block of rows.
 	blo, bhi := kernels.Split(blocks, w, workers, 1)
-	scale := k.scale[:n]
 	for b := blo; b < bhi; b++ {
-		var pg, pb []float64
-		if k.partial != nil {
-			pg, pb = k.partial[b*2*n:b*2*n+n], k.partial[b*2*n+n:(b+1)*2*n]
-			clear(pg)
-			clear(pb)
-		}
+		pg, pb := k.partial[b*2*n:b*2*n+n], k.partial[b*2*n+n:(b+1)*2*n]
+		clear(pg)
+		clear(pb)
 		for r := b * layerNormGradRows; r < min(k.rows, (b+1)*layerNormGradRows); r++ {
 			x, dy := k.x[r*n:(r+1)*n], k.dy[r*n:(r+1)*n]
 			mean, inv := k.mean[r], k.inv[r]
-			var sg, sgx float64
 			for i, v := range x {
 				xh := (v - mean) * inv
-				g := float64(dy[i] * scale[i])
-				sg += g
-				sgx += g * float64(xh)
-				if pg != nil {
-					pg[i] += float64(dy[i]) * float64(xh)
-					pb[i] += float64(dy[i])
-				}
-			}
-			if k.dx == nil {
-				continue
-			}
-			mg, mgx := float32(sg/float64(n)), float32(sgx/float64(n))
-			dx := k.dx[r*n : (r+1)*n]
-			for i, v := range x {
-				xh := (v - mean) * inv
-				dx[i] = inv * (dy[i]*scale[i] - mg - xh*mgx)
+				pg[i] += float64(dy[i]) * float64(xh)
+				pb[i] += float64(dy[i])
 			}
 		}
 	}
@@ -456,28 +416,32 @@ func (k *sliceGradKernel) run() error {
 
 // ---------------------------------------------------------------- SoftmaxCELoss
 
-// crossEntropyKernel is ir.SoftmaxCELoss: the targets are checked and
-// counted, then kernels.SoftmaxCrossEntropy (simd.go) takes each row of
-// logits once for its loss and gradient; rows run in parallel and the row
-// losses are summed in row order.
+// crossEntropyKernel is ir.SoftmaxCELoss: kernels.SoftmaxCrossEntropy,
+// which reads every row of logits once for the loss and the gradient (in
+// place over the logits when the plan says so), rows split across threads
+// with the row losses summed in order. The targets are checked first (an
+// error, not a panic, for one out of range) and copied to int32 with the
+// ignored ones mapped to -1.
 type crossEntropyKernel struct {
+	threads  int
 	c        int // classes
 	ignore   int64
 	logits   []float32
 	targets  []int64
 	targets2 []int32
-	targets3 []int32   // the targets as kernels.SoftmaxCrossEntropy takes them
+	target32 []int32   // the targets as the kernel takes them
 	loss     []float32 // one element
 	dlogits  []float32 // nil when nobody reads the gradient
-	count    int
-	workers  int
 }
+
+// ignoredTarget is what an ignored target becomes in target32.
+const ignoredTarget = -1
 
 func newCrossEntropy(threads int, op *ir.SoftmaxCELoss, in, out []*ir.Tensor) kernel {
 	logits, targets := in[0], in[1]
 	s := logits.Shape()
-	k := &crossEntropyKernel{ignore: op.IgnoreIndex, c: s[len(s)-1], logits: logits.Float32s(),
-		loss: out[0].Float32s(), targets3: make([]int32, targets.Len()), workers: workersFor(threads, logits.Len())}
+	k := &crossEntropyKernel{threads: threads, ignore: op.IgnoreIndex, c: s[len(s)-1], logits: logits.Float32s(),
+		loss: out[0].Float32s(), target32: make([]int32, targets.Len())}
 	if len(out) > 1 && out[1] != nil {
 		k.dlogits = out[1].Float32s()
 	}
@@ -497,25 +461,29 @@ func (k *crossEntropyKernel) target(r int) int64 {
 }
 
 func (k *crossEntropyKernel) run() error {
-	if k.ignore < math.MinInt32 || k.ignore > math.MaxInt32 {
-		return fmt.Errorf("ignore index %d does not fit int32", k.ignore)
-	}
-	k.count = 0
-	for r := range k.targets3 {
+	count := 0
+	for r := range k.target32 {
 		t := k.target(r)
-		k.targets3[r] = int32(t)
 		if t == k.ignore {
+			k.target32[r] = ignoredTarget
 			continue
 		}
 		if t < 0 || t >= int64(k.c) {
 			return fmt.Errorf("target %d at position %d out of range [0, %d) (ignore index %d)", t, r, k.c, k.ignore)
 		}
-		k.count++
+		k.target32[r] = int32(t)
+		count++
 	}
-	k.loss[0] = 0
-	if k.c > 0 {
-		k.loss[0] = crossEntropyRows(k.workers, len(k.targets3), k.c, k.logits, k.targets3, int32(k.ignore), k.dlogits, k.count)
+	var scale float32
+	if count > 0 {
+		scale = float32(1 / float64(count))
 	}
+	rows := len(k.target32)
+	sum, _ := kernels.SoftmaxCrossEntropy(k.threads, rows, k.c, k.logits, k.c, k.target32, ignoredTarget, k.dlogits, k.c, scale)
+	if count > 0 {
+		sum /= float64(count)
+	}
+	k.loss[0] = float32(sum)
 	return nil
 }
 
@@ -526,12 +494,11 @@ func (k *crossEntropyKernel) run() error {
 // [outer, reduced, inner] and every output element sums its column of the
 // reduced axis in order, in float64.
 type reduceKernel struct {
-	threads             int
-	mean                bool
-	x, y                []float32
-	outer, red, inner   int
-	acc                 []float64 // inner-sized accumulators per worker
-	accPerWorker, nWork int
+	threads           int
+	mean              bool
+	x, y              []float32
+	outer, red, inner int
+	acc               []float64 // per worker, inner float64 accumulators
 }
 
 // newReduce returns nil when the reduced axes are not one contiguous block.
@@ -571,17 +538,15 @@ func newReduce(threads int, op *ir.Reduce, x, y *ir.Tensor) kernel {
 	if stage == 0 { // no axis of size > 1 reduced: a copy
 		inner, outer = outer, 1
 	}
-	workers := max(1, threads)
 	return &reduceKernel{threads: threads, mean: op.Fn == ir.ReduceMean, x: x.Float32s(), y: y.Float32s(),
-		outer: outer, red: red, inner: inner, acc: make([]float64, workers*inner), accPerWorker: inner}
+		outer: outer, red: red, inner: inner, acc: make([]float64, max(1, threads)*inner)}
 }
 
 func (k *reduceKernel) run() error {
 	if len(k.y) == 0 {
 		return nil
 	}
-	k.nWork = workersFor(k.threads, len(k.x))
-	kernels.Parallel(k.nWork, k)
+	kernels.Parallel(workersFor(k.threads, len(k.x)), k)
 	return nil
 }
 
@@ -604,7 +569,7 @@ func (k *reduceKernel) Run(w, workers int) {
 	}
 	// Column sums: split the inner columns (or, with few of them and many
 	// outer blocks, the outer blocks) across workers.
-	acc := k.acc[w*k.accPerWorker : (w+1)*k.accPerWorker]
+	acc := k.acc[w*k.inner : (w+1)*k.inner]
 	olo, ohi, ilo, ihi := 0, k.outer, 0, k.inner
 	if k.outer >= workers && k.inner < 256*workers {
 		olo, ohi = kernels.Split(k.outer, w, workers, 1)

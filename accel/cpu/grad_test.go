@@ -141,6 +141,9 @@ func checkAgainstPyTorch(t *testing.T, tt tinyTraining, out []*ir.Tensor) {
 // TestTrainingStepDoesNotAllocate: a compiled tiny_gpt training step runs
 // without allocating.
 func TestTrainingStepDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool drop items: package kernels' pooled tasks are reallocated")
+	}
 	tt := loadTinyTraining(t, "tiny_gpt")
 	exe, err := Compile(tt.graph, accel.Options{Threads: 2})
 	if err != nil {
@@ -165,15 +168,18 @@ func TestTrainingStepDoesNotAllocate(t *testing.T) {
 
 // TestExportTrainingMatchesReference differentiates every PyTorch export
 // (GPT-2 and BERT at opset 13 with LayerNorm spelled out in ReduceMean,
-// Pow, Sqrt, ...; an MLP with LogSoftmax; a CNN with Conv and pooling)
-// with respect to all its parameters, and compares the CPU executor with
-// the reference interpreter.
+// Pow, Sqrt, ...; an MLP with LogSoftmax; a CNN with Conv and pooling;
+// the edge cases: a float16 weight, an int8 one, an If subgraph) with
+// respect to all its parameters, and compares the CPU executor with the
+// reference interpreter.
 func TestExportTrainingMatchesReference(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(sharedtest.Path(t, "models", "exports"), "*.onnx"))
-	if err != nil || len(files) < 5 {
-		t.Fatalf("exports: %v %v", files, err)
+	dir := sharedtest.Path(t, "models", "exports")
+	files, err := filepath.Glob(filepath.Join(dir, "*.onnx"))
+	edge, err2 := filepath.Glob(filepath.Join(dir, "edge", "*.onnx"))
+	if err != nil || err2 != nil || len(files) < 5 || len(edge) < 3 {
+		t.Fatalf("exports: %v %v %v %v", files, edge, err, err2)
 	}
-	for _, f := range files {
+	for _, f := range append(files, edge...) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			model := readModel(t, f)
 			inputs := exportInputs(t, model)
@@ -235,7 +241,7 @@ func TestExportTrainingMatchesReference(t *testing.T) {
 
 // TestGradKernels compares each training kernel with the op's reference
 // Eval (float64 arithmetic, rounded once) on random inputs of awkward
-// sizes, on 1, 2 and 3 threads.
+// sizes, on every ISA and on 1, 2 and 3 threads.
 func TestGradKernels(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	type kcase struct {
@@ -299,14 +305,16 @@ func TestGradKernels(t *testing.T) {
 			cases = append(cases, kcase{fmt.Sprintf("%s/%v%v", fn, r.shape, r.axes), &ir.Reduce{Fn: fn, Axes: r.axes}, []*ir.Tensor{f32(r.shape, -1, 1)}, 1e-6})
 		}
 	}
-	for _, c := range cases {
-		for _, keep := range []bool{false, true} {
-			// With keep, the inputs are graph outputs too, so no output
-			// can take over an input's buffer; without, every output the
-			// kernel allows runs in place.
-			t.Run(fmt.Sprintf("%s/inputs-kept=%v", c.name, keep), func(t *testing.T) { runKernelCase(t, c.op, c.inputs, c.rtol, keep, reference[c.name]) })
+	forISAs(t, func(t *testing.T) {
+		for _, c := range cases {
+			for _, keep := range []bool{false, true} {
+				// With keep, the inputs are graph outputs too, so no
+				// output can take over an input's buffer; without, every
+				// output the kernel allows runs in place.
+				t.Run(fmt.Sprintf("%s/inputs-kept=%v", c.name, keep), func(t *testing.T) { runKernelCase(t, c.op, c.inputs, c.rtol, keep, reference[c.name]) })
+			}
 		}
-	}
+	})
 }
 
 // runKernelCase compiles a graph of one op applied to graph inputs and
@@ -493,4 +501,58 @@ func TestTrainingInPlace(t *testing.T) {
 		}
 	}
 	t.Logf("arena %d bytes for %d bytes of values", exe.ArenaBytes, exe.ValueBytes)
+}
+
+// TestLayerNormGradOutputs runs LayerNormGrad with every subset of its
+// outputs read (a frozen input, scale or bias drops one), against the
+// reference.
+func TestLayerNormGradOutputs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	const rows, n = 300, 48
+	x := randTensor(rng, ir.Float32, ir.Shape{rows, n}, -2, 2)
+	scale := randTensor(rng, ir.Float32, ir.Shape{n}, 0.5, 1.5)
+	ln, err := ir.EvalOp(&ir.LayerNorm{Axis: 1, Epsilon: 1e-5}, x, scale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs := []*ir.Tensor{randTensor(rng, ir.Float32, ir.Shape{rows, n}, -1, 1), x, scale, ln[1], ln[2]}
+	op := &ir.LayerNormGrad{Axis: 1}
+	want, err := ir.EvalOp(op, inputs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for mask := 1; mask < 8; mask++ {
+		b := ir.NewBuilder("lng")
+		var in []*ir.Value
+		for i, x := range inputs {
+			in = append(in, b.Input(fmt.Sprintf("in%d", i), x.DType(), x.Shape()))
+		}
+		outs := b.Op(op, in...)
+		var read []int
+		for i := range 3 {
+			if mask&(1<<i) != 0 {
+				b.Output(fmt.Sprintf("out%d", i), outs[i])
+				read = append(read, i)
+			}
+		}
+		g, err := b.Graph()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, threads := range []int{1, 2} {
+			exe, err := Compile(g, accel.Options{Threads: threads})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := exe.Run(inputs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j, i := range read {
+				if d := ir.Compare(got[j], want[i], 1e-4, 1e-5); !d.OK() {
+					t.Errorf("outputs %v, threads %d: output %d: %v", read, threads, i, d)
+				}
+			}
+		}
+	}
 }

@@ -69,9 +69,8 @@ func inPlaceInputs(n *ir.Node, j int) []int {
 			add(0, 1)
 		}
 	case *ir.LayerNormGrad:
-		if j == 0 && f32(in...) && in[2].Shape.Equal(in[1].Shape[op.Axis:]) {
-			add(0)
-		}
+		// kernels.LayerNormBackward allows dx = dy, but then runs on one
+		// thread: not worth the few megabytes.
 	case *ir.SoftmaxCELoss:
 		if j == 1 && f32(in[0]) {
 			add(0)

@@ -9,10 +9,10 @@ import (
 // kernels' element-wise and row kernels (AVX-512/AVX2 with a generic Go
 // reference, float32 arithmetic within a few ulp, error bounds measured
 // exhaustively there) instead of the float64 loops of this package, which
-// stay for every other function: GELU and its gradient (the feed-forward
-// activations, 2 × B·T·4d values per layer), softmax over the last axis
-// (attention probabilities) and the fused softmax cross-entropy of the
-// head (B·T·V values). On the benchmark models this takes a step from
+// stay for every other function: GELU (the feed-forward activations,
+// B·T·4d values per layer) and softmax over the last axis (attention
+// probabilities). The training kernels (grad_kernels.go) use the backward
+// and fused cross-entropy kernels the same way. On the benchmark models this takes a step from
 // ~430 to ~300 ms (bert) and ~650 to ~450 ms (gpt) at one thread; the
 // losses still match PyTorch's to 1e-6 (tests/bench).
 //
@@ -30,17 +30,6 @@ func simdUnary(fn ir.UnaryFn) func(dst, src []float32) {
 	return nil
 }
 
-// simdUnaryGrad returns the kernel computing dx = dy·fn'(x), or nil.
-func simdUnaryGrad(fn ir.UnaryFn) func(dx, x, dy []float32) {
-	switch fn {
-	case ir.Gelu:
-		return kernels.GeluBackwardF32
-	case ir.GeluTanh:
-		return kernels.GeluTanhBackwardF32
-	}
-	return nil
-}
-
 // softmaxRows computes rows of n contiguous values (one goroutine: the
 // executor has already split the rows).
 func softmaxRows(y, x []float32, rows, n int, log bool) {
@@ -49,20 +38,4 @@ func softmaxRows(y, x []float32, rows, n int, log bool) {
 	} else {
 		kernels.Softmax(1, rows, n, y, n, x, n)
 	}
-}
-
-// crossEntropyRows is the loss and gradient of ir.SoftmaxCELoss with
-// kernels.SoftmaxCrossEntropy: targets32 receives the targets (validated
-// by the caller), and the mean loss over the count counted rows is
-// returned.
-func crossEntropyRows(threads, rows, c int, logits []float32, targets32 []int32, ignore int32, dlogits []float32, count int) float32 {
-	scale := float32(0)
-	if count > 0 {
-		scale = float32(1 / float64(count))
-	}
-	sum, _ := kernels.SoftmaxCrossEntropy(threads, rows, c, logits, c, targets32, ignore, dlogits, c, scale)
-	if count > 0 {
-		sum /= float64(count)
-	}
-	return float32(sum)
 }

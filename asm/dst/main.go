@@ -63,6 +63,8 @@ func main() {
 		adamwKernel(z)
 		sgdKernel(z)
 		adafactorRowKernel(z)
+		adafactorSquareSumsKernel(z)
+		adafactorUpdateSquaresKernel(z)
 		readKernel(z)
 		read3Kernel(z)
 		copyKernel(z)
@@ -178,10 +180,25 @@ func emitScore(z bool, mode int, theta, seed Op, abs Op, zero VecVirtual) VecVir
 	return d
 }
 
-// emitKey maps scores to ordered keys in place: NaN → 0, ±0 → 0x80000000,
+// emitKey maps scores to ordered keys: NaN → 0, ±0 → 0x80000000,
 // negative x → ^bits, positive x → bits | 0x80000000 (kernels.orderedKey).
-func emitKey(z bool, d VecVirtual, signBit, zero VecVirtual) VecVirtual {
+// The distances are never negative and never -0 (their sign is cleared),
+// so for them the key is bits | 0x80000000 with NaN lanes zeroed.
+func emitKey(z bool, mode int, d VecVirtual, signBit, zero, infBits VecVirtual) VecVirtual {
 	key := vec(z)
+	if mode != modeValue {
+		if z {
+			notNaN := K()
+			VPCMPD(U8(2), infBits, d, notNaN) // bits <= +Inf's
+			VPORD_Z(signBit, d, notNaN, key)
+		} else {
+			nan := YMM()
+			VPCMPGTD(infBits, d, nan)
+			VPOR(signBit, d, key)
+			VPANDN(key, nan, key)
+		}
+		return key
+	}
 	s := vec(z)
 	if z {
 		isZero, isNaN := K(), K()
@@ -576,11 +593,12 @@ func maskedIndicesKernel(z bool) {
 	RET()
 }
 
-// keyLoop is the common frame of the selection kernels: it loads the
+// keyFrame is the common frame of the selection kernels: it loads the
 // score's operands and runs body(key, i) for every vector of keys.
 type keyFrame struct {
 	theta, seed, n, mode Register
 	abs, signBit, zero   VecVirtual
+	infBits              VecVirtual
 }
 
 func loadKeyFrame(z bool) keyFrame {
@@ -592,6 +610,7 @@ func loadKeyFrame(z bool) keyFrame {
 	SHLQ(U8(2), f.n)
 	f.abs = loadRow(z, rowAbsMask)
 	f.signBit = loadRow(z, rowSignBit)
+	f.infBits = loadRow(z, rowInfBits)
 	f.zero = zeroVec(z)
 	return f
 }
@@ -607,7 +626,7 @@ func (f keyFrame) loops(z bool, exit string, body func(mode int, key VecVirtual,
 		CMPQ(i, f.n)
 		JAE(LabelRef(exit))
 		d := emitScore(z, m, memAt(f.theta, i), memAt(f.seed, i), f.abs, f.zero)
-		key := emitKey(z, d, f.signBit, f.zero)
+		key := emitKey(z, m, d, f.signBit, f.zero, f.infBits)
 		body(m, key, i)
 		Label("next_" + modeNames[m])
 		ADDQ(U32(4*width(z)), i)
@@ -1154,5 +1173,175 @@ func collectRangeKernel(z bool) {
 	VZEROUPPER()
 	MOVQ(I64(-1), cnt)
 	Store(cnt, ReturnIndex(0))
+	RET()
+}
+
+// reduce16 sums the 16 float32 lanes of one zmm (or two ymm: lanes 0-7,
+// 8-15) into the low lane of an xmm, pairing lanes l and l+8, then l and
+// l+4, l+2, l+1: the order kernels.reduceLanes16 uses.
+func reduce16(z bool, a []VecVirtual) VecVirtual {
+	h := YMM()
+	if z {
+		VEXTRACTF64X4(U8(1), a[0], h)
+		VADDPS(h, a[0].AsY(), h)
+	} else {
+		VADDPS(a[1], a[0], h)
+	}
+	x := XMM()
+	VEXTRACTF128(U8(1), h, x)
+	VADDPS(x, h.AsX(), x)
+	x2 := XMM()
+	VMOVHLPS(x, x, x2)
+	VADDPS(x2, x, x2)
+	x3 := XMM()
+	VMOVSHDUP(x2, x3)
+	VADDSS(x3, x2, x2)
+	return x2
+}
+
+func adafactorSquareSumsKernel(z bool) {
+	TEXT("adafactorSquareSums"+suffix(z), NOSPLIT, "func(rowSums, colSums, grad *float32, rows, cols int, eps1 float32)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("adafactorSquareSums%s adds grad[i*cols+j]² + eps1 to colSums[j] (zero on entry) and sets rowSums[i] to the row's sum in the order of kernels.AdafactorSquareSums.", suffix(z)))
+	rowSums := Load(Param("rowSums"), GP64())
+	colSums := Load(Param("colSums"), GP64())
+	g := Load(Param("grad"), GP64())
+	rows := Load(Param("rows"), GP64())
+	cols := Load(Param("cols"), GP64())
+	epsX := Load(Param("eps1"), XMM())
+	eps := vec(z)
+	VBROADCASTSS(epsX, eps)
+	rowBytes, full := GP64(), GP64()
+	MOVQ(cols, rowBytes)
+	SHLQ(U8(2), rowBytes)
+	MOVQ(cols, full)
+	ANDQ(I32(-16), full)
+	SHLQ(U8(2), full)
+	i := GP64()
+	XORQ(i, i)
+	Label("row")
+	CMPQ(i, rows)
+	JAE(LabelRef("done"))
+	var acc []VecVirtual
+	for range 16 / width(z) {
+		acc = append(acc, zeroVec(z))
+	}
+	j := GP64()
+	XORQ(j, j)
+	Label("block")
+	CMPQ(j, full)
+	JAE(LabelRef("reduce"))
+	for u, a := range acc {
+		sq := vec(z)
+		VMOVUPS(Mem{Base: g, Index: j, Scale: 1, Disp: 4 * width(z) * u}, sq)
+		VMULPS(sq, sq, sq)
+		VADDPS(eps, sq, sq)
+		VADDPS(sq, a, a)
+		c := vec(z)
+		VADDPS(Mem{Base: colSums, Index: j, Scale: 1, Disp: 4 * width(z) * u}, sq, c)
+		VMOVUPS(c, Mem{Base: colSums, Index: j, Scale: 1, Disp: 4 * width(z) * u})
+	}
+	ADDQ(U32(64), j)
+	JMP(LabelRef("block"))
+	Label("reduce")
+	sum := reduce16(z, acc)
+	Label("tail")
+	CMPQ(j, rowBytes)
+	JAE(LabelRef("store"))
+	t, c := XMM(), XMM()
+	VMOVSS(Mem{Base: g, Index: j, Scale: 1}, t)
+	VMULSS(t, t, t)
+	VADDSS(epsX, t, t)
+	VADDSS(t, sum, sum)
+	VADDSS(Mem{Base: colSums, Index: j, Scale: 1}, t, c)
+	VMOVSS(c, Mem{Base: colSums, Index: j, Scale: 1})
+	ADDQ(U32(4), j)
+	JMP(LabelRef("tail"))
+	Label("store")
+	VMOVSS(sum, Mem{Base: rowSums, Index: i, Scale: 4})
+	ADDQ(rowBytes, g)
+	INCQ(i)
+	JMP(LabelRef("row"))
+	finish(z)
+}
+
+func adafactorUpdateSquaresKernel(z bool) {
+	TEXT("adafactorUpdateSquares"+suffix(z), NOSPLIT, "func(lanes *float64, grad, rowScale, colScale *float32, rows, cols int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("adafactorUpdateSquares%s accumulates u² (u = (rowScale[i]·colScale[j])·grad[i*cols+j], squared in float64) into lanes[l] for j %% 16 == l within each row's whole 16-blocks and into lanes[16] for the rest, as kernels.AdafactorUpdateSquares orders the sum.", suffix(z)))
+	lanes := Load(Param("lanes"), GP64())
+	g := Load(Param("grad"), GP64())
+	rowScale := Load(Param("rowScale"), GP64())
+	colScale := Load(Param("colScale"), GP64())
+	rows := Load(Param("rows"), GP64())
+	cols := Load(Param("cols"), GP64())
+	rowBytes, full := GP64(), GP64()
+	MOVQ(cols, rowBytes)
+	SHLQ(U8(2), rowBytes)
+	MOVQ(cols, full)
+	ANDQ(I32(-16), full)
+	SHLQ(U8(2), full)
+	// Float64 lane accumulators: 2 zmm or 4 ymm for lanes 0..15.
+	var acc []VecVirtual
+	for range 16 / (width(z) / 2) {
+		acc = append(acc, zeroVec(z))
+	}
+	tail := XMM()
+	VXORPD(tail, tail, tail)
+	i := GP64()
+	XORQ(i, i)
+	Label("row")
+	CMPQ(i, rows)
+	JAE(LabelRef("store"))
+	r := vec(z)
+	VBROADCASTSS(Mem{Base: rowScale, Index: i, Scale: 4}, r)
+	j := GP64()
+	XORQ(j, j)
+	Label("block")
+	CMPQ(j, full)
+	JAE(LabelRef("tail"))
+	for u := range 16 / width(z) {
+		x := vec(z)
+		VMULPS(Mem{Base: colScale, Index: j, Scale: 1, Disp: 4 * width(z) * u}, r, x)
+		VMULPS(Mem{Base: g, Index: j, Scale: 1, Disp: 4 * width(z) * u}, x, x)
+		lo, hi := vec(z), vec(z)
+		if z {
+			VCVTPS2PD(x.AsY(), lo)
+			h := YMM()
+			VEXTRACTF64X4(U8(1), x, h)
+			VCVTPS2PD(h, hi)
+		} else {
+			VCVTPS2PD(x.AsX(), lo)
+			h := XMM()
+			VEXTRACTF128(U8(1), x, h)
+			VCVTPS2PD(h, hi)
+		}
+		VFMADD231PD(lo, lo, acc[2*u])
+		VFMADD231PD(hi, hi, acc[2*u+1])
+	}
+	ADDQ(U32(64), j)
+	JMP(LabelRef("block"))
+	Label("tail")
+	CMPQ(j, rowBytes)
+	JAE(LabelRef("next"))
+	x := XMM()
+	VMOVSS(Mem{Base: colScale, Index: j, Scale: 1}, x)
+	VMULSS(r.AsX(), x, x)
+	VMULSS(Mem{Base: g, Index: j, Scale: 1}, x, x)
+	VCVTSS2SD(x, x, x)
+	VFMADD231SD(x, x, tail)
+	ADDQ(U32(4), j)
+	JMP(LabelRef("tail"))
+	Label("next")
+	ADDQ(rowBytes, g)
+	INCQ(i)
+	JMP(LabelRef("row"))
+	Label("store")
+	for u, a := range acc {
+		VMOVUPD(a, Mem{Base: lanes, Disp: u * 4 * width(z)})
+	}
+	VMOVSD(tail, Mem{Base: lanes, Disp: 128})
+	Label("done")
+	VZEROUPPER()
 	RET()
 }

@@ -16,8 +16,8 @@ import (
 func init() {
 	register(&command{
 		name:    "inspect",
-		usage:   "MODEL.onnx [--json]",
-		summary: "list a model's inputs, outputs, ops, parameters, aliases and tied weights",
+		usage:   "MODEL.onnx [--json] [--trainable REGEX] [--eps E]",
+		summary: "list a model's inputs, outputs, ops, parameters, aliases, tied weights and DST silos",
 		run:     runInspect,
 	})
 }
@@ -26,20 +26,26 @@ func init() {
 // README.md. Keys are only ever added (silos come with a later version),
 // never renamed or removed.
 type inspectReport struct {
-	Model          string              `json:"model"`
-	IRVersion      int64               `json:"ir_version"`
-	Opset          int                 `json:"opset"`
-	Producer       string              `json:"producer"`
-	Inputs         []inspectValue      `json:"inputs"`
-	Outputs        []inspectValue      `json:"outputs"`
-	Nodes          int                 `json:"nodes"`
-	Ops            map[string]int      `json:"ops"`
-	Parameters     int64               `json:"parameters"`
-	ParameterBytes int64               `json:"parameter_bytes"`
-	Initializers   []inspectTensor     `json:"initializers"`
-	Tied           []string            `json:"tied"`
-	Unsupported    []string            `json:"unsupported_ops"`
-	uses           map[string][]string // for the text form
+	Model          string          `json:"model"`
+	IRVersion      int64           `json:"ir_version"`
+	Opset          int             `json:"opset"`
+	Producer       string          `json:"producer"`
+	Inputs         []inspectValue  `json:"inputs"`
+	Outputs        []inspectValue  `json:"outputs"`
+	Nodes          int             `json:"nodes"`
+	Ops            map[string]int  `json:"ops"`
+	Parameters     int64           `json:"parameters"`
+	ParameterBytes int64           `json:"parameter_bytes"`
+	Initializers   []inspectTensor `json:"initializers"`
+	Tied           []string        `json:"tied"`
+	Unsupported    []string        `json:"unsupported_ops"`
+	// DST: the trainable parameters' modules and the silos of every
+	// --silo mode (inspect_silos.go), or why there are none.
+	Modules  []inspectModule          `json:"modules,omitempty"`
+	Silos    map[string][]inspectSilo `json:"silos,omitempty"`
+	SiloEps  float64                  `json:"silo_eps,omitempty"`
+	SiloNote string                   `json:"silo_note,omitempty"`
+	uses     map[string][]string      // for the text form
 }
 
 // inspectValue is a graph input or output; Shape holds a number for a
@@ -65,6 +71,8 @@ type inspectTensor struct {
 func runInspect(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print one JSON object (format in README.md)")
+	trainable := fs.String("trainable", "", "DST silos of only the parameters whose names match this regular expression (as dstune train)")
+	eps := fs.Float64("eps", 1e-3, "ε for the silos' k (entries kept free)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -77,9 +85,17 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Close()
+	if !(*eps >= 0 && *eps <= 1) {
+		return usagef("--eps %g: want a fraction in [0, 1]", *eps)
+	}
 	rep, err := inspectModel(pos[0], m)
 	if err != nil {
 		return err
+	}
+	if model, err := ir.NewModel(m); err == nil {
+		if err := addSilos(rep, model, *trainable, *eps); err != nil {
+			return err
+		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -293,4 +309,5 @@ func printInspect(w io.Writer, r *inspectReport) {
 			fmt.Fprintf(w, "  %s: %s\n", name, strings.Join(r.uses[name], ", "))
 		}
 	}
+	printSilos(w, r)
 }

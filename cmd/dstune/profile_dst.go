@@ -187,6 +187,37 @@ func profileScoreCount(env *profileEnv) ([]profileRecord, error) {
 	recs = append(recs, scanRecord(env, "adamw-count", n, m, 32*float64(n)), copyRecord(env, m))
 	m = measure(env, nil, func() { kernels.AdamWStep(h, d.theta, d.grad, d.m, d.v, env.threads) })
 	recs = append(recs, scanRecord(env, "adamw", n, m, 28*float64(n)))
+
+	// SGD with momentum: param, grad, buffer, seed read; param, buffer written.
+	hs := kernels.SGD{LR: 1e-6, Momentum: 0.9, WeightDecay: 0.01, Step: 10}
+	m = measure(env, nil, func() {
+		kernels.SGDStepCount(hs, d.theta, d.grad, d.m, d.seed, kernels.DistanceInvRel, ts, counts, env.threads)
+	})
+	recs = append(recs, scanRecord(env, "sgd-count", n, m, 24*float64(n)))
+
+	// Adafactor on a rows×1024 matrix (a transformer weight's row length):
+	// the two reductions over the gradient (one stream each), then the
+	// update fused with counting (param, grad, first moment, seed read;
+	// param, moment written).
+	cols := 1024
+	rows := n / cols
+	mn := rows * cols
+	rowSums, colSums := make([]float32, rows), make([]float32, cols)
+	m = measure(env, nil, func() { kernels.AdafactorSquareSums(rowSums, colSums, d.grad[:mn], rows, cols, 1e-30) })
+	recs = append(recs, scanRecord(env, "adafactor-sums", mn, m, 4*float64(mn)))
+	rowScale, colScale := make([]float32, rows), make([]float32, cols)
+	for i := range rowScale {
+		rowScale[i] = 1
+	}
+	for j := range colScale {
+		colScale[j] = 1
+	}
+	m = measure(env, nil, func() { kernels.AdafactorUpdateSquares(d.grad[:mn], rowScale, colScale, rows, cols) })
+	recs = append(recs, scanRecord(env, "adafactor-rms", mn, m, 4*float64(mn)))
+	m = measure(env, nil, func() {
+		kernels.AdafactorApplyCount(d.theta[:mn], d.grad[:mn], rowScale, colScale, rows, cols, 1e-9, 0.9, d.m[:mn], d.seed[:mn], kernels.DistanceInvRel, ts, counts, env.threads)
+	})
+	recs = append(recs, scanRecord(env, "adafactor-count", mn, m, 24*float64(mn)))
 	return recs, nil
 }
 

@@ -11,7 +11,6 @@ import (
 
 	"github.com/dstune/dstune/accel"
 	_ "github.com/dstune/dstune/accel/cpu" // the "cpu" backend
-	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 )
@@ -19,7 +18,7 @@ import (
 func init() {
 	register(&command{
 		name:    "run",
-		usage:   "MODEL.onnx (--check DIR | --input NAME=FILE.pb ... --output-dir OUT) [--delta D] [--rtol R] [--atol A] [--threads N]",
+		usage:   "MODEL.onnx (--check DIR | --input NAME=FILE.pb ... --output-dir OUT) [--delta D ...] [--rtol R] [--atol A] [--threads N]",
 		summary: "run a model on given inputs; with --check compare with expected outputs (exit 1 when off)",
 		run:     runRun,
 	})
@@ -37,7 +36,8 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	var inputs inputFlags
 	fs.Var(&inputs, "input", "NAME=FILE.pb: a serialized TensorProto for graph input NAME (repeat for every input)")
 	outDir := fs.String("output-dir", "", "with --input: write output_N.pb (graph-output order) here")
-	deltaPath := fs.String("delta", "", "apply this delta.safetensors to the model's initializers first")
+	var deltas inputFlags
+	fs.Var(&deltas, "delta", "apply this delta.safetensors to the model's initializers first (repeat to compose several, in order)")
 	rtol := fs.Float64("rtol", 1e-4, "relative tolerance of --check")
 	atol := fs.Float64("atol", 1e-5, "absolute tolerance of --check")
 	threads := fs.Int("threads", 0, "goroutines per kernel call (0: all cores)")
@@ -70,8 +70,8 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", pos[0], err)
 	}
-	if *deltaPath != "" {
-		if err := applyDelta(model, *deltaPath); err != nil {
+	if len(deltas) > 0 {
+		if err := applyDeltas(model, deltas, stderr); err != nil {
 			return err
 		}
 	}
@@ -247,40 +247,27 @@ var safetensorsDType = map[onnx.DataType]string{
 	onnx.Int32: "I32", onnx.Uint32: "U32", onnx.Int64: "I64", onnx.Uint64: "U64", onnx.Bool: "BOOL",
 }
 
-// applyDelta checks that the delta was made for this model (base hash and
-// shapes) and writes its values into the model's parameters.
-func applyDelta(model *ir.Model, path string) error {
-	d, err := dst.ReadDelta(path)
+// applyDeltas checks that the deltas were made for this model (base hash
+// and shapes), composes them in order (two deltas changing one entry is an
+// error) and writes the result into the model's parameters.
+func applyDeltas(model *ir.Model, paths []string, stderr io.Writer) error {
+	inits, err := baseInitializers(model.ONNX)
 	if err != nil {
-		return err
+		return fmt.Errorf("--delta: %w", err)
 	}
-	var inits []dst.Initializer
-	for _, it := range model.ONNX.Graph.Initializers {
-		name, ok := safetensorsDType[it.DataType]
-		if !ok {
-			return fmt.Errorf("--delta: initializer %q has type %s, which deltas cannot describe", it.Name, it.DataType)
-		}
-		data, err := it.Bytes()
-		if err != nil {
-			return err
-		}
-		inits = append(inits, dst.Initializer{Name: it.Name, DType: name, Dims: it.Dims, Data: data})
-	}
-	if err := d.CheckBase(inits); err != nil {
-		return fmt.Errorf("--delta %s: %w", path, err)
-	}
-	if err := d.CheckShapes(inits); err != nil {
-		return fmt.Errorf("--delta %s: %w", path, err)
+	d, err := composeDeltas(io.Discard, stderr, paths, inits, false)
+	if err != nil {
+		return fmt.Errorf("--delta: %w", err)
 	}
 	for i := range d.Tensors {
 		td := &d.Tensors[i]
 		p := model.Param(td.Name)
 		if p == nil {
-			return fmt.Errorf("--delta %s: tensor %q is not a parameter of the model", path, td.Name)
+			return fmt.Errorf("--delta: tensor %q is not a parameter of the model", td.Name)
 		}
 		name := safetensorsDType[p.Tensor.DType().ONNX()]
 		if err := td.ApplyRaw(name, p.Tensor.Bytes()); err != nil {
-			return fmt.Errorf("--delta %s: %w", path, err)
+			return fmt.Errorf("--delta: %w", err)
 		}
 	}
 	return nil

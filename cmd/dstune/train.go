@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/kernels"
 	"github.com/dstune/dstune/train"
 )
@@ -22,8 +23,10 @@ func init() {
 		name: "train",
 		usage: "MODEL.onnx --data TRAIN.jsonl [--valid VALID.jsonl] --task lm|classify --method full|dst|lora|prompt " +
 			"[--optimizer adamw|adafactor|sgd] [--lr LR] --steps N [--batch B] [--seed S] [--threads N] --out RUN\n" +
+			"       [--eps E] [--distance inv-rel|rel|abs|random] [--silo module-layer|module|none] [--normalize none|size|mean]\n" +
+			"       [--threshold iterative|exact] [--churn=true|false] [--refine-steps M] [--refine-factor R]   (--method dst)\n" +
 			"       dstune train --resume RUN",
-		summary: "fine-tune a model on JSONL data (full fine-tuning now; DST, LoRA and prompt tuning to come)",
+		summary: "fine-tune a model on JSONL data: full fine-tuning or DST (--method dst; LoRA and prompt tuning to come)",
 		run:     runTrain,
 	})
 }
@@ -36,7 +39,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	data := fs.String("data", "", "training data, JSON Lines (see README)")
 	valid := fs.String("valid", "", "validation data, JSON Lines: its loss is reported every --eval-every steps and at the end")
 	task := fs.String("task", "", "lm (next-token loss over \"tokens\") or classify (\"label\" from the first output)")
-	method := fs.String("method", train.MethodFull, "full | dst | lora | prompt (only full is implemented yet)")
+	method := fs.String("method", train.MethodFull, "full | dst | lora | prompt (full and dst are implemented)")
 	trainable := fs.String("trainable", "", "regular expression: train only the parameters whose ONNX names match (default: all)")
 	optimizer := fs.String("optimizer", train.OptimizerAdamW, "adamw | adafactor | sgd")
 	lr := fs.Float64("lr", 0, "learning rate (default 1e-3; Adafactor: a relative step size scaled by each parameter's RMS unless --lr is given, which makes it absolute)")
@@ -59,13 +62,18 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	logEvery := fs.Int64("log-every", 0, "when not on a terminal, print a progress line every N steps (default: steps/20)")
 	out := fs.String("out", "", "the run directory (created)")
 	resume := fs.String("resume", "", "continue the run in this directory from its last checkpoint")
-	// DST's options: parsed now, used by --method dst (issue 6).
-	eps := fs.Float64("eps", 1e-3, "dst: share of each silo's entries that may differ from the seed")
-	distance := fs.String("distance", "inv-rel", "dst: inv-rel | rel | abs | random")
-	silo := fs.String("silo", "module-layer", "dst: module-layer | module | none")
-	threshold := fs.String("threshold", "iterative", "dst: iterative | exact")
-	churn := fs.Bool("churn", true, "dst: let the subset change after the first step")
-	_, _, _, _, _ = eps, distance, silo, threshold, churn
+	// DST's options (--method dst; package dst documents them).
+	dstDefaults := train.DefaultDSTConfig()
+	eps := fs.Float64("eps", dstDefaults.Eps, "dst: share of each silo's entries that may differ from the seed")
+	distance := fs.String("distance", dstDefaults.Distance, "dst: inv-rel | rel | abs | random (a random mask chosen once)")
+	silo := fs.String("silo", dstDefaults.Silo, "dst: module-layer | module | none (see dstune inspect)")
+	normalize := fs.String("normalize", "none", "dst: none | size | mean: divide Δ by each silo's size or mean |Θ0| and select over all parameters at once, instead of per silo")
+	threshold := fs.String("threshold", dstDefaults.Threshold, "dst: iterative (Algorithm 2, made exact) | exact (a selection every step)")
+	churn := fs.Bool("churn", dstDefaults.Churn, "dst: let the subset change after the first step")
+	refineSteps := fs.Int("refine-steps", dstDefaults.RefineSteps, "dst: Algorithm 2's m, bisection steps per training step")
+	refineFactor := fs.Float64("refine-factor", dstDefaults.Factor, "dst: Algorithm 2's r, the most the threshold may move by in one step")
+	paperAlg2 := fs.Bool("paper-alg2", false, "dst: also run Algorithm 2 as printed (carrying its own threshold) and report what it would keep as eps_paper_alg2 (one more counting pass a step)")
+	dstFlags := []string{"eps", "distance", "silo", "normalize", "threshold", "churn", "refine-steps", "refine-factor", "paper-alg2"}
 
 	pos, err := parseArgs(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -77,17 +85,17 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for _, name := range []string{"eps", "distance", "silo", "threshold", "churn"} {
-		if set[name] && *method != train.MethodDST {
+	for _, name := range dstFlags {
+		if set[name] && *method != train.MethodDST && (*resume == "" || set["method"]) {
 			return usagef("--%s is an option of --method dst", name)
 		}
 	}
-	if err := train.CheckMethod(*method); err != nil {
-		switch *method {
-		case train.MethodDST, train.MethodLoRA, train.MethodPrompt:
-			return &exitError{1, err.Error()}
-		}
-		return usagef("--method: %v", err)
+	switch *method {
+	case train.MethodFull, train.MethodDST:
+	case train.MethodLoRA, train.MethodPrompt:
+		return &exitError{1, fmt.Sprintf("--method %s is not implemented yet (full and dst are)", *method)}
+	default:
+		return usagef("unknown --method %q (want full, dst, lora or prompt)", *method)
 	}
 
 	var cfg train.Config
@@ -142,10 +150,17 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return p
 	}
 	apply := map[string]func() error{
-		"data":      func() error { cfg.Data = absPath(*data); return nil },
-		"valid":     func() error { cfg.Valid = absPath(*valid); return nil },
-		"task":      func() error { cfg.Task = train.Task(*task); return nil },
-		"method":    func() error { cfg.Method = *method; return nil },
+		"data":  func() error { cfg.Data = absPath(*data); return nil },
+		"valid": func() error { cfg.Valid = absPath(*valid); return nil },
+		"task":  func() error { cfg.Task = train.Task(*task); return nil },
+		"method": func() error {
+			cfg.Method = *method
+			if *method == train.MethodDST && cfg.DST == nil {
+				c := train.DefaultDSTConfig()
+				cfg.DST = &c
+			}
+			return nil
+		},
 		"trainable": func() error { cfg.Trainable = *trainable; return nil },
 		"optimizer": func() error {
 			if cfg.Optimizer.Name == *optimizer {
@@ -204,11 +219,35 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		"eval-every":       func() error { cfg.EvalEvery = *evalEvery; return nil },
 		"checkpoint-every": func() error { cfg.CheckpointEvery = *ckptEvery; return nil },
 	}
+	dstOption := func(f func(c *train.DSTConfig)) func() error {
+		return func() error {
+			if cfg.DST == nil {
+				return usagef("DST options are for --method dst; the run is --method %s", cfg.Method)
+			}
+			f(cfg.DST)
+			return nil
+		}
+	}
+	apply["eps"] = dstOption(func(c *train.DSTConfig) { c.Eps = *eps })
+	apply["distance"] = dstOption(func(c *train.DSTConfig) { c.Distance = *distance })
+	apply["silo"] = dstOption(func(c *train.DSTConfig) { c.Silo = *silo })
+	apply["normalize"] = dstOption(func(c *train.DSTConfig) {
+		c.Normalize = *normalize
+		if c.Normalize == "none" {
+			c.Normalize = ""
+		}
+	})
+	apply["threshold"] = dstOption(func(c *train.DSTConfig) { c.Threshold = *threshold })
+	apply["churn"] = dstOption(func(c *train.DSTConfig) { c.Churn = *churn })
+	apply["refine-steps"] = dstOption(func(c *train.DSTConfig) { c.RefineSteps = *refineSteps })
+	apply["refine-factor"] = dstOption(func(c *train.DSTConfig) { c.Factor = *refineFactor })
+	apply["paper-alg2"] = dstOption(func(c *train.DSTConfig) { c.PaperAlg2 = *paperAlg2 })
 	// Order matters: the optimizer before its hyper-parameters.
 	order := []string{"data", "valid", "task", "method", "trainable", "optimizer", "lr", "weight-decay", "momentum", "beta1", "beta2",
 		"schedule", "warmup", "steps", "batch", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "checkpoint-every"}
+	order = append(order, dstFlags...)
 	for _, name := range order {
-		if set[name] || (*resume == "" && (name == "batch" || name == "seed" || name == "task")) {
+		if set[name] || (*resume == "" && (name == "batch" || name == "seed" || name == "task" || (name == "method" && *method == train.MethodDST))) {
 			if err := apply[name](); err != nil {
 				return err
 			}
@@ -223,6 +262,11 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if *resume == "" {
 		if err := cfg.Check(); err != nil {
 			return usagef("%v", err)
+		}
+		if cfg.DST != nil {
+			if _, err := dst.ParseConfig(*cfg.DST, cfg.Seed); err != nil {
+				return usagef("%v", err)
+			}
 		}
 	}
 	every := *logEvery
@@ -262,6 +306,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "\nrun directory: %s\n", dir)
 	if res.ModelFile != "" {
 		fmt.Fprintf(stdout, "fine-tuned model: %s\n", res.ModelFile)
+	}
+	if cfg.Method == train.MethodDST {
+		fmt.Fprintf(stdout, "delta: %s (dstune apply MODEL.onnx DELTA -o OUT.onnx)\n", filepath.Join(dir, dst.DeltaFile))
 	}
 	return nil
 }

@@ -70,9 +70,10 @@ func TestTrainUsage(t *testing.T) {
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--schedule", "step"}, 2, `unknown schedule "step"`},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--momentum", "0.9"}, 2, "--momentum is an SGD option"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--eps", "1e-2"}, 2, "--eps is an option of --method dst"},
-		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "dst"}, 1, "--method dst is not implemented yet"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "dst", "--distance", "cosine"}, 2, `unknown distance "cosine"`},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "dst", "--refine-steps", "0"}, 2, "refinement steps m = 0"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "lora"}, 1, "--method lora is not implemented yet"},
-		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "adapter"}, 2, `unknown method "adapter"`},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "adapter"}, 2, `unknown --method "adapter"`},
 		{[]string{"train", "--resume", filepath.Join(dir, "none")}, 1, "config.json"},
 	}
 	for _, c := range cases {

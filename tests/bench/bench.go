@@ -59,6 +59,12 @@ type Step struct {
 // eps 1e-8, weight decay 0.01) on every parameter with threads goroutines
 // per kernel.
 func NewStep(dir, model string, threads int) (*Step, error) {
+	return NewStepWith(dir, model, threads, train.FullMethod{})
+}
+
+// NewStepWith is NewStep with another method (DST) in place of full
+// fine-tuning.
+func NewStepWith(dir, model string, threads int, method train.Method) (*Step, error) {
 	task := train.TaskLM
 	if model == "bert" {
 		task = train.TaskClassify
@@ -84,7 +90,7 @@ func NewStep(dir, model string, threads int) (*Step, error) {
 		m.Close()
 		return nil, err
 	}
-	if s.Engine, err = train.NewHostEngine(src, cpu.New(), train.HostOptions{Threads: threads, Optimizer: opt, Method: train.FullMethod{}}); err != nil {
+	if s.Engine, err = train.NewHostEngine(src, cpu.New(), train.HostOptions{Threads: threads, Optimizer: opt, Method: method}); err != nil {
 		m.Close()
 		return nil, err
 	}

@@ -1,0 +1,323 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
+)
+
+func init() {
+	register(&command{
+		name:    "apply",
+		usage:   "MODEL.onnx DELTA.safetensors [MORE.safetensors ...] -o OUT.onnx [--force]",
+		summary: "write the fine-tuned model: the base model with one or more deltas applied in order",
+		run:     runApply,
+	})
+}
+
+func runApply(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
+	var out string
+	fs.StringVar(&out, "o", "", "the fine-tuned model to write (OUT.onnx)")
+	fs.StringVar(&out, "out", "", "same as -o")
+	force := fs.Bool("force", false, "apply deltas made for another base model, and let a later delta win where two change one entry")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) < 2:
+		return usagef("want the model and at least one delta, got %d arguments", len(pos))
+	case out == "":
+		return usagef("-o OUT.onnx is required")
+	}
+	modelPath, deltaPaths := pos[0], pos[1:]
+	if same, err := sameFile(modelPath, out); err != nil {
+		return err
+	} else if same {
+		return usagef("-o %s is the base model itself: write the fine-tuned model to another file (the deltas need their base)", out)
+	}
+
+	m, err := onnx.ReadFile(modelPath)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	inits, err := baseInitializers(m)
+	if err != nil {
+		return fmt.Errorf("%s: %w", modelPath, err)
+	}
+	delta, err := composeDeltas(stdout, stderr, deltaPaths, inits, *force)
+	if err != nil {
+		return err
+	}
+
+	// New raw bytes for every changed initializer, in the tensor's own
+	// dtype (float16/bfloat16 values round to nearest, ties to even).
+	newValues := map[string][]byte{}
+	var reencode []string // why the file cannot be patched in place
+	byName := map[string]*onnx.Tensor{}
+	for _, it := range m.Graph.Initializers {
+		byName[it.Name] = it
+	}
+	fmt.Fprintf(stdout, "  %-32s %-8s %-12s %10s %12s %10s\n", "changed initializer", "dtype", "shape", "entries", "of", "bytes")
+	var entries, written, params int64
+	for _, info := range inits {
+		params += elementsIfFloat(info)
+	}
+	for i := range delta.Tensors {
+		td := &delta.Tensors[i]
+		it := byName[td.Name]
+		old, err := it.Bytes()
+		if err != nil {
+			return fmt.Errorf("%s: %w", modelPath, err)
+		}
+		data := bytes.Clone(old) // old may be a read-only view of the file
+		if err := td.ApplyRaw(safetensorsDType[it.DataType], data); err != nil {
+			return fmt.Errorf("%s: %w", modelPath, err)
+		}
+		newValues[td.Name] = data
+		switch {
+		case it.External != nil:
+			reencode = append(reencode, fmt.Sprintf("initializer %q is stored in the external-data file %q", it.Name, it.External.Location))
+		case it.Raw == nil || it.RawOffset < 0:
+			reencode = append(reencode, fmt.Sprintf("initializer %q is stored in typed fields, not raw_data", it.Name))
+		}
+		size := int64(it.DataType.Size())
+		n := int64(len(td.Indices))
+		entries += n
+		written += n * size
+		fmt.Fprintf(stdout, "  %-32s %-8s %-12s %10s %12s %10s\n", td.Name, dtypeName(it.DataType), dimsText(it.Dims),
+			groupThousands(n), groupThousands(td.Size()), groupThousands(n*size))
+	}
+	share := 0.0
+	if params > 0 {
+		share = 100 * float64(entries) / float64(params)
+	}
+	fmt.Fprintf(stdout, "total: %d tensors, %s entries (%.3g %% of %s parameters), %s bytes rewritten\n",
+		len(delta.Tensors), groupThousands(entries), share, groupThousands(params), groupThousands(written))
+
+	if len(reencode) == 0 {
+		if ext := externalData(m.Graph, 0); ext != "" && !sameDir(modelPath, out) {
+			reencode = append(reencode, fmt.Sprintf("the model keeps initializers in the external-data file %q, which a patched copy in another directory would not find", ext))
+		}
+	}
+	if len(reencode) == 0 {
+		if err := onnx.PatchFile(modelPath, out, m, newValues); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s: %s patched in place (every byte outside the changed entries is the base file's)\n", out, filepath.Base(modelPath))
+		return nil
+	}
+	for i, it := range m.Graph.Initializers {
+		if v, ok := newValues[it.Name]; ok {
+			nt, err := onnx.NewTensor(it.Name, it.DataType, it.Dims, v)
+			if err != nil {
+				return fmt.Errorf("%s: initializer %q: %w", modelPath, it.Name, err)
+			}
+			m.Graph.Initializers[i] = nt
+		}
+	}
+	if err := onnx.WriteFile(out, m, onnx.WriteOptions{}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s: re-encoded the whole model, because %s\n", out, strings.Join(reencode, "; "))
+	return nil
+}
+
+// composeDeltas reads the delta files and composes them in order for the
+// base model whose initializers are inits. Every delta must fit the model's
+// shapes. A delta made for another base model (base hash), or two deltas
+// changing one entry, is an error unless force is set; then it is reported
+// on stderr and the later delta wins. A line per delta goes to stdout.
+func composeDeltas(stdout, stderr io.Writer, paths []string, inits []dst.Initializer, force bool) (*dst.Delta, error) {
+	parts := make([]*dst.Delta, len(paths))
+	for i, path := range paths {
+		d, err := dst.ReadDelta(path)
+		if err != nil {
+			return nil, err
+		}
+		if err := d.CheckShapes(inits); err != nil {
+			return nil, fmt.Errorf("delta %s does not fit the model: %w", path, err)
+		}
+		if err := d.CheckBase(inits); err != nil {
+			if !force || !errors.Is(err, dst.ErrBaseMismatch) {
+				return nil, fmt.Errorf("delta %s: %w (--force applies it anyway)", path, err)
+			}
+			fmt.Fprintf(stderr, "warning: delta %s: %v; applying it anyway (--force)\n", path, err)
+		}
+		parts[i] = d
+		fmt.Fprintf(stdout, "delta %d: %s: %s\n", i+1, path, describeDelta(d))
+	}
+	if len(parts) == 1 {
+		return parts[0], nil
+	}
+	composed, conflicts, err := dst.Compose(parts, force)
+	var ce *dst.ConflictError
+	if errors.As(err, &ce) {
+		return nil, fmt.Errorf("%s\n(--force lets the later delta win)", conflictReport(ce.Conflicts))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(conflicts) > 0 {
+		fmt.Fprintf(stderr, "warning: %s\nthe later delta's values win (--force)\n", conflictReport(conflicts))
+	}
+	return composed, nil
+}
+
+// conflictReport lists, per tensor, how many entries more than one delta
+// changes, with a few example positions.
+func conflictReport(conflicts []dst.Conflict) string {
+	var total int64
+	for _, c := range conflicts {
+		total += c.Count
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s changed by more than one delta:", plural(total, "entry is", "entries are"))
+	for _, c := range conflicts {
+		ex := make([]string, len(c.Examples))
+		for i, x := range c.Examples {
+			ex[i] = fmt.Sprint(x)
+		}
+		more := ""
+		if c.Count > int64(len(c.Examples)) {
+			more = ", …"
+		}
+		fmt.Fprintf(&b, "\n  %-32s %s (flat positions %s%s)", c.Tensor, plural(c.Count, "entry", "entries"), strings.Join(ex, ", "), more)
+	}
+	return b.String()
+}
+
+// plural writes n with the singular or plural noun: "1 entry", "2 entries".
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return groupThousands(n) + " " + many
+}
+
+// describeDelta summarizes a delta's metadata and size in one line.
+func describeDelta(d *dst.Delta) string {
+	var parts []string
+	if d.Meta.Method != "" {
+		parts = append(parts, "method "+d.Meta.Method)
+	}
+	if d.Meta.Epsilon > 0 {
+		parts = append(parts, fmt.Sprintf("ε %g", d.Meta.Epsilon))
+	}
+	if d.Meta.Distance != "" {
+		parts = append(parts, "distance "+d.Meta.Distance)
+	}
+	if d.Meta.Silo != "" {
+		parts = append(parts, "silo "+d.Meta.Silo)
+	}
+	if d.Meta.Steps > 0 {
+		parts = append(parts, fmt.Sprintf("%d steps", d.Meta.Steps))
+	}
+	parts = append(parts, fmt.Sprintf("%d tensors, %s entries", len(d.Tensors), groupThousands(d.NumChanged())))
+	return strings.Join(parts, ", ")
+}
+
+// baseInitializers describes m's top-level initializers as the base hash
+// and the shape checks of deltas see them (dst.InitializersOf, the same
+// description a DST run hashes).
+func baseInitializers(m *onnx.Model) ([]dst.Initializer, error) { return dst.InitializersOf(m) }
+
+// elementsIfFloat counts the elements of a floating-point initializer (a
+// parameter), 0 for the others.
+func elementsIfFloat(it dst.Initializer) int64 {
+	switch it.DType {
+	case "F32", "F16", "BF16", "F64":
+		n := int64(1)
+		for _, d := range it.Dims {
+			n *= d
+		}
+		return n
+	}
+	return 0
+}
+
+// dtypeName spells an ONNX element type as dstune does elsewhere (float32,
+// float16, …).
+func dtypeName(dt onnx.DataType) string {
+	if d, err := ir.DTypeFromONNX(dt); err == nil {
+		return d.String()
+	}
+	return strings.ToLower(dt.String())
+}
+
+func dimsText(dims []int64) string {
+	parts := make([]string, len(dims))
+	for i, d := range dims {
+		parts[i] = fmt.Sprint(d)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// externalData names an external-data file some initializer of g (or of
+// its subgraphs) lives in, "" when there is none.
+func externalData(g *onnx.Graph, depth int) string {
+	if g == nil || depth > 64 {
+		return ""
+	}
+	for _, it := range g.Initializers {
+		if it.External != nil {
+			return it.External.Location
+		}
+	}
+	for _, n := range g.Nodes {
+		for _, a := range n.Attributes {
+			if loc := externalData(a.G, depth+1); loc != "" {
+				return loc
+			}
+			for _, sub := range a.Graphs {
+				if loc := externalData(sub, depth+1); loc != "" {
+					return loc
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// sameDir reports whether files a and b sit in one directory.
+func sameDir(a, b string) bool {
+	da, errA := filepath.Abs(filepath.Dir(a))
+	db, errB := filepath.Abs(filepath.Dir(b))
+	if errA != nil || errB != nil {
+		return false
+	}
+	if da == db {
+		return true
+	}
+	sa, errA := os.Stat(da)
+	sb, errB := os.Stat(db)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
+}
+
+// sameFile reports whether a and b name one existing file (b may not
+// exist yet).
+func sameFile(a, b string) (bool, error) {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false, nil // reading the model reports it
+	}
+	sb, err := os.Stat(b)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(sa, sb), nil
+}

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dstune/dstune/demo"
+	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
+	"github.com/dstune/dstune/train"
+)
+
+func init() {
+	register(&command{
+		name:    "demo",
+		usage:   "[--out DIR] [--steps N] [--eps E] [--threads N] | --regenerate DIR",
+		summary: "fine-tune the small model that ships with dstune on a new task with DST, and show before and after",
+		run:     runDemo,
+	})
+}
+
+// The demo's fine-tuning, fixed so that every run prints the same numbers
+// (on machines with the same ISA; the thread count is part of the result).
+const (
+	demoTrainExamples = 4000
+	demoValidExamples = 256
+	demoDataSeed      = 2
+	demoBatch         = 32
+	demoOptimizer     = train.OptimizerAdamW
+	demoSilo          = "module-layer"
+	demoDistance      = "inv-rel"
+	demoThreshold     = "iterative"
+)
+
+// demoMethod is the training method of the demo's fine-tuning.
+var demoMethod = train.MethodDST
+
+func runDemo(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	out := fs.String("out", "", "directory for the demo's files (created; default: a new directory under the OS temp dir)")
+	steps := fs.Int64("steps", 300, "fine-tuning steps")
+	eps := fs.Float64("eps", 1e-2, "share of each silo's entries that may differ from the base model")
+	lr := fs.Float64("lr", 1e-2, "AdamW learning rate")
+	threads := fs.Int("threads", 2, "goroutines per kernel call; the printed numbers depend on it")
+	full := fs.Bool("full", true, "also fine-tune every parameter (--method full), for reference")
+	regenerate := fs.String("regenerate", "", "instead of the demo: pretrain the shipped base model from scratch and write DIR/"+demo.BaseModelFile)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) > 0:
+		return usagef("no arguments expected, got %q", pos)
+	case *steps < 1:
+		return usagef("--steps must be at least 1")
+	case !(*eps > 0 && *eps <= 1):
+		return usagef("--eps must be in (0, 1]")
+	case *threads < 1:
+		return usagef("--threads must be at least 1")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), interruptSignals...)
+	defer stop()
+	if *regenerate != "" {
+		return regenerateDemo(ctx, stdout, *regenerate)
+	}
+	return demoRun(stdout, demoOptions{out: *out, steps: *steps, eps: *eps, lr: *lr, threads: *threads, full: *full})
+}
+
+func regenerateDemo(ctx context.Context, stdout io.Writer, dir string) error {
+	p := demo.DefaultPretraining
+	fmt.Fprintf(stdout, "pretraining the demo's base model from scratch: %d steps of %d examples (%s), %d threads …\n",
+		p.Steps, p.Batch, skillNames(p.Skills), p.Threads)
+	start := time.Now()
+	loss, err := demo.Regenerate(ctx, dir, p)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s (final training loss %.4f, %.1f s)\n", filepath.Join(dir, demo.BaseModelFile), loss, time.Since(start).Seconds())
+	return nil
+}
+
+type demoOptions struct {
+	out     string
+	steps   int64
+	eps     float64
+	lr      float64
+	threads int
+	full    bool // also fine-tune every parameter, for reference
+}
+
+// demoRun writes the base model and the task's data into the output
+// directory, measures the base model, fine-tunes it with `dstune train
+// --method dst`, applies the delta with `dstune apply` and measures the
+// result; with o.full also `dstune train --method full` for reference.
+func demoRun(stdout io.Writer, o demoOptions) error {
+	start := time.Now()
+	dir := o.out
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "dstune-demo-"); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	at := func(name string) string { return filepath.Join(dir, name) }
+	for _, name := range []string{"run", "full"} {
+		if _, err := os.Stat(at(name)); err == nil {
+			return fmt.Errorf("%s already exists: give the demo another --out directory", at(name))
+		}
+	}
+	if err := os.WriteFile(at(demo.BaseModelFile), demo.BaseModel, 0o644); err != nil {
+		return err
+	}
+	task := demo.ReverseUpper
+	trainSet, validSet := demo.TaskData(task, demoTrainExamples, demoValidExamples, demoDataSeed)
+	if err := demo.WriteJSONL(at("train.jsonl"), trainSet); err != nil {
+		return err
+	}
+	if err := demo.WriteJSONL(at("valid.jsonl"), validSet); err != nil {
+		return err
+	}
+	before, params, err := demoEvaluate(at(demo.BaseModelFile), validSet, o.threads)
+	if err != nil {
+		return err
+	}
+
+	word := "hello"
+	fmt.Fprintf(stdout, "dstune demo: Dynamic Subset Tuning of a small model on a task it has not learned\n\n")
+	fmt.Fprintf(stdout, "base model   a byte-level GPT (%d layers, width %d, %s parameters) that dstune pretrained\n",
+		demo.DefaultModel.Layers, demo.DefaultModel.Dim, groupThousands(params))
+	fmt.Fprintf(stdout, "             from scratch on %s:", skillNames(demo.DefaultPretraining.Skills))
+	for _, s := range demo.DefaultPretraining.Skills {
+		e := s.Example([]byte(word))
+		fmt.Fprintf(stdout, "  %s → %s", e.Prompt, e.Answer)
+	}
+	e := task.Example([]byte(word))
+	fmt.Fprintf(stdout, "\nnew task     %s: %s → %s, never seen in pretraining (%d training examples)\n", task.Name, e.Prompt, e.Answer, len(trainSet))
+	fmt.Fprintf(stdout, "fine-tuning  DST with ε = %g: after every optimizer step only the %g %% of each tensor farthest\n", o.eps, 100*o.eps)
+	fmt.Fprintf(stdout, "             from the base (%s distance) keep their new values, the rest snap back;\n", demoDistance)
+	fmt.Fprintf(stdout, "             AdamW, lr %g, %d steps of %d examples, %d threads\n\n", o.lr, o.steps, demoBatch, o.threads)
+
+	trainArgs := func(method, out string) []string {
+		args := []string{at(demo.BaseModelFile), "--data", at("train.jsonl"), "--valid", at("valid.jsonl"), "--task", "lm",
+			"--method", method, "--optimizer", demoOptimizer, "--lr", strconv.FormatFloat(o.lr, 'g', -1, 64),
+			"--steps", strconv.FormatInt(o.steps, 10), "--batch", strconv.Itoa(demoBatch), "--seed", "1",
+			"--threads", strconv.Itoa(o.threads), "--out", out}
+		if method == train.MethodDST {
+			args = append(args, "--eps", strconv.FormatFloat(o.eps, 'g', -1, 64), "--silo", demoSilo,
+				"--distance", demoDistance, "--threshold", demoThreshold)
+		}
+		return args
+	}
+	dstArgs := trainArgs(train.MethodDST, at("run"))
+	trainStart := time.Now()
+	if err := runLogged(at("train.log"), "train", dstArgs); err != nil {
+		return err
+	}
+	trainTime := time.Since(trainStart)
+	deltaPath := at(filepath.Join("run", dst.DeltaFile))
+	applyArgs := []string{at(demo.BaseModelFile), deltaPath, "-o", at("tuned.onnx")}
+	if err := runLogged(at("apply.log"), "apply", applyArgs); err != nil {
+		return err
+	}
+	after, _, err := demoEvaluate(at("tuned.onnx"), validSet, o.threads)
+	if err != nil {
+		return err
+	}
+	var fullArgs []string
+	var full demo.Quality
+	if o.full {
+		fullArgs = trainArgs(train.MethodFull, at("full"))
+		if err := runLogged(at("full.log"), "train", fullArgs); err != nil {
+			return err
+		}
+		if full, _, err = demoEvaluate(at(filepath.Join("full", train.ModelFile)), validSet, o.threads); err != nil {
+			return err
+		}
+	}
+
+	d, err := dst.ReadDelta(deltaPath)
+	if err != nil {
+		return err
+	}
+	deltaInfo, err1 := os.Stat(deltaPath)
+	baseInfo, err2 := os.Stat(at(demo.BaseModelFile))
+	if err := errors.Join(err1, err2); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%-34s %s   %s   %s\n", fmt.Sprintf("on %d held-out words", len(validSet)), "validation loss", "exact match", "parameters changed")
+	row := func(name string, q demo.Quality, changed string) {
+		fmt.Fprintf(stdout, "  %-32s %15.4f %11.1f %%   %s\n", name, q.Loss, 100*q.ExactMatch, changed)
+	}
+	row("base model", before, "none")
+	row(fmt.Sprintf("after DST (ε = %g)", o.eps), after, fmt.Sprintf("%s (%.2f %%)", groupThousands(d.NumChanged()), 100*float64(d.NumChanged())/float64(params)))
+	if o.full {
+		row("full fine-tuning, for reference", full, "all "+groupThousands(params))
+	}
+	for i := range min(3, len(validSet)) {
+		fmt.Fprintf(stdout, "  e.g. %s  base model: %s  after DST: %s\n", validSet[i].Prompt, before.Completions[i], after.Completions[i])
+	}
+	if last := lastMetrics(at(filepath.Join("run", train.MetricsFile))); last != nil {
+		if alg2, ok := last["eps_alg2"].(float64); ok {
+			fmt.Fprintf(stdout, "\nsubset       exactly %s entries (round(ε·n) of each tensor) after every step; at the last step\n", groupThousands(d.NumChanged()))
+			fmt.Fprintf(stdout, "             Algorithm 2's threshold alone would have kept ε = %.3f %%", 100*alg2)
+			if churn, ok := last["churn"].(float64); ok {
+				fmt.Fprintf(stdout, ", and %.2f %% of the subset changed", 100*churn)
+			}
+			fmt.Fprintln(stdout)
+		}
+	}
+	fmt.Fprintf(stdout, "\ndelta        %s: %s bytes, %.1f %% of the base model's %s bytes\n",
+		filepath.Join("run", dst.DeltaFile), groupThousands(deltaInfo.Size()), 100*float64(deltaInfo.Size())/float64(baseInfo.Size()), groupThousands(baseInfo.Size()))
+	fmt.Fprintf(stdout, "time         %.1f s (DST fine-tuning %.1f s)\n\n", time.Since(start).Seconds(), trainTime.Seconds())
+
+	fmt.Fprintf(stdout, "files in %s:\n", dir)
+	list := [][2]string{
+		{demo.BaseModelFile, "the base model"},
+		{"train.jsonl, valid.jsonl", "the new task's data"},
+		{"run/", "the DST run: " + dst.DeltaFile + ", metrics.jsonl (per step: loss, realized ε, thresholds, churn), config.json, checkpoint/"},
+		{"tuned.onnx", "the base model with the delta applied"},
+		{"train.log, apply.log", "what the commands below printed"},
+	}
+	if o.full {
+		list = append(list, [2]string{"full/, full.log", "the full fine-tuning run (full/model.onnx) and its output"})
+	}
+	for _, f := range list {
+		fmt.Fprintf(stdout, "  %-26s %s\n", f[0], f[1])
+	}
+	fmt.Fprintf(stdout, "\nthe same by hand, in that directory:\n")
+	for _, c := range [][]string{append([]string{"train"}, dstArgs...), append([]string{"apply"}, applyArgs...)} {
+		fmt.Fprintf(stdout, "  dstune %s\n", relativeTo(dir, shellJoin(c)))
+	}
+	fmt.Fprintf(stdout, "  dstune run %s --delta run/%s --input tokens=TOKENS.pb --output-dir OUT   (the delta applied in memory)\n", demo.BaseModelFile, dst.DeltaFile)
+	return nil
+}
+
+// lastMetrics returns the last record of a run's metrics.jsonl, or nil.
+func lastMetrics(path string) map[string]any {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	var rec map[string]any
+	if json.Unmarshal([]byte(lines[len(lines)-1]), &rec) != nil {
+		return nil
+	}
+	return rec
+}
+
+// relativeTo shortens the paths inside dir in a command line for display.
+func relativeTo(dir, cmdline string) string {
+	return strings.ReplaceAll(cmdline, dir+string(filepath.Separator), "")
+}
+
+// demoEvaluate loads a model file and scores it on examples; it also
+// returns the model's parameter count.
+func demoEvaluate(path string, examples []demo.Example, threads int) (demo.Quality, int64, error) {
+	m, err := onnx.ReadFile(path)
+	if err != nil {
+		return demo.Quality{}, 0, err
+	}
+	defer m.Close()
+	model, err := ir.NewModel(m)
+	if err != nil {
+		return demo.Quality{}, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	var params int64
+	for _, p := range model.Params {
+		params += int64(p.Tensor.Len())
+	}
+	q, err := demo.Evaluate(model, examples, threads)
+	if err != nil {
+		return q, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return q, params, nil
+}
+
+// runLogged runs a dstune command with its output going to logPath.
+func runLogged(logPath, name string, args []string) error {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(f, "dstune %s %s\n\n", name, shellJoin(args))
+	err = commands[name].run(args, f, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) && ee.code == 130 {
+			return err
+		}
+		var ue *usageError
+		if errors.As(err, &ue) { // the demo's own arguments: not the user's usage error
+			return fmt.Errorf("dstune %s failed (its output is in %s): %s", name, logPath, ue.msg)
+		}
+		return fmt.Errorf("dstune %s failed (its output is in %s): %w", name, logPath, err)
+	}
+	return nil
+}
+
+func skillNames(skills []demo.Skill) string {
+	names := make([]string, len(skills))
+	for i, s := range skills {
+		names[i] = s.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+// shellJoin quotes arguments for a POSIX shell where needed.
+func shellJoin(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.IndexFunc(a, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+", r))
+		}) < 0 {
+			out[i] = a
+		} else {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
+}

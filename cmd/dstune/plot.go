@@ -1,0 +1,386 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/dstune/dstune/train"
+)
+
+func init() {
+	register(&command{
+		name:    "plot",
+		usage:   "RUN... -o CURVES.png [--smooth N] [--from STEP]",
+		summary: "plot the loss curves of training runs (metrics.jsonl) into a PNG and print their figures",
+		run:     runPlot,
+	})
+}
+
+// runSeries is what plot reads from one run directory.
+type runSeries struct {
+	dir, label  string
+	steps, loss []float64
+	validSteps  []float64
+	valid       []float64
+	// DST: how far Algorithm 2's thresholds were from keeping exactly ε,
+	// from --from on: eps_alg2 (started from the exact threshold, as
+	// dstune runs it) and eps_paper_alg2 (the printed algorithm, when the
+	// run tracked it).
+	alg2, paper  accuracy
+	siloK        map[string]int64
+	fallbacks    int
+	dstMS, optMS []float64
+}
+
+func runPlot(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("plot", flag.ContinueOnError)
+	out := fs.String("o", "", "the PNG to write")
+	smooth := fs.Int("smooth", 10, "plot the training loss as a moving average over this many steps (1: raw)")
+	from := fs.Int64("from", 20, "the first step of the Algorithm 2 accuracy figures (the paper's ramp-up ends near step 20)")
+	title := fs.String("title", "", "the plot's title (default: the model's file name)")
+	runs, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(runs) == 0 {
+		return usagef("want at least one run directory")
+	}
+	if *out == "" {
+		return usagef("-o CURVES.png is required")
+	}
+	if *smooth < 1 {
+		return usagef("--smooth must be at least 1")
+	}
+	var series []*runSeries
+	for _, dir := range runs {
+		s, err := readRunSeries(dir, *from)
+		if err != nil {
+			return err
+		}
+		series = append(series, s)
+	}
+	if *title == "" {
+		if cfg, err := train.LoadConfig(runs[0]); err == nil {
+			*title = "loss, " + filepath.Join(filepath.Base(filepath.Dir(cfg.Model)), filepath.Base(cfg.Model))
+		}
+	}
+	if err := writeLossPlot(*out, *title, series, *smooth); err != nil {
+		return err
+	}
+	printRunFigures(stdout, series, *from)
+	fmt.Fprintf(stdout, "plot: %s\n", *out)
+	return nil
+}
+
+// readRunSeries reads RUN/config.json (for the label) and RUN/metrics.jsonl.
+func readRunSeries(dir string, from int64) (*runSeries, error) {
+	s := &runSeries{dir: dir, label: filepath.Base(dir), alg2: newAccuracy(), paper: newAccuracy(), siloK: map[string]int64{}}
+	if cfg, err := train.LoadConfig(dir); err == nil {
+		s.label = cfg.Method
+		if c := cfg.DST; c != nil {
+			s.label = fmt.Sprintf("dst ε=%g", c.Eps)
+			def := train.DefaultDSTConfig()
+			for _, part := range []struct {
+				differs bool
+				text    string
+			}{
+				{c.Distance != def.Distance, c.Distance},
+				{c.Silo != def.Silo, "silo " + c.Silo},
+				{c.Normalize != "", c.Normalize + "-norm"},
+				{c.Threshold != def.Threshold, c.Threshold},
+				{!c.Churn, "no churn"},
+				{c.RefineSteps != def.RefineSteps, fmt.Sprintf("m=%d", c.RefineSteps)},
+				{c.Factor != def.Factor, fmt.Sprintf("r=%g", c.Factor)},
+			} {
+				if part.differs {
+					s.label += " " + part.text
+				}
+			}
+		}
+	}
+	path := filepath.Join(dir, train.MetricsFile)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	type siloRec struct {
+		Eps          float64  `json:"eps"`
+		K            int64    `json:"k"`
+		EpsAlg2      *float64 `json:"eps_alg2"`
+		EpsPaperAlg2 *float64 `json:"eps_paper_alg2"`
+	}
+	var rec struct {
+		Step           int64              `json:"step"`
+		Loss           *float64           `json:"loss"`
+		ValidLoss      *float64           `json:"valid_loss"`
+		Eps            *float64           `json:"eps"`
+		EpsAlg2        *float64           `json:"eps_alg2"`
+		EpsPaperAlg2   *float64           `json:"eps_paper_alg2"`
+		ExactFallbacks int                `json:"exact_fallbacks"`
+		DstMS          *float64           `json:"dst_ms"`
+		OptimizerMS    *float64           `json:"optimizer_ms"`
+		Silos          map[string]siloRec `json:"silos"`
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 64<<20)
+	for line := 1; sc.Scan(); line++ {
+		rec.Loss, rec.ValidLoss, rec.Eps, rec.EpsAlg2, rec.EpsPaperAlg2, rec.DstMS, rec.OptimizerMS, rec.Silos = nil, nil, nil, nil, nil, nil, nil, nil
+		rec.ExactFallbacks = 0
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		st := float64(rec.Step)
+		if rec.Loss != nil {
+			s.steps, s.loss = append(s.steps, st), append(s.loss, *rec.Loss)
+		}
+		if rec.ValidLoss != nil {
+			s.validSteps, s.valid = append(s.validSteps, st), append(s.valid, *rec.ValidLoss)
+		}
+		if rec.Step >= from && rec.Eps != nil && *rec.Eps > 0 {
+			s.alg2.addOverall(rec.EpsAlg2, *rec.Eps)
+			s.paper.addOverall(rec.EpsPaperAlg2, *rec.Eps)
+			for name, sr := range rec.Silos {
+				s.siloK[name] = sr.K
+				if sr.Eps > 0 {
+					s.alg2.addSilo(name, sr.EpsAlg2, sr.Eps)
+					s.paper.addSilo(name, sr.EpsPaperAlg2, sr.Eps)
+				}
+			}
+		}
+		s.fallbacks += rec.ExactFallbacks
+		if rec.DstMS != nil && rec.OptimizerMS != nil && rec.Step > 1 {
+			s.dstMS, s.optMS = append(s.dstMS, *rec.DstMS), append(s.optMS, *rec.OptimizerMS)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(s.loss) == 0 {
+		return nil, fmt.Errorf("%s: no training steps recorded", path)
+	}
+	return s, nil
+}
+
+// movingAverage of the last n values (fewer at the start).
+func movingAverage(x []float64, n int) []float64 {
+	out := make([]float64, len(x))
+	var sum float64
+	for i, v := range x {
+		sum += v
+		if i >= n {
+			sum -= x[i-n]
+		}
+		out[i] = sum / float64(min(i+1, n))
+	}
+	return out
+}
+
+func xys(x, y []float64) plotter.XYs {
+	pts := make(plotter.XYs, len(x))
+	for i := range x {
+		pts[i].X, pts[i].Y = x[i], y[i]
+	}
+	return pts
+}
+
+// writeLossPlot draws every run's (smoothed) training loss as a solid line
+// and its validation loss as a dashed one of the same color, and writes
+// the PNG atomically.
+func writeLossPlot(path, title string, series []*runSeries, smooth int) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = "step"
+	p.Y.Label.Text = "cross-entropy (nats)"
+	if smooth > 1 {
+		p.Y.Label.Text += fmt.Sprintf("; training: mean of %d steps, validation: dashed", smooth)
+	}
+	p.Legend.Top = true
+	p.Add(plotter.NewGrid())
+	for i, s := range series {
+		l, err := plotter.NewLine(xys(s.steps, movingAverage(s.loss, smooth)))
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.dir, err)
+		}
+		l.Color, l.Width = plotutil.Color(i), vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(s.label, l)
+		if len(s.valid) > 1 {
+			v, err := plotter.NewLine(xys(s.validSteps, s.valid))
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.dir, err)
+			}
+			v.Color, v.Dashes, v.Width = plotutil.Color(i), []vg.Length{vg.Points(4), vg.Points(3)}, vg.Points(1)
+			p.Add(v)
+		}
+	}
+	// Room above the curves for the legend.
+	p.Y.Max += 0.2 * (p.Y.Max - p.Y.Min)
+	wt, err := p.WriterTo(9*vg.Inch, 5.5*vg.Inch, "png")
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if _, err := wt.WriteTo(&buf); err != nil {
+		return err
+	}
+	return writeFileAtomic(path, buf.Bytes())
+}
+
+// writeFileAtomic writes data (mode 0644) to a temporary file beside path
+// and renames it into place.
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil || f.Chmod(0o644) != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return nil
+}
+
+func medianFloat(x []float64) float64 {
+	if len(x) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(x)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func meanOf(x []float64) float64 {
+	var s float64
+	for _, v := range x {
+		s += v
+	}
+	return s / float64(len(x))
+}
+
+// printRunFigures prints per run: the training loss averaged over the
+// first and last 10 steps, the first and last validation loss, and for
+// DST runs how close Algorithm 2's threshold came to the target ε from
+// step from on, overall and per silo.
+func printRunFigures(w io.Writer, series []*runSeries, from int64) {
+	width := 16
+	for _, s := range series {
+		width = max(width, len([]rune(s.label)))
+	}
+	fmt.Fprintf(w, "%-*s %6s %12s %12s %12s %12s\n", width, "run", "steps", "loss first10", "loss last10", "valid first", "valid last")
+	for _, s := range series {
+		n := len(s.loss)
+		head, tail := s.loss[:min(10, n)], s.loss[max(0, n-10):]
+		vf, vl := "-", "-"
+		if len(s.valid) > 0 {
+			vf, vl = fmt.Sprintf("%.4f", s.valid[0]), fmt.Sprintf("%.4f", s.valid[len(s.valid)-1])
+		}
+		fmt.Fprintf(w, "%-*s %6d %12.4f %12.4f %12s %12s\n", width, s.label, int(s.steps[n-1]), meanOf(head), meanOf(tail), vf, vl)
+	}
+	for _, s := range series {
+		if len(s.alg2.overall) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "%s: exact fallbacks %d", s.label, s.fallbacks)
+		if len(s.dstMS) > 0 {
+			fmt.Fprintf(w, "; median optimizer pass %.3f ms, DST %.3f ms", medianFloat(s.optMS), medianFloat(s.dstMS))
+		}
+		fmt.Fprintln(w)
+		s.alg2.print(w, "Algorithm 2 (eps_alg2)", from, s.siloK)
+		s.paper.print(w, "the printed Algorithm 2 carrying its own threshold (eps_paper_alg2)", from, s.siloK)
+	}
+}
+
+// accuracy collects |realized/target − 1| of one threshold tracker.
+type accuracy struct {
+	overall []float64
+	silo    map[string][]float64
+}
+
+func newAccuracy() accuracy { return accuracy{silo: map[string][]float64{}} }
+
+func (a *accuracy) addOverall(realized *float64, target float64) {
+	if realized != nil {
+		a.overall = append(a.overall, math.Abs(*realized/target-1))
+	}
+}
+
+func (a *accuracy) addSilo(name string, realized *float64, target float64) {
+	if realized != nil {
+		a.silo[name] = append(a.silo[name], math.Abs(*realized/target-1))
+	}
+}
+
+// print reports the worst and the share of steps within 1 %, overall and
+// over the silos with k ≥ 100 (a smaller silo cannot be within 1 % without
+// being exact), then each silo's worst.
+func (a *accuracy) print(w io.Writer, what string, from int64, siloK map[string]int64) {
+	if len(a.overall) == 0 {
+		return
+	}
+	within := func(errs []float64) int {
+		n := 0
+		for _, e := range errs {
+			if e <= 0.01 {
+				n++
+			}
+		}
+		return n
+	}
+	fmt.Fprintf(w, "  %s from step %d: |realized/ε − 1| overall max %.2f%%, within 1%% at %d of %d steps\n",
+		what, from, 100*slices.Max(a.overall), within(a.overall), len(a.overall))
+	names := make([]string, 0, len(a.silo))
+	for name := range a.silo {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var big []float64
+	bigSilos := 0
+	for _, name := range names {
+		if siloK[name] >= 100 {
+			bigSilos++
+			big = append(big, a.silo[name]...)
+		}
+	}
+	if bigSilos > 0 {
+		fmt.Fprintf(w, "    per silo with k ≥ 100 (%d silos): within 1%% at %d of %d silo-steps; median %.2f%%, max %.2f%%\n",
+			bigSilos, within(big), len(big), 100*medianFloat(big), 100*slices.Max(big))
+	}
+	if len(names) > 0 && len(names) <= 64 {
+		all := make([]string, len(names))
+		for i, name := range names {
+			all[i] = fmt.Sprintf("%s %.1f%%", name, 100*slices.Max(a.silo[name]))
+		}
+		fmt.Fprintf(w, "    per silo, max: %s\n", strings.Join(all, ", "))
+	}
+}

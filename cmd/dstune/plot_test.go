@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fakeRun writes a run directory with a config and metrics.
+func fakeRun(t *testing.T, dir, config string, lines []string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "metrics.jsonl"), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestPlot(t *testing.T) {
+	dir := t.TempDir()
+	var full, dstLines []string
+	full = append(full, `{"step":0,"epoch":0,"valid_loss":6}`)
+	dstLines = append(dstLines, `{"step":0,"epoch":0,"valid_loss":6}`)
+	for step := 1; step <= 30; step++ {
+		full = append(full, fmt.Sprintf(`{"step":%d,"epoch":0,"loss":%g}`, step, 6-0.1*float64(step)))
+		// eps_alg2 is 2% off at step 25, exact elsewhere; silo "big" (k 200)
+		// is 0.5% off from step 20 on.
+		alg2 := 0.01
+		if step == 25 {
+			alg2 = 0.0102
+		}
+		dstLines = append(dstLines, fmt.Sprintf(`{"step":%d,"epoch":0,"loss":%g,"eps":0.01,"eps_alg2":%g,"exact_fallbacks":1,"dst_ms":0.5,"optimizer_ms":2,`+
+			`"silos":{"big":{"eps":0.01,"k":200,"eps_alg2":0.01005},"small":{"eps":0.5,"k":1,"eps_alg2":1}}}`, step, 6-0.05*float64(step), alg2))
+	}
+	full = append(full, `{"step":30,"epoch":0,"valid_loss":3.5}`)
+	a := fakeRun(t, filepath.Join(dir, "full"), `{"model":"/m/tiny/model.onnx","method":"full"}`, full)
+	b := fakeRun(t, filepath.Join(dir, "dst"), `{"model":"/m/tiny/model.onnx","method":"dst","dst":{"eps":0.01,"distance":"inv-rel","silo":"module-layer","threshold":"iterative","churn":true,"refine_steps":3,"factor":2}}`, dstLines)
+	out := filepath.Join(dir, "curves.png")
+	code, stdout, stderr := dstune("plot", a, b, "-o", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cfg, err := png.DecodeConfig(f)
+	if err != nil || cfg.Width < 500 || cfg.Height < 300 {
+		t.Fatalf("PNG %+v, %v", cfg, err)
+	}
+	for _, want := range []string{
+		"full                 30       5.4500       3.4500       6.0000       3.5000",
+		"dst ε=0.01: exact fallbacks 30; median optimizer pass 2.000 ms, DST 0.500 ms",
+		"Algorithm 2 (eps_alg2) from step 20: |realized/ε − 1| overall max 2.00%, within 1% at 10 of 11 steps",
+		"per silo with k ≥ 100 (1 silos): within 1% at 11 of 11 silo-steps; median 0.50%, max 0.50%",
+		"small 100.0%",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"plot", "-o", out}, "at least one run"},
+		{[]string{"plot", a}, "-o CURVES.png is required"},
+		{[]string{"plot", a, "-o", out, "--smooth", "0"}, "--smooth"},
+	} {
+		if code, _, stderr := dstune(c.args...); code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("%v: exit %d, %s", c.args, code, stderr)
+		}
+	}
+	bad := fakeRun(t, filepath.Join(dir, "bad"), `{}`, []string{`{"step":1,"loss":1}`, `{"step":2,"loss":`})
+	if code, _, stderr := dstune("plot", bad, "-o", out); code != 1 || !strings.Contains(stderr, "metrics.jsonl:2") {
+		t.Errorf("a broken metrics line: exit %d, %s", code, stderr)
+	}
+}

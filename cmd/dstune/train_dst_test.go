@@ -1,0 +1,64 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/train"
+)
+
+// TestTrainDST runs dstune train --method dst on tiny_gpt: the options
+// land in config.json, the delta is written and named, metrics carry DST's
+// fields, and a resume with other DST options is refused.
+func TestTrainDST(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	trainPath, validPath := tinyGPTData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	code, stdout, stderr := dstune("train", model, "--data", trainPath, "--valid", validPath, "--task", "lm", "--steps", "4",
+		"--batch", "4", "--method", "dst", "--eps", "0.01", "--silo", "module", "--threshold", "exact", "--refine-steps", "4", "--out", run)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stdout, filepath.Join(run, dst.DeltaFile)) {
+		t.Fatalf("the output does not name the delta:\n%s", stdout)
+	}
+	cfg, err := train.LoadConfig(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := train.DSTConfig{Eps: 0.01, Distance: dst.DistanceInvRel, Silo: dst.SiloModule, Threshold: dst.ThresholdExact, Churn: true, RefineSteps: 4, Factor: 2}
+	if cfg.Method != train.MethodDST || cfg.DST == nil || *cfg.DST != want {
+		t.Fatalf("config.json: method %q, dst %+v", cfg.Method, cfg.DST)
+	}
+	d, err := dst.ReadDelta(filepath.Join(run, dst.DeltaFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Meta.Silo != dst.SiloModule || d.Meta.Steps != 4 || d.Meta.Extra["threshold"] != dst.ThresholdExact {
+		t.Fatalf("delta metadata %+v", d.Meta)
+	}
+	recs := metricsLines(t, run)
+	last := recs[len(recs)-1]
+	if last["silos"] == nil || last["eps"] == nil || last["dst_ms"] == nil {
+		t.Fatalf("last metrics record lacks DST fields: %v", last)
+	}
+	if _, ok := last["silos"].(map[string]any)["attn_qkv.weight"]; !ok {
+		t.Fatalf("module silos not named by kind: %v", last["silos"])
+	}
+	code, _, stderr = dstune("train", "--resume", run, "--eps", "0.02")
+	if code == 0 || !strings.Contains(stderr, "dst") {
+		t.Fatalf("resume with another ε: exit %d, %s", code, stderr)
+	}
+	code, _, stderr = dstune("train", model, "--data", trainPath, "--task", "lm", "--steps", "2", "--method", "dst",
+		"--silo", "module", "--normalize", "size", "--distance", "random", "--out", filepath.Join(t.TempDir(), "r"))
+	if code != 2 || !strings.Contains(stderr, "random mask") {
+		t.Fatalf("random with normalization: exit %d, %s", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(run, "checkpoint")); err != nil {
+		t.Fatal(err)
+	}
+}

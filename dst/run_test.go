@@ -1,0 +1,201 @@
+package dst_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	_ "github.com/dstune/dstune/accel/cpu" // the "cpu" backend
+	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/dst/experiments/tinytask/task"
+	"github.com/dstune/dstune/internal/safetensors"
+	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/onnx"
+	"github.com/dstune/dstune/train"
+)
+
+// tinyRun is a DST run of tiny_gpt on the small task.
+func tinyRun(t *testing.T, steps int64, dc train.DSTConfig) train.Config {
+	t.Helper()
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	dir := t.TempDir()
+	tr, va := task.Split(1, 200, 16)
+	data, valid := filepath.Join(dir, "train.jsonl"), filepath.Join(dir, "valid.jsonl")
+	if err := os.WriteFile(data, task.JSONL(tr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(valid, task.JSONL(va), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opt, _ := train.DefaultOptimizer(train.OptimizerAdamW)
+	opt.SetLR(3e-3)
+	return train.Config{Model: model, Data: data, Valid: valid, Task: train.TaskLM, Method: train.MethodDST, DST: &dc,
+		Optimizer: opt, Schedule: train.Schedule{Name: train.ScheduleConstant}, Steps: steps, Batch: 8, Seed: 3,
+		Backend: "cpu", Threads: 2, EvalEvery: steps, CheckpointEvery: 3}
+}
+
+func readMetrics(t *testing.T, run string) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(run, train.MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []map[string]any
+	for line := range bytes.Lines(data) {
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatal(err)
+		}
+		if step, _ := m["step"].(float64); step > 0 {
+			recs = append(recs, m)
+		}
+	}
+	return recs
+}
+
+// TestRunTinyGPT trains tiny_gpt with --method dst through train.Run: the
+// metrics carry DST's fields every step, the delta in the run directory
+// applied to the base model's initializers gives the checkpoint's
+// parameters exactly, and its base hash is the model's.
+func TestRunTinyGPT(t *testing.T) {
+	c := train.DefaultDSTConfig()
+	c.Eps = 1e-2
+	cfg := tinyRun(t, 8, c)
+	run := filepath.Join(t.TempDir(), "run")
+	if _, err := train.Run(context.Background(), cfg, train.RunOptions{Dir: run}); err != nil {
+		t.Fatal(err)
+	}
+	recs := readMetrics(t, run)
+	if len(recs) != 8 {
+		t.Fatalf("%d step records, want 8", len(recs))
+	}
+	for i, r := range recs {
+		silos, _ := r["silos"].(map[string]any)
+		if r["eps"] == nil || r["dst_ms"] == nil || r["optimizer_ms"] == nil || len(silos) != 28 {
+			t.Fatalf("step %d: record lacks DST fields: %v", i+1, r)
+		}
+		if _, ok := r["eps_alg2"]; ok != (i > 0) {
+			t.Fatalf("step %d: eps_alg2 present %v (Algorithm 2 runs from step 2)", i+1, ok)
+		}
+		if _, ok := r["churn"]; ok != (i > 0) {
+			t.Fatalf("step %d: churn present %v", i+1, ok)
+		}
+	}
+
+	d, err := dst.ReadDelta(filepath.Join(run, dst.DeltaFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnx.ReadFile(cfg.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	inits, err := dst.InitializersOf(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.CheckBase(inits); err != nil {
+		t.Fatal(err)
+	}
+	if d.Meta.Steps != 8 || d.Meta.Epsilon != 1e-2 || d.Meta.Silo != dst.SiloModuleLayer || d.Meta.Distance != dst.DistanceInvRel {
+		t.Fatalf("delta metadata %+v", d.Meta)
+	}
+	params := map[string][]float32{}
+	for _, it := range inits {
+		if it.DType == "F32" {
+			params[it.Name] = bytesToFloats(it.Data)
+		}
+	}
+	if err := d.ApplyTo(params); err != nil {
+		t.Fatal(err)
+	}
+	ckpt, err := safetensors.ReadFile(filepath.Join(run, "checkpoint", "params.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tensor := range ckpt.Tensors {
+		want := bytesToFloats(tensor.Data)
+		got := params[tensor.Name]
+		var kept int64
+		if td := d.Tensor(tensor.Name); td != nil {
+			kept = int64(len(td.Indices))
+		}
+		if k := dst.SubsetSize(1e-2, int64(len(want))); kept != k {
+			t.Fatalf("%s: delta changes %d entries, k = %d", tensor.Name, kept, k)
+		}
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s[%d]: base+delta %v, trained %v", tensor.Name, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+func bytesToFloats(b []byte) []float32 {
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(uint32(b[4*i]) | uint32(b[4*i+1])<<8 | uint32(b[4*i+2])<<16 | uint32(b[4*i+3])<<24)
+	}
+	return out
+}
+
+var errCrash = errors.New("simulated crash")
+
+// TestRunResumesBitIdentically: a DST run stopped after step 7 (last
+// checkpoint at 6) and resumed ends with the same parameters, delta and
+// metrics as an uninterrupted run, for the modes with state.
+func TestRunResumesBitIdentically(t *testing.T) {
+	for name, mod := range map[string]func(c *train.DSTConfig){
+		"iterative": func(c *train.DSTConfig) {},
+		"no-churn":  func(c *train.DSTConfig) { c.Churn = false },
+		"module":    func(c *train.DSTConfig) { c.Silo = dst.SiloModule },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := train.DefaultDSTConfig()
+			c.Eps = 2e-2
+			mod(&c)
+			cfg := tinyRun(t, 10, c)
+			whole := filepath.Join(t.TempDir(), "whole")
+			if _, err := train.Run(context.Background(), cfg, train.RunOptions{Dir: whole}); err != nil {
+				t.Fatal(err)
+			}
+			part := filepath.Join(t.TempDir(), "part")
+			_, err := train.Run(context.Background(), cfg, train.RunOptions{Dir: part, AfterStep: func(step int64) error {
+				if step == 7 {
+					return errCrash
+				}
+				return nil
+			}})
+			if !errors.Is(err, errCrash) {
+				t.Fatalf("first part: %v", err)
+			}
+			if _, err := train.Run(context.Background(), cfg, train.RunOptions{Dir: part, Resume: true}); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{dst.DeltaFile, "checkpoint/params.safetensors"} {
+				a, _ := os.ReadFile(filepath.Join(whole, f))
+				b, _ := os.ReadFile(filepath.Join(part, f))
+				if len(a) == 0 || !bytes.Equal(a, b) {
+					t.Fatalf("%s differs after resuming (%d and %d bytes)", f, len(a), len(b))
+				}
+			}
+			ra, rb := readMetrics(t, whole), readMetrics(t, part)
+			if len(ra) != len(rb) {
+				t.Fatalf("%d and %d records", len(ra), len(rb))
+			}
+			for i := range ra {
+				for _, key := range []string{"loss", "eps", "eps_alg2", "churn"} {
+					if ra[i][key] != rb[i][key] {
+						t.Fatalf("step %d %s: %v uninterrupted, %v resumed", i+1, key, ra[i][key], rb[i][key])
+					}
+				}
+			}
+		})
+	}
+}
