@@ -81,11 +81,20 @@ func DefaultSearchPaths(explicit string) SearchPaths {
 			sp.SitePackages = append(sp.SitePackages, d)
 		}
 	}
+	seen := map[string]bool{}
+	for _, d := range sp.SitePackages {
+		seen[d] = true
+	}
 	for _, v := range venvs {
 		for _, pat := range []string{"lib/python3*/site-packages", "lib/python3*/dist-packages", "lib/python3/dist-packages"} {
 			m, _ := filepath.Glob(filepath.Join(v, pat))
 			sort.Strings(m)
-			sp.SitePackages = append(sp.SitePackages, m...)
+			for _, d := range m {
+				if !seen[d] {
+					seen[d] = true
+					sp.SitePackages = append(sp.SitePackages, d)
+				}
+			}
 		}
 	}
 	return sp

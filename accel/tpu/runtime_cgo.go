@@ -17,6 +17,8 @@ import (
 	"github.com/dstune/dstune/ir"
 )
 
+const haveCgo = true
+
 // Backend runs programs on one PJRT plugin's first device.
 type Backend struct {
 	plugin Plugin

@@ -3,14 +3,11 @@
 package tpu
 
 import (
-	"errors"
-
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/ir"
 )
 
-// ErrNeedsCgo is returned by Open in builds without cgo.
-var ErrNeedsCgo = errors.New("tpu: the pjrt backend needs a cgo build (CGO_ENABLED=1 and a C compiler); this dstune was built without cgo")
+const haveCgo = false
 
 // Backend is the PJRT backend; without cgo it cannot be opened.
 type Backend struct{}
