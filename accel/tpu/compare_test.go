@@ -22,7 +22,9 @@ type runRecord struct {
 	StepMS    float64  `json:"step_ms"`
 	Eps       *float64 `json:"eps"`
 	EpsAlg2   *float64 `json:"eps_alg2"`
-	Silos     map[string]struct {
+	// The device engine's count of exact selections (absent on the CPU).
+	ExactSelections *int `json:"exact_selections"`
+	Silos           map[string]struct {
 		Eps float64 `json:"eps"`
 		K   int64   `json:"k"`
 	} `json:"silos"`
@@ -42,9 +44,7 @@ func readRun(dir string) ([]runRecord, error) {
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
-		if r.Loss != nil {
-			recs = append(recs, r)
-		}
+		recs = append(recs, r)
 	}
 	return recs, sc.Err()
 }
@@ -55,6 +55,9 @@ func readRun(dir string) ([]runRecord, error) {
 type runComparison struct {
 	steps                int
 	worstLossRel         float64
+	worstValidRel        float64 // over the validation losses both report
+	validations          int
+	exactSelections      int // the second run's, summed over its steps
 	siloSteps            int
 	siloStepsOtherK      int // silo-steps whose k or realized ε differ
 	medianMSa, medianMSb float64
@@ -71,19 +74,34 @@ func compareRuns(a, b string) (*runComparison, error) {
 		return nil, err
 	}
 	if len(ra) != len(rb) || len(ra) == 0 {
-		return nil, fmt.Errorf("%s has %d steps, %s %d", a, len(ra), b, len(rb))
+		return nil, fmt.Errorf("%s has %d records, %s %d", a, len(ra), b, len(rb))
 	}
-	c := &runComparison{steps: len(ra)}
+	relDiff := func(a, b float64) float64 {
+		rel := math.Abs(a-b) / max(math.Abs(a), 1e-30)
+		if math.IsNaN(rel) {
+			return math.Inf(1)
+		}
+		return rel
+	}
+	c := &runComparison{}
 	var msA, msB []float64
 	for i := range ra {
 		x, y := ra[i], rb[i]
-		if x.Step != y.Step {
-			return nil, fmt.Errorf("record %d: step %d and %d", i, x.Step, y.Step)
+		if x.Step != y.Step || (x.Loss == nil) != (y.Loss == nil) || (x.ValidLoss == nil) != (y.ValidLoss == nil) {
+			return nil, fmt.Errorf("record %d: step %d and %d, with other fields", i, x.Step, y.Step)
 		}
-		rel := math.Abs(*x.Loss-*y.Loss) / max(math.Abs(*x.Loss), 1e-30)
-		if math.IsNaN(rel) {
-			rel = math.Inf(1)
+		if x.ValidLoss != nil {
+			c.validations++
+			c.worstValidRel = max(c.worstValidRel, relDiff(*x.ValidLoss, *y.ValidLoss))
 		}
+		if x.Loss == nil {
+			continue
+		}
+		c.steps++
+		if y.ExactSelections != nil {
+			c.exactSelections += *y.ExactSelections
+		}
+		rel := relDiff(*x.Loss, *y.Loss)
 		c.worstLossRel = max(c.worstLossRel, rel)
 		other := 0
 		for name, s := range x.Silos {
@@ -129,9 +147,12 @@ func TestDeviceCompareRuns(t *testing.T) {
 	for _, l := range c.lines {
 		fmt.Printf("TABLE cli %s\n", l)
 	}
-	fmt.Printf("TABLE cli %d steps: worst loss rel diff %.2g; silo-steps with another k or ε %d of %d; median step %.2f ms (cpu) %.2f ms (pjrt)\n",
-		c.steps, c.worstLossRel, c.siloStepsOtherK, c.siloSteps, c.medianMSa, c.medianMSb)
-	if c.worstLossRel > 1e-3 {
+	fmt.Printf("TABLE cli %d steps: worst loss rel diff %.2g; silo-steps with another k or ε %d of %d; exact selections on the device %d; median step %.2f ms (cpu) %.2f ms (pjrt)\n",
+		c.steps, c.worstLossRel, c.siloStepsOtherK, c.siloSteps, c.exactSelections, c.medianMSa, c.medianMSb)
+	if c.validations > 0 {
+		fmt.Printf("TABLE cli %d validations: worst loss rel diff %.2g\n", c.validations, c.worstValidRel)
+	}
+	if c.worstLossRel > 1e-3 || c.worstValidRel > 1e-3 {
 		t.Errorf("losses differ by up to %.2g relative (> 1e-3)", c.worstLossRel)
 	}
 	if c.siloStepsOtherK > 0 {

@@ -2,6 +2,7 @@ package tpu
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -14,6 +15,7 @@ import (
 	_ "github.com/dstune/dstune/accel/cpu" // the CPU backend the engine is compared with
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/dst/experiments/tinytask/task"
+	"github.com/dstune/dstune/internal/safetensors"
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/train"
@@ -38,9 +40,13 @@ func tinyRun(t testing.TB, backend, threshold string, steps int64) train.Config 
 	t.Helper()
 	registerEvalEngine()
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
-	sentences, _ := task.Split(1, 48, 0)
-	data := filepath.Join(t.TempDir(), "train.jsonl")
+	sentences, held := task.Split(1, 48, 4)
+	dir := t.TempDir()
+	data, valid := filepath.Join(dir, "train.jsonl"), filepath.Join(dir, "valid.jsonl")
 	if err := os.WriteFile(data, task.JSONL(sentences), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(valid, task.JSONL(held), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	opt, err := train.DefaultOptimizer(train.OptimizerAdamW)
@@ -50,7 +56,7 @@ func tinyRun(t testing.TB, backend, threshold string, steps int64) train.Config 
 	opt.SetLR(3e-3)
 	d := train.DefaultDSTConfig()
 	d.Eps, d.Threshold = 0.01, threshold
-	return train.Config{Model: model, Data: data, Task: train.TaskLM, Method: train.MethodDST, DST: &d, Optimizer: opt,
+	return train.Config{Model: model, Data: data, Valid: valid, EvalEvery: 10, Task: train.TaskLM, Method: train.MethodDST, DST: &d, Optimizer: opt,
 		Schedule: train.Schedule{Name: train.ScheduleConstant}, Steps: steps, Batch: 2, MaxLen: 24, Seed: 1,
 		Backend: backend, Threads: 1, CheckpointEvery: 1}
 }
@@ -109,11 +115,26 @@ func TestEngineTinyGPTMatchesCPU(t *testing.T) {
 					}
 				}
 			}
+			// How much Θ differs: entries whose bits differ at the end.
+			otherBits, entries := 0, 0
+			cpuParams, devParams := readParams(t, cpuDir), readParams(t, devDir)
+			for name, v := range cpuParams {
+				for i, x := range v {
+					entries++
+					if math.Float32bits(x) != math.Float32bits(devParams[name][i]) {
+						otherBits++
+					}
+				}
+			}
 			for _, l := range c.lines {
 				t.Log(l)
 			}
-			t.Logf("%d steps: worst loss rel diff %.2g; silo-steps with another k %d of %d; with another kept index set %d of %d",
-				c.steps, c.worstLossRel, c.siloStepsOtherK, c.siloSteps, otherSets, siloSteps)
+			t.Logf("%d steps: worst loss rel diff %.2g (validation %.2g over %d); silo-steps with another k %d of %d; "+
+				"with another kept index set %d of %d; exact selections on the device %d; parameter entries with other bits at the end %d of %d",
+				c.steps, c.worstLossRel, c.worstValidRel, c.validations, c.siloStepsOtherK, c.siloSteps, otherSets, siloSteps, c.exactSelections, otherBits, entries)
+			if c.worstValidRel > 1e-3 || c.validations != 3 {
+				t.Errorf("%d validations, losses differ by up to %.2g relative", c.validations, c.worstValidRel)
+			}
 			if c.steps != steps {
 				t.Fatalf("%d steps", c.steps)
 			}
@@ -172,13 +193,28 @@ func TestEngineResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ra) != 6 || len(rb) != 6 {
-		t.Fatalf("%d and %d step records", len(ra), len(rb))
+	if len(ra) != len(rb) {
+		t.Fatalf("%d and %d records", len(ra), len(rb))
 	}
+	steps := 0
 	for i := range ra {
-		if *ra[i].Loss != *rb[i].Loss || fmt.Sprint(ra[i].Silos) != fmt.Sprint(rb[i].Silos) {
-			t.Errorf("step %d: loss %v, resumed %v", ra[i].Step, *ra[i].Loss, *rb[i].Loss)
+		x, y := ra[i], rb[i]
+		if x.Loss == nil {
+			continue
 		}
+		steps++
+		val := func(p *float64) string {
+			if p == nil {
+				return "none"
+			}
+			return fmt.Sprint(*p)
+		}
+		if y.Loss == nil || *x.Loss != *y.Loss || fmt.Sprint(x.Silos) != fmt.Sprint(y.Silos) || val(x.ValidLoss) != val(y.ValidLoss) || val(x.EpsAlg2) != val(y.EpsAlg2) {
+			t.Errorf("step %d: loss %v, validation %s, eps_alg2 %s; resumed %v, %s, %s", x.Step, *x.Loss, val(x.ValidLoss), val(x.EpsAlg2), val(y.Loss), val(y.ValidLoss), val(y.EpsAlg2))
+		}
+	}
+	if steps != 6 {
+		t.Fatalf("%d step records", steps)
 	}
 	// The delta applied to the base model gives the checkpoint's values.
 	d, err := dst.ReadDelta(filepath.Join(whole, dst.DeltaFile))
@@ -222,4 +258,22 @@ func deltaParams(t testing.TB, cfg train.Config) []train.ParamInfo {
 		}
 	}
 	return infos
+}
+
+// readParams reads a run's checkpointed parameters.
+func readParams(t testing.TB, run string) map[string][]float32 {
+	t.Helper()
+	f, err := safetensors.ReadFile(filepath.Join(run, "checkpoint", "params.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]float32{}
+	for _, x := range f.Tensors {
+		v := make([]float32, len(x.Data)/4)
+		for i := range v {
+			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(x.Data[4*i:]))
+		}
+		out[x.Name] = v
+	}
+	return out
 }

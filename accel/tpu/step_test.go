@@ -381,6 +381,7 @@ func (r *stepRig) step(t testing.TB, step int64, lr float64, batch []*ir.Tensor)
 	}
 	for _, u := range res.Units {
 		switch {
+		case u.K == 0:
 		case !res.Selected:
 			r.paths.fixed++
 		case u.Exact:
@@ -637,5 +638,120 @@ func TestExactSelectionMatchesKernels(t *testing.T) {
 		if gq := out[1].Float32s()[0]; math.Float32bits(gq) != math.Float32bits(th.Q) {
 			t.Errorf("case %d: Q = %g, kernels %g", ci, gq, th.Q)
 		}
+	}
+}
+
+// stepsWithinTolerance runs 12 steps of a step configuration on dev
+// against the host reference (the optimizers' formulas and package dst's
+// CPU method), one step at a time from the same state: after every step
+// the reference takes the device's parameters, optimizer state and DST
+// state. A device may round differently than the reference (XLA fuses
+// multiply-adds, reorders reductions), so losses and parameters are
+// compared within tolerances, and a subset may differ where rounding moved
+// an entry across the k-th largest Δ (counted and returned); every
+// selection must keep exactly k entries.
+func stepsWithinTolerance(t *testing.T, dev device, name string, c stepCase) (worst float64, otherSets, otherEntries int) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(7, uint64(len(name))))
+	tg := mlp(t, rng)
+	if c.zeroSeeds > 0 {
+		clear(tg.Param("w1").Tensor.Float32s()[:c.zeroSeeds])
+	}
+	r := newStepRig(t, dev, tg, c)
+	for step := int64(1); step <= 12; step++ {
+		batch := randBatch(rng)
+		lr := 0.02 * float64(step) / 12
+		res, err := r.dev.Step(step, lr, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.host.step(t, step, lr, batch)
+		if rel := relDiff(float64(res.Loss), float64(r.host.lastLoss)); rel > 1e-4 {
+			t.Errorf("%s step %d: loss %g, host %g", name, step, res.Loss, r.host.lastLoss)
+		}
+		for _, u := range res.Units {
+			if u.Kept != u.K {
+				t.Errorf("%s step %d: a selection unit of %d entries keeps %d, want k = %d", name, step, u.Size, u.Kept, u.K)
+			}
+		}
+		for _, prm := range r.order {
+			got, err := r.dev.Param(prm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := slices.Clone(r.host.params[prm])
+			if r.plan != nil {
+				mask, err := r.dev.State(ArgState, prm+"/mask")
+				if err != nil {
+					t.Fatal(err)
+				}
+				hostMask := make([]bool, len(want))
+				for _, pos := range r.host.ref.Kept(prm) {
+					hostMask[pos] = true
+				}
+				if !slices.Equal(mask.Bools(), hostMask) {
+					otherSets++
+					for i, m := range mask.Bools() {
+						if m != hostMask[i] {
+							otherEntries++
+							want[i] = got.Float32s()[i] // one side reset it to the seed
+						}
+					}
+				}
+			}
+			d := ir.Compare(got, ir.FromFloat32s(tg.Param(prm).Value.Shape, want), 1e-3, 1e-5)
+			worst = max(worst, d.MaxRel)
+			if !d.OK() {
+				t.Errorf("%s step %d %s: %v", name, step, prm, d)
+			}
+		}
+		r.resyncHost(t, step)
+	}
+	r.dev.Close()
+	return worst, otherSets, otherEntries
+}
+
+func relDiff(a, b float64) float64 {
+	return math.Abs(a-b) / max(math.Abs(b), 1e-12)
+}
+
+// TestStepsWithinToleranceHarness runs the device test's harness on the
+// evaluator, where nothing may differ.
+func TestStepsWithinToleranceHarness(t *testing.T) {
+	cases := stepCases()
+	for _, name := range []string{"adamw-iterative-abs", "adamw-normalize-size", "sgd-nesterov-no-churn", "adamw-random"} {
+		worst, otherSets, _ := stepsWithinTolerance(t, &evalDevice{}, name, cases[name])
+		if worst != 0 || otherSets != 0 {
+			t.Errorf("%s: parameters differ by %g, %d subsets differ", name, worst, otherSets)
+		}
+	}
+}
+
+// resyncHost gives the host reference the device's state.
+func (r *stepRig) resyncHost(t testing.TB, step int64) {
+	t.Helper()
+	for name, v := range r.host.params {
+		got, err := r.dev.Param(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(v, got.Float32s())
+	}
+	for name, v := range r.host.state {
+		got, err := r.dev.State(ArgState, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(v, got.Float32s())
+	}
+	if r.plan == nil {
+		return
+	}
+	ms, err := r.plan.sync(r.dev, step)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.host.ref.LoadState(ms); err != nil {
+		t.Fatal(err)
 	}
 }
