@@ -62,7 +62,7 @@ func newDSTPlan(m train.Method, params []train.ParamInfo, seedValues func(name s
 		return nil, err
 	}
 	p.silos = planner.Silos()
-	cfg := &DST{Eps: opts.Eps, Exact: opts.Exact, Bisection: opts.Bisection, FixedSubset: !opts.Churn, BandCap: opts.BandCap}
+	cfg := &DST{Eps: opts.Eps, Exact: opts.Exact, Bisection: opts.Bisection, FixedSubset: !opts.Churn || opts.Random, BandCap: opts.BandCap}
 	if !opts.Random {
 		var err error
 		if cfg.Distance, err = toDistance(opts.Distance); err != nil {

@@ -46,8 +46,9 @@ type DST struct {
 	Exact     bool
 	Bisection dst.Bisection
 	// FixedSubset turns churn off: after the first selection the subset
-	// is kept for the whole run (the program's "dst:fixed" state; setting
-	// it with a mask from the start gives the random baseline).
+	// is kept for the whole run (the program's "dst:fixed" state). It is
+	// also what lets a mask set with the state from the start (the random
+	// baseline) stay fixed; without it the flag is never read.
 	FixedSubset bool
 	// BandCap is dst.Options.BandCap (0: dst.DefaultBandCap). The device
 	// always selects exactly when no candidate is exact; BandCap only
@@ -80,16 +81,23 @@ const (
 	stateReady = "dst:ready" // bool[U]: Algorithm 2 may start from it
 	stateFixed = "dst:fixed" // bool: the subset no longer changes
 
-	ResultKept      = "dst:kept"      // int64[U]: entries each unit keeps free
-	ResultChanged   = "dst:changed"   // int64[U]: kept entries not kept the step before
-	ResultThreshold = "dst:threshold" // float32[U]: the threshold q used (when selected)
-	ResultSelected  = "dst:selected"  // bool: a selection ran (false: the subset is fixed)
-	ResultAlg2      = "dst:alg2"      // bool[U]: Algorithm 2 ran
-	ResultAlg2Count = "dst:alg2_count"
-	// int64[U]: #{Δ > q̃} for Algorithm 2's own answer q̃
-	ResultExact    = "dst:exact"     // bool[U]: the exact selection ran
-	ResultFallback = "dst:fallback"  // bool[U]: the CPU method would have fallen back to an exact selection
+	// ResultDST packs a step's per-unit DST outcome into one int64[8, U]
+	// result (one copy back to the host): the rows below.
+	ResultDST      = "dst:metrics"
 	ResultSiloKept = "dst:silo_kept" // int64[S]: normalized runs: entries each silo of DST.Silos keeps
+)
+
+// The rows of ResultDST.
+const (
+	rowKept      = iota // entries the unit keeps free
+	rowChanged          // kept entries not kept the step before
+	rowThreshold        // the threshold q used (float32 bits)
+	rowSelected         // 1: a selection ran (0: the subset is fixed)
+	rowAlg2             // 1: Algorithm 2 ran
+	rowAlg2Count        // #{Δ > q̃} for Algorithm 2's own answer q̃
+	rowExact            // 1: the exact selection ran
+	rowFallback         // 1: the CPU method would count an exact fallback
+	numDSTRows
 )
 
 type pieceLayout struct {
@@ -315,7 +323,14 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 		tieEnd := r.selectOp(needSel, sel[1], r.splat(vec(ir.Int64), 0))
 		return []value{q, tieEnd, alg2Count, alg2Ran, exactRan, fallback}
 	}
-	out := f.ifOp(st.fixed, types, fixedBranch, selectBranch)
+	// Only a subset that can be fixed (churn off, or a mask set from the
+	// start) needs the conditional; otherwise the flag stays false.
+	var out []value
+	if d.FixedSubset {
+		out = f.ifOp(st.fixed, types, fixedBranch, selectBranch)
+	} else {
+		out = selectBranch(f)
+	}
 	q, tieEnd := out[0], out[1]
 
 	res := dstResult{params: map[string]value{}, masks: map[string]value{}}
@@ -355,16 +370,17 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 	if d.FixedSubset {
 		res.fixed = f.scalarConst(ir.Bool, 1)
 	}
-	res.results = []namedValue{
-		{ResultKept, f.concatenate(0, kept)},
-		{ResultChanged, f.concatenate(0, changed)},
-		{ResultThreshold, q},
-		{ResultSelected, selected},
-		{ResultAlg2, out[3]},
-		{ResultAlg2Count, out[2]},
-		{ResultExact, out[4]},
-		{ResultFallback, out[5]},
-	}
+	rows := make([]value, numDSTRows)
+	i64 := func(v value) value { return f.convert(v, ir.Int64) }
+	rows[rowKept] = f.concatenate(0, kept)
+	rows[rowChanged] = f.concatenate(0, changed)
+	rows[rowThreshold] = i64(f.bitcast(q, ir.Uint32))
+	rows[rowSelected] = i64(f.broadcastTo(selected, ir.Shape{nu}))
+	rows[rowAlg2] = i64(out[3])
+	rows[rowAlg2Count] = out[2]
+	rows[rowExact] = i64(out[4])
+	rows[rowFallback] = i64(out[5])
+	res.results = []namedValue{{ResultDST, f.concatenate(0, reshapeAll(f, rows, ir.Shape{1, nu}))}}
 	if L.siloPieces != nil {
 		sk := make([]value, len(L.siloPieces))
 		for i, names := range L.siloPieces {

@@ -3,6 +3,7 @@ package tpu
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/dstune/dstune/ir"
 )
@@ -279,23 +280,23 @@ func (t *Trainer) Step(step int64, lr float64, inputs []*ir.Tensor) (StepResult,
 	if t.cfg.DST == nil {
 		return res, nil
 	}
-	vals := map[string]*ir.Tensor{}
-	for _, name := range []string{ResultKept, ResultChanged, ResultThreshold, ResultSelected, ResultAlg2, ResultAlg2Count, ResultExact, ResultFallback} {
-		if vals[name], err = get(name); err != nil {
-			return res, err
-		}
+	packed, err := get(ResultDST)
+	if err != nil {
+		return res, err
 	}
-	res.Selected = vals[ResultSelected].Bools()[0]
+	nu := len(p.Units)
+	row := func(r, i int) int64 { return packed.Int64s()[r*nu+i] }
+	res.Selected = nu > 0 && row(rowSelected, 0) != 0
 	for i, u := range p.Units {
 		res.Units = append(res.Units, SiloStep{
 			Size: u.Size, K: u.K,
-			Kept:      vals[ResultKept].Int64s()[i],
-			Changed:   vals[ResultChanged].Int64s()[i],
-			Threshold: vals[ResultThreshold].Float32s()[i],
-			Alg2:      vals[ResultAlg2].Bools()[i],
-			Alg2Count: vals[ResultAlg2Count].Int64s()[i],
-			Exact:     vals[ResultExact].Bools()[i],
-			Fallback:  vals[ResultFallback].Bools()[i],
+			Kept:      row(rowKept, i),
+			Changed:   row(rowChanged, i),
+			Threshold: math.Float32frombits(uint32(row(rowThreshold, i))),
+			Alg2:      row(rowAlg2, i) != 0,
+			Alg2Count: row(rowAlg2Count, i),
+			Exact:     row(rowExact, i) != 0,
+			Fallback:  row(rowFallback, i) != 0,
 		})
 	}
 	if p.ResultIndex(ResultSiloKept) >= 0 {
