@@ -219,10 +219,9 @@ func score(f *fn, d Distance, theta, seed value) value {
 
 // dstState is the program's DST arguments.
 type dstState struct {
-	seeds, masks       map[string]value
-	q, ready, fixed    value
-	factor             value // Algorithm 2's r, a step scalar (so that XLA cannot turn q/r into q·(1/r))
-	seedArgs, maskArgs []value
+	seeds, masks    map[string]value
+	q, ready, fixed value
+	factor          value // Algorithm 2's r, a step scalar (so that XLA cannot turn q/r into q·(1/r))
 }
 
 // dstResult is what the DST update computes.
@@ -274,54 +273,45 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 		return []value{st.q, r.splat(vec(ir.Int64), 0), r.splat(vec(ir.Int64), 0),
 			r.splat(vec(ir.Bool), 0), r.splat(vec(ir.Bool), 0), r.splat(vec(ir.Bool), 0)}
 	}
-	selectBranch := func(r *fn) []value {
-		k := r.constant(ks)
-		cand := r.splat(vec(ir.Float32), 0)
-		alg2Count := r.splat(vec(ir.Int64), 0)
-		alg2Ran := r.splat(vec(ir.Bool), 0)
-		candOK := r.splat(vec(ir.Bool), 0)
-		fallback := r.splat(vec(ir.Bool), 0)
-		if !d.Exact {
-			a := algorithm2(r, d.Bisection, deltas, st.q, st.factor, L.units, k, d.BandCap)
-			iterable := ir.NewTensor(ir.Bool, ir.Shape{nu})
-			for i, u := range L.units {
-				iterable.Bools()[i] = u.K > 0
-			}
-			alg2Ran = r.and(st.ready, r.constant(iterable))
-			alg2Count = a.count
-			if d.Normalize == nil {
-				cand = a.cand
-				candOK = r.and(alg2Ran, a.hasCand)
-				fallback = r.and(alg2Ran, a.fallback)
-			}
+	positive := ir.NewTensor(ir.Bool, ir.Shape{nu}) // units that keep anything
+	noneKept := ir.NewTensor(ir.Float32, ir.Shape{nu})
+	for i, u := range L.units {
+		positive.Bools()[i] = u.K > 0
+		if u.K <= 0 {
+			noneKept.Float32s()[i] = float32(math.Inf(1)) // the threshold that keeps nothing
 		}
-		needSel := r.unary("stablehlo.not", candOK)
-		positive := ir.NewTensor(ir.Bool, ir.Shape{nu})
+	}
+	exactAll := func(e *fn) []value {
+		qs, tes := make([]value, nu), make([]value, nu)
 		for i, u := range L.units {
-			positive.Bools()[i] = u.K > 0
+			q, te := exactSelection(e, deltas[i], pos[i], u.K, u.Size)
+			qs[i], tes[i] = e.reshape(q, ir.Shape{1}), e.reshape(te, ir.Shape{1})
 		}
+		return []value{e.concatenate(0, qs), e.concatenate(0, tes)}
+	}
+	selectBranch := func(r *fn) []value {
+		zeros := r.splat(vec(ir.Int64), 0)
+		if d.Exact {
+			sel := exactAll(r)
+			return []value{sel[0], sel[1], zeros, r.splat(vec(ir.Bool), 0), r.constant(positive), r.splat(vec(ir.Bool), 0)}
+		}
+		a := algorithm2(r, d.Bisection, deltas, st.q, st.factor, L.units, r.constant(ks), d.BandCap)
+		alg2Ran := r.and(st.ready, r.constant(positive))
+		if d.Normalize != nil {
+			// One exact selection every step; Algorithm 2 only reported.
+			sel := exactAll(r)
+			return []value{sel[0], sel[1], a.count, alg2Ran, r.constant(positive), r.splat(vec(ir.Bool), 0)}
+		}
+		candOK := r.and(alg2Ran, a.hasCand)
+		needSel := r.unary("stablehlo.not", candOK)
 		exactRan := r.and(needSel, r.constant(positive))
 		anyExact := r.reduce(exactRan, r.scalarConst(ir.Bool, 0), reduceOr, []int{0})
-		sel := r.ifOp(anyExact, []ir.Type{vec(ir.Float32), vec(ir.Int64)}, func(e *fn) []value {
-			qs, tes := make([]value, nu), make([]value, nu)
-			for i, u := range L.units {
-				q, te := exactSelection(e, deltas[i], pos[i], u.K, u.Size)
-				qs[i], tes[i] = e.reshape(q, ir.Shape{1}), e.reshape(te, ir.Shape{1})
-			}
-			return []value{e.concatenate(0, qs), e.concatenate(0, tes)}
-		}, func(e *fn) []value {
-			// Only units with k = 0 need a selection: it keeps nothing.
-			none := ir.NewTensor(ir.Float32, ir.Shape{nu})
-			for i, u := range L.units {
-				if u.K <= 0 {
-					none.Float32s()[i] = float32(math.Inf(1))
-				}
-			}
-			return []value{e.constant(none), e.splat(vec(ir.Int64), 0)}
+		sel := r.ifOp(anyExact, []ir.Type{vec(ir.Float32), vec(ir.Int64)}, exactAll, func(e *fn) []value {
+			return []value{e.constant(noneKept), e.splat(vec(ir.Int64), 0)}
 		})
-		q := r.selectOp(needSel, sel[0], cand)
-		tieEnd := r.selectOp(needSel, sel[1], r.splat(vec(ir.Int64), 0))
-		return []value{q, tieEnd, alg2Count, alg2Ran, exactRan, fallback}
+		q := r.selectOp(needSel, sel[0], a.cand)
+		tieEnd := r.selectOp(needSel, sel[1], zeros)
+		return []value{q, tieEnd, a.count, alg2Ran, exactRan, r.and(alg2Ran, a.fallback)}
 	}
 	// Only a subset that can be fixed (churn off, or a mask set from the
 	// start) needs the conditional; otherwise the flag stays false.
