@@ -18,6 +18,7 @@ import (
 	"github.com/dstune/dstune/internal/safetensors"
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/train"
 )
 
@@ -276,4 +277,62 @@ func readParams(t testing.TB, run string) map[string][]float32 {
 		out[x.Name] = v
 	}
 	return out
+}
+
+// TestEngineFullFineTuning runs full fine-tuning (SGD with momentum) on
+// the pjrt engine (the evaluator as its device) and on the CPU engine:
+// the losses agree, and the pjrt run writes the fine-tuned model from the
+// device's parameters.
+func TestEngineFullFineTuning(t *testing.T) {
+	cfg := tinyRun(t, "cpu", dst.ThresholdIterative, 5)
+	cfg.Method, cfg.DST = train.MethodFull, nil
+	opt, err := train.DefaultOptimizer(train.OptimizerSGD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.SGD.Momentum = 0.9
+	opt.SetLR(0.05)
+	cfg.Optimizer = opt
+	cpuDir, devDir := filepath.Join(t.TempDir(), "cpu"), filepath.Join(t.TempDir(), "pjrt")
+	if _, err := train.Run(context.Background(), cfg, train.RunOptions{Dir: cpuDir}); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Backend = evalBackend
+	res, err := train.Run(context.Background(), cfg, train.RunOptions{Dir: devDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := compareRuns(cpuDir, devDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.steps != 5 || c.worstLossRel > 1e-5 || c.worstValidRel > 1e-5 {
+		t.Errorf("%d steps, losses differ by %.2g, validation by %.2g", c.steps, c.worstLossRel, c.worstValidRel)
+	}
+	m, err := onnx.ReadFile(res.ModelFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	want := readParams(t, devDir)
+	checked := 0
+	for _, it := range m.Graph.Initializers {
+		v, ok := want[it.Name]
+		if !ok {
+			continue
+		}
+		data, err := it.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, x := range v {
+			if math.Float32bits(x) != binary.LittleEndian.Uint32(data[4*i:]) {
+				t.Fatalf("%s[%d] in model.onnx differs from the checkpoint", it.Name, i)
+			}
+		}
+		checked++
+	}
+	if checked != len(want) {
+		t.Errorf("model.onnx holds %d of the %d trained parameters", checked, len(want))
+	}
 }
