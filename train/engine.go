@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/internal/safetensors"
 	"github.com/dstune/dstune/ir"
 )
@@ -164,43 +163,6 @@ type Engine interface {
 	State() (*EngineState, error)
 	Restore(*EngineState) error
 	Close() error
-}
-
-// EngineOptions are what an engine is built from besides its graphs.
-type EngineOptions struct {
-	Backend   string // the accel backend name (config.json's "backend")
-	Threads   int
-	Optimizer Optimizer
-	Method    Method
-}
-
-// EngineFactory builds an engine for a backend whose parameters do not
-// live in host memory (a device engine compiling the whole step).
-type EngineFactory func(src GraphSource, opts EngineOptions) (Engine, error)
-
-var engineFactories = map[string]EngineFactory{}
-
-// RegisterEngine makes Run use factory for runs on the named backend
-// instead of a HostEngine over accel.Open(backend). Backends call it from
-// init; registering a name twice panics.
-func RegisterEngine(backend string, factory EngineFactory) {
-	if _, dup := engineFactories[backend]; dup {
-		panic("train: engine registered twice for backend " + backend)
-	}
-	engineFactories[backend] = factory
-}
-
-// NewEngine builds the engine for opts.Backend: a registered factory's,
-// or a HostEngine.
-func NewEngine(src GraphSource, opts EngineOptions) (Engine, error) {
-	if f, ok := engineFactories[opts.Backend]; ok {
-		return f(src, opts)
-	}
-	backend, err := accel.Open(opts.Backend)
-	if err != nil {
-		return nil, err
-	}
-	return NewHostEngine(src, backend, HostOptions{Threads: opts.Threads, Optimizer: opts.Optimizer, Method: opts.Method})
 }
 
 // ParamInfo names a trainable parameter and gives its shape.

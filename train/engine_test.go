@@ -327,26 +327,6 @@ func BenchmarkHostEngineStep(b *testing.B) {
 	}
 }
 
-func TestRegisteredEngineIsUsed(t *testing.T) {
-	built := 0
-	RegisterEngine("test-device", func(src GraphSource, opts EngineOptions) (Engine, error) {
-		built++
-		return NewHostEngine(src, cpu.New(), HostOptions{Threads: opts.Threads, Optimizer: opts.Optimizer, Method: opts.Method})
-	})
-	cfg := runConfig(t, OptimizerAdamW, 3)
-	cfg.Backend = "test-device"
-	if _, err := Run(context.Background(), cfg, RunOptions{Dir: filepath.Join(t.TempDir(), "run"), Source: newBigramSource(runVocab, 1)}); err != nil {
-		t.Fatal(err)
-	}
-	if built != 1 {
-		t.Errorf("the registered engine factory was called %d times, want 1", built)
-	}
-	cfg.Backend = "no-such-backend"
-	if _, err := Run(context.Background(), cfg, RunOptions{Dir: filepath.Join(t.TempDir(), "run2"), Source: newBigramSource(runVocab, 1)}); err == nil || !strings.Contains(err.Error(), `unknown backend "no-such-backend"`) {
-		t.Errorf("unknown backend: %v", err)
-	}
-}
-
 // countingMethod is full fine-tuning that reports a metric of its own.
 type countingMethod struct {
 	FullMethod

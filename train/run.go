@@ -109,6 +109,9 @@ type RunOptions struct {
 	// Source replaces the graphs built from Config.Model (tests); the
 	// fine-tuned model file is then not written.
 	Source GraphSource
+	// BackendOptions are the backend's machine-specific settings, which
+	// are not part of the run (EngineEnv.Options), e.g. "pjrt-plugin".
+	BackendOptions map[string]string
 	// AfterStep is called after every step is complete (metrics and any
 	// checkpoint written); an error ends the run at once, as a crash
 	// would (tests).
@@ -272,7 +275,8 @@ func (r *runner) setup() error {
 	if r.method, err = newRunMethod(env); err != nil {
 		return err
 	}
-	if r.engine, err = NewEngine(r.src, EngineOptions{Backend: cfg.Backend, Threads: cfg.Threads, Optimizer: r.opt, Method: r.method}); err != nil {
+	if r.engine, r.method, err = newRunEngine(EngineEnv{Config: *cfg, Source: r.src, Optimizer: r.opt, Method: r.method,
+		Options: r.opts.BackendOptions}); err != nil {
 		return err
 	}
 

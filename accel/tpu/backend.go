@@ -1,10 +1,9 @@
 package tpu
 
 import (
-	"fmt"
+	"errors"
 
 	"github.com/dstune/dstune/accel"
-	"github.com/dstune/dstune/ir"
 )
 
 func init() {
@@ -18,65 +17,16 @@ type Options struct {
 	PluginPath string
 }
 
-// StepResult is what one training step returns to the host.
-type StepResult struct {
-	Loss  float32
-	Silos []SiloStep // one per DST silo, in DST.Silos order (nil without DST)
-}
+// ErrNeedsCgo is returned by Open in builds without cgo.
+var ErrNeedsCgo = errors.New("tpu: the pjrt backend needs a cgo build (CGO_ENABLED=1 and a C compiler); this dstune was built without cgo")
 
-// SiloStep is one silo's DST outcome for a step.
-type SiloStep struct {
-	Size      int64   // entries in the silo
-	Kept      int64   // entries kept free (differing from the seed)
-	Changed   int64   // kept entries that were not kept the step before
-	Threshold float32 // the threshold q used
-	Exact     bool    // q came from an exact selection this step
-}
-
-// RealizedEps is Kept/Size.
-func (s SiloStep) RealizedEps() float64 {
-	if s.Size == 0 {
-		return 0
+// CheckRuntime says, without loading anything, whether Open can work
+// here: this build has cgo and a plugin is found (pluginPath, or as
+// FindPlugin searches; its error lists every place searched). Commands
+// call it before any other work, so that a missing plugin fails fast.
+func CheckRuntime(pluginPath string) (Plugin, error) {
+	if !haveCgo {
+		return Plugin{}, ErrNeedsCgo
 	}
-	return float64(s.Kept) / float64(s.Size)
-}
-
-// Churn is the share of the subset that changed since the previous step.
-func (s SiloStep) Churn() float64 {
-	if s.Kept == 0 {
-		return 0
-	}
-	return float64(s.Changed) / float64(s.Kept)
-}
-
-// stepInputsFor checks a step's inputs against a program.
-func checkInputs(p *Program, inputs []*ir.Tensor) error {
-	n := 0
-	for _, a := range p.Args {
-		if a.Kind != ArgInput {
-			continue
-		}
-		if n >= len(inputs) {
-			return fmt.Errorf("tpu: %d inputs given, the program takes more", len(inputs))
-		}
-		t := inputs[n]
-		if t == nil || t.DType() != a.Type.DType || !t.Shape().Equal(a.Type.Shape) {
-			got := "nil"
-			if t != nil {
-				got = fmt.Sprintf("%s%v", t.DType(), t.Shape())
-			}
-			return fmt.Errorf("tpu: input %q is %s, want %v", a.Name, got, a.Type)
-		}
-		n++
-	}
-	if n != len(inputs) {
-		return fmt.Errorf("tpu: %d inputs given, the program takes %d", len(inputs), n)
-	}
-	return nil
-}
-
-// residentKey names a device-resident argument: its kind and name.
-type residentKey struct {
-	kind ArgKind
-	name string
+	return FindPlugin(DefaultSearchPaths(pluginPath))
 }

@@ -21,7 +21,8 @@ type Plugin struct {
 	// library search path when it loads.
 	LibraryDirs []string
 	// CUDADataDir is the CUDA toolkit directory XLA should search for
-	// ptxas and libdevice (site-packages/nvidia/cuda_nvcc), or "".
+	// ptxas and libdevice (site-packages/nvidia/cuda_nvcc, or nvidia/cu13
+	// for CUDA 13's wheels), or "".
 	CUDADataDir string
 	// How says how it was found ("--pjrt-plugin", "$DSTUNE_PJRT_PLUGIN",
 	// "standard path", "JAX site-packages").
@@ -81,11 +82,20 @@ func DefaultSearchPaths(explicit string) SearchPaths {
 			sp.SitePackages = append(sp.SitePackages, d)
 		}
 	}
+	seen := map[string]bool{}
+	for _, d := range sp.SitePackages {
+		seen[d] = true
+	}
 	for _, v := range venvs {
 		for _, pat := range []string{"lib/python3*/site-packages", "lib/python3*/dist-packages", "lib/python3/dist-packages"} {
 			m, _ := filepath.Glob(filepath.Join(v, pat))
 			sort.Strings(m)
-			sp.SitePackages = append(sp.SitePackages, m...)
+			for _, d := range m {
+				if !seen[d] {
+					seen[d] = true
+					sp.SitePackages = append(sp.SitePackages, d)
+				}
+			}
 		}
 	}
 	return sp
@@ -157,7 +167,8 @@ func checkFile(path, how string, sp SearchPaths) (Plugin, error) {
 	return p, nil
 }
 
-// nvidiaDirs lists site/nvidia/*/lib (sorted) and site/nvidia/cuda_nvcc.
+// nvidiaDirs lists site/nvidia/*/lib (sorted) and the CUDA data directory:
+// site/nvidia/cuda_nvcc, or site/nvidia/cu13 or cu12 when it holds bin/ptxas.
 func nvidiaDirs(site string) ([]string, string) {
 	libs, _ := filepath.Glob(filepath.Join(site, "nvidia", "*", "lib"))
 	sort.Strings(libs)
@@ -168,10 +179,16 @@ func nvidiaDirs(site string) ([]string, string) {
 		}
 	}
 	nvcc := filepath.Join(site, "nvidia", "cuda_nvcc")
-	if fi, err := os.Stat(nvcc); err != nil || !fi.IsDir() {
-		nvcc = ""
+	if fi, err := os.Stat(nvcc); err == nil && fi.IsDir() {
+		return dirs, nvcc
 	}
-	return dirs, nvcc
+	// CUDA 13's wheels put the toolkit into nvidia/cu13 (bin/ptxas there).
+	for _, v := range []string{"cu13", "cu12"} {
+		if d := filepath.Join(site, "nvidia", v); isFile(filepath.Join(d, "bin", "ptxas")) {
+			return dirs, d
+		}
+	}
+	return dirs, ""
 }
 
 func isFile(path string) bool {

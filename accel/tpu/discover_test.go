@@ -63,6 +63,16 @@ func TestFindPluginOrder(t *testing.T) {
 		t.Errorf("explicit JAX plugin: %+v, %v", p, err)
 	}
 
+	// CUDA 13's wheels: the toolkit in nvidia/cu13, whose lib is searched too.
+	site13 := filepath.Join(root, "venv13/lib/python3.12/site-packages")
+	cuda13 := touch(t, filepath.Join(site13, "jax_plugins/xla_cuda13/xla_cuda_plugin.so"))
+	touch(t, filepath.Join(site13, "nvidia/cu13/lib/libcublas.so.13"))
+	touch(t, filepath.Join(site13, "nvidia/cu13/bin/ptxas"))
+	if p, err := FindPlugin(SearchPaths{SitePackages: []string{site13}}); err != nil || p.Path != cuda13 ||
+		p.CUDADataDir != filepath.Join(site13, "nvidia/cu13") || len(p.LibraryDirs) != 1 {
+		t.Errorf("CUDA 13 layout: %+v, %v", p, err)
+	}
+
 	// Standard names on the library path when there is no JAX.
 	sp = SearchPaths{LibDirs: []string{filepath.Join(root, "nothing"), libdir}}
 	if p, err := FindPlugin(sp); err != nil || p.Path != cpu || p.How != "standard path" {

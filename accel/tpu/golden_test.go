@@ -132,8 +132,24 @@ func TestGolden(t *testing.T) {
 			aliased++
 		}
 	}
-	// w2, its two moments, its mask, q and ready stay on the device.
-	if aliased != 6 || !strings.Contains(step.Text, "tf.aliasing_output") {
-		t.Errorf("%d aliased arguments, want 6:\n%s", aliased, step.describe())
+	// w2, its two moments, its mask, q, ready and the fixed flag stay on
+	// the device.
+	if aliased != 7 || !strings.Contains(step.Text, "tf.aliasing_output") {
+		t.Errorf("%d aliased arguments, want 7:\n%s", aliased, step.describe())
 	}
+
+	// SGD + DST with the exact selection every step and the subset fixed
+	// after the first: one silo of two pieces (b1 then w2).
+	two, err := ir.TrainingGraph(model, ir.LossSpec{Kind: ir.MeanSquaredError}, []*ir.Param{model.Param("b1"), model.Param("w2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	step, err = LowerTrainStep(two, TrainConfig{
+		Optimizer: Optimizer{Kind: SGD, Momentum: 0.9},
+		DST:       &DST{Eps: 0.05, Distance: DistanceRel, Silos: [][]string{{"b1", "w2"}}, Exact: true, FixedSubset: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "sgd_dst_exact_step", step.Text)
 }

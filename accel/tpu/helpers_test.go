@@ -42,3 +42,12 @@ func loadModel(t testing.TB, rel string, shapes map[string]ir.Shape) *ir.Graph {
 	}
 	return g
 }
+
+// allSilos is one DST silo per parameter of tg (module-layer), in order.
+func allSilos(tg *ir.Graph) [][]string {
+	var s [][]string
+	for _, p := range tg.Params {
+		s = append(s, []string{p.Name})
+	}
+	return s
+}

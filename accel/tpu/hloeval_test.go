@@ -343,8 +343,18 @@ func round(d ir.DType, x float64) float64 {
 		return 0
 	}
 	x = math.Trunc(x)
-	bitsOf := map[ir.DType]uint{ir.Int8: 8, ir.Int16: 16, ir.Int32: 32, ir.Int64: 64, ir.Uint8: 8, ir.Uint16: 16, ir.Uint32: 32, ir.Uint64: 64}[d]
-	if bitsOf == 64 {
+	var bitsOf uint
+	switch d {
+	case ir.Int8, ir.Uint8:
+		bitsOf = 8
+	case ir.Int16, ir.Uint16:
+		bitsOf = 16
+	case ir.Int32, ir.Uint32:
+		if d == ir.Int32 && x >= math.MinInt32 && x <= math.MaxInt32 || d == ir.Uint32 && x >= 0 && x <= math.MaxUint32 {
+			return x // in range: the common case
+		}
+		bitsOf = 32
+	default:
 		return x
 	}
 	span := math.Ldexp(1, int(bitsOf))
@@ -821,7 +831,7 @@ func evalReduce(o *hop, x, init *hv, env *henv) *hv {
 	for i := range out.v {
 		out.v[i] = init.v[0]
 	}
-	reduced := map[int]bool{}
+	reduced := make([]bool, x.t.Shape.Rank())
 	for _, d := range axes {
 		reduced[d] = true
 	}
@@ -1038,8 +1048,26 @@ func evalScatter(o *hop, base, ind, upd *hv, env *henv) *hv {
 	return out
 }
 
+// simpleComparator recognizes a sort comparator that is one GT or LT
+// compare of the first operand's pair, so that sorting needs no region
+// evaluation per comparison ("" otherwise).
+func simpleComparator(r *hregion) string {
+	if len(r.ops) != 2 || r.ops[0].name != "stablehlo.compare" || r.ops[1].name != "stablehlo.return" || len(r.params) < 2 {
+		return ""
+	}
+	c := r.ops[0]
+	if len(c.args) != 2 || c.args[0] != r.params[0] || c.args[1] != r.params[1] || len(r.ops[1].args) != 1 || r.ops[1].args[0] != c.results[0] {
+		return ""
+	}
+	if dir := attrWord(c.attrs, "comparison_direction"); dir == "GT" || dir == "LT" {
+		return dir
+	}
+	return ""
+}
+
 func evalSort(o *hop, a []*hv, env *henv) []*hv {
 	axis := attrInts(o.attrs, "dimension")[0]
+	dir := simpleComparator(o.regions[0])
 	shape := a[0].t.Shape
 	n := shape[axis]
 	outs := make([]*hv, len(a))
@@ -1058,6 +1086,13 @@ func evalSort(o *hop, a []*hv, env *henv) []*hv {
 			perm[k] = i + k*st
 		}
 		less := func(p, q int) bool {
+			if dir != "" {
+				x, y := a[0].v[p], a[0].v[q]
+				if dir == "GT" {
+					return x > y
+				}
+				return x < y
+			}
 			var params []*hv
 			for _, x := range a {
 				params = append(params, &hv{t: ir.Type{DType: x.t.DType, Shape: ir.Shape{}}, v: []float64{x.v[p]}}, &hv{t: ir.Type{DType: x.t.DType, Shape: ir.Shape{}}, v: []float64{x.v[q]}})

@@ -51,6 +51,9 @@ type Program struct {
 	Text    string
 	Args    []Arg
 	Results []Result
+	// Units are a DST step's selections, in the order of its per-unit
+	// state and results (nil without DST).
+	Units []SelectionUnit
 }
 
 // ArgIndex returns the index of the argument of the given kind and name,

@@ -17,6 +17,8 @@ import (
 	"github.com/dstune/dstune/ir"
 )
 
+const haveCgo = true
+
 // Backend runs programs on one PJRT plugin's first device.
 type Backend struct {
 	plugin Plugin
@@ -293,308 +295,44 @@ func (e *Executable) Close() error {
 
 // ---------------------------------------------------------------- training
 
-// Trainer runs compiled training steps (LowerTrainStep) whose parameters
-// and state stay in device buffers between steps.
-type Trainer struct {
-	b     *Backend
-	cfg   TrainConfig
-	progs []trainProgram // one per batch shape
-	// resident holds the device buffers of every non-input argument,
-	// keyed by kind and name; a step replaces the donated ones with its
-	// results.
-	resident  map[residentKey]*pjrt.Buffer
-	types     map[residentKey]ir.Type
-	siloSizes []int64
-	closed    bool
-}
-
-type trainProgram struct {
-	prog *Program
-	exe  *pjrt.LoadedExecutable
-}
-
 // NewTrainer lowers and compiles the training step of tg (see
 // LowerTrainStep) and copies the parameters (and, with DST, their seeds:
 // the parameters' values now) to the device, with zero optimizer state.
 func (b *Backend) NewTrainer(tg *ir.Graph, cfg TrainConfig) (*Trainer, error) {
-	t := &Trainer{b: b, cfg: cfg, resident: map[residentKey]*pjrt.Buffer{}, types: map[residentKey]ir.Type{}}
-	if err := t.AddGraph(tg); err != nil {
+	return newTrainer(b.trainerDevice(), tg, cfg)
+}
+
+func (b *Backend) trainerDevice() device { return pjrtDevice{b} }
+
+// pjrtDevice is the Trainer's device on a PJRT client.
+type pjrtDevice struct{ b *Backend }
+
+func (d pjrtDevice) compile(p *Program) (deviceProgram, error) { return d.b.compile(p) }
+
+func (d pjrtDevice) upload(t *ir.Tensor) (deviceBuffer, error) { return d.b.upload(t) }
+
+func (d pjrtDevice) download(buf deviceBuffer, t ir.Type) (*ir.Tensor, error) {
+	return d.b.download(buf.(*pjrt.Buffer), t)
+}
+
+func (d pjrtDevice) execute(p deviceProgram, args []deviceBuffer, donate []bool) ([]deviceBuffer, error) {
+	bufs := make([]*pjrt.Buffer, len(args))
+	for i, a := range args {
+		bufs[i] = a.(*pjrt.Buffer)
+	}
+	out, err := d.b.execute(p.(*pjrt.LoadedExecutable), bufs, donate)
+	if err != nil {
 		return nil, err
 	}
-	p := t.progs[0].prog
-	for _, a := range p.Args {
-		var src *ir.Tensor
-		switch a.Kind {
-		case ArgParam, ArgSeed:
-			prm := tg.Param(a.Name)
-			if prm == nil {
-				t.Close()
-				return nil, fmt.Errorf("tpu: internal error: no parameter %q", a.Name)
-			}
-			src = prm.Tensor
-		case ArgState:
-			src = a.Init
-			if src == nil {
-				src = ir.NewTensor(a.Type.DType, a.Type.Shape)
-			}
-		default:
-			continue
-		}
-		buf, err := b.upload(src)
-		if err != nil {
-			t.Close()
-			return nil, fmt.Errorf("tpu: %q: %w", a.Name, err)
-		}
-		key := residentKey{a.Kind, a.Name}
-		t.resident[key], t.types[key] = buf, a.Type
-	}
-	if cfg.DST != nil {
-		for _, silo := range cfg.DST.Silos {
-			var n int64
-			for _, name := range silo {
-				n += int64(tg.Param(name).Value.Shape.Size())
-			}
-			if n > 0 {
-				t.siloSizes = append(t.siloSizes, n)
-			}
-		}
-	}
-	return t, nil
-}
-
-// AddGraph compiles the step for another batch shape of the same model
-// (same parameters and state); Step picks the program whose inputs match.
-func (t *Trainer) AddGraph(tg *ir.Graph) error {
-	prog, err := LowerTrainStep(tg, t.cfg)
-	if err != nil {
-		return err
-	}
-	if len(t.progs) > 0 {
-		first := t.progs[0].prog
-		var a, b []Arg
-		for _, x := range first.Args {
-			if x.Kind != ArgInput {
-				a = append(a, x)
-			}
-		}
-		for _, x := range prog.Args {
-			if x.Kind != ArgInput {
-				b = append(b, x)
-			}
-		}
-		if len(a) != len(b) {
-			return errors.New("tpu: AddGraph: the graph's parameters or state differ from the trainer's")
-		}
-		for i := range a {
-			if a[i].Kind != b[i].Kind || a[i].Name != b[i].Name || a[i].Type.DType != b[i].Type.DType || !a[i].Type.Shape.Equal(b[i].Type.Shape) {
-				return fmt.Errorf("tpu: AddGraph: argument %q differs from the trainer's", b[i].Name)
-			}
-		}
-	}
-	exe, err := t.b.compile(prog)
-	if err != nil {
-		return err
-	}
-	t.progs = append(t.progs, trainProgram{prog, exe})
-	return nil
-}
-
-// Step takes training step number step (1 for the first) at learning
-// rate lr on one batch (the training graph's inputs, in order).
-func (t *Trainer) Step(step int64, lr float64, inputs []*ir.Tensor) (StepResult, error) {
-	if t.closed {
-		return StepResult{}, errors.New("tpu: trainer is closed")
-	}
-	var tp *trainProgram
-	var lastErr error
-	for i := range t.progs {
-		if lastErr = checkInputs(t.progs[i].prog, inputs); lastErr == nil {
-			tp = &t.progs[i]
-			break
-		}
-	}
-	if tp == nil {
-		return StepResult{}, fmt.Errorf("tpu: no compiled step takes this batch (AddGraph a graph for its shape): %w", lastErr)
-	}
-	scalars, err := t.cfg.Optimizer.StepScalars(step, lr)
-	if err != nil {
-		return StepResult{}, err
-	}
-	p := tp.prog
-	args := make([]*pjrt.Buffer, len(p.Args))
-	donate := make([]bool, len(p.Args))
-	var uploaded []*pjrt.Buffer
-	defer func() { destroy(uploaded...) }()
-	in := 0
-	for i, a := range p.Args {
-		switch a.Kind {
-		case ArgInput, ArgStepScalars:
-			src := ir.FromFloat32s(ir.Shape{len(scalars)}, scalars)
-			if a.Kind == ArgInput {
-				src = inputs[in]
-				in++
-			}
-			buf, err := t.b.upload(src)
-			if err != nil {
-				return StepResult{}, fmt.Errorf("tpu: %q: %w", a.Name, err)
-			}
-			uploaded = append(uploaded, buf)
-			args[i] = buf
-		default:
-			args[i] = t.resident[residentKey{a.Kind, a.Name}]
-			donate[i] = a.AliasOf >= 0
-		}
-	}
-	out, err := t.b.execute(tp.exe, args, donate)
-	if err != nil {
-		return StepResult{}, err
-	}
-	// Donated buffers are gone: the aliased results replace them.
-	for _, a := range p.Args {
-		if a.AliasOf >= 0 {
-			key := residentKey{a.Kind, a.Name}
-			t.resident[key] = out[a.AliasOf]
-			out[a.AliasOf] = nil
-		}
-	}
-	defer destroy(out...)
-	var res StepResult
-	get := func(name string) (*ir.Tensor, error) {
-		i := p.ResultIndex(name)
-		if i < 0 || out[i] == nil {
-			return nil, fmt.Errorf("tpu: internal error: no result %q", name)
-		}
-		return t.b.download(out[i], p.Results[i].Type)
-	}
-	loss, err := get(ResultLoss)
-	if err != nil {
-		return res, err
-	}
-	res.Loss = loss.Float32s()[0]
-	if t.cfg.DST != nil {
-		kept, err := get(ResultKept)
-		if err != nil {
-			return res, err
-		}
-		changed, err := get(ResultChanged)
-		if err != nil {
-			return res, err
-		}
-		q, err := get(ResultThreshold)
-		if err != nil {
-			return res, err
-		}
-		exact, err := get(ResultExact)
-		if err != nil {
-			return res, err
-		}
-		for i := range kept.Int64s() {
-			res.Silos = append(res.Silos, SiloStep{Size: t.siloSizes[i], Kept: kept.Int64s()[i], Changed: changed.Int64s()[i], Threshold: q.Float32s()[i], Exact: exact.Bools()[i]})
-		}
+	res := make([]deviceBuffer, len(out))
+	for i, o := range out {
+		res[i] = o
 	}
 	return res, nil
 }
 
-// Eval runs g — a graph over the same parameters, such as ir.LossGraph
-// of the model for validation — on the trainer's current parameters,
-// which stay on the device (no copies). Programs are cached by their text.
-func (t *Trainer) Eval(g *ir.Graph, inputs []*ir.Tensor) ([]*ir.Tensor, error) {
-	if t.closed {
-		return nil, errors.New("tpu: trainer is closed")
+func (d pjrtDevice) free(buf deviceBuffer) {
+	if b, ok := buf.(*pjrt.Buffer); ok && b != nil {
+		_ = b.Destroy()
 	}
-	prog, err := LowerGraph(g)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkInputs(prog, inputs); err != nil {
-		return nil, err
-	}
-	exe, err := t.b.compile(prog)
-	if err != nil {
-		return nil, err
-	}
-	args := make([]*pjrt.Buffer, len(prog.Args))
-	var uploaded []*pjrt.Buffer
-	defer func() { destroy(uploaded...) }()
-	in := 0
-	for i, a := range prog.Args {
-		if a.Kind == ArgInput {
-			buf, err := t.b.upload(inputs[in])
-			if err != nil {
-				return nil, fmt.Errorf("tpu: input %q: %w", a.Name, err)
-			}
-			in++
-			uploaded = append(uploaded, buf)
-			args[i] = buf
-			continue
-		}
-		key := residentKey{ArgParam, a.Name}
-		buf, ok := t.resident[key]
-		if !ok {
-			return nil, fmt.Errorf("tpu: the graph reads parameter %q, which the trainer does not hold", a.Name)
-		}
-		if want := t.types[key]; want.DType != a.Type.DType || !want.Shape.Equal(a.Type.Shape) {
-			return nil, fmt.Errorf("tpu: parameter %q is %v in the graph, %v in the trainer", a.Name, a.Type, want)
-		}
-		args[i] = buf
-	}
-	out, err := t.b.execute(exe, args, make([]bool, len(args)))
-	if err != nil {
-		return nil, err
-	}
-	defer destroy(out...)
-	res := make([]*ir.Tensor, len(out))
-	for i, buf := range out {
-		if res[i], err = t.b.download(buf, prog.Results[i].Type); err != nil {
-			return nil, err
-		}
-	}
-	return res, nil
-}
-
-// Param copies the named parameter's current values from the device.
-func (t *Trainer) Param(name string) (*ir.Tensor, error) {
-	return t.State(ArgParam, name)
-}
-
-// State copies a resident argument (a parameter, a seed, or state such as
-// "NAME/exp_avg", "NAME/mask", "dst:q") from the device, for
-// checkpoints and tests.
-func (t *Trainer) State(kind ArgKind, name string) (*ir.Tensor, error) {
-	key := residentKey{kind, name}
-	buf, ok := t.resident[key]
-	if !ok {
-		return nil, fmt.Errorf("tpu: the trainer has no %q", name)
-	}
-	return t.b.download(buf, t.types[key])
-}
-
-// SetState replaces a resident argument's device copy (restoring a
-// checkpoint).
-func (t *Trainer) SetState(kind ArgKind, name string, v *ir.Tensor) error {
-	key := residentKey{kind, name}
-	old, ok := t.resident[key]
-	if !ok {
-		return fmt.Errorf("tpu: the trainer has no %q", name)
-	}
-	if want := t.types[key]; v.DType() != want.DType || !v.Shape().Equal(want.Shape) {
-		return fmt.Errorf("tpu: %q is %v, got %s%v", name, want, v.DType(), v.Shape())
-	}
-	buf, err := t.b.upload(v)
-	if err != nil {
-		return err
-	}
-	destroy(old)
-	t.resident[key] = buf
-	return nil
-}
-
-// Close frees the trainer's device buffers.
-func (t *Trainer) Close() error {
-	for _, buf := range t.resident {
-		destroy(buf)
-	}
-	t.resident = map[residentKey]*pjrt.Buffer{}
-	t.closed = true
-	return nil
 }

@@ -4,10 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/bits"
 	"strings"
 
-	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/ir"
 )
 
@@ -55,34 +53,6 @@ type Optimizer struct {
 	RelativeStep, ScaleParameter   bool
 }
 
-// Distance is DST's score of a parameter's move from its seed (the
-// definitions of kernels.Distance).
-type Distance uint8
-
-const (
-	DistanceAbs    Distance = iota // |θ̂ − θ0|
-	DistanceRel                    // |(θ̂ − θ0)/θ0|, 0 where θ̂ = θ0
-	DistanceInvRel                 // |θ0·(θ̂ − θ0)|
-)
-
-// DST configures Dynamic Subset Tuning inside the step.
-type DST struct {
-	Eps      float64  // fraction of each silo kept free; k = dst.SubsetSize(Eps, |S|)
-	Distance Distance //
-	// Silos lists each silo's parameters (trainable ones, by ONNX name),
-	// in silo order: a silo's positions run through its pieces in this
-	// order, which the exact-count tie rule sees.
-	Silos [][]string
-	// Exact selects the exact threshold every step; otherwise Algorithm 2
-	// tracks it (Bisection), with an exact selection on the first step
-	// and whenever the bracket misses.
-	Exact     bool
-	Bisection dst.Bisection
-	// FixedSubset turns churn off: the subset chosen at the first step
-	// is kept for the whole run.
-	FixedSubset bool
-}
-
 // TrainConfig describes a compiled training step.
 type TrainConfig struct {
 	Optimizer Optimizer
@@ -101,6 +71,9 @@ const (
 	scBiasCorrection2Sqrt
 	scEps
 	scNegStepSize
+	// scFactor is DST's Algorithm 2 factor r (after every optimizer's
+	// scalars).
+	scFactor
 	numStepScalars
 )
 
@@ -124,6 +97,16 @@ const (
 	scEps2
 	scClip
 )
+
+// StepScalars computes the step program's per-step scalars for step (1
+// for the first) at learning rate lr: the optimizer's and DST's factor r.
+func (c TrainConfig) StepScalars(step int64, lr float64) ([]float32, error) {
+	s, err := c.Optimizer.StepScalars(step, lr)
+	if err == nil && c.DST != nil {
+		s[scFactor] = c.DST.Bisection.Factor
+	}
+	return s, err
+}
 
 // StepScalars computes the per-step scalars of step (1 for the first)
 // with learning rate lr, in float64 and rounded once to float32 as the
@@ -178,22 +161,8 @@ func (o Optimizer) StepScalars(step int64, lr float64) ([]float32, error) {
 	return s, nil
 }
 
-// Names of the step program's results besides the new parameters and
-// state.
-const (
-	ResultLoss      = "loss"
-	ResultKept      = "dst:kept"      // int64[S]: entries each silo keeps free
-	ResultChanged   = "dst:changed"   // int64[S]: kept entries not kept the step before
-	ResultThreshold = "dst:threshold" // float32[S]: the threshold q used
-	ResultExact     = "dst:exact"     // bool[S]: whether q came from an exact selection
-)
-
-// State names: "<param>/<state>" for per-parameter state, "dst:q" and
-// "dst:ready" for the per-silo thresholds.
-const (
-	stateQ     = "dst:q"
-	stateReady = "dst:ready"
-)
+// ResultLoss is the step program's mean loss result.
+const ResultLoss = "loss"
 
 // GradOutput is the name of a training graph's gradient output for a
 // parameter (ir.TrainingGraph's convention).
@@ -292,31 +261,30 @@ func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, output
 			state[name] = s.arg(ArgState, name, ir.Type{DType: ir.Float32, Shape: st.shape}, name)
 		}
 	}
-	// DST state.
-	var silos []siloLayout
+	// DST state: seeds, masks, the carried thresholds, the fixed flag.
+	var layout *dstLayout
+	var ds dstState
 	if d := s.cfg.DST; d != nil {
 		var err error
-		if silos, err = s.layoutSilos(d, trainable); err != nil {
+		if layout, err = layoutDST(d, trainable); err != nil {
 			return nil, err
 		}
-	}
-	seeds, masks := map[string]value{}, map[string]value{}
-	var qState, readyState value
-	if len(silos) > 0 {
-		for _, sl := range silos {
-			for _, p := range sl.pieces {
-				seeds[p.name] = s.arg(ArgSeed, p.name, ir.Type{DType: ir.Float32, Shape: p.shape}, "")
+		ds.seeds, ds.masks = map[string]value{}, map[string]value{}
+		for _, u := range layout.units {
+			for _, p := range u.pieces {
+				ds.seeds[p.name] = s.arg(ArgSeed, p.name, ir.Type{DType: ir.Float32, Shape: p.shape}, "")
 			}
 		}
-		for _, sl := range silos {
-			for _, p := range sl.pieces {
+		for _, u := range layout.units {
+			for _, p := range u.pieces {
 				name := p.name + "/mask"
-				masks[p.name] = s.arg(ArgState, name, ir.Type{DType: ir.Bool, Shape: p.shape}, name)
+				ds.masks[p.name] = s.arg(ArgState, name, ir.Type{DType: ir.Bool, Shape: p.shape}, name)
 			}
 		}
-		ns := len(silos)
-		qState = s.arg(ArgState, stateQ, ir.Type{DType: ir.Float32, Shape: ir.Shape{ns}}, stateQ)
-		readyState = s.arg(ArgState, stateReady, ir.Type{DType: ir.Bool, Shape: ir.Shape{ns}}, stateReady)
+		nu := len(layout.units)
+		ds.q = s.arg(ArgState, stateQ, ir.Type{DType: ir.Float32, Shape: ir.Shape{nu}}, stateQ)
+		ds.ready = s.arg(ArgState, stateReady, ir.Type{DType: ir.Bool, Shape: ir.Shape{nu}}, stateReady)
+		ds.fixed = s.arg(ArgState, stateFixed, ir.Type{DType: ir.Bool, Shape: ir.Shape{}}, stateFixed)
 	}
 	scalars := s.arg(ArgStepScalars, "step", ir.Type{DType: ir.Float32, Shape: ir.Shape{numStepScalars}}, "")
 	for _, v := range tg.Inputs {
@@ -335,6 +303,7 @@ func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, output
 	if err != nil {
 		return nil, err
 	}
+	loss = f.reshape(loss, ir.Shape{})
 
 	// Optimizer: Θ̂ and the new state from the full step.
 	sc := func(i int) value {
@@ -353,51 +322,55 @@ func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, output
 		return nil, fmt.Errorf("tpu: optimizer: %w", err)
 	}
 
-	// DST: scores, threshold, masked update.
-	newMasks := map[string]value{}
-	var kept, changed []value
-	var thresholds, exact, newReady value
-	if len(silos) > 0 {
-		res := s.dstUpdate(silos, updated, seeds, masks, qState, readyState)
-		for name, v := range res.params {
+	// DST: scores, thresholds, masked update, metrics.
+	var dr dstResult
+	if layout != nil {
+		ds.factor = sc(scFactor)
+		dr = s.dstUpdate(layout, updated, ds)
+		for name, v := range dr.params {
 			updated[name] = v
 		}
-		newMasks = res.masks
-		kept, changed, thresholds, exact, newReady = res.kept, res.changed, res.q, res.exact, res.ready
 		if err := f.Err(); err != nil {
 			return nil, fmt.Errorf("tpu: DST update: %w", err)
 		}
 	}
 
+	// A non-finite loss leaves every parameter and all state as they were
+	// (the step is not taken), as the CPU engine does.
+	finite := f.compare("LT", f.unary("stablehlo.abs", loss), f.scalarConst(ir.Float32, math.Inf(1)))
+	keep := func(v, old value) value { return f.selectOp(finite, v, old) }
 	for _, p := range trainable {
-		s.result(p.Name, updated[p.Name])
+		s.result(p.Name, keep(updated[p.Name], params[p.Name]))
 	}
 	for _, p := range trainable {
 		for _, st := range optimizerState(opt, p.Value.Shape) {
 			name := p.Name + "/" + st.name
-			s.result(name, newState[name])
+			s.result(name, keep(newState[name], state[name]))
 		}
 	}
-	if len(silos) > 0 {
-		for _, sl := range silos {
-			for _, p := range sl.pieces {
-				s.result(p.name+"/mask", newMasks[p.name])
+	if layout != nil {
+		for _, u := range layout.units {
+			for _, p := range u.pieces {
+				s.result(p.name+"/mask", keep(dr.masks[p.name], ds.masks[p.name]))
 			}
 		}
-		s.result(stateQ, thresholds)
-		s.result(stateReady, newReady)
+		s.result(stateQ, keep(dr.q, ds.q))
+		s.result(stateReady, keep(dr.ready, ds.ready))
+		s.result(stateFixed, keep(dr.fixed, ds.fixed))
 	}
-	s.result(ResultLoss, f.reshape(loss, ir.Shape{}))
-	if len(silos) > 0 {
-		s.result(ResultKept, f.concatenate(0, reshapeAll(f, kept, ir.Shape{1})))
-		s.result(ResultChanged, f.concatenate(0, reshapeAll(f, changed, ir.Shape{1})))
-		s.result(ResultThreshold, thresholds)
-		s.result(ResultExact, exact)
+	s.result(ResultLoss, loss)
+	for _, r := range dr.results {
+		s.result(r.name, r.v)
 	}
 	if err := f.Err(); err != nil {
 		return nil, fmt.Errorf("tpu: step results: %w", err)
 	}
 	p := &Program{Results: s.rnames}
+	if layout != nil {
+		for _, u := range layout.units {
+			p.Units = append(p.Units, u.SelectionUnit)
+		}
+	}
 	for i, a := range s.args {
 		if name, ok := s.aliasTo[i]; ok {
 			a.AliasOf = p.ResultIndex(name)
@@ -547,299 +520,6 @@ func (s *stepLowering) adafactorStep(o Optimizer, name string, p, g value, state
 		u = m2
 	}
 	return f.sub(p, u)
-}
-
-// ---------------------------------------------------------------- DST
-
-type pieceLayout struct {
-	name   string
-	shape  ir.Shape
-	offset int // silo position of the first entry
-}
-
-type siloLayout struct {
-	pieces []pieceLayout
-	n      int
-	k      int64
-}
-
-func (s *stepLowering) layoutSilos(d *DST, trainable []*ir.Param) ([]siloLayout, error) {
-	if !(d.Eps >= 0 && d.Eps <= 1) {
-		return nil, fmt.Errorf("tpu: DST eps %g, want [0, 1]", d.Eps)
-	}
-	if d.Distance > DistanceInvRel {
-		return nil, fmt.Errorf("tpu: unknown DST distance %d", d.Distance)
-	}
-	if !d.Exact {
-		if err := d.Bisection.Validate(); err != nil {
-			return nil, fmt.Errorf("tpu: %w", err)
-		}
-	}
-	byName := map[string]*ir.Param{}
-	for _, p := range trainable {
-		byName[p.Name] = p
-	}
-	seen := map[string]bool{}
-	var silos []siloLayout
-	for i, names := range d.Silos {
-		var sl siloLayout
-		for _, name := range names {
-			p := byName[name]
-			if p == nil {
-				return nil, fmt.Errorf("tpu: silo %d: %q is not a trainable parameter of the graph", i, name)
-			}
-			if seen[name] {
-				return nil, fmt.Errorf("tpu: silo %d: parameter %q is in more than one silo", i, name)
-			}
-			seen[name] = true
-			sl.pieces = append(sl.pieces, pieceLayout{name: name, shape: p.Value.Shape.Clone(), offset: sl.n})
-			sl.n += p.Value.Shape.Size()
-		}
-		if sl.n == 0 {
-			continue
-		}
-		sl.k = dst.SubsetSize(d.Eps, int64(sl.n))
-		silos = append(silos, sl)
-	}
-	if len(silos) == 0 {
-		return nil, errors.New("tpu: DST needs at least one non-empty silo")
-	}
-	return silos, nil
-}
-
-// score emits Δ = d(θ̂, θ0) as kernels' score defines it.
-func score(f *fn, d Distance, theta, seed value) value {
-	diff := f.sub(theta, seed)
-	abs := func(v value) value { return f.unary("stablehlo.abs", v) }
-	switch d {
-	case DistanceRel:
-		q := abs(f.div(diff, seed))
-		return f.selectOp(f.compare("EQ", diff, f.splat(diff.t, 0)), f.splat(diff.t, 0), q)
-	case DistanceInvRel:
-		return abs(f.mul(seed, diff))
-	}
-	return abs(diff)
-}
-
-type dstResult struct {
-	params, masks   map[string]value
-	kept, changed   []value // int64 scalars, one per silo
-	q, exact, ready value   // [S] vectors
-}
-
-// dstUpdate emits the threshold choice and masked update of every silo.
-// Algorithm 2's bookkeeping runs on [S] vectors (one entry per silo), so
-// its cost in ops does not grow with the number of silos; only the
-// counting passes are per silo.
-func (s *stepLowering) dstUpdate(silos []siloLayout, updated, seeds, masks map[string]value, qState, readyState value) dstResult {
-	f := s.f
-	d := s.cfg.DST
-	ns := len(silos)
-	vec := func(dt ir.DType) ir.Type { return ir.Type{DType: dt, Shape: ir.Shape{ns}} }
-	res := dstResult{params: map[string]value{}, masks: map[string]value{}}
-	deltas, prevMasks, positions := make([]value, ns), make([]value, ns), make([]value, ns)
-	for i, sl := range silos {
-		var ds, prev []value
-		for _, p := range sl.pieces {
-			flat := ir.Shape{p.shape.Size()}
-			ds = append(ds, f.reshape(score(f, d.Distance, updated[p.name], seeds[p.name]), flat))
-			prev = append(prev, f.reshape(masks[p.name], flat))
-		}
-		deltas[i] = f.concatenate(0, ds)
-		prevMasks[i] = f.concatenate(0, prev)
-		positions[i] = f.iota(ir.Type{DType: ir.Int64, Shape: ir.Shape{sl.n}}, 0)
-	}
-	notReady := f.unary("stablehlo.not", readyState)
-	qIter, needExact := qState, notReady
-	if !d.FixedSubset && !d.Exact {
-		var missed value
-		qIter, missed = algorithm2(f, d.Bisection, deltas, qState, silos)
-		needExact = f.or(missed, notReady)
-	}
-	exactAll := func(r *fn) (value, value) {
-		qs, tes := make([]value, ns), make([]value, ns)
-		for i, sl := range silos {
-			q, te := exactThreshold(r, deltas[i], positions[i], sl.k)
-			qs[i], tes[i] = r.reshape(q, ir.Shape{1}), r.reshape(te, ir.Shape{1})
-		}
-		return r.concatenate(0, qs), r.concatenate(0, tes)
-	}
-	// Thresholds: exact every step, or Algorithm 2 with one exact
-	// fallback for the silos that need it, inside a single conditional so
-	// that steady-state steps skip the selection work.
-	var qVec, tieEndVec value
-	if d.Exact && !d.FixedSubset {
-		qVec, tieEndVec = exactAll(f)
-		needExact = f.splat(vec(ir.Bool), 1)
-	} else {
-		anyExact := f.reduce(needExact, f.scalarConst(ir.Bool, 0), reduceOr, []int{0})
-		out := f.ifOp(anyExact, []ir.Type{vec(ir.Float32), vec(ir.Int64)}, func(r *fn) []value {
-			q, te := exactAll(r)
-			return []value{r.selectOp(needExact, q, qIter), r.selectOp(needExact, te, r.splat(vec(ir.Int64), 0))}
-		}, func(r *fn) []value {
-			return []value{qIter, r.splat(vec(ir.Int64), 0)}
-		})
-		qVec, tieEndVec = out[0], out[1]
-	}
-	scalarAt := func(v value, i int) value {
-		return f.reshape(f.slice(v, []int{i}, []int{i + 1}, []int{1}), ir.Shape{})
-	}
-	for i, sl := range silos {
-		n := ir.Shape{sl.n}
-		q, tieEnd := f.broadcastTo(scalarAt(qVec, i), n), f.broadcastTo(scalarAt(tieEndVec, i), n)
-		above := f.compare("GT", deltas[i], q)
-		tie := f.and(f.compare("EQ", deltas[i], q), f.compare("LT", positions[i], tieEnd))
-		keep := f.or(above, tie)
-		if d.FixedSubset {
-			keep = f.selectOp(scalarAt(readyState, i), prevMasks[i], keep)
-		}
-		for _, p := range sl.pieces {
-			size := p.shape.Size()
-			km := f.reshape(f.slice(keep, []int{p.offset}, []int{p.offset + size}, []int{1}), p.shape)
-			res.params[p.name] = f.selectOp(km, updated[p.name], seeds[p.name])
-			res.masks[p.name] = km
-		}
-		i64 := func(b value) value {
-			return f.reduce(f.convert(b, ir.Int64), f.scalarConst(ir.Int64, 0), reduceAdd, []int{0})
-		}
-		res.kept = append(res.kept, i64(keep))
-		res.changed = append(res.changed, i64(f.and(keep, f.unary("stablehlo.not", prevMasks[i]))))
-	}
-	res.q, res.exact, res.ready = qVec, needExact, f.splat(vec(ir.Bool), 1)
-	return res
-}
-
-// countAbove emits counts[j] = #{x_i > c_j} (or ≥ with dir "GE",
-// unsigned for ui32) for a vector x [n] and candidates c [J], as one
-// broadcast compare and reduction.
-func countCompare(f *fn, dir string, x, c value) value {
-	n, j := x.shape()[0], c.shape()[0]
-	grid := ir.Shape{n, j}
-	cmp := f.compare(dir, f.broadcastInDim(x, grid, []int{0}), f.broadcastInDim(c, grid, []int{1}))
-	return f.reduce(f.convert(cmp, ir.Int64), f.scalarConst(ir.Int64, 0), reduceAdd, []int{0})
-}
-
-// algorithm2 emits the paper's Algorithm 2 for every silo at once from
-// the previous thresholds q [S]: the 2^m+1 candidates of
-// dst.Bisection.Candidates (each rounded once to float32 as there: q/r and
-// q·r are single float32 operations, which equal the float64 result
-// rounded once; midpoints are a/2 + b/2, exact halving then one
-// rounding), each silo's counts in one pass over its scores, the m
-// bisection steps on the counts, and the pick (q_lo or q_hi, whichever
-// count is closer to k, q_hi on a tie). It returns the picks [S] and
-// whether each silo's bracket missed [S].
-func algorithm2(f *fn, b dst.Bisection, deltas []value, q value, silos []siloLayout) (value, value) {
-	ns := len(silos)
-	nc := b.NumCandidates()
-	top := nc - 1
-	vf := ir.Type{DType: ir.Float32, Shape: ir.Shape{ns}}
-	c := make([]value, nc)
-	c[0], c[top], c[top/2] = f.div(q, f.splat(vf, float64(b.Factor))), f.mul(q, f.splat(vf, float64(b.Factor))), q
-	half := f.splat(vf, 0.5)
-	for span := top / 2; span >= 2; span /= 2 {
-		for a := 0; a < top; a += span {
-			c[a+span/2] = f.add(f.mul(c[a], half), f.mul(c[a+span], half))
-		}
-	}
-	grid := ir.Shape{ns, nc}
-	cands := f.concatenate(1, reshapeAll(f, c, ir.Shape{ns, 1})) // [S, J]
-	rows := make([]value, ns)
-	ks := ir.NewTensor(ir.Int64, ir.Shape{ns})
-	for i, sl := range silos {
-		row := f.reshape(f.slice(cands, []int{i, 0}, []int{i + 1, nc}, []int{1, 1}), ir.Shape{nc})
-		rows[i] = f.reshape(countCompare(f, "GT", deltas[i], row), ir.Shape{1, nc})
-		ks.Int64s()[i] = sl.k
-	}
-	counts := f.concatenate(0, rows) // [S, J]
-	k := f.constant(ks)
-	column := f.iota(ir.Type{DType: ir.Int32, Shape: grid}, 1)
-	// at picks mat[s, idx[s]] for every silo (a one-hot sum: exact).
-	at := func(mat, idx value) value {
-		hit := f.compare("EQ", column, f.broadcastInDim(idx, grid, []int{0}))
-		return f.reduce(f.selectOp(hit, mat, f.splat(mat.t, 0)), f.scalarConst(mat.dtype(), 0), reduceAdd, []int{1})
-	}
-	vi := ir.Type{DType: ir.Int32, Shape: ir.Shape{ns}}
-	lo, hi, mid := f.splat(vi, 0), f.splat(vi, float64(top)), f.splat(vi, float64(top/2))
-	for range b.Steps {
-		gt := f.compare("GT", at(counts, mid), k)
-		lo, hi = f.selectOp(gt, mid, lo), f.selectOp(gt, hi, mid)
-		mid = f.div(f.add(lo, hi), f.splat(vi, 2))
-	}
-	dist := func(i value) value { return f.unary("stablehlo.abs", f.sub(at(counts, i), k)) }
-	pick := f.selectOp(f.compare("LT", dist(lo), dist(hi)), lo, hi)
-	first := f.reshape(f.slice(counts, []int{0, 0}, []int{ns, 1}, []int{1, 1}), ir.Shape{ns})
-	last := f.reshape(f.slice(counts, []int{0, top}, []int{ns, nc}, []int{1, 1}), ir.Shape{ns})
-	missed := f.or(f.compare("LT", first, k), f.compare("GT", last, k))
-	return at(cands, pick), missed
-}
-
-// exactThreshold emits an exact selection of k entries of delta [n] with
-// kernels' tie rule: Q is the k-th largest score and ties at Q are kept
-// from the lowest position up to tieEnd (exclusive). NaN scores are never
-// kept; with fewer than k non-NaN scores all of those are kept, and k = 0
-// keeps nothing (Q = +Inf).
-//
-// It is a radix search on the ordered bits of the scores, four bits a
-// round with the 16 candidate prefixes counted in one broadcast compare
-// (8 rounds), then the same search on positions for the last kept tie.
-// Straight-line code: no sort, no loop.
-func exactThreshold(f *fn, delta, pos value, k int64) (value, value) {
-	n := delta.shape()[0]
-	vec := ir.Shape{n}
-	u32 := func(v uint32) value { return f.scalarConst(ir.Uint32, float64(v)) }
-	// key = 0 for NaN, else the bits with the sign bit set (Δ ≥ 0, never -0).
-	isNaN := f.compare("NE", delta, delta)
-	key := f.selectOp(isNaN, f.splat(ir.Type{DType: ir.Uint32, Shape: vec}, 0), f.or(f.bitcast(delta, ir.Uint32), f.splat(ir.Type{DType: ir.Uint32, Shape: vec}, 0x80000000)))
-	valid := f.reduce(f.convert(f.unary("stablehlo.not", isNaN), ir.Int64), f.scalarConst(ir.Int64, 0), reduceAdd, []int{0})
-	kEff := f.min(f.scalarConst(ir.Int64, float64(k)), valid)
-	digits := func(shift int) value {
-		t := ir.NewTensor(ir.Uint32, ir.Shape{16})
-		v := t.Uint32s()
-		for d := range v {
-			v[d] = uint32(d) << shift
-		}
-		return f.constant(t)
-	}
-	countSatisfying := func(counts value, dir string, bound value) value {
-		ok := f.compare(dir, counts, f.broadcastTo(bound, counts.shape()))
-		return f.reduce(f.convert(ok, ir.Int64), f.scalarConst(ir.Int64, 0), reduceAdd, []int{0})
-	}
-	one := f.scalarConst(ir.Int64, 1)
-	prefix := u32(0)
-	for shift := 28; shift >= 0; shift -= 4 {
-		cands := f.add(f.broadcastTo(prefix, ir.Shape{16}), digits(shift))
-		counts := countCompare(f, "GE", key, cands)
-		best := f.sub(countSatisfying(counts, "GE", kEff), one) // the largest digit keeping ≥ k
-		prefix = f.add(prefix, f.mul(f.convert(best, ir.Uint32), u32(1<<shift)))
-	}
-	keyQ := prefix
-	q := f.bitcast(f.and(keyQ, u32(0x7fffffff)), ir.Float32)
-	above := f.reduce(f.convert(f.compare("GT", key, f.broadcastTo(keyQ, vec)), ir.Int64), f.scalarConst(ir.Int64, 0), reduceAdd, []int{0})
-	need := f.sub(kEff, above)
-	tie := f.compare("EQ", key, f.broadcastTo(keyQ, vec))
-	// The largest T with #{ties at positions < T} < need is the position
-	// of the need-th tie.
-	posBits := max(4, (bits.Len(uint(max(n-1, 1)))+3)/4*4)
-	t := f.scalarConst(ir.Int64, 0)
-	for shift := posBits - 4; shift >= 0; shift -= 4 {
-		ds := ir.NewTensor(ir.Int64, ir.Shape{16})
-		dv := ds.Int64s()
-		for d := range dv {
-			dv[d] = int64(d) << shift
-		}
-		cands := f.add(f.broadcastTo(t, ir.Shape{16}), f.constant(ds))
-		grid := ir.Shape{n, 16}
-		before := f.compare("LT", f.broadcastInDim(pos, grid, []int{0}), f.broadcastInDim(cands, grid, []int{1}))
-		hits := f.and(before, f.broadcastInDim(tie, grid, []int{0}))
-		counts := f.reduce(f.convert(hits, ir.Int64), f.scalarConst(ir.Int64, 0), reduceAdd, []int{0})
-		best := f.sub(countSatisfying(counts, "LT", need), one)
-		t = f.add(t, f.mul(best, f.scalarConst(ir.Int64, float64(int64(1)<<shift))))
-	}
-	tieEnd := f.add(t, one)
-	none := f.compare("EQ", kEff, f.scalarConst(ir.Int64, 0))
-	q = f.selectOp(none, f.scalarConst(ir.Float32, math.Inf(1)), q)
-	tieEnd = f.selectOp(none, f.scalarConst(ir.Int64, 0), tieEnd)
-	return q, tieEnd
 }
 
 // describe lists a program's arguments and results (for errors and

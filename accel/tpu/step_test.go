@@ -1,78 +1,20 @@
 package tpu
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"testing"
 
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/kernels"
+	"github.com/dstune/dstune/train"
 )
-
-// evalTrainer runs a step program with the reference evaluator, keeping
-// resident state the way the PJRT Trainer does (donated arguments are
-// replaced by their aliased results), so the tests also cover the
-// program's argument and aliasing layout.
-type evalTrainer struct {
-	prog     *Program
-	cfg      TrainConfig
-	resident map[residentKey]*ir.Tensor
-}
-
-func newEvalTrainer(t testing.TB, tg *ir.Graph, cfg TrainConfig) *evalTrainer {
-	t.Helper()
-	p, err := LowerTrainStep(tg, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &evalTrainer{prog: p, cfg: cfg, resident: map[residentKey]*ir.Tensor{}}
-	for _, a := range p.Args {
-		switch a.Kind {
-		case ArgParam, ArgSeed:
-			e.resident[residentKey{a.Kind, a.Name}] = tg.Param(a.Name).Tensor.Clone()
-		case ArgState:
-			e.resident[residentKey{a.Kind, a.Name}] = ir.NewTensor(a.Type.DType, a.Type.Shape)
-		}
-	}
-	return e
-}
-
-func (e *evalTrainer) step(t testing.TB, step int64, lr float64, inputs []*ir.Tensor) map[string]*ir.Tensor {
-	t.Helper()
-	scalars, err := e.cfg.Optimizer.StepScalars(step, lr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var args []*ir.Tensor
-	in := 0
-	for _, a := range e.prog.Args {
-		switch a.Kind {
-		case ArgInput:
-			args = append(args, inputs[in])
-			in++
-		case ArgStepScalars:
-			args = append(args, ir.FromFloat32s(ir.Shape{len(scalars)}, scalars))
-		default:
-			args = append(args, e.resident[residentKey{a.Kind, a.Name}])
-		}
-	}
-	out, err := runProgram(e.prog, args)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range e.prog.Args {
-		if a.AliasOf >= 0 {
-			e.resident[residentKey{a.Kind, a.Name}] = out[a.AliasOf]
-		}
-	}
-	res := map[string]*ir.Tensor{}
-	for i, r := range e.prog.Results {
-		res[r.Name] = out[i]
-	}
-	return res
-}
 
 // mlp is a small differentiable model: y = tanh(x·w1 + b1)·w2 with an
 // MSE loss, inputs x [6, 8] and targets [6, 4].
@@ -115,46 +57,65 @@ func randBatch(rng *rand.Rand) []*ir.Tensor {
 	return []*ir.Tensor{ir.FromFloat32s(ir.Shape{6, 8}, x), ir.FromFloat32s(ir.Shape{6, 4}, y)}
 }
 
+// replayOptimizer is a train.Optimizer whose step sets each parameter to
+// the values handed over as its "gradient": the CPU DST method then
+// selects on exactly the Θ̂ the reference optimizer computed (and counts
+// Algorithm 2's thresholds with kernels.CountAbove, as the fused CPU
+// optimizers do).
+type replayOptimizer struct{ train.Optimizer }
+
+func (replayOptimizer) Step(param, grad []float32, _ *train.ParamState, _ train.StepInfo, _ int) {
+	copy(param, grad)
+}
+
+func (replayOptimizer) StepCount(param, grad []float32, _ *train.ParamState, _ train.StepInfo, seed []float32, d kernels.Distance, thresholds []float32, counts []int64, threads int) {
+	copy(param, grad)
+	kernels.CountAbove(counts, thresholds, param, seed, d, threads)
+}
+
 // hostTrainer is the reference: gradients from the lowered training graph
-// (the same ops the step program emits, so bit for bit the same), then
-// the optimizers' documented per-entry formulas in float32 with every
-// operation rounded separately, Algorithm 2 from package dst, and exact
-// selection by a stable sort (every score above the k-th largest, ties at
-// it from the lowest silo position).
+// (the same ops the step program emits, so bit for bit the same), the
+// optimizers' documented per-entry formulas in float32 with every
+// operation rounded separately, and for DST package dst's CPU method
+// itself, selecting on those Θ̂.
 type hostTrainer struct {
 	// gradFn computes the loss and gradients for the current parameters
 	// (nil: evaluate the lowered training graph).
-	gradFn  func(params map[string][]float32, inputs []*ir.Tensor) (float32, map[string][]float32)
-	tg      *ir.Graph
-	gradsP  *Program
-	cfg     TrainConfig
-	params  map[string][]float32
-	seeds   map[string][]float32
-	state   map[string][]float32
-	masks   map[string][]bool
-	q       []float32
-	ready   []bool
-	lastRes StepResult
+	gradFn func(params map[string][]float32, inputs []*ir.Tensor) (float32, map[string][]float32)
+	tg     *ir.Graph
+	gradsP *Program
+	cfg    TrainConfig
+	params map[string][]float32
+	state  map[string][]float32
+	// DST: the CPU method and its parameters (params aliases their values).
+	ref       *dst.Method
+	refParams []*train.TrainParam
+	lastLoss  float32
 }
 
-func newHostTrainer(t testing.TB, tg *ir.Graph, cfg TrainConfig) *hostTrainer {
+// newHostTrainer prepares the reference; ref (nil: full fine-tuning) is
+// prepared on the graph's parameters in the given order.
+func newHostTrainer(t testing.TB, tg *ir.Graph, cfg TrainConfig, ref *dst.Method, order []string) *hostTrainer {
+	t.Helper()
 	p, err := LowerGraph(tg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hostTrainer{tg: tg, gradsP: p, cfg: cfg, params: map[string][]float32{}, seeds: map[string][]float32{},
-		state: map[string][]float32{}, masks: map[string][]bool{}}
+	h := &hostTrainer{tg: tg, gradsP: p, cfg: cfg, params: map[string][]float32{}, state: map[string][]float32{}, ref: ref}
 	for _, prm := range tg.Params {
-		h.params[prm.Name] = append([]float32(nil), prm.Tensor.Float32s()...)
-		h.seeds[prm.Name] = append([]float32(nil), prm.Tensor.Float32s()...)
-		h.masks[prm.Name] = make([]bool, prm.Tensor.Len())
+		h.params[prm.Name] = slices.Clone(prm.Tensor.Float32s())
 		for _, st := range optimizerState(cfg.Optimizer, prm.Value.Shape) {
 			h.state[prm.Name+"/"+st.name] = make([]float32, st.shape.Size())
 		}
 	}
-	if cfg.DST != nil {
-		h.q = make([]float32, len(cfg.DST.Silos))
-		h.ready = make([]bool, len(cfg.DST.Silos))
+	if ref != nil {
+		for _, name := range order {
+			prm := tg.Param(name)
+			h.refParams = append(h.refParams, &train.TrainParam{Name: name, Shape: []int(prm.Value.Shape.Clone()), Value: h.params[name]})
+		}
+		if err := ref.Prepare(h.refParams); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return h
 }
@@ -298,228 +259,324 @@ func (h *hostTrainer) optimizer(name string, p, g []float32, shape ir.Shape, s [
 	return out
 }
 
-func hostScore(d Distance, theta, seed float32) float32 {
-	diff := f32(theta - seed)
-	switch d {
-	case DistanceRel:
-		if diff == 0 {
-			return 0
-		}
-		return float32(math.Abs(float64(f32(diff / seed))))
-	case DistanceInvRel:
-		return float32(math.Abs(float64(f32(seed * diff))))
-	}
-	return float32(math.Abs(float64(diff)))
-}
-
-// exactKeep keeps the k largest scores, ties from the lowest position,
-// never NaN; it returns the mask and Q (+Inf when nothing is kept).
-func exactKeep(delta []float32, k int64) ([]bool, float32) {
-	order := make([]int, len(delta))
-	for i := range order {
-		order[i] = i
-	}
-	sort.SliceStable(order, func(a, b int) bool {
-		x, y := delta[order[a]], delta[order[b]]
-		if x != x {
-			return false
-		}
-		return y != y || x > y
-	})
-	keep := make([]bool, len(delta))
-	q := float32(math.Inf(1))
-	for i, pos := range order {
-		if int64(i) >= k || delta[pos] != delta[pos] {
-			break
-		}
-		keep[pos] = true
-		q = delta[pos]
-	}
-	return keep, q
-}
-
 func (h *hostTrainer) step(t testing.TB, step int64, lr float64, inputs []*ir.Tensor) {
+	t.Helper()
 	loss, grads := h.grads(t, inputs)
 	s, err := h.cfg.Optimizer.StepScalars(step, lr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.lastLoss = loss
 	updated := map[string][]float32{}
 	for _, prm := range h.tg.Params {
 		if g, ok := grads[prm.Name]; ok {
 			updated[prm.Name] = h.optimizer(prm.Name, h.params[prm.Name], g, prm.Value.Shape, s)
 		}
 	}
-	res := StepResult{Loss: loss}
-	if d := h.cfg.DST; d != nil {
-		for si, silo := range d.Silos {
-			var delta []float32
-			var prev []bool
-			for _, name := range silo {
-				for i, x := range updated[name] {
-					delta = append(delta, hostScore(d.Distance, x, h.seeds[name][i]))
-				}
-				prev = append(prev, h.masks[name]...)
-			}
-			k := dst.SubsetSize(d.Eps, int64(len(delta)))
-			var keep []bool
-			var q float32
-			needExact := !h.ready[si] || (d.Exact && !d.FixedSubset)
-			if !needExact && !d.FixedSubset && !d.Exact {
-				cands := d.Bisection.Candidates(h.q[si], nil)
-				counts := make([]int64, len(cands))
-				for j, c := range cands {
-					for _, x := range delta {
-						if x > c {
-							counts[j]++
-						}
-					}
-				}
-				r := d.Bisection.Resolve(cands, counts, k)
-				needExact = r.BracketMissed
-				q = r.Q
-				keep = make([]bool, len(delta))
-				for i, x := range delta {
-					keep[i] = x > q
-				}
-			}
-			if !needExact && d.FixedSubset {
-				keep, q = prev, h.q[si]
-			}
-			if needExact {
-				keep, q = exactKeep(delta, k)
-			}
-			st := SiloStep{Size: int64(len(delta)), Threshold: q, Exact: needExact}
-			for i, kp := range keep {
-				if kp {
-					st.Kept++
-					if !prev[i] {
-						st.Changed++
-					}
-				}
-			}
-			off := 0
-			for _, name := range silo {
-				for i := range updated[name] {
-					h.masks[name][i] = keep[off+i]
-					if !keep[off+i] {
-						updated[name][i] = h.seeds[name][i]
-					}
-				}
-				off += len(updated[name])
-			}
-			h.q[si], h.ready[si] = q, true
-			res.Silos = append(res.Silos, st)
+	if h.ref == nil {
+		for name, v := range updated {
+			copy(h.params[name], v)
+		}
+		return
+	}
+	for _, p := range h.refParams {
+		p.Grad = updated[p.Name]
+	}
+	if err := h.ref.Update(h.refParams, replayOptimizer{}, train.StepInfo{Step: step, LRScale: 1}, 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stepCase is a training configuration of the step tests: the optimizer
+// and, for DST, the CPU method's options (the device's configuration is
+// made from a second method with the same options, as the engine does).
+type stepCase struct {
+	opt     Optimizer
+	dst     *dst.Options
+	modules map[string]dst.Module
+	order   []string // the trainable parameters' order (nil: the graph's)
+	// zeroSeeds sets the first entries of w1 to 0 (rel distance: Δ = +Inf).
+	zeroSeeds int
+}
+
+// stepRig runs a configuration on a device trainer and on the host
+// reference side by side.
+type stepRig struct {
+	tg    *ir.Graph
+	cfg   TrainConfig
+	dev   *Trainer
+	plan  *dstPlan
+	host  *hostTrainer
+	order []string
+	paths struct{ candidate, exact, fallback, fixed int }
+}
+
+func newStepRig(t testing.TB, dev device, tg *ir.Graph, c stepCase) *stepRig {
+	t.Helper()
+	r := &stepRig{tg: tg, cfg: TrainConfig{Optimizer: c.opt}, order: c.order}
+	if r.order == nil {
+		for _, p := range tg.Params {
+			r.order = append(r.order, p.Name)
 		}
 	}
-	for name, v := range updated {
-		h.params[name] = v
+	var ref *dst.Method
+	if c.dst != nil {
+		planner, err := dst.NewMethod(*c.dst, c.modules, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var infos []train.ParamInfo
+		for _, name := range r.order {
+			infos = append(infos, train.ParamInfo{Name: name, Shape: []int(tg.Param(name).Value.Shape.Clone())})
+		}
+		if r.plan, err = newDSTPlan(planner, infos, func(name string) []float32 { return tg.Param(name).Tensor.Float32s() }); err != nil {
+			t.Fatal(err)
+		}
+		r.cfg.DST = r.plan.cfg
+		if ref, err = dst.NewMethod(*c.dst, c.modules, ""); err != nil {
+			t.Fatal(err)
+		}
 	}
-	h.lastRes = res
+	r.host = newHostTrainer(t, tg, r.cfg, ref, r.order)
+	var err error
+	if r.dev, err = newTrainer(dev, tg, r.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if r.plan != nil {
+		if err := r.plan.start(r.dev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
 }
 
-func allSilos(tg *ir.Graph) [][]string {
-	var s [][]string
-	for _, p := range tg.Params {
-		s = append(s, []string{p.Name})
+// step takes a step on both and compares everything bit for bit:
+// loss, parameters, masks, the metrics record (but for the CPU's timings
+// and band size and the device's exact_selections) and the method's
+// checkpoint state.
+func (r *stepRig) step(t testing.TB, step int64, lr float64, batch []*ir.Tensor) StepResult {
+	t.Helper()
+	res, err := r.dev.Step(step, lr, batch)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return s
+	r.host.step(t, step, lr, batch)
+	if res.Loss != r.host.lastLoss {
+		t.Fatalf("step %d: loss %g, host %g", step, res.Loss, r.host.lastLoss)
+	}
+	for _, name := range r.order {
+		got, err := r.dev.Param(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := r.host.params[name]
+		for i, x := range got.Float32s() {
+			if math.Float32bits(x) != math.Float32bits(want[i]) {
+				t.Fatalf("step %d: %s[%d] = %g, host %g", step, name, i, x, want[i])
+			}
+		}
+	}
+	if r.plan == nil {
+		return res
+	}
+	for _, u := range res.Units {
+		switch {
+		case u.K == 0:
+		case !res.Selected:
+			r.paths.fixed++
+		case u.Exact:
+			r.paths.exact++
+		default:
+			r.paths.candidate++
+		}
+		if u.Fallback {
+			r.paths.fallback++
+		}
+	}
+	ref := r.host.ref
+	for _, name := range r.order {
+		mask, err := r.dev.State(ArgState, name+"/mask")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kept []int32
+		for i, k := range mask.Bools() {
+			if k {
+				kept = append(kept, int32(i))
+			}
+		}
+		if want := ref.Kept(name); !slices.Equal(kept, want) {
+			t.Fatalf("step %d: %s keeps %v, the CPU method %v", step, name, kept, want)
+		}
+	}
+	r.plan.record(res, step)
+	got, want := map[string]any{}, map[string]any{}
+	r.plan.metrics(got)
+	ref.Metrics(want)
+	delete(got, "exact_selections")
+	for _, k := range []string{"band_entries", "optimizer_ms", "dst_ms"} {
+		delete(want, k)
+	}
+	gj, _ := json.Marshal(got)
+	wj, _ := json.Marshal(want)
+	if !bytes.Equal(gj, wj) {
+		t.Fatalf("step %d: metrics\n%s\nthe CPU method's\n%s", step, gj, wj)
+	}
+	ms, err := r.plan.sync(r.dev, step)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sameMethodState(ms, ref.State()); err != nil {
+		t.Fatalf("step %d: checkpoint state: %v", step, err)
+	}
+	return res
 }
 
-// TestStepMatchesHostReference runs 8 steps of the lowered training step
-// (forward, backward, optimizer, DST) for each optimizer and DST variant
-// and compares parameters, subset masks, thresholds, loss and per-silo
-// metrics with the host reference after every step.
+func sameMethodState(a, b train.MethodState) error {
+	if fmt.Sprint(a.Meta) != fmt.Sprint(b.Meta) {
+		return fmt.Errorf("meta %v, the CPU method's %v", a.Meta, b.Meta)
+	}
+	if len(a.Tensors) != len(b.Tensors) {
+		return fmt.Errorf("%d tensors, the CPU method's %d", len(a.Tensors), len(b.Tensors))
+	}
+	for i := range a.Tensors {
+		x, y := a.Tensors[i], b.Tensors[i]
+		if x.Name != y.Name || x.DType != y.DType || !slices.Equal(x.Shape, y.Shape) || !bytes.Equal(x.Data, y.Data) {
+			return fmt.Errorf("tensor %d: %s %s%v %x, the CPU method's %s %s%v %x", i, x.Name, x.DType, x.Shape, x.Data, y.Name, y.DType, y.Shape, y.Data)
+		}
+	}
+	return nil
+}
+
+func adamWOpt() Optimizer {
+	return Optimizer{Kind: AdamW, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+}
+
+func dstOpts(eps float64, d kernels.Distance, silo string) *dst.Options {
+	return &dst.Options{Eps: eps, Distance: d, DistanceName: d.String(), Silo: silo, Churn: true, Bisection: dst.DefaultBisection, Seed: 5}
+}
+
+// stepCases are the configurations TestStepMatchesHostReference runs.
+func stepCases() map[string]stepCase {
+	with := func(o *dst.Options, f func(o *dst.Options)) *dst.Options { f(o); return o }
+	linear := map[string]dst.Module{"w1": {Kind: "linear.weight"}, "b1": {Kind: "linear.bias"}, "w2": {Kind: "linear.weight"}}
+	return map[string]stepCase{
+		"adamw-full":          {opt: adamWOpt()},
+		"adafactor-full":      {opt: Optimizer{Kind: Adafactor, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, DecayRate: -0.7}},
+		"adamw-iterative-abs": {opt: adamWOpt(), dst: dstOpts(0.1, kernels.DistanceAbs, dst.SiloModuleLayer)},
+		"adamw-exact-rel": {opt: adamWOpt(), dst: with(dstOpts(0.05, kernels.DistanceRel, dst.SiloModuleLayer),
+			func(o *dst.Options) { o.Exact = true })},
+		"adamw-rel-zero-seeds": {opt: adamWOpt(), dst: dstOpts(0.1, kernels.DistanceRel, dst.SiloModuleLayer), zeroSeeds: 20},
+		"adamw-none-m4": {opt: adamWOpt(), order: []string{"w2", "b1", "w1"}, dst: with(dstOpts(0.07, kernels.DistanceInvRel, dst.SiloNone),
+			func(o *dst.Options) { o.Bisection = dst.Bisection{Steps: 4, Factor: 1.5} })},
+		"adamw-module-m5": {opt: adamWOpt(), modules: linear, dst: with(dstOpts(0.1, kernels.DistanceInvRel, dst.SiloModule),
+			func(o *dst.Options) { o.Bisection = dst.Bisection{Steps: 5, Factor: 3} })},
+		"adamw-m1-band-cap": {opt: adamWOpt(), dst: with(dstOpts(0.15, kernels.DistanceRel, dst.SiloModuleLayer),
+			func(o *dst.Options) { o.Bisection = dst.Bisection{Steps: 1, Factor: 4}; o.BandCap = 4 })},
+		"sgd-nesterov-no-churn": {opt: Optimizer{Kind: SGD, Momentum: 0.9, Nesterov: true, WeightDecay: 0.001},
+			dst: with(dstOpts(0.2, kernels.DistanceInvRel, dst.SiloModuleLayer), func(o *dst.Options) { o.Churn = false })},
+		"sgd-exact-abs": {opt: Optimizer{Kind: SGD}, dst: with(dstOpts(0.3, kernels.DistanceAbs, dst.SiloModuleLayer),
+			func(o *dst.Options) { o.Exact = true })},
+		"adafactor-exact": {opt: Optimizer{Kind: Adafactor, Beta1: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, ScaleParameter: true},
+			dst: with(dstOpts(0.1, kernels.DistanceAbs, dst.SiloModuleLayer), func(o *dst.Options) { o.Exact = true })},
+		"adamw-normalize-size": {opt: adamWOpt(), dst: with(dstOpts(0.1, kernels.DistanceInvRel, dst.SiloModuleLayer),
+			func(o *dst.Options) { o.Normalize = dst.NormalizeSize })},
+		"adamw-normalize-mean-module": {opt: adamWOpt(), modules: linear, dst: with(dstOpts(0.1, kernels.DistanceAbs, dst.SiloModule),
+			func(o *dst.Options) { o.Normalize = dst.NormalizeMean; o.Exact = true })},
+		"adamw-random": {opt: adamWOpt(), dst: with(dstOpts(0.1, kernels.DistanceInvRel, dst.SiloModuleLayer),
+			func(o *dst.Options) { o.Random = true; o.DistanceName = dst.DistanceRandom })},
+		"adamw-eps-0": {opt: adamWOpt(), dst: dstOpts(0, kernels.DistanceAbs, dst.SiloModuleLayer)},
+		"adamw-eps-1": {opt: adamWOpt(), dst: dstOpts(1, kernels.DistanceAbs, dst.SiloNone)},
+	}
+}
+
+// TestStepMatchesHostReference runs 12 steps of the lowered training step
+// (forward, backward, optimizer, DST) through the Trainer on the
+// evaluator, for each optimizer and DST variant, and after every step
+// compares with the host reference — the optimizer's formulas and package
+// dst's CPU method on the same Θ̂ — bit for bit: loss, parameters, subset,
+// metrics and checkpoint state.
 func TestStepMatchesHostReference(t *testing.T) {
-	adamw := Optimizer{Kind: AdamW, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
-	configs := map[string]TrainConfig{
-		"adamw-full":             {Optimizer: adamw},
-		"adamw-dst-iterative":    {Optimizer: adamw, DST: &DST{Eps: 0.1, Distance: DistanceAbs, Bisection: dst.DefaultBisection}},
-		"adamw-dst-exact-rel":    {Optimizer: adamw, DST: &DST{Eps: 0.05, Distance: DistanceRel, Exact: true}},
-		"adamw-dst-one-silo":     {Optimizer: adamw, DST: &DST{Eps: 0.07, Distance: DistanceInvRel, Bisection: dst.Bisection{Steps: 4, Factor: 1.5}}},
-		"sgd-dst-fixed-subset":   {Optimizer: Optimizer{Kind: SGD, Momentum: 0.9, Dampening: 0.1, Nesterov: true, WeightDecay: 0.001}, DST: &DST{Eps: 0.2, Distance: DistanceInvRel, FixedSubset: true, Bisection: dst.DefaultBisection}},
-		"sgd-plain-dst-exact":    {Optimizer: Optimizer{Kind: SGD}, DST: &DST{Eps: 0.3, Distance: DistanceAbs, Exact: true}},
-		"adafactor-dst-exact":    {Optimizer: Optimizer{Kind: Adafactor, Beta1: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, RelativeStep: true, ScaleParameter: true}, DST: &DST{Eps: 0.1, Distance: DistanceAbs, Exact: true}},
-		"adafactor-no-momentum":  {Optimizer: Optimizer{Kind: Adafactor, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, DecayRate: -0.7}},
-		"adamw-dst-iterative-m1": {Optimizer: adamw, DST: &DST{Eps: 0.15, Distance: DistanceRel, Bisection: dst.Bisection{Steps: 1, Factor: 4}}},
-	}
-	names := make([]string, 0, len(configs))
-	for n := range configs {
+	cases := stepCases()
+	names := make([]string, 0, len(cases))
+	for n := range cases {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	var total struct{ candidate, exact, fallback, fixed int }
 	for _, name := range names {
-		cfg := configs[name]
+		c := cases[name]
 		t.Run(name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(7, uint64(len(name))))
 			tg := mlp(t, rng)
-			if cfg.DST != nil {
-				cfg.DST.Silos = allSilos(tg)
-				if name == "adamw-dst-one-silo" {
-					cfg.DST.Silos = [][]string{{"w2", "b1", "w1"}}
-				}
+			if c.zeroSeeds > 0 {
+				clear(tg.Param("w1").Tensor.Float32s()[:c.zeroSeeds])
 			}
-			dev := newEvalTrainer(t, tg, cfg)
-			host := newHostTrainer(t, tg, cfg)
-			exactSteps, iterSteps := 0, 0
-			for step := int64(1); step <= 8; step++ {
-				batch := randBatch(rng)
-				lr := 0.01 * float64(step) / 8
-				out := dev.step(t, step, lr, batch)
-				host.step(t, step, lr, batch)
-				if got, want := out[ResultLoss].Float32s()[0], host.lastRes.Loss; got != want {
-					t.Fatalf("step %d: loss %g, host %g", step, got, want)
-				}
-				for _, prm := range tg.Params {
-					got := dev.resident[residentKey{ArgParam, prm.Name}].Float32s()
-					want := host.params[prm.Name]
-					for i := range want {
-						if got[i] != want[i] {
-							t.Fatalf("step %d: %s[%d] = %g, host %g", step, prm.Name, i, got[i], want[i])
-						}
-					}
-					if cfg.DST != nil {
-						mask := dev.resident[residentKey{ArgState, prm.Name + "/mask"}].Bools()
-						for i, m := range host.masks[prm.Name] {
-							if mask[i] != m {
-								t.Fatalf("step %d: %s mask[%d] = %v, host %v", step, prm.Name, i, mask[i], m)
-							}
-						}
-					}
-				}
-				if cfg.DST == nil {
-					continue
-				}
-				kept, changed := out[ResultKept].Int64s(), out[ResultChanged].Int64s()
-				q, exact := out[ResultThreshold].Float32s(), out[ResultExact].Bools()
-				for si, want := range host.lastRes.Silos {
-					got := SiloStep{Size: want.Size, Kept: kept[si], Changed: changed[si], Threshold: q[si], Exact: exact[si]}
-					if got != want {
-						t.Fatalf("step %d silo %d: %+v, host %+v", step, si, got, want)
-					}
-					if want.Exact {
-						exactSteps++
-						if k := dst.SubsetSize(cfg.DST.Eps, want.Size); want.Kept != k {
-							t.Fatalf("step %d silo %d: an exact step kept %d, want k = %d", step, si, want.Kept, k)
-						}
-					} else {
-						iterSteps++
-					}
-				}
+			dev := &evalDevice{}
+			r := newStepRig(t, dev, tg, c)
+			for step := int64(1); step <= 12; step++ {
+				lr := 0.02 * float64(step) / 12
+				r.step(t, step, lr, randBatch(rng))
 			}
-			if d := cfg.DST; d != nil && !d.Exact && !d.FixedSubset && iterSteps == 0 {
-				t.Errorf("Algorithm 2 never ran without a fallback (%d exact silo-steps)", exactSteps)
+			r.dev.Close()
+			if dev.live != 0 {
+				t.Errorf("%d device buffers leaked", dev.live)
 			}
-			t.Logf("%d exact and %d iterative silo-steps", exactSteps, iterSteps)
+			t.Logf("silo-steps: %d candidate, %d exact (%d CPU fallbacks), %d fixed", r.paths.candidate, r.paths.exact, r.paths.fallback, r.paths.fixed)
+			total.candidate += r.paths.candidate
+			total.exact += r.paths.exact
+			total.fallback += r.paths.fallback
+			total.fixed += r.paths.fixed
 		})
+	}
+	// Every path of the selection ran somewhere.
+	if total.candidate == 0 || total.exact == 0 || total.fallback == 0 || total.fixed == 0 {
+		t.Errorf("paths not all covered: %+v", total)
 	}
 }
 
-// TestExactThresholdTieRule evaluates the device selection on crafted
-// scores (ties across the k-th value, NaNs, k beyond the non-NaN count,
-// k = 0, infinities, lengths across the 4-bit position rounds) and checks
-// the kept mask against the stable-sort reference.
-func TestExactThresholdTieRule(t *testing.T) {
+// TestStepSkipsNonFiniteLoss feeds a batch whose loss is NaN: the step
+// must leave parameters, optimizer state and DST state unchanged.
+func TestStepSkipsNonFiniteLoss(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	tg := mlp(t, rng)
+	r := newStepRig(t, &evalDevice{}, tg, stepCases()["adamw-iterative-abs"])
+	for step := int64(1); step <= 3; step++ {
+		r.step(t, step, 0.01, randBatch(rng))
+	}
+	before := map[residentKey]*ir.Tensor{}
+	for k := range r.dev.resident {
+		v, err := r.dev.State(k.kind, k.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[k] = v
+	}
+	bad := randBatch(rng)
+	bad[0].Float32s()[3] = float32(math.NaN())
+	res, err := r.dev.Step(4, 0.01, bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !math.IsNaN(float64(res.Loss)) {
+		t.Fatalf("loss %g, want NaN", res.Loss)
+	}
+	for k, want := range before {
+		got, err := r.dev.State(k.kind, k.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Errorf("%q changed in a step with a NaN loss", k.name)
+		}
+	}
+}
+
+// TestExactSelectionMatchesKernels evaluates the device selection on
+// crafted scores (ties across the k-th value, NaNs, k beyond the non-NaN
+// count, k = 0, infinities, denormals, many ties) and compares the
+// threshold and the kept entries with kernels.Selector.TopKFloats.
+func TestExactSelectionMatchesKernels(t *testing.T) {
 	inf := float32(math.Inf(1))
 	nan := float32(math.NaN())
 	cases := []struct {
@@ -528,13 +585,18 @@ func TestExactThresholdTieRule(t *testing.T) {
 	}{
 		{[]float32{3, 1, 2, 2, 2, 0}, 3},
 		{[]float32{2, 2, 2, 2}, 2},
+		{[]float32{2, 2, 2, 2}, 4},
 		{[]float32{0, 0, 0}, 1},
 		{[]float32{nan, 1, nan, 2}, 3},
+		{[]float32{nan, 1, nan, 2}, 2},
 		{[]float32{nan, nan}, 1},
 		{[]float32{5, 4}, 0},
+		{[]float32{5, 4}, 7},
 		{[]float32{inf, 1, inf, 1}, 3},
+		{[]float32{inf, 1, inf, 1}, 1},
 		{[]float32{1e-40, 2e-40, 1e-40}, 2},
 		{[]float32{1}, 1},
+		{[]float32{-1, 0, 1, -2}, 3},
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, n := range []int{15, 16, 17, 255, 256, 257, 1000} {
@@ -547,14 +609,16 @@ func TestExactThresholdTieRule(t *testing.T) {
 			k     int64
 		}{d, int64(rng.IntN(n + 1))})
 	}
+	var sel kernels.Selector
 	for ci, c := range cases {
 		f := newFn("    ")
 		n := len(c.delta)
 		delta := argValue(0, ir.Type{DType: ir.Float32, Shape: ir.Shape{n}})
-		pos := f.iota(ir.Type{DType: ir.Int64, Shape: ir.Shape{n}}, 0)
-		q, tieEnd := exactThreshold(f, delta, pos, c.k)
-		keep := f.or(f.compare("GT", delta, f.broadcastTo(q, ir.Shape{n})),
-			f.and(f.compare("EQ", delta, f.broadcastTo(q, ir.Shape{n})), f.compare("LT", pos, f.broadcastTo(tieEnd, ir.Shape{n}))))
+		pos := f.iota(ir.Type{DType: ir.Int32, Shape: ir.Shape{n}}, 0)
+		q, tieEnd := exactSelection(f, delta, pos, c.k, int64(n))
+		shape := ir.Shape{n}
+		qb := f.broadcastTo(q, shape)
+		keep := f.or(f.compare("GT", delta, qb), f.and(f.compare("EQ", delta, qb), f.compare("LT", pos, f.broadcastTo(f.convert(tieEnd, ir.Int32), shape))))
 		if err := f.Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -563,13 +627,131 @@ func TestExactThresholdTieRule(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, wantQ := exactKeep(c.delta, c.k)
-		got := out[0].Bools()
-		if fmt.Sprint(got) != fmt.Sprint(want) {
+		th, _ := sel.TopKFloats(c.k, [][]float32{c.delta}, 1)
+		want := make([]bool, n)
+		for i, x := range c.delta {
+			want[i] = th.Keep(x, int64(i))
+		}
+		if got := out[0].Bools(); !slices.Equal(got, want) {
 			t.Errorf("case %d (k=%d, %v): kept %v, want %v", ci, c.k, c.delta[:min(n, 12)], got[:min(n, 12)], want[:min(n, 12)])
 		}
-		if gq := out[1].Float32s()[0]; gq != wantQ && !(gq != gq && wantQ != wantQ) {
-			t.Errorf("case %d: Q = %g, want %g", ci, gq, wantQ)
+		if gq := out[1].Float32s()[0]; math.Float32bits(gq) != math.Float32bits(th.Q) {
+			t.Errorf("case %d: Q = %g, kernels %g", ci, gq, th.Q)
 		}
+	}
+}
+
+// stepsWithinTolerance runs 12 steps of a step configuration on dev
+// against the host reference (the optimizers' formulas and package dst's
+// CPU method), one step at a time from the same state: after every step
+// the reference takes the device's parameters, optimizer state and DST
+// state. A device may round differently than the reference (XLA fuses
+// multiply-adds, reorders reductions), so losses and parameters are
+// compared within tolerances, and a subset may differ where rounding moved
+// an entry across the k-th largest Δ (counted and returned); every
+// selection must keep exactly k entries.
+func stepsWithinTolerance(t *testing.T, dev device, name string, c stepCase) (worst float64, otherSets, otherEntries int) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(7, uint64(len(name))))
+	tg := mlp(t, rng)
+	if c.zeroSeeds > 0 {
+		clear(tg.Param("w1").Tensor.Float32s()[:c.zeroSeeds])
+	}
+	r := newStepRig(t, dev, tg, c)
+	for step := int64(1); step <= 12; step++ {
+		batch := randBatch(rng)
+		lr := 0.02 * float64(step) / 12
+		res, err := r.dev.Step(step, lr, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.host.step(t, step, lr, batch)
+		if rel := relDiff(float64(res.Loss), float64(r.host.lastLoss)); rel > 1e-4 {
+			t.Errorf("%s step %d: loss %g, host %g", name, step, res.Loss, r.host.lastLoss)
+		}
+		for _, u := range res.Units {
+			if u.Kept != u.K {
+				t.Errorf("%s step %d: a selection unit of %d entries keeps %d, want k = %d", name, step, u.Size, u.Kept, u.K)
+			}
+		}
+		for _, prm := range r.order {
+			got, err := r.dev.Param(prm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := slices.Clone(r.host.params[prm])
+			if r.plan != nil {
+				mask, err := r.dev.State(ArgState, prm+"/mask")
+				if err != nil {
+					t.Fatal(err)
+				}
+				hostMask := make([]bool, len(want))
+				for _, pos := range r.host.ref.Kept(prm) {
+					hostMask[pos] = true
+				}
+				if !slices.Equal(mask.Bools(), hostMask) {
+					otherSets++
+					for i, m := range mask.Bools() {
+						if m != hostMask[i] {
+							otherEntries++
+							want[i] = got.Float32s()[i] // one side reset it to the seed
+						}
+					}
+				}
+			}
+			d := ir.Compare(got, ir.FromFloat32s(tg.Param(prm).Value.Shape, want), 1e-3, 1e-5)
+			worst = max(worst, d.MaxRel)
+			if !d.OK() {
+				t.Errorf("%s step %d %s: %v", name, step, prm, d)
+			}
+		}
+		r.resyncHost(t, step)
+	}
+	r.dev.Close()
+	return worst, otherSets, otherEntries
+}
+
+func relDiff(a, b float64) float64 {
+	return math.Abs(a-b) / max(math.Abs(b), 1e-12)
+}
+
+// TestStepsWithinToleranceHarness runs the device test's harness on the
+// evaluator, where nothing may differ.
+func TestStepsWithinToleranceHarness(t *testing.T) {
+	cases := stepCases()
+	for _, name := range []string{"adamw-iterative-abs", "adamw-normalize-size", "sgd-nesterov-no-churn", "adamw-random"} {
+		worst, otherSets, _ := stepsWithinTolerance(t, &evalDevice{}, name, cases[name])
+		if worst != 0 || otherSets != 0 {
+			t.Errorf("%s: parameters differ by %g, %d subsets differ", name, worst, otherSets)
+		}
+	}
+}
+
+// resyncHost gives the host reference the device's state.
+func (r *stepRig) resyncHost(t testing.TB, step int64) {
+	t.Helper()
+	for name, v := range r.host.params {
+		got, err := r.dev.Param(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(v, got.Float32s())
+	}
+	for name, v := range r.host.state {
+		got, err := r.dev.State(ArgState, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(v, got.Float32s())
+	}
+	if r.plan == nil {
+		return
+	}
+	ms, err := r.plan.sync(r.dev, step)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.host.ref.LoadState(ms); err != nil {
+		t.Fatal(err)
 	}
 }

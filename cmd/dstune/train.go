@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/dstune/dstune/accel/tpu" // the "pjrt" backend and its training engine
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/kernels"
 	"github.com/dstune/dstune/train"
@@ -23,6 +24,7 @@ func init() {
 		name: "train",
 		usage: "MODEL.onnx --data TRAIN.jsonl [--valid VALID.jsonl] --task lm|classify --method full|dst|lora|prompt " +
 			"[--optimizer adamw|adafactor|sgd] [--lr LR] --steps N [--batch B] [--seed S] [--threads N] --out RUN\n" +
+			"       [--backend cpu|pjrt] [--pjrt-plugin PATH]\n" +
 			"       [--eps E] [--distance inv-rel|rel|abs|random] [--silo module-layer|module|none] [--normalize none|size|mean]\n" +
 			"       [--threshold iterative|exact] [--churn=true|false] [--refine-steps M] [--refine-factor R]   (--method dst)\n" +
 			"       dstune train --resume RUN",
@@ -55,7 +57,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	maxLen := fs.Int("max-len", 0, "truncate examples to this many tokens; batches are padded to it (default: the longest example)")
 	padID := fs.Int64("pad-id", 0, "token id written at padded positions (they never count in the loss)")
 	seed := fs.Uint64("seed", 0, "seed of the data order")
-	backend := fs.String("backend", "cpu", "cpu | pjrt")
+	backend := fs.String("backend", "cpu", "cpu | pjrt (an accelerator through a PJRT plugin: the step, optimizer and DST run on the device)")
+	pluginPath := fs.String("pjrt-plugin", "", "--backend pjrt: the PJRT plugin file (default: $"+tpu.PluginEnv+", then JAX's CUDA plugin, libtpu and the standard library paths); not part of the run")
 	threads := fs.Int("threads", 0, "goroutines per kernel call (default: all cores; results do not depend on it, and a resumed run may change it)")
 	evalEvery := fs.Int64("eval-every", 0, "validate every N steps (default: steps/10)")
 	ckptEvery := fs.Int64("checkpoint-every", 0, "write a checkpoint every N steps (default: steps/10); always at the end and on Ctrl-C")
@@ -269,6 +272,19 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
+	var backendOptions map[string]string
+	if set["pjrt-plugin"] {
+		if cfg.Backend != "pjrt" {
+			return usagef("--pjrt-plugin is for --backend pjrt (the run's backend is %s)", cfg.Backend)
+		}
+		backendOptions = map[string]string{tpu.PluginOption: *pluginPath}
+	}
+	if cfg.Backend == "pjrt" {
+		// Fail before reading data or writing the run directory.
+		if _, err := tpu.CheckRuntime(*pluginPath); err != nil {
+			return err
+		}
+	}
 	every := *logEvery
 	if every <= 0 {
 		every = max(1, cfg.Steps/20)
@@ -288,7 +304,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 	res, err := train.Run(ctx, cfg, train.RunOptions{Dir: dir, Resume: *resume != "", Progress: stdout,
-		Terminal: train.IsTerminal(stdout), LogEvery: every})
+		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: backendOptions})
 	if errors.Is(err, train.ErrInterrupted) {
 		return &exitError{130, err.Error()}
 	}
