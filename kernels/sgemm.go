@@ -242,8 +242,8 @@ type sgemmWorkspace struct {
 }
 
 // sgemmCall is one Sgemm or SgemmBatched call in flight: the arguments, the
-// blocking loop's current position, and the pack buffers. Calls are pooled
-// so that steady-state use does not allocate.
+// blocks of the outer loops and their progress, and the pack buffers.
+// Calls are pooled so that steady-state use does not allocate.
 type sgemmCall struct {
 	kern           *sgemmKernel
 	transA, transB bool
@@ -259,8 +259,8 @@ type sgemmCall struct {
 	// rows (splitM) or columns, each block's B by panels; the workers claim
 	// them from the counters (see sgemmRunTask). Block i's B is packed
 	// into bPack[i%2].
-	splitM bool
-	chunk  int
+	splitM    bool
+	chunk     int
 	blocks    []sgemmBlock
 	sync      []sgemmBlockSync
 	chunkDone []atomic.Bool // [i*maxChunks+ch]: chunk ch of block i is in C
@@ -323,8 +323,8 @@ func sgemmWorkers(threads int, flops float64) int {
 
 func gemmFlops(m, n, k int) float64 { return 2 * float64(m) * float64(n) * float64(k) }
 
-// prepare sizes the per-worker workspaces and chooses how the workers
-// split each block's part of C.
+// prepare sizes the per-worker workspaces and chooses how each block's
+// part of C is cut into chunks for the workers.
 func (c *sgemmCall) prepare(workers int) {
 	if cap(c.ws) < workers {
 		c.ws = append(c.ws[:cap(c.ws)], make([]sgemmWorkspace, workers-cap(c.ws))...)
