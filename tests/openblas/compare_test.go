@@ -136,9 +136,10 @@ func BenchmarkVsOpenBLAS(b *testing.B) {
 }
 
 // sideBySide runs ours and theirs alternately once per benchmark iteration
-// and reports the medians. With several threads it pauses between calls:
-// OpenBLAS's idle threads spin for a while after a call and would take
-// cores from the next one. On one thread both run on the benchmark's
+// and reports the medians. With several threads it pauses 150 ms before
+// each call: OpenBLAS's idle threads keep spinning (sched_yield) for 2^28
+// TSC ticks after a call, 0.1 s on this machine, and would take a core
+// from the next call. On one thread both run on the benchmark's
 // locked OS thread, so it also reports the paired ratio of that thread's
 // CPU time (x-openblas-cpu), which time stolen by other processes on a
 // shared machine does not distort.
@@ -148,7 +149,7 @@ func sideBySide(b *testing.B, threads int, flops float64, ours, theirs func()) {
 	defer runtime.UnlockOSThread()
 	pause := time.Duration(0)
 	if threads > 1 {
-		pause = 50 * time.Millisecond
+		pause = 150 * time.Millisecond
 	}
 	ours()
 	theirs()
