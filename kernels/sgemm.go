@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -241,8 +242,8 @@ type sgemmWorkspace struct {
 }
 
 // sgemmCall is one Sgemm or SgemmBatched call in flight: the arguments, the
-// blocking loop's current position, and the pack buffers. Calls are pooled
-// so that steady-state use does not allocate.
+// blocks of the outer loops and their progress, and the pack buffers.
+// Calls are pooled so that steady-state use does not allocate.
 type sgemmCall struct {
 	kern           *sgemmKernel
 	transA, transB bool
@@ -253,22 +254,20 @@ type sgemmCall struct {
 
 	strideA, strideB, strideC, batch int // SgemmBatched only
 
-	// A block's part of C is handed out in chunks of chunk rows (splitM)
-	// or columns, claimed by the workers from computeNext; packing the next
-	// block's B goes by panels claimed from packNext. Claiming rather than
-	// a fixed split keeps both cores busy when one is slowed by other load;
-	// it cannot change results, which do not depend on who computes what.
-	splitM                bool
-	chunk                 int
-	packNext, computeNext atomic.Int64
-
-	// Sgemm only: the block being computed, whose packed B is in
-	// bPack[cur], and the next one (if hasNext), whose B the workers pack
-	// into bPack[1-cur] meanwhile.
-	blk, next sgemmBlock
-	hasNext   bool
-	cur       int
+	// Sgemm only: the steps of the outer loops in order, and their
+	// progress. Each block's part of C is handed out in chunks of chunk
+	// rows (splitM) or columns, each block's B by panels; the workers claim
+	// them from the counters (see sgemmRunTask). Block i's B is packed
+	// into bPack[i%2].
+	splitM    bool
+	chunk     int
+	blocks    []sgemmBlock
+	sync      []sgemmBlockSync
+	chunkDone []atomic.Bool // [i*maxChunks+ch]: chunk ch of block i is in C
+	maxChunks int
 	bPack     [2][]float32
+
+	computeNext atomic.Int64 // SgemmBatched: the next product to claim
 
 	ws []sgemmWorkspace // per worker
 }
@@ -324,8 +323,8 @@ func sgemmWorkers(threads int, flops float64) int {
 
 func gemmFlops(m, n, k int) float64 { return 2 * float64(m) * float64(n) * float64(k) }
 
-// prepare sizes the per-worker workspaces and chooses how the workers
-// split each block's part of C.
+// prepare sizes the per-worker workspaces and chooses how each block's
+// part of C is cut into chunks for the workers.
 func (c *sgemmCall) prepare(workers int) {
 	if cap(c.ws) < workers {
 		c.ws = append(c.ws[:cap(c.ws)], make([]sgemmWorkspace, workers-cap(c.ws))...)
@@ -356,30 +355,48 @@ func (c *sgemmCall) bPackLen() int {
 	return min(c.k, kern.block.kc) * roundUp(min(c.n, kern.block.nc), kern.nr)
 }
 
-// run computes the product on workers goroutines. The outer loops step
-// through blocks of B (kc×nc); every block is one Parallel call in which
-// each worker computes its part of C from the block's packed B and packs
-// its share of the next block's B into the other buffer, so the only
-// synchronization is the end of each call.
+// sgemmBlockSync counts one block's work: panels of B claimed and packed,
+// chunks of C claimed and computed.
+type sgemmBlockSync struct {
+	packClaim, packDone atomic.Int64
+	compClaim, compDone atomic.Int64
+}
+
+// run computes the product on workers goroutines in one Parallel call (see
+// sgemmRunTask).
 func (c *sgemmCall) run(workers int) {
 	c.prepare(workers)
 	for i := range c.bPack {
 		c.bPack[i] = growAligned(c.bPack[i], c.bPackLen())
 	}
-	c.cur = 0
-	c.blk = c.block(0, 0)
-	c.packNext.Store(0)
-	Parallel(workers, (*sgemmPackFirstTask)(c))
-	for {
-		c.next, c.hasNext = c.nextBlock(c.blk)
-		c.packNext.Store(0)
-		c.computeNext.Store(0)
-		Parallel(workers, (*sgemmBlockTask)(c))
-		if !c.hasNext {
-			break
+	c.blocks = c.blocks[:0]
+	for jc := 0; jc < c.n; jc += c.kern.block.nc {
+		for pc := 0; pc < c.k; pc += c.kern.block.kc {
+			c.blocks = append(c.blocks, c.block(jc, pc))
 		}
-		c.blk, c.cur = c.next, 1-c.cur
 	}
+	if cap(c.sync) < len(c.blocks) {
+		c.sync = make([]sgemmBlockSync, len(c.blocks))
+	}
+	c.sync = c.sync[:len(c.blocks)]
+	c.maxChunks = 0
+	for i := range c.sync {
+		st := &c.sync[i]
+		st.packClaim.Store(0)
+		st.packDone.Store(0)
+		st.compClaim.Store(0)
+		st.compDone.Store(0)
+		c.maxChunks = max(c.maxChunks, int(c.chunks(i)))
+	}
+	if n := len(c.blocks) * c.maxChunks; cap(c.chunkDone) < n {
+		c.chunkDone = make([]atomic.Bool, n)
+	} else {
+		c.chunkDone = c.chunkDone[:n]
+		for i := range c.chunkDone {
+			c.chunkDone[i].Store(false)
+		}
+	}
+	Parallel(workers, (*sgemmRunTask)(c))
 }
 
 // block is the outer-loop step at column jc and inner index pc.
@@ -392,63 +409,96 @@ func (c *sgemmCall) block(jc, pc int) sgemmBlock {
 	return blk
 }
 
-// nextBlock is the step after blk: the next block of inner indices, or the
-// first of the next block of columns.
-func (c *sgemmCall) nextBlock(blk sgemmBlock) (sgemmBlock, bool) {
-	if pc := blk.pc + blk.kc; pc < c.k {
-		return c.block(blk.jc, pc), true
-	}
-	if jc := blk.jc + blk.nc; jc < c.n {
-		return c.block(jc, 0), true
-	}
-	return sgemmBlock{}, false
-}
+// sgemmRunTask is a whole product. Every worker walks the blocks in order:
+// it helps pack block i's B into bPack[i%2] (once block i-2, which used
+// that buffer, is computed), waits until it is packed, then computes
+// chunks of block i's part of C, each after the same chunk of the previous
+// block of inner indices (which adds into the same part of C) is done.
+// Work is claimed from counters, not split in advance, so a worker that
+// starts late or is slowed by other load on the machine just does less;
+// results do not depend on who computes what. A worker that finishes its
+// share of a block early goes on to pack the next block's B.
+//
+// The waits cannot deadlock even when Parallel runs workers one after
+// another: a worker waits only for work already claimed, and whoever
+// claimed it is running it without waiting on anything.
+type sgemmRunTask sgemmCall
 
-// packPanels packs panels of blk's B into dst, claiming a few at a time
-// from packNext until none are left.
-func (c *sgemmCall) packPanels(dst []float32, blk *sgemmBlock) {
-	const perClaim = 4
-	panels := (blk.nc + c.kern.nr - 1) / c.kern.nr
-	for {
-		lo := int(c.packNext.Add(perClaim)) - perClaim
-		if lo >= panels {
-			return
+func (t *sgemmRunTask) Run(w, workers int) {
+	c := (*sgemmCall)(t)
+	for i := range c.blocks {
+		if i >= 2 {
+			waitFor(&c.sync[i-2].compDone, c.chunks(i-2))
 		}
-		c.packB(dst, c.b, blk, lo, min(lo+perClaim, panels))
+		c.packPanels(i)
+		waitFor(&c.sync[i].packDone, c.panels(i))
+		c.computeChunks(i, &c.ws[w])
 	}
 }
 
-// sgemmPackFirstTask packs the first block of B.
-type sgemmPackFirstTask sgemmCall
-
-func (t *sgemmPackFirstTask) Run(w, workers int) {
-	c := (*sgemmCall)(t)
-	c.packPanels(c.bPack[c.cur], &c.blk)
+// panels and chunks are how many panels of B and chunks of C block i has.
+func (c *sgemmCall) panels(i int) int64 {
+	return int64((c.blocks[i].nc + c.kern.nr - 1) / c.kern.nr)
 }
 
-// sgemmBlockTask is one block: the workers pack the next block's B, then
-// compute chunks of this block's part of C (packing their rows of A).
-type sgemmBlockTask sgemmCall
-
-func (t *sgemmBlockTask) Run(w, workers int) {
-	c := (*sgemmCall)(t)
-	if c.hasNext {
-		c.packPanels(c.bPack[1-c.cur], &c.next)
-	}
-	extent := c.blk.nc
+func (c *sgemmCall) chunks(i int) int64 {
+	extent := c.blocks[i].nc
 	if c.splitM {
 		extent = c.m
 	}
+	return int64((extent + c.chunk - 1) / c.chunk)
+}
+
+// packPanels packs panels of block i's B, a few at a time, until none are
+// left to claim.
+func (c *sgemmCall) packPanels(i int) {
+	const perClaim = 4
+	st, blk, panels := &c.sync[i], &c.blocks[i], c.panels(i)
 	for {
-		lo := int(c.computeNext.Add(int64(c.chunk))) - c.chunk
-		if lo >= extent {
+		lo := st.packClaim.Add(perClaim) - perClaim
+		if lo >= panels {
 			return
 		}
-		hi := min(lo+c.chunk, extent)
+		hi := min(lo+perClaim, panels)
+		c.packB(c.bPack[i%2], c.b, blk, int(lo), int(hi))
+		st.packDone.Add(hi - lo)
+	}
+}
+
+// computeChunks computes chunks of block i's part of C until none are left
+// to claim.
+func (c *sgemmCall) computeChunks(i int, ws *sgemmWorkspace) {
+	st, blk, chunks := &c.sync[i], &c.blocks[i], c.chunks(i)
+	for {
+		ch := st.compClaim.Add(1) - 1
+		if ch >= chunks {
+			return
+		}
+		if i > 0 && c.blocks[i-1].jc == blk.jc {
+			prev := &c.chunkDone[(i-1)*c.maxChunks+int(ch)]
+			for spins := 0; !prev.Load(); spins++ {
+				if spins > 100 {
+					runtime.Gosched()
+				}
+			}
+		}
+		lo := int(ch) * c.chunk
 		if c.splitM {
-			c.compute(&c.ws[w], &c.blk, c.bPack[c.cur], c.a, c.c, lo, hi, 0, c.blk.nc)
+			c.compute(ws, blk, c.bPack[i%2], c.a, c.c, lo, min(lo+c.chunk, c.m), 0, blk.nc)
 		} else {
-			c.compute(&c.ws[w], &c.blk, c.bPack[c.cur], c.a, c.c, 0, c.m, lo, hi)
+			c.compute(ws, blk, c.bPack[i%2], c.a, c.c, 0, c.m, lo, min(lo+c.chunk, blk.nc))
+		}
+		c.chunkDone[i*c.maxChunks+int(ch)].Store(true)
+		st.compDone.Add(1)
+	}
+}
+
+// waitFor spins until counter reaches target, yielding the processor after
+// a short while: the work it waits for is running on another goroutine.
+func waitFor(counter *atomic.Int64, target int64) {
+	for spins := 0; counter.Load() < target; spins++ {
+		if spins > 100 {
+			runtime.Gosched()
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"slices"
 	"testing"
@@ -99,7 +100,7 @@ func TestAgrees(t *testing.T) {
 // alike. Install the library and run it with (see README.md):
 //
 //	apt-get update && apt-get install -y libopenblas-dev
-//	OPENBLAS_VERBOSE=2 go test -tags openblas -run XXX -bench VsOpenBLAS -benchtime 15x ./tests/openblas
+//	OPENBLAS_VERBOSE=2 OPENBLAS_THREAD_TIMEOUT=4 go test -tags openblas -run XXX -bench VsOpenBLAS -benchtime 15x ./tests/openblas
 func BenchmarkVsOpenBLAS(b *testing.B) {
 	b.Logf("OpenBLAS %s; core %s; dstune ISA %v", Config(), CoreName(), kernels.ActiveISA())
 	rng := rand.New(rand.NewPCG(9, 10))
@@ -136,19 +137,24 @@ func BenchmarkVsOpenBLAS(b *testing.B) {
 }
 
 // sideBySide runs ours and theirs alternately once per benchmark iteration
-// and reports the medians. With several threads it pauses between calls:
-// OpenBLAS's idle threads spin for a while after a call and would take
-// cores from the next one. On one thread both run on the benchmark's
-// locked OS thread, so it also reports the paired ratio of that thread's
-// CPU time (x-openblas-cpu), which time stolen by other processes on a
-// shared machine does not distort.
+// and reports the medians. With several threads, OpenBLAS's idle threads
+// keep spinning (sched_yield) for 2^OPENBLAS_THREAD_TIMEOUT TSC ticks after
+// a call, 2^28 by default (0.1 s here), and take a core from the next
+// call. Run threaded comparisons with OPENBLAS_THREAD_TIMEOUT=4 (its
+// minimum: the threads sleep at once and are woken by the next call, as
+// dstune's are); without it the benchmark pauses 150 ms before each call
+// instead, which leaves the cores idle long enough that the next call
+// starts slowly on this VM and distorts short calls on both sides. On one
+// thread both run on the benchmark's locked OS thread, so it also reports
+// the paired ratio of that thread's CPU time (x-openblas-cpu), which time
+// stolen by other processes on a shared machine does not distort.
 func sideBySide(b *testing.B, threads int, flops float64, ours, theirs func()) {
 	SetThreads(threads)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	pause := time.Duration(0)
-	if threads > 1 {
-		pause = 50 * time.Millisecond
+	if threads > 1 && os.Getenv("OPENBLAS_THREAD_TIMEOUT") == "" {
+		pause = 150 * time.Millisecond
 	}
 	ours()
 	theirs()
