@@ -20,7 +20,7 @@ func FuzzImport(f *testing.F) {
 			"test_einsum_batch_diagonal", "test_maxpool_2d_ceil", "test_conv_with_strides_padding", "test_range_float_type_positive_delta",
 			"test_expand_dim_changed", "test_layer_normalization_4d_axis1", "test_top_k", "test_softmax_axis_0", "test_cumsum_2d_axis_1",
 			"test_constantofshape_int_zeros", "test_sce_mean_weight_ii_3d", "test_reduce_sum_empty_axes_input_noop", "test_trilu_neg"} {
-			if b, err := os.ReadFile(filepath.Join(dir, "onnx-node", name, "model.onnx")); err == nil {
+			if b, err := os.ReadFile(filepath.Join(dir, "onnx-backend", "node", name, "model.onnx")); err == nil {
 				f.Add(b)
 			}
 		}

@@ -153,9 +153,18 @@ func (d *differ) rule(c *gradCtx) error {
 		}
 		c.add(0, d.emit1(&BCELossGrad{}, dy, c.in(0), c.in(1)))
 	default:
+		if r, ok := c.n.Op.(gradRuler); ok {
+			return r.gradRule(d, c)
+		}
 		return c.unsupported(c.n.Op.Name())
 	}
 	return nil
+}
+
+// gradRuler is implemented by ops that carry their gradient rule with
+// them (in the op's own file) instead of a case above.
+type gradRuler interface {
+	gradRule(d *differ, c *gradCtx) error
 }
 
 func optionalValue(vs []*Value, i int) *Value {

@@ -65,8 +65,8 @@ func NewModel(m *onnx.Model) (*Model, error) {
 		return nil, fmt.Errorf("ir: model has no graph")
 	}
 	opset := int(m.Opset(""))
-	if opset == 0 {
-		return nil, fmt.Errorf("ir: model imports no default-domain opset")
+	if opset == 0 && usesDefaultDomain(m.Graph) {
+		return nil, fmt.Errorf("ir: model imports no default-domain opset but uses default-domain operators")
 	}
 	out := &Model{ONNX: m, Opset: opset, consts: map[string]*Tensor{}}
 	isInit := map[string]bool{}
@@ -101,6 +101,22 @@ func NewModel(m *onnx.Model) (*Model, error) {
 		out.Outputs = append(out.Outputs, vi.Name)
 	}
 	return out, nil
+}
+
+// usesDefaultDomain reports whether any node of g or its subgraphs is of
+// the default ONNX domain.
+func usesDefaultDomain(g *onnx.Graph) bool {
+	for _, n := range g.Nodes {
+		if n.Domain == "" || n.Domain == "ai.onnx" {
+			return true
+		}
+		for _, a := range n.Attributes {
+			if a.Type == onnx.AttrGraph && a.G != nil && usesDefaultDomain(a.G) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func inputInfo(vi *onnx.ValueInfo) (InputInfo, error) {
@@ -393,12 +409,9 @@ func (im *importer) importNode(index int, n *onnx.Node) error {
 	im.origin = fmt.Sprintf("node %d %q (%s)", index, n.Name, n.OpType)
 	im.node = n
 	im.fresh = map[*Value]bool{}
-	if n.Domain != "" && n.Domain != "ai.onnx" {
-		return im.errorf("%w: operator domain %q (only the default ONNX domain is)", ErrNotSupported, n.Domain)
-	}
-	handler, ok := importers[n.OpType]
-	if !ok {
-		return im.errorf("%w: operator %s", ErrNotSupported, n.OpType)
+	handler, err := lookupImporter(n)
+	if err != nil {
+		return im.errorf("%w", err)
 	}
 	in := make([]*Value, len(n.Inputs))
 	for i, name := range n.Inputs {

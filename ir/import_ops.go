@@ -9,14 +9,8 @@ import (
 	"github.com/dstune/dstune/onnx"
 )
 
-type importFunc func(im *importer, n *onnx.Node, in []*Value) ([]*Value, error)
-
-// importers maps ONNX op types to their import; each normalizes
-// attributes and opset differences into IR ops.
-var importers map[string]importFunc
-
 func init() {
-	importers = map[string]importFunc{
+	for name, f := range map[string]importFunc{
 		"Constant":                  importConstant,
 		"Identity":                  importIdentity,
 		"Cast":                      importCast,
@@ -66,31 +60,23 @@ func init() {
 		"Max":                       importVariadic(Max),
 		"Sum":                       importVariadic(Add),
 		"Mean":                      importMean,
+	} {
+		registerOp("", name, f)
 	}
 	for name, fn := range map[string]BinaryFn{
 		"Add": Add, "Sub": Sub, "Mul": Mul, "Div": Div, "Pow": Pow,
 		"Equal": Equal, "Less": Less, "Greater": Greater, "LessOrEqual": LessOrEqual, "GreaterOrEqual": GreaterOrEqual,
 		"And": And, "Or": Or, "Xor": Xor,
 	} {
-		importers[name] = importBinary(fn)
+		registerOp("", name, importBinary(fn))
 	}
 	for name, fn := range map[string]UnaryFn{
 		"Neg": Neg, "Abs": Abs, "Sqrt": Sqrt, "Exp": Exp, "Log": Log, "Tanh": Tanh, "Sigmoid": Sigmoid,
 		"Relu": Relu, "Erf": Erf, "Not": Not, "Reciprocal": Reciprocal, "Floor": Floor, "Ceil": Ceil,
 		"Sign": Sign, "Softplus": Softplus, "LeakyRelu": LeakyRelu, "Elu": Elu, "Gelu": Gelu,
 	} {
-		importers[name] = importUnary(fn)
+		registerOp("", name, importUnary(fn))
 	}
-}
-
-// SupportedOps lists the ONNX op types the importer knows.
-func SupportedOps() []string {
-	names := make([]string, 0, len(importers))
-	for n := range importers {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 func wantIn(in []*Value, lo, hi int) error {

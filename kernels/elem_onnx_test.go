@@ -12,7 +12,7 @@ import (
 	"github.com/dstune/dstune/internal/sharedtest"
 )
 
-// ONNX backend conformance tests (testdata/onnx-node) for the operators these
+// ONNX backend conformance tests (testdata/onnx-backend/node) for the operators these
 // kernels implement: each test's inputs go through the kernel, and the result
 // is compared with the expected outputs ONNX ships (computed by its numpy
 // reference). The few protobuf fields needed are read by hand, so that this
@@ -248,7 +248,7 @@ func compareONNX(t *testing.T, what string, got []float32, want []float32) {
 }
 
 func TestONNXConformance(t *testing.T) {
-	root := sharedtest.Path(t, "onnx-node")
+	root := sharedtest.Path(t, "onnx-backend", "node")
 	dirs, err := filepath.Glob(filepath.Join(root, "test_*"))
 	if err != nil {
 		t.Fatal(err)

@@ -26,9 +26,9 @@ func FuzzDecode(f *testing.F) {
 			{"models", "exports", "edge", "if_subgraph.onnx"},
 			{"models", "exports", "edge", "fp16_init.onnx"},
 			{"models", "exports", "edge", "int8_init.onnx"},
-			{"onnx-node", "test_constant", "model.onnx"},
-			{"onnx-node", "test_layer_normalization_2d_axis0", "model.onnx"},
-			{"onnx-node", "test_identity_sequence", "model.onnx"},
+			{"onnx-backend", "node", "test_constant", "model.onnx"},
+			{"onnx-backend", "node", "test_layer_normalization_2d_axis0", "model.onnx"},
+			{"onnx-backend", "node", "test_identity_sequence", "model.onnx"},
 		} {
 			if b, err := os.ReadFile(filepath.Join(append([]string{testdata}, rel...)...)); err == nil {
 				f.Add(b)

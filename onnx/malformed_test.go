@@ -234,8 +234,8 @@ func TestTruncatedModels(t *testing.T) {
 		"models/exports/edge/if_subgraph.onnx",
 		"models/exports/edge/fp16_init.onnx",
 		"models/exports/gpt2_like_op17_extdata.onnx",
-		"onnx-node/test_constant/model.onnx",
-		"onnx-node/test_layer_normalization_2d_axis0/model.onnx",
+		"onnx-backend/node/test_constant/model.onnx",
+		"onnx-backend/node/test_layer_normalization_2d_axis0/model.onnx",
 	} {
 		p := sharedtest.Path(t, strings.Split(rel, "/")...)
 		buf, err := os.ReadFile(p)

@@ -47,7 +47,7 @@ func TestWriteFileModes(t *testing.T) {
 		"models/exports/gpt2_like_op17_extdata.onnx",
 		"models/exports/edge/if_subgraph.onnx",
 		"models/exports/edge/fp16_init.onnx",
-		"onnx-node/test_constant/model.onnx",
+		"onnx-backend/node/test_constant/model.onnx",
 	}
 	for _, rel := range models {
 		src, err := ReadFile(sharedtest.Path(t, strings.Split(rel, "/")...))
@@ -239,7 +239,7 @@ func TestPatchFileErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ext.Close()
-	constPath := sharedtest.Path(t, "onnx-node", "test_add", "model.onnx")
+	constPath := sharedtest.Path(t, "onnx-backend", "node", "test_add", "model.onnx")
 	other, err := ReadFile(constPath)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ import (
 // dtypes the lowering reports as not supported are counted, not failed;
 // every lowered graph must evaluate and match.
 func TestONNXNodeSuiteLowered(t *testing.T) {
-	root := sharedtest.Path(t, "onnx-node")
+	root := sharedtest.Path(t, "onnx-backend", "node")
 	dirs, err := filepath.Glob(filepath.Join(root, "test_*"))
 	if err != nil || len(dirs) == 0 {
 		t.Fatalf("no tests under %s (%v)", root, err)

@@ -49,7 +49,7 @@ func TestMLIRParses(t *testing.T) {
 	texts["tiny_gpt_dst_step"] = step.Text
 	for _, name := range []string{"test_top_k", "test_basic_conv_with_padding", "test_averagepool_2d_pads", "test_maxpool_2d_default",
 		"test_cumsum_1d_reverse_exclusive", "test_gather_elements_0", "test_einsum_batch_matmul", "test_sce_NCd1_mean_weight_negative_ii", "test_slice_neg_steps"} {
-		p, err := lowerNodeDir(sharedtest.Path(t, "onnx-node", name))
+		p, err := lowerNodeDir(sharedtest.Path(t, "onnx-backend", "node", name))
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}

@@ -1,6 +1,8 @@
-// Package conformance runs dstune against external test suites: the ONNX
-// backend node tests in ../shared/testdata/onnx-node, executed on the CPU
-// backend and compared with the suite's expected outputs. Its only code is
-// the tests; expected_failures.tsv lists every test that is known to fail
-// and why.
+// Package conformance runs dstune against external test suites: the
+// complete ONNX backend test suite (node, simple, pytorch-converted and
+// pytorch-operator folders of ../shared/testdata/onnx-backend), executed on
+// the CPU backend and compared with the suite's expected outputs. Its only
+// code is the tests; expected_failures.tsv lists every test that is known
+// to fail and why, tolerances.tsv the tests compared with other tolerances
+// than the ONNX runner's defaults and why.
 package conformance

@@ -1,0 +1,80 @@
+package ir
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/dstune/dstune/onnx"
+)
+
+type importFunc func(im *importer, n *onnx.Node, in []*Value) ([]*Value, error)
+
+// importers maps an operator's key (opKey) to its import. Each op family's
+// file registers its operators in an init function next to their import
+// functions, so an op's parts are found by its name; the map is built
+// before any init runs.
+var importers = map[string]importFunc{}
+
+// registerOp registers the import of ONNX operator opType of domain ("" is
+// the default domain, also spelled "ai.onnx"). Registering a key twice is a
+// programmer error.
+func registerOp(domain, opType string, f importFunc) {
+	key := opKey(domain, opType)
+	if _, dup := importers[key]; dup {
+		panic("ir: operator " + key + " registered twice")
+	}
+	importers[key] = f
+}
+
+// opKey is how operators are named in registrations, listings and
+// messages: the op type alone in the default domain, "domain::OpType"
+// elsewhere ("com.microsoft::FastGelu").
+func opKey(domain, opType string) string {
+	if domain == "" || domain == "ai.onnx" {
+		return opType
+	}
+	return domain + "::" + opType
+}
+
+// SupportedOps lists the operators the importer knows, as opKey spells
+// them, sorted.
+func SupportedOps() []string {
+	names := make([]string, 0, len(importers))
+	for n := range importers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// IsSupportedOp reports whether the importer knows opType of domain.
+func IsSupportedOp(domain, opType string) bool {
+	_, ok := importers[opKey(domain, opType)]
+	return ok
+}
+
+// domainOpset is the opset the model imports for domain (0 when none).
+func (im *importer) domainOpset(domain string) int {
+	return int(im.model.ONNX.Opset(domain))
+}
+
+func lookupImporter(n *onnx.Node) (importFunc, error) {
+	if f, ok := importers[opKey(n.Domain, n.OpType)]; ok {
+		return f, nil
+	}
+	if n.Domain != "" && n.Domain != "ai.onnx" {
+		known := false
+		prefix := n.Domain + "::"
+		for k := range importers {
+			if strings.HasPrefix(k, prefix) {
+				known = true
+				break
+			}
+		}
+		if !known {
+			return nil, fmt.Errorf("%w: operator %s (dstune imports no operator of domain %q)", ErrNotSupported, opKey(n.Domain, n.OpType), n.Domain)
+		}
+	}
+	return nil, fmt.Errorf("%w: operator %s", ErrNotSupported, opKey(n.Domain, n.OpType))
+}
