@@ -625,7 +625,7 @@ func (m *Model) ValueInputs() []string {
 		}
 	}
 	for _, n := range g.Nodes {
-		for _, i := range staticOperands(n.OpType, m.Opset) {
+		for _, i := range staticOperands(n.Domain, n.OpType, m.Opset) {
 			if i < len(n.Inputs) {
 				mark(n.Inputs[i])
 			}
@@ -642,7 +642,13 @@ func (m *Model) ValueInputs() []string {
 }
 
 // staticOperands are the input positions of an op that must be constant.
-func staticOperands(op string, opset int) []int {
+func staticOperands(domain, op string, opset int) []int {
+	if pos, ok := staticOperandsOf[opKey(domain, op)]; ok {
+		return pos
+	}
+	if domain != "" && domain != "ai.onnx" {
+		return nil
+	}
 	switch op {
 	case "Reshape", "Expand", "TopK", "Trilu", "CumSum", "Tile", "Unsqueeze", "Squeeze", "ConstantOfShape", "Split", "ReduceSum":
 		if op == "ConstantOfShape" {

@@ -27,6 +27,22 @@ func registerOp(domain, opType string, f importFunc) {
 	importers[key] = f
 }
 
+// staticOperandsOf maps an operator's key to the input positions that
+// must be known at import (see registerStaticOperands).
+var staticOperandsOf = map[string][]int{}
+
+// registerStaticOperands records which inputs of opType must be known at
+// import because they decide an output shape or an attribute (Pad's pads,
+// Resize's sizes, ...). Model.ValueInputs follows them back to the graph
+// inputs a caller must bind as values.
+func registerStaticOperands(domain, opType string, positions ...int) {
+	key := opKey(domain, opType)
+	if _, dup := staticOperandsOf[key]; dup {
+		panic("ir: static operands of " + key + " registered twice")
+	}
+	staticOperandsOf[key] = positions
+}
+
 // opKey is how operators are named in registrations, listings and
 // messages: the op type alone in the default domain, "domain::OpType"
 // elsewhere ("com.microsoft::FastGelu").
