@@ -66,7 +66,6 @@ func intsAttr(name string, v ...int64) *onnx.Attribute {
 	return &onnx.Attribute{Name: name, Type: onnx.AttrInts, Ints: v}
 }
 
-
 func tensorInfo(name string, dt onnx.DataType, dims ...onnx.Dim) *onnx.ValueInfo {
 	return &onnx.ValueInfo{Name: name, Type: &onnx.Type{Kind: onnx.TypeTensor, ElemType: dt, HasShape: true, Shape: dims}}
 }
@@ -225,7 +224,7 @@ func (f decoderBuilder) rotary() (cos, sin string) {
 	}
 	invFreq := f.constant(&onnx.Tensor{DataType: onnx.Float, Dims: []int64{int64(half)}, FloatData: inv})
 	pos := f.node("Unsqueeze", []string{f.cast("position_ids", onnx.Float), f.ints(-1)}) // [b, s, 1]
-	freqs := f.node("Mul", []string{pos, invFreq})                                         // [b, s, half]
+	freqs := f.node("Mul", []string{pos, invFreq})                                       // [b, s, half]
 	emb := f.node("Concat", []string{freqs, freqs}, intAttr("axis", -1))
 	cos = f.node("Unsqueeze", []string{f.node("Cos", []string{emb}), f.ints(1)})
 	sin = f.node("Unsqueeze", []string{f.node("Sin", []string{emb}), f.ints(1)})

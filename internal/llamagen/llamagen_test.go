@@ -120,7 +120,7 @@ func TestCacheConsistentInORT(t *testing.T) {
 
 func pastName(l int, kind string) string    { return "past_key_values." + itoa(l) + "." + kind }
 func presentName(l int, kind string) string { return "present." + itoa(l) + "." + kind }
-func itoa(i int) string                      { return string(rune('0' + i)) }
+func itoa(i int) string                     { return string(rune('0' + i)) }
 
 func ones(n int) []int64 {
 	v := make([]int64, n)
