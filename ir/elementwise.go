@@ -45,9 +45,21 @@ const (
 	Gelu      // x·Φ(x) = x/2·(1+erf(x/√2))
 	GeluTanh  // x/2·(1+tanh(√(2/π)·(x+0.044715x³)))
 	Softplus  // log(1+exp(x))
+	Cos
+	Sin
+	Tan
+	Acos
+	Asin
+	Atan
+	Acosh
+	Asinh
+	Atanh
+	Cosh
+	Sinh
 )
 
-var unaryNames = [...]string{"Neg", "Abs", "Sqrt", "Exp", "Log", "Tanh", "Sigmoid", "Relu", "Erf", "Not", "Reciprocal", "Floor", "Ceil", "Sign", "LeakyRelu", "Elu", "Gelu", "GeluTanh", "Softplus"}
+var unaryNames = [...]string{"Neg", "Abs", "Sqrt", "Exp", "Log", "Tanh", "Sigmoid", "Relu", "Erf", "Not", "Reciprocal", "Floor", "Ceil", "Sign", "LeakyRelu", "Elu", "Gelu", "GeluTanh", "Softplus",
+	"Cos", "Sin", "Tan", "Acos", "Asin", "Atan", "Acosh", "Asinh", "Atanh", "Cosh", "Sinh"}
 
 func (f UnaryFn) String() string { return unaryNames[f] }
 
@@ -212,6 +224,28 @@ func UnaryFloat64(fn UnaryFn, alpha float64, v float64) float64 {
 			return v + math.Log1p(math.Exp(-v))
 		}
 		return math.Log1p(math.Exp(v))
+	case Cos:
+		return math.Cos(v)
+	case Sin:
+		return math.Sin(v)
+	case Tan:
+		return math.Tan(v)
+	case Acos:
+		return math.Acos(v)
+	case Asin:
+		return math.Asin(v)
+	case Atan:
+		return math.Atan(v)
+	case Acosh:
+		return math.Acosh(v)
+	case Asinh:
+		return math.Asinh(v)
+	case Atanh:
+		return math.Atanh(v)
+	case Cosh:
+		return math.Cosh(v)
+	case Sinh:
+		return math.Sinh(v)
 	}
 	panic("ir: unknown unary function")
 }

@@ -34,6 +34,17 @@ import (
 //	Gelu:       f' = Φ(x) + x·φ(x), Φ and φ the standard normal CDF and density
 //	GeluTanh:   f' = ½(1 + tanh u) + ½x·(1 − tanh² u)·√(2/π)·(1 + 3·0.044715x²), u = √(2/π)(x + 0.044715x³)
 //	Softplus:   f' = sigmoid(x)
+//	Cos:        f' = −sin x
+//	Sin:        f' = cos x
+//	Tan:        f' = 1/cos² x
+//	Acos:       f' = −1/√(1 − x²)
+//	Asin:       f' = 1/√(1 − x²)
+//	Atan:       f' = 1/(1 + x²)
+//	Acosh:      f' = 1/√(x² − 1)
+//	Asinh:      f' = 1/√(x² + 1)
+//	Atanh:      f' = 1/(1 − x²)
+//	Cosh:       f' = sinh x
+//	Sinh:       f' = cosh x
 type UnaryGrad struct {
 	Fn    UnaryFn
 	Alpha float32
@@ -53,7 +64,8 @@ func UnaryGradUsesOutput(fn UnaryFn) bool {
 
 func unaryGradSupported(fn UnaryFn) bool {
 	switch fn {
-	case Exp, Sqrt, Tanh, Sigmoid, Relu, Reciprocal, Log, Abs, Erf, LeakyRelu, Elu, Gelu, GeluTanh, Softplus:
+	case Exp, Sqrt, Tanh, Sigmoid, Relu, Reciprocal, Log, Abs, Erf, LeakyRelu, Elu, Gelu, GeluTanh, Softplus,
+		Cos, Sin, Tan, Acos, Asin, Atan, Acosh, Asinh, Atanh, Cosh, Sinh:
 		return true
 	}
 	return false
@@ -132,6 +144,29 @@ func UnaryDerivative(fn UnaryFn, alpha, t float64) float64 {
 		return 0.5*(1+th) + 0.5*t*(1-th*th)*c*(1+3*0.044715*t*t)
 	case Softplus:
 		return UnaryFloat64(Sigmoid, 0, t)
+	case Cos:
+		return -math.Sin(t)
+	case Sin:
+		return math.Cos(t)
+	case Tan:
+		c := math.Cos(t)
+		return 1 / (c * c)
+	case Acos:
+		return -1 / math.Sqrt(1-t*t)
+	case Asin:
+		return 1 / math.Sqrt(1-t*t)
+	case Atan:
+		return 1 / (1 + t*t)
+	case Acosh:
+		return 1 / math.Sqrt(t*t-1)
+	case Asinh:
+		return 1 / math.Sqrt(t*t+1)
+	case Atanh:
+		return 1 / (1 - t*t)
+	case Cosh:
+		return math.Sinh(t)
+	case Sinh:
+		return math.Cosh(t)
 	}
 	panic("ir: no derivative for " + fn.String())
 }
