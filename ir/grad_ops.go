@@ -45,6 +45,12 @@ import (
 //	Atanh:      f' = 1/(1 − x²)
 //	Cosh:       f' = sinh x
 //	Sinh:       f' = cosh x
+//	HardSwish:  f' = 0 if x < −3, 1 if x > 3, else (2x + 3)/6
+//	Softsign:   f' = 1/(1 + |x|)²
+//	Mish:       f' = tanh s + x·(1 − tanh² s)·sigmoid(x), s = softplus(x)
+//	Celu:       f' = 1 if x > 0 else exp(x/Alpha)
+//	ThresholdedRelu: f' = 1 if x > Alpha else 0
+//	Swish:      f' = s + Alpha·x·s·(1 − s), s = sigmoid(Alpha·x)
 type UnaryGrad struct {
 	Fn    UnaryFn
 	Alpha float32
@@ -65,7 +71,8 @@ func UnaryGradUsesOutput(fn UnaryFn) bool {
 func unaryGradSupported(fn UnaryFn) bool {
 	switch fn {
 	case Exp, Sqrt, Tanh, Sigmoid, Relu, Reciprocal, Log, Abs, Erf, LeakyRelu, Elu, Gelu, GeluTanh, Softplus,
-		Cos, Sin, Tan, Acos, Asin, Atan, Acosh, Asinh, Atanh, Cosh, Sinh:
+		Cos, Sin, Tan, Acos, Asin, Atan, Acosh, Asinh, Atanh, Cosh, Sinh,
+		HardSwish, Softsign, Mish, Celu, ThresholdedRelu, Swish:
 		return true
 	}
 	return false
@@ -167,6 +174,33 @@ func UnaryDerivative(fn UnaryFn, alpha, t float64) float64 {
 		return math.Sinh(t)
 	case Sinh:
 		return math.Cosh(t)
+	case HardSwish:
+		switch {
+		case t < -3:
+			return 0
+		case t > 3:
+			return 1
+		}
+		return (2*t + 3) / 6
+	case Softsign:
+		d := 1 + math.Abs(t)
+		return 1 / (d * d)
+	case Mish:
+		th := math.Tanh(UnaryFloat64(Softplus, 0, t))
+		return th + t*(1-th*th)*UnaryFloat64(Sigmoid, 0, t)
+	case Celu:
+		if t > 0 {
+			return 1
+		}
+		return math.Exp(t / alpha)
+	case ThresholdedRelu:
+		if t > alpha {
+			return 1
+		}
+		return 0
+	case Swish:
+		sg := UnaryFloat64(Sigmoid, 0, alpha*t)
+		return sg + alpha*t*sg*(1-sg)
 	}
 	panic("ir: no derivative for " + fn.String())
 }
