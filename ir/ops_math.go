@@ -45,8 +45,8 @@ func init() {
 	}
 }
 
-// scalarOf is a scalar constant of dtype dt holding v (rounded to dt).
-func (im *importer) scalarOf(dt DType, v float64) *Value {
+// constScalarOf is a scalar constant of dtype dt holding v (rounded to dt).
+func (im *importer) constScalarOf(dt DType, v float64) *Value {
 	t := NewTensor(dt, nil)
 	storeFloat(t, 0, v, true, RoundUp)
 	return im.constant(t)
@@ -99,7 +99,7 @@ func importSelu(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	return one(im.emit1(&Binary{Fn: Mul}, elu, im.scalarOf(x.DType, float64(gamma))))
+	return one(im.emit1(&Binary{Fn: Mul}, elu, im.constScalarOf(x.DType, float64(gamma))))
 }
 
 // importHardSigmoid: max(0, min(1, alpha·x + beta)).
@@ -120,15 +120,15 @@ func importHardSigmoid(im *importer, n *onnx.Node, in []*Value) ([]*Value, error
 		return nil, err
 	}
 	dt := x.DType
-	ax, err := im.emit1(&Binary{Fn: Mul}, x, im.scalarOf(dt, float64(alpha)))
+	ax, err := im.emit1(&Binary{Fn: Mul}, x, im.constScalarOf(dt, float64(alpha)))
 	if err != nil {
 		return nil, err
 	}
-	lin, err := im.emit1(&Binary{Fn: Add}, ax, im.scalarOf(dt, float64(beta)))
+	lin, err := im.emit1(&Binary{Fn: Add}, ax, im.constScalarOf(dt, float64(beta)))
 	if err != nil {
 		return nil, err
 	}
-	return one(im.emit1(&Clip{}, lin, im.scalarOf(dt, 0), im.scalarOf(dt, 1)))
+	return one(im.emit1(&Clip{}, lin, im.constScalarOf(dt, 0), im.constScalarOf(dt, 1)))
 }
 
 // importShrink: x+bias where x < −lambd, x−bias where x > lambd, else 0.
@@ -160,23 +160,23 @@ func importShrink(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		}
 	}
 	ft := x.DType
-	below, err := im.emit1(&Binary{Fn: Less}, x, im.scalarOf(ft, -float64(lambd)))
+	below, err := im.emit1(&Binary{Fn: Less}, x, im.constScalarOf(ft, -float64(lambd)))
 	if err != nil {
 		return nil, err
 	}
-	above, err := im.emit1(&Binary{Fn: Greater}, x, im.scalarOf(ft, float64(lambd)))
+	above, err := im.emit1(&Binary{Fn: Greater}, x, im.constScalarOf(ft, float64(lambd)))
 	if err != nil {
 		return nil, err
 	}
-	plus, err := im.emit1(&Binary{Fn: Add}, x, im.scalarOf(ft, float64(bias)))
+	plus, err := im.emit1(&Binary{Fn: Add}, x, im.constScalarOf(ft, float64(bias)))
 	if err != nil {
 		return nil, err
 	}
-	minus, err := im.emit1(&Binary{Fn: Sub}, x, im.scalarOf(ft, float64(bias)))
+	minus, err := im.emit1(&Binary{Fn: Sub}, x, im.constScalarOf(ft, float64(bias)))
 	if err != nil {
 		return nil, err
 	}
-	inner, err := im.emit1(&Where{}, above, minus, im.scalarOf(ft, 0))
+	inner, err := im.emit1(&Where{}, above, minus, im.constScalarOf(ft, 0))
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +214,7 @@ func importPRelu(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	neg, err := im.emit1(&Binary{Fn: Less}, x, im.scalarOf(x.DType, 0))
+	neg, err := im.emit1(&Binary{Fn: Less}, x, im.constScalarOf(x.DType, 0))
 	if err != nil {
 		return nil, err
 	}
@@ -319,11 +319,11 @@ func importIsInf(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		if err != nil {
 			return nil, err
 		}
-		return one(im.emit1(&Binary{Fn: Equal}, abs, im.scalarOf(x.DType, math.Inf(1))))
+		return one(im.emit1(&Binary{Fn: Equal}, abs, im.constScalarOf(x.DType, math.Inf(1))))
 	case neg != 0:
-		return one(im.emit1(&Binary{Fn: Equal}, x, im.scalarOf(x.DType, math.Inf(-1))))
+		return one(im.emit1(&Binary{Fn: Equal}, x, im.constScalarOf(x.DType, math.Inf(-1))))
 	case pos != 0:
-		return one(im.emit1(&Binary{Fn: Equal}, x, im.scalarOf(x.DType, math.Inf(1))))
+		return one(im.emit1(&Binary{Fn: Equal}, x, im.constScalarOf(x.DType, math.Inf(1))))
 	}
 	return []*Value{im.constant(NewTensor(Bool, x.Shape))}, nil
 }
