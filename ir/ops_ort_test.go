@@ -107,9 +107,6 @@ func TestOpsAgainstOnnxruntime(t *testing.T) {
 	}
 	i32 := func(v ...int32) *Tensor { return FromInt32s(Shape{len(v)}, v) }
 	i64 := func(v ...int64) *Tensor { return FromInt64s(Shape{len(v)}, v) }
-	fa := func(name string, v float32) *onnx.Attribute {
-		return &onnx.Attribute{Name: name, Type: onnx.AttrFloat, F: v}
-	}
 	x := func(t *Tensor) []namedTensor { return []namedTensor{{"x", t}} }
 	xy := func(a, b *Tensor) []namedTensor { return []namedTensor{{"x", a}, {"y", b}} }
 	un := func(op string, attrs ...*onnx.Attribute) *onnx.Node {
@@ -128,11 +125,11 @@ func TestOpsAgainstOnnxruntime(t *testing.T) {
 		{"Softsign", 22, x(special), un("Softsign"), nil},
 		{"HardSwish", 22, x(special), un("HardSwish"), nil},
 		{"Mish", 22, x(randn(Shape{20})), un("Mish"), nil},
-		{"Celu", 12, x(randn(Shape{20})), un("Celu", fa("alpha", 0.7)), nil},
+		{"Celu", 12, x(randn(Shape{20})), un("Celu", floatAttr("alpha", 0.7)), nil},
 		{"ThresholdedRelu at alpha", 22, x(f32s(Shape{5}, 0.5, 1, 1.0000001, -2, 3)), un("ThresholdedRelu"), nil},
 		{"Selu", 22, x(special), un("Selu"), nil},
-		{"HardSigmoid", 22, x(special), un("HardSigmoid", fa("alpha", 0.3), fa("beta", 0.4)), nil},
-		{"Shrink boundaries", 10, x(f32s(Shape{7}, -1, -1.0001, 1, 1.0001, 0, 5, -5)), un("Shrink", fa("lambd", 1), fa("bias", 0.25)), nil},
+		{"HardSigmoid", 22, x(special), un("HardSigmoid", floatAttr("alpha", 0.3), floatAttr("beta", 0.4)), nil},
+		{"Shrink boundaries", 10, x(f32s(Shape{7}, -1, -1.0001, 1, 1.0001, 0, 5, -5)), un("Shrink", floatAttr("lambd", 1), floatAttr("bias", 0.25)), nil},
 		{"PRelu broadcast", 16, xy(randn(Shape{2, 3, 4}), f32s(Shape{3, 1}, 0.1, -0.2, 0.3)), bin("PRelu"), nil},
 		{"ArgMax ties and NaN", 13, x(ties), un("ArgMax", intAttr("axis", 1)), nil},
 		{"ArgMax last index", 13, x(ties), un("ArgMax", intAttr("axis", 1), intAttr("select_last_index", 1), intAttr("keepdims", 0)), nil},
