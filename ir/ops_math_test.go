@@ -358,9 +358,6 @@ func awayFromPoints(rng *rand.Rand, shape Shape, lo, hi, gap float64, points ...
 func TestCompositionGradients(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	x := func(points ...float64) *Tensor { return awayFromPoints(rng, Shape{2, 3, 4}, -3, 3, 1e-3, points...) }
-	floatAttr := func(name string, v float32) *onnx.Attribute {
-		return &onnx.Attribute{Name: name, Type: onnx.AttrFloat, F: v}
-	}
 	for _, tc := range []struct {
 		opset  int64
 		node   *onnx.Node
@@ -417,9 +414,6 @@ func TestMathImportErrors(t *testing.T) {
 	ints := []*onnx.ValueInfo{valueInfo("x", onnx.Int32, 2, 3), valueInfo("y", onnx.Int32, 2, 3)}
 	strAttr := func(name, v string) *onnx.Attribute {
 		return &onnx.Attribute{Name: name, Type: onnx.AttrString, S: []byte(v)}
-	}
-	floatAttr := func(name string, v float32) *onnx.Attribute {
-		return &onnx.Attribute{Name: name, Type: onnx.AttrFloat, F: v}
 	}
 	one := func(opset int64, in []*onnx.ValueInfo, n *onnx.Node) *onnx.Model {
 		return buildModel(opset, in, nil, []*onnx.Node{n}, "z")
