@@ -208,7 +208,7 @@ func TestResizeErrors(t *testing.T) {
 		{"scales length", "Resize", 19, nil, []nodeInput{feed(x), omitted, sc(2, 2)}, "want 4 floats"},
 		{"negative scale", "Resize", 19, nil, []nodeInput{feed(x), omitted, sc(1, 1, -2, 2)}, "scale -2"},
 		{"huge scale", "Resize", 19, nil, []nodeInput{feed(x), omitted, sc(1, 1, 3e38, 3e38)}, "scale 3"},
-		{"huge sizes", "Resize", 19, nil, []nodeInput{feed(x), omitted, omitted, sz(1, 1, 1 << 40, 1 << 40)}, "size"},
+		{"huge sizes", "Resize", 19, nil, []nodeInput{feed(x), omitted, omitted, sz(1, 1, 1<<40, 1<<40)}, "size"},
 		{"negative size", "Resize", 19, nil, []nodeInput{feed(x), omitted, omitted, sz(1, 1, -1, 2)}, "size -1"},
 		{"axes", "Resize", 19, []*onnx.Attribute{intsAttr("axes", 2, 2)}, []nodeInput{feed(x), omitted, sc(2, 2)}, "repeat axis 2"},
 		{"axes range", "Resize", 19, []*onnx.Attribute{intsAttr("axes", 4)}, []nodeInput{feed(x), omitted, sc(2)}, "axis 4 out of range"},
