@@ -31,7 +31,7 @@ func body(inputs []*onnx.ValueInfo, nodes []*onnx.Node, outputs ...string) *onnx
 
 // interpretModel specializes m with b and runs it with the reference
 // implementations, returning the assembled results.
-func interpretModel(t *testing.T, m *onnx.Model, b Bindings, feeds map[string]*Tensor) ([]*Datum, *Graph) {
+func interpretComposite(t *testing.T, m *onnx.Model, b Bindings, feeds map[string]*Tensor) ([]*Datum, *Graph) {
 	t.Helper()
 	model, err := NewModel(m)
 	if err != nil {
@@ -63,7 +63,7 @@ func TestIfRuntimeCondition(t *testing.T) {
 	}, "y")
 	x := FromFloat32s(Shape{3}, []float32{-1, 2, -3})
 	for _, c := range []bool{true, false} {
-		res, g := interpretModel(t, m, Bindings{Shapes: map[string]Shape{"c": {}, "x": {3}}}, map[string]*Tensor{"c": FromBools(Shape{}, []bool{c}), "x": x})
+		res, g := interpretComposite(t, m, Bindings{Shapes: map[string]Shape{"c": {}, "x": {3}}}, map[string]*Tensor{"c": FromBools(Shape{}, []bool{c}), "x": x})
 		if g.OpCounts()["Where"] != 1 {
 			t.Errorf("runtime If: want one Where:\n%v", g)
 		}
@@ -124,7 +124,7 @@ func TestLoopUnrolls(t *testing.T) {
 	x := FromFloat32s(Shape{2}, []float32{10, 20})
 	for _, tc := range []struct{ trips, stop int64 }{{3, 10}, {5, 2}, {0, 4}, {1, 1}} {
 		b := Bindings{Shapes: map[string]Shape{"x": {2}}, Values: map[string]*Tensor{"trips": ScalarInt64(tc.trips), "stop": ScalarInt64(tc.stop)}}
-		res, _ := interpretModel(t, m, b, map[string]*Tensor{"x": x})
+		res, _ := interpretComposite(t, m, b, map[string]*Tensor{"x": x})
 		// The reference: the loop as Go.
 		y := []float32{10, 20}
 		var ys []float32
@@ -186,7 +186,7 @@ func TestScanDirectionsAndAxes(t *testing.T) {
 				intsAttr("scan_input_axes", 1), intsAttr("scan_input_directions", tc.inDir),
 				intsAttr("scan_output_axes", tc.outAxis), intsAttr("scan_output_directions", tc.outDir)),
 		}, "s", "o")
-		res, _ := interpretModel(t, m, Bindings{Shapes: map[string]Shape{"s0": {2}, "x": {2, 3}}},
+		res, _ := interpretComposite(t, m, Bindings{Shapes: map[string]Shape{"s0": {2}, "x": {2, 3}}},
 			map[string]*Tensor{"s0": FromFloat32s(Shape{2}, []float32{100, 200}), "x": x})
 		state := []float64{100, 200}
 		var steps [][]float64

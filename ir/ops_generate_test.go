@@ -9,10 +9,6 @@ import (
 	"github.com/dstune/dstune/onnx"
 )
 
-func floatAttr(name string, v float32) *onnx.Attribute {
-	return &onnx.Attribute{Name: name, Type: onnx.AttrFloat, F: v}
-}
-
 // importRun imports a model and interprets it on inputs.
 func importRun(t *testing.T, m *onnx.Model, inputs map[string]*Tensor) (*Graph, map[string]*Tensor) {
 	t.Helper()
@@ -277,7 +273,7 @@ func TestGenerateImportErrors(t *testing.T) {
 		{"RandomNormalLike negative scale", 22, f, nil, node("RandomNormalLike", []string{"x"}, []string{"z"}, floatAttr("scale", -1)), "scale -1, want >= 0"},
 		{"Bernoulli of ints", 22, []*onnx.ValueInfo{valueInfo("x", onnx.Int32, 2)}, nil, node("Bernoulli", []string{"x"}, []string{"z"}), "want a float type"},
 		{"EyeLike rank 3", 22, []*onnx.ValueInfo{valueInfo("x", onnx.Float, 2, 2, 2)}, nil, node("EyeLike", []string{"x"}, []string{"z"}), "want a 2-D input"},
-		{"EyeLike to string", 22, f, nil, node("EyeLike", []string{"x"}, []string{"z"}, intAttr("dtype", int64(onnx.String))), "STRING tensors are not supported"},
+		{"EyeLike to string", 22, f, nil, node("EyeLike", []string{"x"}, []string{"z"}, intAttr("dtype", int64(onnx.String))), "EyeLike to string, want a number type or bool"},
 		{"OneHot runtime depth", 11, append(f, valueInfo("d", onnx.Int64, 1), valueInfo("v", onnx.Float, 2)), nil, node("OneHot", []string{"x", "d", "v"}, []string{"z"}), `input 1 (depth, "d") must be known at import`},
 		{"OneHot zero depth", 11, append(f, valueInfo("v", onnx.Float, 2)), []*onnx.Tensor{initializer(t, "d", IntsTensor(0))}, node("OneHot", []string{"x", "d", "v"}, []string{"z"}), "depth 0, want a positive count"},
 		{"OneHot three values", 11, append(f, valueInfo("v", onnx.Float, 3)), []*onnx.Tensor{initializer(t, "d", IntsTensor(4))}, node("OneHot", []string{"x", "d", "v"}, []string{"z"}), "want [2] (off, on)"},

@@ -121,7 +121,7 @@ func TestCompressGradient(t *testing.T) {
 			constNode(t, "c", FromBools(Shape{3}, []bool{true, false, true})),
 			node("Compress", []string{"w", "c"}, []string{"y"}, intAttr("axis", 1)),
 		}, "y")
-	checkImportedGrad(t, m, map[string]*Tensor{})
+	checkMovementGrad(t, m, map[string]*Tensor{})
 }
 
 func TestReverseSequenceGradient(t *testing.T) {

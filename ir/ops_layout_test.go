@@ -20,11 +20,11 @@ func randomFloat64s(rng *rand.Rand, shape Shape, lo, hi float64) *Tensor {
 	return x
 }
 
-// checkImportedGrad differentiates an ONNX model as import spells it: the
+// checkMovementGrad differentiates an ONNX model as import spells it: the
 // model's first output y (float64) is weighted by random constants and
 // summed, L = Σ W ⊙ y, and the gradient of L with respect to every float64
 // initializer must match central differences. fed are the graph inputs.
-func checkImportedGrad(t *testing.T, m *onnx.Model, fed map[string]*Tensor) {
+func checkMovementGrad(t *testing.T, m *onnx.Model, fed map[string]*Tensor) {
 	t.Helper()
 	shapes := map[string]Shape{}
 	for name, x := range fed {
@@ -170,7 +170,7 @@ func TestTileGradient(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 9))
 	m := buildModel(13, nil, []*onnx.Tensor{initializer(t, "w", randomFloat64s(rng, Shape{2, 3}, -1, 1)), initializer(t, "r", IntsTensor(3, 2))},
 		[]*onnx.Node{node("Tile", []string{"w", "r"}, []string{"y"})}, "y")
-	checkImportedGrad(t, m, map[string]*Tensor{})
+	checkMovementGrad(t, m, map[string]*Tensor{})
 }
 
 func TestLayoutMatchesOnnxruntime(t *testing.T) {

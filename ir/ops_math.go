@@ -367,6 +367,9 @@ func (op *BitCast) Infer(in []Type) ([]Type, error) {
 		return nil, err
 	}
 	from := in[0].DType
+	if from == String || op.To == String {
+		return nil, fmt.Errorf("%w: bit-casting %s to %s (strings have no fixed width)", ErrNotSupported, from, op.To)
+	}
 	if fb, tb := from.ONNX().Bits(), op.To.ONNX().Bits(); fb != tb || fb == 0 {
 		return nil, fmt.Errorf("cannot bit-cast %s (%d bits) to %s (%d bits): the widths must match", from, fb, op.To, tb)
 	}

@@ -23,11 +23,6 @@ type ortCase struct {
 	inits  []namedTensor // constant operands (axes), as initializers
 }
 
-type namedTensor struct {
-	name string
-	t    *Tensor
-}
-
 // runAgainstORT imports and interprets the one-node model and compares
 // every output with onnxruntime's (floats to 1e-6 relative, the rest
 // exactly).

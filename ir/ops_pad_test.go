@@ -254,10 +254,6 @@ func strAttr(name, v string) *onnx.Attribute {
 	return &onnx.Attribute{Name: name, Type: onnx.AttrString, S: []byte(v)}
 }
 
-func floatAttr(name string, v float32) *onnx.Attribute {
-	return &onnx.Attribute{Name: name, Type: onnx.AttrFloat, F: v}
-}
-
 // TestPadOpsets: opset 1 reads paddings, opsets 2 to 10 pads and value as
 // attributes, later ones inputs.
 func TestPadOpsets(t *testing.T) {

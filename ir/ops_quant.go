@@ -168,8 +168,9 @@ func isScaleType(d DType) bool {
 	return d == Float32 || d == Float16 || d == BFloat16
 }
 
-// dtypeAttr reads an attribute holding an ONNX data type (0: none).
-func dtypeAttr(n *onnx.Node, name string) (DType, error) {
+// optionalDTypeAttr reads an attribute holding an ONNX data type (absent
+// or 0: InvalidDType, none).
+func optionalDTypeAttr(n *onnx.Node, name string) (DType, error) {
 	code, err := n.AttrInt(name, 0)
 	if err != nil || code == 0 {
 		return InvalidDType, err
@@ -307,7 +308,7 @@ func importQuantizeLinear(im *importer, n *onnx.Node, in []*Value) ([]*Value, er
 	if !isScaleType(scale.DType) && scale.DType != Int32 && scale.DType != Float8E8M0 {
 		return nil, fmt.Errorf("y_scale is %s, want float32, float16, bfloat16, int32 or float8e8m0", scale.DType)
 	}
-	to, err := dtypeAttr(n, "output_dtype")
+	to, err := optionalDTypeAttr(n, "output_dtype")
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +323,7 @@ func importQuantizeLinear(im *importer, n *onnx.Node, in []*Value) ([]*Value, er
 	if !isQuantizedType(to) {
 		return nil, fmt.Errorf("%w: quantizing to %s (want int8, uint8, int16, uint16, int4, uint4, int2, uint2, a float8 type or float4e2m1)", ErrNotSupported, to)
 	}
-	precision, err := dtypeAttr(n, "precision")
+	precision, err := optionalDTypeAttr(n, "precision")
 	if err != nil {
 		return nil, err
 	}
@@ -382,7 +383,7 @@ func importDequantizeLinear(im *importer, n *onnx.Node, in []*Value) ([]*Value, 
 	if !isScaleType(scale.DType) && scale.DType != Float8E8M0 {
 		return nil, fmt.Errorf("x_scale is %s, want float32, float16, bfloat16 or float8e8m0", scale.DType)
 	}
-	to, err := dtypeAttr(n, "output_dtype")
+	to, err := optionalDTypeAttr(n, "output_dtype")
 	if err != nil {
 		return nil, err
 	}

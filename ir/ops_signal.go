@@ -355,7 +355,7 @@ func blackmanWindow(n, d float64) float64 {
 
 // windowType reads a node's output_datatype attribute (default float32).
 func windowType(n *onnx.Node) (DType, error) {
-	dt, err := dtypeAttr(n, "output_datatype")
+	dt, err := optionalDTypeAttr(n, "output_datatype")
 	if err != nil {
 		return InvalidDType, err
 	}
