@@ -25,7 +25,11 @@ func FuzzImport(f *testing.F) {
 		for _, name := range []string{"test_reshape_negative_dim", "test_slice_neg_steps", "test_gather_negative_indices", "test_split_variable_parts_2d_opset18",
 			"test_einsum_batch_diagonal", "test_maxpool_2d_ceil", "test_conv_with_strides_padding", "test_range_float_type_positive_delta",
 			"test_expand_dim_changed", "test_layer_normalization_4d_axis1", "test_top_k", "test_softmax_axis_0", "test_cumsum_2d_axis_1",
-			"test_constantofshape_int_zeros", "test_sce_mean_weight_ii_3d", "test_reduce_sum_empty_axes_input_noop", "test_trilu_neg"} {
+			"test_constantofshape_int_zeros", "test_sce_mean_weight_ii_3d", "test_reduce_sum_empty_axes_input_noop", "test_trilu_neg",
+			"test_edge_pad", "test_reflect_pad", "test_constant_pad_axes", "test_center_crop_pad_crop_and_pad", "test_tile",
+			"test_depthtospace_crd_mode_example", "test_spacetodepth", "test_scatter_elements_with_reduction_max", "test_scatternd_add",
+			"test_gathernd_example_int32_batch_dim1", "test_tensorscatter_circular", "test_compress_0", "test_nonzero_example",
+			"test_unique_sorted_with_axis_3d", "test_reversesequence_batch", "test_col2im_pads"} {
 			if b, err := os.ReadFile(filepath.Join(dir, "onnx-backend", "node", name, "model.onnx")); err == nil {
 				f.Add(b)
 			}
