@@ -1,0 +1,255 @@
+package generate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Tokenizer turns text into token ids and back. Decode of a sequence's
+// ids is its text; streaming decodes the growing sequence (TextStream).
+type Tokenizer interface {
+	Encode(text string) ([]int, error)
+	Decode(ids []int) (string, error)
+}
+
+// Request is one generation.
+type Request struct {
+	Prompt    []int64 // token ids, at least one
+	MaxTokens int     // tokens to generate at most (≥ 1)
+	Sampling  Sampling
+	// Stop ends the text before the first occurrence of any of these
+	// strings (needs a tokenizer); StopTokens ends it at any of these ids
+	// (an end-of-sequence token), which is not part of the result.
+	Stop       []string
+	StopTokens []int64
+}
+
+// Event is one generated token and the text it completes (empty while a
+// multi-byte character or a possible stop string is incomplete).
+type Event struct {
+	Token int64
+	Text  string
+}
+
+// Finish reasons, as completion APIs name them.
+const (
+	FinishLength = "length" // max tokens, or the context is full
+	FinishStop   = "stop"   // a stop string or stop token
+)
+
+// Result is a finished generation.
+type Result struct {
+	Tokens       []int64
+	Text         string // with a tokenizer
+	FinishReason string
+	PromptTokens int
+	// FirstToken is the time to the first generated token (the prompt's
+	// forward pass included), Total the whole generation.
+	FirstToken, Total time.Duration
+}
+
+// ErrPromptTooLong is wrapped when the prompt leaves no room to generate.
+var ErrPromptTooLong = errors.New("the prompt does not fit the model's context")
+
+// ErrBadRequest is wrapped by errors in a request's values.
+var ErrBadRequest = errors.New("bad request")
+
+// Check reports a request that cannot run on d.
+func (r *Request) Check(d *Decoder, tok Tokenizer) error {
+	switch {
+	case len(r.Prompt) == 0:
+		return fmt.Errorf("%w: the prompt is empty", ErrBadRequest)
+	case r.MaxTokens < 1:
+		return fmt.Errorf("%w: max tokens %d: want at least 1", ErrBadRequest, r.MaxTokens)
+	case len(r.Stop) > 0 && tok == nil:
+		return fmt.Errorf("%w: stop strings need a tokenizer", ErrBadRequest)
+	case len(r.Prompt) >= d.Context():
+		return fmt.Errorf("%w: %d prompt tokens, the context holds %d positions", ErrPromptTooLong, len(r.Prompt), d.Context())
+	}
+	for _, s := range r.Stop {
+		if s == "" {
+			return fmt.Errorf("%w: an empty stop string", ErrBadRequest)
+		}
+	}
+	for _, t := range r.Prompt {
+		if t < 0 || t >= int64(d.Vocab()) {
+			return fmt.Errorf("%w: token id %d is outside the vocabulary [0, %d)", ErrBadRequest, t, d.Vocab())
+		}
+	}
+	if err := r.Sampling.Check(); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	return nil
+}
+
+// Run generates from r.Prompt on a new session of d, calling emit for
+// every token (emit's error stops the generation and is returned). It
+// ends after r.MaxTokens tokens, at a stop string or token, when the
+// context is full (FinishLength), or when ctx is done (ctx's error).
+func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Event) error) (Result, error) {
+	start := time.Now()
+	res := Result{PromptTokens: len(r.Prompt), FinishReason: FinishLength}
+	if err := r.Check(d, tok); err != nil {
+		return res, err
+	}
+	var text *TextStream
+	if tok != nil {
+		var err error
+		if text, err = NewTextStream(tok, r.Prompt, r.Stop); err != nil {
+			return res, err
+		}
+	}
+	s := d.NewSession()
+	sampler := NewSampler(r.Sampling)
+	logits, err := s.Feed(ctx, r.Prompt)
+	if err != nil {
+		return res, err
+	}
+	for {
+		id := int64(sampler.Next(logits))
+		if len(res.Tokens) == 0 {
+			res.FirstToken = time.Since(start)
+		}
+		if slices.Contains(r.StopTokens, id) {
+			res.FinishReason = FinishStop
+			break
+		}
+		res.Tokens = append(res.Tokens, id)
+		ev := Event{Token: id}
+		stopped := false
+		if text != nil {
+			if ev.Text, stopped, err = text.Push(int(id)); err != nil {
+				return res, err
+			}
+		}
+		if err := emit(ev); err != nil {
+			return res, err
+		}
+		if stopped {
+			res.FinishReason = FinishStop
+			break
+		}
+		if len(res.Tokens) == r.MaxTokens || s.Len()+1 > d.Context() {
+			break
+		}
+		if logits, err = s.Feed(ctx, []int64{id}); err != nil {
+			return res, err
+		}
+	}
+	if text != nil {
+		rest := text.Flush()
+		if rest != "" {
+			if err := emit(Event{Token: -1, Text: rest}); err != nil {
+				return res, err
+			}
+		}
+		res.Text = text.Text()
+	}
+	res.Total = time.Since(start)
+	return res, nil
+}
+
+// TextStream turns a growing sequence of token ids into text, piece by
+// piece: it decodes the whole sequence after every token and hands out
+// what is new, holding back an incomplete UTF-8 character and any tail
+// that may still become a stop string.
+type TextStream struct {
+	tok     Tokenizer
+	ids     []int
+	prefix  int    // bytes of the prompt's text
+	text    string // generated text so far (decoded)
+	emitted int    // bytes of text handed out
+	stop    []string
+	stopped bool
+}
+
+// NewTextStream starts after the prompt's ids.
+func NewTextStream(tok Tokenizer, prompt []int64, stop []string) (*TextStream, error) {
+	ts := &TextStream{tok: tok, stop: stop}
+	for _, id := range prompt {
+		ts.ids = append(ts.ids, int(id))
+	}
+	p, err := tok.Decode(ts.ids)
+	if err != nil {
+		return nil, err
+	}
+	ts.prefix = len(p)
+	return ts, nil
+}
+
+// Push adds a token and returns the text now complete; stopped reports a
+// stop string (the text ends before it).
+func (ts *TextStream) Push(id int) (string, bool, error) {
+	if ts.stopped {
+		return "", true, nil
+	}
+	ts.ids = append(ts.ids, id)
+	full, err := ts.tok.Decode(ts.ids)
+	if err != nil {
+		return "", false, err
+	}
+	if len(full) >= ts.prefix {
+		ts.text = full[ts.prefix:]
+	}
+	if ts.emitted > len(ts.text) {
+		ts.emitted = len(ts.text)
+	}
+	cut := -1
+	for _, s := range ts.stop {
+		if i := strings.Index(ts.text[ts.emitted:], s); i >= 0 && (cut < 0 || ts.emitted+i < cut) {
+			cut = ts.emitted + i
+		}
+	}
+	if cut >= 0 {
+		ts.text = ts.text[:cut]
+		ts.stopped = true
+	}
+	if ts.stopped {
+		return ts.Flush(), true, nil
+	}
+	ready := len(ts.text)
+	// An incomplete character at the end (decoders show it as U+FFFD).
+	for ready > ts.emitted {
+		r, size := utf8.DecodeLastRuneInString(ts.text[:ready])
+		if r != utf8.RuneError || size > 1 {
+			break
+		}
+		ready -= size
+	}
+	if strings.HasSuffix(ts.text[:ready], "\uFFFD") {
+		ready -= len("\uFFFD")
+	}
+	// A tail that may grow into a stop string.
+	for _, s := range ts.stop {
+		for k := min(len(s)-1, ready-ts.emitted); k > 0; k-- {
+			if strings.HasSuffix(ts.text[:ready], s[:k]) {
+				ready -= k
+				break
+			}
+		}
+	}
+	if ready <= ts.emitted {
+		return "", false, nil
+	}
+	out := ts.text[ts.emitted:ready]
+	ts.emitted = ready
+	return out, false, nil
+}
+
+// Flush hands out everything held back.
+func (ts *TextStream) Flush() string {
+	if ts.emitted >= len(ts.text) {
+		return ""
+	}
+	out := ts.text[ts.emitted:]
+	ts.emitted = len(ts.text)
+	return out
+}
+
+// Text is the generated text so far.
+func (ts *TextStream) Text() string { return ts.text }

@@ -1,0 +1,127 @@
+package generate
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+)
+
+// Sampling chooses the next token from the logits.
+type Sampling struct {
+	// Temperature divides the logits; 0 is greedy (the most likely token,
+	// the lowest id among equals).
+	Temperature float64
+	// TopK keeps the k most likely tokens (0: all).
+	TopK int
+	// TopP keeps the most likely tokens whose probabilities sum to at
+	// least p (1 or 0: all).
+	TopP float64
+	// Seed seeds the draws: the same seed, logits and options give the
+	// same tokens.
+	Seed uint64
+}
+
+// Check reports options out of range.
+func (o Sampling) Check() error {
+	switch {
+	case o.Temperature < 0 || math.IsNaN(o.Temperature) || math.IsInf(o.Temperature, 0):
+		return fmt.Errorf("temperature %g: want a finite number ≥ 0", o.Temperature)
+	case o.TopK < 0:
+		return fmt.Errorf("top-k %d: want ≥ 0", o.TopK)
+	case o.TopP < 0 || o.TopP > 1 || math.IsNaN(o.TopP):
+		return fmt.Errorf("top-p %g: want a number in [0, 1]", o.TopP)
+	}
+	return nil
+}
+
+// Sampler draws tokens as Sampling says; it keeps the random state of one
+// sequence.
+type Sampler struct {
+	opts  Sampling
+	rng   *rand.Rand
+	order []int
+	probs []float64
+}
+
+// NewSampler starts the draws of one sequence.
+func NewSampler(o Sampling) *Sampler {
+	return &Sampler{opts: o, rng: rand.New(rand.NewPCG(o.Seed, 0x6a09e667f3bcc908))}
+}
+
+// Next picks a token from logits.
+func (s *Sampler) Next(logits []float32) int {
+	if s.opts.Temperature == 0 {
+		return argmax(logits)
+	}
+	n := len(logits)
+	s.order = s.order[:0]
+	for i := range n {
+		if !math.IsNaN(float64(logits[i])) {
+			s.order = append(s.order, i)
+		}
+	}
+	if len(s.order) == 0 {
+		return 0
+	}
+	// Most likely first; equal logits by id, so the order is total.
+	slices.SortFunc(s.order, func(a, b int) int {
+		switch {
+		case logits[a] > logits[b]:
+			return -1
+		case logits[a] < logits[b]:
+			return 1
+		}
+		return a - b
+	})
+	keep := len(s.order)
+	if s.opts.TopK > 0 {
+		keep = min(keep, s.opts.TopK)
+	}
+	s.probs = s.probs[:0]
+	top := float64(logits[s.order[0]])
+	sum := 0.0
+	for _, i := range s.order[:keep] {
+		p := math.Exp((float64(logits[i]) - top) / s.opts.Temperature)
+		s.probs = append(s.probs, p)
+		sum += p
+	}
+	if p := s.opts.TopP; p > 0 && p < 1 {
+		acc := 0.0
+		for j, q := range s.probs {
+			acc += q / sum
+			if acc >= p {
+				keep = j + 1
+				break
+			}
+		}
+		s.probs = s.probs[:keep]
+		sum = 0
+		for _, q := range s.probs {
+			sum += q
+		}
+	}
+	u := s.rng.Float64() * sum
+	for j, q := range s.probs {
+		u -= q
+		if u < 0 {
+			return s.order[j]
+		}
+	}
+	return s.order[len(s.probs)-1]
+}
+
+// argmax is the index of the largest logit, the first among equals; NaN
+// is never chosen unless everything is NaN.
+func argmax(logits []float32) int {
+	best := -1
+	for i, x := range logits {
+		if math.IsNaN(float64(x)) {
+			continue
+		}
+		if best < 0 || x > logits[best] {
+			best = i
+		}
+	}
+	return max(best, 0)
+}
