@@ -27,6 +27,9 @@ type Request struct {
 	// (an end-of-sequence token), which is not part of the result.
 	Stop       []string
 	StopTokens []int64
+	// Schedule runs each forward pass (nil: directly); a server runs
+	// them with the request's delta applied.
+	Schedule func(ctx context.Context, step func() error) error
 }
 
 // Event is one generated token and the text it completes (empty while a
@@ -106,8 +109,19 @@ func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Ev
 	}
 	s := d.NewSession()
 	sampler := NewSampler(r.Sampling)
-	logits, err := s.Feed(ctx, r.Prompt)
-	if err != nil {
+	var logits []float32
+	feed := func(tokens []int64) error {
+		step := func() error {
+			var err error
+			logits, err = s.Feed(ctx, tokens)
+			return err
+		}
+		if r.Schedule == nil {
+			return step()
+		}
+		return r.Schedule(ctx, step)
+	}
+	if err := feed(r.Prompt); err != nil {
 		return res, err
 	}
 	for {
@@ -123,6 +137,7 @@ func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Ev
 		ev := Event{Token: id}
 		stopped := false
 		if text != nil {
+			var err error
 			if ev.Text, stopped, err = text.Push(int(id)); err != nil {
 				return res, err
 			}
@@ -137,7 +152,7 @@ func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Ev
 		if len(res.Tokens) == r.MaxTokens || s.Len()+1 > d.Context() {
 			break
 		}
-		if logits, err = s.Feed(ctx, []int64{id}); err != nil {
+		if err := feed([]int64{id}); err != nil {
 			return res, err
 		}
 	}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/dstune/dstune/generate"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
+	"github.com/dstune/dstune/serve"
+)
+
+func init() {
+	register(&command{
+		name:    "generate",
+		usage:   "MODEL.onnx (--prompt TEXT --tokenizer T | --prompt-ids IDS) [--delta D ...] [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop S ...]",
+		summary: "generate text from a causal language model (greedy or sampled), streaming the tokens",
+		run:     runGenerate,
+	})
+}
+
+// idList collects token ids given as "1,2,3" or "1 2 3", repeatable.
+type idList []int64
+
+func (l *idList) String() string { return fmt.Sprint([]int64(*l)) }
+func (l *idList) Set(s string) error {
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return fmt.Errorf("token id %q: %w", f, err)
+		}
+		*l = append(*l, v)
+	}
+	return nil
+}
+
+// generateFlags are the decoding flags generate and serve share.
+type generateFlags struct {
+	tokenizer string
+	kvCache   string
+	context   int
+}
+
+func (g *generateFlags) add(fs *flag.FlagSet) {
+	fs.StringVar(&g.tokenizer, "tokenizer", "", "tokenizer file (Hugging Face tokenizer.json or llama2.c tokenizer.bin)")
+	fs.StringVar(&g.kvCache, "kv-cache", "auto", "how earlier positions are reused: auto, past (the model's past_key_values inputs), own (a KV cache dstune keeps), recompute")
+	fs.IntVar(&g.context, "context", 0, "most positions a sequence may hold (0: the model's limit, at most 2048 when the graph sets none)")
+}
+
+// loadGenerator reads the model (sharing the file's bytes), applies the
+// deltas given and prepares the decoder.
+func loadGenerator(path string, deltas []string, gf generateFlags, threads, executables int, stderr io.Writer) (*onnx.Model, *serve.Base, *generate.Decoder, error) {
+	mode, err := generate.ParseMode(gf.kvCache)
+	if err != nil {
+		return nil, nil, nil, &usageError{err.Error()}
+	}
+	m, err := onnx.ReadFile(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	model, err := ir.NewModelShared(m)
+	if err != nil {
+		m.Close()
+		return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	base, err := serve.NewBase(m, model)
+	if err != nil {
+		m.Close()
+		return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(deltas) > 0 {
+		p, err := base.LoadDeltas(deltas)
+		if err != nil {
+			m.Close()
+			return nil, nil, nil, err
+		}
+		p.Apply(nil)
+		fmt.Fprintf(stderr, "applied %s: %d entries\n", strings.Join(deltas, ", "), p.Entries)
+	}
+	d, err := generate.New(model, generate.Options{Mode: mode, Threads: threads, Context: gf.context, Executables: executables})
+	if err != nil {
+		m.Close()
+		return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, base, d, nil
+}
+
+func runGenerate(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
+	var gf generateFlags
+	gf.add(fs)
+	var deltas inputFlags
+	fs.Var(&deltas, "delta", "apply this delta.safetensors in memory first (repeat to compose several, in order)")
+	prompt := fs.String("prompt", "", "the prompt text (needs --tokenizer)")
+	var promptIDs, eos idList
+	fs.Var(&promptIDs, "prompt-ids", "the prompt as token ids: \"1,2,3\" or \"1 2 3\"")
+	fs.Var(&eos, "eos", "a token id that ends the text (repeatable)")
+	bos := fs.Int64("bos", -1, "prepend this token id to the prompt (e.g. 1 for Llama's BOS; -1: none)")
+	maxTokens := fs.Int("max-tokens", 64, "tokens to generate at most")
+	temperature := fs.Float64("temperature", 0, "sampling temperature; 0 is greedy")
+	topK := fs.Int("top-k", 0, "sample from the k most likely tokens (0: all)")
+	topP := fs.Float64("top-p", 1, "sample from the most likely tokens whose probabilities reach p")
+	seed := fs.Uint64("seed", 0, "seed of the sampling")
+	var stops inputFlags
+	fs.Var(&stops, "stop", "end the text before this string (repeatable; needs --tokenizer)")
+	threads := fs.Int("threads", 0, "goroutines per kernel call (0: all cores)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) != 1:
+		return usagef("want exactly one model file, got %d arguments", len(pos))
+	case (*prompt == "") == (len(promptIDs) == 0) && *bos < 0:
+		return usagef("give --prompt TEXT (with --tokenizer) or --prompt-ids IDS")
+	case *prompt != "" && len(promptIDs) > 0:
+		return usagef("--prompt and --prompt-ids are two ways to give the prompt: give one")
+	case *prompt != "" && gf.tokenizer == "":
+		return usagef("--prompt needs --tokenizer (or give --prompt-ids)")
+	case *maxTokens < 1:
+		return usagef("--max-tokens must be at least 1")
+	case *threads < 0:
+		return usagef("--threads must not be negative")
+	}
+	sampling := generate.Sampling{Temperature: *temperature, TopK: *topK, TopP: *topP, Seed: *seed}
+	if err := sampling.Check(); err != nil {
+		return usagef("%v", err)
+	}
+	var tok generate.Tokenizer
+	if gf.tokenizer != "" {
+		if tok, err = loadTokenizer(gf.tokenizer); err != nil {
+			return err
+		}
+	}
+	ids := []int64(promptIDs)
+	if *prompt != "" {
+		enc, err := tok.Encode(*prompt)
+		if err != nil {
+			return fmt.Errorf("--prompt: %w", err)
+		}
+		for _, id := range enc {
+			ids = append(ids, int64(id))
+		}
+	}
+	if *bos >= 0 {
+		ids = append([]int64{*bos}, ids...)
+	}
+
+	m, _, d, err := loadGenerator(pos[0], deltas, gf, *threads, 1, stderr)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	defer d.Close()
+	fmt.Fprintf(stderr, "KV cache: %s\n", d.Note())
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	req := generate.Request{Prompt: ids, MaxTokens: *maxTokens, Sampling: sampling, Stop: stops, StopTokens: eos}
+	first := true
+	res, err := generate.Run(ctx, d, tok, req, func(ev generate.Event) error {
+		switch {
+		case tok != nil:
+			_, err := io.WriteString(stdout, ev.Text)
+			return err
+		case ev.Token >= 0:
+			sep := " "
+			if first {
+				sep = ""
+			}
+			first = false
+			_, err := fmt.Fprintf(stdout, "%s%d", sep, ev.Token)
+			return err
+		}
+		return nil
+	})
+	fmt.Fprintln(stdout)
+	if errors.Is(err, generate.ErrPromptTooLong) || errors.Is(err, generate.ErrBadRequest) {
+		return usagef("%v", err)
+	}
+	if err != nil {
+		return err
+	}
+	perToken := ""
+	if n := len(res.Tokens); n > 1 {
+		perToken = fmt.Sprintf(", then %.2f ms/token", float64(res.Total-res.FirstToken)/float64(n-1)/1e6)
+	}
+	fmt.Fprintf(stderr, "%d prompt tokens, %d generated (%s); first token after %.1f ms%s\n",
+		res.PromptTokens, len(res.Tokens), res.FinishReason, float64(res.FirstToken)/1e6, perToken)
+	return nil
+}
+
+// loadTokenizer reads a tokenizer file.
+func loadTokenizer(path string) (generate.Tokenizer, error) {
+	return nil, fmt.Errorf("--tokenizer %s: this dstune has no tokenizer yet; give --prompt-ids", path)
+}

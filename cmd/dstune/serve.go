@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/dstune/dstune/serve"
+)
+
+func init() {
+	register(&command{
+		name:    "serve",
+		usage:   "MODEL.onnx --deltas DIR [--addr 127.0.0.1:8080] [--tokenizer T] [--eos ID] [--threads 1]",
+		summary: "serve completions of a model and of every delta in a directory over HTTP (JSON, server-sent events)",
+		run:     runServe,
+	})
+}
+
+func runServe(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var gf generateFlags
+	gf.add(fs)
+	deltaDir := fs.String("deltas", "", "directory of deltas: NAME.safetensors is served as model NAME (loaded on first use, reloaded when the file changes)")
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
+	threads := fs.Int("threads", 1, "goroutines per kernel call (requests run in parallel besides)")
+	executables := fs.Int("executables", 0, "compiled copies of each graph shape, i.e. requests computing at once (0: the number of cores)")
+	var eos idList
+	fs.Var(&eos, "eos", "a token id that ends every completion (repeatable)")
+	maxInFlight := fs.Int("max-in-flight", 256, "requests served at once; more are answered 429")
+	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM or Ctrl-C, how long in-flight requests may take to finish")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) != 1:
+		return usagef("want exactly one model file, got %d arguments", len(pos))
+	case *deltaDir == "":
+		return usagef("--deltas DIR is required (an empty directory serves the base model alone)")
+	case *threads < 0 || *executables < 0:
+		return usagef("--threads and --executables must not be negative")
+	}
+	if info, err := os.Stat(*deltaDir); err != nil || !info.IsDir() {
+		return usagef("--deltas %s: not a directory", *deltaDir)
+	}
+	srv, closeAll, err := newServer(pos[0], *deltaDir, gf, *threads, *executables, eos, *maxInFlight, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(stdout, "serving %s and the deltas in %s on http://%s\n", pos[0], *deltaDir, ln.Addr())
+	return serveUntil(ctx, ln, srv, *shutdown, stderr)
+}
+
+// newServer loads the model and tokenizer and makes the server.
+func newServer(model, deltaDir string, gf generateFlags, threads, executables int, eos []int64, maxInFlight int, stderr io.Writer) (*serve.Server, func(), error) {
+	m, base, d, err := loadGenerator(model, nil, gf, threads, executables, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := serve.Config{Base: base, Decoder: d, DeltaDir: deltaDir, StopTokens: eos, MaxInFlight: maxInFlight,
+		Log: log.New(stderr, "dstune serve: ", log.LstdFlags)}
+	if gf.tokenizer != "" {
+		if cfg.Tokenizer, err = loadTokenizer(gf.tokenizer); err != nil {
+			d.Close()
+			m.Close()
+			return nil, nil, err
+		}
+	}
+	fmt.Fprintf(stderr, "KV cache: %s; context %d positions\n", d.Note(), d.Context())
+	return serve.New(cfg), func() { d.Close(); m.Close() }, nil
+}
+
+// serveUntil serves on ln until ctx ends, then stops accepting and gives
+// the requests in flight up to grace to finish.
+func serveUntil(ctx context.Context, ln net.Listener, srv *serve.Server, grace time.Duration, stderr io.Writer) error {
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- hs.Serve(ln) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	fmt.Fprintln(stderr, "shutting down: finishing the requests in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		hs.Close()
+		return fmt.Errorf("requests still running after %v were cut off", grace)
+	}
+	if serr := <-done; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return err
+}

@@ -1,0 +1,433 @@
+package serve
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dstune/dstune/generate"
+)
+
+// Config sets up a Server.
+type Config struct {
+	Base    *Base
+	Decoder *generate.Decoder
+	// Tokenizer, when set, lets prompts be text and completions carry
+	// text; without one prompts are token ids.
+	Tokenizer generate.Tokenizer
+	// DeltaDir holds the deltas (NAME.safetensors) served as model NAME.
+	DeltaDir string
+	// StopTokens end every completion (an end-of-sequence id).
+	StopTokens []int64
+	// MaxInFlight bounds the requests being served; more are answered
+	// 429 (0: 256).
+	MaxInFlight int
+	// MaxBodyBytes bounds a request body (0: 1 MiB).
+	MaxBodyBytes int64
+	// Log receives one line per failed request (nil: discarded).
+	Log *log.Logger
+}
+
+// Server serves completions of a base model and its deltas.
+type Server struct {
+	cfg      Config
+	deltas   *deltaStore
+	sched    Scheduler
+	inFlight chan struct{}
+	started  time.Time
+	nextID   atomic.Int64
+	metrics  metrics
+}
+
+// New makes a server; Handler serves its API.
+func New(cfg Config) *Server {
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 256
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.Log == nil {
+		cfg.Log = log.New(io.Discard, "", 0)
+	}
+	return &Server{
+		cfg:      cfg,
+		deltas:   newDeltaStore(cfg.DeltaDir, cfg.Base),
+		inFlight: make(chan struct{}, cfg.MaxInFlight),
+		started:  time.Now(),
+		metrics:  metrics{byModel: map[string]*modelCounters{}},
+	}
+}
+
+// Handler routes the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/completions", s.completions)
+	mux.HandleFunc("GET /v1/models", s.models)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /metrics", s.serveMetrics)
+	return mux
+}
+
+// ---------------------------------------------------------------- API types
+
+// completionRequest is the body of POST /v1/completions.
+type completionRequest struct {
+	Model       string          `json:"model"`
+	Prompt      json.RawMessage `json:"prompt"`
+	MaxTokens   *int            `json:"max_tokens"`
+	Temperature *float64        `json:"temperature"`
+	TopP        *float64        `json:"top_p"`
+	TopK        int             `json:"top_k"`
+	Seed        uint64          `json:"seed"`
+	Stream      bool            `json:"stream"`
+	Stop        json.RawMessage `json:"stop"`
+}
+
+type choice struct {
+	Index        int     `json:"index"`
+	Text         string  `json:"text"`
+	Tokens       []int64 `json:"tokens"`
+	FinishReason *string `json:"finish_reason"`
+}
+
+type usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+type completion struct {
+	ID      string   `json:"id"`
+	Object  string   `json:"object"`
+	Created int64    `json:"created"`
+	Model   string   `json:"model"`
+	Choices []choice `json:"choices"`
+	Usage   *usage   `json:"usage,omitempty"`
+}
+
+type apiError struct {
+	Message string `json:"message"`
+	Type    string `json:"type"`
+	Code    string `json:"code,omitempty"`
+}
+
+// unknownModel labels the metrics of requests naming no known model.
+const unknownModel = "(unknown)"
+
+// DefaultMaxTokens is max_tokens when a request does not say.
+const DefaultMaxTokens = 16
+
+// ---------------------------------------------------------------- errors
+
+// httpError is an error with the status and type the API answers.
+type httpError struct {
+	status int
+	kind   string // invalid_request_error, not_found_error, ...
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) *httpError {
+	return &httpError{http.StatusBadRequest, "invalid_request_error", fmt.Sprintf(format, args...)}
+}
+
+// classify maps an error to the API's status and type.
+func classify(err error) *httpError {
+	var he *httpError
+	switch {
+	case errors.As(err, &he):
+		return he
+	case errors.Is(err, ErrUnknownDelta):
+		return &httpError{http.StatusNotFound, "not_found_error", err.Error()}
+	case errors.Is(err, ErrBaseMismatch):
+		return &httpError{http.StatusConflict, "base_mismatch", err.Error()}
+	case errors.Is(err, ErrDeltaUnusable):
+		return &httpError{http.StatusUnprocessableEntity, "delta_unusable", err.Error()}
+	case errors.Is(err, generate.ErrPromptTooLong), errors.Is(err, generate.ErrBadRequest):
+		return &httpError{http.StatusBadRequest, "invalid_request_error", err.Error()}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &httpError{http.StatusGatewayTimeout, "timeout", err.Error()}
+	}
+	return &httpError{http.StatusInternalServerError, "server_error", err.Error()}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, model string, err error) {
+	he := classify(err)
+	if he.status == http.StatusNotFound || !validName(model) {
+		model = unknownModel // clients choose names: count them under one label
+	}
+	s.metrics.request(model, he.status)
+	s.cfg.Log.Printf("%s %s model %q: %d %s", r.Method, r.URL.Path, model, he.status, he.msg)
+	writeJSON(w, he.status, map[string]apiError{"error": {Message: he.msg, Type: he.kind}})
+}
+
+// ---------------------------------------------------------------- completions
+
+func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
+	select {
+	case s.inFlight <- struct{}{}:
+		defer func() { <-s.inFlight }()
+	default:
+		s.fail(w, r, "", &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server is serving %d requests already", cap(s.inFlight))})
+		return
+	}
+	s.metrics.inFlight.Add(1)
+	defer s.metrics.inFlight.Add(-1)
+
+	var req completionRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.fail(w, r, "", &httpError{http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("the request body exceeds %d bytes", tooBig.Limit)})
+			return
+		}
+		s.fail(w, r, "", badRequest("the body is not a completion request in JSON: %v", err))
+		return
+	}
+	if dec.More() {
+		s.fail(w, r, req.Model, badRequest("the body holds more than one JSON value"))
+		return
+	}
+	gen, patch, err := s.prepare(&req)
+	if err != nil {
+		s.fail(w, r, req.Model, err)
+		return
+	}
+	gen.Schedule = func(ctx context.Context, step func() error) error {
+		return s.sched.Run(ctx, patch, step)
+	}
+	id := fmt.Sprintf("cmpl-%d-%d", s.started.Unix(), s.nextID.Add(1))
+	if req.Stream {
+		s.stream(w, r, &req, gen, id)
+		return
+	}
+	res, err := generate.Run(r.Context(), s.cfg.Decoder, s.cfg.Tokenizer, gen, func(generate.Event) error { return nil })
+	if err != nil {
+		s.fail(w, r, req.Model, err)
+		return
+	}
+	s.metrics.done(req.Model, res)
+	finish := res.FinishReason
+	writeJSON(w, http.StatusOK, completion{
+		ID: id, Object: "text_completion", Created: time.Now().Unix(), Model: req.Model,
+		Choices: []choice{{Text: res.Text, Tokens: nonNil(res.Tokens), FinishReason: &finish}},
+		Usage:   &usage{res.PromptTokens, len(res.Tokens), res.PromptTokens + len(res.Tokens)},
+	})
+}
+
+func nonNil(t []int64) []int64 {
+	if t == nil {
+		return []int64{}
+	}
+	return t
+}
+
+// prepare checks a request and finds its delta.
+func (s *Server) prepare(req *completionRequest) (generate.Request, *Patch, error) {
+	var gen generate.Request
+	if req.Model == "" {
+		return gen, nil, badRequest("model is required: %q for the base model or a delta's name (GET /v1/models lists them)", BaseName)
+	}
+	prompt, err := s.prompt(req.Prompt)
+	if err != nil {
+		return gen, nil, err
+	}
+	stop, err := stopStrings(req.Stop)
+	if err != nil {
+		return gen, nil, err
+	}
+	gen = generate.Request{Prompt: prompt, MaxTokens: DefaultMaxTokens, Stop: stop, StopTokens: s.cfg.StopTokens,
+		Sampling: generate.Sampling{Temperature: 1, TopP: 1, TopK: req.TopK, Seed: req.Seed}}
+	if req.Temperature != nil {
+		gen.Sampling.Temperature = *req.Temperature
+	}
+	if req.TopP != nil {
+		gen.Sampling.TopP = *req.TopP
+	}
+	ctxLen := s.cfg.Decoder.Context()
+	if req.MaxTokens != nil {
+		n := *req.MaxTokens
+		switch {
+		case n < 1:
+			return gen, nil, badRequest("max_tokens %d: want at least 1", n)
+		case n > ctxLen-len(prompt)+1 && len(prompt) < ctxLen:
+			return gen, nil, badRequest("max_tokens %d: the prompt's %d tokens leave room for at most %d in the context of %d positions", n, len(prompt), ctxLen-len(prompt)+1, ctxLen)
+		}
+		gen.MaxTokens = n
+	}
+	if err := gen.Check(s.cfg.Decoder, s.cfg.Tokenizer); err != nil {
+		return gen, nil, err
+	}
+	if req.Model == BaseName {
+		return gen, nil, nil
+	}
+	patch, err := s.deltas.get(req.Model)
+	return gen, patch, err
+}
+
+// prompt reads the prompt: a string (with a tokenizer) or token ids.
+func (s *Server) prompt(raw json.RawMessage) ([]int64, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, badRequest("prompt is required: a string or an array of token ids")
+	}
+	var text string
+	if err := json.Unmarshal(raw, &text); err == nil {
+		if s.cfg.Tokenizer == nil {
+			return nil, badRequest("this server has no tokenizer: send the prompt as an array of token ids")
+		}
+		ids, err := s.cfg.Tokenizer.Encode(text)
+		if err != nil {
+			return nil, badRequest("prompt: %v", err)
+		}
+		out := make([]int64, len(ids))
+		for i, id := range ids {
+			out[i] = int64(id)
+		}
+		return out, nil
+	}
+	var ids []int64
+	if err := json.Unmarshal(raw, &ids); err != nil {
+		return nil, badRequest("prompt must be a string or an array of token ids")
+	}
+	return ids, nil
+}
+
+func stopStrings(raw json.RawMessage) ([]string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var one string
+	if err := json.Unmarshal(raw, &one); err == nil {
+		return []string{one}, nil
+	}
+	var many []string
+	if err := json.Unmarshal(raw, &many); err != nil {
+		return nil, badRequest("stop must be a string or an array of strings")
+	}
+	return many, nil
+}
+
+// stream answers with server-sent events: a chunk per token, a last chunk
+// with the finish reason and usage, then [DONE]. An error after the first
+// byte ends the stream with an error event.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, req *completionRequest, gen generate.Request, id string) {
+	flusher, _ := w.(http.Flusher)
+	started := false
+	var mu sync.Mutex // emit and the final writes share w
+	send := func(v any) error {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
+			return err
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return nil
+	}
+	start := func() {
+		if !started {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Header().Set("Cache-Control", "no-cache")
+			w.WriteHeader(http.StatusOK)
+			started = true
+		}
+	}
+	chunk := func(text string, tokens []int64, finish *string) completion {
+		return completion{ID: id, Object: "text_completion", Created: time.Now().Unix(), Model: req.Model,
+			Choices: []choice{{Text: text, Tokens: nonNil(tokens), FinishReason: finish}}}
+	}
+	res, err := generate.Run(r.Context(), s.cfg.Decoder, s.cfg.Tokenizer, gen, func(ev generate.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		start()
+		var toks []int64
+		if ev.Token >= 0 {
+			toks = []int64{ev.Token}
+		}
+		return send(chunk(ev.Text, toks, nil))
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if err != nil {
+		if !started {
+			s.fail(w, r, req.Model, err)
+			return
+		}
+		he := classify(err)
+		if r.Context().Err() != nil {
+			he = &httpError{499, "client_closed", "the client went away"}
+		}
+		s.metrics.request(req.Model, he.status)
+		send(map[string]apiError{"error": {Message: he.msg, Type: he.kind}})
+		return
+	}
+	start()
+	s.metrics.done(req.Model, res)
+	finish := res.FinishReason
+	last := chunk("", nil, &finish)
+	last.Usage = &usage{res.PromptTokens, len(res.Tokens), res.PromptTokens + len(res.Tokens)}
+	if send(last) == nil {
+		io.WriteString(w, "data: [DONE]\n\n")
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+}
+
+// ---------------------------------------------------------------- models
+
+type modelEntry struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+	// dstune's additions: for deltas, whether it is loaded, the memory it
+	// holds, its changed entries and file size; the error of the last
+	// load when it failed.
+	Loaded    *bool  `json:"loaded,omitempty"`
+	Bytes     int64  `json:"bytes,omitempty"`
+	Entries   int64  `json:"entries,omitempty"`
+	FileBytes int64  `json:"file_bytes,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+func (s *Server) models(w http.ResponseWriter, r *http.Request) {
+	list := []modelEntry{{ID: BaseName, Object: "model", Created: s.started.Unix(), OwnedBy: "dstune"}}
+	deltas, err := s.deltas.list()
+	if err != nil {
+		s.fail(w, r, "", err)
+		return
+	}
+	for _, d := range deltas {
+		loaded := d.Loaded
+		e := modelEntry{ID: d.Name, Object: "model", Created: s.started.Unix(), OwnedBy: "dstune",
+			Loaded: &loaded, Bytes: d.Bytes, Entries: d.Entries, FileBytes: d.File}
+		if d.Err != nil {
+			e.Error = d.Err.Error()
+		}
+		list = append(list, e)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": list})
+}

@@ -1,0 +1,431 @@
+package serve
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/generate"
+	"github.com/dstune/dstune/internal/deltagen"
+	"github.com/dstune/dstune/internal/llamagen"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
+)
+
+var testModel = llamagen.Config{Vocab: 61, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, Hidden: 40, Seed: 3}
+
+// fixture is a served model with deltas in a directory.
+type fixture struct {
+	modelPath string
+	dir       string
+	deltas    map[string]*dst.Delta
+	srv       *Server
+	http      *httptest.Server
+}
+
+// newFixture writes the test model and n random deltas (ε = 0.05, large
+// changes, so that they change the tokens) and starts a server.
+func newFixture(t *testing.T, n int) *fixture {
+	t.Helper()
+	f := &fixture{dir: t.TempDir(), deltas: map[string]*dst.Delta{}}
+	modelDir := t.TempDir()
+	if err := llamagen.Write(modelDir, testModel); err != nil {
+		t.Fatal(err)
+	}
+	f.modelPath = filepath.Join(modelDir, "model.onnx")
+	m, err := onnx.ReadFile(f.modelPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	for i := range n {
+		d, err := deltagen.Random(m, 0.05, 0.3, uint64(i+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("task%d", i)
+		if err := dst.WriteDelta(filepath.Join(f.dir, name+DeltaExt), d); err != nil {
+			t.Fatal(err)
+		}
+		f.deltas[name] = d
+	}
+	model, err := ir.NewModelShared(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := NewBase(m, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := generate.New(model, generate.Options{Threads: 1, Context: 64, Executables: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dec.Close)
+	f.srv = New(Config{Base: base, Decoder: dec, DeltaDir: f.dir, StopTokens: nil})
+	f.http = httptest.NewServer(f.srv.Handler())
+	t.Cleanup(f.http.Close)
+	return f
+}
+
+// reference generates with the delta applied to a separate copy of the
+// model as `dstune apply` writes it (TensorDelta.ApplyRaw on the
+// initializers' bytes).
+func (f *fixture) reference(t *testing.T, delta string, req generate.Request) []int64 {
+	t.Helper()
+	m, err := onnx.ReadFile(f.modelPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	model, err := ir.NewModel(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := f.deltas[delta]; d != nil {
+		for i := range d.Tensors {
+			td := &d.Tensors[i]
+			if err := td.ApplyRaw("F32", model.Param(td.Name).Tensor.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dec, err := generate.New(model, generate.Options{Threads: 1, Context: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	res, err := generate.Run(context.Background(), dec, nil, req, func(generate.Event) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Tokens
+}
+
+func (f *fixture) post(t *testing.T, body string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Post(f.http.URL+"/v1/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+type completionBody struct {
+	Choices []struct {
+		Tokens       []int64 `json:"tokens"`
+		FinishReason *string `json:"finish_reason"`
+	} `json:"choices"`
+	Error *apiError `json:"error"`
+}
+
+func decodeCompletion(t *testing.T, b []byte) completionBody {
+	t.Helper()
+	var c completionBody
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	return c
+}
+
+// TestConcurrentDeltasMatchApply: requests of different deltas and seeds,
+// sent from many goroutines at once, get exactly the tokens generating
+// with each delta applied to its own copy of the model gives.
+func TestConcurrentDeltasMatchApply(t *testing.T) {
+	f := newFixture(t, 3)
+	models := []string{BaseName, "task0", "task1", "task2"}
+	prompt := []int64{1, 5, 9, 22}
+	type job struct {
+		model string
+		seed  uint64
+	}
+	var jobs []job
+	for i := range 16 {
+		jobs = append(jobs, job{models[i%len(models)], uint64(i / len(models))})
+	}
+	want := map[job][]int64{}
+	distinct := map[string]bool{}
+	for _, j := range jobs {
+		req := generate.Request{Prompt: prompt, MaxTokens: 12, Sampling: generate.Sampling{Temperature: 0.9, TopK: 20, TopP: 0.95, Seed: j.seed}}
+		want[j] = f.reference(t, j.model, req)
+		distinct[fmt.Sprint(want[j])] = true
+	}
+	if len(distinct) < len(jobs)/2 {
+		t.Fatalf("only %d distinct references for %d jobs: the deltas hardly change the model", len(distinct), len(jobs))
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 3*len(jobs))
+	for round := range 3 {
+		for i := range jobs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				j := jobs[(i+round*5)%len(jobs)]
+				body := fmt.Sprintf(`{"model":%q,"prompt":[1,5,9,22],"max_tokens":12,"temperature":0.9,"top_k":20,"top_p":0.95,"seed":%d,"stream":%v}`,
+					j.model, j.seed, i%2 == 0)
+				resp, err := http.Post(f.http.URL+"/v1/completions", "application/json", strings.NewReader(body))
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer resp.Body.Close()
+				got, err := readTokens(resp, i%2 == 0)
+				if err != nil {
+					errs <- fmt.Errorf("%s seed %d: %w", j.model, j.seed, err)
+					return
+				}
+				if !slices.Equal(got, want[j]) {
+					errs <- fmt.Errorf("%s seed %d: tokens %v, want %v", j.model, j.seed, got, want[j])
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := f.srv.sched.Switches(); n < 2 {
+		t.Errorf("%d delta switches: the requests did not interleave", n)
+	}
+}
+
+// readTokens reads a completion's tokens from a JSON or event-stream
+// response.
+func readTokens(resp *http.Response, stream bool) ([]int64, error) {
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return nil, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	if !stream {
+		var c completionBody
+		if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+			return nil, err
+		}
+		return c.Choices[0].Tokens, nil
+	}
+	var tokens []int64
+	sc := bufio.NewScanner(resp.Body)
+	done := false
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if line == "[DONE]" {
+			done = true
+			break
+		}
+		var c completionBody
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			return nil, err
+		}
+		if c.Error != nil {
+			return nil, fmt.Errorf("error event: %s", c.Error.Message)
+		}
+		tokens = append(tokens, c.Choices[0].Tokens...)
+	}
+	if !done {
+		return nil, fmt.Errorf("the stream ended without [DONE]")
+	}
+	return tokens, sc.Err()
+}
+
+// TestBadRequests: each bad request gets its status and a message naming
+// the reason, and the server keeps serving.
+func TestBadRequests(t *testing.T) {
+	f := newFixture(t, 1)
+	// A delta made for another base model.
+	other := testModel
+	other.Seed = 99
+	otherDir := t.TempDir()
+	if err := llamagen.Write(otherDir, other); err != nil {
+		t.Fatal(err)
+	}
+	om, err := onnx.ReadFile(filepath.Join(otherDir, "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := deltagen.Random(om, 0.01, 0.1, 1)
+	om.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.WriteDelta(filepath.Join(f.dir, "foreign"+DeltaExt), d); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "garbage"+DeltaExt), []byte("not a delta"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("1,", 64) + "1"
+	for _, c := range []struct {
+		name, body string
+		status     int
+		says       string
+	}{
+		{"malformed JSON", `{"model": "base", "prompt": [1, 2`, 400, "not a completion request"},
+		{"two values", `{"model":"base","prompt":[1]} {}`, 400, "more than one"},
+		{"wrong type", `{"model":"base","prompt":{"a":1}}`, 400, "prompt must be"},
+		{"no model", `{"prompt":[1]}`, 400, "model is required"},
+		{"no prompt", `{"model":"base"}`, 400, "prompt is required"},
+		{"text without tokenizer", `{"model":"base","prompt":"hello"}`, 400, "no tokenizer"},
+		{"unknown delta", `{"model":"nope","prompt":[1]}`, 404, "no delta file nope.safetensors"},
+		{"path in the name", `{"model":"../etc/passwd","prompt":[1]}`, 404, "no such model"},
+		{"other base", `{"model":"foreign","prompt":[1]}`, 409, "different base model"},
+		{"not a delta", `{"model":"garbage","prompt":[1]}`, 422, "cannot be used"},
+		{"prompt beyond the context", `{"model":"base","prompt":[` + long + `]}`, 400, "context holds 64"},
+		{"max_tokens 0", `{"model":"base","prompt":[1],"max_tokens":0}`, 400, "max_tokens 0"},
+		{"max_tokens negative", `{"model":"base","prompt":[1],"max_tokens":-5}`, 400, "max_tokens -5"},
+		{"max_tokens huge", `{"model":"base","prompt":[1],"max_tokens":1000000000}`, 400, "room for at most 64"},
+		{"token outside the vocabulary", `{"model":"base","prompt":[1,61]}`, 400, "outside the vocabulary"},
+		{"negative temperature", `{"model":"base","prompt":[1],"temperature":-1}`, 400, "temperature"},
+		{"body too large", `{"model":"base","prompt":[` + strings.Repeat("1,", 600000) + `1]}`, 413, "exceeds"},
+	} {
+		status, body := f.post(t, c.body)
+		if status != c.status || !strings.Contains(string(body), c.says) {
+			t.Errorf("%s: status %d %s, want %d saying %q", c.name, status, body, c.status, c.says)
+		}
+	}
+	status, body := f.post(t, `{"model":"task0","prompt":[1],"max_tokens":3}`)
+	if status != 200 {
+		t.Errorf("after the bad requests: status %d %s", status, body)
+	}
+	resp, err := http.Get(f.http.URL + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`"id":"base"`, `"id":"task0","object":"model"`, `"loaded":true`, `different base model`} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("/v1/models lacks %s: %s", want, b)
+		}
+	}
+}
+
+// TestDeltaFileChanges: a delta rewritten while serving is reloaded; one
+// truncated is refused with the reason until it is whole again.
+func TestDeltaFileChanges(t *testing.T) {
+	f := newFixture(t, 2)
+	path := filepath.Join(f.dir, "task0"+DeltaExt)
+	body := `{"model":"task0","prompt":[1,2,3],"max_tokens":8,"temperature":0}`
+	_, first := f.post(t, body)
+	tokens0 := decodeCompletion(t, first).Choices[0].Tokens
+
+	whole, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, whole[:len(whole)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	status, b := f.post(t, body)
+	if status != http.StatusUnprocessableEntity || !strings.Contains(string(b), "task0") {
+		t.Errorf("truncated delta: status %d %s, want 422 naming the file", status, b)
+	}
+	if status, b := f.post(t, `{"model":"task1","prompt":[1],"max_tokens":2}`); status != 200 {
+		t.Errorf("another delta while one is broken: %d %s", status, b)
+	}
+
+	// The other delta's content under task0's name: its tokens.
+	other, err := os.ReadFile(filepath.Join(f.dir, "task1"+DeltaExt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Second)
+	os.Chtimes(path, future, future)
+	_, b = f.post(t, body)
+	got := decodeCompletion(t, b).Choices[0].Tokens
+	_, b = f.post(t, strings.Replace(body, "task0", "task1", 1))
+	want := decodeCompletion(t, b).Choices[0].Tokens
+	if !slices.Equal(got, want) || slices.Equal(got, tokens0) {
+		t.Errorf("after rewriting task0 with task1's delta: %v, task1 gives %v, task0 gave %v", got, want, tokens0)
+	}
+}
+
+// TestClientGoesAway: a client closing a stream mid-way ends its
+// generation; no goroutine is left behind and the server keeps serving.
+func TestClientGoesAway(t *testing.T) {
+	f := newFixture(t, 1)
+	before := runtime.NumGoroutine()
+	for range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "POST", f.http.URL+"/v1/completions",
+			strings.NewReader(`{"model":"task0","prompt":[1],"max_tokens":60,"stream":true}`))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "data: ") {
+			t.Fatalf("first event %q, %v", line, err)
+		}
+		cancel()
+		resp.Body.Close()
+	}
+	if status, b := f.post(t, `{"model":"task0","prompt":[1],"max_tokens":4}`); status != 200 {
+		t.Errorf("after the disconnects: %d %s", status, b)
+	}
+	http.DefaultClient.CloseIdleConnections()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Errorf("%d goroutines, %d before the requests:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
+	if n := f.srv.metrics.inFlight.Load(); n != 0 {
+		t.Errorf("%d requests still counted in flight", n)
+	}
+}
+
+func TestEndpoints(t *testing.T) {
+	f := newFixture(t, 1)
+	f.post(t, `{"model":"task0","prompt":[1],"max_tokens":2}`)
+	for path, want := range map[string]string{
+		"/healthz": "ok",
+		"/metrics": `dstune_completion_tokens_total{model="task0"} 2`,
+	} {
+		resp, err := http.Get(f.http.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), want) {
+			t.Errorf("GET %s: %d %s, want %q", path, resp.StatusCode, b, want)
+		}
+	}
+	resp, err := http.Get(f.http.URL + "/v1/completions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v1/completions: %d, want 405", resp.StatusCode)
+	}
+}
