@@ -66,6 +66,9 @@ func New(cfg Config) *Server {
 	}
 }
 
+// InFlight is the number of completion requests being served.
+func (s *Server) InFlight() int64 { return s.metrics.inFlight.Load() }
+
 // Handler routes the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()

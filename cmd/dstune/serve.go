@@ -98,7 +98,7 @@ func serveUntil(ctx context.Context, ln net.Listener, srv *serve.Server, grace t
 		return err
 	case <-ctx.Done():
 	}
-	fmt.Fprintln(stderr, "shutting down: finishing the requests in flight")
+	fmt.Fprintf(stderr, "shutting down (requests in flight: %d)\n", srv.InFlight())
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	err := hs.Shutdown(sctx)

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/deltagen"
+	"github.com/dstune/dstune/internal/llamagen"
+	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
+)
+
+// runCmd runs dstune with args and returns the exit status and outputs.
+func runCmd(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = runMain(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// parseIDs reads the token ids generate prints without a tokenizer.
+func parseIDs(t *testing.T, s string) []int64 {
+	t.Helper()
+	var ids []int64
+	for _, f := range strings.Fields(s) {
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			t.Fatalf("output %q: %v", s, err)
+		}
+		ids = append(ids, v)
+	}
+	return ids
+}
+
+// TestGenerateStoriesGreedy: greedy decoding of stories260K from BOS gives
+// the tokens of its README's text (test_data_set_1 holds BOS and them),
+// with the KV cache dstune keeps and by recomputing.
+func TestGenerateStoriesGreedy(t *testing.T) {
+	model := sharedtest.Path(t, "models", "stories260K", "stories260K.onnx")
+	ot, err := onnx.ReadTensorFile(sharedtest.Path(t, "models", "stories260K", "test_data_set_1", "input_0.pb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := ir.TensorFromONNX(ot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := x.Int64s()[1:]
+	for _, mode := range []string{"auto", "recompute"} {
+		code, out, errOut := runCmd("generate", model, "--prompt-ids", "1", "--max-tokens", "40", "--kv-cache", mode, "--threads", "1")
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", mode, code, errOut)
+		}
+		if got := parseIDs(t, out); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: tokens\n%v, want\n%v", mode, got, want)
+		}
+		wantNote := map[string]string{"auto": "KV cache: a KV cache dstune keeps", "recompute": "KV cache: recomputing"}[mode]
+		if !strings.Contains(errOut, wantNote) || !strings.Contains(errOut, "40 generated (length)") {
+			t.Errorf("%s: stderr %q lacks %q or the count", mode, errOut, wantNote)
+		}
+	}
+}
+
+// llamaWithDeltas writes a small Llama-shaped decoder and n random deltas
+// that change its tokens; it returns the model's path and the deltas'.
+func llamaWithDeltas(t *testing.T, dir string, n int) (string, []string) {
+	t.Helper()
+	c := llamagen.Config{Vocab: 61, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, Hidden: 40, Seed: 8}
+	if err := llamagen.Write(dir, c); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "model.onnx")
+	m, err := onnx.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var deltas []string
+	for i := range n {
+		d, err := deltagen.Random(m, 0.05, 0.3, uint64(10+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, fmt.Sprintf("task%d.safetensors", i))
+		if err := dst.WriteDelta(p, d); err != nil {
+			t.Fatal(err)
+		}
+		deltas = append(deltas, p)
+	}
+	return path, deltas
+}
+
+// TestGenerateDeltaMatchesApply: generating with --delta gives the tokens
+// generating from the model `dstune apply` writes gives, sampled too.
+func TestGenerateDeltaMatchesApply(t *testing.T) {
+	dir := t.TempDir()
+	model, deltas := llamaWithDeltas(t, dir, 1)
+	tuned := filepath.Join(dir, "tuned.onnx")
+	if code, _, errOut := runCmd("apply", model, deltas[0], "-o", tuned); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	args := []string{"--prompt-ids", "1,4,9", "--max-tokens", "20", "--temperature", "0.8", "--top-k", "30", "--seed", "7"}
+	code, viaDelta, errOut := runCmd(append([]string{"generate", model, "--delta", deltas[0]}, args...)...)
+	if code != 0 {
+		t.Fatalf("generate --delta: %s", errOut)
+	}
+	code, viaApply, errOut := runCmd(append([]string{"generate", tuned}, args...)...)
+	if code != 0 {
+		t.Fatalf("generate tuned.onnx: %s", errOut)
+	}
+	_, viaBase, _ := runCmd(append([]string{"generate", model}, args...)...)
+	if viaDelta != viaApply {
+		t.Errorf("with --delta: %q, from the applied model: %q", viaDelta, viaApply)
+	}
+	if viaDelta == viaBase {
+		t.Errorf("the delta did not change the tokens (%q): the test shows nothing", viaBase)
+	}
+}
+
+func TestGenerateUsage(t *testing.T) {
+	model := filepath.Join(t.TempDir(), "m.onnx")
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"generate", model}, "give --prompt"},
+		{[]string{"generate", model, "--prompt", "hi"}, "--prompt needs --tokenizer"},
+		{[]string{"generate", model, "--prompt-ids", "1", "--max-tokens", "0"}, "--max-tokens"},
+		{[]string{"generate", model, "--prompt-ids", "1", "--temperature", "-1"}, "temperature"},
+		{[]string{"generate", model, "--prompt-ids", "1", "--kv-cache", "bogus"}, "KV cache mode"},
+		{[]string{"generate", model, "--prompt-ids", "x"}, "token id"},
+	} {
+		code, _, errOut := runCmd(c.args...)
+		if code != 2 || !strings.Contains(errOut, c.says) {
+			t.Errorf("%v: exit %d %q, want 2 saying %q", c.args, code, errOut, c.says)
+		}
+	}
+}

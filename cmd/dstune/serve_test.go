@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// completionTokens posts a completion request and returns its tokens.
+func completionTokens(url, body string) ([]int64, error) {
+	resp, err := http.Post(url+"/v1/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	var c struct {
+		Choices []struct {
+			Tokens []int64 `json:"tokens"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil || len(c.Choices) != 1 {
+		return nil, fmt.Errorf("response %s: %v", b, err)
+	}
+	return c.Choices[0].Tokens, nil
+}
+
+// TestServeMatchesApplyGenerate: concurrent requests naming different
+// deltas get exactly the tokens `dstune apply` then `dstune generate` give
+// with the same seed.
+func TestServeMatchesApplyGenerate(t *testing.T) {
+	dir := t.TempDir()
+	model, deltas := llamaWithDeltas(t, dir, 3)
+	deltaDir := filepath.Join(dir, "deltas")
+	os.Mkdir(deltaDir, 0o755)
+	names := []string{"base"}
+	tuned := map[string]string{"base": model}
+	for i, p := range deltas {
+		name := fmt.Sprintf("task%d", i)
+		copyDelta(t, p, filepath.Join(deltaDir, name+".safetensors"))
+		out := filepath.Join(dir, name+".onnx")
+		if code, _, errOut := runCmd("apply", model, p, "-o", out); code != 0 {
+			t.Fatalf("apply: %s", errOut)
+		}
+		names = append(names, name)
+		tuned[name] = out
+	}
+	type job struct {
+		model string
+		seed  int
+	}
+	want := map[job]string{}
+	var jobs []job
+	for seed := range 3 {
+		for _, name := range names {
+			j := job{name, seed}
+			code, out, errOut := runCmd("generate", tuned[name], "--prompt-ids", "1,4,9", "--max-tokens", "10",
+				"--temperature", "0.9", "--top-p", "0.9", "--seed", fmt.Sprint(seed), "--threads", "1")
+			if code != 0 {
+				t.Fatalf("generate: %s", errOut)
+			}
+			want[j] = fmt.Sprint(parseIDs(t, out))
+			jobs = append(jobs, j)
+		}
+	}
+
+	srv, closeAll, err := newServer(model, deltaDir, generateFlags{kvCache: "auto"}, 1, 4, nil, 64, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- serveUntil(ctx, ln, srv, 10*time.Second, io.Discard) }()
+	url := "http://" + ln.Addr().String()
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for round := range 2 {
+		for i := range jobs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				j := jobs[(i+round*7)%len(jobs)]
+				got, err := completionTokens(url, fmt.Sprintf(`{"model":%q,"prompt":[1,4,9],"max_tokens":10,"temperature":0.9,"top_p":0.9,"seed":%d}`, j.model, j.seed))
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					t.Errorf("%v: %v", j, err)
+				} else if fmt.Sprint(got) != want[j] {
+					t.Errorf("%v: served %v, apply + generate give %v", j, got, want[j])
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	cancel()
+	if err := <-served; err != nil {
+		t.Error(err)
+	}
+}
+
+func copyDelta(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServeSIGTERMFinishesInFlight runs dstune serve as a child process,
+// starts a streamed completion, sends SIGTERM mid-stream: the stream
+// still ends with [DONE], and the server exits with status 0.
+func TestServeSIGTERMFinishesInFlight(t *testing.T) {
+	dir := t.TempDir()
+	model, _ := llamaWithDeltas(t, dir, 0)
+	js, _ := json.Marshal([]string{"serve", model, "--deltas", dir, "--addr", "127.0.0.1:0", "--threads", "1"})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "DSTUNE_TEST_MAIN="+string(js))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no serving line (%v): %s", err, stderr.String())
+	}
+	addr := regexp.MustCompile(`http://(\S+)`).FindStringSubmatch(line)
+	if addr == nil {
+		t.Fatalf("serving line %q", line)
+	}
+	resp, err := http.Post("http://"+addr[1]+"/v1/completions", "application/json",
+		strings.NewReader(`{"model":"base","prompt":[1],"max_tokens":400,"stream":true,"temperature":0}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := bufio.NewScanner(resp.Body)
+	if !events.Scan() {
+		t.Fatalf("no first event: %v", events.Err())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	tokens, done := 0, false
+	for events.Scan() {
+		switch line := events.Text(); {
+		case line == "data: [DONE]":
+			done = true
+		case strings.HasPrefix(line, "data: ") && strings.Contains(line, `"tokens":[`) && !strings.Contains(line, `"tokens":[]`):
+			tokens++
+		}
+	}
+	if !done || tokens < 390 {
+		t.Errorf("after SIGTERM the stream gave %d more tokens, done %v; server said %s", tokens, done, stderr.String())
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Errorf("the server exited with %v: %s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("the server did not exit after SIGTERM: %s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "shutting down (requests in flight: 1)") {
+		t.Errorf("stderr %q does not say it shut down with the stream in flight", stderr.String())
+	}
+}
