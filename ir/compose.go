@@ -121,8 +121,14 @@ func (c *composer) concat(axis int, parts ...*Value) *Value {
 	return c.op(&Concat{Axis: axis}, parts...)
 }
 
-// silu is x·sigmoid(x).
-func (c *composer) silu(x *Value) *Value { return c.mul(x, c.unary(Sigmoid, x)) }
+// silu is x·sigmoid(x), computed in float32 for the narrow float types.
+func (c *composer) silu(x *Value) *Value {
+	if c.err != nil {
+		return nil
+	}
+	w := c.cast(x, computeType(x.DType, Float32))
+	return c.cast(c.mul(w, c.unary(Sigmoid, w)), x.DType)
+}
 
 // fail records an error (the first one wins).
 func (c *composer) fail(format string, args ...any) {
