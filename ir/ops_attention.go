@@ -239,7 +239,7 @@ func importAttention(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) 
 		wantK := Shape{k4.Shape[0], k4.Shape[1], -1, k4.Shape[3]}
 		wantV := Shape{v4.Shape[0], v4.Shape[1], -1, v4.Shape[3]}
 		if !matchesExcept(pastK.Shape, wantK, 2) || !matchesExcept(pastV.Shape, wantV, 2) || pastK.Shape[2] != pastV.Shape[2] {
-			return nil, fmt.Errorf("past_key %v and past_value %v, want [%d %d past %d] and [%d %d past %d]",
+			return nil, fmt.Errorf("past_key %v and past_value %v, want [%d,%d,past,%d] and [%d,%d,past,%d]",
 				pastK.Shape, pastV.Shape, wantK[0], wantK[1], wantK[3], wantV[0], wantV[1], wantV[3])
 		}
 		past = pastK.Shape[2]

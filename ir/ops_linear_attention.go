@@ -195,7 +195,7 @@ func importCausalConvWithState(im *importer, n *onnx.Node, in []*Value) ([]*Valu
 	}
 	b, ch, length, kernel := x.Shape[0], x.Shape[1], x.Shape[2], w.Shape[2]
 	if w.Shape[0] != ch || w.Shape[1] != 1 || kernel < 1 {
-		return nil, fmt.Errorf("weight has shape %v, want [%d 1 kernel]", w.Shape, ch)
+		return nil, fmt.Errorf("weight has shape %v, want [%d,1,kernel]", w.Shape, ch)
 	}
 	if bias != nil && !bias.Shape.Equal(Shape{ch}) {
 		return nil, fmt.Errorf("bias has shape %v, want [%d]", bias.Shape, ch)

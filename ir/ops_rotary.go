@@ -71,7 +71,7 @@ func importRotaryEmbedding(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 	cos, sin := cosCache, sinCache
 	if pos != nil {
 		if !isIndex(pos.DType) || !pos.Shape.Equal(Shape{batch, seq}) {
-			return nil, fmt.Errorf("position_ids is %s%v, want int64 [%d %d]", pos.DType, pos.Shape, batch, seq)
+			return nil, fmt.Errorf("position_ids is %s%v, want int64 %v", pos.DType, pos.Shape, Shape{batch, seq})
 		}
 		if len(cosCache.Shape) != 2 || cosCache.Shape[1] != half {
 			return nil, fmt.Errorf("with position_ids the caches are [max_position, %d], got %v", half, cosCache.Shape)
