@@ -287,7 +287,7 @@ func (d *differ) unaryRule(c *gradCtx, op *Unary) error {
 		c.add(0, d.binary(Mul, dy, y))
 	case Log:
 		c.add(0, d.binary(Div, dy, x))
-	case Floor, Ceil, Sign:
+	case Floor, Ceil, Sign, Round:
 		// Zero almost everywhere: the branch is pruned.
 	default:
 		if !unaryGradSupported(op.Fn) {

@@ -59,8 +59,22 @@ type InitializerInfo struct {
 }
 
 // NewModel converts the initializers of m and checks its inputs; it does
-// not look at the nodes yet (Specialize does).
-func NewModel(m *onnx.Model) (*Model, error) {
+// not look at the nodes yet (Specialize does). The model's tensors are
+// copies: they stay valid after m is closed, and writing them leaves m's
+// bytes alone.
+func NewModel(m *onnx.Model) (*Model, error) { return newModel(m, false) }
+
+// NewModelShared is NewModel without copying the initializers where their
+// stored bytes can be used as they are (every dtype of a byte or more
+// except bool, at an address aligned to the element size): a model of
+// gigabytes then imports in milliseconds and takes no memory beyond the
+// file's pages actually read. The tensors view m's bytes: they are valid
+// only until m is closed, and writes to them (applying a delta in memory)
+// change what m's tensors hold, never the file on disk (large files are
+// mapped copy-on-write).
+func NewModelShared(m *onnx.Model) (*Model, error) { return newModel(m, true) }
+
+func newModel(m *onnx.Model, share bool) (*Model, error) {
 	if m.Graph == nil {
 		return nil, fmt.Errorf("ir: model has no graph")
 	}
@@ -75,7 +89,7 @@ func NewModel(m *onnx.Model) (*Model, error) {
 			return nil, fmt.Errorf("ir: initializer %q is defined twice", it.Name)
 		}
 		isInit[it.Name] = true
-		t, err := TensorFromONNX(it)
+		t, err := tensorFromONNX(it, share)
 		if err != nil {
 			return nil, fmt.Errorf("ir: initializer %w", err)
 		}

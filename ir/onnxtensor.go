@@ -2,6 +2,7 @@ package ir
 
 import (
 	"fmt"
+	"unsafe"
 
 	"github.com/dstune/dstune/onnx"
 )
@@ -12,7 +13,11 @@ import (
 // element per byte and bools normalized to 0/1. The element count is
 // checked against the bytes actually present, so a tensor claiming huge
 // dimensions cannot make it allocate.
-func TensorFromONNX(t *onnx.Tensor) (*Tensor, error) {
+func TensorFromONNX(t *onnx.Tensor) (*Tensor, error) { return tensorFromONNX(t, false) }
+
+// tensorFromONNX converts t; with share, the result views t's bytes where
+// they can be used as they are (see NewModelShared).
+func tensorFromONNX(t *onnx.Tensor, share bool) (*Tensor, error) {
 	dt, err := DTypeFromONNX(t.DataType)
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
@@ -41,6 +46,9 @@ func TensorFromONNX(t *onnx.Tensor) (*Tensor, error) {
 	wantBytes := (int64(n)*int64(bits) + 7) / 8
 	if int64(len(raw)) != wantBytes {
 		return nil, fmt.Errorf("tensor %q: %d bytes of data for %s%v, want %d", t.Name, len(raw), dt, shape, wantBytes)
+	}
+	if share && bits >= 8 && dt != Bool && (n == 0 || uintptr(unsafe.Pointer(&raw[0]))%uintptr(dt.Size()) == 0) {
+		return &Tensor{dtype: dt, shape: shape, data: raw[:len(raw):len(raw)]}, nil
 	}
 	out := &Tensor{dtype: dt, shape: shape, data: AlignedBytes(n * dt.Size())}
 	switch {
