@@ -25,6 +25,8 @@ initializers keep the PyTorch parameter names):
 For every variant it writes testdata/VARIANT/:
 
   opset14.onnx, opset17.onnx   the exports
+  float64.onnx                 a smaller float64 model of the variant (opset 17), for
+                               checks by finite differences
   input_0.pb, output_0.pb      tokens int64 [2, 12] and the logits [2, 12, 96]
   loss.txt                     the mean next-token cross-entropy over positions 0..10
   grad_NAME.pb                 d loss / d NAME for every parameter
@@ -38,9 +40,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-VOCAB, DIM, LAYERS, HEADS, KV_HEADS, HIDDEN = 96, 32, 2, 4, 2, 48
-HEAD_DIM = DIM // HEADS
 THETA, EPS, WINDOW = 10000.0, 1e-5, 4
+
+
+class Config:
+    def __init__(self, vocab, dim, hidden):
+        self.vocab, self.dim, self.hidden = vocab, dim, hidden
+        self.layers, self.heads, self.kv_heads = 2, 4, 2
+        self.head_dim = dim // self.heads
+
+
+# The float32 models; the float64 ones (for finite differences) are smaller.
+FLOAT32, FLOAT64 = Config(96, 32, 48), Config(32, 16, 24)
 
 
 class RMSNorm(nn.Module):
@@ -67,34 +78,36 @@ def repeat_kv(x, groups):
 
 
 class Attention(nn.Module):
-    def __init__(self):
+    def __init__(self, c):
         super().__init__()
-        self.wq = nn.Linear(DIM, HEADS * HEAD_DIM, bias=False)
-        self.wk = nn.Linear(DIM, KV_HEADS * HEAD_DIM, bias=False)
-        self.wv = nn.Linear(DIM, KV_HEADS * HEAD_DIM, bias=False)
-        self.wo = nn.Linear(HEADS * HEAD_DIM, DIM, bias=False)
+        self.c = c
+        self.wq = nn.Linear(c.dim, c.heads * c.head_dim, bias=False)
+        self.wk = nn.Linear(c.dim, c.kv_heads * c.head_dim, bias=False)
+        self.wv = nn.Linear(c.dim, c.kv_heads * c.head_dim, bias=False)
+        self.wo = nn.Linear(c.heads * c.head_dim, c.dim, bias=False)
 
     def forward(self, x, cos, sin, mask):
+        c = self.c
         b, s, _ = x.shape
-        q = self.wq(x).view(b, s, HEADS, HEAD_DIM).transpose(1, 2)
-        k = self.wk(x).view(b, s, KV_HEADS, HEAD_DIM).transpose(1, 2)
-        v = self.wv(x).view(b, s, KV_HEADS, HEAD_DIM).transpose(1, 2)
+        q = self.wq(x).view(b, s, c.heads, c.head_dim).transpose(1, 2)
+        k = self.wk(x).view(b, s, c.kv_heads, c.head_dim).transpose(1, 2)
+        v = self.wv(x).view(b, s, c.kv_heads, c.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        k = repeat_kv(k, HEADS // KV_HEADS)
-        v = repeat_kv(v, HEADS // KV_HEADS)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(HEAD_DIM) + mask
-        probs = F.softmax(scores.float(), dim=-1).type_as(q)
-        out = (probs @ v).transpose(1, 2).reshape(b, s, HEADS * HEAD_DIM)
+        k = repeat_kv(k, c.heads // c.kv_heads)
+        v = repeat_kv(v, c.heads // c.kv_heads)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(c.head_dim) + mask
+        probs = F.softmax(scores, dim=-1)
+        out = (probs @ v).transpose(1, 2).reshape(b, s, c.heads * c.head_dim)
         return self.wo(out)
 
 
 class MLP(nn.Module):
-    def __init__(self, gelu):
+    def __init__(self, c, gelu):
         super().__init__()
-        self.w1 = nn.Linear(DIM, HIDDEN, bias=False)
-        self.w3 = nn.Linear(DIM, HIDDEN, bias=False)
-        self.w2 = nn.Linear(HIDDEN, DIM, bias=False)
+        self.w1 = nn.Linear(c.dim, c.hidden, bias=False)
+        self.w3 = nn.Linear(c.dim, c.hidden, bias=False)
+        self.w2 = nn.Linear(c.hidden, c.dim, bias=False)
         self.gelu = gelu
 
     def forward(self, x):
@@ -104,12 +117,12 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, layer, gelu):
+    def __init__(self, c, layer, gelu):
         super().__init__()
-        self.attention_norm = RMSNorm(DIM, divide=layer % 2 == 1)
-        self.attention = Attention()
-        self.ffn_norm = RMSNorm(DIM, divide=layer % 2 == 0)
-        self.feed_forward = MLP(gelu)
+        self.attention_norm = RMSNorm(c.dim, divide=layer % 2 == 1)
+        self.attention = Attention(c)
+        self.ffn_norm = RMSNorm(c.dim, divide=layer % 2 == 0)
+        self.feed_forward = MLP(c, gelu)
 
     def forward(self, x, cos, sin, mask):
         x = x + self.attention(self.attention_norm(x), cos, sin, mask)
@@ -117,33 +130,34 @@ class Block(nn.Module):
 
 
 class Llama(nn.Module):
-    def __init__(self, variant):
+    def __init__(self, c, variant):
         super().__init__()
-        self.variant = variant
+        self.c, self.variant = c, variant
         gelu = variant == "geglu_sliding"
-        self.tok_embeddings = nn.Embedding(VOCAB, DIM)
+        self.tok_embeddings = nn.Embedding(c.vocab, c.dim)
         nn.init.normal_(self.tok_embeddings.weight, std=0.3)
-        self.layers = nn.ModuleList([Block(i, gelu) for i in range(LAYERS)])
-        self.norm = RMSNorm(DIM, divide=False)
+        self.layers = nn.ModuleList([Block(c, i, gelu) for i in range(c.layers)])
+        self.norm = RMSNorm(c.dim, divide=False)
         self.tied = gelu
         if not self.tied:
-            self.output = nn.Linear(DIM, VOCAB, bias=False)
+            self.output = nn.Linear(c.dim, c.vocab, bias=False)
 
     def forward(self, tokens):
-        s = tokens.shape[1]
+        s, hd = tokens.shape[1], self.c.head_dim
+        dtype = self.tok_embeddings.weight.dtype
         h = self.tok_embeddings(tokens)
-        positions = torch.arange(s, dtype=torch.float32)
-        inv_freq = 1.0 / (THETA ** (torch.arange(0, HEAD_DIM, 2, dtype=torch.float32) / HEAD_DIM))
+        positions = torch.arange(s, dtype=dtype)
+        inv_freq = 1.0 / (THETA ** (torch.arange(0, hd, 2, dtype=dtype) / hd))
         freqs = positions[:, None] * inv_freq[None, :]
         angles = torch.cat((freqs, freqs), dim=-1)
         cos, sin = angles.cos(), angles.sin()
         if self.variant == "swiglu_causal":
-            mask = torch.full((s, s), float("-inf")).triu(1)
+            mask = torch.full((s, s), float("-inf"), dtype=dtype).triu(1)
         else:
             i = torch.arange(s)[:, None]
             j = torch.arange(s)[None, :]
             allowed = (j < i + 1) & (j > i - WINDOW)
-            mask = torch.where(allowed, torch.tensor(0.0), torch.tensor(torch.finfo(torch.float32).min))
+            mask = torch.where(allowed, torch.tensor(0.0, dtype=dtype), torch.tensor(torch.finfo(dtype).min, dtype=dtype))
         for layer in self.layers:
             h = layer(h, cos, sin, mask)
         h = self.norm(h)
@@ -157,20 +171,26 @@ def save_tensor(path, array):
         f.write(numpy_helper.from_array(array).SerializeToString())
 
 
+def export(model, tokens, path, opset):
+    torch.onnx.export(
+        model, (tokens,), path,
+        input_names=["tokens"], output_names=["logits"],
+        dynamic_axes={"tokens": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}},
+        opset_version=opset, do_constant_folding=False)
+
+
 def make(variant, seed):
-    torch.manual_seed(seed)
-    model = Llama(variant)
     out = os.path.join("testdata", variant)
     os.makedirs(out, exist_ok=True)
-    tokens = torch.randint(0, VOCAB, (2, 12))
+    torch.manual_seed(seed + 100)
+    export(Llama(FLOAT64, variant).double(), torch.randint(0, FLOAT64.vocab, (2, 6)), os.path.join(out, "float64.onnx"), 17)
+    torch.manual_seed(seed)
+    model = Llama(FLOAT32, variant)
+    tokens = torch.randint(0, FLOAT32.vocab, (2, 12))
     for opset in (14, 17):
-        torch.onnx.export(
-            model, (tokens,), os.path.join(out, f"opset{opset}.onnx"),
-            input_names=["tokens"], output_names=["logits"],
-            dynamic_axes={"tokens": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}},
-            opset_version=opset, do_constant_folding=False)
+        export(model, tokens, os.path.join(out, f"opset{opset}.onnx"), opset)
     logits = model(tokens)
-    loss = F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), tokens[:, 1:].reshape(-1))
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, FLOAT32.vocab), tokens[:, 1:].reshape(-1))
     loss.backward()
     save_tensor(os.path.join(out, "input_0.pb"), tokens.numpy())
     save_tensor(os.path.join(out, "output_0.pb"), logits.detach().numpy())
