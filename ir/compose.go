@@ -83,9 +83,9 @@ func (c *composer) transpose(x *Value, perm ...int) *Value {
 	return c.op(&Transpose{Perm: perm}, x)
 }
 
-// cast converts x to dt (x itself when it already is).
+// cast converts x to dt (x itself when it already is; nil stays nil).
 func (c *composer) cast(x *Value, dt DType) *Value {
-	if c.err != nil {
+	if c.err != nil || x == nil {
 		return nil
 	}
 	if x.DType == dt {

@@ -18,6 +18,7 @@ import (
 // reach them.
 type opModel struct {
 	t       *testing.T
+	dt      DType // of the float operands param makes (float64 when zero)
 	rng     *rand.Rand
 	opsets  []onnx.OpsetID
 	inputs  []*onnx.ValueInfo
@@ -39,9 +40,14 @@ func (m *opModel) random(shape Shape, lo, hi float64) *Tensor {
 	return x
 }
 
-// param adds a float64 initializer with random values and returns its name.
+// param adds a float initializer (float64 unless m.dt says otherwise)
+// with random values and returns its name.
 func (m *opModel) param(name string, shape Shape, lo, hi float64) string {
-	m.inits = append(m.inits, initializer(m.t, name, m.random(shape, lo, hi)))
+	x := m.random(shape, lo, hi)
+	if m.dt != InvalidDType && m.dt != Float64 {
+		x = Convert(x, m.dt)
+	}
+	m.inits = append(m.inits, initializer(m.t, name, x))
 	return name
 }
 

@@ -86,8 +86,15 @@ func computeType(x, stash DType) DType {
 // nil), the normalization computed in computeType(x, stash) and the
 // scaling in x's type.
 func (c *composer) rmsNorm(x, scale *Value, axis int, eps float64, stash DType) *Value {
+	y, _ := c.rmsNormStats(x, scale, axis, eps, stash)
+	return y
+}
+
+// rmsNormStats is rmsNorm and the inverse root mean square it divides by
+// (in the computation's type, the normalized axes kept as 1).
+func (c *composer) rmsNormStats(x, scale *Value, axis int, eps float64, stash DType) (y, invRMS *Value) {
 	if c.err != nil {
-		return nil
+		return nil, nil
 	}
 	dt := x.DType
 	xc := c.cast(x, computeType(dt, stash))
@@ -97,12 +104,12 @@ func (c *composer) rmsNorm(x, scale *Value, axis int, eps float64, stash DType) 
 	}
 	meanSq := c.op(&Reduce{Fn: ReduceMean, Axes: axes, KeepDims: true}, c.mul(xc, xc))
 	if c.err != nil {
-		return nil
+		return nil, nil
 	}
-	rms := c.unary(Sqrt, c.add(meanSq, c.scalar(meanSq.DType, eps)))
-	y := c.cast(c.mul(xc, c.unary(Reciprocal, rms)), dt)
+	invRMS = c.unary(Reciprocal, c.unary(Sqrt, c.add(meanSq, c.scalar(meanSq.DType, eps))))
+	y = c.cast(c.mul(xc, invRMS), dt)
 	if scale != nil {
 		y = c.mul(y, scale)
 	}
-	return y
+	return y, invRMS
 }
