@@ -28,6 +28,9 @@ type sdpa struct {
 	// scoreMod and probMod rewrite the scores before the softmax and the
 	// probabilities after it (FlexAttention's subgraphs); nil: none.
 	scoreMod, probMod func(*Value) *Value
+	// sinks [Hq] is an extra logit per query head that takes part in the
+	// softmax's denominator only (attention sinks); nil: none.
+	sinks *Value
 }
 
 // sdpaStages are the attention's output and the [B, Hq, Sq, Skv] stages
@@ -72,7 +75,14 @@ func (c *composer) attend(a sdpa) sdpaStages {
 	if wide {
 		scores = c.cast(scores, a.softmaxType)
 	}
-	probs := c.op(&Softmax{Axis: 3}, scores)
+	var probs *Value
+	if a.sinks != nil {
+		// Softmax over the keys and the sink, the sink's share dropped.
+		sinks := c.op(&Expand{Shape: Shape{b, hq, sq, 1}}, c.reshape(c.cast(a.sinks, scores.DType), Shape{1, hq, 1, 1}))
+		probs = c.slice(c.op(&Softmax{Axis: 3}, c.concat(3, scores, sinks)), 3, 0, skv, 1)
+	} else {
+		probs = c.op(&Softmax{Axis: 3}, scores)
+	}
 	if a.probMod != nil {
 		probs = a.probMod(probs)
 	}
