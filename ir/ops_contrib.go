@@ -276,7 +276,7 @@ func importContribRotary(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 		}
 		pos = c.add(c.reshape(pos, Shape{1, 1}), c.im.constant(steps))
 	default:
-		return nil, fmt.Errorf("position_ids has shape %v, want [%d %d] or [1]", pos.Shape, batch, seq)
+		return nil, fmt.Errorf("position_ids has shape %v, want %v or [1]", pos.Shape, Shape{batch, seq})
 	}
 	cos := c.op(&Gather{Axis: 0}, cosCache, pos)
 	sin := c.op(&Gather{Axis: 0}, sinCache, pos)

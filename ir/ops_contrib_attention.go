@@ -149,7 +149,7 @@ func (c *composer) keyPaddingBias(mask *Value, b, s, t int, dt DType, fill float
 		keep := c.binary(And, c.binary(Less, keys, end), c.binary(GreaterOrEqual, keys, start))
 		return c.reshape(c.maskWhere(keep, dt, fill), Shape{b, 1, 1, t})
 	}
-	c.fail("the key mask has shape %v, want [%d], [%d], [%d %d] or [%d %d %d]", mask.Shape, b, 2*b, b, t, b, s, t)
+	c.fail("the key mask has shape %v, want %v, %v, %v or %v", mask.Shape, Shape{b}, Shape{2 * b}, Shape{b, t}, Shape{b, s, t})
 	return nil
 }
 

@@ -259,3 +259,52 @@ func TestContribOpsGradients(t *testing.T) {
 		})
 	}
 }
+
+func TestContribImportErrors(t *testing.T) {
+	ms := func(op string, inputs func(m *opModel) []string, attrs ...*onnx.Attribute) func(m *opModel) {
+		return func(m *opModel) {
+			m.opsets = append(m.opsets, onnx.OpsetID{Domain: contribDomain, Version: 1})
+			m.ms(op, inputs(m), []string{"y"}, attrs...)
+		}
+	}
+	p := func(m *opModel, name string, s Shape) string { return m.param(name, s, 0, 1) }
+	checkImportErrors(t, 17, []importError{
+		{"skip-norm-skip-shape", ms("SkipLayerNormalization", func(m *opModel) []string {
+			return []string{p(m, "x", Shape{2, 3, 4}), p(m, "s", Shape{2, 4, 4}), p(m, "g", Shape{4})}
+		}), "skip has shape [2,4,4], want one broadcastable to input's [2,3,4]"},
+		{"skip-norm-gamma", ms("SkipLayerNormalization", func(m *opModel) []string {
+			return []string{p(m, "x", Shape{2, 3, 4}), p(m, "s", Shape{2, 3, 4}), p(m, "g", Shape{3})}
+		}), "gamma has shape [3], want [4]"},
+		{"skip-norm-rank", ms("SkipSimplifiedLayerNormalization", func(m *opModel) []string {
+			return []string{p(m, "x", Shape{4}), p(m, "s", Shape{4}), p(m, "g", Shape{4})}
+		}), "want [batch, seq, hidden] or [tokens, hidden]"},
+		{"skip-simplified-mean", func(m *opModel) {
+			m.opsets = append(m.opsets, onnx.OpsetID{Domain: contribDomain, Version: 1})
+			m.ms("SkipSimplifiedLayerNormalization", []string{p(m, "x", Shape{2, 4}), p(m, "s", Shape{2, 4}), p(m, "g", Shape{4})}, []string{"y", "mean"})
+		}, "the mean output of SkipSimplifiedLayerNormalization"},
+		{"simplified-scale", func(m *opModel) {
+			m.add("SimplifiedLayerNormalization", []string{p(m, "x", Shape{2, 4}), p(m, "s", Shape{5})}, []string{"y"})
+			m.outputs = []string{"y"}
+		}, "scale has shape [5]"},
+		{"bias-gelu-missing-bias", ms("BiasGelu", func(m *opModel) []string { return []string{p(m, "x", Shape{2, 4})} }), "input 1 (bias) is required"},
+		{"fast-gelu-bias-shape", ms("FastGelu", func(m *opModel) []string { return []string{p(m, "x", Shape{2, 4}), p(m, "b", Shape{3})} }), "bias has shape [3], want [4]"},
+		{"bias-add-shapes", ms("BiasAdd", func(m *opModel) []string {
+			return []string{p(m, "x", Shape{2, 3, 4}), p(m, "b", Shape{4}), p(m, "s", Shape{2, 3, 5})}
+		}), "want [batch, seq, channels], [channels] and X's shape"},
+		{"rotary-caches", ms("RotaryEmbedding", func(m *opModel) []string {
+			return []string{p(m, "x", Shape{1, 3, 8}), m.init("pos", FromInt64s(Shape{1}, []int64{0})), p(m, "c", Shape{4, 4}), p(m, "s", Shape{4, 3})}
+		}), "cos_cache [4,4] and sin_cache [4,3]"},
+		{"rotary-positions", ms("RotaryEmbedding", func(m *opModel) []string {
+			return []string{p(m, "x", Shape{1, 3, 8}), m.init("pos", FromInt64s(Shape{2}, []int64{0, 1})), p(m, "c", Shape{4, 4}), p(m, "s", Shape{4, 4})}
+		}), "position_ids has shape [2], want [1,3] or [1]"},
+		{"rotary-dim-without-heads", ms("RotaryEmbedding", func(m *opModel) []string {
+			return []string{p(m, "x", Shape{1, 3, 8}), m.init("pos", FromInt64s(Shape{1}, []int64{0})), p(m, "c", Shape{4, 2}), p(m, "s", Shape{4, 2})}
+		}, intAttr("rotary_embedding_dim", 4)), "rotary_embedding_dim needs num_heads"},
+		{"rotary-packed", ms("RotaryEmbedding", func(m *opModel) []string {
+			return []string{p(m, "x", Shape{1, 3, 8}), m.init("pos", FromInt64s(Shape{1}, []int64{0})), p(m, "c", Shape{4, 4}), p(m, "s", Shape{4, 4})}
+		}, intAttr("is_packed_batching", 1)), "is_packed_batching"},
+		{"rotary-scale", ms("RotaryEmbedding", func(m *opModel) []string {
+			return []string{p(m, "x", Shape{1, 3, 8}), m.init("pos", FromInt64s(Shape{1}, []int64{0})), p(m, "c", Shape{4, 4}), p(m, "s", Shape{4, 4})}
+		}, floatAttr("scale", 2)), "RotaryEmbedding with scale 2"},
+	})
+}

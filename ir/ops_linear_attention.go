@@ -91,10 +91,10 @@ func importLinearAttention(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 		return nil, fmt.Errorf("%w: LinearAttention over %d steps (the recurrence is unrolled, at most %d)", ErrNotSupported, steps, maxUnrolledSteps)
 	}
 	if decay != nil && !decay.Shape.Equal(Shape{b, steps, kvHeads}) && !decay.Shape.Equal(Shape{b, steps, kvHeads * dk}) {
-		return nil, fmt.Errorf("decay has shape %v, want [%d %d %d] or [%d %d %d]", decay.Shape, b, steps, kvHeads, b, steps, kvHeads*dk)
+		return nil, fmt.Errorf("decay has shape %v, want %v or %v", decay.Shape, Shape{b, steps, kvHeads}, Shape{b, steps, kvHeads * dk})
 	}
 	if beta != nil && !beta.Shape.Equal(Shape{b, steps, kvHeads}) && !beta.Shape.Equal(Shape{b, steps, 1}) {
-		return nil, fmt.Errorf("beta has shape %v, want [%d %d %d] or [%d %d 1]", beta.Shape, b, steps, kvHeads, b, steps)
+		return nil, fmt.Errorf("beta has shape %v, want %v or %v", beta.Shape, Shape{b, steps, kvHeads}, Shape{b, steps, 1})
 	}
 	if erase != nil && !erase.Shape.Equal(k.Shape) {
 		return nil, fmt.Errorf("erase_gate has shape %v, want key's %v", erase.Shape, k.Shape)
@@ -102,7 +102,7 @@ func importLinearAttention(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 	stateType := dt
 	if past != nil {
 		if !isFloat(past.DType) || !past.Shape.Equal(Shape{b, kvHeads, dk, dv}) {
-			return nil, fmt.Errorf("past_state is %s%v, want float [%d %d %d %d]", past.DType, past.Shape, b, kvHeads, dk, dv)
+			return nil, fmt.Errorf("past_state is %s%v, want float %v", past.DType, past.Shape, Shape{b, kvHeads, dk, dv})
 		}
 		stateType = past.DType
 	}

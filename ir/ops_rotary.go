@@ -116,21 +116,21 @@ func (c *composer) rotate(x, cos, sin *Value, rotaryDim int, interleaved bool) *
 		x1 = c.slice(x, last, 0, half, 1)
 		x2 = c.slice(x, last, half, half, 1)
 	}
-	real := c.binary(Sub, c.mul(cos, x1), c.mul(sin, x2))
-	imag := c.add(c.mul(sin, x1), c.mul(cos, x2))
+	first := c.binary(Sub, c.mul(cos, x1), c.mul(sin, x2))
+	second := c.add(c.mul(sin, x1), c.mul(cos, x2))
 	if c.err != nil {
 		return nil
 	}
 	var rotated *Value
 	if interleaved {
-		pairs := append(real.Shape.Clone(), 1)
-		both := c.concat(last+1, c.reshape(real, pairs), c.reshape(imag, pairs))
+		pairs := append(first.Shape.Clone(), 1)
+		both := c.concat(last+1, c.reshape(first, pairs), c.reshape(second, pairs))
 		if c.err != nil {
 			return nil
 		}
-		rotated = c.reshape(both, append(real.Shape[:last].Clone(), rotaryDim))
+		rotated = c.reshape(both, append(first.Shape[:last].Clone(), rotaryDim))
 	} else {
-		rotated = c.concat(last, real, imag)
+		rotated = c.concat(last, first, second)
 	}
 	if rotaryDim == headSize {
 		return rotated
