@@ -26,6 +26,10 @@ func init() {
 	registerOp(contribDomain, "QuickGelu", importQuickGelu)
 	registerOp(contribDomain, "BiasAdd", importBiasAdd)
 	registerOp(contribDomain, "RotaryEmbedding", importContribRotary)
+	// The contrib versions of the opset-27 recurrent layers
+	// (ops_linear_attention.go) take the same inputs and attributes.
+	registerOp(contribDomain, "LinearAttention", importLinearAttention)
+	registerOp(contribDomain, "CausalConvWithState", importCausalConvWithState)
 }
 
 // defaultSkipNormEpsilon is onnxruntime's epsilon for the skip

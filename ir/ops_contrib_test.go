@@ -74,6 +74,19 @@ var contribCases = []contribCase{
 	{"BiasAdd", func(m *opModel) {
 		m.ms("BiasAdd", []string{m.param("x", Shape{2, 3, 4}, -1, 1), m.param("bias", Shape{4}, -1, 1), m.param("skip", Shape{2, 3, 4}, -1, 1)}, []string{"y"})
 	}, "onnxruntime has BiasAdd on CUDA only; TestBiasAdd checks it"},
+	{"LinearAttention/gated-delta-gqa", func(m *opModel) {
+		m.ms("LinearAttention", []string{m.param("q", Shape{1, 3, 16}, -1, 1), m.param("k", Shape{1, 3, 8}, -1, 1), m.param("v", Shape{1, 3, 6}, -1, 1),
+			m.param("past", Shape{1, 2, 4, 3}, -1, 1), m.param("decay", Shape{1, 3, 2}, -1, 0), m.param("beta", Shape{1, 3, 2}, 0, 1)},
+			[]string{"y", "state"}, intAttr("q_num_heads", 4), intAttr("kv_num_heads", 2))
+	}, ""},
+	{"LinearAttention/linear", func(m *opModel) {
+		m.ms("LinearAttention", []string{m.param("q", Shape{2, 3, 8}, -1, 1), m.param("k", Shape{2, 3, 8}, -1, 1), m.param("v", Shape{2, 3, 8}, -1, 1)},
+			[]string{"y", "state"}, intAttr("q_num_heads", 2), intAttr("kv_num_heads", 2), stringAttr("update_rule", "linear"), floatAttr("scale", 0.5))
+	}, ""},
+	{"CausalConvWithState/silu-past-bias", func(m *opModel) {
+		m.ms("CausalConvWithState", []string{m.param("x", Shape{2, 3, 5}, -1, 1), m.param("w", Shape{3, 1, 3}, -1, 1), m.param("b", Shape{3}, -1, 1), m.param("p", Shape{2, 3, 2}, -1, 1)},
+			[]string{"y", "state"}, stringAttr("activation", "silu"))
+	}, ""},
 	{"Gelu", func(m *opModel) {
 		m.ms("Gelu", []string{m.param("x", Shape{2, 5}, -3, 3)}, []string{"y"})
 	}, ""},

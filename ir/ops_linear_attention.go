@@ -75,6 +75,11 @@ func importLinearAttention(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 	if _, err := attrCount(n, "chunk_size"); err != nil { // a tuning hint
 		return nil, err
 	}
+	if w, err := attrCount(n, "state_window"); err != nil {
+		return nil, err
+	} else if w != 0 {
+		return nil, fmt.Errorf("%w: LinearAttention with a state_window of %d (the states of the last tokens)", ErrNotSupported, w)
+	}
 	scale, _, err := attrFloatOpt(n, "scale")
 	if err != nil {
 		return nil, err

@@ -290,6 +290,7 @@ func TestLinearAttentionImportErrors(t *testing.T) {
 		{"past-shape", la("linear", s, s, s, map[int]Shape{3: {1, 2, 2, 3}}, heads...), "past_state is float64[1,2,2,3]"},
 		{"key-shape", la("linear", s, Shape{1, 3, 6}, s, nil, heads...), "do not agree with q_num_heads 2"},
 		{"rank", la("linear", Shape{3, 4}, Shape{3, 4}, Shape{3, 4}, nil, heads...), "want 3-D"},
+		{"state-window", la("linear", s, s, s, nil, append(heads, intAttr("state_window", 2))...), "state_window of 2"},
 		{"too-long", la("linear", Shape{1, maxUnrolledSteps + 1, 2}, Shape{1, maxUnrolledSteps + 1, 2}, Shape{1, maxUnrolledSteps + 1, 2}, nil, heads...), "unrolled, at most"},
 	})
 	conv := func(x, w Shape, attrs ...*onnx.Attribute) func(m *opModel) {
