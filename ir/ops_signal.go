@@ -419,7 +419,9 @@ func importWindow(fn func(n, d float64) float64) importFunc {
 // from lower_edge_hertz to upper_edge_hertz, each mapped to the spectrum
 // bin floor((dft_length+1)·hz/sample_rate); bin i rises linearly from
 // point i to point i+1 and falls to point i+2. The spacing divides the
-// mel range by num_mel_bins+2, as ONNX's reference does.
+// mel range by num_mel_bins+2, as ONNX's reference does. The edges are read
+// at import even when they are float initializers (parameters): the
+// matrix is a constant.
 func importMelWeightMatrix(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err := wantIn(in, 5, 5); err != nil {
 		return nil, err
@@ -437,7 +439,7 @@ func importMelWeightMatrix(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 	}
 	var edges [2]float64
 	for i, what := range []string{"lower_edge_hertz", "upper_edge_hertz"} {
-		t, err := im.constTensor(in, 3+i, what)
+		t, err := im.importValue(in, 3+i, what)
 		if err != nil {
 			return nil, err
 		}
