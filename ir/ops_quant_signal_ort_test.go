@@ -85,7 +85,7 @@ func TestQuantSignalMatchOnnxruntime(t *testing.T) {
 		{name: "DynamicQuantizeLinear", opset: 11, tol: 1e-6,
 			node: node("DynamicQuantizeLinear", []string{"x"}, []string{"y", "s", "z"}),
 			// The onnxruntime bridge reads no scalars: reshape them to [1].
-			extra: []*onnx.Node{node("Reshape", []string{"s", "one"}, []string{"s1"}), node("Reshape", []string{"z", "one"}, []string{"z1"})},
+			extra:     []*onnx.Node{node("Reshape", []string{"s", "one"}, []string{"s1"}), node("Reshape", []string{"z", "one"}, []string{"z1"})},
 			outputs:   []string{"y", "s1", "z1"},
 			constants: []namedTensor{k("one", IntsTensor(1))},
 			inputs:    []namedTensor{k("x", f32(Shape{4, 7}, -3, 2))}},
