@@ -544,7 +544,7 @@ func (im *importer) zeroPointShift(x, zp *Value, dt DType, shape Shape, what str
 	return im.emit1(&Binary{Fn: Sub}, xc, z)
 }
 
-func isInt8Type(d DType) bool { return d == Int8 || d == Uint8 }
+func isInt8OrUint8(d DType) bool { return d == Int8 || d == Uint8 }
 
 // matMulParamShape is how a per-tensor, per-row (of a) or per-column (of
 // b) scale or zero point broadcasts against the product's operand x: a
@@ -578,7 +578,7 @@ func importMatMulInteger(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 		return nil, err
 	}
 	a, b := in[0], in[1]
-	if !isInt8Type(a.DType) || !isInt8Type(b.DType) {
+	if !isInt8OrUint8(a.DType) || !isInt8OrUint8(b.DType) {
 		return nil, fmt.Errorf("inputs are %s and %s, want int8 or uint8", a.DType, b.DType)
 	}
 	var azp, bzp *Value
@@ -628,7 +628,7 @@ func importConvInteger(im *importer, n *onnx.Node, in []*Value) ([]*Value, error
 // (int32, optional), with the node's convolution attributes. w's zero
 // point is a scalar or one per output channel.
 func (im *importer) integerConv(n *onnx.Node, x, w, xzp, wzp, bias *Value) (*Value, error) {
-	if !isInt8Type(x.DType) || !isInt8Type(w.DType) {
+	if !isInt8OrUint8(x.DType) || !isInt8OrUint8(w.DType) {
 		return nil, fmt.Errorf("x and w are %s and %s, want int8 or uint8", x.DType, w.DType)
 	}
 	if len(w.Shape) < 3 {
@@ -735,7 +735,7 @@ func outputZeroPoint(zp *Value) (*Value, DType, error) {
 	if zp.Shape.Size() != 1 {
 		return nil, InvalidDType, fmt.Errorf("%w: output zero point %v (only one output zero point)", ErrNotSupported, zp.Shape)
 	}
-	if !isInt8Type(zp.DType) {
+	if !isInt8OrUint8(zp.DType) {
 		return nil, InvalidDType, fmt.Errorf("output zero point is %s, want int8 or uint8", zp.DType)
 	}
 	return zp, zp.DType, nil
@@ -749,7 +749,7 @@ func importQLinearMatMul(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 		return nil, err
 	}
 	a, aScale, b, bScale, yScale := in[0], in[1], in[3], in[4], in[6]
-	if !isInt8Type(a.DType) || !isInt8Type(b.DType) {
+	if !isInt8OrUint8(a.DType) || !isInt8OrUint8(b.DType) {
 		return nil, fmt.Errorf("%w: inputs a and b are %s and %s (want int8 or uint8)", ErrNotSupported, a.DType, b.DType)
 	}
 	as, err := matMulParamShape(aScale.Shape, a.Shape, true, "a_scale")
