@@ -23,6 +23,10 @@ func init() {
 	registerOp("", "QLinearConv", importQLinearConv)
 	registerOp("", "MatMulInteger", importMatMulInteger)
 	registerOp("", "ConvInteger", importConvInteger)
+	// onnxruntime's own spellings, from before ONNX had 16- and 4-bit
+	// types, mean the same (quantization tools still write them).
+	registerOp("com.microsoft", "QuantizeLinear", importQuantizeLinear)
+	registerOp("com.microsoft", "DequantizeLinear", importDequantizeLinear)
 }
 
 // ---------------------------------------------------------------- granularity
@@ -490,8 +494,8 @@ func (op *DynamicQuantizeLinear) Eval(in, out []*Tensor) error {
 	}
 	scale := (hi - lo) / 255
 	var zp float32
-	if scale != 0 {
-		zp = float32(math.RoundToEven(float64(min(max(0-lo/scale, 0), 255))))
+	if z := 0 - lo/scale; scale != 0 && z == z {
+		zp = float32(math.RoundToEven(float64(min(max(z, 0), 255))))
 	}
 	y := out[0].Uint8s()
 	for i, v := range x {

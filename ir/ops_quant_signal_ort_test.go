@@ -23,6 +23,13 @@ type ortCase struct {
 	tol       float64 // for float outputs, relative to 1 + |want|
 }
 
+// msNode is a node of onnxruntime's com.microsoft domain.
+func msNode(op string, in, out []string, attrs ...*onnx.Attribute) *onnx.Node {
+	n := node(op, in, out, attrs...)
+	n.Domain = "com.microsoft"
+	return n
+}
+
 func (c ortCase) model(t *testing.T) *onnx.Model {
 	var inits []*onnx.Tensor
 	for _, k := range c.constants {
@@ -40,7 +47,11 @@ func (c ortCase) model(t *testing.T) *onnx.Model {
 		// The onnxruntime bridge needs an input to feed.
 		infos = append(infos, valueInfo("unused", onnx.Float, 1))
 	}
-	return buildModel(c.opset, infos, inits, append([]*onnx.Node{c.node}, c.extra...), c.outputNames()...)
+	m := buildModel(c.opset, infos, inits, append([]*onnx.Node{c.node}, c.extra...), c.outputNames()...)
+	if c.node.Domain != "" {
+		m.OpsetImports = append(m.OpsetImports, onnx.OpsetID{Domain: c.node.Domain, Version: 1})
+	}
+	return m
 }
 
 func (c ortCase) outputNames() []string {
@@ -82,6 +93,14 @@ func TestQuantSignalMatchOnnxruntime(t *testing.T) {
 			node:      node("DequantizeLinear", []string{"x", "s", "z"}, []string{"y"}, intAttr("axis", 0)),
 			constants: []namedTensor{k("s", f32(Shape{5}, 0.01, 0.1)), k("z", typed(Uint8, Shape{5}, 0, 256))},
 			inputs:    []namedTensor{k("x", typed(Uint8, Shape{5, 4}, 0, 256))}},
+		{name: "com.microsoft QuantizeLinear per axis", opset: 17,
+			node:      msNode("QuantizeLinear", []string{"x", "s", "z"}, []string{"y"}, intAttr("axis", 0)),
+			constants: []namedTensor{k("s", f32(Shape{3}, 0.2, 0.5)), k("z", typed(Int8, Shape{3}, -100, 100))},
+			inputs:    []namedTensor{k("x", f32(Shape{3, 5}, -50, 50))}},
+		{name: "com.microsoft DequantizeLinear uint16", opset: 17, tol: 1e-6,
+			node:      msNode("DequantizeLinear", []string{"x", "s", "z"}, []string{"y"}),
+			constants: []namedTensor{k("s", scalar(Float32, 0.003)), k("z", scalar(Uint16, 30000))},
+			inputs:    []namedTensor{k("x", typed(Uint16, Shape{4, 6}, 0, 65536))}},
 		{name: "DynamicQuantizeLinear", opset: 11, tol: 1e-6,
 			node: node("DynamicQuantizeLinear", []string{"x"}, []string{"y", "s", "z"}),
 			// The onnxruntime bridge reads no scalars: reshape them to [1].
