@@ -157,8 +157,8 @@ func isConstZero(v *Value) bool {
 	return true
 }
 
-// quantizedTypes are the types QuantizeLinear produces and
-// DequantizeLinear reads (DequantizeLinear reads int32 too).
+// isQuantizedType reports whether QuantizeLinear produces d (and
+// DequantizeLinear reads it; it reads int32 too).
 func isQuantizedType(d DType) bool {
 	switch d {
 	case Int8, Uint8, Int16, Uint16, Int4, Uint4, Int2, Uint2,
@@ -168,6 +168,8 @@ func isQuantizedType(d DType) bool {
 	return false
 }
 
+// isScaleType reports whether d is a float type scales and dequantized
+// values come in.
 func isScaleType(d DType) bool {
 	return d == Float32 || d == Float16 || d == BFloat16
 }
