@@ -10,9 +10,9 @@ import (
 	"github.com/dstune/dstune/onnx"
 )
 
-// ortCase is one node run by onnxruntime and by dstune: constants are
+// quantORTCase is one node run by onnxruntime and by dstune: constants are
 // initializers (onnxruntime takes no scalar inputs), inputs are fed.
-type ortCase struct {
+type quantORTCase struct {
 	name      string
 	opset     int64
 	node      *onnx.Node
@@ -30,7 +30,7 @@ func msNode(op string, in, out []string, attrs ...*onnx.Attribute) *onnx.Node {
 	return n
 }
 
-func (c ortCase) model(t *testing.T) *onnx.Model {
+func (c quantORTCase) model(t *testing.T) *onnx.Model {
 	var inits []*onnx.Tensor
 	for _, k := range c.constants {
 		inits = append(inits, initializer(t, k.name, k.t))
@@ -54,7 +54,7 @@ func (c ortCase) model(t *testing.T) *onnx.Model {
 	return m
 }
 
-func (c ortCase) outputNames() []string {
+func (c quantORTCase) outputNames() []string {
 	if c.outputs != nil {
 		return c.outputs
 	}
@@ -76,7 +76,7 @@ func TestQuantSignalMatchOnnxruntime(t *testing.T) {
 		return x
 	}
 	k := func(name string, t *Tensor) namedTensor { return namedTensor{name, t} }
-	cases := []ortCase{
+	cases := []quantORTCase{
 		{name: "QuantizeLinear per axis", opset: 13,
 			node:      node("QuantizeLinear", []string{"x", "s", "z"}, []string{"y"}, intAttr("axis", 1)),
 			constants: []namedTensor{k("s", f32(Shape{4}, 0.01, 0.1)), k("z", typed(Uint8, Shape{4}, 0, 256))},
