@@ -80,14 +80,6 @@ func (m *opModel) graph() (*Graph, error) {
 	return model.Specialize(Bindings{})
 }
 
-func floatAttr(name string, v float32) *onnx.Attribute {
-	return &onnx.Attribute{Name: name, Type: onnx.AttrFloat, F: v}
-}
-
-func stringAttr(name, v string) *onnx.Attribute {
-	return &onnx.Attribute{Name: name, Type: onnx.AttrString, S: []byte(v)}
-}
-
 // checkGradFD differentiates L = Σ_k Σ W_k ⊙ y_k over g's float outputs
 // y_k (W_k random) with respect to every parameter and compares each
 // element with a central difference of L. Non-finite outputs (masked

@@ -79,6 +79,10 @@ func (d *differ) rule(c *gradCtx) error {
 		c.add(1, outs[1])
 		c.add(2, outs[2])
 	case *Reduce:
+		if op.Fn == ReduceMax || op.Fn == ReduceMin {
+			d.reduceExtremeRule(c, op)
+			return nil
+		}
 		if op.Fn != ReduceSum && op.Fn != ReduceMean {
 			return c.unsupported(op.Name())
 		}

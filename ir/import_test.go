@@ -250,8 +250,10 @@ func TestImportErrors(t *testing.T) {
 	}{
 		{"unsupported op", buildModel(17, x, nil, []*onnx.Node{{Name: "weird", OpType: "FooBar", Inputs: []string{"x"}, Outputs: []string{"y"}}}, "y"),
 			`node 0 "weird" (FooBar): not supported: operator FooBar`, ErrNotSupported},
-		{"other domain", buildModel(17, x, nil, []*onnx.Node{{Name: "other", OpType: "Gelu", Domain: "org.example", Inputs: []string{"x"}, Outputs: []string{"y"}}}, "y"),
+		{"other domain", buildModel(17, x, nil, []*onnx.Node{{Name: "ex", OpType: "Gelu", Domain: "org.example", Inputs: []string{"x"}, Outputs: []string{"y"}}}, "y"),
 			`dstune imports no operator of domain "org.example"`, ErrNotSupported},
+		{"unknown operator of a known domain", buildModel(17, x, nil, []*onnx.Node{{Name: "ms", OpType: "NoSuchOp", Domain: "com.microsoft", Inputs: []string{"x"}, Outputs: []string{"y"}}}, "y"),
+			`operator com.microsoft::NoSuchOp`, ErrNotSupported},
 		{"undefined input", buildModel(17, x, nil, []*onnx.Node{node("Add", []string{"x", "nope"}, []string{"y"})}, "y"),
 			`input 1 "nope" is not defined`, nil},
 		{"bad reshape", buildModel(17, x, []*onnx.Tensor{initializer(t, "s", IntsTensor(4, 2))}, []*onnx.Node{node("Reshape", []string{"x", "s"}, []string{"y"})}, "y"),
@@ -267,8 +269,9 @@ func TestImportErrors(t *testing.T) {
 			`exceed the 16384 MiB limit`, nil},
 		{"overflowing Reshape", buildModel(17, x, []*onnx.Tensor{initializer(t, "s", IntsTensor(1<<62, 1<<62, 0))}, []*onnx.Node{node("Reshape", []string{"x", "s"}, []string{"y"}, intAttr("allowzero", 1))}, "y"),
 			`beyond any tensor's size`, nil},
-		{"runtime If", buildModel(17, append(x, valueInfo("c", onnx.Bool)), nil, []*onnx.Node{node("If", []string{"c"}, []string{"y"})}, "y"),
-			`If with a condition computed at run time`, ErrNotSupported},
+		{"runtime If", buildModel(17, append(x, valueInfo("c", onnx.Bool)), nil, []*onnx.Node{node("If", []string{"c"}, []string{"y"},
+			graphAttr("then_branch", branch(t, "a", IntsTensor(1, 2))), graphAttr("else_branch", branch(t, "b", IntsTensor(1, 2, 3))))}, "y"),
+			`If with a condition computed at run time: output 0: the branches give int64[2] and int64[3]`, ErrNotSupported},
 	} {
 		_, err := FromONNX(tc.model, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

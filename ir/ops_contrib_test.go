@@ -187,9 +187,9 @@ func runORT(t *testing.T, model *onnx.Model, values map[string]*Tensor) map[stri
 	return res
 }
 
-// compareWithORT imports the float32 model, interprets it and compares
+// compareOpModelWithORT imports the float32 model, interprets it and compares
 // every output with onnxruntime's (rtol 1e-4, atol 1e-6).
-func compareWithORT(t *testing.T, m *opModel) {
+func compareOpModelWithORT(t *testing.T, m *opModel) {
 	t.Helper()
 	model, values := withFloatInputs(t, m)
 	imported, err := NewModel(model)
@@ -229,7 +229,7 @@ func TestContribOpsMatchORT(t *testing.T) {
 			if c.notInORT != "" {
 				t.Skip(c.notInORT)
 			}
-			compareWithORT(t, c.model(t, Float32))
+			compareOpModelWithORT(t, c.model(t, Float32))
 		})
 	}
 }

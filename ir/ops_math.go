@@ -10,7 +10,7 @@ import (
 // The element-wise operators of ONNX beyond the core set that
 // import_ops.go registers: trigonometric and hyperbolic functions,
 // rounding, the activation functions, Mod, the bitwise operators, IsNaN,
-// IsInf and BitCast. Those with a single-parameter formula are Unary or
+// IsInf, BitCast and Det. Those with a single-parameter formula are Unary or
 // Binary functions; Selu, HardSigmoid, Shrink and PRelu are compositions
 // of existing ops, so their gradients and lowerings come for free.
 
@@ -40,13 +40,14 @@ func init() {
 		"IsNaN":           importIsNaN,
 		"IsInf":           importIsInf,
 		"BitCast":         importBitCast,
+		"Det":             importDet,
 	} {
 		registerOp("", name, f)
 	}
 }
 
-// scalarOf is a scalar constant of dtype dt holding v (rounded to dt).
-func (im *importer) scalarOf(dt DType, v float64) *Value {
+// constScalarOf is a scalar constant of dtype dt holding v (rounded to dt).
+func (im *importer) constScalarOf(dt DType, v float64) *Value {
 	t := NewTensor(dt, nil)
 	storeFloat(t, 0, v, true, RoundUp)
 	return im.constant(t)
@@ -99,7 +100,7 @@ func importSelu(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	return one(im.emit1(&Binary{Fn: Mul}, elu, im.scalarOf(x.DType, float64(gamma))))
+	return one(im.emit1(&Binary{Fn: Mul}, elu, im.constScalarOf(x.DType, float64(gamma))))
 }
 
 // importHardSigmoid: max(0, min(1, alpha·x + beta)).
@@ -120,15 +121,15 @@ func importHardSigmoid(im *importer, n *onnx.Node, in []*Value) ([]*Value, error
 		return nil, err
 	}
 	dt := x.DType
-	ax, err := im.emit1(&Binary{Fn: Mul}, x, im.scalarOf(dt, float64(alpha)))
+	ax, err := im.emit1(&Binary{Fn: Mul}, x, im.constScalarOf(dt, float64(alpha)))
 	if err != nil {
 		return nil, err
 	}
-	lin, err := im.emit1(&Binary{Fn: Add}, ax, im.scalarOf(dt, float64(beta)))
+	lin, err := im.emit1(&Binary{Fn: Add}, ax, im.constScalarOf(dt, float64(beta)))
 	if err != nil {
 		return nil, err
 	}
-	return one(im.emit1(&Clip{}, lin, im.scalarOf(dt, 0), im.scalarOf(dt, 1)))
+	return one(im.emit1(&Clip{}, lin, im.constScalarOf(dt, 0), im.constScalarOf(dt, 1)))
 }
 
 // importShrink: x+bias where x < −lambd, x−bias where x > lambd, else 0.
@@ -160,23 +161,23 @@ func importShrink(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		}
 	}
 	ft := x.DType
-	below, err := im.emit1(&Binary{Fn: Less}, x, im.scalarOf(ft, -float64(lambd)))
+	below, err := im.emit1(&Binary{Fn: Less}, x, im.constScalarOf(ft, -float64(lambd)))
 	if err != nil {
 		return nil, err
 	}
-	above, err := im.emit1(&Binary{Fn: Greater}, x, im.scalarOf(ft, float64(lambd)))
+	above, err := im.emit1(&Binary{Fn: Greater}, x, im.constScalarOf(ft, float64(lambd)))
 	if err != nil {
 		return nil, err
 	}
-	plus, err := im.emit1(&Binary{Fn: Add}, x, im.scalarOf(ft, float64(bias)))
+	plus, err := im.emit1(&Binary{Fn: Add}, x, im.constScalarOf(ft, float64(bias)))
 	if err != nil {
 		return nil, err
 	}
-	minus, err := im.emit1(&Binary{Fn: Sub}, x, im.scalarOf(ft, float64(bias)))
+	minus, err := im.emit1(&Binary{Fn: Sub}, x, im.constScalarOf(ft, float64(bias)))
 	if err != nil {
 		return nil, err
 	}
-	inner, err := im.emit1(&Where{}, above, minus, im.scalarOf(ft, 0))
+	inner, err := im.emit1(&Where{}, above, minus, im.constScalarOf(ft, 0))
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +215,7 @@ func importPRelu(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	neg, err := im.emit1(&Binary{Fn: Less}, x, im.scalarOf(x.DType, 0))
+	neg, err := im.emit1(&Binary{Fn: Less}, x, im.constScalarOf(x.DType, 0))
 	if err != nil {
 		return nil, err
 	}
@@ -319,11 +320,11 @@ func importIsInf(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		if err != nil {
 			return nil, err
 		}
-		return one(im.emit1(&Binary{Fn: Equal}, abs, im.scalarOf(x.DType, math.Inf(1))))
+		return one(im.emit1(&Binary{Fn: Equal}, abs, im.constScalarOf(x.DType, math.Inf(1))))
 	case neg != 0:
-		return one(im.emit1(&Binary{Fn: Equal}, x, im.scalarOf(x.DType, math.Inf(-1))))
+		return one(im.emit1(&Binary{Fn: Equal}, x, im.constScalarOf(x.DType, math.Inf(-1))))
 	case pos != 0:
-		return one(im.emit1(&Binary{Fn: Equal}, x, im.scalarOf(x.DType, math.Inf(1))))
+		return one(im.emit1(&Binary{Fn: Equal}, x, im.constScalarOf(x.DType, math.Inf(1))))
 	}
 	return []*Value{im.constant(NewTensor(Bool, x.Shape))}, nil
 }
@@ -366,6 +367,9 @@ func (op *BitCast) Infer(in []Type) ([]Type, error) {
 		return nil, err
 	}
 	from := in[0].DType
+	if from == String || op.To == String {
+		return nil, fmt.Errorf("%w: bit-casting %s to %s (strings have no fixed width)", ErrNotSupported, from, op.To)
+	}
 	if fb, tb := from.ONNX().Bits(), op.To.ONNX().Bits(); fb != tb || fb == 0 {
 		return nil, fmt.Errorf("cannot bit-cast %s (%d bits) to %s (%d bits): the widths must match", from, fb, op.To, tb)
 	}
@@ -392,4 +396,82 @@ func (op *BitCast) Eval(in, out []*Tensor) error {
 		}
 	}
 	return nil
+}
+
+// ---------------------------------------------------------------- Det
+
+func importDet(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
+	if err := wantIn(in, 1, 1); err != nil {
+		return nil, err
+	}
+	return one(im.emit1(&Det{}, in[0]))
+}
+
+// Det is the determinant of every square matrix in the last two axes of
+// a float tensor [..., M, M], giving [...]: Gaussian elimination with
+// partial pivoting in float64 (the determinant of a 0×0 matrix is 1).
+type Det struct{}
+
+func (op *Det) Name() string { return "Det" }
+
+func (op *Det) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 1, 1); err != nil {
+		return nil, err
+	}
+	x := in[0]
+	if err := wantDTypes("input", x, isFloat, "a float type"); err != nil {
+		return nil, err
+	}
+	r := len(x.Shape)
+	if r < 2 || x.Shape[r-1] != x.Shape[r-2] {
+		return nil, fmt.Errorf("input shape %v, want [..., M, M]", x.Shape)
+	}
+	return []Type{{x.DType, x.Shape[:r-2].Clone()}}, nil
+}
+
+func (op *Det) Eval(in, out []*Tensor) error {
+	x := in[0]
+	r := len(x.shape)
+	m := x.shape[r-1]
+	xs := Convert(x, Float64).Float64s()
+	dets := make([]float64, x.shape[:r-2].Size())
+	a := make([]float64, m*m)
+	for b := range dets {
+		copy(a, xs[b*m*m:(b+1)*m*m])
+		dets[b] = determinant(a, m)
+	}
+	storeFloats(out[0], dets)
+	return nil
+}
+
+// determinant reduces the m×m row-major matrix a (overwritten) to upper
+// triangular form, pivoting on the largest entry of each column.
+func determinant(a []float64, m int) float64 {
+	det := 1.0
+	for c := range m {
+		p := c
+		for i := c + 1; i < m; i++ {
+			if math.Abs(a[i*m+c]) > math.Abs(a[p*m+c]) {
+				p = i
+			}
+		}
+		if a[p*m+c] == 0 {
+			return 0
+		}
+		if p != c {
+			for j := range m {
+				a[c*m+j], a[p*m+j] = a[p*m+j], a[c*m+j]
+			}
+			det = -det
+		}
+		pivot := a[c*m+c]
+		det *= pivot
+		for i := c + 1; i < m; i++ {
+			f := a[i*m+c] / pivot
+			for j := c + 1; j < m; j++ {
+				a[i*m+j] -= f * a[c*m+j]
+			}
+		}
+	}
+	return det
 }

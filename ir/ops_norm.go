@@ -2,114 +2,290 @@ package ir
 
 import (
 	"fmt"
+	"slices"
+	"sort"
 
 	"github.com/dstune/dstune/onnx"
 )
 
-// Normalizations that transformer exporters write, imported as
-// compositions of element-wise ops and a mean (the fused LayerNorm op
-// stays for LayerNormalization itself).
+// InstanceNormalization, GroupNormalization, MeanVarianceNormalization and
+// LRN import as compositions: the first two as a LayerNorm over the
+// flattened group (which brings its fused kernel and gradient), followed by
+// the per-channel scale and bias; the others as reductions and
+// element-wise ops.
 
 func init() {
-	registerOp("", "RMSNormalization", importRMSNorm)
+	registerOp("", "InstanceNormalization", importInstanceNorm)
+	registerOp("", "GroupNormalization", importGroupNorm)
+	registerOp("", "MeanVarianceNormalization", importMeanVarianceNorm)
+	registerOp("", "LRN", importLRN)
 }
 
-// importRMSNorm: RMSNormalization (opset 23),
-// Y = X / sqrt(mean(X², axes axis..rank-1) + epsilon) · Scale, the mean
-// computed in stash_type (float32) or X's type when that is wider.
-func importRMSNorm(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
-	if err := wantIn(in, 2, 2); err != nil {
-		return nil, err
+// onesLike is a constant of ones of dtype dt and the given shape.
+func onesLike(dt DType, shape Shape) *Tensor { return filled(dt, shape, 1) }
+
+// channelShape is [C, 1, ...] with rank-1 axes: a per-channel vector
+// shaped to broadcast against [N, C, spatial...].
+func channelShape(c, rank int) Shape {
+	s := make(Shape, rank-1)
+	for i := range s {
+		s[i] = 1
 	}
-	x, scale := in[0], in[1]
-	if _, err := sameFloatInputs([]string{"X", "Scale"}, x, scale); err != nil {
-		return nil, err
+	s[0] = c
+	return s
+}
+
+// groupNormalize normalizes x [N, C, spatial...] over each of groups
+// groups of C/groups consecutive channels and all spatial positions (every
+// channel its own group: instance normalization), then applies
+// scale and bias, per channel.
+func groupNormalize(im *importer, x, scale, bias *Value, groups int, eps float32, stash bool) (*Value, error) {
+	n, c := x.Shape[0], x.Shape[1]
+	if groups < 1 || c%groups != 0 {
+		return nil, fmt.Errorf("%d channels do not split into %d groups", c, groups)
 	}
-	axis, err := attrInt(n, "axis", -1)
+	size := x.Shape[1:].Size() / groups
+	flat, err := im.reshape(x, Shape{n, groups, size})
 	if err != nil {
 		return nil, err
 	}
-	if axis, err = normAxis(axis, len(x.Shape)); err != nil {
+	dt := x.DType
+	if stash && dt.narrowFloat() {
+		if flat, err = im.emit1(&Cast{To: Float32}, flat); err != nil {
+			return nil, err
+		}
+	}
+	y, err := im.emit1(&LayerNorm{Axis: 2, Epsilon: eps}, flat, im.constant(onesLike(flat.DType, Shape{size})))
+	if err != nil {
 		return nil, err
+	}
+	if y.DType != dt {
+		if y, err = im.emit1(&Cast{To: dt}, y); err != nil {
+			return nil, err
+		}
+	}
+	if y, err = im.reshape(y, x.Shape); err != nil {
+		return nil, err
+	}
+	cs := channelShape(c, len(x.Shape))
+	for _, p := range []struct {
+		v  *Value
+		fn BinaryFn
+	}{{scale, Mul}, {bias, Add}} {
+		v, err := im.reshape(p.v, cs)
+		if err != nil {
+			return nil, err
+		}
+		if y, err = im.emit1(&Binary{Fn: p.fn}, y, v); err != nil {
+			return nil, err
+		}
+	}
+	return y, nil
+}
+
+func wantChannelVector(what string, v *Value, x *Value, length int) error {
+	if v.DType != x.DType || !v.Shape.Equal(Shape{length}) {
+		return fmt.Errorf("%s is %v, want %s[%d]", what, v.Type, x.DType, length)
+	}
+	return nil
+}
+
+func importInstanceNorm(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
+	if err := wantIn(in, 3, 3); err != nil {
+		return nil, err
+	}
+	x := in[0]
+	if len(x.Shape) < 3 || !isFloat(x.DType) {
+		return nil, fmt.Errorf("input is %v, want a float tensor N×C×D1×...", x.Type)
+	}
+	for i, what := range []string{"scale", "bias"} {
+		if err := wantChannelVector(what, in[i+1], x, x.Shape[1]); err != nil {
+			return nil, err
+		}
 	}
 	eps, err := n.AttrFloat("epsilon", 1e-5)
 	if err != nil {
 		return nil, err
 	}
-	stash, err := stashType(n)
+	return one(groupNormalize(im, x, in[1], in[2], x.Shape[1], eps, false))
+}
+
+func importGroupNorm(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
+	if err := wantIn(in, 3, 3); err != nil {
+		return nil, err
+	}
+	x := in[0]
+	if len(x.Shape) < 2 || !isFloat(x.DType) {
+		return nil, fmt.Errorf("input is %v, want a float tensor N×C×...", x.Type)
+	}
+	groups, err := attrInt(n, "num_groups", 0)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkNormScale("Scale", scale.Shape, x.Shape[axis:]); err != nil {
+	if n.Attr("num_groups") == nil {
+		return nil, fmt.Errorf("num_groups is required")
+	}
+	c := x.Shape[1]
+	if groups < 1 || c%groups != 0 {
+		return nil, fmt.Errorf("num_groups %d, want a divisor of the %d channels", groups, c)
+	}
+	eps, err := n.AttrFloat("epsilon", 1e-5)
+	if err != nil {
 		return nil, err
 	}
-	c := &composer{im: im}
-	return one(c.rmsNorm(x, scale, axis, float64(eps), stash), c.err)
-}
-
-// stashType reads a normalization's stash_type: the float type its
-// statistics are computed in (at least; a wider input keeps its own).
-func stashType(n *onnx.Node) (DType, error) {
-	code, err := n.AttrInt("stash_type", int64(onnx.Float))
+	stash, err := attrInt(n, "stash_type", 1)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	dt, err := DTypeFromONNX(onnx.DataType(code))
-	if err != nil || !isFloat(dt) {
-		return 0, fmt.Errorf("stash_type %d, want a float type", code)
+	scale, bias := in[1], in[2]
+	if im.opset < 21 {
+		// GroupNormalization-18 scales and shifts per group: repeat each
+		// group's value over its channels.
+		for i, v := range []**Value{&scale, &bias} {
+			if err := wantChannelVector([]string{"scale", "bias"}[i], *v, x, groups); err != nil {
+				return nil, err
+			}
+			g, err := im.reshape(*v, Shape{groups, 1})
+			if err != nil {
+				return nil, err
+			}
+			if g, err = im.emit1(&Expand{Shape: Shape{groups, c / groups}}, g); err != nil {
+				return nil, err
+			}
+			if *v, err = im.reshape(g, Shape{c}); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		for i, what := range []string{"scale", "bias"} {
+			if err := wantChannelVector(what, in[i+1], x, c); err != nil {
+				return nil, err
+			}
+		}
 	}
-	return dt, nil
+	// stash_type 1 computes the statistics in float32: for float16 and
+	// bfloat16 inputs the normalization is widened; float32 and float64
+	// inputs keep their own precision.
+	return one(groupNormalize(im, x, scale, bias, groups, eps, stash == 1))
 }
 
-// checkNormScale checks that a scale or bias of a normalization over the
-// trailing dimensions norm broadcasts to them without growing them.
-func checkNormScale(what string, s, norm Shape) error {
-	if b, err := BroadcastShapes(s, norm); err != nil || len(s) > len(norm) || !b.Equal(norm) {
-		return fmt.Errorf("%s has shape %v, want one broadcastable to the normalized dimensions %v", what, s, norm)
+// importMeanVarianceNorm: y = (x - mean)/(sqrt(var) + 1e-9) over axes
+// (default 0, 2, 3), the variance computed as the mean of squared
+// deviations.
+func importMeanVarianceNorm(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
+	if err := wantIn(in, 1, 1); err != nil {
+		return nil, err
 	}
-	return nil
+	x := in[0]
+	if !isFloat(x.DType) {
+		return nil, fmt.Errorf("input is %s, want a float type", x.DType)
+	}
+	given, ok, err := attrInts(n, "axes")
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		given = []int{0, 2, 3}
+	}
+	var axes []int
+	for _, a := range given {
+		a, err := normAxis(a, len(x.Shape))
+		if err != nil {
+			return nil, fmt.Errorf("axes %v: %w", given, err)
+		}
+		if !slices.Contains(axes, a) {
+			axes = append(axes, a)
+		}
+	}
+	sort.Ints(axes)
+	if len(axes) == 0 {
+		return nil, fmt.Errorf("axes is empty")
+	}
+	mean, err := im.emit1(&Reduce{Fn: ReduceMean, Axes: axes, KeepDims: true}, x)
+	if err != nil {
+		return nil, err
+	}
+	dev, err := im.emit1(&Binary{Fn: Sub}, x, mean)
+	if err != nil {
+		return nil, err
+	}
+	sq, err := im.emit1(&Binary{Fn: Mul}, dev, dev)
+	if err != nil {
+		return nil, err
+	}
+	vr, err := im.emit1(&Reduce{Fn: ReduceMean, Axes: axes, KeepDims: true}, sq)
+	if err != nil {
+		return nil, err
+	}
+	std, err := im.emit1(&Unary{Fn: Sqrt}, vr)
+	if err != nil {
+		return nil, err
+	}
+	if std, err = im.emit1(&Binary{Fn: Add}, std, im.constant(filled(x.DType, Shape{}, 1e-9))); err != nil {
+		return nil, err
+	}
+	return one(im.emit1(&Binary{Fn: Div}, dev, std))
 }
 
-// computeType is the type statistics of x are computed in: stash, or x's
-// own type when that is wider (float64 stays float64).
-func computeType(x, stash DType) DType {
-	if x == Float64 || stash == Float64 {
-		return Float64
+// importLRN: y = x/(bias + alpha/size·Σ x²)^beta, the sum over the size
+// channels around each channel (floor((size-1)/2) before, the rest after,
+// clipped to the tensor), computed as a convolution of x² with ones over
+// the channel axis.
+func importLRN(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
+	if err := wantIn(in, 1, 1); err != nil {
+		return nil, err
 	}
-	if x.narrowFloat() && stash.narrowFloat() {
-		return x
+	x := in[0]
+	if len(x.Shape) < 2 || !isFloat(x.DType) {
+		return nil, fmt.Errorf("input is %v, want a float tensor N×C×...", x.Type)
 	}
-	return Float32
-}
-
-// rmsNorm is x / sqrt(mean(x², axes axis..) + eps) · scale (scale may be
-// nil), the normalization computed in computeType(x, stash) and the
-// scaling in x's type.
-func (c *composer) rmsNorm(x, scale *Value, axis int, eps float64, stash DType) *Value {
-	y, _ := c.rmsNormStats(x, scale, axis, eps, stash)
-	return y
-}
-
-// rmsNormStats is rmsNorm and the inverse root mean square it divides by
-// (in the computation's type, the normalized axes kept as 1).
-func (c *composer) rmsNormStats(x, scale *Value, axis int, eps float64, stash DType) (y, invRMS *Value) {
-	if c.err != nil {
-		return nil, nil
+	size, err := attrInt(n, "size", 0)
+	if err != nil {
+		return nil, err
 	}
-	dt := x.DType
-	xc := c.cast(x, computeType(dt, stash))
-	axes := make([]int, 0, len(x.Shape)-axis)
-	for d := axis; d < len(x.Shape); d++ {
-		axes = append(axes, d)
+	if size < 1 {
+		return nil, fmt.Errorf("size %d, want a positive number (it is required)", size)
 	}
-	meanSq := c.op(&Reduce{Fn: ReduceMean, Axes: axes, KeepDims: true}, c.mul(xc, xc))
-	if c.err != nil {
-		return nil, nil
+	alpha, err := n.AttrFloat("alpha", 1e-4)
+	if err != nil {
+		return nil, err
 	}
-	invRMS = c.unary(Reciprocal, c.unary(Sqrt, c.add(meanSq, c.scalar(meanSq.DType, eps))))
-	y = c.cast(c.mul(xc, invRMS), dt)
-	if scale != nil {
-		y = c.mul(y, scale)
+	beta, err := n.AttrFloat("beta", 0.75)
+	if err != nil {
+		return nil, err
 	}
-	return y, invRMS
+	bias, err := n.AttrFloat("bias", 1)
+	if err != nil {
+		return nil, err
+	}
+	nb, c := x.Shape[0], x.Shape[1]
+	rest := x.Shape[2:].Size()
+	sq, err := im.emit1(&Binary{Fn: Mul}, x, x)
+	if err != nil {
+		return nil, err
+	}
+	if sq, err = im.reshape(sq, Shape{nb, 1, c, rest}); err != nil {
+		return nil, err
+	}
+	before := (size - 1) / 2
+	conv := &Conv{Strides: []int{1, 1}, Dilations: []int{1, 1}, Pads: []int{before, 0, size - 1 - before, 0}, Group: 1}
+	sum, err := im.emit1(conv, sq, im.constant(onesLike(x.DType, Shape{1, 1, size, 1})))
+	if err != nil {
+		return nil, err
+	}
+	if sum, err = im.reshape(sum, x.Shape); err != nil {
+		return nil, err
+	}
+	scaled, err := im.emit1(&Binary{Fn: Mul}, sum, im.constant(filled(x.DType, Shape{}, float64(alpha)/float64(size))))
+	if err != nil {
+		return nil, err
+	}
+	if scaled, err = im.emit1(&Binary{Fn: Add}, scaled, im.constant(filled(x.DType, Shape{}, float64(bias)))); err != nil {
+		return nil, err
+	}
+	den, err := im.emit1(&Binary{Fn: Pow}, scaled, im.constant(filled(x.DType, Shape{}, float64(beta))))
+	if err != nil {
+		return nil, err
+	}
+	return one(im.emit1(&Binary{Fn: Div}, x, den))
 }

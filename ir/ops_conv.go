@@ -1,0 +1,410 @@
+package ir
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/dstune/dstune/onnx"
+)
+
+func init() {
+	registerOp("", "ConvTranspose", importConvTranspose)
+	registerOp("", "LpPool", importLpPool)
+	registerOp("", "MaxUnpool", importMaxUnpool)
+	registerStaticOperands("", "MaxUnpool", 2)
+}
+
+// ---------------------------------------------------------------- ConvTranspose
+
+// importConvTranspose imports ConvTranspose as ConvGradInput: the
+// transposed convolution of X [N, C, i...] with W [C, M/group, k...] is
+// the gradient, with respect to its input, of the convolution of an
+// [N, M, o...] tensor with W, plus the optional bias [M]. Pads, output
+// padding and output_shape become the convolution's begin pads and an end
+// pad that makes its output length exactly the input's.
+func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
+	if err := wantIn(in, 2, 3); err != nil {
+		return nil, err
+	}
+	x, w := in[0], in[1]
+	if len(x.Shape) < 3 || len(w.Shape) != len(x.Shape) {
+		return nil, fmt.Errorf("input %v and weights %v, want NC<spatial> and CM<kernel> of one rank", x.Shape, w.Shape)
+	}
+	k := len(x.Shape) - 2
+	kernel := []int(w.Shape[2:].Clone())
+	if ks, ok, err := attrInts(n, "kernel_shape"); err != nil {
+		return nil, err
+	} else if ok && !slices.Equal(ks, kernel) {
+		return nil, fmt.Errorf("kernel_shape %v does not match weights %v", ks, w.Shape)
+	}
+	group, err := attrInt(n, "group", 1)
+	if err != nil {
+		return nil, err
+	}
+	if group < 1 || x.Shape[1]%group != 0 || w.Shape[0] != x.Shape[1] {
+		return nil, fmt.Errorf("input %v, weights %v and group %d: want weights [C, M/group, k...] for C input channels divisible by group", x.Shape, w.Shape, group)
+	}
+	spatialAttr := func(name string, def int, length int) ([]int, error) {
+		v, ok, err := attrInts(n, name)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			v = make([]int, length)
+			for i := range v {
+				v[i] = def
+			}
+		}
+		if len(v) != length {
+			return nil, fmt.Errorf("%s %v, want %d values", name, v, length)
+		}
+		return v, nil
+	}
+	strides, err := spatialAttr("strides", 1, k)
+	if err != nil {
+		return nil, err
+	}
+	dilations, err := spatialAttr("dilations", 1, k)
+	if err != nil {
+		return nil, err
+	}
+	outPad, err := spatialAttr("output_padding", 0, k)
+	if err != nil {
+		return nil, err
+	}
+	for d := range k {
+		if strides[d] < 1 || dilations[d] < 1 {
+			return nil, fmt.Errorf("strides %v and dilations %v, want positive values", strides, dilations)
+		}
+		if outPad[d] < 0 || (outPad[d] >= strides[d] && outPad[d] >= dilations[d]) {
+			return nil, fmt.Errorf("output_padding %v, want each smaller than its stride %v or dilation %v", outPad, strides, dilations)
+		}
+	}
+	outShape, hasOutShape, err := attrInts(n, "output_shape")
+	if err != nil {
+		return nil, err
+	}
+	if hasOutShape {
+		switch len(outShape) {
+		case k:
+		case k + 2:
+			outShape = outShape[2:]
+		default:
+			return nil, fmt.Errorf("output_shape %v for %d spatial axes", outShape, k)
+		}
+		for _, s := range outShape {
+			if s < 0 || s > maxTensorBytes {
+				return nil, fmt.Errorf("output_shape %v", outShape)
+			}
+		}
+	}
+	autoPad, err := n.AttrString("auto_pad", "NOTSET")
+	if err != nil {
+		return nil, err
+	}
+	span := make([]int, k)
+	for d := range k {
+		span[d] = dilations[d]*(kernel[d]-1) + 1
+	}
+	// Begin pads and output lengths, as ONNX's definition resolves them.
+	pads := make([]int, 2*k)
+	out := make([]int, k)
+	switch autoPad {
+	case "NOTSET", "VALID":
+		if autoPad == "NOTSET" {
+			if pads, err = spatialAttr("pads", 0, 2*k); err != nil {
+				return nil, err
+			}
+		}
+		for d := range k {
+			if pads[d] < 0 || pads[k+d] < 0 {
+				return nil, fmt.Errorf("pads %v, want non-negative values", pads)
+			}
+			if hasOutShape {
+				out[d] = outShape[d]
+			} else {
+				out[d] = strides[d]*(x.Shape[2+d]-1) + outPad[d] + span[d] - pads[d] - pads[k+d]
+			}
+		}
+	case "SAME_UPPER", "SAME_LOWER":
+		for d := range k {
+			out[d] = x.Shape[2+d] * strides[d]
+			if hasOutShape {
+				out[d] = outShape[d]
+			}
+			total := strides[d]*(x.Shape[2+d]-1) + outPad[d] + span[d] - out[d]
+			small := floorDiv(total, 2)
+			if autoPad == "SAME_UPPER" {
+				pads[d], pads[k+d] = small, total-small
+			} else {
+				pads[d], pads[k+d] = total-small, small
+			}
+		}
+	default:
+		return nil, fmt.Errorf("auto_pad %q", autoPad)
+	}
+	// The convolution maps an input of length out[d] back to x's length
+	// with begin pad pads[d] and the end pad that makes its windows
+	// exactly x's positions (negative where output_padding or
+	// output_shape extend the output past the last window).
+	conv := Conv{Strides: strides, Dilations: dilations, Pads: make([]int, 2*k), Group: group}
+	outFull := Shape{x.Shape[0], w.Shape[1] * group}
+	for d := range k {
+		if out[d] < 1 {
+			return nil, fmt.Errorf("output length %d on spatial axis %d", out[d], d)
+		}
+		conv.Pads[d] = pads[d]
+		conv.Pads[k+d] = strides[d]*(x.Shape[2+d]-1) + span[d] - out[d] - pads[d]
+		outFull = append(outFull, out[d])
+	}
+	if err := checkShape(outFull, x.DType.Size(), maxTensorBytes); err != nil {
+		return nil, fmt.Errorf("output %v: %w", outFull, err)
+	}
+	y, err := im.emit1(&ConvGradInput{Conv: conv, InputShape: outFull}, x, w)
+	if err != nil {
+		return nil, err
+	}
+	if len(in) > 2 && in[2] != nil {
+		b := in[2]
+		if !b.Shape.Equal(Shape{outFull[1]}) {
+			return nil, fmt.Errorf("bias %v, want [%d]", b.Shape, outFull[1])
+		}
+		bs := make(Shape, len(outFull)-1)
+		for i := range bs {
+			bs[i] = 1
+		}
+		bs[0] = outFull[1]
+		if b, err = im.reshape(b, bs); err != nil {
+			return nil, err
+		}
+		return one(im.emit1(&Binary{Fn: Add}, y, b))
+	}
+	return []*Value{y}, nil
+}
+
+func floorDiv(a, b int) int {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+// gradRule of ConvGradInput (the transposed convolution): for
+// out = ConvGradInput(dy, W), the gradient with respect to dy is the
+// forward convolution of the output's gradient with W, and with respect to
+// W the convolution's weight gradient with dy in the role of the
+// convolution's output gradient and the output's gradient in the role of
+// its input.
+func (op *ConvGradInput) gradRule(d *differ, c *gradCtx) error {
+	g := c.dy[0]
+	if c.needs(0) {
+		c.add(0, d.emit1(&Conv{Strides: op.Strides, Pads: op.Pads, Dilations: op.Dilations, Group: op.Group}, g, c.in(1)))
+	}
+	if c.needs(1) {
+		c.add(1, d.emit1(&ConvGradWeight{Conv: op.Conv, WeightShape: c.in(1).Shape.Clone()}, c.in(0), g))
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------- LpPool
+
+// importLpPool: y = (Σ |x|^p)^(1/p) over each window, computed as a
+// depthwise convolution of |x|^p with ones (the padding adds nothing; in
+// ceil mode the end padding grows so that the last, partial windows
+// exist), then the p-th root.
+func importLpPool(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
+	if err := wantIn(in, 1, 1); err != nil {
+		return nil, err
+	}
+	x := in[0]
+	if len(x.Shape) < 3 || !isFloat(x.DType) {
+		return nil, fmt.Errorf("input is %v, want a float tensor N×C×D1×...", x.Type)
+	}
+	kernel, ok, err := attrInts(n, "kernel_shape")
+	if err != nil {
+		return nil, err
+	}
+	if !ok || len(kernel) != len(x.Shape)-2 {
+		return nil, fmt.Errorf("kernel_shape %v for input %v", kernel, x.Shape)
+	}
+	for _, kd := range kernel {
+		if kd < 1 || kd > maxTensorBytes {
+			return nil, fmt.Errorf("kernel_shape %v", kernel)
+		}
+	}
+	p, err := attrInt(n, "p", 2)
+	if err != nil {
+		return nil, err
+	}
+	if p < 1 {
+		return nil, fmt.Errorf("p %d, want a positive integer", p)
+	}
+	ceil, err := attrInt(n, "ceil_mode", 0)
+	if err != nil {
+		return nil, err
+	}
+	strides, pads, dil, err := spatialAttrs(n, x.Shape, kernel)
+	if err != nil {
+		return nil, err
+	}
+	k := len(kernel)
+	for d := range k {
+		if strides[d] < 1 || dil[d] < 1 || pads[d] < 0 || pads[k+d] < 0 {
+			return nil, fmt.Errorf("strides %v, dilations %v, pads %v", strides, dil, pads)
+		}
+		if ceil != 0 {
+			want := windowCount(x.Shape[2+d], kernel[d], strides[d], dil[d], pads[d], pads[k+d], true)
+			span := dil[d]*(kernel[d]-1) + 1
+			pads[k+d] = max(pads[k+d], (want-1)*strides[d]+span-x.Shape[2+d]-pads[d])
+		}
+	}
+	c := x.Shape[1]
+	wShape := append(Shape{c, 1}, kernel...)
+	if err := checkShape(wShape, x.DType.Size(), maxFoldBytes); err != nil {
+		return nil, fmt.Errorf("kernel_shape %v: %w", kernel, err)
+	}
+	var powered *Value
+	switch p {
+	case 1:
+		powered, err = im.emit1(&Unary{Fn: Abs}, x)
+	case 2:
+		powered, err = im.emit1(&Binary{Fn: Mul}, x, x)
+	default:
+		var abs *Value
+		if abs, err = im.emit1(&Unary{Fn: Abs}, x); err == nil {
+			powered, err = im.emit1(&Binary{Fn: Pow}, abs, im.constant(filled(x.DType, Shape{}, float64(p))))
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	conv := &Conv{Strides: strides, Pads: pads, Dilations: dil, Group: c}
+	sum, err := im.emit1(conv, powered, im.constant(onesLike(x.DType, wShape)))
+	if err != nil {
+		return nil, err
+	}
+	switch p {
+	case 1:
+		return []*Value{sum}, nil
+	case 2:
+		return one(im.emit1(&Unary{Fn: Sqrt}, sum))
+	}
+	return one(im.emit1(&Binary{Fn: Pow}, sum, im.constant(filled(x.DType, Shape{}, 1/float64(p)))))
+}
+
+// ---------------------------------------------------------------- MaxUnpool
+
+// MaxUnpool scatters X [N, C, d...] into a zero tensor of shape Pooled
+// at the flat indices I (of X's shape), as MaxPool's second output gives
+// them for its input of shape Pooled: y.flat[I[i]] = X[i], the last
+// written winning where indices repeat. The result sits at the origin of
+// a zero tensor of shape Shape (output_shape; Pooled when not given).
+type MaxUnpool struct {
+	Pooled, Shape Shape
+}
+
+func (op *MaxUnpool) Name() string { return "MaxUnpool" }
+
+func (op *MaxUnpool) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 2, 2); err != nil {
+		return nil, err
+	}
+	x, idx := in[0], in[1]
+	if !isComputable(x.DType) {
+		return nil, fmt.Errorf("input is %s, want a number type", x.DType)
+	}
+	if idx.DType != Int64 || !idx.Shape.Equal(x.Shape) {
+		return nil, fmt.Errorf("indices are %v, want int64%v", idx, x.Shape)
+	}
+	r := len(x.Shape)
+	if r < 3 || len(op.Pooled) != r || len(op.Shape) != r || op.Pooled[0] != x.Shape[0] || op.Pooled[1] != x.Shape[1] {
+		return nil, fmt.Errorf("unpooled shape %v for input %v", op.Pooled, x.Shape)
+	}
+	for d := range r {
+		if op.Shape[d] < op.Pooled[d] || (d < 2 && op.Shape[d] != op.Pooled[d]) {
+			return nil, fmt.Errorf("output shape %v, want at least the unpooled shape %v", op.Shape, op.Pooled)
+		}
+	}
+	return []Type{{x.DType, op.Shape.Clone()}}, nil
+}
+
+func (op *MaxUnpool) Eval(in, out []*Tensor) error {
+	x, idx, y := in[0], in[1], out[0]
+	clear(y.data)
+	es := x.dtype.Size()
+	total := int64(op.Pooled.Size())
+	pos := make([]int, len(op.Pooled))
+	outStrides := op.Shape.Strides()
+	for i, j := range idx.Int64s() {
+		if j < 0 || j >= total {
+			return fmt.Errorf("MaxUnpool index %d out of range [0, %d)", j, total)
+		}
+		unflatten(int(j), op.Pooled, pos)
+		o := 0
+		for d, p := range pos {
+			o += p * outStrides[d]
+		}
+		copy(y.data[o*es:(o+1)*es], x.data[i*es:(i+1)*es])
+	}
+	return nil
+}
+
+// importMaxUnpool: the unpooled shape is the input's inverted through the
+// pooling's kernel, strides and pads, (in-1)·stride + kernel - pads; the
+// output's is output_shape (input 2) when given.
+func importMaxUnpool(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
+	if err := wantIn(in, 2, 3); err != nil {
+		return nil, err
+	}
+	x := in[0]
+	if len(x.Shape) < 3 {
+		return nil, fmt.Errorf("input %v, want N×C×D1×...", x.Shape)
+	}
+	k := len(x.Shape) - 2
+	kernel, ok, err := attrInts(n, "kernel_shape")
+	if err != nil {
+		return nil, err
+	}
+	if !ok || len(kernel) != k {
+		return nil, fmt.Errorf("kernel_shape %v for input %v", kernel, x.Shape)
+	}
+	strides, _, err := attrInts(n, "strides")
+	if err != nil {
+		return nil, err
+	}
+	if strides == nil {
+		strides = ones(k)
+	}
+	pads, _, err := attrInts(n, "pads")
+	if err != nil {
+		return nil, err
+	}
+	if pads == nil {
+		pads = make([]int, 2*k)
+	}
+	if len(strides) != k || len(pads) != 2*k {
+		return nil, fmt.Errorf("kernel_shape %v, strides %v, pads %v", kernel, strides, pads)
+	}
+	shape := Shape{x.Shape[0], x.Shape[1]}
+	for d := range k {
+		if kernel[d] < 1 || strides[d] < 1 || pads[d] < 0 || pads[k+d] < 0 || kernel[d] > maxTensorBytes || strides[d] > maxTensorBytes {
+			return nil, fmt.Errorf("kernel_shape %v, strides %v, pads %v", kernel, strides, pads)
+		}
+		l := (x.Shape[2+d]-1)*strides[d] + kernel[d] - pads[d] - pads[k+d]
+		if l < 0 {
+			return nil, fmt.Errorf("kernel_shape %v, strides %v and pads %v leave no output", kernel, strides, pads)
+		}
+		shape = append(shape, l)
+	}
+	op := &MaxUnpool{Pooled: shape, Shape: shape}
+	if given, ok, err := im.constInts(in, 2, "output_shape"); err != nil {
+		return nil, err
+	} else if ok {
+		if len(given) != len(x.Shape) {
+			return nil, fmt.Errorf("output_shape %v for input %v", given, x.Shape)
+		}
+		op.Shape = Shape(given)
+	}
+	return one(im.emit1(op, x, in[1]))
+}
