@@ -150,6 +150,33 @@ func (c *composer) filled(dt DType, shape Shape, v float64) *Value {
 	return c.im.constant(filled(dt, shape, v))
 }
 
+// table is a constant of dtype dt and shape [..1, rows, cols] (leading
+// dimensions of size 1) holding f(i, j) at row i, column j: the masks and
+// position grids attention builds from its sizes. Its size is bounded like
+// every folded constant's.
+func (c *composer) table(dt DType, shape Shape, f func(i, j int) float64) *Value {
+	if c.err != nil {
+		return nil
+	}
+	if err := checkShape(shape, dt.Size(), maxFoldBytes); err != nil {
+		c.err = err
+		return nil
+	}
+	rows, cols := 1, shape[len(shape)-1]
+	if len(shape) > 1 {
+		rows = shape[len(shape)-2]
+	}
+	t := NewTensor(dt, shape)
+	for i := range rows {
+		for j := range cols {
+			if v := f(i, j); v != 0 {
+				storeFloat(t, i*cols+j, v, true, RoundUp)
+			}
+		}
+	}
+	return c.im.constant(t)
+}
+
 // ---------------------------------------------------------------- attributes
 
 // attrFloatOpt reads an optional float attribute: its value and whether

@@ -362,34 +362,29 @@ func (c *composer) attentionBias(m attentionMask) (*Value, error) {
 		// An external cache: entry b's queries are its last q valid keys,
 		// so query i sees key j when j <= i + nonpad[b] − q.
 		offset := c.binary(Sub, c.nonpadLengths(m), c.im.constant(ScalarInt64(int64(m.q))))
-		jMinusI := NewTensor(Int64, Shape{1, m.q, m.total})
-		for i := range m.q {
-			for j := range m.total {
-				jMinusI.Int64s()[i*m.total+j] = int64(j - i)
-			}
-		}
-		sees := c.binary(LessOrEqual, c.im.constant(jMinusI), c.reshape(offset, Shape{m.batch, 1, 1}))
+		jMinusI := c.table(Int64, Shape{1, m.q, m.total}, func(i, j int) float64 { return float64(j - i) })
+		sees := c.binary(LessOrEqual, jMinusI, c.reshape(offset, Shape{m.batch, 1, 1}))
 		causal := c.op(&Where{}, sees, c.scalar(m.dt, 0), c.scalar(m.dt, negInf))
 		addBias(c.reshape(causal, Shape{m.batch, 1, m.q, m.total}))
 	} else if m.causal {
-		t := NewTensor(Float64, Shape{m.q, m.total})
-		for i := range m.q {
-			for j := i + m.past + 1; j < m.total; j++ {
-				t.Float64s()[i*m.total+j] = negInf
+		addBias(c.table(m.dt, Shape{m.q, m.total}, func(i, j int) float64 {
+			if j > i+m.past {
+				return negInf
 			}
-		}
-		addBias(c.im.constant(Convert(t, m.dt)))
+			return 0
+		}))
 	}
 	if m.nonpad != nil {
-		keys := NewTensor(Int64, Shape{1, m.total})
-		for j := range m.total {
-			keys.Int64s()[j] = int64(j)
-		}
-		valid := c.binary(Less, c.im.constant(keys), c.reshape(c.nonpadLengths(m), Shape{m.batch, 1}))
+		valid := c.binary(Less, c.keyRange(m.total), c.reshape(c.nonpadLengths(m), Shape{m.batch, 1}))
 		pad := c.op(&Where{}, valid, c.scalar(m.dt, 0), c.scalar(m.dt, negInf))
 		addBias(c.reshape(pad, Shape{m.batch, 1, 1, m.total}))
 	}
 	return bias, c.err
+}
+
+// keyRange is the constant [1, total] of key positions 0..total-1.
+func (c *composer) keyRange(total int) *Value {
+	return c.table(Int64, Shape{1, total}, func(_, j int) float64 { return float64(j) })
 }
 
 // nonpadLengths checks nonpad_kv_seqlen and returns it as int64.

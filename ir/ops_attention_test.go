@@ -433,6 +433,14 @@ func TestAttentionImportErrors(t *testing.T) {
 			m.add("Attention", append(qkv(m, q4, kv4, kv4), "", m.param("pk", Shape{1, 1, 1, 4}, 0, 1), m.param("pv", Shape{1, 1, 1, 4}, 0, 1)), []string{"Y"})
 			m.outputs = []string{"Y"}
 		}, "past_key [1,1,1,4] and past_value [1,1,1,4], want [1,2,past,4]"},
+		{"causal-mask-too-large", func(m *opModel) {
+			// A 65536 × 65536 mask: refused, not allocated.
+			for _, name := range []string{"Q", "K", "V"} {
+				m.inputs = append(m.inputs, valueInfo(name, onnx.Double, 1, 1, 1<<16, 1))
+			}
+			m.add("Attention", []string{"Q", "K", "V"}, []string{"Y"}, intAttr("is_causal", 1))
+			m.outputs = []string{"Y"}
+		}, "exceed the 1024 MiB limit"},
 		{"nonpad-before-opset-24", func(m *opModel) {
 			m.add("Attention", append(qkv(m, q4, kv4, kv4), "", "", "", m.init("np", FromInt64s(Shape{1}, []int64{2}))), []string{"Y"})
 			m.outputs = []string{"Y"}

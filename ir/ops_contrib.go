@@ -274,11 +274,8 @@ func importContribRotary(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 	switch {
 	case pos.Shape.Equal(Shape{batch, seq}):
 	case pos.Shape.Equal(Shape{1}):
-		steps := NewTensor(Int64, Shape{1, seq})
-		for s := range seq {
-			steps.Int64s()[s] = int64(s)
-		}
-		pos = c.add(c.reshape(pos, Shape{1, 1}), c.im.constant(steps))
+		steps := c.table(Int64, Shape{1, seq}, func(_, s int) float64 { return float64(s) })
+		pos = c.add(c.reshape(pos, Shape{1, 1}), steps)
 	default:
 		return nil, fmt.Errorf("position_ids has shape %v, want %v or [1]", pos.Shape, Shape{batch, seq})
 	}

@@ -47,15 +47,6 @@ func (c *composer) maskWhere(keep *Value, dt DType, fill float64) *Value {
 	return c.op(&Where{}, keep, c.scalar(dt, 0), c.scalar(dt, fill))
 }
 
-// keyRange is the constant [1, total] of key positions 0..total-1.
-func (c *composer) keyRange(total int) *Value {
-	t := NewTensor(Int64, Shape{1, total})
-	for j := range total {
-		t.Int64s()[j] = int64(j)
-	}
-	return c.im.constant(t)
-}
-
 // causalBias masks key j for query i when j > i + offset (offset a
 // constant, or per batch entry an int64 [B] value): a [q, total] or
 // [B, 1, q, total] bias of dt with fill at masked places. window > 0 also
@@ -65,25 +56,16 @@ func (c *composer) causalBias(q, total, offset int, perBatch *Value, window int,
 		return nil
 	}
 	if perBatch == nil {
-		t := NewTensor(Float64, Shape{q, total})
-		for i := range q {
-			for j := range total {
-				if j > i+offset || (window > 0 && i+offset-j >= window) {
-					t.Float64s()[i*total+j] = fill
-				}
+		return c.table(dt, Shape{q, total}, func(i, j int) float64 {
+			if j > i+offset || (window > 0 && i+offset-j >= window) {
+				return fill
 			}
-		}
-		return c.im.constant(Convert(t, dt))
+			return 0
+		})
 	}
-	jMinusI := NewTensor(Int64, Shape{1, q, total})
-	for i := range q {
-		for j := range total {
-			jMinusI.Int64s()[i*total+j] = int64(j - i)
-		}
-	}
+	jmi := c.table(Int64, Shape{1, q, total}, func(i, j int) float64 { return float64(j - i) })
 	b := perBatch.Shape[0]
 	off := c.reshape(perBatch, Shape{b, 1, 1})
-	jmi := c.im.constant(jMinusI)
 	keep := c.binary(LessOrEqual, jmi, off)
 	if window > 0 {
 		// i + offset − j < window  ⇔  j − i > offset − window
@@ -439,11 +421,7 @@ func importGroupQueryAttention(im *importer, n *onnx.Node, in []*Value) ([]*Valu
 		}
 		pos := posIDs
 		if pos == nil {
-			steps := NewTensor(Int64, Shape{1, s})
-			for i := range s {
-				steps.Int64s()[i] = int64(i)
-			}
-			pos = c.im.constant(steps)
+			pos = c.table(Int64, Shape{1, s}, func(_, i int) float64 { return float64(i) })
 			if offset != nil {
 				pos = c.add(c.reshape(offset, Shape{b, 1}), pos)
 			}
