@@ -100,8 +100,8 @@ func (c *composer) attend(a sdpa) sdpaStages {
 	return st
 }
 
-// checkHeads checks the 4-D operands of an attention and returns the
-// query heads per key/value head.
+// checkHeads checks the 4-D operands of an attention: one batch, one head
+// size for Q and K, K and V alike, and Q's heads a multiple of theirs.
 func checkHeads(q, k, v Shape) error {
 	if len(q) != 4 || len(k) != 4 || len(v) != 4 {
 		return fmt.Errorf("Q %v, K %v, V %v: want 4-D [batch, heads, seq, head_size]", q, k, v)
