@@ -4,7 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"slices"
-	"time"
+	"strings"
 
 	"github.com/dstune/dstune/internal/llamagen"
 	"testing"
@@ -87,39 +87,46 @@ func writeLlama(t testing.TB, c llamagen.Config) *ir.Model {
 
 var smallLlama = llamagen.Config{Vocab: 61, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, Hidden: 40, Seed: 5}
 
+// TestLlamagenVariants: on Llama-shaped decoders of every export shape,
+// the mode Auto picks (and the own KV cache, wherever it applies) gives
+// the greedy tokens recomputing the sequence gives.
 func TestLlamagenVariants(t *testing.T) {
 	prompt := []int64{1, 7, 19, 3, 44, 2, 9}
 	for _, v := range []struct {
-		name string
-		edit func(*llamagen.Config)
-		mode Mode
+		name  string
+		edit  func(*llamagen.Config)
+		auto  Mode
+		modes []Mode
 	}{
-		{"plain", func(*llamagen.Config) {}, OwnCache},
-		{"with past", func(c *llamagen.Config) { c.KVCache = true }, PastInputs},
-		{"merged", func(c *llamagen.Config) { c.Merged = true }, PastInputs},
-		{"float16", func(c *llamagen.Config) { c.DType = onnx.Float16 }, OwnCache},
-		{"tied", func(c *llamagen.Config) { c.Tied = true }, OwnCache},
+		{"plain", func(*llamagen.Config) {}, OwnCache, nil},
+		{"with past", func(c *llamagen.Config) { c.KVCache = true }, PastInputs, []Mode{OwnCache}},
+		{"merged", func(c *llamagen.Config) { c.Merged = true }, PastInputs, []Mode{OwnCache}},
+		{"float16", func(c *llamagen.Config) { c.DType = onnx.Float16 }, OwnCache, nil},
+		{"float16 with past", func(c *llamagen.Config) { c.DType = onnx.Float16; c.KVCache = true }, PastInputs, nil},
+		{"tied", func(c *llamagen.Config) { c.Tied = true }, OwnCache, nil},
 	} {
 		c := smallLlama
 		v.edit(&c)
 		model := writeLlama(t, c)
-		start := time.Now()
-		d, err := New(model, Options{Threads: 1, Context: 128})
-		if err != nil {
-			t.Fatalf("%s: %v", v.name, err)
-		}
-		t.Logf("%s: %s (%v)", v.name, d.Note(), time.Since(start))
-		if d.Mode() != v.mode {
-			t.Errorf("%s: mode %s, want %s", v.name, d.Mode(), v.mode)
-		}
 		r, err := New(model, Options{Threads: 1, Context: 128, Mode: Recompute})
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, want := greedy(t, d, prompt, 40), greedy(t, r, prompt, 40)
-		if !slices.Equal(got, want) {
-			t.Errorf("%s: greedy tokens\n%v, recomputing gives\n%v", v.name, got, want)
+		want := greedy(t, r, prompt, 40)
+		for _, mode := range append([]Mode{Auto}, v.modes...) {
+			d, err := New(model, Options{Threads: 1, Context: 128, Mode: mode})
+			if err != nil {
+				t.Fatalf("%s, %s: %v", v.name, mode, err)
+			}
+			if mode == Auto && d.Mode() != v.auto {
+				t.Errorf("%s: auto chose %s (%s), want %s", v.name, d.Mode(), d.Note(), v.auto)
+			}
+			if got := greedy(t, d, prompt, 40); !slices.Equal(got, want) {
+				t.Errorf("%s, %s: greedy tokens\n%v, recomputing gives\n%v", v.name, d.Mode(), got, want)
+			}
+			d.Close()
 		}
+		r.Close()
 	}
 }
 
@@ -140,4 +147,66 @@ func TestDemoGPT(t *testing.T) {
 		t.Errorf("greedy tokens %v, recomputing gives %v", got, want)
 	}
 	t.Logf("%v", got)
+}
+
+// cumsumModel is a causal model outside the attention pattern: the
+// embeddings summed over the positions so far (CumSum), then a head.
+func cumsumModel(t *testing.T) *ir.Model {
+	t.Helper()
+	const vocab, dim = 11, 4
+	emb := make([]float32, vocab*dim)
+	head := make([]float32, dim*vocab)
+	for i := range emb {
+		emb[i] = float32(i%7) / 7
+		head[i] = float32(i%5) / 5
+	}
+	embT, _ := onnx.FromFloat32s("emb", []int64{vocab, dim}, emb)
+	headT, _ := onnx.FromFloat32s("head", []int64{dim, vocab}, head)
+	axis, _ := onnx.FromInt64s("axis", []int64{}, []int64{1})
+	info := func(name string, dt onnx.DataType, dims ...onnx.Dim) *onnx.ValueInfo {
+		return &onnx.ValueInfo{Name: name, Type: &onnx.Type{Kind: onnx.TypeTensor, ElemType: dt, HasShape: true, Shape: dims}}
+	}
+	g := &onnx.Graph{
+		Name:         "cumsum",
+		Initializers: []*onnx.Tensor{embT, headT, axis},
+		Inputs:       []*onnx.ValueInfo{info("tokens", onnx.Int64, onnx.Dim{Param: "batch"}, onnx.Dim{Param: "seq"})},
+		Outputs:      []*onnx.ValueInfo{info("logits", onnx.Float, onnx.Dim{Param: "batch"}, onnx.Dim{Param: "seq"}, onnx.Dim{Value: vocab, HasValue: true})},
+		Nodes: []*onnx.Node{
+			{OpType: "Gather", Inputs: []string{"emb", "tokens"}, Outputs: []string{"x"}},
+			{OpType: "CumSum", Inputs: []string{"x", "axis"}, Outputs: []string{"s"}},
+			{OpType: "MatMul", Inputs: []string{"s", "head"}, Outputs: []string{"logits"}},
+		},
+	}
+	buf, err := onnx.Encode(&onnx.Model{IRVersion: 8, OpsetImports: []onnx.OpsetID{{Version: 17}}, Graph: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnx.Decode(buf, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, err := ir.NewModel(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return model
+}
+
+// TestFallbackToRecompute: a graph the rewrite does not recognise is
+// recomputed, and the decoder says why.
+func TestFallbackToRecompute(t *testing.T) {
+	model := cumsumModel(t)
+	d, err := New(model, Options{Threads: 1, Context: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Mode() != Recompute || !strings.Contains(d.Note(), "CumSum") {
+		t.Errorf("mode %s: %s; want recompute naming CumSum", d.Mode(), d.Note())
+	}
+	if _, err := New(model, Options{Threads: 1, Context: 32, Mode: OwnCache}); err == nil {
+		t.Error("the own KV cache was accepted for a graph it does not model")
+	}
+	if got := greedy(t, d, []int64{3, 1}, 5); len(got) != 5 {
+		t.Errorf("generated %v", got)
+	}
 }

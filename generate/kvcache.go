@@ -545,7 +545,19 @@ func (r *rewriter) concat(n *ir.Node, op *ir.Concat, ins []rowsValue) error {
 		}
 	}
 	if axis == op.Axis {
-		return fmt.Errorf("%w: Concat along the positions", errNotCausalDecoder)
+		// An empty past bound as a constant, joined to the new keys:
+		// the join is the rows themselves.
+		var rows *rowsValue
+		for i, rv := range ins {
+			switch {
+			case rv.axis >= 0 && rows == nil:
+				rows = &ins[i]
+			case rv.axis >= 0 || n.Inputs[i].Shape[op.Axis] != 0:
+				return fmt.Errorf("%w: Concat along the positions", errNotCausalDecoder)
+			}
+		}
+		r.vals[n.Outputs[0]] = *rows
+		return nil
 	}
 	vals, err := r.broadcastJoin(ins, n.Inputs, axis, len(n.Outputs[0].Shape))
 	if err != nil {
