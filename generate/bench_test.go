@@ -16,7 +16,7 @@ import (
 func BenchmarkDecode(b *testing.B) {
 	models := map[string]func(testing.TB) string{
 		"stories260K": func(t testing.TB) string { return storiesPath(t, "stories260K.onnx") },
-		"demo": func(testing.TB) string { return "../demo/base.onnx" },
+		"demo":        func(testing.TB) string { return "../demo/base.onnx" },
 		"llama-past": func(t testing.TB) string {
 			dir := t.TempDir()
 			c := llamagen.Config{Vocab: 512, Dim: 64, Layers: 5, Heads: 8, KVHeads: 4, Hidden: 172, Seed: 1, KVCache: true}
