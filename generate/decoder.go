@@ -60,8 +60,9 @@ type Options struct {
 	// Context is the most positions a sequence may have; 0 finds the
 	// model's limit (its position tables), at most DefaultContext.
 	Context int
-	// Executables bounds the compiled copies of each graph shape, i.e. how
-	// many sessions step at once (0: GOMAXPROCS). Others wait.
+	// Executables bounds the forward passes running at once, and so the
+	// compiled copies of each graph shape (0: GOMAXPROCS): more passes
+	// than cores only take turns, each preempting the others. Others wait.
 	Executables int
 }
 
@@ -99,8 +100,9 @@ type Decoder struct {
 	// past inputs: each past input's present output and past axis
 	presents map[string]string
 
-	mu    sync.Mutex
-	pools map[shape]*pool
+	mu      sync.Mutex
+	pools   map[shape]*pool
+	running chan struct{} // a slot per pass running
 }
 
 // shape keys a compiled graph: capacity (cache positions, or the whole
@@ -118,7 +120,8 @@ func New(model *ir.Model, opts Options) (*Decoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Decoder{model: model, opts: opts, plans: plans, roles: map[string]ir.InputRole{}, pools: map[shape]*pool{}}
+	d := &Decoder{model: model, opts: opts, plans: plans, roles: map[string]ir.InputRole{}, pools: map[shape]*pool{},
+		running: make(chan struct{}, opts.Executables)}
 	hasPast := false
 	for _, p := range plans {
 		d.roles[p.Input.Name] = p.Role
@@ -536,8 +539,14 @@ func (d *Decoder) acquire(ctx context.Context, s shape) (*program, accel.Executa
 	}
 	p := d.poolFor(s)
 	select {
+	case d.running <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, nil, ctx.Err()
+	}
+	select {
 	case p.slots <- struct{}{}:
 	case <-ctx.Done():
+		<-d.running
 		return nil, nil, nil, ctx.Err()
 	}
 	p.mu.Lock()
@@ -550,6 +559,7 @@ func (d *Decoder) acquire(ctx context.Context, s shape) (*program, accel.Executa
 		exe, err = cpu.Compile(prog.g, accel.Options{Threads: d.opts.Threads})
 		if err != nil {
 			<-p.slots
+			<-d.running
 			return nil, nil, nil, err
 		}
 	}
@@ -558,6 +568,7 @@ func (d *Decoder) acquire(ctx context.Context, s shape) (*program, accel.Executa
 		p.free = append(p.free, exe)
 		p.mu.Unlock()
 		<-p.slots
+		<-d.running
 	}
 	return prog, exe, release, nil
 }

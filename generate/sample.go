@@ -54,43 +54,42 @@ func (s *Sampler) Next(logits []float32) int {
 	if s.opts.Temperature == 0 {
 		return argmax(logits)
 	}
-	n := len(logits)
+	topP := s.opts.TopP > 0 && s.opts.TopP < 1
 	s.order = s.order[:0]
-	for i := range n {
-		if !math.IsNaN(float64(logits[i])) {
-			s.order = append(s.order, i)
+	switch k := s.opts.TopK; {
+	case k > 0 && k < len(logits):
+		s.order = topK(s.order, logits, k)
+	default:
+		for i, x := range logits {
+			if !math.IsNaN(float64(x)) {
+				s.order = append(s.order, i)
+			}
+		}
+		if topP {
+			slices.SortFunc(s.order, func(a, b int) int { return byLikelihood(logits, a, b) })
 		}
 	}
 	if len(s.order) == 0 {
 		return 0
 	}
-	// Most likely first; equal logits by id, so the order is total.
-	slices.SortFunc(s.order, func(a, b int) int {
-		switch {
-		case logits[a] > logits[b]:
-			return -1
-		case logits[a] < logits[b]:
-			return 1
-		}
-		return a - b
-	})
-	keep := len(s.order)
-	if s.opts.TopK > 0 {
-		keep = min(keep, s.opts.TopK)
+	top := float64(logits[s.order[0]])
+	for _, i := range s.order {
+		top = max(top, float64(logits[i]))
 	}
 	s.probs = s.probs[:0]
-	top := float64(logits[s.order[0]])
 	sum := 0.0
-	for _, i := range s.order[:keep] {
+	for _, i := range s.order {
 		p := math.Exp((float64(logits[i]) - top) / s.opts.Temperature)
 		s.probs = append(s.probs, p)
 		sum += p
 	}
-	if p := s.opts.TopP; p > 0 && p < 1 {
-		acc := 0.0
+	if topP {
+		// The most likely first (s.order is sorted): keep them until
+		// their probabilities reach p.
+		acc, keep := 0.0, len(s.probs)
 		for j, q := range s.probs {
 			acc += q / sum
-			if acc >= p {
+			if acc >= s.opts.TopP {
 				keep = j + 1
 				break
 			}
@@ -109,6 +108,59 @@ func (s *Sampler) Next(logits []float32) int {
 		}
 	}
 	return s.order[len(s.probs)-1]
+}
+
+// byLikelihood orders token ids by descending logit, equal logits by id:
+// a total order, so the draws do not depend on how ids were sorted.
+func byLikelihood(logits []float32, a, b int) int {
+	switch {
+	case logits[a] > logits[b]:
+		return -1
+	case logits[a] < logits[b]:
+		return 1
+	}
+	return a - b
+}
+
+// topK appends the k most likely token ids (NaN logits excluded) to dst,
+// most likely first: a heap of the best k seen, then a sort of those.
+func topK(dst []int, logits []float32, k int) []int {
+	// worse reports whether a ranks below b.
+	worse := func(a, b int) bool { return byLikelihood(logits, a, b) > 0 }
+	heap := dst[:0]
+	down := func(i int) {
+		for {
+			c := 2*i + 1
+			if c >= len(heap) {
+				return
+			}
+			if c+1 < len(heap) && worse(heap[c+1], heap[c]) {
+				c++
+			}
+			if !worse(heap[c], heap[i]) {
+				return
+			}
+			heap[i], heap[c] = heap[c], heap[i]
+			i = c
+		}
+	}
+	for i, x := range logits {
+		if math.IsNaN(float64(x)) {
+			continue
+		}
+		switch {
+		case len(heap) < k:
+			heap = append(heap, i)
+			for j := len(heap) - 1; j > 0 && worse(heap[j], heap[(j-1)/2]); j = (j - 1) / 2 {
+				heap[j], heap[(j-1)/2] = heap[(j-1)/2], heap[j]
+			}
+		case worse(heap[0], i):
+			heap[0] = i
+			down(0)
+		}
+	}
+	slices.SortFunc(heap, func(a, b int) int { return byLikelihood(logits, a, b) })
+	return heap
 }
 
 // argmax is the index of the largest logit, the first among equals; NaN

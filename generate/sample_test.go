@@ -155,3 +155,30 @@ func TestTextStream(t *testing.T) {
 		t.Errorf("stopped %v at %q", stopped, all)
 	}
 }
+
+// TestTopKMatchesSort: the heap selection gives the first k ids of the
+// full order, ties (by id) and NaNs included.
+func TestTopKMatchesSort(t *testing.T) {
+	for n := 1; n < 60; n += 3 {
+		logits := make([]float32, n)
+		for i := range logits {
+			logits[i] = float32((i * 7919) % 5)
+			if i%11 == 3 {
+				logits[i] = float32(math.NaN())
+			}
+		}
+		var all []int
+		for i, x := range logits {
+			if !math.IsNaN(float64(x)) {
+				all = append(all, i)
+			}
+		}
+		slices.SortFunc(all, func(a, b int) int { return byLikelihood(logits, a, b) })
+		for k := 1; k <= n; k++ {
+			want := all[:min(k, len(all))]
+			if got := topK(nil, logits, k); !slices.Equal(got, want) {
+				t.Fatalf("n %d, k %d: %v, want %v", n, k, got, want)
+			}
+		}
+	}
+}

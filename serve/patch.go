@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -47,20 +48,33 @@ func NewBase(m *onnx.Model, model *ir.Model) (*Base, error) {
 // the flat positions and the new values already encoded in the
 // parameter's element type (rounded as `dstune apply` rounds them). It
 // holds about what the delta file holds: 4 bytes per position (8 for
-// tensors of 2³¹ elements or more) and the values' bytes.
+// tensors of 2³¹ elements or more) and the values in the parameter's type.
 type Patch struct {
 	Meta    dst.Metadata
 	Entries int64
-	tensors []patchTensor
+	f32     []*patchTensor[float32]
+	u16     []*patchTensor[uint16] // float16 and bfloat16, as bits
+	f64     []*patchTensor[float64]
 }
 
-type patchTensor struct {
+// element is a parameter element as its bits are copied: Go assignment
+// copies floats bit for bit (NaN payloads included).
+type element interface{ uint16 | float32 | float64 }
+
+// patchTensor is one parameter's part of a patch.
+type patchTensor[E element] struct {
 	name   string
-	data   []byte // the parameter's bytes (the base model's storage)
-	size   int    // bytes per element
-	index  []int32
-	index8 []int64 // instead of index for very large tensors
-	values []byte
+	data   []E     // the parameter's elements (the base model's storage)
+	index  []int32 // positions, or
+	index8 []int64 // for tensors of 2³¹ elements or more
+	values []E
+}
+
+// saved holds the values a patch overwrote, by element type.
+type saved struct {
+	f32 []float32
+	u16 []uint16
+	f64 []float64
 }
 
 // ErrBaseMismatch is wrapped when a delta was made for another model.
@@ -89,107 +103,147 @@ func (b *Base) NewPatch(d *dst.Delta) (*Patch, error) {
 		if param == nil {
 			return nil, fmt.Errorf("tensor %q is not a parameter of the model", td.Name)
 		}
-		pt, err := encodeTensor(td, info.dtype, param.Tensor)
+		t := param.Tensor
+		var err error
+		switch t.DType() {
+		case ir.Float32:
+			err = addTensor(&p.f32, td, info.dtype, t.Float32s(), func(b []byte) float32 { return math.Float32frombits(binary.LittleEndian.Uint32(b)) })
+		case ir.Float16, ir.BFloat16:
+			err = addTensor(&p.u16, td, info.dtype, t.Uint16s(), binary.LittleEndian.Uint16)
+		case ir.Float64:
+			err = addTensor(&p.f64, td, info.dtype, t.Float64s(), func(b []byte) float64 { return math.Float64frombits(binary.LittleEndian.Uint64(b)) })
+		default:
+			err = fmt.Errorf("tensor %q is %s: deltas change float32, float16, bfloat16 or float64 parameters", td.Name, t.DType())
+		}
 		if err != nil {
 			return nil, err
 		}
-		p.tensors = append(p.tensors, pt)
 		p.Entries += int64(len(td.Indices))
 	}
 	return p, nil
 }
 
-// encodeTensor rounds the delta's values to the parameter's type with the
-// rounding `dstune apply` uses (dst.TensorDelta.ApplyRaw applied to a
-// buffer holding just the values).
-func encodeTensor(td *dst.TensorDelta, dtype string, param *ir.Tensor) (patchTensor, error) {
-	size := param.DType().Size()
+// addTensor checks the delta's positions against the parameter and rounds
+// its values to the parameter's type with the rounding `dstune apply`
+// uses (dst.TensorDelta.ApplyRaw, applied to a buffer of just the values).
+func addTensor[E element](list *[]*patchTensor[E], td *dst.TensorDelta, dtype string, data []E, decode func([]byte) E) error {
 	n := len(td.Indices)
-	if int64(param.Len()) != td.Size() || len(td.Values) != n {
-		return patchTensor{}, fmt.Errorf("tensor %q: %d values for %d positions of a %d-element tensor", td.Name, len(td.Values), n, param.Len())
+	if int64(len(data)) != td.Size() || len(td.Values) != n {
+		return fmt.Errorf("tensor %q: %d values for %d positions of a %d-element tensor", td.Name, len(td.Values), n, len(data))
+	}
+	last := int64(-1)
+	for _, x := range td.Indices {
+		if x <= last || x >= int64(len(data)) {
+			return fmt.Errorf("tensor %q: position %d out of order or outside [0, %d)", td.Name, x, len(data))
+		}
+		last = x
 	}
 	seq := make([]int64, n)
 	for i := range seq {
 		seq[i] = int64(i)
 	}
+	size := elemSize[E]()
+	raw := make([]byte, n*size)
 	dense := dst.TensorDelta{Name: td.Name, Dims: []int64{int64(n)}, Indices: seq, Values: td.Values}
-	values := make([]byte, n*size)
-	if err := dense.ApplyRaw(dtype, values); err != nil {
-		return patchTensor{}, err
+	if err := dense.ApplyRaw(dtype, raw); err != nil {
+		return err
 	}
-	pt := patchTensor{name: td.Name, data: param.Bytes(), size: size, values: values}
-	last := int64(-1)
-	for _, x := range td.Indices {
-		if x <= last || x >= int64(param.Len()) {
-			return patchTensor{}, fmt.Errorf("tensor %q: position %d out of order or outside [0, %d)", td.Name, x, param.Len())
-		}
-		last = x
+	t := &patchTensor[E]{name: td.Name, data: data, values: make([]E, n)}
+	for i := range t.values {
+		t.values[i] = decode(raw[i*size:])
 	}
-	if param.Len() <= math.MaxInt32 {
-		pt.index = make([]int32, n)
+	if len(data) <= math.MaxInt32 {
+		t.index = make([]int32, n)
 		for i, x := range td.Indices {
-			pt.index[i] = int32(x)
+			t.index[i] = int32(x)
 		}
 	} else {
-		pt.index8 = slices.Clone(td.Indices)
+		t.index8 = slices.Clone(td.Indices)
 	}
-	return pt, nil
+	*list = append(*list, t)
+	return nil
+}
+
+func elemSize[E element]() int {
+	var e E
+	switch any(e).(type) {
+	case uint16:
+		return 2
+	case float32:
+		return 4
+	}
+	return 8
 }
 
 // Bytes is the memory the patch holds (positions and values).
 func (p *Patch) Bytes() int64 {
+	return tensorBytes(p.f32) + tensorBytes(p.u16) + tensorBytes(p.f64)
+}
+
+func tensorBytes[E element](list []*patchTensor[E]) int64 {
 	var n int64
-	for _, t := range p.tensors {
-		n += int64(4*len(t.index) + 8*len(t.index8) + len(t.values))
+	for _, t := range list {
+		n += int64(4*len(t.index) + 8*len(t.index8) + len(t.values)*elemSize[E]())
 	}
 	return n
 }
 
-// savedBytes is the size of the buffer Apply saves the originals into.
-func (p *Patch) savedBytes() int {
-	n := 0
-	for _, t := range p.tensors {
-		n += len(t.values)
+// Apply writes the patch into the base's parameters; with s it first
+// keeps the values it overwrites, for Restore.
+func (p *Patch) Apply(s *saved) {
+	if s != nil {
+		s.f32 = applyAll(p.f32, s.f32[:0], true)
+		s.u16 = applyAll(p.u16, s.u16[:0], true)
+		s.f64 = applyAll(p.f64, s.f64[:0], true)
+		return
 	}
-	return n
-}
-
-func (t *patchTensor) positions() int { return len(t.values) / t.size }
-
-func (t *patchTensor) offset(i int) int {
-	if t.index != nil {
-		return int(t.index[i]) * t.size
-	}
-	return int(t.index8[i]) * t.size
-}
-
-// Apply writes the patch into the base's parameters; with saved (of
-// savedBytes) it first keeps the values it overwrites, for Restore.
-func (p *Patch) Apply(saved []byte) {
-	at := 0
-	for ti := range p.tensors {
-		t := &p.tensors[ti]
-		for i := range t.positions() {
-			off := t.offset(i)
-			if saved != nil {
-				copy(saved[at:at+t.size], t.data[off:off+t.size])
-			}
-			copy(t.data[off:off+t.size], t.values[i*t.size:(i+1)*t.size])
-			at += t.size
-		}
-	}
+	applyAll(p.f32, nil, false)
+	applyAll(p.u16, nil, false)
+	applyAll(p.f64, nil, false)
 }
 
 // Restore writes back the values Apply saved.
-func (p *Patch) Restore(saved []byte) {
-	at := 0
-	for ti := range p.tensors {
-		t := &p.tensors[ti]
-		for i := range t.positions() {
-			off := t.offset(i)
-			copy(t.data[off:off+t.size], saved[at:at+t.size])
-			at += t.size
+func (p *Patch) Restore(s *saved) {
+	restoreAll(p.f32, s.f32)
+	restoreAll(p.u16, s.u16)
+	restoreAll(p.f64, s.f64)
+}
+
+func applyAll[E element](list []*patchTensor[E], keep []E, save bool) []E {
+	for _, t := range list {
+		if t.index8 != nil {
+			for i, x := range t.index8 {
+				if save {
+					keep = append(keep, t.data[x])
+				}
+				t.data[x] = t.values[i]
+			}
+			continue
 		}
+		data, values := t.data, t.values[:len(t.index)]
+		for i, x := range t.index {
+			if save {
+				keep = append(keep, data[x])
+			}
+			data[x] = values[i]
+		}
+	}
+	return keep
+}
+
+func restoreAll[E element](list []*patchTensor[E], kept []E) {
+	for _, t := range list {
+		if t.index8 != nil {
+			for _, x := range t.index8 {
+				t.data[x], kept = kept[0], kept[1:]
+			}
+			continue
+		}
+		data, mine := t.data, kept[:len(t.index)]
+		for i, x := range t.index {
+			data[x] = mine[i]
+		}
+		kept = kept[len(t.index):]
 	}
 }
 

@@ -111,14 +111,14 @@ func TestPatchMatchesApplyRaw(t *testing.T) {
 		base, patches, deltas := testBase(t, 1, dt)
 		want := applied(t, base, deltas[0])
 		orig := applied(t, base, nil)
-		saved := make([]byte, patches[0].savedBytes())
-		patches[0].Apply(saved)
+		var saved saved
+		patches[0].Apply(&saved)
 		for _, p := range base.Model.Params {
 			if !bytes.Equal(p.Tensor.Bytes(), want[p.Name]) {
 				t.Errorf("%s: %s differs from ApplyRaw's bytes", dt, p.Name)
 			}
 		}
-		patches[0].Restore(saved)
+		patches[0].Restore(&saved)
 		for _, p := range base.Model.Params {
 			if !bytes.Equal(p.Tensor.Bytes(), orig[p.Name]) {
 				t.Errorf("%s: %s not restored", dt, p.Name)
@@ -151,9 +151,26 @@ func TestSchedulerExclusive(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// Half the goroutines run leases of four passes.
+			var lease *Lease
+			defer func() {
+				if lease != nil {
+					lease.Close()
+				}
+			}()
 			for step := range 20 {
-				i := (g + step) % len(patches)
-				err := s.Run(context.Background(), patches[i], func() error {
+				i := (g + step/4) % len(patches)
+				run := func(ctx context.Context, step func() error) error { return s.Run(ctx, patches[i], step) }
+				if g%2 == 0 {
+					if step%4 == 0 {
+						if lease != nil {
+							lease.Close()
+						}
+						lease = s.Lease(patches[i])
+					}
+					run = lease.Run
+				}
+				err := run(context.Background(), func() error {
 					mu.Lock()
 					running[patches[i]]++
 					for p, n := range running {
@@ -205,6 +222,42 @@ func TestSchedulerExclusive(t *testing.T) {
 		if !bytes.Equal(p.Tensor.Bytes(), want[idx][p.Name]) {
 			t.Errorf("%s: after the passes the weights are not the active delta's", p.Name)
 		}
+	}
+}
+
+// TestStalledLease: a lease whose request stops between passes (a client
+// that does not read) does not keep another delta waiting.
+func TestStalledLease(t *testing.T) {
+	_, patches, _ := testBase(t, 2, onnx.Float)
+	var s Scheduler
+	stalled := s.Lease(patches[0])
+	if err := stalled.Run(context.Background(), func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- s.Run(context.Background(), patches[1], func() error { return nil }) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a stalled lease kept another delta waiting")
+	}
+	// The stalled lease's next pass queues and runs with its delta.
+	if err := stalled.Run(context.Background(), func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.active != patches[0] {
+			t.Error("the lease's pass ran without its delta")
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	stalled.Close()
+	if s.holders != 0 || s.running != 0 {
+		t.Errorf("%d holders, %d running after everything closed", s.holders, s.running)
 	}
 }
 

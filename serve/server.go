@@ -215,9 +215,9 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, req.Model, err)
 		return
 	}
-	gen.Schedule = func(ctx context.Context, step func() error) error {
-		return s.sched.Run(ctx, patch, step)
-	}
+	lease := s.sched.Lease(patch)
+	defer lease.Close()
+	gen.Schedule = lease.Run
 	id := fmt.Sprintf("cmpl-%d-%d", s.started.Unix(), s.nextID.Add(1))
 	if req.Stream {
 		s.stream(w, r, &req, gen, id)

@@ -55,9 +55,12 @@ func (g *generateFlags) add(fs *flag.FlagSet) {
 	fs.IntVar(&g.context, "context", 0, "most positions a sequence may hold (0: the model's limit, at most 2048 when the graph sets none)")
 }
 
-// loadGenerator reads the model (sharing the file's bytes), applies the
-// deltas given and prepares the decoder.
-func loadGenerator(path string, deltas []string, gf generateFlags, threads, executables int, stderr io.Writer) (*onnx.Model, *serve.Base, *generate.Decoder, error) {
+// loadGenerator reads the model, applies the deltas given and prepares
+// the decoder. The weights view the file's bytes unless copyWeights: a
+// server writes deltas into them again and again, and pays the copy of
+// every page once at the start rather than a page fault the first time a
+// delta writes each page.
+func loadGenerator(path string, deltas []string, gf generateFlags, threads, executables int, copyWeights bool, stderr io.Writer) (*onnx.Model, *serve.Base, *generate.Decoder, error) {
 	mode, err := generate.ParseMode(gf.kvCache)
 	if err != nil {
 		return nil, nil, nil, &usageError{err.Error()}
@@ -66,7 +69,11 @@ func loadGenerator(path string, deltas []string, gf generateFlags, threads, exec
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	model, err := ir.NewModelShared(m)
+	newModel := ir.NewModelShared
+	if copyWeights {
+		newModel = ir.NewModel
+	}
+	model, err := newModel(m)
 	if err != nil {
 		m.Close()
 		return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
@@ -154,7 +161,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		ids = append([]int64{*bos}, ids...)
 	}
 
-	m, _, d, err := loadGenerator(pos[0], deltas, gf, *threads, 1, stderr)
+	m, _, d, err := loadGenerator(pos[0], deltas, gf, *threads, 1, false, stderr)
 	if err != nil {
 		return err
 	}

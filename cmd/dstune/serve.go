@@ -70,7 +70,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 
 // newServer loads the model and tokenizer and makes the server.
 func newServer(model, deltaDir string, gf generateFlags, threads, executables int, eos []int64, maxInFlight int, stderr io.Writer) (*serve.Server, func(), error) {
-	m, base, d, err := loadGenerator(model, nil, gf, threads, executables, stderr)
+	m, base, d, err := loadGenerator(model, nil, gf, threads, executables, true, stderr)
 	if err != nil {
 		return nil, nil, err
 	}
