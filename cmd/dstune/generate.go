@@ -205,7 +205,10 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// errNoTokenizer is returned while dstune is built without tokenizers.
+var errNoTokenizer = errors.New("this dstune reads no tokenizer files yet; give --prompt-ids")
+
 // loadTokenizer reads a tokenizer file.
 func loadTokenizer(path string) (generate.Tokenizer, error) {
-	return nil, fmt.Errorf("--tokenizer %s: this dstune has no tokenizer yet; give --prompt-ids", path)
+	return nil, fmt.Errorf("--tokenizer %s: %w", path, errNoTokenizer)
 }

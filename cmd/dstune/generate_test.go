@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -63,6 +65,28 @@ func TestGenerateStoriesGreedy(t *testing.T) {
 		if !strings.Contains(errOut, wantNote) || !strings.Contains(errOut, "40 generated (length)") {
 			t.Errorf("%s: stderr %q lacks %q or the count", mode, errOut, wantNote)
 		}
+	}
+}
+
+// TestGenerateStoriesText: with its tokenizer, greedy text from BOS is the
+// README's (generated.txt, which ends in a newline as generate's output
+// does).
+func TestGenerateStoriesText(t *testing.T) {
+	dir := filepath.Join(sharedtest.Dir(t), "models", "stories260K")
+	tok := filepath.Join(dir, "tok512.bin")
+	if _, err := loadTokenizer(tok); errors.Is(err, errNoTokenizer) {
+		t.Skip(err)
+	}
+	want, err := os.ReadFile(filepath.Join(dir, "generated.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd("generate", filepath.Join(dir, "stories260K.onnx"), "--tokenizer", tok, "--bos", "1", "--max-tokens", "40")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if out != string(want) {
+		t.Errorf("text\n%q, want\n%q", out, want)
 	}
 }
 

@@ -131,7 +131,7 @@ func run(modelPath, llama string, threads, executables, promptLen, tokens, repea
 
 // ---------------------------------------------------------------- overhead
 
-type timing struct{ first, perToken time.Duration }
+type timing struct{ first, perToken, total time.Duration }
 
 // request runs one generation with schedule and returns its timing.
 func request(dec *generate.Decoder, prompt []int64, tokens int, schedule func(context.Context, func() error) error) (timing, error) {
@@ -143,7 +143,7 @@ func request(dec *generate.Decoder, prompt []int64, tokens int, schedule func(co
 	if len(res.Tokens) != tokens {
 		return timing{}, fmt.Errorf("generated %d tokens, want %d", len(res.Tokens), tokens)
 	}
-	return timing{res.FirstToken, (res.Total - res.FirstToken) / time.Duration(tokens-1)}, nil
+	return timing{res.FirstToken, (res.Total - res.FirstToken) / time.Duration(tokens-1), res.Total}, nil
 }
 
 func fastest(d []time.Duration) time.Duration {
@@ -206,14 +206,7 @@ func overhead(m *onnx.Model, base *serve.Base, dec *generate.Decoder, dir string
 	if _, err := run(nil, false); err != nil {
 		return err
 	}
-	fmt.Printf("## Latency of a delta vs ε (%d prompt tokens, %d generated, the fastest of %d requests of each kind, interleaved, as this machine is shared)\n\n", len(prompt), tokens, repeats)
-	fmt.Println("\"per request\": the delta is switched in before the request's first forward pass (a client")
-	fmt.Println("alone, or clients of one delta); \"every pass\": the weights go back to the base and the delta is")
-	fmt.Println("written again before every forward pass (what interleaving with requests of other deltas costs")
-	fmt.Println("at most). \"est.\" is the switch's own time over the base's latency.")
-	fmt.Println()
-	fmt.Println("| ε | entries | file bytes | held bytes | switch µs | base: first token ms | per token ms | per request: first token ms | every pass: per token ms |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	var perRequest, everyPass []string
 	for i, eps := range epsValues {
 		path := paths[i]
 		info, err := os.Stat(path)
@@ -235,7 +228,7 @@ func overhead(m *onnx.Model, base *serve.Base, dec *generate.Decoder, dir string
 			sched.Run(context.Background(), q, func() error { return nil })
 		}
 		switchCost := time.Since(start) / switches
-		var bFirst, bTok, rFirst, eTok []time.Duration
+		var bFirst, bTok, bTotal, rFirst, rTotal, eTok []time.Duration
 		for range repeats {
 			// The base model's weights are in place before the base
 			// request, so it pays no switch.
@@ -252,14 +245,35 @@ func overhead(m *onnx.Model, base *serve.Base, dec *generate.Decoder, dir string
 			if err != nil {
 				return err
 			}
-			bFirst, bTok = append(bFirst, b.first), append(bTok, b.perToken)
-			rFirst, eTok = append(rFirst, r.first), append(eTok, e.perToken)
+			bFirst, bTok, bTotal = append(bFirst, b.first), append(bTok, b.perToken), append(bTotal, b.total)
+			rFirst, rTotal, eTok = append(rFirst, r.first), append(rTotal, r.total), append(eTok, e.perToken)
 		}
-		mbF, mbT := fastest(bFirst), fastest(bTok)
-		fmt.Printf("| %g | %d | %d | %d | %.1f | %s | %s | %s (%s; est. %s) | %s (%s; est. %s) |\n",
-			eps, p.Entries, info.Size(), p.Bytes(), float64(switchCost)/1e3, ms(mbF), ms(mbT),
-			ms(fastest(rFirst)), pct(fastest(rFirst), mbF), share(switchCost, mbF),
-			ms(fastest(eTok)), pct(fastest(eTok), mbT), share(switchCost, mbT))
+		perRequest = append(perRequest, fmt.Sprintf("| %g | %d | %d | %d | %.1f | %s → %s (%s; est. %s) | %s → %s (%s; est. %s) |",
+			eps, p.Entries, info.Size(), p.Bytes(), float64(switchCost)/1e3,
+			ms(fastest(bFirst)), ms(fastest(rFirst)), pct(fastest(rFirst), fastest(bFirst)), share(switchCost, fastest(bFirst)),
+			ms(fastest(bTotal)), ms(fastest(rTotal)), pct(fastest(rTotal), fastest(bTotal)), share(switchCost, fastest(bTotal))))
+		everyPass = append(everyPass, fmt.Sprintf("| %g | %.1f | %s → %s (%s; est. %s) |",
+			eps, float64(switchCost)/1e3, ms(fastest(bTok)), ms(fastest(eTok)), pct(fastest(eTok), fastest(bTok)), share(switchCost, fastest(bTok))))
+	}
+	fmt.Printf("## A delta's latency vs ε (%d prompt tokens, %d generated; the fastest of %d requests of each kind, interleaved, as this machine is shared)\n\n", len(prompt), tokens, repeats)
+	fmt.Println("Per request: the delta is written into the weights before the request's first forward pass")
+	fmt.Println("(a client alone, or the requests of one delta). base → with the delta, the difference measured,")
+	fmt.Println("and est.: the switch's own time (restore one delta, write another) over the base's latency.")
+	fmt.Println()
+	fmt.Println("| ε | entries | file bytes | held bytes | switch µs | first token ms | whole request ms |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	for _, row := range perRequest {
+		fmt.Println(row)
+	}
+	fmt.Println()
+	fmt.Println("Every pass: the weights go back to the base and the delta is written again before every forward")
+	fmt.Println("pass, the most interleaving with other deltas' requests could cost. (The server's leases keep a")
+	fmt.Printf("delta for %d× the switch's time, %v at least, so it pays at most 1/%d of this.)\n", serve.YieldFactor, serve.MinHold, serve.YieldFactor)
+	fmt.Println()
+	fmt.Println("| ε | switch µs | per token ms |")
+	fmt.Println("|---|---:|---:|")
+	for _, row := range everyPass {
+		fmt.Println(row)
 	}
 	fmt.Println()
 	return nil
@@ -360,7 +374,7 @@ func load(m *onnx.Model, base *serve.Base, dec *generate.Decoder, dir string, pr
 		heldTotal += p.Bytes()
 	}
 
-	fmt.Printf("## Throughput on loopback (%d prompt tokens, %d generated, sampled; clients cycle over the base and %d deltas at ε = 1e-3; each level runs %v or %d requests)\n\n",
+	fmt.Printf("## Throughput on loopback (%d prompt tokens, %d generated, sampled; clients send requests back to back, to the base alone or cycling over the base and %d deltas at ε = 1e-3; each level runs %v or %d requests per mix, in rounds alternating the mixes; tokens/s of the median round)\n\n",
 		len(prompt), tokens, nDeltas, duration, maxRequests)
 	fmt.Printf("memory: %d delta files of %d bytes in all; the patches hold %d bytes; the Go heap grew by %d bytes loading them (with the server's own state)\n",
 		nDeltas, fileBytes, heldTotal, int64(memAfter.HeapAlloc)-int64(memBefore.HeapAlloc))
@@ -375,19 +389,60 @@ func load(m *onnx.Model, base *serve.Base, dec *generate.Decoder, dir string, pr
 		}
 		levels = append(levels, n)
 	}
+	// Each level runs in rounds alternating the two mixes, after a round
+	// that compiles the shapes it needs; tokens/s is the median round's.
+	const rounds = 3
+	mixes := [][]string{models[:1], models}
 	for _, level := range levels {
-		for _, mix := range [][]string{models[:1], models} {
-			if err := loadLevel(client, url, level, mix, body, want, tokens, duration, maxRequests); err != nil {
-				return err
+		loadRound(client, url, level, models, body, want, tokens, duration/rounds/2, maxRequests/rounds)
+		var results [2][]roundResult
+		for range rounds {
+			for i, mix := range mixes {
+				results[i] = append(results[i], loadRound(client, url, level, mix, body, want, tokens, duration/rounds, maxRequests/rounds))
 			}
+		}
+		for i, mix := range mixes {
+			name := "base"
+			if len(mix) > 1 {
+				name = fmt.Sprintf("base + %d deltas", len(mix)-1)
+			}
+			var sum roundResult
+			var rates []float64
+			for _, r := range results[i] {
+				sum.done += r.done
+				sum.failed += r.failed
+				sum.wrong += r.wrong
+				sum.switches += r.switches
+				sum.latencies = append(sum.latencies, r.latencies...)
+				rates = append(rates, float64(r.done)/r.elapsed.Seconds())
+			}
+			slices.Sort(rates)
+			slices.Sort(sum.latencies)
+			p := func(q float64) time.Duration {
+				if len(sum.latencies) == 0 {
+					return 0
+				}
+				return sum.latencies[min(len(sum.latencies)-1, int(math.Ceil(q*float64(len(sum.latencies))))-1)]
+			}
+			rate := rates[len(rates)/2]
+			fmt.Printf("| %d | %s | %d | %d | %d | %.0f | %.2f | %s | %s | %d |\n", level, name, sum.done, sum.failed, sum.wrong,
+				rate*float64(tokens), rate, ms(p(0.5)), ms(p(0.95)), sum.switches)
 		}
 	}
 	fmt.Println()
 	return nil
 }
 
-// loadLevel runs n clients cycling over models and prints a table row.
-func loadLevel(client *http.Client, url string, n int, models []string, body func(job) string, want map[job][]int64, tokens int, duration time.Duration, maxRequests int) error {
+// roundResult is what one round of a load level measured.
+type roundResult struct {
+	done, failed, wrong, switches int64
+	elapsed                       time.Duration
+	latencies                     []time.Duration
+}
+
+// loadRound runs n clients cycling over models for duration (or
+// maxRequests requests), checking every response's tokens.
+func loadRound(client *http.Client, url string, n int, models []string, body func(job) string, want map[job][]int64, tokens int, duration time.Duration, maxRequests int) roundResult {
 	switchesBefore := scrape(client, url, "dstune_delta_switches_total")
 	var done, failed, wrong, next atomic.Int64
 	var mu sync.Mutex
@@ -422,22 +477,8 @@ func loadLevel(client *http.Client, url string, n int, models []string, body fun
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	slices.Sort(latencies)
-	p := func(q float64) time.Duration {
-		if len(latencies) == 0 {
-			return 0
-		}
-		return latencies[min(len(latencies)-1, int(math.Ceil(q*float64(len(latencies))))-1)]
-	}
-	switches := scrape(client, url, "dstune_delta_switches_total") - switchesBefore
-	mix := "base"
-	if len(models) > 1 {
-		mix = fmt.Sprintf("base + %d deltas", len(models)-1)
-	}
-	fmt.Printf("| %d | %s | %d | %d | %d | %.0f | %.2f | %s | %s | %d |\n", n, mix, done.Load(), failed.Load(), wrong.Load(),
-		float64(done.Load()*int64(tokens))/elapsed.Seconds(), float64(done.Load())/elapsed.Seconds(), ms(p(0.5)), ms(p(0.95)), switches)
-	return nil
+	return roundResult{done: done.Load(), failed: failed.Load(), wrong: wrong.Load(), elapsed: time.Since(start),
+		switches: scrape(client, url, "dstune_delta_switches_total") - switchesBefore, latencies: latencies}
 }
 
 // referenceDecoder loads a separate copy of the model with the named
