@@ -1,0 +1,611 @@
+package ir
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/dstune/dstune/onnx"
+)
+
+// RNN, LSTM and GRU import unrolled over the (static) sequence length as
+// compositions of MatMul, Add, Mul, the activations, Split, Concat and
+// Where, so that every backend runs them and they are differentiable
+// through their composition. The input projection of every time step is
+// one MatMul over the whole sequence; each step then adds the recurrent
+// MatMul of the previous hidden state and applies the gates. With
+// sequence_lens, a batch entry's state stops changing after its last step
+// (Where on the step's mask) and its outputs there are zero; the reverse
+// direction starts each entry at its own last step the same way, its state
+// staying initial until then.
+
+func init() {
+	registerOp("", "RNN", importRecurrent(rnnPlain))
+	registerOp("", "LSTM", importRecurrent(rnnLSTM))
+	registerOp("", "GRU", importRecurrent(rnnGRU))
+}
+
+type rnnKind uint8
+
+const (
+	rnnPlain rnnKind = iota
+	rnnLSTM
+	rnnGRU
+)
+
+func (k rnnKind) String() string { return [...]string{"RNN", "LSTM", "GRU"}[k] }
+
+// gates is the number of gate blocks in W, R and B.
+func (k rnnKind) gates() int { return [...]int{1, 4, 3}[k] }
+
+// activations is the number of activation functions per direction and
+// their defaults.
+func (k rnnKind) activations() []string {
+	return [][]string{{"Tanh"}, {"Sigmoid", "Tanh", "Tanh"}, {"Sigmoid", "Tanh"}}[k]
+}
+
+// composer emits ops into the importer, keeping the first error so that a
+// composition reads as a sequence of expressions.
+type composer struct {
+	im  *importer
+	err error
+}
+
+func (c *composer) ops(op Op, in ...*Value) []*Value {
+	if c.err != nil {
+		return nil
+	}
+	for _, v := range in {
+		if v == nil {
+			c.err = fmt.Errorf("%s: missing operand", op.Name())
+			return nil
+		}
+	}
+	outs, err := c.im.emit(op, in...)
+	if err != nil {
+		c.err = err
+	}
+	return outs
+}
+
+func (c *composer) op(op Op, in ...*Value) *Value {
+	outs := c.ops(op, in...)
+	if outs == nil {
+		return nil
+	}
+	return outs[0]
+}
+
+func (c *composer) binary(fn BinaryFn, a, b *Value) *Value { return c.op(&Binary{Fn: fn}, a, b) }
+func (c *composer) unary(fn UnaryFn, a *Value) *Value      { return c.op(&Unary{Fn: fn}, a) }
+
+func (c *composer) reshape(v *Value, shape Shape) *Value {
+	if c.err != nil {
+		return nil
+	}
+	r, err := c.im.reshape(v, shape)
+	if err != nil {
+		c.err = err
+	}
+	return r
+}
+
+// split cuts v along axis into parts of the given sizes (v itself for
+// one part). The slice is the caller's to change.
+func (c *composer) split(v *Value, axis int, sizes ...int) []*Value {
+	if len(sizes) == 1 {
+		return []*Value{v}
+	}
+	return slices.Clone(c.ops(&Split{Axis: axis, Sizes: sizes}, v))
+}
+
+func (c *composer) concat(axis int, parts ...*Value) *Value {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return c.op(&Concat{Axis: axis}, parts...)
+}
+
+func (c *composer) scalar(dt DType, v float64) *Value {
+	return c.im.constant(filled(dt, Shape{}, v))
+}
+
+// rnnActivation is one activation function with its alpha and beta.
+type rnnActivation struct {
+	name        string // lower case
+	alpha, beta float32
+}
+
+// rnnActivationDefaults lists the activations ONNX's recurrent ops take,
+// with their default alpha and beta (NaN: the function takes none).
+var rnnActivationDefaults = map[string][2]float32{
+	"relu": {nan32, nan32}, "tanh": {nan32, nan32}, "sigmoid": {nan32, nan32},
+	"affine": {1, 0}, "leakyrelu": {0.01, nan32}, "thresholdedrelu": {1, nan32},
+	"scaledtanh": {1, 1}, "hardsigmoid": {0.2, 0.5}, "elu": {1, nan32},
+	"softsign": {nan32, nan32}, "softplus": {nan32, nan32},
+}
+
+var nan32 = float32(math.NaN())
+
+func takesParam(v float32) bool { return !math.IsNaN(float64(v)) }
+
+// rnnActivations resolves the activations attribute: names, then alpha and
+// beta values consumed in order by the functions that take them (the
+// defaults once a list runs out).
+func rnnActivations(n *onnx.Node, kind rnnKind, dirs int) ([]rnnActivation, error) {
+	per := kind.activations()
+	var names []string
+	if a := n.Attr("activations"); a != nil {
+		if a.Type != onnx.AttrStrings {
+			return nil, fmt.Errorf("activations is %s, want STRINGS", a.Type)
+		}
+		for _, s := range a.Strings {
+			names = append(names, string(s))
+		}
+		if len(names) != len(per)*dirs {
+			return nil, fmt.Errorf("%d activations, want %d for %d direction(s)", len(names), len(per)*dirs, dirs)
+		}
+	} else {
+		for range dirs {
+			names = append(names, per...)
+		}
+	}
+	alphas, err := n.AttrFloats("activation_alpha", nil)
+	if err != nil {
+		return nil, err
+	}
+	betas, err := n.AttrFloats("activation_beta", nil)
+	if err != nil {
+		return nil, err
+	}
+	acts := make([]rnnActivation, len(names))
+	for i, name := range names {
+		lower := strings.ToLower(name)
+		def, ok := rnnActivationDefaults[lower]
+		if !ok {
+			return nil, fmt.Errorf("activation %q, want one of Relu, Tanh, Sigmoid, Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid, Elu, Softsign, Softplus", name)
+		}
+		a := rnnActivation{name: lower, alpha: def[0], beta: def[1]}
+		if takesParam(a.alpha) && len(alphas) > 0 {
+			a.alpha, alphas = alphas[0], alphas[1:]
+		}
+		if takesParam(a.beta) && len(betas) > 0 {
+			a.beta, betas = betas[0], betas[1:]
+		}
+		acts[i] = a
+	}
+	return acts, nil
+}
+
+// apply emits the activation of x, after clipping x to [-clip, clip] when
+// clip is set.
+func (a rnnActivation) apply(c *composer, x, clip *Value) *Value {
+	dt := x.DType
+	if clip != nil {
+		x = c.op(&Clip{}, x, c.unary(Neg, clip), clip)
+	}
+	switch a.name {
+	case "relu":
+		return c.unary(Relu, x)
+	case "tanh":
+		return c.unary(Tanh, x)
+	case "sigmoid":
+		return c.unary(Sigmoid, x)
+	case "softplus":
+		return c.unary(Softplus, x)
+	case "leakyrelu":
+		return c.op(&Unary{Fn: LeakyRelu, Alpha: a.alpha}, x)
+	case "elu":
+		return c.op(&Unary{Fn: Elu, Alpha: a.alpha}, x)
+	case "affine":
+		return c.binary(Add, c.binary(Mul, x, c.scalar(dt, float64(a.alpha))), c.scalar(dt, float64(a.beta)))
+	case "thresholdedrelu":
+		return c.op(&Where{}, c.binary(Greater, x, c.scalar(dt, float64(a.alpha))), x, c.scalar(dt, 0))
+	case "scaledtanh":
+		return c.binary(Mul, c.unary(Tanh, c.binary(Mul, x, c.scalar(dt, float64(a.beta)))), c.scalar(dt, float64(a.alpha)))
+	case "hardsigmoid":
+		lin := c.binary(Add, c.binary(Mul, x, c.scalar(dt, float64(a.alpha))), c.scalar(dt, float64(a.beta)))
+		return c.op(&Clip{}, lin, c.scalar(dt, 0), c.scalar(dt, 1))
+	default: // softsign
+		return c.binary(Div, x, c.binary(Add, c.unary(Abs, x), c.scalar(dt, 1)))
+	}
+}
+
+// recurrence holds what one direction's unrolling needs.
+type recurrence struct {
+	c                 *composer
+	kind              rnnKind
+	steps, batch      int
+	hidden            int
+	acts              []rnnActivation // this direction's
+	clip              *Value
+	inputForget       bool
+	linearBeforeReset bool
+	// mask returns the [batch, 1] mask of the entries still running at
+	// step t (nil without sequence_lens).
+	mask func(t int) *Value
+}
+
+// directionParams are one direction's weights, already laid out for the
+// unrolling: W and R transposed, biases summed where they can be.
+type directionParams struct {
+	wT, rT   *Value // [input, G·hidden], [hidden, G·hidden]
+	rhT      *Value // GRU: Rh transposed [hidden, hidden]; rT then holds Rz, Rr only
+	bias     *Value // added to the input projection [G·hidden], or nil
+	rbh      *Value // GRU with linear_before_reset: Rbh [hidden]
+	peep     []*Value
+	h0, c0   *Value // [batch, hidden]
+	reversed bool
+}
+
+// unroll runs one direction over the projected inputs xs (one [batch,
+// G·hidden] value per time step) and returns the output of every step (in
+// time order) and the final hidden and cell states.
+func (r *recurrence) unroll(p *directionParams, xs []*Value) (ys []*Value, h, cell *Value) {
+	c := r.c
+	dt := p.h0.DType
+	hs := r.hidden
+	ys = make([]*Value, r.steps)
+	h, cell = p.h0, p.c0
+	zero := c.scalar(dt, 0)
+	for i := range r.steps {
+		t := i
+		if p.reversed {
+			t = r.steps - 1 - i
+		}
+		x := xs[t]
+		var hn, cn *Value
+		switch r.kind {
+		case rnnPlain:
+			hn = r.acts[0].apply(c, c.binary(Add, x, c.op(&MatMul{}, h, p.rT)), r.clip)
+		case rnnLSTM:
+			g := c.split(c.binary(Add, x, c.op(&MatMul{}, h, p.rT)), 1, hs, hs, hs, hs)
+			if g == nil {
+				return nil, nil, nil
+			}
+			iPre, oPre, fPre, cPre := g[0], g[1], g[2], g[3]
+			if p.peep != nil {
+				iPre = c.binary(Add, iPre, c.binary(Mul, p.peep[0], cell))
+				fPre = c.binary(Add, fPre, c.binary(Mul, p.peep[2], cell))
+			}
+			in := r.acts[0].apply(c, iPre, r.clip)
+			var forget *Value
+			if r.inputForget {
+				forget = c.binary(Sub, c.scalar(dt, 1), in)
+			} else {
+				forget = r.acts[0].apply(c, fPre, r.clip)
+			}
+			cand := r.acts[1].apply(c, cPre, r.clip)
+			cn = c.binary(Add, c.binary(Mul, forget, cell), c.binary(Mul, in, cand))
+			if p.peep != nil {
+				oPre = c.binary(Add, oPre, c.binary(Mul, p.peep[1], cn))
+			}
+			out := r.acts[0].apply(c, oPre, r.clip)
+			hn = c.binary(Mul, out, r.acts[2].apply(c, cn, nil))
+		case rnnGRU:
+			gx := c.split(x, 1, hs, hs, hs)
+			if gx == nil {
+				return nil, nil, nil
+			}
+			var hz, hr, hh *Value
+			if r.linearBeforeReset {
+				gh := c.split(c.op(&MatMul{}, h, p.rT), 1, hs, hs, hs)
+				if gh == nil {
+					return nil, nil, nil
+				}
+				hz, hr, hh = gh[0], gh[1], gh[2]
+				if p.rbh != nil {
+					hh = c.binary(Add, hh, p.rbh)
+				}
+			} else {
+				gh := c.split(c.op(&MatMul{}, h, p.rT), 1, hs, hs)
+				if gh == nil {
+					return nil, nil, nil
+				}
+				hz, hr = gh[0], gh[1]
+			}
+			z := r.acts[0].apply(c, c.binary(Add, gx[0], hz), r.clip)
+			reset := r.acts[0].apply(c, c.binary(Add, gx[1], hr), r.clip)
+			var candPre *Value
+			if r.linearBeforeReset {
+				candPre = c.binary(Add, gx[2], c.binary(Mul, reset, hh))
+			} else {
+				candPre = c.binary(Add, gx[2], c.op(&MatMul{}, c.binary(Mul, reset, h), p.rhT))
+			}
+			cand := r.acts[1].apply(c, candPre, r.clip)
+			// (1-z)·cand + z·h
+			hn = c.binary(Add, cand, c.binary(Mul, z, c.binary(Sub, h, cand)))
+		}
+		if r.mask != nil {
+			m := r.mask(t)
+			ys[t] = c.op(&Where{}, m, hn, zero)
+			h = c.op(&Where{}, m, hn, h)
+			if cn != nil {
+				cell = c.op(&Where{}, m, cn, cell)
+			}
+		} else {
+			ys[t], h, cell = hn, hn, cn
+		}
+		if c.err != nil {
+			return nil, nil, nil
+		}
+	}
+	return ys, h, cell
+}
+
+func importRecurrent(kind rnnKind) importFunc {
+	return func(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
+		maxIn := 6
+		if kind == rnnLSTM {
+			maxIn = 8
+		}
+		if err := wantIn(in, 3, maxIn); err != nil {
+			return nil, err
+		}
+		x, w, rw := in[0], in[1], in[2]
+		opt := func(i int) *Value {
+			if i < len(in) {
+				return in[i]
+			}
+			return nil
+		}
+		hidden, err := attrInt(n, "hidden_size", 0)
+		if err != nil {
+			return nil, err
+		}
+		if hidden < 1 {
+			return nil, fmt.Errorf("hidden_size %d, want a positive number (it is required)", hidden)
+		}
+		direction, err := n.AttrString("direction", "forward")
+		if err != nil {
+			return nil, err
+		}
+		dirs := 1
+		switch direction {
+		case "forward", "reverse":
+		case "bidirectional":
+			dirs = 2
+		default:
+			return nil, fmt.Errorf("direction %q, want forward, reverse or bidirectional", direction)
+		}
+		layout, err := attrInt(n, "layout", 0)
+		if err != nil {
+			return nil, err
+		}
+		if layout != 0 && layout != 1 {
+			return nil, fmt.Errorf("layout %d, want 0 or 1", layout)
+		}
+		acts, err := rnnActivations(n, kind, dirs)
+		if err != nil {
+			return nil, err
+		}
+		dt := x.DType
+		if !isFloat(dt) || len(x.Shape) != 3 {
+			return nil, fmt.Errorf("X is %v, want a float tensor of rank 3", x.Type)
+		}
+		c := &composer{im: im}
+		if layout == 1 {
+			x = c.op(&Transpose{Perm: []int{1, 0, 2}}, x)
+			if c.err != nil {
+				return nil, c.err
+			}
+		}
+		steps, batch, inputSize := x.Shape[0], x.Shape[1], x.Shape[2]
+		g := kind.gates()
+		want := func(what string, v *Value, shape Shape) error {
+			if v.DType != dt || !v.Shape.Equal(shape) {
+				return fmt.Errorf("%s is %v, want %s%v", what, v.Type, dt, shape)
+			}
+			return nil
+		}
+		if err := want("W", w, Shape{dirs, g * hidden, inputSize}); err != nil {
+			return nil, err
+		}
+		if err := want("R", rw, Shape{dirs, g * hidden, hidden}); err != nil {
+			return nil, err
+		}
+		stateShape := Shape{dirs, batch, hidden}
+		if layout == 1 {
+			stateShape = Shape{batch, dirs, hidden}
+		}
+		b, seqLens, h0, c0, peep := opt(3), opt(4), opt(5), opt(6), opt(7)
+		if b != nil {
+			if err := want("B", b, Shape{dirs, 2 * g * hidden}); err != nil {
+				return nil, err
+			}
+		}
+		for _, s := range []struct {
+			what string
+			v    **Value
+		}{{"initial_h", &h0}, {"initial_c", &c0}} {
+			if *s.v == nil {
+				continue
+			}
+			if err := want(s.what, *s.v, stateShape); err != nil {
+				return nil, err
+			}
+			if layout == 1 {
+				*s.v = c.op(&Transpose{Perm: []int{1, 0, 2}}, *s.v)
+			}
+		}
+		if peep != nil {
+			if err := want("P", peep, Shape{dirs, 3 * hidden}); err != nil {
+				return nil, err
+			}
+		}
+		clipF := float32(0)
+		if a := n.Attr("clip"); a != nil {
+			if clipF, err = n.AttrFloat("clip", 0); err != nil {
+				return nil, err
+			}
+			if !(clipF > 0) {
+				return nil, fmt.Errorf("clip %g, want a positive threshold", clipF)
+			}
+		}
+		r := &recurrence{c: c, kind: kind, steps: steps, batch: batch, hidden: hidden}
+		if clipF > 0 {
+			r.clip = c.scalar(dt, float64(clipF))
+		}
+		if kind == rnnLSTM {
+			v, err := attrInt(n, "input_forget", 0)
+			if err != nil {
+				return nil, err
+			}
+			r.inputForget = v != 0
+		}
+		if kind == rnnGRU {
+			v, err := attrInt(n, "linear_before_reset", 0)
+			if err != nil {
+				return nil, err
+			}
+			r.linearBeforeReset = v != 0
+		}
+		if seqLens != nil {
+			if !isIndex(seqLens.DType) || !seqLens.Shape.Equal(Shape{batch}) {
+				return nil, fmt.Errorf("sequence_lens is %v, want int32[%d]", seqLens.Type, batch)
+			}
+			if r.mask, err = sequenceMask(c, seqLens, steps); err != nil {
+				return nil, err
+			}
+		}
+		// The input projection of every step at once: [steps·batch, input].
+		xFlat := c.reshape(x, Shape{steps * batch, inputSize})
+		// Each direction's slice of a [dirs, ...] operand.
+		perDir := func(v *Value) []*Value {
+			if v == nil {
+				return make([]*Value, dirs)
+			}
+			parts := []*Value{v}
+			if dirs == 2 {
+				parts = c.split(v, 0, 1, 1)
+			}
+			if parts == nil {
+				return make([]*Value, dirs)
+			}
+			for i, p := range parts {
+				parts[i] = c.reshape(p, p.Shape[1:])
+			}
+			return parts
+		}
+		ws, rs, bs, h0s, c0s, ps := perDir(w), perDir(rw), perDir(b), perDir(h0), perDir(c0), perDir(peep)
+		if c.err != nil {
+			return nil, c.err
+		}
+		zeros := im.constant(filled(dt, Shape{batch, hidden}, 0))
+		var ys, hs, cs []*Value
+		for d := range dirs {
+			per := len(kind.activations())
+			r.acts = acts[d*per : (d+1)*per]
+			p := &directionParams{h0: h0s[d], c0: c0s[d], reversed: direction == "reverse" || d == 1}
+			if p.h0 == nil {
+				p.h0 = zeros
+			}
+			if kind == rnnLSTM && p.c0 == nil {
+				p.c0 = zeros
+			}
+			p.wT = c.op(&Transpose{Perm: []int{1, 0}}, ws[d])
+			if kind == rnnGRU && !r.linearBeforeReset {
+				parts := c.split(rs[d], 0, 2*hidden, hidden)
+				if parts == nil {
+					return nil, c.err
+				}
+				p.rT = c.op(&Transpose{Perm: []int{1, 0}}, parts[0])
+				p.rhT = c.op(&Transpose{Perm: []int{1, 0}}, parts[1])
+			} else {
+				p.rT = c.op(&Transpose{Perm: []int{1, 0}}, rs[d])
+			}
+			if bs[d] != nil {
+				wrb := c.split(bs[d], 0, g*hidden, g*hidden)
+				if wrb == nil {
+					return nil, c.err
+				}
+				if kind == rnnGRU && r.linearBeforeReset {
+					// Rbh stays inside the reset gate's product.
+					rb := c.split(wrb[1], 0, 2*hidden, hidden)
+					if rb == nil {
+						return nil, c.err
+					}
+					p.rbh = rb[1]
+					p.bias = c.binary(Add, wrb[0], c.concat(0, rb[0], im.constant(filled(dt, Shape{hidden}, 0))))
+				} else {
+					p.bias = c.binary(Add, wrb[0], wrb[1])
+				}
+			}
+			if ps[d] != nil {
+				p.peep = c.split(ps[d], 0, hidden, hidden, hidden)
+			}
+			proj := c.op(&MatMul{}, xFlat, p.wT)
+			if p.bias != nil {
+				proj = c.binary(Add, proj, p.bias)
+			}
+			proj = c.reshape(proj, Shape{steps, batch, g * hidden})
+			if c.err != nil {
+				return nil, c.err
+			}
+			sizes := make([]int, steps)
+			for i := range sizes {
+				sizes[i] = 1
+			}
+			xs := c.split(proj, 0, sizes...)
+			if xs == nil {
+				return nil, c.err
+			}
+			for i, v := range xs {
+				xs[i] = c.reshape(v, Shape{batch, g * hidden})
+			}
+			dy, dh, dc := r.unroll(p, xs)
+			if c.err != nil {
+				return nil, c.err
+			}
+			for i, v := range dy {
+				dy[i] = c.reshape(v, Shape{1, 1, batch, hidden})
+			}
+			ys = append(ys, c.concat(0, dy...))
+			hs = append(hs, c.reshape(dh, Shape{1, batch, hidden}))
+			if dc != nil {
+				cs = append(cs, c.reshape(dc, Shape{1, batch, hidden}))
+			}
+		}
+		outs := []*Value{c.concat(1, ys...), c.concat(0, hs...)}
+		if kind == rnnLSTM {
+			outs = append(outs, c.concat(0, cs...))
+		}
+		if layout == 1 {
+			outs[0] = c.op(&Transpose{Perm: []int{2, 0, 1, 3}}, outs[0])
+			for i := 1; i < len(outs); i++ {
+				outs[i] = c.op(&Transpose{Perm: []int{1, 0, 2}}, outs[i])
+			}
+		}
+		if c.err != nil {
+			return nil, c.err
+		}
+		return outs, nil
+	}
+}
+
+// sequenceMask returns the function giving, for step t, the [batch, 1]
+// bool mask t < sequence_lens. Constant lengths are checked and fold; when
+// every length is the whole sequence there is no mask at all.
+func sequenceMask(c *composer, lens *Value, steps int) (func(int) *Value, error) {
+	if lens.Kind == ConstValue {
+		full := true
+		for _, l := range lens.Const.Ints() {
+			if l < 0 || l > steps {
+				return nil, fmt.Errorf("sequence_lens %v, want lengths in [0, %d]", lens.Const.Ints(), steps)
+			}
+			if l != steps {
+				full = false
+			}
+		}
+		if full {
+			return nil, nil
+		}
+	}
+	batch := lens.Shape[0]
+	return func(t int) *Value {
+		step := NewTensor(lens.DType, Shape{})
+		storeInt(step, 0, int64(t), true, RoundUp)
+		return c.reshape(c.binary(Less, c.im.constant(step), lens), Shape{batch, 1})
+	}, nil
+}
