@@ -2,6 +2,7 @@ package ir
 
 import (
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/dstune/dstune/onnx"
@@ -11,6 +12,7 @@ func init() {
 	registerOp("", "ConvTranspose", importConvTranspose)
 	registerOp("", "LpPool", importLpPool)
 	registerOp("", "MaxUnpool", importMaxUnpool)
+	registerOp("", "DeformConv", importDeformConv)
 	registerStaticOperands("", "MaxUnpool", 2)
 }
 
@@ -407,4 +409,192 @@ func importMaxUnpool(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) 
 		op.Shape = Shape(given)
 	}
 	return one(im.emit1(op, x, in[1]))
+}
+
+// ---------------------------------------------------------------- DeformConv
+
+// DeformConv is a convolution whose kernel taps are displaced by learned
+// offsets: X [N, C, d...], W [M, C/Group, k...], offset
+// [N, OffsetGroup·K·r, o...] (K kernel positions, r spatial axes; for
+// each offset group and kernel position the displacement along each axis),
+// optional bias [M] and mask [N, OffsetGroup·K, o...] scaling each tap.
+// Tap q of output position o reads X at o·stride − pad + q·dilation +
+// offset, interpolated multilinearly with zeros outside; channel c uses
+// offset group c/(C/OffsetGroup). Output [N, M, o...].
+type DeformConv struct {
+	Strides, Pads, Dilations []int
+	Group, OffsetGroup       int
+}
+
+func (op *DeformConv) Name() string { return "DeformConv" }
+
+func (op *DeformConv) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 3, 5); err != nil {
+		return nil, err
+	}
+	x, w, off := in[0], in[1], in[2]
+	if !isFloat(x.DType) || w.DType != x.DType || off.DType != x.DType {
+		return nil, fmt.Errorf("X, W and offset are %s, %s, %s; want one float type", x.DType, w.DType, off.DType)
+	}
+	r := len(x.Shape) - 2
+	if r < 1 || len(w.Shape) != r+2 || len(off.Shape) != r+2 || len(op.Strides) != r || len(op.Dilations) != r || len(op.Pads) != 2*r {
+		return nil, fmt.Errorf("X %v, W %v, offset %v, strides %v, pads %v, dilations %v do not agree", x.Shape, w.Shape, off.Shape, op.Strides, op.Pads, op.Dilations)
+	}
+	g, og := op.Group, op.OffsetGroup
+	if g < 1 || og < 1 || x.Shape[1] != w.Shape[1]*g || w.Shape[0]%g != 0 || x.Shape[1]%og != 0 {
+		return nil, fmt.Errorf("channels: X %v, W %v, group %d, offset_group %d", x.Shape, w.Shape, g, og)
+	}
+	k := w.Shape[2:].Size()
+	out := Shape{x.Shape[0], w.Shape[0]}
+	for d := range r {
+		n := windowCount(x.Shape[2+d], w.Shape[2+d], op.Strides[d], op.Dilations[d], op.Pads[d], op.Pads[r+d], false)
+		if n < 0 {
+			return nil, fmt.Errorf("kernel %v larger than padded input %v", w.Shape[2:], x.Shape[2:])
+		}
+		out = append(out, n)
+	}
+	if want := append(Shape{x.Shape[0], og * k * r}, out[2:]...); !off.Shape.Equal(want) {
+		return nil, fmt.Errorf("offset is %v, want %v", off.Shape, want)
+	}
+	if b, ok := optional(in, 3); ok && (b.DType != x.DType || !b.Shape.Equal(Shape{w.Shape[0]})) {
+		return nil, fmt.Errorf("bias is %v, want %s[%d]", b, x.DType, w.Shape[0])
+	}
+	if m, ok := optional(in, 4); ok {
+		if want := append(Shape{x.Shape[0], og * k}, out[2:]...); m.DType != x.DType || !m.Shape.Equal(want) {
+			return nil, fmt.Errorf("mask is %v, want %s%v", m, x.DType, want)
+		}
+	}
+	return []Type{{x.DType, out}}, nil
+}
+
+func (op *DeformConv) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	x, w, off, y := in[0], in[1], in[2], out[0]
+	xv, wv, ov := Convert(x, Float64).Float64s(), Convert(w, Float64).Float64s(), Convert(off, Float64).Float64s()
+	var bv, mv []float64
+	if b := optionalTensor(in, 3); b != nil {
+		bv = Convert(b, Float64).Float64s()
+	}
+	if m := optionalTensor(in, 4); m != nil {
+		mv = Convert(m, Float64).Float64s()
+	}
+	r := len(x.shape) - 2
+	n, c, m := x.shape[0], x.shape[1], w.shape[0]
+	spatialIn, spatialOut, kern := x.shape[2:], y.shape[2:], w.shape[2:]
+	inSize, outSize, kSize := spatialIn.Size(), spatialOut.Size(), kern.Size()
+	inStr := spatialIn.Strides()
+	cg, mg, og := c/op.Group, m/op.Group, op.OffsetGroup
+	perOffsetGroup := c / og
+	corners := 1 << r
+	// samples[(g·K + q)·corners + j]: corner j of the sample of offset
+	// group g, kernel position q at the current output position.
+	type corner struct {
+		pos    int
+		weight float64
+	}
+	samples := make([]corner, og*kSize*corners)
+	outPos, kPos := make([]int, r), make([]int, r)
+	lo, frac := make([]int, r), make([]float64, r)
+	res := make([]float64, y.Len())
+	for b := range n {
+		for o := range outSize {
+			unflatten(o, spatialOut, outPos)
+			for g := range og {
+				for q := range kSize {
+					unflatten(q, kern, kPos)
+					scale := 1.0
+					if mv != nil {
+						scale = mv[(b*og*kSize+g*kSize+q)*outSize+o]
+					}
+					for d := range r {
+						p := float64(outPos[d]*op.Strides[d]-op.Pads[d]+kPos[d]*op.Dilations[d]) +
+							ov[((b*og*kSize+g*kSize+q)*r+d)*outSize+o]
+						f := math.Floor(p)
+						if math.IsNaN(f) || f < -2 || f > float64(spatialIn[d]) {
+							f = -2 // every corner outside
+						}
+						lo[d], frac[d] = int(f), p-f
+					}
+					for j := range corners {
+						wt, pos := scale, 0
+						for d := range r {
+							i := lo[d]
+							if j>>d&1 == 1 {
+								i++
+								wt *= frac[d]
+							} else {
+								wt *= 1 - frac[d]
+							}
+							if i < 0 || i >= spatialIn[d] {
+								wt = 0
+								break
+							}
+							pos += i * inStr[d]
+						}
+						samples[(g*kSize+q)*corners+j] = corner{pos, wt}
+					}
+				}
+			}
+			for oc := range m {
+				s := 0.0
+				if bv != nil {
+					s = bv[oc]
+				}
+				grp := oc / mg
+				for ic := range cg {
+					ch := grp*cg + ic
+					plane := xv[(b*c+ch)*inSize : (b*c+ch+1)*inSize]
+					sg := samples[(ch/perOffsetGroup)*kSize*corners:]
+					for q := range kSize {
+						v := 0.0
+						for _, cn := range sg[q*corners : (q+1)*corners] {
+							if cn.weight != 0 {
+								v += cn.weight * plane[cn.pos]
+							}
+						}
+						s += wv[(oc*cg+ic)*kSize+q] * v
+					}
+				}
+				res[(b*m+oc)*outSize+o] = s
+			}
+		}
+	}
+	storeFloats(y, res)
+	return nil
+}
+
+func importDeformConv(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
+	if err := wantIn(in, 3, 5); err != nil {
+		return nil, err
+	}
+	x, w := in[0], in[1]
+	if len(x.Shape) < 3 || len(w.Shape) != len(x.Shape) {
+		return nil, fmt.Errorf("X %v and W %v, want NC<spatial> and MC<kernel> of one rank", x.Shape, w.Shape)
+	}
+	kernel := []int(w.Shape[2:].Clone())
+	if ks, ok, err := attrInts(n, "kernel_shape"); err != nil {
+		return nil, err
+	} else if ok && !slices.Equal(ks, kernel) {
+		return nil, fmt.Errorf("kernel_shape %v does not match W %v", ks, w.Shape)
+	}
+	strides, pads, dil, err := spatialAttrs(n, x.Shape, kernel)
+	if err != nil {
+		return nil, err
+	}
+	for d := range kernel {
+		if strides[d] < 1 || dil[d] < 1 || pads[d] < 0 || pads[len(kernel)+d] < 0 {
+			return nil, fmt.Errorf("strides %v, dilations %v, pads %v", strides, dil, pads)
+		}
+	}
+	group, err := attrInt(n, "group", 1)
+	if err != nil {
+		return nil, err
+	}
+	offsetGroup, err := attrInt(n, "offset_group", 1)
+	if err != nil {
+		return nil, err
+	}
+	return one(im.emit1(&DeformConv{Strides: strides, Pads: pads, Dilations: dil, Group: group, OffsetGroup: offsetGroup}, in...))
 }
