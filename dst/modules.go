@@ -382,9 +382,73 @@ func (a *graphAnalysis) linearBehind(v *ir.Value) *linearLayer {
 				continue
 			}
 		}
-		return nil
+		return a.rotaryLinearBehind(v)
 	}
 	return nil
+}
+
+// rotaryLinearBehind finds the one linear layer behind v when v mixes it
+// with other activations that come from no linear layer: rotary position
+// embeddings computed in the graph, x·cos + rotate_half(x)·sin, where cos
+// and sin are computed from position ids and rotate_half concatenates
+// negated halves of x. It returns nil when no linear layer or more than
+// one lies behind v.
+func (a *graphAnalysis) rotaryLinearBehind(v *ir.Value) *linearLayer {
+	var found *linearLayer
+	seen := map[*ir.Value]bool{}
+	budget := 256 // values visited: bounds the walk on any graph
+	var walk func(v *ir.Value, depth int) bool
+	walk = func(v *ir.Value, depth int) bool {
+		if v == nil || !isActivation(v) || seen[v] {
+			return true
+		}
+		seen[v] = true
+		if budget--; budget < 0 || depth == 0 {
+			return false
+		}
+		l := a.byOutput[v]
+		if l == nil && v.Kind == ir.NodeOutput {
+			l = a.byNode[v.Producer]
+		}
+		if l != nil {
+			if found != nil && found != l {
+				return false
+			}
+			found = l
+			return true
+		}
+		if v.Kind != ir.NodeOutput {
+			return true // a graph input (position ids): no linear layer behind it
+		}
+		n := v.Producer
+		var operands []*ir.Value
+		switch op := n.Op.(type) {
+		case *ir.Binary, *ir.Concat:
+			operands = n.Inputs
+		case *ir.Unary:
+			if op.Fn != ir.Neg && op.Fn != ir.Cos && op.Fn != ir.Sin {
+				return false
+			}
+			operands = n.Inputs
+		case *ir.Where:
+			operands = n.Inputs[1:]
+		default:
+			if !isPlumbing(n.Op) && !isDropout(n) {
+				return false
+			}
+			operands = n.Inputs[:1]
+		}
+		for _, o := range operands {
+			if !walk(o, depth-1) {
+				return false
+			}
+		}
+		return true
+	}
+	if !walk(v, maxTrace) {
+		return nil
+	}
+	return found
 }
 
 func (a *graphAnalysis) classifyLinears() {

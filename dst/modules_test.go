@@ -1,11 +1,13 @@
 package dst
 
 import (
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/dstune/dstune/internal/llamagen"
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
@@ -218,4 +220,46 @@ func TestModulesBuiltBlock(t *testing.T) {
 		{`(gate|up)_proj$`, "mlp_in.weight"}, {`down_proj$`, "mlp_out.weight"},
 		{`^norm$`, "final_norm.weight"}, {`^lm_head$`, "head.weight"},
 	}, 2)
+}
+
+// TestModulesLlamaExport classifies a Hugging Face-shaped Llama decoder
+// (rotary embeddings computed in the graph between the q/k projections
+// and the attention, RMSNorm spelled out, grouped-query attention, a
+// SiLU-gated MLP, nn.Linear weights read through Transpose).
+func TestModulesLlamaExport(t *testing.T) {
+	dir := t.TempDir()
+	c := llamagen.Config{Vocab: 40, Dim: 16, Layers: 3, Heads: 4, KVHeads: 2, Hidden: 24, Seed: 3}
+	if err := llamagen.Write(dir, c); err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnx.ReadFile(filepath.Join(dir, "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	model, err := ir.NewModel(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := model.LMBindings(1, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := model.Specialize(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkKinds(t, g, []kindRule{
+		{`embed_tokens`, KindEmbedding + ".weight"},
+		{`q_proj`, KindAttnQ + ".weight"},
+		{`k_proj`, KindAttnK + ".weight"},
+		{`v_proj`, KindAttnV + ".weight"},
+		{`o_proj`, KindAttnOut + ".weight"},
+		{`gate_proj|up_proj`, KindMLPIn + ".weight"},
+		{`down_proj`, KindMLPOut + ".weight"},
+		{`input_layernorm`, KindAttnNorm + ".weight"},
+		{`post_attention_layernorm`, KindMLPNorm + ".weight"},
+		{`model\.norm`, KindFinalNorm + ".weight"},
+		{`lm_head`, KindHead + ".weight"},
+	}, c.Layers)
 }

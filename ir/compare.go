@@ -31,7 +31,7 @@ func (d Diff) String() string {
 	return fmt.Sprintf("max abs %.3g, max rel %.3g, %d off", d.MaxAbs, d.MaxRel, d.Off)
 }
 
-// Compare compares got with want: exactly for integers and bools, with
+// Compare compares got with want: exactly for integers, bools and strings, with
 // tolerance atol + rtol·|want| for floats (NaN and infinities must match).
 func Compare(got, want *Tensor, rtol, atol float64) Diff {
 	d := Diff{FirstOff: -1}
@@ -44,6 +44,14 @@ func Compare(got, want *Tensor, rtol, atol float64) Diff {
 			d.FirstOff = i
 		}
 		d.Off++
+	}
+	if got.dtype == String {
+		for i, g := range got.strs {
+			if g != want.strs[i] {
+				off(i)
+			}
+		}
+		return d
 	}
 	if !got.dtype.IsFloat() {
 		es := got.dtype.Size()

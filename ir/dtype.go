@@ -7,10 +7,13 @@ import (
 )
 
 // DType is the element type of a tensor. The set is ONNX's tensor types
-// minus strings and complex numbers. Every type is stored unpacked, one
+// minus complex numbers. Every numeric type is stored unpacked, one
 // element per Size() bytes: the 4- and 2-bit integer and float types take a
 // byte per element in memory (ONNX packs them two or four to a byte in
-// files; the conversion happens in TensorFromONNX).
+// files; the conversion happens in TensorFromONNX). String tensors hold Go
+// strings instead of bytes (Tensor.Strings); they exist only at import:
+// every string value must be known there, string ops fold, and backends
+// never see them.
 type DType uint8
 
 const (
@@ -38,6 +41,7 @@ const (
 	Uint4      // one element per byte
 	Int2       // one element per byte, sign-extended
 	Uint2      // one element per byte
+	String     // Go strings (UTF-8 bytes as ONNX stores them), not bytes
 	numDTypes
 )
 
@@ -66,6 +70,7 @@ var dtypeNames = [numDTypes]string{
 	Uint4:          "uint4",
 	Int2:           "int2",
 	Uint2:          "uint2",
+	String:         "string",
 }
 
 func (d DType) String() string {
@@ -85,9 +90,12 @@ func ParseDType(s string) (DType, error) {
 	return InvalidDType, fmt.Errorf("ir: unknown dtype %q", s)
 }
 
-// Size is the number of bytes one element takes in memory.
+// Size is the number of bytes one element takes in memory (for strings,
+// the string header; their bytes are counted apart).
 func (d DType) Size() int {
 	switch d {
+	case String:
+		return 16
 	case Float64, Int64, Uint64:
 		return 8
 	case Float32, Int32, Uint32:
@@ -168,14 +176,15 @@ var fromONNXType = map[onnx.DataType]DType{
 	onnx.Uint4:          Uint4,
 	onnx.Int2:           Int2,
 	onnx.Uint2:          Uint2,
+	onnx.String:         String,
 }
 
 var onnxTypeNames = map[onnx.DataType]string{
-	onnx.Undefined: "UNDEFINED", onnx.String: "STRING", onnx.Complex64: "COMPLEX64", onnx.Complex128: "COMPLEX128",
+	onnx.Undefined: "UNDEFINED", onnx.Complex64: "COMPLEX64", onnx.Complex128: "COMPLEX128",
 }
 
 // DTypeFromONNX maps an ONNX data type to a DType, or says that it is not
-// supported (strings, complex numbers, unknown codes).
+// supported (complex numbers, unknown codes).
 func DTypeFromONNX(t onnx.DataType) (DType, error) {
 	if d, ok := fromONNXType[t]; ok {
 		return d, nil

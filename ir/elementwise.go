@@ -45,19 +45,40 @@ const (
 	Gelu      // x·Φ(x) = x/2·(1+erf(x/√2))
 	GeluTanh  // x/2·(1+tanh(√(2/π)·(x+0.044715x³)))
 	Softplus  // log(1+exp(x))
+	Cos
+	Sin
+	Tan
+	Acos
+	Asin
+	Atan
+	Acosh
+	Asinh
+	Atanh
+	Cosh
+	Sinh
+	Round           // to the nearest integer, halves to even
+	BitwiseNot      // integers: ^x
+	HardSwish       // x·max(0, min(1, x/6 + ½))
+	Softsign        // x/(1+|x|)
+	Mish            // x·tanh(softplus(x))
+	Celu            // max(0, x) + min(0, Alpha·(exp(x/Alpha)-1))
+	ThresholdedRelu // x if x > Alpha else 0
+	Swish           // x·sigmoid(Alpha·x)
 )
 
-var unaryNames = [...]string{"Neg", "Abs", "Sqrt", "Exp", "Log", "Tanh", "Sigmoid", "Relu", "Erf", "Not", "Reciprocal", "Floor", "Ceil", "Sign", "LeakyRelu", "Elu", "Gelu", "GeluTanh", "Softplus"}
+var unaryNames = [...]string{"Neg", "Abs", "Sqrt", "Exp", "Log", "Tanh", "Sigmoid", "Relu", "Erf", "Not", "Reciprocal", "Floor", "Ceil", "Sign", "LeakyRelu", "Elu", "Gelu", "GeluTanh", "Softplus",
+	"Cos", "Sin", "Tan", "Acos", "Asin", "Atan", "Acosh", "Asinh", "Atanh", "Cosh", "Sinh",
+	"Round", "BitwiseNot", "HardSwish", "Softsign", "Mish", "Celu", "ThresholdedRelu", "Swish"}
 
 func (f UnaryFn) String() string { return unaryNames[f] }
 
 // Unary applies Fn to every element: out[i] = Fn(x[i]). Integer inputs
-// are accepted by Neg, Abs, Relu and Sign; Not takes bools; the others
-// take floats (float16/bfloat16 are computed in float32, float32 through
-// float64 for the transcendental functions).
+// are accepted by Neg, Abs, Relu and Sign; BitwiseNot takes only integers
+// and Not only bools; the others take floats (float16/bfloat16 are
+// computed in float32, float32 through float64).
 type Unary struct {
 	Fn    UnaryFn
-	Alpha float32 // LeakyRelu, Elu
+	Alpha float32 // LeakyRelu, Elu, Celu, ThresholdedRelu, Swish
 }
 
 func (op *Unary) Name() string { return op.Fn.String() }
@@ -76,6 +97,10 @@ func (op *Unary) Infer(in []Type) ([]Type, error) {
 		if err := wantDTypes("input", x, isComputable, "a number type"); err != nil {
 			return nil, err
 		}
+	case BitwiseNot:
+		if err := wantDTypes("input", x, isIntType, "an integer type"); err != nil {
+			return nil, err
+		}
 	default:
 		if err := wantDTypes("input", x, isFloat, "a float type"); err != nil {
 			return nil, err
@@ -89,6 +114,9 @@ func (op *Unary) Eval(in, out []*Tensor) error {
 		return err
 	}
 	x, y := in[0], out[0]
+	if op.Fn == BitwiseNot {
+		return bitwiseNot(x, y)
+	}
 	switch x.dtype {
 	case Bool:
 		a, b := view[bool](x), view[bool](y)
@@ -119,6 +147,35 @@ func (op *Unary) Eval(in, out []*Tensor) error {
 		return fmt.Errorf("%s on %s is not supported", op.Name(), x.dtype)
 	}
 	return nil
+}
+
+// integerT is the set of Go integer types the integer dtypes are stored as.
+type integerT interface {
+	~int8 | ~int16 | ~int32 | ~int64 | ~uint8 | ~uint16 | ~uint32 | ~uint64
+}
+
+// bitwiseNot complements the bits of every element; signedness does not
+// matter, so it works on the unsigned type of each width.
+func bitwiseNot(x, y *Tensor) error {
+	switch x.dtype.Size() {
+	case 1:
+		bitwiseNotTyped(view[uint8](x), view[uint8](y))
+	case 2:
+		bitwiseNotTyped(view[uint16](x), view[uint16](y))
+	case 4:
+		bitwiseNotTyped(view[uint32](x), view[uint32](y))
+	case 8:
+		bitwiseNotTyped(view[uint64](x), view[uint64](y))
+	default:
+		return fmt.Errorf("BitwiseNot on %s is not supported", x.dtype)
+	}
+	return nil
+}
+
+func bitwiseNotTyped[T integerT](x, y []T) {
+	for i, v := range x {
+		y[i] = ^v
+	}
 }
 
 func unaryInt[T number](fn UnaryFn, x, y []T) {
@@ -212,6 +269,48 @@ func UnaryFloat64(fn UnaryFn, alpha float64, v float64) float64 {
 			return v + math.Log1p(math.Exp(-v))
 		}
 		return math.Log1p(math.Exp(v))
+	case Cos:
+		return math.Cos(v)
+	case Sin:
+		return math.Sin(v)
+	case Tan:
+		return math.Tan(v)
+	case Acos:
+		return math.Acos(v)
+	case Asin:
+		return math.Asin(v)
+	case Atan:
+		return math.Atan(v)
+	case Acosh:
+		return math.Acosh(v)
+	case Asinh:
+		return math.Asinh(v)
+	case Atanh:
+		return math.Atanh(v)
+	case Cosh:
+		return math.Cosh(v)
+	case Sinh:
+		return math.Sinh(v)
+	case Round:
+		return math.RoundToEven(v)
+	case HardSwish:
+		return v * math.Max(0, math.Min(1, v/6+0.5))
+	case Softsign:
+		return v / (1 + math.Abs(v))
+	case Mish:
+		return v * math.Tanh(UnaryFloat64(Softplus, 0, v))
+	case Celu:
+		return math.Max(0, v) + math.Min(0, alpha*math.Expm1(v/alpha))
+	case ThresholdedRelu:
+		if v > alpha {
+			return v
+		}
+		if v != v {
+			return v
+		}
+		return 0
+	case Swish:
+		return v * UnaryFloat64(Sigmoid, 0, alpha*v)
 	}
 	panic("ir: unknown unary function")
 }
@@ -244,9 +343,17 @@ const (
 	And
 	Or
 	Xor
+	Mod           // the remainder with the divisor's sign (Python's %); integers give 0 for a zero divisor
+	Fmod          // the remainder with the dividend's sign (C's fmod); integers give 0 for a zero divisor
+	BitShiftLeft  // integers: a << b (0 once b reaches the width)
+	BitShiftRight // integers: a >> b, logical for unsigned types
+	BitwiseAnd    // integers: a & b
+	BitwiseOr     // integers: a | b
+	BitwiseXor    // integers: a ^ b
 )
 
-var binaryNames = [...]string{"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor"}
+var binaryNames = [...]string{"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor",
+	"Mod", "Fmod", "BitShiftLeft", "BitShiftRight", "BitwiseAnd", "BitwiseOr", "BitwiseXor"}
 
 func (f BinaryFn) String() string { return binaryNames[f] }
 
@@ -254,13 +361,16 @@ func (f BinaryFn) String() string { return binaryNames[f] }
 func (f BinaryFn) IsComparison() bool { return f >= Equal && f <= GreaterOrEqual }
 
 // IsLogical reports whether f combines bools.
-func (f BinaryFn) IsLogical() bool { return f >= And }
+func (f BinaryFn) IsLogical() bool { return f >= And && f <= Xor }
+
+// IsBitwise reports whether f works on the bits of integers.
+func (f BinaryFn) IsBitwise() bool { return f >= BitShiftLeft && f <= BitwiseXor }
 
 // Binary applies Fn element-wise with numpy broadcasting:
 // out[i] = Fn(a[ia], b[ib]). Both operands have one dtype, except Pow,
 // whose exponent may have any number type (the result has the base's).
 // Integer Div truncates toward zero and gives 0 for a zero divisor; Max and
-// Min propagate NaN.
+// Min propagate NaN. The bitwise functions take integers only.
 type Binary struct {
 	Fn BinaryFn
 }
@@ -300,6 +410,9 @@ func (op *Binary) Infer(in []Type) ([]Type, error) {
 	if op.Fn.IsComparison() {
 		return []Type{{Bool, shape}}, nil
 	}
+	if op.Fn.IsBitwise() && !a.DType.IsInt() {
+		return nil, fmt.Errorf("operands are %s, want an integer type", a.DType)
+	}
 	return []Type{{a.DType, shape}}, nil
 }
 
@@ -327,6 +440,9 @@ func (op *Binary) Eval(in, out []*Tensor) error {
 		}
 		return nil
 	}
+	if op.Fn.IsBitwise() || ((op.Fn == Mod || op.Fn == Fmod) && a.dtype.IsInt()) {
+		return binaryInteger(op.Fn, ix, a, b, o)
+	}
 	switch a.dtype {
 	case Float32:
 		return binaryTyped(op.Fn, ix, view[float32](a), view[float32](b), o)
@@ -350,6 +466,66 @@ func (op *Binary) Eval(in, out []*Tensor) error {
 		return binaryTyped(op.Fn, ix, view[uint64](a), view[uint64](b), o)
 	}
 	return fmt.Errorf("%s on %s is not supported", op.Name(), a.dtype)
+}
+
+// binaryInteger evaluates the functions defined only on integers (and
+// Mod, Fmod on integers).
+func binaryInteger(fn BinaryFn, ix *runIndexer, a, b, o *Tensor) error {
+	switch a.dtype {
+	case Int8:
+		binaryLoop(ix, view[int8](a), view[int8](b), view[int8](o), integerFn[int8](fn))
+	case Int16:
+		binaryLoop(ix, view[int16](a), view[int16](b), view[int16](o), integerFn[int16](fn))
+	case Int32:
+		binaryLoop(ix, view[int32](a), view[int32](b), view[int32](o), integerFn[int32](fn))
+	case Int64:
+		binaryLoop(ix, view[int64](a), view[int64](b), view[int64](o), integerFn[int64](fn))
+	case Uint8:
+		binaryLoop(ix, view[uint8](a), view[uint8](b), view[uint8](o), integerFn[uint8](fn))
+	case Uint16:
+		binaryLoop(ix, view[uint16](a), view[uint16](b), view[uint16](o), integerFn[uint16](fn))
+	case Uint32:
+		binaryLoop(ix, view[uint32](a), view[uint32](b), view[uint32](o), integerFn[uint32](fn))
+	case Uint64:
+		binaryLoop(ix, view[uint64](a), view[uint64](b), view[uint64](o), integerFn[uint64](fn))
+	default:
+		return fmt.Errorf("%s on %s is not supported", fn, a.dtype)
+	}
+	return nil
+}
+
+func integerFn[T integerT](fn BinaryFn) func(a, b T) T {
+	switch fn {
+	case Mod:
+		return func(a, b T) T {
+			if b == 0 {
+				return 0
+			}
+			r := a % b
+			if r != 0 && (r < 0) != (b < 0) {
+				r += b
+			}
+			return r
+		}
+	case Fmod:
+		return func(a, b T) T {
+			if b == 0 {
+				return 0
+			}
+			return a % b
+		}
+	case BitShiftLeft:
+		return func(a, b T) T { return a << uint64(b) }
+	case BitShiftRight:
+		return func(a, b T) T { return a >> uint64(b) }
+	case BitwiseAnd:
+		return func(a, b T) T { return a & b }
+	case BitwiseOr:
+		return func(a, b T) T { return a | b }
+	case BitwiseXor:
+		return func(a, b T) T { return a ^ b }
+	}
+	panic("ir: not an integer function: " + fn.String())
 }
 
 func binaryLoop[A, B, O any](ix *runIndexer, a []A, b []B, o []O, f func(A, B) O) {
@@ -422,6 +598,14 @@ func ArithFloat64(fn BinaryFn, a, b float64) float64 {
 			return math.NaN()
 		}
 		return math.Min(a, b)
+	case Fmod:
+		return math.Mod(a, b)
+	case Mod:
+		r := math.Mod(a, b)
+		if r != 0 && (r < 0) != (b < 0) {
+			r += b
+		}
+		return r
 	}
 	panic("ir: not an arithmetic function")
 }

@@ -3,6 +3,7 @@ package ir
 import (
 	"os"
 	"path/filepath"
+	"sort"
 	"testing"
 
 	"github.com/dstune/dstune/internal/sharedtest"
@@ -12,9 +13,14 @@ import (
 // FuzzImport feeds arbitrary model bytes through decoding, import and the
 // reference interpreter: whatever the file says, import must return an
 // error or a valid graph, never panic or allocate without bound. The seeds
-// are node-test models (the corpus mutates their attributes and shapes).
+// are node-test models, the first of every operator the importer
+// registers and a few chosen ones (the corpus mutates their attributes
+// and shapes).
 func FuzzImport(f *testing.F) {
 	dir := sharedtest.Dir(f)
+	for _, b := range firstTestOfEachOp(f, filepath.Join(dir, "onnx-backend", "node")) {
+		f.Add(b)
+	}
 	{
 		for _, name := range []string{"test_reshape_negative_dim", "test_slice_neg_steps", "test_gather_negative_indices", "test_split_variable_parts_2d_opset18",
 			"test_einsum_batch_diagonal", "test_maxpool_2d_ceil", "test_conv_with_strides_padding", "test_range_float_type_positive_delta",
@@ -41,6 +47,9 @@ func FuzzImport(f *testing.F) {
 			valueInputs[n] = true
 		}
 		for _, in := range model.Inputs {
+			if in.Kind != TensorDatum {
+				return // sequence and optional inputs need bound elements
+			}
 			s := Shape{}
 			for _, d := range in.Dims {
 				if d < 0 || d > 64 {
@@ -83,4 +92,34 @@ func FuzzImport(f *testing.F) {
 		}
 		_, _ = Interpret(g, inputs)
 	})
+}
+
+// firstTestOfEachOp returns the model bytes of the first node test (in
+// name order) whose graph uses each registered operator.
+func firstTestOfEachOp(f *testing.F, root string) [][]byte {
+	dirs, _ := filepath.Glob(filepath.Join(root, "test_*"))
+	sort.Strings(dirs)
+	seen := map[string]bool{}
+	var out [][]byte
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "model.onnx"))
+		if err != nil {
+			continue
+		}
+		m, err := onnx.Decode(b, "")
+		if err != nil {
+			f.Fatalf("%s: %v", d, err)
+		}
+		fresh := false
+		for _, n := range m.Graph.Nodes {
+			key := opKey(n.Domain, n.OpType)
+			if _, ok := importers[key]; ok && !seen[key] {
+				seen[key], fresh = true, true
+			}
+		}
+		if fresh {
+			out = append(out, b)
+		}
+	}
+	return out
 }

@@ -34,6 +34,23 @@ import (
 //	Gelu:       f' = Φ(x) + x·φ(x), Φ and φ the standard normal CDF and density
 //	GeluTanh:   f' = ½(1 + tanh u) + ½x·(1 − tanh² u)·√(2/π)·(1 + 3·0.044715x²), u = √(2/π)(x + 0.044715x³)
 //	Softplus:   f' = sigmoid(x)
+//	Cos:        f' = −sin x
+//	Sin:        f' = cos x
+//	Tan:        f' = 1/cos² x
+//	Acos:       f' = −1/√(1 − x²)
+//	Asin:       f' = 1/√(1 − x²)
+//	Atan:       f' = 1/(1 + x²)
+//	Acosh:      f' = 1/√(x² − 1)
+//	Asinh:      f' = 1/√(x² + 1)
+//	Atanh:      f' = 1/(1 − x²)
+//	Cosh:       f' = sinh x
+//	Sinh:       f' = cosh x
+//	HardSwish:  f' = 0 if x < −3, 1 if x > 3, else (2x + 3)/6
+//	Softsign:   f' = 1/(1 + |x|)²
+//	Mish:       f' = tanh s + x·(1 − tanh² s)·sigmoid(x), s = softplus(x)
+//	Celu:       f' = 1 if x > 0 else exp(x/Alpha)
+//	ThresholdedRelu: f' = 1 if x > Alpha else 0
+//	Swish:      f' = s + Alpha·x·s·(1 − s), s = sigmoid(Alpha·x)
 type UnaryGrad struct {
 	Fn    UnaryFn
 	Alpha float32
@@ -53,7 +70,9 @@ func UnaryGradUsesOutput(fn UnaryFn) bool {
 
 func unaryGradSupported(fn UnaryFn) bool {
 	switch fn {
-	case Exp, Sqrt, Tanh, Sigmoid, Relu, Reciprocal, Log, Abs, Erf, LeakyRelu, Elu, Gelu, GeluTanh, Softplus:
+	case Exp, Sqrt, Tanh, Sigmoid, Relu, Reciprocal, Log, Abs, Erf, LeakyRelu, Elu, Gelu, GeluTanh, Softplus,
+		Cos, Sin, Tan, Acos, Asin, Atan, Acosh, Asinh, Atanh, Cosh, Sinh,
+		HardSwish, Softsign, Mish, Celu, ThresholdedRelu, Swish:
 		return true
 	}
 	return false
@@ -132,6 +151,56 @@ func UnaryDerivative(fn UnaryFn, alpha, t float64) float64 {
 		return 0.5*(1+th) + 0.5*t*(1-th*th)*c*(1+3*0.044715*t*t)
 	case Softplus:
 		return UnaryFloat64(Sigmoid, 0, t)
+	case Cos:
+		return -math.Sin(t)
+	case Sin:
+		return math.Cos(t)
+	case Tan:
+		c := math.Cos(t)
+		return 1 / (c * c)
+	case Acos:
+		return -1 / math.Sqrt(1-t*t)
+	case Asin:
+		return 1 / math.Sqrt(1-t*t)
+	case Atan:
+		return 1 / (1 + t*t)
+	case Acosh:
+		return 1 / math.Sqrt(t*t-1)
+	case Asinh:
+		return 1 / math.Sqrt(t*t+1)
+	case Atanh:
+		return 1 / (1 - t*t)
+	case Cosh:
+		return math.Sinh(t)
+	case Sinh:
+		return math.Cosh(t)
+	case HardSwish:
+		switch {
+		case t < -3:
+			return 0
+		case t > 3:
+			return 1
+		}
+		return (2*t + 3) / 6
+	case Softsign:
+		d := 1 + math.Abs(t)
+		return 1 / (d * d)
+	case Mish:
+		th := math.Tanh(UnaryFloat64(Softplus, 0, t))
+		return th + t*(1-th*th)*UnaryFloat64(Sigmoid, 0, t)
+	case Celu:
+		if t > 0 {
+			return 1
+		}
+		return math.Exp(t / alpha)
+	case ThresholdedRelu:
+		if t > alpha {
+			return 1
+		}
+		return 0
+	case Swish:
+		sg := UnaryFloat64(Sigmoid, 0, alpha*t)
+		return sg + alpha*t*sg*(1-sg)
 	}
 	panic("ir: no derivative for " + fn.String())
 }

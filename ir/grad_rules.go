@@ -79,6 +79,10 @@ func (d *differ) rule(c *gradCtx) error {
 		c.add(1, outs[1])
 		c.add(2, outs[2])
 	case *Reduce:
+		if op.Fn == ReduceMax || op.Fn == ReduceMin {
+			d.reduceExtremeRule(c, op)
+			return nil
+		}
 		if op.Fn != ReduceSum && op.Fn != ReduceMean {
 			return c.unsupported(op.Name())
 		}
@@ -287,7 +291,7 @@ func (d *differ) unaryRule(c *gradCtx, op *Unary) error {
 		c.add(0, d.binary(Mul, dy, y))
 	case Log:
 		c.add(0, d.binary(Div, dy, x))
-	case Floor, Ceil, Sign:
+	case Floor, Ceil, Sign, Round:
 		// Zero almost everywhere: the branch is pruned.
 	default:
 		if !unaryGradSupported(op.Fn) {

@@ -20,19 +20,43 @@ const (
 	// ConstValue values are known at import (folded subgraphs, Constant
 	// nodes, integer initializers).
 	ConstValue
+	// SequenceValue and OptionalValue values exist only during import:
+	// an ONNX sequence is the list of its element values (Elems), an
+	// optional holds none or one (Elems of length 0 or 1). Their
+	// structure is known at import; no node reads or produces them, so
+	// backends never see them. Their Type is the zero Type.
+	SequenceValue
+	OptionalValue
 )
 
-// Value is a tensor-valued edge of the graph with a static type.
+// Value is a tensor-valued edge of the graph with a static type, or,
+// during import, a sequence or optional of such values.
 type Value struct {
 	Name string // the ONNX name (unique within a graph)
 	Type
 	Kind     ValueKind
-	Producer *Node   // NodeOutput
-	Const    *Tensor // ConstValue
-	Param    *Param  // ParamValue
+	Producer *Node    // NodeOutput
+	Const    *Tensor  // ConstValue
+	Param    *Param   // ParamValue
+	Elems    []*Value // SequenceValue, OptionalValue
 }
 
-func (v *Value) String() string { return fmt.Sprintf("%q %v", v.Name, v.Type) }
+// IsComposite reports whether v is a sequence or optional (an import-time
+// value) rather than a tensor.
+func (v *Value) IsComposite() bool { return v.Kind == SequenceValue || v.Kind == OptionalValue }
+
+func (v *Value) String() string {
+	switch v.Kind {
+	case SequenceValue:
+		return fmt.Sprintf("%q sequence of %d", v.Name, len(v.Elems))
+	case OptionalValue:
+		if len(v.Elems) == 0 {
+			return fmt.Sprintf("%q optional (none)", v.Name)
+		}
+		return fmt.Sprintf("%q optional of %v", v.Name, v.Elems[0])
+	}
+	return fmt.Sprintf("%q %v", v.Name, v.Type)
+}
 
 // Node is one op applied to values. An absent optional input or an
 // output nobody needs is a nil entry.
@@ -92,9 +116,19 @@ type Output struct {
 // static type, shape computations are folded to constants, and nodes are in
 // topological order.
 type Graph struct {
-	Name    string
-	Inputs  []*Value
+	Name string
+	// Inputs are the tensors fed on every run: the model's tensor inputs
+	// bound by shape, and the elements of its sequence and optional
+	// inputs bound by type (named ElementName(input, path...)).
+	Inputs []*Value
+	// Outputs are the tensors a run returns (what backends compute).
+	// The model's outputs are Results; a tensor output is one entry of
+	// Outputs under its own name, the elements of a sequence or optional
+	// output are entries named ElementName(output, path...).
 	Outputs []Output
+	// Results are the model's outputs in order, as Assemble rebuilds
+	// them from a run's Outputs (see Result).
+	Results []*Result
 	Nodes   []*Node
 	// Params are the model's parameters in file order, including unused
 	// ones (their Uses are empty).
@@ -143,6 +177,8 @@ func (g *Graph) Validate() error {
 				continue
 			}
 			switch v.Kind {
+			case SequenceValue, OptionalValue:
+				return fmt.Errorf("ir: node %d %s: input %s is a sequence or optional, which only import may hold", i, n, v)
 			case ConstValue:
 				if v.Const == nil {
 					return fmt.Errorf("ir: node %d %s: constant input %s has no tensor", i, n, v)
@@ -191,6 +227,9 @@ func (g *Graph) Validate() error {
 		v := o.Value
 		if v.Kind == NodeOutput && !defined[v] {
 			return fmt.Errorf("ir: output %q is never computed", o.Name)
+		}
+		if v.IsComposite() || v.DType == String {
+			return fmt.Errorf("ir: output %q is %v; backends compute only numeric tensors", o.Name, v)
 		}
 	}
 	return nil

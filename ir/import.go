@@ -3,7 +3,6 @@ package ir
 import (
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/dstune/dstune/onnx"
@@ -39,15 +38,20 @@ type ParamTensor struct {
 	Tensor *Tensor
 }
 
-// InputInfo is a graph input as the model declares it.
+// InputInfo is a graph input as the model declares it: a tensor, or a
+// sequence or optional (Kind) of Elem.
 type InputInfo struct {
 	Name  string
+	Kind  DatumKind
 	DType DType
 	// Dims are the declared dimensions, -1 where dynamic; DimNames the
 	// symbolic names ("batch") of the dynamic ones. Dims is nil when the
 	// model does not declare a rank.
 	Dims     []int
 	DimNames []string
+	// Elem is what a sequence holds or an optional may hold (nil when the
+	// model does not say).
+	Elem *InputInfo
 }
 
 // InitializerInfo describes one initializer of the model.
@@ -59,8 +63,22 @@ type InitializerInfo struct {
 }
 
 // NewModel converts the initializers of m and checks its inputs; it does
-// not look at the nodes yet (Specialize does).
-func NewModel(m *onnx.Model) (*Model, error) {
+// not look at the nodes yet (Specialize does). The model's tensors are
+// copies: they stay valid after m is closed, and writing them leaves m's
+// bytes alone.
+func NewModel(m *onnx.Model) (*Model, error) { return newModel(m, false) }
+
+// NewModelShared is NewModel without copying the initializers where their
+// stored bytes can be used as they are (every dtype of a byte or more
+// except bool, at an address aligned to the element size): a model of
+// gigabytes then imports in milliseconds and takes no memory beyond the
+// file's pages actually read. The tensors view m's bytes: they are valid
+// only until m is closed, and writes to them (applying a delta in memory)
+// change what m's tensors hold, never the file on disk (large files are
+// mapped copy-on-write).
+func NewModelShared(m *onnx.Model) (*Model, error) { return newModel(m, true) }
+
+func newModel(m *onnx.Model, share bool) (*Model, error) {
 	if m.Graph == nil {
 		return nil, fmt.Errorf("ir: model has no graph")
 	}
@@ -75,7 +93,7 @@ func NewModel(m *onnx.Model) (*Model, error) {
 			return nil, fmt.Errorf("ir: initializer %q is defined twice", it.Name)
 		}
 		isInit[it.Name] = true
-		t, err := TensorFromONNX(it)
+		t, err := tensorFromONNX(it, share)
 		if err != nil {
 			return nil, fmt.Errorf("ir: initializer %w", err)
 		}
@@ -120,13 +138,33 @@ func usesDefaultDomain(g *onnx.Graph) bool {
 }
 
 func inputInfo(vi *onnx.ValueInfo) (InputInfo, error) {
-	info := InputInfo{Name: vi.Name}
-	t := vi.Type
-	if t == nil {
-		return info, fmt.Errorf("no type declared")
+	if vi.Type == nil {
+		return InputInfo{Name: vi.Name}, fmt.Errorf("no type declared")
 	}
-	if t.Kind != onnx.TypeTensor {
-		return info, fmt.Errorf("%w: only tensor inputs are supported (this one is a sequence, map or optional)", ErrNotSupported)
+	return typeInfo(vi.Name, vi.Type)
+}
+
+// typeInfo describes the declared type t; the decoder bounds how deeply
+// types nest.
+func typeInfo(name string, t *onnx.Type) (InputInfo, error) {
+	info := InputInfo{Name: name}
+	switch t.Kind {
+	case onnx.TypeTensor:
+	case onnx.TypeSequence, onnx.TypeOptional:
+		info.Kind = SequenceDatum
+		if t.Kind == onnx.TypeOptional {
+			info.Kind = OptionalDatum
+		}
+		if t.Elem != nil && t.Elem.Kind != onnx.TypeUnknown {
+			elem, err := typeInfo(name, t.Elem)
+			if err != nil {
+				return info, err
+			}
+			info.Elem = &elem
+		}
+		return info, nil
+	default:
+		return info, fmt.Errorf("%w: inputs of map or sparse tensor type", ErrNotSupported)
 	}
 	dt, err := DTypeFromONNX(t.ElemType)
 	if err != nil {
@@ -169,12 +207,17 @@ func (m *Model) Param(name string) *ParamTensor {
 }
 
 // Bindings fix the graph inputs for one specialization: the shape of each
-// input, and optionally a value for inputs that must be known at import
-// (ones that decide a shape, like a Reshape's target; see ValueInputs).
-// Bound values become constants and are folded.
+// tensor input, and optionally a value for inputs that must be known at
+// import (ones that decide a shape, like a Reshape's target, and string
+// inputs; see ValueInputs). Bound values become constants and are folded.
+// Inputs of sequence or optional type are bound in Composites: the datum
+// gives the structure, and each tensor element is a value (a Datum with a
+// Tensor) or fed at run time (a Datum with only a Type) as the graph input
+// ElementName(input, path...).
 type Bindings struct {
-	Shapes map[string]Shape
-	Values map[string]*Tensor
+	Shapes     map[string]Shape
+	Values     map[string]*Tensor
+	Composites map[string]*Datum
 }
 
 // FromONNX imports m specialized to the given input shapes (inputs whose
@@ -218,8 +261,19 @@ func (m *Model) Specialize(b Bindings) (*Graph, error) {
 			return nil, fmt.Errorf("ir: value given for %q, which is not an input of the model (inputs: %s)", name, m.inputNames())
 		}
 	}
+	for name := range b.Composites {
+		if m.Input(name) == nil {
+			return nil, fmt.Errorf("ir: datum given for %q, which is not an input of the model (inputs: %s)", name, m.inputNames())
+		}
+	}
 	for _, in := range m.Inputs {
-		v, err := bindInput(in, b)
+		var v *Value
+		var err error
+		if in.Kind == TensorDatum {
+			v, err = bindInput(in, b)
+		} else {
+			v, err = im.bindComposite(in, b)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -236,7 +290,14 @@ func (m *Model) Specialize(b Bindings) (*Graph, error) {
 		if !ok {
 			return nil, fmt.Errorf("ir: graph output %q is not produced by any node", name)
 		}
-		im.g.Outputs = append(im.g.Outputs, Output{Name: name, Value: v})
+		r, err := im.result(name, v, nil)
+		if err != nil {
+			return nil, err
+		}
+		im.g.Results = append(im.g.Results, r)
+	}
+	if err := im.g.checkOutputNames(); err != nil {
+		return nil, err
 	}
 	im.g.pruneDead()
 	fuseGelu(im.g)
@@ -256,6 +317,9 @@ func (m *Model) inputNames() string {
 }
 
 func bindInput(in InputInfo, b Bindings) (*Value, error) {
+	if _, ok := b.Composites[in.Name]; ok {
+		return nil, fmt.Errorf("ir: input %q is a tensor: bind it in Values or Shapes, not Composites", in.Name)
+	}
 	if t, ok := b.Values[in.Name]; ok {
 		if t.dtype != in.DType {
 			return nil, fmt.Errorf("ir: input %q: value is %s, the model declares %s", in.Name, t.dtype, in.DType)
@@ -264,6 +328,9 @@ func bindInput(in InputInfo, b Bindings) (*Value, error) {
 			return nil, err
 		}
 		return &Value{Name: in.Name, Type: Type{t.dtype, t.shape}, Kind: ConstValue, Const: t}, nil
+	}
+	if in.DType == String {
+		return nil, fmt.Errorf("ir: input %q is a string tensor: bind its value (strings are known at import)", in.Name)
 	}
 	shape, ok := b.Shapes[in.Name]
 	if !ok {
@@ -314,10 +381,22 @@ type importer struct {
 	node    *onnx.Node
 	fresh   map[*Value]bool
 	counter int
+
+	// suffix is appended to the names of the values a subgraph imported
+	// more than once defines ("@2" in a loop's third iteration), so that
+	// value names stay unique; subgraphNodes counts the nodes imported
+	// inside subgraphs, against maxSubgraphNodes.
+	suffix        string
+	subgraphNodes int
 }
 
-// graphNodes imports the nodes of g (the main graph or an inlined If
-// branch) in topological order.
+// maxSubgraphNodes bounds how many nodes unrolling loops and importing
+// subgraphs may import in one specialization (a loop of a billion
+// iterations is refused, not unrolled).
+const maxSubgraphNodes = 1 << 20
+
+// graphNodes imports the nodes of g (the main graph or a subgraph) in
+// topological order.
 func (im *importer) graphNodes(g *onnx.Graph) error {
 	order, err := topoOrder(g, im.env)
 	if err != nil {
@@ -414,6 +493,7 @@ func (im *importer) importNode(index int, n *onnx.Node) error {
 		return im.errorf("%w", err)
 	}
 	in := make([]*Value, len(n.Inputs))
+	composites := takesComposites(n.Domain, n.OpType)
 	for i, name := range n.Inputs {
 		if name == "" {
 			continue
@@ -421,6 +501,9 @@ func (im *importer) importNode(index int, n *onnx.Node) error {
 		v, ok := im.env[name]
 		if !ok {
 			return im.errorf("input %d %q is not defined by any earlier node, initializer or graph input", i, name)
+		}
+		if v.IsComposite() && !composites {
+			return im.errorf("input %d %q is %s; %s takes tensors", i, name, compositeKindName(v), n.OpType)
 		}
 		in[i] = v
 	}
@@ -448,7 +531,7 @@ func (im *importer) importNode(index int, n *onnx.Node) error {
 			return im.errorf("output %q redefines an existing value", name)
 		}
 		if im.fresh[v] {
-			v.Name = name
+			v.Name = name + im.suffix
 			delete(im.fresh, v) // a second output naming the same value aliases it
 		} else if v.Kind == ParamValue && !hasString(v.Param.Aliases, name) && v.Param.Name != name {
 			v.Param.Aliases = append(v.Param.Aliases, name)
@@ -488,6 +571,9 @@ func (im *importer) emit(op Op, in ...*Value) ([]*Value, error) {
 	outTypes, err := op.Infer(types)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op.Name(), err)
+	}
+	if err := checkStrings(op, types, outTypes, allConst); err != nil {
+		return nil, err
 	}
 	limit := int64(maxTensorBytes)
 	if allConst {
@@ -597,50 +683,6 @@ func (im *importer) constInts(in []*Value, i int, what string) ([]int, bool, err
 	return t.Ints(), true, nil
 }
 
-// ValueInputs lists the graph inputs whose values (not just shapes) the
-// import needs: those that flow into an operand deciding a shape or an
-// attribute (Reshape's shape, Slice's starts, a reduction's axes, ...)
-// other than through Shape or Size. Bind them in Bindings.Values.
-func (m *Model) ValueInputs() []string {
-	g := m.ONNX.Graph
-	producer := map[string]*onnx.Node{}
-	for _, n := range g.Nodes {
-		for _, o := range n.Outputs {
-			producer[o] = n
-		}
-	}
-	need := map[string]bool{}
-	var mark func(name string)
-	mark = func(name string) {
-		if name == "" || need[name] {
-			return
-		}
-		need[name] = true
-		n, ok := producer[name]
-		if !ok || n.OpType == "Shape" || n.OpType == "Size" {
-			return
-		}
-		for _, in := range n.Inputs {
-			mark(in)
-		}
-	}
-	for _, n := range g.Nodes {
-		for _, i := range staticOperands(n.Domain, n.OpType, m.Opset) {
-			if i < len(n.Inputs) {
-				mark(n.Inputs[i])
-			}
-		}
-	}
-	var out []string
-	for _, in := range m.Inputs {
-		if need[in.Name] {
-			out = append(out, in.Name)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
 // staticOperands are the input positions of an op that must be constant.
 func staticOperands(domain, op string, opset int) []int {
 	if pos, ok := staticOperandsOf[opKey(domain, op)]; ok {
@@ -663,10 +705,17 @@ func staticOperands(domain, op string, opset int) []int {
 		return []int{1, 2, 3, 4}
 	case "Dropout":
 		return []int{1, 2}
-	case "If":
-		return []int{0}
 	}
 	return nil
+}
+
+// nodeStaticOperands are the input positions of node n that must be
+// constant.
+func nodeStaticOperands(n *onnx.Node, opset int) []int {
+	if f, ok := staticOperandsFuncOf[opKey(n.Domain, n.OpType)]; ok {
+		return f(n)
+	}
+	return staticOperands(n.Domain, n.OpType, opset)
 }
 
 // NodeInput names one input of an ONNX node.

@@ -55,7 +55,6 @@ func init() {
 		"BatchNormalization":        importBatchNorm,
 		"SoftmaxCrossEntropyLoss":   importLoss(true),
 		"NegativeLogLikelihoodLoss": importLoss(false),
-		"If":                        importIf,
 		"Min":                       importVariadic(Min),
 		"Max":                       importVariadic(Max),
 		"Sum":                       importVariadic(Add),
@@ -1423,80 +1422,4 @@ func importLoss(softmax bool) importFunc {
 		}
 		return outs, nil
 	}
-}
-
-// ---------------------------------------------------------------- control flow
-
-// importIf inlines the branch an If node takes; the condition must be
-// known at import.
-func importIf(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
-	if err := wantIn(in, 1, 1); err != nil {
-		return nil, err
-	}
-	cond, err := im.constTensor(in, 0, "cond")
-	if err != nil {
-		return nil, fmt.Errorf("%w: If with a condition computed at run time (%w)", ErrNotSupported, err)
-	}
-	if cond.Len() != 1 {
-		return nil, fmt.Errorf("cond has %d elements, want 1", cond.Len())
-	}
-	branch := "else_branch"
-	if cond.Int64At(0) != 0 {
-		branch = "then_branch"
-	}
-	g, err := n.AttrGraph(branch)
-	if err != nil {
-		return nil, err
-	}
-	if g == nil {
-		return nil, fmt.Errorf("no %s", branch)
-	}
-	if len(g.Inputs) != 0 {
-		return nil, fmt.Errorf("%s has inputs", branch)
-	}
-	// The branch sees the outer scope; its own names shadow it.
-	saved := map[string]*Value{}
-	var added []string
-	for _, it := range g.Initializers {
-		t, err := TensorFromONNX(it)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", branch, err)
-		}
-		if old, ok := im.env[it.Name]; ok {
-			saved[it.Name] = old
-		}
-		added = append(added, it.Name)
-		im.env[it.Name] = &Value{Name: it.Name, Type: Type{t.dtype, t.shape}, Kind: ConstValue, Const: t}
-	}
-	for _, sn := range g.Nodes {
-		for _, o := range sn.Outputs {
-			if old, ok := im.env[o]; ok {
-				saved[o] = old
-				delete(im.env, o)
-			}
-			added = append(added, o)
-		}
-	}
-	origin, node := im.origin, im.node
-	err = im.graphNodes(g)
-	im.origin, im.node = origin, node
-	im.fresh = map[*Value]bool{}
-	if err != nil {
-		return nil, fmt.Errorf("in %s: %w", branch, err)
-	}
-	var outs []*Value
-	for _, o := range g.Outputs {
-		v, ok := im.env[o.Name]
-		if !ok {
-			return nil, fmt.Errorf("%s output %q is not produced", branch, o.Name)
-		}
-		outs = append(outs, v)
-	}
-	for _, name := range added {
-		delete(im.env, name)
-	}
-	for name, v := range saved {
-		im.env[name] = v
-	}
-	return outs, nil
 }

@@ -267,8 +267,9 @@ func TestImportErrors(t *testing.T) {
 			`exceed the 16384 MiB limit`, nil},
 		{"overflowing Reshape", buildModel(17, x, []*onnx.Tensor{initializer(t, "s", IntsTensor(1<<62, 1<<62, 0))}, []*onnx.Node{node("Reshape", []string{"x", "s"}, []string{"y"}, intAttr("allowzero", 1))}, "y"),
 			`beyond any tensor's size`, nil},
-		{"runtime If", buildModel(17, append(x, valueInfo("c", onnx.Bool)), nil, []*onnx.Node{node("If", []string{"c"}, []string{"y"})}, "y"),
-			`If with a condition computed at run time`, ErrNotSupported},
+		{"runtime If", buildModel(17, append(x, valueInfo("c", onnx.Bool)), nil, []*onnx.Node{node("If", []string{"c"}, []string{"y"},
+			graphAttr("then_branch", branch(t, "a", IntsTensor(1, 2))), graphAttr("else_branch", branch(t, "b", IntsTensor(1, 2, 3))))}, "y"),
+			`If with a condition computed at run time: output 0: the branches give int64[2] and int64[3]`, ErrNotSupported},
 	} {
 		_, err := FromONNX(tc.model, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -26,6 +26,19 @@ func byWidth(dt DType, f1, f2, f4, f8 func()) {
 	}
 }
 
+// IndexError is the run-time error of an index outside its axis: the
+// index ops (Gather, GatherElements, the scatters, ...) report it naming
+// themselves, and callers can tell it apart with errors.As.
+type IndexError struct {
+	Op     string // the op that read the index
+	Index  int64
+	Lo, Hi int // the valid range [Lo, Hi)
+}
+
+func (e *IndexError) Error() string {
+	return fmt.Sprintf("%s index %d out of range [%d, %d)", e.Op, e.Index, e.Lo, e.Hi)
+}
+
 // ---------------------------------------------------------------- Reshape
 
 // Reshape gives the input a new static shape with the same element count
@@ -369,7 +382,7 @@ func (op *Gather) Eval(in, out []*Tensor) error {
 	for j := range k {
 		i := int(idx.Int64At(j))
 		if i < -n || i >= n {
-			return fmt.Errorf("Gather index %d out of range [%d, %d)", i, -n, n)
+			return &IndexError{Op: "Gather", Index: int64(i), Lo: -n, Hi: n}
 		}
 	}
 	for o := range outer {
@@ -429,12 +442,9 @@ func (op *GatherElements) Eval(in, out []*Tensor) error {
 			pos[d] = rem % idx.shape[d]
 			rem /= idx.shape[d]
 		}
-		i := int(idx.Int64At(j))
-		if i < -n || i >= n {
-			return fmt.Errorf("GatherElements index %d out of range [%d, %d)", i, -n, n)
-		}
-		if i < 0 {
-			i += n
+		i, err := indexAt("GatherElements", idx, j, n)
+		if err != nil {
+			return err
 		}
 		src := 0
 		for d, p := range pos {
@@ -444,6 +454,16 @@ func (op *GatherElements) Eval(in, out []*Tensor) error {
 			src += p * xs[d]
 		}
 		copy(y.data[j*es:(j+1)*es], x.data[src*es:(src+1)*es])
+	}
+	return nil
+}
+
+// gradRule: GatherElements' gradient adds dy into zeros at the gathered
+// positions.
+func (op *GatherElements) gradRule(d *differ, c *gradCtx) error {
+	if c.needs(0) {
+		x := c.in(0)
+		c.add(0, d.emit1(&ScatterElements{Axis: op.Axis, Reduction: ScatterAdd}, d.zeros(x.DType, x.Shape), c.in(1), c.dy[0]))
 	}
 	return nil
 }

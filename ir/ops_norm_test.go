@@ -108,14 +108,6 @@ func TestMaxUnpoolMatchesOnnxruntime(t *testing.T) {
 	}
 }
 
-func anyDims(s Shape) []any {
-	out := make([]any, len(s))
-	for i, d := range s {
-		out[i] = d
-	}
-	return out
-}
-
 func TestNormalizationErrors(t *testing.T) {
 	x := NewTensor(Float32, Shape{1, 4, 3, 3})
 	v := func(n int) nodeInput { return feed(NewTensor(Float32, Shape{n})) }

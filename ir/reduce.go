@@ -515,6 +515,158 @@ func cumsumTyped[T number](op *CumSum, s Shape, x, y []T) {
 	})
 }
 
+// ---------------------------------------------------------------- CumProd
+
+// CumProd is the running product along Axis; Exclusive leaves out the
+// element itself (the first output is 1), Reverse runs from the end.
+type CumProd struct {
+	Axis      int
+	Exclusive bool
+	Reverse   bool
+}
+
+func (op *CumProd) Name() string { return "CumProd" }
+
+func (op *CumProd) Infer(in []Type) ([]Type, error) {
+	return (&CumSum{Axis: op.Axis}).Infer(in) // the same dtypes and axis check
+}
+
+func (op *CumProd) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	switch in[0].dtype {
+	case Float32:
+		cumprodTyped(op, in[0].shape, view[float32](in[0]), view[float32](out[0]))
+	case Float64:
+		cumprodTyped(op, in[0].shape, view[float64](in[0]), view[float64](out[0]))
+	case Int32:
+		cumprodTyped(op, in[0].shape, view[int32](in[0]), view[int32](out[0]))
+	case Int64:
+		cumprodTyped(op, in[0].shape, view[int64](in[0]), view[int64](out[0]))
+	case Uint32:
+		cumprodTyped(op, in[0].shape, view[uint32](in[0]), view[uint32](out[0]))
+	case Uint64:
+		cumprodTyped(op, in[0].shape, view[uint64](in[0]), view[uint64](out[0]))
+	default:
+		return fmt.Errorf("CumProd on %s is not supported", in[0].dtype)
+	}
+	return nil
+}
+
+func cumprodTyped[T number](op *CumProd, s Shape, x, y []T) {
+	axisLoop(s, op.Axis, func(base, stride, n int) {
+		acc := T(1)
+		for k := range n {
+			i := k
+			if op.Reverse {
+				i = n - 1 - k
+			}
+			p := base + i*stride
+			if op.Exclusive {
+				y[p] = acc
+				acc *= x[p]
+			} else {
+				acc *= x[p]
+				y[p] = acc
+			}
+		}
+	})
+}
+
+// ---------------------------------------------------------------- ArgMax, ArgMin
+
+// ArgReduce is ArgMax (Fn ReduceMax) or ArgMin (ReduceMin): the int64
+// index of the largest (smallest) element along Axis, the first one among
+// equals or, with SelectLast, the last. NaN compares false with
+// everything, so it is never picked after the first element (as
+// onnxruntime). KeepDims keeps the axis with size 1.
+type ArgReduce struct {
+	Fn         ReduceFn
+	Axis       int
+	KeepDims   bool
+	SelectLast bool
+}
+
+func (op *ArgReduce) Name() string {
+	if op.Fn == ReduceMin {
+		return "ArgMin"
+	}
+	return "ArgMax"
+}
+
+func (op *ArgReduce) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 1, 1); err != nil {
+		return nil, err
+	}
+	x := in[0]
+	if err := wantDTypes("input", x, isComputable, "a number type"); err != nil {
+		return nil, err
+	}
+	if op.Fn != ReduceMax && op.Fn != ReduceMin {
+		return nil, fmt.Errorf("%s is not ReduceMax or ReduceMin", op.Fn)
+	}
+	if op.Axis < 0 || op.Axis >= len(x.Shape) {
+		return nil, fmt.Errorf("axis %d out of range for rank %d", op.Axis, len(x.Shape))
+	}
+	if x.Shape[op.Axis] == 0 {
+		return nil, fmt.Errorf("axis %d of %v is empty: no element to pick", op.Axis, x.Shape)
+	}
+	return []Type{{Int64, reducedShape(x.Shape, []int{op.Axis}, op.KeepDims)}}, nil
+}
+
+func (op *ArgReduce) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	x, y := in[0], view[int64](out[0])
+	switch x.dtype {
+	case Float32:
+		argTyped(op, x.shape, view[float32](x), y)
+	case Float64:
+		argTyped(op, x.shape, view[float64](x), y)
+	case Int8:
+		argTyped(op, x.shape, view[int8](x), y)
+	case Int16:
+		argTyped(op, x.shape, view[int16](x), y)
+	case Int32:
+		argTyped(op, x.shape, view[int32](x), y)
+	case Int64:
+		argTyped(op, x.shape, view[int64](x), y)
+	case Uint8:
+		argTyped(op, x.shape, view[uint8](x), y)
+	case Uint16:
+		argTyped(op, x.shape, view[uint16](x), y)
+	case Uint32:
+		argTyped(op, x.shape, view[uint32](x), y)
+	case Uint64:
+		argTyped(op, x.shape, view[uint64](x), y)
+	default:
+		return fmt.Errorf("%s on %s is not supported", op.Name(), x.dtype)
+	}
+	return nil
+}
+
+func argTyped[T number](op *ArgReduce, s Shape, x []T, y []int64) {
+	inner := s[op.Axis+1:].Size()
+	axisLoop(s, op.Axis, func(base, stride, n int) {
+		best := 0
+		bv := x[base]
+		for i := 1; i < n; i++ {
+			v := x[base+i*stride]
+			better, tie := v < bv, v == bv
+			if op.Fn == ReduceMax {
+				better = v > bv
+			}
+			if better || (tie && op.SelectLast) {
+				best, bv = i, v
+			}
+		}
+		// The output lane sits at the same outer/inner position.
+		y[base/(n*inner)*inner+base%inner] = int64(best)
+	})
+}
+
 // ---------------------------------------------------------------- TopK
 
 // TopK returns the K largest (or smallest) elements along Axis, sorted,

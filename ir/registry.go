@@ -43,6 +43,36 @@ func registerStaticOperands(domain, opType string, positions ...int) {
 	staticOperandsOf[key] = positions
 }
 
+// staticOperandsFuncOf maps an operator's key to a function deciding its
+// static operands from the node (see registerStaticOperandsFunc).
+var staticOperandsFuncOf = map[string]func(n *onnx.Node) []int{}
+
+// registerStaticOperandsFunc is registerStaticOperands for operators
+// whose static inputs depend on their attributes (a LabelEncoder mapping
+// to strings needs its input at import, one mapping to numbers does not).
+func registerStaticOperandsFunc(domain, opType string, positions func(n *onnx.Node) []int) {
+	key := opKey(domain, opType)
+	if _, dup := staticOperandsFuncOf[key]; dup {
+		panic("ir: static operands of " + key + " registered twice")
+	}
+	staticOperandsFuncOf[key] = positions
+}
+
+// compositeOps are the operators that take sequences and optionals.
+var compositeOps = map[string]bool{}
+
+// registerTakesComposites declares operators whose inputs may be
+// sequences or optionals (Identity, the Sequence and Optional operators,
+// control flow). Import refuses a sequence or optional input of any
+// other operator with a clear error.
+func registerTakesComposites(domain string, opTypes ...string) {
+	for _, op := range opTypes {
+		compositeOps[opKey(domain, op)] = true
+	}
+}
+
+func takesComposites(domain, opType string) bool { return compositeOps[opKey(domain, opType)] }
+
 // opKey is how operators are named in registrations, listings and
 // messages: the op type alone in the default domain, "domain::OpType"
 // elsewhere ("com.microsoft::FastGelu").

@@ -124,9 +124,10 @@ type Tensor struct {
 	dtype DType
 	shape Shape
 	data  []byte
+	strs  []string // String tensors: the elements (data is empty)
 }
 
-// NewTensor allocates a zeroed tensor.
+// NewTensor allocates a zeroed tensor (empty strings for String).
 func NewTensor(dt DType, shape Shape) *Tensor {
 	if dt == InvalidDType || dt >= numDTypes {
 		panic("ir: NewTensor with an invalid dtype")
@@ -136,8 +137,24 @@ func NewTensor(dt DType, shape Shape) *Tensor {
 			panic("ir: NewTensor with a negative dimension")
 		}
 	}
+	if dt == String {
+		return &Tensor{dtype: dt, shape: shape.Clone(), data: []byte{}, strs: make([]string, shape.Size())}
+	}
 	return &Tensor{dtype: dt, shape: shape.Clone(), data: AlignedBytes(shape.Size() * dt.Size())}
 }
+
+// FromStrings returns a String tensor holding a copy of v.
+func FromStrings(shape Shape, v []string) *Tensor {
+	t := NewTensor(String, shape)
+	if len(v) != t.Len() {
+		panic("ir: FromStrings: len(v) does not match the shape")
+	}
+	copy(t.strs, v)
+	return t
+}
+
+// Strings returns the elements of a String tensor, sharing its memory.
+func (t *Tensor) Strings() []string { t.must(String); return t.strs }
 
 // AlignedBytes returns n zero bytes whose start is 64-byte aligned (a
 // cache line, and what vector loads like best).
@@ -155,8 +172,8 @@ func AlignedBytes(n int) []byte {
 // shape.Size()*dt.Size() bytes starting at an 8-byte aligned address. It
 // is how backends place tensors in their own memory.
 func TensorOn(dt DType, shape Shape, buf []byte) (*Tensor, error) {
-	if dt == InvalidDType || dt >= numDTypes {
-		return nil, fmt.Errorf("ir: TensorOn with invalid dtype %d", dt)
+	if dt == InvalidDType || dt >= numDTypes || dt == String {
+		return nil, fmt.Errorf("ir: TensorOn with dtype %s", dt)
 	}
 	if n := shape.Size() * dt.Size(); len(buf) != n {
 		return nil, fmt.Errorf("ir: TensorOn: %d bytes for %s%v, want %d", len(buf), dt, shape, n)
@@ -176,7 +193,8 @@ func (t *Tensor) Shape() Shape { return t.shape }
 // Len is the number of elements.
 func (t *Tensor) Len() int { return t.shape.Size() }
 
-// Bytes is the raw little-endian storage (Len()*DType().Size() bytes).
+// Bytes is the raw little-endian storage (Len()*DType().Size() bytes;
+// empty for String tensors, whose elements are Strings).
 func (t *Tensor) Bytes() []byte { return t.data }
 
 // Reshaped returns a view of t with another shape of the same size.
@@ -184,13 +202,14 @@ func (t *Tensor) Reshaped(shape Shape) *Tensor {
 	if shape.Size() != t.shape.Size() {
 		panic("ir: Reshaped to a shape of another size")
 	}
-	return &Tensor{dtype: t.dtype, shape: shape.Clone(), data: t.data}
+	return &Tensor{dtype: t.dtype, shape: shape.Clone(), data: t.data, strs: t.strs}
 }
 
 // Clone returns a deep copy.
 func (t *Tensor) Clone() *Tensor {
 	c := NewTensor(t.dtype, t.shape)
 	copy(c.data, t.data)
+	copy(c.strs, t.strs)
 	return c
 }
 
@@ -200,6 +219,7 @@ func (t *Tensor) CopyFrom(src *Tensor) error {
 		return fmt.Errorf("ir: copy %s%v into %s%v", src.dtype, src.shape, t.dtype, t.shape)
 	}
 	copy(t.data, src.data)
+	copy(t.strs, src.strs)
 	return nil
 }
 
@@ -280,6 +300,8 @@ func (t *Tensor) Float64At(i int) float64 {
 			return 1
 		}
 		return 0
+	case String:
+		panic("ir: Float64At on a string tensor")
 	}
 	return float64(smallFloatToFloat32(t.dtype, t.data[i]))
 }

@@ -70,7 +70,8 @@ func TestTensorFromONNXRejectsBadData(t *testing.T) {
 		{&onnx.Tensor{Name: "short", DataType: onnx.Float, Dims: []int64{4}, Raw: make([]byte, 12)}, `tensor "short": 12 bytes of data for float32[4], want 16`},
 		{&onnx.Tensor{Name: "huge", DataType: onnx.Float, Dims: []int64{1 << 40, 1 << 20}, Raw: make([]byte, 8)}, `tensor "huge"`},
 		{&onnx.Tensor{Name: "neg", DataType: onnx.Float, Dims: []int64{-1}, Raw: nil}, `negative dimension`},
-		{&onnx.Tensor{Name: "s", DataType: onnx.String, Dims: []int64{1}, StringData: [][]byte{[]byte("x")}}, `STRING tensors are not supported`},
+		{&onnx.Tensor{Name: "s", DataType: onnx.String, Dims: []int64{2}, StringData: [][]byte{[]byte("x")}}, `1 strings for string[2], want 2`},
+		{&onnx.Tensor{Name: "c", DataType: onnx.Complex64, Dims: []int64{1}, FloatData: []float32{1, 2}}, `COMPLEX64 tensors are not supported`},
 	} {
 		_, err := TensorFromONNX(tc.t)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

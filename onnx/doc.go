@@ -5,8 +5,9 @@
 // model file's buffer (or of an external-data file), never a copy, and
 // Tensor.RawOffset records where those bytes sit in the model file so that
 // PatchFile can replace initializer values in place. ReadFile maps large
-// files into memory (read-only); such a Model must be closed with Close
-// once no Raw slice is in use any more.
+// files into memory copy-on-write (a write through Raw changes this
+// process's copy of the page, never the file); such a Model must be closed
+// with Close once no Raw slice is in use any more.
 //
 // Every input is untrusted: malformed or hostile files yield errors that
 // name the file, graph, node, attribute or tensor and what was expected

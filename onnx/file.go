@@ -17,9 +17,9 @@ var mmapThreshold int64 = 16 << 20
 var errNotRegular = errors.New("not a regular file")
 
 // ReadFile reads the model at path and its external data (resolved against
-// the model's directory). Large files are memory-mapped read-only, so
-// Tensor.Raw must not be written to; call Close when the model's tensors
-// are no longer used.
+// the model's directory). Large files are memory-mapped copy-on-write:
+// writing Tensor.Raw changes the bytes this process sees, never the file.
+// Call Close when the model's tensors are no longer used.
 func ReadFile(path string) (*Model, error) {
 	buf, release, err := loadFile(path, false)
 	if err != nil {

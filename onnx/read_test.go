@@ -119,26 +119,51 @@ func checkDataSets(t *testing.T, m *Model, dir string) {
 			}
 			for i := range files {
 				p := filepath.Join(set, fmt.Sprintf("%s_%d.pb", kind.prefix, i))
-				tensor, err := ReadTensorFile(p)
 				vi := kind.infos[i]
-				if vi.Type != nil && vi.Type.Kind != TypeTensor {
-					if err == nil {
-						t.Errorf("%s: %s value read as a tensor", relName(t, p), kindName(vi.Type.Kind))
+				if vi.Type == nil || vi.Type.Kind == TypeTensor {
+					tensor, err := ReadTensorFile(p)
+					if err != nil {
+						t.Errorf("%s: %v", relName(t, p), err)
+						continue
 					}
+					checkAgainstValueInfo(t, relName(t, p), tensor, vi)
 					continue
 				}
+				v, err := ReadValueFile(p, vi.Type.Kind)
 				if err != nil {
 					t.Errorf("%s: %v", relName(t, p), err)
 					continue
 				}
-				checkAgainstValueInfo(t, relName(t, p), tensor, vi)
+				checkAgainstType(t, relName(t, p), v, vi.Name, vi.Type)
+				if _, err := ReadTensorFile(p); err == nil {
+					t.Errorf("%s: %s value also reads as a tensor", relName(t, p), kindName(vi.Type.Kind))
+				}
 			}
 		}
 	}
 }
 
-func kindName(k TypeKind) string {
-	return [...]string{"unknown", "tensor", "sequence", "map", "optional", "sparse tensor"}[k]
+// checkAgainstType checks a value read from a test-data file against the
+// type the graph declares for it, element by element.
+func checkAgainstType(t *testing.T, name string, v *Value, valueName string, typ *Type) {
+	t.Helper()
+	if v.Kind != typ.Kind {
+		t.Errorf("%s: a %s, graph %q declares a %s", name, kindName(v.Kind), valueName, kindName(typ.Kind))
+		return
+	}
+	switch typ.Kind {
+	case TypeTensor:
+		checkAgainstValueInfo(t, name, v.Tensor, &ValueInfo{Name: valueName, Type: typ})
+	case TypeSequence, TypeOptional:
+		if typ.Kind == TypeOptional && len(v.Elems) > 1 {
+			t.Errorf("%s: optional with %d values", name, len(v.Elems))
+		}
+		for i, e := range v.Elems {
+			if typ.Elem != nil {
+				checkAgainstType(t, fmt.Sprintf("%s[%d]", name, i), e, valueName, typ.Elem)
+			}
+		}
+	}
 }
 
 func checkAgainstValueInfo(t *testing.T, name string, tensor *Tensor, vi *ValueInfo) {

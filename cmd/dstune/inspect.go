@@ -92,7 +92,7 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if model, err := ir.NewModel(m); err == nil {
+	if model, err := ir.NewModelShared(m); err == nil {
 		if err := addSilos(rep, model, *trainable, *eps); err != nil {
 			return err
 		}
@@ -107,7 +107,7 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 }
 
 func inspectModel(path string, m *onnx.Model) (*inspectReport, error) {
-	model, err := ir.NewModel(m)
+	model, err := ir.NewModelShared(m)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -66,7 +66,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Close()
-	model, err := ir.NewModel(m)
+	model, err := ir.NewModelShared(m)
 	if err != nil {
 		return fmt.Errorf("%s: %w", pos[0], err)
 	}

@@ -153,7 +153,10 @@ func TestONNXBackend(t *testing.T) {
 }
 
 // runTest runs one test directory: every test_data_set_N, inputs bound in
-// graph-input order, outputs compared in graph-output order.
+// graph-input order, outputs compared in graph-output order. Inputs and
+// outputs of sequence and optional type are read from their
+// SequenceProto/OptionalProto files and bound or compared element by
+// element.
 func runTest(dir string, tol tolerance) error {
 	m, err := onnx.ReadFile(filepath.Join(dir, "model.onnx"))
 	if err != nil {
@@ -172,21 +175,30 @@ func runTest(dir string, tol tolerance) error {
 	for _, name := range model.ValueInputs() {
 		valueInputs[name] = true
 	}
+	random := randomNodes(m.Graph)
 	for _, set := range sets {
-		inputs := map[string]*ir.Tensor{}
-		b := ir.Bindings{Shapes: map[string]ir.Shape{}, Values: map[string]*ir.Tensor{}}
+		feeds := map[string]*ir.Tensor{}
+		b := ir.Bindings{Shapes: map[string]ir.Shape{}, Values: map[string]*ir.Tensor{}, Composites: map[string]*ir.Datum{}}
 		for i, in := range model.Inputs {
-			t, err := readTensor(filepath.Join(set, fmt.Sprintf("input_%d.pb", i)))
+			d, err := readDatum(filepath.Join(set, fmt.Sprintf("input_%d.pb", i)), datumKindONNX(in.Kind))
 			if err != nil {
 				return err
 			}
 			// Inputs that decide shapes (a Reshape's target, Slice bounds,
-			// ...) are bound as constants; the rest are fed at run time.
-			if valueInputs[in.Name] {
-				b.Values[in.Name] = t
-			} else {
-				b.Shapes[in.Name] = t.Shape()
-				inputs[in.Name] = t
+			// ...) and strings are bound as constants; the rest are fed at
+			// run time.
+			switch {
+			case in.Kind != ir.TensorDatum && valueInputs[in.Name]:
+				b.Composites[in.Name] = d
+			case in.Kind != ir.TensorDatum:
+				b.Composites[in.Name] = d.Fed(in.Name, feeds)
+			case d.Kind != ir.TensorDatum:
+				return fmt.Errorf("input %q: the file holds a %s, the model declares a tensor", in.Name, d.Kind)
+			case valueInputs[in.Name]:
+				b.Values[in.Name] = d.Tensor
+			default:
+				b.Shapes[in.Name] = d.Tensor.Shape()
+				feeds[in.Name] = d.Tensor
 			}
 		}
 		g, err := model.Specialize(b)
@@ -197,26 +209,49 @@ func runTest(dir string, tol tolerance) error {
 		if err != nil {
 			return err
 		}
-		got, err := accel.RunNamed(exe, inputs)
+		out, err := accel.RunNamed(exe, feeds)
 		if err != nil {
 			return err
 		}
-		want := map[string]*ir.Tensor{}
+		results, err := g.Assemble(out)
+		if err != nil {
+			return err
+		}
+		got := map[string]*ir.Datum{}
+		want := map[string]*ir.Datum{}
 		for i, name := range model.Outputs {
-			w, err := readTensor(filepath.Join(set, fmt.Sprintf("output_%d.pb", i)))
+			kind := onnx.TypeTensor
+			if vi := m.Graph.Outputs[i]; vi.Type != nil && vi.Type.Kind != onnx.TypeUnknown {
+				kind = vi.Type.Kind
+			}
+			w, err := readDatum(filepath.Join(set, fmt.Sprintf("output_%d.pb", i)), kind)
 			if err != nil {
 				return err
 			}
 			want[name] = w
+			got[name] = results[i]
 		}
 		if dropout := trainingDropout(g); dropout != nil {
-			if err := checkDropout(dropout, g, b, inputs, got, want, tol); err != nil {
+			if err := checkDropout(dropout, g, b, feeds, tensors(got), tensors(want), tol); err != nil {
+				return fmt.Errorf("%s: %w", filepath.Base(set), err)
+			}
+			continue
+		}
+		if len(random) > 0 {
+			known := map[string]*ir.Tensor{}
+			for name, t := range feeds {
+				known[name] = t
+			}
+			for name, t := range b.Values {
+				known[name] = t
+			}
+			if err := checkRandom(m.Graph, random, known, got, want); err != nil {
 				return fmt.Errorf("%s: %w", filepath.Base(set), err)
 			}
 			continue
 		}
 		for _, name := range model.Outputs {
-			if d := ir.Compare(got[name], want[name], tol.rtol, tol.atol); !d.OK() {
+			if d := ir.CompareData(got[name], want[name], tol.rtol, tol.atol); !d.OK() {
 				return fmt.Errorf("%s: output %q: %v", filepath.Base(set), name, d)
 			}
 		}
@@ -224,16 +259,40 @@ func runTest(dir string, tol tolerance) error {
 	return nil
 }
 
-func readTensor(path string) (*ir.Tensor, error) {
-	ot, err := onnx.ReadTensorFile(path)
+// datumKindONNX is the ONNX type kind of a declared input.
+func datumKindONNX(k ir.DatumKind) onnx.TypeKind {
+	switch k {
+	case ir.SequenceDatum:
+		return onnx.TypeSequence
+	case ir.OptionalDatum:
+		return onnx.TypeOptional
+	}
+	return onnx.TypeTensor
+}
+
+// readDatum reads a test-data file holding a value of the given kind.
+func readDatum(path string, kind onnx.TypeKind) (*ir.Datum, error) {
+	v, err := onnx.ReadValueFile(path, kind)
 	if err != nil {
 		return nil, err
 	}
-	t, err := ir.TensorFromONNX(ot)
+	d, err := ir.DatumFromONNX(v)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return t, nil
+	return d, nil
+}
+
+// tensors returns the tensor outputs of data (for the checks that only
+// know tensors).
+func tensors(data map[string]*ir.Datum) map[string]*ir.Tensor {
+	out := map[string]*ir.Tensor{}
+	for name, d := range data {
+		if d.Kind == ir.TensorDatum {
+			out[name] = d.Tensor
+		}
+	}
+	return out
 }
 
 func trainingDropout(g *ir.Graph) *ir.Node {

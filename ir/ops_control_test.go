@@ -1,0 +1,224 @@
+package ir
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/dstune/dstune/onnx"
+)
+
+func graphAttr(name string, g *onnx.Graph) *onnx.Attribute {
+	return &onnx.Attribute{Name: name, Type: onnx.AttrGraph, G: g}
+}
+
+// branch is a subgraph without inputs whose one output, out, is the
+// constant x.
+func branch(t *testing.T, out string, x *Tensor) *onnx.Graph {
+	return &onnx.Graph{Name: out, Nodes: []*onnx.Node{constNode(t, out, x)}, Outputs: []*onnx.ValueInfo{{Name: out}}}
+}
+
+// body is a subgraph with the given inputs, nodes and outputs.
+func body(inputs []*onnx.ValueInfo, nodes []*onnx.Node, outputs ...string) *onnx.Graph {
+	g := &onnx.Graph{Name: "body", Inputs: inputs, Nodes: nodes}
+	for _, o := range outputs {
+		g.Outputs = append(g.Outputs, &onnx.ValueInfo{Name: o})
+	}
+	return g
+}
+
+// interpretModel specializes m with b and runs it with the reference
+// implementations, returning the assembled results.
+func interpretComposite(t *testing.T, m *onnx.Model, b Bindings, feeds map[string]*Tensor) ([]*Datum, *Graph) {
+	t.Helper()
+	model, err := NewModel(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := model.Specialize(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Interpret(g, feeds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := g.Assemble(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, g
+}
+
+// TestIfRuntimeCondition: an If whose condition is fed at run time
+// imports both branches and selects with Where; a bound condition
+// imports one branch.
+func TestIfRuntimeCondition(t *testing.T) {
+	m := buildModel(17, []*onnx.ValueInfo{valueInfo("c", onnx.Bool), valueInfo("x", onnx.Float, 3)}, nil, []*onnx.Node{
+		node("If", []string{"c"}, []string{"y"},
+			graphAttr("then_branch", body(nil, []*onnx.Node{node("Neg", []string{"x"}, []string{"t"})}, "t")),
+			graphAttr("else_branch", body(nil, []*onnx.Node{node("Abs", []string{"x"}, []string{"e"})}, "e"))),
+	}, "y")
+	x := FromFloat32s(Shape{3}, []float32{-1, 2, -3})
+	for _, c := range []bool{true, false} {
+		res, g := interpretComposite(t, m, Bindings{Shapes: map[string]Shape{"c": {}, "x": {3}}}, map[string]*Tensor{"c": FromBools(Shape{}, []bool{c}), "x": x})
+		if g.OpCounts()["Where"] != 1 {
+			t.Errorf("runtime If: want one Where:\n%v", g)
+		}
+		want := []float32{1, 2, 3}
+		if c {
+			want = []float32{1, -2, 3}
+		}
+		if d := Compare(res[0].Tensor, FromFloat32s(Shape{3}, want), 0, 0); !d.OK() {
+			t.Errorf("cond %v: %v, want %v", c, res[0].Tensor.Float32s(), want)
+		}
+	}
+	model, err := NewModel(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := model.ValueInputs(); len(got) != 1 || got[0] != "c" {
+		t.Errorf("ValueInputs %v, want [c] (a bound condition picks the branch at import)", got)
+	}
+	g, err := model.Specialize(Bindings{Shapes: map[string]Shape{"x": {3}}, Values: map[string]*Tensor{"c": FromBools(Shape{}, []bool{true})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts := g.OpCounts(); len(g.Nodes) != 1 || counts["Neg"] != 1 {
+		t.Errorf("bound If: want the then branch alone:\n%v", g)
+	}
+}
+
+// loopModel is y = x; for i < trips while i < stop: y = y + i, with the
+// running y as a scan output (the loop condition computed from i).
+func loopModel(t *testing.T) *onnx.Model {
+	b := body([]*onnx.ValueInfo{valueInfo("i", onnx.Int64), valueInfo("cin", onnx.Bool), valueInfo("yin", onnx.Float, 2)}, []*onnx.Node{
+		node("Cast", []string{"i"}, []string{"fi"}, intAttr("to", int64(onnx.Float))),
+		node("Add", []string{"yin", "fi"}, []string{"yout"}),
+		node("Identity", []string{"yout"}, []string{"scan"}),
+		constNode(t, "one", ScalarInt64(1)),
+		node("Add", []string{"i", "one"}, []string{"next"}),
+		node("Less", []string{"next", "stop"}, []string{"cout"}),
+	}, "cout", "yout", "scan")
+	b.Outputs[2] = valueInfo("scan", onnx.Float, 2) // declared, for a loop of no iteration
+	return buildModel(17, []*onnx.ValueInfo{valueInfo("trips", onnx.Int64), valueInfo("stop", onnx.Int64), valueInfo("x", onnx.Float, 2)}, nil, []*onnx.Node{
+		constNode(t, "true", FromBools(Shape{}, []bool{true})),
+		node("Loop", []string{"trips", "true", "x"}, []string{"y", "ys"}, graphAttr("body", b)),
+	}, "y", "ys")
+}
+
+// TestLoopUnrolls: the loop runs min(trips, stop) iterations, threading y
+// and stacking the scan output; trips and stop are value inputs (the
+// trip count directly, stop through the condition the body computes).
+func TestLoopUnrolls(t *testing.T) {
+	m := loopModel(t)
+	model, err := NewModel(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(model.ValueInputs()); got != "[stop trips]" {
+		t.Errorf("ValueInputs %s, want [stop trips]", got)
+	}
+	x := FromFloat32s(Shape{2}, []float32{10, 20})
+	for _, tc := range []struct{ trips, stop int64 }{{3, 10}, {5, 2}, {0, 4}, {1, 1}} {
+		b := Bindings{Shapes: map[string]Shape{"x": {2}}, Values: map[string]*Tensor{"trips": ScalarInt64(tc.trips), "stop": ScalarInt64(tc.stop)}}
+		res, _ := interpretComposite(t, m, b, map[string]*Tensor{"x": x})
+		// The reference: the loop as Go.
+		y := []float32{10, 20}
+		var ys []float32
+		iters := 0
+		for i := int64(0); i < tc.trips; i++ {
+			y = []float32{y[0] + float32(i), y[1] + float32(i)}
+			ys = append(ys, y...)
+			iters++
+			if i+1 >= tc.stop {
+				break
+			}
+		}
+		if d := Compare(res[0].Tensor, FromFloat32s(Shape{2}, y), 0, 0); !d.OK() {
+			t.Errorf("trips %d stop %d: y %v, want %v", tc.trips, tc.stop, res[0].Tensor.Float32s(), y)
+		}
+		if d := Compare(res[1].Tensor, FromFloat32s(Shape{iters, 2}, ys), 0, 0); !d.OK() {
+			t.Errorf("trips %d stop %d: ys %v, want %v %v", tc.trips, tc.stop, res[1].Tensor, iters, ys)
+		}
+	}
+}
+
+// TestLoopNotKnownAtImport: a trip count or a condition only known at
+// run time is refused, naming the Loop.
+func TestLoopNotKnownAtImport(t *testing.T) {
+	m := loopModel(t)
+	m.Graph.Nodes[1].Name = "the_loop"
+	model, err := NewModel(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := FromFloat32s(Shape{2}, []float32{1, 2})
+	for _, tc := range []struct {
+		b    Bindings
+		want string
+	}{
+		{Bindings{Shapes: map[string]Shape{"x": {2}, "trips": {}}, Values: map[string]*Tensor{"stop": ScalarInt64(3)}}, `Loop "the_loop" with a trip count computed at run time`},
+		{Bindings{Shapes: map[string]Shape{"x": {2}, "stop": {}}, Values: map[string]*Tensor{"trips": ScalarInt64(3)}}, `Loop "the_loop": the condition the body computes in iteration 0 is only known at run time`},
+	} {
+		_, err := model.Specialize(tc.b)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrNotSupported) {
+			t.Errorf("got %v, want a not-supported error containing %q", err, tc.want)
+		}
+	}
+	_ = x
+}
+
+// TestScanDirectionsAndAxes: a running sum over axis 1 of x, forward and
+// reversed, with the scan output stacked on axis 0 or 1, against a Go
+// reference.
+func TestScanDirectionsAndAxes(t *testing.T) {
+	b := body([]*onnx.ValueInfo{{Name: "s"}, {Name: "xt"}}, []*onnx.Node{
+		node("Add", []string{"s", "xt"}, []string{"sout"}),
+		node("Identity", []string{"sout"}, []string{"o"}),
+	}, "sout", "o")
+	x := FromFloat32s(Shape{2, 3}, []float32{1, 2, 3, 4, 5, 6})
+	for _, tc := range []struct{ inDir, outDir, outAxis int64 }{{0, 0, 0}, {1, 0, 0}, {0, 1, 1}, {1, 1, 1}} {
+		m := buildModel(17, []*onnx.ValueInfo{valueInfo("s0", onnx.Float, 2), valueInfo("x", onnx.Float, 2, 3)}, nil, []*onnx.Node{
+			node("Scan", []string{"s0", "x"}, []string{"s", "o"}, graphAttr("body", b), intAttr("num_scan_inputs", 1),
+				intsAttr("scan_input_axes", 1), intsAttr("scan_input_directions", tc.inDir),
+				intsAttr("scan_output_axes", tc.outAxis), intsAttr("scan_output_directions", tc.outDir)),
+		}, "s", "o")
+		res, _ := interpretComposite(t, m, Bindings{Shapes: map[string]Shape{"s0": {2}, "x": {2, 3}}},
+			map[string]*Tensor{"s0": FromFloat32s(Shape{2}, []float32{100, 200}), "x": x})
+		state := []float64{100, 200}
+		var steps [][]float64
+		for k := range 3 {
+			col := k
+			if tc.inDir == 1 {
+				col = 2 - k
+			}
+			for r := range 2 {
+				state[r] += x.Float64At(r*3 + col)
+			}
+			steps = append(steps, append([]float64{}, state...))
+		}
+		if tc.outDir == 1 {
+			for i, j := 0, len(steps)-1; i < j; i, j = i+1, j-1 {
+				steps[i], steps[j] = steps[j], steps[i]
+			}
+		}
+		got := res[1].Tensor
+		for k, st := range steps {
+			for r, v := range st {
+				at := k*2 + r // axis 0: [step, row]
+				if tc.outAxis == 1 {
+					at = r*3 + k // axis 1: [row, step]
+				}
+				if got.Float64At(at) != v {
+					t.Errorf("%+v: output step %d row %d = %v, want %v (%v)", tc, k, r, got.Float64At(at), v, got.Float32s())
+				}
+			}
+		}
+		if math.Abs(res[0].Tensor.Float64At(0)-state[0]) > 0 || res[0].Tensor.Float64At(1) != state[1] {
+			t.Errorf("%+v: final state %v, want %v", tc, res[0].Tensor.Float32s(), state)
+		}
+	}
+}
