@@ -144,10 +144,10 @@ func (op *RoiAlign) Eval(in, out []*Tensor) error {
 
 // bilinearSample is the sample of an h×w plane at (y, x): the four
 // surrounding positions, clamped to the plane, and their weights; zero
-// weights more than one pixel outside.
+// weights more than one pixel outside (or at a NaN coordinate).
 func bilinearSample(y, x float64, h, w int) roiSample {
 	var s roiSample
-	if y < -1 || y > float64(h) || x < -1 || x > float64(w) {
+	if !(y >= -1 && y <= float64(h) && x >= -1 && x <= float64(w)) { // NaN too
 		return s
 	}
 	y, x = max(y, 0), max(x, 0)

@@ -120,8 +120,8 @@ type resizeAxis struct {
 	Outside       []bool
 }
 
-// maxResizeTableEntries bounds the taps import computes for one axis;
-// it is far above what real scales need (about four per input position).
+// maxResizeTableEntries bounds the taps import computes for one axis
+// (16 bytes each, 1 GiB in all).
 const maxResizeTableEntries = 1 << 26
 
 // source maps output position o to its coordinate in the input, as
@@ -213,6 +213,23 @@ func (s *resizeSpec) coefficients(ratio, scale float64) (first int, w []float64)
 	}
 }
 
+// width is the number of taps coefficients returns at this scale.
+func (s *resizeSpec) width(scale float64) float64 {
+	switch s.mode {
+	case "nearest":
+		return 1
+	case "linear":
+		if !s.antialias || scale >= 1 {
+			return 2
+		}
+		return 2 - 2*(math.Floor(-1/scale)+1)
+	}
+	if !s.antialias || scale >= 1 {
+		return 4
+	}
+	return 2 - 2*(math.Floor(-2/scale)+1)
+}
+
 // cubicKernel is Keys' cubic convolution kernel with parameter a.
 func cubicKernel(x, a float64) float64 {
 	x = math.Abs(x)
@@ -251,11 +268,15 @@ func (s *resizeSpec) axis(in, out int, scale, roiStart, roiEnd float64) (*resize
 	if in == 0 {
 		return nil, fmt.Errorf("cannot resize an empty axis to %d", out)
 	}
-	type tap struct {
-		index  int64
-		weight float64
+	// Every position has as many taps as the filter is wide.
+	width := s.width(scale)
+	if width*float64(out) > maxResizeTableEntries {
+		return nil, fmt.Errorf("%g taps for each of %d positions is more than import computes", width, out)
 	}
-	taps := make([][]tap, out)
+	ax.Taps = int(width)
+	ax.Index = make([]int64, out*ax.Taps)
+	ax.Weight = make([]float64, out*ax.Taps)
+	used := 1
 	for o := range out {
 		src, inside := s.source(o, in, out, scale, roiStart, roiEnd)
 		if math.IsNaN(src) || math.IsInf(src, 0) {
@@ -277,9 +298,6 @@ func (s *resizeSpec) axis(in, out int, scale, roiStart, roiEnd float64) (*resize
 			ratio = 1
 		}
 		first, w := s.coefficients(ratio, scale)
-		if len(w)*out > maxResizeTableEntries {
-			return nil, fmt.Errorf("%d taps for each of %d positions is more than import computes", len(w), out)
-		}
 		if s.excludeOutside {
 			for t := range w {
 				if p := base + float64(first+t); p < 0 || p >= float64(in) {
@@ -288,33 +306,31 @@ func (s *resizeSpec) axis(in, out int, scale, roiStart, roiEnd float64) (*resize
 			}
 			w = normalized(w)
 		}
+		index, weight := ax.Index[o*ax.Taps:(o+1)*ax.Taps], ax.Weight[o*ax.Taps:(o+1)*ax.Taps]
+		n := 0
 		for t, wt := range w {
 			if wt == 0 {
 				continue
 			}
 			p := int64(min(max(base+float64(first+t), 0), float64(in-1)))
-			merged := false
-			for i := range taps[o] {
-				if taps[o][i].index == p {
-					taps[o][i].weight += wt
-					merged = true
-					break
-				}
+			i := slices.Index(index[:n], p)
+			if i < 0 {
+				i = n
+				index[i] = p
+				n++
 			}
-			if !merged {
-				taps[o] = append(taps[o], tap{p, wt})
-			}
+			weight[i] += wt
 		}
-		ax.Taps = max(ax.Taps, len(taps[o]))
+		used = max(used, n)
 	}
-	ax.Taps = max(ax.Taps, 1)
-	ax.Index = make([]int64, out*ax.Taps)
-	ax.Weight = make([]float64, out*ax.Taps)
-	for o, ts := range taps {
-		for t, tp := range ts {
-			ax.Index[o*ax.Taps+t] = tp.index
-			ax.Weight[o*ax.Taps+t] = tp.weight
+	// Keep only as many taps as some position uses.
+	if used < ax.Taps {
+		for o := range out {
+			copy(ax.Index[o*used:(o+1)*used], ax.Index[o*ax.Taps:o*ax.Taps+used])
+			copy(ax.Weight[o*used:(o+1)*used], ax.Weight[o*ax.Taps:o*ax.Taps+used])
 		}
+		ax.Taps = used
+		ax.Index, ax.Weight = ax.Index[:out*used], ax.Weight[:out*used]
 	}
 	return ax, nil
 }

@@ -224,3 +224,14 @@ func TestResizeErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestResizeBoundsImportWork: an antialiasing filter over a whole huge
+// axis would need billions of taps; import refuses it instead of
+// computing them.
+func TestResizeBoundsImportWork(t *testing.T) {
+	m := buildModel(19, []*onnx.ValueInfo{valueInfo("x", onnx.Float, 1<<30)}, nil, []*onnx.Node{
+		constNode(t, "sizes", IntsTensor(1)),
+		node("Resize", []string{"x", "", "", "sizes"}, []string{"y"}, stringAttr("mode", "cubic"), intAttr("antialias", 1)),
+	}, "y")
+	wantImportError(t, m, nil, "taps for each of 1 positions")
+}
