@@ -558,70 +558,9 @@ func importResize(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 			axes = append(axes, a)
 		}
 	}
-	scale := make([]float64, r)
-	for i := range scale {
-		scale[i] = 1
-	}
-	out := x.Shape.Clone()
-	if scalesT != nil {
-		if !scalesT.dtype.IsFloat() || scalesT.Len() != len(axes) {
-			return nil, fmt.Errorf("scales is %v, want %d floats", scalesT, len(axes))
-		}
-		for i, a := range axes {
-			scale[a] = scalesT.Float64At(i)
-			if out[a], err = resizedLength(scale[a], x.Shape[a]); err != nil {
-				return nil, fmt.Errorf("axis %d: %w", a, err)
-			}
-		}
-	} else {
-		if !sizesT.dtype.IsInt() || sizesT.Len() != len(axes) {
-			return nil, fmt.Errorf("sizes is %v, want %d integers", sizesT, len(axes))
-		}
-		sizes := sizesT.Ints()
-		for i, a := range axes {
-			if sizes[i] < 0 || sizes[i] > maxTensorBytes {
-				return nil, fmt.Errorf("sizes %v: size %d of axis %d", sizes, sizes[i], a)
-			}
-			if x.Shape[a] == 0 && sizes[i] != 0 {
-				return nil, fmt.Errorf("cannot resize empty axis %d to %d", a, sizes[i])
-			}
-			out[a] = sizes[i]
-			if x.Shape[a] > 0 {
-				scale[a] = float64(sizes[i]) / float64(x.Shape[a])
-			}
-		}
-		policy, err := n.AttrString("keep_aspect_ratio_policy", "stretch")
-		if err != nil {
-			return nil, err
-		}
-		if err := oneOf("keep_aspect_ratio_policy", policy, resizeAspectRatio); err != nil {
-			return nil, err
-		}
-		if policy != "stretch" {
-			// One scale for every axis in axes, the smallest (not_larger)
-			// or largest (not_smaller), and sizes rounded half up.
-			s := scale[axes[0]]
-			for _, a := range axes[1:] {
-				if policy == "not_larger" {
-					s = min(s, scale[a])
-				} else {
-					s = max(s, scale[a])
-				}
-			}
-			for _, a := range axes {
-				scale[a] = s
-				l := math.Floor(s*float64(x.Shape[a]) + 0.5)
-				if l > maxTensorBytes {
-					return nil, fmt.Errorf("keep_aspect_ratio_policy %s makes axis %d of length %g", policy, a, l)
-				}
-				out[a] = int(l)
-			}
-		}
-		for _, a := range axes {
-			if out[a] > 0 && !(scale[a] > 0) {
-				return nil, fmt.Errorf("axis %d: scale %g", a, scale[a])
-			}
-		}
+	scale, out, err := resizeTarget(n, x.Shape, axes, scalesT, sizesT)
+	if err != nil {
+		return nil, err
 	}
 	roi := make([][2]float64, r)
 	for i := range roi {
@@ -643,6 +582,82 @@ func importResize(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		return nil, err
 	}
 	return one(p.emit(im, x))
+}
+
+// resizeTarget resolves the scale and the output length of every axis
+// from scales or sizes (given for axes), and keep_aspect_ratio_policy.
+// With scales the output length is floor(scale·length); with sizes the
+// scale is size/length, or with a policy one scale for every axis in axes
+// (the smallest, not_larger, or largest, not_smaller) and lengths rounded
+// half up.
+func resizeTarget(n *onnx.Node, in Shape, axes []int, scalesT, sizesT *Tensor) ([]float64, Shape, error) {
+	var err error
+	scale := make([]float64, len(in))
+	for i := range scale {
+		scale[i] = 1
+	}
+	out := in.Clone()
+	if scalesT != nil {
+		if !scalesT.dtype.IsFloat() || scalesT.Len() != len(axes) {
+			return nil, nil, fmt.Errorf("scales is %v, want %d floats", scalesT, len(axes))
+		}
+		for i, a := range axes {
+			scale[a] = scalesT.Float64At(i)
+			if out[a], err = resizedLength(scale[a], in[a]); err != nil {
+				return nil, nil, fmt.Errorf("axis %d: %w", a, err)
+			}
+		}
+	} else {
+		if !sizesT.dtype.IsInt() || sizesT.Len() != len(axes) {
+			return nil, nil, fmt.Errorf("sizes is %v, want %d integers", sizesT, len(axes))
+		}
+		sizes := sizesT.Ints()
+		for i, a := range axes {
+			if sizes[i] < 0 || sizes[i] > maxTensorBytes {
+				return nil, nil, fmt.Errorf("sizes %v: size %d of axis %d", sizes, sizes[i], a)
+			}
+			if in[a] == 0 && sizes[i] != 0 {
+				return nil, nil, fmt.Errorf("cannot resize empty axis %d to %d", a, sizes[i])
+			}
+			out[a] = sizes[i]
+			if in[a] > 0 {
+				scale[a] = float64(sizes[i]) / float64(in[a])
+			}
+		}
+		policy, err := n.AttrString("keep_aspect_ratio_policy", "stretch")
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := oneOf("keep_aspect_ratio_policy", policy, resizeAspectRatio); err != nil {
+			return nil, nil, err
+		}
+		if policy != "stretch" {
+			// One scale for every axis in axes, the smallest (not_larger)
+			// or largest (not_smaller), and sizes rounded half up.
+			s := scale[axes[0]]
+			for _, a := range axes[1:] {
+				if policy == "not_larger" {
+					s = min(s, scale[a])
+				} else {
+					s = max(s, scale[a])
+				}
+			}
+			for _, a := range axes {
+				scale[a] = s
+				l := math.Floor(s*float64(in[a]) + 0.5)
+				if l > maxTensorBytes {
+					return nil, nil, fmt.Errorf("keep_aspect_ratio_policy %s makes axis %d of length %g", policy, a, l)
+				}
+				out[a] = int(l)
+			}
+		}
+		for _, a := range axes {
+			if out[a] > 0 && !(scale[a] > 0) {
+				return nil, nil, fmt.Errorf("axis %d: scale %g", a, scale[a])
+			}
+		}
+	}
+	return scale, out, nil
 }
 
 func importUpsample(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {

@@ -334,6 +334,210 @@ func (r *recurrence) unroll(p *directionParams, xs []*Value) (ys []*Value, h, ce
 	return ys, h, cell
 }
 
+// recurrentAttrs are a recurrent node's attributes.
+type recurrentAttrs struct {
+	hidden, dirs      int
+	reverse           bool // direction "reverse" (bidirectional runs both)
+	batchFirst        bool // layout 1
+	acts              []rnnActivation
+	clip              float32 // 0: none
+	inputForget       bool
+	linearBeforeReset bool
+}
+
+func readRecurrentAttrs(n *onnx.Node, kind rnnKind) (*recurrentAttrs, error) {
+	a := &recurrentAttrs{}
+	var err error
+	if a.hidden, err = attrInt(n, "hidden_size", 0); err != nil {
+		return nil, err
+	}
+	if a.hidden < 1 {
+		return nil, fmt.Errorf("hidden_size %d, want a positive number (it is required)", a.hidden)
+	}
+	direction, err := n.AttrString("direction", "forward")
+	if err != nil {
+		return nil, err
+	}
+	switch direction {
+	case "forward":
+		a.dirs = 1
+	case "reverse":
+		a.dirs, a.reverse = 1, true
+	case "bidirectional":
+		a.dirs = 2
+	default:
+		return nil, fmt.Errorf("direction %q, want forward, reverse or bidirectional", direction)
+	}
+	layout, err := attrInt(n, "layout", 0)
+	if err != nil {
+		return nil, err
+	}
+	if layout != 0 && layout != 1 {
+		return nil, fmt.Errorf("layout %d, want 0 or 1", layout)
+	}
+	a.batchFirst = layout == 1
+	if a.acts, err = rnnActivations(n, kind, a.dirs); err != nil {
+		return nil, err
+	}
+	if n.Attr("clip") != nil {
+		if a.clip, err = n.AttrFloat("clip", 0); err != nil {
+			return nil, err
+		}
+		if !(a.clip > 0) {
+			return nil, fmt.Errorf("clip %g, want a positive threshold", a.clip)
+		}
+	}
+	flag := func(name string, dst *bool) error {
+		v, err := attrInt(n, name, 0)
+		*dst = v != 0
+		return err
+	}
+	switch kind {
+	case rnnLSTM:
+		err = flag("input_forget", &a.inputForget)
+	case rnnGRU:
+		err = flag("linear_before_reset", &a.linearBeforeReset)
+	}
+	return a, err
+}
+
+// recurrentOperands are a recurrent node's inputs, checked and with the
+// batch-first layout turned sequence-first (X [steps, batch, input],
+// initial states [dirs, batch, hidden]); absent optional ones are nil.
+type recurrentOperands struct {
+	x, w, r, b, seqLens, h0, c0, peep *Value
+}
+
+func readRecurrentOperands(c *composer, kind rnnKind, a *recurrentAttrs, in []*Value) (*recurrentOperands, error) {
+	opt := func(i int) *Value {
+		if i < len(in) {
+			return in[i]
+		}
+		return nil
+	}
+	o := &recurrentOperands{x: in[0], w: in[1], r: in[2], b: opt(3), seqLens: opt(4), h0: opt(5), c0: opt(6), peep: opt(7)}
+	dt := o.x.DType
+	if !isFloat(dt) || len(o.x.Shape) != 3 {
+		return nil, fmt.Errorf("X is %v, want a float tensor of rank 3", o.x.Type)
+	}
+	if a.batchFirst {
+		o.x = c.op(&Transpose{Perm: []int{1, 0, 2}}, o.x)
+		if c.err != nil {
+			return nil, c.err
+		}
+	}
+	batch, inputSize := o.x.Shape[1], o.x.Shape[2]
+	g, h, d := kind.gates(), a.hidden, a.dirs
+	stateShape := Shape{d, batch, h}
+	if a.batchFirst {
+		stateShape = Shape{batch, d, h}
+	}
+	for _, want := range []struct {
+		what  string
+		v     *Value
+		shape Shape
+	}{
+		{"W", o.w, Shape{d, g * h, inputSize}}, {"R", o.r, Shape{d, g * h, h}}, {"B", o.b, Shape{d, 2 * g * h}},
+		{"initial_h", o.h0, stateShape}, {"initial_c", o.c0, stateShape}, {"P", o.peep, Shape{d, 3 * h}},
+	} {
+		if want.v != nil && (want.v.DType != dt || !want.v.Shape.Equal(want.shape)) {
+			return nil, fmt.Errorf("%s is %v, want %s%v", want.what, want.v.Type, dt, want.shape)
+		}
+	}
+	if a.batchFirst {
+		for _, v := range []**Value{&o.h0, &o.c0} {
+			if *v != nil {
+				*v = c.op(&Transpose{Perm: []int{1, 0, 2}}, *v)
+			}
+		}
+	}
+	if o.seqLens != nil && (!isIndex(o.seqLens.DType) || !o.seqLens.Shape.Equal(Shape{batch})) {
+		return nil, fmt.Errorf("sequence_lens is %v, want int32[%d]", o.seqLens.Type, batch)
+	}
+	return o, c.err
+}
+
+// perDirection splits a [dirs, ...] operand into each direction's part
+// (nil parts for an absent operand).
+func (c *composer) perDirection(v *Value, dirs int) []*Value {
+	if v == nil {
+		return make([]*Value, dirs)
+	}
+	parts := []*Value{v}
+	if dirs == 2 {
+		if parts = c.split(v, 0, 1, 1); parts == nil {
+			return make([]*Value, dirs)
+		}
+	}
+	for i, p := range parts {
+		parts[i] = c.reshape(p, p.Shape[1:])
+	}
+	return parts
+}
+
+// params lays out one direction's weights for the unrolling: W and R
+// transposed (GRU without linear_before_reset keeps Rh apart), the biases
+// that add to the input projection summed, and the initial states (zeros
+// when absent).
+func (r *recurrence) params(w, rw, b, peep, h0, c0 *Value, reversed bool) *directionParams {
+	c, hs, g := r.c, r.hidden, r.kind.gates()
+	dt := w.DType
+	zeros := c.im.constant(filled(dt, Shape{r.batch, hs}, 0))
+	p := &directionParams{h0: h0, c0: c0, reversed: reversed}
+	if p.h0 == nil {
+		p.h0 = zeros
+	}
+	if r.kind == rnnLSTM && p.c0 == nil {
+		p.c0 = zeros
+	}
+	transpose := func(v *Value) *Value { return c.op(&Transpose{Perm: []int{1, 0}}, v) }
+	p.wT = transpose(w)
+	if r.kind == rnnGRU && !r.linearBeforeReset {
+		if parts := c.split(rw, 0, 2*hs, hs); parts != nil {
+			p.rT, p.rhT = transpose(parts[0]), transpose(parts[1])
+		}
+	} else {
+		p.rT = transpose(rw)
+	}
+	if b != nil {
+		if wrb := c.split(b, 0, g*hs, g*hs); wrb != nil {
+			if r.kind == rnnGRU && r.linearBeforeReset {
+				// Rbh stays inside the reset gate's product.
+				if rb := c.split(wrb[1], 0, 2*hs, hs); rb != nil {
+					p.rbh = rb[1]
+					p.bias = c.binary(Add, wrb[0], c.concat(0, rb[0], c.im.constant(filled(dt, Shape{hs}, 0))))
+				}
+			} else {
+				p.bias = c.binary(Add, wrb[0], wrb[1])
+			}
+		}
+	}
+	if peep != nil {
+		p.peep = c.split(peep, 0, hs, hs, hs)
+	}
+	return p
+}
+
+// project computes the input projection x·Wᵀ (+ bias) of every step at
+// once and returns each step's [batch, G·hidden] part.
+func (r *recurrence) project(p *directionParams, xFlat *Value) []*Value {
+	c, g := r.c, r.kind.gates()
+	proj := c.op(&MatMul{}, xFlat, p.wT)
+	if p.bias != nil {
+		proj = c.binary(Add, proj, p.bias)
+	}
+	proj = c.reshape(proj, Shape{r.steps, r.batch, g * r.hidden})
+	sizes := make([]int, r.steps)
+	for i := range sizes {
+		sizes[i] = 1
+	}
+	xs := c.split(proj, 0, sizes...)
+	for i, v := range xs {
+		xs[i] = c.reshape(v, Shape{r.batch, g * r.hidden})
+	}
+	return xs
+}
+
 func importRecurrent(kind rnnKind) importFunc {
 	return func(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		maxIn := 6
@@ -343,235 +547,60 @@ func importRecurrent(kind rnnKind) importFunc {
 		if err := wantIn(in, 3, maxIn); err != nil {
 			return nil, err
 		}
-		x, w, rw := in[0], in[1], in[2]
-		opt := func(i int) *Value {
-			if i < len(in) {
-				return in[i]
-			}
-			return nil
-		}
-		hidden, err := attrInt(n, "hidden_size", 0)
+		a, err := readRecurrentAttrs(n, kind)
 		if err != nil {
 			return nil, err
-		}
-		if hidden < 1 {
-			return nil, fmt.Errorf("hidden_size %d, want a positive number (it is required)", hidden)
-		}
-		direction, err := n.AttrString("direction", "forward")
-		if err != nil {
-			return nil, err
-		}
-		dirs := 1
-		switch direction {
-		case "forward", "reverse":
-		case "bidirectional":
-			dirs = 2
-		default:
-			return nil, fmt.Errorf("direction %q, want forward, reverse or bidirectional", direction)
-		}
-		layout, err := attrInt(n, "layout", 0)
-		if err != nil {
-			return nil, err
-		}
-		if layout != 0 && layout != 1 {
-			return nil, fmt.Errorf("layout %d, want 0 or 1", layout)
-		}
-		acts, err := rnnActivations(n, kind, dirs)
-		if err != nil {
-			return nil, err
-		}
-		dt := x.DType
-		if !isFloat(dt) || len(x.Shape) != 3 {
-			return nil, fmt.Errorf("X is %v, want a float tensor of rank 3", x.Type)
 		}
 		c := &composer{im: im}
-		if layout == 1 {
-			x = c.op(&Transpose{Perm: []int{1, 0, 2}}, x)
-			if c.err != nil {
-				return nil, c.err
-			}
-		}
-		steps, batch, inputSize := x.Shape[0], x.Shape[1], x.Shape[2]
-		g := kind.gates()
-		want := func(what string, v *Value, shape Shape) error {
-			if v.DType != dt || !v.Shape.Equal(shape) {
-				return fmt.Errorf("%s is %v, want %s%v", what, v.Type, dt, shape)
-			}
-			return nil
-		}
-		if err := want("W", w, Shape{dirs, g * hidden, inputSize}); err != nil {
+		o, err := readRecurrentOperands(c, kind, a, in)
+		if err != nil {
 			return nil, err
 		}
-		if err := want("R", rw, Shape{dirs, g * hidden, hidden}); err != nil {
-			return nil, err
+		steps, batch := o.x.Shape[0], o.x.Shape[1]
+		r := &recurrence{c: c, kind: kind, steps: steps, batch: batch, hidden: a.hidden,
+			inputForget: a.inputForget, linearBeforeReset: a.linearBeforeReset}
+		if a.clip > 0 {
+			r.clip = c.scalar(o.x.DType, float64(a.clip))
 		}
-		stateShape := Shape{dirs, batch, hidden}
-		if layout == 1 {
-			stateShape = Shape{batch, dirs, hidden}
-		}
-		b, seqLens, h0, c0, peep := opt(3), opt(4), opt(5), opt(6), opt(7)
-		if b != nil {
-			if err := want("B", b, Shape{dirs, 2 * g * hidden}); err != nil {
+		if o.seqLens != nil {
+			if r.mask, err = sequenceMask(c, o.seqLens, steps); err != nil {
 				return nil, err
 			}
 		}
-		for _, s := range []struct {
-			what string
-			v    **Value
-		}{{"initial_h", &h0}, {"initial_c", &c0}} {
-			if *s.v == nil {
-				continue
-			}
-			if err := want(s.what, *s.v, stateShape); err != nil {
-				return nil, err
-			}
-			if layout == 1 {
-				*s.v = c.op(&Transpose{Perm: []int{1, 0, 2}}, *s.v)
-			}
-		}
-		if peep != nil {
-			if err := want("P", peep, Shape{dirs, 3 * hidden}); err != nil {
-				return nil, err
-			}
-		}
-		clipF := float32(0)
-		if a := n.Attr("clip"); a != nil {
-			if clipF, err = n.AttrFloat("clip", 0); err != nil {
-				return nil, err
-			}
-			if !(clipF > 0) {
-				return nil, fmt.Errorf("clip %g, want a positive threshold", clipF)
-			}
-		}
-		r := &recurrence{c: c, kind: kind, steps: steps, batch: batch, hidden: hidden}
-		if clipF > 0 {
-			r.clip = c.scalar(dt, float64(clipF))
-		}
-		if kind == rnnLSTM {
-			v, err := attrInt(n, "input_forget", 0)
-			if err != nil {
-				return nil, err
-			}
-			r.inputForget = v != 0
-		}
-		if kind == rnnGRU {
-			v, err := attrInt(n, "linear_before_reset", 0)
-			if err != nil {
-				return nil, err
-			}
-			r.linearBeforeReset = v != 0
-		}
-		if seqLens != nil {
-			if !isIndex(seqLens.DType) || !seqLens.Shape.Equal(Shape{batch}) {
-				return nil, fmt.Errorf("sequence_lens is %v, want int32[%d]", seqLens.Type, batch)
-			}
-			if r.mask, err = sequenceMask(c, seqLens, steps); err != nil {
-				return nil, err
-			}
-		}
-		// The input projection of every step at once: [steps·batch, input].
-		xFlat := c.reshape(x, Shape{steps * batch, inputSize})
-		// Each direction's slice of a [dirs, ...] operand.
-		perDir := func(v *Value) []*Value {
-			if v == nil {
-				return make([]*Value, dirs)
-			}
-			parts := []*Value{v}
-			if dirs == 2 {
-				parts = c.split(v, 0, 1, 1)
-			}
-			if parts == nil {
-				return make([]*Value, dirs)
-			}
-			for i, p := range parts {
-				parts[i] = c.reshape(p, p.Shape[1:])
-			}
-			return parts
-		}
-		ws, rs, bs, h0s, c0s, ps := perDir(w), perDir(rw), perDir(b), perDir(h0), perDir(c0), perDir(peep)
-		if c.err != nil {
-			return nil, c.err
-		}
-		zeros := im.constant(filled(dt, Shape{batch, hidden}, 0))
+		xFlat := c.reshape(o.x, Shape{steps * batch, o.x.Shape[2]})
+		d := a.dirs
+		ws, rs, bs := c.perDirection(o.w, d), c.perDirection(o.r, d), c.perDirection(o.b, d)
+		h0s, c0s, ps := c.perDirection(o.h0, d), c.perDirection(o.c0, d), c.perDirection(o.peep, d)
+		per := len(kind.activations())
 		var ys, hs, cs []*Value
-		for d := range dirs {
-			per := len(kind.activations())
-			r.acts = acts[d*per : (d+1)*per]
-			p := &directionParams{h0: h0s[d], c0: c0s[d], reversed: direction == "reverse" || d == 1}
-			if p.h0 == nil {
-				p.h0 = zeros
-			}
-			if kind == rnnLSTM && p.c0 == nil {
-				p.c0 = zeros
-			}
-			p.wT = c.op(&Transpose{Perm: []int{1, 0}}, ws[d])
-			if kind == rnnGRU && !r.linearBeforeReset {
-				parts := c.split(rs[d], 0, 2*hidden, hidden)
-				if parts == nil {
-					return nil, c.err
-				}
-				p.rT = c.op(&Transpose{Perm: []int{1, 0}}, parts[0])
-				p.rhT = c.op(&Transpose{Perm: []int{1, 0}}, parts[1])
-			} else {
-				p.rT = c.op(&Transpose{Perm: []int{1, 0}}, rs[d])
-			}
-			if bs[d] != nil {
-				wrb := c.split(bs[d], 0, g*hidden, g*hidden)
-				if wrb == nil {
-					return nil, c.err
-				}
-				if kind == rnnGRU && r.linearBeforeReset {
-					// Rbh stays inside the reset gate's product.
-					rb := c.split(wrb[1], 0, 2*hidden, hidden)
-					if rb == nil {
-						return nil, c.err
-					}
-					p.rbh = rb[1]
-					p.bias = c.binary(Add, wrb[0], c.concat(0, rb[0], im.constant(filled(dt, Shape{hidden}, 0))))
-				} else {
-					p.bias = c.binary(Add, wrb[0], wrb[1])
-				}
-			}
-			if ps[d] != nil {
-				p.peep = c.split(ps[d], 0, hidden, hidden, hidden)
-			}
-			proj := c.op(&MatMul{}, xFlat, p.wT)
-			if p.bias != nil {
-				proj = c.binary(Add, proj, p.bias)
-			}
-			proj = c.reshape(proj, Shape{steps, batch, g * hidden})
+		for dir := range d {
 			if c.err != nil {
 				return nil, c.err
 			}
-			sizes := make([]int, steps)
-			for i := range sizes {
-				sizes[i] = 1
-			}
-			xs := c.split(proj, 0, sizes...)
-			if xs == nil {
+			r.acts = a.acts[dir*per : (dir+1)*per]
+			p := r.params(ws[dir], rs[dir], bs[dir], ps[dir], h0s[dir], c0s[dir], a.reverse || dir == 1)
+			xs := r.project(p, xFlat)
+			if c.err != nil {
 				return nil, c.err
-			}
-			for i, v := range xs {
-				xs[i] = c.reshape(v, Shape{batch, g * hidden})
 			}
 			dy, dh, dc := r.unroll(p, xs)
 			if c.err != nil {
 				return nil, c.err
 			}
 			for i, v := range dy {
-				dy[i] = c.reshape(v, Shape{1, 1, batch, hidden})
+				dy[i] = c.reshape(v, Shape{1, 1, batch, a.hidden})
 			}
 			ys = append(ys, c.concat(0, dy...))
-			hs = append(hs, c.reshape(dh, Shape{1, batch, hidden}))
+			hs = append(hs, c.reshape(dh, Shape{1, batch, a.hidden}))
 			if dc != nil {
-				cs = append(cs, c.reshape(dc, Shape{1, batch, hidden}))
+				cs = append(cs, c.reshape(dc, Shape{1, batch, a.hidden}))
 			}
 		}
 		outs := []*Value{c.concat(1, ys...), c.concat(0, hs...)}
 		if kind == rnnLSTM {
 			outs = append(outs, c.concat(0, cs...))
 		}
-		if layout == 1 {
+		if a.batchFirst {
 			outs[0] = c.op(&Transpose{Perm: []int{2, 0, 1, 3}}, outs[0])
 			for i := 1; i < len(outs); i++ {
 				outs[i] = c.op(&Transpose{Perm: []int{1, 0, 2}}, outs[i])
