@@ -21,9 +21,7 @@ func init() {
 // importConvTranspose imports ConvTranspose as ConvGradInput: the
 // transposed convolution of X [N, C, i...] with W [C, M/group, k...] is
 // the gradient, with respect to its input, of the convolution of an
-// [N, M, o...] tensor with W, plus the optional bias [M]. Pads, output
-// padding and output_shape become the convolution's begin pads and an end
-// pad that makes its output length exactly the input's.
+// [N, M, o...] tensor with W, plus the optional bias [M].
 func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err := wantIn(in, 2, 3); err != nil {
 		return nil, err
@@ -32,7 +30,6 @@ func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 	if len(x.Shape) < 3 || len(w.Shape) != len(x.Shape) {
 		return nil, fmt.Errorf("input %v and weights %v, want NC<spatial> and CM<kernel> of one rank", x.Shape, w.Shape)
 	}
-	k := len(x.Shape) - 2
 	kernel := []int(w.Shape[2:].Clone())
 	if ks, ok, err := attrInts(n, "kernel_shape"); err != nil {
 		return nil, err
@@ -46,6 +43,41 @@ func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 	if group < 1 || x.Shape[1]%group != 0 || w.Shape[0] != x.Shape[1] {
 		return nil, fmt.Errorf("input %v, weights %v and group %d: want weights [C, M/group, k...] for C input channels divisible by group", x.Shape, w.Shape, group)
 	}
+	conv, out, err := convTransposeGeometry(n, x.Shape[2:], kernel)
+	if err != nil {
+		return nil, err
+	}
+	conv.Group = group
+	outFull := append(Shape{x.Shape[0], w.Shape[1] * group}, out...)
+	if err := checkShape(outFull, x.DType.Size(), maxTensorBytes); err != nil {
+		return nil, fmt.Errorf("output %v: %w", outFull, err)
+	}
+	y, err := im.emit1(&ConvGradInput{Conv: conv, InputShape: outFull}, x, w)
+	if err != nil {
+		return nil, err
+	}
+	if len(in) < 3 || in[2] == nil {
+		return []*Value{y}, nil
+	}
+	b := in[2]
+	if !b.Shape.Equal(Shape{outFull[1]}) {
+		return nil, fmt.Errorf("bias %v, want [%d]", b.Shape, outFull[1])
+	}
+	if b, err = im.reshape(b, channelShape(outFull[1], len(outFull))); err != nil {
+		return nil, err
+	}
+	return one(im.emit1(&Binary{Fn: Add}, y, b))
+}
+
+// convTransposeGeometry resolves ConvTranspose's strides, dilations,
+// pads, output_padding, output_shape and auto_pad over spatial input
+// lengths in, as ONNX's definition does, into the output lengths and the
+// convolution whose input gradient it is: the begin pads, and the end pad
+// that makes the convolution's windows exactly in's positions (negative
+// where output_padding or output_shape extend the output past the last
+// window).
+func convTransposeGeometry(n *onnx.Node, in Shape, kernel []int) (Conv, []int, error) {
+	k := len(in)
 	spatialAttr := func(name string, def int, length int) ([]int, error) {
 		v, ok, err := attrInts(n, name)
 		if err != nil {
@@ -62,29 +94,32 @@ func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 		}
 		return v, nil
 	}
+	var conv Conv
 	strides, err := spatialAttr("strides", 1, k)
 	if err != nil {
-		return nil, err
+		return conv, nil, err
 	}
 	dilations, err := spatialAttr("dilations", 1, k)
 	if err != nil {
-		return nil, err
+		return conv, nil, err
 	}
 	outPad, err := spatialAttr("output_padding", 0, k)
 	if err != nil {
-		return nil, err
+		return conv, nil, err
 	}
+	span := make([]int, k)
 	for d := range k {
 		if strides[d] < 1 || dilations[d] < 1 {
-			return nil, fmt.Errorf("strides %v and dilations %v, want positive values", strides, dilations)
+			return conv, nil, fmt.Errorf("strides %v and dilations %v, want positive values", strides, dilations)
 		}
 		if outPad[d] < 0 || (outPad[d] >= strides[d] && outPad[d] >= dilations[d]) {
-			return nil, fmt.Errorf("output_padding %v, want each smaller than its stride %v or dilation %v", outPad, strides, dilations)
+			return conv, nil, fmt.Errorf("output_padding %v, want each smaller than its stride %v or dilation %v", outPad, strides, dilations)
 		}
+		span[d] = dilations[d]*(kernel[d]-1) + 1
 	}
 	outShape, hasOutShape, err := attrInts(n, "output_shape")
 	if err != nil {
-		return nil, err
+		return conv, nil, err
 	}
 	if hasOutShape {
 		switch len(outShape) {
@@ -92,49 +127,44 @@ func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 		case k + 2:
 			outShape = outShape[2:]
 		default:
-			return nil, fmt.Errorf("output_shape %v for %d spatial axes", outShape, k)
+			return conv, nil, fmt.Errorf("output_shape %v for %d spatial axes", outShape, k)
 		}
 		for _, s := range outShape {
 			if s < 0 || s > maxTensorBytes {
-				return nil, fmt.Errorf("output_shape %v", outShape)
+				return conv, nil, fmt.Errorf("output_shape %v", outShape)
 			}
 		}
 	}
 	autoPad, err := n.AttrString("auto_pad", "NOTSET")
 	if err != nil {
-		return nil, err
+		return conv, nil, err
 	}
-	span := make([]int, k)
-	for d := range k {
-		span[d] = dilations[d]*(kernel[d]-1) + 1
-	}
-	// Begin pads and output lengths, as ONNX's definition resolves them.
 	pads := make([]int, 2*k)
 	out := make([]int, k)
 	switch autoPad {
 	case "NOTSET", "VALID":
 		if autoPad == "NOTSET" {
 			if pads, err = spatialAttr("pads", 0, 2*k); err != nil {
-				return nil, err
+				return conv, nil, err
 			}
 		}
 		for d := range k {
 			if pads[d] < 0 || pads[k+d] < 0 {
-				return nil, fmt.Errorf("pads %v, want non-negative values", pads)
+				return conv, nil, fmt.Errorf("pads %v, want non-negative values", pads)
 			}
 			if hasOutShape {
 				out[d] = outShape[d]
 			} else {
-				out[d] = strides[d]*(x.Shape[2+d]-1) + outPad[d] + span[d] - pads[d] - pads[k+d]
+				out[d] = strides[d]*(in[d]-1) + outPad[d] + span[d] - pads[d] - pads[k+d]
 			}
 		}
 	case "SAME_UPPER", "SAME_LOWER":
 		for d := range k {
-			out[d] = x.Shape[2+d] * strides[d]
+			out[d] = in[d] * strides[d]
 			if hasOutShape {
 				out[d] = outShape[d]
 			}
-			total := strides[d]*(x.Shape[2+d]-1) + outPad[d] + span[d] - out[d]
+			total := strides[d]*(in[d]-1) + outPad[d] + span[d] - out[d]
 			small := floorDiv(total, 2)
 			if autoPad == "SAME_UPPER" {
 				pads[d], pads[k+d] = small, total-small
@@ -143,45 +173,17 @@ func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 			}
 		}
 	default:
-		return nil, fmt.Errorf("auto_pad %q", autoPad)
+		return conv, nil, fmt.Errorf("auto_pad %q", autoPad)
 	}
-	// The convolution maps an input of length out[d] back to x's length
-	// with begin pad pads[d] and the end pad that makes its windows
-	// exactly x's positions (negative where output_padding or
-	// output_shape extend the output past the last window).
-	conv := Conv{Strides: strides, Dilations: dilations, Pads: make([]int, 2*k), Group: group}
-	outFull := Shape{x.Shape[0], w.Shape[1] * group}
+	conv = Conv{Strides: strides, Dilations: dilations, Pads: make([]int, 2*k)}
 	for d := range k {
 		if out[d] < 1 {
-			return nil, fmt.Errorf("output length %d on spatial axis %d", out[d], d)
+			return conv, nil, fmt.Errorf("output length %d on spatial axis %d", out[d], d)
 		}
 		conv.Pads[d] = pads[d]
-		conv.Pads[k+d] = strides[d]*(x.Shape[2+d]-1) + span[d] - out[d] - pads[d]
-		outFull = append(outFull, out[d])
+		conv.Pads[k+d] = strides[d]*(in[d]-1) + span[d] - out[d] - pads[d]
 	}
-	if err := checkShape(outFull, x.DType.Size(), maxTensorBytes); err != nil {
-		return nil, fmt.Errorf("output %v: %w", outFull, err)
-	}
-	y, err := im.emit1(&ConvGradInput{Conv: conv, InputShape: outFull}, x, w)
-	if err != nil {
-		return nil, err
-	}
-	if len(in) > 2 && in[2] != nil {
-		b := in[2]
-		if !b.Shape.Equal(Shape{outFull[1]}) {
-			return nil, fmt.Errorf("bias %v, want [%d]", b.Shape, outFull[1])
-		}
-		bs := make(Shape, len(outFull)-1)
-		for i := range bs {
-			bs[i] = 1
-		}
-		bs[0] = outFull[1]
-		if b, err = im.reshape(b, bs); err != nil {
-			return nil, err
-		}
-		return one(im.emit1(&Binary{Fn: Add}, y, b))
-	}
-	return []*Value{y}, nil
+	return conv, out, nil
 }
 
 func floorDiv(a, b int) int {

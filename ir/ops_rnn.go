@@ -244,78 +244,22 @@ type directionParams struct {
 // time order) and the final hidden and cell states.
 func (r *recurrence) unroll(p *directionParams, xs []*Value) (ys []*Value, h, cell *Value) {
 	c := r.c
-	dt := p.h0.DType
-	hs := r.hidden
 	ys = make([]*Value, r.steps)
 	h, cell = p.h0, p.c0
-	zero := c.scalar(dt, 0)
+	zero := c.scalar(p.h0.DType, 0)
 	for i := range r.steps {
 		t := i
 		if p.reversed {
 			t = r.steps - 1 - i
 		}
-		x := xs[t]
 		var hn, cn *Value
 		switch r.kind {
 		case rnnPlain:
-			hn = r.acts[0].apply(c, c.binary(Add, x, c.op(&MatMul{}, h, p.rT)), r.clip)
+			hn = r.acts[0].apply(c, c.binary(Add, xs[t], c.op(&MatMul{}, h, p.rT)), r.clip)
 		case rnnLSTM:
-			g := c.split(c.binary(Add, x, c.op(&MatMul{}, h, p.rT)), 1, hs, hs, hs, hs)
-			if g == nil {
-				return nil, nil, nil
-			}
-			iPre, oPre, fPre, cPre := g[0], g[1], g[2], g[3]
-			if p.peep != nil {
-				iPre = c.binary(Add, iPre, c.binary(Mul, p.peep[0], cell))
-				fPre = c.binary(Add, fPre, c.binary(Mul, p.peep[2], cell))
-			}
-			in := r.acts[0].apply(c, iPre, r.clip)
-			var forget *Value
-			if r.inputForget {
-				forget = c.binary(Sub, c.scalar(dt, 1), in)
-			} else {
-				forget = r.acts[0].apply(c, fPre, r.clip)
-			}
-			cand := r.acts[1].apply(c, cPre, r.clip)
-			cn = c.binary(Add, c.binary(Mul, forget, cell), c.binary(Mul, in, cand))
-			if p.peep != nil {
-				oPre = c.binary(Add, oPre, c.binary(Mul, p.peep[1], cn))
-			}
-			out := r.acts[0].apply(c, oPre, r.clip)
-			hn = c.binary(Mul, out, r.acts[2].apply(c, cn, nil))
+			hn, cn = r.lstmStep(p, xs[t], h, cell)
 		case rnnGRU:
-			gx := c.split(x, 1, hs, hs, hs)
-			if gx == nil {
-				return nil, nil, nil
-			}
-			var hz, hr, hh *Value
-			if r.linearBeforeReset {
-				gh := c.split(c.op(&MatMul{}, h, p.rT), 1, hs, hs, hs)
-				if gh == nil {
-					return nil, nil, nil
-				}
-				hz, hr, hh = gh[0], gh[1], gh[2]
-				if p.rbh != nil {
-					hh = c.binary(Add, hh, p.rbh)
-				}
-			} else {
-				gh := c.split(c.op(&MatMul{}, h, p.rT), 1, hs, hs)
-				if gh == nil {
-					return nil, nil, nil
-				}
-				hz, hr = gh[0], gh[1]
-			}
-			z := r.acts[0].apply(c, c.binary(Add, gx[0], hz), r.clip)
-			reset := r.acts[0].apply(c, c.binary(Add, gx[1], hr), r.clip)
-			var candPre *Value
-			if r.linearBeforeReset {
-				candPre = c.binary(Add, gx[2], c.binary(Mul, reset, hh))
-			} else {
-				candPre = c.binary(Add, gx[2], c.op(&MatMul{}, c.binary(Mul, reset, h), p.rhT))
-			}
-			cand := r.acts[1].apply(c, candPre, r.clip)
-			// (1-z)·cand + z·h
-			hn = c.binary(Add, cand, c.binary(Mul, z, c.binary(Sub, h, cand)))
+			hn = r.gruStep(p, xs[t], h)
 		}
 		if r.mask != nil {
 			m := r.mask(t)
@@ -332,6 +276,68 @@ func (r *recurrence) unroll(p *directionParams, xs []*Value) (ys []*Value, h, ce
 		}
 	}
 	return ys, h, cell
+}
+
+// lstmStep is one LSTM step: gates i, o, f and the candidate c from the
+// projected input x and the recurrent h·Rᵀ, peepholes onto the cell
+// state, the new cell state f⊙cell + i⊙c and hidden state o⊙h(cell).
+func (r *recurrence) lstmStep(p *directionParams, x, h, cell *Value) (hn, cn *Value) {
+	c, hs := r.c, r.hidden
+	dt := x.DType
+	g := c.split(c.binary(Add, x, c.op(&MatMul{}, h, p.rT)), 1, hs, hs, hs, hs)
+	if g == nil {
+		return nil, nil
+	}
+	iPre, oPre, fPre, cPre := g[0], g[1], g[2], g[3]
+	if p.peep != nil {
+		iPre = c.binary(Add, iPre, c.binary(Mul, p.peep[0], cell))
+		fPre = c.binary(Add, fPre, c.binary(Mul, p.peep[2], cell))
+	}
+	in := r.acts[0].apply(c, iPre, r.clip)
+	var forget *Value
+	if r.inputForget {
+		forget = c.binary(Sub, c.scalar(dt, 1), in)
+	} else {
+		forget = r.acts[0].apply(c, fPre, r.clip)
+	}
+	cand := r.acts[1].apply(c, cPre, r.clip)
+	cn = c.binary(Add, c.binary(Mul, forget, cell), c.binary(Mul, in, cand))
+	if p.peep != nil {
+		oPre = c.binary(Add, oPre, c.binary(Mul, p.peep[1], cn))
+	}
+	out := r.acts[0].apply(c, oPre, r.clip)
+	return c.binary(Mul, out, r.acts[2].apply(c, cn, nil)), cn
+}
+
+// gruStep is one GRU step: update gate z and reset gate r, the candidate
+// from the reset hidden state (reset before the recurrent product, or
+// after it with linear_before_reset), and (1-z)⊙candidate + z⊙h.
+func (r *recurrence) gruStep(p *directionParams, x, h *Value) *Value {
+	c, hs := r.c, r.hidden
+	gx := c.split(x, 1, hs, hs, hs)
+	var gh []*Value
+	if r.linearBeforeReset {
+		gh = c.split(c.op(&MatMul{}, h, p.rT), 1, hs, hs, hs)
+	} else {
+		gh = c.split(c.op(&MatMul{}, h, p.rT), 1, hs, hs)
+	}
+	if gx == nil || gh == nil {
+		return nil
+	}
+	z := r.acts[0].apply(c, c.binary(Add, gx[0], gh[0]), r.clip)
+	reset := r.acts[0].apply(c, c.binary(Add, gx[1], gh[1]), r.clip)
+	var candPre *Value
+	if r.linearBeforeReset {
+		hh := gh[2]
+		if p.rbh != nil {
+			hh = c.binary(Add, hh, p.rbh)
+		}
+		candPre = c.binary(Add, gx[2], c.binary(Mul, reset, hh))
+	} else {
+		candPre = c.binary(Add, gx[2], c.op(&MatMul{}, c.binary(Mul, reset, h), p.rhT))
+	}
+	cand := r.acts[1].apply(c, candPre, r.clip)
+	return c.binary(Add, cand, c.binary(Mul, z, c.binary(Sub, h, cand)))
 }
 
 // recurrentAttrs are a recurrent node's attributes.
