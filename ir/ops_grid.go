@@ -66,17 +66,24 @@ func (op *GridSample) Infer(in []Type) ([]Type, error) {
 }
 
 // gridTap is one input position an output reads along one axis, with its
-// weight; index -1 reads zero (padding zeros).
+// weight and the weight's derivative with respect to the normalized grid
+// coordinate; index -1 reads zero (padding zeros).
 type gridTap struct {
-	index  int
-	weight float64
+	index         int
+	weight, slope float64
 }
 
 // reflect folds x into [lo, hi] by reflecting at the borders.
 func reflect(x, lo, hi float64) float64 {
+	y, _ := reflectSlope(x, lo, hi)
+	return y
+}
+
+// reflectSlope is reflect and its derivative (±1).
+func reflectSlope(x, lo, hi float64) (float64, float64) {
 	span := hi - lo
 	if span <= 0 {
-		return lo
+		return lo, 0
 	}
 	switch {
 	case x < lo:
@@ -84,44 +91,61 @@ func reflect(x, lo, hi float64) float64 {
 		n := math.Trunc(d / span)
 		r := d - n*span
 		if math.Mod(n, 2) == 0 {
-			return lo + r
+			return lo + r, -1
 		}
-		return hi - r
+		return hi - r, 1
 	case x > hi:
 		d := x - hi
 		n := math.Trunc(d / span)
 		r := d - n*span
 		if math.Mod(n, 2) == 0 {
-			return hi - r
+			return hi - r, -1
 		}
-		return lo + r
+		return lo + r, 1
 	}
-	return x
+	return x, 1
+}
+
+// cubicKernelSlope is the derivative of cubicKernel at x ≥ 0.
+func cubicKernelSlope(x, a float64) float64 {
+	switch {
+	case x <= 1:
+		return (3*(a+2)*x - 2*(a+3)) * x
+	case x < 2:
+		return (3*a*x-10*a)*x + 8*a
+	}
+	return 0
 }
 
 // taps appends the positions along an axis of length size that a sample at
-// normalized coordinate g reads.
-func (op *GridSample) taps(dst []gridTap, g float64, size int) []gridTap {
-	var x float64
+// normalized coordinate g reads. With narrow (a grid of float32 or
+// narrower) the coordinate is rounded to float32, as ONNX's definition
+// computes it.
+func (op *GridSample) taps(dst []gridTap, g float64, size int, narrow bool) []gridTap {
+	var x, slope float64 // slope: dx/dg
 	if op.AlignCorners {
-		x = (g + 1) / 2 * float64(size-1)
+		x, slope = (g+1)/2*float64(size-1), float64(size-1)/2
 	} else {
-		x = ((g+1)*float64(size) - 1) / 2
+		x, slope = ((g+1)*float64(size)-1)/2, float64(size)/2
 	}
-	x = float64(float32(x)) // the definition keeps coordinates in float32
+	if narrow {
+		x = float64(float32(x))
+	}
 	lo, hi := -0.5, float64(size)-0.5
 	if op.AlignCorners {
 		lo, hi = 0, float64(size-1)
 	}
 	if op.Mode == GridNearest {
-		x = math.RoundToEven(x)
+		x, slope = math.RoundToEven(x), 0
 	}
 	if x < lo || x > hi {
 		switch op.Padding {
 		case GridBorder:
-			x = min(max(x, 0), float64(size-1))
+			x, slope = min(max(x, 0), float64(size-1)), 0
 		case GridReflection:
-			x = reflect(x, lo, hi)
+			var s float64
+			x, s = reflectSlope(x, lo, hi)
+			slope *= s
 		}
 	}
 	at := func(i int) int {
@@ -138,79 +162,182 @@ func (op *GridSample) taps(dst []gridTap, g float64, size int) []gridTap {
 	}
 	switch op.Mode {
 	case GridNearest:
-		return append(dst, gridTap{at(int(x)), 1})
+		return append(dst, gridTap{at(int(x)), 1, 0})
 	case GridLinear:
 		x0 := math.Floor(x)
 		t := x - x0
 		i := int(x0)
-		return append(dst, gridTap{at(i), 1 - t}, gridTap{at(i + 1), t})
+		return append(dst, gridTap{at(i), 1 - t, -slope}, gridTap{at(i + 1), t, slope})
 	default:
 		x0 := math.Floor(x)
 		t := x - x0
 		i := int(x0)
 		const a = -0.75
 		return append(dst,
-			gridTap{at(i - 1), cubicKernel(t+1, a)}, gridTap{at(i), cubicKernel(t, a)},
-			gridTap{at(i + 1), cubicKernel(1-t, a)}, gridTap{at(i + 2), cubicKernel(2-t, a)})
+			gridTap{at(i - 1), cubicKernel(t+1, a), cubicKernelSlope(t+1, a) * slope},
+			gridTap{at(i), cubicKernel(t, a), cubicKernelSlope(t, a) * slope},
+			gridTap{at(i + 1), cubicKernel(1-t, a), -cubicKernelSlope(1-t, a) * slope},
+			gridTap{at(i + 2), cubicKernel(2-t, a), -cubicKernelSlope(2-t, a) * slope})
+	}
+}
+
+// gridWalk calls f for every output position of a GridSample of x
+// (shape xShape) at grid (values gv, shape gShape), with the taps of each
+// spatial axis.
+func (op *GridSample) gridWalk(xShape, gShape Shape, gv []float64, narrow bool, f func(b, o int, perAxis [][]gridTap)) {
+	r := len(xShape) - 2
+	spatial := xShape[2:]
+	outSize := gShape[1 : r+1].Size()
+	perAxis := make([][]gridTap, r)
+	for b := range xShape[0] {
+		for o := range outSize {
+			coords := gv[(b*outSize+o)*r : (b*outSize+o+1)*r]
+			for d := range r {
+				// The grid lists the innermost axis first.
+				perAxis[d] = op.taps(perAxis[d][:0], coords[r-1-d], spatial[d], narrow)
+			}
+			f(b, o, perAxis)
+		}
+	}
+}
+
+// tapProduct calls f for every combination of one tap per axis that reads
+// inside the input, with the combination's weight, its flat offset in
+// the spatial plane and the chosen taps (pick[d] indexes perAxis[d]).
+func tapProduct(perAxis [][]gridTap, strides []int, pick []int, f func(weight float64, off int)) {
+	r := len(perAxis)
+	clear(pick)
+	for {
+		w, off := 1.0, 0
+		for d := range r {
+			t := perAxis[d][pick[d]]
+			if t.index < 0 {
+				w, off = 0, -1
+				break
+			}
+			w *= t.weight
+			off += t.index * strides[d]
+		}
+		if off >= 0 {
+			f(w, off)
+		}
+		d := r - 1
+		for ; d >= 0; d-- {
+			pick[d]++
+			if pick[d] < len(perAxis[d]) {
+				break
+			}
+			pick[d] = 0
+		}
+		if d < 0 {
+			return
+		}
 	}
 }
 
 func (op *GridSample) Eval(in, out []*Tensor) error {
 	x, grid, y := in[0], in[1], out[0]
 	xv := Convert(x, Float64).Float64s()
-	gv := Convert(grid, Float64).Float64s()
-	r := len(x.shape) - 2
-	n, c := x.shape[0], x.shape[1]
-	spatial := x.shape[2:]
-	inSize := spatial.Size()
-	inStr := spatial.Strides()
-	outSize := grid.shape[1 : r+1].Size()
+	c := x.shape[1]
+	inSize := x.shape[2:].Size()
+	inStr := x.shape[2:].Strides()
+	outSize := y.shape[2:].Size()
 	res := make([]float64, y.Len())
-	perAxis := make([][]gridTap, r)
-	pick := make([]int, r)
-	for b := range n {
-		for o := range outSize {
-			coords := gv[(b*outSize+o)*r : (b*outSize+o+1)*r]
-			for d := range r {
-				// The grid lists the innermost axis first.
-				perAxis[d] = op.taps(perAxis[d][:0], coords[r-1-d], spatial[d])
-			}
-			// Sum over the tensor product of the axes' taps.
-			for ch := range c {
-				base := (b*c + ch) * inSize
-				sum := 0.0
-				clear(pick)
-				for {
-					w, off := 1.0, 0
-					for d := range r {
-						t := perAxis[d][pick[d]]
-						if t.index < 0 {
-							w = 0
-							break
-						}
-						w *= t.weight
-						off += t.index * inStr[d]
-					}
-					if w != 0 {
-						sum += w * xv[base+off]
-					}
-					d := r - 1
-					for ; d >= 0; d-- {
-						pick[d]++
-						if pick[d] < len(perAxis[d]) {
-							break
-						}
-						pick[d] = 0
-					}
-					if d < 0 {
-						break
-					}
+	pick := make([]int, len(x.shape)-2)
+	op.gridWalk(x.shape, grid.shape, Convert(grid, Float64).Float64s(), grid.dtype != Float64, func(b, o int, perAxis [][]gridTap) {
+		for ch := range c {
+			plane := xv[(b*c+ch)*inSize : (b*c+ch+1)*inSize]
+			sum := 0.0
+			tapProduct(perAxis, inStr, pick, func(w float64, off int) {
+				if w != 0 {
+					sum += w * plane[off]
 				}
-				res[(b*c+ch)*outSize+o] = sum
-			}
+			})
+			res[(b*c+ch)*outSize+o] = sum
 		}
-	}
+	})
 	storeFloats(y, res)
+	return nil
+}
+
+// gradRule of GridSample: both gradients come from GridSampleGrad.
+func (op *GridSample) gradRule(d *differ, c *gradCtx) error {
+	if !c.needs(0) && !c.needs(1) {
+		return nil
+	}
+	outs := d.emit(&GridSampleGrad{GridSample: *op}, c.dy[0], c.in(0), c.in(1))
+	if c.needs(0) {
+		c.add(0, outs[0])
+	}
+	if c.needs(1) {
+		c.add(1, outs[1])
+	}
+	return nil
+}
+
+// GridSampleGrad is the gradient of GridSample (the embedded attributes):
+// inputs dy (the output's gradient), X and grid; outputs dX, the sampling
+// weights scattering dy back onto X, and dgrid, dy times the derivative of
+// each sample with respect to its normalized coordinates (zero for
+// nearest, and where border padding clamps the coordinate).
+type GridSampleGrad struct {
+	GridSample
+}
+
+func (op *GridSampleGrad) Name() string { return "GridSampleGrad" }
+
+func (op *GridSampleGrad) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 3, 3); err != nil {
+		return nil, err
+	}
+	fwd, err := op.GridSample.Infer(in[1:])
+	if err != nil {
+		return nil, err
+	}
+	if !in[0].Shape.Equal(fwd[0].Shape) || in[0].DType != fwd[0].DType {
+		return nil, fmt.Errorf("dy is %v, GridSample's output %v", in[0], fwd[0])
+	}
+	return []Type{in[1], in[2]}, nil
+}
+
+func (op *GridSampleGrad) Eval(in, out []*Tensor) error {
+	dy, x, grid := in[0], in[1], in[2]
+	dyv, xv := Convert(dy, Float64).Float64s(), Convert(x, Float64).Float64s()
+	r := len(x.shape) - 2
+	c := x.shape[1]
+	inSize := x.shape[2:].Size()
+	inStr := x.shape[2:].Strides()
+	outSize := dy.shape[2:].Size()
+	dx := make([]float64, x.Len())
+	dgrid := make([]float64, grid.Len())
+	pick := make([]int, r)
+	op.gridWalk(x.shape, grid.shape, Convert(grid, Float64).Float64s(), grid.dtype != Float64, func(b, o int, perAxis [][]gridTap) {
+		for ch := range c {
+			g := dyv[(b*c+ch)*outSize+o]
+			base := (b*c + ch) * inSize
+			tapProduct(perAxis, inStr, pick, func(w float64, off int) {
+				dx[base+off] += g * w
+				v := g * xv[base+off]
+				for d := range r {
+					// The weight's derivative along axis d: its own
+					// tap's slope times the other axes' weights.
+					s := perAxis[d][pick[d]].slope
+					for e := range r {
+						if e != d && s != 0 {
+							s *= perAxis[e][pick[e]].weight
+						}
+					}
+					dgrid[(b*outSize+o)*r+r-1-d] += v * s
+				}
+			})
+		}
+	})
+	if out[0] != nil {
+		storeFloats(out[0], dx)
+	}
+	if len(out) > 1 && out[1] != nil {
+		storeFloats(out[1], dgrid)
+	}
 	return nil
 }
 

@@ -120,3 +120,44 @@ func TestGridErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestGridSampleGradient: the gradients with respect to the input and the
+// grid, for every mode, padding mode and align_corners, 2-D and 3-D,
+// against central differences.
+func TestGridSampleGradient(t *testing.T) {
+	rng := rand.New(rand.NewPCG(43, 44))
+	type shapes struct{ x, grid Shape }
+	for _, s := range []shapes{{Shape{1, 2, 3, 4}, Shape{1, 3, 2, 2}}, {Shape{1, 1, 3, 2, 3}, Shape{1, 2, 2, 1, 3}}} {
+		for _, mode := range []string{"linear", "nearest", "cubic"} {
+			if mode == "cubic" && len(s.x) == 5 {
+				continue
+			}
+			for _, pad := range []string{"zeros", "border", "reflection"} {
+				for _, align := range []int64{0, 1} {
+					attrs := []*onnx.Attribute{stringAttr("mode", mode), stringAttr("padding_mode", pad), intAttr("align_corners", align)}
+					t.Run(fmt.Sprintf("%v%s", s.x, attrsString(attrs)), func(t *testing.T) {
+						x := randTensor(rng, Float64, s.x, -2, 2)
+						grid := randTensor(rng, Float64, s.grid, -1.4, 1.4)
+						m, _ := oneNodeModel(t, 20, "GridSample", attrs, []nodeInput{weight(x), weight(grid)}, 1)
+						checkImportedGrad(t, m, nil, 1e-6)
+					})
+				}
+			}
+		}
+	}
+}
+
+// TestSpatialTransformerGradient: AffineGrid feeding GridSample, as a
+// spatial transformer has it, differentiated with respect to theta and
+// the image.
+func TestSpatialTransformerGradient(t *testing.T) {
+	rng := rand.New(rand.NewPCG(45, 46))
+	theta := randTensor(rng, Float64, Shape{2, 2, 3}, -0.8, 0.8)
+	x := randTensor(rng, Float64, Shape{2, 1, 4, 5}, -1, 1)
+	m := buildModel(20, nil, []*onnx.Tensor{initializer(t, "theta", theta), initializer(t, "x", x)}, []*onnx.Node{
+		constNode(t, "size", IntsTensor(2, 1, 3, 3)),
+		node("AffineGrid", []string{"theta", "size"}, []string{"grid"}),
+		node("GridSample", []string{"x", "grid"}, []string{"y"}, stringAttr("padding_mode", "border")),
+	}, "y")
+	checkImportedGrad(t, m, nil, 1e-6)
+}
