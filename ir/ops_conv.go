@@ -354,6 +354,68 @@ func (op *MaxUnpool) Eval(in, out []*Tensor) error {
 	return nil
 }
 
+// gradRule of MaxUnpool: each input element's gradient is the output
+// gradient where it landed (zero for one overwritten by a later element
+// at the same index).
+func (op *MaxUnpool) gradRule(d *differ, c *gradCtx) error {
+	if c.needs(0) {
+		c.add(0, d.emit1(&MaxUnpoolGrad{MaxUnpool: *op}, c.dy[0], c.in(1)))
+	}
+	return nil
+}
+
+// MaxUnpoolGrad is the gradient of MaxUnpool (the embedded shapes) with
+// respect to X: inputs dy (of the output's shape) and the indices; dX[i]
+// is dy where X[i] was written, zero where a later element overwrote it.
+type MaxUnpoolGrad struct {
+	MaxUnpool
+}
+
+func (op *MaxUnpoolGrad) Name() string { return "MaxUnpoolGrad" }
+
+func (op *MaxUnpoolGrad) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 2, 2); err != nil {
+		return nil, err
+	}
+	dy, idx := in[0], in[1]
+	if !isFloat(dy.DType) || !dy.Shape.Equal(op.Shape) {
+		return nil, fmt.Errorf("dy is %v, want a float tensor %v", dy, op.Shape)
+	}
+	if _, err := op.MaxUnpool.Infer([]Type{{dy.DType, idx.Shape}, idx}); err != nil {
+		return nil, err
+	}
+	return []Type{{dy.DType, idx.Shape.Clone()}}, nil
+}
+
+func (op *MaxUnpoolGrad) Eval(in, out []*Tensor) error {
+	dy, idx, dx := in[0], in[1], out[0]
+	indices := idx.Int64s()
+	total := int64(op.Pooled.Size())
+	last := make(map[int64]int, len(indices))
+	for i, j := range indices {
+		if j < 0 || j >= total {
+			return fmt.Errorf("MaxUnpool index %d out of range [0, %d)", j, total)
+		}
+		last[j] = i
+	}
+	pos := make([]int, len(op.Pooled))
+	outStrides := op.Shape.Strides()
+	res := make([]float64, dx.Len())
+	for i, j := range indices {
+		if last[j] != i {
+			continue
+		}
+		unflatten(int(j), op.Pooled, pos)
+		o := 0
+		for d, p := range pos {
+			o += p * outStrides[d]
+		}
+		res[i] = dy.Float64At(o)
+	}
+	storeFloats(dx, res)
+	return nil
+}
+
 // importMaxUnpool: the unpooled shape is the input's inverted through the
 // pooling's kernel, strides and pads, (in-1)·stride + kernel - pads; the
 // output's is output_shape (input 2) when given.
@@ -469,12 +531,112 @@ func (op *DeformConv) Infer(in []Type) ([]Type, error) {
 	return []Type{{x.DType, out}}, nil
 }
 
+// deformSampling holds, for one output position of one image, where each
+// tap of each offset group samples: for tap t = g·K + q its 2^r corners'
+// flat positions in the spatial plane (-1 outside the input), their
+// multilinear weights and the weights' derivatives along each axis.
+type deformSampling struct {
+	op                    *DeformConv
+	r, taps, corners      int
+	in, out, kern         Shape
+	inStr                 []int
+	pos                   []int     // [taps·corners]
+	weight                []float64 // [taps·corners]
+	slope                 []float64 // [taps·corners·r]
+	outPos, kPos, lo      []int
+	frac                  []float64
+	offsets               []float64
+	offsetGroups, outSize int
+}
+
+func (op *DeformConv) sampling(x, w, offset *Tensor, outShape Shape) *deformSampling {
+	r := len(x.shape) - 2
+	s := &deformSampling{op: op, r: r, corners: 1 << r, in: x.shape[2:], out: outShape[2:], kern: w.shape[2:],
+		offsets: Convert(offset, Float64).Float64s(), offsetGroups: op.OffsetGroup}
+	s.inStr = s.in.Strides()
+	s.outSize = s.out.Size()
+	s.taps = op.OffsetGroup * s.kern.Size()
+	s.pos = make([]int, s.taps*s.corners)
+	s.weight = make([]float64, s.taps*s.corners)
+	s.slope = make([]float64, s.taps*s.corners*r)
+	s.outPos, s.kPos, s.lo, s.frac = make([]int, r), make([]int, r), make([]int, r), make([]float64, r)
+	return s
+}
+
+// at computes the sampling of output position o of image b.
+func (s *deformSampling) at(b, o int) {
+	op, r := s.op, s.r
+	kSize := s.kern.Size()
+	unflatten(o, s.out, s.outPos)
+	for t := range s.taps {
+		unflatten(t%kSize, s.kern, s.kPos)
+		for d := range r {
+			p := float64(s.outPos[d]*op.Strides[d]-op.Pads[d]+s.kPos[d]*op.Dilations[d]) +
+				s.offsets[((b*s.taps+t)*r+d)*s.outSize+o]
+			f := math.Floor(p)
+			if math.IsNaN(f) || f < -2 || f > float64(s.in[d]) {
+				f = -2 // every corner outside
+			}
+			s.lo[d], s.frac[d] = int(f), p-f
+		}
+		for j := range s.corners {
+			k := t*s.corners + j
+			w, pos := 1.0, 0
+			for d := range r {
+				i := s.lo[d]
+				if j>>d&1 == 1 {
+					i++
+					w *= s.frac[d]
+				} else {
+					w *= 1 - s.frac[d]
+				}
+				if i < 0 || i >= s.in[d] {
+					pos = -1
+					break
+				}
+				pos += i * s.inStr[d]
+			}
+			s.pos[k], s.weight[k] = pos, w
+			if pos < 0 {
+				continue
+			}
+			for d := range r {
+				// ∂w/∂p_d: the other axes' factors, ±1 for this one.
+				g := 1.0
+				for e := range r {
+					switch {
+					case e == d && j>>e&1 == 1:
+					case e == d:
+						g = -g
+					case j>>e&1 == 1:
+						g *= s.frac[e]
+					default:
+						g *= 1 - s.frac[e]
+					}
+				}
+				s.slope[k*r+d] = g
+			}
+		}
+	}
+}
+
+// sample is tap t's interpolated value of the plane.
+func (s *deformSampling) sample(t int, plane []float64) float64 {
+	v := 0.0
+	for k := t * s.corners; k < (t+1)*s.corners; k++ {
+		if s.pos[k] >= 0 {
+			v += s.weight[k] * plane[s.pos[k]]
+		}
+	}
+	return v
+}
+
 func (op *DeformConv) Eval(in, out []*Tensor) error {
 	if done, err := widenNarrow(in, out, op.Eval); done {
 		return err
 	}
-	x, w, off, y := in[0], in[1], in[2], out[0]
-	xv, wv, ov := Convert(x, Float64).Float64s(), Convert(w, Float64).Float64s(), Convert(off, Float64).Float64s()
+	x, w, y := in[0], in[1], out[0]
+	xv, wv := Convert(x, Float64).Float64s(), Convert(w, Float64).Float64s()
 	var bv, mv []float64
 	if b := optionalTensor(in, 3); b != nil {
 		bv = Convert(b, Float64).Float64s()
@@ -482,88 +644,162 @@ func (op *DeformConv) Eval(in, out []*Tensor) error {
 	if m := optionalTensor(in, 4); m != nil {
 		mv = Convert(m, Float64).Float64s()
 	}
-	r := len(x.shape) - 2
+	s := op.sampling(x, w, in[2], y.shape)
 	n, c, m := x.shape[0], x.shape[1], w.shape[0]
-	spatialIn, spatialOut, kern := x.shape[2:], y.shape[2:], w.shape[2:]
-	inSize, outSize, kSize := spatialIn.Size(), spatialOut.Size(), kern.Size()
-	inStr := spatialIn.Strides()
-	cg, mg, og := c/op.Group, m/op.Group, op.OffsetGroup
-	perOffsetGroup := c / og
-	corners := 1 << r
-	// samples[(g·K + q)·corners + j]: corner j of the sample of offset
-	// group g, kernel position q at the current output position.
-	type corner struct {
-		pos    int
-		weight float64
-	}
-	samples := make([]corner, og*kSize*corners)
-	outPos, kPos := make([]int, r), make([]int, r)
-	lo, frac := make([]int, r), make([]float64, r)
+	inSize, kSize := s.in.Size(), s.kern.Size()
+	cg, mg := c/op.Group, m/op.Group
+	perOffsetGroup := c / op.OffsetGroup
 	res := make([]float64, y.Len())
 	for b := range n {
-		for o := range outSize {
-			unflatten(o, spatialOut, outPos)
-			for g := range og {
-				for q := range kSize {
-					unflatten(q, kern, kPos)
-					scale := 1.0
-					if mv != nil {
-						scale = mv[(b*og*kSize+g*kSize+q)*outSize+o]
-					}
-					for d := range r {
-						p := float64(outPos[d]*op.Strides[d]-op.Pads[d]+kPos[d]*op.Dilations[d]) +
-							ov[((b*og*kSize+g*kSize+q)*r+d)*outSize+o]
-						f := math.Floor(p)
-						if math.IsNaN(f) || f < -2 || f > float64(spatialIn[d]) {
-							f = -2 // every corner outside
-						}
-						lo[d], frac[d] = int(f), p-f
-					}
-					for j := range corners {
-						wt, pos := scale, 0
-						for d := range r {
-							i := lo[d]
-							if j>>d&1 == 1 {
-								i++
-								wt *= frac[d]
-							} else {
-								wt *= 1 - frac[d]
-							}
-							if i < 0 || i >= spatialIn[d] {
-								wt = 0
-								break
-							}
-							pos += i * inStr[d]
-						}
-						samples[(g*kSize+q)*corners+j] = corner{pos, wt}
-					}
-				}
-			}
+		for o := range s.outSize {
+			s.at(b, o)
 			for oc := range m {
-				s := 0.0
+				sum := 0.0
 				if bv != nil {
-					s = bv[oc]
+					sum = bv[oc]
 				}
 				grp := oc / mg
 				for ic := range cg {
 					ch := grp*cg + ic
 					plane := xv[(b*c+ch)*inSize : (b*c+ch+1)*inSize]
-					sg := samples[(ch/perOffsetGroup)*kSize*corners:]
 					for q := range kSize {
-						v := 0.0
-						for _, cn := range sg[q*corners : (q+1)*corners] {
-							if cn.weight != 0 {
-								v += cn.weight * plane[cn.pos]
-							}
+						t := (ch/perOffsetGroup)*kSize + q
+						v := s.sample(t, plane)
+						if mv != nil {
+							v *= mv[(b*s.taps+t)*s.outSize+o]
 						}
-						s += wv[(oc*cg+ic)*kSize+q] * v
+						sum += wv[(oc*cg+ic)*kSize+q] * v
 					}
 				}
-				res[(b*m+oc)*outSize+o] = s
+				res[(b*m+oc)*s.outSize+o] = sum
 			}
 		}
 	}
 	storeFloats(y, res)
+	return nil
+}
+
+// gradRule of DeformConv: DeformConvGrad gives the gradients of X, W,
+// the offsets and the mask; the bias's is dy summed over the batch and
+// the spatial axes.
+func (op *DeformConv) gradRule(d *differ, c *gradCtx) error {
+	dy := c.dy[0]
+	if c.needs(0) || c.needs(1) || c.needs(2) || c.needs(4) {
+		ins := []*Value{dy, c.in(0), c.in(1), c.in(2)}
+		if mask := optionalValue(c.n.Inputs, 4); mask != nil {
+			ins = append(ins, mask)
+		}
+		outs := d.emit(&DeformConvGrad{DeformConv: *op}, ins...)
+		for i, input := range []int{0, 1, 2, 4} {
+			if c.needs(input) {
+				c.add(input, outs[i])
+			}
+		}
+	}
+	if c.needs(3) {
+		axes := []int{0}
+		for a := 2; a < len(dy.Shape); a++ {
+			axes = append(axes, a)
+		}
+		c.add(3, d.emit1(&Reduce{Fn: ReduceSum, Axes: axes}, dy))
+	}
+	return nil
+}
+
+// DeformConvGrad is the gradient of DeformConv (the embedded attributes):
+// inputs dy, X, W, offset and the optional mask; outputs the gradients of
+// X (scattered through the sampling weights), W, the offsets (through the
+// weights' derivatives) and the mask (whose shape it has also without a
+// mask input).
+type DeformConvGrad struct {
+	DeformConv
+}
+
+func (op *DeformConvGrad) Name() string { return "DeformConvGrad" }
+
+func (op *DeformConvGrad) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 4, 5); err != nil {
+		return nil, err
+	}
+	fwdIn := []Type{in[1], in[2], in[3], {}}
+	if m, ok := optional(in, 4); ok {
+		fwdIn = append(fwdIn, m)
+	}
+	fwd, err := op.DeformConv.Infer(fwdIn)
+	if err != nil {
+		return nil, err
+	}
+	if !in[0].Shape.Equal(fwd[0].Shape) || in[0].DType != fwd[0].DType {
+		return nil, fmt.Errorf("dy is %v, DeformConv's output %v", in[0], fwd[0])
+	}
+	x, w := in[1], in[2]
+	mask := Type{x.DType, append(Shape{x.Shape[0], op.OffsetGroup * w.Shape[2:].Size()}, fwd[0].Shape[2:]...)}
+	return []Type{x, w, in[3], mask}, nil
+}
+
+func (op *DeformConvGrad) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	dy, x, w := in[0], in[1], in[2]
+	dyv, xv, wv := Convert(dy, Float64).Float64s(), Convert(x, Float64).Float64s(), Convert(w, Float64).Float64s()
+	var mv []float64
+	if m := optionalTensor(in, 4); m != nil {
+		mv = Convert(m, Float64).Float64s()
+	}
+	s := op.sampling(x, w, in[3], dy.shape)
+	n, c, m, r := x.shape[0], x.shape[1], w.shape[0], s.r
+	inSize, kSize := s.in.Size(), s.kern.Size()
+	cg, mg := c/op.Group, m/op.Group
+	perOffsetGroup := c / op.OffsetGroup
+	dx, dw := make([]float64, x.Len()), make([]float64, w.Len())
+	doff := make([]float64, in[3].Len())
+	dmask := make([]float64, n*s.taps*s.outSize)
+	for b := range n {
+		for o := range s.outSize {
+			s.at(b, o)
+			for oc := range m {
+				g := dyv[(b*m+oc)*s.outSize+o]
+				if g == 0 {
+					continue
+				}
+				grp := oc / mg
+				for ic := range cg {
+					ch := grp*cg + ic
+					base := (b*c + ch) * inSize
+					plane := xv[base : base+inSize]
+					for q := range kSize {
+						t := (ch/perOffsetGroup)*kSize + q
+						mi := (b*s.taps+t)*s.outSize + o
+						scale := 1.0
+						if mv != nil {
+							scale = mv[mi]
+						}
+						wi := (oc*cg+ic)*kSize + q
+						v := s.sample(t, plane)
+						dw[wi] += g * scale * v
+						dmask[mi] += g * wv[wi] * v
+						gs := g * wv[wi] * scale
+						for k := t * s.corners; k < (t+1)*s.corners; k++ {
+							p := s.pos[k]
+							if p < 0 {
+								continue
+							}
+							dx[base+p] += gs * s.weight[k]
+							for d := range r {
+								doff[((b*s.taps+t)*r+d)*s.outSize+o] += gs * s.slope[k*r+d] * plane[p]
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	for i, v := range [][]float64{dx, dw, doff, dmask} {
+		if i < len(out) && out[i] != nil {
+			storeFloats(out[i], v)
+		}
+	}
 	return nil
 }
 

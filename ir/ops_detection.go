@@ -67,12 +67,11 @@ type roiSample struct {
 	w   [4]float64
 }
 
-func (op *RoiAlign) Eval(in, out []*Tensor) error {
-	x, rois, idx, y := in[0], in[1], in[2], out[0]
-	xv := Convert(x, Float64).Float64s()
+// walk calls f for every bin (region r of image b, bin ph, pw) with the
+// bin's bilinear samples and the count the average divides by.
+func (op *RoiAlign) walk(xShape Shape, rois, idx *Tensor, f func(r, b, ph, pw int, samples []roiSample, count float64)) error {
 	rv := Convert(rois, Float64).Float64s()
-	n, c, h, w := x.shape[0], x.shape[1], x.shape[2], x.shape[3]
-	res := make([]float64, y.Len())
+	n, h, w := xShape[0], xShape[2], xShape[3]
 	offset := 0.0
 	if op.HalfPixel {
 		offset = 0.5
@@ -110,35 +109,122 @@ func (op *RoiAlign) Eval(in, out []*Tensor) error {
 						samples = append(samples, bilinearSample(sy, sx, h, w))
 					}
 				}
-				for ch := range c {
-					plane := xv[(b*c+ch)*h*w : (b*c+ch+1)*h*w]
-					v := 0.0
-					for i, s := range samples {
-						if op.Max {
-							// The largest weighted corner, as ONNX's
-							// definition (and onnxruntime) take it.
-							m := s.w[0] * plane[s.pos[0]]
-							for k := 1; k < 4; k++ {
-								m = max(m, s.w[k]*plane[s.pos[k]])
-							}
-							if i == 0 || m > v {
-								v = m
-							}
-						} else {
-							for k := range 4 {
-								v += s.w[k] * plane[s.pos[k]]
-							}
-						}
-					}
-					if !op.Max {
-						v /= count
-					}
-					res[((r*c+ch)*op.OutH+ph)*op.OutW+pw] = v
-				}
+				f(r, b, ph, pw, samples, count)
 			}
 		}
 	}
+	return nil
+}
+
+// maxCorner is the largest weighted corner value over the samples (ONNX's
+// definition, and onnxruntime, take the largest of the four weighted
+// corners rather than of the interpolated values): the value, and the
+// sample and corner holding it.
+func maxCorner(samples []roiSample, plane []float64) (v float64, sample, corner int) {
+	for i, s := range samples {
+		for k := range 4 {
+			if m := s.w[k] * plane[s.pos[k]]; (i == 0 && k == 0) || m > v {
+				v, sample, corner = m, i, k
+			}
+		}
+	}
+	return v, sample, corner
+}
+
+func (op *RoiAlign) Eval(in, out []*Tensor) error {
+	x, y := in[0], out[0]
+	xv := Convert(x, Float64).Float64s()
+	c, plane := x.shape[1], x.shape[2]*x.shape[3]
+	res := make([]float64, y.Len())
+	err := op.walk(x.shape, in[1], in[2], func(r, b, ph, pw int, samples []roiSample, count float64) {
+		for ch := range c {
+			px := xv[(b*c+ch)*plane : (b*c+ch+1)*plane]
+			v := 0.0
+			if op.Max {
+				if len(samples) > 0 {
+					v, _, _ = maxCorner(samples, px)
+				}
+			} else {
+				for _, s := range samples {
+					for k := range 4 {
+						v += s.w[k] * px[s.pos[k]]
+					}
+				}
+				v /= count
+			}
+			res[((r*c+ch)*op.OutH+ph)*op.OutW+pw] = v
+		}
+	})
+	if err != nil {
+		return err
+	}
 	storeFloats(y, res)
+	return nil
+}
+
+// gradRule of RoiAlign: the gradient with respect to the image (the
+// regions are taken as given, as detectors train them).
+func (op *RoiAlign) gradRule(d *differ, c *gradCtx) error {
+	if c.needs(1) {
+		return c.unsupported("RoiAlign's regions")
+	}
+	if c.needs(0) {
+		c.add(0, d.emit1(&RoiAlignGrad{RoiAlign: *op}, c.dy[0], c.in(0), c.in(1), c.in(2)))
+	}
+	return nil
+}
+
+// RoiAlignGrad is the gradient of RoiAlign (the embedded attributes) with
+// respect to X: inputs dy, X, rois and batch_indices. Average pooling
+// scatters dy/count through every sample's bilinear weights; max pooling
+// gives dy·weight to the corner that won.
+type RoiAlignGrad struct {
+	RoiAlign
+}
+
+func (op *RoiAlignGrad) Name() string { return "RoiAlignGrad" }
+
+func (op *RoiAlignGrad) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 4, 4); err != nil {
+		return nil, err
+	}
+	fwd, err := op.RoiAlign.Infer(in[1:])
+	if err != nil {
+		return nil, err
+	}
+	if !in[0].Shape.Equal(fwd[0].Shape) || in[0].DType != fwd[0].DType {
+		return nil, fmt.Errorf("dy is %v, RoiAlign's output %v", in[0], fwd[0])
+	}
+	return []Type{in[1]}, nil
+}
+
+func (op *RoiAlignGrad) Eval(in, out []*Tensor) error {
+	dy, x := in[0], in[1]
+	dyv, xv := Convert(dy, Float64).Float64s(), Convert(x, Float64).Float64s()
+	c, plane := x.shape[1], x.shape[2]*x.shape[3]
+	dx := make([]float64, x.Len())
+	err := op.walk(x.shape, in[2], in[3], func(r, b, ph, pw int, samples []roiSample, count float64) {
+		for ch := range c {
+			g := dyv[((r*c+ch)*op.OutH+ph)*op.OutW+pw]
+			base := (b*c + ch) * plane
+			if op.Max {
+				if len(samples) > 0 {
+					_, i, k := maxCorner(samples, xv[base:base+plane])
+					dx[base+samples[i].pos[k]] += g * samples[i].w[k]
+				}
+				continue
+			}
+			for _, s := range samples {
+				for k := range 4 {
+					dx[base+s.pos[k]] += g * s.w[k] / count
+				}
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	storeFloats(out[0], dx)
 	return nil
 }
 

@@ -166,3 +166,45 @@ func TestRoiAlignRuntimeErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRoiAlignGradient: the gradient with respect to the image, average
+// and max pooling, against central differences.
+func TestRoiAlignGradient(t *testing.T) {
+	rng := rand.New(rand.NewPCG(47, 48))
+	rois := FromFloat64s(Shape{3, 4}, []float64{0.3, 0.2, 4.6, 3.9, 1.3, 2.2, 3.6, 5.1, -1.2, -0.7, 2.3, 2.8})
+	idx := FromInt64s(Shape{3}, []int64{0, 1, 1})
+	for _, mode := range []string{"avg", "max"} {
+		for _, coord := range []string{"half_pixel", "output_half_pixel"} {
+			attrs := []*onnx.Attribute{stringAttr("mode", mode), stringAttr("coordinate_transformation_mode", coord),
+				intAttr("output_height", 2), intAttr("output_width", 3), intAttr("sampling_ratio", 2)}
+			t.Run(attrsString(attrs), func(t *testing.T) {
+				x := randTensor(rng, Float64, Shape{2, 2, 6, 5}, -1, 1)
+				m, feeds := oneNodeModel(t, 16, "RoiAlign", attrs, []nodeInput{weight(x), feed(rois), feed(idx)}, 1)
+				checkImportedGrad(t, m, feeds, 1e-6)
+			})
+		}
+	}
+}
+
+// TestDeformConvGradient: the gradients with respect to X, W, the
+// offsets, the mask and the bias against central differences, with
+// groups, offset groups and offsets reaching outside the input.
+func TestDeformConvGradient(t *testing.T) {
+	rng := rand.New(rand.NewPCG(49, 50))
+	for _, withMask := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mask=%v", withMask), func(t *testing.T) {
+			x := randTensor(rng, Float64, Shape{2, 4, 4, 5}, -1, 1)
+			w := randTensor(rng, Float64, Shape{4, 2, 2, 2}, -1, 1)
+			// Output 4×3 (pads 1, 0, 0, 1; strides 1, 2).
+			offset := randTensor(rng, Float64, Shape{2, 2 * 4 * 2, 4, 3}, -1.3, 1.3)
+			b := randTensor(rng, Float64, Shape{4}, -1, 1)
+			ins := []nodeInput{weight(x), weight(w), weight(offset), weight(b)}
+			if withMask {
+				ins = append(ins, weight(randTensor(rng, Float64, Shape{2, 2 * 4, 4, 3}, 0, 1)))
+			}
+			attrs := []*onnx.Attribute{intAttr("group", 2), intAttr("offset_group", 2), intsAttr("pads", 1, 0, 0, 1), intsAttr("strides", 1, 2)}
+			m, _ := oneNodeModel(t, 19, "DeformConv", attrs, ins, 1)
+			checkImportedGrad(t, m, nil, 1e-6)
+		})
+	}
+}
