@@ -518,8 +518,11 @@ func importResize(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 			return nil, err
 		}
 	} else {
-		if roiT, err = im.constTensor(in, 1, "roi"); err != nil {
-			return nil, err
+		// Only tf_crop_and_resize reads the crop.
+		if spec.coord == "tf_crop_and_resize" {
+			if roiT, err = im.constTensor(in, 1, "roi"); err != nil {
+				return nil, err
+			}
 		}
 		if scalesT, err = im.constTensor(in, 2, "scales"); err != nil {
 			return nil, err

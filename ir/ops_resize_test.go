@@ -235,3 +235,17 @@ func TestResizeBoundsImportWork(t *testing.T) {
 	}, "y")
 	wantImportError(t, m, nil, "taps for each of 1 positions")
 }
+
+// TestResizeIgnoresUnusedRoi: roi matters only to tf_crop_and_resize; a
+// roi computed at run time does not stop other modes from importing.
+func TestResizeIgnoresUnusedRoi(t *testing.T) {
+	x := NewTensor(Float32, Shape{1, 1, 2, 2})
+	roi := feed(FromFloat32s(Shape{8}, []float32{0, 0, 0, 0, 1, 1, 1, 1}))
+	scales := fixed(FromFloat32s(Shape{4}, []float32{1, 1, 2, 2}))
+	m, feeds := oneNodeModel(t, 19, "Resize", []*onnx.Attribute{stringAttr("mode", "linear")}, []nodeInput{feed(x), roi, scales}, 1)
+	if _, _, err := interpretModel(m, feeds); err != nil {
+		t.Fatal(err)
+	}
+	m, _ = oneNodeModel(t, 19, "Resize", []*onnx.Attribute{stringAttr("coordinate_transformation_mode", "tf_crop_and_resize")}, []nodeInput{feed(x), roi, scales}, 1)
+	wantImportError(t, m, nil, "roi", "must be known at import")
+}

@@ -432,6 +432,9 @@ func readRecurrentOperands(c *composer, kind rnnKind, a *recurrentAttrs, in []*V
 			return nil, c.err
 		}
 	}
+	if o.x.Shape[0] == 0 {
+		return nil, fmt.Errorf("X %v has no time steps", in[0].Shape)
+	}
 	batch, inputSize := o.x.Shape[1], o.x.Shape[2]
 	g, h, d := kind.gates(), a.hidden, a.dirs
 	stateShape := Shape{d, batch, h}

@@ -238,6 +238,7 @@ func TestRecurrentErrors(t *testing.T) {
 		{"long sequence_lens", "RNN", []nodeInput{feed(x), feed(w), feed(r), omitted, fixed(FromInt32s(Shape{1}, []int32{3}))}, []*onnx.Attribute{hs}, "lengths in [0, 2]"},
 		{"clip", "RNN", []nodeInput{feed(x), feed(w), feed(r)}, []*onnx.Attribute{hs, floatAttr("clip", -1)}, "clip -1"},
 		{"rank", "RNN", []nodeInput{feed(NewTensor(Float32, Shape{2, 3})), feed(w), feed(r)}, []*onnx.Attribute{hs}, "rank 3"},
+		{"no steps", "RNN", []nodeInput{feed(NewTensor(Float32, Shape{0, 1, 3})), feed(w), feed(r)}, []*onnx.Attribute{hs}, "no time steps"},
 		{"dtype", "RNN", []nodeInput{feed(x), feed(NewTensor(Float64, Shape{1, 4, 3})), feed(r)}, []*onnx.Attribute{hs}, "W is float64"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
