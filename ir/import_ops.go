@@ -203,6 +203,9 @@ func importBinary(fn BinaryFn) importFunc {
 			return nil, err
 		}
 		a, b := in[0], in[1]
+		if fn == Equal && (a.DType == String || b.DType == String) {
+			return one(im.emit1(&StringEqual{}, a, b))
+		}
 		if bc, _ := n.AttrInt("broadcast", 0); bc != 0 && im.opset < 7 {
 			// Opset < 7 broadcasting: b's dimensions align with a's
 			// starting at axis (default: right-aligned).
