@@ -95,7 +95,7 @@ type LabelEncoder struct {
 	nanIndex   int // -1: no NaN key
 }
 
-func (op *LabelEncoder) Name() string { return "LabelEncoder" }
+func (op *LabelEncoder) Name() string  { return "LabelEncoder" }
 func (op *LabelEncoder) foldsStrings() {}
 
 // newLabelEncoder builds the lookup tables.

@@ -95,7 +95,7 @@ func forBroadcast(out, a, b Shape, fn func(o, ia, ib int)) {
 // broadcasting.
 type StringConcat struct{}
 
-func (op *StringConcat) Name() string { return "StringConcat" }
+func (op *StringConcat) Name() string  { return "StringConcat" }
 func (op *StringConcat) foldsStrings() {}
 
 func (op *StringConcat) Infer(in []Type) ([]Type, error) {
@@ -130,7 +130,7 @@ func importStringConcat(im *importer, n *onnx.Node, in []*Value) ([]*Value, erro
 // StringEqual is Equal on string tensors (with broadcasting).
 type StringEqual struct{}
 
-func (op *StringEqual) Name() string { return "Equal(string)" }
+func (op *StringEqual) Name() string  { return "Equal(string)" }
 func (op *StringEqual) foldsStrings() {}
 
 func (op *StringEqual) Infer(in []Type) ([]Type, error) {
@@ -161,7 +161,7 @@ type RegexFullMatch struct {
 	Pattern *regexp.Regexp // anchored: \A(?:pattern)\z
 }
 
-func (op *RegexFullMatch) Name() string { return "RegexFullMatch" }
+func (op *RegexFullMatch) Name() string  { return "RegexFullMatch" }
 func (op *RegexFullMatch) foldsStrings() {}
 
 func (op *RegexFullMatch) Infer(in []Type) ([]Type, error) {
