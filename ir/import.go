@@ -442,10 +442,16 @@ func topoOrder(g *onnx.Graph, env map[string]*Value) ([]int, error) {
 	return order, nil
 }
 
-// nodeInputsDeep lists a node's inputs plus the outer-scope names its
-// subgraphs (If branches) read.
+// nodeInputsDeep lists a node's inputs plus the other values it reads:
+// the outer-scope names its subgraphs read, and the value a Gradient
+// differentiates.
 func nodeInputsDeep(n *onnx.Node) []string {
 	ins := append([]string{}, n.Inputs...)
+	if n.OpType == "Gradient" && n.Domain == trainingDomain {
+		if y, err := n.AttrString("y", ""); err == nil && y != "" {
+			ins = append(ins, y)
+		}
+	}
 	for _, a := range n.Attributes {
 		if a.Type == onnx.AttrGraph && a.G != nil {
 			defined := map[string]bool{}
