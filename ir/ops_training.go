@@ -277,7 +277,7 @@ func importGradient(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		return nil, fmt.Errorf("y %q is %v, want one float", yName, y)
 	}
 	b := NewBuilder("gradient")
-	copied := map[*Value]*Value{}  // im.g value -> its copy in b
+	copied := map[*Value]*Value{}   // im.g value -> its copy in b
 	original := map[*Value]*Value{} // b's placeholders and parameters -> im.g value
 	var wrt []*Param
 	for i, x := range in {
