@@ -370,16 +370,16 @@ type importer struct {
 
 	// suffix is appended to the names of the values a subgraph imported
 	// more than once defines ("@2" in a loop's third iteration), so that
-	// value names stay unique; subgraphNodes counts the nodes imported
-	// inside subgraphs, against maxSubgraphNodes.
+	// value names stay unique; subgraphNodes counts the subgraph imports
+	// and the nodes imported inside subgraphs, against maxSubgraphNodes.
 	suffix        string
 	subgraphNodes int
 }
 
-// maxSubgraphNodes bounds how many nodes unrolling loops and importing
-// subgraphs may import in one specialization (a loop of a billion
-// iterations is refused, not unrolled).
-const maxSubgraphNodes = 1 << 20
+// maxSubgraphNodes bounds how many subgraphs and nodes in them one
+// specialization may import (a loop of a billion iterations is refused,
+// not unrolled).
+const maxSubgraphNodes = 1 << 18
 
 // graphNodes imports the nodes of g (the main graph or a subgraph) in
 // topological order.

@@ -163,9 +163,6 @@ func importLoop(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	}
 	scans := make([][]*Value, nScan)
 	for i := int64(0); (trips < 0 || i < trips) && cond; i++ {
-		if i >= maxSubgraphNodes {
-			return nil, fmt.Errorf("%w: Loop %q runs more than %d iterations (loops are unrolled at import)", ErrNotSupported, n.Name, maxSubgraphNodes)
-		}
 		args := append([]*Value{im.constant(ScalarInt64(i)), im.constant(FromBools(Shape{}, []bool{cond}))}, carried...)
 		outs, err := im.subgraph("body", body, args, fmt.Sprintf("@%d", i))
 		if err != nil {
