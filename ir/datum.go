@@ -48,6 +48,14 @@ func (k DatumKind) String() string {
 	return fmt.Sprintf("DatumKind(%d)", uint8(k))
 }
 
+// article returns the kind with its indefinite article ("an optional").
+func (k DatumKind) article() string {
+	if k == OptionalDatum {
+		return "an " + k.String()
+	}
+	return "a " + k.String()
+}
+
 // A Datum is a value of any ONNX type dstune handles: a tensor, a
 // sequence of data, or an optional datum (Elems holds none or one).
 type Datum struct {
@@ -188,7 +196,7 @@ func CompareData(got, want *Datum, rtol, atol float64) DatumDiff {
 		mismatch := ""
 		switch {
 		case g.Kind != w.Kind:
-			mismatch = fmt.Sprintf("got a %s, want a %s", g.Kind, w.Kind)
+			mismatch = fmt.Sprintf("got %s, want %s", g.Kind.article(), w.Kind.article())
 		case g.Kind == TensorDatum:
 			d := Compare(g.Tensor, w.Tensor, rtol, atol)
 			if d.Mismatch != "" {
@@ -203,7 +211,7 @@ func CompareData(got, want *Datum, rtol, atol float64) DatumDiff {
 			res.MaxRel = max(res.MaxRel, d.MaxRel)
 			return true
 		case len(g.Elems) != len(w.Elems):
-			mismatch = fmt.Sprintf("got a %s of %d, want %d", g.Kind, len(g.Elems), len(w.Elems))
+			mismatch = fmt.Sprintf("got %s of %d, want %d", g.Kind.article(), len(g.Elems), len(w.Elems))
 		}
 		if mismatch != "" {
 			res.Mismatch, res.Path = mismatch, path

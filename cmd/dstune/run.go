@@ -190,7 +190,7 @@ func runModel(model *ir.Model, inputs map[string]*ir.Datum, backendName string, 
 		d := inputs[in.Name]
 		switch {
 		case d.Kind != in.Kind:
-			return nil, fmt.Errorf("input %q is a %s, the model wants a %s", in.Name, d.Kind, in.Kind)
+			return nil, fmt.Errorf("input %q is of kind %s, the model wants kind %s", in.Name, d.Kind, in.Kind)
 		case d.Kind != ir.TensorDatum && valueInputs[in.Name]:
 			b.Composites[in.Name] = d
 		case d.Kind != ir.TensorDatum:
