@@ -588,7 +588,11 @@ func (im *importer) emit(op Op, in ...*Value) ([]*Value, error) {
 		for i, t := range outTypes {
 			res[i] = NewTensor(t.DType, t.Shape)
 		}
-		if err := op.Eval(ins, res); err != nil {
+		eval := op.Eval
+		if stringDataPositions(op) != nil {
+			eval = func(in, out []*Tensor) error { return evalMovingStrings(op, in, out) }
+		}
+		if err := eval(ins, res); err != nil {
 			return nil, fmt.Errorf("folding %s: %w", op.Name(), err)
 		}
 		for i, t := range res {

@@ -44,11 +44,94 @@ func checkStrings(op Op, in, out []Type, allConst bool) error {
 	if !strs {
 		return nil
 	}
-	if _, ok := op.(stringOp); !ok {
+	_, handles := op.(stringOp)
+	if data := movesElements(op); data != nil {
+		// Data movement moves strings like any element, as long as the
+		// strings are its data (not, say, Gather's indices).
+		handles = true
+		for i, t := range in {
+			if t.DType == String && !data(i) {
+				handles = false
+			}
+		}
+	}
+	if !handles {
 		return fmt.Errorf("%w: %s on string tensors", ErrNotSupported, op.Name())
 	}
 	if !allConst {
 		return fmt.Errorf("%w: %s on values computed at run time produces strings (strings must be known at import)", ErrNotSupported, op.Name())
+	}
+	return nil
+}
+
+// movesElements returns, for the ops whose outputs are elements of some
+// of their inputs rearranged, which inputs those are (nil for other
+// ops): these ops move strings too (see evalMovingStrings).
+func movesElements(op Op) func(input int) bool {
+	switch op.(type) {
+	case *Reshape, *Copy, *Transpose, *Expand, *Split, *Slice, *Gather, *GatherElements:
+		return func(i int) bool { return i == 0 }
+	case *Where:
+		return func(i int) bool { return i == 1 || i == 2 }
+	case *Concat:
+		return func(int) bool { return true }
+	}
+	return nil
+}
+
+// stringDataPositions returns movesElements for op when it is not a
+// string op itself (nil otherwise).
+func stringDataPositions(op Op) func(input int) bool {
+	if _, ok := op.(stringOp); ok {
+		return nil
+	}
+	return movesElements(op)
+}
+
+// evalMovingStrings evaluates a data-movement op on string tensors: each
+// string input is replaced by the int64 indices of its strings in one
+// table, the op moves the indices, and the outputs map them back.
+func evalMovingStrings(op Op, in, out []*Tensor) error {
+	hasStrings := false
+	for _, t := range in {
+		hasStrings = hasStrings || (t != nil && t.dtype == String)
+	}
+	if !hasStrings {
+		return op.Eval(in, out)
+	}
+	var table []string
+	idx := make([]*Tensor, len(in))
+	for i, t := range in {
+		if t == nil || t.dtype != String {
+			idx[i] = t
+			continue
+		}
+		idx[i] = NewTensor(Int64, t.shape)
+		for j, s := range t.strs {
+			idx[i].Int64s()[j] = int64(len(table))
+			table = append(table, s)
+		}
+	}
+	moved := make([]*Tensor, len(out))
+	for i, t := range out {
+		if t == nil {
+			continue
+		}
+		if t.dtype != String {
+			return fmt.Errorf("%s: a string op with a %s output", op.Name(), t.dtype)
+		}
+		moved[i] = NewTensor(Int64, t.shape)
+	}
+	if err := op.Eval(idx, moved); err != nil {
+		return err
+	}
+	for i, t := range out {
+		if t == nil {
+			continue
+		}
+		for j, k := range moved[i].Int64s() {
+			t.strs[j] = table[k]
+		}
 	}
 	return nil
 }
