@@ -570,15 +570,17 @@ func importTreeEnsemble(im *importer, n *onnx.Node, in []*Value) ([]*Value, erro
 	for _, a := range []struct {
 		name string
 		dst  *[]float64
-	}{{"nodes_splits", &splits}, {"nodes_modes", &modes}, {"leaf_weights", &weights}, {"membership_values", &members}, {"nodes_missing_value_tracks_true", &missing}} {
+	}{{"nodes_splits", &splits}, {"nodes_modes", &modes}, {"leaf_weights", &weights}, {"membership_values", &members}} {
 		if *a.dst, err = floatsAttr(n, a.name); err != nil {
 			return nil, err
 		}
 	}
-	if a := n.Attr("nodes_missing_value_tracks_true"); a != nil && a.Type == onnx.AttrInts {
-		missing = make([]float64, len(a.Ints))
-		for i, v := range a.Ints {
-			missing[i] = float64(v)
+	if v, ok, err := attrInts(n, "nodes_missing_value_tracks_true"); err != nil {
+		return nil, err
+	} else if ok {
+		missing = make([]float64, len(v))
+		for i, x := range v {
+			missing[i] = float64(x)
 		}
 	}
 	nNodes := len(featureIDs)
