@@ -378,8 +378,8 @@ type importer struct {
 
 // maxSubgraphNodes bounds how many subgraphs and nodes in them one
 // specialization may import (a loop of a billion iterations is refused,
-// not unrolled).
-const maxSubgraphNodes = 1 << 18
+// not unrolled); tests lower it.
+var maxSubgraphNodes = 1 << 18
 
 // graphNodes imports the nodes of g (the main graph or a subgraph) in
 // topological order.

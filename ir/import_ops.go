@@ -146,6 +146,14 @@ func importConstant(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		t = ScalarInt64(a.I)
 	case "value_ints":
 		t = FromInt64s(Shape{len(a.Ints)}, a.Ints)
+	case "value_string":
+		t = FromStrings(Shape{}, []string{string(a.S)})
+	case "value_strings":
+		strs := make([]string, len(a.Strings))
+		for i, s := range a.Strings {
+			strs[i] = string(s)
+		}
+		t = FromStrings(Shape{len(strs)}, strs)
 	default:
 		return nil, fmt.Errorf("%w: Constant attribute %q", ErrNotSupported, a.Name)
 	}

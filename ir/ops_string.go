@@ -195,8 +195,17 @@ func (op *StringConcat) Infer(in []Type) ([]Type, error) {
 	return []Type{{String, shape}}, nil
 }
 
+// maxStringBytes bounds the bytes of the strings one op creates (a short
+// string broadcast against a long one would otherwise multiply).
+const maxStringBytes = 1 << 30
+
 func (op *StringConcat) Eval(in, out []*Tensor) error {
 	a, b, y := in[0].strs, in[1].strs, out[0].strs
+	total := 0
+	forBroadcast(out[0].shape, in[0].shape, in[1].shape, func(o, ia, ib int) { total = min(total+len(a[ia])+len(b[ib]), maxStringBytes+1) })
+	if total > maxStringBytes {
+		return fmt.Errorf("the concatenated strings exceed %d MiB", maxStringBytes>>20)
+	}
 	forBroadcast(out[0].shape, in[0].shape, in[1].shape, func(o, ia, ib int) { y[o] = a[ia] + b[ib] })
 	return nil
 }

@@ -184,3 +184,25 @@ func TestStringsStayAtImport(t *testing.T) {
 		}
 	}
 }
+
+// TestStringConstantsAndBound: Constant's value_string(s) make string
+// constants; a concatenation that would create more than maxStringBytes
+// is refused before it allocates.
+func TestStringConstantsAndBound(t *testing.T) {
+	m := buildModel(20, nil, nil, []*onnx.Node{
+		node("Constant", nil, []string{"a"}, stringAttr("value_string", "ab")),
+		node("Constant", nil, []string{"b"}, stringsAttr("value_strings", "x", "")),
+		node("StringConcat", []string{"a", "b"}, []string{"y"}),
+	}, "y")
+	res, _ := interpretModel(t, m, Bindings{}, nil)
+	if got := res[0].Tensor.Strings(); !slices.Equal(got, []string{"abx", "ab"}) {
+		t.Errorf("got %q", got)
+	}
+	long := FromStrings(Shape{}, []string{strings.Repeat("z", 2048)})
+	many := NewTensor(String, Shape{1 << 20})
+	big := buildModel(20, []*onnx.ValueInfo{valueInfo("x", onnx.String), valueInfo("y", onnx.String, 1<<20)}, nil,
+		[]*onnx.Node{node("StringConcat", []string{"x", "y"}, []string{"z"})}, "z")
+	if _, err := interpretModelErr(big, Bindings{Values: map[string]*Tensor{"x": long, "y": many}}); err == nil || !strings.Contains(err.Error(), "exceed 1024 MiB") {
+		t.Errorf("2 GiB of concatenated strings: %v", err)
+	}
+}
