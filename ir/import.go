@@ -29,6 +29,11 @@ type Model struct {
 	Initializers []InitializerInfo
 
 	consts map[string]*Tensor // non-float initializers
+
+	// float32Compute: see Float32Compute; halfParams the converted
+	// parameters' stored dtypes.
+	float32Compute bool
+	halfParams     map[string]DType
 }
 
 // ParamTensor is a parameter's name and values, shared by every Graph
@@ -532,6 +537,11 @@ func (im *importer) importNode(index int, n *onnx.Node) error {
 		v := outs[i]
 		if v == nil {
 			return im.errorf("output %d %q is not produced", i, name)
+		}
+		if im.model.float32Compute {
+			if err := upcastOutput(v); err != nil {
+				return im.errorf("output %q: %w", name, err)
+			}
 		}
 		if _, dup := im.env[name]; dup {
 			return im.errorf("output %q redefines an existing value", name)
