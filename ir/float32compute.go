@@ -78,4 +78,3 @@ func upcastOutput(v *Value) error {
 	}
 	return fmt.Errorf("%w: a %s value of kind %d in a float32-compute import", ErrNotSupported, v.DType, v.Kind)
 }
-
