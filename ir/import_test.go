@@ -250,8 +250,10 @@ func TestImportErrors(t *testing.T) {
 	}{
 		{"unsupported op", buildModel(17, x, nil, []*onnx.Node{{Name: "weird", OpType: "FooBar", Inputs: []string{"x"}, Outputs: []string{"y"}}}, "y"),
 			`node 0 "weird" (FooBar): not supported: operator FooBar`, ErrNotSupported},
-		{"other domain", buildModel(17, x, nil, []*onnx.Node{{Name: "ms", OpType: "Gelu", Domain: "com.microsoft", Inputs: []string{"x"}, Outputs: []string{"y"}}}, "y"),
-			`dstune imports no operator of domain "com.microsoft"`, ErrNotSupported},
+		{"other domain", buildModel(17, x, nil, []*onnx.Node{{Name: "ex", OpType: "Gelu", Domain: "org.example", Inputs: []string{"x"}, Outputs: []string{"y"}}}, "y"),
+			`dstune imports no operator of domain "org.example"`, ErrNotSupported},
+		{"unknown operator of a known domain", buildModel(17, x, nil, []*onnx.Node{{Name: "ms", OpType: "NoSuchOp", Domain: "com.microsoft", Inputs: []string{"x"}, Outputs: []string{"y"}}}, "y"),
+			`operator com.microsoft::NoSuchOp`, ErrNotSupported},
 		{"undefined input", buildModel(17, x, nil, []*onnx.Node{node("Add", []string{"x", "nope"}, []string{"y"})}, "y"),
 			`input 1 "nope" is not defined`, nil},
 		{"bad reshape", buildModel(17, x, []*onnx.Tensor{initializer(t, "s", IntsTensor(4, 2))}, []*onnx.Node{node("Reshape", []string{"x", "s"}, []string{"y"})}, "y"),

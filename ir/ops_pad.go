@@ -197,49 +197,54 @@ func (op *Pad) Eval(in, out []*Tensor) error {
 		copy(y.data, x.data)
 		return nil
 	}
-	es := x.dtype.Size()
-	fill := make([]byte, es)
-	if v := optionalTensor(in, 1); v != nil {
-		copy(fill, v.data)
-	}
+	v := optionalTensor(in, 1)
 	tables := op.padTables(x.shape)
 	last := len(x.shape) - 1
-	inner := tables[last]
-	rowLen := len(inner)
-	// The kept part of a row is one contiguous run of the input row.
-	lead, kept := max(op.Pads[last], 0), len(inner)-max(op.Pads[last], 0)-max(op.Pads[2*last+1], 0)
-	forPadRows(tables, x.shape, y.Len()/rowLen, func(o, base int) {
-		dst := y.data[o*es : (o+rowLen)*es]
+	lead := max(op.Pads[last], 0)
+	kept := len(tables[last]) - lead - max(op.Pads[2*last+1], 0)
+	byWidth(x.dtype,
+		func() { padInto(view[uint8](x), view[uint8](y), fillOf[uint8](v), tables, x.shape, lead, kept) },
+		func() { padInto(view[uint16](x), view[uint16](y), fillOf[uint16](v), tables, x.shape, lead, kept) },
+		func() { padInto(view[uint32](x), view[uint32](y), fillOf[uint32](v), tables, x.shape, lead, kept) },
+		func() { padInto(view[uint64](x), view[uint64](y), fillOf[uint64](v), tables, x.shape, lead, kept) })
+	return nil
+}
+
+// fillOf is the fill value's bits (zero without one).
+func fillOf[E word](v *Tensor) E {
+	if v == nil {
+		return 0
+	}
+	return view[E](v)[0]
+}
+
+// padInto fills y, the pad of x (of shape) that tables describe. The
+// kept part of every row, kept elements from position lead on, reads one
+// contiguous run of an input row.
+func padInto[E word](x, y []E, fill E, tables [][]int, shape Shape, lead, kept int) {
+	inner := tables[len(tables)-1]
+	forPadRows(tables, shape, len(y)/len(inner), func(o, base int) {
+		row := y[o : o+len(inner)]
 		if base < 0 {
-			fillBytes(dst, fill)
+			for j := range row {
+				row[j] = fill
+			}
 			return
 		}
 		for j, s := range inner {
 			if j == lead && kept > 0 {
-				copy(dst[j*es:(j+kept)*es], x.data[(base+s)*es:(base+s+kept)*es])
+				copy(row[j:j+kept], x[base+s:base+s+kept])
 			}
 			if j >= lead && j < lead+kept {
 				continue
 			}
 			if s < 0 {
-				copy(dst[j*es:(j+1)*es], fill)
+				row[j] = fill
 			} else {
-				copy(dst[j*es:(j+1)*es], x.data[(base+s)*es:(base+s+1)*es])
+				row[j] = x[base+s]
 			}
 		}
 	})
-	return nil
-}
-
-// fillBytes repeats pattern over dst (whose length is a multiple of it).
-func fillBytes(dst, pattern []byte) {
-	if len(dst) == 0 {
-		return
-	}
-	n := copy(dst, pattern)
-	for n < len(dst) {
-		n += copy(dst[n:], dst[:n])
-	}
 }
 
 // gradRule: a constant pad's gradient is dy with the pads cropped off and

@@ -151,6 +151,35 @@ func TestPadBool(t *testing.T) {
 	}
 }
 
+// TestPadEmptyKept: a constant pad of an axis with nothing left to read
+// (cropped away, or empty to begin with) is all fill.
+func TestPadEmptyKept(t *testing.T) {
+	fill := FromInt64s(Shape{}, []int64{9})
+	for _, tc := range []struct {
+		x    Shape
+		pads []int
+		want Shape
+	}{
+		{Shape{2, 3}, []int{0, -3, 0, 2}, Shape{2, 2}},
+		{Shape{2, 0}, []int{1, 1, 0, 2}, Shape{3, 3}},
+		{Shape{0, 2}, []int{1, 0, 1, 0}, Shape{2, 2}},
+	} {
+		got, err := EvalOp(&Pad{Pads: tc.pads}, NewTensor(Int64, tc.x), fill)
+		if err != nil {
+			t.Fatalf("%v pads %v: %v", tc.x, tc.pads, err)
+		}
+		if !got[0].Shape().Equal(tc.want) {
+			t.Errorf("%v pads %v: shape %v, want %v", tc.x, tc.pads, got[0].Shape(), tc.want)
+		}
+		for _, v := range got[0].Int64s() {
+			if v != 9 {
+				t.Errorf("%v pads %v: %v, want all 9", tc.x, tc.pads, got[0].Int64s())
+				break
+			}
+		}
+	}
+}
+
 func TestPadInferErrors(t *testing.T) {
 	f := Type{Float32, Shape{2, 3}}
 	for _, tc := range []struct {

@@ -23,6 +23,10 @@ func init() {
 	registerOp("", "QLinearConv", importQLinearConv)
 	registerOp("", "MatMulInteger", importMatMulInteger)
 	registerOp("", "ConvInteger", importConvInteger)
+	// onnxruntime's own spellings, from before ONNX had 16- and 4-bit
+	// types, mean the same (quantization tools still write them).
+	registerOp("com.microsoft", "QuantizeLinear", importQuantizeLinear)
+	registerOp("com.microsoft", "DequantizeLinear", importDequantizeLinear)
 }
 
 // ---------------------------------------------------------------- granularity
@@ -153,8 +157,8 @@ func isConstZero(v *Value) bool {
 	return true
 }
 
-// quantizedTypes are the types QuantizeLinear produces and
-// DequantizeLinear reads (DequantizeLinear reads int32 too).
+// isQuantizedType reports whether QuantizeLinear produces d (and
+// DequantizeLinear reads it; it reads int32 too).
 func isQuantizedType(d DType) bool {
 	switch d {
 	case Int8, Uint8, Int16, Uint16, Int4, Uint4, Int2, Uint2,
@@ -164,6 +168,8 @@ func isQuantizedType(d DType) bool {
 	return false
 }
 
+// isScaleType reports whether d is a float type scales and dequantized
+// values come in.
 func isScaleType(d DType) bool {
 	return d == Float32 || d == Float16 || d == BFloat16
 }
@@ -491,8 +497,8 @@ func (op *DynamicQuantizeLinear) Eval(in, out []*Tensor) error {
 	}
 	scale := (hi - lo) / 255
 	var zp float32
-	if scale != 0 {
-		zp = float32(math.RoundToEven(float64(min(max(0-lo/scale, 0), 255))))
+	if z := 0 - lo/scale; scale != 0 && z == z {
+		zp = float32(math.RoundToEven(float64(min(max(z, 0), 255))))
 	}
 	y := out[0].Uint8s()
 	for i, v := range x {
@@ -545,7 +551,7 @@ func (im *importer) zeroPointShift(x, zp *Value, dt DType, shape Shape, what str
 	return im.emit1(&Binary{Fn: Sub}, xc, z)
 }
 
-func isInt8Type(d DType) bool { return d == Int8 || d == Uint8 }
+func isInt8OrUint8(d DType) bool { return d == Int8 || d == Uint8 }
 
 // matMulParamShape is how a per-tensor, per-row (of a) or per-column (of
 // b) scale or zero point broadcasts against the product's operand x: a
@@ -579,7 +585,7 @@ func importMatMulInteger(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 		return nil, err
 	}
 	a, b := in[0], in[1]
-	if !isInt8Type(a.DType) || !isInt8Type(b.DType) {
+	if !isInt8OrUint8(a.DType) || !isInt8OrUint8(b.DType) {
 		return nil, fmt.Errorf("inputs are %s and %s, want int8 or uint8", a.DType, b.DType)
 	}
 	var azp, bzp *Value
@@ -629,7 +635,7 @@ func importConvInteger(im *importer, n *onnx.Node, in []*Value) ([]*Value, error
 // (int32, optional), with the node's convolution attributes. w's zero
 // point is a scalar or one per output channel.
 func (im *importer) integerConv(n *onnx.Node, x, w, xzp, wzp, bias *Value) (*Value, error) {
-	if !isInt8Type(x.DType) || !isInt8Type(w.DType) {
+	if !isInt8OrUint8(x.DType) || !isInt8OrUint8(w.DType) {
 		return nil, fmt.Errorf("x and w are %s and %s, want int8 or uint8", x.DType, w.DType)
 	}
 	if len(w.Shape) < 3 {
@@ -736,7 +742,7 @@ func outputZeroPoint(zp *Value) (*Value, DType, error) {
 	if zp.Shape.Size() != 1 {
 		return nil, InvalidDType, fmt.Errorf("%w: output zero point %v (only one output zero point)", ErrNotSupported, zp.Shape)
 	}
-	if !isInt8Type(zp.DType) {
+	if !isInt8OrUint8(zp.DType) {
 		return nil, InvalidDType, fmt.Errorf("output zero point is %s, want int8 or uint8", zp.DType)
 	}
 	return zp, zp.DType, nil
@@ -750,7 +756,7 @@ func importQLinearMatMul(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 		return nil, err
 	}
 	a, aScale, b, bScale, yScale := in[0], in[1], in[3], in[4], in[6]
-	if !isInt8Type(a.DType) || !isInt8Type(b.DType) {
+	if !isInt8OrUint8(a.DType) || !isInt8OrUint8(b.DType) {
 		return nil, fmt.Errorf("%w: inputs a and b are %s and %s (want int8 or uint8)", ErrNotSupported, a.DType, b.DType)
 	}
 	as, err := matMulParamShape(aScale.Shape, a.Shape, true, "a_scale")

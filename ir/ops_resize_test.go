@@ -150,7 +150,7 @@ func TestResizeOlderOpsetsMatchOnnxruntime(t *testing.T) {
 			[]nodeInput{feed(x), fixed(FromFloat32s(Shape{0}, nil)), fixed(FromFloat32s(Shape{0}, nil)), fixed(IntsTensor(1, 2, 5, 3))}},
 		{"Upsample-9/nearest", 9, "Upsample", nil, []nodeInput{feed(x), scales}},
 		{"Upsample-9/linear", 9, "Upsample", []*onnx.Attribute{stringAttr("mode", "linear")}, []nodeInput{feed(x), scales}},
-		{"Upsample-7/nearest", 7, "Upsample", []*onnx.Attribute{floatsAttr("scales", 1, 1, 2, 3)}, []nodeInput{feed(x)}},
+		{"Upsample-7/nearest", 7, "Upsample", []*onnx.Attribute{floatsAttr32("scales", 1, 1, 2, 3)}, []nodeInput{feed(x)}},
 		{"Resize/uint8-nearest", 19, "Resize", nil, []nodeInput{feed(Convert(randTensor(rng, Float32, Shape{1, 1, 3, 4}, 0, 255), Uint8)), omitted, scales}},
 	}
 	for _, c := range cases {

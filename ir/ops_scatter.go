@@ -212,7 +212,7 @@ func (op *ScatterElements) gradRule(d *differ, c *gradCtx) error {
 			if !uniqueConstIndices(idx, c.in(0).Shape, op.Axis) {
 				// landed[p]: no later update overwrote update p.
 				order := d.constant(iotaInt64(idx.Shape))
-				last := d.emit1(&ScatterElements{Axis: op.Axis}, d.constant(filled(Int64, c.in(0).Shape, -1)), idx, order)
+				last := d.emit1(&ScatterElements{Axis: op.Axis}, d.filledNode(Int64, c.in(0).Shape, -1), idx, order)
 				landed := d.binary(Equal, d.emit1(&GatherElements{Axis: op.Axis}, last, idx), order)
 				g = d.emit1(&Where{}, landed, g, d.scalar(g.DType, 0))
 			}
@@ -254,6 +254,12 @@ func uniqueConstIndices(idx *Value, data Shape, axis int) bool {
 		seen[flat] = true
 	}
 	return true
+}
+
+// filledNode is a tensor of v computed by a node (an Expand of a scalar),
+// which lives in the executor's memory plan rather than as a constant.
+func (d *differ) filledNode(dt DType, shape Shape, v float64) *Value {
+	return d.emitFold(false, &Expand{Shape: shape.Clone()}, d.scalar(dt, v))[0]
 }
 
 // iotaInt64 is an int64 tensor of shape holding 0, 1, 2, ... in
@@ -438,7 +444,7 @@ func (op *ScatterND) gradRule(d *differ, c *gradCtx) error {
 				table := c.in(0).Shape[:op.BatchDims+k]
 				tuples := idx.Shape[:len(idx.Shape)-1]
 				order := d.constant(iotaInt64(tuples))
-				last := d.emit1(&ScatterND{BatchDims: op.BatchDims}, d.constant(filled(Int64, table, -1)), idx, order)
+				last := d.emit1(&ScatterND{BatchDims: op.BatchDims}, d.filledNode(Int64, table, -1), idx, order)
 				landed := d.binary(Equal, d.emit1(gather, last, idx), order)
 				landed = d.reshape(landed, append(tuples.Clone(), ones(len(upd.Shape)-len(tuples))...))
 				g = d.emit1(&Where{}, landed, g, d.scalar(g.DType, 0))

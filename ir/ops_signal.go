@@ -7,8 +7,9 @@ import (
 	"github.com/dstune/dstune/onnx"
 )
 
-// Signal-processing operators: DFT and STFT (IR ops computed in float64
-// through fftPlan), and HannWindow, HammingWindow, BlackmanWindow and
+// Signal-processing operators: DFT (an IR op computed in float64 through
+// fftPlan, with its gradient), STFT (frames gathered, windowed and
+// transformed by DFT), and HannWindow, HammingWindow, BlackmanWindow and
 // MelWeightMatrix, which depend only on inputs known at import and so
 // import as constants.
 
@@ -138,6 +139,70 @@ func (op *DFT) Eval(in, out []*Tensor) error {
 	return nil
 }
 
+// gradRule: the DFT is linear, so the gradient is its adjoint applied to
+// dy. With F the unnormalized forward transform of length n, the adjoint
+// of F is n·F⁻¹ and that of the inverse (F⁻¹ = conj(F)/n) is F/n; cutting
+// or zero-padding x to n becomes zero-padding or cutting back to x's
+// length, keeping the first bins (RFFT) becomes zero-filling the rest
+// (which the transform of the shorter dy does), and a real input takes
+// the real part. The IRFFT reads each bin 0 < k < n/2 twice (itself and
+// its mirrored conjugate), so its gradient is the RFFT of dy weighted 2/n
+// there and 1/n at 0 and n/2.
+func (op *DFT) gradRule(d *differ, c *gradCtx) error {
+	dy := c.dy[0]
+	if dy == nil || !c.needs(0) {
+		return nil
+	}
+	x := c.in(0)
+	r, n := len(x.Shape), op.Length
+	var g *Value
+	if op.OneSided && op.Inverse {
+		g = d.emit1(&DFT{Axis: op.Axis, Length: n, OneSided: true}, dy)
+		shape := Shape(ones(r))
+		shape[op.Axis] = n/2 + 1
+		w := NewTensor(dy.DType, shape)
+		for k := range n/2 + 1 {
+			v := 2 / float64(n)
+			if k == 0 || 2*k == n {
+				v = 1 / float64(n)
+			}
+			storeFloat(w, k, v, true, RoundUp)
+		}
+		g = d.binary(Mul, g, d.constant(w))
+	} else {
+		g = d.emit1(&DFT{Axis: op.Axis, Length: n, Inverse: !op.Inverse}, dy)
+		scale := float64(n)
+		if op.Inverse {
+			scale = 1 / float64(n)
+		}
+		g = d.binary(Mul, g, d.scalar(dy.DType, scale))
+	}
+	g = fitAxis(d, g, op.Axis, x.Shape[op.Axis])
+	if x.Shape[r-1] == 1 {
+		sizes := g.Shape.Clone()
+		sizes[r-1] = 1
+		g = d.emit1(&Slice{Starts: make([]int, r), Steps: ones(r), Sizes: sizes}, g)
+	}
+	c.add(0, g)
+	return nil
+}
+
+// fitAxis cuts v to size along axis, or pads it with zeros.
+func fitAxis(d *differ, v *Value, axis, size int) *Value {
+	have := v.Shape[axis]
+	switch {
+	case have > size:
+		sizes := v.Shape.Clone()
+		sizes[axis] = size
+		return d.emit1(&Slice{Starts: make([]int, len(sizes)), Steps: ones(len(sizes)), Sizes: sizes}, v)
+	case have < size:
+		pad := v.Shape.Clone()
+		pad[axis] = size - have
+		return d.emit1(&Concat{Axis: axis}, v, d.zeros(v.DType, pad))
+	}
+	return v
+}
+
 // dftAxis resolves a DFT axis against the input's rank r: [−r, −2] counts
 // from the end, [0, r−2] from the start; the last axis holds the complex
 // parts and is not a signal axis.
@@ -220,122 +285,81 @@ func importDFT(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 
 // ---------------------------------------------------------------- STFT
 
-// STFT is the short-time Fourier transform of signal [batch, length, 1 or
-// 2]: frame f is the FrameLength samples from f·FrameStep, multiplied by
-// the window (input 1, FrameLength real values; absent: ones) and
-// transformed by a DFT of length FrameLength. The output is [batch,
-// frames, bins, 2] with frames = (length − FrameLength)/FrameStep + 1 and
-// bins = FrameLength/2+1 when OneSided (a real signal only), FrameLength
-// otherwise. Computed in float64.
-type STFT struct {
-	FrameStep, FrameLength int
-	OneSided               bool
-}
-
-func (op *STFT) Name() string { return "STFT" }
-
-func (op *STFT) Infer(in []Type) ([]Type, error) {
-	if err := wantInputs(in, 1, 2); err != nil {
-		return nil, err
-	}
-	x := in[0]
-	if err := wantDTypes("signal", x, isFloat, "a float type"); err != nil {
-		return nil, err
-	}
-	if len(x.Shape) != 3 || (x.Shape[2] != 1 && x.Shape[2] != 2) {
-		return nil, fmt.Errorf("signal %v, want [batch, length, 1 or 2]", x.Shape)
-	}
-	if op.FrameStep < 1 || op.FrameLength < 1 {
-		return nil, fmt.Errorf("frame_step %d and frame_length %d, want positive", op.FrameStep, op.FrameLength)
-	}
-	if op.FrameLength > x.Shape[1] {
-		return nil, fmt.Errorf("frame_length %d exceeds the signal's %d samples", op.FrameLength, x.Shape[1])
-	}
-	if op.OneSided && x.Shape[2] == 2 {
-		return nil, fmt.Errorf("onesided STFT of a complex signal (only a real signal has a one-sided spectrum)")
-	}
-	if w, ok := optional(in, 1); ok && (w.DType != x.DType || !w.Shape.Equal(Shape{op.FrameLength})) {
-		return nil, fmt.Errorf("window is %v, want %s[%d] (frame_length)", w, x.DType, op.FrameLength)
-	}
-	bins := op.FrameLength
-	if op.OneSided {
-		bins = bins/2 + 1
-	}
-	frames := (x.Shape[1]-op.FrameLength)/op.FrameStep + 1
-	return []Type{{x.DType, Shape{x.Shape[0], frames, bins, 2}}}, nil
-}
-
-func (op *STFT) Eval(in, out []*Tensor) error {
-	x, y := Convert(in[0], Float64).Float64s(), out[0]
-	var window []float64
-	if w := optionalTensor(in, 1); w != nil {
-		window = Convert(w, Float64).Float64s()
-	}
-	batch, length, parts := in[0].shape[0], in[0].shape[1], in[0].shape[2]
-	frames, bins, n := y.shape[1], y.shape[2], op.FrameLength
-	plan := newFFTPlan(n)
-	re, im := make([]float64, n), make([]float64, n)
-	res := make([]float64, y.Len())
-	for b := range batch {
-		for f := range frames {
-			for t := range n {
-				w := 1.0
-				if window != nil {
-					w = window[t]
-				}
-				at := (b*length + f*op.FrameStep + t) * parts
-				re[t], im[t] = x[at]*w, 0
-				if parts == 2 {
-					im[t] = x[at+1] * w
-				}
-			}
-			plan.transform(re, im, false)
-			for k := range bins {
-				j := ((b*frames+f)*bins + k) * 2
-				res[j], res[j+1] = re[k], im[k]
-			}
-		}
-	}
-	storeFloats(y, res)
-	return nil
-}
-
+// importSTFT imports the short-time Fourier transform of signal [batch,
+// length, 1 or 2] as a composition: a Gather with constant indices cuts
+// the frames [batch, frames, frame_length, 1 or 2] (frame f starts at
+// f·frame_step; frames = (length − frame_length)/frame_step + 1), a Mul
+// applies the window (input 2, frame_length values; absent: none), and a
+// DFT of length frame_length along the frame axis gives [batch, frames,
+// bins, 2], bins = frame_length/2+1 when onesided (the default; a real
+// signal only), frame_length otherwise. Gradients reach the signal and
+// the window through the composition.
 func importSTFT(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err := wantIn(in, 2, 4); err != nil {
 		return nil, err
 	}
 	x := in[0]
+	if !isFloat(x.DType) {
+		return nil, fmt.Errorf("signal is %s, want a float type", x.DType)
+	}
+	if len(x.Shape) != 3 || (x.Shape[2] != 1 && x.Shape[2] != 2) {
+		return nil, fmt.Errorf("signal %v, want [batch, length, 1 or 2]", x.Shape)
+	}
 	step, _, err := im.scalarInt(in, 1, "frame_step")
 	if err != nil {
 		return nil, err
 	}
-	var window *Value
-	if len(in) > 2 {
-		window = in[2]
-	}
+	window := optionalValue(in, 2)
 	length, haveLength, err := im.scalarInt(in, 3, "frame_length")
 	if err != nil {
 		return nil, err
 	}
 	switch {
-	case window != nil && len(window.Shape) != 1:
-		return nil, fmt.Errorf("window %v, want a vector", window.Shape)
+	case window != nil && (window.DType != x.DType || len(window.Shape) != 1):
+		return nil, fmt.Errorf("window is %v, want a vector of the signal's type %s", window.Type, x.DType)
 	case window != nil && haveLength && window.Shape[0] != length:
 		return nil, fmt.Errorf("window of %d values and frame_length %d differ", window.Shape[0], length)
 	case window != nil:
 		length = window.Shape[0]
-	case !haveLength && len(x.Shape) >= 2:
+	case !haveLength:
 		length = x.Shape[1]
 	}
 	onesided, err := attrInt(n, "onesided", 1)
 	if err != nil {
 		return nil, err
 	}
-	op := &STFT{FrameStep: step, FrameLength: length, OneSided: onesided != 0}
-	if window == nil {
-		return one(im.emit1(op, x))
+	switch {
+	case step < 1 || length < 1:
+		return nil, fmt.Errorf("frame_step %d and frame_length %d, want positive", step, length)
+	case length > x.Shape[1]:
+		return nil, fmt.Errorf("frame_length %d exceeds the signal's %d samples", length, x.Shape[1])
+	case onesided != 0 && x.Shape[2] == 2:
+		return nil, fmt.Errorf("onesided STFT of a complex signal (only a real signal has a one-sided spectrum)")
 	}
-	return one(im.emit1(op, x, window))
+	frames := (x.Shape[1]-length)/step + 1
+	if _, err := checkedSizeLimit([]int64{int64(frames), int64(length)}, 4, maxFoldBytes); err != nil {
+		return nil, fmt.Errorf("frames of the signal: %w", err)
+	}
+	idx := NewTensor(Int32, Shape{frames, length})
+	for f := range frames {
+		for t := range length {
+			idx.Int32s()[f*length+t] = int32(f*step + t)
+		}
+	}
+	v, err := im.emit1(&Gather{Axis: 1}, x, im.constant(idx))
+	if err != nil {
+		return nil, err
+	}
+	if window != nil {
+		w, err := im.reshape(window, Shape{1, 1, length, 1})
+		if err != nil {
+			return nil, err
+		}
+		if v, err = im.emit1(&Binary{Fn: Mul}, v, w); err != nil {
+			return nil, err
+		}
+	}
+	return one(im.emit1(&DFT{Axis: 2, Length: length, OneSided: onesided != 0}, v))
 }
 
 // ---------------------------------------------------------------- windows
@@ -419,7 +443,9 @@ func importWindow(fn func(n, d float64) float64) importFunc {
 // from lower_edge_hertz to upper_edge_hertz, each mapped to the spectrum
 // bin floor((dft_length+1)·hz/sample_rate); bin i rises linearly from
 // point i to point i+1 and falls to point i+2. The spacing divides the
-// mel range by num_mel_bins+2, as ONNX's reference does.
+// mel range by num_mel_bins+2, as ONNX's reference does. The edges are read
+// at import even when they are float initializers (parameters): the
+// matrix is a constant.
 func importMelWeightMatrix(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err := wantIn(in, 5, 5); err != nil {
 		return nil, err
@@ -437,7 +463,7 @@ func importMelWeightMatrix(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 	}
 	var edges [2]float64
 	for i, what := range []string{"lower_edge_hertz", "upper_edge_hertz"} {
-		t, err := im.constTensor(in, 3+i, what)
+		t, err := im.importValue(in, 3+i, what)
 		if err != nil {
 			return nil, err
 		}

@@ -438,3 +438,89 @@ func TestSignalStaticOperands(t *testing.T) {
 		t.Errorf("value inputs %s, want %s", got, want)
 	}
 }
+
+// TestDFTGradient: finite differences through every form of the DFT
+// (cut and padded signals, real and complex, RFFT and IRFFT of both
+// parities, spectra shorter and longer than the IRFFT reads).
+func TestDFTGradient(t *testing.T) {
+	cases := []struct {
+		name              string
+		shape             Shape
+		axis, length      int
+		inverse, onesided bool
+	}{
+		{"real", Shape{2, 6, 1}, 1, 6, false, false},
+		{"complex padded", Shape{5, 3, 2}, 0, 8, false, false},
+		{"complex cut", Shape{2, 9, 2}, 1, 5, false, false},
+		{"inverse real", Shape{7, 1}, 0, 7, true, false},
+		{"inverse complex padded", Shape{3, 4, 2}, 1, 6, true, false},
+		{"rfft even", Shape{10, 2, 1}, 0, 10, false, true},
+		{"rfft odd cut", Shape{2, 11, 1}, 1, 9, false, true},
+		{"irfft even", Shape{2, 5, 2}, 1, 8, true, true},
+		{"irfft odd", Shape{6, 2}, 0, 11, true, true},
+		{"irfft short spectrum", Shape{3, 2}, 0, 10, true, true},
+		{"irfft long spectrum", Shape{9, 2}, 0, 6, true, true},
+		{"bluestein", Shape{67, 2}, 0, 67, false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			runGradCase(t, gradCase{name: "dft " + c.name, build: func(h *caseBuilder) []*Value {
+				x := h.param(c.shape, -1, 1)
+				return []*Value{h.op(&DFT{Axis: c.axis, Length: c.length, Inverse: c.inverse, OneSided: c.onesided}, x)}
+			}})
+		})
+	}
+}
+
+// TestSTFTGradient: the imported STFT (gathered frames, window, DFT)
+// differentiates with respect to a signal and a window that are float64
+// initializers; checked against central differences of the loss.
+func TestSTFTGradient(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	signal := randomTensor(rng, Float64, Shape{2, 20, 1}, -1, 1)
+	window := randomTensor(rng, Float64, Shape{6}, 0, 1)
+	m := buildModel(17, nil, []*onnx.Tensor{initializer(t, "x", signal), initializer(t, "w", window),
+		initializer(t, "step", ScalarInt64(4)), initializer(t, "len", ScalarInt64(6))},
+		[]*onnx.Node{node("STFT", []string{"x", "step", "w", "len"}, []string{"y"})}, "y")
+	g, err := FromONNX(m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := LossSpec{Kind: MeanSquaredError}
+	tg, err := TrainingGraph(g, spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg, err := LossGraph(g, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := map[string]*Tensor{TargetsInput: randomTensor(rng, Float64, Shape{2, 4, 4, 2}, -1, 1)}
+	res, err := Interpret(tg, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loss := func() float64 {
+		r, err := Interpret(lg, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r[LossOutput].Float64At(0)
+	}
+	for _, p := range g.Params {
+		grad := res[GradPrefix+p.Name].Float64s()
+		xs := p.Tensor.Float64s()
+		for i := range xs {
+			orig := xs[i]
+			xs[i] = orig + 1e-6
+			up := loss()
+			xs[i] = orig - 1e-6
+			down := loss()
+			xs[i] = orig
+			if fd := (up - down) / 2e-6; math.Abs(fd-grad[i]) > 1e-6*(1+math.Abs(fd)) {
+				t.Errorf("d loss/d %s[%d] = %.10g, central difference %.10g", p.Name, i, grad[i], fd)
+				break
+			}
+		}
+	}
+}

@@ -123,16 +123,7 @@ func inspectModel(path string, m *onnx.Model) (*inspectReport, error) {
 	for _, o := range g.Outputs {
 		rep.Outputs = append(rep.Outputs, describeValue(o))
 	}
-	supported := map[string]bool{}
-	for _, op := range ir.SupportedOps() {
-		supported[op] = true
-	}
-	for _, n := range g.Nodes {
-		rep.Ops[n.OpType]++
-		if !supported[n.OpType] && !contains(rep.Unsupported, n.OpType) {
-			rep.Unsupported = append(rep.Unsupported, n.OpType)
-		}
-	}
+	countOps(rep, g)
 	sort.Strings(rep.Unsupported)
 	usage := model.Usage()
 	for _, info := range model.Initializers {
@@ -310,4 +301,28 @@ func printInspect(w io.Writer, r *inspectReport) {
 		}
 	}
 	printSilos(w, r)
+}
+
+// countOps counts the operators of g and of its subgraphs (If branches,
+// Loop and Scan bodies), named "domain::Op" outside the default domain,
+// and lists those the importer does not know.
+func countOps(rep *inspectReport, g *onnx.Graph) {
+	for _, n := range g.Nodes {
+		key := n.OpType
+		if n.Domain != "" && n.Domain != "ai.onnx" {
+			key = n.Domain + "::" + n.OpType
+		}
+		rep.Ops[key]++
+		if !ir.IsSupportedOp(n.Domain, n.OpType) && !contains(rep.Unsupported, key) {
+			rep.Unsupported = append(rep.Unsupported, key)
+		}
+		for _, a := range n.Attributes {
+			if a.G != nil {
+				countOps(rep, a.G)
+			}
+			for _, sub := range a.Graphs {
+				countOps(rep, sub)
+			}
+		}
+	}
 }
