@@ -45,70 +45,16 @@ func (k rnnKind) activations() []string {
 	return [][]string{{"Tanh"}, {"Sigmoid", "Tanh", "Tanh"}, {"Sigmoid", "Tanh"}}[k]
 }
 
-// composer emits ops into the importer, keeping the first error so that a
-// composition reads as a sequence of expressions.
-type composer struct {
-	im  *importer
-	err error
-}
-
-func (c *composer) ops(op Op, in ...*Value) []*Value {
-	if c.err != nil {
-		return nil
-	}
-	for _, v := range in {
-		if v == nil {
-			c.err = fmt.Errorf("%s: missing operand", op.Name())
-			return nil
-		}
-	}
-	outs, err := c.im.emit(op, in...)
-	if err != nil {
-		c.err = err
-	}
-	return outs
-}
-
-func (c *composer) op(op Op, in ...*Value) *Value {
-	outs := c.ops(op, in...)
-	if outs == nil {
-		return nil
-	}
-	return outs[0]
-}
-
-func (c *composer) binary(fn BinaryFn, a, b *Value) *Value { return c.op(&Binary{Fn: fn}, a, b) }
-func (c *composer) unary(fn UnaryFn, a *Value) *Value      { return c.op(&Unary{Fn: fn}, a) }
-
-func (c *composer) reshape(v *Value, shape Shape) *Value {
-	if c.err != nil {
-		return nil
-	}
-	r, err := c.im.reshape(v, shape)
-	if err != nil {
-		c.err = err
-	}
-	return r
-}
-
 // split cuts v along axis into parts of the given sizes (v itself for
 // one part). The slice is the caller's to change.
 func (c *composer) split(v *Value, axis int, sizes ...int) []*Value {
+	if c.err != nil {
+		return nil
+	}
 	if len(sizes) == 1 {
 		return []*Value{v}
 	}
 	return slices.Clone(c.ops(&Split{Axis: axis, Sizes: sizes}, v))
-}
-
-func (c *composer) concat(axis int, parts ...*Value) *Value {
-	if len(parts) == 1 {
-		return parts[0]
-	}
-	return c.op(&Concat{Axis: axis}, parts...)
-}
-
-func (c *composer) scalar(dt DType, v float64) *Value {
-	return c.im.constant(filled(dt, Shape{}, v))
 }
 
 // rnnActivation is one activation function with its alpha and beta.
