@@ -1,0 +1,279 @@
+package tokenizer
+
+import (
+	"container/heap"
+	"fmt"
+	"sync"
+	"unicode/utf8"
+)
+
+// A model turns one pre-tokenized piece into token ids.
+type model interface {
+	tokenize(dst []int, word string) []int
+}
+
+// bpeModel is byte-pair encoding as the Rust tokenizers library does it:
+// the word's characters (with byte fallback or an unknown token for those
+// not in the vocabulary) are merged pair by pair, always the pair whose
+// merge rule comes first, leftmost on ties.
+type bpeModel struct {
+	vocab        map[string]int
+	merges       map[uint64]uint64 // pair (a<<32|b) → rank<<32 | merged id
+	unk          int               // -1: none
+	fuseUnk      bool
+	byteFallback bool
+	ignoreMerges bool
+	prefix       string // continuing_subword_prefix
+	suffix       string // end_of_word_suffix
+	byteIDs      [256]int32
+
+	cacheMu sync.RWMutex
+	cache   map[string][]int32
+}
+
+// bpeOptions are the BPE model's settings in tokenizer.json.
+type bpeOptions struct {
+	fuseUnk, byteFallback, ignoreMerges bool
+	prefix, suffix                      string
+}
+
+const (
+	bpeCacheEntries = 1 << 14
+	bpeCacheMaxWord = 256
+)
+
+func pairKey(a, b int) uint64 { return uint64(a)<<32 | uint64(uint32(b)) }
+
+// newBPE checks the merges against the vocabulary: each side and the
+// merged token must be in it.
+func newBPE(vocab map[string]int, merges [][2]string, unk string, opts bpeOptions) (*bpeModel, error) {
+	m := &bpeModel{
+		vocab: vocab, fuseUnk: opts.fuseUnk, byteFallback: opts.byteFallback,
+		ignoreMerges: opts.ignoreMerges, prefix: opts.prefix, suffix: opts.suffix,
+	}
+	m.unk = -1
+	if unk != "" {
+		id, ok := vocab[unk]
+		if !ok {
+			return nil, fmt.Errorf("unk_token %q is not in the vocabulary", unk)
+		}
+		m.unk = id
+	}
+	m.merges = make(map[uint64]uint64, len(merges))
+	for rank, mg := range merges {
+		a, ok := vocab[mg[0]]
+		if !ok {
+			return nil, fmt.Errorf("merges[%d]: %q is not in the vocabulary", rank, mg[0])
+		}
+		b, ok := vocab[mg[1]]
+		if !ok {
+			return nil, fmt.Errorf("merges[%d]: %q is not in the vocabulary", rank, mg[1])
+		}
+		right := mg[1]
+		if len(right) < len(m.prefix) || right[:len(m.prefix)] != m.prefix {
+			if m.prefix != "" {
+				return nil, fmt.Errorf("merges[%d]: %q does not start with the continuing-subword prefix %q", rank, right, m.prefix)
+			}
+		}
+		merged, ok := vocab[mg[0]+right[len(m.prefix):]]
+		if !ok {
+			return nil, fmt.Errorf("merges[%d]: the merged token %q is not in the vocabulary", rank, mg[0]+right[len(m.prefix):])
+		}
+		m.merges[pairKey(a, b)] = uint64(rank)<<32 | uint64(merged)
+	}
+	for b := range m.byteIDs {
+		m.byteIDs[b] = -1
+		if id, ok := vocab[fmt.Sprintf("<0x%02X>", b)]; ok {
+			m.byteIDs[b] = int32(id)
+		}
+	}
+	m.cache = make(map[string][]int32)
+	return m, nil
+}
+
+func (m *bpeModel) tokenize(dst []int, word string) []int {
+	if word == "" {
+		return dst
+	}
+	if m.ignoreMerges {
+		if id, ok := m.vocab[word]; ok {
+			return append(dst, id)
+		}
+	}
+	cacheable := len(word) <= bpeCacheMaxWord
+	if cacheable {
+		m.cacheMu.RLock()
+		ids, ok := m.cache[word]
+		m.cacheMu.RUnlock()
+		if ok {
+			for _, id := range ids {
+				dst = append(dst, int(id))
+			}
+			return dst
+		}
+	}
+	syms := m.symbols(word)
+	syms = m.mergeAll(syms)
+	start := len(dst)
+	for _, s := range syms {
+		if s.len > 0 {
+			dst = append(dst, int(s.id))
+		}
+	}
+	if cacheable {
+		ids := make([]int32, len(dst)-start)
+		for i, id := range dst[start:] {
+			ids[i] = int32(id)
+		}
+		m.cacheMu.Lock()
+		if len(m.cache) >= bpeCacheEntries {
+			clear(m.cache)
+		}
+		m.cache[word] = ids
+		m.cacheMu.Unlock()
+	}
+	return dst
+}
+
+type bpeSymbol struct {
+	id         int32
+	prev, next int32
+	len        int32 // bytes of the word covered; 0 once merged away
+}
+
+// symbols splits the word into its initial symbols.
+func (m *bpeModel) symbols(word string) []bpeSymbol {
+	syms := make([]bpeSymbol, 0, len(word))
+	add := func(id, n int) {
+		syms = append(syms, bpeSymbol{id: int32(id), len: int32(n)})
+	}
+	unkID, unkLen := -1, 0
+	for i := 0; i < len(word); {
+		_, w := utf8.DecodeRuneInString(word[i:])
+		s := word[i : i+w]
+		if i > 0 && m.prefix != "" {
+			s = m.prefix + s
+		}
+		if i+w == len(word) && m.suffix != "" {
+			s += m.suffix
+		}
+		i += w
+		if id, ok := m.vocab[s]; ok {
+			if unkID >= 0 {
+				add(unkID, unkLen)
+				unkID = -1
+			}
+			add(id, w)
+			continue
+		}
+		if m.byteFallback && m.allBytes(s) {
+			for j := 0; j < len(s); j++ {
+				add(int(m.byteIDs[s[j]]), 1)
+			}
+			continue
+		}
+		if m.unk >= 0 {
+			switch {
+			case unkID >= 0 && m.fuseUnk:
+				unkLen += w
+			case unkID >= 0:
+				add(unkID, unkLen)
+				unkID, unkLen = m.unk, w
+			default:
+				unkID, unkLen = m.unk, w
+			}
+		}
+	}
+	if unkID >= 0 {
+		add(unkID, unkLen)
+	}
+	for i := range syms {
+		syms[i].prev = int32(i - 1)
+		syms[i].next = int32(i + 1)
+	}
+	if len(syms) > 0 {
+		syms[len(syms)-1].next = -1
+	}
+	return syms
+}
+
+func (m *bpeModel) allBytes(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if m.byteIDs[s[i]] < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+type bpeMerge struct {
+	pos, rank int32
+	merged    int32
+}
+
+type mergeQueue []bpeMerge
+
+func (q mergeQueue) Len() int { return len(q) }
+func (q mergeQueue) Less(i, j int) bool {
+	if q[i].rank != q[j].rank {
+		return q[i].rank < q[j].rank
+	}
+	return q[i].pos < q[j].pos
+}
+func (q mergeQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *mergeQueue) Push(x any)   { *q = append(*q, x.(bpeMerge)) }
+func (q *mergeQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
+}
+
+func (m *bpeModel) lookup(a, b int32) (rank, merged int32, ok bool) {
+	v, ok := m.merges[pairKey(int(a), int(b))]
+	return int32(v >> 32), int32(uint32(v)), ok
+}
+
+// mergeAll applies the merges with a priority queue of candidate pairs,
+// skipping entries that earlier merges made stale.
+func (m *bpeModel) mergeAll(syms []bpeSymbol) []bpeSymbol {
+	if len(syms) < 2 {
+		return syms
+	}
+	q := make(mergeQueue, 0, len(syms))
+	for i := 0; i+1 < len(syms); i++ {
+		if rank, merged, ok := m.lookup(syms[i].id, syms[i+1].id); ok {
+			q = append(q, bpeMerge{pos: int32(i), rank: rank, merged: merged})
+		}
+	}
+	heap.Init(&q)
+	for q.Len() > 0 {
+		top := heap.Pop(&q).(bpeMerge)
+		cur := &syms[top.pos]
+		if cur.len == 0 || cur.next < 0 {
+			continue
+		}
+		right := syms[cur.next]
+		if _, merged, ok := m.lookup(cur.id, right.id); !ok || merged != top.merged {
+			continue
+		}
+		cur.id = top.merged
+		cur.len += right.len
+		syms[cur.next].len = 0
+		cur.next = right.next
+		if right.next >= 0 {
+			syms[right.next].prev = top.pos
+		}
+		if cur.prev >= 0 {
+			if rank, merged, ok := m.lookup(syms[cur.prev].id, cur.id); ok {
+				heap.Push(&q, bpeMerge{pos: cur.prev, rank: rank, merged: merged})
+			}
+		}
+		if cur.next >= 0 {
+			if rank, merged, ok := m.lookup(cur.id, syms[cur.next].id); ok {
+				heap.Push(&q, bpeMerge{pos: top.pos, rank: rank, merged: merged})
+			}
+		}
+	}
+	return syms
+}
