@@ -598,9 +598,11 @@ func parseUnigram(raw json.RawMessage) (*hfModel, error) {
 		if err := json.Unmarshal(e[0], &pieces[i]); err != nil {
 			return nil, fmt.Errorf("vocab[%d]: piece: %w", i, err)
 		}
-		if err := json.Unmarshal(e[1], &scores[i]); err != nil {
+		score, err := parseSerdeFloat(string(bytes.TrimSpace(e[1])))
+		if err != nil {
 			return nil, fmt.Errorf("vocab[%d]: score: %w", i, err)
 		}
+		scores[i] = score
 		if len(pieces[i]) > maxTokenBytes {
 			return nil, fmt.Errorf("vocab[%d]: piece of %d bytes exceeds %d", i, len(pieces[i]), maxTokenBytes)
 		}

@@ -23,9 +23,39 @@ func (seq normalizerSequence) normalize(s string) string {
 	return s
 }
 
+// unicodeNormalizer applies a Unicode normalization form the way the Rust
+// library does, with Unicode 9.0 data: a code point that Unicode 9.0 does
+// not assign has no decomposition and combining class 0, so the text is
+// normalized in stretches between such code points, which pass unchanged.
 type unicodeNormalizer struct{ form norm.Form }
 
-func (u unicodeNormalizer) normalize(s string) string { return u.form.String(s) }
+func (u unicodeNormalizer) normalize(s string) string { return normalize9(u.form, s) }
+
+func normalize9(form norm.Form, s string) string {
+	start, cut := 0, false
+	var b strings.Builder
+	for i, r := range s {
+		if r < 0x378 || unicode.Is(assigned9, r) {
+			continue
+		}
+		if !cut {
+			b.Grow(len(s))
+			cut = true
+		}
+		b.WriteString(form.String(s[start:i]))
+		n := utf8.RuneLen(r)
+		if r == utf8.RuneError {
+			n = 1
+		}
+		b.WriteString(s[i : i+n])
+		start = i + n
+	}
+	if !cut {
+		return form.String(s)
+	}
+	b.WriteString(form.String(s[start:]))
+	return b.String()
+}
 
 type lowercaseNormalizer struct{}
 
@@ -54,13 +84,14 @@ func (n stripNormalizer) normalize(s string) string {
 	return s
 }
 
-// stripAccentsNormalizer removes nonspacing marks (Mn); it does not
-// decompose first, so it is used after NFD or NFKD.
+// stripAccentsNormalizer removes combining marks (Unicode 9.0's M, as the
+// Rust library); it does not decompose first, so it is used after NFD or
+// NFKD.
 type stripAccentsNormalizer struct{}
 
 func (stripAccentsNormalizer) normalize(s string) string {
 	return strings.Map(func(r rune) rune {
-		if unicode.Is(unicode.Mn, r) {
+		if unicode.Is(mark9, r) {
 			return -1
 		}
 		return r
@@ -116,7 +147,8 @@ func (nmtNormalizer) normalize(s string) string {
 
 // bertNormalizer is BERT's basic cleanup: drop control characters (and
 // NUL and U+FFFD), turn whitespace into spaces, surround CJK ideographs
-// with spaces, strip accents (after NFD) and lowercase.
+// with spaces, strip accents (after NFD) and lowercase. The categories are
+// Unicode 9.0's, as in the Rust library.
 type bertNormalizer struct {
 	cleanText, chineseChars, stripAccents, lowercase bool
 }
@@ -129,7 +161,7 @@ func (n bertNormalizer) normalize(s string) string {
 				return -1
 			case r == '\t' || r == '\n' || r == '\r':
 				return ' '
-			case isOther(r):
+			case unicode.Is(other9, r):
 				return -1
 			case isWhitespace(r):
 				return ' '
@@ -152,7 +184,12 @@ func (n bertNormalizer) normalize(s string) string {
 		s = b.String()
 	}
 	if n.stripAccents {
-		s = stripAccentsNormalizer{}.normalize(norm.NFD.String(s))
+		s = strings.Map(func(r rune) rune {
+			if unicode.Is(nonspacingMark9, r) {
+				return -1
+			}
+			return r
+		}, normalize9(norm.NFD, s))
 	}
 	if n.lowercase {
 		s = lowercase(s)

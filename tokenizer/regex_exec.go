@@ -327,13 +327,20 @@ func firstSets(p *program) []*runeSet {
 	return first
 }
 
-// Bounds on one match attempt: after memoStart steps the matcher
-// remembers visited (instruction, position) pairs when that fits in
-// memoMaxBits; past maxSteps the attempt counts as no match.
+// Bounds on one search: after memoStart steps the matcher remembers the
+// (instruction, position) pairs it has visited, when that fits in
+// memoMaxBits, so that no pair is explored twice and the search takes at
+// most instructions × length steps. A pair explored in a failed attempt
+// fails from any later start too, so the memory holds across the start
+// positions of one search. Without it (a very long text), past maxSteps
+// the search gives up and reports no match. A whole findAll may take
+// stepsPerByte steps per byte of text (real tokenizer patterns take about
+// ten) before it stops looking for further matches.
 const (
-	memoStart   = 1 << 12
-	memoMaxBits = 1 << 25
-	maxSteps    = 1 << 26
+	memoStart    = 1 << 12
+	memoMaxBits  = 1 << 25
+	maxSteps     = 1 << 26
+	stepsPerByte = 1 << 10
 )
 
 type btEntry struct {
@@ -342,27 +349,38 @@ type btEntry struct {
 }
 
 type machine struct {
-	stack   []btEntry
-	slots   []int
-	visited []uint64
-	steps   int
+	stack     []btEntry
+	slots     []int
+	visited   []uint64
+	steps     int // in this search
+	budget    int // steps left for the whole findAll
+	origin    int // the search's first start position
+	memoWidth int // positions the visited set covers; 0: not set up
 }
 
 // find returns the leftmost match at or after from.
 func (re *regex) find(s string, from int) (start, end int, ok bool) {
 	m := re.pool.Get().(*machine)
 	defer re.pool.Put(m)
+	m.budget = stepsPerByte*len(s) + 1<<20
+	return re.findWith(m, s, from)
+}
+
+func (re *regex) findWith(m *machine, s string, from int) (start, end int, ok bool) {
 	first := re.progs[0].first
+	m.steps, m.origin, m.memoWidth = 0, from, 0
+	m.visited = m.visited[:0]
 	for start = from; start <= len(s); {
 		r, w := rune(-1), 1
 		if start < len(s) {
 			r, w = utf8.DecodeRuneInString(s[start:])
 		}
 		if f := first[0]; f == nil || r >= 0 && f.has(r) {
-			m.steps = 0
-			m.visited = m.visited[:0]
 			if end, ok = m.run(re, 0, s, start, true); ok {
 				return start, end, true
+			}
+			if m.steps > maxSteps || m.budget < 0 {
+				return 0, 0, false
 			}
 		}
 		if start == len(s) {
@@ -376,9 +394,12 @@ func (re *regex) find(s string, from int) (start, end int, ok bool) {
 // findAll calls fn for each successive non-overlapping match, as Rust's
 // find_iter: an empty match right after the previous match is skipped.
 func (re *regex) findAll(s string, fn func(start, end int)) {
+	m := re.pool.Get().(*machine)
+	defer re.pool.Put(m)
+	m.budget = stepsPerByte*len(s) + 1<<20
 	pos, lastEnd := 0, -1
 	for pos <= len(s) {
-		start, end, ok := re.find(s, pos)
+		start, end, ok := re.findWith(m, s, pos)
 		if !ok {
 			return
 		}
@@ -413,8 +434,6 @@ func (m *machine) run(re *regex, prog int, s string, pos int, top bool) (int, bo
 	base := len(m.stack)
 	defer func() { m.stack = m.stack[:base] }()
 	m.push(btEntry{pc: 0, pos: int32(pos), slot: -1})
-	origin := pos
-	var memoWidth int
 	for len(m.stack) > base {
 		e := m.stack[len(m.stack)-1]
 		m.stack = m.stack[:len(m.stack)-1]
@@ -426,13 +445,17 @@ func (m *machine) run(re *regex, prog int, s string, pos int, top bool) (int, bo
 	thread:
 		for {
 			m.steps++
+			m.budget--
+			if m.budget < 0 {
+				return 0, false
+			}
 			if m.steps > memoStart && top {
 				if m.steps > maxSteps {
 					return 0, false
 				}
-				if memoWidth == 0 {
-					memoWidth = len(s) - origin + 1
-					bits := len(p.insts) * memoWidth
+				if m.memoWidth == 0 {
+					m.memoWidth = len(s) - m.origin + 1
+					bits := len(p.insts) * m.memoWidth
 					if bits <= memoMaxBits {
 						n := (bits + 63) / 64
 						if cap(m.visited) < n {
@@ -445,7 +468,7 @@ func (m *machine) run(re *regex, prog int, s string, pos int, top bool) (int, bo
 					}
 				}
 				if len(m.visited) > 0 {
-					bit := pc*memoWidth + pos - origin
+					bit := pc*m.memoWidth + pos - m.origin
 					if m.visited[bit/64]&(1<<(bit%64)) != 0 {
 						break thread
 					}

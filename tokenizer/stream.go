@@ -40,9 +40,6 @@ func (s *Stream) Prime(ids []int) {
 
 // Next adds one id and returns the text that became final.
 func (s *Stream) Next(id int) string {
-	if s.skipSpecial && s.t.IsSpecial(id) {
-		return ""
-	}
 	text := s.push(id)
 	if len(s.window) > maxStreamWindow {
 		text += s.Flush()
@@ -82,13 +79,18 @@ func (s *Stream) push(id int) string {
 	return toValidUTF8(out)
 }
 
-// trim keeps only the newest id as context once nothing is held back.
+// trim keeps as context only the newest id that produces text (and the
+// skipped special tokens after it, which can still matter, as BOS does to
+// llama2.c's decoding) once nothing is held back.
 func (s *Stream) trim() {
-	if len(s.window) <= 1 {
+	keep := len(s.window) - 1
+	for keep > 0 && s.skipSpecial && s.t.IsSpecial(s.window[keep]) {
+		keep--
+	}
+	if keep <= 0 {
 		return
 	}
-	last := s.window[len(s.window)-1]
-	s.window = append(s.window[:0], last)
+	s.window = append(s.window[:0], s.window[keep:]...)
 	s.emitted = s.t.decode(s.window, s.skipSpecial, true)
 }
 

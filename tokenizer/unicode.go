@@ -61,12 +61,13 @@ func isOther(r rune) bool {
 	return unicode.Is(unicode.C, r) || !isAssigned(r)
 }
 
-// isPunctuation is BERT's punctuation: ASCII punctuation or Unicode P*.
+// isPunctuation is BERT's punctuation: ASCII punctuation or Unicode 9.0's
+// P*, as in the Rust library.
 func isPunctuation(r rune) bool {
 	if r < 0x80 {
 		return '!' <= r && r <= '/' || ':' <= r && r <= '@' || '[' <= r && r <= '`' || '{' <= r && r <= '~'
 	}
-	return unicode.IsPunct(r)
+	return unicode.Is(punctuation9, r)
 }
 
 // isNumeric is Rust's char::is_numeric: the general categories Nd, Nl, No.
@@ -165,3 +166,5 @@ var propertyIndex = func() map[string]*unicode.RangeTable {
 	}
 	return m
 }()
+
+//go:generate node gen_unicode9.mjs

@@ -19,6 +19,9 @@ type unigramModel struct {
 	unkScore     float64
 	byteFallback bool
 	byteIDs      [256]int32
+	// laterOnTies makes an equal-scoring later path win instead of the
+	// first; tests use it to find strings whose best segmentations tie.
+	laterOnTies bool
 }
 
 const unigramUnknownPenalty = 10.0
@@ -83,7 +86,7 @@ func (m *unigramModel) tokenize(dst []int, word string) []int {
 		single := false
 		m.trie.prefixes(word, pos, func(end int, id int32) {
 			cand := base + m.scores[id]
-			if n := &best[end]; n.start < 0 || cand > n.score {
+			if n := &best[end]; n.start < 0 || cand > n.score || m.laterOnTies && cand == n.score {
 				*n = latticeNode{score: cand, start: int32(pos), id: id}
 			}
 			if end-pos == charLen {
