@@ -1,8 +1,8 @@
 package tokenizer
 
 import (
-	"container/heap"
 	"fmt"
+	"strings"
 	"sync"
 	"unicode/utf8"
 )
@@ -26,6 +26,11 @@ type bpeModel struct {
 	prefix       string // continuing_subword_prefix
 	suffix       string // end_of_word_suffix
 	byteIDs      [256]int32
+	// splitMetaspace: no vocabulary entry has ▁ right after another
+	// character, so no merge crosses the start of a ▁-word, and a long
+	// piece (sentencepiece-style models have no pre-tokenizer, so the
+	// whole text is one piece) is encoded word by word, each cached.
+	splitMetaspace bool
 
 	cacheMu sync.RWMutex
 	cache   map[string][]int32
@@ -88,7 +93,27 @@ func newBPE(vocab map[string]int, merges [][2]string, unk string, opts bpeOption
 		}
 	}
 	m.cache = make(map[string][]int32)
+	m.splitMetaspace = canSplitBefore(vocab, '▁') && !m.ignoreMerges && m.prefix == "" && m.suffix == ""
 	return m, nil
+}
+
+// canSplitBefore reports whether sep is a token and no token has sep
+// right after another character, so that merges never join a character
+// to a following sep.
+func canSplitBefore(vocab map[string]int, sep rune) bool {
+	if _, ok := vocab[string(sep)]; !ok {
+		return false
+	}
+	for tok := range vocab {
+		prev := sep
+		for _, r := range tok {
+			if r == sep && prev != sep {
+				return false
+			}
+			prev = r
+		}
+	}
+	return true
 }
 
 func (m *bpeModel) tokenize(dst []int, word string) []int {
@@ -100,6 +125,33 @@ func (m *bpeModel) tokenize(dst []int, word string) []int {
 			return append(dst, id)
 		}
 	}
+	if m.splitMetaspace && len(word) > bpeCacheMaxWord {
+		return m.tokenizeMetaspaceWords(dst, word)
+	}
+	return m.tokenizeWord(dst, word)
+}
+
+// tokenizeMetaspaceWords encodes word in parts, cut before each ▁ that
+// follows another character.
+func (m *bpeModel) tokenizeMetaspaceWords(dst []int, word string) []int {
+	const sep = "▁"
+	start := 0
+	for i := 1; i < len(word); {
+		j := strings.Index(word[i:], sep)
+		if j < 0 {
+			break
+		}
+		i += j
+		if !strings.HasSuffix(word[:i], sep) {
+			dst = m.tokenizeWord(dst, word[start:i])
+			start = i
+		}
+		i += len(sep)
+	}
+	return m.tokenizeWord(dst, word[start:])
+}
+
+func (m *bpeModel) tokenizeWord(dst []int, word string) []int {
 	cacheable := len(word) <= bpeCacheMaxWord
 	if cacheable {
 		m.cacheMu.RLock()
@@ -211,22 +263,75 @@ type bpeMerge struct {
 	merged    int32
 }
 
+// mergeQueue is a binary min-heap of candidate merges ordered by rank,
+// then position (written out rather than through container/heap, whose
+// interface calls dominate the time on long words).
 type mergeQueue []bpeMerge
 
-func (q mergeQueue) Len() int { return len(q) }
-func (q mergeQueue) Less(i, j int) bool {
+func (q mergeQueue) less(i, j int) bool {
 	if q[i].rank != q[j].rank {
 		return q[i].rank < q[j].rank
 	}
 	return q[i].pos < q[j].pos
 }
-func (q mergeQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *mergeQueue) Push(x any)   { *q = append(*q, x.(bpeMerge)) }
-func (q *mergeQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
+
+func (q *mergeQueue) push(x bpeMerge) {
+	*q = append(*q, x)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h.less(i, p) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func (q *mergeQueue) pop() bpeMerge {
+	h := *q
+	top := h[0]
+	n := len(h) - 1
+	h[0] = h[n]
+	h = h[:n]
+	for i := 0; ; {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		c := l
+		if r := l + 1; r < n && h.less(r, l) {
+			c = r
+		}
+		if !h.less(c, i) {
+			break
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
+	}
+	*q = h
+	return top
+}
+
+func (q *mergeQueue) init() {
+	h := *q
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		for j := i; ; {
+			l := 2*j + 1
+			if l >= len(h) {
+				break
+			}
+			c := l
+			if r := l + 1; r < len(h) && h.less(r, l) {
+				c = r
+			}
+			if !h.less(c, j) {
+				break
+			}
+			h[j], h[c] = h[c], h[j]
+			j = c
+		}
+	}
 }
 
 func (m *bpeModel) lookup(a, b int32) (rank, merged int32, ok bool) {
@@ -246,9 +351,9 @@ func (m *bpeModel) mergeAll(syms []bpeSymbol) []bpeSymbol {
 			q = append(q, bpeMerge{pos: int32(i), rank: rank, merged: merged})
 		}
 	}
-	heap.Init(&q)
-	for q.Len() > 0 {
-		top := heap.Pop(&q).(bpeMerge)
+	q.init()
+	for len(q) > 0 {
+		top := q.pop()
 		cur := &syms[top.pos]
 		if cur.len == 0 || cur.next < 0 {
 			continue
@@ -266,12 +371,12 @@ func (m *bpeModel) mergeAll(syms []bpeSymbol) []bpeSymbol {
 		}
 		if cur.prev >= 0 {
 			if rank, merged, ok := m.lookup(syms[cur.prev].id, cur.id); ok {
-				heap.Push(&q, bpeMerge{pos: cur.prev, rank: rank, merged: merged})
+				q.push(bpeMerge{pos: cur.prev, rank: rank, merged: merged})
 			}
 		}
 		if cur.next >= 0 {
 			if rank, merged, ok := m.lookup(cur.id, syms[cur.next].id); ok {
-				heap.Push(&q, bpeMerge{pos: top.pos, rank: rank, merged: merged})
+				q.push(bpeMerge{pos: top.pos, rank: rank, merged: merged})
 			}
 		}
 	}

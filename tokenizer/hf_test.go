@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -252,4 +253,34 @@ func FuzzRegex(f *testing.F) {
 			last = end
 		})
 	})
+}
+
+// FuzzPrecompiled reads arbitrary bytes as a sentencepiece charsmap: an
+// error or a normalizer that stays within the table.
+func FuzzPrecompiled(f *testing.F) {
+	f.Add([]byte{8, 0, 0, 0, 0, 4, 0, 0, 0x61, 1, 0, 0, 'b', 0})
+	f.Add([]byte{4, 0, 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, err := newPrecompiled(base64.StdEncoding.EncodeToString(data))
+		if err != nil {
+			return
+		}
+		for _, s := range []string{"", "abc", "a\u0301\u0302 🇺🇸🇫🇷 👨‍👩‍👧 \r\n각", "\xff"} {
+			n.normalize(s)
+		}
+	})
+}
+
+// TestPrecompiledGraphemes checks the grapheme clusters the precompiled
+// normalizer works on.
+func TestPrecompiledGraphemes(t *testing.T) {
+	for _, c := range []struct{ s, first string }{
+		{"ab", "a"}, {"e\u0301x", "e\u0301"}, {"\r\nx", "\r\n"}, {"\n\r", "\n"},
+		{"🇺🇸🇫🇷", "🇺🇸"}, {"👨\u200d👩\u200d👧!", "👨\u200d👩\u200d👧"}, {"👍🏽x", "👍🏽"},
+		{"\u1100\u1161\u11a8x", "\u1100\u1161\u11a8"}, {"각\u11a8x", "각\u11a8"}, {"각\u1161", "각"}, {"क्षि", "क्"},
+	} {
+		if got := c.s[:graphemeLen(c.s)]; got != c.first {
+			t.Errorf("first grapheme of %+q = %+q, want %+q", c.s, got, c.first)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 )
 
 // llama2.c's tokenizer.bin: a little-endian int32 max_token_length, then
@@ -19,6 +20,14 @@ type llama2cModel struct {
 	scores []float32
 	ids    map[string]int // piece → lowest id with that piece
 	maxLen int
+	// splitWords: " " is a piece and no piece has a space right after
+	// another character, so no merge joins a character to a following
+	// space and the text can be merged word by word (each cached), which
+	// gives the same tokens as merging it whole.
+	splitWords bool
+
+	cacheMu sync.RWMutex
+	cache   map[string][]int32
 }
 
 const (
@@ -65,6 +74,16 @@ func ParseLlama2C(name string, data []byte) (*Tokenizer, error) {
 	if len(m.pieces) <= llama2cEOS {
 		return fail(len(data), "%d tokens: fewer than <unk>, BOS and EOS", len(m.pieces))
 	}
+	_, hasSpace := m.ids[" "]
+	m.splitWords = hasSpace
+	for _, p := range m.pieces {
+		for i := 1; i < len(p); i++ {
+			if p[i] == ' ' && p[i-1] != ' ' {
+				m.splitWords = false
+			}
+		}
+	}
+	m.cache = map[string][]int32{}
 	t := &Tokenizer{
 		name: name, kind: "llama2.c", llama: m,
 		vocab: m.pieces, ids: m.ids, special: make([]bool, len(m.pieces)),
@@ -86,8 +105,61 @@ func (m *llama2cModel) encode(text string, bos bool) []int {
 	if text == "" {
 		return ids
 	}
+	if !m.splitWords {
+		return append(ids, m.mergeText(text, true)...)
+	}
+	// The dummy prefix " " starts the first word.
+	text = " " + text
+	start := 0
+	for i := 1; i < len(text); i++ {
+		if text[i] == ' ' && text[i-1] != ' ' {
+			ids = m.mergeCached(ids, text[start:i], start == 0)
+			start = i
+		}
+	}
+	return m.mergeCached(ids, text[start:], start == 0)
+}
+
+// mergeCached appends the tokens of one word of " "+text; first marks the
+// word that starts with the dummy prefix.
+func (m *llama2cModel) mergeCached(dst []int, word string, first bool) []int {
+	if first {
+		word = word[1:]
+	}
+	key := word
+	if first {
+		key = "\x00" + word
+	}
+	m.cacheMu.RLock()
+	cached, ok := m.cache[key]
+	m.cacheMu.RUnlock()
+	if ok {
+		for _, id := range cached {
+			dst = append(dst, int(id))
+		}
+		return dst
+	}
+	ids := m.mergeText(word, first)
+	if len(word) <= bpeCacheMaxWord {
+		c := make([]int32, len(ids))
+		for i, id := range ids {
+			c[i] = int32(id)
+		}
+		m.cacheMu.Lock()
+		if len(m.cache) >= bpeCacheEntries {
+			clear(m.cache)
+		}
+		m.cache[key] = c
+		m.cacheMu.Unlock()
+	}
+	return append(dst, ids...)
+}
+
+// mergeText is llama2.c's symbol split and merge of text, after the dummy
+// prefix when prefix is set.
+func (m *llama2cModel) mergeText(text string, prefix bool) []int {
 	var syms []int
-	if id, ok := m.ids[" "]; ok {
+	if id, ok := m.ids[" "]; ok && prefix {
 		syms = append(syms, id)
 	}
 	for i := 0; i < len(text); {
@@ -105,7 +177,7 @@ func (m *llama2cModel) encode(text string, bos bool) []int {
 		}
 		i = j
 	}
-	return append(ids, m.merge(syms)...)
+	return m.merge(syms)
 }
 
 // llamaMerge is a candidate: the pair starting at symbol pos merges into id.

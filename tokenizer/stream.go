@@ -75,8 +75,24 @@ func (s *Stream) push(id int) string {
 	s.emitted += out
 	if hold == 0 {
 		s.trim()
+	} else if len(s.window) > 4 {
+		s.trimHolding(raw[len(raw)-hold:])
 	}
 	return toValidUTF8(out)
+}
+
+// trimHolding shortens the window to the fewest newest ids whose decoding
+// still ends in the held bytes, so that a long run of bytes that never
+// form a character does not grow it.
+func (s *Stream) trimHolding(held string) {
+	for k := 1; k < len(s.window); k++ {
+		sub := s.t.decode(s.window[len(s.window)-k:], s.skipSpecial, true)
+		if strings.HasSuffix(sub, held) {
+			s.window = append(s.window[:0], s.window[len(s.window)-k:]...)
+			s.emitted = sub[:len(sub)-len(held)]
+			return
+		}
+	}
 }
 
 // trim keeps as context only the newest id that produces text (and the

@@ -18,6 +18,8 @@
 //                        decodings without special tokens for the first
 //                        strings, pairs, and the strings on which the
 //                        JavaScript implementation gives other ids
+//   t5like-tokenizer.json.gz   the same with a sentencepiece precompiled
+//                        charsmap (darts-clone trie) built here, as T5's
 //   unigram-tokenizer.json.gz  the Unigram tokenizer (T5's pipeline) trained
 //                        here by the Rust library on the test strings
 //
@@ -269,12 +271,87 @@ function unigramTokenizerJSON() {
   };
 }
 
+// dartsBuild writes a darts-clone double-array trie of (UTF-8 key, value)
+// pairs in the layout sentencepiece's precompiled charsmap uses: a unit is
+// label | has_leaf << 8 | offset << 10 (offset >> 8 with bit 9 when
+// large); a value unit is value | 1 << 31, at the node's base ^ 0.
+function dartsBuild(entries) {
+  const root = { children: new Map(), value: -1 };
+  for (const [key, value] of entries) {
+    let n = root;
+    for (const b of Buffer.from(key, 'utf8')) {
+      if (!n.children.has(b)) n.children.set(b, { children: new Map(), value: -1 });
+      n = n.children.get(b);
+    }
+    n.value = value;
+  }
+  const units = [0];
+  const used = new Set([0]);
+  const encodeOffset = (off) => {
+    if (off < 1 << 21) return off << 10;
+    if (off % 256 !== 0 || off >= 1 << 29) throw new Error('offset out of range');
+    return ((off >> 8) << 10) | (1 << 9);
+  };
+  const queue = [[root, 0, 0]]; // node, position, label
+  while (queue.length) {
+    const [node, pos, label] = queue.shift();
+    const labels = [...node.children.keys()].sort((a, b) => a - b);
+    if (node.value >= 0) labels.unshift(0);
+    let base = 1;
+    for (; ; base++) {
+      if (labels.every((c) => !used.has(base ^ c) && (base ^ c) !== 0)) break;
+    }
+    for (const c of labels) used.add(base ^ c);
+    const hasLeaf = node.value >= 0 ? 1 << 8 : 0;
+    units[pos] = (label | hasLeaf | encodeOffset(pos ^ base)) >>> 0;
+    if (node.value >= 0) units[base] = (node.value | (1 << 31)) >>> 0;
+    for (const [c, child] of node.children) queue.push([child, base ^ c, c]);
+  }
+  for (let i = 0; i < units.length; i++) if (units[i] === undefined) units[i] = 0;
+  const buf = Buffer.alloc(4 * units.length);
+  units.forEach((u, i) => buf.writeUInt32LE(u >>> 0, 4 * i));
+  return buf;
+}
+
+// precompiledCharsmap maps every code point of the test strings that
+// NFKC changes to its NFKC form, plus a few sequences (decomposed to
+// composed, CRLF to LF, a deletion, and "ö" to "oe", which as a prefix also
+// replaces whole grapheme clusters that start with it).
+function precompiledCharsmap(strs) {
+  const map = new Map();
+  for (const s of strs) {
+    for (const c of s) {
+      const n = c.normalize('NFKC');
+      if (n !== c) map.set(c, n);
+    }
+  }
+  for (const [k, v] of [['e\u0301', 'é'], ['A\u0300', 'À'], ['\r\n', '\n'], ['\u200b', ''], ['ö', 'oe'],
+    ['\u1100\u1161', '가'], ['\u3000', ' ']]) map.set(k, v);
+  let blob = Buffer.alloc(0);
+  const entries = [];
+  for (const [k, v] of [...map].sort()) {
+    entries.push([k, blob.length]);
+    blob = Buffer.concat([blob, Buffer.from(v, 'utf8'), Buffer.from([0])]);
+  }
+  const trie = dartsBuild(entries);
+  const size = Buffer.alloc(4);
+  size.writeUInt32LE(trie.length);
+  return Buffer.concat([size, trie, blob]).toString('base64');
+}
+
 // Variants reuse a model's vocabulary with another pipeline; the Go tests
 // apply the same top-level replacements (testdata/variants.json).
 const variants = readJSON(path.join(root, 'tokenizer/testdata/variants.json'));
 
 const unigram = unigramTokenizerJSON();
 fs.writeFileSync(path.join(out, 'unigram-tokenizer.json.gz'), zlib.gzipSync(JSON.stringify(unigram) + '\n', { level: 9 }));
+
+// T5's pipeline with the precompiled charsmap above in front.
+const t5like = JSON.parse(JSON.stringify(unigram));
+t5like.normalizer = { type: 'Sequence', normalizers: [
+  { type: 'Precompiled', precompiled_charsmap: precompiledCharsmap(valid) },
+  { type: 'Replace', pattern: { Regex: ' {2,}' }, content: ' ' }] };
+fs.writeFileSync(path.join(out, 't5like-tokenizer.json.gz'), zlib.gzipSync(JSON.stringify(t5like) + '\n', { level: 9 }));
 
 const tokenizers = {
   llama2: () => readJSON(lenml('llama2')),
@@ -284,6 +361,7 @@ const tokenizers = {
   gpt4o: () => readJSON(lenml('gpt4o')),
   bert: bertTokenizerJSON,
   unigram: () => unigram,
+  t5like: () => t5like,
 };
 for (const [name, v] of Object.entries(variants)) {
   tokenizers[name] = () => Object.assign(tokenizers[v.base](), v.replace);
