@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -282,5 +284,44 @@ func TestPrecompiledGraphemes(t *testing.T) {
 		if got := c.s[:graphemeLen(c.s)]; got != c.first {
 			t.Errorf("first grapheme of %+q = %+q, want %+q", c.s, got, c.first)
 		}
+	}
+}
+
+// TestLoadDirectory loads a model directory: tokenizer.json, with the
+// special tokens named in tokenizer_config.json beside it.
+func TestLoadDirectory(t *testing.T) {
+	dir := t.TempDir()
+	var j map[string]any
+	if err := json.Unmarshal(tinyByteLevelJSON(), &j); err != nil {
+		t.Fatal(err)
+	}
+	j["added_tokens"] = append(j["added_tokens"].([]any),
+		map[string]any{"id": 300, "content": "<s>", "special": true},
+		map[string]any{"id": 301, "content": "<pad>", "special": true})
+	data, _ := json.Marshal(j)
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer.json"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	config := `{"bos_token": {"content": "<s>"}, "eos_token": "<|endoftext|>", "pad_token": "<pad>"}`
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eot, _ := tk.TokenID("<|endoftext|>")
+	if tk.BOS() != 300 || tk.EOS() != eot || tk.PAD() != 301 || tk.VocabSize() != 302 {
+		t.Errorf("BOS %d EOS %d PAD %d size %d; want 300 %d 301 302", tk.BOS(), tk.EOS(), tk.PAD(), tk.VocabSize(), eot)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+	bad := filepath.Join(dir, "bad", "tokenizer.json")
+	os.MkdirAll(filepath.Dir(bad), 0o755)
+	os.WriteFile(bad, []byte(`{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}}`), 0o644)
+	var fe *FormatError
+	if _, err := Load(filepath.Dir(bad)); !errors.As(err, &fe) || fe.File != bad || fe.Part != "model" {
+		t.Errorf("bad file: %v", err)
 	}
 }

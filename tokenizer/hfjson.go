@@ -61,11 +61,6 @@ func componentType(raw json.RawMessage) (string, error) {
 	return head.Type, nil
 }
 
-// strictUnmarshal decodes raw into v; unknown fields are allowed (newer
-// files add them) but wrong types are not.
-func strictUnmarshal(raw json.RawMessage, v any) error {
-	return json.Unmarshal(raw, v)
-}
 
 type hfPattern struct {
 	String *string `json:"String"`
@@ -99,7 +94,7 @@ func parseNormalizer(raw json.RawMessage, depth int) (normalizer, error) {
 		var c struct {
 			Normalizers []json.RawMessage `json:"normalizers"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		var seq normalizerSequence
@@ -135,7 +130,7 @@ func parseNormalizer(raw json.RawMessage, depth int) (normalizer, error) {
 			Left  *bool `json:"strip_left"`
 			Right *bool `json:"strip_right"`
 		}{}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		return stripNormalizer{left: c.Left == nil || *c.Left, right: c.Right == nil || *c.Right}, nil
@@ -144,7 +139,7 @@ func parseNormalizer(raw json.RawMessage, depth int) (normalizer, error) {
 			Pattern hfPattern `json:"pattern"`
 			Content string    `json:"content"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		p, err := c.Pattern.compile()
@@ -156,7 +151,7 @@ func parseNormalizer(raw json.RawMessage, depth int) (normalizer, error) {
 		var c struct {
 			Prepend string `json:"prepend"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		return prependNormalizer{c.Prepend}, nil
@@ -164,7 +159,7 @@ func parseNormalizer(raw json.RawMessage, depth int) (normalizer, error) {
 		var c struct {
 			Append string `json:"append"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		return appendNormalizer{c.Append}, nil
@@ -175,7 +170,7 @@ func parseNormalizer(raw json.RawMessage, depth int) (normalizer, error) {
 			StripAccents *bool `json:"strip_accents"`
 			Lowercase    *bool `json:"lowercase"`
 		}{}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		n := bertNormalizer{cleanText: true, chineseChars: true, lowercase: true}
@@ -197,7 +192,7 @@ func parseNormalizer(raw json.RawMessage, depth int) (normalizer, error) {
 		var c struct {
 			Charsmap *string `json:"precompiled_charsmap"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		if c.Charsmap == nil || *c.Charsmap == "" {
@@ -239,7 +234,7 @@ func parsePreTokenizer(raw json.RawMessage, depth int) (preTokenizer, error) {
 		var c struct {
 			PreTokenizers []json.RawMessage `json:"pretokenizers"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		var seq preTokenizerSequence
@@ -259,7 +254,7 @@ func parsePreTokenizer(raw json.RawMessage, depth int) (preTokenizer, error) {
 			AddPrefixSpace *bool `json:"add_prefix_space"`
 			UseRegex       *bool `json:"use_regex"`
 		}{}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		return byteLevelPreTokenizer{
@@ -276,7 +271,7 @@ func parsePreTokenizer(raw json.RawMessage, depth int) (preTokenizer, error) {
 		c := struct {
 			Behavior *string `json:"behavior"`
 		}{}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		b := splitIsolated
@@ -290,7 +285,7 @@ func parsePreTokenizer(raw json.RawMessage, depth int) (preTokenizer, error) {
 		var c struct {
 			Individual bool `json:"individual_digits"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		b := splitContiguous
@@ -302,7 +297,7 @@ func parsePreTokenizer(raw json.RawMessage, depth int) (preTokenizer, error) {
 		var c struct {
 			Delimiter string `json:"delimiter"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		d, err := oneRune(c.Delimiter, "delimiter")
@@ -317,7 +312,7 @@ func parsePreTokenizer(raw json.RawMessage, depth int) (preTokenizer, error) {
 			PrependScheme  *string `json:"prepend_scheme"`
 			Split          *bool   `json:"split"`
 		}{Replacement: "▁"}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		rep, err := oneRune(c.Replacement, "replacement")
@@ -335,7 +330,7 @@ func parsePreTokenizer(raw json.RawMessage, depth int) (preTokenizer, error) {
 			Behavior string    `json:"behavior"`
 			Invert   bool      `json:"invert"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		p, err := c.Pattern.compile()
@@ -351,7 +346,7 @@ func parsePreTokenizer(raw json.RawMessage, depth int) (preTokenizer, error) {
 		c := struct {
 			Length int `json:"length"`
 		}{Length: 5}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		if c.Length <= 0 || c.Length > maxTokenBytes {
@@ -419,7 +414,7 @@ func parseModel(raw json.RawMessage) (*hfModel, error) {
 			Prefix   *string          `json:"continuing_subword_prefix"`
 			MaxChars *int             `json:"max_input_chars_per_word"`
 		}{Unk: "[UNK]"}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		vocab, err := checkVocab(c.Vocab)
@@ -447,7 +442,7 @@ func parseModel(raw json.RawMessage) (*hfModel, error) {
 			Vocab map[string]int64 `json:"vocab"`
 			Unk   string           `json:"unk_token"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		vocab, err := checkVocab(c.Vocab)
@@ -517,7 +512,7 @@ func parseBPE(raw json.RawMessage) (*hfModel, error) {
 		ByteFallback bool             `json:"byte_fallback"`
 		IgnoreMerges bool             `json:"ignore_merges"`
 	}
-	if err := strictUnmarshal(raw, &c); err != nil {
+	if err := json.Unmarshal(raw, &c); err != nil {
 		return nil, err
 	}
 	vocab, err := checkVocab(c.Vocab)
@@ -583,7 +578,7 @@ func parseUnigram(raw json.RawMessage) (*hfModel, error) {
 		UnkID        *int64              `json:"unk_id"`
 		ByteFallback bool                `json:"byte_fallback"`
 	}
-	if err := strictUnmarshal(raw, &c); err != nil {
+	if err := json.Unmarshal(raw, &c); err != nil {
 		return nil, err
 	}
 	if len(c.Vocab) > maxVocabSize {
@@ -654,7 +649,7 @@ func parsePostProcessor(raw json.RawMessage, tokenID func(string) (int, bool), d
 				IDs []int64 `json:"ids"`
 			} `json:"special_tokens"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		convert := func(name string, items []hfTemplateItem) ([]templateItem, error) {
@@ -710,7 +705,7 @@ func parsePostProcessor(raw json.RawMessage, tokenID func(string) (int, bool), d
 			Sep [2]json.RawMessage `json:"sep"`
 			Cls [2]json.RawMessage `json:"cls"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		var sep, cls int64
@@ -730,7 +725,7 @@ func parsePostProcessor(raw json.RawMessage, tokenID func(string) (int, bool), d
 		var c struct {
 			Processors []json.RawMessage `json:"processors"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		var seq processorSequence
@@ -764,7 +759,7 @@ func parseDecoder(raw json.RawMessage, depth int) (decoder, error) {
 		var c struct {
 			Decoders []json.RawMessage `json:"decoders"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		var seq decoderSequence
@@ -791,7 +786,7 @@ func parseDecoder(raw json.RawMessage, depth int) (decoder, error) {
 			AddPrefixSpace *bool   `json:"add_prefix_space"`
 			PrependScheme  *string `json:"prepend_scheme"`
 		}{Replacement: "▁"}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		rep, err := oneRune(c.Replacement, "replacement")
@@ -808,7 +803,7 @@ func parseDecoder(raw json.RawMessage, depth int) (decoder, error) {
 			Prefix  string `json:"prefix"`
 			Cleanup *bool  `json:"cleanup"`
 		}{Prefix: "##"}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		return wordPieceDecoder{prefix: c.Prefix, cleanup: c.Cleanup == nil || *c.Cleanup}, nil
@@ -816,7 +811,7 @@ func parseDecoder(raw json.RawMessage, depth int) (decoder, error) {
 		c := struct {
 			Suffix string `json:"suffix"`
 		}{Suffix: "</w>"}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		return bpeDecoder{suffix: c.Suffix}, nil
@@ -826,7 +821,7 @@ func parseDecoder(raw json.RawMessage, depth int) (decoder, error) {
 			Delimiter string `json:"word_delimiter_token"`
 			Cleanup   *bool  `json:"cleanup"`
 		}{Pad: "<pad>", Delimiter: "|"}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		return ctcDecoder{pad: c.Pad, delimiter: c.Delimiter, cleanup: c.Cleanup == nil || *c.Cleanup}, nil
@@ -836,7 +831,7 @@ func parseDecoder(raw json.RawMessage, depth int) (decoder, error) {
 			Start   int    `json:"start"`
 			Stop    int    `json:"stop"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		r, err := oneRune(c.Content, "content")
@@ -852,7 +847,7 @@ func parseDecoder(raw json.RawMessage, depth int) (decoder, error) {
 			Pattern hfPattern `json:"pattern"`
 			Content string    `json:"content"`
 		}
-		if err := strictUnmarshal(raw, &c); err != nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, err
 		}
 		p, err := c.Pattern.compile()
