@@ -61,7 +61,6 @@ func componentType(raw json.RawMessage) (string, error) {
 	return head.Type, nil
 }
 
-
 type hfPattern struct {
 	String *string `json:"String"`
 	Regex  *string `json:"Regex"`
