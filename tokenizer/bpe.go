@@ -3,7 +3,6 @@ package tokenizer
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"unicode/utf8"
 )
 
@@ -32,8 +31,7 @@ type bpeModel struct {
 	// whole text is one piece) is encoded word by word, each cached.
 	splitMetaspace bool
 
-	cacheMu sync.RWMutex
-	cache   map[string][]int32
+	cache *wordCache
 }
 
 // bpeOptions are the BPE model's settings in tokenizer.json.
@@ -41,11 +39,6 @@ type bpeOptions struct {
 	fuseUnk, byteFallback, ignoreMerges bool
 	prefix, suffix                      string
 }
-
-const (
-	bpeCacheEntries = 1 << 14
-	bpeCacheMaxWord = 256
-)
 
 func pairKey(a, b int) uint64 { return uint64(a)<<32 | uint64(uint32(b)) }
 
@@ -55,6 +48,7 @@ func newBPE(vocab map[string]int, merges [][2]string, unk string, opts bpeOption
 	m := &bpeModel{
 		vocab: vocab, fuseUnk: opts.fuseUnk, byteFallback: opts.byteFallback,
 		ignoreMerges: opts.ignoreMerges, prefix: opts.prefix, suffix: opts.suffix,
+		cache: &wordCache{},
 	}
 	m.unk = -1
 	if unk != "" {
@@ -92,7 +86,6 @@ func newBPE(vocab map[string]int, merges [][2]string, unk string, opts bpeOption
 			m.byteIDs[b] = int32(id)
 		}
 	}
-	m.cache = make(map[string][]int32)
 	m.splitMetaspace = canSplitBefore(vocab, '▁') && !m.ignoreMerges && m.prefix == "" && m.suffix == ""
 	return m, nil
 }
@@ -125,7 +118,7 @@ func (m *bpeModel) tokenize(dst []int, word string) []int {
 			return append(dst, id)
 		}
 	}
-	if m.splitMetaspace && len(word) > bpeCacheMaxWord {
+	if m.splitMetaspace && len(word) > wordCacheMaxWord {
 		return m.tokenizeMetaspaceWords(dst, word)
 	}
 	return m.tokenizeWord(dst, word)
@@ -152,37 +145,15 @@ func (m *bpeModel) tokenizeMetaspaceWords(dst []int, word string) []int {
 }
 
 func (m *bpeModel) tokenizeWord(dst []int, word string) []int {
-	cacheable := len(word) <= bpeCacheMaxWord
-	if cacheable {
-		m.cacheMu.RLock()
-		ids, ok := m.cache[word]
-		m.cacheMu.RUnlock()
-		if ok {
-			for _, id := range ids {
-				dst = append(dst, int(id))
-			}
-			return dst
-		}
-	}
-	syms := m.symbols(word)
-	syms = m.mergeAll(syms)
-	start := len(dst)
-	for _, s := range syms {
+	return m.cache.cachedTokenize(dst, word, m.merge)
+}
+
+// merge is BPE proper on one word.
+func (m *bpeModel) merge(dst []int, word string) []int {
+	for _, s := range m.mergeAll(m.symbols(word)) {
 		if s.len > 0 {
 			dst = append(dst, int(s.id))
 		}
-	}
-	if cacheable {
-		ids := make([]int32, len(dst)-start)
-		for i, id := range dst[start:] {
-			ids[i] = int32(id)
-		}
-		m.cacheMu.Lock()
-		if len(m.cache) >= bpeCacheEntries {
-			clear(m.cache)
-		}
-		m.cache[word] = ids
-		m.cacheMu.Unlock()
 	}
 	return dst
 }

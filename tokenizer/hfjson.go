@@ -420,7 +420,7 @@ func parseModel(raw json.RawMessage) (*hfModel, error) {
 		if err != nil {
 			return nil, err
 		}
-		m := &wordPieceModel{vocab: vocab, prefix: "##", maxChars: 100}
+		m := &wordPieceModel{vocab: vocab, prefix: "##", maxChars: 100, cache: &wordCache{}}
 		if c.Prefix != nil {
 			m.prefix = *c.Prefix
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"sync"
 )
 
 // llama2.c's tokenizer.bin: a little-endian int32 max_token_length, then
@@ -26,8 +25,7 @@ type llama2cModel struct {
 	// gives the same tokens as merging it whole.
 	splitWords bool
 
-	cacheMu sync.RWMutex
-	cache   map[string][]int32
+	cache *wordCache
 }
 
 const (
@@ -47,7 +45,7 @@ func ParseLlama2C(name string, data []byte) (*Tokenizer, error) {
 	if maxLen <= 0 || maxLen > maxTokenBytes {
 		return fail(0, "max_token_length %d out of range 1..%d", maxLen, maxTokenBytes)
 	}
-	m := &llama2cModel{maxLen: int(maxLen), ids: map[string]int{}}
+	m := &llama2cModel{maxLen: int(maxLen), ids: map[string]int{}, cache: &wordCache{}}
 	for off := 4; off < len(data); {
 		if len(data)-off < 8 {
 			return fail(off, "token %d: %d trailing bytes, want a score and a length", len(m.pieces), len(data)-off)
@@ -83,7 +81,7 @@ func ParseLlama2C(name string, data []byte) (*Tokenizer, error) {
 			}
 		}
 	}
-	m.cache = map[string][]int32{}
+
 	t := &Tokenizer{
 		name: name, kind: "llama2.c", llama: m,
 		vocab: m.pieces, ids: m.ids, special: make([]bool, len(m.pieces)),
@@ -128,31 +126,11 @@ func (m *llama2cModel) mergeCached(dst []int, word string, first bool) []int {
 	}
 	key := word
 	if first {
-		key = "\x00" + word
+		key = "\x00" + word // the dummy prefix makes it another word
 	}
-	m.cacheMu.RLock()
-	cached, ok := m.cache[key]
-	m.cacheMu.RUnlock()
-	if ok {
-		for _, id := range cached {
-			dst = append(dst, int(id))
-		}
-		return dst
-	}
-	ids := m.mergeText(word, first)
-	if len(word) <= bpeCacheMaxWord {
-		c := make([]int32, len(ids))
-		for i, id := range ids {
-			c[i] = int32(id)
-		}
-		m.cacheMu.Lock()
-		if len(m.cache) >= bpeCacheEntries {
-			clear(m.cache)
-		}
-		m.cache[key] = c
-		m.cacheMu.Unlock()
-	}
-	return append(dst, ids...)
+	return m.cache.cachedTokenize(dst, key, func(dst []int, _ string) []int {
+		return append(dst, m.mergeText(word, first)...)
+	})
 }
 
 // mergeText is llama2.c's symbol split and merge of text, after the dummy

@@ -489,6 +489,7 @@ var correctlyRoundedUnigram = func() func(*Tokenizer) *Tokenizer {
 			readGzipJSON(&testing.T{}, "testdata/refs/unigram-tokenizer.json.gz", &file)
 			m := *tk.hf.model.(*unigramModel)
 			m.scores = make([]float64, len(file.Model.Vocab))
+			m.cache = &wordCache{}
 			for i, e := range file.Model.Vocab {
 				m.scores[i], _ = e[1].(float64)
 			}

@@ -511,7 +511,11 @@ func (m *machine) run(re *regex, prog int, s string, pos int, top bool) (int, bo
 				x, y := int(in.x), int(in.y)
 				r := rune(-1)
 				if pos < len(s) {
-					r, _ = utf8.DecodeRuneInString(s[pos:])
+					if c := s[pos]; c < utf8.RuneSelf {
+						r = rune(c)
+					} else {
+						r, _ = utf8.DecodeRuneInString(s[pos:])
+					}
 				}
 				takeX, takeY := p.viable(x, r), p.viable(y, r)
 				switch {

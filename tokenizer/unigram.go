@@ -22,12 +22,13 @@ type unigramModel struct {
 	// laterOnTies makes an equal-scoring later path win instead of the
 	// first; tests use it to find strings whose best segmentations tie.
 	laterOnTies bool
+	cache       *wordCache
 }
 
 const unigramUnknownPenalty = 10.0
 
 func newUnigram(pieces []string, scores []float64, unk int, byteFallback bool) (*unigramModel, error) {
-	m := &unigramModel{pieces: pieces, scores: scores, unk: unk, byteFallback: byteFallback}
+	m := &unigramModel{pieces: pieces, scores: scores, unk: unk, byteFallback: byteFallback, cache: &wordCache{}}
 	m.vocab = make(map[string]int, len(pieces))
 	ids := make([]int32, len(pieces))
 	minScore := math.Inf(1)
@@ -70,6 +71,14 @@ func (m *unigramModel) tokenize(dst []int, word string) []int {
 	if word == "" {
 		return dst
 	}
+	if m.laterOnTies {
+		return m.viterbi(dst, word)
+	}
+	return m.cache.cachedTokenize(dst, word, m.viterbi)
+}
+
+// viterbi finds the best segmentation of word.
+func (m *unigramModel) viterbi(dst []int, word string) []int {
 	best := make([]latticeNode, len(word)+1)
 	for i := range best {
 		best[i].start = -1

@@ -14,12 +14,18 @@ type wordPieceModel struct {
 	unk      int
 	prefix   string
 	maxChars int
+	cache    *wordCache
 }
 
 func (m *wordPieceModel) tokenize(dst []int, word string) []int {
 	if word == "" {
 		return dst
 	}
+	return m.cache.cachedTokenize(dst, word, m.split)
+}
+
+func (m *wordPieceModel) split(dst []int, word string) []int {
+	var buf []byte
 	if utf8.RuneCountInString(word) > m.maxChars {
 		return append(dst, m.unk)
 	}
@@ -28,11 +34,12 @@ func (m *wordPieceModel) tokenize(dst []int, word string) []int {
 		end := len(word)
 		found := -1
 		for end > pos {
-			sub := word[pos:end]
+			buf = buf[:0]
 			if pos > 0 {
-				sub = m.prefix + sub
+				buf = append(buf, m.prefix...)
 			}
-			if id, ok := m.vocab[sub]; ok {
+			buf = append(buf, word[pos:end]...)
+			if id, ok := m.vocab[string(buf)]; ok {
 				found = id
 				break
 			}
