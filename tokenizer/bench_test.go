@@ -46,11 +46,22 @@ func BenchmarkEncode(b *testing.B) {
 func benchEncode(b *testing.B, tk *Tokenizer, text string) {
 	b.SetBytes(int64(len(text)))
 	b.ReportAllocs()
-	n := 0
+	n, iters := 0, 0
+	cpu := cpuSeconds()
 	for b.Loop() {
 		n = len(tk.Encode(text, false))
+		iters++
 	}
+	reportCPUThroughput(b, cpu, iters*len(text))
 	b.ReportMetric(float64(len(text))/float64(n), "bytes/token")
+}
+
+// reportCPUThroughput adds MB per CPU second (all threads, the garbage
+// collector's included), which a busy machine disturbs less than MB/s.
+func reportCPUThroughput(b *testing.B, start float64, bytes int) {
+	if used := cpuSeconds() - start; used > 0 && start > 0 {
+		b.ReportMetric(float64(bytes)/1e6/used, "MB/cpu-s")
+	}
 }
 
 func BenchmarkDecode(b *testing.B) {
@@ -61,9 +72,12 @@ func BenchmarkDecode(b *testing.B) {
 			ids := tk.Encode(texts["english"], false)
 			b.SetBytes(int64(len(texts["english"])))
 			b.ReportAllocs()
+			iters, cpu := 0, cpuSeconds()
 			for b.Loop() {
 				tk.Decode(ids, false)
+				iters++
 			}
+			reportCPUThroughput(b, cpu, iters*len(texts["english"]))
 		})
 	}
 }

@@ -14,24 +14,25 @@ type piece struct {
 	atStart bool
 }
 
-// A preTokenizer cuts each piece into smaller ones (and may rewrite them).
+// A preTokenizer cuts a piece into smaller ones (and may rewrite them),
+// passing each to emit in order, so that a long text never needs a list
+// of all its words.
 type preTokenizer interface {
-	preTokenize(dst []piece, p piece) []piece
+	preTokenize(p piece, emit func(piece))
 }
 
 type preTokenizerSequence []preTokenizer
 
-func (seq preTokenizerSequence) preTokenize(dst []piece, p piece) []piece {
-	cur := []piece{p}
-	var next []piece
-	for _, pt := range seq {
-		next = next[:0]
-		for _, q := range cur {
-			next = pt.preTokenize(next, q)
-		}
-		cur, next = next, cur
+func (seq preTokenizerSequence) preTokenize(p piece, emit func(piece)) {
+	seq.from(0, p, emit)
+}
+
+func (seq preTokenizerSequence) from(i int, p piece, emit func(piece)) {
+	if i == len(seq) {
+		emit(p)
+		return
 	}
-	return append(dst, cur...)
+	seq[i].preTokenize(p, func(q piece) { seq.from(i+1, q, emit) })
 }
 
 // pattern is a Split or Replace pattern: a literal string or a regex.
@@ -90,81 +91,84 @@ type span struct {
 	match      bool
 }
 
-// splitSpans cuts s at the spans (which cover s in order) as behavior
-// says, appending the non-empty pieces to dst.
-func splitSpans(dst []piece, p piece, spans []span, behavior splitBehavior) []piece {
-	emit := func(start, end int) {
-		if end > start {
-			dst = append(dst, piece{text: p.text[start:end], atStart: p.atStart && start == 0})
-		}
-	}
-	switch behavior {
-	case splitRemoved:
-		for _, sp := range spans {
-			if !sp.match {
-				emit(sp.start, sp.end)
-			}
-		}
-	case splitIsolated:
-		for _, sp := range spans {
-			emit(sp.start, sp.end)
-		}
-	case splitContiguous, splitMergedWithPrevious:
-		var cur span
-		have, prevMatch := false, false
-		for _, sp := range spans {
-			merge := sp.match == prevMatch
-			if behavior == splitMergedWithPrevious {
-				merge = sp.match && !prevMatch
-			}
-			if merge && have {
-				cur.end = sp.end
-			} else {
-				if have {
-					emit(cur.start, cur.end)
-				}
-				cur, have = sp, true
-			}
-			prevMatch = sp.match
-		}
-		if have {
-			emit(cur.start, cur.end)
-		}
-	case splitMergedWithNext:
-		var out []span
-		prevMatch := false
-		for i := len(spans) - 1; i >= 0; i-- {
-			sp := spans[i]
-			if sp.match && !prevMatch && len(out) > 0 {
-				out[len(out)-1].start = sp.start
-			} else {
-				out = append(out, sp)
-			}
-			prevMatch = sp.match
-		}
-		for i := len(out) - 1; i >= 0; i-- {
-			emit(out[i].start, out[i].end)
-		}
-	}
-	return dst
+// splitter cuts a piece at spans that arrive in order and cover it,
+// keeping or merging the matched delimiters as its behavior says (the
+// Rust library's rules, applied as the spans stream by).
+type splitter struct {
+	p         piece
+	behavior  splitBehavior
+	emit      func(piece)
+	pend      span // the last piece, which the next span may still extend
+	havePend  bool
+	prevMatch bool
 }
 
-// matchSpans returns the spans of s: the matches of find and the text
-// between them, in order, covering s.
-func matchSpans(s string, matches func(string, func(int, int)), invert bool) []span {
-	var spans []span
-	prev := 0
-	matches(s, func(start, end int) {
-		if start > prev {
-			spans = append(spans, span{prev, start, invert})
+func (sp *splitter) out(start, end int) {
+	if end > start {
+		sp.emit(piece{text: sp.p.text[start:end], atStart: sp.p.atStart && start == 0})
+	}
+}
+
+func (sp *splitter) add(s span) {
+	switch sp.behavior {
+	case splitRemoved:
+		if !s.match {
+			sp.out(s.start, s.end)
 		}
-		spans = append(spans, span{start, end, !invert})
+	case splitIsolated:
+		sp.out(s.start, s.end)
+	case splitContiguous, splitMergedWithPrevious:
+		merge := s.match == sp.prevMatch
+		if sp.behavior == splitMergedWithPrevious {
+			merge = s.match && !sp.prevMatch
+		}
+		if merge && sp.havePend {
+			sp.pend.end = s.end
+		} else {
+			if sp.havePend {
+				sp.out(sp.pend.start, sp.pend.end)
+			}
+			sp.pend, sp.havePend = s, true
+		}
+		sp.prevMatch = s.match
+	case splitMergedWithNext:
+		// A delimiter joins the text right after it.
+		switch {
+		case s.match:
+			if sp.havePend {
+				sp.out(sp.pend.start, sp.pend.end)
+			}
+			sp.pend, sp.havePend = s, true
+		case sp.havePend:
+			sp.out(sp.pend.start, s.end)
+			sp.havePend = false
+		default:
+			sp.out(s.start, s.end)
+		}
+	}
+}
+
+func (sp *splitter) finish() {
+	if sp.havePend {
+		sp.out(sp.pend.start, sp.pend.end)
+	}
+}
+
+// splitAt cuts p at the matches of matches (their complement with invert).
+func splitAt(p piece, matches func(string, func(int, int)), invert bool, behavior splitBehavior, emit func(piece)) {
+	sp := &splitter{p: p, behavior: behavior, emit: emit}
+	prev := 0
+	matches(p.text, func(start, end int) {
+		if start > prev {
+			sp.add(span{prev, start, invert})
+		}
+		sp.add(span{start, end, !invert})
 		prev = end
 	})
-	if prev < len(s) {
-		spans = append(spans, span{prev, len(s), invert})
+	if prev < len(p.text) {
+		sp.add(span{prev, len(p.text), invert})
 	}
-	return spans
+	sp.finish()
 }
 
 // runeMatches reports each code point for which is returns true.
@@ -184,8 +188,8 @@ type splitPreTokenizer struct {
 	invert   bool
 }
 
-func (t splitPreTokenizer) preTokenize(dst []piece, p piece) []piece {
-	return splitSpans(dst, p, matchSpans(p.text, t.pattern.matches, t.invert), t.behavior)
+func (t splitPreTokenizer) preTokenize(p piece, emit func(piece)) {
+	splitAt(p, t.pattern.matches, t.invert, t.behavior, emit)
 }
 
 // runeSplitPreTokenizer splits at single code points (whitespace for
@@ -195,14 +199,14 @@ type runeSplitPreTokenizer struct {
 	behavior splitBehavior
 }
 
-func (t runeSplitPreTokenizer) preTokenize(dst []piece, p piece) []piece {
-	return splitSpans(dst, p, matchSpans(p.text, runeMatches(t.is), false), t.behavior)
+func (t runeSplitPreTokenizer) preTokenize(p piece, emit func(piece)) {
+	splitAt(p, runeMatches(t.is), false, t.behavior, emit)
 }
 
 // whitespacePreTokenizer keeps the matches of \w+|[^\w\s]+.
 type whitespacePreTokenizer struct{}
 
-func (whitespacePreTokenizer) preTokenize(dst []piece, p piece) []piece {
+func (whitespacePreTokenizer) preTokenize(p piece, emit func(piece)) {
 	s := p.text
 	for i := 0; i < len(s); {
 		r, w := utf8.DecodeRuneInString(s[i:])
@@ -219,23 +223,19 @@ func (whitespacePreTokenizer) preTokenize(dst []piece, p piece) []piece {
 			}
 			j += w2
 		}
-		dst = append(dst, piece{text: s[i:j], atStart: p.atStart && i == 0})
+		emit(piece{text: s[i:j], atStart: p.atStart && i == 0})
 		i = j
 	}
-	return dst
 }
 
 // bertPreTokenizer splits on whitespace (removed) and isolates each
 // punctuation character.
 type bertPreTokenizer struct{}
 
-func (bertPreTokenizer) preTokenize(dst []piece, p piece) []piece {
-	var words []piece
-	words = runeSplitPreTokenizer{isWhitespace, splitRemoved}.preTokenize(words, p)
-	for _, w := range words {
-		dst = runeSplitPreTokenizer{isPunctuation, splitIsolated}.preTokenize(dst, w)
-	}
-	return dst
+func (bertPreTokenizer) preTokenize(p piece, emit func(piece)) {
+	runeSplitPreTokenizer{isWhitespace, splitRemoved}.preTokenize(p, func(w piece) {
+		runeSplitPreTokenizer{isPunctuation, splitIsolated}.preTokenize(w, emit)
+	})
 }
 
 // byteLevelPreTokenizer is GPT-2's: an optional leading space, the GPT-2
@@ -256,20 +256,19 @@ var gpt2Regex = func() *regex {
 	return re
 }()
 
-func (t byteLevelPreTokenizer) preTokenize(dst []piece, p piece) []piece {
+func (t byteLevelPreTokenizer) preTokenize(p piece, emit func(piece)) {
 	if t.addPrefixSpace && !strings.HasPrefix(p.text, " ") {
 		p.text = " " + p.text
 	}
-	start := len(dst)
+	encode := func(q piece) {
+		q.text = byteLevelEncode(q.text)
+		emit(q)
+	}
 	if t.useRegex {
-		dst = splitSpans(dst, p, matchSpans(p.text, gpt2Regex.findAll, false), splitIsolated)
+		splitAt(p, gpt2Regex.findAll, false, splitIsolated, encode)
 	} else if p.text != "" {
-		dst = append(dst, p)
+		encode(p)
 	}
-	for i := start; i < len(dst); i++ {
-		dst[i].text = byteLevelEncode(dst[i].text)
-	}
-	return dst
 }
 
 type prependScheme uint8
@@ -289,7 +288,7 @@ type metaspacePreTokenizer struct {
 	split       bool
 }
 
-func (t metaspacePreTokenizer) preTokenize(dst []piece, p piece) []piece {
+func (t metaspacePreTokenizer) preTokenize(p piece, emit func(piece)) {
 	rep := string(t.replacement)
 	s := strings.ReplaceAll(p.text, " ", rep)
 	if !strings.HasPrefix(s, rep) && s != "" &&
@@ -299,29 +298,28 @@ func (t metaspacePreTokenizer) preTokenize(dst []piece, p piece) []piece {
 	q := piece{text: s, atStart: p.atStart}
 	if !t.split {
 		if s != "" {
-			dst = append(dst, q)
+			emit(q)
 		}
-		return dst
+		return
 	}
 	is := func(r rune) bool { return r == t.replacement }
-	return splitSpans(dst, q, matchSpans(s, runeMatches(is), false), splitMergedWithNext)
+	splitAt(q, runeMatches(is), false, splitMergedWithNext, emit)
 }
 
 // fixedLengthPreTokenizer cuts pieces every length code points.
 type fixedLengthPreTokenizer struct{ length int }
 
-func (t fixedLengthPreTokenizer) preTokenize(dst []piece, p piece) []piece {
+func (t fixedLengthPreTokenizer) preTokenize(p piece, emit func(piece)) {
 	s := p.text
 	start, n := 0, 0
 	for i := range s {
 		if n == t.length {
-			dst = append(dst, piece{text: s[start:i], atStart: p.atStart && start == 0})
+			emit(piece{text: s[start:i], atStart: p.atStart && start == 0})
 			start, n = i, 0
 		}
 		n++
 	}
 	if start < len(s) {
-		dst = append(dst, piece{text: s[start:], atStart: p.atStart && start == 0})
+		emit(piece{text: s[start:], atStart: p.atStart && start == 0})
 	}
-	return dst
 }

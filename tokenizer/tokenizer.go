@@ -391,20 +391,15 @@ func (t *Tokenizer) EncodePair(first, second string, addSpecial bool) (ids, type
 
 func (p *hfPipeline) encodeSequence(text string) []int {
 	var ids []int
-	var pieces []piece
+	tokenize := func(pc piece) { ids = p.model.tokenize(ids, pc.text) }
 	for _, s := range p.added.extract(text, p.normalizer) {
-		if s.token >= 0 {
+		switch {
+		case s.token >= 0:
 			ids = append(ids, p.added.tokens[s.token].id)
-			continue
-		}
-		pieces = pieces[:0]
-		if p.pre != nil {
-			pieces = p.pre.preTokenize(pieces, piece{text: s.text, atStart: s.atStart})
-		} else {
-			pieces = append(pieces, piece{text: s.text, atStart: s.atStart})
-		}
-		for _, pc := range pieces {
-			ids = p.model.tokenize(ids, pc.text)
+		case p.pre != nil:
+			p.pre.preTokenize(piece{text: s.text, atStart: s.atStart}, tokenize)
+		default:
+			tokenize(piece{text: s.text, atStart: s.atStart})
 		}
 	}
 	return ids
