@@ -302,7 +302,8 @@ func (p *reParser) atom() (*reNode, error) {
 		if err != nil {
 			return nil, err
 		}
-		return p.charNode(set, -1), nil
+		// class() has folded the set before any negation.
+		return &reNode{kind: reChar, set: newRuneSet(set), lit: -1}, nil
 	case '.':
 		if p.dotAll {
 			return p.charNode(func(rune) bool { return true }, -1), nil
@@ -331,20 +332,24 @@ func (p *reParser) literal(c rune) *reNode {
 // simple case-fold equivalents of its members.
 func (p *reParser) charNode(match func(rune) bool, lit rune) *reNode {
 	if p.fold && lit < 0 {
-		base := match
-		match = func(r rune) bool {
-			if base(r) {
-				return true
-			}
-			for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-				if base(f) {
-					return true
-				}
-			}
-			return false
-		}
+		match = foldSet(match)
 	}
 	return &reNode{kind: reChar, set: newRuneSet(match), lit: lit}
+}
+
+// foldSet adds to a set the simple case-fold equivalents of its members.
+func foldSet(base func(rune) bool) func(rune) bool {
+	return func(r rune) bool {
+		if base(r) {
+			return true
+		}
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if base(f) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 func foldsToOthers(r rune) bool { return unicode.SimpleFold(r) != r }
@@ -687,6 +692,11 @@ func (p *reParser) class() (func(rune) bool, error) {
 	match := union
 	if and != nil {
 		match = func(r rune) bool { return union(r) && and(r) }
+	}
+	if p.fold {
+		// Under (?i) a class holds the case variants of its members, and
+		// [^...] is the complement of that.
+		match = foldSet(match)
 	}
 	if negate {
 		return func(r rune) bool { return !match(r) }, nil

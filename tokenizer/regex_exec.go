@@ -18,7 +18,7 @@ const (
 	opLook                   // sub-program x must (not, when neg) match here; y >= 0: look-behind of y code points
 	opAtomic                 // sub-program x matches once from here
 	opMark                   // slot x = position (restored on backtracking)
-	opProgress               // fail unless position moved since slot x was marked
+	opProgress               // leave the loop (go to y) unless position moved since slot x was marked
 )
 
 type inst struct {
@@ -156,7 +156,8 @@ func (c *reCompiler) emit(p *program, n *reNode) error {
 
 // repeat emits min copies of the body and then either a loop or max-min
 // nested optional copies. A loop whose body can match the empty string
-// checks that each turn consumed something, as Oniguruma does.
+// leaves the loop after a turn that consumed nothing, as Oniguruma's empty
+// check does.
 func (c *reCompiler) repeat(p *program, n *reNode) error {
 	body := n.subs[0]
 	for i := 0; i < n.min; i++ {
@@ -190,11 +191,15 @@ func (c *reCompiler) repeat(p *program, n *reNode) error {
 		if err := c.emit(p, body); err != nil {
 			return err
 		}
+		progress := -1
 		if nullable {
-			c.add(p, inst{op: opProgress, x: int32(slot)})
+			progress = c.add(p, inst{op: opProgress, x: int32(slot)})
 		}
 		c.add(p, inst{op: opJmp, x: int32(loop)})
 		prefer(loop, into, len(p.insts))
+		if progress >= 0 {
+			p.insts[progress].y = int32(len(p.insts))
+		}
 		return nil
 	}
 	var splits []int
@@ -576,9 +581,10 @@ func (m *machine) run(re *regex, prog int, s string, pos int, top bool) (int, bo
 				pc++
 			case opProgress:
 				if m.slots[int(in.x)] == pos {
-					break thread
+					pc = int(in.y)
+				} else {
+					pc++
 				}
-				pc++
 			}
 		}
 	}
