@@ -30,8 +30,44 @@ type bpeModel struct {
 	// piece (sentencepiece-style models have no pre-tokenizer, so the
 	// whole text is one piece) is encoded word by word, each cached.
 	splitMetaspace bool
+	// rawBytes: the words arrive as raw bytes from a ByteLevel
+	// pre-tokenizer that leaves the mapping to byte-level characters to
+	// the model, which maps each byte straight to its symbol (rawVocab
+	// holds the vocabulary by raw bytes for ignore_merges).
+	rawBytes bool
+	rawVocab map[string]int
 
 	cache *wordCache
+}
+
+// takeRawBytes makes the model map raw bytes to byte-level symbols itself.
+func (m *bpeModel) takeRawBytes() bool {
+	if m.prefix != "" || m.suffix != "" {
+		return false
+	}
+	m.rawBytes = true
+	if m.ignoreMerges {
+		m.rawVocab = make(map[string]int, len(m.vocab))
+		for tok, id := range m.vocab {
+			if raw, ok := byteLevelRaw(tok); ok {
+				m.rawVocab[raw] = id
+			}
+		}
+	}
+	return true
+}
+
+// byteLevelRaw returns the bytes a byte-level token stands for.
+func byteLevelRaw(tok string) (string, bool) {
+	buf := make([]byte, 0, len(tok))
+	for _, r := range tok {
+		b, ok := runeToByte[r]
+		if !ok {
+			return "", false
+		}
+		buf = append(buf, b)
+	}
+	return string(buf), true
 }
 
 // bpeOptions are the BPE model's settings in tokenizer.json.
@@ -114,7 +150,11 @@ func (m *bpeModel) tokenize(dst []int, word string) []int {
 		return dst
 	}
 	if m.ignoreMerges {
-		if id, ok := m.vocab[word]; ok {
+		vocab := m.vocab
+		if m.rawBytes {
+			vocab = m.rawVocab
+		}
+		if id, ok := vocab[word]; ok {
 			return append(dst, id)
 		}
 	}
@@ -172,8 +212,14 @@ func (m *bpeModel) symbols(word string) []bpeSymbol {
 	}
 	unkID, unkLen := -1, 0
 	for i := 0; i < len(word); {
-		_, w := utf8.DecodeRuneInString(word[i:])
-		s := word[i : i+w]
+		var s string
+		var w int
+		if m.rawBytes {
+			s, w = byteToString[word[i]], 1
+		} else {
+			_, w = utf8.DecodeRuneInString(word[i:])
+			s = word[i : i+w]
+		}
 		if i > 0 && m.prefix != "" {
 			s = m.prefix + s
 		}

@@ -325,3 +325,35 @@ func TestLoadDirectory(t *testing.T) {
 		t.Errorf("bad file: %v", err)
 	}
 }
+
+// TestConcurrentEncode encodes from several goroutines at once (run it
+// with -race): the word caches are shared.
+func TestConcurrentEncode(t *testing.T) {
+	tk, err := ParseHF("tiny.json", tinyByteLevelJSON(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := []string{"the and in", "and the", "in in in the", "日本 the"}
+	want := make([][]int, len(texts))
+	for i, s := range texts {
+		want[i] = tk.Encode(s, true)
+	}
+	done := make(chan bool)
+	for g := 0; g < 4; g++ {
+		go func() {
+			ok := true
+			for k := 0; k < 2000; k++ {
+				i := k % len(texts)
+				if !slices.Equal(tk.Encode(texts[i], true), want[i]) {
+					ok = false
+				}
+			}
+			done <- ok
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		if !<-done {
+			t.Error("concurrent Encode gave other ids")
+		}
+	}
+}

@@ -243,6 +243,9 @@ func (bertPreTokenizer) preTokenize(p piece, emit func(piece)) {
 type byteLevelPreTokenizer struct {
 	addPrefixSpace bool
 	useRegex       bool
+	// rawBytes leaves the mapping to the model (a BPE model that maps
+	// each byte to its symbol itself), saving a string per word.
+	rawBytes bool
 }
 
 // gpt2Pattern is the word pattern of GPT-2's byte-level pre-tokenizer.
@@ -260,9 +263,12 @@ func (t byteLevelPreTokenizer) preTokenize(p piece, emit func(piece)) {
 	if t.addPrefixSpace && !strings.HasPrefix(p.text, " ") {
 		p.text = " " + p.text
 	}
-	encode := func(q piece) {
-		q.text = byteLevelEncode(q.text)
-		emit(q)
+	encode := emit
+	if !t.rawBytes {
+		encode = func(q piece) {
+			q.text = byteLevelEncode(q.text)
+			emit(q)
+		}
 	}
 	if t.useRegex {
 		splitAt(p, gpt2Regex.findAll, false, splitIsolated, encode)

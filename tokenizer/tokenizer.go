@@ -139,6 +139,7 @@ func ParseHF(name string, data, config []byte) (*Tokenizer, error) {
 		}
 	}
 
+	p.pre = withRawBytes(p.pre, p.model)
 	t := &Tokenizer{name: name, kind: m.kind, hf: p, unk: m.unk}
 	maxID := -1
 	for _, id := range m.vocab {
@@ -200,6 +201,33 @@ func ParseHF(name string, data, config []byte) (*Tokenizer, error) {
 	}
 	t.findSpecialTokens(config)
 	return t, nil
+}
+
+// withRawBytes lets a BPE model do the byte-level mapping of a ByteLevel
+// pre-tokenizer that comes last, when the model can.
+func withRawBytes(pre preTokenizer, m model) preTokenizer {
+	bpe, ok := m.(*bpeModel)
+	if !ok {
+		return pre
+	}
+	switch p := pre.(type) {
+	case byteLevelPreTokenizer:
+		if bpe.takeRawBytes() {
+			p.rawBytes = true
+		}
+		return p
+	case preTokenizerSequence:
+		if len(p) == 0 {
+			return p
+		}
+		if last, ok := p[len(p)-1].(byteLevelPreTokenizer); ok && bpe.takeRawBytes() {
+			last.rawBytes = true
+			seq := append(preTokenizerSequence(nil), p...)
+			seq[len(seq)-1] = last
+			return seq
+		}
+	}
+	return pre
 }
 
 // checkIDs makes sure every id the post-processor inserts exists.
