@@ -349,15 +349,25 @@ function precompiledCharsmap(strs) {
 // apply the same top-level replacements (testdata/variants.json).
 const variants = readJSON(path.join(root, 'tokenizer/testdata/variants.json'));
 
-const unigram = unigramTokenizerJSON();
-fs.writeFileSync(path.join(out, 'unigram-tokenizer.json.gz'), zlib.gzipSync(JSON.stringify(unigram) + '\n', { level: 9 }));
-
-// T5's pipeline with the precompiled charsmap above in front.
-const t5like = JSON.parse(JSON.stringify(unigram));
-t5like.normalizer = { type: 'Sequence', normalizers: [
-  { type: 'Precompiled', precompiled_charsmap: precompiledCharsmap(valid) },
-  { type: 'Replace', pattern: { Regex: ' {2,}' }, content: ' ' }] };
-fs.writeFileSync(path.join(out, 't5like-tokenizer.json.gz'), zlib.gzipSync(JSON.stringify(t5like) + '\n', { level: 9 }));
+// The trained tokenizers are remade only when their references are (the
+// trainer need not give the same vocabulary twice).
+const only = process.argv.slice(2);
+const remake = (name) => !only.length || only.includes(name);
+const readGz = (file) => JSON.parse(zlib.gunzipSync(fs.readFileSync(path.join(out, file))));
+let unigram, t5like;
+if (remake('unigram') || remake('t5like')) {
+  unigram = unigramTokenizerJSON();
+  fs.writeFileSync(path.join(out, 'unigram-tokenizer.json.gz'), zlib.gzipSync(JSON.stringify(unigram) + '\n', { level: 9 }));
+  // T5's pipeline with the precompiled charsmap above in front.
+  t5like = JSON.parse(JSON.stringify(unigram));
+  t5like.normalizer = { type: 'Sequence', normalizers: [
+    { type: 'Precompiled', precompiled_charsmap: precompiledCharsmap(valid) },
+    { type: 'Replace', pattern: { Regex: ' {2,}' }, content: ' ' }] };
+  fs.writeFileSync(path.join(out, 't5like-tokenizer.json.gz'), zlib.gzipSync(JSON.stringify(t5like) + '\n', { level: 9 }));
+} else {
+  unigram = readGz('unigram-tokenizer.json.gz');
+  t5like = readGz('t5like-tokenizer.json.gz');
+}
 
 const tokenizers = {
   llama2: () => readJSON(lenml('llama2')),
@@ -382,7 +392,6 @@ const firstN = 300; // strings that also get ids and decodings without special t
 const pairs = [];
 for (let i = 0; i < 100; i++) pairs.push([int(0, valid.length - 1), int(0, valid.length - 1)]);
 
-const only = process.argv.slice(2);
 for (const [name, make] of Object.entries(tokenizers)) {
   if (only.length && !only.includes(name)) continue;
   const json = make();
