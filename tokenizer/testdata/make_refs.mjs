@@ -350,12 +350,14 @@ function precompiledCharsmap(strs) {
 const variants = readJSON(path.join(root, 'tokenizer/testdata/variants.json'));
 
 // The trained tokenizers are remade only when their references are (the
-// trainer need not give the same vocabulary twice).
+// trainer need not give the same vocabulary twice): name both unigram and
+// t5like, or neither.
 const only = process.argv.slice(2);
 const remake = (name) => !only.length || only.includes(name);
 const readGz = (file) => JSON.parse(zlib.gunzipSync(fs.readFileSync(path.join(out, file))));
 let unigram, t5like;
-if (remake('unigram') || remake('t5like')) {
+if (remake('unigram') !== remake('t5like')) throw new Error('remake unigram and t5like together');
+if (remake('unigram')) {
   unigram = unigramTokenizerJSON();
   fs.writeFileSync(path.join(out, 'unigram-tokenizer.json.gz'), zlib.gzipSync(JSON.stringify(unigram) + '\n', { level: 9 }));
   // T5's pipeline with the precompiled charsmap above in front.
@@ -423,7 +425,7 @@ for (const [name, make] of Object.entries(tokenizers)) {
     ref.pairs.push({ a, b, ids: e.getIds(), types: e.getTypeIds() });
   }
   // A variant stores only the encodings that differ from its base's.
-  const base = variants[name]?.base;
+  const base = variants[name]?.base ?? { t5like: 'unigram' }[name];
   if (base) {
     const baseRef = JSON.parse(zlib.gunzipSync(fs.readFileSync(path.join(out, `${base}.json.gz`))));
     ref.base = base;
