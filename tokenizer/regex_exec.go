@@ -363,14 +363,7 @@ type machine struct {
 	memoWidth int // positions the visited set covers; 0: not set up
 }
 
-// find returns the leftmost match at or after from.
-func (re *regex) find(s string, from int) (start, end int, ok bool) {
-	m := re.pool.Get().(*machine)
-	defer re.pool.Put(m)
-	m.budget = stepsPerByte*len(s) + 1<<20
-	return re.findWith(m, s, from)
-}
-
+// findWith returns the leftmost match at or after from.
 func (re *regex) findWith(m *machine, s string, from int) (start, end int, ok bool) {
 	first := re.progs[0].first
 	m.steps, m.origin, m.memoWidth = 0, from, 0
