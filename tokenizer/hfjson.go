@@ -545,8 +545,18 @@ func parseMerges(raw json.RawMessage) ([][2]string, error) {
 	if !present(raw) {
 		return nil, nil
 	}
-	var asStrings []string
-	if err := json.Unmarshal(raw, &asStrings); err == nil {
+	// The first element says the format; trying both would scan a large
+	// array twice.
+	trimmed := bytes.TrimSpace(raw)
+	var body []byte
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		body = bytes.TrimSpace(trimmed[1:])
+	}
+	if len(body) == 0 || body[0] != '[' {
+		var asStrings []string
+		if err := json.Unmarshal(raw, &asStrings); err != nil {
+			return nil, fmt.Errorf("merges: %w", err)
+		}
 		out := make([][2]string, len(asStrings))
 		for i, s := range asStrings {
 			a, b, ok := strings.Cut(s, " ")
