@@ -48,6 +48,14 @@ func (k DatumKind) String() string {
 	return fmt.Sprintf("DatumKind(%d)", uint8(k))
 }
 
+// article returns the kind with its indefinite article ("an optional").
+func (k DatumKind) article() string {
+	if k == OptionalDatum {
+		return "an " + k.String()
+	}
+	return "a " + k.String()
+}
+
 // A Datum is a value of any ONNX type dstune handles: a tensor, a
 // sequence of data, or an optional datum (Elems holds none or one).
 type Datum struct {
@@ -77,15 +85,24 @@ func OptionalOf(elem *Datum) *Datum {
 	return &Datum{Kind: OptionalDatum, Elems: []*Datum{elem}}
 }
 
-// String describes d's structure and types ("sequence[float32[2,3],
-// float32[4]]", "optional[]").
+// String describes d's structure and types: "float32[2,3]",
+// "sequence[float32[2,3], int64[]]", "sequence[5 × float32[4]]",
+// "optional[]".
 func (d *Datum) String() string {
 	if d.Kind == TensorDatum {
 		return d.Type.String()
 	}
 	parts := make([]string, len(d.Elems))
+	same := true
 	for i, e := range d.Elems {
 		parts[i] = e.String()
+		same = same && parts[i] == parts[0]
+	}
+	switch {
+	case len(parts) > 1 && same:
+		return fmt.Sprintf("%s[%d × %s]", d.Kind, len(parts), parts[0])
+	case len(parts) > 4:
+		return fmt.Sprintf("%s[%s, … (%d elements)]", d.Kind, strings.Join(parts[:3], ", "), len(parts))
 	}
 	return d.Kind.String() + "[" + strings.Join(parts, ", ") + "]"
 }
@@ -152,63 +169,75 @@ func (r *Result) assemble(outputs map[string]*Tensor) (*Datum, error) {
 	return d, nil
 }
 
-// DatumDiff is how a computed datum differs from the expected one: the
-// first structural mismatch, or the Diff of the first tensor element
-// that is off (Path locates it), or nothing.
+// DatumDiff is how a computed datum differs from the expected one: a
+// Diff over all its tensor elements together (the largest errors, the
+// off elements counted over all of them), or the first structural
+// mismatch (different kinds, lengths, dtypes or shapes) in Mismatch.
+// Path locates the mismatch or the first tensor element with an off
+// element ("[1][0]"; "" for the datum itself), whose flat index is
+// FirstOff.
 type DatumDiff struct {
-	Path     string // the element ("[1][0]"), "" for the datum itself
-	Mismatch string // different kinds or lengths
-	Diff            // the element's comparison
+	Diff
+	Path string
 }
-
-// OK reports whether the data match.
-func (d DatumDiff) OK() bool { return d.Mismatch == "" && d.Diff.OK() }
 
 func (d DatumDiff) String() string {
-	where := ""
-	if d.Path != "" {
-		where = "element " + d.Path + ": "
+	if d.Path == "" {
+		return d.Diff.String()
 	}
-	if d.Mismatch != "" {
-		return where + d.Mismatch
-	}
-	return where + d.Diff.String()
+	return "element " + d.Path + ": " + d.Diff.String()
 }
 
-// CompareData compares got with want element by element with Compare;
-// it reports the first element that differs, or, when all match, the
-// largest errors of the tensors (for a plain tensor, Compare's Diff).
+// CompareData compares got with want tensor by tensor with Compare.
 func CompareData(got, want *Datum, rtol, atol float64) DatumDiff {
-	var worst DatumDiff
-	worst.FirstOff = -1
-	var walk func(g, w *Datum, path string) *DatumDiff
-	walk = func(g, w *Datum, path string) *DatumDiff {
-		if g.Kind != w.Kind {
-			return &DatumDiff{Path: path, Mismatch: fmt.Sprintf("got a %s, want a %s", g.Kind, w.Kind), Diff: Diff{FirstOff: -1}}
-		}
-		if g.Kind == TensorDatum {
+	res := DatumDiff{Diff: Diff{FirstOff: -1}}
+	var walk func(g, w *Datum, path string) bool
+	walk = func(g, w *Datum, path string) bool {
+		mismatch := ""
+		switch {
+		case g.Kind != w.Kind:
+			mismatch = fmt.Sprintf("got %s, want %s", g.Kind.article(), w.Kind.article())
+		case g.Kind == TensorDatum:
 			d := Compare(g.Tensor, w.Tensor, rtol, atol)
-			if !d.OK() {
-				return &DatumDiff{Path: path, Diff: d}
+			if d.Mismatch != "" {
+				mismatch = d.Mismatch
+				break
 			}
-			worst.MaxAbs = max(worst.MaxAbs, d.MaxAbs)
-			worst.MaxRel = max(worst.MaxRel, d.MaxRel)
-			return nil
+			if d.Off > 0 && res.Off == 0 {
+				res.Path, res.FirstOff = path, d.FirstOff
+			}
+			res.Off += d.Off
+			res.MaxAbs = max(res.MaxAbs, d.MaxAbs)
+			res.MaxRel = max(res.MaxRel, d.MaxRel)
+			return true
+		case len(g.Elems) != len(w.Elems):
+			mismatch = fmt.Sprintf("got %s of %d, want %d", g.Kind.article(), len(g.Elems), len(w.Elems))
 		}
-		if len(g.Elems) != len(w.Elems) {
-			return &DatumDiff{Path: path, Mismatch: fmt.Sprintf("got a %s of %d, want %d", g.Kind, len(g.Elems), len(w.Elems)), Diff: Diff{FirstOff: -1}}
+		if mismatch != "" {
+			res.Mismatch, res.Path = mismatch, path
+			return false
 		}
 		for i := range g.Elems {
-			if d := walk(g.Elems[i], w.Elems[i], path+"["+strconv.Itoa(i)+"]"); d != nil {
-				return d
+			if !walk(g.Elems[i], w.Elems[i], path+"["+strconv.Itoa(i)+"]") {
+				return false
 			}
 		}
-		return nil
+		return true
 	}
-	if d := walk(got, want, ""); d != nil {
-		return *d
+	walk(got, want, "")
+	return res
+}
+
+// Len is the number of tensor elements d holds.
+func (d *Datum) Len() int {
+	if d.Kind == TensorDatum {
+		return d.Type.Shape.Size()
 	}
-	return worst
+	n := 0
+	for _, e := range d.Elems {
+		n += e.Len()
+	}
+	return n
 }
 
 // Fed returns d's structure with every tensor left to be fed at run time

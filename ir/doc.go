@@ -16,6 +16,41 @@
 // five ops becomes one Gelu. Backends therefore see static shapes and a
 // closed set of ops whose attributes need no further interpretation.
 //
+// What has no static form is resolved at import too, so that backends
+// only ever see tensor ops:
+//
+//   - Control flow. An If whose condition is known imports its branch;
+//     one whose condition is computed at run time imports both and
+//     selects each output with Where (the branches must agree in type).
+//     Loop and Scan are unrolled: the body is imported once per
+//     iteration, outer-scope names visible, loop-carried values threaded
+//     and scan outputs stacked; a Loop's trip count and condition must be
+//     known at import after each iteration. Subgraphs count against a
+//     bound on imported nodes.
+//   - Sequences and optionals exist only in the importer: a sequence is
+//     the list of its element values, an optional a value or none
+//     (SequenceValue, OptionalValue); the Sequence*, Optional*,
+//     SequenceMap, SplitToSequence and ConcatFromSequence operators
+//     rearrange those lists, so positions must be known at import. A
+//     graph input of such a type is bound element by element
+//     (Bindings.Composites: each tensor folded or fed at run time as the
+//     input ElementName(name, path...)); an output is returned element by
+//     element, Graph.Results describing the structure and Graph.Assemble
+//     rebuilding it (datum.go).
+//   - Strings are values known at import (the String dtype): string graph
+//     inputs are value inputs, string operators fold (StringConcat,
+//     StringSplit, StringNormalizer, RegexFullMatch, Equal, LabelEncoder,
+//     TfIdfVectorizer), data movement moves strings, and a string output
+//     is a Result's constant, never a backend's output.
+//
+// ValueInputs follows every operand that must be known at import (shape
+// operands, conditions, trip counts, positions) back to the graph inputs,
+// through subgraphs. Besides the default domain the importer knows
+// ai.onnx.ml (LabelEncoder, TreeEnsemble, Binarizer,
+// ArrayFeatureExtractor) and ai.onnx.preview.training (Adam, Adagrad,
+// Momentum as compositions, Gradient through Grad); ImageDecoder decodes
+// its (constant) stream at import.
+//
 // Parameters stay explicit: Graph.Params lists every parameter with its
 // uses (a parameter feeding several nodes is tied, e.g. GPT's wte.weight
 // in the embedding Gather and, transposed, the LM head) and its aliases

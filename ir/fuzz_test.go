@@ -29,7 +29,11 @@ func FuzzImport(f *testing.F) {
 			"test_edge_pad", "test_reflect_pad", "test_constant_pad_axes", "test_center_crop_pad_crop_and_pad", "test_tile",
 			"test_depthtospace_crd_mode_example", "test_spacetodepth", "test_scatter_elements_with_reduction_max", "test_scatternd_add",
 			"test_gathernd_example_int32_batch_dim1", "test_tensorscatter_circular", "test_compress_0", "test_nonzero_example",
-			"test_unique_sorted_with_axis_3d", "test_reversesequence_batch", "test_col2im_pads"} {
+			"test_unique_sorted_with_axis_3d", "test_reversesequence_batch", "test_col2im_pads",
+			"test_loop11", "test_loop16_seq_none", "test_scan9_sum", "test_scan_sum", "test_if_opt", "test_sequence_map_add_2_sequences",
+			"test_split_to_sequence_2", "test_string_split_maxsplit", "test_strnormalizer_export_monday_casesensintive_upper",
+			"test_ai_onnx_ml_tree_ensemble_set_membership", "test_ai_onnx_ml_label_encoder_tensor_mapping", "test_tfidfvectorizer_tf_uniandbigrams_skip5",
+			"test_adam_multiple", "test_optional_get_element_optional_sequence"} {
 			if b, err := os.ReadFile(filepath.Join(dir, "onnx-backend", "node", name, "model.onnx")); err == nil {
 				f.Add(b)
 			}
@@ -46,31 +50,57 @@ func FuzzImport(f *testing.F) {
 		}
 		shapes := map[string]Shape{}
 		values := map[string]*Tensor{}
+		composites := map[string]*Datum{}
 		valueInputs := map[string]bool{}
 		for _, n := range model.ValueInputs() {
 			valueInputs[n] = true
 		}
-		for _, in := range model.Inputs {
-			if in.Kind != TensorDatum {
-				return // sequence and optional inputs need bound elements
-			}
+		// tensorFor is a zero tensor of info's declared shape (dynamic
+		// and large dimensions 2), nil when too large.
+		tensorFor := func(info *InputInfo) *Tensor {
 			s := Shape{}
-			for _, d := range in.Dims {
+			for _, d := range info.Dims {
 				if d < 0 || d > 64 {
 					d = 2
 				}
 				s = append(s, d)
 			}
-			if s.Size() > 1<<16 {
+			if s.Size() > 1<<16 || info.DType == InvalidDType {
+				return nil
+			}
+			return NewTensor(info.DType, s)
+		}
+		for _, in := range model.Inputs {
+			if in.Kind != TensorDatum {
+				// Two elements of a sequence, the value of an optional.
+				if in.Elem == nil || in.Elem.Kind != TensorDatum {
+					return
+				}
+				e := tensorFor(in.Elem)
+				if e == nil {
+					return
+				}
+				d := OptionalOf(TensorOf(e))
+				if in.Kind == SequenceDatum {
+					d = SequenceOf(TensorOf(e), TensorOf(e))
+				}
+				if !valueInputs[in.Name] {
+					d = d.Fed(in.Name, map[string]*Tensor{})
+				}
+				composites[in.Name] = d
+				continue
+			}
+			x := tensorFor(&in)
+			if x == nil {
 				return
 			}
 			if valueInputs[in.Name] {
-				values[in.Name] = NewTensor(in.DType, s)
+				values[in.Name] = x
 			} else {
-				shapes[in.Name] = s
+				shapes[in.Name] = x.Shape()
 			}
 		}
-		g, err := model.Specialize(Bindings{Shapes: shapes, Values: values})
+		g, err := model.Specialize(Bindings{Shapes: shapes, Values: values, Composites: composites})
 		if err != nil {
 			return
 		}

@@ -127,7 +127,8 @@ type Graph struct {
 	// output are entries named ElementName(output, path...).
 	Outputs []Output
 	// Results are the model's outputs in order, as Assemble rebuilds
-	// them from a run's Outputs (see Result).
+	// them from a run's Outputs (see Result). Specialize sets them;
+	// graphs built otherwise (Builder, Grad) have only Outputs.
 	Results []*Result
 	Nodes   []*Node
 	// Params are the model's parameters in file order, including unused

@@ -29,6 +29,11 @@ type Model struct {
 	Initializers []InitializerInfo
 
 	consts map[string]*Tensor // non-float initializers
+
+	// float32Compute: see Float32Compute; halfParams the converted
+	// parameters' stored dtypes.
+	float32Compute bool
+	halfParams     map[string]DType
 }
 
 // ParamTensor is a parameter's name and values, shared by every Graph
@@ -384,16 +389,16 @@ type importer struct {
 
 	// suffix is appended to the names of the values a subgraph imported
 	// more than once defines ("@2" in a loop's third iteration), so that
-	// value names stay unique; subgraphNodes counts the nodes imported
-	// inside subgraphs, against maxSubgraphNodes.
+	// value names stay unique; subgraphNodes counts the subgraph imports
+	// and the nodes imported inside subgraphs, against maxSubgraphNodes.
 	suffix        string
 	subgraphNodes int
 }
 
-// maxSubgraphNodes bounds how many nodes unrolling loops and importing
-// subgraphs may import in one specialization (a loop of a billion
-// iterations is refused, not unrolled).
-const maxSubgraphNodes = 1 << 20
+// maxSubgraphNodes bounds how many subgraphs and nodes in them one
+// specialization may import (a loop of a billion iterations is refused,
+// not unrolled); tests lower it.
+var maxSubgraphNodes = 1 << 18
 
 // graphNodes imports the nodes of g (the main graph or a subgraph) in
 // topological order.
@@ -456,10 +461,16 @@ func topoOrder(g *onnx.Graph, env map[string]*Value) ([]int, error) {
 	return order, nil
 }
 
-// nodeInputsDeep lists a node's inputs plus the outer-scope names its
-// subgraphs (If branches) read.
+// nodeInputsDeep lists a node's inputs plus the other values it reads:
+// the outer-scope names its subgraphs read, and the value a Gradient
+// differentiates.
 func nodeInputsDeep(n *onnx.Node) []string {
 	ins := append([]string{}, n.Inputs...)
+	if n.OpType == "Gradient" && n.Domain == trainingDomain {
+		if y, err := n.AttrString("y", ""); err == nil && y != "" {
+			ins = append(ins, y)
+		}
+	}
 	for _, a := range n.Attributes {
 		if a.Type == onnx.AttrGraph && a.G != nil {
 			defined := map[string]bool{}
@@ -526,6 +537,11 @@ func (im *importer) importNode(index int, n *onnx.Node) error {
 		v := outs[i]
 		if v == nil {
 			return im.errorf("output %d %q is not produced", i, name)
+		}
+		if im.model.float32Compute {
+			if err := upcastOutput(v); err != nil {
+				return im.errorf("output %q: %w", name, err)
+			}
 		}
 		if _, dup := im.env[name]; dup {
 			return im.errorf("output %q redefines an existing value", name)
@@ -596,7 +612,11 @@ func (im *importer) emit(op Op, in ...*Value) ([]*Value, error) {
 		for i, t := range outTypes {
 			res[i] = NewTensor(t.DType, t.Shape)
 		}
-		if err := op.Eval(ins, res); err != nil {
+		eval := op.Eval
+		if stringDataPositions(op) != nil {
+			eval = func(in, out []*Tensor) error { return evalMovingStrings(op, in, out) }
+		}
+		if err := eval(ins, res); err != nil {
 			return nil, fmt.Errorf("folding %s: %w", op.Name(), err)
 		}
 		for i, t := range res {

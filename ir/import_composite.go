@@ -9,15 +9,15 @@ import (
 // with a Tensor) or a graph input fed at run time (a datum with only a
 // Type, named ElementName(input, path...)).
 func (im *importer) bindComposite(in InputInfo, b Bindings) (*Value, error) {
+	if _, wrong := b.Values[in.Name]; wrong {
+		return nil, fmt.Errorf("ir: input %q is %s: bind it in Composites, not Values", in.Name, in.Kind.article())
+	}
+	if _, wrong := b.Shapes[in.Name]; wrong {
+		return nil, fmt.Errorf("ir: input %q is %s: bind it in Composites, not Shapes", in.Name, in.Kind.article())
+	}
 	d, ok := b.Composites[in.Name]
 	if !ok {
-		return nil, fmt.Errorf("ir: input %q is a %s: bind it in Bindings.Composites", in.Name, in.Kind)
-	}
-	if _, dup := b.Values[in.Name]; dup {
-		return nil, fmt.Errorf("ir: input %q is a %s: bind it in Composites, not Values", in.Name, in.Kind)
-	}
-	if _, dup := b.Shapes[in.Name]; dup {
-		return nil, fmt.Errorf("ir: input %q is a %s: bind it in Composites, not Shapes", in.Name, in.Kind)
+		return nil, fmt.Errorf("ir: input %q is %s: bind it in Bindings.Composites", in.Name, in.Kind.article())
 	}
 	return im.bindDatum(&in, d, in.Name, nil)
 }
@@ -30,7 +30,7 @@ func (im *importer) bindDatum(info *InputInfo, d *Datum, name string, path []int
 		return nil, fmt.Errorf("ir: input %q: nil datum", where)
 	}
 	if info != nil && d.Kind != info.Kind {
-		return nil, fmt.Errorf("ir: input %q: got a %s, the model declares a %s", where, d.Kind, info.Kind)
+		return nil, fmt.Errorf("ir: input %q: got %s, the model declares %s", where, d.Kind.article(), info.Kind.article())
 	}
 	switch d.Kind {
 	case TensorDatum:

@@ -146,6 +146,14 @@ func importConstant(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		t = ScalarInt64(a.I)
 	case "value_ints":
 		t = FromInt64s(Shape{len(a.Ints)}, a.Ints)
+	case "value_string":
+		t = FromStrings(Shape{}, []string{string(a.S)})
+	case "value_strings":
+		strs := make([]string, len(a.Strings))
+		for i, s := range a.Strings {
+			strs[i] = string(s)
+		}
+		t = FromStrings(Shape{len(strs)}, strs)
 	default:
 		return nil, fmt.Errorf("%w: Constant attribute %q", ErrNotSupported, a.Name)
 	}
@@ -203,6 +211,9 @@ func importBinary(fn BinaryFn) importFunc {
 			return nil, err
 		}
 		a, b := in[0], in[1]
+		if fn == Equal && (a.DType == String || b.DType == String) {
+			return one(im.emit1(&StringEqual{}, a, b))
+		}
 		if bc, _ := n.AttrInt("broadcast", 0); bc != 0 && im.opset < 7 {
 			// Opset < 7 broadcasting: b's dimensions align with a's
 			// starting at axis (default: right-aligned).

@@ -21,7 +21,7 @@ func (im *importer) subgraph(what string, g *onnx.Graph, in []*Value, suffix str
 	if len(in) != len(g.Inputs) {
 		return nil, fmt.Errorf("%s has %d inputs, the node gives it %d", what, len(g.Inputs), len(in))
 	}
-	im.subgraphNodes += len(g.Nodes)
+	im.subgraphNodes += 1 + len(g.Nodes) // an empty body still counts, so that nested loops end
 	if im.subgraphNodes > maxSubgraphNodes {
 		return nil, fmt.Errorf("%w: subgraphs would import more than %d nodes (loops are unrolled at import)", ErrNotSupported, maxSubgraphNodes)
 	}

@@ -176,10 +176,6 @@ func floatAttr(name string, v float32) *onnx.Attribute {
 	return &onnx.Attribute{Name: name, Type: onnx.AttrFloat, F: v}
 }
 
-func floatsAttr(name string, v ...float32) *onnx.Attribute {
-	return &onnx.Attribute{Name: name, Type: onnx.AttrFloats, Floats: v}
-}
-
 func stringsAttr(name string, v ...string) *onnx.Attribute {
 	a := &onnx.Attribute{Name: name, Type: onnx.AttrStrings}
 	for _, s := range v {

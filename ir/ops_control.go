@@ -163,9 +163,6 @@ func importLoop(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	}
 	scans := make([][]*Value, nScan)
 	for i := int64(0); (trips < 0 || i < trips) && cond; i++ {
-		if i >= maxSubgraphNodes {
-			return nil, fmt.Errorf("%w: Loop %q runs more than %d iterations (loops are unrolled at import)", ErrNotSupported, n.Name, maxSubgraphNodes)
-		}
 		args := append([]*Value{im.constant(ScalarInt64(i)), im.constant(FromBools(Shape{}, []bool{cond}))}, carried...)
 		outs, err := im.subgraph("body", body, args, fmt.Sprintf("@%d", i))
 		if err != nil {
@@ -327,7 +324,7 @@ func scanSteps(im *importer, body *onnx.Graph, states, scanIn []*Value, inAxes, 
 	return results, nil
 }
 
-// importScan8 is Scan of opsets 8: inputs (sequence_lens, states...,
+// importScan8 is Scan of opset 8: inputs (sequence_lens, states...,
 // scan inputs...) all with a leading batch axis, scanned along axis 1.
 // Each batch entry is scanned on its own and the results stacked.
 func importScan8(im *importer, n *onnx.Node, in []*Value, body *onnx.Graph, nScanIn int) ([]*Value, error) {
@@ -365,7 +362,7 @@ func importScan8(im *importer, n *onnx.Node, in []*Value, body *onnx.Graph, nSca
 			}
 		}
 	}
-	perBatch := make([][]*Value, len(states)+len(body.Outputs)-len(states))
+	perBatch := make([][]*Value, len(body.Outputs))
 	for b := range batch {
 		var st, sc []*Value
 		for _, v := range states {

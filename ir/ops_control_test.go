@@ -222,3 +222,71 @@ func TestScanDirectionsAndAxes(t *testing.T) {
 		}
 	}
 }
+
+// TestSubgraphOuterReadOrdersNodes: a node listed after an If whose
+// branch reads its output is imported first (the branch's outer-scope
+// read is a dependency of the If).
+func TestSubgraphOuterReadOrdersNodes(t *testing.T) {
+	m := buildModel(17, []*onnx.ValueInfo{valueInfo("c", onnx.Bool), valueInfo("x", onnx.Float, 2)}, nil, []*onnx.Node{
+		node("If", []string{"c"}, []string{"y"},
+			graphAttr("then_branch", body(nil, []*onnx.Node{node("Neg", []string{"z"}, []string{"t"})}, "t")),
+			graphAttr("else_branch", body(nil, []*onnx.Node{node("Identity", []string{"z"}, []string{"e"})}, "e"))),
+		node("Relu", []string{"x"}, []string{"z"}),
+	}, "y")
+	res, _ := interpretComposite(t, m, Bindings{Values: map[string]*Tensor{"c": FromBools(Shape{}, []bool{true})}, Shapes: map[string]Shape{"x": {2}}},
+		map[string]*Tensor{"x": floats(-1, 2)})
+	if got := res[0].Tensor.Float32s(); got[0] != 0 || got[1] != -2 {
+		t.Errorf("got %v, want -relu(x) = [0 -2]", got)
+	}
+}
+
+// TestMalformedSubgraphs: broken bodies and branches give errors naming
+// the node, never panics.
+func TestMalformedSubgraphs(t *testing.T) {
+	defer func(old int) { maxSubgraphNodes = old }(maxSubgraphNodes)
+	maxSubgraphNodes = 1000
+	x := []*onnx.ValueInfo{valueInfo("x", onnx.Float, 2, 3), valueInfo("c", onnx.Bool)}
+	cond := Bindings{Shapes: map[string]Shape{"x": {2, 3}, "c": {}}}
+	known := Bindings{Shapes: map[string]Shape{"x": {2, 3}}, Values: map[string]*Tensor{"c": FromBools(Shape{}, []bool{true})}}
+	trips := func(n int64) *onnx.Node { return constNode(t, "m", ScalarInt64(n)) }
+	scanBody := body([]*onnx.ValueInfo{{Name: "s"}, {Name: "a"}, {Name: "b"}}, []*onnx.Node{node("Add", []string{"s", "a"}, []string{"so"})}, "so")
+	for _, tc := range []struct {
+		name  string
+		nodes []*onnx.Node
+		b     Bindings
+		want  string
+	}{
+		{"If without branches", []*onnx.Node{node("If", []string{"c"}, []string{"y"})}, known, `(If): no then_branch`},
+		{"branch output not produced", []*onnx.Node{node("If", []string{"c"}, []string{"y"},
+			graphAttr("then_branch", body(nil, nil, "nothing")), graphAttr("else_branch", branch(t, "e", IntsTensor(1))))}, known,
+			`then_branch output 0 "nothing" is not produced`},
+		{"branch outputs differ in number", []*onnx.Node{node("If", []string{"c"}, []string{"y"},
+			graphAttr("then_branch", body(nil, []*onnx.Node{node("Identity", []string{"x"}, []string{"a"}), node("Identity", []string{"x"}, []string{"b"})}, "a", "b")),
+			graphAttr("else_branch", body(nil, []*onnx.Node{node("Identity", []string{"x"}, []string{"e"})}, "e")))}, cond,
+			"then_branch has 2 outputs, else_branch 1"},
+		{"If on a float", []*onnx.Node{node("If", []string{"x"}, []string{"y"})}, known, "cond is float32[2,3], want a bool tensor of one element"},
+		{"Loop without body", []*onnx.Node{trips(2), node("Loop", []string{"m", "", "x"}, []string{"y"})}, known, "(Loop): no body"},
+		{"Loop body with too few inputs", []*onnx.Node{trips(2), node("Loop", []string{"m", "", "x"}, []string{"y"},
+			graphAttr("body", body([]*onnx.ValueInfo{{Name: "i"}}, nil, "i")))}, known, "body has 1 inputs and 1 outputs for 1 loop-carried values"},
+		{"endless Loop", []*onnx.Node{node("Loop", []string{"", "", "x"}, []string{"y"},
+			graphAttr("body", body([]*onnx.ValueInfo{{Name: "i"}, {Name: "ci"}, {Name: "v"}}, nil, "ci", "v")))}, known, "neither a trip count nor a condition"},
+		{"huge Loop", []*onnx.Node{trips(1 << 40), node("Loop", []string{"m", "", "x"}, []string{"y"},
+			graphAttr("body", body([]*onnx.ValueInfo{{Name: "i"}, {Name: "ci"}, {Name: "v"}}, nil, "ci", "v")))}, known, "subgraphs would import more than 1000 nodes"},
+		{"Loop scan output changing type", []*onnx.Node{trips(2), node("Loop", []string{"m", "", "x"}, []string{"y", "s"},
+			graphAttr("body", body([]*onnx.ValueInfo{{Name: "i"}, {Name: "ci"}, {Name: "v"}},
+				[]*onnx.Node{node("Unsqueeze", []string{"v", "zero"}, []string{"vu"}), constNode(t, "zero", IntsTensor(0))}, "ci", "vu", "vu")))}, known,
+			"scan output 0 is float32[1,1,2,3] in iteration 1 and float32[1,2,3] in iteration 0"},
+		{"Scan lengths differ", []*onnx.Node{constNode(t, "s0", floats(0)), node("Scan", []string{"s0", "x", "x"}, []string{"s"}, intAttr("num_scan_inputs", 2),
+			intsAttr("scan_input_axes", 0, 1), graphAttr("body", scanBody))}, known,
+			"scan input 1 has 3 steps along axis 1, an earlier one 2"},
+		{"Scan without num_scan_inputs", []*onnx.Node{node("Scan", []string{"x", "x"}, []string{"s"}, graphAttr("body", scanBody))}, known,
+			"num_scan_inputs -1 for 2 inputs"},
+		{"Scan body of another arity", []*onnx.Node{node("Scan", []string{"x", "x"}, []string{"s", "o"}, intAttr("num_scan_inputs", 1), graphAttr("body", scanBody))}, known,
+			"body has 3 inputs and 1 outputs for 1 states and 1 scan inputs"},
+	} {
+		_, err := interpretModelErr(buildModel(17, x, nil, tc.nodes, tc.nodes[len(tc.nodes)-1].Outputs[0]), tc.b)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+}

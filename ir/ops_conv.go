@@ -2,6 +2,7 @@ package ir
 
 import (
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/dstune/dstune/onnx"
@@ -11,6 +12,7 @@ func init() {
 	registerOp("", "ConvTranspose", importConvTranspose)
 	registerOp("", "LpPool", importLpPool)
 	registerOp("", "MaxUnpool", importMaxUnpool)
+	registerOp("", "DeformConv", importDeformConv)
 	registerStaticOperands("", "MaxUnpool", 2)
 }
 
@@ -19,9 +21,7 @@ func init() {
 // importConvTranspose imports ConvTranspose as ConvGradInput: the
 // transposed convolution of X [N, C, i...] with W [C, M/group, k...] is
 // the gradient, with respect to its input, of the convolution of an
-// [N, M, o...] tensor with W, plus the optional bias [M]. Pads, output
-// padding and output_shape become the convolution's begin pads and an end
-// pad that makes its output length exactly the input's.
+// [N, M, o...] tensor with W, plus the optional bias [M].
 func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err := wantIn(in, 2, 3); err != nil {
 		return nil, err
@@ -30,7 +30,6 @@ func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 	if len(x.Shape) < 3 || len(w.Shape) != len(x.Shape) {
 		return nil, fmt.Errorf("input %v and weights %v, want NC<spatial> and CM<kernel> of one rank", x.Shape, w.Shape)
 	}
-	k := len(x.Shape) - 2
 	kernel := []int(w.Shape[2:].Clone())
 	if ks, ok, err := attrInts(n, "kernel_shape"); err != nil {
 		return nil, err
@@ -44,6 +43,41 @@ func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 	if group < 1 || x.Shape[1]%group != 0 || w.Shape[0] != x.Shape[1] {
 		return nil, fmt.Errorf("input %v, weights %v and group %d: want weights [C, M/group, k...] for C input channels divisible by group", x.Shape, w.Shape, group)
 	}
+	conv, out, err := convTransposeGeometry(n, x.Shape[2:], kernel)
+	if err != nil {
+		return nil, err
+	}
+	conv.Group = group
+	outFull := append(Shape{x.Shape[0], w.Shape[1] * group}, out...)
+	if err := checkShape(outFull, x.DType.Size(), maxTensorBytes); err != nil {
+		return nil, fmt.Errorf("output %v: %w", outFull, err)
+	}
+	y, err := im.emit1(&ConvGradInput{Conv: conv, InputShape: outFull}, x, w)
+	if err != nil {
+		return nil, err
+	}
+	if len(in) < 3 || in[2] == nil {
+		return []*Value{y}, nil
+	}
+	b := in[2]
+	if !b.Shape.Equal(Shape{outFull[1]}) {
+		return nil, fmt.Errorf("bias %v, want [%d]", b.Shape, outFull[1])
+	}
+	if b, err = im.reshape(b, channelShape(outFull[1], len(outFull))); err != nil {
+		return nil, err
+	}
+	return one(im.emit1(&Binary{Fn: Add}, y, b))
+}
+
+// convTransposeGeometry resolves ConvTranspose's strides, dilations,
+// pads, output_padding, output_shape and auto_pad over spatial input
+// lengths in, as ONNX's definition does, into the output lengths and the
+// convolution whose input gradient it is: the begin pads, and the end pad
+// that makes the convolution's windows exactly in's positions (negative
+// where output_padding or output_shape extend the output past the last
+// window).
+func convTransposeGeometry(n *onnx.Node, in Shape, kernel []int) (Conv, []int, error) {
+	k := len(in)
 	spatialAttr := func(name string, def int, length int) ([]int, error) {
 		v, ok, err := attrInts(n, name)
 		if err != nil {
@@ -60,29 +94,32 @@ func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 		}
 		return v, nil
 	}
+	var conv Conv
 	strides, err := spatialAttr("strides", 1, k)
 	if err != nil {
-		return nil, err
+		return conv, nil, err
 	}
 	dilations, err := spatialAttr("dilations", 1, k)
 	if err != nil {
-		return nil, err
+		return conv, nil, err
 	}
 	outPad, err := spatialAttr("output_padding", 0, k)
 	if err != nil {
-		return nil, err
+		return conv, nil, err
 	}
+	span := make([]int, k)
 	for d := range k {
 		if strides[d] < 1 || dilations[d] < 1 {
-			return nil, fmt.Errorf("strides %v and dilations %v, want positive values", strides, dilations)
+			return conv, nil, fmt.Errorf("strides %v and dilations %v, want positive values", strides, dilations)
 		}
 		if outPad[d] < 0 || (outPad[d] >= strides[d] && outPad[d] >= dilations[d]) {
-			return nil, fmt.Errorf("output_padding %v, want each smaller than its stride %v or dilation %v", outPad, strides, dilations)
+			return conv, nil, fmt.Errorf("output_padding %v, want each smaller than its stride %v or dilation %v", outPad, strides, dilations)
 		}
+		span[d] = dilations[d]*(kernel[d]-1) + 1
 	}
 	outShape, hasOutShape, err := attrInts(n, "output_shape")
 	if err != nil {
-		return nil, err
+		return conv, nil, err
 	}
 	if hasOutShape {
 		switch len(outShape) {
@@ -90,49 +127,44 @@ func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 		case k + 2:
 			outShape = outShape[2:]
 		default:
-			return nil, fmt.Errorf("output_shape %v for %d spatial axes", outShape, k)
+			return conv, nil, fmt.Errorf("output_shape %v for %d spatial axes", outShape, k)
 		}
 		for _, s := range outShape {
 			if s < 0 || s > maxTensorBytes {
-				return nil, fmt.Errorf("output_shape %v", outShape)
+				return conv, nil, fmt.Errorf("output_shape %v", outShape)
 			}
 		}
 	}
 	autoPad, err := n.AttrString("auto_pad", "NOTSET")
 	if err != nil {
-		return nil, err
+		return conv, nil, err
 	}
-	span := make([]int, k)
-	for d := range k {
-		span[d] = dilations[d]*(kernel[d]-1) + 1
-	}
-	// Begin pads and output lengths, as ONNX's definition resolves them.
 	pads := make([]int, 2*k)
 	out := make([]int, k)
 	switch autoPad {
 	case "NOTSET", "VALID":
 		if autoPad == "NOTSET" {
 			if pads, err = spatialAttr("pads", 0, 2*k); err != nil {
-				return nil, err
+				return conv, nil, err
 			}
 		}
 		for d := range k {
 			if pads[d] < 0 || pads[k+d] < 0 {
-				return nil, fmt.Errorf("pads %v, want non-negative values", pads)
+				return conv, nil, fmt.Errorf("pads %v, want non-negative values", pads)
 			}
 			if hasOutShape {
 				out[d] = outShape[d]
 			} else {
-				out[d] = strides[d]*(x.Shape[2+d]-1) + outPad[d] + span[d] - pads[d] - pads[k+d]
+				out[d] = strides[d]*(in[d]-1) + outPad[d] + span[d] - pads[d] - pads[k+d]
 			}
 		}
 	case "SAME_UPPER", "SAME_LOWER":
 		for d := range k {
-			out[d] = x.Shape[2+d] * strides[d]
+			out[d] = in[d] * strides[d]
 			if hasOutShape {
 				out[d] = outShape[d]
 			}
-			total := strides[d]*(x.Shape[2+d]-1) + outPad[d] + span[d] - out[d]
+			total := strides[d]*(in[d]-1) + outPad[d] + span[d] - out[d]
 			small := floorDiv(total, 2)
 			if autoPad == "SAME_UPPER" {
 				pads[d], pads[k+d] = small, total-small
@@ -141,45 +173,17 @@ func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 			}
 		}
 	default:
-		return nil, fmt.Errorf("auto_pad %q", autoPad)
+		return conv, nil, fmt.Errorf("auto_pad %q", autoPad)
 	}
-	// The convolution maps an input of length out[d] back to x's length
-	// with begin pad pads[d] and the end pad that makes its windows
-	// exactly x's positions (negative where output_padding or
-	// output_shape extend the output past the last window).
-	conv := Conv{Strides: strides, Dilations: dilations, Pads: make([]int, 2*k), Group: group}
-	outFull := Shape{x.Shape[0], w.Shape[1] * group}
+	conv = Conv{Strides: strides, Dilations: dilations, Pads: make([]int, 2*k)}
 	for d := range k {
 		if out[d] < 1 {
-			return nil, fmt.Errorf("output length %d on spatial axis %d", out[d], d)
+			return conv, nil, fmt.Errorf("output length %d on spatial axis %d", out[d], d)
 		}
 		conv.Pads[d] = pads[d]
-		conv.Pads[k+d] = strides[d]*(x.Shape[2+d]-1) + span[d] - out[d] - pads[d]
-		outFull = append(outFull, out[d])
+		conv.Pads[k+d] = strides[d]*(in[d]-1) + span[d] - out[d] - pads[d]
 	}
-	if err := checkShape(outFull, x.DType.Size(), maxTensorBytes); err != nil {
-		return nil, fmt.Errorf("output %v: %w", outFull, err)
-	}
-	y, err := im.emit1(&ConvGradInput{Conv: conv, InputShape: outFull}, x, w)
-	if err != nil {
-		return nil, err
-	}
-	if len(in) > 2 && in[2] != nil {
-		b := in[2]
-		if !b.Shape.Equal(Shape{outFull[1]}) {
-			return nil, fmt.Errorf("bias %v, want [%d]", b.Shape, outFull[1])
-		}
-		bs := make(Shape, len(outFull)-1)
-		for i := range bs {
-			bs[i] = 1
-		}
-		bs[0] = outFull[1]
-		if b, err = im.reshape(b, bs); err != nil {
-			return nil, err
-		}
-		return one(im.emit1(&Binary{Fn: Add}, y, b))
-	}
-	return []*Value{y}, nil
+	return conv, out, nil
 }
 
 func floorDiv(a, b int) int {
@@ -350,6 +354,68 @@ func (op *MaxUnpool) Eval(in, out []*Tensor) error {
 	return nil
 }
 
+// gradRule of MaxUnpool: each input element's gradient is the output
+// gradient where it landed (zero for one overwritten by a later element
+// at the same index).
+func (op *MaxUnpool) gradRule(d *differ, c *gradCtx) error {
+	if c.needs(0) {
+		c.add(0, d.emit1(&MaxUnpoolGrad{MaxUnpool: *op}, c.dy[0], c.in(1)))
+	}
+	return nil
+}
+
+// MaxUnpoolGrad is the gradient of MaxUnpool (the embedded shapes) with
+// respect to X: inputs dy (of the output's shape) and the indices; dX[i]
+// is dy where X[i] was written, zero where a later element overwrote it.
+type MaxUnpoolGrad struct {
+	MaxUnpool
+}
+
+func (op *MaxUnpoolGrad) Name() string { return "MaxUnpoolGrad" }
+
+func (op *MaxUnpoolGrad) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 2, 2); err != nil {
+		return nil, err
+	}
+	dy, idx := in[0], in[1]
+	if !isFloat(dy.DType) || !dy.Shape.Equal(op.Shape) {
+		return nil, fmt.Errorf("dy is %v, want a float tensor %v", dy, op.Shape)
+	}
+	if _, err := op.MaxUnpool.Infer([]Type{{dy.DType, idx.Shape}, idx}); err != nil {
+		return nil, err
+	}
+	return []Type{{dy.DType, idx.Shape.Clone()}}, nil
+}
+
+func (op *MaxUnpoolGrad) Eval(in, out []*Tensor) error {
+	dy, idx, dx := in[0], in[1], out[0]
+	indices := idx.Int64s()
+	total := int64(op.Pooled.Size())
+	last := make(map[int64]int, len(indices))
+	for i, j := range indices {
+		if j < 0 || j >= total {
+			return fmt.Errorf("MaxUnpool index %d out of range [0, %d)", j, total)
+		}
+		last[j] = i
+	}
+	pos := make([]int, len(op.Pooled))
+	outStrides := op.Shape.Strides()
+	res := make([]float64, dx.Len())
+	for i, j := range indices {
+		if last[j] != i {
+			continue
+		}
+		unflatten(int(j), op.Pooled, pos)
+		o := 0
+		for d, p := range pos {
+			o += p * outStrides[d]
+		}
+		res[i] = dy.Float64At(o)
+	}
+	storeFloats(dx, res)
+	return nil
+}
+
 // importMaxUnpool: the unpooled shape is the input's inverted through the
 // pooling's kernel, strides and pads, (in-1)·stride + kernel - pads; the
 // output's is output_shape (input 2) when given.
@@ -407,4 +473,366 @@ func importMaxUnpool(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) 
 		op.Shape = Shape(given)
 	}
 	return one(im.emit1(op, x, in[1]))
+}
+
+// ---------------------------------------------------------------- DeformConv
+
+// DeformConv is a convolution whose kernel taps are displaced by learned
+// offsets: X [N, C, d...], W [M, C/Group, k...], offset
+// [N, OffsetGroup·K·r, o...] (K kernel positions, r spatial axes; for
+// each offset group and kernel position the displacement along each axis),
+// optional bias [M] and mask [N, OffsetGroup·K, o...] scaling each tap.
+// Tap q of output position o reads X at o·stride − pad + q·dilation +
+// offset, interpolated multilinearly with zeros outside; channel c uses
+// offset group c/(C/OffsetGroup). Output [N, M, o...].
+type DeformConv struct {
+	Strides, Pads, Dilations []int
+	Group, OffsetGroup       int
+}
+
+func (op *DeformConv) Name() string { return "DeformConv" }
+
+func (op *DeformConv) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 3, 5); err != nil {
+		return nil, err
+	}
+	x, w, off := in[0], in[1], in[2]
+	if !isFloat(x.DType) || w.DType != x.DType || off.DType != x.DType {
+		return nil, fmt.Errorf("X, W and offset are %s, %s, %s; want one float type", x.DType, w.DType, off.DType)
+	}
+	r := len(x.Shape) - 2
+	if r < 1 || len(w.Shape) != r+2 || len(off.Shape) != r+2 || len(op.Strides) != r || len(op.Dilations) != r || len(op.Pads) != 2*r {
+		return nil, fmt.Errorf("X %v, W %v, offset %v, strides %v, pads %v, dilations %v do not agree", x.Shape, w.Shape, off.Shape, op.Strides, op.Pads, op.Dilations)
+	}
+	g, og := op.Group, op.OffsetGroup
+	if g < 1 || og < 1 || x.Shape[1] != w.Shape[1]*g || w.Shape[0]%g != 0 || x.Shape[1]%og != 0 {
+		return nil, fmt.Errorf("channels: X %v, W %v, group %d, offset_group %d", x.Shape, w.Shape, g, og)
+	}
+	k := w.Shape[2:].Size()
+	out := Shape{x.Shape[0], w.Shape[0]}
+	for d := range r {
+		n := windowCount(x.Shape[2+d], w.Shape[2+d], op.Strides[d], op.Dilations[d], op.Pads[d], op.Pads[r+d], false)
+		if n < 0 {
+			return nil, fmt.Errorf("kernel %v larger than padded input %v", w.Shape[2:], x.Shape[2:])
+		}
+		out = append(out, n)
+	}
+	if want := append(Shape{x.Shape[0], og * k * r}, out[2:]...); !off.Shape.Equal(want) {
+		return nil, fmt.Errorf("offset is %v, want %v", off.Shape, want)
+	}
+	if b, ok := optional(in, 3); ok && (b.DType != x.DType || !b.Shape.Equal(Shape{w.Shape[0]})) {
+		return nil, fmt.Errorf("bias is %v, want %s[%d]", b, x.DType, w.Shape[0])
+	}
+	if m, ok := optional(in, 4); ok {
+		if want := append(Shape{x.Shape[0], og * k}, out[2:]...); m.DType != x.DType || !m.Shape.Equal(want) {
+			return nil, fmt.Errorf("mask is %v, want %s%v", m, x.DType, want)
+		}
+	}
+	return []Type{{x.DType, out}}, nil
+}
+
+// deformSampling holds, for one output position of one image, where each
+// tap of each offset group samples: for tap t = g·K + q its 2^r corners'
+// flat positions in the spatial plane (-1 outside the input), their
+// multilinear weights and the weights' derivatives along each axis.
+type deformSampling struct {
+	op                    *DeformConv
+	r, taps, corners      int
+	in, out, kern         Shape
+	inStr                 []int
+	pos                   []int     // [taps·corners]
+	weight                []float64 // [taps·corners]
+	slope                 []float64 // [taps·corners·r]
+	outPos, kPos, lo      []int
+	frac                  []float64
+	offsets               []float64
+	offsetGroups, outSize int
+}
+
+func (op *DeformConv) sampling(x, w, offset *Tensor, outShape Shape) *deformSampling {
+	r := len(x.shape) - 2
+	s := &deformSampling{op: op, r: r, corners: 1 << r, in: x.shape[2:], out: outShape[2:], kern: w.shape[2:],
+		offsets: Convert(offset, Float64).Float64s(), offsetGroups: op.OffsetGroup}
+	s.inStr = s.in.Strides()
+	s.outSize = s.out.Size()
+	s.taps = op.OffsetGroup * s.kern.Size()
+	s.pos = make([]int, s.taps*s.corners)
+	s.weight = make([]float64, s.taps*s.corners)
+	s.slope = make([]float64, s.taps*s.corners*r)
+	s.outPos, s.kPos, s.lo, s.frac = make([]int, r), make([]int, r), make([]int, r), make([]float64, r)
+	return s
+}
+
+// at computes the sampling of output position o of image b.
+func (s *deformSampling) at(b, o int) {
+	op, r := s.op, s.r
+	kSize := s.kern.Size()
+	unflatten(o, s.out, s.outPos)
+	for t := range s.taps {
+		unflatten(t%kSize, s.kern, s.kPos)
+		for d := range r {
+			p := float64(s.outPos[d]*op.Strides[d]-op.Pads[d]+s.kPos[d]*op.Dilations[d]) +
+				s.offsets[((b*s.taps+t)*r+d)*s.outSize+o]
+			f := math.Floor(p)
+			if math.IsNaN(f) || f < -2 || f > float64(s.in[d]) {
+				f = -2 // every corner outside
+			}
+			s.lo[d], s.frac[d] = int(f), p-f
+		}
+		for j := range s.corners {
+			k := t*s.corners + j
+			w, pos := 1.0, 0
+			for d := range r {
+				i := s.lo[d]
+				if j>>d&1 == 1 {
+					i++
+					w *= s.frac[d]
+				} else {
+					w *= 1 - s.frac[d]
+				}
+				if i < 0 || i >= s.in[d] {
+					pos = -1
+					break
+				}
+				pos += i * s.inStr[d]
+			}
+			s.pos[k], s.weight[k] = pos, w
+			if pos < 0 {
+				continue
+			}
+			for d := range r {
+				// ∂w/∂p_d: the other axes' factors, ±1 for this one.
+				g := 1.0
+				for e := range r {
+					switch {
+					case e == d && j>>e&1 == 1:
+					case e == d:
+						g = -g
+					case j>>e&1 == 1:
+						g *= s.frac[e]
+					default:
+						g *= 1 - s.frac[e]
+					}
+				}
+				s.slope[k*r+d] = g
+			}
+		}
+	}
+}
+
+// sample is tap t's interpolated value of the plane.
+func (s *deformSampling) sample(t int, plane []float64) float64 {
+	v := 0.0
+	for k := t * s.corners; k < (t+1)*s.corners; k++ {
+		if s.pos[k] >= 0 {
+			v += s.weight[k] * plane[s.pos[k]]
+		}
+	}
+	return v
+}
+
+func (op *DeformConv) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	x, w, y := in[0], in[1], out[0]
+	xv, wv := Convert(x, Float64).Float64s(), Convert(w, Float64).Float64s()
+	var bv, mv []float64
+	if b := optionalTensor(in, 3); b != nil {
+		bv = Convert(b, Float64).Float64s()
+	}
+	if m := optionalTensor(in, 4); m != nil {
+		mv = Convert(m, Float64).Float64s()
+	}
+	s := op.sampling(x, w, in[2], y.shape)
+	n, c, m := x.shape[0], x.shape[1], w.shape[0]
+	inSize, kSize := s.in.Size(), s.kern.Size()
+	cg, mg := c/op.Group, m/op.Group
+	perOffsetGroup := c / op.OffsetGroup
+	res := make([]float64, y.Len())
+	for b := range n {
+		for o := range s.outSize {
+			s.at(b, o)
+			for oc := range m {
+				sum := 0.0
+				if bv != nil {
+					sum = bv[oc]
+				}
+				grp := oc / mg
+				for ic := range cg {
+					ch := grp*cg + ic
+					plane := xv[(b*c+ch)*inSize : (b*c+ch+1)*inSize]
+					for q := range kSize {
+						t := (ch/perOffsetGroup)*kSize + q
+						v := s.sample(t, plane)
+						if mv != nil {
+							v *= mv[(b*s.taps+t)*s.outSize+o]
+						}
+						sum += wv[(oc*cg+ic)*kSize+q] * v
+					}
+				}
+				res[(b*m+oc)*s.outSize+o] = sum
+			}
+		}
+	}
+	storeFloats(y, res)
+	return nil
+}
+
+// gradRule of DeformConv: DeformConvGrad gives the gradients of X, W,
+// the offsets and the mask; the bias's is dy summed over the batch and
+// the spatial axes.
+func (op *DeformConv) gradRule(d *differ, c *gradCtx) error {
+	dy := c.dy[0]
+	if c.needs(0) || c.needs(1) || c.needs(2) || c.needs(4) {
+		ins := []*Value{dy, c.in(0), c.in(1), c.in(2)}
+		if mask := optionalValue(c.n.Inputs, 4); mask != nil {
+			ins = append(ins, mask)
+		}
+		outs := d.emit(&DeformConvGrad{DeformConv: *op}, ins...)
+		for i, input := range []int{0, 1, 2, 4} {
+			if c.needs(input) {
+				c.add(input, outs[i])
+			}
+		}
+	}
+	if c.needs(3) {
+		axes := []int{0}
+		for a := 2; a < len(dy.Shape); a++ {
+			axes = append(axes, a)
+		}
+		c.add(3, d.emit1(&Reduce{Fn: ReduceSum, Axes: axes}, dy))
+	}
+	return nil
+}
+
+// DeformConvGrad is the gradient of DeformConv (the embedded attributes):
+// inputs dy, X, W, offset and the optional mask; outputs the gradients of
+// X (scattered through the sampling weights), W, the offsets (through the
+// weights' derivatives) and the mask (whose shape it has also without a
+// mask input).
+type DeformConvGrad struct {
+	DeformConv
+}
+
+func (op *DeformConvGrad) Name() string { return "DeformConvGrad" }
+
+func (op *DeformConvGrad) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 4, 5); err != nil {
+		return nil, err
+	}
+	fwdIn := []Type{in[1], in[2], in[3], {}}
+	if m, ok := optional(in, 4); ok {
+		fwdIn = append(fwdIn, m)
+	}
+	fwd, err := op.DeformConv.Infer(fwdIn)
+	if err != nil {
+		return nil, err
+	}
+	if !in[0].Shape.Equal(fwd[0].Shape) || in[0].DType != fwd[0].DType {
+		return nil, fmt.Errorf("dy is %v, DeformConv's output %v", in[0], fwd[0])
+	}
+	x, w := in[1], in[2]
+	mask := Type{x.DType, append(Shape{x.Shape[0], op.OffsetGroup * w.Shape[2:].Size()}, fwd[0].Shape[2:]...)}
+	return []Type{x, w, in[3], mask}, nil
+}
+
+func (op *DeformConvGrad) Eval(in, out []*Tensor) error {
+	if done, err := widenNarrow(in, out, op.Eval); done {
+		return err
+	}
+	dy, x, w := in[0], in[1], in[2]
+	dyv, xv, wv := Convert(dy, Float64).Float64s(), Convert(x, Float64).Float64s(), Convert(w, Float64).Float64s()
+	var mv []float64
+	if m := optionalTensor(in, 4); m != nil {
+		mv = Convert(m, Float64).Float64s()
+	}
+	s := op.sampling(x, w, in[3], dy.shape)
+	n, c, m, r := x.shape[0], x.shape[1], w.shape[0], s.r
+	inSize, kSize := s.in.Size(), s.kern.Size()
+	cg, mg := c/op.Group, m/op.Group
+	perOffsetGroup := c / op.OffsetGroup
+	dx, dw := make([]float64, x.Len()), make([]float64, w.Len())
+	doff := make([]float64, in[3].Len())
+	dmask := make([]float64, n*s.taps*s.outSize)
+	for b := range n {
+		for o := range s.outSize {
+			s.at(b, o)
+			for oc := range m {
+				g := dyv[(b*m+oc)*s.outSize+o]
+				if g == 0 {
+					continue
+				}
+				grp := oc / mg
+				for ic := range cg {
+					ch := grp*cg + ic
+					base := (b*c + ch) * inSize
+					plane := xv[base : base+inSize]
+					for q := range kSize {
+						t := (ch/perOffsetGroup)*kSize + q
+						mi := (b*s.taps+t)*s.outSize + o
+						scale := 1.0
+						if mv != nil {
+							scale = mv[mi]
+						}
+						wi := (oc*cg+ic)*kSize + q
+						v := s.sample(t, plane)
+						dw[wi] += g * scale * v
+						dmask[mi] += g * wv[wi] * v
+						gs := g * wv[wi] * scale
+						for k := t * s.corners; k < (t+1)*s.corners; k++ {
+							p := s.pos[k]
+							if p < 0 {
+								continue
+							}
+							dx[base+p] += gs * s.weight[k]
+							for d := range r {
+								doff[((b*s.taps+t)*r+d)*s.outSize+o] += gs * s.slope[k*r+d] * plane[p]
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	for i, v := range [][]float64{dx, dw, doff, dmask} {
+		if i < len(out) && out[i] != nil {
+			storeFloats(out[i], v)
+		}
+	}
+	return nil
+}
+
+func importDeformConv(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
+	if err := wantIn(in, 3, 5); err != nil {
+		return nil, err
+	}
+	x, w := in[0], in[1]
+	if len(x.Shape) < 3 || len(w.Shape) != len(x.Shape) {
+		return nil, fmt.Errorf("X %v and W %v, want NC<spatial> and MC<kernel> of one rank", x.Shape, w.Shape)
+	}
+	kernel := []int(w.Shape[2:].Clone())
+	if ks, ok, err := attrInts(n, "kernel_shape"); err != nil {
+		return nil, err
+	} else if ok && !slices.Equal(ks, kernel) {
+		return nil, fmt.Errorf("kernel_shape %v does not match W %v", ks, w.Shape)
+	}
+	strides, pads, dil, err := spatialAttrs(n, x.Shape, kernel)
+	if err != nil {
+		return nil, err
+	}
+	for d := range kernel {
+		if strides[d] < 1 || dil[d] < 1 || pads[d] < 0 || pads[len(kernel)+d] < 0 {
+			return nil, fmt.Errorf("strides %v, dilations %v, pads %v", strides, dil, pads)
+		}
+	}
+	group, err := attrInt(n, "group", 1)
+	if err != nil {
+		return nil, err
+	}
+	offsetGroup, err := attrInt(n, "offset_group", 1)
+	if err != nil {
+		return nil, err
+	}
+	return one(im.emit1(&DeformConv{Strides: strides, Pads: pads, Dilations: dil, Group: group, OffsetGroup: offsetGroup}, in...))
 }

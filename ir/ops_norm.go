@@ -45,6 +45,10 @@ func groupNormalize(im *importer, x, scale, bias *Value, groups int, eps float32
 		return nil, fmt.Errorf("%d channels do not split into %d groups", c, groups)
 	}
 	size := x.Shape[1:].Size() / groups
+	// The LayerNorm's scale is a constant of ones over a group.
+	if err := checkShape(Shape{size}, 4, maxFoldBytes); err != nil {
+		return nil, fmt.Errorf("groups of %d elements: %w", size, err)
+	}
 	flat, err := im.reshape(x, Shape{n, groups, size})
 	if err != nil {
 		return nil, err
@@ -267,9 +271,12 @@ func importLRN(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if sq, err = im.reshape(sq, Shape{nb, 1, c, rest}); err != nil {
 		return nil, err
 	}
-	before := (size - 1) / 2
-	conv := &Conv{Strides: []int{1, 1}, Dilations: []int{1, 1}, Pads: []int{before, 0, size - 1 - before, 0}, Group: 1}
-	sum, err := im.emit1(conv, sq, im.constant(onesLike(x.DType, Shape{1, 1, size, 1})))
+	// A window reaching more than c-1 channels either side covers no more
+	// of the tensor than one reaching exactly that far.
+	before, after := (size-1)/2, size-1-(size-1)/2
+	before, after = min(before, c-1), min(after, c-1)
+	conv := &Conv{Strides: []int{1, 1}, Dilations: []int{1, 1}, Pads: []int{before, 0, after, 0}, Group: 1}
+	sum, err := im.emit1(conv, sq, im.constant(onesLike(x.DType, Shape{1, 1, before + after + 1, 1})))
 	if err != nil {
 		return nil, err
 	}

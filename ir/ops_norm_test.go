@@ -183,3 +183,15 @@ func TestLRNEvenSize(t *testing.T) {
 		t.Errorf("LRN size %d: %v", size, d)
 	}
 }
+
+// TestMaxUnpoolGradient: the gradient with respect to the pooled values,
+// repeated indices included (only the element written last receives it),
+// against central differences.
+func TestMaxUnpoolGradient(t *testing.T) {
+	rng := rand.New(rand.NewPCG(51, 52))
+	x := randTensor(rng, Float64, Shape{1, 2, 2, 2}, -1, 1)
+	idx := FromInt64s(Shape{1, 2, 2, 2}, []int64{0, 5, 5, 15, 3, 3, 3, 12})
+	m, feeds := oneNodeModel(t, 22, "MaxUnpool", []*onnx.Attribute{intsAttr("kernel_shape", 2, 2), intsAttr("strides", 2, 2)},
+		[]nodeInput{weight(x), feed(idx), fixed(IntsTensor(1, 2, 5, 4))}, 1)
+	checkImportedGrad(t, m, feeds, 1e-6)
+}

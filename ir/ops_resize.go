@@ -120,8 +120,8 @@ type resizeAxis struct {
 	Outside       []bool
 }
 
-// maxResizeTableEntries bounds the taps import computes for one axis;
-// it is far above what real scales need (about four per input position).
+// maxResizeTableEntries bounds the taps import computes for one axis
+// (16 bytes each, 1 GiB in all).
 const maxResizeTableEntries = 1 << 26
 
 // source maps output position o to its coordinate in the input, as
@@ -213,6 +213,23 @@ func (s *resizeSpec) coefficients(ratio, scale float64) (first int, w []float64)
 	}
 }
 
+// width is the number of taps coefficients returns at this scale.
+func (s *resizeSpec) width(scale float64) float64 {
+	switch s.mode {
+	case "nearest":
+		return 1
+	case "linear":
+		if !s.antialias || scale >= 1 {
+			return 2
+		}
+		return 2 - 2*(math.Floor(-1/scale)+1)
+	}
+	if !s.antialias || scale >= 1 {
+		return 4
+	}
+	return 2 - 2*(math.Floor(-2/scale)+1)
+}
+
 // cubicKernel is Keys' cubic convolution kernel with parameter a.
 func cubicKernel(x, a float64) float64 {
 	x = math.Abs(x)
@@ -251,11 +268,15 @@ func (s *resizeSpec) axis(in, out int, scale, roiStart, roiEnd float64) (*resize
 	if in == 0 {
 		return nil, fmt.Errorf("cannot resize an empty axis to %d", out)
 	}
-	type tap struct {
-		index  int64
-		weight float64
+	// Every position has as many taps as the filter is wide.
+	width := s.width(scale)
+	if width*float64(out) > maxResizeTableEntries {
+		return nil, fmt.Errorf("%g taps for each of %d positions is more than import computes", width, out)
 	}
-	taps := make([][]tap, out)
+	ax.Taps = int(width)
+	ax.Index = make([]int64, out*ax.Taps)
+	ax.Weight = make([]float64, out*ax.Taps)
+	used := 1
 	for o := range out {
 		src, inside := s.source(o, in, out, scale, roiStart, roiEnd)
 		if math.IsNaN(src) || math.IsInf(src, 0) {
@@ -277,9 +298,6 @@ func (s *resizeSpec) axis(in, out int, scale, roiStart, roiEnd float64) (*resize
 			ratio = 1
 		}
 		first, w := s.coefficients(ratio, scale)
-		if len(w)*out > maxResizeTableEntries {
-			return nil, fmt.Errorf("%d taps for each of %d positions is more than import computes", len(w), out)
-		}
 		if s.excludeOutside {
 			for t := range w {
 				if p := base + float64(first+t); p < 0 || p >= float64(in) {
@@ -288,33 +306,31 @@ func (s *resizeSpec) axis(in, out int, scale, roiStart, roiEnd float64) (*resize
 			}
 			w = normalized(w)
 		}
+		index, weight := ax.Index[o*ax.Taps:(o+1)*ax.Taps], ax.Weight[o*ax.Taps:(o+1)*ax.Taps]
+		n := 0
 		for t, wt := range w {
 			if wt == 0 {
 				continue
 			}
 			p := int64(min(max(base+float64(first+t), 0), float64(in-1)))
-			merged := false
-			for i := range taps[o] {
-				if taps[o][i].index == p {
-					taps[o][i].weight += wt
-					merged = true
-					break
-				}
+			i := slices.Index(index[:n], p)
+			if i < 0 {
+				i = n
+				index[i] = p
+				n++
 			}
-			if !merged {
-				taps[o] = append(taps[o], tap{p, wt})
-			}
+			weight[i] += wt
 		}
-		ax.Taps = max(ax.Taps, len(taps[o]))
+		used = max(used, n)
 	}
-	ax.Taps = max(ax.Taps, 1)
-	ax.Index = make([]int64, out*ax.Taps)
-	ax.Weight = make([]float64, out*ax.Taps)
-	for o, ts := range taps {
-		for t, tp := range ts {
-			ax.Index[o*ax.Taps+t] = tp.index
-			ax.Weight[o*ax.Taps+t] = tp.weight
+	// Keep only as many taps as some position uses.
+	if used < ax.Taps {
+		for o := range out {
+			copy(ax.Index[o*used:(o+1)*used], ax.Index[o*ax.Taps:o*ax.Taps+used])
+			copy(ax.Weight[o*used:(o+1)*used], ax.Weight[o*ax.Taps:o*ax.Taps+used])
 		}
+		ax.Taps = used
+		ax.Index, ax.Weight = ax.Index[:out*used], ax.Weight[:out*used]
 	}
 	return ax, nil
 }
@@ -502,8 +518,11 @@ func importResize(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 			return nil, err
 		}
 	} else {
-		if roiT, err = im.constTensor(in, 1, "roi"); err != nil {
-			return nil, err
+		// Only tf_crop_and_resize reads the crop.
+		if spec.coord == "tf_crop_and_resize" {
+			if roiT, err = im.constTensor(in, 1, "roi"); err != nil {
+				return nil, err
+			}
 		}
 		if scalesT, err = im.constTensor(in, 2, "scales"); err != nil {
 			return nil, err
@@ -542,70 +561,9 @@ func importResize(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 			axes = append(axes, a)
 		}
 	}
-	scale := make([]float64, r)
-	for i := range scale {
-		scale[i] = 1
-	}
-	out := x.Shape.Clone()
-	if scalesT != nil {
-		if !scalesT.dtype.IsFloat() || scalesT.Len() != len(axes) {
-			return nil, fmt.Errorf("scales is %v, want %d floats", scalesT, len(axes))
-		}
-		for i, a := range axes {
-			scale[a] = scalesT.Float64At(i)
-			if out[a], err = resizedLength(scale[a], x.Shape[a]); err != nil {
-				return nil, fmt.Errorf("axis %d: %w", a, err)
-			}
-		}
-	} else {
-		if !sizesT.dtype.IsInt() || sizesT.Len() != len(axes) {
-			return nil, fmt.Errorf("sizes is %v, want %d integers", sizesT, len(axes))
-		}
-		sizes := sizesT.Ints()
-		for i, a := range axes {
-			if sizes[i] < 0 || sizes[i] > maxTensorBytes {
-				return nil, fmt.Errorf("sizes %v: size %d of axis %d", sizes, sizes[i], a)
-			}
-			if x.Shape[a] == 0 && sizes[i] != 0 {
-				return nil, fmt.Errorf("cannot resize empty axis %d to %d", a, sizes[i])
-			}
-			out[a] = sizes[i]
-			if x.Shape[a] > 0 {
-				scale[a] = float64(sizes[i]) / float64(x.Shape[a])
-			}
-		}
-		policy, err := n.AttrString("keep_aspect_ratio_policy", "stretch")
-		if err != nil {
-			return nil, err
-		}
-		if err := oneOf("keep_aspect_ratio_policy", policy, resizeAspectRatio); err != nil {
-			return nil, err
-		}
-		if policy != "stretch" {
-			// One scale for every axis in axes, the smallest (not_larger)
-			// or largest (not_smaller), and sizes rounded half up.
-			s := scale[axes[0]]
-			for _, a := range axes[1:] {
-				if policy == "not_larger" {
-					s = min(s, scale[a])
-				} else {
-					s = max(s, scale[a])
-				}
-			}
-			for _, a := range axes {
-				scale[a] = s
-				l := math.Floor(s*float64(x.Shape[a]) + 0.5)
-				if l > maxTensorBytes {
-					return nil, fmt.Errorf("keep_aspect_ratio_policy %s makes axis %d of length %g", policy, a, l)
-				}
-				out[a] = int(l)
-			}
-		}
-		for _, a := range axes {
-			if out[a] > 0 && !(scale[a] > 0) {
-				return nil, fmt.Errorf("axis %d: scale %g", a, scale[a])
-			}
-		}
+	scale, out, err := resizeTarget(n, x.Shape, axes, scalesT, sizesT)
+	if err != nil {
+		return nil, err
 	}
 	roi := make([][2]float64, r)
 	for i := range roi {
@@ -627,6 +585,82 @@ func importResize(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		return nil, err
 	}
 	return one(p.emit(im, x))
+}
+
+// resizeTarget resolves the scale and the output length of every axis
+// from scales or sizes (given for axes), and keep_aspect_ratio_policy.
+// With scales the output length is floor(scale·length); with sizes the
+// scale is size/length, or with a policy one scale for every axis in axes
+// (the smallest, not_larger, or largest, not_smaller) and lengths rounded
+// half up.
+func resizeTarget(n *onnx.Node, in Shape, axes []int, scalesT, sizesT *Tensor) ([]float64, Shape, error) {
+	var err error
+	scale := make([]float64, len(in))
+	for i := range scale {
+		scale[i] = 1
+	}
+	out := in.Clone()
+	if scalesT != nil {
+		if !scalesT.dtype.IsFloat() || scalesT.Len() != len(axes) {
+			return nil, nil, fmt.Errorf("scales is %v, want %d floats", scalesT, len(axes))
+		}
+		for i, a := range axes {
+			scale[a] = scalesT.Float64At(i)
+			if out[a], err = resizedLength(scale[a], in[a]); err != nil {
+				return nil, nil, fmt.Errorf("axis %d: %w", a, err)
+			}
+		}
+	} else {
+		if !sizesT.dtype.IsInt() || sizesT.Len() != len(axes) {
+			return nil, nil, fmt.Errorf("sizes is %v, want %d integers", sizesT, len(axes))
+		}
+		sizes := sizesT.Ints()
+		for i, a := range axes {
+			if sizes[i] < 0 || sizes[i] > maxTensorBytes {
+				return nil, nil, fmt.Errorf("sizes %v: size %d of axis %d", sizes, sizes[i], a)
+			}
+			if in[a] == 0 && sizes[i] != 0 {
+				return nil, nil, fmt.Errorf("cannot resize empty axis %d to %d", a, sizes[i])
+			}
+			out[a] = sizes[i]
+			if in[a] > 0 {
+				scale[a] = float64(sizes[i]) / float64(in[a])
+			}
+		}
+		policy, err := n.AttrString("keep_aspect_ratio_policy", "stretch")
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := oneOf("keep_aspect_ratio_policy", policy, resizeAspectRatio); err != nil {
+			return nil, nil, err
+		}
+		if policy != "stretch" {
+			// One scale for every axis in axes, the smallest (not_larger)
+			// or largest (not_smaller), and sizes rounded half up.
+			s := scale[axes[0]]
+			for _, a := range axes[1:] {
+				if policy == "not_larger" {
+					s = min(s, scale[a])
+				} else {
+					s = max(s, scale[a])
+				}
+			}
+			for _, a := range axes {
+				scale[a] = s
+				l := math.Floor(s*float64(in[a]) + 0.5)
+				if l > maxTensorBytes {
+					return nil, nil, fmt.Errorf("keep_aspect_ratio_policy %s makes axis %d of length %g", policy, a, l)
+				}
+				out[a] = int(l)
+			}
+		}
+		for _, a := range axes {
+			if out[a] > 0 && !(scale[a] > 0) {
+				return nil, nil, fmt.Errorf("axis %d: scale %g", a, scale[a])
+			}
+		}
+	}
+	return scale, out, nil
 }
 
 func importUpsample(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {

@@ -150,7 +150,7 @@ func TestResizeOlderOpsetsMatchOnnxruntime(t *testing.T) {
 			[]nodeInput{feed(x), fixed(FromFloat32s(Shape{0}, nil)), fixed(FromFloat32s(Shape{0}, nil)), fixed(IntsTensor(1, 2, 5, 3))}},
 		{"Upsample-9/nearest", 9, "Upsample", nil, []nodeInput{feed(x), scales}},
 		{"Upsample-9/linear", 9, "Upsample", []*onnx.Attribute{stringAttr("mode", "linear")}, []nodeInput{feed(x), scales}},
-		{"Upsample-7/nearest", 7, "Upsample", []*onnx.Attribute{floatsAttr("scales", 1, 1, 2, 3)}, []nodeInput{feed(x)}},
+		{"Upsample-7/nearest", 7, "Upsample", []*onnx.Attribute{floatsAttr32("scales", 1, 1, 2, 3)}, []nodeInput{feed(x)}},
 		{"Resize/uint8-nearest", 19, "Resize", nil, []nodeInput{feed(Convert(randTensor(rng, Float32, Shape{1, 1, 3, 4}, 0, 255), Uint8)), omitted, scales}},
 	}
 	for _, c := range cases {
@@ -223,4 +223,29 @@ func TestResizeErrors(t *testing.T) {
 			wantImportError(t, m, nil, c.want)
 		})
 	}
+}
+
+// TestResizeBoundsImportWork: an antialiasing filter over a whole huge
+// axis would need billions of taps; import refuses it instead of
+// computing them.
+func TestResizeBoundsImportWork(t *testing.T) {
+	m := buildModel(19, []*onnx.ValueInfo{valueInfo("x", onnx.Float, 1<<30)}, nil, []*onnx.Node{
+		constNode(t, "sizes", IntsTensor(1)),
+		node("Resize", []string{"x", "", "", "sizes"}, []string{"y"}, stringAttr("mode", "cubic"), intAttr("antialias", 1)),
+	}, "y")
+	wantImportError(t, m, nil, "taps for each of 1 positions")
+}
+
+// TestResizeIgnoresUnusedRoi: roi matters only to tf_crop_and_resize; a
+// roi computed at run time does not stop other modes from importing.
+func TestResizeIgnoresUnusedRoi(t *testing.T) {
+	x := NewTensor(Float32, Shape{1, 1, 2, 2})
+	roi := feed(FromFloat32s(Shape{8}, []float32{0, 0, 0, 0, 1, 1, 1, 1}))
+	scales := fixed(FromFloat32s(Shape{4}, []float32{1, 1, 2, 2}))
+	m, feeds := oneNodeModel(t, 19, "Resize", []*onnx.Attribute{stringAttr("mode", "linear")}, []nodeInput{feed(x), roi, scales}, 1)
+	if _, _, err := interpretModel(m, feeds); err != nil {
+		t.Fatal(err)
+	}
+	m, _ = oneNodeModel(t, 19, "Resize", []*onnx.Attribute{stringAttr("coordinate_transformation_mode", "tf_crop_and_resize")}, []nodeInput{feed(x), roi, scales}, 1)
+	wantImportError(t, m, nil, "roi", "must be known at import")
 }

@@ -136,6 +136,10 @@ func (d *decoder) container(msg []byte, kind TypeKind) (*Value, error) {
 			if b, err = f.bytes("values"); err == nil {
 				values = append(values, pending{f.num, b})
 			}
+		default:
+			// Strict, unlike messages of models: a file of another kind
+			// (a TensorProto) must not read as an empty sequence.
+			err = fmt.Errorf("%w: field %d is not a field of a %s", ErrMalformed, f.num, kindName(kind))
 		}
 		if err != nil {
 			return nil, err

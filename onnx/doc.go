@@ -22,7 +22,12 @@
 // copies a model file with some initializers' raw bytes replaced, leaving
 // every other byte identical.
 //
+// Test data: ReadTensorFile reads a serialized TensorProto (the
+// test_data_set_N/*.pb files); ReadValueFile and DecodeValue read any
+// value of onnx-data.proto (SequenceProto, OptionalProto, MapProto, nested)
+// given the kind the model declares, and WriteValueFile writes one.
+//
 // Not supported (clear errors wrapping ErrNotSupported): model-local
-// functions, sparse initializers, SequenceProto/OptionalProto/MapProto
-// values and segmented tensors.
+// functions, sparse initializers and sparse tensor values, and segmented
+// tensors.
 package onnx

@@ -34,7 +34,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	check := fs.String("check", "", "directory in the ONNX test layout: input_N.pb fed in graph-input order, outputs compared with output_N.pb")
 	var inputs inputFlags
-	fs.Var(&inputs, "input", "NAME=FILE.pb: a serialized TensorProto for graph input NAME (repeat for every input)")
+	fs.Var(&inputs, "input", "NAME=FILE.pb: a serialized TensorProto (SequenceProto, OptionalProto for such inputs) for graph input NAME (repeat for every input)")
 	outDir := fs.String("output-dir", "", "with --input: write output_N.pb (graph-output order) here")
 	var deltas inputFlags
 	fs.Var(&deltas, "delta", "apply this delta.safetensors to the model's initializers first (repeat to compose several, in order)")
@@ -75,14 +75,14 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	feeds := map[string]*ir.Tensor{}
+	values := map[string]*ir.Datum{}
 	if *check != "" {
 		for i, in := range model.Inputs {
-			t, err := readTensorFile(filepath.Join(*check, fmt.Sprintf("input_%d.pb", i)))
+			d, err := readDatumFile(filepath.Join(*check, fmt.Sprintf("input_%d.pb", i)), inputKind(in))
 			if err != nil {
 				return fmt.Errorf("input %d (%q): %w", i, in.Name, err)
 			}
-			feeds[in.Name] = t
+			values[in.Name] = d
 		}
 	} else {
 		for _, spec := range inputs {
@@ -90,25 +90,26 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			if !ok || name == "" || file == "" {
 				return usagef("--input %q: want NAME=FILE.pb", spec)
 			}
-			if model.Input(name) == nil {
+			in := model.Input(name)
+			if in == nil {
 				return usagef("--input %q: the model has no input %q (inputs: %s)", spec, name, inputNames(model))
 			}
-			if _, dup := feeds[name]; dup {
+			if _, dup := values[name]; dup {
 				return usagef("--input %q: input %q given twice", spec, name)
 			}
-			t, err := readTensorFile(file)
+			d, err := readDatumFile(file, inputKind(*in))
 			if err != nil {
 				return fmt.Errorf("input %q: %w", name, err)
 			}
-			feeds[name] = t
+			values[name] = d
 		}
 		for _, in := range model.Inputs {
-			if _, ok := feeds[in.Name]; !ok {
+			if _, ok := values[in.Name]; !ok {
 				return usagef("no --input for the model's input %q (inputs: %s)", in.Name, inputNames(model))
 			}
 		}
 	}
-	outputs, err := runModel(model, feeds, *backend, *threads)
+	outputs, err := runModel(model, values, *backend, *threads)
 	if err != nil {
 		return err
 	}
@@ -119,12 +120,12 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	for i, name := range model.Outputs {
-		ot, err := ir.TensorToONNX(name, outputs[i])
+		v, err := ir.DatumToONNX(name, outputs[i])
 		if err != nil {
 			return err
 		}
 		path := filepath.Join(*outDir, fmt.Sprintf("output_%d.pb", i))
-		if err := onnx.WriteTensorFile(path, ot); err != nil {
+		if err := onnx.WriteValueFile(path, v); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "wrote %s (%s %v)\n", path, name, outputs[i])
@@ -140,36 +141,67 @@ func inputNames(m *ir.Model) string {
 	return strings.Join(names, ", ")
 }
 
-func readTensorFile(path string) (*ir.Tensor, error) {
-	ot, err := onnx.ReadTensorFile(path)
+// inputKind is the kind of value files for input in hold.
+func inputKind(in ir.InputInfo) onnx.TypeKind {
+	switch in.Kind {
+	case ir.SequenceDatum:
+		return onnx.TypeSequence
+	case ir.OptionalDatum:
+		return onnx.TypeOptional
+	}
+	return onnx.TypeTensor
+}
+
+// outputKind is the kind of value the model declares for output i (a
+// tensor when it declares none).
+func outputKind(m *onnx.Model, i int) onnx.TypeKind {
+	if vi := m.Graph.Outputs[i]; vi.Type != nil && vi.Type.Kind != onnx.TypeUnknown {
+		return vi.Type.Kind
+	}
+	return onnx.TypeTensor
+}
+
+// readDatumFile reads a serialized TensorProto (or, for kind sequence or
+// optional, a SequenceProto or OptionalProto).
+func readDatumFile(path string, kind onnx.TypeKind) (*ir.Datum, error) {
+	v, err := onnx.ReadValueFile(path, kind)
 	if err != nil {
 		return nil, err
 	}
-	t, err := ir.TensorFromONNX(ot)
+	d, err := ir.DatumFromONNX(v)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return t, nil
+	return d, nil
 }
 
-// runModel specializes the model to the feeds' shapes (binding the inputs
-// that decide shapes as constants), compiles it and runs it once. The
-// outputs are in graph-output order.
-func runModel(model *ir.Model, feeds map[string]*ir.Tensor, backendName string, threads int) ([]*ir.Tensor, error) {
-	b := ir.Bindings{Shapes: map[string]ir.Shape{}, Values: map[string]*ir.Tensor{}}
+// runModel specializes the model to the inputs (binding the inputs that
+// decide shapes, and strings, as constants; feeding the rest, sequence
+// and optional elements included), compiles it and runs it once. The
+// outputs are in model-output order.
+func runModel(model *ir.Model, inputs map[string]*ir.Datum, backendName string, threads int) ([]*ir.Datum, error) {
+	b := ir.Bindings{Shapes: map[string]ir.Shape{}, Values: map[string]*ir.Tensor{}, Composites: map[string]*ir.Datum{}}
 	valueInputs := map[string]bool{}
 	for _, name := range model.ValueInputs() {
 		valueInputs[name] = true
 	}
+	feeds := map[string]*ir.Tensor{}
 	for _, in := range model.Inputs {
-		t := feeds[in.Name]
-		if t.DType() != in.DType {
-			return nil, fmt.Errorf("input %q is %s, the model wants %s", in.Name, t.DType(), in.DType)
-		}
-		if valueInputs[in.Name] {
-			b.Values[in.Name] = t
-		} else {
-			b.Shapes[in.Name] = t.Shape()
+		d := inputs[in.Name]
+		switch {
+		case d.Kind != in.Kind:
+			return nil, fmt.Errorf("input %q is of kind %s, the model wants kind %s", in.Name, d.Kind, in.Kind)
+		case d.Kind != ir.TensorDatum && valueInputs[in.Name]:
+			b.Composites[in.Name] = d
+		case d.Kind != ir.TensorDatum:
+			b.Composites[in.Name] = d.Fed(in.Name, feeds)
+		case d.Tensor.DType() != in.DType:
+			return nil, fmt.Errorf("input %q is %s, the model wants %s", in.Name, d.Tensor.DType(), in.DType)
+		case valueInputs[in.Name]:
+			b.Values[in.Name] = d.Tensor
+		default:
+			b.Shapes[in.Name] = d.Tensor.Shape()
+			feeds[in.Name] = d.Tensor
 		}
 	}
 	g, err := model.Specialize(b)
@@ -193,18 +225,19 @@ func runModel(model *ir.Model, feeds map[string]*ir.Tensor, backendName string, 
 	if err != nil {
 		return nil, err
 	}
-	res := make([]*ir.Tensor, len(out))
+	named := make(map[string]*ir.Tensor, len(out))
 	for i, t := range out {
-		res[i] = t.Clone()
+		named[g.Outputs[i].Name] = t.Clone()
 	}
-	return res, nil
+	return g.Assemble(named)
 }
 
 // checkOutputs compares every output that has an output_N.pb in dir and
-// prints max abs/rel error per output. An element is off when
-// |got - want| > atol + rtol·|want| (floats; NaN and ±Inf must match) or
-// got != want (integers, bools); any off element makes the exit status 1.
-func checkOutputs(w io.Writer, model *ir.Model, outputs []*ir.Tensor, dir string, rtol, atol float64) error {
+// prints max abs/rel error per output (over all elements of a sequence or
+// optional). An element is off when |got - want| > atol + rtol·|want|
+// (floats; NaN and ±Inf must match) or got != want (integers, bools,
+// strings); any off element makes the exit status 1.
+func checkOutputs(w io.Writer, model *ir.Model, outputs []*ir.Datum, dir string, rtol, atol float64) error {
 	compared, off := 0, 0
 	for i, name := range model.Outputs {
 		path := filepath.Join(dir, fmt.Sprintf("output_%d.pb", i))
@@ -212,19 +245,19 @@ func checkOutputs(w io.Writer, model *ir.Model, outputs []*ir.Tensor, dir string
 			fmt.Fprintf(w, "%-24s %-22v (no %s, not compared)\n", name, outputs[i], filepath.Base(path))
 			continue
 		}
-		want, err := readTensorFile(path)
+		want, err := readDatumFile(path, outputKind(model.ONNX, i))
 		if err != nil {
 			return err
 		}
 		compared++
-		d := ir.Compare(outputs[i], want, rtol, atol)
+		d := ir.CompareData(outputs[i], want, rtol, atol)
 		status := "ok"
 		if !d.OK() {
 			off++
 			status = "OFF"
 		}
 		if d.Mismatch != "" {
-			fmt.Fprintf(w, "%-24s %s  %s\n", name, d.Mismatch, status)
+			fmt.Fprintf(w, "%-24s %s  %s\n", name, d, status)
 			continue
 		}
 		fmt.Fprintf(w, "%-24s %-22v max abs %.3g  max rel %.3g  %d of %d off  %s\n", name, outputs[i], d.MaxAbs, d.MaxRel, d.Off, want.Len(), status)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -254,5 +255,84 @@ func TestInspect(t *testing.T) {
 	}
 	if code, _, _ := dstune("inspect"); code != 2 {
 		t.Errorf("no argument: exit %d", code)
+	}
+}
+
+// TestRunSequencesOptionalsStrings: --check reads SequenceProto and
+// OptionalProto inputs and outputs and string tensors (ONNX suite tests
+// whose inputs are fed element by element, folded, or strings), and
+// --output-dir writes outputs of those kinds that --check then accepts
+// bit for bit.
+func TestRunSequencesOptionalsStrings(t *testing.T) {
+	for _, test := range []string{"test_loop13_seq", "test_sequence_map_add_2_sequences", "test_if_opt", "test_identity_opt",
+		"test_optional_get_element_optional_sequence", "test_string_split_basic", "test_regex_full_match_basic"} {
+		dir := sharedtest.Path(t, "onnx-backend", "node", test)
+		model := filepath.Join(dir, "model.onnx")
+		code, out, errOut := dstune("run", model, "--check", filepath.Join(dir, "test_data_set_0"))
+		if code != 0 || !strings.Contains(out, "outputs match") {
+			t.Errorf("%s: exit %d\n%s%s", test, code, out, errOut)
+			continue
+		}
+		m, err := onnx.ReadFile(model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		written := t.TempDir()
+		args := []string{"run", model, "--output-dir", written}
+		for i, in := range m.Graph.Inputs {
+			file := filepath.Join(dir, "test_data_set_0", fmt.Sprintf("input_%d.pb", i))
+			args = append(args, "--input", in.Name+"="+file)
+			copyFile(t, file, filepath.Join(written, fmt.Sprintf("input_%d.pb", i)))
+		}
+		m.Close()
+		if code, out, errOut := dstune(args...); code != 0 {
+			t.Errorf("%s --output-dir: exit %d\n%s%s", test, code, out, errOut)
+			continue
+		}
+		if code, out, errOut := dstune("run", model, "--check", written, "--rtol", "0", "--atol", "0"); code != 0 {
+			t.Errorf("%s: the written outputs do not check: exit %d\n%s%s", test, code, out, errOut)
+		}
+	}
+}
+
+// TestRunSequenceOff: an expected sequence of another length, or with an
+// element off, makes the output OFF.
+func TestRunSequenceOff(t *testing.T) {
+	dir := sharedtest.Path(t, "onnx-backend", "node", "test_loop13_seq")
+	model := filepath.Join(dir, "model.onnx")
+	want, err := onnx.ReadValueFile(filepath.Join(dir, "test_data_set_0", "output_0.pb"), onnx.TypeSequence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shorter := &onnx.Value{Name: want.Name, Kind: onnx.TypeSequence, Elems: want.Elems[:len(want.Elems)-1]}
+	last := want.Elems[len(want.Elems)-1].Tensor
+	vals, err := last.Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals[0] += 1
+	changed, err := onnx.FromFloat32s("", last.Dims, vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := &onnx.Value{Name: want.Name, Kind: onnx.TypeSequence, Elems: append(append([]*onnx.Value{}, want.Elems[:len(want.Elems)-1]...), &onnx.Value{Kind: onnx.TypeTensor, Tensor: changed})}
+	for _, tc := range []struct {
+		v    *onnx.Value
+		want string
+	}{
+		{shorter, "got a sequence of 5, want 4  OFF"},
+		{off, "1 of 15 off  OFF"},
+	} {
+		bad := t.TempDir()
+		for i := range 3 {
+			copyFile(t, filepath.Join(dir, "test_data_set_0", fmt.Sprintf("input_%d.pb", i)), filepath.Join(bad, fmt.Sprintf("input_%d.pb", i)))
+		}
+		if err := onnx.WriteValueFile(filepath.Join(bad, "output_0.pb"), tc.v); err != nil {
+			t.Fatal(err)
+		}
+		code, out, errOut := dstune("run", model, "--check", bad)
+		if code != 1 || !strings.Contains(out, tc.want) {
+			t.Errorf("exit %d, want 1 and %q\n%s%s", code, tc.want, out, errOut)
+		}
 	}
 }

@@ -249,9 +249,14 @@ func (f decoderBuilder) mask() string {
 	})
 	padding := f.node("Unsqueeze", []string{f.cast("attention_mask", onnx.Bool), f.ints(1, 2)}) // [b, 1, 1, total]
 	allowed := f.node("And", []string{causal, padding})
+	// The dtype's lowest finite value (torch.finfo(dtype).min): a fully
+	// masked row (a padding query) must not become all -Inf.
 	lowest := float32(-math.MaxFloat32)
-	if f.dt == onnx.Float16 {
+	switch f.dt {
+	case onnx.Float16:
 		lowest = -65504
+	case onnx.BFloat16:
+		lowest = onnx.BFloat16ToFloat32(0xff7f)
 	}
 	return f.node("Where", []string{allowed, f.scalarOf(f.dt, 0), f.scalarOf(f.dt, lowest)})
 }

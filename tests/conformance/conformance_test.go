@@ -193,7 +193,7 @@ func runTest(dir string, tol tolerance) error {
 			case in.Kind != ir.TensorDatum:
 				b.Composites[in.Name] = d.Fed(in.Name, feeds)
 			case d.Kind != ir.TensorDatum:
-				return fmt.Errorf("input %q: the file holds a %s, the model declares a tensor", in.Name, d.Kind)
+				return fmt.Errorf("input %q: the file holds a value of kind %s, the model declares a tensor", in.Name, d.Kind)
 			case valueInputs[in.Name]:
 				b.Values[in.Name] = d.Tensor
 			default:
