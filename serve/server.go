@@ -95,7 +95,20 @@ type completionRequest struct {
 	Seed        uint64          `json:"seed"`
 	Stream      bool            `json:"stream"`
 	Stop        json.RawMessage `json:"stop"`
+	// Parts of the usual API this server does not implement: refused
+	// rather than ignored.
+	N        *int            `json:"n"`
+	BestOf   *int            `json:"best_of"`
+	Echo     bool            `json:"echo"`
+	Logprobs json.RawMessage `json:"logprobs"`
+	Suffix   json.RawMessage `json:"suffix"`
 }
+
+// Bounds of the stop strings a request may give.
+const (
+	maxStops     = 16
+	maxStopBytes = 256
+)
 
 type choice struct {
 	Index        int     `json:"index"`
@@ -250,6 +263,16 @@ func (s *Server) prepare(req *completionRequest) (generate.Request, *Patch, erro
 	if req.Model == "" {
 		return gen, nil, badRequest("model is required: %q for the base model or a delta's name (GET /v1/models lists them)", BaseName)
 	}
+	switch {
+	case req.N != nil && *req.N != 1, req.BestOf != nil && *req.BestOf != 1:
+		return gen, nil, badRequest("n and best_of other than 1 are not supported: send one request per completion")
+	case req.Echo:
+		return gen, nil, badRequest("echo is not supported")
+	case len(req.Logprobs) > 0 && string(req.Logprobs) != "null":
+		return gen, nil, badRequest("logprobs are not supported")
+	case len(req.Suffix) > 0 && string(req.Suffix) != "null":
+		return gen, nil, badRequest("suffix is not supported")
+	}
 	prompt, err := s.prompt(req.Prompt)
 	if err != nil {
 		return gen, nil, err
@@ -320,11 +343,22 @@ func stopStrings(raw json.RawMessage) ([]string, error) {
 	}
 	var one string
 	if err := json.Unmarshal(raw, &one); err == nil {
+		if len(one) > maxStopBytes {
+			return nil, badRequest("a stop string of %d bytes: at most %d", len(one), maxStopBytes)
+		}
 		return []string{one}, nil
 	}
 	var many []string
 	if err := json.Unmarshal(raw, &many); err != nil {
 		return nil, badRequest("stop must be a string or an array of strings")
+	}
+	if len(many) > maxStops {
+		return nil, badRequest("%d stop strings: at most %d", len(many), maxStops)
+	}
+	for _, s := range many {
+		if len(s) > maxStopBytes {
+			return nil, badRequest("a stop string of %d bytes: at most %d", len(s), maxStopBytes)
+		}
 	}
 	return many, nil
 }
