@@ -16,6 +16,7 @@ import (
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/serve"
+	"github.com/dstune/dstune/tokenizer"
 )
 
 func init() {
@@ -126,7 +127,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case len(pos) != 1:
 		return usagef("want exactly one model file, got %d arguments", len(pos))
-	case (*prompt == "") == (len(promptIDs) == 0) && *bos < 0:
+	case *prompt == "" && len(promptIDs) == 0 && *bos < 0 && gf.tokenizer == "":
 		return usagef("give --prompt TEXT (with --tokenizer) or --prompt-ids IDS")
 	case *prompt != "" && len(promptIDs) > 0:
 		return usagef("--prompt and --prompt-ids are two ways to give the prompt: give one")
@@ -141,13 +142,22 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err := sampling.Check(); err != nil {
 		return usagef("%v", err)
 	}
-	var tok generate.Tokenizer
+	var tok textTokenizer
 	if gf.tokenizer != "" {
 		if tok, err = loadTokenizer(gf.tokenizer); err != nil {
 			return err
 		}
+		// --bos says which token starts the text; otherwise the
+		// tokenizer's own template does (Llama's BOS, nothing for GPT-2).
+		tok.addSpecial = *bos < 0
+		if len(eos) == 0 && tok.t.EOS() >= 0 {
+			eos = append(eos, int64(tok.t.EOS()))
+		}
 	}
 	ids := []int64(promptIDs)
+	if gf.tokenizer != "" && *prompt == "" && len(promptIDs) == 0 && *bos < 0 && tok.t.BOS() >= 0 {
+		ids = []int64{int64(tok.t.BOS())} // text from the start token alone
+	}
 	if *prompt != "" {
 		enc, err := tok.Encode(*prompt)
 		if err != nil {
@@ -173,9 +183,13 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	req := generate.Request{Prompt: ids, MaxTokens: *maxTokens, Sampling: sampling, Stop: stops, StopTokens: eos}
 	first := true
-	res, err := generate.Run(ctx, d, tok, req, func(ev generate.Event) error {
+	var text generate.Tokenizer // nil: print token ids
+	if gf.tokenizer != "" {
+		text = tok
+	}
+	res, err := generate.Run(ctx, d, text, req, func(ev generate.Event) error {
 		switch {
-		case tok != nil:
+		case text != nil:
 			_, err := io.WriteString(stdout, ev.Text)
 			return err
 		case ev.Token >= 0:
@@ -205,10 +219,24 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// errNoTokenizer is returned while dstune is built without tokenizers.
-var errNoTokenizer = errors.New("this dstune reads no tokenizer files yet; give --prompt-ids")
+// textTokenizer adapts a tokenizer file (Hugging Face tokenizer.json or
+// llama2.c tokenizer.bin, see package tokenizer) to generation: Encode
+// adds the tokenizer's special tokens (Llama's BOS) unless the caller
+// gives its own (--bos), Decode leaves special tokens out.
+type textTokenizer struct {
+	t          *tokenizer.Tokenizer
+	addSpecial bool
+}
 
-// loadTokenizer reads a tokenizer file.
-func loadTokenizer(path string) (generate.Tokenizer, error) {
-	return nil, fmt.Errorf("--tokenizer %s: %w", path, errNoTokenizer)
+func (t textTokenizer) Encode(text string) ([]int, error) { return t.t.Encode(text, t.addSpecial), nil }
+func (t textTokenizer) Decode(ids []int) (string, error)  { return t.t.Decode(ids, true), nil }
+
+// loadTokenizer reads a tokenizer file (or a model directory holding
+// tokenizer.json).
+func loadTokenizer(path string) (textTokenizer, error) {
+	t, err := tokenizer.Load(path)
+	if err != nil {
+		return textTokenizer{}, fmt.Errorf("--tokenizer: %w", err)
+	}
+	return textTokenizer{t: t, addSpecial: true}, nil
 }
