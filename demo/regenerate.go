@@ -12,6 +12,7 @@ import (
 	"github.com/dstune/dstune/kernels"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/update"
 )
 
 // BaseModel is the shipped base model, base.onnx: DefaultModel pretrained
@@ -96,7 +97,7 @@ func Regenerate(ctx context.Context, dir string, p Pretraining) (float64, error)
 	if err := WriteJSONL(data, Examples(p.Skills, p.Examples, p.DataSeed)); err != nil {
 		return 0, err
 	}
-	opt, err := train.DefaultOptimizer(train.OptimizerAdamW)
+	opt, err := update.DefaultOptimizer(update.OptimizerAdamW)
 	if err != nil {
 		return 0, err
 	}

@@ -17,10 +17,11 @@ import (
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/update"
 )
 
 // tinyRun is a DST run of tiny_gpt on the small task.
-func tinyRun(t *testing.T, steps int64, dc train.DSTConfig) train.Config {
+func tinyRun(t *testing.T, steps int64, dc dst.Options) train.Config {
 	t.Helper()
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
 	dir := t.TempDir()
@@ -32,9 +33,9 @@ func tinyRun(t *testing.T, steps int64, dc train.DSTConfig) train.Config {
 	if err := os.WriteFile(valid, task.JSONL(va), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	opt, _ := train.DefaultOptimizer(train.OptimizerAdamW)
+	opt, _ := update.DefaultOptimizer(update.OptimizerAdamW)
 	opt.SetLR(3e-3)
-	return train.Config{Model: model, Data: data, Valid: valid, Task: train.TaskLM, Method: train.MethodDST, DST: &dc,
+	return train.Config{Model: model, Data: data, Valid: valid, Task: train.TaskLM, Method: train.MethodDST, DST: dc.JSON(),
 		Optimizer: opt, Schedule: train.Schedule{Name: train.ScheduleConstant}, Steps: steps, Batch: 8, Seed: 3,
 		Backend: "cpu", Threads: 2, EvalEvery: steps, CheckpointEvery: 3}
 }
@@ -63,7 +64,7 @@ func readMetrics(t *testing.T, run string) []map[string]any {
 // applied to the base model's initializers gives the checkpoint's
 // parameters exactly, and its base hash is the model's.
 func TestRunTinyGPT(t *testing.T) {
-	c := train.DefaultDSTConfig()
+	c := dst.DefaultOptions()
 	c.Eps = 1e-2
 	cfg := tinyRun(t, 8, c)
 	run := filepath.Join(t.TempDir(), "run")
@@ -151,13 +152,13 @@ var errCrash = errors.New("simulated crash")
 // checkpoint at 6) and resumed ends with the same parameters, delta and
 // metrics as an uninterrupted run, for the modes with state.
 func TestRunResumesBitIdentically(t *testing.T) {
-	for name, mod := range map[string]func(c *train.DSTConfig){
-		"iterative": func(c *train.DSTConfig) {},
-		"no-churn":  func(c *train.DSTConfig) { c.Churn = false },
-		"module":    func(c *train.DSTConfig) { c.Silo = dst.SiloModule },
+	for name, mod := range map[string]func(c *dst.Options){
+		"iterative": func(c *dst.Options) {},
+		"no-churn":  func(c *dst.Options) { c.Churn = false },
+		"module":    func(c *dst.Options) { c.Silo = dst.SiloModule },
 	} {
 		t.Run(name, func(t *testing.T) {
-			c := train.DefaultDSTConfig()
+			c := dst.DefaultOptions()
 			c.Eps = 2e-2
 			mod(&c)
 			cfg := tinyRun(t, 10, c)

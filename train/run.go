@@ -19,25 +19,27 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
+	"github.com/dstune/dstune/update"
 )
 
 // Config defines a training run; it is stored as RUN/config.json, and a
 // resumed run must be given the same (RunOptions.Resume).
 type Config struct {
-	Model       string          `json:"model"`        // the ONNX file (absolute path)
-	ModelSHA256 string          `json:"model_sha256"` // of the file's bytes; filled in by Run
-	Data        string          `json:"data"`
-	Valid       string          `json:"valid,omitempty"`
-	Task        Task            `json:"task"`
-	Method      string          `json:"method"`
-	DST         *DSTConfig      `json:"dst,omitempty"`       // --method dst's options
-	Trainable   string          `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
-	Optimizer   OptimizerConfig `json:"optimizer"`
-	Schedule    Schedule        `json:"schedule"`
-	Steps       int64           `json:"steps"`
-	Batch       int             `json:"batch"`
+	Model       string           `json:"model"`        // the ONNX file (absolute path)
+	ModelSHA256 string           `json:"model_sha256"` // of the file's bytes; filled in by Run
+	Data        string           `json:"data"`
+	Valid       string           `json:"valid,omitempty"`
+	Task        Task             `json:"task"`
+	Method      string           `json:"method"`
+	DST         json.RawMessage  `json:"dst,omitempty"`       // --method dst's options, as package dst reads them (dst.Options)
+	Trainable   string           `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
+	Optimizer   update.Optimizer `json:"optimizer"`
+	Schedule    Schedule         `json:"schedule"`
+	Steps       int64            `json:"steps"`
+	Batch       int              `json:"batch"`
 	// MaxLen truncates examples; every batch is padded to T = MaxLen, or
 	// to the longest example of the training and validation data when 0
 	// (one static shape, compiled once).
@@ -72,7 +74,7 @@ func (c *Config) Check() error {
 	case c.EvalEvery < 0 || c.CheckpointEvery < 0:
 		return errors.New("eval and checkpoint intervals must not be negative")
 	}
-	if _, err := NewOptimizer(c.Optimizer); err != nil {
+	if err := c.Optimizer.Check(); err != nil {
 		return err
 	}
 	return c.Schedule.Check(c.Steps)
@@ -110,7 +112,8 @@ type RunOptions struct {
 	// fine-tuned model file is then not written.
 	Source GraphSource
 	// BackendOptions are the backend's machine-specific settings, which
-	// are not part of the run (EngineEnv.Options), e.g. "pjrt-plugin".
+	// are not part of the run (accel.OpenWith's settings), e.g.
+	// "pjrt-plugin".
 	BackendOptions map[string]string
 	// AfterStep is called after every step is complete (metrics and any
 	// checkpoint written); an error ends the run at once, as a crash
@@ -158,8 +161,7 @@ type runner struct {
 
 	onnxModel *onnx.Model
 	src       GraphSource
-	engine    Engine
-	opt       Optimizer
+	engine    *Engine
 	method    Method
 	train     *TrainBatches
 	valid     *Dataset
@@ -265,9 +267,6 @@ func (r *runner) setup() error {
 	}
 	r.batchOpts = BatchOptions{BatchSize: cfg.Batch, MaxLen: T, FixedLen: true, PadID: cfg.PadID}
 
-	if r.opt, err = NewOptimizer(cfg.Optimizer); err != nil {
-		return err
-	}
 	env := MethodEnv{Config: *cfg, Model: irModel}
 	if fg, ok := r.src.(interface{ ForwardGraph() (*ir.Graph, error) }); ok {
 		env.ForwardGraph = fg.ForwardGraph
@@ -275,14 +274,17 @@ func (r *runner) setup() error {
 	if r.method, err = newRunMethod(env); err != nil {
 		return err
 	}
-	if r.engine, r.method, err = newRunEngine(EngineEnv{Config: *cfg, Source: r.src, Optimizer: r.opt, Method: r.method,
-		Options: r.opts.BackendOptions}); err != nil {
+	backend, err := accel.OpenWith(cfg.Backend, r.opts.BackendOptions)
+	if err != nil {
+		return err
+	}
+	if r.engine, err = NewEngine(r.src, backend, cfg.Optimizer, r.method, cfg.Threads); err != nil {
 		return err
 	}
 
 	pos := Position{}
 	if r.opts.Resume && HasCheckpoint(dir) {
-		st, p, err := ReadCheckpoint(dir, r.engine.Params(), r.opt, r.method.Name())
+		st, p, err := ReadCheckpoint(dir, r.engine.Params(), cfg.Optimizer, r.method.Name())
 		if err != nil {
 			return err
 		}
@@ -426,17 +428,24 @@ type metricsRecord struct {
 	ValidLoss    *float64 `json:"valid_loss,omitempty"`
 }
 
-func (r *runner) writeMetrics(rec metricsRecord, extra map[string]any) error {
+// writeMetrics writes rec and the method's fields (a value encoding as a
+// JSON object, or nil) as one line.
+func (r *runner) writeMetrics(rec metricsRecord, extra any) error {
 	line, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	if len(extra) > 0 {
+	if extra != nil {
 		more, err := json.Marshal(extra)
 		if err != nil {
 			return err
 		}
-		line = append(append(line[:len(line)-1], ','), more[1:]...)
+		if len(more) < 2 || more[0] != '{' {
+			return fmt.Errorf("train: the %s method's metrics are not a JSON object", r.method.Name())
+		}
+		if len(more) > 2 {
+			line = append(append(line[:len(line)-1], ','), more[1:]...)
+		}
 	}
 	r.metricsW.Write(line)
 	r.metricsW.WriteByte('\n')
@@ -473,11 +482,11 @@ func (r *runner) checkpoint() error {
 	if err != nil {
 		return err
 	}
-	if err := WriteCheckpoint(r.opts.Dir, r.engine.Params(), st, r.train.Position(), r.opt.Config().Name, r.method.Name()); err != nil {
+	if err := WriteCheckpoint(r.opts.Dir, r.engine.Params(), st, r.train.Position(), r.cfg.Optimizer.Name, r.method.Name()); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	if w, ok := r.method.(RunFileWriter); ok {
-		if err := w.WriteRunFiles(r.opts.Dir, st.Step); err != nil {
+		if err := w.WriteRunFiles(r.opts.Dir, st); err != nil {
 			return err
 		}
 	}
@@ -503,7 +512,6 @@ func (r *runner) loop(ctx context.Context) error {
 	var batch Batch
 	start := time.Now()
 	first := res.Step
-	extra := map[string]any{}
 	for step := res.Step + 1; step <= cfg.Steps; step++ {
 		if ctx.Err() != nil {
 			r.progress.done()
@@ -537,7 +545,7 @@ func (r *runner) loop(ctx context.Context) error {
 		for _, m := range batch.AttentionMask {
 			tokens += int(m)
 		}
-		lr := r.opt.LR(StepInfo{Step: step, LRScale: lrScale})
+		lr := cfg.Optimizer.LR(update.StepInfo{Step: step, LRScale: lrScale})
 		rec := metricsRecord{Step: step, Epoch: epoch, Loss: &stats.Loss, LR: &lr,
 			StepMS: ms(elapsed), ComputeMS: ms(stats.Compute), UpdateMS: ms(stats.Update),
 			Tokens: tokens, TokensPerSec: float64(tokens) / elapsed.Seconds()}
@@ -549,9 +557,7 @@ func (r *runner) loop(ctx context.Context) error {
 			rec.ValidLoss, res.ValidLoss = &v, v
 			r.progress.message("step %d: validation loss %.4f", step, v)
 		}
-		clear(extra)
-		r.method.Metrics(extra)
-		if err := r.writeMetrics(rec, extra); err != nil {
+		if err := r.writeMetrics(rec, r.method.Metrics(step, r.engine.LastResult())); err != nil {
 			return err
 		}
 		if step == cfg.Steps || (cfg.CheckpointEvery > 0 && step%cfg.CheckpointEvery == 0) {

@@ -1,6 +1,9 @@
 package train
 
 import (
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/update"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -32,7 +35,7 @@ func writeRunData(t *testing.T) (train, valid string) {
 
 func runConfig(t *testing.T, optName string, steps int64) Config {
 	train, valid := writeRunData(t)
-	opt, err := DefaultOptimizer(optName)
+	opt, err := update.DefaultOptimizer(optName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +63,7 @@ func readMetrics(t *testing.T, dir string) []map[string]any {
 }
 
 func TestRunWritesRunDirectory(t *testing.T) {
-	cfg := runConfig(t, OptimizerAdamW, 30)
+	cfg := runConfig(t, update.OptimizerAdamW, 30)
 	dir := filepath.Join(t.TempDir(), "run")
 	var out bytes.Buffer
 	res, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1), Progress: &out, LogEvery: 10})
@@ -113,10 +116,10 @@ func TestRunWritesRunDirectory(t *testing.T) {
 }
 
 func TestRunResumesBitIdentically(t *testing.T) {
-	for _, optName := range []string{OptimizerAdamW, OptimizerAdafactor, OptimizerSGD} {
+	for _, optName := range []string{update.OptimizerAdamW, update.OptimizerAdafactor, update.OptimizerSGD} {
 		t.Run(optName, func(t *testing.T) {
 			cfg := runConfig(t, optName, 14)
-			if optName == OptimizerSGD {
+			if optName == update.OptimizerSGD {
 				cfg.Optimizer.SGD.Momentum = 0.9
 			}
 			fresh := func() RunOptions { return RunOptions{Source: newBigramSource(runVocab, 1)} }
@@ -186,11 +189,7 @@ func TestRunResumesBitIdentically(t *testing.T) {
 
 func readCheckpointWeights(t *testing.T, dir string, cfg Config) []float32 {
 	t.Helper()
-	opt, err := NewOptimizer(cfg.Optimizer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, _, err := ReadCheckpoint(dir, []ParamInfo{{Name: "bigram.weight", Shape: []int{runVocab, runVocab}}}, opt, MethodFull)
+	st, _, err := ReadCheckpoint(dir, bigramParams(runVocab, runVocab), cfg.Optimizer, MethodFull)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +197,7 @@ func readCheckpointWeights(t *testing.T, dir string, cfg Config) []float32 {
 }
 
 func TestRunStopsOnNonFiniteLoss(t *testing.T) {
-	cfg := runConfig(t, OptimizerAdamW, 20)
+	cfg := runConfig(t, update.OptimizerAdamW, 20)
 	src := newBigramSource(runVocab, 1)
 	dir := filepath.Join(t.TempDir(), "run")
 	_, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: src, AfterStep: func(step int64) error {
@@ -214,29 +213,26 @@ func TestRunStopsOnNonFiniteLoss(t *testing.T) {
 	if !errors.As(err, &le) || !strings.Contains(err.Error(), "step 6: loss is NaN") || !strings.Contains(err.Error(), "last good checkpoint (step 4)") {
 		t.Fatalf("got %v", err)
 	}
-	st, _, err := ReadCheckpoint(dir, []ParamInfo{{Name: "bigram.weight", Shape: []int{runVocab, runVocab}}}, mustOptimizer(t, cfg), MethodFull)
+	st, _, err := ReadCheckpoint(dir, bigramParams(runVocab, runVocab), cfg.Optimizer, MethodFull)
 	if err != nil || st.Step != 4 {
 		t.Fatalf("checkpoint after the NaN: step %v, %v", st, err)
 	}
 }
 
-func mustOptimizer(t *testing.T, cfg Config) Optimizer {
-	opt, err := NewOptimizer(cfg.Optimizer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return opt
+// bigramParams is the bigram model's parameter with the given shape.
+func bigramParams(rows, cols int) []*ir.ParamTensor {
+	return []*ir.ParamTensor{{Name: "bigram.weight", Tensor: ir.NewTensor(ir.Float32, ir.Shape{rows, cols})}}
 }
 
 func TestRunResumeChecks(t *testing.T) {
-	cfg := runConfig(t, OptimizerAdamW, 8)
+	cfg := runConfig(t, update.OptimizerAdamW, 8)
 	dir := filepath.Join(t.TempDir(), "run")
 	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	other := cfg
 	other.Batch = 3
-	other.Optimizer = mustDefault(OptimizerAdamW)
+	other.Optimizer = mustDefault(update.OptimizerAdamW)
 	_, err := Run(context.Background(), other, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)})
 	if err == nil || !strings.Contains(err.Error(), "batch is 4 in config.json, 3 now") || !strings.Contains(err.Error(), "optimizer is") {
 		t.Errorf("resume with other flags: %v", err)
@@ -251,11 +247,11 @@ func TestRunResumeChecks(t *testing.T) {
 		t.Errorf("resume from checkpoint.old: %v, %+v", err, res)
 	}
 	// A checkpoint whose tensors do not fit the model is rejected by name.
-	_, _, err = ReadCheckpoint(dir, []ParamInfo{{Name: "bigram.weight", Shape: []int{runVocab, runVocab + 1}}}, mustOptimizer(t, cfg), MethodFull)
+	_, _, err = ReadCheckpoint(dir, bigramParams(runVocab, runVocab+1), cfg.Optimizer, MethodFull)
 	if err == nil || !strings.Contains(err.Error(), `tensor "bigram.weight" is F32[12 12], want F32[12 13]`) {
 		t.Errorf("checkpoint of another shape: %v", err)
 	}
-	_, _, err = ReadCheckpoint(dir, []ParamInfo{{Name: "bigram.weight", Shape: []int{runVocab, runVocab}}}, mustOptimizer(t, runConfig(t, OptimizerSGD, 8)), MethodFull)
+	_, _, err = ReadCheckpoint(dir, bigramParams(runVocab, runVocab), runConfig(t, update.OptimizerSGD, 8).Optimizer, MethodFull)
 	if err == nil || !strings.Contains(err.Error(), `written by optimizer "adamw"`) {
 		t.Errorf("checkpoint of another optimizer: %v", err)
 	}
@@ -287,8 +283,8 @@ func TestScheduleFactors(t *testing.T) {
 	}
 }
 
-func mustDefault(name string) OptimizerConfig {
-	c, err := DefaultOptimizer(name)
+func mustDefault(name string) update.Optimizer {
+	c, err := update.DefaultOptimizer(name)
 	if err != nil {
 		panic(err)
 	}
@@ -298,7 +294,7 @@ func mustDefault(name string) OptimizerConfig {
 // A run that dies before its first checkpoint starts over when resumed,
 // and its metrics hold every step once.
 func TestRunResumeBeforeFirstCheckpoint(t *testing.T) {
-	cfg := runConfig(t, OptimizerAdamW, 6)
+	cfg := runConfig(t, update.OptimizerAdamW, 6)
 	whole := filepath.Join(t.TempDir(), "whole")
 	if _, err := Run(context.Background(), cfg, RunOptions{Dir: whole, Source: newBigramSource(runVocab, 1)}); err != nil {
 		t.Fatal(err)

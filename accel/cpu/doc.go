@@ -29,4 +29,12 @@
 // count. Transcendental functions are evaluated in float64 with table and
 // polynomial approximations (mathf.go) accurate far below float32's
 // rounding, and rounded once.
+//
+// The backend also trains (NewTrainer, train.go): the training graph's
+// executable reads the parameters in place, and the update program is
+// lowered to package kernels' fused passes — the optimizer's step
+// (update_optim.go) and DST's selection (update_select.go: the optimizer's
+// pass counts Algorithm 2's candidates, a masked pass captures the band
+// around the k-th largest Δ, a radix selection where needed), bit for bit
+// what update.ReferenceSelect defines.
 package cpu

@@ -12,7 +12,7 @@ import (
 )
 
 func init() {
-	accel.Register("cpu", func() (accel.Backend, error) { return New(), nil })
+	accel.Register("cpu", func(accel.Settings) (accel.Backend, error) { return New(), nil })
 }
 
 // Backend is the CPU backend.

@@ -19,6 +19,7 @@ import (
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/update"
 )
 
 // openDevice opens the plugin FindPlugin finds, or skips when there is
@@ -104,7 +105,7 @@ func TestDeviceStepMatchesHostReference(t *testing.T) {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		worst, otherSets, otherEntries := stepsWithinTolerance(t, b.trainerDevice(), name, cases[name])
+		worst, otherSets, otherEntries := stepsWithinTolerance(t, pjrtDevice{b}, name, cases[name])
 		fmt.Printf("TABLE step %-28s 12 steps, worst parameter rel diff %.2g, tensor-steps with another subset than the CPU method %d (%d entries)\n",
 			name, worst, otherSets, otherEntries)
 	}
@@ -175,32 +176,36 @@ func BenchmarkDeviceGPTBench(b *testing.B) {
 		}
 	}
 	batch := []*ir.Tensor{ir.FromInt64s(ir.Shape{16, 128}, tok), ir.FromInt64s(ir.Shape{16, 128}, tgt)}
-	adamw := Optimizer{Kind: AdamW, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+	adamw := update.Optimizer{Name: update.OptimizerAdamW, AdamW: &update.AdamW{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}}
 	for _, method := range []string{"full", "dst"} {
 		b.Run("method="+method, func(b *testing.B) {
-			cfg := TrainConfig{Optimizer: adamw}
+			prog := &update.Program{Optimizer: adamw}
 			if method == "dst" {
-				cfg.DST = &DST{Eps: 1e-3, Distance: DistanceInvRel, Silos: allSilos(tg), Bisection: dst.DefaultBisection}
+				prog.Selection = perParamSelection(tg, 1e-3, update.DistanceInvRel)
 			}
-			tr, err := dev.NewTrainer(tg, cfg)
+			tr, err := dev.NewTrainer(trainables(tg), prog, accel.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer tr.Close()
 			step := int64(1)
 			for ; step <= 3; step++ {
-				if _, err := tr.Step(step, 1e-4, batch); err != nil {
+				if _, err := tr.Step(tg, batch, update.StepInfo{Step: step, LRScale: 1}); err != nil {
 					b.Fatal(err)
 				}
 			}
 			exact, exactSteps := 0, 0
 			for b.Loop() {
-				res, err := tr.Step(step, 1e-4, batch)
+				res, err := tr.Step(tg, batch, update.StepInfo{Step: step, LRScale: 1})
 				if err != nil {
 					b.Fatal(err)
 				}
 				any := false
-				for _, u := range res.Units {
+				var units []update.UnitResult
+				if res.Selection != nil {
+					units = res.Selection.Units
+				}
+				for _, u := range units {
 					if u.Exact {
 						exact++
 						any = true

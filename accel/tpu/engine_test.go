@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/dstune/dstune/accel"
 	_ "github.com/dstune/dstune/accel/cpu" // the CPU backend the engine is compared with
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/dst/experiments/tinytask/task"
@@ -20,19 +21,32 @@ import (
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/update"
 )
 
-// evalBackend is the name the tests register the engine under with the
-// evaluator as its device.
+// evalBackend is the name the tests register a training backend under
+// whose trainers run on the evaluator: train's engine on the pjrt
+// backend's Trainer, without a device.
 const evalBackend = "pjrt-hloeval"
 
 var registerEval sync.Once
 
+// evalTraining is the pjrt backend's training half on the evaluator.
+type evalTraining struct{}
+
+func (evalTraining) Name() string { return evalBackend }
+
+func (evalTraining) Compile(*ir.Graph, accel.Options) (accel.Executable, error) {
+	return nil, errors.New("tpu: the evaluator backend only trains")
+}
+
+func (evalTraining) NewTrainer(params []*ir.ParamTensor, prog *update.Program, _ accel.Options) (accel.Trainer, error) {
+	return newTrainer(&evalDevice{}, params, prog)
+}
+
 func registerEvalEngine() {
 	registerEval.Do(func() {
-		train.RegisterEngine(evalBackend, func(env train.EngineEnv) (train.Engine, error) {
-			return newEngine(&evalDevice{}, env)
-		})
+		accel.Register(evalBackend, func(accel.Settings) (accel.Backend, error) { return evalTraining{}, nil })
 	})
 }
 
@@ -50,14 +64,14 @@ func tinyRun(t testing.TB, backend, threshold string, steps int64) train.Config 
 	if err := os.WriteFile(valid, task.JSONL(held), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	opt, err := train.DefaultOptimizer(train.OptimizerAdamW)
+	opt, err := update.DefaultOptimizer(update.OptimizerAdamW)
 	if err != nil {
 		t.Fatal(err)
 	}
 	opt.SetLR(3e-3)
-	d := train.DefaultDSTConfig()
+	d := dst.DefaultOptions()
 	d.Eps, d.Threshold = 0.01, threshold
-	return train.Config{Model: model, Data: data, Valid: valid, EvalEvery: 10, Task: train.TaskLM, Method: train.MethodDST, DST: &d, Optimizer: opt,
+	return train.Config{Model: model, Data: data, Valid: valid, EvalEvery: 10, Task: train.TaskLM, Method: train.MethodDST, DST: d.JSON(), Optimizer: opt,
 		Schedule: train.Schedule{Name: train.ScheduleConstant}, Steps: steps, Batch: 2, MaxLen: 24, Seed: 1,
 		Backend: backend, Threads: 1, CheckpointEvery: 1}
 }
@@ -222,7 +236,7 @@ func TestEngineResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, _, err := train.ReadCheckpoint(whole, deltaParams(t, cfg), mustOptimizer(t, cfg), train.MethodDST)
+	st, _, err := train.ReadCheckpoint(whole, deltaParams(t), cfg.Optimizer, train.MethodDST)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,24 +255,16 @@ func TestEngineResume(t *testing.T) {
 	}
 }
 
-func mustOptimizer(t testing.TB, cfg train.Config) train.Optimizer {
-	o, err := train.NewOptimizer(cfg.Optimizer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return o
-}
-
 // deltaParams lists tiny_gpt's trainable parameters as the run saw them.
-func deltaParams(t testing.TB, cfg train.Config) []train.ParamInfo {
+func deltaParams(t testing.TB) []*ir.ParamTensor {
 	g := loadModel(t, "models/tiny_gpt/model.onnx", map[string]ir.Shape{"tokens": {1, 2}})
-	var infos []train.ParamInfo
+	var params []*ir.ParamTensor
 	for _, p := range g.Params {
 		if p.Value.DType == ir.Float32 && len(p.Uses) > 0 {
-			infos = append(infos, train.ParamInfo{Name: p.Name, Shape: []int(p.Value.Shape.Clone())})
+			params = append(params, &ir.ParamTensor{Name: p.Name, Tensor: p.Tensor})
 		}
 	}
-	return infos
+	return params
 }
 
 // readParams reads a run's checkpointed parameters.
@@ -286,7 +292,7 @@ func readParams(t testing.TB, run string) map[string][]float32 {
 func TestEngineFullFineTuning(t *testing.T) {
 	cfg := tinyRun(t, "cpu", dst.ThresholdIterative, 5)
 	cfg.Method, cfg.DST = train.MethodFull, nil
-	opt, err := train.DefaultOptimizer(train.OptimizerSGD)
+	opt, err := update.DefaultOptimizer(update.OptimizerSGD)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,14 @@
 package tpu
 
 import (
+	"math"
 	"strings"
 	"testing"
 
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
+	"github.com/dstune/dstune/update"
 )
 
 func readTensor(t testing.TB, path string) *ir.Tensor {
@@ -43,11 +45,24 @@ func loadModel(t testing.TB, rel string, shapes map[string]ir.Shape) *ir.Graph {
 	return g
 }
 
-// allSilos is one DST silo per parameter of tg (module-layer), in order.
-func allSilos(tg *ir.Graph) [][]string {
-	var s [][]string
+// perParamSelection is a DST selection with one unit per parameter of tg
+// (module-layer silos), in order, each keeping round(eps·n) (at least 1)
+// entries; Algorithm 2 with m = 3, r = 2.
+func perParamSelection(tg *ir.Graph, eps float64, d update.Distance) *update.Selection {
+	s := &update.Selection{Distance: d, Bisection: update.DefaultBisection, BandCap: 64 << 10}
 	for _, p := range tg.Params {
-		s = append(s, []string{p.Name})
+		n := int64(p.Value.Shape.Size())
+		k := min(max(int64(math.Round(eps*float64(n))), 1), n)
+		s.Units = append(s.Units, update.Unit{Name: p.Name, Pieces: []update.Piece{{Param: p.Name}}, K: k})
 	}
 	return s
+}
+
+// trainables lists tg's parameters as a trainer takes them.
+func trainables(tg *ir.Graph) []*ir.ParamTensor {
+	var ps []*ir.ParamTensor
+	for _, p := range tg.Params {
+		ps = append(ps, &ir.ParamTensor{Name: p.Name, Tensor: p.Tensor})
+	}
+	return ps
 }

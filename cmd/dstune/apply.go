@@ -17,20 +17,31 @@ import (
 
 func init() {
 	register(&command{
-		name:    "apply",
-		usage:   "MODEL.onnx DELTA.safetensors [MORE.safetensors ...] -o OUT.onnx [--force]",
-		summary: "write the fine-tuned model: the base model with one or more deltas applied in order",
-		run:     runApply,
+		name:     "apply",
+		synopsis: []string{"MODEL.onnx DELTA.safetensors [MORE.safetensors ...] -o OUT.onnx [--force]"},
+		summary:  "write the fine-tuned model: the base model with one or more deltas applied in order",
+		flags:    func(fs *flag.FlagSet) { new(applyFlags).define(fs) },
+		run:      runApply,
 	})
 }
 
+// applyFlags are dstune apply's flags.
+type applyFlags struct {
+	out   string
+	force *bool
+}
+
+func (f *applyFlags) define(fs *flag.FlagSet) {
+	fs.StringVar(&f.out, "o", "", "the fine-tuned model to write (OUT.onnx)")
+	fs.StringVar(&f.out, "out", "", "same as -o")
+	f.force = fs.Bool("force", false, "apply deltas made for another base model, and let a later delta win where two change one entry")
+}
+
 func runApply(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
-	var out string
-	fs.StringVar(&out, "o", "", "the fine-tuned model to write (OUT.onnx)")
-	fs.StringVar(&out, "out", "", "same as -o")
-	force := fs.Bool("force", false, "apply deltas made for another base model, and let a later delta win where two change one entry")
+	var f applyFlags
+	fs := newFlagSet("apply", f.define)
 	pos, err := parseArgs(fs, args)
+	out, force := f.out, f.force
 	if err != nil {
 		return err
 	}

@@ -19,14 +19,16 @@ import (
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/update"
 )
 
 func init() {
 	register(&command{
-		name:    "demo",
-		usage:   "[--out DIR] [--steps N] [--eps E] [--threads N] | --regenerate DIR",
-		summary: "fine-tune the small model that ships with dstune on a new task with DST, and show before and after",
-		run:     runDemo,
+		name:     "demo",
+		synopsis: []string{"[--out DIR] [--steps 300] [--eps 0.01] [--lr 0.01] [--threads 2] [--full=true]", "--regenerate DIR"},
+		summary:  "fine-tune the small model that ships with dstune on a new task with DST, and show before and after",
+		flags:    func(fs *flag.FlagSet) { new(demoFlags).define(fs) },
+		run:      runDemo,
 	})
 }
 
@@ -37,7 +39,7 @@ const (
 	demoValidExamples = 256
 	demoDataSeed      = 2
 	demoBatch         = 32
-	demoOptimizer     = train.OptimizerAdamW
+	demoOptimizer     = update.OptimizerAdamW
 	demoSilo          = "module-layer"
 	demoDistance      = "inv-rel"
 	demoThreshold     = "iterative"
@@ -46,15 +48,29 @@ const (
 // demoMethod is the training method of the demo's fine-tuning.
 var demoMethod = train.MethodDST
 
+// demoFlags are dstune demo's flags.
+type demoFlags struct {
+	out, regenerate *string
+	steps           *int64
+	eps, lr         *float64
+	threads         *int
+	full            *bool
+}
+
+func (f *demoFlags) define(fs *flag.FlagSet) {
+	f.out = fs.String("out", "", "directory for the demo's files (created; default: a new directory under the OS temp dir)")
+	f.steps = fs.Int64("steps", 300, "fine-tuning steps")
+	f.eps = fs.Float64("eps", 1e-2, "share of each silo's entries that may differ from the base model")
+	f.lr = fs.Float64("lr", 1e-2, "AdamW learning rate")
+	f.threads = fs.Int("threads", 2, "goroutines per kernel call; the printed numbers depend on it")
+	f.full = fs.Bool("full", true, "also fine-tune every parameter (--method full), for reference")
+	f.regenerate = fs.String("regenerate", "", "instead of the demo: pretrain the shipped base model from scratch and write DIR/"+demo.BaseModelFile)
+}
+
 func runDemo(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	out := fs.String("out", "", "directory for the demo's files (created; default: a new directory under the OS temp dir)")
-	steps := fs.Int64("steps", 300, "fine-tuning steps")
-	eps := fs.Float64("eps", 1e-2, "share of each silo's entries that may differ from the base model")
-	lr := fs.Float64("lr", 1e-2, "AdamW learning rate")
-	threads := fs.Int("threads", 2, "goroutines per kernel call; the printed numbers depend on it")
-	full := fs.Bool("full", true, "also fine-tune every parameter (--method full), for reference")
-	regenerate := fs.String("regenerate", "", "instead of the demo: pretrain the shipped base model from scratch and write DIR/"+demo.BaseModelFile)
+	var f demoFlags
+	fs := newFlagSet("demo", f.define)
+	out, steps, eps, lr, threads, full, regenerate := f.out, f.steps, f.eps, f.lr, f.threads, f.full, f.regenerate
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err

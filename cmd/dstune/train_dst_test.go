@@ -30,9 +30,10 @@ func TestTrainDST(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := train.DSTConfig{Eps: 0.01, Distance: dst.DistanceInvRel, Silo: dst.SiloModule, Threshold: dst.ThresholdExact, Churn: true, RefineSteps: 4, Factor: 2}
-	if cfg.Method != train.MethodDST || cfg.DST == nil || *cfg.DST != want {
-		t.Fatalf("config.json: method %q, dst %+v", cfg.Method, cfg.DST)
+	want := dst.Options{Eps: 0.01, Distance: dst.DistanceInvRel, Silo: dst.SiloModule, Threshold: dst.ThresholdExact, Churn: true, RefineSteps: 4, Factor: 2}
+	got, err := dst.ParseOptions(cfg.DST, 0)
+	if cfg.Method != train.MethodDST || err != nil || got != want {
+		t.Fatalf("config.json: method %q, dst %s (%v)", cfg.Method, cfg.DST, err)
 	}
 	d, err := dst.ReadDelta(filepath.Join(run, dst.DeltaFile))
 	if err != nil {
