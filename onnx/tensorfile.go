@@ -2,9 +2,8 @@ package onnx
 
 import (
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
+
+	"github.com/dstune/dstune/internal/atomicfile"
 )
 
 // EncodeTensor serializes t as a TensorProto, the layout of the
@@ -34,15 +33,7 @@ func WriteTensorFile(path string, t *Tensor) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := writeTemp(filepath.Dir(path), filepath.Base(path), func(w io.Writer) error {
-		_, err := w.Write(buf)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("onnx: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.Write(path, buf); err != nil {
 		return fmt.Errorf("onnx: write %s: %w", path, err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/internal/safetensors"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/update"
@@ -115,7 +116,7 @@ func WriteCheckpoint(run string, params []*ir.ParamTensor, st *EngineState, pos 
 	if err := writeJSONFile(filepath.Join(tmp, "state.json"), info); err != nil {
 		return err
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := atomicfile.SyncDir(tmp); err != nil {
 		return err
 	}
 	cur, old := filepath.Join(run, checkpointDir), filepath.Join(run, checkpointOld)
@@ -128,7 +129,7 @@ func WriteCheckpoint(run string, params []*ir.ParamTensor, st *EngineState, pos 
 	if err := os.Rename(tmp, cur); err != nil {
 		return err
 	}
-	if err := syncDir(run); err != nil {
+	if err := atomicfile.SyncDir(run); err != nil {
 		return err
 	}
 	return os.RemoveAll(old)
@@ -141,42 +142,7 @@ func writeJSONFile(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, append(data, '\n'))
-}
-
-func writeFileAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(path, append(data, '\n'))
 }
 
 // HasCheckpoint reports whether run holds a checkpoint.

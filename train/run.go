@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/dstune/dstune/accel"
+	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/update"
@@ -411,7 +412,7 @@ func truncateMetrics(path string, step int64) error {
 	if len(kept) == len(data) {
 		return nil
 	}
-	return writeFileAtomic(path, kept)
+	return atomicfile.Write(path, kept)
 }
 
 // metricsRecord is one line of metrics.jsonl; a method adds fields.

@@ -20,6 +20,7 @@ import (
 	"gonum.org/v1/plot/vg"
 
 	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/train"
 )
 
@@ -256,30 +257,7 @@ func writeLossPlot(path, title string, series []*runSeries, smooth int) error {
 	if _, err := wt.WriteTo(&buf); err != nil {
 		return err
 	}
-	return writeFileAtomic(path, buf.Bytes())
-}
-
-// writeFileAtomic writes data (mode 0644) to a temporary file beside path
-// and renames it into place.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil || f.Chmod(0o644) != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return nil
+	return atomicfile.Write(path, buf.Bytes())
 }
 
 func medianFloat(x []float64) float64 {

@@ -9,11 +9,12 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/dstune/dstune/internal/atomicfile"
 )
 
 // MaxHeaderBytes caps the JSON header a file may declare (the reference
@@ -269,33 +270,16 @@ func writeJSONString(b *bytes.Buffer, s string) {
 // WriteFile encodes the file to path atomically: it writes a temporary file
 // in the same directory, syncs it and renames it over path, so readers see
 // the old file or the complete new one, never a partial file.
-func WriteFile(path string, metadata map[string]string, tensors []Tensor) (err error) {
+func WriteFile(path string, metadata map[string]string, tensors []Tensor) error {
 	if _, _, err := encodeHeader(metadata, tensors); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+	return atomicfile.WriteWith(path, func(f *os.File) error {
+		if err := Encode(f, metadata, tensors); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
 		}
-	}()
-	if err = Encode(tmp, metadata, tensors); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+		return nil
+	})
 }
 
 // ReadFile reads and decodes the file at path. Errors name the path. Only
