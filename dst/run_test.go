@@ -3,7 +3,6 @@ package dst_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"math"
 	"os"
@@ -40,25 +39,6 @@ func tinyRun(t *testing.T, steps int64, dc dst.Options) train.Config {
 		Backend: "cpu", Threads: 2, EvalEvery: steps, CheckpointEvery: 3}
 }
 
-func readMetrics(t *testing.T, run string) []map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(run, train.MetricsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recs []map[string]any
-	for line := range bytes.Lines(data) {
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatal(err)
-		}
-		if step, _ := m["step"].(float64); step > 0 {
-			recs = append(recs, m)
-		}
-	}
-	return recs
-}
-
 // TestRunTinyGPT trains tiny_gpt with --method dst through train.Run: the
 // metrics carry DST's fields every step, the delta in the run directory
 // applied to the base model's initializers gives the checkpoint's
@@ -71,19 +51,18 @@ func TestRunTinyGPT(t *testing.T) {
 	if _, err := train.Run(context.Background(), cfg, train.RunOptions{Dir: run}); err != nil {
 		t.Fatal(err)
 	}
-	recs := readMetrics(t, run)
+	recs := sharedtest.StepRecords(sharedtest.ReadMetrics(t, run))
 	if len(recs) != 8 {
 		t.Fatalf("%d step records, want 8", len(recs))
 	}
 	for i, r := range recs {
-		silos, _ := r["silos"].(map[string]any)
-		if r["eps"] == nil || r["dst_ms"] == nil || r["optimizer_ms"] == nil || len(silos) != 28 {
-			t.Fatalf("step %d: record lacks DST fields: %v", i+1, r)
+		if r.Eps == nil || r.DSTMS == nil || r.OptimizerMS == nil || r.ExactSelections == nil || len(r.Silos) != 28 {
+			t.Fatalf("step %d: record lacks DST fields: %v", i+1, r.Fields)
 		}
-		if _, ok := r["eps_alg2"]; ok != (i > 0) {
+		if ok := r.EpsAlg2 != nil; ok != (i > 0) {
 			t.Fatalf("step %d: eps_alg2 present %v (Algorithm 2 runs from step 2)", i+1, ok)
 		}
-		if _, ok := r["churn"]; ok != (i > 0) {
+		if ok := r.Churn != nil; ok != (i > 0) {
 			t.Fatalf("step %d: churn present %v", i+1, ok)
 		}
 	}
@@ -110,7 +89,7 @@ func TestRunTinyGPT(t *testing.T) {
 	params := map[string][]float32{}
 	for _, it := range inits {
 		if it.DType == "F32" {
-			params[it.Name] = bytesToFloats(it.Data)
+			params[it.Name] = sharedtest.Float32s(it.Data)
 		}
 	}
 	if err := d.ApplyTo(params); err != nil {
@@ -121,7 +100,7 @@ func TestRunTinyGPT(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tensor := range ckpt.Tensors {
-		want := bytesToFloats(tensor.Data)
+		want := sharedtest.Float32s(tensor.Data)
 		got := params[tensor.Name]
 		var kept int64
 		if td := d.Tensor(tensor.Name); td != nil {
@@ -136,14 +115,6 @@ func TestRunTinyGPT(t *testing.T) {
 			}
 		}
 	}
-}
-
-func bytesToFloats(b []byte) []float32 {
-	out := make([]float32, len(b)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(uint32(b[4*i]) | uint32(b[4*i+1])<<8 | uint32(b[4*i+2])<<16 | uint32(b[4*i+3])<<24)
-	}
-	return out
 }
 
 var errCrash = errors.New("simulated crash")
@@ -186,14 +157,14 @@ func TestRunResumesBitIdentically(t *testing.T) {
 					t.Fatalf("%s differs after resuming (%d and %d bytes)", f, len(a), len(b))
 				}
 			}
-			ra, rb := readMetrics(t, whole), readMetrics(t, part)
+			ra, rb := sharedtest.StepRecords(sharedtest.ReadMetrics(t, whole)), sharedtest.StepRecords(sharedtest.ReadMetrics(t, part))
 			if len(ra) != len(rb) {
 				t.Fatalf("%d and %d records", len(ra), len(rb))
 			}
 			for i := range ra {
 				for _, key := range []string{"loss", "eps", "eps_alg2", "churn"} {
-					if ra[i][key] != rb[i][key] {
-						t.Fatalf("step %d %s: %v uninterrupted, %v resumed", i+1, key, ra[i][key], rb[i][key])
+					if ra[i].Fields[key] != rb[i].Fields[key] {
+						t.Fatalf("step %d %s: %v uninterrupted, %v resumed", i+1, key, ra[i].Fields[key], rb[i].Fields[key])
 					}
 				}
 			}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/dstune/dstune/accel/cpu"
+	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/update"
 )
@@ -348,8 +349,8 @@ func TestRegisteredMethodIsUsedAndAddsMetrics(t *testing.T) {
 	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err != nil {
 		t.Fatal(err)
 	}
-	recs := readMetrics(t, dir)
-	if last := recs[len(recs)-1]; last["updates"] != float64(3) || last["step"] != float64(3) {
-		t.Errorf("last metrics record %v: want the method's updates = 3", last)
+	recs := sharedtest.ReadMetrics(t, dir)
+	if last := recs[len(recs)-1]; last.Fields["updates"] != float64(3) || last.Step != 3 {
+		t.Errorf("last metrics record %v: want the method's updates = 3", last.Fields)
 	}
 }

@@ -1,18 +1,21 @@
 package train
 
 import (
+	"fmt"
+
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/update"
 
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dstune/dstune/internal/sharedtest"
 )
 
 const runVocab = 12
@@ -45,23 +48,6 @@ func runConfig(t *testing.T, optName string, steps int64) Config {
 		Seed: 11, Backend: "cpu", Threads: 2, EvalEvery: 5, CheckpointEvery: 4}
 }
 
-func readMetrics(t *testing.T, dir string) []map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(dir, MetricsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recs []map[string]any
-	for line := range bytes.Lines(data) {
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		recs = append(recs, m)
-	}
-	return recs
-}
-
 func TestRunWritesRunDirectory(t *testing.T) {
 	cfg := runConfig(t, update.OptimizerAdamW, 30)
 	dir := filepath.Join(t.TempDir(), "run")
@@ -80,27 +66,26 @@ func TestRunWritesRunDirectory(t *testing.T) {
 	if diff := configDiff(stored, cfg); diff != "" {
 		t.Errorf("config.json differs from the run's config: %s", diff)
 	}
-	recs := readMetrics(t, dir)
+	recs := sharedtest.ReadMetrics(t, dir)
 	if len(recs) != 31 {
 		t.Fatalf("%d metrics records, want 31 (initial validation + 30 steps)", len(recs))
 	}
 	for i, r := range recs {
-		if r["step"] != float64(i) {
-			t.Fatalf("record %d has step %v", i, r["step"])
+		if r.Step != int64(i) {
+			t.Fatalf("record %d has step %v", i, r.Step)
 		}
-		_, hasValid := r["valid_loss"]
-		if wantValid := i == 0 || i%5 == 0; hasValid != wantValid {
+		if hasValid, wantValid := r.ValidLoss != nil, i == 0 || i%5 == 0; hasValid != wantValid {
 			t.Errorf("step %d: valid_loss present %v, want %v", i, hasValid, wantValid)
 		}
 		if i > 0 {
 			for _, k := range []string{"loss", "lr", "step_ms", "tokens_per_s", "tokens"} {
-				if _, ok := r[k]; !ok {
-					t.Errorf("step %d: no %q in %v", i, k, r)
+				if _, ok := r.Fields[k]; !ok {
+					t.Errorf("step %d: no %q in %v", i, k, r.Fields)
 				}
 			}
 		}
 	}
-	if lr1, lr2, lr3 := recs[1]["lr"].(float64), recs[2]["lr"].(float64), recs[3]["lr"].(float64); lr1 != 0.025 || lr2 != 0.05 || lr3 != 0.05 {
+	if lr1, lr2, lr3 := *recs[1].LR, *recs[2].LR, *recs[3].LR; lr1 != 0.025 || lr2 != 0.05 || lr3 != 0.05 {
 		t.Errorf("warm-up then cosine: lr %v %v %v, want 0.025 0.05 0.05", lr1, lr2, lr3)
 	}
 	if !HasCheckpoint(dir) {
@@ -173,14 +158,15 @@ func TestRunResumesBitIdentically(t *testing.T) {
 			if got := readCheckpointWeights(t, part.Dir, cfg); !sameBits(got, want) {
 				t.Fatal("interrupted and resumed run's parameters differ from the uninterrupted run's")
 			}
-			recs := readMetrics(t, part.Dir)
-			wholeRecs := readMetrics(t, whole.Dir)
+			recs := sharedtest.ReadMetrics(t, part.Dir)
+			wholeRecs := sharedtest.ReadMetrics(t, whole.Dir)
 			if len(recs) != len(wholeRecs) {
 				t.Fatalf("%d metrics records after resuming, the uninterrupted run has %d", len(recs), len(wholeRecs))
 			}
 			for i := range recs {
-				if recs[i]["step"] != wholeRecs[i]["step"] || recs[i]["loss"] != wholeRecs[i]["loss"] || recs[i]["valid_loss"] != wholeRecs[i]["valid_loss"] {
-					t.Errorf("metrics record %d: %v, uninterrupted %v", i, recs[i], wholeRecs[i])
+				a, b := recs[i], wholeRecs[i]
+				if a.Step != b.Step || fmt.Sprint(a.Fields["loss"], a.Fields["valid_loss"]) != fmt.Sprint(b.Fields["loss"], b.Fields["valid_loss"]) {
+					t.Errorf("metrics record %d: %v, uninterrupted %v", i, a.Fields, b.Fields)
 				}
 			}
 		})
@@ -316,9 +302,9 @@ func TestRunResumeBeforeFirstCheckpoint(t *testing.T) {
 	if !sameBits(readCheckpointWeights(t, dir, cfg), readCheckpointWeights(t, whole, cfg)) {
 		t.Error("parameters differ from the uninterrupted run's")
 	}
-	for i, r := range readMetrics(t, dir) {
-		if r["step"] != float64(i) {
-			t.Fatalf("metrics record %d is step %v", i, r["step"])
+	for i, r := range sharedtest.ReadMetrics(t, dir) {
+		if r.Step != int64(i) {
+			t.Fatalf("metrics record %d is step %v", i, r.Step)
 		}
 	}
 }

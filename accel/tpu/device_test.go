@@ -9,6 +9,7 @@ package tpu
 import (
 	"errors"
 	"fmt"
+	"github.com/dstune/dstune/internal/sharedtest/models"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -42,9 +43,9 @@ func TestDeviceModelsMatchPyTorch(t *testing.T) {
 	for _, name := range []string{"tiny_gpt", "tiny_bert"} {
 		for _, set := range []string{"test_data_set_0", "test_data_set_1"} {
 			dir := sharedtest.Path(t, "models", name)
-			tokens := readTensor(t, filepath.Join(dir, set, "input_0.pb"))
-			want := readTensor(t, filepath.Join(dir, set, "output_0.pb"))
-			g := loadModel(t, "models/"+name+"/model.onnx", map[string]ir.Shape{"tokens": tokens.Shape()})
+			tokens := models.ReadTensor(t, filepath.Join(dir, set, "input_0.pb"))
+			want := models.ReadTensor(t, filepath.Join(dir, set, "output_0.pb"))
+			g := models.Specialize(t, "models/"+name+"/model.onnx", map[string]ir.Shape{"tokens": tokens.Shape()})
 			exe, err := b.Compile(g, accel.Options{})
 			if err != nil {
 				t.Fatal(err)
@@ -125,7 +126,7 @@ func TestDeviceTinyGPTDST(t *testing.T) {
 		cpuSubsets := runWithDeltas(t, cfg, cpuDir)
 		cfg.Backend = "pjrt"
 		devSubsets := runWithDeltas(t, cfg, devDir)
-		c, err := compareRuns(cpuDir, devDir)
+		c, err := compareRuns(t, cpuDir, devDir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +159,7 @@ func TestDeviceTinyGPTDST(t *testing.T) {
 // steps; ns/op is one step including the loss read-back.
 func BenchmarkDeviceGPTBench(b *testing.B) {
 	dev := openDevice(b)
-	g := loadModel(b, "bench/gpt_bench.onnx", map[string]ir.Shape{"tokens": {16, 128}})
+	g := models.Specialize(b, "bench/gpt_bench.onnx", map[string]ir.Shape{"tokens": {16, 128}})
 	tg, err := ir.TrainingGraph(g, ir.LossSpec{Kind: ir.SoftmaxCrossEntropy, IgnoreIndex: -100}, nil)
 	if err != nil {
 		b.Fatal(err)

@@ -8,15 +8,17 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/dstune/dstune/internal/sharedtest/models"
 
 	"github.com/dstune/dstune/accel"
 	_ "github.com/dstune/dstune/accel/cpu" // the CPU backend the engine is compared with
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/dst/experiments/tinytask/task"
-	"github.com/dstune/dstune/internal/safetensors"
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
@@ -117,7 +119,7 @@ func TestEngineTinyGPTMatchesCPU(t *testing.T) {
 			cpuSubsets := runWithDeltas(t, cfg, cpuDir)
 			cfg.Backend = evalBackend
 			devSubsets := runWithDeltas(t, cfg, devDir)
-			c, err := compareRuns(cpuDir, devDir)
+			c, err := compareRuns(t, cpuDir, devDir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -132,7 +134,7 @@ func TestEngineTinyGPTMatchesCPU(t *testing.T) {
 			}
 			// How much Θ differs: entries whose bits differ at the end.
 			otherBits, entries := 0, 0
-			cpuParams, devParams := readParams(t, cpuDir), readParams(t, devDir)
+			cpuParams, devParams := sharedtest.CheckpointParams(t, cpuDir), sharedtest.CheckpointParams(t, devDir)
 			for name, v := range cpuParams {
 				for i, x := range v {
 					entries++
@@ -200,14 +202,7 @@ func TestEngineResume(t *testing.T) {
 			t.Errorf("%s differs after the resume", f)
 		}
 	}
-	ra, err := readRun(whole)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rb, err := readRun(broken)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ra, rb := sharedtest.ReadMetrics(t, whole), sharedtest.ReadMetrics(t, broken)
 	if len(ra) != len(rb) {
 		t.Fatalf("%d and %d records", len(ra), len(rb))
 	}
@@ -224,7 +219,7 @@ func TestEngineResume(t *testing.T) {
 			}
 			return fmt.Sprint(*p)
 		}
-		if y.Loss == nil || *x.Loss != *y.Loss || fmt.Sprint(x.Silos) != fmt.Sprint(y.Silos) || val(x.ValidLoss) != val(y.ValidLoss) || val(x.EpsAlg2) != val(y.EpsAlg2) {
+		if y.Loss == nil || *x.Loss != *y.Loss || !reflect.DeepEqual(x.Silos, y.Silos) || val(x.ValidLoss) != val(y.ValidLoss) || val(x.EpsAlg2) != val(y.EpsAlg2) {
 			t.Errorf("step %d: loss %v, validation %s, eps_alg2 %s; resumed %v, %s, %s", x.Step, *x.Loss, val(x.ValidLoss), val(x.EpsAlg2), val(y.Loss), val(y.ValidLoss), val(y.EpsAlg2))
 		}
 	}
@@ -257,7 +252,7 @@ func TestEngineResume(t *testing.T) {
 
 // deltaParams lists tiny_gpt's trainable parameters as the run saw them.
 func deltaParams(t testing.TB) []*ir.ParamTensor {
-	g := loadModel(t, "models/tiny_gpt/model.onnx", map[string]ir.Shape{"tokens": {1, 2}})
+	g := models.Specialize(t, "models/tiny_gpt/model.onnx", map[string]ir.Shape{"tokens": {1, 2}})
 	var params []*ir.ParamTensor
 	for _, p := range g.Params {
 		if p.Value.DType == ir.Float32 && len(p.Uses) > 0 {
@@ -265,24 +260,6 @@ func deltaParams(t testing.TB) []*ir.ParamTensor {
 		}
 	}
 	return params
-}
-
-// readParams reads a run's checkpointed parameters.
-func readParams(t testing.TB, run string) map[string][]float32 {
-	t.Helper()
-	f, err := safetensors.ReadFile(filepath.Join(run, "checkpoint", "params.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][]float32{}
-	for _, x := range f.Tensors {
-		v := make([]float32, len(x.Data)/4)
-		for i := range v {
-			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(x.Data[4*i:]))
-		}
-		out[x.Name] = v
-	}
-	return out
 }
 
 // TestEngineFullFineTuning runs full fine-tuning (SGD with momentum) on
@@ -308,7 +285,7 @@ func TestEngineFullFineTuning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := compareRuns(cpuDir, devDir)
+	c, err := compareRuns(t, cpuDir, devDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +297,7 @@ func TestEngineFullFineTuning(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	want := readParams(t, devDir)
+	want := sharedtest.CheckpointParams(t, devDir)
 	checked := 0
 	for _, it := range m.Graph.Initializers {
 		v, ok := want[it.Name]

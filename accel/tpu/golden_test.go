@@ -2,6 +2,7 @@ package tpu
 
 import (
 	"flag"
+	"github.com/dstune/dstune/internal/sharedtest/models"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -109,7 +110,7 @@ func TestGolden(t *testing.T) {
 	checkGolden(t, "mlp", lower(model))
 	checkGolden(t, "attention", lower(attention(t)))
 	checkGolden(t, "mlp_gradients", lower(tg))
-	gpt := loadModel(t, "models/tiny_gpt/model.onnx", map[string]ir.Shape{"tokens": {1, 9}})
+	gpt := models.Specialize(t, "models/tiny_gpt/model.onnx", map[string]ir.Shape{"tokens": {1, 9}})
 	checkGolden(t, "tiny_gpt_forward", lower(gpt))
 
 	// AdamW + DST (Algorithm 2 with the exact fallback) for one silo: w2,

@@ -2,48 +2,10 @@ package tpu
 
 import (
 	"math"
-	"strings"
-	"testing"
 
-	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
-	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/update"
 )
-
-func readTensor(t testing.TB, path string) *ir.Tensor {
-	t.Helper()
-	ot, err := onnx.ReadTensorFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := ir.TensorFromONNX(ot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return x
-}
-
-// loadModel specializes a model from ../shared/testdata/models for the
-// given input shapes.
-func loadModel(t testing.TB, rel string, shapes map[string]ir.Shape) *ir.Graph {
-	t.Helper()
-	path := sharedtest.Path(t, strings.Split(rel, "/")...)
-	m, err := onnx.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	model, err := ir.NewModel(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := model.Specialize(ir.Bindings{Shapes: shapes})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g
-}
 
 // perParamSelection is a DST selection with one unit per parameter of tg
 // (module-layer silos), in order, each keeping round(eps·n) (at least 1)
