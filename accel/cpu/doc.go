@@ -26,9 +26,10 @@
 // element-wise, row-wise and copy kernels split large tensors across
 // Options.Threads workers in contiguous shares that each compute exactly
 // what one worker would, so results are bit-identical for any thread
-// count. Transcendental functions are evaluated in float64 with table and
-// polynomial approximations (mathf.go) accurate far below float32's
-// rounding, and rounded once.
+// count. The transcendental activations (tanh, erf, exp, the sigmoid,
+// GELU) and the arithmetic of same-shape or scalar operands run on package
+// kernels' SIMD functions (simd.go); other element-wise functions are
+// computed in float64 by the op's reference and rounded once.
 //
 // The backend also trains (NewTrainer, train.go): the training graph's
 // executable reads the parameters in place, and the update program is
