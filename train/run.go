@@ -189,89 +189,131 @@ func (r *runner) close() {
 }
 
 func (r *runner) setup() error {
-	cfg, dir := &r.cfg, r.opts.Dir
-	if dir == "" {
-		return errors.New("no run directory")
-	}
-	if err := cfg.Check(); err != nil {
-		return err
-	}
-	var stored Config
-	if r.opts.Resume {
-		var err error
-		if stored, err = LoadConfig(dir); err != nil {
-			return fmt.Errorf("resume: %w", err)
-		}
-		cfg.ModelSHA256 = stored.ModelSHA256
-		if diff := configDiff(stored, *cfg, "threads"); diff != "" {
-			return fmt.Errorf("resume %s: the run was configured differently: %s", dir, diff)
-		}
-	} else {
-		if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
-			return fmt.Errorf("%s already holds a run (%s): resume it with --resume, or choose another directory", dir, ConfigFile)
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-	}
-
-	var vocab, classes int64
-	fixedT := 0
-	var irModel *ir.Model
-	if r.opts.Source != nil {
-		r.src = r.opts.Source
-	} else {
-		sum, err := fileSHA256(cfg.Model)
-		if err != nil {
-			return err
-		}
-		if r.opts.Resume && sum != stored.ModelSHA256 {
-			return fmt.Errorf("resume: %s has changed since the run started (sha256 %s, config.json says %s)", cfg.Model, sum, stored.ModelSHA256)
-		}
-		cfg.ModelSHA256 = sum
-		if r.onnxModel, err = onnx.ReadFile(cfg.Model); err != nil {
-			return err
-		}
-		model, err := ir.NewModel(r.onnxModel)
-		if err != nil {
-			return fmt.Errorf("%s: %w", cfg.Model, err)
-		}
-		irModel = model
-		ms, err := NewModelSource(model, ModelSourceOptions{Task: cfg.Task, Trainable: cfg.Trainable})
-		if err != nil {
-			return fmt.Errorf("%s: %w", cfg.Model, err)
-		}
-		r.src, vocab, classes, fixedT = ms, ms.VocabSize, ms.NumClasses, ms.SeqLen
-	}
-
-	dataOpts := DataOptions{Task: cfg.Task, VocabSize: vocab, NumClasses: classes}
-	ds, err := LoadJSONL(cfg.Data, dataOpts)
+	stored, err := r.checkRunDir()
 	if err != nil {
 		return err
+	}
+	model, shape, err := r.openSource(stored)
+	if err != nil {
+		return err
+	}
+	ds, err := r.loadData(shape)
+	if err != nil {
+		return err
+	}
+	if err := r.newEngine(model); err != nil {
+		return err
+	}
+	if err := r.startData(ds); err != nil {
+		return err
+	}
+	return r.openMetrics()
+}
+
+// checkRunDir checks the configuration and the run directory: a new run's
+// is created (and must not hold a run yet), a resumed run's config.json
+// must agree with the configuration; it returns the stored one.
+func (r *runner) checkRunDir() (stored Config, err error) {
+	cfg, dir := &r.cfg, r.opts.Dir
+	if dir == "" {
+		return stored, errors.New("no run directory")
+	}
+	if err := cfg.Check(); err != nil {
+		return stored, err
+	}
+	if !r.opts.Resume {
+		if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
+			return stored, fmt.Errorf("%s already holds a run (%s): resume it with --resume, or choose another directory", dir, ConfigFile)
+		}
+		return stored, os.MkdirAll(dir, 0o755)
+	}
+	if stored, err = LoadConfig(dir); err != nil {
+		return stored, fmt.Errorf("resume: %w", err)
+	}
+	cfg.ModelSHA256 = stored.ModelSHA256
+	if diff := configDiff(stored, *cfg, "threads"); diff != "" {
+		return stored, fmt.Errorf("resume %s: the run was configured differently: %s", dir, diff)
+	}
+	return stored, nil
+}
+
+// sourceShape is what the model tells the data: its vocabulary or class
+// count (0: unknown) and the sequence length it fixes (0: any).
+type sourceShape struct {
+	vocab, classes int64
+	seqLen         int
+}
+
+// openSource makes the graph source: RunOptions.Source, or the ONNX model
+// of the configuration (whose hash a resumed run checks).
+func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
+	cfg := &r.cfg
+	if r.opts.Source != nil {
+		r.src = r.opts.Source
+		return nil, sourceShape{}, nil
+	}
+	sum, err := fileSHA256(cfg.Model)
+	if err != nil {
+		return nil, sourceShape{}, err
+	}
+	if r.opts.Resume && sum != stored.ModelSHA256 {
+		return nil, sourceShape{}, fmt.Errorf("resume: %s has changed since the run started (sha256 %s, config.json says %s)", cfg.Model, sum, stored.ModelSHA256)
+	}
+	cfg.ModelSHA256 = sum
+	if r.onnxModel, err = onnx.ReadFile(cfg.Model); err != nil {
+		return nil, sourceShape{}, err
+	}
+	model, err := ir.NewModel(r.onnxModel)
+	if err != nil {
+		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
+	}
+	ms, err := NewModelSource(model, ModelSourceOptions{Task: cfg.Task, Trainable: cfg.Trainable})
+	if err != nil {
+		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
+	}
+	r.src = ms
+	return model, sourceShape{vocab: ms.VocabSize, classes: ms.NumClasses, seqLen: ms.SeqLen}, nil
+}
+
+// loadData reads the training and validation data and fixes the batch
+// shape: T is --max-len, the model's fixed length, or the longest example.
+func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
+	cfg := &r.cfg
+	dataOpts := DataOptions{Task: cfg.Task, VocabSize: shape.vocab, NumClasses: shape.classes}
+	ds, err := LoadJSONL(cfg.Data, dataOpts)
+	if err != nil {
+		return nil, err
 	}
 	T := cfg.MaxLen
 	longest := longestExample(ds)
 	if cfg.Valid != "" {
 		if r.valid, err = LoadJSONL(cfg.Valid, dataOpts); err != nil {
-			return err
+			return nil, err
 		}
 		longest = max(longest, longestExample(r.valid))
 	}
 	if T == 0 {
 		T = longest
 	}
-	if fixedT > 0 {
-		if cfg.MaxLen > 0 && cfg.MaxLen != fixedT {
-			return fmt.Errorf("%s takes sequences of exactly %d tokens, --max-len is %d", cfg.Model, fixedT, cfg.MaxLen)
+	if shape.seqLen > 0 {
+		if cfg.MaxLen > 0 && cfg.MaxLen != shape.seqLen {
+			return nil, fmt.Errorf("%s takes sequences of exactly %d tokens, --max-len is %d", cfg.Model, shape.seqLen, cfg.MaxLen)
 		}
-		T = fixedT
+		T = shape.seqLen
 	}
 	r.batchOpts = BatchOptions{BatchSize: cfg.Batch, MaxLen: T, FixedLen: true, PadID: cfg.PadID}
+	return ds, nil
+}
 
-	env := MethodEnv{Config: *cfg, Model: irModel}
+// newEngine makes the run's method and its engine on the configured
+// backend.
+func (r *runner) newEngine(model *ir.Model) error {
+	cfg := &r.cfg
+	env := MethodEnv{Config: *cfg, Model: model}
 	if fg, ok := r.src.(interface{ ForwardGraph() (*ir.Graph, error) }); ok {
 		env.ForwardGraph = fg.ForwardGraph
 	}
+	var err error
 	if r.method, err = newRunMethod(env); err != nil {
 		return err
 	}
@@ -279,10 +321,15 @@ func (r *runner) setup() error {
 	if err != nil {
 		return err
 	}
-	if r.engine, err = NewEngine(r.src, backend, cfg.Optimizer, r.method, cfg.Threads); err != nil {
-		return err
-	}
+	r.engine, err = NewEngine(r.src, backend, cfg.Optimizer, r.method, cfg.Threads)
+	return err
+}
 
+// startData restores a resumed run's checkpoint and starts the batches
+// where it left off; a new run is probed with its first batch and its
+// config.json written.
+func (r *runner) startData(ds *Dataset) error {
+	cfg, dir := &r.cfg, r.opts.Dir
 	pos := Position{}
 	if r.opts.Resume && HasCheckpoint(dir) {
 		st, p, err := ReadCheckpoint(dir, r.engine.Params(), cfg.Optimizer, r.method.Name())
@@ -294,30 +341,36 @@ func (r *runner) setup() error {
 		}
 		pos, r.lastCkpt = p, st.Step
 	}
+	var err error
 	if r.train, err = NewTrainBatches(ds, r.batchOpts, cfg.Seed, pos); err != nil {
 		return err
 	}
-	if !r.opts.Resume {
-		// One forward pass before the run is recorded: a model that cannot
-		// take these batches (too long for its positions, say) fails here
-		// with a hint, not at step 1 of a run that then has to be resumed.
-		probe, err := NewTrainBatches(ds, r.batchOpts, cfg.Seed, Position{})
-		if err != nil {
-			return err
-		}
-		var b Batch
-		probe.Next(&b)
-		if _, err := r.engine.EvalLoss(&b); err != nil {
-			hint := "the longest example"
-			if cfg.MaxLen > 0 {
-				hint = "--max-len"
-			}
-			return fmt.Errorf("%s cannot take batches of %d×%d tokens (%s; --max-len truncates examples): %w", cfg.Model, b.B, b.T, hint, err)
-		}
-		if err := writeJSONFile(filepath.Join(dir, ConfigFile), cfg); err != nil {
-			return err
-		}
+	if r.opts.Resume {
+		return nil
 	}
+	// One forward pass before the run is recorded: a model that cannot
+	// take these batches (too long for its positions, say) fails here
+	// with a hint, not at step 1 of a run that then has to be resumed.
+	probe, err := NewTrainBatches(ds, r.batchOpts, cfg.Seed, Position{})
+	if err != nil {
+		return err
+	}
+	var b Batch
+	probe.Next(&b)
+	if _, err := r.engine.EvalLoss(&b); err != nil {
+		hint := "the longest example"
+		if cfg.MaxLen > 0 {
+			hint = "--max-len"
+		}
+		return fmt.Errorf("%s cannot take batches of %d×%d tokens (%s; --max-len truncates examples): %w", cfg.Model, b.B, b.T, hint, err)
+	}
+	return writeJSONFile(filepath.Join(dir, ConfigFile), cfg)
+}
+
+// openMetrics opens metrics.jsonl for appending, without the records of
+// steps after the restored checkpoint.
+func (r *runner) openMetrics() error {
+	dir := r.opts.Dir
 	// A run restarting from step 0 (stopped before its first checkpoint)
 	// writes its step-0 validation record again: drop the old one too.
 	keep := r.engine.Step()
@@ -327,11 +380,12 @@ func (r *runner) setup() error {
 	if err := truncateMetrics(filepath.Join(dir, MetricsFile), keep); err != nil {
 		return err
 	}
+	var err error
 	if r.metrics, err = os.OpenFile(filepath.Join(dir, MetricsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
 		return err
 	}
 	r.metricsW = bufio.NewWriter(r.metrics)
-	r.progress = newProgress(r.opts.Progress, r.opts.Terminal, r.opts.LogEvery, cfg.Steps)
+	r.progress = newProgress(r.opts.Progress, r.opts.Terminal, r.opts.LogEvery, r.cfg.Steps)
 	return nil
 }
 

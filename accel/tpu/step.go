@@ -162,63 +162,22 @@ func (s *stepLowering) result(name string, v value) {
 	s.rnames = append(s.rnames, Result{Name: name, Type: v.t})
 }
 
-func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, outputs map[string]*ir.Value) (*Program, error) {
-	f := s.f
-	opt := s.prog.Optimizer
-	params := map[string]value{}
-	for _, p := range trainable {
-		v := s.arg(ArgParam, p.Name, p.Value.Type, p.Name)
-		params[p.Name] = v
-		s.vals[p.Value] = v
-	}
-	for _, p := range frozen {
-		if _, ok := elemType(p.Value.DType); !ok {
-			return nil, fmt.Errorf("tpu: %w: parameter %q is %s", ir.ErrNotSupported, p.Name, p.Value.DType)
-		}
-		s.vals[p.Value] = s.arg(ArgParam, p.Name, p.Value.Type, "")
-	}
-	// Optimizer state.
-	state := map[string]value{}
-	for _, p := range trainable {
-		for _, st := range opt.Slots(p.Value.Shape) {
-			name := p.Name + "/" + st.Name
-			state[name] = s.arg(ArgState, name, ir.Type{DType: ir.Float32, Shape: st.Shape}, name)
-		}
-	}
-	// DST state: seeds, masks, the carried thresholds, the fixed flag.
-	var layout *dstLayout
-	var ds dstState
-	if d := s.prog.Selection; d != nil {
-		var err error
-		if layout, err = layoutDST(d, shapesOf(trainable)); err != nil {
-			return nil, err
-		}
-		ds.seeds, ds.masks = map[string]value{}, map[string]value{}
-		for _, u := range layout.units {
-			for _, p := range u.pieces {
-				ds.seeds[p.name] = s.arg(ArgSeed, p.name, ir.Type{DType: ir.Float32, Shape: p.shape}, "")
-			}
-		}
-		for _, u := range layout.units {
-			for _, p := range u.pieces {
-				name := p.name + "/mask"
-				ds.masks[p.name] = s.arg(ArgState, name, ir.Type{DType: ir.Bool, Shape: p.shape}, name)
-			}
-		}
-		nu := len(layout.units)
-		ds.q = s.arg(ArgState, stateQ, ir.Type{DType: ir.Float32, Shape: ir.Shape{nu}}, stateQ)
-		ds.ready = s.arg(ArgState, stateReady, ir.Type{DType: ir.Bool, Shape: ir.Shape{nu}}, stateReady)
-		ds.fixed = s.arg(ArgState, stateFixed, ir.Type{DType: ir.Bool, Shape: ir.Shape{}}, stateFixed)
-	}
-	scalars := s.arg(ArgStepScalars, "step", ir.Type{DType: ir.Float32, Shape: ir.Shape{numStepScalars}}, "")
-	for _, v := range tg.Inputs {
-		if _, ok := elemType(v.DType); !ok {
-			return nil, fmt.Errorf("tpu: %w: input %q is %s", ir.ErrNotSupported, v.Name, v.DType)
-		}
-		s.vals[v] = s.arg(ArgInput, v.Name, v.Type, "")
-	}
+// stepArgs are the values of a step program's arguments.
+type stepArgs struct {
+	params  map[string]value // trainable parameters
+	state   map[string]value // optimizer slots, "NAME/SLOT"
+	layout  *dstLayout       // nil without DST
+	dst     dstState
+	scalars value
+}
 
+func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, outputs map[string]*ir.Value) (*Program, error) {
+	args, err := s.declareArgs(tg, trainable, frozen)
+	if err != nil {
+		return nil, err
+	}
 	// Forward and backward.
+	f := s.f
 	l := &graphLowering{f: f, vals: s.vals}
 	if err := l.lowerNodes(tg); err != nil {
 		return nil, err
@@ -228,52 +187,26 @@ func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, output
 		return nil, err
 	}
 	loss = f.reshape(loss, ir.Shape{})
-
-	// Optimizer: Θ̂ and the new state from the full step.
-	sc := func(i int) value {
-		return f.reshape(f.slice(scalars, []int{i}, []int{i + 1}, []int{1}), ir.Shape{})
+	updated, newState, dr, err := s.update(l, trainable, outputs, args)
+	if err != nil {
+		return nil, err
 	}
-	updated := map[string]value{}
-	newState := map[string]value{}
-	for _, p := range trainable {
-		g, err := l.get(outputs[ir.GradPrefix+p.Name])
-		if err != nil {
-			return nil, err
-		}
-		updated[p.Name] = s.optimizerStep(opt, p.Name, params[p.Name], g, state, newState, sc)
-	}
-	if err := f.Err(); err != nil {
-		return nil, fmt.Errorf("tpu: optimizer: %w", err)
-	}
-
-	// DST: scores, thresholds, masked update, metrics.
-	var dr dstResult
-	if layout != nil {
-		ds.factor = sc(scFactor)
-		dr = s.dstUpdate(layout, updated, ds)
-		for name, v := range dr.params {
-			updated[name] = v
-		}
-		if err := f.Err(); err != nil {
-			return nil, fmt.Errorf("tpu: DST update: %w", err)
-		}
-	}
-
 	// A non-finite loss leaves every parameter and all state as they were
 	// (the step is not taken), as the CPU engine does.
 	finite := f.compare("LT", f.unary("stablehlo.abs", loss), f.scalarConst(ir.Float32, math.Inf(1)))
 	keep := func(v, old value) value { return f.selectOp(finite, v, old) }
 	for _, p := range trainable {
-		s.result(p.Name, keep(updated[p.Name], params[p.Name]))
+		s.result(p.Name, keep(updated[p.Name], args.params[p.Name]))
 	}
 	for _, p := range trainable {
-		for _, st := range opt.Slots(p.Value.Shape) {
+		for _, st := range s.prog.Optimizer.Slots(p.Value.Shape) {
 			name := p.Name + "/" + st.Name
-			s.result(name, keep(newState[name], state[name]))
+			s.result(name, keep(newState[name], args.state[name]))
 		}
 	}
-	if layout != nil {
-		for _, u := range layout.units {
+	if args.layout != nil {
+		ds := args.dst
+		for _, u := range args.layout.units {
 			for _, p := range u.pieces {
 				s.result(p.name+"/mask", keep(dr.masks[p.name], ds.masks[p.name]))
 			}
@@ -289,6 +222,100 @@ func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, output
 	if err := f.Err(); err != nil {
 		return nil, fmt.Errorf("tpu: step results: %w", err)
 	}
+	return s.program(args.layout)
+}
+
+// declareArgs declares the step program's arguments, in order:
+// trainable parameters (aliased to their results), frozen parameters,
+// optimizer state, DST state (seeds, masks, thresholds, the fixed flag),
+// the step scalars, then the graph's inputs.
+func (s *stepLowering) declareArgs(tg *ir.Graph, trainable, frozen []*ir.Param) (*stepArgs, error) {
+	a := &stepArgs{params: map[string]value{}, state: map[string]value{}}
+	for _, p := range trainable {
+		v := s.arg(ArgParam, p.Name, p.Value.Type, p.Name)
+		a.params[p.Name] = v
+		s.vals[p.Value] = v
+	}
+	for _, p := range frozen {
+		if _, ok := elemType(p.Value.DType); !ok {
+			return nil, fmt.Errorf("tpu: %w: parameter %q is %s", ir.ErrNotSupported, p.Name, p.Value.DType)
+		}
+		s.vals[p.Value] = s.arg(ArgParam, p.Name, p.Value.Type, "")
+	}
+	for _, p := range trainable {
+		for _, st := range s.prog.Optimizer.Slots(p.Value.Shape) {
+			name := p.Name + "/" + st.Name
+			a.state[name] = s.arg(ArgState, name, ir.Type{DType: ir.Float32, Shape: st.Shape}, name)
+		}
+	}
+	if d := s.prog.Selection; d != nil {
+		var err error
+		if a.layout, err = layoutDST(d, shapesOf(trainable)); err != nil {
+			return nil, err
+		}
+		ds := &a.dst
+		ds.seeds, ds.masks = map[string]value{}, map[string]value{}
+		for _, u := range a.layout.units {
+			for _, p := range u.pieces {
+				ds.seeds[p.name] = s.arg(ArgSeed, p.name, ir.Type{DType: ir.Float32, Shape: p.shape}, "")
+			}
+		}
+		for _, u := range a.layout.units {
+			for _, p := range u.pieces {
+				name := p.name + "/mask"
+				ds.masks[p.name] = s.arg(ArgState, name, ir.Type{DType: ir.Bool, Shape: p.shape}, name)
+			}
+		}
+		nu := len(a.layout.units)
+		ds.q = s.arg(ArgState, stateQ, ir.Type{DType: ir.Float32, Shape: ir.Shape{nu}}, stateQ)
+		ds.ready = s.arg(ArgState, stateReady, ir.Type{DType: ir.Bool, Shape: ir.Shape{nu}}, stateReady)
+		ds.fixed = s.arg(ArgState, stateFixed, ir.Type{DType: ir.Bool, Shape: ir.Shape{}}, stateFixed)
+	}
+	a.scalars = s.arg(ArgStepScalars, "step", ir.Type{DType: ir.Float32, Shape: ir.Shape{numStepScalars}}, "")
+	for _, v := range tg.Inputs {
+		if _, ok := elemType(v.DType); !ok {
+			return nil, fmt.Errorf("tpu: %w: input %q is %s", ir.ErrNotSupported, v.Name, v.DType)
+		}
+		s.vals[v] = s.arg(ArgInput, v.Name, v.Type, "")
+	}
+	return a, nil
+}
+
+// update emits the update program: the optimizer's step Θ̂ and new state
+// from the gradients, then DST's selection on Θ̂.
+func (s *stepLowering) update(l *graphLowering, trainable []*ir.Param, outputs map[string]*ir.Value, a *stepArgs) (updated, newState map[string]value, dr dstResult, err error) {
+	f := s.f
+	sc := func(i int) value {
+		return f.reshape(f.slice(a.scalars, []int{i}, []int{i + 1}, []int{1}), ir.Shape{})
+	}
+	updated, newState = map[string]value{}, map[string]value{}
+	for _, p := range trainable {
+		g, err := l.get(outputs[ir.GradPrefix+p.Name])
+		if err != nil {
+			return nil, nil, dr, err
+		}
+		updated[p.Name] = s.optimizerStep(s.prog.Optimizer, p.Name, a.params[p.Name], g, a.state, newState, sc)
+	}
+	if err := f.Err(); err != nil {
+		return nil, nil, dr, fmt.Errorf("tpu: optimizer: %w", err)
+	}
+	if a.layout == nil {
+		return updated, newState, dr, nil
+	}
+	a.dst.factor = sc(scFactor)
+	dr = s.dstUpdate(a.layout, updated, a.dst)
+	for name, v := range dr.params {
+		updated[name] = v
+	}
+	if err := f.Err(); err != nil {
+		return nil, nil, dr, fmt.Errorf("tpu: DST update: %w", err)
+	}
+	return updated, newState, dr, nil
+}
+
+// program resolves the arguments' aliases to their results and renders
+// the module.
+func (s *stepLowering) program(layout *dstLayout) (*Program, error) {
 	p := &Program{Results: s.rnames}
 	if layout != nil {
 		for _, u := range layout.units {
@@ -304,7 +331,7 @@ func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, output
 		}
 		p.Args = append(p.Args, a)
 	}
-	p.Text = module(p.Args, f, s.results)
+	p.Text = module(p.Args, s.f, s.results)
 	return p, nil
 }
 

@@ -153,14 +153,26 @@ type namedValue struct {
 // mode, the exact selection when every unit's candidates hold one with
 // exactly k entries above it.
 func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstState) dstResult {
-	f := s.f
-	d := s.prog.Selection
+	sc := s.unitScores(L, updated, st)
+	sel := s.selectThresholds(L, st, sc)
+	res, kept, changed, pieceKept := s.applySelection(L, updated, st, sc, sel)
+	s.outcome(L, st, sel, kept, changed, pieceKept, &res)
+	return res
+}
+
+// unitScores are each unit's Δ (scaled in a normalized run), its
+// previous subset and its positions, laid end to end.
+type unitScores struct {
+	deltas, prev, pos []value
+}
+
+func (s *stepLowering) unitScores(L *dstLayout, updated map[string]value, st dstState) unitScores {
+	f, d := s.f, s.prog.Selection
 	nu := len(L.units)
-	vec := func(dt ir.DType) ir.Type { return ir.Type{DType: dt, Shape: ir.Shape{nu}} }
-	deltas, prev, pos := make([]value, nu), make([]value, nu), make([]value, nu)
-	for i, u := range L.units {
+	u := unitScores{deltas: make([]value, nu), prev: make([]value, nu), pos: make([]value, nu)}
+	for i, unit := range L.units {
 		var ds, pm []value
-		for _, p := range u.pieces {
+		for _, p := range unit.pieces {
 			flat := ir.Shape{p.shape.Size()}
 			sc := score(f, d.Distance, updated[p.name], st.seeds[p.name])
 			if p.scale != 0 {
@@ -169,15 +181,32 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 			ds = append(ds, f.reshape(sc, flat))
 			pm = append(pm, f.reshape(st.masks[p.name], flat))
 		}
-		deltas[i], prev[i] = f.concatenate(0, ds), f.concatenate(0, pm)
-		pos[i] = f.iota(ir.Type{DType: positionType(u.Size), Shape: ir.Shape{int(u.Size)}}, 0)
+		u.deltas[i], u.prev[i] = f.concatenate(0, ds), f.concatenate(0, pm)
+		u.pos[i] = f.iota(ir.Type{DType: positionType(unit.Size), Shape: ir.Shape{int(unit.Size)}}, 0)
 	}
+	return u
+}
+
+// selection is a step's choice per unit: the threshold q and tie end,
+// Algorithm 2's count, and whether Algorithm 2 ran, the exact selection
+// ran and the band would exceed the cap.
+type selection struct {
+	q, tieEnd, alg2Count, alg2, exact, fallback value
+}
+
+// selectThresholds emits the selection: a fixed subset skips it (in a
+// conditional, when the subset can be fixed); otherwise an exact
+// selection every step, or Algorithm 2 whose exactly-k candidates stand
+// in for the exact selection, which runs (in a conditional) only where
+// no candidate does.
+func (s *stepLowering) selectThresholds(L *dstLayout, st dstState, sc unitScores) selection {
+	f, d := s.f, s.prog.Selection
+	nu := len(L.units)
+	vec := func(dt ir.DType) ir.Type { return ir.Type{DType: dt, Shape: ir.Shape{nu}} }
 	ks := ir.NewTensor(ir.Int64, ir.Shape{nu})
 	for i, u := range L.units {
 		ks.Int64s()[i] = u.K
 	}
-
-	// The selection: q, tieEnd, Algorithm 2's count, and flags per unit.
 	types := []ir.Type{vec(ir.Float32), vec(ir.Int64), vec(ir.Int64), vec(ir.Bool), vec(ir.Bool), vec(ir.Bool)}
 	fixedBranch := func(r *fn) []value {
 		return []value{st.q, r.splat(vec(ir.Int64), 0), r.splat(vec(ir.Int64), 0),
@@ -194,7 +223,7 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 	exactAll := func(e *fn) []value {
 		qs, tes := make([]value, nu), make([]value, nu)
 		for i, u := range L.units {
-			q, te := exactSelection(e, deltas[i], pos[i], u.K, u.Size)
+			q, te := exactSelection(e, sc.deltas[i], sc.pos[i], u.K, u.Size)
 			qs[i], tes[i] = e.reshape(q, ir.Shape{1}), e.reshape(te, ir.Shape{1})
 		}
 		return []value{e.concatenate(0, qs), e.concatenate(0, tes)}
@@ -205,7 +234,7 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 			sel := exactAll(r)
 			return []value{sel[0], sel[1], zeros, r.splat(vec(ir.Bool), 0), r.constant(positive), r.splat(vec(ir.Bool), 0)}
 		}
-		a := algorithm2(r, d.Bisection, deltas, st.q, st.factor, L.units, r.constant(ks), d.BandCap)
+		a := algorithm2(r, d.Bisection, sc.deltas, st.q, st.factor, L.units, r.constant(ks), d.BandCap)
 		alg2Ran := r.and(st.ready, r.constant(positive))
 		if d.Normalized {
 			// One exact selection every step; Algorithm 2 only reported.
@@ -231,21 +260,27 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 	} else {
 		out = selectBranch(f)
 	}
-	q, tieEnd := out[0], out[1]
+	return selection{q: out[0], tieEnd: out[1], alg2Count: out[2], alg2: out[3], exact: out[4], fallback: out[5]}
+}
 
-	res := dstResult{params: map[string]value{}, masks: map[string]value{}}
+// applySelection keeps Δ > q || (Δ == q && position < tieEnd) — or the
+// previous subset when it is fixed — resets the rest to the seed, and
+// counts per unit the kept and entering entries (per piece too in a
+// normalized run).
+func (s *stepLowering) applySelection(L *dstLayout, updated map[string]value, st dstState, sc unitScores, sel selection) (res dstResult, kept, changed []value, pieceKept map[string]value) {
+	f := s.f
+	res = dstResult{params: map[string]value{}, masks: map[string]value{}}
 	at := func(v value, i int) value { return f.reshape(f.slice(v, []int{i}, []int{i + 1}, []int{1}), ir.Shape{}) }
 	count := func(b value) value {
 		return f.reduce(f.convert(b, ir.Int64), f.scalarConst(ir.Int64, 0), reduceAdd, []int{0})
 	}
-	var kept, changed []value
-	pieceKept := map[string]value{}
+	pieceKept = map[string]value{}
 	for i, u := range L.units {
 		n := ir.Shape{int(u.Size)}
-		qi := f.broadcastTo(at(q, i), n)
-		te := f.broadcastTo(f.convert(at(tieEnd, i), pos[i].dtype()), n)
-		keep := f.or(f.compare("GT", deltas[i], qi), f.and(f.compare("EQ", deltas[i], qi), f.compare("LT", pos[i], te)))
-		keep = f.selectOp(st.fixed, prev[i], keep)
+		qi := f.broadcastTo(at(sel.q, i), n)
+		te := f.broadcastTo(f.convert(at(sel.tieEnd, i), sc.pos[i].dtype()), n)
+		keep := f.or(f.compare("GT", sc.deltas[i], qi), f.and(f.compare("EQ", sc.deltas[i], qi), f.compare("LT", sc.pos[i], te)))
+		keep = f.selectOp(st.fixed, sc.prev[i], keep)
 		for _, p := range u.pieces {
 			size := p.shape.Size()
 			flat := f.slice(keep, []int{p.offset}, []int{p.offset + size}, []int{1})
@@ -257,11 +292,21 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 			}
 		}
 		kept = append(kept, f.reshape(count(keep), ir.Shape{1}))
-		changed = append(changed, f.reshape(count(f.and(keep, f.unary("stablehlo.not", prev[i]))), ir.Shape{1}))
+		changed = append(changed, f.reshape(count(f.and(keep, f.unary("stablehlo.not", sc.prev[i]))), ir.Shape{1}))
 	}
+	return res, kept, changed, pieceKept
+}
+
+// outcome emits the state carried to the next step and the step's
+// per-unit outcome (ResultDST; ResultSiloKept in a normalized run).
+func (s *stepLowering) outcome(L *dstLayout, st dstState, sel selection, kept, changed []value, pieceKept map[string]value, res *dstResult) {
+	f, d := s.f, s.prog.Selection
+	nu := len(L.units)
+	vec := func(dt ir.DType) ir.Type { return ir.Type{DType: dt, Shape: ir.Shape{nu}} }
+	q := sel.q
 	// The threshold carried is the one used when it can start Algorithm 2
 	// (finite, ≥ 0); otherwise the next selection is exact and the old
-	// value stays, as dst.ThresholdTracker keeps it.
+	// value stays (update.Usable).
 	usable := f.and(f.compare("GE", q, f.splat(vec(ir.Float32), 0)), f.compare("LT", q, f.splat(vec(ir.Float32), math.Inf(1))))
 	selected := f.unary("stablehlo.not", st.fixed)
 	res.q = f.selectOp(f.and(f.broadcastTo(selected, ir.Shape{nu}), usable), q, st.q)
@@ -276,10 +321,10 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 	rows[rowChanged] = f.concatenate(0, changed)
 	rows[rowThreshold] = i64(f.bitcast(q, ir.Uint32))
 	rows[rowSelected] = i64(f.broadcastTo(selected, ir.Shape{nu}))
-	rows[rowAlg2] = i64(out[3])
-	rows[rowAlg2Count] = out[2]
-	rows[rowExact] = i64(out[4])
-	rows[rowFallback] = i64(out[5])
+	rows[rowAlg2] = i64(sel.alg2)
+	rows[rowAlg2Count] = sel.alg2Count
+	rows[rowExact] = i64(sel.exact)
+	rows[rowFallback] = i64(sel.fallback)
 	res.results = []namedValue{{ResultDST, f.concatenate(0, reshapeAll(f, rows, ir.Shape{1, nu}))}}
 	if L.groups != nil {
 		sk := make([]value, len(L.groups))
@@ -292,7 +337,6 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 		}
 		res.results = append(res.results, namedValue{ResultSiloKept, f.concatenate(0, sk)})
 	}
-	return res
 }
 
 // positionType is the integer type of a unit's positions.

@@ -215,21 +215,9 @@ func (t *Trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) 
 	if t.closed {
 		return nil, errors.New("tpu: trainer is closed")
 	}
-	tp, ok := t.steps[tg]
-	if !ok {
-		prog, err := LowerTrainStep(tg, &t.prog)
-		if err != nil {
-			return nil, err
-		}
-		if err := t.bind(prog, tg); err != nil {
-			return nil, err
-		}
-		exe, err := t.dev.compile(prog)
-		if err != nil {
-			return nil, err
-		}
-		tp = trainProgram{prog, exe}
-		t.steps[tg] = tp
+	tp, err := t.stepProgram(tg)
+	if err != nil {
+		return nil, err
 	}
 	if err := checkInputs(tp.prog, inputs); err != nil {
 		return nil, err
@@ -238,6 +226,46 @@ func (t *Trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) 
 	if err != nil {
 		return nil, err
 	}
+	out, err := t.run(tp, inputs, ir.FromFloat32s(ir.Shape{len(scalars)}, scalars))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, b := range out {
+			if b != nil {
+				t.dev.free(b)
+			}
+		}
+	}()
+	return t.stepResult(tp.prog, out)
+}
+
+// stepProgram returns tg's step program, lowered and compiled the first
+// time.
+func (t *Trainer) stepProgram(tg *ir.Graph) (trainProgram, error) {
+	if tp, ok := t.steps[tg]; ok {
+		return tp, nil
+	}
+	prog, err := LowerTrainStep(tg, &t.prog)
+	if err != nil {
+		return trainProgram{}, err
+	}
+	if err := t.bind(prog, tg); err != nil {
+		return trainProgram{}, err
+	}
+	exe, err := t.dev.compile(prog)
+	if err != nil {
+		return trainProgram{}, err
+	}
+	tp := trainProgram{prog, exe}
+	t.steps[tg] = tp
+	return tp, nil
+}
+
+// run executes a step program: the inputs and step scalars are uploaded,
+// the resident arguments donated, and the aliased results take their
+// places. It returns the other results, which the caller frees.
+func (t *Trainer) run(tp trainProgram, inputs []*ir.Tensor, scalars *ir.Tensor) ([]deviceBuffer, error) {
 	p := tp.prog
 	args := make([]deviceBuffer, len(p.Args))
 	donate := make([]bool, len(p.Args))
@@ -251,7 +279,7 @@ func (t *Trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) 
 	for i, a := range p.Args {
 		switch a.Kind {
 		case ArgInput, ArgStepScalars:
-			src := ir.FromFloat32s(ir.Shape{len(scalars)}, scalars)
+			src := scalars
 			if a.Kind == ArgInput {
 				src = inputs[in]
 				in++
@@ -278,13 +306,12 @@ func (t *Trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) 
 			out[a.AliasOf] = nil
 		}
 	}
-	defer func() {
-		for _, b := range out {
-			if b != nil {
-				t.dev.free(b)
-			}
-		}
-	}()
+	return out, nil
+}
+
+// stepResult downloads the loss and, after a finite loss, the selection's
+// outcome.
+func (t *Trainer) stepResult(p *Program, out []deviceBuffer) (*update.Result, error) {
 	get := func(name string) (*ir.Tensor, error) {
 		i := p.ResultIndex(name)
 		if i < 0 || out[i] == nil {
