@@ -25,7 +25,7 @@ type SelectionUnit struct {
 
 // DST state and result names. The per-unit vectors follow Program.Units.
 const (
-	stateQ     = "dst:q"     // float32[U]: the carried threshold (dst.ThresholdTracker.Q)
+	stateQ     = "dst:q"     // float32[U]: the carried threshold (update.SelectionState.Q)
 	stateReady = "dst:ready" // bool[U]: Algorithm 2 may start from it
 	stateFixed = "dst:fixed" // bool: the subset no longer changes
 
@@ -44,7 +44,7 @@ const (
 	rowAlg2             // 1: Algorithm 2 ran
 	rowAlg2Count        // #{Δ > q̃} for Algorithm 2's own answer q̃
 	rowExact            // 1: the exact selection ran
-	rowFallback         // 1: the CPU method would count an exact fallback
+	rowFallback         // 1: the band between the counted candidates exceeds the cap (an exact fallback)
 	numDSTRows
 )
 
@@ -460,9 +460,8 @@ func algorithm2(f *fn, b update.Bisection, deltas []value, q, factor value, unit
 }
 
 // orderedKey emits the ordered key of float32 values (the CPU selector's
-// too): a uint32 whose
-// unsigned order is the values' order, -0 equal to +0, NaN (key 0) below
-// every number.
+// too): a uint32 whose unsigned order is the values' order, -0 equal to
+// +0, NaN (key 0) below every number.
 func orderedKey(f *fn, x value) value {
 	u32 := func(v uint32) value { return f.splat(ir.Type{DType: ir.Uint32, Shape: x.shape()}, float64(v)) }
 	b := f.bitcast(x, ir.Uint32)

@@ -12,7 +12,7 @@ import (
 	"github.com/dstune/dstune/kernels"
 )
 
-// profileRecord is one line of `dstune profile --json` (DESIGN.md): ms is
+// profileRecord is one line of `dstune profile --json` (README.md): ms is
 // the median time of one call; for GEMM shape is MxNxK, for scans the
 // element count; the peaks are measured on the spot.
 type profileRecord struct {
