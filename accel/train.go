@@ -17,7 +17,7 @@ type TrainingBackend interface {
 	// their values now are the seeds a selection resets to) with program
 	// prog. The optimizer state starts at zero, the selection's state
 	// empty (update.NewSelectionState) until SetState gives another.
-	NewTrainer(params []*ir.ParamTensor, prog *update.Program, opts Options) (Trainer, error)
+	NewTrainer(params []*ir.Param, prog *update.Program, opts Options) (Trainer, error)
 }
 
 // Trainer runs training steps. Graphs it is given read the trainer's

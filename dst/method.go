@@ -32,7 +32,7 @@ type Method struct {
 	modules  map[string]Module
 	baseHash string
 
-	params []*ir.ParamTensor
+	params []*ir.Param
 	silos  []Silo
 	sizes  []int64 // entries per silo
 	sel    *update.Selection
@@ -75,7 +75,7 @@ func (m *Method) Selection() *update.Selection { return m.sel }
 // Prepare makes the silos of the trainable parameters and the selection
 // over them; with the random distance it also chooses the mask, which the
 // returned state holds.
-func (m *Method) Prepare(params []*ir.ParamTensor) (*update.Selection, *update.SelectionState, error) {
+func (m *Method) Prepare(params []*ir.Param) (*update.Selection, *update.SelectionState, error) {
 	m.params = params
 	m.pieces = map[string]int{}
 	names := make([]string, len(params))
@@ -142,13 +142,13 @@ func (m *Method) normalizedUnit() update.Unit {
 		}
 	}
 	// Running float64 sums over the entries in order.
-	addAbs := func(sum float64, p *ir.ParamTensor) float64 {
+	addAbs := func(sum float64, p *ir.Param) float64 {
 		for _, x := range p.Tensor.Float32s() {
 			sum += math.Abs(float64(x))
 		}
 		return sum
 	}
-	byName := map[string]*ir.ParamTensor{}
+	byName := map[string]*ir.Param{}
 	var total float64
 	var size int64
 	for _, p := range m.params {

@@ -46,7 +46,7 @@ func dstOptions(eps float64, distance string, exact bool, m int) Options {
 type rig struct {
 	s      testSetup
 	m      *Method
-	params []*ir.ParamTensor
+	params []*ir.Param
 	seeds  map[string][]float32
 	tr     accel.Trainer
 	graph  *ir.Graph
@@ -55,9 +55,9 @@ type rig struct {
 }
 
 // makeParams draws the setup's parameters.
-func makeParams(s testSetup) []*ir.ParamTensor {
+func makeParams(s testSetup) []*ir.Param {
 	rng := rand.New(rand.NewPCG(s.gradSeed, 1))
-	var ps []*ir.ParamTensor
+	var ps []*ir.Param
 	for i, shape := range s.shapes {
 		v := make([]float32, update.NumElements(shape))
 		for j := range v {
@@ -70,14 +70,14 @@ func makeParams(s testSetup) []*ir.ParamTensor {
 				}
 			}
 		}
-		ps = append(ps, &ir.ParamTensor{Name: fmt.Sprintf("p%d.weight", i), Tensor: ir.FromFloat32s(ir.Shape(shape), v)})
+		ps = append(ps, &ir.Param{Name: fmt.Sprintf("p%d.weight", i), Tensor: ir.FromFloat32s(ir.Shape(shape), v)})
 	}
 	return ps
 }
 
 // gradGraph is a training graph whose gradients are its inputs "g:NAME"
 // (and whose loss is 0).
-func gradGraph(t testing.TB, ps []*ir.ParamTensor) *ir.Graph {
+func gradGraph(t testing.TB, ps []*ir.Param) *ir.Graph {
 	t.Helper()
 	b := ir.NewBuilder("grads")
 	b.Output(ir.LossOutput, b.Const(ir.ScalarFloat32(0)))
@@ -176,7 +176,7 @@ func (r *rig) engineState(t testing.TB) *train.EngineState {
 
 // plainRig trains the same parameters with the optimizer alone: the Θ̂ a
 // DST step starts from, when the test resets entries itself.
-func plainRig(t testing.TB, s testSetup) (accel.Trainer, []*ir.ParamTensor, *ir.Graph) {
+func plainRig(t testing.TB, s testSetup) (accel.Trainer, []*ir.Param, *ir.Graph) {
 	t.Helper()
 	ps := makeParams(s)
 	tr, err := cpu.New().NewTrainer(ps, &update.Program{Optimizer: s.opt}, accel.Options{Threads: 1})

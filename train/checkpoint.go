@@ -77,7 +77,7 @@ func shape64(s []int) []int64 {
 
 // WriteCheckpoint writes st (for the trainable parameters params, in
 // order) and the data position as RUN/checkpoint, atomically.
-func WriteCheckpoint(run string, params []*ir.ParamTensor, st *EngineState, pos Position, optimizer, method string) error {
+func WriteCheckpoint(run string, params []*ir.Param, st *EngineState, pos Position, optimizer, method string) error {
 	tmp := filepath.Join(run, checkpointTmp)
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
@@ -159,7 +159,7 @@ func HasCheckpoint(run string) bool {
 // crash during a write) for the given trainable parameters and optimizer
 // (which says what state each parameter has). Every tensor is checked
 // against the parameters' names and shapes.
-func ReadCheckpoint(run string, params []*ir.ParamTensor, opt update.Optimizer, method string) (*EngineState, Position, error) {
+func ReadCheckpoint(run string, params []*ir.Param, opt update.Optimizer, method string) (*EngineState, Position, error) {
 	dir := filepath.Join(run, checkpointDir)
 	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
 		old := filepath.Join(run, checkpointOld)
@@ -175,7 +175,7 @@ func ReadCheckpoint(run string, params []*ir.ParamTensor, opt update.Optimizer, 
 	return st, pos, nil
 }
 
-func readCheckpointDir(dir string, params []*ir.ParamTensor, opt update.Optimizer, method string) (*EngineState, Position, error) {
+func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, method string) (*EngineState, Position, error) {
 	var info CheckpointInfo
 	data, err := readSmallFile(filepath.Join(dir, "state.json"), 1<<20)
 	if err != nil {

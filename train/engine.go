@@ -34,7 +34,7 @@ const TargetsInput = "targets"
 // loss graph's only output is ir.LossOutput. Every graph shares the
 // parameters' storage (Params()[i].Tensor).
 type GraphSource interface {
-	Params() []*ir.ParamTensor // the trainable parameters
+	Params() []*ir.Param // the trainable parameters
 	Inputs() InputNames
 	TrainingGraph(shape BatchShape) (*ir.Graph, error)
 	LossGraph(shape BatchShape) (*ir.Graph, error)
@@ -81,7 +81,7 @@ type Engine struct {
 	trainer accel.Trainer
 	prog    update.Program
 	method  Method
-	params  []*ir.ParamTensor
+	params  []*ir.Param
 	byName  map[string]bool
 	shapes  map[BatchShape]*engineShape
 	step    int64
@@ -134,7 +134,7 @@ func NewEngine(src GraphSource, backend accel.Backend, opt update.Optimizer, met
 
 // Params lists the trainable parameters, for their names and shapes (a
 // device trains copies: ParamValues reads the current values).
-func (e *Engine) Params() []*ir.ParamTensor { return e.params }
+func (e *Engine) Params() []*ir.Param { return e.params }
 
 // Step is the number of steps taken.
 func (e *Engine) Step() int64 { return e.step }
@@ -364,7 +364,7 @@ type Method interface {
 	// seed values: it returns the selection the update applies after
 	// every optimizer step (nil: none) and the selection's state before
 	// the first step (nil: update.NewSelectionState).
-	Prepare(params []*ir.ParamTensor) (*update.Selection, *update.SelectionState, error)
+	Prepare(params []*ir.Param) (*update.Selection, *update.SelectionState, error)
 	// Metrics returns the method's fields of step's metrics record, a
 	// value that encodes as a JSON object (nil: none).
 	Metrics(step int64, res *update.Result) any
@@ -393,7 +393,7 @@ type RunFileWriter interface {
 type FullMethod struct{}
 
 func (FullMethod) Name() string { return MethodFull }
-func (FullMethod) Prepare([]*ir.ParamTensor) (*update.Selection, *update.SelectionState, error) {
+func (FullMethod) Prepare([]*ir.Param) (*update.Selection, *update.SelectionState, error) {
 	return nil, nil, nil
 }
 func (FullMethod) Metrics(int64, *update.Result) any                     { return nil }
@@ -409,7 +409,7 @@ const (
 )
 
 // paramShapes maps the parameters' names to their shapes.
-func paramShapes(params []*ir.ParamTensor) map[string][]int {
+func paramShapes(params []*ir.Param) map[string][]int {
 	m := map[string][]int{}
 	for _, p := range params {
 		m[p.Name] = slices.Clone([]int(p.Tensor.Shape()))

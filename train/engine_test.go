@@ -24,7 +24,7 @@ import (
 // written out as IR ops.
 type bigramSource struct {
 	vocab int
-	w     *ir.ParamTensor
+	w     *ir.Param
 }
 
 func newBigramSource(vocab int, seed uint64) *bigramSource {
@@ -33,11 +33,11 @@ func newBigramSource(vocab int, seed uint64) *bigramSource {
 	for i := range w {
 		w[i] = float32(rng.NormFloat64() * 0.5)
 	}
-	return &bigramSource{vocab: vocab, w: &ir.ParamTensor{Name: "bigram.weight", Tensor: ir.FromFloat32s(ir.Shape{vocab, vocab}, w)}}
+	return &bigramSource{vocab: vocab, w: &ir.Param{Name: "bigram.weight", Tensor: ir.FromFloat32s(ir.Shape{vocab, vocab}, w)}}
 }
 
-func (s *bigramSource) Params() []*ir.ParamTensor { return []*ir.ParamTensor{s.w} }
-func (s *bigramSource) Inputs() InputNames        { return InputNames{Tokens: "tokens"} }
+func (s *bigramSource) Params() []*ir.Param { return []*ir.Param{s.w} }
+func (s *bigramSource) Inputs() InputNames  { return InputNames{Tokens: "tokens"} }
 
 func (s *bigramSource) build(shape BatchShape, grads bool) (*ir.Graph, error) {
 	V, n := s.vocab, shape.B*shape.T
@@ -272,8 +272,8 @@ func sameBits(a, b []float32) bool {
 
 func TestEngineRejectsBadSources(t *testing.T) {
 	opt := update.Optimizer{Name: "sgd", SGD: &update.SGD{LR: 1}}
-	half := &ir.ParamTensor{Name: "h", Tensor: ir.NewTensor(ir.Float16, ir.Shape{2})}
-	_, err := NewEngine(&fixedSource{params: []*ir.ParamTensor{half}}, cpu.New(), opt, FullMethod{}, 0)
+	half := &ir.Param{Name: "h", Tensor: ir.NewTensor(ir.Float16, ir.Shape{2})}
+	_, err := NewEngine(&fixedSource{params: []*ir.Param{half}}, cpu.New(), opt, FullMethod{}, 0)
 	if err == nil || !strings.Contains(err.Error(), `"h" is float16`) {
 		t.Errorf("float16 parameter: %v", err)
 	}
@@ -298,12 +298,12 @@ func TestEngineRejectsBadSources(t *testing.T) {
 }
 
 type fixedSource struct {
-	params []*ir.ParamTensor
+	params []*ir.Param
 	inputs InputNames
 	graph  func(BatchShape) (*ir.Graph, error)
 }
 
-func (s *fixedSource) Params() []*ir.ParamTensor                     { return s.params }
+func (s *fixedSource) Params() []*ir.Param                           { return s.params }
 func (s *fixedSource) Inputs() InputNames                            { return s.inputs }
 func (s *fixedSource) TrainingGraph(b BatchShape) (*ir.Graph, error) { return s.graph(b) }
 func (s *fixedSource) LossGraph(b BatchShape) (*ir.Graph, error)     { return s.graph(b) }

@@ -206,8 +206,8 @@ func TestRunStopsOnNonFiniteLoss(t *testing.T) {
 }
 
 // bigramParams is the bigram model's parameter with the given shape.
-func bigramParams(rows, cols int) []*ir.ParamTensor {
-	return []*ir.ParamTensor{{Name: "bigram.weight", Tensor: ir.NewTensor(ir.Float32, ir.Shape{rows, cols})}}
+func bigramParams(rows, cols int) []*ir.Param {
+	return []*ir.Param{{Name: "bigram.weight", Tensor: ir.NewTensor(ir.Float32, ir.Shape{rows, cols})}}
 }
 
 func TestRunResumeChecks(t *testing.T) {

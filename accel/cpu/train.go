@@ -21,7 +21,7 @@ var _ accel.TrainingBackend = (*Backend)(nil)
 // kernels: update_optim.go, update_select.go) writes the parameters in
 // place. A step allocates nothing once its graph is compiled. Only float32
 // parameters can be trained.
-func (b *Backend) NewTrainer(params []*ir.ParamTensor, prog *update.Program, opts accel.Options) (accel.Trainer, error) {
+func (b *Backend) NewTrainer(params []*ir.Param, prog *update.Program, opts accel.Options) (accel.Trainer, error) {
 	opt, err := lowerOptimizer(prog.Optimizer)
 	if err != nil {
 		return nil, err

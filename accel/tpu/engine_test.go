@@ -42,7 +42,7 @@ func (evalTraining) Compile(*ir.Graph, accel.Options) (accel.Executable, error) 
 	return nil, errors.New("tpu: the evaluator backend only trains")
 }
 
-func (evalTraining) NewTrainer(params []*ir.ParamTensor, prog *update.Program, _ accel.Options) (accel.Trainer, error) {
+func (evalTraining) NewTrainer(params []*ir.Param, prog *update.Program, _ accel.Options) (accel.Trainer, error) {
 	return newTrainer(&evalDevice{}, params, prog)
 }
 
@@ -251,12 +251,12 @@ func TestEngineResume(t *testing.T) {
 }
 
 // deltaParams lists tiny_gpt's trainable parameters as the run saw them.
-func deltaParams(t testing.TB) []*ir.ParamTensor {
+func deltaParams(t testing.TB) []*ir.Param {
 	g := models.Specialize(t, "models/tiny_gpt/model.onnx", map[string]ir.Shape{"tokens": {1, 2}})
-	var params []*ir.ParamTensor
+	var params []*ir.Param
 	for _, p := range g.Params {
 		if p.Value.DType == ir.Float32 && len(p.Uses) > 0 {
-			params = append(params, &ir.ParamTensor{Name: p.Name, Tensor: p.Tensor})
+			params = append(params, &ir.Param{Name: p.Name, Tensor: p.Tensor})
 		}
 	}
 	return params

@@ -21,10 +21,10 @@ func perParamSelection(tg *ir.Graph, eps float64, d update.Distance) *update.Sel
 }
 
 // trainables lists tg's parameters as a trainer takes them.
-func trainables(tg *ir.Graph) []*ir.ParamTensor {
-	var ps []*ir.ParamTensor
+func trainables(tg *ir.Graph) []*ir.Param {
+	var ps []*ir.Param
 	for _, p := range tg.Params {
-		ps = append(ps, &ir.ParamTensor{Name: p.Name, Tensor: p.Tensor})
+		ps = append(ps, &ir.Param{Name: p.Name, Tensor: p.Tensor})
 	}
 	return ps
 }

@@ -302,7 +302,7 @@ var _ accel.TrainingBackend = (*Backend)(nil)
 // the parameters' values now) to the device, with zero optimizer state;
 // each training graph's step (LowerTrainStep) is compiled when it first
 // runs.
-func (b *Backend) NewTrainer(params []*ir.ParamTensor, prog *update.Program, _ accel.Options) (accel.Trainer, error) {
+func (b *Backend) NewTrainer(params []*ir.Param, prog *update.Program, _ accel.Options) (accel.Trainer, error) {
 	return newTrainer(pjrtDevice{b}, params, prog)
 }
 

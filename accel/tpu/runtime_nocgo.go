@@ -25,6 +25,6 @@ func (b *Backend) Compile(*ir.Graph, accel.Options) (accel.Executable, error) {
 }
 
 // NewTrainer is unreachable: Open fails.
-func (b *Backend) NewTrainer([]*ir.ParamTensor, *update.Program, accel.Options) (accel.Trainer, error) {
+func (b *Backend) NewTrainer([]*ir.Param, *update.Program, accel.Options) (accel.Trainer, error) {
 	return nil, ErrNeedsCgo
 }

@@ -294,9 +294,9 @@ func newStepRig(t testing.TB, dev device, tg *ir.Graph, c stepCase) *stepRig {
 			r.order = append(r.order, p.Name)
 		}
 	}
-	var params []*ir.ParamTensor
+	var params []*ir.Param
 	for _, name := range r.order {
-		params = append(params, &ir.ParamTensor{Name: name, Tensor: tg.Param(name).Tensor})
+		params = append(params, &ir.Param{Name: name, Tensor: tg.Param(name).Tensor})
 	}
 	var init *update.SelectionState
 	if c.dst != nil {

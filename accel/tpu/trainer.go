@@ -76,7 +76,7 @@ type residentKey struct {
 type Trainer struct {
 	dev    device
 	prog   update.Program
-	params []*ir.ParamTensor
+	params []*ir.Param
 	shapes map[string]ir.Shape
 	layout *dstLayout // the device's selection units; nil without a selection
 	steps  map[*ir.Graph]trainProgram
@@ -99,7 +99,7 @@ var _ accel.Trainer = (*Trainer)(nil)
 // the parameters' values now) to the device, with zero optimizer state
 // and an empty subset. Steps are compiled per training graph, when first
 // run.
-func newTrainer(dev device, params []*ir.ParamTensor, prog *update.Program) (*Trainer, error) {
+func newTrainer(dev device, params []*ir.Param, prog *update.Program) (*Trainer, error) {
 	if err := prog.Optimizer.Check(); err != nil {
 		return nil, fmt.Errorf("tpu: %w", err)
 	}
@@ -153,7 +153,7 @@ func (t *Trainer) uploadInitial() error {
 	if t.layout == nil {
 		return nil
 	}
-	byName := map[string]*ir.ParamTensor{}
+	byName := map[string]*ir.Param{}
 	for _, p := range t.params {
 		byName[p.Name] = p
 	}
