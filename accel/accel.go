@@ -48,14 +48,19 @@ type Executable interface {
 	Close() error
 }
 
+// Settings are a backend's machine-specific settings given when it is
+// opened (e.g. "pjrt-plugin": which plugin file to load); a backend
+// ignores the keys it does not know.
+type Settings map[string]string
+
 var (
 	registryMu sync.Mutex
-	registry   = map[string]func() (Backend, error){}
+	registry   = map[string]func(Settings) (Backend, error){}
 )
 
 // Register makes a backend available under name; backends call it from
 // init. Registering a name twice panics.
-func Register(name string, open func() (Backend, error)) {
+func Register(name string, open func(Settings) (Backend, error)) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	if _, dup := registry[name]; dup {
@@ -64,15 +69,19 @@ func Register(name string, open func() (Backend, error)) {
 	registry[name] = open
 }
 
-// Open returns the backend registered under name.
-func Open(name string) (Backend, error) {
+// Open returns the backend registered under name, with no settings.
+func Open(name string) (Backend, error) { return OpenWith(name, nil) }
+
+// OpenWith returns the backend registered under name, opened with
+// settings.
+func OpenWith(name string, settings Settings) (Backend, error) {
 	registryMu.Lock()
 	open, ok := registry[name]
 	registryMu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("accel: unknown backend %q (have %s)", name, strings.Join(Names(), ", "))
 	}
-	return open()
+	return open(settings)
 }
 
 // Names lists the registered backends.

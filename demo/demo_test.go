@@ -14,6 +14,7 @@ import (
 	"github.com/dstune/dstune/kernels"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/update"
 )
 
 func TestSkills(t *testing.T) {
@@ -148,10 +149,9 @@ func TestEvaluate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opt, _ := train.DefaultOptimizer(train.OptimizerAdamW)
-	o, _ := train.NewOptimizer(opt)
+	opt, _ := update.DefaultOptimizer(update.OptimizerAdamW)
 	backend, _ := accel.Open("cpu")
-	eng, err := train.NewHostEngine(src, backend, train.HostOptions{Threads: 2, Optimizer: o, Method: train.FullMethod{}})
+	eng, err := train.NewEngine(src, backend, opt, train.FullMethod{}, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,9 +9,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/kernels"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/update"
 )
 
 // BaseModel is the shipped base model, base.onnx: DefaultModel pretrained
@@ -96,7 +98,7 @@ func Regenerate(ctx context.Context, dir string, p Pretraining) (float64, error)
 	if err := WriteJSONL(data, Examples(p.Skills, p.Examples, p.DataSeed)); err != nil {
 		return 0, err
 	}
-	opt, err := train.DefaultOptimizer(train.OptimizerAdamW)
+	opt, err := update.DefaultOptimizer(update.OptimizerAdamW)
 	if err != nil {
 		return 0, err
 	}
@@ -112,36 +114,8 @@ func Regenerate(ctx context.Context, dir string, p Pretraining) (float64, error)
 	if err != nil {
 		return 0, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, BaseModelFile), trained); err != nil {
-		return 0, err
+	if err := atomicfile.Write(filepath.Join(dir, BaseModelFile), trained); err != nil {
+		return 0, fmt.Errorf("demo: %w", err)
 	}
 	return res.Loss, nil
-}
-
-// writeFileAtomic writes data to path through a temporary file in the
-// same directory, renamed into place.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("demo: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("demo: writing %s: %w", path, err)
-	}
-	return nil
 }

@@ -50,24 +50,3 @@ func BenchmarkDeltaDecode(b *testing.B) {
 		}
 	}
 }
-
-// BenchmarkThresholdStep is the per-silo, per-step bookkeeping of
-// Algorithm 2 outside the counting pass: candidates and the tree walk.
-func BenchmarkThresholdStep(b *testing.B) {
-	for _, m := range []int{3, 10} {
-		b.Run(fmt.Sprintf("m=%d", m), func(b *testing.B) {
-			tr, _ := NewThresholdTracker(Bisection{Steps: m, Factor: 2})
-			tr.Reset(1)
-			counts := make([]int64, tr.NumCandidates())
-			for j := range counts {
-				counts[j] = int64(len(counts) - j)
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				tr.Candidates()
-				tr.Update(counts, int64(len(counts)/2))
-				tr.Q = 1
-			}
-		})
-	}
-}

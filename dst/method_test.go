@@ -1,177 +1,31 @@
 package dst
 
 import (
-	"cmp"
+	"bytes"
 	"encoding/json"
-	"fmt"
 	"math"
-	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"testing"
 
-	"github.com/dstune/dstune/kernels"
+	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/update"
 )
 
-// The method is checked against a reference DST written from the
-// definition: the same optimizer step on a copy of the parameters, Δ of
-// every entry computed in plain Go, the silo's entries sorted by (Δ
-// descending, silo position ascending, NaN last), the first k kept and
-// the rest reset. Every step, parameters must agree bit for bit, and every
-// silo must keep exactly k entries.
-
-// refScore is Δ from the definitions in kernels.Distance's documentation.
-func refScore(theta, seed float32, d kernels.Distance) float32 {
+// refScore is Δ from the definitions of --distance.
+func refScore(theta, seed float32, d string) float32 {
 	diff := theta - seed
 	switch d {
-	case kernels.DistanceAbs:
+	case DistanceAbs:
 		return float32(math.Abs(float64(diff)))
-	case kernels.DistanceRel:
+	case DistanceRel:
 		if diff == 0 {
 			return 0
 		}
 		return float32(math.Abs(float64(diff / seed)))
 	}
 	return float32(math.Abs(float64(seed * diff)))
-}
-
-type testSetup struct {
-	shapes   [][]int
-	ties     bool // seeds and gradients from tiny sets: Δ ties everywhere
-	opt      train.OptimizerConfig
-	silo     string
-	modules  map[string]Module // for module silos
-	opts     Options
-	steps    int
-	threads  int
-	gradSeed uint64
-	// zeroEvery: one seed in zeroEvery is 0 (default 50).
-	zeroEvery int
-}
-
-func makeParams(t *testing.T, s testSetup, opt train.Optimizer) []*train.TrainParam {
-	t.Helper()
-	rng := rand.New(rand.NewPCG(s.gradSeed, 1))
-	var ps []*train.TrainParam
-	for i, shape := range s.shapes {
-		n := 1
-		for _, d := range shape {
-			n *= d
-		}
-		v := make([]float32, n)
-		for j := range v {
-			if s.ties {
-				v[j] = []float32{0.5, -0.5, 1, 0.25}[rng.IntN(4)]
-			} else {
-				v[j] = float32(rng.NormFloat64() * 0.05)
-				if rng.IntN(cmp.Or(s.zeroEvery, 50)) == 0 {
-					v[j] = 0 // zero seeds: rel scores +Inf, inv-rel 0
-				}
-			}
-		}
-		ps = append(ps, &train.TrainParam{Name: fmt.Sprintf("p%d.weight", i), Shape: shape, Value: v, State: opt.NewState(shape)})
-	}
-	return ps
-}
-
-func cloneParams(ps []*train.TrainParam, opt train.Optimizer) []*train.TrainParam {
-	out := make([]*train.TrainParam, len(ps))
-	for i, p := range ps {
-		out[i] = &train.TrainParam{Name: p.Name, Shape: p.Shape, Value: slices.Clone(p.Value), State: opt.NewState(p.Shape)}
-	}
-	return out
-}
-
-// stepGrads fills every parameter's gradient for one step.
-func stepGrads(s testSetup, step int, ps ...[]*train.TrainParam) {
-	rng := rand.New(rand.NewPCG(s.gradSeed, uint64(100+step)))
-	for i := range ps[0] {
-		g := make([]float32, len(ps[0][i].Value))
-		for j := range g {
-			if s.ties {
-				g[j] = []float32{0, 1, -1, 2, 0, 0}[rng.IntN(6)]
-			} else {
-				g[j] = float32(rng.NormFloat64())
-			}
-		}
-		for _, set := range ps {
-			set[i].Grad = g
-		}
-	}
-}
-
-// refSilos are the silos as parameter indices.
-func refSilos(t *testing.T, s testSetup, ps []*train.TrainParam) [][]int {
-	names := make([]string, len(ps))
-	index := map[string]int{}
-	for i, p := range ps {
-		names[i] = p.Name
-		index[p.Name] = i
-	}
-	silos, err := MakeSilos(s.silo, names, s.modules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out [][]int
-	for _, sl := range silos {
-		var idx []int
-		for _, n := range sl.Params {
-			idx = append(idx, index[n])
-		}
-		out = append(out, idx)
-	}
-	return out
-}
-
-type refEntry struct {
-	score float32
-	pos   int64
-	param int
-	local int
-}
-
-// refStep is DST's step from the definition; it returns the kept
-// positions per parameter.
-func refStep(ps []*train.TrainParam, seeds [][]float32, silos [][]int, opt train.Optimizer, t train.StepInfo, eps float64, d kernels.Distance) [][]int32 {
-	for _, p := range ps {
-		opt.Step(p.Value, p.Grad, p.State, t, 1)
-	}
-	kept := make([][]int32, len(ps))
-	for _, silo := range silos {
-		var entries []refEntry
-		var pos int64
-		for _, i := range silo {
-			for j, v := range ps[i].Value {
-				entries = append(entries, refEntry{refScore(v, seeds[i][j], d), pos, i, j})
-				pos++
-			}
-		}
-		slices.SortFunc(entries, func(a, b refEntry) int {
-			an, bn := a.score != a.score, b.score != b.score
-			switch {
-			case an != bn:
-				if an {
-					return 1
-				}
-				return -1
-			case !an && a.score != b.score:
-				return cmp.Compare(b.score, a.score)
-			}
-			return cmp.Compare(a.pos, b.pos)
-		})
-		k := SubsetSize(eps, pos)
-		for n, e := range entries {
-			if int64(n) < k && e.score == e.score {
-				kept[e.param] = append(kept[e.param], int32(e.local))
-			} else {
-				ps[e.param].Value[e.local] = seeds[e.param][e.local]
-			}
-		}
-	}
-	for i := range kept {
-		slices.Sort(kept[i])
-	}
-	return kept
 }
 
 func sameFloats(a, b []float32) int {
@@ -183,224 +37,405 @@ func sameFloats(a, b []float32) int {
 	return -1
 }
 
-// runAgainstReference trains s.steps steps with the method and the
-// reference side by side and checks them after every step.
-func runAgainstReference(t *testing.T, s testSetup) *Method {
-	t.Helper()
-	opt, err := train.NewOptimizer(s.opt)
-	if err != nil {
+// TestSilosAndK: the selection Prepare makes has one unit per silo, in
+// silo order, with k = SubsetSize(ε, |S|), and every step keeps exactly k
+// of each (ties everywhere, zero seeds).
+func TestSilosAndK(t *testing.T) {
+	modules := map[string]Module{"p0.weight": {Kind: "a"}, "p1.weight": {Kind: "b"}, "p2.weight": {Kind: "b"}, "p3.weight": {Kind: "a"}}
+	for _, silo := range []string{SiloModuleLayer, SiloModule, SiloNone} {
+		for _, ties := range []bool{false, true} {
+			s := testSetup{shapes: [][]int{{40, 30}, {5}, {300}, {2, 3, 50}}, ties: ties, opt: adamwReal, modules: modules, threads: 2, gradSeed: 7}
+			s.opts = dstOptions(0.1, DistanceAbs, false, 3)
+			s.opts.Silo = silo
+			r := newRig(t, s)
+			sizes := map[string]int64{}
+			for _, p := range r.params {
+				sizes[p.Name] = int64(p.Tensor.Len())
+			}
+			silos := r.m.Silos()
+			sel := r.m.Selection()
+			if len(sel.Units) != len(silos) {
+				t.Fatalf("%s: %d units for %d silos", silo, len(sel.Units), len(silos))
+			}
+			for i, u := range sel.Units {
+				var n int64
+				for j, p := range u.Pieces {
+					if p.Param != silos[i].Params[j] {
+						t.Fatalf("%s: unit %d piece %d is %s, silo member %s", silo, i, j, p.Param, silos[i].Params[j])
+					}
+					n += sizes[p.Param]
+				}
+				if u.Name != silos[i].Name || u.K != SubsetSize(0.1, n) {
+					t.Fatalf("%s: unit %q k %d, silo %q of %d entries", silo, u.Name, u.K, silos[i].Name, n)
+				}
+			}
+			for step := int64(1); step <= 6; step++ {
+				r.steps(t, step, step)
+				st := r.state(t)
+				for i, u := range sel.Units {
+					var kept int
+					for _, p := range u.Pieces {
+						kept += len(st.Selection.Kept[p.Param])
+					}
+					if int64(kept) != u.K {
+						t.Fatalf("%s step %d: unit %d keeps %d, k = %d", silo, step, i, kept, u.K)
+					}
+				}
+				if _, err := json.Marshal(r.metrics()); err != nil {
+					t.Fatalf("metrics do not encode: %v", err)
+				}
+			}
+		}
+	}
+}
+
+// TestNormalizedSelection checks Appendix B's normalization against the
+// definition: one global selection of SubsetSize(ε, n) entries by
+// fl32(Δ · fl32(1/c_S)), ties at the lowest global positions.
+func TestNormalizedSelection(t *testing.T) {
+	for _, norm := range []string{NormalizeSize, NormalizeMean} {
+		for _, exact := range []bool{false, true} {
+			s := testSetup{shapes: [][]int{{50, 20}, {40}, {7, 9}}, opt: adamwReal, threads: 2, gradSeed: 5}
+			s.opts = dstOptions(0.05, DistanceAbs, exact, 3)
+			s.opts.Normalize = norm
+			r := newRig(t, s)
+			plain, ref, graph := plainRig(t, s)
+			scales := make([]float32, len(ref))
+			var n int64
+			for i, p := range ref {
+				var sum float64
+				for _, x := range r.seeds[p.Name] {
+					sum += math.Abs(float64(x))
+				}
+				c := float64(p.Tensor.Len())
+				if norm == NormalizeMean {
+					c = sum / float64(p.Tensor.Len())
+				}
+				scales[i] = float32(1 / c)
+				n += int64(p.Tensor.Len())
+			}
+			k := SubsetSize(0.05, n)
+			for step := int64(1); step <= 12; step++ {
+				r.steps(t, step, step)
+				if _, err := plain.Step(graph, s.grads(step), update.StepInfo{Step: step, LRScale: 1}); err != nil {
+					t.Fatal(err)
+				}
+				var entries []refEntry
+				var pos int64
+				for i, p := range ref {
+					for j, v := range p.Tensor.Float32s() {
+						entries = append(entries, refEntry{refScore(v, r.seeds[p.Name][j], DistanceAbs) * scales[i], pos, i, j})
+						pos++
+					}
+				}
+				sortEntries(entries)
+				for _, e := range entries[k:] {
+					ref[e.param].Tensor.Float32s()[e.local] = r.seeds[ref[e.param].Name][e.local]
+				}
+				st := r.state(t)
+				var kept int64
+				for i, p := range r.params {
+					if j := sameFloats(p.Tensor.Float32s(), ref[i].Tensor.Float32s()); j >= 0 {
+						t.Fatalf("%s exact=%v step %d: %s[%d] = %v, reference %v", norm, exact, step, p.Name, j, p.Tensor.Float32s()[j], ref[i].Tensor.Float32s()[j])
+					}
+					kept += int64(len(st.Selection.Kept[p.Name]))
+				}
+				if kept != k {
+					t.Fatalf("%s step %d: kept %d, k = %d", norm, step, kept, k)
+				}
+			}
+			if got := r.metrics().EpsAlg2 != nil; got == exact {
+				t.Errorf("%s exact=%v: eps_alg2 reported: %v", norm, exact, got)
+			}
+		}
+	}
+}
+
+// TestRandomMask: a random mask keeps exactly k per silo, never changes,
+// depends on the seed, and everything outside it stays at the seed.
+func TestRandomMask(t *testing.T) {
+	s := testSetup{shapes: [][]int{{60, 30}, {25}}, opt: adamwReal, threads: 1, gradSeed: 9}
+	s.opts = dstOptions(0.1, DistanceRandom, false, 3)
+	s.opts.Seed = 42
+	r := newRig(t, s)
+	first := map[string][]int32{}
+	for _, p := range r.params {
+		first[p.Name] = slices.Clone(r.kept(t, p.Name))
+		if int64(len(first[p.Name])) != SubsetSize(0.1, int64(p.Tensor.Len())) {
+			t.Fatalf("%s: %d kept, want %d", p.Name, len(first[p.Name]), SubsetSize(0.1, int64(p.Tensor.Len())))
+		}
+	}
+	r.steps(t, 1, 5)
+	for _, p := range r.params {
+		kept := r.kept(t, p.Name)
+		if !slices.Equal(kept, first[p.Name]) {
+			t.Fatalf("%s: the random mask changed", p.Name)
+		}
+		changed := 0
+		for j, v := range p.Tensor.Float32s() {
+			seed := r.seeds[p.Name][j]
+			if _, in := slices.BinarySearch(kept, int32(j)); !in && v != seed {
+				t.Fatalf("%s[%d] outside the mask moved", p.Name, j)
+			} else if in && v != seed {
+				changed++
+			}
+		}
+		if changed == 0 {
+			t.Fatalf("%s: nothing in the mask was trained", p.Name)
+		}
+	}
+	s.opts.Seed = 43
+	if slices.Equal(newRig(t, s).kept(t, "p0.weight"), first["p0.weight"]) {
+		t.Fatal("seeds 42 and 43 chose the same mask")
+	}
+	s.opts.Seed = 42
+	if !slices.Equal(newRig(t, s).kept(t, "p0.weight"), first["p0.weight"]) {
+		t.Fatal("the same seed chose another mask")
+	}
+}
+
+// TestNoChurn: with churn off the subset of the first step stays, and
+// the parameters equal the plain optimizer's masked with it.
+func TestNoChurn(t *testing.T) {
+	s := testSetup{shapes: [][]int{{60, 30}, {25}}, opt: adamwReal, threads: 1, gradSeed: 13}
+	s.opts = dstOptions(0.05, DistanceInvRel, false, 3)
+	s.opts.Silo, s.opts.Churn = SiloNone, false
+	r := newRig(t, s)
+	plain, ref, graph := plainRig(t, s)
+	r.steps(t, 1, 1)
+	first := map[string][]int32{}
+	for i, p := range r.params {
+		first[p.Name] = slices.Clone(r.kept(t, p.Name))
+		copy(ref[i].Tensor.Float32s(), p.Tensor.Float32s()) // the first selection, as the method made it
+	}
+	if _, err := plain.Step(graph, s.grads(1), update.StepInfo{Step: 1, LRScale: 1}); err != nil {
 		t.Fatal(err)
 	}
-	ps := makeParams(t, s, opt)
-	ref := cloneParams(ps, opt)
-	seeds := make([][]float32, len(ps))
-	for i, p := range ps {
-		seeds[i] = slices.Clone(p.Value)
+	for i, p := range r.params {
+		copy(ref[i].Tensor.Float32s(), p.Tensor.Float32s())
 	}
-	o := s.opts
-	o.Silo = s.silo
-	m, err := NewMethod(o, s.modules, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Prepare(ps); err != nil {
-		t.Fatal(err)
-	}
-	silos := refSilos(t, s, ps)
-	for step := 1; step <= s.steps; step++ {
-		stepGrads(s, step, ps, ref)
-		info := train.StepInfo{Step: int64(step), LRScale: 1}
-		if err := m.Update(ps, opt, info, s.threads); err != nil {
+	for step := int64(2); step <= 8; step++ {
+		r.steps(t, step, step)
+		if _, err := plain.Step(graph, s.grads(step), update.StepInfo{Step: step, LRScale: 1}); err != nil {
 			t.Fatal(err)
 		}
-		wantKept := refStep(ref, seeds, silos, opt, info, o.Eps, o.Distance)
-		for i, p := range ps {
-			if j := sameFloats(p.Value, ref[i].Value); j >= 0 {
-				t.Fatalf("step %d: %s[%d] = %v, reference %v (seed %v)", step, p.Name, j, p.Value[j], ref[i].Value[j], seeds[i][j])
-			}
-			if got := m.Kept(p.Name); !slices.Equal(got, wantKept[i]) {
-				t.Fatalf("step %d: %s keeps %d positions, reference %d", step, p.Name, len(got), len(wantKept[i]))
-			}
-		}
-		rec := map[string]any{}
-		m.Metrics(rec)
-		if _, err := json.Marshal(rec); err != nil {
-			t.Fatalf("step %d: metrics do not encode: %v", step, err)
-		}
-		// The invariant itself, directly: per silo exactly k kept, every
-		// other entry at its seed.
-		for n, silo := range silos {
-			var size, kept int64
-			for _, i := range silo {
-				size += int64(len(ps[i].Value))
-				keptSet := m.Kept(ps[i].Name)
-				kept += int64(len(keptSet))
-				next := 0
-				for j, v := range ps[i].Value {
-					if next < len(keptSet) && int(keptSet[next]) == j {
-						next++
-						continue
-					}
-					if math.Float32bits(v) != math.Float32bits(seeds[i][j]) {
-						t.Fatalf("step %d: %s[%d] is not kept but differs from its seed", step, ps[i].Name, j)
-					}
-				}
-			}
-			if k := SubsetSize(o.Eps, size); kept != k && !hasNaN(ps, silo) {
-				t.Fatalf("step %d: silo %d keeps %d entries, k = %d", step, n, kept, k)
-			}
-		}
-	}
-	return m
-}
-
-func hasNaN(ps []*train.TrainParam, silo []int) bool {
-	for _, i := range silo {
-		for _, v := range ps[i].Value {
-			if v != v {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-var (
-	sgdTies   = train.OptimizerConfig{Name: train.OptimizerSGD, SGD: &train.SGDConfig{LR: 0.125}}
-	adamwReal = train.OptimizerConfig{Name: train.OptimizerAdamW, AdamW: &train.AdamWConfig{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}}
-	sgdMom    = train.OptimizerConfig{Name: train.OptimizerSGD, SGD: &train.SGDConfig{LR: 1e-2, Momentum: 0.9}}
-)
-
-func dstOptions(eps float64, d kernels.Distance, exact bool, m int) Options {
-	names := map[kernels.Distance]string{kernels.DistanceAbs: DistanceAbs, kernels.DistanceRel: DistanceRel, kernels.DistanceInvRel: DistanceInvRel}
-	return Options{Eps: eps, Distance: d, DistanceName: names[d], Exact: exact, Churn: true, Bisection: Bisection{Steps: m, Factor: 2}}
-}
-
-// TestCountInvariantEveryStep is the per-silo count invariant at every
-// step, in both threshold modes, with ties (tiny value sets), zero seeds
-// (+Inf and 0 scores), multi-tensor silos, small band caps (exact
-// fallbacks) and m > 3 (more counting passes).
-func TestCountInvariantEveryStep(t *testing.T) {
-	shapes := [][]int{{40, 30}, {5}, {300}, {2, 3, 50}}
-	modules := map[string]Module{"p0.weight": {Kind: "a"}, "p1.weight": {Kind: "b"}, "p2.weight": {Kind: "b"}, "p3.weight": {Kind: "a"}}
-	for _, ties := range []bool{true, false} {
-		for _, d := range []kernels.Distance{kernels.DistanceAbs, kernels.DistanceRel, kernels.DistanceInvRel} {
-			for _, mode := range []struct {
-				name    string
-				exact   bool
-				m       int
-				bandCap int64
-			}{{"exact", true, 3, 0}, {"iterative", false, 3, 0}, {"iterative-cap8", false, 3, 8}, {"iterative-m1", false, 1, 0}, {"iterative-m5", false, 5, 0}} {
-				for _, silo := range []string{SiloModuleLayer, SiloNone, SiloModule} {
-					name := fmt.Sprintf("ties=%v/%v/%s/%s", ties, d, mode.name, silo)
-					t.Run(name, func(t *testing.T) {
-						s := testSetup{shapes: shapes, ties: ties, opt: adamwReal, silo: silo, modules: modules, steps: 25, threads: 2, gradSeed: 7}
-						if ties {
-							s.opt = sgdTies
-						}
-						s.opts = dstOptions(0.1, d, mode.exact, mode.m)
-						s.opts.BandCap = mode.bandCap
-						m := runAgainstReference(t, s)
-						if !mode.exact && m.paths.band+m.paths.candidate+m.paths.fallback == 0 {
-							t.Errorf("Algorithm 2 never ran (paths %+v)", m.paths)
-						}
-					})
+		for _, p := range ref {
+			v := p.Tensor.Float32s()
+			for j := range v {
+				if _, in := slices.BinarySearch(first[p.Name], int32(j)); !in {
+					v[j] = r.seeds[p.Name][j]
 				}
 			}
 		}
+		for i, p := range r.params {
+			if !slices.Equal(r.kept(t, p.Name), first[p.Name]) {
+				t.Fatalf("step %d: %s's subset changed with churn off", step, p.Name)
+			}
+			if j := sameFloats(p.Tensor.Float32s(), ref[i].Tensor.Float32s()); j >= 0 {
+				t.Fatalf("step %d: %s[%d] = %v, reference %v", step, p.Name, j, p.Tensor.Float32s()[j], ref[i].Tensor.Float32s()[j])
+			}
+		}
+		if c := r.metrics().Churn; c == nil || *c != 0 {
+			t.Fatalf("step %d: churn %v with a fixed subset", step, c)
+		}
 	}
 }
 
-// TestCountInvariantEdgeCases: ε = 0 (everything back to the seed), ε = 1,
-// Adafactor, and rel distance with a third of the seeds 0 (the k-th largest
-// Δ is +Inf, so Algorithm 2 cannot start from it).
-func TestCountInvariantEdgeCases(t *testing.T) {
-	adafactor, _ := train.DefaultOptimizer(train.OptimizerAdafactor)
-	for _, c := range []struct {
-		name string
-		eps  float64
-		d    kernels.Distance
-		opt  train.OptimizerConfig
-		zero int // one seed in zero is 0
-	}{
-		{"eps=0", 0, kernels.DistanceAbs, adamwReal, 50},
-		{"eps=1", 1, kernels.DistanceInvRel, adamwReal, 50},
-		{"adafactor", 0.05, kernels.DistanceInvRel, adafactor, 50},
-		{"rel-zero-seeds", 0.1, kernels.DistanceRel, adamwReal, 3},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			for _, exact := range []bool{false, true} {
-				s := testSetup{shapes: [][]int{{40, 30}, {7}}, opt: c.opt, silo: SiloModuleLayer, steps: 12, threads: 2, gradSeed: 31, zeroEvery: c.zero}
-				s.opts = dstOptions(c.eps, c.d, exact, 3)
-				runAgainstReference(t, s)
+// TestChurnMetric compares the reported churn with the subsets.
+func TestChurnMetric(t *testing.T) {
+	s := testSetup{shapes: [][]int{{80, 20}}, opt: adamwReal, threads: 1, gradSeed: 17}
+	s.opts = dstOptions(0.05, DistanceAbs, false, 3)
+	r := newRig(t, s)
+	r.steps(t, 1, 1)
+	if r.metrics().Churn != nil {
+		t.Fatal("churn reported at the first step")
+	}
+	sawChurn := false
+	for step := int64(2); step <= 10; step++ {
+		before := slices.Clone(r.kept(t, "p0.weight"))
+		r.steps(t, step, step)
+		after := r.kept(t, "p0.weight")
+		entered := len(after)
+		for _, pos := range after {
+			if _, in := slices.BinarySearch(before, pos); in {
+				entered--
+			}
+		}
+		m := r.metrics()
+		want := float64(entered) / float64(len(after))
+		if m.Churn == nil || *m.Churn != want || m.Silos["p0.weight"].Churn == nil {
+			t.Fatalf("step %d: churn %v, want %v", step, m.Churn, want)
+		}
+		sawChurn = sawChurn || entered > 0
+	}
+	if !sawChurn {
+		t.Fatal("the subset never changed: the test checks nothing")
+	}
+}
+
+// TestStateRoundTrip: a method and trainer restored from the checkpoint
+// form of the state continue exactly as the original, for every mode.
+func TestStateRoundTrip(t *testing.T) {
+	modes := map[string]func(*Options){
+		"iterative":   func(o *Options) {},
+		"exact":       func(o *Options) { o.Threshold = ThresholdExact },
+		"no-churn":    func(o *Options) { o.Churn = false },
+		"random":      func(o *Options) { o.Distance = DistanceRandom },
+		"normalized":  func(o *Options) { o.Normalize = NormalizeMean },
+		"iterative-5": func(o *Options) { o.RefineSteps = 5 },
+		"paper-alg2":  func(o *Options) { o.PaperAlg2 = true },
+	}
+	for name, mod := range modes {
+		t.Run(name, func(t *testing.T) {
+			s := testSetup{shapes: [][]int{{40, 30}, {9}}, opt: sgdMom, threads: 1, gradSeed: 21}
+			s.opts = dstOptions(0.05, DistanceRel, false, 3)
+			mod(&s.opts)
+			a := newRig(t, s)
+			a.steps(t, 1, 6)
+			st := a.engineState(t)
+			b := newRig(t, s)
+			sel, err := b.m.LoadState(st.Method)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.tr.SetState(&update.State{Params: st.Params, Optimizer: st.Optimizer, Selection: sel}); err != nil {
+				t.Fatal(err)
+			}
+			a.steps(t, 7, 12)
+			b.steps(t, 7, 12)
+			for i, p := range a.params {
+				if j := sameFloats(p.Tensor.Float32s(), b.params[i].Tensor.Float32s()); j >= 0 {
+					t.Fatalf("%s[%d]: %v uninterrupted, %v restored", p.Name, j, p.Tensor.Float32s()[j], b.params[i].Tensor.Float32s()[j])
+				}
+			}
+			ja, _ := json.Marshal(a.metrics())
+			jb, _ := json.Marshal(b.metrics())
+			ja, jb = dropTimings(t, ja), dropTimings(t, jb)
+			if !bytes.Equal(ja, jb) {
+				t.Fatalf("metrics %s uninterrupted, %s restored", ja, jb)
 			}
 		})
 	}
 }
 
-// TestIterativePathsExercised checks that the invariant test's scenarios
-// reach every way the iterative mode can make the count exact.
-func TestIterativePathsExercised(t *testing.T) {
-	var total struct{ exact, candidate, band, fallback int }
-	for _, ties := range []bool{true, false} {
-		for _, cap := range []int64{0, 8} {
-			s := testSetup{shapes: [][]int{{40, 30}, {5}, {300}}, ties: ties, opt: adamwReal, silo: SiloModuleLayer, steps: 25, threads: 1, gradSeed: 7}
-			if ties {
-				s.opt = sgdTies
-			}
-			s.opts = dstOptions(0.1, kernels.DistanceAbs, false, 3)
-			s.opts.BandCap = cap
-			m := runAgainstReference(t, s)
-			total.exact += m.paths.exact
-			total.candidate += m.paths.candidate
-			total.band += m.paths.band
-			total.fallback += m.paths.fallback
+// dropTimings removes the fields that measure time from a metrics record.
+func dropTimings(t *testing.T, rec []byte) []byte {
+	var m map[string]any
+	if err := json.Unmarshal(rec, &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "optimizer_ms")
+	delete(m, "dst_ms")
+	out, _ := json.Marshal(m)
+	return out
+}
+
+func TestLoadStateRejects(t *testing.T) {
+	s := testSetup{shapes: [][]int{{10, 10}}, opt: sgdMom, threads: 1, gradSeed: 1}
+	s.opts = dstOptions(0.1, DistanceAbs, false, 3)
+	a := newRig(t, s)
+	a.steps(t, 1, 3)
+	corrupt := func(f func(st *train.MethodState)) error {
+		st := a.engineState(t).Method
+		for i := range st.Tensors {
+			st.Tensors[i].Data = slices.Clone(st.Tensors[i].Data)
+		}
+		f(&st)
+		_, err := newRig(t, s).m.LoadState(st)
+		return err
+	}
+	for name, f := range map[string]func(st *train.MethodState){
+		"descending": func(st *train.MethodState) {
+			d := st.Tensors[2].Data
+			copy(d[0:4], d[4:8])
+		},
+		"outside": func(st *train.MethodState) {
+			d := st.Tensors[2].Data
+			d[len(d)-1] = 0x7f
+		},
+		"missing":   func(st *train.MethodState) { st.Tensors = st.Tensors[:2] },
+		"ready":     func(st *train.MethodState) { st.Tensors[1].Data[0] = 7 },
+		"threshold": func(st *train.MethodState) { copy(st.Tensors[0].Data, []byte{0, 0, 0x80, 0xff}) },
+		"meta":      func(st *train.MethodState) { st.Meta = map[string]string{} },
+	} {
+		if err := corrupt(f); err == nil {
+			t.Errorf("%s: LoadState accepted a corrupt state", name)
 		}
 	}
-	if total.exact == 0 || total.candidate == 0 || total.band == 0 || total.fallback == 0 {
-		t.Fatalf("paths taken %+v: each should be taken at least once", total)
+	if err := corrupt(func(*train.MethodState) {}); err != nil {
+		t.Fatalf("the state as saved: %v", err)
+	}
+	random := s
+	random.opts.Distance = DistanceRandom
+	r := newRig(t, random)
+	st := r.engineState(t).Method
+	st.Meta[metaFixed] = "false"
+	if _, err := newRig(t, random).m.LoadState(st); err == nil {
+		t.Error("a random mask's state that is not fixed was accepted")
 	}
 }
 
-// TestLargeSilo runs a tensor big enough for several workers per pass.
-func TestLargeSilo(t *testing.T) {
-	for _, exact := range []bool{false, true} {
-		s := testSetup{shapes: [][]int{{700, 200}, {64}}, opt: adamwReal, silo: SiloModuleLayer, steps: 6, threads: 2, gradSeed: 11}
-		s.opts = dstOptions(1e-3, kernels.DistanceInvRel, exact, 3)
-		runAgainstReference(t, s)
+// TestDeltaOfRun: the delta written after a step, read back and applied
+// to the seeds, gives the trained parameters exactly.
+func TestDeltaOfRun(t *testing.T) {
+	s := testSetup{shapes: [][]int{{30, 20}, {12}}, opt: adamwReal, threads: 1, gradSeed: 23}
+	s.opts = dstOptions(0.1, DistanceInvRel, false, 3)
+	r := newRig(t, s)
+	r.m.baseHash = "ab" + string(bytes.Repeat([]byte("0"), 62))
+	r.steps(t, 1, 5)
+	dir := t.TempDir()
+	if err := r.m.WriteRunFiles(dir, r.engineState(t)); err != nil {
+		t.Fatal(err)
+	}
+	d, err := ReadDelta(filepath.Join(dir, DeltaFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Meta.Steps != 5 || d.Meta.Method != "dst" || d.Meta.Epsilon != 0.1 || d.Meta.Distance != DistanceInvRel ||
+		d.Meta.Silo != SiloModuleLayer || d.Meta.BaseSHA256 != r.m.baseHash || d.Meta.Extra["threshold"] != ThresholdIterative {
+		t.Fatalf("metadata %+v", d.Meta)
+	}
+	params := map[string][]float32{}
+	for _, p := range r.params {
+		params[p.Name] = slices.Clone(r.seeds[p.Name])
+		td := d.Tensor(p.Name)
+		if td == nil || int64(len(td.Indices)) != SubsetSize(0.1, int64(p.Tensor.Len())) {
+			t.Fatalf("%s: delta has %v", p.Name, td)
+		}
+	}
+	if err := d.ApplyTo(params); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range r.params {
+		if j := sameFloats(params[p.Name], p.Tensor.Float32s()); j >= 0 {
+			t.Fatalf("%s[%d]: seed+delta %v, trained %v", p.Name, j, params[p.Name][j], p.Tensor.Float32s()[j])
+		}
 	}
 }
 
-// TestIterativeEqualsExact: both threshold modes keep the same subsets, so
-// whole runs are bit-identical.
-func TestIterativeEqualsExact(t *testing.T) {
-	run := func(exact bool) [][]float32 {
-		opt, _ := train.NewOptimizer(adamwReal)
-		s := testSetup{shapes: [][]int{{120, 40}, {33}}, opt: adamwReal, silo: SiloNone, gradSeed: 3}
-		ps := makeParams(t, s, opt)
-		o := dstOptions(0.02, kernels.DistanceInvRel, exact, 3)
-		o.Silo = SiloNone
-		m, err := NewMethod(o, nil, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.Prepare(ps); err != nil {
-			t.Fatal(err)
-		}
-		for step := 1; step <= 40; step++ {
-			stepGrads(s, step, ps)
-			m.Update(ps, opt, train.StepInfo{Step: int64(step), LRScale: 1}, 2)
-		}
-		var out [][]float32
-		for _, p := range ps {
-			out = append(out, p.Value)
-		}
-		return out
+// TestMetricsOfDeviceResults: a result without host measurements (a
+// device's) gives the same fields but the timings and band entries.
+func TestMetricsOfDeviceResults(t *testing.T) {
+	s := testSetup{shapes: [][]int{{30, 20}, {12}}, opt: adamwReal, threads: 1, gradSeed: 3}
+	s.opts = dstOptions(0.1, DistanceInvRel, false, 3)
+	r := newRig(t, s)
+	r.steps(t, 1, 3)
+	host := r.metrics()
+	device := *r.res
+	device.Host = nil
+	dev := r.m.Metrics(r.step, &device).(*StepMetrics)
+	if host.BandEntries == nil || host.OptimizerMS == nil || host.DSTMS == nil {
+		t.Fatalf("host metrics without timings: %+v", host)
 	}
-	a, b := run(false), run(true)
-	for i := range a {
-		if j := sameFloats(a[i], b[i]); j >= 0 {
-			t.Fatalf("parameter %d entry %d: iterative %v, exact %v", i, j, a[i][j], b[i][j])
-		}
+	if dev.BandEntries != nil || dev.OptimizerMS != nil || dev.DSTMS != nil {
+		t.Fatalf("device metrics with timings: %+v", dev)
+	}
+	host.BandEntries, host.OptimizerMS, host.DSTMS = nil, nil, nil
+	jh, _ := json.Marshal(host)
+	jd, _ := json.Marshal(dev)
+	if !bytes.Equal(jh, jd) {
+		t.Fatalf("host %s, device %s", jh, jd)
 	}
 }
+
+var _ = ir.LossOutput

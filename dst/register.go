@@ -16,11 +16,7 @@ func init() { train.RegisterMethod(train.MethodDST, newFromEnv) }
 // configuration (the paper's defaults when it has none), module kinds from
 // the model's graph when the silos need them, and the base model's hash.
 func newFromEnv(env train.MethodEnv) (train.Method, error) {
-	c := train.DefaultDSTConfig()
-	if env.Config.DST != nil {
-		c = *env.Config.DST
-	}
-	opts, err := ParseConfig(c, env.Config.Seed)
+	opts, err := ParseOptions(env.Config.DST, env.Config.Seed)
 	if err != nil {
 		return nil, err
 	}

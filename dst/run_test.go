@@ -3,7 +3,6 @@ package dst_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"math"
 	"os"
@@ -17,10 +16,11 @@ import (
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/update"
 )
 
 // tinyRun is a DST run of tiny_gpt on the small task.
-func tinyRun(t *testing.T, steps int64, dc train.DSTConfig) train.Config {
+func tinyRun(t *testing.T, steps int64, dc dst.Options) train.Config {
 	t.Helper()
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
 	dir := t.TempDir()
@@ -32,30 +32,11 @@ func tinyRun(t *testing.T, steps int64, dc train.DSTConfig) train.Config {
 	if err := os.WriteFile(valid, task.JSONL(va), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	opt, _ := train.DefaultOptimizer(train.OptimizerAdamW)
+	opt, _ := update.DefaultOptimizer(update.OptimizerAdamW)
 	opt.SetLR(3e-3)
-	return train.Config{Model: model, Data: data, Valid: valid, Task: train.TaskLM, Method: train.MethodDST, DST: &dc,
+	return train.Config{Model: model, Data: data, Valid: valid, Task: train.TaskLM, Method: train.MethodDST, DST: dc.JSON(),
 		Optimizer: opt, Schedule: train.Schedule{Name: train.ScheduleConstant}, Steps: steps, Batch: 8, Seed: 3,
 		Backend: "cpu", Threads: 2, EvalEvery: steps, CheckpointEvery: 3}
-}
-
-func readMetrics(t *testing.T, run string) []map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(run, train.MetricsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recs []map[string]any
-	for line := range bytes.Lines(data) {
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatal(err)
-		}
-		if step, _ := m["step"].(float64); step > 0 {
-			recs = append(recs, m)
-		}
-	}
-	return recs
 }
 
 // TestRunTinyGPT trains tiny_gpt with --method dst through train.Run: the
@@ -63,26 +44,25 @@ func readMetrics(t *testing.T, run string) []map[string]any {
 // applied to the base model's initializers gives the checkpoint's
 // parameters exactly, and its base hash is the model's.
 func TestRunTinyGPT(t *testing.T) {
-	c := train.DefaultDSTConfig()
+	c := dst.DefaultOptions()
 	c.Eps = 1e-2
 	cfg := tinyRun(t, 8, c)
 	run := filepath.Join(t.TempDir(), "run")
 	if _, err := train.Run(context.Background(), cfg, train.RunOptions{Dir: run}); err != nil {
 		t.Fatal(err)
 	}
-	recs := readMetrics(t, run)
+	recs := sharedtest.StepRecords(sharedtest.ReadMetrics(t, run))
 	if len(recs) != 8 {
 		t.Fatalf("%d step records, want 8", len(recs))
 	}
 	for i, r := range recs {
-		silos, _ := r["silos"].(map[string]any)
-		if r["eps"] == nil || r["dst_ms"] == nil || r["optimizer_ms"] == nil || len(silos) != 28 {
-			t.Fatalf("step %d: record lacks DST fields: %v", i+1, r)
+		if r.Eps == nil || r.DSTMS == nil || r.OptimizerMS == nil || r.ExactSelections == nil || len(r.Silos) != 28 {
+			t.Fatalf("step %d: record lacks DST fields: %v", i+1, r.Fields)
 		}
-		if _, ok := r["eps_alg2"]; ok != (i > 0) {
+		if ok := r.EpsAlg2 != nil; ok != (i > 0) {
 			t.Fatalf("step %d: eps_alg2 present %v (Algorithm 2 runs from step 2)", i+1, ok)
 		}
-		if _, ok := r["churn"]; ok != (i > 0) {
+		if ok := r.Churn != nil; ok != (i > 0) {
 			t.Fatalf("step %d: churn present %v", i+1, ok)
 		}
 	}
@@ -109,7 +89,7 @@ func TestRunTinyGPT(t *testing.T) {
 	params := map[string][]float32{}
 	for _, it := range inits {
 		if it.DType == "F32" {
-			params[it.Name] = bytesToFloats(it.Data)
+			params[it.Name] = sharedtest.Float32s(it.Data)
 		}
 	}
 	if err := d.ApplyTo(params); err != nil {
@@ -120,7 +100,7 @@ func TestRunTinyGPT(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tensor := range ckpt.Tensors {
-		want := bytesToFloats(tensor.Data)
+		want := sharedtest.Float32s(tensor.Data)
 		got := params[tensor.Name]
 		var kept int64
 		if td := d.Tensor(tensor.Name); td != nil {
@@ -137,27 +117,19 @@ func TestRunTinyGPT(t *testing.T) {
 	}
 }
 
-func bytesToFloats(b []byte) []float32 {
-	out := make([]float32, len(b)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(uint32(b[4*i]) | uint32(b[4*i+1])<<8 | uint32(b[4*i+2])<<16 | uint32(b[4*i+3])<<24)
-	}
-	return out
-}
-
 var errCrash = errors.New("simulated crash")
 
 // TestRunResumesBitIdentically: a DST run stopped after step 7 (last
 // checkpoint at 6) and resumed ends with the same parameters, delta and
 // metrics as an uninterrupted run, for the modes with state.
 func TestRunResumesBitIdentically(t *testing.T) {
-	for name, mod := range map[string]func(c *train.DSTConfig){
-		"iterative": func(c *train.DSTConfig) {},
-		"no-churn":  func(c *train.DSTConfig) { c.Churn = false },
-		"module":    func(c *train.DSTConfig) { c.Silo = dst.SiloModule },
+	for name, mod := range map[string]func(c *dst.Options){
+		"iterative": func(c *dst.Options) {},
+		"no-churn":  func(c *dst.Options) { c.Churn = false },
+		"module":    func(c *dst.Options) { c.Silo = dst.SiloModule },
 	} {
 		t.Run(name, func(t *testing.T) {
-			c := train.DefaultDSTConfig()
+			c := dst.DefaultOptions()
 			c.Eps = 2e-2
 			mod(&c)
 			cfg := tinyRun(t, 10, c)
@@ -185,14 +157,14 @@ func TestRunResumesBitIdentically(t *testing.T) {
 					t.Fatalf("%s differs after resuming (%d and %d bytes)", f, len(a), len(b))
 				}
 			}
-			ra, rb := readMetrics(t, whole), readMetrics(t, part)
+			ra, rb := sharedtest.StepRecords(sharedtest.ReadMetrics(t, whole)), sharedtest.StepRecords(sharedtest.ReadMetrics(t, part))
 			if len(ra) != len(rb) {
 				t.Fatalf("%d and %d records", len(ra), len(rb))
 			}
 			for i := range ra {
 				for _, key := range []string{"loss", "eps", "eps_alg2", "churn"} {
-					if ra[i][key] != rb[i][key] {
-						t.Fatalf("step %d %s: %v uninterrupted, %v resumed", i+1, key, ra[i][key], rb[i][key])
+					if ra[i].Fields[key] != rb[i].Fields[key] {
+						t.Fatalf("step %d %s: %v uninterrupted, %v resumed", i+1, key, ra[i].Fields[key], rb[i].Fields[key])
 					}
 				}
 			}

@@ -17,12 +17,12 @@ import "fmt"
 // half-precision parameters or inputs is returned as it is.
 func (m *Model) Float32Compute() *Model {
 	half := map[string]DType{}
-	params := make([]*ParamTensor, len(m.Params))
+	params := make([]*Param, len(m.Params))
 	for i, p := range m.Params {
 		params[i] = p
 		if p.Tensor.dtype.narrowFloat() {
 			half[p.Name] = p.Tensor.dtype
-			params[i] = &ParamTensor{Name: p.Name, Tensor: Convert(p.Tensor, Float32)}
+			params[i] = &Param{Name: p.Name, Tensor: Convert(p.Tensor, Float32)}
 		}
 	}
 	inputs := make([]InputInfo, len(m.Inputs))

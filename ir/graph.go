@@ -80,6 +80,9 @@ func (n *Node) String() string {
 
 // Param is a trainable parameter: a float initializer of the model,
 // identified by its ONNX name everywhere (silos, deltas, checkpoints).
+// A Model's Params carry only Name and Tensor, shared by every Graph
+// specialized from it; Aliases, Uses and Value describe the parameter
+// within one Graph.
 type Param struct {
 	Name   string
 	Tensor *Tensor // the values; backends read it in place

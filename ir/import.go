@@ -19,7 +19,7 @@ type Model struct {
 	ONNX  *onnx.Model
 	Opset int
 	// Params are the floating-point initializers, in file order.
-	Params []*ParamTensor
+	Params []*Param
 	// Inputs are the graph inputs that are not initializers.
 	Inputs []InputInfo
 	// Outputs are the graph output names.
@@ -34,13 +34,6 @@ type Model struct {
 	// parameters' stored dtypes.
 	float32Compute bool
 	halfParams     map[string]DType
-}
-
-// ParamTensor is a parameter's name and values, shared by every Graph
-// specialized from a Model.
-type ParamTensor struct {
-	Name   string
-	Tensor *Tensor
 }
 
 // InputInfo is a graph input as the model declares it: a tensor, or a
@@ -105,7 +98,7 @@ func newModel(m *onnx.Model, share bool) (*Model, error) {
 		param := t.dtype.IsFloat()
 		out.Initializers = append(out.Initializers, InitializerInfo{Name: it.Name, DType: t.dtype, Shape: t.shape, Param: param})
 		if param {
-			out.Params = append(out.Params, &ParamTensor{Name: it.Name, Tensor: t})
+			out.Params = append(out.Params, &Param{Name: it.Name, Tensor: t})
 		} else {
 			out.consts[it.Name] = t
 		}
@@ -202,7 +195,7 @@ func (m *Model) Input(name string) *InputInfo {
 }
 
 // Param returns the parameter called name, or nil.
-func (m *Model) Param(name string) *ParamTensor {
+func (m *Model) Param(name string) *Param {
 	for _, p := range m.Params {
 		if p.Name == name {
 			return p

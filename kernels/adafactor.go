@@ -153,16 +153,6 @@ func checkScales(rowScale, colScale []float32, rows, cols int) {
 	}
 }
 
-// AdafactorRelativeStep is α_t = max(eps2, rms)·min(1e-2, 1/sqrt(step)),
-// the relative step size for a parameter whose RMS is rms (Shazeer & Stern
-// 2018, section 8).
-func AdafactorRelativeStep(step int64, rms, eps2 float64) float64 {
-	return max(eps2, rms) * min(1e-2, 1/math.Sqrt(float64(step)))
-}
-
-// AdafactorDecay is β̂2t = 1 − t^(−0.8), the second-moment decay of step t.
-func AdafactorDecay(step int64) float64 { return 1 - math.Pow(float64(step), -0.8) }
-
 // AdafactorApply takes the parameter step X ← X − Û in place, where
 // Û_ij = ((rowScale[i]·colScale[j])·grad[i*cols+j])·scale, scale = α_t / max(1,
 // RMS(U)/d), passed through the first moment when beta1 ≠ 0. Per entry:

@@ -1,6 +1,8 @@
 package kernels
 
 import (
+	"github.com/dstune/dstune/update"
+
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -36,7 +38,7 @@ func TestAdafactorStep(t *testing.T) {
 		for i := range m {
 			m[i] = float32(rng.NormFloat64() * 1e-4)
 		}
-		beta2 := AdafactorDecay(step)
+		beta2 := adafactorDefault.Scalars(update.StepInfo{Step: step, LRScale: 1}).Beta2
 
 		// Reference in float64.
 		rowSum, colSum := make([]float64, rows), make([]float64, cols)
@@ -69,7 +71,7 @@ func TestAdafactorStep(t *testing.T) {
 		for _, x := range p {
 			prms += float64(x) * float64(x)
 		}
-		alpha := AdafactorRelativeStep(step, math.Sqrt(prms/float64(n)), 1e-3)
+		alpha := adafactorDefault.Scalars(update.StepInfo{Step: step, LRScale: 1}).Alpha * max(1e-3, math.Sqrt(prms/float64(n)))
 		scale := alpha / max(1, math.Sqrt(sq/float64(n))/clip)
 		// Tolerances scale with the terms' magnitudes (they may cancel).
 		wantP, wantM := make([]float64, n), make([]float64, n)
@@ -139,12 +141,12 @@ func TestOptimizerKernelsMatchGeneric(t *testing.T) {
 			p0, g := makeData(rng, n, dataSpecial)
 			buf0, _ := makeData(rng, n, dataNormal)
 			for _, hs := range []SGD{
-				{LR: 0.1, Step: 1},
-				{LR: 0.1, WeightDecay: 0.01, Step: 1},
-				{LR: 0.1, Momentum: 0.9, Dampening: 0.1, Step: 1},
-				{LR: 0.1, Momentum: 0.9, Dampening: 0.1, WeightDecay: 0.01, Step: 5},
-				{LR: 0.1, Momentum: 0.9, Nesterov: true, Step: 1},
-				{LR: 0.1, Momentum: 0.9, Nesterov: true, WeightDecay: 0.01, Step: 5},
+				sgdAt(update.SGD{LR: 0.1}, 1),
+				sgdAt(update.SGD{LR: 0.1, WeightDecay: 0.01}, 1),
+				sgdAt(update.SGD{LR: 0.1, Momentum: 0.9, Dampening: 0.1}, 1),
+				sgdAt(update.SGD{LR: 0.1, Momentum: 0.9, Dampening: 0.1, WeightDecay: 0.01}, 5),
+				sgdAt(update.SGD{LR: 0.1, Momentum: 0.9, Nesterov: true}, 1),
+				sgdAt(update.SGD{LR: 0.1, Momentum: 0.9, Nesterov: true, WeightDecay: 0.01}, 5),
 			} {
 				pa, ba := slices.Clone(p0), slices.Clone(buf0)
 				SGDStep(hs, pa, g, ba, 1)
@@ -184,20 +186,21 @@ func FuzzSGD(f *testing.F) {
 	f.Add([]byte{0, 0, 0x80, 0x3f, 0, 0, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0}, uint8(15))
 	f.Fuzz(func(t *testing.T, raw []byte, flags uint8) {
 		p0, g := fuzzFloats(raw)
-		h := SGD{LR: 0.01, Step: 1}
+		hyper, step := update.SGD{LR: 0.01}, int64(1)
 		if flags&1 != 0 {
-			h.WeightDecay = 0.1
+			hyper.WeightDecay = 0.1
 		}
 		if flags&2 != 0 {
-			h.Momentum, h.Dampening = 0.9, 0.1
-			h.Nesterov = flags&8 != 0
-			if h.Nesterov {
-				h.Dampening = 0
+			hyper.Momentum, hyper.Dampening = 0.9, 0.1
+			hyper.Nesterov = flags&8 != 0
+			if hyper.Nesterov {
+				hyper.Dampening = 0
 			}
 		}
 		if flags&4 == 0 {
-			h.Step = 2
+			step = 2
 		}
+		h := sgdAt(hyper, step)
 		pa, ba := slices.Clone(p0), slices.Clone(g)
 		SGDStep(h, pa, g, ba, 1)
 		restore := SetMaxISA(Generic)
@@ -221,7 +224,7 @@ func TestAdafactorVector(t *testing.T) {
 		p[i] = float32(rng.NormFloat64())
 		v[i] = float32(rng.Float64() * 1e-4)
 	}
-	beta2 := AdafactorDecay(5)
+	beta2 := adafactorDefault.Scalars(update.StepInfo{Step: 5, LRScale: 1}).Beta2
 	want := make([]float64, n)
 	for i := range want {
 		vi := beta2*float64(v[i]) + (1-beta2)*(float64(g[i])*float64(g[i])+1e-30)

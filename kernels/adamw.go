@@ -1,21 +1,26 @@
 package kernels
 
-import (
-	"math"
-	"sync"
-)
+import "sync"
 
-// AdamW is one step of torch.optim.AdamW as PyTorch 1.13 takes it on CPU
-// (single-tensor path; amsgrad, maximize and capturable off). Step is the
-// step being taken, 1 for the first (PyTorch's state "step" after its
-// increment).
+// AdamW holds the float32 scalars of one step of torch.optim.AdamW as
+// PyTorch 1.13 takes it on CPU (single-tensor path; amsgrad, maximize and
+// capturable off). update.AdamW.Scalars derives them from the
+// hyper-parameters and the step number in float64, as PyTorch's Python
+// code does, rounding each once to float32 as its CPU kernels do when they
+// take a Python number.
 type AdamW struct {
-	LR, Beta1, Beta2, Eps, WeightDecay float64
-	Step                               int64
+	Decay               float32 // 1 − lr·weight_decay
+	Beta1               float32
+	OneMinusBeta1       float32
+	Beta2               float32
+	OneMinusBeta2       float32
+	BiasCorrection2Sqrt float32 // sqrt(1 − β2^t)
+	Eps                 float32
+	NegStepSize         float32 // −lr / (1 − β1^t)
 }
 
-// adamwConstants are the float32 scalars of a step, in the order the
-// assembly reads them (asm/dst: cDecay ... cNegStepSize).
+// adamwConstants are the scalars in the order the assembly reads them
+// (asm/dst: cDecay ... cNegStepSize).
 type adamwConstants [8]float32
 
 const (
@@ -29,41 +34,31 @@ const (
 	awNegStepSize
 )
 
-// constants computes the scalars in float64 as PyTorch's Python code does
-// and rounds each to float32 as its CPU kernels do when they take a
-// Python number. (Python's beta**step is C pow; math.Pow may differ from
-// it in the last float64 bit, which reaches the float32 constants with
-// probability of order 1e-6 per step.)
 func (h AdamW) constants() adamwConstants {
-	if h.Step < 1 {
-		panic("kernels: AdamW Step < 1")
-	}
-	bc1 := 1 - math.Pow(h.Beta1, float64(h.Step))
-	bc2 := 1 - math.Pow(h.Beta2, float64(h.Step))
 	return adamwConstants{
-		awDecay:               float32(1 - h.LR*h.WeightDecay),
-		awBeta1:               float32(h.Beta1),
-		awOneMinusBeta1:       float32(1 - h.Beta1),
-		awBeta2:               float32(h.Beta2),
-		awOneMinusBeta2:       float32(1 - h.Beta2),
-		awBiasCorrection2Sqrt: float32(math.Sqrt(bc2)),
-		awEps:                 float32(h.Eps),
-		awNegStepSize:         float32(-(h.LR / bc1)),
+		awDecay:               h.Decay,
+		awBeta1:               h.Beta1,
+		awOneMinusBeta1:       h.OneMinusBeta1,
+		awBeta2:               h.Beta2,
+		awOneMinusBeta2:       h.OneMinusBeta2,
+		awBiasCorrection2Sqrt: h.BiasCorrection2Sqrt,
+		awEps:                 h.Eps,
+		awNegStepSize:         h.NegStepSize,
 	}
 }
 
 // AdamWStep takes one AdamW step in place. State layout: expAvg (exp_avg,
 // the first moment m) and expAvgSq (exp_avg_sq, the second moment v) are
 // float32 arrays of the parameter's length, zero before the first step;
-// the step count lives in h.Step. Per entry, with float32 scalars and
-// every operation rounded as PyTorch's vectorized CPU kernels round it
-// (fma = one rounding):
+// the step number is in h's bias corrections. Per entry, every operation
+// rounded as PyTorch's vectorized CPU kernels round it (fma = one
+// rounding):
 //
-//	p := param[i] * decay                             // param.mul_(1 - lr*wd)
-//	m := fma(grad[i], 1-β1, expAvg[i]*β1)             // exp_avg.mul_(β1).add_(grad, alpha=1-β1)
-//	v := fma((1-β2)*grad[i], grad[i], expAvgSq[i]*β2) // exp_avg_sq.mul_(β2).addcmul_(grad, grad, value=1-β2)
-//	den := sqrt(v)/sqrt(1-β2^t) + eps
-//	param[i] = p + (-(lr/(1-β1^t))*m)/den              // param.addcdiv_(exp_avg, denom, value=-step_size)
+//	p := param[i] * h.Decay                                          // param.mul_(1 - lr*wd)
+//	m := fma(grad[i], h.OneMinusBeta1, expAvg[i]*h.Beta1)            // exp_avg.mul_(β1).add_(grad, alpha=1-β1)
+//	v := fma(h.OneMinusBeta2*grad[i], grad[i], expAvgSq[i]*h.Beta2)  // exp_avg_sq.mul_(β2).addcmul_(grad, grad, value=1-β2)
+//	den := sqrt(v)/h.BiasCorrection2Sqrt + h.Eps
+//	param[i] = p + (h.NegStepSize*m)/den                             // param.addcdiv_(exp_avg, denom, value=-step_size)
 //	expAvg[i], expAvgSq[i] = m, v
 //
 // threads <= 0 means DefaultThreads().

@@ -1,6 +1,8 @@
 package kernels
 
 import (
+	"github.com/dstune/dstune/update"
+
 	"encoding/json"
 	"math"
 	"math/big"
@@ -77,14 +79,14 @@ func TestAdamWMatchesPyTorch(t *testing.T) {
 			if c.Optimizer != "adamw" {
 				continue
 			}
-			h := AdamW{LR: hyperFloat(c.Hyper, "lr"), Beta1: hyperFloat(c.Hyper, "beta1"), Beta2: hyperFloat(c.Hyper, "beta2"),
+			hyper := update.AdamW{LR: hyperFloat(c.Hyper, "lr"), Beta1: hyperFloat(c.Hyper, "beta1"), Beta2: hyperFloat(c.Hyper, "beta2"),
 				Eps: hyperFloat(c.Hyper, "eps"), WeightDecay: hyperFloat(c.Hyper, "weight_decay")}
 			for _, fused := range []bool{false, true} {
 				n := len(c.Param0)
 				p := slices.Clone(c.Param0)
 				m, v := make([]float32, n), make([]float32, n)
 				for s, g := range c.Grads {
-					h.Step = int64(s + 1)
+					h := adamwAt(hyper, int64(s+1))
 					if fused {
 						counts := make([]int64, 2)
 						AdamWStepCount(h, p, g, m, v, c.Param0, DistanceAbs, []float32{0, 1e-4}, counts, 2)
@@ -111,7 +113,7 @@ func checkSGDRef(t *testing.T, ref *optimRef) {
 		if c.Optimizer != "sgd" {
 			continue
 		}
-		h := SGD{LR: hyperFloat(c.Hyper, "lr"), Momentum: hyperFloat(c.Hyper, "momentum"),
+		hyper := update.SGD{LR: hyperFloat(c.Hyper, "lr"), Momentum: hyperFloat(c.Hyper, "momentum"),
 			Dampening: hyperFloat(c.Hyper, "dampening"), WeightDecay: hyperFloat(c.Hyper, "weight_decay"),
 			Nesterov: c.Hyper["nesterov"].(bool)}
 		for _, fused := range []bool{false, true} {
@@ -119,7 +121,7 @@ func checkSGDRef(t *testing.T, ref *optimRef) {
 			p := slices.Clone(c.Param0)
 			buf := make([]float32, n)
 			for s, g := range c.Grads {
-				h.Step = int64(s + 1)
+				h := sgdAt(hyper, int64(s+1))
 				if fused {
 					counts := make([]int64, 1)
 					SGDStepCount(h, p, g, buf, c.Param0, DistanceRel, []float32{1e-3}, counts, 2)
@@ -153,7 +155,7 @@ func TestFusedStepsCount(t *testing.T) {
 				v0[i] = float32(rng.Float64() * 1e-4)
 			}
 			d := allDistances[n%3]
-			h := AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1, Step: 7}
+			h := adamwAt(update.AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1}, 7)
 			pa, ma, va := slices.Clone(p0), slices.Clone(m0), slices.Clone(v0)
 			AdamWStep(h, pa, g, ma, va, 1)
 			ts := pickThresholds(rng, pa, seed, d, MaxThresholds)
@@ -178,7 +180,7 @@ func TestFusedStepsCount(t *testing.T) {
 				t.Fatalf("n=%d %v: AdamWStepCount counts %v, want %v", n, d, got, want)
 			}
 
-			hs := SGD{LR: 0.1, Momentum: 0.9, Dampening: 0.1, WeightDecay: 0.01, Step: 2}
+			hs := sgdAt(update.SGD{LR: 0.1, Momentum: 0.9, Dampening: 0.1, WeightDecay: 0.01}, 2)
 			ps, bs := slices.Clone(p0), slices.Clone(m0)
 			SGDStep(hs, ps, g, bs, 1)
 			pc, bc := slices.Clone(p0), slices.Clone(m0)
@@ -239,7 +241,7 @@ func FuzzAdamW(f *testing.F) {
 		for i := range v0 {
 			v0[i] = g[i] * g[i]
 		}
-		h := AdamW{LR: float64(lr), Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: int64(step) + 1}
+		h := adamwAt(update.AdamW{LR: float64(lr), Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}, int64(step)+1)
 		seed := slices.Clone(g)
 		ts := []float32{0, 1e-3}
 		pa, ma, va := slices.Clone(p0), slices.Clone(m0), slices.Clone(v0)

@@ -1,6 +1,8 @@
 package kernels
 
 import (
+	"github.com/dstune/dstune/update"
+
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -173,8 +175,8 @@ func TestStreamingKernelsDoNotAllocate(t *testing.T) {
 	g, m, v := make([]float32, n), make([]float32, n), make([]float32, n)
 	counts := make([]int64, 7)
 	ts := []float32{1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 6e-4, 7e-4}
-	h := AdamW{LR: 1e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, Step: 3}
-	hs := SGD{LR: 1e-6, Momentum: 0.9, Step: 3}
+	h := adamwAt(update.AdamW{LR: 1e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}, 3)
+	hs := sgdAt(update.SGD{LR: 1e-6, Momentum: 0.9}, 3)
 	th := Threshold{Q: 1e-3, TieEnd: 17}
 	idx := make([]int32, 0, n)
 	for _, threads := range []int{1, 2} {

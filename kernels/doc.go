@@ -12,7 +12,7 @@
 // The element-wise and row kernels of a training step: vector math
 // ([ExpF32], [ErfF32], [TanhF32], [SigmoidF32] and their backward forms),
 // GELU ([GeluF32], [GeluTanhF32], backward), arithmetic ([AddF32],
-// [AxpyF32], [AddRowVector], [SumRows], ...), and row kernels ([Softmax],
+// [MulF32], [ScaleF32], [AddScalarF32], ...), and row kernels ([Softmax],
 // [LogSoftmax], [AttentionSoftmax], [SoftmaxCrossEntropy], [LayerNorm] and
 // their backward passes). Element-wise functions write dst[:len(dst)], may
 // run in place, and may be called on disjoint parts of a slice from several

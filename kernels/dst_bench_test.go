@@ -1,6 +1,8 @@
 package kernels
 
 import (
+	"github.com/dstune/dstune/update"
+
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -94,7 +96,7 @@ func BenchmarkAdamWStepCount(b *testing.B) {
 	n := len(benchTheta)
 	ts := []float32{1e-5, 1.5e-5, 2e-5, 2.5e-5, 3e-5, 3.5e-5, 4e-5}
 	counts := make([]int64, len(ts))
-	h := AdamW{LR: 1e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: 10}
+	h := adamwAt(update.AdamW{LR: 1e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}, 10)
 	for _, threads := range threadCounts() {
 		b.Run("n="+strconv.Itoa(n)+"/threads="+strconv.Itoa(threads), func(b *testing.B) {
 			forBenchISAs(b, func(b *testing.B) {
@@ -160,7 +162,7 @@ func BenchmarkOtherOptimizers(b *testing.B) {
 	n := len(benchTheta)
 	ts := []float32{1e-5, 1.5e-5, 2e-5, 2.5e-5, 3e-5, 3.5e-5, 4e-5}
 	counts := make([]int64, len(ts))
-	hs := SGD{LR: 1e-6, Momentum: 0.9, Dampening: 0, WeightDecay: 0.01, Step: 10}
+	hs := sgdAt(update.SGD{LR: 1e-6, Momentum: 0.9, Dampening: 0, WeightDecay: 0.01}, 10)
 	b.Run("sgd-count/n="+strconv.Itoa(n), func(b *testing.B) {
 		b.SetBytes(int64(24 * n))
 		for b.Loop() {

@@ -86,19 +86,6 @@ func addScalarF32(dst []float32, v float32, src []float32) {
 	}
 }
 
-func axpyF32(y []float32, alpha float32, x []float32) {
-	elemRaceRead(x)
-	elemRaceWrite(y)
-	switch {
-	case useAVX512():
-		axpyF32AVX512(y, alpha, x)
-	case useAVX2():
-		axpyF32AVX2(y, alpha, x)
-	default:
-		axpyF32Generic(y, alpha, x)
-	}
-}
-
 func sumF32(x []float32) float32 {
 	elemRaceRead(x)
 	switch {

@@ -54,13 +54,6 @@ func addScalarF32Generic(dst []float32, v float32, src []float32) {
 	}
 }
 
-func axpyF32Generic(y []float32, alpha float32, x []float32) {
-	x = x[:len(y)]
-	for i := range y {
-		y[i] = elemFMA(alpha, x[i], y[i])
-	}
-}
-
 // elemFMA returns a*b + c rounded once to float32 (the product of two
 // float32 values is exact in float64, so only the sum rounds twice, which
 // the tests' tolerances absorb).

@@ -16,8 +16,6 @@ func scaleF32(dst []float32, alpha float32, src []float32) { scaleF32Generic(dst
 
 func addScalarF32(dst []float32, v float32, src []float32) { addScalarF32Generic(dst, v, src) }
 
-func axpyF32(y []float32, alpha float32, x []float32) { axpyF32Generic(y, alpha, x) }
-
 func sumF32(x []float32) float32 { return sumF32Generic(x) }
 
 func dotF32(x, y []float32) float32 { return dotF32Generic(x, y) }

@@ -34,11 +34,6 @@ func scaleF32AVX512(dst []float32, alpha float32, src []float32)
 //go:noescape
 func addScalarF32AVX512(dst []float32, v float32, src []float32)
 
-// axpyF32AVX512 sets y[i] += alpha * x[i] (one FMA) for i < len(y).
-//
-//go:noescape
-func axpyF32AVX512(y []float32, alpha float32, x []float32)
-
 // sumF32AVX512 returns the sum of x, accumulated lane-wise in a fixed order.
 //
 //go:noescape
@@ -193,11 +188,6 @@ func scaleF32AVX2(dst []float32, alpha float32, src []float32)
 //
 //go:noescape
 func addScalarF32AVX2(dst []float32, v float32, src []float32)
-
-// axpyF32AVX2 sets y[i] += alpha * x[i] (one FMA) for i < len(y).
-//
-//go:noescape
-func axpyF32AVX2(y []float32, alpha float32, x []float32)
 
 // sumF32AVX2 returns the sum of x, accumulated lane-wise in a fixed order.
 //

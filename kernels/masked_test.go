@@ -1,6 +1,8 @@
 package kernels
 
 import (
+	"github.com/dstune/dstune/update"
+
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -190,7 +192,7 @@ func TestIterativeStep(t *testing.T) {
 			m[i] = float32(rng.NormFloat64() * 1e-2)
 			v[i] = float32(rng.Float64() * 1e-3)
 		}
-		h := AdamW{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: 50}
+		h := adamwAt(update.AdamW{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}, 50)
 		q := float32(5e-4)
 		ts := []float32{q / 2, q * 3 / 4, q, q * 5 / 4, q * 3 / 2, q * 7 / 4, 2 * q}
 		counts := make([]int64, len(ts))

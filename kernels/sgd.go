@@ -2,28 +2,29 @@ package kernels
 
 import "sync"
 
-// SGD is one step of torch.optim.SGD as PyTorch 1.13 takes it on CPU
-// (single-tensor path, maximize off). Step is the step being taken, 1 for
-// the first: with momentum, the first step sets the buffer to the
-// gradient instead of decaying it (PyTorch's "buffer is None").
+// SGD holds the scalars of one step of torch.optim.SGD as PyTorch 1.13
+// takes it on CPU (single-tensor path, maximize off), as
+// update.SGD.Scalars derives them: the float32 hyper-parameters, whether
+// weight decay and momentum are on (tested on the float64 values), and
+// whether this is the first step, when the momentum buffer starts as the
+// gradient instead of decaying (PyTorch's "buffer is None").
 type SGD struct {
-	LR, Momentum, Dampening, WeightDecay float64
-	Nesterov                             bool
-	Step                                 int64
+	WeightDecay, Momentum, OneMinusDampening, NegLR float32
+	HasWeightDecay, HasMomentum, Nesterov, First    bool
 }
 
 // SGDStep takes one SGD step in place. State layout: momentumBuf
 // (momentum_buffer) is a float32 array of the parameter's length, used only
-// when Momentum != 0 (it may be nil otherwise). Per entry, float32 scalars,
-// fma rounding once as PyTorch's vectorized add with alpha does:
+// when h.HasMomentum (it may be nil otherwise). Per entry, fma rounding
+// once as PyTorch's vectorized add with alpha does:
 //
 //	d := grad[i]
-//	if wd != 0 { d = fma(param[i], wd, d) }                 // d_p.add(param, alpha=wd)
-//	if momentum != 0 {
-//		if step == 1 { buf[i] = d } else { buf[i] = fma(d, 1-dampening, buf[i]*momentum) }
-//		if nesterov { d = fma(buf[i], momentum, d) } else { d = buf[i] }
+//	if h.HasWeightDecay { d = fma(param[i], h.WeightDecay, d) }  // d_p.add(param, alpha=wd)
+//	if h.HasMomentum {
+//		if h.First { buf[i] = d } else { buf[i] = fma(d, h.OneMinusDampening, buf[i]*h.Momentum) }
+//		if h.Nesterov { d = fma(buf[i], h.Momentum, d) } else { d = buf[i] }
 //	}
-//	param[i] = fma(d, -lr, param[i])                           // param.add_(d_p, alpha=-lr)
+//	param[i] = fma(d, h.NegLR, param[i])                            // param.add_(d_p, alpha=-lr)
 func SGDStep(h SGD, param, grad, momentumBuf []float32, threads int) {
 	checkSGDArgs(h, param, grad, momentumBuf, nil)
 	sgd(h, param, grad, momentumBuf, nil, distanceValue, nil, nil, threads)
@@ -43,11 +44,8 @@ func SGDStepCount(h SGD, param, grad, momentumBuf, seed []float32, d Distance, t
 
 func checkSGDArgs(h SGD, param, grad, buf, seed []float32) {
 	n := len(param)
-	if len(grad) != n || (h.Momentum != 0 && len(buf) != n) || (seed != nil && len(seed) != n) {
+	if len(grad) != n || (h.HasMomentum && len(buf) != n) || (seed != nil && len(seed) != n) {
 		panic("kernels: SGD slices differ in length")
-	}
-	if h.Step < 1 {
-		panic("kernels: SGD Step < 1")
 	}
 }
 
@@ -58,9 +56,8 @@ type sgdConstants struct {
 
 func (h SGD) constants() sgdConstants {
 	return sgdConstants{
-		wd: float32(h.WeightDecay), momentum: float32(h.Momentum),
-		oneMinusDampening: float32(1 - h.Dampening), negLR: float32(-h.LR),
-		hasWD: h.WeightDecay != 0, hasMomentum: h.Momentum != 0, nesterov: h.Nesterov, first: h.Step == 1,
+		wd: h.WeightDecay, momentum: h.Momentum, oneMinusDampening: h.OneMinusDampening, negLR: h.NegLR,
+		hasWD: h.HasWeightDecay, hasMomentum: h.HasMomentum, nesterov: h.Nesterov, first: h.First,
 	}
 }
 

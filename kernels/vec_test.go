@@ -31,7 +31,6 @@ type elementwise struct {
 	// domain maps any value into the first input's domain (the outputs
 	// of tanh or the sigmoid, for their backward kernels).
 	domain func(float32) float32
-	axpy   bool
 }
 
 const elemAlpha = float32(-1.7)
@@ -49,9 +48,6 @@ var elementwiseKernels = []elementwise{
 		exact: func(in [][]float32, i int) float32 { return elemAlpha * in[0][i] }},
 	{name: "AddScalar", inputs: 1, run: func(d []float32, in [][]float32) { AddScalarF32(d, elemAlpha, in[0]) },
 		exact: func(in [][]float32, i int) float32 { return in[0][i] + elemAlpha }},
-	// y + alpha·x with one rounding (an FMA; the generic version rounds
-	// the float64 sum, within half an ulp of that).
-	{name: "Axpy", inputs: 2, run: func(d []float32, in [][]float32) { copy(d, in[0]); AxpyF32(d, elemAlpha, in[1]) }, axpy: true},
 	{name: "TanhBackward", inputs: 2, run: func(d []float32, in [][]float32) { TanhBackwardF32(d, in[0], in[1]) },
 		ref2: func(y, dy float64) float64 { return dy * (1 - y*y) }, ulps: 1.5,
 		domain: func(v float32) float32 { return float32(math.Tanh(float64(v))) }},
@@ -141,10 +137,6 @@ func (k *elementwise) ok(in [][]float32, i int, got float32) bool {
 		return ok
 	case k.ref2 != nil:
 		return elemULPErr(got, k.ref2(float64(in[0][i]), float64(in[1][i]))) <= k.ulps
-	case k.axpy:
-		y, x := float64(in[0][i]), float64(in[1][i])
-		want := y + float64(elemAlpha)*x
-		return elemULPErr(got, want) <= 1 // double rounding in the generic version
 	}
 	for j := range mathFuncs {
 		if mathFuncs[j].name == k.grad {
@@ -155,7 +147,8 @@ func (k *elementwise) ok(in [][]float32, i int, got float32) bool {
 	panic("no reference for " + k.name)
 }
 
-// TestReductions checks SumF32 and DotF32 against float64 sums (the error
+// TestReductions checks sumF32 and dotF32 (the softmax and layer-norm
+// kernels' reductions) against float64 sums (the error
 // bound of a lane-wise sum: n·2⁻²⁴·Σ|terms|), on every ISA and length.
 func TestReductions(t *testing.T) {
 	forISAs(t, func(t *testing.T, isa ISA) {
@@ -171,60 +164,15 @@ func TestReductions(t *testing.T) {
 				da += math.Abs(float64(x[i]) * float64(y[i]))
 			}
 			tol := func(abs float64) float64 { return float64(n+2)*0x1p-24*abs + 1e-30 }
-			if got := SumF32(x); math.Abs(float64(got)-s) > tol(sa) {
-				t.Fatalf("n=%d: SumF32 = %v, want %v", n, got, s)
+			if got := sumF32(x); math.Abs(float64(got)-s) > tol(sa) {
+				t.Fatalf("n=%d: sumF32 = %v, want %v", n, got, s)
 			}
-			if got := DotF32(x, y); math.Abs(float64(got)-d) > tol(da) {
-				t.Fatalf("n=%d: DotF32 = %v, want %v", n, got, d)
+			if got := dotF32(x, y); math.Abs(float64(got)-d) > tol(da) {
+				t.Fatalf("n=%d: dotF32 = %v, want %v", n, got, d)
 			}
 			// The same input always gives the same bits.
-			if SumF32(x) != SumF32(append([]float32(nil), x...)) {
-				t.Fatalf("n=%d: SumF32 not reproducible", n)
-			}
-		}
-	})
-}
-
-// TestRowVectorOps checks AddRowVector and SumRows against plain loops on
-// strided matrices, for several thread counts, which must give the same bits.
-func TestRowVectorOps(t *testing.T) {
-	forISAs(t, func(t *testing.T, isa ISA) {
-		rng := rand.New(rand.NewPCG(3, uint64(isa)))
-		for _, shape := range [][2]int{{0, 5}, {5, 0}, {1, 1}, {3, 17}, {7, 130}, {64, 33}, {300, 100}, {2000, 40}} {
-			rows, cols := shape[0], shape[1]
-			ld := cols + 3
-			src := elemRandSlice(rng, rows*ld, 1, false)
-			v := elemRandSlice(rng, cols, 1, false)
-			var first []float32
-			for _, threads := range []int{1, 2, 3} {
-				dst := newElemGuarded(max(rows*ld, 0))
-				AddRowVector(threads, rows, cols, dst.s(), ld, src, ld, v)
-				dst.check(t, "AddRowVector")
-				for r := range rows {
-					for j := range cols {
-						if got, want := dst.s()[r*ld+j], src[r*ld+j]+v[j]; got != want {
-							t.Fatalf("%dx%d: AddRowVector[%d][%d] = %v, want %v", rows, cols, r, j, got, want)
-						}
-					}
-				}
-				sums := newElemGuarded(cols)
-				for j := range sums.s() {
-					sums.s()[j] = 1
-				}
-				SumRows(threads, rows, cols, sums.s(), src, ld)
-				sums.check(t, "SumRows")
-				for j := range cols {
-					var want float32 = 1 // row-order float32 accumulation, as documented
-					for r := range rows {
-						want += src[r*ld+j]
-					}
-					if got := sums.s()[j]; got != want {
-						t.Fatalf("%dx%d threads=%d: SumRows[%d] = %v, want %v", rows, cols, threads, j, got, want)
-					}
-				}
-				if first == nil {
-					first = append([]float32(nil), sums.s()...)
-				}
+			if sumF32(x) != sumF32(append([]float32(nil), x...)) {
+				t.Fatalf("n=%d: sumF32 not reproducible", n)
 			}
 		}
 	})

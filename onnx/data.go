@@ -2,10 +2,8 @@ package onnx
 
 import (
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 
+	"github.com/dstune/dstune/internal/atomicfile"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -323,21 +321,7 @@ func WriteValueFile(path string, v *Value) error {
 	if err != nil {
 		return err
 	}
-	return writeBytesAtomic(path, buf)
-}
-
-// writeBytesAtomic writes buf to path through a temporary file in the
-// same directory, renamed into place.
-func writeBytesAtomic(path string, buf []byte) error {
-	tmp, err := writeTemp(filepath.Dir(path), filepath.Base(path), func(w io.Writer) error {
-		_, err := w.Write(buf)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("onnx: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.Write(path, buf); err != nil {
 		return fmt.Errorf("onnx: write %s: %w", path, err)
 	}
 	return nil

@@ -2,6 +2,8 @@ package onnx
 
 import (
 	"fmt"
+
+	"github.com/dstune/dstune/internal/atomicfile"
 )
 
 // EncodeTensor serializes t as a TensorProto, the layout of the
@@ -31,5 +33,8 @@ func WriteTensorFile(path string, t *Tensor) error {
 	if err != nil {
 		return err
 	}
-	return writeBytesAtomic(path, buf)
+	if err := atomicfile.Write(path, buf); err != nil {
+		return fmt.Errorf("onnx: write %s: %w", path, err)
+	}
+	return nil
 }

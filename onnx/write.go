@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/dstune/dstune/internal/atomicfile"
 )
 
 // ExternalDataMode says when WriteFile stores initializer values in a
@@ -112,9 +114,9 @@ func writeFile(path string, m *Model, opts WriteOptions) error {
 	}
 
 	dir := filepath.Dir(path)
-	var dataTmp string
+	var data *atomicfile.Pending
 	if len(external) > 0 {
-		dataTmp, err = writeTemp(dir, filepath.Base(dataFile), func(w io.Writer) error {
+		data, err = atomicfile.Prepare(filepath.Join(dir, filepath.FromSlash(dataFile)), func(w *os.File) error {
 			bw := bufio.NewWriterSize(w, 1<<20)
 			var offset int64
 			for _, t := range external {
@@ -137,28 +139,23 @@ func writeFile(path string, m *Model, opts WriteOptions) error {
 			return err
 		}
 	}
-	modelTmp, err := writeTemp(dir, filepath.Base(path), func(w io.Writer) error {
+	model, err := atomicfile.Prepare(path, func(w *os.File) error {
 		_, err := w.Write(enc)
 		return err
 	})
 	if err != nil {
-		if dataTmp != "" {
-			os.Remove(dataTmp)
+		if data != nil {
+			data.Abort()
 		}
 		return err
 	}
-	if dataTmp != "" {
-		if err := os.Rename(dataTmp, filepath.Join(dir, filepath.FromSlash(dataFile))); err != nil {
-			os.Remove(dataTmp)
-			os.Remove(modelTmp)
+	if data != nil {
+		if err := data.Commit(); err != nil {
+			model.Abort()
 			return err
 		}
 	}
-	if err := os.Rename(modelTmp, path); err != nil {
-		os.Remove(modelTmp)
-		return err
-	}
-	return nil
+	return model.Commit()
 }
 
 // externalAlignment: large tensors start on a page boundary so that
@@ -203,31 +200,6 @@ func checkRelative(location string) error {
 		}
 	}
 	return nil
-}
-
-// writeTemp writes a new temporary file next to name in dir through fill,
-// syncs and closes it, and returns its path (removed again on failure).
-func writeTemp(dir, name string, fill func(io.Writer) error) (string, error) {
-	f, err := os.CreateTemp(dir, "."+name+".tmp*")
-	if err != nil {
-		return "", err
-	}
-	tmp := f.Name()
-	err = fill(f)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return "", err
-	}
-	return tmp, nil
 }
 
 // PatchFile writes dst as a copy of the model file src with the raw bytes
@@ -287,15 +259,14 @@ func patchFile(src, dst string, m *Model, newValues map[string][]byte) error {
 	if st.Size() != int64(len(m.buf)) {
 		return fmt.Errorf("file is %d bytes, the model was decoded from %d: is m the model read from this file?", st.Size(), len(m.buf))
 	}
-	tmp, err := writeTemp(filepath.Dir(dst), filepath.Base(dst), func(w io.Writer) error {
-		n, err := io.Copy(w, in)
+	return atomicfile.WriteWith(dst, func(f *os.File) error {
+		n, err := io.Copy(f, in)
 		if err != nil {
 			return err
 		}
 		if n != st.Size() {
 			return fmt.Errorf("copied %d bytes of %d: file changed while copying", n, st.Size())
 		}
-		f := w.(*os.File)
 		for _, p := range patches {
 			if _, err := f.WriteAt(p.value, p.offset); err != nil {
 				return err
@@ -303,12 +274,4 @@ func patchFile(src, dst string, m *Model, newValues map[string][]byte) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
 }

@@ -2,7 +2,7 @@
 // deltas made from it over HTTP, with a JSON API shaped like the
 // completion APIs clients know (POST /v1/completions, GET /v1/models,
 // server-sent events for streams), GET /healthz and Prometheus metrics
-// (GET /metrics). API.md documents the API and `dstune serve`.
+// (GET /metrics). The README documents the API and `dstune serve`.
 //
 // The base weights are loaded once and every request computes with them.
 // A request's delta is written into them for its forward passes and the

@@ -12,7 +12,10 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/internal/safetensors"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/update"
 )
 
 // A checkpoint is the directory RUN/checkpoint holding
@@ -74,7 +77,7 @@ func shape64(s []int) []int64 {
 
 // WriteCheckpoint writes st (for the trainable parameters params, in
 // order) and the data position as RUN/checkpoint, atomically.
-func WriteCheckpoint(run string, params []ParamInfo, st *EngineState, pos Position, optimizer, method string) error {
+func WriteCheckpoint(run string, params []*ir.Param, st *EngineState, pos Position, optimizer, method string) error {
 	tmp := filepath.Join(run, checkpointTmp)
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
@@ -88,12 +91,12 @@ func WriteCheckpoint(run string, params []ParamInfo, st *EngineState, pos Positi
 		if !ok {
 			return fmt.Errorf("checkpoint: no values for parameter %q", p.Name)
 		}
-		values = append(values, safetensors.Tensor{Name: p.Name, DType: safetensors.F32, Shape: shape64(p.Shape), Data: float32Bytes(v)})
+		values = append(values, safetensors.Tensor{Name: p.Name, DType: safetensors.F32, Shape: shape64(p.Tensor.Shape()), Data: float32Bytes(v)})
 		ps, ok := st.Optimizer[p.Name]
 		if !ok {
 			return fmt.Errorf("checkpoint: no optimizer state for parameter %q", p.Name)
 		}
-		for _, s := range ps.Slots {
+		for _, s := range ps {
 			slots = append(slots, safetensors.Tensor{Name: p.Name + ":" + s.Name, DType: safetensors.F32, Shape: shape64(s.Shape), Data: float32Bytes(s.Data)})
 		}
 	}
@@ -113,7 +116,7 @@ func WriteCheckpoint(run string, params []ParamInfo, st *EngineState, pos Positi
 	if err := writeJSONFile(filepath.Join(tmp, "state.json"), info); err != nil {
 		return err
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := atomicfile.SyncDir(tmp); err != nil {
 		return err
 	}
 	cur, old := filepath.Join(run, checkpointDir), filepath.Join(run, checkpointOld)
@@ -126,7 +129,7 @@ func WriteCheckpoint(run string, params []ParamInfo, st *EngineState, pos Positi
 	if err := os.Rename(tmp, cur); err != nil {
 		return err
 	}
-	if err := syncDir(run); err != nil {
+	if err := atomicfile.SyncDir(run); err != nil {
 		return err
 	}
 	return os.RemoveAll(old)
@@ -139,42 +142,7 @@ func writeJSONFile(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, append(data, '\n'))
-}
-
-func writeFileAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(path, append(data, '\n'))
 }
 
 // HasCheckpoint reports whether run holds a checkpoint.
@@ -191,7 +159,7 @@ func HasCheckpoint(run string) bool {
 // crash during a write) for the given trainable parameters and optimizer
 // (which says what state each parameter has). Every tensor is checked
 // against the parameters' names and shapes.
-func ReadCheckpoint(run string, params []ParamInfo, opt Optimizer, method string) (*EngineState, Position, error) {
+func ReadCheckpoint(run string, params []*ir.Param, opt update.Optimizer, method string) (*EngineState, Position, error) {
 	dir := filepath.Join(run, checkpointDir)
 	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
 		old := filepath.Join(run, checkpointOld)
@@ -207,7 +175,7 @@ func ReadCheckpoint(run string, params []ParamInfo, opt Optimizer, method string
 	return st, pos, nil
 }
 
-func readCheckpointDir(dir string, params []ParamInfo, opt Optimizer, method string) (*EngineState, Position, error) {
+func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, method string) (*EngineState, Position, error) {
 	var info CheckpointInfo
 	data, err := readSmallFile(filepath.Join(dir, "state.json"), 1<<20)
 	if err != nil {
@@ -216,7 +184,7 @@ func readCheckpointDir(dir string, params []ParamInfo, opt Optimizer, method str
 	if err := json.Unmarshal(data, &info); err != nil {
 		return nil, Position{}, fmt.Errorf("state.json: %w", err)
 	}
-	optName := opt.Config().Name
+	optName := opt.Name
 	switch {
 	case info.Format != checkpointFormat:
 		return nil, Position{}, fmt.Errorf("state.json: format %d, this dstune reads %d", info.Format, checkpointFormat)
@@ -235,7 +203,7 @@ func readCheckpointDir(dir string, params []ParamInfo, opt Optimizer, method str
 	if err != nil {
 		return nil, Position{}, err
 	}
-	st := &EngineState{Step: info.Step, Params: map[string][]float32{}, Optimizer: map[string]*ParamState{}}
+	st := &EngineState{Step: info.Step, Params: map[string][]float32{}, Optimizer: map[string][]update.Slot{}}
 	want := func(f *safetensors.File, file, name string, shape []int) ([]float32, error) {
 		t := f.Tensor(name)
 		switch {
@@ -247,14 +215,15 @@ func readCheckpointDir(dir string, params []ParamInfo, opt Optimizer, method str
 		return bytesFloat32(t.Data), nil
 	}
 	for _, p := range params {
-		v, err := want(values, "params.safetensors", p.Name, p.Shape)
+		shape := []int(p.Tensor.Shape())
+		v, err := want(values, "params.safetensors", p.Name, shape)
 		if err != nil {
 			return nil, Position{}, err
 		}
 		st.Params[p.Name] = v
-		ps := opt.NewState(p.Shape)
-		for i := range ps.Slots {
-			s := &ps.Slots[i]
+		ps := opt.NewSlots(shape)
+		for i := range ps {
+			s := &ps[i]
 			if s.Data, err = want(slots, "optimizer.safetensors", p.Name+":"+s.Name, s.Shape); err != nil {
 				return nil, Position{}, err
 			}

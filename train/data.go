@@ -152,11 +152,7 @@ func ReadJSONL(r io.Reader, name string, opts DataOptions) (*Dataset, error) {
 // addLine parses one line and appends it to d, or leaves d unchanged and
 // says what is wrong.
 func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
-	var fields struct {
-		Tokens   json.RawMessage `json:"tokens"`
-		LossMask json.RawMessage `json:"loss_mask"`
-		Label    json.RawMessage `json:"label"`
-	}
+	var fields exampleFields
 	if err := json.Unmarshal(text, &fields); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) && typeErr.Field == "" {
@@ -167,6 +163,38 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 	if isAbsent(fields.Tokens) {
 		return fmt.Errorf(`no "tokens" field`)
 	}
+	start := len(d.tokens)
+	err := d.addTokens(fields, opts)
+	if err == nil {
+		switch opts.Task {
+		case TaskLM:
+			err = d.addLossMask(fields, start)
+		case TaskClassify:
+			err = d.addLabel(fields, opts)
+		}
+	}
+	if err != nil {
+		// Leave the dataset as it was before the line.
+		d.tokens = d.tokens[:start]
+		if d.lossMask != nil {
+			d.lossMask = d.lossMask[:start]
+		}
+		return err
+	}
+	d.starts = append(d.starts, len(d.tokens))
+	d.lines = append(d.lines, line)
+	return nil
+}
+
+// exampleFields are a line's fields, decoded later.
+type exampleFields struct {
+	Tokens   json.RawMessage `json:"tokens"`
+	LossMask json.RawMessage `json:"loss_mask"`
+	Label    json.RawMessage `json:"label"`
+}
+
+// addTokens appends the example's tokens, each inside the vocabulary.
+func (d *Dataset) addTokens(fields exampleFields, opts DataOptions) error {
 	vocab := opts.VocabSize
 	if vocab <= 0 || vocab > math.MaxInt32+1 {
 		vocab = math.MaxInt32 + 1
@@ -182,82 +210,82 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 		}
 		return nil
 	})
-	n := len(d.tokens) - start
-	rollback := func(err error) error {
-		d.tokens = d.tokens[:start]
-		if d.lossMask != nil {
-			d.lossMask = d.lossMask[:start]
-		}
+	if err != nil {
 		return err
 	}
-	if err != nil {
-		return rollback(err)
-	}
-	switch {
+	switch n := len(d.tokens) - start; {
 	case n == 0:
-		return rollback(fmt.Errorf(`"tokens" is empty`))
+		return fmt.Errorf(`"tokens" is empty`)
 	case n < 2 && opts.Task == TaskLM:
-		return rollback(fmt.Errorf(`"tokens" has 1 token; an lm example needs at least 2 (one to predict from, one to predict)`))
+		return fmt.Errorf(`"tokens" has 1 token; an lm example needs at least 2 (one to predict from, one to predict)`)
 	}
+	return nil
+}
 
-	switch opts.Task {
-	case TaskLM:
-		if !isAbsent(fields.Label) {
-			return rollback(fmt.Errorf(`"label" given, but the task is lm (use --task classify)`))
-		}
-		if !isAbsent(fields.LossMask) {
-			if d.lossMask == nil {
-				// Earlier examples had no mask: every token counted.
-				d.lossMask = make([]bool, start, cap(d.tokens))
-				for i := range d.lossMask {
-					d.lossMask[i] = true
-				}
-			}
-			mask, err := appendIntArray(nil, fields.LossMask, "loss_mask", true, func(i int, v int64) error {
-				if v != 0 && v != 1 {
-					return fmt.Errorf("loss_mask element %d is %d, want 0 or 1", i, v)
-				}
-				return nil
-			})
-			if err != nil {
-				return rollback(err)
-			}
-			if len(mask) != n {
-				return rollback(fmt.Errorf(`"loss_mask" has %d entries for %d tokens`, len(mask), n))
-			}
-			for _, m := range mask {
-				d.lossMask = append(d.lossMask, m == 1)
-			}
-		} else if d.lossMask != nil {
+// addLossMask appends an lm example's loss mask (all ones when it has
+// none but earlier examples had one); the example's tokens start at start.
+func (d *Dataset) addLossMask(fields exampleFields, start int) error {
+	n := len(d.tokens) - start
+	if !isAbsent(fields.Label) {
+		return fmt.Errorf(`"label" given, but the task is lm (use --task classify)`)
+	}
+	if isAbsent(fields.LossMask) {
+		if d.lossMask != nil {
 			for range n {
 				d.lossMask = append(d.lossMask, true)
 			}
 		}
-	case TaskClassify:
-		if !isAbsent(fields.LossMask) {
-			return rollback(fmt.Errorf(`"loss_mask" given, but the task is classify (use --task lm)`))
-		}
-		if isAbsent(fields.Label) {
-			return rollback(fmt.Errorf(`no "label" field (the classify task needs one per example)`))
-		}
-		label, err := parseInt(fields.Label)
-		if err != nil {
-			return rollback(fmt.Errorf(`"label" %s`, err))
-		}
-		classes := opts.NumClasses
-		if classes <= 0 || classes > math.MaxInt32+1 {
-			classes = math.MaxInt32 + 1
-		}
-		if label < 0 || label >= classes {
-			if opts.NumClasses > 0 {
-				return rollback(fmt.Errorf(`"label" is %d, outside the model's %d classes [0, %d)`, label, opts.NumClasses, opts.NumClasses))
-			}
-			return rollback(fmt.Errorf(`"label" is %d, outside [0, 2^31)`, label))
-		}
-		d.labels = append(d.labels, label)
+		return nil
 	}
-	d.starts = append(d.starts, len(d.tokens))
-	d.lines = append(d.lines, line)
+	if d.lossMask == nil {
+		// Earlier examples had no mask: every token counted.
+		d.lossMask = make([]bool, start, cap(d.tokens))
+		for i := range d.lossMask {
+			d.lossMask[i] = true
+		}
+	}
+	mask, err := appendIntArray(nil, fields.LossMask, "loss_mask", true, func(i int, v int64) error {
+		if v != 0 && v != 1 {
+			return fmt.Errorf("loss_mask element %d is %d, want 0 or 1", i, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(mask) != n {
+		return fmt.Errorf(`"loss_mask" has %d entries for %d tokens`, len(mask), n)
+	}
+	for _, m := range mask {
+		d.lossMask = append(d.lossMask, m == 1)
+	}
+	return nil
+}
+
+// addLabel appends a classify example's label, one of the model's
+// classes.
+func (d *Dataset) addLabel(fields exampleFields, opts DataOptions) error {
+	if !isAbsent(fields.LossMask) {
+		return fmt.Errorf(`"loss_mask" given, but the task is classify (use --task lm)`)
+	}
+	if isAbsent(fields.Label) {
+		return fmt.Errorf(`no "label" field (the classify task needs one per example)`)
+	}
+	label, err := parseInt(fields.Label)
+	if err != nil {
+		return fmt.Errorf(`"label" %s`, err)
+	}
+	classes := opts.NumClasses
+	if classes <= 0 || classes > math.MaxInt32+1 {
+		classes = math.MaxInt32 + 1
+	}
+	if label < 0 || label >= classes {
+		if opts.NumClasses > 0 {
+			return fmt.Errorf(`"label" is %d, outside the model's %d classes [0, %d)`, label, opts.NumClasses, opts.NumClasses)
+		}
+		return fmt.Errorf(`"label" is %d, outside [0, 2^31)`, label)
+	}
+	d.labels = append(d.labels, label)
 	return nil
 }
 

@@ -1,7 +1,8 @@
 // Package train holds what a fine-tuning run needs around the model:
-// training data, optimizers, the methods (full now; dst, lora and prompt
-// to come), the engines that run steps, the training loop, metrics and
-// checkpoints.
+// training data, the methods (full fine-tuning here; DST registers itself
+// from package dst; LoRA and prompt tuning are not implemented), the
+// engine that runs steps on a training backend, the training loop,
+// metrics and checkpoints.
 //
 // Training data (data*.go) is JSON Lines, one example a line:
 // {"tokens":[...]} for the lm task (with an optional "loss_mask":[0,1,...]
@@ -13,25 +14,20 @@
 // plain Go slices (int64 tokens [B, T], masks, next-token targets or
 // labels), independent of the IR and of any backend.
 //
-// Optimizers (optim.go) are plain data: an OptimizerConfig names SGD,
-// AdamW or Adafactor and holds its hyper-parameters, and each parameter's
-// state is a list of named float32 slots whose layout the config types
-// document, so that a device engine can implement the same step. The CPU
-// implementation calls package kernels' element-wise steps; StepCount
-// fuses a step with DST's counting pass.
-//
 // A GraphSource (ModelSource for an imported ONNX model) builds the
 // training graph (ir.TrainingGraph: loss and one gradient per trainable
-// parameter) and the loss graph for a batch shape. An Engine runs steps on
-// one backend: HostEngine compiles the graphs with an accel backend whose
-// parameters live in host memory (accel/cpu), reads the loss and the
-// gradients from the executable without copying, and lets the Method
-// update the parameters in place; other backends register their own with
-// RegisterEngine. A Method turns gradients into updates (FullMethod: the
-// optimizer's step on every parameter).
+// parameter) and the loss graph for a batch shape. The Engine (engine.go)
+// is the one training program of a run: it asks the Method for what it
+// adds to the update (FullMethod: nothing; DST: its selection), builds the
+// update.Program with the run's optimizer, and hands the graphs and the
+// program to the backend's accel.Trainer, which lowers them (accel/cpu to
+// fused kernels, accel/tpu to one StableHLO program). The engine feeds
+// batches, reads each step's outcome for the method's metrics, and turns
+// the trainer's state into checkpoints and back.
 //
 // Run is the training loop behind `dstune train`: config.json,
 // metrics.jsonl, validation, atomic checkpoints (checkpoint.go), resuming
 // bit-identically, stopping cleanly on interruption or a non-finite loss,
-// and the fine-tuned model file.
+// and the fine-tuned model file. Methods register with RegisterMethod, so
+// that a method's package depends on train and not the other way round.
 package train

@@ -1,11 +1,16 @@
 package train
 
 import (
+	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
+	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/internal/safetensors"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/update"
 )
 
 // BatchShape is the shape a graph is specialized for: B rows of T tokens.
@@ -22,105 +27,26 @@ type InputNames struct {
 // labels [B] for classify, IgnoreIndex where nothing counts.
 const TargetsInput = "targets"
 
-// LossOutput is the training and loss graphs' first output, the float32
-// mean loss; GradPrefix+NAME is the gradient of parameter NAME.
-const (
-	LossOutput = "loss"
-	GradPrefix = "grad:"
-)
-
 // A GraphSource builds what an engine compiles for one batch shape. Both
 // graphs take the model's inputs (InputNames) followed by TargetsInput.
-// The training graph's outputs are LossOutput followed by GradPrefix+name
-// for every parameter of Params, in that order; the loss graph's only
-// output is LossOutput. Every graph shares the parameters' storage
-// (Params()[i].Tensor), so the values an engine updates are the ones all
-// of its graphs read.
+// The training graph's outputs are ir.LossOutput followed by
+// ir.GradPrefix+name for every parameter of Params, in that order; the
+// loss graph's only output is ir.LossOutput. Every graph shares the
+// parameters' storage (Params()[i].Tensor).
 type GraphSource interface {
-	Params() []*ir.ParamTensor // the trainable parameters
+	Params() []*ir.Param // the trainable parameters
 	Inputs() InputNames
 	TrainingGraph(shape BatchShape) (*ir.Graph, error)
 	LossGraph(shape BatchShape) (*ir.Graph, error)
-}
-
-// TrainParam is one trainable parameter as a Method sees it.
-type TrainParam struct {
-	Name  string
-	Shape []int
-	Value []float32 // the parameter's storage, updated in place
-	Grad  []float32 // this step's gradient, valid during Method.Update
-	State *ParamState
-}
-
-// Method turns gradients into parameter updates: "full" takes the plain
-// optimizer step on every trainable parameter; DST fuses the step with
-// its subset selection. A method is driven by an engine, step by step.
-type Method interface {
-	Name() string
-	// Prepare is called once, before the first step or a restore, with
-	// the trainable parameters at their seed values.
-	Prepare(params []*TrainParam) error
-	// Update applies step t to every parameter from its gradient with
-	// opt, reading and writing each parameter's optimizer state.
-	Update(params []*TrainParam, opt Optimizer, t StepInfo, threads int) error
-	// Metrics adds the method's fields for the last step to a metrics
-	// record (DST: realized ε, thresholds, churn).
-	Metrics(rec map[string]any)
-	// State is what a checkpoint keeps of the method; LoadState restores
-	// it after Prepare.
-	State() MethodState
-	LoadState(MethodState) error
-}
-
-// MethodState is a method's checkpointed state.
-type MethodState struct {
-	Meta    map[string]string
-	Tensors []safetensors.Tensor
-}
-
-// Method names.
-const (
-	MethodFull   = "full"
-	MethodDST    = "dst"
-	MethodLoRA   = "lora"
-	MethodPrompt = "prompt"
-)
-
-// NewMethod returns the named built-in method (Run also finds the ones
-// registered with RegisterMethod: dst).
-func NewMethod(name string) (Method, error) {
-	switch name {
-	case MethodFull:
-		return FullMethod{}, nil
-	case MethodDST, MethodLoRA, MethodPrompt:
-		return nil, fmt.Errorf("method %q is not available (methods: %v)", name, RegisteredMethods())
-	}
-	return nil, fmt.Errorf("unknown method %q (want %s, %s, %s or %s)", name, MethodFull, MethodDST, MethodLoRA, MethodPrompt)
-}
-
-// FullMethod is full fine-tuning: the optimizer's step on every trainable
-// parameter, nothing else.
-type FullMethod struct{}
-
-func (FullMethod) Name() string                  { return MethodFull }
-func (FullMethod) Prepare([]*TrainParam) error   { return nil }
-func (FullMethod) Metrics(map[string]any)        {}
-func (FullMethod) State() MethodState            { return MethodState{} }
-func (FullMethod) LoadState(s MethodState) error { return nil }
-
-func (FullMethod) Update(params []*TrainParam, opt Optimizer, t StepInfo, threads int) error {
-	for _, p := range params {
-		opt.Step(p.Value, p.Grad, p.State, t, threads)
-	}
-	return nil
 }
 
 // StepStats describe one training step.
 type StepStats struct {
 	Loss    float64 // the batch's mean loss, before the update
 	Targets int     // entries that counted in the loss
-	// Compute is the forward and backward pass, Update the method's
-	// update (optimizer and, for DST, the subset selection).
+	// Compute is the forward and backward pass, Update the update
+	// (optimizer and, for DST, the selection) where the backend measures
+	// it apart (on a device the whole step is Compute).
 	Compute, Update time.Duration
 }
 
@@ -134,62 +60,359 @@ type LossError struct {
 func (e *LossError) Error() string { return fmt.Sprintf("step %d: loss is %v", e.Step, e.Loss) }
 
 // EngineState is what a checkpoint keeps of an engine: the step count,
-// the trainable parameters' values, their optimizer state and the method's
-// state. Values are copies.
+// the trainable parameters' values, their optimizer slots and the
+// method's state (as the method writes it into a checkpoint; Selection is
+// the same state as the backend holds it). Values are copies.
 type EngineState struct {
 	Step      int64
 	Params    map[string][]float32
-	Optimizer map[string]*ParamState
+	Optimizer map[string][]update.Slot
 	Method    MethodState
+	Selection *update.SelectionState
 }
 
-// Engine runs training steps of one model on one backend; the training
-// loop drives it without knowing the backend.
-type Engine interface {
-	// Params lists the trainable parameters (name and shape).
-	Params() []ParamInfo
-	// Step is the number of steps taken so far.
-	Step() int64
-	// TrainStep runs forward, backward and the method's update as step
-	// Step()+1 with the schedule's learning-rate factor. A non-finite
-	// loss is a *LossError and leaves parameters and state unchanged.
-	TrainStep(b *Batch, lrScale float64) (StepStats, error)
-	// EvalLoss returns b's mean loss without updating anything.
-	EvalLoss(b *Batch) (float64, error)
-	// ParamValues returns a parameter's current values (a copy on
-	// backends whose parameters are not in host memory).
-	ParamValues(name string) ([]float32, error)
-	// State copies the engine's state for a checkpoint; Restore sets it.
-	State() (*EngineState, error)
-	Restore(*EngineState) error
-	Close() error
+// Engine runs the training steps of one model on one training backend
+// (accel.TrainingBackend): it builds the update program from the
+// optimizer and the method, feeds batches to the source's graphs, and
+// turns the backend's state into the checkpoint's and back. The CPU and
+// the PJRT backend run the same engine; only their trainers differ.
+type Engine struct {
+	src     GraphSource
+	trainer accel.Trainer
+	prog    update.Program
+	method  Method
+	params  []*ir.Param
+	byName  map[string]bool
+	shapes  map[BatchShape]*engineShape
+	step    int64
+	last    *update.Result
 }
 
-// ParamInfo names a trainable parameter and gives its shape.
-type ParamInfo struct {
-	Name  string
-	Shape []int
+// engineShape holds the graphs and input tensors of one batch shape.
+type engineShape struct {
+	train, loss          *ir.Graph
+	trainFeed, lossFeed  []*ir.Tensor
+	tokens, mask, target *ir.Tensor
+	classify             bool // targets are labels [B]
 }
 
-// copyState deep-copies a parameter state's slots.
-func copyState(s *ParamState) *ParamState {
-	c := &ParamState{Shape: append([]int(nil), s.Shape...)}
-	for _, sl := range s.Slots {
-		c.Slots = append(c.Slots, Slot{Name: sl.Name, Shape: append([]int(nil), sl.Shape...), Data: append([]float32(nil), sl.Data...)})
+// NewEngine prepares training of src's parameters on backend with the
+// optimizer and method, threads goroutines per kernel call (0: the
+// backend's default). Nothing is compiled until the first batch shows the
+// shape.
+func NewEngine(src GraphSource, backend accel.Backend, opt update.Optimizer, method Method, threads int) (*Engine, error) {
+	tb, ok := backend.(accel.TrainingBackend)
+	if !ok {
+		return nil, fmt.Errorf("backend %s cannot train", backend.Name())
 	}
-	return c
+	if method == nil {
+		return nil, errors.New("train: engine needs a method")
+	}
+	e := &Engine{src: src, method: method, params: src.Params(), byName: map[string]bool{}, shapes: map[BatchShape]*engineShape{}}
+	for _, p := range e.params {
+		if e.byName[p.Name] {
+			return nil, fmt.Errorf("parameter %q is listed twice", p.Name)
+		}
+		e.byName[p.Name] = true
+	}
+	sel, init, err := method.Prepare(e.params)
+	if err != nil {
+		return nil, err
+	}
+	e.prog = update.Program{Optimizer: opt, Selection: sel}
+	if e.trainer, err = tb.NewTrainer(e.params, &e.prog, accel.Options{Threads: threads}); err != nil {
+		return nil, err
+	}
+	if init != nil {
+		if err := e.trainer.SetState(&update.State{Selection: init}); err != nil {
+			e.trainer.Close()
+			return nil, err
+		}
+	}
+	return e, nil
 }
 
-// checkState checks that saved describes the same slots as st.
-func checkState(name string, st, saved *ParamState) error {
-	if len(st.Slots) != len(saved.Slots) {
-		return fmt.Errorf("parameter %q: checkpoint has %d optimizer slots, the optimizer keeps %d", name, len(saved.Slots), len(st.Slots))
+// Params lists the trainable parameters, for their names and shapes (a
+// device trains copies: ParamValues reads the current values).
+func (e *Engine) Params() []*ir.Param { return e.params }
+
+// Step is the number of steps taken.
+func (e *Engine) Step() int64 { return e.step }
+
+// Program is the update program the backend runs after every backward
+// pass.
+func (e *Engine) Program() *update.Program { return &e.prog }
+
+// LastResult is what the last step reported (valid until the next step).
+func (e *Engine) LastResult() *update.Result { return e.last }
+
+// TrainingGraph returns the training graph of a batch shape and Feed the
+// inputs a batch fills (owned by the engine), for profiling.
+func (e *Engine) TrainingGraph(shape BatchShape) (*ir.Graph, error) {
+	s, err := e.shapeFor(shape, false)
+	if err != nil {
+		return nil, err
 	}
-	for i := range st.Slots {
-		d, s := &st.Slots[i], &saved.Slots[i]
-		if d.Name != s.Name || len(d.Data) != len(s.Data) {
-			return fmt.Errorf("parameter %q: checkpoint slot %q has %d values, the optimizer wants %q with %d", name, s.Name, len(s.Data), d.Name, len(d.Data))
+	return s.train, nil
+}
+
+// Feed fills the training graph's inputs for b and returns them.
+func (e *Engine) Feed(b *Batch) ([]*ir.Tensor, error) {
+	s, err := e.shapeFor(BatchShape{b.B, b.T}, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.fill(b); err != nil {
+		return nil, err
+	}
+	return s.trainFeed, nil
+}
+
+func (e *Engine) shapeFor(shape BatchShape, needLoss bool) (*engineShape, error) {
+	s := e.shapes[shape]
+	if s == nil {
+		s = &engineShape{
+			tokens: ir.NewTensor(ir.Int64, ir.Shape{shape.B, shape.T}),
+			mask:   ir.NewTensor(ir.Int64, ir.Shape{shape.B, shape.T}),
+		}
+		g, err := e.src.TrainingGraph(shape)
+		if err != nil {
+			return nil, err
+		}
+		if err := e.checkTrainingGraph(g); err != nil {
+			return nil, err
+		}
+		if s.trainFeed, err = e.feed(g, s); err != nil {
+			return nil, err
+		}
+		s.train = g
+		e.shapes[shape] = s
+	}
+	if needLoss && s.loss == nil {
+		g, err := e.src.LossGraph(shape)
+		if err != nil {
+			return nil, err
+		}
+		if len(g.Outputs) != 1 || g.Outputs[0].Name != ir.LossOutput {
+			return nil, fmt.Errorf("train: the loss graph's outputs are not just %q", ir.LossOutput)
+		}
+		if s.lossFeed, err = e.feed(g, s); err != nil {
+			return nil, err
+		}
+		s.loss = g
+	}
+	return s, nil
+}
+
+// checkTrainingGraph checks the GraphSource contract on a training graph.
+func (e *Engine) checkTrainingGraph(g *ir.Graph) error {
+	if len(g.Outputs) != 1+len(e.params) {
+		return fmt.Errorf("train: training graph has %d outputs, want the loss and %d gradients", len(g.Outputs), len(e.params))
+	}
+	if o := g.Outputs[0]; o.Name != ir.LossOutput || o.Value.DType != ir.Float32 || o.Value.Shape.Size() != 1 {
+		return fmt.Errorf("train: training graph's first output is %q %v, want a float32 scalar %q", o.Name, o.Value.Type, ir.LossOutput)
+	}
+	for i, p := range e.params {
+		o := g.Outputs[1+i]
+		if o.Name != ir.GradPrefix+p.Name || o.Value.DType != ir.Float32 || !o.Value.Shape.Equal(p.Tensor.Shape()) {
+			return fmt.Errorf("train: training graph output %d is %q %v, want %q float32%v", 1+i, o.Name, o.Value.Type, ir.GradPrefix+p.Name, p.Tensor.Shape())
+		}
+		if gp := g.Param(p.Name); gp == nil || gp.Tensor != p.Tensor {
+			return fmt.Errorf("train: the training graph does not share parameter %q's storage", p.Name)
 		}
 	}
 	return nil
+}
+
+// feed lays out g's inputs: the token, mask and target tensors of s.
+func (e *Engine) feed(g *ir.Graph, s *engineShape) ([]*ir.Tensor, error) {
+	names := e.src.Inputs()
+	feed := make([]*ir.Tensor, len(g.Inputs))
+	for i, v := range g.Inputs {
+		var t *ir.Tensor
+		switch v.Name {
+		case names.Tokens:
+			t = s.tokens
+		case names.Mask:
+			t = s.mask
+		case TargetsInput:
+			if s.target == nil {
+				s.target = ir.NewTensor(ir.Int64, v.Shape)
+				s.classify = len(v.Shape) == 1
+			}
+			t = s.target
+		default:
+			return nil, fmt.Errorf("train: the model's input %q is neither the tokens nor the attention mask: dstune cannot feed it", v.Name)
+		}
+		if v.DType != t.DType() || !v.Shape.Equal(t.Shape()) {
+			return nil, fmt.Errorf("train: graph input %q is %v, want %s%v", v.Name, v.Type, t.DType(), t.Shape())
+		}
+		feed[i] = t
+	}
+	return feed, nil
+}
+
+// fill copies a batch into the shape's input tensors.
+func (s *engineShape) fill(b *Batch) error {
+	copy(s.tokens.Int64s(), b.Tokens)
+	copy(s.mask.Int64s(), b.AttentionMask)
+	switch {
+	case s.classify && b.Labels == nil:
+		return fmt.Errorf("train: the model is trained to classify, the batch holds lm targets")
+	case !s.classify && b.Targets == nil:
+		return fmt.Errorf("train: the model is trained as an lm, the batch holds class labels")
+	case s.classify:
+		copy(s.target.Int64s(), b.Labels)
+	default:
+		copy(s.target.Int64s(), b.Targets)
+	}
+	return nil
+}
+
+// TrainStep runs forward, backward and the update as step Step()+1 with
+// the schedule's learning-rate factor. A non-finite loss is a *LossError
+// and leaves parameters and state unchanged.
+func (e *Engine) TrainStep(b *Batch, lrScale float64) (StepStats, error) {
+	s, err := e.shapeFor(BatchShape{b.B, b.T}, false)
+	if err != nil {
+		return StepStats{}, err
+	}
+	if err := s.fill(b); err != nil {
+		return StepStats{}, err
+	}
+	t := update.StepInfo{Step: e.step + 1, LRScale: lrScale}
+	start := time.Now()
+	res, err := e.trainer.Step(s.train, s.trainFeed, t)
+	if err != nil {
+		return StepStats{}, fmt.Errorf("step %d: %w", t.Step, err)
+	}
+	stats := StepStats{Loss: float64(res.Loss), Targets: b.NumTargets, Compute: time.Since(start)}
+	if math.IsNaN(stats.Loss) || math.IsInf(stats.Loss, 0) {
+		return stats, &LossError{Step: t.Step, Loss: stats.Loss}
+	}
+	if h := res.Host; h != nil {
+		stats.Update = h.Optimizer + h.Selection
+		stats.Compute -= stats.Update
+	}
+	e.last = res
+	e.step = t.Step
+	return stats, nil
+}
+
+// EvalLoss returns b's mean loss without updating anything.
+func (e *Engine) EvalLoss(b *Batch) (float64, error) {
+	s, err := e.shapeFor(BatchShape{b.B, b.T}, true)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.fill(b); err != nil {
+		return 0, err
+	}
+	out, err := e.trainer.Eval(s.loss, s.lossFeed)
+	if err != nil {
+		return 0, err
+	}
+	return float64(out[0].Float32s()[0]), nil
+}
+
+// ParamValues returns a copy of a trainable parameter's current values.
+func (e *Engine) ParamValues(name string) ([]float32, error) {
+	if !e.byName[name] {
+		return nil, fmt.Errorf("train: no trainable parameter %q", name)
+	}
+	return e.trainer.Param(name)
+}
+
+// State copies the engine's state for a checkpoint.
+func (e *Engine) State() (*EngineState, error) {
+	st, err := e.trainer.State()
+	if err != nil {
+		return nil, err
+	}
+	return &EngineState{Step: e.step, Params: st.Params, Optimizer: st.Optimizer, Selection: st.Selection,
+		Method: e.method.State(st.Selection, e.step)}, nil
+}
+
+// Restore sets the engine's state from a checkpoint; everything is
+// checked before anything is changed.
+func (e *Engine) Restore(st *EngineState) error {
+	sel, err := e.method.LoadState(st.Method)
+	if err != nil {
+		return err
+	}
+	if (sel == nil) != (e.prog.Selection == nil) {
+		return fmt.Errorf("checkpoint: the %s method's state does not match its update", e.method.Name())
+	}
+	if err := e.trainer.SetState(&update.State{Params: st.Params, Optimizer: st.Optimizer, Selection: sel}); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	e.step = st.Step
+	return nil
+}
+
+// Close releases the backend's resources.
+func (e *Engine) Close() error { return e.trainer.Close() }
+
+// Method turns gradients into parameter updates by what it adds to the
+// update program: "full" nothing (the optimizer's step on every trainable
+// parameter), DST its selection (package dst). The backend runs the
+// program; the method reads what each step reports into metrics, and the
+// selection's state into checkpoints and run files.
+type Method interface {
+	Name() string
+	// Prepare is called once, with the trainable parameters at their
+	// seed values: it returns the selection the update applies after
+	// every optimizer step (nil: none) and the selection's state before
+	// the first step (nil: update.NewSelectionState).
+	Prepare(params []*ir.Param) (*update.Selection, *update.SelectionState, error)
+	// Metrics returns the method's fields of step's metrics record, a
+	// value that encodes as a JSON object (nil: none).
+	Metrics(step int64, res *update.Result) any
+	// State is the checkpoint form of the selection's state after step;
+	// LoadState reads it back, checking it (nil for a method without a
+	// selection).
+	State(sel *update.SelectionState, step int64) MethodState
+	LoadState(MethodState) (*update.SelectionState, error)
+}
+
+// MethodState is a method's checkpointed state.
+type MethodState struct {
+	Meta    map[string]string
+	Tensors []safetensors.Tensor
+}
+
+// RunFileWriter is a Method that keeps files of its own in the run
+// directory (DST: delta.safetensors): Run calls WriteRunFiles after every
+// checkpoint with the state it holds. Files must be written atomically.
+type RunFileWriter interface {
+	WriteRunFiles(dir string, st *EngineState) error
+}
+
+// FullMethod is full fine-tuning: the optimizer's step on every trainable
+// parameter, nothing else.
+type FullMethod struct{}
+
+func (FullMethod) Name() string { return MethodFull }
+func (FullMethod) Prepare([]*ir.Param) (*update.Selection, *update.SelectionState, error) {
+	return nil, nil, nil
+}
+func (FullMethod) Metrics(int64, *update.Result) any                     { return nil }
+func (FullMethod) State(*update.SelectionState, int64) MethodState       { return MethodState{} }
+func (FullMethod) LoadState(MethodState) (*update.SelectionState, error) { return nil, nil }
+
+// Method names.
+const (
+	MethodFull   = "full"
+	MethodDST    = "dst"
+	MethodLoRA   = "lora"
+	MethodPrompt = "prompt"
+)
+
+// paramShapes maps the parameters' names to their shapes.
+func paramShapes(params []*ir.Param) map[string][]int {
+	m := map[string][]int{}
+	for _, p := range params {
+		m[p.Name] = slices.Clone([]int(p.Tensor.Shape()))
+	}
+	return m
 }

@@ -12,7 +12,9 @@ import (
 	"testing"
 
 	"github.com/dstune/dstune/accel/cpu"
+	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/update"
 )
 
 // bigramSource is a hand-differentiated model for testing the engine and
@@ -22,7 +24,7 @@ import (
 // written out as IR ops.
 type bigramSource struct {
 	vocab int
-	w     *ir.ParamTensor
+	w     *ir.Param
 }
 
 func newBigramSource(vocab int, seed uint64) *bigramSource {
@@ -31,11 +33,11 @@ func newBigramSource(vocab int, seed uint64) *bigramSource {
 	for i := range w {
 		w[i] = float32(rng.NormFloat64() * 0.5)
 	}
-	return &bigramSource{vocab: vocab, w: &ir.ParamTensor{Name: "bigram.weight", Tensor: ir.FromFloat32s(ir.Shape{vocab, vocab}, w)}}
+	return &bigramSource{vocab: vocab, w: &ir.Param{Name: "bigram.weight", Tensor: ir.FromFloat32s(ir.Shape{vocab, vocab}, w)}}
 }
 
-func (s *bigramSource) Params() []*ir.ParamTensor { return []*ir.ParamTensor{s.w} }
-func (s *bigramSource) Inputs() InputNames        { return InputNames{Tokens: "tokens"} }
+func (s *bigramSource) Params() []*ir.Param { return []*ir.Param{s.w} }
+func (s *bigramSource) Inputs() InputNames  { return InputNames{Tokens: "tokens"} }
 
 func (s *bigramSource) build(shape BatchShape, grads bool) (*ir.Graph, error) {
 	V, n := s.vocab, shape.B*shape.T
@@ -46,7 +48,7 @@ func (s *bigramSource) build(shape BatchShape, grads bool) (*ir.Graph, error) {
 	logits := b.Op1(&ir.Reshape{Shape: ir.Shape{n, V}}, b.Op1(&ir.Gather{Axis: 0}, w, tokens))
 	flatTargets := b.Op1(&ir.Reshape{Shape: ir.Shape{n}}, targets)
 	loss := b.Op(&ir.NLLLoss{Softmax: true, Reduction: ir.ReductionMean, IgnoreIndex: IgnoreIndex, HasIgnore: true}, logits, flatTargets)[0]
-	b.Output(LossOutput, loss)
+	b.Output(ir.LossOutput, loss)
 	if !grads {
 		return b.Graph()
 	}
@@ -65,7 +67,7 @@ func (s *bigramSource) build(shape BatchShape, grads bool) (*ir.Graph, error) {
 	diff = b.Op1(&ir.Binary{Fn: ir.Div}, diff, count)
 	tokenOnehot := b.Op1(&ir.Gather{Axis: 0}, identity, b.Op1(&ir.Reshape{Shape: ir.Shape{n}}, tokens))
 	dw := b.Op1(&ir.MatMul{}, b.Op1(&ir.Transpose{Perm: []int{1, 0}}, tokenOnehot), diff)
-	b.Output(GradPrefix+s.w.Name, dw)
+	b.Output(ir.GradPrefix+s.w.Name, dw)
 	return b.Graph()
 }
 
@@ -102,18 +104,14 @@ func markovText(vocab, lines, length int, seed uint64) string {
 	return sb.String()
 }
 
-func bigramEngine(t testing.TB, src *bigramSource, optName string, threads int) *HostEngine {
+func bigramEngine(t testing.TB, src *bigramSource, optName string, threads int) *Engine {
 	t.Helper()
-	cfg, err := DefaultOptimizer(optName)
+	opt, err := update.DefaultOptimizer(optName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.SetLR(0.05)
-	opt, err := NewOptimizer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := NewHostEngine(src, cpu.New(), HostOptions{Threads: threads, Optimizer: opt, Method: FullMethod{}})
+	opt.SetLR(0.05)
+	e, err := NewEngine(src, cpu.New(), opt, FullMethod{}, threads)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,9 +132,9 @@ func bigramBatches(t testing.TB, vocab int) *TrainBatches {
 	return tb
 }
 
-func TestHostEngineLearnsBigrams(t *testing.T) {
+func TestEngineLearnsBigrams(t *testing.T) {
 	const vocab = 12
-	for _, optName := range []string{OptimizerSGD, OptimizerAdamW, OptimizerAdafactor} {
+	for _, optName := range []string{update.OptimizerSGD, update.OptimizerAdamW, update.OptimizerAdafactor} {
 		t.Run(optName, func(t *testing.T) {
 			src := newBigramSource(vocab, 1)
 			e := bigramEngine(t, src, optName, 1)
@@ -150,7 +148,7 @@ func TestHostEngineLearnsBigrams(t *testing.T) {
 			for range 150 {
 				tb.Next(&b)
 				lr := 1.0
-				if optName == OptimizerSGD {
+				if optName == update.OptimizerSGD {
 					lr = 20 // plain SGD on a softmax needs big steps
 				}
 				if _, err := e.TrainStep(&b, lr); err != nil {
@@ -175,9 +173,9 @@ func TestHostEngineLearnsBigrams(t *testing.T) {
 	}
 }
 
-func TestHostEngineStateRestoreIsBitIdentical(t *testing.T) {
+func TestEngineStateRestoreIsBitIdentical(t *testing.T) {
 	const vocab = 10
-	for _, optName := range []string{OptimizerSGD, OptimizerAdamW, OptimizerAdafactor} {
+	for _, optName := range []string{update.OptimizerSGD, update.OptimizerAdamW, update.OptimizerAdafactor} {
 		t.Run(optName, func(t *testing.T) {
 			src := newBigramSource(vocab, 2)
 			seedW := slices.Clone(src.w.Tensor.Float32s())
@@ -233,9 +231,9 @@ func TestHostEngineStateRestoreIsBitIdentical(t *testing.T) {
 	}
 }
 
-func TestHostEngineNonFiniteLossLeavesStateAlone(t *testing.T) {
+func TestEngineNonFiniteLossLeavesStateAlone(t *testing.T) {
 	src := newBigramSource(8, 3)
-	e := bigramEngine(t, src, OptimizerAdamW, 1)
+	e := bigramEngine(t, src, update.OptimizerAdamW, 1)
 	tb := bigramBatches(t, 8)
 	var b Batch
 	tb.Next(&b)
@@ -255,7 +253,7 @@ func TestHostEngineNonFiniteLossLeavesStateAlone(t *testing.T) {
 		t.Error("parameters changed by a step with a non-finite loss")
 	}
 	stAfter, _ := e.State()
-	if e.Step() != 1 || !slices.Equal(stAfter.Optimizer["bigram.weight"].Slots[0].Data, stBefore.Optimizer["bigram.weight"].Slots[0].Data) {
+	if e.Step() != 1 || !slices.Equal(stAfter.Optimizer["bigram.weight"][0].Data, stBefore.Optimizer["bigram.weight"][0].Data) {
 		t.Error("step count or optimizer state changed by a step with a non-finite loss")
 	}
 }
@@ -272,17 +270,17 @@ func sameBits(a, b []float32) bool {
 	return true
 }
 
-func TestHostEngineRejectsBadSources(t *testing.T) {
-	opt, _ := NewOptimizer(OptimizerConfig{Name: "sgd", SGD: &SGDConfig{LR: 1}})
-	half := &ir.ParamTensor{Name: "h", Tensor: ir.NewTensor(ir.Float16, ir.Shape{2})}
-	_, err := NewHostEngine(&fixedSource{params: []*ir.ParamTensor{half}}, cpu.New(), HostOptions{Optimizer: opt, Method: FullMethod{}})
+func TestEngineRejectsBadSources(t *testing.T) {
+	opt := update.Optimizer{Name: "sgd", SGD: &update.SGD{LR: 1}}
+	half := &ir.Param{Name: "h", Tensor: ir.NewTensor(ir.Float16, ir.Shape{2})}
+	_, err := NewEngine(&fixedSource{params: []*ir.Param{half}}, cpu.New(), opt, FullMethod{}, 0)
 	if err == nil || !strings.Contains(err.Error(), `"h" is float16`) {
 		t.Errorf("float16 parameter: %v", err)
 	}
 	// A source whose training graph does not follow the contract.
 	src := newBigramSource(6, 1)
 	wrong := &fixedSource{params: src.Params(), inputs: src.Inputs(), graph: func(s BatchShape) (*ir.Graph, error) { return src.LossGraph(s) }}
-	e, err := NewHostEngine(wrong, cpu.New(), HostOptions{Optimizer: opt, Method: FullMethod{}})
+	e, err := NewEngine(wrong, cpu.New(), opt, FullMethod{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,26 +291,26 @@ func TestHostEngineRejectsBadSources(t *testing.T) {
 	}
 	// A model input the engine cannot feed.
 	other := &fixedSource{params: src.Params(), inputs: InputNames{Tokens: "ids"}, graph: src.TrainingGraph}
-	e, _ = NewHostEngine(other, cpu.New(), HostOptions{Optimizer: opt, Method: FullMethod{}})
+	e, _ = NewEngine(other, cpu.New(), opt, FullMethod{}, 0)
 	if _, err := e.TrainStep(&b, 1); err == nil || !strings.Contains(err.Error(), `input "tokens" is neither`) {
 		t.Errorf("unknown input: %v", err)
 	}
 }
 
 type fixedSource struct {
-	params []*ir.ParamTensor
+	params []*ir.Param
 	inputs InputNames
 	graph  func(BatchShape) (*ir.Graph, error)
 }
 
-func (s *fixedSource) Params() []*ir.ParamTensor                     { return s.params }
+func (s *fixedSource) Params() []*ir.Param                           { return s.params }
 func (s *fixedSource) Inputs() InputNames                            { return s.inputs }
 func (s *fixedSource) TrainingGraph(b BatchShape) (*ir.Graph, error) { return s.graph(b) }
 func (s *fixedSource) LossGraph(b BatchShape) (*ir.Graph, error)     { return s.graph(b) }
 
-func BenchmarkHostEngineStep(b *testing.B) {
+func BenchmarkEngineStep(b *testing.B) {
 	src := newBigramSource(64, 1)
-	e := bigramEngine(b, src, OptimizerAdamW, 1)
+	e := bigramEngine(b, src, update.OptimizerAdamW, 1)
 	tb := bigramBatches(b, 64)
 	var batch Batch
 	tb.Next(&batch)
@@ -327,7 +325,8 @@ func BenchmarkHostEngineStep(b *testing.B) {
 	}
 }
 
-// countingMethod is full fine-tuning that reports a metric of its own.
+// countingMethod is full fine-tuning that reports a metric of its own:
+// how many step results it was given.
 type countingMethod struct {
 	FullMethod
 	updates int
@@ -335,23 +334,23 @@ type countingMethod struct {
 
 func (m *countingMethod) Name() string { return "counting" }
 
-func (m *countingMethod) Update(params []*TrainParam, opt Optimizer, t StepInfo, threads int) error {
-	m.updates++
-	return m.FullMethod.Update(params, opt, t, threads)
+func (m *countingMethod) Metrics(step int64, res *update.Result) any {
+	if res != nil && res.Host != nil {
+		m.updates++
+	}
+	return map[string]int{"updates": m.updates}
 }
-
-func (m *countingMethod) Metrics(rec map[string]any) { rec["updates"] = m.updates }
 
 func TestRegisteredMethodIsUsedAndAddsMetrics(t *testing.T) {
 	RegisterMethod("counting", func(MethodEnv) (Method, error) { return &countingMethod{}, nil })
-	cfg := runConfig(t, OptimizerAdamW, 3)
+	cfg := runConfig(t, update.OptimizerAdamW, 3)
 	cfg.Method = "counting"
 	dir := filepath.Join(t.TempDir(), "run")
 	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err != nil {
 		t.Fatal(err)
 	}
-	recs := readMetrics(t, dir)
-	if last := recs[len(recs)-1]; last["updates"] != float64(3) || last["step"] != float64(3) {
-		t.Errorf("last metrics record %v: want the method's updates = 3", last)
+	recs := sharedtest.ReadMetrics(t, dir)
+	if last := recs[len(recs)-1]; last.Fields["updates"] != float64(3) || last.Step != 3 {
+		t.Errorf("last metrics record %v: want the method's updates = 3", last.Fields)
 	}
 }

@@ -8,32 +8,6 @@ import (
 	"github.com/dstune/dstune/ir"
 )
 
-// DSTConfig configures --method dst (package dst implements it and
-// documents every field; this is the plain data config.json holds, so
-// that train does not depend on dst).
-type DSTConfig struct {
-	Eps       float64 `json:"eps"`                 // fraction of each silo's entries that may differ from the seed
-	Distance  string  `json:"distance"`            // inv-rel | rel | abs | random
-	Silo      string  `json:"silo"`                // module-layer | module | none
-	Normalize string  `json:"normalize,omitempty"` // "" | size | mean: Appendix B's normalization instead of siloing
-	Threshold string  `json:"threshold"`           // iterative | exact
-	Churn     bool    `json:"churn"`               // false: the subset chosen at the first step stays fixed
-	// RefineSteps (m) and Factor (r) are Algorithm 2's parameters.
-	RefineSteps int     `json:"refine_steps"`
-	Factor      float64 `json:"factor"`
-	// PaperAlg2 also runs Algorithm 2 exactly as printed, carrying its own
-	// threshold from step to step, and reports what it would keep (a
-	// diagnostic; one more counting pass per step).
-	PaperAlg2 bool `json:"paper_alg2,omitempty"`
-}
-
-// DefaultDSTConfig is the paper's setting: ε = 1e-3, inverse-relative
-// distance, per-module-and-layer silos, the iterative threshold with m = 3
-// and r = 2, churn on.
-func DefaultDSTConfig() DSTConfig {
-	return DSTConfig{Eps: 1e-3, Distance: "inv-rel", Silo: "module-layer", Threshold: "iterative", Churn: true, RefineSteps: 3, Factor: 2}
-}
-
 // MethodEnv is what a method's constructor gets from the run.
 type MethodEnv struct {
 	Config Config
@@ -80,7 +54,7 @@ func RegisteredMethods() []string {
 // newRunMethod makes the method env.Config names.
 func newRunMethod(env MethodEnv) (Method, error) {
 	name := env.Config.Method
-	if name != MethodDST && env.Config.DST != nil {
+	if name != MethodDST && len(env.Config.DST) > 0 {
 		return nil, fmt.Errorf("the configuration has DST options, but the method is %q", name)
 	}
 	if name == MethodFull {
@@ -95,14 +69,6 @@ func newRunMethod(env MethodEnv) (Method, error) {
 	return f(env)
 }
 
-// RunFileWriter is a Method that keeps files of its own in the run
-// directory (DST: delta.safetensors): Run calls WriteRunFiles after every
-// checkpoint, with the step the checkpoint holds. Files must be written
-// atomically.
-type RunFileWriter interface {
-	WriteRunFiles(dir string, step int64) error
-}
-
 // ForwardGraph returns the model specialized to one sequence of the
 // model's fixed length (or of 2 tokens): the structure DST derives its
 // module silos from.
@@ -112,4 +78,16 @@ func (s *ModelSource) ForwardGraph() (*ir.Graph, error) {
 		t = s.SeqLen
 	}
 	return s.specialize(BatchShape{1, t})
+}
+
+// NewMethod returns the named built-in method (Run also finds the ones
+// registered with RegisterMethod: dst).
+func NewMethod(name string) (Method, error) {
+	switch name {
+	case MethodFull:
+		return FullMethod{}, nil
+	case MethodDST, MethodLoRA, MethodPrompt:
+		return nil, fmt.Errorf("method %q is not available (methods: %v)", name, RegisteredMethods())
+	}
+	return nil, fmt.Errorf("unknown method %q (want %s, %s, %s or %s)", name, MethodFull, MethodDST, MethodLoRA, MethodPrompt)
 }

@@ -19,25 +19,28 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dstune/dstune/accel"
+	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
+	"github.com/dstune/dstune/update"
 )
 
 // Config defines a training run; it is stored as RUN/config.json, and a
 // resumed run must be given the same (RunOptions.Resume).
 type Config struct {
-	Model       string          `json:"model"`        // the ONNX file (absolute path)
-	ModelSHA256 string          `json:"model_sha256"` // of the file's bytes; filled in by Run
-	Data        string          `json:"data"`
-	Valid       string          `json:"valid,omitempty"`
-	Task        Task            `json:"task"`
-	Method      string          `json:"method"`
-	DST         *DSTConfig      `json:"dst,omitempty"`       // --method dst's options
-	Trainable   string          `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
-	Optimizer   OptimizerConfig `json:"optimizer"`
-	Schedule    Schedule        `json:"schedule"`
-	Steps       int64           `json:"steps"`
-	Batch       int             `json:"batch"`
+	Model       string           `json:"model"`        // the ONNX file (absolute path)
+	ModelSHA256 string           `json:"model_sha256"` // of the file's bytes; filled in by Run
+	Data        string           `json:"data"`
+	Valid       string           `json:"valid,omitempty"`
+	Task        Task             `json:"task"`
+	Method      string           `json:"method"`
+	DST         json.RawMessage  `json:"dst,omitempty"`       // --method dst's options, as package dst reads them (dst.Options)
+	Trainable   string           `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
+	Optimizer   update.Optimizer `json:"optimizer"`
+	Schedule    Schedule         `json:"schedule"`
+	Steps       int64            `json:"steps"`
+	Batch       int              `json:"batch"`
 	// MaxLen truncates examples; every batch is padded to T = MaxLen, or
 	// to the longest example of the training and validation data when 0
 	// (one static shape, compiled once).
@@ -72,7 +75,7 @@ func (c *Config) Check() error {
 	case c.EvalEvery < 0 || c.CheckpointEvery < 0:
 		return errors.New("eval and checkpoint intervals must not be negative")
 	}
-	if _, err := NewOptimizer(c.Optimizer); err != nil {
+	if err := c.Optimizer.Check(); err != nil {
 		return err
 	}
 	return c.Schedule.Check(c.Steps)
@@ -110,7 +113,8 @@ type RunOptions struct {
 	// fine-tuned model file is then not written.
 	Source GraphSource
 	// BackendOptions are the backend's machine-specific settings, which
-	// are not part of the run (EngineEnv.Options), e.g. "pjrt-plugin".
+	// are not part of the run (accel.OpenWith's settings), e.g.
+	// "pjrt-plugin".
 	BackendOptions map[string]string
 	// AfterStep is called after every step is complete (metrics and any
 	// checkpoint written); an error ends the run at once, as a crash
@@ -158,8 +162,7 @@ type runner struct {
 
 	onnxModel *onnx.Model
 	src       GraphSource
-	engine    Engine
-	opt       Optimizer
+	engine    *Engine
 	method    Method
 	train     *TrainBatches
 	valid     *Dataset
@@ -186,103 +189,150 @@ func (r *runner) close() {
 }
 
 func (r *runner) setup() error {
-	cfg, dir := &r.cfg, r.opts.Dir
-	if dir == "" {
-		return errors.New("no run directory")
-	}
-	if err := cfg.Check(); err != nil {
-		return err
-	}
-	var stored Config
-	if r.opts.Resume {
-		var err error
-		if stored, err = LoadConfig(dir); err != nil {
-			return fmt.Errorf("resume: %w", err)
-		}
-		cfg.ModelSHA256 = stored.ModelSHA256
-		if diff := configDiff(stored, *cfg, "threads"); diff != "" {
-			return fmt.Errorf("resume %s: the run was configured differently: %s", dir, diff)
-		}
-	} else {
-		if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
-			return fmt.Errorf("%s already holds a run (%s): resume it with --resume, or choose another directory", dir, ConfigFile)
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-	}
-
-	var vocab, classes int64
-	fixedT := 0
-	var irModel *ir.Model
-	if r.opts.Source != nil {
-		r.src = r.opts.Source
-	} else {
-		sum, err := fileSHA256(cfg.Model)
-		if err != nil {
-			return err
-		}
-		if r.opts.Resume && sum != stored.ModelSHA256 {
-			return fmt.Errorf("resume: %s has changed since the run started (sha256 %s, config.json says %s)", cfg.Model, sum, stored.ModelSHA256)
-		}
-		cfg.ModelSHA256 = sum
-		if r.onnxModel, err = onnx.ReadFile(cfg.Model); err != nil {
-			return err
-		}
-		model, err := ir.NewModel(r.onnxModel)
-		if err != nil {
-			return fmt.Errorf("%s: %w", cfg.Model, err)
-		}
-		irModel = model
-		ms, err := NewModelSource(model, ModelSourceOptions{Task: cfg.Task, Trainable: cfg.Trainable})
-		if err != nil {
-			return fmt.Errorf("%s: %w", cfg.Model, err)
-		}
-		r.src, vocab, classes, fixedT = ms, ms.VocabSize, ms.NumClasses, ms.SeqLen
-	}
-
-	dataOpts := DataOptions{Task: cfg.Task, VocabSize: vocab, NumClasses: classes}
-	ds, err := LoadJSONL(cfg.Data, dataOpts)
+	stored, err := r.checkRunDir()
 	if err != nil {
 		return err
+	}
+	model, shape, err := r.openSource(stored)
+	if err != nil {
+		return err
+	}
+	ds, err := r.loadData(shape)
+	if err != nil {
+		return err
+	}
+	if err := r.newEngine(model); err != nil {
+		return err
+	}
+	if err := r.startData(ds); err != nil {
+		return err
+	}
+	return r.openMetrics()
+}
+
+// checkRunDir checks the configuration and the run directory: a new run's
+// is created (and must not hold a run yet), a resumed run's config.json
+// must agree with the configuration; it returns the stored one.
+func (r *runner) checkRunDir() (stored Config, err error) {
+	cfg, dir := &r.cfg, r.opts.Dir
+	if dir == "" {
+		return stored, errors.New("no run directory")
+	}
+	if err := cfg.Check(); err != nil {
+		return stored, err
+	}
+	if !r.opts.Resume {
+		if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
+			return stored, fmt.Errorf("%s already holds a run (%s): resume it with --resume, or choose another directory", dir, ConfigFile)
+		}
+		return stored, os.MkdirAll(dir, 0o755)
+	}
+	if stored, err = LoadConfig(dir); err != nil {
+		return stored, fmt.Errorf("resume: %w", err)
+	}
+	cfg.ModelSHA256 = stored.ModelSHA256
+	if diff := configDiff(stored, *cfg, "threads"); diff != "" {
+		return stored, fmt.Errorf("resume %s: the run was configured differently: %s", dir, diff)
+	}
+	return stored, nil
+}
+
+// sourceShape is what the model tells the data: its vocabulary or class
+// count (0: unknown) and the sequence length it fixes (0: any).
+type sourceShape struct {
+	vocab, classes int64
+	seqLen         int
+}
+
+// openSource makes the graph source: RunOptions.Source, or the ONNX model
+// of the configuration (whose hash a resumed run checks).
+func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
+	cfg := &r.cfg
+	if r.opts.Source != nil {
+		r.src = r.opts.Source
+		return nil, sourceShape{}, nil
+	}
+	sum, err := fileSHA256(cfg.Model)
+	if err != nil {
+		return nil, sourceShape{}, err
+	}
+	if r.opts.Resume && sum != stored.ModelSHA256 {
+		return nil, sourceShape{}, fmt.Errorf("resume: %s has changed since the run started (sha256 %s, config.json says %s)", cfg.Model, sum, stored.ModelSHA256)
+	}
+	cfg.ModelSHA256 = sum
+	if r.onnxModel, err = onnx.ReadFile(cfg.Model); err != nil {
+		return nil, sourceShape{}, err
+	}
+	model, err := ir.NewModel(r.onnxModel)
+	if err != nil {
+		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
+	}
+	ms, err := NewModelSource(model, ModelSourceOptions{Task: cfg.Task, Trainable: cfg.Trainable})
+	if err != nil {
+		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
+	}
+	r.src = ms
+	return model, sourceShape{vocab: ms.VocabSize, classes: ms.NumClasses, seqLen: ms.SeqLen}, nil
+}
+
+// loadData reads the training and validation data and fixes the batch
+// shape: T is --max-len, the model's fixed length, or the longest example.
+func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
+	cfg := &r.cfg
+	dataOpts := DataOptions{Task: cfg.Task, VocabSize: shape.vocab, NumClasses: shape.classes}
+	ds, err := LoadJSONL(cfg.Data, dataOpts)
+	if err != nil {
+		return nil, err
 	}
 	T := cfg.MaxLen
 	longest := longestExample(ds)
 	if cfg.Valid != "" {
 		if r.valid, err = LoadJSONL(cfg.Valid, dataOpts); err != nil {
-			return err
+			return nil, err
 		}
 		longest = max(longest, longestExample(r.valid))
 	}
 	if T == 0 {
 		T = longest
 	}
-	if fixedT > 0 {
-		if cfg.MaxLen > 0 && cfg.MaxLen != fixedT {
-			return fmt.Errorf("%s takes sequences of exactly %d tokens, --max-len is %d", cfg.Model, fixedT, cfg.MaxLen)
+	if shape.seqLen > 0 {
+		if cfg.MaxLen > 0 && cfg.MaxLen != shape.seqLen {
+			return nil, fmt.Errorf("%s takes sequences of exactly %d tokens, --max-len is %d", cfg.Model, shape.seqLen, cfg.MaxLen)
 		}
-		T = fixedT
+		T = shape.seqLen
 	}
 	r.batchOpts = BatchOptions{BatchSize: cfg.Batch, MaxLen: T, FixedLen: true, PadID: cfg.PadID}
+	return ds, nil
+}
 
-	if r.opt, err = NewOptimizer(cfg.Optimizer); err != nil {
-		return err
-	}
-	env := MethodEnv{Config: *cfg, Model: irModel}
+// newEngine makes the run's method and its engine on the configured
+// backend.
+func (r *runner) newEngine(model *ir.Model) error {
+	cfg := &r.cfg
+	env := MethodEnv{Config: *cfg, Model: model}
 	if fg, ok := r.src.(interface{ ForwardGraph() (*ir.Graph, error) }); ok {
 		env.ForwardGraph = fg.ForwardGraph
 	}
+	var err error
 	if r.method, err = newRunMethod(env); err != nil {
 		return err
 	}
-	if r.engine, r.method, err = newRunEngine(EngineEnv{Config: *cfg, Source: r.src, Optimizer: r.opt, Method: r.method,
-		Options: r.opts.BackendOptions}); err != nil {
+	backend, err := accel.OpenWith(cfg.Backend, r.opts.BackendOptions)
+	if err != nil {
 		return err
 	}
+	r.engine, err = NewEngine(r.src, backend, cfg.Optimizer, r.method, cfg.Threads)
+	return err
+}
 
+// startData restores a resumed run's checkpoint and starts the batches
+// where it left off; a new run is probed with its first batch and its
+// config.json written.
+func (r *runner) startData(ds *Dataset) error {
+	cfg, dir := &r.cfg, r.opts.Dir
 	pos := Position{}
 	if r.opts.Resume && HasCheckpoint(dir) {
-		st, p, err := ReadCheckpoint(dir, r.engine.Params(), r.opt, r.method.Name())
+		st, p, err := ReadCheckpoint(dir, r.engine.Params(), cfg.Optimizer, r.method.Name())
 		if err != nil {
 			return err
 		}
@@ -291,30 +341,36 @@ func (r *runner) setup() error {
 		}
 		pos, r.lastCkpt = p, st.Step
 	}
+	var err error
 	if r.train, err = NewTrainBatches(ds, r.batchOpts, cfg.Seed, pos); err != nil {
 		return err
 	}
-	if !r.opts.Resume {
-		// One forward pass before the run is recorded: a model that cannot
-		// take these batches (too long for its positions, say) fails here
-		// with a hint, not at step 1 of a run that then has to be resumed.
-		probe, err := NewTrainBatches(ds, r.batchOpts, cfg.Seed, Position{})
-		if err != nil {
-			return err
-		}
-		var b Batch
-		probe.Next(&b)
-		if _, err := r.engine.EvalLoss(&b); err != nil {
-			hint := "the longest example"
-			if cfg.MaxLen > 0 {
-				hint = "--max-len"
-			}
-			return fmt.Errorf("%s cannot take batches of %d×%d tokens (%s; --max-len truncates examples): %w", cfg.Model, b.B, b.T, hint, err)
-		}
-		if err := writeJSONFile(filepath.Join(dir, ConfigFile), cfg); err != nil {
-			return err
-		}
+	if r.opts.Resume {
+		return nil
 	}
+	// One forward pass before the run is recorded: a model that cannot
+	// take these batches (too long for its positions, say) fails here
+	// with a hint, not at step 1 of a run that then has to be resumed.
+	probe, err := NewTrainBatches(ds, r.batchOpts, cfg.Seed, Position{})
+	if err != nil {
+		return err
+	}
+	var b Batch
+	probe.Next(&b)
+	if _, err := r.engine.EvalLoss(&b); err != nil {
+		hint := "the longest example"
+		if cfg.MaxLen > 0 {
+			hint = "--max-len"
+		}
+		return fmt.Errorf("%s cannot take batches of %d×%d tokens (%s; --max-len truncates examples): %w", cfg.Model, b.B, b.T, hint, err)
+	}
+	return writeJSONFile(filepath.Join(dir, ConfigFile), cfg)
+}
+
+// openMetrics opens metrics.jsonl for appending, without the records of
+// steps after the restored checkpoint.
+func (r *runner) openMetrics() error {
+	dir := r.opts.Dir
 	// A run restarting from step 0 (stopped before its first checkpoint)
 	// writes its step-0 validation record again: drop the old one too.
 	keep := r.engine.Step()
@@ -324,11 +380,12 @@ func (r *runner) setup() error {
 	if err := truncateMetrics(filepath.Join(dir, MetricsFile), keep); err != nil {
 		return err
 	}
+	var err error
 	if r.metrics, err = os.OpenFile(filepath.Join(dir, MetricsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
 		return err
 	}
 	r.metricsW = bufio.NewWriter(r.metrics)
-	r.progress = newProgress(r.opts.Progress, r.opts.Terminal, r.opts.LogEvery, cfg.Steps)
+	r.progress = newProgress(r.opts.Progress, r.opts.Terminal, r.opts.LogEvery, r.cfg.Steps)
 	return nil
 }
 
@@ -409,7 +466,7 @@ func truncateMetrics(path string, step int64) error {
 	if len(kept) == len(data) {
 		return nil
 	}
-	return writeFileAtomic(path, kept)
+	return atomicfile.Write(path, kept)
 }
 
 // metricsRecord is one line of metrics.jsonl; a method adds fields.
@@ -426,17 +483,24 @@ type metricsRecord struct {
 	ValidLoss    *float64 `json:"valid_loss,omitempty"`
 }
 
-func (r *runner) writeMetrics(rec metricsRecord, extra map[string]any) error {
+// writeMetrics writes rec and the method's fields (a value encoding as a
+// JSON object, or nil) as one line.
+func (r *runner) writeMetrics(rec metricsRecord, extra any) error {
 	line, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	if len(extra) > 0 {
+	if extra != nil {
 		more, err := json.Marshal(extra)
 		if err != nil {
 			return err
 		}
-		line = append(append(line[:len(line)-1], ','), more[1:]...)
+		if len(more) < 2 || more[0] != '{' {
+			return fmt.Errorf("train: the %s method's metrics are not a JSON object", r.method.Name())
+		}
+		if len(more) > 2 {
+			line = append(append(line[:len(line)-1], ','), more[1:]...)
+		}
 	}
 	r.metricsW.Write(line)
 	r.metricsW.WriteByte('\n')
@@ -473,11 +537,11 @@ func (r *runner) checkpoint() error {
 	if err != nil {
 		return err
 	}
-	if err := WriteCheckpoint(r.opts.Dir, r.engine.Params(), st, r.train.Position(), r.opt.Config().Name, r.method.Name()); err != nil {
+	if err := WriteCheckpoint(r.opts.Dir, r.engine.Params(), st, r.train.Position(), r.cfg.Optimizer.Name, r.method.Name()); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	if w, ok := r.method.(RunFileWriter); ok {
-		if err := w.WriteRunFiles(r.opts.Dir, st.Step); err != nil {
+		if err := w.WriteRunFiles(r.opts.Dir, st); err != nil {
 			return err
 		}
 	}
@@ -503,7 +567,6 @@ func (r *runner) loop(ctx context.Context) error {
 	var batch Batch
 	start := time.Now()
 	first := res.Step
-	extra := map[string]any{}
 	for step := res.Step + 1; step <= cfg.Steps; step++ {
 		if ctx.Err() != nil {
 			r.progress.done()
@@ -537,7 +600,7 @@ func (r *runner) loop(ctx context.Context) error {
 		for _, m := range batch.AttentionMask {
 			tokens += int(m)
 		}
-		lr := r.opt.LR(StepInfo{Step: step, LRScale: lrScale})
+		lr := cfg.Optimizer.LR(update.StepInfo{Step: step, LRScale: lrScale})
 		rec := metricsRecord{Step: step, Epoch: epoch, Loss: &stats.Loss, LR: &lr,
 			StepMS: ms(elapsed), ComputeMS: ms(stats.Compute), UpdateMS: ms(stats.Update),
 			Tokens: tokens, TokensPerSec: float64(tokens) / elapsed.Seconds()}
@@ -549,9 +612,7 @@ func (r *runner) loop(ctx context.Context) error {
 			rec.ValidLoss, res.ValidLoss = &v, v
 			r.progress.message("step %d: validation loss %.4f", step, v)
 		}
-		clear(extra)
-		r.method.Metrics(extra)
-		if err := r.writeMetrics(rec, extra); err != nil {
+		if err := r.writeMetrics(rec, r.method.Metrics(step, r.engine.LastResult())); err != nil {
 			return err
 		}
 		if step == cfg.Steps || (cfg.CheckpointEvery > 0 && step%cfg.CheckpointEvery == 0) {

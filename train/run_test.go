@@ -1,15 +1,21 @@
 package train
 
 import (
+	"fmt"
+
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/update"
+
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dstune/dstune/internal/sharedtest"
 )
 
 const runVocab = 12
@@ -32,7 +38,7 @@ func writeRunData(t *testing.T) (train, valid string) {
 
 func runConfig(t *testing.T, optName string, steps int64) Config {
 	train, valid := writeRunData(t)
-	opt, err := DefaultOptimizer(optName)
+	opt, err := update.DefaultOptimizer(optName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,25 +48,8 @@ func runConfig(t *testing.T, optName string, steps int64) Config {
 		Seed: 11, Backend: "cpu", Threads: 2, EvalEvery: 5, CheckpointEvery: 4}
 }
 
-func readMetrics(t *testing.T, dir string) []map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(dir, MetricsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recs []map[string]any
-	for line := range bytes.Lines(data) {
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		recs = append(recs, m)
-	}
-	return recs
-}
-
 func TestRunWritesRunDirectory(t *testing.T) {
-	cfg := runConfig(t, OptimizerAdamW, 30)
+	cfg := runConfig(t, update.OptimizerAdamW, 30)
 	dir := filepath.Join(t.TempDir(), "run")
 	var out bytes.Buffer
 	res, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1), Progress: &out, LogEvery: 10})
@@ -77,27 +66,26 @@ func TestRunWritesRunDirectory(t *testing.T) {
 	if diff := configDiff(stored, cfg); diff != "" {
 		t.Errorf("config.json differs from the run's config: %s", diff)
 	}
-	recs := readMetrics(t, dir)
+	recs := sharedtest.ReadMetrics(t, dir)
 	if len(recs) != 31 {
 		t.Fatalf("%d metrics records, want 31 (initial validation + 30 steps)", len(recs))
 	}
 	for i, r := range recs {
-		if r["step"] != float64(i) {
-			t.Fatalf("record %d has step %v", i, r["step"])
+		if r.Step != int64(i) {
+			t.Fatalf("record %d has step %v", i, r.Step)
 		}
-		_, hasValid := r["valid_loss"]
-		if wantValid := i == 0 || i%5 == 0; hasValid != wantValid {
+		if hasValid, wantValid := r.ValidLoss != nil, i == 0 || i%5 == 0; hasValid != wantValid {
 			t.Errorf("step %d: valid_loss present %v, want %v", i, hasValid, wantValid)
 		}
 		if i > 0 {
 			for _, k := range []string{"loss", "lr", "step_ms", "tokens_per_s", "tokens"} {
-				if _, ok := r[k]; !ok {
-					t.Errorf("step %d: no %q in %v", i, k, r)
+				if _, ok := r.Fields[k]; !ok {
+					t.Errorf("step %d: no %q in %v", i, k, r.Fields)
 				}
 			}
 		}
 	}
-	if lr1, lr2, lr3 := recs[1]["lr"].(float64), recs[2]["lr"].(float64), recs[3]["lr"].(float64); lr1 != 0.025 || lr2 != 0.05 || lr3 != 0.05 {
+	if lr1, lr2, lr3 := *recs[1].LR, *recs[2].LR, *recs[3].LR; lr1 != 0.025 || lr2 != 0.05 || lr3 != 0.05 {
 		t.Errorf("warm-up then cosine: lr %v %v %v, want 0.025 0.05 0.05", lr1, lr2, lr3)
 	}
 	if !HasCheckpoint(dir) {
@@ -113,10 +101,10 @@ func TestRunWritesRunDirectory(t *testing.T) {
 }
 
 func TestRunResumesBitIdentically(t *testing.T) {
-	for _, optName := range []string{OptimizerAdamW, OptimizerAdafactor, OptimizerSGD} {
+	for _, optName := range []string{update.OptimizerAdamW, update.OptimizerAdafactor, update.OptimizerSGD} {
 		t.Run(optName, func(t *testing.T) {
 			cfg := runConfig(t, optName, 14)
-			if optName == OptimizerSGD {
+			if optName == update.OptimizerSGD {
 				cfg.Optimizer.SGD.Momentum = 0.9
 			}
 			fresh := func() RunOptions { return RunOptions{Source: newBigramSource(runVocab, 1)} }
@@ -170,14 +158,15 @@ func TestRunResumesBitIdentically(t *testing.T) {
 			if got := readCheckpointWeights(t, part.Dir, cfg); !sameBits(got, want) {
 				t.Fatal("interrupted and resumed run's parameters differ from the uninterrupted run's")
 			}
-			recs := readMetrics(t, part.Dir)
-			wholeRecs := readMetrics(t, whole.Dir)
+			recs := sharedtest.ReadMetrics(t, part.Dir)
+			wholeRecs := sharedtest.ReadMetrics(t, whole.Dir)
 			if len(recs) != len(wholeRecs) {
 				t.Fatalf("%d metrics records after resuming, the uninterrupted run has %d", len(recs), len(wholeRecs))
 			}
 			for i := range recs {
-				if recs[i]["step"] != wholeRecs[i]["step"] || recs[i]["loss"] != wholeRecs[i]["loss"] || recs[i]["valid_loss"] != wholeRecs[i]["valid_loss"] {
-					t.Errorf("metrics record %d: %v, uninterrupted %v", i, recs[i], wholeRecs[i])
+				a, b := recs[i], wholeRecs[i]
+				if a.Step != b.Step || fmt.Sprint(a.Fields["loss"], a.Fields["valid_loss"]) != fmt.Sprint(b.Fields["loss"], b.Fields["valid_loss"]) {
+					t.Errorf("metrics record %d: %v, uninterrupted %v", i, a.Fields, b.Fields)
 				}
 			}
 		})
@@ -186,11 +175,7 @@ func TestRunResumesBitIdentically(t *testing.T) {
 
 func readCheckpointWeights(t *testing.T, dir string, cfg Config) []float32 {
 	t.Helper()
-	opt, err := NewOptimizer(cfg.Optimizer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, _, err := ReadCheckpoint(dir, []ParamInfo{{Name: "bigram.weight", Shape: []int{runVocab, runVocab}}}, opt, MethodFull)
+	st, _, err := ReadCheckpoint(dir, bigramParams(runVocab, runVocab), cfg.Optimizer, MethodFull)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +183,7 @@ func readCheckpointWeights(t *testing.T, dir string, cfg Config) []float32 {
 }
 
 func TestRunStopsOnNonFiniteLoss(t *testing.T) {
-	cfg := runConfig(t, OptimizerAdamW, 20)
+	cfg := runConfig(t, update.OptimizerAdamW, 20)
 	src := newBigramSource(runVocab, 1)
 	dir := filepath.Join(t.TempDir(), "run")
 	_, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: src, AfterStep: func(step int64) error {
@@ -214,29 +199,26 @@ func TestRunStopsOnNonFiniteLoss(t *testing.T) {
 	if !errors.As(err, &le) || !strings.Contains(err.Error(), "step 6: loss is NaN") || !strings.Contains(err.Error(), "last good checkpoint (step 4)") {
 		t.Fatalf("got %v", err)
 	}
-	st, _, err := ReadCheckpoint(dir, []ParamInfo{{Name: "bigram.weight", Shape: []int{runVocab, runVocab}}}, mustOptimizer(t, cfg), MethodFull)
+	st, _, err := ReadCheckpoint(dir, bigramParams(runVocab, runVocab), cfg.Optimizer, MethodFull)
 	if err != nil || st.Step != 4 {
 		t.Fatalf("checkpoint after the NaN: step %v, %v", st, err)
 	}
 }
 
-func mustOptimizer(t *testing.T, cfg Config) Optimizer {
-	opt, err := NewOptimizer(cfg.Optimizer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return opt
+// bigramParams is the bigram model's parameter with the given shape.
+func bigramParams(rows, cols int) []*ir.Param {
+	return []*ir.Param{{Name: "bigram.weight", Tensor: ir.NewTensor(ir.Float32, ir.Shape{rows, cols})}}
 }
 
 func TestRunResumeChecks(t *testing.T) {
-	cfg := runConfig(t, OptimizerAdamW, 8)
+	cfg := runConfig(t, update.OptimizerAdamW, 8)
 	dir := filepath.Join(t.TempDir(), "run")
 	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	other := cfg
 	other.Batch = 3
-	other.Optimizer = mustDefault(OptimizerAdamW)
+	other.Optimizer = mustDefault(update.OptimizerAdamW)
 	_, err := Run(context.Background(), other, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)})
 	if err == nil || !strings.Contains(err.Error(), "batch is 4 in config.json, 3 now") || !strings.Contains(err.Error(), "optimizer is") {
 		t.Errorf("resume with other flags: %v", err)
@@ -251,11 +233,11 @@ func TestRunResumeChecks(t *testing.T) {
 		t.Errorf("resume from checkpoint.old: %v, %+v", err, res)
 	}
 	// A checkpoint whose tensors do not fit the model is rejected by name.
-	_, _, err = ReadCheckpoint(dir, []ParamInfo{{Name: "bigram.weight", Shape: []int{runVocab, runVocab + 1}}}, mustOptimizer(t, cfg), MethodFull)
+	_, _, err = ReadCheckpoint(dir, bigramParams(runVocab, runVocab+1), cfg.Optimizer, MethodFull)
 	if err == nil || !strings.Contains(err.Error(), `tensor "bigram.weight" is F32[12 12], want F32[12 13]`) {
 		t.Errorf("checkpoint of another shape: %v", err)
 	}
-	_, _, err = ReadCheckpoint(dir, []ParamInfo{{Name: "bigram.weight", Shape: []int{runVocab, runVocab}}}, mustOptimizer(t, runConfig(t, OptimizerSGD, 8)), MethodFull)
+	_, _, err = ReadCheckpoint(dir, bigramParams(runVocab, runVocab), runConfig(t, update.OptimizerSGD, 8).Optimizer, MethodFull)
 	if err == nil || !strings.Contains(err.Error(), `written by optimizer "adamw"`) {
 		t.Errorf("checkpoint of another optimizer: %v", err)
 	}
@@ -287,8 +269,8 @@ func TestScheduleFactors(t *testing.T) {
 	}
 }
 
-func mustDefault(name string) OptimizerConfig {
-	c, err := DefaultOptimizer(name)
+func mustDefault(name string) update.Optimizer {
+	c, err := update.DefaultOptimizer(name)
 	if err != nil {
 		panic(err)
 	}
@@ -298,7 +280,7 @@ func mustDefault(name string) OptimizerConfig {
 // A run that dies before its first checkpoint starts over when resumed,
 // and its metrics hold every step once.
 func TestRunResumeBeforeFirstCheckpoint(t *testing.T) {
-	cfg := runConfig(t, OptimizerAdamW, 6)
+	cfg := runConfig(t, update.OptimizerAdamW, 6)
 	whole := filepath.Join(t.TempDir(), "whole")
 	if _, err := Run(context.Background(), cfg, RunOptions{Dir: whole, Source: newBigramSource(runVocab, 1)}); err != nil {
 		t.Fatal(err)
@@ -320,9 +302,9 @@ func TestRunResumeBeforeFirstCheckpoint(t *testing.T) {
 	if !sameBits(readCheckpointWeights(t, dir, cfg), readCheckpointWeights(t, whole, cfg)) {
 		t.Error("parameters differ from the uninterrupted run's")
 	}
-	for i, r := range readMetrics(t, dir) {
-		if r["step"] != float64(i) {
-			t.Fatalf("metrics record %d is step %v", i, r["step"])
+	for i, r := range sharedtest.ReadMetrics(t, dir) {
+		if r.Step != int64(i) {
+			t.Fatalf("metrics record %d is step %v", i, r.Step)
 		}
 	}
 }

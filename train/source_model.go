@@ -23,7 +23,7 @@ type ModelSourceOptions struct {
 type ModelSource struct {
 	model  *ir.Model
 	inputs InputNames
-	params []*ir.ParamTensor
+	params []*ir.Param
 	loss   ir.LossSpec
 
 	// VocabSize (lm) and NumClasses (classify) are the logits' last
@@ -130,7 +130,7 @@ func (s *ModelSource) specialize(shape BatchShape) (*ir.Graph, error) {
 }
 
 // Params are the trainable parameters.
-func (s *ModelSource) Params() []*ir.ParamTensor { return s.params }
+func (s *ModelSource) Params() []*ir.Param { return s.params }
 
 // Inputs name the token and mask inputs.
 func (s *ModelSource) Inputs() InputNames { return s.inputs }

@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"github.com/dstune/dstune/internal/sharedtest/models"
 	"os"
 	"path/filepath"
 	"testing"
@@ -48,15 +49,15 @@ func BenchmarkForward(b *testing.B) {
 	for i := range bench.Int64s() {
 		bench.Int64s()[i] = int64(i*7919%7999 + 1)
 	}
-	models := []model{
-		{"tiny_gpt", filepath.Join(root, "models", "tiny_gpt", "model.onnx"), readTensor(b, filepath.Join(root, "models", "tiny_gpt", "test_data_set_0", "input_0.pb"))},
+	cases := []model{
+		{"tiny_gpt", filepath.Join(root, "models", "tiny_gpt", "model.onnx"), models.ReadTensor(b, filepath.Join(root, "models", "tiny_gpt", "test_data_set_0", "input_0.pb"))},
 		{"gpt_bench", filepath.Join(root, "bench", "gpt_bench.onnx"), bench},
 		{"bert_bench", filepath.Join(root, "bench", "bert_bench.onnx"), bench},
 	}
-	for _, m := range models {
+	for _, m := range cases {
 		for _, threads := range []int{1, 2} {
 			b.Run(fmt.Sprintf("model=%s/batch=%v/threads=%d", m.name, m.tokens.Shape(), threads), func(b *testing.B) {
-				model := readModel(b, m.path)
+				model := models.Read(b, m.path)
 				g, err := model.Specialize(ir.Bindings{Shapes: map[string]ir.Shape{"tokens": m.tokens.Shape()}})
 				if err != nil {
 					b.Fatal(err)

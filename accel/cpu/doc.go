@@ -26,7 +26,16 @@
 // element-wise, row-wise and copy kernels split large tensors across
 // Options.Threads workers in contiguous shares that each compute exactly
 // what one worker would, so results are bit-identical for any thread
-// count. Transcendental functions are evaluated in float64 with table and
-// polynomial approximations (mathf.go) accurate far below float32's
-// rounding, and rounded once.
+// count. The transcendental activations (tanh, erf, exp, the sigmoid,
+// GELU) and the arithmetic of same-shape or scalar operands run on package
+// kernels' SIMD functions (simd.go); other element-wise functions are
+// computed in float64 by the op's reference and rounded once.
+//
+// The backend also trains (NewTrainer, train.go): the training graph's
+// executable reads the parameters in place, and the update program is
+// lowered to package kernels' fused passes — the optimizer's step
+// (update_optim.go) and DST's selection (update_select.go: the optimizer's
+// pass counts Algorithm 2's candidates, a masked pass captures the band
+// around the k-th largest Δ, a radix selection where needed), bit for bit
+// what update.ReferenceSelect defines.
 package cpu

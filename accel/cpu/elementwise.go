@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/kernels"
 )
 
 // binaryKernel is a float32 Add/Sub/Mul/Div with broadcasting, walked in
@@ -86,45 +87,34 @@ func arith32(fn ir.BinaryFn, x, y float32) float32 {
 	return x / y
 }
 
-// binaryVV: out[i] = a[i] op b[i].
+// binaryVV: out[i] = a[i] op b[i], on package kernels' SIMD loops
+// (exactly rounded, so the same bits as the plain loop).
 func binaryVV(fn ir.BinaryFn, out, a, b []float32) {
-	a, b = a[:len(out)], b[:len(out)]
 	switch fn {
 	case ir.Add:
-		for i := range out {
-			out[i] = a[i] + b[i]
-		}
+		kernels.AddF32(out, a, b)
 	case ir.Sub:
-		for i := range out {
-			out[i] = a[i] - b[i]
-		}
+		kernels.SubF32(out, a, b)
 	case ir.Mul:
-		for i := range out {
-			out[i] = a[i] * b[i]
-		}
+		kernels.MulF32(out, a, b)
 	case ir.Div:
-		for i := range out {
-			out[i] = a[i] / b[i]
-		}
+		kernels.DivF32(out, a, b)
 	}
 }
 
-// binaryVS: out[i] = a[i] op s.
+// binaryVS: out[i] = a[i] op s (Add and Mul on package kernels' SIMD
+// loops, exactly rounded as the plain loop).
 func binaryVS(fn ir.BinaryFn, out, a []float32, s float32) {
 	a = a[:len(out)]
 	switch fn {
 	case ir.Add:
-		for i := range out {
-			out[i] = a[i] + s
-		}
+		kernels.AddScalarF32(out, s, a)
 	case ir.Sub:
 		for i := range out {
 			out[i] = a[i] - s
 		}
 	case ir.Mul:
-		for i := range out {
-			out[i] = a[i] * s
-		}
+		kernels.ScaleF32(out, s, a)
 	case ir.Div:
 		for i := range out {
 			out[i] = a[i] / s
@@ -132,22 +122,18 @@ func binaryVS(fn ir.BinaryFn, out, a []float32, s float32) {
 	}
 }
 
-// binarySV: out[i] = s op b[i].
+// binarySV: out[i] = s op b[i] (Add and Mul as binaryVS).
 func binarySV(fn ir.BinaryFn, out []float32, s float32, b []float32) {
 	b = b[:len(out)]
 	switch fn {
 	case ir.Add:
-		for i := range out {
-			out[i] = s + b[i]
-		}
+		kernels.AddScalarF32(out, s, b)
 	case ir.Sub:
 		for i := range out {
 			out[i] = s - b[i]
 		}
 	case ir.Mul:
-		for i := range out {
-			out[i] = s * b[i]
-		}
+		kernels.ScaleF32(out, s, b)
 	case ir.Div:
 		for i := range out {
 			out[i] = s / b[i]
@@ -155,13 +141,14 @@ func binarySV(fn ir.BinaryFn, out []float32, s float32, b []float32) {
 	}
 }
 
-// unaryKernel is a float32 element-wise function. GELU runs on package
-// kernels' SIMD version (simd.go); the other transcendental ones
-// are computed in float64 and rounded once (mathf.go), so that deep stacks
-// still match PyTorch within 1e-4 relative. They run on blocks converted to
-// float64 first: converting inside the loop that calls them chains the
-// iterations through the conversion's partial register write, five times
-// slower on this machine.
+// unaryKernel is a float32 element-wise function. The transcendental ones
+// (Tanh, Erf, Exp, Sigmoid, Gelu, GeluTanh) run on package kernels' SIMD
+// versions (simd.go: float32 within a few ulp, bounds measured
+// exhaustively there); Neg, Relu and Abs are plain loops; every other
+// function is computed in float64 by the op's reference (ir.UnaryFloat64)
+// and rounded once, on blocks converted to float64 first: converting
+// inside the loop that calls it chains the iterations through the
+// conversion's partial register write, five times slower on this machine.
 type unaryKernel struct {
 	fn      ir.UnaryFn
 	alpha   float64
@@ -178,20 +165,10 @@ func newUnary(threads int, op *ir.Unary, x, y *ir.Tensor) kernel {
 		return nil
 	}
 	k := &unaryKernel{fn: op.Fn, alpha: float64(op.Alpha), x: x.Float32s(), y: y.Float32s(), workers: workersFor(threads, x.Len())}
-	switch op.Fn {
-	case ir.Neg, ir.Relu, ir.Abs:
-	case ir.Tanh:
-		k.block = tanhBlock
-	case ir.Erf:
-		k.block = erfBlock
-	case ir.Exp:
-		k.block = expBlock
-	case ir.Sigmoid:
-		k.block = sigmoidBlock
-	case ir.Gelu:
-		k.block = geluBlock
-	case ir.GeluTanh:
-		k.block = geluTanhBlock
+	k.simd = simdUnary(op.Fn)
+	switch {
+	case k.simd != nil:
+	case op.Fn == ir.Neg || op.Fn == ir.Relu || op.Fn == ir.Abs:
 	default:
 		fn := op.Fn
 		k.block = func(b []float64, alpha float64) {
@@ -199,11 +176,6 @@ func newUnary(threads int, op *ir.Unary, x, y *ir.Tensor) kernel {
 				b[i] = ir.UnaryFloat64(fn, alpha, v)
 			}
 		}
-	}
-	if k.simd = simdUnary(op.Fn); k.simd != nil {
-		k.block = nil
-	}
-	if k.block != nil {
 		for range k.workers {
 			k.scratch = append(k.scratch, make([]float64, blockLen))
 		}
@@ -212,46 +184,8 @@ func newUnary(threads int, op *ir.Unary, x, y *ir.Tensor) kernel {
 	return k
 }
 
-// blockLen is the float64 block the transcendental kernels work on.
+// blockLen is the float64 block the reference functions work on.
 const blockLen = 256
-
-const sqrt2OverPi = 0.7978845608028654 // √(2/π)
-
-func tanhBlock(b []float64, _ float64) {
-	for i, v := range b {
-		b[i] = tanh64(v)
-	}
-}
-
-func erfBlock(b []float64, _ float64) {
-	for i, v := range b {
-		b[i] = erf64(v)
-	}
-}
-
-func expBlock(b []float64, _ float64) {
-	for i, v := range b {
-		b[i] = exp64(v)
-	}
-}
-
-func sigmoidBlock(b []float64, _ float64) {
-	for i, v := range b {
-		b[i] = 1 / (1 + exp64(-v))
-	}
-}
-
-func geluBlock(b []float64, _ float64) {
-	for i, v := range b {
-		b[i] = 0.5 * v * (1 + erf64(v*(1/math.Sqrt2)))
-	}
-}
-
-func geluTanhBlock(b []float64, _ float64) {
-	for i, v := range b {
-		b[i] = 0.5 * v * (1 + tanh64(sqrt2OverPi*(v+0.044715*v*v*v)))
-	}
-}
 
 func (k *unaryKernel) run() error {
 	k.split.run(k.workers)

@@ -12,7 +12,7 @@ import (
 )
 
 func init() {
-	accel.Register("cpu", func() (accel.Backend, error) { return New(), nil })
+	accel.Register("cpu", func(accel.Settings) (accel.Backend, error) { return New(), nil })
 }
 
 // Backend is the CPU backend.
@@ -97,7 +97,27 @@ type fusion struct {
 	permA, permB []int
 }
 
+// compile analyzes the graph (uses, fused transposes, reshape views),
+// plans the arena, and emits a kernel for every node on the planned
+// tensors.
 func (c *compiler) compile() (*Executable, error) {
+	active := c.analyze()
+	plan := c.planSlots(active)
+	e := &Executable{g: c.g, threads: c.threads, arena: ir.AlignedBytes(plan.total), params: map[string]*ir.Param{},
+		ArenaBytes: plan.total, ValueBytes: plan.valueBytes}
+	for _, p := range c.g.Params {
+		e.params[p.Name] = p
+	}
+	if err := c.emit(e, plan, active); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// analyze counts every value's uses, folds transposes into the MatMuls
+// they feed, records reshapes as views of their input, and returns the
+// nodes that run.
+func (c *compiler) analyze() []*ir.Node {
 	g := c.g
 	c.uses = map[*ir.Value]int{}
 	for _, n := range g.Nodes {
@@ -122,19 +142,34 @@ func (c *compiler) compile() (*Executable, error) {
 			c.aliasOf[n.Outputs[0]] = n.Inputs[0]
 		}
 	}
+	return active
+}
 
-	// Memory plan: one slot per root buffer (graph inputs and node outputs
-	// that are not views).
-	slots := map[*ir.Value]*slot{}
-	root := func(v *ir.Value) *ir.Value {
-		for {
-			a, ok := c.aliasOf[v]
-			if !ok {
-				return v
-			}
-			v = a
+// root is the value whose bytes v views (v itself when it is no view).
+func (c *compiler) root(v *ir.Value) *ir.Value {
+	for {
+		a, ok := c.aliasOf[v]
+		if !ok {
+			return v
 		}
+		v = a
 	}
+}
+
+// memoryPlan places every root buffer in the arena.
+type memoryPlan struct {
+	slots      map[*ir.Value]*slot
+	total      int // arena bytes
+	valueBytes int // bytes of every value, views excepted, in place outputs included
+}
+
+// planSlots gives a slot to every root buffer (graph inputs and node
+// outputs that are not views) with the span of steps it lives through,
+// lets an output take over a dying input's buffer where its kernel runs
+// in place (inplace.go), and lays the slots out (planMemory).
+func (c *compiler) planSlots(active []*ir.Node) memoryPlan {
+	g := c.g
+	slots := map[*ir.Value]*slot{}
 	byteSize := func(v *ir.Value) int { return v.Shape.Size() * v.DType.Size() }
 	var order []*ir.Value // slots in creation order, for a deterministic plan
 	newSlot := func(v *ir.Value, first int) {
@@ -145,11 +180,11 @@ func (c *compiler) compile() (*Executable, error) {
 		newSlot(v, -1)
 	}
 	touch := func(v *ir.Value, at int) {
-		if s, ok := slots[root(v)]; ok {
+		if s, ok := slots[c.root(v)]; ok {
 			s.last = max(s.last, at)
 		}
 	}
-	lastRead := c.lastReads(active, root)
+	lastRead := c.lastReads(active, c.root)
 	hasSlot := func(v *ir.Value) bool { return slots[v] != nil }
 	inPlaceBytes := 0
 	for i, n := range active {
@@ -165,7 +200,7 @@ func (c *compiler) compile() (*Executable, error) {
 			if _, alias := c.aliasOf[v]; alias {
 				continue
 			}
-			if r := c.inPlaceTarget(n, j, i, root, lastRead, hasSlot); r != nil {
+			if r := c.inPlaceTarget(n, j, i, c.root, lastRead, hasSlot); r != nil {
 				// The output takes over a dying input's buffer (inplace.go).
 				c.aliasOf[v] = r
 				lastRead[r] = lastRead[v]
@@ -179,20 +214,19 @@ func (c *compiler) compile() (*Executable, error) {
 		touch(o.Value, len(active))
 	}
 	list := make([]*slot, len(order))
-	valueBytes := inPlaceBytes
+	plan := memoryPlan{slots: slots, valueBytes: inPlaceBytes}
 	for i, v := range order {
 		list[i] = slots[v]
-		valueBytes += list[i].size
+		plan.valueBytes += list[i].size
 	}
-	total := planMemory(list)
-	e := &Executable{g: g, threads: c.threads, arena: ir.AlignedBytes(total), params: map[string]*ir.Param{},
-		ArenaBytes: total, ValueBytes: valueBytes}
-	for _, p := range g.Params {
-		e.params[p.Name] = p
-	}
+	plan.total = planMemory(list)
+	return plan
+}
 
-	// Tensors for every value: arena views, parameter and constant
-	// storage, and views of those for reshapes.
+// emit makes the tensor of every value — an arena view, a parameter's or
+// constant's storage, or a view of those for a reshape — and a kernel for
+// every node, bound to its tensors.
+func (c *compiler) emit(e *Executable, plan memoryPlan, active []*ir.Node) error {
 	c.tensors = map[*ir.Value]*ir.Tensor{}
 	var tensorOf func(v *ir.Value) (*ir.Tensor, error)
 	tensorOf = func(v *ir.Value) (*ir.Tensor, error) {
@@ -213,7 +247,7 @@ func (c *compiler) compile() (*Executable, error) {
 			}
 			t = src.Reshaped(v.Shape)
 		default:
-			s, ok := slots[v]
+			s, ok := plan.slots[v]
 			if !ok {
 				return nil, fmt.Errorf("cpu: value %s has no storage", v)
 			}
@@ -225,10 +259,10 @@ func (c *compiler) compile() (*Executable, error) {
 		c.tensors[v] = t
 		return t, nil
 	}
-	for _, v := range g.Inputs {
+	for _, v := range c.g.Inputs {
 		t, err := tensorOf(v)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		e.inputs = append(e.inputs, t)
 	}
@@ -236,24 +270,24 @@ func (c *compiler) compile() (*Executable, error) {
 		for _, v := range append(c.readsOf(n), n.Outputs...) {
 			if v != nil {
 				if _, err := tensorOf(v); err != nil {
-					return nil, err
+					return err
 				}
 			}
 		}
 		k, err := c.kernelFor(n)
 		if err != nil {
-			return nil, fmt.Errorf("cpu: %s: %w", n, err)
+			return fmt.Errorf("cpu: %s: %w", n, err)
 		}
 		e.steps = append(e.steps, step{n, k})
 	}
-	for _, o := range g.Outputs {
+	for _, o := range c.g.Outputs {
 		t, err := tensorOf(o.Value)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		e.outputs = append(e.outputs, t)
 	}
-	return e, nil
+	return nil
 }
 
 // readsOf lists the values a node's kernel reads (after fusion).

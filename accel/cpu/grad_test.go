@@ -3,6 +3,7 @@ package cpu
 import (
 	"bytes"
 	"fmt"
+	"github.com/dstune/dstune/internal/sharedtest/models"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -28,13 +29,13 @@ type tinyTraining struct {
 func loadTinyTraining(t testing.TB, name string) tinyTraining {
 	t.Helper()
 	dir := sharedtest.Path(t, "models", name)
-	model := readModel(t, filepath.Join(dir, "model.onnx"))
-	tokens := readTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))
+	model := models.Read(t, filepath.Join(dir, "model.onnx"))
+	tokens := models.ReadTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))
 	g, err := model.Specialize(ir.Bindings{Shapes: map[string]ir.Shape{"tokens": tokens.Shape()}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	labels := readTensor(t, filepath.Join(dir, "grads", "labels.pb"))
+	labels := models.ReadTensor(t, filepath.Join(dir, "grads", "labels.pb"))
 	targets := labels
 	if name == "tiny_gpt" {
 		// Next-token targets, the last position ignored.
@@ -64,7 +65,7 @@ func loadTinyTraining(t testing.TB, name string) tinyTraining {
 	}
 	tt := tinyTraining{graph: tg, inputs: []*ir.Tensor{tokens, targets}, loss: loss, grads: map[string]*ir.Tensor{}}
 	for _, p := range g.Params {
-		tt.grads[p.Name] = readTensor(t, filepath.Join(dir, "grads", "grad_"+p.Name+".pb"))
+		tt.grads[p.Name] = models.ReadTensor(t, filepath.Join(dir, "grads", "grad_"+p.Name+".pb"))
 	}
 	return tt
 }
@@ -181,7 +182,7 @@ func TestExportTrainingMatchesReference(t *testing.T) {
 	}
 	for _, f := range append(files, edge...) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			model := readModel(t, f)
+			model := models.Read(t, f)
 			inputs := exportInputs(t, model)
 			shapes := map[string]ir.Shape{}
 			for n, x := range inputs {
@@ -418,15 +419,15 @@ func BenchmarkTrainingStep(b *testing.B) {
 		name, path string
 		tokens     *ir.Tensor
 	}
-	models := []model{
-		{"tiny_gpt", filepath.Join(root, "models", "tiny_gpt", "model.onnx"), readTensor(b, filepath.Join(root, "models", "tiny_gpt", "test_data_set_0", "input_0.pb"))},
+	cases := []model{
+		{"tiny_gpt", filepath.Join(root, "models", "tiny_gpt", "model.onnx"), models.ReadTensor(b, filepath.Join(root, "models", "tiny_gpt", "test_data_set_0", "input_0.pb"))},
 		{"gpt_bench", filepath.Join(root, "bench", "gpt_bench.onnx"), bench},
 		{"bert_bench", filepath.Join(root, "bench", "bert_bench.onnx"), bench},
 	}
-	for _, m := range models {
+	for _, m := range cases {
 		for _, threads := range []int{1, 2} {
 			b.Run(fmt.Sprintf("model=%s/batch=%v/threads=%d", m.name, m.tokens.Shape(), threads), func(b *testing.B) {
-				model := readModel(b, m.path)
+				model := models.Read(b, m.path)
 				g, err := model.Specialize(ir.Bindings{Shapes: map[string]ir.Shape{"tokens": m.tokens.Shape()}})
 				if err != nil {
 					b.Fatal(err)

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// The float32 kernels' erf, exp and tanh against the math package's
+// The float32 kernels' exp against the math package's
 // float64 functions, over a dense sweep and random float32 arguments: the
 // float32 results must agree to within one float32 ulp of the reference
 // (they round a value within 1e-9 of it).
@@ -18,9 +18,7 @@ func TestFastMathAgainstMathPackage(t *testing.T) {
 		lo, hi float64
 	}
 	for _, f := range []fn{
-		{"erf", erf64, math.Erf, -6, 6},
 		{"exp", exp64, math.Exp, -110, 92},
-		{"tanh", tanh64, math.Tanh, -12, 12},
 	} {
 		t.Run(f.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
@@ -57,7 +55,7 @@ func BenchmarkFastMath(b *testing.B) {
 	for _, f := range []struct {
 		name string
 		fn   func(float64) float64
-	}{{"erf64", erf64}, {"math.Erf", math.Erf}, {"exp64", exp64}, {"math.Exp", math.Exp}, {"tanh64", tanh64}, {"math.Tanh", math.Tanh}} {
+	}{{"exp64", exp64}, {"math.Exp", math.Exp}} {
 		b.Run(f.name, func(b *testing.B) {
 			var s float32
 			for b.Loop() {

@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"github.com/dstune/dstune/internal/sharedtest/models"
 	"math"
 	"path/filepath"
 	"strings"
@@ -12,33 +13,6 @@ import (
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 )
-
-func readTensor(t testing.TB, path string) *ir.Tensor {
-	t.Helper()
-	ot, err := onnx.ReadTensorFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := ir.TensorFromONNX(ot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return x
-}
-
-func readModel(t testing.TB, path string) *ir.Model {
-	t.Helper()
-	m, err := onnx.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	model, err := ir.NewModel(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return model
-}
 
 func compileFor(t *testing.T, model *ir.Model, inputs map[string]*ir.Tensor) (*ir.Graph, *Executable) {
 	t.Helper()
@@ -64,11 +38,11 @@ func TestTinyModelsMatchPyTorch(t *testing.T) {
 	forISAs(t, func(t *testing.T) {
 		for _, name := range []string{"tiny_gpt", "tiny_bert"} {
 			dir := sharedtest.Path(t, "models", name)
-			model := readModel(t, filepath.Join(dir, "model.onnx"))
+			model := models.Read(t, filepath.Join(dir, "model.onnx"))
 			for _, set := range []string{"test_data_set_0", "test_data_set_1"} {
 				t.Run(name+"/"+set, func(t *testing.T) {
-					tokens := readTensor(t, filepath.Join(dir, set, "input_0.pb"))
-					want := readTensor(t, filepath.Join(dir, set, "output_0.pb"))
+					tokens := models.ReadTensor(t, filepath.Join(dir, set, "input_0.pb"))
+					want := models.ReadTensor(t, filepath.Join(dir, set, "output_0.pb"))
 					_, exe := compileFor(t, model, map[string]*ir.Tensor{"tokens": tokens})
 					got, err := exe.Run([]*ir.Tensor{tokens})
 					if err != nil {
@@ -90,8 +64,8 @@ func TestTinyModelsMatchPyTorch(t *testing.T) {
 // parameter, and the executor folds the weight transposes into the GEMMs.
 func TestTinyGPTStructure(t *testing.T) {
 	dir := sharedtest.Path(t, "models", "tiny_gpt")
-	model := readModel(t, filepath.Join(dir, "model.onnx"))
-	tokens := readTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))
+	model := models.Read(t, filepath.Join(dir, "model.onnx"))
+	tokens := models.ReadTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))
 	g, exe := compileFor(t, model, map[string]*ir.Tensor{"tokens": tokens})
 	if len(g.Params) != 28 {
 		t.Errorf("%d parameters, want 28", len(g.Params))
@@ -127,8 +101,8 @@ func TestTinyGPTStructure(t *testing.T) {
 // (every node has a bound fast kernel or an allocation-free reference).
 func TestRunDoesNotAllocate(t *testing.T) {
 	dir := sharedtest.Path(t, "models", "tiny_gpt")
-	model := readModel(t, filepath.Join(dir, "model.onnx"))
-	tokens := readTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))
+	model := models.Read(t, filepath.Join(dir, "model.onnx"))
+	tokens := models.ReadTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))
 	_, exe := compileFor(t, model, map[string]*ir.Tensor{"tokens": tokens})
 	in := []*ir.Tensor{tokens}
 	if _, err := exe.Run(in); err != nil {
@@ -215,7 +189,7 @@ func TestExportsLoadAndRun(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			model := readModel(t, f)
+			model := models.Read(t, f)
 			inputs := exportInputs(t, model)
 			g, exe := compileFor(t, model, inputs)
 			got, err := accel.RunNamed(exe, inputs)
@@ -277,7 +251,7 @@ func TestExternalDataBitIdentical(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(path string) []*ir.Tensor {
-		model := readModel(t, path)
+		model := models.Read(t, path)
 		inputs := exportInputs(t, model)
 		g, exe := compileFor(t, model, inputs)
 		out, err := accel.RunNamed(exe, inputs)
@@ -310,7 +284,7 @@ func TestEdgeCaseExports(t *testing.T) {
 	x := ir.FromFloat32s(ir.Shape{2, 4}, []float32{1, -2, 3, 0.5, -1, 0.25, 2, -3})
 	for _, name := range []string{"fp16_init", "int8_init"} {
 		t.Run(name, func(t *testing.T) {
-			model := readModel(t, filepath.Join(dir, name+".onnx"))
+			model := models.Read(t, filepath.Join(dir, name+".onnx"))
 			init := model.ONNX.Graph.Initializers[0]
 			var w []float64
 			var err error
@@ -345,7 +319,7 @@ func TestEdgeCaseExports(t *testing.T) {
 		})
 	}
 	t.Run("if_subgraph", func(t *testing.T) {
-		model := readModel(t, filepath.Join(dir, "if_subgraph.onnx"))
+		model := models.Read(t, filepath.Join(dir, "if_subgraph.onnx"))
 		cond, err := model.ONNX.Graph.Initializer("cond").Int64s()
 		if err != nil {
 			t.Fatal(err)
@@ -369,7 +343,7 @@ func TestEdgeCaseExports(t *testing.T) {
 }
 
 func TestSpecializeErrors(t *testing.T) {
-	model := readModel(t, filepath.Join(sharedtest.Path(t, "models", "tiny_gpt"), "model.onnx"))
+	model := models.Read(t, filepath.Join(sharedtest.Path(t, "models", "tiny_gpt"), "model.onnx"))
 	for _, tc := range []struct {
 		b    ir.Bindings
 		want string
@@ -399,8 +373,8 @@ var _ = fmt.Sprint
 // matches PyTorch (TestTinyModelsMatchPyTorch).
 func TestExportedGeluIsFused(t *testing.T) {
 	dir := sharedtest.Path(t, "models", "tiny_bert")
-	model := readModel(t, filepath.Join(dir, "model.onnx"))
-	tokens := readTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))
+	model := models.Read(t, filepath.Join(dir, "model.onnx"))
+	tokens := models.ReadTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))
 	g, _ := compileFor(t, model, map[string]*ir.Tensor{"tokens": tokens})
 	ops := g.OpCounts()
 	if ops["Gelu"] != 2 || ops["Erf"] != 0 {

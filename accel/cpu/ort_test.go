@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"github.com/dstune/dstune/internal/sharedtest/models"
 	"path/filepath"
 	"testing"
 
@@ -19,7 +20,7 @@ func TestWrittenModelsMatchOnnxruntime(t *testing.T) {
 	root := sharedtest.Dir(t)
 	tiny := func(name string) (string, map[string]*ir.Tensor) {
 		dir := filepath.Join(root, "models", name)
-		return filepath.Join(dir, "model.onnx"), map[string]*ir.Tensor{"tokens": readTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))}
+		return filepath.Join(dir, "model.onnx"), map[string]*ir.Tensor{"tokens": models.ReadTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))}
 	}
 	exports, err := filepath.Glob(filepath.Join(root, "models", "exports", "*.onnx"))
 	if err != nil {
@@ -53,7 +54,7 @@ func TestWrittenModelsMatchOnnxruntime(t *testing.T) {
 				if err := onnx.WriteFile(written, src, onnx.WriteOptions{ExternalData: mode, Threshold: 256}); err != nil {
 					t.Fatal(err)
 				}
-				model := readModel(t, written)
+				model := models.Read(t, written)
 				inputs := c.inputs
 				if inputs == nil {
 					inputs = exportInputs(t, model)

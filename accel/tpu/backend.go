@@ -6,8 +6,12 @@ import (
 	"github.com/dstune/dstune/accel"
 )
 
+// PluginSetting is the accel.Settings key of the PJRT plugin file
+// (dstune train --pjrt-plugin).
+const PluginSetting = "pjrt-plugin"
+
 func init() {
-	accel.Register("pjrt", func() (accel.Backend, error) { return Open(Options{}) })
+	accel.Register("pjrt", func(s accel.Settings) (accel.Backend, error) { return Open(Options{PluginPath: s[PluginSetting]}) })
 }
 
 // Options configure Open.

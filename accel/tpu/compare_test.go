@@ -1,53 +1,15 @@
 package tpu
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/internal/sharedtest"
 )
-
-// runRecord is what the comparison reads of one metrics.jsonl line.
-type runRecord struct {
-	Step      int64    `json:"step"`
-	Loss      *float64 `json:"loss"`
-	ValidLoss *float64 `json:"valid_loss"`
-	StepMS    float64  `json:"step_ms"`
-	Eps       *float64 `json:"eps"`
-	EpsAlg2   *float64 `json:"eps_alg2"`
-	// The device engine's count of exact selections (absent on the CPU).
-	ExactSelections *int `json:"exact_selections"`
-	Silos           map[string]struct {
-		Eps float64 `json:"eps"`
-		K   int64   `json:"k"`
-	} `json:"silos"`
-}
-
-func readRun(dir string) ([]runRecord, error) {
-	f, err := os.Open(filepath.Join(dir, train.MetricsFile))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var recs []runRecord
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<24)
-	for sc.Scan() {
-		var r runRecord
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return nil, fmt.Errorf("%s: %w", dir, err)
-		}
-		recs = append(recs, r)
-	}
-	return recs, sc.Err()
-}
 
 // runComparison compares two runs of the same configuration on two
 // backends, step by step: training losses, and per silo the subset size
@@ -64,15 +26,8 @@ type runComparison struct {
 	lines                []string
 }
 
-func compareRuns(a, b string) (*runComparison, error) {
-	ra, err := readRun(a)
-	if err != nil {
-		return nil, err
-	}
-	rb, err := readRun(b)
-	if err != nil {
-		return nil, err
-	}
+func compareRuns(t testing.TB, a, b string) (*runComparison, error) {
+	ra, rb := sharedtest.ReadMetrics(t, a), sharedtest.ReadMetrics(t, b)
 	if len(ra) != len(rb) || len(ra) == 0 {
 		return nil, fmt.Errorf("%s has %d records, %s %d", a, len(ra), b, len(rb))
 	}
@@ -140,7 +95,7 @@ func TestDeviceCompareRuns(t *testing.T) {
 	if len(dirs) != 2 {
 		t.Skip("set DSTUNE_COMPARE_RUNS=CPU_RUN,PJRT_RUN to compare two runs")
 	}
-	c, err := compareRuns(dirs[0], dirs[1])
+	c, err := compareRuns(t, dirs[0], dirs[1])
 	if err != nil {
 		t.Fatal(err)
 	}

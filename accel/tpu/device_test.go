@@ -9,6 +9,7 @@ package tpu
 import (
 	"errors"
 	"fmt"
+	"github.com/dstune/dstune/internal/sharedtest/models"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/update"
 )
 
 // openDevice opens the plugin FindPlugin finds, or skips when there is
@@ -41,9 +43,9 @@ func TestDeviceModelsMatchPyTorch(t *testing.T) {
 	for _, name := range []string{"tiny_gpt", "tiny_bert"} {
 		for _, set := range []string{"test_data_set_0", "test_data_set_1"} {
 			dir := sharedtest.Path(t, "models", name)
-			tokens := readTensor(t, filepath.Join(dir, set, "input_0.pb"))
-			want := readTensor(t, filepath.Join(dir, set, "output_0.pb"))
-			g := loadModel(t, "models/"+name+"/model.onnx", map[string]ir.Shape{"tokens": tokens.Shape()})
+			tokens := models.ReadTensor(t, filepath.Join(dir, set, "input_0.pb"))
+			want := models.ReadTensor(t, filepath.Join(dir, set, "output_0.pb"))
+			g := models.Specialize(t, "models/"+name+"/model.onnx", map[string]ir.Shape{"tokens": tokens.Shape()})
 			exe, err := b.Compile(g, accel.Options{})
 			if err != nil {
 				t.Fatal(err)
@@ -104,7 +106,7 @@ func TestDeviceStepMatchesHostReference(t *testing.T) {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		worst, otherSets, otherEntries := stepsWithinTolerance(t, b.trainerDevice(), name, cases[name])
+		worst, otherSets, otherEntries := stepsWithinTolerance(t, pjrtDevice{b}, name, cases[name])
 		fmt.Printf("TABLE step %-28s 12 steps, worst parameter rel diff %.2g, tensor-steps with another subset than the CPU method %d (%d entries)\n",
 			name, worst, otherSets, otherEntries)
 	}
@@ -124,7 +126,7 @@ func TestDeviceTinyGPTDST(t *testing.T) {
 		cpuSubsets := runWithDeltas(t, cfg, cpuDir)
 		cfg.Backend = "pjrt"
 		devSubsets := runWithDeltas(t, cfg, devDir)
-		c, err := compareRuns(cpuDir, devDir)
+		c, err := compareRuns(t, cpuDir, devDir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,7 +159,7 @@ func TestDeviceTinyGPTDST(t *testing.T) {
 // steps; ns/op is one step including the loss read-back.
 func BenchmarkDeviceGPTBench(b *testing.B) {
 	dev := openDevice(b)
-	g := loadModel(b, "bench/gpt_bench.onnx", map[string]ir.Shape{"tokens": {16, 128}})
+	g := models.Specialize(b, "bench/gpt_bench.onnx", map[string]ir.Shape{"tokens": {16, 128}})
 	tg, err := ir.TrainingGraph(g, ir.LossSpec{Kind: ir.SoftmaxCrossEntropy, IgnoreIndex: -100}, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -175,32 +177,36 @@ func BenchmarkDeviceGPTBench(b *testing.B) {
 		}
 	}
 	batch := []*ir.Tensor{ir.FromInt64s(ir.Shape{16, 128}, tok), ir.FromInt64s(ir.Shape{16, 128}, tgt)}
-	adamw := Optimizer{Kind: AdamW, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+	adamw := update.Optimizer{Name: update.OptimizerAdamW, AdamW: &update.AdamW{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}}
 	for _, method := range []string{"full", "dst"} {
 		b.Run("method="+method, func(b *testing.B) {
-			cfg := TrainConfig{Optimizer: adamw}
+			prog := &update.Program{Optimizer: adamw}
 			if method == "dst" {
-				cfg.DST = &DST{Eps: 1e-3, Distance: DistanceInvRel, Silos: allSilos(tg), Bisection: dst.DefaultBisection}
+				prog.Selection = perParamSelection(tg, 1e-3, update.DistanceInvRel)
 			}
-			tr, err := dev.NewTrainer(tg, cfg)
+			tr, err := dev.NewTrainer(trainables(tg), prog, accel.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer tr.Close()
 			step := int64(1)
 			for ; step <= 3; step++ {
-				if _, err := tr.Step(step, 1e-4, batch); err != nil {
+				if _, err := tr.Step(tg, batch, update.StepInfo{Step: step, LRScale: 1}); err != nil {
 					b.Fatal(err)
 				}
 			}
 			exact, exactSteps := 0, 0
 			for b.Loop() {
-				res, err := tr.Step(step, 1e-4, batch)
+				res, err := tr.Step(tg, batch, update.StepInfo{Step: step, LRScale: 1})
 				if err != nil {
 					b.Fatal(err)
 				}
 				any := false
-				for _, u := range res.Units {
+				var units []update.UnitResult
+				if res.Selection != nil {
+					units = res.Selection.Units
+				}
+				for _, u := range units {
 					if u.Exact {
 						exact++
 						any = true

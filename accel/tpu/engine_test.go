@@ -8,31 +8,47 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
 
+	"github.com/dstune/dstune/internal/sharedtest/models"
+
+	"github.com/dstune/dstune/accel"
 	_ "github.com/dstune/dstune/accel/cpu" // the CPU backend the engine is compared with
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/dst/experiments/tinytask/task"
-	"github.com/dstune/dstune/internal/safetensors"
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/update"
 )
 
-// evalBackend is the name the tests register the engine under with the
-// evaluator as its device.
+// evalBackend is the name the tests register a training backend under
+// whose trainers run on the evaluator: train's engine on the pjrt
+// backend's Trainer, without a device.
 const evalBackend = "pjrt-hloeval"
 
 var registerEval sync.Once
 
+// evalTraining is the pjrt backend's training half on the evaluator.
+type evalTraining struct{}
+
+func (evalTraining) Name() string { return evalBackend }
+
+func (evalTraining) Compile(*ir.Graph, accel.Options) (accel.Executable, error) {
+	return nil, errors.New("tpu: the evaluator backend only trains")
+}
+
+func (evalTraining) NewTrainer(params []*ir.Param, prog *update.Program, _ accel.Options) (accel.Trainer, error) {
+	return newTrainer(&evalDevice{}, params, prog)
+}
+
 func registerEvalEngine() {
 	registerEval.Do(func() {
-		train.RegisterEngine(evalBackend, func(env train.EngineEnv) (train.Engine, error) {
-			return newEngine(&evalDevice{}, env)
-		})
+		accel.Register(evalBackend, func(accel.Settings) (accel.Backend, error) { return evalTraining{}, nil })
 	})
 }
 
@@ -50,14 +66,14 @@ func tinyRun(t testing.TB, backend, threshold string, steps int64) train.Config 
 	if err := os.WriteFile(valid, task.JSONL(held), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	opt, err := train.DefaultOptimizer(train.OptimizerAdamW)
+	opt, err := update.DefaultOptimizer(update.OptimizerAdamW)
 	if err != nil {
 		t.Fatal(err)
 	}
 	opt.SetLR(3e-3)
-	d := train.DefaultDSTConfig()
+	d := dst.DefaultOptions()
 	d.Eps, d.Threshold = 0.01, threshold
-	return train.Config{Model: model, Data: data, Valid: valid, EvalEvery: 10, Task: train.TaskLM, Method: train.MethodDST, DST: &d, Optimizer: opt,
+	return train.Config{Model: model, Data: data, Valid: valid, EvalEvery: 10, Task: train.TaskLM, Method: train.MethodDST, DST: d.JSON(), Optimizer: opt,
 		Schedule: train.Schedule{Name: train.ScheduleConstant}, Steps: steps, Batch: 2, MaxLen: 24, Seed: 1,
 		Backend: backend, Threads: 1, CheckpointEvery: 1}
 }
@@ -103,7 +119,7 @@ func TestEngineTinyGPTMatchesCPU(t *testing.T) {
 			cpuSubsets := runWithDeltas(t, cfg, cpuDir)
 			cfg.Backend = evalBackend
 			devSubsets := runWithDeltas(t, cfg, devDir)
-			c, err := compareRuns(cpuDir, devDir)
+			c, err := compareRuns(t, cpuDir, devDir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,7 +134,7 @@ func TestEngineTinyGPTMatchesCPU(t *testing.T) {
 			}
 			// How much Θ differs: entries whose bits differ at the end.
 			otherBits, entries := 0, 0
-			cpuParams, devParams := readParams(t, cpuDir), readParams(t, devDir)
+			cpuParams, devParams := sharedtest.CheckpointParams(t, cpuDir), sharedtest.CheckpointParams(t, devDir)
 			for name, v := range cpuParams {
 				for i, x := range v {
 					entries++
@@ -186,14 +202,7 @@ func TestEngineResume(t *testing.T) {
 			t.Errorf("%s differs after the resume", f)
 		}
 	}
-	ra, err := readRun(whole)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rb, err := readRun(broken)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ra, rb := sharedtest.ReadMetrics(t, whole), sharedtest.ReadMetrics(t, broken)
 	if len(ra) != len(rb) {
 		t.Fatalf("%d and %d records", len(ra), len(rb))
 	}
@@ -210,7 +219,7 @@ func TestEngineResume(t *testing.T) {
 			}
 			return fmt.Sprint(*p)
 		}
-		if y.Loss == nil || *x.Loss != *y.Loss || fmt.Sprint(x.Silos) != fmt.Sprint(y.Silos) || val(x.ValidLoss) != val(y.ValidLoss) || val(x.EpsAlg2) != val(y.EpsAlg2) {
+		if y.Loss == nil || *x.Loss != *y.Loss || !reflect.DeepEqual(x.Silos, y.Silos) || val(x.ValidLoss) != val(y.ValidLoss) || val(x.EpsAlg2) != val(y.EpsAlg2) {
 			t.Errorf("step %d: loss %v, validation %s, eps_alg2 %s; resumed %v, %s, %s", x.Step, *x.Loss, val(x.ValidLoss), val(x.EpsAlg2), val(y.Loss), val(y.ValidLoss), val(y.EpsAlg2))
 		}
 	}
@@ -222,7 +231,7 @@ func TestEngineResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, _, err := train.ReadCheckpoint(whole, deltaParams(t, cfg), mustOptimizer(t, cfg), train.MethodDST)
+	st, _, err := train.ReadCheckpoint(whole, deltaParams(t), cfg.Optimizer, train.MethodDST)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,42 +250,16 @@ func TestEngineResume(t *testing.T) {
 	}
 }
 
-func mustOptimizer(t testing.TB, cfg train.Config) train.Optimizer {
-	o, err := train.NewOptimizer(cfg.Optimizer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return o
-}
-
 // deltaParams lists tiny_gpt's trainable parameters as the run saw them.
-func deltaParams(t testing.TB, cfg train.Config) []train.ParamInfo {
-	g := loadModel(t, "models/tiny_gpt/model.onnx", map[string]ir.Shape{"tokens": {1, 2}})
-	var infos []train.ParamInfo
+func deltaParams(t testing.TB) []*ir.Param {
+	g := models.Specialize(t, "models/tiny_gpt/model.onnx", map[string]ir.Shape{"tokens": {1, 2}})
+	var params []*ir.Param
 	for _, p := range g.Params {
 		if p.Value.DType == ir.Float32 && len(p.Uses) > 0 {
-			infos = append(infos, train.ParamInfo{Name: p.Name, Shape: []int(p.Value.Shape.Clone())})
+			params = append(params, &ir.Param{Name: p.Name, Tensor: p.Tensor})
 		}
 	}
-	return infos
-}
-
-// readParams reads a run's checkpointed parameters.
-func readParams(t testing.TB, run string) map[string][]float32 {
-	t.Helper()
-	f, err := safetensors.ReadFile(filepath.Join(run, "checkpoint", "params.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][]float32{}
-	for _, x := range f.Tensors {
-		v := make([]float32, len(x.Data)/4)
-		for i := range v {
-			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(x.Data[4*i:]))
-		}
-		out[x.Name] = v
-	}
-	return out
+	return params
 }
 
 // TestEngineFullFineTuning runs full fine-tuning (SGD with momentum) on
@@ -286,7 +269,7 @@ func readParams(t testing.TB, run string) map[string][]float32 {
 func TestEngineFullFineTuning(t *testing.T) {
 	cfg := tinyRun(t, "cpu", dst.ThresholdIterative, 5)
 	cfg.Method, cfg.DST = train.MethodFull, nil
-	opt, err := train.DefaultOptimizer(train.OptimizerSGD)
+	opt, err := update.DefaultOptimizer(update.OptimizerSGD)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +285,7 @@ func TestEngineFullFineTuning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := compareRuns(cpuDir, devDir)
+	c, err := compareRuns(t, cpuDir, devDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +297,7 @@ func TestEngineFullFineTuning(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	want := readParams(t, devDir)
+	want := sharedtest.CheckpointParams(t, devDir)
 	checked := 0
 	for _, it := range m.Graph.Initializers {
 		v, ok := want[it.Name]

@@ -2,17 +2,18 @@ package tpu
 
 import (
 	"flag"
+	"github.com/dstune/dstune/internal/sharedtest/models"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/update"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current lowering")
+var updateGolden = flag.Bool("update", false, "rewrite testdata/*.golden from the current lowering")
 
 // checkGolden compares text with testdata/name.golden (or rewrites it
 // with -update). The golden files pin the emitted StableHLO; the
@@ -20,7 +21,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 func checkGolden(t *testing.T, name, text string) {
 	t.Helper()
 	path := filepath.Join("testdata", name+".golden")
-	if *update {
+	if *updateGolden {
 		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +110,7 @@ func TestGolden(t *testing.T) {
 	checkGolden(t, "mlp", lower(model))
 	checkGolden(t, "attention", lower(attention(t)))
 	checkGolden(t, "mlp_gradients", lower(tg))
-	gpt := loadModel(t, "models/tiny_gpt/model.onnx", map[string]ir.Shape{"tokens": {1, 9}})
+	gpt := models.Specialize(t, "models/tiny_gpt/model.onnx", map[string]ir.Shape{"tokens": {1, 9}})
 	checkGolden(t, "tiny_gpt_forward", lower(gpt))
 
 	// AdamW + DST (Algorithm 2 with the exact fallback) for one silo: w2,
@@ -118,9 +119,10 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	step, err := LowerTrainStep(one, TrainConfig{
-		Optimizer: Optimizer{Kind: AdamW, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01},
-		DST:       &DST{Eps: 0.1, Distance: DistanceInvRel, Silos: [][]string{{"w2"}}, Bisection: dst.DefaultBisection},
+	step, err := LowerTrainStep(one, &update.Program{
+		Optimizer: adamWOpt(),
+		Selection: &update.Selection{Distance: update.DistanceInvRel, Units: []update.Unit{{Name: "w2", Pieces: []update.Piece{{Param: "w2"}}, K: 6}},
+			Bisection: update.DefaultBisection, BandCap: 64 << 10},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -144,9 +146,10 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	step, err = LowerTrainStep(two, TrainConfig{
-		Optimizer: Optimizer{Kind: SGD, Momentum: 0.9},
-		DST:       &DST{Eps: 0.05, Distance: DistanceRel, Silos: [][]string{{"b1", "w2"}}, Exact: true, FixedSubset: true},
+	step, err = LowerTrainStep(two, &update.Program{
+		Optimizer: update.Optimizer{Name: update.OptimizerSGD, SGD: &update.SGD{LR: 0.1, Momentum: 0.9}},
+		Selection: &update.Selection{Distance: update.DistanceRel, Units: []update.Unit{{Name: "all", Pieces: []update.Piece{{Param: "b1"}, {Param: "w2"}}, K: 4}},
+			Exact: true, Fixed: update.FixAfterFirst, Bisection: update.DefaultBisection, BandCap: 64 << 10},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,53 +1,30 @@
 package tpu
 
 import (
-	"strings"
-	"testing"
+	"math"
 
-	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
-	"github.com/dstune/dstune/onnx"
+	"github.com/dstune/dstune/update"
 )
 
-func readTensor(t testing.TB, path string) *ir.Tensor {
-	t.Helper()
-	ot, err := onnx.ReadTensorFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := ir.TensorFromONNX(ot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return x
-}
-
-// loadModel specializes a model from ../shared/testdata/models for the
-// given input shapes.
-func loadModel(t testing.TB, rel string, shapes map[string]ir.Shape) *ir.Graph {
-	t.Helper()
-	path := sharedtest.Path(t, strings.Split(rel, "/")...)
-	m, err := onnx.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	model, err := ir.NewModel(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := model.Specialize(ir.Bindings{Shapes: shapes})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g
-}
-
-// allSilos is one DST silo per parameter of tg (module-layer), in order.
-func allSilos(tg *ir.Graph) [][]string {
-	var s [][]string
+// perParamSelection is a DST selection with one unit per parameter of tg
+// (module-layer silos), in order, each keeping round(eps·n) (at least 1)
+// entries; Algorithm 2 with m = 3, r = 2.
+func perParamSelection(tg *ir.Graph, eps float64, d update.Distance) *update.Selection {
+	s := &update.Selection{Distance: d, Bisection: update.DefaultBisection, BandCap: 64 << 10}
 	for _, p := range tg.Params {
-		s = append(s, []string{p.Name})
+		n := int64(p.Value.Shape.Size())
+		k := min(max(int64(math.Round(eps*float64(n))), 1), n)
+		s.Units = append(s.Units, update.Unit{Name: p.Name, Pieces: []update.Piece{{Param: p.Name}}, K: k})
 	}
 	return s
+}
+
+// trainables lists tg's parameters as a trainer takes them.
+func trainables(tg *ir.Graph) []*ir.Param {
+	var ps []*ir.Param
+	for _, p := range tg.Params {
+		ps = append(ps, &ir.Param{Name: p.Name, Tensor: p.Tensor})
+	}
+	return ps
 }

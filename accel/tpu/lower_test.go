@@ -2,6 +2,7 @@ package tpu
 
 import (
 	"fmt"
+	"github.com/dstune/dstune/internal/sharedtest/models"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -41,9 +42,9 @@ func TestModelsMatchPyTorch(t *testing.T) {
 		for _, set := range []string{"test_data_set_0", "test_data_set_1"} {
 			t.Run(name+"/"+set, func(t *testing.T) {
 				dir := sharedtest.Path(t, "models", name)
-				tokens := readTensor(t, filepath.Join(dir, set, "input_0.pb"))
-				want := readTensor(t, filepath.Join(dir, set, "output_0.pb"))
-				g := loadModel(t, "models/"+name+"/model.onnx", map[string]ir.Shape{"tokens": tokens.Shape()})
+				tokens := models.ReadTensor(t, filepath.Join(dir, set, "input_0.pb"))
+				want := models.ReadTensor(t, filepath.Join(dir, set, "output_0.pb"))
+				g := models.Specialize(t, "models/"+name+"/model.onnx", map[string]ir.Shape{"tokens": tokens.Shape()})
 				p, err := LowerGraph(g)
 				if err != nil {
 					t.Fatal(err)
@@ -65,8 +66,8 @@ func TestModelsMatchPyTorch(t *testing.T) {
 func trainingGraph(t testing.TB, name string) (*ir.Graph, map[string]*ir.Tensor) {
 	t.Helper()
 	dir := sharedtest.Path(t, "models", name)
-	tokens := readTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))
-	g := loadModel(t, "models/"+name+"/model.onnx", map[string]ir.Shape{"tokens": tokens.Shape()})
+	tokens := models.ReadTensor(t, filepath.Join(dir, "test_data_set_0", "input_0.pb"))
+	g := models.Specialize(t, "models/"+name+"/model.onnx", map[string]ir.Shape{"tokens": tokens.Shape()})
 	tg, err := ir.TrainingGraph(g, ir.LossSpec{Kind: ir.SoftmaxCrossEntropy, IgnoreIndex: -100}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +88,7 @@ func trainingGraph(t testing.TB, name string) (*ir.Graph, map[string]*ir.Tensor)
 		}
 		targets = ir.FromInt64s(ir.Shape{b, s}, next)
 	} else {
-		targets = readTensor(t, filepath.Join(dir, "grads", "labels.pb"))
+		targets = models.ReadTensor(t, filepath.Join(dir, "grads", "labels.pb"))
 	}
 	return tg, map[string]*ir.Tensor{"tokens": tokens, ir.TargetsInput: targets}
 }

@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/update"
 )
 
 // mlirOpt finds LLVM's mlir-opt (Debian: apt-get install mlir-19-tools).
@@ -41,8 +41,9 @@ func TestMLIRParses(t *testing.T) {
 		texts[filepath.Base(g)] = string(b)
 	}
 	tg, _ := trainingGraph(t, "tiny_gpt")
-	step, err := LowerTrainStep(tg, TrainConfig{Optimizer: Optimizer{Kind: Adafactor, Beta1: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, RelativeStep: true, ScaleParameter: true},
-		DST: &DST{Eps: 0.01, Distance: DistanceRel, Silos: allSilos(tg), Bisection: dst.DefaultBisection}})
+	step, err := LowerTrainStep(tg, &update.Program{
+		Optimizer: update.Optimizer{Name: update.OptimizerAdafactor, Adafactor: &update.Adafactor{Beta1: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, DecayRate: -0.8, ScaleParameter: true}},
+		Selection: perParamSelection(tg, 0.01, update.DistanceRel)})
 	if err != nil {
 		t.Fatal(err)
 	}

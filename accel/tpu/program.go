@@ -17,7 +17,7 @@ const (
 	// ArgParam is a parameter's current values (device-resident).
 	ArgParam
 	// ArgState is optimizer or DST state (device-resident, starts at
-	// zero unless Init says otherwise).
+	// zero).
 	ArgState
 	// ArgSeed is a parameter's seed Θ⁽⁰⁾ (device-resident, read only).
 	ArgSeed
@@ -34,9 +34,6 @@ type Arg struct {
 	// AliasOf is the index of the result that reuses this argument's
 	// buffer (input-output aliasing: the argument is donated), or -1.
 	AliasOf int
-	// Init is the initial value of ArgState arguments (nil: zeros), e.g.
-	// a subset mask a checkpoint restores.
-	Init *ir.Tensor
 }
 
 // Result is one result of a program.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/update"
 )
 
 const haveCgo = true
@@ -295,14 +296,15 @@ func (e *Executable) Close() error {
 
 // ---------------------------------------------------------------- training
 
-// NewTrainer lowers and compiles the training step of tg (see
-// LowerTrainStep) and copies the parameters (and, with DST, their seeds:
-// the parameters' values now) to the device, with zero optimizer state.
-func (b *Backend) NewTrainer(tg *ir.Graph, cfg TrainConfig) (*Trainer, error) {
-	return newTrainer(b.trainerDevice(), tg, cfg)
-}
+var _ accel.TrainingBackend = (*Backend)(nil)
 
-func (b *Backend) trainerDevice() device { return pjrtDevice{b} }
+// NewTrainer copies the parameters (and, with a selection, their seeds:
+// the parameters' values now) to the device, with zero optimizer state;
+// each training graph's step (LowerTrainStep) is compiled when it first
+// runs.
+func (b *Backend) NewTrainer(params []*ir.Param, prog *update.Program, _ accel.Options) (accel.Trainer, error) {
+	return newTrainer(pjrtDevice{b}, params, prog)
+}
 
 // pjrtDevice is the Trainer's device on a PJRT client.
 type pjrtDevice struct{ b *Backend }

@@ -5,6 +5,7 @@ package tpu
 import (
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/update"
 )
 
 const haveCgo = false
@@ -24,7 +25,6 @@ func (b *Backend) Compile(*ir.Graph, accel.Options) (accel.Executable, error) {
 }
 
 // NewTrainer is unreachable: Open fails.
-func (b *Backend) NewTrainer(*ir.Graph, TrainConfig) (*Trainer, error) { return nil, ErrNeedsCgo }
-
-// trainerDevice is unreachable: Open fails.
-func (b *Backend) trainerDevice() device { return nil }
+func (b *Backend) NewTrainer([]*ir.Param, *update.Program, accel.Options) (accel.Trainer, error) {
+	return nil, ErrNeedsCgo
+}

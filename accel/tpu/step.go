@@ -7,62 +7,13 @@ import (
 	"strings"
 
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/update"
 )
-
-// OptimizerKind names an optimizer.
-type OptimizerKind uint8
-
-const (
-	AdamW OptimizerKind = iota
-	Adafactor
-	SGD
-)
-
-func (k OptimizerKind) String() string {
-	switch k {
-	case AdamW:
-		return "adamw"
-	case Adafactor:
-		return "adafactor"
-	case SGD:
-		return "sgd"
-	}
-	return fmt.Sprintf("OptimizerKind(%d)", k)
-}
-
-// Optimizer holds an optimizer's hyperparameters; the learning rate and
-// step number come with every step. The element-wise math is package
-// kernels' (AdamWStep, SGDStep, Adafactor*), written as StableHLO; the
-// step-dependent scalars are computed on the host in float64 exactly as
-// those kernels compute them.
-type Optimizer struct {
-	Kind OptimizerKind
-	// AdamW (torch.optim.AdamW): Beta1, Beta2, Eps, WeightDecay.
-	// SGD (torch.optim.SGD): Momentum, Dampening, Nesterov, WeightDecay.
-	// Adafactor (train.AdafactorConfig's definition): Beta1 (0: no first
-	// moment), DecayRate (β̂2t = 1 − t^DecayRate; 0 means −0.8), Eps1
-	// (added to squared gradients), Eps2 (floor of the parameter RMS),
-	// ClipThreshold (d), RelativeStep (α = min(1e-2, 1/√t)·lr, lr then
-	// being the schedule's factor, instead of α = lr), ScaleParameter (α
-	// also multiplied by max(Eps2, RMS(X))).
-	Beta1, Beta2, Eps, WeightDecay float64
-	Momentum, Dampening            float64
-	Nesterov                       bool
-	Eps1, Eps2, ClipThreshold      float64
-	DecayRate                      float64
-	RelativeStep, ScaleParameter   bool
-}
-
-// TrainConfig describes a compiled training step.
-type TrainConfig struct {
-	Optimizer Optimizer
-	DST       *DST // nil: full fine-tuning
-}
 
 // Step-scalar layout: one float32 vector fed every step (StepScalars
-// computes it).
+// computes it from package update's per-step scalars).
 const (
-	// AdamW, the constants of kernels.AdamW in its order.
+	// AdamW, update.AdamWScalars in its order.
 	scDecay = iota
 	scBeta1
 	scOneMinusBeta1
@@ -78,8 +29,8 @@ const (
 )
 
 const (
-	// SGD.
-	scLR = iota
+	// SGD, update.SGDScalars.
+	scNegLR = iota
 	scMomentum
 	scOneMinusDampening
 	scWeightDecay
@@ -87,9 +38,9 @@ const (
 )
 
 const (
-	// Adafactor.
-	scAlphaBase = iota // min(1e-2, 1/√t)·lr or lr
-	scDecay2           // β̂2t = 1 − t^(−0.8)
+	// Adafactor, update.AdafactorScalars rounded to float32.
+	scAlphaBase = iota // α before the parameter scaling
+	scDecay2           // β̂2t
 	scOneMinusDecay2
 	scAFBeta1
 	scAFOneMinusBeta1
@@ -98,65 +49,38 @@ const (
 	scClip
 )
 
-// StepScalars computes the step program's per-step scalars for step (1
-// for the first) at learning rate lr: the optimizer's and DST's factor r.
-func (c TrainConfig) StepScalars(step int64, lr float64) ([]float32, error) {
-	s, err := c.Optimizer.StepScalars(step, lr)
-	if err == nil && c.DST != nil {
-		s[scFactor] = c.DST.Bisection.Factor
-	}
-	return s, err
-}
-
-// StepScalars computes the per-step scalars of step (1 for the first)
-// with learning rate lr, in float64 and rounded once to float32 as the
-// CPU kernels round them.
-func (o Optimizer) StepScalars(step int64, lr float64) ([]float32, error) {
-	if step < 1 {
-		return nil, fmt.Errorf("tpu: optimizer step %d, want ≥ 1", step)
+// StepScalars computes the step program's per-step scalars of step t:
+// the optimizer's (package update's, as the CPU's kernels take them) and
+// the selection's Algorithm 2 factor r.
+func StepScalars(prog *update.Program, t update.StepInfo) ([]float32, error) {
+	if t.Step < 1 {
+		return nil, fmt.Errorf("tpu: optimizer step %d, want ≥ 1", t.Step)
 	}
 	s := make([]float32, numStepScalars)
-	t := float64(step)
-	switch o.Kind {
-	case AdamW:
-		bc1 := 1 - math.Pow(o.Beta1, t)
-		bc2 := 1 - math.Pow(o.Beta2, t)
-		s[scDecay] = float32(1 - lr*o.WeightDecay)
-		s[scBeta1] = float32(o.Beta1)
-		s[scOneMinusBeta1] = float32(1 - o.Beta1)
-		s[scBeta2] = float32(o.Beta2)
-		s[scOneMinusBeta2] = float32(1 - o.Beta2)
-		s[scBiasCorrection2Sqrt] = float32(math.Sqrt(bc2))
-		s[scEps] = float32(o.Eps)
-		s[scNegStepSize] = float32(-(lr / bc1))
-	case SGD:
-		s[scLR] = float32(lr)
-		s[scMomentum] = float32(o.Momentum)
-		s[scOneMinusDampening] = float32(1 - o.Dampening)
-		s[scWeightDecay] = float32(o.WeightDecay)
-		if step == 1 {
+	o := prog.Optimizer
+	switch {
+	case o.AdamW != nil:
+		c := o.AdamW.Scalars(t)
+		s[scDecay], s[scBeta1], s[scOneMinusBeta1] = c.Decay, c.Beta1, c.OneMinusBeta1
+		s[scBeta2], s[scOneMinusBeta2], s[scBiasCorrection2Sqrt] = c.Beta2, c.OneMinusBeta2, c.BiasCorrection2Sqrt
+		s[scEps], s[scNegStepSize] = c.Eps, c.NegStepSize
+	case o.SGD != nil:
+		c := o.SGD.Scalars(t)
+		s[scNegLR], s[scMomentum], s[scOneMinusDampening], s[scWeightDecay] = c.NegLR, c.Momentum, c.OneMinusDampening, c.WeightDecay
+		if c.First {
 			s[scFirstStep] = 1
 		}
-	case Adafactor:
-		base := lr
-		if o.RelativeStep {
-			base = min(1e-2, 1/math.Sqrt(t)) * lr
-		}
-		rate := o.DecayRate
-		if rate == 0 {
-			rate = -0.8
-		}
-		decay := 1 - math.Pow(t, rate)
-		s[scAlphaBase] = float32(base)
-		s[scDecay2] = float32(decay)
-		s[scOneMinusDecay2] = float32(1 - decay)
-		s[scAFBeta1] = float32(o.Beta1)
-		s[scAFOneMinusBeta1] = float32(1 - o.Beta1)
-		s[scEps1] = float32(o.Eps1)
-		s[scEps2] = float32(o.Eps2)
-		s[scClip] = float32(o.ClipThreshold)
+	case o.Adafactor != nil:
+		c := o.Adafactor.Scalars(t)
+		s[scAlphaBase] = float32(c.Alpha)
+		s[scDecay2], s[scOneMinusDecay2] = float32(c.Beta2), float32(1-c.Beta2)
+		s[scAFBeta1], s[scAFOneMinusBeta1] = float32(c.Beta1), float32(1-c.Beta1)
+		s[scEps1], s[scEps2], s[scClip] = float32(c.Eps1), float32(c.Eps2), float32(c.ClipThreshold)
 	default:
-		return nil, fmt.Errorf("tpu: unknown optimizer %v", o.Kind)
+		return nil, fmt.Errorf("tpu: unknown optimizer %q", o.Name)
+	}
+	if prog.Selection != nil {
+		s[scFactor] = prog.Selection.Bisection.Factor
 	}
 	return s, nil
 }
@@ -164,13 +88,10 @@ func (o Optimizer) StepScalars(step int64, lr float64) ([]float32, error) {
 // ResultLoss is the step program's mean loss result.
 const ResultLoss = "loss"
 
-// GradOutput is the name of a training graph's gradient output for a
-// parameter (ir.TrainingGraph's convention).
-func GradOutput(param string) string { return "grad:" + param }
-
 // LowerTrainStep lowers one training step of tg, a graph with outputs
 // "loss" and "grad:NAME" for each trainable parameter NAME (what
-// ir.TrainingGraph produces), with the optimizer and DST of cfg.
+// ir.TrainingGraph produces), followed by the update program prog (the
+// optimizer and, with a selection, DST).
 //
 // Arguments, in order: trainable parameters (aliased to their updated
 // results), frozen parameters, optimizer state per trainable parameter
@@ -178,7 +99,7 @@ func GradOutput(param string) string { return "grad:" + param }
 // masks "NAME/mask", dst:q, dst:ready; all but the seeds aliased), the
 // step scalars, then tg's inputs. Results: the updated parameters and
 // state (same names), then "loss" and, with DST, the per-silo metrics.
-func LowerTrainStep(tg *ir.Graph, cfg TrainConfig) (*Program, error) {
+func LowerTrainStep(tg *ir.Graph, prog *update.Program) (*Program, error) {
 	if err := tg.Validate(); err != nil {
 		return nil, fmt.Errorf("tpu: %w", err)
 	}
@@ -192,7 +113,7 @@ func LowerTrainStep(tg *ir.Graph, cfg TrainConfig) (*Program, error) {
 	}
 	var trainable, frozen []*ir.Param
 	for _, p := range tg.Params {
-		g := outputs[GradOutput(p.Name)]
+		g := outputs[ir.GradPrefix+p.Name]
 		if g == nil {
 			frozen = append(frozen, p)
 			continue
@@ -205,12 +126,15 @@ func LowerTrainStep(tg *ir.Graph, cfg TrainConfig) (*Program, error) {
 	if len(trainable) == 0 {
 		return nil, errors.New(`tpu: the training graph has no "grad:NAME" output for any parameter`)
 	}
-	s := &stepLowering{cfg: cfg, f: newFn("    "), vals: map[*ir.Value]value{}}
+	if err := prog.Optimizer.Check(); err != nil {
+		return nil, fmt.Errorf("tpu: %w", err)
+	}
+	s := &stepLowering{prog: prog, f: newFn("    "), vals: map[*ir.Value]value{}}
 	return s.lower(tg, trainable, frozen, outputs)
 }
 
 type stepLowering struct {
-	cfg     TrainConfig
+	prog    *update.Program
 	f       *fn
 	vals    map[*ir.Value]value
 	args    []Arg
@@ -238,63 +162,22 @@ func (s *stepLowering) result(name string, v value) {
 	s.rnames = append(s.rnames, Result{Name: name, Type: v.t})
 }
 
-func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, outputs map[string]*ir.Value) (*Program, error) {
-	f := s.f
-	opt := s.cfg.Optimizer
-	params := map[string]value{}
-	for _, p := range trainable {
-		v := s.arg(ArgParam, p.Name, p.Value.Type, p.Name)
-		params[p.Name] = v
-		s.vals[p.Value] = v
-	}
-	for _, p := range frozen {
-		if _, ok := elemType(p.Value.DType); !ok {
-			return nil, fmt.Errorf("tpu: %w: parameter %q is %s", ir.ErrNotSupported, p.Name, p.Value.DType)
-		}
-		s.vals[p.Value] = s.arg(ArgParam, p.Name, p.Value.Type, "")
-	}
-	// Optimizer state.
-	state := map[string]value{}
-	for _, p := range trainable {
-		for _, st := range optimizerState(opt, p.Value.Shape) {
-			name := p.Name + "/" + st.name
-			state[name] = s.arg(ArgState, name, ir.Type{DType: ir.Float32, Shape: st.shape}, name)
-		}
-	}
-	// DST state: seeds, masks, the carried thresholds, the fixed flag.
-	var layout *dstLayout
-	var ds dstState
-	if d := s.cfg.DST; d != nil {
-		var err error
-		if layout, err = layoutDST(d, trainable); err != nil {
-			return nil, err
-		}
-		ds.seeds, ds.masks = map[string]value{}, map[string]value{}
-		for _, u := range layout.units {
-			for _, p := range u.pieces {
-				ds.seeds[p.name] = s.arg(ArgSeed, p.name, ir.Type{DType: ir.Float32, Shape: p.shape}, "")
-			}
-		}
-		for _, u := range layout.units {
-			for _, p := range u.pieces {
-				name := p.name + "/mask"
-				ds.masks[p.name] = s.arg(ArgState, name, ir.Type{DType: ir.Bool, Shape: p.shape}, name)
-			}
-		}
-		nu := len(layout.units)
-		ds.q = s.arg(ArgState, stateQ, ir.Type{DType: ir.Float32, Shape: ir.Shape{nu}}, stateQ)
-		ds.ready = s.arg(ArgState, stateReady, ir.Type{DType: ir.Bool, Shape: ir.Shape{nu}}, stateReady)
-		ds.fixed = s.arg(ArgState, stateFixed, ir.Type{DType: ir.Bool, Shape: ir.Shape{}}, stateFixed)
-	}
-	scalars := s.arg(ArgStepScalars, "step", ir.Type{DType: ir.Float32, Shape: ir.Shape{numStepScalars}}, "")
-	for _, v := range tg.Inputs {
-		if _, ok := elemType(v.DType); !ok {
-			return nil, fmt.Errorf("tpu: %w: input %q is %s", ir.ErrNotSupported, v.Name, v.DType)
-		}
-		s.vals[v] = s.arg(ArgInput, v.Name, v.Type, "")
-	}
+// stepArgs are the values of a step program's arguments.
+type stepArgs struct {
+	params  map[string]value // trainable parameters
+	state   map[string]value // optimizer slots, "NAME/SLOT"
+	layout  *dstLayout       // nil without DST
+	dst     dstState
+	scalars value
+}
 
+func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, outputs map[string]*ir.Value) (*Program, error) {
+	args, err := s.declareArgs(tg, trainable, frozen)
+	if err != nil {
+		return nil, err
+	}
 	// Forward and backward.
+	f := s.f
 	l := &graphLowering{f: f, vals: s.vals}
 	if err := l.lowerNodes(tg); err != nil {
 		return nil, err
@@ -304,52 +187,26 @@ func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, output
 		return nil, err
 	}
 	loss = f.reshape(loss, ir.Shape{})
-
-	// Optimizer: Θ̂ and the new state from the full step.
-	sc := func(i int) value {
-		return f.reshape(f.slice(scalars, []int{i}, []int{i + 1}, []int{1}), ir.Shape{})
+	updated, newState, dr, err := s.update(l, trainable, outputs, args)
+	if err != nil {
+		return nil, err
 	}
-	updated := map[string]value{}
-	newState := map[string]value{}
-	for _, p := range trainable {
-		g, err := l.get(outputs[GradOutput(p.Name)])
-		if err != nil {
-			return nil, err
-		}
-		updated[p.Name] = s.optimizerStep(opt, p.Name, params[p.Name], g, state, newState, sc)
-	}
-	if err := f.Err(); err != nil {
-		return nil, fmt.Errorf("tpu: optimizer: %w", err)
-	}
-
-	// DST: scores, thresholds, masked update, metrics.
-	var dr dstResult
-	if layout != nil {
-		ds.factor = sc(scFactor)
-		dr = s.dstUpdate(layout, updated, ds)
-		for name, v := range dr.params {
-			updated[name] = v
-		}
-		if err := f.Err(); err != nil {
-			return nil, fmt.Errorf("tpu: DST update: %w", err)
-		}
-	}
-
 	// A non-finite loss leaves every parameter and all state as they were
 	// (the step is not taken), as the CPU engine does.
 	finite := f.compare("LT", f.unary("stablehlo.abs", loss), f.scalarConst(ir.Float32, math.Inf(1)))
 	keep := func(v, old value) value { return f.selectOp(finite, v, old) }
 	for _, p := range trainable {
-		s.result(p.Name, keep(updated[p.Name], params[p.Name]))
+		s.result(p.Name, keep(updated[p.Name], args.params[p.Name]))
 	}
 	for _, p := range trainable {
-		for _, st := range optimizerState(opt, p.Value.Shape) {
-			name := p.Name + "/" + st.name
-			s.result(name, keep(newState[name], state[name]))
+		for _, st := range s.prog.Optimizer.Slots(p.Value.Shape) {
+			name := p.Name + "/" + st.Name
+			s.result(name, keep(newState[name], args.state[name]))
 		}
 	}
-	if layout != nil {
-		for _, u := range layout.units {
+	if args.layout != nil {
+		ds := args.dst
+		for _, u := range args.layout.units {
 			for _, p := range u.pieces {
 				s.result(p.name+"/mask", keep(dr.masks[p.name], ds.masks[p.name]))
 			}
@@ -365,6 +222,100 @@ func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, output
 	if err := f.Err(); err != nil {
 		return nil, fmt.Errorf("tpu: step results: %w", err)
 	}
+	return s.program(args.layout)
+}
+
+// declareArgs declares the step program's arguments, in order:
+// trainable parameters (aliased to their results), frozen parameters,
+// optimizer state, DST state (seeds, masks, thresholds, the fixed flag),
+// the step scalars, then the graph's inputs.
+func (s *stepLowering) declareArgs(tg *ir.Graph, trainable, frozen []*ir.Param) (*stepArgs, error) {
+	a := &stepArgs{params: map[string]value{}, state: map[string]value{}}
+	for _, p := range trainable {
+		v := s.arg(ArgParam, p.Name, p.Value.Type, p.Name)
+		a.params[p.Name] = v
+		s.vals[p.Value] = v
+	}
+	for _, p := range frozen {
+		if _, ok := elemType(p.Value.DType); !ok {
+			return nil, fmt.Errorf("tpu: %w: parameter %q is %s", ir.ErrNotSupported, p.Name, p.Value.DType)
+		}
+		s.vals[p.Value] = s.arg(ArgParam, p.Name, p.Value.Type, "")
+	}
+	for _, p := range trainable {
+		for _, st := range s.prog.Optimizer.Slots(p.Value.Shape) {
+			name := p.Name + "/" + st.Name
+			a.state[name] = s.arg(ArgState, name, ir.Type{DType: ir.Float32, Shape: st.Shape}, name)
+		}
+	}
+	if d := s.prog.Selection; d != nil {
+		var err error
+		if a.layout, err = layoutDST(d, shapesOf(trainable)); err != nil {
+			return nil, err
+		}
+		ds := &a.dst
+		ds.seeds, ds.masks = map[string]value{}, map[string]value{}
+		for _, u := range a.layout.units {
+			for _, p := range u.pieces {
+				ds.seeds[p.name] = s.arg(ArgSeed, p.name, ir.Type{DType: ir.Float32, Shape: p.shape}, "")
+			}
+		}
+		for _, u := range a.layout.units {
+			for _, p := range u.pieces {
+				name := p.name + "/mask"
+				ds.masks[p.name] = s.arg(ArgState, name, ir.Type{DType: ir.Bool, Shape: p.shape}, name)
+			}
+		}
+		nu := len(a.layout.units)
+		ds.q = s.arg(ArgState, stateQ, ir.Type{DType: ir.Float32, Shape: ir.Shape{nu}}, stateQ)
+		ds.ready = s.arg(ArgState, stateReady, ir.Type{DType: ir.Bool, Shape: ir.Shape{nu}}, stateReady)
+		ds.fixed = s.arg(ArgState, stateFixed, ir.Type{DType: ir.Bool, Shape: ir.Shape{}}, stateFixed)
+	}
+	a.scalars = s.arg(ArgStepScalars, "step", ir.Type{DType: ir.Float32, Shape: ir.Shape{numStepScalars}}, "")
+	for _, v := range tg.Inputs {
+		if _, ok := elemType(v.DType); !ok {
+			return nil, fmt.Errorf("tpu: %w: input %q is %s", ir.ErrNotSupported, v.Name, v.DType)
+		}
+		s.vals[v] = s.arg(ArgInput, v.Name, v.Type, "")
+	}
+	return a, nil
+}
+
+// update emits the update program: the optimizer's step Θ̂ and new state
+// from the gradients, then DST's selection on Θ̂.
+func (s *stepLowering) update(l *graphLowering, trainable []*ir.Param, outputs map[string]*ir.Value, a *stepArgs) (updated, newState map[string]value, dr dstResult, err error) {
+	f := s.f
+	sc := func(i int) value {
+		return f.reshape(f.slice(a.scalars, []int{i}, []int{i + 1}, []int{1}), ir.Shape{})
+	}
+	updated, newState = map[string]value{}, map[string]value{}
+	for _, p := range trainable {
+		g, err := l.get(outputs[ir.GradPrefix+p.Name])
+		if err != nil {
+			return nil, nil, dr, err
+		}
+		updated[p.Name] = s.optimizerStep(s.prog.Optimizer, p.Name, a.params[p.Name], g, a.state, newState, sc)
+	}
+	if err := f.Err(); err != nil {
+		return nil, nil, dr, fmt.Errorf("tpu: optimizer: %w", err)
+	}
+	if a.layout == nil {
+		return updated, newState, dr, nil
+	}
+	a.dst.factor = sc(scFactor)
+	dr = s.dstUpdate(a.layout, updated, a.dst)
+	for name, v := range dr.params {
+		updated[name] = v
+	}
+	if err := f.Err(); err != nil {
+		return nil, nil, dr, fmt.Errorf("tpu: DST update: %w", err)
+	}
+	return updated, newState, dr, nil
+}
+
+// program resolves the arguments' aliases to their results and renders
+// the module.
+func (s *stepLowering) program(layout *dstLayout) (*Program, error) {
 	p := &Program{Results: s.rnames}
 	if layout != nil {
 		for _, u := range layout.units {
@@ -380,7 +331,7 @@ func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, output
 		}
 		p.Args = append(p.Args, a)
 	}
-	p.Text = module(p.Args, f, s.results)
+	p.Text = module(p.Args, s.f, s.results)
 	return p, nil
 }
 
@@ -394,80 +345,66 @@ func reshapeAll(f *fn, vs []value, shape ir.Shape) []value {
 
 // ---------------------------------------------------------------- optimizers
 
-type stateSpec struct {
-	name  string
-	shape ir.Shape
-}
-
-// optimizerState lists the float32 state an optimizer keeps for a
-// parameter of the given shape (kernels' layouts).
-func optimizerState(o Optimizer, shape ir.Shape) []stateSpec {
-	switch o.Kind {
-	case AdamW:
-		return []stateSpec{{"exp_avg", shape.Clone()}, {"exp_avg_sq", shape.Clone()}}
-	case SGD:
-		if o.Momentum != 0 {
-			return []stateSpec{{"momentum_buffer", shape.Clone()}}
-		}
-		return nil
-	case Adafactor:
-		var st []stateSpec
-		if r := len(shape); r >= 2 {
-			st = append(st, stateSpec{"exp_avg_sq_row", shape[:r-1].Clone()}, stateSpec{"exp_avg_sq_col", append(shape[:r-2].Clone(), shape[r-1])})
-		} else {
-			st = append(st, stateSpec{"exp_avg_sq", shape.Clone()})
-		}
-		if o.Beta1 != 0 {
-			st = append(st, stateSpec{"exp_avg", shape.Clone()})
-		}
-		return st
+// shapesOf maps parameters to their shapes.
+func shapesOf(ps []*ir.Param) map[string]ir.Shape {
+	m := make(map[string]ir.Shape, len(ps))
+	for _, p := range ps {
+		m[p.Name] = p.Value.Shape
 	}
-	return nil
+	return m
 }
 
 // optimizerStep emits one optimizer step for parameter name and returns
-// Θ̂; the new state goes into newState.
-func (s *stepLowering) optimizerStep(o Optimizer, name string, p, g value, state, newState map[string]value, sc func(int) value) value {
+// Θ̂; the new state goes into newState. The formulas are package update's
+// (update.AdamWScalars, update.SGDScalars document them), each operation
+// rounded to float32.
+func (s *stepLowering) optimizerStep(o update.Optimizer, name string, p, g value, state, newState map[string]value, sc func(int) value) value {
 	f := s.f
 	b := func(v value) value { return f.broadcastTo(v, p.shape()) }
-	switch o.Kind {
-	case AdamW:
-		m, v := state[name+"/exp_avg"], state[name+"/exp_avg_sq"]
+	// AdamW's and SGD's slots are vectors of the parameter's entries.
+	shaped := func(slot string) value { return f.reshape(state[name+"/"+slot], p.shape()) }
+	flat := func(v value) value { return f.reshape(v, ir.Shape{p.shape().Size()}) }
+	switch {
+	case o.AdamW != nil:
+		m, v := shaped("exp_avg"), shaped("exp_avg_sq")
 		pd := f.mul(p, b(sc(scDecay)))
 		m2 := f.add(f.mul(g, b(sc(scOneMinusBeta1))), f.mul(m, b(sc(scBeta1))))
 		v2 := f.add(f.mul(f.mul(b(sc(scOneMinusBeta2)), g), g), f.mul(v, b(sc(scBeta2))))
 		den := f.add(f.div(f.unary("stablehlo.sqrt", v2), b(sc(scBiasCorrection2Sqrt))), b(sc(scEps)))
-		newState[name+"/exp_avg"], newState[name+"/exp_avg_sq"] = m2, v2
+		newState[name+"/exp_avg"], newState[name+"/exp_avg_sq"] = flat(m2), flat(v2)
 		return f.add(pd, f.div(f.mul(b(sc(scNegStepSize)), m2), den))
-	case SGD:
+	case o.SGD != nil:
+		h := o.SGD
 		d := g
-		if o.WeightDecay != 0 {
+		if h.WeightDecay != 0 {
 			d = f.add(f.mul(p, b(sc(scWeightDecay))), d)
 		}
-		if o.Momentum != 0 {
-			buf := state[name+"/momentum_buffer"]
+		if h.Momentum != 0 {
+			buf := shaped("momentum_buffer")
 			first := f.compare("NE", sc(scFirstStep), f.scalarConst(ir.Float32, 0))
 			decayed := f.add(f.mul(d, b(sc(scOneMinusDampening))), f.mul(buf, b(sc(scMomentum))))
 			buf2 := f.selectOp(first, d, decayed)
-			newState[name+"/momentum_buffer"] = buf2
-			if o.Nesterov {
+			newState[name+"/momentum_buffer"] = flat(buf2)
+			if h.Nesterov {
 				d = f.add(f.mul(buf2, b(sc(scMomentum))), d)
 			} else {
 				d = buf2
 			}
 		}
-		return f.add(f.mul(d, f.unary("stablehlo.negate", b(sc(scLR)))), p)
-	case Adafactor:
-		return s.adafactorStep(o, name, p, g, state, newState, sc)
+		return f.add(f.mul(d, b(sc(scNegLR))), p)
+	case o.Adafactor != nil:
+		return s.adafactorStep(*o.Adafactor, name, p, g, state, newState, sc)
 	}
-	f.fail("unknown optimizer %v", o.Kind)
+	f.fail("unknown optimizer %q", o.Name)
 	return p
 }
 
-// adafactorStep follows kernels' Adafactor: factored second moments over
-// the last two axes (one matrix per leading index), update clipping by
-// RMS(U)/d over the whole tensor, relative step size.
-func (s *stepLowering) adafactorStep(o Optimizer, name string, p, g value, state, newState map[string]value, sc func(int) value) value {
+// adafactorStep is update.Adafactor: factored second moments over the
+// last two axes (one matrix per leading index), update clipping by
+// RMS(U)/d over the whole tensor, the step size α (relative or absolute)
+// scaled by the parameter's RMS, all in float32 (the CPU computes the
+// factors and the RMS in float64).
+func (s *stepLowering) adafactorStep(o update.Adafactor, name string, p, g value, state, newState map[string]value, sc func(int) value) value {
 	f := s.f
 	shape := p.shape()
 	r := len(shape)

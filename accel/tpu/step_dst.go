@@ -5,19 +5,8 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/ir"
-	"github.com/dstune/dstune/kernels"
-)
-
-// Distance is DST's score of a parameter's move from its seed (the
-// definitions of kernels.Distance).
-type Distance uint8
-
-const (
-	DistanceAbs    Distance = iota // |θ̂ − θ0|
-	DistanceRel                    // |(θ̂ − θ0)/θ0|, 0 where θ̂ = θ0
-	DistanceInvRel                 // |θ0·(θ̂ − θ0)|
+	"github.com/dstune/dstune/update"
 )
 
 // MaxRefineSteps is the largest Algorithm 2 m the device step takes: it
@@ -25,66 +14,25 @@ const (
 // pass, which grows too wide beyond m = 6 (65 thresholds).
 const MaxRefineSteps = 6
 
-// DST configures Dynamic Subset Tuning inside the step, with package
-// dst's semantics (dst.Method): every selection keeps exactly
-// k = dst.SubsetSize(Eps, |S|) entries — the largest Δ, ties at the
-// lowest silo positions, never a NaN — whichever threshold mode runs.
-type DST struct {
-	Eps      float64  // fraction of each silo kept free
-	Distance Distance //
-	// Silos lists each silo's parameters (every trainable one exactly
-	// once, by ONNX name), in silo order: a silo's positions run through
-	// its pieces in this order, which the tie rule sees (dst.MakeSilos).
-	Silos [][]string
-	// Normalize, when set, replaces the per-silo selections by Appendix
-	// B's one selection over every trainable entry of Δ scaled per silo.
-	Normalize *Normalization
-	// Exact selects exactly every step. Otherwise Algorithm 2 (Bisection)
-	// runs from the carried threshold, and its candidates are checked for
-	// one with exactly k entries above it (the threshold then); a silo
-	// without one, or without a carried threshold, selects exactly.
-	Exact     bool
-	Bisection dst.Bisection
-	// FixedSubset turns churn off: after the first selection the subset
-	// is kept for the whole run (the program's "dst:fixed" state). It is
-	// also what lets a mask set with the state from the start (the random
-	// baseline) stay fixed; without it the flag is never read.
-	FixedSubset bool
-	// BandCap is dst.Options.BandCap (0: dst.DefaultBandCap). The device
-	// always selects exactly when no candidate is exact; BandCap only
-	// makes the exact_fallbacks metric count what the CPU method counts.
-	BandCap int64
-}
-
-// Normalization is DST's --normalize (dst.Method's normalized runs).
-type Normalization struct {
-	// Order lists every trainable parameter in the order the one global
-	// selection lays them end to end (the method's parameter order).
-	Order []string
-	// Scales holds, per silo of DST.Silos, the factor fl32(1/c_S) by which
-	// its entries' Δ are multiplied.
-	Scales []float32
-}
-
-// SelectionUnit is one selection of a DST step: a non-empty silo, or the
-// global selection of a normalized run. Program.Units lists them in the
+// SelectionUnit is one selection of a DST step on the device: a
+// non-empty unit of the update.Selection. Program.Units lists them in the
 // order of the per-unit state ("dst:q", "dst:ready") and results.
 type SelectionUnit struct {
-	Silo int   // index in DST.Silos; -1 for the global selection
+	Unit int   // index in update.Selection.Units
 	Size int64 // entries
-	K    int64 // entries kept, dst.SubsetSize(Eps, Size)
+	K    int64 // entries kept
 }
 
 // DST state and result names. The per-unit vectors follow Program.Units.
 const (
-	stateQ     = "dst:q"     // float32[U]: the carried threshold (dst.ThresholdTracker.Q)
+	stateQ     = "dst:q"     // float32[U]: the carried threshold (update.SelectionState.Q)
 	stateReady = "dst:ready" // bool[U]: Algorithm 2 may start from it
 	stateFixed = "dst:fixed" // bool: the subset no longer changes
 
 	// ResultDST packs a step's per-unit DST outcome into one int64[8, U]
 	// result (one copy back to the host): the rows below.
 	ResultDST      = "dst:metrics"
-	ResultSiloKept = "dst:silo_kept" // int64[S]: normalized runs: entries each silo of DST.Silos keeps
+	ResultSiloKept = "dst:silo_kept" // int64[G]: normalized runs: entries each group (update.Selection.Groups) keeps
 )
 
 // The rows of ResultDST.
@@ -96,7 +44,7 @@ const (
 	rowAlg2             // 1: Algorithm 2 ran
 	rowAlg2Count        // #{Δ > q̃} for Algorithm 2's own answer q̃
 	rowExact            // 1: the exact selection ran
-	rowFallback         // 1: the CPU method would count an exact fallback
+	rowFallback         // 1: the band between the counted candidates exceeds the cap (an exact fallback)
 	numDSTRows
 )
 
@@ -113,88 +61,50 @@ type unitLayout struct {
 }
 
 // dstLayout is the selections of a step and, for a normalized run, the
-// silos whose kept entries are reported.
+// groups whose kept entries are reported.
 type dstLayout struct {
-	units      []unitLayout
-	siloPieces [][]string // normalized runs: each silo's parameters
+	units  []unitLayout
+	groups [][]string // normalized runs: each group's parameters
 }
 
-func layoutDST(d *DST, trainable []*ir.Param) (*dstLayout, error) {
-	if !(d.Eps >= 0 && d.Eps <= 1) {
-		return nil, fmt.Errorf("tpu: DST ε = %g, want [0, 1]", d.Eps)
+// layoutDST lays out the device's selections: the selection's non-empty
+// units, over trainable parameters of the given shapes. It refuses what
+// the device step does not run: the printed Algorithm 2 (a CPU
+// diagnostic) and Algorithm 2 with more than MaxRefineSteps steps.
+func layoutDST(d *update.Selection, shapes map[string]ir.Shape) (*dstLayout, error) {
+	sizes := make(map[string]int, len(shapes))
+	for name, shape := range shapes {
+		sizes[name] = shape.Size()
 	}
-	if d.Distance > DistanceInvRel {
-		return nil, fmt.Errorf("tpu: unknown DST distance %d", d.Distance)
+	if err := d.Check(sizes); err != nil {
+		return nil, fmt.Errorf("tpu: %w", err)
 	}
-	if !d.Exact {
-		if err := d.Bisection.Validate(); err != nil {
-			return nil, fmt.Errorf("tpu: %w", err)
-		}
-		if d.Bisection.Steps > MaxRefineSteps {
-			return nil, fmt.Errorf("tpu: Algorithm 2 with m = %d refinement steps: the device step takes at most %d", d.Bisection.Steps, MaxRefineSteps)
-		}
+	if d.PaperAlg2 {
+		return nil, errors.New("--paper-alg2 is not supported on the pjrt backend (a CPU diagnostic)")
 	}
-	if d.BandCap < 0 {
-		return nil, fmt.Errorf("tpu: DST band cap %d", d.BandCap)
-	}
-	byName := map[string]*ir.Param{}
-	for _, p := range trainable {
-		byName[p.Name] = p
-	}
-	siloOf := map[string]int{}
-	for i, names := range d.Silos {
-		for _, name := range names {
-			if byName[name] == nil {
-				return nil, fmt.Errorf("tpu: silo %d: %q is not a trainable parameter of the graph", i, name)
-			}
-			if _, dup := siloOf[name]; dup {
-				return nil, fmt.Errorf("tpu: parameter %q is in more than one silo", name)
-			}
-			siloOf[name] = i
-		}
-	}
-	for _, p := range trainable {
-		if _, ok := siloOf[p.Name]; !ok {
-			return nil, fmt.Errorf("tpu: trainable parameter %q is in no DST silo", p.Name)
-		}
+	if !d.Exact && d.Bisection.Steps > MaxRefineSteps {
+		return nil, fmt.Errorf("tpu: Algorithm 2 with m = %d refinement steps: the device step takes at most %d", d.Bisection.Steps, MaxRefineSteps)
 	}
 	L := &dstLayout{}
-	unit := func(silo int, names []string, scale func(name string) float32) {
-		u := unitLayout{SelectionUnit: SelectionUnit{Silo: silo}}
-		for _, name := range names {
-			shape := byName[name].Value.Shape
-			u.pieces = append(u.pieces, pieceLayout{name: name, shape: shape.Clone(), offset: int(u.Size), scale: scale(name)})
+	for i, unit := range d.Units {
+		u := unitLayout{SelectionUnit: SelectionUnit{Unit: i, K: unit.K}}
+		for _, p := range unit.Pieces {
+			shape := shapes[p.Param]
+			scale := float32(0)
+			if d.Normalized {
+				scale = p.Scale
+			}
+			u.pieces = append(u.pieces, pieceLayout{name: p.Param, shape: shape.Clone(), offset: int(u.Size), scale: scale})
 			u.Size += int64(shape.Size())
 		}
 		if u.Size > 0 {
-			u.K = dst.SubsetSize(d.Eps, u.Size)
 			L.units = append(L.units, u)
 		}
 	}
-	if n := d.Normalize; n != nil {
-		if len(n.Scales) != len(d.Silos) {
-			return nil, fmt.Errorf("tpu: %d normalization scales for %d silos", len(n.Scales), len(d.Silos))
-		}
-		if len(n.Order) != len(trainable) {
-			return nil, fmt.Errorf("tpu: the normalized selection orders %d parameters, the graph trains %d", len(n.Order), len(trainable))
-		}
-		seen := map[string]bool{}
-		for _, name := range n.Order {
-			if byName[name] == nil || seen[name] {
-				return nil, fmt.Errorf("tpu: the normalized selection's order names %q twice or not as a trainable parameter", name)
-			}
-			seen[name] = true
-		}
-		for i, s := range n.Scales {
-			if !(s > 0) || math.IsInf(float64(s), 0) {
-				return nil, fmt.Errorf("tpu: silo %d: normalization scale %g, want a finite number > 0", i, s)
-			}
-		}
-		unit(-1, n.Order, func(name string) float32 { return n.Scales[siloOf[name]] })
-		L.siloPieces = d.Silos
-	} else {
-		for i, names := range d.Silos {
-			unit(i, names, func(string) float32 { return 0 })
+	if d.Normalized {
+		L.groups = make([][]string, len(d.Groups))
+		for _, p := range d.Units[0].Pieces {
+			L.groups[p.Group] = append(L.groups[p.Group], p.Param)
 		}
 	}
 	if len(L.units) == 0 {
@@ -203,15 +113,15 @@ func layoutDST(d *DST, trainable []*ir.Param) (*dstLayout, error) {
 	return L, nil
 }
 
-// score emits Δ = d(θ̂, θ0) as kernels' score defines it.
-func score(f *fn, d Distance, theta, seed value) value {
+// score emits Δ = d(θ̂, θ0) as update.Distance.Score defines it.
+func score(f *fn, d update.Distance, theta, seed value) value {
 	diff := f.sub(theta, seed)
 	abs := func(v value) value { return f.unary("stablehlo.abs", v) }
 	switch d {
-	case DistanceRel:
+	case update.DistanceRel:
 		q := abs(f.div(diff, seed))
 		return f.selectOp(f.compare("EQ", diff, f.splat(diff.t, 0)), f.splat(diff.t, 0), q)
-	case DistanceInvRel:
+	case update.DistanceInvRel:
 		return abs(f.mul(seed, diff))
 	}
 	return abs(diff)
@@ -243,14 +153,26 @@ type namedValue struct {
 // mode, the exact selection when every unit's candidates hold one with
 // exactly k entries above it.
 func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstState) dstResult {
-	f := s.f
-	d := s.cfg.DST
+	sc := s.unitScores(L, updated, st)
+	sel := s.selectThresholds(L, st, sc)
+	res, kept, changed, pieceKept := s.applySelection(L, updated, st, sc, sel)
+	s.outcome(L, st, sel, kept, changed, pieceKept, &res)
+	return res
+}
+
+// unitScores are each unit's Δ (scaled in a normalized run), its
+// previous subset and its positions, laid end to end.
+type unitScores struct {
+	deltas, prev, pos []value
+}
+
+func (s *stepLowering) unitScores(L *dstLayout, updated map[string]value, st dstState) unitScores {
+	f, d := s.f, s.prog.Selection
 	nu := len(L.units)
-	vec := func(dt ir.DType) ir.Type { return ir.Type{DType: dt, Shape: ir.Shape{nu}} }
-	deltas, prev, pos := make([]value, nu), make([]value, nu), make([]value, nu)
-	for i, u := range L.units {
+	u := unitScores{deltas: make([]value, nu), prev: make([]value, nu), pos: make([]value, nu)}
+	for i, unit := range L.units {
 		var ds, pm []value
-		for _, p := range u.pieces {
+		for _, p := range unit.pieces {
 			flat := ir.Shape{p.shape.Size()}
 			sc := score(f, d.Distance, updated[p.name], st.seeds[p.name])
 			if p.scale != 0 {
@@ -259,15 +181,32 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 			ds = append(ds, f.reshape(sc, flat))
 			pm = append(pm, f.reshape(st.masks[p.name], flat))
 		}
-		deltas[i], prev[i] = f.concatenate(0, ds), f.concatenate(0, pm)
-		pos[i] = f.iota(ir.Type{DType: positionType(u.Size), Shape: ir.Shape{int(u.Size)}}, 0)
+		u.deltas[i], u.prev[i] = f.concatenate(0, ds), f.concatenate(0, pm)
+		u.pos[i] = f.iota(ir.Type{DType: positionType(unit.Size), Shape: ir.Shape{int(unit.Size)}}, 0)
 	}
+	return u
+}
+
+// selection is a step's choice per unit: the threshold q and tie end,
+// Algorithm 2's count, and whether Algorithm 2 ran, the exact selection
+// ran and the band would exceed the cap.
+type selection struct {
+	q, tieEnd, alg2Count, alg2, exact, fallback value
+}
+
+// selectThresholds emits the selection: a fixed subset skips it (in a
+// conditional, when the subset can be fixed); otherwise an exact
+// selection every step, or Algorithm 2 whose exactly-k candidates stand
+// in for the exact selection, which runs (in a conditional) only where
+// no candidate does.
+func (s *stepLowering) selectThresholds(L *dstLayout, st dstState, sc unitScores) selection {
+	f, d := s.f, s.prog.Selection
+	nu := len(L.units)
+	vec := func(dt ir.DType) ir.Type { return ir.Type{DType: dt, Shape: ir.Shape{nu}} }
 	ks := ir.NewTensor(ir.Int64, ir.Shape{nu})
 	for i, u := range L.units {
 		ks.Int64s()[i] = u.K
 	}
-
-	// The selection: q, tieEnd, Algorithm 2's count, and flags per unit.
 	types := []ir.Type{vec(ir.Float32), vec(ir.Int64), vec(ir.Int64), vec(ir.Bool), vec(ir.Bool), vec(ir.Bool)}
 	fixedBranch := func(r *fn) []value {
 		return []value{st.q, r.splat(vec(ir.Int64), 0), r.splat(vec(ir.Int64), 0),
@@ -284,7 +223,7 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 	exactAll := func(e *fn) []value {
 		qs, tes := make([]value, nu), make([]value, nu)
 		for i, u := range L.units {
-			q, te := exactSelection(e, deltas[i], pos[i], u.K, u.Size)
+			q, te := exactSelection(e, sc.deltas[i], sc.pos[i], u.K, u.Size)
 			qs[i], tes[i] = e.reshape(q, ir.Shape{1}), e.reshape(te, ir.Shape{1})
 		}
 		return []value{e.concatenate(0, qs), e.concatenate(0, tes)}
@@ -295,9 +234,9 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 			sel := exactAll(r)
 			return []value{sel[0], sel[1], zeros, r.splat(vec(ir.Bool), 0), r.constant(positive), r.splat(vec(ir.Bool), 0)}
 		}
-		a := algorithm2(r, d.Bisection, deltas, st.q, st.factor, L.units, r.constant(ks), d.BandCap)
+		a := algorithm2(r, d.Bisection, sc.deltas, st.q, st.factor, L.units, r.constant(ks), d.BandCap)
 		alg2Ran := r.and(st.ready, r.constant(positive))
-		if d.Normalize != nil {
+		if d.Normalized {
 			// One exact selection every step; Algorithm 2 only reported.
 			sel := exactAll(r)
 			return []value{sel[0], sel[1], a.count, alg2Ran, r.constant(positive), r.splat(vec(ir.Bool), 0)}
@@ -316,48 +255,64 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 	// Only a subset that can be fixed (churn off, or a mask set from the
 	// start) needs the conditional; otherwise the flag stays false.
 	var out []value
-	if d.FixedSubset {
+	if d.Fixed != update.FixNever {
 		out = f.ifOp(st.fixed, types, fixedBranch, selectBranch)
 	} else {
 		out = selectBranch(f)
 	}
-	q, tieEnd := out[0], out[1]
+	return selection{q: out[0], tieEnd: out[1], alg2Count: out[2], alg2: out[3], exact: out[4], fallback: out[5]}
+}
 
-	res := dstResult{params: map[string]value{}, masks: map[string]value{}}
+// applySelection keeps Δ > q || (Δ == q && position < tieEnd) — or the
+// previous subset when it is fixed — resets the rest to the seed, and
+// counts per unit the kept and entering entries (per piece too in a
+// normalized run).
+func (s *stepLowering) applySelection(L *dstLayout, updated map[string]value, st dstState, sc unitScores, sel selection) (res dstResult, kept, changed []value, pieceKept map[string]value) {
+	f := s.f
+	res = dstResult{params: map[string]value{}, masks: map[string]value{}}
 	at := func(v value, i int) value { return f.reshape(f.slice(v, []int{i}, []int{i + 1}, []int{1}), ir.Shape{}) }
 	count := func(b value) value {
 		return f.reduce(f.convert(b, ir.Int64), f.scalarConst(ir.Int64, 0), reduceAdd, []int{0})
 	}
-	var kept, changed []value
-	pieceKept := map[string]value{}
+	pieceKept = map[string]value{}
 	for i, u := range L.units {
 		n := ir.Shape{int(u.Size)}
-		qi := f.broadcastTo(at(q, i), n)
-		te := f.broadcastTo(f.convert(at(tieEnd, i), pos[i].dtype()), n)
-		keep := f.or(f.compare("GT", deltas[i], qi), f.and(f.compare("EQ", deltas[i], qi), f.compare("LT", pos[i], te)))
-		keep = f.selectOp(st.fixed, prev[i], keep)
+		qi := f.broadcastTo(at(sel.q, i), n)
+		te := f.broadcastTo(f.convert(at(sel.tieEnd, i), sc.pos[i].dtype()), n)
+		keep := f.or(f.compare("GT", sc.deltas[i], qi), f.and(f.compare("EQ", sc.deltas[i], qi), f.compare("LT", sc.pos[i], te)))
+		keep = f.selectOp(st.fixed, sc.prev[i], keep)
 		for _, p := range u.pieces {
 			size := p.shape.Size()
 			flat := f.slice(keep, []int{p.offset}, []int{p.offset + size}, []int{1})
 			km := f.reshape(flat, p.shape)
 			res.params[p.name] = f.selectOp(km, updated[p.name], st.seeds[p.name])
 			res.masks[p.name] = km
-			if L.siloPieces != nil {
+			if L.groups != nil {
 				pieceKept[p.name] = count(flat)
 			}
 		}
 		kept = append(kept, f.reshape(count(keep), ir.Shape{1}))
-		changed = append(changed, f.reshape(count(f.and(keep, f.unary("stablehlo.not", prev[i]))), ir.Shape{1}))
+		changed = append(changed, f.reshape(count(f.and(keep, f.unary("stablehlo.not", sc.prev[i]))), ir.Shape{1}))
 	}
+	return res, kept, changed, pieceKept
+}
+
+// outcome emits the state carried to the next step and the step's
+// per-unit outcome (ResultDST; ResultSiloKept in a normalized run).
+func (s *stepLowering) outcome(L *dstLayout, st dstState, sel selection, kept, changed []value, pieceKept map[string]value, res *dstResult) {
+	f, d := s.f, s.prog.Selection
+	nu := len(L.units)
+	vec := func(dt ir.DType) ir.Type { return ir.Type{DType: dt, Shape: ir.Shape{nu}} }
+	q := sel.q
 	// The threshold carried is the one used when it can start Algorithm 2
 	// (finite, ≥ 0); otherwise the next selection is exact and the old
-	// value stays, as dst.ThresholdTracker keeps it.
+	// value stays (update.Usable).
 	usable := f.and(f.compare("GE", q, f.splat(vec(ir.Float32), 0)), f.compare("LT", q, f.splat(vec(ir.Float32), math.Inf(1))))
 	selected := f.unary("stablehlo.not", st.fixed)
 	res.q = f.selectOp(f.and(f.broadcastTo(selected, ir.Shape{nu}), usable), q, st.q)
 	res.ready = f.selectOp(st.fixed, st.ready, usable)
 	res.fixed = st.fixed
-	if d.FixedSubset {
+	if d.Fixed != update.FixNever {
 		res.fixed = f.scalarConst(ir.Bool, 1)
 	}
 	rows := make([]value, numDSTRows)
@@ -366,14 +321,14 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 	rows[rowChanged] = f.concatenate(0, changed)
 	rows[rowThreshold] = i64(f.bitcast(q, ir.Uint32))
 	rows[rowSelected] = i64(f.broadcastTo(selected, ir.Shape{nu}))
-	rows[rowAlg2] = i64(out[3])
-	rows[rowAlg2Count] = out[2]
-	rows[rowExact] = i64(out[4])
-	rows[rowFallback] = i64(out[5])
+	rows[rowAlg2] = i64(sel.alg2)
+	rows[rowAlg2Count] = sel.alg2Count
+	rows[rowExact] = i64(sel.exact)
+	rows[rowFallback] = i64(sel.fallback)
 	res.results = []namedValue{{ResultDST, f.concatenate(0, reshapeAll(f, rows, ir.Shape{1, nu}))}}
-	if L.siloPieces != nil {
-		sk := make([]value, len(L.siloPieces))
-		for i, names := range L.siloPieces {
+	if L.groups != nil {
+		sk := make([]value, len(L.groups))
+		for i, names := range L.groups {
 			total := f.scalarConst(ir.Int64, 0)
 			for _, name := range names {
 				total = f.add(total, pieceKept[name])
@@ -382,7 +337,6 @@ func (s *stepLowering) dstUpdate(L *dstLayout, updated map[string]value, st dstS
 		}
 		res.results = append(res.results, namedValue{ResultSiloKept, f.concatenate(0, sk)})
 	}
-	return res
 }
 
 // positionType is the integer type of a unit's positions.
@@ -409,21 +363,18 @@ type alg2Result struct {
 	fallback value // [U] bool: no such candidate, and the CPU's band would exceed its cap
 }
 
-// algorithm2 emits dst's Algorithm 2 step for every unit at once from the
+// algorithm2 emits Algorithm 2's step for every unit at once from the
 // carried thresholds q [U]: the 2^m+1 candidates of
-// dst.Bisection.Candidates (q/r and r·q one float32 operation each, which
+// update.Bisection.Candidates (q/r and r·q one float32 operation each, which
 // equals the float64 result rounded once; midpoints (a+b)·½, exact
 // halving after one rounding), each unit's counts in one pass over its
 // scores, the m bisection steps (q̃ is q_lo or q_hi, whichever count is
-// closer to k, q_hi on a tie), and the CPU method's next move: the first
-// candidate it counted (its counting passes, replayed on the counts) with
-// exactly k entries above it — that candidate is the threshold — or else
-// whether its band between the nearest counted candidates would exceed
-// bandCap (an "exact fallback" in its metrics).
-func algorithm2(f *fn, b dst.Bisection, deltas []value, q, factor value, units []unitLayout, k value, bandCap int64) alg2Result {
-	if bandCap == 0 {
-		bandCap = dst.DefaultBandCap
-	}
+// closer to k, q_hi on a tie), and which threshold update.Selection
+// takes: the first candidate update.GridRun's schedule counts (its
+// counting passes, replayed on the counts) with exactly k entries above it
+// — that candidate is the threshold — or else whether the band between
+// the nearest counted candidates exceeds bandCap (a fallback).
+func algorithm2(f *fn, b update.Bisection, deltas []value, q, factor value, units []unitLayout, k value, bandCap int64) alg2Result {
 	nu := len(units)
 	nc := b.NumCandidates()
 	top := nc - 1
@@ -456,13 +407,11 @@ func algorithm2(f *fn, b dst.Bisection, deltas []value, q, factor value, units [
 	atBool := func(mat, idx value) value {
 		return f.reduce(f.and(hit(idx), mat), f.scalarConst(ir.Bool, 0), reduceOr, []int{1})
 	}
-	// The CPU counts 9 grid points a pass (kernels.MaxThresholds): the
-	// first pass, fused with the optimizer, at an even stride over the
-	// grid; a bisection step whose midpoint is not counted yet runs one
-	// more pass over its bracket.
-	passStride := func(lo, hi int) int { return max(1, (hi-lo)/(kernels.MaxThresholds-1)) }
+	// A counting pass counts update.ThresholdsPerPass grid points: the
+	// first at an even stride over the grid; a bisection step whose
+	// midpoint is not counted yet counts its bracket in one more pass.
 	first := ir.NewTensor(ir.Bool, ir.Shape{nc})
-	for j := 0; j <= top; j += passStride(0, top) {
+	for j := 0; j <= top; j += update.PassStride(0, top) {
 		first.Bools()[j] = true
 	}
 	counted := f.broadcastInDim(f.constant(first), grid, []int{1})
@@ -470,7 +419,7 @@ func algorithm2(f *fn, b dst.Bisection, deltas []value, q, factor value, units [
 	one := f.splat(vi, 1)
 	for range b.Steps {
 		need := f.unary("stablehlo.not", atBool(counted, mid))
-		stride := f.max(one, f.div(f.sub(hi, lo), f.splat(vi, float64(kernels.MaxThresholds-1))))
+		stride := f.max(one, f.div(f.sub(hi, lo), f.splat(vi, float64(update.ThresholdsPerPass-1))))
 		bl, bh, bs := f.broadcastInDim(lo, grid, []int{0}), f.broadcastInDim(hi, grid, []int{0}), f.broadcastInDim(stride, grid, []int{0})
 		off := f.sub(column, bl)
 		onStride := f.compare("EQ", f.sub(off, f.mul(f.div(off, bs), bs)), f.splat(ir.Type{DType: ir.Int32, Shape: grid}, 0))
@@ -483,7 +432,7 @@ func algorithm2(f *fn, b dst.Bisection, deltas []value, q, factor value, units [
 	dist := func(i value) value { return f.unary("stablehlo.abs", f.sub(at(counts, i), k)) }
 	pick := f.selectOp(f.compare("LT", dist(lo), dist(hi)), lo, hi)
 
-	// The CPU's tightest: the first counted candidate with exactly k, else
+	// GridRun.Tightest: the first counted candidate with exactly k, else
 	// the last counted with more than k and the first with fewer.
 	none, below := f.splat(ir.Type{DType: ir.Int32, Shape: grid}, float64(nc)), f.splat(ir.Type{DType: ir.Int32, Shape: grid}, -1)
 	firstWhere := func(cond value) value {
@@ -510,9 +459,9 @@ func algorithm2(f *fn, b dst.Bisection, deltas []value, q, factor value, units [
 	}
 }
 
-// orderedKey emits kernels' ordered key of float32 values: a uint32 whose
-// unsigned order is the values' order, -0 equal to +0, NaN (key 0) below
-// every number.
+// orderedKey emits the ordered key of float32 values (the CPU selector's
+// too): a uint32 whose unsigned order is the values' order, -0 equal to
+// +0, NaN (key 0) below every number.
 func orderedKey(f *fn, x value) value {
 	u32 := func(v uint32) value { return f.splat(ir.Type{DType: ir.Uint32, Shape: x.shape()}, float64(v)) }
 	b := f.bitcast(x, ir.Uint32)
@@ -529,7 +478,7 @@ func keyValue(f *fn, key value) value {
 	return f.bitcast(f.selectOp(pos, f.binary("stablehlo.xor", key, u32(0x80000000)), f.unary("stablehlo.not", key)), ir.Float32)
 }
 
-// exactSelection emits kernels.Selector.TopK's answer for one unit of n
+// exactSelection emits update.ExactThreshold's answer for one unit of n
 // scores delta with positions pos: the threshold Q and tie end such that
 // Δ > Q || (Δ == Q && pos < tieEnd) keeps exactly min(k, n) entries — the
 // k largest, ties at the lowest positions — or, when fewer than k scores

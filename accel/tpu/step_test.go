@@ -2,7 +2,6 @@ package tpu
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -12,8 +11,7 @@ import (
 
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/ir"
-	"github.com/dstune/dstune/kernels"
-	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/update"
 )
 
 // mlp is a small differentiable model: y = tanh(x·w1 + b1)·w2 with an
@@ -57,64 +55,48 @@ func randBatch(rng *rand.Rand) []*ir.Tensor {
 	return []*ir.Tensor{ir.FromFloat32s(ir.Shape{6, 8}, x), ir.FromFloat32s(ir.Shape{6, 4}, y)}
 }
 
-// replayOptimizer is a train.Optimizer whose step sets each parameter to
-// the values handed over as its "gradient": the CPU DST method then
-// selects on exactly the Θ̂ the reference optimizer computed (and counts
-// Algorithm 2's thresholds with kernels.CountAbove, as the fused CPU
-// optimizers do).
-type replayOptimizer struct{ train.Optimizer }
-
-func (replayOptimizer) Step(param, grad []float32, _ *train.ParamState, _ train.StepInfo, _ int) {
-	copy(param, grad)
-}
-
-func (replayOptimizer) StepCount(param, grad []float32, _ *train.ParamState, _ train.StepInfo, seed []float32, d kernels.Distance, thresholds []float32, counts []int64, threads int) {
-	copy(param, grad)
-	kernels.CountAbove(counts, thresholds, param, seed, d, threads)
-}
-
 // hostTrainer is the reference: gradients from the lowered training graph
 // (the same ops the step program emits, so bit for bit the same), the
 // optimizers' documented per-entry formulas in float32 with every
-// operation rounded separately, and for DST package dst's CPU method
-// itself, selecting on those Θ̂.
+// operation rounded separately, and for DST package update's
+// ReferenceSelect on those Θ̂, with the selection package dst's method
+// makes.
 type hostTrainer struct {
 	// gradFn computes the loss and gradients for the current parameters
 	// (nil: evaluate the lowered training graph).
 	gradFn func(params map[string][]float32, inputs []*ir.Tensor) (float32, map[string][]float32)
 	tg     *ir.Graph
 	gradsP *Program
-	cfg    TrainConfig
+	prog   *update.Program
 	params map[string][]float32
+	seeds  map[string][]float32
 	state  map[string][]float32
-	// DST: the CPU method and its parameters (params aliases their values).
-	ref       *dst.Method
-	refParams []*train.TrainParam
-	lastLoss  float32
+	sel    *update.SelectionState
+	// The last step's outcome.
+	lastLoss float32
+	lastRes  *update.SelectionResult
 }
 
-// newHostTrainer prepares the reference; ref (nil: full fine-tuning) is
-// prepared on the graph's parameters in the given order.
-func newHostTrainer(t testing.TB, tg *ir.Graph, cfg TrainConfig, ref *dst.Method, order []string) *hostTrainer {
+// newHostTrainer prepares the reference from the graph's parameters; init
+// is the selection's state before the first step (nil: empty).
+func newHostTrainer(t testing.TB, tg *ir.Graph, prog *update.Program, init *update.SelectionState) *hostTrainer {
 	t.Helper()
 	p, err := LowerGraph(tg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hostTrainer{tg: tg, gradsP: p, cfg: cfg, params: map[string][]float32{}, state: map[string][]float32{}, ref: ref}
+	h := &hostTrainer{tg: tg, gradsP: p, prog: prog, params: map[string][]float32{}, seeds: map[string][]float32{}, state: map[string][]float32{}}
 	for _, prm := range tg.Params {
 		h.params[prm.Name] = slices.Clone(prm.Tensor.Float32s())
-		for _, st := range optimizerState(cfg.Optimizer, prm.Value.Shape) {
-			h.state[prm.Name+"/"+st.name] = make([]float32, st.shape.Size())
+		h.seeds[prm.Name] = slices.Clone(prm.Tensor.Float32s())
+		for _, st := range prog.Optimizer.Slots(prm.Value.Shape) {
+			h.state[prm.Name+"/"+st.Name] = make([]float32, update.NumElements(st.Shape))
 		}
 	}
-	if ref != nil {
-		for _, name := range order {
-			prm := tg.Param(name)
-			h.refParams = append(h.refParams, &train.TrainParam{Name: name, Shape: []int(prm.Value.Shape.Clone()), Value: h.params[name]})
-		}
-		if err := ref.Prepare(h.refParams); err != nil {
-			t.Fatal(err)
+	if prog.Selection != nil {
+		h.sel = update.NewSelectionState(prog.Selection)
+		if init != nil {
+			h.sel = init.Clone()
 		}
 	}
 	return h
@@ -158,10 +140,10 @@ func sqrt32(x float32) float32 { return float32(math.Sqrt(float64(x))) }
 func rsqrt32(x float32) float32 { return float32(1 / math.Sqrt(float64(x))) }
 
 func (h *hostTrainer) optimizer(name string, p, g []float32, shape ir.Shape, s []float32) []float32 {
-	o := h.cfg.Optimizer
+	o := h.prog.Optimizer
 	out := make([]float32, len(p))
-	switch o.Kind {
-	case AdamW:
+	switch {
+	case o.AdamW != nil:
 		m, v := h.state[name+"/exp_avg"], h.state[name+"/exp_avg_sq"]
 		for i := range p {
 			pd := f32(p[i] * s[scDecay])
@@ -171,28 +153,28 @@ func (h *hostTrainer) optimizer(name string, p, g []float32, shape ir.Shape, s [
 			out[i] = f32(pd + f32(f32(s[scNegStepSize]*mi)/den))
 			m[i], v[i] = mi, vi
 		}
-	case SGD:
+	case o.SGD != nil:
 		buf := h.state[name+"/momentum_buffer"]
 		for i := range p {
 			d := g[i]
-			if o.WeightDecay != 0 {
+			if o.SGD.WeightDecay != 0 {
 				d = f32(f32(p[i]*s[scWeightDecay]) + d)
 			}
-			if o.Momentum != 0 {
+			if o.SGD.Momentum != 0 {
 				if s[scFirstStep] != 0 {
 					buf[i] = d
 				} else {
 					buf[i] = f32(f32(d*s[scOneMinusDampening]) + f32(buf[i]*s[scMomentum]))
 				}
-				if o.Nesterov {
+				if o.SGD.Nesterov {
 					d = f32(f32(buf[i]*s[scMomentum]) + d)
 				} else {
 					d = buf[i]
 				}
 			}
-			out[i] = f32(f32(d*-s[scLR]) + p[i])
+			out[i] = f32(f32(d*s[scNegLR]) + p[i])
 		}
-	case Adafactor:
+	case o.Adafactor != nil:
 		n := len(p)
 		u := make([]float32, n)
 		sq := make([]float32, n)
@@ -242,14 +224,14 @@ func (h *hostTrainer) optimizer(name string, p, g []float32, shape ir.Shape, s [
 		nf := float32(max(n, 1))
 		rmsU, rmsX := sqrt32(f32(su/nf)), sqrt32(f32(sp/nf))
 		alpha := s[scAlphaBase]
-		if o.ScaleParameter {
+		if o.Adafactor.ScaleParameter {
 			alpha = f32(alpha * max(s[scEps2], rmsX))
 		}
 		scale := f32(alpha / max(1, f32(rmsU/s[scClip])))
 		m := h.state[name+"/exp_avg"]
 		for i := range p {
 			ui := f32(u[i] * scale)
-			if o.Beta1 != 0 {
+			if o.Adafactor.Beta1 != 0 {
 				m[i] = f32(f32(ui*s[scAFOneMinusBeta1]) + f32(m[i]*s[scAFBeta1]))
 				ui = m[i]
 			}
@@ -259,10 +241,10 @@ func (h *hostTrainer) optimizer(name string, p, g []float32, shape ir.Shape, s [
 	return out
 }
 
-func (h *hostTrainer) step(t testing.TB, step int64, lr float64, inputs []*ir.Tensor) {
+func (h *hostTrainer) step(t testing.TB, info update.StepInfo, inputs []*ir.Tensor) {
 	t.Helper()
 	loss, grads := h.grads(t, inputs)
-	s, err := h.cfg.Optimizer.StepScalars(step, lr)
+	s, err := StepScalars(h.prog, info)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,25 +255,19 @@ func (h *hostTrainer) step(t testing.TB, step int64, lr float64, inputs []*ir.Te
 			updated[prm.Name] = h.optimizer(prm.Name, h.params[prm.Name], g, prm.Value.Shape, s)
 		}
 	}
-	if h.ref == nil {
-		for name, v := range updated {
-			copy(h.params[name], v)
-		}
-		return
+	for name, v := range updated {
+		copy(h.params[name], v)
 	}
-	for _, p := range h.refParams {
-		p.Grad = updated[p.Name]
-	}
-	if err := h.ref.Update(h.refParams, replayOptimizer{}, train.StepInfo{Step: step, LRScale: 1}, 1); err != nil {
-		t.Fatal(err)
+	if h.sel != nil {
+		h.lastRes = update.ReferenceSelect(h.prog.Selection, h.params, h.seeds, h.sel)
 	}
 }
 
 // stepCase is a training configuration of the step tests: the optimizer
-// and, for DST, the CPU method's options (the device's configuration is
-// made from a second method with the same options, as the engine does).
+// and, for DST, the method's options (the selection is the one package
+// dst's method makes, as a run's engine has it).
 type stepCase struct {
-	opt     Optimizer
+	opt     update.Optimizer
 	dst     *dst.Options
 	modules map[string]dst.Module
 	order   []string // the trainable parameters' order (nil: the graph's)
@@ -303,9 +279,8 @@ type stepCase struct {
 // reference side by side.
 type stepRig struct {
 	tg    *ir.Graph
-	cfg   TrainConfig
+	prog  *update.Program
 	dev   *Trainer
-	plan  *dstPlan
 	host  *hostTrainer
 	order []string
 	paths struct{ candidate, exact, fallback, fixed int }
@@ -313,56 +288,51 @@ type stepRig struct {
 
 func newStepRig(t testing.TB, dev device, tg *ir.Graph, c stepCase) *stepRig {
 	t.Helper()
-	r := &stepRig{tg: tg, cfg: TrainConfig{Optimizer: c.opt}, order: c.order}
+	r := &stepRig{tg: tg, prog: &update.Program{Optimizer: c.opt}, order: c.order}
 	if r.order == nil {
 		for _, p := range tg.Params {
 			r.order = append(r.order, p.Name)
 		}
 	}
-	var ref *dst.Method
+	var params []*ir.Param
+	for _, name := range r.order {
+		params = append(params, &ir.Param{Name: name, Tensor: tg.Param(name).Tensor})
+	}
+	var init *update.SelectionState
 	if c.dst != nil {
-		planner, err := dst.NewMethod(*c.dst, c.modules, "")
+		m, err := dst.NewMethod(*c.dst, c.modules, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		var infos []train.ParamInfo
-		for _, name := range r.order {
-			infos = append(infos, train.ParamInfo{Name: name, Shape: []int(tg.Param(name).Value.Shape.Clone())})
-		}
-		if r.plan, err = newDSTPlan(planner, infos, func(name string) []float32 { return tg.Param(name).Tensor.Float32s() }); err != nil {
-			t.Fatal(err)
-		}
-		r.cfg.DST = r.plan.cfg
-		if ref, err = dst.NewMethod(*c.dst, c.modules, ""); err != nil {
+		if r.prog.Selection, init, err = m.Prepare(params); err != nil {
 			t.Fatal(err)
 		}
 	}
-	r.host = newHostTrainer(t, tg, r.cfg, ref, r.order)
-	var err error
-	if r.dev, err = newTrainer(dev, tg, r.cfg); err != nil {
+	r.host = newHostTrainer(t, tg, r.prog, init)
+	tr, err := newTrainer(dev, params, r.prog)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if r.plan != nil {
-		if err := r.plan.start(r.dev); err != nil {
+	r.dev = tr
+	if init != nil {
+		if err := r.dev.SetState(&update.State{Selection: init}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return r
 }
 
-// step takes a step on both and compares everything bit for bit:
-// loss, parameters, masks, the metrics record (but for the CPU's timings
-// and band size and the device's exact_selections) and the method's
-// checkpoint state.
-func (r *stepRig) step(t testing.TB, step int64, lr float64, batch []*ir.Tensor) StepResult {
+// step takes a step on both and compares everything bit for bit: loss,
+// parameters, the subsets, the selection's state and outcome.
+func (r *stepRig) step(t testing.TB, info update.StepInfo, batch []*ir.Tensor) *update.Result {
 	t.Helper()
-	res, err := r.dev.Step(step, lr, batch)
+	res, err := r.dev.Step(r.tg, batch, info)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.host.step(t, step, lr, batch)
+	r.host.step(t, info, batch)
 	if res.Loss != r.host.lastLoss {
-		t.Fatalf("step %d: loss %g, host %g", step, res.Loss, r.host.lastLoss)
+		t.Fatalf("step %d: loss %g, host %g", info.Step, res.Loss, r.host.lastLoss)
 	}
 	for _, name := range r.order {
 		got, err := r.dev.Param(name)
@@ -370,19 +340,19 @@ func (r *stepRig) step(t testing.TB, step int64, lr float64, batch []*ir.Tensor)
 			t.Fatal(err)
 		}
 		want := r.host.params[name]
-		for i, x := range got.Float32s() {
+		for i, x := range got {
 			if math.Float32bits(x) != math.Float32bits(want[i]) {
-				t.Fatalf("step %d: %s[%d] = %g, host %g", step, name, i, x, want[i])
+				t.Fatalf("step %d: %s[%d] = %g, host %g", info.Step, name, i, x, want[i])
 			}
 		}
 	}
-	if r.plan == nil {
+	if r.prog.Selection == nil {
 		return res
 	}
-	for _, u := range res.Units {
+	for _, u := range res.Selection.Units {
 		switch {
 		case u.K == 0:
-		case !res.Selected:
+		case !res.Selection.Selected:
 			r.paths.fixed++
 		case u.Exact:
 			r.paths.exact++
@@ -393,109 +363,78 @@ func (r *stepRig) step(t testing.TB, step int64, lr float64, batch []*ir.Tensor)
 			r.paths.fallback++
 		}
 	}
-	ref := r.host.ref
-	for _, name := range r.order {
-		mask, err := r.dev.State(ArgState, name+"/mask")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var kept []int32
-		for i, k := range mask.Bools() {
-			if k {
-				kept = append(kept, int32(i))
-			}
-		}
-		if want := ref.Kept(name); !slices.Equal(kept, want) {
-			t.Fatalf("step %d: %s keeps %v, the CPU method %v", step, name, kept, want)
-		}
+	if g, w := fmt.Sprintf("%v %+v %v", res.Selection.Selected, res.Selection.Units, res.Selection.GroupKept),
+		fmt.Sprintf("%v %+v %v", r.host.lastRes.Selected, r.host.lastRes.Units, r.host.lastRes.GroupKept); g != w {
+		t.Fatalf("step %d: outcome\n%s\nthe reference's\n%s", info.Step, g, w)
 	}
-	r.plan.record(res, step)
-	got, want := map[string]any{}, map[string]any{}
-	r.plan.metrics(got)
-	ref.Metrics(want)
-	delete(got, "exact_selections")
-	for _, k := range []string{"band_entries", "optimizer_ms", "dst_ms"} {
-		delete(want, k)
-	}
-	gj, _ := json.Marshal(got)
-	wj, _ := json.Marshal(want)
-	if !bytes.Equal(gj, wj) {
-		t.Fatalf("step %d: metrics\n%s\nthe CPU method's\n%s", step, gj, wj)
-	}
-	ms, err := r.plan.sync(r.dev, step)
+	st, err := r.dev.State()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sameMethodState(ms, ref.State()); err != nil {
-		t.Fatalf("step %d: checkpoint state: %v", step, err)
+	if g, w := fmt.Sprint(st.Selection), fmt.Sprint(r.host.sel); g != w {
+		t.Fatalf("step %d: selection state\n%s\nthe reference's\n%s", info.Step, g, w)
 	}
 	return res
 }
 
-func sameMethodState(a, b train.MethodState) error {
-	if fmt.Sprint(a.Meta) != fmt.Sprint(b.Meta) {
-		return fmt.Errorf("meta %v, the CPU method's %v", a.Meta, b.Meta)
-	}
-	if len(a.Tensors) != len(b.Tensors) {
-		return fmt.Errorf("%d tensors, the CPU method's %d", len(a.Tensors), len(b.Tensors))
-	}
-	for i := range a.Tensors {
-		x, y := a.Tensors[i], b.Tensors[i]
-		if x.Name != y.Name || x.DType != y.DType || !slices.Equal(x.Shape, y.Shape) || !bytes.Equal(x.Data, y.Data) {
-			return fmt.Errorf("tensor %d: %s %s%v %x, the CPU method's %s %s%v %x", i, x.Name, x.DType, x.Shape, x.Data, y.Name, y.DType, y.Shape, y.Data)
-		}
-	}
-	return nil
+func adamWOpt() update.Optimizer {
+	return update.Optimizer{Name: update.OptimizerAdamW, AdamW: &update.AdamW{LR: 0.02, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}}
 }
 
-func adamWOpt() Optimizer {
-	return Optimizer{Kind: AdamW, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
-}
-
-func dstOpts(eps float64, d kernels.Distance, silo string) *dst.Options {
-	return &dst.Options{Eps: eps, Distance: d, DistanceName: d.String(), Silo: silo, Churn: true, Bisection: dst.DefaultBisection, Seed: 5}
+func dstOpts(eps float64, distance, silo string) *dst.Options {
+	o := dst.DefaultOptions()
+	o.Eps, o.Distance, o.Silo, o.Seed = eps, distance, silo, 5
+	return &o
 }
 
 // stepCases are the configurations TestStepMatchesHostReference runs.
 func stepCases() map[string]stepCase {
 	with := func(o *dst.Options, f func(o *dst.Options)) *dst.Options { f(o); return o }
 	linear := map[string]dst.Module{"w1": {Kind: "linear.weight"}, "b1": {Kind: "linear.bias"}, "w2": {Kind: "linear.weight"}}
+	adafactor := func(beta1 float64, decay float64, scale bool) update.Optimizer {
+		return update.Optimizer{Name: update.OptimizerAdafactor, Adafactor: &update.Adafactor{LR: 0.02, Beta1: beta1, Eps1: 1e-30, Eps2: 1e-3,
+			ClipThreshold: 1, DecayRate: decay, ScaleParameter: scale}}
+	}
+	sgd := func(h update.SGD) update.Optimizer {
+		h.LR = 0.02
+		return update.Optimizer{Name: update.OptimizerSGD, SGD: &h}
+	}
 	return map[string]stepCase{
 		"adamw-full":          {opt: adamWOpt()},
-		"adafactor-full":      {opt: Optimizer{Kind: Adafactor, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, DecayRate: -0.7}},
-		"adamw-iterative-abs": {opt: adamWOpt(), dst: dstOpts(0.1, kernels.DistanceAbs, dst.SiloModuleLayer)},
-		"adamw-exact-rel": {opt: adamWOpt(), dst: with(dstOpts(0.05, kernels.DistanceRel, dst.SiloModuleLayer),
-			func(o *dst.Options) { o.Exact = true })},
-		"adamw-rel-zero-seeds": {opt: adamWOpt(), dst: dstOpts(0.1, kernels.DistanceRel, dst.SiloModuleLayer), zeroSeeds: 20},
-		"adamw-none-m4": {opt: adamWOpt(), order: []string{"w2", "b1", "w1"}, dst: with(dstOpts(0.07, kernels.DistanceInvRel, dst.SiloNone),
-			func(o *dst.Options) { o.Bisection = dst.Bisection{Steps: 4, Factor: 1.5} })},
-		"adamw-module-m5": {opt: adamWOpt(), modules: linear, dst: with(dstOpts(0.1, kernels.DistanceInvRel, dst.SiloModule),
-			func(o *dst.Options) { o.Bisection = dst.Bisection{Steps: 5, Factor: 3} })},
-		"adamw-m1-band-cap": {opt: adamWOpt(), dst: with(dstOpts(0.15, kernels.DistanceRel, dst.SiloModuleLayer),
-			func(o *dst.Options) { o.Bisection = dst.Bisection{Steps: 1, Factor: 4}; o.BandCap = 4 })},
-		"sgd-nesterov-no-churn": {opt: Optimizer{Kind: SGD, Momentum: 0.9, Nesterov: true, WeightDecay: 0.001},
-			dst: with(dstOpts(0.2, kernels.DistanceInvRel, dst.SiloModuleLayer), func(o *dst.Options) { o.Churn = false })},
-		"sgd-exact-abs": {opt: Optimizer{Kind: SGD}, dst: with(dstOpts(0.3, kernels.DistanceAbs, dst.SiloModuleLayer),
-			func(o *dst.Options) { o.Exact = true })},
-		"adafactor-exact": {opt: Optimizer{Kind: Adafactor, Beta1: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, ScaleParameter: true},
-			dst: with(dstOpts(0.1, kernels.DistanceAbs, dst.SiloModuleLayer), func(o *dst.Options) { o.Exact = true })},
-		"adamw-normalize-size": {opt: adamWOpt(), dst: with(dstOpts(0.1, kernels.DistanceInvRel, dst.SiloModuleLayer),
+		"adafactor-full":      {opt: adafactor(0, -0.7, false)},
+		"adamw-iterative-abs": {opt: adamWOpt(), dst: dstOpts(0.1, dst.DistanceAbs, dst.SiloModuleLayer)},
+		"adamw-exact-rel": {opt: adamWOpt(), dst: with(dstOpts(0.05, dst.DistanceRel, dst.SiloModuleLayer),
+			func(o *dst.Options) { o.Threshold = dst.ThresholdExact })},
+		"adamw-rel-zero-seeds": {opt: adamWOpt(), dst: dstOpts(0.1, dst.DistanceRel, dst.SiloModuleLayer), zeroSeeds: 20},
+		"adamw-none-m4": {opt: adamWOpt(), order: []string{"w2", "b1", "w1"}, dst: with(dstOpts(0.07, dst.DistanceInvRel, dst.SiloNone),
+			func(o *dst.Options) { o.RefineSteps, o.Factor = 4, 1.5 })},
+		"adamw-module-m5": {opt: adamWOpt(), modules: linear, dst: with(dstOpts(0.1, dst.DistanceInvRel, dst.SiloModule),
+			func(o *dst.Options) { o.RefineSteps, o.Factor = 5, 3 })},
+		"adamw-m1-band-cap": {opt: adamWOpt(), dst: with(dstOpts(0.15, dst.DistanceRel, dst.SiloModuleLayer),
+			func(o *dst.Options) { o.RefineSteps, o.Factor, o.BandCap = 1, 4, 4 })},
+		"sgd-nesterov-no-churn": {opt: sgd(update.SGD{Momentum: 0.9, Nesterov: true, WeightDecay: 0.001}),
+			dst: with(dstOpts(0.2, dst.DistanceInvRel, dst.SiloModuleLayer), func(o *dst.Options) { o.Churn = false })},
+		"sgd-exact-abs": {opt: sgd(update.SGD{}), dst: with(dstOpts(0.3, dst.DistanceAbs, dst.SiloModuleLayer),
+			func(o *dst.Options) { o.Threshold = dst.ThresholdExact })},
+		"adafactor-exact": {opt: adafactor(0.9, -0.8, true),
+			dst: with(dstOpts(0.1, dst.DistanceAbs, dst.SiloModuleLayer), func(o *dst.Options) { o.Threshold = dst.ThresholdExact })},
+		"adamw-normalize-size": {opt: adamWOpt(), dst: with(dstOpts(0.1, dst.DistanceInvRel, dst.SiloModuleLayer),
 			func(o *dst.Options) { o.Normalize = dst.NormalizeSize })},
-		"adamw-normalize-mean-module": {opt: adamWOpt(), modules: linear, dst: with(dstOpts(0.1, kernels.DistanceAbs, dst.SiloModule),
-			func(o *dst.Options) { o.Normalize = dst.NormalizeMean; o.Exact = true })},
-		"adamw-random": {opt: adamWOpt(), dst: with(dstOpts(0.1, kernels.DistanceInvRel, dst.SiloModuleLayer),
-			func(o *dst.Options) { o.Random = true; o.DistanceName = dst.DistanceRandom })},
-		"adamw-eps-0": {opt: adamWOpt(), dst: dstOpts(0, kernels.DistanceAbs, dst.SiloModuleLayer)},
-		"adamw-eps-1": {opt: adamWOpt(), dst: dstOpts(1, kernels.DistanceAbs, dst.SiloNone)},
+		"adamw-normalize-mean-module": {opt: adamWOpt(), modules: linear, dst: with(dstOpts(0.1, dst.DistanceAbs, dst.SiloModule),
+			func(o *dst.Options) { o.Normalize, o.Threshold = dst.NormalizeMean, dst.ThresholdExact })},
+		"adamw-random": {opt: adamWOpt(), dst: with(dstOpts(0.1, dst.DistanceInvRel, dst.SiloModuleLayer),
+			func(o *dst.Options) { o.Distance = dst.DistanceRandom })},
+		"adamw-eps-0": {opt: adamWOpt(), dst: dstOpts(0, dst.DistanceAbs, dst.SiloModuleLayer)},
+		"adamw-eps-1": {opt: adamWOpt(), dst: dstOpts(1, dst.DistanceAbs, dst.SiloNone)},
 	}
 }
 
 // TestStepMatchesHostReference runs 12 steps of the lowered training step
 // (forward, backward, optimizer, DST) through the Trainer on the
 // evaluator, for each optimizer and DST variant, and after every step
-// compares with the host reference — the optimizer's formulas and package
-// dst's CPU method on the same Θ̂ — bit for bit: loss, parameters, subset,
-// metrics and checkpoint state.
+// compares with the host reference — the optimizer's formulas and
+// package update's reference selection on the same Θ̂ — bit for bit:
+// loss, parameters, subset, the selection's outcome and state.
 func TestStepMatchesHostReference(t *testing.T) {
 	cases := stepCases()
 	names := make([]string, 0, len(cases))
@@ -515,8 +454,7 @@ func TestStepMatchesHostReference(t *testing.T) {
 			dev := &evalDevice{}
 			r := newStepRig(t, dev, tg, c)
 			for step := int64(1); step <= 12; step++ {
-				lr := 0.02 * float64(step) / 12
-				r.step(t, step, lr, randBatch(rng))
+				r.step(t, update.StepInfo{Step: step, LRScale: float64(step) / 12}, randBatch(rng))
 			}
 			r.dev.Close()
 			if dev.live != 0 {
@@ -542,11 +480,11 @@ func TestStepSkipsNonFiniteLoss(t *testing.T) {
 	tg := mlp(t, rng)
 	r := newStepRig(t, &evalDevice{}, tg, stepCases()["adamw-iterative-abs"])
 	for step := int64(1); step <= 3; step++ {
-		r.step(t, step, 0.01, randBatch(rng))
+		r.step(t, update.StepInfo{Step: step, LRScale: 0.5}, randBatch(rng))
 	}
 	before := map[residentKey]*ir.Tensor{}
 	for k := range r.dev.resident {
-		v, err := r.dev.State(k.kind, k.name)
+		v, err := r.dev.resident1(k.kind, k.name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -554,15 +492,15 @@ func TestStepSkipsNonFiniteLoss(t *testing.T) {
 	}
 	bad := randBatch(rng)
 	bad[0].Float32s()[3] = float32(math.NaN())
-	res, err := r.dev.Step(4, 0.01, bad)
+	res, err := r.dev.Step(r.tg, bad, update.StepInfo{Step: 4, LRScale: 0.5})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !math.IsNaN(float64(res.Loss)) {
-		t.Fatalf("loss %g, want NaN", res.Loss)
+	if !math.IsNaN(float64(res.Loss)) || res.Selection != nil {
+		t.Fatalf("loss %g, outcome %v: want NaN and none", res.Loss, res.Selection)
 	}
 	for k, want := range before {
-		got, err := r.dev.State(k.kind, k.name)
+		got, err := r.dev.resident1(k.kind, k.name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -572,11 +510,11 @@ func TestStepSkipsNonFiniteLoss(t *testing.T) {
 	}
 }
 
-// TestExactSelectionMatchesKernels evaluates the device selection on
+// TestExactSelectionMatchesReference evaluates the device selection on
 // crafted scores (ties across the k-th value, NaNs, k beyond the non-NaN
 // count, k = 0, infinities, denormals, many ties) and compares the
-// threshold and the kept entries with kernels.Selector.TopKFloats.
-func TestExactSelectionMatchesKernels(t *testing.T) {
+// threshold and the kept entries with update.ExactThreshold.
+func TestExactSelectionMatchesReference(t *testing.T) {
 	inf := float32(math.Inf(1))
 	nan := float32(math.NaN())
 	cases := []struct {
@@ -609,7 +547,6 @@ func TestExactSelectionMatchesKernels(t *testing.T) {
 			k     int64
 		}{d, int64(rng.IntN(n + 1))})
 	}
-	var sel kernels.Selector
 	for ci, c := range cases {
 		f := newFn("    ")
 		n := len(c.delta)
@@ -627,25 +564,25 @@ func TestExactSelectionMatchesKernels(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		th, _ := sel.TopKFloats(c.k, [][]float32{c.delta}, 1)
+		wq, wantEnd := update.ExactThreshold(c.delta, c.k)
 		want := make([]bool, n)
 		for i, x := range c.delta {
-			want[i] = th.Keep(x, int64(i))
+			want[i] = x > wq || (x == wq && int64(i) < wantEnd)
 		}
 		if got := out[0].Bools(); !slices.Equal(got, want) {
 			t.Errorf("case %d (k=%d, %v): kept %v, want %v", ci, c.k, c.delta[:min(n, 12)], got[:min(n, 12)], want[:min(n, 12)])
 		}
-		if gq := out[1].Float32s()[0]; math.Float32bits(gq) != math.Float32bits(th.Q) {
-			t.Errorf("case %d: Q = %g, kernels %g", ci, gq, th.Q)
+		if gq := out[1].Float32s()[0]; math.Float32bits(gq) != math.Float32bits(wq) {
+			t.Errorf("case %d: Q = %g, the reference's %g", ci, gq, wq)
 		}
 	}
 }
 
 // stepsWithinTolerance runs 12 steps of a step configuration on dev
-// against the host reference (the optimizers' formulas and package dst's
-// CPU method), one step at a time from the same state: after every step
-// the reference takes the device's parameters, optimizer state and DST
-// state. A device may round differently than the reference (XLA fuses
+// against the host reference (the optimizers' formulas and package
+// update's reference selection), one step at a time from the same state:
+// after every step the reference takes the device's parameters, optimizer
+// state and DST state. A device may round differently than the reference (XLA fuses
 // multiply-adds, reorders reductions), so losses and parameters are
 // compared within tolerances, and a subset may differ where rounding moved
 // an entry across the k-th largest Δ (counted and returned); every
@@ -660,19 +597,29 @@ func stepsWithinTolerance(t *testing.T, dev device, name string, c stepCase) (wo
 	r := newStepRig(t, dev, tg, c)
 	for step := int64(1); step <= 12; step++ {
 		batch := randBatch(rng)
-		lr := 0.02 * float64(step) / 12
-		res, err := r.dev.Step(step, lr, batch)
+		info := update.StepInfo{Step: step, LRScale: float64(step) / 12}
+		res, err := r.dev.Step(r.tg, batch, info)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.host.step(t, step, lr, batch)
+		r.host.step(t, info, batch)
 		if rel := relDiff(float64(res.Loss), float64(r.host.lastLoss)); rel > 1e-4 {
 			t.Errorf("%s step %d: loss %g, host %g", name, step, res.Loss, r.host.lastLoss)
 		}
-		for _, u := range res.Units {
-			if u.Kept != u.K {
-				t.Errorf("%s step %d: a selection unit of %d entries keeps %d, want k = %d", name, step, u.Size, u.Kept, u.K)
+		if res.Selection != nil {
+			for _, u := range res.Selection.Units {
+				if u.Kept != u.K {
+					t.Errorf("%s step %d: a selection unit of %d entries keeps %d, want k = %d", name, step, u.Size, u.Kept, u.K)
+				}
 			}
+		}
+		var devSel *update.SelectionState
+		if r.prog.Selection != nil {
+			st, err := r.dev.State()
+			if err != nil {
+				t.Fatal(err)
+			}
+			devSel = st.Selection
 		}
 		for _, prm := range r.order {
 			got, err := r.dev.Param(prm)
@@ -680,26 +627,25 @@ func stepsWithinTolerance(t *testing.T, dev device, name string, c stepCase) (wo
 				t.Fatal(err)
 			}
 			want := slices.Clone(r.host.params[prm])
-			if r.plan != nil {
-				mask, err := r.dev.State(ArgState, prm+"/mask")
-				if err != nil {
-					t.Fatal(err)
+			if devSel != nil {
+				mask, hostMask := make([]bool, len(want)), make([]bool, len(want))
+				for _, pos := range devSel.Kept[prm] {
+					mask[pos] = true
 				}
-				hostMask := make([]bool, len(want))
-				for _, pos := range r.host.ref.Kept(prm) {
+				for _, pos := range r.host.sel.Kept[prm] {
 					hostMask[pos] = true
 				}
-				if !slices.Equal(mask.Bools(), hostMask) {
+				if !slices.Equal(mask, hostMask) {
 					otherSets++
-					for i, m := range mask.Bools() {
+					for i, m := range mask {
 						if m != hostMask[i] {
 							otherEntries++
-							want[i] = got.Float32s()[i] // one side reset it to the seed
+							want[i] = got[i] // one side reset it to the seed
 						}
 					}
 				}
 			}
-			d := ir.Compare(got, ir.FromFloat32s(tg.Param(prm).Value.Shape, want), 1e-3, 1e-5)
+			d := ir.Compare(ir.FromFloat32s(tg.Param(prm).Value.Shape, got), ir.FromFloat32s(tg.Param(prm).Value.Shape, want), 1e-3, 1e-5)
 			worst = max(worst, d.MaxRel)
 			if !d.OK() {
 				t.Errorf("%s step %d %s: %v", name, step, prm, d)
@@ -730,28 +676,19 @@ func TestStepsWithinToleranceHarness(t *testing.T) {
 // resyncHost gives the host reference the device's state.
 func (r *stepRig) resyncHost(t testing.TB, step int64) {
 	t.Helper()
-	for name, v := range r.host.params {
-		got, err := r.dev.Param(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		copy(v, got.Float32s())
-	}
-	for name, v := range r.host.state {
-		got, err := r.dev.State(ArgState, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		copy(v, got.Float32s())
-	}
-	if r.plan == nil {
-		return
-	}
-	ms, err := r.plan.sync(r.dev, step)
+	st, err := r.dev.State()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.host.ref.LoadState(ms); err != nil {
-		t.Fatal(err)
+	for name, v := range st.Params {
+		copy(r.host.params[name], v)
+	}
+	for name, slots := range st.Optimizer {
+		for _, s := range slots {
+			copy(r.host.state[name+"/"+s.Name], s.Data)
+		}
+	}
+	if st.Selection != nil {
+		r.host.sel = st.Selection
 	}
 }

@@ -4,14 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
+	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/update"
 )
 
 // device is what a Trainer needs of a runtime: compiled programs and
 // buffers that stay on the device between runs. The PJRT backend (cgo)
 // implements it; the tests implement it with the StableHLO evaluator, so
-// that the Trainer and the engine built on it run here too.
+// that the Trainer and train's engine on top of it run here too.
 type device interface {
 	// compile compiles a program (or returns the one compiled before for
 	// the same text).
@@ -29,38 +32,6 @@ type (
 	deviceBuffer  any
 	deviceProgram any
 )
-
-// StepResult is what one training step returns to the host.
-type StepResult struct {
-	Loss float32
-	// DST (zero without): whether a selection ran (false: the subset was
-	// fixed), one entry per selection unit (Program.Units), and for a
-	// normalized run the entries each silo of DST.Silos keeps.
-	Selected bool
-	Units    []SiloStep
-	SiloKept []int64
-}
-
-// SiloStep is one selection unit's DST outcome for a step.
-type SiloStep struct {
-	Size      int64   // entries in the unit
-	K         int64   // the entries it should keep, dst.SubsetSize(ε, Size)
-	Kept      int64   // entries kept free (differing from the seed)
-	Changed   int64   // kept entries that were not kept the step before
-	Threshold float32 // the threshold q used (when StepResult.Selected)
-	Alg2      bool    // Algorithm 2 ran
-	Alg2Count int64   // #{Δ > q̃}, Algorithm 2's own answer q̃
-	Exact     bool    // the exact selection ran
-	Fallback  bool    // the CPU method would count an exact fallback
-}
-
-// RealizedEps is Kept/Size.
-func (s SiloStep) RealizedEps() float64 {
-	if s.Size == 0 {
-		return 0
-	}
-	return float64(s.Kept) / float64(s.Size)
-}
 
 // checkInputs checks a step's inputs against a program.
 func checkInputs(p *Program, inputs []*ir.Tensor) error {
@@ -94,16 +65,22 @@ type residentKey struct {
 	name string
 }
 
-// Trainer runs compiled training steps (LowerTrainStep) whose parameters
-// and state stay in device buffers between steps: the arguments of
-// parameters, optimizer and DST state are donated to the step and its
-// aliased results take their place, so a step uploads only the batch and
-// the step scalars and downloads only the loss and the DST metrics.
+// Trainer is the PJRT backend's accel.Trainer: it runs compiled training
+// steps (LowerTrainStep: the training graph and the update program in one
+// program) whose parameters and state stay in device buffers between
+// steps. The arguments of parameters, optimizer and DST state are donated
+// to the step and its aliased results take their place, so a step uploads
+// only the batch and the step scalars and downloads only the loss and the
+// DST outcome. The device keeps a subset as a bool mask per parameter;
+// State and SetState convert it to and from update's kept positions.
 type Trainer struct {
-	dev   device
-	cfg   TrainConfig
-	progs []trainProgram // one per batch shape
-	evals map[*ir.Graph]trainProgram
+	dev    device
+	prog   update.Program
+	params []*ir.Param
+	shapes map[string]ir.Shape
+	layout *dstLayout // the device's selection units; nil without a selection
+	steps  map[*ir.Graph]trainProgram
+	evals  map[*ir.Graph]trainProgram
 	// resident holds the device buffers of every non-input argument,
 	// keyed by kind and name; a step replaces the donated ones.
 	resident map[residentKey]deviceBuffer
@@ -116,107 +93,179 @@ type trainProgram struct {
 	exe  deviceProgram
 }
 
-// newTrainer lowers and compiles the training step of tg (see
-// LowerTrainStep) and copies the parameters (and, with DST, their seeds:
-// the parameters' values now) to the device, with zero state.
-func newTrainer(dev device, tg *ir.Graph, cfg TrainConfig) (*Trainer, error) {
-	t := &Trainer{dev: dev, cfg: cfg, evals: map[*ir.Graph]trainProgram{},
-		resident: map[residentKey]deviceBuffer{}, types: map[residentKey]ir.Type{}}
-	if err := t.AddGraph(tg); err != nil {
-		return nil, err
+var _ accel.Trainer = (*Trainer)(nil)
+
+// newTrainer copies the parameters (and, with a selection, their seeds:
+// the parameters' values now) to the device, with zero optimizer state
+// and an empty subset. Steps are compiled per training graph, when first
+// run.
+func newTrainer(dev device, params []*ir.Param, prog *update.Program) (*Trainer, error) {
+	if err := prog.Optimizer.Check(); err != nil {
+		return nil, fmt.Errorf("tpu: %w", err)
 	}
-	for _, a := range t.progs[0].prog.Args {
-		var src *ir.Tensor
-		switch a.Kind {
-		case ArgParam, ArgSeed:
-			prm := tg.Param(a.Name)
-			if prm == nil {
-				t.Close()
-				return nil, fmt.Errorf("tpu: internal error: no parameter %q", a.Name)
-			}
-			src = prm.Tensor
-		case ArgState:
-			src = a.Init
-			if src == nil {
-				src = ir.NewTensor(a.Type.DType, a.Type.Shape)
-			}
-		default:
-			continue
+	t := &Trainer{dev: dev, prog: *prog, params: params, shapes: map[string]ir.Shape{},
+		steps: map[*ir.Graph]trainProgram{}, evals: map[*ir.Graph]trainProgram{},
+		resident: map[residentKey]deviceBuffer{}, types: map[residentKey]ir.Type{}}
+	for _, p := range params {
+		if p.Tensor.DType() != ir.Float32 {
+			return nil, fmt.Errorf("parameter %q is %s: only float32 parameters can be trained (leave it out with --trainable)", p.Name, p.Tensor.DType())
 		}
-		buf, err := dev.upload(src)
-		if err != nil {
-			t.Close()
-			return nil, fmt.Errorf("tpu: %q: %w", a.Name, err)
+		if _, dup := t.shapes[p.Name]; dup {
+			return nil, fmt.Errorf("parameter %q is listed twice", p.Name)
 		}
-		key := residentKey{a.Kind, a.Name}
-		t.resident[key], t.types[key] = buf, a.Type
+		t.shapes[p.Name] = p.Tensor.Shape().Clone()
+	}
+	if prog.Selection != nil {
+		var err error
+		if t.layout, err = layoutDST(prog.Selection, t.shapes); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.uploadInitial(); err != nil {
+		t.Close()
+		return nil, err
 	}
 	return t, nil
 }
 
-// Units are the DST step's selection units (nil without DST).
-func (t *Trainer) Units() []SelectionUnit { return t.progs[0].prog.Units }
+// uploadInitial puts the parameters, their zero optimizer slots and the
+// selection's seeds and empty state on the device.
+func (t *Trainer) uploadInitial() error {
+	put := func(kind ArgKind, name string, v *ir.Tensor) error {
+		buf, err := t.dev.upload(v)
+		if err != nil {
+			return fmt.Errorf("tpu: %q: %w", name, err)
+		}
+		key := residentKey{kind, name}
+		t.resident[key], t.types[key] = buf, ir.Type{DType: v.DType(), Shape: v.Shape().Clone()}
+		return nil
+	}
+	for _, p := range t.params {
+		if err := put(ArgParam, p.Name, p.Tensor); err != nil {
+			return err
+		}
+		for _, s := range t.prog.Optimizer.Slots(p.Tensor.Shape()) {
+			if err := put(ArgState, p.Name+"/"+s.Name, ir.NewTensor(ir.Float32, ir.Shape(s.Shape))); err != nil {
+				return err
+			}
+		}
+	}
+	if t.layout == nil {
+		return nil
+	}
+	byName := map[string]*ir.Param{}
+	for _, p := range t.params {
+		byName[p.Name] = p
+	}
+	for _, u := range t.layout.units {
+		for _, p := range u.pieces {
+			if err := put(ArgSeed, p.name, byName[p.name].Tensor); err != nil {
+				return err
+			}
+			if err := put(ArgState, p.name+"/mask", ir.NewTensor(ir.Bool, p.shape)); err != nil {
+				return err
+			}
+		}
+	}
+	nu := len(t.layout.units)
+	if err := put(ArgState, stateQ, ir.NewTensor(ir.Float32, ir.Shape{nu})); err != nil {
+		return err
+	}
+	if err := put(ArgState, stateReady, ir.NewTensor(ir.Bool, ir.Shape{nu})); err != nil {
+		return err
+	}
+	return put(ArgState, stateFixed, ir.NewTensor(ir.Bool, ir.Shape{}))
+}
 
-// AddGraph compiles the step for another batch shape of the same model
-// (same parameters and state); Step picks the program whose inputs match.
-func (t *Trainer) AddGraph(tg *ir.Graph) error {
-	prog, err := LowerTrainStep(tg, t.cfg)
-	if err != nil {
-		return err
-	}
-	if len(t.progs) > 0 {
-		first := t.progs[0].prog
-		var a, b []Arg
-		for _, x := range first.Args {
-			if x.Kind != ArgInput {
-				a = append(a, x)
+// bind checks a program's non-input arguments against the resident
+// buffers, uploading the frozen parameters g reads the first time.
+func (t *Trainer) bind(p *Program, g *ir.Graph) error {
+	for _, a := range p.Args {
+		if a.Kind == ArgInput || a.Kind == ArgStepScalars {
+			continue
+		}
+		key := residentKey{a.Kind, a.Name}
+		typ, ok := t.types[key]
+		if !ok && a.Kind == ArgParam {
+			prm := g.Param(a.Name)
+			if prm == nil {
+				return fmt.Errorf("tpu: internal error: no parameter %q", a.Name)
 			}
-		}
-		for _, x := range prog.Args {
-			if x.Kind != ArgInput {
-				b = append(b, x)
+			buf, err := t.dev.upload(prm.Tensor)
+			if err != nil {
+				return fmt.Errorf("tpu: %q: %w", a.Name, err)
 			}
+			t.resident[key], t.types[key] = buf, a.Type
+			continue
 		}
-		if len(a) != len(b) {
-			return errors.New("tpu: AddGraph: the graph's parameters or state differ from the trainer's")
+		if !ok {
+			return fmt.Errorf("tpu: the step reads %q, which the trainer does not hold", a.Name)
 		}
-		for i := range a {
-			if a[i].Kind != b[i].Kind || a[i].Name != b[i].Name || a[i].Type.DType != b[i].Type.DType || !a[i].Type.Shape.Equal(b[i].Type.Shape) {
-				return fmt.Errorf("tpu: AddGraph: argument %q differs from the trainer's", b[i].Name)
-			}
+		if typ.DType != a.Type.DType || !typ.Shape.Equal(a.Type.Shape) {
+			return fmt.Errorf("tpu: %q is %v in the graph, %v in the trainer", a.Name, a.Type, typ)
 		}
 	}
-	exe, err := t.dev.compile(prog)
-	if err != nil {
-		return err
-	}
-	t.progs = append(t.progs, trainProgram{prog, exe})
 	return nil
 }
 
-// Step takes training step number step (1 for the first) at learning
-// rate lr on one batch (the training graph's inputs, in order). When the
-// loss is not finite the program leaves every parameter and all state
-// unchanged; the caller sees the loss.
-func (t *Trainer) Step(step int64, lr float64, inputs []*ir.Tensor) (StepResult, error) {
+// Step runs the training step of tg (compiled the first time) on one
+// batch (tg's inputs, in order) as step info.Step. When the loss is not
+// finite the program leaves every parameter and all state unchanged.
+func (t *Trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) (*update.Result, error) {
 	if t.closed {
-		return StepResult{}, errors.New("tpu: trainer is closed")
+		return nil, errors.New("tpu: trainer is closed")
 	}
-	var tp *trainProgram
-	var lastErr error
-	for i := range t.progs {
-		if lastErr = checkInputs(t.progs[i].prog, inputs); lastErr == nil {
-			tp = &t.progs[i]
-			break
-		}
-	}
-	if tp == nil {
-		return StepResult{}, fmt.Errorf("tpu: no compiled step takes this batch (AddGraph a graph for its shape): %w", lastErr)
-	}
-	scalars, err := t.cfg.StepScalars(step, lr)
+	tp, err := t.stepProgram(tg)
 	if err != nil {
-		return StepResult{}, err
+		return nil, err
 	}
+	if err := checkInputs(tp.prog, inputs); err != nil {
+		return nil, err
+	}
+	scalars, err := StepScalars(&t.prog, info)
+	if err != nil {
+		return nil, err
+	}
+	out, err := t.run(tp, inputs, ir.FromFloat32s(ir.Shape{len(scalars)}, scalars))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, b := range out {
+			if b != nil {
+				t.dev.free(b)
+			}
+		}
+	}()
+	return t.stepResult(tp.prog, out)
+}
+
+// stepProgram returns tg's step program, lowered and compiled the first
+// time.
+func (t *Trainer) stepProgram(tg *ir.Graph) (trainProgram, error) {
+	if tp, ok := t.steps[tg]; ok {
+		return tp, nil
+	}
+	prog, err := LowerTrainStep(tg, &t.prog)
+	if err != nil {
+		return trainProgram{}, err
+	}
+	if err := t.bind(prog, tg); err != nil {
+		return trainProgram{}, err
+	}
+	exe, err := t.dev.compile(prog)
+	if err != nil {
+		return trainProgram{}, err
+	}
+	tp := trainProgram{prog, exe}
+	t.steps[tg] = tp
+	return tp, nil
+}
+
+// run executes a step program: the inputs and step scalars are uploaded,
+// the resident arguments donated, and the aliased results take their
+// places. It returns the other results, which the caller frees.
+func (t *Trainer) run(tp trainProgram, inputs []*ir.Tensor, scalars *ir.Tensor) ([]deviceBuffer, error) {
 	p := tp.prog
 	args := make([]deviceBuffer, len(p.Args))
 	donate := make([]bool, len(p.Args))
@@ -230,14 +279,14 @@ func (t *Trainer) Step(step int64, lr float64, inputs []*ir.Tensor) (StepResult,
 	for i, a := range p.Args {
 		switch a.Kind {
 		case ArgInput, ArgStepScalars:
-			src := ir.FromFloat32s(ir.Shape{len(scalars)}, scalars)
+			src := scalars
 			if a.Kind == ArgInput {
 				src = inputs[in]
 				in++
 			}
 			buf, err := t.dev.upload(src)
 			if err != nil {
-				return StepResult{}, fmt.Errorf("tpu: %q: %w", a.Name, err)
+				return nil, fmt.Errorf("tpu: %q: %w", a.Name, err)
 			}
 			uploaded = append(uploaded, buf)
 			args[i] = buf
@@ -248,7 +297,7 @@ func (t *Trainer) Step(step int64, lr float64, inputs []*ir.Tensor) (StepResult,
 	}
 	out, err := t.dev.execute(tp.exe, args, donate)
 	if err != nil {
-		return StepResult{}, err
+		return nil, err
 	}
 	// Donated buffers are gone: the aliased results replace them.
 	for _, a := range p.Args {
@@ -257,13 +306,12 @@ func (t *Trainer) Step(step int64, lr float64, inputs []*ir.Tensor) (StepResult,
 			out[a.AliasOf] = nil
 		}
 	}
-	defer func() {
-		for _, b := range out {
-			if b != nil {
-				t.dev.free(b)
-			}
-		}
-	}()
+	return out, nil
+}
+
+// stepResult downloads the loss and, after a finite loss, the selection's
+// outcome.
+func (t *Trainer) stepResult(p *Program, out []deviceBuffer) (*update.Result, error) {
 	get := func(name string) (*ir.Tensor, error) {
 		i := p.ResultIndex(name)
 		if i < 0 || out[i] == nil {
@@ -271,42 +319,66 @@ func (t *Trainer) Step(step int64, lr float64, inputs []*ir.Tensor) (StepResult,
 		}
 		return t.dev.download(out[i], p.Results[i].Type)
 	}
-	var res StepResult
 	loss, err := get(ResultLoss)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
-	res.Loss = loss.Float32s()[0]
-	if t.cfg.DST == nil {
+	res := &update.Result{Loss: loss.Float32s()[0]}
+	if l := float64(res.Loss); t.layout == nil || math.IsNaN(l) || math.IsInf(l, 0) {
 		return res, nil
 	}
 	packed, err := get(ResultDST)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
-	nu := len(p.Units)
-	row := func(r, i int) int64 { return packed.Int64s()[r*nu+i] }
-	res.Selected = nu > 0 && row(rowSelected, 0) != 0
-	for i, u := range p.Units {
-		res.Units = append(res.Units, SiloStep{
-			Size: u.Size, K: u.K,
-			Kept:      row(rowKept, i),
-			Changed:   row(rowChanged, i),
-			Threshold: math.Float32frombits(uint32(row(rowThreshold, i))),
-			Alg2:      row(rowAlg2, i) != 0,
-			Alg2Count: row(rowAlg2Count, i),
-			Exact:     row(rowExact, i) != 0,
-			Fallback:  row(rowFallback, i) != 0,
-		})
+	if res.Selection, err = t.selectionResult(p, packed); err != nil {
+		return nil, err
 	}
 	if p.ResultIndex(ResultSiloKept) >= 0 {
-		sk, err := get(ResultSiloKept)
+		gk, err := get(ResultSiloKept)
 		if err != nil {
-			return res, err
+			return nil, err
 		}
-		res.SiloKept = sk.Int64s()
+		res.Selection.GroupKept = gk.Int64s()
 	}
 	return res, nil
+}
+
+// selectionResult unpacks the step's DST outcome into every unit of the
+// selection (an empty unit reports nothing kept).
+func (t *Trainer) selectionResult(p *Program, packed *ir.Tensor) (*update.SelectionResult, error) {
+	nu := len(p.Units)
+	if packed.Len() != numDSTRows*nu {
+		return nil, fmt.Errorf("tpu: internal error: DST outcome of %d entries for %d units", packed.Len(), nu)
+	}
+	row := func(r, i int) int64 { return packed.Int64s()[r*nu+i] }
+	units := t.prog.Selection.Units
+	sr := &update.SelectionResult{Selected: nu > 0 && row(rowSelected, 0) != 0, Units: make([]update.UnitResult, len(units))}
+	for i, u := range units {
+		sr.Units[i] = update.UnitResult{K: u.K}
+		if sr.Selected {
+			sr.Units[i].Q, sr.Units[i].HasQ = float32(math.Inf(1)), true // keeps nothing
+		}
+	}
+	for i, u := range p.Units {
+		r := update.UnitResult{
+			Size: u.Size, K: u.K,
+			Kept:     row(rowKept, i),
+			Entered:  row(rowChanged, i),
+			HasQ:     sr.Selected,
+			Alg2:     row(rowAlg2, i) != 0,
+			Exact:    row(rowExact, i) != 0,
+			Fallback: row(rowFallback, i) != 0,
+		}
+		if r.HasQ {
+			r.Q = math.Float32frombits(uint32(row(rowThreshold, i)))
+		}
+		if r.Alg2 {
+			r.Alg2Count = row(rowAlg2Count, i)
+		}
+		sr.Units[u.Unit] = r
+	}
+	return sr, nil
 }
 
 // Eval runs g — a graph over the same parameters, such as ir.LossGraph
@@ -323,17 +395,8 @@ func (t *Trainer) Eval(g *ir.Graph, inputs []*ir.Tensor) ([]*ir.Tensor, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, a := range prog.Args {
-			if a.Kind == ArgInput {
-				continue
-			}
-			want, ok := t.types[residentKey{ArgParam, a.Name}]
-			if !ok {
-				return nil, fmt.Errorf("tpu: the graph reads parameter %q, which the trainer does not hold", a.Name)
-			}
-			if want.DType != a.Type.DType || !want.Shape.Equal(a.Type.Shape) {
-				return nil, fmt.Errorf("tpu: parameter %q is %v in the graph, %v in the trainer", a.Name, a.Type, want)
-			}
+		if err := t.bind(prog, g); err != nil {
+			return nil, err
 		}
 		exe, err := t.dev.compile(prog)
 		if err != nil {
@@ -384,27 +447,22 @@ func (t *Trainer) Eval(g *ir.Graph, inputs []*ir.Tensor) ([]*ir.Tensor, error) {
 	return res, nil
 }
 
-// Param copies the named parameter's current values from the device.
-func (t *Trainer) Param(name string) (*ir.Tensor, error) {
-	return t.State(ArgParam, name)
+// Param copies the named trainable parameter's current values from the
+// device.
+func (t *Trainer) Param(name string) ([]float32, error) {
+	if _, ok := t.shapes[name]; !ok {
+		return nil, fmt.Errorf("tpu: no trainable parameter %q", name)
+	}
+	v, err := t.resident1(ArgParam, name)
+	if err != nil {
+		return nil, err
+	}
+	return v.Float32s(), nil
 }
 
-// HasState reports whether the trainer holds the resident argument.
-func (t *Trainer) HasState(kind ArgKind, name string) bool {
-	_, ok := t.resident[residentKey{kind, name}]
-	return ok
-}
-
-// StateType is the type of a resident argument.
-func (t *Trainer) StateType(kind ArgKind, name string) (ir.Type, bool) {
-	typ, ok := t.types[residentKey{kind, name}]
-	return typ, ok
-}
-
-// State copies a resident argument (a parameter, a seed, or state such as
-// "NAME/exp_avg", "NAME/mask", "dst:q") from the device, for
-// checkpoints and tests.
-func (t *Trainer) State(kind ArgKind, name string) (*ir.Tensor, error) {
+// resident1 copies a resident argument (a parameter, a seed, or state such
+// as "NAME/exp_avg", "NAME/mask", "dst:q") from the device.
+func (t *Trainer) resident1(kind ArgKind, name string) (*ir.Tensor, error) {
 	if t.closed {
 		return nil, errors.New("tpu: trainer is closed")
 	}
@@ -416,9 +474,8 @@ func (t *Trainer) State(kind ArgKind, name string) (*ir.Tensor, error) {
 	return t.dev.download(buf, t.types[key])
 }
 
-// SetState replaces a resident argument's device copy (restoring a
-// checkpoint, setting a fixed mask).
-func (t *Trainer) SetState(kind ArgKind, name string, v *ir.Tensor) error {
+// setResident replaces a resident argument's device copy.
+func (t *Trainer) setResident(kind ArgKind, name string, v *ir.Tensor) error {
 	if t.closed {
 		return errors.New("tpu: trainer is closed")
 	}
@@ -437,6 +494,118 @@ func (t *Trainer) SetState(kind ArgKind, name string, v *ir.Tensor) error {
 	t.dev.free(old)
 	t.resident[key] = buf
 	return nil
+}
+
+// State copies the parameters, their optimizer slots and the selection's
+// state from the device.
+func (t *Trainer) State() (*update.State, error) {
+	st := &update.State{Params: map[string][]float32{}, Optimizer: map[string][]update.Slot{}}
+	for _, p := range t.params {
+		v, err := t.Param(p.Name)
+		if err != nil {
+			return nil, err
+		}
+		st.Params[p.Name] = v
+		var slots []update.Slot
+		for _, s := range t.prog.Optimizer.Slots(p.Tensor.Shape()) {
+			v, err := t.resident1(ArgState, p.Name+"/"+s.Name)
+			if err != nil {
+				return nil, fmt.Errorf("tpu: optimizer slot %q of %q: %w", s.Name, p.Name, err)
+			}
+			slots = append(slots, update.Slot{Name: s.Name, Shape: s.Shape, Data: v.Float32s()})
+		}
+		st.Optimizer[p.Name] = slots
+	}
+	if t.layout == nil {
+		return st, nil
+	}
+	sel := update.NewSelectionState(t.prog.Selection)
+	q, err := t.resident1(ArgState, stateQ)
+	if err != nil {
+		return nil, err
+	}
+	ready, err := t.resident1(ArgState, stateReady)
+	if err != nil {
+		return nil, err
+	}
+	fixed, err := t.resident1(ArgState, stateFixed)
+	if err != nil {
+		return nil, err
+	}
+	sel.Fixed = fixed.Bools()[0]
+	for i, u := range t.layout.units {
+		sel.Q[u.Unit], sel.Ready[u.Unit] = q.Float32s()[i], ready.Bools()[i]
+		for _, p := range u.pieces {
+			mask, err := t.resident1(ArgState, p.name+"/mask")
+			if err != nil {
+				return nil, err
+			}
+			kept := []int32{}
+			for pos, k := range mask.Bools() {
+				if k {
+					kept = append(kept, int32(pos))
+				}
+			}
+			sel.Kept[p.name] = kept
+		}
+	}
+	for name, kept := range sel.Kept {
+		if kept == nil {
+			sel.Kept[name] = []int32{} // a parameter of an empty unit
+		}
+	}
+	st.Selection = sel
+	return st, nil
+}
+
+// SetState checks st against the program, then copies it to the device;
+// nil fields keep their values.
+func (t *Trainer) SetState(st *update.State) error {
+	shapes := map[string][]int{}
+	for name, s := range t.shapes {
+		shapes[name] = s
+	}
+	if err := t.prog.CheckState(shapes, st); err != nil {
+		return fmt.Errorf("tpu: %w", err)
+	}
+	for _, p := range t.params {
+		if v, ok := st.Params[p.Name]; ok {
+			if err := t.setResident(ArgParam, p.Name, ir.FromFloat32s(t.shapes[p.Name], slices.Clone(v))); err != nil {
+				return err
+			}
+		}
+		for _, s := range st.Optimizer[p.Name] {
+			name := p.Name + "/" + s.Name
+			if err := t.setResident(ArgState, name, ir.FromFloat32s(t.types[residentKey{ArgState, name}].Shape, slices.Clone(s.Data))); err != nil {
+				return fmt.Errorf("tpu: optimizer slot %q of %q: %w", s.Name, p.Name, err)
+			}
+		}
+	}
+	sel := st.Selection
+	if sel == nil {
+		return nil
+	}
+	nu := len(t.layout.units)
+	q, ready := make([]float32, nu), make([]bool, nu)
+	for i, u := range t.layout.units {
+		q[i], ready[i] = sel.Q[u.Unit], sel.Ready[u.Unit]
+		for _, p := range u.pieces {
+			mask := make([]bool, p.shape.Size())
+			for _, pos := range sel.Kept[p.name] {
+				mask[pos] = true
+			}
+			if err := t.setResident(ArgState, p.name+"/mask", ir.FromBools(p.shape, mask)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := t.setResident(ArgState, stateQ, ir.FromFloat32s(ir.Shape{nu}, q)); err != nil {
+		return err
+	}
+	if err := t.setResident(ArgState, stateReady, ir.FromBools(ir.Shape{nu}, ready)); err != nil {
+		return err
+	}
+	return t.setResident(ArgState, stateFixed, ir.FromBools(ir.Shape{}, []bool{sel.Fixed}))
 }
 
 // Close frees the trainer's device buffers.

@@ -56,12 +56,6 @@ func genVectorArith(t *target) {
 			n:   "dst", ins: []string{"src"}, outs: []string{"dst"}, scals: []string{"v"}, unroll: unrolled(4, 4),
 			body: func(c *ctx) { c.out[0] = c.add(c.in[0], c.scal[0]) },
 		},
-		{
-			name: "axpyF32", sig: "func(y []float32, alpha float32, x []float32)",
-			doc: []string{"axpyF32 sets y[i] += alpha * x[i] (one FMA) for i < len(y)."},
-			n:   "y", ins: []string{"y", "x"}, outs: []string{"y"}, scals: []string{"alpha"}, unroll: unrolled(4, 4),
-			body: func(c *ctx) { c.out[0] = c.fma(c.in[1], c.scal[0], c.in[0]) },
-		},
 	} {
 		l.emit(t)
 	}

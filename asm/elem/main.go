@@ -206,6 +206,32 @@ func (c *ctx) accumulate(i int, kind accKind, v VecVirtual) {
 }
 
 func (l *loop) emit(t *target) {
+	e := &emitter{l: l, t: t}
+	e.header()
+	e.loops()
+	e.finish()
+}
+
+// emitter writes one loop's function for one target: a header that loads
+// the arguments, broadcasts the scalars and clears the accumulators; the
+// unrolled block loop, the one-vector loop and the masked tail; then the
+// reduction of the accumulators and the prologue that loads the hoisted
+// constants (written last, once the body has said which it needs).
+type emitter struct {
+	l      *loop
+	t      *target
+	unroll int
+	ptrs   map[string]GPVirtual
+	n, i   GPVirtual
+	c      *ctx
+	accs   [][]VecVirtual
+	// prologue and body label the constants' prologue and the body the
+	// function jumps back to.
+	prologue, body string
+}
+
+func (e *emitter) header() {
+	l, t := e.l, e.t
 	TEXT(l.name+t.suffix, NOSPLIT, l.sig)
 	for j, d := range l.doc {
 		if j == 0 && strings.HasPrefix(d, l.name+" ") {
@@ -214,40 +240,36 @@ func (l *loop) emit(t *target) {
 		Doc(d)
 	}
 	Pragma("noescape")
-	unroll := l.unroll[t]
-	if unroll == 0 {
-		unroll = 1
+	e.unroll = l.unroll[t]
+	if e.unroll == 0 {
+		e.unroll = 1
 	}
 
-	ptrs := map[string]GPVirtual{}
-	ptr := func(name string) GPVirtual {
-		if p, ok := ptrs[name]; ok {
-			return p
+	e.ptrs = map[string]GPVirtual{}
+	for _, name := range append(append([]string{}, l.ins...), l.outs...) {
+		if _, ok := e.ptrs[name]; ok {
+			continue
 		}
 		p := GP64()
 		Load(Param(name).Base(), p)
-		ptrs[name] = p
-		return p
+		e.ptrs[name] = p
 	}
-	for _, name := range append(append([]string{}, l.ins...), l.outs...) {
-		ptr(name)
-	}
-	n := GP64()
-	Load(Param(l.n).Len(), n)
+	e.n = GP64()
+	Load(Param(l.n).Len(), e.n)
 
-	c := &ctx{t: t, hoisted: map[uint32]VecVirtual{}, maxHoist: t.maxHoist}
+	e.c = &ctx{t: t, hoisted: map[uint32]VecVirtual{}, maxHoist: t.maxHoist}
 	if h, ok := l.maxHoist[t]; ok {
-		c.maxHoist = h
+		e.c.maxHoist = h
 	}
 	for _, s := range l.scals {
 		x := XMM()
 		Load(Param(s), x)
 		v := t.vec()
 		VBROADCASTSS(x, v)
-		c.scal = append(c.scal, v)
+		e.c.scal = append(e.c.scal, v)
 	}
-	accs := make([][]VecVirtual, unroll)
-	for u := range accs {
+	e.accs = make([][]VecVirtual, e.unroll)
+	for u := range e.accs {
 		for _, k := range l.accs {
 			a := t.vec()
 			if k == accSum {
@@ -255,63 +277,72 @@ func (l *loop) emit(t *target) {
 			} else {
 				VMOVUPS(konst(float32(math.Inf(-1))), a) // from memory: this runs before the constants prologue
 			}
-			accs[u] = append(accs[u], a)
+			e.accs[u] = append(e.accs[u], a)
 		}
 	}
 
 	// The constants are loaded by a prologue at the end of the function,
 	// written once the body has said which it needs.
-	prologue, body := l.name+t.suffix+"_constants", l.name+t.suffix+"_start"
-	JMP(LabelRef(prologue))
-	Label(body)
+	e.prologue, e.body = l.name+t.suffix+"_constants", l.name+t.suffix+"_start"
+	JMP(LabelRef(e.prologue))
+	Label(e.body)
 
-	i := GP64()
-	XORQ(i, i)
+	e.i = GP64()
+	XORQ(e.i, e.i)
+}
+
+// step emits one vector of the body at unroll slot u; tail, when set,
+// masks the loads and stores.
+func (e *emitter) step(u int, tail *tailMask) {
+	l, t, c := e.l, e.t, e.c
 	mem := func(name string, off int) Mem {
-		return Mem{Base: ptrs[name], Index: i, Scale: 4, Disp: off}
+		return Mem{Base: e.ptrs[name], Index: e.i, Scale: 4, Disp: off}
 	}
-	step := func(u int, tail *tailMask) {
-		c.tail = tail
-		c.acc = accs[u]
-		c.in = c.in[:0]
-		c.out = make([]VecVirtual, len(l.outs))
-		off := u * t.vbytes()
-		for _, name := range l.ins {
-			v := t.vec()
-			switch {
-			case tail == nil:
-				VMOVUPS(mem(name, off), v)
-			case t.avx512:
-				VMOVUPS_Z(mem(name, off), tail.k, v)
-			default:
-				VMASKMOVPS(mem(name, off), tail.vec, v)
-			}
-			c.in = append(c.in, v)
+	c.tail = tail
+	c.acc = e.accs[u]
+	c.in = c.in[:0]
+	c.out = make([]VecVirtual, len(l.outs))
+	off := u * t.vbytes()
+	for _, name := range l.ins {
+		v := t.vec()
+		switch {
+		case tail == nil:
+			VMOVUPS(mem(name, off), v)
+		case t.avx512:
+			VMOVUPS_Z(mem(name, off), tail.k, v)
+		default:
+			VMASKMOVPS(mem(name, off), tail.vec, v)
 		}
-		l.body(c)
-		for j, name := range l.outs {
-			v := c.out[j]
-			switch {
-			case tail == nil:
-				VMOVUPS(v, mem(name, off))
-			case t.avx512:
-				VMOVUPS(v, tail.k, mem(name, off))
-			default:
-				VMASKMOVPS(v, tail.vec, mem(name, off))
-			}
+		c.in = append(c.in, v)
+	}
+	l.body(c)
+	for j, name := range l.outs {
+		v := c.out[j]
+		switch {
+		case tail == nil:
+			VMOVUPS(v, mem(name, off))
+		case t.avx512:
+			VMOVUPS(v, tail.k, mem(name, off))
+		default:
+			VMASKMOVPS(v, tail.vec, mem(name, off))
 		}
 	}
+}
 
-	block := unroll * t.lanes
-	if unroll > 1 {
+// loops emits the unrolled blocks, the single vectors and the masked
+// tail.
+func (e *emitter) loops() {
+	l, t, i, n := e.l, e.t, e.i, e.n
+	block := e.unroll * t.lanes
+	if e.unroll > 1 {
 		limit := GP64()
 		MOVQ(n, limit)
 		ANDQ(I32(-block), limit)
 		Label(l.name + t.suffix + "_blocks")
 		CMPQ(i, limit)
 		JAE(LabelRef(l.name + t.suffix + "_vectors"))
-		for u := 0; u < unroll; u++ {
-			step(u, nil)
+		for u := 0; u < e.unroll; u++ {
+			e.step(u, nil)
 		}
 		ADDQ(U32(block), i)
 		JMP(LabelRef(l.name + t.suffix + "_blocks"))
@@ -323,7 +354,7 @@ func (l *loop) emit(t *target) {
 	Label(l.name + t.suffix + "_vectorloop")
 	CMPQ(i, limit1)
 	JAE(LabelRef(l.name + t.suffix + "_tail"))
-	step(0, nil)
+	e.step(0, nil)
 	ADDQ(U32(t.lanes), i)
 	JMP(LabelRef(l.name + t.suffix + "_vectorloop"))
 
@@ -348,13 +379,18 @@ func (l *loop) emit(t *target) {
 		tm.vec = YMM()
 		VMOVUPS(Mem{Base: base, Index: off, Scale: 4}, tm.vec)
 	}
-	step(0, tm)
+	e.step(0, tm)
+}
 
+// finish reduces the accumulators into the results, returns, and writes
+// the constants' prologue.
+func (e *emitter) finish() {
+	l, t := e.l, e.t
 	Label(l.name + t.suffix + "_done")
 	for j, k := range l.accs {
-		vs := make([]VecVirtual, unroll)
+		vs := make([]VecVirtual, e.unroll)
 		for u := range vs {
-			vs[u] = accs[u][j]
+			vs[u] = e.accs[u][j]
 		}
 		x := reduce(t, k, vs)
 		Store(x, Return(l.rets[j]))
@@ -362,11 +398,11 @@ func (l *loop) emit(t *target) {
 	VZEROUPPER()
 	RET()
 
-	Label(prologue)
-	for _, bits := range c.hoistList {
-		VMOVUPS(constBits(bits), c.hoisted[bits])
+	Label(e.prologue)
+	for _, bits := range e.c.hoistList {
+		VMOVUPS(constBits(bits), e.c.hoisted[bits])
 	}
-	JMP(LabelRef(body))
+	JMP(LabelRef(e.body))
 }
 
 // reduce combines the accumulators pairwise (0+1, 2+3, then those sums),

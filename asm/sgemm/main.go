@@ -231,14 +231,24 @@ func kernelAVX2(name string, mr, nv int) {
 	TEXT(name, NOSPLIT, signature)
 	kernelDoc(name, mr, nr, "AVX2 and FMA")
 	k := kernelProlog(mr)
+	cols, maskAddr := avx2ColumnMasks(nv)
 
-	// Full-width tiles store with plain moves; edge tiles load a lane mask
-	// per vector from maskTable (8 × -1 then 8 × 0).
+	Label(name + "_tile")
+	prefetchC(k.cTile, k.ldc, mr, 4*nr)
+	acc := avx2Accumulate(name, k, mr, nv)
+	avx2Store(name, k, mr, nv, cols, maskAddr, acc)
+	nextTile(name, k, mr)
+}
+
+// avx2ColumnMasks loads cols and the address of each vector's lane mask
+// for edge tiles (full-width tiles store with plain moves; edge tiles load
+// a lane mask per vector from maskTable, 8 × -1 then 8 × 0).
+func avx2ColumnMasks(nv int) (cols GPVirtual, maskAddr []Register) {
 	Comment("Column masks for edge tiles: the first cols lanes of the row.")
-	cols := Load(Param("cols"), GP64())
+	cols = Load(Param("cols"), GP64()).(GPVirtual)
 	table := GP64()
 	LEAQ(maskTable(), table)
-	maskAddr := make([]Register, nv)
+	maskAddr = make([]Register, nv)
 	for v := range nv {
 		// lanes = clamp(cols-8v, 0, 8); mask = maskTable[8-lanes : 16-lanes]
 		lanes := GP64()
@@ -258,9 +268,14 @@ func kernelAVX2(name string, mr, nv int) {
 		maskAddr[v] = GP64()
 		LEAQ(Mem{Base: table, Index: lanes, Scale: 4, Disp: 32}, maskAddr[v])
 	}
+	return cols, maskAddr
+}
 
-	Label(name + "_tile")
-	prefetchC(k.cTile, k.ldc, mr, 4*nr)
+// avx2Accumulate clears the mr × nv accumulators and runs the k loop:
+// per k, nv vectors of B and a broadcast of each row's A, fused
+// multiply-added.
+func avx2Accumulate(name string, k kernelRegs, mr, nv int) [][]VecVirtual {
+	nr := 8 * nv
 	acc := make([][]VecVirtual, mr)
 	for r := range acc {
 		acc[r] = make([]VecVirtual, nv)
@@ -289,7 +304,13 @@ func kernelAVX2(name string, mr, nv int) {
 			}
 		}
 	})
+	return acc
+}
 
+// avx2Store writes C = alpha·acc (+ beta·C), with plain moves for a full
+// tile and lane masks for an edge tile, each with and without beta.
+func avx2Store(name string, k kernelRegs, mr, nv int, cols GPVirtual, maskAddr []Register, acc [][]VecVirtual) {
+	nr := 8 * nv
 	Comment("C = alpha·acc (+ beta·C), rows and columns masked to the valid part.")
 	alpha := YMM()
 	VBROADCASTSS(paramAddr("alpha"), alpha)
@@ -343,7 +364,6 @@ func kernelAVX2(name string, mr, nv int) {
 			VMASKMOVPS(acc[r][v], masks[v], pc.Offset(32*v))
 		}
 	})
-	nextTile(name, k, mr)
 }
 
 var maskTableMem *Mem

@@ -17,20 +17,31 @@ import (
 
 func init() {
 	register(&command{
-		name:    "apply",
-		usage:   "MODEL.onnx DELTA.safetensors [MORE.safetensors ...] -o OUT.onnx [--force]",
-		summary: "write the fine-tuned model: the base model with one or more deltas applied in order",
-		run:     runApply,
+		name:     "apply",
+		synopsis: []string{"MODEL.onnx DELTA.safetensors [MORE.safetensors ...] -o OUT.onnx [--force]"},
+		summary:  "write the fine-tuned model: the base model with one or more deltas applied in order",
+		flags:    func(fs *flag.FlagSet) { new(applyFlags).define(fs) },
+		run:      runApply,
 	})
 }
 
+// applyFlags are dstune apply's flags.
+type applyFlags struct {
+	out   string
+	force *bool
+}
+
+func (f *applyFlags) define(fs *flag.FlagSet) {
+	fs.StringVar(&f.out, "o", "", "the fine-tuned model to write (OUT.onnx)")
+	fs.StringVar(&f.out, "out", "", "same as -o")
+	f.force = fs.Bool("force", false, "apply deltas made for another base model, and let a later delta win where two change one entry")
+}
+
 func runApply(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
-	var out string
-	fs.StringVar(&out, "o", "", "the fine-tuned model to write (OUT.onnx)")
-	fs.StringVar(&out, "out", "", "same as -o")
-	force := fs.Bool("force", false, "apply deltas made for another base model, and let a later delta win where two change one entry")
+	var f applyFlags
+	fs := newFlagSet("apply", f.define)
 	pos, err := parseArgs(fs, args)
+	out, force := f.out, f.force
 	if err != nil {
 		return err
 	}
@@ -61,10 +72,20 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	// New raw bytes for every changed initializer, in the tensor's own
-	// dtype (float16/bfloat16 values round to nearest, ties to even).
-	newValues := map[string][]byte{}
-	var reencode []string // why the file cannot be patched in place
+	newValues, reencode, err := applyToInitializers(stdout, m, inits, delta)
+	if err != nil {
+		return fmt.Errorf("%s: %w", modelPath, err)
+	}
+	return writeApplied(stdout, modelPath, out, m, newValues, reencode)
+}
+
+// applyToInitializers computes the new raw bytes of every changed
+// initializer, in the tensor's own dtype (float16/bfloat16 values round
+// to nearest, ties to even), printing a line per tensor and the totals;
+// reencode says why the file cannot be patched in place (nothing when it
+// can).
+func applyToInitializers(stdout io.Writer, m *onnx.Model, inits []dst.Initializer, delta *dst.Delta) (newValues map[string][]byte, reencode []string, err error) {
+	newValues = map[string][]byte{}
 	byName := map[string]*onnx.Tensor{}
 	for _, it := range m.Graph.Initializers {
 		byName[it.Name] = it
@@ -79,11 +100,11 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 		it := byName[td.Name]
 		old, err := it.Bytes()
 		if err != nil {
-			return fmt.Errorf("%s: %w", modelPath, err)
+			return nil, nil, err
 		}
 		data := bytes.Clone(old) // old may be a read-only view of the file
 		if err := td.ApplyRaw(safetensorsDType[it.DataType], data); err != nil {
-			return fmt.Errorf("%s: %w", modelPath, err)
+			return nil, nil, err
 		}
 		newValues[td.Name] = data
 		switch {
@@ -105,7 +126,12 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "total: %d tensors, %s entries (%.3g %% of %s parameters), %s bytes rewritten\n",
 		len(delta.Tensors), groupThousands(entries), share, groupThousands(params), groupThousands(written))
+	return newValues, reencode, nil
+}
 
+// writeApplied writes the fine-tuned model: the base file patched in place
+// when it can be, else the whole model re-encoded (saying why).
+func writeApplied(stdout io.Writer, modelPath, out string, m *onnx.Model, newValues map[string][]byte, reencode []string) error {
 	if len(reencode) == 0 {
 		if ext := externalData(m.Graph, 0); ext != "" && !sameDir(modelPath, out) {
 			reencode = append(reencode, fmt.Sprintf("the model keeps initializers in the external-data file %q, which a patched copy in another directory would not find", ext))

@@ -19,14 +19,16 @@ import (
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/update"
 )
 
 func init() {
 	register(&command{
-		name:    "demo",
-		usage:   "[--out DIR] [--steps N] [--eps E] [--threads N] | --regenerate DIR",
-		summary: "fine-tune the small model that ships with dstune on a new task with DST, and show before and after",
-		run:     runDemo,
+		name:     "demo",
+		synopsis: []string{"[--out DIR] [--steps 300] [--eps 0.01] [--lr 0.01] [--threads 2] [--full=true]", "--regenerate DIR"},
+		summary:  "fine-tune the small model that ships with dstune on a new task with DST, and show before and after",
+		flags:    func(fs *flag.FlagSet) { new(demoFlags).define(fs) },
+		run:      runDemo,
 	})
 }
 
@@ -37,7 +39,7 @@ const (
 	demoValidExamples = 256
 	demoDataSeed      = 2
 	demoBatch         = 32
-	demoOptimizer     = train.OptimizerAdamW
+	demoOptimizer     = update.OptimizerAdamW
 	demoSilo          = "module-layer"
 	demoDistance      = "inv-rel"
 	demoThreshold     = "iterative"
@@ -46,15 +48,29 @@ const (
 // demoMethod is the training method of the demo's fine-tuning.
 var demoMethod = train.MethodDST
 
+// demoFlags are dstune demo's flags.
+type demoFlags struct {
+	out, regenerate *string
+	steps           *int64
+	eps, lr         *float64
+	threads         *int
+	full            *bool
+}
+
+func (f *demoFlags) define(fs *flag.FlagSet) {
+	f.out = fs.String("out", "", "directory for the demo's files (created; default: a new directory under the OS temp dir)")
+	f.steps = fs.Int64("steps", 300, "fine-tuning steps")
+	f.eps = fs.Float64("eps", 1e-2, "share of each silo's entries that may differ from the base model")
+	f.lr = fs.Float64("lr", 1e-2, "AdamW learning rate")
+	f.threads = fs.Int("threads", 2, "goroutines per kernel call; the printed numbers depend on it")
+	f.full = fs.Bool("full", true, "also fine-tune every parameter (--method full), for reference")
+	f.regenerate = fs.String("regenerate", "", "instead of the demo: pretrain the shipped base model from scratch and write DIR/"+demo.BaseModelFile)
+}
+
 func runDemo(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	out := fs.String("out", "", "directory for the demo's files (created; default: a new directory under the OS temp dir)")
-	steps := fs.Int64("steps", 300, "fine-tuning steps")
-	eps := fs.Float64("eps", 1e-2, "share of each silo's entries that may differ from the base model")
-	lr := fs.Float64("lr", 1e-2, "AdamW learning rate")
-	threads := fs.Int("threads", 2, "goroutines per kernel call; the printed numbers depend on it")
-	full := fs.Bool("full", true, "also fine-tune every parameter (--method full), for reference")
-	regenerate := fs.String("regenerate", "", "instead of the demo: pretrain the shipped base model from scratch and write DIR/"+demo.BaseModelFile)
+	var f demoFlags
+	fs := newFlagSet("demo", f.define)
+	out, steps, eps, lr, threads, full, regenerate := f.out, f.steps, f.eps, f.lr, f.threads, f.full, f.regenerate
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -105,38 +121,65 @@ type demoOptions struct {
 // result; with o.full also `dstune train --method full` for reference.
 func demoRun(stdout io.Writer, o demoOptions) error {
 	start := time.Now()
-	dir := o.out
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "dstune-demo-"); err != nil {
-			return err
-		}
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	at := func(name string) string { return filepath.Join(dir, name) }
-	for _, name := range []string{"run", "full"} {
-		if _, err := os.Stat(at(name)); err == nil {
-			return fmt.Errorf("%s already exists: give the demo another --out directory", at(name))
-		}
-	}
-	if err := os.WriteFile(at(demo.BaseModelFile), demo.BaseModel, 0o644); err != nil {
-		return err
-	}
-	task := demo.ReverseUpper
-	trainSet, validSet := demo.TaskData(task, demoTrainExamples, demoValidExamples, demoDataSeed)
-	if err := demo.WriteJSONL(at("train.jsonl"), trainSet); err != nil {
-		return err
-	}
-	if err := demo.WriteJSONL(at("valid.jsonl"), validSet); err != nil {
-		return err
-	}
-	before, params, err := demoEvaluate(at(demo.BaseModelFile), validSet, o.threads)
+	d, err := newDemoDir(o)
 	if err != nil {
 		return err
 	}
+	before, params, err := demoEvaluate(d.at(demo.BaseModelFile), d.validSet, o.threads)
+	if err != nil {
+		return err
+	}
+	printDemoIntro(stdout, o, params, len(d.trainSet))
+	r, err := d.fineTune(o)
+	if err != nil {
+		return err
+	}
+	r.before, r.params, r.total = before, params, time.Since(start)
+	return d.report(stdout, o, r)
+}
 
+// demoDir is the demo's directory with the base model and the task's
+// data written into it.
+type demoDir struct {
+	dir                string
+	trainSet, validSet []demo.Example
+}
+
+func (d *demoDir) at(name string) string { return filepath.Join(d.dir, name) }
+
+func newDemoDir(o demoOptions) (*demoDir, error) {
+	d := &demoDir{dir: o.out}
+	if d.dir == "" {
+		var err error
+		if d.dir, err = os.MkdirTemp("", "dstune-demo-"); err != nil {
+			return nil, err
+		}
+	} else if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"run", "full"} {
+		if _, err := os.Stat(d.at(name)); err == nil {
+			return nil, fmt.Errorf("%s already exists: give the demo another --out directory", d.at(name))
+		}
+	}
+	if err := os.WriteFile(d.at(demo.BaseModelFile), demo.BaseModel, 0o644); err != nil {
+		return nil, err
+	}
+	d.trainSet, d.validSet = demo.TaskData(demo.ReverseUpper, demoTrainExamples, demoValidExamples, demoDataSeed)
+	if err := demo.WriteJSONL(d.at("train.jsonl"), d.trainSet); err != nil {
+		return nil, err
+	}
+	if err := demo.WriteJSONL(d.at("valid.jsonl"), d.validSet); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// printDemoIntro says what the base model and the new task are and how
+// the demo fine-tunes.
+func printDemoIntro(stdout io.Writer, o demoOptions, params int64, examples int) {
 	word := "hello"
+	task := demo.ReverseUpper
 	fmt.Fprintf(stdout, "dstune demo: Dynamic Subset Tuning of a small model on a task it has not learned\n\n")
 	fmt.Fprintf(stdout, "base model   a byte-level GPT (%d layers, width %d, %s parameters) that dstune pretrained\n",
 		demo.DefaultModel.Layers, demo.DefaultModel.Dim, groupThousands(params))
@@ -146,13 +189,25 @@ func demoRun(stdout io.Writer, o demoOptions) error {
 		fmt.Fprintf(stdout, "  %s → %s", e.Prompt, e.Answer)
 	}
 	e := task.Example([]byte(word))
-	fmt.Fprintf(stdout, "\nnew task     %s: %s → %s, never seen in pretraining (%d training examples)\n", task.Name, e.Prompt, e.Answer, len(trainSet))
+	fmt.Fprintf(stdout, "\nnew task     %s: %s → %s, never seen in pretraining (%d training examples)\n", task.Name, e.Prompt, e.Answer, examples)
 	fmt.Fprintf(stdout, "fine-tuning  DST with ε = %g: after every optimizer step only the %g %% of each tensor farthest\n", o.eps, 100*o.eps)
 	fmt.Fprintf(stdout, "             from the base (%s distance) keep their new values, the rest snap back;\n", demoDistance)
 	fmt.Fprintf(stdout, "             AdamW, lr %g, %d steps of %d examples, %d threads\n\n", o.lr, o.steps, demoBatch, o.threads)
+}
 
+// demoResults are what the demo measured.
+type demoResults struct {
+	before, after, full demo.Quality
+	params              int64
+	dstArgs, applyArgs  []string
+	trainTime, total    time.Duration
+}
+
+// fineTune runs the DST fine-tuning, applies its delta and measures the
+// tuned model; with o.full it also fine-tunes every parameter.
+func (d *demoDir) fineTune(o demoOptions) (*demoResults, error) {
 	trainArgs := func(method, out string) []string {
-		args := []string{at(demo.BaseModelFile), "--data", at("train.jsonl"), "--valid", at("valid.jsonl"), "--task", "lm",
+		args := []string{d.at(demo.BaseModelFile), "--data", d.at("train.jsonl"), "--valid", d.at("valid.jsonl"), "--task", "lm",
 			"--method", method, "--optimizer", demoOptimizer, "--lr", strconv.FormatFloat(o.lr, 'g', -1, 64),
 			"--steps", strconv.FormatInt(o.steps, 10), "--batch", strconv.Itoa(demoBatch), "--seed", "1",
 			"--threads", strconv.Itoa(o.threads), "--out", out}
@@ -162,57 +217,59 @@ func demoRun(stdout io.Writer, o demoOptions) error {
 		}
 		return args
 	}
-	dstArgs := trainArgs(train.MethodDST, at("run"))
+	r := &demoResults{dstArgs: trainArgs(train.MethodDST, d.at("run"))}
 	trainStart := time.Now()
-	if err := runLogged(at("train.log"), "train", dstArgs); err != nil {
-		return err
+	if err := runLogged(d.at("train.log"), "train", r.dstArgs); err != nil {
+		return nil, err
 	}
-	trainTime := time.Since(trainStart)
-	deltaPath := at(filepath.Join("run", dst.DeltaFile))
-	applyArgs := []string{at(demo.BaseModelFile), deltaPath, "-o", at("tuned.onnx")}
-	if err := runLogged(at("apply.log"), "apply", applyArgs); err != nil {
-		return err
+	r.trainTime = time.Since(trainStart)
+	r.applyArgs = []string{d.at(demo.BaseModelFile), d.at(filepath.Join("run", dst.DeltaFile)), "-o", d.at("tuned.onnx")}
+	if err := runLogged(d.at("apply.log"), "apply", r.applyArgs); err != nil {
+		return nil, err
 	}
-	after, _, err := demoEvaluate(at("tuned.onnx"), validSet, o.threads)
-	if err != nil {
-		return err
+	var err error
+	if r.after, _, err = demoEvaluate(d.at("tuned.onnx"), d.validSet, o.threads); err != nil {
+		return nil, err
 	}
-	var fullArgs []string
-	var full demo.Quality
 	if o.full {
-		fullArgs = trainArgs(train.MethodFull, at("full"))
-		if err := runLogged(at("full.log"), "train", fullArgs); err != nil {
-			return err
+		if err := runLogged(d.at("full.log"), "train", trainArgs(train.MethodFull, d.at("full"))); err != nil {
+			return nil, err
 		}
-		if full, _, err = demoEvaluate(at(filepath.Join("full", train.ModelFile)), validSet, o.threads); err != nil {
-			return err
+		if r.full, _, err = demoEvaluate(d.at(filepath.Join("full", train.ModelFile)), d.validSet, o.threads); err != nil {
+			return nil, err
 		}
 	}
+	return r, nil
+}
 
-	d, err := dst.ReadDelta(deltaPath)
+// report prints the measurements, the subset and delta, where the files
+// are and the commands that made them.
+func (d *demoDir) report(stdout io.Writer, o demoOptions, r *demoResults) error {
+	deltaPath := d.at(filepath.Join("run", dst.DeltaFile))
+	delta, err := dst.ReadDelta(deltaPath)
 	if err != nil {
 		return err
 	}
 	deltaInfo, err1 := os.Stat(deltaPath)
-	baseInfo, err2 := os.Stat(at(demo.BaseModelFile))
+	baseInfo, err2 := os.Stat(d.at(demo.BaseModelFile))
 	if err := errors.Join(err1, err2); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%-34s %s   %s   %s\n", fmt.Sprintf("on %d held-out words", len(validSet)), "validation loss", "exact match", "parameters changed")
+	fmt.Fprintf(stdout, "%-34s %s   %s   %s\n", fmt.Sprintf("on %d held-out words", len(d.validSet)), "validation loss", "exact match", "parameters changed")
 	row := func(name string, q demo.Quality, changed string) {
 		fmt.Fprintf(stdout, "  %-32s %15.4f %11.1f %%   %s\n", name, q.Loss, 100*q.ExactMatch, changed)
 	}
-	row("base model", before, "none")
-	row(fmt.Sprintf("after DST (ε = %g)", o.eps), after, fmt.Sprintf("%s (%.2f %%)", groupThousands(d.NumChanged()), 100*float64(d.NumChanged())/float64(params)))
+	row("base model", r.before, "none")
+	row(fmt.Sprintf("after DST (ε = %g)", o.eps), r.after, fmt.Sprintf("%s (%.2f %%)", groupThousands(delta.NumChanged()), 100*float64(delta.NumChanged())/float64(r.params)))
 	if o.full {
-		row("full fine-tuning, for reference", full, "all "+groupThousands(params))
+		row("full fine-tuning, for reference", r.full, "all "+groupThousands(r.params))
 	}
-	for i := range min(3, len(validSet)) {
-		fmt.Fprintf(stdout, "  e.g. %s  base model: %s  after DST: %s\n", validSet[i].Prompt, before.Completions[i], after.Completions[i])
+	for i := range min(3, len(d.validSet)) {
+		fmt.Fprintf(stdout, "  e.g. %s  base model: %s  after DST: %s\n", d.validSet[i].Prompt, r.before.Completions[i], r.after.Completions[i])
 	}
-	if last := lastMetrics(at(filepath.Join("run", train.MetricsFile))); last != nil {
+	if last := lastMetrics(d.at(filepath.Join("run", train.MetricsFile))); last != nil {
 		if alg2, ok := last["eps_alg2"].(float64); ok {
-			fmt.Fprintf(stdout, "\nsubset       exactly %s entries (round(ε·n) of each tensor) after every step; at the last step\n", groupThousands(d.NumChanged()))
+			fmt.Fprintf(stdout, "\nsubset       exactly %s entries (round(ε·n) of each tensor) after every step; at the last step\n", groupThousands(delta.NumChanged()))
 			fmt.Fprintf(stdout, "             Algorithm 2's threshold alone would have kept ε = %.3f %%", 100*alg2)
 			if churn, ok := last["churn"].(float64); ok {
 				fmt.Fprintf(stdout, ", and %.2f %% of the subset changed", 100*churn)
@@ -222,9 +279,14 @@ func demoRun(stdout io.Writer, o demoOptions) error {
 	}
 	fmt.Fprintf(stdout, "\ndelta        %s: %s bytes, %.1f %% of the base model's %s bytes\n",
 		filepath.Join("run", dst.DeltaFile), groupThousands(deltaInfo.Size()), 100*float64(deltaInfo.Size())/float64(baseInfo.Size()), groupThousands(baseInfo.Size()))
-	fmt.Fprintf(stdout, "time         %.1f s (DST fine-tuning %.1f s)\n\n", time.Since(start).Seconds(), trainTime.Seconds())
+	fmt.Fprintf(stdout, "time         %.1f s (DST fine-tuning %.1f s)\n\n", r.total.Seconds(), r.trainTime.Seconds())
+	d.printFiles(stdout, o, r)
+	return nil
+}
 
-	fmt.Fprintf(stdout, "files in %s:\n", dir)
+// printFiles lists the demo's files and the commands that made them.
+func (d *demoDir) printFiles(stdout io.Writer, o demoOptions, r *demoResults) {
+	fmt.Fprintf(stdout, "files in %s:\n", d.dir)
 	list := [][2]string{
 		{demo.BaseModelFile, "the base model"},
 		{"train.jsonl, valid.jsonl", "the new task's data"},
@@ -239,11 +301,10 @@ func demoRun(stdout io.Writer, o demoOptions) error {
 		fmt.Fprintf(stdout, "  %-26s %s\n", f[0], f[1])
 	}
 	fmt.Fprintf(stdout, "\nthe same by hand, in that directory:\n")
-	for _, c := range [][]string{append([]string{"train"}, dstArgs...), append([]string{"apply"}, applyArgs...)} {
-		fmt.Fprintf(stdout, "  dstune %s\n", relativeTo(dir, shellJoin(c)))
+	for _, c := range [][]string{append([]string{"train"}, r.dstArgs...), append([]string{"apply"}, r.applyArgs...)} {
+		fmt.Fprintf(stdout, "  dstune %s\n", relativeTo(d.dir, shellJoin(c)))
 	}
 	fmt.Fprintf(stdout, "  dstune run %s --delta run/%s --input tokens=TOKENS.pb --output-dir OUT   (the delta applied in memory)\n", demo.BaseModelFile, dst.DeltaFile)
-	return nil
 }
 
 // lastMetrics returns the last record of a run's metrics.jsonl, or nil.

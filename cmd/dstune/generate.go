@@ -21,11 +21,45 @@ import (
 
 func init() {
 	register(&command{
-		name:    "generate",
-		usage:   "MODEL.onnx (--prompt TEXT --tokenizer T | --prompt-ids IDS) [--delta D ...] [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop S ...]",
+		name: "generate",
+		synopsis: []string{
+			"MODEL.onnx (--prompt TEXT --tokenizer T | --prompt-ids IDS | --bos ID) [--delta D ...]",
+			" [--max-tokens 64] [--temperature 0] [--top-k 0] [--top-p 1] [--seed 0]",
+			" [--stop S ...] [--eos ID ...] [--kv-cache auto|past|own|recompute] [--context N] [--threads N]",
+		},
 		summary: "generate text from a causal language model (greedy or sampled), streaming the tokens",
+		flags:   func(fs *flag.FlagSet) { new(generateCmdFlags).define(fs) },
 		run:     runGenerate,
 	})
+}
+
+// generateCmdFlags are dstune generate's flags.
+type generateCmdFlags struct {
+	gf                generateFlags
+	deltas, stops     inputFlags
+	prompt            *string
+	promptIDs, eos    idList
+	bos               *int64
+	maxTokens, topK   *int
+	temperature, topP *float64
+	seed              *uint64
+	threads           *int
+}
+
+func (f *generateCmdFlags) define(fs *flag.FlagSet) {
+	f.gf.add(fs)
+	fs.Var(&f.deltas, "delta", "apply this delta.safetensors in memory first (repeat to compose several, in order)")
+	f.prompt = fs.String("prompt", "", "the prompt text (needs --tokenizer)")
+	fs.Var(&f.promptIDs, "prompt-ids", "the prompt as token ids: \"1,2,3\" or \"1 2 3\"")
+	fs.Var(&f.eos, "eos", "a token id that ends the text (repeatable; default: the tokenizer's end token)")
+	f.bos = fs.Int64("bos", -1, "prepend this token id to the prompt (e.g. 1 for Llama's BOS; -1: the tokenizer's template decides)")
+	f.maxTokens = fs.Int("max-tokens", 64, "tokens to generate at most")
+	f.temperature = fs.Float64("temperature", 0, "sampling temperature; 0 is greedy")
+	f.topK = fs.Int("top-k", 0, "sample from the k most likely tokens (0: all)")
+	f.topP = fs.Float64("top-p", 1, "sample from the most likely tokens whose probabilities reach p")
+	f.seed = fs.Uint64("seed", 0, "seed of the sampling")
+	fs.Var(&f.stops, "stop", "end the text before this string (repeatable; needs --tokenizer)")
+	f.threads = fs.Int("threads", 0, "goroutines per kernel call (0: all cores)")
 }
 
 // idList collects token ids given as "1,2,3" or "1 2 3", repeatable.
@@ -102,28 +136,15 @@ func loadGenerator(path string, deltas []string, gf generateFlags, threads, exec
 }
 
 func runGenerate(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
-	var gf generateFlags
-	gf.add(fs)
-	var deltas inputFlags
-	fs.Var(&deltas, "delta", "apply this delta.safetensors in memory first (repeat to compose several, in order)")
-	prompt := fs.String("prompt", "", "the prompt text (needs --tokenizer)")
-	var promptIDs, eos idList
-	fs.Var(&promptIDs, "prompt-ids", "the prompt as token ids: \"1,2,3\" or \"1 2 3\"")
-	fs.Var(&eos, "eos", "a token id that ends the text (repeatable)")
-	bos := fs.Int64("bos", -1, "prepend this token id to the prompt (e.g. 1 for Llama's BOS; -1: none)")
-	maxTokens := fs.Int("max-tokens", 64, "tokens to generate at most")
-	temperature := fs.Float64("temperature", 0, "sampling temperature; 0 is greedy")
-	topK := fs.Int("top-k", 0, "sample from the k most likely tokens (0: all)")
-	topP := fs.Float64("top-p", 1, "sample from the most likely tokens whose probabilities reach p")
-	seed := fs.Uint64("seed", 0, "seed of the sampling")
-	var stops inputFlags
-	fs.Var(&stops, "stop", "end the text before this string (repeatable; needs --tokenizer)")
-	threads := fs.Int("threads", 0, "goroutines per kernel call (0: all cores)")
+	var f generateCmdFlags
+	fs := newFlagSet("generate", f.define)
+	gf, prompt, bos, maxTokens, temperature, topK, topP, seed, threads := f.gf, f.prompt, f.bos, f.maxTokens, f.temperature, f.topK, f.topP, f.seed, f.threads
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
+	gf = f.gf
+	deltas, stops, promptIDs, eos := f.deltas, f.stops, f.promptIDs, f.eos
 	switch {
 	case len(pos) != 1:
 		return usagef("want exactly one model file, got %d arguments", len(pos))

@@ -15,10 +15,11 @@ import (
 
 func init() {
 	register(&command{
-		name:    "inspect",
-		usage:   "MODEL.onnx [--json] [--trainable REGEX] [--eps E]",
-		summary: "list a model's inputs, outputs, ops, parameters, aliases, tied weights and DST silos",
-		run:     runInspect,
+		name:     "inspect",
+		synopsis: []string{"MODEL.onnx [--json] [--trainable REGEX] [--eps 1e-3]"},
+		summary:  "list a model's inputs, outputs, ops, parameters, aliases, tied weights and DST silos",
+		flags:    func(fs *flag.FlagSet) { new(inspectFlags).define(fs) },
+		run:      runInspect,
 	})
 }
 
@@ -68,11 +69,23 @@ type inspectTensor struct {
 	Uses      int      `json:"uses"`
 }
 
+// inspectFlags are dstune inspect's flags.
+type inspectFlags struct {
+	asJSON    *bool
+	trainable *string
+	eps       *float64
+}
+
+func (f *inspectFlags) define(fs *flag.FlagSet) {
+	f.asJSON = fs.Bool("json", false, "print one JSON object (format in README.md)")
+	f.trainable = fs.String("trainable", "", "DST silos of only the parameters whose names match this regular expression (as dstune train)")
+	f.eps = fs.Float64("eps", 1e-3, "ε for the silos' k (entries kept free)")
+}
+
 func runInspect(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print one JSON object (format in README.md)")
-	trainable := fs.String("trainable", "", "DST silos of only the parameters whose names match this regular expression (as dstune train)")
-	eps := fs.Float64("eps", 1e-3, "ε for the silos' k (entries kept free)")
+	var f inspectFlags
+	fs := newFlagSet("inspect", f.define)
+	asJSON, trainable, eps := f.asJSON, f.trainable, f.eps
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err

@@ -13,12 +13,60 @@ import (
 )
 
 // command is one subcommand; each lives in its own file and registers
-// itself in init.
+// itself in init. Its help (`dstune help NAME`, `dstune NAME -h`) is its
+// synopsis, its summary and the flags its flag set defines; README.md's
+// synopsis of the command is the same text (main_test.go checks both).
 type command struct {
-	name    string
-	usage   string // one line: arguments and main flags
-	summary string
-	run     func(args []string, stdout, stderr io.Writer) error
+	name string
+	// synopsis holds the forms of the command line: a line is a form
+	// ("dstune NAME " is put before it) unless it starts with a space,
+	// which continues the form before.
+	synopsis []string
+	summary  string
+	// flags defines the command's flags on a flag set, as run does.
+	flags func(fs *flag.FlagSet)
+	run   func(args []string, stdout, stderr io.Writer) error
+}
+
+// usage renders the synopsis as README.md shows it.
+func (c *command) usage() string {
+	var b strings.Builder
+	for i, line := range c.synopsis {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		if !strings.HasPrefix(line, " ") {
+			b.WriteString("dstune " + c.name + " ")
+		}
+		b.WriteString(line)
+	}
+	return b.String()
+}
+
+// help is the command's help: synopsis, summary and flags.
+func (c *command) help() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: %s\n\n%s\n", strings.ReplaceAll(c.usage(), "\n", "\n       "), c.summary)
+	if c.flags != nil {
+		fs := newFlagSet(c.name, c.flags)
+		if n := countFlags(fs); n > 0 {
+			fmt.Fprintf(&b, "\nflags:\n%s", flagUsage(fs))
+		}
+	}
+	return b.String()
+}
+
+// newFlagSet is a command's flag set, defined by define.
+func newFlagSet(name string, define func(fs *flag.FlagSet)) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	define(fs)
+	return fs
+}
+
+func countFlags(fs *flag.FlagSet) int {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n
 }
 
 var commands = map[string]*command{}
@@ -53,10 +101,14 @@ func main() {
 func runMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		if len(args) > 1 {
-			if c, ok := commands[args[1]]; ok {
-				fmt.Fprintf(stdout, "usage: dstune %s %s\n\n%s\n", c.name, c.usage, c.summary)
-				return 0
+			c, ok := commands[args[1]]
+			if !ok {
+				fmt.Fprintf(stderr, "dstune help: unknown command %q\n\n", args[1])
+				printHelp(stderr)
+				return 2
 			}
+			fmt.Fprint(stdout, c.help())
+			return 0
 		}
 		printHelp(stdout)
 		if len(args) == 0 {
@@ -75,11 +127,12 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, c.help())
 		return 0
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "dstune %s: %s\nusage: dstune %s %s\n", c.name, ue.msg, c.name, c.usage)
+		fmt.Fprintf(stderr, "dstune %s: %s\nusage: %s\n", c.name, ue.msg, strings.ReplaceAll(c.usage(), "\n", "\n       "))
 		return 2
 	}
 	var ee *exitError
@@ -104,7 +157,7 @@ func printHelp(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun `dstune help COMMAND` for a command's flags.")
+	fmt.Fprintln(w, "\nRun `dstune help COMMAND` (or `dstune COMMAND -h`) for a command's flags.")
 }
 
 // parseArgs parses flags that may come before, between or after the

@@ -12,10 +12,11 @@ import (
 
 func init() {
 	register(&command{
-		name:    "overlap",
-		usage:   "A.safetensors B.safetensors [--json]",
-		summary: "subset overlap |A∩B|/|A| of two deltas (the paper's eq. 9), per tensor and in total",
-		run:     runOverlap,
+		name:     "overlap",
+		synopsis: []string{"A.safetensors B.safetensors [--json]"},
+		summary:  "subset overlap |A∩B|/|A| of two deltas (the paper's eq. 9), per tensor and in total",
+		flags:    func(fs *flag.FlagSet) { new(overlapFlags).define(fs) },
+		run:      runOverlap,
 	})
 }
 
@@ -37,9 +38,17 @@ func toOverlapJSON(o dst.TensorOverlap) overlapJSON {
 	return j
 }
 
+// overlapFlags are dstune overlap's flags.
+type overlapFlags struct{ asJSON *bool }
+
+func (f *overlapFlags) define(fs *flag.FlagSet) {
+	f.asJSON = fs.Bool("json", false, "print one JSON object: a, b, same_base, tensors (tensor, in_a, in_b, both, overlap), total")
+}
+
 func runOverlap(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("overlap", flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print one JSON object: a, b, same_base, tensors (tensor, in_a, in_b, both, overlap), total")
+	var f overlapFlags
+	fs := newFlagSet("overlap", f.define)
+	asJSON := f.asJSON
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err

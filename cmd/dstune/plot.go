@@ -19,15 +19,18 @@ import (
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 
+	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/train"
 )
 
 func init() {
 	register(&command{
-		name:    "plot",
-		usage:   "RUN... -o CURVES.png [--smooth N] [--from STEP]",
-		summary: "plot the loss curves of training runs (metrics.jsonl) into a PNG and print their figures",
-		run:     runPlot,
+		name:     "plot",
+		synopsis: []string{"RUN... -o CURVES.png [--smooth 10] [--from 20] [--title T]"},
+		summary:  "plot the loss curves of training runs (metrics.jsonl) into a PNG and print their figures",
+		flags:    func(fs *flag.FlagSet) { new(plotFlags).define(fs) },
+		run:      runPlot,
 	})
 }
 
@@ -47,12 +50,24 @@ type runSeries struct {
 	dstMS, optMS []float64
 }
 
+// plotFlags are dstune plot's flags.
+type plotFlags struct {
+	out, title *string
+	smooth     *int
+	from       *int64
+}
+
+func (f *plotFlags) define(fs *flag.FlagSet) {
+	f.out = fs.String("o", "", "the PNG to write")
+	f.smooth = fs.Int("smooth", 10, "plot the training loss as a moving average over this many steps (1: raw)")
+	f.from = fs.Int64("from", 20, "the first step of the Algorithm 2 accuracy figures (the paper's ramp-up ends near step 20)")
+	f.title = fs.String("title", "", "the plot's title (default: the model's file name)")
+}
+
 func runPlot(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("plot", flag.ContinueOnError)
-	out := fs.String("o", "", "the PNG to write")
-	smooth := fs.Int("smooth", 10, "plot the training loss as a moving average over this many steps (1: raw)")
-	from := fs.Int64("from", 20, "the first step of the Algorithm 2 accuracy figures (the paper's ramp-up ends near step 20)")
-	title := fs.String("title", "", "the plot's title (default: the model's file name)")
+	var f plotFlags
+	fs := newFlagSet("plot", f.define)
+	out, smooth, from, title := f.out, f.smooth, f.from, f.title
 	runs, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -92,9 +107,9 @@ func readRunSeries(dir string, from int64) (*runSeries, error) {
 	s := &runSeries{dir: dir, label: filepath.Base(dir), alg2: newAccuracy(), paper: newAccuracy(), siloK: map[string]int64{}}
 	if cfg, err := train.LoadConfig(dir); err == nil {
 		s.label = cfg.Method
-		if c := cfg.DST; c != nil {
+		if c, err := dst.ParseOptions(cfg.DST, cfg.Seed); len(cfg.DST) > 0 && err == nil {
 			s.label = fmt.Sprintf("dst ε=%g", c.Eps)
-			def := train.DefaultDSTConfig()
+			def := dst.DefaultOptions()
 			for _, part := range []struct {
 				differs bool
 				text    string
@@ -242,30 +257,7 @@ func writeLossPlot(path, title string, series []*runSeries, smooth int) error {
 	if _, err := wt.WriteTo(&buf); err != nil {
 		return err
 	}
-	return writeFileAtomic(path, buf.Bytes())
-}
-
-// writeFileAtomic writes data (mode 0644) to a temporary file beside path
-// and renames it into place.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil || f.Chmod(0o644) != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return nil
+	return atomicfile.Write(path, buf.Bytes())
 }
 
 func medianFloat(x []float64) float64 {

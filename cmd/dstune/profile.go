@@ -12,7 +12,7 @@ import (
 	"github.com/dstune/dstune/kernels"
 )
 
-// profileRecord is one line of `dstune profile --json` (DESIGN.md): ms is
+// profileRecord is one line of `dstune profile --json` (README.md): ms is
 // the median time of one call; for GEMM shape is MxNxK, for scans the
 // element count; the peaks are measured on the spot.
 type profileRecord struct {
@@ -77,19 +77,32 @@ func registerProfiler(p profiler) { profilers = append(profilers, p) }
 
 func init() {
 	register(&command{
-		name:    "profile",
-		usage:   "[KERNEL|all] [--threads N] [--isa avx512|avx2|generic] [--json]",
-		summary: "measure kernel throughput against this machine's measured peaks",
-		run:     runProfile,
+		name:     "profile",
+		synopsis: []string{"[KERNEL|all] [--threads 1] [--isa avx512|avx2|generic] [--json] [--quick]"},
+		summary:  "measure kernel throughput against this machine's measured peaks",
+		flags:    func(fs *flag.FlagSet) { new(profileFlags).define(fs) },
+		run:      runProfile,
 	})
 }
 
+// profileFlags are dstune profile's flags.
+type profileFlags struct {
+	threads       *int
+	isaName       *string
+	asJSON, quick *bool
+}
+
+func (f *profileFlags) define(fs *flag.FlagSet) {
+	f.threads = fs.Int("threads", 1, "goroutines per kernel call")
+	f.isaName = fs.String("isa", kernels.HardwareISA().String(), "cap dispatch at this ISA")
+	f.asJSON = fs.Bool("json", false, "print one JSON object a line")
+	f.quick = fs.Bool("quick", false, "small sizes and few repetitions (a smoke test, not a measurement)")
+}
+
 func runProfile(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("profile", flag.ContinueOnError)
-	threads := fs.Int("threads", 1, "goroutines per kernel call")
-	isaName := fs.String("isa", kernels.HardwareISA().String(), "cap dispatch at this ISA")
-	asJSON := fs.Bool("json", false, "print one JSON object a line")
-	quick := fs.Bool("quick", false, "small sizes and few repetitions (a smoke test, not a measurement)")
+	var f profileFlags
+	fs := newFlagSet("profile", f.define)
+	threads, isaName, asJSON, quick := f.threads, f.isaName, f.asJSON, f.quick
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dstune/dstune/kernels"
+	"github.com/dstune/dstune/update"
 )
 
 // The DST kernels' profiles: `dstune profile score-count|select|masked-update`.
@@ -180,7 +181,7 @@ func profileScoreCount(env *profileEnv) ([]profileRecord, error) {
 	// The optimizer-fused form reads param, grad, both moments and the
 	// seed and writes param and the moments: 32 bytes an entry. It steps
 	// the same arrays again and again; with lr 1e-6 they stay finite.
-	h := kernels.AdamW{LR: 1e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: 10}
+	h := kernels.AdamW(update.AdamW{LR: 1e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}.Scalars(update.StepInfo{Step: 10, LRScale: 1}))
 	m = measure(env, nil, func() {
 		kernels.AdamWStepCount(h, d.theta, d.grad, d.m, d.v, d.seed, kernels.DistanceInvRel, ts, counts, env.threads)
 	})
@@ -189,7 +190,7 @@ func profileScoreCount(env *profileEnv) ([]profileRecord, error) {
 	recs = append(recs, scanRecord(env, "adamw", n, m, 28*float64(n)))
 
 	// SGD with momentum: param, grad, buffer, seed read; param, buffer written.
-	hs := kernels.SGD{LR: 1e-6, Momentum: 0.9, WeightDecay: 0.01, Step: 10}
+	hs := kernels.SGD(update.SGD{LR: 1e-6, Momentum: 0.9, WeightDecay: 0.01}.Scalars(update.StepInfo{Step: 10, LRScale: 1}))
 	m = measure(env, nil, func() {
 		kernels.SGDStepCount(hs, d.theta, d.grad, d.m, d.seed, kernels.DistanceInvRel, ts, counts, env.threads)
 	})

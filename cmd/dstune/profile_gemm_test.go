@@ -8,7 +8,7 @@ import (
 )
 
 // TestProfileGemmJSON runs `dstune profile gemm --quick --json` and checks
-// that every line is a DESIGN.md profile record with sane figures.
+// that every line is a profile record (README.md) with sane figures.
 func TestProfileGemmJSON(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := runMain([]string{"profile", "gemm", "--quick", "--json", "--threads", "2"}, &out, &errb); code != 0 {

@@ -17,9 +17,13 @@ import (
 
 func init() {
 	register(&command{
-		name:    "run",
-		usage:   "MODEL.onnx (--check DIR | --input NAME=FILE.pb ... --output-dir OUT) [--delta D ...] [--rtol R] [--atol A] [--threads N]",
+		name: "run",
+		synopsis: []string{
+			"MODEL.onnx --check DIR [--delta D] [--rtol 1e-4] [--atol 1e-5] [--threads N] [--backend cpu|pjrt]",
+			"MODEL.onnx --input NAME=FILE.pb [--input ...] --output-dir OUT [--delta D] [--threads N] [--backend cpu|pjrt]",
+		},
 		summary: "run a model on given inputs; with --check compare with expected outputs (exit 1 when off)",
+		flags:   func(fs *flag.FlagSet) { new(runFlags).define(fs) },
 		run:     runRun,
 	})
 }
@@ -30,19 +34,31 @@ type inputFlags []string
 func (f *inputFlags) String() string     { return strings.Join(*f, ",") }
 func (f *inputFlags) Set(s string) error { *f = append(*f, s); return nil }
 
+// runFlags are dstune run's flags.
+type runFlags struct {
+	check, outDir, backend *string
+	inputs, deltas         inputFlags
+	rtol, atol             *float64
+	threads                *int
+}
+
+func (f *runFlags) define(fs *flag.FlagSet) {
+	f.check = fs.String("check", "", "directory in the ONNX test layout: input_N.pb fed in graph-input order, outputs compared with output_N.pb")
+	fs.Var(&f.inputs, "input", "NAME=FILE.pb: a serialized TensorProto (SequenceProto, OptionalProto for such inputs) for graph input NAME (repeat for every input)")
+	f.outDir = fs.String("output-dir", "", "with --input: write output_N.pb (graph-output order) here")
+	fs.Var(&f.deltas, "delta", "apply this delta.safetensors to the model's initializers first (repeat to compose several, in order)")
+	f.rtol = fs.Float64("rtol", 1e-4, "relative tolerance of --check")
+	f.atol = fs.Float64("atol", 1e-5, "absolute tolerance of --check")
+	f.threads = fs.Int("threads", 0, "goroutines per kernel call (0: all cores)")
+	f.backend = fs.String("backend", "cpu", "execution backend")
+}
+
 func runRun(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	check := fs.String("check", "", "directory in the ONNX test layout: input_N.pb fed in graph-input order, outputs compared with output_N.pb")
-	var inputs inputFlags
-	fs.Var(&inputs, "input", "NAME=FILE.pb: a serialized TensorProto (SequenceProto, OptionalProto for such inputs) for graph input NAME (repeat for every input)")
-	outDir := fs.String("output-dir", "", "with --input: write output_N.pb (graph-output order) here")
-	var deltas inputFlags
-	fs.Var(&deltas, "delta", "apply this delta.safetensors to the model's initializers first (repeat to compose several, in order)")
-	rtol := fs.Float64("rtol", 1e-4, "relative tolerance of --check")
-	atol := fs.Float64("atol", 1e-5, "absolute tolerance of --check")
-	threads := fs.Int("threads", 0, "goroutines per kernel call (0: all cores)")
-	backend := fs.String("backend", "cpu", "execution backend")
+	var f runFlags
+	fs := newFlagSet("run", f.define)
+	check, outDir, rtol, atol, threads, backend := f.check, f.outDir, f.rtol, f.atol, f.threads, f.backend
 	pos, err := parseArgs(fs, args)
+	inputs, deltas := f.inputs, f.deltas
 	if err != nil {
 		return err
 	}

@@ -19,29 +19,47 @@ import (
 
 func init() {
 	register(&command{
-		name:    "serve",
-		usage:   "MODEL.onnx --deltas DIR [--addr 127.0.0.1:8080] [--tokenizer T] [--eos ID] [--threads 1]",
+		name: "serve",
+		synopsis: []string{
+			"MODEL.onnx --deltas DIR [--addr 127.0.0.1:8080] [--tokenizer T] [--eos ID ...]",
+			" [--kv-cache auto] [--context N] [--threads 1] [--executables N]",
+			" [--max-in-flight 256] [--shutdown-timeout 30s]",
+		},
 		summary: "serve completions of a model and of every delta in a directory over HTTP (JSON, server-sent events)",
+		flags:   func(fs *flag.FlagSet) { new(serveFlags).define(fs) },
 		run:     runServe,
 	})
 }
 
+// serveFlags are dstune serve's flags.
+type serveFlags struct {
+	gf                                generateFlags
+	deltaDir, addr                    *string
+	threads, executables, maxInFlight *int
+	eos                               idList
+	shutdown                          *time.Duration
+}
+
+func (f *serveFlags) define(fs *flag.FlagSet) {
+	f.gf.add(fs)
+	f.deltaDir = fs.String("deltas", "", "directory of deltas: NAME.safetensors is served as model NAME (loaded on first use, reloaded when the file changes)")
+	f.addr = fs.String("addr", "127.0.0.1:8080", "address to listen on")
+	f.threads = fs.Int("threads", 1, "goroutines per kernel call (requests run in parallel besides)")
+	f.executables = fs.Int("executables", 0, "compiled copies of each graph shape, i.e. requests computing at once (0: the number of cores)")
+	fs.Var(&f.eos, "eos", "a token id that ends every completion (repeatable)")
+	f.maxInFlight = fs.Int("max-in-flight", 256, "requests served at once; more are answered 429")
+	f.shutdown = fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM or Ctrl-C, how long in-flight requests may take to finish")
+}
+
 func runServe(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	var gf generateFlags
-	gf.add(fs)
-	deltaDir := fs.String("deltas", "", "directory of deltas: NAME.safetensors is served as model NAME (loaded on first use, reloaded when the file changes)")
-	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
-	threads := fs.Int("threads", 1, "goroutines per kernel call (requests run in parallel besides)")
-	executables := fs.Int("executables", 0, "compiled copies of each graph shape, i.e. requests computing at once (0: the number of cores)")
-	var eos idList
-	fs.Var(&eos, "eos", "a token id that ends every completion (repeatable)")
-	maxInFlight := fs.Int("max-in-flight", 256, "requests served at once; more are answered 429")
-	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM or Ctrl-C, how long in-flight requests may take to finish")
+	var f serveFlags
+	fs := newFlagSet("serve", f.define)
+	deltaDir, addr, threads, executables, maxInFlight, shutdown := f.deltaDir, f.addr, f.threads, f.executables, f.maxInFlight, f.shutdown
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
+	gf, eos := f.gf, f.eos
 	switch {
 	case len(pos) != 1:
 		return usagef("want exactly one model file, got %d arguments", len(pos))
@@ -77,10 +95,15 @@ func newServer(model, deltaDir string, gf generateFlags, threads, executables in
 	cfg := serve.Config{Base: base, Decoder: d, DeltaDir: deltaDir, StopTokens: eos, MaxInFlight: maxInFlight,
 		Log: log.New(stderr, "dstune serve: ", log.LstdFlags)}
 	if gf.tokenizer != "" {
-		if cfg.Tokenizer, err = loadTokenizer(gf.tokenizer); err != nil {
+		tok, err := loadTokenizer(gf.tokenizer)
+		if err != nil {
 			d.Close()
 			m.Close()
 			return nil, nil, err
+		}
+		cfg.Tokenizer = tok
+		if len(eos) == 0 && tok.t.EOS() >= 0 {
+			cfg.StopTokens = []int64{int64(tok.t.EOS())}
 		}
 	}
 	fmt.Fprintf(stderr, "KV cache: %s; context %d positions\n", d.Note(), d.Context())

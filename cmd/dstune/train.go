@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,22 +14,29 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/dstune/dstune/accel/tpu" // the "pjrt" backend and its training engine
+	"github.com/dstune/dstune/accel/tpu" // the "pjrt" backend
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/kernels"
 	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/update"
 )
 
 func init() {
 	register(&command{
 		name: "train",
-		usage: "MODEL.onnx --data TRAIN.jsonl [--valid VALID.jsonl] --task lm|classify --method full|dst|lora|prompt " +
-			"[--optimizer adamw|adafactor|sgd] [--lr LR] --steps N [--batch B] [--seed S] [--threads N] --out RUN\n" +
-			"       [--backend cpu|pjrt] [--pjrt-plugin PATH]\n" +
-			"       [--eps E] [--distance inv-rel|rel|abs|random] [--silo module-layer|module|none] [--normalize none|size|mean]\n" +
-			"       [--threshold iterative|exact] [--churn=true|false] [--refine-steps M] [--refine-factor R]   (--method dst)\n" +
-			"       dstune train --resume RUN",
+		synopsis: []string{
+			"MODEL.onnx --data TRAIN.jsonl [--valid VALID.jsonl] --task lm|classify --method full|dst",
+			"             [--optimizer adamw|adafactor|sgd] [--lr LR] [--weight-decay WD] [--momentum M] [--beta1 B1] [--beta2 B2]",
+			"             --steps N [--batch 8] [--seed 0] [--schedule constant|linear|cosine] [--warmup N]",
+			"             [--trainable REGEX] [--max-len N] [--pad-id ID] [--threads N] --out RUN",
+			"             [--eval-every N] [--checkpoint-every N] [--log-every N] [--backend cpu|pjrt] [--pjrt-plugin PATH]",
+			"             [--eps 1e-3] [--distance inv-rel|rel|abs|random] [--silo module-layer|module|none]",
+			"             [--normalize none|size|mean] [--threshold iterative|exact] [--churn=true|false]",
+			"             [--refine-steps 3] [--refine-factor 2] [--paper-alg2]        (--method dst)",
+			"--resume RUN",
+		},
 		summary: "fine-tune a model on JSONL data: full fine-tuning or DST (--method dst; LoRA and prompt tuning to come)",
+		flags:   func(fs *flag.FlagSet) { new(trainFlags).define(fs) },
 		run:     runTrain,
 	})
 }
@@ -36,260 +44,335 @@ func init() {
 // interruptSignals end a run after its current step, with a checkpoint.
 var interruptSignals = []os.Signal{os.Interrupt, syscall.SIGTERM}
 
-func runTrain(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("train", flag.ContinueOnError)
-	data := fs.String("data", "", "training data, JSON Lines (see README)")
-	valid := fs.String("valid", "", "validation data, JSON Lines: its loss is reported every --eval-every steps and at the end")
-	task := fs.String("task", "", "lm (next-token loss over \"tokens\") or classify (\"label\" from the first output)")
-	method := fs.String("method", train.MethodFull, "full | dst | lora | prompt (full and dst are implemented)")
-	trainable := fs.String("trainable", "", "regular expression: train only the parameters whose ONNX names match (default: all)")
-	optimizer := fs.String("optimizer", train.OptimizerAdamW, "adamw | adafactor | sgd")
-	lr := fs.Float64("lr", 0, "learning rate (default 1e-3; Adafactor: a relative step size scaled by each parameter's RMS unless --lr is given, which makes it absolute)")
-	var weightDecay, beta1, beta2 optionalFloat
-	fs.Var(&weightDecay, "weight-decay", "weight decay (AdamW default 0.01, SGD 0)")
-	momentum := fs.Float64("momentum", 0, "SGD momentum")
-	fs.Var(&beta1, "beta1", "AdamW β1 (default 0.9); Adafactor first-moment decay (default 0: none)")
-	fs.Var(&beta2, "beta2", "AdamW β2 (default 0.999)")
-	schedule := fs.String("schedule", train.ScheduleConstant, "learning-rate schedule after the warm-up: constant | linear | cosine")
-	warmup := fs.Int64("warmup", 0, "linear warm-up steps")
-	steps := fs.Int64("steps", 0, "training steps (batches)")
-	batch := fs.Int("batch", 8, "examples per batch")
-	maxLen := fs.Int("max-len", 0, "truncate examples to this many tokens; batches are padded to it (default: the longest example)")
-	padID := fs.Int64("pad-id", 0, "token id written at padded positions (they never count in the loss)")
-	seed := fs.Uint64("seed", 0, "seed of the data order")
-	backend := fs.String("backend", "cpu", "cpu | pjrt (an accelerator through a PJRT plugin: the step, optimizer and DST run on the device)")
-	pluginPath := fs.String("pjrt-plugin", "", "--backend pjrt: the PJRT plugin file (default: $"+tpu.PluginEnv+", then JAX's CUDA plugin, libtpu and the standard library paths); not part of the run")
-	threads := fs.Int("threads", 0, "goroutines per kernel call (default: all cores; results do not depend on it, and a resumed run may change it)")
-	evalEvery := fs.Int64("eval-every", 0, "validate every N steps (default: steps/10)")
-	ckptEvery := fs.Int64("checkpoint-every", 0, "write a checkpoint every N steps (default: steps/10); always at the end and on Ctrl-C")
-	logEvery := fs.Int64("log-every", 0, "when not on a terminal, print a progress line every N steps (default: steps/20)")
-	out := fs.String("out", "", "the run directory (created)")
-	resume := fs.String("resume", "", "continue the run in this directory from its last checkpoint")
+// trainFlags are dstune train's flags.
+type trainFlags struct {
+	data, valid, task, method, trainable, optimizer *string
+	lr, momentum                                    *float64
+	weightDecay, beta1, beta2                       optionalFloat
+	schedule                                        *string
+	warmup, steps                                   *int64
+	batch, maxLen                                   *int
+	padID                                           *int64
+	seed                                            *uint64
+	backend, pluginPath                             *string
+	threads                                         *int
+	evalEvery, ckptEvery, logEvery                  *int64
+	out, resume                                     *string
 	// DST's options (--method dst; package dst documents them).
-	dstDefaults := train.DefaultDSTConfig()
-	eps := fs.Float64("eps", dstDefaults.Eps, "dst: share of each silo's entries that may differ from the seed")
-	distance := fs.String("distance", dstDefaults.Distance, "dst: inv-rel | rel | abs | random (a random mask chosen once)")
-	silo := fs.String("silo", dstDefaults.Silo, "dst: module-layer | module | none (see dstune inspect)")
-	normalize := fs.String("normalize", "none", "dst: none | size | mean: divide Δ by each silo's size or mean |Θ0| and select over all parameters at once, instead of per silo")
-	threshold := fs.String("threshold", dstDefaults.Threshold, "dst: iterative (Algorithm 2, made exact) | exact (a selection every step)")
-	churn := fs.Bool("churn", dstDefaults.Churn, "dst: let the subset change after the first step")
-	refineSteps := fs.Int("refine-steps", dstDefaults.RefineSteps, "dst: Algorithm 2's m, bisection steps per training step")
-	refineFactor := fs.Float64("refine-factor", dstDefaults.Factor, "dst: Algorithm 2's r, the most the threshold may move by in one step")
-	paperAlg2 := fs.Bool("paper-alg2", false, "dst: also run Algorithm 2 as printed (carrying its own threshold) and report what it would keep as eps_paper_alg2 (one more counting pass a step)")
-	dstFlags := []string{"eps", "distance", "silo", "normalize", "threshold", "churn", "refine-steps", "refine-factor", "paper-alg2"}
+	eps                       *float64
+	distance, silo, normalize *string
+	threshold                 *string
+	churn                     *bool
+	refineSteps               *int
+	refineFactor              *float64
+	paperAlg2                 *bool
+}
 
+// dstFlags are the flags of --method dst.
+var dstFlags = []string{"eps", "distance", "silo", "normalize", "threshold", "churn", "refine-steps", "refine-factor", "paper-alg2"}
+
+func (f *trainFlags) define(fs *flag.FlagSet) {
+	f.data = fs.String("data", "", "training data, JSON Lines (see README)")
+	f.valid = fs.String("valid", "", "validation data, JSON Lines: its loss is reported every --eval-every steps and at the end")
+	f.task = fs.String("task", "", "lm (next-token loss over \"tokens\") or classify (\"label\" from the first output)")
+	f.method = fs.String("method", train.MethodFull, "full | dst (lora and prompt are not implemented yet)")
+	f.trainable = fs.String("trainable", "", "regular expression: train only the parameters whose ONNX names match (default: all)")
+	f.optimizer = fs.String("optimizer", update.OptimizerAdamW, "adamw | adafactor | sgd")
+	f.lr = fs.Float64("lr", 0, "learning rate (default 1e-3; Adafactor: a relative step size scaled by each parameter's RMS unless --lr is given, which makes it absolute)")
+	fs.Var(&f.weightDecay, "weight-decay", "weight decay (AdamW default 0.01, SGD 0)")
+	f.momentum = fs.Float64("momentum", 0, "SGD momentum")
+	fs.Var(&f.beta1, "beta1", "AdamW β1 (default 0.9); Adafactor first-moment decay (default 0: none)")
+	fs.Var(&f.beta2, "beta2", "AdamW β2 (default 0.999)")
+	f.schedule = fs.String("schedule", train.ScheduleConstant, "learning-rate schedule after the warm-up: constant | linear | cosine")
+	f.warmup = fs.Int64("warmup", 0, "linear warm-up steps")
+	f.steps = fs.Int64("steps", 0, "training steps (batches)")
+	f.batch = fs.Int("batch", 8, "examples per batch")
+	f.maxLen = fs.Int("max-len", 0, "truncate examples to this many tokens; batches are padded to it (default: the longest example)")
+	f.padID = fs.Int64("pad-id", 0, "token id written at padded positions (they never count in the loss)")
+	f.seed = fs.Uint64("seed", 0, "seed of the data order (and of DST's random mask)")
+	f.backend = fs.String("backend", "cpu", "cpu | pjrt (an accelerator through a PJRT plugin: the step, optimizer and DST run on the device)")
+	f.pluginPath = fs.String("pjrt-plugin", "", "--backend pjrt: the PJRT plugin file (default: $"+tpu.PluginEnv+", then JAX's CUDA plugin, libtpu and the standard library paths); not part of the run")
+	f.threads = fs.Int("threads", 0, "goroutines per kernel call (default: all cores; results do not depend on it, and a resumed run may change it)")
+	f.evalEvery = fs.Int64("eval-every", 0, "validate every N steps (default: steps/10)")
+	f.ckptEvery = fs.Int64("checkpoint-every", 0, "write a checkpoint every N steps (default: steps/10); always at the end and on Ctrl-C")
+	f.logEvery = fs.Int64("log-every", 0, "when not on a terminal, print a progress line every N steps (default: steps/20)")
+	f.out = fs.String("out", "", "the run directory (created)")
+	f.resume = fs.String("resume", "", "continue the run in this directory from its last checkpoint")
+	d := dst.DefaultOptions()
+	f.eps = fs.Float64("eps", d.Eps, "dst: share of each silo's entries that may differ from the seed")
+	f.distance = fs.String("distance", d.Distance, "dst: inv-rel | rel | abs | random (a random mask chosen once)")
+	f.silo = fs.String("silo", d.Silo, "dst: module-layer | module | none (see dstune inspect)")
+	f.normalize = fs.String("normalize", "none", "dst: none | size | mean: divide Δ by each silo's size or mean |Θ0| and select over all parameters at once, instead of per silo")
+	f.threshold = fs.String("threshold", d.Threshold, "dst: iterative (Algorithm 2, made exact) | exact (a selection every step)")
+	f.churn = fs.Bool("churn", d.Churn, "dst: let the subset change after the first step")
+	f.refineSteps = fs.Int("refine-steps", d.RefineSteps, "dst: Algorithm 2's m, bisection steps per training step")
+	f.refineFactor = fs.Float64("refine-factor", d.Factor, "dst: Algorithm 2's r, the most the threshold may move by in one step")
+	f.paperAlg2 = fs.Bool("paper-alg2", false, "dst: also run Algorithm 2 as printed (carrying its own threshold) and report what it would keep as eps_paper_alg2 (one more counting pass a step)")
+}
+
+func runTrain(args []string, stdout, stderr io.Writer) error {
+	var f trainFlags
+	fs := newFlagSet("train", f.define)
 	pos, err := parseArgs(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintf(stdout, "usage: dstune train %s\n\nflags:\n%s", commands["train"].usage, flagUsage(fs))
-		return err
-	}
 	if err != nil {
 		return err
 	}
 	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for _, name := range dstFlags {
-		if set[name] && *method != train.MethodDST && (*resume == "" || set["method"]) {
-			return usagef("--%s is an option of --method dst", name)
-		}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	cfg, dir, err := f.config(pos, set)
+	if err != nil {
+		return err
 	}
-	switch *method {
-	case train.MethodFull, train.MethodDST:
-	case train.MethodLoRA, train.MethodPrompt:
-		return &exitError{1, fmt.Sprintf("--method %s is not implemented yet (full and dst are)", *method)}
-	default:
-		return usagef("unknown --method %q (want full, dst, lora or prompt)", *method)
+	var settings map[string]string
+	if set["pjrt-plugin"] {
+		if cfg.Backend != "pjrt" {
+			return usagef("--pjrt-plugin is for --backend pjrt (the run's backend is %s)", cfg.Backend)
+		}
+		settings = map[string]string{tpu.PluginSetting: *f.pluginPath}
 	}
-
-	var cfg train.Config
-	dir := *out
-	if *resume != "" {
-		if *out != "" && filepath.Clean(*out) != filepath.Clean(*resume) {
-			return usagef("--resume continues the run in its own directory: drop --out")
-		}
-		dir = *resume
-		if cfg, err = train.LoadConfig(dir); err != nil {
-			return fmt.Errorf("--resume: %w", err)
-		}
-		if len(pos) > 1 {
-			return usagef("want at most the model file, got %d arguments", len(pos))
-		}
-		if len(pos) == 1 {
-			if abs, err := filepath.Abs(pos[0]); err != nil || abs != cfg.Model {
-				return usagef("the run trains %s, not %s", cfg.Model, pos[0])
-			}
-		}
-	} else {
-		switch {
-		case len(pos) != 1:
-			return usagef("want exactly one model file, got %d arguments", len(pos))
-		case *data == "":
-			return usagef("--data is required")
-		case *task == "":
-			return usagef("--task is required (lm or classify)")
-		case *steps < 1:
-			return usagef("--steps is required (≥ 1)")
-		case *out == "":
-			return usagef("--out RUN is required (the run directory)")
-		}
-		opt, err := train.DefaultOptimizer(*optimizer)
-		if err != nil {
-			return usagef("--optimizer: %v", err)
-		}
-		cfg = train.Config{Optimizer: opt, Method: *method, Backend: *backend, Threads: kernels.DefaultThreads(),
-			Schedule: train.Schedule{Name: train.ScheduleConstant}}
-		cfg.EvalEvery = max(1, *steps/10)
-		cfg.CheckpointEvery = max(1, *steps/10)
-		if cfg.Model, err = filepath.Abs(pos[0]); err != nil {
+	if cfg.Backend == "pjrt" {
+		// Fail before reading data or writing the run directory.
+		if _, err := tpu.CheckRuntime(*f.pluginPath); err != nil {
 			return err
 		}
 	}
-	// Flags given (again, when resuming) set the configuration; a resumed
-	// run checks that they agree with config.json.
+	every := *f.logEvery
+	if every <= 0 {
+		every = max(1, cfg.Steps/20)
+	}
+	return runTraining(cfg, train.RunOptions{Dir: dir, Resume: *f.resume != "", Progress: stdout,
+		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings}, stdout, stderr)
+}
+
+// config is the run's configuration: config.json's for --resume, else a
+// new one, with the flags given set on it (a resumed run checks that they
+// agree with config.json), and the run directory.
+func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, string, error) {
+	for _, name := range dstFlags {
+		if set[name] && *f.method != train.MethodDST && (*f.resume == "" || set["method"]) {
+			return train.Config{}, "", usagef("--%s is an option of --method dst", name)
+		}
+	}
+	switch *f.method {
+	case train.MethodFull, train.MethodDST:
+	case train.MethodLoRA, train.MethodPrompt:
+		return train.Config{}, "", &exitError{1, fmt.Sprintf("--method %s is not implemented yet (full and dst are)", *f.method)}
+	default:
+		return train.Config{}, "", usagef("unknown --method %q (want full, dst, lora or prompt)", *f.method)
+	}
+	cfg, dir, err := f.baseConfig(pos)
+	if err != nil {
+		return cfg, dir, err
+	}
+	// Order matters: the optimizer before its hyper-parameters, the
+	// method before its options.
+	order := []string{"data", "valid", "task", "method", "trainable", "optimizer", "lr", "weight-decay", "momentum", "beta1", "beta2",
+		"schedule", "warmup", "steps", "batch", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "checkpoint-every"}
+	order = append(order, dstFlags...)
+	fresh := *f.resume == ""
+	for _, name := range order {
+		if set[name] || (fresh && (name == "batch" || name == "seed" || name == "task" || (name == "method" && *f.method == train.MethodDST))) {
+			if err := f.apply(name, &cfg); err != nil {
+				return cfg, dir, err
+			}
+		}
+	}
+	if *f.threads < 0 {
+		return cfg, dir, usagef("--threads must not be negative")
+	}
+	if set["threads"] && *f.threads == 0 {
+		cfg.Threads = kernels.DefaultThreads()
+	}
+	if fresh {
+		if err := cfg.Check(); err != nil {
+			return cfg, dir, usagef("%v", err)
+		}
+		if len(cfg.DST) > 0 {
+			if _, err := dst.ParseOptions(cfg.DST, cfg.Seed); err != nil {
+				return cfg, dir, usagef("%v", err)
+			}
+		}
+	}
+	return cfg, dir, nil
+}
+
+// baseConfig is the configuration the flags apply to: config.json of the
+// run to resume, or a new run's defaults.
+func (f *trainFlags) baseConfig(pos []string) (train.Config, string, error) {
+	if *f.resume != "" {
+		if *f.out != "" && filepath.Clean(*f.out) != filepath.Clean(*f.resume) {
+			return train.Config{}, "", usagef("--resume continues the run in its own directory: drop --out")
+		}
+		cfg, err := train.LoadConfig(*f.resume)
+		if err != nil {
+			return cfg, "", fmt.Errorf("--resume: %w", err)
+		}
+		if len(pos) > 1 {
+			return cfg, "", usagef("want at most the model file, got %d arguments", len(pos))
+		}
+		if len(pos) == 1 {
+			if abs, err := filepath.Abs(pos[0]); err != nil || abs != cfg.Model {
+				return cfg, "", usagef("the run trains %s, not %s", cfg.Model, pos[0])
+			}
+		}
+		return cfg, *f.resume, nil
+	}
+	switch {
+	case len(pos) != 1:
+		return train.Config{}, "", usagef("want exactly one model file, got %d arguments", len(pos))
+	case *f.data == "":
+		return train.Config{}, "", usagef("--data is required")
+	case *f.task == "":
+		return train.Config{}, "", usagef("--task is required (lm or classify)")
+	case *f.steps < 1:
+		return train.Config{}, "", usagef("--steps is required (≥ 1)")
+	case *f.out == "":
+		return train.Config{}, "", usagef("--out RUN is required (the run directory)")
+	}
+	opt, err := update.DefaultOptimizer(*f.optimizer)
+	if err != nil {
+		return train.Config{}, "", usagef("--optimizer: %v", err)
+	}
+	cfg := train.Config{Optimizer: opt, Method: *f.method, Backend: *f.backend, Threads: kernels.DefaultThreads(),
+		Schedule: train.Schedule{Name: train.ScheduleConstant}}
+	cfg.EvalEvery = max(1, *f.steps/10)
+	cfg.CheckpointEvery = max(1, *f.steps/10)
+	if cfg.Model, err = filepath.Abs(pos[0]); err != nil {
+		return cfg, "", err
+	}
+	return cfg, *f.out, nil
+}
+
+// apply sets the flag name's value on cfg.
+func (f *trainFlags) apply(name string, cfg *train.Config) error {
 	absPath := func(p string) string {
 		if a, err := filepath.Abs(p); err == nil {
 			return a
 		}
 		return p
 	}
-	apply := map[string]func() error{
-		"data":  func() error { cfg.Data = absPath(*data); return nil },
-		"valid": func() error { cfg.Valid = absPath(*valid); return nil },
-		"task":  func() error { cfg.Task = train.Task(*task); return nil },
-		"method": func() error {
-			cfg.Method = *method
-			if *method == train.MethodDST && cfg.DST == nil {
-				c := train.DefaultDSTConfig()
-				cfg.DST = &c
-			}
-			return nil
-		},
-		"trainable": func() error { cfg.Trainable = *trainable; return nil },
-		"optimizer": func() error {
-			if cfg.Optimizer.Name == *optimizer {
-				return nil
-			}
-			opt, err := train.DefaultOptimizer(*optimizer)
-			cfg.Optimizer = opt
-			return err
-		},
-		"lr": func() error { cfg.Optimizer.SetLR(*lr); return nil },
-		"weight-decay": func() error {
-			switch {
-			case cfg.Optimizer.AdamW != nil:
-				cfg.Optimizer.AdamW.WeightDecay = weightDecay.v
-			case cfg.Optimizer.SGD != nil:
-				cfg.Optimizer.SGD.WeightDecay = weightDecay.v
-			default:
-				return usagef("--weight-decay: %s has none", cfg.Optimizer.Name)
-			}
-			return nil
-		},
-		"momentum": func() error {
-			if cfg.Optimizer.SGD == nil {
-				return usagef("--momentum is an SGD option")
-			}
-			cfg.Optimizer.SGD.Momentum = *momentum
-			return nil
-		},
-		"beta1": func() error {
-			switch {
-			case cfg.Optimizer.AdamW != nil:
-				cfg.Optimizer.AdamW.Beta1 = beta1.v
-			case cfg.Optimizer.Adafactor != nil:
-				cfg.Optimizer.Adafactor.Beta1 = beta1.v
-			default:
-				return usagef("--beta1: SGD has none (see --momentum)")
-			}
-			return nil
-		},
-		"beta2": func() error {
-			if cfg.Optimizer.AdamW == nil {
-				return usagef("--beta2 is an AdamW option (Adafactor's decay follows t^-0.8)")
-			}
-			cfg.Optimizer.AdamW.Beta2 = beta2.v
-			return nil
-		},
-		"schedule":         func() error { cfg.Schedule.Name = *schedule; return nil },
-		"warmup":           func() error { cfg.Schedule.Warmup = *warmup; return nil },
-		"steps":            func() error { cfg.Steps = *steps; return nil },
-		"batch":            func() error { cfg.Batch = *batch; return nil },
-		"max-len":          func() error { cfg.MaxLen = *maxLen; return nil },
-		"pad-id":           func() error { cfg.PadID = *padID; return nil },
-		"seed":             func() error { cfg.Seed = *seed; return nil },
-		"backend":          func() error { cfg.Backend = *backend; return nil },
-		"threads":          func() error { cfg.Threads = *threads; return nil },
-		"eval-every":       func() error { cfg.EvalEvery = *evalEvery; return nil },
-		"checkpoint-every": func() error { cfg.CheckpointEvery = *ckptEvery; return nil },
-	}
-	dstOption := func(f func(c *train.DSTConfig)) func() error {
-		return func() error {
-			if cfg.DST == nil {
-				return usagef("DST options are for --method dst; the run is --method %s", cfg.Method)
-			}
-			f(cfg.DST)
-			return nil
+	opt := &cfg.Optimizer
+	switch name {
+	case "data":
+		cfg.Data = absPath(*f.data)
+	case "valid":
+		cfg.Valid = absPath(*f.valid)
+	case "task":
+		cfg.Task = train.Task(*f.task)
+	case "method":
+		cfg.Method = *f.method
+		if *f.method == train.MethodDST && len(cfg.DST) == 0 {
+			cfg.DST = dst.DefaultOptions().JSON()
 		}
-	}
-	apply["eps"] = dstOption(func(c *train.DSTConfig) { c.Eps = *eps })
-	apply["distance"] = dstOption(func(c *train.DSTConfig) { c.Distance = *distance })
-	apply["silo"] = dstOption(func(c *train.DSTConfig) { c.Silo = *silo })
-	apply["normalize"] = dstOption(func(c *train.DSTConfig) {
-		c.Normalize = *normalize
-		if c.Normalize == "none" {
-			c.Normalize = ""
-		}
-	})
-	apply["threshold"] = dstOption(func(c *train.DSTConfig) { c.Threshold = *threshold })
-	apply["churn"] = dstOption(func(c *train.DSTConfig) { c.Churn = *churn })
-	apply["refine-steps"] = dstOption(func(c *train.DSTConfig) { c.RefineSteps = *refineSteps })
-	apply["refine-factor"] = dstOption(func(c *train.DSTConfig) { c.Factor = *refineFactor })
-	apply["paper-alg2"] = dstOption(func(c *train.DSTConfig) { c.PaperAlg2 = *paperAlg2 })
-	// Order matters: the optimizer before its hyper-parameters.
-	order := []string{"data", "valid", "task", "method", "trainable", "optimizer", "lr", "weight-decay", "momentum", "beta1", "beta2",
-		"schedule", "warmup", "steps", "batch", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "checkpoint-every"}
-	order = append(order, dstFlags...)
-	for _, name := range order {
-		if set[name] || (*resume == "" && (name == "batch" || name == "seed" || name == "task" || (name == "method" && *method == train.MethodDST))) {
-			if err := apply[name](); err != nil {
+	case "trainable":
+		cfg.Trainable = *f.trainable
+	case "optimizer":
+		if opt.Name != *f.optimizer {
+			o, err := update.DefaultOptimizer(*f.optimizer)
+			if err != nil {
 				return err
 			}
+			*opt = o
 		}
-	}
-	if *threads < 0 || (set["threads"] && *threads == 0) {
-		if *threads < 0 {
-			return usagef("--threads must not be negative")
+	case "lr":
+		opt.SetLR(*f.lr)
+	case "weight-decay":
+		switch {
+		case opt.AdamW != nil:
+			opt.AdamW.WeightDecay = f.weightDecay.v
+		case opt.SGD != nil:
+			opt.SGD.WeightDecay = f.weightDecay.v
+		default:
+			return usagef("--weight-decay: %s has none", opt.Name)
 		}
-		cfg.Threads = kernels.DefaultThreads()
-	}
-	if *resume == "" {
-		if err := cfg.Check(); err != nil {
-			return usagef("%v", err)
+	case "momentum":
+		if opt.SGD == nil {
+			return usagef("--momentum is an SGD option")
 		}
-		if cfg.DST != nil {
-			if _, err := dst.ParseConfig(*cfg.DST, cfg.Seed); err != nil {
-				return usagef("%v", err)
-			}
+		opt.SGD.Momentum = *f.momentum
+	case "beta1":
+		switch {
+		case opt.AdamW != nil:
+			opt.AdamW.Beta1 = f.beta1.v
+		case opt.Adafactor != nil:
+			opt.Adafactor.Beta1 = f.beta1.v
+		default:
+			return usagef("--beta1: SGD has none (see --momentum)")
 		}
-	}
-	var backendOptions map[string]string
-	if set["pjrt-plugin"] {
-		if cfg.Backend != "pjrt" {
-			return usagef("--pjrt-plugin is for --backend pjrt (the run's backend is %s)", cfg.Backend)
+	case "beta2":
+		if opt.AdamW == nil {
+			return usagef("--beta2 is an AdamW option (Adafactor's decay follows t^-0.8)")
 		}
-		backendOptions = map[string]string{tpu.PluginOption: *pluginPath}
+		opt.AdamW.Beta2 = f.beta2.v
+	case "schedule":
+		cfg.Schedule.Name = *f.schedule
+	case "warmup":
+		cfg.Schedule.Warmup = *f.warmup
+	case "steps":
+		cfg.Steps = *f.steps
+	case "batch":
+		cfg.Batch = *f.batch
+	case "max-len":
+		cfg.MaxLen = *f.maxLen
+	case "pad-id":
+		cfg.PadID = *f.padID
+	case "seed":
+		cfg.Seed = *f.seed
+	case "backend":
+		cfg.Backend = *f.backend
+	case "threads":
+		cfg.Threads = *f.threads
+	case "eval-every":
+		cfg.EvalEvery = *f.evalEvery
+	case "checkpoint-every":
+		cfg.CheckpointEvery = *f.ckptEvery
+	default:
+		return f.applyDST(name, cfg)
 	}
-	if cfg.Backend == "pjrt" {
-		// Fail before reading data or writing the run directory.
-		if _, err := tpu.CheckRuntime(*pluginPath); err != nil {
-			return err
-		}
-	}
-	every := *logEvery
-	if every <= 0 {
-		every = max(1, cfg.Steps/20)
-	}
+	return nil
+}
 
+// applyDST sets a --method dst option on cfg.
+func (f *trainFlags) applyDST(name string, cfg *train.Config) error {
+	if len(cfg.DST) == 0 {
+		return usagef("DST options are for --method dst; the run is --method %s", cfg.Method)
+	}
+	o := dst.DefaultOptions()
+	if err := json.Unmarshal(cfg.DST, &o); err != nil {
+		return fmt.Errorf("the run's DST options: %w", err)
+	}
+	switch name {
+	case "eps":
+		o.Eps = *f.eps
+	case "distance":
+		o.Distance = *f.distance
+	case "silo":
+		o.Silo = *f.silo
+	case "normalize":
+		o.Normalize = *f.normalize
+		if o.Normalize == "none" {
+			o.Normalize = dst.NormalizeNone
+		}
+	case "threshold":
+		o.Threshold = *f.threshold
+	case "churn":
+		o.Churn = *f.churn
+	case "refine-steps":
+		o.RefineSteps = *f.refineSteps
+	case "refine-factor":
+		o.Factor = *f.refineFactor
+	case "paper-alg2":
+		o.PaperAlg2 = *f.paperAlg2
+	default:
+		panic("dstune: no flag " + name)
+	}
+	cfg.DST = o.JSON()
+	return nil
+}
+
+// runTraining runs cfg until it is done or interrupted (Ctrl-C: a
+// checkpoint, exit status 130) and prints where its results are.
+func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), interruptSignals...)
 	defer stop()
 	finished := make(chan struct{})
@@ -303,8 +386,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		case <-finished:
 		}
 	}()
-	res, err := train.Run(ctx, cfg, train.RunOptions{Dir: dir, Resume: *resume != "", Progress: stdout,
-		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: backendOptions})
+	res, err := train.Run(ctx, cfg, opts)
 	if errors.Is(err, train.ErrInterrupted) {
 		return &exitError{130, err.Error()}
 	}
@@ -319,12 +401,12 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, ", validation loss %.4f", res.ValidLoss)
 		}
 	}
-	fmt.Fprintf(stdout, "\nrun directory: %s\n", dir)
+	fmt.Fprintf(stdout, "\nrun directory: %s\n", opts.Dir)
 	if res.ModelFile != "" {
 		fmt.Fprintf(stdout, "fine-tuned model: %s\n", res.ModelFile)
 	}
 	if cfg.Method == train.MethodDST {
-		fmt.Fprintf(stdout, "delta: %s (dstune apply MODEL.onnx DELTA -o OUT.onnx)\n", filepath.Join(dir, dst.DeltaFile))
+		fmt.Fprintf(stdout, "delta: %s (dstune apply MODEL.onnx DELTA -o OUT.onnx)\n", filepath.Join(opts.Dir, dst.DeltaFile))
 	}
 	return nil
 }

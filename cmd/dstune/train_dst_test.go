@@ -30,9 +30,10 @@ func TestTrainDST(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := train.DSTConfig{Eps: 0.01, Distance: dst.DistanceInvRel, Silo: dst.SiloModule, Threshold: dst.ThresholdExact, Churn: true, RefineSteps: 4, Factor: 2}
-	if cfg.Method != train.MethodDST || cfg.DST == nil || *cfg.DST != want {
-		t.Fatalf("config.json: method %q, dst %+v", cfg.Method, cfg.DST)
+	want := dst.Options{Eps: 0.01, Distance: dst.DistanceInvRel, Silo: dst.SiloModule, Threshold: dst.ThresholdExact, Churn: true, RefineSteps: 4, Factor: 2}
+	got, err := dst.ParseOptions(cfg.DST, 0)
+	if cfg.Method != train.MethodDST || err != nil || got != want {
+		t.Fatalf("config.json: method %q, dst %s (%v)", cfg.Method, cfg.DST, err)
 	}
 	d, err := dst.ReadDelta(filepath.Join(run, dst.DeltaFile))
 	if err != nil {
@@ -41,13 +42,13 @@ func TestTrainDST(t *testing.T) {
 	if d.Meta.Silo != dst.SiloModule || d.Meta.Steps != 4 || d.Meta.Extra["threshold"] != dst.ThresholdExact {
 		t.Fatalf("delta metadata %+v", d.Meta)
 	}
-	recs := metricsLines(t, run)
+	recs := sharedtest.ReadMetrics(t, run)
 	last := recs[len(recs)-1]
-	if last["silos"] == nil || last["eps"] == nil || last["dst_ms"] == nil {
-		t.Fatalf("last metrics record lacks DST fields: %v", last)
+	if last.Silos == nil || last.Eps == nil || last.DSTMS == nil {
+		t.Fatalf("last metrics record lacks DST fields: %v", last.Fields)
 	}
-	if _, ok := last["silos"].(map[string]any)["attn_qkv.weight"]; !ok {
-		t.Fatalf("module silos not named by kind: %v", last["silos"])
+	if _, ok := last.Silos["attn_qkv.weight"]; !ok {
+		t.Fatalf("module silos not named by kind: %v", last.Silos)
 	}
 	code, _, stderr = dstune("train", "--resume", run, "--eps", "0.02")
 	if code == 0 || !strings.Contains(stderr, "dst") {

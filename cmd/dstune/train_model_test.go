@@ -3,17 +3,19 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/dstune/dstune/internal/safetensors"
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/onnx"
 )
@@ -42,23 +44,6 @@ func tinyGPTData(t *testing.T) (trainPath, validPath string) {
 	return trainPath, validPath
 }
 
-func metricsLines(t *testing.T, run string) []map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(run, "metrics.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recs []map[string]any
-	for line := range bytes.Lines(data) {
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		recs = append(recs, m)
-	}
-	return recs
-}
-
 func TestTrainTinyGPTLowersValidationLoss(t *testing.T) {
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
 	trainPath, validPath := tinyGPTData(t)
@@ -68,8 +53,8 @@ func TestTrainTinyGPTLowersValidationLoss(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	recs := metricsLines(t, run)
-	first, last := recs[0]["valid_loss"].(float64), recs[len(recs)-1]["valid_loss"].(float64)
+	recs := sharedtest.ReadMetrics(t, run)
+	first, last := *recs[0].ValidLoss, *recs[len(recs)-1].ValidLoss
 	t.Logf("tiny_gpt, 30 AdamW steps of 8×64 bytes: validation loss %.4f → %.4f", first, last)
 	if !(last < first-1.0) {
 		t.Errorf("validation loss %.4f → %.4f: not clearly lower\n%s", first, last, stdout)
@@ -137,19 +122,6 @@ func waitForStep(t *testing.T, run string, step int64) {
 	t.Fatalf("step %d not reached", step)
 }
 
-func readParams(t *testing.T, run string) map[string][]byte {
-	t.Helper()
-	f, err := safetensors.ReadFile(filepath.Join(run, "checkpoint", "params.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := map[string][]byte{}
-	for _, tn := range f.Tensors {
-		m[tn.Name] = tn.Data
-	}
-	return m
-}
-
 // TestTrainKilledAndResumedIsBitIdentical kills a tiny_gpt run mid-way
 // (SIGKILL: steps after the last checkpoint are lost; SIGINT: the run
 // saves a checkpoint and exits with 130), resumes it, and compares the
@@ -166,7 +138,7 @@ func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
 	if code, _, stderr := dstune(append([]string{"train"}, args(whole)...)...); code != 0 {
 		t.Fatalf("uninterrupted run: exit %d: %s", code, stderr)
 	}
-	want := readParams(t, whole)
+	want := sharedtest.CheckpointParams(t, whole)
 	wantModel, err := os.ReadFile(filepath.Join(whole, "model.onnx"))
 	if err != nil {
 		t.Fatal(err)
@@ -196,12 +168,12 @@ func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
 			if !strings.Contains(stdout, "done: step 60") {
 				t.Errorf("resume output:\n%s", stdout)
 			}
-			got := readParams(t, run)
+			got := sharedtest.CheckpointParams(t, run)
 			if len(got) != len(want) {
 				t.Fatalf("%d parameters, uninterrupted run %d", len(got), len(want))
 			}
 			for name, w := range want {
-				if !bytes.Equal(got[name], w) {
+				if !slices.Equal(got[name], w) {
 					t.Errorf("parameter %q differs from the uninterrupted run's", name)
 				}
 			}
@@ -209,10 +181,9 @@ func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
 			if err != nil || !bytes.Equal(gotModel, wantModel) {
 				t.Errorf("model.onnx differs from the uninterrupted run's (%v)", err)
 			}
-			recs := metricsLines(t, run)
-			for i, r := range recs {
-				if r["step"] != float64(i) {
-					t.Fatalf("metrics record %d is step %v: a step is missing or repeated", i, r["step"])
+			for i, r := range sharedtest.ReadMetrics(t, run) {
+				if r.Step != int64(i) {
+					t.Fatalf("metrics record %d is step %v: a step is missing or repeated", i, r.Step)
 				}
 			}
 		})
@@ -290,8 +261,8 @@ func TestTrainTinyBERTClassify(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	recs := metricsLines(t, run)
-	first, last := recs[0]["valid_loss"].(float64), recs[len(recs)-1]["valid_loss"].(float64)
+	recs := sharedtest.ReadMetrics(t, run)
+	first, last := *recs[0].ValidLoss, *recs[len(recs)-1].ValidLoss
 	t.Logf("tiny_bert, 100 AdamW steps: validation loss %.4f → %.4f", first, last)
 	if !(last < 0.5*first) {
 		t.Errorf("validation loss %.4f → %.4f: not learning the task", first, last)
@@ -323,7 +294,7 @@ func TestTrainModelWithExternalData(t *testing.T) {
 	if code, _, stderr := dstune("train", model, "--data", data, "--task", "lm", "--steps", "3", "--batch", "4", "--out", run); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	params := readParams(t, run)
+	params := sharedtest.CheckpointParams(t, run)
 	orig, err := onnx.ReadFile(model)
 	if err != nil {
 		t.Fatal(err)
@@ -349,7 +320,10 @@ func TestTrainModelWithExternalData(t *testing.T) {
 			t.Fatal(err)
 		}
 		if p, trained := params[ot.Name]; trained {
-			want = p
+			want = nil
+			for _, x := range p {
+				want = binary.LittleEndian.AppendUint32(want, math.Float32bits(x))
+			}
 			changed++
 		}
 		if tt.Name != ot.Name || !bytes.Equal(got, want) {

@@ -9,11 +9,12 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/dstune/dstune/internal/atomicfile"
 )
 
 // MaxHeaderBytes caps the JSON header a file may declare (the reference
@@ -269,33 +270,16 @@ func writeJSONString(b *bytes.Buffer, s string) {
 // WriteFile encodes the file to path atomically: it writes a temporary file
 // in the same directory, syncs it and renames it over path, so readers see
 // the old file or the complete new one, never a partial file.
-func WriteFile(path string, metadata map[string]string, tensors []Tensor) (err error) {
+func WriteFile(path string, metadata map[string]string, tensors []Tensor) error {
 	if _, _, err := encodeHeader(metadata, tensors); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+	return atomicfile.WriteWith(path, func(f *os.File) error {
+		if err := Encode(f, metadata, tensors); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
 		}
-	}()
-	if err = Encode(tmp, metadata, tensors); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+		return nil
+	})
 }
 
 // ReadFile reads and decodes the file at path. Errors name the path. Only
@@ -351,14 +335,32 @@ func Decode(data []byte) (*File, error) {
 		return nil, formatErrorf("", "header does not start with a JSON object")
 	}
 
-	type entry struct {
-		Tensor
-		begin, end int64
+	file := &File{}
+	entries, err := parseHeader(header, file)
+	if err != nil {
+		return nil, err
 	}
+	if err := placeTensors(entries, buffer); err != nil {
+		return nil, err
+	}
+	file.Tensors = make([]Tensor, len(entries))
+	for i := range entries {
+		file.Tensors[i] = entries[i].Tensor
+	}
+	return file, nil
+}
+
+// headerEntry is a tensor of the header with its data offsets.
+type headerEntry struct {
+	Tensor
+	begin, end int64
+}
+
+// parseHeader reads the header's tensors (and the metadata into file).
+func parseHeader(header []byte, file *File) ([]headerEntry, error) {
 	p := headerParser{dec: json.NewDecoder(bytes.NewReader(header))}
 	p.dec.UseNumber()
-	file := &File{}
-	var entries []entry
+	var entries []headerEntry
 	seen := map[string]bool{}
 	if err := p.delim('{'); err != nil {
 		return nil, err
@@ -381,7 +383,7 @@ func Decode(data []byte) (*File, error) {
 			}
 			continue
 		}
-		e := entry{}
+		e := headerEntry{}
 		e.Name = key
 		if e.DType, e.Shape, e.begin, e.end, err = p.tensorInfo(key); err != nil {
 			return nil, err
@@ -394,8 +396,15 @@ func Decode(data []byte) (*File, error) {
 	if _, err := p.dec.Token(); err != io.EOF {
 		return nil, formatErrorf("", "header has content after its JSON object (only space padding may follow)")
 	}
+	return entries, nil
+}
 
-	slices.SortStableFunc(entries, func(a, b entry) int {
+// placeTensors checks that the tensors' data offsets tile the data buffer
+// exactly, in offset order, each as long as its dtype and shape need, and
+// points every tensor's Data at its bytes. entries come back in offset
+// order.
+func placeTensors(entries []headerEntry, buffer []byte) error {
+	slices.SortStableFunc(entries, func(a, b headerEntry) int {
 		if a.begin != b.begin {
 			if a.begin < b.begin {
 				return -1
@@ -416,34 +425,30 @@ func Decode(data []byte) (*File, error) {
 		e := &entries[i]
 		if e.begin != next {
 			if e.begin < next {
-				return nil, formatErrorf(e.Name, "data_offsets [%d, %d] overlap the previous tensor, which ends at %d", e.begin, e.end, next)
+				return formatErrorf(e.Name, "data_offsets [%d, %d] overlap the previous tensor, which ends at %d", e.begin, e.end, next)
 			}
-			return nil, formatErrorf(e.Name, "data_offsets [%d, %d] leave a gap after byte %d", e.begin, e.end, next)
+			return formatErrorf(e.Name, "data_offsets [%d, %d] leave a gap after byte %d", e.begin, e.end, next)
 		}
 		if e.end < e.begin {
-			return nil, formatErrorf(e.Name, "data_offsets [%d, %d] end before they begin", e.begin, e.end)
+			return formatErrorf(e.Name, "data_offsets [%d, %d] end before they begin", e.begin, e.end)
 		}
 		if e.end > int64(len(buffer)) {
-			return nil, formatErrorf(e.Name, "data_offsets [%d, %d] run past the %d-byte data buffer", e.begin, e.end, len(buffer))
+			return formatErrorf(e.Name, "data_offsets [%d, %d] run past the %d-byte data buffer", e.begin, e.end, len(buffer))
 		}
 		n, err := byteLength(e.Name, e.DType, e.Shape)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if n != e.end-e.begin {
-			return nil, formatErrorf(e.Name, "%s%v needs %d bytes, data_offsets [%d, %d] hold %d", e.DType, e.Shape, n, e.begin, e.end, e.end-e.begin)
+			return formatErrorf(e.Name, "%s%v needs %d bytes, data_offsets [%d, %d] hold %d", e.DType, e.Shape, n, e.begin, e.end, e.end-e.begin)
 		}
 		e.Data = buffer[e.begin:e.end:e.end]
 		next = e.end
 	}
 	if next != int64(len(buffer)) {
-		return nil, formatErrorf("", "tensors cover %d bytes of the %d-byte data buffer", next, len(buffer))
+		return formatErrorf("", "tensors cover %d bytes of the %d-byte data buffer", next, len(buffer))
 	}
-	file.Tensors = make([]Tensor, len(entries))
-	for i := range entries {
-		file.Tensors[i] = entries[i].Tensor
-	}
-	return file, nil
+	return nil
 }
 
 // headerParser walks the header's JSON tokens, so that duplicate keys,

@@ -12,10 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/accel/cpu"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/train"
+	"github.com/dstune/dstune/update"
 )
 
 // Models are the benchmark models.
@@ -48,9 +50,10 @@ var TorchMedianMS = map[string]map[int]float64{
 // Step is one benchmark model ready to train.
 type Step struct {
 	Model   string
-	Engine  *train.HostEngine
+	Engine  *train.Engine
 	Batches []*train.Batch
 	onnx    *onnx.Model
+	threads int
 	next    int
 }
 
@@ -73,7 +76,7 @@ func NewStepWith(dir, model string, threads int, method train.Method) (*Step, er
 	if err != nil {
 		return nil, err
 	}
-	s := &Step{Model: model, onnx: m}
+	s := &Step{Model: model, onnx: m, threads: threads}
 	im, err := ir.NewModel(m)
 	if err != nil {
 		m.Close()
@@ -84,13 +87,8 @@ func NewStepWith(dir, model string, threads int, method train.Method) (*Step, er
 		m.Close()
 		return nil, err
 	}
-	opt, err := train.NewOptimizer(train.OptimizerConfig{Name: train.OptimizerAdamW,
-		AdamW: &train.AdamWConfig{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}})
-	if err != nil {
-		m.Close()
-		return nil, err
-	}
-	if s.Engine, err = train.NewHostEngine(src, cpu.New(), train.HostOptions{Threads: threads, Optimizer: opt, Method: method}); err != nil {
+	opt := update.Optimizer{Name: update.OptimizerAdamW, AdamW: &update.AdamW{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}}
+	if s.Engine, err = train.NewEngine(src, cpu.New(), opt, method, threads); err != nil {
 		m.Close()
 		return nil, err
 	}
@@ -185,14 +183,15 @@ type OpTime struct {
 // engine's update times of real steps).
 func (s *Step) Breakdown(runs int, optimizerTimes []time.Duration) ([]OpTime, map[Category]time.Duration, error) {
 	b := s.Batches[0]
-	exe, err := s.Engine.Executable(train.BatchShape{B: b.B, T: b.T})
+	g, err := s.Engine.TrainingGraph(train.BatchShape{B: b.B, T: b.T})
 	if err != nil {
 		return nil, nil, err
 	}
-	ce, ok := exe.(*cpu.Executable)
-	if !ok {
-		return nil, nil, fmt.Errorf("not a cpu executable")
+	ce, err := cpu.Compile(g, accel.Options{Threads: s.threads})
+	if err != nil {
+		return nil, nil, err
 	}
+	defer ce.Close()
 	feed, err := s.Engine.Feed(b)
 	if err != nil {
 		return nil, nil, err

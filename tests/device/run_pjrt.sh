@@ -6,8 +6,8 @@
 #                                      and dstune with cgo, writes the tiny text task and
 #                                      copies the models it needs into .device/ (git-ignored,
 #                                      about 45 MB)
-#   tests/device/run_pjrt.sh [run]     on the GPU machine, from the repository root, with
-#                                      .device/ carried along; needs no Go toolchain and no
+#   tests/device/run_pjrt.sh [run]     on the GPU machine, from a copy of the working tree
+#                                      with .device/ (DEVELOPERS.md); needs no Go toolchain and no
 #                                      network: finds JAX's CUDA PJRT plugin in a Python
 #                                      site-packages (default /opt/torch/.venv), puts its
 #                                      nvidia/*/lib directories on LD_LIBRARY_PATH, then
@@ -16,8 +16,9 @@
 #                                           (losses within 1e-3 relative, identical k per silo)
 #                                        2. gpt_bench step times, full fine-tuning and DST
 #                                        3. the backend's device tests (models vs PyTorch,
-#                                           gradients, the step vs the host reference and the
-#                                           CPU DST method, tiny_gpt through the engine)
+#                                           gradients, the step vs the host reference (the
+#                                           optimizers' formulas and update.ReferenceSelect),
+#                                           tiny_gpt through the engine)
 #                                      and prints a table. Budget: 8 minutes at most (each part
 #                                      has its own timeout).
 #
@@ -41,7 +42,7 @@ prepare() {
 	cp "$td/bench/gpt_bench.onnx" "$dev/testdata/bench/"
 	{ git rev-parse HEAD; git status --porcelain --untracked-files=no | sed 's/^/  modified: /'; } > "$dev/commit"
 	du -sh "$dev"
-	echo "carry .device (run tool: carry [\".device\"]) and run: bash tests/device/run_pjrt.sh"
+	echo "copy the working tree with .device/ to the GPU machine and run there: bash tests/device/run_pjrt.sh"
 }
 
 find_site() {

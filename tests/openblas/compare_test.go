@@ -43,7 +43,7 @@ func (s shape) lds() (lda, ldb int) {
 	return
 }
 
-// shapes are the issue's targets: a BERT-base layer's forward products
+// shapes are those of `dstune profile gemm`: a BERT-base layer's forward products
 // with 2048 tokens (NN), their dX (NT, (M,K,N)) and dW (TN, (K,N,M)), and
 // two squares.
 func shapes() []shape {

@@ -57,12 +57,8 @@ func run(model string, threads int, eps float64, threshold, silo string, rounds,
 	if err != nil {
 		return err
 	}
-	c := train.DefaultDSTConfig()
-	c.Eps, c.Threshold, c.Silo = eps, threshold, silo
-	opts, err := dst.ParseConfig(c, 0)
-	if err != nil {
-		return err
-	}
+	opts := dst.DefaultOptions()
+	opts.Eps, opts.Threshold, opts.Silo = eps, threshold, silo
 	method, err := dst.NewMethod(opts, nil, "")
 	if err != nil {
 		return err
@@ -104,11 +100,10 @@ func run(model string, threads int, eps float64, threshold, silo string, rounds,
 					continue
 				}
 				td.add(st, wall)
-				rec := map[string]any{}
-				method.Metrics(rec)
-				fallbacks += int64(rec["exact_fallbacks"].(int))
-				band += rec["band_entries"].(int64)
-				dstMS = append(dstMS, rec["dst_ms"].(float64))
+				m := method.Metrics(dstStep.Engine.Step(), dstStep.Engine.LastResult()).(*dst.StepMetrics)
+				fallbacks += int64(m.ExactFallbacks)
+				band += *m.BandEntries
+				dstMS = append(dstMS, *m.DSTMS)
 			}
 		}
 		roundRatios = append(roundRatios, float64(bench.Median(td.step[nd:]))/float64(bench.Median(tf.step[nf:])))

@@ -1,41 +1,13 @@
-package dst
+package update
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"sort"
 	"testing"
 )
-
-func TestSubsetSize(t *testing.T) {
-	cases := []struct {
-		eps  float64
-		n, k int64
-	}{
-		{0, 100, 0}, {0, 0, 0}, {0.5, 0, 0},
-		{1e-3, 1000, 1}, {1e-3, 1499, 1}, {1e-3, 1500, 2}, {1e-3, 2499, 2}, {1e-3, 2500, 3}, // halves round up
-		{1e-6, 10, 1}, // never 0 for ε > 0
-		{1, 7, 7}, {0.999999, 7, 7},
-		{0.25, 10, 3}, // 2.5 rounds away from zero
-		{1e-4, 1 << 40, 109951163},
-	}
-	for _, c := range cases {
-		if got := SubsetSize(c.eps, c.n); got != c.k {
-			t.Errorf("SubsetSize(%g, %d) = %d, want %d", c.eps, c.n, got, c.k)
-		}
-	}
-	for _, bad := range []float64{-0.1, 1.5, math.NaN()} {
-		func() {
-			defer func() {
-				if recover() == nil {
-					t.Errorf("SubsetSize(%g, 10) did not panic", bad)
-				}
-			}()
-			SubsetSize(bad, 10)
-		}()
-	}
-}
 
 func TestCandidatesGrid(t *testing.T) {
 	b := DefaultBisection
@@ -178,6 +150,30 @@ func TestResolveMatchesSequential(t *testing.T) {
 	}
 }
 
+// tracker follows one unit's threshold from step to step with Algorithm
+// 2, as a selection carries Q and Ready.
+type tracker struct {
+	Bisection
+	Q     float32
+	Ready bool
+	cands []float32
+}
+
+func (t *tracker) Reset(q float32) { t.Q, t.Ready = q, true }
+
+func (t *tracker) Candidates() []float32 {
+	t.cands = t.Bisection.Candidates(t.Q, t.cands)
+	return t.cands
+}
+
+// Update resolves the counts against the last Candidates and moves Q,
+// also when the bracket was missed.
+func (t *tracker) Update(counts []int64, k int64) Resolution {
+	r := t.Bisection.Resolve(t.cands, counts, k)
+	t.Q = r.Q
+	return r
+}
+
 // exactThreshold is a q with exactly k entries above it when the data
 // allow (the (k+1)-th largest value), found by sorting.
 func exactThreshold(delta []float32, k int64) float32 {
@@ -238,15 +234,15 @@ type trackingStats struct {
 func track(t *testing.T, kind string, n int, eps float64, steps, warmup int, bs ...Bisection) []trackingStats {
 	t.Helper()
 	next := driftingDelta(kind, n, 5)
-	k := SubsetSize(eps, int64(n))
-	trackers := make([]*ThresholdTracker, len(bs))
+	k := int64(math.Round(eps * float64(n)))
+	trackers := make([]*tracker, len(bs))
 	errs := make([][]float64, len(bs))
 	stats := make([]trackingStats, len(bs))
 	for i, b := range bs {
-		var err error
-		if trackers[i], err = NewThresholdTracker(b); err != nil {
+		if err := b.Validate(); err != nil {
 			t.Fatal(err)
 		}
+		trackers[i] = &tracker{Bisection: b}
 	}
 	for step := range steps {
 		delta := next()
@@ -322,8 +318,8 @@ func TestTrackingDrift(t *testing.T) {
 // tracks it as usual.
 func TestTrackingRampUp(t *testing.T) {
 	next := driftingDelta("inv-rel", 20000, 9)
-	k := SubsetSize(0.01, 20000)
-	tr, _ := NewThresholdTracker(DefaultBisection)
+	k := int64(200)
+	tr := &tracker{Bisection: DefaultBisection}
 	first := next()
 	tr.Reset(exactThreshold(first, k) / 100)
 	counts := make([]int64, DefaultBisection.NumCandidates())
@@ -348,11 +344,87 @@ func TestBisectionValidate(t *testing.T) {
 		if b.Validate() == nil {
 			t.Errorf("%+v: no error", b)
 		}
-		if _, err := NewThresholdTracker(b); err == nil {
-			t.Errorf("NewThresholdTracker(%+v): no error", b)
-		}
 	}
 	if err := DefaultBisection.Validate(); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestGridRunMatchesResolve: the lazily counted Algorithm 2 (extra passes
+// for m > 3) returns what Resolve returns on the full grid's counts.
+func TestGridRunMatchesResolve(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for trial := range 300 {
+		n := 1 + rng.IntN(3000)
+		delta := make([]float32, n)
+		for i := range delta {
+			delta[i] = float32(math.Exp(rng.NormFloat64() * 2))
+			if rng.IntN(5) == 0 {
+				delta[i] = delta[rng.IntN(i+1)] // ties
+			}
+		}
+		b := Bisection{Steps: 1 + rng.IntN(7), Factor: 1.2 + rng.Float32()*3}
+		k := int64(rng.IntN(n + 1))
+		prev := delta[rng.IntN(n)] * (0.5 + rng.Float32())
+		count := func(th []float32, counts []int64) {
+			for j, q := range th {
+				for _, x := range delta {
+					if x > q {
+						counts[j]++
+					}
+				}
+			}
+		}
+		var r GridRun
+		first := r.Start(b, prev)
+		if len(first) > ThresholdsPerPass {
+			t.Fatalf("first pass counts %d thresholds", len(first))
+		}
+		count(first, r.PassCounts)
+		r.Record()
+		passes := 1
+		got := r.Resolve(k, func(th []float32, c []int64) {
+			if len(th) > ThresholdsPerPass {
+				t.Fatalf("a pass counts %d thresholds", len(th))
+			}
+			passes++
+			count(th, c)
+		})
+		cands := b.Candidates(prev, nil)
+		all := make([]int64, len(cands))
+		count(cands, all)
+		want := b.Resolve(cands, all, k)
+		if got != want {
+			t.Fatalf("trial %d m=%d: %+v, Resolve %+v", trial, b.Steps, got, want)
+		}
+		if wantPasses := 1 + max(0, (b.Steps-1)/3); passes > wantPasses {
+			t.Fatalf("m=%d took %d counting passes, want at most %d", b.Steps, passes, wantPasses)
+		}
+		for j, c := range r.Counts {
+			if c >= 0 && c != all[j] {
+				t.Fatalf("grid point %d counted %d, truly %d", j, c, all[j])
+			}
+		}
+	}
+}
+
+// BenchmarkThresholdStep is the per-silo, per-step bookkeeping of
+// Algorithm 2 outside the counting pass: candidates and the tree walk.
+func BenchmarkThresholdStep(b *testing.B) {
+	for _, m := range []int{3, 10} {
+		b.Run(fmt.Sprintf("m=%d", m), func(b *testing.B) {
+			tr := &tracker{Bisection: Bisection{Steps: m, Factor: 2}}
+			tr.Reset(1)
+			counts := make([]int64, tr.NumCandidates())
+			for j := range counts {
+				counts[j] = int64(len(counts) - j)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				tr.Candidates()
+				tr.Update(counts, int64(len(counts)/2))
+				tr.Q = 1
+			}
+		})
 	}
 }

@@ -1,0 +1,280 @@
+package cpu
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/dstune/dstune/accel"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/update"
+)
+
+var _ accel.TrainingBackend = (*Backend)(nil)
+
+// NewTrainer prepares training of params with prog in host memory: the
+// training graphs run on this backend reading the parameters' storage in
+// place, the gradients are read from the executable without copies, and
+// the update (the optimizer and the selection, lowered to package
+// kernels: update_optim.go, update_select.go) writes the parameters in
+// place. A step allocates nothing once its graph is compiled. Only float32
+// parameters can be trained.
+func (b *Backend) NewTrainer(params []*ir.Param, prog *update.Program, opts accel.Options) (accel.Trainer, error) {
+	opt, err := lowerOptimizer(prog.Optimizer)
+	if err != nil {
+		return nil, err
+	}
+	t := &trainer{backend: b, opts: opts, prog: *prog, opt: opt, byName: map[string]int{},
+		compiled: map[*ir.Graph]*trainStep{}, evals: map[*ir.Graph]accel.Executable{}}
+	for _, p := range params {
+		if p.Tensor.DType() != ir.Float32 {
+			return nil, fmt.Errorf("parameter %q is %s: only float32 parameters can be trained (leave it out with --trainable)", p.Name, p.Tensor.DType())
+		}
+		if _, dup := t.byName[p.Name]; dup {
+			return nil, fmt.Errorf("parameter %q is listed twice", p.Name)
+		}
+		tp := &trainParam{name: p.Name, shape: []int(p.Tensor.Shape().Clone()), value: p.Tensor.Float32s()}
+		newParamState(prog.Optimizer, tp)
+		if prog.Selection != nil {
+			tp.seed = slices.Clone(tp.value)
+		}
+		t.byName[p.Name] = len(t.params)
+		t.params = append(t.params, tp)
+		t.tensors = append(t.tensors, p.Tensor)
+	}
+	if prog.Selection != nil {
+		if t.sel, err = newSelection(prog.Selection, t.params); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// trainer is the CPU backend's accel.Trainer.
+type trainer struct {
+	backend  *Backend
+	opts     accel.Options
+	prog     update.Program
+	opt      optimizer
+	sel      *selection // nil without a selection
+	params   []*trainParam
+	tensors  []*ir.Tensor // the parameters' storage
+	byName   map[string]int
+	compiled map[*ir.Graph]*trainStep
+	evals    map[*ir.Graph]accel.Executable
+	res      update.Result
+	host     update.HostStats
+}
+
+// trainStep is a compiled training graph and where its outputs are.
+type trainStep struct {
+	exe  accel.Executable
+	loss int   // output index of the loss
+	grad []int // output index of each parameter's gradient
+}
+
+// compile compiles a training graph, checking that it reads the
+// trainer's parameters in place and gives a gradient for each.
+func (t *trainer) compile(tg *ir.Graph) (*trainStep, error) {
+	s := &trainStep{loss: -1, grad: make([]int, len(t.params))}
+	for i := range s.grad {
+		s.grad[i] = -1
+	}
+	for i, o := range tg.Outputs {
+		if o.Name == ir.LossOutput {
+			if o.Value.DType != ir.Float32 || o.Value.Shape.Size() != 1 {
+				return nil, fmt.Errorf("cpu: training graph's loss is %v, want a float32 scalar", o.Value.Type)
+			}
+			s.loss = i
+			continue
+		}
+		name, ok := cutPrefix(o.Name, ir.GradPrefix)
+		if !ok {
+			continue
+		}
+		j, ok := t.byName[name]
+		if !ok {
+			continue
+		}
+		if o.Value.DType != ir.Float32 || !slices.Equal([]int(o.Value.Shape), t.params[j].shape) {
+			return nil, fmt.Errorf("cpu: training graph output %q is %v, want float32%v", o.Name, o.Value.Type, t.params[j].shape)
+		}
+		s.grad[j] = i
+	}
+	if s.loss < 0 {
+		return nil, fmt.Errorf("cpu: the training graph has no %q output", ir.LossOutput)
+	}
+	for j, i := range s.grad {
+		if i < 0 {
+			return nil, fmt.Errorf("cpu: the training graph has no gradient %q", ir.GradPrefix+t.params[j].name)
+		}
+	}
+	exe, err := t.compileShared(tg)
+	if err != nil {
+		return nil, err
+	}
+	s.exe = exe
+	return s, nil
+}
+
+// compileShared compiles g and checks that it reads every trainable
+// parameter from the trainer's storage.
+func (t *trainer) compileShared(g *ir.Graph) (accel.Executable, error) {
+	exe, err := t.backend.Compile(g, t.opts)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range t.params {
+		if g.Param(p.name) == nil {
+			continue
+		}
+		if tt, err := exe.Param(p.name); err != nil || tt != t.tensors[i] {
+			exe.Close()
+			return nil, fmt.Errorf("cpu: the graph does not share parameter %q's storage", p.name)
+		}
+	}
+	return exe, nil
+}
+
+func cutPrefix(s, prefix string) (string, bool) {
+	if len(s) < len(prefix) || s[:len(prefix)] != prefix {
+		return "", false
+	}
+	return s[len(prefix):], true
+}
+
+// Step runs tg and, when the loss is finite, the update. The result
+// belongs to the trainer until the next Step.
+func (t *trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) (*update.Result, error) {
+	s := t.compiled[tg]
+	if s == nil {
+		var err error
+		if s, err = t.compile(tg); err != nil {
+			return nil, err
+		}
+		t.compiled[tg] = s
+	}
+	out, err := s.exe.Run(inputs)
+	if err != nil {
+		return nil, err
+	}
+	t.res = update.Result{Loss: out[s.loss].Float32s()[0]}
+	if l := float64(t.res.Loss); math.IsNaN(l) || math.IsInf(l, 0) {
+		return &t.res, nil
+	}
+	for j, p := range t.params {
+		p.grad = out[s.grad[j]].Float32s()
+	}
+	if t.sel != nil {
+		t.sel.update(t.opt, info, t.opts.Threads)
+		t.host = t.sel.host
+		t.res.Selection = &t.sel.res
+	} else {
+		start := time.Now()
+		for _, p := range t.params {
+			t.opt.step(p, info, t.opts.Threads)
+		}
+		t.host = update.HostStats{Optimizer: time.Since(start)}
+	}
+	for _, p := range t.params {
+		p.grad = nil
+	}
+	t.res.Host = &t.host
+	return &t.res, nil
+}
+
+// Eval runs g on the current parameters.
+func (t *trainer) Eval(g *ir.Graph, inputs []*ir.Tensor) ([]*ir.Tensor, error) {
+	exe := t.evals[g]
+	if exe == nil {
+		var err error
+		if exe, err = t.compileShared(g); err != nil {
+			return nil, err
+		}
+		t.evals[g] = exe
+	}
+	out, err := exe.Run(inputs)
+	if err != nil {
+		return nil, err
+	}
+	res := make([]*ir.Tensor, len(out))
+	for i, o := range out {
+		res[i] = o.Clone()
+	}
+	return res, nil
+}
+
+// Param returns a copy of a trainable parameter's values.
+func (t *trainer) Param(name string) ([]float32, error) {
+	i, ok := t.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("cpu: no trainable parameter %q", name)
+	}
+	return slices.Clone(t.params[i].value), nil
+}
+
+// State copies the parameters, their optimizer slots and the selection's
+// state.
+func (t *trainer) State() (*update.State, error) {
+	st := &update.State{Params: map[string][]float32{}, Optimizer: map[string][]update.Slot{}}
+	for _, p := range t.params {
+		st.Params[p.name] = slices.Clone(p.value)
+		slots := make([]update.Slot, len(p.slots))
+		for i, s := range p.slots {
+			slots[i] = update.Slot{Name: s.Name, Shape: slices.Clone(s.Shape), Data: slices.Clone(s.Data)}
+		}
+		st.Optimizer[p.name] = slots
+	}
+	if t.sel != nil {
+		st.Selection = t.sel.state()
+	}
+	return st, nil
+}
+
+// SetState checks st, then copies it in; nil fields keep their values.
+func (t *trainer) SetState(st *update.State) error {
+	if err := t.prog.CheckState(t.paramShapes(), st); err != nil {
+		return err
+	}
+	if st.Selection != nil {
+		if t.sel == nil {
+			return errors.New("cpu: a selection state for a program without a selection")
+		}
+		if err := t.sel.setState(st.Selection); err != nil {
+			return err
+		}
+	}
+	for _, p := range t.params {
+		if v, ok := st.Params[p.name]; ok {
+			copy(p.value, v)
+		}
+		if slots, ok := st.Optimizer[p.name]; ok {
+			for i, s := range slots {
+				copy(p.slots[i].Data, s.Data)
+			}
+		}
+	}
+	return nil
+}
+
+func (t *trainer) paramShapes() map[string][]int {
+	shapes := map[string][]int{}
+	for _, p := range t.params {
+		shapes[p.name] = p.shape
+	}
+	return shapes
+}
+
+// Close releases the executables.
+func (t *trainer) Close() error {
+	for _, s := range t.compiled {
+		s.exe.Close()
+	}
+	for _, e := range t.evals {
+		e.Close()
+	}
+	t.compiled, t.evals = nil, nil
+	return nil
+}

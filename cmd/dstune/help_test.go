@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// readmeSynopses returns, per command, the first indented block after
+// README.md's "### dstune NAME" heading, without its indentation.
+func readmeSynopses(t *testing.T) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	heading := regexp.MustCompile(`^### dstune ([a-z]+)$`)
+	var name string
+	var block []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := sc.Text()
+		if m := heading.FindStringSubmatch(line); m != nil {
+			name, block = m[1], nil
+			continue
+		}
+		if name == "" {
+			continue
+		}
+		if strings.HasPrefix(line, "    ") {
+			block = append(block, strings.TrimPrefix(line, "    "))
+			continue
+		}
+		if len(block) > 0 {
+			out[name] = strings.Join(block, "\n")
+			name, block = "", nil
+		}
+	}
+	return out
+}
+
+// TestReadmeSynopsesAreTheCommands: README.md shows every command's
+// synopsis as `dstune help` prints it, and every synopsis names exactly
+// the command's flags (a flag documented as "same as" another is an
+// alias).
+func TestReadmeSynopsesAreTheCommands(t *testing.T) {
+	readme := readmeSynopses(t)
+	flagRef := regexp.MustCompile(`(?:^|[\s\[(|])--?([a-z][a-z0-9-]*)`)
+	for name, c := range commands {
+		if got := readme[name]; got != c.usage() {
+			t.Errorf("README.md's synopsis of dstune %s:\n%s\nthe command's:\n%s", name, got, c.usage())
+		}
+		fs := newFlagSet(name, c.flags)
+		var defined []string
+		fs.VisitAll(func(f *flag.Flag) {
+			if !strings.HasPrefix(f.Usage, "same as ") {
+				defined = append(defined, f.Name)
+			}
+		})
+		var named []string
+		for _, m := range flagRef.FindAllStringSubmatch(c.usage(), -1) {
+			if m[1] != "resume" || name == "train" {
+				named = append(named, m[1])
+			}
+		}
+		for _, f := range defined {
+			if !slices.Contains(named, f) {
+				t.Errorf("dstune %s: flag --%s is not in the synopsis", name, f)
+			}
+		}
+		for _, f := range named {
+			if fs.Lookup(f) == nil {
+				t.Errorf("dstune %s: the synopsis names --%s, which is no flag", name, f)
+			}
+		}
+	}
+}
+
+// TestHelpPrintsTheFlags: `dstune help CMD` and `dstune CMD -h` print the
+// same help, with every flag of the command.
+func TestHelpPrintsTheFlags(t *testing.T) {
+	for name, c := range commands {
+		var a, b, errb bytes.Buffer
+		if code := runMain([]string{"help", name}, &a, &errb); code != 0 {
+			t.Fatalf("help %s: exit %d, %s", name, code, errb.String())
+		}
+		if code := runMain([]string{name, "-h"}, &b, &errb); code != 0 {
+			t.Fatalf("%s -h: exit %d, %s", name, code, errb.String())
+		}
+		if a.String() != b.String() {
+			t.Errorf("dstune help %s and dstune %s -h differ:\n%s\n---\n%s", name, name, a.String(), b.String())
+		}
+		newFlagSet(name, c.flags).VisitAll(func(f *flag.Flag) {
+			if !strings.Contains(a.String(), "  -"+f.Name) {
+				t.Errorf("dstune help %s does not list -%s", name, f.Name)
+			}
+		})
+	}
+}

@@ -1,0 +1,66 @@
+package atomicfile
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestWriteReplacesAtomically(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f.txt")
+	if err := Write(path, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(path, []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "two" {
+		t.Fatalf("content %q", b)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644", st.Mode().Perm())
+	}
+	// A failing fill leaves the old file and no temporary file.
+	boom := errors.New("boom")
+	err := WriteWith(path, func(f *os.File) error {
+		f.Write([]byte("partial"))
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("got %v", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "two" {
+		t.Fatalf("a failed write changed the file: %q", b)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("%d files left in the directory", len(entries))
+	}
+	// Two files prepared together; one aborted.
+	a, err := Prepare(filepath.Join(dir, "a"), func(f *os.File) error { _, err := f.Write([]byte("a")); return err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Prepare(filepath.Join(dir, "b"), func(f *os.File) error { _, err := f.WriteAt([]byte("b"), 3); return err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a")); err == nil {
+		t.Fatal("a prepared file is visible before Commit")
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	a.Abort()
+	if got, _ := os.ReadFile(filepath.Join(dir, "b")); string(got) != "\x00\x00\x00b" {
+		t.Fatalf("b is %q", got)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Fatalf("%d files left in the directory, want f.txt and b", len(entries))
+	}
+	if err := SyncDir(dir); err != nil {
+		t.Fatal(err)
+	}
+}
