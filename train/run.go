@@ -161,16 +161,19 @@ type runner struct {
 	res  *Result
 
 	onnxModel *onnx.Model
-	src       GraphSource
-	engine    *Engine
-	method    Method
-	train     *TrainBatches
-	valid     *Dataset
-	batchOpts BatchOptions
-	metrics   *os.File
-	metricsW  *bufio.Writer
-	progress  *progress
-	lastCkpt  int64
+	// halfParams are the parameters the model stores in float16 or
+	// bfloat16 (trained as float32 master copies), by stored dtype.
+	halfParams map[string]ir.DType
+	src        GraphSource
+	engine     *Engine
+	method     Method
+	train      *TrainBatches
+	valid      *Dataset
+	batchOpts  BatchOptions
+	metrics    *os.File
+	metricsW   *bufio.Writer
+	progress   *progress
+	lastCkpt   int64
 }
 
 func (r *runner) close() {
@@ -267,6 +270,10 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 	if err != nil {
 		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
 	}
+	// Half-precision checkpoints train float32 master copies, computing
+	// in float32; the results are written back in the model's dtype.
+	model = model.Float32Compute()
+	r.halfParams = model.HalfParams()
 	ms, err := NewModelSource(model, ModelSourceOptions{Task: cfg.Task, Trainable: cfg.Trainable})
 	if err != nil {
 		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
@@ -641,6 +648,15 @@ func (r *runner) loop(ctx context.Context) error {
 	return nil
 }
 
+// storedBytes encodes trained float32 values in the dtype the model
+// stores them in: float32, or float16/bfloat16 rounded to nearest even.
+func storedBytes(v []float32, half ir.DType) []byte {
+	if half == ir.InvalidDType {
+		return float32Bytes(v)
+	}
+	return ir.Convert(ir.FromFloat32s(ir.Shape{len(v)}, v), half).Bytes()
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // writeModel writes the fine-tuned model: the original file with the
@@ -653,7 +669,7 @@ func (r *runner) writeModel(path string) error {
 		if err != nil {
 			return err
 		}
-		values[p.Name] = float32Bytes(v)
+		values[p.Name] = storedBytes(v, r.halfParams[p.Name])
 	}
 	err := onnx.PatchFile(r.cfg.Model, path, r.onnxModel, values)
 	if err == nil {

@@ -406,7 +406,11 @@ func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writ
 		fmt.Fprintf(stdout, "fine-tuned model: %s\n", res.ModelFile)
 	}
 	if cfg.Method == train.MethodDST {
-		fmt.Fprintf(stdout, "delta: %s (dstune apply MODEL.onnx DELTA -o OUT.onnx)\n", filepath.Join(opts.Dir, dst.DeltaFile))
+		path := filepath.Join(opts.Dir, dst.DeltaFile)
+		fmt.Fprintf(stdout, "delta: %s (dstune apply MODEL.onnx DELTA -o OUT.onnx)\n", path)
+		if d, err := dst.ReadDelta(path); err == nil && d.Meta.Extra["rounded_to_seed"] != "" {
+			fmt.Fprintf(stdout, "half precision: the delta stores the model's dtype; %s kept entries round back to their seed value\n", d.Meta.Extra["rounded_to_seed"])
+		}
 	}
 	return nil
 }
