@@ -23,24 +23,29 @@ import (
 	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
+	"github.com/dstune/dstune/tokenizer"
 	"github.com/dstune/dstune/update"
 )
 
 // Config defines a training run; it is stored as RUN/config.json, and a
 // resumed run must be given the same (RunOptions.Resume).
 type Config struct {
-	Model       string           `json:"model"`        // the ONNX file (absolute path)
-	ModelSHA256 string           `json:"model_sha256"` // of the file's bytes; filled in by Run
-	Data        string           `json:"data"`
-	Valid       string           `json:"valid,omitempty"`
-	Task        Task             `json:"task"`
-	Method      string           `json:"method"`
-	DST         json.RawMessage  `json:"dst,omitempty"`       // --method dst's options, as package dst reads them (dst.Options)
-	Trainable   string           `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
-	Optimizer   update.Optimizer `json:"optimizer"`
-	Schedule    Schedule         `json:"schedule"`
-	Steps       int64            `json:"steps"`
-	Batch       int              `json:"batch"`
+	Model       string          `json:"model"`        // the ONNX file (absolute path)
+	ModelSHA256 string          `json:"model_sha256"` // of the file's bytes; filled in by Run
+	Data        string          `json:"data"`
+	Valid       string          `json:"valid,omitempty"`
+	Task        Task            `json:"task"`
+	Method      string          `json:"method"`
+	DST         json.RawMessage `json:"dst,omitempty"`       // --method dst's options, as package dst reads them (dst.Options)
+	Trainable   string          `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
+	// Tokenizer encodes the data's text fields (absolute path; "" when the
+	// data holds token ids); TokenizerSHA256 is its file's, filled in by Run.
+	Tokenizer       string           `json:"tokenizer,omitempty"`
+	TokenizerSHA256 string           `json:"tokenizer_sha256,omitempty"`
+	Optimizer       update.Optimizer `json:"optimizer"`
+	Schedule        Schedule         `json:"schedule"`
+	Steps           int64            `json:"steps"`
+	Batch           int              `json:"batch"`
 	// MaxLen truncates examples; every batch is padded to T = MaxLen, or
 	// to the longest example of the training and validation data when 0
 	// (one static shape, compiled once).
@@ -287,6 +292,21 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 	cfg := &r.cfg
 	dataOpts := DataOptions{Task: cfg.Task, VocabSize: shape.vocab, NumClasses: shape.classes}
+	if cfg.Tokenizer != "" {
+		sum, err := fileSHA256(cfg.Tokenizer)
+		if err != nil {
+			return nil, fmt.Errorf("tokenizer: %w", err)
+		}
+		if r.opts.Resume && sum != cfg.TokenizerSHA256 {
+			return nil, fmt.Errorf("resume: %s has changed since the run started (sha256 %s, config.json says %s)", cfg.Tokenizer, sum, cfg.TokenizerSHA256)
+		}
+		cfg.TokenizerSHA256 = sum
+		tok, err := tokenizer.Load(cfg.Tokenizer)
+		if err != nil {
+			return nil, err
+		}
+		dataOpts.Tokenizer = tok
+	}
 	ds, err := LoadJSONL(cfg.Data, dataOpts)
 	if err != nil {
 		return nil, err

@@ -142,3 +142,42 @@ func checkHalfModel(t *testing.T, path string, dt onnx.DataType, master map[stri
 	}
 
 }
+
+// TestTrainTextRows fine-tunes stories260K on prompt/completion rows of
+// text, encoded with its tokenizer (--tokenizer, recorded in config.json
+// with the file's hash), and generates with the delta: the completion the
+// rows teach follows the prompt.
+func TestTrainTextRows(t *testing.T) {
+	dir := sharedtest.Path(t, "models", "stories260K")
+	model, tok := filepath.Join(dir, "stories260K.onnx"), filepath.Join(dir, "tok512.bin")
+	work := t.TempDir()
+	var b strings.Builder
+	names := []string{"Lily", "Tom", "Sue", "Ben"}
+	for i := range 32 {
+		line, _ := json.Marshal(map[string]string{"prompt": "Once upon a time, " + names[i%4], "completion": " went to the zoo with " + names[(i+1)%4] + "."})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	data := filepath.Join(work, "rows.jsonl")
+	if err := os.WriteFile(data, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(work, "run")
+	code, out, errOut := runCmd("train", model, "--tokenizer", tok, "--data", data, "--task", "lm", "--method", "dst", "--eps", "0.01",
+		"--steps", "40", "--lr", "0.01", "--threads", "1", "--out", run)
+	if code != 0 {
+		t.Fatalf("train: exit %d: %s%s", code, out, errOut)
+	}
+	cfg, err := os.ReadFile(filepath.Join(run, "config.json"))
+	if err != nil || !strings.Contains(string(cfg), `"tokenizer_sha256": "037cb335`) {
+		t.Errorf("config.json does not record the tokenizer's hash (%v)", err)
+	}
+	code, out, errOut = runCmd("generate", model, "--delta", filepath.Join(run, dst.DeltaFile), "--tokenizer", tok,
+		"--prompt", "Once upon a time, Tom", "--max-tokens", "12")
+	if code != 0 {
+		t.Fatalf("generate: exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "went to the zoo with") {
+		t.Errorf("generated %q after fine-tuning, want the taught completion", out)
+	}
+}
