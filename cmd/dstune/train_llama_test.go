@@ -181,3 +181,58 @@ func TestTrainTextRows(t *testing.T) {
 		t.Errorf("generated %q after fine-tuning, want the taught completion", out)
 	}
 }
+
+// TestRunDerivesDecoderInputs: given only the token ids, dstune run binds
+// a merged decoder's mask, position ids, empty past and use_cache_branch
+// and computes the plain decoder's logits (given every input).
+func TestRunDerivesDecoderInputs(t *testing.T) {
+	dir := t.TempDir()
+	c := llamagen.Config{Vocab: 30, Dim: 16, Layers: 1, Heads: 4, KVHeads: 2, Hidden: 20, Seed: 9}
+	plainDir, mergedDir := filepath.Join(dir, "plain"), filepath.Join(dir, "merged")
+	if err := llamagen.Write(plainDir, c); err != nil {
+		t.Fatal(err)
+	}
+	c.Merged = true
+	if err := llamagen.Write(mergedDir, c); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, v []int64) string {
+		tt, _ := onnx.FromInt64s(name, []int64{1, int64(len(v))}, v)
+		path := filepath.Join(dir, name+".pb")
+		if err := onnx.WriteTensorFile(path, tt); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	ids := write("input_ids", []int64{3, 1, 4, 1, 5, 9})
+	mask := write("attention_mask", []int64{1, 1, 1, 1, 1, 1})
+	pos := write("position_ids", []int64{0, 1, 2, 3, 4, 5})
+	code, out, errOut := runCmd("run", filepath.Join(plainDir, "model.onnx"), "--input", "input_ids="+ids, "--input", "attention_mask="+mask,
+		"--input", "position_ids="+pos, "--output-dir", filepath.Join(dir, "want"))
+	if code != 0 {
+		t.Fatalf("plain: exit %d: %s%s", code, out, errOut)
+	}
+	code, out, errOut = runCmd("run", filepath.Join(mergedDir, "model.onnx"), "--input", "input_ids="+ids, "--output-dir", filepath.Join(dir, "got"))
+	if code != 0 {
+		t.Fatalf("merged: exit %d: %s%s", code, out, errOut)
+	}
+	for _, note := range []string{"position_ids: derived from the attention mask", "past_key_values.0.key: bound empty", "use_cache_branch: bound to false"} {
+		if !strings.Contains(errOut, note) {
+			t.Errorf("stderr does not say %q:\n%s", note, errOut)
+		}
+	}
+	read := func(p string) *ir.Tensor {
+		ot, err := onnx.ReadTensorFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, err := ir.TensorFromONNX(ot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	if d := ir.Compare(read(filepath.Join(dir, "got", "output_0.pb")), read(filepath.Join(dir, "want", "output_0.pb")), 0, 0); !d.OK() {
+		t.Errorf("logits with derived inputs differ: %v", d)
+	}
+}
