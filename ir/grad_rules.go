@@ -130,10 +130,10 @@ func (d *differ) rule(c *gradCtx) error {
 		}
 		x := c.in(0)
 		var keep *Value
-		if lo := optionalValue(c.n.Inputs, 1); lo != nil {
+		if lo := optIn(c.n.Inputs, 1); lo != nil {
 			keep = d.binary(GreaterOrEqual, x, lo)
 		}
-		if hi := optionalValue(c.n.Inputs, 2); hi != nil {
+		if hi := optIn(c.n.Inputs, 2); hi != nil {
 			le := d.binary(LessOrEqual, x, hi)
 			if keep == nil {
 				keep = le
@@ -169,13 +169,6 @@ func (d *differ) rule(c *gradCtx) error {
 // them (in the op's own file) instead of a case above.
 type gradRuler interface {
 	gradRule(d *differ, c *gradCtx) error
-}
-
-func optionalValue(vs []*Value, i int) *Value {
-	if i < len(vs) {
-		return vs[i]
-	}
-	return nil
 }
 
 // scaleBy is g·s for a scalar s, or g itself when s is the constant 1 (the

@@ -204,7 +204,7 @@ func (op *Gemm) Eval(in, out []*Tensor) error {
 	}
 	av, bv := Convert(a, Float64).Float64s(), Convert(b, Float64).Float64s()
 	var cv []float64
-	if c := optionalTensor(in, 2); c != nil {
+	if c := optIn(in, 2); c != nil {
 		cv = expandTo(Convert(c, Float64), Shape{m, n})
 	}
 	res := make([]float64, m*n)

@@ -78,7 +78,7 @@ func (op *Conv) Eval(in, out []*Tensor) error {
 	x, w, y := in[0], in[1], out[0]
 	xv, wv := Convert(x, Float64).Float64s(), Convert(w, Float64).Float64s()
 	var bv []float64
-	if b := optionalTensor(in, 2); b != nil {
+	if b := optIn(in, 2); b != nil {
 		bv = Convert(b, Float64).Float64s()
 	}
 	k := len(x.shape) - 2
@@ -505,7 +505,7 @@ func (op *NLLLoss) Eval(in, out []*Tensor) error {
 		}
 	}
 	var weight []float64
-	if w := optionalTensor(in, 2); w != nil {
+	if w := optIn(in, 2); w != nil {
 		weight = Convert(w, Float64).Float64s()
 	}
 	losses := make([]float64, n*inner)

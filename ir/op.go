@@ -91,7 +91,8 @@ func optional(in []Type, i int) (Type, bool) {
 	return Type{}, false
 }
 
-func optionalTensor(in []*Tensor, i int) *Tensor {
+// optIn is input i (a value or tensor) when the node has it, else nil.
+func optIn[E any](in []*E, i int) *E {
 	if i < len(in) {
 		return in[i]
 	}

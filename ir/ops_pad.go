@@ -197,7 +197,7 @@ func (op *Pad) Eval(in, out []*Tensor) error {
 		copy(y.data, x.data)
 		return nil
 	}
-	v := optionalTensor(in, 1)
+	v := optIn(in, 1)
 	tables := op.padTables(x.shape)
 	last := len(x.shape) - 1
 	lead := max(op.Pads[last], 0)

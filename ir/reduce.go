@@ -373,7 +373,7 @@ func (op *LayerNorm) Eval(in, out []*Tensor) error {
 	scale := Convert(in[1], Float64)
 	sc := expandTo(scale, norm)
 	var bias []float64
-	if b := optionalTensor(in, 2); b != nil {
+	if b := optIn(in, 2); b != nil {
 		bias = expandTo(Convert(b, Float64), norm)
 	}
 	n := norm.Size()
@@ -440,7 +440,7 @@ func storeFloats(t *Tensor, v []float64) {
 	}
 }
 
-// ---------------------------------------------------------------- CumSum
+// ---------------------------------------------------------------- CumSum, CumProd
 
 // CumSum is the running sum along Axis; Exclusive leaves out the element
 // itself, Reverse runs from the end.
@@ -452,70 +452,11 @@ type CumSum struct {
 
 func (op *CumSum) Name() string { return "CumSum" }
 
-func (op *CumSum) Infer(in []Type) ([]Type, error) {
-	if err := wantInputs(in, 1, 1); err != nil {
-		return nil, err
-	}
-	cumsumTypes := func(d DType) bool {
-		switch d {
-		case Float32, Float64, Float16, BFloat16, Int32, Int64, Uint32, Uint64:
-			return true
-		}
-		return false
-	}
-	if err := wantDTypes("input", in[0], cumsumTypes, "float, int32, int64, uint32 or uint64"); err != nil {
-		return nil, err
-	}
-	if op.Axis < 0 || op.Axis >= len(in[0].Shape) {
-		return nil, fmt.Errorf("axis %d out of range for rank %d", op.Axis, len(in[0].Shape))
-	}
-	return []Type{in[0]}, nil
-}
+func (op *CumSum) Infer(in []Type) ([]Type, error) { return cumulativeInfer(in, op.Axis) }
 
 func (op *CumSum) Eval(in, out []*Tensor) error {
-	if done, err := widenNarrow(in, out, op.Eval); done {
-		return err
-	}
-	switch in[0].dtype {
-	case Float32:
-		cumsumTyped(op, in[0].shape, view[float32](in[0]), view[float32](out[0]))
-	case Float64:
-		cumsumTyped(op, in[0].shape, view[float64](in[0]), view[float64](out[0]))
-	case Int32:
-		cumsumTyped(op, in[0].shape, view[int32](in[0]), view[int32](out[0]))
-	case Int64:
-		cumsumTyped(op, in[0].shape, view[int64](in[0]), view[int64](out[0]))
-	case Uint32:
-		cumsumTyped(op, in[0].shape, view[uint32](in[0]), view[uint32](out[0]))
-	case Uint64:
-		cumsumTyped(op, in[0].shape, view[uint64](in[0]), view[uint64](out[0]))
-	default:
-		return fmt.Errorf("CumSum on %s is not supported", in[0].dtype)
-	}
-	return nil
+	return cumulativeEval(op.Name(), in, out, op.Axis, op.Exclusive, op.Reverse, false)
 }
-
-func cumsumTyped[T number](op *CumSum, s Shape, x, y []T) {
-	axisLoop(s, op.Axis, func(base, stride, n int) {
-		var acc T
-		for k := range n {
-			i := k
-			if op.Reverse {
-				i = n - 1 - k
-			}
-			p := base + i*stride
-			if op.Exclusive {
-				y[p] = acc
-				acc += x[p]
-			} else {
-				acc += x[p]
-				y[p] = acc
-			}
-		}
-	})
-}
-
-// ---------------------------------------------------------------- CumProd
 
 // CumProd is the running product along Axis; Exclusive leaves out the
 // element itself (the first output is 1), Reverse runs from the end.
@@ -527,47 +468,81 @@ type CumProd struct {
 
 func (op *CumProd) Name() string { return "CumProd" }
 
-func (op *CumProd) Infer(in []Type) ([]Type, error) {
-	return (&CumSum{Axis: op.Axis}).Infer(in) // the same dtypes and axis check
-}
+func (op *CumProd) Infer(in []Type) ([]Type, error) { return cumulativeInfer(in, op.Axis) }
 
 func (op *CumProd) Eval(in, out []*Tensor) error {
-	if done, err := widenNarrow(in, out, op.Eval); done {
+	return cumulativeEval(op.Name(), in, out, op.Axis, op.Exclusive, op.Reverse, true)
+}
+
+func cumulativeInfer(in []Type, axis int) ([]Type, error) {
+	if err := wantInputs(in, 1, 1); err != nil {
+		return nil, err
+	}
+	types := func(d DType) bool {
+		switch d {
+		case Float32, Float64, Float16, BFloat16, Int32, Int64, Uint32, Uint64:
+			return true
+		}
+		return false
+	}
+	if err := wantDTypes("input", in[0], types, "float, int32, int64, uint32 or uint64"); err != nil {
+		return nil, err
+	}
+	if axis < 0 || axis >= len(in[0].Shape) {
+		return nil, fmt.Errorf("axis %d out of range for rank %d", axis, len(in[0].Shape))
+	}
+	return []Type{in[0]}, nil
+}
+
+// cumulativeEval evaluates CumSum (prod false) or CumProd.
+func cumulativeEval(name string, in, out []*Tensor, axis int, exclusive, reverse, prod bool) error {
+	if done, err := widenNarrow(in, out, func(in, out []*Tensor) error {
+		return cumulativeEval(name, in, out, axis, exclusive, reverse, prod)
+	}); done {
 		return err
 	}
+	s := in[0].shape
 	switch in[0].dtype {
 	case Float32:
-		cumprodTyped(op, in[0].shape, view[float32](in[0]), view[float32](out[0]))
+		cumulate(s, axis, exclusive, reverse, prod, view[float32](in[0]), view[float32](out[0]))
 	case Float64:
-		cumprodTyped(op, in[0].shape, view[float64](in[0]), view[float64](out[0]))
+		cumulate(s, axis, exclusive, reverse, prod, view[float64](in[0]), view[float64](out[0]))
 	case Int32:
-		cumprodTyped(op, in[0].shape, view[int32](in[0]), view[int32](out[0]))
+		cumulate(s, axis, exclusive, reverse, prod, view[int32](in[0]), view[int32](out[0]))
 	case Int64:
-		cumprodTyped(op, in[0].shape, view[int64](in[0]), view[int64](out[0]))
+		cumulate(s, axis, exclusive, reverse, prod, view[int64](in[0]), view[int64](out[0]))
 	case Uint32:
-		cumprodTyped(op, in[0].shape, view[uint32](in[0]), view[uint32](out[0]))
+		cumulate(s, axis, exclusive, reverse, prod, view[uint32](in[0]), view[uint32](out[0]))
 	case Uint64:
-		cumprodTyped(op, in[0].shape, view[uint64](in[0]), view[uint64](out[0]))
+		cumulate(s, axis, exclusive, reverse, prod, view[uint64](in[0]), view[uint64](out[0]))
 	default:
-		return fmt.Errorf("CumProd on %s is not supported", in[0].dtype)
+		return fmt.Errorf("%s on %s is not supported", name, in[0].dtype)
 	}
 	return nil
 }
 
-func cumprodTyped[T number](op *CumProd, s Shape, x, y []T) {
-	axisLoop(s, op.Axis, func(base, stride, n int) {
-		acc := T(1)
+// cumulate writes into y the running sum (or product) of x along axis.
+func cumulate[T number](s Shape, axis int, exclusive, reverse, prod bool, x, y []T) {
+	axisLoop(s, axis, func(base, stride, n int) {
+		var acc T
+		if prod {
+			acc = 1
+		}
 		for k := range n {
 			i := k
-			if op.Reverse {
+			if reverse {
 				i = n - 1 - k
 			}
 			p := base + i*stride
-			if op.Exclusive {
+			if exclusive {
 				y[p] = acc
+			}
+			if prod {
 				acc *= x[p]
 			} else {
-				acc *= x[p]
+				acc += x[p]
+			}
+			if !exclusive {
 				y[p] = acc
 			}
 		}
