@@ -1,8 +1,9 @@
 package ir
 
 import (
-	"math"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/dstune/dstune/onnx"
@@ -17,13 +18,7 @@ import (
 // central differences of the loss graph.
 func TestGradThroughImportedOps(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
-	rnd := func(shape Shape, lo, hi float64) *Tensor {
-		x := NewTensor(Float64, shape)
-		for i := range x.Float64s() {
-			x.Float64s()[i] = lo + (hi-lo)*rng.Float64()
-		}
-		return x
-	}
+	rnd := func(shape Shape, lo, hi float64) *Tensor { return randTensor(rng, Float64, shape, lo, hi) }
 	inits := []*onnx.Tensor{
 		initializer(t, "emb", rnd(Shape{7, 4}, -1, 1)),
 		initializer(t, "w", rnd(Shape{4, 4}, -1, 1)),
@@ -67,45 +62,8 @@ func TestGradThroughImportedOps(t *testing.T) {
 	if w := g.Param("w"); w == nil || len(w.Uses) != 2 || len(w.Aliases) != 1 {
 		t.Fatalf("w: %+v, want two uses and the alias w_alias", w)
 	}
-	spec := LossSpec{Kind: MeanSquaredError}
-	tg, err := TrainingGraph(g, spec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lg, err := LossGraph(g, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
 	in := map[string]*Tensor{"ids": FromInt64s(Shape{2, 3}, []int64{1, 6, 1, 0, 3, 5}), TargetsInput: rnd(Shape{2, 3}, -1, 1)}
-	res, err := Interpret(tg, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	loss := func() float64 {
-		r, err := Interpret(lg, in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r[LossOutput].Float64At(0)
-	}
-	if len(tg.Outputs) != 1+len(inits) {
-		t.Fatalf("outputs %v, want the loss and %d gradients", tg.Outputs, len(inits))
-	}
-	for _, p := range g.Params {
-		grad := res[GradPrefix+p.Name].Float64s()
-		xs := p.Tensor.Float64s()
-		for i := range xs {
-			orig := xs[i]
-			xs[i] = orig + 1e-6
-			up := loss()
-			xs[i] = orig - 1e-6
-			down := loss()
-			xs[i] = orig
-			fd := (up - down) / 2e-6
-			if math.Abs(fd-grad[i]) > 1e-6*(1+math.Abs(fd)) {
-				t.Errorf("d loss/d %s[%d] = %.10g, central difference %.10g", p.Name, i, grad[i], fd)
-				break
-			}
-		}
+	if res := checkTrainingGrad(t, g, in); len(res) != 1+len(inits) {
+		t.Errorf("outputs %v, want the loss and %d gradients", slices.Sorted(maps.Keys(res)), len(inits))
 	}
 }

@@ -55,59 +55,17 @@ func (h *caseBuilder) constant(t *Tensor) *Value { return h.Const(t) }
 
 func (h *caseBuilder) op(op Op, in ...*Value) *Value { return h.Op1(op, in...) }
 
-// runGradCase builds the case, differentiates L = Σ_k Σ W_k ⊙ y_k (W_k
-// random constants, so that every element's gradient differs) with
-// respect to every parameter, and compares with central differences of L
-// computed by Interpret.
+// runGradCase builds the case and checks the gradients of the weighted
+// sum of its values with respect to every parameter against central
+// differences (checkGradOfLoss).
 func runGradCase(t *testing.T, c gradCase) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(1, uint64(len(c.name))))
 	h := &caseBuilder{Builder: NewBuilder(c.name), rng: rng}
-	ys := c.build(h)
-	var loss *Value
-	for _, y := range ys {
-		w := NewTensor(y.DType, y.Shape)
-		wf := NewTensor(Float64, y.Shape)
-		for i := range wf.Float64s() {
-			wf.Float64s()[i] = 0.5 + rng.Float64()
-		}
-		convertInto(w, wf, true, RoundUp)
-		term := h.op(&Binary{Fn: Mul}, y, h.Const(w))
-		if len(y.Shape) > 0 {
-			axes := make([]int, len(y.Shape))
-			for i := range axes {
-				axes[i] = i
-			}
-			term = h.op(&Reduce{Fn: ReduceSum, Axes: axes}, term)
-		}
-		if term.DType != Float64 {
-			term = h.op(&Cast{To: Float64}, term)
-		}
-		if loss == nil {
-			loss = term
-		} else {
-			loss = h.op(&Binary{Fn: Add}, loss, term)
-		}
-	}
-	h.Output("L", loss)
+	h.Output("L", weightedSum(h.Builder, rng, c.build(h), nil))
 	g, err := h.Graph()
 	if err != nil {
 		t.Fatal(err)
-	}
-	gg, err := Grad(g, "L", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Interpret(gg, map[string]*Tensor{})
-	if err != nil {
-		t.Fatalf("%v\n%v", err, gg)
-	}
-	eval := func() float64 {
-		out, err := Interpret(g, map[string]*Tensor{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out["L"].Float64At(0)
 	}
 	step, tol := c.step, c.tol
 	if step == 0 {
@@ -116,41 +74,7 @@ func runGradCase(t *testing.T, c gradCase) {
 	if tol == 0 {
 		tol = 1e-6
 	}
-	if got, want := res["L"].Float64At(0), eval(); got != want {
-		t.Errorf("loss %v, the forward graph gives %v", got, want)
-	}
-	for _, p := range g.Params {
-		got := res[GradPrefix+p.Name]
-		if got == nil {
-			t.Fatalf("no gradient output for %s; outputs %v", p.Name, gg.Outputs)
-		}
-		if got.DType() != p.Tensor.DType() || !got.Shape().Equal(p.Tensor.Shape()) {
-			t.Fatalf("gradient of %s is %v, want %v", p.Name, got, p.Tensor)
-		}
-		xs := p.Tensor
-		fd := NewTensor(Float64, xs.Shape())
-		scale := 0.0
-		for i := range xs.Len() {
-			orig := xs.Float64At(i)
-			storeFloat(xs, i, orig+step, true, RoundUp)
-			up := eval()
-			storeFloat(xs, i, orig-step, true, RoundUp)
-			down := eval()
-			storeFloat(xs, i, orig, true, RoundUp)
-			fd.Float64s()[i] = (up - down) / (2 * step)
-			scale = math.Max(scale, math.Abs(fd.Float64s()[i]))
-		}
-		for i := range xs.Len() {
-			a, f := got.Float64At(i), fd.Float64s()[i]
-			if math.Abs(a-f) > tol*(math.Abs(f)+scale) || math.IsNaN(a) {
-				t.Errorf("d/d%s[%d]: autodiff %.12g, central difference %.12g", p.Name, i, a, f)
-				break
-			}
-		}
-	}
-	if t.Failed() {
-		t.Logf("gradient graph:\n%v", gg)
-	}
+	checkGradOfLoss(t, g, nil, step, tol)
 }
 
 func TestGradFiniteDifferences(t *testing.T) {
@@ -527,18 +451,7 @@ func TestGradTiesAndKinks(t *testing.T) {
 	r := b.Op1(&Unary{Fn: Relu}, b.Op1(&Binary{Fn: Sub}, a, c))
 	s := b.Op1(&Reduce{Fn: ReduceSum, Axes: []int{0}}, b.Op1(&Binary{Fn: Add}, m, r))
 	b.Output("s", s)
-	g, err := b.Graph()
-	if err != nil {
-		t.Fatal(err)
-	}
-	gg, err := Grad(g, "s", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Interpret(gg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := gradientsOf(t, b, "s")
 	if got := fmt.Sprint(res["grad:a"].Float64s()); got != "[0.5 0 0.5]" {
 		t.Errorf("grad:a = %s, want [0.5 0 0.5]", got)
 	}
