@@ -67,3 +67,36 @@ func TestGradThroughImportedOps(t *testing.T) {
 		t.Errorf("outputs %v, want the loss and %d gradients", slices.Sorted(maps.Keys(res)), len(inits))
 	}
 }
+
+// TestGradThroughTrainingOps differentiates an ONNX model of the
+// operators fine-tuning exports add: an Einsum linear layer, batch
+// normalization in training mode, SoftmaxCrossEntropyLoss with weights
+// and an ignored class, CumProd, ReduceProd and NegativeLogLikelihoodLoss,
+// checking every initializer's gradient against central differences.
+func TestGradThroughTrainingOps(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 24))
+	rnd := func(shape Shape, lo, hi float64) *Tensor { return randTensor(rng, Float64, shape, lo, hi) }
+	inits := []*onnx.Tensor{
+		initializer(t, "w", rnd(Shape{5, 4}, -1, 1)),
+		initializer(t, "bn_scale", rnd(Shape{3}, 0.5, 1.5)),
+		initializer(t, "bn_bias", rnd(Shape{3}, -0.5, 0.5)),
+		initializer(t, "class_weight", rnd(Shape{3}, 0.5, 1.5)),
+		initializer(t, "p", rnd(Shape{2, 3, 4}, 0.5, 1.5)),
+		initializer(t, "labels", FromInt64s(Shape{2, 5}, []int64{0, 2, 1, -1, 2, 1, 1, 0, 2, -1})),
+		initializer(t, "classes", FromInt64s(Shape{2}, []int64{3, 1})),
+		initializer(t, "axis", ScalarInt64(2)),
+		initializer(t, "axes", IntsTensor(1)),
+	}
+	nodes := []*onnx.Node{
+		node("Einsum", []string{"x", "w"}, []string{"h"}, stringAttr("equation", "bci,oi->bco")), // [2,3,5]
+		constNode(t, "running_mean", FromFloat64s(Shape{3}, []float64{0, 0.1, -0.1})),
+		constNode(t, "running_var", FromFloat64s(Shape{3}, []float64{1, 0.5, 2})),
+		node("BatchNormalization", []string{"h", "bn_scale", "bn_bias", "running_mean", "running_var"}, []string{"bn"}, intAttr("training_mode", 1)),
+		node("SoftmaxCrossEntropyLoss", []string{"bn", "labels", "class_weight"}, []string{"ce"}, intAttr("ignore_index", -1)),
+		node("CumProd", []string{"p", "axis"}, []string{"cp"}),
+		node("ReduceProd", []string{"cp", "axes"}, []string{"rp"}, intAttr("keepdims", 0)), // [2,4]
+		node("NegativeLogLikelihoodLoss", []string{"rp", "classes"}, []string{"nll"}, stringAttr("reduction", "sum")),
+	}
+	m := buildModel(26, []*onnx.ValueInfo{valueInfo("x", onnx.Double, 2, 3, 4)}, inits, nodes, "ce", "nll")
+	checkImportedGrad(t, m, map[string]*Tensor{"x": rnd(Shape{2, 3, 4}, -1, 1)}, 1e-6)
+}

@@ -782,10 +782,7 @@ func invertPerm(perm []int) []int {
 
 // swapLast2 is the permutation exchanging the last two of rank axes.
 func swapLast2(rank int) []int {
-	p := make([]int, rank)
-	for i := range p {
-		p[i] = i
-	}
+	p := iotaInts(rank)
 	p[rank-1], p[rank-2] = rank-2, rank-1
 	return p
 }

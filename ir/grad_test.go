@@ -51,6 +51,14 @@ func (h *caseBuilder) awayFrom(shape Shape, lo, hi, gap float64, points ...float
 	return v
 }
 
+// withZeros sets the elements at flat indices idx of parameter v to 0.
+func (h *caseBuilder) withZeros(v *Value, idx ...int) *Value {
+	for _, i := range idx {
+		v.Param.Tensor.Float64s()[i] = 0
+	}
+	return v
+}
+
 func (h *caseBuilder) constant(t *Tensor) *Value { return h.Const(t) }
 
 func (h *caseBuilder) op(op Op, in ...*Value) *Value { return h.Op1(op, in...) }
@@ -334,6 +342,86 @@ func gradCases() []gradCase {
 			}})
 		}
 	}
+	for _, r := range []struct {
+		axes  []int
+		keep  bool
+		zeros []int
+	}{{[]int{1}, true, nil}, {[]int{0, 2}, false, []int{5}}, {[]int{2}, false, []int{0, 4, 5}}, {[]int{0, 1, 2}, false, []int{7}}, {[]int{1, 2}, true, []int{12, 13}}} {
+		cases = append(cases, gradCase{name: fmt.Sprintf("ReduceProd/axes%v/keep=%v/zeros%v", r.axes, r.keep, r.zeros), build: func(h *caseBuilder) []*Value {
+			x := h.withZeros(h.param(Shape{2, 3, 4}, 0.5, 1.5), r.zeros...)
+			return []*Value{h.op(&Reduce{Fn: ReduceProd, Axes: r.axes, KeepDims: r.keep}, x)}
+		}})
+	}
+	for _, e := range []struct {
+		eq     string
+		shapes []Shape
+	}{
+		{"ij,jk->ik", []Shape{{3, 4}, {4, 2}}},
+		{"ij,jk", []Shape{{3, 4}, {4, 2}}},
+		{"bhqd,bhkd->bhqk", []Shape{{2, 2, 3, 4}, {2, 2, 5, 4}}},
+		{"bhqk,bhkd->bhqd", []Shape{{1, 2, 3, 5}, {1, 2, 5, 4}}},
+		{"...i,oi->...o", []Shape{{2, 3, 4}, {5, 4}}},
+		{"bij,bjk->bik", []Shape{{2, 3, 4}, {1, 4, 2}}},
+		{"ij,ij->ij", []Shape{{3, 4}, {1, 4}}},
+		{"i,i->", []Shape{{5}, {5}}},
+		{"i,j->ij", []Shape{{3}, {4}}},
+		{"ij->ji", []Shape{{3, 4}}},
+		{"ij->", []Shape{{3, 4}}},
+		{"ij->i", []Shape{{3, 4}}},
+		{"ij,jk,kl->il", []Shape{{2, 3}, {3, 4}, {4, 2}}},
+		{"ii->i", []Shape{{4, 4}}},
+		{"ii->", []Shape{{4, 4}}},
+		{"iij,jk->ik", []Shape{{3, 3, 2}, {2, 4}}},
+		{"bii,bi->bi", []Shape{{2, 3, 3}, {2, 3}}},
+	} {
+		cases = append(cases, gradCase{name: "Einsum/" + e.eq, build: func(h *caseBuilder) []*Value {
+			ranks := make([]int, len(e.shapes))
+			in := make([]*Value, len(e.shapes))
+			for i, s := range e.shapes {
+				ranks[i], in[i] = len(s), h.param(s, -1, 1)
+			}
+			op, err := ParseEinsum(e.eq, ranks)
+			if err != nil {
+				panic(err)
+			}
+			return []*Value{h.op(op, in...)}
+		}})
+	}
+	cases = append(cases, gradCase{name: "Einsum/operand-twice", build: func(h *caseBuilder) []*Value {
+		x := h.param(Shape{3, 4}, -1, 1)
+		return []*Value{h.op(&Einsum{Equation: "ij,kj->ik", Inputs: []string{"ij", "kj"}, Output: "ik"}, x, x)}
+	}})
+	for _, l := range []struct {
+		name      string
+		softmax   bool
+		red       Reduction
+		x         Shape
+		target    []int64
+		weight    bool
+		ignore    int
+		hasIgnore bool
+	}{
+		{"NegativeLogLikelihoodLoss/none/weight/ignore-in-range", false, ReductionNone, Shape{2, 3, 2}, []int64{0, 1, 2, 1}, true, 1, true},
+		{"NegativeLogLikelihoodLoss/mean/weight/ignore", false, ReductionMean, Shape{3, 4}, []int64{3, -100, 0}, true, -100, true},
+		{"NegativeLogLikelihoodLoss/sum", false, ReductionSum, Shape{2, 3, 2}, []int64{2, 0, 1, 1}, false, 0, false},
+		{"NegativeLogLikelihoodLoss/mean", false, ReductionMean, Shape{2, 3}, []int64{2, 0}, false, 0, false},
+		{"SoftmaxCrossEntropyLoss/mean/weight/ignore", true, ReductionMean, Shape{2, 4, 3}, []int64{3, 0, -1, 1, 3, 2}, true, -1, true},
+		{"SoftmaxCrossEntropyLoss/none", true, ReductionNone, Shape{3, 5}, []int64{4, 0, 2}, false, 0, false},
+		{"SoftmaxCrossEntropyLoss/sum/ignore-in-range", true, ReductionSum, Shape{2, 3, 2}, []int64{0, 2, 2, 1}, false, 2, true},
+	} {
+		cases = append(cases, gradCase{name: l.name, build: func(h *caseBuilder) []*Value {
+			tshape := append(Shape{l.x[0]}, l.x[2:]...)
+			in := []*Value{h.param(l.x, -2, 0.5), h.constant(FromInt64s(tshape, l.target))}
+			if l.weight {
+				in = append(in, h.param(Shape{l.x[1]}, 0.5, 1.5))
+			}
+			outs := h.Op(&NLLLoss{Softmax: l.softmax, Reduction: l.red, IgnoreIndex: l.ignore, HasIgnore: l.hasIgnore}, in...)
+			if l.softmax {
+				return outs // the loss and the log-probabilities
+			}
+			return outs[:1]
+		}})
+	}
 	cases = append(cases,
 		gradCase{name: "Conv/2d-stride-pad-dilation-bias", build: func(h *caseBuilder) []*Value {
 			op := &Conv{Strides: []int{2, 1}, Pads: []int{1, 0, 0, 1}, Dilations: []int{1, 2}, Group: 1}
@@ -377,6 +465,26 @@ func gradCases() []gradCase {
 		gradCase{name: "BCELoss", build: func(h *caseBuilder) []*Value {
 			t := FromFloat64s(Shape{2, 3}, []float64{1, 0, 0.3, 1, 0, 0.5})
 			return []*Value{h.op(&BCELoss{}, h.param(Shape{2, 3}, 0.05, 0.95), h.constant(t))}
+		}},
+		gradCase{name: "CumProd/zeros", build: func(h *caseBuilder) []*Value {
+			x := h.withZeros(h.param(Shape{3, 5}, -1.5, 1.5), 2, 7, 8)
+			return []*Value{h.op(&CumProd{Axis: 1}, x), h.op(&CumProd{Axis: 0, Exclusive: true, Reverse: true}, x),
+				h.op(&CumProd{Axis: 1, Exclusive: true}, x), h.op(&CumProd{Axis: 1, Reverse: true}, x)}
+		}},
+		gradCase{name: "BatchNorm/inference", build: func(h *caseBuilder) []*Value {
+			in := []*Value{h.param(Shape{2, 3, 2, 2}, -2, 2), h.param(Shape{3}, 0.5, 1.5), h.param(Shape{3}, -1, 1),
+				h.param(Shape{3}, -0.5, 0.5), h.param(Shape{3}, 0.5, 2)}
+			return []*Value{h.Op(&BatchNorm{Epsilon: 1e-5}, in...)[0]}
+		}},
+		gradCase{name: "BatchNorm/training", build: func(h *caseBuilder) []*Value {
+			in := []*Value{h.param(Shape{3, 2, 4}, -2, 2), h.param(Shape{2}, 0.5, 1.5), h.param(Shape{2}, -1, 1)}
+			running := []*Value{h.constant(FromFloat64s(Shape{2}, []float64{0.1, -0.2})), h.constant(FromFloat64s(Shape{2}, []float64{1, 2}))}
+			return []*Value{h.Op(&BatchNorm{Epsilon: 1e-3, Momentum: 0.9, Training: true}, append(in, running...)...)[0]}
+		}},
+		gradCase{name: "BatchNorm/training-running-statistics", build: func(h *caseBuilder) []*Value {
+			in := []*Value{h.param(Shape{2, 3, 3}, -2, 2), h.param(Shape{3}, 0.5, 1.5), h.param(Shape{3}, -1, 1),
+				h.param(Shape{3}, -0.5, 0.5), h.param(Shape{3}, 0.5, 2)}
+			return h.Op(&BatchNorm{Epsilon: 1e-5, Momentum: 0.8, Training: true}, in...)
 		}},
 		gradCase{name: "chain/residual-layernorm-gelu", build: func(h *caseBuilder) []*Value {
 			// A residual block: every value is used twice.
@@ -464,8 +572,8 @@ func TestGradTiesAndKinks(t *testing.T) {
 // a rule is reported with the node, and that bad requests fail cleanly.
 func TestGradErrors(t *testing.T) {
 	b := NewBuilder("err")
-	x := b.Param("x", FromFloat64s(Shape{2, 2}, []float64{1, 2, 3, 4}))
-	y := b.Op1(&Reduce{Fn: ReduceProd, Axes: []int{1}}, x)
+	x := b.Param("x", FromFloat64s(Shape{2, 2, 2}, []float64{1, 2, 3, 4, 5, 6, 7, 8}))
+	y := b.Op1(&Det{}, x)
 	b.Output("y", b.Op1(&Reduce{Fn: ReduceSum, Axes: []int{0}}, y))
 	b.Output("v", y)
 	g, err := b.Graph()
@@ -473,8 +581,8 @@ func TestGradErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Grad(g, "y", nil)
-	if !errors.Is(err, ErrNoGradient) || !strings.Contains(err.Error(), "ReduceProd") {
-		t.Errorf("err = %v, want ErrNoGradient naming ReduceProd", err)
+	if !errors.Is(err, ErrNoGradient) || !strings.Contains(err.Error(), "Det") {
+		t.Errorf("err = %v, want ErrNoGradient naming Det", err)
 	}
 	if _, err := Grad(g, "nope", nil); err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("missing output: err = %v", err)

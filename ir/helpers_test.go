@@ -599,7 +599,7 @@ func weightedSum(b *Builder, rng *rand.Rand, ys []*Value, vals []*Tensor) *Value
 		}
 		term := b.Op1(&Binary{Fn: Mul}, y, b.Const(randTensor(rng, Float64, y.Shape, 0.5, 1.5)))
 		if len(y.Shape) > 0 {
-			term = b.Op1(&Reduce{Fn: ReduceSum, Axes: iotaAxes(len(y.Shape))}, term)
+			term = b.Op1(&Reduce{Fn: ReduceSum, Axes: iotaInts(len(y.Shape))}, term)
 		}
 		if loss == nil {
 			loss = term
@@ -608,14 +608,6 @@ func weightedSum(b *Builder, rng *rand.Rand, ys []*Value, vals []*Tensor) *Value
 		}
 	}
 	return loss
-}
-
-func iotaAxes(rank int) []int {
-	axes := make([]int, rank)
-	for i := range axes {
-		axes[i] = i
-	}
-	return axes
 }
 
 // gradientsOf differentiates b's scalar output out with respect to every

@@ -172,10 +172,7 @@ func importUnique(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		}
 		return 0
 	}
-	order := make([]int, items)
-	for i := range order {
-		order[i] = i
-	}
+	order := iotaInts(items)
 	// Stable: the first item of each run of equal ones is its first
 	// occurrence.
 	sort.SliceStable(order, func(a, b int) bool { return compareItems(order[a], order[b]) < 0 })

@@ -3,6 +3,7 @@ package ir
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/dstune/dstune/onnx"
 )
@@ -177,6 +178,34 @@ func (d *differ) reduceExtremeRule(c *gradCtx, op *Reduce) {
 	count := d.emit1(&Reduce{Fn: ReduceSum, Axes: op.Axes, KeepDims: true}, d.emit1(&Cast{To: x.DType}, hit))
 	share := d.binary(Div, d.reshape(dy, keep), count)
 	c.add(0, d.emit1(&Where{}, hit, share, d.scalar(x.DType, 0)))
+}
+
+// reduceProdRule is the gradient of ReduceProd: each element's is dy times
+// the product of the other elements of its lane, the exclusive running
+// products from both ends multiplied, so zeros need no division. The
+// reduced axes are moved last and flattened into one lane axis first.
+func (d *differ) reduceProdRule(c *gradCtx, op *Reduce) {
+	x, dy := c.in(0), c.dy[0]
+	var perm []int
+	var rest Shape
+	for a := range x.Shape {
+		if !slices.Contains(op.Axes, a) {
+			perm = append(perm, a)
+			rest = append(rest, x.Shape[a])
+		}
+	}
+	lane := 1
+	for _, a := range op.Axes {
+		perm = append(perm, a)
+		lane *= x.Shape[a]
+	}
+	xt := d.transpose(x, perm)
+	lanes := d.reshape(xt, append(rest.Clone(), lane))
+	axis := len(rest)
+	before := d.emit1(&CumProd{Axis: axis, Exclusive: true}, lanes)
+	after := d.emit1(&CumProd{Axis: axis, Exclusive: true, Reverse: true}, lanes)
+	g := d.binary(Mul, d.binary(Mul, before, after), d.reshape(dy, append(rest.Clone(), 1)))
+	c.add(0, d.transpose(d.reshape(g, xt.Shape), invertPerm(perm)))
 }
 
 // ---------------------------------------------------------------- ArgMax, ArgMin

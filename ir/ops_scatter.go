@@ -273,24 +273,6 @@ func (d *differ) filledNode(dt DType, shape Shape, v float64) *Value {
 	return d.emitFold(false, &Expand{Shape: shape.Clone()}, d.scalar(dt, v))[0]
 }
 
-// iotaInt64 is an int64 tensor of shape holding 0, 1, 2, ... in
-// row-major order.
-func iotaInt64(shape Shape) *Tensor {
-	t := NewTensor(Int64, shape)
-	for i := range t.Int64s() {
-		t.Int64s()[i] = int64(i)
-	}
-	return t
-}
-
-// iotaAlong is 0, 1, ..., n-1 along axis of a tensor of rank rank whose
-// other dimensions are 1 (an iota that broadcasts along the others).
-func iotaAlong(rank, axis, n int) *Tensor {
-	shape := Shape(ones(rank))
-	shape[axis] = n
-	return iotaInt64(shape)
-}
-
 // ---------------------------------------------------------------- GatherND
 
 // GatherND gathers slices addressed by index tuples. data has shape

@@ -474,6 +474,78 @@ func (op *CumProd) Eval(in, out []*Tensor) error {
 	return cumulativeEval(op.Name(), in, out, op.Axis, op.Exclusive, op.Reverse, true)
 }
 
+// gradRule: CumSum of dy run the other way.
+func (op *CumSum) gradRule(d *differ, c *gradCtx) error {
+	c.add(0, d.emit1(&CumSum{Axis: op.Axis, Exclusive: op.Exclusive, Reverse: !op.Reverse}, c.dy[0]))
+	return nil
+}
+
+// gradRule: CumProdGrad, exact where x holds zeros.
+func (op *CumProd) gradRule(d *differ, c *gradCtx) error {
+	c.add(0, d.emit1(&CumProdGrad{CumProd: *op}, c.dy[0], c.in(0)))
+	return nil
+}
+
+// CumProdGrad is the gradient of CumProd with respect to its input x,
+// given dy: dx[j] = Σ_i dy[i]·∂y[i]/∂x[j], where ∂y[i]/∂x[j] is the
+// product of the factors of y[i] other than x[j]. Along each lane, in
+// CumProd's order, the product of the factors before j times
+//
+//	S[j] = dy[j] + x[j+1]·S[j+1]   (S[n-1] = dy[n-1]; exclusive: S[j] = dy[j+1] + x[j+1]·S[j+1], S[n-1] = 0)
+//
+// so no division by x is needed. Computed in float64.
+type CumProdGrad struct {
+	CumProd
+}
+
+func (op *CumProdGrad) Name() string { return "CumProdGrad" }
+
+func (op *CumProdGrad) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 2, 2); err != nil {
+		return nil, err
+	}
+	if err := sameFloat(in[0], in[1]); err != nil {
+		return nil, err
+	}
+	return cumulativeInfer(in[1:], op.Axis)
+}
+
+func (op *CumProdGrad) Eval(in, out []*Tensor) error {
+	dy, x := Convert(in[0], Float64).Float64s(), Convert(in[1], Float64).Float64s()
+	dx := make([]float64, len(x))
+	axisLoop(in[1].shape, op.Axis, func(base, stride, n int) {
+		at := func(k int) int { // position of the k-th element in CumProd's order
+			if op.Reverse {
+				k = n - 1 - k
+			}
+			return base + k*stride
+		}
+		var s float64 // S[k+1] while k runs back
+		for k := n - 1; k >= 0; k-- {
+			if op.Exclusive {
+				if k == n-1 {
+					s = 0
+				} else {
+					s = dy[at(k+1)] + x[at(k+1)]*s
+				}
+			} else if k == n-1 {
+				s = dy[at(k)]
+			} else {
+				s = dy[at(k)] + x[at(k+1)]*s
+			}
+			dx[at(k)] = s
+		}
+		before := 1.0
+		for k := range n {
+			p := at(k)
+			dx[p] *= before
+			before *= x[p]
+		}
+	})
+	storeFloats(out[0], dx)
+	return nil
+}
+
 func cumulativeInfer(in []Type, axis int) ([]Type, error) {
 	if err := wantInputs(in, 1, 1); err != nil {
 		return nil, err
