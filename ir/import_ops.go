@@ -62,6 +62,15 @@ func init() {
 	} {
 		registerOp("", name, f)
 	}
+	// The operands that decide shapes or attributes.
+	for _, name := range []string{"Reshape", "Expand", "TopK", "Trilu", "CumSum", "Unsqueeze", "Squeeze", "Split",
+		"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"} {
+		registerStaticOperands("", name, 1)
+	}
+	registerStaticOperands("", "ConstantOfShape", 0)
+	registerStaticOperands("", "Range", 0, 1, 2)
+	registerStaticOperands("", "Slice", 1, 2, 3, 4)
+	registerStaticOperands("", "Dropout", 1, 2)
 	for name, fn := range map[string]BinaryFn{
 		"Add": Add, "Sub": Sub, "Mul": Mul, "Div": Div, "Pow": Pow,
 		"Equal": Equal, "Less": Less, "Greater": Greater, "LessOrEqual": LessOrEqual, "GreaterOrEqual": GreaterOrEqual,

@@ -201,7 +201,7 @@ func (a *valueAnalysis) roots(g *onnx.Graph, depth int) {
 		return
 	}
 	for _, n := range g.Nodes {
-		for _, i := range nodeStaticOperands(n, a.opset) {
+		for _, i := range nodeStaticOperands(n) {
 			if i < len(n.Inputs) {
 				a.mark(n.Inputs[i])
 			}
