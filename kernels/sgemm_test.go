@@ -417,13 +417,19 @@ func TestSgemmLarger(t *testing.T) {
 }
 
 // withBlocking sets every kernel's blocking (tests only) and returns a
-// function restoring it.
+// function restoring it: kc inner indices (2·kc for the bfloat16 kernels,
+// whose blocks hold whole pairs), mcTiles tiles of rows, ncTiles panels.
 func withBlocking(kc, mcTiles, ncTiles int) (restore func()) {
-	kerns := sgemmKernels()
-	saved := make([]sgemmBlocking, len(kerns))
+	r1 := setBlocking(sgemmKernels(), kc, mcTiles, ncTiles)
+	r2 := setBlocking(sbgemmKernels(), 2*kc, mcTiles, ncTiles)
+	return func() { r1(); r2() }
+}
+
+func setBlocking[P packed](kerns []*gemmKernel[P], kc, mcTiles, ncTiles int) (restore func()) {
+	saved := make([]gemmBlocking, len(kerns))
 	for i, k := range kerns {
 		saved[i] = k.block
-		k.block = sgemmBlocking{kc: kc, mc: mcTiles * k.mr, nc: ncTiles * k.nr}
+		k.block = gemmBlocking{kc: kc, mc: mcTiles * k.mr, nc: ncTiles * k.nr}
 	}
 	return func() {
 		for i, k := range kerns {
@@ -629,64 +635,75 @@ func TestSgemmPanics(t *testing.T) {
 }
 
 // TestSgemmPackers checks each assembly packer against its Go loop, with
-// leading dimensions wider than the panel and guard words after it.
+// strides wider than the blocks and guard words after the output.
 func TestSgemmPackers(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
 	for _, kern := range sgemmKernels() {
-		packers := []struct {
-			name  string
-			pack  sgemmPacker
-			w     int
-			trans bool
-		}{
-			{"transA", kern.packTransA, kern.mr, true}, {"copyA", kern.packCopyA, kern.mr, false},
-			{"transB", kern.packTransB, kern.nr, true}, {"copyB", kern.packCopyB, kern.nr, false},
+		p := kern.pack.(*sgemmPacker)
+		if p.transpose == nil {
+			continue
 		}
-		for _, p := range packers {
-			if p.pack == nil {
-				continue
-			}
-			if kern.isa > HardwareISA() {
-				t.Logf("%s %s: skipped, this CPU lacks the ISA", kern.name, p.name)
-				continue
-			}
-			for _, kc := range []int{1, 7, 16, 32, 48, 250, 256} {
-				if p.trans && kc%kern.packStep != 0 {
-					continue
-				}
-				ld := p.w + rng.IntN(9)
-				if p.trans {
-					ld = kc + rng.IntN(9)
-				}
-				need := (kc-1)*ld + p.w // copy: kc rows of w floats
-				if p.trans {
-					need = (p.w-1)*ld + kc // transpose: w rows of kc floats
-				}
-				src := randomSlice(rng, need)
-				want := make([]float32, kc*p.w)
-				if p.trans {
-					packTransGo(want, src, ld, kc, p.w, p.w)
-				} else {
-					packCopyGo(want, src, ld, kc, p.w, p.w)
-				}
-				got := make([]float32, kc*p.w+guardWords)
+		if kern.isa > HardwareISA() {
+			t.Logf("%s: skipped, this CPU lacks the ISA", kern.name)
+			continue
+		}
+		for _, rows := range []int{1, 2, 3} {
+			for _, cols := range []int{1, 2, 5} {
+				r, c := rows*p.step, cols*p.step
+				lds, ldd := c+rng.IntN(9), r+rng.IntN(9)
+				src := randomSlice(rng, (r-1)*lds+c)
+				want := make([]float32, (c-1)*ldd+r)
+				got := make([]float32, len(want)+guardWords)
 				for i := range got {
 					got[i] = guardNaN
 				}
-				p.pack(got[:kc*p.w], src, ld, kc)
-				for i := range want {
-					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-						t.Fatalf("%s %s kc=%d ld=%d: dst[%d] = %v, want %v", kern.name, p.name, kc, ld, i, got[i], want[i])
-					}
-				}
-				for i, v := range got[kc*p.w:] {
-					if math.Float32bits(v) != guardBits {
-						t.Fatalf("%s %s kc=%d: wrote %v past the panel at +%d", kern.name, p.name, kc, v, i)
-					}
-				}
+				copy(want, got)
+				transposeGo(want, ldd, src, lds, 0, r, 0, c)
+				p.transpose(got[:len(want)], ldd, src, lds, r, c)
+				comparePacked(t, fmt.Sprintf("%s transpose %d×%d", kern.name, r, c), got, want)
 			}
 		}
+		for _, kc := range []int{1, 7, 16, 250} {
+			ld := p.nr + rng.IntN(9)
+			src := randomSlice(rng, (kc-1)*ld+p.nr)
+			want := make([]float32, kc*p.nr)
+			packCopyGo(want, src, ld, kc, p.nr, p.nr)
+			got := make([]float32, kc*p.nr+guardWords)
+			for i := range got {
+				got[i] = guardNaN
+			}
+			copy(got, want[:0])
+			p.copyPanel(got[:kc*p.nr], src, ld, kc)
+			comparePacked(t, fmt.Sprintf("%s copy kc=%d", kern.name, kc), got, want)
+		}
 	}
+}
+
+// comparePacked compares a packer's output with the Go loop's, word for
+// word, and the guard words after it.
+func comparePacked[P packed](t *testing.T, what string, got, want []P) {
+	t.Helper()
+	for i := range want {
+		if bitsOf(got[i]) != bitsOf(want[i]) {
+			t.Fatalf("%s: dst[%d] = %v, want %v", what, i, got[i], want[i])
+		}
+	}
+	for i, v := range got[len(want):] {
+		if bitsOf(v) != guardBits {
+			t.Fatalf("%s: wrote %v past the output at +%d", what, v, i)
+		}
+	}
+}
+
+// bitsOf is the bit pattern of a packed element.
+func bitsOf[P packed](v P) uint32 {
+	switch x := any(v).(type) {
+	case float32:
+		return math.Float32bits(x)
+	case uint32:
+		return x
+	}
+	panic("unreachable")
 }
 
 // FuzzSgemm compares every ISA with the float64 reference on fuzzed
