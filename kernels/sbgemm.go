@@ -96,9 +96,13 @@ func bf16Pair(x, y float32) uint32 {
 // and b, the high halves first, each step rounded once and flushed to zero
 // below 2⁻¹²⁶.
 func bf16Dot(s float32, a, b uint32) float32 {
-	s = bf16FMA(bf16Value(uint16(a>>16)), bf16Value(uint16(b>>16)), s)
-	return bf16FMA(bf16Value(uint16(a)), bf16Value(uint16(b)), s)
+	s = bf16FMA(bf16High(a), bf16High(b), s)
+	return bf16FMA(bf16Low(a), bf16Low(b), s)
 }
+
+// bf16High and bf16Low are the values of a pair's halves.
+func bf16High(pair uint32) float32 { return math.Float32frombits(pair & 0xffff0000) }
+func bf16Low(pair uint32) float32  { return math.Float32frombits(pair << 16) }
 
 // bf16FMA is x·y+s rounded once to float32 and flushed to ±0 below 2⁻¹²⁶,
 // for bfloat16 values x and y. Their product has at most 16 significant
@@ -108,8 +112,8 @@ func bf16Dot(s float32, a, b uint32) float32 {
 // sum would.
 func bf16FMA(x, y, s float32) float32 {
 	r := float32(float64(x)*float64(y) + float64(s))
-	if math.Abs(float64(r)) < 0x1p-126 {
-		return float32(math.Copysign(0, float64(r)))
+	if bits := math.Float32bits(r); bits&0x7f800000 == 0 { // ±0 or denormal
+		return math.Float32frombits(bits & 0x80000000)
 	}
 	return r
 }
@@ -161,11 +165,13 @@ func sbgemmKernelGo(kc int, a []uint32, lda int, b []uint32, c []float32, ldc in
 		ar := a[r*lda:][:kc]
 		var s0, s1, s2, s3 float32
 		for q, x := range ar {
+			// bf16Dot for the four columns, the halves of x taken once.
 			bq := b[q*4 : q*4+4 : q*4+4]
-			s0 = bf16Dot(s0, x, bq[0])
-			s1 = bf16Dot(s1, x, bq[1])
-			s2 = bf16Dot(s2, x, bq[2])
-			s3 = bf16Dot(s3, x, bq[3])
+			xh, xl := bf16High(x), bf16Low(x)
+			s0 = bf16FMA(xl, bf16Low(bq[0]), bf16FMA(xh, bf16High(bq[0]), s0))
+			s1 = bf16FMA(xl, bf16Low(bq[1]), bf16FMA(xh, bf16High(bq[1]), s1))
+			s2 = bf16FMA(xl, bf16Low(bq[2]), bf16FMA(xh, bf16High(bq[2]), s2))
+			s3 = bf16FMA(xl, bf16Low(bq[3]), bf16FMA(xh, bf16High(bq[3]), s3))
 		}
 		s := [4]float32{s0, s1, s2, s3}
 		cr := c[r*ldc:][:cols]

@@ -65,21 +65,28 @@ func newGemmBase(rng *rand.Rand, maxM, maxN, maxK int) *gemmBase {
 	for i := range g.c0 {
 		g.c0[i] = float32(rng.NormFloat64())
 	}
-	plane := maxM * maxN
-	g.ref = make([]float64, (maxK+1)*plane)
-	g.abs = make([]float64, (maxK+1)*plane)
-	for p := range maxK {
-		for i := range maxM {
-			aip := float64(g.a[i*g.lda+p])
-			for j := range maxN {
-				prod := aip * float64(g.b[p*g.ldb+j])
-				at := (p*maxM+i)*maxN + j
-				g.ref[at+plane] = g.ref[at] + prod
-				g.abs[at+plane] = g.abs[at] + math.Abs(prod)
+	g.ref, g.abs = g.prefixSums(func(v float32) float32 { return v })
+	return g
+}
+
+// prefixSums returns ref[p][i][j] = Σ_{q<p} round(A(i,q))·round(B(q,j)) in
+// float64 and abs, the same over the magnitudes.
+func (g *gemmBase) prefixSums(round func(float32) float32) (ref, abs []float64) {
+	plane := g.maxM * g.maxN
+	ref = make([]float64, (g.maxK+1)*plane)
+	abs = make([]float64, (g.maxK+1)*plane)
+	for p := range g.maxK {
+		for i := range g.maxM {
+			aip := float64(round(g.a[i*g.lda+p]))
+			for j := range g.maxN {
+				prod := aip * float64(round(g.b[p*g.ldb+j]))
+				at := (p*g.maxM+i)*g.maxN + j
+				ref[at+plane] = ref[at] + prod
+				abs[at+plane] = abs[at] + math.Abs(prod)
 			}
 		}
 	}
-	return g
+	return ref, abs
 }
 
 // operands returns A and B laid out for the transposes.
@@ -142,21 +149,30 @@ type gemmWant struct {
 }
 
 func (g *gemmBase) expect(dst *gemmWant, k int, alpha, beta float32) {
-	const eps = 1.0 / (1 << 23)
+	g.expectWith(dst, g.ref, g.abs, k, alpha, beta, func(k int, terms, scaledC float64) float64 {
+		const eps = 1.0 / (1 << 23)
+		return float64(k+3)*eps*(terms+scaledC) + 1e-37
+	})
+}
+
+// expectWith fills dst from the prefix sums ref and abs with tolerance
+// tol(k, |alpha|·Σ|A||B|, |beta·C0|).
+func (g *gemmBase) expectWith(dst *gemmWant, ref, abs []float64, k int, alpha, beta float32, tol func(k int, terms, scaledC float64) float64) {
 	plane := g.maxM * g.maxN
 	if len(dst.bounds) != 2*plane {
 		dst.bounds = make([]float32, 2*plane)
 	}
-	ref, abs := g.ref[k*plane:][:plane], g.abs[k*plane:][:plane]
+	ref, abs = ref[k*plane:][:plane], abs[k*plane:][:plane]
 	for i := range plane {
 		want := float64(alpha) * ref[i]
-		bound := math.Abs(float64(alpha)) * abs[i]
+		terms := math.Abs(float64(alpha)) * abs[i]
+		scaledC := 0.0
 		if beta != 0 {
 			c0 := float64(beta) * float64(g.c0[i])
 			want += c0
-			bound += math.Abs(c0)
+			scaledC = math.Abs(c0)
 		}
-		tol := float64(k+3)*eps*bound + 1e-37
+		tol := tol(k, terms, scaledC)
 		dst.bounds[2*i] = math.Nextafter32(float32(want-tol), float32(math.Inf(-1)))
 		dst.bounds[2*i+1] = math.Nextafter32(float32(want+tol), float32(math.Inf(1)))
 	}
