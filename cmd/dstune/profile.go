@@ -26,6 +26,10 @@ type profileRecord struct {
 	GBPS       float64 `json:"gbps"`
 	PeakGFLOPS float64 `json:"peak_gflops"`
 	PeakGBPS   float64 `json:"peak_gbps"`
+	// VsFP32 is, for a reduced-precision kernel measured beside its
+	// float32 counterpart (profile gemm --precision all), its GFLOP/s over
+	// the float32 kernel's on the same shape.
+	VsFP32 float64 `json:"vs_fp32,omitempty"`
 }
 
 // profileEnv is what every profiler gets: the thread count, the ISA, and the
@@ -33,7 +37,10 @@ type profileRecord struct {
 type profileEnv struct {
 	threads int
 	isa     kernels.ISA
-	quick   bool // fewer repetitions and smaller sizes (tests)
+	quick   bool   // fewer repetitions and smaller sizes (tests)
+	// precision selects the GEMM kernels: "fp32" (Sgemm), "bf16" (Sbgemm)
+	// or "all" (both, side by side).
+	precision string
 
 	flopsOnce, bwOnce sync.Once
 	flops, bw         float64
@@ -78,7 +85,7 @@ func registerProfiler(p profiler) { profilers = append(profilers, p) }
 func init() {
 	register(&command{
 		name:    "profile",
-		usage:   "[KERNEL|all] [--threads N] [--isa avx512|avx2|generic] [--json]",
+		usage:   "[KERNEL|all] [--threads N] [--isa avx512|avx2|generic] [--precision fp32|bf16|all] [--json]",
 		summary: "measure kernel throughput against this machine's measured peaks",
 		run:     runProfile,
 	})
@@ -90,6 +97,7 @@ func runProfile(args []string, stdout, stderr io.Writer) error {
 	isaName := fs.String("isa", kernels.HardwareISA().String(), "cap dispatch at this ISA")
 	asJSON := fs.Bool("json", false, "print one JSON object a line")
 	quick := fs.Bool("quick", false, "small sizes and few repetitions (a smoke test, not a measurement)")
+	precision := fs.String("precision", "fp32", "GEMM operand precision: fp32, bf16 (float32 accumulation) or all")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -112,12 +120,17 @@ func runProfile(args []string, stdout, stderr io.Writer) error {
 	if *threads < 1 {
 		return usagef("--threads must be at least 1")
 	}
+	switch *precision {
+	case "fp32", "bf16", "all":
+	default:
+		return usagef("--precision must be fp32, bf16 or all, got %q", *precision)
+	}
 	isa, err := kernels.ParseISA(*isaName)
 	if err != nil {
 		return usagef("%v", err)
 	}
 	defer kernels.SetMaxISA(isa)()
-	env := &profileEnv{threads: *threads, isa: kernels.ActiveISA(), quick: *quick}
+	env := &profileEnv{threads: *threads, isa: kernels.ActiveISA(), quick: *quick, precision: *precision}
 	for _, p := range profilers {
 		if want != "all" && p.name != want {
 			continue
@@ -151,6 +164,9 @@ func formatRecord(r profileRecord) string {
 		if r.PeakGBPS > 0 {
 			s += fmt.Sprintf(" (%3.0f%% of %.1f read peak)", 100*r.GBPS/r.PeakGBPS, r.PeakGBPS)
 		}
+	}
+	if r.VsFP32 > 0 {
+		s += fmt.Sprintf("  %.2f× fp32", r.VsFP32)
 	}
 	return s
 }
