@@ -37,7 +37,7 @@ type profileRecord struct {
 type profileEnv struct {
 	threads int
 	isa     kernels.ISA
-	quick   bool   // fewer repetitions and smaller sizes (tests)
+	quick   bool // fewer repetitions and smaller sizes (tests)
 	// precision selects the GEMM kernels: "fp32" (Sgemm), "bf16" (Sbgemm)
 	// or "all" (both, side by side).
 	precision string
