@@ -159,7 +159,9 @@ var sbgemmGo = newSbgemmKernel(&gemmKernel[uint32]{
 //			c[r*ldc+j] = alpha*s + beta*c[r*ldc+j] // one rounding; alpha*s when beta == 0
 //		}
 //	}
-func sbgemmKernelGo(kc int, a []uint32, lda int, b []uint32, c []float32, ldc int, alpha, beta float32, rows, cols int) {
+//
+// It does not prefetch.
+func sbgemmKernelGo(kc int, a []uint32, lda int, b []uint32, c []float32, ldc int, alpha, beta float32, rows, cols int, _ uintptr, _ int) {
 	b = b[:kc*4]
 	for r := range rows {
 		ar := a[r*lda:][:kc]
@@ -217,8 +219,10 @@ func (p *sbgemmPacker) packA(dst []uint32, ldd int, a []float32, lda int, transA
 				p.cvt(dst[:(mc-1)*ldd+done], ldd, s, lda, mc, done)
 			}
 		}
-		for r := range mc {
-			cvtRowGo(dst[r*ldd:], src[r*lda:], done, kc)
+		if 2*done < kc {
+			for r := range mc {
+				cvtRowGo(dst[r*ldd:], src[r*lda:], done, kc)
+			}
 		}
 		return
 	}
@@ -294,6 +298,9 @@ func cvtRowGo(dst []uint32, src []float32, q0, kc int) {
 // pairTransGo sets dst[r*ldd+q] = pair(src[2q*lds+r], src[(2q+1)*lds+r])
 // for rows [r0, r1) and pairs from q0 on.
 func pairTransGo(dst []uint32, ldd int, src []float32, lds int, r0, r1, q0, kc int) {
+	if 2*q0 >= kc {
+		return
+	}
 	for r := r0; r < r1; r++ {
 		for q := q0; 2*q < kc; q++ {
 			dst[r*ldd+q] = pairAt(src[r:], lds, q, kc)
@@ -304,6 +311,9 @@ func pairTransGo(dst []uint32, ldd int, src []float32, lds int, r0, r1, q0, kc i
 // pairRowsGo sets dst[q*ldd+j] = pair(src[2q*lds+j], src[(2q+1)*lds+j]) for
 // pairs [q0, q1) and columns [j0, j1).
 func pairRowsGo(dst []uint32, ldd int, src []float32, lds int, q0, q1, j0, j1, kc int) {
+	if j0 >= j1 {
+		return
+	}
 	for q := q0; q < q1; q++ {
 		for j := j0; j < j1; j++ {
 			dst[q*ldd+j] = pairAt(src[j:], lds, q, kc)
@@ -314,6 +324,9 @@ func pairRowsGo(dst []uint32, ldd int, src []float32, lds int, q0, q1, j0, j1, k
 // cvtTransGo sets dst[q*ldd+j] = pair(src[j*lds+2q], src[j*lds+2q+1]) for
 // pairs [q0, q1) and columns [j0, j1).
 func cvtTransGo(dst []uint32, ldd int, src []float32, lds int, q0, q1, j0, j1, kc int) {
+	if j0 >= j1 {
+		return
+	}
 	for q := q0; q < q1; q++ {
 		for j := j0; j < j1; j++ {
 			dst[q*ldd+j] = pairAt(src[j*lds:], 1, q, kc)

@@ -304,7 +304,9 @@ func packCopyGo(dst, src []float32, ld, kc, width, w int) {
 //			c[r*ldc+j] = alpha*s + beta*c[r*ldc+j] // alpha*s when beta == 0
 //		}
 //	}
-func sgemmKernelGo(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha, beta float32, rows, cols int) {
+//
+// It does not prefetch.
+func sgemmKernelGo(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha, beta float32, rows, cols int, _ uintptr, _ int) {
 	b = b[:kc*4]
 	r0 := 0
 	for ; r0+4 <= rows; r0 += 4 {

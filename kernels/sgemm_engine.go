@@ -22,8 +22,9 @@ type packed interface{ float32 | uint32 }
 // gemmMicroKernel computes rows×cols of C, mr×nr tiles at a time: row r of
 // A (kc elements) at a[r*lda:], the panel of B (kc×nr elements) at b,
 // C(r, j) at c[r*ldc+j] set to alpha·(A·B)(r, j) + beta·C(r, j) (just
-// alpha·(A·B)(r, j) when beta is 0, without reading C).
-type gemmMicroKernel[P packed] func(kc int, a []P, lda int, b []P, c []float32, ldc int, alpha, beta float32, rows, cols int)
+// alpha·(A·B)(r, j) when beta is 0, without reading C). Meanwhile it may
+// prefetch the pfLines cache lines at address pf (a hint; never read).
+type gemmMicroKernel[P packed] func(kc int, a []P, lda int, b []P, c []float32, ldc int, alpha, beta float32, rows, cols int, pf uintptr, pfLines int)
 
 // gemmPacker lays out op(A) and op(B) for a kernel.
 type gemmPacker[P packed] interface {
@@ -359,9 +360,9 @@ func (c *gemmCall[P]) computeChunks(i int, ws *gemmWorkspace[P]) {
 		}
 		lo := int(ch) * c.chunk
 		if c.splitM {
-			c.compute(ws, blk, c.bPack[i%2], c.a, c.c, lo, min(lo+c.chunk, c.m), 0, blk.nc)
+			c.compute(ws, blk, c.bPack[i%2], c.a, c.c, lo, min(lo+c.chunk, c.m), 0, blk.nc, nil)
 		} else {
-			c.compute(ws, blk, c.bPack[i%2], c.a, c.c, 0, c.m, lo, min(lo+c.chunk, blk.nc))
+			c.compute(ws, blk, c.bPack[i%2], c.a, c.c, 0, c.m, lo, min(lo+c.chunk, blk.nc), nil)
 		}
 		c.chunkDone[i*c.maxChunks+int(ch)].Store(true)
 		st.compDone.Add(1)
@@ -392,11 +393,20 @@ func (t *gemmBatchTask[P]) Run(w, workers int) {
 			return
 		}
 		a, b, cm := c.a[item*c.strideA:], c.b[item*c.strideB:], c.c[item*c.strideC:]
+		// While computing this product, bring in the operands of the
+		// product this worker is likely to claim next (the claims go
+		// round in turn when the workers keep pace).
+		var next gemmPrefetch
+		if after := item + workers; after < c.batch {
+			next.set(0, c.a[after*c.strideA:], c.operandSpan(c.transA, c.m, c.k, c.lda))
+			next.set(1, c.b[after*c.strideB:], c.operandSpan(c.transB, c.k, c.n, c.ldb))
+		}
 		for jc := 0; jc < c.n; jc += kern.block.nc {
 			for pc := 0; pc < c.k; pc += kern.block.kc {
 				blk := c.block(jc, pc)
 				c.packB(ws.b, b, &blk, 0, (blk.nc+kern.nr-1)/kern.nr)
-				c.compute(ws, &blk, ws.b, a, cm, 0, c.m, 0, blk.nc)
+				c.compute(ws, &blk, ws.b, a, cm, 0, c.m, 0, blk.nc, &next)
+				next = gemmPrefetch{} // once is enough
 			}
 		}
 	}
@@ -404,11 +414,14 @@ func (t *gemmBatchTask[P]) Run(w, workers int) {
 
 // compute runs the micro-kernel over rows [i0, i1) and block columns
 // [j0, j1) of C (j relative to blk.jc), taking A in blocks of mc rows;
-// bPack holds the block of B, packed.
-func (c *gemmCall[P]) compute(ws *gemmWorkspace[P], blk *gemmBlock, bPack []P, a, cm []float32, i0, i1, j0, j1 int) {
+// bPack holds the block of B, packed. The kernel calls prefetch next,
+// shared out among them, or else each the panel of B after its own.
+func (c *gemmCall[P]) compute(ws *gemmWorkspace[P], blk *gemmBlock, bPack []P, a, cm []float32, i0, i1, j0, j1 int, next *gemmPrefetch) {
 	kern := c.kern
 	nr, ldc := kern.nr, c.ldc
 	kp := kern.elems(blk.kc)
+	calls := ((i1 - i0 + kern.block.mc - 1) / kern.block.mc) * ((j1 - j0 + nr - 1) / nr)
+	call := 0
 	for ic := i0; ic < i1; ic += kern.block.mc {
 		mc := min(kern.block.mc, i1-ic)
 		ap, lda := c.blockA(ws, blk, a, ic, mc)
@@ -417,10 +430,74 @@ func (c *gemmCall[P]) compute(ws *gemmWorkspace[P], blk *gemmBlock, bPack []P, a
 			bp := bPack[(jr/nr)*kp*nr:][:kp*nr]
 			off := ic*ldc + blk.jc + jr
 			ct := cm[off : off+(mc-1)*ldc+cols]
+			var pf uintptr
+			var pfLines int
+			switch {
+			case next != nil:
+				pf, pfLines = next.share(call, calls)
+			case jr+nr < j1:
+				pf, pfLines = spanLines(bPack[(jr/nr+1)*kp*nr:][:kp*nr])
+			}
 			raceGemmTile(ap, lda, mc, kp, bp, ct, ldc, cols)
-			kern.run(kp, ap, lda, bp, ct, ldc, c.alpha, blk.beta, mc, cols)
+			kern.run(kp, ap, lda, bp, ct, ldc, c.alpha, blk.beta, mc, cols, pf, pfLines)
+			call++
 		}
 	}
+}
+
+// gemmPrefetch is memory the kernels are to prefetch while they compute:
+// up to two ranges of cache lines (A and B of the next product of a
+// batch).
+type gemmPrefetch struct {
+	start [2]uintptr
+	lines [2]int
+}
+
+// set makes range i the lines holding s[:n].
+func (p *gemmPrefetch) set(i int, s []float32, n int) {
+	if n <= 0 || n > len(s) {
+		return
+	}
+	p.start[i], p.lines[i] = spanLines(s[:n])
+}
+
+// share is the part of the ranges that kernel call i of n prefetches: an
+// n-th of their lines, cut short where it would cross from one range to
+// the other.
+func (p *gemmPrefetch) share(i, n int) (uintptr, int) {
+	total := p.lines[0] + p.lines[1]
+	per := (total + n - 1) / n
+	lo, hi := i*per, min((i+1)*per, total)
+	if lo >= hi {
+		return 0, 0
+	}
+	if lo < p.lines[0] {
+		return p.start[0] + uintptr(64*lo), min(hi, p.lines[0]) - lo
+	}
+	return p.start[1] + uintptr(64*(lo-p.lines[0])), hi - lo
+}
+
+// spanLines is the first cache line of s and how many lines s covers.
+func spanLines[P packed](s []P) (uintptr, int) {
+	if len(s) == 0 {
+		return 0, 0
+	}
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(s)))
+	end := start + uintptr(4*len(s))
+	first := start &^ 63
+	return first, int((end - first + 63) / 64)
+}
+
+// operandSpan is how many elements of a matrix op(X) (rows×cols, stride
+// ld, stored transposed when trans) spans.
+func (c *gemmCall[P]) operandSpan(trans bool, rows, cols, ld int) int {
+	if trans {
+		rows, cols = cols, rows
+	}
+	if rows == 0 || cols == 0 {
+		return 0
+	}
+	return (rows-1)*ld + cols
 }
 
 // blockA returns rows [i0, i0+mc) and the block's inner indices of op(A)

@@ -24,8 +24,12 @@ package kernels
 // of kc×32; kc >= 1, rows >= 1, 1 <= cols <= 32. Panel columns past cols are
 // zero. The last rows%14 rows run code for exactly that many rows.
 //
+// Along the way the kernel prefetches the pfLines cache lines from address pf
+// into L2, a few per step of its inner loop: the operands its caller needs
+// next. That is a hint only; the memory is not read.
+//
 //go:noescape
-func sgemmKernel14x32AVX512(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int)
+func sgemmKernel14x32AVX512(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfLines int)
 
 // sgemmKernel6x16AVX2 computes rows×cols of C, 6×16 tiles at a time, with AVX2 and FMA:
 //
@@ -47,8 +51,12 @@ func sgemmKernel14x32AVX512(kc int, a []float32, lda int, b []float32, c []float
 // of kc×16; kc >= 1, rows >= 1, 1 <= cols <= 16. Panel columns past cols are
 // zero. The last rows%6 rows run code for exactly that many rows.
 //
+// Along the way the kernel prefetches the pfLines cache lines from address pf
+// into L2, a few per step of its inner loop: the operands its caller needs
+// next. That is a hint only; the memory is not read.
+//
 //go:noescape
-func sgemmKernel6x16AVX2(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int)
+func sgemmKernel6x16AVX2(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfLines int)
 
 // sgemmTransposeAVX512 transposes rows×cols of src into dst:
 //

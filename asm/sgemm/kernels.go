@@ -15,7 +15,7 @@ func kernelSignature(bf bool) string {
 	if bf {
 		elem = "uint32"
 	}
-	return fmt.Sprintf("func(kc int, a []%s, lda int, b []%s, c []float32, ldc int, alpha, beta float32, rows, cols int)", elem, elem)
+	return fmt.Sprintf("func(kc int, a []%s, lda int, b []%s, c []float32, ldc int, alpha, beta float32, rows, cols int, pf uintptr, pfLines int)", elem, elem)
 }
 
 // kernelDoc is the doc comment shared by the micro-kernels.
@@ -46,6 +46,10 @@ func kernelDoc(name string, mr, nr int, isa string, bf bool) {
 		fmt.Sprintf("a holds rows rows of kc %s (row r at a[r*lda:]), b a packed panel", what),
 		fmt.Sprintf("of kc×%d; kc >= 1, rows >= 1, 1 <= cols <= %d. Panel columns past cols are", nr, nr),
 		"zero. The last rows%"+fmt.Sprint(mr)+" rows run code for exactly that many rows.",
+		"",
+		"Along the way the kernel prefetches the pfLines cache lines from address pf",
+		"into L2, a few per step of its inner loop: the operands its caller needs",
+		"next. That is a hint only; the memory is not read.",
 	)
 	Pragma("noescape")
 }
@@ -54,6 +58,7 @@ func kernelDoc(name string, mr, nr int, isa string, bf bool) {
 // tiles.
 type kernelArgs struct {
 	aTile, lda, lda3, bBase, cTile, ldc, rowsLeft Register
+	pf, pfEnd                                     Register // the lines to prefetch
 }
 
 // loadKernelArgs loads the pointers and strides (in bytes) of a kernel.
@@ -70,6 +75,10 @@ func loadKernelArgs() kernelArgs {
 	SHLQ(U8(2), k.ldc)
 	k.lda3 = GP64()
 	LEAQ(Mem{Base: k.lda, Index: k.lda, Scale: 2}, k.lda3)
+	k.pf = Load(Param("pf"), GP64())
+	k.pfEnd = Load(Param("pfLines"), GP64())
+	SHLQ(U8(6), k.pfEnd)
+	ADDQ(k.pf, k.pfEnd)
 	return k
 }
 
@@ -156,14 +165,25 @@ func (rp rowPointers) advance(bytes int) {
 }
 
 // kLoop runs step(u) for every p in [0, kc), unroll steps per iteration,
-// advancing the row pointers of A and the panel pointer of B.
-func kLoop(prefix string, kc Register, rp rowPointers, pb Register, nr int, step func(u int)) {
+// advancing the row pointers of A and the panel pointer of B; each
+// iteration also prefetches pfPerIter lines of the caller's prefetch
+// range, while any are left.
+func kLoop(prefix string, k kernelArgs, kc Register, rp rowPointers, pb Register, nr, pfPerIter int, step func(u int)) {
 	main, tail, done := prefix+"_kloop", prefix+"_ktail", prefix+"_kdone"
 	Label(main)
 	CMPQ(kc, U32(unroll))
 	JL(LabelRef(tail))
 	for u := range unroll {
 		step(u)
+		if u == 0 {
+			CMPQ(k.pf, k.pfEnd)
+			JAE(LabelRef(prefix + "_pfdone"))
+			for l := range pfPerIter {
+				PREFETCHT1(Mem{Base: k.pf, Disp: 64 * l})
+			}
+			ADDQ(U32(64*pfPerIter), k.pf)
+			Label(prefix + "_pfdone")
+		}
 	}
 	rp.advance(4 * unroll)
 	ADDQ(U32(4*unroll*nr), pb)
@@ -180,23 +200,38 @@ func kLoop(prefix string, kc Register, rp rowPointers, pb Register, nr int, step
 	Label(done)
 }
 
-// prefetchC asks for the tile of C (rows rows of rowBytes at stride ldc
-// bytes from c) at the start of a tile, so that the k loop hides the
-// latency of its load and store at the end: C is often far out of cache
-// (it is swept once per block of the inner dimension). Prefetches never
-// fault, so the masked-off part of a row may be touched harmlessly.
-func prefetchC(c, ldc Register, rows, rowBytes int) {
-	Comment("Prefetch the C tile.")
+// prefetchC asks, at the start of a tile, for the tile of C (rows rows of
+// rowBytes at stride ldc bytes from c) into L1 and for the next tile's
+// (mr rows after it) into L2, so that the k loops hide the latency of the
+// loads and stores at their ends: C is often far out of cache (it is swept
+// once per block of the inner dimension, and large ones stay in memory),
+// and a tile's rows may all fall into one L1 set (ldc a multiple of 1 KiB),
+// where lines brought in early would be evicted before they are used.
+// Prefetches never fault, so the masked-off part of a row, or rows past
+// the last tile, may be touched harmlessly.
+func prefetchC(c, ldc Register, rows, mr, rowBytes int) {
+	Comment("Prefetch the C tile into L1, the next one into L2.")
 	row := GP64()
 	MOVQ(c, row)
-	for r := range rows {
+	for r := range rows + mr {
 		if r > 0 {
 			ADDQ(ldc, row)
 		}
-		for off := 0; off < rowBytes; off += 64 {
-			PREFETCHT0(Mem{Base: row, Disp: off})
+		if r >= rows && r < mr {
+			continue
 		}
-		PREFETCHT0(Mem{Base: row, Disp: rowBytes - 4})
+		for off := 0; off < rowBytes; off += 64 {
+			if r < rows {
+				PREFETCHT0(Mem{Base: row, Disp: off})
+			} else {
+				PREFETCHT1(Mem{Base: row, Disp: off})
+			}
+		}
+		if r < rows {
+			PREFETCHT0(Mem{Base: row, Disp: rowBytes - 4})
+		} else {
+			PREFETCHT1(Mem{Base: row, Disp: rowBytes - 4})
+		}
 	}
 }
 
@@ -246,6 +281,11 @@ func kernelAVX512(name string, mr, nv int, bf bool) {
 	}
 	kernelDoc(name, mr, nr, isa, bf)
 	k := loadKernelArgs()
+	// A bfloat16 step covers two inner indices: prefetch twice as fast.
+	pfPerIter := 2
+	if bf {
+		pfPerIter = 4
+	}
 
 	Comment("Column masks: the first cols lanes of the row.")
 	cols := Load(Param("cols"), GP64())
@@ -263,7 +303,7 @@ func kernelAVX512(name string, mr, nv int, bf bool) {
 	}
 
 	tiles(name, k, mr, func(prefix string, rows int) {
-		prefetchC(k.cTile, k.ldc, rows, 4*nr)
+		prefetchC(k.cTile, k.ldc, rows, mr, 4*nr)
 		acc := make([][]VecVirtual, rows)
 		for r := range acc {
 			acc[r] = make([]VecVirtual, nv)
@@ -283,7 +323,7 @@ func kernelAVX512(name string, mr, nv int, bf bool) {
 			bv[v] = ZMM()
 		}
 		av := []VecVirtual{ZMM(), ZMM()}
-		kLoop(prefix, kc, rp, pb, nr, func(u int) {
+		kLoop(prefix, k, kc, rp, pb, nr, pfPerIter, func(u int) {
 			for v := range nv {
 				VMOVUPS(Mem{Base: pb, Disp: 4 * (u*nr + 16*v)}, bv[v])
 			}
@@ -337,7 +377,7 @@ func kernelAVX2(name string, mr, nv int) {
 	k := loadKernelArgs()
 
 	tiles(name, k, mr, func(prefix string, rows int) {
-		prefetchC(k.cTile, k.ldc, rows, 4*nr)
+		prefetchC(k.cTile, k.ldc, rows, mr, 4*nr)
 		acc := make([][]VecVirtual, rows)
 		for r := range acc {
 			acc[r] = make([]VecVirtual, nv)
@@ -355,7 +395,7 @@ func kernelAVX2(name string, mr, nv int) {
 			bv[v] = YMM()
 		}
 		av := YMM()
-		kLoop(prefix, kc, rp, pb, nr, func(u int) {
+		kLoop(prefix, k, kc, rp, pb, nr, 2, func(u int) {
 			for v := range nv {
 				VMOVUPS(Mem{Base: pb, Disp: 4 * (u*nr + 8*v)}, bv[v])
 			}
