@@ -161,7 +161,7 @@ var sbgemmGo = newSbgemmKernel(&gemmKernel[uint32]{
 //	}
 //
 // It does not prefetch.
-func sbgemmKernelGo(kc int, a []uint32, lda int, b []uint32, c []float32, ldc int, alpha, beta float32, rows, cols int, _ uintptr, _ int) {
+func sbgemmKernelGo(kc int, a []uint32, lda int, b []uint32, c []float32, ldc int, alpha, beta float32, rows, cols int, _ uintptr, _, _, _ int) {
 	b = b[:kc*4]
 	for r := range rows {
 		ar := a[r*lda:][:kc]

@@ -4,22 +4,20 @@
 
 #include "textflag.h"
 
-// func sbgemmKernel14x32AVX512BF16(kc int, a []uint32, lda int, b []uint32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfLines int)
+// func sbgemmKernel14x32AVX512BF16(kc int, a []uint32, lda int, b []uint32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfRows int, pfRowLines int, pfSkip int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512_BF16, BMI2, MMX+
-TEXT ·sbgemmKernel14x32AVX512BF16(SB), NOSPLIT, $0-136
+TEXT ·sbgemmKernel14x32AVX512BF16(SB), NOSPLIT, $0-152
 	MOVQ a_base+8(FP), AX
 	MOVQ lda+32(FP), CX
-	MOVQ b_base+40(FP), DX
-	MOVQ c_base+64(FP), BX
-	MOVQ ldc+88(FP), SI
-	MOVQ rows+104(FP), DI
+	MOVQ c_base+64(FP), DX
+	MOVQ ldc+88(FP), BX
+	MOVQ rows+104(FP), SI
 	SHLQ $0x02, CX
-	SHLQ $0x02, SI
-	LEAQ (CX)(CX*2), R8
-	MOVQ pf+120(FP), R9
-	MOVQ pfLines+128(FP), R10
-	SHLQ $0x06, R10
-	ADDQ R9, R10
+	SHLQ $0x02, BX
+	LEAQ (CX)(CX*2), DI
+	MOVQ pf+120(FP), R8
+	MOVQ pfRows+128(FP), R9
+	MOVQ pfRowLines+136(FP), R10
 
 	// Column masks: the first cols lanes of the row.
 	MOVQ  cols+112(FP), R11
@@ -29,120 +27,136 @@ TEXT ·sbgemmKernel14x32AVX512BF16(SB), NOSPLIT, $0-136
 	SHRQ  $0x10, R11
 	KMOVW R11, K2
 
+	// Prefetch the next tile of C into L2.
+	MOVQ       DX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 64(R11)
+	PREFETCHT1 124(R11)
+
 sbgemmKernel14x32AVX512BF16_tile:
-	CMPQ DI, $0x0000000e
+	CMPQ SI, $0x0000000e
 	JL   sbgemmKernel14x32AVX512BF16_tail
 
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
-	PREFETCHT0 (R11)
-	PREFETCHT0 64(R11)
-	PREFETCHT0 124(R11)
-	ADDQ       SI, R11
+	// Prefetch the next tile of C into L2.
+	MOVQ       DX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
-	ADDQ       SI, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
-	ADDQ       SI, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
-	ADDQ       SI, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
-	ADDQ       SI, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
-	ADDQ       SI, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
-	ADDQ       SI, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
-	ADDQ       SI, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
-	ADDQ       SI, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
-	ADDQ       SI, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
-	ADDQ       SI, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
-	ADDQ       SI, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
-	ADDQ       SI, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
-	ADDQ       SI, R11
+	ADDQ       BX, R11
 	PREFETCHT1 (R11)
 	PREFETCHT1 64(R11)
 	PREFETCHT1 124(R11)
@@ -179,7 +193,7 @@ sbgemmKernel14x32AVX512BF16_tile:
 	ADDQ       CX, R12
 	LEAQ       (R12)(CX*4), R13
 	ADDQ       CX, R13
-	MOVQ       DX, R14
+	MOVQ       b_base+40(FP), R14
 	MOVQ       kc+0(FP), R15
 
 sbgemmKernel14x32AVX512BF16_full_kloop:
@@ -202,7 +216,7 @@ sbgemmKernel14x32AVX512BF16_full_kloop:
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z29, Z30, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD (R11)(R8*1), Z30
+	VPBROADCASTD (R11)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z29, Z30, Z7
@@ -227,7 +241,7 @@ sbgemmKernel14x32AVX512BF16_full_kloop:
 	BYTE $0x62; BYTE $0x12; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z29, Z30, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xfd
-	VPBROADCASTD (R12)(R8*1), Z30
+	VPBROADCASTD (R12)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z29, Z30, Z17
@@ -252,20 +266,22 @@ sbgemmKernel14x32AVX512BF16_full_kloop:
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z29, Z30, Z25
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD (R13)(R8*1), Z30
+	VPBROADCASTD (R13)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z26
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z29, Z30, Z27
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_full_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_full_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_full_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_full_pfdone:
+sbgemmKernel14x32AVX512BF16_full_pf0:
 	VMOVUPS      128(R14), Z28
 	VMOVUPS      192(R14), Z29
 	VPBROADCASTD 4(R11), Z30
@@ -283,7 +299,7 @@ sbgemmKernel14x32AVX512BF16_full_pfdone:
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z29, Z30, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD 4(R11)(R8*1), Z30
+	VPBROADCASTD 4(R11)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z29, Z30, Z7
@@ -308,7 +324,7 @@ sbgemmKernel14x32AVX512BF16_full_pfdone:
 	BYTE $0x62; BYTE $0x12; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z29, Z30, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xfd
-	VPBROADCASTD 4(R12)(R8*1), Z30
+	VPBROADCASTD 4(R12)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z29, Z30, Z17
@@ -333,11 +349,22 @@ sbgemmKernel14x32AVX512BF16_full_pfdone:
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z29, Z30, Z25
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD 4(R13)(R8*1), Z30
+	VPBROADCASTD 4(R13)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z26
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z29, Z30, Z27
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_full_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_full_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_full_pf1:
 	VMOVUPS      256(R14), Z28
 	VMOVUPS      320(R14), Z29
 	VPBROADCASTD 8(R11), Z30
@@ -355,7 +382,7 @@ sbgemmKernel14x32AVX512BF16_full_pfdone:
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z29, Z30, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD 8(R11)(R8*1), Z30
+	VPBROADCASTD 8(R11)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z29, Z30, Z7
@@ -380,7 +407,7 @@ sbgemmKernel14x32AVX512BF16_full_pfdone:
 	BYTE $0x62; BYTE $0x12; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z29, Z30, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xfd
-	VPBROADCASTD 8(R12)(R8*1), Z30
+	VPBROADCASTD 8(R12)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z29, Z30, Z17
@@ -405,11 +432,22 @@ sbgemmKernel14x32AVX512BF16_full_pfdone:
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z29, Z30, Z25
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD 8(R13)(R8*1), Z30
+	VPBROADCASTD 8(R13)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z26
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z29, Z30, Z27
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_full_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_full_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_full_pf2:
 	VMOVUPS      384(R14), Z28
 	VMOVUPS      448(R14), Z29
 	VPBROADCASTD 12(R11), Z30
@@ -427,7 +465,7 @@ sbgemmKernel14x32AVX512BF16_full_pfdone:
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z29, Z30, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD 12(R11)(R8*1), Z30
+	VPBROADCASTD 12(R11)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z29, Z30, Z7
@@ -452,7 +490,7 @@ sbgemmKernel14x32AVX512BF16_full_pfdone:
 	BYTE $0x62; BYTE $0x12; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z29, Z30, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xfd
-	VPBROADCASTD 12(R12)(R8*1), Z30
+	VPBROADCASTD 12(R12)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z29, Z30, Z17
@@ -477,17 +515,28 @@ sbgemmKernel14x32AVX512BF16_full_pfdone:
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z29, Z30, Z25
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD 12(R13)(R8*1), Z30
+	VPBROADCASTD 12(R13)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z26
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z29, Z30, Z27
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
-	ADDQ         $0x00000010, R11
-	ADDQ         $0x00000010, R12
-	ADDQ         $0x00000010, R13
-	ADDQ         $0x00000200, R14
-	SUBQ         $0x00000004, R15
-	JMP          sbgemmKernel14x32AVX512BF16_full_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_full_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_full_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_full_pf3:
+	ADDQ $0x00000010, R11
+	ADDQ $0x00000010, R12
+	ADDQ $0x00000010, R13
+	ADDQ $0x00000200, R14
+	SUBQ $0x00000004, R15
+	JMP  sbgemmKernel14x32AVX512BF16_full_kloop
 
 sbgemmKernel14x32AVX512BF16_full_ktail:
 	TESTQ        R15, R15
@@ -509,7 +558,7 @@ sbgemmKernel14x32AVX512BF16_full_ktail:
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z29, Z30, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD (R11)(R8*1), Z30
+	VPBROADCASTD (R11)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z29, Z30, Z7
@@ -534,7 +583,7 @@ sbgemmKernel14x32AVX512BF16_full_ktail:
 	BYTE $0x62; BYTE $0x12; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z29, Z30, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xfd
-	VPBROADCASTD (R12)(R8*1), Z30
+	VPBROADCASTD (R12)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z29, Z30, Z17
@@ -559,7 +608,7 @@ sbgemmKernel14x32AVX512BF16_full_ktail:
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z29, Z30, Z25
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD (R13)(R8*1), Z30
+	VPBROADCASTD (R13)(DI*1), Z30
 	// VDPBF16PS Z28, Z30, Z26
 	BYTE $0x62; BYTE $0x02; BYTE $0x0e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z29, Z30, Z27
@@ -607,7 +656,7 @@ sbgemmKernel14x32AVX512BF16_full_kdone:
 	VMULPS       Z28, Z27, Z27
 
 sbgemmKernel14x32AVX512BF16_full_alpha1:
-	MOVQ         BX, R11
+	MOVQ         DX, R11
 	MOVL         beta+100(FP), R12
 	SHLL         $0x01, R12
 	JZ           sbgemmKernel14x32AVX512BF16_full_beta0
@@ -618,91 +667,91 @@ sbgemmKernel14x32AVX512BF16_full_alpha1:
 	VMOVUPS.Z    64(R11), K2, Z29
 	VFMADD231PS  Z29, Z28, Z1
 	VMOVUPS      Z1, K2, 64(R11)
-	ADDQ         SI, R11
+	ADDQ         BX, R11
 	VMOVUPS.Z    (R11), K1, Z29
 	VFMADD231PS  Z29, Z28, Z2
 	VMOVUPS      Z2, K1, (R11)
 	VMOVUPS.Z    64(R11), K2, Z29
 	VFMADD231PS  Z29, Z28, Z3
 	VMOVUPS      Z3, K2, 64(R11)
-	ADDQ         SI, R11
+	ADDQ         BX, R11
 	VMOVUPS.Z    (R11), K1, Z29
 	VFMADD231PS  Z29, Z28, Z4
 	VMOVUPS      Z4, K1, (R11)
 	VMOVUPS.Z    64(R11), K2, Z29
 	VFMADD231PS  Z29, Z28, Z5
 	VMOVUPS      Z5, K2, 64(R11)
-	ADDQ         SI, R11
+	ADDQ         BX, R11
 	VMOVUPS.Z    (R11), K1, Z29
 	VFMADD231PS  Z29, Z28, Z6
 	VMOVUPS      Z6, K1, (R11)
 	VMOVUPS.Z    64(R11), K2, Z29
 	VFMADD231PS  Z29, Z28, Z7
 	VMOVUPS      Z7, K2, 64(R11)
-	ADDQ         SI, R11
+	ADDQ         BX, R11
 	VMOVUPS.Z    (R11), K1, Z29
 	VFMADD231PS  Z29, Z28, Z8
 	VMOVUPS      Z8, K1, (R11)
 	VMOVUPS.Z    64(R11), K2, Z29
 	VFMADD231PS  Z29, Z28, Z9
 	VMOVUPS      Z9, K2, 64(R11)
-	ADDQ         SI, R11
+	ADDQ         BX, R11
 	VMOVUPS.Z    (R11), K1, Z29
 	VFMADD231PS  Z29, Z28, Z10
 	VMOVUPS      Z10, K1, (R11)
 	VMOVUPS.Z    64(R11), K2, Z29
 	VFMADD231PS  Z29, Z28, Z11
 	VMOVUPS      Z11, K2, 64(R11)
-	ADDQ         SI, R11
+	ADDQ         BX, R11
 	VMOVUPS.Z    (R11), K1, Z29
 	VFMADD231PS  Z29, Z28, Z12
 	VMOVUPS      Z12, K1, (R11)
 	VMOVUPS.Z    64(R11), K2, Z29
 	VFMADD231PS  Z29, Z28, Z13
 	VMOVUPS      Z13, K2, 64(R11)
-	ADDQ         SI, R11
+	ADDQ         BX, R11
 	VMOVUPS.Z    (R11), K1, Z29
 	VFMADD231PS  Z29, Z28, Z14
 	VMOVUPS      Z14, K1, (R11)
 	VMOVUPS.Z    64(R11), K2, Z29
 	VFMADD231PS  Z29, Z28, Z15
 	VMOVUPS      Z15, K2, 64(R11)
-	ADDQ         SI, R11
+	ADDQ         BX, R11
 	VMOVUPS.Z    (R11), K1, Z29
 	VFMADD231PS  Z29, Z28, Z16
 	VMOVUPS      Z16, K1, (R11)
 	VMOVUPS.Z    64(R11), K2, Z29
 	VFMADD231PS  Z29, Z28, Z17
 	VMOVUPS      Z17, K2, 64(R11)
-	ADDQ         SI, R11
+	ADDQ         BX, R11
 	VMOVUPS.Z    (R11), K1, Z29
 	VFMADD231PS  Z29, Z28, Z18
 	VMOVUPS      Z18, K1, (R11)
 	VMOVUPS.Z    64(R11), K2, Z29
 	VFMADD231PS  Z29, Z28, Z19
 	VMOVUPS      Z19, K2, 64(R11)
-	ADDQ         SI, R11
+	ADDQ         BX, R11
 	VMOVUPS.Z    (R11), K1, Z29
 	VFMADD231PS  Z29, Z28, Z20
 	VMOVUPS      Z20, K1, (R11)
 	VMOVUPS.Z    64(R11), K2, Z29
 	VFMADD231PS  Z29, Z28, Z21
 	VMOVUPS      Z21, K2, 64(R11)
-	ADDQ         SI, R11
+	ADDQ         BX, R11
 	VMOVUPS.Z    (R11), K1, Z29
 	VFMADD231PS  Z29, Z28, Z22
 	VMOVUPS      Z22, K1, (R11)
 	VMOVUPS.Z    64(R11), K2, Z29
 	VFMADD231PS  Z29, Z28, Z23
 	VMOVUPS      Z23, K2, 64(R11)
-	ADDQ         SI, R11
+	ADDQ         BX, R11
 	VMOVUPS.Z    (R11), K1, Z29
 	VFMADD231PS  Z29, Z28, Z24
 	VMOVUPS      Z24, K1, (R11)
 	VMOVUPS.Z    64(R11), K2, Z29
 	VFMADD231PS  Z29, Z28, Z25
 	VMOVUPS      Z25, K2, 64(R11)
-	ADDQ         SI, R11
+	ADDQ         BX, R11
 	VMOVUPS.Z    (R11), K1, Z29
 	VFMADD231PS  Z29, Z28, Z26
 	VMOVUPS      Z26, K1, (R11)
@@ -714,115 +763,93 @@ sbgemmKernel14x32AVX512BF16_full_alpha1:
 sbgemmKernel14x32AVX512BF16_full_beta0:
 	VMOVUPS Z0, K1, (R11)
 	VMOVUPS Z1, K2, 64(R11)
-	ADDQ    SI, R11
+	ADDQ    BX, R11
 	VMOVUPS Z2, K1, (R11)
 	VMOVUPS Z3, K2, 64(R11)
-	ADDQ    SI, R11
+	ADDQ    BX, R11
 	VMOVUPS Z4, K1, (R11)
 	VMOVUPS Z5, K2, 64(R11)
-	ADDQ    SI, R11
+	ADDQ    BX, R11
 	VMOVUPS Z6, K1, (R11)
 	VMOVUPS Z7, K2, 64(R11)
-	ADDQ    SI, R11
+	ADDQ    BX, R11
 	VMOVUPS Z8, K1, (R11)
 	VMOVUPS Z9, K2, 64(R11)
-	ADDQ    SI, R11
+	ADDQ    BX, R11
 	VMOVUPS Z10, K1, (R11)
 	VMOVUPS Z11, K2, 64(R11)
-	ADDQ    SI, R11
+	ADDQ    BX, R11
 	VMOVUPS Z12, K1, (R11)
 	VMOVUPS Z13, K2, 64(R11)
-	ADDQ    SI, R11
+	ADDQ    BX, R11
 	VMOVUPS Z14, K1, (R11)
 	VMOVUPS Z15, K2, 64(R11)
-	ADDQ    SI, R11
+	ADDQ    BX, R11
 	VMOVUPS Z16, K1, (R11)
 	VMOVUPS Z17, K2, 64(R11)
-	ADDQ    SI, R11
+	ADDQ    BX, R11
 	VMOVUPS Z18, K1, (R11)
 	VMOVUPS Z19, K2, 64(R11)
-	ADDQ    SI, R11
+	ADDQ    BX, R11
 	VMOVUPS Z20, K1, (R11)
 	VMOVUPS Z21, K2, 64(R11)
-	ADDQ    SI, R11
+	ADDQ    BX, R11
 	VMOVUPS Z22, K1, (R11)
 	VMOVUPS Z23, K2, 64(R11)
-	ADDQ    SI, R11
+	ADDQ    BX, R11
 	VMOVUPS Z24, K1, (R11)
 	VMOVUPS Z25, K2, 64(R11)
-	ADDQ    SI, R11
+	ADDQ    BX, R11
 	VMOVUPS Z26, K1, (R11)
 	VMOVUPS Z27, K2, 64(R11)
 
 sbgemmKernel14x32AVX512BF16_full_stored:
-	SUBQ   $0x0000000e, DI
+	SUBQ   $0x0000000e, SI
 	JZ     sbgemmKernel14x32AVX512BF16_done
-	IMUL3Q $0x0000000e, SI, R11
-	ADDQ   R11, BX
+	IMUL3Q $0x0000000e, BX, R11
+	ADDQ   R11, DX
 	IMUL3Q $0x0000000e, CX, R11
 	ADDQ   R11, AX
 	JMP    sbgemmKernel14x32AVX512BF16_tile
 
 	// The last tile: code for exactly the rows left.
 sbgemmKernel14x32AVX512BF16_tail:
-	CMPQ DI, $0x00000001
+	CMPQ SI, $0x00000001
 	JE   sbgemmKernel14x32AVX512BF16_rows1
-	CMPQ DI, $0x00000002
+	CMPQ SI, $0x00000002
 	JE   sbgemmKernel14x32AVX512BF16_rows2
-	CMPQ DI, $0x00000003
+	CMPQ SI, $0x00000003
 	JE   sbgemmKernel14x32AVX512BF16_rows3
-	CMPQ DI, $0x00000004
+	CMPQ SI, $0x00000004
 	JE   sbgemmKernel14x32AVX512BF16_rows4
-	CMPQ DI, $0x00000005
+	CMPQ SI, $0x00000005
 	JE   sbgemmKernel14x32AVX512BF16_rows5
-	CMPQ DI, $0x00000006
+	CMPQ SI, $0x00000006
 	JE   sbgemmKernel14x32AVX512BF16_rows6
-	CMPQ DI, $0x00000007
+	CMPQ SI, $0x00000007
 	JE   sbgemmKernel14x32AVX512BF16_rows7
-	CMPQ DI, $0x00000008
+	CMPQ SI, $0x00000008
 	JE   sbgemmKernel14x32AVX512BF16_rows8
-	CMPQ DI, $0x00000009
+	CMPQ SI, $0x00000009
 	JE   sbgemmKernel14x32AVX512BF16_rows9
-	CMPQ DI, $0x0000000a
+	CMPQ SI, $0x0000000a
 	JE   sbgemmKernel14x32AVX512BF16_rows10
-	CMPQ DI, $0x0000000b
+	CMPQ SI, $0x0000000b
 	JE   sbgemmKernel14x32AVX512BF16_rows11
-	CMPQ DI, $0x0000000c
+	CMPQ SI, $0x0000000c
 	JE   sbgemmKernel14x32AVX512BF16_rows12
-	CMPQ DI, $0x0000000d
+	CMPQ SI, $0x0000000d
 	JE   sbgemmKernel14x32AVX512BF16_rows13
 	JMP  sbgemmKernel14x32AVX512BF16_done
 
 sbgemmKernel14x32AVX512BF16_rows1:
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, CX
-	PREFETCHT0 (CX)
-	PREFETCHT0 64(CX)
-	PREFETCHT0 124(CX)
-	ADDQ       SI, CX
-	ADDQ       SI, CX
-	ADDQ       SI, CX
-	ADDQ       SI, CX
-	ADDQ       SI, CX
-	ADDQ       SI, CX
-	ADDQ       SI, CX
-	ADDQ       SI, CX
-	ADDQ       SI, CX
-	ADDQ       SI, CX
-	ADDQ       SI, CX
-	ADDQ       SI, CX
-	ADDQ       SI, CX
-	ADDQ       SI, CX
-	PREFETCHT1 (CX)
-	PREFETCHT1 64(CX)
-	PREFETCHT1 124(CX)
-	VXORPS     Z0, Z0, Z0
-	VXORPS     Z1, Z1, Z1
-	MOVQ       DX, CX
-	MOVQ       kc+0(FP), DX
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	MOVQ   b_base+40(FP), CX
+	MOVQ   kc+0(FP), BX
 
 sbgemmKernel14x32AVX512BF16_rows1_kloop:
-	CMPQ         DX, $0x00000004
+	CMPQ         BX, $0x00000004
 	JL           sbgemmKernel14x32AVX512BF16_rows1_ktail
 	VMOVUPS      (CX), Z2
 	VMOVUPS      64(CX), Z3
@@ -831,15 +858,17 @@ sbgemmKernel14x32AVX512BF16_rows1_kloop:
 	BYTE $0x62; BYTE $0xf2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z3, Z4, Z1
 	BYTE $0x62; BYTE $0xf2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xcb
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_rows1_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows1_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows1_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_rows1_pfdone:
+sbgemmKernel14x32AVX512BF16_rows1_pf0:
 	VMOVUPS      128(CX), Z2
 	VMOVUPS      192(CX), Z3
 	VPBROADCASTD 4(AX), Z4
@@ -847,6 +876,17 @@ sbgemmKernel14x32AVX512BF16_rows1_pfdone:
 	BYTE $0x62; BYTE $0xf2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z3, Z4, Z1
 	BYTE $0x62; BYTE $0xf2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xcb
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows1_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows1_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows1_pf1:
 	VMOVUPS      256(CX), Z2
 	VMOVUPS      320(CX), Z3
 	VPBROADCASTD 8(AX), Z4
@@ -854,6 +894,17 @@ sbgemmKernel14x32AVX512BF16_rows1_pfdone:
 	BYTE $0x62; BYTE $0xf2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z3, Z4, Z1
 	BYTE $0x62; BYTE $0xf2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xcb
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows1_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows1_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows1_pf2:
 	VMOVUPS      384(CX), Z2
 	VMOVUPS      448(CX), Z3
 	VPBROADCASTD 12(AX), Z4
@@ -861,13 +912,24 @@ sbgemmKernel14x32AVX512BF16_rows1_pfdone:
 	BYTE $0x62; BYTE $0xf2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z3, Z4, Z1
 	BYTE $0x62; BYTE $0xf2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xcb
-	ADDQ         $0x00000010, AX
-	ADDQ         $0x00000200, CX
-	SUBQ         $0x00000004, DX
-	JMP          sbgemmKernel14x32AVX512BF16_rows1_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows1_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows1_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows1_pf3:
+	ADDQ $0x00000010, AX
+	ADDQ $0x00000200, CX
+	SUBQ $0x00000004, BX
+	JMP  sbgemmKernel14x32AVX512BF16_rows1_kloop
 
 sbgemmKernel14x32AVX512BF16_rows1_ktail:
-	TESTQ        DX, DX
+	TESTQ        BX, BX
 	JZ           sbgemmKernel14x32AVX512BF16_rows1_kdone
 	VMOVUPS      (CX), Z2
 	VMOVUPS      64(CX), Z3
@@ -878,7 +940,7 @@ sbgemmKernel14x32AVX512BF16_rows1_ktail:
 	BYTE $0x62; BYTE $0xf2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xcb
 	ADDQ         $0x00000004, AX
 	ADDQ         $0x00000080, CX
-	DECQ         DX
+	DECQ         BX
 	JMP          sbgemmKernel14x32AVX512BF16_rows1_ktail
 
 sbgemmKernel14x32AVX512BF16_rows1_kdone:
@@ -891,7 +953,7 @@ sbgemmKernel14x32AVX512BF16_rows1_kdone:
 	VMULPS       Z2, Z1, Z1
 
 sbgemmKernel14x32AVX512BF16_rows1_alpha1:
-	MOVQ         BX, AX
+	MOVQ         DX, AX
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sbgemmKernel14x32AVX512BF16_rows1_beta0
@@ -912,47 +974,18 @@ sbgemmKernel14x32AVX512BF16_rows1_stored:
 	JMP sbgemmKernel14x32AVX512BF16_done
 
 sbgemmKernel14x32AVX512BF16_rows2:
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	VXORPS     Z0, Z0, Z0
-	VXORPS     Z1, Z1, Z1
-	VXORPS     Z2, Z2, Z2
-	VXORPS     Z3, Z3, Z3
-	MOVQ       DX, DX
-	MOVQ       kc+0(FP), DI
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	MOVQ   b_base+40(FP), SI
+	MOVQ   kc+0(FP), DI
 
 sbgemmKernel14x32AVX512BF16_rows2_kloop:
 	CMPQ         DI, $0x00000004
 	JL           sbgemmKernel14x32AVX512BF16_rows2_ktail
-	VMOVUPS      (DX), Z4
-	VMOVUPS      64(DX), Z5
+	VMOVUPS      (SI), Z4
+	VMOVUPS      64(SI), Z5
 	VPBROADCASTD (AX), Z6
 	// VDPBF16PS Z4, Z6, Z0
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
@@ -963,17 +996,19 @@ sbgemmKernel14x32AVX512BF16_rows2_kloop:
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z5, Z6, Z3
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xdd
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_rows2_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows2_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows2_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_rows2_pfdone:
-	VMOVUPS      128(DX), Z4
-	VMOVUPS      192(DX), Z5
+sbgemmKernel14x32AVX512BF16_rows2_pf0:
+	VMOVUPS      128(SI), Z4
+	VMOVUPS      192(SI), Z5
 	VPBROADCASTD 4(AX), Z6
 	// VDPBF16PS Z4, Z6, Z0
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
@@ -984,8 +1019,19 @@ sbgemmKernel14x32AVX512BF16_rows2_pfdone:
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z5, Z6, Z3
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xdd
-	VMOVUPS      256(DX), Z4
-	VMOVUPS      320(DX), Z5
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows2_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows2_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows2_pf1:
+	VMOVUPS      256(SI), Z4
+	VMOVUPS      320(SI), Z5
 	VPBROADCASTD 8(AX), Z6
 	// VDPBF16PS Z4, Z6, Z0
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
@@ -996,8 +1042,19 @@ sbgemmKernel14x32AVX512BF16_rows2_pfdone:
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z5, Z6, Z3
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xdd
-	VMOVUPS      384(DX), Z4
-	VMOVUPS      448(DX), Z5
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows2_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows2_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows2_pf2:
+	VMOVUPS      384(SI), Z4
+	VMOVUPS      448(SI), Z5
 	VPBROADCASTD 12(AX), Z6
 	// VDPBF16PS Z4, Z6, Z0
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
@@ -1008,16 +1065,27 @@ sbgemmKernel14x32AVX512BF16_rows2_pfdone:
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z5, Z6, Z3
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xdd
-	ADDQ         $0x00000010, AX
-	ADDQ         $0x00000200, DX
-	SUBQ         $0x00000004, DI
-	JMP          sbgemmKernel14x32AVX512BF16_rows2_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows2_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows2_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows2_pf3:
+	ADDQ $0x00000010, AX
+	ADDQ $0x00000200, SI
+	SUBQ $0x00000004, DI
+	JMP  sbgemmKernel14x32AVX512BF16_rows2_kloop
 
 sbgemmKernel14x32AVX512BF16_rows2_ktail:
 	TESTQ        DI, DI
 	JZ           sbgemmKernel14x32AVX512BF16_rows2_kdone
-	VMOVUPS      (DX), Z4
-	VMOVUPS      64(DX), Z5
+	VMOVUPS      (SI), Z4
+	VMOVUPS      64(SI), Z5
 	VPBROADCASTD (AX), Z6
 	// VDPBF16PS Z4, Z6, Z0
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
@@ -1029,7 +1097,7 @@ sbgemmKernel14x32AVX512BF16_rows2_ktail:
 	// VDPBF16PS Z5, Z6, Z3
 	BYTE $0x62; BYTE $0xf2; BYTE $0x4e; BYTE $0x48; BYTE $0x52; BYTE $0xdd
 	ADDQ         $0x00000004, AX
-	ADDQ         $0x00000080, DX
+	ADDQ         $0x00000080, SI
 	DECQ         DI
 	JMP          sbgemmKernel14x32AVX512BF16_rows2_ktail
 
@@ -1045,7 +1113,7 @@ sbgemmKernel14x32AVX512BF16_rows2_kdone:
 	VMULPS       Z4, Z3, Z3
 
 sbgemmKernel14x32AVX512BF16_rows2_alpha1:
-	MOVQ         BX, AX
+	MOVQ         DX, AX
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sbgemmKernel14x32AVX512BF16_rows2_beta0
@@ -1056,7 +1124,7 @@ sbgemmKernel14x32AVX512BF16_rows2_alpha1:
 	VMOVUPS.Z    64(AX), K2, Z5
 	VFMADD231PS  Z5, Z4, Z1
 	VMOVUPS      Z1, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z5
 	VFMADD231PS  Z5, Z4, Z2
 	VMOVUPS      Z2, K1, (AX)
@@ -1068,7 +1136,7 @@ sbgemmKernel14x32AVX512BF16_rows2_alpha1:
 sbgemmKernel14x32AVX512BF16_rows2_beta0:
 	VMOVUPS Z0, K1, (AX)
 	VMOVUPS Z1, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z2, K1, (AX)
 	VMOVUPS Z3, K2, 64(AX)
 
@@ -1076,56 +1144,20 @@ sbgemmKernel14x32AVX512BF16_rows2_stored:
 	JMP sbgemmKernel14x32AVX512BF16_done
 
 sbgemmKernel14x32AVX512BF16_rows3:
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	VXORPS     Z0, Z0, Z0
-	VXORPS     Z1, Z1, Z1
-	VXORPS     Z2, Z2, Z2
-	VXORPS     Z3, Z3, Z3
-	VXORPS     Z4, Z4, Z4
-	VXORPS     Z5, Z5, Z5
-	MOVQ       DX, DX
-	MOVQ       kc+0(FP), DI
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	MOVQ   b_base+40(FP), SI
+	MOVQ   kc+0(FP), DI
 
 sbgemmKernel14x32AVX512BF16_rows3_kloop:
 	CMPQ         DI, $0x00000004
 	JL           sbgemmKernel14x32AVX512BF16_rows3_ktail
-	VMOVUPS      (DX), Z6
-	VMOVUPS      64(DX), Z7
+	VMOVUPS      (SI), Z6
+	VMOVUPS      64(SI), Z7
 	VPBROADCASTD (AX), Z8
 	// VDPBF16PS Z6, Z8, Z0
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xc6
@@ -1141,17 +1173,19 @@ sbgemmKernel14x32AVX512BF16_rows3_kloop:
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z7, Z8, Z5
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xef
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_rows3_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows3_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows3_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_rows3_pfdone:
-	VMOVUPS      128(DX), Z6
-	VMOVUPS      192(DX), Z7
+sbgemmKernel14x32AVX512BF16_rows3_pf0:
+	VMOVUPS      128(SI), Z6
+	VMOVUPS      192(SI), Z7
 	VPBROADCASTD 4(AX), Z8
 	// VDPBF16PS Z6, Z8, Z0
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xc6
@@ -1167,8 +1201,19 @@ sbgemmKernel14x32AVX512BF16_rows3_pfdone:
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z7, Z8, Z5
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xef
-	VMOVUPS      256(DX), Z6
-	VMOVUPS      320(DX), Z7
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows3_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows3_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows3_pf1:
+	VMOVUPS      256(SI), Z6
+	VMOVUPS      320(SI), Z7
 	VPBROADCASTD 8(AX), Z8
 	// VDPBF16PS Z6, Z8, Z0
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xc6
@@ -1184,8 +1229,19 @@ sbgemmKernel14x32AVX512BF16_rows3_pfdone:
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z7, Z8, Z5
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xef
-	VMOVUPS      384(DX), Z6
-	VMOVUPS      448(DX), Z7
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows3_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows3_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows3_pf2:
+	VMOVUPS      384(SI), Z6
+	VMOVUPS      448(SI), Z7
 	VPBROADCASTD 12(AX), Z8
 	// VDPBF16PS Z6, Z8, Z0
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xc6
@@ -1201,16 +1257,27 @@ sbgemmKernel14x32AVX512BF16_rows3_pfdone:
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z7, Z8, Z5
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xef
-	ADDQ         $0x00000010, AX
-	ADDQ         $0x00000200, DX
-	SUBQ         $0x00000004, DI
-	JMP          sbgemmKernel14x32AVX512BF16_rows3_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows3_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows3_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows3_pf3:
+	ADDQ $0x00000010, AX
+	ADDQ $0x00000200, SI
+	SUBQ $0x00000004, DI
+	JMP  sbgemmKernel14x32AVX512BF16_rows3_kloop
 
 sbgemmKernel14x32AVX512BF16_rows3_ktail:
 	TESTQ        DI, DI
 	JZ           sbgemmKernel14x32AVX512BF16_rows3_kdone
-	VMOVUPS      (DX), Z6
-	VMOVUPS      64(DX), Z7
+	VMOVUPS      (SI), Z6
+	VMOVUPS      64(SI), Z7
 	VPBROADCASTD (AX), Z8
 	// VDPBF16PS Z6, Z8, Z0
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xc6
@@ -1227,7 +1294,7 @@ sbgemmKernel14x32AVX512BF16_rows3_ktail:
 	// VDPBF16PS Z7, Z8, Z5
 	BYTE $0x62; BYTE $0xf2; BYTE $0x3e; BYTE $0x48; BYTE $0x52; BYTE $0xef
 	ADDQ         $0x00000004, AX
-	ADDQ         $0x00000080, DX
+	ADDQ         $0x00000080, SI
 	DECQ         DI
 	JMP          sbgemmKernel14x32AVX512BF16_rows3_ktail
 
@@ -1245,7 +1312,7 @@ sbgemmKernel14x32AVX512BF16_rows3_kdone:
 	VMULPS       Z6, Z5, Z5
 
 sbgemmKernel14x32AVX512BF16_rows3_alpha1:
-	MOVQ         BX, AX
+	MOVQ         DX, AX
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sbgemmKernel14x32AVX512BF16_rows3_beta0
@@ -1256,14 +1323,14 @@ sbgemmKernel14x32AVX512BF16_rows3_alpha1:
 	VMOVUPS.Z    64(AX), K2, Z7
 	VFMADD231PS  Z7, Z6, Z1
 	VMOVUPS      Z1, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z7
 	VFMADD231PS  Z7, Z6, Z2
 	VMOVUPS      Z2, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z7
 	VFMADD231PS  Z7, Z6, Z3
 	VMOVUPS      Z3, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z7
 	VFMADD231PS  Z7, Z6, Z4
 	VMOVUPS      Z4, K1, (AX)
@@ -1275,10 +1342,10 @@ sbgemmKernel14x32AVX512BF16_rows3_alpha1:
 sbgemmKernel14x32AVX512BF16_rows3_beta0:
 	VMOVUPS Z0, K1, (AX)
 	VMOVUPS Z1, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z2, K1, (AX)
 	VMOVUPS Z3, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z4, K1, (AX)
 	VMOVUPS Z5, K2, 64(AX)
 
@@ -1286,65 +1353,22 @@ sbgemmKernel14x32AVX512BF16_rows3_stored:
 	JMP sbgemmKernel14x32AVX512BF16_done
 
 sbgemmKernel14x32AVX512BF16_rows4:
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	VXORPS     Z0, Z0, Z0
-	VXORPS     Z1, Z1, Z1
-	VXORPS     Z2, Z2, Z2
-	VXORPS     Z3, Z3, Z3
-	VXORPS     Z4, Z4, Z4
-	VXORPS     Z5, Z5, Z5
-	VXORPS     Z6, Z6, Z6
-	VXORPS     Z7, Z7, Z7
-	MOVQ       DX, DX
-	MOVQ       kc+0(FP), DI
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	MOVQ   b_base+40(FP), SI
+	MOVQ   kc+0(FP), R11
 
 sbgemmKernel14x32AVX512BF16_rows4_kloop:
-	CMPQ         DI, $0x00000004
+	CMPQ         R11, $0x00000004
 	JL           sbgemmKernel14x32AVX512BF16_rows4_ktail
-	VMOVUPS      (DX), Z8
-	VMOVUPS      64(DX), Z9
+	VMOVUPS      (SI), Z8
+	VMOVUPS      64(SI), Z9
 	VPBROADCASTD (AX), Z10
 	// VDPBF16PS Z8, Z10, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xc0
@@ -1360,22 +1384,24 @@ sbgemmKernel14x32AVX512BF16_rows4_kloop:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z9, Z10, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD (AX)(R8*1), Z10
+	VPBROADCASTD (AX)(DI*1), Z10
 	// VDPBF16PS Z8, Z10, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z9, Z10, Z7
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xf9
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_rows4_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows4_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows4_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_rows4_pfdone:
-	VMOVUPS      128(DX), Z8
-	VMOVUPS      192(DX), Z9
+sbgemmKernel14x32AVX512BF16_rows4_pf0:
+	VMOVUPS      128(SI), Z8
+	VMOVUPS      192(SI), Z9
 	VPBROADCASTD 4(AX), Z10
 	// VDPBF16PS Z8, Z10, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xc0
@@ -1391,13 +1417,24 @@ sbgemmKernel14x32AVX512BF16_rows4_pfdone:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z9, Z10, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 4(AX)(R8*1), Z10
+	VPBROADCASTD 4(AX)(DI*1), Z10
 	// VDPBF16PS Z8, Z10, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z9, Z10, Z7
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xf9
-	VMOVUPS      256(DX), Z8
-	VMOVUPS      320(DX), Z9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows4_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows4_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows4_pf1:
+	VMOVUPS      256(SI), Z8
+	VMOVUPS      320(SI), Z9
 	VPBROADCASTD 8(AX), Z10
 	// VDPBF16PS Z8, Z10, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xc0
@@ -1413,13 +1450,24 @@ sbgemmKernel14x32AVX512BF16_rows4_pfdone:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z9, Z10, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 8(AX)(R8*1), Z10
+	VPBROADCASTD 8(AX)(DI*1), Z10
 	// VDPBF16PS Z8, Z10, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z9, Z10, Z7
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xf9
-	VMOVUPS      384(DX), Z8
-	VMOVUPS      448(DX), Z9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows4_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows4_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows4_pf2:
+	VMOVUPS      384(SI), Z8
+	VMOVUPS      448(SI), Z9
 	VPBROADCASTD 12(AX), Z10
 	// VDPBF16PS Z8, Z10, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xc0
@@ -1435,21 +1483,32 @@ sbgemmKernel14x32AVX512BF16_rows4_pfdone:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z9, Z10, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 12(AX)(R8*1), Z10
+	VPBROADCASTD 12(AX)(DI*1), Z10
 	// VDPBF16PS Z8, Z10, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z9, Z10, Z7
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xf9
-	ADDQ         $0x00000010, AX
-	ADDQ         $0x00000200, DX
-	SUBQ         $0x00000004, DI
-	JMP          sbgemmKernel14x32AVX512BF16_rows4_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows4_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows4_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows4_pf3:
+	ADDQ $0x00000010, AX
+	ADDQ $0x00000200, SI
+	SUBQ $0x00000004, R11
+	JMP  sbgemmKernel14x32AVX512BF16_rows4_kloop
 
 sbgemmKernel14x32AVX512BF16_rows4_ktail:
-	TESTQ        DI, DI
+	TESTQ        R11, R11
 	JZ           sbgemmKernel14x32AVX512BF16_rows4_kdone
-	VMOVUPS      (DX), Z8
-	VMOVUPS      64(DX), Z9
+	VMOVUPS      (SI), Z8
+	VMOVUPS      64(SI), Z9
 	VPBROADCASTD (AX), Z10
 	// VDPBF16PS Z8, Z10, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xc0
@@ -1465,14 +1524,14 @@ sbgemmKernel14x32AVX512BF16_rows4_ktail:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z9, Z10, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD (AX)(R8*1), Z10
+	VPBROADCASTD (AX)(DI*1), Z10
 	// VDPBF16PS Z8, Z10, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z9, Z10, Z7
 	BYTE $0x62; BYTE $0xd2; BYTE $0x2e; BYTE $0x48; BYTE $0x52; BYTE $0xf9
 	ADDQ         $0x00000004, AX
-	ADDQ         $0x00000080, DX
-	DECQ         DI
+	ADDQ         $0x00000080, SI
+	DECQ         R11
 	JMP          sbgemmKernel14x32AVX512BF16_rows4_ktail
 
 sbgemmKernel14x32AVX512BF16_rows4_kdone:
@@ -1491,7 +1550,7 @@ sbgemmKernel14x32AVX512BF16_rows4_kdone:
 	VMULPS       Z8, Z7, Z7
 
 sbgemmKernel14x32AVX512BF16_rows4_alpha1:
-	MOVQ         BX, AX
+	MOVQ         DX, AX
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sbgemmKernel14x32AVX512BF16_rows4_beta0
@@ -1502,21 +1561,21 @@ sbgemmKernel14x32AVX512BF16_rows4_alpha1:
 	VMOVUPS.Z    64(AX), K2, Z9
 	VFMADD231PS  Z9, Z8, Z1
 	VMOVUPS      Z1, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z9
 	VFMADD231PS  Z9, Z8, Z2
 	VMOVUPS      Z2, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z9
 	VFMADD231PS  Z9, Z8, Z3
 	VMOVUPS      Z3, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z9
 	VFMADD231PS  Z9, Z8, Z4
 	VMOVUPS      Z4, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z9
 	VFMADD231PS  Z9, Z8, Z5
 	VMOVUPS      Z5, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z9
 	VFMADD231PS  Z9, Z8, Z6
 	VMOVUPS      Z6, K1, (AX)
@@ -1528,13 +1587,13 @@ sbgemmKernel14x32AVX512BF16_rows4_alpha1:
 sbgemmKernel14x32AVX512BF16_rows4_beta0:
 	VMOVUPS Z0, K1, (AX)
 	VMOVUPS Z1, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z2, K1, (AX)
 	VMOVUPS Z3, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z4, K1, (AX)
 	VMOVUPS Z5, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z6, K1, (AX)
 	VMOVUPS Z7, K2, 64(AX)
 
@@ -1542,74 +1601,24 @@ sbgemmKernel14x32AVX512BF16_rows4_stored:
 	JMP sbgemmKernel14x32AVX512BF16_done
 
 sbgemmKernel14x32AVX512BF16_rows5:
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	VXORPS     Z0, Z0, Z0
-	VXORPS     Z1, Z1, Z1
-	VXORPS     Z2, Z2, Z2
-	VXORPS     Z3, Z3, Z3
-	VXORPS     Z4, Z4, Z4
-	VXORPS     Z5, Z5, Z5
-	VXORPS     Z6, Z6, Z6
-	VXORPS     Z7, Z7, Z7
-	VXORPS     Z8, Z8, Z8
-	VXORPS     Z9, Z9, Z9
-	MOVQ       DX, DX
-	MOVQ       kc+0(FP), DI
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	MOVQ   b_base+40(FP), SI
+	MOVQ   kc+0(FP), R11
 
 sbgemmKernel14x32AVX512BF16_rows5_kloop:
-	CMPQ         DI, $0x00000004
+	CMPQ         R11, $0x00000004
 	JL           sbgemmKernel14x32AVX512BF16_rows5_ktail
-	VMOVUPS      (DX), Z10
-	VMOVUPS      64(DX), Z11
+	VMOVUPS      (SI), Z10
+	VMOVUPS      64(SI), Z11
 	VPBROADCASTD (AX), Z12
 	// VDPBF16PS Z10, Z12, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xc2
@@ -1625,7 +1634,7 @@ sbgemmKernel14x32AVX512BF16_rows5_kloop:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z11, Z12, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD (AX)(R8*1), Z12
+	VPBROADCASTD (AX)(DI*1), Z12
 	// VDPBF16PS Z10, Z12, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z11, Z12, Z7
@@ -1635,17 +1644,19 @@ sbgemmKernel14x32AVX512BF16_rows5_kloop:
 	BYTE $0x62; BYTE $0x52; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z11, Z12, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xcb
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_rows5_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows5_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows5_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_rows5_pfdone:
-	VMOVUPS      128(DX), Z10
-	VMOVUPS      192(DX), Z11
+sbgemmKernel14x32AVX512BF16_rows5_pf0:
+	VMOVUPS      128(SI), Z10
+	VMOVUPS      192(SI), Z11
 	VPBROADCASTD 4(AX), Z12
 	// VDPBF16PS Z10, Z12, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xc2
@@ -1661,7 +1672,7 @@ sbgemmKernel14x32AVX512BF16_rows5_pfdone:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z11, Z12, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 4(AX)(R8*1), Z12
+	VPBROADCASTD 4(AX)(DI*1), Z12
 	// VDPBF16PS Z10, Z12, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z11, Z12, Z7
@@ -1671,8 +1682,19 @@ sbgemmKernel14x32AVX512BF16_rows5_pfdone:
 	BYTE $0x62; BYTE $0x52; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z11, Z12, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xcb
-	VMOVUPS      256(DX), Z10
-	VMOVUPS      320(DX), Z11
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows5_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows5_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows5_pf1:
+	VMOVUPS      256(SI), Z10
+	VMOVUPS      320(SI), Z11
 	VPBROADCASTD 8(AX), Z12
 	// VDPBF16PS Z10, Z12, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xc2
@@ -1688,7 +1710,7 @@ sbgemmKernel14x32AVX512BF16_rows5_pfdone:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z11, Z12, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 8(AX)(R8*1), Z12
+	VPBROADCASTD 8(AX)(DI*1), Z12
 	// VDPBF16PS Z10, Z12, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z11, Z12, Z7
@@ -1698,8 +1720,19 @@ sbgemmKernel14x32AVX512BF16_rows5_pfdone:
 	BYTE $0x62; BYTE $0x52; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z11, Z12, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xcb
-	VMOVUPS      384(DX), Z10
-	VMOVUPS      448(DX), Z11
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows5_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows5_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows5_pf2:
+	VMOVUPS      384(SI), Z10
+	VMOVUPS      448(SI), Z11
 	VPBROADCASTD 12(AX), Z12
 	// VDPBF16PS Z10, Z12, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xc2
@@ -1715,7 +1748,7 @@ sbgemmKernel14x32AVX512BF16_rows5_pfdone:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z11, Z12, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 12(AX)(R8*1), Z12
+	VPBROADCASTD 12(AX)(DI*1), Z12
 	// VDPBF16PS Z10, Z12, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z11, Z12, Z7
@@ -1725,16 +1758,27 @@ sbgemmKernel14x32AVX512BF16_rows5_pfdone:
 	BYTE $0x62; BYTE $0x52; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z11, Z12, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xcb
-	ADDQ         $0x00000010, AX
-	ADDQ         $0x00000200, DX
-	SUBQ         $0x00000004, DI
-	JMP          sbgemmKernel14x32AVX512BF16_rows5_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows5_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows5_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows5_pf3:
+	ADDQ $0x00000010, AX
+	ADDQ $0x00000200, SI
+	SUBQ $0x00000004, R11
+	JMP  sbgemmKernel14x32AVX512BF16_rows5_kloop
 
 sbgemmKernel14x32AVX512BF16_rows5_ktail:
-	TESTQ        DI, DI
+	TESTQ        R11, R11
 	JZ           sbgemmKernel14x32AVX512BF16_rows5_kdone
-	VMOVUPS      (DX), Z10
-	VMOVUPS      64(DX), Z11
+	VMOVUPS      (SI), Z10
+	VMOVUPS      64(SI), Z11
 	VPBROADCASTD (AX), Z12
 	// VDPBF16PS Z10, Z12, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xc2
@@ -1750,7 +1794,7 @@ sbgemmKernel14x32AVX512BF16_rows5_ktail:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z11, Z12, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD (AX)(R8*1), Z12
+	VPBROADCASTD (AX)(DI*1), Z12
 	// VDPBF16PS Z10, Z12, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z11, Z12, Z7
@@ -1761,8 +1805,8 @@ sbgemmKernel14x32AVX512BF16_rows5_ktail:
 	// VDPBF16PS Z11, Z12, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x1e; BYTE $0x48; BYTE $0x52; BYTE $0xcb
 	ADDQ         $0x00000004, AX
-	ADDQ         $0x00000080, DX
-	DECQ         DI
+	ADDQ         $0x00000080, SI
+	DECQ         R11
 	JMP          sbgemmKernel14x32AVX512BF16_rows5_ktail
 
 sbgemmKernel14x32AVX512BF16_rows5_kdone:
@@ -1783,7 +1827,7 @@ sbgemmKernel14x32AVX512BF16_rows5_kdone:
 	VMULPS       Z10, Z9, Z9
 
 sbgemmKernel14x32AVX512BF16_rows5_alpha1:
-	MOVQ         BX, AX
+	MOVQ         DX, AX
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sbgemmKernel14x32AVX512BF16_rows5_beta0
@@ -1794,28 +1838,28 @@ sbgemmKernel14x32AVX512BF16_rows5_alpha1:
 	VMOVUPS.Z    64(AX), K2, Z11
 	VFMADD231PS  Z11, Z10, Z1
 	VMOVUPS      Z1, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z11
 	VFMADD231PS  Z11, Z10, Z2
 	VMOVUPS      Z2, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z11
 	VFMADD231PS  Z11, Z10, Z3
 	VMOVUPS      Z3, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z11
 	VFMADD231PS  Z11, Z10, Z4
 	VMOVUPS      Z4, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z11
 	VFMADD231PS  Z11, Z10, Z5
 	VMOVUPS      Z5, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z11
 	VFMADD231PS  Z11, Z10, Z6
 	VMOVUPS      Z6, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z11
 	VFMADD231PS  Z11, Z10, Z7
 	VMOVUPS      Z7, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z11
 	VFMADD231PS  Z11, Z10, Z8
 	VMOVUPS      Z8, K1, (AX)
@@ -1827,16 +1871,16 @@ sbgemmKernel14x32AVX512BF16_rows5_alpha1:
 sbgemmKernel14x32AVX512BF16_rows5_beta0:
 	VMOVUPS Z0, K1, (AX)
 	VMOVUPS Z1, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z2, K1, (AX)
 	VMOVUPS Z3, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z4, K1, (AX)
 	VMOVUPS Z5, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z6, K1, (AX)
 	VMOVUPS Z7, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z8, K1, (AX)
 	VMOVUPS Z9, K2, 64(AX)
 
@@ -1844,84 +1888,28 @@ sbgemmKernel14x32AVX512BF16_rows5_stored:
 	JMP sbgemmKernel14x32AVX512BF16_done
 
 sbgemmKernel14x32AVX512BF16_rows6:
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	VXORPS     Z0, Z0, Z0
-	VXORPS     Z1, Z1, Z1
-	VXORPS     Z2, Z2, Z2
-	VXORPS     Z3, Z3, Z3
-	VXORPS     Z4, Z4, Z4
-	VXORPS     Z5, Z5, Z5
-	VXORPS     Z6, Z6, Z6
-	VXORPS     Z7, Z7, Z7
-	VXORPS     Z8, Z8, Z8
-	VXORPS     Z9, Z9, Z9
-	VXORPS     Z10, Z10, Z10
-	VXORPS     Z11, Z11, Z11
-	LEAQ       (AX)(CX*4), DI
-	ADDQ       CX, DI
-	MOVQ       kc+0(FP), R11
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	LEAQ   (AX)(CX*4), SI
+	ADDQ   CX, SI
+	MOVQ   b_base+40(FP), R11
+	MOVQ   kc+0(FP), R12
 
 sbgemmKernel14x32AVX512BF16_rows6_kloop:
-	CMPQ         R11, $0x00000004
+	CMPQ         R12, $0x00000004
 	JL           sbgemmKernel14x32AVX512BF16_rows6_ktail
-	VMOVUPS      (DX), Z12
-	VMOVUPS      64(DX), Z13
+	VMOVUPS      (R11), Z12
+	VMOVUPS      64(R11), Z13
 	VPBROADCASTD (AX), Z14
 	// VDPBF16PS Z12, Z14, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
@@ -1937,7 +1925,7 @@ sbgemmKernel14x32AVX512BF16_rows6_kloop:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z13, Z14, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD (AX)(R8*1), Z14
+	VPBROADCASTD (AX)(DI*1), Z14
 	// VDPBF16PS Z12, Z14, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z13, Z14, Z7
@@ -1947,22 +1935,24 @@ sbgemmKernel14x32AVX512BF16_rows6_kloop:
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z13, Z14, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD (DI), Z14
+	VPBROADCASTD (SI), Z14
 	// VDPBF16PS Z12, Z14, Z10
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z13, Z14, Z11
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xdd
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_rows6_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows6_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows6_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_rows6_pfdone:
-	VMOVUPS      128(DX), Z12
-	VMOVUPS      192(DX), Z13
+sbgemmKernel14x32AVX512BF16_rows6_pf0:
+	VMOVUPS      128(R11), Z12
+	VMOVUPS      192(R11), Z13
 	VPBROADCASTD 4(AX), Z14
 	// VDPBF16PS Z12, Z14, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
@@ -1978,7 +1968,7 @@ sbgemmKernel14x32AVX512BF16_rows6_pfdone:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z13, Z14, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD 4(AX)(R8*1), Z14
+	VPBROADCASTD 4(AX)(DI*1), Z14
 	// VDPBF16PS Z12, Z14, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z13, Z14, Z7
@@ -1988,13 +1978,24 @@ sbgemmKernel14x32AVX512BF16_rows6_pfdone:
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z13, Z14, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD 4(DI), Z14
+	VPBROADCASTD 4(SI), Z14
 	// VDPBF16PS Z12, Z14, Z10
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z13, Z14, Z11
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xdd
-	VMOVUPS      256(DX), Z12
-	VMOVUPS      320(DX), Z13
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows6_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows6_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows6_pf1:
+	VMOVUPS      256(R11), Z12
+	VMOVUPS      320(R11), Z13
 	VPBROADCASTD 8(AX), Z14
 	// VDPBF16PS Z12, Z14, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
@@ -2010,7 +2011,7 @@ sbgemmKernel14x32AVX512BF16_rows6_pfdone:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z13, Z14, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD 8(AX)(R8*1), Z14
+	VPBROADCASTD 8(AX)(DI*1), Z14
 	// VDPBF16PS Z12, Z14, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z13, Z14, Z7
@@ -2020,13 +2021,24 @@ sbgemmKernel14x32AVX512BF16_rows6_pfdone:
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z13, Z14, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD 8(DI), Z14
+	VPBROADCASTD 8(SI), Z14
 	// VDPBF16PS Z12, Z14, Z10
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z13, Z14, Z11
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xdd
-	VMOVUPS      384(DX), Z12
-	VMOVUPS      448(DX), Z13
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows6_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows6_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows6_pf2:
+	VMOVUPS      384(R11), Z12
+	VMOVUPS      448(R11), Z13
 	VPBROADCASTD 12(AX), Z14
 	// VDPBF16PS Z12, Z14, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
@@ -2042,7 +2054,7 @@ sbgemmKernel14x32AVX512BF16_rows6_pfdone:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z13, Z14, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD 12(AX)(R8*1), Z14
+	VPBROADCASTD 12(AX)(DI*1), Z14
 	// VDPBF16PS Z12, Z14, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z13, Z14, Z7
@@ -2052,22 +2064,33 @@ sbgemmKernel14x32AVX512BF16_rows6_pfdone:
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z13, Z14, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD 12(DI), Z14
+	VPBROADCASTD 12(SI), Z14
 	// VDPBF16PS Z12, Z14, Z10
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z13, Z14, Z11
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xdd
-	ADDQ         $0x00000010, AX
-	ADDQ         $0x00000010, DI
-	ADDQ         $0x00000200, DX
-	SUBQ         $0x00000004, R11
-	JMP          sbgemmKernel14x32AVX512BF16_rows6_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows6_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows6_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows6_pf3:
+	ADDQ $0x00000010, AX
+	ADDQ $0x00000010, SI
+	ADDQ $0x00000200, R11
+	SUBQ $0x00000004, R12
+	JMP  sbgemmKernel14x32AVX512BF16_rows6_kloop
 
 sbgemmKernel14x32AVX512BF16_rows6_ktail:
-	TESTQ        R11, R11
+	TESTQ        R12, R12
 	JZ           sbgemmKernel14x32AVX512BF16_rows6_kdone
-	VMOVUPS      (DX), Z12
-	VMOVUPS      64(DX), Z13
+	VMOVUPS      (R11), Z12
+	VMOVUPS      64(R11), Z13
 	VPBROADCASTD (AX), Z14
 	// VDPBF16PS Z12, Z14, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
@@ -2083,7 +2106,7 @@ sbgemmKernel14x32AVX512BF16_rows6_ktail:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z13, Z14, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD (AX)(R8*1), Z14
+	VPBROADCASTD (AX)(DI*1), Z14
 	// VDPBF16PS Z12, Z14, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z13, Z14, Z7
@@ -2093,15 +2116,15 @@ sbgemmKernel14x32AVX512BF16_rows6_ktail:
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z13, Z14, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD (DI), Z14
+	VPBROADCASTD (SI), Z14
 	// VDPBF16PS Z12, Z14, Z10
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z13, Z14, Z11
 	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xdd
 	ADDQ         $0x00000004, AX
-	ADDQ         $0x00000004, DI
-	ADDQ         $0x00000080, DX
-	DECQ         R11
+	ADDQ         $0x00000004, SI
+	ADDQ         $0x00000080, R11
+	DECQ         R12
 	JMP          sbgemmKernel14x32AVX512BF16_rows6_ktail
 
 sbgemmKernel14x32AVX512BF16_rows6_kdone:
@@ -2124,7 +2147,7 @@ sbgemmKernel14x32AVX512BF16_rows6_kdone:
 	VMULPS       Z12, Z11, Z11
 
 sbgemmKernel14x32AVX512BF16_rows6_alpha1:
-	MOVQ         BX, AX
+	MOVQ         DX, AX
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sbgemmKernel14x32AVX512BF16_rows6_beta0
@@ -2135,35 +2158,35 @@ sbgemmKernel14x32AVX512BF16_rows6_alpha1:
 	VMOVUPS.Z    64(AX), K2, Z13
 	VFMADD231PS  Z13, Z12, Z1
 	VMOVUPS      Z1, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z13
 	VFMADD231PS  Z13, Z12, Z2
 	VMOVUPS      Z2, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z13
 	VFMADD231PS  Z13, Z12, Z3
 	VMOVUPS      Z3, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z13
 	VFMADD231PS  Z13, Z12, Z4
 	VMOVUPS      Z4, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z13
 	VFMADD231PS  Z13, Z12, Z5
 	VMOVUPS      Z5, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z13
 	VFMADD231PS  Z13, Z12, Z6
 	VMOVUPS      Z6, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z13
 	VFMADD231PS  Z13, Z12, Z7
 	VMOVUPS      Z7, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z13
 	VFMADD231PS  Z13, Z12, Z8
 	VMOVUPS      Z8, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z13
 	VFMADD231PS  Z13, Z12, Z9
 	VMOVUPS      Z9, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z13
 	VFMADD231PS  Z13, Z12, Z10
 	VMOVUPS      Z10, K1, (AX)
@@ -2175,19 +2198,19 @@ sbgemmKernel14x32AVX512BF16_rows6_alpha1:
 sbgemmKernel14x32AVX512BF16_rows6_beta0:
 	VMOVUPS Z0, K1, (AX)
 	VMOVUPS Z1, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z2, K1, (AX)
 	VMOVUPS Z3, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z4, K1, (AX)
 	VMOVUPS Z5, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z6, K1, (AX)
 	VMOVUPS Z7, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z8, K1, (AX)
 	VMOVUPS Z9, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z10, K1, (AX)
 	VMOVUPS Z11, K2, 64(AX)
 
@@ -2195,93 +2218,30 @@ sbgemmKernel14x32AVX512BF16_rows6_stored:
 	JMP sbgemmKernel14x32AVX512BF16_done
 
 sbgemmKernel14x32AVX512BF16_rows7:
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	VXORPS     Z0, Z0, Z0
-	VXORPS     Z1, Z1, Z1
-	VXORPS     Z2, Z2, Z2
-	VXORPS     Z3, Z3, Z3
-	VXORPS     Z4, Z4, Z4
-	VXORPS     Z5, Z5, Z5
-	VXORPS     Z6, Z6, Z6
-	VXORPS     Z7, Z7, Z7
-	VXORPS     Z8, Z8, Z8
-	VXORPS     Z9, Z9, Z9
-	VXORPS     Z10, Z10, Z10
-	VXORPS     Z11, Z11, Z11
-	VXORPS     Z12, Z12, Z12
-	VXORPS     Z13, Z13, Z13
-	LEAQ       (AX)(CX*4), DI
-	ADDQ       CX, DI
-	MOVQ       kc+0(FP), R11
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	LEAQ   (AX)(CX*4), SI
+	ADDQ   CX, SI
+	MOVQ   b_base+40(FP), R11
+	MOVQ   kc+0(FP), R12
 
 sbgemmKernel14x32AVX512BF16_rows7_kloop:
-	CMPQ         R11, $0x00000004
+	CMPQ         R12, $0x00000004
 	JL           sbgemmKernel14x32AVX512BF16_rows7_ktail
-	VMOVUPS      (DX), Z14
-	VMOVUPS      64(DX), Z15
+	VMOVUPS      (R11), Z14
+	VMOVUPS      64(R11), Z15
 	VPBROADCASTD (AX), Z16
 	// VDPBF16PS Z14, Z16, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
@@ -2297,7 +2257,7 @@ sbgemmKernel14x32AVX512BF16_rows7_kloop:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z15, Z16, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD (AX)(R8*1), Z16
+	VPBROADCASTD (AX)(DI*1), Z16
 	// VDPBF16PS Z14, Z16, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z15, Z16, Z7
@@ -2307,27 +2267,29 @@ sbgemmKernel14x32AVX512BF16_rows7_kloop:
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z15, Z16, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD (DI), Z16
+	VPBROADCASTD (SI), Z16
 	// VDPBF16PS Z14, Z16, Z10
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z15, Z16, Z11
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xdf
-	VPBROADCASTD (DI)(CX*1), Z16
+	VPBROADCASTD (SI)(CX*1), Z16
 	// VDPBF16PS Z14, Z16, Z12
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z15, Z16, Z13
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_rows7_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows7_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows7_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_rows7_pfdone:
-	VMOVUPS      128(DX), Z14
-	VMOVUPS      192(DX), Z15
+sbgemmKernel14x32AVX512BF16_rows7_pf0:
+	VMOVUPS      128(R11), Z14
+	VMOVUPS      192(R11), Z15
 	VPBROADCASTD 4(AX), Z16
 	// VDPBF16PS Z14, Z16, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
@@ -2343,7 +2305,7 @@ sbgemmKernel14x32AVX512BF16_rows7_pfdone:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z15, Z16, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD 4(AX)(R8*1), Z16
+	VPBROADCASTD 4(AX)(DI*1), Z16
 	// VDPBF16PS Z14, Z16, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z15, Z16, Z7
@@ -2353,18 +2315,29 @@ sbgemmKernel14x32AVX512BF16_rows7_pfdone:
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z15, Z16, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD 4(DI), Z16
+	VPBROADCASTD 4(SI), Z16
 	// VDPBF16PS Z14, Z16, Z10
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z15, Z16, Z11
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xdf
-	VPBROADCASTD 4(DI)(CX*1), Z16
+	VPBROADCASTD 4(SI)(CX*1), Z16
 	// VDPBF16PS Z14, Z16, Z12
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z15, Z16, Z13
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VMOVUPS      256(DX), Z14
-	VMOVUPS      320(DX), Z15
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows7_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows7_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows7_pf1:
+	VMOVUPS      256(R11), Z14
+	VMOVUPS      320(R11), Z15
 	VPBROADCASTD 8(AX), Z16
 	// VDPBF16PS Z14, Z16, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
@@ -2380,7 +2353,7 @@ sbgemmKernel14x32AVX512BF16_rows7_pfdone:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z15, Z16, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD 8(AX)(R8*1), Z16
+	VPBROADCASTD 8(AX)(DI*1), Z16
 	// VDPBF16PS Z14, Z16, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z15, Z16, Z7
@@ -2390,18 +2363,29 @@ sbgemmKernel14x32AVX512BF16_rows7_pfdone:
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z15, Z16, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD 8(DI), Z16
+	VPBROADCASTD 8(SI), Z16
 	// VDPBF16PS Z14, Z16, Z10
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z15, Z16, Z11
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xdf
-	VPBROADCASTD 8(DI)(CX*1), Z16
+	VPBROADCASTD 8(SI)(CX*1), Z16
 	// VDPBF16PS Z14, Z16, Z12
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z15, Z16, Z13
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VMOVUPS      384(DX), Z14
-	VMOVUPS      448(DX), Z15
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows7_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows7_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows7_pf2:
+	VMOVUPS      384(R11), Z14
+	VMOVUPS      448(R11), Z15
 	VPBROADCASTD 12(AX), Z16
 	// VDPBF16PS Z14, Z16, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
@@ -2417,7 +2401,7 @@ sbgemmKernel14x32AVX512BF16_rows7_pfdone:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z15, Z16, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD 12(AX)(R8*1), Z16
+	VPBROADCASTD 12(AX)(DI*1), Z16
 	// VDPBF16PS Z14, Z16, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z15, Z16, Z7
@@ -2427,27 +2411,38 @@ sbgemmKernel14x32AVX512BF16_rows7_pfdone:
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z15, Z16, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD 12(DI), Z16
+	VPBROADCASTD 12(SI), Z16
 	// VDPBF16PS Z14, Z16, Z10
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z15, Z16, Z11
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xdf
-	VPBROADCASTD 12(DI)(CX*1), Z16
+	VPBROADCASTD 12(SI)(CX*1), Z16
 	// VDPBF16PS Z14, Z16, Z12
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z15, Z16, Z13
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	ADDQ         $0x00000010, AX
-	ADDQ         $0x00000010, DI
-	ADDQ         $0x00000200, DX
-	SUBQ         $0x00000004, R11
-	JMP          sbgemmKernel14x32AVX512BF16_rows7_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows7_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows7_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows7_pf3:
+	ADDQ $0x00000010, AX
+	ADDQ $0x00000010, SI
+	ADDQ $0x00000200, R11
+	SUBQ $0x00000004, R12
+	JMP  sbgemmKernel14x32AVX512BF16_rows7_kloop
 
 sbgemmKernel14x32AVX512BF16_rows7_ktail:
-	TESTQ        R11, R11
+	TESTQ        R12, R12
 	JZ           sbgemmKernel14x32AVX512BF16_rows7_kdone
-	VMOVUPS      (DX), Z14
-	VMOVUPS      64(DX), Z15
+	VMOVUPS      (R11), Z14
+	VMOVUPS      64(R11), Z15
 	VPBROADCASTD (AX), Z16
 	// VDPBF16PS Z14, Z16, Z0
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
@@ -2463,7 +2458,7 @@ sbgemmKernel14x32AVX512BF16_rows7_ktail:
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z15, Z16, Z5
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD (AX)(R8*1), Z16
+	VPBROADCASTD (AX)(DI*1), Z16
 	// VDPBF16PS Z14, Z16, Z6
 	BYTE $0x62; BYTE $0xd2; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z15, Z16, Z7
@@ -2473,20 +2468,20 @@ sbgemmKernel14x32AVX512BF16_rows7_ktail:
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z15, Z16, Z9
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD (DI), Z16
+	VPBROADCASTD (SI), Z16
 	// VDPBF16PS Z14, Z16, Z10
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z15, Z16, Z11
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xdf
-	VPBROADCASTD (DI)(CX*1), Z16
+	VPBROADCASTD (SI)(CX*1), Z16
 	// VDPBF16PS Z14, Z16, Z12
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z15, Z16, Z13
 	BYTE $0x62; BYTE $0x52; BYTE $0x7e; BYTE $0x40; BYTE $0x52; BYTE $0xef
 	ADDQ         $0x00000004, AX
-	ADDQ         $0x00000004, DI
-	ADDQ         $0x00000080, DX
-	DECQ         R11
+	ADDQ         $0x00000004, SI
+	ADDQ         $0x00000080, R11
+	DECQ         R12
 	JMP          sbgemmKernel14x32AVX512BF16_rows7_ktail
 
 sbgemmKernel14x32AVX512BF16_rows7_kdone:
@@ -2511,7 +2506,7 @@ sbgemmKernel14x32AVX512BF16_rows7_kdone:
 	VMULPS       Z14, Z13, Z13
 
 sbgemmKernel14x32AVX512BF16_rows7_alpha1:
-	MOVQ         BX, AX
+	MOVQ         DX, AX
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sbgemmKernel14x32AVX512BF16_rows7_beta0
@@ -2522,42 +2517,42 @@ sbgemmKernel14x32AVX512BF16_rows7_alpha1:
 	VMOVUPS.Z    64(AX), K2, Z15
 	VFMADD231PS  Z15, Z14, Z1
 	VMOVUPS      Z1, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z15
 	VFMADD231PS  Z15, Z14, Z2
 	VMOVUPS      Z2, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z15
 	VFMADD231PS  Z15, Z14, Z3
 	VMOVUPS      Z3, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z15
 	VFMADD231PS  Z15, Z14, Z4
 	VMOVUPS      Z4, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z15
 	VFMADD231PS  Z15, Z14, Z5
 	VMOVUPS      Z5, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z15
 	VFMADD231PS  Z15, Z14, Z6
 	VMOVUPS      Z6, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z15
 	VFMADD231PS  Z15, Z14, Z7
 	VMOVUPS      Z7, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z15
 	VFMADD231PS  Z15, Z14, Z8
 	VMOVUPS      Z8, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z15
 	VFMADD231PS  Z15, Z14, Z9
 	VMOVUPS      Z9, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z15
 	VFMADD231PS  Z15, Z14, Z10
 	VMOVUPS      Z10, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z15
 	VFMADD231PS  Z15, Z14, Z11
 	VMOVUPS      Z11, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z15
 	VFMADD231PS  Z15, Z14, Z12
 	VMOVUPS      Z12, K1, (AX)
@@ -2569,22 +2564,22 @@ sbgemmKernel14x32AVX512BF16_rows7_alpha1:
 sbgemmKernel14x32AVX512BF16_rows7_beta0:
 	VMOVUPS Z0, K1, (AX)
 	VMOVUPS Z1, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z2, K1, (AX)
 	VMOVUPS Z3, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z4, K1, (AX)
 	VMOVUPS Z5, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z6, K1, (AX)
 	VMOVUPS Z7, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z8, K1, (AX)
 	VMOVUPS Z9, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z10, K1, (AX)
 	VMOVUPS Z11, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z12, K1, (AX)
 	VMOVUPS Z13, K2, 64(AX)
 
@@ -2592,102 +2587,32 @@ sbgemmKernel14x32AVX512BF16_rows7_stored:
 	JMP sbgemmKernel14x32AVX512BF16_done
 
 sbgemmKernel14x32AVX512BF16_rows8:
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	VXORPS     Z0, Z0, Z0
-	VXORPS     Z1, Z1, Z1
-	VXORPS     Z2, Z2, Z2
-	VXORPS     Z3, Z3, Z3
-	VXORPS     Z4, Z4, Z4
-	VXORPS     Z5, Z5, Z5
-	VXORPS     Z6, Z6, Z6
-	VXORPS     Z7, Z7, Z7
-	VXORPS     Z8, Z8, Z8
-	VXORPS     Z9, Z9, Z9
-	VXORPS     Z10, Z10, Z10
-	VXORPS     Z11, Z11, Z11
-	VXORPS     Z12, Z12, Z12
-	VXORPS     Z13, Z13, Z13
-	VXORPS     Z14, Z14, Z14
-	VXORPS     Z15, Z15, Z15
-	LEAQ       (AX)(CX*4), DI
-	ADDQ       CX, DI
-	MOVQ       kc+0(FP), R11
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	LEAQ   (AX)(CX*4), SI
+	ADDQ   CX, SI
+	MOVQ   b_base+40(FP), R11
+	MOVQ   kc+0(FP), R12
 
 sbgemmKernel14x32AVX512BF16_rows8_kloop:
-	CMPQ         R11, $0x00000004
+	CMPQ         R12, $0x00000004
 	JL           sbgemmKernel14x32AVX512BF16_rows8_ktail
-	VMOVUPS      (DX), Z16
-	VMOVUPS      64(DX), Z17
+	VMOVUPS      (R11), Z16
+	VMOVUPS      64(R11), Z17
 	VPBROADCASTD (AX), Z18
 	// VDPBF16PS Z16, Z18, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
@@ -2703,7 +2628,7 @@ sbgemmKernel14x32AVX512BF16_rows8_kloop:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z17, Z18, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD (AX)(R8*1), Z18
+	VPBROADCASTD (AX)(DI*1), Z18
 	// VDPBF16PS Z16, Z18, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z17, Z18, Z7
@@ -2713,32 +2638,34 @@ sbgemmKernel14x32AVX512BF16_rows8_kloop:
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z17, Z18, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD (DI), Z18
+	VPBROADCASTD (SI), Z18
 	// VDPBF16PS Z16, Z18, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z17, Z18, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xd9
-	VPBROADCASTD (DI)(CX*1), Z18
+	VPBROADCASTD (SI)(CX*1), Z18
 	// VDPBF16PS Z16, Z18, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z17, Z18, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD (DI)(CX*2), Z18
+	VPBROADCASTD (SI)(CX*2), Z18
 	// VDPBF16PS Z16, Z18, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z17, Z18, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_rows8_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows8_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows8_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_rows8_pfdone:
-	VMOVUPS      128(DX), Z16
-	VMOVUPS      192(DX), Z17
+sbgemmKernel14x32AVX512BF16_rows8_pf0:
+	VMOVUPS      128(R11), Z16
+	VMOVUPS      192(R11), Z17
 	VPBROADCASTD 4(AX), Z18
 	// VDPBF16PS Z16, Z18, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
@@ -2754,7 +2681,7 @@ sbgemmKernel14x32AVX512BF16_rows8_pfdone:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z17, Z18, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 4(AX)(R8*1), Z18
+	VPBROADCASTD 4(AX)(DI*1), Z18
 	// VDPBF16PS Z16, Z18, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z17, Z18, Z7
@@ -2764,23 +2691,34 @@ sbgemmKernel14x32AVX512BF16_rows8_pfdone:
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z17, Z18, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD 4(DI), Z18
+	VPBROADCASTD 4(SI), Z18
 	// VDPBF16PS Z16, Z18, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z17, Z18, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xd9
-	VPBROADCASTD 4(DI)(CX*1), Z18
+	VPBROADCASTD 4(SI)(CX*1), Z18
 	// VDPBF16PS Z16, Z18, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z17, Z18, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 4(DI)(CX*2), Z18
+	VPBROADCASTD 4(SI)(CX*2), Z18
 	// VDPBF16PS Z16, Z18, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z17, Z18, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
-	VMOVUPS      256(DX), Z16
-	VMOVUPS      320(DX), Z17
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows8_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows8_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows8_pf1:
+	VMOVUPS      256(R11), Z16
+	VMOVUPS      320(R11), Z17
 	VPBROADCASTD 8(AX), Z18
 	// VDPBF16PS Z16, Z18, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
@@ -2796,7 +2734,7 @@ sbgemmKernel14x32AVX512BF16_rows8_pfdone:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z17, Z18, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 8(AX)(R8*1), Z18
+	VPBROADCASTD 8(AX)(DI*1), Z18
 	// VDPBF16PS Z16, Z18, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z17, Z18, Z7
@@ -2806,23 +2744,34 @@ sbgemmKernel14x32AVX512BF16_rows8_pfdone:
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z17, Z18, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD 8(DI), Z18
+	VPBROADCASTD 8(SI), Z18
 	// VDPBF16PS Z16, Z18, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z17, Z18, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xd9
-	VPBROADCASTD 8(DI)(CX*1), Z18
+	VPBROADCASTD 8(SI)(CX*1), Z18
 	// VDPBF16PS Z16, Z18, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z17, Z18, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 8(DI)(CX*2), Z18
+	VPBROADCASTD 8(SI)(CX*2), Z18
 	// VDPBF16PS Z16, Z18, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z17, Z18, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
-	VMOVUPS      384(DX), Z16
-	VMOVUPS      448(DX), Z17
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows8_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows8_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows8_pf2:
+	VMOVUPS      384(R11), Z16
+	VMOVUPS      448(R11), Z17
 	VPBROADCASTD 12(AX), Z18
 	// VDPBF16PS Z16, Z18, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
@@ -2838,7 +2787,7 @@ sbgemmKernel14x32AVX512BF16_rows8_pfdone:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z17, Z18, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 12(AX)(R8*1), Z18
+	VPBROADCASTD 12(AX)(DI*1), Z18
 	// VDPBF16PS Z16, Z18, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z17, Z18, Z7
@@ -2848,32 +2797,43 @@ sbgemmKernel14x32AVX512BF16_rows8_pfdone:
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z17, Z18, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD 12(DI), Z18
+	VPBROADCASTD 12(SI), Z18
 	// VDPBF16PS Z16, Z18, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z17, Z18, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xd9
-	VPBROADCASTD 12(DI)(CX*1), Z18
+	VPBROADCASTD 12(SI)(CX*1), Z18
 	// VDPBF16PS Z16, Z18, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z17, Z18, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 12(DI)(CX*2), Z18
+	VPBROADCASTD 12(SI)(CX*2), Z18
 	// VDPBF16PS Z16, Z18, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z17, Z18, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
-	ADDQ         $0x00000010, AX
-	ADDQ         $0x00000010, DI
-	ADDQ         $0x00000200, DX
-	SUBQ         $0x00000004, R11
-	JMP          sbgemmKernel14x32AVX512BF16_rows8_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows8_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows8_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows8_pf3:
+	ADDQ $0x00000010, AX
+	ADDQ $0x00000010, SI
+	ADDQ $0x00000200, R11
+	SUBQ $0x00000004, R12
+	JMP  sbgemmKernel14x32AVX512BF16_rows8_kloop
 
 sbgemmKernel14x32AVX512BF16_rows8_ktail:
-	TESTQ        R11, R11
+	TESTQ        R12, R12
 	JZ           sbgemmKernel14x32AVX512BF16_rows8_kdone
-	VMOVUPS      (DX), Z16
-	VMOVUPS      64(DX), Z17
+	VMOVUPS      (R11), Z16
+	VMOVUPS      64(R11), Z17
 	VPBROADCASTD (AX), Z18
 	// VDPBF16PS Z16, Z18, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
@@ -2889,7 +2849,7 @@ sbgemmKernel14x32AVX512BF16_rows8_ktail:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z17, Z18, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD (AX)(R8*1), Z18
+	VPBROADCASTD (AX)(DI*1), Z18
 	// VDPBF16PS Z16, Z18, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z17, Z18, Z7
@@ -2899,25 +2859,25 @@ sbgemmKernel14x32AVX512BF16_rows8_ktail:
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z17, Z18, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD (DI), Z18
+	VPBROADCASTD (SI), Z18
 	// VDPBF16PS Z16, Z18, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z17, Z18, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xd9
-	VPBROADCASTD (DI)(CX*1), Z18
+	VPBROADCASTD (SI)(CX*1), Z18
 	// VDPBF16PS Z16, Z18, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z17, Z18, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD (DI)(CX*2), Z18
+	VPBROADCASTD (SI)(CX*2), Z18
 	// VDPBF16PS Z16, Z18, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z17, Z18, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x6e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
 	ADDQ         $0x00000004, AX
-	ADDQ         $0x00000004, DI
-	ADDQ         $0x00000080, DX
-	DECQ         R11
+	ADDQ         $0x00000004, SI
+	ADDQ         $0x00000080, R11
+	DECQ         R12
 	JMP          sbgemmKernel14x32AVX512BF16_rows8_ktail
 
 sbgemmKernel14x32AVX512BF16_rows8_kdone:
@@ -2944,7 +2904,7 @@ sbgemmKernel14x32AVX512BF16_rows8_kdone:
 	VMULPS       Z16, Z15, Z15
 
 sbgemmKernel14x32AVX512BF16_rows8_alpha1:
-	MOVQ         BX, AX
+	MOVQ         DX, AX
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sbgemmKernel14x32AVX512BF16_rows8_beta0
@@ -2955,49 +2915,49 @@ sbgemmKernel14x32AVX512BF16_rows8_alpha1:
 	VMOVUPS.Z    64(AX), K2, Z17
 	VFMADD231PS  Z17, Z16, Z1
 	VMOVUPS      Z1, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z17
 	VFMADD231PS  Z17, Z16, Z2
 	VMOVUPS      Z2, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z17
 	VFMADD231PS  Z17, Z16, Z3
 	VMOVUPS      Z3, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z17
 	VFMADD231PS  Z17, Z16, Z4
 	VMOVUPS      Z4, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z17
 	VFMADD231PS  Z17, Z16, Z5
 	VMOVUPS      Z5, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z17
 	VFMADD231PS  Z17, Z16, Z6
 	VMOVUPS      Z6, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z17
 	VFMADD231PS  Z17, Z16, Z7
 	VMOVUPS      Z7, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z17
 	VFMADD231PS  Z17, Z16, Z8
 	VMOVUPS      Z8, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z17
 	VFMADD231PS  Z17, Z16, Z9
 	VMOVUPS      Z9, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z17
 	VFMADD231PS  Z17, Z16, Z10
 	VMOVUPS      Z10, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z17
 	VFMADD231PS  Z17, Z16, Z11
 	VMOVUPS      Z11, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z17
 	VFMADD231PS  Z17, Z16, Z12
 	VMOVUPS      Z12, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z17
 	VFMADD231PS  Z17, Z16, Z13
 	VMOVUPS      Z13, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z17
 	VFMADD231PS  Z17, Z16, Z14
 	VMOVUPS      Z14, K1, (AX)
@@ -3009,25 +2969,25 @@ sbgemmKernel14x32AVX512BF16_rows8_alpha1:
 sbgemmKernel14x32AVX512BF16_rows8_beta0:
 	VMOVUPS Z0, K1, (AX)
 	VMOVUPS Z1, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z2, K1, (AX)
 	VMOVUPS Z3, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z4, K1, (AX)
 	VMOVUPS Z5, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z6, K1, (AX)
 	VMOVUPS Z7, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z8, K1, (AX)
 	VMOVUPS Z9, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z10, K1, (AX)
 	VMOVUPS Z11, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z12, K1, (AX)
 	VMOVUPS Z13, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z14, K1, (AX)
 	VMOVUPS Z15, K2, 64(AX)
 
@@ -3035,111 +2995,34 @@ sbgemmKernel14x32AVX512BF16_rows8_stored:
 	JMP sbgemmKernel14x32AVX512BF16_done
 
 sbgemmKernel14x32AVX512BF16_rows9:
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	VXORPS     Z0, Z0, Z0
-	VXORPS     Z1, Z1, Z1
-	VXORPS     Z2, Z2, Z2
-	VXORPS     Z3, Z3, Z3
-	VXORPS     Z4, Z4, Z4
-	VXORPS     Z5, Z5, Z5
-	VXORPS     Z6, Z6, Z6
-	VXORPS     Z7, Z7, Z7
-	VXORPS     Z8, Z8, Z8
-	VXORPS     Z9, Z9, Z9
-	VXORPS     Z10, Z10, Z10
-	VXORPS     Z11, Z11, Z11
-	VXORPS     Z12, Z12, Z12
-	VXORPS     Z13, Z13, Z13
-	VXORPS     Z14, Z14, Z14
-	VXORPS     Z15, Z15, Z15
-	VXORPS     Z16, Z16, Z16
-	VXORPS     Z17, Z17, Z17
-	LEAQ       (AX)(CX*4), DI
-	ADDQ       CX, DI
-	MOVQ       kc+0(FP), R11
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	VXORPS Z17, Z17, Z17
+	LEAQ   (AX)(CX*4), SI
+	ADDQ   CX, SI
+	MOVQ   b_base+40(FP), R11
+	MOVQ   kc+0(FP), R12
 
 sbgemmKernel14x32AVX512BF16_rows9_kloop:
-	CMPQ         R11, $0x00000004
+	CMPQ         R12, $0x00000004
 	JL           sbgemmKernel14x32AVX512BF16_rows9_ktail
-	VMOVUPS      (DX), Z18
-	VMOVUPS      64(DX), Z19
+	VMOVUPS      (R11), Z18
+	VMOVUPS      64(R11), Z19
 	VPBROADCASTD (AX), Z20
 	// VDPBF16PS Z18, Z20, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
@@ -3155,7 +3038,7 @@ sbgemmKernel14x32AVX512BF16_rows9_kloop:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z19, Z20, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD (AX)(R8*1), Z20
+	VPBROADCASTD (AX)(DI*1), Z20
 	// VDPBF16PS Z18, Z20, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z19, Z20, Z7
@@ -3165,37 +3048,39 @@ sbgemmKernel14x32AVX512BF16_rows9_kloop:
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z19, Z20, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD (DI), Z20
+	VPBROADCASTD (SI), Z20
 	// VDPBF16PS Z18, Z20, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z19, Z20, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xdb
-	VPBROADCASTD (DI)(CX*1), Z20
+	VPBROADCASTD (SI)(CX*1), Z20
 	// VDPBF16PS Z18, Z20, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z19, Z20, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD (DI)(CX*2), Z20
+	VPBROADCASTD (SI)(CX*2), Z20
 	// VDPBF16PS Z18, Z20, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z19, Z20, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xfb
-	VPBROADCASTD (DI)(R8*1), Z20
+	VPBROADCASTD (SI)(DI*1), Z20
 	// VDPBF16PS Z18, Z20, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z19, Z20, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_rows9_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows9_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows9_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_rows9_pfdone:
-	VMOVUPS      128(DX), Z18
-	VMOVUPS      192(DX), Z19
+sbgemmKernel14x32AVX512BF16_rows9_pf0:
+	VMOVUPS      128(R11), Z18
+	VMOVUPS      192(R11), Z19
 	VPBROADCASTD 4(AX), Z20
 	// VDPBF16PS Z18, Z20, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
@@ -3211,7 +3096,7 @@ sbgemmKernel14x32AVX512BF16_rows9_pfdone:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z19, Z20, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 4(AX)(R8*1), Z20
+	VPBROADCASTD 4(AX)(DI*1), Z20
 	// VDPBF16PS Z18, Z20, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z19, Z20, Z7
@@ -3221,28 +3106,39 @@ sbgemmKernel14x32AVX512BF16_rows9_pfdone:
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z19, Z20, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD 4(DI), Z20
+	VPBROADCASTD 4(SI), Z20
 	// VDPBF16PS Z18, Z20, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z19, Z20, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xdb
-	VPBROADCASTD 4(DI)(CX*1), Z20
+	VPBROADCASTD 4(SI)(CX*1), Z20
 	// VDPBF16PS Z18, Z20, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z19, Z20, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 4(DI)(CX*2), Z20
+	VPBROADCASTD 4(SI)(CX*2), Z20
 	// VDPBF16PS Z18, Z20, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z19, Z20, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xfb
-	VPBROADCASTD 4(DI)(R8*1), Z20
+	VPBROADCASTD 4(SI)(DI*1), Z20
 	// VDPBF16PS Z18, Z20, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z19, Z20, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VMOVUPS      256(DX), Z18
-	VMOVUPS      320(DX), Z19
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows9_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows9_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows9_pf1:
+	VMOVUPS      256(R11), Z18
+	VMOVUPS      320(R11), Z19
 	VPBROADCASTD 8(AX), Z20
 	// VDPBF16PS Z18, Z20, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
@@ -3258,7 +3154,7 @@ sbgemmKernel14x32AVX512BF16_rows9_pfdone:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z19, Z20, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 8(AX)(R8*1), Z20
+	VPBROADCASTD 8(AX)(DI*1), Z20
 	// VDPBF16PS Z18, Z20, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z19, Z20, Z7
@@ -3268,28 +3164,39 @@ sbgemmKernel14x32AVX512BF16_rows9_pfdone:
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z19, Z20, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD 8(DI), Z20
+	VPBROADCASTD 8(SI), Z20
 	// VDPBF16PS Z18, Z20, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z19, Z20, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xdb
-	VPBROADCASTD 8(DI)(CX*1), Z20
+	VPBROADCASTD 8(SI)(CX*1), Z20
 	// VDPBF16PS Z18, Z20, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z19, Z20, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 8(DI)(CX*2), Z20
+	VPBROADCASTD 8(SI)(CX*2), Z20
 	// VDPBF16PS Z18, Z20, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z19, Z20, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xfb
-	VPBROADCASTD 8(DI)(R8*1), Z20
+	VPBROADCASTD 8(SI)(DI*1), Z20
 	// VDPBF16PS Z18, Z20, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z19, Z20, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VMOVUPS      384(DX), Z18
-	VMOVUPS      448(DX), Z19
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows9_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows9_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows9_pf2:
+	VMOVUPS      384(R11), Z18
+	VMOVUPS      448(R11), Z19
 	VPBROADCASTD 12(AX), Z20
 	// VDPBF16PS Z18, Z20, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
@@ -3305,7 +3212,7 @@ sbgemmKernel14x32AVX512BF16_rows9_pfdone:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z19, Z20, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 12(AX)(R8*1), Z20
+	VPBROADCASTD 12(AX)(DI*1), Z20
 	// VDPBF16PS Z18, Z20, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z19, Z20, Z7
@@ -3315,37 +3222,48 @@ sbgemmKernel14x32AVX512BF16_rows9_pfdone:
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z19, Z20, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD 12(DI), Z20
+	VPBROADCASTD 12(SI), Z20
 	// VDPBF16PS Z18, Z20, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z19, Z20, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xdb
-	VPBROADCASTD 12(DI)(CX*1), Z20
+	VPBROADCASTD 12(SI)(CX*1), Z20
 	// VDPBF16PS Z18, Z20, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z19, Z20, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 12(DI)(CX*2), Z20
+	VPBROADCASTD 12(SI)(CX*2), Z20
 	// VDPBF16PS Z18, Z20, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z19, Z20, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xfb
-	VPBROADCASTD 12(DI)(R8*1), Z20
+	VPBROADCASTD 12(SI)(DI*1), Z20
 	// VDPBF16PS Z18, Z20, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z19, Z20, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	ADDQ         $0x00000010, AX
-	ADDQ         $0x00000010, DI
-	ADDQ         $0x00000200, DX
-	SUBQ         $0x00000004, R11
-	JMP          sbgemmKernel14x32AVX512BF16_rows9_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows9_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows9_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows9_pf3:
+	ADDQ $0x00000010, AX
+	ADDQ $0x00000010, SI
+	ADDQ $0x00000200, R11
+	SUBQ $0x00000004, R12
+	JMP  sbgemmKernel14x32AVX512BF16_rows9_kloop
 
 sbgemmKernel14x32AVX512BF16_rows9_ktail:
-	TESTQ        R11, R11
+	TESTQ        R12, R12
 	JZ           sbgemmKernel14x32AVX512BF16_rows9_kdone
-	VMOVUPS      (DX), Z18
-	VMOVUPS      64(DX), Z19
+	VMOVUPS      (R11), Z18
+	VMOVUPS      64(R11), Z19
 	VPBROADCASTD (AX), Z20
 	// VDPBF16PS Z18, Z20, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
@@ -3361,7 +3279,7 @@ sbgemmKernel14x32AVX512BF16_rows9_ktail:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z19, Z20, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD (AX)(R8*1), Z20
+	VPBROADCASTD (AX)(DI*1), Z20
 	// VDPBF16PS Z18, Z20, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z19, Z20, Z7
@@ -3371,30 +3289,30 @@ sbgemmKernel14x32AVX512BF16_rows9_ktail:
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z19, Z20, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD (DI), Z20
+	VPBROADCASTD (SI), Z20
 	// VDPBF16PS Z18, Z20, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z19, Z20, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xdb
-	VPBROADCASTD (DI)(CX*1), Z20
+	VPBROADCASTD (SI)(CX*1), Z20
 	// VDPBF16PS Z18, Z20, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z19, Z20, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD (DI)(CX*2), Z20
+	VPBROADCASTD (SI)(CX*2), Z20
 	// VDPBF16PS Z18, Z20, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z19, Z20, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xfb
-	VPBROADCASTD (DI)(R8*1), Z20
+	VPBROADCASTD (SI)(DI*1), Z20
 	// VDPBF16PS Z18, Z20, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z19, Z20, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x5e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
 	ADDQ         $0x00000004, AX
-	ADDQ         $0x00000004, DI
-	ADDQ         $0x00000080, DX
-	DECQ         R11
+	ADDQ         $0x00000004, SI
+	ADDQ         $0x00000080, R11
+	DECQ         R12
 	JMP          sbgemmKernel14x32AVX512BF16_rows9_ktail
 
 sbgemmKernel14x32AVX512BF16_rows9_kdone:
@@ -3423,7 +3341,7 @@ sbgemmKernel14x32AVX512BF16_rows9_kdone:
 	VMULPS       Z18, Z17, Z17
 
 sbgemmKernel14x32AVX512BF16_rows9_alpha1:
-	MOVQ         BX, AX
+	MOVQ         DX, AX
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sbgemmKernel14x32AVX512BF16_rows9_beta0
@@ -3434,56 +3352,56 @@ sbgemmKernel14x32AVX512BF16_rows9_alpha1:
 	VMOVUPS.Z    64(AX), K2, Z19
 	VFMADD231PS  Z19, Z18, Z1
 	VMOVUPS      Z1, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z19
 	VFMADD231PS  Z19, Z18, Z2
 	VMOVUPS      Z2, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z19
 	VFMADD231PS  Z19, Z18, Z3
 	VMOVUPS      Z3, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z19
 	VFMADD231PS  Z19, Z18, Z4
 	VMOVUPS      Z4, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z19
 	VFMADD231PS  Z19, Z18, Z5
 	VMOVUPS      Z5, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z19
 	VFMADD231PS  Z19, Z18, Z6
 	VMOVUPS      Z6, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z19
 	VFMADD231PS  Z19, Z18, Z7
 	VMOVUPS      Z7, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z19
 	VFMADD231PS  Z19, Z18, Z8
 	VMOVUPS      Z8, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z19
 	VFMADD231PS  Z19, Z18, Z9
 	VMOVUPS      Z9, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z19
 	VFMADD231PS  Z19, Z18, Z10
 	VMOVUPS      Z10, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z19
 	VFMADD231PS  Z19, Z18, Z11
 	VMOVUPS      Z11, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z19
 	VFMADD231PS  Z19, Z18, Z12
 	VMOVUPS      Z12, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z19
 	VFMADD231PS  Z19, Z18, Z13
 	VMOVUPS      Z13, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z19
 	VFMADD231PS  Z19, Z18, Z14
 	VMOVUPS      Z14, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z19
 	VFMADD231PS  Z19, Z18, Z15
 	VMOVUPS      Z15, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z19
 	VFMADD231PS  Z19, Z18, Z16
 	VMOVUPS      Z16, K1, (AX)
@@ -3495,28 +3413,28 @@ sbgemmKernel14x32AVX512BF16_rows9_alpha1:
 sbgemmKernel14x32AVX512BF16_rows9_beta0:
 	VMOVUPS Z0, K1, (AX)
 	VMOVUPS Z1, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z2, K1, (AX)
 	VMOVUPS Z3, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z4, K1, (AX)
 	VMOVUPS Z5, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z6, K1, (AX)
 	VMOVUPS Z7, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z8, K1, (AX)
 	VMOVUPS Z9, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z10, K1, (AX)
 	VMOVUPS Z11, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z12, K1, (AX)
 	VMOVUPS Z13, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z14, K1, (AX)
 	VMOVUPS Z15, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z16, K1, (AX)
 	VMOVUPS Z17, K2, 64(AX)
 
@@ -3524,120 +3442,36 @@ sbgemmKernel14x32AVX512BF16_rows9_stored:
 	JMP sbgemmKernel14x32AVX512BF16_done
 
 sbgemmKernel14x32AVX512BF16_rows10:
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	VXORPS     Z0, Z0, Z0
-	VXORPS     Z1, Z1, Z1
-	VXORPS     Z2, Z2, Z2
-	VXORPS     Z3, Z3, Z3
-	VXORPS     Z4, Z4, Z4
-	VXORPS     Z5, Z5, Z5
-	VXORPS     Z6, Z6, Z6
-	VXORPS     Z7, Z7, Z7
-	VXORPS     Z8, Z8, Z8
-	VXORPS     Z9, Z9, Z9
-	VXORPS     Z10, Z10, Z10
-	VXORPS     Z11, Z11, Z11
-	VXORPS     Z12, Z12, Z12
-	VXORPS     Z13, Z13, Z13
-	VXORPS     Z14, Z14, Z14
-	VXORPS     Z15, Z15, Z15
-	VXORPS     Z16, Z16, Z16
-	VXORPS     Z17, Z17, Z17
-	VXORPS     Z18, Z18, Z18
-	VXORPS     Z19, Z19, Z19
-	LEAQ       (AX)(CX*4), DI
-	ADDQ       CX, DI
-	MOVQ       kc+0(FP), R11
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	VXORPS Z17, Z17, Z17
+	VXORPS Z18, Z18, Z18
+	VXORPS Z19, Z19, Z19
+	LEAQ   (AX)(CX*4), SI
+	ADDQ   CX, SI
+	MOVQ   b_base+40(FP), R11
+	MOVQ   kc+0(FP), R12
 
 sbgemmKernel14x32AVX512BF16_rows10_kloop:
-	CMPQ         R11, $0x00000004
+	CMPQ         R12, $0x00000004
 	JL           sbgemmKernel14x32AVX512BF16_rows10_ktail
-	VMOVUPS      (DX), Z20
-	VMOVUPS      64(DX), Z21
+	VMOVUPS      (R11), Z20
+	VMOVUPS      64(R11), Z21
 	VPBROADCASTD (AX), Z22
 	// VDPBF16PS Z20, Z22, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
@@ -3653,7 +3487,7 @@ sbgemmKernel14x32AVX512BF16_rows10_kloop:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z21, Z22, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD (AX)(R8*1), Z22
+	VPBROADCASTD (AX)(DI*1), Z22
 	// VDPBF16PS Z20, Z22, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z21, Z22, Z7
@@ -3663,42 +3497,44 @@ sbgemmKernel14x32AVX512BF16_rows10_kloop:
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z21, Z22, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD (DI), Z22
+	VPBROADCASTD (SI), Z22
 	// VDPBF16PS Z20, Z22, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z21, Z22, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
-	VPBROADCASTD (DI)(CX*1), Z22
+	VPBROADCASTD (SI)(CX*1), Z22
 	// VDPBF16PS Z20, Z22, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z21, Z22, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD (DI)(CX*2), Z22
+	VPBROADCASTD (SI)(CX*2), Z22
 	// VDPBF16PS Z20, Z22, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z21, Z22, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xfd
-	VPBROADCASTD (DI)(R8*1), Z22
+	VPBROADCASTD (SI)(DI*1), Z22
 	// VDPBF16PS Z20, Z22, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z21, Z22, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD (DI)(CX*4), Z22
+	VPBROADCASTD (SI)(CX*4), Z22
 	// VDPBF16PS Z20, Z22, Z18
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z21, Z22, Z19
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_rows10_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows10_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows10_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_rows10_pfdone:
-	VMOVUPS      128(DX), Z20
-	VMOVUPS      192(DX), Z21
+sbgemmKernel14x32AVX512BF16_rows10_pf0:
+	VMOVUPS      128(R11), Z20
+	VMOVUPS      192(R11), Z21
 	VPBROADCASTD 4(AX), Z22
 	// VDPBF16PS Z20, Z22, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
@@ -3714,7 +3550,7 @@ sbgemmKernel14x32AVX512BF16_rows10_pfdone:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z21, Z22, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD 4(AX)(R8*1), Z22
+	VPBROADCASTD 4(AX)(DI*1), Z22
 	// VDPBF16PS Z20, Z22, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z21, Z22, Z7
@@ -3724,33 +3560,44 @@ sbgemmKernel14x32AVX512BF16_rows10_pfdone:
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z21, Z22, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD 4(DI), Z22
+	VPBROADCASTD 4(SI), Z22
 	// VDPBF16PS Z20, Z22, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z21, Z22, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
-	VPBROADCASTD 4(DI)(CX*1), Z22
+	VPBROADCASTD 4(SI)(CX*1), Z22
 	// VDPBF16PS Z20, Z22, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z21, Z22, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD 4(DI)(CX*2), Z22
+	VPBROADCASTD 4(SI)(CX*2), Z22
 	// VDPBF16PS Z20, Z22, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z21, Z22, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xfd
-	VPBROADCASTD 4(DI)(R8*1), Z22
+	VPBROADCASTD 4(SI)(DI*1), Z22
 	// VDPBF16PS Z20, Z22, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z21, Z22, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD 4(DI)(CX*4), Z22
+	VPBROADCASTD 4(SI)(CX*4), Z22
 	// VDPBF16PS Z20, Z22, Z18
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z21, Z22, Z19
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
-	VMOVUPS      256(DX), Z20
-	VMOVUPS      320(DX), Z21
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows10_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows10_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows10_pf1:
+	VMOVUPS      256(R11), Z20
+	VMOVUPS      320(R11), Z21
 	VPBROADCASTD 8(AX), Z22
 	// VDPBF16PS Z20, Z22, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
@@ -3766,7 +3613,7 @@ sbgemmKernel14x32AVX512BF16_rows10_pfdone:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z21, Z22, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD 8(AX)(R8*1), Z22
+	VPBROADCASTD 8(AX)(DI*1), Z22
 	// VDPBF16PS Z20, Z22, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z21, Z22, Z7
@@ -3776,33 +3623,44 @@ sbgemmKernel14x32AVX512BF16_rows10_pfdone:
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z21, Z22, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD 8(DI), Z22
+	VPBROADCASTD 8(SI), Z22
 	// VDPBF16PS Z20, Z22, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z21, Z22, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
-	VPBROADCASTD 8(DI)(CX*1), Z22
+	VPBROADCASTD 8(SI)(CX*1), Z22
 	// VDPBF16PS Z20, Z22, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z21, Z22, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD 8(DI)(CX*2), Z22
+	VPBROADCASTD 8(SI)(CX*2), Z22
 	// VDPBF16PS Z20, Z22, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z21, Z22, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xfd
-	VPBROADCASTD 8(DI)(R8*1), Z22
+	VPBROADCASTD 8(SI)(DI*1), Z22
 	// VDPBF16PS Z20, Z22, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z21, Z22, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD 8(DI)(CX*4), Z22
+	VPBROADCASTD 8(SI)(CX*4), Z22
 	// VDPBF16PS Z20, Z22, Z18
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z21, Z22, Z19
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
-	VMOVUPS      384(DX), Z20
-	VMOVUPS      448(DX), Z21
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows10_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows10_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows10_pf2:
+	VMOVUPS      384(R11), Z20
+	VMOVUPS      448(R11), Z21
 	VPBROADCASTD 12(AX), Z22
 	// VDPBF16PS Z20, Z22, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
@@ -3818,7 +3676,7 @@ sbgemmKernel14x32AVX512BF16_rows10_pfdone:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z21, Z22, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD 12(AX)(R8*1), Z22
+	VPBROADCASTD 12(AX)(DI*1), Z22
 	// VDPBF16PS Z20, Z22, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z21, Z22, Z7
@@ -3828,42 +3686,53 @@ sbgemmKernel14x32AVX512BF16_rows10_pfdone:
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z21, Z22, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD 12(DI), Z22
+	VPBROADCASTD 12(SI), Z22
 	// VDPBF16PS Z20, Z22, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z21, Z22, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
-	VPBROADCASTD 12(DI)(CX*1), Z22
+	VPBROADCASTD 12(SI)(CX*1), Z22
 	// VDPBF16PS Z20, Z22, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z21, Z22, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD 12(DI)(CX*2), Z22
+	VPBROADCASTD 12(SI)(CX*2), Z22
 	// VDPBF16PS Z20, Z22, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z21, Z22, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xfd
-	VPBROADCASTD 12(DI)(R8*1), Z22
+	VPBROADCASTD 12(SI)(DI*1), Z22
 	// VDPBF16PS Z20, Z22, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z21, Z22, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD 12(DI)(CX*4), Z22
+	VPBROADCASTD 12(SI)(CX*4), Z22
 	// VDPBF16PS Z20, Z22, Z18
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z21, Z22, Z19
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
-	ADDQ         $0x00000010, AX
-	ADDQ         $0x00000010, DI
-	ADDQ         $0x00000200, DX
-	SUBQ         $0x00000004, R11
-	JMP          sbgemmKernel14x32AVX512BF16_rows10_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows10_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows10_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows10_pf3:
+	ADDQ $0x00000010, AX
+	ADDQ $0x00000010, SI
+	ADDQ $0x00000200, R11
+	SUBQ $0x00000004, R12
+	JMP  sbgemmKernel14x32AVX512BF16_rows10_kloop
 
 sbgemmKernel14x32AVX512BF16_rows10_ktail:
-	TESTQ        R11, R11
+	TESTQ        R12, R12
 	JZ           sbgemmKernel14x32AVX512BF16_rows10_kdone
-	VMOVUPS      (DX), Z20
-	VMOVUPS      64(DX), Z21
+	VMOVUPS      (R11), Z20
+	VMOVUPS      64(R11), Z21
 	VPBROADCASTD (AX), Z22
 	// VDPBF16PS Z20, Z22, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
@@ -3879,7 +3748,7 @@ sbgemmKernel14x32AVX512BF16_rows10_ktail:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z21, Z22, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD (AX)(R8*1), Z22
+	VPBROADCASTD (AX)(DI*1), Z22
 	// VDPBF16PS Z20, Z22, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z21, Z22, Z7
@@ -3889,35 +3758,35 @@ sbgemmKernel14x32AVX512BF16_rows10_ktail:
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z21, Z22, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD (DI), Z22
+	VPBROADCASTD (SI), Z22
 	// VDPBF16PS Z20, Z22, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z21, Z22, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
-	VPBROADCASTD (DI)(CX*1), Z22
+	VPBROADCASTD (SI)(CX*1), Z22
 	// VDPBF16PS Z20, Z22, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xe4
 	// VDPBF16PS Z21, Z22, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xed
-	VPBROADCASTD (DI)(CX*2), Z22
+	VPBROADCASTD (SI)(CX*2), Z22
 	// VDPBF16PS Z20, Z22, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xf4
 	// VDPBF16PS Z21, Z22, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xfd
-	VPBROADCASTD (DI)(R8*1), Z22
+	VPBROADCASTD (SI)(DI*1), Z22
 	// VDPBF16PS Z20, Z22, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xc4
 	// VDPBF16PS Z21, Z22, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xcd
-	VPBROADCASTD (DI)(CX*4), Z22
+	VPBROADCASTD (SI)(CX*4), Z22
 	// VDPBF16PS Z20, Z22, Z18
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xd4
 	// VDPBF16PS Z21, Z22, Z19
 	BYTE $0x62; BYTE $0xa2; BYTE $0x4e; BYTE $0x40; BYTE $0x52; BYTE $0xdd
 	ADDQ         $0x00000004, AX
-	ADDQ         $0x00000004, DI
-	ADDQ         $0x00000080, DX
-	DECQ         R11
+	ADDQ         $0x00000004, SI
+	ADDQ         $0x00000080, R11
+	DECQ         R12
 	JMP          sbgemmKernel14x32AVX512BF16_rows10_ktail
 
 sbgemmKernel14x32AVX512BF16_rows10_kdone:
@@ -3948,7 +3817,7 @@ sbgemmKernel14x32AVX512BF16_rows10_kdone:
 	VMULPS       Z20, Z19, Z19
 
 sbgemmKernel14x32AVX512BF16_rows10_alpha1:
-	MOVQ         BX, AX
+	MOVQ         DX, AX
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sbgemmKernel14x32AVX512BF16_rows10_beta0
@@ -3959,63 +3828,63 @@ sbgemmKernel14x32AVX512BF16_rows10_alpha1:
 	VMOVUPS.Z    64(AX), K2, Z21
 	VFMADD231PS  Z21, Z20, Z1
 	VMOVUPS      Z1, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z21
 	VFMADD231PS  Z21, Z20, Z2
 	VMOVUPS      Z2, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z21
 	VFMADD231PS  Z21, Z20, Z3
 	VMOVUPS      Z3, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z21
 	VFMADD231PS  Z21, Z20, Z4
 	VMOVUPS      Z4, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z21
 	VFMADD231PS  Z21, Z20, Z5
 	VMOVUPS      Z5, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z21
 	VFMADD231PS  Z21, Z20, Z6
 	VMOVUPS      Z6, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z21
 	VFMADD231PS  Z21, Z20, Z7
 	VMOVUPS      Z7, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z21
 	VFMADD231PS  Z21, Z20, Z8
 	VMOVUPS      Z8, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z21
 	VFMADD231PS  Z21, Z20, Z9
 	VMOVUPS      Z9, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z21
 	VFMADD231PS  Z21, Z20, Z10
 	VMOVUPS      Z10, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z21
 	VFMADD231PS  Z21, Z20, Z11
 	VMOVUPS      Z11, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z21
 	VFMADD231PS  Z21, Z20, Z12
 	VMOVUPS      Z12, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z21
 	VFMADD231PS  Z21, Z20, Z13
 	VMOVUPS      Z13, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z21
 	VFMADD231PS  Z21, Z20, Z14
 	VMOVUPS      Z14, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z21
 	VFMADD231PS  Z21, Z20, Z15
 	VMOVUPS      Z15, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z21
 	VFMADD231PS  Z21, Z20, Z16
 	VMOVUPS      Z16, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z21
 	VFMADD231PS  Z21, Z20, Z17
 	VMOVUPS      Z17, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z21
 	VFMADD231PS  Z21, Z20, Z18
 	VMOVUPS      Z18, K1, (AX)
@@ -4027,31 +3896,31 @@ sbgemmKernel14x32AVX512BF16_rows10_alpha1:
 sbgemmKernel14x32AVX512BF16_rows10_beta0:
 	VMOVUPS Z0, K1, (AX)
 	VMOVUPS Z1, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z2, K1, (AX)
 	VMOVUPS Z3, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z4, K1, (AX)
 	VMOVUPS Z5, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z6, K1, (AX)
 	VMOVUPS Z7, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z8, K1, (AX)
 	VMOVUPS Z9, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z10, K1, (AX)
 	VMOVUPS Z11, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z12, K1, (AX)
 	VMOVUPS Z13, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z14, K1, (AX)
 	VMOVUPS Z15, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z16, K1, (AX)
 	VMOVUPS Z17, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z18, K1, (AX)
 	VMOVUPS Z19, K2, 64(AX)
 
@@ -4059,131 +3928,40 @@ sbgemmKernel14x32AVX512BF16_rows10_stored:
 	JMP sbgemmKernel14x32AVX512BF16_done
 
 sbgemmKernel14x32AVX512BF16_rows11:
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	VXORPS     Z0, Z0, Z0
-	VXORPS     Z1, Z1, Z1
-	VXORPS     Z2, Z2, Z2
-	VXORPS     Z3, Z3, Z3
-	VXORPS     Z4, Z4, Z4
-	VXORPS     Z5, Z5, Z5
-	VXORPS     Z6, Z6, Z6
-	VXORPS     Z7, Z7, Z7
-	VXORPS     Z8, Z8, Z8
-	VXORPS     Z9, Z9, Z9
-	VXORPS     Z10, Z10, Z10
-	VXORPS     Z11, Z11, Z11
-	VXORPS     Z12, Z12, Z12
-	VXORPS     Z13, Z13, Z13
-	VXORPS     Z14, Z14, Z14
-	VXORPS     Z15, Z15, Z15
-	VXORPS     Z16, Z16, Z16
-	VXORPS     Z17, Z17, Z17
-	VXORPS     Z18, Z18, Z18
-	VXORPS     Z19, Z19, Z19
-	VXORPS     Z20, Z20, Z20
-	VXORPS     Z21, Z21, Z21
-	LEAQ       (AX)(CX*4), DI
-	ADDQ       CX, DI
-	LEAQ       (DI)(CX*4), R11
-	ADDQ       CX, R11
-	MOVQ       kc+0(FP), R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	VXORPS Z17, Z17, Z17
+	VXORPS Z18, Z18, Z18
+	VXORPS Z19, Z19, Z19
+	VXORPS Z20, Z20, Z20
+	VXORPS Z21, Z21, Z21
+	LEAQ   (AX)(CX*4), SI
+	ADDQ   CX, SI
+	LEAQ   (SI)(CX*4), R11
+	ADDQ   CX, R11
+	MOVQ   b_base+40(FP), R12
+	MOVQ   kc+0(FP), R13
 
 sbgemmKernel14x32AVX512BF16_rows11_kloop:
-	CMPQ         R12, $0x00000004
+	CMPQ         R13, $0x00000004
 	JL           sbgemmKernel14x32AVX512BF16_rows11_ktail
-	VMOVUPS      (DX), Z22
-	VMOVUPS      64(DX), Z23
+	VMOVUPS      (R12), Z22
+	VMOVUPS      64(R12), Z23
 	VPBROADCASTD (AX), Z24
 	// VDPBF16PS Z22, Z24, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
@@ -4199,7 +3977,7 @@ sbgemmKernel14x32AVX512BF16_rows11_kloop:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD (AX)(R8*1), Z24
+	VPBROADCASTD (AX)(DI*1), Z24
 	// VDPBF16PS Z22, Z24, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z23, Z24, Z7
@@ -4209,27 +3987,27 @@ sbgemmKernel14x32AVX512BF16_rows11_kloop:
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z23, Z24, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD (DI), Z24
+	VPBROADCASTD (SI), Z24
 	// VDPBF16PS Z22, Z24, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z23, Z24, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xdf
-	VPBROADCASTD (DI)(CX*1), Z24
+	VPBROADCASTD (SI)(CX*1), Z24
 	// VDPBF16PS Z22, Z24, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD (DI)(CX*2), Z24
+	VPBROADCASTD (SI)(CX*2), Z24
 	// VDPBF16PS Z22, Z24, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z23, Z24, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xff
-	VPBROADCASTD (DI)(R8*1), Z24
+	VPBROADCASTD (SI)(DI*1), Z24
 	// VDPBF16PS Z22, Z24, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z23, Z24, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD (DI)(CX*4), Z24
+	VPBROADCASTD (SI)(CX*4), Z24
 	// VDPBF16PS Z22, Z24, Z18
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z23, Z24, Z19
@@ -4239,17 +4017,19 @@ sbgemmKernel14x32AVX512BF16_rows11_kloop:
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z21
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_rows11_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows11_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows11_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_rows11_pfdone:
-	VMOVUPS      128(DX), Z22
-	VMOVUPS      192(DX), Z23
+sbgemmKernel14x32AVX512BF16_rows11_pf0:
+	VMOVUPS      128(R12), Z22
+	VMOVUPS      192(R12), Z23
 	VPBROADCASTD 4(AX), Z24
 	// VDPBF16PS Z22, Z24, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
@@ -4265,7 +4045,7 @@ sbgemmKernel14x32AVX512BF16_rows11_pfdone:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD 4(AX)(R8*1), Z24
+	VPBROADCASTD 4(AX)(DI*1), Z24
 	// VDPBF16PS Z22, Z24, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z23, Z24, Z7
@@ -4275,27 +4055,27 @@ sbgemmKernel14x32AVX512BF16_rows11_pfdone:
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z23, Z24, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD 4(DI), Z24
+	VPBROADCASTD 4(SI), Z24
 	// VDPBF16PS Z22, Z24, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z23, Z24, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xdf
-	VPBROADCASTD 4(DI)(CX*1), Z24
+	VPBROADCASTD 4(SI)(CX*1), Z24
 	// VDPBF16PS Z22, Z24, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD 4(DI)(CX*2), Z24
+	VPBROADCASTD 4(SI)(CX*2), Z24
 	// VDPBF16PS Z22, Z24, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z23, Z24, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xff
-	VPBROADCASTD 4(DI)(R8*1), Z24
+	VPBROADCASTD 4(SI)(DI*1), Z24
 	// VDPBF16PS Z22, Z24, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z23, Z24, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD 4(DI)(CX*4), Z24
+	VPBROADCASTD 4(SI)(CX*4), Z24
 	// VDPBF16PS Z22, Z24, Z18
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z23, Z24, Z19
@@ -4305,8 +4085,19 @@ sbgemmKernel14x32AVX512BF16_rows11_pfdone:
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z21
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VMOVUPS      256(DX), Z22
-	VMOVUPS      320(DX), Z23
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows11_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows11_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows11_pf1:
+	VMOVUPS      256(R12), Z22
+	VMOVUPS      320(R12), Z23
 	VPBROADCASTD 8(AX), Z24
 	// VDPBF16PS Z22, Z24, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
@@ -4322,7 +4113,7 @@ sbgemmKernel14x32AVX512BF16_rows11_pfdone:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD 8(AX)(R8*1), Z24
+	VPBROADCASTD 8(AX)(DI*1), Z24
 	// VDPBF16PS Z22, Z24, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z23, Z24, Z7
@@ -4332,27 +4123,27 @@ sbgemmKernel14x32AVX512BF16_rows11_pfdone:
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z23, Z24, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD 8(DI), Z24
+	VPBROADCASTD 8(SI), Z24
 	// VDPBF16PS Z22, Z24, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z23, Z24, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xdf
-	VPBROADCASTD 8(DI)(CX*1), Z24
+	VPBROADCASTD 8(SI)(CX*1), Z24
 	// VDPBF16PS Z22, Z24, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD 8(DI)(CX*2), Z24
+	VPBROADCASTD 8(SI)(CX*2), Z24
 	// VDPBF16PS Z22, Z24, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z23, Z24, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xff
-	VPBROADCASTD 8(DI)(R8*1), Z24
+	VPBROADCASTD 8(SI)(DI*1), Z24
 	// VDPBF16PS Z22, Z24, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z23, Z24, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD 8(DI)(CX*4), Z24
+	VPBROADCASTD 8(SI)(CX*4), Z24
 	// VDPBF16PS Z22, Z24, Z18
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z23, Z24, Z19
@@ -4362,8 +4153,19 @@ sbgemmKernel14x32AVX512BF16_rows11_pfdone:
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z21
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VMOVUPS      384(DX), Z22
-	VMOVUPS      448(DX), Z23
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows11_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows11_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows11_pf2:
+	VMOVUPS      384(R12), Z22
+	VMOVUPS      448(R12), Z23
 	VPBROADCASTD 12(AX), Z24
 	// VDPBF16PS Z22, Z24, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
@@ -4379,7 +4181,7 @@ sbgemmKernel14x32AVX512BF16_rows11_pfdone:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD 12(AX)(R8*1), Z24
+	VPBROADCASTD 12(AX)(DI*1), Z24
 	// VDPBF16PS Z22, Z24, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z23, Z24, Z7
@@ -4389,27 +4191,27 @@ sbgemmKernel14x32AVX512BF16_rows11_pfdone:
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z23, Z24, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD 12(DI), Z24
+	VPBROADCASTD 12(SI), Z24
 	// VDPBF16PS Z22, Z24, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z23, Z24, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xdf
-	VPBROADCASTD 12(DI)(CX*1), Z24
+	VPBROADCASTD 12(SI)(CX*1), Z24
 	// VDPBF16PS Z22, Z24, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD 12(DI)(CX*2), Z24
+	VPBROADCASTD 12(SI)(CX*2), Z24
 	// VDPBF16PS Z22, Z24, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z23, Z24, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xff
-	VPBROADCASTD 12(DI)(R8*1), Z24
+	VPBROADCASTD 12(SI)(DI*1), Z24
 	// VDPBF16PS Z22, Z24, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z23, Z24, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD 12(DI)(CX*4), Z24
+	VPBROADCASTD 12(SI)(CX*4), Z24
 	// VDPBF16PS Z22, Z24, Z18
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z23, Z24, Z19
@@ -4419,18 +4221,29 @@ sbgemmKernel14x32AVX512BF16_rows11_pfdone:
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z21
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	ADDQ         $0x00000010, AX
-	ADDQ         $0x00000010, DI
-	ADDQ         $0x00000010, R11
-	ADDQ         $0x00000200, DX
-	SUBQ         $0x00000004, R12
-	JMP          sbgemmKernel14x32AVX512BF16_rows11_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows11_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows11_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows11_pf3:
+	ADDQ $0x00000010, AX
+	ADDQ $0x00000010, SI
+	ADDQ $0x00000010, R11
+	ADDQ $0x00000200, R12
+	SUBQ $0x00000004, R13
+	JMP  sbgemmKernel14x32AVX512BF16_rows11_kloop
 
 sbgemmKernel14x32AVX512BF16_rows11_ktail:
-	TESTQ        R12, R12
+	TESTQ        R13, R13
 	JZ           sbgemmKernel14x32AVX512BF16_rows11_kdone
-	VMOVUPS      (DX), Z22
-	VMOVUPS      64(DX), Z23
+	VMOVUPS      (R12), Z22
+	VMOVUPS      64(R12), Z23
 	VPBROADCASTD (AX), Z24
 	// VDPBF16PS Z22, Z24, Z0
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
@@ -4446,7 +4259,7 @@ sbgemmKernel14x32AVX512BF16_rows11_ktail:
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z5
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD (AX)(R8*1), Z24
+	VPBROADCASTD (AX)(DI*1), Z24
 	// VDPBF16PS Z22, Z24, Z6
 	BYTE $0x62; BYTE $0xb2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z23, Z24, Z7
@@ -4456,27 +4269,27 @@ sbgemmKernel14x32AVX512BF16_rows11_ktail:
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z23, Z24, Z9
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD (DI), Z24
+	VPBROADCASTD (SI), Z24
 	// VDPBF16PS Z22, Z24, Z10
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z23, Z24, Z11
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xdf
-	VPBROADCASTD (DI)(CX*1), Z24
+	VPBROADCASTD (SI)(CX*1), Z24
 	// VDPBF16PS Z22, Z24, Z12
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe6
 	// VDPBF16PS Z23, Z24, Z13
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
-	VPBROADCASTD (DI)(CX*2), Z24
+	VPBROADCASTD (SI)(CX*2), Z24
 	// VDPBF16PS Z22, Z24, Z14
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf6
 	// VDPBF16PS Z23, Z24, Z15
 	BYTE $0x62; BYTE $0x32; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xff
-	VPBROADCASTD (DI)(R8*1), Z24
+	VPBROADCASTD (SI)(DI*1), Z24
 	// VDPBF16PS Z22, Z24, Z16
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc6
 	// VDPBF16PS Z23, Z24, Z17
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xcf
-	VPBROADCASTD (DI)(CX*4), Z24
+	VPBROADCASTD (SI)(CX*4), Z24
 	// VDPBF16PS Z22, Z24, Z18
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd6
 	// VDPBF16PS Z23, Z24, Z19
@@ -4487,10 +4300,10 @@ sbgemmKernel14x32AVX512BF16_rows11_ktail:
 	// VDPBF16PS Z23, Z24, Z21
 	BYTE $0x62; BYTE $0xa2; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xef
 	ADDQ         $0x00000004, AX
-	ADDQ         $0x00000004, DI
+	ADDQ         $0x00000004, SI
 	ADDQ         $0x00000004, R11
-	ADDQ         $0x00000080, DX
-	DECQ         R12
+	ADDQ         $0x00000080, R12
+	DECQ         R13
 	JMP          sbgemmKernel14x32AVX512BF16_rows11_ktail
 
 sbgemmKernel14x32AVX512BF16_rows11_kdone:
@@ -4523,7 +4336,7 @@ sbgemmKernel14x32AVX512BF16_rows11_kdone:
 	VMULPS       Z22, Z21, Z21
 
 sbgemmKernel14x32AVX512BF16_rows11_alpha1:
-	MOVQ         BX, AX
+	MOVQ         DX, AX
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sbgemmKernel14x32AVX512BF16_rows11_beta0
@@ -4534,70 +4347,70 @@ sbgemmKernel14x32AVX512BF16_rows11_alpha1:
 	VMOVUPS.Z    64(AX), K2, Z23
 	VFMADD231PS  Z23, Z22, Z1
 	VMOVUPS      Z1, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z23
 	VFMADD231PS  Z23, Z22, Z2
 	VMOVUPS      Z2, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z23
 	VFMADD231PS  Z23, Z22, Z3
 	VMOVUPS      Z3, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z23
 	VFMADD231PS  Z23, Z22, Z4
 	VMOVUPS      Z4, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z23
 	VFMADD231PS  Z23, Z22, Z5
 	VMOVUPS      Z5, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z23
 	VFMADD231PS  Z23, Z22, Z6
 	VMOVUPS      Z6, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z23
 	VFMADD231PS  Z23, Z22, Z7
 	VMOVUPS      Z7, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z23
 	VFMADD231PS  Z23, Z22, Z8
 	VMOVUPS      Z8, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z23
 	VFMADD231PS  Z23, Z22, Z9
 	VMOVUPS      Z9, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z23
 	VFMADD231PS  Z23, Z22, Z10
 	VMOVUPS      Z10, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z23
 	VFMADD231PS  Z23, Z22, Z11
 	VMOVUPS      Z11, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z23
 	VFMADD231PS  Z23, Z22, Z12
 	VMOVUPS      Z12, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z23
 	VFMADD231PS  Z23, Z22, Z13
 	VMOVUPS      Z13, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z23
 	VFMADD231PS  Z23, Z22, Z14
 	VMOVUPS      Z14, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z23
 	VFMADD231PS  Z23, Z22, Z15
 	VMOVUPS      Z15, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z23
 	VFMADD231PS  Z23, Z22, Z16
 	VMOVUPS      Z16, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z23
 	VFMADD231PS  Z23, Z22, Z17
 	VMOVUPS      Z17, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z23
 	VFMADD231PS  Z23, Z22, Z18
 	VMOVUPS      Z18, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z23
 	VFMADD231PS  Z23, Z22, Z19
 	VMOVUPS      Z19, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z23
 	VFMADD231PS  Z23, Z22, Z20
 	VMOVUPS      Z20, K1, (AX)
@@ -4609,34 +4422,34 @@ sbgemmKernel14x32AVX512BF16_rows11_alpha1:
 sbgemmKernel14x32AVX512BF16_rows11_beta0:
 	VMOVUPS Z0, K1, (AX)
 	VMOVUPS Z1, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z2, K1, (AX)
 	VMOVUPS Z3, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z4, K1, (AX)
 	VMOVUPS Z5, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z6, K1, (AX)
 	VMOVUPS Z7, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z8, K1, (AX)
 	VMOVUPS Z9, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z10, K1, (AX)
 	VMOVUPS Z11, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z12, K1, (AX)
 	VMOVUPS Z13, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z14, K1, (AX)
 	VMOVUPS Z15, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z16, K1, (AX)
 	VMOVUPS Z17, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z18, K1, (AX)
 	VMOVUPS Z19, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z20, K1, (AX)
 	VMOVUPS Z21, K2, 64(AX)
 
@@ -4644,140 +4457,42 @@ sbgemmKernel14x32AVX512BF16_rows11_stored:
 	JMP sbgemmKernel14x32AVX512BF16_done
 
 sbgemmKernel14x32AVX512BF16_rows12:
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	VXORPS     Z0, Z0, Z0
-	VXORPS     Z1, Z1, Z1
-	VXORPS     Z2, Z2, Z2
-	VXORPS     Z3, Z3, Z3
-	VXORPS     Z4, Z4, Z4
-	VXORPS     Z5, Z5, Z5
-	VXORPS     Z6, Z6, Z6
-	VXORPS     Z7, Z7, Z7
-	VXORPS     Z8, Z8, Z8
-	VXORPS     Z9, Z9, Z9
-	VXORPS     Z10, Z10, Z10
-	VXORPS     Z11, Z11, Z11
-	VXORPS     Z12, Z12, Z12
-	VXORPS     Z13, Z13, Z13
-	VXORPS     Z14, Z14, Z14
-	VXORPS     Z15, Z15, Z15
-	VXORPS     Z16, Z16, Z16
-	VXORPS     Z17, Z17, Z17
-	VXORPS     Z18, Z18, Z18
-	VXORPS     Z19, Z19, Z19
-	VXORPS     Z20, Z20, Z20
-	VXORPS     Z21, Z21, Z21
-	VXORPS     Z22, Z22, Z22
-	VXORPS     Z23, Z23, Z23
-	LEAQ       (AX)(CX*4), DI
-	ADDQ       CX, DI
-	LEAQ       (DI)(CX*4), R11
-	ADDQ       CX, R11
-	MOVQ       kc+0(FP), R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	VXORPS Z17, Z17, Z17
+	VXORPS Z18, Z18, Z18
+	VXORPS Z19, Z19, Z19
+	VXORPS Z20, Z20, Z20
+	VXORPS Z21, Z21, Z21
+	VXORPS Z22, Z22, Z22
+	VXORPS Z23, Z23, Z23
+	LEAQ   (AX)(CX*4), SI
+	ADDQ   CX, SI
+	LEAQ   (SI)(CX*4), R11
+	ADDQ   CX, R11
+	MOVQ   b_base+40(FP), R12
+	MOVQ   kc+0(FP), R13
 
 sbgemmKernel14x32AVX512BF16_rows12_kloop:
-	CMPQ         R12, $0x00000004
+	CMPQ         R13, $0x00000004
 	JL           sbgemmKernel14x32AVX512BF16_rows12_ktail
-	VMOVUPS      (DX), Z24
-	VMOVUPS      64(DX), Z25
+	VMOVUPS      (R12), Z24
+	VMOVUPS      64(R12), Z25
 	VPBROADCASTD (AX), Z26
 	// VDPBF16PS Z24, Z26, Z0
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
@@ -4793,7 +4508,7 @@ sbgemmKernel14x32AVX512BF16_rows12_kloop:
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z25, Z26, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD (AX)(R8*1), Z26
+	VPBROADCASTD (AX)(DI*1), Z26
 	// VDPBF16PS Z24, Z26, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z7
@@ -4803,27 +4518,27 @@ sbgemmKernel14x32AVX512BF16_rows12_kloop:
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z25, Z26, Z9
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD (DI), Z26
+	VPBROADCASTD (SI), Z26
 	// VDPBF16PS Z24, Z26, Z10
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z25, Z26, Z11
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd9
-	VPBROADCASTD (DI)(CX*1), Z26
+	VPBROADCASTD (SI)(CX*1), Z26
 	// VDPBF16PS Z24, Z26, Z12
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z25, Z26, Z13
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD (DI)(CX*2), Z26
+	VPBROADCASTD (SI)(CX*2), Z26
 	// VDPBF16PS Z24, Z26, Z14
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
-	VPBROADCASTD (DI)(R8*1), Z26
+	VPBROADCASTD (SI)(DI*1), Z26
 	// VDPBF16PS Z24, Z26, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z25, Z26, Z17
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD (DI)(CX*4), Z26
+	VPBROADCASTD (SI)(CX*4), Z26
 	// VDPBF16PS Z24, Z26, Z18
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z25, Z26, Z19
@@ -4838,17 +4553,19 @@ sbgemmKernel14x32AVX512BF16_rows12_kloop:
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z23
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_rows12_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows12_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows12_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_rows12_pfdone:
-	VMOVUPS      128(DX), Z24
-	VMOVUPS      192(DX), Z25
+sbgemmKernel14x32AVX512BF16_rows12_pf0:
+	VMOVUPS      128(R12), Z24
+	VMOVUPS      192(R12), Z25
 	VPBROADCASTD 4(AX), Z26
 	// VDPBF16PS Z24, Z26, Z0
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
@@ -4864,7 +4581,7 @@ sbgemmKernel14x32AVX512BF16_rows12_pfdone:
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z25, Z26, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 4(AX)(R8*1), Z26
+	VPBROADCASTD 4(AX)(DI*1), Z26
 	// VDPBF16PS Z24, Z26, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z7
@@ -4874,27 +4591,27 @@ sbgemmKernel14x32AVX512BF16_rows12_pfdone:
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z25, Z26, Z9
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD 4(DI), Z26
+	VPBROADCASTD 4(SI), Z26
 	// VDPBF16PS Z24, Z26, Z10
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z25, Z26, Z11
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd9
-	VPBROADCASTD 4(DI)(CX*1), Z26
+	VPBROADCASTD 4(SI)(CX*1), Z26
 	// VDPBF16PS Z24, Z26, Z12
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z25, Z26, Z13
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 4(DI)(CX*2), Z26
+	VPBROADCASTD 4(SI)(CX*2), Z26
 	// VDPBF16PS Z24, Z26, Z14
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
-	VPBROADCASTD 4(DI)(R8*1), Z26
+	VPBROADCASTD 4(SI)(DI*1), Z26
 	// VDPBF16PS Z24, Z26, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z25, Z26, Z17
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD 4(DI)(CX*4), Z26
+	VPBROADCASTD 4(SI)(CX*4), Z26
 	// VDPBF16PS Z24, Z26, Z18
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z25, Z26, Z19
@@ -4909,8 +4626,19 @@ sbgemmKernel14x32AVX512BF16_rows12_pfdone:
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z23
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
-	VMOVUPS      256(DX), Z24
-	VMOVUPS      320(DX), Z25
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows12_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows12_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows12_pf1:
+	VMOVUPS      256(R12), Z24
+	VMOVUPS      320(R12), Z25
 	VPBROADCASTD 8(AX), Z26
 	// VDPBF16PS Z24, Z26, Z0
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
@@ -4926,7 +4654,7 @@ sbgemmKernel14x32AVX512BF16_rows12_pfdone:
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z25, Z26, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 8(AX)(R8*1), Z26
+	VPBROADCASTD 8(AX)(DI*1), Z26
 	// VDPBF16PS Z24, Z26, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z7
@@ -4936,27 +4664,27 @@ sbgemmKernel14x32AVX512BF16_rows12_pfdone:
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z25, Z26, Z9
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD 8(DI), Z26
+	VPBROADCASTD 8(SI), Z26
 	// VDPBF16PS Z24, Z26, Z10
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z25, Z26, Z11
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd9
-	VPBROADCASTD 8(DI)(CX*1), Z26
+	VPBROADCASTD 8(SI)(CX*1), Z26
 	// VDPBF16PS Z24, Z26, Z12
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z25, Z26, Z13
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 8(DI)(CX*2), Z26
+	VPBROADCASTD 8(SI)(CX*2), Z26
 	// VDPBF16PS Z24, Z26, Z14
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
-	VPBROADCASTD 8(DI)(R8*1), Z26
+	VPBROADCASTD 8(SI)(DI*1), Z26
 	// VDPBF16PS Z24, Z26, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z25, Z26, Z17
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD 8(DI)(CX*4), Z26
+	VPBROADCASTD 8(SI)(CX*4), Z26
 	// VDPBF16PS Z24, Z26, Z18
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z25, Z26, Z19
@@ -4971,8 +4699,19 @@ sbgemmKernel14x32AVX512BF16_rows12_pfdone:
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z23
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
-	VMOVUPS      384(DX), Z24
-	VMOVUPS      448(DX), Z25
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows12_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows12_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows12_pf2:
+	VMOVUPS      384(R12), Z24
+	VMOVUPS      448(R12), Z25
 	VPBROADCASTD 12(AX), Z26
 	// VDPBF16PS Z24, Z26, Z0
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
@@ -4988,7 +4727,7 @@ sbgemmKernel14x32AVX512BF16_rows12_pfdone:
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z25, Z26, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 12(AX)(R8*1), Z26
+	VPBROADCASTD 12(AX)(DI*1), Z26
 	// VDPBF16PS Z24, Z26, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z7
@@ -4998,27 +4737,27 @@ sbgemmKernel14x32AVX512BF16_rows12_pfdone:
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z25, Z26, Z9
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD 12(DI), Z26
+	VPBROADCASTD 12(SI), Z26
 	// VDPBF16PS Z24, Z26, Z10
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z25, Z26, Z11
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd9
-	VPBROADCASTD 12(DI)(CX*1), Z26
+	VPBROADCASTD 12(SI)(CX*1), Z26
 	// VDPBF16PS Z24, Z26, Z12
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z25, Z26, Z13
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD 12(DI)(CX*2), Z26
+	VPBROADCASTD 12(SI)(CX*2), Z26
 	// VDPBF16PS Z24, Z26, Z14
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
-	VPBROADCASTD 12(DI)(R8*1), Z26
+	VPBROADCASTD 12(SI)(DI*1), Z26
 	// VDPBF16PS Z24, Z26, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z25, Z26, Z17
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD 12(DI)(CX*4), Z26
+	VPBROADCASTD 12(SI)(CX*4), Z26
 	// VDPBF16PS Z24, Z26, Z18
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z25, Z26, Z19
@@ -5033,18 +4772,29 @@ sbgemmKernel14x32AVX512BF16_rows12_pfdone:
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z23
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
-	ADDQ         $0x00000010, AX
-	ADDQ         $0x00000010, DI
-	ADDQ         $0x00000010, R11
-	ADDQ         $0x00000200, DX
-	SUBQ         $0x00000004, R12
-	JMP          sbgemmKernel14x32AVX512BF16_rows12_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows12_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows12_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows12_pf3:
+	ADDQ $0x00000010, AX
+	ADDQ $0x00000010, SI
+	ADDQ $0x00000010, R11
+	ADDQ $0x00000200, R12
+	SUBQ $0x00000004, R13
+	JMP  sbgemmKernel14x32AVX512BF16_rows12_kloop
 
 sbgemmKernel14x32AVX512BF16_rows12_ktail:
-	TESTQ        R12, R12
+	TESTQ        R13, R13
 	JZ           sbgemmKernel14x32AVX512BF16_rows12_kdone
-	VMOVUPS      (DX), Z24
-	VMOVUPS      64(DX), Z25
+	VMOVUPS      (R12), Z24
+	VMOVUPS      64(R12), Z25
 	VPBROADCASTD (AX), Z26
 	// VDPBF16PS Z24, Z26, Z0
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
@@ -5060,7 +4810,7 @@ sbgemmKernel14x32AVX512BF16_rows12_ktail:
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z25, Z26, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD (AX)(R8*1), Z26
+	VPBROADCASTD (AX)(DI*1), Z26
 	// VDPBF16PS Z24, Z26, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z7
@@ -5070,27 +4820,27 @@ sbgemmKernel14x32AVX512BF16_rows12_ktail:
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z25, Z26, Z9
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD (DI), Z26
+	VPBROADCASTD (SI), Z26
 	// VDPBF16PS Z24, Z26, Z10
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z25, Z26, Z11
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd9
-	VPBROADCASTD (DI)(CX*1), Z26
+	VPBROADCASTD (SI)(CX*1), Z26
 	// VDPBF16PS Z24, Z26, Z12
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe0
 	// VDPBF16PS Z25, Z26, Z13
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xe9
-	VPBROADCASTD (DI)(CX*2), Z26
+	VPBROADCASTD (SI)(CX*2), Z26
 	// VDPBF16PS Z24, Z26, Z14
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf0
 	// VDPBF16PS Z25, Z26, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
-	VPBROADCASTD (DI)(R8*1), Z26
+	VPBROADCASTD (SI)(DI*1), Z26
 	// VDPBF16PS Z24, Z26, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc0
 	// VDPBF16PS Z25, Z26, Z17
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xc9
-	VPBROADCASTD (DI)(CX*4), Z26
+	VPBROADCASTD (SI)(CX*4), Z26
 	// VDPBF16PS Z24, Z26, Z18
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xd0
 	// VDPBF16PS Z25, Z26, Z19
@@ -5106,10 +4856,10 @@ sbgemmKernel14x32AVX512BF16_rows12_ktail:
 	// VDPBF16PS Z25, Z26, Z23
 	BYTE $0x62; BYTE $0x82; BYTE $0x2e; BYTE $0x40; BYTE $0x52; BYTE $0xf9
 	ADDQ         $0x00000004, AX
-	ADDQ         $0x00000004, DI
+	ADDQ         $0x00000004, SI
 	ADDQ         $0x00000004, R11
-	ADDQ         $0x00000080, DX
-	DECQ         R12
+	ADDQ         $0x00000080, R12
+	DECQ         R13
 	JMP          sbgemmKernel14x32AVX512BF16_rows12_ktail
 
 sbgemmKernel14x32AVX512BF16_rows12_kdone:
@@ -5144,7 +4894,7 @@ sbgemmKernel14x32AVX512BF16_rows12_kdone:
 	VMULPS       Z24, Z23, Z23
 
 sbgemmKernel14x32AVX512BF16_rows12_alpha1:
-	MOVQ         BX, AX
+	MOVQ         DX, AX
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sbgemmKernel14x32AVX512BF16_rows12_beta0
@@ -5155,77 +4905,77 @@ sbgemmKernel14x32AVX512BF16_rows12_alpha1:
 	VMOVUPS.Z    64(AX), K2, Z25
 	VFMADD231PS  Z25, Z24, Z1
 	VMOVUPS      Z1, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z25
 	VFMADD231PS  Z25, Z24, Z2
 	VMOVUPS      Z2, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z25
 	VFMADD231PS  Z25, Z24, Z3
 	VMOVUPS      Z3, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z25
 	VFMADD231PS  Z25, Z24, Z4
 	VMOVUPS      Z4, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z25
 	VFMADD231PS  Z25, Z24, Z5
 	VMOVUPS      Z5, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z25
 	VFMADD231PS  Z25, Z24, Z6
 	VMOVUPS      Z6, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z25
 	VFMADD231PS  Z25, Z24, Z7
 	VMOVUPS      Z7, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z25
 	VFMADD231PS  Z25, Z24, Z8
 	VMOVUPS      Z8, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z25
 	VFMADD231PS  Z25, Z24, Z9
 	VMOVUPS      Z9, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z25
 	VFMADD231PS  Z25, Z24, Z10
 	VMOVUPS      Z10, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z25
 	VFMADD231PS  Z25, Z24, Z11
 	VMOVUPS      Z11, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z25
 	VFMADD231PS  Z25, Z24, Z12
 	VMOVUPS      Z12, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z25
 	VFMADD231PS  Z25, Z24, Z13
 	VMOVUPS      Z13, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z25
 	VFMADD231PS  Z25, Z24, Z14
 	VMOVUPS      Z14, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z25
 	VFMADD231PS  Z25, Z24, Z15
 	VMOVUPS      Z15, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z25
 	VFMADD231PS  Z25, Z24, Z16
 	VMOVUPS      Z16, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z25
 	VFMADD231PS  Z25, Z24, Z17
 	VMOVUPS      Z17, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z25
 	VFMADD231PS  Z25, Z24, Z18
 	VMOVUPS      Z18, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z25
 	VFMADD231PS  Z25, Z24, Z19
 	VMOVUPS      Z19, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z25
 	VFMADD231PS  Z25, Z24, Z20
 	VMOVUPS      Z20, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z25
 	VFMADD231PS  Z25, Z24, Z21
 	VMOVUPS      Z21, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z25
 	VFMADD231PS  Z25, Z24, Z22
 	VMOVUPS      Z22, K1, (AX)
@@ -5237,37 +4987,37 @@ sbgemmKernel14x32AVX512BF16_rows12_alpha1:
 sbgemmKernel14x32AVX512BF16_rows12_beta0:
 	VMOVUPS Z0, K1, (AX)
 	VMOVUPS Z1, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z2, K1, (AX)
 	VMOVUPS Z3, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z4, K1, (AX)
 	VMOVUPS Z5, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z6, K1, (AX)
 	VMOVUPS Z7, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z8, K1, (AX)
 	VMOVUPS Z9, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z10, K1, (AX)
 	VMOVUPS Z11, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z12, K1, (AX)
 	VMOVUPS Z13, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z14, K1, (AX)
 	VMOVUPS Z15, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z16, K1, (AX)
 	VMOVUPS Z17, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z18, K1, (AX)
 	VMOVUPS Z19, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z20, K1, (AX)
 	VMOVUPS Z21, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z22, K1, (AX)
 	VMOVUPS Z23, K2, 64(AX)
 
@@ -5275,149 +5025,44 @@ sbgemmKernel14x32AVX512BF16_rows12_stored:
 	JMP sbgemmKernel14x32AVX512BF16_done
 
 sbgemmKernel14x32AVX512BF16_rows13:
-	// Prefetch the C tile into L1, the next one into L2.
-	MOVQ       BX, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT0 (DI)
-	PREFETCHT0 64(DI)
-	PREFETCHT0 124(DI)
-	ADDQ       SI, DI
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	ADDQ       SI, DI
-	PREFETCHT1 (DI)
-	PREFETCHT1 64(DI)
-	PREFETCHT1 124(DI)
-	VXORPS     Z0, Z0, Z0
-	VXORPS     Z1, Z1, Z1
-	VXORPS     Z2, Z2, Z2
-	VXORPS     Z3, Z3, Z3
-	VXORPS     Z4, Z4, Z4
-	VXORPS     Z5, Z5, Z5
-	VXORPS     Z6, Z6, Z6
-	VXORPS     Z7, Z7, Z7
-	VXORPS     Z8, Z8, Z8
-	VXORPS     Z9, Z9, Z9
-	VXORPS     Z10, Z10, Z10
-	VXORPS     Z11, Z11, Z11
-	VXORPS     Z12, Z12, Z12
-	VXORPS     Z13, Z13, Z13
-	VXORPS     Z14, Z14, Z14
-	VXORPS     Z15, Z15, Z15
-	VXORPS     Z16, Z16, Z16
-	VXORPS     Z17, Z17, Z17
-	VXORPS     Z18, Z18, Z18
-	VXORPS     Z19, Z19, Z19
-	VXORPS     Z20, Z20, Z20
-	VXORPS     Z21, Z21, Z21
-	VXORPS     Z22, Z22, Z22
-	VXORPS     Z23, Z23, Z23
-	VXORPS     Z24, Z24, Z24
-	VXORPS     Z25, Z25, Z25
-	LEAQ       (AX)(CX*4), DI
-	ADDQ       CX, DI
-	LEAQ       (DI)(CX*4), R11
-	ADDQ       CX, R11
-	MOVQ       kc+0(FP), R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	VXORPS Z17, Z17, Z17
+	VXORPS Z18, Z18, Z18
+	VXORPS Z19, Z19, Z19
+	VXORPS Z20, Z20, Z20
+	VXORPS Z21, Z21, Z21
+	VXORPS Z22, Z22, Z22
+	VXORPS Z23, Z23, Z23
+	VXORPS Z24, Z24, Z24
+	VXORPS Z25, Z25, Z25
+	LEAQ   (AX)(CX*4), SI
+	ADDQ   CX, SI
+	LEAQ   (SI)(CX*4), R11
+	ADDQ   CX, R11
+	MOVQ   b_base+40(FP), R12
+	MOVQ   kc+0(FP), R13
 
 sbgemmKernel14x32AVX512BF16_rows13_kloop:
-	CMPQ         R12, $0x00000004
+	CMPQ         R13, $0x00000004
 	JL           sbgemmKernel14x32AVX512BF16_rows13_ktail
-	VMOVUPS      (DX), Z26
-	VMOVUPS      64(DX), Z27
+	VMOVUPS      (R12), Z26
+	VMOVUPS      64(R12), Z27
 	VPBROADCASTD (AX), Z28
 	// VDPBF16PS Z26, Z28, Z0
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
@@ -5433,7 +5078,7 @@ sbgemmKernel14x32AVX512BF16_rows13_kloop:
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z27, Z28, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD (AX)(R8*1), Z28
+	VPBROADCASTD (AX)(DI*1), Z28
 	// VDPBF16PS Z26, Z28, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z27, Z28, Z7
@@ -5443,27 +5088,27 @@ sbgemmKernel14x32AVX512BF16_rows13_kloop:
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z9
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD (DI), Z28
+	VPBROADCASTD (SI), Z28
 	// VDPBF16PS Z26, Z28, Z10
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z27, Z28, Z11
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xdb
-	VPBROADCASTD (DI)(CX*1), Z28
+	VPBROADCASTD (SI)(CX*1), Z28
 	// VDPBF16PS Z26, Z28, Z12
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z27, Z28, Z13
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD (DI)(CX*2), Z28
+	VPBROADCASTD (SI)(CX*2), Z28
 	// VDPBF16PS Z26, Z28, Z14
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z27, Z28, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xfb
-	VPBROADCASTD (DI)(R8*1), Z28
+	VPBROADCASTD (SI)(DI*1), Z28
 	// VDPBF16PS Z26, Z28, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z17
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD (DI)(CX*4), Z28
+	VPBROADCASTD (SI)(CX*4), Z28
 	// VDPBF16PS Z26, Z28, Z18
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z27, Z28, Z19
@@ -5483,17 +5128,19 @@ sbgemmKernel14x32AVX512BF16_rows13_kloop:
 	BYTE $0x62; BYTE $0x02; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z25
 	BYTE $0x62; BYTE $0x02; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	CMPQ         R9, R10
-	JAE          sbgemmKernel14x32AVX512BF16_rows13_pfdone
-	PREFETCHT1   (R9)
-	PREFETCHT1   64(R9)
-	PREFETCHT1   128(R9)
-	PREFETCHT1   192(R9)
-	ADDQ         $0x00000100, R9
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows13_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows13_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
 
-sbgemmKernel14x32AVX512BF16_rows13_pfdone:
-	VMOVUPS      128(DX), Z26
-	VMOVUPS      192(DX), Z27
+sbgemmKernel14x32AVX512BF16_rows13_pf0:
+	VMOVUPS      128(R12), Z26
+	VMOVUPS      192(R12), Z27
 	VPBROADCASTD 4(AX), Z28
 	// VDPBF16PS Z26, Z28, Z0
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
@@ -5509,7 +5156,7 @@ sbgemmKernel14x32AVX512BF16_rows13_pfdone:
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z27, Z28, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 4(AX)(R8*1), Z28
+	VPBROADCASTD 4(AX)(DI*1), Z28
 	// VDPBF16PS Z26, Z28, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z27, Z28, Z7
@@ -5519,27 +5166,27 @@ sbgemmKernel14x32AVX512BF16_rows13_pfdone:
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z9
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD 4(DI), Z28
+	VPBROADCASTD 4(SI), Z28
 	// VDPBF16PS Z26, Z28, Z10
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z27, Z28, Z11
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xdb
-	VPBROADCASTD 4(DI)(CX*1), Z28
+	VPBROADCASTD 4(SI)(CX*1), Z28
 	// VDPBF16PS Z26, Z28, Z12
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z27, Z28, Z13
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 4(DI)(CX*2), Z28
+	VPBROADCASTD 4(SI)(CX*2), Z28
 	// VDPBF16PS Z26, Z28, Z14
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z27, Z28, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xfb
-	VPBROADCASTD 4(DI)(R8*1), Z28
+	VPBROADCASTD 4(SI)(DI*1), Z28
 	// VDPBF16PS Z26, Z28, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z17
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD 4(DI)(CX*4), Z28
+	VPBROADCASTD 4(SI)(CX*4), Z28
 	// VDPBF16PS Z26, Z28, Z18
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z27, Z28, Z19
@@ -5559,8 +5206,19 @@ sbgemmKernel14x32AVX512BF16_rows13_pfdone:
 	BYTE $0x62; BYTE $0x02; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z25
 	BYTE $0x62; BYTE $0x02; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VMOVUPS      256(DX), Z26
-	VMOVUPS      320(DX), Z27
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows13_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows13_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows13_pf1:
+	VMOVUPS      256(R12), Z26
+	VMOVUPS      320(R12), Z27
 	VPBROADCASTD 8(AX), Z28
 	// VDPBF16PS Z26, Z28, Z0
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
@@ -5576,7 +5234,7 @@ sbgemmKernel14x32AVX512BF16_rows13_pfdone:
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z27, Z28, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 8(AX)(R8*1), Z28
+	VPBROADCASTD 8(AX)(DI*1), Z28
 	// VDPBF16PS Z26, Z28, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z27, Z28, Z7
@@ -5586,27 +5244,27 @@ sbgemmKernel14x32AVX512BF16_rows13_pfdone:
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z9
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD 8(DI), Z28
+	VPBROADCASTD 8(SI), Z28
 	// VDPBF16PS Z26, Z28, Z10
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z27, Z28, Z11
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xdb
-	VPBROADCASTD 8(DI)(CX*1), Z28
+	VPBROADCASTD 8(SI)(CX*1), Z28
 	// VDPBF16PS Z26, Z28, Z12
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z27, Z28, Z13
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 8(DI)(CX*2), Z28
+	VPBROADCASTD 8(SI)(CX*2), Z28
 	// VDPBF16PS Z26, Z28, Z14
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z27, Z28, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xfb
-	VPBROADCASTD 8(DI)(R8*1), Z28
+	VPBROADCASTD 8(SI)(DI*1), Z28
 	// VDPBF16PS Z26, Z28, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z17
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD 8(DI)(CX*4), Z28
+	VPBROADCASTD 8(SI)(CX*4), Z28
 	// VDPBF16PS Z26, Z28, Z18
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z27, Z28, Z19
@@ -5626,8 +5284,19 @@ sbgemmKernel14x32AVX512BF16_rows13_pfdone:
 	BYTE $0x62; BYTE $0x02; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z25
 	BYTE $0x62; BYTE $0x02; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VMOVUPS      384(DX), Z26
-	VMOVUPS      448(DX), Z27
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows13_pf2
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows13_pf2
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows13_pf2:
+	VMOVUPS      384(R12), Z26
+	VMOVUPS      448(R12), Z27
 	VPBROADCASTD 12(AX), Z28
 	// VDPBF16PS Z26, Z28, Z0
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
@@ -5643,7 +5312,7 @@ sbgemmKernel14x32AVX512BF16_rows13_pfdone:
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z27, Z28, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 12(AX)(R8*1), Z28
+	VPBROADCASTD 12(AX)(DI*1), Z28
 	// VDPBF16PS Z26, Z28, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z27, Z28, Z7
@@ -5653,27 +5322,27 @@ sbgemmKernel14x32AVX512BF16_rows13_pfdone:
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z9
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD 12(DI), Z28
+	VPBROADCASTD 12(SI), Z28
 	// VDPBF16PS Z26, Z28, Z10
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z27, Z28, Z11
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xdb
-	VPBROADCASTD 12(DI)(CX*1), Z28
+	VPBROADCASTD 12(SI)(CX*1), Z28
 	// VDPBF16PS Z26, Z28, Z12
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z27, Z28, Z13
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD 12(DI)(CX*2), Z28
+	VPBROADCASTD 12(SI)(CX*2), Z28
 	// VDPBF16PS Z26, Z28, Z14
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z27, Z28, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xfb
-	VPBROADCASTD 12(DI)(R8*1), Z28
+	VPBROADCASTD 12(SI)(DI*1), Z28
 	// VDPBF16PS Z26, Z28, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z17
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD 12(DI)(CX*4), Z28
+	VPBROADCASTD 12(SI)(CX*4), Z28
 	// VDPBF16PS Z26, Z28, Z18
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z27, Z28, Z19
@@ -5693,18 +5362,29 @@ sbgemmKernel14x32AVX512BF16_rows13_pfdone:
 	BYTE $0x62; BYTE $0x02; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z25
 	BYTE $0x62; BYTE $0x02; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	ADDQ         $0x00000010, AX
-	ADDQ         $0x00000010, DI
-	ADDQ         $0x00000010, R11
-	ADDQ         $0x00000200, DX
-	SUBQ         $0x00000004, R12
-	JMP          sbgemmKernel14x32AVX512BF16_rows13_kloop
+	TESTQ        R9, R9
+	JZ           sbgemmKernel14x32AVX512BF16_rows13_pf3
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sbgemmKernel14x32AVX512BF16_rows13_pf3
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sbgemmKernel14x32AVX512BF16_rows13_pf3:
+	ADDQ $0x00000010, AX
+	ADDQ $0x00000010, SI
+	ADDQ $0x00000010, R11
+	ADDQ $0x00000200, R12
+	SUBQ $0x00000004, R13
+	JMP  sbgemmKernel14x32AVX512BF16_rows13_kloop
 
 sbgemmKernel14x32AVX512BF16_rows13_ktail:
-	TESTQ        R12, R12
+	TESTQ        R13, R13
 	JZ           sbgemmKernel14x32AVX512BF16_rows13_kdone
-	VMOVUPS      (DX), Z26
-	VMOVUPS      64(DX), Z27
+	VMOVUPS      (R12), Z26
+	VMOVUPS      64(R12), Z27
 	VPBROADCASTD (AX), Z28
 	// VDPBF16PS Z26, Z28, Z0
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
@@ -5720,7 +5400,7 @@ sbgemmKernel14x32AVX512BF16_rows13_ktail:
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z27, Z28, Z5
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD (AX)(R8*1), Z28
+	VPBROADCASTD (AX)(DI*1), Z28
 	// VDPBF16PS Z26, Z28, Z6
 	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z27, Z28, Z7
@@ -5730,27 +5410,27 @@ sbgemmKernel14x32AVX512BF16_rows13_ktail:
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z9
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD (DI), Z28
+	VPBROADCASTD (SI), Z28
 	// VDPBF16PS Z26, Z28, Z10
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z27, Z28, Z11
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xdb
-	VPBROADCASTD (DI)(CX*1), Z28
+	VPBROADCASTD (SI)(CX*1), Z28
 	// VDPBF16PS Z26, Z28, Z12
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xe2
 	// VDPBF16PS Z27, Z28, Z13
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xeb
-	VPBROADCASTD (DI)(CX*2), Z28
+	VPBROADCASTD (SI)(CX*2), Z28
 	// VDPBF16PS Z26, Z28, Z14
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xf2
 	// VDPBF16PS Z27, Z28, Z15
 	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xfb
-	VPBROADCASTD (DI)(R8*1), Z28
+	VPBROADCASTD (SI)(DI*1), Z28
 	// VDPBF16PS Z26, Z28, Z16
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc2
 	// VDPBF16PS Z27, Z28, Z17
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
-	VPBROADCASTD (DI)(CX*4), Z28
+	VPBROADCASTD (SI)(CX*4), Z28
 	// VDPBF16PS Z26, Z28, Z18
 	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xd2
 	// VDPBF16PS Z27, Z28, Z19
@@ -5771,10 +5451,10 @@ sbgemmKernel14x32AVX512BF16_rows13_ktail:
 	// VDPBF16PS Z27, Z28, Z25
 	BYTE $0x62; BYTE $0x02; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xcb
 	ADDQ         $0x00000004, AX
-	ADDQ         $0x00000004, DI
+	ADDQ         $0x00000004, SI
 	ADDQ         $0x00000004, R11
-	ADDQ         $0x00000080, DX
-	DECQ         R12
+	ADDQ         $0x00000080, R12
+	DECQ         R13
 	JMP          sbgemmKernel14x32AVX512BF16_rows13_ktail
 
 sbgemmKernel14x32AVX512BF16_rows13_kdone:
@@ -5811,7 +5491,7 @@ sbgemmKernel14x32AVX512BF16_rows13_kdone:
 	VMULPS       Z26, Z25, Z25
 
 sbgemmKernel14x32AVX512BF16_rows13_alpha1:
-	MOVQ         BX, AX
+	MOVQ         DX, AX
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sbgemmKernel14x32AVX512BF16_rows13_beta0
@@ -5822,84 +5502,84 @@ sbgemmKernel14x32AVX512BF16_rows13_alpha1:
 	VMOVUPS.Z    64(AX), K2, Z27
 	VFMADD231PS  Z27, Z26, Z1
 	VMOVUPS      Z1, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z27
 	VFMADD231PS  Z27, Z26, Z2
 	VMOVUPS      Z2, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z27
 	VFMADD231PS  Z27, Z26, Z3
 	VMOVUPS      Z3, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z27
 	VFMADD231PS  Z27, Z26, Z4
 	VMOVUPS      Z4, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z27
 	VFMADD231PS  Z27, Z26, Z5
 	VMOVUPS      Z5, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z27
 	VFMADD231PS  Z27, Z26, Z6
 	VMOVUPS      Z6, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z27
 	VFMADD231PS  Z27, Z26, Z7
 	VMOVUPS      Z7, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z27
 	VFMADD231PS  Z27, Z26, Z8
 	VMOVUPS      Z8, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z27
 	VFMADD231PS  Z27, Z26, Z9
 	VMOVUPS      Z9, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z27
 	VFMADD231PS  Z27, Z26, Z10
 	VMOVUPS      Z10, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z27
 	VFMADD231PS  Z27, Z26, Z11
 	VMOVUPS      Z11, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z27
 	VFMADD231PS  Z27, Z26, Z12
 	VMOVUPS      Z12, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z27
 	VFMADD231PS  Z27, Z26, Z13
 	VMOVUPS      Z13, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z27
 	VFMADD231PS  Z27, Z26, Z14
 	VMOVUPS      Z14, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z27
 	VFMADD231PS  Z27, Z26, Z15
 	VMOVUPS      Z15, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z27
 	VFMADD231PS  Z27, Z26, Z16
 	VMOVUPS      Z16, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z27
 	VFMADD231PS  Z27, Z26, Z17
 	VMOVUPS      Z17, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z27
 	VFMADD231PS  Z27, Z26, Z18
 	VMOVUPS      Z18, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z27
 	VFMADD231PS  Z27, Z26, Z19
 	VMOVUPS      Z19, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z27
 	VFMADD231PS  Z27, Z26, Z20
 	VMOVUPS      Z20, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z27
 	VFMADD231PS  Z27, Z26, Z21
 	VMOVUPS      Z21, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z27
 	VFMADD231PS  Z27, Z26, Z22
 	VMOVUPS      Z22, K1, (AX)
 	VMOVUPS.Z    64(AX), K2, Z27
 	VFMADD231PS  Z27, Z26, Z23
 	VMOVUPS      Z23, K2, 64(AX)
-	ADDQ         SI, AX
+	ADDQ         BX, AX
 	VMOVUPS.Z    (AX), K1, Z27
 	VFMADD231PS  Z27, Z26, Z24
 	VMOVUPS      Z24, K1, (AX)
@@ -5911,40 +5591,40 @@ sbgemmKernel14x32AVX512BF16_rows13_alpha1:
 sbgemmKernel14x32AVX512BF16_rows13_beta0:
 	VMOVUPS Z0, K1, (AX)
 	VMOVUPS Z1, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z2, K1, (AX)
 	VMOVUPS Z3, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z4, K1, (AX)
 	VMOVUPS Z5, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z6, K1, (AX)
 	VMOVUPS Z7, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z8, K1, (AX)
 	VMOVUPS Z9, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z10, K1, (AX)
 	VMOVUPS Z11, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z12, K1, (AX)
 	VMOVUPS Z13, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z14, K1, (AX)
 	VMOVUPS Z15, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z16, K1, (AX)
 	VMOVUPS Z17, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z18, K1, (AX)
 	VMOVUPS Z19, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z20, K1, (AX)
 	VMOVUPS Z21, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z22, K1, (AX)
 	VMOVUPS Z23, K2, 64(AX)
-	ADDQ    SI, AX
+	ADDQ    BX, AX
 	VMOVUPS Z24, K1, (AX)
 	VMOVUPS Z25, K2, 64(AX)
 
@@ -5954,7 +5634,7 @@ sbgemmKernel14x32AVX512BF16_done:
 	RET
 
 // func sbgemmPackCvtAVX512BF16(dst []uint32, ldd int, src []float32, lds int, rows int, cols int)
-// Requires: AVX, AVX512F, AVX512_BF16
+// Requires: AVX, AVX512F, AVX512_BF16, MMX+
 TEXT ·sbgemmPackCvtAVX512BF16(SB), NOSPLIT, $0-80
 	MOVQ dst_base+0(FP), AX
 	MOVQ src_base+32(FP), CX
@@ -5974,6 +5654,8 @@ sbgemmPackCvtAVX512BF16_rows:
 sbgemmPackCvtAVX512BF16_cols:
 	TESTQ          DI, DI
 	JZ             sbgemmPackCvtAVX512BF16_nextrow
+	PREFETCHT0     (R8)(BX*4)
+	PREFETCHT0     64(R8)(BX*4)
 	VMOVUPS        (R8), Z0
 	VMOVUPS        64(R8), Z1
 	// VCVTNE2PS2BF16 Z0, Z1, Z0
@@ -5995,7 +5677,7 @@ sbgemmPackCvtAVX512BF16_done:
 	RET
 
 // func sbgemmPackPairAVX512BF16(dst []uint32, ldd int, src []float32, lds int, rows int, cols int)
-// Requires: AVX, AVX512BW, AVX512F, AVX512_BF16
+// Requires: AVX, AVX512BW, AVX512F, AVX512_BF16, MMX+
 TEXT ·sbgemmPackPairAVX512BF16(SB), NOSPLIT, $0-80
 	MOVQ      dst_base+0(FP), AX
 	MOVQ      src_base+32(FP), CX
@@ -6017,6 +5699,9 @@ sbgemmPackPairAVX512BF16_rows:
 sbgemmPackPairAVX512BF16_cols:
 	TESTQ          R8, R8
 	JZ             sbgemmPackPairAVX512BF16_nextrow
+	LEAQ           (R9)(BX*4), R11
+	PREFETCHT0     (R11)
+	PREFETCHT0     (R11)(BX*1)
 	VMOVUPS        (R9), Z1
 	VMOVUPS        (R9)(BX*1), Z2
 	// VCVTNE2PS2BF16 Z1, Z2, Z1

@@ -24,12 +24,13 @@ package kernels
 // of kc×32; kc >= 1, rows >= 1, 1 <= cols <= 32. Panel columns past cols are
 // zero. The last rows%14 rows run code for exactly that many rows.
 //
-// Along the way the kernel prefetches the pfLines cache lines from address pf
-// into L2, a few per step of its inner loop: the operands its caller needs
-// next. That is a hint only; the memory is not read.
+// Along the way the kernel prefetches into L2, a few lines per step of its
+// inner loop, pfRows rows of pfRowLines cache lines from address pf, each
+// row pfSkip bytes after the end of the previous one: operands its caller
+// needs next. That is a hint only; the memory is not read.
 //
 //go:noescape
-func sbgemmKernel14x32AVX512BF16(kc int, a []uint32, lda int, b []uint32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfLines int)
+func sbgemmKernel14x32AVX512BF16(kc int, a []uint32, lda int, b []uint32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfRows int, pfRowLines int, pfSkip int)
 
 // sbgemmPackCvtAVX512BF16 converts rows of src into bfloat16 pairs:
 //

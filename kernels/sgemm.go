@@ -306,7 +306,7 @@ func packCopyGo(dst, src []float32, ld, kc, width, w int) {
 //	}
 //
 // It does not prefetch.
-func sgemmKernelGo(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha, beta float32, rows, cols int, _ uintptr, _ int) {
+func sgemmKernelGo(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha, beta float32, rows, cols int, _ uintptr, _, _, _ int) {
 	b = b[:kc*4]
 	r0 := 0
 	for ; r0+4 <= rows; r0 += 4 {

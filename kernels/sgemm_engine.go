@@ -23,8 +23,10 @@ type packed interface{ float32 | uint32 }
 // A (kc elements) at a[r*lda:], the panel of B (kc×nr elements) at b,
 // C(r, j) at c[r*ldc+j] set to alpha·(A·B)(r, j) + beta·C(r, j) (just
 // alpha·(A·B)(r, j) when beta is 0, without reading C). Meanwhile it may
-// prefetch the pfLines cache lines at address pf (a hint; never read).
-type gemmMicroKernel[P packed] func(kc int, a []P, lda int, b []P, c []float32, ldc int, alpha, beta float32, rows, cols int, pf uintptr, pfLines int)
+// prefetch pfRows rows of pfRowLines cache lines from address pf, pfSkip
+// bytes between the end of one row and the start of the next (a hint; the
+// memory is not read).
+type gemmMicroKernel[P packed] func(kc int, a []P, lda int, b []P, c []float32, ldc int, alpha, beta float32, rows, cols int, pf uintptr, pfRows, pfRowLines, pfSkip int)
 
 // gemmPacker lays out op(A) and op(B) for a kernel.
 type gemmPacker[P packed] interface {
@@ -64,9 +66,10 @@ type gemmBlock struct {
 }
 
 // gemmWorkspace holds one worker's packed block of A (and, for batched
-// products, of B).
+// products, of B) and what its kernels are to prefetch.
 type gemmWorkspace[P packed] struct {
 	a, b []P
+	next gemmPrefetch
 }
 
 // gemmCall is one call in flight: the arguments, the blocks of the outer
@@ -359,10 +362,12 @@ func (c *gemmCall[P]) computeChunks(i int, ws *gemmWorkspace[P]) {
 			}
 		}
 		lo := int(ch) * c.chunk
+		next := &ws.next
+		*next = gemmPrefetch{}
 		if c.splitM {
-			c.compute(ws, blk, c.bPack[i%2], c.a, c.c, lo, min(lo+c.chunk, c.m), 0, blk.nc, nil)
+			c.compute(ws, blk, c.bPack[i%2], c.a, c.c, lo, min(lo+c.chunk, c.m), 0, blk.nc, next)
 		} else {
-			c.compute(ws, blk, c.bPack[i%2], c.a, c.c, 0, c.m, lo, min(lo+c.chunk, blk.nc), nil)
+			c.compute(ws, blk, c.bPack[i%2], c.a, c.c, 0, c.m, lo, min(lo+c.chunk, blk.nc), next)
 		}
 		c.chunkDone[i*c.maxChunks+int(ch)].Store(true)
 		st.compDone.Add(1)
@@ -396,17 +401,18 @@ func (t *gemmBatchTask[P]) Run(w, workers int) {
 		// While computing this product, bring in the operands of the
 		// product this worker is likely to claim next (the claims go
 		// round in turn when the workers keep pace).
-		var next gemmPrefetch
+		next := &ws.next
+		*next = gemmPrefetch{}
 		if after := item + workers; after < c.batch {
-			next.set(0, c.a[after*c.strideA:], c.operandSpan(c.transA, c.m, c.k, c.lda))
-			next.set(1, c.b[after*c.strideB:], c.operandSpan(c.transB, c.k, c.n, c.ldb))
+			next.add(c.a[after*c.strideA:], c.lda, c.transA, 0, c.m, 0, c.k)
+			next.add(c.b[after*c.strideB:], c.ldb, c.transB, 0, c.k, 0, c.n)
 		}
 		for jc := 0; jc < c.n; jc += kern.block.nc {
 			for pc := 0; pc < c.k; pc += kern.block.kc {
 				blk := c.block(jc, pc)
 				c.packB(ws.b, b, &blk, 0, (blk.nc+kern.nr-1)/kern.nr)
-				c.compute(ws, &blk, ws.b, a, cm, 0, c.m, 0, blk.nc, &next)
-				next = gemmPrefetch{} // once is enough
+				c.compute(ws, &blk, ws.b, a, cm, 0, c.m, 0, blk.nc, next)
+				*next = gemmPrefetch{} // once is enough
 			}
 		}
 	}
@@ -415,7 +421,7 @@ func (t *gemmBatchTask[P]) Run(w, workers int) {
 // compute runs the micro-kernel over rows [i0, i1) and block columns
 // [j0, j1) of C (j relative to blk.jc), taking A in blocks of mc rows;
 // bPack holds the block of B, packed. The kernel calls prefetch next,
-// shared out among them, or else each the panel of B after its own.
+// shared out among them.
 func (c *gemmCall[P]) compute(ws *gemmWorkspace[P], blk *gemmBlock, bPack []P, a, cm []float32, i0, i1, j0, j1 int, next *gemmPrefetch) {
 	kern := c.kern
 	nr, ldc := kern.nr, c.ldc
@@ -430,75 +436,78 @@ func (c *gemmCall[P]) compute(ws *gemmWorkspace[P], blk *gemmBlock, bPack []P, a
 			bp := bPack[(jr/nr)*kp*nr:][:kp*nr]
 			off := ic*ldc + blk.jc + jr
 			ct := cm[off : off+(mc-1)*ldc+cols]
-			var pf uintptr
-			var pfLines int
-			switch {
-			case next != nil:
-				pf, pfLines = next.share(call, calls)
-			case jr+nr < j1:
-				pf, pfLines = spanLines(bPack[(jr/nr+1)*kp*nr:][:kp*nr])
+			pf := next.share(call, calls)
+			if next.n == 0 && jr+nr < j1 {
+				// Bring the next panel of B from L3.
+				pf = prefetchRows{rows: 1, rowLines: kp * nr * 4 / 64}
+				pf.start = uintptr(unsafe.Pointer(&bPack[(jr/nr+1)*kp*nr]))
 			}
 			raceGemmTile(ap, lda, mc, kp, bp, ct, ldc, cols)
-			kern.run(kp, ap, lda, bp, ct, ldc, c.alpha, blk.beta, mc, cols, pf, pfLines)
+			kern.run(kp, ap, lda, bp, ct, ldc, c.alpha, blk.beta, mc, cols, pf.start, pf.rows, pf.rowLines, pf.skip)
 			call++
 		}
 	}
 }
 
 // gemmPrefetch is memory the kernels are to prefetch while they compute:
-// up to two ranges of cache lines (A and B of the next product of a
-// batch).
+// up to two ranges of rows of cache lines.
 type gemmPrefetch struct {
-	start [2]uintptr
-	lines [2]int
+	ranges [2]prefetchRows
+	n      int
 }
 
-// set makes range i the lines holding s[:n].
-func (p *gemmPrefetch) set(i int, s []float32, n int) {
-	if n <= 0 || n > len(s) {
+// prefetchRows is rows rows of rowLines cache lines, the first at start,
+// each skip bytes after the end of the one before.
+type prefetchRows struct {
+	start                uintptr
+	rows, rowLines, skip int
+}
+
+// add appends the range holding rows [r0, r1) and columns [c0, c1) of the
+// matrix x with stride ld, stored transposed when trans, if there is
+// room.
+func (p *gemmPrefetch) add(x []float32, ld int, trans bool, r0, r1, c0, c1 int) {
+	if trans {
+		r0, r1, c0, c1 = c0, c1, r0, r1
+	}
+	if p == nil || p.n == len(p.ranges) || r0 >= r1 || c0 >= c1 || (r1-1)*ld+c1 > len(x) {
 		return
 	}
-	p.start[i], p.lines[i] = spanLines(s[:n])
+	first := uintptr(unsafe.Pointer(&x[r0*ld+c0]))
+	start := first &^ 63
+	lines := int((first + uintptr(4*(c1-c0)) - start + 63) / 64)
+	p.ranges[p.n] = prefetchRows{start: start, rows: r1 - r0, rowLines: lines, skip: 4*ld - 64*lines}
+	p.n++
 }
 
 // share is the part of the ranges that kernel call i of n prefetches: an
-// n-th of their lines, cut short where it would cross from one range to
-// the other.
-func (p *gemmPrefetch) share(i, n int) (uintptr, int) {
-	total := p.lines[0] + p.lines[1]
+// n-th of their rows, cut short where it would cross from one range to
+// the next.
+func (p *gemmPrefetch) share(i, n int) prefetchRows {
+	if p == nil || p.n == 0 {
+		return prefetchRows{}
+	}
+	total := 0
+	for _, r := range p.ranges[:p.n] {
+		total += r.rows
+	}
 	per := (total + n - 1) / n
 	lo, hi := i*per, min((i+1)*per, total)
-	if lo >= hi {
-		return 0, 0
+	for _, r := range p.ranges[:p.n] {
+		if lo < r.rows {
+			part := r
+			part.start += uintptr(lo * (64*r.rowLines + r.skip))
+			part.rows = min(hi, r.rows) - lo
+			return part
+		}
+		lo, hi = lo-r.rows, hi-r.rows
+		if hi <= 0 {
+			break
+		}
 	}
-	if lo < p.lines[0] {
-		return p.start[0] + uintptr(64*lo), min(hi, p.lines[0]) - lo
-	}
-	return p.start[1] + uintptr(64*(lo-p.lines[0])), hi - lo
+	return prefetchRows{}
 }
 
-// spanLines is the first cache line of s and how many lines s covers.
-func spanLines[P packed](s []P) (uintptr, int) {
-	if len(s) == 0 {
-		return 0, 0
-	}
-	start := uintptr(unsafe.Pointer(unsafe.SliceData(s)))
-	end := start + uintptr(4*len(s))
-	first := start &^ 63
-	return first, int((end - first + 63) / 64)
-}
-
-// operandSpan is how many elements of a matrix op(X) (rows×cols, stride
-// ld, stored transposed when trans) spans.
-func (c *gemmCall[P]) operandSpan(trans bool, rows, cols, ld int) int {
-	if trans {
-		rows, cols = cols, rows
-	}
-	if rows == 0 || cols == 0 {
-		return 0
-	}
-	return (rows-1)*ld + cols
-}
 
 // blockA returns rows [i0, i0+mc) and the block's inner indices of op(A)
 // as the kernel reads them, with their row stride: A itself when the

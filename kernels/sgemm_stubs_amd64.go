@@ -24,12 +24,13 @@ package kernels
 // of kc×32; kc >= 1, rows >= 1, 1 <= cols <= 32. Panel columns past cols are
 // zero. The last rows%14 rows run code for exactly that many rows.
 //
-// Along the way the kernel prefetches the pfLines cache lines from address pf
-// into L2, a few per step of its inner loop: the operands its caller needs
-// next. That is a hint only; the memory is not read.
+// Along the way the kernel prefetches into L2, a few lines per step of its
+// inner loop, pfRows rows of pfRowLines cache lines from address pf, each
+// row pfSkip bytes after the end of the previous one: operands its caller
+// needs next. That is a hint only; the memory is not read.
 //
 //go:noescape
-func sgemmKernel14x32AVX512(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfLines int)
+func sgemmKernel14x32AVX512(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfRows int, pfRowLines int, pfSkip int)
 
 // sgemmKernel6x16AVX2 computes rows×cols of C, 6×16 tiles at a time, with AVX2 and FMA:
 //
@@ -51,12 +52,13 @@ func sgemmKernel14x32AVX512(kc int, a []float32, lda int, b []float32, c []float
 // of kc×16; kc >= 1, rows >= 1, 1 <= cols <= 16. Panel columns past cols are
 // zero. The last rows%6 rows run code for exactly that many rows.
 //
-// Along the way the kernel prefetches the pfLines cache lines from address pf
-// into L2, a few per step of its inner loop: the operands its caller needs
-// next. That is a hint only; the memory is not read.
+// Along the way the kernel prefetches into L2, a few lines per step of its
+// inner loop, pfRows rows of pfRowLines cache lines from address pf, each
+// row pfSkip bytes after the end of the previous one: operands its caller
+// needs next. That is a hint only; the memory is not read.
 //
 //go:noescape
-func sgemmKernel6x16AVX2(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfLines int)
+func sgemmKernel6x16AVX2(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfRows int, pfRowLines int, pfSkip int)
 
 // sgemmTransposeAVX512 transposes rows×cols of src into dst:
 //

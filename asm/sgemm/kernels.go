@@ -15,7 +15,7 @@ func kernelSignature(bf bool) string {
 	if bf {
 		elem = "uint32"
 	}
-	return fmt.Sprintf("func(kc int, a []%s, lda int, b []%s, c []float32, ldc int, alpha, beta float32, rows, cols int, pf uintptr, pfLines int)", elem, elem)
+	return fmt.Sprintf("func(kc int, a []%s, lda int, b []%s, c []float32, ldc int, alpha, beta float32, rows, cols int, pf uintptr, pfRows, pfRowLines, pfSkip int)", elem, elem)
 }
 
 // kernelDoc is the doc comment shared by the micro-kernels.
@@ -47,9 +47,10 @@ func kernelDoc(name string, mr, nr int, isa string, bf bool) {
 		fmt.Sprintf("of kc×%d; kc >= 1, rows >= 1, 1 <= cols <= %d. Panel columns past cols are", nr, nr),
 		"zero. The last rows%"+fmt.Sprint(mr)+" rows run code for exactly that many rows.",
 		"",
-		"Along the way the kernel prefetches the pfLines cache lines from address pf",
-		"into L2, a few per step of its inner loop: the operands its caller needs",
-		"next. That is a hint only; the memory is not read.",
+		"Along the way the kernel prefetches into L2, a few lines per step of its",
+		"inner loop, pfRows rows of pfRowLines cache lines from address pf, each",
+		"row pfSkip bytes after the end of the previous one: operands its caller",
+		"needs next. That is a hint only; the memory is not read.",
 	)
 	Pragma("noescape")
 }
@@ -57,8 +58,8 @@ func kernelDoc(name string, mr, nr int, isa string, bf bool) {
 // kernelArgs are the general-purpose registers live across a kernel's
 // tiles.
 type kernelArgs struct {
-	aTile, lda, lda3, bBase, cTile, ldc, rowsLeft Register
-	pf, pfEnd                                     Register // the lines to prefetch
+	aTile, lda, lda3, cTile, ldc, rowsLeft Register
+	pf, pfRows, pfLine                     Register // the lines left to prefetch
 }
 
 // loadKernelArgs loads the pointers and strides (in bytes) of a kernel.
@@ -66,7 +67,6 @@ func loadKernelArgs() kernelArgs {
 	k := kernelArgs{
 		aTile:    Load(Param("a").Base(), GP64()),
 		lda:      Load(Param("lda"), GP64()),
-		bBase:    Load(Param("b").Base(), GP64()),
 		cTile:    Load(Param("c").Base(), GP64()),
 		ldc:      Load(Param("ldc"), GP64()),
 		rowsLeft: Load(Param("rows"), GP64()),
@@ -76,10 +76,24 @@ func loadKernelArgs() kernelArgs {
 	k.lda3 = GP64()
 	LEAQ(Mem{Base: k.lda, Index: k.lda, Scale: 2}, k.lda3)
 	k.pf = Load(Param("pf"), GP64())
-	k.pfEnd = Load(Param("pfLines"), GP64())
-	SHLQ(U8(6), k.pfEnd)
-	ADDQ(k.pf, k.pfEnd)
+	k.pfRows = Load(Param("pfRows"), GP64())
+	k.pfLine = Load(Param("pfRowLines"), GP64())
 	return k
+}
+
+// prefetchStep prefetches the next line of the caller's prefetch rows, if
+// any are left, moving on to the next row at the end of one.
+func prefetchStep(label string, k kernelArgs) {
+	TESTQ(k.pfRows, k.pfRows)
+	JZ(LabelRef(label))
+	PREFETCHT1(Mem{Base: k.pf})
+	ADDQ(U32(64), k.pf)
+	DECQ(k.pfLine)
+	JNZ(LabelRef(label))
+	DECQ(k.pfRows)
+	ADDQ(paramAddr("pfSkip"), k.pf)
+	MOVQ(paramAddr("pfRowLines"), k.pfLine)
+	Label(label)
 }
 
 // tiles emits the loop over tiles: full tiles of mr rows while at least mr
@@ -175,14 +189,8 @@ func kLoop(prefix string, k kernelArgs, kc Register, rp rowPointers, pb Register
 	JL(LabelRef(tail))
 	for u := range unroll {
 		step(u)
-		if u == 0 {
-			CMPQ(k.pf, k.pfEnd)
-			JAE(LabelRef(prefix + "_pfdone"))
-			for l := range pfPerIter {
-				PREFETCHT1(Mem{Base: k.pf, Disp: 64 * l})
-			}
-			ADDQ(U32(64*pfPerIter), k.pf)
-			Label(prefix + "_pfdone")
+		if u < pfPerIter {
+			prefetchStep(fmt.Sprintf("%s_pf%d", prefix, u), k)
 		}
 	}
 	rp.advance(4 * unroll)
@@ -200,38 +208,30 @@ func kLoop(prefix string, k kernelArgs, kc Register, rp rowPointers, pb Register
 	Label(done)
 }
 
-// prefetchC asks, at the start of a tile, for the tile of C (rows rows of
-// rowBytes at stride ldc bytes from c) into L1 and for the next tile's
-// (mr rows after it) into L2, so that the k loops hide the latency of the
-// loads and stores at their ends: C is often far out of cache (it is swept
-// once per block of the inner dimension, and large ones stay in memory),
-// and a tile's rows may all fall into one L1 set (ldc a multiple of 1 KiB),
-// where lines brought in early would be evicted before they are used.
-// Prefetches never fault, so the masked-off part of a row, or rows past
-// the last tile, may be touched harmlessly.
-func prefetchC(c, ldc Register, rows, mr, rowBytes int) {
-	Comment("Prefetch the C tile into L1, the next one into L2.")
+// prefetchC asks for mr rows of C (rowBytes each, at stride ldc bytes),
+// from row skip on, into L2: the next tile, at the start of each, so that
+// the k loop hides the latency of the loads and stores at its end. C is
+// often far out of cache (it is swept once per block of the inner
+// dimension, and large ones stay in memory). Prefetching into L1 instead
+// measured slower: when ldc is a multiple of 1 KiB the tile's rows share a
+// few L1 sets, where early C lines evict the panel of B. Prefetches never
+// fault, so the masked-off part of a row, or rows past the last tile, may
+// be touched harmlessly.
+func prefetchC(c, ldc Register, skip, mr, rowBytes int) {
+	Comment("Prefetch the next tile of C into L2.")
 	row := GP64()
 	MOVQ(c, row)
-	for r := range rows + mr {
+	for r := range skip + mr {
 		if r > 0 {
 			ADDQ(ldc, row)
 		}
-		if r >= rows && r < mr {
+		if r < skip {
 			continue
 		}
 		for off := 0; off < rowBytes; off += 64 {
-			if r < rows {
-				PREFETCHT0(Mem{Base: row, Disp: off})
-			} else {
-				PREFETCHT1(Mem{Base: row, Disp: off})
-			}
+			PREFETCHT1(Mem{Base: row, Disp: off})
 		}
-		if r < rows {
-			PREFETCHT0(Mem{Base: row, Disp: rowBytes - 4})
-		} else {
-			PREFETCHT1(Mem{Base: row, Disp: rowBytes - 4})
-		}
+		PREFETCHT1(Mem{Base: row, Disp: rowBytes - 4})
 	}
 }
 
@@ -284,7 +284,7 @@ func kernelAVX512(name string, mr, nv int, bf bool) {
 	// A bfloat16 step covers two inner indices: prefetch twice as fast.
 	pfPerIter := 2
 	if bf {
-		pfPerIter = 4
+		pfPerIter = unroll
 	}
 
 	Comment("Column masks: the first cols lanes of the row.")
@@ -302,8 +302,11 @@ func kernelAVX512(name string, mr, nv int, bf bool) {
 		}
 	}
 
+	prefetchC(k.cTile, k.ldc, 0, mr, 4*nr)
 	tiles(name, k, mr, func(prefix string, rows int) {
-		prefetchC(k.cTile, k.ldc, rows, mr, 4*nr)
+		if rows == mr {
+			prefetchC(k.cTile, k.ldc, mr, mr, 4*nr)
+		}
 		acc := make([][]VecVirtual, rows)
 		for r := range acc {
 			acc[r] = make([]VecVirtual, nv)
@@ -315,8 +318,7 @@ func kernelAVX512(name string, mr, nv int, bf bool) {
 			}
 		}
 		rp := newRowPointers(k, rows)
-		pb := GP64()
-		MOVQ(k.bBase, pb)
+		pb := Load(Param("b").Base(), GP64())
 		kc := Load(Param("kc"), GP64())
 		bv := make([]VecVirtual, nv)
 		for v := range bv {
@@ -376,8 +378,11 @@ func kernelAVX2(name string, mr, nv int) {
 	kernelDoc(name, mr, nr, "AVX2 and FMA", false)
 	k := loadKernelArgs()
 
+	prefetchC(k.cTile, k.ldc, 0, mr, 4*nr)
 	tiles(name, k, mr, func(prefix string, rows int) {
-		prefetchC(k.cTile, k.ldc, rows, mr, 4*nr)
+		if rows == mr {
+			prefetchC(k.cTile, k.ldc, mr, mr, 4*nr)
+		}
 		acc := make([][]VecVirtual, rows)
 		for r := range acc {
 			acc[r] = make([]VecVirtual, nv)
@@ -387,8 +392,7 @@ func kernelAVX2(name string, mr, nv int) {
 			}
 		}
 		rp := newRowPointers(k, rows)
-		pb := GP64()
-		MOVQ(k.bBase, pb)
+		pb := Load(Param("b").Base(), GP64())
 		kc := Load(Param("kc"), GP64())
 		bv := make([]VecVirtual, nv)
 		for v := range bv {

@@ -317,6 +317,9 @@ func packCvtBF16(name string) {
 	}, "cols is a multiple of 16.")
 	dst, ldd, src, lds := loadStrides()
 	blockLoop(name, 1, 16, src, dst, lds, ldd, U32(128), U32(64), func(s, d Register) {
+		// The source rows come from memory: ask for the ones four rows on.
+		PREFETCHT0(Mem{Base: s, Index: lds, Scale: 4})
+		PREFETCHT0(Mem{Base: s, Index: lds, Scale: 4, Disp: 64})
 		VMOVUPS(converted(Mem{Base: s}), Mem{Base: d})
 	})
 }
@@ -335,6 +338,11 @@ func packPairBF16(name string) {
 	idx := ZMM()
 	VMOVDQU64(pairIndex(), idx)
 	blockLoop(name, 1, 16, src, dst, scaled(lds, 2), ldd, U32(64), U32(64), func(s, d Register) {
+		// The source rows come from memory: ask for the pair four rows on.
+		ahead := GP64()
+		LEAQ(Mem{Base: s, Index: lds, Scale: 4}, ahead)
+		PREFETCHT0(Mem{Base: ahead})
+		PREFETCHT0(Mem{Base: ahead, Index: lds, Scale: 1})
 		VMOVUPS(pairs(Mem{Base: s}, Mem{Base: s, Index: lds, Scale: 1}, idx), Mem{Base: d})
 	})
 }
