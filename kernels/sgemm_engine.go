@@ -508,7 +508,6 @@ func (p *gemmPrefetch) share(i, n int) prefetchRows {
 	return prefetchRows{}
 }
 
-
 // blockA returns rows [i0, i0+mc) and the block's inner indices of op(A)
 // as the kernel reads them, with their row stride: A itself when the
 // kernel reads it in place, else packed into ws.a.
