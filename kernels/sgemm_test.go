@@ -636,6 +636,9 @@ func TestSgemmPanics(t *testing.T) {
 		{"batch", func() { SgemmBatched(1, false, false, 2, 2, 2, 1, buf, 2, 4, buf, 2, 4, 0, buf, 2, 4, -1) }},
 		{"overlap", func() { SgemmBatched(1, false, false, 2, 2, 2, 1, buf, 2, 4, buf, 2, 4, 0, buf, 2, 0, 2) }},
 		{"short batch c", func() { SgemmBatched(1, false, false, 2, 2, 2, 1, buf, 2, 4, buf, 2, 4, 0, buf[:20], 2, 4, 6) }},
+		{"bf16 lda", func() { Sbgemm(1, false, false, 2, 2, 3, 1, buf, 2, buf, 2, 0, buf, 2) }},
+		{"bf16 short c", func() { Sbgemm(1, false, false, 5, 5, 2, 1, buf, 2, buf, 5, 0, buf[:24], 5) }},
+		{"bf16 overlap", func() { SbgemmBatched(1, false, false, 2, 2, 2, 1, buf, 2, 4, buf, 2, 4, 0, buf, 2, 0, 2) }},
 	}
 	for _, tc := range cases {
 		func() {
