@@ -587,3 +587,39 @@ func TestSbgemmNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestSbgemmAccuracy checks the documented error bound on long inner
+// dimensions (up to 4096, eight blocks) on both paths, and that the
+// rounding to bfloat16 really happens: the largest error is well above
+// what float32 sums of the unrounded inputs would show (random roundings
+// partly cancel, so it is about 2⁻⁸/√k of S rather than the bound).
+func TestSbgemmAccuracy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(52, 53))
+	for _, k := range []int{1, 100, 1000, 4096} {
+		g := newGemmCase(rng, false, false, 24, 40, k, 1, 0)
+		forBF16Paths(t, func(t *testing.T, fast bool) {
+			if !fast && testing.Short() && k > 1000 {
+				t.Skip("the portable path is slow; skipped in -short")
+			}
+			g.reset()
+			g.runSbgemm(1)
+			g.checkSbgemm(t, g.String(), sbgemmKC())
+			want, _ := refGemm(false, false, g.m, g.n, g.k, 1, g.a, g.lda, g.b, g.ldb, 0, nil, g.ldc)
+			worst := 0.0 // the largest |C − C₀| / S
+			for i := range g.m {
+				for j := range g.n {
+					s := 0.0
+					for p := range k {
+						s += math.Abs(float64(g.a[i*g.lda+p]) * float64(g.b[p*g.ldb+j]))
+					}
+					worst = max(worst, math.Abs(float64(g.c()[i*g.ldc+j])-want[i*g.n+j])/s)
+				}
+			}
+			t.Logf("k=%d: largest error %.3g·S (bound %.3g·S, bfloat16 accumulation would allow about %.3g·S)",
+				k, worst, 0x1p-7+0x1p-16+float64(k+2*((k+sbgemmKC()-1)/sbgemmKC())+1)*0x1p-24, float64(k)*0x1p-8)
+			if k >= 100 && worst < 16*math.Sqrt(float64(k))*0x1p-24 {
+				t.Errorf("k=%d: largest error %.3g·S: are the inputs rounded to bfloat16 at all?", k, worst)
+			}
+		})
+	}
+}
