@@ -83,6 +83,7 @@ type gemmCall[P packed] struct {
 	a, b, c        []float32
 	lda, ldb, ldc  int
 	directA        bool // the kernel reads A in place
+	kc             int  // the block of inner indices: kern's, evened out over k
 
 	strideA, strideB, strideC, batch int // batched calls only
 
@@ -137,6 +138,11 @@ func (c *gemmCall[P]) set(kern *gemmKernel[P], transA, transB bool, m, n, k int,
 	c.a, c.b, c.c = a, b, cc
 	c.lda, c.ldb, c.ldc = lda, ldb, ldc
 	c.strideA, c.strideB, c.strideC, c.batch = 0, 0, 0, 0
+	// Blocks of equal size (a multiple of kStep) rather than full ones and
+	// a remnant: a short last block would run short kernel loops and add
+	// into C once more for little work.
+	blocks := (k + kern.block.kc - 1) / max(kern.block.kc, 1)
+	c.kc = roundUp((k+blocks-1)/max(blocks, 1), kern.kStep)
 	_, inPlace := kern.pack.direct(nil) // whether the kernel multiplies float32
 	c.directA = inPlace && !transA && readsInPlaceWell(lda, kern.mr, min(m, kern.block.mc))
 }
@@ -206,13 +212,17 @@ func (c *gemmCall[P]) prepare(workers int) {
 	// of A (mc rows); columns go by whole panels.
 	if c.splitM {
 		c.chunk = min(kern.block.mc, roundUp((c.m+4*workers-1)/(4*workers), kern.mr))
+		// Chunks of about equal size: a short last one would sweep the
+		// whole block of B for a few rows.
+		chunks := (c.m + c.chunk - 1) / c.chunk
+		c.chunk = roundUp((c.m+chunks-1)/chunks, kern.mr)
 	} else {
 		c.chunk = roundUp((min(c.n, kern.block.nc)+4*workers-1)/(4*workers), kern.nr)
 	}
 	if !c.directA {
 		mc := min(kern.block.mc, c.m)
 		for w := range c.ws {
-			c.ws[w].a = growAligned(c.ws[w].a, mc*packedStride(kern.elems(min(c.k, kern.block.kc))))
+			c.ws[w].a = growAligned(c.ws[w].a, mc*packedStride(kern.elems(c.kc)))
 		}
 	}
 }
@@ -220,7 +230,7 @@ func (c *gemmCall[P]) prepare(workers int) {
 // bPackLen is the size of one packed block of B.
 func (c *gemmCall[P]) bPackLen() int {
 	kern := c.kern
-	return kern.elems(min(c.k, kern.block.kc)) * roundUp(min(c.n, kern.block.nc), kern.nr)
+	return kern.elems(c.kc) * roundUp(min(c.n, kern.block.nc), kern.nr)
 }
 
 // gemmBlockSync counts one block's work: panels of B claimed and packed,
@@ -239,7 +249,7 @@ func (c *gemmCall[P]) run(workers int) {
 	}
 	c.blocks = c.blocks[:0]
 	for jc := 0; jc < c.n; jc += c.kern.block.nc {
-		for pc := 0; pc < c.k; pc += c.kern.block.kc {
+		for pc := 0; pc < c.k; pc += c.kc {
 			c.blocks = append(c.blocks, c.block(jc, pc))
 		}
 	}
@@ -281,7 +291,7 @@ func (c *gemmCall[P]) runBatch(workers int) {
 // block is the outer-loop step at column jc and inner index pc.
 func (c *gemmCall[P]) block(jc, pc int) gemmBlock {
 	bl := c.kern.block
-	blk := gemmBlock{jc: jc, nc: min(bl.nc, c.n-jc), pc: pc, kc: min(bl.kc, c.k-pc), beta: c.beta}
+	blk := gemmBlock{jc: jc, nc: min(bl.nc, c.n-jc), pc: pc, kc: min(c.kc, c.k-pc), beta: c.beta}
 	if pc > 0 {
 		blk.beta = 1
 	}
@@ -408,7 +418,7 @@ func (t *gemmBatchTask[P]) Run(w, workers int) {
 			next.add(c.b[after*c.strideB:], c.ldb, c.transB, 0, c.k, 0, c.n)
 		}
 		for jc := 0; jc < c.n; jc += kern.block.nc {
-			for pc := 0; pc < c.k; pc += kern.block.kc {
+			for pc := 0; pc < c.k; pc += c.kc {
 				blk := c.block(jc, pc)
 				c.packB(ws.b, b, &blk, 0, (blk.nc+kern.nr-1)/kern.nr)
 				c.compute(ws, &blk, ws.b, a, cm, 0, c.m, 0, blk.nc, next)
