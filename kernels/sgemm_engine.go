@@ -209,9 +209,14 @@ func (c *gemmCall[P]) prepare(workers int) {
 	// needs enough row tiles to balance.
 	c.splitM = tilesM >= 2*workers || tilesM >= tilesN
 	// About four chunks per worker, for balance, each at most one block
-	// of A (mc rows); columns go by whole panels.
+	// of A (mc rows); columns go by whole panels. A single worker takes
+	// whole blocks: every chunk sweeps all of B's panels, so smaller ones
+	// would only read B more often.
 	if c.splitM {
-		c.chunk = min(kern.block.mc, roundUp((c.m+4*workers-1)/(4*workers), kern.mr))
+		c.chunk = kern.block.mc
+		if workers > 1 {
+			c.chunk = min(c.chunk, roundUp((c.m+4*workers-1)/(4*workers), kern.mr))
+		}
 		// Chunks of about equal size: a short last one would sweep the
 		// whole block of B for a few rows.
 		chunks := (c.m + c.chunk - 1) / c.chunk
