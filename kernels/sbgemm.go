@@ -194,19 +194,28 @@ func sbgemmKernelGo(kc int, a []uint32, lda int, b []uint32, c []float32, ldc in
 // sbgemmPacker converts float32 operands into bfloat16 pairs: A row-major,
 // B in panels, the pairs along the inner dimension. The assembly routines,
 // where the CPU has them, do the bulk; Go loops do the edges and the last,
-// odd, inner index (paired with 0).
+// odd, inner index (paired with 0). Transposed operands are converted a
+// slab at a time into a small buffer, reading each source row straight
+// along, then transposed as words: a converting transpose that read 16 or
+// 32 source rows side by side ran several times slower whenever their
+// stride was a multiple of 1 KiB (all in one L1 set).
 type sbgemmPacker struct {
 	nr int
-	// The assembly packers (see sbgemm_stubs_amd64.go), or nil: rows of A
-	// converted (cvt) or pairs of its rows interleaved and transposed
-	// (pairT), pairs of rows of B interleaved (pair) or its rows converted
-	// and transposed (cvtT).
-	cvt, pairT, pair, cvtT func(dst []uint32, ldd int, src []float32, lds int, rows, cols int)
+	// The assembly packers (see sbgemm_stubs_amd64.go), or nil: rows
+	// converted (cvt), pairs of rows interleaved (pair), words transposed.
+	cvt, pair func(dst []uint32, ldd int, src []float32, lds int, rows, cols int)
+	transpose func(dst []uint32, ldd int, src []uint32, lds int, rows, cols int)
 }
 
 func (p *sbgemmPacker) direct([]float32) ([]uint32, bool) { return nil, false }
 
-func (p *sbgemmPacker) packA(dst []uint32, ldd int, a []float32, lda int, transA bool, i0, mc, pc, kc int) {
+// slabWords is the size of the scratch transposed operands are converted
+// into (32 KiB, in L1).
+const slabWords = 8192
+
+func (p *sbgemmPacker) scratchLen() int { return slabWords }
+
+func (p *sbgemmPacker) packA(dst []uint32, ldd int, slab []uint32, a []float32, lda int, transA bool, i0, mc, pc, kc int) {
 	if !transA {
 		// dst[r*ldd+q] = pair(src[r*lda+2q], src[r*lda+2q+1])
 		src := a[i0*lda+pc:]
@@ -226,22 +235,28 @@ func (p *sbgemmPacker) packA(dst []uint32, ldd int, a []float32, lda int, transA
 		}
 		return
 	}
-	// op(A)(i, p) = a[p*lda+i]: dst[r*ldd+q] = pair(src[2q*lda+r], src[(2q+1)*lda+r])
+	// op(A)(i, p) = a[p*lda+i]: dst[r*ldd+q] = pair(src[2q*lda+r], src[(2q+1)*lda+r]),
+	// 16 pairs of source rows at a time interleaved into the slab
+	// (slab[qq*ldt+r]), then transposed into place.
 	src := a[pc*lda+i0:]
 	rows, pairs := 0, 0
-	if p.pairT != nil {
+	if p.pair != nil && p.transpose != nil {
 		rows, pairs = mc/16*16, kc/32*16
-		if rows > 0 && pairs > 0 {
-			s := src[:(2*pairs-1)*lda+rows]
-			racePack(s, lda, 2*pairs, rows)
-			p.pairT(dst[:(rows-1)*ldd+pairs], ldd, s, lda, rows, pairs)
+		for r0 := 0; r0 < rows; r0 += slabWords / 16 {
+			w := min(slabWords/16, rows-r0)
+			for q0 := 0; q0 < pairs; q0 += 16 {
+				s := src[2*q0*lda+r0:][:31*lda+w]
+				racePack(s, lda, 32, w)
+				p.pair(slab[:15*w+w], w, s, lda, 16, w)
+				p.transpose(dst[r0*ldd+q0:][:(w-1)*ldd+16], ldd, slab[:16*w], w, 16, w)
+			}
 		}
 	}
 	pairTransGo(dst, ldd, src, lda, 0, rows, pairs, kc)
 	pairTransGo(dst, ldd, src, lda, rows, mc, 0, kc)
 }
 
-func (p *sbgemmPacker) packB(dst []uint32, b []float32, ldb int, transB bool, pc, kc, j0, cols int) {
+func (p *sbgemmPacker) packB(dst []uint32, slab []uint32, b []float32, ldb int, transB bool, pc, kc, j0, cols int) {
 	nr, kp := p.nr, (kc+1)/2
 	pairs, width := 0, 0
 	if !transB {
@@ -258,14 +273,19 @@ func (p *sbgemmPacker) packB(dst []uint32, b []float32, ldb int, transB bool, pc
 		pairRowsGo(dst, nr, src, ldb, 0, pairs, width, cols, kc)
 		pairRowsGo(dst, nr, src, ldb, pairs, kp, 0, cols, kc)
 	} else {
-		// dst[q*nr+j] = pair(src[j*ldb+2q], src[j*ldb+2q+1])
+		// dst[q*nr+j] = pair(src[j*ldb+2q], src[j*ldb+2q+1]): the rows
+		// converted into the slab (slab[j*ldt+q]), then transposed into
+		// the panel.
 		src := b[j0*ldb+pc:]
-		if p.cvtT != nil {
+		if p.cvt != nil && p.transpose != nil && cols >= 16 {
 			pairs, width = kc/32*16, cols/16*16
-			if pairs > 0 && width > 0 {
-				s := src[:(width-1)*ldb+2*pairs]
-				racePack(s, ldb, width, 2*pairs)
-				p.cvtT(dst[:(pairs-1)*nr+width], nr, s, ldb, pairs, width)
+			step := min(pairs, slabWords/width/16*16)
+			for q0 := 0; q0 < pairs; q0 += step {
+				w := min(step, pairs-q0)
+				s := src[2*q0:][:(width-1)*ldb+2*w]
+				racePack(s, ldb, width, 2*w)
+				p.cvt(slab[:(width-1)*w+w], w, s, ldb, width, w)
+				p.transpose(dst[q0*nr:][:(w-1)*nr+width], nr, slab[:width*w], w, width, w)
 			}
 		}
 		cvtTransGo(dst, nr, src, ldb, 0, pairs, width, cols, kc)

@@ -16,9 +16,7 @@ func useAVX512BF16() bool { return hasAVX512BF16 && useAVX512() }
 var sbgemmAVX512BF16 = newSbgemmKernel(&gemmKernel[uint32]{
 	name: "avx512bf16-14x32", isa: AVX512, mr: 14, nr: 32, kStep: 2, run: sbgemmKernel14x32AVX512BF16,
 	pack: &sbgemmPacker{
-		nr:  32,
-		cvt: sbgemmPackCvtAVX512BF16, pairT: sbgemmPackPairTAVX512BF16,
-		pair: sbgemmPackPairAVX512BF16, cvtT: sbgemmPackCvtTAVX512BF16,
+		nr: 32, cvt: sbgemmPackCvtAVX512BF16, pair: sbgemmPackPairAVX512BF16, transpose: sbgemmTransposeAVX512,
 	},
 })
 

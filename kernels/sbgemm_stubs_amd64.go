@@ -58,28 +58,15 @@ func sbgemmPackCvtAVX512BF16(dst []uint32, ldd int, src []float32, lds int, rows
 //go:noescape
 func sbgemmPackPairAVX512BF16(dst []uint32, ldd int, src []float32, lds int, rows int, cols int)
 
-// sbgemmPackPairTAVX512BF16 interleaves pairs of rows of src into bfloat16 pairs, transposed:
+// sbgemmTransposeAVX512 transposes rows×cols of src into dst:
 //
 //	for i := range rows {
-//		for q := range cols {
-//			dst[i*ldd+q] = bf16Pair(src[2*q*lds+i], src[(2*q+1)*lds+i])
-//		}
-//	}
-//
-// rows and cols are multiples of 16.
-//
-//go:noescape
-func sbgemmPackPairTAVX512BF16(dst []uint32, ldd int, src []float32, lds int, rows int, cols int)
-
-// sbgemmPackCvtTAVX512BF16 converts rows of src into bfloat16 pairs, transposed:
-//
-//	for q := range rows {
 //		for j := range cols {
-//			dst[q*ldd+j] = bf16Pair(src[j*lds+2*q], src[j*lds+2*q+1])
+//			dst[j*ldd+i] = src[i*lds+j]
 //		}
 //	}
 //
 // rows and cols are multiples of 16.
 //
 //go:noescape
-func sbgemmPackCvtTAVX512BF16(dst []uint32, ldd int, src []float32, lds int, rows int, cols int)
+func sbgemmTransposeAVX512(dst []uint32, ldd int, src []uint32, lds int, rows int, cols int)

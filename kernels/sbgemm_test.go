@@ -144,10 +144,11 @@ func TestBF16FMA(t *testing.T) {
 	}
 }
 
-// TestSbgemmPackers checks each assembly packer against its Go loop on
-// values around the rounding ties and special values (NaN, ±Inf,
-// denormals), with strides wider than the blocks and guard words after
-// the output.
+// TestSbgemmPackers checks each assembly packer against its Go loop, and
+// the packer that uses them (slabs for transposed operands) against the
+// Go-only one, on values around the rounding ties and special values (NaN,
+// ±Inf, denormals), with strides wider than the blocks (some multiples of
+// 1 KiB) and guard words after the output.
 func TestSbgemmPackers(t *testing.T) {
 	rng := rand.New(rand.NewPCG(35, 36))
 	var p *sbgemmPacker
@@ -174,27 +175,28 @@ func TestSbgemmPackers(t *testing.T) {
 		}
 		return s
 	}
+	guarded := func(n int) []uint32 {
+		s := make([]uint32, n+guardWords)
+		for i := range s {
+			s[i] = guardBits
+		}
+		return s
+	}
 	type packer func(dst []uint32, ldd int, src []float32, lds int, rows, cols int)
 	cases := []struct {
 		name             string
 		asm              packer
 		rowStep, colStep int
 		extent           func(rows, cols int) (srcRows, srcCols int) // of the source read
-		goLoop           func(dst []uint32, ldd int, src []float32, lds int, rows, cols int)
+		goLoop           packer
 	}{
 		{"cvt", p.cvt, 1, 16, func(r, c int) (int, int) { return r, 2 * c }, func(dst []uint32, ldd int, src []float32, lds int, rows, cols int) {
 			for r := range rows {
 				cvtRowGo(dst[r*ldd:], src[r*lds:], 0, 2*cols)
 			}
 		}},
-		{"pairT", p.pairT, 16, 16, func(r, c int) (int, int) { return 2 * c, r }, func(dst []uint32, ldd int, src []float32, lds int, rows, cols int) {
-			pairTransGo(dst, ldd, src, lds, 0, rows, 0, 2*cols)
-		}},
 		{"pair", p.pair, 1, 16, func(r, c int) (int, int) { return 2 * r, c }, func(dst []uint32, ldd int, src []float32, lds int, rows, cols int) {
 			pairRowsGo(dst, ldd, src, lds, 0, rows, 0, cols, 2*rows)
-		}},
-		{"cvtT", p.cvtT, 16, 16, func(r, c int) (int, int) { return c, 2 * r }, func(dst []uint32, ldd int, src []float32, lds int, rows, cols int) {
-			cvtTransGo(dst, ldd, src, lds, 0, rows, 0, cols, 2*rows)
 		}},
 	}
 	for _, cs := range cases {
@@ -205,15 +207,55 @@ func TestSbgemmPackers(t *testing.T) {
 				lds, ldd := sc+rng.IntN(9), cols+rng.IntN(9)
 				src := values((sr-1)*lds + sc)
 				want := make([]uint32, (rows-1)*ldd+cols)
-				got := make([]uint32, len(want)+guardWords)
-				for i := range got {
-					got[i] = guardBits
-				}
+				got := guarded(len(want))
 				copy(want, got)
 				cs.goLoop(want, ldd, src, lds, rows, cols)
 				cs.asm(got[:len(want)], ldd, src, lds, rows, cols)
 				comparePacked(t, fmt.Sprintf("%s %d×%d", cs.name, rows, cols), got, want)
 			}
+		}
+	}
+	for _, rows := range []int{16, 48} {
+		for _, cols := range []int{16, 80} {
+			lds, ldd := cols+rng.IntN(9), rows+rng.IntN(9)
+			src := make([]uint32, (rows-1)*lds+cols)
+			for i := range src {
+				src[i] = rng.Uint32()
+			}
+			want := make([]uint32, (cols-1)*ldd+rows)
+			got := guarded(len(want))
+			copy(want, got)
+			for i := range rows {
+				for j := range cols {
+					want[j*ldd+i] = src[i*lds+j]
+				}
+			}
+			p.transpose(got[:len(want)], ldd, src, lds, rows, cols)
+			comparePacked(t, fmt.Sprintf("transpose %d×%d", rows, cols), got, want)
+		}
+	}
+	// Whole blocks and panels, every transpose, against the Go-only packer.
+	portable := &sbgemmPacker{nr: p.nr}
+	scratch := make([]uint32, p.scratchLen())
+	for i := range 40 {
+		mc, kc := 1+rng.IntN(120), 1+rng.IntN(150)
+		lds := []int{kc, mc, 256, 1024}[i%4] + rng.IntN(2)*rng.IntN(20)
+		lds = max(lds, kc, mc)
+		src := values(max(kc, mc)*lds + lds)
+		for _, trans := range []bool{false, true} {
+			ldd := packedStride((kc + 1) / 2)
+			want := make([]uint32, (mc-1)*ldd+(kc+1)/2)
+			got := guarded(len(want))
+			copy(want, got)
+			portable.packA(want, ldd, nil, src, lds, trans, 0, mc, 0, kc)
+			p.packA(got[:len(want)], ldd, scratch, src, lds, trans, 0, mc, 0, kc)
+			comparePacked(t, fmt.Sprintf("packA trans=%v mc=%d kc=%d lda=%d", trans, mc, kc, lds), got, want)
+			cols := min(p.nr, mc)
+			want = make([]uint32, (kc+1)/2*p.nr)
+			got = guarded(len(want))
+			portable.packB(want, nil, src, lds, trans, 0, kc, 0, cols)
+			p.packB(got[:len(want)], scratch, src, lds, trans, 0, kc, 0, cols)
+			comparePacked(t, fmt.Sprintf("packB trans=%v kc=%d cols=%d ldb=%d", trans, kc, cols, lds), got, want)
 		}
 	}
 }

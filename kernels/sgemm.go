@@ -216,7 +216,9 @@ type sgemmPacker struct {
 
 func (p *sgemmPacker) direct(a []float32) ([]float32, bool) { return a, true }
 
-func (p *sgemmPacker) packA(dst []float32, ldd int, a []float32, lda int, transA bool, i0, mc, pc, kc int) {
+func (p *sgemmPacker) scratchLen() int { return 0 }
+
+func (p *sgemmPacker) packA(dst []float32, ldd int, _ []float32, a []float32, lda int, transA bool, i0, mc, pc, kc int) {
 	if !transA {
 		for r := range mc {
 			copy(dst[r*ldd:r*ldd+kc], a[(i0+r)*lda+pc:])
@@ -227,7 +229,7 @@ func (p *sgemmPacker) packA(dst []float32, ldd int, a []float32, lda int, transA
 	p.transposeBlock(dst, ldd, a[pc*lda+i0:], lda, kc, mc)
 }
 
-func (p *sgemmPacker) packB(dst []float32, b []float32, ldb int, transB bool, pc, kc, j0, cols int) {
+func (p *sgemmPacker) packB(dst []float32, _ []float32, b []float32, ldb int, transB bool, pc, kc, j0, cols int) {
 	nr := p.nr
 	if !transB {
 		// op(B)(p, j) = b[p*ldb+j]: kc rows of cols floats.

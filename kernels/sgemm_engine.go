@@ -28,15 +28,17 @@ type packed interface{ float32 | uint32 }
 // memory is not read).
 type gemmMicroKernel[P packed] func(kc int, a []P, lda int, b []P, c []float32, ldc int, alpha, beta float32, rows, cols int, pf uintptr, pfRows, pfRowLines, pfSkip int)
 
-// gemmPacker lays out op(A) and op(B) for a kernel.
+// gemmPacker lays out op(A) and op(B) for a kernel. The packers may use
+// scratch (scratchLen elements, the caller's own) along the way.
 type gemmPacker[P packed] interface {
 	// packA writes rows [i0, i0+mc) and inner indices [pc, pc+kc) of
 	// op(A) into dst, row r at dst[r*ldd:], ⌈kc/kStep⌉ elements each.
-	packA(dst []P, ldd int, a []float32, lda int, transA bool, i0, mc, pc, kc int)
+	packA(dst []P, ldd int, scratch []P, a []float32, lda int, transA bool, i0, mc, pc, kc int)
 	// packB writes inner indices [pc, pc+kc) and columns [j0, j0+cols)
 	// of op(B) into a panel: element (p, j) at dst[p*nr+j], ⌈kc/kStep⌉
 	// rows, columns past cols zero.
-	packB(dst []P, b []float32, ldb int, transB bool, pc, kc, j0, cols int)
+	packB(dst []P, scratch []P, b []float32, ldb int, transB bool, pc, kc, j0, cols int)
+	scratchLen() int
 	// direct returns a itself as the kernel's operand when the kernel
 	// multiplies float32 (so that A can be read in place).
 	direct(a []float32) ([]P, bool)
@@ -66,10 +68,11 @@ type gemmBlock struct {
 }
 
 // gemmWorkspace holds one worker's packed block of A (and, for batched
-// products, of B) and what its kernels are to prefetch.
+// products, of B), its packers' scratch and what its kernels are to
+// prefetch.
 type gemmWorkspace[P packed] struct {
-	a, b []P
-	next gemmPrefetch
+	a, b, scratch []P
+	next          gemmPrefetch
 }
 
 // gemmCall is one call in flight: the arguments, the blocks of the outer
@@ -203,6 +206,9 @@ func (c *gemmCall[P]) prepare(workers int) {
 	}
 	c.ws = c.ws[:workers]
 	kern := c.kern
+	for w := range c.ws {
+		c.ws[w].scratch = growAligned(c.ws[w].scratch, kern.pack.scratchLen())
+	}
 	tilesM := (c.m + kern.mr - 1) / kern.mr
 	tilesN := (min(c.n, kern.block.nc) + kern.nr - 1) / kern.nr
 	// Splitting by rows lets every worker pack only its own rows of A; it
@@ -324,7 +330,7 @@ func (t *gemmRunTask[P]) Run(w, workers int) {
 		if i >= 2 {
 			waitFor(&c.sync[i-2].compDone, c.chunks(i-2))
 		}
-		c.packPanels(i)
+		c.packPanels(i, &c.ws[w])
 		waitFor(&c.sync[i].packDone, c.panels(i))
 		c.computeChunks(i, &c.ws[w])
 	}
@@ -345,7 +351,7 @@ func (c *gemmCall[P]) chunks(i int) int64 {
 
 // packPanels packs panels of block i's B, a few at a time, until none are
 // left to claim.
-func (c *gemmCall[P]) packPanels(i int) {
+func (c *gemmCall[P]) packPanels(i int, ws *gemmWorkspace[P]) {
 	const perClaim = 4
 	st, blk, panels := &c.sync[i], &c.blocks[i], c.panels(i)
 	for {
@@ -354,7 +360,7 @@ func (c *gemmCall[P]) packPanels(i int) {
 			return
 		}
 		hi := min(lo+perClaim, panels)
-		c.packB(c.bPack[i%2], c.b, blk, int(lo), int(hi))
+		c.packB(c.bPack[i%2], ws.scratch, c.b, blk, int(lo), int(hi))
 		st.packDone.Add(hi - lo)
 	}
 }
@@ -425,7 +431,7 @@ func (t *gemmBatchTask[P]) Run(w, workers int) {
 		for jc := 0; jc < c.n; jc += kern.block.nc {
 			for pc := 0; pc < c.k; pc += c.kc {
 				blk := c.block(jc, pc)
-				c.packB(ws.b, b, &blk, 0, (blk.nc+kern.nr-1)/kern.nr)
+				c.packB(ws.b, ws.scratch, b, &blk, 0, (blk.nc+kern.nr-1)/kern.nr)
 				c.compute(ws, &blk, ws.b, a, cm, 0, c.m, 0, blk.nc, next)
 				*next = gemmPrefetch{} // once is enough
 			}
@@ -535,19 +541,19 @@ func (c *gemmCall[P]) blockA(ws *gemmWorkspace[P], blk *gemmBlock, a []float32, 
 		}
 	}
 	ldd := packedStride(kp)
-	c.kern.pack.packA(ws.a, ldd, a, c.lda, c.transA, i0, mc, blk.pc, blk.kc)
+	c.kern.pack.packA(ws.a, ldd, ws.scratch, a, c.lda, c.transA, i0, mc, blk.pc, blk.kc)
 	return ws.a[:(mc-1)*ldd+kp], ldd
 }
 
 // packB packs the panels [panel0, panel1) of the block of B (panel t
 // covers block columns [t·nr, t·nr+nr)) into dst, panel t at
 // dst[t·kp·nr:].
-func (c *gemmCall[P]) packB(dst []P, b []float32, blk *gemmBlock, panel0, panel1 int) {
+func (c *gemmCall[P]) packB(dst, scratch []P, b []float32, blk *gemmBlock, panel0, panel1 int) {
 	kern := c.kern
 	nr, kp := kern.nr, kern.elems(blk.kc)
 	for t := panel0; t < panel1; t++ {
 		cols := min(nr, blk.nc-t*nr)
-		kern.pack.packB(dst[t*kp*nr:][:kp*nr], b, c.ldb, c.transB, blk.pc, blk.kc, blk.jc+t*nr, cols)
+		kern.pack.packB(dst[t*kp*nr:][:kp*nr], scratch, b, c.ldb, c.transB, blk.pc, blk.kc, blk.jc+t*nr, cols)
 	}
 }
 

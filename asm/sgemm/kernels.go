@@ -351,12 +351,20 @@ func kernelAVX512(name string, mr, nv int, bf bool) {
 		MOVQ(k.cTile, pc)
 		betaIsZero()
 		JZ(LabelRef(prefix + "_beta0"))
-		beta, t := ZMM(), ZMM()
+		// All of the tile's loads of C (as FMA operands, lanes past cols
+		// masked off: they neither fault nor change acc) before any of its
+		// stores: with ldc a multiple of 4 KiB, a load after a store to
+		// the row above looks like it depends on it.
+		beta := ZMM()
 		VBROADCASTSS(paramAddr("beta"), beta)
 		storeTile(rows, pc, k.ldc, func(r int) {
 			for v := range nv {
-				VMOVUPS_Z(Mem{Base: pc, Disp: 64 * v}, masks[v], t)
-				VFMADD231PS(t, beta, acc[r][v])
+				VFMADD231PS(Mem{Base: pc, Disp: 64 * v}, beta, masks[v], acc[r][v])
+			}
+		})
+		MOVQ(k.cTile, pc)
+		storeTile(rows, pc, k.ldc, func(r int) {
+			for v := range nv {
 				VMOVUPS(acc[r][v], masks[v], Mem{Base: pc, Disp: 64 * v})
 			}
 		})

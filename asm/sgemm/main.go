@@ -24,7 +24,9 @@
 //
 // The packers copy blocks of A and B into those layouts: copying or
 // transposing (16×16 or 8×8 register transposes) for float32, converting
-// to bfloat16 pairs (and interleaving or transposing) for bfloat16.
+// rows to bfloat16 pairs or interleaving pairs of rows into them for
+// bfloat16 (transposed operands are converted a slab at a time, then
+// transposed as words).
 package main
 
 import (
@@ -76,12 +78,11 @@ func main() {
 		kernelAVX512(fmt.Sprintf("sbgemmKernel%dx%dAVX512BF16", mrAVX512, 16*nvAVX512), mrAVX512, nvAVX512, true)
 		packCvtBF16("sbgemmPackCvtAVX512BF16")
 		packPairBF16("sbgemmPackPairAVX512BF16")
-		packPairTransBF16("sbgemmPackPairTAVX512BF16")
-		packCvtTransBF16("sbgemmPackCvtTAVX512BF16")
+		transposeAVX512("sbgemmTransposeAVX512", "uint32")
 	default:
 		kernelAVX512(fmt.Sprintf("sgemmKernel%dx%dAVX512", mrAVX512, 16*nvAVX512), mrAVX512, nvAVX512, false)
 		kernelAVX2(fmt.Sprintf("sgemmKernel%dx%dAVX2", mrAVX2, 8*nvAVX2), mrAVX2, nvAVX2)
-		transposeAVX512("sgemmTransposeAVX512")
+		transposeAVX512("sgemmTransposeAVX512", "float32")
 		packCopyAVX512(fmt.Sprintf("sgemmPackC%dAVX512", 16*nvAVX512), 16*nvAVX512)
 		transposeAVX2("sgemmTransposeAVX2")
 		packCopyAVX2(fmt.Sprintf("sgemmPackC%dAVX2", 8*nvAVX2), 8*nvAVX2)

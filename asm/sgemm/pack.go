@@ -160,9 +160,10 @@ func ymms(n int) []VecVirtual {
 	return v
 }
 
-// transposeAVX512 emits the float32 transposer, 16×16 blocks.
-func transposeAVX512(name string) {
-	TEXT(name, NOSPLIT, fmt.Sprintf(stridedSignature, "float32"))
+// transposeAVX512 emits the transposer of 32-bit words (float32, or
+// bfloat16 pairs: elem), 16×16 blocks.
+func transposeAVX512(name, elem string) {
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst []%s, ldd int, src []%s, lds int, rows, cols int)", elem, elem))
 	stridedDoc(name, "transposes rows×cols of src into dst", []string{
 		"for i := range rows {",
 		"\tfor j := range cols {",
@@ -344,61 +345,5 @@ func packPairBF16(name string) {
 		PREFETCHT0(Mem{Base: ahead})
 		PREFETCHT0(Mem{Base: ahead, Index: lds, Scale: 1})
 		VMOVUPS(pairs(Mem{Base: s}, Mem{Base: s, Index: lds, Scale: 1}, idx), Mem{Base: d})
-	})
-}
-
-// packPairTransBF16 emits the packer that interleaves pairs of rows and
-// transposes the result, 16×16 pairs a block.
-func packPairTransBF16(name string) {
-	TEXT(name, NOSPLIT, fmt.Sprintf(stridedSignature, "uint32"))
-	stridedDoc(name, "interleaves pairs of rows of src into bfloat16 pairs, transposed", []string{
-		"for i := range rows {",
-		"\tfor q := range cols {",
-		"\t\tdst[i*ldd+q] = bf16Pair(src[2*q*lds+i], src[(2*q+1)*lds+i])",
-		"\t}",
-		"}",
-	}, "rows and cols are multiples of 16.")
-	dst, ldd, src, lds := loadStrides()
-	idx := ZMM()
-	VMOVDQU64(pairIndex(), idx)
-	blockLoop(name, 16, 16, src, dst, U32(64), scaled(ldd, 16), scaled(lds, 32), U32(64), func(s, d Register) {
-		v := make([]VecVirtual, 16)
-		row := GP64()
-		MOVQ(s, row)
-		for q := range v {
-			if q > 0 {
-				LEAQ(Mem{Base: row, Index: lds, Scale: 2}, row)
-			}
-			v[q] = pairs(Mem{Base: row}, Mem{Base: row, Index: lds, Scale: 1}, idx)
-		}
-		transpose16(v)
-		storeRows(d, ldd, v)
-	})
-}
-
-// packCvtTransBF16 emits the packer that converts rows into pairs along
-// the row and transposes the result, 16×16 pairs a block.
-func packCvtTransBF16(name string) {
-	TEXT(name, NOSPLIT, fmt.Sprintf(stridedSignature, "uint32"))
-	stridedDoc(name, "converts rows of src into bfloat16 pairs, transposed", []string{
-		"for q := range rows {",
-		"\tfor j := range cols {",
-		"\t\tdst[q*ldd+j] = bf16Pair(src[j*lds+2*q], src[j*lds+2*q+1])",
-		"\t}",
-		"}",
-	}, "rows and cols are multiples of 16.")
-	dst, ldd, src, lds := loadStrides()
-	blockLoop(name, 16, 16, src, dst, U32(128), scaled(ldd, 16), scaled(lds, 16), U32(64), func(s, d Register) {
-		v := make([]VecVirtual, 16)
-		row := GP64()
-		MOVQ(s, row)
-		for j := range v {
-			if j > 0 {
-				ADDQ(lds, row)
-			}
-			v[j] = converted(Mem{Base: row})
-		}
-		transpose16(v)
-		storeRows(d, ldd, v)
 	})
 }
