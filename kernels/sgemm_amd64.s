@@ -4420,33 +4420,39 @@ sgemmKernel6x16AVX2_full_alpha1:
 	JZ           sgemmKernel6x16AVX2_full_full_beta0
 	VBROADCASTSS beta+100(FP), Y12
 	VFMADD231PS  (R11), Y12, Y0
-	VMOVUPS      Y0, (R11)
 	VFMADD231PS  32(R11), Y12, Y1
-	VMOVUPS      Y1, 32(R11)
 	ADDQ         BX, R11
 	VFMADD231PS  (R11), Y12, Y2
-	VMOVUPS      Y2, (R11)
 	VFMADD231PS  32(R11), Y12, Y3
-	VMOVUPS      Y3, 32(R11)
 	ADDQ         BX, R11
 	VFMADD231PS  (R11), Y12, Y4
-	VMOVUPS      Y4, (R11)
 	VFMADD231PS  32(R11), Y12, Y5
-	VMOVUPS      Y5, 32(R11)
 	ADDQ         BX, R11
 	VFMADD231PS  (R11), Y12, Y6
-	VMOVUPS      Y6, (R11)
 	VFMADD231PS  32(R11), Y12, Y7
-	VMOVUPS      Y7, 32(R11)
 	ADDQ         BX, R11
 	VFMADD231PS  (R11), Y12, Y8
-	VMOVUPS      Y8, (R11)
 	VFMADD231PS  32(R11), Y12, Y9
-	VMOVUPS      Y9, 32(R11)
 	ADDQ         BX, R11
 	VFMADD231PS  (R11), Y12, Y10
-	VMOVUPS      Y10, (R11)
 	VFMADD231PS  32(R11), Y12, Y11
+	MOVQ         DX, R11
+	VMOVUPS      Y0, (R11)
+	VMOVUPS      Y1, 32(R11)
+	ADDQ         BX, R11
+	VMOVUPS      Y2, (R11)
+	VMOVUPS      Y3, 32(R11)
+	ADDQ         BX, R11
+	VMOVUPS      Y4, (R11)
+	VMOVUPS      Y5, 32(R11)
+	ADDQ         BX, R11
+	VMOVUPS      Y6, (R11)
+	VMOVUPS      Y7, 32(R11)
+	ADDQ         BX, R11
+	VMOVUPS      Y8, (R11)
+	VMOVUPS      Y9, 32(R11)
+	ADDQ         BX, R11
+	VMOVUPS      Y10, (R11)
 	VMOVUPS      Y11, 32(R11)
 	JMP          sgemmKernel6x16AVX2_full_stored
 
@@ -4498,44 +4504,50 @@ sgemmKernel6x16AVX2_full_edge:
 	VBROADCASTSS beta+100(FP), Y14
 	VMASKMOVPS   (R11), Y12, Y15
 	VFMADD231PS  Y15, Y14, Y0
-	VMASKMOVPS   Y0, Y12, (R11)
 	VMASKMOVPS   32(R11), Y13, Y15
 	VFMADD231PS  Y15, Y14, Y1
-	VMASKMOVPS   Y1, Y13, 32(R11)
 	ADDQ         BX, R11
 	VMASKMOVPS   (R11), Y12, Y15
 	VFMADD231PS  Y15, Y14, Y2
-	VMASKMOVPS   Y2, Y12, (R11)
 	VMASKMOVPS   32(R11), Y13, Y15
 	VFMADD231PS  Y15, Y14, Y3
-	VMASKMOVPS   Y3, Y13, 32(R11)
 	ADDQ         BX, R11
 	VMASKMOVPS   (R11), Y12, Y15
 	VFMADD231PS  Y15, Y14, Y4
-	VMASKMOVPS   Y4, Y12, (R11)
 	VMASKMOVPS   32(R11), Y13, Y15
 	VFMADD231PS  Y15, Y14, Y5
-	VMASKMOVPS   Y5, Y13, 32(R11)
 	ADDQ         BX, R11
 	VMASKMOVPS   (R11), Y12, Y15
 	VFMADD231PS  Y15, Y14, Y6
-	VMASKMOVPS   Y6, Y12, (R11)
 	VMASKMOVPS   32(R11), Y13, Y15
 	VFMADD231PS  Y15, Y14, Y7
-	VMASKMOVPS   Y7, Y13, 32(R11)
 	ADDQ         BX, R11
 	VMASKMOVPS   (R11), Y12, Y15
 	VFMADD231PS  Y15, Y14, Y8
-	VMASKMOVPS   Y8, Y12, (R11)
 	VMASKMOVPS   32(R11), Y13, Y15
 	VFMADD231PS  Y15, Y14, Y9
-	VMASKMOVPS   Y9, Y13, 32(R11)
 	ADDQ         BX, R11
 	VMASKMOVPS   (R11), Y12, Y15
 	VFMADD231PS  Y15, Y14, Y10
-	VMASKMOVPS   Y10, Y12, (R11)
 	VMASKMOVPS   32(R11), Y13, Y15
 	VFMADD231PS  Y15, Y14, Y11
+	MOVQ         DX, R11
+	VMASKMOVPS   Y0, Y12, (R11)
+	VMASKMOVPS   Y1, Y13, 32(R11)
+	ADDQ         BX, R11
+	VMASKMOVPS   Y2, Y12, (R11)
+	VMASKMOVPS   Y3, Y13, 32(R11)
+	ADDQ         BX, R11
+	VMASKMOVPS   Y4, Y12, (R11)
+	VMASKMOVPS   Y5, Y13, 32(R11)
+	ADDQ         BX, R11
+	VMASKMOVPS   Y6, Y12, (R11)
+	VMASKMOVPS   Y7, Y13, 32(R11)
+	ADDQ         BX, R11
+	VMASKMOVPS   Y8, Y12, (R11)
+	VMASKMOVPS   Y9, Y13, 32(R11)
+	ADDQ         BX, R11
+	VMASKMOVPS   Y10, Y12, (R11)
 	VMASKMOVPS   Y11, Y13, 32(R11)
 	JMP          sgemmKernel6x16AVX2_full_stored
 
@@ -4668,8 +4680,9 @@ sgemmKernel6x16AVX2_rows1_alpha1:
 	JZ           sgemmKernel6x16AVX2_rows1_full_beta0
 	VBROADCASTSS beta+100(FP), Y2
 	VFMADD231PS  (AX), Y2, Y0
-	VMOVUPS      Y0, (AX)
 	VFMADD231PS  32(AX), Y2, Y1
+	MOVQ         DX, AX
+	VMOVUPS      Y0, (AX)
 	VMOVUPS      Y1, 32(AX)
 	JMP          sgemmKernel6x16AVX2_rows1_stored
 
@@ -4681,34 +4694,35 @@ sgemmKernel6x16AVX2_rows1_full_beta0:
 sgemmKernel6x16AVX2_rows1_edge:
 	// Column masks for edge tiles: the first cols lanes of the row.
 	LEAQ         sgemmMaskTable<>+0(SB), CX
-	MOVQ         cols+112(FP), DX
-	XORQ         BX, BX
-	CMPQ         DX, BX
-	CMOVQLT      BX, DX
-	MOVQ         $0x00000008, BX
-	CMPQ         DX, BX
-	CMOVQGT      BX, DX
-	NEGQ         DX
-	VMOVDQU      32(CX)(DX*4), Y2
-	MOVQ         cols+112(FP), DX
-	SUBQ         $0x00000008, DX
-	XORQ         BX, BX
-	CMPQ         DX, BX
-	CMOVQLT      BX, DX
-	MOVQ         $0x00000008, BX
-	CMPQ         DX, BX
-	CMOVQGT      BX, DX
-	NEGQ         DX
-	VMOVDQU      32(CX)(DX*4), Y3
+	MOVQ         cols+112(FP), BX
+	XORQ         SI, SI
+	CMPQ         BX, SI
+	CMOVQLT      SI, BX
+	MOVQ         $0x00000008, SI
+	CMPQ         BX, SI
+	CMOVQGT      SI, BX
+	NEGQ         BX
+	VMOVDQU      32(CX)(BX*4), Y2
+	MOVQ         cols+112(FP), BX
+	SUBQ         $0x00000008, BX
+	XORQ         SI, SI
+	CMPQ         BX, SI
+	CMOVQLT      SI, BX
+	MOVQ         $0x00000008, SI
+	CMPQ         BX, SI
+	CMOVQGT      SI, BX
+	NEGQ         BX
+	VMOVDQU      32(CX)(BX*4), Y3
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sgemmKernel6x16AVX2_rows1_edge_beta0
 	VBROADCASTSS beta+100(FP), Y4
 	VMASKMOVPS   (AX), Y2, Y5
 	VFMADD231PS  Y5, Y4, Y0
-	VMASKMOVPS   Y0, Y2, (AX)
 	VMASKMOVPS   32(AX), Y3, Y5
 	VFMADD231PS  Y5, Y4, Y1
+	MOVQ         DX, AX
+	VMASKMOVPS   Y0, Y2, (AX)
 	VMASKMOVPS   Y1, Y3, 32(AX)
 	JMP          sgemmKernel6x16AVX2_rows1_stored
 
@@ -4825,13 +4839,15 @@ sgemmKernel6x16AVX2_rows2_alpha1:
 	JZ           sgemmKernel6x16AVX2_rows2_full_beta0
 	VBROADCASTSS beta+100(FP), Y4
 	VFMADD231PS  (AX), Y4, Y0
-	VMOVUPS      Y0, (AX)
 	VFMADD231PS  32(AX), Y4, Y1
-	VMOVUPS      Y1, 32(AX)
 	ADDQ         BX, AX
 	VFMADD231PS  (AX), Y4, Y2
-	VMOVUPS      Y2, (AX)
 	VFMADD231PS  32(AX), Y4, Y3
+	MOVQ         DX, AX
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y2, (AX)
 	VMOVUPS      Y3, 32(AX)
 	JMP          sgemmKernel6x16AVX2_rows2_stored
 
@@ -4846,41 +4862,43 @@ sgemmKernel6x16AVX2_rows2_full_beta0:
 sgemmKernel6x16AVX2_rows2_edge:
 	// Column masks for edge tiles: the first cols lanes of the row.
 	LEAQ         sgemmMaskTable<>+0(SB), CX
-	MOVQ         cols+112(FP), DX
-	XORQ         SI, SI
-	CMPQ         DX, SI
-	CMOVQLT      SI, DX
-	MOVQ         $0x00000008, SI
-	CMPQ         DX, SI
-	CMOVQGT      SI, DX
-	NEGQ         DX
-	VMOVDQU      32(CX)(DX*4), Y4
-	MOVQ         cols+112(FP), DX
-	SUBQ         $0x00000008, DX
-	XORQ         SI, SI
-	CMPQ         DX, SI
-	CMOVQLT      SI, DX
-	MOVQ         $0x00000008, SI
-	CMPQ         DX, SI
-	CMOVQGT      SI, DX
-	NEGQ         DX
-	VMOVDQU      32(CX)(DX*4), Y5
+	MOVQ         cols+112(FP), SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y4
+	MOVQ         cols+112(FP), SI
+	SUBQ         $0x00000008, SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y5
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sgemmKernel6x16AVX2_rows2_edge_beta0
 	VBROADCASTSS beta+100(FP), Y6
 	VMASKMOVPS   (AX), Y4, Y7
 	VFMADD231PS  Y7, Y6, Y0
-	VMASKMOVPS   Y0, Y4, (AX)
 	VMASKMOVPS   32(AX), Y5, Y7
 	VFMADD231PS  Y7, Y6, Y1
-	VMASKMOVPS   Y1, Y5, 32(AX)
 	ADDQ         BX, AX
 	VMASKMOVPS   (AX), Y4, Y7
 	VFMADD231PS  Y7, Y6, Y2
-	VMASKMOVPS   Y2, Y4, (AX)
 	VMASKMOVPS   32(AX), Y5, Y7
 	VFMADD231PS  Y7, Y6, Y3
+	MOVQ         DX, AX
+	VMASKMOVPS   Y0, Y4, (AX)
+	VMASKMOVPS   Y1, Y5, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y2, Y4, (AX)
 	VMASKMOVPS   Y3, Y5, 32(AX)
 	JMP          sgemmKernel6x16AVX2_rows2_stored
 
@@ -5019,18 +5037,21 @@ sgemmKernel6x16AVX2_rows3_alpha1:
 	JZ           sgemmKernel6x16AVX2_rows3_full_beta0
 	VBROADCASTSS beta+100(FP), Y6
 	VFMADD231PS  (AX), Y6, Y0
-	VMOVUPS      Y0, (AX)
 	VFMADD231PS  32(AX), Y6, Y1
-	VMOVUPS      Y1, 32(AX)
 	ADDQ         BX, AX
 	VFMADD231PS  (AX), Y6, Y2
-	VMOVUPS      Y2, (AX)
 	VFMADD231PS  32(AX), Y6, Y3
-	VMOVUPS      Y3, 32(AX)
 	ADDQ         BX, AX
 	VFMADD231PS  (AX), Y6, Y4
-	VMOVUPS      Y4, (AX)
 	VFMADD231PS  32(AX), Y6, Y5
+	MOVQ         DX, AX
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y2, (AX)
+	VMOVUPS      Y3, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y4, (AX)
 	VMOVUPS      Y5, 32(AX)
 	JMP          sgemmKernel6x16AVX2_rows3_stored
 
@@ -5048,48 +5069,51 @@ sgemmKernel6x16AVX2_rows3_full_beta0:
 sgemmKernel6x16AVX2_rows3_edge:
 	// Column masks for edge tiles: the first cols lanes of the row.
 	LEAQ         sgemmMaskTable<>+0(SB), CX
-	MOVQ         cols+112(FP), DX
-	XORQ         SI, SI
-	CMPQ         DX, SI
-	CMOVQLT      SI, DX
-	MOVQ         $0x00000008, SI
-	CMPQ         DX, SI
-	CMOVQGT      SI, DX
-	NEGQ         DX
-	VMOVDQU      32(CX)(DX*4), Y6
-	MOVQ         cols+112(FP), DX
-	SUBQ         $0x00000008, DX
-	XORQ         SI, SI
-	CMPQ         DX, SI
-	CMOVQLT      SI, DX
-	MOVQ         $0x00000008, SI
-	CMPQ         DX, SI
-	CMOVQGT      SI, DX
-	NEGQ         DX
-	VMOVDQU      32(CX)(DX*4), Y7
+	MOVQ         cols+112(FP), SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y6
+	MOVQ         cols+112(FP), SI
+	SUBQ         $0x00000008, SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y7
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sgemmKernel6x16AVX2_rows3_edge_beta0
 	VBROADCASTSS beta+100(FP), Y8
 	VMASKMOVPS   (AX), Y6, Y9
 	VFMADD231PS  Y9, Y8, Y0
-	VMASKMOVPS   Y0, Y6, (AX)
 	VMASKMOVPS   32(AX), Y7, Y9
 	VFMADD231PS  Y9, Y8, Y1
-	VMASKMOVPS   Y1, Y7, 32(AX)
 	ADDQ         BX, AX
 	VMASKMOVPS   (AX), Y6, Y9
 	VFMADD231PS  Y9, Y8, Y2
-	VMASKMOVPS   Y2, Y6, (AX)
 	VMASKMOVPS   32(AX), Y7, Y9
 	VFMADD231PS  Y9, Y8, Y3
-	VMASKMOVPS   Y3, Y7, 32(AX)
 	ADDQ         BX, AX
 	VMASKMOVPS   (AX), Y6, Y9
 	VFMADD231PS  Y9, Y8, Y4
-	VMASKMOVPS   Y4, Y6, (AX)
 	VMASKMOVPS   32(AX), Y7, Y9
 	VFMADD231PS  Y9, Y8, Y5
+	MOVQ         DX, AX
+	VMASKMOVPS   Y0, Y6, (AX)
+	VMASKMOVPS   Y1, Y7, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y2, Y6, (AX)
+	VMASKMOVPS   Y3, Y7, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y4, Y6, (AX)
 	VMASKMOVPS   Y5, Y7, 32(AX)
 	JMP          sgemmKernel6x16AVX2_rows3_stored
 
@@ -5250,23 +5274,27 @@ sgemmKernel6x16AVX2_rows4_alpha1:
 	JZ           sgemmKernel6x16AVX2_rows4_full_beta0
 	VBROADCASTSS beta+100(FP), Y8
 	VFMADD231PS  (AX), Y8, Y0
-	VMOVUPS      Y0, (AX)
 	VFMADD231PS  32(AX), Y8, Y1
-	VMOVUPS      Y1, 32(AX)
 	ADDQ         BX, AX
 	VFMADD231PS  (AX), Y8, Y2
-	VMOVUPS      Y2, (AX)
 	VFMADD231PS  32(AX), Y8, Y3
-	VMOVUPS      Y3, 32(AX)
 	ADDQ         BX, AX
 	VFMADD231PS  (AX), Y8, Y4
-	VMOVUPS      Y4, (AX)
 	VFMADD231PS  32(AX), Y8, Y5
-	VMOVUPS      Y5, 32(AX)
 	ADDQ         BX, AX
 	VFMADD231PS  (AX), Y8, Y6
-	VMOVUPS      Y6, (AX)
 	VFMADD231PS  32(AX), Y8, Y7
+	MOVQ         DX, AX
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y2, (AX)
+	VMOVUPS      Y3, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y4, (AX)
+	VMOVUPS      Y5, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y6, (AX)
 	VMOVUPS      Y7, 32(AX)
 	JMP          sgemmKernel6x16AVX2_rows4_stored
 
@@ -5287,55 +5315,59 @@ sgemmKernel6x16AVX2_rows4_full_beta0:
 sgemmKernel6x16AVX2_rows4_edge:
 	// Column masks for edge tiles: the first cols lanes of the row.
 	LEAQ         sgemmMaskTable<>+0(SB), CX
-	MOVQ         cols+112(FP), DX
-	XORQ         SI, SI
-	CMPQ         DX, SI
-	CMOVQLT      SI, DX
-	MOVQ         $0x00000008, SI
-	CMPQ         DX, SI
-	CMOVQGT      SI, DX
-	NEGQ         DX
-	VMOVDQU      32(CX)(DX*4), Y8
-	MOVQ         cols+112(FP), DX
-	SUBQ         $0x00000008, DX
-	XORQ         SI, SI
-	CMPQ         DX, SI
-	CMOVQLT      SI, DX
-	MOVQ         $0x00000008, SI
-	CMPQ         DX, SI
-	CMOVQGT      SI, DX
-	NEGQ         DX
-	VMOVDQU      32(CX)(DX*4), Y9
+	MOVQ         cols+112(FP), SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y8
+	MOVQ         cols+112(FP), SI
+	SUBQ         $0x00000008, SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y9
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sgemmKernel6x16AVX2_rows4_edge_beta0
 	VBROADCASTSS beta+100(FP), Y10
 	VMASKMOVPS   (AX), Y8, Y11
 	VFMADD231PS  Y11, Y10, Y0
-	VMASKMOVPS   Y0, Y8, (AX)
 	VMASKMOVPS   32(AX), Y9, Y11
 	VFMADD231PS  Y11, Y10, Y1
-	VMASKMOVPS   Y1, Y9, 32(AX)
 	ADDQ         BX, AX
 	VMASKMOVPS   (AX), Y8, Y11
 	VFMADD231PS  Y11, Y10, Y2
-	VMASKMOVPS   Y2, Y8, (AX)
 	VMASKMOVPS   32(AX), Y9, Y11
 	VFMADD231PS  Y11, Y10, Y3
-	VMASKMOVPS   Y3, Y9, 32(AX)
 	ADDQ         BX, AX
 	VMASKMOVPS   (AX), Y8, Y11
 	VFMADD231PS  Y11, Y10, Y4
-	VMASKMOVPS   Y4, Y8, (AX)
 	VMASKMOVPS   32(AX), Y9, Y11
 	VFMADD231PS  Y11, Y10, Y5
-	VMASKMOVPS   Y5, Y9, 32(AX)
 	ADDQ         BX, AX
 	VMASKMOVPS   (AX), Y8, Y11
 	VFMADD231PS  Y11, Y10, Y6
-	VMASKMOVPS   Y6, Y8, (AX)
 	VMASKMOVPS   32(AX), Y9, Y11
 	VFMADD231PS  Y11, Y10, Y7
+	MOVQ         DX, AX
+	VMASKMOVPS   Y0, Y8, (AX)
+	VMASKMOVPS   Y1, Y9, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y2, Y8, (AX)
+	VMASKMOVPS   Y3, Y9, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y4, Y8, (AX)
+	VMASKMOVPS   Y5, Y9, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y6, Y8, (AX)
 	VMASKMOVPS   Y7, Y9, 32(AX)
 	JMP          sgemmKernel6x16AVX2_rows4_stored
 
@@ -5518,28 +5550,33 @@ sgemmKernel6x16AVX2_rows5_alpha1:
 	JZ           sgemmKernel6x16AVX2_rows5_full_beta0
 	VBROADCASTSS beta+100(FP), Y10
 	VFMADD231PS  (AX), Y10, Y0
-	VMOVUPS      Y0, (AX)
 	VFMADD231PS  32(AX), Y10, Y1
-	VMOVUPS      Y1, 32(AX)
 	ADDQ         BX, AX
 	VFMADD231PS  (AX), Y10, Y2
-	VMOVUPS      Y2, (AX)
 	VFMADD231PS  32(AX), Y10, Y3
-	VMOVUPS      Y3, 32(AX)
 	ADDQ         BX, AX
 	VFMADD231PS  (AX), Y10, Y4
-	VMOVUPS      Y4, (AX)
 	VFMADD231PS  32(AX), Y10, Y5
-	VMOVUPS      Y5, 32(AX)
 	ADDQ         BX, AX
 	VFMADD231PS  (AX), Y10, Y6
-	VMOVUPS      Y6, (AX)
 	VFMADD231PS  32(AX), Y10, Y7
-	VMOVUPS      Y7, 32(AX)
 	ADDQ         BX, AX
 	VFMADD231PS  (AX), Y10, Y8
-	VMOVUPS      Y8, (AX)
 	VFMADD231PS  32(AX), Y10, Y9
+	MOVQ         DX, AX
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y2, (AX)
+	VMOVUPS      Y3, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y4, (AX)
+	VMOVUPS      Y5, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y6, (AX)
+	VMOVUPS      Y7, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y8, (AX)
 	VMOVUPS      Y9, 32(AX)
 	JMP          sgemmKernel6x16AVX2_rows5_stored
 
@@ -5563,62 +5600,67 @@ sgemmKernel6x16AVX2_rows5_full_beta0:
 sgemmKernel6x16AVX2_rows5_edge:
 	// Column masks for edge tiles: the first cols lanes of the row.
 	LEAQ         sgemmMaskTable<>+0(SB), CX
-	MOVQ         cols+112(FP), DX
-	XORQ         SI, SI
-	CMPQ         DX, SI
-	CMOVQLT      SI, DX
-	MOVQ         $0x00000008, SI
-	CMPQ         DX, SI
-	CMOVQGT      SI, DX
-	NEGQ         DX
-	VMOVDQU      32(CX)(DX*4), Y10
-	MOVQ         cols+112(FP), DX
-	SUBQ         $0x00000008, DX
-	XORQ         SI, SI
-	CMPQ         DX, SI
-	CMOVQLT      SI, DX
-	MOVQ         $0x00000008, SI
-	CMPQ         DX, SI
-	CMOVQGT      SI, DX
-	NEGQ         DX
-	VMOVDQU      32(CX)(DX*4), Y11
+	MOVQ         cols+112(FP), SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y10
+	MOVQ         cols+112(FP), SI
+	SUBQ         $0x00000008, SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y11
 	MOVL         beta+100(FP), CX
 	SHLL         $0x01, CX
 	JZ           sgemmKernel6x16AVX2_rows5_edge_beta0
 	VBROADCASTSS beta+100(FP), Y12
 	VMASKMOVPS   (AX), Y10, Y13
 	VFMADD231PS  Y13, Y12, Y0
-	VMASKMOVPS   Y0, Y10, (AX)
 	VMASKMOVPS   32(AX), Y11, Y13
 	VFMADD231PS  Y13, Y12, Y1
-	VMASKMOVPS   Y1, Y11, 32(AX)
 	ADDQ         BX, AX
 	VMASKMOVPS   (AX), Y10, Y13
 	VFMADD231PS  Y13, Y12, Y2
-	VMASKMOVPS   Y2, Y10, (AX)
 	VMASKMOVPS   32(AX), Y11, Y13
 	VFMADD231PS  Y13, Y12, Y3
-	VMASKMOVPS   Y3, Y11, 32(AX)
 	ADDQ         BX, AX
 	VMASKMOVPS   (AX), Y10, Y13
 	VFMADD231PS  Y13, Y12, Y4
-	VMASKMOVPS   Y4, Y10, (AX)
 	VMASKMOVPS   32(AX), Y11, Y13
 	VFMADD231PS  Y13, Y12, Y5
-	VMASKMOVPS   Y5, Y11, 32(AX)
 	ADDQ         BX, AX
 	VMASKMOVPS   (AX), Y10, Y13
 	VFMADD231PS  Y13, Y12, Y6
-	VMASKMOVPS   Y6, Y10, (AX)
 	VMASKMOVPS   32(AX), Y11, Y13
 	VFMADD231PS  Y13, Y12, Y7
-	VMASKMOVPS   Y7, Y11, 32(AX)
 	ADDQ         BX, AX
 	VMASKMOVPS   (AX), Y10, Y13
 	VFMADD231PS  Y13, Y12, Y8
-	VMASKMOVPS   Y8, Y10, (AX)
 	VMASKMOVPS   32(AX), Y11, Y13
 	VFMADD231PS  Y13, Y12, Y9
+	MOVQ         DX, AX
+	VMASKMOVPS   Y0, Y10, (AX)
+	VMASKMOVPS   Y1, Y11, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y2, Y10, (AX)
+	VMASKMOVPS   Y3, Y11, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y4, Y10, (AX)
+	VMASKMOVPS   Y5, Y11, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y6, Y10, (AX)
+	VMASKMOVPS   Y7, Y11, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y8, Y10, (AX)
 	VMASKMOVPS   Y9, Y11, 32(AX)
 	JMP          sgemmKernel6x16AVX2_rows5_stored
 

@@ -429,9 +429,15 @@ func kernelAVX2(name string, mr, nv int) {
 		JZ(LabelRef(prefix + "_full_beta0"))
 		beta := YMM()
 		VBROADCASTSS(paramAddr("beta"), beta)
+		// The tile's loads of C before its stores (see kernelAVX512).
 		storeTile(rows, pc, k.ldc, func(r int) {
 			for v := range nv {
 				VFMADD231PS(Mem{Base: pc, Disp: 32 * v}, beta, acc[r][v])
+			}
+		})
+		MOVQ(k.cTile, pc)
+		storeTile(rows, pc, k.ldc, func(r int) {
+			for v := range nv {
 				VMOVUPS(acc[r][v], Mem{Base: pc, Disp: 32 * v})
 			}
 		})
@@ -456,6 +462,11 @@ func kernelAVX2(name string, mr, nv int) {
 			for v := range nv {
 				VMASKMOVPS(Mem{Base: pc, Disp: 32 * v}, masks[v], t)
 				VFMADD231PS(t, beta2, acc[r][v])
+			}
+		})
+		MOVQ(k.cTile, pc)
+		storeTile(rows, pc, k.ldc, func(r int) {
+			for v := range nv {
 				VMASKMOVPS(acc[r][v], masks[v], Mem{Base: pc, Disp: 32 * v})
 			}
 		})
