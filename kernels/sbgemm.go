@@ -4,8 +4,9 @@ import "math"
 
 // Sbgemm computes C = alpha·op(A)·op(B) + beta·C like Sgemm, with the
 // elements of A and B rounded to bfloat16 before they are multiplied:
-// products are exact and sums are float32, as in PyTorch's bf16 autocast
-// matmul and oneDNN's bf16 GEMM. Arguments, the in-place rules for C and
+// products are exact and sums are float32, as in oneDNN's bfloat16 GEMMs
+// (PyTorch's bf16 autocast on CPUs), and C stays float32. Arguments, the
+// in-place rules for C and
 // the handling of alpha, beta, k == 0 and threads are Sgemm's. A and B
 // stay float32 in memory: each element is rounded once, when its block is
 // packed for the micro-kernel. The equivalent Go loop:
@@ -17,12 +18,13 @@ import "math"
 //				s = bf16FMA(bf16(A(i, p+1)), bf16(B(p+1, j)), s) // 0 past k
 //				s = bf16FMA(bf16(A(i, p)), bf16(B(p, j)), s)
 //			}
-//			c[i*ldc+j] = alpha*s + beta*c[i*ldc+j] // one rounding; alpha*s when beta == 0
+//			c[i*ldc+j] = fma32(beta, c[i*ldc+j], alpha*s) // alpha*s when beta == 0
 //		}
 //	}
 //
 // where bf16 rounds to 8 significant bits (to nearest, ties to even; see
-// bf16Round) and bf16FMA(x, y, s) is x·y+s rounded once to float32. The
+// bf16Round), bf16FMA(x, y, s) is x·y+s rounded once to float32 (and
+// flushed to zero below 2⁻¹²⁶) and fma32 likewise without the flush. The
 // order is that of the AVX512_BF16 instruction VDPBF16PS; blocks of the
 // inner dimension (a few hundred indices) are added into C one after
 // another, as in Sgemm.
@@ -156,7 +158,7 @@ var sbgemmGo = newSbgemmKernel(&gemmKernel[uint32]{
 //			for q := range kc {
 //				s = bf16Dot(s, a[r*lda+q], b[q*4+j])
 //			}
-//			c[r*ldc+j] = alpha*s + beta*c[r*ldc+j] // one rounding; alpha*s when beta == 0
+//			c[r*ldc+j] = fma32(beta, c[r*ldc+j], alpha*s) // alpha*s when beta == 0
 //		}
 //	}
 //

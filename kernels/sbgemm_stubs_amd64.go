@@ -15,7 +15,7 @@ package kernels
 //			if beta == 0 {
 //				c[r*ldc+j] = alpha * s
 //			} else {
-//				c[r*ldc+j] = alpha*s + beta*c[r*ldc+j] // one rounding: an FMA
+//				c[r*ldc+j] = fma32(beta, c[r*ldc+j], alpha*s)
 //			}
 //		}
 //	}

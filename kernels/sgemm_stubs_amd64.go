@@ -15,7 +15,7 @@ package kernels
 //			if beta == 0 {
 //				c[r*ldc+j] = alpha * s
 //			} else {
-//				c[r*ldc+j] = alpha*s + beta*c[r*ldc+j] // one rounding: an FMA
+//				c[r*ldc+j] = fma32(beta, c[r*ldc+j], alpha*s)
 //			}
 //		}
 //	}
@@ -43,7 +43,7 @@ func sgemmKernel14x32AVX512(kc int, a []float32, lda int, b []float32, c []float
 //			if beta == 0 {
 //				c[r*ldc+j] = alpha * s
 //			} else {
-//				c[r*ldc+j] = alpha*s + beta*c[r*ldc+j] // one rounding: an FMA
+//				c[r*ldc+j] = fma32(beta, c[r*ldc+j], alpha*s)
 //			}
 //		}
 //	}

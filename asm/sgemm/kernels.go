@@ -38,7 +38,7 @@ func kernelDoc(name string, mr, nr int, isa string, bf bool) {
 		"\t\t\tif beta == 0 {",
 		"\t\t\t\tc[r*ldc+j] = alpha * s",
 		"\t\t\t} else {",
-		"\t\t\t\tc[r*ldc+j] = alpha*s + beta*c[r*ldc+j] // one rounding: an FMA",
+		"\t\t\t\tc[r*ldc+j] = fma32(beta, c[r*ldc+j], alpha*s)",
 		"\t\t\t}",
 		"\t\t}",
 		"\t}",
