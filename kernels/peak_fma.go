@@ -15,6 +15,13 @@ func MeasurePeakGFLOPS(threads int) float64 {
 		threads = DefaultThreads()
 	}
 	loop, flopsPerIter := peakFMALoop()
+	return measurePeak(threads, loop, flopsPerIter)
+}
+
+// measurePeak runs loop (flopsPerIter flops an iteration) on threads
+// goroutines, calibrated to about 10 ms a run, and returns the best of a few
+// runs in GFLOP/s.
+func measurePeak(threads int, loop func(iterations int), flopsPerIter float64) float64 {
 	task := &peakTask{loop: loop}
 	// Calibrate to about 10 ms a run on one goroutine.
 	task.iterations = 1 << 12

@@ -157,3 +157,62 @@ func BenchmarkSgemmDenormal(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSbgemm measures the transformer shapes in bfloat16 on 1 and 2
+// threads, on the AVX512_BF16 path where the CPU has it (the portable one
+// takes seconds a call on these shapes), and reports GFLOP/s; compare with
+// BenchmarkPeakBF16 and BenchmarkSgemm.
+func BenchmarkSbgemm(b *testing.B) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, s := range transformerShapes() {
+		a := randomSlice(rng, s.m*s.k)
+		bm := randomSlice(rng, s.k*s.n)
+		c := make([]float32, s.m*s.n)
+		lda, ldb := s.k, s.n
+		if s.transA {
+			lda = s.m
+		}
+		if s.transB {
+			ldb = s.k
+		}
+		for _, threads := range []int{1, 2} {
+			name := fmt.Sprintf("shape=%dx%dx%d/trans=%s/threads=%d", s.m, s.n, s.k, s.trans(), threads)
+			b.Run(name, func(b *testing.B) {
+				if !SbgemmAccelerated() {
+					b.Skip("no AVX512_BF16 on this CPU")
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					Sbgemm(threads, s.transA, s.transB, s.m, s.n, s.k, 1, a, lda, bm, ldb, 0, c, s.n)
+				}
+				b.ReportMetric(2*float64(s.m)*float64(s.n)*float64(s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
+
+// BenchmarkSbgemmBatched measures the attention products of
+// BenchmarkSgemmBatched in bfloat16.
+func BenchmarkSbgemmBatched(b *testing.B) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	const batch, seq, dh = 64, 128, 64
+	q := randomSlice(rng, batch*seq*dh)
+	k := randomSlice(rng, batch*seq*dh)
+	p := randomSlice(rng, batch*seq*seq)
+	scores := make([]float32, batch*seq*seq)
+	out := make([]float32, batch*seq*dh)
+	for _, threads := range []int{1, 2} {
+		b.Run(fmt.Sprintf("QKt_128x128x64_NT/batch=%d/threads=%d", batch, threads), func(b *testing.B) {
+			for b.Loop() {
+				SbgemmBatched(threads, false, true, seq, seq, dh, 1, q, dh, seq*dh, k, dh, seq*dh, 0, scores, seq, seq*seq, batch)
+			}
+			b.ReportMetric(2*float64(seq*seq*dh*batch)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		b.Run(fmt.Sprintf("PV_128x64x128_NN/batch=%d/threads=%d", batch, threads), func(b *testing.B) {
+			for b.Loop() {
+				SbgemmBatched(threads, false, false, seq, dh, seq, 1, p, seq, seq*seq, k, dh, seq*dh, 0, out, dh, seq*dh, batch)
+			}
+			b.ReportMetric(2*float64(seq*seq*dh*batch)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}

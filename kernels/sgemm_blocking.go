@@ -2,10 +2,10 @@ package kernels
 
 import "github.com/klauspost/cpuid/v2"
 
-// sgemmBlocking is the cache blocking of the outer loops: a packed kc×nr
-// panel of B stays in L1 while the kernel sweeps the mc×kc packed block of
-// A in L2; the kc×nc packed block of B lives in L3.
-type sgemmBlocking struct {
+// gemmBlocking is the cache blocking of the outer loops: a packed kc×nr
+// panel of B stays in L1 while the kernel sweeps the mc×kc block of A in
+// L2; the kc×nc packed block of B lives in L3. kc counts inner indices.
+type gemmBlocking struct {
 	kc, mc, nc int
 }
 
@@ -25,27 +25,31 @@ func saneCache(got, lo, hi, fallback int) int {
 	return got
 }
 
-// blockingFor sizes the blocks for an mr×nr micro-kernel: the B panel
-// (kc·nr floats) takes about two thirds of L1 so A's micro-panel streams
-// beside it, A's block (mc·kc) about half of L2, B's block (kc·nc) a
-// quarter of L3 (the rest is other cores' and other data's). kc is a
-// multiple of 16, the assembly packers' step. On Zen 5 (48 KiB L1d, 1 MiB
-// L2) the AVX-512 kernel gets kc=256, mc=504; kc from 192 to 384 and mc
-// from 336 to 672 measured within 3% of each other on the benchmark
-// shapes.
-func blockingFor(mr, nr int) sgemmBlocking {
+// blockingFor sizes the blocks for an mr×nr micro-kernel whose elements
+// are 4 bytes and hold kStep inner indices: the B panel (kc·nr elements)
+// takes about two thirds of L1 so A's rows stream beside it, A's block
+// (mc rows of kc) about half of L2, B's block (kc·nc) a quarter of L3 (the
+// rest is other cores' and other data's). kc is a multiple of 16 elements,
+// the assembly packers' step. On Zen 5 (48 KiB L1d, 1 MiB L2) the AVX-512
+// kernels get 256 elements (kc=256 for float32, 512 for bfloat16) and
+// mc=504; kc from 192 to 384 and mc from 336 to 672 measured within 3% of
+// each other on the benchmark shapes.
+func blockingFor(mr, nr, kStep int) gemmBlocking {
 	l1, l2, l3 := cacheSizes()
-	kc := max(16, l1*2/3/(4*nr)/16*16)
-	mc := max(mr, l2/2/(4*kc)/mr*mr)
-	nc := max(nr, l3/4/(4*kc)/nr*nr)
-	return sgemmBlocking{kc: kc, mc: mc, nc: nc}
+	kp := max(16, l1*2/3/(4*nr)/16*16)
+	mc := max(mr, l2/2/(4*kp)/mr*mr)
+	nc := max(nr, l3/4/(4*kp)/nr*nr)
+	return gemmBlocking{kc: kp * kStep, mc: mc, nc: nc}
 }
 
-// newSgemmKernel fills in k's blocking for this machine.
-func newSgemmKernel(k *sgemmKernel) *sgemmKernel {
-	k.block = blockingFor(k.mr, k.nr)
+// newGemmKernel fills in k's blocking for this machine.
+func newGemmKernel[P packed](k *gemmKernel[P]) *gemmKernel[P] {
+	k.block = blockingFor(k.mr, k.nr, k.kStep)
 	return k
 }
 
 // sgemmGo is the portable micro-kernel, used by the generic ISA.
-var sgemmGo = newSgemmKernel(&sgemmKernel{name: "go-4x4", mr: 4, nr: 4, run: sgemmKernelGo})
+var sgemmGo = newGemmKernel(&gemmKernel[float32]{
+	name: "go-4x4", mr: 4, nr: 4, kStep: 1, run: sgemmKernelGo,
+	pack: &sgemmPacker{nr: 4},
+})

@@ -2,9 +2,9 @@
 
 package kernels
 
-// raceSgemmTile reports a micro-kernel's memory use to the race detector
-// in race builds; here it does nothing.
-func raceSgemmTile(a, b, c []float32, ldc, rows, cols int) {}
+// raceGemmTile reports a micro-kernel's memory use to the race detector in
+// race builds; here it does nothing.
+func raceGemmTile[P packed](a []P, lda, rows, kc int, b []P, c []float32, ldc, cols int) {}
 
 // racePack reports a packer's reads to the race detector in race builds.
 func racePack(src []float32, ld, rows, width int) {}

@@ -4,8 +4,8 @@ package kernels
 
 // sgemmKernelForISA picks the best micro-kernel the active ISA allows: on
 // this build only the portable one.
-func sgemmKernelForISA() *sgemmKernel { return sgemmGo }
+func sgemmKernelForISA() *gemmKernel[float32] { return sgemmGo }
 
 // sgemmKernels lists every micro-kernel of this build (tests adjust their
 // blocking).
-func sgemmKernels() []*sgemmKernel { return []*sgemmKernel{sgemmGo} }
+func sgemmKernels() []*gemmKernel[float32] { return []*gemmKernel[float32]{sgemmGo} }

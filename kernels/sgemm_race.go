@@ -7,11 +7,14 @@ import (
 	"unsafe"
 )
 
-// raceSgemmTile tells the race detector what a micro-kernel call reads and
-// writes: the packed panels and, row by row, the rows×cols tile of C (the
-// gaps between rows belong to other tiles, maybe other goroutines).
-func raceSgemmTile(a, b, c []float32, ldc, rows, cols int) {
-	runtime.RaceReadRange(unsafe.Pointer(unsafe.SliceData(a)), 4*len(a))
+// raceGemmTile tells the race detector what a micro-kernel call reads and
+// writes: rows rows of kc elements of A at stride lda, the packed panel of
+// B and, row by row, the rows×cols tile of C (the gaps between rows belong
+// to other tiles, maybe other goroutines).
+func raceGemmTile[P packed](a []P, lda, rows, kc int, b []P, c []float32, ldc, cols int) {
+	for r := range rows {
+		runtime.RaceReadRange(unsafe.Pointer(&a[r*lda]), 4*kc)
+	}
 	runtime.RaceReadRange(unsafe.Pointer(unsafe.SliceData(b)), 4*len(b))
 	for r := range rows {
 		row := unsafe.Pointer(&c[r*ldc])

@@ -7,85 +7,71 @@ package kernels
 // sgemmKernel14x32AVX512 computes rows×cols of C, 14×32 tiles at a time, with AVX-512:
 //
 //	for r := range rows {
-//		panel := a[r/14*kc*14:]
 //		for j := range cols {
 //			var s float32
 //			for p := range kc {
-//				s += panel[p*14+r%14] * b[p*32+j]
+//				s += a[r*lda+p] * b[p*32+j]
 //			}
 //			if beta == 0 {
 //				c[r*ldc+j] = alpha * s
 //			} else {
-//				c[r*ldc+j] = alpha*s + beta*c[r*ldc+j]
+//				c[r*ldc+j] = fma32(beta, c[r*ldc+j], alpha*s)
 //			}
 //		}
 //	}
 //
-// a holds ⌈rows/14⌉ packed panels of kc×14 floats, b one of kc×32;
-// kc >= 1, rows >= 1, 1 <= cols <= 32. Panel rows past rows are zero.
+// a holds rows rows of kc floats (row r at a[r*lda:]), b a packed panel
+// of kc×32; kc >= 1, rows >= 1, 1 <= cols <= 32. Panel columns past cols are
+// zero. The last rows%14 rows run code for exactly that many rows.
+//
+// Along the way the kernel prefetches into L2, a few lines per step of its
+// inner loop, pfRows rows of pfRowLines cache lines from address pf, each
+// row pfSkip bytes after the end of the previous one: operands its caller
+// needs next. That is a hint only; the memory is not read.
 //
 //go:noescape
-func sgemmKernel14x32AVX512(kc int, a []float32, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int)
+func sgemmKernel14x32AVX512(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfRows int, pfRowLines int, pfSkip int)
 
 // sgemmKernel6x16AVX2 computes rows×cols of C, 6×16 tiles at a time, with AVX2 and FMA:
 //
 //	for r := range rows {
-//		panel := a[r/6*kc*6:]
 //		for j := range cols {
 //			var s float32
 //			for p := range kc {
-//				s += panel[p*6+r%6] * b[p*16+j]
+//				s += a[r*lda+p] * b[p*16+j]
 //			}
 //			if beta == 0 {
 //				c[r*ldc+j] = alpha * s
 //			} else {
-//				c[r*ldc+j] = alpha*s + beta*c[r*ldc+j]
+//				c[r*ldc+j] = fma32(beta, c[r*ldc+j], alpha*s)
 //			}
 //		}
 //	}
 //
-// a holds ⌈rows/6⌉ packed panels of kc×6 floats, b one of kc×16;
-// kc >= 1, rows >= 1, 1 <= cols <= 16. Panel rows past rows are zero.
+// a holds rows rows of kc floats (row r at a[r*lda:]), b a packed panel
+// of kc×16; kc >= 1, rows >= 1, 1 <= cols <= 16. Panel columns past cols are
+// zero. The last rows%6 rows run code for exactly that many rows.
+//
+// Along the way the kernel prefetches into L2, a few lines per step of its
+// inner loop, pfRows rows of pfRowLines cache lines from address pf, each
+// row pfSkip bytes after the end of the previous one: operands its caller
+// needs next. That is a hint only; the memory is not read.
 //
 //go:noescape
-func sgemmKernel6x16AVX2(kc int, a []float32, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int)
+func sgemmKernel6x16AVX2(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfRows int, pfRowLines int, pfSkip int)
 
-// sgemmPackT14AVX512 packs 14 rows of src (stride ld) into a panel with the rows
-// interleaved:
+// sgemmTransposeAVX512 transposes rows×cols of src into dst:
 //
-//	for p := range kc {
-//		for r := range 14 {
-//			dst[p*14+r] = src[r*ld+p]
+//	for i := range rows {
+//		for j := range cols {
+//			dst[j*ldd+i] = src[i*lds+j]
 //		}
 //	}
 //
-// kc is a multiple of 16.
+// rows and cols are multiples of 16.
 //
 //go:noescape
-func sgemmPackT14AVX512(dst []float32, src []float32, ld int, kc int)
-
-// sgemmPackC14AVX512 packs 14 columns of src (stride ld) into a panel:
-//
-//	for p := range kc {
-//		copy(dst[p*14:p*14+14], src[p*ld:p*ld+14])
-//	}
-//
-//go:noescape
-func sgemmPackC14AVX512(dst []float32, src []float32, ld int, kc int)
-
-// sgemmPackT32AVX512 packs 32 rows of src (stride ld) into a panel with the rows
-// interleaved:
-//
-//	for p := range kc {
-//		for r := range 32 {
-//			dst[p*32+r] = src[r*ld+p]
-//		}
-//	}
-//
-// kc is a multiple of 16.
-//
-//go:noescape
-func sgemmPackT32AVX512(dst []float32, src []float32, ld int, kc int)
+func sgemmTransposeAVX512(dst []float32, ldd int, src []float32, lds int, rows int, cols int)
 
 // sgemmPackC32AVX512 packs 32 columns of src (stride ld) into a panel:
 //
@@ -96,42 +82,18 @@ func sgemmPackT32AVX512(dst []float32, src []float32, ld int, kc int)
 //go:noescape
 func sgemmPackC32AVX512(dst []float32, src []float32, ld int, kc int)
 
-// sgemmPackT6AVX2 packs 6 rows of src (stride ld) into a panel with the rows
-// interleaved:
+// sgemmTransposeAVX2 transposes rows×cols of src into dst:
 //
-//	for p := range kc {
-//		for r := range 6 {
-//			dst[p*6+r] = src[r*ld+p]
+//	for i := range rows {
+//		for j := range cols {
+//			dst[j*ldd+i] = src[i*lds+j]
 //		}
 //	}
 //
-// kc is a multiple of 8.
+// rows and cols are multiples of 8.
 //
 //go:noescape
-func sgemmPackT6AVX2(dst []float32, src []float32, ld int, kc int)
-
-// sgemmPackC6AVX2 packs 6 columns of src (stride ld) into a panel:
-//
-//	for p := range kc {
-//		copy(dst[p*6:p*6+6], src[p*ld:p*ld+6])
-//	}
-//
-//go:noescape
-func sgemmPackC6AVX2(dst []float32, src []float32, ld int, kc int)
-
-// sgemmPackT16AVX2 packs 16 rows of src (stride ld) into a panel with the rows
-// interleaved:
-//
-//	for p := range kc {
-//		for r := range 16 {
-//			dst[p*16+r] = src[r*ld+p]
-//		}
-//	}
-//
-// kc is a multiple of 8.
-//
-//go:noescape
-func sgemmPackT16AVX2(dst []float32, src []float32, ld int, kc int)
+func sgemmTransposeAVX2(dst []float32, ldd int, src []float32, lds int, rows int, cols int)
 
 // sgemmPackC16AVX2 packs 16 columns of src (stride ld) into a panel:
 //

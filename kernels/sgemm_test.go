@@ -65,21 +65,28 @@ func newGemmBase(rng *rand.Rand, maxM, maxN, maxK int) *gemmBase {
 	for i := range g.c0 {
 		g.c0[i] = float32(rng.NormFloat64())
 	}
-	plane := maxM * maxN
-	g.ref = make([]float64, (maxK+1)*plane)
-	g.abs = make([]float64, (maxK+1)*plane)
-	for p := range maxK {
-		for i := range maxM {
-			aip := float64(g.a[i*g.lda+p])
-			for j := range maxN {
-				prod := aip * float64(g.b[p*g.ldb+j])
-				at := (p*maxM+i)*maxN + j
-				g.ref[at+plane] = g.ref[at] + prod
-				g.abs[at+plane] = g.abs[at] + math.Abs(prod)
+	g.ref, g.abs = g.prefixSums(func(v float32) float32 { return v })
+	return g
+}
+
+// prefixSums returns ref[p][i][j] = Σ_{q<p} round(A(i,q))·round(B(q,j)) in
+// float64 and abs, the same over the magnitudes.
+func (g *gemmBase) prefixSums(round func(float32) float32) (ref, abs []float64) {
+	plane := g.maxM * g.maxN
+	ref = make([]float64, (g.maxK+1)*plane)
+	abs = make([]float64, (g.maxK+1)*plane)
+	for p := range g.maxK {
+		for i := range g.maxM {
+			aip := float64(round(g.a[i*g.lda+p]))
+			for j := range g.maxN {
+				prod := aip * float64(round(g.b[p*g.ldb+j]))
+				at := (p*g.maxM+i)*g.maxN + j
+				ref[at+plane] = ref[at] + prod
+				abs[at+plane] = abs[at] + math.Abs(prod)
 			}
 		}
 	}
-	return g
+	return ref, abs
 }
 
 // operands returns A and B laid out for the transposes.
@@ -142,21 +149,30 @@ type gemmWant struct {
 }
 
 func (g *gemmBase) expect(dst *gemmWant, k int, alpha, beta float32) {
-	const eps = 1.0 / (1 << 23)
+	g.expectWith(dst, g.ref, g.abs, k, alpha, beta, func(k int, terms, scaledC float64) float64 {
+		const eps = 1.0 / (1 << 23)
+		return float64(k+3)*eps*(terms+scaledC) + 1e-37
+	})
+}
+
+// expectWith fills dst from the prefix sums ref and abs with tolerance
+// tol(k, |alpha|·Σ|A||B|, |beta·C0|).
+func (g *gemmBase) expectWith(dst *gemmWant, ref, abs []float64, k int, alpha, beta float32, tol func(k int, terms, scaledC float64) float64) {
 	plane := g.maxM * g.maxN
 	if len(dst.bounds) != 2*plane {
 		dst.bounds = make([]float32, 2*plane)
 	}
-	ref, abs := g.ref[k*plane:][:plane], g.abs[k*plane:][:plane]
+	ref, abs = ref[k*plane:][:plane], abs[k*plane:][:plane]
 	for i := range plane {
 		want := float64(alpha) * ref[i]
-		bound := math.Abs(float64(alpha)) * abs[i]
+		terms := math.Abs(float64(alpha)) * abs[i]
+		scaledC := 0.0
 		if beta != 0 {
 			c0 := float64(beta) * float64(g.c0[i])
 			want += c0
-			bound += math.Abs(c0)
+			scaledC = math.Abs(c0)
 		}
-		tol := float64(k+3)*eps*bound + 1e-37
+		tol := tol(k, terms, scaledC)
 		dst.bounds[2*i] = math.Nextafter32(float32(want-tol), float32(math.Inf(-1)))
 		dst.bounds[2*i+1] = math.Nextafter32(float32(want+tol), float32(math.Inf(1)))
 	}
@@ -417,13 +433,19 @@ func TestSgemmLarger(t *testing.T) {
 }
 
 // withBlocking sets every kernel's blocking (tests only) and returns a
-// function restoring it.
+// function restoring it: kc inner indices (2·kc for the bfloat16 kernels,
+// whose blocks hold whole pairs), mcTiles tiles of rows, ncTiles panels.
 func withBlocking(kc, mcTiles, ncTiles int) (restore func()) {
-	kerns := sgemmKernels()
-	saved := make([]sgemmBlocking, len(kerns))
+	r1 := setBlocking(sgemmKernels(), kc, mcTiles, ncTiles)
+	r2 := setBlocking(sbgemmKernels(), 2*kc, mcTiles, ncTiles)
+	return func() { r1(); r2() }
+}
+
+func setBlocking[P packed](kerns []*gemmKernel[P], kc, mcTiles, ncTiles int) (restore func()) {
+	saved := make([]gemmBlocking, len(kerns))
 	for i, k := range kerns {
 		saved[i] = k.block
-		k.block = sgemmBlocking{kc: kc, mc: mcTiles * k.mr, nc: ncTiles * k.nr}
+		k.block = gemmBlocking{kc: kc, mc: mcTiles * k.mr, nc: ncTiles * k.nr}
 	}
 	return func() {
 		for i, k := range kerns {
@@ -614,6 +636,9 @@ func TestSgemmPanics(t *testing.T) {
 		{"batch", func() { SgemmBatched(1, false, false, 2, 2, 2, 1, buf, 2, 4, buf, 2, 4, 0, buf, 2, 4, -1) }},
 		{"overlap", func() { SgemmBatched(1, false, false, 2, 2, 2, 1, buf, 2, 4, buf, 2, 4, 0, buf, 2, 0, 2) }},
 		{"short batch c", func() { SgemmBatched(1, false, false, 2, 2, 2, 1, buf, 2, 4, buf, 2, 4, 0, buf[:20], 2, 4, 6) }},
+		{"bf16 lda", func() { Sbgemm(1, false, false, 2, 2, 3, 1, buf, 2, buf, 2, 0, buf, 2) }},
+		{"bf16 short c", func() { Sbgemm(1, false, false, 5, 5, 2, 1, buf, 2, buf, 5, 0, buf[:24], 5) }},
+		{"bf16 overlap", func() { SbgemmBatched(1, false, false, 2, 2, 2, 1, buf, 2, 4, buf, 2, 4, 0, buf, 2, 0, 2) }},
 	}
 	for _, tc := range cases {
 		func() {
@@ -629,64 +654,75 @@ func TestSgemmPanics(t *testing.T) {
 }
 
 // TestSgemmPackers checks each assembly packer against its Go loop, with
-// leading dimensions wider than the panel and guard words after it.
+// strides wider than the blocks and guard words after the output.
 func TestSgemmPackers(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
 	for _, kern := range sgemmKernels() {
-		packers := []struct {
-			name  string
-			pack  sgemmPacker
-			w     int
-			trans bool
-		}{
-			{"transA", kern.packTransA, kern.mr, true}, {"copyA", kern.packCopyA, kern.mr, false},
-			{"transB", kern.packTransB, kern.nr, true}, {"copyB", kern.packCopyB, kern.nr, false},
+		p := kern.pack.(*sgemmPacker)
+		if p.transpose == nil {
+			continue
 		}
-		for _, p := range packers {
-			if p.pack == nil {
-				continue
-			}
-			if kern.isa > HardwareISA() {
-				t.Logf("%s %s: skipped, this CPU lacks the ISA", kern.name, p.name)
-				continue
-			}
-			for _, kc := range []int{1, 7, 16, 32, 48, 250, 256} {
-				if p.trans && kc%kern.packStep != 0 {
-					continue
-				}
-				ld := p.w + rng.IntN(9)
-				if p.trans {
-					ld = kc + rng.IntN(9)
-				}
-				need := (kc-1)*ld + p.w // copy: kc rows of w floats
-				if p.trans {
-					need = (p.w-1)*ld + kc // transpose: w rows of kc floats
-				}
-				src := randomSlice(rng, need)
-				want := make([]float32, kc*p.w)
-				if p.trans {
-					packTransGo(want, src, ld, kc, p.w, p.w)
-				} else {
-					packCopyGo(want, src, ld, kc, p.w, p.w)
-				}
-				got := make([]float32, kc*p.w+guardWords)
+		if kern.isa > HardwareISA() {
+			t.Logf("%s: skipped, this CPU lacks the ISA", kern.name)
+			continue
+		}
+		for _, rows := range []int{1, 2, 3} {
+			for _, cols := range []int{1, 2, 5} {
+				r, c := rows*p.step, cols*p.step
+				lds, ldd := c+rng.IntN(9), r+rng.IntN(9)
+				src := randomSlice(rng, (r-1)*lds+c)
+				want := make([]float32, (c-1)*ldd+r)
+				got := make([]float32, len(want)+guardWords)
 				for i := range got {
 					got[i] = guardNaN
 				}
-				p.pack(got[:kc*p.w], src, ld, kc)
-				for i := range want {
-					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-						t.Fatalf("%s %s kc=%d ld=%d: dst[%d] = %v, want %v", kern.name, p.name, kc, ld, i, got[i], want[i])
-					}
-				}
-				for i, v := range got[kc*p.w:] {
-					if math.Float32bits(v) != guardBits {
-						t.Fatalf("%s %s kc=%d: wrote %v past the panel at +%d", kern.name, p.name, kc, v, i)
-					}
-				}
+				copy(want, got)
+				transposeGo(want, ldd, src, lds, 0, r, 0, c)
+				p.transpose(got[:len(want)], ldd, src, lds, r, c)
+				comparePacked(t, fmt.Sprintf("%s transpose %d×%d", kern.name, r, c), got, want)
 			}
 		}
+		for _, kc := range []int{1, 7, 16, 250} {
+			ld := p.nr + rng.IntN(9)
+			src := randomSlice(rng, (kc-1)*ld+p.nr)
+			want := make([]float32, kc*p.nr)
+			packCopyGo(want, src, ld, kc, p.nr, p.nr)
+			got := make([]float32, kc*p.nr+guardWords)
+			for i := range got {
+				got[i] = guardNaN
+			}
+			copy(got, want[:0])
+			p.copyPanel(got[:kc*p.nr], src, ld, kc)
+			comparePacked(t, fmt.Sprintf("%s copy kc=%d", kern.name, kc), got, want)
+		}
 	}
+}
+
+// comparePacked compares a packer's output with the Go loop's, word for
+// word, and the guard words after it.
+func comparePacked[P packed](t *testing.T, what string, got, want []P) {
+	t.Helper()
+	for i := range want {
+		if bitsOf(got[i]) != bitsOf(want[i]) {
+			t.Fatalf("%s: dst[%d] = %v, want %v", what, i, got[i], want[i])
+		}
+	}
+	for i, v := range got[len(want):] {
+		if bitsOf(v) != guardBits {
+			t.Fatalf("%s: wrote %v past the output at +%d", what, v, i)
+		}
+	}
+}
+
+// bitsOf is the bit pattern of a packed element.
+func bitsOf[P packed](v P) uint32 {
+	switch x := any(v).(type) {
+	case float32:
+		return math.Float32bits(x)
+	case uint32:
+		return x
+	}
+	panic("unreachable")
 }
 
 // FuzzSgemm compares every ISA with the float64 reference on fuzzed

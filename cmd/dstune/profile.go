@@ -26,6 +26,10 @@ type profileRecord struct {
 	GBPS       float64 `json:"gbps"`
 	PeakGFLOPS float64 `json:"peak_gflops"`
 	PeakGBPS   float64 `json:"peak_gbps"`
+	// VsFP32 is, for a reduced-precision kernel measured beside its
+	// float32 counterpart (profile gemm --precision all), its GFLOP/s over
+	// the float32 kernel's on the same shape.
+	VsFP32 float64 `json:"vs_fp32,omitempty"`
 }
 
 // profileEnv is what every profiler gets: the thread count, the ISA, and the
@@ -34,6 +38,9 @@ type profileEnv struct {
 	threads int
 	isa     kernels.ISA
 	quick   bool // fewer repetitions and smaller sizes (tests)
+	// precision selects the GEMM kernels: "fp32" (Sgemm), "bf16" (Sbgemm)
+	// or "all" (both, side by side).
+	precision string
 
 	flopsOnce, bwOnce sync.Once
 	flops, bw         float64
@@ -78,7 +85,7 @@ func registerProfiler(p profiler) { profilers = append(profilers, p) }
 func init() {
 	register(&command{
 		name:     "profile",
-		synopsis: []string{"[KERNEL|all] [--threads 1] [--isa avx512|avx2|generic] [--json] [--quick]"},
+		synopsis: []string{"[KERNEL|all] [--threads 1] [--isa avx512|avx2|generic] [--precision fp32|bf16|all] [--json] [--quick]"},
 		summary:  "measure kernel throughput against this machine's measured peaks",
 		flags:    func(fs *flag.FlagSet) { new(profileFlags).define(fs) },
 		run:      runProfile,
@@ -87,9 +94,9 @@ func init() {
 
 // profileFlags are dstune profile's flags.
 type profileFlags struct {
-	threads       *int
-	isaName       *string
-	asJSON, quick *bool
+	threads            *int
+	isaName, precision *string
+	asJSON, quick      *bool
 }
 
 func (f *profileFlags) define(fs *flag.FlagSet) {
@@ -97,12 +104,13 @@ func (f *profileFlags) define(fs *flag.FlagSet) {
 	f.isaName = fs.String("isa", kernels.HardwareISA().String(), "cap dispatch at this ISA")
 	f.asJSON = fs.Bool("json", false, "print one JSON object a line")
 	f.quick = fs.Bool("quick", false, "small sizes and few repetitions (a smoke test, not a measurement)")
+	f.precision = fs.String("precision", "fp32", "GEMM operand precision: fp32, bf16 (float32 accumulation) or all")
 }
 
 func runProfile(args []string, stdout, stderr io.Writer) error {
 	var f profileFlags
 	fs := newFlagSet("profile", f.define)
-	threads, isaName, asJSON, quick := f.threads, f.isaName, f.asJSON, f.quick
+	threads, isaName, asJSON, quick, precision := f.threads, f.isaName, f.asJSON, f.quick, f.precision
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -125,12 +133,17 @@ func runProfile(args []string, stdout, stderr io.Writer) error {
 	if *threads < 1 {
 		return usagef("--threads must be at least 1")
 	}
+	switch *precision {
+	case "fp32", "bf16", "all":
+	default:
+		return usagef("--precision must be fp32, bf16 or all, got %q", *precision)
+	}
 	isa, err := kernels.ParseISA(*isaName)
 	if err != nil {
 		return usagef("%v", err)
 	}
 	defer kernels.SetMaxISA(isa)()
-	env := &profileEnv{threads: *threads, isa: kernels.ActiveISA(), quick: *quick}
+	env := &profileEnv{threads: *threads, isa: kernels.ActiveISA(), quick: *quick, precision: *precision}
 	for _, p := range profilers {
 		if want != "all" && p.name != want {
 			continue
@@ -164,6 +177,9 @@ func formatRecord(r profileRecord) string {
 		if r.PeakGBPS > 0 {
 			s += fmt.Sprintf(" (%3.0f%% of %.1f read peak)", 100*r.GBPS/r.PeakGBPS, r.PeakGBPS)
 		}
+	}
+	if r.VsFP32 > 0 {
+		s += fmt.Sprintf("  %.2f× fp32", r.VsFP32)
 	}
 	return s
 }

@@ -61,13 +61,44 @@ func (s gemmProfileShape) trans() string {
 	return string(t)
 }
 
+// gemmPrecision is one kind of GEMM profileGemm measures: the kernels to
+// call and the peak their throughput is a fraction of.
+type gemmPrecision struct {
+	name         string // as --precision spells it
+	kernel       string // the record's kernel name; batched adds "-batched"
+	gemm         func(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
+	batched      func(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda, strideA int, b []float32, ldb, strideB int, beta float32, c []float32, ldc, strideC int, batch int)
+	peak         func(env *profileEnv) float64
+	vsFP32       bool // report the GFLOP/s relative to the float32 kernel's
+	measuredPeak float64
+	measuredOnce bool
+}
+
+func gemmPrecisions(which string) []*gemmPrecision {
+	fp32 := &gemmPrecision{name: "fp32", kernel: "sgemm", gemm: kernels.Sgemm, batched: kernels.SgemmBatched,
+		peak: func(env *profileEnv) float64 { return env.peakGFLOPS() }}
+	bf16 := &gemmPrecision{name: "bf16", kernel: "sbgemm", gemm: kernels.Sbgemm, batched: kernels.SbgemmBatched,
+		peak: func(env *profileEnv) float64 { return kernels.MeasurePeakBF16GFLOPS(env.threads) }}
+	switch which {
+	case "bf16":
+		return []*gemmPrecision{bf16}
+	case "all":
+		bf16.vsFP32 = true
+		return []*gemmPrecision{fp32, bf16}
+	}
+	return []*gemmPrecision{fp32}
+}
+
 // profileGemm times each shape's call (the median of enough repetitions
-// for about half a second, at least 5) and reports it against the FMA peak
-// measured on the spot. gbps counts the compulsory traffic: A and B read
-// once, C written once.
+// for about half a second, at least 5) in each precision --precision
+// names, one after the other on the same operands, and reports it against
+// the peak of that precision measured on the spot: the FMA loop for
+// float32, the bfloat16 dot-product loop (VDPBF16PS) for bfloat16. gbps
+// counts the compulsory traffic: A and B read once, C written once (all
+// float32 in memory).
 func profileGemm(env *profileEnv) ([]profileRecord, error) {
 	rng := rand.New(rand.NewPCG(1, 1))
-	peak := env.peakGFLOPS()
+	precisions := gemmPrecisions(env.precision)
 	peakBW := env.peakGBPS()
 	var recs []profileRecord
 	for _, s := range gemmProfileShapes(env.quick) {
@@ -82,33 +113,45 @@ func profileGemm(env *profileEnv) ([]profileRecord, error) {
 		a := gemmRandomFloats(rng, batch*s.m*s.k)
 		b := gemmRandomFloats(rng, batch*s.k*s.n)
 		c := make([]float32, batch*s.m*s.n)
-		call := func() {
-			if s.batch > 0 {
-				kernels.SgemmBatched(env.threads, s.transA, s.transB, s.m, s.n, s.k, 1, a, lda, s.m*s.k, b, ldb, s.k*s.n, 0, c, s.n, s.m*s.n, s.batch)
-				return
+		fp32GFLOPS := 0.0
+		for _, p := range precisions {
+			if !p.measuredOnce {
+				p.measuredPeak, p.measuredOnce = p.peak(env), true
 			}
-			kernels.Sgemm(env.threads, s.transA, s.transB, s.m, s.n, s.k, 1, a, lda, b, ldb, 0, c, s.n)
+			call := func() {
+				if s.batch > 0 {
+					p.batched(env.threads, s.transA, s.transB, s.m, s.n, s.k, 1, a, lda, s.m*s.k, b, ldb, s.k*s.n, 0, c, s.n, s.m*s.n, s.batch)
+					return
+				}
+				p.gemm(env.threads, s.transA, s.transB, s.m, s.n, s.k, 1, a, lda, b, ldb, 0, c, s.n)
+			}
+			secs := gemmMedianSeconds(call, env.quick)
+			flops := 2 * float64(batch) * float64(s.m) * float64(s.n) * float64(s.k)
+			bytes := 4 * float64(batch) * float64(s.m*s.k+s.k*s.n+s.m*s.n)
+			rec := profileRecord{
+				Kernel:     p.kernel,
+				Shape:      fmt.Sprintf("%dx%dx%d", s.m, s.n, s.k),
+				Trans:      s.trans(),
+				Threads:    env.threads,
+				ISA:        env.isa.String(),
+				MS:         secs * 1e3,
+				GFLOPS:     flops / secs / 1e9,
+				GBPS:       bytes / secs / 1e9,
+				PeakGFLOPS: p.measuredPeak,
+				PeakGBPS:   peakBW,
+			}
+			if p.name == "fp32" {
+				fp32GFLOPS = rec.GFLOPS
+			}
+			if p.vsFP32 && fp32GFLOPS > 0 {
+				rec.VsFP32 = rec.GFLOPS / fp32GFLOPS
+			}
+			if s.batch > 0 {
+				rec.Kernel += "-batched"
+				rec.Shape = fmt.Sprintf("%dx%s", s.batch, rec.Shape)
+			}
+			recs = append(recs, rec)
 		}
-		secs := gemmMedianSeconds(call, env.quick)
-		flops := 2 * float64(batch) * float64(s.m) * float64(s.n) * float64(s.k)
-		bytes := 4 * float64(batch) * float64(s.m*s.k+s.k*s.n+s.m*s.n)
-		rec := profileRecord{
-			Kernel:     "sgemm",
-			Shape:      fmt.Sprintf("%dx%dx%d", s.m, s.n, s.k),
-			Trans:      s.trans(),
-			Threads:    env.threads,
-			ISA:        env.isa.String(),
-			MS:         secs * 1e3,
-			GFLOPS:     flops / secs / 1e9,
-			GBPS:       bytes / secs / 1e9,
-			PeakGFLOPS: peak,
-			PeakGBPS:   peakBW,
-		}
-		if s.batch > 0 {
-			rec.Kernel = "sgemm-batched"
-			rec.Shape = fmt.Sprintf("%dx%s", s.batch, rec.Shape)
-		}
-		recs = append(recs, rec)
 	}
 	return recs, nil
 }

@@ -45,3 +45,43 @@ func TestProfileGemmJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestProfileGemmPrecisionAll runs `dstune profile gemm --precision all`
+// (quick sizes) and checks that every shape gets an sgemm record and then
+// an sbgemm record with its ratio to it and the bfloat16 peak.
+func TestProfileGemmPrecisionAll(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := runMain([]string{"profile", "gemm", "--quick", "--json", "--precision", "all"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if want := 2 * len(gemmProfileShapes(true)); len(lines) != want {
+		t.Fatalf("%d lines, want %d:\n%s", len(lines), want, out.String())
+	}
+	for i := 0; i < len(lines); i += 2 {
+		var fp32, bf16 map[string]any
+		if err := json.Unmarshal([]byte(lines[i]), &fp32); err != nil {
+			t.Fatalf("line %q: %v", lines[i], err)
+		}
+		if err := json.Unmarshal([]byte(lines[i+1]), &bf16); err != nil {
+			t.Fatalf("line %q: %v", lines[i+1], err)
+		}
+		if !strings.HasPrefix(fp32["kernel"].(string), "sgemm") || bf16["kernel"] != strings.Replace(fp32["kernel"].(string), "sgemm", "sbgemm", 1) {
+			t.Fatalf("kernels %v then %v, want sgemm then sbgemm", fp32["kernel"], bf16["kernel"])
+		}
+		if bf16["shape"] != fp32["shape"] || bf16["trans"] != fp32["trans"] {
+			t.Errorf("sbgemm record %v after sgemm record %v: another shape", bf16, fp32)
+		}
+		for _, key := range []string{"gflops", "peak_gflops", "vs_fp32"} {
+			if v, _ := bf16[key].(float64); !(v > 0) {
+				t.Errorf("line %q: %s = %v, want > 0", lines[i+1], key, bf16[key])
+			}
+		}
+		if _, ok := fp32["vs_fp32"]; ok {
+			t.Errorf("sgemm record %q has vs_fp32", lines[i])
+		}
+	}
+	if code := runMain([]string{"profile", "gemm", "--precision", "fp16"}, &out, &errb); code == 0 {
+		t.Error("--precision fp16 accepted")
+	}
+}
