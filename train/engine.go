@@ -106,6 +106,13 @@ type engineShape struct {
 // backend's default). Nothing is compiled until the first batch shows the
 // shape.
 func NewEngine(src GraphSource, backend accel.Backend, opt update.Optimizer, method Method, threads int) (*Engine, error) {
+	return NewEngineWith(src, backend, opt, method, accel.Options{Threads: threads})
+}
+
+// NewEngineWith is NewEngine with the backend's options in full: the
+// threads, and the precision of the graphs' matrix products (the update
+// is float32 whatever it is).
+func NewEngineWith(src GraphSource, backend accel.Backend, opt update.Optimizer, method Method, opts accel.Options) (*Engine, error) {
 	tb, ok := backend.(accel.TrainingBackend)
 	if !ok {
 		return nil, fmt.Errorf("backend %s cannot train", backend.Name())
@@ -125,7 +132,7 @@ func NewEngine(src GraphSource, backend accel.Backend, opt update.Optimizer, met
 		return nil, err
 	}
 	e.prog = update.Program{Optimizer: opt, Selection: sel}
-	if e.trainer, err = tb.NewTrainer(e.params, &e.prog, accel.Options{Threads: threads}); err != nil {
+	if e.trainer, err = tb.NewTrainer(e.params, &e.prog, opts); err != nil {
 		return nil, err
 	}
 	if init != nil {

@@ -38,16 +38,21 @@ func newProgress(w io.Writer, terminal bool, every, total int64) *progress {
 	return &progress{w: w, terminal: terminal, every: every, total: total}
 }
 
-// stepLine formats one step: step, loss, tokens/s, ETA.
-func stepLine(step, total int64, loss, tokensPerSec float64, eta time.Duration) string {
-	return fmt.Sprintf("step %d/%d  loss %.4f  %s tok/s  ETA %s", step, total, loss, siCount(tokensPerSec), formatETA(eta))
+// stepLine formats one step: step, loss, tokens/s, model FLOPs
+// utilization (left out when 0: unknown), ETA.
+func stepLine(step, total int64, loss, tokensPerSec, mfu float64, eta time.Duration) string {
+	util := ""
+	if mfu > 0 {
+		util = fmt.Sprintf("  MFU %.0f%%", 100*mfu)
+	}
+	return fmt.Sprintf("step %d/%d  loss %.4f  %s tok/s%s  ETA %s", step, total, loss, siCount(tokensPerSec), util, formatETA(eta))
 }
 
-func (p *progress) step(step int64, loss, tokensPerSec float64, eta time.Duration) {
+func (p *progress) step(step int64, loss, tokensPerSec, mfu float64, eta time.Duration) {
 	if p.w == nil {
 		return
 	}
-	line := stepLine(step, p.total, loss, tokensPerSec, eta)
+	line := stepLine(step, p.total, loss, tokensPerSec, mfu, eta)
 	if p.terminal {
 		p.line = line
 		if now := time.Now(); step == p.total || now.Sub(p.lastDraw) >= redrawEvery {

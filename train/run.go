@@ -58,7 +58,19 @@ type Config struct {
 	Threads         int   `json:"threads"`
 	EvalEvery       int64 `json:"eval_every"`       // validation every N steps (and after the last); 0: only after the last
 	CheckpointEvery int64 `json:"checkpoint_every"` // 0: only at the end (and on interruption)
+	// CheckpointMinutes writes a checkpoint after the first step that
+	// ends this long or longer after the last checkpoint (or the start);
+	// 0: no such checkpoints. Every checkpoint is a full copy of the
+	// run's state, so a cadence in steps would write gigabytes a minute
+	// on a large model with quick steps.
+	CheckpointMinutes float64 `json:"checkpoint_minutes,omitempty"`
+	// Precision is the arithmetic of the model's matrix products
+	// (accel.Precision: "fp32" when empty, or "bf16").
+	Precision string `json:"precision,omitempty"`
 }
+
+// DefaultCheckpointMinutes is dstune train's checkpoint cadence.
+const DefaultCheckpointMinutes = 10
 
 // Check reports what is wrong with a configuration.
 func (c *Config) Check() error {
@@ -77,8 +89,11 @@ func (c *Config) Check() error {
 		return fmt.Errorf("max length %d, want ≥ 0", c.MaxLen)
 	case c.Threads < 1:
 		return fmt.Errorf("threads %d, want ≥ 1", c.Threads)
-	case c.EvalEvery < 0 || c.CheckpointEvery < 0:
+	case c.EvalEvery < 0 || c.CheckpointEvery < 0 || c.CheckpointMinutes < 0 || math.IsNaN(c.CheckpointMinutes):
 		return errors.New("eval and checkpoint intervals must not be negative")
+	}
+	if _, err := accel.ParsePrecision(c.Precision); err != nil {
+		return err
 	}
 	if err := c.Optimizer.Check(); err != nil {
 		return err
@@ -179,6 +194,13 @@ type runner struct {
 	metricsW   *bufio.Writer
 	progress   *progress
 	lastCkpt   int64
+	// lastCkptTime is when the last checkpoint was written, or the loop
+	// started (Config.CheckpointMinutes).
+	lastCkptTime time.Time
+	// peakGFLOPS is the backend's peak for the run's products (0:
+	// unknown), stepFLOPs the products of one training step: model FLOPs
+	// utilization is stepFLOPs / step time / peak.
+	peakGFLOPS, stepFLOPs float64
 }
 
 func (r *runner) close() {
@@ -348,8 +370,15 @@ func (r *runner) newEngine(model *ir.Model) error {
 	if err != nil {
 		return err
 	}
-	r.engine, err = NewEngine(r.src, backend, cfg.Optimizer, r.method, cfg.Threads)
-	return err
+	precision, _ := accel.ParsePrecision(cfg.Precision) // checked by Config.Check
+	opts := accel.Options{Threads: cfg.Threads, Precision: precision}
+	if r.engine, err = NewEngineWith(r.src, backend, cfg.Optimizer, r.method, opts); err != nil {
+		return err
+	}
+	if pr, ok := backend.(accel.PeakReporter); ok {
+		r.peakGFLOPS = pr.PeakGFLOPS(opts)
+	}
+	return nil
 }
 
 // startData restores a resumed run's checkpoint and starts the batches
@@ -507,6 +536,7 @@ type metricsRecord struct {
 	UpdateMS     float64  `json:"update_ms,omitempty"`
 	Tokens       int      `json:"tokens,omitempty"`
 	TokensPerSec float64  `json:"tokens_per_s,omitempty"`
+	MFU          float64  `json:"mfu,omitempty"`
 	ValidLoss    *float64 `json:"valid_loss,omitempty"`
 }
 
@@ -593,6 +623,7 @@ func (r *runner) loop(ctx context.Context) error {
 	}
 	var batch Batch
 	start := time.Now()
+	r.lastCkptTime = start
 	first := res.Step
 	for step := res.Step + 1; step <= cfg.Steps; step++ {
 		if ctx.Err() != nil {
@@ -630,7 +661,7 @@ func (r *runner) loop(ctx context.Context) error {
 		lr := cfg.Optimizer.LR(update.StepInfo{Step: step, LRScale: lrScale})
 		rec := metricsRecord{Step: step, Epoch: epoch, Loss: &stats.Loss, LR: &lr,
 			StepMS: ms(elapsed), ComputeMS: ms(stats.Compute), UpdateMS: ms(stats.Update),
-			Tokens: tokens, TokensPerSec: float64(tokens) / elapsed.Seconds()}
+			Tokens: tokens, TokensPerSec: float64(tokens) / elapsed.Seconds(), MFU: r.mfu(&batch, elapsed)}
 		if r.valid != nil && (step == cfg.Steps || (cfg.EvalEvery > 0 && step%cfg.EvalEvery == 0)) {
 			v, err := r.evaluate()
 			if err != nil {
@@ -642,14 +673,15 @@ func (r *runner) loop(ctx context.Context) error {
 		if err := r.writeMetrics(rec, r.method.Metrics(step, r.engine.LastResult())); err != nil {
 			return err
 		}
-		if step == cfg.Steps || (cfg.CheckpointEvery > 0 && step%cfg.CheckpointEvery == 0) {
+		if step == cfg.Steps || r.checkpointDue(step) {
 			if err := r.checkpoint(); err != nil {
 				return err
 			}
+			r.lastCkptTime = time.Now()
 		}
 		done := step - first
 		eta := time.Duration(float64(time.Since(start)) / float64(done) * float64(cfg.Steps-step))
-		r.progress.step(step, stats.Loss, rec.TokensPerSec, eta)
+		r.progress.step(step, stats.Loss, rec.TokensPerSec, rec.MFU, eta)
 		if r.opts.AfterStep != nil {
 			if err := r.opts.AfterStep(step); err != nil {
 				r.progress.done()
@@ -666,6 +698,33 @@ func (r *runner) loop(ctx context.Context) error {
 		res.ModelFile = path
 	}
 	return nil
+}
+
+// mfu is the model FLOPs utilization of a step that took d: the training
+// graph's matrix-product FLOPs over d, as a share of the backend's peak
+// for the run's precision (0 when the backend does not know its peak).
+func (r *runner) mfu(b *Batch, d time.Duration) float64 {
+	if r.peakGFLOPS <= 0 || d <= 0 {
+		return 0
+	}
+	if r.stepFLOPs == 0 {
+		g, err := r.engine.TrainingGraph(BatchShape{b.B, b.T})
+		if err != nil {
+			return 0
+		}
+		r.stepFLOPs = GraphProductFLOPs(g)
+	}
+	return r.stepFLOPs / d.Seconds() / 1e9 / r.peakGFLOPS
+}
+
+// checkpointDue reports whether the cadence asks for a checkpoint after
+// step (the last step and interruptions always write one).
+func (r *runner) checkpointDue(step int64) bool {
+	cfg := &r.cfg
+	if cfg.CheckpointEvery > 0 && step%cfg.CheckpointEvery == 0 {
+		return true
+	}
+	return cfg.CheckpointMinutes > 0 && time.Since(r.lastCkptTime).Minutes() >= cfg.CheckpointMinutes
 }
 
 // storedBytes encodes trained float32 values in the dtype the model
