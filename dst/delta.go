@@ -95,6 +95,10 @@ func (t *TensorDelta) Size() int64 {
 type Delta struct {
 	Meta    Metadata
 	Tensors []TensorDelta
+	// RoundedToSeed counts, in a delta of a half-precision model, the
+	// kept entries whose value rounds to the stored seed (written in the
+	// metadata as "rounded_to_seed"; not read back).
+	RoundedToSeed int
 }
 
 // Tensor returns the change to the named initializer, or nil.

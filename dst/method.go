@@ -38,6 +38,11 @@ type Method struct {
 	sizes  []int64 // entries per silo
 	sel    *update.Selection
 	pieces map[string]int // entries per parameter
+
+	// halfSeeds are the stored values of the parameters a half-precision
+	// model keeps in float16 or bfloat16 (trained as float32): their
+	// delta values are written in that dtype.
+	halfSeeds map[string]Initializer
 }
 
 var (

@@ -168,10 +168,35 @@ func (m *Method) Delta(st *train.EngineState) (*Delta, error) {
 			for n, pos := range idx {
 				td.Indices[n], td.Values[n] = int64(pos), values[pos]
 			}
+			if seed, half := m.halfSeeds[p.Param]; half {
+				td.ValueDType = ValueDType(seed.DType)
+				d.RoundedToSeed += roundedToSeed(&td, seed.Data)
+			}
 			d.Tensors = append(d.Tensors, td)
 		}
 	}
+	if len(m.halfSeeds) > 0 {
+		d.Meta.Extra["rounded_to_seed"] = strconv.Itoa(d.RoundedToSeed)
+	}
 	return d, nil
+}
+
+// roundedToSeed counts the entries of td whose value, rounded to the
+// half-precision dtype td stores, equals the stored seed (seed: the
+// initializer's little-endian 16-bit values): entries the subset keeps
+// that a half-precision model cannot tell from unchanged.
+func roundedToSeed(td *TensorDelta, seed []byte) int {
+	enc, err := encodeValues(td.ValueDType, td.Values)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for i, pos := range td.Indices {
+		if enc[2*i] == seed[2*pos] && enc[2*i+1] == seed[2*pos+1] {
+			n++
+		}
+	}
+	return n
 }
 
 // WriteRunFiles writes RUN/delta.safetensors (atomically): the delta of

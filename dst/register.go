@@ -32,6 +32,7 @@ func newFromEnv(env train.MethodEnv) (train.Method, error) {
 		modules = Modules(g)
 	}
 	var hash string
+	halfSeeds := map[string]Initializer{}
 	if env.Model != nil {
 		inits, err := InitializersOf(env.Model.ONNX)
 		if err != nil {
@@ -40,6 +41,16 @@ func newFromEnv(env train.MethodEnv) (train.Method, error) {
 		if hash, err = BaseHash(inits); err != nil {
 			return nil, fmt.Errorf("dst: base model hash: %w", err)
 		}
+		for _, it := range inits {
+			if _, half := env.Model.HalfParams()[it.Name]; half {
+				halfSeeds[it.Name] = it
+			}
+		}
 	}
-	return NewMethod(opts, modules, hash)
+	m, err := NewMethod(opts, modules, hash)
+	if err != nil {
+		return nil, err
+	}
+	m.halfSeeds = halfSeeds
+	return m, nil
 }

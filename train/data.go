@@ -37,6 +37,17 @@ type DataOptions struct {
 	// MaxLineBytes caps one line (0: DefaultMaxLineBytes), so a file
 	// without newlines cannot make the reader buffer it whole.
 	MaxLineBytes int
+	// Tokenizer encodes the text of "text", "prompt" and "completion"
+	// fields (nil: such fields must hold token ids).
+	Tokenizer TextEncoder
+}
+
+// TextEncoder turns text into token ids; package tokenizer's Tokenizer is
+// one. addSpecial adds what the tokenizer's template puts around a text
+// (Llama's BOS); EOS is the id that ends a text (-1 when there is none).
+type TextEncoder interface {
+	Encode(text string, addSpecial bool) []int
+	EOS() int
 }
 
 // Example is one line of data. Its slices are views into the Dataset.
@@ -47,6 +58,9 @@ type Example struct {
 	LossMask []bool
 	Label    int64 // classify only
 	Line     int   // 1-based line number in the file
+	// PromptLen is the number of prompt tokens of a prompt/completion
+	// example (its completion is Tokens[PromptLen:]); 0 for the others.
+	PromptLen int
 }
 
 // Dataset is a checked data file held in memory, examples in file order.
@@ -59,6 +73,7 @@ type Dataset struct {
 	starts   []int   // example i is tokens[starts[i]:starts[i+1]]
 	labels   []int64 // classify only
 	lines    []int
+	prompts  []int // PromptLen of every example; nil when no example is a prompt/completion row
 }
 
 // Len is the number of examples.
@@ -73,6 +88,9 @@ func (d *Dataset) Example(i int) Example {
 	}
 	if d.labels != nil {
 		e.Label = d.labels[i]
+	}
+	if d.prompts != nil {
+		e.PromptLen = d.prompts[i]
 	}
 	return e
 }
@@ -110,7 +128,11 @@ func LoadJSONL(path string, opts DataOptions) (*Dataset, error) {
 //	             per token; 1 marks a token the loss predicts
 //	"label":     classify only, required: an integer in [0, NumClasses)
 //
-// Other fields are ignored. The first bad line ends the read with a
+// or, instead of "tokens", the text "text" (encoded with the tokenizer's
+// template) or, for lm, "prompt" and "completion", each token ids or text:
+// the example is the prompt followed by the completion (text encoded
+// without special tokens, and followed by the tokenizer's end token), and
+// the loss predicts the completion only. Other fields are ignored. The first bad line ends the read with a
 // *LineError naming the file and line; a file with no examples is an error.
 func ReadJSONL(r io.Reader, name string, opts DataOptions) (*Dataset, error) {
 	if opts.Task != TaskLM && opts.Task != TaskClassify {
@@ -160,11 +182,12 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 		}
 		return fmt.Errorf("not valid JSON: %v", err)
 	}
-	if isAbsent(fields.Tokens) {
-		return fmt.Errorf(`no "tokens" field`)
+	promptLen, err := fields.resolve(opts)
+	if err != nil {
+		return err
 	}
 	start := len(d.tokens)
-	err := d.addTokens(fields, opts)
+	err = d.addTokens(fields, opts)
 	if err == nil {
 		switch opts.Task {
 		case TaskLM:
@@ -181,6 +204,12 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 		}
 		return err
 	}
+	if promptLen > 0 && d.prompts == nil {
+		d.prompts = make([]int, len(d.lines), cap(d.lines)+1)
+	}
+	if d.prompts != nil {
+		d.prompts = append(d.prompts, promptLen)
+	}
 	d.starts = append(d.starts, len(d.tokens))
 	d.lines = append(d.lines, line)
 	return nil
@@ -188,9 +217,98 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 
 // exampleFields are a line's fields, decoded later.
 type exampleFields struct {
-	Tokens   json.RawMessage `json:"tokens"`
-	LossMask json.RawMessage `json:"loss_mask"`
-	Label    json.RawMessage `json:"label"`
+	Tokens     json.RawMessage `json:"tokens"`
+	LossMask   json.RawMessage `json:"loss_mask"`
+	Label      json.RawMessage `json:"label"`
+	Text       json.RawMessage `json:"text"`
+	Prompt     json.RawMessage `json:"prompt"`
+	Completion json.RawMessage `json:"completion"`
+}
+
+// resolve turns a "text" or a "prompt"/"completion" row into "tokens" (and,
+// for prompt/completion, a "loss_mask" that predicts the completion only),
+// returning the prompt's length (0 for the other forms).
+func (f *exampleFields) resolve(opts DataOptions) (int, error) {
+	forms := 0
+	for _, present := range []bool{!isAbsent(f.Tokens), !isAbsent(f.Text), !isAbsent(f.Prompt) || !isAbsent(f.Completion)} {
+		if present {
+			forms++
+		}
+	}
+	switch {
+	case forms == 0:
+		return 0, fmt.Errorf(`no "tokens" field (nor "text", nor "prompt" and "completion")`)
+	case forms > 1:
+		return 0, fmt.Errorf(`give one of "tokens", "text", or "prompt" with "completion"`)
+	case !isAbsent(f.Tokens):
+		return 0, nil
+	case !isAbsent(f.Text):
+		ids, _, err := encodeField(f.Text, "text", opts.Tokenizer, true)
+		if err != nil {
+			return 0, err
+		}
+		f.Tokens = idsJSON(ids)
+		return 0, nil
+	}
+	if isAbsent(f.Prompt) || isAbsent(f.Completion) {
+		return 0, fmt.Errorf(`"prompt" and "completion" go together: give both`)
+	}
+	if opts.Task != TaskLM {
+		return 0, fmt.Errorf(`"prompt" and "completion" are for the lm task (use --task lm)`)
+	}
+	if !isAbsent(f.LossMask) {
+		return 0, fmt.Errorf(`"loss_mask" given with "prompt" and "completion", whose loss predicts the completion`)
+	}
+	prompt, _, err := encodeField(f.Prompt, "prompt", opts.Tokenizer, true)
+	if err != nil {
+		return 0, err
+	}
+	completion, isText, err := encodeField(f.Completion, "completion", opts.Tokenizer, false)
+	if err != nil {
+		return 0, err
+	}
+	if isText && opts.Tokenizer.EOS() >= 0 {
+		completion = append(completion, opts.Tokenizer.EOS())
+	}
+	switch {
+	case len(prompt) == 0:
+		return 0, fmt.Errorf(`"prompt" is empty: the completion needs a token to follow`)
+	case len(completion) == 0:
+		return 0, fmt.Errorf(`"completion" is empty`)
+	}
+	mask := make([]int, len(prompt)+len(completion))
+	for i := len(prompt); i < len(mask); i++ {
+		mask[i] = 1
+	}
+	f.Tokens = idsJSON(append(prompt, completion...))
+	f.LossMask = idsJSON(mask)
+	return len(prompt), nil
+}
+
+// encodeField reads a field holding token ids or text; text is encoded
+// with tok (addSpecial as TextEncoder says). isText reports which.
+func encodeField(raw json.RawMessage, name string, tok TextEncoder, addSpecial bool) (ids []int, isText bool, err error) {
+	var text string
+	if json.Unmarshal(raw, &text) != nil {
+		var v []int32
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, false, fmt.Errorf("%q: want a string or an array of token ids", name)
+		}
+		ids = make([]int, len(v))
+		for i, x := range v {
+			ids[i] = int(x)
+		}
+		return ids, false, nil
+	}
+	if tok == nil {
+		return nil, true, fmt.Errorf("%q is text: give --tokenizer to encode it (or token ids)", name)
+	}
+	return tok.Encode(text, addSpecial), true, nil
+}
+
+func idsJSON(ids []int) json.RawMessage {
+	b, _ := json.Marshal(ids)
+	return b
 }
 
 // addTokens appends the example's tokens, each inside the vocabulary.

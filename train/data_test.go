@@ -431,3 +431,76 @@ func FuzzReadJSONL(f *testing.F) {
 		}
 	})
 }
+
+// byteTokenizer encodes text as its bytes + 3 (ids 0–2 reserved: BOS 1,
+// EOS 2), as a stand-in for a tokenizer file.
+type byteTokenizer struct{}
+
+func (byteTokenizer) Encode(text string, addSpecial bool) []int {
+	var ids []int
+	if addSpecial {
+		ids = append(ids, 1)
+	}
+	for _, b := range []byte(text) {
+		ids = append(ids, int(b)+3)
+	}
+	return ids
+}
+
+func (byteTokenizer) EOS() int { return 2 }
+
+// TestTextAndPromptCompletionRows: "text" rows are encoded with the
+// tokenizer's template; "prompt"/"completion" rows, as ids or text, are
+// the prompt followed by the completion (text completions end with the
+// end token) with the loss on the completion only.
+func TestTextAndPromptCompletionRows(t *testing.T) {
+	data := `{"text":"ab"}
+{"prompt":[5,6],"completion":[7]}
+{"prompt":"a","completion":"bc"}
+{"tokens":[4,5,6]}
+`
+	ds, err := ReadJSONL(strings.NewReader(data), "rows.jsonl", DataOptions{Task: TaskLM, VocabSize: 300, Tokenizer: byteTokenizer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		tokens    []int32
+		mask      []bool
+		promptLen int
+	}{
+		{[]int32{1, 'a' + 3, 'b' + 3}, []bool{true, true, true}, 0},
+		{[]int32{5, 6, 7}, []bool{false, false, true}, 2},
+		{[]int32{1, 'a' + 3, 'b' + 3, 'c' + 3, 2}, []bool{false, false, true, true, true}, 2},
+		{[]int32{4, 5, 6}, []bool{true, true, true}, 0},
+	}
+	if ds.Len() != len(want) {
+		t.Fatalf("%d examples, want %d", ds.Len(), len(want))
+	}
+	for i, w := range want {
+		e := ds.Example(i)
+		if !slices.Equal(e.Tokens, w.tokens) || !slices.Equal(e.LossMask, w.mask) || e.PromptLen != w.promptLen {
+			t.Errorf("example %d: tokens %v mask %v prompt %d, want %v %v %d", i, e.Tokens, e.LossMask, e.PromptLen, w.tokens, w.mask, w.promptLen)
+		}
+	}
+	for _, c := range []struct{ line, want string }{
+		{`{"text":"ab","tokens":[1,2]}`, `give one of "tokens", "text", or "prompt" with "completion"`},
+		{`{"prompt":[1,2]}`, `"prompt" and "completion" go together`},
+		{`{"prompt":[],"completion":[3]}`, `"prompt" is empty`},
+		{`{"prompt":[1],"completion":[3],"loss_mask":[0,1]}`, `"loss_mask" given with "prompt" and "completion"`},
+		{`{"prompt":{"a":1},"completion":[3]}`, `"prompt": want a string or an array of token ids`},
+		{`{"label":1}`, `no "tokens" field`},
+	} {
+		_, err := ReadJSONL(strings.NewReader(c.line+"\n"), "bad.jsonl", DataOptions{Task: TaskLM, Tokenizer: byteTokenizer{}})
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "bad.jsonl:1: ") {
+			t.Errorf("%s: got %v, want bad.jsonl:1: …%s", c.line, err, c.want)
+		}
+	}
+	_, err = ReadJSONL(strings.NewReader(`{"text":"ab"}`+"\n"), "t.jsonl", DataOptions{Task: TaskLM})
+	if err == nil || !strings.Contains(err.Error(), `"text" is text: give --tokenizer`) {
+		t.Errorf("text without a tokenizer: %v", err)
+	}
+	cls, err := ReadJSONL(strings.NewReader(`{"text":"x","label":1}`+"\n"), "c.jsonl", DataOptions{Task: TaskClassify, Tokenizer: byteTokenizer{}})
+	if err != nil || !slices.Equal(cls.Example(0).Tokens, []int32{1, 'x' + 3}) {
+		t.Errorf("classify text row: %v", err)
+	}
+}

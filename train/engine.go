@@ -20,6 +20,10 @@ type BatchShape struct{ B, T int }
 type InputNames struct {
 	Tokens string // int64 [B, T]: the token ids
 	Mask   string // optional int64 [B, T]: 1 at real tokens, 0 at padding ("" when the model has none)
+	// PositionIDs (optional, int64 [B, T]) is fed each token's position,
+	// derived from the mask as Hugging Face does (ir.PositionIDs);
+	// TokenTypeIDs (optional, int64 [B, T]) is fed zeros.
+	PositionIDs, TokenTypeIDs string
 }
 
 // TargetsInput is the name of the training and loss graphs' extra input
@@ -90,10 +94,11 @@ type Engine struct {
 
 // engineShape holds the graphs and input tensors of one batch shape.
 type engineShape struct {
-	train, loss          *ir.Graph
-	trainFeed, lossFeed  []*ir.Tensor
-	tokens, mask, target *ir.Tensor
-	classify             bool // targets are labels [B]
+	train, loss           *ir.Graph
+	trainFeed, lossFeed   []*ir.Tensor
+	tokens, mask, target  *ir.Tensor
+	positions, tokenTypes *ir.Tensor // allocated when the model has such inputs
+	classify              bool       // targets are labels [B]
 }
 
 // NewEngine prepares training of src's parameters on backend with the
@@ -235,6 +240,16 @@ func (e *Engine) feed(g *ir.Graph, s *engineShape) ([]*ir.Tensor, error) {
 			t = s.tokens
 		case names.Mask:
 			t = s.mask
+		case names.PositionIDs:
+			if s.positions == nil {
+				s.positions = ir.NewTensor(ir.Int64, s.tokens.Shape())
+			}
+			t = s.positions
+		case names.TokenTypeIDs:
+			if s.tokenTypes == nil {
+				s.tokenTypes = ir.NewTensor(ir.Int64, s.tokens.Shape())
+			}
+			t = s.tokenTypes
 		case TargetsInput:
 			if s.target == nil {
 				s.target = ir.NewTensor(ir.Int64, v.Shape)
@@ -242,7 +257,7 @@ func (e *Engine) feed(g *ir.Graph, s *engineShape) ([]*ir.Tensor, error) {
 			}
 			t = s.target
 		default:
-			return nil, fmt.Errorf("train: the model's input %q is neither the tokens nor the attention mask: dstune cannot feed it", v.Name)
+			return nil, fmt.Errorf("train: the model's input %q is none of the tokens, attention mask, position ids or token types: dstune cannot feed it", v.Name)
 		}
 		if v.DType != t.DType() || !v.Shape.Equal(t.Shape()) {
 			return nil, fmt.Errorf("train: graph input %q is %v, want %s%v", v.Name, v.Type, t.DType(), t.Shape())
@@ -256,6 +271,9 @@ func (e *Engine) feed(g *ir.Graph, s *engineShape) ([]*ir.Tensor, error) {
 func (s *engineShape) fill(b *Batch) error {
 	copy(s.tokens.Int64s(), b.Tokens)
 	copy(s.mask.Int64s(), b.AttentionMask)
+	if s.positions != nil {
+		ir.PositionIDs(s.positions.Int64s(), b.AttentionMask, b.B, b.T)
+	}
 	switch {
 	case s.classify && b.Labels == nil:
 		return fmt.Errorf("train: the model is trained to classify, the batch holds lm targets")

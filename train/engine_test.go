@@ -292,7 +292,7 @@ func TestEngineRejectsBadSources(t *testing.T) {
 	// A model input the engine cannot feed.
 	other := &fixedSource{params: src.Params(), inputs: InputNames{Tokens: "ids"}, graph: src.TrainingGraph}
 	e, _ = NewEngine(other, cpu.New(), opt, FullMethod{}, 0)
-	if _, err := e.TrainStep(&b, 1); err == nil || !strings.Contains(err.Error(), `input "tokens" is neither`) {
+	if _, err := e.TrainStep(&b, 1); err == nil || !strings.Contains(err.Error(), `input "tokens" is none of`) {
 		t.Errorf("unknown input: %v", err)
 	}
 }

@@ -23,24 +23,29 @@ import (
 	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
+	"github.com/dstune/dstune/tokenizer"
 	"github.com/dstune/dstune/update"
 )
 
 // Config defines a training run; it is stored as RUN/config.json, and a
 // resumed run must be given the same (RunOptions.Resume).
 type Config struct {
-	Model       string           `json:"model"`        // the ONNX file (absolute path)
-	ModelSHA256 string           `json:"model_sha256"` // of the file's bytes; filled in by Run
-	Data        string           `json:"data"`
-	Valid       string           `json:"valid,omitempty"`
-	Task        Task             `json:"task"`
-	Method      string           `json:"method"`
-	DST         json.RawMessage  `json:"dst,omitempty"`       // --method dst's options, as package dst reads them (dst.Options)
-	Trainable   string           `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
-	Optimizer   update.Optimizer `json:"optimizer"`
-	Schedule    Schedule         `json:"schedule"`
-	Steps       int64            `json:"steps"`
-	Batch       int              `json:"batch"`
+	Model       string          `json:"model"`        // the ONNX file (absolute path)
+	ModelSHA256 string          `json:"model_sha256"` // of the file's bytes; filled in by Run
+	Data        string          `json:"data"`
+	Valid       string          `json:"valid,omitempty"`
+	Task        Task            `json:"task"`
+	Method      string          `json:"method"`
+	DST         json.RawMessage `json:"dst,omitempty"`       // --method dst's options, as package dst reads them (dst.Options)
+	Trainable   string          `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
+	// Tokenizer encodes the data's text fields (absolute path; "" when the
+	// data holds token ids); TokenizerSHA256 is its file's, filled in by Run.
+	Tokenizer       string           `json:"tokenizer,omitempty"`
+	TokenizerSHA256 string           `json:"tokenizer_sha256,omitempty"`
+	Optimizer       update.Optimizer `json:"optimizer"`
+	Schedule        Schedule         `json:"schedule"`
+	Steps           int64            `json:"steps"`
+	Batch           int              `json:"batch"`
 	// MaxLen truncates examples; every batch is padded to T = MaxLen, or
 	// to the longest example of the training and validation data when 0
 	// (one static shape, compiled once).
@@ -161,16 +166,19 @@ type runner struct {
 	res  *Result
 
 	onnxModel *onnx.Model
-	src       GraphSource
-	engine    *Engine
-	method    Method
-	train     *TrainBatches
-	valid     *Dataset
-	batchOpts BatchOptions
-	metrics   *os.File
-	metricsW  *bufio.Writer
-	progress  *progress
-	lastCkpt  int64
+	// halfParams are the parameters the model stores in float16 or
+	// bfloat16 (trained as float32 master copies), by stored dtype.
+	halfParams map[string]ir.DType
+	src        GraphSource
+	engine     *Engine
+	method     Method
+	train      *TrainBatches
+	valid      *Dataset
+	batchOpts  BatchOptions
+	metrics    *os.File
+	metricsW   *bufio.Writer
+	progress   *progress
+	lastCkpt   int64
 }
 
 func (r *runner) close() {
@@ -267,6 +275,10 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 	if err != nil {
 		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
 	}
+	// Half-precision checkpoints train float32 master copies, computing
+	// in float32; the results are written back in the model's dtype.
+	model = model.Float32Compute()
+	r.halfParams = model.HalfParams()
 	ms, err := NewModelSource(model, ModelSourceOptions{Task: cfg.Task, Trainable: cfg.Trainable})
 	if err != nil {
 		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
@@ -280,6 +292,21 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 	cfg := &r.cfg
 	dataOpts := DataOptions{Task: cfg.Task, VocabSize: shape.vocab, NumClasses: shape.classes}
+	if cfg.Tokenizer != "" {
+		sum, err := fileSHA256(cfg.Tokenizer)
+		if err != nil {
+			return nil, fmt.Errorf("tokenizer: %w", err)
+		}
+		if r.opts.Resume && sum != cfg.TokenizerSHA256 {
+			return nil, fmt.Errorf("resume: %s has changed since the run started (sha256 %s, config.json says %s)", cfg.Tokenizer, sum, cfg.TokenizerSHA256)
+		}
+		cfg.TokenizerSHA256 = sum
+		tok, err := tokenizer.Load(cfg.Tokenizer)
+		if err != nil {
+			return nil, err
+		}
+		dataOpts.Tokenizer = tok
+	}
 	ds, err := LoadJSONL(cfg.Data, dataOpts)
 	if err != nil {
 		return nil, err
@@ -641,6 +668,15 @@ func (r *runner) loop(ctx context.Context) error {
 	return nil
 }
 
+// storedBytes encodes trained float32 values in the dtype the model
+// stores them in: float32, or float16/bfloat16 rounded to nearest even.
+func storedBytes(v []float32, half ir.DType) []byte {
+	if half == ir.InvalidDType {
+		return float32Bytes(v)
+	}
+	return ir.Convert(ir.FromFloat32s(ir.Shape{len(v)}, v), half).Bytes()
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // writeModel writes the fine-tuned model: the original file with the
@@ -653,7 +689,7 @@ func (r *runner) writeModel(path string) error {
 		if err != nil {
 			return err
 		}
-		values[p.Name] = float32Bytes(v)
+		values[p.Name] = storedBytes(v, r.halfParams[p.Name])
 	}
 	err := onnx.PatchFile(r.cfg.Model, path, r.onnxModel, values)
 	if err == nil {

@@ -3,7 +3,6 @@ package train
 import (
 	"fmt"
 	"regexp"
-	"strings"
 
 	"github.com/dstune/dstune/ir"
 )
@@ -39,18 +38,31 @@ var _ GraphSource = (*ModelSource)(nil)
 // trainable parameters.
 func NewModelSource(m *ir.Model, opts ModelSourceOptions) (*ModelSource, error) {
 	s := &ModelSource{model: m, loss: ir.LossSpec{Kind: ir.SoftmaxCrossEntropy, IgnoreIndex: IgnoreIndex}}
-	for _, in := range m.Inputs {
-		isInt := in.DType == ir.Int64 || in.DType == ir.Int32
-		switch {
-		case isInt && strings.Contains(strings.ToLower(in.Name), "mask") && s.inputs.Mask == "":
-			s.inputs.Mask = in.Name
-		case isInt && s.inputs.Tokens == "":
-			s.inputs.Tokens = in.Name
-		default:
-			return nil, fmt.Errorf("input %q (%s): dstune feeds one integer token input and optionally an integer attention mask", in.Name, in.DType)
+	plans, err := m.InputPlans()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range plans {
+		in := p.Input
+		var name *string
+		switch p.Role {
+		case ir.RolePast, ir.RoleCacheBranch:
+			continue // bound by ir.LMBindings: no past, the branch without a cache
+		case ir.RoleTokens:
+			name = &s.inputs.Tokens
+		case ir.RoleAttentionMask:
+			name = &s.inputs.Mask
+		case ir.RolePositionIDs:
+			name = &s.inputs.PositionIDs
+		case ir.RoleTokenTypeIDs:
+			name = &s.inputs.TokenTypeIDs
 		}
+		if name == nil || *name != "" {
+			return nil, fmt.Errorf("input %q (%s): dstune feeds the token ids, an attention mask, position ids and token types (and binds a decoder's past inputs empty); it cannot feed this input", in.Name, in.DType)
+		}
+		*name = in.Name
 		if in.DType != ir.Int64 {
-			return nil, fmt.Errorf("input %q is %s: token and mask inputs must be int64", in.Name, in.DType)
+			return nil, fmt.Errorf("input %q is %s: token, mask, position and token-type inputs must be int64", in.Name, in.DType)
 		}
 		if len(in.Dims) != 2 {
 			return nil, fmt.Errorf("input %q has %d dimensions, want [batch, sequence]", in.Name, len(in.Dims))
@@ -118,11 +130,11 @@ func NewModelSource(m *ir.Model, opts ModelSourceOptions) (*ModelSource, error) 
 }
 
 func (s *ModelSource) specialize(shape BatchShape) (*ir.Graph, error) {
-	shapes := map[string]ir.Shape{s.inputs.Tokens: {shape.B, shape.T}}
-	if s.inputs.Mask != "" {
-		shapes[s.inputs.Mask] = ir.Shape{shape.B, shape.T}
+	b, _, err := s.model.LMBindings(shape.B, shape.T)
+	if err != nil {
+		return nil, err
 	}
-	g, err := s.model.Specialize(ir.Bindings{Shapes: shapes})
+	g, err := s.model.Specialize(b)
 	if err != nil {
 		return nil, fmt.Errorf("import for batch %d×%d: %w", shape.B, shape.T, err)
 	}

@@ -156,7 +156,11 @@ func writeApplied(stdout io.Writer, modelPath, out string, m *onnx.Model, newVal
 	if err := onnx.WriteFile(out, m, onnx.WriteOptions{}); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote %s: re-encoded the whole model, because %s\n", out, strings.Join(reencode, "; "))
+	why := strings.Join(reencode, "; ")
+	if len(reencode) > 3 {
+		why = fmt.Sprintf("%s; and %d more initializers likewise", strings.Join(reencode[:2], "; "), len(reencode)-2)
+	}
+	fmt.Fprintf(stdout, "wrote %s: re-encoded the whole model, because %s\n", out, why)
 	return nil
 }
 

@@ -56,6 +56,11 @@ type inspectValue struct {
 	Name  string `json:"name"`
 	DType string `json:"dtype"`
 	Shape []any  `json:"shape"`
+	// Role and Binding (inputs only) say how train, generate and serve
+	// feed the input (ir.InputPlans): its role, and what it is bound to
+	// when dstune derives it.
+	Role    string `json:"role,omitempty"`
+	Binding string `json:"binding,omitempty"`
 }
 
 type inspectTensor struct {
@@ -133,6 +138,7 @@ func inspectModel(path string, m *onnx.Model) (*inspectReport, error) {
 	for _, in := range model.Inputs {
 		rep.Inputs = append(rep.Inputs, describeValue(findValueInfo(g.Inputs, in.Name)))
 	}
+	describeRoles(rep, model)
 	for _, o := range g.Outputs {
 		rep.Outputs = append(rep.Outputs, describeValue(o))
 	}
@@ -257,7 +263,7 @@ func printInspect(w io.Writer, r *inspectReport) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "\ninputs:")
 	for _, v := range r.Inputs {
-		fmt.Fprintf(w, "  %-24s %-8s %s\n", v.Name, v.DType, shapeText(v.Shape))
+		fmt.Fprintf(w, "  %-24s %-8s %-36s %s\n", v.Name, v.DType, shapeText(v.Shape), v.Binding)
 	}
 	fmt.Fprintln(w, "\noutputs:")
 	for _, v := range r.Outputs {
@@ -336,6 +342,36 @@ func countOps(rep *inspectReport, g *onnx.Graph) {
 			for _, sub := range a.Graphs {
 				countOps(rep, sub)
 			}
+		}
+	}
+}
+
+// describeRoles fills the inputs' roles and what training and generation
+// bind them to (a model whose cache inputs cannot be told apart gets
+// none).
+func describeRoles(rep *inspectReport, model *ir.Model) {
+	plans, err := model.InputPlans()
+	if err != nil {
+		return
+	}
+	for i, p := range plans {
+		v := &rep.Inputs[i]
+		v.Role = p.Role.String()
+		switch p.Role {
+		case ir.RoleTokens:
+			v.Binding = "the token ids"
+		case ir.RoleAttentionMask:
+			v.Binding = "1 at tokens, 0 at padding"
+		case ir.RolePositionIDs:
+			v.Binding = "derived from the attention mask (count of tokens before, 1 at padding)"
+		case ir.RoleTokenTypeIDs:
+			v.Binding = "zeros"
+		case ir.RolePast:
+			v.Binding = fmt.Sprintf("bound empty (dimension %d = 0) when training; the cache when generating", p.PastAxis)
+		case ir.RoleCacheBranch:
+			v.Binding = "bound false (the branch without a cache) when training"
+		default:
+			v.Binding = "not derived: train cannot feed it"
 		}
 	}
 }

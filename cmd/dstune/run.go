@@ -119,6 +119,9 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			}
 			values[name] = d
 		}
+		if err := deriveInputs(model, values, stderr); err != nil {
+			return err
+		}
 		for _, in := range model.Inputs {
 			if _, ok := values[in.Name]; !ok {
 				return usagef("no --input for the model's input %q (inputs: %s)", in.Name, inputNames(model))
@@ -317,6 +320,71 @@ func applyDeltas(model *ir.Model, paths []string, stderr io.Writer) error {
 		name := safetensorsDType[p.Tensor.DType().ONNX()]
 		if err := td.ApplyRaw(name, p.Tensor.Bytes()); err != nil {
 			return fmt.Errorf("--delta: %w", err)
+		}
+	}
+	return nil
+}
+
+// deriveInputs binds the inputs of a language model that are not given
+// but follow from the token ids, as training does (ir.InputPlans): an
+// attention mask of ones, position ids from the mask, zero token types,
+// a decoder's past inputs empty and a merged decoder's use_cache_branch
+// false. It says on stderr what it bound.
+func deriveInputs(model *ir.Model, values map[string]*ir.Datum, stderr io.Writer) error {
+	plans, err := model.InputPlans()
+	if err != nil {
+		return nil // no roles to go by: every input must be given
+	}
+	var tokens *ir.Tensor
+	for _, p := range plans {
+		if d := values[p.Input.Name]; p.Role == ir.RoleTokens && d != nil && d.Kind == ir.TensorDatum {
+			tokens = d.Tensor
+		}
+	}
+	if tokens == nil || len(tokens.Shape()) != 2 {
+		return nil
+	}
+	B, T := tokens.Shape()[0], tokens.Shape()[1]
+	b, notes, err := model.LMBindings(B, T)
+	if err != nil {
+		return err
+	}
+	var mask []int64
+	for _, p := range plans {
+		if d := values[p.Input.Name]; p.Role == ir.RoleAttentionMask && d != nil && d.Kind == ir.TensorDatum && d.Tensor.Len() == B*T {
+			mask = d.Tensor.Int64s()
+		}
+	}
+	for _, p := range plans {
+		name := p.Input.Name
+		if _, given := values[name]; given {
+			continue
+		}
+		var t *ir.Tensor
+		switch p.Role {
+		case ir.RoleAttentionMask:
+			t = ir.NewTensor(ir.Int64, ir.Shape{B, T})
+			for i := range t.Int64s() {
+				t.Int64s()[i] = 1
+			}
+			fmt.Fprintf(stderr, "%s: bound to ones (no padding)\n", name)
+		case ir.RolePositionIDs:
+			t = ir.NewTensor(ir.Int64, ir.Shape{B, T})
+			ir.PositionIDs(t.Int64s(), mask, B, T)
+			fmt.Fprintf(stderr, "%s: derived from the attention mask\n", name)
+		case ir.RoleTokenTypeIDs:
+			t = ir.NewTensor(ir.Int64, ir.Shape{B, T})
+			fmt.Fprintf(stderr, "%s: bound to zeros\n", name)
+		case ir.RolePast, ir.RoleCacheBranch:
+			t = b.Values[name]
+		}
+		if t != nil && t.DType() == p.Input.DType {
+			values[name] = &ir.Datum{Kind: ir.TensorDatum, Tensor: t}
+		}
+	}
+	for _, n := range notes {
+		if name, _, _ := strings.Cut(n, ":"); values[name] != nil {
+			fmt.Fprintln(stderr, n)
 		}
 	}
 	return nil

@@ -28,7 +28,7 @@ func init() {
 			"MODEL.onnx --data TRAIN.jsonl [--valid VALID.jsonl] --task lm|classify --method full|dst",
 			"             [--optimizer adamw|adafactor|sgd] [--lr LR] [--weight-decay WD] [--momentum M] [--beta1 B1] [--beta2 B2]",
 			"             --steps N [--batch 8] [--seed 0] [--schedule constant|linear|cosine] [--warmup N]",
-			"             [--trainable REGEX] [--max-len N] [--pad-id ID] [--threads N] --out RUN",
+			"             [--trainable REGEX] [--tokenizer T] [--max-len N] [--pad-id ID] [--threads N] --out RUN",
 			"             [--eval-every N] [--checkpoint-every N] [--log-every N] [--backend cpu|pjrt] [--pjrt-plugin PATH]",
 			"             [--eps 1e-3] [--distance inv-rel|rel|abs|random] [--silo module-layer|module|none]",
 			"             [--normalize none|size|mean] [--threshold iterative|exact] [--churn=true|false]",
@@ -47,6 +47,7 @@ var interruptSignals = []os.Signal{os.Interrupt, syscall.SIGTERM}
 // trainFlags are dstune train's flags.
 type trainFlags struct {
 	data, valid, task, method, trainable, optimizer *string
+	tokenizer                                       *string
 	lr, momentum                                    *float64
 	weightDecay, beta1, beta2                       optionalFloat
 	schedule                                        *string
@@ -77,6 +78,7 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.task = fs.String("task", "", "lm (next-token loss over \"tokens\") or classify (\"label\" from the first output)")
 	f.method = fs.String("method", train.MethodFull, "full | dst (lora and prompt are not implemented yet)")
 	f.trainable = fs.String("trainable", "", "regular expression: train only the parameters whose ONNX names match (default: all)")
+	f.tokenizer = fs.String("tokenizer", "", "tokenizer file (tokenizer.json or llama2.c tokenizer.bin) encoding the data's \"text\", \"prompt\" and \"completion\" fields")
 	f.optimizer = fs.String("optimizer", update.OptimizerAdamW, "adamw | adafactor | sgd")
 	f.lr = fs.Float64("lr", 0, "learning rate (default 1e-3; Adafactor: a relative step size scaled by each parameter's RMS unless --lr is given, which makes it absolute)")
 	fs.Var(&f.weightDecay, "weight-decay", "weight decay (AdamW default 0.01, SGD 0)")
@@ -166,7 +168,7 @@ func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, st
 	}
 	// Order matters: the optimizer before its hyper-parameters, the
 	// method before its options.
-	order := []string{"data", "valid", "task", "method", "trainable", "optimizer", "lr", "weight-decay", "momentum", "beta1", "beta2",
+	order := []string{"data", "valid", "task", "method", "trainable", "tokenizer", "optimizer", "lr", "weight-decay", "momentum", "beta1", "beta2",
 		"schedule", "warmup", "steps", "batch", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "checkpoint-every"}
 	order = append(order, dstFlags...)
 	fresh := *f.resume == ""
@@ -266,6 +268,8 @@ func (f *trainFlags) apply(name string, cfg *train.Config) error {
 		}
 	case "trainable":
 		cfg.Trainable = *f.trainable
+	case "tokenizer":
+		cfg.Tokenizer = absPath(*f.tokenizer)
 	case "optimizer":
 		if opt.Name != *f.optimizer {
 			o, err := update.DefaultOptimizer(*f.optimizer)
@@ -406,7 +410,11 @@ func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writ
 		fmt.Fprintf(stdout, "fine-tuned model: %s\n", res.ModelFile)
 	}
 	if cfg.Method == train.MethodDST {
-		fmt.Fprintf(stdout, "delta: %s (dstune apply MODEL.onnx DELTA -o OUT.onnx)\n", filepath.Join(opts.Dir, dst.DeltaFile))
+		path := filepath.Join(opts.Dir, dst.DeltaFile)
+		fmt.Fprintf(stdout, "delta: %s (dstune apply MODEL.onnx DELTA -o OUT.onnx)\n", path)
+		if d, err := dst.ReadDelta(path); err == nil && d.Meta.Extra["rounded_to_seed"] != "" {
+			fmt.Fprintf(stdout, "half precision: the delta stores the model's dtype; %s kept entries round back to their seed value\n", d.Meta.Extra["rounded_to_seed"])
+		}
 	}
 	return nil
 }
