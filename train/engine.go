@@ -99,6 +99,13 @@ type engineShape struct {
 	tokens, mask, target  *ir.Tensor
 	positions, tokenTypes *ir.Tensor // allocated when the model has such inputs
 	classify              bool       // targets are labels [B]
+	stepInputs            []stepInput
+}
+
+// stepInput is a graph input the source fills every step (StepInputs).
+type stepInput struct {
+	name string
+	t    *ir.Tensor
 }
 
 // NewEngine prepares training of src's parameters on backend with the
@@ -170,7 +177,15 @@ func (e *Engine) Feed(b *Batch) ([]*ir.Tensor, error) {
 	if err := s.fill(b); err != nil {
 		return nil, err
 	}
+	e.fillStepInputs(s, e.step+1)
 	return s.trainFeed, nil
+}
+
+// fillStepInputs fills the source's own inputs of s for step.
+func (e *Engine) fillStepInputs(s *engineShape, step int64) {
+	for _, in := range s.stepInputs {
+		e.src.(StepInputs).FillStepInput(in.name, step, in.t)
+	}
 }
 
 func (e *Engine) shapeFor(shape BatchShape, needLoss bool) (*engineShape, error) {
@@ -257,7 +272,12 @@ func (e *Engine) feed(g *ir.Graph, s *engineShape) ([]*ir.Tensor, error) {
 			}
 			t = s.target
 		default:
-			return nil, fmt.Errorf("train: the model's input %q is none of the tokens, attention mask, position ids or token types: dstune cannot feed it", v.Name)
+			si, ok := e.src.(StepInputs)
+			if !ok || !si.HasStepInput(v.Name) {
+				return nil, fmt.Errorf("train: the model's input %q is none of the tokens, attention mask, position ids or token types: dstune cannot feed it", v.Name)
+			}
+			t = ir.NewTensor(v.DType, v.Shape)
+			s.stepInputs = append(s.stepInputs, stepInput{v.Name, t})
 		}
 		if v.DType != t.DType() || !v.Shape.Equal(t.Shape()) {
 			return nil, fmt.Errorf("train: graph input %q is %v, want %s%v", v.Name, v.Type, t.DType(), t.Shape())
@@ -299,6 +319,7 @@ func (e *Engine) TrainStep(b *Batch, lrScale float64) (StepStats, error) {
 		return StepStats{}, err
 	}
 	t := update.StepInfo{Step: e.step + 1, LRScale: lrScale}
+	e.fillStepInputs(s, t.Step)
 	start := time.Now()
 	res, err := e.trainer.Step(s.train, s.trainFeed, t)
 	if err != nil {
@@ -397,6 +418,38 @@ type Method interface {
 type MethodState struct {
 	Meta    map[string]string
 	Tensors []safetensors.Tensor
+}
+
+// A SourceMethod trains parameters it adds to the model instead of the
+// model's own (LoRA's adapters, prompt tuning's soft prompt): Run hands it
+// the graph source built from the model and trains the source it returns,
+// whose Params are the method's parameters (the model's stay frozen).
+type SourceMethod interface {
+	Method
+	Source(GraphSource) (GraphSource, error)
+}
+
+// A ForwardSource is a GraphSource that also gives the forward graph its
+// training and loss graphs are built on, and their loss, so that a method
+// can edit the graph in between (ModelSource is one).
+type ForwardSource interface {
+	GraphSource
+	// Forward returns the model specialized to shape (a new graph every
+	// call, which the caller may change).
+	Forward(shape BatchShape) (*ir.Graph, error)
+	Loss() ir.LossSpec
+}
+
+// StepInputs is a GraphSource whose training graphs read inputs of their
+// own besides the batch's (LoRA's dropout masks): the engine fills them
+// before every training step, as a function of the step, so that a
+// resumed run sees the same values. Loss graphs never read them.
+type StepInputs interface {
+	// HasStepInput reports whether the graph input name is the source's.
+	HasStepInput(name string) bool
+	// FillStepInput fills the source's input name (t has the graph
+	// input's type) for training step step (1-based).
+	FillStepInput(name string, step int64, t *ir.Tensor)
 }
 
 // RunFileWriter is a Method that keeps files of its own in the run

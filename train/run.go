@@ -37,6 +37,8 @@ type Config struct {
 	Task        Task            `json:"task"`
 	Method      string          `json:"method"`
 	DST         json.RawMessage `json:"dst,omitempty"`       // --method dst's options, as package dst reads them (dst.Options)
+	LoRA        json.RawMessage `json:"lora,omitempty"`      // --method lora's options, as package peft reads them (peft.LoRAOptions)
+	Prompt      json.RawMessage `json:"prompt,omitempty"`    // --method prompt's options (peft.PromptOptions)
 	Trainable   string          `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
 	// Tokenizer encodes the data's text fields (absolute path; "" when the
 	// data holds token ids); TokenizerSHA256 is its file's, filled in by Run.
@@ -343,6 +345,11 @@ func (r *runner) newEngine(model *ir.Model) error {
 	var err error
 	if r.method, err = newRunMethod(env); err != nil {
 		return err
+	}
+	if sm, ok := r.method.(SourceMethod); ok {
+		if r.src, err = sm.Source(r.src); err != nil {
+			return err
+		}
 	}
 	backend, err := accel.OpenWith(cfg.Backend, r.opts.BackendOptions)
 	if err != nil {
