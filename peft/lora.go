@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/dstune/dstune/dst"
@@ -335,22 +334,20 @@ func (s *loraSource) LossGraph(shape train.BatchShape) (*ir.Graph, error) {
 
 // HasStepInput: the training graph's dropout masks.
 func (s *loraSource) HasStepInput(name string) bool {
-	_, ok := dropoutSite(name)
-	return ok && s.m.opts.Dropout > 0
+	return strings.HasPrefix(name, dropoutPrefix) && s.m.opts.Dropout > 0
 }
 
-// FillStepInput draws site i's dropout mask for step: each entry kept
-// with probability 1−p (ir.DropoutMask from the run's seed, the step and
-// i) and scaled by 1/(1−p), as torch's dropout scales.
+// FillStepInput draws a dropout mask for step: each entry kept with
+// probability 1−p (ir.DropoutMask seeded by the run's seed, the step and
+// the input's name) and scaled by 1/(1−p), as torch's dropout scales.
 func (s *loraSource) FillStepInput(name string, step int64, t *ir.Tensor) {
-	i, _ := dropoutSite(name)
 	p := float32(s.m.opts.Dropout)
 	v := t.Float32s()
 	if cap(s.keep) < len(v) {
 		s.keep = make([]bool, len(v))
 	}
 	keep := s.keep[:len(v)]
-	ir.DropoutMask(keep, p, mix(s.m.seed, step, int64(i)))
+	ir.DropoutMask(keep, p, mix(s.m.seed, step, int64(nameSeed(name))))
 	scale := 1 / (1 - p)
 	for j, k := range keep {
 		v[j] = 0
@@ -358,13 +355,4 @@ func (s *loraSource) FillStepInput(name string, step int64, t *ir.Tensor) {
 			v[j] = scale
 		}
 	}
-}
-
-func dropoutSite(name string) (int, bool) {
-	rest, ok := strings.CutPrefix(name, "dstune.lora_dropout.")
-	if !ok {
-		return 0, false
-	}
-	i, err := strconv.Atoi(rest)
-	return i, err == nil && i >= 0
 }

@@ -112,33 +112,34 @@ func findLayer(p *ir.Param, uses map[*ir.Value][]ir.Use) (*loraLayer, error) {
 	return l, nil
 }
 
-// dropoutInput names the training graph input holding the dropout mask
-// of the adapter at site i (in graph order over every target's sites).
-func dropoutInput(i int) string { return fmt.Sprintf("dstune.lora_dropout.%d", i) }
+// dropoutPrefix starts the names of the training graph inputs that hold
+// the adapters' dropout masks: DropoutInput.
+const dropoutPrefix = "dstune.lora_dropout:"
+
+// DropoutInput names the training graph input holding the dropout mask
+// of the adapter of weight at its use-th product (in graph order; 0 for a
+// weight used once).
+func DropoutInput(weight string, use int) string {
+	return fmt.Sprintf("%s%s:%d", dropoutPrefix, weight, use)
+}
 
 // editLoRA returns a copy of g in which every site's product y = x·M
 // becomes y + scale·alpha·((dropout(x)·Aᵀ)·Bᵀ) — PEFT's
 // base_layer(x) + lora_B(lora_A(dropout(x)))·scaling — with A and B the
 // target's adapter parameters (shared, not copied). With dropout > 0 and
 // training, the mask is a graph input [x's shape] of 0 and 1/(1−p) per
-// site, named dropoutInput(i); otherwise there is none. The weights stay
+// site, named DropoutInput; otherwise there is none. The weights stay
 // parameters of the graph but are never differentiated.
 func editLoRA(g *ir.Graph, targets []*loraTarget, layers map[string]*loraLayer, scale, dropout float64, training bool) (*ir.Graph, error) {
 	type siteRef struct {
 		t     *loraTarget
 		alpha float64
-		index int
+		use   int
 	}
 	siteAt := map[*ir.Node]siteRef{}
-	count := 0
-	for _, n := range g.Nodes { // graph order numbers the sites
-		for _, t := range targets {
-			for _, s := range layers[t.Weight].sites {
-				if s.node == n {
-					siteAt[n] = siteRef{t, s.alpha, count}
-					count++
-				}
-			}
+	for _, t := range targets {
+		for i, s := range layers[t.Weight].sites {
+			siteAt[s.node] = siteRef{t, s.alpha, i}
 		}
 	}
 	b := ir.NewBuilder(g.Name + "+lora")
@@ -199,7 +200,7 @@ func editLoRA(g *ir.Graph, targets []*loraTarget, layers map[string]*loraLayer, 
 			return nil, fmt.Errorf("lora: node %s multiplies %s activations; LoRA adapts float32 layers", n, x.DType)
 		}
 		if training && dropout > 0 {
-			mask := b.Input(dropoutInput(site.index), ir.Float32, x.Shape)
+			mask := b.Input(DropoutInput(site.t.Weight, site.use), ir.Float32, x.Shape)
 			x = b.Op1(&ir.Binary{Fn: ir.Mul}, x, mask)
 		}
 		ab := adapters[site.t]
