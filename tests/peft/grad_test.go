@@ -257,8 +257,6 @@ func TestLoRAGradientsMatchPyTorch(t *testing.T) {
 	}
 }
 
-
-
 // TestPromptGradientsMatchPyTorch: the training graph of prompt tuning on
 // tiny_gpt — the soft prompt after the first token (n = 5) or before every
 // token (n = 3), the loss on the real positions — gives PyTorch's loss and
