@@ -57,8 +57,12 @@ var errCrash = errors.New("simulated crash")
 // state and losses as uninterrupted runs.
 func TestRunsResumeBitIdentically(t *testing.T) {
 	for name, cfg := range map[string]func(t *testing.T) train.Config{
-		"lora":   func(t *testing.T) train.Config { return loraRun(t, 10, peft.LoRAOptions{Rank: 4, Alpha: 8, Dropout: 0.1}) },
-		"prompt": func(t *testing.T) train.Config { return promptRun(t, 10, peft.PromptOptions{Length: 4, At: peft.PromptAfterBOS, Init: peft.PromptInitVocab}) },
+		"lora": func(t *testing.T) train.Config {
+			return loraRun(t, 10, peft.LoRAOptions{Rank: 4, Alpha: 8, Dropout: 0.1})
+		},
+		"prompt": func(t *testing.T) train.Config {
+			return promptRun(t, 10, peft.PromptOptions{Length: 4, At: peft.PromptAfterBOS, Init: peft.PromptInitVocab})
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := cfg(t)

@@ -164,4 +164,3 @@ func storyRows(t *testing.T, dir string) (trainPath, validPath string) {
 	}
 	return trainPath, validPath
 }
-
