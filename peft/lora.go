@@ -268,8 +268,8 @@ type loraSource struct {
 }
 
 var (
-	_ train.GraphSource = (*loraSource)(nil)
-	_ train.StepInputs  = (*loraSource)(nil)
+	_ train.ForwardSource = (*loraSource)(nil)
+	_ train.StepInputs    = (*loraSource)(nil)
 )
 
 func (s *loraSource) Params() []*ir.Param      { return s.m.params }
@@ -300,6 +300,14 @@ func (s *loraSource) edited(shape train.BatchShape, training bool) (*ir.Graph, e
 	}
 	return eg, nil
 }
+
+// Forward is the model with the adapters (without dropout) for shape.
+func (s *loraSource) Forward(shape train.BatchShape) (*ir.Graph, error) {
+	return s.edited(shape, false)
+}
+
+// Loss is the base source's loss.
+func (s *loraSource) Loss() ir.LossSpec { return s.base.Loss() }
 
 // TrainingGraph is the edited graph's loss differentiated with respect to
 // the adapters.

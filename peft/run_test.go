@@ -34,7 +34,7 @@ func tinyRun(t *testing.T, steps int64, method string) train.Config {
 	opt.SetLR(1e-2)
 	return train.Config{Model: model, Data: data, Valid: valid, Task: train.TaskLM, Method: method,
 		Optimizer: opt, Schedule: train.Schedule{Name: train.ScheduleConstant}, Steps: steps, Batch: 8, Seed: 3,
-		Backend: "cpu", Threads: 2, EvalEvery: steps, CheckpointEvery: 3}
+		Backend: "cpu", Threads: 2, EvalEvery: steps, CheckpointEvery: 3, Metric: train.MetricTokenAccuracy}
 }
 
 func loraRun(t *testing.T, steps int64, o peft.LoRAOptions) train.Config {
@@ -95,11 +95,14 @@ func TestRunsResumeBitIdentically(t *testing.T) {
 				t.Fatalf("%d and %d records", len(ra), len(rb))
 			}
 			for i := range ra {
-				for _, key := range []string{"loss", "valid_loss", "free_params", "eps"} {
+				for _, key := range []string{"loss", "valid_loss", "token_accuracy", "free_params", "eps"} {
 					if ra[i].Fields[key] != rb[i].Fields[key] {
 						t.Fatalf("step %d %s: %v uninterrupted, %v resumed", i+1, key, ra[i].Fields[key], rb[i].Fields[key])
 					}
 				}
+			}
+			if acc, ok := ra[9].Fields["token_accuracy"].(float64); !ok || acc < 0 || acc > 1 {
+				t.Errorf("the last record's token_accuracy is %v", ra[9].Fields["token_accuracy"])
 			}
 			first, last := ra[0].Fields["loss"].(float64), ra[9].Fields["loss"].(float64)
 			if !(last < first) {

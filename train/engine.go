@@ -94,8 +94,9 @@ type Engine struct {
 
 // engineShape holds the graphs and input tensors of one batch shape.
 type engineShape struct {
-	train, loss           *ir.Graph
+	train, loss, logits   *ir.Graph
 	trainFeed, lossFeed   []*ir.Tensor
+	logitsFeed            []*ir.Tensor
 	tokens, mask, target  *ir.Tensor
 	positions, tokenTypes *ir.Tensor // allocated when the model has such inputs
 	classify              bool       // targets are labels [B]
@@ -352,6 +353,39 @@ func (e *Engine) EvalLoss(b *Batch) (float64, error) {
 		return 0, err
 	}
 	return float64(out[0].Float32s()[0]), nil
+}
+
+// EvalLogits returns the model's first output (the logits) for b on the
+// current parameters, without updating anything; the source must be a
+// ForwardSource. The tensor is valid until the next call.
+func (e *Engine) EvalLogits(b *Batch) (*ir.Tensor, error) {
+	s, err := e.shapeFor(BatchShape{b.B, b.T}, false)
+	if err != nil {
+		return nil, err
+	}
+	if s.logits == nil {
+		fs, ok := e.src.(ForwardSource)
+		if !ok {
+			return nil, fmt.Errorf("train: the graph source gives no forward graph to read logits from")
+		}
+		g, err := fs.Forward(BatchShape{b.B, b.T})
+		if err != nil {
+			return nil, err
+		}
+		g.Outputs = g.Outputs[:1]
+		if s.logitsFeed, err = e.feed(g, s); err != nil {
+			return nil, err
+		}
+		s.logits = g
+	}
+	if err := s.fill(b); err != nil {
+		return nil, err
+	}
+	out, err := e.trainer.Eval(s.logits, s.logitsFeed)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
 }
 
 // ParamValues returns a copy of a trainable parameter's current values.

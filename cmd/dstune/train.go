@@ -32,7 +32,8 @@ func init() {
 			"             [--optimizer adamw|adafactor|sgd] [--lr LR] [--weight-decay WD] [--momentum M] [--beta1 B1] [--beta2 B2]",
 			"             --steps N [--batch 8] [--seed 0] [--schedule constant|linear|cosine] [--warmup N]",
 			"             [--trainable REGEX] [--tokenizer T] [--max-len N] [--pad-id ID] [--threads N] --out RUN",
-			"             [--eval-every N] [--checkpoint-every N] [--log-every N] [--backend cpu|pjrt] [--pjrt-plugin PATH]",
+			"             [--eval-every N] [--metric loss|token-accuracy|exact-match|accuracy] [--checkpoint-every N] [--log-every N]",
+			"             [--backend cpu|pjrt] [--pjrt-plugin PATH]",
 			"             [--eps 1e-3] [--distance inv-rel|rel|abs|random] [--silo module-layer|module|none]",
 			"             [--normalize none|size|mean] [--threshold iterative|exact] [--churn=true|false]",
 			"             [--refine-steps 3] [--refine-factor 2] [--paper-alg2]        (--method dst)",
@@ -63,6 +64,7 @@ type trainFlags struct {
 	backend, pluginPath                             *string
 	threads                                         *int
 	evalEvery, ckptEvery, logEvery                  *int64
+	metric                                          *string
 	out, resume                                     *string
 	// DST's options (--method dst; package dst documents them).
 	eps                       *float64
@@ -117,6 +119,7 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.pluginPath = fs.String("pjrt-plugin", "", "--backend pjrt: the PJRT plugin file (default: $"+tpu.PluginEnv+", then JAX's CUDA plugin, libtpu and the standard library paths); not part of the run")
 	f.threads = fs.Int("threads", 0, "goroutines per kernel call (default: all cores; results do not depend on it, and a resumed run may change it)")
 	f.evalEvery = fs.Int64("eval-every", 0, "validate every N steps (default: steps/10)")
+	f.metric = fs.String("metric", train.MetricLoss, "validation metric besides the loss: loss (none) | token-accuracy | exact-match (lm; greedy decoding of the completions of prompt/completion rows) | accuracy (classify)")
 	f.ckptEvery = fs.Int64("checkpoint-every", 0, "write a checkpoint every N steps (default: steps/10); always at the end and on Ctrl-C")
 	f.logEvery = fs.Int64("log-every", 0, "when not on a terminal, print a progress line every N steps (default: steps/20)")
 	f.out = fs.String("out", "", "the run directory (created)")
@@ -199,7 +202,7 @@ func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, st
 	// Order matters: the optimizer before its hyper-parameters, the
 	// method before its options.
 	order := []string{"data", "valid", "task", "method", "trainable", "tokenizer", "optimizer", "lr", "weight-decay", "momentum", "beta1", "beta2",
-		"schedule", "warmup", "steps", "batch", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "checkpoint-every"}
+		"schedule", "warmup", "steps", "batch", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "metric", "checkpoint-every"}
 	order = append(order, dstFlags...)
 	order = append(order, loraFlags...)
 	order = append(order, promptFlags...)
@@ -375,6 +378,11 @@ func (f *trainFlags) apply(name string, cfg *train.Config) error {
 		cfg.Threads = *f.threads
 	case "eval-every":
 		cfg.EvalEvery = *f.evalEvery
+	case "metric":
+		cfg.Metric = *f.metric
+		if cfg.Metric == train.MetricLoss {
+			cfg.Metric = ""
+		}
 	case "checkpoint-every":
 		cfg.CheckpointEvery = *f.ckptEvery
 	default:
@@ -512,6 +520,12 @@ func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writ
 			fmt.Fprintf(stdout, ", validation loss %.4f (%.4f before training)", res.ValidLoss, res.InitialValidLoss)
 		} else {
 			fmt.Fprintf(stdout, ", validation loss %.4f", res.ValidLoss)
+		}
+	}
+	if !math.IsNaN(res.ValidMetric) {
+		fmt.Fprintf(stdout, ", %s %.1f %%", strings.ReplaceAll(cfg.Metric, "-", " "), 100*res.ValidMetric)
+		if !math.IsNaN(res.InitialValidMetric) {
+			fmt.Fprintf(stdout, " (%.1f %% before training)", 100*res.InitialValidMetric)
 		}
 	}
 	fmt.Fprintf(stdout, "\nrun directory: %s\n", opts.Dir)
