@@ -176,12 +176,24 @@ func hasPromptRows(ds *Dataset) bool {
 	return false
 }
 
-// formatMetric writes a metric's value for the progress display.
+// formatMetric writes a metric's value for the progress display
+// ("exact match 85.0 %"; "" for none).
 func formatMetric(metric string, v float64) string {
 	if math.IsNaN(v) {
 		return ""
 	}
-	return fmt.Sprintf(", %s %.1f %%", metricLabel[metric], 100*v)
+	return fmt.Sprintf("%s %.1f %%", metricLabel[metric], 100*v)
+}
+
+// validated shows a validation's results: a line of its own, and the
+// metric on the step lines after it.
+func (p *progress) validated(step int64, metric string, v validation) {
+	p.metric = formatMetric(metric, v.metric)
+	if p.metric == "" {
+		p.message("step %d: validation loss %.4f", step, v.loss)
+		return
+	}
+	p.message("step %d: validation loss %.4f, %s", step, v.loss, p.metric)
 }
 
 var metricLabel = map[string]string{MetricTokenAccuracy: "token accuracy", MetricExactMatch: "exact match", MetricAccuracy: "accuracy"}

@@ -659,7 +659,7 @@ func (r *runner) loop(ctx context.Context) error {
 		if err := r.writeMetrics(rec, nil); err != nil {
 			return err
 		}
-		r.progress.message("step 0: validation loss %.4f%s", v.loss, formatMetric(cfg.Metric, v.metric))
+		r.progress.validated(0, cfg.Metric, v)
 	}
 	var batch Batch
 	start := time.Now()
@@ -708,7 +708,7 @@ func (r *runner) loop(ctx context.Context) error {
 			}
 			rec.setValidation(cfg.Metric, v)
 			res.ValidLoss, res.ValidMetric = v.loss, v.metric
-			r.progress.message("step %d: validation loss %.4f%s", step, v.loss, formatMetric(cfg.Metric, v.metric))
+			r.progress.validated(step, cfg.Metric, v)
 		}
 		if err := r.writeMetrics(rec, r.method.Metrics(step, r.engine.LastResult())); err != nil {
 			return err
