@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/dstune/dstune/dst"
@@ -113,6 +114,42 @@ func (m *LoRA) Metrics(int64, *update.Result) any { return m.budget.metrics() }
 func (m *LoRA) State(*update.SelectionState, int64) train.MethodState { return train.MethodState{} }
 
 func (m *LoRA) LoadState(train.MethodState) (*update.SelectionState, error) { return nil, nil }
+
+// Summary says what the run trains: the adapters' shape, the targets by
+// kind and the budget.
+func (m *LoRA) Summary() string {
+	count := map[string]int{}
+	var kinds []string
+	for _, t := range m.targets {
+		if count[t.Kind] == 0 {
+			kinds = append(kinds, t.Kind)
+		}
+		count[t.Kind]++
+	}
+	parts := make([]string, len(kinds))
+	for i, k := range kinds {
+		parts[i] = fmt.Sprintf("%s ×%d", k, count[k])
+	}
+	return fmt.Sprintf("LoRA: r %d, α %g (scale %g), dropout %g on %d weights (%s): %s",
+		m.opts.Rank, m.opts.Alpha, m.opts.Scale(), m.opts.Dropout, len(m.targets), strings.Join(parts, ", "), m.budget)
+}
+
+// String is the budget in words: "2,048 free parameters (0.78 % of 262,144)".
+func (b budget) String() string {
+	if b.Base == 0 {
+		return fmt.Sprintf("%s free parameters", thousands(b.Free))
+	}
+	return fmt.Sprintf("%s free parameters (%.3g %% of %s)", thousands(b.Free), 100*float64(b.Free)/float64(b.Base), thousands(b.Base))
+}
+
+// thousands writes n with thousands separators.
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
 
 // Targets lists the adapted initializers, in the model's parameter order.
 func (m *LoRA) Targets() []string {

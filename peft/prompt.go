@@ -114,6 +114,15 @@ func (m *Prompt) Source(src train.GraphSource) (train.GraphSource, error) {
 	return ms, nil
 }
 
+// Summary says what the run trains and its budget.
+func (m *Prompt) Summary() string {
+	init := "the embeddings of sampled vocabulary ids"
+	if m.opts.Init == PromptInitRandom {
+		init = "random values"
+	}
+	return fmt.Sprintf("prompt tuning: %d virtual tokens of width %d, %s, from %s: %s", m.opts.Length, m.dim, m.opts.At, init, m.budget)
+}
+
 // initial draws the prompt's first values: rows of the embedding table at
 // n vocabulary ids sampled without replacement (with, when n exceeds the
 // vocabulary), or normal values with the table's mean and standard

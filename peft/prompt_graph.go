@@ -290,8 +290,9 @@ func intAttr(name string, v int64) *onnx.Attribute {
 	return &onnx.Attribute{Name: name, Type: onnx.AttrInt, I: v}
 }
 
-// seqParts are the pieces of a [b, s, ...] value around the prompt: its
-// first position and the rest (after-bos), or nothing before it (start).
+// around returns v [b, s, ...] lengthened along axis 1 by middle
+// [b, n, ...]: after v's first position (after-bos), or before it
+// (start).
 func (e *promptEditor) around(list *[]*onnx.Node, v string, middle string) string {
 	if e.prompt.At == PromptStart {
 		return e.node(list, "Concat", "", []string{middle, v}, intAttr("axis", 1))

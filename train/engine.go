@@ -486,6 +486,12 @@ type StepInputs interface {
 	FillStepInput(name string, step int64, t *ir.Tensor)
 }
 
+// A Summarizer is a Method that says in one line what it trains (LoRA's
+// targets, the budget); Run prints it before the first step.
+type Summarizer interface {
+	Summary() string
+}
+
 // RunFileWriter is a Method that keeps files of its own in the run
 // directory (DST: delta.safetensors): Run calls WriteRunFiles after every
 // checkpoint with the state it holds. Files must be written atomically.

@@ -647,6 +647,9 @@ func (r *runner) loop(ctx context.Context) error {
 	cfg := &r.cfg
 	res := r.res
 	res.Step = r.engine.Step()
+	if s, ok := r.method.(Summarizer); ok {
+		r.progress.message("%s", s.Summary())
+	}
 	if r.valid != nil && res.Step == 0 {
 		v, err := r.evaluate()
 		if err != nil {
