@@ -517,15 +517,19 @@ func (a *graphAnalysis) comesFromAttention(v *ir.Value) bool {
 	return a.coreOut[backOnlyPlumbing(v)]
 }
 
-// isNonlinearity reports the activation functions an MLP applies.
+// isNonlinearity reports the activation functions an MLP applies: the
+// element-wise functions ONNX's activations import as (Selu as Elu
+// scaled), and Clip with a bound (HardSigmoid, ReLU6).
 func isNonlinearity(n *ir.Node) bool {
-	u, ok := n.Op.(*ir.Unary)
-	if !ok {
-		return false
-	}
-	switch u.Fn {
-	case ir.Tanh, ir.Sigmoid, ir.Relu, ir.Erf, ir.LeakyRelu, ir.Elu, ir.Gelu, ir.GeluTanh, ir.Softplus:
-		return true
+	switch op := n.Op.(type) {
+	case *ir.Unary:
+		switch op.Fn {
+		case ir.Tanh, ir.Sigmoid, ir.Relu, ir.Erf, ir.LeakyRelu, ir.Elu, ir.Gelu, ir.GeluTanh, ir.Softplus,
+			ir.HardSwish, ir.Mish, ir.Swish, ir.Celu, ir.Softsign, ir.ThresholdedRelu:
+			return true
+		}
+	case *ir.Clip:
+		return len(n.Inputs) > 1 && slices.ContainsFunc(n.Inputs[1:], func(v *ir.Value) bool { return v != nil })
 	}
 	return false
 }

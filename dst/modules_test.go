@@ -278,3 +278,48 @@ func TestModulesLlamaExport(t *testing.T) {
 		{`lm_head`, KindHead + ".weight"},
 	}, c.Layers)
 }
+
+// TestModulesActivations: an MLP block (two linear layers around an
+// activation, the second feeding a residual addition) is an MLP whichever
+// activation function the ONNX model applies, as each imports.
+func TestModulesActivations(t *testing.T) {
+	const d, ff = 4, 8
+	for _, act := range []string{"Relu", "Gelu", "HardSwish", "Mish", "Swish", "Celu", "Softsign", "ThresholdedRelu", "HardSigmoid", "Selu"} {
+		t.Run(act, func(t *testing.T) {
+			init := func(name string, shape ...int64) *onnx.Tensor {
+				n := int64(1)
+				for _, s := range shape {
+					n *= s
+				}
+				x, err := onnx.FromFloat32s(name, shape, make([]float32, n))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return x
+			}
+			g := &onnx.Graph{
+				Name:   "mlp",
+				Inputs: []*onnx.ValueInfo{{Name: "x", Type: &onnx.Type{Kind: onnx.TypeTensor, ElemType: onnx.Float, HasShape: true, Shape: []onnx.Dim{{Value: 3, HasValue: true}, {Value: d, HasValue: true}}}}},
+				Initializers: []*onnx.Tensor{init("layers.0.fc1.weight", d, ff), init("layers.0.fc1.bias", ff),
+					init("layers.0.fc2.weight", ff, d), init("layers.0.fc2.bias", d)},
+				Nodes: []*onnx.Node{
+					{OpType: "MatMul", Inputs: []string{"x", "layers.0.fc1.weight"}, Outputs: []string{"h0"}},
+					{OpType: "Add", Inputs: []string{"h0", "layers.0.fc1.bias"}, Outputs: []string{"h"}},
+					{OpType: act, Inputs: []string{"h"}, Outputs: []string{"a"}},
+					{OpType: "MatMul", Inputs: []string{"a", "layers.0.fc2.weight"}, Outputs: []string{"o0"}},
+					{OpType: "Add", Inputs: []string{"o0", "layers.0.fc2.bias"}, Outputs: []string{"o"}},
+					{OpType: "Add", Inputs: []string{"x", "o"}, Outputs: []string{"y"}},
+				},
+				Outputs: []*onnx.ValueInfo{{Name: "y"}},
+			}
+			model, err := ir.FromONNX(&onnx.Model{IRVersion: 10, OpsetImports: []onnx.OpsetID{{Version: 24}}, Graph: g}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkKinds(t, model, []kindRule{
+				{`fc1\.weight$`, "mlp_in.weight"}, {`fc1\.bias$`, "mlp_in.bias"},
+				{`fc2\.weight$`, "mlp_out.weight"}, {`fc2\.bias$`, "mlp_out.bias"},
+			}, 1)
+		})
+	}
+}

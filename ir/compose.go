@@ -221,14 +221,6 @@ func attrCount(n *onnx.Node, name string) (int, error) {
 	return int(v), nil
 }
 
-// optIn is input i when the node has it, else nil.
-func optIn(in []*Value, i int) *Value {
-	if i < len(in) {
-		return in[i]
-	}
-	return nil
-}
-
 // sameFloatInputs checks that every present value is of one float type
 // and returns it.
 func sameFloatInputs(names []string, vs ...*Value) (DType, error) {

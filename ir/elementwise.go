@@ -758,7 +758,7 @@ func (op *Clip) Eval(in, out []*Tensor) error {
 		return err
 	}
 	x := in[0]
-	lo, hi := optionalTensor(in, 1), optionalTensor(in, 2)
+	lo, hi := optIn(in, 1), optIn(in, 2)
 	switch x.dtype {
 	case Float32:
 		clipTyped[float32](x, lo, hi, out[0])

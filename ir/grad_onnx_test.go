@@ -1,8 +1,9 @@
 package ir
 
 import (
-	"math"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/dstune/dstune/onnx"
@@ -17,13 +18,7 @@ import (
 // central differences of the loss graph.
 func TestGradThroughImportedOps(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
-	rnd := func(shape Shape, lo, hi float64) *Tensor {
-		x := NewTensor(Float64, shape)
-		for i := range x.Float64s() {
-			x.Float64s()[i] = lo + (hi-lo)*rng.Float64()
-		}
-		return x
-	}
+	rnd := func(shape Shape, lo, hi float64) *Tensor { return randTensor(rng, Float64, shape, lo, hi) }
 	inits := []*onnx.Tensor{
 		initializer(t, "emb", rnd(Shape{7, 4}, -1, 1)),
 		initializer(t, "w", rnd(Shape{4, 4}, -1, 1)),
@@ -67,45 +62,41 @@ func TestGradThroughImportedOps(t *testing.T) {
 	if w := g.Param("w"); w == nil || len(w.Uses) != 2 || len(w.Aliases) != 1 {
 		t.Fatalf("w: %+v, want two uses and the alias w_alias", w)
 	}
-	spec := LossSpec{Kind: MeanSquaredError}
-	tg, err := TrainingGraph(g, spec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lg, err := LossGraph(g, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
 	in := map[string]*Tensor{"ids": FromInt64s(Shape{2, 3}, []int64{1, 6, 1, 0, 3, 5}), TargetsInput: rnd(Shape{2, 3}, -1, 1)}
-	res, err := Interpret(tg, in)
-	if err != nil {
-		t.Fatal(err)
+	if res := checkTrainingGrad(t, g, in); len(res) != 1+len(inits) {
+		t.Errorf("outputs %v, want the loss and %d gradients", slices.Sorted(maps.Keys(res)), len(inits))
 	}
-	loss := func() float64 {
-		r, err := Interpret(lg, in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r[LossOutput].Float64At(0)
+}
+
+// TestGradThroughTrainingOps differentiates an ONNX model of the
+// operators fine-tuning exports add: an Einsum linear layer, batch
+// normalization in training mode, SoftmaxCrossEntropyLoss with weights
+// and an ignored class, CumProd, ReduceProd and NegativeLogLikelihoodLoss,
+// checking every initializer's gradient against central differences.
+func TestGradThroughTrainingOps(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 24))
+	rnd := func(shape Shape, lo, hi float64) *Tensor { return randTensor(rng, Float64, shape, lo, hi) }
+	inits := []*onnx.Tensor{
+		initializer(t, "w", rnd(Shape{5, 4}, -1, 1)),
+		initializer(t, "bn_scale", rnd(Shape{3}, 0.5, 1.5)),
+		initializer(t, "bn_bias", rnd(Shape{3}, -0.5, 0.5)),
+		initializer(t, "class_weight", rnd(Shape{3}, 0.5, 1.5)),
+		initializer(t, "p", rnd(Shape{2, 3, 4}, 0.5, 1.5)),
+		initializer(t, "labels", FromInt64s(Shape{2, 5}, []int64{0, 2, 1, -1, 2, 1, 1, 0, 2, -1})),
+		initializer(t, "classes", FromInt64s(Shape{2}, []int64{3, 1})),
+		initializer(t, "axis", ScalarInt64(2)),
+		initializer(t, "axes", IntsTensor(1)),
 	}
-	if len(tg.Outputs) != 1+len(inits) {
-		t.Fatalf("outputs %v, want the loss and %d gradients", tg.Outputs, len(inits))
+	nodes := []*onnx.Node{
+		node("Einsum", []string{"x", "w"}, []string{"h"}, stringAttr("equation", "bci,oi->bco")), // [2,3,5]
+		constNode(t, "running_mean", FromFloat64s(Shape{3}, []float64{0, 0.1, -0.1})),
+		constNode(t, "running_var", FromFloat64s(Shape{3}, []float64{1, 0.5, 2})),
+		node("BatchNormalization", []string{"h", "bn_scale", "bn_bias", "running_mean", "running_var"}, []string{"bn"}, intAttr("training_mode", 1)),
+		node("SoftmaxCrossEntropyLoss", []string{"bn", "labels", "class_weight"}, []string{"ce"}, intAttr("ignore_index", -1)),
+		node("CumProd", []string{"p", "axis"}, []string{"cp"}),
+		node("ReduceProd", []string{"cp", "axes"}, []string{"rp"}, intAttr("keepdims", 0)), // [2,4]
+		node("NegativeLogLikelihoodLoss", []string{"rp", "classes"}, []string{"nll"}, stringAttr("reduction", "sum")),
 	}
-	for _, p := range g.Params {
-		grad := res[GradPrefix+p.Name].Float64s()
-		xs := p.Tensor.Float64s()
-		for i := range xs {
-			orig := xs[i]
-			xs[i] = orig + 1e-6
-			up := loss()
-			xs[i] = orig - 1e-6
-			down := loss()
-			xs[i] = orig
-			fd := (up - down) / 2e-6
-			if math.Abs(fd-grad[i]) > 1e-6*(1+math.Abs(fd)) {
-				t.Errorf("d loss/d %s[%d] = %.10g, central difference %.10g", p.Name, i, grad[i], fd)
-				break
-			}
-		}
-	}
+	m := buildModel(26, []*onnx.ValueInfo{valueInfo("x", onnx.Double, 2, 3, 4)}, inits, nodes, "ce", "nll")
+	checkImportedGrad(t, m, map[string]*Tensor{"x": rnd(Shape{2, 3, 4}, -1, 1)}, 1e-6)
 }

@@ -433,7 +433,7 @@ func (op *ScatterAddRows) Eval(in, out []*Tensor) error {
 	}
 	dy, idx, y := in[0], in[1], out[0]
 	res := make([]float64, y.Len())
-	if base := optionalTensor(in, 2); base != nil {
+	if base := optIn(in, 2); base != nil {
 		copy(res, Convert(base, Float64).Float64s())
 	}
 	d := Convert(dy, Float64).Float64s()
@@ -502,7 +502,7 @@ func (op *SliceGrad) Eval(in, out []*Tensor) error {
 	}
 	dy, y := in[0], out[0]
 	res := make([]float64, y.Len())
-	if base := optionalTensor(in, 1); base != nil {
+	if base := optIn(in, 1); base != nil {
 		copy(res, Convert(base, Float64).Float64s())
 	}
 	d := Convert(dy, Float64).Float64s()
@@ -782,10 +782,7 @@ func invertPerm(perm []int) []int {
 
 // swapLast2 is the permutation exchanging the last two of rank axes.
 func swapLast2(rank int) []int {
-	p := make([]int, rank)
-	for i := range p {
-		p[i] = i
-	}
+	p := iotaInts(rank)
 	p[rank-1], p[rank-2] = rank-2, rank-1
 	return p
 }

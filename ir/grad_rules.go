@@ -79,8 +79,12 @@ func (d *differ) rule(c *gradCtx) error {
 		c.add(1, outs[1])
 		c.add(2, outs[2])
 	case *Reduce:
-		if op.Fn == ReduceMax || op.Fn == ReduceMin {
+		switch op.Fn {
+		case ReduceMax, ReduceMin:
 			d.reduceExtremeRule(c, op)
+			return nil
+		case ReduceProd:
+			d.reduceProdRule(c, op)
 			return nil
 		}
 		if op.Fn != ReduceSum && op.Fn != ReduceMean {
@@ -120,8 +124,6 @@ func (d *differ) rule(c *gradCtx) error {
 		mask := c.out(1)
 		scaled := d.binary(Mul, dy, d.scalar(dy.DType, 1/(1-float64(op.Ratio))))
 		c.add(0, d.emit1(&Where{}, mask, scaled, d.scalar(dy.DType, 0)))
-	case *CumSum:
-		c.add(0, d.emit1(&CumSum{Axis: op.Axis, Exclusive: op.Exclusive, Reverse: !op.Reverse}, dy))
 	case *Trilu:
 		c.add(0, d.emit1(&Trilu{Upper: op.Upper, K: op.K}, dy))
 	case *Clip:
@@ -130,10 +132,10 @@ func (d *differ) rule(c *gradCtx) error {
 		}
 		x := c.in(0)
 		var keep *Value
-		if lo := optionalValue(c.n.Inputs, 1); lo != nil {
+		if lo := optIn(c.n.Inputs, 1); lo != nil {
 			keep = d.binary(GreaterOrEqual, x, lo)
 		}
-		if hi := optionalValue(c.n.Inputs, 2); hi != nil {
+		if hi := optIn(c.n.Inputs, 2); hi != nil {
 			le := d.binary(LessOrEqual, x, hi)
 			if keep == nil {
 				keep = le
@@ -169,13 +171,6 @@ func (d *differ) rule(c *gradCtx) error {
 // them (in the op's own file) instead of a case above.
 type gradRuler interface {
 	gradRule(d *differ, c *gradCtx) error
-}
-
-func optionalValue(vs []*Value, i int) *Value {
-	if i < len(vs) {
-		return vs[i]
-	}
-	return nil
 }
 
 // scaleBy is g·s for a scalar s, or g itself when s is the constant 1 (the

@@ -51,63 +51,29 @@ func (h *caseBuilder) awayFrom(shape Shape, lo, hi, gap float64, points ...float
 	return v
 }
 
+// withZeros sets the elements at flat indices idx of parameter v to 0.
+func (h *caseBuilder) withZeros(v *Value, idx ...int) *Value {
+	for _, i := range idx {
+		v.Param.Tensor.Float64s()[i] = 0
+	}
+	return v
+}
+
 func (h *caseBuilder) constant(t *Tensor) *Value { return h.Const(t) }
 
 func (h *caseBuilder) op(op Op, in ...*Value) *Value { return h.Op1(op, in...) }
 
-// runGradCase builds the case, differentiates L = Σ_k Σ W_k ⊙ y_k (W_k
-// random constants, so that every element's gradient differs) with
-// respect to every parameter, and compares with central differences of L
-// computed by Interpret.
+// runGradCase builds the case and checks the gradients of the weighted
+// sum of its values with respect to every parameter against central
+// differences (checkGradOfLoss).
 func runGradCase(t *testing.T, c gradCase) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(1, uint64(len(c.name))))
 	h := &caseBuilder{Builder: NewBuilder(c.name), rng: rng}
-	ys := c.build(h)
-	var loss *Value
-	for _, y := range ys {
-		w := NewTensor(y.DType, y.Shape)
-		wf := NewTensor(Float64, y.Shape)
-		for i := range wf.Float64s() {
-			wf.Float64s()[i] = 0.5 + rng.Float64()
-		}
-		convertInto(w, wf, true, RoundUp)
-		term := h.op(&Binary{Fn: Mul}, y, h.Const(w))
-		if len(y.Shape) > 0 {
-			axes := make([]int, len(y.Shape))
-			for i := range axes {
-				axes[i] = i
-			}
-			term = h.op(&Reduce{Fn: ReduceSum, Axes: axes}, term)
-		}
-		if term.DType != Float64 {
-			term = h.op(&Cast{To: Float64}, term)
-		}
-		if loss == nil {
-			loss = term
-		} else {
-			loss = h.op(&Binary{Fn: Add}, loss, term)
-		}
-	}
-	h.Output("L", loss)
+	h.Output("L", weightedSum(h.Builder, rng, c.build(h), nil))
 	g, err := h.Graph()
 	if err != nil {
 		t.Fatal(err)
-	}
-	gg, err := Grad(g, "L", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Interpret(gg, map[string]*Tensor{})
-	if err != nil {
-		t.Fatalf("%v\n%v", err, gg)
-	}
-	eval := func() float64 {
-		out, err := Interpret(g, map[string]*Tensor{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out["L"].Float64At(0)
 	}
 	step, tol := c.step, c.tol
 	if step == 0 {
@@ -116,41 +82,7 @@ func runGradCase(t *testing.T, c gradCase) {
 	if tol == 0 {
 		tol = 1e-6
 	}
-	if got, want := res["L"].Float64At(0), eval(); got != want {
-		t.Errorf("loss %v, the forward graph gives %v", got, want)
-	}
-	for _, p := range g.Params {
-		got := res[GradPrefix+p.Name]
-		if got == nil {
-			t.Fatalf("no gradient output for %s; outputs %v", p.Name, gg.Outputs)
-		}
-		if got.DType() != p.Tensor.DType() || !got.Shape().Equal(p.Tensor.Shape()) {
-			t.Fatalf("gradient of %s is %v, want %v", p.Name, got, p.Tensor)
-		}
-		xs := p.Tensor
-		fd := NewTensor(Float64, xs.Shape())
-		scale := 0.0
-		for i := range xs.Len() {
-			orig := xs.Float64At(i)
-			storeFloat(xs, i, orig+step, true, RoundUp)
-			up := eval()
-			storeFloat(xs, i, orig-step, true, RoundUp)
-			down := eval()
-			storeFloat(xs, i, orig, true, RoundUp)
-			fd.Float64s()[i] = (up - down) / (2 * step)
-			scale = math.Max(scale, math.Abs(fd.Float64s()[i]))
-		}
-		for i := range xs.Len() {
-			a, f := got.Float64At(i), fd.Float64s()[i]
-			if math.Abs(a-f) > tol*(math.Abs(f)+scale) || math.IsNaN(a) {
-				t.Errorf("d/d%s[%d]: autodiff %.12g, central difference %.12g", p.Name, i, a, f)
-				break
-			}
-		}
-	}
-	if t.Failed() {
-		t.Logf("gradient graph:\n%v", gg)
-	}
+	checkGradOfLoss(t, g, nil, step, tol)
 }
 
 func TestGradFiniteDifferences(t *testing.T) {
@@ -410,6 +342,86 @@ func gradCases() []gradCase {
 			}})
 		}
 	}
+	for _, r := range []struct {
+		axes  []int
+		keep  bool
+		zeros []int
+	}{{[]int{1}, true, nil}, {[]int{0, 2}, false, []int{5}}, {[]int{2}, false, []int{0, 4, 5}}, {[]int{0, 1, 2}, false, []int{7}}, {[]int{1, 2}, true, []int{12, 13}}} {
+		cases = append(cases, gradCase{name: fmt.Sprintf("ReduceProd/axes%v/keep=%v/zeros%v", r.axes, r.keep, r.zeros), build: func(h *caseBuilder) []*Value {
+			x := h.withZeros(h.param(Shape{2, 3, 4}, 0.5, 1.5), r.zeros...)
+			return []*Value{h.op(&Reduce{Fn: ReduceProd, Axes: r.axes, KeepDims: r.keep}, x)}
+		}})
+	}
+	for _, e := range []struct {
+		eq     string
+		shapes []Shape
+	}{
+		{"ij,jk->ik", []Shape{{3, 4}, {4, 2}}},
+		{"ij,jk", []Shape{{3, 4}, {4, 2}}},
+		{"bhqd,bhkd->bhqk", []Shape{{2, 2, 3, 4}, {2, 2, 5, 4}}},
+		{"bhqk,bhkd->bhqd", []Shape{{1, 2, 3, 5}, {1, 2, 5, 4}}},
+		{"...i,oi->...o", []Shape{{2, 3, 4}, {5, 4}}},
+		{"bij,bjk->bik", []Shape{{2, 3, 4}, {1, 4, 2}}},
+		{"ij,ij->ij", []Shape{{3, 4}, {1, 4}}},
+		{"i,i->", []Shape{{5}, {5}}},
+		{"i,j->ij", []Shape{{3}, {4}}},
+		{"ij->ji", []Shape{{3, 4}}},
+		{"ij->", []Shape{{3, 4}}},
+		{"ij->i", []Shape{{3, 4}}},
+		{"ij,jk,kl->il", []Shape{{2, 3}, {3, 4}, {4, 2}}},
+		{"ii->i", []Shape{{4, 4}}},
+		{"ii->", []Shape{{4, 4}}},
+		{"iij,jk->ik", []Shape{{3, 3, 2}, {2, 4}}},
+		{"bii,bi->bi", []Shape{{2, 3, 3}, {2, 3}}},
+	} {
+		cases = append(cases, gradCase{name: "Einsum/" + e.eq, build: func(h *caseBuilder) []*Value {
+			ranks := make([]int, len(e.shapes))
+			in := make([]*Value, len(e.shapes))
+			for i, s := range e.shapes {
+				ranks[i], in[i] = len(s), h.param(s, -1, 1)
+			}
+			op, err := ParseEinsum(e.eq, ranks)
+			if err != nil {
+				panic(err)
+			}
+			return []*Value{h.op(op, in...)}
+		}})
+	}
+	cases = append(cases, gradCase{name: "Einsum/operand-twice", build: func(h *caseBuilder) []*Value {
+		x := h.param(Shape{3, 4}, -1, 1)
+		return []*Value{h.op(&Einsum{Equation: "ij,kj->ik", Inputs: []string{"ij", "kj"}, Output: "ik"}, x, x)}
+	}})
+	for _, l := range []struct {
+		name      string
+		softmax   bool
+		red       Reduction
+		x         Shape
+		target    []int64
+		weight    bool
+		ignore    int
+		hasIgnore bool
+	}{
+		{"NegativeLogLikelihoodLoss/none/weight/ignore-in-range", false, ReductionNone, Shape{2, 3, 2}, []int64{0, 1, 2, 1}, true, 1, true},
+		{"NegativeLogLikelihoodLoss/mean/weight/ignore", false, ReductionMean, Shape{3, 4}, []int64{3, -100, 0}, true, -100, true},
+		{"NegativeLogLikelihoodLoss/sum", false, ReductionSum, Shape{2, 3, 2}, []int64{2, 0, 1, 1}, false, 0, false},
+		{"NegativeLogLikelihoodLoss/mean", false, ReductionMean, Shape{2, 3}, []int64{2, 0}, false, 0, false},
+		{"SoftmaxCrossEntropyLoss/mean/weight/ignore", true, ReductionMean, Shape{2, 4, 3}, []int64{3, 0, -1, 1, 3, 2}, true, -1, true},
+		{"SoftmaxCrossEntropyLoss/none", true, ReductionNone, Shape{3, 5}, []int64{4, 0, 2}, false, 0, false},
+		{"SoftmaxCrossEntropyLoss/sum/ignore-in-range", true, ReductionSum, Shape{2, 3, 2}, []int64{0, 2, 2, 1}, false, 2, true},
+	} {
+		cases = append(cases, gradCase{name: l.name, build: func(h *caseBuilder) []*Value {
+			tshape := append(Shape{l.x[0]}, l.x[2:]...)
+			in := []*Value{h.param(l.x, -2, 0.5), h.constant(FromInt64s(tshape, l.target))}
+			if l.weight {
+				in = append(in, h.param(Shape{l.x[1]}, 0.5, 1.5))
+			}
+			outs := h.Op(&NLLLoss{Softmax: l.softmax, Reduction: l.red, IgnoreIndex: l.ignore, HasIgnore: l.hasIgnore}, in...)
+			if l.softmax {
+				return outs // the loss and the log-probabilities
+			}
+			return outs[:1]
+		}})
+	}
 	cases = append(cases,
 		gradCase{name: "Conv/2d-stride-pad-dilation-bias", build: func(h *caseBuilder) []*Value {
 			op := &Conv{Strides: []int{2, 1}, Pads: []int{1, 0, 0, 1}, Dilations: []int{1, 2}, Group: 1}
@@ -453,6 +465,26 @@ func gradCases() []gradCase {
 		gradCase{name: "BCELoss", build: func(h *caseBuilder) []*Value {
 			t := FromFloat64s(Shape{2, 3}, []float64{1, 0, 0.3, 1, 0, 0.5})
 			return []*Value{h.op(&BCELoss{}, h.param(Shape{2, 3}, 0.05, 0.95), h.constant(t))}
+		}},
+		gradCase{name: "CumProd/zeros", build: func(h *caseBuilder) []*Value {
+			x := h.withZeros(h.param(Shape{3, 5}, -1.5, 1.5), 2, 7, 8)
+			return []*Value{h.op(&CumProd{Axis: 1}, x), h.op(&CumProd{Axis: 0, Exclusive: true, Reverse: true}, x),
+				h.op(&CumProd{Axis: 1, Exclusive: true}, x), h.op(&CumProd{Axis: 1, Reverse: true}, x)}
+		}},
+		gradCase{name: "BatchNorm/inference", build: func(h *caseBuilder) []*Value {
+			in := []*Value{h.param(Shape{2, 3, 2, 2}, -2, 2), h.param(Shape{3}, 0.5, 1.5), h.param(Shape{3}, -1, 1),
+				h.param(Shape{3}, -0.5, 0.5), h.param(Shape{3}, 0.5, 2)}
+			return []*Value{h.Op(&BatchNorm{Epsilon: 1e-5}, in...)[0]}
+		}},
+		gradCase{name: "BatchNorm/training", build: func(h *caseBuilder) []*Value {
+			in := []*Value{h.param(Shape{3, 2, 4}, -2, 2), h.param(Shape{2}, 0.5, 1.5), h.param(Shape{2}, -1, 1)}
+			running := []*Value{h.constant(FromFloat64s(Shape{2}, []float64{0.1, -0.2})), h.constant(FromFloat64s(Shape{2}, []float64{1, 2}))}
+			return []*Value{h.Op(&BatchNorm{Epsilon: 1e-3, Momentum: 0.9, Training: true}, append(in, running...)...)[0]}
+		}},
+		gradCase{name: "BatchNorm/training-running-statistics", build: func(h *caseBuilder) []*Value {
+			in := []*Value{h.param(Shape{2, 3, 3}, -2, 2), h.param(Shape{3}, 0.5, 1.5), h.param(Shape{3}, -1, 1),
+				h.param(Shape{3}, -0.5, 0.5), h.param(Shape{3}, 0.5, 2)}
+			return h.Op(&BatchNorm{Epsilon: 1e-5, Momentum: 0.8, Training: true}, in...)
 		}},
 		gradCase{name: "chain/residual-layernorm-gelu", build: func(h *caseBuilder) []*Value {
 			// A residual block: every value is used twice.
@@ -527,18 +559,7 @@ func TestGradTiesAndKinks(t *testing.T) {
 	r := b.Op1(&Unary{Fn: Relu}, b.Op1(&Binary{Fn: Sub}, a, c))
 	s := b.Op1(&Reduce{Fn: ReduceSum, Axes: []int{0}}, b.Op1(&Binary{Fn: Add}, m, r))
 	b.Output("s", s)
-	g, err := b.Graph()
-	if err != nil {
-		t.Fatal(err)
-	}
-	gg, err := Grad(g, "s", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Interpret(gg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := gradientsOf(t, b, "s")
 	if got := fmt.Sprint(res["grad:a"].Float64s()); got != "[0.5 0 0.5]" {
 		t.Errorf("grad:a = %s, want [0.5 0 0.5]", got)
 	}
@@ -551,8 +572,8 @@ func TestGradTiesAndKinks(t *testing.T) {
 // a rule is reported with the node, and that bad requests fail cleanly.
 func TestGradErrors(t *testing.T) {
 	b := NewBuilder("err")
-	x := b.Param("x", FromFloat64s(Shape{2, 2}, []float64{1, 2, 3, 4}))
-	y := b.Op1(&Reduce{Fn: ReduceProd, Axes: []int{1}}, x)
+	x := b.Param("x", FromFloat64s(Shape{2, 2, 2}, []float64{1, 2, 3, 4, 5, 6, 7, 8}))
+	y := b.Op1(&Det{}, x)
 	b.Output("y", b.Op1(&Reduce{Fn: ReduceSum, Axes: []int{0}}, y))
 	b.Output("v", y)
 	g, err := b.Graph()
@@ -560,8 +581,8 @@ func TestGradErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Grad(g, "y", nil)
-	if !errors.Is(err, ErrNoGradient) || !strings.Contains(err.Error(), "ReduceProd") {
-		t.Errorf("err = %v, want ErrNoGradient naming ReduceProd", err)
+	if !errors.Is(err, ErrNoGradient) || !strings.Contains(err.Error(), "Det") {
+		t.Errorf("err = %v, want ErrNoGradient naming Det", err)
 	}
 	if _, err := Grad(g, "nope", nil); err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("missing output: err = %v", err)

@@ -696,41 +696,6 @@ func (im *importer) constInts(in []*Value, i int, what string) ([]int, bool, err
 	return t.Ints(), true, nil
 }
 
-// staticOperands are the input positions of an op that must be constant.
-func staticOperands(domain, op string, opset int) []int {
-	if pos, ok := staticOperandsOf[opKey(domain, op)]; ok {
-		return pos
-	}
-	if domain != "" && domain != "ai.onnx" {
-		return nil
-	}
-	switch op {
-	case "Reshape", "Expand", "TopK", "Trilu", "CumSum", "Tile", "Unsqueeze", "Squeeze", "ConstantOfShape", "Split", "ReduceSum":
-		if op == "ConstantOfShape" {
-			return []int{0}
-		}
-		return []int{1}
-	case "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd":
-		return []int{1}
-	case "Range":
-		return []int{0, 1, 2}
-	case "Slice":
-		return []int{1, 2, 3, 4}
-	case "Dropout":
-		return []int{1, 2}
-	}
-	return nil
-}
-
-// nodeStaticOperands are the input positions of node n that must be
-// constant.
-func nodeStaticOperands(n *onnx.Node, opset int) []int {
-	if f, ok := staticOperandsFuncOf[opKey(n.Domain, n.OpType)]; ok {
-		return f(n)
-	}
-	return staticOperands(n.Domain, n.OpType, opset)
-}
-
 // NodeInput names one input of an ONNX node.
 type NodeInput struct {
 	Node   string // the node's name ("" when it has none)

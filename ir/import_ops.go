@@ -44,7 +44,7 @@ func init() {
 		"LayerNormalization":        importLayerNorm,
 		"Dropout":                   importDropout,
 		"Trilu":                     importTrilu,
-		"CumSum":                    importCumSum,
+		"CumSum":                    importCumulative(false),
 		"TopK":                      importTopK,
 		"Einsum":                    importEinsum,
 		"Conv":                      importConv,
@@ -62,6 +62,15 @@ func init() {
 	} {
 		registerOp("", name, f)
 	}
+	// The operands that decide shapes or attributes.
+	for _, name := range []string{"Reshape", "Expand", "TopK", "Trilu", "CumSum", "Unsqueeze", "Squeeze", "Split",
+		"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"} {
+		registerStaticOperands("", name, 1)
+	}
+	registerStaticOperands("", "ConstantOfShape", 0)
+	registerStaticOperands("", "Range", 0, 1, 2)
+	registerStaticOperands("", "Slice", 1, 2, 3, 4)
+	registerStaticOperands("", "Dropout", 1, 2)
 	for name, fn := range map[string]BinaryFn{
 		"Add": Add, "Sub": Sub, "Mul": Mul, "Div": Div, "Pow": Pow,
 		"Equal": Equal, "Less": Less, "Greater": Greater, "LessOrEqual": LessOrEqual, "GreaterOrEqual": GreaterOrEqual,
@@ -103,6 +112,16 @@ func one(v *Value, err error) ([]*Value, error) {
 func attrInt(n *onnx.Node, name string, def int) (int, error) {
 	v, err := n.AttrInt(name, int64(def))
 	return int(v), err
+}
+
+// attrAxis reads the axis attribute (def when absent) of an operand of
+// rank rank, made non-negative.
+func attrAxis(n *onnx.Node, def, rank int) (int, error) {
+	axis, err := attrInt(n, "axis", def)
+	if err != nil {
+		return 0, err
+	}
+	return normAxis(axis, rank)
 }
 
 func attrInts(n *onnx.Node, name string) ([]int, bool, error) {
@@ -369,11 +388,8 @@ func importSoftmax(log bool) importFunc {
 		x := in[0]
 		r := len(x.Shape)
 		if im.opset >= 13 {
-			axis, err := attrInt(n, "axis", -1)
+			axis, err := attrAxis(n, -1, r)
 			if err != nil {
-				return nil, err
-			}
-			if axis, err = normAxis(axis, r); err != nil {
 				return nil, err
 			}
 			return one(im.emit1(&Softmax{Axis: axis, Log: log}, x))
@@ -675,11 +691,8 @@ func importConcat(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("want at least one input")
 	}
-	axis, err := attrInt(n, "axis", 0)
+	axis, err := attrAxis(n, 0, len(parts[0].Shape))
 	if err != nil {
-		return nil, err
-	}
-	if axis, err = normAxis(axis, len(parts[0].Shape)); err != nil {
 		return nil, err
 	}
 	if len(parts) == 1 {
@@ -693,11 +706,8 @@ func importSplit(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		return nil, err
 	}
 	x := in[0]
-	axis, err := attrInt(n, "axis", 0)
+	axis, err := attrAxis(n, 0, len(x.Shape))
 	if err != nil {
-		return nil, err
-	}
-	if axis, err = normAxis(axis, len(x.Shape)); err != nil {
 		return nil, err
 	}
 	length := x.Shape[axis]
@@ -840,11 +850,8 @@ func importGather(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err := wantIn(in, 2, 2); err != nil {
 		return nil, err
 	}
-	axis, err := attrInt(n, "axis", 0)
+	axis, err := attrAxis(n, 0, len(in[0].Shape))
 	if err != nil {
-		return nil, err
-	}
-	if axis, err = normAxis(axis, len(in[0].Shape)); err != nil {
 		return nil, err
 	}
 	return one(im.emit1(&Gather{Axis: axis}, in[0], in[1]))
@@ -854,11 +861,8 @@ func importGatherElements(im *importer, n *onnx.Node, in []*Value) ([]*Value, er
 	if err := wantIn(in, 2, 2); err != nil {
 		return nil, err
 	}
-	axis, err := attrInt(n, "axis", 0)
+	axis, err := attrAxis(n, 0, len(in[0].Shape))
 	if err != nil {
-		return nil, err
-	}
-	if axis, err = normAxis(axis, len(in[0].Shape)); err != nil {
 		return nil, err
 	}
 	return one(im.emit1(&GatherElements{Axis: axis}, in[0], in[1]))
@@ -1049,73 +1053,94 @@ func importReduce(fn ReduceFn) importFunc {
 		if err := wantIn(in, 1, 2); err != nil {
 			return nil, err
 		}
-		x := in[0]
 		since := 18
 		if fn == ReduceSum {
 			since = 13
 		}
-		axes, _, err := im.axesOperand(n, in, since)
+		axes, keep, err := im.reductionAxes(n, in, since)
 		if err != nil {
 			return nil, err
 		}
-		keep, err := attrInt(n, "keepdims", 1)
-		if err != nil {
-			return nil, err
+		if len(axes) == 0 { // noop_with_empty_axes, or a scalar input
+			return []*Value{in[0]}, nil
 		}
-		noop, err := attrInt(n, "noop_with_empty_axes", 0)
-		if err != nil {
-			return nil, err
-		}
-		if len(axes) == 0 {
-			if noop != 0 {
-				return []*Value{x}, nil
-			}
-			for d := range x.Shape {
-				axes = append(axes, d)
-			}
-		}
-		norm := make([]int, 0, len(axes))
-		for _, a := range axes {
-			a, err := normAxis(a, len(x.Shape))
-			if err != nil {
-				return nil, err
-			}
-			if !slices.Contains(norm, a) {
-				norm = append(norm, a)
-			}
-		}
-		sort.Ints(norm)
-		if len(norm) == 0 { // a scalar input reduced over all (no) axes
-			return []*Value{x}, nil
-		}
-		return one(im.emit1(&Reduce{Fn: fn, Axes: norm, KeepDims: keep != 0}, x))
+		return one(im.emit1(&Reduce{Fn: fn, Axes: axes, KeepDims: keep}, in[0]))
 	}
 }
 
-func importCumSum(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
-	if err := wantIn(in, 2, 2); err != nil {
-		return nil, err
-	}
-	ax, _, err := im.constInts(in, 1, "axis")
+// reductionAxes reads a reduction's axes (the attribute before opset
+// inputSince, the optional input 1 from it), keepdims and
+// noop_with_empty_axes, and returns the axes sorted, distinct and
+// non-negative. Absent or empty axes mean every axis, unless
+// noop_with_empty_axes is set: then none (a Reduce is then its input, a
+// composed reduction only its element-wise part, as ONNX's reference
+// applies it: ReduceSumSquare gives x²).
+func (im *importer) reductionAxes(n *onnx.Node, in []*Value, inputSince int) (axes []int, keep bool, err error) {
+	x := in[0]
+	given, _, err := im.axesOperand(n, in, inputSince)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	if len(ax) != 1 {
-		return nil, fmt.Errorf("axis has %d elements, want 1", len(ax))
-	}
-	axis, err := normAxis(ax[0], len(in[0].Shape))
+	k, err := attrInt(n, "keepdims", 1)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	excl, err := attrInt(n, "exclusive", 0)
+	noop, err := attrInt(n, "noop_with_empty_axes", 0)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	rev, err := attrInt(n, "reverse", 0)
-	if err != nil {
-		return nil, err
+	if len(given) == 0 {
+		if noop != 0 {
+			return nil, k != 0, nil
+		}
+		for d := range x.Shape {
+			given = append(given, d)
+		}
 	}
-	return one(im.emit1(&CumSum{Axis: axis, Exclusive: excl != 0, Reverse: rev != 0}, in[0]))
+	for _, a := range given {
+		a, err := normAxis(a, len(x.Shape))
+		if err != nil {
+			return nil, false, err
+		}
+		if !slices.Contains(axes, a) {
+			axes = append(axes, a)
+		}
+	}
+	sort.Ints(axes)
+	return axes, k != 0, nil
+}
+
+// importCumulative imports CumSum (prod false) and CumProd: the running
+// sum or product along the axis input.
+func importCumulative(prod bool) importFunc {
+	return func(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
+		if err := wantIn(in, 2, 2); err != nil {
+			return nil, err
+		}
+		ax, _, err := im.constInts(in, 1, "axis")
+		if err != nil {
+			return nil, err
+		}
+		if len(ax) != 1 {
+			return nil, fmt.Errorf("axis has %d elements, want 1", len(ax))
+		}
+		axis, err := normAxis(ax[0], len(in[0].Shape))
+		if err != nil {
+			return nil, err
+		}
+		excl, err := attrInt(n, "exclusive", 0)
+		if err != nil {
+			return nil, err
+		}
+		rev, err := attrInt(n, "reverse", 0)
+		if err != nil {
+			return nil, err
+		}
+		if prod {
+			return one(im.emit1(&CumProd{Axis: axis, Exclusive: excl != 0, Reverse: rev != 0}, in[0]))
+		}
+		return one(im.emit1(&CumSum{Axis: axis, Exclusive: excl != 0, Reverse: rev != 0}, in[0]))
+	}
 }
 
 func importTopK(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
@@ -1139,11 +1164,8 @@ func importTopK(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		}
 		k = ks[0]
 	}
-	axis, err := attrInt(n, "axis", -1)
+	axis, err := attrAxis(n, -1, len(x.Shape))
 	if err != nil {
-		return nil, err
-	}
-	if axis, err = normAxis(axis, len(x.Shape)); err != nil {
 		return nil, err
 	}
 	largest, err := attrInt(n, "largest", 1)
@@ -1159,11 +1181,8 @@ func importLayerNorm(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) 
 	if err := wantIn(in, 2, 3); err != nil {
 		return nil, err
 	}
-	axis, err := attrInt(n, "axis", -1)
+	axis, err := attrAxis(n, -1, len(in[0].Shape))
 	if err != nil {
-		return nil, err
-	}
-	if axis, err = normAxis(axis, len(in[0].Shape)); err != nil {
 		return nil, err
 	}
 	eps, err := n.AttrFloat("epsilon", 1e-5)
@@ -1308,6 +1327,18 @@ func spatialAttrs(n *onnx.Node, x Shape, kernel []int) (strides, pads, dilations
 	return
 }
 
+// checkWindows checks what spatialAttrs read for the ops whose Infer does
+// not: positive strides and dilations, pads of at least 0.
+func checkWindows(strides, pads, dilations []int) error {
+	k := len(strides)
+	for d := range k {
+		if strides[d] < 1 || dilations[d] < 1 || pads[d] < 0 || pads[k+d] < 0 {
+			return fmt.Errorf("strides %v, dilations %v, pads %v", strides, dilations, pads)
+		}
+	}
+	return nil
+}
+
 func ones(k int) []int {
 	out := make([]int, k)
 	for i := range out {
@@ -1320,25 +1351,31 @@ func importConv(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err := wantIn(in, 2, 3); err != nil {
 		return nil, err
 	}
-	x, w := in[0], in[1]
-	if len(x.Shape) < 3 || len(w.Shape) != len(x.Shape) {
-		return nil, fmt.Errorf("input %v and weights %v, want NC<spatial> and MC<kernel> of one rank", x.Shape, w.Shape)
-	}
-	kernel := []int(w.Shape[2:].Clone())
-	if ks, ok, err := attrInts(n, "kernel_shape"); err != nil {
-		return nil, err
-	} else if ok && !slices.Equal(ks, kernel) {
-		return nil, fmt.Errorf("kernel_shape %v does not match weights %v", ks, w.Shape)
-	}
-	strides, pads, dil, err := spatialAttrs(n, x.Shape, kernel)
-	if err != nil {
-		return nil, err
-	}
-	group, err := attrInt(n, "group", 1)
+	strides, pads, dil, group, err := convAttrs(n, in[0], in[1])
 	if err != nil {
 		return nil, err
 	}
 	return one(im.emit1(&Conv{Strides: strides, Pads: pads, Dilations: dil, Group: group}, in...))
+}
+
+// convAttrs reads the geometry of a convolution (Conv, DeformConv) of
+// input x by weights w: the kernel is w's spatial shape (kernel_shape,
+// when given, must agree), then spatialAttrs and group.
+func convAttrs(n *onnx.Node, x, w *Value) (strides, pads, dilations []int, group int, err error) {
+	if len(x.Shape) < 3 || len(w.Shape) != len(x.Shape) {
+		return nil, nil, nil, 0, fmt.Errorf("input %v and weights %v, want NC<spatial> and MC<kernel> of one rank", x.Shape, w.Shape)
+	}
+	kernel := []int(w.Shape[2:].Clone())
+	if ks, ok, err := attrInts(n, "kernel_shape"); err != nil {
+		return nil, nil, nil, 0, err
+	} else if ok && !slices.Equal(ks, kernel) {
+		return nil, nil, nil, 0, fmt.Errorf("kernel_shape %v does not match weights %v", ks, w.Shape)
+	}
+	if strides, pads, dilations, err = spatialAttrs(n, x.Shape, kernel); err != nil {
+		return nil, nil, nil, 0, err
+	}
+	group, err = attrInt(n, "group", 1)
+	return strides, pads, dilations, group, err
 }
 
 func importPool(isMax bool) importFunc {

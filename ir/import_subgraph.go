@@ -19,7 +19,7 @@ func (im *importer) subgraph(what string, g *onnx.Graph, in []*Value, suffix str
 		return nil, fmt.Errorf("no %s", what)
 	}
 	if len(in) != len(g.Inputs) {
-		return nil, fmt.Errorf("%s has %d inputs, the node gives it %d", what, len(g.Inputs), len(in))
+		return nil, fmt.Errorf("%s has %d inputs, want %d", what, len(g.Inputs), len(in))
 	}
 	im.subgraphNodes += 1 + len(g.Nodes) // an empty body still counts, so that nested loops end
 	if im.subgraphNodes > maxSubgraphNodes {
@@ -201,7 +201,7 @@ func (a *valueAnalysis) roots(g *onnx.Graph, depth int) {
 		return
 	}
 	for _, n := range g.Nodes {
-		for _, i := range nodeStaticOperands(n, a.opset) {
+		for _, i := range nodeStaticOperands(n) {
 			if i < len(n.Inputs) {
 				a.mark(n.Inputs[i])
 			}

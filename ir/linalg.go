@@ -2,6 +2,7 @@ package ir
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -204,7 +205,7 @@ func (op *Gemm) Eval(in, out []*Tensor) error {
 	}
 	av, bv := Convert(a, Float64).Float64s(), Convert(b, Float64).Float64s()
 	var cv []float64
-	if c := optionalTensor(in, 2); c != nil {
+	if c := optIn(in, 2); c != nil {
 		cv = expandTo(Convert(c, Float64), Shape{m, n})
 	}
 	res := make([]float64, m*n)
@@ -383,6 +384,108 @@ func (op *Einsum) Infer(in []Type) ([]Type, error) {
 		shape = append(shape, n)
 	}
 	return []Type{{in[0].DType, shape}}, nil
+}
+
+// gradRule: the gradient with respect to operand k is itself an einsum,
+// of dy (labelled as the output) and the other operands, whose output is
+// labelled as operand k. Where operand k repeats a label (a diagonal),
+// each repeat gets a fresh label tied to the first by an identity matrix;
+// a label of operand k that no other term has comes from a vector of
+// ones; axes of operand k broadcast from 1 are summed back to 1.
+func (op *Einsum) gradRule(d *differ, c *gradCtx) error {
+	dy := c.dy[0]
+	if hasRepeatedLabel(op.Output) {
+		return c.unsupported("Einsum with a repeated output label")
+	}
+	types := make([]Type, len(c.n.Inputs))
+	for i, v := range c.n.Inputs {
+		types[i] = v.Type
+	}
+	size, err := op.sizes(types)
+	if err != nil {
+		return err
+	}
+	used := map[rune]bool{}
+	for _, t := range append(slices.Clone(op.Inputs), op.Output) {
+		for _, r := range t {
+			used[r] = true
+		}
+	}
+	next := 'A'
+	fresh := func() (rune, bool) {
+		for ; next <= 'z'; next++ {
+			if !used[next] && (next <= 'Z' || next >= 'a') {
+				used[next] = true
+				return next, true
+			}
+		}
+		return 0, false
+	}
+	for k, x := range c.n.Inputs {
+		if !c.needs(k) {
+			continue
+		}
+		terms, operands := []string{op.Output}, []*Value{dy}
+		for j, t := range op.Inputs {
+			if j != k {
+				terms, operands = append(terms, t), append(operands, c.in(j))
+			}
+		}
+		var out []rune
+		seen := map[rune]bool{}
+		for _, r := range op.Inputs[k] {
+			l := r
+			if seen[r] {
+				var ok bool
+				if l, ok = fresh(); !ok {
+					return c.unsupported("Einsum with more labels than letters")
+				}
+				terms = append(terms, string([]rune{r, l}))
+				operands = append(operands, d.constant(identity(x.DType, size[r])))
+			}
+			seen[r] = true
+			out = append(out, l)
+		}
+		for _, r := range op.Inputs[k] {
+			if !slices.ContainsFunc(terms, func(t string) bool { return strings.ContainsRune(t, r) }) {
+				terms = append(terms, string(r))
+				operands = append(operands, d.constant(filled(x.DType, Shape{size[r]}, 1)))
+			}
+		}
+		eq := strings.Join(terms, ",") + "->" + string(out)
+		g := d.emit1(&Einsum{Equation: eq, Inputs: terms, Output: string(out)}, operands...)
+		var spread []int
+		for a, n := range x.Shape {
+			if n == 1 && g.Shape[a] != 1 {
+				spread = append(spread, a)
+			}
+		}
+		if spread != nil {
+			g = d.emit1(&Reduce{Fn: ReduceSum, Axes: spread, KeepDims: true}, g)
+		}
+		c.add(k, g)
+	}
+	return nil
+}
+
+func hasRepeatedLabel(t string) bool {
+	seen := map[rune]bool{}
+	for _, r := range t {
+		if seen[r] {
+			return true
+		}
+		seen[r] = true
+	}
+	return false
+}
+
+// identity is the n×n identity matrix of dtype dt.
+func identity(dt DType, n int) *Tensor {
+	t := NewTensor(Float64, Shape{n, n})
+	for i := range n {
+		t.Float64s()[i*n+i] = 1
+	}
+	return Convert(t, dt)
 }
 
 func (op *Einsum) Eval(in, out []*Tensor) error {

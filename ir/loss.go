@@ -162,10 +162,7 @@ func withLoss(g *Graph, loss LossSpec) (*Graph, *Value, map[*Param]*Param, error
 		diff := add(&Binary{Fn: Sub}, out, t)[0]
 		lossValue = add(&Binary{Fn: Mul}, diff, diff)[0]
 		if len(out.Shape) > 0 {
-			axes := make([]int, len(out.Shape))
-			for i := range axes {
-				axes[i] = i
-			}
+			axes := iotaInts(len(out.Shape))
 			lossValue = add(&Reduce{Fn: ReduceMean, Axes: axes}, lossValue)[0]
 		}
 	case BinaryCrossEntropy:

@@ -134,23 +134,7 @@ func TestLosses(t *testing.T) {
 			if l := lossOnly(); l != loss {
 				t.Errorf("LossGraph gives %v, TrainingGraph %v", l, loss)
 			}
-			for _, p := range g.Params[:3] {
-				grad := res[GradPrefix+p.Name].Float64s()
-				xs := p.Tensor.Float64s()
-				for i := range xs {
-					orig := xs[i]
-					xs[i] = orig + 1e-6
-					up := lossOnly()
-					xs[i] = orig - 1e-6
-					down := lossOnly()
-					xs[i] = orig
-					fd := (up - down) / 2e-6
-					if math.Abs(fd-grad[i]) > 1e-6*(1+math.Abs(fd)) {
-						t.Errorf("d loss/d %s[%d] = %.10g, central difference %.10g", p.Name, i, grad[i], fd)
-						break
-					}
-				}
-			}
+			checkAgainstDifferences(t, g.Params[:3], res, lossOnly, 1e-6, 1e-6)
 		})
 	}
 }

@@ -432,30 +432,9 @@ func (op *GatherElements) Infer(in []Type) ([]Type, error) {
 func (op *GatherElements) Eval(in, out []*Tensor) error {
 	x, idx, y := in[0], in[1], out[0]
 	es := x.dtype.Size()
-	xs := x.shape.Strides()
-	n := x.shape[op.Axis]
-	pos := make([]int, len(idx.shape))
-	for j := range idx.Len() {
-		// pos is j's multi-index in idx's shape.
-		rem := j
-		for d := len(pos) - 1; d >= 0; d-- {
-			pos[d] = rem % idx.shape[d]
-			rem /= idx.shape[d]
-		}
-		i, err := indexAt("GatherElements", idx, j, n)
-		if err != nil {
-			return err
-		}
-		src := 0
-		for d, p := range pos {
-			if d == op.Axis {
-				p = i
-			}
-			src += p * xs[d]
-		}
+	return forElements("GatherElements", x.shape, idx, op.Axis, func(j, src int) {
 		copy(y.data[j*es:(j+1)*es], x.data[src*es:(src+1)*es])
-	}
-	return nil
+	})
 }
 
 // gradRule: GatherElements' gradient adds dy into zeros at the gathered

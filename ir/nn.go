@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 )
 
 // ---------------------------------------------------------------- Conv
@@ -78,7 +79,7 @@ func (op *Conv) Eval(in, out []*Tensor) error {
 	x, w, y := in[0], in[1], out[0]
 	xv, wv := Convert(x, Float64).Float64s(), Convert(w, Float64).Float64s()
 	var bv []float64
-	if b := optionalTensor(in, 2); b != nil {
+	if b := optIn(in, 2); b != nil {
 		bv = Convert(b, Float64).Float64s()
 	}
 	k := len(x.shape) - 2
@@ -357,6 +358,109 @@ func (op *BatchNorm) Eval(in, out []*Tensor) error {
 	return nil
 }
 
+// gradRule differentiates every input. With the running statistics
+// (inference): y = (x − mean)·s·scale + bias, s = 1/√(var + ε). With the
+// batch's (Training): x̂ = (x − μ)·s over the batch's μ and σ², and
+// dx = s·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)) per channel, dx̂ = dy·scale; the
+// updated running statistics (outputs 1 and 2) pass their gradients to
+// the running inputs (times Momentum) and to x through μ and σ².
+func (op *BatchNorm) gradRule(d *differ, c *gradCtx) error {
+	x := c.in(0)
+	dt := x.DType
+	for i := 1; i < 5; i++ {
+		if c.in(i).DType != dt {
+			return c.unsupported("BatchNorm with operands of different float types")
+		}
+	}
+	dyOf := func(i int) *Value { return optIn(c.dy, i) }
+	if !op.Training && (dyOf(1) != nil || dyOf(2) != nil) {
+		return c.unsupported("BatchNorm's running statistics outside training mode")
+	}
+	bn := batchNormGrad{d: d, x: x, count: 1}
+	for a, n := range x.Shape {
+		if a != 1 {
+			bn.axes = append(bn.axes, a)
+			bn.count *= float64(n)
+		}
+	}
+	scale := bn.perChannel(c.in(1))
+	eps := d.scalar(dt, float64(op.Epsilon))
+	invStd := func(variance *Value) *Value {
+		return d.emit1(&Unary{Fn: Reciprocal}, d.emit1(&Unary{Fn: Sqrt}, d.binary(Add, variance, eps)))
+	}
+	dy := dyOf(0)
+	if !op.Training {
+		if dy == nil {
+			return nil
+		}
+		s := invStd(bn.perChannel(c.in(4)))
+		centered := d.binary(Sub, x, bn.perChannel(c.in(3)))
+		c.add(0, d.binary(Mul, dy, d.binary(Mul, scale, s)))
+		c.add(1, bn.sum(d.binary(Mul, dy, d.binary(Mul, centered, s))))
+		c.add(2, bn.sum(dy))
+		if c.needs(3) {
+			c.add(3, d.neg(bn.sum(d.binary(Mul, dy, d.binary(Mul, scale, s)))))
+		}
+		if c.needs(4) {
+			// ∂s/∂var = −s³/2
+			ds := d.binary(Mul, d.binary(Mul, d.binary(Mul, s, s), s), d.scalar(dt, -0.5))
+			c.add(4, bn.sum(d.binary(Mul, dy, d.binary(Mul, centered, d.binary(Mul, scale, ds)))))
+		}
+		return nil
+	}
+	mu := bn.mean(x)
+	centered := d.binary(Sub, x, mu)
+	s := invStd(bn.mean(d.binary(Mul, centered, centered)))
+	if dy != nil {
+		xhat := d.binary(Mul, centered, s)
+		c.add(1, bn.sum(d.binary(Mul, dy, xhat)))
+		c.add(2, bn.sum(dy))
+		if c.needs(0) {
+			dxhat := d.binary(Mul, dy, scale)
+			inner := d.binary(Sub, d.binary(Sub, dxhat, bn.mean(dxhat)), d.binary(Mul, xhat, bn.mean(d.binary(Mul, dxhat, xhat))))
+			c.add(0, d.binary(Mul, s, inner))
+		}
+	}
+	mom := d.scalar(dt, float64(op.Momentum))
+	rest := d.scalar(dt, (1-float64(op.Momentum))/bn.count)
+	if dm := dyOf(1); dm != nil {
+		c.add(3, d.binary(Mul, dm, mom))
+		c.add(0, d.emit1(&Expand{Shape: x.Shape.Clone()}, bn.perChannel(d.binary(Mul, dm, rest))))
+	}
+	if dv := dyOf(2); dv != nil {
+		c.add(4, d.binary(Mul, dv, mom))
+		two := d.binary(Mul, bn.perChannel(dv), d.scalar(dt, 2))
+		c.add(0, d.binary(Mul, d.binary(Mul, centered, two), rest))
+	}
+	return nil
+}
+
+// batchNormGrad holds what BatchNorm's gradient computes per channel:
+// x [N, C, ...] and the axes other than the channels'.
+type batchNormGrad struct {
+	d     *differ
+	x     *Value
+	axes  []int
+	count float64 // elements per channel
+}
+
+// perChannel reshapes a [C] value to broadcast along x's channel axis.
+func (bn batchNormGrad) perChannel(v *Value) *Value {
+	shape := Shape(ones(len(bn.x.Shape)))
+	shape[1] = bn.x.Shape[1]
+	return bn.d.reshape(v, shape)
+}
+
+// sum is v's sum per channel, [C].
+func (bn batchNormGrad) sum(v *Value) *Value {
+	return bn.d.emit1(&Reduce{Fn: ReduceSum, Axes: bn.axes}, v)
+}
+
+// mean is v's mean per channel, broadcasting along the channel axis.
+func (bn batchNormGrad) mean(v *Value) *Value {
+	return bn.d.emit1(&Reduce{Fn: ReduceMean, Axes: bn.axes, KeepDims: true}, v)
+}
+
 // ---------------------------------------------------------------- Dropout
 
 // Dropout in training mode zeroes each element with probability Ratio and
@@ -505,7 +609,7 @@ func (op *NLLLoss) Eval(in, out []*Tensor) error {
 		}
 	}
 	var weight []float64
-	if w := optionalTensor(in, 2); w != nil {
+	if w := optIn(in, 2); w != nil {
 		weight = Convert(w, Float64).Float64s()
 	}
 	losses := make([]float64, n*inner)
@@ -539,6 +643,80 @@ func (op *NLLLoss) Eval(in, out []*Tensor) error {
 			wsum = float64(len(losses))
 		}
 		storeFloats(out[0], []float64{sum / wsum})
+	}
+	return nil
+}
+
+// gradRule differentiates the input and the weight. With lp the
+// log-probabilities (the input, or SoftmaxCrossEntropyLoss's log_prob
+// output), hit[n, c, d] = (target[n, d] = c, not ignored) and
+// w[n, c, d] = weight[c]·hit (hit without weights), the loss terms are
+// −w·lp, so dlp = −w·g, g being dy for no reduction, spread over the
+// elements, and divided by W = Σ w for the mean. SoftmaxCrossEntropyLoss
+// adds the log_prob output's own gradient and passes dlp through the log
+// softmax. The weight's gradient is Σ hit·(−lp)·g per class, less L/W per
+// counted element for the mean.
+func (op *NLLLoss) gradRule(d *differ, c *gradCtx) error {
+	x, target := c.in(0), c.in(1)
+	dt := x.DType
+	dy, dlogProb := c.dy[0], optIn(c.dy, 1)
+	lp := x
+	if op.Softmax {
+		lp = c.out(1)
+	}
+	classes := x.Shape[1]
+	spread := Shape(ones(len(x.Shape))) // [1, C, 1, ...]
+	spread[1] = classes
+	lanes := append(Shape{x.Shape[0], 1}, x.Shape[2:]...) // [N, 1, d...]
+	t := d.reshape(d.emit1(&Cast{To: Int64}, target), lanes)
+	hit := d.binary(Equal, t, d.constant(iotaAlong(len(x.Shape), 1, classes)))
+	if op.HasIgnore && op.IgnoreIndex >= 0 && op.IgnoreIndex < classes {
+		ignored := d.binary(Equal, t, d.constant(ScalarInt64(int64(op.IgnoreIndex))))
+		hit = d.binary(And, hit, d.emit1(&Unary{Fn: Not}, ignored))
+	}
+	w := d.emit1(&Cast{To: dt}, hit)
+	if weight := optIn(c.n.Inputs, 2); weight != nil {
+		w = d.binary(Mul, w, d.reshape(weight, spread))
+	}
+	var g, total *Value // the loss's gradient per element ([N, 1, d...] or a scalar), W
+	if dy != nil {
+		switch op.Reduction {
+		case ReductionNone:
+			g = d.reshape(dy, lanes)
+		case ReductionSum:
+			g = dy
+		case ReductionMean:
+			total = d.emit1(&Reduce{Fn: ReduceSum, Axes: iotaInts(len(x.Shape))}, w)
+			g = d.binary(Div, dy, total)
+		}
+	}
+	var dlp *Value
+	if g != nil {
+		dlp = d.neg(d.binary(Mul, w, g))
+	}
+	if dlogProb != nil {
+		if dlp == nil {
+			dlp = dlogProb
+		} else {
+			dlp = d.binary(Add, dlp, dlogProb)
+		}
+	}
+	if dlp != nil {
+		if op.Softmax {
+			c.add(0, d.emit1(&SoftmaxGrad{Axis: 1, Log: true}, dlp, lp))
+		} else {
+			c.add(0, dlp)
+		}
+	}
+	if c.needs(2) && g != nil {
+		others := slices.DeleteFunc(iotaInts(len(x.Shape)), func(a int) bool { return a == 1 })
+		perClass := func(v *Value) *Value { return d.emit1(&Reduce{Fn: ReduceSum, Axes: others}, v) }
+		hits := d.emit1(&Cast{To: dt}, hit)
+		dw := perClass(d.binary(Mul, d.neg(d.binary(Mul, hits, lp)), g))
+		if op.Reduction == ReductionMean {
+			dw = d.binary(Sub, dw, d.binary(Mul, perClass(hits), d.binary(Mul, g, c.n.Outputs[0])))
+		}
+		c.add(2, dw)
 	}
 	return nil
 }

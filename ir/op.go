@@ -91,7 +91,8 @@ func optional(in []Type, i int) (Type, bool) {
 	return Type{}, false
 }
 
-func optionalTensor(in []*Tensor, i int) *Tensor {
+// optIn is input i (a value or tensor) when the node has it, else nil.
+func optIn[E any](in []*E, i int) *E {
 	if i < len(in) {
 		return in[i]
 	}
@@ -169,4 +170,31 @@ func widenNarrow(in, out []*Tensor, eval func(in, out []*Tensor) error) (bool, e
 		}
 	}
 	return true, nil
+}
+
+// iotaInts is 0, 1, ..., n-1 (every axis of a rank-n tensor, say).
+func iotaInts(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+// iotaInt64 is an int64 tensor of shape holding 0, 1, 2, ... in
+// row-major order.
+func iotaInt64(shape Shape) *Tensor {
+	t := NewTensor(Int64, shape)
+	for i := range t.Int64s() {
+		t.Int64s()[i] = int64(i)
+	}
+	return t
+}
+
+// iotaAlong is 0, 1, ..., n-1 along axis of a tensor of rank rank whose
+// other dimensions are 1 (an iota that broadcasts along the others).
+func iotaAlong(rank, axis, n int) *Tensor {
+	shape := Shape(ones(rank))
+	shape[axis] = n
+	return iotaInt64(shape)
 }

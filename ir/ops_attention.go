@@ -437,7 +437,7 @@ func importFlexAttention(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 			if c.err != nil {
 				return nil
 			}
-			outs, err := im.inlineGraph(g, name, x)
+			outs, err := im.subgraph(name, g, []*Value{x}, "")
 			if err == nil && (len(outs) != 1 || outs[0].DType != x.DType || !outs[0].Shape.Equal(x.Shape)) {
 				err = fmt.Errorf("%s returns %d values, want one %s%v", name, len(outs), x.DType, x.Shape)
 			}
@@ -454,77 +454,4 @@ func importFlexAttention(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 		}
 	}
 	return one(c.attend(a).y, c.err)
-}
-
-// inlineGraph imports the nodes of a graph attribute of the node being
-// imported with its inputs bound to args, and returns its outputs. The
-// subgraph sees the outer scope; its own names shadow it while it is
-// imported.
-func (im *importer) inlineGraph(g *onnx.Graph, what string, args ...*Value) ([]*Value, error) {
-	if len(g.Inputs) != len(args) {
-		return nil, fmt.Errorf("%s has %d inputs, want %d", what, len(g.Inputs), len(args))
-	}
-	saved := map[string]*Value{}
-	var added []string
-	bind := func(name string, v *Value) {
-		if old, ok := im.env[name]; ok {
-			if _, kept := saved[name]; !kept {
-				saved[name] = old
-			}
-		}
-		added = append(added, name)
-		im.env[name] = v
-	}
-	defer func() {
-		for _, name := range added {
-			delete(im.env, name)
-		}
-		for name, v := range saved {
-			im.env[name] = v
-		}
-	}()
-	for i, vi := range g.Inputs {
-		if vi.Type != nil && vi.Type.Kind == onnx.TypeTensor && vi.Type.ElemType != 0 {
-			if dt, err := DTypeFromONNX(vi.Type.ElemType); err != nil || dt != args[i].DType {
-				return nil, fmt.Errorf("%s input %q is declared %v, bound to %s", what, vi.Name, vi.Type.ElemType, args[i].DType)
-			}
-		}
-		bind(vi.Name, args[i])
-	}
-	for _, it := range g.Initializers {
-		t, err := TensorFromONNX(it)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		bind(it.Name, &Value{Name: it.Name, Type: Type{t.dtype, t.shape}, Kind: ConstValue, Const: t})
-	}
-	for _, sn := range g.Nodes {
-		for _, o := range sn.Outputs {
-			if o == "" {
-				continue
-			}
-			if old, ok := im.env[o]; ok {
-				if _, kept := saved[o]; !kept {
-					saved[o] = old
-				}
-				delete(im.env, o)
-			}
-			added = append(added, o)
-		}
-	}
-	origin, node, fresh := im.origin, im.node, im.fresh
-	err := im.graphNodes(g)
-	im.origin, im.node, im.fresh = origin, node, fresh
-	if err != nil {
-		return nil, fmt.Errorf("in %s: %w", what, err)
-	}
-	var outs []*Value
-	for _, o := range g.Outputs {
-		v, ok := im.env[o.Name]
-		if !ok {
-			return nil, fmt.Errorf("%s output %q is not produced", what, o.Name)
-		}
-		outs = append(outs, v)
-	}
-	return outs, nil
 }

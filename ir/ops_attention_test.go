@@ -239,26 +239,8 @@ func TestAttentionMatchesReference(t *testing.T) {
 	for _, c := range attentionCases {
 		t.Run(c.name, func(t *testing.T) {
 			m := c.build(t)
-			g, err := m.graph()
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := Interpret(g, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			get := func(name string) *Tensor {
-				for _, it := range m.inits {
-					if it.Name == name {
-						x, err := TensorFromONNX(it)
-						if err != nil {
-							t.Fatal(err)
-						}
-						return x
-					}
-				}
-				return nil
-			}
+			_, res := m.run()
+			get := m.tensor
 			q, k, v := get("Q"), get("K"), get("V")
 			if len(c.q) == 3 {
 				q, k, v = headsOf(q, c.qHeads), headsOf(k, c.kvHeads), headsOf(v, c.kvHeads)
@@ -325,8 +307,7 @@ func flexModel(t *testing.T, q, k, v Shape) *opModel {
 		Outputs:      []*onnx.ValueInfo{{Name: "out"}},
 	}
 	n := m.add("FlexAttention", []string{m.param("Q", q, -1, 1), m.param("K", k, -1, 1), m.param("V", v, -1, 1)}, []string{"Y"},
-		&onnx.Attribute{Name: "score_mod", Type: onnx.AttrGraph, G: scoreMod},
-		&onnx.Attribute{Name: "prob_mod", Type: onnx.AttrGraph, G: probMod},
+		graphAttr("score_mod", scoreMod), graphAttr("prob_mod", probMod),
 		floatAttr("scale", 0.4))
 	n.Domain = "ai.onnx.preview"
 	m.outputs = []string{"Y"}
@@ -339,22 +320,8 @@ func flexModel(t *testing.T, q, k, v Shape) *opModel {
 func TestFlexAttention(t *testing.T) {
 	q, k, v := Shape{1, 4, 3, 4}, Shape{1, 2, 5, 4}, Shape{1, 2, 5, 2}
 	m := flexModel(t, q, k, v)
-	g, err := m.graph()
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Interpret(g, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := func(i int) *Tensor {
-		t2, err := TensorFromONNX(m.inits[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return t2
-	}
-	qt, kt, vt := x(0), x(1), x(2)
+	g, res := m.run()
+	qt, kt, vt := m.tensor("Q"), m.tensor("K"), m.tensor("V")
 	bias, err := TensorFromONNX(m.nodes[0].Attributes[0].G.Initializers[1])
 	if err != nil {
 		t.Fatal(err)
@@ -466,7 +433,7 @@ func TestAttentionImportErrors(t *testing.T) {
 		{"flex-score-mod-two-inputs", func(m *opModel) {
 			m.opsets = append(m.opsets, onnx.OpsetID{Domain: "ai.onnx.preview", Version: 1})
 			g := &onnx.Graph{Inputs: []*onnx.ValueInfo{{Name: "a"}, {Name: "b"}}, Outputs: []*onnx.ValueInfo{{Name: "a"}}}
-			n := m.add("FlexAttention", qkv(m, q4, kv4, kv4), []string{"Y"}, &onnx.Attribute{Name: "score_mod", Type: onnx.AttrGraph, G: g})
+			n := m.add("FlexAttention", qkv(m, q4, kv4, kv4), []string{"Y"}, graphAttr("score_mod", g))
 			n.Domain = "ai.onnx.preview"
 			m.outputs = []string{"Y"}
 		}, "score_mod has 2 inputs, want 1"},

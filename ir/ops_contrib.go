@@ -19,7 +19,7 @@ func init() {
 	// onnxruntime registers SimplifiedLayerNormalization in the default
 	// domain, as it does its LayerNormalization for opsets before 17
 	// (which the default domain's import covers).
-	registerOp("", "SimplifiedLayerNormalization", importSimplifiedLayerNorm)
+	registerOp("", "SimplifiedLayerNormalization", importRMSNorm("scale", true))
 	registerOp(contribDomain, "Gelu", importContribGelu(Gelu, false))
 	registerOp(contribDomain, "BiasGelu", importContribGelu(Gelu, true))
 	registerOp(contribDomain, "FastGelu", importContribGelu(GeluTanh, true))
@@ -89,7 +89,7 @@ func importSkipNorm(simplified bool) importFunc {
 		axis := len(x.Shape) - 1
 		var y, mean, invStd *Value
 		if simplified {
-			y, invStd = c.rmsNormStats(sum, gamma, axis, float64(eps), Float32)
+			y, invStd = c.rmsNorm(sum, gamma, axis, float64(eps), Float32)
 		} else {
 			outs := c.ops(&LayerNorm{Axis: axis, Epsilon: eps}, sum, gamma, beta)
 			if outs != nil {
@@ -98,40 +98,6 @@ func importSkipNorm(simplified bool) importFunc {
 		}
 		return []*Value{y, c.cast(mean, Float32), c.cast(invStd, Float32), sum}, c.err
 	}
-}
-
-// importSimplifiedLayerNorm: SimplifiedLayerNormalization, RMS
-// normalization over the axes from axis on (attributes and computation as
-// RMSNormalization); outputs Y and inv_std_var.
-func importSimplifiedLayerNorm(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
-	if err := wantIn(in, 2, 2); err != nil {
-		return nil, err
-	}
-	x, scale := in[0], in[1]
-	if _, err := sameFloatInputs([]string{"X", "scale"}, x, scale); err != nil {
-		return nil, err
-	}
-	axis, err := attrInt(n, "axis", -1)
-	if err != nil {
-		return nil, err
-	}
-	if axis, err = normAxis(axis, len(x.Shape)); err != nil {
-		return nil, err
-	}
-	eps, err := n.AttrFloat("epsilon", 1e-5)
-	if err != nil {
-		return nil, err
-	}
-	stash, err := stashType(n)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkNormScale("scale", scale.Shape, x.Shape[axis:]); err != nil {
-		return nil, err
-	}
-	c := &composer{im: im}
-	y, invStd := c.rmsNormStats(x, scale, axis, float64(eps), stash)
-	return []*Value{y, invStd}, c.err
 }
 
 // importContribGelu: Gelu (X), BiasGelu (A, B) and FastGelu (X, optional
@@ -211,15 +177,7 @@ func importContribRotary(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 	if _, err := sameFloatInputs([]string{"input", "cos_cache", "sin_cache"}, x, cosCache, sinCache); err != nil {
 		return nil, err
 	}
-	interleaved, err := attrBool(n, "interleaved")
-	if err != nil {
-		return nil, err
-	}
-	heads, err := attrCount(n, "num_heads")
-	if err != nil {
-		return nil, err
-	}
-	rotaryDim, err := attrCount(n, "rotary_embedding_dim")
+	interleaved, heads, rotaryDim, err := rotaryAttrs(n)
 	if err != nil {
 		return nil, err
 	}
@@ -281,14 +239,5 @@ func importContribRotary(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 	}
 	cos := c.op(&Gather{Axis: 0}, cosCache, pos)
 	sin := c.op(&Gather{Axis: 0}, sinCache, pos)
-	if c.err != nil {
-		return nil, c.err
-	}
-	b := cos.Shape[0]
-	x4, cacheShape := x, Shape{b, 1, seq, half}
-	if len(x.Shape) == 3 {
-		x4, cacheShape = c.reshape(x, Shape{batch, seq, heads, headSize}), Shape{b, seq, 1, half}
-	}
-	y := c.rotate(x4, c.reshape(cos, cacheShape), c.reshape(sin, cacheShape), rotaryDim, interleaved)
-	return one(c.reshape(y, x.Shape), c.err)
+	return one(c.rotateHeads(x, cos, sin, heads, headSize, rotaryDim, interleaved), c.err)
 }

@@ -140,6 +140,55 @@ func (c *composer) nonzero(m *Value) *Value {
 	return c.unary(Not, c.binary(Equal, m, c.scalar(m.DType, 0)))
 }
 
+// paddedAttention holds the attributes MultiHeadAttention and Attention
+// share.
+type paddedAttention struct {
+	heads  int     // num_heads, required
+	causal bool    // unidirectional
+	fill   float64 // mask_filter_value: the bias at masked places
+}
+
+func paddedAttentionAttrs(n *onnx.Node) (paddedAttention, error) {
+	var m paddedAttention
+	var err error
+	if m.heads, err = attrCount(n, "num_heads"); err != nil {
+		return m, err
+	}
+	if m.heads == 0 {
+		return m, fmt.Errorf("the num_heads attribute is required")
+	}
+	if m.causal, err = attrBool(n, "unidirectional"); err != nil {
+		return m, err
+	}
+	fill, err := n.AttrFloat("mask_filter_value", -10000)
+	m.fill = float64(fill)
+	return m, err
+}
+
+// attendPadded is the attention of MultiHeadAttention and Attention: q4
+// [B, N, S, H] against k4 and v4 [B, N, past+S', H] (past keys first),
+// the scores biased by the key padding mask, the causal mask and
+// attention_bias.
+func (c *composer) attendPadded(n *onnx.Node, m paddedAttention, q4, k4, v4, keyMask, attnBias *Value, past int) (sdpaStages, error) {
+	if c.err != nil {
+		return sdpaStages{}, c.err
+	}
+	b, s, total, dt := q4.Shape[0], q4.Shape[2], k4.Shape[2], q4.DType
+	if err := checkBias(attnBias, dt, Shape{b, m.heads, s, total}); err != nil {
+		return sdpaStages{}, err
+	}
+	var causalMask *Value
+	if m.causal {
+		causalMask = c.causalBias(s, total, past, nil, 0, dt, m.fill)
+	}
+	scale, err := contribScale(n, q4.Shape[3])
+	if err != nil {
+		return sdpaStages{}, err
+	}
+	return c.attend(sdpa{q: q4, k: k4, v: v4, scale: scale,
+		bias: c.sumBiases(c.keyPaddingBias(keyMask, b, s, total, dt, m.fill), causalMask, attnBias)}), nil
+}
+
 // ---------------------------------------------------------------- MultiHeadAttention
 
 // importMultiHeadAttention: com.microsoft MultiHeadAttention. query
@@ -158,26 +207,15 @@ func importMultiHeadAttention(im *importer, n *onnx.Node, in []*Value) ([]*Value
 	}
 	q, k, v, bias := in[0], optIn(in, 1), optIn(in, 2), optIn(in, 3)
 	keyMask, attnBias, pastK, pastV := optIn(in, 4), optIn(in, 5), optIn(in, 6), optIn(in, 7)
-	heads, err := attrCount(n, "num_heads")
+	m, err := paddedAttentionAttrs(n)
 	if err != nil {
 		return nil, err
 	}
-	if heads == 0 {
-		return nil, fmt.Errorf("the num_heads attribute is required")
-	}
-	causal, err := attrBool(n, "unidirectional")
-	if err != nil {
-		return nil, err
-	}
-	fill, err := n.AttrFloat("mask_filter_value", -10000)
-	if err != nil {
-		return nil, err
-	}
+	heads := m.heads
 	if k == nil || v == nil {
 		return nil, fmt.Errorf("%w: MultiHeadAttention with packed QKV or KV (key or value missing)", ErrNotSupported)
 	}
-	dt, err := sameFloatInputs([]string{"query", "key", "value", "bias", "past_key", "past_value"}, q, k, v, bias, pastK, pastV)
-	if err != nil {
+	if _, err := sameFloatInputs([]string{"query", "key", "value", "bias", "past_key", "past_value"}, q, k, v, bias, pastK, pastV); err != nil {
 		return nil, err
 	}
 	if (pastK == nil) != (pastV == nil) {
@@ -186,7 +224,7 @@ func importMultiHeadAttention(im *importer, n *onnx.Node, in []*Value) ([]*Value
 	if len(q.Shape) != 3 || q.Shape[2]%heads != 0 {
 		return nil, fmt.Errorf("query has shape %v, want [batch, seq, heads·head_size] with %d heads", q.Shape, heads)
 	}
-	b, s, d := q.Shape[0], q.Shape[1], q.Shape[2]
+	b, d := q.Shape[0], q.Shape[2]
 	c := &composer{im: im}
 	var q4, k4, v4 *Value
 	switch {
@@ -231,21 +269,10 @@ func importMultiHeadAttention(im *importer, n *onnx.Node, in []*Value) ([]*Value
 		past = pastK.Shape[2]
 		k4, v4 = c.concat(2, pastK, k4), c.concat(2, pastV, v4)
 	}
-	total := k4.Shape[2]
-	scores := Shape{b, heads, s, total}
-	if err := checkBias(attnBias, dt, scores); err != nil {
-		return nil, err
-	}
-	var causalMask *Value
-	if causal {
-		causalMask = c.causalBias(s, total, past, nil, 0, dt, float64(fill))
-	}
-	scale, err := contribScale(n, d/heads)
+	st, err := c.attendPadded(n, m, q4, k4, v4, keyMask, attnBias, past)
 	if err != nil {
 		return nil, err
 	}
-	st := c.attend(sdpa{q: q4, k: k4, v: v4, scale: scale,
-		bias: c.sumBiases(c.keyPaddingBias(keyMask, b, s, total, dt, float64(fill)), causalMask, attnBias)})
 	outs := []*Value{c.mergeHeads(st.y), nil, nil, nil}
 	if wants(n, 1) {
 		outs[1] = k4
@@ -428,20 +455,9 @@ func importGroupQueryAttention(im *importer, n *onnx.Node, in []*Value) ([]*Valu
 		} else if posIDs.DType != Int64 || !posIDs.Shape.Equal(Shape{b, s}) {
 			return nil, fmt.Errorf("position_ids is %s%v, want int64 [%d,%d]", posIDs.DType, posIDs.Shape, b, s)
 		}
-		cacheShape := Shape{-1, s, 1, half}
-		rot := func(x *Value, h int) *Value {
-			if c.err != nil {
-				return nil
-			}
-			cos, sin := c.op(&Gather{Axis: 0}, cosCache, pos), c.op(&Gather{Axis: 0}, sinCache, pos)
-			if c.err != nil {
-				return nil
-			}
-			cacheShape[0] = cos.Shape[0]
-			y := c.rotate(c.reshape(x, Shape{b, s, h, headSize}), c.reshape(cos, cacheShape), c.reshape(sin, cacheShape), 2*half, interleaved)
-			return c.reshape(y, x.Shape)
-		}
-		q, k = rot(q, heads), rot(k, kvHeads)
+		cos, sin := c.op(&Gather{Axis: 0}, cosCache, pos), c.op(&Gather{Axis: 0}, sinCache, pos)
+		q = c.rotateHeads(q, cos, sin, heads, headSize, 2*half, interleaved)
+		k = c.rotateHeads(k, cos, sin, kvHeads, headSize, 2*half, interleaved)
 	} else if posIDs != nil || cosCache != nil || sinCache != nil {
 		return nil, fmt.Errorf("cos_cache, sin_cache and position_ids are inputs of do_rotary")
 	}
@@ -522,25 +538,14 @@ func importContribAttention(im *importer, n *onnx.Node, in []*Value) ([]*Value, 
 		}
 	}
 	x, w, bias, maskIndex, pastKV, attnBias := in[0], in[1], optIn(in, 2), optIn(in, 3), optIn(in, 4), optIn(in, 5)
-	dt, err := sameFloatInputs([]string{"input", "weights", "bias", "past", "attention_bias"}, x, w, bias, pastKV, attnBias)
+	if _, err := sameFloatInputs([]string{"input", "weights", "bias", "past", "attention_bias"}, x, w, bias, pastKV, attnBias); err != nil {
+		return nil, err
+	}
+	m, err := paddedAttentionAttrs(n)
 	if err != nil {
 		return nil, err
 	}
-	heads, err := attrCount(n, "num_heads")
-	if err != nil {
-		return nil, err
-	}
-	if heads == 0 {
-		return nil, fmt.Errorf("the num_heads attribute is required")
-	}
-	causal, err := attrBool(n, "unidirectional")
-	if err != nil {
-		return nil, err
-	}
-	fill, err := n.AttrFloat("mask_filter_value", -10000)
-	if err != nil {
-		return nil, err
-	}
+	heads := m.heads
 	if len(x.Shape) != 3 || len(w.Shape) != 2 || w.Shape[0] != x.Shape[2] {
 		return nil, fmt.Errorf("input %v and weights %v, want [batch, seq, in] and [in, out]", x.Shape, w.Shape)
 	}
@@ -585,19 +590,10 @@ func importContribAttention(im *importer, n *onnx.Node, in []*Value) ([]*Value, 
 		return nil, c.err
 	}
 	total := past + s
-	if err := checkBias(attnBias, dt, Shape{b, heads, s, total}); err != nil {
-		return nil, err
-	}
-	var causalMask *Value
-	if causal {
-		causalMask = c.causalBias(s, total, past, nil, 0, dt, float64(fill))
-	}
-	scale, err := contribScale(n, d/heads)
+	st, err := c.attendPadded(n, m, q4, k4, v4, maskIndex, attnBias, past)
 	if err != nil {
 		return nil, err
 	}
-	st := c.attend(sdpa{q: q4, k: k4, v: v4, scale: scale,
-		bias: c.sumBiases(c.keyPaddingBias(maskIndex, b, s, total, dt, float64(fill)), causalMask, attnBias)})
 	outs := []*Value{c.mergeHeads(st.y), nil}
 	if wants(n, 1) {
 		if pastKV == nil && d != dv {

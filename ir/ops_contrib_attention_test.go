@@ -85,7 +85,7 @@ var contribAttentionCases = []contribCase{
 func TestContribAttentionMatchesORT(t *testing.T) {
 	ort.Need(t)
 	for _, c := range contribAttentionCases {
-		t.Run(c.name, func(t *testing.T) { compareOpModelWithORT(t, c.model(t, Float32)) })
+		t.Run(c.name, func(t *testing.T) { c.model(t, Float32).checkAgainstORT(1e-4, 1e-6) })
 	}
 }
 

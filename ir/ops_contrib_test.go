@@ -1,7 +1,6 @@
 package ir
 
 import (
-	"path/filepath"
 	"testing"
 
 	"github.com/dstune/dstune/internal/ort"
@@ -128,98 +127,6 @@ var contribCases = []contribCase{
 	}, ""},
 }
 
-// withFloatInputs is m's model with its float initializers turned into
-// graph inputs (onnxruntime's Go binding runs no model without inputs),
-// and their values.
-func withFloatInputs(t *testing.T, m *opModel) (*onnx.Model, map[string]*Tensor) {
-	t.Helper()
-	model := m.model()
-	g := *model.Graph
-	g.Initializers = nil
-	values := map[string]*Tensor{}
-	for _, it := range m.inits {
-		x, err := TensorFromONNX(it)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !x.DType().IsFloat() {
-			g.Initializers = append(g.Initializers, it)
-			continue
-		}
-		dims := make([]any, len(x.Shape()))
-		for i, d := range x.Shape() {
-			dims[i] = d
-		}
-		g.Inputs = append(g.Inputs, valueInfo(it.Name, it.DataType, dims...))
-		values[it.Name] = x
-	}
-	model.Graph = &g
-	return model, values
-}
-
-// runORT writes model and runs it in onnxruntime.
-func runORT(t *testing.T, model *onnx.Model, values map[string]*Tensor) map[string]*Tensor {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "model.onnx")
-	if err := onnx.WriteFile(path, model, onnx.WriteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	inputs := map[string]*onnx.Tensor{}
-	for name, x := range values {
-		ot, err := TensorToONNX(name, x)
-		if err != nil {
-			t.Fatal(err)
-		}
-		inputs[name] = ot
-	}
-	outs, err := ort.Run(path, inputs)
-	if err != nil {
-		t.Fatalf("onnxruntime %s: %v", ort.Version(), err)
-	}
-	res := map[string]*Tensor{}
-	for name, o := range outs {
-		x, err := TensorFromONNX(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res[name] = x
-	}
-	return res
-}
-
-// compareOpModelWithORT imports the float32 model, interprets it and compares
-// every output with onnxruntime's (rtol 1e-4, atol 1e-6).
-func compareOpModelWithORT(t *testing.T, m *opModel) {
-	t.Helper()
-	model, values := withFloatInputs(t, m)
-	imported, err := NewModel(model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := imported.Specialize(Bindings{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := Interpret(g, values)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := runORT(t, model, values)
-	for _, name := range m.outputs {
-		w := want[name]
-		if w == nil {
-			t.Fatalf("onnxruntime gave no %q", name)
-		}
-		if !w.Shape().Equal(got[name].Shape()) && w.Len() == got[name].Len() {
-			t.Logf("%s: onnxruntime's shape %v, ours %v", name, w.Shape(), got[name].Shape())
-			w = w.Reshaped(got[name].Shape())
-		}
-		if d := Compare(got[name], w, 1e-4, 1e-6); !d.OK() {
-			t.Errorf("%s: %v", name, d)
-		}
-	}
-}
-
 // TestContribOpsMatchORT compares the com.microsoft normalizations,
 // activations and rotary embedding with onnxruntime.
 func TestContribOpsMatchORT(t *testing.T) {
@@ -229,7 +136,7 @@ func TestContribOpsMatchORT(t *testing.T) {
 			if c.notInORT != "" {
 				t.Skip(c.notInORT)
 			}
-			compareOpModelWithORT(t, c.model(t, Float32))
+			c.model(t, Float32).checkAgainstORT(1e-4, 1e-6)
 		})
 	}
 }
@@ -240,17 +147,8 @@ func TestBiasAdd(t *testing.T) {
 	m.dt = Float32
 	m.opsets = append(m.opsets, onnx.OpsetID{Domain: contribDomain, Version: 1})
 	m.ms("BiasAdd", []string{m.param("x", Shape{2, 3, 4}, -1, 1), m.param("bias", Shape{4}, -1, 1), m.param("skip", Shape{2, 3, 4}, -1, 1)}, []string{"y"})
-	g, err := m.graph()
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Interpret(g, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, _ := TensorFromONNX(m.inits[0])
-	bias, _ := TensorFromONNX(m.inits[1])
-	skip, _ := TensorFromONNX(m.inits[2])
+	_, res := m.run()
+	x, bias, skip := m.tensor("x"), m.tensor("bias"), m.tensor("skip")
 	for i := range x.Len() {
 		want := float32(float32(x.Float32s()[i]+bias.Float32s()[i%4]) + skip.Float32s()[i])
 		if got := res["y"].Float32s()[i]; got != want {

@@ -10,10 +10,6 @@ import (
 	"github.com/dstune/dstune/onnx"
 )
 
-func graphAttr(name string, g *onnx.Graph) *onnx.Attribute {
-	return &onnx.Attribute{Name: name, Type: onnx.AttrGraph, G: g}
-}
-
 // branch is a subgraph without inputs whose one output, out, is the
 // constant x.
 func branch(t *testing.T, out string, x *Tensor) *onnx.Graph {

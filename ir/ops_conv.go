@@ -252,11 +252,11 @@ func importLpPool(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkWindows(strides, pads, dil); err != nil {
+		return nil, err
+	}
 	k := len(kernel)
 	for d := range k {
-		if strides[d] < 1 || dil[d] < 1 || pads[d] < 0 || pads[k+d] < 0 {
-			return nil, fmt.Errorf("strides %v, dilations %v, pads %v", strides, dil, pads)
-		}
 		if ceil != 0 {
 			want := windowCount(x.Shape[2+d], kernel[d], strides[d], dil[d], pads[d], pads[k+d], true)
 			span := dil[d]*(kernel[d]-1) + 1
@@ -638,10 +638,10 @@ func (op *DeformConv) Eval(in, out []*Tensor) error {
 	x, w, y := in[0], in[1], out[0]
 	xv, wv := Convert(x, Float64).Float64s(), Convert(w, Float64).Float64s()
 	var bv, mv []float64
-	if b := optionalTensor(in, 3); b != nil {
+	if b := optIn(in, 3); b != nil {
 		bv = Convert(b, Float64).Float64s()
 	}
-	if m := optionalTensor(in, 4); m != nil {
+	if m := optIn(in, 4); m != nil {
 		mv = Convert(m, Float64).Float64s()
 	}
 	s := op.sampling(x, w, in[2], y.shape)
@@ -686,7 +686,7 @@ func (op *DeformConv) gradRule(d *differ, c *gradCtx) error {
 	dy := c.dy[0]
 	if c.needs(0) || c.needs(1) || c.needs(2) || c.needs(4) {
 		ins := []*Value{dy, c.in(0), c.in(1), c.in(2)}
-		if mask := optionalValue(c.n.Inputs, 4); mask != nil {
+		if mask := optIn(c.n.Inputs, 4); mask != nil {
 			ins = append(ins, mask)
 		}
 		outs := d.emit(&DeformConvGrad{DeformConv: *op}, ins...)
@@ -744,7 +744,7 @@ func (op *DeformConvGrad) Eval(in, out []*Tensor) error {
 	dy, x, w := in[0], in[1], in[2]
 	dyv, xv, wv := Convert(dy, Float64).Float64s(), Convert(x, Float64).Float64s(), Convert(w, Float64).Float64s()
 	var mv []float64
-	if m := optionalTensor(in, 4); m != nil {
+	if m := optIn(in, 4); m != nil {
 		mv = Convert(m, Float64).Float64s()
 	}
 	s := op.sampling(x, w, in[3], dy.shape)
@@ -807,27 +807,11 @@ func importDeformConv(im *importer, n *onnx.Node, in []*Value) ([]*Value, error)
 	if err := wantIn(in, 3, 5); err != nil {
 		return nil, err
 	}
-	x, w := in[0], in[1]
-	if len(x.Shape) < 3 || len(w.Shape) != len(x.Shape) {
-		return nil, fmt.Errorf("X %v and W %v, want NC<spatial> and MC<kernel> of one rank", x.Shape, w.Shape)
-	}
-	kernel := []int(w.Shape[2:].Clone())
-	if ks, ok, err := attrInts(n, "kernel_shape"); err != nil {
-		return nil, err
-	} else if ok && !slices.Equal(ks, kernel) {
-		return nil, fmt.Errorf("kernel_shape %v does not match W %v", ks, w.Shape)
-	}
-	strides, pads, dil, err := spatialAttrs(n, x.Shape, kernel)
+	strides, pads, dil, group, err := convAttrs(n, in[0], in[1])
 	if err != nil {
 		return nil, err
 	}
-	for d := range kernel {
-		if strides[d] < 1 || dil[d] < 1 || pads[d] < 0 || pads[len(kernel)+d] < 0 {
-			return nil, fmt.Errorf("strides %v, dilations %v, pads %v", strides, dil, pads)
-		}
-	}
-	group, err := attrInt(n, "group", 1)
-	if err != nil {
+	if err := checkWindows(strides, pads, dil); err != nil {
 		return nil, err
 	}
 	offsetGroup, err := attrInt(n, "offset_group", 1)

@@ -50,27 +50,6 @@ func groupOf(attrs []*onnx.Attribute) int {
 	return 1
 }
 
-func attrsString(attrs []*onnx.Attribute) string {
-	s := ""
-	for _, a := range attrs {
-		switch a.Type {
-		case onnx.AttrString:
-			s += fmt.Sprintf(",%s=%s", a.Name, a.S)
-		case onnx.AttrInt:
-			s += fmt.Sprintf(",%s=%d", a.Name, a.I)
-		case onnx.AttrInts:
-			s += fmt.Sprintf(",%s=%v", a.Name, a.Ints)
-		case onnx.AttrFloat:
-			s += fmt.Sprintf(",%s=%g", a.Name, a.F)
-		case onnx.AttrFloats:
-			s += fmt.Sprintf(",%s=%v", a.Name, a.Floats)
-		case onnx.AttrStrings:
-			s += fmt.Sprintf(",%s=%q", a.Name, a.Strings)
-		}
-	}
-	return s
-}
-
 // TestConvTransposeMatchesOnnxruntime covers groups, strides, pads,
 // output_padding, dilations, every auto_pad, output_shape, 1-D to 3-D and
 // the bias.

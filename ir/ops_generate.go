@@ -111,11 +111,8 @@ func importOneHot(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		return nil, fmt.Errorf("indices are %s, want a number type", indices.DType)
 	}
 	r := len(indices.Shape) + 1
-	axis, err := attrInt(n, "axis", -1)
+	axis, err := attrAxis(n, -1, r)
 	if err != nil {
-		return nil, err
-	}
-	if axis, err = normAxis(axis, r); err != nil {
 		return nil, err
 	}
 	outShape := make(Shape, 0, r)
@@ -147,16 +144,7 @@ func importOneHot(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if idx, err = im.reshape(idx, spread); err != nil {
 		return nil, err
 	}
-	iotaShape := make(Shape, r)
-	for i := range iotaShape {
-		iotaShape[i] = 1
-	}
-	iotaShape[axis] = depth
-	iota := NewTensor(Int64, iotaShape)
-	for i := range depth {
-		iota.Int64s()[i] = int64(i)
-	}
-	hit, err := mathBinary(im, Equal, idx, im.constant(iota))
+	hit, err := mathBinary(im, Equal, idx, im.constant(iotaAlong(r, axis, depth)))
 	if err != nil {
 		return nil, err
 	}

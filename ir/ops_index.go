@@ -41,10 +41,7 @@ func importCompress(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	}
 	axis := 0
 	if n.Attr("axis") != nil {
-		if axis, err = attrInt(n, "axis", 0); err != nil {
-			return nil, err
-		}
-		if axis, err = normAxis(axis, len(x.Shape)); err != nil {
+		if axis, err = attrAxis(n, 0, len(x.Shape)); err != nil {
 			return nil, err
 		}
 	} else if x, err = im.reshape(x, Shape{x.Shape.Size()}); err != nil {
@@ -160,10 +157,7 @@ func importUnique(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	outer, items, inner := 1, x.Len(), 1
 	axis := -1
 	if n.Attr("axis") != nil {
-		if axis, err = attrInt(n, "axis", 0); err != nil {
-			return nil, err
-		}
-		if axis, err = normAxis(axis, len(x.shape)); err != nil {
+		if axis, err = attrAxis(n, 0, len(x.shape)); err != nil {
 			return nil, err
 		}
 		outer, items, inner = x.shape[:axis].Size(), x.shape[axis], x.shape[axis+1:].Size()
@@ -178,10 +172,7 @@ func importUnique(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		}
 		return 0
 	}
-	order := make([]int, items)
-	for i := range order {
-		order[i] = i
-	}
+	order := iotaInts(items)
 	// Stable: the first item of each run of equal ones is its first
 	// occurrence.
 	sort.SliceStable(order, func(a, b int) bool { return compareItems(order[a], order[b]) < 0 })

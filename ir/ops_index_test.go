@@ -14,45 +14,33 @@ func TestIndexOpsMatchOnnxruntime(t *testing.T) {
 	f := FromFloat32s(Shape{3, 4}, []float32{1, 0, 2, 0, 1, 0, 2, 0, -1, float32(math.NaN()), 0, 3})
 	noNaN := FromFloat32s(Shape{4, 3}, []float32{2, 1, 2, 0, 5, 0, 2, 1, 2, 0, 5, -1})
 	ints := FromInt64s(Shape{10}, []int64{4, -2, 4, 7, -2, 0, 9, 0, 4, 1})
-	type input struct {
-		name string
-		x    *Tensor
-	}
-	uniqueOut := map[string]onnx.DataType{"y": onnx.Float, "idx": onnx.Int64, "inv": onnx.Int64, "cnt": onnx.Int64}
 	for _, tc := range []struct {
 		name string
 		node *onnx.Node
-		in   []input
-		out  map[string]onnx.DataType
+		in   []namedTensor
 	}{
-		{"NonZero/float", node("NonZero", []string{"x"}, []string{"y"}), []input{{"x", f}}, map[string]onnx.DataType{"y": onnx.Int64}},
-		{"NonZero/int", node("NonZero", []string{"x"}, []string{"y"}), []input{{"x", ints}}, map[string]onnx.DataType{"y": onnx.Int64}},
-		{"NonZero/bool", node("NonZero", []string{"x"}, []string{"y"}), []input{{"x", FromBools(Shape{2, 1, 2}, []bool{false, true, true, true})}}, map[string]onnx.DataType{"y": onnx.Int64}},
+		{"NonZero/float", node("NonZero", []string{"x"}, []string{"y"}), []namedTensor{{"x", f}}},
+		{"NonZero/int", node("NonZero", []string{"x"}, []string{"y"}), []namedTensor{{"x", ints}}},
+		{"NonZero/bool", node("NonZero", []string{"x"}, []string{"y"}), []namedTensor{{"x", FromBools(Shape{2, 1, 2}, []bool{false, true, true, true})}}},
 		{"Compress/axis", node("Compress", []string{"x", "c"}, []string{"y"}, intAttr("axis", 1)),
-			[]input{{"x", f}, {"c", FromBools(Shape{3}, []bool{true, false, true})}}, map[string]onnx.DataType{"y": onnx.Float}},
+			[]namedTensor{{"x", f}, {"c", FromBools(Shape{3}, []bool{true, false, true})}}},
 		{"Compress/flat", node("Compress", []string{"x", "c"}, []string{"y"}),
-			[]input{{"x", ints}, {"c", FromBools(Shape{6}, []bool{false, true, true, false, false, true})}}, map[string]onnx.DataType{"y": onnx.Int64}},
+			[]namedTensor{{"x", ints}, {"c", FromBools(Shape{6}, []bool{false, true, true, false, false, true})}}},
 		{"Unique/sorted", node("Unique", []string{"x"}, []string{"y", "idx", "inv", "cnt"}),
-			[]input{{"x", ints}}, map[string]onnx.DataType{"y": onnx.Int64, "idx": onnx.Int64, "inv": onnx.Int64, "cnt": onnx.Int64}},
+			[]namedTensor{{"x", ints}}},
 		{"Unique/unsorted", node("Unique", []string{"x"}, []string{"y", "idx", "inv", "cnt"}, intAttr("sorted", 0)),
-			[]input{{"x", ints}}, map[string]onnx.DataType{"y": onnx.Int64, "idx": onnx.Int64, "inv": onnx.Int64, "cnt": onnx.Int64}},
-		{"Unique/axis0", node("Unique", []string{"x"}, []string{"y", "idx", "inv", "cnt"}, intAttr("axis", 0)), []input{{"x", noNaN}}, uniqueOut},
-		{"Unique/axis1/unsorted", node("Unique", []string{"x"}, []string{"y", "idx", "inv", "cnt"}, intAttr("axis", -1), intAttr("sorted", 0)), []input{{"x", noNaN}}, uniqueOut},
-		{"Unique/flat-float", node("Unique", []string{"x"}, []string{"y", "idx", "inv", "cnt"}), []input{{"x", noNaN}}, uniqueOut},
+			[]namedTensor{{"x", ints}}},
+		{"Unique/axis0", node("Unique", []string{"x"}, []string{"y", "idx", "inv", "cnt"}, intAttr("axis", 0)), []namedTensor{{"x", noNaN}}},
+		{"Unique/axis1/unsorted", node("Unique", []string{"x"}, []string{"y", "idx", "inv", "cnt"}, intAttr("axis", -1), intAttr("sorted", 0)), []namedTensor{{"x", noNaN}}},
+		{"Unique/flat-float", node("Unique", []string{"x"}, []string{"y", "idx", "inv", "cnt"}), []namedTensor{{"x", noNaN}}},
 		{"ReverseSequence/time0", node("ReverseSequence", []string{"x", "l"}, []string{"y"}),
-			[]input{{"x", noNaN}, {"l", FromInt64s(Shape{3}, []int64{4, 0, 2})}}, map[string]onnx.DataType{"y": onnx.Float}},
+			[]namedTensor{{"x", noNaN}, {"l", FromInt64s(Shape{3}, []int64{4, 0, 2})}}},
 		{"ReverseSequence/batch0", node("ReverseSequence", []string{"x", "l"}, []string{"y"}, intAttr("batch_axis", 0), intAttr("time_axis", 1)),
-			[]input{{"x", noNaN}, {"l", FromInt64s(Shape{4}, []int64{3, 1, 2, 0})}}, map[string]onnx.DataType{"y": onnx.Float}},
+			[]namedTensor{{"x", noNaN}, {"l", FromInt64s(Shape{4}, []int64{3, 1, 2, 0})}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			inputs := map[string]*Tensor{}
-			var infos []*onnx.ValueInfo
-			for _, in := range tc.in {
-				inputs[in.name] = in.x
-				infos = append(infos, declareInput(in.name, in.x))
-			}
-			m := ortModel(13, infos, []*onnx.Node{tc.node}, tc.out)
-			compareWithORT(t, m, inputs, 0)
+			infos, inputs := declareInputs(tc.in)
+			checkAgainstORT(t, buildModel(13, infos, nil, []*onnx.Node{tc.node}, tc.node.Outputs...), inputs, 0, 0)
 		})
 	}
 }
@@ -65,14 +53,7 @@ func TestUniqueNaN(t *testing.T) {
 		constNode(t, "x", FromFloat64s(Shape{5}, []float64{nan, 1, nan, -1, 1})),
 		node("Unique", []string{"x"}, []string{"y", "idx", "inv", "cnt"}),
 	}, "y", "idx", "inv", "cnt")
-	g, err := FromONNX(m, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := Interpret(g, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, _ := runModel(t, m, nil)
 	y := out["y"].Float64s()
 	if len(y) != 3 || y[0] != -1 || y[1] != 1 || !math.IsNaN(y[2]) {
 		t.Errorf("y = %v, want [-1 1 NaN]", y)
@@ -121,7 +102,7 @@ func TestCompressGradient(t *testing.T) {
 			constNode(t, "c", FromBools(Shape{3}, []bool{true, false, true})),
 			node("Compress", []string{"w", "c"}, []string{"y"}, intAttr("axis", 1)),
 		}, "y")
-	checkMovementGrad(t, m, map[string]*Tensor{})
+	checkImportedGrad(t, m, nil, 1e-6)
 }
 
 func TestReverseSequenceGradient(t *testing.T) {
@@ -155,10 +136,7 @@ func TestIndexOpErrors(t *testing.T) {
 		{"lens shape", buildModel(13, append(x, valueInfo("l", onnx.Int64, 3)), nil, []*onnx.Node{node("ReverseSequence", []string{"x", "l"}, []string{"y"})}, "y"),
 			"sequence_lens [3], want [2]"},
 	} {
-		_, err := FromONNX(tc.model, nil)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) { wantImportError(t, tc.model, nil, tc.want) })
 	}
 	_, err := EvalOp(&ReverseSequence{BatchAxis: 1}, NewTensor(Float32, Shape{3, 2}), FromInt64s(Shape{2}, []int64{1, 4}))
 	var ie *IndexError

@@ -85,14 +85,7 @@ func (im *importer) tile(x *Value, repeats []int) (*Value, error) {
 	for d, n := range x.Shape {
 		tiled[d] = n * repeats[d]
 	}
-	v, err := im.reshape(x, split)
-	if err != nil {
-		return nil, err
-	}
-	if v, err = im.emit1(&Expand{Shape: expanded}, v); err != nil {
-		return nil, err
-	}
-	return im.reshape(v, tiled)
+	return im.rearrange(x, split, &Expand{Shape: expanded}, tiled)
 }
 
 // blockAttr reads DepthToSpace's and SpaceToDepth's blocksize and checks
@@ -119,13 +112,14 @@ func blockAttr(n *onnx.Node, x *Value) (int, error) {
 	return b, nil
 }
 
-// rearrange is Reshape to split, Transpose by perm, Reshape to out.
-func (im *importer) rearrange(x *Value, split Shape, perm []int, out Shape) (*Value, error) {
+// rearrange is Reshape to split, op (a Transpose, an Expand), Reshape to
+// out.
+func (im *importer) rearrange(x *Value, split Shape, op Op, out Shape) (*Value, error) {
 	v, err := im.reshape(x, split)
 	if err != nil {
 		return nil, err
 	}
-	if v, err = im.emit1(&Transpose{Perm: perm}, v); err != nil {
+	if v, err = im.emit1(op, v); err != nil {
 		return nil, err
 	}
 	return im.reshape(v, out)
@@ -156,9 +150,9 @@ func importDepthToSpace(im *importer, n *onnx.Node, in []*Value) ([]*Value, erro
 	out := Shape{N, c, H * b, W * b}
 	switch mode {
 	case "DCR":
-		return one(im.rearrange(x, Shape{N, b, b, c, H, W}, []int{0, 3, 4, 1, 5, 2}, out))
+		return one(im.rearrange(x, Shape{N, b, b, c, H, W}, &Transpose{Perm: []int{0, 3, 4, 1, 5, 2}}, out))
 	case "CRD":
-		return one(im.rearrange(x, Shape{N, c, b, b, H, W}, []int{0, 1, 4, 2, 5, 3}, out))
+		return one(im.rearrange(x, Shape{N, c, b, b, H, W}, &Transpose{Perm: []int{0, 1, 4, 2, 5, 3}}, out))
 	}
 	return nil, fmt.Errorf("DepthToSpace mode %q, want DCR or CRD", mode)
 }
@@ -178,5 +172,5 @@ func importSpaceToDepth(im *importer, n *onnx.Node, in []*Value) ([]*Value, erro
 	if H%b != 0 || W%b != 0 {
 		return nil, fmt.Errorf("spatial size %d×%d does not split into blocks of %d×%d", H, W, b, b)
 	}
-	return one(im.rearrange(x, Shape{N, C, H / b, b, W / b, b}, []int{0, 3, 5, 1, 2, 4}, Shape{N, C * b * b, H / b, W / b}))
+	return one(im.rearrange(x, Shape{N, C, H / b, b, W / b, b}, &Transpose{Perm: []int{0, 3, 5, 1, 2, 4}}, Shape{N, C * b * b, H / b, W / b}))
 }

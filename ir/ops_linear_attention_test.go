@@ -149,23 +149,8 @@ func TestLinearAttention(t *testing.T) {
 	for _, c := range linearAttentionCases {
 		t.Run(c.name, func(t *testing.T) {
 			m := c.build(t)
-			g, err := m.graph()
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := Interpret(g, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			get := func(name string) *Tensor {
-				for _, it := range m.inits {
-					if it.Name == name {
-						x, _ := TensorFromONNX(it)
-						return x
-					}
-				}
-				return nil
-			}
+			g, res := m.run()
+			get := m.tensor
 			y, state := refLinearAttention(get("q"), get("k"), get("v"), get("past"), get("decay"), get("beta"), get("erase"), c.qHeads, c.kvHeads, float64(c.scale))
 			if d := Compare(res["Y"], y, 1e-12, 1e-12); !d.OK() {
 				t.Errorf("output: %v", d)
@@ -207,23 +192,14 @@ func TestCausalConvWithState(t *testing.T) {
 			}
 			m.add("CausalConvWithState", in, []string{"y", "state"}, stringAttr("activation", c.act))
 			m.outputs = []string{"y", "state"}
-			g, err := m.graph()
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := Interpret(g, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			x, _ := TensorFromONNX(m.inits[0])
-			w, _ := TensorFromONNX(m.inits[1])
+			g, res := m.run()
+			x, w := m.tensor("x"), m.tensor("w")
 			padded := func(n, ch, p int) float64 { // position p of [past, x]
 				if p >= c.kernel-1 {
 					return at(x, n, ch, p-(c.kernel-1))
 				}
 				if c.past {
-					past, _ := TensorFromONNX(m.inits[len(m.inits)-1])
-					return at(past, n, ch, p)
+					return at(m.tensor("past"), n, ch, p)
 				}
 				return 0
 			}
@@ -234,8 +210,7 @@ func TestCausalConvWithState(t *testing.T) {
 					for l := range length {
 						var s float64
 						if c.bias {
-							b, _ := TensorFromONNX(m.inits[2])
-							s = b.Float64At(h)
+							s = m.tensor("b").Float64At(h)
 						}
 						for j := range c.kernel {
 							s += at(w, h, 0, j) * padded(n, h, l+j)

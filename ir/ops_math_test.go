@@ -1,11 +1,11 @@
 package ir
 
 import (
-	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
@@ -270,71 +270,16 @@ func TestBitCast(t *testing.T) {
 	}
 }
 
-// checkMathGrad imports a one-node float64 model whose inputs are
-// initializers (so parameters), differentiates L = Σ W ⊙ y, and compares
-// every parameter's gradient with central differences.
+// checkMathGrad checks by checkImportedGrad the gradients of a one-node
+// model whose inputs are the initializers params (the float64 ones
+// parameters).
 func checkMathGrad(t *testing.T, opset int64, op *onnx.Node, params map[string]*Tensor) {
 	t.Helper()
-	names := make([]string, 0, len(params))
-	for name := range params {
-		names = append(names, name)
-	}
-	sort.Strings(names)
 	var inits []*onnx.Tensor
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(params)) {
 		inits = append(inits, initializer(t, name, params[name]))
 	}
-	probe, err := FromONNX(buildModel(opset, nil, inits, []*onnx.Node{op}, op.Outputs[0]), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	yt := probe.Outputs[0].Value.Type
-	w := NewTensor(Float64, yt.Shape)
-	for i := range w.Float64s() {
-		w.Float64s()[i] = 0.5 + math.Mod(float64(i)*0.377, 1)
-	}
-	nodes := []*onnx.Node{op, constNode(t, "w", w),
-		node("Mul", []string{op.Outputs[0], "w"}, []string{"wy"}),
-		node("ReduceSum", []string{"wy"}, []string{"L"}, intAttr("keepdims", 0))}
-	g, err := FromONNX(buildModel(opset, nil, inits, nodes, "L"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gg, err := Grad(g, "L", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Interpret(gg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	loss := func() float64 {
-		out, err := Interpret(g, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out["L"].Float64At(0)
-	}
-	const step = 1e-6
-	for _, p := range g.Params {
-		got := res[GradPrefix+p.Name]
-		if got == nil {
-			t.Fatalf("no gradient for %s", p.Name)
-		}
-		xs := p.Tensor.Float64s()
-		for i := range xs {
-			orig := xs[i]
-			xs[i] = orig + step
-			up := loss()
-			xs[i] = orig - step
-			down := loss()
-			xs[i] = orig
-			fd := (up - down) / (2 * step)
-			if a := got.Float64s()[i]; math.Abs(a-fd) > 1e-6*(1+math.Abs(fd)) {
-				t.Errorf("%s: d/d%s[%d]: autodiff %.10g, central difference %.10g", op.OpType, p.Name, i, a, fd)
-			}
-		}
-	}
+	checkImportedGrad(t, buildModel(opset, nil, inits, []*onnx.Node{op}, op.Outputs[0]), nil, 1e-6)
 }
 
 // awayFromPoints returns n values in [lo, hi) at least gap from every point.
@@ -386,14 +331,7 @@ func TestPReluChannelSlope(t *testing.T) {
 	slope := FromFloat32s(Shape{3}, []float32{0.1, 0.2, 0.3})
 	m := buildModel(6, []*onnx.ValueInfo{valueInfo("x", onnx.Float, 2, 3, 2)}, []*onnx.Tensor{initializer(t, "s", slope)},
 		[]*onnx.Node{node("PRelu", []string{"x", "s"}, []string{"y"})}, "y")
-	g, err := FromONNX(m, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Interpret(g, map[string]*Tensor{"x": x})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, _ := runModel(t, m, map[string]*Tensor{"x": x})
 	for i, v := range x.Float32s() {
 		want := v
 		if v < 0 {
@@ -412,9 +350,6 @@ func TestPReluChannelSlope(t *testing.T) {
 func TestMathImportErrors(t *testing.T) {
 	f := []*onnx.ValueInfo{valueInfo("x", onnx.Float, 2, 3), valueInfo("y", onnx.Float, 2, 3)}
 	ints := []*onnx.ValueInfo{valueInfo("x", onnx.Int32, 2, 3), valueInfo("y", onnx.Int32, 2, 3)}
-	strAttr := func(name, v string) *onnx.Attribute {
-		return &onnx.Attribute{Name: name, Type: onnx.AttrString, S: []byte(v)}
-	}
 	one := func(opset int64, in []*onnx.ValueInfo, n *onnx.Node) *onnx.Model {
 		return buildModel(opset, in, nil, []*onnx.Node{n}, "z")
 	}
@@ -426,8 +361,8 @@ func TestMathImportErrors(t *testing.T) {
 	}{
 		{"float Mod without fmod", one(13, f, node("Mod", []string{"x", "y"}, []string{"z"})), "want fmod=1 for float inputs", nil},
 		{"fmod=2", one(13, ints, node("Mod", []string{"x", "y"}, []string{"z"}, intAttr("fmod", 2))), "fmod=2, want 0 or 1", nil},
-		{"BitShift direction", one(11, ints, node("BitShift", []string{"x", "y"}, []string{"z"}, strAttr("direction", "UP"))), `direction "UP", want LEFT or RIGHT`, nil},
-		{"BitShift signed", one(11, ints, node("BitShift", []string{"x", "y"}, []string{"z"}, strAttr("direction", "LEFT"))), "want an unsigned integer type", nil},
+		{"BitShift direction", one(11, ints, node("BitShift", []string{"x", "y"}, []string{"z"}, stringAttr("direction", "UP"))), `direction "UP", want LEFT or RIGHT`, nil},
+		{"BitShift signed", one(11, ints, node("BitShift", []string{"x", "y"}, []string{"z"}, stringAttr("direction", "LEFT"))), "want an unsigned integer type", nil},
 		{"BitwiseAnd float", one(18, f, node("BitwiseAnd", []string{"x", "y"}, []string{"z"})), "want an integer type", nil},
 		{"BitwiseNot float", one(18, f, node("BitwiseNot", []string{"x"}, []string{"z"})), "want an integer type", nil},
 		{"BitCast width", one(26, f, node("BitCast", []string{"x"}, []string{"z"}, intAttr("to", int64(onnx.Int64)))), "the widths must match", nil},
@@ -440,13 +375,7 @@ func TestMathImportErrors(t *testing.T) {
 		{"Round of ints", one(22, ints, node("Round", []string{"x"}, []string{"z"})), "want a float type", nil},
 		{"Swish attribute type", one(24, f, node("Swish", []string{"x"}, []string{"z"}, intAttr("alpha", 2))), `attribute "alpha": type INT, want FLOAT`, nil},
 	} {
-		_, err := FromONNX(tc.model, nil)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.want)
-		}
-		if tc.is != nil && !errors.Is(err, tc.is) {
-			t.Errorf("%s: %v does not wrap %v", tc.name, err, tc.is)
-		}
+		t.Run(tc.name, func(t *testing.T) { wantImportError(t, tc.model, tc.is, tc.want) })
 	}
 }
 
@@ -458,14 +387,7 @@ func TestIsInfDetect(t *testing.T) {
 		for _, pos := range []int64{0, 1} {
 			m := buildModel(20, []*onnx.ValueInfo{valueInfo("x", onnx.Float, len(vals))}, nil,
 				[]*onnx.Node{node("IsInf", []string{"x"}, []string{"y"}, intAttr("detect_negative", neg), intAttr("detect_positive", pos))}, "y")
-			g, err := FromONNX(m, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := Interpret(g, map[string]*Tensor{"x": x})
-			if err != nil {
-				t.Fatal(err)
-			}
+			res, _ := runModel(t, m, map[string]*Tensor{"x": x})
 			for i, v := range vals {
 				want := (neg == 1 && math.IsInf(float64(v), -1)) || (pos == 1 && math.IsInf(float64(v), 1))
 				if got := res["y"].Bools()[i]; got != want {

@@ -94,7 +94,7 @@ func importMatMulNBits(im *importer, n *onnx.Node, in []*Value) ([]*Value, error
 	if err != nil {
 		return nil, err
 	}
-	bias := optionalValue(in, 5)
+	bias := optIn(in, 5)
 	if bias == nil {
 		return []*Value{y}, nil
 	}
@@ -181,7 +181,7 @@ func nbitsZeroPoints(im *importer, in []*Value, w nbitsWeight, dt DType) (func(s
 // it, even when it spells out the default k/block_size, so there is no
 // reference to match.
 func checkGIdx(in []*Value) error {
-	if optionalValue(in, 4) != nil {
+	if optIn(in, 4) != nil {
 		return fmt.Errorf("%w: MatMulNBits with the deprecated g_idx input", ErrNotSupported)
 	}
 	return nil

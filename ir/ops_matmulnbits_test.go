@@ -108,7 +108,7 @@ func makeNBits(t *testing.T, c nbitsCase, rng *rand.Rand) nbitsModel {
 		}
 	}
 	if c.bias {
-		bias := randomTensor(rng, Float32, Shape{c.n}, -1, 1)
+		bias := randTensor(rng, Float32, Shape{c.n}, -1, 1)
 		inputs[5] = "bias"
 		inits = append(inits, initializer(t, "bias", Convert(bias, c.dtype)))
 		m.bias = make([]float64, c.n)
@@ -121,7 +121,7 @@ func makeNBits(t *testing.T, c nbitsCase, rng *rand.Rand) nbitsModel {
 	}
 	nd := &onnx.Node{Name: "mm", OpType: "MatMulNBits", Domain: "com.microsoft", Inputs: inputs, Outputs: []string{"Y"},
 		Attributes: []*onnx.Attribute{intAttr("K", int64(c.k)), intAttr("N", int64(c.n)), intAttr("bits", int64(c.bits)), intAttr("block_size", int64(c.block))}}
-	m.a = randomTensor(rng, c.dtype, Shape{2, 3, c.k}, -1, 1)
+	m.a = randTensor(rng, c.dtype, Shape{2, 3, c.k}, -1, 1)
 	g := &onnx.Graph{Name: "nbits", Nodes: []*onnx.Node{nd}, Initializers: inits,
 		Inputs:  []*onnx.ValueInfo{valueInfo("A", c.dtype.ONNX(), 2, 3, c.k)},
 		Outputs: []*onnx.ValueInfo{valueInfo("Y", c.dtype.ONNX(), 2, 3, c.n)}}
@@ -208,14 +208,7 @@ func TestMatMulNBitsMatchesOnnxruntime(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			g, err := FromONNX(m.model, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := Interpret(g, map[string]*Tensor{"A": m.a})
-			if err != nil {
-				t.Fatal(err)
-			}
+			out, _ := runModel(t, m.model, map[string]*Tensor{"A": m.a})
 			got := out["Y"]
 			if !got.Shape().Equal(want.Shape()) {
 				t.Fatalf("shape %v, onnxruntime %v", got.Shape(), want.Shape())
@@ -246,7 +239,7 @@ func TestMatMulNBitsTrainsTheBias(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	targets := randomTensor(rng, Float32, Shape{2, 3, 5}, -1, 1)
+	targets := randTensor(rng, Float32, Shape{2, 3, 5}, -1, 1)
 	res, err := Interpret(tg, map[string]*Tensor{"A": m.a, TargetsInput: targets})
 	if err != nil {
 		t.Fatal(err)

@@ -514,9 +514,9 @@ func maxFiniteOf(dt DType) float64 {
 	return math.MaxFloat32
 }
 
-// floatsAttr reads a FLOATS attribute or a 1-D float TENSOR attribute (the
+// attrFloats reads a FLOATS attribute or a 1-D float TENSOR attribute (the
 // form TreeEnsemble uses) as float64s; nil when absent.
-func floatsAttr(n *onnx.Node, name string) ([]float64, error) {
+func attrFloats(n *onnx.Node, name string) ([]float64, error) {
 	a := n.Attr(name)
 	if a == nil {
 		return nil, nil
@@ -571,7 +571,7 @@ func importTreeEnsemble(im *importer, n *onnx.Node, in []*Value) ([]*Value, erro
 		name string
 		dst  *[]float64
 	}{{"nodes_splits", &splits}, {"nodes_modes", &modes}, {"leaf_weights", &weights}, {"membership_values", &members}} {
-		if *a.dst, err = floatsAttr(n, a.name); err != nil {
+		if *a.dst, err = attrFloats(n, a.name); err != nil {
 			return nil, err
 		}
 	}

@@ -16,17 +16,13 @@ func mlModel(inputs []*onnx.ValueInfo, n *onnx.Node, outputs ...string) *onnx.Mo
 	return m
 }
 
-func floatsAttr32(name string, v ...float32) *onnx.Attribute {
-	return &onnx.Attribute{Name: name, Type: onnx.AttrFloats, Floats: v}
-}
-
 // TestLabelEncoder: float keys (NaN matching NaN) to strings, with the
 // default for unknown keys; the string output makes the input a value
 // input.
 func TestLabelEncoder(t *testing.T) {
 	nan := float32(math.NaN())
 	m := mlModel([]*onnx.ValueInfo{valueInfo("x", onnx.Float, 5)},
-		node("LabelEncoder", []string{"x"}, []string{"y"}, floatsAttr32("keys_floats", 1.5, nan, -2), stringsAttr("values_strings", "one", "nan", "minus"),
+		node("LabelEncoder", []string{"x"}, []string{"y"}, floatsAttr("keys_floats", 1.5, nan, -2), stringsAttr("values_strings", "one", "nan", "minus"),
 			stringAttr("default_string", "?")), "y")
 	model, err := NewModel(m)
 	if err != nil {
@@ -42,7 +38,7 @@ func TestLabelEncoder(t *testing.T) {
 	}
 	// int64 to float at run time, default -0.0.
 	m = mlModel([]*onnx.ValueInfo{valueInfo("x", onnx.Int64, 3)},
-		node("LabelEncoder", []string{"x"}, []string{"y"}, intsAttr("keys_int64s", 7, 8), floatsAttr32("values_floats", 0.5, 0.25)), "y")
+		node("LabelEncoder", []string{"x"}, []string{"y"}, intsAttr("keys_int64s", 7, 8), floatsAttr("values_floats", 0.5, 0.25)), "y")
 	res, g := interpretComposite(t, m, Bindings{Shapes: map[string]Shape{"x": {3}}}, map[string]*Tensor{"x": IntsTensor(8, 9, 7)})
 	if len(g.Nodes) != 1 {
 		t.Errorf("a numeric LabelEncoder runs at run time:\n%v", g)
@@ -126,7 +122,7 @@ func TestTreeEnsemble(t *testing.T) {
 func TestBinarizerAndArrayFeatureExtractor(t *testing.T) {
 	x := floats(-1, 0.5, 0.6, float32(math.NaN()))
 	res, _ := interpretComposite(t, mlModel([]*onnx.ValueInfo{valueInfo("x", onnx.Float, 4)},
-		node("Binarizer", []string{"x"}, []string{"y"}, &onnx.Attribute{Name: "threshold", Type: onnx.AttrFloat, F: 0.5}), "y"),
+		node("Binarizer", []string{"x"}, []string{"y"}, floatAttr("threshold", 0.5)), "y"),
 		Bindings{Shapes: map[string]Shape{"x": {4}}}, map[string]*Tensor{"x": x})
 	if got := res[0].Tensor.Float32s(); !slices.Equal(got, []float32{0, 0, 1, 0}) {
 		t.Errorf("Binarizer %v, want [0 0 1 0]", got)

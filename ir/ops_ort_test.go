@@ -3,7 +3,6 @@ package ir
 import (
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
 
 	"github.com/dstune/dstune/internal/ort"
@@ -23,65 +22,16 @@ type ortCase struct {
 	inits  []namedTensor // constant operands (axes), as initializers
 }
 
-// runAgainstORT imports and interprets the one-node model and compares
-// every output with onnxruntime's (floats to 1e-6 relative, the rest
-// exactly).
+// runAgainstORT compares the one-node model with onnxruntime (floats to
+// 1e-6 relative, the rest exactly).
 func runAgainstORT(t *testing.T, c ortCase) {
 	t.Helper()
-	var infos []*onnx.ValueInfo
-	feeds := map[string]*onnx.Tensor{}
-	inputs := map[string]*Tensor{}
-	for _, in := range c.inputs {
-		dims := make([]any, len(in.t.Shape()))
-		for i, d := range in.t.Shape() {
-			dims[i] = d
-		}
-		infos = append(infos, valueInfo(in.name, in.t.DType().ONNX(), dims...))
-		ot, err := TensorToONNX(in.name, in.t)
-		if err != nil {
-			t.Fatal(err)
-		}
-		feeds[in.name] = ot
-		inputs[in.name] = in.t
-	}
+	infos, feeds := declareInputs(c.inputs)
 	var inits []*onnx.Tensor
 	for _, in := range c.inits {
 		inits = append(inits, initializer(t, in.name, in.t))
 	}
-	m := buildModel(c.opset, infos, inits, []*onnx.Node{c.node}, c.node.Outputs...)
-	path := filepath.Join(t.TempDir(), "model.onnx")
-	if err := onnx.WriteFile(path, m, onnx.WriteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	want, err := ort.Run(path, feeds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := FromONNX(m, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := Interpret(g, inputs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range c.node.Outputs {
-		w, err := TensorFromONNX(want[name])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d := Compare(got[name], w, 1e-6, 0); !d.OK() {
-			t.Errorf("%s: output %s: %v\ngot  %v\nwant %v", c.name, name, d, values(got[name]), values(w))
-		}
-	}
-}
-
-func values(t *Tensor) []float64 {
-	out := make([]float64, t.Len())
-	for i := range out {
-		out[i] = t.Float64At(i)
-	}
-	return out
+	checkAgainstORT(t, buildModel(c.opset, infos, inits, []*onnx.Node{c.node}, c.node.Outputs...), feeds, 1e-6, 0)
 }
 
 func f32s(shape Shape, v ...float32) *Tensor { return FromFloat32s(shape, v) }

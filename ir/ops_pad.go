@@ -197,7 +197,7 @@ func (op *Pad) Eval(in, out []*Tensor) error {
 		copy(y.data, x.data)
 		return nil
 	}
-	v := optionalTensor(in, 1)
+	v := optIn(in, 1)
 	tables := op.padTables(x.shape)
 	last := len(x.shape) - 1
 	lead := max(op.Pads[last], 0)
@@ -272,10 +272,7 @@ func (op *Pad) gradRule(d *differ, c *gradCtx) error {
 	}
 	if c.needs(1) && len(dy.Shape) > 0 {
 		all := func(v *Value) *Value {
-			axes := make([]int, len(v.Shape))
-			for i := range axes {
-				axes[i] = i
-			}
+			axes := iotaInts(len(v.Shape))
 			return d.emit1(&Reduce{Fn: ReduceSum, Axes: axes}, v)
 		}
 		c.add(1, d.binary(Sub, all(dy), all(cropped)))
@@ -367,10 +364,7 @@ func parsePadMode(name string, opset int) (PadMode, error) {
 // rank axes, in Pad's begins-then-ends layout.
 func padsForAxes(pads, axes []int, rank int) ([]int, error) {
 	if axes == nil {
-		axes = make([]int, rank)
-		for i := range axes {
-			axes[i] = i
-		}
+		axes = iotaInts(rank)
 	}
 	if len(pads) != 2*len(axes) {
 		return nil, fmt.Errorf("%d pads for %d axes, want %d", len(pads), len(axes), 2*len(axes))
@@ -512,10 +506,7 @@ func importCenterCropPad(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 		return nil, err
 	}
 	if !given {
-		axes = make([]int, r)
-		for i := range axes {
-			axes[i] = i
-		}
+		axes = iotaInts(r)
 	}
 	if len(target) != len(axes) {
 		return nil, fmt.Errorf("shape has %d elements for %d axes", len(target), len(axes))

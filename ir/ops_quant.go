@@ -40,6 +40,19 @@ type quantLayout struct {
 	axis, block int
 }
 
+// quantAttrs reads the axis and block_size attributes of QuantizeLinear
+// and DequantizeLinear and resolves the layout they give x and scale.
+func quantAttrs(n *onnx.Node, x, scale Shape) (axis, block int, layout quantLayout, err error) {
+	if axis, err = attrInt(n, "axis", 1); err != nil {
+		return
+	}
+	if block, err = attrInt(n, "block_size", 0); err != nil {
+		return
+	}
+	layout, err = resolveQuantLayout(x, scale, axis, block)
+	return
+}
+
 // resolveQuantLayout decides the granularity from the scale's shape, as
 // QuantizeLinear and DequantizeLinear define it; axis and block are the
 // node's attributes.
@@ -265,7 +278,7 @@ func roundToFloat(dt DType, v float64) float64 {
 }
 
 func (op *QuantizeLinear) Eval(in, out []*Tensor) error {
-	x, scale, zp, y := Convert(in[0], Float64).Float64s(), in[1], optionalTensor(in, 2), out[0]
+	x, scale, zp, y := Convert(in[0], Float64).Float64s(), in[1], optIn(in, 2), out[0]
 	layout, err := resolveQuantLayout(y.shape, scale.shape, op.Axis, op.BlockSize)
 	if err != nil {
 		return err
@@ -301,11 +314,7 @@ func importQuantizeLinear(im *importer, n *onnx.Node, in []*Value) ([]*Value, er
 	if err := wantIn(in, 2, 3); err != nil {
 		return nil, err
 	}
-	x, scale := in[0], in[1]
-	var zp *Value
-	if len(in) > 2 {
-		zp = in[2]
-	}
+	x, scale, zp := in[0], in[1], optIn(in, 2)
 	switch x.DType {
 	case Float32, Float16, BFloat16, Int32:
 	default:
@@ -347,15 +356,8 @@ func importQuantizeLinear(im *importer, n *onnx.Node, in []*Value) ([]*Value, er
 	if err != nil {
 		return nil, err
 	}
-	axis, err := attrInt(n, "axis", 1)
+	axis, block, _, err := quantAttrs(n, x.Shape, scale.Shape)
 	if err != nil {
-		return nil, err
-	}
-	block, err := attrInt(n, "block_size", 0)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := resolveQuantLayout(x.Shape, scale.Shape, axis, block); err != nil {
 		return nil, err
 	}
 	if zp != nil {
@@ -378,11 +380,7 @@ func importDequantizeLinear(im *importer, n *onnx.Node, in []*Value) ([]*Value, 
 	if err := wantIn(in, 2, 3); err != nil {
 		return nil, err
 	}
-	x, scale := in[0], in[1]
-	var zp *Value
-	if len(in) > 2 {
-		zp = in[2]
-	}
+	x, scale, zp := in[0], in[1], optIn(in, 2)
 	if !isQuantizedType(x.DType) && x.DType != Int32 {
 		return nil, fmt.Errorf("input x is %s, want int8, uint8, int16, uint16, int32, int4, uint4, int2, uint2, a float8 type or float4e2m1", x.DType)
 	}
@@ -399,15 +397,7 @@ func importDequantizeLinear(im *importer, n *onnx.Node, in []*Value) ([]*Value, 
 	if !isScaleType(to) {
 		return nil, fmt.Errorf("output type %s (from output_dtype or x_scale), want float32, float16 or bfloat16", to)
 	}
-	axis, err := attrInt(n, "axis", 1)
-	if err != nil {
-		return nil, err
-	}
-	block, err := attrInt(n, "block_size", 0)
-	if err != nil {
-		return nil, err
-	}
-	layout, err := resolveQuantLayout(x.Shape, scale.Shape, axis, block)
+	_, _, layout, err := quantAttrs(n, x.Shape, scale.Shape)
 	if err != nil {
 		return nil, err
 	}
@@ -588,13 +578,7 @@ func importMatMulInteger(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 	if !isInt8OrUint8(a.DType) || !isInt8OrUint8(b.DType) {
 		return nil, fmt.Errorf("inputs are %s and %s, want int8 or uint8", a.DType, b.DType)
 	}
-	var azp, bzp *Value
-	if len(in) > 2 {
-		azp = in[2]
-	}
-	if len(in) > 3 {
-		bzp = in[3]
-	}
+	azp, bzp := optIn(in, 2), optIn(in, 3)
 	as, bs := Shape(nil), Shape(nil)
 	var err error
 	if azp != nil {
@@ -624,7 +608,7 @@ func importConvInteger(im *importer, n *onnx.Node, in []*Value) ([]*Value, error
 	if err := wantIn(in, 2, 4); err != nil {
 		return nil, err
 	}
-	acc, err := im.integerConv(n, in[0], in[1], optionalValue(in, 2), optionalValue(in, 3), nil)
+	acc, err := im.integerConv(n, in[0], in[1], optIn(in, 2), optIn(in, 3), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -808,7 +792,7 @@ func importQLinearConv(im *importer, n *onnx.Node, in []*Value) ([]*Value, error
 	if xScale.Shape.Size() != 1 {
 		return nil, fmt.Errorf("x_scale %v, want a scalar", xScale.Shape)
 	}
-	acc, err := im.integerConv(n, x, w, in[2], in[5], optionalValue(in, 8))
+	acc, err := im.integerConv(n, x, w, in[2], in[5], optIn(in, 8))
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,7 @@
 package ir
 
 import (
-	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
 
 	"github.com/dstune/dstune/internal/ort"
@@ -35,18 +33,7 @@ func (c quantORTCase) model(t *testing.T) *onnx.Model {
 	for _, k := range c.constants {
 		inits = append(inits, initializer(t, k.name, k.t))
 	}
-	var infos []*onnx.ValueInfo
-	for _, in := range c.inputs {
-		dims := make([]any, len(in.t.Shape()))
-		for i, d := range in.t.Shape() {
-			dims[i] = d
-		}
-		infos = append(infos, valueInfo(in.name, in.t.DType().ONNX(), dims...))
-	}
-	if len(infos) == 0 {
-		// The onnxruntime bridge needs an input to feed.
-		infos = append(infos, valueInfo("unused", onnx.Float, 1))
-	}
+	infos, _ := declareInputs(c.inputs)
 	m := buildModel(c.opset, infos, inits, append([]*onnx.Node{c.node}, c.extra...), c.outputNames()...)
 	if c.node.Domain != "" {
 		m.OpsetImports = append(m.OpsetImports, onnx.OpsetID{Domain: c.node.Domain, Version: 1})
@@ -68,8 +55,8 @@ func (c quantORTCase) outputNames() []string {
 func TestQuantSignalMatchOnnxruntime(t *testing.T) {
 	ort.Need(t)
 	rng := rand.New(rand.NewPCG(41, 42))
-	f32 := func(shape Shape, lo, hi float64) *Tensor { return randomTensor(rng, Float32, shape, lo, hi) }
-	typed := func(dt DType, shape Shape, lo, hi float64) *Tensor { return randomTensor(rng, dt, shape, lo, hi) }
+	f32 := func(shape Shape, lo, hi float64) *Tensor { return randTensor(rng, Float32, shape, lo, hi) }
+	typed := func(dt DType, shape Shape, lo, hi float64) *Tensor { return randTensor(rng, dt, shape, lo, hi) }
 	scalar := func(dt DType, v float64) *Tensor {
 		x := NewTensor(dt, nil)
 		storeFloat(x, 0, v, true, RoundUp)
@@ -169,53 +156,8 @@ func TestQuantSignalMatchOnnxruntime(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			m := c.model(t)
-			path := filepath.Join(t.TempDir(), "m.onnx")
-			if err := onnx.WriteFile(path, m, onnx.WriteOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			feed := map[string]*onnx.Tensor{}
-			ours := map[string]*Tensor{}
-			for _, in := range c.inputs {
-				ot, err := TensorToONNX(in.name, in.t)
-				if err != nil {
-					t.Fatal(err)
-				}
-				feed[in.name], ours[in.name] = ot, in.t
-			}
-			if len(c.inputs) == 0 {
-				feed["unused"], _ = onnx.FromFloat32s("unused", []int64{1}, []float32{0})
-				ours["unused"] = FromFloat32s(Shape{1}, []float32{0})
-			}
-			res, err := ort.Run(path, feed)
-			if err != nil {
-				t.Fatal(err)
-			}
-			g, err := FromONNX(m, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := Interpret(g, ours)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, name := range c.outputNames() {
-				want, err := TensorFromONNX(res[name])
-				if err != nil {
-					t.Fatal(err)
-				}
-				y := got[name]
-				if y.DType() != want.DType() || !y.Shape().Equal(want.Shape()) {
-					t.Fatalf("output %s is %v, onnxruntime's %v", name, y, want)
-				}
-				for i := range y.Len() {
-					g, w := y.Float64At(i), want.Float64At(i)
-					if y.DType().IsFloat() && math.Abs(g-w) <= c.tol*(1+math.Abs(w)) || g == w {
-						continue
-					}
-					t.Fatalf("output %s[%d] = %v, onnxruntime %s gives %v", name, i, g, ort.Version(), w)
-				}
-			}
+			_, feeds := declareInputs(c.inputs)
+			checkAgainstORT(t, c.model(t), feeds, c.tol, c.tol)
 		})
 	}
 }

@@ -2,7 +2,6 @@ package ir
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -10,91 +9,6 @@ import (
 
 	"github.com/dstune/dstune/onnx"
 )
-
-// namedTensor is one graph input of a test model and its value.
-type namedTensor struct {
-	name string
-	t    *Tensor
-}
-
-// runNodeModel imports a model of the given nodes over the inputs (the
-// graph inputs import needs as values bound as values, the rest fed at run
-// time, as the conformance runner does) and interprets it. Errors of
-// import and of running are returned.
-func runNodeModel(t *testing.T, opset int64, nodes []*onnx.Node, outputs []string, inputs ...namedTensor) ([]*Tensor, error) {
-	t.Helper()
-	var infos []*onnx.ValueInfo
-	for _, in := range inputs {
-		dims := make([]any, len(in.t.Shape()))
-		for i, d := range in.t.Shape() {
-			dims[i] = d
-		}
-		infos = append(infos, valueInfo(in.name, in.t.DType().ONNX(), dims...))
-	}
-	model, err := NewModel(buildModel(opset, infos, nil, nodes, outputs...))
-	if err != nil {
-		return nil, err
-	}
-	static := map[string]bool{}
-	for _, name := range model.ValueInputs() {
-		static[name] = true
-	}
-	b := Bindings{Shapes: map[string]Shape{}, Values: map[string]*Tensor{}}
-	feed := map[string]*Tensor{}
-	for _, in := range inputs {
-		if static[in.name] {
-			b.Values[in.name] = in.t
-		} else {
-			b.Shapes[in.name] = in.t.Shape()
-			feed[in.name] = in.t
-		}
-	}
-	g, err := model.Specialize(b)
-	if err != nil {
-		return nil, err
-	}
-	res, err := Interpret(g, feed)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*Tensor, len(outputs))
-	for i, name := range outputs {
-		out[i] = res[name]
-	}
-	return out, nil
-}
-
-// runNode runs one node whose inputs are named in0, in1, ... (nil: an
-// omitted optional input) and whose outputs are out0, out1, ...
-func runNode(t *testing.T, opset int64, op string, nOut int, attrs []*onnx.Attribute, inputs ...*Tensor) ([]*Tensor, error) {
-	t.Helper()
-	var names []string
-	var named []namedTensor
-	for i, x := range inputs {
-		if x == nil {
-			names = append(names, "")
-			continue
-		}
-		name := fmt.Sprintf("in%d", i)
-		names = append(names, name)
-		named = append(named, namedTensor{name, x})
-	}
-	var outs []string
-	for i := range nOut {
-		outs = append(outs, fmt.Sprintf("out%d", i))
-	}
-	return runNodeModel(t, opset, []*onnx.Node{node(op, names, outs, attrs...)}, outs, named...)
-}
-
-func randomTensor(rng *rand.Rand, dt DType, shape Shape, lo, hi float64) *Tensor {
-	f := NewTensor(Float64, shape)
-	for i := range f.Float64s() {
-		f.Float64s()[i] = lo + (hi-lo)*rng.Float64()
-	}
-	out := NewTensor(dt, shape)
-	convertInto(out, f, true, RoundUp)
-	return out
-}
 
 // unravel and ravel convert between flat indices and positions.
 func unravel(i int, s Shape) []int {
@@ -165,10 +79,10 @@ func TestQuantizeLinearLayouts(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			x := randomTensor(rng, Float32, c.x, -40, 40)
-			scale := randomTensor(rng, Float32, c.scale, 0.5, 4)
+			x := randTensor(rng, Float32, c.x, -40, 40)
+			scale := randTensor(rng, Float32, c.scale, 0.5, 4)
 			lo, hi := intRange(c.to)
-			zp := randomTensor(rng, c.to, c.scale, lo, hi+1)
+			zp := randTensor(rng, c.to, c.scale, lo, hi+1)
 			attrs := []*onnx.Attribute{intAttr("axis", int64(c.axis)), intAttr("block_size", int64(c.block))}
 			axis, _ := normAxis(c.axis, len(c.x))
 			for _, withZP := range []bool{true, false} {
@@ -299,9 +213,9 @@ func TestDequantizeLinearLayouts(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			lo, hi := intRange(c.from)
 			lo, hi = math.Max(lo, -1000), math.Min(hi, 1000)
-			x := randomTensor(rng, c.from, c.x, lo, hi+1)
-			zp := randomTensor(rng, c.from, c.scale, lo, hi+1)
-			scale := randomTensor(rng, c.scaleType, c.scale, 0.01, 2)
+			x := randTensor(rng, c.from, c.x, lo, hi+1)
+			zp := randTensor(rng, c.from, c.scale, lo, hi+1)
+			scale := randTensor(rng, c.scaleType, c.scale, 0.01, 2)
 			attrs := []*onnx.Attribute{intAttr("axis", int64(c.axis)), intAttr("block_size", int64(c.block))}
 			axis, _ := normAxis(c.axis, len(c.x))
 			for _, to := range []DType{InvalidDType, Float32, Float16} {
@@ -358,8 +272,8 @@ func TestDequantizeLinearE8M0Scale(t *testing.T) {
 // lands within half a scale step of x where x is in range.
 func TestQuantizeDequantizeRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	x := randomTensor(rng, Float32, Shape{4, 9}, -3, 3)
-	scale := randomTensor(rng, Float32, Shape{4, 3}, 0.03, 0.05)
+	x := randTensor(rng, Float32, Shape{4, 9}, -3, 3)
+	scale := randTensor(rng, Float32, Shape{4, 3}, 0.03, 0.05)
 	zp := NewTensor(Int8, Shape{4, 3})
 	attrs := []*onnx.Attribute{intAttr("axis", 1), intAttr("block_size", 3)}
 	nodes := []*onnx.Node{
@@ -384,9 +298,9 @@ func TestQuantizeDequantizeRoundTrip(t *testing.T) {
 // one, dL/ds_b = 2/N Σ_{i in block b} (y_i - t_i)(x_i - z_b).
 func TestDequantizeLinearScaleGradient(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
-	x := randomTensor(rng, Int8, Shape{2, 7}, -100, 100)
-	zp := randomTensor(rng, Int8, Shape{2, 3}, -5, 5)
-	scale := randomTensor(rng, Float32, Shape{2, 3}, 0.01, 0.1)
+	x := randTensor(rng, Int8, Shape{2, 7}, -100, 100)
+	zp := randTensor(rng, Int8, Shape{2, 3}, -5, 5)
+	scale := randTensor(rng, Float32, Shape{2, 3}, 0.01, 0.1)
 	m := buildModel(21, nil, []*onnx.Tensor{initializer(t, "x", x), initializer(t, "s", scale), initializer(t, "z", zp)},
 		[]*onnx.Node{node("DequantizeLinear", []string{"x", "s", "z"}, []string{"y"}, intAttr("axis", 1), intAttr("block_size", 3))}, "y")
 	g, err := FromONNX(m, nil)
@@ -398,7 +312,7 @@ func TestDequantizeLinearScaleGradient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	targets := randomTensor(rng, Float32, Shape{2, 7}, -1, 1)
+	targets := randTensor(rng, Float32, Shape{2, 7}, -1, 1)
 	res, err := Interpret(tg, map[string]*Tensor{TargetsInput: targets})
 	if err != nil {
 		t.Fatal(err)
@@ -427,7 +341,7 @@ func TestDynamicQuantizeLinear(t *testing.T) {
 		name   string
 		lo, hi float64
 	}{{"mixed", -3, 2}, {"positive", 1, 4}, {"negative", -4, -1}, {"zero", 0, 0}} {
-		x := randomTensor(rng, Float32, Shape{3, 5}, c.lo, c.hi)
+		x := randTensor(rng, Float32, Shape{3, 5}, c.lo, c.hi)
 		got, err := runNode(t, 11, "DynamicQuantizeLinear", 3, nil, x)
 		if err != nil {
 			t.Fatal(err)
@@ -464,10 +378,10 @@ func TestDynamicQuantizeLinear(t *testing.T) {
 // ones of B.
 func TestMatMulIntegerZeroPoints(t *testing.T) {
 	rng := rand.New(rand.NewPCG(13, 14))
-	a := randomTensor(rng, Uint8, Shape{3, 4}, 0, 256)
-	b := randomTensor(rng, Int8, Shape{4, 2}, -128, 128)
-	azp := randomTensor(rng, Uint8, Shape{3}, 0, 256)
-	bzp := randomTensor(rng, Int8, Shape{2}, -128, 128)
+	a := randTensor(rng, Uint8, Shape{3, 4}, 0, 256)
+	b := randTensor(rng, Int8, Shape{4, 2}, -128, 128)
+	azp := randTensor(rng, Uint8, Shape{3}, 0, 256)
+	bzp := randTensor(rng, Int8, Shape{2}, -128, 128)
 	got, err := runNode(t, 10, "MatMulInteger", 1, nil, a, b, azp, bzp)
 	if err != nil {
 		t.Fatal(err)
@@ -493,12 +407,12 @@ func TestMatMulIntegerZeroPoints(t *testing.T) {
 // scales' product in float32.
 func TestQLinearMatMulPerRowColumn(t *testing.T) {
 	rng := rand.New(rand.NewPCG(15, 16))
-	a := randomTensor(rng, Int8, Shape{2, 3, 5}, -128, 128)
-	b := randomTensor(rng, Int8, Shape{5, 4}, -128, 128)
-	as := randomTensor(rng, Float32, Shape{3}, 0.005, 0.02)
-	azp := randomTensor(rng, Int8, Shape{3}, -10, 10)
-	bs := randomTensor(rng, Float32, Shape{4}, 0.005, 0.02)
-	bzp := randomTensor(rng, Int8, Shape{4}, -10, 10)
+	a := randTensor(rng, Int8, Shape{2, 3, 5}, -128, 128)
+	b := randTensor(rng, Int8, Shape{5, 4}, -128, 128)
+	as := randTensor(rng, Float32, Shape{3}, 0.005, 0.02)
+	azp := randTensor(rng, Int8, Shape{3}, -10, 10)
+	bs := randTensor(rng, Float32, Shape{4}, 0.005, 0.02)
+	bzp := randTensor(rng, Int8, Shape{4}, -10, 10)
 	ys := ScalarFloat32(0.02)
 	yzp := NewTensor(Int8, nil)
 	yzp.Int8s()[0] = 3
@@ -527,12 +441,12 @@ func TestQLinearMatMulPerRowColumn(t *testing.T) {
 // points, a bias, stride 2 and padding, against a direct convolution.
 func TestQLinearConvPerChannel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 18))
-	x := randomTensor(rng, Uint8, Shape{1, 2, 5, 5}, 0, 256)
-	w := randomTensor(rng, Uint8, Shape{3, 2, 3, 3}, 0, 256)
+	x := randTensor(rng, Uint8, Shape{1, 2, 5, 5}, 0, 256)
+	w := randTensor(rng, Uint8, Shape{3, 2, 3, 3}, 0, 256)
 	xs, xzp := ScalarFloat32(0.01), NewTensor(Uint8, nil)
 	xzp.Bytes()[0] = 120
-	ws := randomTensor(rng, Float32, Shape{3}, 0.002, 0.01)
-	wzp := randomTensor(rng, Uint8, Shape{3}, 100, 150)
+	ws := randTensor(rng, Float32, Shape{3}, 0.002, 0.01)
+	wzp := randTensor(rng, Uint8, Shape{3}, 100, 150)
 	ys, yzp := ScalarFloat32(0.05), NewTensor(Uint8, nil)
 	yzp.Bytes()[0] = 128
 	bias := FromInt32s(Shape{3}, []int32{-500, 0, 700})

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 
 	"github.com/dstune/dstune/onnx"
 )
@@ -24,7 +23,7 @@ func init() {
 		"ReduceLogSumExp": importComposedReduce(reduceLogSumExp),
 		"ArgMax":          importArgReduce(ReduceMax),
 		"ArgMin":          importArgReduce(ReduceMin),
-		"CumProd":         importCumProd,
+		"CumProd":         importCumulative(true),
 		"Hardmax":         importHardmax,
 		"LpNormalization": importLpNormalization,
 	} {
@@ -33,48 +32,6 @@ func init() {
 	for _, name := range []string{"ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "CumProd"} {
 		registerStaticOperands("", name, 1)
 	}
-}
-
-// reductionAxes reads a composedReduction's axes (the attribute before opset
-// inputSince, the optional input 1 from it), keepdims and
-// noop_with_empty_axes, and returns the axes sorted, distinct and
-// non-negative. Absent or empty axes mean every axis, unless
-// noop_with_empty_axes is set: then none, and the composedReduction is only its
-// element-wise part (ONNX's reference applies it, e.g. ReduceSumSquare
-// gives x²).
-func (im *importer) reductionAxes(n *onnx.Node, in []*Value, inputSince int) (axes []int, keep bool, err error) {
-	x := in[0]
-	given, _, err := im.axesOperand(n, in, inputSince)
-	if err != nil {
-		return nil, false, err
-	}
-	k, err := attrInt(n, "keepdims", 1)
-	if err != nil {
-		return nil, false, err
-	}
-	noop, err := attrInt(n, "noop_with_empty_axes", 0)
-	if err != nil {
-		return nil, false, err
-	}
-	if len(given) == 0 {
-		if noop != 0 {
-			return nil, k != 0, nil
-		}
-		for d := range x.Shape {
-			given = append(given, d)
-		}
-	}
-	for _, a := range given {
-		a, err := normAxis(a, len(x.Shape))
-		if err != nil {
-			return nil, false, err
-		}
-		if !slices.Contains(axes, a) {
-			axes = append(axes, a)
-		}
-	}
-	sort.Ints(axes)
-	return axes, k != 0, nil
 }
 
 // composedReduction is one of the composed reductions: what it is called and how
@@ -223,6 +180,34 @@ func (d *differ) reduceExtremeRule(c *gradCtx, op *Reduce) {
 	c.add(0, d.emit1(&Where{}, hit, share, d.scalar(x.DType, 0)))
 }
 
+// reduceProdRule is the gradient of ReduceProd: each element's is dy times
+// the product of the other elements of its lane, the exclusive running
+// products from both ends multiplied, so zeros need no division. The
+// reduced axes are moved last and flattened into one lane axis first.
+func (d *differ) reduceProdRule(c *gradCtx, op *Reduce) {
+	x, dy := c.in(0), c.dy[0]
+	var perm []int
+	var rest Shape
+	for a := range x.Shape {
+		if !slices.Contains(op.Axes, a) {
+			perm = append(perm, a)
+			rest = append(rest, x.Shape[a])
+		}
+	}
+	lane := 1
+	for _, a := range op.Axes {
+		perm = append(perm, a)
+		lane *= x.Shape[a]
+	}
+	xt := d.transpose(x, perm)
+	lanes := d.reshape(xt, append(rest.Clone(), lane))
+	axis := len(rest)
+	before := d.emit1(&CumProd{Axis: axis, Exclusive: true}, lanes)
+	after := d.emit1(&CumProd{Axis: axis, Exclusive: true, Reverse: true}, lanes)
+	g := d.binary(Mul, d.binary(Mul, before, after), d.reshape(dy, append(rest.Clone(), 1)))
+	c.add(0, d.transpose(d.reshape(g, xt.Shape), invertPerm(perm)))
+}
+
 // ---------------------------------------------------------------- ArgMax, ArgMin
 
 func importArgReduce(fn ReduceFn) importFunc {
@@ -231,11 +216,8 @@ func importArgReduce(fn ReduceFn) importFunc {
 			return nil, err
 		}
 		x := in[0]
-		axis, err := attrInt(n, "axis", 0)
+		axis, err := attrAxis(n, 0, len(x.Shape))
 		if err != nil {
-			return nil, err
-		}
-		if axis, err = normAxis(axis, len(x.Shape)); err != nil {
 			return nil, err
 		}
 		keep, err := attrInt(n, "keepdims", 1)
@@ -248,34 +230,6 @@ func importArgReduce(fn ReduceFn) importFunc {
 		}
 		return one(im.emit1(&ArgReduce{Fn: fn, Axis: axis, KeepDims: keep != 0, SelectLast: last != 0}, x))
 	}
-}
-
-// ---------------------------------------------------------------- CumProd
-
-func importCumProd(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
-	if err := wantIn(in, 2, 2); err != nil {
-		return nil, err
-	}
-	ax, _, err := im.constInts(in, 1, "axis")
-	if err != nil {
-		return nil, err
-	}
-	if len(ax) != 1 {
-		return nil, fmt.Errorf("axis has %d elements, want 1", len(ax))
-	}
-	axis, err := normAxis(ax[0], len(in[0].Shape))
-	if err != nil {
-		return nil, err
-	}
-	excl, err := attrInt(n, "exclusive", 0)
-	if err != nil {
-		return nil, err
-	}
-	rev, err := attrInt(n, "reverse", 0)
-	if err != nil {
-		return nil, err
-	}
-	return one(im.emit1(&CumProd{Axis: axis, Exclusive: excl != 0, Reverse: rev != 0}, in[0]))
 }
 
 // ---------------------------------------------------------------- Hardmax
@@ -329,17 +283,7 @@ func hardmax(im *importer, x *Value, axis int) (*Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := x.Shape[axis]
-	iotaShape := make(Shape, len(x.Shape))
-	for i := range iotaShape {
-		iotaShape[i] = 1
-	}
-	iotaShape[axis] = n
-	iota := NewTensor(Int64, iotaShape)
-	for i := range n {
-		iota.Int64s()[i] = int64(i)
-	}
-	hit, err := mathBinary(im, Equal, arg, im.constant(iota))
+	hit, err := mathBinary(im, Equal, arg, im.constant(iotaAlong(len(x.Shape), axis, x.Shape[axis])))
 	if err != nil {
 		return nil, err
 	}
@@ -358,11 +302,8 @@ func importLpNormalization(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 	if err := wantFloatInput(n, x); err != nil {
 		return nil, err
 	}
-	axis, err := attrInt(n, "axis", -1)
+	axis, err := attrAxis(n, -1, len(x.Shape))
 	if err != nil {
-		return nil, err
-	}
-	if axis, err = normAxis(axis, len(x.Shape)); err != nil {
 		return nil, err
 	}
 	p, err := attrInt(n, "p", 2)

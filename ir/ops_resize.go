@@ -542,10 +542,7 @@ func importResize(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if (scalesT == nil) == (sizesT == nil) {
 		return nil, fmt.Errorf("want exactly one of scales and sizes")
 	}
-	axes := make([]int, r)
-	for i := range axes {
-		axes[i] = i
-	}
+	axes := iotaInts(r)
 	if given, ok, err := attrInts(n, "axes"); err != nil {
 		return nil, err
 	} else if ok {

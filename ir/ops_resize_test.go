@@ -81,19 +81,7 @@ func resizeCases() []resizeCase {
 }
 
 func (c resizeCase) String() string {
-	s := fmt.Sprintf("%v", c.shape)
-	for _, a := range c.attrs {
-		switch a.Type {
-		case onnx.AttrString:
-			s += fmt.Sprintf(",%s=%s", a.Name, a.S)
-		case onnx.AttrInt:
-			s += fmt.Sprintf(",%s=%d", a.Name, a.I)
-		case onnx.AttrInts:
-			s += fmt.Sprintf(",%s=%v", a.Name, a.Ints)
-		case onnx.AttrFloat:
-			s += fmt.Sprintf(",%s=%g", a.Name, a.F)
-		}
-	}
+	s := fmt.Sprintf("%v", c.shape) + attrsString(c.attrs)
 	if c.scales != nil {
 		s += fmt.Sprintf(",scales=%v", c.scales)
 	}
@@ -150,7 +138,7 @@ func TestResizeOlderOpsetsMatchOnnxruntime(t *testing.T) {
 			[]nodeInput{feed(x), fixed(FromFloat32s(Shape{0}, nil)), fixed(FromFloat32s(Shape{0}, nil)), fixed(IntsTensor(1, 2, 5, 3))}},
 		{"Upsample-9/nearest", 9, "Upsample", nil, []nodeInput{feed(x), scales}},
 		{"Upsample-9/linear", 9, "Upsample", []*onnx.Attribute{stringAttr("mode", "linear")}, []nodeInput{feed(x), scales}},
-		{"Upsample-7/nearest", 7, "Upsample", []*onnx.Attribute{floatsAttr32("scales", 1, 1, 2, 3)}, []nodeInput{feed(x)}},
+		{"Upsample-7/nearest", 7, "Upsample", []*onnx.Attribute{floatsAttr("scales", 1, 1, 2, 3)}, []nodeInput{feed(x)}},
 		{"Resize/uint8-nearest", 19, "Resize", nil, []nodeInput{feed(Convert(randTensor(rng, Float32, Shape{1, 1, 3, 4}, 0, 255), Uint8)), omitted, scales}},
 	}
 	for _, c := range cases {

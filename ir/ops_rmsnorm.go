@@ -11,40 +11,46 @@ import (
 // stays for LayerNormalization itself).
 
 func init() {
-	registerOp("", "RMSNormalization", importRMSNorm)
+	registerOp("", "RMSNormalization", importRMSNorm("Scale", false))
 }
 
 // importRMSNorm: RMSNormalization (opset 23),
 // Y = X / sqrt(mean(X², axes axis..rank-1) + epsilon) · Scale, the mean
-// computed in stash_type (float32) or X's type when that is wider.
-func importRMSNorm(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
-	if err := wantIn(in, 2, 2); err != nil {
-		return nil, err
+// computed in stash_type (float32) or X's type when that is wider; and
+// onnxruntime's SimplifiedLayerNormalization, the same with the scale
+// input spelled "scale" and the inverse root mean square as a second
+// output (withInvStd).
+func importRMSNorm(scaleName string, withInvStd bool) importFunc {
+	return func(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
+		if err := wantIn(in, 2, 2); err != nil {
+			return nil, err
+		}
+		x, scale := in[0], in[1]
+		if _, err := sameFloatInputs([]string{"X", scaleName}, x, scale); err != nil {
+			return nil, err
+		}
+		axis, err := attrAxis(n, -1, len(x.Shape))
+		if err != nil {
+			return nil, err
+		}
+		eps, err := n.AttrFloat("epsilon", 1e-5)
+		if err != nil {
+			return nil, err
+		}
+		stash, err := stashType(n)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkNormScale(scaleName, scale.Shape, x.Shape[axis:]); err != nil {
+			return nil, err
+		}
+		c := &composer{im: im}
+		y, invStd := c.rmsNorm(x, scale, axis, float64(eps), stash)
+		if withInvStd {
+			return []*Value{y, invStd}, c.err
+		}
+		return []*Value{y}, c.err
 	}
-	x, scale := in[0], in[1]
-	if _, err := sameFloatInputs([]string{"X", "Scale"}, x, scale); err != nil {
-		return nil, err
-	}
-	axis, err := attrInt(n, "axis", -1)
-	if err != nil {
-		return nil, err
-	}
-	if axis, err = normAxis(axis, len(x.Shape)); err != nil {
-		return nil, err
-	}
-	eps, err := n.AttrFloat("epsilon", 1e-5)
-	if err != nil {
-		return nil, err
-	}
-	stash, err := stashType(n)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkNormScale("Scale", scale.Shape, x.Shape[axis:]); err != nil {
-		return nil, err
-	}
-	c := &composer{im: im}
-	return one(c.rmsNorm(x, scale, axis, float64(eps), stash), c.err)
 }
 
 // stashType reads a normalization's stash_type: the float type its
@@ -84,15 +90,9 @@ func computeType(x, stash DType) DType {
 
 // rmsNorm is x / sqrt(mean(x², axes axis..) + eps) · scale (scale may be
 // nil), the normalization computed in computeType(x, stash) and the
-// scaling in x's type.
-func (c *composer) rmsNorm(x, scale *Value, axis int, eps float64, stash DType) *Value {
-	y, _ := c.rmsNormStats(x, scale, axis, eps, stash)
-	return y
-}
-
-// rmsNormStats is rmsNorm and the inverse root mean square it divides by
-// (in the computation's type, the normalized axes kept as 1).
-func (c *composer) rmsNormStats(x, scale *Value, axis int, eps float64, stash DType) (y, invRMS *Value) {
+// scaling in x's type; invRMS is the inverse root mean square it divides
+// by (in the computation's type, the normalized axes kept as 1).
+func (c *composer) rmsNorm(x, scale *Value, axis int, eps float64, stash DType) (y, invRMS *Value) {
 	if c.err != nil {
 		return nil, nil
 	}

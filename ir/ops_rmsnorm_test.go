@@ -28,16 +28,8 @@ func TestRMSNormalization(t *testing.T) {
 			m.add("RMSNormalization", []string{m.param("X", c.x, -2, 2), m.param("scale", c.scale, 0.5, 1.5)}, []string{"Y"},
 				intAttr("axis", int64(c.axis)), floatAttr("epsilon", c.eps))
 			m.outputs = []string{"Y"}
-			g, err := m.graph()
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := Interpret(g, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			x, _ := TensorFromONNX(m.inits[0])
-			scale, _ := TensorFromONNX(m.inits[1])
+			g, res := m.run()
+			x, scale := m.tensor("X"), m.tensor("scale")
 			axis := c.axis
 			if axis < 0 {
 				axis += len(c.x)
@@ -77,14 +69,7 @@ func TestRMSNormalizationFloat16(t *testing.T) {
 	m.init("scale", Convert(FromFloat64s(Shape{8}, []float64{1, 2, 0.5, 1, 1, 1, 3, 1}), Float16))
 	m.add("RMSNormalization", []string{"X", "scale"}, []string{"Y"})
 	m.outputs = []string{"Y"}
-	g, err := m.graph()
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Interpret(g, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, res := m.run()
 	for r := range 2 {
 		var ss float64
 		for i := range 8 {

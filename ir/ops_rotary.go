@@ -27,15 +27,7 @@ func importRotaryEmbedding(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 	if _, err := sameFloatInputs([]string{"X", "cos_cache", "sin_cache"}, x, cosCache, sinCache); err != nil {
 		return nil, err
 	}
-	interleaved, err := attrBool(n, "interleaved")
-	if err != nil {
-		return nil, err
-	}
-	heads, err := attrCount(n, "num_heads")
-	if err != nil {
-		return nil, err
-	}
-	rotaryDim, err := attrCount(n, "rotary_embedding_dim")
+	interleaved, heads, rotaryDim, err := rotaryAttrs(n)
 	if err != nil {
 		return nil, err
 	}
@@ -84,17 +76,37 @@ func importRotaryEmbedding(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 			return nil, fmt.Errorf("without position_ids the caches are [batch, seq, rotary_dim/2] = %v, got %v", want, cosCache.Shape)
 		}
 	}
-	if c.err != nil {
-		return nil, c.err
+	return one(c.rotateHeads(x, cos, sin, heads, headSize, rotaryDim, interleaved), c.err)
+}
+
+// rotaryAttrs reads the attributes the rotary embeddings share (0 for an
+// absent count).
+func rotaryAttrs(n *onnx.Node) (interleaved bool, heads, rotaryDim int, err error) {
+	if interleaved, err = attrBool(n, "interleaved"); err != nil {
+		return
 	}
-	// Line the caches up with the sequence axis of X as it is laid out.
-	b := cos.Shape[0]
+	if heads, err = attrCount(n, "num_heads"); err != nil {
+		return
+	}
+	rotaryDim, err = attrCount(n, "rotary_embedding_dim")
+	return
+}
+
+// rotateHeads rotates x, [batch, heads, seq, headSize] or
+// [batch, seq, heads·headSize], by the angles whose cosine and sine are
+// cos and sin, [batch or 1, seq, rotaryDim/2].
+func (c *composer) rotateHeads(x, cos, sin *Value, heads, headSize, rotaryDim int, interleaved bool) *Value {
+	if c.err != nil {
+		return nil
+	}
+	// Line the caches up with the sequence axis of x as it is laid out.
+	b, seq, half := cos.Shape[0], cos.Shape[1], cos.Shape[2]
 	x4, cacheShape := x, Shape{b, 1, seq, half}
 	if len(x.Shape) == 3 {
-		x4, cacheShape = c.reshape(x, Shape{batch, seq, heads, headSize}), Shape{b, seq, 1, half}
+		x4, cacheShape = c.reshape(x, Shape{x.Shape[0], seq, heads, headSize}), Shape{b, seq, 1, half}
 	}
 	y := c.rotate(x4, c.reshape(cos, cacheShape), c.reshape(sin, cacheShape), rotaryDim, interleaved)
-	return one(c.reshape(y, x.Shape), c.err)
+	return c.reshape(y, x.Shape)
 }
 
 // rotate applies the rotary embedding to the last axis of x (the head

@@ -86,17 +86,8 @@ func TestRotaryEmbedding(t *testing.T) {
 			}
 			m.add("RotaryEmbedding", in, []string{"Y"}, attrs...)
 			m.outputs = []string{"Y"}
-			g, err := m.graph()
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := Interpret(g, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			x, _ := TensorFromONNX(m.inits[0])
-			cosT, _ := TensorFromONNX(m.inits[1])
-			sinT, _ := TensorFromONNX(m.inits[2])
+			g, res := m.run()
+			x, cosT, sinT := m.tensor("X"), m.tensor("cos"), m.tensor("sin")
 			table := func(tab *Tensor) func(b, s, i int) float64 {
 				if pos != nil {
 					return func(b, s, i int) float64 { return at(tab, int(pos.Int64At(b*seq+s)), i) }

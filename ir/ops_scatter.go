@@ -43,15 +43,32 @@ func (r ScatterReduction) String() string {
 	return fmt.Sprintf("ScatterReduction(%d)", uint8(r))
 }
 
-// checkReduction checks that reduction r applies to data of dtype dt.
-func checkReduction(r ScatterReduction, dt DType) error {
+// checkScatterInputs checks what the scatters' inputs (data, indices,
+// updates) have in common: three of them, integer indices, and a
+// reduction that applies to data's type.
+func checkScatterInputs(in []Type, r ScatterReduction) error {
+	if err := wantInputs(in, 3, 3); err != nil {
+		return err
+	}
+	if err := wantDTypes("indices", in[1], isIndex, "int32 or int64"); err != nil {
+		return err
+	}
 	if int(r) >= len(scatterReductionNames) {
 		return fmt.Errorf("unknown reduction %d", r)
 	}
-	if r != ScatterNone && !dt.computable() {
+	if dt := in[0].DType; r != ScatterNone && !dt.computable() {
 		return fmt.Errorf("reduction %s on %s data", r, dt)
 	}
 	return nil
+}
+
+// scatterName is a scatter's name with its reduction, as in
+// "ScatterND(add)".
+func scatterName(scatter string, r ScatterReduction) string {
+	if r == ScatterNone {
+		return scatter
+	}
+	return scatter + "(" + r.String() + ")"
 }
 
 // combine applies r to y's element yi and u's element ui, storing into
@@ -124,24 +141,13 @@ type ScatterElements struct {
 	Reduction ScatterReduction
 }
 
-func (op *ScatterElements) Name() string {
-	if op.Reduction == ScatterNone {
-		return "ScatterElements"
-	}
-	return "ScatterElements(" + op.Reduction.String() + ")"
-}
+func (op *ScatterElements) Name() string { return scatterName("ScatterElements", op.Reduction) }
 
 func (op *ScatterElements) Infer(in []Type) ([]Type, error) {
-	if err := wantInputs(in, 3, 3); err != nil {
+	if err := checkScatterInputs(in, op.Reduction); err != nil {
 		return nil, err
 	}
 	x, idx, upd := in[0], in[1], in[2]
-	if err := wantDTypes("indices", idx, isIndex, "int32 or int64"); err != nil {
-		return nil, err
-	}
-	if err := checkReduction(op.Reduction, x.DType); err != nil {
-		return nil, err
-	}
 	if upd.DType != x.DType || !upd.Shape.Equal(idx.Shape) {
 		return nil, fmt.Errorf("updates are %v, want %s with the indices' shape %v", upd, x.DType, idx.Shape)
 	}
@@ -159,21 +165,30 @@ func (op *ScatterElements) Infer(in []Type) ([]Type, error) {
 func (op *ScatterElements) Eval(in, out []*Tensor) error {
 	x, idx, upd, y := in[0], in[1], in[2], out[0]
 	copy(y.data, x.data)
-	n := x.shape[op.Axis]
-	xs := x.shape.Strides()
+	return forElements(op.Name(), x.shape, idx, op.Axis, func(j, dst int) {
+		combine(op.Reduction, y, dst, upd, j)
+	})
+}
+
+// forElements calls fn(j, offset) for every position j of indices (in
+// row-major order) with the element offset in data it addresses along
+// axis, as GatherElements and ScatterElements read them.
+func forElements(name string, data Shape, idx *Tensor, axis int, fn func(j, offset int)) error {
+	n := data[axis]
+	st := data.Strides()
 	pos := make([]int, len(idx.shape))
 	for j := range idx.Len() {
-		i, err := indexAt(op.Name(), idx, j, n)
+		i, err := indexAt(name, idx, j, n)
 		if err != nil {
 			return err
 		}
 		unflatten(j, idx.shape, pos)
-		pos[op.Axis] = i
-		dst := 0
+		pos[axis] = i
+		off := 0
 		for d, p := range pos {
-			dst += p * xs[d]
+			off += p * st[d]
 		}
-		combine(op.Reduction, y, dst, upd, j)
+		fn(j, off)
 	}
 	return nil
 }
@@ -191,85 +206,71 @@ func indexAt(op string, idx *Tensor, j, n int) (int, error) {
 	return int(i), nil
 }
 
-// gradRule: without a reduction, data's gradient is dy with the
-// overwritten positions zeroed and each update's is dy where it landed
-// (zero for an update a later duplicate overwrote); with add, data's
-// gradient is dy and the updates' dy where they landed.
+// gradRule: see scatterGrad.
 func (op *ScatterElements) gradRule(d *differ, c *gradCtx) error {
+	idx := c.in(1)
+	unique := idx.Kind == ConstValue && uniqueOffsets(func(fn func(_, off int)) error {
+		return forElements("", c.in(0).Shape, idx.Const, op.Axis, fn)
+	})
+	return scatterGrad(d, c, op.Name(), op.Reduction, &ScatterElements{Axis: op.Axis}, &GatherElements{Axis: op.Axis}, c.in(0).Shape, idx.Shape, unique)
+}
+
+// scatterGrad is the gradient of a scatter (ScatterElements, ScatterND)
+// given its reduction-free self and its gather. Without a reduction,
+// data's gradient is dy with the overwritten positions zeroed and each
+// update's is dy where it landed (zero for an update a later duplicate
+// overwrote; unique says no update is); with add, data's gradient is dy
+// and the updates' dy where they landed. Which update wrote a position
+// last is found by scattering each update's number into a table of -1
+// (shape table; order is the shape of the numbered updates, indices'
+// shape without the tuple axis for ScatterND).
+func scatterGrad(d *differ, c *gradCtx, name string, r ScatterReduction, scatter, gather Op, table, order Shape, unique bool) error {
 	dy, idx, upd := c.dy[0], c.in(1), c.in(2)
-	switch op.Reduction {
+	switch r {
 	case ScatterAdd:
 		c.add(0, dy)
 		if c.needs(2) {
-			c.add(2, d.emit1(&GatherElements{Axis: op.Axis}, dy, idx))
+			c.add(2, d.emit1(gather, dy, idx))
 		}
 	case ScatterNone:
 		if c.needs(0) {
-			c.add(0, d.emit1(&ScatterElements{Axis: op.Axis}, dy, idx, d.zeros(upd.DType, upd.Shape)))
+			c.add(0, d.emit1(scatter, dy, idx, d.zeros(upd.DType, upd.Shape)))
 		}
 		if c.needs(2) {
-			g := d.emit1(&GatherElements{Axis: op.Axis}, dy, idx)
-			if !uniqueConstIndices(idx, c.in(0).Shape, op.Axis) {
-				// landed[p]: no later update overwrote update p.
-				order := d.constant(iotaInt64(idx.Shape))
-				last := d.emit1(&ScatterElements{Axis: op.Axis}, d.filledNode(Int64, c.in(0).Shape, -1), idx, order)
-				landed := d.binary(Equal, d.emit1(&GatherElements{Axis: op.Axis}, last, idx), order)
+			g := d.emit1(gather, dy, idx)
+			if !unique {
+				number := d.constant(iotaInt64(order))
+				last := d.emit1(scatter, d.filledNode(Int64, table, -1), idx, number)
+				landed := d.binary(Equal, d.emit1(gather, last, idx), number)
+				landed = d.reshape(landed, append(order.Clone(), ones(len(upd.Shape)-len(order))...))
 				g = d.emit1(&Where{}, landed, g, d.scalar(g.DType, 0))
 			}
 			c.add(2, g)
 		}
 	default:
 		if c.needs(0) || c.needs(2) {
-			return c.unsupported(op.Name())
+			return c.unsupported(name)
 		}
 	}
 	return nil
 }
 
-// uniqueConstIndices reports whether idx is a constant whose elements
-// address distinct positions of data (shape) along axis: then no update
-// overwrites another.
-func uniqueConstIndices(idx *Value, data Shape, axis int) bool {
-	if idx.Kind != ConstValue {
-		return false
-	}
-	n := data[axis]
+// uniqueOffsets reports whether the offsets a forElements or forTuples
+// walk visits are distinct (and every index in range).
+func uniqueOffsets(walk func(fn func(_, off int)) error) bool {
 	seen := map[int]bool{}
-	pos := make([]int, len(idx.Shape))
-	xs := data.Strides()
-	for j := range idx.Const.Len() {
-		i, err := indexAt("", idx.Const, j, n)
-		if err != nil {
-			return false
-		}
-		unflatten(j, idx.Shape, pos)
-		pos[axis] = i
-		flat := 0
-		for d, p := range pos {
-			flat += p * xs[d]
-		}
-		if seen[flat] {
-			return false
-		}
-		seen[flat] = true
-	}
-	return true
+	unique := true
+	err := walk(func(_, off int) {
+		unique = unique && !seen[off]
+		seen[off] = true
+	})
+	return err == nil && unique
 }
 
 // filledNode is a tensor of v computed by a node (an Expand of a scalar),
 // which lives in the executor's memory plan rather than as a constant.
 func (d *differ) filledNode(dt DType, shape Shape, v float64) *Value {
 	return d.emitFold(false, &Expand{Shape: shape.Clone()}, d.scalar(dt, v))[0]
-}
-
-// iotaInt64 is an int64 tensor of shape holding 0, 1, 2, ... in
-// row-major order.
-func iotaInt64(shape Shape) *Tensor {
-	t := NewTensor(Int64, shape)
-	for i := range t.Int64s() {
-		t.Int64s()[i] = int64(i)
-	}
-	return t
 }
 
 // ---------------------------------------------------------------- GatherND
@@ -382,24 +383,13 @@ type ScatterND struct {
 	BatchDims int
 }
 
-func (op *ScatterND) Name() string {
-	if op.Reduction == ScatterNone {
-		return "ScatterND"
-	}
-	return "ScatterND(" + op.Reduction.String() + ")"
-}
+func (op *ScatterND) Name() string { return scatterName("ScatterND", op.Reduction) }
 
 func (op *ScatterND) Infer(in []Type) ([]Type, error) {
-	if err := wantInputs(in, 3, 3); err != nil {
+	if err := checkScatterInputs(in, op.Reduction); err != nil {
 		return nil, err
 	}
 	x, idx, upd := in[0], in[1], in[2]
-	if err := wantDTypes("indices", idx, isIndex, "int32 or int64"); err != nil {
-		return nil, err
-	}
-	if err := checkReduction(op.Reduction, x.DType); err != nil {
-		return nil, err
-	}
 	_, shape, err := ndLayout(x.Shape, idx.Shape, op.BatchDims)
 	if err != nil {
 		return nil, err
@@ -420,59 +410,15 @@ func (op *ScatterND) Eval(in, out []*Tensor) error {
 	})
 }
 
-// gradRule mirrors ScatterElements': the overwritten slices get no
-// gradient from dy, an update overwritten by a later duplicate none.
+// gradRule: see scatterGrad.
 func (op *ScatterND) gradRule(d *differ, c *gradCtx) error {
-	dy, idx, upd := c.dy[0], c.in(1), c.in(2)
-	gather := &GatherND{BatchDims: op.BatchDims}
-	switch op.Reduction {
-	case ScatterAdd:
-		c.add(0, dy)
-		if c.needs(2) {
-			c.add(2, d.emit1(gather, dy, idx))
-		}
-	case ScatterNone:
-		if c.needs(0) {
-			c.add(0, d.emit1(&ScatterND{BatchDims: op.BatchDims}, dy, idx, d.zeros(upd.DType, upd.Shape)))
-		}
-		if c.needs(2) {
-			g := d.emit1(gather, dy, idx)
-			if !uniqueConstTuples(idx, c.in(0).Shape, op.BatchDims) {
-				// Which tuple wrote each addressed position last, over
-				// an int64 table of the addressed axes only.
-				k := idx.Shape[len(idx.Shape)-1]
-				table := c.in(0).Shape[:op.BatchDims+k]
-				tuples := idx.Shape[:len(idx.Shape)-1]
-				order := d.constant(iotaInt64(tuples))
-				last := d.emit1(&ScatterND{BatchDims: op.BatchDims}, d.filledNode(Int64, table, -1), idx, order)
-				landed := d.binary(Equal, d.emit1(gather, last, idx), order)
-				landed = d.reshape(landed, append(tuples.Clone(), ones(len(upd.Shape)-len(tuples))...))
-				g = d.emit1(&Where{}, landed, g, d.scalar(g.DType, 0))
-			}
-			c.add(2, g)
-		}
-	default:
-		if c.needs(0) || c.needs(2) {
-			return c.unsupported(op.Name())
-		}
-	}
-	return nil
-}
-
-// uniqueConstTuples reports whether idx is a constant whose tuples address
-// distinct slices of data.
-func uniqueConstTuples(idx *Value, data Shape, b int) bool {
-	if idx.Kind != ConstValue {
-		return false
-	}
+	idx, data := c.in(1), c.in(0).Shape
 	k := idx.Shape[len(idx.Shape)-1]
-	seen := map[int]bool{}
-	unique := true
-	err := forTuples("", data, idx.Const, b, k, func(_, off int) {
-		unique = unique && !seen[off]
-		seen[off] = true
+	unique := idx.Kind == ConstValue && uniqueOffsets(func(fn func(_, off int)) error {
+		return forTuples("", data, idx.Const, op.BatchDims, k, fn)
 	})
-	return err == nil && unique
+	return scatterGrad(d, c, op.Name(), op.Reduction, &ScatterND{BatchDims: op.BatchDims}, &GatherND{BatchDims: op.BatchDims},
+		data[:op.BatchDims+k], idx.Shape[:len(idx.Shape)-1], unique)
 }
 
 // ---------------------------------------------------------------- TensorScatter
@@ -523,7 +469,7 @@ func (op *TensorScatter) Infer(in []Type) ([]Type, error) {
 
 func (op *TensorScatter) Eval(in, out []*Tensor) error {
 	cache, upd, y := in[0], in[1], out[0]
-	w := optionalTensor(in, 2)
+	w := optIn(in, 2)
 	copy(y.data, cache.data)
 	es := cache.dtype.Size()
 	outer := cache.shape[:op.Axis].Size()
@@ -575,11 +521,8 @@ func importScatterElements(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 	if err := wantIn(in, 3, 3); err != nil {
 		return nil, err
 	}
-	axis, err := attrInt(n, "axis", 0)
+	axis, err := attrAxis(n, 0, len(in[0].Shape))
 	if err != nil {
-		return nil, err
-	}
-	if axis, err = normAxis(axis, len(in[0].Shape)); err != nil {
 		return nil, err
 	}
 	red := ScatterNone
@@ -624,11 +567,8 @@ func importTensorScatter(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 	if err := wantIn(in, 2, 3); err != nil {
 		return nil, err
 	}
-	axis, err := attrInt(n, "axis", -2)
+	axis, err := attrAxis(n, -2, len(in[0].Shape))
 	if err != nil {
-		return nil, err
-	}
-	if axis, err = normAxis(axis, len(in[0].Shape)); err != nil {
 		return nil, err
 	}
 	mode, err := n.AttrString("mode", "linear")

@@ -26,36 +26,26 @@ func TestScatterMatchesOnnxruntime(t *testing.T) {
 	for i := range ndUpd.Float32s() {
 		ndUpd.Float32s()[i] = float32(i) - 3
 	}
-	type input struct {
-		name string
-		x    *Tensor
-	}
 	for _, tc := range []struct {
 		name  string
 		opset int64
 		node  *onnx.Node
-		in    []input
+		in    []namedTensor
 	}{
 		{"ScatterElements/axis1", 18, node("ScatterElements", []string{"x", "i", "u"}, []string{"y"}, intAttr("axis", 1)),
-			[]input{{"x", data}, {"i", FromInt64s(Shape{3, 1, 2}, []int64{1, 3, -1, 0, 2, -2})}, {"u", FromFloat32s(Shape{3, 1, 2}, []float32{1, 2, 3, 4, 5, 6})}}},
+			[]namedTensor{{"x", data}, {"i", FromInt64s(Shape{3, 1, 2}, []int64{1, 3, -1, 0, 2, -2})}, {"u", FromFloat32s(Shape{3, 1, 2}, []float32{1, 2, 3, 4, 5, 6})}}},
 		{"Scatter/opset10", 10, node("Scatter", []string{"x", "i", "u"}, []string{"y"}, intAttr("axis", 1)),
-			[]input{{"x", data}, {"i", FromInt64s(Shape{3, 1, 2}, []int64{1, 3, 2, 0, 2, 1})}, {"u", FromFloat32s(Shape{3, 1, 2}, []float32{1, 2, 3, 4, 5, 6})}}},
+			[]namedTensor{{"x", data}, {"i", FromInt64s(Shape{3, 1, 2}, []int64{1, 3, 2, 0, 2, 1})}, {"u", FromFloat32s(Shape{3, 1, 2}, []float32{1, 2, 3, 4, 5, 6})}}},
 		{"GatherND", 13, node("GatherND", []string{"x", "i"}, []string{"y"}),
-			[]input{{"x", data}, {"i", ndIdx}}},
+			[]namedTensor{{"x", data}, {"i", ndIdx}}},
 		{"GatherND/batch1", 13, node("GatherND", []string{"x", "i"}, []string{"y"}, intAttr("batch_dims", 1)),
-			[]input{{"x", dataInt}, {"i", FromInt64s(Shape{3, 2, 1}, []int64{1, -1, 0, 3, 2, 2})}}},
+			[]namedTensor{{"x", dataInt}, {"i", FromInt64s(Shape{3, 2, 1}, []int64{1, -1, 0, 3, 2, 2})}}},
 		{"GatherND/batch2", 13, node("GatherND", []string{"x", "i"}, []string{"y"}, intAttr("batch_dims", 2)),
-			[]input{{"x", data}, {"i", FromInt64s(Shape{3, 4, 1}, []int64{1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 1})}}},
+			[]namedTensor{{"x", data}, {"i", FromInt64s(Shape{3, 4, 1}, []int64{1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 1})}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			inputs := map[string]*Tensor{}
-			var infos []*onnx.ValueInfo
-			for _, in := range tc.in {
-				inputs[in.name] = in.x
-				infos = append(infos, declareInput(in.name, in.x))
-			}
-			m := ortModel(tc.opset, infos, []*onnx.Node{tc.node}, map[string]onnx.DataType{"y": tc.in[0].x.dtype.ONNX()})
-			compareWithORT(t, m, inputs, 0)
+			infos, inputs := declareInputs(tc.in)
+			checkAgainstORT(t, buildModel(tc.opset, infos, nil, []*onnx.Node{tc.node}, "y"), inputs, 0, 0)
 		})
 	}
 	for _, mode := range []string{"linear", "circular"} {
@@ -73,27 +63,21 @@ func TestScatterMatchesOnnxruntime(t *testing.T) {
 				w.Int64s()[1] = 4
 			}
 			in := map[string]*Tensor{"c": cache, "u": upd, "w": w}
-			m := ortModel(24, []*onnx.ValueInfo{declareInput("c", cache), declareInput("u", upd), declareInput("w", w)},
-				[]*onnx.Node{node("TensorScatter", []string{"c", "u", "w"}, []string{"y"}, strAttr("mode", mode), intAttr("axis", 2))},
-				map[string]onnx.DataType{"y": onnx.Float})
-			compareWithORT(t, m, in, 0)
+			checkAgainstORT(t, buildModel(24, []*onnx.ValueInfo{declareInput("c", cache), declareInput("u", upd), declareInput("w", w)}, nil,
+				[]*onnx.Node{node("TensorScatter", []string{"c", "u", "w"}, []string{"y"}, stringAttr("mode", mode), intAttr("axis", 2))}, "y"), in, 0, 0)
 		})
 	}
 	for _, red := range []string{"add", "mul", "max", "min"} {
 		for _, x := range []*Tensor{data, dataInt} {
 			u := Convert(elemUpd, x.dtype)
 			t.Run("ScatterElements/"+red+"/"+x.dtype.String(), func(t *testing.T) {
-				m := ortModel(18, []*onnx.ValueInfo{declareInput("x", x), declareInput("i", elemIdx), declareInput("u", u)},
-					[]*onnx.Node{node("ScatterElements", []string{"x", "i", "u"}, []string{"y"}, intAttr("axis", 1), strAttr("reduction", red))},
-					map[string]onnx.DataType{"y": x.dtype.ONNX()})
-				compareWithORT(t, m, map[string]*Tensor{"x": x, "i": elemIdx, "u": u}, 1e-6)
+				checkAgainstORT(t, buildModel(18, []*onnx.ValueInfo{declareInput("x", x), declareInput("i", elemIdx), declareInput("u", u)}, nil,
+					[]*onnx.Node{node("ScatterElements", []string{"x", "i", "u"}, []string{"y"}, intAttr("axis", 1), stringAttr("reduction", red))}, "y"), map[string]*Tensor{"x": x, "i": elemIdx, "u": u}, 1e-6, 0)
 			})
 			u = Convert(ndUpd, x.dtype)
 			t.Run("ScatterND/"+red+"/"+x.dtype.String(), func(t *testing.T) {
-				m := ortModel(18, []*onnx.ValueInfo{declareInput("x", x), declareInput("i", ndIdx), declareInput("u", u)},
-					[]*onnx.Node{node("ScatterND", []string{"x", "i", "u"}, []string{"y"}, strAttr("reduction", red))},
-					map[string]onnx.DataType{"y": x.dtype.ONNX()})
-				compareWithORT(t, m, map[string]*Tensor{"x": x, "i": ndIdx, "u": u}, 1e-6)
+				checkAgainstORT(t, buildModel(18, []*onnx.ValueInfo{declareInput("x", x), declareInput("i", ndIdx), declareInput("u", u)}, nil,
+					[]*onnx.Node{node("ScatterND", []string{"x", "i", "u"}, []string{"y"}, stringAttr("reduction", red))}, "y"), map[string]*Tensor{"x": x, "i": ndIdx, "u": u}, 1e-6, 0)
 			})
 		}
 	}
@@ -255,17 +239,17 @@ func TestScatterGatherErrors(t *testing.T) {
 		model *onnx.Model
 		want  string
 	}{
-		{"reduction name", buildModel(18, x2, nil, []*onnx.Node{node("ScatterND", []string{"x", "i", "u"}, []string{"y"}, strAttr("reduction", "sum"))}, "y"),
+		{"reduction name", buildModel(18, x2, nil, []*onnx.Node{node("ScatterND", []string{"x", "i", "u"}, []string{"y"}, stringAttr("reduction", "sum"))}, "y"),
 			`reduction "sum", want none, add, mul, max or min`},
-		{"max before 18", buildModel(16, x2, nil, []*onnx.Node{node("ScatterND", []string{"x", "i", "u"}, []string{"y"}, strAttr("reduction", "max"))}, "y"),
+		{"max before 18", buildModel(16, x2, nil, []*onnx.Node{node("ScatterND", []string{"x", "i", "u"}, []string{"y"}, stringAttr("reduction", "max"))}, "y"),
 			`reduction "max" needs opset 18`},
-		{"add before 16", buildModel(13, x2, nil, []*onnx.Node{node("ScatterElements", []string{"x", "i", "u"}, []string{"y"}, strAttr("reduction", "add"))}, "y"),
+		{"add before 16", buildModel(13, x2, nil, []*onnx.Node{node("ScatterElements", []string{"x", "i", "u"}, []string{"y"}, stringAttr("reduction", "add"))}, "y"),
 			`reduction "add" needs opset 16`},
 		{"scatter axis", buildModel(13, x2, nil, []*onnx.Node{node("ScatterElements", []string{"x", "i", "u"}, []string{"y"}, intAttr("axis", 2))}, "y"),
 			"axis 2 out of range for rank 2"},
 		{"batch_dims", buildModel(13, x2, nil, []*onnx.Node{node("GatherND", []string{"x", "i"}, []string{"y"}, intAttr("batch_dims", 2))}, "y"),
 			"batch_dims 2 for data [3,2] and indices [2,1]"},
-		{"tensorscatter mode", buildModel(24, x2, nil, []*onnx.Node{node("TensorScatter", []string{"x", "u"}, []string{"y"}, strAttr("mode", "ring"))}, "y"),
+		{"tensorscatter mode", buildModel(24, x2, nil, []*onnx.Node{node("TensorScatter", []string{"x", "u"}, []string{"y"}, stringAttr("mode", "ring"))}, "y"),
 			`TensorScatter mode "ring", want linear or circular`},
 	} {
 		_, err := FromONNX(tc.model, nil)

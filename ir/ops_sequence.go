@@ -194,28 +194,18 @@ func importConcatFromSequence(im *importer, n *onnx.Node, in []*Value) ([]*Value
 			return nil, err
 		}
 	}
-	axis, err := attrInt(n, "axis", 0)
-	if err != nil {
-		return nil, err
-	}
 	newAxis, err := attrInt(n, "new_axis", 0)
 	if err != nil {
 		return nil, err
 	}
-	rank := len(seq[0].Shape)
-	if newAxis != 0 {
-		if axis, err = normAxis(axis, rank+1); err != nil {
-			return nil, err
-		}
-		return one(im.stack(seq, axis, nil, "element"))
+	if newAxis == 0 {
+		return importConcat(im, n, seq)
 	}
-	if axis, err = normAxis(axis, rank); err != nil {
+	axis, err := attrAxis(n, 0, len(seq[0].Shape)+1)
+	if err != nil {
 		return nil, err
 	}
-	if len(seq) == 1 {
-		return []*Value{seq[0]}, nil
-	}
-	return one(im.emit1(&Concat{Axis: axis}, seq...))
+	return one(im.stack(seq, axis, nil, "element"))
 }
 
 // importSplitToSequence splits the input along axis: into pieces of the
@@ -226,11 +216,8 @@ func importSplitToSequence(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 		return nil, err
 	}
 	x := in[0]
-	axis, err := attrInt(n, "axis", 0)
+	axis, err := attrAxis(n, 0, len(x.Shape))
 	if err != nil {
-		return nil, err
-	}
-	if axis, err = normAxis(axis, len(x.Shape)); err != nil {
 		return nil, err
 	}
 	keep, err := attrInt(n, "keepdims", 1)
@@ -274,25 +261,24 @@ func importSplitToSequence(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 	default:
 		return nil, fmt.Errorf("split has shape %v, want a scalar or 1-D", split.shape)
 	}
-	elems := make([]*Value, len(sizes))
-	start := 0
-	for i, size := range sizes {
-		r := len(x.Shape)
-		starts, steps, shape := make([]int, r), ones(r), x.Shape.Clone()
-		starts[axis], shape[axis] = start, size
-		start += size
-		piece := x
-		if size != length {
-			if piece, err = im.emit1(&Slice{Starts: starts, Steps: steps, Sizes: shape}, x); err != nil {
+	var elems []*Value
+	switch len(sizes) {
+	case 0: // an empty axis split into slices of 1
+	case 1:
+		elems = []*Value{x}
+	default:
+		pieces, err := im.emit(&Split{Axis: axis, Sizes: sizes}, x)
+		if err != nil {
+			return nil, err
+		}
+		elems = slices.Clone(pieces) // the node's own list stays as it is
+	}
+	if squeeze {
+		for i, piece := range elems {
+			if elems[i], err = im.reshape(piece, slices.Delete(piece.Shape.Clone(), axis, axis+1)); err != nil {
 				return nil, err
 			}
 		}
-		if squeeze {
-			if piece, err = im.reshape(piece, slices.Delete(slices.Clone(shape), axis, axis+1)); err != nil {
-				return nil, err
-			}
-		}
-		elems[i] = piece
 	}
 	return []*Value{im.newComposite(SequenceValue, elems)}, nil
 }

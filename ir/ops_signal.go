@@ -309,7 +309,7 @@ func importSTFT(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	window := optionalValue(in, 2)
+	window := optIn(in, 2)
 	length, haveLength, err := im.scalarInt(in, 3, "frame_length")
 	if err != nil {
 		return nil, err

@@ -146,7 +146,7 @@ func TestDFTMatchesDefinition(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			x := randomTensor(rng, Float32, c.shape, -1, 1)
+			x := randTensor(rng, Float32, c.shape, -1, 1)
 			r := len(c.shape)
 			axis := c.axis
 			if axis < 0 {
@@ -204,7 +204,7 @@ func b2i(b bool) int64 {
 func TestDFTRoundTrips(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for _, n := range []int{8, 15, 100, 1024, 1031} {
-		x := randomTensor(rng, Float64, Shape{2, n, 1}, -1, 1)
+		x := randTensor(rng, Float64, Shape{2, n, 1}, -1, 1)
 		nodes := []*onnx.Node{
 			node("DFT", []string{"x", "len"}, []string{"spec"}, intAttr("onesided", 1), intAttr("axis", 1)),
 			node("DFT", []string{"spec", "len"}, []string{"y"}, intAttr("onesided", 1), intAttr("inverse", 1), intAttr("axis", 1)),
@@ -238,11 +238,11 @@ func TestSTFTMatchesDefinition(t *testing.T) {
 		{"complex windowed", 2, 5, 7, true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			x := randomTensor(rng, Float32, Shape{2, 30, c.parts}, -1, 1)
+			x := randTensor(rng, Float32, Shape{2, 30, c.parts}, -1, 1)
 			in := []*Tensor{x, ScalarInt64(int64(c.step)), nil, ScalarInt64(int64(c.flen))}
 			var w *Tensor
 			if c.window {
-				w = randomTensor(rng, Float32, Shape{c.flen}, 0, 1)
+				w = randTensor(rng, Float32, Shape{c.flen}, 0, 1)
 				in[2] = w
 			}
 			got, err := runNode(t, 17, "STFT", 1, []*onnx.Attribute{intAttr("onesided", b2i(c.onesided))}, in...)
@@ -477,8 +477,8 @@ func TestDFTGradient(t *testing.T) {
 // initializers; checked against central differences of the loss.
 func TestSTFTGradient(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
-	signal := randomTensor(rng, Float64, Shape{2, 20, 1}, -1, 1)
-	window := randomTensor(rng, Float64, Shape{6}, 0, 1)
+	signal := randTensor(rng, Float64, Shape{2, 20, 1}, -1, 1)
+	window := randTensor(rng, Float64, Shape{6}, 0, 1)
 	m := buildModel(17, nil, []*onnx.Tensor{initializer(t, "x", signal), initializer(t, "w", window),
 		initializer(t, "step", ScalarInt64(4)), initializer(t, "len", ScalarInt64(6))},
 		[]*onnx.Node{node("STFT", []string{"x", "step", "w", "len"}, []string{"y"})}, "y")
@@ -486,41 +486,5 @@ func TestSTFTGradient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := LossSpec{Kind: MeanSquaredError}
-	tg, err := TrainingGraph(g, spec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lg, err := LossGraph(g, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := map[string]*Tensor{TargetsInput: randomTensor(rng, Float64, Shape{2, 4, 4, 2}, -1, 1)}
-	res, err := Interpret(tg, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	loss := func() float64 {
-		r, err := Interpret(lg, in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r[LossOutput].Float64At(0)
-	}
-	for _, p := range g.Params {
-		grad := res[GradPrefix+p.Name].Float64s()
-		xs := p.Tensor.Float64s()
-		for i := range xs {
-			orig := xs[i]
-			xs[i] = orig + 1e-6
-			up := loss()
-			xs[i] = orig - 1e-6
-			down := loss()
-			xs[i] = orig
-			if fd := (up - down) / 2e-6; math.Abs(fd-grad[i]) > 1e-6*(1+math.Abs(fd)) {
-				t.Errorf("d loss/d %s[%d] = %.10g, central difference %.10g", p.Name, i, grad[i], fd)
-				break
-			}
-		}
-	}
+	checkTrainingGrad(t, g, map[string]*Tensor{TargetsInput: randTensor(rng, Float64, Shape{2, 4, 4, 2}, -1, 1)})
 }

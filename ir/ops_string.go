@@ -182,17 +182,23 @@ func (op *StringConcat) Name() string  { return "StringConcat" }
 func (op *StringConcat) foldsStrings() {}
 
 func (op *StringConcat) Infer(in []Type) ([]Type, error) {
+	shape, err := stringPairShape(in)
+	if err != nil {
+		return nil, err
+	}
+	return []Type{{String, shape}}, nil
+}
+
+// stringPairShape checks the operands of an element-wise op on two
+// string tensors and returns the shape they broadcast to.
+func stringPairShape(in []Type) (Shape, error) {
 	if err := wantInputs(in, 2, 2); err != nil {
 		return nil, err
 	}
 	if in[0].DType != String || in[1].DType != String {
 		return nil, fmt.Errorf("operands are %s and %s, want strings", in[0].DType, in[1].DType)
 	}
-	shape, err := BroadcastShapes(in[0].Shape, in[1].Shape)
-	if err != nil {
-		return nil, err
-	}
-	return []Type{{String, shape}}, nil
+	return BroadcastShapes(in[0].Shape, in[1].Shape)
 }
 
 // maxStringBytes bounds the bytes of the strings one op creates (a short
@@ -226,13 +232,7 @@ func (op *StringEqual) Name() string  { return "Equal(string)" }
 func (op *StringEqual) foldsStrings() {}
 
 func (op *StringEqual) Infer(in []Type) ([]Type, error) {
-	if err := wantInputs(in, 2, 2); err != nil {
-		return nil, err
-	}
-	if in[0].DType != String || in[1].DType != String {
-		return nil, fmt.Errorf("operands are %s and %s, want strings", in[0].DType, in[1].DType)
-	}
-	shape, err := BroadcastShapes(in[0].Shape, in[1].Shape)
+	shape, err := stringPairShape(in)
 	if err != nil {
 		return nil, err
 	}

@@ -31,7 +31,7 @@ func TestTfIdfVectorizer(t *testing.T) {
 			intAttr("max_skip_count", tc.skip), intsAttr("ngram_counts", 0, 1), intsAttr("ngram_indexes", 0, 1, 2, 3),
 			intsAttr("pool_int64s", 1, 1, 2, 2, 3, 1, 1)}
 		if tc.weights != nil {
-			attrs = append(attrs, floatsAttr32("weights", tc.weights...))
+			attrs = append(attrs, floatsAttr("weights", tc.weights...))
 		}
 		m := buildModel(17, []*onnx.ValueInfo{valueInfo("x", onnx.Int64, 2, 5)}, nil, []*onnx.Node{node("TfIdfVectorizer", []string{"x"}, []string{"y"}, attrs...)}, "y")
 		res, _ := interpretComposite(t, m, Bindings{Shapes: map[string]Shape{"x": {2, 5}}}, map[string]*Tensor{"x": x})

@@ -133,7 +133,7 @@ func TestVisionOpsSurviveHostileAttributes(t *testing.T) {
 			kind := []string{"RNN", "LSTM", "GRU"}[rng.IntN(3)]
 			g := map[string]int{"RNN": 1, "LSTM": 4, "GRU": 3}[kind]
 			attrs := []*onnx.Attribute{intAttr("hidden_size", pickInt(2)), stringAttr("direction", pickString("forward", "reverse")),
-				intAttr("layout", pickInt(0)), floatAttr("clip", pickFloat(0.5, 3)), floatsAttr32("activation_alpha", pickFloat(0.5)),
+				intAttr("layout", pickInt(0)), floatAttr("clip", pickFloat(0.5, 3)), floatsAttr("activation_alpha", pickFloat(0.5)),
 				stringsAttr("activations", pickString("Relu", "Tanh", "Sigmoid", "HardSigmoid"))}
 			if rng.IntN(2) == 0 {
 				attrs = attrs[:4]

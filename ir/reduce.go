@@ -373,7 +373,7 @@ func (op *LayerNorm) Eval(in, out []*Tensor) error {
 	scale := Convert(in[1], Float64)
 	sc := expandTo(scale, norm)
 	var bias []float64
-	if b := optionalTensor(in, 2); b != nil {
+	if b := optIn(in, 2); b != nil {
 		bias = expandTo(Convert(b, Float64), norm)
 	}
 	n := norm.Size()
@@ -440,7 +440,7 @@ func storeFloats(t *Tensor, v []float64) {
 	}
 }
 
-// ---------------------------------------------------------------- CumSum
+// ---------------------------------------------------------------- CumSum, CumProd
 
 // CumSum is the running sum along Axis; Exclusive leaves out the element
 // itself, Reverse runs from the end.
@@ -452,70 +452,11 @@ type CumSum struct {
 
 func (op *CumSum) Name() string { return "CumSum" }
 
-func (op *CumSum) Infer(in []Type) ([]Type, error) {
-	if err := wantInputs(in, 1, 1); err != nil {
-		return nil, err
-	}
-	cumsumTypes := func(d DType) bool {
-		switch d {
-		case Float32, Float64, Float16, BFloat16, Int32, Int64, Uint32, Uint64:
-			return true
-		}
-		return false
-	}
-	if err := wantDTypes("input", in[0], cumsumTypes, "float, int32, int64, uint32 or uint64"); err != nil {
-		return nil, err
-	}
-	if op.Axis < 0 || op.Axis >= len(in[0].Shape) {
-		return nil, fmt.Errorf("axis %d out of range for rank %d", op.Axis, len(in[0].Shape))
-	}
-	return []Type{in[0]}, nil
-}
+func (op *CumSum) Infer(in []Type) ([]Type, error) { return cumulativeInfer(in, op.Axis) }
 
 func (op *CumSum) Eval(in, out []*Tensor) error {
-	if done, err := widenNarrow(in, out, op.Eval); done {
-		return err
-	}
-	switch in[0].dtype {
-	case Float32:
-		cumsumTyped(op, in[0].shape, view[float32](in[0]), view[float32](out[0]))
-	case Float64:
-		cumsumTyped(op, in[0].shape, view[float64](in[0]), view[float64](out[0]))
-	case Int32:
-		cumsumTyped(op, in[0].shape, view[int32](in[0]), view[int32](out[0]))
-	case Int64:
-		cumsumTyped(op, in[0].shape, view[int64](in[0]), view[int64](out[0]))
-	case Uint32:
-		cumsumTyped(op, in[0].shape, view[uint32](in[0]), view[uint32](out[0]))
-	case Uint64:
-		cumsumTyped(op, in[0].shape, view[uint64](in[0]), view[uint64](out[0]))
-	default:
-		return fmt.Errorf("CumSum on %s is not supported", in[0].dtype)
-	}
-	return nil
+	return cumulativeEval(op.Name(), in, out, op.Axis, op.Exclusive, op.Reverse, false)
 }
-
-func cumsumTyped[T number](op *CumSum, s Shape, x, y []T) {
-	axisLoop(s, op.Axis, func(base, stride, n int) {
-		var acc T
-		for k := range n {
-			i := k
-			if op.Reverse {
-				i = n - 1 - k
-			}
-			p := base + i*stride
-			if op.Exclusive {
-				y[p] = acc
-				acc += x[p]
-			} else {
-				acc += x[p]
-				y[p] = acc
-			}
-		}
-	})
-}
-
-// ---------------------------------------------------------------- CumProd
 
 // CumProd is the running product along Axis; Exclusive leaves out the
 // element itself (the first output is 1), Reverse runs from the end.
@@ -527,47 +468,153 @@ type CumProd struct {
 
 func (op *CumProd) Name() string { return "CumProd" }
 
-func (op *CumProd) Infer(in []Type) ([]Type, error) {
-	return (&CumSum{Axis: op.Axis}).Infer(in) // the same dtypes and axis check
-}
+func (op *CumProd) Infer(in []Type) ([]Type, error) { return cumulativeInfer(in, op.Axis) }
 
 func (op *CumProd) Eval(in, out []*Tensor) error {
-	if done, err := widenNarrow(in, out, op.Eval); done {
+	return cumulativeEval(op.Name(), in, out, op.Axis, op.Exclusive, op.Reverse, true)
+}
+
+// gradRule: CumSum of dy run the other way.
+func (op *CumSum) gradRule(d *differ, c *gradCtx) error {
+	c.add(0, d.emit1(&CumSum{Axis: op.Axis, Exclusive: op.Exclusive, Reverse: !op.Reverse}, c.dy[0]))
+	return nil
+}
+
+// gradRule: CumProdGrad, exact where x holds zeros.
+func (op *CumProd) gradRule(d *differ, c *gradCtx) error {
+	c.add(0, d.emit1(&CumProdGrad{CumProd: *op}, c.dy[0], c.in(0)))
+	return nil
+}
+
+// CumProdGrad is the gradient of CumProd with respect to its input x,
+// given dy: dx[j] = Σ_i dy[i]·∂y[i]/∂x[j], where ∂y[i]/∂x[j] is the
+// product of the factors of y[i] other than x[j]. Along each lane, in
+// CumProd's order, the product of the factors before j times
+//
+//	S[j] = dy[j] + x[j+1]·S[j+1]   (S[n-1] = dy[n-1]; exclusive: S[j] = dy[j+1] + x[j+1]·S[j+1], S[n-1] = 0)
+//
+// so no division by x is needed. Computed in float64.
+type CumProdGrad struct {
+	CumProd
+}
+
+func (op *CumProdGrad) Name() string { return "CumProdGrad" }
+
+func (op *CumProdGrad) Infer(in []Type) ([]Type, error) {
+	if err := wantInputs(in, 2, 2); err != nil {
+		return nil, err
+	}
+	if err := sameFloat(in[0], in[1]); err != nil {
+		return nil, err
+	}
+	return cumulativeInfer(in[1:], op.Axis)
+}
+
+func (op *CumProdGrad) Eval(in, out []*Tensor) error {
+	dy, x := Convert(in[0], Float64).Float64s(), Convert(in[1], Float64).Float64s()
+	dx := make([]float64, len(x))
+	axisLoop(in[1].shape, op.Axis, func(base, stride, n int) {
+		at := func(k int) int { // position of the k-th element in CumProd's order
+			if op.Reverse {
+				k = n - 1 - k
+			}
+			return base + k*stride
+		}
+		var s float64 // S[k+1] while k runs back
+		for k := n - 1; k >= 0; k-- {
+			if op.Exclusive {
+				if k == n-1 {
+					s = 0
+				} else {
+					s = dy[at(k+1)] + x[at(k+1)]*s
+				}
+			} else if k == n-1 {
+				s = dy[at(k)]
+			} else {
+				s = dy[at(k)] + x[at(k+1)]*s
+			}
+			dx[at(k)] = s
+		}
+		before := 1.0
+		for k := range n {
+			p := at(k)
+			dx[p] *= before
+			before *= x[p]
+		}
+	})
+	storeFloats(out[0], dx)
+	return nil
+}
+
+func cumulativeInfer(in []Type, axis int) ([]Type, error) {
+	if err := wantInputs(in, 1, 1); err != nil {
+		return nil, err
+	}
+	types := func(d DType) bool {
+		switch d {
+		case Float32, Float64, Float16, BFloat16, Int32, Int64, Uint32, Uint64:
+			return true
+		}
+		return false
+	}
+	if err := wantDTypes("input", in[0], types, "float, int32, int64, uint32 or uint64"); err != nil {
+		return nil, err
+	}
+	if axis < 0 || axis >= len(in[0].Shape) {
+		return nil, fmt.Errorf("axis %d out of range for rank %d", axis, len(in[0].Shape))
+	}
+	return []Type{in[0]}, nil
+}
+
+// cumulativeEval evaluates CumSum (prod false) or CumProd.
+func cumulativeEval(name string, in, out []*Tensor, axis int, exclusive, reverse, prod bool) error {
+	if done, err := widenNarrow(in, out, func(in, out []*Tensor) error {
+		return cumulativeEval(name, in, out, axis, exclusive, reverse, prod)
+	}); done {
 		return err
 	}
+	s := in[0].shape
 	switch in[0].dtype {
 	case Float32:
-		cumprodTyped(op, in[0].shape, view[float32](in[0]), view[float32](out[0]))
+		cumulate(s, axis, exclusive, reverse, prod, view[float32](in[0]), view[float32](out[0]))
 	case Float64:
-		cumprodTyped(op, in[0].shape, view[float64](in[0]), view[float64](out[0]))
+		cumulate(s, axis, exclusive, reverse, prod, view[float64](in[0]), view[float64](out[0]))
 	case Int32:
-		cumprodTyped(op, in[0].shape, view[int32](in[0]), view[int32](out[0]))
+		cumulate(s, axis, exclusive, reverse, prod, view[int32](in[0]), view[int32](out[0]))
 	case Int64:
-		cumprodTyped(op, in[0].shape, view[int64](in[0]), view[int64](out[0]))
+		cumulate(s, axis, exclusive, reverse, prod, view[int64](in[0]), view[int64](out[0]))
 	case Uint32:
-		cumprodTyped(op, in[0].shape, view[uint32](in[0]), view[uint32](out[0]))
+		cumulate(s, axis, exclusive, reverse, prod, view[uint32](in[0]), view[uint32](out[0]))
 	case Uint64:
-		cumprodTyped(op, in[0].shape, view[uint64](in[0]), view[uint64](out[0]))
+		cumulate(s, axis, exclusive, reverse, prod, view[uint64](in[0]), view[uint64](out[0]))
 	default:
-		return fmt.Errorf("CumProd on %s is not supported", in[0].dtype)
+		return fmt.Errorf("%s on %s is not supported", name, in[0].dtype)
 	}
 	return nil
 }
 
-func cumprodTyped[T number](op *CumProd, s Shape, x, y []T) {
-	axisLoop(s, op.Axis, func(base, stride, n int) {
-		acc := T(1)
+// cumulate writes into y the running sum (or product) of x along axis.
+func cumulate[T number](s Shape, axis int, exclusive, reverse, prod bool, x, y []T) {
+	axisLoop(s, axis, func(base, stride, n int) {
+		var acc T
+		if prod {
+			acc = 1
+		}
 		for k := range n {
 			i := k
-			if op.Reverse {
+			if reverse {
 				i = n - 1 - k
 			}
 			p := base + i*stride
-			if op.Exclusive {
+			if exclusive {
 				y[p] = acc
+			}
+			if prod {
 				acc *= x[p]
 			} else {
-				acc *= x[p]
+				acc += x[p]
+			}
+			if !exclusive {
 				y[p] = acc
 			}
 		}

@@ -58,6 +58,16 @@ func registerStaticOperandsFunc(domain, opType string, positions func(n *onnx.No
 	staticOperandsFuncOf[key] = positions
 }
 
+// nodeStaticOperands are the input positions of node n that must be
+// known at import.
+func nodeStaticOperands(n *onnx.Node) []int {
+	key := opKey(n.Domain, n.OpType)
+	if f, ok := staticOperandsFuncOf[key]; ok {
+		return f(n)
+	}
+	return staticOperandsOf[key]
+}
+
 // compositeOps are the operators that take sequences and optionals.
 var compositeOps = map[string]bool{}
 

@@ -5,8 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/dstune/dstune/accel"
@@ -21,6 +23,7 @@ func init() {
 		synopsis: []string{
 			"MODEL.onnx --check DIR [--delta D] [--rtol 1e-4] [--atol 1e-5] [--threads N] [--backend cpu|pjrt]",
 			"MODEL.onnx --input NAME=FILE.pb [--input ...] --output-dir OUT [--delta D] [--threads N] [--backend cpu|pjrt]",
+			"MODEL.onnx --tokenizer T --text TEXT [--output-dir OUT] [--delta D] [--threads N] [--backend cpu|pjrt]",
 		},
 		summary: "run a model on given inputs; with --check compare with expected outputs (exit 1 when off)",
 		flags:   func(fs *flag.FlagSet) { new(runFlags).define(fs) },
@@ -37,6 +40,7 @@ func (f *inputFlags) Set(s string) error { *f = append(*f, s); return nil }
 // runFlags are dstune run's flags.
 type runFlags struct {
 	check, outDir, backend *string
+	tokenizer, text        *string
 	inputs, deltas         inputFlags
 	rtol, atol             *float64
 	threads                *int
@@ -51,6 +55,8 @@ func (f *runFlags) define(fs *flag.FlagSet) {
 	f.atol = fs.Float64("atol", 1e-5, "absolute tolerance of --check")
 	f.threads = fs.Int("threads", 0, "goroutines per kernel call (0: all cores)")
 	f.backend = fs.String("backend", "cpu", "execution backend")
+	f.tokenizer = fs.String("tokenizer", "", "with --text: the tokenizer file (tokenizer.json or llama2.c tokenizer.bin)")
+	f.text = fs.String("text", "", "run a language model on this text: its token ids (--tokenizer's template) feed the token input, the rest is derived; prints the most likely next tokens")
 }
 
 func runRun(args []string, stdout, stderr io.Writer) error {
@@ -65,11 +71,16 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one model file, got %d arguments", len(pos))
 	}
+	text := *f.text != ""
 	switch {
-	case *check != "" && (len(inputs) > 0 || *outDir != ""):
-		return usagef("--check and --input/--output-dir are two different modes: give one")
-	case *check == "" && len(inputs) == 0:
-		return usagef("give --check DIR, or --input NAME=FILE.pb and --output-dir OUT")
+	case *check != "" && (len(inputs) > 0 || *outDir != "" || text):
+		return usagef("--check, --input and --text are different modes: give one")
+	case text && len(inputs) > 0:
+		return usagef("--text and --input are different modes: give one")
+	case text && *f.tokenizer == "":
+		return usagef("--text needs --tokenizer")
+	case *check == "" && len(inputs) == 0 && !text:
+		return usagef("give --check DIR, --input NAME=FILE.pb and --output-dir OUT, or --tokenizer T --text TEXT")
 	case len(inputs) > 0 && *outDir == "":
 		return usagef("--input needs --output-dir")
 	case *rtol < 0 || *atol < 0:
@@ -100,6 +111,28 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			}
 			values[in.Name] = d
 		}
+	} else if text {
+		tok, err := loadTokenizer(*f.tokenizer)
+		if err != nil {
+			return err
+		}
+		if err := feedText(model, values, tok, *f.text); err != nil {
+			return err
+		}
+		if err := deriveInputs(model, values, stderr); err != nil {
+			return err
+		}
+		outputs, err := runModel(model, values, *backend, *threads)
+		if err != nil {
+			return err
+		}
+		if err := printNextTokens(stdout, tok, outputs[0]); err != nil {
+			return err
+		}
+		if *outDir == "" {
+			return nil
+		}
+		return writeOutputs(stdout, model, outputs, *outDir)
 	} else {
 		for _, spec := range inputs {
 			name, file, ok := strings.Cut(spec, "=")
@@ -135,7 +168,12 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if *check != "" {
 		return checkOutputs(stdout, model, outputs, *check, *rtol, *atol)
 	}
-	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+	return writeOutputs(stdout, model, outputs, *outDir)
+}
+
+// writeOutputs writes outDir/output_N.pb in graph-output order.
+func writeOutputs(stdout io.Writer, model *ir.Model, outputs []*ir.Datum, outDir string) error {
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return err
 	}
 	for i, name := range model.Outputs {
@@ -143,7 +181,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		path := filepath.Join(*outDir, fmt.Sprintf("output_%d.pb", i))
+		path := filepath.Join(outDir, fmt.Sprintf("output_%d.pb", i))
 		if err := onnx.WriteValueFile(path, v); err != nil {
 			return err
 		}
@@ -386,6 +424,59 @@ func deriveInputs(model *ir.Model, values map[string]*ir.Datum, stderr io.Writer
 		if name, _, _ := strings.Cut(n, ":"); values[name] != nil {
 			fmt.Fprintln(stderr, n)
 		}
+	}
+	return nil
+}
+
+// feedText binds the model's token input to text's ids (batch 1).
+func feedText(model *ir.Model, values map[string]*ir.Datum, tok textTokenizer, text string) error {
+	plans, err := model.InputPlans()
+	if err != nil {
+		return err
+	}
+	ids, _ := tok.Encode(text)
+	if len(ids) == 0 {
+		return usagef("--text encodes to no tokens")
+	}
+	for _, p := range plans {
+		if p.Role == ir.RoleTokens {
+			t := ir.NewTensor(ir.Int64, ir.Shape{1, len(ids)})
+			for i, id := range ids {
+				t.Int64s()[i] = int64(id)
+			}
+			values[p.Input.Name] = &ir.Datum{Kind: ir.TensorDatum, Tensor: t}
+			return nil
+		}
+	}
+	return fmt.Errorf("--text: the model has no token input")
+}
+
+// printNextTokens prints the five most likely tokens after the text, from
+// the last position of logits [1, T, vocab].
+func printNextTokens(w io.Writer, tok textTokenizer, logits *ir.Datum) error {
+	if logits == nil || logits.Kind != ir.TensorDatum || len(logits.Tensor.Shape()) != 3 || !logits.Tensor.DType().IsFloat() {
+		return fmt.Errorf("--text: the first output is not logits [batch, sequence, vocabulary]")
+	}
+	sh := logits.Tensor.Shape()
+	T, V := sh[1], sh[2]
+	row := make([]float64, V)
+	for v := range V {
+		row[v] = logits.Tensor.Float64At((T-1)*V + v)
+	}
+	order := make([]int, V)
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return row[order[a]] > row[order[b]] })
+	m := row[order[0]]
+	sum := 0.0
+	for _, x := range row {
+		sum += math.Exp(x - m)
+	}
+	fmt.Fprintln(w, "most likely next tokens:")
+	for _, id := range order[:min(5, V)] {
+		s, _ := tok.Decode([]int{id})
+		fmt.Fprintf(w, "  %6d  %-16q p %.4f\n", id, s, math.Exp(row[id]-m)/sum)
 	}
 	return nil
 }

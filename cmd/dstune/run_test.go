@@ -116,7 +116,7 @@ func TestRunUsageAndErrors(t *testing.T) {
 	}{
 		{[]string{"run", model}, 2, "give --check DIR"},
 		{[]string{"run"}, 2, "want exactly one model file"},
-		{[]string{"run", model, "--check", dir, "--input", "tokens=" + input}, 2, "two different modes"},
+		{[]string{"run", model, "--check", dir, "--input", "tokens=" + input}, 2, "different modes: give one"},
 		{[]string{"run", model, "--input", "tokens=" + input}, 2, "--input needs --output-dir"},
 		{[]string{"run", model, "--input", "nope=" + input, "--output-dir", t.TempDir()}, 2, `no input "nope"`},
 		{[]string{"run", model, "--input", "tokens", "--output-dir", t.TempDir()}, 2, "want NAME=FILE.pb"},

@@ -236,3 +236,19 @@ func TestRunDerivesDecoderInputs(t *testing.T) {
 		t.Errorf("logits with derived inputs differ: %v", d)
 	}
 }
+
+// TestRunText: dstune run --tokenizer --text feeds a language model the
+// text's ids and prints the next tokens, the greedy one first (stories260K
+// continues "there was a little" with " g", the start of " girl").
+func TestRunText(t *testing.T) {
+	dir := sharedtest.Path(t, "models", "stories260K")
+	code, out, errOut := runCmd("run", filepath.Join(dir, "stories260K.onnx"), "--tokenizer", filepath.Join(dir, "tok512.bin"),
+		"--text", "Once upon a time, there was a little")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) < 2 || !strings.Contains(lines[1], `" g"`) {
+		t.Errorf("output:\n%s\nwant \" g\" first", out)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/dstune/dstune/onnx"
@@ -50,7 +51,8 @@ func Version() string {
 // Run runs the model file at modelPath (its external data next to it) on
 // one thread with the given inputs, by graph input name, and returns every
 // graph output as a tensor with little-endian Raw bytes. Inputs must be
-// non-scalar tensors with at least one element.
+// non-scalar tensors with at least one element. A graph without inputs
+// (its outputs computed from initializers) runs too.
 func Run(modelPath string, inputs map[string]*onnx.Tensor) (map[string]*onnx.Tensor, error) {
 	if err := Init(); err != nil {
 		return nil, err
@@ -58,6 +60,29 @@ func Run(modelPath string, inputs map[string]*onnx.Tensor) (map[string]*onnx.Ten
 	ins, outs, err := ortgo.GetInputOutputInfo(modelPath)
 	if err != nil {
 		return nil, fmt.Errorf("ort: %s: %w", modelPath, err)
+	}
+	if len(outs) == 0 {
+		return nil, fmt.Errorf("ort: %s: the graph has no outputs", modelPath)
+	}
+	if len(ins) == 0 {
+		// onnxruntime_go cannot run a session without inputs: run a copy
+		// of the model that declares one more, which nothing reads.
+		dir, err := os.MkdirTemp("", "dstune-ort-")
+		if err != nil {
+			return nil, fmt.Errorf("ort: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		name, err := withUnusedInput(modelPath, filepath.Join(dir, "model.onnx"))
+		if err != nil {
+			return nil, fmt.Errorf("ort: %s: %w", modelPath, err)
+		}
+		unused, err := onnx.FromFloat32s(name, []int64{1}, []float32{0})
+		if err != nil {
+			return nil, fmt.Errorf("ort: %w", err)
+		}
+		modelPath = filepath.Join(dir, "model.onnx")
+		inputs = map[string]*onnx.Tensor{name: unused}
+		ins = []ortgo.InputOutputInfo{{Name: name}}
 	}
 	var inNames, outNames []string
 	var inValues []ortgo.Value
@@ -111,6 +136,33 @@ func Run(modelPath string, inputs map[string]*onnx.Tensor) (map[string]*onnx.Ten
 		result[outNames[i]] = t
 	}
 	return result, nil
+}
+
+// withUnusedInput writes to path a copy of the model at modelPath whose
+// graph declares one more input, a float [1] nothing reads, and returns
+// its name.
+func withUnusedInput(modelPath, path string) (string, error) {
+	m, err := onnx.ReadFile(modelPath)
+	if err != nil {
+		return "", err
+	}
+	defer m.Close()
+	names := map[string]bool{}
+	for _, t := range m.Graph.Initializers {
+		names[t.Name] = true
+	}
+	for _, n := range m.Graph.Nodes {
+		for _, v := range append(n.Inputs, n.Outputs...) {
+			names[v] = true
+		}
+	}
+	name := "unused_input"
+	for i := 1; names[name]; i++ {
+		name = fmt.Sprintf("unused_input_%d", i)
+	}
+	m.Graph.Inputs = append(m.Graph.Inputs, &onnx.ValueInfo{Name: name,
+		Type: &onnx.Type{Kind: onnx.TypeTensor, ElemType: onnx.Float, HasShape: true, Shape: []onnx.Dim{{Value: 1, HasValue: true}}}})
+	return name, onnx.WriteFile(path, m, onnx.WriteOptions{})
 }
 
 func toORT(t *onnx.Tensor) (ortgo.Value, error) {

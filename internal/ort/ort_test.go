@@ -49,3 +49,42 @@ func TestRunReproducesReferences(t *testing.T) {
 		}
 	}
 }
+
+// TestRunWithoutInputs: a graph that computes its outputs from
+// initializers alone runs (onnxruntime_go itself cannot run a session
+// without inputs), and a graph without outputs is refused with an error.
+func TestRunWithoutInputs(t *testing.T) {
+	Need(t)
+	a, err := onnx.FromFloat32s("a", []int64{3}, []float32{1, -2, 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &onnx.Model{IRVersion: 8, OpsetImports: []onnx.OpsetID{{Version: 13}}, Graph: &onnx.Graph{
+		Name:         "no_inputs",
+		Initializers: []*onnx.Tensor{a},
+		Nodes:        []*onnx.Node{{OpType: "Neg", Inputs: []string{"a"}, Outputs: []string{"y"}}},
+		Outputs:      []*onnx.ValueInfo{{Name: "y", Type: &onnx.Type{Kind: onnx.TypeTensor, ElemType: onnx.Float}}},
+	}}
+	path := filepath.Join(t.TempDir(), "model.onnx")
+	if err := onnx.WriteFile(path, m, onnx.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := Run(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out["y"] == nil || len(out) != 1 {
+		t.Fatalf("outputs %v, want y only", out)
+	}
+	if y, _ := out["y"].Float32s(); fmt.Sprint(y) != "[-1 2 -0.5]" {
+		t.Errorf("y = %v, want [-1 2 -0.5]", y)
+	}
+
+	m.Graph.Outputs = nil
+	if err := onnx.WriteFile(path, m, onnx.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(path, nil); err == nil {
+		t.Error("a graph without outputs ran")
+	}
+}
