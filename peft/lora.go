@@ -301,7 +301,6 @@ func (m *LoRA) WriteRunFiles(dir string, st *train.EngineState) error {
 type loraSource struct {
 	base train.ForwardSource
 	m    *LoRA
-	keep []bool // scratch for the dropout masks
 }
 
 var (
@@ -382,22 +381,38 @@ func (s *loraSource) HasStepInput(name string) bool {
 	return strings.HasPrefix(name, dropoutPrefix) && s.m.opts.Dropout > 0
 }
 
-// FillStepInput draws a dropout mask for step: each entry kept with
-// probability 1−p (ir.DropoutMask seeded by the run's seed, the step and
-// the input's name) and scaled by 1/(1−p), as torch's dropout scales.
+// FillStepInput draws a dropout mask for step: every entry kept with
+// probability 1 − p and then holding 1/(1 − p), as torch's dropout
+// scales, else 0. The draws come from a PCG generator seeded by the run's
+// seed, the step and the input's name; each 64-bit draw gives four
+// 16-bit uniforms u, and an entry is kept when u ≥ round(p·65536) (p is
+// rounded to a multiple of 2⁻¹⁶): a mask costs a quarter of a draw per
+// entry, which keeps it small beside the step it feeds.
 func (s *loraSource) FillStepInput(name string, step int64, t *ir.Tensor) {
-	p := float32(s.m.opts.Dropout)
-	v := t.Float32s()
-	if cap(s.keep) < len(v) {
-		s.keep = make([]bool, len(v))
+	p := s.m.opts.Dropout
+	fillDropoutMask(t.Float32s(), p, rand.NewPCG(mix(s.m.seed, step, 0), nameSeed(name)))
+}
+
+// fillDropoutMask fills v with a dropout mask of probability p drawn from
+// src (FillStepInput).
+func fillDropoutMask(v []float32, p float64, src *rand.PCG) {
+	drop := uint64(math.Round(p * (1 << 16)))
+	// values[(u − drop) >> 63] is 1/(1−p) when u ≥ drop, else 0: no
+	// branch on a random bit.
+	values := [2]float32{float32(1 / (1 - p)), 0}
+	j := 0
+	for ; j+4 <= len(v); j += 4 {
+		r := src.Uint64()
+		w := v[j : j+4 : j+4]
+		w[0] = values[(r&0xffff-drop)>>63]
+		w[1] = values[(r>>16&0xffff-drop)>>63]
+		w[2] = values[(r>>32&0xffff-drop)>>63]
+		w[3] = values[(r>>48-drop)>>63]
 	}
-	keep := s.keep[:len(v)]
-	ir.DropoutMask(keep, p, mix(s.m.seed, step, int64(nameSeed(name))))
-	scale := 1 / (1 - p)
-	for j, k := range keep {
-		v[j] = 0
-		if k {
-			v[j] = scale
+	if j < len(v) {
+		r := src.Uint64()
+		for k := range len(v) - j {
+			v[j+k] = values[(r>>(16*k)&0xffff-drop)>>63]
 		}
 	}
 }

@@ -198,3 +198,41 @@ func TestPromptRefusesTrainable(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+// TestDropoutMask: each entry is 0 or 1/(1−p), kept at the rate 1 − p
+// (within 5 standard deviations), the same for the same seed, and all
+// kept at p = 0.
+func TestDropoutMask(t *testing.T) {
+	for _, p := range []float64{0, 0.1, 0.25, 0.5, 0.9} {
+		v := make([]float32, 100003)
+		fillDropoutMask(v, p, rand.NewPCG(1, 2))
+		again := make([]float32, len(v))
+		fillDropoutMask(again, p, rand.NewPCG(1, 2))
+		kept := 0
+		for i, x := range v {
+			switch x {
+			case 0:
+			case float32(1 / (1 - p)):
+				kept++
+			default:
+				t.Fatalf("p %g: entry %d is %v", p, i, x)
+			}
+			if x != again[i] {
+				t.Fatalf("p %g: entry %d differs between two draws of one seed", p, i)
+			}
+		}
+		n := float64(len(v))
+		if sd := math.Sqrt(n * p * (1 - p)); math.Abs(float64(kept)-n*(1-p)) > 5*sd+0.5 {
+			t.Errorf("p %g: %d of %d kept, expected %.0f ± %.0f", p, kept, len(v), n*(1-p), sd)
+		}
+	}
+}
+
+func BenchmarkDropoutMask(b *testing.B) {
+	v := make([]float32, 1<<20)
+	src := rand.NewPCG(1, 2)
+	b.SetBytes(4 << 20)
+	for b.Loop() {
+		fillDropoutMask(v, 0.1, src)
+	}
+}
