@@ -27,6 +27,9 @@ type progress struct {
 	drawn    bool // a redrawable line is on screen
 	lastDraw time.Time
 	line     string
+	// metric is the last validation metric ("exact match 85.0 %"),
+	// shown on every step line after it ("" when there is none).
+	metric string
 }
 
 const redrawEvery = 100 * time.Millisecond
@@ -38,16 +41,20 @@ func newProgress(w io.Writer, terminal bool, every, total int64) *progress {
 	return &progress{w: w, terminal: terminal, every: every, total: total}
 }
 
-// stepLine formats one step: step, loss, tokens/s, ETA.
-func stepLine(step, total int64, loss, tokensPerSec float64, eta time.Duration) string {
-	return fmt.Sprintf("step %d/%d  loss %.4f  %s tok/s  ETA %s", step, total, loss, siCount(tokensPerSec), formatETA(eta))
+// stepLine formats one step: step, loss, the last validation metric
+// (when there is one), tokens/s, ETA.
+func stepLine(step, total int64, loss float64, metric string, tokensPerSec float64, eta time.Duration) string {
+	if metric != "" {
+		metric = "  " + metric
+	}
+	return fmt.Sprintf("step %d/%d  loss %.4f%s  %s tok/s  ETA %s", step, total, loss, metric, siCount(tokensPerSec), formatETA(eta))
 }
 
 func (p *progress) step(step int64, loss, tokensPerSec float64, eta time.Duration) {
 	if p.w == nil {
 		return
 	}
-	line := stepLine(step, p.total, loss, tokensPerSec, eta)
+	line := stepLine(step, p.total, loss, p.metric, tokensPerSec, eta)
 	if p.terminal {
 		p.line = line
 		if now := time.Now(); step == p.total || now.Sub(p.lastDraw) >= redrawEvery {

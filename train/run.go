@@ -37,6 +37,8 @@ type Config struct {
 	Task        Task            `json:"task"`
 	Method      string          `json:"method"`
 	DST         json.RawMessage `json:"dst,omitempty"`       // --method dst's options, as package dst reads them (dst.Options)
+	LoRA        json.RawMessage `json:"lora,omitempty"`      // --method lora's options, as package peft reads them (peft.LoRAOptions)
+	Prompt      json.RawMessage `json:"prompt,omitempty"`    // --method prompt's options (peft.PromptOptions)
 	Trainable   string          `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
 	// Tokenizer encodes the data's text fields (absolute path; "" when the
 	// data holds token ids); TokenizerSHA256 is its file's, filled in by Run.
@@ -55,9 +57,13 @@ type Config struct {
 	Backend string `json:"backend"`
 	// Threads may change when a run is resumed: every kernel gives the
 	// same bits for any thread count (config.json keeps the first).
-	Threads         int   `json:"threads"`
-	EvalEvery       int64 `json:"eval_every"`       // validation every N steps (and after the last); 0: only after the last
-	CheckpointEvery int64 `json:"checkpoint_every"` // 0: only at the end (and on interruption)
+	Threads   int   `json:"threads"`
+	EvalEvery int64 `json:"eval_every"` // validation every N steps (and after the last); 0: only after the last
+	// Metric is the validation metric reported besides the loss
+	// (MetricTokenAccuracy, MetricExactMatch, MetricAccuracy; "" or
+	// MetricLoss: the loss alone).
+	Metric          string `json:"metric,omitempty"`
+	CheckpointEvery int64  `json:"checkpoint_every"` // 0: only at the end (and on interruption)
 }
 
 // Check reports what is wrong with a configuration.
@@ -82,6 +88,12 @@ func (c *Config) Check() error {
 	}
 	if err := c.Optimizer.Check(); err != nil {
 		return err
+	}
+	if err := checkMetric(c.Metric, c.Task); err != nil {
+		return err
+	}
+	if c.Metric != "" && c.Metric != MetricLoss && c.Valid == "" {
+		return fmt.Errorf("--metric %s is computed on the validation data: give --valid", c.Metric)
 	}
 	return c.Schedule.Check(c.Steps)
 }
@@ -133,7 +145,10 @@ type Result struct {
 	Loss             float64 // its training loss
 	InitialValidLoss float64 // before the first step (NaN: no validation data, or a resumed run)
 	ValidLoss        float64 // the last validation loss (NaN: none)
-	ModelFile        string  // the fine-tuned model, when written
+	// InitialValidMetric and ValidMetric are Config.Metric's value before
+	// the first step and at the last validation (NaN: none).
+	InitialValidMetric, ValidMetric float64
+	ModelFile                       string // the fine-tuned model, when written
 }
 
 // ErrInterrupted ends a run stopped by its context (Ctrl-C) after saving
@@ -152,7 +167,7 @@ const (
 // ErrInterrupted. A non-finite loss ends it with a *LossError; the last
 // good checkpoint is kept.
 func Run(ctx context.Context, cfg Config, opts RunOptions) (*Result, error) {
-	r := &runner{cfg: cfg, opts: opts, res: &Result{InitialValidLoss: math.NaN(), ValidLoss: math.NaN()}}
+	r := &runner{cfg: cfg, opts: opts, res: &Result{InitialValidLoss: math.NaN(), ValidLoss: math.NaN(), InitialValidMetric: math.NaN(), ValidMetric: math.NaN()}}
 	defer r.close()
 	if err := r.setup(); err != nil {
 		return nil, err
@@ -317,6 +332,9 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 		if r.valid, err = LoadJSONL(cfg.Valid, dataOpts); err != nil {
 			return nil, err
 		}
+		if cfg.Metric == MetricExactMatch && !hasPromptRows(r.valid) {
+			return nil, fmt.Errorf("%s: --metric %s decodes completions, and the validation data has no \"prompt\"/\"completion\" rows", cfg.Valid, MetricExactMatch)
+		}
 		longest = max(longest, longestExample(r.valid))
 	}
 	if T == 0 {
@@ -343,6 +361,11 @@ func (r *runner) newEngine(model *ir.Model) error {
 	var err error
 	if r.method, err = newRunMethod(env); err != nil {
 		return err
+	}
+	if sm, ok := r.method.(SourceMethod); ok {
+		if r.src, err = sm.Source(r.src); err != nil {
+			return err
+		}
 	}
 	backend, err := accel.OpenWith(cfg.Backend, r.opts.BackendOptions)
 	if err != nil {
@@ -508,7 +531,28 @@ type metricsRecord struct {
 	Tokens       int      `json:"tokens,omitempty"`
 	TokensPerSec float64  `json:"tokens_per_s,omitempty"`
 	ValidLoss    *float64 `json:"valid_loss,omitempty"`
+	// The validation metric (Config.Metric), with the validation loss.
+	TokenAccuracy *float64 `json:"token_accuracy,omitempty"`
+	ExactMatch    *float64 `json:"exact_match,omitempty"`
+	Accuracy      *float64 `json:"accuracy,omitempty"`
 }
+
+// setValidation puts a validation's results into rec.
+func (rec *metricsRecord) setValidation(metric string, v validation) {
+	rec.ValidLoss = &v.loss
+	switch metric {
+	case MetricTokenAccuracy:
+		rec.TokenAccuracy = &v.metric
+	case MetricExactMatch:
+		rec.ExactMatch = &v.metric
+	case MetricAccuracy:
+		rec.Accuracy = &v.metric
+	}
+}
+
+// validation is what one validation pass measured: the loss and the
+// metric (NaN when Config.Metric is the loss alone).
+type validation struct{ loss, metric float64 }
 
 // writeMetrics writes rec and the method's fields (a value encoding as a
 // JSON object, or nil) as one line.
@@ -534,29 +578,52 @@ func (r *runner) writeMetrics(rec metricsRecord, extra any) error {
 	return r.metricsW.Flush()
 }
 
-func (r *runner) evaluate() (float64, error) {
+func (r *runner) evaluate() (validation, error) {
+	v := validation{metric: math.NaN()}
 	eb, err := NewEvalBatches(r.valid, r.batchOpts)
 	if err != nil {
-		return 0, err
+		return v, err
 	}
+	metric := r.cfg.Metric
+	counted := metric == MetricTokenAccuracy || metric == MetricAccuracy
 	var b Batch
 	var sum float64
-	var count int
+	var count, correct, total int
 	for eb.Next(&b) {
 		if b.NumTargets == 0 {
 			continue
 		}
 		loss, err := r.engine.EvalLoss(&b)
 		if err != nil {
-			return 0, fmt.Errorf("validation: %w", err)
+			return v, fmt.Errorf("validation: %w", err)
 		}
 		sum += loss * float64(b.NumTargets)
 		count += b.NumTargets
+		if counted {
+			logits, err := r.engine.EvalLogits(&b)
+			if err != nil {
+				return v, fmt.Errorf("validation: %w", err)
+			}
+			c, n, err := countCorrect(&b, logits)
+			if err != nil {
+				return v, fmt.Errorf("validation: %w", err)
+			}
+			correct, total = correct+c, total+n
+		}
 	}
 	if count == 0 {
-		return 0, fmt.Errorf("%s: no validation targets", r.valid.Name)
+		return v, fmt.Errorf("%s: no validation targets", r.valid.Name)
 	}
-	return sum / float64(count), nil
+	v.loss = sum / float64(count)
+	switch {
+	case counted:
+		v.metric = float64(correct) / float64(total)
+	case metric == MetricExactMatch:
+		if v.metric, err = exactMatch(r.engine, r.valid, r.batchOpts); err != nil {
+			return v, fmt.Errorf("validation: %w", err)
+		}
+	}
+	return v, nil
 }
 
 func (r *runner) checkpoint() error {
@@ -580,16 +647,22 @@ func (r *runner) loop(ctx context.Context) error {
 	cfg := &r.cfg
 	res := r.res
 	res.Step = r.engine.Step()
+	if s, ok := r.method.(Summarizer); ok {
+		r.progress.message("%s", s.Summary())
+	}
 	if r.valid != nil && res.Step == 0 {
 		v, err := r.evaluate()
 		if err != nil {
 			return err
 		}
-		res.InitialValidLoss, res.ValidLoss = v, v
-		if err := r.writeMetrics(metricsRecord{ValidLoss: &v}, nil); err != nil {
+		res.InitialValidLoss, res.ValidLoss = v.loss, v.loss
+		res.InitialValidMetric, res.ValidMetric = v.metric, v.metric
+		var rec metricsRecord
+		rec.setValidation(cfg.Metric, v)
+		if err := r.writeMetrics(rec, nil); err != nil {
 			return err
 		}
-		r.progress.message("step 0: validation loss %.4f", v)
+		r.progress.validated(0, cfg.Metric, v)
 	}
 	var batch Batch
 	start := time.Now()
@@ -636,8 +709,9 @@ func (r *runner) loop(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			rec.ValidLoss, res.ValidLoss = &v, v
-			r.progress.message("step %d: validation loss %.4f", step, v)
+			rec.setValidation(cfg.Metric, v)
+			res.ValidLoss, res.ValidMetric = v.loss, v.metric
+			r.progress.validated(step, cfg.Metric, v)
 		}
 		if err := r.writeMetrics(rec, r.method.Metrics(step, r.engine.LastResult())); err != nil {
 			return err

@@ -26,7 +26,7 @@ type SelectionResult struct {
 // UnitResult is one unit's outcome.
 type UnitResult struct {
 	Size, K int64
-	Kept    int64 // entries kept: min(K, the unit's non-NaN Δ)
+	Kept    int64 // entries kept: min(K, the unit's positive Δ)
 	Entered int64 // kept entries that were not kept the step before
 	// Q is the threshold used (HasQ: a selection ran; Q may be ±Inf).
 	Q    float32

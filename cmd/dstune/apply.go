@@ -19,7 +19,7 @@ func init() {
 	register(&command{
 		name:     "apply",
 		synopsis: []string{"MODEL.onnx DELTA.safetensors [MORE.safetensors ...] -o OUT.onnx [--force]"},
-		summary:  "write the fine-tuned model: the base model with one or more deltas applied in order",
+		summary:  "write the fine-tuned model: the base model with one or more deltas (LoRA adapters, a soft prompt) applied in order",
 		flags:    func(fs *flag.FlagSet) { new(applyFlags).define(fs) },
 		run:      runApply,
 	})
@@ -67,14 +67,26 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", modelPath, err)
 	}
-	delta, err := composeDeltas(stdout, stderr, deltaPaths, inits, *force)
+	deltaPaths, prompt, err := splitPrompt(stderr, deltaPaths, inits, *force)
 	if err != nil {
 		return err
 	}
+	var delta *dst.Delta
+	if len(deltaPaths) > 0 {
+		if delta, err = composeDeltas(stdout, stderr, deltaPaths, inits, *force); err != nil {
+			return err
+		}
+	}
 
-	newValues, reencode, err := applyToInitializers(stdout, m, inits, delta)
-	if err != nil {
-		return fmt.Errorf("%s: %w", modelPath, err)
+	var newValues map[string][]byte
+	var reencode []string
+	if len(deltaPaths) > 0 {
+		if newValues, reencode, err = applyToInitializers(stdout, m, inits, delta); err != nil {
+			return fmt.Errorf("%s: %w", modelPath, err)
+		}
+	}
+	if prompt != nil {
+		return writePrompted(stdout, out, m, newValues, prompt)
 	}
 	return writeApplied(stdout, modelPath, out, m, newValues, reencode)
 }
@@ -172,7 +184,7 @@ func writeApplied(stdout io.Writer, modelPath, out string, m *onnx.Model, newVal
 func composeDeltas(stdout, stderr io.Writer, paths []string, inits []dst.Initializer, force bool) (*dst.Delta, error) {
 	parts := make([]*dst.Delta, len(paths))
 	for i, path := range paths {
-		d, err := dst.ReadDelta(path)
+		d, err := readDeltaFile(path, inits)
 		if err != nil {
 			return nil, err
 		}

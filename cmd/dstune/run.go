@@ -50,7 +50,7 @@ func (f *runFlags) define(fs *flag.FlagSet) {
 	f.check = fs.String("check", "", "directory in the ONNX test layout: input_N.pb fed in graph-input order, outputs compared with output_N.pb")
 	fs.Var(&f.inputs, "input", "NAME=FILE.pb: a serialized TensorProto (SequenceProto, OptionalProto for such inputs) for graph input NAME (repeat for every input)")
 	f.outDir = fs.String("output-dir", "", "with --input: write output_N.pb (graph-output order) here")
-	fs.Var(&f.deltas, "delta", "apply this delta.safetensors to the model's initializers first (repeat to compose several, in order)")
+	fs.Var(&f.deltas, "delta", "apply this delta.safetensors to the model's initializers first (repeat to compose several, in order); a LoRA adapter is merged, a soft prompt built into the graph")
 	f.rtol = fs.Float64("rtol", 1e-4, "relative tolerance of --check")
 	f.atol = fs.Float64("atol", 1e-5, "absolute tolerance of --check")
 	f.threads = fs.Int("threads", 0, "goroutines per kernel call (0: all cores)")
@@ -98,7 +98,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s: %w", pos[0], err)
 	}
 	if len(deltas) > 0 {
-		if err := applyDeltas(model, deltas, stderr); err != nil {
+		if model, err = withDeltas(m, model, deltas, stderr); err != nil {
 			return err
 		}
 	}
