@@ -78,6 +78,9 @@ func (c *Config) Check() error {
 	if err := c.Optimizer.Check(); err != nil {
 		return err
 	}
+	if err := checkOptimizerPrecision(c.Optimizer); err != nil {
+		return err
+	}
 	return c.Schedule.Check(c.Steps)
 }
 
@@ -144,8 +147,10 @@ const (
 // Run trains as cfg says, writing config.json, metrics.jsonl, checkpoints
 // and the fine-tuned model into opts.Dir. Cancelling ctx ends the run
 // after the current step with a checkpoint and an error wrapping
-// ErrInterrupted. A non-finite loss ends it with a *LossError; the last
-// good checkpoint is kept.
+// ErrInterrupted. A non-finite loss ends it with a *LossError, NaN or ±Inf
+// in a gradient, a parameter or the optimizer state with a
+// *NonFiniteError; nothing of that step is saved, and the last good
+// checkpoint is kept.
 func Run(ctx context.Context, cfg Config, opts RunOptions) (*Result, error) {
 	r := &runner{cfg: cfg, opts: opts, res: &Result{InitialValidLoss: math.NaN(), ValidLoss: math.NaN()}}
 	defer r.close()
@@ -532,11 +537,20 @@ func (r *runner) evaluate() (float64, error) {
 	return sum / float64(count), nil
 }
 
-func (r *runner) checkpoint() error {
+// state copies the engine's state for a checkpoint, refusing one that
+// holds NaN or ±Inf: the last good checkpoint is never replaced by it.
+func (r *runner) state() (*EngineState, error) {
 	st, err := r.engine.State()
 	if err != nil {
-		return err
+		return nil, err
 	}
+	if err := checkStateFinite(st, r.engine.Params()); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (r *runner) checkpoint(st *EngineState) error {
 	if err := WriteCheckpoint(r.opts.Dir, r.engine.Params(), st, r.train.Position(), r.cfg.Optimizer.Name, r.method.Name()); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
@@ -547,6 +561,21 @@ func (r *runner) checkpoint() error {
 	}
 	r.lastCkpt = st.Step
 	return nil
+}
+
+// stopped adds to a step's error what was kept of the run: a step whose
+// loss, gradients or new state are not finite is not saved.
+func (r *runner) stopped(err error) error {
+	var le *LossError
+	var ne *NonFiniteError
+	if !errors.As(err, &le) && !errors.As(err, &ne) {
+		return err
+	}
+	where := "no checkpoint was written yet"
+	if r.lastCkpt > 0 {
+		where = fmt.Sprintf("the last good checkpoint (step %d) is kept in %s", r.lastCkpt, filepath.Join(r.opts.Dir, checkpointDir))
+	}
+	return fmt.Errorf("%w; %s", err, where)
 }
 
 func (r *runner) loop(ctx context.Context) error {
@@ -571,7 +600,11 @@ func (r *runner) loop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			r.progress.done()
 			if r.lastCkpt < res.Step {
-				if err := r.checkpoint(); err != nil {
+				st, err := r.state()
+				if err != nil {
+					return r.stopped(err)
+				}
+				if err := r.checkpoint(st); err != nil {
 					return err
 				}
 			}
@@ -584,17 +617,18 @@ func (r *runner) loop(ctx context.Context) error {
 		stats, err := r.engine.TrainStep(&batch, lrScale)
 		if err != nil {
 			r.progress.done()
-			var le *LossError
-			if errors.As(err, &le) {
-				where := "no checkpoint was written yet"
-				if r.lastCkpt > 0 {
-					where = fmt.Sprintf("the last good checkpoint (step %d) is kept in %s", r.lastCkpt, filepath.Join(r.opts.Dir, checkpointDir))
-				}
-				return fmt.Errorf("%w; %s", err, where)
-			}
-			return err
+			return r.stopped(err)
 		}
 		elapsed := time.Since(stepStart)
+		// A checkpoint step's state is checked before anything of the
+		// step is written.
+		var st *EngineState
+		if step == cfg.Steps || (cfg.CheckpointEvery > 0 && step%cfg.CheckpointEvery == 0) {
+			if st, err = r.state(); err != nil {
+				r.progress.done()
+				return r.stopped(err)
+			}
+		}
 		res.Step, res.Loss = step, stats.Loss
 		tokens := 0
 		for _, m := range batch.AttentionMask {
@@ -615,8 +649,8 @@ func (r *runner) loop(ctx context.Context) error {
 		if err := r.writeMetrics(rec, r.method.Metrics(step, r.engine.LastResult())); err != nil {
 			return err
 		}
-		if step == cfg.Steps || (cfg.CheckpointEvery > 0 && step%cfg.CheckpointEvery == 0) {
-			if err := r.checkpoint(); err != nil {
+		if st != nil {
+			if err := r.checkpoint(st); err != nil {
 				return err
 			}
 		}

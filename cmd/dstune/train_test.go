@@ -75,6 +75,10 @@ func TestTrainUsage(t *testing.T) {
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "lora"}, 1, "--method lora is not implemented yet"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "adapter"}, 2, `unknown --method "adapter"`},
 		{[]string{"train", "--resume", filepath.Join(dir, "none")}, 1, "config.json"},
+		// Finite in float64, not in the float32 the update computes in.
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--lr", "1e39"}, 2, "lr is 1e+39, beyond float32's range"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--lr", "3e38", "--method", "dst"}, 2, "lr/(1−β1) is 3e+39"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--lr", "1e39", "--optimizer", "sgd"}, 2, "lr is 1e+39"},
 	}
 	for _, c := range cases {
 		code, _, stderr := dstune(c.args...)
