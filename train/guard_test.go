@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -223,4 +224,36 @@ func (t uncheckedTrainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.St
 		res.NonFinite = nil
 	}
 	return res, err
+}
+
+// A run refuses data that is one of the files it writes (by any path).
+func TestRunRefusesToOverwriteItsInputs(t *testing.T) {
+	cfg := runConfig(t, update.OptimizerAdamW, 4)
+	dir := filepath.Join(t.TempDir(), "run")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(cfg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inRun := filepath.Join(dir, MetricsFile)
+	if err := os.WriteFile(inRun, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hard := filepath.Join(t.TempDir(), "data.jsonl")
+	if err := os.Link(inRun, hard); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{inRun, hard} {
+		c := cfg
+		c.Data = path
+		_, err := Run(context.Background(), c, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)})
+		if err == nil || !strings.Contains(err.Error(), "is the training data") || !strings.Contains(err.Error(), "choose another run directory") {
+			t.Errorf("data %s: %v", path, err)
+		}
+	}
+	if got, _ := os.ReadFile(inRun); string(got) != string(data) {
+		t.Error("the data file was written")
+	}
 }

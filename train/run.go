@@ -21,6 +21,7 @@ import (
 
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/internal/atomicfile"
+	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/update"
@@ -202,6 +203,9 @@ func (r *runner) setup() error {
 	if err != nil {
 		return err
 	}
+	if err := r.checkInputs(); err != nil {
+		return err
+	}
 	ds, err := r.loadData(shape)
 	if err != nil {
 		return err
@@ -240,6 +244,38 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 		return stored, fmt.Errorf("resume %s: the run was configured differently: %s", dir, diff)
 	}
 	return stored, nil
+}
+
+// runOutputs are the files Run writes at the top of a run directory
+// (DST's method adds delta.safetensors); the checkpoint directories are
+// wholly its own.
+var runOutputs = []string{ConfigFile, MetricsFile, ModelFile, "delta.safetensors"}
+
+// checkInputs refuses a run whose model, its external data, or data file
+// is one of the files the run writes (the same file by any path).
+func (r *runner) checkInputs() error {
+	var ins []outpath.Input
+	if r.onnxModel != nil {
+		ins = outpath.ModelInputs(r.cfg.Model, r.onnxModel)
+	}
+	ins = append(ins, outpath.Input{Path: r.cfg.Data, What: "the training data"})
+	if r.cfg.Valid != "" {
+		ins = append(ins, outpath.Input{Path: r.cfg.Valid, What: "the validation data"})
+	}
+	var outs []string
+	for _, name := range runOutputs {
+		outs = append(outs, filepath.Join(r.opts.Dir, name))
+	}
+	for _, d := range []string{checkpointDir, checkpointOld, checkpointTmp} {
+		entries, _ := os.ReadDir(filepath.Join(r.opts.Dir, d))
+		for _, e := range entries {
+			outs = append(outs, filepath.Join(r.opts.Dir, d, e.Name()))
+		}
+	}
+	if err := outpath.CheckAll(outs, ins...); err != nil {
+		return fmt.Errorf("%w, which the run writes: choose another run directory", err)
+	}
+	return nil
 }
 
 // sourceShape is what the model tells the data: its vocabulary or class

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dstune/dstune/accel"
 	_ "github.com/dstune/dstune/accel/cpu" // the "cpu" backend
+	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 )
@@ -124,6 +125,9 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 				return usagef("no --input for the model's input %q (inputs: %s)", in.Name, inputNames(model))
 			}
 		}
+		if err := checkRunOutputs(*outDir, len(model.Outputs), pos[0], m, deltas, inputs); err != nil {
+			return err
+		}
 	}
 	outputs, err := runModel(model, values, *backend, *threads)
 	if err != nil {
@@ -145,6 +149,27 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "wrote %s (%s %v)\n", path, name, outputs[i])
+	}
+	return nil
+}
+
+// checkRunOutputs refuses output files (OUT/output_N.pb) that are one of
+// the files the run reads.
+func checkRunOutputs(outDir string, outputs int, modelPath string, m *onnx.Model, deltas, inputs []string) error {
+	ins := outpath.ModelInputs(modelPath, m)
+	for i, d := range deltas {
+		ins = append(ins, outpath.Input{Path: d, What: fmt.Sprintf("delta %d", i+1)})
+	}
+	for _, spec := range inputs {
+		name, file, _ := strings.Cut(spec, "=")
+		ins = append(ins, outpath.Input{Path: file, What: fmt.Sprintf("the input file of %q", name)})
+	}
+	var outs []string
+	for i := range outputs {
+		outs = append(outs, filepath.Join(outDir, fmt.Sprintf("output_%d.pb", i)))
+	}
+	if err := outpath.CheckAll(outs, ins...); err != nil {
+		return usagef("--output-dir: %v: write the outputs to another directory", err)
 	}
 	return nil
 }

@@ -109,6 +109,9 @@ func TestRunUsageAndErrors(t *testing.T) {
 	dir := sharedtest.Path(t, "models", "tiny_gpt")
 	model := filepath.Join(dir, "model.onnx")
 	input := filepath.Join(dir, "test_data_set_0", "input_0.pb")
+	// An input file where an output goes is refused, not overwritten.
+	inOut := t.TempDir()
+	copyFile(t, input, filepath.Join(inOut, "output_0.pb"))
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -123,6 +126,7 @@ func TestRunUsageAndErrors(t *testing.T) {
 		{[]string{"run", model, "--check", t.TempDir()}, 1, "input_0.pb"},
 		{[]string{"run", filepath.Join(t.TempDir(), "missing.onnx"), "--check", dir}, 1, "missing.onnx"},
 		{[]string{"run", model, "--check", dir}, 1, "input_0.pb"},
+		{[]string{"run", model, "--input", "tokens=" + filepath.Join(inOut, "output_0.pb"), "--output-dir", inOut}, 2, `output_0.pb is the input file of "tokens": write the outputs to another directory`},
 	} {
 		code, out, errOut := dstune(tc.args...)
 		if code != tc.code || !strings.Contains(errOut, tc.want) {

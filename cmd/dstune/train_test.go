@@ -80,6 +80,18 @@ func TestTrainUsage(t *testing.T) {
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--lr", "3e38", "--method", "dst"}, 2, "lr/(1−β1) is 3e+39"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--lr", "1e39", "--optimizer", "sgd"}, 2, "lr is 1e+39"},
 	}
+	// The model inside the run directory, where the fine-tuned model.onnx
+	// would replace it.
+	inRun := filepath.Join(dir, "inrun")
+	if err := os.Mkdir(inRun, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, filepath.Join("..", "..", "demo", "base.onnx"), filepath.Join(inRun, "model.onnx"))
+	cases = append(cases, struct {
+		args []string
+		code int
+		want string
+	}{[]string{"train", filepath.Join(inRun, "model.onnx"), "--data", data, "--task", "lm", "--steps", "3", "--out", inRun}, 1, "model.onnx is the model, which the run writes"})
 	for _, c := range cases {
 		code, _, stderr := dstune(c.args...)
 		if code != c.code || !strings.Contains(stderr, c.want) {
