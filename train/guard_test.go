@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -255,5 +256,40 @@ func TestRunRefusesToOverwriteItsInputs(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(inRun); string(got) != string(data) {
 		t.Error("the data file was written")
+	}
+}
+
+// While a run runs, its directory is locked: a resume or a fresh run on
+// it fails at once naming the holder's pid; after it, a resume works.
+func TestRunDirectoryIsLocked(t *testing.T) {
+	cfg := runConfig(t, update.OptimizerAdamW, 6)
+	dir := filepath.Join(t.TempDir(), "run")
+	var during []error
+	_, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1), AfterStep: func(step int64) error {
+		if step == 5 {
+			for _, resume := range []bool{true, false} {
+				_, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Resume: resume, Source: newBigramSource(runVocab, 1)})
+				during = append(during, err)
+			}
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("is in use by pid %d (", os.Getpid())
+	for i, err := range during {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("second run %d while the first runs: %v, want %q", i, err, want)
+		}
+	}
+	if len(during) != 2 {
+		t.Fatalf("%d second runs", len(during))
+	}
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Errorf("resume after the run ended: %v", err)
+	}
+	if recs := sharedtest.ReadMetrics(t, dir); len(recs) != 7 {
+		t.Errorf("%d metrics records, want 7: the refused runs wrote into the run", len(recs))
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/internal/atomicfile"
+	"github.com/dstune/dstune/internal/flock"
 	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
@@ -177,6 +178,7 @@ type runner struct {
 	metricsW  *bufio.Writer
 	progress  *progress
 	lastCkpt  int64
+	lock      *flock.Lock
 }
 
 func (r *runner) close() {
@@ -192,6 +194,7 @@ func (r *runner) close() {
 	if r.onnxModel != nil {
 		r.onnxModel.Close()
 	}
+	r.lock.Unlock()
 }
 
 func (r *runner) setup() error {
@@ -231,10 +234,21 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 		return stored, err
 	}
 	if !r.opts.Resume {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return stored, err
+		}
+		if err := r.lockRunDir(); err != nil {
+			return stored, err
+		}
 		if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
 			return stored, fmt.Errorf("%s already holds a run (%s): resume it with --resume, or choose another directory", dir, ConfigFile)
 		}
-		return stored, os.MkdirAll(dir, 0o755)
+		return stored, nil
+	}
+	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		if err := r.lockRunDir(); err != nil {
+			return stored, err
+		}
 	}
 	if stored, err = LoadConfig(dir); err != nil {
 		return stored, fmt.Errorf("resume: %w", err)
@@ -249,7 +263,7 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 // runOutputs are the files Run writes at the top of a run directory
 // (DST's method adds delta.safetensors); the checkpoint directories are
 // wholly its own.
-var runOutputs = []string{ConfigFile, MetricsFile, ModelFile, "delta.safetensors"}
+var runOutputs = []string{ConfigFile, MetricsFile, ModelFile, LockFile, "delta.safetensors"}
 
 // checkInputs refuses a run whose model, its external data, or data file
 // is one of the files the run writes (the same file by any path).
@@ -258,10 +272,7 @@ func (r *runner) checkInputs() error {
 	if r.onnxModel != nil {
 		ins = outpath.ModelInputs(r.cfg.Model, r.onnxModel)
 	}
-	ins = append(ins, outpath.Input{Path: r.cfg.Data, What: "the training data"})
-	if r.cfg.Valid != "" {
-		ins = append(ins, outpath.Input{Path: r.cfg.Valid, What: "the validation data"})
-	}
+	ins = append(ins, r.dataInputs()...)
 	var outs []string
 	for _, name := range runOutputs {
 		outs = append(outs, filepath.Join(r.opts.Dir, name))
@@ -276,6 +287,55 @@ func (r *runner) checkInputs() error {
 		return fmt.Errorf("%w, which the run writes: choose another run directory", err)
 	}
 	return nil
+}
+
+// LockFile is the file a run holds locked (flock) in its directory for as
+// long as it runs; it says which process holds it.
+const LockFile = ".lock"
+
+// lockRunDir locks the run directory for this run, or fails at once
+// naming the process that has it.
+func (r *runner) lockRunDir() error {
+	path := filepath.Join(r.opts.Dir, LockFile)
+	if err := outpath.CheckAll([]string{path}, r.dataInputs()...); err != nil {
+		return fmt.Errorf("%w, which the run writes: choose another run directory", err)
+	}
+	holder := fmt.Sprintf("pid %d (%s, since %s)", os.Getpid(), commandLine(), time.Now().Format(time.DateTime))
+	l, err := flock.TryLock(path, holder)
+	var held *flock.HeldError
+	if errors.As(err, &held) {
+		who := "another process"
+		if held.Holder != "" {
+			who = held.Holder
+		}
+		return fmt.Errorf("%s is in use by %s: one run at a time may write a run directory", r.opts.Dir, who)
+	}
+	if err != nil {
+		return err
+	}
+	r.lock = l
+	return nil
+}
+
+// commandLine is the program and its first argument (dstune train).
+func commandLine() string {
+	if len(os.Args) == 0 {
+		return "dstune"
+	}
+	cmd := filepath.Base(os.Args[0])
+	if len(os.Args) > 1 {
+		cmd += " " + os.Args[1]
+	}
+	return cmd
+}
+
+// dataInputs are the data files a run reads.
+func (r *runner) dataInputs() []outpath.Input {
+	ins := []outpath.Input{{Path: r.cfg.Data, What: "the training data"}}
+	if r.cfg.Valid != "" {
+		ins = append(ins, outpath.Input{Path: r.cfg.Valid, What: "the validation data"})
+	}
+	return ins
 }
 
 // sourceShape is what the model tells the data: its vocabulary or class
