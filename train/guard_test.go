@@ -293,3 +293,22 @@ func TestRunDirectoryIsLocked(t *testing.T) {
 		t.Errorf("%d metrics records, want 7: the refused runs wrote into the run", len(recs))
 	}
 }
+
+// A batch beyond the memory budget is refused before the run writes
+// anything (and before any array of the batch's size is allocated).
+func TestRunRefusesBatchesBeyondTheMemoryBudget(t *testing.T) {
+	cfg := runConfig(t, update.OptimizerAdamW, 4)
+	dir := filepath.Join(t.TempDir(), "run")
+	_, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1), MaxMemory: 4 << 10})
+	var me *MemoryError
+	if !errors.As(err, &me) || me.Shape != (BatchShape{4, 10}) || me.Estimate.total() <= 4<<10 ||
+		!strings.Contains(err.Error(), "a step of batch 4×10 tokens needs about") || !strings.Contains(err.Error(), "more than --max-memory 4.0 KiB") {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
+		t.Error("the refused run wrote config.json")
+	}
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1), MaxMemory: 64 << 20}); err != nil {
+		t.Errorf("within the budget: %v", err)
+	}
+}

@@ -125,6 +125,10 @@ type RunOptions struct {
 	// checkpoint written); an error ends the run at once, as a crash
 	// would (tests).
 	AfterStep func(step int64) error
+	// MaxMemory is the memory budget in bytes a step's estimate must fit
+	// (0: sysmem.Default, 3/4 of the memory this process may use). It
+	// bounds the batch, not the run: a resumed run may change it.
+	MaxMemory int64
 }
 
 // Result summarizes a run.
@@ -179,6 +183,7 @@ type runner struct {
 	progress  *progress
 	lastCkpt  int64
 	lock      *flock.Lock
+	shared    *sharedSource
 }
 
 func (r *runner) close() {
@@ -214,6 +219,9 @@ func (r *runner) setup() error {
 		return err
 	}
 	if err := r.newEngine(model); err != nil {
+		return err
+	}
+	if err := r.checkMemory(); err != nil {
 		return err
 	}
 	if err := r.startData(ds); err != nil {
@@ -422,7 +430,8 @@ func (r *runner) newEngine(model *ir.Model) error {
 	if err != nil {
 		return err
 	}
-	r.engine, err = NewEngine(r.src, backend, cfg.Optimizer, r.method, cfg.Threads)
+	r.shared = &sharedSource{GraphSource: r.src}
+	r.engine, err = NewEngine(r.shared, backend, cfg.Optimizer, r.method, cfg.Threads)
 	return err
 }
 

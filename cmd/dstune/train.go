@@ -16,6 +16,8 @@ import (
 
 	"github.com/dstune/dstune/accel/tpu" // the "pjrt" backend
 	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/sysmem"
+	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/kernels"
 	"github.com/dstune/dstune/train"
 	"github.com/dstune/dstune/update"
@@ -30,6 +32,7 @@ func init() {
 			"             --steps N [--batch 8] [--seed 0] [--schedule constant|linear|cosine] [--warmup N]",
 			"             [--trainable REGEX] [--max-len N] [--pad-id ID] [--threads N] --out RUN",
 			"             [--eval-every N] [--checkpoint-every N] [--log-every N] [--backend cpu|pjrt] [--pjrt-plugin PATH]",
+			"             [--max-memory SIZE]",
 			"             [--eps 1e-3] [--distance inv-rel|rel|abs|random] [--silo module-layer|module|none]",
 			"             [--normalize none|size|mean] [--threshold iterative|exact] [--churn=true|false]",
 			"             [--refine-steps 3] [--refine-factor 2] [--paper-alg2]        (--method dst)",
@@ -58,6 +61,7 @@ type trainFlags struct {
 	threads                                         *int
 	evalEvery, ckptEvery, logEvery                  *int64
 	out, resume                                     *string
+	maxMemory                                       *string
 	// DST's options (--method dst; package dst documents them).
 	eps                       *float64
 	distance, silo, normalize *string
@@ -98,6 +102,7 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.logEvery = fs.Int64("log-every", 0, "when not on a terminal, print a progress line every N steps (default: steps/20)")
 	f.out = fs.String("out", "", "the run directory (created)")
 	f.resume = fs.String("resume", "", "continue the run in this directory from its last checkpoint")
+	f.maxMemory = fs.String("max-memory", "", fmt.Sprintf("memory budget a step must fit, e.g. 8GiB (default: %.0f %% of this machine's memory); not part of the run", 100*sysmem.DefaultFraction))
 	d := dst.DefaultOptions()
 	f.eps = fs.Float64("eps", d.Eps, "dst: share of each silo's entries that may differ from the seed")
 	f.distance = fs.String("distance", d.Distance, "dst: inv-rel | rel | abs | random (a random mask chosen once)")
@@ -136,12 +141,19 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	var maxMemory int64
+	if *f.maxMemory != "" {
+		if maxMemory, err = sysmem.ParseSize(*f.maxMemory); err != nil {
+			return usagef("--max-memory: %v", err)
+		}
+		ir.SetMemoryLimit(maxMemory)
+	}
 	every := *f.logEvery
 	if every <= 0 {
 		every = max(1, cfg.Steps/20)
 	}
 	return runTraining(cfg, train.RunOptions{Dir: dir, Resume: *f.resume != "", Progress: stdout,
-		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings}, stdout, stderr)
+		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings, MaxMemory: maxMemory}, stdout, stderr)
 }
 
 // config is the run's configuration: config.json's for --resume, else a

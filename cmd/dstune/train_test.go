@@ -91,7 +91,26 @@ func TestTrainUsage(t *testing.T) {
 		args []string
 		code int
 		want string
-	}{[]string{"train", filepath.Join(inRun, "model.onnx"), "--data", data, "--task", "lm", "--steps", "3", "--out", inRun}, 1, "model.onnx is the model, which the run writes"})
+	}{[]string{"train", filepath.Join(inRun, "model.onnx"), "--data", data, "--task", "lm", "--steps", "3", "--out", inRun}, 1, "model.onnx is the model, which the run writes"},
+		// Batches beyond the memory budget are refused before anything of
+		// their size is allocated.
+		struct {
+			args []string
+			code int
+			want string
+		}{[]string{"train", filepath.Join(inRun, "model.onnx"), "--data", data, "--task", "lm", "--steps", "3", "--out", filepath.Join(dir, "big"), "--batch", "1000000", "--max-memory", "1GiB"}, 1,
+			"a step of batch 1000000×3 tokens needs about"},
+		struct {
+			args []string
+			code int
+			want string
+		}{[]string{"train", filepath.Join(inRun, "model.onnx"), "--data", data, "--task", "lm", "--steps", "3", "--out", filepath.Join(dir, "huge"), "--batch", "100000000"}, 1,
+			"exceed the 16384 MiB limit for one tensor"},
+		struct {
+			args []string
+			code int
+			want string
+		}{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-memory", "lots"}, 2, `--max-memory: "lots" is not a size`})
 	for _, c := range cases {
 		code, _, stderr := dstune(c.args...)
 		if code != c.code || !strings.Contains(stderr, c.want) {
