@@ -1,7 +1,10 @@
 package train
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,7 +23,8 @@ import (
 
 // A checkpoint is the directory RUN/checkpoint holding
 //
-//	state.json              CheckpointInfo: format, step, data position, optimizer, method
+//	state.json              CheckpointInfo: format, step, data position, optimizer,
+//	                        method, the sha256 of every other file and its own
 //	params.safetensors      every trainable parameter's values (F32), by ONNX name
 //	optimizer.safetensors   every optimizer slot, named "PARAM:slot" (slots as the
 //	                        optimizer's config documents; a slot name has no ':')
@@ -33,12 +37,15 @@ import (
 // directory synced, then the previous checkpoint is renamed to
 // RUN/checkpoint.old, the new one into place, and the old one removed. A
 // crash at any point leaves a complete checkpoint under one of the two
-// names, and ReadCheckpoint looks for both.
+// names, and ReadCheckpoint looks for both. Then RUN/checkpoint.json
+// records the step and state.json's hash (CheckpointRecord), so that a
+// checkpoint deleted or swapped for another is noticed.
 const (
 	checkpointDir    = "checkpoint"
 	checkpointOld    = "checkpoint.old"
 	checkpointTmp    = ".checkpoint.tmp"
-	checkpointFormat = 1
+	checkpointRecord = "checkpoint.json"
+	checkpointFormat = 2
 )
 
 // CheckpointInfo is a checkpoint's state.json.
@@ -49,6 +56,32 @@ type CheckpointInfo struct {
 	Optimizer  string            `json:"optimizer"`
 	Method     string            `json:"method"`
 	MethodMeta map[string]string `json:"method_meta,omitempty"`
+	// Files maps every other file of the checkpoint to its sha256
+	// (format 2; format 1 had none).
+	Files map[string]string `json:"files,omitempty"`
+	// SHA256 is the sha256 of state.json as written without this field.
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// CheckpointRecord is RUN/checkpoint.json: the last checkpoint a run
+// wrote.
+type CheckpointRecord struct {
+	Step        int64  `json:"step"`
+	StateSHA256 string `json:"state_sha256"`
+}
+
+// encodeState is state.json's bytes for info with its own hash (the
+// sha256 of the bytes without it) filled in.
+func encodeState(info CheckpointInfo) ([]byte, string, error) {
+	info.SHA256 = ""
+	data, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256(append(data, '\n'))
+	info.SHA256 = hex.EncodeToString(sum[:])
+	data, err = json.MarshalIndent(info, "", "  ")
+	return append(data, '\n'), info.SHA256, err
 }
 
 func float32Bytes(v []float32) []byte {
@@ -76,7 +109,8 @@ func shape64(s []int) []int64 {
 }
 
 // WriteCheckpoint writes st (for the trainable parameters params, in
-// order) and the data position as RUN/checkpoint, atomically.
+// order) and the data position as RUN/checkpoint, atomically, then
+// records it in RUN/checkpoint.json.
 func WriteCheckpoint(run string, params []*ir.Param, st *EngineState, pos Position, optimizer, method string) error {
 	tmp := filepath.Join(run, checkpointTmp)
 	if err := os.RemoveAll(tmp); err != nil {
@@ -100,20 +134,30 @@ func WriteCheckpoint(run string, params []*ir.Param, st *EngineState, pos Positi
 			slots = append(slots, safetensors.Tensor{Name: p.Name + ":" + s.Name, DType: safetensors.F32, Shape: shape64(s.Shape), Data: float32Bytes(s.Data)})
 		}
 	}
-	meta := map[string]string{"format": fmt.Sprint(checkpointFormat), "step": fmt.Sprint(st.Step)}
-	if err := safetensors.WriteFile(filepath.Join(tmp, "params.safetensors"), meta, values); err != nil {
+	files := map[string]string{}
+	write := func(name string, meta map[string]string, tensors []safetensors.Tensor) error {
+		sum, err := writeHashed(filepath.Join(tmp, name), meta, tensors)
+		files[name] = sum
 		return err
 	}
-	if err := safetensors.WriteFile(filepath.Join(tmp, "optimizer.safetensors"), map[string]string{"optimizer": optimizer}, slots); err != nil {
+	meta := map[string]string{"format": fmt.Sprint(checkpointFormat), "step": fmt.Sprint(st.Step)}
+	if err := write("params.safetensors", meta, values); err != nil {
+		return err
+	}
+	if err := write("optimizer.safetensors", map[string]string{"optimizer": optimizer}, slots); err != nil {
 		return err
 	}
 	if len(st.Method.Tensors) > 0 {
-		if err := safetensors.WriteFile(filepath.Join(tmp, "method.safetensors"), map[string]string{"method": method}, st.Method.Tensors); err != nil {
+		if err := write("method.safetensors", map[string]string{"method": method}, st.Method.Tensors); err != nil {
 			return err
 		}
 	}
-	info := CheckpointInfo{Format: checkpointFormat, Step: st.Step, Position: pos, Optimizer: optimizer, Method: method, MethodMeta: st.Method.Meta}
-	if err := writeJSONFile(filepath.Join(tmp, "state.json"), info); err != nil {
+	info := CheckpointInfo{Format: checkpointFormat, Step: st.Step, Position: pos, Optimizer: optimizer, Method: method, MethodMeta: st.Method.Meta, Files: files}
+	state, _, err := encodeState(info)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(filepath.Join(tmp, "state.json"), state); err != nil {
 		return err
 	}
 	if err := atomicfile.SyncDir(tmp); err != nil {
@@ -132,7 +176,24 @@ func WriteCheckpoint(run string, params []*ir.Param, st *EngineState, pos Positi
 	if err := atomicfile.SyncDir(run); err != nil {
 		return err
 	}
-	return os.RemoveAll(old)
+	if err := os.RemoveAll(old); err != nil {
+		return err
+	}
+	sum := sha256.Sum256(state)
+	return writeJSONFile(filepath.Join(run, checkpointRecord), CheckpointRecord{Step: st.Step, StateSHA256: hex.EncodeToString(sum[:])})
+}
+
+// writeHashed writes a safetensors file atomically and returns its
+// sha256.
+func writeHashed(path string, meta map[string]string, tensors []safetensors.Tensor) (string, error) {
+	h := sha256.New()
+	err := atomicfile.WriteWith(path, func(f *os.File) error {
+		return safetensors.Encode(io.MultiWriter(f, h), meta, tensors)
+	})
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // writeJSONFile writes v as indented JSON to path atomically (temporary
@@ -157,8 +218,9 @@ func HasCheckpoint(run string) bool {
 
 // ReadCheckpoint reads RUN/checkpoint (or RUN/checkpoint.old, left by a
 // crash during a write) for the given trainable parameters and optimizer
-// (which says what state each parameter has). Every tensor is checked
-// against the parameters' names and shapes.
+// (which says what state each parameter has). Every file is checked
+// against the sha256 state.json records, and state.json against its own;
+// every tensor against the parameters' names and shapes.
 func ReadCheckpoint(run string, params []*ir.Param, opt update.Optimizer, method string) (*EngineState, Position, error) {
 	dir := filepath.Join(run, checkpointDir)
 	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
@@ -175,19 +237,51 @@ func ReadCheckpoint(run string, params []*ir.Param, opt update.Optimizer, method
 	return st, pos, nil
 }
 
-func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, method string) (*EngineState, Position, error) {
+// DamagedError is a checkpoint file whose bytes are not those its
+// checkpoint recorded.
+type DamagedError struct {
+	File      string
+	Got, Want string // sha256
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("%s: sha256 %s, the checkpoint records %s: the file was damaged (a flipped bit, a cut copy) or edited; restore the run directory from a copy, or start a new run", e.File, e.Got, e.Want)
+}
+
+// readState reads and verifies state.json.
+func readState(dir string) (CheckpointInfo, []byte, error) {
 	var info CheckpointInfo
 	data, err := readSmallFile(filepath.Join(dir, "state.json"), 1<<20)
 	if err != nil {
-		return nil, Position{}, err
+		return info, nil, err
 	}
-	if err := json.Unmarshal(data, &info); err != nil {
-		return nil, Position{}, fmt.Errorf("state.json: %w", err)
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&info); err != nil {
+		return info, nil, fmt.Errorf("state.json: %w", err)
+	}
+	if info.Format >= 2 {
+		// Written by encodeState, the bytes are a function of the content.
+		again, sum, err := encodeState(info)
+		if err != nil {
+			return info, nil, err
+		}
+		if sum != info.SHA256 || !bytes.Equal(again, data) {
+			return info, nil, &DamagedError{File: "state.json", Got: sum, Want: info.SHA256}
+		}
+	}
+	return info, data, nil
+}
+
+func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, method string) (*EngineState, Position, error) {
+	info, _, err := readState(dir)
+	if err != nil {
+		return nil, Position{}, err
 	}
 	optName := opt.Name
 	switch {
-	case info.Format != checkpointFormat:
-		return nil, Position{}, fmt.Errorf("state.json: format %d, this dstune reads %d", info.Format, checkpointFormat)
+	case info.Format != 1 && info.Format != checkpointFormat:
+		return nil, Position{}, fmt.Errorf("state.json: format %d, this dstune reads 1 and %d", info.Format, checkpointFormat)
 	case info.Step < 1:
 		return nil, Position{}, fmt.Errorf("state.json: step %d", info.Step)
 	case info.Optimizer != optName:
@@ -195,11 +289,42 @@ func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, met
 	case info.Method != method:
 		return nil, Position{}, fmt.Errorf("state.json: written by method %q, the run uses %q", info.Method, method)
 	}
-	values, err := safetensors.ReadFile(filepath.Join(dir, "params.safetensors"))
+	read := func(name string) (*safetensors.File, error) {
+		data, err := readFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		if info.Format >= 2 {
+			want, listed := info.Files[name]
+			sum := sha256.Sum256(data)
+			if got := hex.EncodeToString(sum[:]); !listed || got != want {
+				if !listed {
+					want = "no such file"
+				}
+				return nil, &DamagedError{File: name, Got: got, Want: want}
+			}
+		}
+		f, err := safetensors.Decode(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return f, nil
+	}
+	if info.Format >= 2 {
+		for name := range info.Files {
+			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+				return nil, Position{}, fmt.Errorf("%s, which state.json records, is missing: %w", name, err)
+			}
+		}
+	}
+	values, err := read("params.safetensors")
 	if err != nil {
 		return nil, Position{}, err
 	}
-	slots, err := safetensors.ReadFile(filepath.Join(dir, "optimizer.safetensors"))
+	if step := values.Metadata["step"]; step != fmt.Sprint(info.Step) {
+		return nil, Position{}, fmt.Errorf("params.safetensors holds step %q, state.json says %d", step, info.Step)
+	}
+	slots, err := read("optimizer.safetensors")
 	if err != nil {
 		return nil, Position{}, err
 	}
@@ -221,10 +346,11 @@ func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, met
 			return nil, Position{}, err
 		}
 		st.Params[p.Name] = v
-		ps := opt.NewSlots(shape)
-		for i := range ps {
-			s := &ps[i]
-			if s.Data, err = want(slots, "optimizer.safetensors", p.Name+":"+s.Name, s.Shape); err != nil {
+		specs := opt.Slots(shape)
+		ps := make([]update.Slot, len(specs))
+		for i, spec := range specs {
+			ps[i] = update.Slot{Name: spec.Name, Shape: spec.Shape}
+			if ps[i].Data, err = want(slots, "optimizer.safetensors", p.Name+":"+spec.Name, spec.Shape); err != nil {
 				return nil, Position{}, err
 			}
 		}
@@ -234,12 +360,57 @@ func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, met
 		return nil, Position{}, fmt.Errorf("params.safetensors: %d tensors, the run trains %d parameters", n, m)
 	}
 	st.Method.Meta = info.MethodMeta
-	if f, err := safetensors.ReadFile(filepath.Join(dir, "method.safetensors")); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, "method.safetensors")); err == nil {
+		f, err := read("method.safetensors")
+		if err != nil {
+			return nil, Position{}, err
+		}
 		st.Method.Tensors = f.Tensors
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, Position{}, err
 	}
 	return st, info.Position, nil
+}
+
+// checkCheckpointRecord compares a run's checkpoint with the last one it
+// recorded writing (RUN/checkpoint.json): a checkpoint that is missing, or
+// another of the same step, is an error (an older one, restored on
+// purpose, is not).
+func checkCheckpointRecord(run string) error {
+	data, err := readSmallFile(filepath.Join(run, checkpointRecord), 1<<16)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var rec CheckpointRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(run, checkpointRecord), err)
+	}
+	if !HasCheckpoint(run) {
+		return fmt.Errorf("%s: the checkpoint of step %d, which %s records, is missing (deleted or moved): restore it, or start a new run in another directory; the run does not silently start over",
+			run, rec.Step, checkpointRecord)
+	}
+	dir := filepath.Join(run, checkpointDir)
+	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
+		dir = filepath.Join(run, checkpointOld)
+	}
+	info, state, err := readState(dir)
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	sum := sha256.Sum256(state)
+	if info.Step == rec.Step && hex.EncodeToString(sum[:]) != rec.StateSHA256 {
+		return fmt.Errorf("checkpoint %s: step %d, but not the checkpoint this run wrote at that step (%s records state.json's sha256 %s): it comes from another run",
+			dir, info.Step, checkpointRecord, rec.StateSHA256)
+	}
+	return nil
+}
+
+// readFile reads a regular file whole.
+func readFile(path string) ([]byte, error) {
+	return readSmallFile(path, math.MaxInt)
 }
 
 // readSmallFile reads a regular file of at most limit bytes.

@@ -31,10 +31,18 @@ import (
 // Config defines a training run; it is stored as RUN/config.json, and a
 // resumed run must be given the same (RunOptions.Resume).
 type Config struct {
-	Model       string           `json:"model"`        // the ONNX file (absolute path)
-	ModelSHA256 string           `json:"model_sha256"` // of the file's bytes; filled in by Run
-	Data        string           `json:"data"`
-	Valid       string           `json:"valid,omitempty"`
+	Model       string `json:"model"`        // the ONNX file (absolute path)
+	ModelSHA256 string `json:"model_sha256"` // of the file's bytes; filled in by Run
+	Data        string `json:"data"`
+	Valid       string `json:"valid,omitempty"`
+	// The data files' sha256 and sizes, filled in by Run: a resumed run
+	// refuses changed data unless RunOptions.AllowDataChange.
+	DataSHA256  string `json:"data_sha256,omitempty"`
+	DataSize    int64  `json:"data_size,omitempty"`
+	ValidSHA256 string `json:"valid_sha256,omitempty"`
+	ValidSize   int64  `json:"valid_size,omitempty"`
+	// DataChanges records the resumes that continued on changed data.
+	DataChanges []DataChange     `json:"data_changes,omitempty"`
 	Task        Task             `json:"task"`
 	Method      string           `json:"method"`
 	DST         json.RawMessage  `json:"dst,omitempty"`       // --method dst's options, as package dst reads them (dst.Options)
@@ -55,6 +63,16 @@ type Config struct {
 	Threads         int   `json:"threads"`
 	EvalEvery       int64 `json:"eval_every"`       // validation every N steps (and after the last); 0: only after the last
 	CheckpointEvery int64 `json:"checkpoint_every"` // 0: only at the end (and on interruption)
+}
+
+// DataChange is a resume that continued on a changed data file (with
+// --allow-data-change): from the step after Step on, File (data or valid)
+// is the one of sha256 SHA256, no longer the one of Was.
+type DataChange struct {
+	Step   int64  `json:"step"`
+	File   string `json:"file"`
+	Was    string `json:"was_sha256"`
+	SHA256 string `json:"sha256"`
 }
 
 // Check reports what is wrong with a configuration.
@@ -125,6 +143,11 @@ type RunOptions struct {
 	// checkpoint written); an error ends the run at once, as a crash
 	// would (tests).
 	AfterStep func(step int64) error
+	// AllowDataChange lets a resumed run continue on data files whose
+	// sha256 differs from config.json's (recorded there, with the step,
+	// in data_changes); the run goes on with the next epoch of the new
+	// data.
+	AllowDataChange bool
 	// MaxMemory is the memory budget in bytes a step's estimate must fit
 	// (0: sysmem.Default, 3/4 of the memory this process may use). It
 	// bounds the batch, not the run: a resumed run may change it.
@@ -184,6 +207,9 @@ type runner struct {
 	lastCkpt  int64
 	lock      *flock.Lock
 	shared    *sharedSource
+	// dataChanged: a resumed run goes on with changed data
+	// (RunOptions.AllowDataChange).
+	dataChanged bool
 }
 
 func (r *runner) close() {
@@ -261,7 +287,10 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 	if stored, err = LoadConfig(dir); err != nil {
 		return stored, fmt.Errorf("resume: %w", err)
 	}
+	// Run fills these in and checks them itself.
 	cfg.ModelSHA256 = stored.ModelSHA256
+	cfg.DataSHA256, cfg.DataSize, cfg.ValidSHA256, cfg.ValidSize = stored.DataSHA256, stored.DataSize, stored.ValidSHA256, stored.ValidSize
+	cfg.DataChanges = stored.DataChanges
 	if diff := configDiff(stored, *cfg, "threads"); diff != "" {
 		return stored, fmt.Errorf("resume %s: the run was configured differently: %s", dir, diff)
 	}
@@ -384,10 +413,19 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 	return model, sourceShape{vocab: ms.VocabSize, classes: ms.NumClasses, seqLen: ms.SeqLen}, nil
 }
 
-// loadData reads the training and validation data and fixes the batch
+// loadData reads the training and validation data (checking a resumed
+// run's against the hashes config.json records) and fixes the batch
 // shape: T is --max-len, the model's fixed length, or the longest example.
 func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 	cfg := &r.cfg
+	if err := r.checkDataFile("data", cfg.Data, &cfg.DataSHA256, &cfg.DataSize); err != nil {
+		return nil, err
+	}
+	if cfg.Valid != "" {
+		if err := r.checkDataFile("valid", cfg.Valid, &cfg.ValidSHA256, &cfg.ValidSize); err != nil {
+			return nil, err
+		}
+	}
 	dataOpts := DataOptions{Task: cfg.Task, VocabSize: shape.vocab, NumClasses: shape.classes}
 	ds, err := LoadJSONL(cfg.Data, dataOpts)
 	if err != nil {
@@ -412,6 +450,28 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 	}
 	r.batchOpts = BatchOptions{BatchSize: cfg.Batch, MaxLen: T, FixedLen: true, PadID: cfg.PadID}
 	return ds, nil
+}
+
+// checkDataFile hashes a data file (which, data or valid) into *sum and
+// *size; a resumed run's must match what config.json recorded, unless
+// RunOptions.AllowDataChange, which records the change.
+func (r *runner) checkDataFile(which, path string, sum *string, size *int64) error {
+	got, n, err := fileSHA256Size(path)
+	if err != nil {
+		return err
+	}
+	was, wasSize := *sum, *size
+	*sum, *size = got, n
+	if !r.opts.Resume || was == "" || (was == got && wasSize == n) {
+		return nil
+	}
+	if !r.opts.AllowDataChange {
+		return fmt.Errorf("resume: %s has changed since the run started (sha256 %s, %d bytes; config.json records %s, %d bytes): the run would go on with other data than it started with; restore the file, or give --allow-data-change to continue on the new data (config.json records the change)",
+			path, got, n, was, wasSize)
+	}
+	r.dataChanged = true
+	r.cfg.DataChanges = append(r.cfg.DataChanges, DataChange{File: which, Was: was, SHA256: got}) // Step: set when the checkpoint is read
+	return nil
 }
 
 // newEngine makes the run's method and its engine on the configured
@@ -441,6 +501,11 @@ func (r *runner) newEngine(model *ir.Model) error {
 func (r *runner) startData(ds *Dataset) error {
 	cfg, dir := &r.cfg, r.opts.Dir
 	pos := Position{}
+	if r.opts.Resume {
+		if err := checkCheckpointRecord(dir); err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
+	}
 	if r.opts.Resume && HasCheckpoint(dir) {
 		st, p, err := ReadCheckpoint(dir, r.engine.Params(), cfg.Optimizer, r.method.Name())
 		if err != nil {
@@ -451,11 +516,27 @@ func (r *runner) startData(ds *Dataset) error {
 		}
 		pos, r.lastCkpt = p, st.Step
 	}
+	if r.dataChanged {
+		// The data order belongs to the data: the new data starts an
+		// epoch of its own.
+		if pos != (Position{}) {
+			pos = Position{Epoch: pos.Epoch + 1}
+		}
+		for i := range cfg.DataChanges {
+			if cfg.DataChanges[i].Step == 0 {
+				cfg.DataChanges[i].Step = r.lastCkpt
+			}
+		}
+		r.progress0("the data changed since the run started: continuing with epoch %d of the new data (recorded in config.json)", pos.Epoch)
+	}
 	var err error
 	if r.train, err = NewTrainBatches(ds, r.batchOpts, cfg.Seed, pos); err != nil {
 		return err
 	}
 	if r.opts.Resume {
+		if r.dataChanged {
+			return writeJSONFile(filepath.Join(dir, ConfigFile), cfg)
+		}
 		return nil
 	}
 	// One forward pass before the run is recorded: a model that cannot
@@ -508,16 +589,31 @@ func longestExample(ds *Dataset) int {
 }
 
 func fileSHA256(path string) (string, error) {
+	sum, _, err := fileSHA256Size(path)
+	return sum, err
+}
+
+// fileSHA256Size is a file's sha256 and size.
+func fileSHA256Size(path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s: %w", path, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// progress0 prints a message before the progress display starts (to the
+// same writer).
+func (r *runner) progress0(format string, args ...any) {
+	if r.opts.Progress != nil {
+		fmt.Fprintf(r.opts.Progress, format+"\n", args...)
+	}
 }
 
 // configDiff lists the fields (by JSON name) in which two configurations

@@ -36,7 +36,7 @@ func init() {
 			"             [--eps 1e-3] [--distance inv-rel|rel|abs|random] [--silo module-layer|module|none]",
 			"             [--normalize none|size|mean] [--threshold iterative|exact] [--churn=true|false]",
 			"             [--refine-steps 3] [--refine-factor 2] [--paper-alg2]        (--method dst)",
-			"--resume RUN",
+			"--resume RUN [--allow-data-change]",
 		},
 		summary: "fine-tune a model on JSONL data: full fine-tuning or DST (--method dst; LoRA and prompt tuning to come)",
 		flags:   func(fs *flag.FlagSet) { new(trainFlags).define(fs) },
@@ -62,6 +62,7 @@ type trainFlags struct {
 	evalEvery, ckptEvery, logEvery                  *int64
 	out, resume                                     *string
 	maxMemory                                       *string
+	allowDataChange                                 *bool
 	// DST's options (--method dst; package dst documents them).
 	eps                       *float64
 	distance, silo, normalize *string
@@ -102,6 +103,7 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.logEvery = fs.Int64("log-every", 0, "when not on a terminal, print a progress line every N steps (default: steps/20)")
 	f.out = fs.String("out", "", "the run directory (created)")
 	f.resume = fs.String("resume", "", "continue the run in this directory from its last checkpoint")
+	f.allowDataChange = fs.Bool("allow-data-change", false, "--resume: continue although a data file changed since the run started (config.json records the change; the run goes on with a new epoch)")
 	f.maxMemory = fs.String("max-memory", "", fmt.Sprintf("memory budget a step must fit, e.g. 8GiB (default: %.0f %% of this machine's memory); not part of the run", 100*sysmem.DefaultFraction))
 	d := dst.DefaultOptions()
 	f.eps = fs.Float64("eps", d.Eps, "dst: share of each silo's entries that may differ from the seed")
@@ -141,6 +143,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if *f.allowDataChange && *f.resume == "" {
+		return usagef("--allow-data-change is for --resume")
+	}
 	var maxMemory int64
 	if *f.maxMemory != "" {
 		if maxMemory, err = sysmem.ParseSize(*f.maxMemory); err != nil {
@@ -153,7 +158,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		every = max(1, cfg.Steps/20)
 	}
 	return runTraining(cfg, train.RunOptions{Dir: dir, Resume: *f.resume != "", Progress: stdout,
-		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings, MaxMemory: maxMemory}, stdout, stderr)
+		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings, MaxMemory: maxMemory, AllowDataChange: *f.allowDataChange}, stdout, stderr)
 }
 
 // config is the run's configuration: config.json's for --resume, else a
