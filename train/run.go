@@ -157,7 +157,7 @@ type RunOptions struct {
 // Result summarizes a run.
 type Result struct {
 	Step             int64   // the last step taken
-	Loss             float64 // its training loss
+	Loss             float64 // its training loss (NaN: this call took no step, the run was complete)
 	InitialValidLoss float64 // before the first step (NaN: no validation data, or a resumed run)
 	ValidLoss        float64 // the last validation loss (NaN: none)
 	ModelFile        string  // the fine-tuned model, when written
@@ -181,7 +181,7 @@ const (
 // *NonFiniteError; nothing of that step is saved, and the last good
 // checkpoint is kept.
 func Run(ctx context.Context, cfg Config, opts RunOptions) (*Result, error) {
-	r := &runner{cfg: cfg, opts: opts, res: &Result{InitialValidLoss: math.NaN(), ValidLoss: math.NaN()}}
+	r := &runner{cfg: cfg, opts: opts, res: &Result{Loss: math.NaN(), InitialValidLoss: math.NaN(), ValidLoss: math.NaN()}}
 	defer r.close()
 	if err := r.setup(); err != nil {
 		return nil, err
@@ -210,6 +210,8 @@ type runner struct {
 	// dataChanged: a resumed run goes on with changed data
 	// (RunOptions.AllowDataChange).
 	dataChanged bool
+	// emptyBatches counts the steps whose batch had no target.
+	emptyBatches int
 }
 
 func (r *runner) close() {
@@ -275,7 +277,12 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 			return stored, err
 		}
 		if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
-			return stored, fmt.Errorf("%s already holds a run (%s): resume it with --resume, or choose another directory", dir, ConfigFile)
+			if savedSomething(dir) {
+				return stored, fmt.Errorf("%s already holds a run (%s): resume it with --resume, or choose another directory", dir, ConfigFile)
+			}
+			// It failed or was killed before its first checkpoint:
+			// nothing of it is lost by starting over.
+			r.progress0("%s holds a run that saved no checkpoint: starting over", dir)
 		}
 		return stored, nil
 	}
@@ -324,6 +331,17 @@ func (r *runner) checkInputs() error {
 		return fmt.Errorf("%w, which the run writes: choose another run directory", err)
 	}
 	return nil
+}
+
+// savedSomething reports whether a run directory holds a checkpoint, or
+// the record of one.
+func savedSomething(dir string) bool {
+	for _, name := range []string{checkpointDir, checkpointOld, checkpointRecord} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // LockFile is the file a run holds locked (flock) in its directory for as
@@ -442,6 +460,9 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 	if T == 0 {
 		T = longest
 	}
+	if err := r.checkTargets(ds, T); err != nil {
+		return nil, err
+	}
 	if shape.seqLen > 0 {
 		if cfg.MaxLen > 0 && cfg.MaxLen != shape.seqLen {
 			return nil, fmt.Errorf("%s takes sequences of exactly %d tokens, --max-len is %d", cfg.Model, shape.seqLen, cfg.MaxLen)
@@ -450,6 +471,38 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 	}
 	r.batchOpts = BatchOptions{BatchSize: cfg.Batch, MaxLen: T, FixedLen: true, PadID: cfg.PadID}
 	return ds, nil
+}
+
+// checkTargets refuses lm data in which no example has a target that
+// counts in the loss (every loss_mask 0 past the first token, or
+// truncated away), which would train on weight decay alone, and says how
+// many examples have none.
+func (r *runner) checkTargets(ds *Dataset, T int) error {
+	if ds.Task != TaskLM {
+		return nil
+	}
+	none := 0
+	for i := range ds.Len() {
+		ex := ds.Example(i)
+		n := len(ex.Tokens)
+		if T > 0 {
+			n = min(n, T)
+		}
+		counts := false
+		for t := 1; t < n && !counts; t++ {
+			counts = ex.LossMask == nil || ex.LossMask[t]
+		}
+		if !counts {
+			none++
+		}
+	}
+	switch {
+	case none == ds.Len():
+		return fmt.Errorf("%s: no example has a token that counts in the loss (every loss_mask is 0 after the first token, or --max-len cuts the marked ones off): training would only decay the weights", ds.Name)
+	case none > 0:
+		r.progress0("%s: %d of %d examples have no token that counts in the loss (loss_mask 0 after the first token, or cut by --max-len): their rows train nothing", ds.Name, none, ds.Len())
+	}
+	return nil
 }
 
 // checkDataFile hashes a data file (which, data or valid) into *sum and
@@ -819,6 +872,13 @@ func (r *runner) loop(ctx context.Context) error {
 		if err != nil {
 			r.progress.done()
 			return r.stopped(err)
+		}
+		if batch.NumTargets == 0 {
+			r.emptyBatches++
+			if r.emptyBatches <= 3 {
+				r.progress.message("step %d: no token of the batch counts in the loss (loss_mask): the step only decays the weights%s",
+					step, map[bool]string{true: " (further such steps are not reported)"}[r.emptyBatches == 3])
+			}
 		}
 		elapsed := time.Since(stepStart)
 		// A checkpoint step's state is checked before anything of the

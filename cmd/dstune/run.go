@@ -301,7 +301,7 @@ func checkOutputs(w io.Writer, model *ir.Model, outputs []*ir.Datum, dir string,
 			fmt.Fprintf(w, "%-24s %s  %s\n", name, d, status)
 			continue
 		}
-		fmt.Fprintf(w, "%-24s %-22v max abs %.3g  max rel %.3g  %d of %d off  %s\n", name, outputs[i], d.MaxAbs, d.MaxRel, d.Off, want.Len(), status)
+		fmt.Fprintf(w, "%-24s %-22v %s  %d of %d off  %s\n", name, outputs[i], errorText(d.Diff), d.Off, want.Len(), status)
 	}
 	if compared == 0 {
 		return fmt.Errorf("%s: no output_N.pb files to compare with", dir)
@@ -312,6 +312,21 @@ func checkOutputs(w io.Writer, model *ir.Model, outputs []*ir.Datum, dir string,
 	}
 	fmt.Fprintf(w, "all %d outputs match (%s)\n", compared, crit)
 	return nil
+}
+
+// errorText is the max abs and rel error of a comparison, over the float
+// elements both sides hold finite; where there were none (all NaN, say)
+// it says so instead of reporting an error of 0, and it counts the
+// elements where either side is NaN or ±Inf.
+func errorText(d ir.Diff) string {
+	text := fmt.Sprintf("max abs %.3g  max rel %.3g", d.MaxAbs, d.MaxRel)
+	if d.Finite == 0 && d.NonFinite > 0 {
+		text = "max abs -  max rel -  (no element finite on both sides)"
+	}
+	if d.NonFinite > 0 {
+		text += fmt.Sprintf("  %d NaN or ±Inf (compared as values)", d.NonFinite)
+	}
+	return text
 }
 
 // safetensorsDType names ONNX element types as the delta format does.

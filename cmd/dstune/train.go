@@ -410,7 +410,11 @@ func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "done: step %d, training loss %.4f", res.Step, res.Loss)
+	if math.IsNaN(res.Loss) {
+		fmt.Fprintf(stdout, "the run was already complete (step %d of %d): nothing to train", res.Step, cfg.Steps)
+	} else {
+		fmt.Fprintf(stdout, "done: step %d, training loss %.4f", res.Step, res.Loss)
+	}
 	if !math.IsNaN(res.ValidLoss) {
 		if !math.IsNaN(res.InitialValidLoss) {
 			fmt.Fprintf(stdout, ", validation loss %.4f (%.4f before training)", res.ValidLoss, res.InitialValidLoss)

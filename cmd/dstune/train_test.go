@@ -125,3 +125,39 @@ func TestTrainHelpListsFlags(t *testing.T) {
 		t.Errorf("exit %d, help:\n%s", code, stdout)
 	}
 }
+
+// TestTrainReportsBatchesWithoutTargets: a step whose batch has no token
+// that counts in the loss (all loss_mask 0) is reported, not silently
+// taken as a step of weight decay; data with no target at all is refused.
+func TestTrainReportsBatchesWithoutTargets(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "masked.jsonl")
+	writeLines(t, data, []string{`{"tokens":[104,101,108,108,111],"loss_mask":[0,0,0,0,0]}`, `{"tokens":[119,111,114,108,100]}`})
+	model := filepath.Join("..", "..", "demo", "base.onnx")
+	code, stdout, stderr := dstune("train", model, "--data", data, "--task", "lm", "--steps", "2", "--batch", "1", "--threads", "1", "--out", filepath.Join(dir, "run"))
+	if code != 0 || !strings.Contains(stdout, "1 of 2 examples have no token that counts in the loss") ||
+		!strings.Contains(stdout, ": no token of the batch counts in the loss (loss_mask): the step only decays the weights") {
+		t.Errorf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	writeLines(t, data, []string{`{"tokens":[104,101,108,108,111],"loss_mask":[1,0,0,0,0]}`})
+	code, _, stderr = dstune("train", model, "--data", data, "--task", "lm", "--steps", "2", "--out", filepath.Join(dir, "none"))
+	if code != 1 || !strings.Contains(stderr, "no example has a token that counts in the loss") {
+		t.Errorf("no targets at all: exit %d, %s", code, stderr)
+	}
+}
+
+// TestTrainResumeOfACompleteRun: resuming a run that is complete says so
+// instead of printing a training loss of 0.
+func TestTrainResumeOfACompleteRun(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.jsonl")
+	writeLines(t, data, []string{`{"tokens":[104,101,108,108,111]}`, `{"tokens":[119,111,114,108,100]}`})
+	run := filepath.Join(dir, "run")
+	if code, _, stderr := dstune("train", filepath.Join("..", "..", "demo", "base.onnx"), "--data", data, "--task", "lm", "--steps", "2", "--batch", "1", "--threads", "1", "--out", run); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr := dstune("train", "--resume", run)
+	if code != 0 || !strings.Contains(stdout, "the run was already complete (step 2 of 2): nothing to train") || strings.Contains(stdout, "training loss") {
+		t.Errorf("exit %d\n%s%s", code, stdout, stderr)
+	}
+}
