@@ -16,6 +16,7 @@ import (
 	"slices"
 
 	"github.com/dstune/dstune/internal/atomicfile"
+	"github.com/dstune/dstune/internal/crashpoint"
 	"github.com/dstune/dstune/internal/safetensors"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/update"
@@ -163,24 +164,40 @@ func WriteCheckpoint(run string, params []*ir.Param, st *EngineState, pos Positi
 	if err := atomicfile.SyncDir(tmp); err != nil {
 		return err
 	}
+	crashpoint.Hit("checkpoint.written")
 	cur, old := filepath.Join(run, checkpointDir), filepath.Join(run, checkpointOld)
-	if err := os.RemoveAll(old); err != nil {
-		return err
+	// Without a current checkpoint (a crash in an earlier swap), the old
+	// one stays until the new one is in place.
+	if _, err := os.Stat(cur); err == nil {
+		if err := os.RemoveAll(old); err != nil {
+			return err
+		}
+		if err := os.Rename(cur, old); err != nil {
+			return err
+		}
 	}
-	if err := os.Rename(cur, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
+	crashpoint.Hit("checkpoint.swapping")
 	if err := os.Rename(tmp, cur); err != nil {
 		return err
 	}
 	if err := atomicfile.SyncDir(run); err != nil {
 		return err
 	}
+	crashpoint.Hit("checkpoint.swapped")
 	if err := os.RemoveAll(old); err != nil {
 		return err
 	}
+	return recordCheckpoint(run)
+}
+
+// recordCheckpoint writes RUN/checkpoint.json for the checkpoint in place.
+func recordCheckpoint(run string) error {
+	info, state, err := readState(os.DirFS(filepath.Join(run, checkpointDir)))
+	if err != nil {
+		return err
+	}
 	sum := sha256.Sum256(state)
-	return writeJSONFile(filepath.Join(run, checkpointRecord), CheckpointRecord{Step: st.Step, StateSHA256: hex.EncodeToString(sum[:])})
+	return writeJSONFile(filepath.Join(run, checkpointRecord), CheckpointRecord{Step: info.Step, StateSHA256: hex.EncodeToString(sum[:])})
 }
 
 // writeHashed writes a safetensors file atomically and returns its
@@ -230,7 +247,7 @@ func ReadCheckpoint(run string, params []*ir.Param, opt update.Optimizer, method
 		}
 		dir = old
 	}
-	st, pos, err := readCheckpointDir(dir, params, opt, method)
+	st, pos, err := readCheckpointFS(os.DirFS(dir), params, opt, method)
 	if err != nil {
 		return nil, Position{}, fmt.Errorf("checkpoint %s: %w", dir, err)
 	}
@@ -248,10 +265,10 @@ func (e *DamagedError) Error() string {
 	return fmt.Sprintf("%s: sha256 %s, the checkpoint records %s: the file was damaged (a flipped bit, a cut copy) or edited; restore the run directory from a copy, or start a new run", e.File, e.Got, e.Want)
 }
 
-// readState reads and verifies state.json.
-func readState(dir string) (CheckpointInfo, []byte, error) {
+// readState reads and verifies the state.json of the checkpoint in dir.
+func readState(dir fs.FS) (CheckpointInfo, []byte, error) {
 	var info CheckpointInfo
-	data, err := readSmallFile(filepath.Join(dir, "state.json"), 1<<20)
+	data, err := readFSFile(dir, "state.json", 1<<20)
 	if err != nil {
 		return info, nil, err
 	}
@@ -273,7 +290,9 @@ func readState(dir string) (CheckpointInfo, []byte, error) {
 	return info, data, nil
 }
 
-func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, method string) (*EngineState, Position, error) {
+// readCheckpointFS reads the checkpoint held in dir (a directory, or
+// files in memory).
+func readCheckpointFS(dir fs.FS, params []*ir.Param, opt update.Optimizer, method string) (*EngineState, Position, error) {
 	info, _, err := readState(dir)
 	if err != nil {
 		return nil, Position{}, err
@@ -290,7 +309,7 @@ func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, met
 		return nil, Position{}, fmt.Errorf("state.json: written by method %q, the run uses %q", info.Method, method)
 	}
 	read := func(name string) (*safetensors.File, error) {
-		data, err := readFile(filepath.Join(dir, name))
+		data, err := readFSFile(dir, name, math.MaxInt)
 		if err != nil {
 			return nil, err
 		}
@@ -312,7 +331,7 @@ func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, met
 	}
 	if info.Format >= 2 {
 		for name := range info.Files {
-			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			if _, err := fs.Stat(dir, name); err != nil {
 				return nil, Position{}, fmt.Errorf("%s, which state.json records, is missing: %w", name, err)
 			}
 		}
@@ -360,7 +379,7 @@ func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, met
 		return nil, Position{}, fmt.Errorf("params.safetensors: %d tensors, the run trains %d parameters", n, m)
 	}
 	st.Method.Meta = info.MethodMeta
-	if _, err := os.Stat(filepath.Join(dir, "method.safetensors")); err == nil {
+	if _, err := fs.Stat(dir, "method.safetensors"); err == nil {
 		f, err := read("method.safetensors")
 		if err != nil {
 			return nil, Position{}, err
@@ -396,7 +415,7 @@ func checkCheckpointRecord(run string) error {
 	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
 		dir = filepath.Join(run, checkpointOld)
 	}
-	info, state, err := readState(dir)
+	info, state, err := readState(os.DirFS(dir))
 	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", dir, err)
 	}
@@ -408,9 +427,25 @@ func checkCheckpointRecord(run string) error {
 	return nil
 }
 
-// readFile reads a regular file whole.
-func readFile(path string) ([]byte, error) {
-	return readSmallFile(path, math.MaxInt)
+// readFSFile reads a regular file of at most limit bytes from fsys.
+func readFSFile(fsys fs.FS, name string, limit int64) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() || st.Size() > limit {
+		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes", name, limit)
+	}
+	data := make([]byte, st.Size())
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return data, nil
 }
 
 // readSmallFile reads a regular file of at most limit bytes.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/internal/atomicfile"
+	"github.com/dstune/dstune/internal/crashpoint"
 	"github.com/dstune/dstune/internal/flock"
 	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
@@ -568,6 +569,9 @@ func (r *runner) startData(ds *Dataset) error {
 			return fmt.Errorf("checkpoint in %s: %w", dir, err)
 		}
 		pos, r.lastCkpt = p, st.Step
+		if err := r.afterRestore(); err != nil {
+			return err
+		}
 	}
 	if r.dataChanged {
 		// The data order belongs to the data: the new data starts an
@@ -609,6 +613,41 @@ func (r *runner) startData(ds *Dataset) error {
 		return fmt.Errorf("%s cannot take batches of %d×%d tokens (%s; --max-len truncates examples): %w", cfg.Model, b.B, b.T, hint, err)
 	}
 	return writeJSONFile(filepath.Join(dir, ConfigFile), cfg)
+}
+
+// afterRestore makes the run directory agree with the restored
+// checkpoint where a crash may have left it behind: a checkpoint found
+// only as checkpoint.old (a crash mid-swap) is put back in its place, the
+// old one or a half-written one beside it removed, checkpoint.json and
+// the method's run files (DST's delta, written after the checkpoint)
+// written again from it.
+func (r *runner) afterRestore() error {
+	dir := r.opts.Dir
+	cur, old := filepath.Join(dir, checkpointDir), filepath.Join(dir, checkpointOld)
+	if _, err := os.Stat(cur); errors.Is(err, fs.ErrNotExist) {
+		if err := os.Rename(old, cur); err != nil {
+			return err
+		}
+		if err := atomicfile.SyncDir(dir); err != nil {
+			return err
+		}
+	}
+	for _, stale := range []string{old, filepath.Join(dir, checkpointTmp)} {
+		if err := os.RemoveAll(stale); err != nil {
+			return err
+		}
+	}
+	if err := recordCheckpoint(dir); err != nil {
+		return err
+	}
+	if w, ok := r.method.(RunFileWriter); ok {
+		st, err := r.engine.State()
+		if err != nil {
+			return err
+		}
+		return w.WriteRunFiles(dir, st)
+	}
+	return nil
 }
 
 // openMetrics opens metrics.jsonl for appending, without the records of
@@ -918,6 +957,7 @@ func (r *runner) loop(ctx context.Context) error {
 		done := step - first
 		eta := time.Duration(float64(time.Since(start)) / float64(done) * float64(cfg.Steps-step))
 		r.progress.step(step, stats.Loss, rec.TokensPerSec, eta)
+		crashpoint.Hit("train.step")
 		if r.opts.AfterStep != nil {
 			if err := r.opts.AfterStep(step); err != nil {
 				r.progress.done()

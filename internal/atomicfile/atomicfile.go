@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/dstune/dstune/internal/crashpoint"
 	"github.com/dstune/dstune/internal/flock"
 )
 
@@ -61,6 +62,7 @@ func Prepare(path string, fill func(f *os.File) error) (*Pending, error) {
 	}
 	tmp := f.Name()
 	err = fill(f)
+	crashpoint.Hit2("atomicfile.filled", filepath.Base(path))
 	if err == nil {
 		err = f.Chmod(0o644)
 	}
@@ -146,6 +148,7 @@ func RemoveStale(path string) {
 // Commit renames the file over its target (removing it when that fails).
 func (p *Pending) Commit() error {
 	defer p.lock.Close()
+	crashpoint.Hit2("atomicfile.rename", filepath.Base(p.path))
 	if err := os.Rename(p.tmp, p.path); err != nil {
 		os.Remove(p.tmp)
 		return err
