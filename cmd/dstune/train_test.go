@@ -161,3 +161,24 @@ func TestTrainResumeOfACompleteRun(t *testing.T) {
 		t.Errorf("exit %d\n%s%s", code, stdout, stderr)
 	}
 }
+
+// TestTrainStopsOnDivergence: a DST run whose first update overflows (SGD
+// with lr 3e38, finite in float32) stops naming the tensor, and writes
+// neither a checkpoint nor a delta from the diverged state.
+func TestTrainStopsOnDivergence(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.jsonl")
+	writeLines(t, data, []string{`{"tokens":[104,101,108,108,111]}`, `{"tokens":[119,111,114,108,100]}`})
+	run := filepath.Join(dir, "run")
+	code, _, stderr := dstune("train", filepath.Join("..", "..", "demo", "base.onnx"), "--data", data, "--task", "lm", "--method", "dst",
+		"--optimizer", "sgd", "--lr", "3e38", "--steps", "3", "--batch", "2", "--checkpoint-every", "1", "--threads", "1", "--out", run)
+	if code != 1 || !strings.Contains(stderr, "step 1: the update made parameter ") || !strings.Contains(stderr, "non-finite") ||
+		!strings.Contains(stderr, "no checkpoint was written yet") {
+		t.Errorf("exit %d: %s", code, stderr)
+	}
+	for _, name := range []string{"checkpoint", "delta.safetensors"} {
+		if _, err := os.Stat(filepath.Join(run, name)); err == nil {
+			t.Errorf("the diverged run wrote %s", name)
+		}
+	}
+}
