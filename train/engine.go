@@ -310,7 +310,9 @@ func (s *engineShape) fill(b *Batch) error {
 
 // TrainStep runs forward, backward and the update as step Step()+1 with
 // the schedule's learning-rate factor. A non-finite loss is a *LossError
-// and leaves parameters and state unchanged.
+// and leaves parameters and state unchanged; NaN or ±Inf the backend finds
+// in a gradient or the updated state is a *NonFiniteError, and the step
+// is not counted.
 func (e *Engine) TrainStep(b *Batch, lrScale float64) (StepStats, error) {
 	s, err := e.shapeFor(BatchShape{b.B, b.T}, false)
 	if err != nil {
@@ -329,6 +331,9 @@ func (e *Engine) TrainStep(b *Batch, lrScale float64) (StepStats, error) {
 	stats := StepStats{Loss: float64(res.Loss), Targets: b.NumTargets, Compute: time.Since(start)}
 	if math.IsNaN(stats.Loss) || math.IsInf(stats.Loss, 0) {
 		return stats, &LossError{Step: t.Step, Loss: stats.Loss}
+	}
+	if nf := res.NonFinite; nf != nil {
+		return stats, &NonFiniteError{Step: t.Step, NonFinite: *nf}
 	}
 	if h := res.Host; h != nil {
 		stats.Update = h.Optimizer + h.Selection
