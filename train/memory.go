@@ -150,6 +150,9 @@ type sharedSource struct {
 	train, loss *ir.Graph
 }
 
+// Unwrap returns the source whose graphs s hands on.
+func (s *sharedSource) Unwrap() GraphSource { return s.GraphSource }
+
 func (s *sharedSource) TrainingGraph(shape BatchShape) (*ir.Graph, error) {
 	if g := s.train; g != nil && shape == s.shape {
 		s.train = nil
