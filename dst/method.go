@@ -13,8 +13,9 @@ import (
 
 // Method is --method dst, a train.Method: after every optimizer step every
 // silo S keeps exactly k = SubsetSize(ε, |S|) entries — those whose
-// distance Δ from the seed is largest — and resets the others to the seed
-// (the paper's Algorithm 1). The optimizer's state is updated from the
+// distance Δ from the seed is largest, never one whose Δ is 0 (fewer
+// when fewer Δ are positive) — and resets the others to the seed (the
+// paper's Algorithm 1). The optimizer's state is updated from the
 // full step Θ̂, as the paper does.
 //
 // The method decides what is selected and reads what was: Prepare turns

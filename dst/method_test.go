@@ -439,3 +439,43 @@ func TestMetricsOfDeviceResults(t *testing.T) {
 }
 
 var _ = ir.LossOutput
+
+// TestMetricsReportShortSilos: where fewer Δ than k are positive (the
+// first SGD step leaves entries with a zero gradient unchanged), a silo
+// keeps fewer than k entries, and the metrics say how many: "kept" per
+// such silo and overall, and "short_silos".
+func TestMetricsReportShortSilos(t *testing.T) {
+	s := testSetup{shapes: [][]int{{40, 30}, {300}}, ties: true, opt: update.Optimizer{Name: update.OptimizerSGD, SGD: &update.SGD{LR: 0.125}}, threads: 2, gradSeed: 9}
+	s.opts = dstOptions(0.9, DistanceAbs, false, 3)
+	r := newRig(t, s)
+	r.steps(t, 1, 1)
+	m := r.metrics()
+	st := r.state(t)
+	var total int64
+	short := 0
+	for i, silo := range r.m.Silos() {
+		var kept, moved int64
+		for _, name := range silo.Params {
+			kept += int64(len(st.Selection.Kept[name]))
+			seed := r.seeds[name]
+			for j, v := range st.Params[name] {
+				if v != seed[j] {
+					moved++
+				}
+			}
+		}
+		total += kept
+		k := r.m.Selection().Units[i].K
+		sm := m.Silos[silo.Name]
+		if kept >= k {
+			t.Fatalf("silo %s keeps %d of k = %d: the test wants fewer positive Δ than k", silo.Name, kept, k)
+		}
+		short++
+		if sm.Kept == nil || *sm.Kept != kept || kept != moved {
+			t.Fatalf("silo %s: metrics kept %v, state keeps %d, %d entries moved", silo.Name, sm.Kept, kept, moved)
+		}
+	}
+	if m.Kept != total || m.ShortSilos != short {
+		t.Fatalf("metrics kept %d short_silos %d, want %d and %d", m.Kept, m.ShortSilos, total, short)
+	}
+}

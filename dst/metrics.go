@@ -10,6 +10,8 @@ import (
 // to the step's own):
 //
 //	eps              kept entries / trainable entries (the enforced ε)
+//	kept             kept entries, all silos together
+//	short_silos      silos that kept fewer than their k (fewer positive Δ than k: a Δ of 0 is never kept)
 //	eps_alg2         Σ c̃ / Σ |S| over the silos where Algorithm 2 ran
 //	eps_paper_alg2   the same for the printed Algorithm 2 (--paper-alg2)
 //	churn            share of the kept entries that changed since the previous step (from step 2)
@@ -22,6 +24,8 @@ import (
 //	silos            {NAME: SiloMetrics} per silo (normalized runs: eps and k only)
 type StepMetrics struct {
 	Eps             *float64               `json:"eps,omitempty"`
+	Kept            int64                  `json:"kept"`
+	ShortSilos      int                    `json:"short_silos,omitempty"`
 	EpsAlg2         *float64               `json:"eps_alg2,omitempty"`
 	EpsPaperAlg2    *float64               `json:"eps_paper_alg2,omitempty"`
 	Churn           *float64               `json:"churn,omitempty"`
@@ -38,11 +42,15 @@ type StepMetrics struct {
 // {NAME: {...}}).
 type SiloMetrics struct {
 	// Eps is the realized ε: kept entries / |S| (exactly k/|S| but for
-	// silos whose non-NaN Δ are fewer than k).
+	// silos whose positive Δ are fewer than k: an entry whose Δ is 0,
+	// unchanged or a zero seed under inv-rel, is never kept).
 	Eps float64 `json:"eps"`
 	// K is the silo's k = SubsetSize(ε, |S|) (normalized runs: the
 	// entries it keeps).
 	K int64 `json:"k"`
+	// Kept is the entries the silo kept when they are fewer than K
+	// (absent otherwise).
+	Kept *int64 `json:"kept,omitempty"`
 	// EpsAlg2 is c̃/|S|, the share Algorithm 2's own threshold q̃ keeps
 	// (iterative steps only): what the paper calls the realized ε.
 	EpsAlg2 *float64 `json:"eps_alg2,omitempty"`
@@ -86,6 +94,7 @@ func (m *Method) Metrics(step int64, res *update.Result) any {
 			out.ExactSelections++
 		}
 	}
+	out.Kept = kept
 	if size > 0 {
 		out.Eps = ptr(fraction(kept, size))
 	}
@@ -115,6 +124,11 @@ func (m *Method) Metrics(step int64, res *update.Result) any {
 	for i, s := range m.silos {
 		u := sr.Units[i]
 		sm := SiloMetrics{Eps: fraction(u.Kept, u.Size), K: u.K}
+		if u.Kept < u.K && sr.Selected {
+			n := u.Kept
+			sm.Kept = &n
+			out.ShortSilos++
+		}
 		if u.Alg2 {
 			sm.EpsAlg2 = ptr(fraction(u.Alg2Count, u.Size))
 		}

@@ -391,7 +391,8 @@ func (a *graphAnalysis) linearBehind(v *ir.Value) *linearLayer {
 // with other activations that come from no linear layer: rotary position
 // embeddings computed in the graph, x·cos + rotate_half(x)·sin, where cos
 // and sin are computed from position ids and rotate_half concatenates
-// negated halves of x. It returns nil when no linear layer or more than
+// negated halves of x (or, as llama2.c rotates adjacent pairs, the even
+// and odd entries are gathered, rotated and interleaved again). It returns nil when no linear layer or more than
 // one lies behind v.
 func (a *graphAnalysis) rotaryLinearBehind(v *ir.Value) *linearLayer {
 	var found *linearLayer
@@ -432,6 +433,13 @@ func (a *graphAnalysis) rotaryLinearBehind(v *ir.Value) *linearLayer {
 			operands = n.Inputs
 		case *ir.Where:
 			operands = n.Inputs[1:]
+		case *ir.Gather:
+			// llama2.c's rotary embedding takes the even and odd entries
+			// of each pair with a Gather of constant indices.
+			if !isConstLike(n.Inputs[1]) {
+				return false
+			}
+			operands = n.Inputs[:1]
 		default:
 			if !isPlumbing(n.Op) && !isDropout(n) {
 				return false

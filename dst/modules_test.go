@@ -100,6 +100,21 @@ func TestModulesTinyGPT(t *testing.T) {
 	}
 }
 
+// TestModulesStories260K: llama2.c's export rotates adjacent pairs of
+// the queries and keys (gathered as even and odd entries), and shares the
+// classifier with the token embedding.
+func TestModulesStories260K(t *testing.T) {
+	checkKinds(t, forwardGraph(t, "models", "stories260K", "stories260K.onnx"), []kindRule{
+		{`^tok_embeddings\.weight$`, "embedding.weight"},
+		{`^freq_(cos|sin)$`, "other.weight"},
+		{`attention_norm\.weight$`, "attn_norm.weight"}, {`ffn_norm\.weight$`, "mlp_norm.weight"},
+		{`wq\.weight$`, "attn_q.weight"}, {`wk\.weight$`, "attn_k.weight"}, {`wv\.weight$`, "attn_v.weight"},
+		{`wo\.weight$`, "attn_out.weight"},
+		{`w[13]\.weight$`, "mlp_in.weight"}, {`w2\.weight$`, "mlp_out.weight"},
+		{`^norm\.weight$`, "final_norm.weight"},
+	}, 5)
+}
+
 // bertRules fit nn.TransformerEncoder (post-LN) exports.
 func bertRules(prefix string) []kindRule {
 	return []kindRule{

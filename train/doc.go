@@ -1,8 +1,8 @@
 // Package train holds what a fine-tuning run needs around the model:
 // training data, the methods (full fine-tuning here; DST registers itself
-// from package dst; LoRA and prompt tuning are not implemented), the
+// from package dst, LoRA and prompt tuning from package peft), the
 // engine that runs steps on a training backend, the training loop,
-// metrics and checkpoints.
+// validation metrics and checkpoints.
 //
 // Training data (data*.go) is JSON Lines, one example a line:
 // {"tokens":[...]} for the lm task (with an optional "loss_mask":[0,1,...]
@@ -24,6 +24,16 @@
 // fused kernels, accel/tpu to one StableHLO program). The engine feeds
 // batches, reads each step's outcome for the method's metrics, and turns
 // the trainer's state into checkpoints and back.
+//
+// A method that trains parameters of its own (a SourceMethod: LoRA's
+// adapters, prompt tuning's soft prompt) replaces the graph source with
+// one that adds them, built on the model source's forward graph
+// (ForwardSource); its training graphs may read inputs the engine fills
+// every step (StepInputs: dropout masks drawn from the step).
+//
+// Validation reports the loss and, with Config.Metric, token accuracy,
+// accuracy, or the exact match of greedily decoded completions
+// (metric.go), computed from the forward graph's logits.
 //
 // Run is the training loop behind `dstune train`: config.json,
 // metrics.jsonl, validation, atomic checkpoints (checkpoint.go), resuming

@@ -94,11 +94,19 @@ type Engine struct {
 
 // engineShape holds the graphs and input tensors of one batch shape.
 type engineShape struct {
-	train, loss           *ir.Graph
+	train, loss, logits   *ir.Graph
 	trainFeed, lossFeed   []*ir.Tensor
+	logitsFeed            []*ir.Tensor
 	tokens, mask, target  *ir.Tensor
 	positions, tokenTypes *ir.Tensor // allocated when the model has such inputs
 	classify              bool       // targets are labels [B]
+	stepInputs            []stepInput
+}
+
+// stepInput is a graph input the source fills every step (StepInputs).
+type stepInput struct {
+	name string
+	t    *ir.Tensor
 }
 
 // NewEngine prepares training of src's parameters on backend with the
@@ -177,7 +185,15 @@ func (e *Engine) Feed(b *Batch) ([]*ir.Tensor, error) {
 	if err := s.fill(b); err != nil {
 		return nil, err
 	}
+	e.fillStepInputs(s, e.step+1)
 	return s.trainFeed, nil
+}
+
+// fillStepInputs fills the source's own inputs of s for step.
+func (e *Engine) fillStepInputs(s *engineShape, step int64) {
+	for _, in := range s.stepInputs {
+		sourceAs[StepInputs](e.src).FillStepInput(in.name, step, in.t)
+	}
 }
 
 func (e *Engine) shapeFor(shape BatchShape, needLoss bool) (*engineShape, error) {
@@ -264,7 +280,12 @@ func (e *Engine) feed(g *ir.Graph, s *engineShape) ([]*ir.Tensor, error) {
 			}
 			t = s.target
 		default:
-			return nil, fmt.Errorf("train: the model's input %q is none of the tokens, attention mask, position ids or token types: dstune cannot feed it", v.Name)
+			si := sourceAs[StepInputs](e.src)
+			if si == nil || !si.HasStepInput(v.Name) {
+				return nil, fmt.Errorf("train: the model's input %q is none of the tokens, attention mask, position ids or token types: dstune cannot feed it", v.Name)
+			}
+			t = ir.NewTensor(v.DType, v.Shape)
+			s.stepInputs = append(s.stepInputs, stepInput{v.Name, t})
 		}
 		if v.DType != t.DType() || !v.Shape.Equal(t.Shape()) {
 			return nil, fmt.Errorf("train: graph input %q is %v, want %s%v", v.Name, v.Type, t.DType(), t.Shape())
@@ -296,7 +317,9 @@ func (s *engineShape) fill(b *Batch) error {
 
 // TrainStep runs forward, backward and the update as step Step()+1 with
 // the schedule's learning-rate factor. A non-finite loss is a *LossError
-// and leaves parameters and state unchanged.
+// and leaves parameters and state unchanged; NaN or ±Inf the backend finds
+// in a gradient or the updated state is a *NonFiniteError, and the step
+// is not counted.
 func (e *Engine) TrainStep(b *Batch, lrScale float64) (StepStats, error) {
 	s, err := e.shapeFor(BatchShape{b.B, b.T}, false)
 	if err != nil {
@@ -306,6 +329,7 @@ func (e *Engine) TrainStep(b *Batch, lrScale float64) (StepStats, error) {
 		return StepStats{}, err
 	}
 	t := update.StepInfo{Step: e.step + 1, LRScale: lrScale}
+	e.fillStepInputs(s, t.Step)
 	start := time.Now()
 	res, err := e.trainer.Step(s.train, s.trainFeed, t)
 	if err != nil {
@@ -314,6 +338,9 @@ func (e *Engine) TrainStep(b *Batch, lrScale float64) (StepStats, error) {
 	stats := StepStats{Loss: float64(res.Loss), Targets: b.NumTargets, Compute: time.Since(start)}
 	if math.IsNaN(stats.Loss) || math.IsInf(stats.Loss, 0) {
 		return stats, &LossError{Step: t.Step, Loss: stats.Loss}
+	}
+	if nf := res.NonFinite; nf != nil {
+		return stats, &NonFiniteError{Step: t.Step, NonFinite: *nf}
 	}
 	if h := res.Host; h != nil {
 		stats.Update = h.Optimizer + h.Selection
@@ -338,6 +365,39 @@ func (e *Engine) EvalLoss(b *Batch) (float64, error) {
 		return 0, err
 	}
 	return float64(out[0].Float32s()[0]), nil
+}
+
+// EvalLogits returns the model's first output (the logits) for b on the
+// current parameters, without updating anything; the source must be a
+// ForwardSource. The tensor is valid until the next call.
+func (e *Engine) EvalLogits(b *Batch) (*ir.Tensor, error) {
+	s, err := e.shapeFor(BatchShape{b.B, b.T}, false)
+	if err != nil {
+		return nil, err
+	}
+	if s.logits == nil {
+		fs := sourceAs[ForwardSource](e.src)
+		if fs == nil {
+			return nil, fmt.Errorf("train: the graph source gives no forward graph to read logits from")
+		}
+		g, err := fs.Forward(BatchShape{b.B, b.T})
+		if err != nil {
+			return nil, err
+		}
+		g.Outputs = g.Outputs[:1]
+		if s.logitsFeed, err = e.feed(g, s); err != nil {
+			return nil, err
+		}
+		s.logits = g
+	}
+	if err := s.fill(b); err != nil {
+		return nil, err
+	}
+	out, err := e.trainer.Eval(s.logits, s.logitsFeed)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
 }
 
 // ParamValues returns a copy of a trainable parameter's current values.
@@ -404,6 +464,68 @@ type Method interface {
 type MethodState struct {
 	Meta    map[string]string
 	Tensors []safetensors.Tensor
+}
+
+// A SourceMethod trains parameters it adds to the model instead of the
+// model's own (LoRA's adapters, prompt tuning's soft prompt): Run hands it
+// the graph source built from the model and trains the source it returns,
+// whose Params are the method's parameters (the model's stay frozen).
+type SourceMethod interface {
+	Method
+	Source(GraphSource) (GraphSource, error)
+}
+
+// A ForwardSource is a GraphSource that also gives the forward graph its
+// training and loss graphs are built on, and their loss, so that a method
+// can edit the graph in between (ModelSource is one).
+type ForwardSource interface {
+	GraphSource
+	// Forward returns the model specialized to shape (a new graph every
+	// call, which the caller may change).
+	Forward(shape BatchShape) (*ir.Graph, error)
+	Loss() ir.LossSpec
+}
+
+// StepInputs is a GraphSource whose training graphs read inputs of their
+// own besides the batch's (LoRA's dropout masks): the engine fills them
+// before every training step, as a function of the step, so that a
+// resumed run sees the same values. Loss graphs never read them.
+type StepInputs interface {
+	// HasStepInput reports whether the graph input name is the source's.
+	HasStepInput(name string) bool
+	// FillStepInput fills the source's input name (t has the graph
+	// input's type) for training step step (1-based).
+	FillStepInput(name string, step int64, t *ir.Tensor)
+}
+
+// A wrappingSource is a GraphSource that hands on another's graphs (Run's
+// memory check shares the graphs it built this way); the engine looks
+// through it for the optional interfaces of the source it wraps.
+type wrappingSource interface {
+	Unwrap() GraphSource
+}
+
+// sourceAs returns src, or the first source it wraps, that is a T; the
+// zero T if none is.
+func sourceAs[T any](src GraphSource) T {
+	for src != nil {
+		if t, ok := src.(T); ok {
+			return t
+		}
+		w, ok := src.(wrappingSource)
+		if !ok {
+			break
+		}
+		src = w.Unwrap()
+	}
+	var zero T
+	return zero
+}
+
+// A Summarizer is a Method that says in one line what it trains (LoRA's
+// targets, the budget); Run prints it before the first step.
+type Summarizer interface {
+	Summary() string
 }
 
 // RunFileWriter is a Method that keeps files of its own in the run

@@ -54,8 +54,13 @@ func RegisteredMethods() []string {
 // newRunMethod makes the method env.Config names.
 func newRunMethod(env MethodEnv) (Method, error) {
 	name := env.Config.Method
-	if name != MethodDST && len(env.Config.DST) > 0 {
-		return nil, fmt.Errorf("the configuration has DST options, but the method is %q", name)
+	for _, opts := range []struct {
+		method string
+		given  bool
+	}{{MethodDST, len(env.Config.DST) > 0}, {MethodLoRA, len(env.Config.LoRA) > 0}, {MethodPrompt, len(env.Config.Prompt) > 0}} {
+		if opts.given && name != opts.method {
+			return nil, fmt.Errorf("the configuration has options of --method %s, but the method is %q", opts.method, name)
+		}
 	}
 	if name == MethodFull {
 		return FullMethod{}, nil

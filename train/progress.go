@@ -27,6 +27,9 @@ type progress struct {
 	drawn    bool // a redrawable line is on screen
 	lastDraw time.Time
 	line     string
+	// metric is the last validation metric ("exact match 85.0 %"),
+	// shown on every step line after it ("" when there is none).
+	metric string
 }
 
 const redrawEvery = 100 * time.Millisecond
@@ -38,21 +41,25 @@ func newProgress(w io.Writer, terminal bool, every, total int64) *progress {
 	return &progress{w: w, terminal: terminal, every: every, total: total}
 }
 
-// stepLine formats one step: step, loss, tokens/s, model FLOPs
-// utilization (left out when 0: unknown), ETA.
-func stepLine(step, total int64, loss, tokensPerSec, mfu float64, eta time.Duration) string {
+// stepLine formats one step: step, loss, the last validation metric
+// (when there is one), tokens/s, model FLOPs utilization (left out when
+// 0: unknown), ETA.
+func stepLine(step, total int64, loss float64, metric string, tokensPerSec, mfu float64, eta time.Duration) string {
+	if metric != "" {
+		metric = "  " + metric
+	}
 	util := ""
 	if mfu > 0 {
 		util = fmt.Sprintf("  MFU %.0f%%", 100*mfu)
 	}
-	return fmt.Sprintf("step %d/%d  loss %.4f  %s tok/s%s  ETA %s", step, total, loss, siCount(tokensPerSec), util, formatETA(eta))
+	return fmt.Sprintf("step %d/%d  loss %.4f%s  %s tok/s%s  ETA %s", step, total, loss, metric, siCount(tokensPerSec), util, formatETA(eta))
 }
 
 func (p *progress) step(step int64, loss, tokensPerSec, mfu float64, eta time.Duration) {
 	if p.w == nil {
 		return
 	}
-	line := stepLine(step, p.total, loss, tokensPerSec, mfu, eta)
+	line := stepLine(step, p.total, loss, p.metric, tokensPerSec, mfu, eta)
 	if p.terminal {
 		p.line = line
 		if now := time.Now(); step == p.total || now.Sub(p.lastDraw) >= redrawEvery {

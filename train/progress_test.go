@@ -48,3 +48,20 @@ func TestProgressTerminalRedrawsOneLine(t *testing.T) {
 		t.Errorf("formatETA(3h5m) = %s", formatETA(3*time.Hour+5*time.Minute))
 	}
 }
+
+// TestProgressShowsTheMetric: after a validation with a metric, the step
+// lines carry its last value.
+func TestProgressShowsTheMetric(t *testing.T) {
+	var out bytes.Buffer
+	p := newProgress(&out, false, 1, 3)
+	p.step(1, 2.5, 100, 0, 2*time.Second)
+	p.validated(1, MetricExactMatch, validation{loss: 1.25, metric: 0.5})
+	p.step(2, 2, 100, 0, time.Second)
+	p.done()
+	want := "step 1/3  loss 2.5000  100 tok/s  ETA 2s\n" +
+		"step 1: validation loss 1.2500, exact match 50.0 %\n" +
+		"step 2/3  loss 2.0000  exact match 50.0 %  100 tok/s  ETA 1s\n"
+	if out.String() != want {
+		t.Errorf("progress:\n%q\nwant\n%q", out.String(), want)
+	}
+}

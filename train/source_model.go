@@ -32,7 +32,7 @@ type ModelSource struct {
 	SeqLen                int
 }
 
-var _ GraphSource = (*ModelSource)(nil)
+var _ ForwardSource = (*ModelSource)(nil)
 
 // NewModelSource checks that m can be trained for the task and picks its
 // trainable parameters.
@@ -143,6 +143,13 @@ func (s *ModelSource) specialize(shape BatchShape) (*ir.Graph, error) {
 
 // Params are the trainable parameters.
 func (s *ModelSource) Params() []*ir.Param { return s.params }
+
+// Forward specializes the model to shape: the forward graph the training
+// and loss graphs are built on.
+func (s *ModelSource) Forward(shape BatchShape) (*ir.Graph, error) { return s.specialize(shape) }
+
+// Loss is the loss the training and loss graphs append.
+func (s *ModelSource) Loss() ir.LossSpec { return s.loss }
 
 // Inputs name the token and mask inputs.
 func (s *ModelSource) Inputs() InputNames { return s.inputs }

@@ -8,8 +8,8 @@
 // backends use are derived in scalars.go) — and, for Dynamic Subset
 // Tuning, a Selection (selection.go): after the optimizer's step Θ̂, every
 // selection unit keeps the K entries whose distance Δ(Θ̂, Θ0) from the
-// seed is largest (ties at the lowest unit positions, never a NaN) and
-// resets the others to the seed. An iterative unit finds its threshold
+// seed is largest (ties at the lowest unit positions, never a NaN or a
+// Δ of 0) and resets the others to the seed. An iterative unit finds its threshold
 // with the paper's Algorithm 2 (alg2.go) before the count is made exact;
 // which threshold it then carries to the next step is part of the
 // definition. Package train builds the program (the selection comes from

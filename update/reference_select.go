@@ -27,10 +27,10 @@ import (
 //     and Fallback reports whether the band between the nearest counted
 //     candidates exceeds BandCap.
 //
-// The exact selection keeps min(K, non-NaN Δ) entries: every Δ above the
+// The exact selection keeps min(K, positive Δ) entries: every Δ above the
 // K-th largest Q and, of those equal to it, the lowest positions (Q is
-// +Inf for K = 0, -Inf when fewer than K Δ are numbers). The threshold
-// used is carried when Usable. With PaperAlg2 the printed algorithm runs
+// +Inf for K = 0, -Inf when fewer than K Δ are numbers), but never a Δ of
+// 0 (Keeps). The threshold used is carried when Usable. With PaperAlg2 the printed algorithm runs
 // first on the same Δ from its own threshold (once it has one: the first
 // exact selection's). With FixAfterFirst the subset is fixed after the
 // step.
@@ -237,7 +237,7 @@ func (ref *refUnit) keepAbove(r *UnitResult, q float32) {
 func (ref *refUnit) exact(r *UnitResult, st *SelectionState, i int) {
 	q, tieEnd := ExactThreshold(ref.delta, ref.u.K)
 	for j, d := range ref.delta {
-		ref.keep[j] = d > q || (d == q && int64(j) < tieEnd)
+		ref.keep[j] = Keeps(d, q, int64(j), tieEnd)
 	}
 	ref.reset()
 	r.Q, r.HasQ, r.Exact = q, true, ref.u.K > 0 && r.Size > 0
@@ -246,6 +246,29 @@ func (ref *refUnit) exact(r *UnitResult, st *SelectionState, i int) {
 	} else {
 		st.Ready[i] = false
 	}
+}
+
+// Keeps is the selection's rule for the entry at unit position pos with
+// score delta, given the threshold q and tie end of an exact selection:
+// Δ > q, or Δ == q at a position before tieEnd — and never a Δ of 0 (nor
+// a NaN). An entry whose Δ is 0 has not moved from its seed by this
+// distance (unchanged, or a zero seed under inv-rel, whose Δ stays 0
+// however far it moves): the paper's Δ > q keeps none of them, so a unit
+// with fewer than K positive Δ keeps fewer than K entries rather than
+// freeing zeros at the lowest positions.
+func Keeps(delta, q float32, pos, tieEnd int64) bool {
+	return delta > 0 && (delta > q || (delta == q && pos < tieEnd))
+}
+
+// PositiveThreshold returns a threshold and tie end that keep, under the
+// plain rule Δ > Q || (Δ == Q && pos < tieEnd), exactly what Keeps keeps
+// with q and tieEnd: for kernels that apply a threshold without the
+// positivity test (Δ is never negative).
+func PositiveThreshold(q float32, tieEnd int64) (float32, int64) {
+	if q <= 0 {
+		return 0, 0
+	}
+	return q, tieEnd
 }
 
 // ExactThreshold returns the exact selection of k entries of the scores

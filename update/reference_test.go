@@ -180,3 +180,80 @@ func randomFloats(rng *rand.Rand, n int) []float32 {
 	}
 	return v
 }
+
+// TestZeroDistanceNeverKept: an entry whose Δ is 0 — a zero seed under
+// inv-rel, whose Δ stays 0 however it moves, or an entry that did not
+// move — is never kept, in either threshold mode, so a unit with fewer
+// than K positive Δ keeps fewer than K entries (and reports how many);
+// a unit with enough positive Δ still keeps exactly K.
+func TestZeroDistanceNeverKept(t *testing.T) {
+	for _, exact := range []bool{true, false} {
+		rng := rand.New(rand.NewPCG(17, 18))
+		seeds := map[string][]float32{"zeros": randomFloats(rng, 200), "plenty": randomFloats(rng, 200)}
+		for i := range 150 {
+			seeds["zeros"][i] = 0 // 150 zero seeds: at most 50 positive Δ
+		}
+		s := &Selection{Distance: DistanceInvRel, Exact: exact, Bisection: DefaultBisection, BandCap: 1 << 16,
+			Units: []Unit{{Name: "zeros", Pieces: []Piece{{Param: "zeros"}}, K: 80}, {Name: "plenty", Pieces: []Piece{{Param: "plenty"}}, K: 80}}}
+		theta := map[string][]float32{"zeros": slices.Clone(seeds["zeros"]), "plenty": slices.Clone(seeds["plenty"])}
+		st := NewSelectionState(s)
+		for step := 1; step <= 10; step++ {
+			for _, name := range []string{"zeros", "plenty"} {
+				for i := range theta[name] {
+					if i%7 != 3 { // every 7th entry never moves: Δ = 0
+						theta[name][i] += float32(rng.NormFloat64() * 1e-2)
+					}
+				}
+			}
+			positive := map[string]int64{}
+			for name, v := range theta {
+				for i, x := range v {
+					if s.Distance.Score(x, seeds[name][i]) > 0 {
+						positive[name]++
+					}
+				}
+			}
+			res := ReferenceSelect(s, theta, seeds, st)
+			for u, unit := range s.Units {
+				name := unit.Name
+				r := res.Units[u]
+				if want := min(unit.K, positive[name]); r.Kept != want {
+					t.Fatalf("exact=%v step %d: unit %s kept %d, want %d (K %d, %d positive Δ)", exact, step, name, r.Kept, want, unit.K, positive[name])
+				}
+				for _, pos := range st.Kept[name] {
+					if s.Distance.Score(theta[name][pos], seeds[name][pos]) <= 0 {
+						t.Fatalf("exact=%v step %d: unit %s keeps position %d, whose Δ is 0", exact, step, name, pos)
+					}
+				}
+				for i, x := range theta[name] {
+					if !slices.Contains(st.Kept[name], int32(i)) && x != seeds[name][i] {
+						t.Fatalf("exact=%v step %d: unit %s position %d is not kept but moved", exact, step, name, i)
+					}
+				}
+			}
+			if res.Units[0].Kept >= s.Units[0].K || res.Units[1].Kept != s.Units[1].K {
+				t.Fatalf("exact=%v step %d: kept %d and %d, want fewer than K in the zero-seed unit and K in the other", exact, step, res.Units[0].Kept, res.Units[1].Kept)
+			}
+		}
+	}
+}
+
+// TestKeepsMatchesPositiveThreshold: the threshold PositiveThreshold
+// gives keeps, under the plain rule, exactly what Keeps keeps.
+func TestKeepsMatchesPositiveThreshold(t *testing.T) {
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	values := []float32{0, float32(math.Copysign(0, -1)), 1e-30, 0.5, 1, inf, nan}
+	for _, q := range append(slices.Clone(values), float32(math.Inf(-1))) {
+		for _, tieEnd := range []int64{0, 2, 5} {
+			pq, pt := PositiveThreshold(q, tieEnd)
+			for pos := range int64(6) {
+				for _, d := range values {
+					plain := d > pq || (d == pq && pos < pt)
+					if got := Keeps(d, q, pos, tieEnd); got != plain {
+						t.Fatalf("q %v tieEnd %d: Δ %v at %d: Keeps %v, plain rule on (%v, %d) %v", q, tieEnd, d, pos, got, pq, pt, plain)
+					}
+				}
+			}
+		}
+	}
+}

@@ -17,8 +17,9 @@ type Program struct {
 
 // Selection is DST's selection after every optimizer step (the paper's
 // Algorithm 1): the optimizer takes its full step Θ̂ (its state is updated
-// from it), then every unit keeps exactly min(K, its non-NaN Δ) entries —
-// the largest Δ(Θ̂, Θ0), ties at the lowest unit positions — and every
+// from it), then every unit keeps exactly min(K, its positive Δ) entries —
+// the largest Δ(Θ̂, Θ0), ties at the lowest unit positions, never a Δ of
+// 0 or NaN (Keeps) — and every
 // other entry goes back to its seed Θ0 (the parameters' values when the
 // trainer was made). Package dst makes the units (one per silo, or one
 // over every parameter for a normalized run) and their K.
@@ -29,7 +30,8 @@ type Program struct {
 //
 //   - exact (Exact, the first step, after a threshold that Algorithm 2
 //     cannot start from, normalized runs): the K-th largest Δ, Q, and the
-//     tie rule Δ > Q || (Δ == Q && position < the last kept tie + 1);
+//     tie rule Δ > Q || (Δ == Q && position < the last kept tie + 1),
+//     of positive Δ only;
 //   - iterative: Algorithm 2 (Bisection) from the threshold carried from
 //     the step before, counting its candidates as GridRun schedules; the
 //     first counted candidate with exactly K entries above it is the

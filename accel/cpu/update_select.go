@@ -224,12 +224,21 @@ func (s *selection) siloPieces(u *unitState) []kernels.SiloPiece {
 	return s.pieces
 }
 
-// applyThreshold resets every entry th does not keep and records the
-// kept positions.
+// applyThreshold resets every entry th does not keep (nor any Δ of 0:
+// update.Keeps) and records the kept positions.
 func (s *selection) applyThreshold(u *unitState, th kernels.Threshold) {
+	th = positive(th)
 	for j, i := range u.pieces {
 		u.kept[j] = kernels.MaskedUpdateAppend(u.kept[j], s.params[i].value, s.params[i].seed, s.d, th, u.offsets[j])
 	}
+}
+
+// positive is the threshold that keeps what th keeps but a Δ of 0
+// (update.PositiveThreshold): the masked kernels then apply the
+// selection's whole rule.
+func positive(th kernels.Threshold) kernels.Threshold {
+	th.Q, th.TieEnd = update.PositiveThreshold(th.Q, th.TieEnd)
+	return th
 }
 
 // setThreshold records the threshold used and carries it to the next
@@ -339,12 +348,13 @@ func (s *selection) bandSelect(u *unitState, lo, hi float32, need int64, threads
 	s.bandPieces[0] = s.bandScores
 	th, _ := s.selector.TopKFloats(need, s.bandPieces[:], 1)
 	s.bandPieces[0] = nil
+	keep := positive(th)
 	for j, i := range u.pieces {
 		theta, seed := s.params[i].value, s.params[i].seed
 		winners := s.merged[:0]
 		for b := s.bandStart[j]; b < s.bandStart[j+1]; b++ {
 			pos := s.band[b]
-			if th.Keep(s.bandScores[b], int64(b)) {
+			if keep.Keep(s.bandScores[b], int64(b)) {
 				winners = append(winners, pos)
 			} else {
 				theta[pos] = seed[pos]
@@ -430,13 +440,14 @@ func (s *selection) normalizedStep(opt optimizer, t update.StepInfo, threads int
 	}
 	th, _ := s.selector.TopKFloats(g.k, s.bandPieces[:], threads)
 	s.bandPieces[0] = nil
+	keep := positive(th)
 	for j, i := range g.pieces {
 		theta, seed := s.params[i].value, s.params[i].seed
 		off := g.offsets[j]
 		sc := s.scores[off : off+int64(len(theta))]
 		kept := g.kept[j]
 		for n, x := range sc {
-			if th.Keep(x, off+int64(n)) {
+			if keep.Keep(x, off+int64(n)) {
 				kept = append(kept, int32(n))
 			} else {
 				theta[n] = seed[n]

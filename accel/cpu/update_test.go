@@ -109,6 +109,7 @@ type selectCase struct {
 	threads   int
 	zeroEvery int // one seed in zeroEvery is 0 (0: 50)
 	random    bool
+	short     bool // some unit-step must keep fewer than K (Δ of 0)
 }
 
 var (
@@ -117,7 +118,8 @@ var (
 )
 
 // paths counts how the selections of a run were made.
-type paths struct{ exact, candidate, band, fallback, fixed int }
+// short counts the unit-steps that kept fewer than K entries.
+type paths struct{ exact, candidate, band, fallback, fixed, short int }
 
 func (c selectCase) params(rng *rand.Rand) []*trainParam {
 	var ps []*trainParam
@@ -267,6 +269,21 @@ func runSelectCase(t *testing.T, c selectCase) paths {
 				}
 			}
 		}
+		if s.res.Selected {
+			// No kept entry has a Δ of 0 (update.Keeps).
+			for _, p := range ps {
+				for _, pos := range refState.Kept[p.name] {
+					if def.Distance.Score(p.value[pos], p.seed[pos]) <= 0 {
+						t.Fatalf("step %d: %s keeps position %d, whose Δ is 0", step, p.name, pos)
+					}
+				}
+			}
+			for _, u := range s.res.Units {
+				if u.Kept < u.K {
+					taken.short++
+				}
+			}
+		}
 		got := s.state()
 		if fmt.Sprint(got) != fmt.Sprint(refState) {
 			t.Fatalf("step %d: state\n%v\nreference\n%v", step, got, refState)
@@ -352,6 +369,12 @@ func TestSelectionEdgeCases(t *testing.T) {
 			sel: update.Selection{Distance: update.DistanceInvRel, Normalized: true}}},
 		{"no-churn", selectCase{shapes: two, opt: adamwReal, eps: 0.1, sel: update.Selection{Distance: update.DistanceAbs, Fixed: update.FixAfterFirst}}},
 		{"random-mask", selectCase{shapes: two, opt: adamwReal, eps: 0.2, random: true, sel: update.Selection{Distance: update.DistanceAbs}}},
+		// A third of the seeds 0 under inv-rel (Δ stays 0) and ε = 0.8:
+		// fewer than K positive Δ, so the units keep fewer than K.
+		{"inv-rel-zero-seeds", selectCase{shapes: two, opt: adamwReal, eps: 0.8, zeroEvery: 3, short: true, sel: update.Selection{Distance: update.DistanceInvRel}}},
+		// SGD with a third of the gradients 0: unchanged entries (Δ = 0
+		// under every distance) tie with each other at 0.
+		{"unchanged-entries", selectCase{shapes: two, ties: true, opt: sgdTies, eps: 0.9, short: true, sel: update.Selection{Distance: update.DistanceAbs}}},
 		{"paper-alg2", selectCase{shapes: two, opt: adamwReal, eps: 0.05, sel: update.Selection{Distance: update.DistanceInvRel, PaperAlg2: true, Bisection: update.Bisection{Steps: 4, Factor: 2}}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -362,7 +385,9 @@ func TestSelectionEdgeCases(t *testing.T) {
 					cc.steps = 12
 				}
 				cc.threads = 2
-				runSelectCase(t, cc)
+				if p := runSelectCase(t, cc); cc.short && p.short == 0 {
+					t.Errorf("exact=%v: every unit kept K entries; the case should leave some short of Δ > 0", exact)
+				}
 			}
 		})
 	}

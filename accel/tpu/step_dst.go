@@ -263,7 +263,7 @@ func (s *stepLowering) selectThresholds(L *dstLayout, st dstState, sc unitScores
 	return selection{q: out[0], tieEnd: out[1], alg2Count: out[2], alg2: out[3], exact: out[4], fallback: out[5]}
 }
 
-// applySelection keeps Δ > q || (Δ == q && position < tieEnd) — or the
+// applySelection keeps Δ > 0 && (Δ > q || (Δ == q && position < tieEnd)) — or the
 // previous subset when it is fixed — resets the rest to the seed, and
 // counts per unit the kept and entering entries (per piece too in a
 // normalized run).
@@ -280,6 +280,7 @@ func (s *stepLowering) applySelection(L *dstLayout, updated map[string]value, st
 		qi := f.broadcastTo(at(sel.q, i), n)
 		te := f.broadcastTo(f.convert(at(sel.tieEnd, i), sc.pos[i].dtype()), n)
 		keep := f.or(f.compare("GT", sc.deltas[i], qi), f.and(f.compare("EQ", sc.deltas[i], qi), f.compare("LT", sc.pos[i], te)))
+		keep = f.and(keep, f.compare("GT", sc.deltas[i], f.splat(sc.deltas[i].t, 0))) // never a Δ of 0 (update.Keeps)
 		keep = f.selectOp(st.fixed, sc.prev[i], keep)
 		for _, p := range u.pieces {
 			size := p.shape.Size()

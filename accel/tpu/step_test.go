@@ -424,6 +424,11 @@ func stepCases() map[string]stepCase {
 			func(o *dst.Options) { o.Normalize, o.Threshold = dst.NormalizeMean, dst.ThresholdExact })},
 		"adamw-random": {opt: adamWOpt(), dst: with(dstOpts(0.1, dst.DistanceInvRel, dst.SiloModuleLayer),
 			func(o *dst.Options) { o.Distance = dst.DistanceRandom })},
+		// Zero seeds under inv-rel (Δ stays 0) and ε = 0.5: w1's silo has
+		// fewer positive Δ than k and keeps fewer.
+		"adamw-inv-rel-zero-seeds": {opt: adamWOpt(), dst: dstOpts(0.5, dst.DistanceInvRel, dst.SiloModuleLayer), zeroSeeds: 80},
+		"adamw-exact-inv-rel-zero-seeds": {opt: adamWOpt(), dst: with(dstOpts(0.5, dst.DistanceInvRel, dst.SiloModuleLayer),
+			func(o *dst.Options) { o.Threshold = dst.ThresholdExact }), zeroSeeds: 80},
 		"adamw-eps-0": {opt: adamWOpt(), dst: dstOpts(0, dst.DistanceAbs, dst.SiloModuleLayer)},
 		"adamw-eps-1": {opt: adamWOpt(), dst: dstOpts(1, dst.DistanceAbs, dst.SiloNone)},
 	}

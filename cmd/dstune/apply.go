@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 )
@@ -19,7 +20,7 @@ func init() {
 	register(&command{
 		name:     "apply",
 		synopsis: []string{"MODEL.onnx DELTA.safetensors [MORE.safetensors ...] -o OUT.onnx [--force]"},
-		summary:  "write the fine-tuned model: the base model with one or more deltas applied in order",
+		summary:  "write the fine-tuned model: the base model with one or more deltas (LoRA adapters, a soft prompt) applied in order",
 		flags:    func(fs *flag.FlagSet) { new(applyFlags).define(fs) },
 		run:      runApply,
 	})
@@ -34,7 +35,7 @@ type applyFlags struct {
 func (f *applyFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&f.out, "o", "", "the fine-tuned model to write (OUT.onnx)")
 	fs.StringVar(&f.out, "out", "", "same as -o")
-	f.force = fs.Bool("force", false, "apply deltas made for another base model, and let a later delta win where two change one entry")
+	f.force = fs.Bool("force", false, "apply deltas made for another base model, let a later delta win where two change one entry, and overwrite an existing OUT.onnx")
 }
 
 func runApply(args []string, stdout, stderr io.Writer) error {
@@ -52,10 +53,12 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 		return usagef("-o OUT.onnx is required")
 	}
 	modelPath, deltaPaths := pos[0], pos[1:]
-	if same, err := sameFile(modelPath, out); err != nil {
+	inputs := []outpath.Input{{Path: modelPath, What: "the base model"}}
+	for i, d := range deltaPaths {
+		inputs = append(inputs, outpath.Input{Path: d, What: fmt.Sprintf("delta %d", i+1)})
+	}
+	if err := checkOutputFile("-o", out, *force, inputs...); err != nil {
 		return err
-	} else if same {
-		return usagef("-o %s is the base model itself: write the fine-tuned model to another file (the deltas need their base)", out)
 	}
 
 	m, err := onnx.ReadFile(modelPath)
@@ -63,18 +66,33 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Close()
+	if err := checkOutputFile("-o", out, true, outpath.ModelInputs(modelPath, m)[1:]...); err != nil {
+		return err
+	}
 	inits, err := baseInitializers(m)
 	if err != nil {
 		return fmt.Errorf("%s: %w", modelPath, err)
 	}
-	delta, err := composeDeltas(stdout, stderr, deltaPaths, inits, *force)
+	deltaPaths, prompt, err := splitPrompt(stderr, deltaPaths, inits, *force)
 	if err != nil {
 		return err
 	}
+	var delta *dst.Delta
+	if len(deltaPaths) > 0 {
+		if delta, err = composeDeltas(stdout, stderr, deltaPaths, inits, *force); err != nil {
+			return err
+		}
+	}
 
-	newValues, reencode, err := applyToInitializers(stdout, m, inits, delta)
-	if err != nil {
-		return fmt.Errorf("%s: %w", modelPath, err)
+	var newValues map[string][]byte
+	var reencode []string
+	if len(deltaPaths) > 0 {
+		if newValues, reencode, err = applyToInitializers(stdout, m, inits, delta); err != nil {
+			return fmt.Errorf("%s: %w", modelPath, err)
+		}
+	}
+	if prompt != nil {
+		return writePrompted(stdout, out, m, newValues, prompt)
 	}
 	return writeApplied(stdout, modelPath, out, m, newValues, reencode)
 }
@@ -172,7 +190,7 @@ func writeApplied(stdout io.Writer, modelPath, out string, m *onnx.Model, newVal
 func composeDeltas(stdout, stderr io.Writer, paths []string, inits []dst.Initializer, force bool) (*dst.Delta, error) {
 	parts := make([]*dst.Delta, len(paths))
 	for i, path := range paths {
-		d, err := dst.ReadDelta(path)
+		d, err := readDeltaFile(path, inits)
 		if err != nil {
 			return nil, err
 		}
@@ -333,21 +351,4 @@ func sameDir(a, b string) bool {
 	sa, errA := os.Stat(da)
 	sb, errB := os.Stat(db)
 	return errA == nil && errB == nil && os.SameFile(sa, sb)
-}
-
-// sameFile reports whether a and b name one existing file (b may not
-// exist yet).
-func sameFile(a, b string) (bool, error) {
-	sa, err := os.Stat(a)
-	if err != nil {
-		return false, nil // reading the model reports it
-	}
-	sb, err := os.Stat(b)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return os.SameFile(sa, sb), nil
 }

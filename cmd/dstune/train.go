@@ -11,13 +11,18 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/accel/tpu" // the "pjrt" backend
 	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/sysmem"
+	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/kernels"
+	"github.com/dstune/dstune/peft"
 	"github.com/dstune/dstune/train"
 	"github.com/dstune/dstune/update"
 )
@@ -26,18 +31,21 @@ func init() {
 	register(&command{
 		name: "train",
 		synopsis: []string{
-			"MODEL.onnx --data TRAIN.jsonl [--valid VALID.jsonl] --task lm|classify --method full|dst",
+			"MODEL.onnx --data TRAIN.jsonl [--valid VALID.jsonl] --task lm|classify --method full|dst|lora|prompt",
 			"             [--optimizer adamw|adafactor|sgd] [--lr LR] [--weight-decay WD] [--momentum M] [--beta1 B1] [--beta2 B2]",
 			"             --steps N [--batch 8] [--seed 0] [--schedule constant|linear|cosine] [--warmup N]",
 			"             [--trainable REGEX] [--tokenizer T] [--max-len N] [--pad-id ID] [--threads N] --out RUN",
-			"             [--precision fp32|bf16] [--eval-every N] [--checkpoint-every N] [--checkpoint-minutes 10] [--log-every N]",
-			"             [--memory-report] [--backend cpu|pjrt] [--pjrt-plugin PATH]",
+			"             [--precision fp32|bf16] [--eval-every N] [--metric loss|token-accuracy|exact-match|accuracy]",
+			"             [--checkpoint-every N] [--checkpoint-minutes 10] [--log-every N] [--memory-report]",
+			"             [--backend cpu|pjrt] [--pjrt-plugin PATH] [--max-memory SIZE]",
 			"             [--eps 1e-3] [--distance inv-rel|rel|abs|random] [--silo module-layer|module|none]",
 			"             [--normalize none|size|mean] [--threshold iterative|exact] [--churn=true|false]",
 			"             [--refine-steps 3] [--refine-factor 2] [--paper-alg2]        (--method dst)",
-			"--resume RUN",
+			"             [--rank 8] [--alpha 8] [--lora-dropout 0] [--targets KIND,...]   (--method lora)",
+			"             [--prompt-len 10] [--prompt-at after-bos|start] [--prompt-init vocab|random]   (--method prompt)",
+			"--resume RUN [--allow-data-change]",
 		},
-		summary: "fine-tune a model on JSONL data: full fine-tuning or DST (--method dst; LoRA and prompt tuning to come)",
+		summary: "fine-tune a model on JSONL data: full fine-tuning, DST, LoRA or prompt tuning",
 		flags:   func(fs *flag.FlagSet) { new(trainFlags).define(fs) },
 		run:     runTrain,
 	})
@@ -63,7 +71,10 @@ type trainFlags struct {
 	ckptMinutes                                     *float64
 	precision                                       *string
 	memoryReport                                    *bool
+	metric                                          *string
 	out, resume                                     *string
+	maxMemory                                       *string
+	allowDataChange                                 *bool
 	// DST's options (--method dst; package dst documents them).
 	eps                       *float64
 	distance, silo, normalize *string
@@ -72,17 +83,33 @@ type trainFlags struct {
 	refineSteps               *int
 	refineFactor              *float64
 	paperAlg2                 *bool
+	// LoRA's options (--method lora; package peft documents them).
+	rank               *int
+	alpha, loraDropout *float64
+	targets            *string
+	// Prompt tuning's options (--method prompt).
+	promptLen            *int
+	promptAt, promptInit *string
 }
 
 // dstFlags are the flags of --method dst.
 var dstFlags = []string{"eps", "distance", "silo", "normalize", "threshold", "churn", "refine-steps", "refine-factor", "paper-alg2"}
 
+// loraFlags and promptFlags are the flags of --method lora and prompt.
+var (
+	loraFlags   = []string{"rank", "alpha", "lora-dropout", "targets"}
+	promptFlags = []string{"prompt-len", "prompt-at", "prompt-init"}
+)
+
+// methodFlags gives each method's own flags.
+var methodFlags = map[string][]string{train.MethodDST: dstFlags, train.MethodLoRA: loraFlags, train.MethodPrompt: promptFlags}
+
 func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.data = fs.String("data", "", "training data, JSON Lines (see README)")
 	f.valid = fs.String("valid", "", "validation data, JSON Lines: its loss is reported every --eval-every steps and at the end")
 	f.task = fs.String("task", "", "lm (next-token loss over \"tokens\") or classify (\"label\" from the first output)")
-	f.method = fs.String("method", train.MethodFull, "full | dst (lora and prompt are not implemented yet)")
-	f.trainable = fs.String("trainable", "", "regular expression: train only the parameters whose ONNX names match (default: all)")
+	f.method = fs.String("method", train.MethodFull, "full | dst | lora | prompt")
+	f.trainable = fs.String("trainable", "", "regular expression: train only the parameters whose ONNX names match (default: all); lora: adapt the linear-layer weights it matches")
 	f.tokenizer = fs.String("tokenizer", "", "tokenizer file (tokenizer.json or llama2.c tokenizer.bin) encoding the data's \"text\", \"prompt\" and \"completion\" fields")
 	f.optimizer = fs.String("optimizer", update.OptimizerAdamW, "adamw | adafactor | sgd")
 	f.lr = fs.Float64("lr", 0, "learning rate (default 1e-3; Adafactor: a relative step size scaled by each parameter's RMS unless --lr is given, which makes it absolute)")
@@ -101,6 +128,7 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.pluginPath = fs.String("pjrt-plugin", "", "--backend pjrt: the PJRT plugin file (default: $"+tpu.PluginEnv+", then JAX's CUDA plugin, libtpu and the standard library paths); not part of the run")
 	f.threads = fs.Int("threads", 0, "goroutines per kernel call (default: all cores; results do not depend on it, and a resumed run may change it)")
 	f.evalEvery = fs.Int64("eval-every", 0, "validate every N steps (default: steps/10)")
+	f.metric = fs.String("metric", train.MetricLoss, "validation metric besides the loss: loss (none) | token-accuracy | exact-match (lm; greedy decoding of the completions of prompt/completion rows) | accuracy (classify)")
 	f.ckptEvery = fs.Int64("checkpoint-every", 0, "also write a checkpoint every N steps (default: none; see --checkpoint-minutes)")
 	f.ckptMinutes = fs.Float64("checkpoint-minutes", train.DefaultCheckpointMinutes, "write a checkpoint after the first step that ends M minutes or more after the last one (0: none); always at the end and on Ctrl-C")
 	f.precision = fs.String("precision", string(accel.PrecisionFP32), "fp32 | bf16: matrix products with bfloat16 operands and float32 sums (like torch.autocast on the CPU); the rest of the step, the weights, gradients and the optimizer stay float32")
@@ -108,6 +136,8 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.logEvery = fs.Int64("log-every", 0, "when not on a terminal, print a progress line every N steps (default: steps/20)")
 	f.out = fs.String("out", "", "the run directory (created)")
 	f.resume = fs.String("resume", "", "continue the run in this directory from its last checkpoint")
+	f.allowDataChange = fs.Bool("allow-data-change", false, "--resume: continue although a data file changed since the run started (config.json records the change; the run goes on with a new epoch)")
+	f.maxMemory = fs.String("max-memory", "", fmt.Sprintf("memory budget a step must fit, e.g. 8GiB (default: %.0f %% of this machine's memory); not part of the run", 100*sysmem.DefaultFraction))
 	d := dst.DefaultOptions()
 	f.eps = fs.Float64("eps", d.Eps, "dst: share of each silo's entries that may differ from the seed")
 	f.distance = fs.String("distance", d.Distance, "dst: inv-rel | rel | abs | random (a random mask chosen once)")
@@ -118,6 +148,15 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.refineSteps = fs.Int("refine-steps", d.RefineSteps, "dst: Algorithm 2's m, bisection steps per training step")
 	f.refineFactor = fs.Float64("refine-factor", d.Factor, "dst: Algorithm 2's r, the most the threshold may move by in one step")
 	f.paperAlg2 = fs.Bool("paper-alg2", false, "dst: also run Algorithm 2 as printed (carrying its own threshold) and report what it would keep as eps_paper_alg2 (one more counting pass a step)")
+	l := peft.DefaultLoRAOptions()
+	f.rank = fs.Int("rank", l.Rank, "lora: the adapters' rank r")
+	f.alpha = fs.Float64("alpha", l.Alpha, "lora: α; the adapters' output is scaled by α/r")
+	f.loraDropout = fs.Float64("lora-dropout", l.Dropout, "lora: dropout probability on the adapters' input (training only)")
+	f.targets = fs.String("targets", "", "lora: module kinds to adapt, comma-separated (dstune inspect's kinds: attn_q, attn_k, attn_v, attn_qkv, attn_kv, attn_out, mlp_in, mlp_out, head, linear; default: the attention and MLP kinds)")
+	p := peft.DefaultPromptOptions()
+	f.promptLen = fs.Int("prompt-len", p.Length, "prompt: virtual tokens n")
+	f.promptAt = fs.String("prompt-at", p.At, "prompt: after-bos (after the first position) | start (before every token, as PEFT does)")
+	f.promptInit = fs.String("prompt-init", p.Init, "prompt: vocab (embeddings of sampled vocabulary ids) | random (normal, with the embedding table's mean and standard deviation)")
 }
 
 func runTrain(args []string, stdout, stderr io.Writer) error {
@@ -146,27 +185,37 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if *f.allowDataChange && *f.resume == "" {
+		return usagef("--allow-data-change is for --resume")
+	}
+	var maxMemory int64
+	if *f.maxMemory != "" {
+		if maxMemory, err = sysmem.ParseSize(*f.maxMemory); err != nil {
+			return usagef("--max-memory: %v", err)
+		}
+		ir.SetMemoryLimit(maxMemory)
+	}
 	every := *f.logEvery
 	if every <= 0 {
 		every = max(1, cfg.Steps/20)
 	}
 	return runTraining(cfg, train.RunOptions{Dir: dir, Resume: *f.resume != "", Progress: stdout,
-		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings}, stdout, stderr)
+		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings, MaxMemory: maxMemory, AllowDataChange: *f.allowDataChange}, stdout, stderr)
 }
 
 // config is the run's configuration: config.json's for --resume, else a
 // new one, with the flags given set on it (a resumed run checks that they
 // agree with config.json), and the run directory.
 func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, string, error) {
-	for _, name := range dstFlags {
-		if set[name] && *f.method != train.MethodDST && (*f.resume == "" || set["method"]) {
-			return train.Config{}, "", usagef("--%s is an option of --method dst", name)
+	for method, names := range methodFlags {
+		for _, name := range names {
+			if set[name] && *f.method != method && (*f.resume == "" || set["method"]) {
+				return train.Config{}, "", usagef("--%s is an option of --method %s", name, method)
+			}
 		}
 	}
 	switch *f.method {
-	case train.MethodFull, train.MethodDST:
-	case train.MethodLoRA, train.MethodPrompt:
-		return train.Config{}, "", &exitError{1, fmt.Sprintf("--method %s is not implemented yet (full and dst are)", *f.method)}
+	case train.MethodFull, train.MethodDST, train.MethodLoRA, train.MethodPrompt:
 	default:
 		return train.Config{}, "", usagef("unknown --method %q (want full, dst, lora or prompt)", *f.method)
 	}
@@ -177,12 +226,14 @@ func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, st
 	// Order matters: the optimizer before its hyper-parameters, the
 	// method before its options.
 	order := []string{"data", "valid", "task", "method", "trainable", "tokenizer", "optimizer", "lr", "weight-decay", "momentum", "beta1", "beta2",
-		"schedule", "warmup", "steps", "batch", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "checkpoint-every",
+		"schedule", "warmup", "steps", "batch", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "metric", "checkpoint-every",
 		"checkpoint-minutes", "precision"}
 	order = append(order, dstFlags...)
+	order = append(order, loraFlags...)
+	order = append(order, promptFlags...)
 	fresh := *f.resume == ""
 	for _, name := range order {
-		if set[name] || (fresh && (name == "batch" || name == "seed" || name == "task" || (name == "method" && *f.method == train.MethodDST))) {
+		if set[name] || (fresh && (name == "batch" || name == "seed" || name == "task" || (name == "method" && *f.method != train.MethodFull))) {
 			if err := f.apply(name, &cfg); err != nil {
 				return cfg, dir, err
 			}
@@ -200,6 +251,16 @@ func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, st
 		}
 		if len(cfg.DST) > 0 {
 			if _, err := dst.ParseOptions(cfg.DST, cfg.Seed); err != nil {
+				return cfg, dir, usagef("%v", err)
+			}
+		}
+		if len(cfg.LoRA) > 0 {
+			if _, err := peft.ParseLoRAOptions(cfg.LoRA); err != nil {
+				return cfg, dir, usagef("%v", err)
+			}
+		}
+		if len(cfg.Prompt) > 0 {
+			if _, err := peft.ParsePromptOptions(cfg.Prompt); err != nil {
 				return cfg, dir, usagef("%v", err)
 			}
 		}
@@ -272,8 +333,13 @@ func (f *trainFlags) apply(name string, cfg *train.Config) error {
 		cfg.Task = train.Task(*f.task)
 	case "method":
 		cfg.Method = *f.method
-		if *f.method == train.MethodDST && len(cfg.DST) == 0 {
+		switch {
+		case *f.method == train.MethodDST && len(cfg.DST) == 0:
 			cfg.DST = dst.DefaultOptions().JSON()
+		case *f.method == train.MethodLoRA && len(cfg.LoRA) == 0:
+			cfg.LoRA = peft.DefaultLoRAOptions().JSON()
+		case *f.method == train.MethodPrompt && len(cfg.Prompt) == 0:
+			cfg.Prompt = peft.DefaultPromptOptions().JSON()
 		}
 	case "trainable":
 		cfg.Trainable = *f.trainable
@@ -337,6 +403,11 @@ func (f *trainFlags) apply(name string, cfg *train.Config) error {
 		cfg.Threads = *f.threads
 	case "eval-every":
 		cfg.EvalEvery = *f.evalEvery
+	case "metric":
+		cfg.Metric = *f.metric
+		if cfg.Metric == train.MetricLoss {
+			cfg.Metric = ""
+		}
 	case "checkpoint-every":
 		cfg.CheckpointEvery = *f.ckptEvery
 	case "checkpoint-minutes":
@@ -348,8 +419,70 @@ func (f *trainFlags) apply(name string, cfg *train.Config) error {
 		}
 		cfg.Precision = string(p)
 	default:
+		switch {
+		case slices.Contains(loraFlags, name):
+			return f.applyLoRA(name, cfg)
+		case slices.Contains(promptFlags, name):
+			return f.applyPrompt(name, cfg)
+		}
 		return f.applyDST(name, cfg)
 	}
+	return nil
+}
+
+// applyLoRA sets a --method lora option on cfg.
+func (f *trainFlags) applyLoRA(name string, cfg *train.Config) error {
+	if len(cfg.LoRA) == 0 {
+		return usagef("LoRA options are for --method lora; the run is --method %s", cfg.Method)
+	}
+	o := peft.DefaultLoRAOptions()
+	if err := json.Unmarshal(cfg.LoRA, &o); err != nil {
+		return fmt.Errorf("the run's LoRA options: %w", err)
+	}
+	switch name {
+	case "rank":
+		o.Rank = *f.rank
+	case "alpha":
+		o.Alpha = *f.alpha
+	case "lora-dropout":
+		o.Dropout = *f.loraDropout
+	case "targets":
+		o.Targets = nil
+		for _, k := range strings.Split(*f.targets, ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				o.Targets = append(o.Targets, k)
+			}
+		}
+		if len(o.Targets) == 0 {
+			return usagef("--targets names no module kind")
+		}
+	default:
+		panic("dstune: no flag " + name)
+	}
+	cfg.LoRA = o.JSON()
+	return nil
+}
+
+// applyPrompt sets a --method prompt option on cfg.
+func (f *trainFlags) applyPrompt(name string, cfg *train.Config) error {
+	if len(cfg.Prompt) == 0 {
+		return usagef("prompt tuning's options are for --method prompt; the run is --method %s", cfg.Method)
+	}
+	o := peft.DefaultPromptOptions()
+	if err := json.Unmarshal(cfg.Prompt, &o); err != nil {
+		return fmt.Errorf("the run's prompt options: %w", err)
+	}
+	switch name {
+	case "prompt-len":
+		o.Length = *f.promptLen
+	case "prompt-at":
+		o.At = *f.promptAt
+	case "prompt-init":
+		o.Init = *f.promptInit
+	default:
+		panic("dstune: no flag " + name)
+	}
+	cfg.Prompt = o.JSON()
 	return nil
 }
 
@@ -414,7 +547,11 @@ func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "done: step %d, training loss %.4f", res.Step, res.Loss)
+	if math.IsNaN(res.Loss) {
+		fmt.Fprintf(stdout, "the run was already complete (step %d of %d): nothing to train", res.Step, cfg.Steps)
+	} else {
+		fmt.Fprintf(stdout, "done: step %d, training loss %.4f", res.Step, res.Loss)
+	}
 	if !math.IsNaN(res.ValidLoss) {
 		if !math.IsNaN(res.InitialValidLoss) {
 			fmt.Fprintf(stdout, ", validation loss %.4f (%.4f before training)", res.ValidLoss, res.InitialValidLoss)
@@ -422,9 +559,23 @@ func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writ
 			fmt.Fprintf(stdout, ", validation loss %.4f", res.ValidLoss)
 		}
 	}
+	if !math.IsNaN(res.ValidMetric) {
+		fmt.Fprintf(stdout, ", %s %.1f %%", strings.ReplaceAll(cfg.Metric, "-", " "), 100*res.ValidMetric)
+		if !math.IsNaN(res.InitialValidMetric) {
+			fmt.Fprintf(stdout, " (%.1f %% before training)", 100*res.InitialValidMetric)
+		}
+	}
 	fmt.Fprintf(stdout, "\nrun directory: %s\n", opts.Dir)
 	if res.ModelFile != "" {
 		fmt.Fprintf(stdout, "fine-tuned model: %s\n", res.ModelFile)
+	}
+	if cfg.Method == train.MethodLoRA || cfg.Method == train.MethodPrompt {
+		what := "LoRA adapter"
+		if cfg.Method == train.MethodPrompt {
+			what = "soft prompt"
+		}
+		fmt.Fprintf(stdout, "%s: %s and %s, in PEFT's layout (dstune apply MODEL.onnx %s -o OUT.onnx)\n", what,
+			filepath.Join(opts.Dir, peft.AdapterFile), peft.AdapterConfigFile, filepath.Join(opts.Dir, peft.AdapterFile))
 	}
 	if cfg.Method == train.MethodDST {
 		path := filepath.Join(opts.Dir, dst.DeltaFile)

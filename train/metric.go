@@ -1,0 +1,199 @@
+package train
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/dstune/dstune/ir"
+)
+
+// Validation metrics (Config.Metric, --metric). The validation loss is
+// always reported; a metric adds its own field to the validation records
+// of metrics.jsonl and to the validation line of the progress display.
+const (
+	MetricLoss          = "loss"           // the validation loss alone
+	MetricTokenAccuracy = "token-accuracy" // lm: share of the target tokens that are the most likely next token
+	MetricExactMatch    = "exact-match"    // lm: share of prompt/completion rows whose completion greedy decoding reproduces
+	MetricAccuracy      = "accuracy"       // classify: share of the examples whose most likely class is the label
+)
+
+// checkMetric reports whether metric fits task ("" is MetricLoss).
+func checkMetric(metric string, task Task) error {
+	switch {
+	case metric == "" || metric == MetricLoss:
+	case metric == MetricAccuracy && task != TaskClassify:
+		return fmt.Errorf("--metric %s is for --task classify (lm: %s or %s)", metric, MetricTokenAccuracy, MetricExactMatch)
+	case (metric == MetricTokenAccuracy || metric == MetricExactMatch) && task != TaskLM:
+		return fmt.Errorf("--metric %s is for --task lm (classify: %s)", metric, MetricAccuracy)
+	case metric != MetricAccuracy && metric != MetricTokenAccuracy && metric != MetricExactMatch:
+		return fmt.Errorf("unknown --metric %q (want %s, %s, %s or %s)", metric, MetricLoss, MetricTokenAccuracy, MetricExactMatch, MetricAccuracy)
+	}
+	return nil
+}
+
+// metricField is the metrics.jsonl key of a metric: its name with
+// underscores ("token_accuracy", "exact_match", "accuracy").
+func metricField(metric string) string {
+	switch metric {
+	case MetricTokenAccuracy:
+		return "token_accuracy"
+	case MetricExactMatch:
+		return "exact_match"
+	}
+	return metric
+}
+
+// argmax is the index of the largest of v (the lowest among equals; a NaN
+// is never the largest).
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] || (v[best] != v[best] && x == x) {
+			best = i
+		}
+	}
+	return best
+}
+
+// countCorrect counts, in one validation batch, the targets the logits
+// predict: lm, the target tokens (≠ IgnoreIndex) whose most likely token
+// at the position before is the target; classify, the rows whose most
+// likely class is the label.
+func countCorrect(b *Batch, logits *ir.Tensor) (correct, total int, err error) {
+	v := logits.Float32s()
+	shape := logits.Shape()
+	switch {
+	case b.Labels != nil:
+		if len(shape) != 2 || shape[0] != b.B {
+			return 0, 0, fmt.Errorf("logits %v for a batch of %d", shape, b.B)
+		}
+		c := shape[1]
+		for i := range b.Rows {
+			if int64(argmax(v[i*c:(i+1)*c])) == b.Labels[i] {
+				correct++
+			}
+		}
+		return correct, b.Rows, nil
+	case len(shape) != 3 || shape[0] != b.B || shape[1] != b.T:
+		return 0, 0, fmt.Errorf("logits %v for a batch of %d×%d", shape, b.B, b.T)
+	}
+	vocab := shape[2]
+	for i, target := range b.Targets {
+		if target == IgnoreIndex {
+			continue
+		}
+		total++
+		if int64(argmax(v[i*vocab:(i+1)*vocab])) == target {
+			correct++
+		}
+	}
+	return correct, total, nil
+}
+
+// exactMatch decodes the completion of every prompt/completion row of ds
+// greedily — the prompt fed, then at each step the most likely token
+// appended — and returns the share of the rows whose decoded tokens are
+// their completion, each decoding stopped at the completion's length (or
+// at the run's length T: a longer completion is compared on what fits)
+// or at the first token that differs, an end token the model chose early
+// included. The graphs are those of the batch shape B×T (recomputing the
+// whole sequence each step; attention being causal, later positions hold
+// padding that the positions read do not see).
+func exactMatch(e *Engine, ds *Dataset, opts BatchOptions) (float64, error) {
+	var rows []int
+	for i := range ds.Len() {
+		if ds.Example(i).PromptLen > 0 {
+			rows = append(rows, i)
+		}
+	}
+	if len(rows) == 0 {
+		return 0, fmt.Errorf("%s: --metric %s needs prompt/completion rows", ds.Name, MetricExactMatch)
+	}
+	B, T := opts.BatchSize, opts.MaxLen
+	b := &Batch{B: B, T: T, Tokens: make([]int64, B*T), AttentionMask: make([]int64, B*T), Targets: make([]int64, B*T)}
+	for i := range b.Targets {
+		b.Targets[i] = IgnoreIndex
+	}
+	matched := 0
+	for start := 0; start < len(rows); start += B {
+		chunk := rows[start:min(start+B, len(rows))]
+		cur := make([]int, B)      // tokens in each row so far
+		want := make([][]int32, B) // the completion tokens left to check
+		for r := range B {
+			ex := ds.Example(chunk[min(r, len(chunk)-1)]) // padding rows repeat the last example
+			n := min(ex.PromptLen, T)
+			for j := range T {
+				b.Tokens[r*T+j], b.AttentionMask[r*T+j] = opts.PadID, 0
+				if j < n {
+					b.Tokens[r*T+j], b.AttentionMask[r*T+j] = int64(ex.Tokens[j]), 1
+				}
+			}
+			cur[r] = n
+			if r < len(chunk) {
+				want[r] = ex.Tokens[n:min(len(ex.Tokens), T)]
+			}
+		}
+		b.Rows = len(chunk)
+		open := len(chunk)
+		for open > 0 {
+			logits, err := e.EvalLogits(b)
+			if err != nil {
+				return 0, fmt.Errorf("exact match: %w", err)
+			}
+			v, vocab := logits.Float32s(), logits.Shape()[2]
+			for r := range chunk {
+				if want[r] == nil {
+					continue
+				}
+				at := r*T + cur[r] - 1
+				next := int64(argmax(v[at*vocab : (at+1)*vocab]))
+				switch {
+				case len(want[r]) == 0: // the completion did not fit at all: compared on nothing
+					want[r], open = nil, open-1
+				case next != int64(want[r][0]):
+					want[r], open = nil, open-1
+				case len(want[r]) == 1:
+					matched++
+					want[r], open = nil, open-1
+				default:
+					b.Tokens[r*T+cur[r]], b.AttentionMask[r*T+cur[r]] = next, 1
+					cur[r]++
+					want[r] = want[r][1:]
+				}
+			}
+		}
+	}
+	return float64(matched) / float64(len(rows)), nil
+}
+
+// hasPromptRows reports whether ds holds a prompt/completion row.
+func hasPromptRows(ds *Dataset) bool {
+	for i := range ds.Len() {
+		if ds.Example(i).PromptLen > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// formatMetric writes a metric's value for the progress display
+// ("exact match 85.0 %"; "" for none).
+func formatMetric(metric string, v float64) string {
+	if math.IsNaN(v) {
+		return ""
+	}
+	return fmt.Sprintf("%s %.1f %%", metricLabel[metric], 100*v)
+}
+
+// validated shows a validation's results: a line of its own, and the
+// metric on the step lines after it.
+func (p *progress) validated(step int64, metric string, v validation) {
+	p.metric = formatMetric(metric, v.metric)
+	if p.metric == "" {
+		p.message("step %d: validation loss %.4f", step, v.loss)
+		return
+	}
+	p.message("step %d: validation loss %.4f, %s", step, v.loss, p.metric)
+}
+
+var metricLabel = map[string]string{MetricTokenAccuracy: "token accuracy", MetricExactMatch: "exact match", MetricAccuracy: "accuracy"}
