@@ -167,3 +167,21 @@ type PeakReporter interface {
 	// 0 when unknown.
 	PeakGFLOPS(opts Options) float64
 }
+
+// MemoryUse is what a Trainer holds in host memory, in bytes, besides
+// the parameters themselves.
+type MemoryUse struct {
+	// Seed is the copy of the trainable parameters' values at the start
+	// that a selection compares against (Θ0); OptimizerState the
+	// optimizer's slots and scratch.
+	Seed, OptimizerState int64
+	// TrainArenas is the memory of the compiled training graphs (their
+	// activations, and the gradients, which the update reads in place),
+	// EvalArenas that of the compiled loss graphs (validation).
+	TrainArenas, EvalArenas int64
+}
+
+// MemoryReporter is a Trainer that knows what it holds in host memory.
+type MemoryReporter interface {
+	MemoryUse() MemoryUse
+}

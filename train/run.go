@@ -24,6 +24,7 @@ import (
 	"github.com/dstune/dstune/internal/crashpoint"
 	"github.com/dstune/dstune/internal/flock"
 	"github.com/dstune/dstune/internal/outpath"
+	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/tokenizer"
@@ -185,6 +186,10 @@ type RunOptions struct {
 	// (0: sysmem.Default, 3/4 of the memory this process may use). It
 	// bounds the batch, not the run: a resumed run may change it.
 	MaxMemory int64
+	// MemoryReport prints to Progress what a step holds in memory
+	// (MemoryReport's parts) after the first step this process takes,
+	// and the process's peak resident memory at the end.
+	MemoryReport bool
 }
 
 // Result summarizes a run.
@@ -1091,6 +1096,15 @@ func (r *runner) loop(ctx context.Context) error {
 		eta := time.Duration(float64(time.Since(start)) / float64(done) * float64(cfg.Steps-step))
 		r.progress.step(step, stats.Loss, rec.TokensPerSec, rec.MFU, eta)
 		crashpoint.Hit("train.step")
+		if r.opts.MemoryReport && step == first+1 {
+			m, err := r.memoryReport(BatchShape{batch.B, batch.T})
+			if err != nil {
+				return err
+			}
+			for _, line := range m.Lines() {
+				r.progress.message("%s", line)
+			}
+		}
 		if r.opts.AfterStep != nil {
 			if err := r.opts.AfterStep(step); err != nil {
 				r.progress.done()
@@ -1099,6 +1113,11 @@ func (r *runner) loop(ctx context.Context) error {
 		}
 	}
 	r.progress.done()
+	if r.opts.MemoryReport {
+		if _, peak := sysmem.RSS(); peak > 0 {
+			r.progress.message("peak resident memory of the run: %s", sysmem.Format(peak))
+		}
+	}
 	if r.onnxModel != nil && r.method.Name() == MethodFull {
 		path := filepath.Join(r.opts.Dir, ModelFile)
 		if err := r.writeModel(path); err != nil {

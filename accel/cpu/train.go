@@ -288,3 +288,29 @@ func (t *trainer) Close() error {
 	t.compiled, t.evals = nil, nil
 	return nil
 }
+
+var _ accel.MemoryReporter = (*trainer)(nil)
+
+// MemoryUse reports the seed copies, the optimizer state and the arenas
+// of the executables compiled so far.
+func (t *trainer) MemoryUse() accel.MemoryUse {
+	var m accel.MemoryUse
+	for _, p := range t.params {
+		m.Seed += 4 * int64(len(p.seed))
+		for _, s := range p.slots {
+			m.OptimizerState += 4 * int64(len(s.Data))
+		}
+		m.OptimizerState += 4 * int64(len(p.scratch))
+	}
+	for _, s := range t.compiled {
+		if e, ok := s.exe.(*Executable); ok {
+			m.TrainArenas += int64(e.ArenaBytes)
+		}
+	}
+	for _, exe := range t.evals {
+		if e, ok := exe.(*Executable); ok {
+			m.EvalArenas += int64(e.ArenaBytes)
+		}
+	}
+	return m
+}

@@ -36,7 +36,7 @@ func init() {
 			"             --steps N [--batch 8] [--seed 0] [--schedule constant|linear|cosine] [--warmup N]",
 			"             [--trainable REGEX] [--tokenizer T] [--max-len N] [--pad-id ID] [--threads N] --out RUN",
 			"             [--precision fp32|bf16] [--eval-every N] [--metric loss|token-accuracy|exact-match|accuracy]",
-			"             [--checkpoint-every N] [--checkpoint-minutes 10] [--log-every N]",
+			"             [--checkpoint-every N] [--checkpoint-minutes 10] [--log-every N] [--memory-report]",
 			"             [--backend cpu|pjrt] [--pjrt-plugin PATH] [--max-memory SIZE]",
 			"             [--eps 1e-3] [--distance inv-rel|rel|abs|random] [--silo module-layer|module|none]",
 			"             [--normalize none|size|mean] [--threshold iterative|exact] [--churn=true|false]",
@@ -73,6 +73,7 @@ type trainFlags struct {
 	metric                                          *string
 	out, resume                                     *string
 	maxMemory                                       *string
+	memoryReport                                    *bool
 	allowDataChange                                 *bool
 	// DST's options (--method dst; package dst documents them).
 	eps                       *float64
@@ -131,6 +132,7 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.ckptEvery = fs.Int64("checkpoint-every", 0, "also write a checkpoint every N steps (default: none; see --checkpoint-minutes)")
 	f.ckptMinutes = fs.Float64("checkpoint-minutes", train.DefaultCheckpointMinutes, "write a checkpoint after the first step that ends M minutes or more after the last one (0: none); always at the end and on Ctrl-C")
 	f.precision = fs.String("precision", string(accel.PrecisionFP32), "fp32 | bf16: matrix products with bfloat16 operands and float32 sums (like torch.autocast on the CPU); the rest of the step, the weights, gradients and the optimizer stay float32")
+	f.memoryReport = fs.Bool("memory-report", false, "print what a step holds in memory (parameters, seed, gradients, optimizer state, activations, workspace) after the first step, and the peak resident memory at the end; not part of the run")
 	f.logEvery = fs.Int64("log-every", 0, "when not on a terminal, print a progress line every N steps (default: steps/20)")
 	f.out = fs.String("out", "", "the run directory (created)")
 	f.resume = fs.String("resume", "", "continue the run in this directory from its last checkpoint")
@@ -198,7 +200,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		every = max(1, cfg.Steps/20)
 	}
 	return runTraining(cfg, train.RunOptions{Dir: dir, Resume: *f.resume != "", Progress: stdout,
-		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings, MaxMemory: maxMemory, AllowDataChange: *f.allowDataChange}, stdout, stderr)
+		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings, MaxMemory: maxMemory, AllowDataChange: *f.allowDataChange,
+		MemoryReport: *f.memoryReport}, stdout, stderr)
 }
 
 // config is the run's configuration: config.json's for --resume, else a

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/internal/sysmem"
 )
 
 // TestTrainBF16FollowsFP32 trains tiny_gpt for 300 steps with float32
@@ -143,3 +144,52 @@ func compareLossCurves(t *testing.T, a, b string, window int, rel float64) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestTrainMemoryReport: --memory-report prints, after the first step,
+// the parts of a DST run's step — the gradients and DST's seed copy one
+// float32 per trainable weight each, AdamW's state two, counted from the
+// checkpoint — and the peak resident memory at the end.
+func TestTrainMemoryReport(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	trainPath, _ := tinyGPTData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	code, stdout, stderr := dstune("train", model, "--data", trainPath, "--task", "lm", "--method", "dst", "--eps", "0.01",
+		"--steps", "3", "--batch", "4", "--threads", "1", "--memory-report", "--out", run)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var n int64
+	for _, w := range sharedtest.CheckpointParams(t, run) {
+		n += int64(len(w))
+	}
+	parts := map[string]string{}
+	for _, line := range strings.Split(stdout, "\n") {
+		f := strings.Fields(line)
+		for _, name := range []string{"parameters", "gradients", "activations", "workspace", "total"} {
+			if len(f) >= 3 && f[0] == name {
+				parts[name] = f[1] + " " + f[2]
+			}
+		}
+		if len(f) >= 4 && f[0] == "seed" && f[1] == "(Θ0)" {
+			parts["seed"] = f[2] + " " + f[3]
+		}
+		if len(f) >= 4 && f[0] == "optimizer" && f[1] == "state" {
+			parts["optimizer"] = f[2] + " " + f[3]
+		}
+	}
+	want := map[string]string{"gradients": sysmem.Format(4 * n), "seed": sysmem.Format(4 * n), "optimizer": sysmem.Format(8 * n)}
+	for name, w := range want {
+		if parts[name] != w {
+			t.Errorf("%s: %q, want %q (%d trainable weights)\n%s", name, parts[name], w, n, stdout)
+		}
+	}
+	for _, name := range []string{"parameters", "activations", "workspace", "total"} {
+		if v := parts[name]; v == "" || strings.HasPrefix(v, "0 ") {
+			t.Errorf("%s: %q\n%s", name, v, stdout)
+		}
+	}
+	if !strings.Contains(stdout, "memory of a training step of batch 4×64 (as the CPU backend holds them)") ||
+		!strings.Contains(stdout, "peak resident memory of the run: ") {
+		t.Errorf("output:\n%s", stdout)
+	}
+}

@@ -1,7 +1,8 @@
 // Command stepbench times dstune's full fine-tuning step (AdamW) on the
 // benchmark models against PyTorch's, on the same machine in the same run:
 //
-//	go run ./tests/bench/stepbench [-models bert,gpt] [-threads 1,2] [-precision fp32,bf16] [-reps 3] [-torch auto|yes|no] [-breakdown]
+//	go run ./tests/bench/stepbench [-models bert,gpt] [-threads 1,2] [-precision fp32,bf16] [-reps 3] [-torch auto|yes|no]
+//		[-torch-precision fp32,bf16] [-breakdown]
 //
 // Every repetition runs, for each model, thread count and precision,
 // dstune's 3 warm-up + 10 timed steps and then (when /usr/bin/python3 has
@@ -25,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,6 +44,7 @@ func main() {
 	precisionList := flag.String("precision", "fp32,bf16", "precisions of the products: fp32, bf16 (PyTorch: bfloat16 autocast)")
 	reps := flag.Int("reps", 3, "repetitions of every run")
 	torch := flag.String("torch", "auto", "run PyTorch side by side: auto (when /usr/bin/python3 has torch) | yes | no")
+	torchPrecisions := flag.String("torch-precision", "fp32,bf16", "the precisions PyTorch runs in (of -precision's)")
 	breakdown := flag.Bool("breakdown", false, "profile dstune's step per op and category")
 	flag.IntVar(&warmupSteps, "warmup", bench.WarmupSteps, "warm-up steps (losses are still checked)")
 	flag.IntVar(&timedSteps, "timed", bench.TimedSteps, "timed steps")
@@ -50,7 +53,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "stepbench: want -warmup ≥ 0, -timed ≥ 1 and at most %d steps in all\n", len(bench.TorchLosses["gpt"]))
 		os.Exit(2)
 	}
-	if err := run(strings.Split(*models, ","), *threadList, *precisionList, *reps, *torch, *breakdown); err != nil {
+	if err := run(strings.Split(*models, ","), *threadList, *precisionList, *reps, *torch, strings.Split(*torchPrecisions, ","), *breakdown); err != nil {
 		fmt.Fprintln(os.Stderr, "stepbench:", err)
 		os.Exit(1)
 	}
@@ -75,7 +78,7 @@ func (t *times) add(wall, cpu time.Duration) {
 	t.cpu = append(t.cpu, cpu)
 }
 
-func run(models []string, threadList, precisionList string, reps int, torchMode string, breakdown bool) error {
+func run(models []string, threadList, precisionList string, reps int, torchMode string, torchPrecisions []string, breakdown bool) error {
 	dir, err := bench.Dir()
 	if err != nil {
 		return err
@@ -150,7 +153,7 @@ func run(models []string, threadList, precisionList string, reps int, torchMode 
 					runtime.GC()
 					fmt.Printf("rep %d %s %d thread(s) %s: dstune median %.1f ms (CPU %.1f ms)\n", rep+1, m, n, p,
 						ms(bench.Median(gt.wall[len(gt.wall)-timedSteps:])), ms(bench.Median(gt.cpu[len(gt.cpu)-timedSteps:])))
-					if useTorch {
+					if useTorch && slices.Contains(torchPrecisions, string(p)) {
 						tt := torchTimes[k]
 						if err := torchRun(script, dir, k, tt); err != nil {
 							return err
@@ -172,13 +175,13 @@ func run(models []string, threadList, precisionList string, reps int, torchMode 
 				g, gc := ms(bench.Median(goTimes[k].wall)), ms(bench.Median(goTimes[k].cpu))
 				t, tc := math.NaN(), math.NaN()
 				ref := bench.TorchLosses[m]
-				if useTorch {
+				if useTorch && slices.Contains(torchPrecisions, string(p)) {
 					t, tc = ms(bench.Median(torchTimes[k].wall)), ms(bench.Median(torchTimes[k].cpu))
 					ref = nil
 					for i := range warmupSteps + timedSteps {
 						ref = append(ref, torchTimes[k].losses[i])
 					}
-				} else if p == accel.PrecisionFP32 {
+				} else if !useTorch && p == accel.PrecisionFP32 {
 					t = bench.TorchMedianMS[m][n]
 				}
 				lossDiff := 0.0
