@@ -175,6 +175,9 @@ type MemoryUse struct {
 	// that a selection compares against (Θ0); OptimizerState the
 	// optimizer's slots and scratch.
 	Seed, OptimizerState int64
+	// SeedShared is the seed read in place from storage the trainer was
+	// given (update.Program.Seeds), not counted in Seed.
+	SeedShared int64
 	// TrainArenas is the memory of the compiled training graphs (their
 	// activations, and the gradients, which the update reads in place),
 	// EvalArenas that of the compiled loss graphs (validation).

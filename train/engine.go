@@ -140,6 +140,9 @@ func NewEngineWith(src GraphSource, backend accel.Backend, opt update.Optimizer,
 		return nil, err
 	}
 	e.prog = update.Program{Optimizer: opt, Selection: sel}
+	if s, ok := src.(*sharedSource); ok && sel != nil {
+		e.prog.Seeds = s.seeds
+	}
 	if e.trainer, err = tb.NewTrainer(e.params, &e.prog, opts); err != nil {
 		return nil, err
 	}

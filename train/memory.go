@@ -3,11 +3,13 @@ package train
 import (
 	"fmt"
 	"strings"
+	"unsafe"
 
 	"github.com/dstune/dstune/accel"
 
 	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
 )
 
 // stepMemory estimates what training one batch shape takes in host
@@ -151,6 +153,26 @@ type sharedSource struct {
 	GraphSource
 	shape       BatchShape
 	train, loss *ir.Graph
+	// seeds are the model file's float32 parameters read in place
+	// (fileSeeds), for a selection's seed (update.Program.Seeds).
+	seeds map[string][]float32
+}
+
+// fileSeeds views the float32 initializers of m whose stored bytes are
+// raw little-endian data at an aligned address — in the model file or its
+// external data, mapped or read — as float32 values, by name: a selection
+// compares against the model's values there instead of a copy (the
+// trainer checks that they are the parameters' values).
+func fileSeeds(m *onnx.Model) map[string][]float32 {
+	seeds := map[string][]float32{}
+	for _, it := range m.Graph.Initializers {
+		raw := it.Raw
+		if it.DataType != onnx.Float || len(raw) < 4 || len(raw)%4 != 0 || uintptr(unsafe.Pointer(&raw[0]))%4 != 0 {
+			continue
+		}
+		seeds[it.Name] = unsafe.Slice((*float32)(unsafe.Pointer(&raw[0])), len(raw)/4)
+	}
+	return seeds
 }
 
 // Unwrap returns the source whose graphs s hands on.
@@ -217,6 +239,9 @@ type MemoryReport struct {
 	// that DST's selection compares against (Θ0); Gradients one float32
 	// per trainable parameter; Optimizer the optimizer's state.
 	Params, Seed, Gradients, Optimizer int64
+	// SeedInPlace is the part of the seed read from the model file's
+	// bytes in place, not copied (not in Seed, nor in Total).
+	SeedInPlace int64
 	// Activations are the training graph's values other than the
 	// gradients — forward activations and the backward pass's
 	// intermediates — as the backend's memory plan packs them;
@@ -252,10 +277,14 @@ func (m MemoryReport) Lines() []string {
 	row := func(name string, n int64, what string) string {
 		return fmt.Sprintf("  %-16s %11s %s  %s", name, sysmem.Format(n), pct(n), what)
 	}
+	seedWhat := "DST's copy of the trainable weights' starting values"
+	if m.SeedInPlace > 0 {
+		seedWhat += fmt.Sprintf(" (%s more read in place from the model file)", sysmem.Format(m.SeedInPlace))
+	}
 	lines := []string{
 		fmt.Sprintf("memory of a training step of batch %d×%d (%s):", m.Shape.B, m.Shape.T, how),
 		row("parameters", m.Params, "the model's weights"),
-		row("seed (Θ0)", m.Seed, "DST's copy of the trainable weights' starting values"),
+		row("seed (Θ0)", m.Seed, seedWhat),
 		row("gradients", m.Gradients, "one float32 per trainable weight"),
 		row("optimizer state", m.Optimizer, "the optimizer's slots"),
 		row("activations", m.Activations, "the training graph's other values, as its memory plan packs them"),
@@ -286,7 +315,7 @@ func (r *runner) memoryReport(shape BatchShape) (MemoryReport, error) {
 	if mr, ok := r.engine.trainer.(accel.MemoryReporter); ok {
 		mu := mr.MemoryUse()
 		m.Measured = true
-		m.Seed, m.Optimizer = mu.Seed, mu.OptimizerState
+		m.Seed, m.SeedInPlace, m.Optimizer = mu.Seed, mu.SeedShared, mu.OptimizerState
 		m.Activations = mu.TrainArenas - m.Gradients
 		m.Workspace = mu.EvalArenas + est.Constants + est.Batch
 	} else {

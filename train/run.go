@@ -622,9 +622,14 @@ func (r *runner) newEngine(model *ir.Model) error {
 		return err
 	}
 	r.shared = &sharedSource{GraphSource: r.src}
+	if r.onnxModel != nil && cfg.Method == MethodDST {
+		r.shared.seeds = fileSeeds(r.onnxModel)
+	}
 	precision, _ := accel.ParsePrecision(cfg.Precision) // checked by Config.Check
 	opts := accel.Options{Threads: cfg.Threads, Precision: precision}
-	if r.engine, err = NewEngineWith(r.shared, backend, cfg.Optimizer, r.method, opts); err != nil {
+	r.engine, err = NewEngineWith(r.shared, backend, cfg.Optimizer, r.method, opts)
+	r.shared.seeds = nil // the trainer holds what it uses
+	if err != nil {
 		return err
 	}
 	if pr, ok := backend.(accel.PeakReporter); ok {

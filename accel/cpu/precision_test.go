@@ -8,6 +8,7 @@ import (
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/kernels"
+	"github.com/dstune/dstune/update"
 )
 
 // toBF16 rounds x to bfloat16 (nearest, ties to even; denormals to ±0),
@@ -158,5 +159,42 @@ func TestPeakGFLOPS(t *testing.T) {
 	}
 	if b.PeakGFLOPS(accel.Options{Precision: "fp8"}) != 0 {
 		t.Error("a peak for an unknown precision")
+	}
+}
+
+// TestTrainerSeedsInPlace: a selection's seed is read in place from
+// update.Program.Seeds where they hold the parameter's values, and copied
+// where they differ or are missing; MemoryUse tells the two apart.
+func TestTrainerSeedsInPlace(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	a := randTensor(rng, ir.Float32, ir.Shape{4, 8}, -1, 1)
+	b := randTensor(rng, ir.Float32, ir.Shape{16}, -1, 1)
+	c := randTensor(rng, ir.Float32, ir.Shape{3}, -1, 1)
+	params := []*ir.Param{{Name: "a", Tensor: a}, {Name: "b", Tensor: b}, {Name: "c", Tensor: c}}
+	inFile := append([]float32(nil), a.Float32s()...) // the same values in storage of their own
+	other := append([]float32(nil), b.Float32s()...)
+	other[5] = -other[5] // not b's values
+	sel := &update.Selection{Distance: update.DistanceAbs, Bisection: update.DefaultBisection, BandCap: 1 << 10,
+		Units: []update.Unit{{Name: "u", K: 4, Pieces: []update.Piece{{Param: "a"}, {Param: "b"}, {Param: "c"}}}}}
+	prog := &update.Program{Optimizer: update.Optimizer{Name: update.OptimizerSGD, SGD: &update.SGD{LR: 0.1}}, Selection: sel,
+		Seeds: map[string][]float32{"a": inFile, "b": other}}
+	tr, err := New().NewTrainer(params, prog, accel.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	ct := tr.(*trainer)
+	if pa := ct.params[0]; &pa.seed[0] != &inFile[0] || !pa.seedShared {
+		t.Error("a's seed was copied, not read in place")
+	}
+	for i, name := range []string{"b", "c"} {
+		p := ct.params[1+i]
+		if p.seedShared || &p.seed[0] == &p.value[0] || !sameBits(p.seed, p.value) {
+			t.Errorf("%s's seed is not a copy of its values", name)
+		}
+	}
+	mu := ct.MemoryUse()
+	if mu.SeedShared != 4*32 || mu.Seed != 4*(16+3) {
+		t.Errorf("MemoryUse: seed %d copied, %d in place; want %d, %d", mu.Seed, mu.SeedShared, 4*19, 4*32)
 	}
 }

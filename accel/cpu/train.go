@@ -38,7 +38,11 @@ func (b *Backend) NewTrainer(params []*ir.Param, prog *update.Program, opts acce
 		tp := &trainParam{name: p.Name, shape: []int(p.Tensor.Shape().Clone()), value: p.Tensor.Float32s()}
 		newParamState(prog.Optimizer, tp)
 		if prog.Selection != nil {
-			tp.seed = slices.Clone(tp.value)
+			if s, ok := prog.Seeds[p.Name]; ok && sameBits(s, tp.value) {
+				tp.seed, tp.seedShared = s, true
+			} else {
+				tp.seed = slices.Clone(tp.value)
+			}
 		}
 		t.byName[p.Name] = len(t.params)
 		t.params = append(t.params, tp)
@@ -296,7 +300,11 @@ var _ accel.MemoryReporter = (*trainer)(nil)
 func (t *trainer) MemoryUse() accel.MemoryUse {
 	var m accel.MemoryUse
 	for _, p := range t.params {
-		m.Seed += 4 * int64(len(p.seed))
+		if p.seedShared {
+			m.SeedShared += 4 * int64(len(p.seed))
+		} else {
+			m.Seed += 4 * int64(len(p.seed))
+		}
 		for _, s := range p.slots {
 			m.OptimizerState += 4 * int64(len(s.Data))
 		}
@@ -313,4 +321,17 @@ func (t *trainer) MemoryUse() accel.MemoryUse {
 		}
 	}
 	return m
+}
+
+// sameBits reports whether a and b hold the same float32 bits.
+func sameBits(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return true
 }

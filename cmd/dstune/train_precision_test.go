@@ -146,9 +146,10 @@ func compareLossCurves(t *testing.T, a, b string, window int, rel float64) {
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // TestTrainMemoryReport: --memory-report prints, after the first step,
-// the parts of a DST run's step — the gradients and DST's seed copy one
-// float32 per trainable weight each, AdamW's state two, counted from the
-// checkpoint — and the peak resident memory at the end.
+// the parts of a DST run's step — the gradients one float32 per
+// trainable weight, AdamW's state two, counted from the checkpoint, and
+// DST's seed one, copied or read in place from the model file — and the
+// peak resident memory at the end.
 func TestTrainMemoryReport(t *testing.T) {
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
 	trainPath, _ := tinyGPTData(t)
@@ -172,16 +173,33 @@ func TestTrainMemoryReport(t *testing.T) {
 		}
 		if len(f) >= 4 && f[0] == "seed" && f[1] == "(Θ0)" {
 			parts["seed"] = f[2] + " " + f[3]
+			if _, inPlace, ok := strings.Cut(line, "values ("); ok && strings.Contains(inPlace, "read in place") {
+				g := strings.Fields(inPlace)
+				parts["seed in place"] = g[0] + " " + g[1]
+			}
 		}
 		if len(f) >= 4 && f[0] == "optimizer" && f[1] == "state" {
 			parts["optimizer"] = f[2] + " " + f[3]
 		}
 	}
-	want := map[string]string{"gradients": sysmem.Format(4 * n), "seed": sysmem.Format(4 * n), "optimizer": sysmem.Format(8 * n)}
+	want := map[string]string{"gradients": sysmem.Format(4 * n), "optimizer": sysmem.Format(8 * n)}
 	for name, w := range want {
 		if parts[name] != w {
 			t.Errorf("%s: %q, want %q (%d trainable weights)\n%s", name, parts[name], w, n, stdout)
 		}
+	}
+	var seed int64
+	for _, name := range []string{"seed", "seed in place"} {
+		if v := parts[name]; v != "" {
+			b, err := sysmem.ParseSize(strings.ReplaceAll(v, " ", ""))
+			if err != nil && v != "0 B" {
+				t.Fatalf("%s: %q: %v", name, v, err)
+			}
+			seed += b
+		}
+	}
+	if d := seed - 4*n; d < -200 || d > 200 { // the figures are rounded to 0.1 KiB
+		t.Errorf("seed: %q copied and %q in place, want %s in all\n%s", parts["seed"], parts["seed in place"], sysmem.Format(4*n), stdout)
 	}
 	for _, name := range []string{"parameters", "activations", "workspace", "total"} {
 		if v := parts[name]; v == "" || strings.HasPrefix(v, "0 ") {
