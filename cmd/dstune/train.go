@@ -419,6 +419,9 @@ func (f *trainFlags) apply(name string, cfg *train.Config) error {
 			return usagef("--precision: %v", err)
 		}
 		cfg.Precision = string(p)
+		if p == accel.PrecisionFP32 {
+			cfg.Precision = "" // as config.json records the default
+		}
 	default:
 		switch {
 		case slices.Contains(loraFlags, name):

@@ -64,10 +64,13 @@ func TestTrainBF16FollowsFP32(t *testing.T) {
 	if err := json.Unmarshal(data, &cfg); err != nil || cfg.Precision != "bf16" {
 		t.Errorf("config.json records precision %q (%v), want bf16", cfg.Precision, err)
 	}
-	// A resumed run keeps its precision.
+	// A resumed run keeps its precision; fp32, the default, may be named.
 	code, _, stderr := dstune("train", "--resume", bf, "--precision", "fp32")
 	if code == 0 || !strings.Contains(stderr, "precision") {
 		t.Errorf("resuming a bf16 run with --precision fp32: exit %d, %s", code, stderr)
+	}
+	if code, _, stderr := dstune("train", "--resume", fp, "--precision", "fp32"); code != 0 {
+		t.Errorf("resuming a float32 run with --precision fp32: exit %d, %s", code, stderr)
 	}
 }
 
