@@ -445,49 +445,25 @@ type StepTime struct {
 	Time  time.Duration
 }
 
-// NodeTime is the time one node took in a profiled run; Reference says
-// that it ran the op's reference implementation (ir.Op.Eval), no kernel
-// of this backend's.
-type NodeTime struct {
-	Node      *ir.Node
-	Reference bool
-	Time      time.Duration
-}
-
-// ProfileNodes runs like Run and reports the time of every node run, in
-// order (nodes folded into another's kernel do not appear).
-func (e *Executable) ProfileNodes(inputs []*ir.Tensor) ([]NodeTime, error) {
+// Profile runs like Run and reports the time spent per op name, most
+// expensive first (for finding what to speed up; it allocates).
+func (e *Executable) Profile(inputs []*ir.Tensor) ([]StepTime, error) {
 	if _, err := e.Run(inputs); err != nil { // warm up caches and pages
 		return nil, err
 	}
 	if err := e.bindInputs(inputs); err != nil {
 		return nil, err
 	}
-	out := make([]NodeTime, len(e.steps))
+	byOp := map[string]*StepTime{}
 	for i := range e.steps {
 		s := &e.steps[i]
 		start := time.Now()
 		if err := s.k.run(); err != nil {
 			return nil, fmt.Errorf("cpu: %s: %w", s.node, err)
 		}
-		_, fallback := s.k.(*evalKernel)
-		out[i] = NodeTime{Node: s.node, Reference: fallback, Time: time.Since(start)}
-	}
-	return out, nil
-}
-
-// Profile runs like Run and reports the time spent per op name, most
-// expensive first (for finding what to speed up; it allocates).
-func (e *Executable) Profile(inputs []*ir.Tensor) ([]StepTime, error) {
-	nodes, err := e.ProfileNodes(inputs)
-	if err != nil {
-		return nil, err
-	}
-	byOp := map[string]*StepTime{}
-	for _, nt := range nodes {
-		d := nt.Time
-		name := nt.Node.Op.Name()
-		if nt.Reference {
+		d := time.Since(start)
+		name := s.node.Op.Name()
+		if _, fallback := s.k.(*evalKernel); fallback {
 			name += " (reference)"
 		}
 		st := byOp[name]

@@ -10,7 +10,6 @@ import (
 	"sync"
 
 	"github.com/dstune/dstune/kernels"
-	"github.com/dstune/dstune/train"
 )
 
 // profileRecord is one line of `dstune profile --json` (README.md): ms is
@@ -85,14 +84,11 @@ func registerProfiler(p profiler) { profilers = append(profilers, p) }
 
 func init() {
 	register(&command{
-		name: "profile",
-		synopsis: []string{
-			"[KERNEL|all] [--threads 1] [--isa avx512|avx2|generic] [--precision fp32|bf16|all] [--json] [--quick]",
-			"step MODEL.onnx [--task lm|classify] [--batch 8] [--seq 128] [--threads 1] [--precision fp32|bf16] [--json] [--quick]",
-		},
-		summary: "measure kernels, or a model's training step, against this machine's measured peaks",
-		flags:   func(fs *flag.FlagSet) { new(profileFlags).define(fs) },
-		run:     runProfile,
+		name:     "profile",
+		synopsis: []string{"[KERNEL|all] [--threads 1] [--isa avx512|avx2|generic] [--precision fp32|bf16|all] [--json] [--quick]"},
+		summary:  "measure kernel throughput against this machine's measured peaks",
+		flags:    func(fs *flag.FlagSet) { new(profileFlags).define(fs) },
+		run:      runProfile,
 	})
 }
 
@@ -101,9 +97,6 @@ type profileFlags struct {
 	threads            *int
 	isaName, precision *string
 	asJSON, quick      *bool
-	// profile step's.
-	task       *string
-	batch, seq *int
 }
 
 func (f *profileFlags) define(fs *flag.FlagSet) {
@@ -111,10 +104,7 @@ func (f *profileFlags) define(fs *flag.FlagSet) {
 	f.isaName = fs.String("isa", kernels.HardwareISA().String(), "cap dispatch at this ISA")
 	f.asJSON = fs.Bool("json", false, "print one JSON object a line")
 	f.quick = fs.Bool("quick", false, "small sizes and few repetitions (a smoke test, not a measurement)")
-	f.precision = fs.String("precision", "fp32", "GEMM operand precision: fp32, bf16 (float32 accumulation) or all (kernels only)")
-	f.task = fs.String("task", string(train.TaskLM), "profile step: the model's task, lm or classify")
-	f.batch = fs.Int("batch", 8, "profile step: sequences per batch")
-	f.seq = fs.Int("seq", 128, "profile step: tokens per sequence")
+	f.precision = fs.String("precision", "fp32", "GEMM operand precision: fp32, bf16 (float32 accumulation) or all")
 }
 
 func runProfile(args []string, stdout, stderr io.Writer) error {
@@ -124,12 +114,6 @@ func runProfile(args []string, stdout, stderr io.Writer) error {
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
-	}
-	if len(pos) > 0 && pos[0] == "step" {
-		if *threads < 1 {
-			return usagef("--threads must be at least 1")
-		}
-		return runProfileStep(pos[1:], &f, stdout)
 	}
 	names := make([]string, len(profilers))
 	for i, p := range profilers {
