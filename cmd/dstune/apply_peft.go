@@ -40,7 +40,7 @@ func readDeltaFile(path string, inits []dst.Initializer) (*dst.Delta, error) {
 		return dst.ReadDelta(path)
 	}
 	if a.LoRA == nil {
-		return nil, fmt.Errorf("%s: a soft prompt changes the graph, not the weights; give at most one", path)
+		return nil, fmt.Errorf("%s: a soft prompt changes the graph, not the weights: dstune apply builds it into a model (and apply and run take at most one)", path)
 	}
 	tensors, err := a.LoRA.Delta(inits)
 	if err != nil {
