@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
 )
 
 // DeltaExt is the extension of the delta files a server serves; a delta's
