@@ -119,3 +119,40 @@ func TestModelLocalFunctionErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestValueInputsThroughFunctions: a graph input that a function call
+// passes on to an operand needed at import (Reshape's shape, two calls
+// deep) must be bound by value; one that only feeds data need not; a
+// function that calls itself ends the analysis.
+func TestValueInputsThroughFunctions(t *testing.T) {
+	call := func(op string, in, out []string) *onnx.Node {
+		n := node(op, in, out)
+		n.Domain = "custom"
+		return n
+	}
+	opsets := []onnx.OpsetID{{Version: 17}, {Domain: "custom", Version: 1}}
+	reshape := &onnx.Function{Name: "Reshape2", Domain: "custom", Inputs: []string{"data", "dims"}, Outputs: []string{"out"},
+		Nodes: []*onnx.Node{node("Reshape", []string{"data", "dims"}, []string{"out"})}, OpsetImports: opsets[:1]}
+	outer := &onnx.Function{Name: "Outer", Domain: "custom", Inputs: []string{"a", "b", "c"}, Outputs: []string{"r"},
+		Nodes: []*onnx.Node{
+			node("Add", []string{"a", "c"}, []string{"ac"}),
+			call("Reshape2", []string{"ac", "b"}, []string{"r"}),
+		}, OpsetImports: opsets}
+	loop := &onnx.Function{Name: "Loop", Domain: "custom", Inputs: []string{"p"}, Outputs: []string{"q"},
+		Nodes: []*onnx.Node{call("Loop", []string{"p"}, []string{"q"})}, OpsetImports: opsets}
+	g := &onnx.Graph{Name: "g",
+		Inputs: []*onnx.ValueInfo{valueInfo("x", onnx.Float, 2, 3), valueInfo("s", onnx.Int64, 2), valueInfo("y", onnx.Float, 2, 3)},
+		Nodes: []*onnx.Node{
+			call("Outer", []string{"x", "s", "y"}, []string{"z"}),
+			call("Loop", []string{"x"}, []string{"w"}),
+		},
+		Outputs: []*onnx.ValueInfo{{Name: "z"}, {Name: "w"}}}
+	m := &onnx.Model{IRVersion: 9, OpsetImports: opsets, Graph: g, Functions: []*onnx.Function{reshape, outer, loop}}
+	model, err := NewModel(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := model.ValueInputs(); len(got) != 1 || got[0] != "s" {
+		t.Errorf("ValueInputs = %v, want [s]", got)
+	}
+}
