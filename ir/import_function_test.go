@@ -14,7 +14,7 @@ import (
 // once with Act's default; then Softmax over the call's axis), which
 // calls Act (LeakyRelu), and Clamp (Clip) called without its optional
 // upper bound.
-func functionModel(t *testing.T) (*onnx.Model, map[string]*Tensor) {
+func functionModel(t testing.TB) (*onnx.Model, map[string]*Tensor) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	x := randTensor(rng, Float32, Shape{3, 4}, -2, 2)
 	w := randTensor(rng, Float32, Shape{4, 5}, -1, 1)
