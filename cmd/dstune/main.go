@@ -28,7 +28,7 @@ type command struct {
 	// sharesFlags names a command whose flags this one takes too; its
 	// synopsis names only its own and those it shows.
 	sharesFlags string
-	run   func(args []string, stdout, stderr io.Writer) error
+	run         func(args []string, stdout, stderr io.Writer) error
 }
 
 // usage renders the synopsis as README.md shows it.

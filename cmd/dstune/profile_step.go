@@ -18,8 +18,8 @@ import (
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/internal/atomicfile"
@@ -159,18 +159,18 @@ type stepProfile struct {
 	Method    string  `json:"method"`
 	Batch     [2]int  `json:"batch"`
 	Threads   int     `json:"threads"`
-	PeakFLOPS float64 `json:"peak_gflops"`  // FMA loop, measured now
+	PeakFLOPS float64 `json:"peak_gflops"`    // FMA loop, measured now
 	PeakBW    float64 `json:"peak_read_gbps"` // streaming read, measured now
-	StepMS    float64 `json:"step_ms"`       // median wall time of the steps after the first
-	UpdateMS  float64 `json:"update_ms"`     // of which the optimizer and the method
-	NodesMS   float64 `json:"nodes_ms"`      // the profiled nodes' medians, summed
+	StepMS    float64 `json:"step_ms"`        // median wall time of the steps after the first
+	UpdateMS  float64 `json:"update_ms"`      // of which the optimizer and the method
+	NodesMS   float64 `json:"nodes_ms"`       // the profiled nodes' medians, summed
 	// ProductGFLOP is the matrix products' arithmetic of a step (forward
 	// and backward, 2·m·n·k each); MFU is it over the step's time as a
 	// share of the FMA peak.
-	ProductGFLOP float64     `json:"product_gflop"`
-	MFU          float64     `json:"mfu"`
-	Kinds        []*profRow  `json:"op_kinds"`
-	Groups       []*profRow  `json:"node_groups"`
+	ProductGFLOP float64    `json:"product_gflop"`
+	MFU          float64    `json:"mfu"`
+	Kinds        []*profRow `json:"op_kinds"`
+	Groups       []*profRow `json:"node_groups"`
 	nodes        []profNode
 }
 
