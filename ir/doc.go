@@ -45,6 +45,10 @@
 //     and scan outputs stacked; a Loop's trip count and condition must be
 //     known at import. Subgraphs see the outer scope and count against a
 //     bound on imported nodes.
+//   - Model-local functions. A call is inlined: the function's nodes are
+//     imported in a scope of their own, attribute references bound to
+//     the call's attributes or the function's defaults
+//     (import_function.go).
 //   - Sequences and optionals exist only in the importer: a sequence is
 //     the list of its element values, an optional a value or none, so
 //     positions must be known at import. Graph inputs of those types are

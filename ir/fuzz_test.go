@@ -14,8 +14,8 @@ import (
 // reference interpreter: whatever the file says, import must return an
 // error or a valid graph, never panic or allocate without bound. The seeds
 // are node-test models, the first of every operator the importer
-// registers and a few chosen ones (the corpus mutates their attributes
-// and shapes).
+// registers, a few chosen ones and a model calling model-local functions
+// (the corpus mutates their attributes and shapes).
 func FuzzImport(f *testing.F) {
 	dir := sharedtest.Dir(f)
 	for _, b := range firstTestOfEachOp(f, filepath.Join(dir, "onnx-backend", "node")) {
@@ -38,6 +38,13 @@ func FuzzImport(f *testing.F) {
 				f.Add(b)
 			}
 		}
+	}
+	if m, _ := functionModel(f); m != nil { // model-local functions
+		b, err := onnx.Encode(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := onnx.Decode(data, "")

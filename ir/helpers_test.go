@@ -52,7 +52,7 @@ func node(op string, in, out []string, attrs ...*onnx.Attribute) *onnx.Node {
 	return &onnx.Node{Name: op + "_" + strings.Join(out, "_"), OpType: op, Inputs: in, Outputs: out, Attributes: attrs}
 }
 
-func initializer(t *testing.T, name string, x *Tensor) *onnx.Tensor {
+func initializer(t testing.TB, name string, x *Tensor) *onnx.Tensor {
 	ot, err := TensorToONNX(name, x)
 	if err != nil {
 		t.Fatal(err)

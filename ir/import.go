@@ -386,6 +386,11 @@ type importer struct {
 	// and the nodes imported inside subgraphs, against maxSubgraphNodes.
 	suffix        string
 	subgraphNodes int
+
+	// functionDepth is how deeply the model-local function calls being
+	// imported nest; functionCalls counts the calls imported, naming the
+	// values of each apart.
+	functionDepth, functionCalls int
 }
 
 // maxSubgraphNodes bounds how many subgraphs and nodes in them one
@@ -492,12 +497,18 @@ func (im *importer) importNode(index int, n *onnx.Node) error {
 	im.origin = fmt.Sprintf("node %d %q (%s)", index, n.Name, n.OpType)
 	im.node = n
 	im.fresh = map[*Value]bool{}
-	handler, err := lookupImporter(n)
-	if err != nil {
-		return im.errorf("%w", err)
+	var handler importFunc
+	fn := im.localFunction(n)
+	if fn != nil {
+		handler = func(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) { return im.callFunction(fn, n, in) }
+	} else {
+		var err error
+		if handler, err = lookupImporter(n); err != nil {
+			return im.errorf("%w", err)
+		}
 	}
 	in := make([]*Value, len(n.Inputs))
-	composites := takesComposites(n.Domain, n.OpType)
+	composites := fn != nil || takesComposites(n.Domain, n.OpType)
 	for i, name := range n.Inputs {
 		if name == "" {
 			continue

@@ -129,7 +129,8 @@ func checkSubgraphInput(vi *onnx.ValueInfo, v *Value) error {
 // branches, loop-carried values). Bind them in Bindings.Values (or, for
 // sequences and optionals, by value in Bindings.Composites).
 func (m *Model) ValueInputs() []string {
-	a := &valueAnalysis{opset: m.Opset, producers: map[string][]valueSource{}, need: map[string]bool{}}
+	a := &valueAnalysis{opset: m.Opset, producers: map[string][]valueSource{}, need: map[string]bool{},
+		model: m.ONNX, functions: map[*onnx.Function]map[string]bool{}}
 	a.collect(m.ONNX.Graph, 0)
 	a.roots(m.ONNX.Graph, 0)
 	var out []string
@@ -166,6 +167,39 @@ type valueAnalysis struct {
 	opset     int
 	producers map[string][]valueSource
 	need      map[string]bool
+
+	// model holds the model-local functions; functions the formal inputs
+	// each one needs known (shared by the analyses of function bodies).
+	model     *onnx.Model
+	functions map[*onnx.Function]map[string]bool
+}
+
+// functionNeeds returns the formal inputs of fn whose values its body
+// needs at import (analysed once per function; a function reached again
+// while it is analysed, as in a recursion, needs none).
+func (a *valueAnalysis) functionNeeds(fn *onnx.Function, depth int) map[string]bool {
+	if need, done := a.functions[fn]; done {
+		return need
+	}
+	a.functions[fn] = nil
+	opset := a.opset
+	for _, op := range fn.OpsetImports {
+		if isDefaultDomain(op.Domain) {
+			opset = int(op.Version)
+		}
+	}
+	sub := &valueAnalysis{opset: opset, producers: map[string][]valueSource{}, need: map[string]bool{}, model: a.model, functions: a.functions}
+	body := &onnx.Graph{Nodes: fn.Nodes}
+	sub.collect(body, depth+1)
+	sub.roots(body, depth+1)
+	need := map[string]bool{}
+	for _, name := range fn.Inputs {
+		if sub.need[name] {
+			need[name] = true
+		}
+	}
+	a.functions[fn] = need
+	return need
 }
 
 // maxAnalysisDepth bounds subgraph nesting for the analysis (the decoder
@@ -201,6 +235,17 @@ func (a *valueAnalysis) roots(g *onnx.Graph, depth int) {
 		return
 	}
 	for _, n := range g.Nodes {
+		if a.model != nil {
+			if fn := a.model.Function(n.Domain, n.OpType, ""); fn != nil {
+				need := a.functionNeeds(fn, depth)
+				for i, name := range fn.Inputs {
+					if need[name] {
+						a.markInput(n, i)
+					}
+				}
+				continue
+			}
+		}
 		for _, i := range nodeStaticOperands(n) {
 			if i < len(n.Inputs) {
 				a.mark(n.Inputs[i])

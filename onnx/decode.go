@@ -91,7 +91,11 @@ func (d *decoder) model(msg []byte) (*Model, error) {
 		case 25:
 			var b []byte
 			if b, err = f.bytes("functions"); err == nil {
-				err = fmt.Errorf("model-local function %q: %w (dstune runs only graphs of standard operators)", peekString(b, 1), ErrNotSupported)
+				var fn *Function
+				if fn, err = d.function(b); err != nil {
+					err = fmt.Errorf("model-local function %d %q: %w", len(m.Functions), peekString(b, 1), err)
+				}
+				m.Functions = append(m.Functions, fn)
 			}
 		}
 		// Other fields (training_info, configuration, fields newer than
@@ -105,6 +109,72 @@ func (d *decoder) model(msg []byte) (*Model, error) {
 		return nil, fmt.Errorf("%w: model has no graph", ErrMalformed)
 	}
 	return m, nil
+}
+
+func (d *decoder) function(msg []byte) (*Function, error) {
+	if err := d.enter(); err != nil {
+		return nil, err
+	}
+	defer func() { d.depth-- }()
+	fn := &Function{}
+	r := d.reader(msg)
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			return nil, err
+		}
+		var b []byte
+		var s string
+		switch f.num {
+		case 1:
+			fn.Name, err = f.str("name")
+		case 4:
+			if s, err = f.str("input"); err == nil {
+				fn.Inputs = append(fn.Inputs, s)
+			}
+		case 5:
+			if s, err = f.str("output"); err == nil {
+				fn.Outputs = append(fn.Outputs, s)
+			}
+		case 6:
+			if s, err = f.str("attribute"); err == nil {
+				fn.Attributes = append(fn.Attributes, s)
+			}
+		case 11:
+			if b, err = f.bytes("attribute_proto"); err == nil {
+				var a *Attribute
+				if a, err = d.attribute(b); err != nil {
+					return nil, fmt.Errorf("attribute %q: %w", peekString(b, 1), err)
+				}
+				fn.AttributeDefaults = append(fn.AttributeDefaults, a)
+			}
+		case 7:
+			if b, err = f.bytes("node"); err == nil {
+				var n *Node
+				if n, err = d.node(b); err != nil {
+					return nil, fmt.Errorf("node %d %q: %w", len(fn.Nodes), peekString(b, 3), err)
+				}
+				fn.Nodes = append(fn.Nodes, n)
+			}
+		case 8:
+			fn.DocString, err = f.str("doc_string")
+		case 9:
+			if b, err = f.bytes("opset_import"); err == nil {
+				var op OpsetID
+				op, err = d.opsetID(b)
+				fn.OpsetImports = append(fn.OpsetImports, op)
+			}
+		case 10:
+			fn.Domain, err = f.str("domain")
+		case 13:
+			fn.Overload, err = f.str("overload")
+		}
+		// value_info and metadata_props are skipped.
+		if err != nil {
+			return nil, err
+		}
+	}
+	return fn, nil
 }
 
 func (d *decoder) opsetID(msg []byte) (OpsetID, error) {

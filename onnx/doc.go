@@ -27,7 +27,8 @@
 // value of onnx-data.proto (SequenceProto, OptionalProto, MapProto, nested)
 // given the kind the model declares, and WriteValueFile writes one.
 //
-// Not supported (clear errors wrapping ErrNotSupported): model-local
-// functions, sparse initializers and sparse tensor values, and segmented
-// tensors.
+// Model-local functions (FunctionProto) are read and written back; package
+// ir inlines their calls. Not supported (clear errors wrapping
+// ErrNotSupported): sparse initializers and sparse tensor values, and
+// segmented tensors.
 package onnx

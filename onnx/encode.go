@@ -212,6 +212,37 @@ func (w *writer) model(m *Model) {
 	for _, p := range m.MetadataProps {
 		w.stringPair(14, p)
 	}
+	for _, f := range m.Functions {
+		w.message(25, func(w *writer) { w.function(f) })
+	}
+}
+
+func (w *writer) function(f *Function) {
+	w.optString(1, f.Name)
+	for _, s := range f.Inputs {
+		w.string(4, s)
+	}
+	for _, s := range f.Outputs {
+		w.string(5, s)
+	}
+	for _, s := range f.Attributes {
+		w.string(6, s)
+	}
+	for _, n := range f.Nodes {
+		w.message(7, func(w *writer) { w.node(n) })
+	}
+	w.optString(8, f.DocString)
+	for _, op := range f.OpsetImports {
+		w.message(9, func(w *writer) {
+			w.optString(1, op.Domain)
+			w.int64(2, op.Version)
+		})
+	}
+	w.optString(10, f.Domain)
+	for _, a := range f.AttributeDefaults {
+		w.message(11, func(w *writer) { w.attribute(a) })
+	}
+	w.optString(13, f.Overload)
 }
 
 func (w *writer) stringPair(num protowire.Number, p StringPair) {

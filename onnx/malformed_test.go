@@ -179,7 +179,9 @@ func TestMalformedModels(t *testing.T) {
 		{"data_type out of int32", modelWithInitializer(cat(fVarint(2, 1<<40), fString(8, "w"))), dir, ErrMalformed, "int32 range"},
 		{"nested graphs too deep", nestedIfModel(maxNesting + 5), dir, ErrMalformed, "nested more than"},
 		{"nested graphs within limit", nestedIfModel(maxNesting - 2), dir, nil, ""},
-		{"model-local function", cat(modelMsg(), fBytes(25, fString(1, "MyFn"))), dir, ErrNotSupported, `"MyFn"`},
+		{"model-local function", cat(modelMsg(), fBytes(25, fString(1, "MyFn"))), dir, nil, ""},
+		{"model-local function, bad node", cat(modelMsg(), fBytes(25, cat(fString(1, "MyFn"), fBytes(7, []byte{0x80})))), dir, ErrMalformed, `model-local function 0 "MyFn": node 0`},
+		{"model-local function, bad default", cat(modelMsg(), fBytes(25, cat(fString(1, "MyFn"), fBytes(11, cat(fString(1, "alpha"), fVarint(20, 99)))))), dir, ErrMalformed, `"MyFn": attribute "alpha"`},
 		{"sparse initializer", modelMsg(fBytes(15, nil)), dir, ErrNotSupported, "sparse"},
 		{"segmented tensor", modelWithInitializer(tensorMsg("w", []int64{1}, fBytes(3, nil))), dir, ErrNotSupported, "segment"},
 

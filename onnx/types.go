@@ -50,6 +50,9 @@ type Model struct {
 	DocString       string
 	Graph           *Graph
 	MetadataProps   []StringPair
+	// Functions are the model-local functions (FunctionProto): a node
+	// whose domain and op type name one is a call of it.
+	Functions []*Function
 
 	// Path is the file the model was read from ("" when decoded from
 	// memory); Dir is the directory external data is resolved against.
@@ -60,6 +63,32 @@ type Model struct {
 	// memory mappings behind buf and external data (see Close).
 	buf       []byte
 	resources []func() error
+}
+
+// Function is FunctionProto: a named graph of nodes that nodes of the
+// model (and of other functions) call like an operator. Its inputs and
+// outputs are the formal names its nodes read and write; a node attribute
+// with RefAttrName takes the value of the caller's attribute of that name
+// (or the default in AttributeDefaults, or is absent).
+type Function struct {
+	Name, Domain, Overload string
+	Inputs, Outputs        []string
+	Attributes             []string     // attributes without a default
+	AttributeDefaults      []*Attribute // attributes with one
+	Nodes                  []*Node
+	OpsetImports           []OpsetID
+	DocString              string
+}
+
+// Function returns the model-local function named domain and name (and
+// overload), or nil.
+func (m *Model) Function(domain, name, overload string) *Function {
+	for _, f := range m.Functions {
+		if f.Domain == domain && f.Name == name && f.Overload == overload {
+			return f
+		}
+	}
+	return nil
 }
 
 // OpsetID is OperatorSetIdProto; Domain "" (or "ai.onnx") is the default.

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/dstune/dstune/dst"
 )
 
 // DeltaExt is the extension of the delta files a server serves; a delta's
@@ -97,7 +95,7 @@ func (s *deltaStore) get(name string) (*Patch, error) {
 }
 
 func (s *deltaStore) load(path string) (*Patch, error) {
-	d, err := dst.ReadDelta(path)
+	d, err := s.base.readDelta(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDeltaUnusable, err)
 	}

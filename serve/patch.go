@@ -18,7 +18,11 @@ import (
 type Base struct {
 	Model *ir.Model
 	Hash  string
-	inits map[string]initInfo
+	// ReadDelta reads a delta file (LoadDeltas, and a server's deltas);
+	// nil reads DST deltas (dst.ReadDelta). dstune sets one that also
+	// turns LoRA adapters into deltas.
+	ReadDelta func(path string) (*dst.Delta, error)
+	inits     map[string]initInfo
 }
 
 type initInfo struct {
@@ -247,12 +251,19 @@ func restoreAll[E element](list []*patchTensor[E], kept []E) {
 	}
 }
 
+func (b *Base) readDelta(path string) (*dst.Delta, error) {
+	if b.ReadDelta != nil {
+		return b.ReadDelta(path)
+	}
+	return dst.ReadDelta(path)
+}
+
 // LoadDeltas reads delta files and composes them in order, as `dstune
 // apply` does: two deltas changing one entry is an error.
 func (b *Base) LoadDeltas(paths []string) (*Patch, error) {
 	parts := make([]*dst.Delta, len(paths))
 	for i, path := range paths {
-		d, err := dst.ReadDelta(path)
+		d, err := b.readDelta(path)
 		if err != nil {
 			return nil, err
 		}

@@ -177,6 +177,12 @@ type RunOptions struct {
 	// checkpoint written); an error ends the run at once, as a crash
 	// would (tests).
 	AfterStep func(step int64) error
+	// OnStep, when set, is called after every training step with the
+	// engine, the step's batch, its statistics and wall time, before
+	// anything of the step is saved; an error ends the run at once with
+	// nothing of that step saved (dstune profile step times a few real
+	// steps this way, and then the nodes of one).
+	OnStep func(e *Engine, b *Batch, stats StepStats, wall time.Duration) error
 	// AllowDataChange lets a resumed run continue on data files whose
 	// sha256 differs from config.json's (recorded there, with the step,
 	// in data_changes); the run goes on with the next epoch of the new
@@ -1061,6 +1067,12 @@ func (r *runner) loop(ctx context.Context) error {
 			}
 		}
 		elapsed := time.Since(stepStart)
+		if r.opts.OnStep != nil {
+			if err := r.opts.OnStep(r.engine, &batch, stats, elapsed); err != nil {
+				r.progress.done()
+				return err
+			}
+		}
 		// A checkpoint step's state is checked before anything of the
 		// step is written.
 		var st *EngineState

@@ -448,22 +448,14 @@ type StepTime struct {
 // Profile runs like Run and reports the time spent per op name, most
 // expensive first (for finding what to speed up; it allocates).
 func (e *Executable) Profile(inputs []*ir.Tensor) ([]StepTime, error) {
-	if _, err := e.Run(inputs); err != nil { // warm up caches and pages
-		return nil, err
-	}
-	if err := e.bindInputs(inputs); err != nil {
+	nodes, err := e.ProfileNodes(inputs, 1)
+	if err != nil {
 		return nil, err
 	}
 	byOp := map[string]*StepTime{}
-	for i := range e.steps {
-		s := &e.steps[i]
-		start := time.Now()
-		if err := s.k.run(); err != nil {
-			return nil, fmt.Errorf("cpu: %s: %w", s.node, err)
-		}
-		d := time.Since(start)
-		name := s.node.Op.Name()
-		if _, fallback := s.k.(*evalKernel); fallback {
+	for _, n := range nodes {
+		name := n.Node.Op.Name()
+		if n.Reference {
 			name += " (reference)"
 		}
 		st := byOp[name]
@@ -472,7 +464,7 @@ func (e *Executable) Profile(inputs []*ir.Tensor) ([]StepTime, error) {
 			byOp[name] = st
 		}
 		st.Calls++
-		st.Time += d
+		st.Time += n.Time
 	}
 	out := make([]StepTime, 0, len(byOp))
 	for _, st := range byOp {

@@ -40,7 +40,7 @@ func readDeltaFile(path string, inits []dst.Initializer) (*dst.Delta, error) {
 		return dst.ReadDelta(path)
 	}
 	if a.LoRA == nil {
-		return nil, fmt.Errorf("%s: a soft prompt changes the graph, not the weights; give at most one", path)
+		return nil, fmt.Errorf("%s: a soft prompt changes the graph, not the weights: dstune apply builds it into a model (and apply and run take at most one)", path)
 	}
 	tensors, err := a.LoRA.Delta(inits)
 	if err != nil {
@@ -105,18 +105,20 @@ func writePrompted(stdout io.Writer, out string, m *onnx.Model, newValues map[st
 // withDeltas applies the deltas (DST deltas and LoRA adapters) to model's
 // parameters and, when one of the files is a soft prompt, returns the
 // model re-imported from base with the prompt built in, holding the same
-// parameter values.
-func withDeltas(base *onnx.Model, model *ir.Model, paths []string, stderr io.Writer) (*ir.Model, error) {
+// parameter values. force is apply's --force: files made for another base
+// model (or recording none, as PEFT's) are applied with a warning, and a
+// later delta wins where two change one entry.
+func withDeltas(base *onnx.Model, model *ir.Model, paths []string, force bool, stderr io.Writer) (*ir.Model, error) {
 	inits, err := baseInitializers(base)
 	if err != nil {
 		return nil, fmt.Errorf("--delta: %w", err)
 	}
-	deltas, prompt, err := splitPrompt(stderr, paths, inits, false)
+	deltas, prompt, err := splitPrompt(stderr, paths, inits, force)
 	if err != nil {
 		return nil, fmt.Errorf("--delta: %w", err)
 	}
 	if len(deltas) > 0 {
-		if err := applyDeltas(model, deltas, stderr); err != nil {
+		if err := applyDeltas(model, deltas, force, stderr); err != nil {
 			return nil, err
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/generate"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
@@ -48,7 +49,7 @@ type generateCmdFlags struct {
 
 func (f *generateCmdFlags) define(fs *flag.FlagSet) {
 	f.gf.add(fs)
-	fs.Var(&f.deltas, "delta", "apply this delta.safetensors in memory first (repeat to compose several, in order)")
+	fs.Var(&f.deltas, "delta", "apply this delta.safetensors (or LoRA adapter) in memory first (repeat to compose several, in order)")
 	f.prompt = fs.String("prompt", "", "the prompt text (needs --tokenizer)")
 	fs.Var(&f.promptIDs, "prompt-ids", "the prompt as token ids: \"1,2,3\" or \"1 2 3\"")
 	fs.Var(&f.eos, "eos", "a token id that ends the text (repeatable; default: the tokenizer's end token)")
@@ -118,6 +119,12 @@ func loadGenerator(path string, deltas []string, gf generateFlags, threads, exec
 		m.Close()
 		return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
+	inits, err := baseInitializers(m)
+	if err != nil {
+		m.Close()
+		return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	base.ReadDelta = func(path string) (*dst.Delta, error) { return readDeltaFile(path, inits) }
 	if len(deltas) > 0 {
 		p, err := base.LoadDeltas(deltas)
 		if err != nil {

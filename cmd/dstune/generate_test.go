@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
+	"github.com/dstune/dstune/peft"
 )
 
 // runCmd runs dstune with args and returns the exit status and outputs.
@@ -159,5 +161,92 @@ func TestGenerateUsage(t *testing.T) {
 		if code != 2 || !strings.Contains(errOut, c.says) {
 			t.Errorf("%v: exit %d %q, want 2 saying %q", c.args, code, errOut, c.says)
 		}
+	}
+}
+
+// loraAdapter writes a LoRA adapter (rank 2, random A and B) for the
+// query and value projections of llamaWithDeltas' decoder into dir and
+// returns the adapter file's path.
+func loraAdapter(t *testing.T, model, dir string) string {
+	t.Helper()
+	m, err := onnx.ReadFile(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	inits, err := dst.InitializersOf(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := dst.BaseHash(inits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	random := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * 0.3)
+		}
+		return v
+	}
+	const rank = 2
+	w := &peft.LoRAWeights{Rank: rank, Alpha: 4}
+	for _, it := range inits {
+		if !strings.HasSuffix(it.Name, "q_proj.weight") && !strings.HasSuffix(it.Name, "v_proj.weight") {
+			continue
+		}
+		out, in := int(it.Dims[0]), int(it.Dims[1]) // nn.Linear's [out, in]
+		w.Modules = append(w.Modules, peft.LoRAModule{Path: peft.ModulePath(it.Name), Weight: it.Name,
+			In: in, Out: out, A: random(rank * in), B: random(out * rank)})
+	}
+	if len(w.Modules) == 0 {
+		t.Fatal("the decoder has no q_proj or v_proj weight")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := peft.WriteAdapter(dir, &peft.Adapter{Method: "lora", BaseSHA256: hash, LoRA: w}, "lm"); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, peft.AdapterFile)
+}
+
+// TestGenerateLoRAMatchesApply: generate --delta takes a LoRA adapter and
+// gives the tokens generating from the model `dstune apply` merged it
+// into gives; a soft prompt is refused by name.
+func TestGenerateLoRAMatchesApply(t *testing.T) {
+	dir := t.TempDir()
+	model, _ := llamaWithDeltas(t, dir, 0)
+	adapter := loraAdapter(t, model, filepath.Join(dir, "adapter"))
+	merged := filepath.Join(dir, "merged.onnx")
+	if code, _, errOut := runCmd("apply", model, adapter, "-o", merged); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	args := []string{"--prompt-ids", "1,4,9", "--max-tokens", "20", "--temperature", "0.8", "--seed", "5"}
+	code, viaAdapter, errOut := runCmd(append([]string{"generate", model, "--delta", adapter}, args...)...)
+	if code != 0 {
+		t.Fatalf("generate --delta ADAPTER: %s", errOut)
+	}
+	_, viaMerged, _ := runCmd(append([]string{"generate", merged}, args...)...)
+	_, viaBase, _ := runCmd(append([]string{"generate", model}, args...)...)
+	if viaAdapter != viaMerged {
+		t.Errorf("with --delta ADAPTER: %q, from the merged model: %q", viaAdapter, viaMerged)
+	}
+	if viaAdapter == viaBase {
+		t.Errorf("the adapter did not change the tokens (%q): the test shows nothing", viaBase)
+	}
+
+	prompt := filepath.Join(dir, "prompt")
+	if err := os.Mkdir(prompt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sp := &peft.SoftPrompt{At: "start", Length: 2, Dim: 32, Values: make([]float32, 64)}
+	if err := peft.WriteAdapter(prompt, &peft.Adapter{Method: "prompt", Prompt: sp}, "lm"); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runCmd(append([]string{"generate", model, "--delta", filepath.Join(prompt, peft.AdapterFile)}, args...)...)
+	if code == 0 || !strings.Contains(errOut, "soft prompt") || !strings.Contains(errOut, "dstune apply") {
+		t.Errorf("generate with a soft prompt: status %d, %q; want a refusal naming the soft prompt and dstune apply", code, errOut)
 	}
 }

@@ -25,7 +25,10 @@ type command struct {
 	summary  string
 	// flags defines the command's flags on a flag set, as run does.
 	flags func(fs *flag.FlagSet)
-	run   func(args []string, stdout, stderr io.Writer) error
+	// sharesFlags names a command whose flags this one takes too; its
+	// synopsis names only its own and those it shows.
+	sharesFlags string
+	run         func(args []string, stdout, stderr io.Writer) error
 }
 
 // usage renders the synopsis as README.md shows it.
@@ -101,7 +104,11 @@ func main() {
 func runMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		if len(args) > 1 {
-			c, ok := commands[args[1]]
+			name := strings.Join(args[1:min(len(args), 3)], " ")
+			if commands[name] == nil {
+				name = args[1]
+			}
+			c, ok := commands[name]
 			if !ok {
 				fmt.Fprintf(stderr, "dstune help: unknown command %q\n\n", args[1])
 				printHelp(stderr)
@@ -121,6 +128,9 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dstune: unknown command %q\n\n", args[0])
 		printHelp(stderr)
 		return 2
+	}
+	if len(args) > 1 && commands[args[0]+" "+args[1]] != nil { // dstune profile step
+		c, args = commands[args[0]+" "+args[1]], args[1:]
 	}
 	err := c.run(args[1:], stdout, stderr)
 	if err == nil {
@@ -155,7 +165,7 @@ func printHelp(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-13s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun `dstune help COMMAND` (or `dstune COMMAND -h`) for a command's flags.")
 }

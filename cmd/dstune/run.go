@@ -22,9 +22,9 @@ func init() {
 	register(&command{
 		name: "run",
 		synopsis: []string{
-			"MODEL.onnx --check DIR [--delta D] [--rtol 1e-4] [--atol 1e-5] [--threads N] [--backend cpu|pjrt]",
-			"MODEL.onnx --input NAME=FILE.pb [--input ...] --output-dir OUT [--delta D] [--threads N] [--backend cpu|pjrt]",
-			"MODEL.onnx --tokenizer T --text TEXT [--output-dir OUT] [--delta D] [--threads N] [--backend cpu|pjrt]",
+			"MODEL.onnx --check DIR [--delta D [--force]] [--rtol 1e-4] [--atol 1e-5] [--threads N] [--backend cpu|pjrt]",
+			"MODEL.onnx --input NAME=FILE.pb [--input ...] --output-dir OUT [--delta D [--force]] [--threads N] [--backend cpu|pjrt]",
+			"MODEL.onnx --tokenizer T --text TEXT [--output-dir OUT] [--delta D [--force]] [--threads N] [--backend cpu|pjrt]",
 		},
 		summary: "run a model on given inputs; with --check compare with expected outputs (exit 1 when off)",
 		flags:   func(fs *flag.FlagSet) { new(runFlags).define(fs) },
@@ -43,6 +43,7 @@ type runFlags struct {
 	check, outDir, backend *string
 	tokenizer, text        *string
 	inputs, deltas         inputFlags
+	force                  *bool
 	rtol, atol             *float64
 	threads                *int
 }
@@ -52,6 +53,7 @@ func (f *runFlags) define(fs *flag.FlagSet) {
 	fs.Var(&f.inputs, "input", "NAME=FILE.pb: a serialized TensorProto (SequenceProto, OptionalProto for such inputs) for graph input NAME (repeat for every input)")
 	f.outDir = fs.String("output-dir", "", "with --input: write output_N.pb (graph-output order) here")
 	fs.Var(&f.deltas, "delta", "apply this delta.safetensors to the model's initializers first (repeat to compose several, in order); a LoRA adapter is merged, a soft prompt built into the graph")
+	f.force = fs.Bool("force", false, "apply deltas made for another base model or recording none (as PEFT's adapters), and let a later delta win where two change one entry, as apply --force does")
 	f.rtol = fs.Float64("rtol", 1e-4, "relative tolerance of --check")
 	f.atol = fs.Float64("atol", 1e-5, "absolute tolerance of --check")
 	f.threads = fs.Int("threads", 0, "goroutines per kernel call (0: all cores)")
@@ -99,7 +101,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s: %w", pos[0], err)
 	}
 	if len(deltas) > 0 {
-		if model, err = withDeltas(m, model, deltas, stderr); err != nil {
+		if model, err = withDeltas(m, model, deltas, *f.force, stderr); err != nil {
 			return err
 		}
 	}
@@ -379,13 +381,14 @@ var safetensorsDType = map[onnx.DataType]string{
 
 // applyDeltas checks that the deltas were made for this model (base hash
 // and shapes), composes them in order (two deltas changing one entry is an
-// error) and writes the result into the model's parameters.
-func applyDeltas(model *ir.Model, paths []string, stderr io.Writer) error {
+// error) and writes the result into the model's parameters; force is
+// apply's --force.
+func applyDeltas(model *ir.Model, paths []string, force bool, stderr io.Writer) error {
 	inits, err := baseInitializers(model.ONNX)
 	if err != nil {
 		return fmt.Errorf("--delta: %w", err)
 	}
-	d, err := composeDeltas(io.Discard, stderr, paths, inits, false)
+	d, err := composeDeltas(io.Discard, stderr, paths, inits, force)
 	if err != nil {
 		return fmt.Errorf("--delta: %w", err)
 	}

@@ -138,7 +138,7 @@ func TestRunUsageAndErrors(t *testing.T) {
 
 // TestRunDelta: --delta writes the delta's values into the parameters
 // before running (the result equals running with the parameter edited by
-// hand), and a delta for another base model is refused.
+// hand), and a delta for another base model is refused unless --force.
 func TestRunDelta(t *testing.T) {
 	dir := sharedtest.Path(t, "models", "tiny_gpt")
 	model := filepath.Join(dir, "model.onnx")
@@ -199,6 +199,11 @@ func TestRunDelta(t *testing.T) {
 	}
 	if code, _, e := dstune("run", model, "--delta", deltaPath, "--check", filepath.Join(dir, "test_data_set_0")); code != 1 || !strings.Contains(e, "different base model") {
 		t.Errorf("foreign delta: exit %d, %s", code, e)
+	}
+	// With --force it is applied, with a warning: the outputs are the
+	// patched model's again.
+	if code, o, e := dstune("run", model, "--delta", deltaPath, "--force", "--check", outDelta, "--rtol", "0", "--atol", "0"); code != 0 || !strings.Contains(e, "warning") {
+		t.Errorf("foreign delta with --force: exit %d\n%s%s", code, o, e)
 	}
 }
 

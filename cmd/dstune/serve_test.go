@@ -46,7 +46,7 @@ func completionTokens(url, body string) ([]int64, error) {
 }
 
 // TestServeMatchesApplyGenerate: concurrent requests naming different
-// deltas get exactly the tokens `dstune apply` then `dstune generate` give
+// deltas (and a LoRA adapter) get exactly the tokens `dstune apply` then `dstune generate` give
 // with the same seed.
 func TestServeMatchesApplyGenerate(t *testing.T) {
 	dir := t.TempDir()
@@ -65,6 +65,14 @@ func TestServeMatchesApplyGenerate(t *testing.T) {
 		names = append(names, name)
 		tuned[name] = out
 	}
+	// A LoRA adapter is served too, as the weights apply merges it into.
+	adapter := loraAdapter(t, model, filepath.Join(dir, "adapter"))
+	copyDelta(t, adapter, filepath.Join(deltaDir, "lora.safetensors"))
+	tuned["lora"] = filepath.Join(dir, "lora.onnx")
+	if code, _, errOut := runCmd("apply", model, adapter, "-o", tuned["lora"]); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	names = append(names, "lora")
 	type job struct {
 		model string
 		seed  int

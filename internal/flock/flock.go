@@ -59,15 +59,16 @@ func TryLock(path, holder string) (*Lock, error) {
 	return &Lock{f: f}, nil
 }
 
-// readHolder reads what the lock's holder wrote, waiting a moment for a
-// holder that has just taken it.
+// readHolder reads what the lock's holder wrote, waiting up to two
+// seconds for a holder that has just taken it (on a loaded machine the
+// holder may not run again for a while between its lock and its write).
 func readHolder(path string) string {
-	for range 20 {
+	for range 200 {
 		b, err := os.ReadFile(path)
 		if err == nil && len(bytes.TrimSpace(b)) > 0 {
 			return strings.TrimSpace(string(b))
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 	return ""
 }

@@ -173,16 +173,24 @@ func checkTraining(t *testing.T, g *ir.Graph, ref reference) {
 }
 
 // TestExportsMatchPyTorch imports the torch.onnx exports of both variants
-// at opsets 14 and 17 and checks the CPU backend's logits, loss and
-// gradients against PyTorch's.
+// at opsets 14 and 17, and at 17 with every module a model-local function,
+// and checks the CPU backend's logits, loss and gradients against
+// PyTorch's.
 func TestExportsMatchPyTorch(t *testing.T) {
 	for _, variant := range variants {
 		ref := readReference(t, variant)
-		for _, opset := range []int{14, 17} {
-			t.Run(variant+"/opset"+strconv.Itoa(opset), func(t *testing.T) {
-				g := importFor(t, filepath.Join("testdata", variant, "opset"+strconv.Itoa(opset)+".onnx"), ref.tokens)
-				if g.Opset != opset {
+		for _, c := range []struct {
+			file  string
+			opset int
+		}{{"opset14", 14}, {"opset17", 17}, {"functions", 17}} {
+			t.Run(variant+"/"+c.file, func(t *testing.T) {
+				path := filepath.Join("testdata", variant, c.file+".onnx")
+				g := importFor(t, path, ref.tokens)
+				if g.Opset != c.opset {
 					t.Fatalf("the export imports opset %d", g.Opset)
+				}
+				if c.file == "functions" {
+					checkCallsFunctions(t, path)
 				}
 				out := runCPU(t, g, map[string]*ir.Tensor{"tokens": ref.tokens})
 				checkLogits(t, out["logits"], ref.logits)
@@ -227,5 +235,32 @@ func TestStories260K(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkCallsFunctions checks that the export at path does call model-local
+// functions (nested ones among them), so that the test shows their
+// inlining.
+func checkCallsFunctions(t *testing.T, path string) {
+	t.Helper()
+	m, err := onnx.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	nested := false
+	for _, f := range m.Functions {
+		for _, n := range f.Nodes {
+			nested = nested || m.Function(n.Domain, n.OpType, "") != nil
+		}
+	}
+	calls := 0
+	for _, n := range m.Graph.Nodes {
+		if m.Function(n.Domain, n.OpType, "") != nil {
+			calls++
+		}
+	}
+	if calls == 0 || !nested {
+		t.Fatalf("%s: %d calls of its %d functions from the graph, nested calls %v: the test shows nothing", path, calls, len(m.Functions), nested)
 	}
 }

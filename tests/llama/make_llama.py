@@ -25,6 +25,9 @@ initializers keep the PyTorch parameter names):
 For every variant it writes testdata/VARIANT/:
 
   opset14.onnx, opset17.onnx   the exports
+  functions.onnx               the opset-17 export with every module kept as a
+                               model-local function (export_modules_as_functions:
+                               RMSNorm, Attention, MLP and Block, nested)
   float64.onnx                 a smaller float64 model of the variant (opset 17), for
                                checks by finite differences
   input_0.pb, output_0.pb      tokens int64 [2, 12] and the logits [2, 12, 96]
@@ -171,12 +174,13 @@ def save_tensor(path, array):
         f.write(numpy_helper.from_array(array).SerializeToString())
 
 
-def export(model, tokens, path, opset):
+def export(model, tokens, path, opset, functions=False):
     torch.onnx.export(
         model, (tokens,), path,
         input_names=["tokens"], output_names=["logits"],
         dynamic_axes={"tokens": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}},
-        opset_version=opset, do_constant_folding=False)
+        opset_version=opset, do_constant_folding=False,
+        export_modules_as_functions={RMSNorm, Attention, MLP, Block} if functions else False)
 
 
 def make(variant, seed):
@@ -189,6 +193,7 @@ def make(variant, seed):
     tokens = torch.randint(0, FLOAT32.vocab, (2, 12))
     for opset in (14, 17):
         export(model, tokens, os.path.join(out, f"opset{opset}.onnx"), opset)
+    export(model, tokens, os.path.join(out, "functions.onnx"), 17, functions=True)
     logits = model(tokens)
     loss = F.cross_entropy(logits[:, :-1].reshape(-1, FLOAT32.vocab), tokens[:, 1:].reshape(-1))
     loss.backward()

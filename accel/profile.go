@@ -1,0 +1,27 @@
+package accel
+
+import (
+	"time"
+
+	"github.com/dstune/dstune/ir"
+)
+
+// NodeTime is the time one node of a graph took in a profiled run.
+type NodeTime struct {
+	Node *ir.Node
+	Time time.Duration
+	// Reference is set when the backend ran the node through the op's
+	// reference implementation (ir.Op.Eval) rather than a kernel of its
+	// own.
+	Reference bool
+}
+
+// A NodeProfiler is a Trainer that can time every node of a training
+// graph it runs (dstune profile step): it runs tg on inputs, as Step
+// does but without the update, runs times after a warm-up run, and
+// returns the nodes it executes in execution order, each with its median
+// time. Nodes the backend folds into others (a transpose into a product's
+// packing) are not listed; their time is their consumer's.
+type NodeProfiler interface {
+	ProfileNodes(tg *ir.Graph, inputs []*ir.Tensor, runs int) ([]NodeTime, error)
+}

@@ -1,0 +1,525 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/dstune/dstune/accel"
+	"github.com/dstune/dstune/internal/atomicfile"
+	"github.com/dstune/dstune/internal/outpath"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/train"
+)
+
+// dstune profile step: a few real training steps of a model as dstune
+// train runs them, then every node of one step timed, and the step laid
+// out per op kind and per node group against the machine's peaks.
+
+func init() {
+	register(&command{
+		name: "profile step",
+		synopsis: []string{
+			"MODEL.onnx --data TRAIN.jsonl --task lm|classify [--method full|dst|lora|prompt] [--batch 8] [--max-len N]",
+			"             [--steps 5] [--runs 5] [--top 12] [--roofline FILE.png] [--json]   (and dstune train's other flags but --out, --resume)",
+		},
+		summary:     "time a model's training step per op kind and node group against the measured peaks (MFU, roofline)",
+		flags:       func(fs *flag.FlagSet) { new(profileStepFlags).define(fs) },
+		sharesFlags: "train",
+		run:         runProfileStep,
+	})
+}
+
+// profileStepFlags are dstune train's flags and profile step's own.
+type profileStepFlags struct {
+	trainFlags
+	runs, top *int
+	roofline  *string
+	asJSON    *bool
+}
+
+func (f *profileStepFlags) define(fs *flag.FlagSet) {
+	f.trainFlags.define(fs)
+	f.runs = fs.Int("runs", 5, "timed runs of the profiled step (each node's median is reported)")
+	f.top = fs.Int("top", 12, "rows of each table (the rest are summed in one)")
+	f.roofline = fs.String("roofline", "", "write the roofline of the op kinds as a PNG here")
+	f.asJSON = fs.Bool("json", false, "print the profile as one JSON object")
+}
+
+// errProfiled ends the training run once the step is profiled.
+var errProfiled = errors.New("profiled")
+
+func runProfileStep(args []string, stdout, stderr io.Writer) error {
+	var f profileStepFlags
+	fs := newFlagSet("profile step", f.define)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	for _, name := range []string{"out", "resume", "allow-data-change", "backend", "pjrt-plugin"} {
+		if set[name] {
+			return usagef("--%s is not for profile step: it runs a few steps on the CPU in a directory of its own and keeps nothing", name)
+		}
+	}
+	if !set["steps"] {
+		fs.Set("steps", "5")
+		set["steps"] = true
+	}
+	if *f.runs < 1 || *f.top < 1 {
+		return usagef("--runs and --top must be at least 1")
+	}
+	if *f.roofline != "" {
+		inputs := []outpath.Input{{Path: *f.data, What: "the data"}}
+		for _, p := range pos {
+			inputs = append(inputs, outpath.Input{Path: p, What: "the model"})
+		}
+		if err := checkOutputFile("--roofline", *f.roofline, true, inputs...); err != nil {
+			return err
+		}
+	}
+	dir, err := os.MkdirTemp("", "dstune-profile-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	*f.out = dir
+	cfg, _, err := f.config(pos, set)
+	if err != nil {
+		return err
+	}
+	cfg.EvalEvery, cfg.CheckpointEvery = 0, 0 // the run stops before anything is saved
+
+	var walls, updates []time.Duration
+	var prof *stepProfile
+	onStep := func(e *train.Engine, b *train.Batch, stats train.StepStats, wall time.Duration) error {
+		if e.Step() > 1 || cfg.Steps == 1 { // the first step compiles
+			walls = append(walls, wall)
+			updates = append(updates, stats.Update)
+		}
+		if e.Step() < int64(cfg.Steps) {
+			return nil
+		}
+		g, times, err := e.ProfileNodes(b, *f.runs)
+		if err != nil {
+			return err
+		}
+		prof = newStepProfile(g, times, b)
+		return errProfiled
+	}
+	_, err = train.Run(context.Background(), cfg, train.RunOptions{Dir: dir, Progress: stderr, LogEvery: 1, OnStep: onStep})
+	if !errors.Is(err, errProfiled) {
+		if err == nil {
+			err = errors.New("the run ended before its last step was profiled")
+		}
+		return err
+	}
+	env := &profileEnv{threads: cfg.Threads}
+	prof.finish(env, cfg, walls, updates)
+	if *f.roofline != "" {
+		if err := prof.writeRoofline(*f.roofline); err != nil {
+			return fmt.Errorf("--roofline: %w", err)
+		}
+	}
+	if *f.asJSON {
+		b, err := json.MarshalIndent(prof, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, string(b))
+		return nil
+	}
+	prof.print(stdout, *f.top)
+	if *f.roofline != "" {
+		fmt.Fprintf(stdout, "\nroofline: %s\n", *f.roofline)
+	}
+	return nil
+}
+
+// stepProfile is a profiled training step.
+type stepProfile struct {
+	Model     string  `json:"model"`
+	Method    string  `json:"method"`
+	Batch     [2]int  `json:"batch"`
+	Threads   int     `json:"threads"`
+	PeakFLOPS float64 `json:"peak_gflops"`    // FMA loop, measured now
+	PeakBW    float64 `json:"peak_read_gbps"` // streaming read, measured now
+	StepMS    float64 `json:"step_ms"`        // median wall time of the steps after the first
+	UpdateMS  float64 `json:"update_ms"`      // of which the optimizer and the method
+	NodesMS   float64 `json:"nodes_ms"`       // the profiled nodes' medians, summed
+	// ProductGFLOP is the matrix products' arithmetic of a step (forward
+	// and backward, 2·m·n·k each); MFU is it over the step's time as a
+	// share of the FMA peak.
+	ProductGFLOP float64    `json:"product_gflop"`
+	MFU          float64    `json:"mfu"`
+	Kinds        []*profRow `json:"op_kinds"`
+	Groups       []*profRow `json:"node_groups"`
+	nodes        []profNode
+}
+
+// profNode is one timed node.
+type profNode struct {
+	kind, group string
+	backward    bool
+	ms          float64
+	flop, bytes float64
+	product     bool
+}
+
+// profRow sums the nodes of an op kind or a node group.
+type profRow struct {
+	Name       string  `json:"name"`
+	Calls      int     `json:"calls"`
+	MS         float64 `json:"ms"`
+	ForwardMS  float64 `json:"forward_ms"`
+	BackwardMS float64 `json:"backward_ms"`
+	GFLOP      float64 `json:"gflop"`
+	GB         float64 `json:"gb"`
+	// Roofline is the time the nodes would take at the peaks (each node
+	// bound by its arithmetic or by its bytes, whichever takes longer)
+	// over the time they took.
+	Roofline float64 `json:"roofline"`
+	bound    float64 // seconds at the peaks
+	product  bool
+}
+
+func newStepProfile(g *ir.Graph, times []accel.NodeTime, b *train.Batch) *stepProfile {
+	p := &stepProfile{Batch: [2]int{b.B, b.T}}
+	for _, t := range times {
+		n := t.Node
+		kind := n.Op.Name()
+		if t.Reference {
+			kind += " (reference)"
+		}
+		flop, product := nodeFLOP(n)
+		p.nodes = append(p.nodes, profNode{kind: kind, group: nodeGroup(n), backward: strings.HasPrefix(n.Origin, "gradient of ") || n.Origin == "loss",
+			ms: float64(t.Time.Nanoseconds()) / 1e6, flop: flop, bytes: nodeBytes(n), product: product})
+	}
+	return p
+}
+
+// finish measures the peaks and sums the nodes into the tables.
+func (p *stepProfile) finish(env *profileEnv, cfg train.Config, walls, updates []time.Duration) {
+	p.Model, p.Method, p.Threads = cfg.Model, cfg.Method, cfg.Threads
+	p.PeakFLOPS, p.PeakBW = env.peakGFLOPS(), env.peakGBPS()
+	p.StepMS = medianMS(walls)
+	p.UpdateMS = medianMS(updates)
+	kinds, groups := map[string]*profRow{}, map[string]*profRow{}
+	for _, n := range p.nodes {
+		p.NodesMS += n.ms
+		if n.product {
+			p.ProductGFLOP += n.flop / 1e9
+		}
+		bound := math.Max(n.flop/(p.PeakFLOPS*1e9), n.bytes/(p.PeakBW*1e9))
+		for _, r := range []*profRow{rowOf(kinds, n.kind), rowOf(groups, n.group)} {
+			r.Calls++
+			r.MS += n.ms
+			if n.backward {
+				r.BackwardMS += n.ms
+			} else {
+				r.ForwardMS += n.ms
+			}
+			r.GFLOP += n.flop / 1e9
+			r.GB += n.bytes / 1e9
+			r.bound += bound
+			r.product = r.product || n.product
+		}
+	}
+	if p.StepMS > 0 && p.PeakFLOPS > 0 {
+		p.MFU = p.ProductGFLOP / (p.StepMS / 1e3) / p.PeakFLOPS
+	}
+	p.Kinds, p.Groups = sortedRows(kinds), sortedRows(groups)
+}
+
+func rowOf(rows map[string]*profRow, name string) *profRow {
+	r := rows[name]
+	if r == nil {
+		r = &profRow{Name: name}
+		rows[name] = r
+	}
+	return r
+}
+
+func sortedRows(rows map[string]*profRow) []*profRow {
+	out := make([]*profRow, 0, len(rows))
+	for _, r := range rows {
+		if r.MS > 0 {
+			r.Roofline = r.bound * 1e3 / r.MS
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].MS != out[j].MS {
+			return out[i].MS > out[j].MS
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+func medianMS(ds []time.Duration) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return float64(s[len(s)/2].Nanoseconds()) / 1e6
+}
+
+// nodeFLOP is a node's arithmetic: 2·m·n·k per product of a MatMul or
+// Gemm (product true), otherwise one operation per element of its largest
+// input or output (an element-wise op's output, a reduction's input).
+func nodeFLOP(n *ir.Node) (flop float64, product bool) {
+	if f := productFLOP(n); f > 0 {
+		return f, true
+	}
+	for _, vs := range [][]*ir.Value{n.Inputs, n.Outputs} {
+		for _, v := range vs {
+			if v != nil {
+				flop = math.Max(flop, float64(v.Shape.Size()))
+			}
+		}
+	}
+	return flop, false
+}
+
+// nodeBytes is what a node reads and writes at the least: each input and
+// output once.
+func nodeBytes(n *ir.Node) float64 {
+	var b float64
+	for _, vs := range [][]*ir.Value{n.Inputs, n.Outputs} {
+		for _, v := range vs {
+			if v != nil {
+				b += float64(v.Shape.Size() * v.DType.Size())
+			}
+		}
+	}
+	return b
+}
+
+var layerIndex = regexp.MustCompile(`\.\d+$|_\d+$`)
+
+// nodeGroup is the part of the model a node belongs to, from the ONNX node
+// name exporters write (torch.onnx: "/h.0/attn/c_attn/MatMul"): its first
+// two path components, a layer index replaced by "*" so that the layers
+// add up ("h.*/attn"); a backward node counts in its forward node's group.
+func nodeGroup(n *ir.Node) string {
+	name := n.Name
+	if name == "" {
+		if i := strings.Index(n.Origin, `"`); i >= 0 {
+			if j := strings.Index(n.Origin[i+1:], `"`); j >= 0 {
+				name = n.Origin[i+1 : i+1+j]
+			}
+		}
+	}
+	parts := strings.Split(strings.Trim(name, "/"), "/")
+	if len(parts) < 2 || parts[0] == "" {
+		if n.Origin == "loss" {
+			return "(loss)"
+		}
+		return "(top level)"
+	}
+	parts = parts[:len(parts)-1] // the op's own name
+	keep := min(len(parts), 2)
+	for i, c := range parts {
+		if layerIndex.MatchString(c) {
+			keep = min(len(parts), i+2) // the layer and its first part
+			break
+		}
+	}
+	parts = parts[:keep]
+	for i := range parts {
+		parts[i] = layerIndex.ReplaceAllString(parts[i], ".*")
+	}
+	return strings.Join(parts, "/")
+}
+
+func (p *stepProfile) print(w io.Writer, top int) {
+	fmt.Fprintf(w, "%s: %s, batch %d×%d, %d thread(s)\n", p.Model, p.Method, p.Batch[0], p.Batch[1], p.Threads)
+	fmt.Fprintf(w, "peaks measured now: %.0f GFLOP/s (FMA), %.1f GB/s (read)\n", p.PeakFLOPS, p.PeakBW)
+	fmt.Fprintf(w, "step: %.1f ms (median of the steps after the first), of which the update %.1f ms\n", p.StepMS, p.UpdateMS)
+	fmt.Fprintf(w, "matrix products: %.2f GFLOP a step: %.1f GFLOP/s over the step, MFU %.1f %% of the FMA peak\n",
+		p.ProductGFLOP, p.ProductGFLOP/(p.StepMS/1e3), 100*p.MFU)
+	fmt.Fprintf(w, "the profiled nodes (forward and backward, each timed alone): %.1f ms\n", p.NodesMS)
+	p.table(w, "op kind", p.Kinds, top)
+	p.table(w, "node group", p.Groups, top)
+}
+
+func (p *stepProfile) table(w io.Writer, what string, rows []*profRow, top int) {
+	fmt.Fprintf(w, "\n%-34s %5s %9s %6s %9s %9s %8s %9s %8s %8s\n", what, "nodes", "ms", "share", "fwd ms", "bwd ms", "GFLOP", "GFLOP/s", "GB/s", "roofline")
+	shown := rows
+	var rest *profRow
+	if len(rows) > top {
+		shown = rows[:top]
+		rest = &profRow{Name: fmt.Sprintf("(%d more)", len(rows)-top)}
+		for _, r := range rows[top:] {
+			rest.Calls += r.Calls
+			rest.MS += r.MS
+			rest.ForwardMS += r.ForwardMS
+			rest.BackwardMS += r.BackwardMS
+			rest.GFLOP += r.GFLOP
+			rest.GB += r.GB
+			rest.bound += r.bound
+		}
+		if rest.MS > 0 {
+			rest.Roofline = rest.bound * 1e3 / rest.MS
+		}
+		shown = append(slices.Clone(shown), rest)
+	}
+	for _, r := range shown {
+		s := r.MS / 1e3
+		fmt.Fprintf(w, "%-34s %5d %9.2f %5.1f%% %9.2f %9.2f %8.3f %9.1f %8.1f %7.0f%%\n", truncate(r.Name, 34), r.Calls, r.MS, 100*r.MS/p.NodesMS,
+			r.ForwardMS, r.BackwardMS, r.GFLOP, r.GFLOP/s, r.GB/s, 100*r.Roofline)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len([]rune(s)) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
+
+// writeRoofline plots each op kind's achieved GFLOP/s against its
+// arithmetic intensity (FLOP per byte moved) under the roofline of the
+// measured peaks.
+func (p *stepProfile) writeRoofline(path string) error {
+	pl := plot.New()
+	pl.Title.Text = fmt.Sprintf("roofline: %s, batch %d×%d, %d thread(s)", shortPath(p.Model), p.Batch[0], p.Batch[1], p.Threads)
+	pl.X.Label.Text = "arithmetic intensity (FLOP per byte read or written)"
+	pl.Y.Label.Text = "GFLOP/s"
+	pl.X.Scale, pl.Y.Scale = plot.LogScale{}, plot.LogScale{}
+	pl.X.Tick.Marker, pl.Y.Tick.Marker = plot.LogTicks{Prec: -1}, plot.LogTicks{Prec: -1}
+	pl.Add(plotter.NewGrid())
+	// Every op kind is a point, its area its share of the step; those of
+	// 2 % or more are labelled.
+	var pts, labelled plotter.XYs
+	var labels []string
+	var radius []vg.Length
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, r := range p.Kinds {
+		if r.GB <= 0 || r.GFLOP <= 0 || r.MS <= 0 {
+			continue
+		}
+		x, y, share := r.GFLOP/r.GB, r.GFLOP/(r.MS/1e3), r.MS/p.NodesMS
+		pts = append(pts, plotter.XY{X: x, Y: y})
+		radius = append(radius, vg.Points(2+14*math.Sqrt(share)))
+		if share >= 0.02 {
+			labelled = append(labelled, plotter.XY{X: x, Y: y})
+			labels = append(labels, fmt.Sprintf("%s %.0f%%", r.Name, 100*share))
+		}
+		lo, hi = math.Min(lo, x), math.Max(hi, x)
+	}
+	if len(pts) == 0 {
+		return errors.New("no op kind with arithmetic to plot")
+	}
+	ridge := p.PeakFLOPS / p.PeakBW
+	lo, hi = math.Min(lo, ridge)/4, math.Max(hi, ridge)*30 // room for the labels
+	roof := plotter.XYs{{X: lo, Y: lo * p.PeakBW}, {X: ridge, Y: p.PeakFLOPS}, {X: hi, Y: p.PeakFLOPS}}
+	line, err := plotter.NewLine(roof)
+	if err != nil {
+		return err
+	}
+	line.Width = vg.Points(2)
+	sc, err := plotter.NewScatter(pts)
+	if err != nil {
+		return err
+	}
+	sc.GlyphStyleFunc = func(i int) draw.GlyphStyle {
+		g := sc.GlyphStyle
+		g.Radius = radius[i]
+		return g
+	}
+	pl.Add(line, sc)
+	// Labels alternate below and above their points, so that neighbours
+	// (MatMul and Gemm) stay readable.
+	for k, dy := range []float64{-10, 4} {
+		var xys plotter.XYs
+		var texts []string
+		for i := k; i < len(labelled); i += 2 {
+			xys, texts = append(xys, labelled[i]), append(texts, labels[i])
+		}
+		if len(xys) == 0 {
+			continue
+		}
+		lb, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: texts})
+		if err != nil {
+			return err
+		}
+		lb.Offset = vg.Point{X: vg.Points(10), Y: vg.Points(dy)}
+		pl.Add(lb)
+	}
+	pl.Legend.Add(fmt.Sprintf("peaks: %.0f GFLOP/s, %.1f GB/s", p.PeakFLOPS, p.PeakBW), line)
+	pl.Legend.Top, pl.Legend.Left = true, true
+	pl.X.Min, pl.X.Max = lo, hi
+	pl.Y.Min, pl.Y.Max = math.Min(lo*p.PeakBW, minY(pts))/2, p.PeakFLOPS*2
+	wt, err := pl.WriterTo(10*vg.Inch, 6.5*vg.Inch, "png")
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if _, err := wt.WriteTo(&buf); err != nil {
+		return err
+	}
+	return atomicfile.Write(path, buf.Bytes())
+}
+
+func minY(pts plotter.XYs) float64 {
+	m := math.Inf(1)
+	for _, p := range pts {
+		m = math.Min(m, p.Y)
+	}
+	return m
+}
+
+func shortPath(p string) string {
+	parts := strings.Split(p, string(os.PathSeparator))
+	if len(parts) > 2 {
+		parts = parts[len(parts)-2:]
+	}
+	return strings.Join(parts, "/")
+}
+
+// productFLOP is the arithmetic of a MatMul or Gemm node, 2·m·n·k per
+// product; 0 for other nodes.
+func productFLOP(n *ir.Node) float64 {
+	switch op := n.Op.(type) {
+	case *ir.MatMul:
+		d, err := ir.MatMulShapes(n.Inputs[0].Shape, n.Inputs[1].Shape)
+		if err != nil {
+			return 0
+		}
+		return 2 * float64(d.M) * float64(d.N) * float64(d.K) * float64(d.Batch.Size())
+	case *ir.Gemm:
+		a, b := n.Inputs[0].Shape, n.Inputs[1].Shape
+		if len(a) != 2 || len(b) != 2 {
+			return 0
+		}
+		m, k, cols := a[0], a[1], b[1]
+		if op.TransA {
+			m, k = a[1], a[0]
+		}
+		if op.TransB {
+			cols = b[0]
+		}
+		return 2 * float64(m) * float64(cols) * float64(k)
+	}
+	return 0
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"encoding/json"
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
+)
+
+// TestProfileStep profiles tiny_gpt's full fine-tuning step: the tables
+// add up to the profiled nodes, the layers are grouped, the matrix
+// products of a step are three times the forward graph's (each product's
+// two operands get gradients, one product each), the roofline PNG is
+// written; flags profile step does not take are refused.
+func TestProfileStep(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.jsonl")
+	writeLines(t, data, byteCorpus([]byte(strings.Repeat("the quick brown fox jumps over the lazy dog. ", 8)), 32, 16))
+	roof := filepath.Join(dir, "roofline.png")
+	code, out, errOut := dstune("profile", "step", model, "--data", data, "--task", "lm", "--batch", "2", "--max-len", "32",
+		"--steps", "2", "--runs", "2", "--threads", "1", "--json", "--roofline", roof)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	var p stepProfile
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for what, rows := range map[string][]*profRow{"op kinds": p.Kinds, "node groups": p.Groups} {
+		var ms, fb float64
+		for _, r := range rows {
+			ms += r.MS
+			fb += r.ForwardMS + r.BackwardMS
+		}
+		if math.Abs(ms-p.NodesMS) > 1e-6*p.NodesMS || math.Abs(fb-p.NodesMS) > 1e-6*p.NodesMS {
+			t.Errorf("%s add up to %.4f ms (forward + backward %.4f), the nodes to %.4f", what, ms, fb, p.NodesMS)
+		}
+	}
+	layered := false
+	for _, g := range p.Groups {
+		layered = layered || strings.Contains(g.Name, ".*")
+	}
+	if !layered {
+		t.Errorf("no group adds up layers: %v", groupNames(p.Groups))
+	}
+	if want := 3 * forwardProductGFLOP(t, model, 2, 32); math.Abs(p.ProductGFLOP-want) > 1e-9*want {
+		t.Errorf("product GFLOP %.9f, want three times the forward's: %.9f", p.ProductGFLOP, want)
+	}
+	if p.StepMS <= 0 || p.PeakFLOPS <= 0 || p.PeakBW <= 0 || !(p.MFU > 0 && p.MFU < 1.5) {
+		t.Errorf("step %.3f ms, peaks %.1f GFLOP/s %.1f GB/s, MFU %.3f", p.StepMS, p.PeakFLOPS, p.PeakBW, p.MFU)
+	}
+	f, err := os.Open(roof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if img, err := png.Decode(f); err != nil || img.Bounds().Dx() < 500 {
+		t.Errorf("roofline: %v", err)
+	}
+
+	for _, args := range [][]string{
+		{"--out", filepath.Join(dir, "run")},
+		{"--resume", filepath.Join(dir, "run")},
+		{"--runs", "0"},
+	} {
+		code, _, errOut := dstune(append([]string{"profile", "step", model, "--data", data, "--task", "lm"}, args...)...)
+		if code != 2 || !strings.Contains(errOut, args[0]) {
+			t.Errorf("%v: exit %d, %s", args, code, errOut)
+		}
+	}
+}
+
+func groupNames(rows []*profRow) []string {
+	var names []string
+	for _, r := range rows {
+		names = append(names, r.Name)
+	}
+	return names
+}
+
+// forwardProductGFLOP is 2·m·n·k summed over the MatMul and Gemm nodes of
+// the model's forward graph for a batch of b×t tokens.
+func forwardProductGFLOP(t *testing.T, path string, b, tokens int) float64 {
+	t.Helper()
+	m, err := onnx.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	g, err := ir.FromONNX(m, map[string]ir.Shape{"tokens": {b, tokens}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flop float64
+	for _, n := range g.Nodes {
+		switch n.Op.(type) {
+		case *ir.MatMul:
+			a, w := n.Inputs[0].Shape, n.Inputs[1].Shape
+			batch := 1
+			for _, d := range a[:len(a)-2] {
+				batch *= d
+			}
+			flop += 2 * float64(batch*a[len(a)-2]*a[len(a)-1]*w[len(w)-1])
+		case *ir.Gemm:
+			t.Fatalf("tiny_gpt has a Gemm: extend the count")
+		}
+	}
+	return flop / 1e9
+}
