@@ -421,6 +421,22 @@ func (e *Engine) State() (*EngineState, error) {
 		Method: e.method.State(st.Selection, e.step)}, nil
 }
 
+// stateView is State without copying the values where the backend can
+// show them in place (accel.StateViewer): valid until the next step, and
+// not to be written.
+func (e *Engine) stateView() (*EngineState, error) {
+	v, ok := e.trainer.(accel.StateViewer)
+	if !ok {
+		return e.State()
+	}
+	st, err := v.StateView()
+	if err != nil {
+		return nil, err
+	}
+	return &EngineState{Step: e.step, Params: st.Params, Optimizer: st.Optimizer, Selection: st.Selection,
+		Method: e.method.State(st.Selection, e.step)}, nil
+}
+
 // Restore sets the engine's state from a checkpoint; everything is
 // checked before anything is changed.
 func (e *Engine) Restore(st *EngineState) error {

@@ -970,10 +970,13 @@ func (r *runner) evaluate() (validation, error) {
 	return v, nil
 }
 
-// state copies the engine's state for a checkpoint, refusing one that
+// state is the engine's state for a checkpoint, refusing one that
 // holds NaN or ±Inf: the last good checkpoint is never replaced by it.
 func (r *runner) state() (*EngineState, error) {
-	st, err := r.engine.State()
+	// A view: nothing changes the state until the checkpoint is written
+	// (validation only reads the parameters), and a copy would hold the
+	// parameters and the optimizer state twice meanwhile.
+	st, err := r.engine.stateView()
 	if err != nil {
 		return nil, err
 	}

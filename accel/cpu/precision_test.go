@@ -198,3 +198,39 @@ func TestTrainerSeedsInPlace(t *testing.T) {
 		t.Errorf("MemoryUse: seed %d copied, %d in place; want %d, %d", mu.Seed, mu.SeedShared, 4*19, 4*32)
 	}
 }
+
+// TestTrainerStateView: StateView shows the parameters and the optimizer
+// slots in place, with State's values.
+func TestTrainerStateView(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	a := randTensor(rng, ir.Float32, ir.Shape{4, 8}, -1, 1)
+	prog := &update.Program{Optimizer: update.Optimizer{Name: update.OptimizerAdamW, AdamW: &update.AdamW{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}}}
+	tr, err := New().NewTrainer([]*ir.Param{{Name: "a", Tensor: a}}, prog, accel.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	ct := tr.(*trainer)
+	for _, s := range ct.params[0].slots {
+		for i := range s.Data {
+			s.Data[i] = rng.Float32()
+		}
+	}
+	copied, err := tr.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	view, err := ct.StateView()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := view.Params["a"]; &v[0] != &a.Float32s()[0] || !sameBits(v, copied.Params["a"]) {
+		t.Error("the parameter's view is not its storage with State's values")
+	}
+	for i, s := range view.Optimizer["a"] {
+		c := copied.Optimizer["a"][i]
+		if &s.Data[0] != &ct.params[0].slots[i].Data[0] || s.Name != c.Name || !sameBits(s.Data, c.Data) {
+			t.Errorf("slot %s: not the trainer's storage with State's values", s.Name)
+		}
+	}
+}

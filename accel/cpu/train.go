@@ -335,3 +335,18 @@ func sameBits(a, b []float32) bool {
 	}
 	return true
 }
+
+var _ accel.StateViewer = (*trainer)(nil)
+
+// StateView is State without copying the parameters and the slots.
+func (t *trainer) StateView() (*update.State, error) {
+	st := &update.State{Params: map[string][]float32{}, Optimizer: map[string][]update.Slot{}}
+	for _, p := range t.params {
+		st.Params[p.name] = p.value
+		st.Optimizer[p.name] = slices.Clone(p.slots) // the slots' data is shared
+	}
+	if t.sel != nil {
+		st.Selection = t.sel.state()
+	}
+	return st, nil
+}
