@@ -1190,15 +1190,21 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // trained initializers' bytes replaced (every other byte identical), or,
 // when they are not stored inside the file, a re-encoded model.
 func (r *runner) writeModel(path string) error {
+	// The trained values in place where the backend shows them so
+	// (nothing trains meanwhile), not a copy of the model's weights.
+	st, err := r.engine.stateView()
+	if err != nil {
+		return err
+	}
 	values := map[string][]byte{}
 	for _, p := range r.engine.Params() {
-		v, err := r.engine.ParamValues(p.Name)
-		if err != nil {
-			return err
+		v, ok := st.Params[p.Name]
+		if !ok {
+			return fmt.Errorf("fine-tuned model: no values for parameter %q", p.Name)
 		}
 		values[p.Name] = storedBytes(v, r.halfParams[p.Name])
 	}
-	err := onnx.PatchFile(r.cfg.Model, path, r.onnxModel, values)
+	err = onnx.PatchFile(r.cfg.Model, path, r.onnxModel, values)
 	if err == nil {
 		return nil
 	}
