@@ -480,6 +480,12 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 	if err != nil {
 		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
 	}
+	// The model holds copies of the weights now: the file's pages of
+	// them, read by the import, need not stay resident (DST's seed reads
+	// those it uses again, the fine-tuned model's writing the rest).
+	for _, it := range r.onnxModel.Graph.Initializers {
+		pageOut(it.Raw)
+	}
 	// Half-precision checkpoints train float32 master copies, computing
 	// in float32; the results are written back in the model's dtype.
 	model = model.Float32Compute()
