@@ -242,9 +242,10 @@ type MemoryReport struct {
 	// SeedInPlace is the part of the seed read from the model file's
 	// bytes in place, not copied (not in Seed, nor in Total).
 	SeedInPlace int64
-	// Activations are the training graph's values other than the
-	// gradients — forward activations and the backward pass's
-	// intermediates — as the backend's memory plan packs them;
+	// Activations are the training graph's memory beyond the gradients'
+	// bytes — forward activations and the backward pass's intermediates,
+	// as the backend's memory plan packs them with the gradients, which
+	// take over the memory of activations that died;
 	// Workspace the loss graph's values (validation, the first batch's
 	// probe), the folded constants and the batch.
 	Activations, Workspace int64
@@ -287,7 +288,7 @@ func (m MemoryReport) Lines() []string {
 		row("seed (Θ0)", m.Seed, seedWhat),
 		row("gradients", m.Gradients, "one float32 per trainable weight"),
 		row("optimizer state", m.Optimizer, "the optimizer's slots"),
-		row("activations", m.Activations, "the training graph's other values, as its memory plan packs them"),
+		row("activations", m.Activations, "the training graph's memory beyond the gradients (its plan lays gradients over dead activations)"),
 		row("workspace", m.Workspace, "validation's graph, folded constants, the batch"),
 		fmt.Sprintf("  %-16s %11s", "total", sysmem.Format(m.Total())),
 	}
