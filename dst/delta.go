@@ -550,10 +550,31 @@ func decodeTensor(name string, dims []int64, idxT, valT *safetensors.Tensor) (Te
 	}
 	td.ValueDType = vt
 	td.Values = decodeValues(vt, valT.Data)
+	if vt == ValuesF64 {
+		if err := checkFloat64Values(td.Indices, valT.Data); err != nil {
+			return td, err
+		}
+	}
 	if err := td.validate(); err != nil {
 		return td, err
 	}
 	return td, nil
+}
+
+// checkFloat64Values reports a stored float64 value that is not finite or
+// does not fit float32 (which values are in memory), naming it as stored:
+// 1e300 is not "+Inf".
+func checkFloat64Values(indices []int64, data []byte) error {
+	for i := range indices {
+		v := math.Float64frombits(binary.LittleEndian.Uint64(data[8*i:]))
+		switch {
+		case math.IsNaN(v) || math.IsInf(v, 0):
+			return fmt.Errorf("value %d (index %d) is %v", i, indices[i], v)
+		case math.IsInf(float64(float32(v)), 0):
+			return fmt.Errorf("value %d (index %d) is %g, beyond float32's range (±%g), which a delta's values must fit", i, indices[i], v, math.MaxFloat32)
+		}
+	}
+	return nil
 }
 
 // encodeValues converts float32 values to the stored type, little-endian,

@@ -201,6 +201,14 @@ func f32s(vs ...float32) safetensors.Tensor {
 	return safetensors.Tensor{DType: safetensors.F32, Shape: []int64{int64(len(vs))}, Data: b}
 }
 
+func f64s(vs ...float64) safetensors.Tensor {
+	var b []byte
+	for _, v := range vs {
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
+	}
+	return safetensors.Tensor{DType: safetensors.F64, Shape: []int64{int64(len(vs))}, Data: b}
+}
+
 func named(name string, t safetensors.Tensor) safetensors.Tensor {
 	t.Name = name
 	return t
@@ -247,6 +255,11 @@ func TestDeltaCorrupt(t *testing.T) {
 		{"int values", deltaFile(t, meta(), okIdx, named("w.values", i32s(1, 2, 3))), []string{`"w"`, "values have dtype I32"}},
 		{"count mismatch", deltaFile(t, meta(), okIdx, named("w.values", f32s(1, 2))), []string{`"w"`, "2 values for 3 indices"}},
 		{"nan value", deltaFile(t, meta(), okIdx, named("w.values", f32s(1, float32(math.NaN()), 3))), []string{`"w"`, "NaN"}},
+		// A float64 value beyond float32 is named as stored, not as ±Inf.
+		{"f64 beyond float32", deltaFile(t, meta(), okIdx, named("w.values", f64s(1, -1e300, 3))), []string{`"w"`, "value 1 (index 4) is -1e+300, beyond float32's range"}},
+		{"f64 just beyond float32", deltaFile(t, meta(), okIdx, named("w.values", f64s(1, 2, 3.5e38))), []string{`"w"`, "value 2 (index 9) is 3.5e+38"}},
+		{"f64 inf", deltaFile(t, meta(), okIdx, named("w.values", f64s(math.Inf(1), 2, 3))), []string{`"w"`, "value 0 (index 1) is +Inf"}},
+		{"f64 largest float32", deltaFile(t, meta(), okIdx, named("w.values", f64s(1, 2, math.MaxFloat32))), nil},
 		{"2-D indices", deltaFile(t, meta(), safetensors.Tensor{Name: "w.indices", DType: safetensors.I32, Shape: []int64{3, 1}, Data: okIdx.Data}, okVal), []string{`"w"`, "1-D"}},
 		{"missing values", deltaFile(t, meta(), okIdx), []string{`"w"`, `"w.values"`}},
 		{"unlisted tensor", deltaFile(t, meta(), okIdx, okVal, named("v.indices", i32s(0)), named("v.values", f32s(0))), []string{`"v.indices"`, "shapes"}},

@@ -13,6 +13,10 @@ type Diff struct {
 	// MaxAbs is max |got - want| over the elements where both are finite;
 	// MaxRel is max |got - want| / |want| over those with want != 0.
 	MaxAbs, MaxRel float64
+	// Finite counts the float elements where got and want are both
+	// finite (those MaxAbs and MaxRel are over), NonFinite those where
+	// either is NaN or ±Inf.
+	Finite, NonFinite int
 	// Off counts the elements that are off: |got - want| > atol + rtol·|want|
 	// for floats, got != want for integers and bools, and for floats any
 	// NaN or infinity not matched by the same in the other tensor.
@@ -72,16 +76,19 @@ func Compare(got, want *Tensor, rtol, atol float64) Diff {
 		g, w := got.Float64At(i), want.Float64At(i)
 		switch {
 		case math.IsNaN(g) || math.IsNaN(w):
+			d.NonFinite++
 			if math.IsNaN(g) != math.IsNaN(w) {
 				off(i)
 			}
 			continue
 		case math.IsInf(g, 0) || math.IsInf(w, 0):
+			d.NonFinite++
 			if g != w {
 				off(i)
 			}
 			continue
 		}
+		d.Finite++
 		diff := math.Abs(g - w)
 		d.MaxAbs = math.Max(d.MaxAbs, diff)
 		if w != 0 {

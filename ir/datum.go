@@ -209,6 +209,8 @@ func CompareData(got, want *Datum, rtol, atol float64) DatumDiff {
 			res.Off += d.Off
 			res.MaxAbs = max(res.MaxAbs, d.MaxAbs)
 			res.MaxRel = max(res.MaxRel, d.MaxRel)
+			res.Finite += d.Finite
+			res.NonFinite += d.NonFinite
 			return true
 		case len(g.Elems) != len(w.Elems):
 			mismatch = fmt.Sprintf("got %s of %d, want %d", g.Kind.article(), len(g.Elems), len(w.Elems))

@@ -883,6 +883,9 @@ func importExpand(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if shape.Equal(in[0].Shape) {
 		return []*Value{in[0]}, nil
 	}
+	if err := checkAmplified(shape, in[0].DType.Size(), maxTensorBytes); err != nil {
+		return nil, fmt.Errorf("expanding %v to %v: %w", in[0].Shape, target, err)
+	}
 	return one(im.emit1(&Expand{Shape: shape}, in[0]))
 }
 
@@ -946,6 +949,9 @@ func importConstantOfShape(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 		}
 	}
 	if _, err := checkedSizeLimit(toInt64s(dims), fill.dtype.Size(), maxFoldBytes); err != nil {
+		return nil, err
+	}
+	if err := checkAmplified(Shape(dims), fill.dtype.Size(), maxFoldBytes); err != nil {
 		return nil, err
 	}
 	out := NewTensor(fill.dtype, Shape(dims))

@@ -78,7 +78,7 @@ func (im *importer) tile(x *Value, repeats []int) (*Value, error) {
 	}
 	// The expanded shape holds the tiled one's factors: checking its size
 	// first keeps the products below from overflowing.
-	if err := checkShape(expanded, x.DType.Size(), maxTensorBytes); err != nil {
+	if err := checkAmplified(expanded, x.DType.Size(), maxTensorBytes); err != nil {
 		return nil, fmt.Errorf("tiling %v by %v: %w", x.Shape, repeats, err)
 	}
 	tiled := make(Shape, len(x.Shape))

@@ -375,7 +375,7 @@ type resizePlan struct {
 // shape in resized to out with per-axis scales (roi: per-axis crop start
 // and end, used by tf_crop_and_resize).
 func newResizePlan(spec *resizeSpec, in, out Shape, scale []float64, roi [][2]float64, elemSize int) (*resizePlan, error) {
-	if err := checkShape(out, elemSize, maxTensorBytes); err != nil {
+	if err := checkAmplified(out, elemSize, maxTensorBytes); err != nil {
 		return nil, fmt.Errorf("output %v: %w", out, err)
 	}
 	p := &resizePlan{spec: spec, out: out, axes: make([]*resizeAxis, len(in)), scale: scale}

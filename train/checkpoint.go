@@ -1,7 +1,10 @@
 package train
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +16,7 @@ import (
 	"slices"
 
 	"github.com/dstune/dstune/internal/atomicfile"
+	"github.com/dstune/dstune/internal/crashpoint"
 	"github.com/dstune/dstune/internal/safetensors"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/update"
@@ -20,7 +24,8 @@ import (
 
 // A checkpoint is the directory RUN/checkpoint holding
 //
-//	state.json              CheckpointInfo: format, step, data position, optimizer, method
+//	state.json              CheckpointInfo: format, step, data position, optimizer,
+//	                        method, the sha256 of every other file and its own
 //	params.safetensors      every trainable parameter's values (F32), by ONNX name
 //	optimizer.safetensors   every optimizer slot, named "PARAM:slot" (slots as the
 //	                        optimizer's config documents; a slot name has no ':')
@@ -33,12 +38,15 @@ import (
 // directory synced, then the previous checkpoint is renamed to
 // RUN/checkpoint.old, the new one into place, and the old one removed. A
 // crash at any point leaves a complete checkpoint under one of the two
-// names, and ReadCheckpoint looks for both.
+// names, and ReadCheckpoint looks for both. Then RUN/checkpoint.json
+// records the step and state.json's hash (CheckpointRecord), so that a
+// checkpoint deleted or swapped for another is noticed.
 const (
 	checkpointDir    = "checkpoint"
 	checkpointOld    = "checkpoint.old"
 	checkpointTmp    = ".checkpoint.tmp"
-	checkpointFormat = 1
+	checkpointRecord = "checkpoint.json"
+	checkpointFormat = 2
 )
 
 // CheckpointInfo is a checkpoint's state.json.
@@ -49,6 +57,32 @@ type CheckpointInfo struct {
 	Optimizer  string            `json:"optimizer"`
 	Method     string            `json:"method"`
 	MethodMeta map[string]string `json:"method_meta,omitempty"`
+	// Files maps every other file of the checkpoint to its sha256
+	// (format 2; format 1 had none).
+	Files map[string]string `json:"files,omitempty"`
+	// SHA256 is the sha256 of state.json as written without this field.
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// CheckpointRecord is RUN/checkpoint.json: the last checkpoint a run
+// wrote.
+type CheckpointRecord struct {
+	Step        int64  `json:"step"`
+	StateSHA256 string `json:"state_sha256"`
+}
+
+// encodeState is state.json's bytes for info with its own hash (the
+// sha256 of the bytes without it) filled in.
+func encodeState(info CheckpointInfo) ([]byte, string, error) {
+	info.SHA256 = ""
+	data, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256(append(data, '\n'))
+	info.SHA256 = hex.EncodeToString(sum[:])
+	data, err = json.MarshalIndent(info, "", "  ")
+	return append(data, '\n'), info.SHA256, err
 }
 
 func float32Bytes(v []float32) []byte {
@@ -76,7 +110,8 @@ func shape64(s []int) []int64 {
 }
 
 // WriteCheckpoint writes st (for the trainable parameters params, in
-// order) and the data position as RUN/checkpoint, atomically.
+// order) and the data position as RUN/checkpoint, atomically, then
+// records it in RUN/checkpoint.json.
 func WriteCheckpoint(run string, params []*ir.Param, st *EngineState, pos Position, optimizer, method string) error {
 	tmp := filepath.Join(run, checkpointTmp)
 	if err := os.RemoveAll(tmp); err != nil {
@@ -100,39 +135,82 @@ func WriteCheckpoint(run string, params []*ir.Param, st *EngineState, pos Positi
 			slots = append(slots, safetensors.Tensor{Name: p.Name + ":" + s.Name, DType: safetensors.F32, Shape: shape64(s.Shape), Data: float32Bytes(s.Data)})
 		}
 	}
-	meta := map[string]string{"format": fmt.Sprint(checkpointFormat), "step": fmt.Sprint(st.Step)}
-	if err := safetensors.WriteFile(filepath.Join(tmp, "params.safetensors"), meta, values); err != nil {
+	files := map[string]string{}
+	write := func(name string, meta map[string]string, tensors []safetensors.Tensor) error {
+		sum, err := writeHashed(filepath.Join(tmp, name), meta, tensors)
+		files[name] = sum
 		return err
 	}
-	if err := safetensors.WriteFile(filepath.Join(tmp, "optimizer.safetensors"), map[string]string{"optimizer": optimizer}, slots); err != nil {
+	meta := map[string]string{"format": fmt.Sprint(checkpointFormat), "step": fmt.Sprint(st.Step)}
+	if err := write("params.safetensors", meta, values); err != nil {
+		return err
+	}
+	if err := write("optimizer.safetensors", map[string]string{"optimizer": optimizer}, slots); err != nil {
 		return err
 	}
 	if len(st.Method.Tensors) > 0 {
-		if err := safetensors.WriteFile(filepath.Join(tmp, "method.safetensors"), map[string]string{"method": method}, st.Method.Tensors); err != nil {
+		if err := write("method.safetensors", map[string]string{"method": method}, st.Method.Tensors); err != nil {
 			return err
 		}
 	}
-	info := CheckpointInfo{Format: checkpointFormat, Step: st.Step, Position: pos, Optimizer: optimizer, Method: method, MethodMeta: st.Method.Meta}
-	if err := writeJSONFile(filepath.Join(tmp, "state.json"), info); err != nil {
+	info := CheckpointInfo{Format: checkpointFormat, Step: st.Step, Position: pos, Optimizer: optimizer, Method: method, MethodMeta: st.Method.Meta, Files: files}
+	state, _, err := encodeState(info)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(filepath.Join(tmp, "state.json"), state); err != nil {
 		return err
 	}
 	if err := atomicfile.SyncDir(tmp); err != nil {
 		return err
 	}
+	crashpoint.Hit("checkpoint.written")
 	cur, old := filepath.Join(run, checkpointDir), filepath.Join(run, checkpointOld)
-	if err := os.RemoveAll(old); err != nil {
-		return err
+	// Without a current checkpoint (a crash in an earlier swap), the old
+	// one stays until the new one is in place.
+	if _, err := os.Stat(cur); err == nil {
+		if err := os.RemoveAll(old); err != nil {
+			return err
+		}
+		if err := os.Rename(cur, old); err != nil {
+			return err
+		}
 	}
-	if err := os.Rename(cur, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
+	crashpoint.Hit("checkpoint.swapping")
 	if err := os.Rename(tmp, cur); err != nil {
 		return err
 	}
 	if err := atomicfile.SyncDir(run); err != nil {
 		return err
 	}
-	return os.RemoveAll(old)
+	crashpoint.Hit("checkpoint.swapped")
+	if err := os.RemoveAll(old); err != nil {
+		return err
+	}
+	return recordCheckpoint(run)
+}
+
+// recordCheckpoint writes RUN/checkpoint.json for the checkpoint in place.
+func recordCheckpoint(run string) error {
+	info, state, err := readState(os.DirFS(filepath.Join(run, checkpointDir)))
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(state)
+	return writeJSONFile(filepath.Join(run, checkpointRecord), CheckpointRecord{Step: info.Step, StateSHA256: hex.EncodeToString(sum[:])})
+}
+
+// writeHashed writes a safetensors file atomically and returns its
+// sha256.
+func writeHashed(path string, meta map[string]string, tensors []safetensors.Tensor) (string, error) {
+	h := sha256.New()
+	err := atomicfile.WriteWith(path, func(f *os.File) error {
+		return safetensors.Encode(io.MultiWriter(f, h), meta, tensors)
+	})
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // writeJSONFile writes v as indented JSON to path atomically (temporary
@@ -157,8 +235,9 @@ func HasCheckpoint(run string) bool {
 
 // ReadCheckpoint reads RUN/checkpoint (or RUN/checkpoint.old, left by a
 // crash during a write) for the given trainable parameters and optimizer
-// (which says what state each parameter has). Every tensor is checked
-// against the parameters' names and shapes.
+// (which says what state each parameter has). Every file is checked
+// against the sha256 state.json records, and state.json against its own;
+// every tensor against the parameters' names and shapes.
 func ReadCheckpoint(run string, params []*ir.Param, opt update.Optimizer, method string) (*EngineState, Position, error) {
 	dir := filepath.Join(run, checkpointDir)
 	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
@@ -168,26 +247,60 @@ func ReadCheckpoint(run string, params []*ir.Param, opt update.Optimizer, method
 		}
 		dir = old
 	}
-	st, pos, err := readCheckpointDir(dir, params, opt, method)
+	st, pos, err := readCheckpointFS(os.DirFS(dir), params, opt, method)
 	if err != nil {
 		return nil, Position{}, fmt.Errorf("checkpoint %s: %w", dir, err)
 	}
 	return st, pos, nil
 }
 
-func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, method string) (*EngineState, Position, error) {
+// DamagedError is a checkpoint file whose bytes are not those its
+// checkpoint recorded.
+type DamagedError struct {
+	File      string
+	Got, Want string // sha256
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("%s: sha256 %s, the checkpoint records %s: the file was damaged (a flipped bit, a cut copy) or edited; restore the run directory from a copy, or start a new run", e.File, e.Got, e.Want)
+}
+
+// readState reads and verifies the state.json of the checkpoint in dir.
+func readState(dir fs.FS) (CheckpointInfo, []byte, error) {
 	var info CheckpointInfo
-	data, err := readSmallFile(filepath.Join(dir, "state.json"), 1<<20)
+	data, err := readFSFile(dir, "state.json", 1<<20)
+	if err != nil {
+		return info, nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&info); err != nil {
+		return info, nil, fmt.Errorf("state.json: %w", err)
+	}
+	if info.Format >= 2 {
+		// Written by encodeState, the bytes are a function of the content.
+		again, sum, err := encodeState(info)
+		if err != nil {
+			return info, nil, err
+		}
+		if sum != info.SHA256 || !bytes.Equal(again, data) {
+			return info, nil, &DamagedError{File: "state.json", Got: sum, Want: info.SHA256}
+		}
+	}
+	return info, data, nil
+}
+
+// readCheckpointFS reads the checkpoint held in dir (a directory, or
+// files in memory).
+func readCheckpointFS(dir fs.FS, params []*ir.Param, opt update.Optimizer, method string) (*EngineState, Position, error) {
+	info, _, err := readState(dir)
 	if err != nil {
 		return nil, Position{}, err
 	}
-	if err := json.Unmarshal(data, &info); err != nil {
-		return nil, Position{}, fmt.Errorf("state.json: %w", err)
-	}
 	optName := opt.Name
 	switch {
-	case info.Format != checkpointFormat:
-		return nil, Position{}, fmt.Errorf("state.json: format %d, this dstune reads %d", info.Format, checkpointFormat)
+	case info.Format != 1 && info.Format != checkpointFormat:
+		return nil, Position{}, fmt.Errorf("state.json: format %d, this dstune reads 1 and %d", info.Format, checkpointFormat)
 	case info.Step < 1:
 		return nil, Position{}, fmt.Errorf("state.json: step %d", info.Step)
 	case info.Optimizer != optName:
@@ -195,11 +308,42 @@ func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, met
 	case info.Method != method:
 		return nil, Position{}, fmt.Errorf("state.json: written by method %q, the run uses %q", info.Method, method)
 	}
-	values, err := safetensors.ReadFile(filepath.Join(dir, "params.safetensors"))
+	read := func(name string) (*safetensors.File, error) {
+		data, err := readFSFile(dir, name, math.MaxInt)
+		if err != nil {
+			return nil, err
+		}
+		if info.Format >= 2 {
+			want, listed := info.Files[name]
+			sum := sha256.Sum256(data)
+			if got := hex.EncodeToString(sum[:]); !listed || got != want {
+				if !listed {
+					want = "no such file"
+				}
+				return nil, &DamagedError{File: name, Got: got, Want: want}
+			}
+		}
+		f, err := safetensors.Decode(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return f, nil
+	}
+	if info.Format >= 2 {
+		for name := range info.Files {
+			if _, err := fs.Stat(dir, name); err != nil {
+				return nil, Position{}, fmt.Errorf("%s, which state.json records, is missing: %w", name, err)
+			}
+		}
+	}
+	values, err := read("params.safetensors")
 	if err != nil {
 		return nil, Position{}, err
 	}
-	slots, err := safetensors.ReadFile(filepath.Join(dir, "optimizer.safetensors"))
+	if step := values.Metadata["step"]; step != fmt.Sprint(info.Step) {
+		return nil, Position{}, fmt.Errorf("params.safetensors holds step %q, state.json says %d", step, info.Step)
+	}
+	slots, err := read("optimizer.safetensors")
 	if err != nil {
 		return nil, Position{}, err
 	}
@@ -221,10 +365,11 @@ func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, met
 			return nil, Position{}, err
 		}
 		st.Params[p.Name] = v
-		ps := opt.NewSlots(shape)
-		for i := range ps {
-			s := &ps[i]
-			if s.Data, err = want(slots, "optimizer.safetensors", p.Name+":"+s.Name, s.Shape); err != nil {
+		specs := opt.Slots(shape)
+		ps := make([]update.Slot, len(specs))
+		for i, spec := range specs {
+			ps[i] = update.Slot{Name: spec.Name, Shape: spec.Shape}
+			if ps[i].Data, err = want(slots, "optimizer.safetensors", p.Name+":"+spec.Name, spec.Shape); err != nil {
 				return nil, Position{}, err
 			}
 		}
@@ -234,12 +379,73 @@ func readCheckpointDir(dir string, params []*ir.Param, opt update.Optimizer, met
 		return nil, Position{}, fmt.Errorf("params.safetensors: %d tensors, the run trains %d parameters", n, m)
 	}
 	st.Method.Meta = info.MethodMeta
-	if f, err := safetensors.ReadFile(filepath.Join(dir, "method.safetensors")); err == nil {
+	if _, err := fs.Stat(dir, "method.safetensors"); err == nil {
+		f, err := read("method.safetensors")
+		if err != nil {
+			return nil, Position{}, err
+		}
 		st.Method.Tensors = f.Tensors
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, Position{}, err
 	}
 	return st, info.Position, nil
+}
+
+// checkCheckpointRecord compares a run's checkpoint with the last one it
+// recorded writing (RUN/checkpoint.json): a checkpoint that is missing, or
+// another of the same step, is an error (an older one, restored on
+// purpose, is not).
+func checkCheckpointRecord(run string) error {
+	data, err := readSmallFile(filepath.Join(run, checkpointRecord), 1<<16)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var rec CheckpointRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(run, checkpointRecord), err)
+	}
+	if !HasCheckpoint(run) {
+		return fmt.Errorf("%s: the checkpoint of step %d, which %s records, is missing (deleted or moved): restore it, or start a new run in another directory; the run does not silently start over",
+			run, rec.Step, checkpointRecord)
+	}
+	dir := filepath.Join(run, checkpointDir)
+	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
+		dir = filepath.Join(run, checkpointOld)
+	}
+	info, state, err := readState(os.DirFS(dir))
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	sum := sha256.Sum256(state)
+	if info.Step == rec.Step && hex.EncodeToString(sum[:]) != rec.StateSHA256 {
+		return fmt.Errorf("checkpoint %s: step %d, but not the checkpoint this run wrote at that step (%s records state.json's sha256 %s): it comes from another run",
+			dir, info.Step, checkpointRecord, rec.StateSHA256)
+	}
+	return nil
+}
+
+// readFSFile reads a regular file of at most limit bytes from fsys.
+func readFSFile(fsys fs.FS, name string, limit int64) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() || st.Size() > limit {
+		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes", name, limit)
+	}
+	data := make([]byte, st.Size())
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return data, nil
 }
 
 // readSmallFile reads a regular file of at most limit bytes.

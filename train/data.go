@@ -152,6 +152,13 @@ func ReadJSONL(r io.Reader, name string, opts DataOptions) (*Dataset, error) {
 	for sc.Scan() {
 		line++
 		text := bytes.TrimSpace(sc.Bytes())
+		if line == 1 {
+			if err := checkEncoding(text); err != nil {
+				return nil, &LineError{File: name, Msg: err.Error()}
+			}
+			// A byte-order mark some editors write first.
+			text = bytes.TrimSpace(bytes.TrimPrefix(text, utf8BOM))
+		}
 		if len(text) == 0 {
 			continue
 		}
@@ -171,9 +178,28 @@ func ReadJSONL(r io.Reader, name string, opts DataOptions) (*Dataset, error) {
 	return d, nil
 }
 
+var utf8BOM = []byte("\uFEFF")
+
+// checkEncoding refuses a file that starts as UTF-16 or UTF-32 (by its
+// byte-order mark), which JSON Lines is not.
+func checkEncoding(first []byte) error {
+	for _, bom := range []struct {
+		mark string
+		name string
+	}{{"\x00\x00\xFE\xFF", "UTF-32"}, {"\xFF\xFE\x00\x00", "UTF-32"}, {"\xFE\xFF", "UTF-16"}, {"\xFF\xFE", "UTF-16"}} {
+		if bytes.HasPrefix(first, []byte(bom.mark)) {
+			return fmt.Errorf("the file is %s (its byte-order mark says so); JSON Lines data must be UTF-8", bom.name)
+		}
+	}
+	return nil
+}
+
 // addLine parses one line and appends it to d, or leaves d unchanged and
 // says what is wrong.
 func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
+	if bytes.HasPrefix(text, utf8BOM) {
+		return fmt.Errorf("the line starts with a UTF-8 byte-order mark (U+FEFF), which only the file's first line may: were files joined? remove it")
+	}
 	var fields exampleFields
 	if err := json.Unmarshal(text, &fields); err != nil {
 		var typeErr *json.UnmarshalTypeError

@@ -185,7 +185,7 @@ func (e *Engine) Feed(b *Batch) ([]*ir.Tensor, error) {
 // fillStepInputs fills the source's own inputs of s for step.
 func (e *Engine) fillStepInputs(s *engineShape, step int64) {
 	for _, in := range s.stepInputs {
-		e.src.(StepInputs).FillStepInput(in.name, step, in.t)
+		sourceAs[StepInputs](e.src).FillStepInput(in.name, step, in.t)
 	}
 }
 
@@ -273,8 +273,8 @@ func (e *Engine) feed(g *ir.Graph, s *engineShape) ([]*ir.Tensor, error) {
 			}
 			t = s.target
 		default:
-			si, ok := e.src.(StepInputs)
-			if !ok || !si.HasStepInput(v.Name) {
+			si := sourceAs[StepInputs](e.src)
+			if si == nil || !si.HasStepInput(v.Name) {
 				return nil, fmt.Errorf("train: the model's input %q is none of the tokens, attention mask, position ids or token types: dstune cannot feed it", v.Name)
 			}
 			t = ir.NewTensor(v.DType, v.Shape)
@@ -310,7 +310,9 @@ func (s *engineShape) fill(b *Batch) error {
 
 // TrainStep runs forward, backward and the update as step Step()+1 with
 // the schedule's learning-rate factor. A non-finite loss is a *LossError
-// and leaves parameters and state unchanged.
+// and leaves parameters and state unchanged; NaN or ±Inf the backend finds
+// in a gradient or the updated state is a *NonFiniteError, and the step
+// is not counted.
 func (e *Engine) TrainStep(b *Batch, lrScale float64) (StepStats, error) {
 	s, err := e.shapeFor(BatchShape{b.B, b.T}, false)
 	if err != nil {
@@ -329,6 +331,9 @@ func (e *Engine) TrainStep(b *Batch, lrScale float64) (StepStats, error) {
 	stats := StepStats{Loss: float64(res.Loss), Targets: b.NumTargets, Compute: time.Since(start)}
 	if math.IsNaN(stats.Loss) || math.IsInf(stats.Loss, 0) {
 		return stats, &LossError{Step: t.Step, Loss: stats.Loss}
+	}
+	if nf := res.NonFinite; nf != nil {
+		return stats, &NonFiniteError{Step: t.Step, NonFinite: *nf}
 	}
 	if h := res.Host; h != nil {
 		stats.Update = h.Optimizer + h.Selection
@@ -364,8 +369,8 @@ func (e *Engine) EvalLogits(b *Batch) (*ir.Tensor, error) {
 		return nil, err
 	}
 	if s.logits == nil {
-		fs, ok := e.src.(ForwardSource)
-		if !ok {
+		fs := sourceAs[ForwardSource](e.src)
+		if fs == nil {
 			return nil, fmt.Errorf("train: the graph source gives no forward graph to read logits from")
 		}
 		g, err := fs.Forward(BatchShape{b.B, b.T})
@@ -484,6 +489,30 @@ type StepInputs interface {
 	// FillStepInput fills the source's input name (t has the graph
 	// input's type) for training step step (1-based).
 	FillStepInput(name string, step int64, t *ir.Tensor)
+}
+
+// A wrappingSource is a GraphSource that hands on another's graphs (Run's
+// memory check shares the graphs it built this way); the engine looks
+// through it for the optional interfaces of the source it wraps.
+type wrappingSource interface {
+	Unwrap() GraphSource
+}
+
+// sourceAs returns src, or the first source it wraps, that is a T; the
+// zero T if none is.
+func sourceAs[T any](src GraphSource) T {
+	for src != nil {
+		if t, ok := src.(T); ok {
+			return t
+		}
+		w, ok := src.(wrappingSource)
+		if !ok {
+			break
+		}
+		src = w.Unwrap()
+	}
+	var zero T
+	return zero
 }
 
 // A Summarizer is a Method that says in one line what it trains (LoRA's

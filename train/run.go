@@ -21,6 +21,9 @@ import (
 
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/internal/atomicfile"
+	"github.com/dstune/dstune/internal/crashpoint"
+	"github.com/dstune/dstune/internal/flock"
+	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/tokenizer"
@@ -30,10 +33,18 @@ import (
 // Config defines a training run; it is stored as RUN/config.json, and a
 // resumed run must be given the same (RunOptions.Resume).
 type Config struct {
-	Model       string          `json:"model"`        // the ONNX file (absolute path)
-	ModelSHA256 string          `json:"model_sha256"` // of the file's bytes; filled in by Run
-	Data        string          `json:"data"`
-	Valid       string          `json:"valid,omitempty"`
+	Model       string `json:"model"`        // the ONNX file (absolute path)
+	ModelSHA256 string `json:"model_sha256"` // of the file's bytes; filled in by Run
+	Data        string `json:"data"`
+	Valid       string `json:"valid,omitempty"`
+	// The data files' sha256 and sizes, filled in by Run: a resumed run
+	// refuses changed data unless RunOptions.AllowDataChange.
+	DataSHA256  string `json:"data_sha256,omitempty"`
+	DataSize    int64  `json:"data_size,omitempty"`
+	ValidSHA256 string `json:"valid_sha256,omitempty"`
+	ValidSize   int64  `json:"valid_size,omitempty"`
+	// DataChanges records the resumes that continued on changed data.
+	DataChanges []DataChange    `json:"data_changes,omitempty"`
 	Task        Task            `json:"task"`
 	Method      string          `json:"method"`
 	DST         json.RawMessage `json:"dst,omitempty"`       // --method dst's options, as package dst reads them (dst.Options)
@@ -66,6 +77,16 @@ type Config struct {
 	CheckpointEvery int64  `json:"checkpoint_every"` // 0: only at the end (and on interruption)
 }
 
+// DataChange is a resume that continued on a changed data file (with
+// --allow-data-change): from the step after Step on, File (data or valid)
+// is the one of sha256 SHA256, no longer the one of Was.
+type DataChange struct {
+	Step   int64  `json:"step"`
+	File   string `json:"file"`
+	Was    string `json:"was_sha256"`
+	SHA256 string `json:"sha256"`
+}
+
 // Check reports what is wrong with a configuration.
 func (c *Config) Check() error {
 	switch {
@@ -87,6 +108,9 @@ func (c *Config) Check() error {
 		return errors.New("eval and checkpoint intervals must not be negative")
 	}
 	if err := c.Optimizer.Check(); err != nil {
+		return err
+	}
+	if err := checkOptimizerPrecision(c.Optimizer); err != nil {
 		return err
 	}
 	if err := checkMetric(c.Metric, c.Task); err != nil {
@@ -137,12 +161,21 @@ type RunOptions struct {
 	// checkpoint written); an error ends the run at once, as a crash
 	// would (tests).
 	AfterStep func(step int64) error
+	// AllowDataChange lets a resumed run continue on data files whose
+	// sha256 differs from config.json's (recorded there, with the step,
+	// in data_changes); the run goes on with the next epoch of the new
+	// data.
+	AllowDataChange bool
+	// MaxMemory is the memory budget in bytes a step's estimate must fit
+	// (0: sysmem.Default, 3/4 of the memory this process may use). It
+	// bounds the batch, not the run: a resumed run may change it.
+	MaxMemory int64
 }
 
 // Result summarizes a run.
 type Result struct {
 	Step             int64   // the last step taken
-	Loss             float64 // its training loss
+	Loss             float64 // its training loss (NaN: this call took no step, the run was complete)
 	InitialValidLoss float64 // before the first step (NaN: no validation data, or a resumed run)
 	ValidLoss        float64 // the last validation loss (NaN: none)
 	// InitialValidMetric and ValidMetric are Config.Metric's value before
@@ -164,10 +197,12 @@ const (
 // Run trains as cfg says, writing config.json, metrics.jsonl, checkpoints
 // and the fine-tuned model into opts.Dir. Cancelling ctx ends the run
 // after the current step with a checkpoint and an error wrapping
-// ErrInterrupted. A non-finite loss ends it with a *LossError; the last
-// good checkpoint is kept.
+// ErrInterrupted. A non-finite loss ends it with a *LossError, NaN or ±Inf
+// in a gradient, a parameter or the optimizer state with a
+// *NonFiniteError; nothing of that step is saved, and the last good
+// checkpoint is kept.
 func Run(ctx context.Context, cfg Config, opts RunOptions) (*Result, error) {
-	r := &runner{cfg: cfg, opts: opts, res: &Result{InitialValidLoss: math.NaN(), ValidLoss: math.NaN(), InitialValidMetric: math.NaN(), ValidMetric: math.NaN()}}
+	r := &runner{cfg: cfg, opts: opts, res: &Result{Loss: math.NaN(), InitialValidLoss: math.NaN(), ValidLoss: math.NaN(), InitialValidMetric: math.NaN(), ValidMetric: math.NaN()}}
 	defer r.close()
 	if err := r.setup(); err != nil {
 		return nil, err
@@ -194,6 +229,13 @@ type runner struct {
 	metricsW   *bufio.Writer
 	progress   *progress
 	lastCkpt   int64
+	lock       *flock.Lock
+	shared     *sharedSource
+	// dataChanged: a resumed run goes on with changed data
+	// (RunOptions.AllowDataChange).
+	dataChanged bool
+	// emptyBatches counts the steps whose batch had no target.
+	emptyBatches int
 }
 
 func (r *runner) close() {
@@ -209,6 +251,7 @@ func (r *runner) close() {
 	if r.onnxModel != nil {
 		r.onnxModel.Close()
 	}
+	r.lock.Unlock()
 }
 
 func (r *runner) setup() error {
@@ -220,11 +263,17 @@ func (r *runner) setup() error {
 	if err != nil {
 		return err
 	}
+	if err := r.checkInputs(); err != nil {
+		return err
+	}
 	ds, err := r.loadData(shape)
 	if err != nil {
 		return err
 	}
 	if err := r.newEngine(model); err != nil {
+		return err
+	}
+	if err := r.checkMemory(); err != nil {
 		return err
 	}
 	if err := r.startData(ds); err != nil {
@@ -245,19 +294,127 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 		return stored, err
 	}
 	if !r.opts.Resume {
-		if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
-			return stored, fmt.Errorf("%s already holds a run (%s): resume it with --resume, or choose another directory", dir, ConfigFile)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return stored, err
 		}
-		return stored, os.MkdirAll(dir, 0o755)
+		if err := r.lockRunDir(); err != nil {
+			return stored, err
+		}
+		if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
+			if savedSomething(dir) {
+				return stored, fmt.Errorf("%s already holds a run (%s): resume it with --resume, or choose another directory", dir, ConfigFile)
+			}
+			// It failed or was killed before its first checkpoint:
+			// nothing of it is lost by starting over.
+			r.progress0("%s holds a run that saved no checkpoint: starting over", dir)
+		}
+		return stored, nil
+	}
+	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		if err := r.lockRunDir(); err != nil {
+			return stored, err
+		}
 	}
 	if stored, err = LoadConfig(dir); err != nil {
 		return stored, fmt.Errorf("resume: %w", err)
 	}
+	// Run fills these in and checks them itself.
 	cfg.ModelSHA256 = stored.ModelSHA256
+	cfg.DataSHA256, cfg.DataSize, cfg.ValidSHA256, cfg.ValidSize = stored.DataSHA256, stored.DataSize, stored.ValidSHA256, stored.ValidSize
+	cfg.DataChanges = stored.DataChanges
 	if diff := configDiff(stored, *cfg, "threads"); diff != "" {
 		return stored, fmt.Errorf("resume %s: the run was configured differently: %s", dir, diff)
 	}
 	return stored, nil
+}
+
+// runOutputs are the files Run writes at the top of a run directory
+// (DST's method adds delta.safetensors); the checkpoint directories are
+// wholly its own.
+var runOutputs = []string{ConfigFile, MetricsFile, ModelFile, LockFile, "delta.safetensors"}
+
+// checkInputs refuses a run whose model, its external data, or data file
+// is one of the files the run writes (the same file by any path).
+func (r *runner) checkInputs() error {
+	var ins []outpath.Input
+	if r.onnxModel != nil {
+		ins = outpath.ModelInputs(r.cfg.Model, r.onnxModel)
+	}
+	ins = append(ins, r.dataInputs()...)
+	var outs []string
+	for _, name := range runOutputs {
+		outs = append(outs, filepath.Join(r.opts.Dir, name))
+	}
+	for _, d := range []string{checkpointDir, checkpointOld, checkpointTmp} {
+		entries, _ := os.ReadDir(filepath.Join(r.opts.Dir, d))
+		for _, e := range entries {
+			outs = append(outs, filepath.Join(r.opts.Dir, d, e.Name()))
+		}
+	}
+	if err := outpath.CheckAll(outs, ins...); err != nil {
+		return fmt.Errorf("%w, which the run writes: choose another run directory", err)
+	}
+	return nil
+}
+
+// savedSomething reports whether a run directory holds a checkpoint, or
+// the record of one.
+func savedSomething(dir string) bool {
+	for _, name := range []string{checkpointDir, checkpointOld, checkpointRecord} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// LockFile is the file a run holds locked (flock) in its directory for as
+// long as it runs; it says which process holds it.
+const LockFile = ".lock"
+
+// lockRunDir locks the run directory for this run, or fails at once
+// naming the process that has it.
+func (r *runner) lockRunDir() error {
+	path := filepath.Join(r.opts.Dir, LockFile)
+	if err := outpath.CheckAll([]string{path}, r.dataInputs()...); err != nil {
+		return fmt.Errorf("%w, which the run writes: choose another run directory", err)
+	}
+	holder := fmt.Sprintf("pid %d (%s, since %s)", os.Getpid(), commandLine(), time.Now().Format(time.DateTime))
+	l, err := flock.TryLock(path, holder)
+	var held *flock.HeldError
+	if errors.As(err, &held) {
+		who := "another process"
+		if held.Holder != "" {
+			who = held.Holder
+		}
+		return fmt.Errorf("%s is in use by %s: one run at a time may write a run directory", r.opts.Dir, who)
+	}
+	if err != nil {
+		return err
+	}
+	r.lock = l
+	return nil
+}
+
+// commandLine is the program and its first argument (dstune train).
+func commandLine() string {
+	if len(os.Args) == 0 {
+		return "dstune"
+	}
+	cmd := filepath.Base(os.Args[0])
+	if len(os.Args) > 1 {
+		cmd += " " + os.Args[1]
+	}
+	return cmd
+}
+
+// dataInputs are the data files a run reads.
+func (r *runner) dataInputs() []outpath.Input {
+	ins := []outpath.Input{{Path: r.cfg.Data, What: "the training data"}}
+	if r.cfg.Valid != "" {
+		ins = append(ins, outpath.Input{Path: r.cfg.Valid, What: "the validation data"})
+	}
+	return ins
 }
 
 // sourceShape is what the model tells the data: its vocabulary or class
@@ -302,10 +459,19 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 	return model, sourceShape{vocab: ms.VocabSize, classes: ms.NumClasses, seqLen: ms.SeqLen}, nil
 }
 
-// loadData reads the training and validation data and fixes the batch
+// loadData reads the training and validation data (checking a resumed
+// run's against the hashes config.json records) and fixes the batch
 // shape: T is --max-len, the model's fixed length, or the longest example.
 func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 	cfg := &r.cfg
+	if err := r.checkDataFile("data", cfg.Data, &cfg.DataSHA256, &cfg.DataSize); err != nil {
+		return nil, err
+	}
+	if cfg.Valid != "" {
+		if err := r.checkDataFile("valid", cfg.Valid, &cfg.ValidSHA256, &cfg.ValidSize); err != nil {
+			return nil, err
+		}
+	}
 	dataOpts := DataOptions{Task: cfg.Task, VocabSize: shape.vocab, NumClasses: shape.classes}
 	if cfg.Tokenizer != "" {
 		sum, err := fileSHA256(cfg.Tokenizer)
@@ -340,6 +506,9 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 	if T == 0 {
 		T = longest
 	}
+	if err := r.checkTargets(ds, T); err != nil {
+		return nil, err
+	}
 	if shape.seqLen > 0 {
 		if cfg.MaxLen > 0 && cfg.MaxLen != shape.seqLen {
 			return nil, fmt.Errorf("%s takes sequences of exactly %d tokens, --max-len is %d", cfg.Model, shape.seqLen, cfg.MaxLen)
@@ -348,6 +517,60 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 	}
 	r.batchOpts = BatchOptions{BatchSize: cfg.Batch, MaxLen: T, FixedLen: true, PadID: cfg.PadID}
 	return ds, nil
+}
+
+// checkTargets refuses lm data in which no example has a target that
+// counts in the loss (every loss_mask 0 past the first token, or
+// truncated away), which would train on weight decay alone, and says how
+// many examples have none.
+func (r *runner) checkTargets(ds *Dataset, T int) error {
+	if ds.Task != TaskLM {
+		return nil
+	}
+	none := 0
+	for i := range ds.Len() {
+		ex := ds.Example(i)
+		n := len(ex.Tokens)
+		if T > 0 {
+			n = min(n, T)
+		}
+		counts := false
+		for t := 1; t < n && !counts; t++ {
+			counts = ex.LossMask == nil || ex.LossMask[t]
+		}
+		if !counts {
+			none++
+		}
+	}
+	switch {
+	case none == ds.Len():
+		return fmt.Errorf("%s: no example has a token that counts in the loss (every loss_mask is 0 after the first token, or --max-len cuts the marked ones off): training would only decay the weights", ds.Name)
+	case none > 0:
+		r.progress0("%s: %d of %d examples have no token that counts in the loss (loss_mask 0 after the first token, or cut by --max-len): their rows train nothing", ds.Name, none, ds.Len())
+	}
+	return nil
+}
+
+// checkDataFile hashes a data file (which, data or valid) into *sum and
+// *size; a resumed run's must match what config.json recorded, unless
+// RunOptions.AllowDataChange, which records the change.
+func (r *runner) checkDataFile(which, path string, sum *string, size *int64) error {
+	got, n, err := fileSHA256Size(path)
+	if err != nil {
+		return err
+	}
+	was, wasSize := *sum, *size
+	*sum, *size = got, n
+	if !r.opts.Resume || was == "" || (was == got && wasSize == n) {
+		return nil
+	}
+	if !r.opts.AllowDataChange {
+		return fmt.Errorf("resume: %s has changed since the run started (sha256 %s, %d bytes; config.json records %s, %d bytes): the run would go on with other data than it started with; restore the file, or give --allow-data-change to continue on the new data (config.json records the change)",
+			path, got, n, was, wasSize)
+	}
+	r.dataChanged = true
+	r.cfg.DataChanges = append(r.cfg.DataChanges, DataChange{File: which, Was: was, SHA256: got}) // Step: set when the checkpoint is read
+	return nil
 }
 
 // newEngine makes the run's method and its engine on the configured
@@ -371,7 +594,8 @@ func (r *runner) newEngine(model *ir.Model) error {
 	if err != nil {
 		return err
 	}
-	r.engine, err = NewEngine(r.src, backend, cfg.Optimizer, r.method, cfg.Threads)
+	r.shared = &sharedSource{GraphSource: r.src}
+	r.engine, err = NewEngine(r.shared, backend, cfg.Optimizer, r.method, cfg.Threads)
 	return err
 }
 
@@ -381,6 +605,11 @@ func (r *runner) newEngine(model *ir.Model) error {
 func (r *runner) startData(ds *Dataset) error {
 	cfg, dir := &r.cfg, r.opts.Dir
 	pos := Position{}
+	if r.opts.Resume {
+		if err := checkCheckpointRecord(dir); err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
+	}
 	if r.opts.Resume && HasCheckpoint(dir) {
 		st, p, err := ReadCheckpoint(dir, r.engine.Params(), cfg.Optimizer, r.method.Name())
 		if err != nil {
@@ -390,12 +619,31 @@ func (r *runner) startData(ds *Dataset) error {
 			return fmt.Errorf("checkpoint in %s: %w", dir, err)
 		}
 		pos, r.lastCkpt = p, st.Step
+		if err := r.afterRestore(); err != nil {
+			return err
+		}
+	}
+	if r.dataChanged {
+		// The data order belongs to the data: the new data starts an
+		// epoch of its own.
+		if pos != (Position{}) {
+			pos = Position{Epoch: pos.Epoch + 1}
+		}
+		for i := range cfg.DataChanges {
+			if cfg.DataChanges[i].Step == 0 {
+				cfg.DataChanges[i].Step = r.lastCkpt
+			}
+		}
+		r.progress0("the data changed since the run started: continuing with epoch %d of the new data (recorded in config.json)", pos.Epoch)
 	}
 	var err error
 	if r.train, err = NewTrainBatches(ds, r.batchOpts, cfg.Seed, pos); err != nil {
 		return err
 	}
 	if r.opts.Resume {
+		if r.dataChanged {
+			return writeJSONFile(filepath.Join(dir, ConfigFile), cfg)
+		}
 		return nil
 	}
 	// One forward pass before the run is recorded: a model that cannot
@@ -415,6 +663,41 @@ func (r *runner) startData(ds *Dataset) error {
 		return fmt.Errorf("%s cannot take batches of %d×%d tokens (%s; --max-len truncates examples): %w", cfg.Model, b.B, b.T, hint, err)
 	}
 	return writeJSONFile(filepath.Join(dir, ConfigFile), cfg)
+}
+
+// afterRestore makes the run directory agree with the restored
+// checkpoint where a crash may have left it behind: a checkpoint found
+// only as checkpoint.old (a crash mid-swap) is put back in its place, the
+// old one or a half-written one beside it removed, checkpoint.json and
+// the method's run files (DST's delta, written after the checkpoint)
+// written again from it.
+func (r *runner) afterRestore() error {
+	dir := r.opts.Dir
+	cur, old := filepath.Join(dir, checkpointDir), filepath.Join(dir, checkpointOld)
+	if _, err := os.Stat(cur); errors.Is(err, fs.ErrNotExist) {
+		if err := os.Rename(old, cur); err != nil {
+			return err
+		}
+		if err := atomicfile.SyncDir(dir); err != nil {
+			return err
+		}
+	}
+	for _, stale := range []string{old, filepath.Join(dir, checkpointTmp)} {
+		if err := os.RemoveAll(stale); err != nil {
+			return err
+		}
+	}
+	if err := recordCheckpoint(dir); err != nil {
+		return err
+	}
+	if w, ok := r.method.(RunFileWriter); ok {
+		st, err := r.engine.State()
+		if err != nil {
+			return err
+		}
+		return w.WriteRunFiles(dir, st)
+	}
+	return nil
 }
 
 // openMetrics opens metrics.jsonl for appending, without the records of
@@ -448,16 +731,31 @@ func longestExample(ds *Dataset) int {
 }
 
 func fileSHA256(path string) (string, error) {
+	sum, _, err := fileSHA256Size(path)
+	return sum, err
+}
+
+// fileSHA256Size is a file's sha256 and size.
+func fileSHA256Size(path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s: %w", path, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// progress0 prints a message before the progress display starts (to the
+// same writer).
+func (r *runner) progress0(format string, args ...any) {
+	if r.opts.Progress != nil {
+		fmt.Fprintf(r.opts.Progress, format+"\n", args...)
+	}
 }
 
 // configDiff lists the fields (by JSON name) in which two configurations
@@ -626,11 +924,20 @@ func (r *runner) evaluate() (validation, error) {
 	return v, nil
 }
 
-func (r *runner) checkpoint() error {
+// state copies the engine's state for a checkpoint, refusing one that
+// holds NaN or ±Inf: the last good checkpoint is never replaced by it.
+func (r *runner) state() (*EngineState, error) {
 	st, err := r.engine.State()
 	if err != nil {
-		return err
+		return nil, err
 	}
+	if err := checkStateFinite(st, r.engine.Params()); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (r *runner) checkpoint(st *EngineState) error {
 	if err := WriteCheckpoint(r.opts.Dir, r.engine.Params(), st, r.train.Position(), r.cfg.Optimizer.Name, r.method.Name()); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
@@ -641,6 +948,21 @@ func (r *runner) checkpoint() error {
 	}
 	r.lastCkpt = st.Step
 	return nil
+}
+
+// stopped adds to a step's error what was kept of the run: a step whose
+// loss, gradients or new state are not finite is not saved.
+func (r *runner) stopped(err error) error {
+	var le *LossError
+	var ne *NonFiniteError
+	if !errors.As(err, &le) && !errors.As(err, &ne) {
+		return err
+	}
+	where := "no checkpoint was written yet"
+	if r.lastCkpt > 0 {
+		where = fmt.Sprintf("the last good checkpoint (step %d) is kept in %s", r.lastCkpt, filepath.Join(r.opts.Dir, checkpointDir))
+	}
+	return fmt.Errorf("%w; %s", err, where)
 }
 
 func (r *runner) loop(ctx context.Context) error {
@@ -671,7 +993,11 @@ func (r *runner) loop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			r.progress.done()
 			if r.lastCkpt < res.Step {
-				if err := r.checkpoint(); err != nil {
+				st, err := r.state()
+				if err != nil {
+					return r.stopped(err)
+				}
+				if err := r.checkpoint(st); err != nil {
 					return err
 				}
 			}
@@ -684,17 +1010,25 @@ func (r *runner) loop(ctx context.Context) error {
 		stats, err := r.engine.TrainStep(&batch, lrScale)
 		if err != nil {
 			r.progress.done()
-			var le *LossError
-			if errors.As(err, &le) {
-				where := "no checkpoint was written yet"
-				if r.lastCkpt > 0 {
-					where = fmt.Sprintf("the last good checkpoint (step %d) is kept in %s", r.lastCkpt, filepath.Join(r.opts.Dir, checkpointDir))
-				}
-				return fmt.Errorf("%w; %s", err, where)
+			return r.stopped(err)
+		}
+		if batch.NumTargets == 0 {
+			r.emptyBatches++
+			if r.emptyBatches <= 3 {
+				r.progress.message("step %d: no token of the batch counts in the loss (loss_mask): the step only decays the weights%s",
+					step, map[bool]string{true: " (further such steps are not reported)"}[r.emptyBatches == 3])
 			}
-			return err
 		}
 		elapsed := time.Since(stepStart)
+		// A checkpoint step's state is checked before anything of the
+		// step is written.
+		var st *EngineState
+		if step == cfg.Steps || (cfg.CheckpointEvery > 0 && step%cfg.CheckpointEvery == 0) {
+			if st, err = r.state(); err != nil {
+				r.progress.done()
+				return r.stopped(err)
+			}
+		}
 		res.Step, res.Loss = step, stats.Loss
 		tokens := 0
 		for _, m := range batch.AttentionMask {
@@ -716,14 +1050,15 @@ func (r *runner) loop(ctx context.Context) error {
 		if err := r.writeMetrics(rec, r.method.Metrics(step, r.engine.LastResult())); err != nil {
 			return err
 		}
-		if step == cfg.Steps || (cfg.CheckpointEvery > 0 && step%cfg.CheckpointEvery == 0) {
-			if err := r.checkpoint(); err != nil {
+		if st != nil {
+			if err := r.checkpoint(st); err != nil {
 				return err
 			}
 		}
 		done := step - first
 		eta := time.Duration(float64(time.Since(start)) / float64(done) * float64(cfg.Steps-step))
 		r.progress.step(step, stats.Loss, rec.TokensPerSec, eta)
+		crashpoint.Hit("train.step")
 		if r.opts.AfterStep != nil {
 			if err := r.opts.AfterStep(step); err != nil {
 				r.progress.done()

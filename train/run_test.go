@@ -8,6 +8,7 @@ import (
 
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"math"
 	"os"
@@ -63,8 +64,17 @@ func TestRunWritesRunDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := configDiff(stored, cfg); diff != "" {
+	if diff := configDiff(stored, cfg, "data_sha256", "data_size", "valid_sha256", "valid_size"); diff != "" {
 		t.Errorf("config.json differs from the run's config: %s", diff)
+	}
+	for path, rec := range map[string]struct {
+		sum  string
+		size int64
+	}{cfg.Data: {stored.DataSHA256, stored.DataSize}, cfg.Valid: {stored.ValidSHA256, stored.ValidSize}} {
+		data, _ := os.ReadFile(path)
+		if want := fmt.Sprintf("%x", sha256.Sum256(data)); rec.sum != want || rec.size != int64(len(data)) {
+			t.Errorf("config.json records %s as sha256 %s, %d bytes; want %s, %d", path, rec.sum, rec.size, want, len(data))
+		}
 	}
 	recs := sharedtest.ReadMetrics(t, dir)
 	if len(recs) != 31 {

@@ -1,6 +1,9 @@
 package update
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Result is what one training step reports.
 type Result struct {
@@ -11,6 +14,43 @@ type Result struct {
 	// Host holds what only a backend updating in host memory measures
 	// (nil on a device, whose update runs inside the compiled step).
 	Host *HostStats
+	// NonFinite is the first NaN or ±Inf a backend that checks found in
+	// the step (nil: none, or a backend that does not check; the engine
+	// checks the whole state before every checkpoint either way).
+	NonFinite *NonFinite
+}
+
+// NonFinite locates NaN or ±Inf in one tensor of a step: a gradient
+// (found before the update, which was then not applied) or, after the
+// update, a parameter's new value or one of its optimizer slots.
+type NonFinite struct {
+	Param string // the parameter's name
+	// Tensor is "gradient", "value" or the optimizer slot's name
+	// (update.SlotSpec.Name).
+	Tensor string
+	Index  int     // flat position of the first non-finite entry
+	Value  float32 // the entry
+	Count  int     // non-finite entries in the tensor
+	Size   int     // the tensor's entries
+	// Applied is set when the update had been applied (a value or slot);
+	// a non-finite gradient leaves every parameter and all state as they
+	// were.
+	Applied bool
+}
+
+// FindNonFinite returns the position of the first NaN or ±Inf in v and
+// how many there are (-1, 0 when every entry is finite).
+func FindNonFinite(v []float32) (first, count int) {
+	first = -1
+	for i, x := range v {
+		if math.Float32bits(x)&0x7f800000 == 0x7f800000 {
+			if count == 0 {
+				first = i
+			}
+			count++
+		}
+	}
+	return first, count
 }
 
 // SelectionResult is one step's selection outcome.

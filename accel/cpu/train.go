@@ -27,7 +27,7 @@ func (b *Backend) NewTrainer(params []*ir.Param, prog *update.Program, opts acce
 		return nil, err
 	}
 	t := &trainer{backend: b, opts: opts, prog: *prog, opt: opt, byName: map[string]int{},
-		compiled: map[*ir.Graph]*trainStep{}, evals: map[*ir.Graph]accel.Executable{}}
+		compiled: map[*ir.Graph]*trainStep{}, evals: map[*ir.Graph]accel.Executable{}, scan: newFiniteScan(opts.Threads)}
 	for _, p := range params {
 		if p.Tensor.DType() != ir.Float32 {
 			return nil, fmt.Errorf("parameter %q is %s: only float32 parameters can be trained (leave it out with --trainable)", p.Name, p.Tensor.DType())
@@ -66,6 +66,7 @@ type trainer struct {
 	evals    map[*ir.Graph]accel.Executable
 	res      update.Result
 	host     update.HostStats
+	scan     *finiteScan
 }
 
 // trainStep is a compiled training graph and where its outputs are.
@@ -145,8 +146,10 @@ func cutPrefix(s, prefix string) (string, bool) {
 	return s[len(prefix):], true
 }
 
-// Step runs tg and, when the loss is finite, the update. The result
-// belongs to the trainer until the next Step.
+// Step runs tg and, when the loss and every gradient are finite, the
+// update, after which it checks the parameters and optimizer slots for
+// NaN and ±Inf (Result.NonFinite). The result belongs to the trainer
+// until the next Step.
 func (t *trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) (*update.Result, error) {
 	s := t.compiled[tg]
 	if s == nil {
@@ -167,6 +170,12 @@ func (t *trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) 
 	for j, p := range t.params {
 		p.grad = out[s.grad[j]].Float32s()
 	}
+	if t.res.NonFinite = t.checkGradients(); t.res.NonFinite != nil {
+		for _, p := range t.params {
+			p.grad = nil
+		}
+		return &t.res, nil
+	}
 	if t.sel != nil {
 		t.sel.update(t.opt, info, t.opts.Threads)
 		t.host = t.sel.host
@@ -181,6 +190,7 @@ func (t *trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) 
 	for _, p := range t.params {
 		p.grad = nil
 	}
+	t.res.NonFinite = t.checkState()
 	t.res.Host = &t.host
 	return &t.res, nil
 }

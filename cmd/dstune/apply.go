@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 )
@@ -34,7 +35,7 @@ type applyFlags struct {
 func (f *applyFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&f.out, "o", "", "the fine-tuned model to write (OUT.onnx)")
 	fs.StringVar(&f.out, "out", "", "same as -o")
-	f.force = fs.Bool("force", false, "apply deltas made for another base model, and let a later delta win where two change one entry")
+	f.force = fs.Bool("force", false, "apply deltas made for another base model, let a later delta win where two change one entry, and overwrite an existing OUT.onnx")
 }
 
 func runApply(args []string, stdout, stderr io.Writer) error {
@@ -52,10 +53,12 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 		return usagef("-o OUT.onnx is required")
 	}
 	modelPath, deltaPaths := pos[0], pos[1:]
-	if same, err := sameFile(modelPath, out); err != nil {
+	inputs := []outpath.Input{{Path: modelPath, What: "the base model"}}
+	for i, d := range deltaPaths {
+		inputs = append(inputs, outpath.Input{Path: d, What: fmt.Sprintf("delta %d", i+1)})
+	}
+	if err := checkOutputFile("-o", out, *force, inputs...); err != nil {
 		return err
-	} else if same {
-		return usagef("-o %s is the base model itself: write the fine-tuned model to another file (the deltas need their base)", out)
 	}
 
 	m, err := onnx.ReadFile(modelPath)
@@ -63,6 +66,9 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Close()
+	if err := checkOutputFile("-o", out, true, outpath.ModelInputs(modelPath, m)[1:]...); err != nil {
+		return err
+	}
 	inits, err := baseInitializers(m)
 	if err != nil {
 		return fmt.Errorf("%s: %w", modelPath, err)
@@ -345,21 +351,4 @@ func sameDir(a, b string) bool {
 	sa, errA := os.Stat(da)
 	sb, errB := os.Stat(db)
 	return errA == nil && errB == nil && os.SameFile(sa, sb)
-}
-
-// sameFile reports whether a and b name one existing file (b may not
-// exist yet).
-func sameFile(a, b string) (bool, error) {
-	sa, err := os.Stat(a)
-	if err != nil {
-		return false, nil // reading the model reports it
-	}
-	sb, err := os.Stat(b)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return os.SameFile(sa, sb), nil
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -260,7 +262,7 @@ func TestApplyRefuses(t *testing.T) {
 		t.Errorf("foreign delta with --force: exit %d\n%s%s", code, o, e)
 	}
 	noHash, _, _ := tinyGPTDeltas("")
-	if code, _, e := dstune("apply", model, writeDelta(t, tmp, "nohash.safetensors", noHash), "-o", out); code != 1 || !strings.Contains(e, "records no base hash") {
+	if code, _, e := dstune("apply", model, writeDelta(t, tmp, "nohash.safetensors", noHash), "-o", filepath.Join(tmp, "nohash.onnx")); code != 1 || !strings.Contains(e, "records no base hash") {
 		t.Errorf("delta without a base hash: exit %d, %s", code, e)
 	}
 
@@ -287,7 +289,7 @@ func TestApplyRefuses(t *testing.T) {
 	own := filepath.Join(tmp, "own.onnx")
 	copyFile(t, model, own)
 	good, _, _ := tinyGPTDeltas(hash)
-	if code, _, e := dstune("apply", own, writeDelta(t, tmp, "good.safetensors", good), "-o", own); code != 2 || !strings.Contains(e, "the base model itself") {
+	if code, _, e := dstune("apply", own, writeDelta(t, tmp, "good.safetensors", good), "-o", own); code != 2 || !strings.Contains(e, "is the base model") {
 		t.Errorf("-o MODEL: exit %d, %s", code, e)
 	}
 	for _, args := range [][]string{{"apply", model}, {"apply", model, foreign}} {
@@ -299,7 +301,7 @@ func TestApplyRefuses(t *testing.T) {
 	if err := os.WriteFile(garbage, []byte("not a delta at all"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, e := dstune("apply", model, garbage, "-o", out); code != 1 || !strings.Contains(e, "garbage.safetensors") {
+	if code, _, e := dstune("apply", model, garbage, "-o", filepath.Join(tmp, "garbage.onnx")); code != 1 || !strings.Contains(e, "garbage.safetensors") {
 		t.Errorf("garbage delta: exit %d, %s", code, e)
 	}
 	// Nothing but the inputs and the one forced output is left in tmp (no
@@ -402,4 +404,83 @@ func TestApplyExternalData(t *testing.T) {
 		t.Fatalf("inline initializer, same directory: exit %d\n%s%s", code, o, e)
 	}
 	expectApplied(t, base, initializerBytes(t, out3), map[string]map[int64]float32{"h.0.ln1.weight": {2: 1.5}})
+
+	// The model's external-data file is an input: -o may not replace it,
+	// even with --force.
+	data := filepath.Join(own, filepath.Base(src)+".data")
+	before := sha256File(t, data)
+	code, _, e = dstune("apply", filepath.Join(own, filepath.Base(src)), pInline, "-o", data, "--force")
+	if code != 2 || !strings.Contains(e, "the model's external data") || sha256File(t, data) != before {
+		t.Errorf("-o the external-data file: exit %d, %s", code, e)
+	}
+}
+
+// TestApplyOutputIsNoInput: -o naming an input by any path (the delta,
+// a symbolic or hard link to the model or a delta) is refused even with
+// --force, and leaves the input as it was; -o over an unrelated existing
+// file needs --force.
+func TestApplyOutputIsNoInput(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	tmp := t.TempDir()
+	good, _, _ := tinyGPTDeltas(initializerHash(t, model))
+	delta := writeDelta(t, tmp, "d.safetensors", good)
+	other := writeDelta(t, tmp, "other.safetensors", good)
+	linkToModel, hardToDelta := filepath.Join(tmp, "link.onnx"), filepath.Join(tmp, "hard.safetensors")
+	if err := os.Symlink(model, linkToModel); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(other, hardToDelta); err != nil {
+		t.Fatal(err)
+	}
+	sums := map[string]string{model: sha256File(t, model), delta: sha256File(t, delta), other: sha256File(t, other)}
+	for _, c := range []struct {
+		out, want string
+	}{
+		{delta, "is delta 1"},
+		{filepath.Join(tmp, ".", "sub", "..", "d.safetensors"), "is delta 1"},
+		{linkToModel, "is the base model"},
+		{hardToDelta, "is delta 2"},
+	} {
+		if err := os.MkdirAll(filepath.Join(tmp, "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, force := range []bool{false, true} {
+			args := []string{"apply", model, delta, other, "-o", c.out}
+			if force {
+				args = append(args, "--force")
+			}
+			code, _, e := dstune(args...)
+			if code != 2 || !strings.Contains(e, c.want) || !strings.Contains(e, "write to another file") {
+				t.Errorf("-o %s (force %v): exit %d, %s", c.out, force, code, e)
+			}
+		}
+	}
+	for path, sum := range sums {
+		if got := sha256File(t, path); got != sum {
+			t.Errorf("%s changed", path)
+		}
+	}
+
+	existing := filepath.Join(tmp, "notes.txt")
+	if err := os.WriteFile(existing, []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, e := dstune("apply", model, delta, "-o", existing); code != 2 || !strings.Contains(e, "exists (--force overwrites it)") {
+		t.Errorf("-o an existing file: exit %d, %s", code, e)
+	}
+	if b, _ := os.ReadFile(existing); string(b) != "mine" {
+		t.Error("the existing file was overwritten without --force")
+	}
+	if code, _, e := dstune("apply", model, delta, "-o", existing, "--force"); code != 0 {
+		t.Errorf("-o an existing file with --force: exit %d, %s", code, e)
+	}
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b))
 }

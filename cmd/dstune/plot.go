@@ -21,13 +21,14 @@ import (
 
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/internal/atomicfile"
+	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/train"
 )
 
 func init() {
 	register(&command{
 		name:     "plot",
-		synopsis: []string{"RUN... -o CURVES.png [--smooth 10] [--from 20] [--title T]"},
+		synopsis: []string{"RUN... -o CURVES.png [--smooth 10] [--from 20] [--title T] [--force]"},
 		summary:  "plot the loss curves of training runs (metrics.jsonl) into a PNG and print their figures",
 		flags:    func(fs *flag.FlagSet) { new(plotFlags).define(fs) },
 		run:      runPlot,
@@ -55,6 +56,7 @@ type plotFlags struct {
 	out, title *string
 	smooth     *int
 	from       *int64
+	force      *bool
 }
 
 func (f *plotFlags) define(fs *flag.FlagSet) {
@@ -62,6 +64,7 @@ func (f *plotFlags) define(fs *flag.FlagSet) {
 	f.smooth = fs.Int("smooth", 10, "plot the training loss as a moving average over this many steps (1: raw)")
 	f.from = fs.Int64("from", 20, "the first step of the Algorithm 2 accuracy figures (the paper's ramp-up ends near step 20)")
 	f.title = fs.String("title", "", "the plot's title (default: the model's file name)")
+	f.force = fs.Bool("force", false, "overwrite an existing CURVES.png")
 }
 
 func runPlot(args []string, stdout, stderr io.Writer) error {
@@ -80,6 +83,15 @@ func runPlot(args []string, stdout, stderr io.Writer) error {
 	}
 	if *smooth < 1 {
 		return usagef("--smooth must be at least 1")
+	}
+	var inputs []outpath.Input
+	for _, dir := range runs {
+		for _, name := range []string{train.MetricsFile, train.ConfigFile} {
+			inputs = append(inputs, outpath.Input{Path: filepath.Join(dir, name), What: filepath.Join(dir, name)})
+		}
+	}
+	if err := checkOutputFile("-o", *out, *f.force, inputs...); err != nil {
+		return err
 	}
 	var series []*runSeries
 	for _, dir := range runs {

@@ -80,8 +80,18 @@ func TestPlot(t *testing.T) {
 			t.Errorf("%v: exit %d, %s", c.args, code, stderr)
 		}
 	}
+	// -o over an existing file needs --force, and is never a run's file.
+	if code, _, stderr := dstune("plot", a, b, "-o", out); code != 2 || !strings.Contains(stderr, "curves.png exists (--force overwrites it)") {
+		t.Errorf("-o an existing file: exit %d, %s", code, stderr)
+	}
+	if code, _, stderr := dstune("plot", a, b, "-o", out, "--force"); code != 0 {
+		t.Errorf("-o an existing file, --force: exit %d, %s", code, stderr)
+	}
+	if code, _, stderr := dstune("plot", a, b, "-o", filepath.Join(b, "metrics.jsonl"), "--force"); code != 2 || !strings.Contains(stderr, "write to another file") {
+		t.Errorf("-o a run's metrics: exit %d, %s", code, stderr)
+	}
 	bad := fakeRun(t, filepath.Join(dir, "bad"), `{}`, []string{`{"step":1,"loss":1}`, `{"step":2,"loss":`})
-	if code, _, stderr := dstune("plot", bad, "-o", out); code != 1 || !strings.Contains(stderr, "metrics.jsonl:2") {
+	if code, _, stderr := dstune("plot", bad, "-o", filepath.Join(dir, "bad.png")); code != 1 || !strings.Contains(stderr, "metrics.jsonl:2") {
 		t.Errorf("a broken metrics line: exit %d, %s", code, stderr)
 	}
 }

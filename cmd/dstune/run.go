@@ -13,6 +13,7 @@ import (
 
 	"github.com/dstune/dstune/accel"
 	_ "github.com/dstune/dstune/accel/cpu" // the "cpu" backend
+	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 )
@@ -160,6 +161,9 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 				return usagef("no --input for the model's input %q (inputs: %s)", in.Name, inputNames(model))
 			}
 		}
+		if err := checkRunOutputs(*outDir, len(model.Outputs), pos[0], m, deltas, inputs); err != nil {
+			return err
+		}
 	}
 	outputs, err := runModel(model, values, *backend, *threads)
 	if err != nil {
@@ -186,6 +190,27 @@ func writeOutputs(stdout io.Writer, model *ir.Model, outputs []*ir.Datum, outDir
 			return err
 		}
 		fmt.Fprintf(stdout, "wrote %s (%s %v)\n", path, name, outputs[i])
+	}
+	return nil
+}
+
+// checkRunOutputs refuses output files (OUT/output_N.pb) that are one of
+// the files the run reads.
+func checkRunOutputs(outDir string, outputs int, modelPath string, m *onnx.Model, deltas, inputs []string) error {
+	ins := outpath.ModelInputs(modelPath, m)
+	for i, d := range deltas {
+		ins = append(ins, outpath.Input{Path: d, What: fmt.Sprintf("delta %d", i+1)})
+	}
+	for _, spec := range inputs {
+		name, file, _ := strings.Cut(spec, "=")
+		ins = append(ins, outpath.Input{Path: file, What: fmt.Sprintf("the input file of %q", name)})
+	}
+	var outs []string
+	for i := range outputs {
+		outs = append(outs, filepath.Join(outDir, fmt.Sprintf("output_%d.pb", i)))
+	}
+	if err := outpath.CheckAll(outs, ins...); err != nil {
+		return usagef("--output-dir: %v: write the outputs to another directory", err)
 	}
 	return nil
 }
@@ -317,7 +342,7 @@ func checkOutputs(w io.Writer, model *ir.Model, outputs []*ir.Datum, dir string,
 			fmt.Fprintf(w, "%-24s %s  %s\n", name, d, status)
 			continue
 		}
-		fmt.Fprintf(w, "%-24s %-22v max abs %.3g  max rel %.3g  %d of %d off  %s\n", name, outputs[i], d.MaxAbs, d.MaxRel, d.Off, want.Len(), status)
+		fmt.Fprintf(w, "%-24s %-22v %s  %d of %d off  %s\n", name, outputs[i], errorText(d.Diff), d.Off, want.Len(), status)
 	}
 	if compared == 0 {
 		return fmt.Errorf("%s: no output_N.pb files to compare with", dir)
@@ -328,6 +353,21 @@ func checkOutputs(w io.Writer, model *ir.Model, outputs []*ir.Datum, dir string,
 	}
 	fmt.Fprintf(w, "all %d outputs match (%s)\n", compared, crit)
 	return nil
+}
+
+// errorText is the max abs and rel error of a comparison, over the float
+// elements both sides hold finite; where there were none (all NaN, say)
+// it says so instead of reporting an error of 0, and it counts the
+// elements where either side is NaN or ±Inf.
+func errorText(d ir.Diff) string {
+	text := fmt.Sprintf("max abs %.3g  max rel %.3g", d.MaxAbs, d.MaxRel)
+	if d.Finite == 0 && d.NonFinite > 0 {
+		text = "max abs -  max rel -  (no element finite on both sides)"
+	}
+	if d.NonFinite > 0 {
+		text += fmt.Sprintf("  %d NaN or ±Inf (compared as values)", d.NonFinite)
+	}
+	return text
 }
 
 // safetensorsDType names ONNX element types as the delta format does.

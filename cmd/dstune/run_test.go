@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,6 +110,9 @@ func TestRunUsageAndErrors(t *testing.T) {
 	dir := sharedtest.Path(t, "models", "tiny_gpt")
 	model := filepath.Join(dir, "model.onnx")
 	input := filepath.Join(dir, "test_data_set_0", "input_0.pb")
+	// An input file where an output goes is refused, not overwritten.
+	inOut := t.TempDir()
+	copyFile(t, input, filepath.Join(inOut, "output_0.pb"))
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -123,6 +127,7 @@ func TestRunUsageAndErrors(t *testing.T) {
 		{[]string{"run", model, "--check", t.TempDir()}, 1, "input_0.pb"},
 		{[]string{"run", filepath.Join(t.TempDir(), "missing.onnx"), "--check", dir}, 1, "missing.onnx"},
 		{[]string{"run", model, "--check", dir}, 1, "input_0.pb"},
+		{[]string{"run", model, "--input", "tokens=" + filepath.Join(inOut, "output_0.pb"), "--output-dir", inOut}, 2, `output_0.pb is the input file of "tokens": write the outputs to another directory`},
 	} {
 		code, out, errOut := dstune(tc.args...)
 		if code != tc.code || !strings.Contains(errOut, tc.want) {
@@ -334,5 +339,48 @@ func TestRunSequenceOff(t *testing.T) {
 		if code != 1 || !strings.Contains(out, tc.want) {
 			t.Errorf("exit %d, want 1 and %q\n%s%s", code, tc.want, out, errOut)
 		}
+	}
+}
+
+// TestRunCheckNaN: outputs that are NaN on both sides match, and the
+// report says no finite element was compared instead of "max abs 0"; NaN
+// where a number is expected is off.
+func TestRunCheckNaN(t *testing.T) {
+	dir := t.TempDir()
+	vi := func(name string) *onnx.ValueInfo {
+		return &onnx.ValueInfo{Name: name, Type: &onnx.Type{Kind: onnx.TypeTensor, ElemType: onnx.Float, HasShape: true,
+			Shape: []onnx.Dim{{Value: 4, HasValue: true}}}}
+	}
+	m := &onnx.Model{IRVersion: 8, OpsetImports: []onnx.OpsetID{{Version: 17}}, Graph: &onnx.Graph{Name: "sqrt",
+		Inputs: []*onnx.ValueInfo{vi("x")}, Outputs: []*onnx.ValueInfo{vi("y")},
+		Nodes: []*onnx.Node{{OpType: "Sqrt", Inputs: []string{"x"}, Outputs: []string{"y"}}}}}
+	model := filepath.Join(dir, "sqrt.onnx")
+	if err := onnx.WriteFile(model, m, onnx.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	write := func(set, name string, v []float32) {
+		ot, err := ir.TensorToONNX(name, ir.FromFloat32s(ir.Shape{4}, v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, set), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := onnx.WriteTensorFile(filepath.Join(dir, set, name+".pb"), ot); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nan := float32(math.NaN())
+	write("nan", "input_0", []float32{-1, -2, -3, -4})
+	write("nan", "output_0", []float32{nan, nan, nan, nan})
+	code, out, errOut := dstune("run", model, "--check", filepath.Join(dir, "nan"))
+	if code != 0 || !strings.Contains(out, "max abs -  max rel -  (no element finite on both sides)  4 NaN or ±Inf") || strings.Contains(out, "max abs 0") {
+		t.Errorf("NaN = NaN: exit %d\n%s%s", code, out, errOut)
+	}
+	write("numbers", "input_0", []float32{-1, -2, 4, 9})
+	write("numbers", "output_0", []float32{1, 1, 2, 3})
+	code, out, errOut = dstune("run", model, "--check", filepath.Join(dir, "numbers"))
+	if code != 1 || !strings.Contains(out, "max abs 0  max rel 0  2 NaN or ±Inf (compared as values)  2 of 4 off  OFF") {
+		t.Errorf("NaN where numbers are expected: exit %d\n%s%s", code, out, errOut)
 	}
 }

@@ -18,6 +18,8 @@ import (
 
 	"github.com/dstune/dstune/accel/tpu" // the "pjrt" backend
 	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/sysmem"
+	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/kernels"
 	"github.com/dstune/dstune/peft"
 	"github.com/dstune/dstune/train"
@@ -33,13 +35,13 @@ func init() {
 			"             --steps N [--batch 8] [--seed 0] [--schedule constant|linear|cosine] [--warmup N]",
 			"             [--trainable REGEX] [--tokenizer T] [--max-len N] [--pad-id ID] [--threads N] --out RUN",
 			"             [--eval-every N] [--metric loss|token-accuracy|exact-match|accuracy] [--checkpoint-every N] [--log-every N]",
-			"             [--backend cpu|pjrt] [--pjrt-plugin PATH]",
+			"             [--backend cpu|pjrt] [--pjrt-plugin PATH] [--max-memory SIZE]",
 			"             [--eps 1e-3] [--distance inv-rel|rel|abs|random] [--silo module-layer|module|none]",
 			"             [--normalize none|size|mean] [--threshold iterative|exact] [--churn=true|false]",
 			"             [--refine-steps 3] [--refine-factor 2] [--paper-alg2]        (--method dst)",
 			"             [--rank 8] [--alpha 8] [--lora-dropout 0] [--targets KIND,...]   (--method lora)",
 			"             [--prompt-len 10] [--prompt-at after-bos|start] [--prompt-init vocab|random]   (--method prompt)",
-			"--resume RUN",
+			"--resume RUN [--allow-data-change]",
 		},
 		summary: "fine-tune a model on JSONL data: full fine-tuning, DST, LoRA or prompt tuning",
 		flags:   func(fs *flag.FlagSet) { new(trainFlags).define(fs) },
@@ -66,6 +68,8 @@ type trainFlags struct {
 	evalEvery, ckptEvery, logEvery                  *int64
 	metric                                          *string
 	out, resume                                     *string
+	maxMemory                                       *string
+	allowDataChange                                 *bool
 	// DST's options (--method dst; package dst documents them).
 	eps                       *float64
 	distance, silo, normalize *string
@@ -124,6 +128,8 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.logEvery = fs.Int64("log-every", 0, "when not on a terminal, print a progress line every N steps (default: steps/20)")
 	f.out = fs.String("out", "", "the run directory (created)")
 	f.resume = fs.String("resume", "", "continue the run in this directory from its last checkpoint")
+	f.allowDataChange = fs.Bool("allow-data-change", false, "--resume: continue although a data file changed since the run started (config.json records the change; the run goes on with a new epoch)")
+	f.maxMemory = fs.String("max-memory", "", fmt.Sprintf("memory budget a step must fit, e.g. 8GiB (default: %.0f %% of this machine's memory); not part of the run", 100*sysmem.DefaultFraction))
 	d := dst.DefaultOptions()
 	f.eps = fs.Float64("eps", d.Eps, "dst: share of each silo's entries that may differ from the seed")
 	f.distance = fs.String("distance", d.Distance, "dst: inv-rel | rel | abs | random (a random mask chosen once)")
@@ -171,12 +177,22 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if *f.allowDataChange && *f.resume == "" {
+		return usagef("--allow-data-change is for --resume")
+	}
+	var maxMemory int64
+	if *f.maxMemory != "" {
+		if maxMemory, err = sysmem.ParseSize(*f.maxMemory); err != nil {
+			return usagef("--max-memory: %v", err)
+		}
+		ir.SetMemoryLimit(maxMemory)
+	}
 	every := *f.logEvery
 	if every <= 0 {
 		every = max(1, cfg.Steps/20)
 	}
 	return runTraining(cfg, train.RunOptions{Dir: dir, Resume: *f.resume != "", Progress: stdout,
-		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings}, stdout, stderr)
+		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings, MaxMemory: maxMemory, AllowDataChange: *f.allowDataChange}, stdout, stderr)
 }
 
 // config is the run's configuration: config.json's for --resume, else a
@@ -514,7 +530,11 @@ func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "done: step %d, training loss %.4f", res.Step, res.Loss)
+	if math.IsNaN(res.Loss) {
+		fmt.Fprintf(stdout, "the run was already complete (step %d of %d): nothing to train", res.Step, cfg.Steps)
+	} else {
+		fmt.Fprintf(stdout, "done: step %d, training loss %.4f", res.Step, res.Loss)
+	}
 	if !math.IsNaN(res.ValidLoss) {
 		if !math.IsNaN(res.InitialValidLoss) {
 			fmt.Fprintf(stdout, ", validation loss %.4f (%.4f before training)", res.ValidLoss, res.InitialValidLoss)

@@ -87,7 +87,42 @@ func TestTrainUsage(t *testing.T) {
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "prompt", "--prompt-init", "text"}, 2, `prompt: --prompt-init "text", want vocab or random`},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "adapter"}, 2, `unknown --method "adapter"`},
 		{[]string{"train", "--resume", filepath.Join(dir, "none")}, 1, "config.json"},
+		// Finite in float64, not in the float32 the update computes in.
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--lr", "1e39"}, 2, "lr is 1e+39, beyond float32's range"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--lr", "3e38", "--method", "dst"}, 2, "lr/(1−β1) is 3e+39"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--lr", "1e39", "--optimizer", "sgd"}, 2, "lr is 1e+39"},
 	}
+	// The model inside the run directory, where the fine-tuned model.onnx
+	// would replace it.
+	inRun := filepath.Join(dir, "inrun")
+	if err := os.Mkdir(inRun, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, filepath.Join("..", "..", "demo", "base.onnx"), filepath.Join(inRun, "model.onnx"))
+	cases = append(cases, struct {
+		args []string
+		code int
+		want string
+	}{[]string{"train", filepath.Join(inRun, "model.onnx"), "--data", data, "--task", "lm", "--steps", "3", "--out", inRun}, 1, "model.onnx is the model, which the run writes"},
+		// Batches beyond the memory budget are refused before anything of
+		// their size is allocated.
+		struct {
+			args []string
+			code int
+			want string
+		}{[]string{"train", filepath.Join(inRun, "model.onnx"), "--data", data, "--task", "lm", "--steps", "3", "--out", filepath.Join(dir, "big"), "--batch", "1000000", "--max-memory", "1GiB"}, 1,
+			"a step of batch 1000000×3 tokens needs about"},
+		struct {
+			args []string
+			code int
+			want string
+		}{[]string{"train", filepath.Join(inRun, "model.onnx"), "--data", data, "--task", "lm", "--steps", "3", "--out", filepath.Join(dir, "huge"), "--batch", "100000000"}, 1,
+			"exceed the 16384 MiB limit for one tensor"},
+		struct {
+			args []string
+			code int
+			want string
+		}{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-memory", "lots"}, 2, `--max-memory: "lots" is not a size`})
 	for _, c := range cases {
 		code, _, stderr := dstune(c.args...)
 		if code != c.code || !strings.Contains(stderr, c.want) {
@@ -100,5 +135,62 @@ func TestTrainHelpListsFlags(t *testing.T) {
 	code, stdout, _ := dstune("train", "-h")
 	if code != 0 || !strings.Contains(stdout, "-checkpoint-every") || !strings.Contains(stdout, "-resume") {
 		t.Errorf("exit %d, help:\n%s", code, stdout)
+	}
+}
+
+// TestTrainReportsBatchesWithoutTargets: a step whose batch has no token
+// that counts in the loss (all loss_mask 0) is reported, not silently
+// taken as a step of weight decay; data with no target at all is refused.
+func TestTrainReportsBatchesWithoutTargets(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "masked.jsonl")
+	writeLines(t, data, []string{`{"tokens":[104,101,108,108,111],"loss_mask":[0,0,0,0,0]}`, `{"tokens":[119,111,114,108,100]}`})
+	model := filepath.Join("..", "..", "demo", "base.onnx")
+	code, stdout, stderr := dstune("train", model, "--data", data, "--task", "lm", "--steps", "2", "--batch", "1", "--threads", "1", "--out", filepath.Join(dir, "run"))
+	if code != 0 || !strings.Contains(stdout, "1 of 2 examples have no token that counts in the loss") ||
+		!strings.Contains(stdout, ": no token of the batch counts in the loss (loss_mask): the step only decays the weights") {
+		t.Errorf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	writeLines(t, data, []string{`{"tokens":[104,101,108,108,111],"loss_mask":[1,0,0,0,0]}`})
+	code, _, stderr = dstune("train", model, "--data", data, "--task", "lm", "--steps", "2", "--out", filepath.Join(dir, "none"))
+	if code != 1 || !strings.Contains(stderr, "no example has a token that counts in the loss") {
+		t.Errorf("no targets at all: exit %d, %s", code, stderr)
+	}
+}
+
+// TestTrainResumeOfACompleteRun: resuming a run that is complete says so
+// instead of printing a training loss of 0.
+func TestTrainResumeOfACompleteRun(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.jsonl")
+	writeLines(t, data, []string{`{"tokens":[104,101,108,108,111]}`, `{"tokens":[119,111,114,108,100]}`})
+	run := filepath.Join(dir, "run")
+	if code, _, stderr := dstune("train", filepath.Join("..", "..", "demo", "base.onnx"), "--data", data, "--task", "lm", "--steps", "2", "--batch", "1", "--threads", "1", "--out", run); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr := dstune("train", "--resume", run)
+	if code != 0 || !strings.Contains(stdout, "the run was already complete (step 2 of 2): nothing to train") || strings.Contains(stdout, "training loss") {
+		t.Errorf("exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// TestTrainStopsOnDivergence: a DST run whose first update overflows (SGD
+// with lr 3e38, finite in float32) stops naming the tensor, and writes
+// neither a checkpoint nor a delta from the diverged state.
+func TestTrainStopsOnDivergence(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.jsonl")
+	writeLines(t, data, []string{`{"tokens":[104,101,108,108,111]}`, `{"tokens":[119,111,114,108,100]}`})
+	run := filepath.Join(dir, "run")
+	code, _, stderr := dstune("train", filepath.Join("..", "..", "demo", "base.onnx"), "--data", data, "--task", "lm", "--method", "dst",
+		"--optimizer", "sgd", "--lr", "3e38", "--steps", "3", "--batch", "2", "--checkpoint-every", "1", "--threads", "1", "--out", run)
+	if code != 1 || !strings.Contains(stderr, "step 1: the update made parameter ") || !strings.Contains(stderr, "non-finite") ||
+		!strings.Contains(stderr, "no checkpoint was written yet") {
+		t.Errorf("exit %d: %s", code, stderr)
+	}
+	for _, name := range []string{"checkpoint", "delta.safetensors"} {
+		if _, err := os.Stat(filepath.Join(run, name)); err == nil {
+			t.Errorf("the diverged run wrote %s", name)
+		}
 	}
 }

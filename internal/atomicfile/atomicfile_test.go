@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/dstune/dstune/internal/flock"
 )
 
 func TestWriteReplacesAtomically(t *testing.T) {
@@ -62,5 +64,55 @@ func TestWriteReplacesAtomically(t *testing.T) {
 	}
 	if err := SyncDir(dir); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A temporary file left by a killed writer (unlocked) is removed by the
+// next write of the same target; one a live writer holds is not, nor are
+// other targets' files.
+func TestLeftoversOfKilledWritersAreRemoved(t *testing.T) {
+	if !flock.Supported {
+		t.Skip("no file locks on this system")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "delta.safetensors")
+	dead := filepath.Join(dir, ".delta.safetensors.tmp123")
+	live := filepath.Join(dir, ".delta.safetensors.tmp456")
+	other := filepath.Join(dir, ".other.tmp789")
+	for _, p := range []string{dead, live, other} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	holder, err := os.Open(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if err := flock.LockFile(holder); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(path, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{dead: false, live: true, other: true, path: true} {
+		if _, err := os.Stat(p); (err == nil) != want {
+			t.Errorf("%s exists %v, want %v", filepath.Base(p), err == nil, want)
+		}
+	}
+	// While prepared, a file is locked: another writer of the target
+	// leaves it alone.
+	p, err := Prepare(path, func(f *os.File) error { _, err := f.Write([]byte("newer")); return err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(path, []byte("meanwhile")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Commit(); err != nil {
+		t.Fatalf("a prepared file was taken for a leftover: %v", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "newer" {
+		t.Errorf("content %q", b)
 	}
 }

@@ -1,0 +1,118 @@
+// Package outpath checks the files a command writes against the files it
+// reads, so that no command overwrites its own input: two paths name the
+// same file when they lead to one inode (through symbolic links, hard
+// links, "..", another spelling), which is what os.SameFile compares.
+package outpath
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/dstune/dstune/onnx"
+)
+
+// Input is a file a command reads, with what it is for error messages
+// ("the model", "delta 2").
+type Input struct {
+	Path string
+	What string
+}
+
+// InputError is an output that is one of the inputs.
+type InputError struct {
+	Output string
+	Input  Input
+}
+
+func (e *InputError) Error() string {
+	if filepath.Clean(e.Output) == filepath.Clean(e.Input.Path) {
+		return fmt.Sprintf("%s is %s", e.Output, e.Input.What)
+	}
+	return fmt.Sprintf("%s is %s (%s, the same file)", e.Output, e.Input.What, e.Input.Path)
+}
+
+// ExistsError is an output that exists while overwriting was not asked
+// for.
+type ExistsError struct{ Output string }
+
+func (e *ExistsError) Error() string { return e.Output + " exists" }
+
+// Check refuses an output that is one of the inputs and, unless
+// overwrite, one that exists. An output that does not exist yet is no
+// input; an input that cannot be read is left to the command to report.
+func Check(output string, overwrite bool, inputs ...Input) error {
+	st, err := os.Stat(output)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, lerr := os.Lstat(output); lerr == nil && !overwrite {
+			return &ExistsError{output} // a dangling symbolic link
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, in := range inputs {
+		if ist, err := os.Stat(in.Path); err == nil && os.SameFile(st, ist) {
+			return &InputError{Output: output, Input: in}
+		}
+	}
+	if !overwrite {
+		return &ExistsError{output}
+	}
+	return nil
+}
+
+// CheckAll refuses outputs that are inputs (existing outputs may be
+// overwritten).
+func CheckAll(outputs []string, inputs ...Input) error {
+	for _, out := range outputs {
+		if err := Check(out, true, inputs...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Same reports whether a and b name one existing file.
+func Same(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
+}
+
+// ModelInputs lists an ONNX model file read from path and the
+// external-data files its initializers (those of subgraphs included) are
+// kept in.
+func ModelInputs(path string, m *onnx.Model) []Input {
+	ins := []Input{{Path: path, What: "the model"}}
+	seen := map[string]bool{}
+	var walk func(g *onnx.Graph, depth int)
+	walk = func(g *onnx.Graph, depth int) {
+		if g == nil || depth > 64 {
+			return
+		}
+		for _, t := range g.Initializers {
+			if t.External == nil || seen[t.External.Location] {
+				continue
+			}
+			seen[t.External.Location] = true
+			ins = append(ins, Input{Path: filepath.Join(filepath.Dir(path), t.External.Location),
+				What: fmt.Sprintf("the model's external data %q", t.External.Location)})
+		}
+		for _, n := range g.Nodes {
+			for _, a := range n.Attributes {
+				walk(a.G, depth+1)
+				for _, sub := range a.Graphs {
+					walk(sub, depth+1)
+				}
+			}
+		}
+	}
+	if m != nil {
+		walk(m.Graph, 0)
+	}
+	return ins
+}

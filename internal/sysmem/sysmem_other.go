@@ -1,0 +1,6 @@
+//go:build !linux && !darwin
+
+package sysmem
+
+func physical() int64    { return 0 }
+func cgroupLimit() int64 { return 0 }

@@ -1,0 +1,35 @@
+package sysmem
+
+import (
+	"runtime"
+	"testing"
+)
+
+func TestTotal(t *testing.T) {
+	n := Total()
+	if (runtime.GOOS == "linux" || runtime.GOOS == "darwin") && n < 1<<26 {
+		t.Errorf("Total() = %d bytes", n)
+	}
+	if d := Default(); d > n || d < n/2 {
+		t.Errorf("Default() = %d of %d", d, n)
+	}
+	t.Logf("memory: %s, default budget %s", Format(n), Format(Default()))
+}
+
+func TestParseSize(t *testing.T) {
+	for s, want := range map[string]int64{"1": 1, "512MiB": 512 << 20, "8G": 8 << 30, "1.5GiB": 3 << 29, "2GB": 2e9, " 64 KiB ": 64 << 10, "100B": 100} {
+		if got, err := ParseSize(s); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "GiB", "-1G", "0", "1 parsec", "1e3", "nan", "9999999TiB"} {
+		if got, err := ParseSize(s); err == nil {
+			t.Errorf("ParseSize(%q) = %d, want an error", s, got)
+		}
+	}
+	for n, want := range map[int64]string{100: "100 B", 1536: "1.5 KiB", 3 << 29: "1.5 GiB", 640 << 20: "640.0 MiB"} {
+		if got := Format(n); got != want {
+			t.Errorf("Format(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

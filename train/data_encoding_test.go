@@ -1,0 +1,32 @@
+package train
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// A UTF-8 byte-order mark before the first line is skipped; one inside
+// the file, or a UTF-16 or UTF-32 file, is named for what it is (not "invalid
+// character 'ï'").
+func TestReadJSONLByteOrderMarks(t *testing.T) {
+	opts := DataOptions{Task: TaskLM, VocabSize: 10}
+	ds, err := ReadJSONL(strings.NewReader("\uFEFF{\"tokens\":[1,2]}\n{\"tokens\":[3,4]}\n"), "bom.jsonl", opts)
+	if err != nil || ds.Len() != 2 {
+		t.Fatalf("leading BOM: %v", err)
+	}
+	for _, c := range []struct {
+		data, want string
+	}{
+		{"{\"tokens\":[1,2]}\n\uFEFF{\"tokens\":[3,4]}\n", "joined.jsonl:2: the line starts with a UTF-8 byte-order mark (U+FEFF)"},
+		{"\xFF\xFE{\x00\"\x00", "joined.jsonl: the file is UTF-16"},
+		{"\xFE\xFF\x00{\x00\"", "joined.jsonl: the file is UTF-16"},
+		{"\xFF\xFE\x00\x00{\x00\x00\x00", "joined.jsonl: the file is UTF-32"},
+	} {
+		_, err := ReadJSONL(strings.NewReader(c.data), "joined.jsonl", opts)
+		var le *LineError
+		if !errors.As(err, &le) || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "invalid character") {
+			t.Errorf("%q: %v, want %q", c.data, err, c.want)
+		}
+	}
+}

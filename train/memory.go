@@ -1,0 +1,206 @@
+package train
+
+import (
+	"fmt"
+
+	"github.com/dstune/dstune/internal/sysmem"
+	"github.com/dstune/dstune/ir"
+)
+
+// stepMemory estimates what training one batch shape takes in host
+// memory, in bytes: everything a CPU step holds at once.
+type stepMemory struct {
+	// Activations is the peak of live values (inputs, activations,
+	// gradients; reshapes are views, not copies) of the training graph
+	// and of the loss graph, each of which the CPU backend plans memory
+	// for; Constants are the training graph's folded constants.
+	Activations, Constants int64
+	// Params are the model's parameters; State the optimizer slots and a
+	// method's copy of the seed values.
+	Params, State int64
+	// Batch is the batch's token, mask and target arrays and the
+	// engine's copies of them.
+	Batch int64
+}
+
+func (m stepMemory) total() int64 {
+	return m.Activations + m.Constants + m.Params + m.State + m.Batch
+}
+
+// estimateStepMemory estimates a training step of g (the training graph
+// of shape) with the run's optimizer; seedCopy adds a copy of the
+// trainable parameters (a method with a selection keeps the seed values).
+func estimateStepMemory(g *ir.Graph, shape BatchShape, trainable []*ir.Param, cfg *Config, seedCopy bool) stepMemory {
+	m := stepMemory{Activations: activationPeak(g), Batch: 6 * 8 * int64(shape.B) * int64(shape.T)}
+	for _, p := range g.Params {
+		m.Params += tensorBytes(p.Tensor.Shape(), p.Tensor.DType())
+	}
+	for _, n := range g.Nodes {
+		for _, v := range n.Inputs {
+			if v != nil && v.Kind == ir.ConstValue && v.Const != nil {
+				m.Constants += tensorBytes(v.Shape, v.DType)
+			}
+		}
+	}
+	for _, p := range trainable {
+		for _, s := range cfg.Optimizer.Slots(p.Tensor.Shape()) {
+			m.State += 4 * int64(ir.Shape(s.Shape).Size())
+		}
+		if seedCopy {
+			m.State += tensorBytes(p.Tensor.Shape(), p.Tensor.DType())
+		}
+	}
+	return m
+}
+
+func tensorBytes(s ir.Shape, dt ir.DType) int64 { return int64(s.Size()) * int64(dt.Size()) }
+
+// activationPeak is the largest sum of the bytes of values alive at once
+// while g's nodes run in order: a value lives from its node (graph inputs
+// from the start) to its last reader (graph outputs to the end); a
+// Reshape's output is a view of its input. Parameters and constants are
+// not counted (they are resident anyway).
+func activationPeak(g *ir.Graph) int64 {
+	alias := map[*ir.Value]*ir.Value{}
+	root := func(v *ir.Value) *ir.Value {
+		for {
+			a, ok := alias[v]
+			if !ok {
+				return v
+			}
+			v = a
+		}
+	}
+	for _, n := range g.Nodes {
+		if _, ok := n.Op.(*ir.Reshape); ok && len(n.Inputs) > 0 && n.Inputs[0] != nil && n.Outputs[0] != nil {
+			alias[n.Outputs[0]] = n.Inputs[0]
+		}
+	}
+	// counted: a buffer of its own (no parameter, constant, or view).
+	counted := func(v *ir.Value) bool {
+		return v != nil && (v.Kind == ir.NodeOutput || v.Kind == ir.GraphInput) && root(v) == v
+	}
+	last := map[*ir.Value]int{}
+	for i, n := range g.Nodes {
+		for _, v := range n.Inputs {
+			if v != nil && counted(root(v)) {
+				last[root(v)] = i
+			}
+		}
+		for _, v := range n.Outputs {
+			if counted(v) {
+				if _, seen := last[v]; !seen {
+					last[v] = i
+				}
+			}
+		}
+	}
+	for _, o := range g.Outputs {
+		if o.Value != nil && counted(root(o.Value)) {
+			last[root(o.Value)] = len(g.Nodes)
+		}
+	}
+	dying := make([][]*ir.Value, len(g.Nodes)+1)
+	for v, at := range last {
+		dying[at] = append(dying[at], v)
+	}
+	var live, peak int64
+	for _, v := range g.Inputs {
+		live += tensorBytes(v.Shape, v.DType)
+	}
+	peak = live
+	for i, n := range g.Nodes {
+		for _, v := range n.Outputs {
+			if counted(v) {
+				live += tensorBytes(v.Shape, v.DType)
+			}
+		}
+		peak = max(peak, live)
+		for _, v := range dying[i] {
+			live -= tensorBytes(v.Shape, v.DType)
+		}
+	}
+	return peak
+}
+
+// MemoryError is a batch too large for the memory budget.
+type MemoryError struct {
+	Shape    BatchShape
+	Estimate stepMemory
+	Limit    int64
+	Default  bool // the limit is the default, not --max-memory
+}
+
+func (e *MemoryError) Error() string {
+	m := e.Estimate
+	limit := fmt.Sprintf("--max-memory %s", sysmem.Format(e.Limit))
+	if e.Default {
+		limit = fmt.Sprintf("the default budget of %s (%.0f %% of %s%s)", sysmem.Format(e.Limit), 100*sysmem.DefaultFraction, sysmem.Format(sysmem.Total()), "; --max-memory sets another")
+	}
+	return fmt.Sprintf("a step of batch %d×%d tokens needs about %s (activations %s, parameters %s, optimizer and method state %s, constants %s, batch %s), more than %s: lower --batch or --max-len",
+		e.Shape.B, e.Shape.T, sysmem.Format(m.total()), sysmem.Format(m.Activations), sysmem.Format(m.Params),
+		sysmem.Format(m.State), sysmem.Format(m.Constants), sysmem.Format(m.Batch), limit)
+}
+
+// sharedSource hands the engine the training graph the memory check has
+// built (once), so that it is not built twice.
+type sharedSource struct {
+	GraphSource
+	shape       BatchShape
+	train, loss *ir.Graph
+}
+
+// Unwrap returns the source whose graphs s hands on.
+func (s *sharedSource) Unwrap() GraphSource { return s.GraphSource }
+
+func (s *sharedSource) TrainingGraph(shape BatchShape) (*ir.Graph, error) {
+	if g := s.train; g != nil && shape == s.shape {
+		s.train = nil
+		return g, nil
+	}
+	return s.GraphSource.TrainingGraph(shape)
+}
+
+func (s *sharedSource) LossGraph(shape BatchShape) (*ir.Graph, error) {
+	if g := s.loss; g != nil && shape == s.shape {
+		s.loss = nil
+		return g, nil
+	}
+	return s.GraphSource.LossGraph(shape)
+}
+
+// checkMemory estimates a training step of the run's batch shape and
+// refuses one beyond the memory budget (RunOptions.MaxMemory, or
+// sysmem.Default), before anything of the batch's size is allocated. On a
+// device only what the host holds counts (parameters, state, constants,
+// the batch).
+func (r *runner) checkMemory() error {
+	limit, isDefault := r.opts.MaxMemory, false
+	if limit <= 0 {
+		limit, isDefault = sysmem.Default(), true
+	}
+	if limit <= 0 {
+		return nil // the machine does not say
+	}
+	shape := BatchShape{r.cfg.Batch, r.batchOpts.MaxLen}
+	g, err := r.src.TrainingGraph(shape)
+	if err != nil {
+		return err
+	}
+	lg, err := r.src.LossGraph(shape)
+	if err != nil {
+		return err
+	}
+	r.shared.shape, r.shared.train, r.shared.loss = shape, g, lg
+	m := estimateStepMemory(g, shape, r.engine.Params(), &r.cfg, r.engine.Program().Selection != nil)
+	// The loss graph (validation, and the first batch's probe) is
+	// compiled beside the training graph, with a plan of its own.
+	m.Activations += activationPeak(lg)
+	if r.cfg.Backend != "cpu" {
+		m.Activations = 0
+	}
+	if m.total() > limit {
+		return &MemoryError{Shape: shape, Estimate: m, Limit: limit, Default: isDefault}
+	}
+	return nil
+}
