@@ -185,7 +185,7 @@ func budgetKey(method string) string {
 // varyingOf lists the keys whose values differ among the given
 // settings (in canonical order), leaving out those named.
 func varyingOf(ps []Params, leave ...string) []string {
-	keys := varyingKeys(ps)
+	keys := distinguishingKeys(ps)
 	var out Params
 	for _, k := range keys {
 		if !slices.Contains(leave, k) {

@@ -76,9 +76,9 @@ type PlannedRun struct {
 	Dir    string
 	Args   []string
 	Config train.Config
-	// State is StateNew, StateStopped (it has a configuration, and
-	// continues from its checkpoint) or StateFinished (Result holds its
-	// result).
+	// State is StateNew (also a run stopped before its first
+	// checkpoint: it starts over), StateStopped (it continues from its
+	// checkpoint) or StateFinished (Result holds its result).
 	State  string
 	Result *Result
 	// ModelParams counts the model's parameters: Result.Fraction's
@@ -186,7 +186,7 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 			}
 			res.params = r.Params
 			state = StateFinished
-		} else if _, err := os.Stat(filepath.Join(dir, train.ConfigFile)); err == nil {
+		} else if savedCheckpoint(dir) {
 			state = StateStopped
 		}
 		plan[i] = PlannedRun{Run: r, Dir: dir, Args: args, Config: cfg, State: state, Result: res, ModelParams: nParams}
@@ -303,13 +303,31 @@ func runOne(ctx context.Context, p PlannedRun, opts Options) (*Result, error) {
 	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	_, err := os.Stat(filepath.Join(p.Dir, train.ConfigFile))
-	resume := err == nil
+	resume := savedCheckpoint(p.Dir)
+	cfg := p.Config
+	if resume {
+		// train.Run checks the tokenizer against the sha256 the
+		// configuration carries, which a resumed run's config.json
+		// holds (the data's it takes from there itself).
+		stored, err := train.LoadConfig(p.Dir)
+		if err != nil {
+			return nil, err
+		}
+		cfg.TokenizerSHA256 = stored.TokenizerSHA256
+	}
 	log, err := os.OpenFile(filepath.Join(p.Dir, LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer log.Close()
+	if resume {
+		step, err := checkpointStep(p.Dir)
+		if err != nil {
+			fmt.Fprintf(log, "sweep: resuming the run from its checkpoint\n")
+		} else {
+			fmt.Fprintf(log, "sweep: resuming the run from its checkpoint at step %d\n", step)
+		}
+	}
 	ro := train.RunOptions{Dir: p.Dir, Resume: resume, Progress: log, LogEvery: max(1, p.Config.Steps/20)}
 	if opts.KeepDeltas {
 		if resume && train.HasCheckpoint(p.Dir) {
@@ -333,7 +351,7 @@ func runOne(ctx context.Context, p PlannedRun, opts Options) (*Result, error) {
 		}
 	}
 	start := time.Now()
-	_, err = train.Run(ctx, p.Config, ro)
+	_, err = train.Run(ctx, cfg, ro)
 	wall := time.Since(start).Seconds()
 	var lossErr *train.LossError
 	status := StatusDone
@@ -355,6 +373,21 @@ func runOne(ctx context.Context, p PlannedRun, opts Options) (*Result, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// savedCheckpoint reports whether a run directory holds what a resume
+// continues from: a configuration and a checkpoint (or what a crash
+// during a checkpoint's write left of one, which the resume repairs). A
+// run stopped before its first checkpoint starts over.
+func savedCheckpoint(dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, train.ConfigFile)); err != nil {
+		return false
+	}
+	if train.HasCheckpoint(dir) {
+		return true
+	}
+	_, err := os.Stat(filepath.Join(dir, "checkpoint.json"))
+	return err == nil
 }
 
 // checkpointStep is the step of the run's current checkpoint.

@@ -576,7 +576,7 @@ func (s *Spec) Runs() ([]Run, error) {
 			}
 		}
 	}
-	varying := varyingKeys(all)
+	varying := distinguishingKeys(all)
 	runs := make([]Run, len(all))
 	seen := map[string]int{}
 	for i, p := range all {
@@ -585,16 +585,57 @@ func (s *Spec) Runs() ([]Run, error) {
 		if rest := p.Only(varying...).Without(KeyMethod).String(); rest != "" {
 			name += "," + rest
 		}
+		name = dirName(name)
 		if j, dup := seen[name]; dup {
 			if p.String() == all[j].String() {
 				return nil, &SpecError{s.File, "grid", fmt.Sprintf("run %s is listed twice", name)}
 			}
-			return nil, &SpecError{s.File, "grid", fmt.Sprintf("runs %d and %d are both named %s: they differ in a setting only some runs have; give it to every run", j+1, i+1, name)}
+			return nil, &SpecError{s.File, "grid", fmt.Sprintf("runs %d and %d are both named %s: their settings differ only in characters a directory name cannot hold", j+1, i+1, name)}
 		}
 		seen[name] = i
 		runs[i] = Run{Name: name, Params: p}
 	}
 	return runs, nil
+}
+
+// distinguishingKeys lists the settings that tell runs apart besides
+// their method: those that vary (varyingKeys) among the runs of one
+// method. A setting that only some methods have, with one value each
+// (a --trainable given to DST's runs only, LoRA's --alpha), names no run
+// and heads no column.
+func distinguishingKeys(all []Params) []string {
+	byMethod := map[string][]Params{}
+	for _, p := range all {
+		m, _ := p.Get(KeyMethod)
+		byMethod[m] = append(byMethod[m], p)
+	}
+	var out []string
+	for _, k := range varyingKeys(all) {
+		if k == KeyMethod {
+			out = append(out, k)
+			continue
+		}
+		for _, ps := range byMethod {
+			if slices.Contains(varyingKeys(ps), k) {
+				out = append(out, k)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// dirName makes a run's name a safe directory name: every character but
+// letters, digits and ".,=+-_" becomes "_" (a regular expression's "^|()"
+// or a path's "/").
+func dirName(name string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune(".,=+-_", r):
+			return r
+		}
+		return '_'
+	}, name)
 }
 
 // varyingKeys lists the settings that do not have one value in every run
