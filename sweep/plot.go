@@ -13,6 +13,7 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/text"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
@@ -25,6 +26,11 @@ func drawPlot(s *Spec, dir string, p Plot, results []*Result) error {
 	sel := selectResults(results, p.Where)
 	if len(sel) == 0 {
 		return fmt.Errorf("no finished run matches its where")
+	}
+	if p.Quality != "" {
+		own := *s
+		own.Quality = p.Quality
+		s = &own
 	}
 	var (
 		grid [][]*plot.Plot
@@ -224,12 +230,14 @@ func budgetPlot(s *Spec, p Plot, sel []*Result) (*plot.Plot, error) {
 	for i, se := range list {
 		var xys plotter.XYs
 		var errs plotter.YErrors
+		var names []string
 		for _, pt := range se.pts {
 			b := pt.Best
 			if b == nil || !(b.Fraction.Mean > 0) {
 				continue
 			}
 			xys = append(xys, plotter.XY{X: b.Fraction.Mean, Y: scaled(b.Quality.Mean, q)})
+			names = append(names, budgetLabel(pt.Params))
 			sd := 0.0
 			if !math.IsNaN(b.Quality.SD) {
 				sd = scaled(b.Quality.SD, q)
@@ -244,9 +252,9 @@ func budgetPlot(s *Spec, p Plot, sel []*Result) (*plot.Plot, error) {
 			order[j] = j
 		}
 		sort.Slice(order, func(a, b int) bool { return xys[order[a]].X < xys[order[b]].X })
-		sx, se2 := make(plotter.XYs, len(xys)), make(plotter.YErrors, len(xys))
+		sx, se2, sn := make(plotter.XYs, len(xys)), make(plotter.YErrors, len(xys)), make([]string, len(xys))
 		for j, o := range order {
-			sx[j], se2[j] = xys[o], errs[o]
+			sx[j], se2[j], sn[j] = xys[o], errs[o], names[o]
 		}
 		col := plotutil.Color(i)
 		line, scatter, err := plotter.NewLinePoints(sx)
@@ -262,6 +270,15 @@ func budgetPlot(s *Spec, p Plot, sel []*Result) (*plot.Plot, error) {
 		}
 		eb.Color = col
 		pl.Add(line, scatter, eb)
+		if labels, err := plotter.NewLabels(plotter.XYLabels{XYs: sx, Labels: sn}); err == nil {
+			for j := range labels.TextStyle {
+				labels.TextStyle[j].Color = col
+				labels.TextStyle[j].Font.Size = vg.Points(8)
+				labels.TextStyle[j].XAlign = text.XCenter
+			}
+			labels.Offset = vg.Point{Y: vg.Points(5)}
+			pl.Add(labels)
+		}
 		if len(sx) == 1 {
 			l := hline{sx[0].Y, dashed(col)}
 			pl.Add(l)
@@ -270,6 +287,24 @@ func budgetPlot(s *Spec, p Plot, sel []*Result) (*plot.Plot, error) {
 	}
 	pl.Y.Max += 0.25 * (pl.Y.Max - pl.Y.Min)
 	return pl, nil
+}
+
+// budgetLabel names a point of the budget plot by its budget: ε for
+// DST, r for LoRA's rank, n for prompt tuning's length ("" for full
+// fine-tuning).
+func budgetLabel(p Params) string {
+	m, _ := p.Get(KeyMethod)
+	v, ok := p.Get(budgetKey(m))
+	if !ok {
+		return ""
+	}
+	switch m {
+	case "dst":
+		return "ε " + v
+	case "lora":
+		return "r " + v
+	}
+	return "n " + v
 }
 
 // errorBars pairs points with their errors for plotter.NewYErrorBars.
@@ -364,6 +399,11 @@ func groupedBars(pl *plot.Plot, cats, groups []string, vals, sds [][]float64, ba
 	}
 	pl.X.Tick.Marker = categoryTicks(cats)
 	pl.X.Tick.Label.Rotation = 0
+	if width := len(cats) * maxLen(cats); width > 60 {
+		pl.X.Tick.Label.Rotation = math.Pi / 6
+		pl.X.Tick.Label.XAlign = text.XRight
+		pl.X.Tick.Label.YAlign = text.YCenter
+	}
 	if len(groups) > 1 || groups[0] != "" {
 		for j, g := range groups {
 			pl.Legend.Add(g, swatch{b.colors[j]})

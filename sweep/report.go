@@ -24,6 +24,14 @@ func qualityName(q string) string {
 	return q
 }
 
+// capitalized is s with its first letter in upper case.
+func capitalized(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
 // isShare says whether a quality is a share, shown in percent.
 func isShare(q string) bool { return q != QualityLoss }
 
@@ -124,7 +132,11 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 		writeRow(&b, row)
 	}
 	for _, t := range s.Tables {
-		if err := writePivot(&b, t, results, s.Quality); err != nil {
+		q := s.Quality
+		if t.Quality != "" {
+			q = t.Quality
+		}
+		if err := writePivot(&b, t, results, q); err != nil {
 			return nil, err
 		}
 	}
@@ -237,6 +249,18 @@ func writePivot(b *bytes.Buffer, t Table, results []*Result, quality string) err
 		title = "Table"
 	}
 	fmt.Fprintf(b, "\n## %s\n\n", title)
+	how := "lower is better"
+	if higherIsBetter(quality) {
+		how = "higher is better"
+	}
+	if isShare(quality) {
+		how += ", in %"
+	}
+	if byLR {
+		fmt.Fprintf(b, "%s (%s), mean ± sd over the seeds.\n\n", capitalized(qualityName(quality)), how)
+	} else {
+		fmt.Fprintf(b, "%s (%s) at the best learning rate, mean ± sd over the seeds.\n\n", capitalized(qualityName(quality)), how)
+	}
 	if len(pts) == 0 {
 		b.WriteString("No runs.\n")
 		return nil

@@ -73,6 +73,8 @@ type Plot struct {
 	Group []string `json:"group"`
 	// Log plots the budget plot's y axis on a log scale.
 	Log bool `json:"log"`
+	// Quality replaces the spec's quality in this plot.
+	Quality string `json:"quality"`
 }
 
 // Table is a pivot table of the report: quality at the best learning
@@ -82,6 +84,8 @@ type Table struct {
 	Rows  []string            `json:"rows"`
 	Cols  []string            `json:"cols"`
 	Where map[string][]string `json:"-"`
+	// Quality replaces the spec's quality in this table.
+	Quality string `json:"quality"`
 }
 
 // Plot kinds.
@@ -347,6 +351,9 @@ func parsePlot(path, where string, raw json.RawMessage, known map[string]bool) (
 	case p.Kind == PlotOverlapRuns && len(p.Group) == 0:
 		return p, &SpecError{path, where + ".group", "an overlap-runs plot needs the settings that group its runs"}
 	}
+	if err := checkQuality(path, where+".quality", p.Quality); err != nil {
+		return p, err
+	}
 	if err := checkKeys(path, where+".x", p.X, known); err != nil {
 		return p, err
 	}
@@ -366,10 +373,21 @@ func parseTable(path, where string, raw json.RawMessage, known map[string]bool) 
 	if len(t.Rows) == 0 {
 		return t, &SpecError{path, where + ".rows", "a table needs the settings of its rows"}
 	}
+	if err := checkQuality(path, where+".quality", t.Quality); err != nil {
+		return t, err
+	}
 	if err := checkKeys(path, where+".rows", t.Rows, known); err != nil {
 		return t, err
 	}
 	return t, checkKeys(path, where+".cols", t.Cols, known)
+}
+
+// checkQuality checks a plot's or table's own quality ("": the spec's).
+func checkQuality(path, where, q string) error {
+	if _, ok := qualities[q]; q != "" && !ok {
+		return &SpecError{path, where, fmt.Sprintf("unknown quality %q (want valid_loss, token_accuracy, exact_match or accuracy)", q)}
+	}
+	return nil
 }
 
 // checkRuns expands the grid once to check what only the runs show: the
