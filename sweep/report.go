@@ -104,7 +104,7 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 	fmt.Fprintf(&b, "# %s\n\n", title)
 	fmt.Fprintf(&b, "%d runs (%d diverged). Quality: %s on the validation data (%s%s), mean ± standard deviation over the seeds. "+
 		"The best learning rate of a setting has the best mean quality among those whose runs all finished; "+
-		"fraction: the free parameters over the model's trainable parameters.\n\n", n, diverged, qualityName(s.Quality), dir2, unit)
+		"fraction: the free parameters over the model's parameters (1 for full fine-tuning).\n\n", n, diverged, qualityName(s.Quality), dir2, unit)
 	all := settings(results, s.Quality)
 	pts := points(all, s.Quality)
 	var ps []Params
@@ -116,18 +116,31 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 		keys = []string{KeyMethod}
 	}
 	fmt.Fprintf(&b, "## Best learning rate per setting\n\n")
-	header := append(append([]string{}, keys...), "free params", "fraction", "lr", qualityName(s.Quality), "validation loss", "before training", "runs")
+	// The loss gets its own column where it is not the quality.
+	withLoss := s.Quality != QualityLoss
+	header := append(append([]string{}, keys...), "free params", "fraction", "lr", qualityName(s.Quality))
+	if withLoss {
+		header = append(header, "validation loss")
+	}
+	header = append(header, "before training", "runs")
 	writeRow(&b, header)
 	writeRule(&b, len(header), len(keys))
 	for _, pt := range pts {
 		row := values(pt.Params, keys)
 		if pt.Best == nil {
-			row = append(row, "—", "—", "—", "all diverged", "—", "—", fmt.Sprint(len(pt.Settings)))
+			row = append(row, "—", "—", "—", "all diverged")
+			if withLoss {
+				row = append(row, "—")
+			}
+			row = append(row, "—", fmt.Sprint(len(pt.Settings)))
 		} else {
 			bs := pt.Best
 			lr, _ := bs.Params.Get(KeyLR)
-			row = append(row, fmtCount(bs.Free), fmtFraction(bs.Fraction.Mean), lr, fmtStat(bs.Quality, share), fmtStat(bs.Loss, false),
-				fmtStat(bs.Base, share), fmt.Sprint(len(bs.Results)))
+			row = append(row, fmtCount(bs.Free), fmtFraction(bs.Fraction.Mean), lr, fmtStat(bs.Quality, share))
+			if withLoss {
+				row = append(row, fmtStat(bs.Loss, false))
+			}
+			row = append(row, fmtStat(bs.Base, share), fmt.Sprint(len(bs.Results)))
 		}
 		writeRow(&b, row)
 	}
@@ -149,11 +162,19 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 	if len(keys) == 0 {
 		keys = []string{KeyMethod}
 	}
-	header = append(append([]string{}, keys...), qualityName(s.Quality), "validation loss", "runs", "diverged")
+	header = append(append([]string{}, keys...), qualityName(s.Quality))
+	if withLoss {
+		header = append(header, "validation loss")
+	}
+	header = append(header, "runs", "diverged")
 	writeRow(&b, header)
 	writeRule(&b, len(header), len(keys))
 	for _, st := range all {
-		row := append(values(st.Params, keys), fmtStat(st.Quality, share), fmtStat(st.Loss, false), fmt.Sprint(len(st.Results)), fmt.Sprint(st.Diverged))
+		row := append(values(st.Params, keys), fmtStat(st.Quality, share))
+		if withLoss {
+			row = append(row, fmtStat(st.Loss, false))
+		}
+		row = append(row, fmt.Sprint(len(st.Results)), fmt.Sprint(st.Diverged))
 		writeRow(&b, row)
 	}
 	files := []string{ReportFile}

@@ -16,7 +16,7 @@ import (
 // Statuses of a finished run.
 const (
 	StatusDone     = "done"
-	StatusDiverged = "diverged" // the loss became NaN or infinite; no quality
+	StatusDiverged = "diverged" // the loss, a gradient, a parameter or the optimizer state became NaN or infinite; no quality
 )
 
 // ResultFile is written into a run's directory when it has finished; a

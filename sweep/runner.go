@@ -353,10 +353,13 @@ func runOne(ctx context.Context, p PlannedRun, opts Options) (*Result, error) {
 	start := time.Now()
 	_, err = train.Run(ctx, cfg, ro)
 	wall := time.Since(start).Seconds()
-	var lossErr *train.LossError
+	var (
+		lossErr   *train.LossError
+		finiteErr *train.NonFiniteError
+	)
 	status := StatusDone
 	switch {
-	case errors.As(err, &lossErr):
+	case errors.As(err, &lossErr), errors.As(err, &finiteErr):
 		status = StatusDiverged
 	case err != nil:
 		return nil, err
@@ -367,7 +370,7 @@ func runOne(ctx context.Context, p PlannedRun, opts Options) (*Result, error) {
 	}
 	res.WallS = wall
 	if status == StatusDiverged {
-		res.Status, res.Error, res.Final = status, lossErr.Error(), map[string]float64{}
+		res.Status, res.Error, res.Final = status, err.Error(), map[string]float64{}
 	}
 	if err := writeJSON(filepath.Join(p.Dir, ResultFile), res); err != nil {
 		return nil, err

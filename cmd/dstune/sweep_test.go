@@ -326,3 +326,34 @@ func TestSweepBadSpecCommand(t *testing.T) {
 		t.Errorf("a sweep with a bad run started")
 	}
 }
+
+// TestSweepDiverged: a run whose update makes the parameters infinite is
+// reported as diverged, without a quality, and the sweep goes on; its
+// setting cannot be the best.
+func TestSweepDiverged(t *testing.T) {
+	dir := sharedtest.Path(t, "models", "stories260K")
+	tmp := t.TempDir()
+	headLines(t, "../../experiments/storytasks/data/names/train.jsonl", filepath.Join(tmp, "train.jsonl"), 8)
+	headLines(t, "../../experiments/storytasks/data/names/valid.jsonl", filepath.Join(tmp, "valid.jsonl"), 4)
+	spec := fmt.Sprintf(`{
+  "model": %q, "tokenizer": %q,
+  "datasets": {"names": {"data": "train.jsonl", "valid": "valid.jsonl"}},
+  "train": {"dataset": "names", "task": "lm", "steps": 2, "batch": 4, "optimizer": "sgd", "lr": [1e-2, 1e38], "threads": 1}
+}`, filepath.Join(dir, "stories260K.onnx"), filepath.Join(dir, "tok512.bin"))
+	path := filepath.Join(tmp, "s.json")
+	os.WriteFile(path, []byte(spec), 0o644)
+	out := filepath.Join(tmp, "out")
+	code, stdout, stderr := runCmd("sweep", path, "--out", out)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	res := readResults(t, filepath.Join(out, sweep.ResultsFile))
+	if len(res) != 2 || res[0].Status != sweep.StatusDone || res[1].Status != sweep.StatusDiverged || len(res[1].Final) != 0 || res[1].Error == "" {
+		t.Fatalf("results: %+v", res)
+	}
+	report, _ := os.ReadFile(filepath.Join(out, sweep.ReportFile))
+	best := fmt.Sprintf("| full | — | 1 | 1e-2 | %.3f | %.3f | 1 |", res[0].Final["valid_loss"], res[0].Initial["valid_loss"])
+	if !strings.Contains(string(report), "2 runs (1 diverged)") || !strings.Contains(string(report), best) || !strings.Contains(string(report), "| 1e38 | — | 1 | 1 |") {
+		t.Errorf("results.md has no row %q:\n%s", best, report)
+	}
+}
