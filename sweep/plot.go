@@ -221,7 +221,10 @@ func budgetPlot(s *Spec, p Plot, sel []*Result) (*plot.Plot, error) {
 	qualityAxis(pl, q)
 	pl.X.Scale = plot.LogScale{}
 	pl.X.Tick.Marker = plot.LogTicks{Prec: -1}
-	pl.Legend.Top, pl.Legend.Left = true, true
+	// Quality grows with the budget: the corner away from the curves is
+	// the bottom right where higher is better, the top right where lower
+	// is.
+	pl.Legend.Top, pl.Legend.Left = !higherIsBetter(q), false
 	if base := baseQuality(ss, q); !math.IsNaN(base) {
 		l := hline{scaled(base, q), dotted()}
 		pl.Add(l)
@@ -285,7 +288,12 @@ func budgetPlot(s *Spec, p Plot, sel []*Result) (*plot.Plot, error) {
 		}
 		pl.Legend.Add(label(se.params, keys), line, scatter)
 	}
-	pl.Y.Max += 0.25 * (pl.Y.Max - pl.Y.Min)
+	if higherIsBetter(q) {
+		pl.Y.Max += 0.05 * (pl.Y.Max - pl.Y.Min)
+		pl.Y.Min -= 0.1 * (pl.Y.Max - pl.Y.Min)
+	} else {
+		pl.Y.Max += 0.1 * (pl.Y.Max - pl.Y.Min)
+	}
 	return pl, nil
 }
 
