@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +55,7 @@ func miniSweep(t *testing.T) (specPath string) {
   "train": {"dataset": "names", "task": "lm", "metric": "token-accuracy", "steps": 6, "batch": 4, "checkpoint-every": 2, "lr": 1e-2, "seed": 1, "threads": 1},
   "grid": [
     {"method": "dst", "eps": [1e-2, 1e-1], "seed": [1, 2]},
-    {"method": "lora", "rank": 2, "steps": 40},
+    {"method": "lora", "rank": 2, "steps": 16},
     {"method": "prompt", "prompt-len": 2},
     {"method": "full", "lr": 1e-3}
   ],
@@ -237,14 +238,21 @@ func TestSweepEndToEnd(t *testing.T) {
 		t.Errorf("LoRA's train.log does not show a resumed run:\n%s", loraLog)
 	}
 
-	// An uninterrupted sweep measures the same.
-	ref := filepath.Join(t.TempDir(), "ref")
-	if _, err := sweep.Execute(context.Background(), spec, sweepOptions(ref, nil)); err != nil {
-		t.Fatal(err)
+	got := readResults(t, filepath.Join(out, sweep.ResultsFile))
+	if len(got) != 7 {
+		t.Fatalf("results.jsonl holds %d runs, want 7", len(got))
 	}
-	got, want := readResults(t, filepath.Join(out, sweep.ResultsFile)), readResults(t, filepath.Join(ref, sweep.ResultsFile))
-	if len(got) != 7 || len(want) != 7 {
-		t.Fatalf("results.jsonl holds %d runs (reference %d), want 7", len(got), len(want))
+	// The two interrupted runs, trained without interruption, measure
+	// the same.
+	for _, i := range []int{1, 4} {
+		ref := filepath.Join(t.TempDir(), "ref")
+		if _, err := train.Run(context.Background(), plan[i].Config, train.RunOptions{Dir: ref}); err != nil {
+			t.Fatal(err)
+		}
+		loss, acc := lastValidation(t, ref)
+		if got[i].Final["valid_loss"] != loss || got[i].Final["token_accuracy"] != acc {
+			t.Errorf("%s: interrupted and resumed %v, uninterrupted loss %v, token accuracy %v", names[i], got[i].Final, loss, acc)
+		}
 	}
 	report, err := os.ReadFile(filepath.Join(out, sweep.ReportFile))
 	if err != nil {
@@ -258,11 +266,8 @@ func TestSweepEndToEnd(t *testing.T) {
 		if r.Final["valid_loss"] != loss || r.Final["token_accuracy"] != acc {
 			t.Errorf("%s: results.jsonl has %v, its metrics.jsonl ends with loss %v, token accuracy %v", r.Run, r.Final, loss, acc)
 		}
-		if r.Final["valid_loss"] != want[i].Final["valid_loss"] || r.Final["token_accuracy"] != want[i].Final["token_accuracy"] {
-			t.Errorf("%s: interrupted and resumed %v, uninterrupted %v", r.Run, r.Final, want[i].Final)
-		}
-		if r.Steps != want[i].Steps || r.FreeParams != want[i].FreeParams {
-			t.Errorf("%s: steps %d free %d, uninterrupted %d %d", r.Run, r.Steps, r.FreeParams, want[i].Steps, want[i].FreeParams)
+		if steps, _ := strconv.ParseInt(r.Params["steps"], 10, 64); r.Steps != steps {
+			t.Errorf("%s: %d steps, want %d", r.Run, r.Steps, steps)
 		}
 		// Single-seed settings appear in the table of every learning
 		// rate with their own numbers.
@@ -297,7 +302,7 @@ func TestSweepEndToEnd(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	for step := int64(2); step <= 40; step += 2 {
+	for step := int64(2); step <= 16; step += 2 {
 		if _, err := os.Stat(filepath.Join(sweep.KeptStepDir(runDir(4), step), peft.AdapterFile)); err != nil {
 			t.Error(err)
 		}
