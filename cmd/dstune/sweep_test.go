@@ -334,7 +334,7 @@ func TestSweepBadSpecCommand(t *testing.T) {
 
 // TestSweepDiverged: a run whose update makes the parameters infinite is
 // reported as diverged, without a quality, and the sweep goes on; its
-// setting cannot be the best.
+// setting cannot be the best. The two runs train at once (--jobs 2).
 func TestSweepDiverged(t *testing.T) {
 	dir := sharedtest.Path(t, "models", "stories260K")
 	tmp := t.TempDir()
@@ -348,7 +348,7 @@ func TestSweepDiverged(t *testing.T) {
 	path := filepath.Join(tmp, "s.json")
 	os.WriteFile(path, []byte(spec), 0o644)
 	out := filepath.Join(tmp, "out")
-	code, stdout, stderr := runCmd("sweep", path, "--out", out)
+	code, stdout, stderr := runCmd("sweep", path, "--out", out, "--jobs", "2")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
 	}
