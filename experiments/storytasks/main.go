@@ -111,7 +111,8 @@ func writeRows(path string, rows []row) error {
 }
 
 // sentenceRE matches a sentence: a capital letter up to the first end
-// mark, without quotes or line breaks.
+// mark, without quotes or line breaks (so after a quotation, "Hi!" said
+// Sam to the cat., it matches the fragment "Sam to the cat.").
 var sentenceRE = regexp.MustCompile(`[A-Z][^.!?"\n]*[.!?]`)
 
 // sentences lists the distinct sentences of 4 to 14 words of the
