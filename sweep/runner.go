@@ -305,16 +305,6 @@ func runOne(ctx context.Context, p PlannedRun, opts Options) (*Result, error) {
 	}
 	resume := savedCheckpoint(p.Dir)
 	cfg := p.Config
-	if resume {
-		// train.Run checks the tokenizer against the sha256 the
-		// configuration carries, which a resumed run's config.json
-		// holds (the data's it takes from there itself).
-		stored, err := train.LoadConfig(p.Dir)
-		if err != nil {
-			return nil, err
-		}
-		cfg.TokenizerSHA256 = stored.TokenizerSHA256
-	}
 	log, err := os.OpenFile(filepath.Join(p.Dir, LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
