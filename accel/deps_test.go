@@ -50,6 +50,7 @@ func TestDependenciesPointOneWay(t *testing.T) {
 		{"./train", []string{"dst", "peft", "accel/cpu", "accel/tpu", "cmd/dstune"}},
 		{"./dst", []string{"peft", "accel/cpu", "accel/tpu", "cmd/dstune"}},
 		{"./peft", []string{"accel/cpu", "accel/tpu", "cmd/dstune"}},
+		{"./sweep", []string{"accel/cpu", "accel/tpu", "cmd/dstune"}},
 	}
 	for _, r := range rules {
 		got := deps(t, r.pattern)

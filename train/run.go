@@ -352,7 +352,7 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 		return stored, fmt.Errorf("resume: %w", err)
 	}
 	// Run fills these in and checks them itself.
-	cfg.ModelSHA256 = stored.ModelSHA256
+	cfg.ModelSHA256, cfg.TokenizerSHA256 = stored.ModelSHA256, stored.TokenizerSHA256
 	cfg.DataSHA256, cfg.DataSize, cfg.ValidSHA256, cfg.ValidSize = stored.DataSHA256, stored.DataSize, stored.ValidSHA256, stored.ValidSize
 	cfg.DataChanges = stored.DataChanges
 	if diff := configDiff(stored, *cfg, "threads"); diff != "" {

@@ -1,0 +1,39 @@
+// Package sweep runs grids of training runs and reports them: the
+// engine of dstune sweep.
+//
+// A specification (LoadSpec, ParseSpec) names a model, a tokenizer,
+// datasets, and the settings of the runs: those of "train" for every
+// run, each block of "grid" adding its own, every setting a dstune train
+// flag (or "dataset"). A setting with a list of values is an axis; every
+// combination of a block's axes is a run (Spec.Runs), named by its method
+// and the settings that vary among the runs of some method. Mistakes are
+// SpecErrors naming the file, the place (a JSON path such as grid[1].rank)
+// and what is wrong.
+//
+// Execute checks every run's configuration (Options.Configure, dstune
+// train's own parser) before the first starts, then trains the runs that
+// have not finished, each in DIR/runs/NAME: a run whose directory holds
+// result.json is done; one with a checkpoint continues from it (train.Run
+// resumes bit-identically); one stopped before its first checkpoint
+// starts over. A run whose loss or parameters turn non-finite is
+// reported as diverged, without a quality. With KeepDeltas the delta or
+// adapter of every checkpoint is copied to RUN/deltas/step-NNNNNN/.
+//
+// The report: results.jsonl (a Result a run), results.md (the best
+// learning rate of every setting, mean ± sd over seeds; pivot tables;
+// every learning rate) and the plots:
+//
+//   - budget: quality at the best learning rate against the fraction of
+//     the model's parameters the run trains, a line per method;
+//   - lr: quality by learning rate as a heat map, each row's best framed;
+//   - bars: quality as grouped bars with sd error bars;
+//   - modules: the share of DST's final subset in each module kind;
+//   - overlap-steps: the subset overlap |A∩B|/|A| between the kept
+//     checkpoints of a run;
+//   - overlap-runs: the mean subset overlap between groups of runs, the
+//     diagonal comparing runs of one setting with other seeds.
+//
+// The best learning rate of a setting (its settings but the learning
+// rate and the seed) is the one with the best mean quality over seeds
+// among those none of whose runs diverged.
+package sweep

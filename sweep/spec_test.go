@@ -1,0 +1,171 @@
+package sweep
+
+import (
+	"errors"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/dstune/dstune/train"
+)
+
+// testFlags stand for dstune train's flags.
+var testFlags = []string{"method", "lr", "seed", "steps", "eps", "rank", "prompt-len", "distance", "silo", "churn",
+	"normalize", "metric", "task", "trainable", "alpha", "out", "data", "valid", "tokenizer", "resume", "log-every"}
+
+const goodSpec = `{
+  "model": "m.onnx",
+  "tokenizer": "tok.bin",
+  "datasets": {"a": {"data": "a/train.jsonl", "valid": "a/valid.jsonl"}},
+  "train": {"dataset": "a", "task": "lm", "steps": 10, "lr": [1e-3, 1e-2], "seed": [1, 2]},
+  "grid": [
+    {"method": "dst", "eps": [1e-3, 1e-2], "trainable": "^layers/"},
+    {"method": "lora", "rank": 4, "alpha": 8},
+    {"method": "full"}
+  ],
+  "plots": [{"kind": "budget", "file": "b.png"}],
+  "tables": [{"rows": ["eps"], "cols": ["lr"], "where": {"method": "dst"}}]
+}`
+
+// TestSpecRuns: the grid expands block by block, the last axis fastest;
+// runs are named by their method and the settings that vary within a
+// method, as directory names; every setting becomes a flag.
+func TestSpecRuns(t *testing.T) {
+	s, err := ParseSpec("/x/spec.json", []byte(goodSpec), testFlags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := s.Runs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range runs {
+		names = append(names, r.Name)
+	}
+	want := []string{
+		"dst,eps=1e-3,lr=1e-3,seed=1", "dst,eps=1e-3,lr=1e-3,seed=2", "dst,eps=1e-3,lr=1e-2,seed=1", "dst,eps=1e-3,lr=1e-2,seed=2",
+		"dst,eps=1e-2,lr=1e-3,seed=1", "dst,eps=1e-2,lr=1e-3,seed=2", "dst,eps=1e-2,lr=1e-2,seed=1", "dst,eps=1e-2,lr=1e-2,seed=2",
+		"lora,lr=1e-3,seed=1", "lora,lr=1e-3,seed=2", "lora,lr=1e-2,seed=1", "lora,lr=1e-2,seed=2",
+		"full,lr=1e-3,seed=1", "full,lr=1e-3,seed=2", "full,lr=1e-2,seed=1", "full,lr=1e-2,seed=2",
+	}
+	if !slices.Equal(names, want) {
+		t.Fatalf("runs:\n%s\nwant:\n%s", strings.Join(names, "\n"), strings.Join(want, "\n"))
+	}
+	if s.Model != "/x/m.onnx" || s.Tokenizer != "/x/tok.bin" || s.Datasets["a"].Valid != "/x/a/valid.jsonl" {
+		t.Errorf("paths not made relative to the spec's directory: %q %q %+v", s.Model, s.Tokenizer, s.Datasets["a"])
+	}
+	if s.Quality != QualityLoss {
+		t.Errorf("quality %q, want %q (no metric)", s.Quality, QualityLoss)
+	}
+	args := s.Args(runs[0], "/out/r")
+	wantArgs := []string{"/x/m.onnx", "--method=dst", "--data=/x/a/train.jsonl", "--valid=/x/a/valid.jsonl", "--eps=1e-3",
+		"--steps=10", "--task=lm", "--trainable=^layers/", "--lr=1e-3", "--seed=1", "--tokenizer=/x/tok.bin", "--out=/out/r"}
+	if !slices.Equal(args, wantArgs) {
+		t.Errorf("args %q\nwant %q", args, wantArgs)
+	}
+}
+
+// TestDirName: a setting's characters that a directory name cannot hold
+// (or should not) become "_", and runs whose names then collide are an
+// error.
+func TestDirName(t *testing.T) {
+	if got := dirName("dst,trainable=^(a|b)/c,lr=1e-3"); got != "dst,trainable=__a_b__c,lr=1e-3" {
+		t.Errorf("dirName = %q", got)
+	}
+	spec := `{"model": "m", "datasets": {"a": {"data": "d"}}, "train": {"dataset": "a", "trainable": ["a/b", "a|b"]}}`
+	_, err := ParseSpec("s.json", []byte(spec), testFlags)
+	var se *SpecError
+	if !errors.As(err, &se) || se.Where != "grid" || !strings.Contains(se.Msg, "both named full,trainable=a_b") {
+		t.Errorf("colliding names: %v", err)
+	}
+}
+
+// TestBadSpecs: every mistake names the file, where in it and what is
+// wrong, and is an ErrSpec.
+func TestBadSpecs(t *testing.T) {
+	base := `"model": "m.onnx", "datasets": {"a": {"data": "d.jsonl"}}`
+	cases := []struct {
+		name, spec, where, msg string
+	}{
+		{"not JSON", `{"model": `, "", "unexpected EOF"},
+		{"two values", `{` + base + `} {}`, "", "more than one JSON value"},
+		{"unknown field", `{` + base + `, "grids": []}`, "", `unknown field "grids"`},
+		{"no model", `{"datasets": {"a": {"data": "d"}}, "train": {"dataset": "a"}}`, "model", "required"},
+		{"dataset without data", `{"model": "m", "datasets": {"a": {"valid": "v"}}}`, "datasets.a.data", "required"},
+		{"unknown setting", `{` + base + `, "train": {"dataset": "a", "learning-rate": 1e-3}}`, "train.learning-rate", `unknown setting "learning-rate"`},
+		{"reserved setting", `{` + base + `, "train": {"dataset": "a", "out": "x"}}`, "train.out", "every run gets its own directory"},
+		{"reserved data", `{` + base + `, "grid": [{"dataset": "a", "data": "x"}]}`, "grid[0].data", `name the files in "datasets"`},
+		{"empty axis", `{` + base + `, "train": {"dataset": "a", "lr": []}}`, "train.lr", "an empty list"},
+		{"object value", `{` + base + `, "train": {"dataset": "a", "lr": {"x": 1}}}`, "train.lr", "want a string, number or bool"},
+		{"nested list", `{` + base + `, "train": {"dataset": "a", "lr": [[1]]}}`, "train.lr", "want a string, number or bool"},
+		{"duplicate value", `{` + base + `, "train": {"dataset": "a", "seed": [1, 2, 1]}}`, "train.seed", "the value 1 is listed twice"},
+		{"no dataset", `{` + base + `}`, "run full", `no "dataset"`},
+		{"unknown dataset", `{` + base + `, "train": {"dataset": "b"}}`, "run full", `dataset "b" is not in "datasets"`},
+		{"duplicate run", `{` + base + `, "train": {"dataset": "a"}, "grid": [{"method": "full"}, {"method": "full"}]}`, "grid", "run full is listed twice"},
+		{"too many runs", `{` + base + `, "train": {"dataset": "a", "seed": [` + seq(101) + `], "lr": [` + seq(101) + `]}}`, "grid[0]", "more than 10000 runs"},
+		{"unknown quality", `{` + base + `, "train": {"dataset": "a"}, "quality": "bleu"}`, "quality", `unknown quality "bleu"`},
+		{"quality without metric", `{` + base + `, "train": {"dataset": "a"}, "quality": "exact_match"}`, "quality", "needs --metric exact-match in every run"},
+		{"quality, metrics differ", `{` + base + `, "train": {"dataset": "a", "metric": ["exact-match", "loss"]}, "quality": "exact_match"}`, "quality", `run full,metric=loss has "loss"`},
+		{"plot kind", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "pie", "file": "p.png"}]}`, "plots[0].kind", `unknown plot kind "pie"`},
+		{"plot file", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "budget", "file": "d/p.png"}]}`, "plots[0].file", "want a file name ending in .png"},
+		{"plot not png", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "budget", "file": "p.svg"}]}`, "plots[0].file", "ending in .png"},
+		{"plot field", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "budget", "file": "p.png", "color": 1}]}`, "plots[0]", `unknown field "color"`},
+		{"bars without x", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "bars", "file": "p.png"}]}`, "plots[0].x", "needs the settings of its categories"},
+		{"bars unknown x", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "bars", "file": "p.png", "x": ["colour"]}]}`, "plots[0].x", `unknown setting "colour"`},
+		{"overlap-runs without group", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "overlap-runs", "file": "p.png"}]}`, "plots[0].group", "needs the settings that group its runs"},
+		{"where not an object", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "budget", "file": "p.png", "where": [1]}]}`, "plots[0].where", "want an object of settings"},
+		{"where unknown", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "budget", "file": "p.png", "where": {"colour": 1}}]}`, "plots[0].where.colour", `unknown setting "colour"`},
+		{"table without rows", `{` + base + `, "train": {"dataset": "a"}, "tables": [{"cols": ["lr"]}]}`, "tables[0].rows", "needs the settings of its rows"},
+		{"table unknown col", `{` + base + `, "train": {"dataset": "a"}, "tables": [{"rows": ["lr"], "cols": ["x"]}]}`, "tables[0].cols", `unknown setting "x"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseSpec("dir/s.json", []byte(c.spec), testFlags)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var se *SpecError
+			if !errors.As(err, &se) || !errors.Is(err, ErrSpec) {
+				t.Fatalf("%v: not a SpecError", err)
+			}
+			if se.File != "dir/s.json" || se.Where != c.where || !strings.Contains(se.Msg, c.msg) {
+				t.Errorf("got file %q, where %q, msg %q; want where %q, a message with %q", se.File, se.Where, se.Msg, c.where, c.msg)
+			}
+			if !strings.HasPrefix(err.Error(), "dir/s.json: ") {
+				t.Errorf("error %q does not start with the file", err)
+			}
+		})
+	}
+}
+
+// seq lists the numbers 1 … n as a JSON list's inside.
+func seq(n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = strconv.Itoa(i + 1)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// TestPlanChecksFiles: a spec naming a file that does not exist fails
+// before any run, naming the field.
+func TestPlanChecksFiles(t *testing.T) {
+	dir := t.TempDir()
+	spec := `{"model": "missing.onnx", "datasets": {"a": {"data": "d.jsonl"}}, "train": {"dataset": "a"}}`
+	s, err := ParseSpec(filepath.Join(dir, "s.json"), []byte(spec), testFlags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Plan(s, Options{Dir: filepath.Join(dir, "out"), Configure: nil})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	_, err = Plan(s, Options{Dir: filepath.Join(dir, "out"), Configure: func([]string) (c train.Config, err error) { return c, nil }})
+	var se *SpecError
+	if !errors.As(err, &se) || se.Where != "model" || !strings.Contains(se.Msg, "missing.onnx") {
+		t.Errorf("missing model: %v", err)
+	}
+}
