@@ -106,7 +106,7 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg.EvalEvery, cfg.CheckpointEvery = 0, 0 // the run stops before anything is saved
+	cfg.EvalEvery, cfg.CheckpointEvery, cfg.CheckpointMinutes = 0, 0, 0 // the run stops before anything is saved
 
 	var walls, updates []time.Duration
 	var prof *stepProfile
