@@ -25,6 +25,40 @@ type Options struct {
 	// Threads is the number of goroutines a kernel call may use; 0 means
 	// the backend's default (GOMAXPROCS for the CPU).
 	Threads int
+	// Precision is the arithmetic of the graph's matrix products
+	// (PrecisionFP32 when empty).
+	Precision Precision
+}
+
+// Precision is the arithmetic of matrix products. Everything else a graph
+// computes — element-wise ops, normalizations, softmax and losses, the
+// values passed between ops — stays float32 whatever the precision, as do
+// parameters, gradients and the update of training.
+type Precision string
+
+const (
+	// PrecisionFP32 multiplies float32 operands exactly as stored.
+	PrecisionFP32 Precision = "fp32"
+	// PrecisionBF16 rounds the operands of the float32 products that
+	// depend on a parameter (MatMul, Gemm: the layers' and attention's
+	// products, forward and backward) to bfloat16 and sums in float32,
+	// the arithmetic of torch.autocast("cpu", dtype=torch.bfloat16)
+	// inside oneDNN's GEMMs. Products of inputs and constants alone
+	// (positions times rotary frequencies, say) stay float32, since
+	// bfloat16's 8 significant bits would move such angles by whole
+	// radians. A product's result is float32 and is not rounded.
+	PrecisionBF16 Precision = "bf16"
+)
+
+// ParsePrecision checks a precision's name ("" is PrecisionFP32).
+func ParsePrecision(s string) (Precision, error) {
+	switch Precision(s) {
+	case "", PrecisionFP32:
+		return PrecisionFP32, nil
+	case PrecisionBF16:
+		return PrecisionBF16, nil
+	}
+	return "", fmt.Errorf("unknown precision %q (want %s or %s)", s, PrecisionFP32, PrecisionBF16)
 }
 
 // Executable is a compiled graph.
@@ -122,4 +156,35 @@ func RunNamed(e Executable, inputs map[string]*ir.Tensor) (map[string]*ir.Tensor
 		res[o.Name] = out[i]
 	}
 	return res, nil
+}
+
+// PeakReporter is a Backend that knows its peak throughput for matrix
+// products, the denominator of model FLOPs utilization.
+type PeakReporter interface {
+	// PeakGFLOPS is the throughput, in GFLOP/s, that the products of a
+	// graph compiled with opts could reach at most on this machine
+	// (measured, so it may take a fraction of a second the first time);
+	// 0 when unknown.
+	PeakGFLOPS(opts Options) float64
+}
+
+// MemoryUse is what a Trainer holds in host memory, in bytes, besides
+// the parameters themselves.
+type MemoryUse struct {
+	// Seed is the copy of the trainable parameters' values at the start
+	// that a selection compares against (Θ0); OptimizerState the
+	// optimizer's slots and scratch.
+	Seed, OptimizerState int64
+	// SeedShared is the seed read in place from storage the trainer was
+	// given (update.Program.Seeds), not counted in Seed.
+	SeedShared int64
+	// TrainArenas is the memory of the compiled training graphs (their
+	// activations, and the gradients, which the update reads in place),
+	// EvalArenas that of the compiled loss graphs (validation).
+	TrainArenas, EvalArenas int64
+}
+
+// MemoryReporter is a Trainer that knows what it holds in host memory.
+type MemoryReporter interface {
+	MemoryUse() MemoryUse
 }

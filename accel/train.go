@@ -39,3 +39,13 @@ type Trainer interface {
 	SetState(*update.State) error
 	Close() error
 }
+
+// A StateViewer is a Trainer that can show its state without copying it:
+// StateView is State with the parameters' values and the optimizer slots'
+// data being the trainer's own memory (the selection's state may be a
+// copy), valid until the next Step, SetState or Close and not to be
+// written — what writing a checkpoint of a large model needs, where a
+// copy would double the parameters and the optimizer state for a moment.
+type StateViewer interface {
+	StateView() (*update.State, error)
+}

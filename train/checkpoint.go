@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"unsafe"
 
 	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/internal/crashpoint"
@@ -85,13 +86,25 @@ func encodeState(info CheckpointInfo) ([]byte, string, error) {
 	return append(data, '\n'), info.SHA256, err
 }
 
+// float32Bytes is v as little-endian bytes: a view of v's memory on a
+// little-endian machine (no copy of a model's worth of values; v must not
+// change while the bytes are in use), a copy elsewhere.
 func float32Bytes(v []float32) []byte {
+	if littleEndian && len(v) > 0 {
+		return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
+	}
 	b := make([]byte, 4*len(v))
 	for i, x := range v {
 		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
 	}
 	return b
 }
+
+// littleEndian: float32 values are stored as their little-endian bytes.
+var littleEndian = func() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
 
 func bytesFloat32(b []byte) []float32 {
 	v := make([]float32, len(b)/4)

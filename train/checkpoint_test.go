@@ -2,10 +2,13 @@ package train
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -146,5 +149,23 @@ func TestResumeChecksTheData(t *testing.T) {
 	// The new data is the run's now.
 	if _, err := resume(cfg, dir, false); err != nil {
 		t.Errorf("resume on the recorded data: %v", err)
+	}
+}
+
+// TestFloat32Bytes: the bytes a checkpoint writes are the values'
+// little-endian encoding, signs, infinities and NaN payloads included.
+func TestFloat32Bytes(t *testing.T) {
+	v := []float32{0, float32(math.Copysign(0, -1)), 1.5, -3.25e-38, float32(math.Inf(-1)), math.Float32frombits(0x7fc00123), math.MaxFloat32}
+	b := float32Bytes(v)
+	if len(b) != 4*len(v) {
+		t.Fatalf("%d bytes for %d values", len(b), len(v))
+	}
+	for i, x := range v {
+		if got := binary.LittleEndian.Uint32(b[4*i:]); got != math.Float32bits(x) {
+			t.Errorf("value %d: bytes %08x, want %08x", i, got, math.Float32bits(x))
+		}
+	}
+	if w := bytesFloat32(b); !slices.EqualFunc(w, v, func(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) }) {
+		t.Errorf("round trip: %v, want %v", w, v)
 	}
 }

@@ -114,6 +114,13 @@ type stepInput struct {
 // backend's default). Nothing is compiled until the first batch shows the
 // shape.
 func NewEngine(src GraphSource, backend accel.Backend, opt update.Optimizer, method Method, threads int) (*Engine, error) {
+	return NewEngineWith(src, backend, opt, method, accel.Options{Threads: threads})
+}
+
+// NewEngineWith is NewEngine with the backend's options in full: the
+// threads, and the precision of the graphs' matrix products (the update
+// is float32 whatever it is).
+func NewEngineWith(src GraphSource, backend accel.Backend, opt update.Optimizer, method Method, opts accel.Options) (*Engine, error) {
 	tb, ok := backend.(accel.TrainingBackend)
 	if !ok {
 		return nil, fmt.Errorf("backend %s cannot train", backend.Name())
@@ -133,7 +140,10 @@ func NewEngine(src GraphSource, backend accel.Backend, opt update.Optimizer, met
 		return nil, err
 	}
 	e.prog = update.Program{Optimizer: opt, Selection: sel}
-	if e.trainer, err = tb.NewTrainer(e.params, &e.prog, accel.Options{Threads: threads}); err != nil {
+	if s, ok := src.(*sharedSource); ok && sel != nil {
+		e.prog.Seeds = s.seeds
+	}
+	if e.trainer, err = tb.NewTrainer(e.params, &e.prog, opts); err != nil {
 		return nil, err
 	}
 	if init != nil {
@@ -404,6 +414,22 @@ func (e *Engine) ParamValues(name string) ([]float32, error) {
 // State copies the engine's state for a checkpoint.
 func (e *Engine) State() (*EngineState, error) {
 	st, err := e.trainer.State()
+	if err != nil {
+		return nil, err
+	}
+	return &EngineState{Step: e.step, Params: st.Params, Optimizer: st.Optimizer, Selection: st.Selection,
+		Method: e.method.State(st.Selection, e.step)}, nil
+}
+
+// stateView is State without copying the values where the backend can
+// show them in place (accel.StateViewer): valid until the next step, and
+// not to be written.
+func (e *Engine) stateView() (*EngineState, error) {
+	v, ok := e.trainer.(accel.StateViewer)
+	if !ok {
+		return e.State()
+	}
+	st, err := v.StateView()
 	if err != nil {
 		return nil, err
 	}

@@ -2,9 +2,14 @@ package train
 
 import (
 	"fmt"
+	"strings"
+	"unsafe"
+
+	"github.com/dstune/dstune/accel"
 
 	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
 )
 
 // stepMemory estimates what training one batch shape takes in host
@@ -148,6 +153,26 @@ type sharedSource struct {
 	GraphSource
 	shape       BatchShape
 	train, loss *ir.Graph
+	// seeds are the model file's float32 parameters read in place
+	// (fileSeeds), for a selection's seed (update.Program.Seeds).
+	seeds map[string][]float32
+}
+
+// fileSeeds views the float32 initializers of m whose stored bytes are
+// raw little-endian data at an aligned address — in the model file or its
+// external data, mapped or read — as float32 values, by name: a selection
+// compares against the model's values there instead of a copy (the
+// trainer checks that they are the parameters' values).
+func fileSeeds(m *onnx.Model) map[string][]float32 {
+	seeds := map[string][]float32{}
+	for _, it := range m.Graph.Initializers {
+		raw := it.Raw
+		if it.DataType != onnx.Float || len(raw) < 4 || len(raw)%4 != 0 || uintptr(unsafe.Pointer(&raw[0]))%4 != 0 {
+			continue
+		}
+		seeds[it.Name] = unsafe.Slice((*float32)(unsafe.Pointer(&raw[0])), len(raw)/4)
+	}
+	return seeds
 }
 
 // Unwrap returns the source whose graphs s hands on.
@@ -203,4 +228,112 @@ func (r *runner) checkMemory() error {
 		return &MemoryError{Shape: shape, Estimate: m, Limit: limit, Default: isDefault}
 	}
 	return nil
+}
+
+// MemoryReport is what a training step holds in host memory, in bytes
+// (RunOptions.MemoryReport).
+type MemoryReport struct {
+	Shape BatchShape
+	// Params are the model's parameters (all of them, trained or not);
+	// Seed the copy of the trainable parameters' values at the start
+	// that DST's selection compares against (Θ0); Gradients one float32
+	// per trainable parameter; Optimizer the optimizer's state.
+	Params, Seed, Gradients, Optimizer int64
+	// SeedInPlace is the part of the seed read from the model file's
+	// bytes in place, not copied (not in Seed, nor in Total).
+	SeedInPlace int64
+	// Activations are the training graph's memory beyond the gradients'
+	// bytes — forward activations and the backward pass's intermediates,
+	// as the backend's memory plan packs them with the gradients, which
+	// take over the memory of activations that died;
+	// Workspace the loss graph's values (validation, the first batch's
+	// probe), the folded constants and the batch.
+	Activations, Workspace int64
+	// Measured says that the backend reported its arenas and state
+	// (accel.MemoryReporter); otherwise Seed, Optimizer, Activations and
+	// Workspace are the estimate the memory check makes.
+	Measured bool
+	// RSS and PeakRSS are the process's resident memory when the report
+	// was made and its peak so far (0: unknown).
+	RSS, PeakRSS int64
+}
+
+// Total is the sum of the parts.
+func (m MemoryReport) Total() int64 {
+	return m.Params + m.Seed + m.Gradients + m.Optimizer + m.Activations + m.Workspace
+}
+
+// Lines formats the report, one part a line.
+func (m MemoryReport) Lines() []string {
+	how := "as the CPU backend holds them"
+	if !m.Measured {
+		how = "estimated"
+	}
+	pct := func(n int64) string {
+		if t := m.Total(); t > 0 {
+			return fmt.Sprintf("%5.1f %%", 100*float64(n)/float64(t))
+		}
+		return ""
+	}
+	row := func(name string, n int64, what string) string {
+		return fmt.Sprintf("  %-16s %11s %s  %s", name, sysmem.Format(n), pct(n), what)
+	}
+	seedWhat := "DST's copy of the trainable weights' starting values"
+	if m.SeedInPlace > 0 {
+		seedWhat += fmt.Sprintf(" (%s more read in place from the model file)", sysmem.Format(m.SeedInPlace))
+	}
+	lines := []string{
+		fmt.Sprintf("memory of a training step of batch %d×%d (%s):", m.Shape.B, m.Shape.T, how),
+		row("parameters", m.Params, "the model's weights"),
+		row("seed (Θ0)", m.Seed, seedWhat),
+		row("gradients", m.Gradients, "one float32 per trainable weight"),
+		row("optimizer state", m.Optimizer, "the optimizer's slots"),
+		row("activations", m.Activations, "the training graph's memory beyond the gradients (its plan lays gradients over dead activations)"),
+		row("workspace", m.Workspace, "validation's graph, folded constants, the batch"),
+		fmt.Sprintf("  %-16s %11s", "total", sysmem.Format(m.Total())),
+	}
+	if m.RSS > 0 || m.PeakRSS > 0 {
+		lines = append(lines, fmt.Sprintf("  %-16s %11s (peak %s; with the Go runtime, the model file's pages and the data)", "process RSS", sysmem.Format(m.RSS), sysmem.Format(m.PeakRSS)))
+	}
+	return lines
+}
+
+// memoryReport reports what the run holds for a step of shape; the
+// backend's figures are complete once the shape's graphs have run.
+func (r *runner) memoryReport(shape BatchShape) (MemoryReport, error) {
+	g, err := r.engine.TrainingGraph(shape)
+	if err != nil {
+		return MemoryReport{}, err
+	}
+	trainable := r.engine.Params()
+	est := estimateStepMemory(g, shape, trainable, &r.cfg, false)
+	m := MemoryReport{Shape: shape, Params: est.Params}
+	for _, o := range g.Outputs {
+		if strings.HasPrefix(o.Name, ir.GradPrefix) {
+			m.Gradients += tensorBytes(o.Value.Shape, o.Value.DType)
+		}
+	}
+	if mr, ok := r.engine.trainer.(accel.MemoryReporter); ok {
+		mu := mr.MemoryUse()
+		m.Measured = true
+		m.Seed, m.SeedInPlace, m.Optimizer = mu.Seed, mu.SeedShared, mu.OptimizerState
+		m.Activations = mu.TrainArenas - m.Gradients
+		m.Workspace = mu.EvalArenas + est.Constants + est.Batch
+	} else {
+		m.Optimizer = est.State
+		if r.engine.Program().Selection != nil {
+			for _, p := range trainable {
+				m.Seed += tensorBytes(p.Tensor.Shape(), p.Tensor.DType())
+			}
+		}
+		if r.cfg.Backend == "cpu" {
+			m.Activations = max(0, activationPeak(g)-m.Gradients)
+			if s, err := r.engine.shapeFor(shape, true); err == nil {
+				m.Workspace = activationPeak(s.loss)
+			}
+		}
+		m.Workspace += est.Constants + est.Batch
+	}
+	m.RSS, m.PeakRSS = sysmem.RSS()
+	return m, nil
 }

@@ -42,19 +42,24 @@ func newProgress(w io.Writer, terminal bool, every, total int64) *progress {
 }
 
 // stepLine formats one step: step, loss, the last validation metric
-// (when there is one), tokens/s, ETA.
-func stepLine(step, total int64, loss float64, metric string, tokensPerSec float64, eta time.Duration) string {
+// (when there is one), tokens/s, model FLOPs utilization (left out when
+// 0: unknown), ETA.
+func stepLine(step, total int64, loss float64, metric string, tokensPerSec, mfu float64, eta time.Duration) string {
 	if metric != "" {
 		metric = "  " + metric
 	}
-	return fmt.Sprintf("step %d/%d  loss %.4f%s  %s tok/s  ETA %s", step, total, loss, metric, siCount(tokensPerSec), formatETA(eta))
+	util := ""
+	if mfu > 0 {
+		util = fmt.Sprintf("  MFU %.0f%%", 100*mfu)
+	}
+	return fmt.Sprintf("step %d/%d  loss %.4f%s  %s tok/s%s  ETA %s", step, total, loss, metric, siCount(tokensPerSec), util, formatETA(eta))
 }
 
-func (p *progress) step(step int64, loss, tokensPerSec float64, eta time.Duration) {
+func (p *progress) step(step int64, loss, tokensPerSec, mfu float64, eta time.Duration) {
 	if p.w == nil {
 		return
 	}
-	line := stepLine(step, p.total, loss, p.metric, tokensPerSec, eta)
+	line := stepLine(step, p.total, loss, p.metric, tokensPerSec, mfu, eta)
 	if p.terminal {
 		p.line = line
 		if now := time.Now(); step == p.total || now.Sub(p.lastDraw) >= redrawEvery {

@@ -24,6 +24,7 @@ import (
 	"github.com/dstune/dstune/internal/crashpoint"
 	"github.com/dstune/dstune/internal/flock"
 	"github.com/dstune/dstune/internal/outpath"
+	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/tokenizer"
@@ -75,6 +76,15 @@ type Config struct {
 	// MetricLoss: the loss alone).
 	Metric          string `json:"metric,omitempty"`
 	CheckpointEvery int64  `json:"checkpoint_every"` // 0: only at the end (and on interruption)
+	// CheckpointMinutes writes a checkpoint after the first step that
+	// ends this long or longer after the last checkpoint (or the start);
+	// 0: no such checkpoints. Every checkpoint is a full copy of the
+	// run's state, so a cadence in steps would write gigabytes a minute
+	// on a large model with quick steps.
+	CheckpointMinutes float64 `json:"checkpoint_minutes,omitempty"`
+	// Precision is the arithmetic of the model's matrix products
+	// (accel.Precision: "fp32" when empty, or "bf16").
+	Precision string `json:"precision,omitempty"`
 }
 
 // DataChange is a resume that continued on a changed data file (with
@@ -86,6 +96,9 @@ type DataChange struct {
 	Was    string `json:"was_sha256"`
 	SHA256 string `json:"sha256"`
 }
+
+// DefaultCheckpointMinutes is dstune train's checkpoint cadence.
+const DefaultCheckpointMinutes = 10
 
 // Check reports what is wrong with a configuration.
 func (c *Config) Check() error {
@@ -104,8 +117,11 @@ func (c *Config) Check() error {
 		return fmt.Errorf("max length %d, want ≥ 0", c.MaxLen)
 	case c.Threads < 1:
 		return fmt.Errorf("threads %d, want ≥ 1", c.Threads)
-	case c.EvalEvery < 0 || c.CheckpointEvery < 0:
+	case c.EvalEvery < 0 || c.CheckpointEvery < 0 || c.CheckpointMinutes < 0 || math.IsNaN(c.CheckpointMinutes):
 		return errors.New("eval and checkpoint intervals must not be negative")
+	}
+	if _, err := accel.ParsePrecision(c.Precision); err != nil {
+		return err
 	}
 	if err := c.Optimizer.Check(); err != nil {
 		return err
@@ -176,6 +192,10 @@ type RunOptions struct {
 	// (0: sysmem.Default, 3/4 of the memory this process may use). It
 	// bounds the batch, not the run: a resumed run may change it.
 	MaxMemory int64
+	// MemoryReport prints to Progress what a step holds in memory
+	// (MemoryReport's parts) after the first step this process takes,
+	// and the process's peak resident memory at the end.
+	MemoryReport bool
 }
 
 // Result summarizes a run.
@@ -242,6 +262,13 @@ type runner struct {
 	dataChanged bool
 	// emptyBatches counts the steps whose batch had no target.
 	emptyBatches int
+	// lastCkptTime is when the last checkpoint was written, or the loop
+	// started (Config.CheckpointMinutes).
+	lastCkptTime time.Time
+	// peakGFLOPS is the backend's peak for the run's products (0:
+	// unknown), stepFLOPs the products of one training step: model FLOPs
+	// utilization is stepFLOPs / step time / peak.
+	peakGFLOPS, stepFLOPs float64
 }
 
 func (r *runner) close() {
@@ -453,6 +480,12 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 	if err != nil {
 		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
 	}
+	// The model holds copies of the weights now: the file's pages of
+	// them, read by the import, need not stay resident (DST's seed reads
+	// those it uses again, the fine-tuned model's writing the rest).
+	for _, it := range r.onnxModel.Graph.Initializers {
+		pageOut(it.Raw)
+	}
 	// Half-precision checkpoints train float32 master copies, computing
 	// in float32; the results are written back in the model's dtype.
 	model = model.Float32Compute()
@@ -601,8 +634,20 @@ func (r *runner) newEngine(model *ir.Model) error {
 		return err
 	}
 	r.shared = &sharedSource{GraphSource: r.src}
-	r.engine, err = NewEngine(r.shared, backend, cfg.Optimizer, r.method, cfg.Threads)
-	return err
+	if r.onnxModel != nil && cfg.Method == MethodDST {
+		r.shared.seeds = fileSeeds(r.onnxModel)
+	}
+	precision, _ := accel.ParsePrecision(cfg.Precision) // checked by Config.Check
+	opts := accel.Options{Threads: cfg.Threads, Precision: precision}
+	r.engine, err = NewEngineWith(r.shared, backend, cfg.Optimizer, r.method, opts)
+	r.shared.seeds = nil // the trainer holds what it uses
+	if err != nil {
+		return err
+	}
+	if pr, ok := backend.(accel.PeakReporter); ok {
+		r.peakGFLOPS = pr.PeakGFLOPS(opts)
+	}
+	return nil
 }
 
 // startData restores a resumed run's checkpoint and starts the batches
@@ -834,6 +879,7 @@ type metricsRecord struct {
 	UpdateMS     float64  `json:"update_ms,omitempty"`
 	Tokens       int      `json:"tokens,omitempty"`
 	TokensPerSec float64  `json:"tokens_per_s,omitempty"`
+	MFU          float64  `json:"mfu,omitempty"`
 	ValidLoss    *float64 `json:"valid_loss,omitempty"`
 	// The validation metric (Config.Metric), with the validation loss.
 	TokenAccuracy *float64 `json:"token_accuracy,omitempty"`
@@ -930,10 +976,13 @@ func (r *runner) evaluate() (validation, error) {
 	return v, nil
 }
 
-// state copies the engine's state for a checkpoint, refusing one that
+// state is the engine's state for a checkpoint, refusing one that
 // holds NaN or ±Inf: the last good checkpoint is never replaced by it.
 func (r *runner) state() (*EngineState, error) {
-	st, err := r.engine.State()
+	// A view: nothing changes the state until the checkpoint is written
+	// (validation only reads the parameters), and a copy would hold the
+	// parameters and the optimizer state twice meanwhile.
+	st, err := r.engine.stateView()
 	if err != nil {
 		return nil, err
 	}
@@ -994,6 +1043,7 @@ func (r *runner) loop(ctx context.Context) error {
 	}
 	var batch Batch
 	start := time.Now()
+	r.lastCkptTime = start
 	first := res.Step
 	for step := res.Step + 1; step <= cfg.Steps; step++ {
 		if ctx.Err() != nil {
@@ -1035,7 +1085,7 @@ func (r *runner) loop(ctx context.Context) error {
 		// A checkpoint step's state is checked before anything of the
 		// step is written.
 		var st *EngineState
-		if step == cfg.Steps || (cfg.CheckpointEvery > 0 && step%cfg.CheckpointEvery == 0) {
+		if step == cfg.Steps || r.checkpointDue(step) {
 			if st, err = r.state(); err != nil {
 				r.progress.done()
 				return r.stopped(err)
@@ -1049,7 +1099,7 @@ func (r *runner) loop(ctx context.Context) error {
 		lr := cfg.Optimizer.LR(update.StepInfo{Step: step, LRScale: lrScale})
 		rec := metricsRecord{Step: step, Epoch: epoch, Loss: &stats.Loss, LR: &lr,
 			StepMS: ms(elapsed), ComputeMS: ms(stats.Compute), UpdateMS: ms(stats.Update),
-			Tokens: tokens, TokensPerSec: float64(tokens) / elapsed.Seconds()}
+			Tokens: tokens, TokensPerSec: float64(tokens) / elapsed.Seconds(), MFU: r.mfu(&batch, elapsed)}
 		if r.valid != nil && (step == cfg.Steps || (cfg.EvalEvery > 0 && step%cfg.EvalEvery == 0)) {
 			v, err := r.evaluate()
 			if err != nil {
@@ -1066,11 +1116,21 @@ func (r *runner) loop(ctx context.Context) error {
 			if err := r.checkpoint(st); err != nil {
 				return err
 			}
+			r.lastCkptTime = time.Now()
 		}
 		done := step - first
 		eta := time.Duration(float64(time.Since(start)) / float64(done) * float64(cfg.Steps-step))
-		r.progress.step(step, stats.Loss, rec.TokensPerSec, eta)
+		r.progress.step(step, stats.Loss, rec.TokensPerSec, rec.MFU, eta)
 		crashpoint.Hit("train.step")
+		if r.opts.MemoryReport && step == first+1 {
+			m, err := r.memoryReport(BatchShape{batch.B, batch.T})
+			if err != nil {
+				return err
+			}
+			for _, line := range m.Lines() {
+				r.progress.message("%s", line)
+			}
+		}
 		if r.opts.AfterStep != nil {
 			if err := r.opts.AfterStep(step); err != nil {
 				r.progress.done()
@@ -1079,6 +1139,11 @@ func (r *runner) loop(ctx context.Context) error {
 		}
 	}
 	r.progress.done()
+	if r.opts.MemoryReport {
+		if _, peak := sysmem.RSS(); peak > 0 {
+			r.progress.message("peak resident memory of the run: %s", sysmem.Format(peak))
+		}
+	}
 	if r.onnxModel != nil && r.method.Name() == MethodFull {
 		path := filepath.Join(r.opts.Dir, ModelFile)
 		if err := r.writeModel(path); err != nil {
@@ -1087,6 +1152,33 @@ func (r *runner) loop(ctx context.Context) error {
 		res.ModelFile = path
 	}
 	return nil
+}
+
+// mfu is the model FLOPs utilization of a step that took d: the training
+// graph's matrix-product FLOPs over d, as a share of the backend's peak
+// for the run's precision (0 when the backend does not know its peak).
+func (r *runner) mfu(b *Batch, d time.Duration) float64 {
+	if r.peakGFLOPS <= 0 || d <= 0 {
+		return 0
+	}
+	if r.stepFLOPs == 0 {
+		g, err := r.engine.TrainingGraph(BatchShape{b.B, b.T})
+		if err != nil {
+			return 0
+		}
+		r.stepFLOPs = GraphProductFLOPs(g)
+	}
+	return r.stepFLOPs / d.Seconds() / 1e9 / r.peakGFLOPS
+}
+
+// checkpointDue reports whether the cadence asks for a checkpoint after
+// step (the last step and interruptions always write one).
+func (r *runner) checkpointDue(step int64) bool {
+	cfg := &r.cfg
+	if cfg.CheckpointEvery > 0 && step%cfg.CheckpointEvery == 0 {
+		return true
+	}
+	return cfg.CheckpointMinutes > 0 && time.Since(r.lastCkptTime).Minutes() >= cfg.CheckpointMinutes
 }
 
 // storedBytes encodes trained float32 values in the dtype the model
@@ -1104,15 +1196,21 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // trained initializers' bytes replaced (every other byte identical), or,
 // when they are not stored inside the file, a re-encoded model.
 func (r *runner) writeModel(path string) error {
+	// The trained values in place where the backend shows them so
+	// (nothing trains meanwhile), not a copy of the model's weights.
+	st, err := r.engine.stateView()
+	if err != nil {
+		return err
+	}
 	values := map[string][]byte{}
 	for _, p := range r.engine.Params() {
-		v, err := r.engine.ParamValues(p.Name)
-		if err != nil {
-			return err
+		v, ok := st.Params[p.Name]
+		if !ok {
+			return fmt.Errorf("fine-tuned model: no values for parameter %q", p.Name)
 		}
 		values[p.Name] = storedBytes(v, r.halfParams[p.Name])
 	}
-	err := onnx.PatchFile(r.cfg.Model, path, r.onnxModel, values)
+	err = onnx.PatchFile(r.cfg.Model, path, r.onnxModel, values)
 	if err == nil {
 		return nil
 	}

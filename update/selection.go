@@ -13,6 +13,13 @@ import (
 type Program struct {
 	Optimizer Optimizer
 	Selection *Selection // nil: every parameter keeps its optimizer step (full fine-tuning)
+	// Seeds may hold, by parameter name, values equal to the parameters'
+	// when the trainer is made, stored where a host trainer may read
+	// them as the selection's seed in place of a copy (the model file's
+	// bytes, mapped); they must stay unchanged while the trainer lives.
+	// A trainer checks them against the parameters and copies where
+	// they differ or are missing.
+	Seeds map[string][]float32
 }
 
 // Selection is DST's selection after every optimizer step (the paper's

@@ -31,6 +31,13 @@
 // kernels' SIMD functions (simd.go); other element-wise functions are
 // computed in float64 by the op's reference and rounded once.
 //
+// Options.Precision bf16 gives the float32 MatMul and Gemm nodes that
+// depend on a parameter bfloat16 operands with float32 sums
+// (kernels.Sbgemm; precision.go), the arithmetic of torch.autocast on the
+// CPU; every other node, and every value between nodes, stays float32.
+// PeakGFLOPS measures the peak of each precision once, for model FLOPs
+// utilization.
+//
 // The backend also trains (NewTrainer, train.go): the training graph's
 // executable reads the parameters in place, and the update program is
 // lowered to package kernels' fused passes — the optimizer's step

@@ -74,13 +74,20 @@ func Compile(g *ir.Graph, opts accel.Options) (*Executable, error) {
 	if threads <= 0 {
 		threads = kernels.DefaultThreads()
 	}
-	c := &compiler{g: g, threads: threads}
+	precision, err := accel.ParsePrecision(string(opts.Precision))
+	if err != nil {
+		return nil, fmt.Errorf("cpu: %w", err)
+	}
+	c := &compiler{g: g, threads: threads, precision: precision}
 	return c.compile()
 }
 
 type compiler struct {
-	g       *ir.Graph
-	threads int
+	g         *ir.Graph
+	threads   int
+	precision accel.Precision
+	// bf16 marks the products that take bfloat16 operands (precision.go).
+	bf16 map[*ir.Node]bool
 
 	uses    map[*ir.Value]int // node inputs reading the value, plus graph outputs
 	skip    map[*ir.Node]bool // nodes folded into a consumer (a transpose into a MatMul)
@@ -131,6 +138,7 @@ func (c *compiler) analyze() []*ir.Node {
 		c.uses[o.Value]++
 	}
 	c.fuseTransposes()
+	c.markBF16Products()
 	c.aliasOf = map[*ir.Value]*ir.Value{}
 	var active []*ir.Node
 	for _, n := range g.Nodes {

@@ -39,11 +39,11 @@ func (c *compiler) kernelFor(n *ir.Node) (kernel, error) {
 	case *ir.MatMul:
 		if f32(in[0], in[1]) {
 			f := c.fused[n]
-			return newMatMul(c.threads, in[0], f.permA, in[1], f.permB, out[0])
+			return newMatMul(c.threads, c.productsFor(n), in[0], f.permA, in[1], f.permB, out[0])
 		}
 	case *ir.Gemm:
 		if f32(in...) {
-			return newGemm(c.threads, op, in, out[0])
+			return newGemm(c.threads, c.productsFor(n), op, in, out[0])
 		}
 	case *ir.Binary:
 		if f32(in[0], in[1], out[0]) {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/dstune/dstune/ir"
-	"github.com/dstune/dstune/kernels"
 )
 
 // operand is a MatMul operand as the GEMM reads it: its logical shape and
@@ -70,6 +69,7 @@ func stridedMatrix(o operand) (matrixLayout, bool) {
 // precomputed offsets (general broadcasting and transposed views).
 type matmulKernel struct {
 	threads        int
+	prod           products
 	a, b, c        []float32
 	transA, transB bool
 	m, n, k        int
@@ -83,7 +83,7 @@ type matmulKernel struct {
 // newMatMul compiles a MatMul of a and b into out; a non-nil permA (permB)
 // says the operand is the view Transpose(a, permA) of the tensor given,
 // read in place with strides (see compiler.fuseTransposes).
-func newMatMul(threads int, a *ir.Tensor, permA []int, b *ir.Tensor, permB []int, out *ir.Tensor) (kernel, error) {
+func newMatMul(threads int, prod products, a *ir.Tensor, permA []int, b *ir.Tensor, permB []int, out *ir.Tensor) (kernel, error) {
 	oa, ob := logicalOperand(a.Shape(), permA), logicalOperand(b.Shape(), permB)
 	d, err := ir.MatMulShapes(oa.shape, ob.shape)
 	if err != nil {
@@ -96,7 +96,7 @@ func newMatMul(threads int, a *ir.Tensor, permA []int, b *ir.Tensor, permB []int
 	if len(ob.shape) == 1 {
 		ob = operand{ir.Shape{d.K, 1}, []int{1, 1}}
 	}
-	kn := &matmulKernel{threads: threads, a: a.Float32s(), b: b.Float32s(), c: out.Float32s(), m: d.M, n: d.N, k: d.K}
+	kn := &matmulKernel{threads: threads, prod: prod, a: a.Float32s(), b: b.Float32s(), c: out.Float32s(), m: d.M, n: d.N, k: d.K}
 	if d.M == 0 || d.N == 0 || d.K == 0 {
 		return kn, nil
 	}
@@ -174,12 +174,12 @@ func (k *matmulKernel) run() error {
 	case k.offA != nil:
 		mn := k.m * k.n
 		for i := range k.batch {
-			kernels.Sgemm(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a[k.offA[i]:], k.lda, k.b[k.offB[i]:], k.ldb, 0, k.c[i*mn:], k.n)
+			k.prod.gemm(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a[k.offA[i]:], k.lda, k.b[k.offB[i]:], k.ldb, 0, k.c[i*mn:], k.n)
 		}
 	case k.batch == 1:
-		kernels.Sgemm(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a, k.lda, k.b, k.ldb, 0, k.c, k.n)
+		k.prod.gemm(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a, k.lda, k.b, k.ldb, 0, k.c, k.n)
 	default:
-		kernels.SgemmBatched(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a, k.lda, k.strideA, k.b, k.ldb, k.strideB, 0, k.c, k.n, k.m*k.n, k.batch)
+		k.prod.batched(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a, k.lda, k.strideA, k.b, k.ldb, k.strideB, 0, k.c, k.n, k.m*k.n, k.batch)
 	}
 	return nil
 }
@@ -187,6 +187,7 @@ func (k *matmulKernel) run() error {
 // gemmKernel is a float32 Gemm: out = beta·C (broadcast) then += alpha·A·B.
 type gemmKernel struct {
 	threads        int
+	prod           products
 	a, b, out      []float32
 	c              []float32 // nil without C
 	cLayout        ir.RunLayout
@@ -196,14 +197,14 @@ type gemmKernel struct {
 	alpha, beta    float32
 }
 
-func newGemm(threads int, op *ir.Gemm, in []*ir.Tensor, out *ir.Tensor) (kernel, error) {
+func newGemm(threads int, prod products, op *ir.Gemm, in []*ir.Tensor, out *ir.Tensor) (kernel, error) {
 	a, b := in[0], in[1]
 	m, n := out.Shape()[0], out.Shape()[1]
 	k := a.Shape()[1]
 	if op.TransA {
 		k = a.Shape()[0]
 	}
-	kn := &gemmKernel{threads: threads, a: a.Float32s(), b: b.Float32s(), out: out.Float32s(),
+	kn := &gemmKernel{threads: threads, prod: prod, a: a.Float32s(), b: b.Float32s(), out: out.Float32s(),
 		transA: op.TransA, transB: op.TransB, m: m, n: n, k: k, alpha: op.Alpha, beta: op.Beta}
 	if len(in) > 2 && in[2] != nil && op.Beta != 0 {
 		kn.c = in[2].Float32s()
@@ -246,6 +247,6 @@ func (k *gemmKernel) run() error {
 	if k.transB {
 		ldb = k.k
 	}
-	kernels.Sgemm(k.threads, k.transA, k.transB, k.m, k.n, k.k, k.alpha, k.a, lda, k.b, ldb, beta, k.out, k.n)
+	k.prod.gemm(k.threads, k.transA, k.transB, k.m, k.n, k.k, k.alpha, k.a, lda, k.b, ldb, beta, k.out, k.n)
 	return nil
 }

@@ -38,7 +38,11 @@ func (b *Backend) NewTrainer(params []*ir.Param, prog *update.Program, opts acce
 		tp := &trainParam{name: p.Name, shape: []int(p.Tensor.Shape().Clone()), value: p.Tensor.Float32s()}
 		newParamState(prog.Optimizer, tp)
 		if prog.Selection != nil {
-			tp.seed = slices.Clone(tp.value)
+			if s, ok := prog.Seeds[p.Name]; ok && sameBits(s, tp.value) {
+				tp.seed, tp.seedShared = s, true
+			} else {
+				tp.seed = slices.Clone(tp.value)
+			}
 		}
 		t.byName[p.Name] = len(t.params)
 		t.params = append(t.params, tp)
@@ -287,4 +291,62 @@ func (t *trainer) Close() error {
 	}
 	t.compiled, t.evals = nil, nil
 	return nil
+}
+
+var _ accel.MemoryReporter = (*trainer)(nil)
+
+// MemoryUse reports the seed copies, the optimizer state and the arenas
+// of the executables compiled so far.
+func (t *trainer) MemoryUse() accel.MemoryUse {
+	var m accel.MemoryUse
+	for _, p := range t.params {
+		if p.seedShared {
+			m.SeedShared += 4 * int64(len(p.seed))
+		} else {
+			m.Seed += 4 * int64(len(p.seed))
+		}
+		for _, s := range p.slots {
+			m.OptimizerState += 4 * int64(len(s.Data))
+		}
+		m.OptimizerState += 4 * int64(len(p.scratch))
+	}
+	for _, s := range t.compiled {
+		if e, ok := s.exe.(*Executable); ok {
+			m.TrainArenas += int64(e.ArenaBytes)
+		}
+	}
+	for _, exe := range t.evals {
+		if e, ok := exe.(*Executable); ok {
+			m.EvalArenas += int64(e.ArenaBytes)
+		}
+	}
+	return m
+}
+
+// sameBits reports whether a and b hold the same float32 bits.
+func sameBits(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+var _ accel.StateViewer = (*trainer)(nil)
+
+// StateView is State without copying the parameters and the slots.
+func (t *trainer) StateView() (*update.State, error) {
+	st := &update.State{Params: map[string][]float32{}, Optimizer: map[string][]update.Slot{}}
+	for _, p := range t.params {
+		st.Params[p.name] = p.value
+		st.Optimizer[p.name] = slices.Clone(p.slots) // the slots' data is shared
+	}
+	if t.sel != nil {
+		st.Selection = t.sel.state()
+	}
+	return st, nil
 }

@@ -15,7 +15,9 @@ type trainParam struct {
 	value []float32 // the parameter's storage, updated in place
 	grad  []float32 // this step's gradient, during the update
 	seed  []float32 // Θ0, with a selection
-	slots []update.Slot
+	// seedShared: seed is update.Program.Seeds' storage, not a copy.
+	seedShared bool
+	slots      []update.Slot
 	// scratch is Adafactor's: the row and column sums of one matrix and
 	// the row and column scales of every matrix (the clipping needs them
 	// all before the first matrix is updated).

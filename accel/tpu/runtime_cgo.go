@@ -191,7 +191,10 @@ var _ accel.Executable = (*Executable)(nil)
 
 // Compile lowers g (LowerGraph), compiles it and copies its parameters to
 // the device.
-func (b *Backend) Compile(g *ir.Graph, _ accel.Options) (accel.Executable, error) {
+func (b *Backend) Compile(g *ir.Graph, opts accel.Options) (accel.Executable, error) {
+	if err := checkPrecision(opts); err != nil {
+		return nil, err
+	}
 	prog, err := LowerGraph(g)
 	if err != nil {
 		return nil, err
@@ -302,8 +305,20 @@ var _ accel.TrainingBackend = (*Backend)(nil)
 // the parameters' values now) to the device, with zero optimizer state;
 // each training graph's step (LowerTrainStep) is compiled when it first
 // runs.
-func (b *Backend) NewTrainer(params []*ir.Param, prog *update.Program, _ accel.Options) (accel.Trainer, error) {
+func (b *Backend) NewTrainer(params []*ir.Param, prog *update.Program, opts accel.Options) (accel.Trainer, error) {
+	if err := checkPrecision(opts); err != nil {
+		return nil, err
+	}
 	return newTrainer(pjrtDevice{b}, params, prog)
+}
+
+// checkPrecision refuses what the lowering does not do yet: products in
+// another precision than float32.
+func checkPrecision(opts accel.Options) error {
+	if p, err := accel.ParsePrecision(string(opts.Precision)); err != nil || p != accel.PrecisionFP32 {
+		return fmt.Errorf("pjrt: matrix products in precision %q are not supported on this backend (fp32 is)", opts.Precision)
+	}
+	return nil
 }
 
 // pjrtDevice is the Trainer's device on a PJRT client.

@@ -22,6 +22,7 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 
 	"github.com/dstune/dstune/accel"
+	"github.com/dstune/dstune/accel/cpu"
 	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
@@ -105,7 +106,7 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg.EvalEvery, cfg.CheckpointEvery = 0, 0 // the run stops before anything is saved
+	cfg.EvalEvery, cfg.CheckpointEvery, cfg.CheckpointMinutes = 0, 0, 0 // the run stops before anything is saved
 
 	var walls, updates []time.Duration
 	var prof *stepProfile
@@ -159,14 +160,15 @@ type stepProfile struct {
 	Method    string  `json:"method"`
 	Batch     [2]int  `json:"batch"`
 	Threads   int     `json:"threads"`
-	PeakFLOPS float64 `json:"peak_gflops"`    // FMA loop, measured now
+	Precision string  `json:"precision"`      // of the matrix products (dstune train --precision)
+	PeakFLOPS float64 `json:"peak_gflops"`    // FMA loop (bf16: dot-product loop), measured now
 	PeakBW    float64 `json:"peak_read_gbps"` // streaming read, measured now
 	StepMS    float64 `json:"step_ms"`        // median wall time of the steps after the first
 	UpdateMS  float64 `json:"update_ms"`      // of which the optimizer and the method
 	NodesMS   float64 `json:"nodes_ms"`       // the profiled nodes' medians, summed
 	// ProductGFLOP is the matrix products' arithmetic of a step (forward
 	// and backward, 2·m·n·k each); MFU is it over the step's time as a
-	// share of the FMA peak.
+	// share of the peak of the products' precision.
 	ProductGFLOP float64    `json:"product_gflop"`
 	MFU          float64    `json:"mfu"`
 	Kinds        []*profRow `json:"op_kinds"`
@@ -218,7 +220,11 @@ func newStepProfile(g *ir.Graph, times []accel.NodeTime, b *train.Batch) *stepPr
 // finish measures the peaks and sums the nodes into the tables.
 func (p *stepProfile) finish(env *profileEnv, cfg train.Config, walls, updates []time.Duration) {
 	p.Model, p.Method, p.Threads = cfg.Model, cfg.Method, cfg.Threads
-	p.PeakFLOPS, p.PeakBW = env.peakGFLOPS(), env.peakGBPS()
+	// The peak of the products' arithmetic: the FMA loop's, or the
+	// bfloat16 dot products' with --precision bf16.
+	precision, _ := accel.ParsePrecision(cfg.Precision) // checked by the run
+	p.Precision = string(precision)
+	p.PeakFLOPS, p.PeakBW = cpu.New().PeakGFLOPS(accel.Options{Threads: cfg.Threads, Precision: precision}), env.peakGBPS()
 	p.StepMS = medianMS(walls)
 	p.UpdateMS = medianMS(updates)
 	kinds, groups := map[string]*profRow{}, map[string]*profRow{}
@@ -287,7 +293,7 @@ func medianMS(ds []time.Duration) float64 {
 // Gemm (product true), otherwise one operation per element of its largest
 // input or output (an element-wise op's output, a reduction's input).
 func nodeFLOP(n *ir.Node) (flop float64, product bool) {
-	if f := productFLOP(n); f > 0 {
+	if f := train.ProductFLOPs(n); f > 0 {
 		return f, true
 	}
 	for _, vs := range [][]*ir.Value{n.Inputs, n.Outputs} {
@@ -353,10 +359,14 @@ func nodeGroup(n *ir.Node) string {
 
 func (p *stepProfile) print(w io.Writer, top int) {
 	fmt.Fprintf(w, "%s: %s, batch %d×%d, %d thread(s)\n", p.Model, p.Method, p.Batch[0], p.Batch[1], p.Threads)
-	fmt.Fprintf(w, "peaks measured now: %.0f GFLOP/s (FMA), %.1f GB/s (read)\n", p.PeakFLOPS, p.PeakBW)
+	peak := "FMA"
+	if p.Precision == string(accel.PrecisionBF16) {
+		peak = "bf16 dot products"
+	}
+	fmt.Fprintf(w, "peaks measured now: %.0f GFLOP/s (%s), %.1f GB/s (read)\n", p.PeakFLOPS, peak, p.PeakBW)
 	fmt.Fprintf(w, "step: %.1f ms (median of the steps after the first), of which the update %.1f ms\n", p.StepMS, p.UpdateMS)
-	fmt.Fprintf(w, "matrix products: %.2f GFLOP a step: %.1f GFLOP/s over the step, MFU %.1f %% of the FMA peak\n",
-		p.ProductGFLOP, p.ProductGFLOP/(p.StepMS/1e3), 100*p.MFU)
+	fmt.Fprintf(w, "matrix products (%s): %.2f GFLOP a step: %.1f GFLOP/s over the step, MFU %.1f %% of the %s peak\n",
+		p.Precision, p.ProductGFLOP, p.ProductGFLOP/(p.StepMS/1e3), 100*p.MFU, peak)
 	fmt.Fprintf(w, "the profiled nodes (forward and backward, each timed alone): %.1f ms\n", p.NodesMS)
 	p.table(w, "op kind", p.Kinds, top)
 	p.table(w, "node group", p.Groups, top)
@@ -495,31 +505,4 @@ func shortPath(p string) string {
 		parts = parts[len(parts)-2:]
 	}
 	return strings.Join(parts, "/")
-}
-
-// productFLOP is the arithmetic of a MatMul or Gemm node, 2·m·n·k per
-// product; 0 for other nodes.
-func productFLOP(n *ir.Node) float64 {
-	switch op := n.Op.(type) {
-	case *ir.MatMul:
-		d, err := ir.MatMulShapes(n.Inputs[0].Shape, n.Inputs[1].Shape)
-		if err != nil {
-			return 0
-		}
-		return 2 * float64(d.M) * float64(d.N) * float64(d.K) * float64(d.Batch.Size())
-	case *ir.Gemm:
-		a, b := n.Inputs[0].Shape, n.Inputs[1].Shape
-		if len(a) != 2 || len(b) != 2 {
-			return 0
-		}
-		m, k, cols := a[0], a[1], b[1]
-		if op.TransA {
-			m, k = a[1], a[0]
-		}
-		if op.TransB {
-			cols = b[0]
-		}
-		return 2 * float64(m) * float64(cols) * float64(k)
-	}
-	return 0
 }

@@ -115,3 +115,29 @@ func forwardProductGFLOP(t *testing.T, path string, b, tokens int) float64 {
 	}
 	return flop / 1e9
 }
+
+// TestProfileStepBF16: with --precision bf16 the step's products, counted
+// from tiny_gpt's architecture (2 layers of width 64, MLP 4·64,
+// vocabulary 256: three times the forward products), are measured against
+// the bfloat16 peak.
+func TestProfileStepBF16(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.jsonl")
+	writeLines(t, data, byteCorpus([]byte(strings.Repeat("the quick brown fox jumps over the lazy dog. ", 8)), 32, 16))
+	code, out, errOut := dstune("profile", "step", model, "--data", data, "--task", "lm", "--batch", "2", "--max-len", "32",
+		"--steps", "2", "--runs", "1", "--threads", "1", "--precision", "bf16", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	var p stepProfile
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	const B, T, d, layers, vocab = 2, 32, 64, 2, 256
+	n := float64(B * T)
+	forward := layers*(2*n*d*3*d+2*n*d*d+2*(2*n*d*4*d)+2*(2*B*T*T*d)) + 2*n*d*vocab
+	if p.Precision != "bf16" || math.Abs(p.ProductGFLOP-3*forward/1e9) > 1e-12 || !(p.MFU > 0) || !(p.PeakFLOPS > 0) {
+		t.Errorf("precision %q, %v GFLOP of products (want %v), MFU %v, peak %v", p.Precision, p.ProductGFLOP, 3*forward/1e9, p.MFU, p.PeakFLOPS)
+	}
+}

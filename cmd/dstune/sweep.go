@@ -60,6 +60,14 @@ func configureTrain(args []string) (train.Config, error) {
 		fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 		var cfg train.Config
 		if cfg, _, err = f.config(pos, set); err == nil {
+			if !set["checkpoint-every"] && !set["checkpoint-minutes"] {
+				// A sweep's runs checkpoint every tenth of their
+				// steps, not every 10 minutes: the deltas kept
+				// (--keep-deltas) and the overlaps across training
+				// need the same steps in every run, whatever the
+				// machine's speed.
+				cfg.CheckpointEvery, cfg.CheckpointMinutes = max(1, cfg.Steps/10), 0
+			}
 			return cfg, nil
 		}
 	}

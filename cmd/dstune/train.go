@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/accel/tpu" // the "pjrt" backend
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/internal/sysmem"
@@ -34,7 +35,8 @@ func init() {
 			"             [--optimizer adamw|adafactor|sgd] [--lr LR] [--weight-decay WD] [--momentum M] [--beta1 B1] [--beta2 B2]",
 			"             --steps N [--batch 8] [--seed 0] [--schedule constant|linear|cosine] [--warmup N]",
 			"             [--trainable REGEX] [--tokenizer T] [--max-len N] [--pad-id ID] [--threads N] --out RUN",
-			"             [--eval-every N] [--metric loss|token-accuracy|exact-match|accuracy] [--checkpoint-every N] [--log-every N]",
+			"             [--precision fp32|bf16] [--eval-every N] [--metric loss|token-accuracy|exact-match|accuracy]",
+			"             [--checkpoint-every N] [--checkpoint-minutes 10] [--log-every N] [--memory-report]",
 			"             [--backend cpu|pjrt] [--pjrt-plugin PATH] [--max-memory SIZE]",
 			"             [--eps 1e-3] [--distance inv-rel|rel|abs|random] [--silo module-layer|module|none]",
 			"             [--normalize none|size|mean] [--threshold iterative|exact] [--churn=true|false]",
@@ -66,9 +68,12 @@ type trainFlags struct {
 	backend, pluginPath                             *string
 	threads                                         *int
 	evalEvery, ckptEvery, logEvery                  *int64
+	ckptMinutes                                     *float64
+	precision                                       *string
 	metric                                          *string
 	out, resume                                     *string
 	maxMemory                                       *string
+	memoryReport                                    *bool
 	allowDataChange                                 *bool
 	// DST's options (--method dst; package dst documents them).
 	eps                       *float64
@@ -124,7 +129,10 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.threads = fs.Int("threads", 0, "goroutines per kernel call (default: all cores; results do not depend on it, and a resumed run may change it)")
 	f.evalEvery = fs.Int64("eval-every", 0, "validate every N steps (default: steps/10)")
 	f.metric = fs.String("metric", train.MetricLoss, "validation metric besides the loss: loss (none) | token-accuracy | exact-match (lm; greedy decoding of the completions of prompt/completion rows) | accuracy (classify)")
-	f.ckptEvery = fs.Int64("checkpoint-every", 0, "write a checkpoint every N steps (default: steps/10); always at the end and on Ctrl-C")
+	f.ckptEvery = fs.Int64("checkpoint-every", 0, "also write a checkpoint every N steps (default: none; see --checkpoint-minutes)")
+	f.ckptMinutes = fs.Float64("checkpoint-minutes", train.DefaultCheckpointMinutes, "write a checkpoint after the first step that ends M minutes or more after the last one (0: none); always at the end and on Ctrl-C")
+	f.precision = fs.String("precision", string(accel.PrecisionFP32), "fp32 | bf16: matrix products with bfloat16 operands and float32 sums (like torch.autocast on the CPU); the rest of the step, the weights, gradients and the optimizer stay float32")
+	f.memoryReport = fs.Bool("memory-report", false, "print what a step holds in memory (parameters, seed, gradients, optimizer state, activations, workspace) after the first step, and the peak resident memory at the end; not part of the run")
 	f.logEvery = fs.Int64("log-every", 0, "when not on a terminal, print a progress line every N steps (default: steps/20)")
 	f.out = fs.String("out", "", "the run directory (created)")
 	f.resume = fs.String("resume", "", "continue the run in this directory from its last checkpoint")
@@ -192,7 +200,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		every = max(1, cfg.Steps/20)
 	}
 	return runTraining(cfg, train.RunOptions{Dir: dir, Resume: *f.resume != "", Progress: stdout,
-		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings, MaxMemory: maxMemory, AllowDataChange: *f.allowDataChange}, stdout, stderr)
+		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings, MaxMemory: maxMemory, AllowDataChange: *f.allowDataChange,
+		MemoryReport: *f.memoryReport}, stdout, stderr)
 }
 
 // config is the run's configuration: config.json's for --resume, else a
@@ -218,7 +227,8 @@ func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, st
 	// Order matters: the optimizer before its hyper-parameters, the
 	// method before its options.
 	order := []string{"data", "valid", "task", "method", "trainable", "tokenizer", "optimizer", "lr", "weight-decay", "momentum", "beta1", "beta2",
-		"schedule", "warmup", "steps", "batch", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "metric", "checkpoint-every"}
+		"schedule", "warmup", "steps", "batch", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "metric", "checkpoint-every",
+		"checkpoint-minutes", "precision"}
 	order = append(order, dstFlags...)
 	order = append(order, loraFlags...)
 	order = append(order, promptFlags...)
@@ -299,7 +309,7 @@ func (f *trainFlags) baseConfig(pos []string) (train.Config, string, error) {
 	cfg := train.Config{Optimizer: opt, Method: *f.method, Backend: *f.backend, Threads: kernels.DefaultThreads(),
 		Schedule: train.Schedule{Name: train.ScheduleConstant}}
 	cfg.EvalEvery = max(1, *f.steps/10)
-	cfg.CheckpointEvery = max(1, *f.steps/10)
+	cfg.CheckpointMinutes = train.DefaultCheckpointMinutes
 	if cfg.Model, err = filepath.Abs(pos[0]); err != nil {
 		return cfg, "", err
 	}
@@ -401,6 +411,17 @@ func (f *trainFlags) apply(name string, cfg *train.Config) error {
 		}
 	case "checkpoint-every":
 		cfg.CheckpointEvery = *f.ckptEvery
+	case "checkpoint-minutes":
+		cfg.CheckpointMinutes = *f.ckptMinutes
+	case "precision":
+		p, err := accel.ParsePrecision(*f.precision)
+		if err != nil {
+			return usagef("--precision: %v", err)
+		}
+		cfg.Precision = string(p)
+		if p == accel.PrecisionFP32 {
+			cfg.Precision = "" // as config.json records the default
+		}
 	default:
 		switch {
 		case slices.Contains(loraFlags, name):

@@ -25,6 +25,7 @@ type Record struct {
 	UpdateMS     float64  `json:"update_ms"`
 	Tokens       int      `json:"tokens"`
 	TokensPerSec float64  `json:"tokens_per_s"`
+	MFU          float64  `json:"mfu"`
 	ValidLoss    *float64 `json:"valid_loss"`
 
 	// DST's fields (dst.StepMetrics).

@@ -68,3 +68,7 @@ func Format(n int64) string {
 	}
 	return strconv.FormatInt(n, 10) + " B"
 }
+
+// RSS is this process's resident memory now and at its peak, in bytes
+// (0 where the system does not say).
+func RSS() (current, peak int64) { return rss() }

@@ -11,3 +11,12 @@ func physical() int64 {
 }
 
 func cgroupLimit() int64 { return 0 }
+
+// rss knows the peak only (getrusage's maxrss, in bytes on Darwin).
+func rss() (current, peak int64) {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0, 0
+	}
+	return 0, ru.Maxrss
+}

@@ -34,3 +34,31 @@ func cgroupLimit() int64 {
 	}
 	return 0
 }
+
+// rss reads VmRSS and VmHWM (the peak) of /proc/self/status.
+func rss() (current, peak int64) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || (name != "VmRSS" && name != "VmHWM") {
+			continue
+		}
+		f := strings.Fields(value)
+		if len(f) != 2 || f[1] != "kB" {
+			continue
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		if name == "VmRSS" {
+			current = n << 10
+		} else {
+			peak = n << 10
+		}
+	}
+	return current, peak
+}

@@ -4,3 +4,5 @@ package sysmem
 
 func physical() int64    { return 0 }
 func cgroupLimit() int64 { return 0 }
+
+func rss() (current, peak int64) { return 0, 0 }

@@ -33,3 +33,24 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// TestRSS: touching 64 MiB raises the resident set and its peak by about
+// as much.
+func TestRSS(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the current resident set is read on Linux only")
+	}
+	cur0, peak0 := RSS()
+	if cur0 <= 0 || peak0 < cur0 {
+		t.Fatalf("RSS() = %d, %d", cur0, peak0)
+	}
+	buf := make([]byte, 64<<20)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	cur1, peak1 := RSS()
+	if cur1-cur0 < 60<<20 || peak1 < cur1 {
+		t.Errorf("after touching 64 MiB: RSS %s → %s, peak %s → %s", Format(cur0), Format(cur1), Format(peak0), Format(peak1))
+	}
+	runtime.KeepAlive(buf)
+}

@@ -53,7 +53,7 @@ type Step struct {
 	Engine  *train.Engine
 	Batches []*train.Batch
 	onnx    *onnx.Model
-	threads int
+	opts    accel.Options
 	next    int
 }
 
@@ -68,6 +68,12 @@ func NewStep(dir, model string, threads int) (*Step, error) {
 // NewStepWith is NewStep with another method (DST) in place of full
 // fine-tuning.
 func NewStepWith(dir, model string, threads int, method train.Method) (*Step, error) {
+	return NewStepOpts(dir, model, accel.Options{Threads: threads}, method)
+}
+
+// NewStepOpts is NewStepWith with the backend's options in full (threads
+// and the precision of the products).
+func NewStepOpts(dir, model string, opts accel.Options, method train.Method) (*Step, error) {
 	task := train.TaskLM
 	if model == "bert" {
 		task = train.TaskClassify
@@ -76,7 +82,7 @@ func NewStepWith(dir, model string, threads int, method train.Method) (*Step, er
 	if err != nil {
 		return nil, err
 	}
-	s := &Step{Model: model, onnx: m, threads: threads}
+	s := &Step{Model: model, onnx: m, opts: opts}
 	im, err := ir.NewModel(m)
 	if err != nil {
 		m.Close()
@@ -88,7 +94,7 @@ func NewStepWith(dir, model string, threads int, method train.Method) (*Step, er
 		return nil, err
 	}
 	opt := update.Optimizer{Name: update.OptimizerAdamW, AdamW: &update.AdamW{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}}
-	if s.Engine, err = train.NewEngine(src, cpu.New(), opt, method, threads); err != nil {
+	if s.Engine, err = train.NewEngineWith(src, cpu.New(), opt, method, opts); err != nil {
 		m.Close()
 		return nil, err
 	}
@@ -187,7 +193,7 @@ func (s *Step) Breakdown(runs int, optimizerTimes []time.Duration) ([]OpTime, ma
 	if err != nil {
 		return nil, nil, err
 	}
-	ce, err := cpu.Compile(g, accel.Options{Threads: s.threads})
+	ce, err := cpu.Compile(g, s.opts)
 	if err != nil {
 		return nil, nil, err
 	}
