@@ -2,10 +2,10 @@ package cpu
 
 import (
 	"fmt"
-	"math"
 	"unsafe"
 
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/kernels"
 )
 
 // softmaxKernel is a float32 Softmax (or LogSoftmax) over the last axis,
@@ -41,29 +41,30 @@ func (k *softmaxKernel) share(lo, hi, w int) {
 }
 
 // layerNormKernel is a float32 LayerNorm over the trailing axes with
-// scale (and bias) of exactly the normalized shape; statistics in float64.
+// scale (and bias) of exactly the normalized shape: kernels.LayerNorm,
+// rows split across threads, each row's statistics summed in float32
+// vector lanes (two passes, so no cancellation when |mean| >> std) and
+// finished in float64. A row's result does not depend on the thread count.
 type layerNormKernel struct {
-	x, scale, bias, y []float32
-	mean, invStd      []float32
-	n                 int
-	eps               float64
-	scratch           [][]float64 // per worker, one row in float64
-	workers           int
-	split             splitter
+	threads      int
+	rows, n      int
+	x, y         []float32
+	scale, bias  []float32 // bias is zeros when the node has none
+	mean, invStd []float32 // nil when the node does not output them
+	eps          float32
 }
 
 func newLayerNorm(threads int, op *ir.LayerNorm, in, out []*ir.Tensor) kernel {
 	n := in[0].Shape()[op.Axis:].Size()
-	k := &layerNormKernel{x: in[0].Float32s(), scale: in[1].Float32s(), y: out[0].Float32s(),
-		n: n, eps: float64(op.Epsilon), workers: workersFor(threads, in[0].Len())}
-	for range k.workers {
-		k.scratch = append(k.scratch, make([]float64, n))
-	}
+	k := &layerNormKernel{threads: threads, n: n, x: in[0].Float32s(), y: out[0].Float32s(),
+		scale: in[1].Float32s(), eps: op.Epsilon}
 	if n > 0 {
-		k.split = splitter{units: in[0].Len() / n, align: 1, share: k.share}
+		k.rows = in[0].Len() / n
 	}
 	if len(in) > 2 && in[2] != nil {
 		k.bias = in[2].Float32s()
+	} else {
+		k.bias = make([]float32, n)
 	}
 	if len(out) > 1 && out[1] != nil {
 		k.mean = out[1].Float32s()
@@ -75,52 +76,8 @@ func newLayerNorm(threads int, op *ir.LayerNorm, in, out []*ir.Tensor) kernel {
 }
 
 func (k *layerNormKernel) run() error {
-	if k.n > 0 {
-		k.split.run(k.workers)
-	}
+	kernels.LayerNorm(k.threads, k.rows, k.n, k.y, k.n, k.x, k.n, k.scale, k.bias, k.eps, k.mean, k.invStd)
 	return nil
-}
-
-// share normalizes rows [lo, hi).
-func (k *layerNormKernel) share(lo, hi, w int) {
-	n := k.n
-	buf := k.scratch[w]
-	scale := k.scale[:n]
-	for r := lo; r < hi; r++ {
-		off := r * n
-		x, y := k.x[off:off+n], k.y[off:off+n]
-		for i, v := range x {
-			buf[i] = float64(v)
-		}
-		var sum float64
-		for _, v := range buf {
-			sum += v
-		}
-		mean := sum / float64(n)
-		var sq float64
-		for i, v := range buf {
-			d := v - mean
-			buf[i] = d
-			sq += d * d
-		}
-		inv := 1 / math.Sqrt(sq/float64(n)+k.eps)
-		if k.bias != nil {
-			bias := k.bias[:n]
-			for i, d := range buf {
-				y[i] = float32(d*inv)*scale[i] + bias[i]
-			}
-		} else {
-			for i, d := range buf {
-				y[i] = float32(d*inv) * scale[i]
-			}
-		}
-		if k.mean != nil {
-			k.mean[r] = float32(mean)
-		}
-		if k.invStd != nil {
-			k.invStd[r] = float32(inv)
-		}
-	}
 }
 
 // gatherKernel copies slices along an axis by index, any dtype (the

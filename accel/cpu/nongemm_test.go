@@ -1,0 +1,76 @@
+package cpu
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/dstune/dstune/accel"
+	"github.com/dstune/dstune/ir"
+)
+
+// checkThreads compiles g with 1, 2 and 3 threads: every output must be
+// bit-identical to the single-threaded one, and match the reference
+// interpreter within atol + rtol·|want|.
+func checkThreads(t *testing.T, g *ir.Graph, inputs []*ir.Tensor, rtol, atol float64) {
+	t.Helper()
+	var serial []*ir.Tensor
+	for _, threads := range []int{1, 2, 3} {
+		exe, err := Compile(g, accel.Options{Threads: threads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exe.Run(inputs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if threads == 1 {
+			for _, o := range out {
+				serial = append(serial, o.Clone())
+			}
+			continue
+		}
+		for i, o := range out {
+			if string(o.Bytes()) != string(serial[i].Bytes()) {
+				t.Errorf("%s with %d threads differs from 1 thread: %v", g.Outputs[i].Name, threads, ir.Compare(o, serial[i], 0, 0))
+			}
+		}
+	}
+	checkGraph(t, g, inputs, rtol, atol)
+}
+
+// TestLayerNormShapes compares the LayerNorm kernel with the float64
+// reference over row lengths that cross every vector width and tail,
+// with and without bias and statistics outputs, and rows whose mean is
+// far larger than their spread.
+func TestLayerNormShapes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	for _, n := range []int{1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 64, 100, 129, 256, 257} {
+		for _, offset := range []float64{0, 1000} {
+			t.Run(fmt.Sprintf("n=%d/offset=%g", n, offset), func(t *testing.T) {
+				s := ir.Shape{5, 3, n}
+				b := ir.NewBuilder("g")
+				x := b.Input("x", ir.Float32, s)
+				scale := b.Param("scale", randTensor(rng, ir.Float32, ir.Shape{n}, 0.5, 1.5))
+				bias := b.Param("bias", randTensor(rng, ir.Float32, ir.Shape{n}, -1, 1))
+				ln := b.Op(&ir.LayerNorm{Axis: 2, Epsilon: 1e-5}, x, scale, bias)
+				b.Output("y", ln[0])
+				b.Output("mean", ln[1])
+				b.Output("invstd", ln[2])
+				b.Output("nobias", b.Op1(&ir.LayerNorm{Axis: 2, Epsilon: 1e-3}, x, scale))
+				g, err := b.Graph()
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Entries offset±3: the relative error of the variance of
+				// float32 inputs grows with offset/spread.
+				in := randTensor(rng, ir.Float32, s, offset-3, offset+3)
+				tol := 1e-5
+				if offset != 0 {
+					tol = 1e-3
+				}
+				checkThreads(t, g, []*ir.Tensor{in}, tol, tol)
+			})
+		}
+	}
+}
