@@ -74,3 +74,50 @@ func TestLayerNormShapes(t *testing.T) {
 		}
 	}
 }
+
+// TestStridedCopies compares Transpose, Slice and Expand with the
+// reference, exactly, over every element width and views that take each
+// copy path: contiguous rows, batched matrix transposes with sides that
+// are and are not multiples of the tile, and element-by-element gathers
+// (negative and zero strides). Some are large enough to be split across
+// threads.
+func TestStridedCopies(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 34))
+	type view struct {
+		shape ir.Shape
+		op    ir.Op
+	}
+	views := []view{
+		{ir.Shape{16, 128, 64}, &ir.Transpose{Perm: []int{1, 0, 2}}},
+		{ir.Shape{2, 33, 3, 17}, &ir.Transpose{Perm: []int{0, 2, 1, 3}}},
+		{ir.Shape{2, 3, 33, 17}, &ir.Transpose{Perm: []int{0, 1, 3, 2}}},
+		{ir.Shape{128, 64, 64}, &ir.Transpose{Perm: []int{1, 2, 0}}},
+		{ir.Shape{64, 64, 129}, &ir.Transpose{Perm: []int{2, 0, 1}}},
+		{ir.Shape{1, 31, 1, 47}, &ir.Transpose{Perm: []int{3, 2, 1, 0}}},
+		{ir.Shape{5, 1}, &ir.Transpose{Perm: []int{1, 0}}},
+		{ir.Shape{1, 1}, &ir.Transpose{Perm: []int{1, 0}}},
+		{ir.Shape{257, 130}, &ir.Transpose{Perm: []int{1, 0}}},
+		{ir.Shape{3, 4, 5, 6, 7}, &ir.Transpose{Perm: []int{4, 1, 3, 0, 2}}},
+		{ir.Shape{3, 0, 5}, &ir.Transpose{Perm: []int{2, 1, 0}}},
+		{ir.Shape{7}, &ir.Transpose{Perm: []int{0}}},
+		{ir.Shape{128, 16, 768}, &ir.Slice{Starts: []int{0, 0, 256}, Steps: []int{1, 1, 1}, Sizes: []int{128, 16, 256}}},
+		{ir.Shape{9, 17, 40}, &ir.Slice{Starts: []int{8, 1, 39}, Steps: []int{-2, 3, -1}, Sizes: []int{5, 5, 40}}},
+		{ir.Shape{9, 17, 40}, &ir.Slice{Starts: []int{0, 16, 3}, Steps: []int{1, -1, 1}, Sizes: []int{9, 17, 30}}},
+		{ir.Shape{9, 17, 40}, &ir.Slice{Starts: []int{4, 0, 0}, Steps: []int{1, 1, 1}, Sizes: []int{1, 17, 40}}},
+		{ir.Shape{9, 17, 40}, &ir.Slice{Starts: []int{4, 2, 5}, Steps: []int{1, 1, 1}, Sizes: []int{1, 1, 1}}},
+	}
+	for _, dt := range []ir.DType{ir.Float32, ir.Float64, ir.Float16, ir.Bool} {
+		for _, v := range views {
+			t.Run(fmt.Sprintf("%v/%v/%+v", dt, v.shape, v.op), func(t *testing.T) {
+				b := ir.NewBuilder("g")
+				x := b.Input("x", dt, v.shape)
+				b.Output("y", b.Op1(v.op, x))
+				g, err := b.Graph()
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkThreads(t, g, []*ir.Tensor{randTensor(rng, dt, v.shape, -5, 5)}, 0, 0)
+			})
+		}
+	}
+}
