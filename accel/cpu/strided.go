@@ -29,15 +29,22 @@ type stridedKernel struct {
 	offset  int   // input element of the output's first
 
 	tiled   bool    // a batch of matrix transposes (shape[r-2] has stride 1)
+	band    int     // tiled: output rows per unit of work
 	idx     [][]int // per worker, the odometer of row copies
 	workers int
 	split   splitter
 }
 
-// transposeTile is the side of the square tiles a batched matrix
-// transpose copies: 16 elements of 4 bytes are a cache line, and a tile
-// of them (1 KiB) stays in L1 while it is turned.
-const transposeTile = 16
+// transposeRows is the number of output rows a batched matrix
+// transpose fills at a time, column block by column block: 16 elements of
+// 4 bytes are a cache line, so a band reads whole lines of the input.
+// Where the output rows lie a multiple of 4 KiB apart, they all fall in
+// one set of the L1 cache (64 sets of 64 bytes), which holds fewer than
+// 16 lines (12 ways on Zen 5, 8 on older cores): those bands are 8 rows.
+const (
+	transposeRows        = 16
+	transposeAliasedRows = 8
+)
 
 // finish coalesces the view, picks how it is copied and sets up the
 // per-worker state.
@@ -51,8 +58,12 @@ func (k *stridedKernel) finish(threads int) kernel {
 	r := len(k.shape)
 	if r >= 2 && k.strides[r-2] == 1 && k.strides[r-1] != 1 {
 		k.tiled = true
-		m := k.shape[r-2]
-		bands := (m + transposeTile - 1) / transposeTile
+		m, cols := k.shape[r-2], k.shape[r-1]
+		k.band = transposeRows
+		if cols*k.width%4096 == 0 {
+			k.band = transposeAliasedRows
+		}
+		bands := (m + k.band - 1) / k.band
 		k.split = splitter{units: ir.Shape(k.shape[:r-2]).Size() * bands, align: 1, share: k.shareTiles}
 		return k
 	}
@@ -119,12 +130,12 @@ func (k *stridedKernel) shareRows(lo, hi, w int) {
 }
 
 // shareTiles copies bands [lo, hi) of a batched matrix transpose: band u
-// is up to transposeTile rows of output matrix u / bands.
+// is up to k.band rows of output matrix u / bands.
 func (k *stridedKernel) shareTiles(lo, hi, w int) {
 	r := len(k.shape)
 	m, n := k.shape[r-2], k.shape[r-1]
 	ld := k.strides[r-1]
-	bands := (m + transposeTile - 1) / transposeTile
+	bands := (m + k.band - 1) / k.band
 	for u := lo; u < hi; u++ {
 		batch, band := u/bands, u%bands
 		base := k.offset
@@ -132,8 +143,8 @@ func (k *stridedKernel) shareTiles(lo, hi, w int) {
 			base += b % k.shape[d] * k.strides[d]
 			b /= k.shape[d]
 		}
-		i0 := band * transposeTile
-		i1 := min(m, i0+transposeTile)
+		i0 := band * k.band
+		i1 := min(m, i0+k.band)
 		y0, y1 := (batch*m+i0)*n, (batch*m+i1)*n
 		base += i0
 		switch k.width {
@@ -149,8 +160,8 @@ func (k *stridedKernel) shareTiles(lo, hi, w int) {
 	}
 }
 
-// transposeBand sets y[i*n + j] = x[base + i + j*ld] for i < m ≤
-// transposeTile, j < n, in blocks of 4×4 held in registers: each block
+// transposeBand sets y[i*n + j] = x[base + i + j*ld] for i < m, j < n
+// (m is a band of a few rows), in blocks of 4×4 held in registers: each block
 // reads four runs of four from four input rows and writes four runs of
 // four to four output rows, so a band reads m contiguous elements from
 // each input row and writes whole cache lines of its output rows.
