@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -42,7 +43,7 @@ func checkThreads(t *testing.T, g *ir.Graph, inputs []*ir.Tensor, rtol, atol flo
 // TestLayerNormShapes compares the LayerNorm kernel with the float64
 // reference over row lengths that cross every vector width and tail,
 // with and without bias and statistics outputs, and rows whose mean is
-// far larger than their spread.
+// far larger than their spread, on every instruction-set level.
 func TestLayerNormShapes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(31, 32))
 	for _, n := range []int{1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 64, 100, 129, 256, 257} {
@@ -69,7 +70,7 @@ func TestLayerNormShapes(t *testing.T) {
 				if offset != 0 {
 					tol = 1e-3
 				}
-				checkThreads(t, g, []*ir.Tensor{in}, tol, tol)
+				forISAs(t, func(t *testing.T) { checkThreads(t, g, []*ir.Tensor{in}, tol, tol) })
 			})
 		}
 	}
@@ -117,6 +118,39 @@ func TestStridedCopies(t *testing.T) {
 					t.Fatal(err)
 				}
 				checkThreads(t, g, []*ir.Tensor{randTensor(rng, dt, v.shape, -5, 5)}, 0, 0)
+			})
+		}
+	}
+}
+
+// TestScalarDivision compares division by a scalar and of a scalar with
+// the reference, exactly, over lengths that cross the SIMD widths and the
+// blocks of the scalar buffer, with zeros, infinities, NaN, -0 and
+// denormals among the operands, on every instruction-set level.
+func TestScalarDivision(t *testing.T) {
+	rng := rand.New(rand.NewPCG(35, 36))
+	special := []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 1e-40, -3e-39, 3.4e38}
+	for _, n := range []int{1, 2, 15, 16, 17, 255, 256, 257, 1000, 40000} {
+		for _, s := range []float32{3, -0.7, 0, float32(math.Inf(1)), 1e-40} {
+			t.Run(fmt.Sprintf("n=%d/s=%g", n, s), func(t *testing.T) {
+				b := ir.NewBuilder("g")
+				x := b.Input("x", ir.Float32, ir.Shape{n})
+				st := ir.NewTensor(ir.Float32, ir.Shape{})
+				st.Float32s()[0] = s
+				c := b.Const(st)
+				b.Output("xs", b.Op1(&ir.Binary{Fn: ir.Div}, x, c))
+				b.Output("sx", b.Op1(&ir.Binary{Fn: ir.Div}, c, x))
+				g, err := b.Graph()
+				if err != nil {
+					t.Fatal(err)
+				}
+				in := randTensor(rng, ir.Float32, ir.Shape{n}, -4, 4)
+				for i, v := range special {
+					if i*7 < n {
+						in.Float32s()[i*7] = v
+					}
+				}
+				forISAs(t, func(t *testing.T) { checkThreads(t, g, []*ir.Tensor{in}, 0, 0) })
 			})
 		}
 	}
