@@ -27,9 +27,13 @@
 // Options.Threads workers in contiguous shares that each compute exactly
 // what one worker would, so results are bit-identical for any thread
 // count. The transcendental activations (tanh, erf, exp, the sigmoid,
-// GELU) and the arithmetic of same-shape or scalar operands run on package
-// kernels' SIMD functions (simd.go); other element-wise functions are
-// computed in float64 by the op's reference and rounded once.
+// GELU), the arithmetic of same-shape or scalar operands and LayerNorm
+// with its gradient run on package kernels' SIMD functions (simd.go,
+// nn.go, grad_kernels.go); other element-wise functions are computed in
+// float64 by the op's reference and rounded once. Transpose, Slice and
+// Expand are one strided copy (strided.go): runs contiguous in the input
+// are memmoves, and batched matrix transposes go in register blocks over
+// bands of rows, so both sides move whole cache lines.
 //
 // Options.Precision bf16 gives the float32 MatMul and Gemm nodes that
 // depend on a parameter bfloat16 operands with float32 sums

@@ -102,7 +102,7 @@ func binaryVV(fn ir.BinaryFn, out, a, b []float32) {
 	}
 }
 
-// binaryVS: out[i] = a[i] op s (Add and Mul on package kernels' SIMD
+// binaryVS: out[i] = a[i] op s (Add, Mul and Div on package kernels' SIMD
 // loops, exactly rounded as the plain loop).
 func binaryVS(fn ir.BinaryFn, out, a []float32, s float32) {
 	a = a[:len(out)]
@@ -116,13 +116,11 @@ func binaryVS(fn ir.BinaryFn, out, a []float32, s float32) {
 	case ir.Mul:
 		kernels.ScaleF32(out, s, a)
 	case ir.Div:
-		for i := range out {
-			out[i] = a[i] / s
-		}
+		divVS(out, a, s)
 	}
 }
 
-// binarySV: out[i] = s op b[i] (Add and Mul as binaryVS).
+// binarySV: out[i] = s op b[i] (Add, Mul and Div as binaryVS).
 func binarySV(fn ir.BinaryFn, out []float32, s float32, b []float32) {
 	b = b[:len(out)]
 	switch fn {
@@ -135,9 +133,7 @@ func binarySV(fn ir.BinaryFn, out []float32, s float32, b []float32) {
 	case ir.Mul:
 		kernels.ScaleF32(out, s, b)
 	case ir.Div:
-		for i := range out {
-			out[i] = s / b[i]
-		}
+		divSV(out, s, b)
 	}
 }
 

@@ -2,10 +2,9 @@ package cpu
 
 import (
 	"fmt"
-	"math"
-	"unsafe"
 
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/kernels"
 )
 
 // softmaxKernel is a float32 Softmax (or LogSoftmax) over the last axis,
@@ -41,29 +40,30 @@ func (k *softmaxKernel) share(lo, hi, w int) {
 }
 
 // layerNormKernel is a float32 LayerNorm over the trailing axes with
-// scale (and bias) of exactly the normalized shape; statistics in float64.
+// scale (and bias) of exactly the normalized shape: kernels.LayerNorm,
+// rows split across threads, each row's statistics summed in float32
+// vector lanes (two passes, so no cancellation when |mean| >> std) and
+// finished in float64. A row's result does not depend on the thread count.
 type layerNormKernel struct {
-	x, scale, bias, y []float32
-	mean, invStd      []float32
-	n                 int
-	eps               float64
-	scratch           [][]float64 // per worker, one row in float64
-	workers           int
-	split             splitter
+	threads      int
+	rows, n      int
+	x, y         []float32
+	scale, bias  []float32 // bias is zeros when the node has none
+	mean, invStd []float32 // nil when the node does not output them
+	eps          float32
 }
 
 func newLayerNorm(threads int, op *ir.LayerNorm, in, out []*ir.Tensor) kernel {
 	n := in[0].Shape()[op.Axis:].Size()
-	k := &layerNormKernel{x: in[0].Float32s(), scale: in[1].Float32s(), y: out[0].Float32s(),
-		n: n, eps: float64(op.Epsilon), workers: workersFor(threads, in[0].Len())}
-	for range k.workers {
-		k.scratch = append(k.scratch, make([]float64, n))
-	}
+	k := &layerNormKernel{threads: threads, n: n, x: in[0].Float32s(), y: out[0].Float32s(),
+		scale: in[1].Float32s(), eps: op.Epsilon}
 	if n > 0 {
-		k.split = splitter{units: in[0].Len() / n, align: 1, share: k.share}
+		k.rows = in[0].Len() / n
 	}
 	if len(in) > 2 && in[2] != nil {
 		k.bias = in[2].Float32s()
+	} else {
+		k.bias = make([]float32, n)
 	}
 	if len(out) > 1 && out[1] != nil {
 		k.mean = out[1].Float32s()
@@ -75,52 +75,8 @@ func newLayerNorm(threads int, op *ir.LayerNorm, in, out []*ir.Tensor) kernel {
 }
 
 func (k *layerNormKernel) run() error {
-	if k.n > 0 {
-		k.split.run(k.workers)
-	}
+	kernels.LayerNorm(k.threads, k.rows, k.n, k.y, k.n, k.x, k.n, k.scale, k.bias, k.eps, k.mean, k.invStd)
 	return nil
-}
-
-// share normalizes rows [lo, hi).
-func (k *layerNormKernel) share(lo, hi, w int) {
-	n := k.n
-	buf := k.scratch[w]
-	scale := k.scale[:n]
-	for r := lo; r < hi; r++ {
-		off := r * n
-		x, y := k.x[off:off+n], k.y[off:off+n]
-		for i, v := range x {
-			buf[i] = float64(v)
-		}
-		var sum float64
-		for _, v := range buf {
-			sum += v
-		}
-		mean := sum / float64(n)
-		var sq float64
-		for i, v := range buf {
-			d := v - mean
-			buf[i] = d
-			sq += d * d
-		}
-		inv := 1 / math.Sqrt(sq/float64(n)+k.eps)
-		if k.bias != nil {
-			bias := k.bias[:n]
-			for i, d := range buf {
-				y[i] = float32(d*inv)*scale[i] + bias[i]
-			}
-		} else {
-			for i, d := range buf {
-				y[i] = float32(d*inv) * scale[i]
-			}
-		}
-		if k.mean != nil {
-			k.mean[r] = float32(mean)
-		}
-		if k.invStd != nil {
-			k.invStd[r] = float32(inv)
-		}
-	}
 }
 
 // gatherKernel copies slices along an axis by index, any dtype (the
@@ -174,40 +130,6 @@ func (k *gatherKernel) run() error {
 	return nil
 }
 
-// stridedKernel copies a strided view of its input into a dense output,
-// for any element width: it walks the output in order, reading the input
-// at offset + Σ index·stride. Transpose (permuted strides) and Slice
-// (scaled strides and a start offset) are both this.
-type stridedKernel struct {
-	x, y    []byte
-	width   int
-	shape   []int   // output shape
-	strides []int   // input element strides, one per output axis
-	offset  int     // input element of the output's first
-	idx     [][]int // per worker
-	workers int
-	split   splitter
-}
-
-// finish sets up the per-worker state once shape and strides are known;
-// the work is split by output rows (the innermost dimension).
-func (k *stridedKernel) finish(threads int) kernel {
-	n := ir.Shape(k.shape).Size()
-	k.workers = workersFor(threads, n)
-	for range k.workers {
-		k.idx = append(k.idx, make([]int, len(k.shape)))
-	}
-	rows := 1
-	if len(k.shape) > 0 {
-		rows = ir.Shape(k.shape[:len(k.shape)-1]).Size()
-		if k.shape[len(k.shape)-1] == 0 {
-			rows = 0
-		}
-	}
-	k.split = splitter{units: rows, align: 1, share: k.share}
-	return k
-}
-
 func newTranspose(threads int, op *ir.Transpose, x, y *ir.Tensor) kernel {
 	st := x.Shape().Strides()
 	k := &stridedKernel{x: x.Bytes(), y: y.Bytes(), width: x.DType().Size(), shape: y.Shape().Clone(),
@@ -227,73 +149,4 @@ func newSlice(threads int, op *ir.Slice, x, y *ir.Tensor) kernel {
 		k.offset += st[d] * op.Starts[d]
 	}
 	return k.finish(threads)
-}
-
-func (k *stridedKernel) run() error {
-	if len(k.shape) == 0 {
-		copy(k.y, k.x[k.offset*k.width:(k.offset+1)*k.width])
-		return nil
-	}
-	k.split.run(k.workers)
-	return nil
-}
-
-// share copies output rows [lo, hi).
-func (k *stridedKernel) share(lo, hi, w int) {
-	r := len(k.shape)
-	inner := k.shape[r-1]
-	idx := k.idx[w]
-	// idx and the input offset of row lo
-	base := k.offset
-	row := lo
-	for d := r - 2; d >= 0; d-- {
-		idx[d] = row % k.shape[d]
-		row /= k.shape[d]
-		base += idx[d] * k.strides[d]
-	}
-	y0, y1 := lo*inner, hi*inner
-	switch k.width {
-	case 4:
-		gatherRows(words[uint32](k.y)[y0:y1], words[uint32](k.x), base, k.shape, k.strides, idx)
-	case 8:
-		gatherRows(words[uint64](k.y)[y0:y1], words[uint64](k.x), base, k.shape, k.strides, idx)
-	case 2:
-		gatherRows(words[uint16](k.y)[y0:y1], words[uint16](k.x), base, k.shape, k.strides, idx)
-	default:
-		gatherRows(k.y[y0:y1], k.x, base, k.shape, k.strides, idx)
-	}
-}
-
-// words views a byte buffer (8-byte aligned, from the arena or a tensor)
-// as a slice of W.
-func words[W uint16 | uint32 | uint64](b []byte) []W {
-	var z W
-	if len(b) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*W)(unsafe.Pointer(&b[0])), len(b)/int(unsafe.Sizeof(z)))
-}
-
-// gatherRows fills y, whole rows of the output (row-major over shape,
-// rank ≥ 1), with x[base + Σ index·stride]; idx (len(shape)) and base
-// describe the first row and advance like an odometer. Strides may be
-// negative (a reversed slice).
-func gatherRows[W uint8 | uint16 | uint32 | uint64](y, x []W, base int, shape, strides, idx []int) {
-	r := len(shape)
-	inner, step := shape[r-1], strides[r-1]
-	for o := 0; o < len(y); o += inner {
-		row := y[o : o+inner]
-		for i := range row {
-			row[i] = x[base+i*step]
-		}
-		for d := r - 2; d >= 0; d-- {
-			idx[d]++
-			base += strides[d]
-			if idx[d] < shape[d] {
-				break
-			}
-			base -= strides[d] * shape[d]
-			idx[d] = 0
-		}
-	}
 }

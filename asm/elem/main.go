@@ -175,10 +175,19 @@ func (c *ctx) hoist(bits uint32) VecVirtual {
 // exp to one vector per 12 cycles); AVX2 has too few registers to.
 func (c *ctx) k(v float32) Op { return c.kb(math.Float32bits(v)) }
 
-// kb is k for a 32-bit pattern.
+// kb is k for a 32-bit pattern. Past the hoisting budget, AVX-512 code
+// broadcasts the constant's first word into a register at each use
+// rather than reading all 64 bytes: the linker aligns data to 32 bytes
+// at most, so a 64-byte operand straddles two cache lines in about half
+// of all builds, which made the GELU kernels twice as slow in those.
 func (c *ctx) kb(bits uint32) Op {
 	if _, ok := c.hoisted[bits]; ok || len(c.hoisted) < c.maxHoist {
 		return c.hoist(bits)
+	}
+	if c.t.avx512 {
+		r := c.t.vec()
+		VBROADCASTSS(constBits(bits), r)
+		return r
 	}
 	return constBits(bits)
 }
