@@ -49,13 +49,9 @@ func (e *Executable) ProfileNodes(inputs []*ir.Tensor, runs int) ([]accel.NodeTi
 // executable Step runs it with (compiled on first use); the parameters
 // and the optimizer state are left as they are.
 func (t *trainer) ProfileNodes(tg *ir.Graph, inputs []*ir.Tensor, runs int) ([]accel.NodeTime, error) {
-	s := t.compiled[tg]
-	if s == nil {
-		var err error
-		if s, err = t.compile(tg); err != nil {
-			return nil, err
-		}
-		t.compiled[tg] = s
+	s, err := t.stepOf(tg)
+	if err != nil {
+		return nil, err
 	}
 	exe, ok := s.exe.(*Executable)
 	if !ok {

@@ -124,6 +124,20 @@ func (t *trainer) compile(tg *ir.Graph) (*trainStep, error) {
 	return s, nil
 }
 
+// stepOf returns the compiled training graph tg, compiling it on first
+// use.
+func (t *trainer) stepOf(tg *ir.Graph) (*trainStep, error) {
+	if s := t.compiled[tg]; s != nil {
+		return s, nil
+	}
+	s, err := t.compile(tg)
+	if err != nil {
+		return nil, err
+	}
+	t.compiled[tg] = s
+	return s, nil
+}
+
 // compileShared compiles g and checks that it reads every trainable
 // parameter from the trainer's storage.
 func (t *trainer) compileShared(g *ir.Graph) (accel.Executable, error) {
@@ -155,13 +169,9 @@ func cutPrefix(s, prefix string) (string, bool) {
 // NaN and ±Inf (Result.NonFinite). The result belongs to the trainer
 // until the next Step.
 func (t *trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) (*update.Result, error) {
-	s := t.compiled[tg]
-	if s == nil {
-		var err error
-		if s, err = t.compile(tg); err != nil {
-			return nil, err
-		}
-		t.compiled[tg] = s
+	s, err := t.stepOf(tg)
+	if err != nil {
+		return nil, err
 	}
 	out, err := s.exe.Run(inputs)
 	if err != nil {

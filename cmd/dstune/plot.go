@@ -261,7 +261,12 @@ func writeLossPlot(path, title string, series []*runSeries, smooth int) error {
 	}
 	// Room above the curves for the legend.
 	p.Y.Max += 0.2 * (p.Y.Max - p.Y.Min)
-	wt, err := p.WriterTo(9*vg.Inch, 5.5*vg.Inch, "png")
+	return savePNG(path, p, 9*vg.Inch, 5.5*vg.Inch)
+}
+
+// savePNG renders p as a w×h PNG and writes it to path atomically.
+func savePNG(path string, p *plot.Plot, w, h vg.Length) error {
+	wt, err := p.WriterTo(w, h, "png")
 	if err != nil {
 		return err
 	}

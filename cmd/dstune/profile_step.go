@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/accel/cpu"
-	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/train"
@@ -480,15 +478,7 @@ func (p *stepProfile) writeRoofline(path string) error {
 	pl.Legend.Top, pl.Legend.Left = true, true
 	pl.X.Min, pl.X.Max = lo, hi
 	pl.Y.Min, pl.Y.Max = math.Min(lo*p.PeakBW, minY(pts))/2, p.PeakFLOPS*2
-	wt, err := pl.WriterTo(10*vg.Inch, 6.5*vg.Inch, "png")
-	if err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	if _, err := wt.WriteTo(&buf); err != nil {
-		return err
-	}
-	return atomicfile.Write(path, buf.Bytes())
+	return savePNG(path, pl, 10*vg.Inch, 6.5*vg.Inch)
 }
 
 func minY(pts plotter.XYs) float64 {
