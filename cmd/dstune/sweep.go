@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os/signal"
 	"path/filepath"
 	"strings"
 
@@ -113,18 +111,8 @@ func runSweep(args []string, stdout, stderr io.Writer) error {
 	if *f.dryRun {
 		return dryRun(spec, opts, stdout)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), interruptSignals...)
+	ctx, stop := interruptible(stderr, "the runs in progress finish their step and write a checkpoint")
 	defer stop()
-	finished := make(chan struct{})
-	defer close(finished)
-	go func() {
-		select {
-		case <-ctx.Done():
-			stop()
-			fmt.Fprintln(stderr, "\ninterrupted: the runs in progress finish their step and write a checkpoint (Ctrl-C again to quit without one)")
-		case <-finished:
-		}
-	}()
 	out, err := sweep.Execute(ctx, spec, opts)
 	if errors.Is(err, sweep.ErrInterrupted) {
 		return &exitError{130, err.Error()}

@@ -531,19 +531,8 @@ func (f *trainFlags) applyDST(name string, cfg *train.Config) error {
 // runTraining runs cfg until it is done or interrupted (Ctrl-C: a
 // checkpoint, exit status 130) and prints where its results are.
 func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writer) error {
-	ctx, stop := signal.NotifyContext(context.Background(), interruptSignals...)
+	ctx, stop := interruptible(stderr, "finishing the current step and writing a checkpoint")
 	defer stop()
-	finished := make(chan struct{})
-	defer close(finished)
-	go func() {
-		select {
-		case <-ctx.Done():
-			// A second Ctrl-C ends the process at once.
-			stop()
-			fmt.Fprintln(stderr, "\ninterrupted: finishing the current step and writing a checkpoint (Ctrl-C again to quit without one)")
-		case <-finished:
-		}
-	}()
 	res, err := train.Run(ctx, cfg, opts)
 	if errors.Is(err, train.ErrInterrupted) {
 		return &exitError{130, err.Error()}
@@ -589,6 +578,26 @@ func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writ
 		}
 	}
 	return nil
+}
+
+// interruptible is a context that the first Ctrl-C (or SIGTERM) ends,
+// saying on stderr what happens then; a second one ends the process at
+// once. stop releases it.
+func interruptible(stderr io.Writer, then string) (ctx context.Context, stop func()) {
+	ctx, stopSignals := signal.NotifyContext(context.Background(), interruptSignals...)
+	finished := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			stopSignals() // the next signal ends the process
+			fmt.Fprintf(stderr, "\ninterrupted: %s (Ctrl-C again to quit without one)\n", then)
+		case <-finished:
+		}
+	}()
+	return ctx, func() {
+		close(finished)
+		stopSignals()
+	}
 }
 
 // optionalFloat is a float flag without a default of its own (the
