@@ -63,11 +63,7 @@ func (im *importer) callFunction(fn *onnx.Function, n *onnx.Node, in []*Value) (
 
 	env, opset := im.env, im.opset
 	im.env = map[string]*Value{} // a function sees its inputs, nothing of the caller
-	for _, op := range fn.OpsetImports {
-		if isDefaultDomain(op.Domain) {
-			im.opset = int(op.Version)
-		}
-	}
+	im.opset = functionOpset(fn, opset)
 	im.functionDepth++
 	im.functionCalls++
 	defer func() {
@@ -75,6 +71,17 @@ func (im *importer) callFunction(fn *onnx.Function, n *onnx.Node, in []*Value) (
 		im.functionDepth--
 	}()
 	return im.subgraph(what, body, args, fmt.Sprintf("@%s#%d", fn.Name, im.functionCalls))
+}
+
+// functionOpset is the default-domain opset fn's nodes are written for:
+// the one it imports, else the caller's.
+func functionOpset(fn *onnx.Function, caller int) int {
+	for _, op := range fn.OpsetImports {
+		if isDefaultDomain(op.Domain) {
+			return int(op.Version)
+		}
+	}
+	return caller
 }
 
 // functionName is fn's name as errors give it: domain.name[:overload].

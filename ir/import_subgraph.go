@@ -182,13 +182,7 @@ func (a *valueAnalysis) functionNeeds(fn *onnx.Function, depth int) map[string]b
 		return need
 	}
 	a.functions[fn] = nil
-	opset := a.opset
-	for _, op := range fn.OpsetImports {
-		if isDefaultDomain(op.Domain) {
-			opset = int(op.Version)
-		}
-	}
-	sub := &valueAnalysis{opset: opset, producers: map[string][]valueSource{}, need: map[string]bool{}, model: a.model, functions: a.functions}
+	sub := &valueAnalysis{opset: functionOpset(fn, a.opset), producers: map[string][]valueSource{}, need: map[string]bool{}, model: a.model, functions: a.functions}
 	body := &onnx.Graph{Nodes: fn.Nodes}
 	sub.collect(body, depth+1)
 	sub.roots(body, depth+1)

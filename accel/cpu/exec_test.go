@@ -474,29 +474,7 @@ func TestParallelKernelsMatchSerial(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := []*ir.Tensor{randTensor(rng, ir.Float32, s, -3, 3), randTensor(rng, ir.Float32, ir.Shape{129, 1}, 0.5, 2), randTensor(rng, ir.Bool, ir.Shape{257}, 0, 1)}
-	var serial []*ir.Tensor
-	for _, threads := range []int{1, 2, 3} {
-		exe, err := Compile(g, accel.Options{Threads: threads})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := exe.Run(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if threads == 1 {
-			for _, o := range out {
-				serial = append(serial, o.Clone())
-			}
-			continue
-		}
-		for i, o := range out {
-			if string(o.Bytes()) != string(serial[i].Bytes()) {
-				t.Errorf("%s with %d threads differs from 1 thread: %v", g.Outputs[i].Name, threads, ir.Compare(o, serial[i], 0, 0))
-			}
-		}
-	}
-	checkGraph(t, g, in, 1e-6, 1e-6)
+	checkThreads(t, g, in, 1e-6, 1e-6)
 }
 
 // TestReferenceFallback: ops and dtypes without a fast kernel (float64 and

@@ -195,6 +195,13 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// flagsSet names the flags given on the command line.
+func flagsSet(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	return set
+}
+
 // flagUsage renders a flag set's defaults for `dstune help COMMAND`.
 func flagUsage(fs *flag.FlagSet) string {
 	var b strings.Builder

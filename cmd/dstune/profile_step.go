@@ -71,8 +71,7 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	set := flagsSet(fs)
 	for _, name := range []string{"out", "resume", "allow-data-change", "backend", "pjrt-plugin"} {
 		if set[name] {
 			return usagef("--%s is not for profile step: it runs a few steps on the CPU in a directory of its own and keeps nothing", name)
@@ -197,7 +196,20 @@ type profRow struct {
 	// over the time they took.
 	Roofline float64 `json:"roofline"`
 	bound    float64 // seconds at the peaks
-	product  bool
+}
+
+// add sums o into r and derives r's roofline share.
+func (r *profRow) add(o *profRow) {
+	r.Calls += o.Calls
+	r.MS += o.MS
+	r.ForwardMS += o.ForwardMS
+	r.BackwardMS += o.BackwardMS
+	r.GFLOP += o.GFLOP
+	r.GB += o.GB
+	r.bound += o.bound
+	if r.MS > 0 {
+		r.Roofline = r.bound * 1e3 / r.MS
+	}
 }
 
 func newStepProfile(g *ir.Graph, times []accel.NodeTime, b *train.Batch) *stepProfile {
@@ -231,20 +243,13 @@ func (p *stepProfile) finish(env *profileEnv, cfg train.Config, walls, updates [
 		if n.product {
 			p.ProductGFLOP += n.flop / 1e9
 		}
-		bound := math.Max(n.flop/(p.PeakFLOPS*1e9), n.bytes/(p.PeakBW*1e9))
-		for _, r := range []*profRow{rowOf(kinds, n.kind), rowOf(groups, n.group)} {
-			r.Calls++
-			r.MS += n.ms
-			if n.backward {
-				r.BackwardMS += n.ms
-			} else {
-				r.ForwardMS += n.ms
-			}
-			r.GFLOP += n.flop / 1e9
-			r.GB += n.bytes / 1e9
-			r.bound += bound
-			r.product = r.product || n.product
+		one := &profRow{Calls: 1, MS: n.ms, ForwardMS: n.ms, GFLOP: n.flop / 1e9, GB: n.bytes / 1e9,
+			bound: math.Max(n.flop/(p.PeakFLOPS*1e9), n.bytes/(p.PeakBW*1e9))}
+		if n.backward {
+			one.ForwardMS, one.BackwardMS = 0, n.ms
 		}
+		rowOf(kinds, n.kind).add(one)
+		rowOf(groups, n.group).add(one)
 	}
 	if p.StepMS > 0 && p.PeakFLOPS > 0 {
 		p.MFU = p.ProductGFLOP / (p.StepMS / 1e3) / p.PeakFLOPS
@@ -264,9 +269,6 @@ func rowOf(rows map[string]*profRow, name string) *profRow {
 func sortedRows(rows map[string]*profRow) []*profRow {
 	out := make([]*profRow, 0, len(rows))
 	for _, r := range rows {
-		if r.MS > 0 {
-			r.Roofline = r.bound * 1e3 / r.MS
-		}
 		out = append(out, r)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -373,23 +375,12 @@ func (p *stepProfile) print(w io.Writer, top int) {
 func (p *stepProfile) table(w io.Writer, what string, rows []*profRow, top int) {
 	fmt.Fprintf(w, "\n%-34s %5s %9s %6s %9s %9s %8s %9s %8s %8s\n", what, "nodes", "ms", "share", "fwd ms", "bwd ms", "GFLOP", "GFLOP/s", "GB/s", "roofline")
 	shown := rows
-	var rest *profRow
 	if len(rows) > top {
-		shown = rows[:top]
-		rest = &profRow{Name: fmt.Sprintf("(%d more)", len(rows)-top)}
+		rest := &profRow{Name: fmt.Sprintf("(%d more)", len(rows)-top)}
 		for _, r := range rows[top:] {
-			rest.Calls += r.Calls
-			rest.MS += r.MS
-			rest.ForwardMS += r.ForwardMS
-			rest.BackwardMS += r.BackwardMS
-			rest.GFLOP += r.GFLOP
-			rest.GB += r.GB
-			rest.bound += r.bound
+			rest.add(r)
 		}
-		if rest.MS > 0 {
-			rest.Roofline = rest.bound * 1e3 / rest.MS
-		}
-		shown = append(slices.Clone(shown), rest)
+		shown = append(slices.Clone(rows[:top]), rest)
 	}
 	for _, r := range shown {
 		s := r.MS / 1e3

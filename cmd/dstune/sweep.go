@@ -54,8 +54,7 @@ func configureTrain(args []string) (train.Config, error) {
 	fs := newFlagSet("train", f.define)
 	pos, err := parseArgs(fs, args)
 	if err == nil {
-		set := map[string]bool{}
-		fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+		set := flagsSet(fs)
 		var cfg train.Config
 		if cfg, _, err = f.config(pos, set); err == nil {
 			if !set["checkpoint-every"] && !set["checkpoint-minutes"] {

@@ -166,8 +166,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	set := flagsSet(fs)
 	cfg, dir, err := f.config(pos, set)
 	if err != nil {
 		return err
