@@ -42,6 +42,7 @@ func decodeModelBuffer(buf []byte, dir string) (*Model, error) {
 	m.Dir = dir
 	m.buf = buf
 	m.resources = append(m.resources, d.ext.releases...)
+	m.mapped = append(m.mapped, d.ext.mapped...)
 	return m, nil
 }
 

@@ -15,6 +15,7 @@ type externalFiles struct {
 	dir      string
 	files    map[string][]byte // by cleaned location
 	releases []func() error
+	mapped   [][]byte // the files that are mapped, not read
 }
 
 func newExternalFiles(dir string) *externalFiles {
@@ -101,6 +102,7 @@ func (e *externalFiles) open(location string) ([]byte, error) {
 	}
 	if release != nil {
 		e.releases = append(e.releases, release)
+		e.mapped = append(e.mapped, data)
 	}
 	e.files[key] = data
 	return data, nil

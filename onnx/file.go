@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"path/filepath"
+	"unsafe"
 )
 
 // mmapThreshold is the file size from which ReadFile maps files instead of
@@ -35,8 +36,31 @@ func ReadFile(path string) (*Model, error) {
 	m.Path = path
 	if release != nil {
 		m.resources = append(m.resources, release)
+		m.mapped = append(m.mapped, buf)
 	}
 	return m, nil
+}
+
+// FileBacked reports whether b lies wholly inside one of the model's file
+// mappings (ReadFile maps the model file and its external data when they
+// are large): memory whose pages the kernel can drop and read again from
+// the file, unchanged, as long as nothing writes to them.
+func (m *Model) FileBacked(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	lo := uintptr(unsafe.Pointer(&b[0]))
+	hi := lo + uintptr(len(b))
+	for _, region := range m.mapped {
+		if len(region) == 0 {
+			continue
+		}
+		start := uintptr(unsafe.Pointer(&region[0]))
+		if lo >= start && hi <= start+uintptr(len(region)) {
+			return true
+		}
+	}
+	return false
 }
 
 // ReadTensorFile reads a serialized TensorProto (test_data_set_N/*.pb).
@@ -68,6 +92,7 @@ func (m *Model) Close() error {
 	}
 	m.resources = nil
 	m.buf = nil
+	m.mapped = nil
 	return errors.Join(errs...)
 }
 

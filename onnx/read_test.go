@@ -433,3 +433,41 @@ func TestSequenceAndOptionalFilesNotSupported(t *testing.T) {
 		}
 	}
 }
+
+// TestFileBacked: the raw bytes of every initializer, in the model file
+// or in external data, lie in a file mapping when ReadFile maps, and in
+// none when it reads; memory of another buffer never does.
+func TestFileBacked(t *testing.T) {
+	for _, name := range []string{"gpt2_like_op13.onnx", "gpt2_like_op17_extdata.onnx"} {
+		for _, mmap := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/mmap=%v", name, mmap), func(t *testing.T) {
+				if mmap {
+					defer setMmapThreshold(0)()
+				} else {
+					defer setMmapThreshold(1 << 62)()
+				}
+				m, err := ReadFile(sharedtest.Path(t, "models", "exports", name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer m.Close()
+				n := 0
+				for _, it := range m.Graph.Initializers {
+					if len(it.Raw) == 0 {
+						continue
+					}
+					n++
+					if got := m.FileBacked(it.Raw); got != mmap {
+						t.Errorf("%q: FileBacked %v, want %v", it.Name, got, mmap)
+					}
+					if m.FileBacked(append([]byte(nil), it.Raw...)) {
+						t.Errorf("%q: a copy of its bytes is file-backed", it.Name)
+					}
+				}
+				if n == 0 {
+					t.Fatal("no initializer holds raw bytes")
+				}
+			})
+		}
+	}
+}

@@ -63,6 +63,7 @@ type Model struct {
 	// memory mappings behind buf and external data (see Close).
 	buf       []byte
 	resources []func() error
+	mapped    [][]byte // the file mappings among buf and external data
 }
 
 // Function is FunctionProto: a named graph of nodes that nodes of the

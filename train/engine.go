@@ -140,8 +140,8 @@ func NewEngineWith(src GraphSource, backend accel.Backend, opt update.Optimizer,
 		return nil, err
 	}
 	e.prog = update.Program{Optimizer: opt, Selection: sel}
-	if s, ok := src.(*sharedSource); ok && sel != nil {
-		e.prog.Seeds = s.seeds
+	if s, ok := src.(*sharedSource); ok && sel != nil && s.seeds != nil {
+		e.prog.Seeds, e.prog.SeedPages = s.seeds.seeds, s.seeds
 	}
 	if e.trainer, err = tb.NewTrainer(e.params, &e.prog, opts); err != nil {
 		return nil, err

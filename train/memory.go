@@ -153,9 +153,9 @@ type sharedSource struct {
 	GraphSource
 	shape       BatchShape
 	train, loss *ir.Graph
-	// seeds are the model file's float32 parameters read in place
-	// (fileSeeds), for a selection's seed (update.Program.Seeds).
-	seeds map[string][]float32
+	// seeds are a DST run's seeds in files (update.Program.Seeds and
+	// SeedPages).
+	seeds *seedStore
 }
 
 // fileSeeds views the float32 initializers of m whose stored bytes are
@@ -280,7 +280,7 @@ func (m MemoryReport) Lines() []string {
 	}
 	seedWhat := "DST's copy of the trainable weights' starting values"
 	if m.SeedInPlace > 0 {
-		seedWhat += fmt.Sprintf(" (%s more read in place from the model file)", sysmem.Format(m.SeedInPlace))
+		seedWhat += fmt.Sprintf(" (%s more read in place from the model's files or a seed file the run wrote, resident only while their silo is selected)", sysmem.Format(m.SeedInPlace))
 	}
 	lines := []string{
 		fmt.Sprintf("memory of a training step of batch %d×%d (%s):", m.Shape.B, m.Shape.T, how),

@@ -196,6 +196,12 @@ type RunOptions struct {
 	// (MemoryReport's parts) after the first step this process takes,
 	// and the process's peak resident memory at the end.
 	MemoryReport bool
+	// SeedFileMin is the size from which a DST run writes the part of Θ0
+	// it cannot read in place from the model's files to a seed file in
+	// Dir, whose pages the trainer maps only while it selects (0: 16 MiB;
+	// < 0: never, that part is copied in memory). The results are the
+	// same either way.
+	SeedFileMin int64
 }
 
 // Result summarizes a run.
@@ -257,6 +263,7 @@ type runner struct {
 	lastCkpt   int64
 	lock       *flock.Lock
 	shared     *sharedSource
+	seeds      *seedStore // a DST run's Θ0 in files (nil: none)
 	// dataChanged: a resumed run goes on with changed data
 	// (RunOptions.AllowDataChange).
 	dataChanged bool
@@ -281,6 +288,7 @@ func (r *runner) close() {
 	if r.engine != nil {
 		r.engine.Close()
 	}
+	r.seeds.close()
 	if r.onnxModel != nil {
 		r.onnxModel.Close()
 	}
@@ -635,7 +643,8 @@ func (r *runner) newEngine(model *ir.Model) error {
 	}
 	r.shared = &sharedSource{GraphSource: r.src}
 	if r.onnxModel != nil && cfg.Method == MethodDST {
-		r.shared.seeds = fileSeeds(r.onnxModel)
+		r.seeds = newSeedStore(r.onnxModel, r.src.Params(), r.opts.Dir, r.opts.SeedFileMin)
+		r.shared.seeds = r.seeds
 	}
 	precision, _ := accel.ParsePrecision(cfg.Precision) // checked by Config.Check
 	opts := accel.Options{Threads: cfg.Threads, Precision: precision}
@@ -643,6 +652,16 @@ func (r *runner) newEngine(model *ir.Model) error {
 	r.shared.seeds = nil // the trainer holds what it uses
 	if err != nil {
 		return err
+	}
+	// Making the method read every weight of the file again (the base
+	// model's hash): those pages need not stay resident either, the
+	// seeds' own the trainer drops after reading them.
+	if r.onnxModel != nil {
+		for _, it := range r.onnxModel.Graph.Initializers {
+			if !r.seeds.inPlace(it) {
+				pageOut(it.Raw)
+			}
+		}
 	}
 	if pr, ok := backend.(accel.PeakReporter); ok {
 		r.peakGFLOPS = pr.PeakGFLOPS(opts)

@@ -20,6 +20,21 @@ type Program struct {
 	// A trainer checks them against the parameters and copies where
 	// they differ or are missing.
 	Seeds map[string][]float32
+	// SeedPages, when set, says that Seeds are pages of files (mapped
+	// read-only) that the process need not keep resident between steps: a
+	// host trainer calls Fetch with a seed of Seeds before a step's
+	// selection reads it and Release once it has, and meanwhile the
+	// kernel keeps the pages in its page cache (or reads them from the
+	// file again). Θ0 then costs the kernel's reclaimable cache instead
+	// of the process's own memory.
+	SeedPages SeedPager
+}
+
+// SeedPager maps seeds into a host trainer's resident memory and out of
+// it (Program.SeedPages).
+type SeedPager interface {
+	Fetch(seed []float32)
+	Release(seed []float32)
 }
 
 // Selection is DST's selection after every optimizer step (the paper's

@@ -40,6 +40,7 @@ type Executable struct {
 	g       *ir.Graph
 	threads int
 	arena   []byte
+	dropped [][]byte // the arena's pages dropDead dropped
 
 	inputs  []*ir.Tensor // arena storage the caller's inputs are copied into
 	outputs []*ir.Tensor // what Run returns

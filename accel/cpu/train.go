@@ -52,6 +52,10 @@ func (b *Backend) NewTrainer(params []*ir.Param, prog *update.Program, opts acce
 		if t.sel, err = newSelection(prog.Selection, t.params); err != nil {
 			return nil, err
 		}
+		t.sel.setPager(prog.SeedPages)
+		for _, p := range t.params {
+			t.sel.releaseSeed(p) // the comparison above read it
+		}
 	}
 	return t, nil
 }
@@ -191,7 +195,14 @@ func (t *trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) 
 		return &t.res, nil
 	}
 	if t.sel != nil {
+		e, _ := s.exe.(*Executable)
+		if e != nil {
+			e.dropDead(out, t.sel.mappedUnitBytes) // room for the seeds the selection maps
+		}
 		t.sel.update(t.opt, info, t.opts.Threads)
+		if e != nil {
+			e.restoreDead()
+		}
 		t.host = t.sel.host
 		t.res.Selection = &t.sel.res
 	} else {

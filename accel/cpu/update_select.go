@@ -54,6 +54,11 @@ type selection struct {
 
 	res  update.SelectionResult
 	host update.HostStats
+	// pager maps the seeds read in place from files in and out
+	// (update.Program.SeedPages; nil: none); mappedUnitBytes is the most
+	// bytes of such seeds one unit has, resident while it is selected.
+	pager           update.SeedPager
+	mappedUnitBytes int
 }
 
 // unitState is one unit's selection state.
@@ -124,12 +129,17 @@ func (s *selection) update(opt optimizer, t update.StepInfo, threads int) {
 	switch {
 	case s.fixed:
 		for _, u := range s.units {
+			s.fetchUnit(u)
 			s.fixedStep(u, opt, t, threads)
+			s.releaseUnit(u)
 		}
 	case s.def.Normalized:
+		s.fetchUnit(s.units[0])
 		s.normalizedStep(opt, t, threads)
+		s.releaseUnit(s.units[0])
 	default:
 		for _, u := range s.units {
+			s.fetchUnit(u)
 			switch {
 			case u.k == 0 || u.size == 0:
 				s.exactStep(u, opt, t, threads)
@@ -138,6 +148,7 @@ func (s *selection) update(opt optimizer, t update.StepInfo, threads int) {
 			default:
 				s.exactStep(u, opt, t, threads)
 			}
+			s.releaseUnit(u)
 		}
 	}
 	if s.def.Normalized {
@@ -151,6 +162,50 @@ func (s *selection) update(opt optimizer, t update.StepInfo, threads int) {
 		s.fixed = true
 	}
 	s.host.Selection = time.Since(start) - s.host.Optimizer
+}
+
+// setPager takes update.Program.SeedPages.
+func (s *selection) setPager(pager update.SeedPager) {
+	s.pager, s.mappedUnitBytes = pager, 0
+	if pager == nil {
+		return
+	}
+	for _, u := range s.units {
+		n := 0
+		for _, i := range u.pieces {
+			if p := s.params[i]; p.seedShared {
+				n += 4 * len(p.seed)
+			}
+		}
+		s.mappedUnitBytes = max(s.mappedUnitBytes, n)
+	}
+}
+
+// fetchUnit maps the unit's seeds read in place from files before its
+// selection reads them (in one call each, not a page fault at a time);
+// releaseUnit lets the kernel drop them after: they are resident only
+// while their unit is selected, not for the whole step.
+func (s *selection) fetchUnit(u *unitState) {
+	if s.pager == nil {
+		return
+	}
+	for _, i := range u.pieces {
+		if p := s.params[i]; p.seedShared {
+			s.pager.Fetch(p.seed)
+		}
+	}
+}
+
+func (s *selection) releaseUnit(u *unitState) {
+	for _, i := range u.pieces {
+		s.releaseSeed(s.params[i])
+	}
+}
+
+func (s *selection) releaseSeed(p *trainParam) {
+	if s.pager != nil && p.seedShared {
+		s.pager.Release(p.seed)
+	}
 }
 
 // beginSelection rotates the kept lists (prev becomes the last step's)
