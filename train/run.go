@@ -24,6 +24,7 @@ import (
 	"github.com/dstune/dstune/internal/crashpoint"
 	"github.com/dstune/dstune/internal/flock"
 	"github.com/dstune/dstune/internal/outpath"
+	"github.com/dstune/dstune/internal/pages"
 	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
@@ -492,7 +493,7 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 	// them, read by the import, need not stay resident (DST's seed reads
 	// those it uses again, the fine-tuned model's writing the rest).
 	for _, it := range r.onnxModel.Graph.Initializers {
-		pageOut(it.Raw)
+		pages.PageOut(it.Raw)
 	}
 	// Half-precision checkpoints train float32 master copies, computing
 	// in float32; the results are written back in the model's dtype.
@@ -659,7 +660,7 @@ func (r *runner) newEngine(model *ir.Model) error {
 	if r.onnxModel != nil {
 		for _, it := range r.onnxModel.Graph.Initializers {
 			if !r.seeds.inPlace(it) {
-				pageOut(it.Raw)
+				pages.PageOut(it.Raw)
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package train
 import (
 	"unsafe"
 
+	"github.com/dstune/dstune/internal/pages"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 )
@@ -85,7 +86,7 @@ func firstOf(x []float32) *float32 {
 // left be (update.SeedPager).
 func (s *seedStore) Fetch(seed []float32) {
 	if len(seed) > 0 && s.mapped[&seed[0]] {
-		populatePages(unsafe.Slice((*byte)(unsafe.Pointer(&seed[0])), 4*len(seed)))
+		pages.Populate(unsafe.Slice((*byte)(unsafe.Pointer(&seed[0])), 4*len(seed)), false)
 	}
 }
 
@@ -93,7 +94,7 @@ func (s *seedStore) Fetch(seed []float32) {
 // process's resident memory; other seeds are left be.
 func (s *seedStore) Release(seed []float32) {
 	if len(seed) > 0 && s.mapped[&seed[0]] {
-		dropPages(unsafe.Slice((*byte)(unsafe.Pointer(&seed[0])), 4*len(seed)))
+		pages.Drop(unsafe.Slice((*byte)(unsafe.Pointer(&seed[0])), 4*len(seed)))
 	}
 }
 

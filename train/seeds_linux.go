@@ -54,34 +54,3 @@ func spillSeeds(dir string, params []*ir.Param) (map[string][]float32, func() er
 	}
 	return seeds, func() error { return unix.Munmap(data) }, nil
 }
-
-// populatePages maps the pages lying wholly inside b, a file mapping, in
-// one call (MADV_POPULATE_READ) instead of a page fault each; kernels
-// before Linux 5.14 leave them to fault in.
-func populatePages(b []byte) {
-	if span := pageSpan(b); span != nil {
-		unix.Madvise(span, unix.MADV_POPULATE_READ)
-	}
-}
-
-// pageSpan is the part of b made of whole pages (nil: none).
-func pageSpan(b []byte) []byte {
-	page := uintptr(os.Getpagesize())
-	start := uintptr(unsafe.Pointer(&b[0]))
-	first := (start + page - 1) &^ (page - 1)
-	last := (start + uintptr(len(b))) &^ (page - 1)
-	if last <= first {
-		return nil
-	}
-	return b[first-start : last-start]
-}
-
-// dropPages drops the pages lying wholly inside b, a read-only or
-// never-written file mapping, from this process's resident memory
-// (MADV_DONTNEED): they stay in the kernel's page cache and are mapped
-// again, unchanged, when touched.
-func dropPages(b []byte) {
-	if span := pageSpan(b); span != nil {
-		unix.Madvise(span, unix.MADV_DONTNEED)
-	}
-}

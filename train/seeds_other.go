@@ -12,9 +12,3 @@ import (
 func spillSeeds(string, []*ir.Param) (map[string][]float32, func() error, error) {
 	return nil, nil, errors.New("no seed files on this system")
 }
-
-// dropPages is Linux's: elsewhere mapped seeds stay resident.
-func dropPages([]byte) {}
-
-// populatePages is Linux's: elsewhere pages fault in.
-func populatePages([]byte) {}

@@ -4,6 +4,7 @@ import (
 	"sort"
 	"unsafe"
 
+	"github.com/dstune/dstune/internal/pages"
 	"github.com/dstune/dstune/ir"
 )
 
@@ -42,7 +43,7 @@ func (e *Executable) dropDead(keep []*ir.Tensor, n int) int {
 		hi = min(hi, lo+uintptr(n-dropped))
 		if dropped < n && hi > lo {
 			b := e.arena[lo:hi]
-			dropped += dropPages(b)
+			dropped += pages.Drop(b)
 			e.dropped = append(e.dropped, b)
 		}
 	}
@@ -59,7 +60,7 @@ func (e *Executable) dropDead(keep []*ir.Tensor, n int) int {
 // next Run.
 func (e *Executable) restoreDead() {
 	for _, b := range e.dropped {
-		populatePages(b, true)
+		pages.Populate(b, true)
 	}
 	e.dropped = e.dropped[:0]
 }
