@@ -28,6 +28,10 @@ func newFiniteScan(threads int) *finiteScan {
 }
 
 func (s *finiteScan) share(lo, hi, w int) {
+	if kernels.AllFinite(s.v[lo:hi]) { // the common case, at SIMD speed
+		s.first[w], s.count[w] = -1, 0
+		return
+	}
 	first, count := update.FindNonFinite(s.v[lo:hi])
 	if first >= 0 {
 		first += lo
