@@ -155,3 +155,57 @@ func TestScalarDivision(t *testing.T) {
 		}
 	}
 }
+
+// TestReduceColumns: ReduceSum over the leading rows (a bias gradient's
+// shape) sums every column's rows in order in float64 (the reference
+// interpreter's order), bit for bit, with
+// row counts around the kernel's four-row passes and any thread count.
+func TestReduceColumns(t *testing.T) {
+	rng := rand.New(rand.NewPCG(41, 42))
+	for _, rows := range []int{1, 3, 4, 5, 8, 130} {
+		for _, cols := range []int{1, 17, 300} {
+			t.Run(fmt.Sprintf("%dx%d", rows, cols), func(t *testing.T) {
+				b := ir.NewBuilder("g")
+				x := b.Input("x", ir.Float32, ir.Shape{2, rows, cols})
+				y := b.Op(&ir.Reduce{Fn: ir.ReduceSum, Axes: []int{0, 1}}, x)
+				b.Output("y", y[0])
+				g, err := b.Graph()
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Magnitudes from 2⁻⁶⁰ to 2⁶⁰.
+				in := ir.NewTensor(ir.Float32, ir.Shape{2, rows, cols})
+				for i := range in.Float32s() {
+					in.Float32s()[i] = float32(math.Ldexp(rng.Float64()*2-1, rng.IntN(121)-60))
+				}
+				if 2*rows >= 4 {
+					// Column 0 starts 2⁵³, 1, 1, −2⁵³: 0 in order, 2 if the
+					// ones were added to each other first.
+					for r, v := range []float32{0x1p53, 1, 1, -0x1p53} {
+						in.Float32s()[r*cols] = v
+					}
+				}
+				for threads := 1; threads <= 3; threads++ {
+					exe, err := Compile(g, accel.Options{Threads: threads})
+					if err != nil {
+						t.Fatal(err)
+					}
+					out, err := exe.Run([]*ir.Tensor{in})
+					if err != nil {
+						t.Fatal(err)
+					}
+					xs, got := in.Float32s(), out[0].Float32s()
+					for c := range cols {
+						var s float64
+						for r := range 2 * rows {
+							s += float64(xs[r*cols+c])
+						}
+						if math.Float32bits(got[c]) != math.Float32bits(float32(s)) {
+							t.Fatalf("%d threads: column %d: %v, want %v", threads, c, got[c], float32(s))
+						}
+					}
+				}
+			})
+		}
+	}
+}
