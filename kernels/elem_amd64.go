@@ -2,6 +2,8 @@
 
 package kernels
 
+import "unsafe"
+
 // Dispatch for the element-wise and row primitives: best ISA first, from
 // the predicates of isa.go. The race detector is told what the assembly
 // reads and writes (elem_race.go; no-ops without -race). Every slice has
@@ -393,5 +395,22 @@ func layerNormGradAccumF32(dgamma, dbeta, dy, x []float32, mean, rstd float32) {
 		layerNormGradAccumF32AVX2(dgamma, dbeta, dy, x, mean, rstd)
 	default:
 		layerNormGradAccumF32Generic(dgamma, dbeta, dy, x, mean, rstd)
+	}
+}
+
+func colSumsF64(acc []float64, x []float32, ld, rows int) {
+	elemRaceRead(x)
+	elemRaceWrite(unsafe.Slice((*float32)(unsafe.Pointer(&acc[0])), 2*len(acc)))
+	v := 0
+	switch {
+	case useAVX512():
+		v = len(acc) / 8 * 8
+		colSumsF64AVX512(acc[:v], x, ld, rows)
+	case useAVX2():
+		v = len(acc) / 4 * 4
+		colSumsF64AVX2(acc[:v], x, ld, rows)
+	}
+	if v < len(acc) {
+		colSumsF64Generic(acc[v:], x[v:], ld, rows)
 	}
 }

@@ -5472,6 +5472,95 @@ layerNormGradAccumF32AVX512_done:
 layerNormGradAccumF32AVX512_constants:
 	JMP layerNormGradAccumF32AVX512_start
 
+// func colSumsF64AVX512(acc []float64, x []float32, ld int, rows int)
+// Requires: AVX, AVX512F
+TEXT ·colSumsF64AVX512(SB), NOSPLIT, $0-64
+	MOVQ acc_base+0(FP), AX
+	MOVQ acc_len+8(FP), DX
+	MOVQ x_base+24(FP), CX
+	MOVQ ld+48(FP), BX
+	SHLQ $0x02, BX
+	MOVQ rows+56(FP), SI
+
+colSumsF64AVX512_block:
+	CMPQ    DX, $0x00000040
+	JL      colSumsF64AVX512_block_done
+	VMOVUPD (AX), Z0
+	VMOVUPD 64(AX), Z1
+	VMOVUPD 128(AX), Z2
+	VMOVUPD 192(AX), Z3
+	VMOVUPD 256(AX), Z4
+	VMOVUPD 320(AX), Z5
+	VMOVUPD 384(AX), Z6
+	VMOVUPD 448(AX), Z7
+	MOVQ    CX, DI
+	MOVQ    SI, R8
+
+colSumsF64AVX512_block_row:
+	TESTQ     R8, R8
+	JZ        colSumsF64AVX512_block_store
+	VCVTPS2PD (DI), Z8
+	VADDPD    Z8, Z0, Z0
+	VCVTPS2PD 32(DI), Z8
+	VADDPD    Z8, Z1, Z1
+	VCVTPS2PD 64(DI), Z8
+	VADDPD    Z8, Z2, Z2
+	VCVTPS2PD 96(DI), Z8
+	VADDPD    Z8, Z3, Z3
+	VCVTPS2PD 128(DI), Z8
+	VADDPD    Z8, Z4, Z4
+	VCVTPS2PD 160(DI), Z8
+	VADDPD    Z8, Z5, Z5
+	VCVTPS2PD 192(DI), Z8
+	VADDPD    Z8, Z6, Z6
+	VCVTPS2PD 224(DI), Z8
+	VADDPD    Z8, Z7, Z7
+	ADDQ      BX, DI
+	DECQ      R8
+	JMP       colSumsF64AVX512_block_row
+
+colSumsF64AVX512_block_store:
+	VMOVUPD Z0, (AX)
+	VMOVUPD Z1, 64(AX)
+	VMOVUPD Z2, 128(AX)
+	VMOVUPD Z3, 192(AX)
+	VMOVUPD Z4, 256(AX)
+	VMOVUPD Z5, 320(AX)
+	VMOVUPD Z6, 384(AX)
+	VMOVUPD Z7, 448(AX)
+	ADDQ    $0x00000200, AX
+	ADDQ    $0x00000100, CX
+	SUBQ    $0x00000040, DX
+	JMP     colSumsF64AVX512_block
+
+colSumsF64AVX512_block_done:
+colSumsF64AVX512_one:
+	CMPQ    DX, $0x00000008
+	JL      colSumsF64AVX512_one_done
+	VMOVUPD (AX), Z0
+	MOVQ    CX, DI
+	MOVQ    SI, R8
+
+colSumsF64AVX512_one_row:
+	TESTQ     R8, R8
+	JZ        colSumsF64AVX512_one_store
+	VCVTPS2PD (DI), Z1
+	VADDPD    Z1, Z0, Z0
+	ADDQ      BX, DI
+	DECQ      R8
+	JMP       colSumsF64AVX512_one_row
+
+colSumsF64AVX512_one_store:
+	VMOVUPD Z0, (AX)
+	ADDQ    $0x00000040, AX
+	ADDQ    $0x00000020, CX
+	SUBQ    $0x00000008, DX
+	JMP     colSumsF64AVX512_one
+
+colSumsF64AVX512_one_done:
+	VZEROUPPER
+	RET
+
 // func addF32AVX2(dst []float32, a []float32, b []float32)
 // Requires: AVX
 TEXT ·addF32AVX2(SB), NOSPLIT, $0-72
@@ -8957,3 +9046,92 @@ layerNormGradAccumF32AVX2_done:
 
 layerNormGradAccumF32AVX2_constants:
 	JMP layerNormGradAccumF32AVX2_start
+
+// func colSumsF64AVX2(acc []float64, x []float32, ld int, rows int)
+// Requires: AVX
+TEXT ·colSumsF64AVX2(SB), NOSPLIT, $0-64
+	MOVQ acc_base+0(FP), AX
+	MOVQ acc_len+8(FP), DX
+	MOVQ x_base+24(FP), CX
+	MOVQ ld+48(FP), BX
+	SHLQ $0x02, BX
+	MOVQ rows+56(FP), SI
+
+colSumsF64AVX2_block:
+	CMPQ    DX, $0x00000020
+	JL      colSumsF64AVX2_block_done
+	VMOVUPD (AX), Y0
+	VMOVUPD 32(AX), Y1
+	VMOVUPD 64(AX), Y2
+	VMOVUPD 96(AX), Y3
+	VMOVUPD 128(AX), Y4
+	VMOVUPD 160(AX), Y5
+	VMOVUPD 192(AX), Y6
+	VMOVUPD 224(AX), Y7
+	MOVQ    CX, DI
+	MOVQ    SI, R8
+
+colSumsF64AVX2_block_row:
+	TESTQ     R8, R8
+	JZ        colSumsF64AVX2_block_store
+	VCVTPS2PD (DI), Y8
+	VADDPD    Y8, Y0, Y0
+	VCVTPS2PD 16(DI), Y8
+	VADDPD    Y8, Y1, Y1
+	VCVTPS2PD 32(DI), Y8
+	VADDPD    Y8, Y2, Y2
+	VCVTPS2PD 48(DI), Y8
+	VADDPD    Y8, Y3, Y3
+	VCVTPS2PD 64(DI), Y8
+	VADDPD    Y8, Y4, Y4
+	VCVTPS2PD 80(DI), Y8
+	VADDPD    Y8, Y5, Y5
+	VCVTPS2PD 96(DI), Y8
+	VADDPD    Y8, Y6, Y6
+	VCVTPS2PD 112(DI), Y8
+	VADDPD    Y8, Y7, Y7
+	ADDQ      BX, DI
+	DECQ      R8
+	JMP       colSumsF64AVX2_block_row
+
+colSumsF64AVX2_block_store:
+	VMOVUPD Y0, (AX)
+	VMOVUPD Y1, 32(AX)
+	VMOVUPD Y2, 64(AX)
+	VMOVUPD Y3, 96(AX)
+	VMOVUPD Y4, 128(AX)
+	VMOVUPD Y5, 160(AX)
+	VMOVUPD Y6, 192(AX)
+	VMOVUPD Y7, 224(AX)
+	ADDQ    $0x00000100, AX
+	ADDQ    $0x00000080, CX
+	SUBQ    $0x00000020, DX
+	JMP     colSumsF64AVX2_block
+
+colSumsF64AVX2_block_done:
+colSumsF64AVX2_one:
+	CMPQ    DX, $0x00000004
+	JL      colSumsF64AVX2_one_done
+	VMOVUPD (AX), Y0
+	MOVQ    CX, DI
+	MOVQ    SI, R8
+
+colSumsF64AVX2_one_row:
+	TESTQ     R8, R8
+	JZ        colSumsF64AVX2_one_store
+	VCVTPS2PD (DI), Y1
+	VADDPD    Y1, Y0, Y0
+	ADDQ      BX, DI
+	DECQ      R8
+	JMP       colSumsF64AVX2_one_row
+
+colSumsF64AVX2_one_store:
+	VMOVUPD Y0, (AX)
+	ADDQ    $0x00000020, AX
+	ADDQ    $0x00000010, CX
+	SUBQ    $0x00000004, DX
+	JMP     colSumsF64AVX2_one
+
+colSumsF64AVX2_one_done:
+	VZEROUPPER
+	RET

@@ -83,3 +83,5 @@ func layerNormBackwardF32(dx, dy, x, gamma []float32, mean, rstd, a, b float32) 
 func layerNormGradAccumF32(dgamma, dbeta, dy, x []float32, mean, rstd float32) {
 	layerNormGradAccumF32Generic(dgamma, dbeta, dy, x, mean, rstd)
 }
+
+func colSumsF64(acc []float64, x []float32, ld, rows int) { colSumsF64Generic(acc, x, ld, rows) }

@@ -159,6 +159,19 @@ func layerNormBackwardF32AVX512(dx []float32, dy []float32, x []float32, gamma [
 //go:noescape
 func layerNormGradAccumF32AVX512(dgamma []float32, dbeta []float32, dy []float32, x []float32, mean float32, rstd float32)
 
+// colSumsF64AVX512 adds rows of x, ld apart, to acc, each column's rows in order:
+//
+//	for i := range acc {
+//		for r := range rows {
+//			acc[i] += float64(x[r*ld+i])
+//		}
+//	}
+//
+// len(acc) is a multiple of 8.
+//
+//go:noescape
+func colSumsF64AVX512(acc []float64, x []float32, ld int, rows int)
+
 // addF32AVX2 sets dst[i] = a[i] + b[i] for i < len(dst).
 //
 //go:noescape
@@ -313,3 +326,16 @@ func layerNormBackwardF32AVX2(dx []float32, dy []float32, x []float32, gamma []f
 //
 //go:noescape
 func layerNormGradAccumF32AVX2(dgamma []float32, dbeta []float32, dy []float32, x []float32, mean float32, rstd float32)
+
+// colSumsF64AVX2 adds rows of x, ld apart, to acc, each column's rows in order:
+//
+//	for i := range acc {
+//		for r := range rows {
+//			acc[i] += float64(x[r*ld+i])
+//		}
+//	}
+//
+// len(acc) is a multiple of 4.
+//
+//go:noescape
+func colSumsF64AVX2(acc []float64, x []float32, ld int, rows int)

@@ -579,25 +579,7 @@ func (k *reduceKernel) Run(w, workers int) {
 	for o := olo; o < ohi; o++ {
 		a := acc[ilo:ihi]
 		clear(a)
-		row := func(r int) []float32 {
-			return k.x[(o*k.red+r)*k.inner+ilo : (o*k.red+r)*k.inner+ihi]
-		}
-		r := 0
-		// Four rows a pass: each column still adds its rows in order,
-		// with a quarter of the accumulators' loads and stores.
-		for ; r+4 <= k.red; r += 4 {
-			r0, r1, r2, r3 := row(r), row(r+1), row(r+2), row(r+3)
-			r1, r2, r3 = r1[:len(r0)], r2[:len(r0)], r3[:len(r0)]
-			a := a[:len(r0)]
-			for i, v := range r0 {
-				a[i] = a[i] + float64(v) + float64(r1[i]) + float64(r2[i]) + float64(r3[i])
-			}
-		}
-		for ; r < k.red; r++ {
-			for i, v := range row(r) {
-				a[i] += float64(v)
-			}
-		}
+		kernels.ColumnSumsF64(a, k.x[o*k.red*k.inner+ilo:], k.inner, k.red)
 		dst := k.y[o*k.inner+ilo : o*k.inner+ihi]
 		for i, s := range a {
 			dst[i] = float32(s * scale)

@@ -31,6 +31,7 @@ func main() {
 		genReductions(t)
 		genMath(t)
 		genRows(t)
+		genColumnSums(t)
 	}
 	Generate()
 }
