@@ -3,13 +3,10 @@ package train
 import (
 	"fmt"
 	"strings"
-	"unsafe"
 
 	"github.com/dstune/dstune/accel"
-
 	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/ir"
-	"github.com/dstune/dstune/onnx"
 )
 
 // stepMemory estimates what training one batch shape takes in host
@@ -156,23 +153,6 @@ type sharedSource struct {
 	// seeds are a DST run's seeds in files (update.Program.Seeds and
 	// SeedPages).
 	seeds *seedStore
-}
-
-// fileSeeds views the float32 initializers of m whose stored bytes are
-// raw little-endian data at an aligned address — in the model file or its
-// external data, mapped or read — as float32 values, by name: a selection
-// compares against the model's values there instead of a copy (the
-// trainer checks that they are the parameters' values).
-func fileSeeds(m *onnx.Model) map[string][]float32 {
-	seeds := map[string][]float32{}
-	for _, it := range m.Graph.Initializers {
-		raw := it.Raw
-		if it.DataType != onnx.Float || len(raw) < 4 || len(raw)%4 != 0 || uintptr(unsafe.Pointer(&raw[0]))%4 != 0 {
-			continue
-		}
-		seeds[it.Name] = unsafe.Slice((*float32)(unsafe.Pointer(&raw[0])), len(raw)/4)
-	}
-	return seeds
 }
 
 // Unwrap returns the source whose graphs s hands on.

@@ -197,11 +197,11 @@ type RunOptions struct {
 	// (MemoryReport's parts) after the first step this process takes,
 	// and the process's peak resident memory at the end.
 	MemoryReport bool
-	// SeedFileMin is the size from which a DST run writes the part of Θ0
-	// it cannot read in place from the model's files to a seed file in
-	// Dir, whose pages the trainer maps only while it selects (0: 16 MiB;
-	// < 0: never, that part is copied in memory). The results are the
-	// same either way.
+	// SeedFileMin is the size of Θ0 from which a DST run keeps it in
+	// files — in place in the model's, the rest in a seed file it writes
+	// in Dir — and maps them only while it selects (0: 256 MiB; < 0:
+	// never: Θ0 stays in memory, in place or copied). The results are
+	// the same either way.
 	SeedFileMin int64
 }
 
