@@ -79,6 +79,9 @@ func (c *parallelCall) done() {
 // worker.
 func (c *parallelCall) wait() {
 	deadline := time.Now().Add(spinFor)
+	if !spinAllowed() {
+		deadline = time.Time{}
+	}
 	for i := 1; ; i++ {
 		n := c.state.Load()
 		if n == 0 {
@@ -144,6 +147,7 @@ var (
 // it.
 type spinner struct {
 	item  poolItem
+	at    int64 // when the item was handed (UnixNano)
 	ready atomic.Bool
 }
 
@@ -164,12 +168,56 @@ func claimSpinner() *spinner {
 // hand gives a claimed spinner its item.
 func (sp *spinner) hand(it poolItem) {
 	sp.item = it
+	sp.at = time.Now().UnixNano()
 	sp.ready.Store(true)
+}
+
+// Spinning only pays while every goroutine of a parallel call has a core:
+// when another process takes one, a spinning caller waits for a worker the
+// system has descheduled, and a spinning worker takes time the other
+// process needs (a bert_bench step at two threads beside one busy process
+// took 1.9× as long as without spinning). A worker that picks up its item
+// more than lateHandOff after it was handed has not been running; a few
+// such late hand-offs among the recent ones (lateness, +4 each, −1 for
+// every prompt one) turn spinning off for spinPause. Single late ones
+// happen on a quiet machine too (an interrupt) and change nothing.
+const (
+	lateHandOff = 50 * time.Microsecond
+	spinPause   = time.Second
+	lateLimit   = 12
+)
+
+var (
+	// spinOffUntil is when spinning may resume (UnixNano; 0: it may).
+	spinOffUntil atomic.Int64
+	lateness     atomic.Int32
+)
+
+// handOffTook records how long a hand-off took.
+func handOffTook(d int64, now int64) {
+	if d <= int64(lateHandOff) {
+		if lateness.Load() > 0 {
+			lateness.Add(-1)
+		}
+		return
+	}
+	if lateness.Add(4) >= lateLimit {
+		lateness.Store(0)
+		spinOffUntil.Store(now + int64(spinPause))
+	}
+}
+
+func spinAllowed() bool {
+	until := spinOffUntil.Load()
+	return until == 0 || time.Now().UnixNano() >= until
 }
 
 // wait spins for an item for spinFor and returns it; false when none came
 // (or too many workers spin already) and the worker should sleep.
 func (sp *spinner) wait() (poolItem, bool) {
+	if !spinAllowed() {
+		return poolItem{}, false
+	}
 	spinMu.Lock()
 	if len(spinners) >= maxSpinners {
 		spinMu.Unlock()
@@ -204,6 +252,8 @@ func (sp *spinner) wait() (poolItem, bool) {
 
 func (sp *spinner) take() poolItem {
 	it := sp.item
+	now := time.Now().UnixNano()
+	handOffTook(now-sp.at, now)
 	sp.item = poolItem{}
 	sp.ready.Store(false)
 	return it

@@ -1,8 +1,10 @@
 package kernels
 
 import (
+	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 type sumTask struct {
@@ -88,5 +90,63 @@ func BenchmarkParallelOverhead(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Parallel(2, task)
+	}
+}
+
+// TestParallelConcurrentCallers: goroutines calling Parallel at once,
+// back to back (so workers are handed tasks while spinning) and after
+// pauses (so they have gone to sleep), each get every worker index run
+// exactly once per call.
+func TestParallelConcurrentCallers(t *testing.T) {
+	done := make(chan error)
+	for g := range 6 {
+		go func() {
+			var err error
+			for call := range 400 {
+				workers := 1 + (g+call)%4
+				task := &countTask{hits: new(atomic.Int64)}
+				Parallel(workers, task)
+				if got := task.hits.Load(); got != int64(workers) && err == nil {
+					err = fmt.Errorf("goroutine %d call %d: %d runs, want %d", g, call, got, workers)
+				}
+				if call%100 == 99 {
+					time.Sleep(2 * spinFor)
+				}
+			}
+			done <- err
+		}()
+	}
+	for range 6 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestHandOffLateness: sporadic late hand-offs leave spinning on; a run of
+// them turns it off for spinPause.
+func TestHandOffLateness(t *testing.T) {
+	defer func() { spinOffUntil.Store(0); lateness.Store(0) }()
+	spinOffUntil.Store(0)
+	lateness.Store(0)
+	now := time.Now().UnixNano()
+	late, prompt := int64(2*lateHandOff), int64(lateHandOff/2)
+	for range 20 {
+		handOffTook(late, now)
+		for range 8 {
+			handOffTook(prompt, now)
+		}
+	}
+	if !spinAllowed() {
+		t.Fatal("one late hand-off in nine turned spinning off")
+	}
+	for range 3 {
+		handOffTook(late, now)
+	}
+	if spinAllowed() {
+		t.Fatal("three late hand-offs in a row left spinning on")
+	}
+	if until := spinOffUntil.Load(); until != now+int64(spinPause) {
+		t.Fatalf("spinning off until %d, want %d", until, now+int64(spinPause))
 	}
 }
