@@ -79,8 +79,8 @@ func (c *parallelCall) done() {
 // worker.
 func (c *parallelCall) wait() {
 	deadline := time.Now().Add(spinFor)
-	if !spinAllowed() {
-		deadline = time.Time{}
+	if !spinAllowed() || runtime.GOMAXPROCS(0) < 2 {
+		deadline = time.Time{} // the workers may need this processor
 	}
 	for i := 1; ; i++ {
 		n := c.state.Load()
@@ -109,7 +109,6 @@ var (
 
 func startPool() {
 	poolStart.Do(func() {
-		maxSpinners = runtime.GOMAXPROCS(0) - 1
 		// Enough goroutines for every core plus nested calls from inside a
 		// Task; more cost nothing while they sleep on the channel.
 		for range 2 * max(runtime.NumCPU(), 4) {
@@ -137,9 +136,8 @@ func startPool() {
 const spinFor = 300 * time.Microsecond
 
 var (
-	spinMu      sync.Mutex
-	spinners    []*spinner // spinning workers no Parallel has claimed
-	maxSpinners int
+	spinMu   sync.Mutex
+	spinners []*spinner // spinning workers no Parallel has claimed
 )
 
 // spinner is a pool worker's hand-off slot: Parallel claims a spinning
@@ -218,8 +216,10 @@ func (sp *spinner) wait() (poolItem, bool) {
 	if !spinAllowed() {
 		return poolItem{}, false
 	}
+	// GOMAXPROCS is read every time: the runtime may change it (a
+	// container's CPU limit).
 	spinMu.Lock()
-	if len(spinners) >= maxSpinners {
+	if len(spinners) >= runtime.GOMAXPROCS(0)-1 {
 		spinMu.Unlock()
 		return poolItem{}, false
 	}

@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -148,5 +149,19 @@ func TestHandOffLateness(t *testing.T) {
 	}
 	if until := spinOffUntil.Load(); until != now+int64(spinPause) {
 		t.Fatalf("spinning off until %d, want %d", until, now+int64(spinPause))
+	}
+}
+
+// TestParallelOneProcessor: with GOMAXPROCS 1 nothing spins (a spinning
+// goroutine would hold the only processor), and every worker index still
+// runs once per call.
+func TestParallelOneProcessor(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for call := range 200 {
+		task := &countTask{hits: new(atomic.Int64)}
+		Parallel(3, task)
+		if got := task.hits.Load(); got != 3 {
+			t.Fatalf("call %d: %d runs, want 3", call, got)
+		}
 	}
 }
