@@ -189,43 +189,16 @@ func TestRunSeedFile(t *testing.T) {
 			c := dst.DefaultOptions()
 			c.Eps = 1e-2
 			mode(&c)
-			cfg := tinyRun(t, 5, c)
-			var deltas [2][]byte
-			for i, fileMin := range []int64{-1, 1} {
-				run := filepath.Join(t.TempDir(), "run")
-				if _, err := train.Run(context.Background(), cfg, train.RunOptions{Dir: run, SeedFileMin: fileMin}); err != nil {
-					t.Fatal(err)
-				}
-				b, err := os.ReadFile(filepath.Join(run, dst.DeltaFile))
-				if err != nil {
-					t.Fatal(err)
-				}
-				deltas[i] = b
-				left, _ := filepath.Glob(filepath.Join(run, ".seed-*"))
-				if len(left) > 0 {
-					t.Fatalf("seed files left behind: %v", left)
-				}
-			}
-			if !bytes.Equal(deltas[0], deltas[1]) {
-				t.Fatalf("the delta with Θ0 in a seed file differs from the one with Θ0 in memory")
-			}
+			checkSeedFiles(t, tinyRun(t, 5, c))
 		})
 	}
 }
 
-// TestRunSeedFileMapped: on gpt_bench (a 21 MB file the reader maps), a
-// DST run with Θ0 in files — the float32 weights aligned in the mapped
-// model read in place, the others in a seed file — ends with the same
-// delta as one holding Θ0 in memory.
-func TestRunSeedFileMapped(t *testing.T) {
-	model := sharedtest.Path(t, "bench", "gpt_bench.onnx")
-	data := sharedtest.Path(t, "bench", "train_gpt.jsonl")
-	c := dst.DefaultOptions()
-	c.Eps = 1e-3
-	opt, _ := update.DefaultOptimizer(update.OptimizerAdamW)
-	cfg := train.Config{Model: model, Data: data, Task: train.TaskLM, Method: train.MethodDST, DST: c.JSON(),
-		Optimizer: opt, Schedule: train.Schedule{Name: train.ScheduleConstant}, Steps: 3, Batch: 2, MaxLen: 32, Seed: 1,
-		Backend: "cpu", Threads: 2}
+// checkSeedFiles runs cfg with Θ0 in memory and with Θ0 in files (the
+// seed file forced at any size): the deltas must be the same bytes, and
+// no seed file may stay in the run directory.
+func checkSeedFiles(t *testing.T, cfg train.Config) {
+	t.Helper()
 	var deltas [2][]byte
 	for i, fileMin := range []int64{-1, 1} {
 		run := filepath.Join(t.TempDir(), "run")
@@ -237,8 +210,28 @@ func TestRunSeedFileMapped(t *testing.T) {
 			t.Fatal(err)
 		}
 		deltas[i] = b
+		left, _ := filepath.Glob(filepath.Join(run, ".seed-*"))
+		if len(left) > 0 {
+			t.Fatalf("seed files left behind: %v", left)
+		}
 	}
 	if !bytes.Equal(deltas[0], deltas[1]) {
 		t.Fatal("the delta with Θ0 in files differs from the one with Θ0 in memory")
 	}
+}
+
+// TestRunSeedFileMapped: on gpt_bench (a 21 MB file the reader maps), a
+// DST run with Θ0 in files — the float32 weights aligned in the mapped
+// model read in place, the others in a seed file — ends with the same
+// delta as one holding Θ0 in memory, and leaves no seed file.
+func TestRunSeedFileMapped(t *testing.T) {
+	model := sharedtest.Path(t, "bench", "gpt_bench.onnx")
+	data := sharedtest.Path(t, "bench", "train_gpt.jsonl")
+	c := dst.DefaultOptions()
+	c.Eps = 1e-3
+	opt, _ := update.DefaultOptimizer(update.OptimizerAdamW)
+	cfg := train.Config{Model: model, Data: data, Task: train.TaskLM, Method: train.MethodDST, DST: c.JSON(),
+		Optimizer: opt, Schedule: train.Schedule{Name: train.ScheduleConstant}, Steps: 3, Batch: 2, MaxLen: 32, Seed: 1,
+		Backend: "cpu", Threads: 2}
+	checkSeedFiles(t, cfg)
 }

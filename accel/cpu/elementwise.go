@@ -116,7 +116,7 @@ func binaryVS(fn ir.BinaryFn, out, a []float32, s float32) {
 	case ir.Mul:
 		kernels.ScaleF32(out, s, a)
 	case ir.Div:
-		divVS(out, a, s)
+		divScalar(out, a, s, false)
 	}
 }
 
@@ -133,7 +133,7 @@ func binarySV(fn ir.BinaryFn, out []float32, s float32, b []float32) {
 	case ir.Mul:
 		kernels.ScaleF32(out, s, b)
 	case ir.Div:
-		divSV(out, s, b)
+		divScalar(out, b, s, true)
 	}
 }
 

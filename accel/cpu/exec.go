@@ -40,7 +40,8 @@ type Executable struct {
 	g       *ir.Graph
 	threads int
 	arena   []byte
-	dropped [][]byte // the arena's pages dropDead dropped
+	dead    [][]byte // the arena outside the outputs (dropDead)
+	dropped [][]byte // the parts of dead that dropDead dropped
 
 	inputs  []*ir.Tensor // arena storage the caller's inputs are copied into
 	outputs []*ir.Tensor // what Run returns

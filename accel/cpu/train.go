@@ -197,7 +197,7 @@ func (t *trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) 
 	if t.sel != nil {
 		e, _ := s.exe.(*Executable)
 		if e != nil {
-			e.dropDead(out, t.sel.mappedUnitBytes) // room for the seeds the selection maps
+			e.dropDead(t.sel.mappedUnitBytes) // room for the seeds the selection maps
 		}
 		t.sel.update(t.opt, info, t.opts.Threads)
 		if e != nil {
