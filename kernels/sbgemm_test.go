@@ -466,31 +466,38 @@ func TestSbgemmBatched(t *testing.T) {
 	defer func(saved int) { minFlopsPerWorker = saved }(minFlopsPerWorker)
 	minFlopsPerWorker = 1
 	forBF16Paths(t, func(t *testing.T, fast bool) {
-		for i, sh := range [][4]int{{3, 17, 9, 5}, {5, 40, 33, 21}, {1, 128, 64, 96}, {7, 1, 1, 1}, {4, 64, 128, 33}} {
-			batch, m, n, k := sh[0], sh[1], sh[2], sh[3]
-			tc := transCases[i%len(transCases)]
-			ab := alphaBetas[i%len(alphaBetas)]
-			ar, ac, br, bc := m, k, k, n
-			if tc.transA {
-				ar, ac = k, m
-			}
-			if tc.transB {
-				br, bc = n, k
-			}
-			lda, ldb, ldc := ac+1, bc+2, n+3
-			strideA, strideB, strideC := ar*lda+5, br*ldb, m*ldc+7
-			a := randomSlice(rng, (batch-1)*strideA+ar*lda)
-			b := randomSlice(rng, (batch-1)*strideB+br*ldb)
-			c0 := randomSlice(rng, (batch-1)*strideC+m*ldc)
-			want := slices.Clone(c0)
-			for p := range batch {
-				Sbgemm(1, tc.transA, tc.transB, m, n, k, ab.alpha, a[p*strideA:], lda, b[p*strideB:], ldb, ab.beta, want[p*strideC:], ldc)
-			}
-			for _, threads := range []int{1, 2, 3, 8} {
-				got := slices.Clone(c0)
-				SbgemmBatched(threads, tc.transA, tc.transB, m, n, k, ab.alpha, a, lda, strideA, b, ldb, strideB, ab.beta, got, ldc, strideC, batch)
-				if j := firstBitDifference(got, want); j >= 0 {
-					t.Fatalf("%s batch×m×n×k=%v threads=%d: word %d = %v, want %v (per-product Sbgemm)", tc.name, sh, threads, j, got[j], want[j])
+		for _, stacked := range []bool{false, true} {
+			for i, sh := range [][4]int{{3, 17, 9, 5}, {5, 40, 33, 21}, {1, 128, 64, 96}, {7, 1, 1, 1}, {4, 64, 128, 33}, {24, 16, 70, 41}} {
+				batch, m, n, k := sh[0], sh[1], sh[2], sh[3]
+				tc := transCases[i%len(transCases)]
+				ab := alphaBetas[i%len(alphaBetas)]
+				ar, ac, br, bc := m, k, k, n
+				if tc.transA {
+					ar, ac = k, m
+				}
+				if tc.transB {
+					br, bc = n, k
+				}
+				lda, ldb, ldc := ac+1, bc+2, n+3
+				strideA, strideB, strideC := ar*lda+5, br*ldb, m*ldc+7
+				if stacked {
+					// One B, C's matrices one below the other, A's
+					// interleaved (a transposed activation's rows).
+					lda, strideA, strideB, strideC = batch*ac+1, ac, 0, m*ldc
+				}
+				a := randomSlice(rng, (batch-1)*strideA+ar*lda)
+				b := randomSlice(rng, (batch-1)*strideB+br*ldb)
+				c0 := randomSlice(rng, (batch-1)*strideC+m*ldc)
+				want := slices.Clone(c0)
+				for p := range batch {
+					Sbgemm(1, tc.transA, tc.transB, m, n, k, ab.alpha, a[p*strideA:], lda, b[p*strideB:], ldb, ab.beta, want[p*strideC:], ldc)
+				}
+				for _, threads := range []int{1, 2, 3, 8} {
+					got := slices.Clone(c0)
+					SbgemmBatched(threads, tc.transA, tc.transB, m, n, k, ab.alpha, a, lda, strideA, b, ldb, strideB, ab.beta, got, ldc, strideC, batch)
+					if j := firstBitDifference(got, want); j >= 0 {
+						t.Fatalf("%s batch×m×n×k=%v stacked=%v threads=%d: word %d = %v, want %v (per-product Sbgemm)", tc.name, sh, stacked, threads, j, got[j], want[j])
+					}
 				}
 			}
 		}

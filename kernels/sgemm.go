@@ -91,7 +91,8 @@ func gemmBatched[P packed](calls *gemmCalls[P], kern *gemmKernel[P], threads int
 	if len(c) < last*strideC {
 		panic("kernels: batched GEMM len(c) too short")
 	}
-	if k == 0 || alpha == 0 || batch < threads {
+	stacked := strideB == 0 && strideC == m*ldc
+	if k == 0 || alpha == 0 || (batch < threads && !stacked) {
 		for i := range batch {
 			gemm(calls, kern, threads, transA, transB, m, n, k, alpha, tail(a, i*strideA), lda, tail(b, i*strideB), ldb, beta, c[i*strideC:], ldc)
 		}
@@ -106,6 +107,21 @@ func gemmBatched[P packed](calls *gemmCalls[P], kern *gemmKernel[P], threads int
 	// The last product has the shortest slices: if it fits, all do.
 	checkGemmArgs(transA, transB, m, n, k, a[last*strideA:], lda, b[last*strideB:], ldb, c[last*strideC:], ldc)
 	call := calls.get()
+	if stacked {
+		// One B for all and C's matrices one below the other: a single
+		// product of batch·m rows, B packed once rather than once per
+		// product (a projection of a transposed activation, whose
+		// matrices are each a few rows). A's matrices are read as groups
+		// of m rows; the bits are those of the products one by one.
+		call.set(kern, transA, transB, batch*m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		if transA || strideA != m*lda {
+			call.groupRows, call.groupStride = m, strideA
+			call.directA = false
+		}
+		call.run(gemmWorkers(threads, float64(batch)*gemmFlops(m, n, k)))
+		calls.put(call)
+		return
+	}
 	call.set(kern, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 	call.strideA, call.strideB, call.strideC, call.batch = strideA, strideB, strideC, batch
 	call.runBatch(min(batch, gemmWorkers(threads, float64(batch)*gemmFlops(m, n, k))))

@@ -90,6 +90,11 @@ type gemmCall[P packed] struct {
 
 	strideA, strideB, strideC, batch int // batched calls only
 
+	// A stacked product (a batch sharing one B, see gemmBatched) reads
+	// op(A)'s rows in groups of groupRows, group g's matrix at
+	// a[g*groupStride:]; groupRows 0: one matrix.
+	groupRows, groupStride int
+
 	// Single products only: the steps of the outer loops in order, and
 	// their progress. Each block's part of C is handed out in chunks of
 	// chunk rows (splitM) or columns, each block's B by panels; the
@@ -141,6 +146,7 @@ func (c *gemmCall[P]) set(kern *gemmKernel[P], transA, transB bool, m, n, k int,
 	c.a, c.b, c.c = a, b, cc
 	c.lda, c.ldb, c.ldc = lda, ldb, ldc
 	c.strideA, c.strideB, c.strideC, c.batch = 0, 0, 0, 0
+	c.groupRows, c.groupStride = 0, 0
 	// Blocks of equal size (a multiple of kStep) rather than full ones and
 	// a remnant: a short last block would run short kernel loops and add
 	// into C once more for little work.
@@ -541,7 +547,17 @@ func (c *gemmCall[P]) blockA(ws *gemmWorkspace[P], blk *gemmBlock, a []float32, 
 		}
 	}
 	ldd := packedStride(kp)
-	c.kern.pack.packA(ws.a, ldd, ws.scratch, a, c.lda, c.transA, i0, mc, blk.pc, blk.kc)
+	if g := c.groupRows; g > 0 {
+		// Each group's rows are one matrix of the stack.
+		for r := i0; r < i0+mc; {
+			local := r % g
+			run := min(g-local, i0+mc-r)
+			c.kern.pack.packA(ws.a[(r-i0)*ldd:], ldd, ws.scratch, a[r/g*c.groupStride:], c.lda, c.transA, local, run, blk.pc, blk.kc)
+			r += run
+		}
+	} else {
+		c.kern.pack.packA(ws.a, ldd, ws.scratch, a, c.lda, c.transA, i0, mc, blk.pc, blk.kc)
+	}
 	return ws.a[:(mc-1)*ldd+kp], ldd
 }
 

@@ -130,7 +130,7 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	env := &profileEnv{threads: cfg.Threads}
-	prof.finish(env, cfg, walls, updates)
+	prof.finish(env, cfg, walls, updates, *f.top)
 	if *f.roofline != "" {
 		if err := prof.writeRoofline(*f.roofline); err != nil {
 			return fmt.Errorf("--roofline: %w", err)
@@ -170,16 +170,31 @@ type stepProfile struct {
 	MFU          float64    `json:"mfu"`
 	Kinds        []*profRow `json:"op_kinds"`
 	Groups       []*profRow `json:"node_groups"`
-	nodes        []profNode
+	// Slowest are the nodes that took longest (at most --top of them).
+	Slowest []*profSlow `json:"slowest_nodes"`
+	nodes   []profNode
 }
 
 // profNode is one timed node.
 type profNode struct {
 	kind, group string
+	name        string // the ONNX node's name, or what the node derives from
+	shapes      string // "[2048 256] [256 768] → [2048 768]"
 	backward    bool
 	ms          float64
 	flop, bytes float64
 	product     bool
+}
+
+// profSlow is one of the slowest nodes.
+type profSlow struct {
+	Kind     string  `json:"kind"`
+	Name     string  `json:"name"`
+	Shapes   string  `json:"shapes"`
+	Backward bool    `json:"backward"`
+	MS       float64 `json:"ms"`
+	GFLOPS   float64 `json:"gflops"`
+	Roofline float64 `json:"roofline"`
 }
 
 // profRow sums the nodes of an op kind or a node group.
@@ -221,14 +236,15 @@ func newStepProfile(g *ir.Graph, times []accel.NodeTime, b *train.Batch) *stepPr
 			kind += " (reference)"
 		}
 		flop, product := nodeFLOP(n)
-		p.nodes = append(p.nodes, profNode{kind: kind, group: nodeGroup(n), backward: strings.HasPrefix(n.Origin, "gradient of ") || n.Origin == "loss",
+		p.nodes = append(p.nodes, profNode{kind: kind, group: nodeGroup(n), name: nodeLabel(n), shapes: nodeShapes(n),
+			backward: strings.HasPrefix(n.Origin, "gradient of ") || n.Origin == "loss",
 			ms: float64(t.Time.Nanoseconds()) / 1e6, flop: flop, bytes: nodeBytes(n), product: product})
 	}
 	return p
 }
 
 // finish measures the peaks and sums the nodes into the tables.
-func (p *stepProfile) finish(env *profileEnv, cfg train.Config, walls, updates []time.Duration) {
+func (p *stepProfile) finish(env *profileEnv, cfg train.Config, walls, updates []time.Duration, top int) {
 	p.Model, p.Method, p.Threads = cfg.Model, cfg.Method, cfg.Threads
 	// The peak of the products' arithmetic: the FMA loop's, or the
 	// bfloat16 dot products' with --precision bf16.
@@ -255,6 +271,28 @@ func (p *stepProfile) finish(env *profileEnv, cfg train.Config, walls, updates [
 		p.MFU = p.ProductGFLOP / (p.StepMS / 1e3) / p.PeakFLOPS
 	}
 	p.Kinds, p.Groups = sortedRows(kinds), sortedRows(groups)
+	p.Slowest = p.slowest(top)
+}
+
+// slowest lists the top nodes that took longest, the earlier first among
+// equal times.
+func (p *stepProfile) slowest(top int) []*profSlow {
+	order := make([]int, len(p.nodes))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(i, j int) bool { return p.nodes[order[i]].ms > p.nodes[order[j]].ms })
+	var out []*profSlow
+	for _, i := range order[:min(top, len(order))] {
+		n := p.nodes[i]
+		s := &profSlow{Kind: n.kind, Name: n.name, Shapes: n.shapes, Backward: n.backward, MS: n.ms}
+		if n.ms > 0 {
+			s.GFLOPS = n.flop / 1e9 / (n.ms / 1e3)
+			s.Roofline = math.Max(n.flop/(p.PeakFLOPS*1e9), n.bytes/(p.PeakBW*1e9)) * 1e3 / n.ms
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 func rowOf(rows map[string]*profRow, name string) *profRow {
@@ -320,6 +358,36 @@ func nodeBytes(n *ir.Node) float64 {
 	return b
 }
 
+// nodeLabel names a node in the slowest-nodes table: its ONNX name, or for
+// a node dstune made (a gradient) what it was made from.
+func nodeLabel(n *ir.Node) string {
+	if n.Name != "" {
+		return n.Name
+	}
+	return n.Origin
+}
+
+// nodeShapes writes a node's input and output shapes.
+func nodeShapes(n *ir.Node) string {
+	var b strings.Builder
+	for k, vs := range [][]*ir.Value{n.Inputs, n.Outputs} {
+		if k == 1 {
+			b.WriteString("→")
+		}
+		for _, v := range vs {
+			if b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			if v == nil {
+				b.WriteString("-")
+				continue
+			}
+			b.WriteString(v.Shape.String())
+		}
+	}
+	return b.String()
+}
+
 var layerIndex = regexp.MustCompile(`\.\d+$|_\d+$`)
 
 // nodeGroup is the part of the model a node belongs to, from the ONNX node
@@ -370,6 +438,15 @@ func (p *stepProfile) print(w io.Writer, top int) {
 	fmt.Fprintf(w, "the profiled nodes (forward and backward, each timed alone): %.1f ms\n", p.NodesMS)
 	p.table(w, "op kind", p.Kinds, top)
 	p.table(w, "node group", p.Groups, top)
+	fmt.Fprintf(w, "\n%-14s %-40s %8s %9s %8s  %s\n", "slowest nodes", "name", "ms", "GFLOP/s", "roofline", "shapes (inputs → outputs)")
+	for _, s := range p.Slowest {
+		kind := s.Kind
+		if s.Backward {
+			kind += "′"
+		}
+		fmt.Fprintf(w, "%-14s %-40s %8.2f %9.1f %7.0f%%  %s\n", truncate(kind, 14), truncate(s.Name, 40), s.MS, s.GFLOPS, 100*s.Roofline, s.Shapes)
+	}
+	fmt.Fprintln(w, "(′: a node of the backward pass)")
 }
 
 func (p *stepProfile) table(w io.Writer, what string, rows []*profRow, top int) {

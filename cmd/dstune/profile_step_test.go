@@ -17,8 +17,8 @@ import (
 // TestProfileStep profiles tiny_gpt's full fine-tuning step: the tables
 // add up to the profiled nodes, the layers are grouped, the matrix
 // products of a step are three times the forward graph's (each product's
-// two operands get gradients, one product each), the roofline PNG is
-// written; flags profile step does not take are refused.
+// two operands get gradients, one product each), the slowest nodes are
+// listed slowest first, the roofline PNG is written; flags profile step does not take are refused.
 func TestProfileStep(t *testing.T) {
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
 	dir := t.TempDir()
@@ -53,6 +53,21 @@ func TestProfileStep(t *testing.T) {
 	}
 	if want := 3 * forwardProductGFLOP(t, model, 2, 32); math.Abs(p.ProductGFLOP-want) > 1e-9*want {
 		t.Errorf("product GFLOP %.9f, want three times the forward's: %.9f", p.ProductGFLOP, want)
+	}
+	// The slowest nodes: --top of them, slowest first, none faster than
+	// the average node of any op kind can be slower than its slowest.
+	if len(p.Slowest) != 12 {
+		t.Errorf("%d slowest nodes, want --top's 12", len(p.Slowest))
+	}
+	for i, s := range p.Slowest {
+		if i > 0 && s.MS > p.Slowest[i-1].MS || !strings.Contains(s.Shapes, "→") || s.Name == "" {
+			t.Errorf("slowest node %d: %+v (after %+v)", i, s, p.Slowest[max(i-1, 0)])
+		}
+	}
+	for _, r := range p.Kinds {
+		if len(p.Slowest) > 0 && r.MS/float64(r.Calls) > p.Slowest[0].MS*(1+1e-9) {
+			t.Errorf("op kind %s averages %.4f ms a node, above the slowest node's %.4f", r.Name, r.MS/float64(r.Calls), p.Slowest[0].MS)
+		}
 	}
 	if p.StepMS <= 0 || p.PeakFLOPS <= 0 || p.PeakBW <= 0 || !(p.MFU > 0 && p.MFU < 1.5) {
 		t.Errorf("step %.3f ms, peaks %.1f GFLOP/s %.1f GB/s, MFU %.3f", p.StepMS, p.PeakFLOPS, p.PeakBW, p.MFU)
