@@ -3,6 +3,7 @@ package cpu
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -315,26 +316,39 @@ func (c *compiler) readsOf(n *ir.Node) []*ir.Value {
 // of the transposed view has a unit stride along its rows or columns — the
 // GEMM's lda and transpose flag express it. That covers nn.Linear weights
 // ([out, in] used as Wᵀ) and the head transposes of attention
-// ([b,t,h,d] → [b,h,t,d] and → [b,h,d,t]). A transpose nothing else reads
-// is skipped.
+// ([b,t,h,d] → [b,h,t,d] and → [b,h,d,t]). A chain of transposes is one
+// view (the backward pass transposes the forward's transposed keys and
+// values again), read from the chain's deepest input that gives such a
+// view. A transpose whose output every reader reads through is skipped.
 func (c *compiler) fuseTransposes() {
 	c.skip = map[*ir.Node]bool{}
 	c.fused = map[*ir.Node]fusion{}
+	// source is the value and permutation a MatMul reads operand v
+	// through, or nil when v is read as it is.
 	source := func(v *ir.Value) (*ir.Value, []int) {
-		if v.Kind != ir.NodeOutput || v.DType != ir.Float32 || len(v.Shape) < 2 {
-			return nil, nil
+		var src *ir.Value
+		var perm []int
+		for cur, p := v, []int(nil); cur.Kind == ir.NodeOutput && cur.DType == ir.Float32 && len(cur.Shape) >= 2; {
+			t, ok := cur.Producer.Op.(*ir.Transpose)
+			if !ok {
+				break
+			}
+			// Transpose(Transpose(x, q), p) is Transpose(x, q∘p).
+			if p == nil {
+				p = slices.Clone(t.Perm)
+			} else {
+				for i := range p {
+					p[i] = t.Perm[p[i]]
+				}
+			}
+			cur = cur.Producer.Inputs[0]
+			if _, ok := stridedMatrix(logicalOperand(cur.Shape, p)); ok {
+				src, perm = cur, slices.Clone(p)
+			}
 		}
-		t, ok := v.Producer.Op.(*ir.Transpose)
-		if !ok {
-			return nil, nil
-		}
-		src := v.Producer.Inputs[0]
-		if _, ok := stridedMatrix(logicalOperand(src.Shape, t.Perm)); !ok {
-			return nil, nil
-		}
-		return src, t.Perm
+		return src, perm
 	}
-	readers := map[*ir.Value]int{}
+	sources := map[*ir.Value]bool{} // values fused MatMuls read
 	for _, n := range c.g.Nodes {
 		if _, ok := n.Op.(*ir.MatMul); !ok || n.Inputs[0].DType != ir.Float32 {
 			continue
@@ -343,20 +357,47 @@ func (c *compiler) fuseTransposes() {
 		f := fusion{a: a, b: b}
 		if src, perm := source(a); src != nil {
 			f.a, f.permA = src, perm
-			readers[a]++
+			sources[src] = true
 		}
 		if src, perm := source(b); src != nil {
 			f.b, f.permB = src, perm
-			readers[b]++
+			sources[src] = true
 		}
 		if f.permA != nil || f.permB != nil {
 			c.fused[n] = f
 		}
 	}
-	for v, r := range readers {
-		if r == c.uses[v] {
-			c.skip[v.Producer] = true
+	// A transpose is skipped when nothing reads its output: each reader
+	// is a fused MatMul reading through it or a skipped transpose. Readers
+	// come after their producers, so one pass from the end decides.
+	readers := map[*ir.Value][]*ir.Node{}
+	for _, n := range c.g.Nodes {
+		for _, v := range n.Inputs {
+			if v != nil {
+				readers[v] = append(readers[v], n)
+			}
 		}
+	}
+	outputs := map[*ir.Value]bool{}
+	for _, o := range c.g.Outputs {
+		outputs[o.Value] = true
+	}
+	for i := len(c.g.Nodes) - 1; i >= 0; i-- {
+		n := c.g.Nodes[i]
+		if _, ok := n.Op.(*ir.Transpose); !ok {
+			continue
+		}
+		out := n.Outputs[0]
+		if outputs[out] || sources[out] || len(readers[out]) == 0 {
+			continue
+		}
+		needed := false
+		for _, r := range readers[out] {
+			f, fused := c.fused[r]
+			through := fused && (r.Inputs[0] != out || f.permA != nil) && (r.Inputs[1] != out || f.permB != nil)
+			needed = needed || !c.skip[r] && !through
+		}
+		c.skip[n] = !needed
 	}
 }
 

@@ -200,6 +200,57 @@ func TestMatMulFusedTranspose(t *testing.T) {
 	})
 }
 
+// TestMatMulTransposeChain: attention's keys, [t,b,d] turned to [b,d,t] for
+// QKᵀ and transposed back to [b,t,d] for the backward pass's product, are
+// both read from the keys as they are stored: neither transpose runs,
+// unless something else needs a transposed copy (an Add; a graph output,
+// which also needs the transpose it reads); results match the reference.
+func TestMatMulTransposeChain(t *testing.T) {
+	forISAs(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(13, 14))
+		for _, extra := range []string{"none", "add", "output"} {
+			t.Run(extra, func(t *testing.T) {
+				b := ir.NewBuilder("g")
+				k := b.Input("k", ir.Float32, ir.Shape{6, 3, 5})    // [t, b, d]
+				q := b.Input("q", ir.Float32, ir.Shape{3, 4, 5})    // [b, s, d]
+				dy := b.Input("dy", ir.Float32, ir.Shape{3, 4, 6})  // [b, s, t]
+				kt := b.Op1(&ir.Transpose{Perm: []int{1, 2, 0}}, k) // [b, d, t]
+				b.Output("scores", b.Op1(&ir.MatMul{}, q, kt))
+				back := b.Op1(&ir.Transpose{Perm: []int{0, 2, 1}}, kt) // [b, t, d]
+				b.Output("dq", b.Op1(&ir.MatMul{}, dy, back))
+				want := 0
+				switch extra {
+				case "add":
+					b.Output("sum", b.Op1(&ir.Binary{Fn: ir.Add}, kt, kt))
+					want = 1
+				case "output": // back runs, and reads kt
+					b.Output("back", back)
+					want = 2
+				}
+				g, err := b.Graph()
+				if err != nil {
+					t.Fatal(err)
+				}
+				exe, err := Compile(g, accel.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				transposes := 0
+				for _, s := range exe.steps {
+					if _, ok := s.node.Op.(*ir.Transpose); ok {
+						transposes++
+					}
+				}
+				if transposes != want {
+					t.Errorf("%d transposes run, want %d", transposes, want)
+				}
+				checkGraph(t, g, []*ir.Tensor{randTensor(rng, ir.Float32, ir.Shape{6, 3, 5}, -1, 1), randTensor(rng, ir.Float32, ir.Shape{3, 4, 5}, -1, 1),
+					randTensor(rng, ir.Float32, ir.Shape{3, 4, 6}, -1, 1)}, 1e-5, 1e-5)
+			})
+		}
+	})
+}
+
 func TestGemm(t *testing.T) {
 	forISAs(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(9, 10))
