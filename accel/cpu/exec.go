@@ -101,10 +101,13 @@ type compiler struct {
 
 // fusion records MatMul operands read through a transpose: the value
 // read instead of the node's input and the transpose's permutation (nil
-// for an operand read as it is).
+// for an operand read as it is); and a transpose of the product written
+// in its place: the transpose's output and permutation (nil: none).
 type fusion struct {
 	a, b         *ir.Value
 	permA, permB []int
+	out          *ir.Value
+	permOut      []int
 }
 
 // compile analyzes the graph (uses, fused transposes, reshape views),
@@ -204,14 +207,14 @@ func (c *compiler) planSlots(active []*ir.Node) memoryPlan {
 				touch(v, i)
 			}
 		}
-		for j, v := range n.Outputs {
+		for j, v := range c.writesOf(n) {
 			if v == nil {
 				continue
 			}
 			if _, alias := c.aliasOf[v]; alias {
 				continue
 			}
-			if r := c.inPlaceTarget(n, j, i, c.root, lastRead, hasSlot); r != nil {
+			if r := c.inPlaceTarget(n, j, i, c.root, lastRead, hasSlot); v == n.Outputs[j] && r != nil {
 				// The output takes over a dying input's buffer (inplace.go).
 				c.aliasOf[v] = r
 				lastRead[r] = lastRead[v]
@@ -278,7 +281,7 @@ func (c *compiler) emit(e *Executable, plan memoryPlan, active []*ir.Node) error
 		e.inputs = append(e.inputs, t)
 	}
 	for _, n := range active {
-		for _, v := range append(c.readsOf(n), n.Outputs...) {
+		for _, v := range append(c.readsOf(n), c.writesOf(n)...) {
 			if v != nil {
 				if _, err := tensorOf(v); err != nil {
 					return err
@@ -311,6 +314,16 @@ func (c *compiler) readsOf(n *ir.Node) []*ir.Value {
 	return n.Inputs
 }
 
+// writesOf lists the values a node's kernel writes (after fusion).
+func (c *compiler) writesOf(n *ir.Node) []*ir.Value {
+	if f, ok := c.fused[n]; ok && f.out != nil {
+		outs := append([]*ir.Value{}, n.Outputs...)
+		outs[0] = f.out
+		return outs
+	}
+	return n.Outputs
+}
+
 // fuseTransposes lets a MatMul read an operand produced by a Transpose
 // straight from the transpose's input, with strides, whenever every matrix
 // of the transposed view has a unit stride along its rows or columns — the
@@ -320,6 +333,9 @@ func (c *compiler) readsOf(n *ir.Node) []*ir.Value {
 // view (the backward pass transposes the forward's transposed keys and
 // values again), read from the chain's deepest input that gives such a
 // view. A transpose whose output every reader reads through is skipped.
+// A transpose that is the only reader of a product is written by the
+// product in place, where the GEMM can (attention's per-head outputs
+// turned back to [t,b,h,d]; see fuseOutputTransposes).
 func (c *compiler) fuseTransposes() {
 	c.skip = map[*ir.Node]bool{}
 	c.fused = map[*ir.Node]fusion{}
@@ -398,6 +414,42 @@ func (c *compiler) fuseTransposes() {
 			needed = needed || !c.skip[r] && !through
 		}
 		c.skip[n] = !needed
+	}
+	c.fuseOutputTransposes(sources, outputs)
+}
+
+// fuseOutputTransposes lets a MatMul write its product straight into the
+// output of a Transpose that is the product's only reader, with strides,
+// where the transposed product's matrices have a unit stride along rows or
+// columns and the GEMM gains by it: not where a batch of products would
+// share one B (whose rows stacked into one product would then be
+// scattered: the transpose is cheaper there). sources are the values fused
+// MatMuls read, outputs the graph's outputs.
+func (c *compiler) fuseOutputTransposes(sources, outputs map[*ir.Value]bool) {
+	for _, n := range c.g.Nodes {
+		t, ok := n.Op.(*ir.Transpose)
+		if !ok || c.skip[n] {
+			continue
+		}
+		u := n.Inputs[0]
+		if u.Kind != ir.NodeOutput || c.uses[u] != 1 || outputs[u] || sources[u] {
+			continue
+		}
+		m := u.Producer
+		if _, ok := m.Op.(*ir.MatMul); !ok || m.Inputs[0].DType != ir.Float32 || len(m.Inputs[0].Shape) < 2 || len(m.Inputs[1].Shape) < 2 {
+			continue
+		}
+		f, ok := c.fused[m]
+		if !ok {
+			f = fusion{a: m.Inputs[0], b: m.Inputs[1]}
+		}
+		p, err := planMatMul(f.a.Shape, f.permA, f.b.Shape, f.permB, n.Outputs[0].Shape, t.Perm)
+		if err != nil || p.batch > 1 && p.sharesB() {
+			continue
+		}
+		f.out, f.permOut = n.Outputs[0], t.Perm
+		c.fused[m] = f
+		c.skip[n] = true
 	}
 }
 

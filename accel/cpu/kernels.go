@@ -17,7 +17,7 @@ func (c *compiler) kernelFor(n *ir.Node) (kernel, error) {
 		}
 	}
 	out := make([]*ir.Tensor, len(n.Outputs))
-	for i, v := range n.Outputs {
+	for i, v := range c.writesOf(n) {
 		if v != nil {
 			out[i] = c.tensors[v]
 		}
@@ -39,7 +39,7 @@ func (c *compiler) kernelFor(n *ir.Node) (kernel, error) {
 	case *ir.MatMul:
 		if f32(in[0], in[1]) {
 			f := c.fused[n]
-			return newMatMul(c.threads, c.productsFor(n), in[0], f.permA, in[1], f.permB, out[0])
+			return newMatMul(c.threads, c.productsFor(n), in[0], f.permA, in[1], f.permB, out[0], f.permOut)
 		}
 	case *ir.Gemm:
 		if f32(in...) {

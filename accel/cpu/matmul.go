@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/dstune/dstune/ir"
 )
@@ -66,25 +67,68 @@ func stridedMatrix(o operand) (matrixLayout, bool) {
 // matmulKernel is a float32 MatMul as one Sgemm (batch folded into M when
 // the right operand has no batch and the left one is row-contiguous), one
 // SgemmBatched (batches at uniform strides), or a loop of Sgemm over
-// precomputed offsets (general broadcasting and transposed views).
+// precomputed offsets (general broadcasting and transposed views). C may
+// itself be a transposed view (a Transpose of the product folded into it,
+// see compiler.fuseTransposes): its rows ldc apart, its matrices at
+// strideC or offC; a C whose columns are ldc apart is computed as Cᵀ =
+// op(B)ᵀ·op(A)ᵀ.
 type matmulKernel struct {
 	threads        int
 	prod           products
 	a, b, c        []float32
 	transA, transB bool
 	m, n, k        int
-	lda, ldb       int
+	lda, ldb, ldc  int
 
-	batch            int
-	strideA, strideB int
-	offA, offB       []int // general case: per batch entry
+	batch                     int
+	strideA, strideB, strideC int
+	offA, offB, offC          []int // general case: per batch entry
 }
 
 // newMatMul compiles a MatMul of a and b into out; a non-nil permA (permB)
 // says the operand is the view Transpose(a, permA) of the tensor given,
-// read in place with strides (see compiler.fuseTransposes).
-func newMatMul(threads int, prod products, a *ir.Tensor, permA []int, b *ir.Tensor, permB []int, out *ir.Tensor) (kernel, error) {
-	oa, ob := logicalOperand(a.Shape(), permA), logicalOperand(b.Shape(), permB)
+// read in place with strides, and a non-nil permOut that out is
+// Transpose(product, permOut), written in place (see
+// compiler.fuseTransposes).
+func newMatMul(threads int, prod products, a *ir.Tensor, permA []int, b *ir.Tensor, permB []int, out *ir.Tensor, permOut []int) (kernel, error) {
+	kn, err := planMatMul(a.Shape(), permA, b.Shape(), permB, out.Shape(), permOut)
+	if err != nil {
+		return nil, err
+	}
+	kn.threads, kn.prod = threads, prod
+	kn.a, kn.b, kn.c = a.Float32s(), b.Float32s(), out.Float32s()
+	if kn.swapped {
+		kn.a, kn.b = kn.b, kn.a
+	}
+	return &kn.matmulKernel, nil
+}
+
+// matmulPlan is a MatMul's GEMM calls before the tensors are bound;
+// swapped says the GEMM computes Cᵀ, its A the MatMul's B.
+type matmulPlan struct {
+	matmulKernel
+	swapped bool
+}
+
+// sharesB reports whether every product of the batch multiplies the same
+// B (packed once per product).
+func (p *matmulPlan) sharesB() bool {
+	if p.offB == nil {
+		return p.strideB == 0
+	}
+	for _, o := range p.offB {
+		if o != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// planMatMul lays out a MatMul of the views Transpose(a, permA) and
+// Transpose(b, permB) (nil: as stored) into out, which is the product
+// itself (permOut nil) or Transpose(product, permOut).
+func planMatMul(a ir.Shape, permA []int, b ir.Shape, permB []int, out ir.Shape, permOut []int) (*matmulPlan, error) {
+	oa, ob := logicalOperand(a, permA), logicalOperand(b, permB)
 	d, err := ir.MatMulShapes(oa.shape, ob.shape)
 	if err != nil {
 		return nil, err
@@ -96,70 +140,99 @@ func newMatMul(threads int, prod products, a *ir.Tensor, permA []int, b *ir.Tens
 	if len(ob.shape) == 1 {
 		ob = operand{ir.Shape{d.K, 1}, []int{1, 1}}
 	}
-	kn := &matmulKernel{threads: threads, prod: prod, a: a.Float32s(), b: b.Float32s(), c: out.Float32s(), m: d.M, n: d.N, k: d.K}
+	// The product's logical shape and where each of its elements goes.
+	oc := operand{shape: append(slices.Clone(d.Batch), d.M, d.N), strides: make([]int, len(d.Batch)+2)}
+	switch {
+	case permOut == nil:
+		oc.strides = oc.shape.Strides()
+	case len(permOut) == len(oc.shape):
+		for k, s := range out.Strides() {
+			oc.strides[permOut[k]] = s
+		}
+	default:
+		return nil, fmt.Errorf("cpu: MatMul output transposed by %v, the product has rank %d", permOut, len(oc.shape))
+	}
+	kn := &matmulPlan{matmulKernel: matmulKernel{m: d.M, n: d.N, k: d.K}}
 	if d.M == 0 || d.N == 0 || d.K == 0 {
+		kn.ldc = max(d.N, 1)
 		return kn, nil
 	}
 	la, okA := stridedMatrix(oa)
 	lb, okB := stridedMatrix(ob)
-	if !okA || !okB {
+	lc, okC := stridedMatrix(oc)
+	if !okA || !okB || !okC {
 		return nil, fmt.Errorf("cpu: MatMul operand with no unit stride in its matrices")
 	}
-	kn.transA, kn.lda, kn.transB, kn.ldb = la.trans, la.ld, lb.trans, lb.ld
-	offsets := func(o operand) []int {
-		r := len(o.shape)
-		st := make([]int, len(d.Batch))
-		off := len(d.Batch) - (r - 2)
-		for i := range r - 2 {
-			if o.shape[i] != 1 {
-				st[off+i] = o.strides[i]
-			}
-		}
-		out := make([]int, d.Batch.Size())
-		pos := make([]int, len(d.Batch))
-		for i := range out {
-			for j, p := range pos {
-				out[i] += p * st[j]
-			}
-			for j := len(pos) - 1; j >= 0; j-- {
-				pos[j]++
-				if pos[j] < d.Batch[j] {
-					break
-				}
-				pos[j] = 0
-			}
-		}
-		return out
+	kn.transA, kn.lda, kn.transB, kn.ldb, kn.ldc = la.trans, la.ld, lb.trans, lb.ld, lc.ld
+	offA, offB, offC := batchOffsets(oa, d.Batch), batchOffsets(ob, d.Batch), batchOffsets(oc, d.Batch)
+	if lc.trans {
+		// C's columns are ldc apart: compute Cᵀ = op(B)ᵀ·op(A)ᵀ.
+		kn.swapped = true
+		kn.m, kn.n = kn.n, kn.m
+		kn.transA, kn.transB = !lb.trans, !la.trans
+		kn.lda, kn.ldb = lb.ld, la.ld
+		offA, offB = offB, offA
 	}
-	offA, offB := offsets(oa), offsets(ob)
 	kn.batch = len(offA)
-	uniform := func(off []int) (int, bool) {
-		if len(off) < 2 {
-			return 0, true
-		}
-		step := off[1] - off[0]
-		for i, o := range off {
-			if o != i*step {
-				return 0, false
-			}
-		}
-		return step, true
-	}
-	sa, uniA := uniform(offA)
-	sb, uniB := uniform(offB)
+	sa, uniA := uniformStride(offA)
+	sb, uniB := uniformStride(offB)
+	sc, uniC := uniformStride(offC)
 	switch {
 	case kn.batch == 1:
-	case uniB && sb == 0 && uniA && !kn.transA && sa == d.M*kn.lda:
-		// Every batch entry multiplies the same B and A's matrices follow
-		// each other row after row: one product with the rows stacked.
+	case uniB && sb == 0 && uniA && !kn.transA && sa == kn.m*kn.lda && uniC && sc == kn.m*kn.ldc:
+		// Every batch entry multiplies the same B, and A's and C's
+		// matrices follow each other row after row: one product with the
+		// rows stacked.
 		kn.m *= kn.batch
 		kn.batch = 1
-	case uniA && uniB:
-		kn.strideA, kn.strideB = sa, sb
+	case uniA && uniB && uniC:
+		kn.strideA, kn.strideB, kn.strideC = sa, sb, sc
 	default:
-		kn.offA, kn.offB = offA, offB
+		kn.offA, kn.offB, kn.offC = offA, offB, offC
 	}
 	return kn, nil
+}
+
+// batchOffsets lists the element offset of o's matrix for every entry of
+// the broadcast batch shape.
+func batchOffsets(o operand, batch ir.Shape) []int {
+	r := len(o.shape)
+	st := make([]int, len(batch))
+	off := len(batch) - (r - 2)
+	for i := range r - 2 {
+		if o.shape[i] != 1 {
+			st[off+i] = o.strides[i]
+		}
+	}
+	out := make([]int, batch.Size())
+	pos := make([]int, len(batch))
+	for i := range out {
+		for j, p := range pos {
+			out[i] += p * st[j]
+		}
+		for j := len(pos) - 1; j >= 0; j-- {
+			pos[j]++
+			if pos[j] < batch[j] {
+				break
+			}
+			pos[j] = 0
+		}
+	}
+	return out
+}
+
+// uniformStride reports whether the offsets are i·step, and step.
+func uniformStride(off []int) (int, bool) {
+	if len(off) < 2 {
+		return 0, true
+	}
+	step := off[1] - off[0]
+	for i, o := range off {
+		if o != i*step {
+			return 0, false
+		}
+	}
+	return step, true
 }
 
 func (k *matmulKernel) run() error {
@@ -172,14 +245,13 @@ func (k *matmulKernel) run() error {
 	}
 	switch {
 	case k.offA != nil:
-		mn := k.m * k.n
 		for i := range k.batch {
-			k.prod.gemm(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a[k.offA[i]:], k.lda, k.b[k.offB[i]:], k.ldb, 0, k.c[i*mn:], k.n)
+			k.prod.gemm(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a[k.offA[i]:], k.lda, k.b[k.offB[i]:], k.ldb, 0, k.c[k.offC[i]:], k.ldc)
 		}
 	case k.batch == 1:
-		k.prod.gemm(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a, k.lda, k.b, k.ldb, 0, k.c, k.n)
+		k.prod.gemm(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a, k.lda, k.b, k.ldb, 0, k.c, k.ldc)
 	default:
-		k.prod.batched(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a, k.lda, k.strideA, k.b, k.ldb, k.strideB, 0, k.c, k.n, k.m*k.n, k.batch)
+		k.prod.batched(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a, k.lda, k.strideA, k.b, k.ldb, k.strideB, 0, k.c, k.ldc, k.strideC, k.batch)
 	}
 	return nil
 }
