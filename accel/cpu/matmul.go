@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/kernels"
 )
 
 // operand is a MatMul operand as the GEMM reads it: its logical shape and
@@ -299,8 +300,15 @@ func (k *gemmKernel) run() error {
 		step := l.Step[0]
 		for o, r := 0, 0; r < l.Runs(); r, o = r+1, o+l.Inner {
 			src, dst := k.c[k.base[0]:], k.out[o:o+l.Inner]
-			for i := range dst {
-				dst[i] = k.beta * src[i*step]
+			switch {
+			case step == 1 && k.beta == 1: // a bias row
+				copy(dst, src[:len(dst)])
+			case step == 1:
+				kernels.ScaleF32(dst, k.beta, src[:len(dst)])
+			default:
+				for i := range dst {
+					dst[i] = k.beta * src[i*step]
+				}
 			}
 			l.Next(k.idx, k.base)
 		}
