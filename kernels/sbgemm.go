@@ -51,7 +51,13 @@ import "math"
 // machine (the block size depends on the cache sizes). NaN payloads may
 // differ between them.
 func Sbgemm(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	gemm(&sbgemmCalls, sbgemmKernelForISA(), threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	gemm(&sbgemmCalls, sbgemmKernelForISA(), threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil)
+}
+
+// SbgemmEpilogue is Sbgemm followed by epi on every block of C (see
+// GemmEpilogue); epi nil is Sbgemm.
+func SbgemmEpilogue(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, epi GemmEpilogue) {
+	gemm(&sbgemmCalls, sbgemmKernelForISA(), threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epi)
 }
 
 // SbgemmBatched computes batch independent products with Sbgemm's

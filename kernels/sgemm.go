@@ -36,7 +36,24 @@ package kernels
 // keeps many near-zero values (optimizer states, DST's reset weights) should
 // flush them itself where that matters.
 func Sgemm(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	gemm(&sgemmCalls, sgemmKernelForISA(), threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	gemm(&sgemmCalls, sgemmKernelForISA(), threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil)
+}
+
+// A GemmEpilogue finishes a product block by block while each block of C
+// is still in cache (a bias added, an activation applied): the GEMM calls
+// Finish once for every block of rows [i0, i1) and columns [j0, j1) of C
+// after the block's last contribution, on the goroutine that computed it.
+// The blocks do not overlap and together cover C; calls for different
+// blocks may run concurrently, and how C is cut into blocks depends on the
+// thread count, so Finish must treat every element alike.
+type GemmEpilogue interface {
+	Finish(i0, i1, j0, j1 int)
+}
+
+// SgemmEpilogue is Sgemm followed by epi on every block of C (see
+// GemmEpilogue); epi nil is Sgemm.
+func SgemmEpilogue(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, epi GemmEpilogue) {
+	gemm(&sgemmCalls, sgemmKernelForISA(), threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epi)
 }
 
 // SgemmBatched computes batch independent products with Sgemm's semantics;
@@ -52,17 +69,21 @@ func SgemmBatched(threads int, transA, transB bool, m, n, k int, alpha float32, 
 var sgemmCalls gemmCalls[float32]
 
 // gemm is Sgemm and Sbgemm on kern, taking calls from the free list.
-func gemm[P packed](calls *gemmCalls[P], kern *gemmKernel[P], threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+func gemm[P packed](calls *gemmCalls[P], kern *gemmKernel[P], threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, epi GemmEpilogue) {
 	checkGemmArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
 	if m == 0 || n == 0 {
 		return
 	}
 	if k == 0 || alpha == 0 {
 		scaleC(m, n, beta, c, ldc)
+		if epi != nil {
+			epi.Finish(0, m, 0, n)
+		}
 		return
 	}
 	call := calls.get()
 	call.set(kern, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	call.epi = epi
 	call.run(gemmWorkers(threads, gemmFlops(m, n, k)))
 	calls.put(call)
 }
@@ -94,7 +115,7 @@ func gemmBatched[P packed](calls *gemmCalls[P], kern *gemmKernel[P], threads int
 	stacked := strideB == 0 && strideC == m*ldc
 	if k == 0 || alpha == 0 || (batch < threads && !stacked) {
 		for i := range batch {
-			gemm(calls, kern, threads, transA, transB, m, n, k, alpha, tail(a, i*strideA), lda, tail(b, i*strideB), ldb, beta, c[i*strideC:], ldc)
+			gemm(calls, kern, threads, transA, transB, m, n, k, alpha, tail(a, i*strideA), lda, tail(b, i*strideB), ldb, beta, c[i*strideC:], ldc, nil)
 		}
 		return
 	}

@@ -85,8 +85,9 @@ type gemmCall[P packed] struct {
 	alpha, beta    float32
 	a, b, c        []float32
 	lda, ldb, ldc  int
-	directA        bool // the kernel reads A in place
-	kc             int  // the block of inner indices: kern's, evened out over k
+	directA        bool         // the kernel reads A in place
+	epi            GemmEpilogue // single products only, or nil
+	kc             int          // the block of inner indices: kern's, evened out over k
 
 	strideA, strideB, strideC, batch int // batched calls only
 
@@ -132,7 +133,7 @@ func (l *gemmCalls[P]) get() *gemmCall[P] {
 }
 
 func (l *gemmCalls[P]) put(c *gemmCall[P]) {
-	c.a, c.b, c.c = nil, nil, nil
+	c.a, c.b, c.c, c.epi = nil, nil, nil, nil
 	l.Lock()
 	l.free = append(l.free, c)
 	l.Unlock()
@@ -391,10 +392,13 @@ func (c *gemmCall[P]) computeChunks(i int, ws *gemmWorkspace[P]) {
 		lo := int(ch) * c.chunk
 		next := &ws.next
 		*next = gemmPrefetch{}
-		if c.splitM {
-			c.compute(ws, blk, c.bPack[i%2], c.a, c.c, lo, min(lo+c.chunk, c.m), 0, blk.nc, next)
-		} else {
-			c.compute(ws, blk, c.bPack[i%2], c.a, c.c, 0, c.m, lo, min(lo+c.chunk, blk.nc), next)
+		i0, i1, j0, j1 := lo, min(lo+c.chunk, c.m), 0, blk.nc
+		if !c.splitM {
+			i0, i1, j0, j1 = 0, c.m, lo, min(lo+c.chunk, blk.nc)
+		}
+		c.compute(ws, blk, c.bPack[i%2], c.a, c.c, i0, i1, j0, j1, next)
+		if c.epi != nil && blk.pc+blk.kc == c.k { // the chunk is final
+			c.epi.Finish(i0, i1, blk.jc+j0, blk.jc+j1)
 		}
 		c.chunkDone[i*c.maxChunks+int(ch)].Store(true)
 		st.compDone.Add(1)

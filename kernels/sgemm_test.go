@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -811,5 +812,81 @@ func TestSgemmNoAllocs(t *testing.T) {
 		if allocs := testing.AllocsPerRun(5, batched); allocs != 0 {
 			t.Errorf("SgemmBatched threads=%d: %v allocations a call", threads, allocs)
 		}
+	}
+}
+
+// checkEpilogue records a GEMM's Finish calls: every element of C must be
+// finished once, and when it is, hold its final value (want, from the
+// same GEMM without an epilogue); Finish then doubles it and adds one.
+type checkEpilogue struct {
+	mu       sync.Mutex
+	c, want  []float32
+	ldc, n   int
+	finished []int
+	err      string
+}
+
+func (e *checkEpilogue) Finish(i0, i1, j0, j1 int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i := i0; i < i1; i++ {
+		for j := j0; j < j1; j++ {
+			x := &e.c[i*e.ldc+j]
+			if e.finished[i*e.n+j]++; e.finished[i*e.n+j] > 1 && e.err == "" {
+				e.err = fmt.Sprintf("C(%d,%d) finished twice", i, j)
+			}
+			if math.Float32bits(*x) != math.Float32bits(e.want[i*e.ldc+j]) && e.err == "" {
+				e.err = fmt.Sprintf("C(%d,%d) = %v when finished, want its final %v", i, j, *x, e.want[i*e.ldc+j])
+			}
+			*x = 2**x + 1
+		}
+	}
+}
+
+// TestGemmEpilogue runs SgemmEpilogue and SbgemmEpilogue on every ISA
+// with cache blocks shrunk so that products cross several blocks of
+// columns, inner indices and rows, on 1 to 3 threads: every element is
+// finished exactly once, after its last contribution.
+func TestGemmEpilogue(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 20))
+	defer func(saved int) { minFlopsPerWorker = saved }(minFlopsPerWorker)
+	minFlopsPerWorker = 1
+	gemms := []struct {
+		name  string
+		plain func(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
+		epi   func(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, epi GemmEpilogue)
+	}{{"sgemm", Sgemm, SgemmEpilogue}, {"sbgemm", Sbgemm, SbgemmEpilogue}}
+	for _, blk := range [][3]int{{20, 2, 2}, {0, 0, 0}} {
+		restore := func() {}
+		if blk[0] > 0 {
+			restore = withBlocking(blk[0], blk[1], blk[2])
+		}
+		forISAs(t, func(t *testing.T, isa ISA) {
+			for _, gm := range gemms {
+				for i := range 12 {
+					tc := transCases[i%len(transCases)]
+					ab := alphaBetas[i%len(alphaBetas)]
+					m, n, k := 1+rng.IntN(90), 1+rng.IntN(150), rng.IntN(90)
+					g := newGemmCase(rng, tc.transA, tc.transB, m, n, k, ab.alpha, ab.beta)
+					want := slices.Clone(g.c0)
+					gm.plain(1, tc.transA, tc.transB, m, n, k, ab.alpha, g.a, g.lda, g.b, g.ldb, ab.beta, want, g.ldc)
+					for _, threads := range []int{1, 2, 3} {
+						c := slices.Clone(g.c0)
+						e := &checkEpilogue{c: c, want: want, ldc: g.ldc, n: n, finished: make([]int, m*n)}
+						gm.epi(threads, tc.transA, tc.transB, m, n, k, ab.alpha, g.a, g.lda, g.b, g.ldb, ab.beta, c, g.ldc, e)
+						name := fmt.Sprintf("%s blocking %v %s %dx%dx%d threads=%d", gm.name, blk, tc.name, m, n, k, threads)
+						if e.err != "" {
+							t.Fatalf("%s: %s", name, e.err)
+						}
+						for j, f := range e.finished {
+							if f != 1 {
+								t.Fatalf("%s: C(%d,%d) finished %d times", name, j/n, j%n, f)
+							}
+						}
+					}
+				}
+			}
+		})
+		restore()
 	}
 }
