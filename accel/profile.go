@@ -21,7 +21,8 @@ type NodeTime struct {
 // does but without the update, runs times after a warm-up run, and
 // returns the nodes it executes in execution order, each with its median
 // time. Nodes the backend folds into others (a transpose into a product's
-// packing) are not listed; their time is their consumer's.
+// packing, a bias and activation into its epilogue) are not listed; their
+// time is the node's they are folded into.
 type NodeProfiler interface {
 	ProfileNodes(tg *ir.Graph, inputs []*ir.Tensor, runs int) ([]NodeTime, error)
 }

@@ -103,11 +103,17 @@ type compiler struct {
 // read instead of the node's input and the transpose's permutation (nil
 // for an operand read as it is); and a transpose of the product written
 // in its place: the transpose's output and permutation (nil: none).
+//
+// A product may also take over an Add of a bias row and an activation of
+// the sum (compiler.fuseEpilogues): it then writes the sum (out, permOut
+// nil) and the activation's output (actOut), reading bias too.
 type fusion struct {
 	a, b         *ir.Value
 	permA, permB []int
 	out          *ir.Value
 	permOut      []int
+	bias, actOut *ir.Value
+	act          ir.UnaryFn
 }
 
 // compile analyzes the graph (uses, fused transposes, reshape views),
@@ -144,6 +150,7 @@ func (c *compiler) analyze() []*ir.Node {
 		c.uses[o.Value]++
 	}
 	c.fuseTransposes()
+	c.fuseEpilogues()
 	c.markBF16Products()
 	c.aliasOf = map[*ir.Value]*ir.Value{}
 	var active []*ir.Node
@@ -214,7 +221,11 @@ func (c *compiler) planSlots(active []*ir.Node) memoryPlan {
 			if _, alias := c.aliasOf[v]; alias {
 				continue
 			}
-			if r := c.inPlaceTarget(n, j, i, c.root, lastRead, hasSlot); v == n.Outputs[j] && r != nil {
+			if own := j < len(n.Outputs) && v == n.Outputs[j]; !own {
+				newSlot(v, i) // a fused node's output written by this one
+				continue
+			}
+			if r := c.inPlaceTarget(n, j, i, c.root, lastRead, hasSlot); r != nil {
 				// The output takes over a dying input's buffer (inplace.go).
 				c.aliasOf[v] = r
 				lastRead[r] = lastRead[v]
@@ -309,6 +320,9 @@ func (c *compiler) readsOf(n *ir.Node) []*ir.Value {
 	if f, ok := c.fused[n]; ok {
 		ins := append([]*ir.Value{}, n.Inputs...)
 		ins[0], ins[1] = f.a, f.b
+		if f.bias != nil {
+			ins = append(ins, f.bias)
+		}
 		return ins
 	}
 	return n.Inputs
@@ -319,6 +333,9 @@ func (c *compiler) writesOf(n *ir.Node) []*ir.Value {
 	if f, ok := c.fused[n]; ok && f.out != nil {
 		outs := append([]*ir.Value{}, n.Outputs...)
 		outs[0] = f.out
+		if f.actOut != nil {
+			outs = append(outs, f.actOut)
+		}
 		return outs
 	}
 	return n.Outputs
@@ -416,6 +433,85 @@ func (c *compiler) fuseTransposes() {
 		c.skip[n] = !needed
 	}
 	c.fuseOutputTransposes(sources, outputs)
+}
+
+// fuseEpilogues folds Add(MatMul(a, b), bias), bias a row of the
+// product's width (a Linear layer's bias), into the MatMul when the sum
+// is all that reads the product and the MatMul is one GEMM with C as it
+// is stored (see biasEpilogue); an element-wise activation of the sum
+// (GELU and the like, with a SIMD kernel) goes along. The GEMM then
+// writes the sum, which training keeps for the activation's gradient, and
+// the activation while each block of C is in cache, instead of three
+// passes over memory.
+func (c *compiler) fuseEpilogues() {
+	readers := map[*ir.Value][]*ir.Node{}
+	for _, n := range c.g.Nodes {
+		if c.skip[n] {
+			continue
+		}
+		for _, v := range c.readsOf(n) {
+			if v != nil {
+				readers[v] = append(readers[v], n)
+			}
+		}
+	}
+	outputs := map[*ir.Value]bool{}
+	for _, o := range c.g.Outputs {
+		outputs[o.Value] = true
+	}
+	for _, m := range c.g.Nodes {
+		if _, ok := m.Op.(*ir.MatMul); !ok || c.skip[m] || m.Inputs[0].DType != ir.Float32 {
+			continue
+		}
+		f, ok := c.fused[m]
+		if !ok {
+			f = fusion{a: m.Inputs[0], b: m.Inputs[1]}
+		}
+		u := m.Outputs[0]
+		if f.out != nil || outputs[u] || c.uses[u] != 1 || len(readers[u]) != 1 || len(u.Shape) == 0 {
+			continue
+		}
+		add := readers[u][0]
+		if op, ok := add.Op.(*ir.Binary); !ok || op.Fn != ir.Add || !add.Outputs[0].Shape.Equal(u.Shape) {
+			continue
+		}
+		bias := add.Inputs[0]
+		if bias == u {
+			bias = add.Inputs[1]
+		}
+		if bias == u || bias.DType != ir.Float32 || !isRow(bias.Shape, u.Shape[len(u.Shape)-1]) {
+			continue
+		}
+		p, err := planMatMul(f.a.Shape, f.permA, f.b.Shape, f.permB, u.Shape, nil)
+		if err != nil || p.batch != 1 || p.swapped || p.ldc != p.n {
+			continue
+		}
+		sum := add.Outputs[0]
+		f.out, f.bias = sum, bias
+		c.skip[add] = true
+		for _, r := range readers[sum] {
+			if op, ok := r.Op.(*ir.Unary); ok && simdUnary(op.Fn) != nil && !c.skip[r] {
+				f.act, f.actOut = op.Fn, r.Outputs[0]
+				c.skip[r] = true
+				break
+			}
+		}
+		c.fused[m] = f
+	}
+}
+
+// isRow reports whether shape is a row of n values, with any leading
+// axes of size one: [n], [1, n], [1, 1, n].
+func isRow(shape ir.Shape, n int) bool {
+	if len(shape) == 0 || shape[len(shape)-1] != n {
+		return false
+	}
+	for _, d := range shape[:len(shape)-1] {
+		if d != 1 {
+			return false
+		}
+	}
+	return true
 }
 
 // fuseOutputTransposes lets a MatMul write its product straight into the

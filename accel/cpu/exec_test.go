@@ -301,6 +301,104 @@ func TestMatMulOutputTranspose(t *testing.T) {
 	})
 }
 
+// TestMatMulEpilogue: Add(MatMul(x, w), bias) and an activation of the
+// sum run inside the GEMM (neither node runs) and give the bits the nodes
+// give when they run on their own (the product is also an output there,
+// which keeps it from being fused), in float32 and bfloat16 products, on
+// 1 and 2 threads, with the sum also read by another node as training
+// reads it; a bias that is not a row, or products with a B each, are not
+// fused.
+func TestMatMulEpilogue(t *testing.T) {
+	forISAs(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(17, 18))
+		cases := []struct {
+			name       string
+			x, w, bias ir.Shape
+			biasFirst  bool
+			act        ir.UnaryFn
+			hasAct     bool
+			fused      bool
+		}{
+			{"gelu", ir.Shape{3, 40, 24}, ir.Shape{24, 70}, ir.Shape{70}, false, ir.Gelu, true, true},
+			{"bias first, tanh gelu", ir.Shape{130, 33}, ir.Shape{33, 50}, ir.Shape{1, 50}, true, ir.GeluTanh, true, true},
+			{"sigmoid", ir.Shape{2, 17, 9}, ir.Shape{9, 40}, ir.Shape{40}, false, ir.Sigmoid, true, true},
+			{"bias only", ir.Shape{5, 64, 32}, ir.Shape{32, 48}, ir.Shape{48}, false, 0, false, true},
+			{"full-size addend", ir.Shape{6, 8}, ir.Shape{8, 5}, ir.Shape{6, 5}, false, ir.Gelu, true, false},
+			{"a B each", ir.Shape{3, 6, 8}, ir.Shape{3, 8, 5}, ir.Shape{5}, false, ir.Gelu, true, false},
+		}
+		for _, tc := range cases {
+			for _, precision := range []accel.Precision{accel.PrecisionFP32, accel.PrecisionBF16} {
+				t.Run(fmt.Sprintf("%s/%s", tc.name, precision), func(t *testing.T) {
+					build := func(productOut bool) *ir.Graph {
+						b := ir.NewBuilder("g")
+						x := b.Input("x", ir.Float32, tc.x)
+						w := b.Param("w", randTensor(rand.New(rand.NewPCG(1, 1)), ir.Float32, tc.w, -1, 1))
+						bias := b.Param("bias", randTensor(rand.New(rand.NewPCG(2, 2)), ir.Float32, tc.bias, -1, 1))
+						p := b.Op1(&ir.MatMul{}, x, w)
+						sum := b.Op1(&ir.Binary{Fn: ir.Add}, p, bias)
+						if tc.biasFirst {
+							sum = b.Op1(&ir.Binary{Fn: ir.Add}, bias, p)
+						}
+						if tc.hasAct {
+							b.Output("act", b.Op1(&ir.Unary{Fn: tc.act}, sum))
+						}
+						b.Output("twice", b.Op1(&ir.Binary{Fn: ir.Mul}, sum, sum)) // the sum read again
+						if productOut {
+							b.Output("product", p)
+						}
+						g, err := b.Graph()
+						if err != nil {
+							t.Fatal(err)
+						}
+						return g
+					}
+					fused, plain := build(false), build(true)
+					in := []*ir.Tensor{randTensor(rng, ir.Float32, tc.x, -2, 2)}
+					for _, threads := range []int{1, 2} {
+						opts := accel.Options{Threads: threads, Precision: precision}
+						fe, err := Compile(fused, opts)
+						if err != nil {
+							t.Fatal(err)
+						}
+						pe, err := Compile(plain, opts)
+						if err != nil {
+							t.Fatal(err)
+						}
+						ran := 0
+						for _, s := range fe.steps {
+							if _, ok := s.node.Op.(*ir.MatMul); !ok {
+								ran++
+							}
+						}
+						if want := map[bool]int{true: 1, false: 2 + map[bool]int{true: 1}[tc.hasAct]}[tc.fused]; ran != want {
+							t.Errorf("threads %d: %d nodes besides the MatMul run, want %d", threads, ran, want)
+						}
+						got, err := fe.Run(in)
+						if err != nil {
+							t.Fatal(err)
+						}
+						want, err := pe.Run(in)
+						if err != nil {
+							t.Fatal(err)
+						}
+						for i, o := range fused.Outputs {
+							g, w := got[i].Float32s(), want[i].Float32s()
+							for j := range g {
+								if math.Float32bits(g[j]) != math.Float32bits(w[j]) {
+									t.Fatalf("threads %d: %s[%d] = %v, the nodes alone give %v", threads, o.Name, j, g[j], w[j])
+								}
+							}
+						}
+					}
+					if precision == accel.PrecisionFP32 {
+						checkGraph(t, fused, in, 1e-5, 1e-5)
+					}
+				})
+			}
+		}
+	})
+}
+
 func TestGemm(t *testing.T) {
 	forISAs(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(9, 10))

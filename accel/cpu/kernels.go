@@ -10,14 +10,15 @@ import (
 // transformer training spends its time in, the op's reference Eval for the
 // rest (every dtype, every op, so breadth never depends on a fast path).
 func (c *compiler) kernelFor(n *ir.Node) (kernel, error) {
-	in := make([]*ir.Tensor, len(n.Inputs))
-	for i, v := range c.readsOf(n) {
+	reads, writes := c.readsOf(n), c.writesOf(n)
+	in := make([]*ir.Tensor, len(reads))
+	for i, v := range reads {
 		if v != nil {
 			in[i] = c.tensors[v]
 		}
 	}
-	out := make([]*ir.Tensor, len(n.Outputs))
-	for i, v := range c.writesOf(n) {
+	out := make([]*ir.Tensor, len(writes))
+	for i, v := range writes {
 		if v != nil {
 			out[i] = c.tensors[v]
 		}
@@ -39,7 +40,15 @@ func (c *compiler) kernelFor(n *ir.Node) (kernel, error) {
 	case *ir.MatMul:
 		if f32(in[0], in[1]) {
 			f := c.fused[n]
-			return newMatMul(c.threads, c.productsFor(n), in[0], f.permA, in[1], f.permB, out[0], f.permOut)
+			k, err := newMatMul(c.threads, c.productsFor(n), in[0], f.permA, in[1], f.permB, out[0], f.permOut)
+			if err == nil && f.bias != nil {
+				mk := k.(*matmulKernel)
+				mk.epi = &biasEpilogue{c: mk.c, bias: in[2].Float32s(), n: mk.n}
+				if f.actOut != nil {
+					mk.epi.act, mk.epi.y = simdUnary(f.act), out[1].Float32s()
+				}
+			}
+			return k, err
 		}
 	case *ir.Gemm:
 		if f32(in...) {

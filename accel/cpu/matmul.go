@@ -84,6 +84,30 @@ type matmulKernel struct {
 	batch                     int
 	strideA, strideB, strideC int
 	offA, offB, offC          []int // general case: per batch entry
+
+	epi *biasEpilogue // a single product's bias and activation, or nil
+}
+
+// biasEpilogue adds a bias row to every row of a product's C and, with
+// act, writes act of the result to y: the nodes Add(MatMul(a, b), bias)
+// and act(…) folded into the GEMM (see compiler.fuseEpilogues), computed
+// while each block of C is in cache. Both are element-wise, with the
+// kernels the nodes would run, so the bits are those of the nodes.
+type biasEpilogue struct {
+	c, bias, y []float32
+	n          int // C's and y's row stride
+	act        func(dst, src []float32)
+}
+
+func (e *biasEpilogue) Finish(i0, i1, j0, j1 int) {
+	bias := e.bias[j0:j1]
+	for i := i0; i < i1; i++ {
+		row := e.c[i*e.n+j0 : i*e.n+j1]
+		kernels.AddF32(row, row, bias)
+		if e.act != nil {
+			e.act(e.y[i*e.n+j0:i*e.n+j1], row)
+		}
+	}
 }
 
 // newMatMul compiles a MatMul of a and b into out; a non-nil permA (permB)
@@ -242,9 +266,14 @@ func (k *matmulKernel) run() error {
 	}
 	if k.k == 0 { // empty sums
 		clear(k.c)
+		if k.epi != nil {
+			k.epi.Finish(0, k.m, 0, k.n)
+		}
 		return nil
 	}
 	switch {
+	case k.epi != nil: // a single product
+		k.prod.finished(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a, k.lda, k.b, k.ldb, 0, k.c, k.ldc, k.epi)
 	case k.offA != nil:
 		for i := range k.batch {
 			k.prod.gemm(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a[k.offA[i]:], k.lda, k.b[k.offB[i]:], k.ldb, 0, k.c[k.offC[i]:], k.ldc)

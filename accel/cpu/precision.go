@@ -13,12 +13,14 @@ import (
 type products struct {
 	gemm    func(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
 	batched func(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda, strideA int, b []float32, ldb, strideB int, beta float32, c []float32, ldc, strideC int, batch int)
-	bf16    bool
+	// finished is gemm with an epilogue.
+	finished func(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, epi kernels.GemmEpilogue)
+	bf16     bool
 }
 
 var (
-	fp32Products = products{gemm: kernels.Sgemm, batched: kernels.SgemmBatched}
-	bf16Products = products{gemm: kernels.Sbgemm, batched: kernels.SbgemmBatched, bf16: true}
+	fp32Products = products{gemm: kernels.Sgemm, batched: kernels.SgemmBatched, finished: kernels.SgemmEpilogue}
+	bf16Products = products{gemm: kernels.Sbgemm, batched: kernels.SbgemmBatched, finished: kernels.SbgemmEpilogue, bf16: true}
 )
 
 // productsFor is the arithmetic of product node n.
