@@ -238,7 +238,7 @@ func newStepProfile(g *ir.Graph, times []accel.NodeTime, b *train.Batch) *stepPr
 		flop, product := nodeFLOP(n)
 		p.nodes = append(p.nodes, profNode{kind: kind, group: nodeGroup(n), name: nodeLabel(n), shapes: nodeShapes(n),
 			backward: strings.HasPrefix(n.Origin, "gradient of ") || n.Origin == "loss",
-			ms: float64(t.Time.Nanoseconds()) / 1e6, flop: flop, bytes: nodeBytes(n), product: product})
+			ms:       float64(t.Time.Nanoseconds()) / 1e6, flop: flop, bytes: nodeBytes(n), product: product})
 	}
 	return p
 }
