@@ -397,9 +397,6 @@ func (c *gemmCall[P]) computeChunks(i int, ws *gemmWorkspace[P]) {
 			i0, i1, j0, j1 = 0, c.m, lo, min(lo+c.chunk, blk.nc)
 		}
 		c.compute(ws, blk, c.bPack[i%2], c.a, c.c, i0, i1, j0, j1, next)
-		if c.epi != nil && blk.pc+blk.kc == c.k { // the chunk is final
-			c.epi.Finish(i0, i1, blk.jc+j0, blk.jc+j1)
-		}
 		c.chunkDone[i*c.maxChunks+int(ch)].Store(true)
 		st.compDone.Add(1)
 	}
@@ -459,9 +456,11 @@ func (c *gemmCall[P]) compute(ws *gemmWorkspace[P], blk *gemmBlock, bPack []P, a
 	kp := kern.elems(blk.kc)
 	calls := ((i1 - i0 + kern.block.mc - 1) / kern.block.mc) * ((j1 - j0 + nr - 1) / nr)
 	call := 0
+	final := c.epi != nil && blk.pc+blk.kc == c.k // this block's C is final
 	for ic := i0; ic < i1; ic += kern.block.mc {
 		mc := min(kern.block.mc, i1-ic)
 		ap, lda := c.blockA(ws, blk, a, ic, mc)
+		finished := j0 // the epilogue has run on columns [j0, finished)
 		for jr := j0; jr < j1; jr += nr {
 			cols := min(nr, j1-jr)
 			bp := bPack[(jr/nr)*kp*nr:][:kp*nr]
@@ -476,9 +475,20 @@ func (c *gemmCall[P]) compute(ws *gemmWorkspace[P], blk *gemmBlock, bPack []P, a
 			raceGemmTile(ap, lda, mc, kp, bp, ct, ldc, cols)
 			kern.run(kp, ap, lda, bp, ct, ldc, c.alpha, blk.beta, mc, cols, pf.start, pf.rows, pf.rowLines, pf.skip)
 			call++
+			if end := jr + cols; final && (end-finished >= epilogueCols || end == j1) {
+				// Finish these columns of the mc rows while they are in L2.
+				c.epi.Finish(ic, ic+mc, blk.jc+finished, blk.jc+end)
+				finished = end
+			}
 		}
 	}
 }
+
+// epilogueCols is about how many columns of a block of rows the epilogue
+// finishes at a time: mc rows of 256 floats (half of L2 for the AVX-512
+// kernels' mc) are still in L2 when it runs, and each of its row segments
+// is long enough to make a call worth it.
+const epilogueCols = 256
 
 // gemmPrefetch is memory the kernels are to prefetch while they compute:
 // up to two ranges of rows of cache lines.
