@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -397,6 +398,57 @@ func TestMatMulEpilogue(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestConcat joins tensors on every axis, of float32, int64 and bool
+// elements, with an empty input among them, on 1 to 3 threads: the
+// reference's bits.
+func TestConcat(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 20))
+	for _, dt := range []ir.DType{ir.Float32, ir.Int64, ir.Bool} {
+		for axis := range 3 {
+			for _, threads := range []int{1, 2, 3} {
+				t.Run(fmt.Sprintf("%s/axis=%d/threads=%d", dt, axis, threads), func(t *testing.T) {
+					shapes := []ir.Shape{{40, 30, 20}, {40, 30, 20}, {40, 30, 20}}
+					shapes[0][axis], shapes[1][axis], shapes[2][axis] = 7, 0, 13
+					b := ir.NewBuilder("g")
+					var xs []*ir.Value
+					var vals []*ir.Tensor
+					for i, s := range shapes {
+						xs = append(xs, b.Input(fmt.Sprintf("x%d", i), dt, s))
+						vals = append(vals, randTensor(rng, dt, s, -5, 5))
+					}
+					b.Output("y", b.Op1(&ir.Concat{Axis: axis}, xs...))
+					g, err := b.Graph()
+					if err != nil {
+						t.Fatal(err)
+					}
+					exe, err := Compile(g, accel.Options{Threads: threads})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if _, ok := exe.steps[0].k.(*concatKernel); !ok {
+						t.Fatalf("Concat runs on %T", exe.steps[0].k)
+					}
+					named := map[string]*ir.Tensor{}
+					for i, v := range g.Inputs {
+						named[v.Name] = vals[i]
+					}
+					want, err := ir.Interpret(g, named)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got, err := exe.Run(vals)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got[0].Bytes(), want["y"].Bytes()) {
+						t.Errorf("the bytes differ from the reference's")
+					}
+				})
+			}
+		}
+	}
 }
 
 func TestGemm(t *testing.T) {

@@ -260,8 +260,10 @@ func (k *layerNormGradKernel) Run(w, workers int) {
 
 // scatterAddRowsKernel is ir.ScatterAddRows: the output starts as the
 // base (or zeros) and the slices of dy are added at their rows in index
-// order; the columns of a row are split across workers, so every element
-// sees its terms in the same order whatever the thread count.
+// order; the output's rows are split across workers (each one's rows
+// whole, in memory order), and every worker walks all the indices, so
+// every element sees its terms in the same order whatever the thread
+// count.
 type scatterAddRowsKernel struct {
 	threads      int
 	dy, base, y  []float32
@@ -308,34 +310,31 @@ func (k *scatterAddRowsKernel) run() error {
 }
 
 func (k *scatterAddRowsKernel) Run(w, workers int) {
-	lo, hi := kernels.Split(k.inner, w, workers, 16)
-	if lo >= hi {
+	rlo, rhi := kernels.Split(k.rows, w, workers, 1)
+	if rlo >= rhi {
 		return
 	}
 	in := k.inner
 	inPlace := k.base != nil && len(k.y) > 0 && &k.base[0] == &k.y[0]
 	for o := range k.outer {
-		for r := range k.rows {
-			off := (o*k.rows+r)*in + lo
-			dst := k.y[off : off+hi-lo]
-			switch {
-			case inPlace:
-			case k.base != nil:
-				copy(dst, k.base[off:off+hi-lo])
-			default:
-				clear(dst)
-			}
+		off, end := (o*k.rows+rlo)*in, (o*k.rows+rhi)*in
+		switch dst := k.y[off:end]; {
+		case inPlace:
+		case k.base != nil:
+			copy(dst, k.base[off:end])
+		default:
+			clear(dst)
 		}
 		for j := range k.nIdx {
 			i := int(k.index(j))
 			if i < 0 {
 				i += k.rows
 			}
-			dst := k.y[(o*k.rows+i)*in+lo : (o*k.rows+i)*in+hi]
-			src := k.dy[(o*k.nIdx+j)*in+lo : (o*k.nIdx+j)*in+hi]
-			for c, v := range src {
-				dst[c] += v
+			if i < rlo || i >= rhi {
+				continue
 			}
+			dst := k.y[(o*k.rows+i)*in : (o*k.rows+i+1)*in]
+			kernels.AddF32(dst, dst, k.dy[(o*k.nIdx+j)*in:(o*k.nIdx+j+1)*in])
 		}
 	}
 }

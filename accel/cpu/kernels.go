@@ -84,7 +84,9 @@ func (c *compiler) kernelFor(n *ir.Node) (kernel, error) {
 		if f32(in[1], in[2]) {
 			return newWhere(c.threads, in[0], in[1], in[2], out[0]), nil
 		}
-	case *ir.Split, *ir.Concat, *ir.Copy:
+	case *ir.Concat:
+		return newConcat(c.threads, op, in, out[0]), nil
+	case *ir.Split, *ir.Copy:
 		// The reference copies slabs without allocating.
 	}
 	return &evalKernel{op: n.Op, in: in, out: out}, nil

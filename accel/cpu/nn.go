@@ -140,6 +140,49 @@ func newTranspose(threads int, op *ir.Transpose, x, y *ir.Tensor) kernel {
 	return k.finish(threads)
 }
 
+// concatKernel is ir.Concat for any element type: every row of the
+// output (all axes before the concatenation axis) is the inputs' rows one
+// after the other, memmoves; the rows are split across workers.
+type concatKernel struct {
+	y       []byte
+	xs      [][]byte
+	chunks  []int // bytes of each input's row
+	row     int   // bytes of an output row
+	workers int
+	split   splitter
+}
+
+func newConcat(threads int, op *ir.Concat, in []*ir.Tensor, y *ir.Tensor) kernel {
+	es := y.DType().Size()
+	inner := y.Shape()[op.Axis+1:].Size() * es
+	k := &concatKernel{y: y.Bytes(), row: y.Shape()[op.Axis] * inner, workers: workersFor(threads, y.Len())}
+	for _, x := range in {
+		k.xs = append(k.xs, x.Bytes())
+		k.chunks = append(k.chunks, x.Shape()[op.Axis]*inner)
+	}
+	k.split = splitter{units: y.Shape()[:op.Axis].Size(), align: 1, share: k.share}
+	if k.row == 0 {
+		k.split.units = 0
+	}
+	return k
+}
+
+func (k *concatKernel) run() error {
+	k.split.run(k.workers)
+	return nil
+}
+
+func (k *concatKernel) share(lo, hi, _ int) {
+	for o := lo; o < hi; o++ {
+		dst := k.y[o*k.row : (o+1)*k.row]
+		for i, x := range k.xs {
+			c := k.chunks[i]
+			copy(dst[:c], x[o*c:(o+1)*c])
+			dst = dst[c:]
+		}
+	}
+}
+
 func newSlice(threads int, op *ir.Slice, x, y *ir.Tensor) kernel {
 	st := x.Shape().Strides()
 	k := &stridedKernel{x: x.Bytes(), y: y.Bytes(), width: x.DType().Size(), shape: y.Shape().Clone(),
