@@ -14,6 +14,9 @@ type NodeTime struct {
 	// reference implementation (ir.Op.Eval) rather than a kernel of its
 	// own.
 	Reference bool
+	// Folded are the nodes the backend ran inside this one (a bias and an
+	// activation in a product's epilogue), in order; Time includes them.
+	Folded []*ir.Node
 }
 
 // A NodeProfiler is a Trainer that can time every node of a training
@@ -22,7 +25,8 @@ type NodeTime struct {
 // returns the nodes it executes in execution order, each with its median
 // time. Nodes the backend folds into others (a transpose into a product's
 // packing, a bias and activation into its epilogue) are not listed; their
-// time is the node's they are folded into.
+// time is the node's they are folded into (NodeTime.Folded names those
+// that do work of their own).
 type NodeProfiler interface {
 	ProfileNodes(tg *ir.Graph, inputs []*ir.Tensor, runs int) ([]NodeTime, error)
 }

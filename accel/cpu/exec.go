@@ -57,8 +57,9 @@ type Executable struct {
 }
 
 type step struct {
-	node *ir.Node
-	k    kernel
+	node   *ir.Node
+	k      kernel
+	folded []*ir.Node // nodes run inside this one (a product's epilogue)
 }
 
 var _ accel.Executable = (*Executable)(nil)
@@ -114,6 +115,7 @@ type fusion struct {
 	permOut      []int
 	bias, actOut *ir.Value
 	act          ir.UnaryFn
+	folded       []*ir.Node // the Add and the activation, in order
 }
 
 // compile analyzes the graph (uses, fused transposes, reshape views),
@@ -303,7 +305,7 @@ func (c *compiler) emit(e *Executable, plan memoryPlan, active []*ir.Node) error
 		if err != nil {
 			return fmt.Errorf("cpu: %s: %w", n, err)
 		}
-		e.steps = append(e.steps, step{n, k})
+		e.steps = append(e.steps, step{n, k, c.fused[n].folded})
 	}
 	for _, o := range c.g.Outputs {
 		t, err := tensorOf(o.Value)
@@ -437,9 +439,10 @@ func (c *compiler) fuseTransposes() {
 
 // fuseEpilogues folds Add(MatMul(a, b), bias), bias a row of the
 // product's width (a Linear layer's bias), into the MatMul when the sum
-// is all that reads the product and the MatMul is one GEMM with C as it
-// is stored (see biasEpilogue); an element-wise activation of the sum
-// (GELU and the like, with a SIMD kernel) goes along. The GEMM then
+// is all that reads the product, the bias is computed before the MatMul,
+// and the MatMul is one GEMM with C as it is stored (see biasEpilogue);
+// an element-wise activation of the sum (GELU and the like, with a SIMD
+// kernel) goes along when the sum is read elsewhere too. The GEMM then
 // writes the sum, which training keeps for the activation's gradient, and
 // the activation while each block of C is in cache, instead of three
 // passes over memory.
@@ -459,8 +462,12 @@ func (c *compiler) fuseEpilogues() {
 	for _, o := range c.g.Outputs {
 		outputs[o.Value] = true
 	}
+	order := map[*ir.Node]int{}
+	for i, n := range c.g.Nodes {
+		order[n] = i
+	}
 	for _, m := range c.g.Nodes {
-		if _, ok := m.Op.(*ir.MatMul); !ok || c.skip[m] || m.Inputs[0].DType != ir.Float32 {
+		if _, ok := m.Op.(*ir.MatMul); !ok || c.skip[m] || m.Inputs[0].DType != ir.Float32 || len(m.Inputs[0].Shape) < 2 || len(m.Inputs[1].Shape) < 2 {
 			continue
 		}
 		f, ok := c.fused[m]
@@ -482,18 +489,31 @@ func (c *compiler) fuseEpilogues() {
 		if bias == u || bias.DType != ir.Float32 || !isRow(bias.Shape, u.Shape[len(u.Shape)-1]) {
 			continue
 		}
+		// The GEMM reads the bias: it must be computed before the MatMul
+		// runs, not just before the Add.
+		if bias.Kind == ir.NodeOutput && order[bias.Producer] > order[m] {
+			continue
+		}
 		p, err := planMatMul(f.a.Shape, f.permA, f.b.Shape, f.permB, u.Shape, nil)
-		if err != nil || p.batch != 1 || p.swapped || p.ldc != p.n {
+		if err != nil || p.batch != 1 || p.swapped || p.ldc != p.n || p.n != u.Shape[len(u.Shape)-1] {
 			continue
 		}
 		sum := add.Outputs[0]
-		f.out, f.bias = sum, bias
+		f.out, f.bias, f.folded = sum, bias, []*ir.Node{add}
 		c.skip[add] = true
-		for _, r := range readers[sum] {
-			if op, ok := r.Op.(*ir.Unary); ok && simdUnary(op.Fn) != nil && !c.skip[r] {
-				f.act, f.actOut = op.Fn, r.Outputs[0]
-				c.skip[r] = true
-				break
+		// The activation goes along when something else reads the sum
+		// too (training keeps it for the gradient); when the activation
+		// is its only reader, the separate node runs in place on it
+		// instead, which holds one buffer where the epilogue would hold
+		// two.
+		if len(readers[sum]) > 1 || outputs[sum] {
+			for _, r := range readers[sum] {
+				if op, ok := r.Op.(*ir.Unary); ok && simdUnary(op.Fn) != nil && !c.skip[r] {
+					f.act, f.actOut = op.Fn, r.Outputs[0]
+					f.folded = append(f.folded, r)
+					c.skip[r] = true
+					break
+				}
 			}
 		}
 		c.fused[m] = f

@@ -40,7 +40,7 @@ func (e *Executable) ProfileNodes(inputs []*ir.Tensor, runs int) ([]accel.NodeTi
 		_, reference := s.k.(*evalKernel)
 		ts := times[i]
 		slices.Sort(ts)
-		out[i] = accel.NodeTime{Node: s.node, Time: ts[len(ts)/2], Reference: reference}
+		out[i] = accel.NodeTime{Node: s.node, Time: ts[len(ts)/2], Reference: reference, Folded: s.folded}
 	}
 	return out, nil
 }

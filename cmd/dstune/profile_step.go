@@ -179,11 +179,11 @@ type stepProfile struct {
 type profNode struct {
 	kind, group string
 	name        string // the ONNX node's name, or what the node derives from
-	shapes      string // "[2048 256] [256 768] → [2048 768]"
+	shapes      string // "[2048,256] [256,768] → [2048,768]"
 	backward    bool
 	ms          float64
-	flop, bytes float64
-	product     bool
+	flop, bytes float64 // the node's and those folded into it
+	productFLOP float64 // of flop, a matrix product's
 }
 
 // profSlow is one of the slowest nodes.
@@ -236,9 +236,27 @@ func newStepProfile(g *ir.Graph, times []accel.NodeTime, b *train.Batch) *stepPr
 			kind += " (reference)"
 		}
 		flop, product := nodeFLOP(n)
-		p.nodes = append(p.nodes, profNode{kind: kind, group: nodeGroup(n), name: nodeLabel(n), shapes: nodeShapes(n),
+		pn := profNode{group: nodeGroup(n), name: nodeLabel(n), shapes: nodeShapes(n),
 			backward: strings.HasPrefix(n.Origin, "gradient of ") || n.Origin == "loss",
-			ms:       float64(t.Time.Nanoseconds()) / 1e6, flop: flop, bytes: nodeBytes(n), product: product})
+			ms:       float64(t.Time.Nanoseconds()) / 1e6, flop: flop, bytes: nodeBytes(n)}
+		if product {
+			pn.productFLOP = flop
+		}
+		// Nodes run inside this one (a bias and an activation in a
+		// product's epilogue) add their arithmetic and what they write:
+		// "MatMul+Add+Gelu".
+		for _, f := range t.Folded {
+			kind += "+" + f.Op.Name()
+			ff, _ := nodeFLOP(f)
+			pn.flop += ff
+			for _, v := range f.Outputs {
+				if v != nil {
+					pn.bytes += float64(v.Shape.Size() * v.DType.Size())
+				}
+			}
+		}
+		pn.kind = kind
+		p.nodes = append(p.nodes, pn)
 	}
 	return p
 }
@@ -256,9 +274,7 @@ func (p *stepProfile) finish(env *profileEnv, cfg train.Config, walls, updates [
 	kinds, groups := map[string]*profRow{}, map[string]*profRow{}
 	for _, n := range p.nodes {
 		p.NodesMS += n.ms
-		if n.product {
-			p.ProductGFLOP += n.flop / 1e9
-		}
+		p.ProductGFLOP += n.productFLOP / 1e9
 		one := &profRow{Calls: 1, MS: n.ms, ForwardMS: n.ms, GFLOP: n.flop / 1e9, GB: n.bytes / 1e9,
 			bound: math.Max(n.flop/(p.PeakFLOPS*1e9), n.bytes/(p.PeakBW*1e9))}
 		if n.backward {
@@ -367,25 +383,20 @@ func nodeLabel(n *ir.Node) string {
 	return n.Origin
 }
 
-// nodeShapes writes a node's input and output shapes.
+// nodeShapes writes a node's input and output shapes:
+// "[2048,256] [256,768] → [2048,768]" ("-" for an absent input).
 func nodeShapes(n *ir.Node) string {
-	var b strings.Builder
-	for k, vs := range [][]*ir.Value{n.Inputs, n.Outputs} {
-		if k == 1 {
-			b.WriteString("→")
-		}
-		for _, v := range vs {
-			if b.Len() > 0 {
-				b.WriteByte(' ')
+	side := func(vs []*ir.Value) string {
+		parts := make([]string, len(vs))
+		for i, v := range vs {
+			parts[i] = "-"
+			if v != nil {
+				parts[i] = v.Shape.String()
 			}
-			if v == nil {
-				b.WriteString("-")
-				continue
-			}
-			b.WriteString(v.Shape.String())
 		}
+		return strings.Join(parts, " ")
 	}
-	return b.String()
+	return side(n.Inputs) + " → " + side(n.Outputs)
 }
 
 var layerIndex = regexp.MustCompile(`\.\d+$|_\d+$`)
@@ -440,11 +451,11 @@ func (p *stepProfile) print(w io.Writer, top int) {
 	p.table(w, "node group", p.Groups, top)
 	fmt.Fprintf(w, "\n%-14s %-40s %8s %9s %8s  %s\n", "slowest nodes", "name", "ms", "GFLOP/s", "roofline", "shapes (inputs → outputs)")
 	for _, s := range p.Slowest {
-		kind := s.Kind
+		kind := truncate(s.Kind, 13)
 		if s.Backward {
 			kind += "′"
 		}
-		fmt.Fprintf(w, "%-14s %-40s %8.2f %9.1f %7.0f%%  %s\n", truncate(kind, 14), truncate(s.Name, 40), s.MS, s.GFLOPS, 100*s.Roofline, s.Shapes)
+		fmt.Fprintf(w, "%-14s %-40s %8.2f %9.1f %7.0f%%  %s\n", kind, truncate(s.Name, 40), s.MS, s.GFLOPS, 100*s.Roofline, s.Shapes)
 	}
 	fmt.Fprintln(w, "(′: a node of the backward pass)")
 }
