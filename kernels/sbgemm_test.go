@@ -460,13 +460,14 @@ func TestSbgemmTinyBlocking(t *testing.T) {
 
 // TestSbgemmBatched checks batched products with gaps between them
 // against one Sbgemm call per product (the same bits), with more and fewer
-// products than threads, on both paths.
+// products than threads, on both paths, and the stacked layouts as
+// TestSgemmBatched does.
 func TestSbgemmBatched(t *testing.T) {
 	rng := rand.New(rand.NewPCG(43, 44))
 	defer func(saved int) { minFlopsPerWorker = saved }(minFlopsPerWorker)
 	minFlopsPerWorker = 1
 	forBF16Paths(t, func(t *testing.T, fast bool) {
-		for _, stacked := range []bool{false, true} {
+		for _, layout := range []string{"separate", "stacked", "stacked contiguous"} {
 			for i, sh := range [][4]int{{3, 17, 9, 5}, {5, 40, 33, 21}, {1, 128, 64, 96}, {7, 1, 1, 1}, {4, 64, 128, 33}, {24, 16, 70, 41}} {
 				batch, m, n, k := sh[0], sh[1], sh[2], sh[3]
 				tc := transCases[i%len(transCases)]
@@ -480,10 +481,14 @@ func TestSbgemmBatched(t *testing.T) {
 				}
 				lda, ldb, ldc := ac+1, bc+2, n+3
 				strideA, strideB, strideC := ar*lda+5, br*ldb, m*ldc+7
-				if stacked {
+				switch layout {
+				case "stacked":
 					// One B, C's matrices one below the other, A's
 					// interleaved (a transposed activation's rows).
 					lda, strideA, strideB, strideC = batch*ac+1, ac, 0, m*ldc
+				case "stacked contiguous":
+					// A's matrices one below the other too: read in place.
+					strideA, strideB, strideC = ar*lda, 0, m*ldc
 				}
 				a := randomSlice(rng, (batch-1)*strideA+ar*lda)
 				b := randomSlice(rng, (batch-1)*strideB+br*ldb)
@@ -496,7 +501,7 @@ func TestSbgemmBatched(t *testing.T) {
 					got := slices.Clone(c0)
 					SbgemmBatched(threads, tc.transA, tc.transB, m, n, k, ab.alpha, a, lda, strideA, b, ldb, strideB, ab.beta, got, ldc, strideC, batch)
 					if j := firstBitDifference(got, want); j >= 0 {
-						t.Fatalf("%s batch×m×n×k=%v stacked=%v threads=%d: word %d = %v, want %v (per-product Sbgemm)", tc.name, sh, stacked, threads, j, got[j], want[j])
+						t.Fatalf("%s batch×m×n×k=%v layout=%s threads=%d: word %d = %v, want %v (per-product Sbgemm)", tc.name, sh, layout, threads, j, got[j], want[j])
 					}
 				}
 			}

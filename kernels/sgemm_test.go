@@ -484,13 +484,15 @@ func TestSgemmTinyBlocking(t *testing.T) {
 // TestSgemmBatched checks batched products with gaps between them against
 // one Sgemm call per product (the same bits: each product runs the same
 // code) and the float64 reference, with more and fewer products than
-// threads, per ISA.
+// threads, per ISA; and batches that run as one stacked product (one B,
+// C's matrices one below the other), A's matrices interleaved or one
+// below the other.
 func TestSgemmBatched(t *testing.T) {
 	rng := rand.New(rand.NewPCG(15, 16))
 	defer func(saved int) { minFlopsPerWorker = saved }(minFlopsPerWorker)
 	minFlopsPerWorker = 1 // split even these small batches
 	forISAs(t, func(t *testing.T, isa ISA) {
-		for _, stacked := range []bool{false, true} {
+		for _, layout := range []string{"separate", "stacked", "stacked contiguous"} {
 			for i, sh := range [][4]int{{3, 17, 9, 5}, {5, 40, 33, 21}, {1, 128, 64, 96}, {7, 1, 1, 1}, {4, 64, 128, 32}, {24, 16, 70, 40}} {
 				batch, m, n, k := sh[0], sh[1], sh[2], sh[3]
 				tc := transCases[i%len(transCases)]
@@ -504,10 +506,14 @@ func TestSgemmBatched(t *testing.T) {
 				}
 				lda, ldb, ldc := ac+1, bc+2, n+3
 				strideA, strideB, strideC := ar*lda+5, br*ldb, m*ldc+7
-				if stacked {
+				switch layout {
+				case "stacked":
 					// One B, C's matrices one below the other, A's
 					// interleaved (a transposed activation's rows).
 					lda, strideA, strideB, strideC = batch*ac+1, ac, 0, m*ldc
+				case "stacked contiguous":
+					// A's matrices one below the other too: read in place.
+					strideA, strideB, strideC = ar*lda, 0, m*ldc
 				}
 				a := randomSlice(rng, (batch-1)*strideA+ar*lda)
 				b := randomSlice(rng, (batch-1)*strideB+br*ldb)
@@ -523,7 +529,7 @@ func TestSgemmBatched(t *testing.T) {
 					SgemmBatched(threads, tc.transA, tc.transB, m, n, k, ab.alpha, a, lda, strideA, b, ldb, strideB, ab.beta, got, ldc, strideC, batch)
 					for j := range got {
 						if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
-							t.Fatalf("%s batch×m×n×k=%v stacked=%v threads=%d: word %d = %v, want %v (per-product Sgemm)", tc.name, sh, stacked, threads, j, got[j], want[j])
+							t.Fatalf("%s batch×m×n×k=%v layout=%s threads=%d: word %d = %v, want %v (per-product Sgemm)", tc.name, sh, layout, threads, j, got[j], want[j])
 						}
 					}
 				}
