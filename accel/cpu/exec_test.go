@@ -430,7 +430,9 @@ func TestConcat(t *testing.T) {
 		for axis := range 3 {
 			for _, threads := range []int{1, 2, 3} {
 				t.Run(fmt.Sprintf("%s/axis=%d/threads=%d", dt, axis, threads), func(t *testing.T) {
-					shapes := []ir.Shape{{40, 30, 20}, {40, 30, 20}, {40, 30, 20}}
+					// Large enough to split across workers wherever
+					// there is more than one row to split.
+					shapes := []ir.Shape{{64, 48, 32}, {64, 48, 32}, {64, 48, 32}}
 					shapes[0][axis], shapes[1][axis], shapes[2][axis] = 7, 0, 13
 					b := ir.NewBuilder("g")
 					var xs []*ir.Value
