@@ -469,30 +469,10 @@ func TestSbgemmBatched(t *testing.T) {
 	forBF16Paths(t, func(t *testing.T, fast bool) {
 		for _, layout := range []string{"separate", "stacked", "stacked contiguous"} {
 			for i, sh := range [][4]int{{3, 17, 9, 5}, {5, 40, 33, 21}, {1, 128, 64, 96}, {7, 1, 1, 1}, {4, 64, 128, 33}, {24, 16, 70, 41}} {
-				batch, m, n, k := sh[0], sh[1], sh[2], sh[3]
-				tc := transCases[i%len(transCases)]
-				ab := alphaBetas[i%len(alphaBetas)]
-				ar, ac, br, bc := m, k, k, n
-				if tc.transA {
-					ar, ac = k, m
-				}
-				if tc.transB {
-					br, bc = n, k
-				}
-				lda, ldb, ldc := ac+1, bc+2, n+3
-				strideA, strideB, strideC := ar*lda+5, br*ldb, m*ldc+7
-				switch layout {
-				case "stacked":
-					// One B, C's matrices one below the other, A's
-					// interleaved (a transposed activation's rows).
-					lda, strideA, strideB, strideC = batch*ac+1, ac, 0, m*ldc
-				case "stacked contiguous":
-					// A's matrices one below the other too: read in place.
-					strideA, strideB, strideC = ar*lda, 0, m*ldc
-				}
-				a := randomSlice(rng, (batch-1)*strideA+ar*lda)
-				b := randomSlice(rng, (batch-1)*strideB+br*ldb)
-				c0 := randomSlice(rng, (batch-1)*strideC+m*ldc)
+				g := newBatchedCase(rng, layout, i, sh)
+				tc, ab, batch, m, n, k := g.tc, g.ab, g.batch, g.m, g.n, g.k
+				lda, ldb, ldc, strideA, strideB, strideC := g.lda, g.ldb, g.ldc, g.strideA, g.strideB, g.strideC
+				a, b, c0 := g.a, g.b, g.c0
 				want := slices.Clone(c0)
 				for p := range batch {
 					Sbgemm(1, tc.transA, tc.transB, m, n, k, ab.alpha, a[p*strideA:], lda, b[p*strideB:], ldb, ab.beta, want[p*strideC:], ldc)

@@ -17,10 +17,12 @@ const guardBits = 0x7fa5a5a5
 
 var guardNaN = math.Float32frombits(guardBits)
 
-var transCases = []struct {
+type transCase struct {
 	name           string
 	transA, transB bool
-}{{"NN", false, false}, {"NT", false, true}, {"TN", true, false}, {"TT", true, true}}
+}
+
+var transCases = []transCase{{"NN", false, false}, {"NT", false, true}, {"TN", true, false}, {"TT", true, true}}
 
 // gemmBase holds random base matrices A (maxM×maxK) and B (maxK×maxN),
 // each stored plainly and transposed with leading dimensions wider than
@@ -214,7 +216,9 @@ func (o *gemmOut) check(g *gemmBase, w *gemmWant) string {
 
 // alphaBetas are cycled through the exhaustive loop; beta == 0 runs with
 // NaN in C, which must not propagate.
-var alphaBetas = []struct{ alpha, beta float32 }{
+type alphaBeta struct{ alpha, beta float32 }
+
+var alphaBetas = []alphaBeta{
 	{1, 0}, {0.75, 1}, {-1.5, 0.5}, {2, 0}, {1, -1},
 }
 
@@ -494,30 +498,10 @@ func TestSgemmBatched(t *testing.T) {
 	forISAs(t, func(t *testing.T, isa ISA) {
 		for _, layout := range []string{"separate", "stacked", "stacked contiguous"} {
 			for i, sh := range [][4]int{{3, 17, 9, 5}, {5, 40, 33, 21}, {1, 128, 64, 96}, {7, 1, 1, 1}, {4, 64, 128, 32}, {24, 16, 70, 40}} {
-				batch, m, n, k := sh[0], sh[1], sh[2], sh[3]
-				tc := transCases[i%len(transCases)]
-				ab := alphaBetas[i%len(alphaBetas)]
-				ar, ac, br, bc := m, k, k, n
-				if tc.transA {
-					ar, ac = k, m
-				}
-				if tc.transB {
-					br, bc = n, k
-				}
-				lda, ldb, ldc := ac+1, bc+2, n+3
-				strideA, strideB, strideC := ar*lda+5, br*ldb, m*ldc+7
-				switch layout {
-				case "stacked":
-					// One B, C's matrices one below the other, A's
-					// interleaved (a transposed activation's rows).
-					lda, strideA, strideB, strideC = batch*ac+1, ac, 0, m*ldc
-				case "stacked contiguous":
-					// A's matrices one below the other too: read in place.
-					strideA, strideB, strideC = ar*lda, 0, m*ldc
-				}
-				a := randomSlice(rng, (batch-1)*strideA+ar*lda)
-				b := randomSlice(rng, (batch-1)*strideB+br*ldb)
-				c0 := randomSlice(rng, (batch-1)*strideC+m*ldc)
+				g := newBatchedCase(rng, layout, i, sh)
+				tc, ab, batch, m, n, k := g.tc, g.ab, g.batch, g.m, g.n, g.k
+				lda, ldb, ldc, strideA, strideB, strideC := g.lda, g.ldb, g.ldc, g.strideA, g.strideB, g.strideC
+				a, b, c0 := g.a, g.b, g.c0
 				want := slices.Clone(c0)
 				for p := range batch {
 					Sgemm(1, tc.transA, tc.transB, m, n, k, ab.alpha, a[p*strideA:], lda, b[p*strideB:], ldb, ab.beta, want[p*strideC:], ldc)
@@ -536,6 +520,44 @@ func TestSgemmBatched(t *testing.T) {
 			}
 		}
 	})
+}
+
+// batchedCase is one batched product of TestSgemmBatched and
+// TestSbgemmBatched: case i of shape sh = {batch, m, n, k} in a layout —
+// "separate" (matrices with gaps between them), "stacked" (one B, C's
+// matrices one below the other, A's interleaved as a transposed
+// activation's rows) or "stacked contiguous" (A's matrices one below the
+// other too) — with random operands.
+type batchedCase struct {
+	tc                        transCase
+	ab                        alphaBeta
+	batch, m, n, k            int
+	lda, ldb, ldc             int
+	strideA, strideB, strideC int
+	a, b, c0                  []float32
+}
+
+func newBatchedCase(rng *rand.Rand, layout string, i int, sh [4]int) *batchedCase {
+	g := &batchedCase{tc: transCases[i%len(transCases)], ab: alphaBetas[i%len(alphaBetas)], batch: sh[0], m: sh[1], n: sh[2], k: sh[3]}
+	ar, ac, br, bc := g.m, g.k, g.k, g.n
+	if g.tc.transA {
+		ar, ac = g.k, g.m
+	}
+	if g.tc.transB {
+		br, bc = g.n, g.k
+	}
+	g.lda, g.ldb, g.ldc = ac+1, bc+2, g.n+3
+	g.strideA, g.strideB, g.strideC = ar*g.lda+5, br*g.ldb, g.m*g.ldc+7
+	switch layout {
+	case "stacked":
+		g.lda, g.strideA, g.strideB, g.strideC = g.batch*ac+1, ac, 0, g.m*g.ldc
+	case "stacked contiguous":
+		g.strideA, g.strideB, g.strideC = ar*g.lda, 0, g.m*g.ldc
+	}
+	g.a = randomSlice(rng, (g.batch-1)*g.strideA+ar*g.lda)
+	g.b = randomSlice(rng, (g.batch-1)*g.strideB+br*g.ldb)
+	g.c0 = randomSlice(rng, (g.batch-1)*g.strideC+g.m*g.ldc)
+	return g
 }
 
 // TestSgemmSpecialValues puts NaN, ±Inf, -0 and denormals into A and B:

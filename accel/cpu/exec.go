@@ -93,8 +93,9 @@ type compiler struct {
 	// bf16 marks the products that take bfloat16 operands (precision.go).
 	bf16 map[*ir.Node]bool
 
-	uses    map[*ir.Value]int // node inputs reading the value, plus graph outputs
-	skip    map[*ir.Node]bool // nodes folded into a consumer (a transpose into a MatMul)
+	uses    map[*ir.Value]int  // node inputs reading the value, plus graph outputs
+	outputs map[*ir.Value]bool // the graph's outputs
+	skip    map[*ir.Node]bool  // nodes folded into a consumer (a transpose into a MatMul)
 	fused   map[*ir.Node]fusion
 	aliasOf map[*ir.Value]*ir.Value // reshape and in-place outputs: the value whose bytes they view
 	tensors map[*ir.Value]*ir.Tensor
@@ -148,8 +149,10 @@ func (c *compiler) analyze() []*ir.Node {
 			}
 		}
 	}
+	c.outputs = map[*ir.Value]bool{}
 	for _, o := range g.Outputs {
 		c.uses[o.Value]++
+		c.outputs[o.Value] = true
 	}
 	c.fuseTransposes()
 	c.fuseEpilogues()
@@ -413,17 +416,13 @@ func (c *compiler) fuseTransposes() {
 			}
 		}
 	}
-	outputs := map[*ir.Value]bool{}
-	for _, o := range c.g.Outputs {
-		outputs[o.Value] = true
-	}
 	for i := len(c.g.Nodes) - 1; i >= 0; i-- {
 		n := c.g.Nodes[i]
 		if _, ok := n.Op.(*ir.Transpose); !ok {
 			continue
 		}
 		out := n.Outputs[0]
-		if outputs[out] || sources[out] || len(readers[out]) == 0 {
+		if c.outputs[out] || sources[out] || len(readers[out]) == 0 {
 			continue
 		}
 		needed := false
@@ -434,7 +433,7 @@ func (c *compiler) fuseTransposes() {
 		}
 		c.skip[n] = !needed
 	}
-	c.fuseOutputTransposes(sources, outputs)
+	c.fuseOutputTransposes(sources)
 }
 
 // fuseEpilogues folds Add(MatMul(a, b), bias), bias a row of the
@@ -458,10 +457,6 @@ func (c *compiler) fuseEpilogues() {
 			}
 		}
 	}
-	outputs := map[*ir.Value]bool{}
-	for _, o := range c.g.Outputs {
-		outputs[o.Value] = true
-	}
 	order := map[*ir.Node]int{}
 	for i, n := range c.g.Nodes {
 		order[n] = i
@@ -475,7 +470,7 @@ func (c *compiler) fuseEpilogues() {
 			f = fusion{a: m.Inputs[0], b: m.Inputs[1]}
 		}
 		u := m.Outputs[0]
-		if f.out != nil || outputs[u] || c.uses[u] != 1 || len(readers[u]) != 1 || len(u.Shape) == 0 {
+		if f.out != nil || c.outputs[u] || c.uses[u] != 1 || len(readers[u]) != 1 || len(u.Shape) == 0 {
 			continue
 		}
 		add := readers[u][0]
@@ -506,7 +501,7 @@ func (c *compiler) fuseEpilogues() {
 		// is its only reader, the separate node runs in place on it
 		// instead, which holds one buffer where the epilogue would hold
 		// two.
-		if len(readers[sum]) > 1 || outputs[sum] {
+		if len(readers[sum]) > 1 || c.outputs[sum] {
 			for _, r := range readers[sum] {
 				if op, ok := r.Op.(*ir.Unary); ok && simdUnary(op.Fn) != nil && !c.skip[r] {
 					f.act, f.actOut = op.Fn, r.Outputs[0]
@@ -540,15 +535,15 @@ func isRow(shape ir.Shape, n int) bool {
 // columns and the GEMM gains by it: not where a batch of products would
 // share one B (whose rows stacked into one product would then be
 // scattered: the transpose is cheaper there). sources are the values fused
-// MatMuls read, outputs the graph's outputs.
-func (c *compiler) fuseOutputTransposes(sources, outputs map[*ir.Value]bool) {
+// MatMuls read.
+func (c *compiler) fuseOutputTransposes(sources map[*ir.Value]bool) {
 	for _, n := range c.g.Nodes {
 		t, ok := n.Op.(*ir.Transpose)
 		if !ok || c.skip[n] {
 			continue
 		}
 		u := n.Inputs[0]
-		if u.Kind != ir.NodeOutput || c.uses[u] != 1 || outputs[u] || sources[u] {
+		if u.Kind != ir.NodeOutput || c.uses[u] != 1 || c.outputs[u] || sources[u] {
 			continue
 		}
 		m := u.Producer

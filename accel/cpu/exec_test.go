@@ -815,17 +815,7 @@ func TestMatMulStridedOperands(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		exe, err := Compile(g, accel.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		transposes := 0
-		for _, s := range exe.steps {
-			if _, ok := s.node.Op.(*ir.Transpose); ok {
-				transposes++
-			}
-		}
-		if transposes != 1 {
+		if transposes := transposesRun(t, g); transposes != 1 {
 			t.Errorf("%d transposes run, want 1 (the one with no unit-stride matrix axis)", transposes)
 		}
 		s := ir.Shape{2, 5, 3, 4}

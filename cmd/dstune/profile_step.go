@@ -276,7 +276,7 @@ func (p *stepProfile) finish(env *profileEnv, cfg train.Config, walls, updates [
 		p.NodesMS += n.ms
 		p.ProductGFLOP += n.productFLOP / 1e9
 		one := &profRow{Calls: 1, MS: n.ms, ForwardMS: n.ms, GFLOP: n.flop / 1e9, GB: n.bytes / 1e9,
-			bound: math.Max(n.flop/(p.PeakFLOPS*1e9), n.bytes/(p.PeakBW*1e9))}
+			bound: p.bound(n)}
 		if n.backward {
 			one.ForwardMS, one.BackwardMS = 0, n.ms
 		}
@@ -288,6 +288,12 @@ func (p *stepProfile) finish(env *profileEnv, cfg train.Config, walls, updates [
 	}
 	p.Kinds, p.Groups = sortedRows(kinds), sortedRows(groups)
 	p.Slowest = p.slowest(top)
+}
+
+// bound is how long node n would take at the peaks, in seconds: bound by
+// its arithmetic or by its bytes, whichever takes longer.
+func (p *stepProfile) bound(n profNode) float64 {
+	return math.Max(n.flop/(p.PeakFLOPS*1e9), n.bytes/(p.PeakBW*1e9))
 }
 
 // slowest lists the top nodes that took longest, the earlier first among
@@ -304,7 +310,7 @@ func (p *stepProfile) slowest(top int) []*profSlow {
 		s := &profSlow{Kind: n.kind, Name: n.name, Shapes: n.shapes, Backward: n.backward, MS: n.ms}
 		if n.ms > 0 {
 			s.GFLOPS = n.flop / 1e9 / (n.ms / 1e3)
-			s.Roofline = math.Max(n.flop/(p.PeakFLOPS*1e9), n.bytes/(p.PeakBW*1e9)) * 1e3 / n.ms
+			s.Roofline = p.bound(n) * 1e3 / n.ms
 		}
 		out = append(out, s)
 	}
