@@ -5,9 +5,10 @@ package kernels
 // <= 0 means DefaultThreads()), counting 4 flops per float32 lane of
 // VDPBF16PS (two products and two sums), as Sbgemm's 2·m·n·k counts them.
 // Like MeasurePeakGFLOPS it runs independent chains on registers only and
-// reports the best of a few runs; without the AVX512_BF16 instructions (or
-// below the AVX512 ISA) it measures the portable emulation Sbgemm then
-// runs. It takes about a tenth of a second.
+// reports the best of a few runs. Without the AVX512_BF16 instructions (or
+// below the AVX512 ISA) it measures what Sbgemm then runs on: the float32
+// FMA peak (MeasurePeakGFLOPS) from AVX2 on, the portable emulation below.
+// It takes about a tenth of a second.
 func MeasurePeakBF16GFLOPS(threads int) float64 {
 	if threads <= 0 {
 		threads = DefaultThreads()

@@ -7,11 +7,15 @@ package kernels
 // VDPBF16PS's latency × pipes (6 × 2 on Zen 5).
 const peakChainsBF16 = 18
 
-// peakBF16Loop returns the bfloat16 dot-product loop for the active ISA
-// and its flops per iteration.
+// peakBF16Loop returns the loop of what Sbgemm multiplies on at the
+// active ISA and its flops per iteration: VDPBF16PS, the FMA loop where
+// Sbgemm runs on the float32 kernels, or the portable emulation.
 func peakBF16Loop() (loop func(iterations int), flopsPerIteration float64) {
-	if useAVX512BF16() {
+	switch {
+	case useAVX512BF16():
 		return peakBF16AVX512BF16, 4 * 16 * peakChainsBF16
+	case sbgemmWideKernelForISA() != nil:
+		return peakFMALoop()
 	}
 	return peakBF16Go, 4 * peakBF16GoChains
 }

@@ -5,9 +5,10 @@ import (
 	"testing"
 )
 
-// BenchmarkPeakBF16 reports the bfloat16 dot-product peak on 1 and 2
-// goroutines at each ISA (below AVX512: the portable emulation), the
-// ceiling for the Sbgemm benchmarks.
+// BenchmarkPeakBF16 reports the peak of what Sbgemm multiplies on, on 1
+// and 2 goroutines at each ISA (VDPBF16PS; without it the FMA peak, or the
+// portable emulation at the generic ISA), the ceiling for the Sbgemm
+// benchmarks.
 func BenchmarkPeakBF16(b *testing.B) {
 	for _, threads := range []int{1, 2} {
 		for _, isa := range SupportedISAs() {

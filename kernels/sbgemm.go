@@ -51,28 +51,54 @@ import "math"
 // machine (the block size depends on the cache sizes). NaN payloads may
 // differ between them.
 func Sbgemm(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	gemm(&sbgemmCalls, sbgemmKernelForISA(), threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil)
+	SbgemmEpilogue(threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil)
 }
 
 // SbgemmEpilogue is Sbgemm followed by epi on every block of C (see
 // GemmEpilogue); epi nil is Sbgemm.
 func SbgemmEpilogue(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, epi GemmEpilogue) {
+	if wide := sbgemmWideKernelForISA(); wide != nil {
+		gemm(&sbgemmWideCalls, wide, threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epi)
+		return
+	}
 	gemm(&sbgemmCalls, sbgemmKernelForISA(), threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epi)
 }
 
 // SbgemmBatched computes batch independent products with Sbgemm's
 // semantics, laid out as SgemmBatched's.
 func SbgemmBatched(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda, strideA int, b []float32, ldb, strideB int, beta float32, c []float32, ldc, strideC int, batch int) {
+	if wide := sbgemmWideKernelForISA(); wide != nil {
+		gemmBatched(&sbgemmWideCalls, wide, threads, transA, transB, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batch)
+		return
+	}
 	gemmBatched(&sbgemmCalls, sbgemmKernelForISA(), threads, transA, transB, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batch)
 }
 
 // SbgemmAccelerated reports whether Sbgemm runs on the CPU's bfloat16
-// dot-product instructions at the active ISA. When it does not, Sbgemm
-// runs portable Go that gives the same bits many times slower than Sgemm,
-// so a caller choosing bfloat16 for speed should then use Sgemm.
+// dot-product instructions at the active ISA, and so faster than Sgemm.
+// Without them it runs Sgemm's float32 kernels on operands rounded to
+// bfloat16 (at about Sgemm's speed; see SbgemmPath) or, below AVX2,
+// portable Go many times slower than Sgemm; both give the same bits as the
+// bfloat16 instructions.
 func SbgemmAccelerated() bool { return sbgemmKernelForISA().isa > Generic }
 
-var sbgemmCalls gemmCalls[uint32]
+// SbgemmPath names what Sbgemm runs on at the active ISA: "avx512bf16"
+// (VDPBF16PS), "fma" (the float32 FMA kernels on operands rounded to
+// bfloat16) or "go" (portable Go).
+func SbgemmPath() string {
+	switch {
+	case SbgemmAccelerated():
+		return "avx512bf16"
+	case sbgemmWideKernelForISA() != nil:
+		return "fma"
+	}
+	return "go"
+}
+
+var (
+	sbgemmCalls     gemmCalls[uint32]
+	sbgemmWideCalls gemmCalls[float32]
+)
 
 // bf16Round rounds x to bfloat16 (the upper half of its float32 bits),
 // to nearest with ties to even, as VCVTNE2PS2BF16 does: denormals become
@@ -144,9 +170,13 @@ func sbgemmGeneric(transA, transB bool, m, n, k int, alpha float32, a []float32,
 // them sum in the same order.
 func newSbgemmKernel(k *gemmKernel[uint32]) *gemmKernel[uint32] {
 	k.block = blockingFor(k.mr, k.nr, k.kStep)
-	k.block.kc = blockingFor(14, 32, 2).kc
+	k.block.kc = bf16BlockKC()
 	return k
 }
+
+// bf16BlockKC is the block of inner indices of every bfloat16 kernel: the
+// AVX-512 kernel's.
+func bf16BlockKC() int { return blockingFor(14, 32, 2).kc }
 
 // sbgemmGo is the portable bfloat16 micro-kernel, used where the CPU lacks
 // AVX512_BF16.

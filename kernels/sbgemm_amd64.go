@@ -20,6 +20,33 @@ var sbgemmAVX512BF16 = newSbgemmKernel(&gemmKernel[uint32]{
 	},
 })
 
+// sbgemmFMA is Sbgemm on the AVX2 float32 kernel, for CPUs without
+// AVX512_BF16 (see sbgemm_fma.go).
+var sbgemmFMA = newSbgemmWideKernel("fma-bf16-6x16", AVX2, 6, 16, sgemmKernel6x16AVX2FTZ, &sbgemmWidePacker{
+	fp32: sgemmAVX2.pack.(*sgemmPacker),
+	swapPairs: func(x []float32) {
+		bulk := len(x) / 8 * 8
+		if bulk > 0 {
+			sbgemmWideSwapPairsAVX2(x, bulk)
+		}
+		swapPairsGo(x[bulk:])
+	},
+	swapRows: sbgemmWideSwapRowsAVX2,
+})
+
+// sbgemmWideKernelForISA is the float32 kernel Sbgemm runs on when the
+// active ISA has FMA but not the bfloat16 instructions, or nil.
+func sbgemmWideKernelForISA() *gemmKernel[float32] {
+	if !useAVX512BF16() && useAVX2() {
+		return sbgemmFMA
+	}
+	return nil
+}
+
+// sbgemmWideKernels lists the float32 kernels Sbgemm can run on in this
+// build, whether or not this CPU has them (tests adjust their blocking).
+func sbgemmWideKernels() []*gemmKernel[float32] { return []*gemmKernel[float32]{sbgemmFMA} }
+
 // sbgemmKernelForISA picks the best bfloat16 micro-kernel the CPU and the
 // active ISA allow.
 func sbgemmKernelForISA() *gemmKernel[uint32] {

@@ -11,27 +11,25 @@ import (
 )
 
 // forBF16Paths runs f once per Sbgemm path this machine has, as a subtest
-// named after it: the AVX512_BF16 kernels (where the CPU has them) and the
-// portable Go kernels (the ISA capped below AVX512).
-func forBF16Paths(t *testing.T, f func(t *testing.T, accelerated bool)) {
+// named after it (see SbgemmPath): the AVX512_BF16 kernels, the float32
+// FMA kernels (the ISA capped at AVX2) and the portable Go kernels (the
+// generic ISA). fast is whether the path runs at assembly speed.
+func forBF16Paths(t *testing.T, f func(t *testing.T, fast bool)) {
 	t.Helper()
 	paths := []struct {
 		name string
 		isa  ISA
-	}{{"avx512bf16", HardwareISA()}, {"go", min(HardwareISA(), AVX2)}}
+	}{{"avx512bf16", HardwareISA()}, {"fma", min(HardwareISA(), AVX2)}, {"go", Generic}}
 	for _, p := range paths {
 		t.Run(p.name, func(t *testing.T) {
 			defer SetMaxISA(p.isa)()
-			if accelerated := SbgemmAccelerated(); accelerated != (p.name == "avx512bf16") {
-				t.Skipf("this CPU has no %s path", p.name)
+			if SbgemmPath() != p.name {
+				t.Skipf("this CPU and build have no %s path", p.name)
 			}
-			f(t, SbgemmAccelerated())
+			f(t, p.name != "go")
 		})
 	}
 }
-
-// roundBF16 is x rounded to bfloat16, as a float32.
-func roundBF16(x float32) float32 { return bf16Value(bf16Round(x)) }
 
 // sbgemmKC is the block of inner indices the bfloat16 kernels use now.
 func sbgemmKC() int { return sbgemmKernelForISA().block.kc }
@@ -269,19 +267,30 @@ type sbgemmWants struct{ bound, rounded gemmWant }
 // TestSbgemmSmallExhaustive checks every m, n, k in 0..67 and all four
 // transposes against the float64 references (see sbgemmWants), with guard
 // words around and between the rows of C, leading dimensions larger than
-// the widths, and NaN in C whenever beta is 0, on the AVX512_BF16 path
-// where the CPU has it. The portable path, whose scalar emulation is slow,
-// gets one transpose per shape in turn (all four with
-// DSTUNE_GEMM_EXHAUSTIVE=1) and must give the AVX512_BF16 path's bits, or,
-// without that path, is checked against the references itself.
+// the widths, and NaN in C whenever beta is 0, on the assembly paths this
+// CPU has (AVX512_BF16, FMA), which must give the same bits. The portable
+// path, whose scalar emulation is slow, gets one transpose per shape in
+// turn (all four with DSTUNE_GEMM_EXHAUSTIVE=1) and must give the same
+// bits too, or, without an assembly path, is checked against the
+// references itself.
 func TestSbgemmSmallExhaustive(t *testing.T) {
 	const maxDim = 67
 	rng := rand.New(rand.NewPCG(37, 38))
 	g := newGemmBase(rng, maxDim, maxDim, maxDim)
 	roundedRef, roundedAbs := g.prefixSums(roundBF16)
 	all := os.Getenv("DSTUNE_GEMM_EXHAUSTIVE") == "1"
-	portable := min(HardwareISA(), AVX2)
-	fast := func() bool { defer SetMaxISA(HardwareISA())(); return SbgemmAccelerated() }()
+	type path struct {
+		name string
+		isa  ISA
+	}
+	var fastPaths []path
+	for _, isa := range []ISA{HardwareISA(), min(HardwareISA(), AVX2)} {
+		name := func() string { defer SetMaxISA(isa)(); return SbgemmPath() }()
+		if name != "go" && (len(fastPaths) == 0 || fastPaths[0].name != name) {
+			fastPaths = append(fastPaths, path{name, isa})
+		}
+	}
+	fast := len(fastPaths) > 0
 	kc := sbgemmKC()
 	var out gemmOut
 	var fastC []float32
@@ -320,19 +329,23 @@ func TestSbgemmSmallExhaustive(t *testing.T) {
 							t.Fatalf("%s path: %s: against the exact result of the rounded inputs: %s", path, what, msg)
 						}
 					}
-					if fast {
-						run(HardwareISA())
-						check("AVX512_BF16")
-						fastC = append(fastC[:0], out.buf...)
+					for pi, p := range fastPaths {
+						run(p.isa)
+						check(p.name)
+						if pi == 0 {
+							fastC = append(fastC[:0], out.buf...)
+						} else if i := firstBitDifference(out.buf, fastC); i >= 0 {
+							t.Fatalf("%s: %s path: word %d of C's buffer = %v, the %s path gave %v", what, p.name, i, out.buf[i], fastPaths[0].name, fastC[i])
+						}
 					}
 					if !runPortable {
 						continue
 					}
-					run(portable)
+					run(Generic)
 					if !fast {
 						check("portable")
 					} else if i := firstBitDifference(out.buf, fastC); i >= 0 {
-						t.Fatalf("%s: portable path: word %d of C's buffer = %v, the AVX512_BF16 path gave %v", what, i, out.buf[i], fastC[i])
+						t.Fatalf("%s: portable path: word %d of C's buffer = %v, the %s path gave %v", what, i, out.buf[i], fastPaths[0].name, fastC[i])
 					}
 				}
 			}
@@ -384,7 +397,7 @@ func (g *gemmCase) runSbgemm(threads int) {
 
 // TestSbgemmPathsAgree checks random shapes up to several blocks in every
 // dimension (several blocks of inner indices: k up to 1300), all
-// transposes, on 1, 2 and 3 threads and on both paths: within the
+// transposes, on 1, 2 and 3 threads and on every path: within the
 // documented bound of the exact result, and the same bits everywhere.
 func TestSbgemmPathsAgree(t *testing.T) {
 	rng := rand.New(rand.NewPCG(39, 40))
@@ -425,7 +438,7 @@ func TestSbgemmPathsAgree(t *testing.T) {
 // TestSbgemmTinyBlocking shrinks the cache blocks so that small shapes
 // cross every loop level (several blocks of columns, inner indices and
 // rows, odd inner lengths, the packers' Go edges), all transposes, on 1 to
-// 3 threads and both paths, which must agree bit for bit.
+// 3 threads and every path, which must agree bit for bit.
 func TestSbgemmTinyBlocking(t *testing.T) {
 	rng := rand.New(rand.NewPCG(41, 42))
 	defer func(saved int) { minFlopsPerWorker = saved }(minFlopsPerWorker)
@@ -460,7 +473,7 @@ func TestSbgemmTinyBlocking(t *testing.T) {
 
 // TestSbgemmBatched checks batched products with gaps between them
 // against one Sbgemm call per product (the same bits), with more and fewer
-// products than threads, on both paths, and the stacked layouts as
+// products than threads, on every path, and the stacked layouts as
 // TestSgemmBatched does.
 func TestSbgemmBatched(t *testing.T) {
 	rng := rand.New(rand.NewPCG(43, 44))
@@ -491,7 +504,8 @@ func TestSbgemmBatched(t *testing.T) {
 
 // TestSbgemmSpecialValues puts NaN and ±Inf into A and B (they propagate as
 // in the float64 reference) and checks that denormal inputs, and products
-// and sums below 2⁻¹²⁶, are flushed to zero on both paths.
+// and sums below 2⁻¹²⁶, are flushed to zero on every path, while a result
+// scaled below 2⁻¹²⁶ by alpha is not.
 func TestSbgemmSpecialValues(t *testing.T) {
 	rng := rand.New(rand.NewPCG(45, 46))
 	specials := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.Copysign(0, -1))}
@@ -529,7 +543,146 @@ func TestSbgemmSpecialValues(t *testing.T) {
 				}
 			}
 		}
+		// Sums about 1e-20 (normal) scaled by alpha = 1e-20 into C: the
+		// results are denormal and kept, as Go computes alpha·s.
+		g := newGemmCase(rng, false, false, 9, 21, 17, 1e-20, 0)
+		for j := range g.a {
+			g.a[j] *= 1e-20
+		}
+		g.reset()
+		g.runSbgemm(1)
+		want := make([]float32, len(g.cbuf))
+		copy(want, g.cbuf)
+		sbgemmOneByOne(g, want[guardWords:])
+		denormals := 0
+		for j, v := range g.c() {
+			if j%g.ldc >= g.n {
+				continue
+			}
+			if w := want[guardWords+j]; math.Float32bits(v) != math.Float32bits(w) {
+				t.Fatalf("alpha-scaled denormals: C word %d = %v, want %v", j, v, w)
+			}
+			if v != 0 && math.Abs(float64(v)) < 0x1p-126 {
+				denormals++
+			}
+		}
+		if denormals == 0 {
+			t.Fatal("alpha-scaled denormals: the case produced no denormal results")
+		}
+		// The caller's floating-point environment is intact: Go's own
+		// arithmetic still produces denormals.
+		tiny := float32(0x1p-100)
+		if x := tiny * float32(0x1p-30) * float32(len(g.c())%2+1); x == 0 {
+			t.Fatal("after Sbgemm, 2⁻¹⁰⁰·2⁻³⁰ = 0: the kernel left flush-to-zero on")
+		}
 	})
+}
+
+// sbgemmOneByOne computes g's product into c the way Sbgemm's doc comment
+// spells it out, one element at a time with bf16Dot (one block of inner
+// indices: g.k must not exceed it).
+func sbgemmOneByOne(g *gemmCase, c []float32) {
+	at := func(x []float32, ld int, trans bool, i, p int) float32 {
+		if trans {
+			return x[p*ld+i]
+		}
+		return x[i*ld+p]
+	}
+	for i := range g.m {
+		for j := range g.n {
+			var s float32
+			for p := 0; p < g.k; p += 2 {
+				var a1, b1 float32
+				if p+1 < g.k {
+					a1, b1 = at(g.a, g.lda, g.transA, i, p+1), at(g.b, g.ldb, !g.transB, j, p+1)
+				}
+				s = bf16Dot(s, bf16Pair(at(g.a, g.lda, g.transA, i, p), a1), bf16Pair(at(g.b, g.ldb, !g.transB, j, p), b1))
+			}
+			t := g.alpha * s
+			if g.beta == 0 {
+				c[i*g.ldc+j] = t
+			} else {
+				c[i*g.ldc+j] = fma32(g.beta, c[i*g.ldc+j], t)
+			}
+		}
+	}
+}
+
+// TestSbgemmWidePacker checks the float32 layout of Sbgemm's FMA path
+// against its definition: every element rounded to bfloat16, the inner
+// indices of each pair swapped, an odd last index paired with 0 (which
+// comes first), for blocks of A and panels of B, plain and transposed, on
+// special values and random strides, with the assembly helpers where the
+// CPU has them and with Go.
+func TestSbgemmWidePacker(t *testing.T) {
+	rng := rand.New(rand.NewPCG(49, 50))
+	kerns := sbgemmWideKernels()
+	if len(kerns) == 0 {
+		t.Skip("this build has no FMA path for Sbgemm")
+	}
+	specials := []float32{float32(math.NaN()), float32(math.Inf(1)), 1e-40, -3e-39, float32(math.Copysign(0, -1)), math.MaxFloat32}
+	for _, kern := range kerns {
+		p := kern.pack.(*sbgemmWidePacker)
+		goOnly := &sbgemmWidePacker{fp32: p.fp32}
+		nr := kern.nr
+		for i := range 60 {
+			mc, kc := 1+rng.IntN(40), 1+rng.IntN(70)
+			ld := max(mc, kc) + rng.IntN(30)
+			src := make([]float32, max(mc, kc, nr)*ld)
+			for j := range src {
+				if rng.IntN(10) == 0 {
+					src[j] = specials[rng.IntN(len(specials))]
+				} else {
+					src[j] = math.Float32frombits(uint32(rng.IntN(1<<15))<<16|0x8000+uint32(rng.IntN(3))-1) * float32(1-2*rng.IntN(2))
+				}
+			}
+			trans := i%2 == 1
+			op := func(r, q int) float32 { // op(X)(r, q): row r, inner index q
+				if trans {
+					return src[q*ld+r]
+				}
+				return src[r*ld+q]
+			}
+			want := func(r, e int) float32 { // element e of packed row r
+				q := e ^ 1
+				if q >= kc {
+					return 0
+				}
+				return roundBF16(op(r, q))
+			}
+			ke := roundUp(kc, 2)
+			ldd := packedStride(ke)
+			for _, pk := range []*sbgemmWidePacker{p, goOnly} {
+				dst := make([]float32, (mc-1)*ldd+ke)
+				pk.packA(dst, ldd, nil, src, ld, trans, 0, mc, 0, kc)
+				for r := range mc {
+					for e := range ke {
+						if got, w := dst[r*ldd+e], want(r, e); math.Float32bits(got) != math.Float32bits(w) && !(got != got && w != w) {
+							t.Fatalf("%s packA trans=%v mc=%d kc=%d (asm=%v): row %d element %d = %v, want %v", kern.name, trans, mc, kc, pk.swapPairs != nil, r, e, got, w)
+						}
+					}
+				}
+				// op(B)(q, j) = op(X)(j, q) with the transpose flipped.
+				cols := min(nr, mc)
+				panel := make([]float32, ke*nr)
+				for j := range panel {
+					panel[j] = 7 // the columns past cols must be zeroed
+				}
+				pk.packB(panel, nil, src, ld, !trans, 0, kc, 0, cols)
+				for e := range ke {
+					for j := range nr {
+						w := float32(0)
+						if j < cols {
+							w = want(j, e)
+						}
+						if got := panel[e*nr+j]; math.Float32bits(got) != math.Float32bits(w) && !(got != got && w != w) {
+							t.Fatalf("%s packB trans=%v kc=%d cols=%d (asm=%v): element (%d, %d) = %v, want %v", kern.name, !trans, kc, cols, pk.swapRows != nil, e, j, got, w)
+						}
+					}
+				}
+			}
+		}
+	}
 }
 
 // TestSbgemmGenericReference checks the plain reference loop itself
@@ -623,7 +776,7 @@ func TestSbgemmNoAllocs(t *testing.T) {
 }
 
 // TestSbgemmAccuracy checks the documented error bound on long inner
-// dimensions (up to 4096, eight blocks) on both paths, and that the
+// dimensions (up to 4096, eight blocks) on every path, and that the
 // rounding to bfloat16 really happens: the largest error is well above
 // what float32 sums of the unrounded inputs would show (random roundings
 // partly cancel, so it is about 2⁻⁸/√k of S rather than the bound).

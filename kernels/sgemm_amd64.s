@@ -5703,6 +5703,1703 @@ DATA sgemmMaskTable<>+56(SB)/4, $0x00000000
 DATA sgemmMaskTable<>+60(SB)/4, $0x00000000
 GLOBL sgemmMaskTable<>(SB), RODATA|NOPTR, $64
 
+// func sgemmKernel6x16AVX2FTZ(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfRows int, pfRowLines int, pfSkip int)
+// Requires: AVX, CMOV, FMA3, MMX+, SSE
+TEXT ·sgemmKernel6x16AVX2FTZ(SB), NOSPLIT, $8-152
+	// The caller's MXCSR, and it with FTZ (bit 15) set.
+	STMXCSR (SP)
+	MOVL    (SP), AX
+	ORL     $0x00008000, AX
+	MOVL    AX, 4(SP)
+	MOVQ    a_base+8(FP), AX
+	MOVQ    lda+32(FP), CX
+	MOVQ    c_base+64(FP), DX
+	MOVQ    ldc+88(FP), BX
+	MOVQ    rows+104(FP), SI
+	SHLQ    $0x02, CX
+	SHLQ    $0x02, BX
+	LEAQ    (CX)(CX*2), DI
+	MOVQ    pf+120(FP), R8
+	MOVQ    pfRows+128(FP), R9
+	MOVQ    pfRowLines+136(FP), R10
+
+	// Prefetch the next tile of C into L2.
+	MOVQ       DX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 60(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 60(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 60(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 60(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 60(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 60(R11)
+
+sgemmKernel6x16AVX2FTZ_tile:
+	CMPQ SI, $0x00000006
+	JL   sgemmKernel6x16AVX2FTZ_tail
+
+	// Prefetch the next tile of C into L2.
+	MOVQ       DX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 60(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 60(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 60(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 60(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 60(R11)
+	ADDQ       BX, R11
+	PREFETCHT1 (R11)
+	PREFETCHT1 60(R11)
+	LDMXCSR    4(SP)
+	VXORPS     Y0, Y0, Y0
+	VXORPS     Y1, Y1, Y1
+	VXORPS     Y2, Y2, Y2
+	VXORPS     Y3, Y3, Y3
+	VXORPS     Y4, Y4, Y4
+	VXORPS     Y5, Y5, Y5
+	VXORPS     Y6, Y6, Y6
+	VXORPS     Y7, Y7, Y7
+	VXORPS     Y8, Y8, Y8
+	VXORPS     Y9, Y9, Y9
+	VXORPS     Y10, Y10, Y10
+	VXORPS     Y11, Y11, Y11
+	MOVQ       AX, R11
+	LEAQ       (R11)(CX*4), R12
+	ADDQ       CX, R12
+	MOVQ       b_base+40(FP), R13
+	MOVQ       kc+0(FP), R14
+
+sgemmKernel6x16AVX2FTZ_full_kloop:
+	CMPQ         R14, $0x00000004
+	JL           sgemmKernel6x16AVX2FTZ_full_ktail
+	VMOVUPS      (R13), Y12
+	VMOVUPS      32(R13), Y13
+	VBROADCASTSS (R11), Y14
+	VFMADD231PS  Y12, Y14, Y0
+	VFMADD231PS  Y13, Y14, Y1
+	VBROADCASTSS (R11)(CX*1), Y14
+	VFMADD231PS  Y12, Y14, Y2
+	VFMADD231PS  Y13, Y14, Y3
+	VBROADCASTSS (R11)(CX*2), Y14
+	VFMADD231PS  Y12, Y14, Y4
+	VFMADD231PS  Y13, Y14, Y5
+	VBROADCASTSS (R11)(DI*1), Y14
+	VFMADD231PS  Y12, Y14, Y6
+	VFMADD231PS  Y13, Y14, Y7
+	VBROADCASTSS (R11)(CX*4), Y14
+	VFMADD231PS  Y12, Y14, Y8
+	VFMADD231PS  Y13, Y14, Y9
+	VBROADCASTSS (R12), Y14
+	VFMADD231PS  Y12, Y14, Y10
+	VFMADD231PS  Y13, Y14, Y11
+	TESTQ        R9, R9
+	JZ           sgemmKernel6x16AVX2FTZ_full_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sgemmKernel6x16AVX2FTZ_full_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sgemmKernel6x16AVX2FTZ_full_pf0:
+	VMOVUPS      64(R13), Y12
+	VMOVUPS      96(R13), Y13
+	VBROADCASTSS 4(R11), Y14
+	VFMADD231PS  Y12, Y14, Y0
+	VFMADD231PS  Y13, Y14, Y1
+	VBROADCASTSS 4(R11)(CX*1), Y14
+	VFMADD231PS  Y12, Y14, Y2
+	VFMADD231PS  Y13, Y14, Y3
+	VBROADCASTSS 4(R11)(CX*2), Y14
+	VFMADD231PS  Y12, Y14, Y4
+	VFMADD231PS  Y13, Y14, Y5
+	VBROADCASTSS 4(R11)(DI*1), Y14
+	VFMADD231PS  Y12, Y14, Y6
+	VFMADD231PS  Y13, Y14, Y7
+	VBROADCASTSS 4(R11)(CX*4), Y14
+	VFMADD231PS  Y12, Y14, Y8
+	VFMADD231PS  Y13, Y14, Y9
+	VBROADCASTSS 4(R12), Y14
+	VFMADD231PS  Y12, Y14, Y10
+	VFMADD231PS  Y13, Y14, Y11
+	TESTQ        R9, R9
+	JZ           sgemmKernel6x16AVX2FTZ_full_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sgemmKernel6x16AVX2FTZ_full_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sgemmKernel6x16AVX2FTZ_full_pf1:
+	VMOVUPS      128(R13), Y12
+	VMOVUPS      160(R13), Y13
+	VBROADCASTSS 8(R11), Y14
+	VFMADD231PS  Y12, Y14, Y0
+	VFMADD231PS  Y13, Y14, Y1
+	VBROADCASTSS 8(R11)(CX*1), Y14
+	VFMADD231PS  Y12, Y14, Y2
+	VFMADD231PS  Y13, Y14, Y3
+	VBROADCASTSS 8(R11)(CX*2), Y14
+	VFMADD231PS  Y12, Y14, Y4
+	VFMADD231PS  Y13, Y14, Y5
+	VBROADCASTSS 8(R11)(DI*1), Y14
+	VFMADD231PS  Y12, Y14, Y6
+	VFMADD231PS  Y13, Y14, Y7
+	VBROADCASTSS 8(R11)(CX*4), Y14
+	VFMADD231PS  Y12, Y14, Y8
+	VFMADD231PS  Y13, Y14, Y9
+	VBROADCASTSS 8(R12), Y14
+	VFMADD231PS  Y12, Y14, Y10
+	VFMADD231PS  Y13, Y14, Y11
+	VMOVUPS      192(R13), Y12
+	VMOVUPS      224(R13), Y13
+	VBROADCASTSS 12(R11), Y14
+	VFMADD231PS  Y12, Y14, Y0
+	VFMADD231PS  Y13, Y14, Y1
+	VBROADCASTSS 12(R11)(CX*1), Y14
+	VFMADD231PS  Y12, Y14, Y2
+	VFMADD231PS  Y13, Y14, Y3
+	VBROADCASTSS 12(R11)(CX*2), Y14
+	VFMADD231PS  Y12, Y14, Y4
+	VFMADD231PS  Y13, Y14, Y5
+	VBROADCASTSS 12(R11)(DI*1), Y14
+	VFMADD231PS  Y12, Y14, Y6
+	VFMADD231PS  Y13, Y14, Y7
+	VBROADCASTSS 12(R11)(CX*4), Y14
+	VFMADD231PS  Y12, Y14, Y8
+	VFMADD231PS  Y13, Y14, Y9
+	VBROADCASTSS 12(R12), Y14
+	VFMADD231PS  Y12, Y14, Y10
+	VFMADD231PS  Y13, Y14, Y11
+	ADDQ         $0x00000010, R11
+	ADDQ         $0x00000010, R12
+	ADDQ         $0x00000100, R13
+	SUBQ         $0x00000004, R14
+	JMP          sgemmKernel6x16AVX2FTZ_full_kloop
+
+sgemmKernel6x16AVX2FTZ_full_ktail:
+	TESTQ        R14, R14
+	JZ           sgemmKernel6x16AVX2FTZ_full_kdone
+	VMOVUPS      (R13), Y12
+	VMOVUPS      32(R13), Y13
+	VBROADCASTSS (R11), Y14
+	VFMADD231PS  Y12, Y14, Y0
+	VFMADD231PS  Y13, Y14, Y1
+	VBROADCASTSS (R11)(CX*1), Y14
+	VFMADD231PS  Y12, Y14, Y2
+	VFMADD231PS  Y13, Y14, Y3
+	VBROADCASTSS (R11)(CX*2), Y14
+	VFMADD231PS  Y12, Y14, Y4
+	VFMADD231PS  Y13, Y14, Y5
+	VBROADCASTSS (R11)(DI*1), Y14
+	VFMADD231PS  Y12, Y14, Y6
+	VFMADD231PS  Y13, Y14, Y7
+	VBROADCASTSS (R11)(CX*4), Y14
+	VFMADD231PS  Y12, Y14, Y8
+	VFMADD231PS  Y13, Y14, Y9
+	VBROADCASTSS (R12), Y14
+	VFMADD231PS  Y12, Y14, Y10
+	VFMADD231PS  Y13, Y14, Y11
+	ADDQ         $0x00000004, R11
+	ADDQ         $0x00000004, R12
+	ADDQ         $0x00000040, R13
+	DECQ         R14
+	JMP          sgemmKernel6x16AVX2FTZ_full_ktail
+
+sgemmKernel6x16AVX2FTZ_full_kdone:
+	LDMXCSR (SP)
+
+	// C = alpha·acc (+ beta·C), columns masked to the valid part.
+	MOVL         alpha+96(FP), R11
+	CMPL         R11, $0x3f800000
+	JE           sgemmKernel6x16AVX2FTZ_full_alpha1
+	VBROADCASTSS alpha+96(FP), Y12
+	VMULPS       Y12, Y0, Y0
+	VMULPS       Y12, Y1, Y1
+	VMULPS       Y12, Y2, Y2
+	VMULPS       Y12, Y3, Y3
+	VMULPS       Y12, Y4, Y4
+	VMULPS       Y12, Y5, Y5
+	VMULPS       Y12, Y6, Y6
+	VMULPS       Y12, Y7, Y7
+	VMULPS       Y12, Y8, Y8
+	VMULPS       Y12, Y9, Y9
+	VMULPS       Y12, Y10, Y10
+	VMULPS       Y12, Y11, Y11
+
+sgemmKernel6x16AVX2FTZ_full_alpha1:
+	MOVQ         DX, R11
+	CMPQ         cols+112(FP), $0x00000010
+	JNE          sgemmKernel6x16AVX2FTZ_full_edge
+	MOVL         beta+100(FP), R12
+	SHLL         $0x01, R12
+	JZ           sgemmKernel6x16AVX2FTZ_full_full_beta0
+	VBROADCASTSS beta+100(FP), Y12
+	VFMADD231PS  (R11), Y12, Y0
+	VFMADD231PS  32(R11), Y12, Y1
+	ADDQ         BX, R11
+	VFMADD231PS  (R11), Y12, Y2
+	VFMADD231PS  32(R11), Y12, Y3
+	ADDQ         BX, R11
+	VFMADD231PS  (R11), Y12, Y4
+	VFMADD231PS  32(R11), Y12, Y5
+	ADDQ         BX, R11
+	VFMADD231PS  (R11), Y12, Y6
+	VFMADD231PS  32(R11), Y12, Y7
+	ADDQ         BX, R11
+	VFMADD231PS  (R11), Y12, Y8
+	VFMADD231PS  32(R11), Y12, Y9
+	ADDQ         BX, R11
+	VFMADD231PS  (R11), Y12, Y10
+	VFMADD231PS  32(R11), Y12, Y11
+	MOVQ         DX, R11
+	VMOVUPS      Y0, (R11)
+	VMOVUPS      Y1, 32(R11)
+	ADDQ         BX, R11
+	VMOVUPS      Y2, (R11)
+	VMOVUPS      Y3, 32(R11)
+	ADDQ         BX, R11
+	VMOVUPS      Y4, (R11)
+	VMOVUPS      Y5, 32(R11)
+	ADDQ         BX, R11
+	VMOVUPS      Y6, (R11)
+	VMOVUPS      Y7, 32(R11)
+	ADDQ         BX, R11
+	VMOVUPS      Y8, (R11)
+	VMOVUPS      Y9, 32(R11)
+	ADDQ         BX, R11
+	VMOVUPS      Y10, (R11)
+	VMOVUPS      Y11, 32(R11)
+	JMP          sgemmKernel6x16AVX2FTZ_full_stored
+
+sgemmKernel6x16AVX2FTZ_full_full_beta0:
+	VMOVUPS Y0, (R11)
+	VMOVUPS Y1, 32(R11)
+	ADDQ    BX, R11
+	VMOVUPS Y2, (R11)
+	VMOVUPS Y3, 32(R11)
+	ADDQ    BX, R11
+	VMOVUPS Y4, (R11)
+	VMOVUPS Y5, 32(R11)
+	ADDQ    BX, R11
+	VMOVUPS Y6, (R11)
+	VMOVUPS Y7, 32(R11)
+	ADDQ    BX, R11
+	VMOVUPS Y8, (R11)
+	VMOVUPS Y9, 32(R11)
+	ADDQ    BX, R11
+	VMOVUPS Y10, (R11)
+	VMOVUPS Y11, 32(R11)
+	JMP     sgemmKernel6x16AVX2FTZ_full_stored
+
+sgemmKernel6x16AVX2FTZ_full_edge:
+	// Column masks for edge tiles: the first cols lanes of the row.
+	LEAQ         sgemmMaskTable<>+0(SB), R12
+	MOVQ         cols+112(FP), R13
+	XORQ         R14, R14
+	CMPQ         R13, R14
+	CMOVQLT      R14, R13
+	MOVQ         $0x00000008, R14
+	CMPQ         R13, R14
+	CMOVQGT      R14, R13
+	NEGQ         R13
+	VMOVDQU      32(R12)(R13*4), Y12
+	MOVQ         cols+112(FP), R13
+	SUBQ         $0x00000008, R13
+	XORQ         R14, R14
+	CMPQ         R13, R14
+	CMOVQLT      R14, R13
+	MOVQ         $0x00000008, R14
+	CMPQ         R13, R14
+	CMOVQGT      R14, R13
+	NEGQ         R13
+	VMOVDQU      32(R12)(R13*4), Y13
+	MOVL         beta+100(FP), R12
+	SHLL         $0x01, R12
+	JZ           sgemmKernel6x16AVX2FTZ_full_edge_beta0
+	VBROADCASTSS beta+100(FP), Y14
+	VMASKMOVPS   (R11), Y12, Y15
+	VFMADD231PS  Y15, Y14, Y0
+	VMASKMOVPS   32(R11), Y13, Y15
+	VFMADD231PS  Y15, Y14, Y1
+	ADDQ         BX, R11
+	VMASKMOVPS   (R11), Y12, Y15
+	VFMADD231PS  Y15, Y14, Y2
+	VMASKMOVPS   32(R11), Y13, Y15
+	VFMADD231PS  Y15, Y14, Y3
+	ADDQ         BX, R11
+	VMASKMOVPS   (R11), Y12, Y15
+	VFMADD231PS  Y15, Y14, Y4
+	VMASKMOVPS   32(R11), Y13, Y15
+	VFMADD231PS  Y15, Y14, Y5
+	ADDQ         BX, R11
+	VMASKMOVPS   (R11), Y12, Y15
+	VFMADD231PS  Y15, Y14, Y6
+	VMASKMOVPS   32(R11), Y13, Y15
+	VFMADD231PS  Y15, Y14, Y7
+	ADDQ         BX, R11
+	VMASKMOVPS   (R11), Y12, Y15
+	VFMADD231PS  Y15, Y14, Y8
+	VMASKMOVPS   32(R11), Y13, Y15
+	VFMADD231PS  Y15, Y14, Y9
+	ADDQ         BX, R11
+	VMASKMOVPS   (R11), Y12, Y15
+	VFMADD231PS  Y15, Y14, Y10
+	VMASKMOVPS   32(R11), Y13, Y15
+	VFMADD231PS  Y15, Y14, Y11
+	MOVQ         DX, R11
+	VMASKMOVPS   Y0, Y12, (R11)
+	VMASKMOVPS   Y1, Y13, 32(R11)
+	ADDQ         BX, R11
+	VMASKMOVPS   Y2, Y12, (R11)
+	VMASKMOVPS   Y3, Y13, 32(R11)
+	ADDQ         BX, R11
+	VMASKMOVPS   Y4, Y12, (R11)
+	VMASKMOVPS   Y5, Y13, 32(R11)
+	ADDQ         BX, R11
+	VMASKMOVPS   Y6, Y12, (R11)
+	VMASKMOVPS   Y7, Y13, 32(R11)
+	ADDQ         BX, R11
+	VMASKMOVPS   Y8, Y12, (R11)
+	VMASKMOVPS   Y9, Y13, 32(R11)
+	ADDQ         BX, R11
+	VMASKMOVPS   Y10, Y12, (R11)
+	VMASKMOVPS   Y11, Y13, 32(R11)
+	JMP          sgemmKernel6x16AVX2FTZ_full_stored
+
+sgemmKernel6x16AVX2FTZ_full_edge_beta0:
+	VMASKMOVPS Y0, Y12, (R11)
+	VMASKMOVPS Y1, Y13, 32(R11)
+	ADDQ       BX, R11
+	VMASKMOVPS Y2, Y12, (R11)
+	VMASKMOVPS Y3, Y13, 32(R11)
+	ADDQ       BX, R11
+	VMASKMOVPS Y4, Y12, (R11)
+	VMASKMOVPS Y5, Y13, 32(R11)
+	ADDQ       BX, R11
+	VMASKMOVPS Y6, Y12, (R11)
+	VMASKMOVPS Y7, Y13, 32(R11)
+	ADDQ       BX, R11
+	VMASKMOVPS Y8, Y12, (R11)
+	VMASKMOVPS Y9, Y13, 32(R11)
+	ADDQ       BX, R11
+	VMASKMOVPS Y10, Y12, (R11)
+	VMASKMOVPS Y11, Y13, 32(R11)
+
+sgemmKernel6x16AVX2FTZ_full_stored:
+	SUBQ   $0x00000006, SI
+	JZ     sgemmKernel6x16AVX2FTZ_done
+	IMUL3Q $0x00000006, BX, R11
+	ADDQ   R11, DX
+	IMUL3Q $0x00000006, CX, R11
+	ADDQ   R11, AX
+	JMP    sgemmKernel6x16AVX2FTZ_tile
+
+	// The last tile: code for exactly the rows left.
+sgemmKernel6x16AVX2FTZ_tail:
+	CMPQ SI, $0x00000001
+	JE   sgemmKernel6x16AVX2FTZ_rows1
+	CMPQ SI, $0x00000002
+	JE   sgemmKernel6x16AVX2FTZ_rows2
+	CMPQ SI, $0x00000003
+	JE   sgemmKernel6x16AVX2FTZ_rows3
+	CMPQ SI, $0x00000004
+	JE   sgemmKernel6x16AVX2FTZ_rows4
+	CMPQ SI, $0x00000005
+	JE   sgemmKernel6x16AVX2FTZ_rows5
+	JMP  sgemmKernel6x16AVX2FTZ_done
+
+sgemmKernel6x16AVX2FTZ_rows1:
+	LDMXCSR 4(SP)
+	VXORPS  Y0, Y0, Y0
+	VXORPS  Y1, Y1, Y1
+	MOVQ    b_base+40(FP), CX
+	MOVQ    kc+0(FP), BX
+
+sgemmKernel6x16AVX2FTZ_rows1_kloop:
+	CMPQ         BX, $0x00000004
+	JL           sgemmKernel6x16AVX2FTZ_rows1_ktail
+	VMOVUPS      (CX), Y2
+	VMOVUPS      32(CX), Y3
+	VBROADCASTSS (AX), Y4
+	VFMADD231PS  Y2, Y4, Y0
+	VFMADD231PS  Y3, Y4, Y1
+	TESTQ        R9, R9
+	JZ           sgemmKernel6x16AVX2FTZ_rows1_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sgemmKernel6x16AVX2FTZ_rows1_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sgemmKernel6x16AVX2FTZ_rows1_pf0:
+	VMOVUPS      64(CX), Y2
+	VMOVUPS      96(CX), Y3
+	VBROADCASTSS 4(AX), Y4
+	VFMADD231PS  Y2, Y4, Y0
+	VFMADD231PS  Y3, Y4, Y1
+	TESTQ        R9, R9
+	JZ           sgemmKernel6x16AVX2FTZ_rows1_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sgemmKernel6x16AVX2FTZ_rows1_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sgemmKernel6x16AVX2FTZ_rows1_pf1:
+	VMOVUPS      128(CX), Y2
+	VMOVUPS      160(CX), Y3
+	VBROADCASTSS 8(AX), Y4
+	VFMADD231PS  Y2, Y4, Y0
+	VFMADD231PS  Y3, Y4, Y1
+	VMOVUPS      192(CX), Y2
+	VMOVUPS      224(CX), Y3
+	VBROADCASTSS 12(AX), Y4
+	VFMADD231PS  Y2, Y4, Y0
+	VFMADD231PS  Y3, Y4, Y1
+	ADDQ         $0x00000010, AX
+	ADDQ         $0x00000100, CX
+	SUBQ         $0x00000004, BX
+	JMP          sgemmKernel6x16AVX2FTZ_rows1_kloop
+
+sgemmKernel6x16AVX2FTZ_rows1_ktail:
+	TESTQ        BX, BX
+	JZ           sgemmKernel6x16AVX2FTZ_rows1_kdone
+	VMOVUPS      (CX), Y2
+	VMOVUPS      32(CX), Y3
+	VBROADCASTSS (AX), Y4
+	VFMADD231PS  Y2, Y4, Y0
+	VFMADD231PS  Y3, Y4, Y1
+	ADDQ         $0x00000004, AX
+	ADDQ         $0x00000040, CX
+	DECQ         BX
+	JMP          sgemmKernel6x16AVX2FTZ_rows1_ktail
+
+sgemmKernel6x16AVX2FTZ_rows1_kdone:
+	LDMXCSR (SP)
+
+	// C = alpha·acc (+ beta·C), columns masked to the valid part.
+	MOVL         alpha+96(FP), AX
+	CMPL         AX, $0x3f800000
+	JE           sgemmKernel6x16AVX2FTZ_rows1_alpha1
+	VBROADCASTSS alpha+96(FP), Y2
+	VMULPS       Y2, Y0, Y0
+	VMULPS       Y2, Y1, Y1
+
+sgemmKernel6x16AVX2FTZ_rows1_alpha1:
+	MOVQ         DX, AX
+	CMPQ         cols+112(FP), $0x00000010
+	JNE          sgemmKernel6x16AVX2FTZ_rows1_edge
+	MOVL         beta+100(FP), CX
+	SHLL         $0x01, CX
+	JZ           sgemmKernel6x16AVX2FTZ_rows1_full_beta0
+	VBROADCASTSS beta+100(FP), Y2
+	VFMADD231PS  (AX), Y2, Y0
+	VFMADD231PS  32(AX), Y2, Y1
+	MOVQ         DX, AX
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	JMP          sgemmKernel6x16AVX2FTZ_rows1_stored
+
+sgemmKernel6x16AVX2FTZ_rows1_full_beta0:
+	VMOVUPS Y0, (AX)
+	VMOVUPS Y1, 32(AX)
+	JMP     sgemmKernel6x16AVX2FTZ_rows1_stored
+
+sgemmKernel6x16AVX2FTZ_rows1_edge:
+	// Column masks for edge tiles: the first cols lanes of the row.
+	LEAQ         sgemmMaskTable<>+0(SB), CX
+	MOVQ         cols+112(FP), BX
+	XORQ         SI, SI
+	CMPQ         BX, SI
+	CMOVQLT      SI, BX
+	MOVQ         $0x00000008, SI
+	CMPQ         BX, SI
+	CMOVQGT      SI, BX
+	NEGQ         BX
+	VMOVDQU      32(CX)(BX*4), Y2
+	MOVQ         cols+112(FP), BX
+	SUBQ         $0x00000008, BX
+	XORQ         SI, SI
+	CMPQ         BX, SI
+	CMOVQLT      SI, BX
+	MOVQ         $0x00000008, SI
+	CMPQ         BX, SI
+	CMOVQGT      SI, BX
+	NEGQ         BX
+	VMOVDQU      32(CX)(BX*4), Y3
+	MOVL         beta+100(FP), CX
+	SHLL         $0x01, CX
+	JZ           sgemmKernel6x16AVX2FTZ_rows1_edge_beta0
+	VBROADCASTSS beta+100(FP), Y4
+	VMASKMOVPS   (AX), Y2, Y5
+	VFMADD231PS  Y5, Y4, Y0
+	VMASKMOVPS   32(AX), Y3, Y5
+	VFMADD231PS  Y5, Y4, Y1
+	MOVQ         DX, AX
+	VMASKMOVPS   Y0, Y2, (AX)
+	VMASKMOVPS   Y1, Y3, 32(AX)
+	JMP          sgemmKernel6x16AVX2FTZ_rows1_stored
+
+sgemmKernel6x16AVX2FTZ_rows1_edge_beta0:
+	VMASKMOVPS Y0, Y2, (AX)
+	VMASKMOVPS Y1, Y3, 32(AX)
+
+sgemmKernel6x16AVX2FTZ_rows1_stored:
+	JMP sgemmKernel6x16AVX2FTZ_done
+
+sgemmKernel6x16AVX2FTZ_rows2:
+	LDMXCSR 4(SP)
+	VXORPS  Y0, Y0, Y0
+	VXORPS  Y1, Y1, Y1
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y3, Y3, Y3
+	MOVQ    b_base+40(FP), SI
+	MOVQ    kc+0(FP), DI
+
+sgemmKernel6x16AVX2FTZ_rows2_kloop:
+	CMPQ         DI, $0x00000004
+	JL           sgemmKernel6x16AVX2FTZ_rows2_ktail
+	VMOVUPS      (SI), Y4
+	VMOVUPS      32(SI), Y5
+	VBROADCASTSS (AX), Y6
+	VFMADD231PS  Y4, Y6, Y0
+	VFMADD231PS  Y5, Y6, Y1
+	VBROADCASTSS (AX)(CX*1), Y6
+	VFMADD231PS  Y4, Y6, Y2
+	VFMADD231PS  Y5, Y6, Y3
+	TESTQ        R9, R9
+	JZ           sgemmKernel6x16AVX2FTZ_rows2_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sgemmKernel6x16AVX2FTZ_rows2_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sgemmKernel6x16AVX2FTZ_rows2_pf0:
+	VMOVUPS      64(SI), Y4
+	VMOVUPS      96(SI), Y5
+	VBROADCASTSS 4(AX), Y6
+	VFMADD231PS  Y4, Y6, Y0
+	VFMADD231PS  Y5, Y6, Y1
+	VBROADCASTSS 4(AX)(CX*1), Y6
+	VFMADD231PS  Y4, Y6, Y2
+	VFMADD231PS  Y5, Y6, Y3
+	TESTQ        R9, R9
+	JZ           sgemmKernel6x16AVX2FTZ_rows2_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sgemmKernel6x16AVX2FTZ_rows2_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sgemmKernel6x16AVX2FTZ_rows2_pf1:
+	VMOVUPS      128(SI), Y4
+	VMOVUPS      160(SI), Y5
+	VBROADCASTSS 8(AX), Y6
+	VFMADD231PS  Y4, Y6, Y0
+	VFMADD231PS  Y5, Y6, Y1
+	VBROADCASTSS 8(AX)(CX*1), Y6
+	VFMADD231PS  Y4, Y6, Y2
+	VFMADD231PS  Y5, Y6, Y3
+	VMOVUPS      192(SI), Y4
+	VMOVUPS      224(SI), Y5
+	VBROADCASTSS 12(AX), Y6
+	VFMADD231PS  Y4, Y6, Y0
+	VFMADD231PS  Y5, Y6, Y1
+	VBROADCASTSS 12(AX)(CX*1), Y6
+	VFMADD231PS  Y4, Y6, Y2
+	VFMADD231PS  Y5, Y6, Y3
+	ADDQ         $0x00000010, AX
+	ADDQ         $0x00000100, SI
+	SUBQ         $0x00000004, DI
+	JMP          sgemmKernel6x16AVX2FTZ_rows2_kloop
+
+sgemmKernel6x16AVX2FTZ_rows2_ktail:
+	TESTQ        DI, DI
+	JZ           sgemmKernel6x16AVX2FTZ_rows2_kdone
+	VMOVUPS      (SI), Y4
+	VMOVUPS      32(SI), Y5
+	VBROADCASTSS (AX), Y6
+	VFMADD231PS  Y4, Y6, Y0
+	VFMADD231PS  Y5, Y6, Y1
+	VBROADCASTSS (AX)(CX*1), Y6
+	VFMADD231PS  Y4, Y6, Y2
+	VFMADD231PS  Y5, Y6, Y3
+	ADDQ         $0x00000004, AX
+	ADDQ         $0x00000040, SI
+	DECQ         DI
+	JMP          sgemmKernel6x16AVX2FTZ_rows2_ktail
+
+sgemmKernel6x16AVX2FTZ_rows2_kdone:
+	LDMXCSR (SP)
+
+	// C = alpha·acc (+ beta·C), columns masked to the valid part.
+	MOVL         alpha+96(FP), AX
+	CMPL         AX, $0x3f800000
+	JE           sgemmKernel6x16AVX2FTZ_rows2_alpha1
+	VBROADCASTSS alpha+96(FP), Y4
+	VMULPS       Y4, Y0, Y0
+	VMULPS       Y4, Y1, Y1
+	VMULPS       Y4, Y2, Y2
+	VMULPS       Y4, Y3, Y3
+
+sgemmKernel6x16AVX2FTZ_rows2_alpha1:
+	MOVQ         DX, AX
+	CMPQ         cols+112(FP), $0x00000010
+	JNE          sgemmKernel6x16AVX2FTZ_rows2_edge
+	MOVL         beta+100(FP), CX
+	SHLL         $0x01, CX
+	JZ           sgemmKernel6x16AVX2FTZ_rows2_full_beta0
+	VBROADCASTSS beta+100(FP), Y4
+	VFMADD231PS  (AX), Y4, Y0
+	VFMADD231PS  32(AX), Y4, Y1
+	ADDQ         BX, AX
+	VFMADD231PS  (AX), Y4, Y2
+	VFMADD231PS  32(AX), Y4, Y3
+	MOVQ         DX, AX
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y2, (AX)
+	VMOVUPS      Y3, 32(AX)
+	JMP          sgemmKernel6x16AVX2FTZ_rows2_stored
+
+sgemmKernel6x16AVX2FTZ_rows2_full_beta0:
+	VMOVUPS Y0, (AX)
+	VMOVUPS Y1, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y2, (AX)
+	VMOVUPS Y3, 32(AX)
+	JMP     sgemmKernel6x16AVX2FTZ_rows2_stored
+
+sgemmKernel6x16AVX2FTZ_rows2_edge:
+	// Column masks for edge tiles: the first cols lanes of the row.
+	LEAQ         sgemmMaskTable<>+0(SB), CX
+	MOVQ         cols+112(FP), SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y4
+	MOVQ         cols+112(FP), SI
+	SUBQ         $0x00000008, SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y5
+	MOVL         beta+100(FP), CX
+	SHLL         $0x01, CX
+	JZ           sgemmKernel6x16AVX2FTZ_rows2_edge_beta0
+	VBROADCASTSS beta+100(FP), Y6
+	VMASKMOVPS   (AX), Y4, Y7
+	VFMADD231PS  Y7, Y6, Y0
+	VMASKMOVPS   32(AX), Y5, Y7
+	VFMADD231PS  Y7, Y6, Y1
+	ADDQ         BX, AX
+	VMASKMOVPS   (AX), Y4, Y7
+	VFMADD231PS  Y7, Y6, Y2
+	VMASKMOVPS   32(AX), Y5, Y7
+	VFMADD231PS  Y7, Y6, Y3
+	MOVQ         DX, AX
+	VMASKMOVPS   Y0, Y4, (AX)
+	VMASKMOVPS   Y1, Y5, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y2, Y4, (AX)
+	VMASKMOVPS   Y3, Y5, 32(AX)
+	JMP          sgemmKernel6x16AVX2FTZ_rows2_stored
+
+sgemmKernel6x16AVX2FTZ_rows2_edge_beta0:
+	VMASKMOVPS Y0, Y4, (AX)
+	VMASKMOVPS Y1, Y5, 32(AX)
+	ADDQ       BX, AX
+	VMASKMOVPS Y2, Y4, (AX)
+	VMASKMOVPS Y3, Y5, 32(AX)
+
+sgemmKernel6x16AVX2FTZ_rows2_stored:
+	JMP sgemmKernel6x16AVX2FTZ_done
+
+sgemmKernel6x16AVX2FTZ_rows3:
+	LDMXCSR 4(SP)
+	VXORPS  Y0, Y0, Y0
+	VXORPS  Y1, Y1, Y1
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y3, Y3, Y3
+	VXORPS  Y4, Y4, Y4
+	VXORPS  Y5, Y5, Y5
+	MOVQ    b_base+40(FP), SI
+	MOVQ    kc+0(FP), DI
+
+sgemmKernel6x16AVX2FTZ_rows3_kloop:
+	CMPQ         DI, $0x00000004
+	JL           sgemmKernel6x16AVX2FTZ_rows3_ktail
+	VMOVUPS      (SI), Y6
+	VMOVUPS      32(SI), Y7
+	VBROADCASTSS (AX), Y8
+	VFMADD231PS  Y6, Y8, Y0
+	VFMADD231PS  Y7, Y8, Y1
+	VBROADCASTSS (AX)(CX*1), Y8
+	VFMADD231PS  Y6, Y8, Y2
+	VFMADD231PS  Y7, Y8, Y3
+	VBROADCASTSS (AX)(CX*2), Y8
+	VFMADD231PS  Y6, Y8, Y4
+	VFMADD231PS  Y7, Y8, Y5
+	TESTQ        R9, R9
+	JZ           sgemmKernel6x16AVX2FTZ_rows3_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sgemmKernel6x16AVX2FTZ_rows3_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sgemmKernel6x16AVX2FTZ_rows3_pf0:
+	VMOVUPS      64(SI), Y6
+	VMOVUPS      96(SI), Y7
+	VBROADCASTSS 4(AX), Y8
+	VFMADD231PS  Y6, Y8, Y0
+	VFMADD231PS  Y7, Y8, Y1
+	VBROADCASTSS 4(AX)(CX*1), Y8
+	VFMADD231PS  Y6, Y8, Y2
+	VFMADD231PS  Y7, Y8, Y3
+	VBROADCASTSS 4(AX)(CX*2), Y8
+	VFMADD231PS  Y6, Y8, Y4
+	VFMADD231PS  Y7, Y8, Y5
+	TESTQ        R9, R9
+	JZ           sgemmKernel6x16AVX2FTZ_rows3_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sgemmKernel6x16AVX2FTZ_rows3_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sgemmKernel6x16AVX2FTZ_rows3_pf1:
+	VMOVUPS      128(SI), Y6
+	VMOVUPS      160(SI), Y7
+	VBROADCASTSS 8(AX), Y8
+	VFMADD231PS  Y6, Y8, Y0
+	VFMADD231PS  Y7, Y8, Y1
+	VBROADCASTSS 8(AX)(CX*1), Y8
+	VFMADD231PS  Y6, Y8, Y2
+	VFMADD231PS  Y7, Y8, Y3
+	VBROADCASTSS 8(AX)(CX*2), Y8
+	VFMADD231PS  Y6, Y8, Y4
+	VFMADD231PS  Y7, Y8, Y5
+	VMOVUPS      192(SI), Y6
+	VMOVUPS      224(SI), Y7
+	VBROADCASTSS 12(AX), Y8
+	VFMADD231PS  Y6, Y8, Y0
+	VFMADD231PS  Y7, Y8, Y1
+	VBROADCASTSS 12(AX)(CX*1), Y8
+	VFMADD231PS  Y6, Y8, Y2
+	VFMADD231PS  Y7, Y8, Y3
+	VBROADCASTSS 12(AX)(CX*2), Y8
+	VFMADD231PS  Y6, Y8, Y4
+	VFMADD231PS  Y7, Y8, Y5
+	ADDQ         $0x00000010, AX
+	ADDQ         $0x00000100, SI
+	SUBQ         $0x00000004, DI
+	JMP          sgemmKernel6x16AVX2FTZ_rows3_kloop
+
+sgemmKernel6x16AVX2FTZ_rows3_ktail:
+	TESTQ        DI, DI
+	JZ           sgemmKernel6x16AVX2FTZ_rows3_kdone
+	VMOVUPS      (SI), Y6
+	VMOVUPS      32(SI), Y7
+	VBROADCASTSS (AX), Y8
+	VFMADD231PS  Y6, Y8, Y0
+	VFMADD231PS  Y7, Y8, Y1
+	VBROADCASTSS (AX)(CX*1), Y8
+	VFMADD231PS  Y6, Y8, Y2
+	VFMADD231PS  Y7, Y8, Y3
+	VBROADCASTSS (AX)(CX*2), Y8
+	VFMADD231PS  Y6, Y8, Y4
+	VFMADD231PS  Y7, Y8, Y5
+	ADDQ         $0x00000004, AX
+	ADDQ         $0x00000040, SI
+	DECQ         DI
+	JMP          sgemmKernel6x16AVX2FTZ_rows3_ktail
+
+sgemmKernel6x16AVX2FTZ_rows3_kdone:
+	LDMXCSR (SP)
+
+	// C = alpha·acc (+ beta·C), columns masked to the valid part.
+	MOVL         alpha+96(FP), AX
+	CMPL         AX, $0x3f800000
+	JE           sgemmKernel6x16AVX2FTZ_rows3_alpha1
+	VBROADCASTSS alpha+96(FP), Y6
+	VMULPS       Y6, Y0, Y0
+	VMULPS       Y6, Y1, Y1
+	VMULPS       Y6, Y2, Y2
+	VMULPS       Y6, Y3, Y3
+	VMULPS       Y6, Y4, Y4
+	VMULPS       Y6, Y5, Y5
+
+sgemmKernel6x16AVX2FTZ_rows3_alpha1:
+	MOVQ         DX, AX
+	CMPQ         cols+112(FP), $0x00000010
+	JNE          sgemmKernel6x16AVX2FTZ_rows3_edge
+	MOVL         beta+100(FP), CX
+	SHLL         $0x01, CX
+	JZ           sgemmKernel6x16AVX2FTZ_rows3_full_beta0
+	VBROADCASTSS beta+100(FP), Y6
+	VFMADD231PS  (AX), Y6, Y0
+	VFMADD231PS  32(AX), Y6, Y1
+	ADDQ         BX, AX
+	VFMADD231PS  (AX), Y6, Y2
+	VFMADD231PS  32(AX), Y6, Y3
+	ADDQ         BX, AX
+	VFMADD231PS  (AX), Y6, Y4
+	VFMADD231PS  32(AX), Y6, Y5
+	MOVQ         DX, AX
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y2, (AX)
+	VMOVUPS      Y3, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y4, (AX)
+	VMOVUPS      Y5, 32(AX)
+	JMP          sgemmKernel6x16AVX2FTZ_rows3_stored
+
+sgemmKernel6x16AVX2FTZ_rows3_full_beta0:
+	VMOVUPS Y0, (AX)
+	VMOVUPS Y1, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y2, (AX)
+	VMOVUPS Y3, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y4, (AX)
+	VMOVUPS Y5, 32(AX)
+	JMP     sgemmKernel6x16AVX2FTZ_rows3_stored
+
+sgemmKernel6x16AVX2FTZ_rows3_edge:
+	// Column masks for edge tiles: the first cols lanes of the row.
+	LEAQ         sgemmMaskTable<>+0(SB), CX
+	MOVQ         cols+112(FP), SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y6
+	MOVQ         cols+112(FP), SI
+	SUBQ         $0x00000008, SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y7
+	MOVL         beta+100(FP), CX
+	SHLL         $0x01, CX
+	JZ           sgemmKernel6x16AVX2FTZ_rows3_edge_beta0
+	VBROADCASTSS beta+100(FP), Y8
+	VMASKMOVPS   (AX), Y6, Y9
+	VFMADD231PS  Y9, Y8, Y0
+	VMASKMOVPS   32(AX), Y7, Y9
+	VFMADD231PS  Y9, Y8, Y1
+	ADDQ         BX, AX
+	VMASKMOVPS   (AX), Y6, Y9
+	VFMADD231PS  Y9, Y8, Y2
+	VMASKMOVPS   32(AX), Y7, Y9
+	VFMADD231PS  Y9, Y8, Y3
+	ADDQ         BX, AX
+	VMASKMOVPS   (AX), Y6, Y9
+	VFMADD231PS  Y9, Y8, Y4
+	VMASKMOVPS   32(AX), Y7, Y9
+	VFMADD231PS  Y9, Y8, Y5
+	MOVQ         DX, AX
+	VMASKMOVPS   Y0, Y6, (AX)
+	VMASKMOVPS   Y1, Y7, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y2, Y6, (AX)
+	VMASKMOVPS   Y3, Y7, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y4, Y6, (AX)
+	VMASKMOVPS   Y5, Y7, 32(AX)
+	JMP          sgemmKernel6x16AVX2FTZ_rows3_stored
+
+sgemmKernel6x16AVX2FTZ_rows3_edge_beta0:
+	VMASKMOVPS Y0, Y6, (AX)
+	VMASKMOVPS Y1, Y7, 32(AX)
+	ADDQ       BX, AX
+	VMASKMOVPS Y2, Y6, (AX)
+	VMASKMOVPS Y3, Y7, 32(AX)
+	ADDQ       BX, AX
+	VMASKMOVPS Y4, Y6, (AX)
+	VMASKMOVPS Y5, Y7, 32(AX)
+
+sgemmKernel6x16AVX2FTZ_rows3_stored:
+	JMP sgemmKernel6x16AVX2FTZ_done
+
+sgemmKernel6x16AVX2FTZ_rows4:
+	LDMXCSR 4(SP)
+	VXORPS  Y0, Y0, Y0
+	VXORPS  Y1, Y1, Y1
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y3, Y3, Y3
+	VXORPS  Y4, Y4, Y4
+	VXORPS  Y5, Y5, Y5
+	VXORPS  Y6, Y6, Y6
+	VXORPS  Y7, Y7, Y7
+	MOVQ    b_base+40(FP), SI
+	MOVQ    kc+0(FP), R11
+
+sgemmKernel6x16AVX2FTZ_rows4_kloop:
+	CMPQ         R11, $0x00000004
+	JL           sgemmKernel6x16AVX2FTZ_rows4_ktail
+	VMOVUPS      (SI), Y8
+	VMOVUPS      32(SI), Y9
+	VBROADCASTSS (AX), Y10
+	VFMADD231PS  Y8, Y10, Y0
+	VFMADD231PS  Y9, Y10, Y1
+	VBROADCASTSS (AX)(CX*1), Y10
+	VFMADD231PS  Y8, Y10, Y2
+	VFMADD231PS  Y9, Y10, Y3
+	VBROADCASTSS (AX)(CX*2), Y10
+	VFMADD231PS  Y8, Y10, Y4
+	VFMADD231PS  Y9, Y10, Y5
+	VBROADCASTSS (AX)(DI*1), Y10
+	VFMADD231PS  Y8, Y10, Y6
+	VFMADD231PS  Y9, Y10, Y7
+	TESTQ        R9, R9
+	JZ           sgemmKernel6x16AVX2FTZ_rows4_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sgemmKernel6x16AVX2FTZ_rows4_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sgemmKernel6x16AVX2FTZ_rows4_pf0:
+	VMOVUPS      64(SI), Y8
+	VMOVUPS      96(SI), Y9
+	VBROADCASTSS 4(AX), Y10
+	VFMADD231PS  Y8, Y10, Y0
+	VFMADD231PS  Y9, Y10, Y1
+	VBROADCASTSS 4(AX)(CX*1), Y10
+	VFMADD231PS  Y8, Y10, Y2
+	VFMADD231PS  Y9, Y10, Y3
+	VBROADCASTSS 4(AX)(CX*2), Y10
+	VFMADD231PS  Y8, Y10, Y4
+	VFMADD231PS  Y9, Y10, Y5
+	VBROADCASTSS 4(AX)(DI*1), Y10
+	VFMADD231PS  Y8, Y10, Y6
+	VFMADD231PS  Y9, Y10, Y7
+	TESTQ        R9, R9
+	JZ           sgemmKernel6x16AVX2FTZ_rows4_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sgemmKernel6x16AVX2FTZ_rows4_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sgemmKernel6x16AVX2FTZ_rows4_pf1:
+	VMOVUPS      128(SI), Y8
+	VMOVUPS      160(SI), Y9
+	VBROADCASTSS 8(AX), Y10
+	VFMADD231PS  Y8, Y10, Y0
+	VFMADD231PS  Y9, Y10, Y1
+	VBROADCASTSS 8(AX)(CX*1), Y10
+	VFMADD231PS  Y8, Y10, Y2
+	VFMADD231PS  Y9, Y10, Y3
+	VBROADCASTSS 8(AX)(CX*2), Y10
+	VFMADD231PS  Y8, Y10, Y4
+	VFMADD231PS  Y9, Y10, Y5
+	VBROADCASTSS 8(AX)(DI*1), Y10
+	VFMADD231PS  Y8, Y10, Y6
+	VFMADD231PS  Y9, Y10, Y7
+	VMOVUPS      192(SI), Y8
+	VMOVUPS      224(SI), Y9
+	VBROADCASTSS 12(AX), Y10
+	VFMADD231PS  Y8, Y10, Y0
+	VFMADD231PS  Y9, Y10, Y1
+	VBROADCASTSS 12(AX)(CX*1), Y10
+	VFMADD231PS  Y8, Y10, Y2
+	VFMADD231PS  Y9, Y10, Y3
+	VBROADCASTSS 12(AX)(CX*2), Y10
+	VFMADD231PS  Y8, Y10, Y4
+	VFMADD231PS  Y9, Y10, Y5
+	VBROADCASTSS 12(AX)(DI*1), Y10
+	VFMADD231PS  Y8, Y10, Y6
+	VFMADD231PS  Y9, Y10, Y7
+	ADDQ         $0x00000010, AX
+	ADDQ         $0x00000100, SI
+	SUBQ         $0x00000004, R11
+	JMP          sgemmKernel6x16AVX2FTZ_rows4_kloop
+
+sgemmKernel6x16AVX2FTZ_rows4_ktail:
+	TESTQ        R11, R11
+	JZ           sgemmKernel6x16AVX2FTZ_rows4_kdone
+	VMOVUPS      (SI), Y8
+	VMOVUPS      32(SI), Y9
+	VBROADCASTSS (AX), Y10
+	VFMADD231PS  Y8, Y10, Y0
+	VFMADD231PS  Y9, Y10, Y1
+	VBROADCASTSS (AX)(CX*1), Y10
+	VFMADD231PS  Y8, Y10, Y2
+	VFMADD231PS  Y9, Y10, Y3
+	VBROADCASTSS (AX)(CX*2), Y10
+	VFMADD231PS  Y8, Y10, Y4
+	VFMADD231PS  Y9, Y10, Y5
+	VBROADCASTSS (AX)(DI*1), Y10
+	VFMADD231PS  Y8, Y10, Y6
+	VFMADD231PS  Y9, Y10, Y7
+	ADDQ         $0x00000004, AX
+	ADDQ         $0x00000040, SI
+	DECQ         R11
+	JMP          sgemmKernel6x16AVX2FTZ_rows4_ktail
+
+sgemmKernel6x16AVX2FTZ_rows4_kdone:
+	LDMXCSR (SP)
+
+	// C = alpha·acc (+ beta·C), columns masked to the valid part.
+	MOVL         alpha+96(FP), AX
+	CMPL         AX, $0x3f800000
+	JE           sgemmKernel6x16AVX2FTZ_rows4_alpha1
+	VBROADCASTSS alpha+96(FP), Y8
+	VMULPS       Y8, Y0, Y0
+	VMULPS       Y8, Y1, Y1
+	VMULPS       Y8, Y2, Y2
+	VMULPS       Y8, Y3, Y3
+	VMULPS       Y8, Y4, Y4
+	VMULPS       Y8, Y5, Y5
+	VMULPS       Y8, Y6, Y6
+	VMULPS       Y8, Y7, Y7
+
+sgemmKernel6x16AVX2FTZ_rows4_alpha1:
+	MOVQ         DX, AX
+	CMPQ         cols+112(FP), $0x00000010
+	JNE          sgemmKernel6x16AVX2FTZ_rows4_edge
+	MOVL         beta+100(FP), CX
+	SHLL         $0x01, CX
+	JZ           sgemmKernel6x16AVX2FTZ_rows4_full_beta0
+	VBROADCASTSS beta+100(FP), Y8
+	VFMADD231PS  (AX), Y8, Y0
+	VFMADD231PS  32(AX), Y8, Y1
+	ADDQ         BX, AX
+	VFMADD231PS  (AX), Y8, Y2
+	VFMADD231PS  32(AX), Y8, Y3
+	ADDQ         BX, AX
+	VFMADD231PS  (AX), Y8, Y4
+	VFMADD231PS  32(AX), Y8, Y5
+	ADDQ         BX, AX
+	VFMADD231PS  (AX), Y8, Y6
+	VFMADD231PS  32(AX), Y8, Y7
+	MOVQ         DX, AX
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y2, (AX)
+	VMOVUPS      Y3, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y4, (AX)
+	VMOVUPS      Y5, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y6, (AX)
+	VMOVUPS      Y7, 32(AX)
+	JMP          sgemmKernel6x16AVX2FTZ_rows4_stored
+
+sgemmKernel6x16AVX2FTZ_rows4_full_beta0:
+	VMOVUPS Y0, (AX)
+	VMOVUPS Y1, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y2, (AX)
+	VMOVUPS Y3, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y4, (AX)
+	VMOVUPS Y5, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y6, (AX)
+	VMOVUPS Y7, 32(AX)
+	JMP     sgemmKernel6x16AVX2FTZ_rows4_stored
+
+sgemmKernel6x16AVX2FTZ_rows4_edge:
+	// Column masks for edge tiles: the first cols lanes of the row.
+	LEAQ         sgemmMaskTable<>+0(SB), CX
+	MOVQ         cols+112(FP), SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y8
+	MOVQ         cols+112(FP), SI
+	SUBQ         $0x00000008, SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y9
+	MOVL         beta+100(FP), CX
+	SHLL         $0x01, CX
+	JZ           sgemmKernel6x16AVX2FTZ_rows4_edge_beta0
+	VBROADCASTSS beta+100(FP), Y10
+	VMASKMOVPS   (AX), Y8, Y11
+	VFMADD231PS  Y11, Y10, Y0
+	VMASKMOVPS   32(AX), Y9, Y11
+	VFMADD231PS  Y11, Y10, Y1
+	ADDQ         BX, AX
+	VMASKMOVPS   (AX), Y8, Y11
+	VFMADD231PS  Y11, Y10, Y2
+	VMASKMOVPS   32(AX), Y9, Y11
+	VFMADD231PS  Y11, Y10, Y3
+	ADDQ         BX, AX
+	VMASKMOVPS   (AX), Y8, Y11
+	VFMADD231PS  Y11, Y10, Y4
+	VMASKMOVPS   32(AX), Y9, Y11
+	VFMADD231PS  Y11, Y10, Y5
+	ADDQ         BX, AX
+	VMASKMOVPS   (AX), Y8, Y11
+	VFMADD231PS  Y11, Y10, Y6
+	VMASKMOVPS   32(AX), Y9, Y11
+	VFMADD231PS  Y11, Y10, Y7
+	MOVQ         DX, AX
+	VMASKMOVPS   Y0, Y8, (AX)
+	VMASKMOVPS   Y1, Y9, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y2, Y8, (AX)
+	VMASKMOVPS   Y3, Y9, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y4, Y8, (AX)
+	VMASKMOVPS   Y5, Y9, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y6, Y8, (AX)
+	VMASKMOVPS   Y7, Y9, 32(AX)
+	JMP          sgemmKernel6x16AVX2FTZ_rows4_stored
+
+sgemmKernel6x16AVX2FTZ_rows4_edge_beta0:
+	VMASKMOVPS Y0, Y8, (AX)
+	VMASKMOVPS Y1, Y9, 32(AX)
+	ADDQ       BX, AX
+	VMASKMOVPS Y2, Y8, (AX)
+	VMASKMOVPS Y3, Y9, 32(AX)
+	ADDQ       BX, AX
+	VMASKMOVPS Y4, Y8, (AX)
+	VMASKMOVPS Y5, Y9, 32(AX)
+	ADDQ       BX, AX
+	VMASKMOVPS Y6, Y8, (AX)
+	VMASKMOVPS Y7, Y9, 32(AX)
+
+sgemmKernel6x16AVX2FTZ_rows4_stored:
+	JMP sgemmKernel6x16AVX2FTZ_done
+
+sgemmKernel6x16AVX2FTZ_rows5:
+	LDMXCSR 4(SP)
+	VXORPS  Y0, Y0, Y0
+	VXORPS  Y1, Y1, Y1
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y3, Y3, Y3
+	VXORPS  Y4, Y4, Y4
+	VXORPS  Y5, Y5, Y5
+	VXORPS  Y6, Y6, Y6
+	VXORPS  Y7, Y7, Y7
+	VXORPS  Y8, Y8, Y8
+	VXORPS  Y9, Y9, Y9
+	MOVQ    b_base+40(FP), SI
+	MOVQ    kc+0(FP), R11
+
+sgemmKernel6x16AVX2FTZ_rows5_kloop:
+	CMPQ         R11, $0x00000004
+	JL           sgemmKernel6x16AVX2FTZ_rows5_ktail
+	VMOVUPS      (SI), Y10
+	VMOVUPS      32(SI), Y11
+	VBROADCASTSS (AX), Y12
+	VFMADD231PS  Y10, Y12, Y0
+	VFMADD231PS  Y11, Y12, Y1
+	VBROADCASTSS (AX)(CX*1), Y12
+	VFMADD231PS  Y10, Y12, Y2
+	VFMADD231PS  Y11, Y12, Y3
+	VBROADCASTSS (AX)(CX*2), Y12
+	VFMADD231PS  Y10, Y12, Y4
+	VFMADD231PS  Y11, Y12, Y5
+	VBROADCASTSS (AX)(DI*1), Y12
+	VFMADD231PS  Y10, Y12, Y6
+	VFMADD231PS  Y11, Y12, Y7
+	VBROADCASTSS (AX)(CX*4), Y12
+	VFMADD231PS  Y10, Y12, Y8
+	VFMADD231PS  Y11, Y12, Y9
+	TESTQ        R9, R9
+	JZ           sgemmKernel6x16AVX2FTZ_rows5_pf0
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sgemmKernel6x16AVX2FTZ_rows5_pf0
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sgemmKernel6x16AVX2FTZ_rows5_pf0:
+	VMOVUPS      64(SI), Y10
+	VMOVUPS      96(SI), Y11
+	VBROADCASTSS 4(AX), Y12
+	VFMADD231PS  Y10, Y12, Y0
+	VFMADD231PS  Y11, Y12, Y1
+	VBROADCASTSS 4(AX)(CX*1), Y12
+	VFMADD231PS  Y10, Y12, Y2
+	VFMADD231PS  Y11, Y12, Y3
+	VBROADCASTSS 4(AX)(CX*2), Y12
+	VFMADD231PS  Y10, Y12, Y4
+	VFMADD231PS  Y11, Y12, Y5
+	VBROADCASTSS 4(AX)(DI*1), Y12
+	VFMADD231PS  Y10, Y12, Y6
+	VFMADD231PS  Y11, Y12, Y7
+	VBROADCASTSS 4(AX)(CX*4), Y12
+	VFMADD231PS  Y10, Y12, Y8
+	VFMADD231PS  Y11, Y12, Y9
+	TESTQ        R9, R9
+	JZ           sgemmKernel6x16AVX2FTZ_rows5_pf1
+	PREFETCHT1   (R8)
+	ADDQ         $0x00000040, R8
+	DECQ         R10
+	JNZ          sgemmKernel6x16AVX2FTZ_rows5_pf1
+	DECQ         R9
+	ADDQ         pfSkip+144(FP), R8
+	MOVQ         pfRowLines+136(FP), R10
+
+sgemmKernel6x16AVX2FTZ_rows5_pf1:
+	VMOVUPS      128(SI), Y10
+	VMOVUPS      160(SI), Y11
+	VBROADCASTSS 8(AX), Y12
+	VFMADD231PS  Y10, Y12, Y0
+	VFMADD231PS  Y11, Y12, Y1
+	VBROADCASTSS 8(AX)(CX*1), Y12
+	VFMADD231PS  Y10, Y12, Y2
+	VFMADD231PS  Y11, Y12, Y3
+	VBROADCASTSS 8(AX)(CX*2), Y12
+	VFMADD231PS  Y10, Y12, Y4
+	VFMADD231PS  Y11, Y12, Y5
+	VBROADCASTSS 8(AX)(DI*1), Y12
+	VFMADD231PS  Y10, Y12, Y6
+	VFMADD231PS  Y11, Y12, Y7
+	VBROADCASTSS 8(AX)(CX*4), Y12
+	VFMADD231PS  Y10, Y12, Y8
+	VFMADD231PS  Y11, Y12, Y9
+	VMOVUPS      192(SI), Y10
+	VMOVUPS      224(SI), Y11
+	VBROADCASTSS 12(AX), Y12
+	VFMADD231PS  Y10, Y12, Y0
+	VFMADD231PS  Y11, Y12, Y1
+	VBROADCASTSS 12(AX)(CX*1), Y12
+	VFMADD231PS  Y10, Y12, Y2
+	VFMADD231PS  Y11, Y12, Y3
+	VBROADCASTSS 12(AX)(CX*2), Y12
+	VFMADD231PS  Y10, Y12, Y4
+	VFMADD231PS  Y11, Y12, Y5
+	VBROADCASTSS 12(AX)(DI*1), Y12
+	VFMADD231PS  Y10, Y12, Y6
+	VFMADD231PS  Y11, Y12, Y7
+	VBROADCASTSS 12(AX)(CX*4), Y12
+	VFMADD231PS  Y10, Y12, Y8
+	VFMADD231PS  Y11, Y12, Y9
+	ADDQ         $0x00000010, AX
+	ADDQ         $0x00000100, SI
+	SUBQ         $0x00000004, R11
+	JMP          sgemmKernel6x16AVX2FTZ_rows5_kloop
+
+sgemmKernel6x16AVX2FTZ_rows5_ktail:
+	TESTQ        R11, R11
+	JZ           sgemmKernel6x16AVX2FTZ_rows5_kdone
+	VMOVUPS      (SI), Y10
+	VMOVUPS      32(SI), Y11
+	VBROADCASTSS (AX), Y12
+	VFMADD231PS  Y10, Y12, Y0
+	VFMADD231PS  Y11, Y12, Y1
+	VBROADCASTSS (AX)(CX*1), Y12
+	VFMADD231PS  Y10, Y12, Y2
+	VFMADD231PS  Y11, Y12, Y3
+	VBROADCASTSS (AX)(CX*2), Y12
+	VFMADD231PS  Y10, Y12, Y4
+	VFMADD231PS  Y11, Y12, Y5
+	VBROADCASTSS (AX)(DI*1), Y12
+	VFMADD231PS  Y10, Y12, Y6
+	VFMADD231PS  Y11, Y12, Y7
+	VBROADCASTSS (AX)(CX*4), Y12
+	VFMADD231PS  Y10, Y12, Y8
+	VFMADD231PS  Y11, Y12, Y9
+	ADDQ         $0x00000004, AX
+	ADDQ         $0x00000040, SI
+	DECQ         R11
+	JMP          sgemmKernel6x16AVX2FTZ_rows5_ktail
+
+sgemmKernel6x16AVX2FTZ_rows5_kdone:
+	LDMXCSR (SP)
+
+	// C = alpha·acc (+ beta·C), columns masked to the valid part.
+	MOVL         alpha+96(FP), AX
+	CMPL         AX, $0x3f800000
+	JE           sgemmKernel6x16AVX2FTZ_rows5_alpha1
+	VBROADCASTSS alpha+96(FP), Y10
+	VMULPS       Y10, Y0, Y0
+	VMULPS       Y10, Y1, Y1
+	VMULPS       Y10, Y2, Y2
+	VMULPS       Y10, Y3, Y3
+	VMULPS       Y10, Y4, Y4
+	VMULPS       Y10, Y5, Y5
+	VMULPS       Y10, Y6, Y6
+	VMULPS       Y10, Y7, Y7
+	VMULPS       Y10, Y8, Y8
+	VMULPS       Y10, Y9, Y9
+
+sgemmKernel6x16AVX2FTZ_rows5_alpha1:
+	MOVQ         DX, AX
+	CMPQ         cols+112(FP), $0x00000010
+	JNE          sgemmKernel6x16AVX2FTZ_rows5_edge
+	MOVL         beta+100(FP), CX
+	SHLL         $0x01, CX
+	JZ           sgemmKernel6x16AVX2FTZ_rows5_full_beta0
+	VBROADCASTSS beta+100(FP), Y10
+	VFMADD231PS  (AX), Y10, Y0
+	VFMADD231PS  32(AX), Y10, Y1
+	ADDQ         BX, AX
+	VFMADD231PS  (AX), Y10, Y2
+	VFMADD231PS  32(AX), Y10, Y3
+	ADDQ         BX, AX
+	VFMADD231PS  (AX), Y10, Y4
+	VFMADD231PS  32(AX), Y10, Y5
+	ADDQ         BX, AX
+	VFMADD231PS  (AX), Y10, Y6
+	VFMADD231PS  32(AX), Y10, Y7
+	ADDQ         BX, AX
+	VFMADD231PS  (AX), Y10, Y8
+	VFMADD231PS  32(AX), Y10, Y9
+	MOVQ         DX, AX
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y2, (AX)
+	VMOVUPS      Y3, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y4, (AX)
+	VMOVUPS      Y5, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y6, (AX)
+	VMOVUPS      Y7, 32(AX)
+	ADDQ         BX, AX
+	VMOVUPS      Y8, (AX)
+	VMOVUPS      Y9, 32(AX)
+	JMP          sgemmKernel6x16AVX2FTZ_rows5_stored
+
+sgemmKernel6x16AVX2FTZ_rows5_full_beta0:
+	VMOVUPS Y0, (AX)
+	VMOVUPS Y1, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y2, (AX)
+	VMOVUPS Y3, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y4, (AX)
+	VMOVUPS Y5, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y6, (AX)
+	VMOVUPS Y7, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y8, (AX)
+	VMOVUPS Y9, 32(AX)
+	JMP     sgemmKernel6x16AVX2FTZ_rows5_stored
+
+sgemmKernel6x16AVX2FTZ_rows5_edge:
+	// Column masks for edge tiles: the first cols lanes of the row.
+	LEAQ         sgemmMaskTable<>+0(SB), CX
+	MOVQ         cols+112(FP), SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y10
+	MOVQ         cols+112(FP), SI
+	SUBQ         $0x00000008, SI
+	XORQ         DI, DI
+	CMPQ         SI, DI
+	CMOVQLT      DI, SI
+	MOVQ         $0x00000008, DI
+	CMPQ         SI, DI
+	CMOVQGT      DI, SI
+	NEGQ         SI
+	VMOVDQU      32(CX)(SI*4), Y11
+	MOVL         beta+100(FP), CX
+	SHLL         $0x01, CX
+	JZ           sgemmKernel6x16AVX2FTZ_rows5_edge_beta0
+	VBROADCASTSS beta+100(FP), Y12
+	VMASKMOVPS   (AX), Y10, Y13
+	VFMADD231PS  Y13, Y12, Y0
+	VMASKMOVPS   32(AX), Y11, Y13
+	VFMADD231PS  Y13, Y12, Y1
+	ADDQ         BX, AX
+	VMASKMOVPS   (AX), Y10, Y13
+	VFMADD231PS  Y13, Y12, Y2
+	VMASKMOVPS   32(AX), Y11, Y13
+	VFMADD231PS  Y13, Y12, Y3
+	ADDQ         BX, AX
+	VMASKMOVPS   (AX), Y10, Y13
+	VFMADD231PS  Y13, Y12, Y4
+	VMASKMOVPS   32(AX), Y11, Y13
+	VFMADD231PS  Y13, Y12, Y5
+	ADDQ         BX, AX
+	VMASKMOVPS   (AX), Y10, Y13
+	VFMADD231PS  Y13, Y12, Y6
+	VMASKMOVPS   32(AX), Y11, Y13
+	VFMADD231PS  Y13, Y12, Y7
+	ADDQ         BX, AX
+	VMASKMOVPS   (AX), Y10, Y13
+	VFMADD231PS  Y13, Y12, Y8
+	VMASKMOVPS   32(AX), Y11, Y13
+	VFMADD231PS  Y13, Y12, Y9
+	MOVQ         DX, AX
+	VMASKMOVPS   Y0, Y10, (AX)
+	VMASKMOVPS   Y1, Y11, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y2, Y10, (AX)
+	VMASKMOVPS   Y3, Y11, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y4, Y10, (AX)
+	VMASKMOVPS   Y5, Y11, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y6, Y10, (AX)
+	VMASKMOVPS   Y7, Y11, 32(AX)
+	ADDQ         BX, AX
+	VMASKMOVPS   Y8, Y10, (AX)
+	VMASKMOVPS   Y9, Y11, 32(AX)
+	JMP          sgemmKernel6x16AVX2FTZ_rows5_stored
+
+sgemmKernel6x16AVX2FTZ_rows5_edge_beta0:
+	VMASKMOVPS Y0, Y10, (AX)
+	VMASKMOVPS Y1, Y11, 32(AX)
+	ADDQ       BX, AX
+	VMASKMOVPS Y2, Y10, (AX)
+	VMASKMOVPS Y3, Y11, 32(AX)
+	ADDQ       BX, AX
+	VMASKMOVPS Y4, Y10, (AX)
+	VMASKMOVPS Y5, Y11, 32(AX)
+	ADDQ       BX, AX
+	VMASKMOVPS Y6, Y10, (AX)
+	VMASKMOVPS Y7, Y11, 32(AX)
+	ADDQ       BX, AX
+	VMASKMOVPS Y8, Y10, (AX)
+	VMASKMOVPS Y9, Y11, 32(AX)
+
+sgemmKernel6x16AVX2FTZ_rows5_stored:
+sgemmKernel6x16AVX2FTZ_done:
+	VZEROUPPER
+	RET
+
+// func sbgemmWideSwapPairsAVX2(x []float32, n int)
+// Requires: AVX, AVX2
+TEXT ·sbgemmWideSwapPairsAVX2(SB), NOSPLIT, $0-32
+	MOVQ         x_base+0(FP), AX
+	MOVQ         n+24(FP), CX
+	MOVL         $0x00000001, DX
+	VMOVD        DX, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x00007fff, DX
+	VMOVD        DX, X1
+	VPBROADCASTD X1, Y1
+	MOVL         $0xffff0000, DX
+	VMOVD        DX, X2
+	VPBROADCASTD X2, Y2
+	MOVL         $0x7fffffff, DX
+	VMOVD        DX, X3
+	VPBROADCASTD X3, Y3
+	MOVL         $0x7f800000, DX
+	VMOVD        DX, X4
+	VPBROADCASTD X4, Y4
+	MOVL         $0x00400000, DX
+	VMOVD        DX, X5
+	VPBROADCASTD X5, Y5
+	MOVL         $0x80000000, DX
+	VMOVD        DX, X6
+	VPBROADCASTD X6, Y6
+	VPXOR        Y7, Y7, Y7
+
+sbgemmWideSwapPairsAVX2_loop:
+	CMPQ      CX, $0x00000008
+	JL        sbgemmWideSwapPairsAVX2_done
+	VMOVUPS   (AX), Y8
+	VPSRLD    $0x10, Y8, Y9
+	VPAND     Y0, Y9, Y9
+	VPADDD    Y1, Y9, Y9
+	VPADDD    Y8, Y9, Y9
+	VPAND     Y2, Y9, Y9
+	VPAND     Y3, Y8, Y10
+	VPCMPGTD  Y4, Y10, Y10
+	VPOR      Y5, Y8, Y11
+	VPAND     Y2, Y11, Y11
+	VPBLENDVB Y10, Y11, Y9, Y9
+	VPAND     Y4, Y8, Y10
+	VPCMPEQD  Y7, Y10, Y10
+	VPAND     Y6, Y8, Y8
+	VPBLENDVB Y10, Y8, Y9, Y9
+	VPSHUFD   $0xb1, Y9, Y9
+	VMOVUPS   Y9, (AX)
+	ADDQ      $0x00000020, AX
+	SUBQ      $0x00000008, CX
+	JMP       sbgemmWideSwapPairsAVX2_loop
+
+sbgemmWideSwapPairsAVX2_done:
+	VZEROUPPER
+	RET
+
+// func sbgemmWideSwapRowsAVX2(x []float32, pairs int)
+// Requires: AVX, AVX2
+TEXT ·sbgemmWideSwapRowsAVX2(SB), NOSPLIT, $0-32
+	MOVQ         x_base+0(FP), AX
+	MOVQ         pairs+24(FP), CX
+	MOVL         $0x00000001, DX
+	VMOVD        DX, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x00007fff, DX
+	VMOVD        DX, X1
+	VPBROADCASTD X1, Y1
+	MOVL         $0xffff0000, DX
+	VMOVD        DX, X2
+	VPBROADCASTD X2, Y2
+	MOVL         $0x7fffffff, DX
+	VMOVD        DX, X3
+	VPBROADCASTD X3, Y3
+	MOVL         $0x7f800000, DX
+	VMOVD        DX, X4
+	VPBROADCASTD X4, Y4
+	MOVL         $0x00400000, DX
+	VMOVD        DX, X5
+	VPBROADCASTD X5, Y5
+	MOVL         $0x80000000, DX
+	VMOVD        DX, X6
+	VPBROADCASTD X6, Y6
+	VPXOR        Y7, Y7, Y7
+
+sbgemmWideSwapRowsAVX2_loop:
+	TESTQ     CX, CX
+	JZ        sbgemmWideSwapRowsAVX2_done
+	VMOVUPS   (AX), Y8
+	VMOVUPS   64(AX), Y9
+	VPSRLD    $0x10, Y9, Y10
+	VPAND     Y0, Y10, Y10
+	VPADDD    Y1, Y10, Y10
+	VPADDD    Y9, Y10, Y10
+	VPAND     Y2, Y10, Y10
+	VPAND     Y3, Y9, Y11
+	VPCMPGTD  Y4, Y11, Y11
+	VPOR      Y5, Y9, Y12
+	VPAND     Y2, Y12, Y12
+	VPBLENDVB Y11, Y12, Y10, Y10
+	VPAND     Y4, Y9, Y11
+	VPCMPEQD  Y7, Y11, Y11
+	VPAND     Y6, Y9, Y9
+	VPBLENDVB Y11, Y9, Y10, Y10
+	VMOVUPS   Y10, (AX)
+	VPSRLD    $0x10, Y8, Y9
+	VPAND     Y0, Y9, Y9
+	VPADDD    Y1, Y9, Y9
+	VPADDD    Y8, Y9, Y9
+	VPAND     Y2, Y9, Y9
+	VPAND     Y3, Y8, Y10
+	VPCMPGTD  Y4, Y10, Y10
+	VPOR      Y5, Y8, Y11
+	VPAND     Y2, Y11, Y11
+	VPBLENDVB Y10, Y11, Y9, Y9
+	VPAND     Y4, Y8, Y10
+	VPCMPEQD  Y7, Y10, Y10
+	VPAND     Y6, Y8, Y8
+	VPBLENDVB Y10, Y8, Y9, Y9
+	VMOVUPS   Y9, 64(AX)
+	VMOVUPS   32(AX), Y8
+	VMOVUPS   96(AX), Y9
+	VPSRLD    $0x10, Y9, Y10
+	VPAND     Y0, Y10, Y10
+	VPADDD    Y1, Y10, Y10
+	VPADDD    Y9, Y10, Y10
+	VPAND     Y2, Y10, Y10
+	VPAND     Y3, Y9, Y11
+	VPCMPGTD  Y4, Y11, Y11
+	VPOR      Y5, Y9, Y12
+	VPAND     Y2, Y12, Y12
+	VPBLENDVB Y11, Y12, Y10, Y10
+	VPAND     Y4, Y9, Y11
+	VPCMPEQD  Y7, Y11, Y11
+	VPAND     Y6, Y9, Y9
+	VPBLENDVB Y11, Y9, Y10, Y10
+	VMOVUPS   Y10, 32(AX)
+	VPSRLD    $0x10, Y8, Y9
+	VPAND     Y0, Y9, Y9
+	VPADDD    Y1, Y9, Y9
+	VPADDD    Y8, Y9, Y9
+	VPAND     Y2, Y9, Y9
+	VPAND     Y3, Y8, Y10
+	VPCMPGTD  Y4, Y10, Y10
+	VPOR      Y5, Y8, Y11
+	VPAND     Y2, Y11, Y11
+	VPBLENDVB Y10, Y11, Y9, Y9
+	VPAND     Y4, Y8, Y10
+	VPCMPEQD  Y7, Y10, Y10
+	VPAND     Y6, Y8, Y8
+	VPBLENDVB Y10, Y8, Y9, Y9
+	VMOVUPS   Y9, 96(AX)
+	ADDQ      $0x00000080, AX
+	DECQ      CX
+	JMP       sbgemmWideSwapRowsAVX2_loop
+
+sbgemmWideSwapRowsAVX2_done:
+	VZEROUPPER
+	RET
+
 // func sgemmTransposeAVX512(dst []float32, ldd int, src []float32, lds int, rows int, cols int)
 // Requires: AVX, AVX512F
 TEXT ·sgemmTransposeAVX512(SB), NOSPLIT, $0-80

@@ -51,13 +51,25 @@ type gemmKernel[P packed] struct {
 	isa    ISA // the least ISA it needs
 	mr, nr int
 	kStep  int // inner indices per element: 1 (float32) or 2 (bfloat16 pair)
-	run    gemmMicroKernel[P]
-	block  gemmBlocking // kc in inner indices, a multiple of kStep
-	pack   gemmPacker[P]
+	// pairs: float32 elements whose inner indices go in pairs (see
+	// sbgemmWidePacker), so blocks hold an even number of them.
+	pairs bool
+	run   gemmMicroKernel[P]
+	block gemmBlocking // kc in inner indices, a multiple of kMultiple()
+	pack  gemmPacker[P]
 }
 
 // elems is how many elements kc inner indices take.
-func (k *gemmKernel[P]) elems(kc int) int { return (kc + k.kStep - 1) / k.kStep }
+func (k *gemmKernel[P]) elems(kc int) int { return roundUp(kc, k.kMultiple()) / k.kStep }
+
+// kMultiple is what blocks of inner indices other than the last are a
+// multiple of.
+func (k *gemmKernel[P]) kMultiple() int {
+	if k.pairs {
+		return 2
+	}
+	return k.kStep
+}
 
 // gemmBlock is one step of the outer blocking loops: columns [jc, jc+nc)
 // of C, inner indices [pc, pc+kc), and the beta that applies to it (the
@@ -148,11 +160,11 @@ func (c *gemmCall[P]) set(kern *gemmKernel[P], transA, transB bool, m, n, k int,
 	c.lda, c.ldb, c.ldc = lda, ldb, ldc
 	c.strideA, c.strideB, c.strideC, c.batch = 0, 0, 0, 0
 	c.groupRows, c.groupStride = 0, 0
-	// Blocks of equal size (a multiple of kStep) rather than full ones and
+	// Blocks of equal size (a multiple of kMultiple) rather than full ones and
 	// a remnant: a short last block would run short kernel loops and add
 	// into C once more for little work.
 	blocks := (k + kern.block.kc - 1) / max(kern.block.kc, 1)
-	c.kc = roundUp((k+blocks-1)/max(blocks, 1), kern.kStep)
+	c.kc = roundUp((k+blocks-1)/max(blocks, 1), kern.kMultiple())
 	_, inPlace := kern.pack.direct(nil) // whether the kernel multiplies float32
 	c.directA = inPlace && !transA && readsInPlaceWell(lda, kern.mr, min(m, kern.block.mc))
 }

@@ -60,6 +60,59 @@ func sgemmKernel14x32AVX512(kc int, a []float32, lda int, b []float32, c []float
 //go:noescape
 func sgemmKernel6x16AVX2(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfRows int, pfRowLines int, pfSkip int)
 
+// sgemmKernel6x16AVX2FTZ computes rows×cols of C, 6×16 tiles at a time, with AVX2 and FMA, partial sums flushed to zero below 2⁻¹²⁶ (MXCSR.FTZ):
+//
+//	for r := range rows {
+//		for j := range cols {
+//			var s float32
+//			for p := range kc {
+//				s += a[r*lda+p] * b[p*16+j]
+//			}
+//			if beta == 0 {
+//				c[r*ldc+j] = alpha * s
+//			} else {
+//				c[r*ldc+j] = fma32(beta, c[r*ldc+j], alpha*s)
+//			}
+//		}
+//	}
+//
+// a holds rows rows of kc floats (row r at a[r*lda:]), b a packed panel
+// of kc×16; kc >= 1, rows >= 1, 1 <= cols <= 16. Panel columns past cols are
+// zero. The last rows%6 rows run code for exactly that many rows.
+//
+// Along the way the kernel prefetches into L2, a few lines per step of its
+// inner loop, pfRows rows of pfRowLines cache lines from address pf, each
+// row pfSkip bytes after the end of the previous one: operands its caller
+// needs next. That is a hint only; the memory is not read.
+//
+//go:noescape
+func sgemmKernel6x16AVX2FTZ(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfRows int, pfRowLines int, pfSkip int)
+
+// sbgemmWideSwapPairsAVX2 rounds x's first n elements to bfloat16 (bf16Round, kept as
+// float32) and swaps them in pairs:
+//
+//	for q := 0; q < n; q += 2 {
+//		x[q], x[q+1] = roundBF16(x[q+1]), roundBF16(x[q])
+//	}
+//
+// n is a multiple of 8.
+//
+//go:noescape
+func sbgemmWideSwapPairsAVX2(x []float32, n int)
+
+// sbgemmWideSwapRowsAVX2 rounds the elements of pairs pairs of rows of 16 in x to
+// bfloat16 (bf16Round, kept as float32) and swaps the rows of each pair:
+//
+//	for q := range pairs {
+//		for j := range 16 {
+//			lo, hi := &x[32*q+j], &x[32*q+16+j]
+//			*lo, *hi = roundBF16(*hi), roundBF16(*lo)
+//		}
+//	}
+//
+//go:noescape
+func sbgemmWideSwapRowsAVX2(x []float32, pairs int)
+
 // sgemmTransposeAVX512 transposes rows×cols of src into dst:
 //
 //	for i := range rows {

@@ -443,7 +443,8 @@ func TestSgemmLarger(t *testing.T) {
 func withBlocking(kc, mcTiles, ncTiles int) (restore func()) {
 	r1 := setBlocking(sgemmKernels(), kc, mcTiles, ncTiles)
 	r2 := setBlocking(sbgemmKernels(), 2*kc, mcTiles, ncTiles)
-	return func() { r1(); r2() }
+	r3 := setBlocking(sbgemmWideKernels(), 2*kc, mcTiles, ncTiles)
+	return func() { r1(); r2(); r3() }
 }
 
 func setBlocking[P packed](kerns []*gemmKernel[P], kc, mcTiles, ncTiles int) (restore func()) {

@@ -380,16 +380,41 @@ func kernelAVX512(name string, mr, nv int, bf bool) {
 }
 
 // kernelAVX2 emits an mr × 8·nv AVX2 kernel.
-func kernelAVX2(name string, mr, nv int) {
+//
+// With ftz the kernel flushes its partial sums to zero below 2⁻¹²⁶, as
+// VDPBF16PS does: MXCSR's flush-to-zero bit is set while a tile sums and
+// the caller's MXCSR is back before the tile is scaled and added into C
+// (and on return). Sbgemm runs on this kernel where the CPU lacks
+// AVX512_BF16. Go code never sees the changed MXCSR: the runtime does not
+// preempt assembly, and signal handlers start with the default one.
+func kernelAVX2(name string, mr, nv int, ftz bool) {
 	nr := 8 * nv
 	TEXT(name, NOSPLIT, kernelSignature(false))
-	kernelDoc(name, mr, nr, "AVX2 and FMA", false)
+	isa := "AVX2 and FMA"
+	if ftz {
+		isa += ", partial sums flushed to zero below 2⁻¹²⁶ (MXCSR.FTZ)"
+	}
+	kernelDoc(name, mr, nr, isa, false)
+	var mxcsr, mxcsrFTZ Mem
+	if ftz {
+		Comment("The caller's MXCSR, and it with FTZ (bit 15) set.")
+		mxcsr = AllocLocal(8)
+		mxcsrFTZ = mxcsr.Offset(4)
+		STMXCSR(mxcsr)
+		t := GP32()
+		MOVL(mxcsr, t)
+		ORL(U32(1<<15), t)
+		MOVL(t, mxcsrFTZ)
+	}
 	k := loadKernelArgs()
 
 	prefetchC(k.cTile, k.ldc, 0, mr, 4*nr)
 	tiles(name, k, mr, func(prefix string, rows int) {
 		if rows == mr {
 			prefetchC(k.cTile, k.ldc, mr, mr, 4*nr)
+		}
+		if ftz {
+			LDMXCSR(mxcsrFTZ)
 		}
 		acc := make([][]VecVirtual, rows)
 		for r := range acc {
@@ -419,6 +444,9 @@ func kernelAVX2(name string, mr, nv int) {
 			}
 		})
 
+		if ftz {
+			LDMXCSR(mxcsr)
+		}
 		Comment("C = alpha·acc (+ beta·C), columns masked to the valid part.")
 		scaleByAlpha(prefix, acc, func() VecVirtual { return YMM() })
 		pc := GP64()

@@ -81,7 +81,10 @@ func main() {
 		transposeAVX512("sbgemmTransposeAVX512", "uint32")
 	default:
 		kernelAVX512(fmt.Sprintf("sgemmKernel%dx%dAVX512", mrAVX512, 16*nvAVX512), mrAVX512, nvAVX512, false)
-		kernelAVX2(fmt.Sprintf("sgemmKernel%dx%dAVX2", mrAVX2, 8*nvAVX2), mrAVX2, nvAVX2)
+		kernelAVX2(fmt.Sprintf("sgemmKernel%dx%dAVX2", mrAVX2, 8*nvAVX2), mrAVX2, nvAVX2, false)
+		kernelAVX2(fmt.Sprintf("sgemmKernel%dx%dAVX2FTZ", mrAVX2, 8*nvAVX2), mrAVX2, nvAVX2, true)
+		wideSwapPairs("sbgemmWideSwapPairsAVX2")
+		wideSwapRows("sbgemmWideSwapRowsAVX2")
 		transposeAVX512("sgemmTransposeAVX512", "float32")
 		packCopyAVX512(fmt.Sprintf("sgemmPackC%dAVX512", 16*nvAVX512), 16*nvAVX512)
 		transposeAVX2("sgemmTransposeAVX2")
