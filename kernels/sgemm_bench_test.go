@@ -159,7 +159,7 @@ func BenchmarkSgemmDenormal(b *testing.B) {
 }
 
 // BenchmarkSbgemm measures the transformer shapes in bfloat16 on 1 and 2
-// threads, on the AVX512_BF16 path where the CPU has it (the portable one
+// threads, on the AVX512_BF16 path or else the FMA path (the portable one
 // takes seconds a call on these shapes), and reports GFLOP/s; compare with
 // BenchmarkPeakBF16 and BenchmarkSgemm.
 func BenchmarkSbgemm(b *testing.B) {

@@ -81,8 +81,8 @@ type peakKey struct {
 // measured on the spot once per thread count and precision: the float32
 // FMA loop of kernels.MeasurePeakGFLOPS, or the bfloat16 dot-product loop
 // of kernels.MeasurePeakBF16GFLOPS where the CPU has those instructions
-// (without them Sbgemm emulates them in Go, and the FMA peak is the
-// honest ceiling).
+// (without them Sbgemm runs on the FMA kernels or, below AVX2, emulates
+// them in Go, and the FMA peak is the honest ceiling).
 func (b *Backend) PeakGFLOPS(opts accel.Options) float64 {
 	threads := opts.Threads
 	if threads <= 0 {

@@ -198,6 +198,14 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if every <= 0 {
 		every = max(1, cfg.Steps/20)
 	}
+	if cfg.Precision == string(accel.PrecisionBF16) && cfg.Backend == "cpu" {
+		switch kernels.SbgemmPath() {
+		case "fma":
+			fmt.Fprintln(stderr, "note: this CPU has no bfloat16 dot products (AVX512_BF16): bf16 gives the same numbers as on one that has them, at fp32's speed")
+		case "go":
+			fmt.Fprintln(stderr, "note: this CPU has neither bfloat16 dot products (AVX512_BF16) nor FMA: bf16 products run in portable Go, many times slower than fp32")
+		}
+	}
 	return runTraining(cfg, train.RunOptions{Dir: dir, Resume: *f.resume != "", Progress: stdout,
 		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings, MaxMemory: maxMemory, AllowDataChange: *f.allowDataChange,
 		MemoryReport: *f.memoryReport}, stdout, stderr)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/internal/sysmem"
+	"github.com/dstune/dstune/kernels"
 )
 
 // TestTrainBF16FollowsFP32 trains tiny_gpt for 300 steps with float32
@@ -32,6 +33,11 @@ func TestTrainBF16FollowsFP32(t *testing.T) {
 		}
 		if !strings.Contains(stdout, "MFU ") {
 			t.Errorf("--precision %s: no MFU in the progress lines:\n%s", precision, stdout)
+		}
+		// Without bfloat16 dot products the run says what bf16 costs there.
+		noted := strings.Contains(stderr, "no bfloat16 dot products")
+		if want := precision == "bf16" && !kernels.SbgemmAccelerated(); noted != want {
+			t.Errorf("--precision %s on a CPU whose bf16 path is %s: note on stderr %v, want %v:\n%s", precision, kernels.SbgemmPath(), noted, want, stderr)
 		}
 		return out
 	}
