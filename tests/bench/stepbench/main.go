@@ -174,7 +174,7 @@ func run(models []string, threadList, precisionList string, reps int, torchMode 
 				k := key{m, n, p}
 				g, gc := ms(bench.Median(goTimes[k].wall)), ms(bench.Median(goTimes[k].cpu))
 				t, tc := math.NaN(), math.NaN()
-				ref := bench.TorchLosses[m]
+				ref := bench.TorchLosses[m][:warmupSteps+timedSteps] // the steps run
 				if useTorch && slices.Contains(torchPrecisions, string(p)) {
 					t, tc = ms(bench.Median(torchTimes[k].wall)), ms(bench.Median(torchTimes[k].cpu))
 					ref = nil
