@@ -127,4 +127,3 @@ func wideSwapRows(name string) {
 	VZEROUPPER()
 	RET()
 }
-
