@@ -203,7 +203,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		case "fma":
 			fmt.Fprintln(stderr, "note: this CPU has no bfloat16 dot products (AVX512_BF16): bf16 gives the same numbers as on one that has them, at fp32's speed")
 		case "go":
-			fmt.Fprintln(stderr, "note: this CPU has neither bfloat16 dot products (AVX512_BF16) nor FMA: bf16 products run in portable Go, many times slower than fp32")
+			fmt.Fprintln(stderr, "note: without bfloat16 dot products (AVX512_BF16) or FMA kernels on this CPU and build, bf16 products run in portable Go, many times slower than fp32")
 		}
 	}
 	return runTraining(cfg, train.RunOptions{Dir: dir, Resume: *f.resume != "", Progress: stdout,
