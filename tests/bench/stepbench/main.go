@@ -107,6 +107,9 @@ func run(models []string, threadList, precisionList string, reps int, torchMode 
 	if err != nil && useTorch {
 		return err
 	}
+	if useTorch {
+		warnReferenceBLAS()
+	}
 	goTimes, torchTimes := map[key]*times{}, map[key]*times{}
 	updates := map[key][]time.Duration{}
 	mfuFLOPs := map[key]float64{}
@@ -297,4 +300,15 @@ func printBreakdown(step *bench.Step, k key, updates []time.Duration) {
 		fmt.Printf("    %-36s %4d calls %8.1f ms  (%s)\n", o.Op, o.Calls, ms(o.Time), bench.CategoryOf(o.Op))
 	}
 	fmt.Println()
+}
+
+// warnReferenceBLAS says so when Debian's PyTorch would load the
+// reference BLAS (libblas3, unoptimized loops), whose float32 products
+// run tens of times slower than OpenBLAS's: a comparison against it says
+// nothing.
+func warnReferenceBLAS() {
+	lib, err := filepath.EvalSymlinks("/usr/lib/x86_64-linux-gnu/libblas.so.3")
+	if err == nil && strings.Contains(lib, "/blas/") {
+		fmt.Fprintf(os.Stderr, "stepbench: warning: PyTorch's BLAS is the reference one (%s); install OpenBLAS for a fair comparison: apt-get install libopenblas0-pthread\n", lib)
+	}
 }
