@@ -45,11 +45,14 @@ import "math"
 // works that way and the portable code does the same. Elements beyond
 // bfloat16's range (|x| ≥ 2¹²⁸·(1−2⁻⁹)) round to ±Inf.
 //
-// Every path gives the same bits: the AVX512_BF16 kernels and the portable
-// Go kernels (for CPUs without those instructions; see SbgemmAccelerated)
-// apply the same roundings in the same order, for any thread count, on one
-// machine (the block size depends on the cache sizes). NaN payloads may
-// differ between them.
+// Every path gives the same bits: the AVX512_BF16 kernels, the float32 FMA
+// kernels on operands rounded when packed (for CPUs without those
+// instructions, at about Sgemm's speed; see sbgemm_fma.go) and the portable
+// Go kernels (below AVX2) apply the same roundings in the same order, for
+// any thread count, on one machine (the block size depends on the cache
+// sizes; see SbgemmPath). NaN payloads may differ between them, and so
+// may, on the FMA path, a partial sum that rounds up to 2⁻¹²⁶ from just
+// below it (see sbgemm_fma.go).
 func Sbgemm(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	SbgemmEpilogue(threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil)
 }

@@ -14,10 +14,11 @@ package kernels
 //     MXCSR's flush-to-zero bit while it sums (see sgemmKernel6x16AVX2FTZ).
 //
 // The result is the bfloat16 kernels' bits at about Sgemm's speed, with
-// one difference: x86 decides that a result is too small for FTZ after
-// rounding it to 24 bits, where the bfloat16 kernels' rule rounds it to
-// float32's denormal grid first; a partial sum within 2⁻¹⁵⁰ below 2⁻¹²⁶
-// therefore becomes 2⁻¹²⁶ on one path and 0 on the other.
+// one possible difference at the edge of the flush: the portable rule
+// (bf16FMA) rounds a sum to float32's denormal grid and flushes it only if
+// it stays below 2⁻¹²⁶, while FTZ flushes what underflows by the
+// hardware's own test, which for a sum less than half a denormal step
+// below 2⁻¹²⁶ may decide the other way.
 
 // sbgemmWidePacker lays out Sbgemm's operands for a float32 kernel: the
 // float32 packer's layout, then every element rounded to bfloat16 (kept as
