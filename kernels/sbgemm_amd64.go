@@ -23,15 +23,9 @@ var sbgemmAVX512BF16 = newSbgemmKernel(&gemmKernel[uint32]{
 // sbgemmFMA is Sbgemm on the AVX2 float32 kernel, for CPUs without
 // AVX512_BF16 (see sbgemm_fma.go).
 var sbgemmFMA = newSbgemmWideKernel("fma-bf16-6x16", AVX2, 6, 16, sgemmKernel6x16AVX2FTZ, &sbgemmWidePacker{
-	fp32: sgemmAVX2.pack.(*sgemmPacker),
-	swapPairs: func(x []float32) {
-		bulk := len(x) / 8 * 8
-		if bulk > 0 {
-			sbgemmWideSwapPairsAVX2(x, bulk)
-		}
-		swapPairsGo(x[bulk:])
-	},
-	swapRows: sbgemmWideSwapRowsAVX2,
+	fp32:      sgemmAVX2.pack.(*sgemmPacker),
+	swapPairs: func(dst, src []float32) { sbgemmWideSwapPairsAVX2(dst, src, len(dst)) },
+	swapRows:  sbgemmWideSwapRowsAVX2,
 })
 
 // sbgemmWideKernelForISA is the float32 kernel Sbgemm runs on when the

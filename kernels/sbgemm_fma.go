@@ -26,10 +26,10 @@ package kernels
 // swapped. Rows of A and panels of B hold an even number of inner indices.
 type sbgemmWidePacker struct {
 	fp32 *sgemmPacker
-	// swapPairs and swapRows, where the CPU has them, round and swap in
-	// place: adjacent elements (a row of A), or rows of 16 (a panel of
-	// B). nil: Go.
-	swapPairs func(x []float32)
+	// swapPairs and swapRows, where the CPU has them, round and swap:
+	// adjacent elements from src into dst (a row of A; dst may be src),
+	// or rows of 16 in place (a panel of B). nil: Go.
+	swapPairs func(dst, src []float32)
 	swapRows  func(x []float32, pairs int)
 }
 
@@ -38,18 +38,37 @@ func (p *sbgemmWidePacker) direct([]float32) ([]float32, bool) { return nil, fal
 func (p *sbgemmWidePacker) scratchLen() int { return 0 }
 
 func (p *sbgemmWidePacker) packA(dst []float32, ldd int, _ []float32, a []float32, lda int, transA bool, i0, mc, pc, kc int) {
-	p.fp32.packA(dst, ldd, nil, a, lda, transA, i0, mc, pc, kc)
 	ke := roundUp(kc, 2)
+	if !transA && p.swapPairs != nil {
+		// Rows of A are copied, rounded and swapped in one pass; the Go
+		// loop takes the last pairs.
+		bulk := kc / 8 * 8
+		for r := range mc {
+			row, src := dst[r*ldd:r*ldd+ke], a[(i0+r)*lda+pc:][:kc]
+			if bulk > 0 {
+				racePack(src, kc, 1, bulk)
+				p.swapPairs(row[:bulk], src[:bulk])
+			}
+			copy(row[bulk:], src[bulk:])
+			if ke > kc {
+				row[kc] = 0
+			}
+			swapPairsGo(row[bulk:])
+		}
+		return
+	}
+	p.fp32.packA(dst, ldd, nil, a, lda, transA, i0, mc, pc, kc)
 	for r := range mc {
 		row := dst[r*ldd : r*ldd+ke]
 		if ke > kc {
 			row[kc] = 0
 		}
 		if p.swapPairs != nil {
-			p.swapPairs(row)
-		} else {
-			swapPairsGo(row)
+			bulk := ke / 8 * 8
+			p.swapPairs(row[:bulk], row[:bulk])
+			row = row[bulk:]
 		}
+		swapPairsGo(row)
 	}
 }
 

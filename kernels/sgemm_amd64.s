@@ -7241,38 +7241,39 @@ sgemmKernel6x16AVX2FTZ_done:
 	VZEROUPPER
 	RET
 
-// func sbgemmWideSwapPairsAVX2(x []float32, n int)
+// func sbgemmWideSwapPairsAVX2(dst []float32, src []float32, n int)
 // Requires: AVX, AVX2
-TEXT ·sbgemmWideSwapPairsAVX2(SB), NOSPLIT, $0-32
-	MOVQ         x_base+0(FP), AX
-	MOVQ         n+24(FP), CX
-	MOVL         $0x00000001, DX
-	VMOVD        DX, X0
+TEXT ·sbgemmWideSwapPairsAVX2(SB), NOSPLIT, $0-56
+	MOVQ         dst_base+0(FP), AX
+	MOVQ         src_base+24(FP), CX
+	MOVQ         n+48(FP), DX
+	MOVL         $0x00000001, BX
+	VMOVD        BX, X0
 	VPBROADCASTD X0, Y0
-	MOVL         $0x00007fff, DX
-	VMOVD        DX, X1
+	MOVL         $0x00007fff, BX
+	VMOVD        BX, X1
 	VPBROADCASTD X1, Y1
-	MOVL         $0xffff0000, DX
-	VMOVD        DX, X2
+	MOVL         $0xffff0000, BX
+	VMOVD        BX, X2
 	VPBROADCASTD X2, Y2
-	MOVL         $0x7fffffff, DX
-	VMOVD        DX, X3
+	MOVL         $0x7fffffff, BX
+	VMOVD        BX, X3
 	VPBROADCASTD X3, Y3
-	MOVL         $0x7f800000, DX
-	VMOVD        DX, X4
+	MOVL         $0x7f800000, BX
+	VMOVD        BX, X4
 	VPBROADCASTD X4, Y4
-	MOVL         $0x00400000, DX
-	VMOVD        DX, X5
+	MOVL         $0x00400000, BX
+	VMOVD        BX, X5
 	VPBROADCASTD X5, Y5
-	MOVL         $0x80000000, DX
-	VMOVD        DX, X6
+	MOVL         $0x80000000, BX
+	VMOVD        BX, X6
 	VPBROADCASTD X6, Y6
 	VPXOR        Y7, Y7, Y7
 
 sbgemmWideSwapPairsAVX2_loop:
-	CMPQ      CX, $0x00000008
+	CMPQ      DX, $0x00000008
 	JL        sbgemmWideSwapPairsAVX2_done
-	VMOVUPS   (AX), Y8
+	VMOVUPS   (CX), Y8
 	VPSRLD    $0x10, Y8, Y9
 	VPAND     Y0, Y9, Y9
 	VPADDD    Y1, Y9, Y9
@@ -7289,8 +7290,9 @@ sbgemmWideSwapPairsAVX2_loop:
 	VPBLENDVB Y10, Y8, Y9, Y9
 	VPSHUFD   $0xb1, Y9, Y9
 	VMOVUPS   Y9, (AX)
+	ADDQ      $0x00000020, CX
 	ADDQ      $0x00000020, AX
-	SUBQ      $0x00000008, CX
+	SUBQ      $0x00000008, DX
 	JMP       sbgemmWideSwapPairsAVX2_loop
 
 sbgemmWideSwapPairsAVX2_done:

@@ -88,17 +88,17 @@ func sgemmKernel6x16AVX2(kc int, a []float32, lda int, b []float32, c []float32,
 //go:noescape
 func sgemmKernel6x16AVX2FTZ(kc int, a []float32, lda int, b []float32, c []float32, ldc int, alpha float32, beta float32, rows int, cols int, pf uintptr, pfRows int, pfRowLines int, pfSkip int)
 
-// sbgemmWideSwapPairsAVX2 rounds x's first n elements to bfloat16 (bf16Round, kept as
-// float32) and swaps them in pairs:
+// sbgemmWideSwapPairsAVX2 rounds src's first n elements to bfloat16 (bf16Round, kept as
+// float32) into dst, swapped in pairs (dst may be src):
 //
 //	for q := 0; q < n; q += 2 {
-//		x[q], x[q+1] = roundBF16(x[q+1]), roundBF16(x[q])
+//		dst[q], dst[q+1] = roundBF16(src[q+1]), roundBF16(src[q])
 //	}
 //
 // n is a multiple of 8.
 //
 //go:noescape
-func sbgemmWideSwapPairsAVX2(x []float32, n int)
+func sbgemmWideSwapPairsAVX2(dst []float32, src []float32, n int)
 
 // sbgemmWideSwapRowsAVX2 rounds the elements of pairs pairs of rows of 16 in x to
 // bfloat16 (bf16Round, kept as float32) and swaps the rows of each pair:

@@ -57,22 +57,23 @@ func roundedBF16(x VecVirtual, c wideConstants) VecVirtual {
 	return r
 }
 
-// wideSwapPairs emits the rounding swap of adjacent elements (a packed row
-// of A).
+// wideSwapPairs emits the rounding swap of adjacent elements (a row of
+// A, copied into its packed block or in place).
 func wideSwapPairs(name string) {
-	TEXT(name, NOSPLIT, "func(x []float32, n int)")
+	TEXT(name, NOSPLIT, "func(dst, src []float32, n int)")
 	Doc(
-		name+" rounds x's first n elements to bfloat16 (bf16Round, kept as",
-		"float32) and swaps them in pairs:",
+		name+" rounds src's first n elements to bfloat16 (bf16Round, kept as",
+		"float32) into dst, swapped in pairs (dst may be src):",
 		"",
 		"\tfor q := 0; q < n; q += 2 {",
-		"\t\tx[q], x[q+1] = roundBF16(x[q+1]), roundBF16(x[q])",
+		"\t\tdst[q], dst[q+1] = roundBF16(src[q+1]), roundBF16(src[q])",
 		"\t}",
 		"",
 		"n is a multiple of 8.",
 	)
 	Pragma("noescape")
-	p := Load(Param("x").Base(), GP64())
+	d := Load(Param("dst").Base(), GP64())
+	p := Load(Param("src").Base(), GP64())
 	n := Load(Param("n"), GP64())
 	c := loadWideConstants()
 	Label(name + "_loop")
@@ -82,8 +83,9 @@ func wideSwapPairs(name string) {
 	VMOVUPS(Mem{Base: p}, x)
 	r := roundedBF16(x, c)
 	VPSHUFD(U8(0xb1), r, r) // (1, 0, 3, 2) in each lane
-	VMOVUPS(r, Mem{Base: p})
+	VMOVUPS(r, Mem{Base: d})
 	ADDQ(U32(32), p)
+	ADDQ(U32(32), d)
 	SUBQ(U32(8), n)
 	JMP(LabelRef(name + "_loop"))
 	Label(name + "_done")
