@@ -93,7 +93,9 @@ func gemmPrecisions(which string) []*gemmPrecision {
 // for about half a second, at least 5) in each precision --precision
 // names, one after the other on the same operands, and reports it against
 // the peak of that precision measured on the spot: the FMA loop for
-// float32, the bfloat16 dot-product loop (VDPBF16PS) for bfloat16. gbps
+// float32, the bfloat16 dot-product loop (VDPBF16PS) for bfloat16 (the FMA
+// loop where Sbgemm runs on the float32 kernels, see
+// kernels.MeasurePeakBF16GFLOPS). gbps
 // counts the compulsory traffic: A and B read once, C written once (all
 // float32 in memory).
 func profileGemm(env *profileEnv) ([]profileRecord, error) {
