@@ -24,6 +24,7 @@ import (
 	"github.com/dstune/dstune/accel/cpu"
 	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/kernels"
 	"github.com/dstune/dstune/train"
 )
 
@@ -265,7 +266,7 @@ func newStepProfile(g *ir.Graph, times []accel.NodeTime, b *train.Batch) *stepPr
 func (p *stepProfile) finish(env *profileEnv, cfg train.Config, walls, updates []time.Duration, top int) {
 	p.Model, p.Method, p.Threads = cfg.Model, cfg.Method, cfg.Threads
 	// The peak of the products' arithmetic: the FMA loop's, or the
-	// bfloat16 dot products' with --precision bf16.
+	// bfloat16 dot products' with --precision bf16 where the CPU has them.
 	precision, _ := accel.ParsePrecision(cfg.Precision) // checked by the run
 	p.Precision = string(precision)
 	p.PeakFLOPS, p.PeakBW = cpu.New().PeakGFLOPS(accel.Options{Threads: cfg.Threads, Precision: precision}), env.peakGBPS()
@@ -444,11 +445,15 @@ func nodeGroup(n *ir.Node) string {
 
 func (p *stepProfile) print(w io.Writer, top int) {
 	fmt.Fprintf(w, "%s: %s, batch %d×%d, %d thread(s)\n", p.Model, p.Method, p.Batch[0], p.Batch[1], p.Threads)
-	peak := "FMA"
+	peak, note := "FMA", ""
 	if p.Precision == string(accel.PrecisionBF16) {
-		peak = "bf16 dot products"
+		if kernels.SbgemmAccelerated() {
+			peak = "bf16 dot products"
+		} else {
+			note = "; this CPU has no bf16 dot products: bf16 products run on the FMA kernels"
+		}
 	}
-	fmt.Fprintf(w, "peaks measured now: %.0f GFLOP/s (%s), %.1f GB/s (read)\n", p.PeakFLOPS, peak, p.PeakBW)
+	fmt.Fprintf(w, "peaks measured now: %.0f GFLOP/s (%s%s), %.1f GB/s (read)\n", p.PeakFLOPS, peak, note, p.PeakBW)
 	fmt.Fprintf(w, "step: %.1f ms (median of the steps after the first), of which the update %.1f ms\n", p.StepMS, p.UpdateMS)
 	fmt.Fprintf(w, "matrix products (%s): %.2f GFLOP a step: %.1f GFLOP/s over the step, MFU %.1f %% of the %s peak\n",
 		p.Precision, p.ProductGFLOP, p.ProductGFLOP/(p.StepMS/1e3), 100*p.MFU, peak)
