@@ -82,7 +82,7 @@ func SbgemmBatched(threads int, transA, transB bool, m, n, k int, alpha float32,
 // Without them it runs Sgemm's float32 kernels on operands rounded to
 // bfloat16 (at about Sgemm's speed; see SbgemmPath) or, below AVX2,
 // portable Go many times slower than Sgemm; both give the same bits as the
-// bfloat16 instructions.
+// bfloat16 instructions (but for the flush edge Sbgemm's doc describes).
 func SbgemmAccelerated() bool { return sbgemmKernelForISA().isa > Generic }
 
 // SbgemmPath names what Sbgemm runs on at the active ISA: "avx512bf16"
@@ -181,8 +181,8 @@ func newSbgemmKernel(k *gemmKernel[uint32]) *gemmKernel[uint32] {
 // AVX-512 kernel's.
 func bf16BlockKC() int { return blockingFor(14, 32, 2).kc }
 
-// sbgemmGo is the portable bfloat16 micro-kernel, used where the CPU lacks
-// AVX512_BF16.
+// sbgemmGo is the portable bfloat16 micro-kernel, used below AVX2 and in
+// builds without assembly (purego, other architectures).
 var sbgemmGo = newSbgemmKernel(&gemmKernel[uint32]{
 	name: "go-bf16-4x4", mr: 4, nr: 4, kStep: 2, run: sbgemmKernelGo,
 	pack: &sbgemmPacker{nr: 4},

@@ -611,9 +611,11 @@ func sbgemmOneByOne(g *gemmCase, c []float32) {
 // TestSbgemmWidePacker checks the float32 layout of Sbgemm's FMA path
 // against its definition: every element rounded to bfloat16, the inner
 // indices of each pair swapped, an odd last index paired with 0 (which
-// comes first), for blocks of A and panels of B, plain and transposed, on
-// special values and random strides, with the assembly helpers where the
-// CPU has them and with Go.
+// comes first), for blocks of A and panels of B, plain and transposed, at
+// offsets into the source (rows, columns and an even first inner index, as
+// the engine's blocks start), on special values and random strides, into
+// buffers holding stale NaNs, with the assembly helpers where the CPU has
+// them and with Go.
 func TestSbgemmWidePacker(t *testing.T) {
 	rng := rand.New(rand.NewPCG(49, 50))
 	kerns := sbgemmWideKernels()
@@ -621,14 +623,26 @@ func TestSbgemmWidePacker(t *testing.T) {
 		t.Skip("this build has no FMA path for Sbgemm")
 	}
 	specials := []float32{float32(math.NaN()), float32(math.Inf(1)), 1e-40, -3e-39, float32(math.Copysign(0, -1)), math.MaxFloat32}
+	stale := func(n int) []float32 {
+		x := make([]float32, n)
+		for j := range x {
+			x[j] = float32(math.NaN())
+		}
+		return x
+	}
 	for _, kern := range kerns {
 		p := kern.pack.(*sbgemmWidePacker)
 		goOnly := &sbgemmWidePacker{fp32: p.fp32}
 		nr := kern.nr
-		for i := range 60 {
+		for i := range 80 {
 			mc, kc := 1+rng.IntN(40), 1+rng.IntN(70)
-			ld := max(mc, kc) + rng.IntN(30)
-			src := make([]float32, max(mc, kc, nr)*ld)
+			i0, pc, j0 := rng.IntN(3)*rng.IntN(9), 2*rng.IntN(2)*rng.IntN(9), rng.IntN(3)*rng.IntN(9)
+			if i < 20 {
+				i0, pc, j0 = 0, 0, 0
+			}
+			rows := max(i0+mc, j0+nr) // rows of op(X) the cases read
+			ld := max(rows, pc+kc) + rng.IntN(30)
+			src := make([]float32, max(rows, pc+kc)*ld)
 			for j := range src {
 				if rng.IntN(10) == 0 {
 					src[j] = specials[rng.IntN(len(specials))]
@@ -643,40 +657,38 @@ func TestSbgemmWidePacker(t *testing.T) {
 				}
 				return src[r*ld+q]
 			}
-			want := func(r, e int) float32 { // element e of packed row r
+			want := func(r, e int) float32 { // element e of the packed row of op(X)'s row r
 				q := e ^ 1
 				if q >= kc {
 					return 0
 				}
-				return roundBF16(op(r, q))
+				return roundBF16(op(r, pc+q))
 			}
 			ke := roundUp(kc, 2)
 			ldd := packedStride(ke)
+			what := fmt.Sprintf("%s trans=%v mc=%d kc=%d i0=%d pc=%d j0=%d", kern.name, trans, mc, kc, i0, pc, j0)
 			for _, pk := range []*sbgemmWidePacker{p, goOnly} {
-				dst := make([]float32, (mc-1)*ldd+ke)
-				pk.packA(dst, ldd, nil, src, ld, trans, 0, mc, 0, kc)
+				dst := stale((mc-1)*ldd + ke)
+				pk.packA(dst, ldd, nil, src, ld, trans, i0, mc, pc, kc)
 				for r := range mc {
 					for e := range ke {
-						if got, w := dst[r*ldd+e], want(r, e); math.Float32bits(got) != math.Float32bits(w) && !(got != got && w != w) {
-							t.Fatalf("%s packA trans=%v mc=%d kc=%d (asm=%v): row %d element %d = %v, want %v", kern.name, trans, mc, kc, pk.swapPairs != nil, r, e, got, w)
+						if got, w := dst[r*ldd+e], want(i0+r, e); math.Float32bits(got) != math.Float32bits(w) && !(got != got && w != w) {
+							t.Fatalf("packA %s (asm=%v): row %d element %d = %v, want %v", what, pk.swapPairs != nil, r, e, got, w)
 						}
 					}
 				}
 				// op(B)(q, j) = op(X)(j, q) with the transpose flipped.
 				cols := min(nr, mc)
-				panel := make([]float32, ke*nr)
-				for j := range panel {
-					panel[j] = 7 // the columns past cols must be zeroed
-				}
-				pk.packB(panel, nil, src, ld, !trans, 0, kc, 0, cols)
+				panel := stale(ke * nr) // the pad row and the columns past cols must be zeroed
+				pk.packB(panel, nil, src, ld, !trans, pc, kc, j0, cols)
 				for e := range ke {
 					for j := range nr {
 						w := float32(0)
 						if j < cols {
-							w = want(j, e)
+							w = want(j0+j, e)
 						}
 						if got := panel[e*nr+j]; math.Float32bits(got) != math.Float32bits(w) && !(got != got && w != w) {
-							t.Fatalf("%s packB trans=%v kc=%d cols=%d (asm=%v): element (%d, %d) = %v, want %v", kern.name, !trans, kc, cols, pk.swapRows != nil, e, j, got, w)
+							t.Fatalf("packB %s cols=%d (asm=%v): element (%d, %d) = %v, want %v", what, cols, pk.swapRows != nil, e, j, got, w)
 						}
 					}
 				}

@@ -32,10 +32,11 @@ type gemmMicroKernel[P packed] func(kc int, a []P, lda int, b []P, c []float32, 
 // scratch (scratchLen elements, the caller's own) along the way.
 type gemmPacker[P packed] interface {
 	// packA writes rows [i0, i0+mc) and inner indices [pc, pc+kc) of
-	// op(A) into dst, row r at dst[r*ldd:], ⌈kc/kStep⌉ elements each.
+	// op(A) into dst, row r at dst[r*ldd:], elems(kc) elements each
+	// (⌈kc/kStep⌉, or kc rounded up to even for pairs).
 	packA(dst []P, ldd int, scratch []P, a []float32, lda int, transA bool, i0, mc, pc, kc int)
 	// packB writes inner indices [pc, pc+kc) and columns [j0, j0+cols)
-	// of op(B) into a panel: element (p, j) at dst[p*nr+j], ⌈kc/kStep⌉
+	// of op(B) into a panel: element (p, j) at dst[p*nr+j], elems(kc)
 	// rows, columns past cols zero.
 	packB(dst []P, scratch []P, b []float32, ldb int, transB bool, pc, kc, j0, cols int)
 	scratchLen() int

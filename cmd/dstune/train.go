@@ -201,7 +201,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if cfg.Precision == string(accel.PrecisionBF16) && cfg.Backend == "cpu" {
 		switch kernels.SbgemmPath() {
 		case "fma":
-			fmt.Fprintln(stderr, "note: this CPU has no bfloat16 dot products (AVX512_BF16): bf16 gives the same numbers as on one that has them, at fp32's speed")
+			fmt.Fprintln(stderr, "note: this CPU has no bfloat16 dot products (AVX512_BF16): bf16 rounds and sums as on one that has them, at fp32's speed")
 		case "go":
 			fmt.Fprintln(stderr, "note: without bfloat16 dot products (AVX512_BF16) or FMA kernels on this CPU and build, bf16 products run in portable Go, many times slower than fp32")
 		}
