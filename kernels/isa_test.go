@@ -41,3 +41,38 @@ func TestSetMaxISARestores(t *testing.T) {
 		t.Fatalf("ActiveISA = %v after restore, want %v", ActiveISA(), before)
 	}
 }
+
+// TestISAPathsOnThisCPU says which dispatch paths this machine exercises:
+// each ISA the CPU has must be the one the GEMM kernels and Sbgemm then
+// dispatch to, and a path the CPU lacks is skipped with the reason, so a
+// run on a smaller CPU shows what it did not test (the tests of each
+// kernel simply have fewer ISAs to loop over there).
+func TestISAPathsOnThisCPU(t *testing.T) {
+	native := func() bool { defer SetMaxISA(HardwareISA())(); return SbgemmAccelerated() }() // VDPBF16PS
+	for _, isa := range []ISA{AVX512, AVX2, Generic} {
+		t.Run(isa.String(), func(t *testing.T) {
+			if HardwareISA() < isa {
+				t.Skipf("this CPU and build lack %v (they have %v): its kernels are not exercised here", isa, HardwareISA())
+			}
+			defer SetMaxISA(isa)()
+			if got := sgemmKernelForISA().isa; got != isa {
+				t.Errorf("SetMaxISA(%v): Sgemm dispatches to a %v kernel", isa, got)
+			}
+			want := "go"
+			switch {
+			case isa >= AVX512 && native:
+				want = "avx512bf16"
+			case isa >= AVX2:
+				want = "fma"
+			}
+			if got := SbgemmPath(); got != want {
+				t.Errorf("SetMaxISA(%v) on a CPU with AVX512_BF16=%v: Sbgemm runs on %q, want %q", isa, native, got, want)
+			}
+		})
+	}
+	t.Run("avx512bf16", func(t *testing.T) {
+		if !native {
+			t.Skip("this CPU and build lack AVX512_BF16: Sbgemm's VDPBF16PS kernels are not exercised here")
+		}
+	})
+}
