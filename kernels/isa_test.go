@@ -74,5 +74,9 @@ func TestISAPathsOnThisCPU(t *testing.T) {
 		if !native {
 			t.Skip("this CPU and build lack AVX512_BF16: Sbgemm's VDPBF16PS kernels are not exercised here")
 		}
+		// The bfloat16 dot products retire twice the FMA's flops a lane.
+		if bf, fp := MeasurePeakBF16GFLOPS(1), MeasurePeakGFLOPS(1); !(bf > 1.3*fp) {
+			t.Errorf("bfloat16 dot-product peak %.0f GFLOP/s against an FMA peak of %.0f: the VDPBF16PS loop is not what runs", bf, fp)
+		}
 	})
 }
