@@ -48,7 +48,7 @@ func TestSetMaxISARestores(t *testing.T) {
 // run on a smaller CPU shows what it did not test (the tests of each
 // kernel simply have fewer ISAs to loop over there).
 func TestISAPathsOnThisCPU(t *testing.T) {
-	native := func() bool { defer SetMaxISA(HardwareISA())(); return SbgemmAccelerated() }() // VDPBF16PS
+	native := bf16Path{"avx512bf16", HardwareISA()}.has() // VDPBF16PS
 	for _, isa := range []ISA{AVX512, AVX2, Generic} {
 		t.Run(isa.String(), func(t *testing.T) {
 			if HardwareISA() < isa {

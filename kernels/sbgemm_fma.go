@@ -38,37 +38,33 @@ func (p *sbgemmWidePacker) direct([]float32) ([]float32, bool) { return nil, fal
 func (p *sbgemmWidePacker) scratchLen() int { return 0 }
 
 func (p *sbgemmWidePacker) packA(dst []float32, ldd int, _ []float32, a []float32, lda int, transA bool, i0, mc, pc, kc int) {
-	ke := roundUp(kc, 2)
-	if !transA && p.swapPairs != nil {
-		// Rows of A are copied, rounded and swapped in one pass; the Go
-		// loop takes the last pairs.
-		bulk := kc / 8 * 8
-		for r := range mc {
-			row, src := dst[r*ldd:r*ldd+ke], a[(i0+r)*lda+pc:][:kc]
-			if bulk > 0 {
-				racePack(src, kc, 1, bulk)
-				p.swapPairs(row[:bulk], src[:bulk])
-			}
-			copy(row[bulk:], src[bulk:])
-			if ke > kc {
-				row[kc] = 0
-			}
-			swapPairsGo(row[bulk:])
-		}
-		return
+	// Rows of plain A are copied, rounded and swapped in one pass; a
+	// transposed A is laid out by the float32 packer first, then rounded
+	// and swapped in place. The Go loop takes the pairs past the assembly's
+	// multiple of 8 (and all of them without it).
+	fused := !transA && p.swapPairs != nil
+	if !fused {
+		p.fp32.packA(dst, ldd, nil, a, lda, transA, i0, mc, pc, kc)
 	}
-	p.fp32.packA(dst, ldd, nil, a, lda, transA, i0, mc, pc, kc)
+	ke, bulk := roundUp(kc, 2), 0
+	if p.swapPairs != nil {
+		bulk = kc / 8 * 8
+	}
 	for r := range mc {
 		row := dst[r*ldd : r*ldd+ke]
+		src := row[:kc]
+		if fused {
+			src = a[(i0+r)*lda+pc:][:kc]
+			racePack(src, kc, 1, bulk)
+			copy(row[bulk:kc], src[bulk:])
+		}
+		if bulk > 0 {
+			p.swapPairs(row[:bulk], src[:bulk])
+		}
 		if ke > kc {
 			row[kc] = 0
 		}
-		if p.swapPairs != nil {
-			bulk := ke / 8 * 8
-			p.swapPairs(row[:bulk], row[:bulk])
-			row = row[bulk:]
-		}
-		swapPairsGo(row)
+		swapPairsGo(row[bulk:])
 	}
 }
 

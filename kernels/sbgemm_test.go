@@ -10,22 +10,37 @@ import (
 	"testing"
 )
 
+// bf16Path is one of Sbgemm's paths (see SbgemmPath) and the ISA cap that
+// selects it.
+type bf16Path struct {
+	name string
+	isa  ISA
+}
+
+// bf16Candidates are Sbgemm's paths, fastest first: the AVX512_BF16
+// kernels, the float32 FMA kernels (the ISA capped at AVX2), the portable
+// Go kernels (the generic ISA).
+func bf16Candidates() []bf16Path {
+	return []bf16Path{{"avx512bf16", HardwareISA()}, {"fma", min(HardwareISA(), AVX2)}, {"go", Generic}}
+}
+
+// has reports whether this CPU and build have the path.
+func (p bf16Path) has() bool {
+	defer SetMaxISA(p.isa)()
+	return SbgemmPath() == p.name
+}
+
 // forBF16Paths runs f once per Sbgemm path this machine has, as a subtest
-// named after it (see SbgemmPath): the AVX512_BF16 kernels, the float32
-// FMA kernels (the ISA capped at AVX2) and the portable Go kernels (the
-// generic ISA). fast is whether the path runs at assembly speed.
+// named after it, skipping the others with the reason. fast is whether
+// the path runs at assembly speed.
 func forBF16Paths(t *testing.T, f func(t *testing.T, fast bool)) {
 	t.Helper()
-	paths := []struct {
-		name string
-		isa  ISA
-	}{{"avx512bf16", HardwareISA()}, {"fma", min(HardwareISA(), AVX2)}, {"go", Generic}}
-	for _, p := range paths {
+	for _, p := range bf16Candidates() {
 		t.Run(p.name, func(t *testing.T) {
-			defer SetMaxISA(p.isa)()
-			if SbgemmPath() != p.name {
+			if !p.has() {
 				t.Skipf("this CPU and build have no %s path", p.name)
 			}
+			defer SetMaxISA(p.isa)()
 			f(t, p.name != "go")
 		})
 	}
@@ -279,15 +294,10 @@ func TestSbgemmSmallExhaustive(t *testing.T) {
 	g := newGemmBase(rng, maxDim, maxDim, maxDim)
 	roundedRef, roundedAbs := g.prefixSums(roundBF16)
 	all := os.Getenv("DSTUNE_GEMM_EXHAUSTIVE") == "1"
-	type path struct {
-		name string
-		isa  ISA
-	}
-	var fastPaths []path
-	for _, isa := range []ISA{HardwareISA(), min(HardwareISA(), AVX2)} {
-		name := func() string { defer SetMaxISA(isa)(); return SbgemmPath() }()
-		if name != "go" && (len(fastPaths) == 0 || fastPaths[0].name != name) {
-			fastPaths = append(fastPaths, path{name, isa})
+	var fastPaths []bf16Path // the assembly paths
+	for _, p := range bf16Candidates() {
+		if p.name != "go" && p.has() {
+			fastPaths = append(fastPaths, p)
 		}
 	}
 	fast := len(fastPaths) > 0
