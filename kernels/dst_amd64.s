@@ -631,23 +631,22 @@ done:
 	RET
 
 // func maskedUpdateAVX512(lanes *uint32, theta *float32, seed *float32, n int, mode int, q float32, keepEq int)
-// Requires: AVX, AVX512F, SSE
+// Requires: AVX, AVX512F
 TEXT ·maskedUpdateAVX512(SB), NOSPLIT, $0-56
 	MOVQ         lanes+0(FP), AX
 	MOVQ         theta+8(FP), CX
 	MOVQ         seed+16(FP), DX
 	MOVQ         n+24(FP), BX
 	MOVQ         mode+32(FP), SI
-	MOVSS        q+40(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS q+40(FP), Z0
 	MOVQ         keepEq+48(FP), DI
 	NEGQ         DI
 	KMOVW        DI, K1
 	SHLQ         $0x02, BX
 	VPXORD       Z1, Z1, Z1
-	VMOVDQU32    dstconst<>+0(SB), Z4
-	VMOVDQU32    dstconst<>+128(SB), Z5
-	VPXORD       Z2, Z2, Z2
+	VMOVDQU32    dstconst<>+0(SB), Z2
+	VMOVDQU32    dstconst<>+128(SB), Z3
+	VPXORD       Z4, Z4, Z4
 	XORQ         DI, DI
 	CMPQ         SI, $0x00
 	JE           mode_abs
@@ -661,17 +660,17 @@ mode_abs:
 loop_abs:
 	CMPQ      DI, BX
 	JAE       store
-	VMOVUPS   (CX)(DI*1), Z2
-	VSUBPS    (DX)(DI*1), Z2, Z2
-	VPANDD    Z4, Z2, Z2
-	VCMPPS    $0x1e, Z0, Z2, K2
-	VCMPPS    $0x00, Z0, Z2, K3
+	VMOVUPS   (CX)(DI*1), Z4
+	VSUBPS    (DX)(DI*1), Z4, Z4
+	VPANDD    Z2, Z4, Z4
+	VCMPPS    $0x1e, Z0, Z4, K2
+	VCMPPS    $0x00, Z0, Z4, K3
 	KANDW     K1, K3, K3
 	KORW      K3, K2, K2
-	VMOVUPS   (DX)(DI*1), Z2
-	VBLENDMPS (CX)(DI*1), Z2, K2, Z3
-	VMOVUPS   Z3, (CX)(DI*1)
-	VPADDD    Z5, Z1, K2, Z1
+	VMOVUPS   (DX)(DI*1), Z4
+	VBLENDMPS (CX)(DI*1), Z4, K2, Z5
+	VMOVUPS   Z5, (CX)(DI*1)
+	VPADDD    Z3, Z1, K2, Z1
 	ADDQ      $0x00000040, DI
 	JMP       loop_abs
 
@@ -679,20 +678,20 @@ mode_rel:
 loop_rel:
 	CMPQ      DI, BX
 	JAE       store
-	VMOVUPS   (CX)(DI*1), Z3
+	VMOVUPS   (CX)(DI*1), Z5
 	VMOVUPS   (DX)(DI*1), Z6
-	VSUBPS    Z6, Z3, Z3
-	VCMPPS    $0x04, Z2, Z3, K2
-	VDIVPS.Z  Z6, Z3, K2, Z3
-	VPANDD    Z4, Z3, Z3
-	VCMPPS    $0x1e, Z0, Z3, K2
-	VCMPPS    $0x00, Z0, Z3, K3
+	VSUBPS    Z6, Z5, Z5
+	VCMPPS    $0x04, Z4, Z5, K2
+	VDIVPS.Z  Z6, Z5, K2, Z5
+	VPANDD    Z2, Z5, Z5
+	VCMPPS    $0x1e, Z0, Z5, K2
+	VCMPPS    $0x00, Z0, Z5, K3
 	KANDW     K1, K3, K3
 	KORW      K3, K2, K2
-	VMOVUPS   (DX)(DI*1), Z3
-	VBLENDMPS (CX)(DI*1), Z3, K2, Z7
+	VMOVUPS   (DX)(DI*1), Z5
+	VBLENDMPS (CX)(DI*1), Z5, K2, Z7
 	VMOVUPS   Z7, (CX)(DI*1)
-	VPADDD    Z5, Z1, K2, Z1
+	VPADDD    Z3, Z1, K2, Z1
 	ADDQ      $0x00000040, DI
 	JMP       loop_rel
 
@@ -700,19 +699,19 @@ mode_invrel:
 loop_invrel:
 	CMPQ      DI, BX
 	JAE       store
-	VMOVUPS   (CX)(DI*1), Z2
+	VMOVUPS   (CX)(DI*1), Z4
 	VMOVUPS   (DX)(DI*1), Z6
-	VSUBPS    Z6, Z2, Z2
-	VMULPS    Z6, Z2, Z2
-	VPANDD    Z4, Z2, Z2
-	VCMPPS    $0x1e, Z0, Z2, K2
-	VCMPPS    $0x00, Z0, Z2, K3
+	VSUBPS    Z6, Z4, Z4
+	VMULPS    Z6, Z4, Z4
+	VPANDD    Z2, Z4, Z4
+	VCMPPS    $0x1e, Z0, Z4, K2
+	VCMPPS    $0x00, Z0, Z4, K3
 	KANDW     K1, K3, K3
 	KORW      K3, K2, K2
-	VMOVUPS   (DX)(DI*1), Z2
-	VBLENDMPS (CX)(DI*1), Z2, K2, Z3
-	VMOVUPS   Z3, (CX)(DI*1)
-	VPADDD    Z5, Z1, K2, Z1
+	VMOVUPS   (DX)(DI*1), Z4
+	VBLENDMPS (CX)(DI*1), Z4, K2, Z5
+	VMOVUPS   Z5, (CX)(DI*1)
+	VPADDD    Z3, Z1, K2, Z1
 	ADDQ      $0x00000040, DI
 	JMP       loop_invrel
 
@@ -724,7 +723,7 @@ done:
 	RET
 
 // func maskedIndicesAVX512(idx *int32, theta *float32, seed *float32, n int, mode int, q float32, keepEq int, write int, base int) int
-// Requires: AVX, AVX512F, SSE
+// Requires: AVX, AVX512F
 TEXT ·maskedIndicesAVX512(SB), NOSPLIT, $0-80
 	MOVQ         idx+0(FP), AX
 	MOVQ         theta+8(FP), CX
@@ -733,14 +732,13 @@ TEXT ·maskedIndicesAVX512(SB), NOSPLIT, $0-80
 	MOVQ         mode+32(FP), SI
 	MOVQ         write+56(FP), DI
 	MOVQ         base+64(FP), R8
-	MOVSS        q+40(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS q+40(FP), Z0
 	MOVQ         keepEq+48(FP), R9
 	NEGQ         R9
 	KMOVW        R9, K1
 	SHLQ         $0x02, BX
-	VMOVDQU32    dstconst<>+0(SB), Z3
-	VPXORD       Z1, Z1, Z1
+	VMOVDQU32    dstconst<>+0(SB), Z1
+	VPXORD       Z2, Z2, Z2
 	XORQ         R9, R9
 	XORQ         R11, R11
 	CMPQ         SI, $0x00
@@ -755,18 +753,18 @@ mode_abs:
 loop_abs:
 	CMPQ      R9, BX
 	JAE       ret
-	VMOVUPS   (CX)(R9*1), Z1
-	VSUBPS    (DX)(R9*1), Z1, Z1
-	VPANDD    Z3, Z1, Z1
-	VCMPPS    $0x1e, Z0, Z1, K2
-	VCMPPS    $0x00, Z0, Z1, K3
+	VMOVUPS   (CX)(R9*1), Z2
+	VSUBPS    (DX)(R9*1), Z2, Z2
+	VPANDD    Z1, Z2, Z2
+	VCMPPS    $0x1e, Z0, Z2, K2
+	VCMPPS    $0x00, Z0, Z2, K3
 	KANDW     K1, K3, K3
 	KORW      K3, K2, K2
 	CMPQ      DI, $0x00
 	JE        nowrite_abs
-	VMOVUPS   (DX)(R9*1), Z1
-	VBLENDMPS (CX)(R9*1), Z1, K2, Z2
-	VMOVUPS   Z2, (CX)(R9*1)
+	VMOVUPS   (DX)(R9*1), Z2
+	VBLENDMPS (CX)(R9*1), Z2, K2, Z3
+	VMOVUPS   Z3, (CX)(R9*1)
 
 nowrite_abs:
 	KMOVW K2, SI
@@ -793,20 +791,20 @@ mode_rel:
 loop_rel:
 	CMPQ      R9, BX
 	JAE       ret
-	VMOVUPS   (CX)(R9*1), Z2
+	VMOVUPS   (CX)(R9*1), Z3
 	VMOVUPS   (DX)(R9*1), Z4
-	VSUBPS    Z4, Z2, Z2
-	VCMPPS    $0x04, Z1, Z2, K2
-	VDIVPS.Z  Z4, Z2, K2, Z2
-	VPANDD    Z3, Z2, Z2
-	VCMPPS    $0x1e, Z0, Z2, K2
-	VCMPPS    $0x00, Z0, Z2, K3
+	VSUBPS    Z4, Z3, Z3
+	VCMPPS    $0x04, Z2, Z3, K2
+	VDIVPS.Z  Z4, Z3, K2, Z3
+	VPANDD    Z1, Z3, Z3
+	VCMPPS    $0x1e, Z0, Z3, K2
+	VCMPPS    $0x00, Z0, Z3, K3
 	KANDW     K1, K3, K3
 	KORW      K3, K2, K2
 	CMPQ      DI, $0x00
 	JE        nowrite_rel
-	VMOVUPS   (DX)(R9*1), Z2
-	VBLENDMPS (CX)(R9*1), Z2, K2, Z5
+	VMOVUPS   (DX)(R9*1), Z3
+	VBLENDMPS (CX)(R9*1), Z3, K2, Z5
 	VMOVUPS   Z5, (CX)(R9*1)
 
 nowrite_rel:
@@ -834,20 +832,20 @@ mode_invrel:
 loop_invrel:
 	CMPQ      R9, BX
 	JAE       ret
-	VMOVUPS   (CX)(R9*1), Z1
+	VMOVUPS   (CX)(R9*1), Z2
 	VMOVUPS   (DX)(R9*1), Z4
-	VSUBPS    Z4, Z1, Z1
-	VMULPS    Z4, Z1, Z1
-	VPANDD    Z3, Z1, Z1
-	VCMPPS    $0x1e, Z0, Z1, K2
-	VCMPPS    $0x00, Z0, Z1, K3
+	VSUBPS    Z4, Z2, Z2
+	VMULPS    Z4, Z2, Z2
+	VPANDD    Z1, Z2, Z2
+	VCMPPS    $0x1e, Z0, Z2, K2
+	VCMPPS    $0x00, Z0, Z2, K3
 	KANDW     K1, K3, K3
 	KORW      K3, K2, K2
 	CMPQ      DI, $0x00
 	JE        nowrite_invrel
-	VMOVUPS   (DX)(R9*1), Z1
-	VBLENDMPS (CX)(R9*1), Z1, K2, Z2
-	VMOVUPS   Z2, (CX)(R9*1)
+	VMOVUPS   (DX)(R9*1), Z2
+	VBLENDMPS (CX)(R9*1), Z2, K2, Z3
+	VMOVUPS   Z3, (CX)(R9*1)
 
 nowrite_invrel:
 	KMOVW K2, SI
@@ -2105,15 +2103,14 @@ done:
 	RET
 
 // func adafactorSquareSumsAVX512(rowSums *float32, colSums *float32, grad *float32, rows int, cols int, eps1 float32)
-// Requires: AVX, AVX512F, SSE
+// Requires: AVX, AVX512F
 TEXT ·adafactorSquareSumsAVX512(SB), NOSPLIT, $0-44
 	MOVQ         rowSums+0(FP), AX
 	MOVQ         colSums+8(FP), CX
 	MOVQ         grad+16(FP), DX
 	MOVQ         rows+24(FP), BX
 	MOVQ         cols+32(FP), SI
-	MOVSS        eps1+40(FP), X0
-	VBROADCASTSS X0, Z1
+	VBROADCASTSS eps1+40(FP), Z0
 	MOVQ         SI, DI
 	SHLQ         $0x02, DI
 	ANDQ         $-16, SI
@@ -2123,45 +2120,45 @@ TEXT ·adafactorSquareSumsAVX512(SB), NOSPLIT, $0-44
 row:
 	CMPQ   R8, BX
 	JAE    done
-	VPXORD Z2, Z2, Z2
+	VPXORD Z1, Z1, Z1
 	XORQ   R9, R9
 
 block:
 	CMPQ    R9, SI
 	JAE     reduce
-	VMOVUPS (DX)(R9*1), Z3
-	VMULPS  Z3, Z3, Z3
-	VADDPS  Z1, Z3, Z3
-	VADDPS  Z3, Z2, Z2
-	VADDPS  (CX)(R9*1), Z3, Z3
-	VMOVUPS Z3, (CX)(R9*1)
+	VMOVUPS (DX)(R9*1), Z2
+	VMULPS  Z2, Z2, Z2
+	VADDPS  Z0, Z2, Z2
+	VADDPS  Z2, Z1, Z1
+	VADDPS  (CX)(R9*1), Z2, Z2
+	VMOVUPS Z2, (CX)(R9*1)
 	ADDQ    $0x00000040, R9
 	JMP     block
 
 reduce:
-	VEXTRACTF64X4 $0x01, Z2, Y3
-	VADDPS        Y3, Y2, Y3
-	VEXTRACTF128  $0x01, Y3, X4
-	VADDPS        X4, X3, X4
-	VMOVHLPS      X4, X4, X3
-	VADDPS        X3, X4, X3
-	VMOVSHDUP     X3, X4
-	VADDSS        X4, X3, X3
+	VEXTRACTF64X4 $0x01, Z1, Y2
+	VADDPS        Y2, Y1, Y2
+	VEXTRACTF128  $0x01, Y2, X3
+	VADDPS        X3, X2, X3
+	VMOVHLPS      X3, X3, X2
+	VADDPS        X2, X3, X2
+	VMOVSHDUP     X2, X3
+	VADDSS        X3, X2, X2
 
 tail:
 	CMPQ   R9, DI
 	JAE    store
-	VMOVSS (DX)(R9*1), X4
-	VMULSS X4, X4, X4
-	VADDSS X0, X4, X4
-	VADDSS X4, X3, X3
-	VADDSS (CX)(R9*1), X4, X4
-	VMOVSS X4, (CX)(R9*1)
+	VMOVSS (DX)(R9*1), X3
+	VMULSS X3, X3, X3
+	VADDSS X0, X3, X3
+	VADDSS X3, X2, X2
+	VADDSS (CX)(R9*1), X3, X3
+	VMOVSS X3, (CX)(R9*1)
 	ADDQ   $0x00000004, R9
 	JMP    tail
 
 store:
-	VMOVSS X3, (AX)(R8*4)
+	VMOVSS X2, (AX)(R8*4)
 	ADDQ   DI, DX
 	INCQ   R8
 	JMP    row
@@ -2840,15 +2837,14 @@ done:
 	RET
 
 // func maskedUpdateAVX2(lanes *uint32, theta *float32, seed *float32, n int, mode int, q float32, keepEq int)
-// Requires: AVX, AVX2, SSE
+// Requires: AVX, AVX2
 TEXT ·maskedUpdateAVX2(SB), NOSPLIT, $0-56
 	MOVQ         lanes+0(FP), AX
 	MOVQ         theta+8(FP), CX
 	MOVQ         seed+16(FP), DX
 	MOVQ         n+24(FP), BX
 	MOVQ         mode+32(FP), SI
-	MOVSS        q+40(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS q+40(FP), Y0
 	MOVQ         keepEq+48(FP), DI
 	NEGQ         DI
 	VMOVQ        DI, X1
@@ -2934,7 +2930,7 @@ done:
 	RET
 
 // func maskedIndicesAVX2(idx *int32, theta *float32, seed *float32, n int, mode int, q float32, keepEq int, write int, base int) int
-// Requires: AVX, AVX2, SSE
+// Requires: AVX, AVX2
 TEXT ·maskedIndicesAVX2(SB), NOSPLIT, $0-80
 	MOVQ         idx+0(FP), AX
 	MOVQ         theta+8(FP), CX
@@ -2943,8 +2939,7 @@ TEXT ·maskedIndicesAVX2(SB), NOSPLIT, $0-80
 	MOVQ         mode+32(FP), SI
 	MOVQ         write+56(FP), DI
 	MOVQ         base+64(FP), R8
-	MOVSS        q+40(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS q+40(FP), Y0
 	MOVQ         keepEq+48(FP), R9
 	NEGQ         R9
 	VMOVQ        R9, X1
@@ -4271,15 +4266,14 @@ done:
 	RET
 
 // func adafactorSquareSumsAVX2(rowSums *float32, colSums *float32, grad *float32, rows int, cols int, eps1 float32)
-// Requires: AVX, AVX2, SSE
+// Requires: AVX, AVX2
 TEXT ·adafactorSquareSumsAVX2(SB), NOSPLIT, $0-44
 	MOVQ         rowSums+0(FP), AX
 	MOVQ         colSums+8(FP), CX
 	MOVQ         grad+16(FP), DX
 	MOVQ         rows+24(FP), BX
 	MOVQ         cols+32(FP), SI
-	MOVSS        eps1+40(FP), X0
-	VBROADCASTSS X0, Y1
+	VBROADCASTSS eps1+40(FP), Y0
 	MOVQ         SI, DI
 	SHLQ         $0x02, DI
 	ANDQ         $-16, SI
@@ -4289,51 +4283,51 @@ TEXT ·adafactorSquareSumsAVX2(SB), NOSPLIT, $0-44
 row:
 	CMPQ  R8, BX
 	JAE   done
+	VPXOR Y1, Y1, Y1
 	VPXOR Y2, Y2, Y2
-	VPXOR Y3, Y3, Y3
 	XORQ  R9, R9
 
 block:
 	CMPQ    R9, SI
 	JAE     reduce
-	VMOVUPS (DX)(R9*1), Y4
-	VMULPS  Y4, Y4, Y4
-	VADDPS  Y1, Y4, Y4
-	VADDPS  Y4, Y2, Y2
-	VADDPS  (CX)(R9*1), Y4, Y4
-	VMOVUPS Y4, (CX)(R9*1)
-	VMOVUPS 32(DX)(R9*1), Y4
-	VMULPS  Y4, Y4, Y4
-	VADDPS  Y1, Y4, Y4
-	VADDPS  Y4, Y3, Y3
-	VADDPS  32(CX)(R9*1), Y4, Y4
-	VMOVUPS Y4, 32(CX)(R9*1)
+	VMOVUPS (DX)(R9*1), Y3
+	VMULPS  Y3, Y3, Y3
+	VADDPS  Y0, Y3, Y3
+	VADDPS  Y3, Y1, Y1
+	VADDPS  (CX)(R9*1), Y3, Y3
+	VMOVUPS Y3, (CX)(R9*1)
+	VMOVUPS 32(DX)(R9*1), Y3
+	VMULPS  Y3, Y3, Y3
+	VADDPS  Y0, Y3, Y3
+	VADDPS  Y3, Y2, Y2
+	VADDPS  32(CX)(R9*1), Y3, Y3
+	VMOVUPS Y3, 32(CX)(R9*1)
 	ADDQ    $0x00000040, R9
 	JMP     block
 
 reduce:
-	VADDPS       Y3, Y2, Y2
-	VEXTRACTF128 $0x01, Y2, X3
-	VADDPS       X3, X2, X3
-	VMOVHLPS     X3, X3, X2
-	VADDPS       X2, X3, X2
-	VMOVSHDUP    X2, X3
-	VADDSS       X3, X2, X2
+	VADDPS       Y2, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X2
+	VADDPS       X2, X1, X2
+	VMOVHLPS     X2, X2, X1
+	VADDPS       X1, X2, X1
+	VMOVSHDUP    X1, X2
+	VADDSS       X2, X1, X1
 
 tail:
 	CMPQ   R9, DI
 	JAE    store
-	VMOVSS (DX)(R9*1), X3
-	VMULSS X3, X3, X3
-	VADDSS X0, X3, X3
-	VADDSS X3, X2, X2
-	VADDSS (CX)(R9*1), X3, X3
-	VMOVSS X3, (CX)(R9*1)
+	VMOVSS (DX)(R9*1), X2
+	VMULSS X2, X2, X2
+	VADDSS X0, X2, X2
+	VADDSS X2, X1, X1
+	VADDSS (CX)(R9*1), X2, X2
+	VMOVSS X2, (CX)(R9*1)
 	ADDQ   $0x00000004, R9
 	JMP    tail
 
 store:
-	VMOVSS X2, (AX)(R8*4)
+	VMOVSS X1, (AX)(R8*4)
 	ADDQ   DI, DX
 	INCQ   R8
 	JMP    row

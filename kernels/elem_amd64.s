@@ -277,13 +277,12 @@ divF32AVX512_constants:
 	JMP divF32AVX512_start
 
 // func scaleF32AVX512(dst []float32, alpha float32, src []float32)
-// Requires: AVX, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512F, BMI2
 TEXT ·scaleF32AVX512(SB), NOSPLIT, $0-56
 	MOVQ         src_base+32(FP), AX
 	MOVQ         dst_base+0(FP), CX
 	MOVQ         dst_len+8(FP), DX
-	MOVSS        alpha+24(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS alpha+24(FP), Z0
 	JMP          scaleF32AVX512_constants
 
 scaleF32AVX512_start:
@@ -340,13 +339,12 @@ scaleF32AVX512_constants:
 	JMP scaleF32AVX512_start
 
 // func addScalarF32AVX512(dst []float32, v float32, src []float32)
-// Requires: AVX, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512F, BMI2
 TEXT ·addScalarF32AVX512(SB), NOSPLIT, $0-56
 	MOVQ         src_base+32(FP), AX
 	MOVQ         dst_base+0(FP), CX
 	MOVQ         dst_len+8(FP), DX
-	MOVSS        v+24(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS v+24(FP), Z0
 	JMP          addScalarF32AVX512_constants
 
 addScalarF32AVX512_start:
@@ -403,7 +401,7 @@ addScalarF32AVX512_constants:
 	JMP addScalarF32AVX512_start
 
 // func sumF32AVX512(x []float32) (sum float32)
-// Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·sumF32AVX512(SB), NOSPLIT, $0-28
 	MOVQ   x_base+0(FP), AX
 	MOVQ   x_len+8(FP), CX
@@ -465,7 +463,7 @@ sumF32AVX512_done:
 	VADDPS        X1, X0, X0
 	VMOVSHDUP     X0, X1
 	VADDSS        X1, X0, X0
-	MOVSS         X0, sum+24(FP)
+	VMOVSS        X0, sum+24(FP)
 	VZEROUPPER
 	RET
 
@@ -473,7 +471,7 @@ sumF32AVX512_constants:
 	JMP sumF32AVX512_start
 
 // func dotF32AVX512(x []float32, y []float32) (dot float32)
-// Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·dotF32AVX512(SB), NOSPLIT, $0-52
 	MOVQ   x_base+0(FP), AX
 	MOVQ   y_base+24(FP), CX
@@ -542,7 +540,7 @@ dotF32AVX512_done:
 	VADDPS        X1, X0, X0
 	VMOVSHDUP     X0, X1
 	VADDSS        X1, X0, X0
-	MOVSS         X0, dot+48(FP)
+	VMOVSS        X0, dot+48(FP)
 	VZEROUPPER
 	RET
 
@@ -550,7 +548,7 @@ dotF32AVX512_constants:
 	JMP dotF32AVX512_start
 
 // func maxF32AVX512(x []float32) (max float32)
-// Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·maxF32AVX512(SB), NOSPLIT, $0-28
 	MOVQ    x_base+0(FP), AX
 	MOVQ    x_len+8(FP), CX
@@ -612,7 +610,7 @@ maxF32AVX512_done:
 	VMAXPS        X1, X0, X0
 	VMOVSHDUP     X0, X1
 	VMAXSS        X1, X0, X0
-	MOVSS         X0, max+24(FP)
+	VMOVSS        X0, max+24(FP)
 	VZEROUPPER
 	RET
 
@@ -638,12 +636,11 @@ DATA elemconst_ff800000<>+60(SB)/4, $0xff800000
 GLOBL elemconst_ff800000<>(SB), RODATA|NOPTR, $64
 
 // func sumSqDevF32AVX512(x []float32, mean float32) (sum float32)
-// Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·sumSqDevF32AVX512(SB), NOSPLIT, $0-36
 	MOVQ         x_base+0(FP), AX
 	MOVQ         x_len+8(FP), CX
-	MOVSS        mean+24(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS mean+24(FP), Z0
 	VXORPS       Z1, Z1, Z1
 	VXORPS       Z2, Z2, Z2
 	VXORPS       Z3, Z3, Z3
@@ -714,7 +711,7 @@ sumSqDevF32AVX512_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVSS         X1, sum+32(FP)
+	VMOVSS        X1, sum+32(FP)
 	VZEROUPPER
 	RET
 
@@ -722,13 +719,12 @@ sumSqDevF32AVX512_constants:
 	JMP sumSqDevF32AVX512_start
 
 // func expShiftSumF32AVX512(dst []float32, src []float32, shift float32) (sum float32)
-// Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·expShiftSumF32AVX512(SB), NOSPLIT, $0-60
 	MOVQ         src_base+24(FP), AX
 	MOVQ         dst_base+0(FP), CX
 	MOVQ         dst_len+8(FP), DX
-	MOVSS        shift+48(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS shift+48(FP), Z0
 	VXORPS       Z1, Z1, Z1
 	VXORPS       Z2, Z2, Z2
 	VXORPS       Z3, Z3, Z3
@@ -901,7 +897,7 @@ expShiftSumF32AVX512_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVSS         X1, sum+56(FP)
+	VMOVSS        X1, sum+56(FP)
 	VZEROUPPER
 	RET
 
@@ -1137,12 +1133,11 @@ DATA elemconst_3f800000<>+60(SB)/4, $0x3f800000
 GLOBL elemconst_3f800000<>(SB), RODATA|NOPTR, $64
 
 // func sumExpShiftF32AVX512(src []float32, shift float32) (sum float32)
-// Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·sumExpShiftF32AVX512(SB), NOSPLIT, $0-36
 	MOVQ         src_base+0(FP), AX
 	MOVQ         src_len+8(FP), CX
-	MOVSS        shift+24(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS shift+24(FP), Z0
 	VXORPS       Z1, Z1, Z1
 	VXORPS       Z2, Z2, Z2
 	VXORPS       Z3, Z3, Z3
@@ -1309,7 +1304,7 @@ sumExpShiftF32AVX512_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVSS         X1, sum+32(FP)
+	VMOVSS        X1, sum+32(FP)
 	VZEROUPPER
 	RET
 
@@ -1329,13 +1324,12 @@ sumExpShiftF32AVX512_constants:
 	JMP     sumExpShiftF32AVX512_start
 
 // func scaleMaxF32AVX512(dst []float32, src []float32, scale float32) (max float32)
-// Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·scaleMaxF32AVX512(SB), NOSPLIT, $0-60
 	MOVQ         src_base+24(FP), AX
 	MOVQ         dst_base+0(FP), CX
 	MOVQ         dst_len+8(FP), DX
-	MOVSS        scale+48(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS scale+48(FP), Z0
 	VMOVUPS      elemconst_ff800000<>+0(SB), Z1
 	VMOVUPS      elemconst_ff800000<>+0(SB), Z2
 	VMOVUPS      elemconst_ff800000<>+0(SB), Z3
@@ -1406,7 +1400,7 @@ scaleMaxF32AVX512_done:
 	VMAXPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VMAXSS        X0, X1, X1
-	MOVSS         X1, max+56(FP)
+	VMOVSS        X1, max+56(FP)
 	VZEROUPPER
 	RET
 
@@ -1414,14 +1408,13 @@ scaleMaxF32AVX512_constants:
 	JMP scaleMaxF32AVX512_start
 
 // func scaleAddMaxF32AVX512(dst []float32, src []float32, scale float32, mask []float32) (max float32)
-// Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·scaleAddMaxF32AVX512(SB), NOSPLIT, $0-84
 	MOVQ         src_base+24(FP), AX
 	MOVQ         mask_base+56(FP), CX
 	MOVQ         dst_base+0(FP), DX
 	MOVQ         dst_len+8(FP), BX
-	MOVSS        scale+48(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS scale+48(FP), Z0
 	VMOVUPS      elemconst_ff800000<>+0(SB), Z1
 	VMOVUPS      elemconst_ff800000<>+0(SB), Z2
 	VMOVUPS      elemconst_ff800000<>+0(SB), Z3
@@ -1504,7 +1497,7 @@ scaleAddMaxF32AVX512_done:
 	VMAXPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VMAXSS        X0, X1, X1
-	MOVSS         X1, max+80(FP)
+	VMOVSS        X1, max+80(FP)
 	VZEROUPPER
 	RET
 
@@ -4677,14 +4670,13 @@ sigmoidBackwardF32AVX512_constants:
 	JMP     sigmoidBackwardF32AVX512_start
 
 // func softmaxBackwardF32AVX512(dx []float32, y []float32, dy []float32, s float32)
-// Requires: AVX, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512F, BMI2
 TEXT ·softmaxBackwardF32AVX512(SB), NOSPLIT, $0-76
 	MOVQ         y_base+24(FP), AX
 	MOVQ         dy_base+48(FP), CX
 	MOVQ         dx_base+0(FP), DX
 	MOVQ         dx_len+8(FP), BX
-	MOVSS        s+72(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS s+72(FP), Z0
 	JMP          softmaxBackwardF32AVX512_constants
 
 softmaxBackwardF32AVX512_start:
@@ -4753,15 +4745,13 @@ softmaxBackwardF32AVX512_constants:
 	JMP softmaxBackwardF32AVX512_start
 
 // func logSoftmaxF32AVX512(dst []float32, src []float32, max float32, logSum float32)
-// Requires: AVX, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512F, BMI2
 TEXT ·logSoftmaxF32AVX512(SB), NOSPLIT, $0-56
 	MOVQ         src_base+24(FP), AX
 	MOVQ         dst_base+0(FP), CX
 	MOVQ         dst_len+8(FP), DX
-	MOVSS        max+48(FP), X0
-	VBROADCASTSS X0, Z0
-	MOVSS        logSum+52(FP), X1
-	VBROADCASTSS X1, Z1
+	VBROADCASTSS max+48(FP), Z0
+	VBROADCASTSS logSum+52(FP), Z1
 	JMP          logSoftmaxF32AVX512_constants
 
 logSoftmaxF32AVX512_start:
@@ -4824,14 +4814,13 @@ logSoftmaxF32AVX512_constants:
 	JMP logSoftmaxF32AVX512_start
 
 // func logSoftmaxBackwardF32AVX512(dx []float32, y []float32, dy []float32, s float32)
-// Requires: AVX, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512F, BMI2
 TEXT ·logSoftmaxBackwardF32AVX512(SB), NOSPLIT, $0-76
 	MOVQ         y_base+24(FP), AX
 	MOVQ         dy_base+48(FP), CX
 	MOVQ         dx_base+0(FP), DX
 	MOVQ         dx_len+8(FP), BX
-	MOVSS        s+72(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS s+72(FP), Z0
 	JMP          logSoftmaxBackwardF32AVX512_constants
 
 logSoftmaxBackwardF32AVX512_start:
@@ -5014,17 +5003,15 @@ logSoftmaxBackwardF32AVX512_constants:
 	JMP     logSoftmaxBackwardF32AVX512_start
 
 // func layerNormF32AVX512(y []float32, x []float32, gamma []float32, beta []float32, mean float32, rstd float32)
-// Requires: AVX, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512F, BMI2
 TEXT ·layerNormF32AVX512(SB), NOSPLIT, $0-104
 	MOVQ         x_base+24(FP), AX
 	MOVQ         gamma_base+48(FP), CX
 	MOVQ         beta_base+72(FP), DX
 	MOVQ         y_base+0(FP), BX
 	MOVQ         y_len+8(FP), SI
-	MOVSS        mean+96(FP), X0
-	VBROADCASTSS X0, Z0
-	MOVSS        rstd+100(FP), X1
-	VBROADCASTSS X1, Z1
+	VBROADCASTSS mean+96(FP), Z0
+	VBROADCASTSS rstd+100(FP), Z1
 	JMP          layerNormF32AVX512_constants
 
 layerNormF32AVX512_start:
@@ -5111,16 +5098,14 @@ layerNormF32AVX512_constants:
 	JMP layerNormF32AVX512_start
 
 // func layerNormBackwardSumsF32AVX512(dy []float32, x []float32, gamma []float32, mean float32, rstd float32) (sumG float32, sumGX float32)
-// Requires: AVX, AVX512DQ, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
 TEXT ·layerNormBackwardSumsF32AVX512(SB), NOSPLIT, $0-88
 	MOVQ         dy_base+0(FP), AX
 	MOVQ         x_base+24(FP), CX
 	MOVQ         gamma_base+48(FP), DX
 	MOVQ         dy_len+8(FP), BX
-	MOVSS        mean+72(FP), X0
-	VBROADCASTSS X0, Z0
-	MOVSS        rstd+76(FP), X1
-	VBROADCASTSS X1, Z1
+	VBROADCASTSS mean+72(FP), Z0
+	VBROADCASTSS rstd+76(FP), Z1
 	VXORPS       Z2, Z2, Z2
 	VXORPS       Z3, Z3, Z3
 	VXORPS       Z4, Z4, Z4
@@ -5219,7 +5204,7 @@ layerNormBackwardSumsF32AVX512_done:
 	VADDPS        X0, X2, X2
 	VMOVSHDUP     X2, X0
 	VADDSS        X0, X2, X2
-	MOVSS         X2, sumG+80(FP)
+	VMOVSS        X2, sumG+80(FP)
 	VADDPS        Z5, Z3, Z3
 	VADDPS        Z9, Z7, Z7
 	VADDPS        Z7, Z3, Z3
@@ -5231,7 +5216,7 @@ layerNormBackwardSumsF32AVX512_done:
 	VADDPS        X0, X3, X3
 	VMOVSHDUP     X3, X0
 	VADDSS        X0, X3, X3
-	MOVSS         X3, sumGX+84(FP)
+	VMOVSS        X3, sumGX+84(FP)
 	VZEROUPPER
 	RET
 
@@ -5239,21 +5224,17 @@ layerNormBackwardSumsF32AVX512_constants:
 	JMP layerNormBackwardSumsF32AVX512_start
 
 // func layerNormBackwardF32AVX512(dx []float32, dy []float32, x []float32, gamma []float32, mean float32, rstd float32, a float32, b float32)
-// Requires: AVX, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512F, BMI2
 TEXT ·layerNormBackwardF32AVX512(SB), NOSPLIT, $0-112
 	MOVQ         dy_base+24(FP), AX
 	MOVQ         x_base+48(FP), CX
 	MOVQ         gamma_base+72(FP), DX
 	MOVQ         dx_base+0(FP), BX
 	MOVQ         dx_len+8(FP), SI
-	MOVSS        mean+96(FP), X0
-	VBROADCASTSS X0, Z0
-	MOVSS        rstd+100(FP), X1
-	VBROADCASTSS X1, Z1
-	MOVSS        a+104(FP), X2
-	VBROADCASTSS X2, Z2
-	MOVSS        b+108(FP), X3
-	VBROADCASTSS X3, Z3
+	VBROADCASTSS mean+96(FP), Z0
+	VBROADCASTSS rstd+100(FP), Z1
+	VBROADCASTSS a+104(FP), Z2
+	VBROADCASTSS b+108(FP), Z3
 	JMP          layerNormBackwardF32AVX512_constants
 
 layerNormBackwardF32AVX512_start:
@@ -5358,17 +5339,15 @@ layerNormBackwardF32AVX512_constants:
 	JMP layerNormBackwardF32AVX512_start
 
 // func layerNormGradAccumF32AVX512(dgamma []float32, dbeta []float32, dy []float32, x []float32, mean float32, rstd float32)
-// Requires: AVX, AVX512F, BMI2, SSE
+// Requires: AVX, AVX512F, BMI2
 TEXT ·layerNormGradAccumF32AVX512(SB), NOSPLIT, $0-104
 	MOVQ         dgamma_base+0(FP), AX
 	MOVQ         dbeta_base+24(FP), CX
 	MOVQ         dy_base+48(FP), DX
 	MOVQ         x_base+72(FP), BX
 	MOVQ         dgamma_len+8(FP), SI
-	MOVSS        mean+96(FP), X0
-	VBROADCASTSS X0, Z0
-	MOVSS        rstd+100(FP), X1
-	VBROADCASTSS X1, Z1
+	VBROADCASTSS mean+96(FP), Z0
+	VBROADCASTSS rstd+100(FP), Z1
 	JMP          layerNormGradAccumF32AVX512_constants
 
 layerNormGradAccumF32AVX512_start:
@@ -5856,13 +5835,12 @@ divF32AVX2_constants:
 	JMP divF32AVX2_start
 
 // func scaleF32AVX2(dst []float32, alpha float32, src []float32)
-// Requires: AVX, AVX2, SSE
+// Requires: AVX
 TEXT ·scaleF32AVX2(SB), NOSPLIT, $0-56
 	MOVQ         src_base+32(FP), AX
 	MOVQ         dst_base+0(FP), CX
 	MOVQ         dst_len+8(FP), DX
-	MOVSS        alpha+24(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS alpha+24(FP), Y0
 	JMP          scaleF32AVX2_constants
 
 scaleF32AVX2_start:
@@ -5920,13 +5898,12 @@ scaleF32AVX2_constants:
 	JMP scaleF32AVX2_start
 
 // func addScalarF32AVX2(dst []float32, v float32, src []float32)
-// Requires: AVX, AVX2, SSE
+// Requires: AVX
 TEXT ·addScalarF32AVX2(SB), NOSPLIT, $0-56
 	MOVQ         src_base+32(FP), AX
 	MOVQ         dst_base+0(FP), CX
 	MOVQ         dst_len+8(FP), DX
-	MOVSS        v+24(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS v+24(FP), Y0
 	JMP          addScalarF32AVX2_constants
 
 addScalarF32AVX2_start:
@@ -5984,7 +5961,7 @@ addScalarF32AVX2_constants:
 	JMP addScalarF32AVX2_start
 
 // func sumF32AVX2(x []float32) (sum float32)
-// Requires: AVX, SSE
+// Requires: AVX
 TEXT ·sumF32AVX2(SB), NOSPLIT, $0-28
 	MOVQ   x_base+0(FP), AX
 	MOVQ   x_len+8(FP), CX
@@ -6046,7 +6023,7 @@ sumF32AVX2_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVSS        X0, sum+24(FP)
+	VMOVSS       X0, sum+24(FP)
 	VZEROUPPER
 	RET
 
@@ -6054,7 +6031,7 @@ sumF32AVX2_constants:
 	JMP sumF32AVX2_start
 
 // func dotF32AVX2(x []float32, y []float32) (dot float32)
-// Requires: AVX, FMA3, SSE
+// Requires: AVX, FMA3
 TEXT ·dotF32AVX2(SB), NOSPLIT, $0-52
 	MOVQ   x_base+0(FP), AX
 	MOVQ   y_base+24(FP), CX
@@ -6122,7 +6099,7 @@ dotF32AVX2_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVSS        X0, dot+48(FP)
+	VMOVSS       X0, dot+48(FP)
 	VZEROUPPER
 	RET
 
@@ -6130,7 +6107,7 @@ dotF32AVX2_constants:
 	JMP dotF32AVX2_start
 
 // func maxF32AVX2(x []float32) (max float32)
-// Requires: AVX, SSE
+// Requires: AVX
 TEXT ·maxF32AVX2(SB), NOSPLIT, $0-28
 	MOVQ    x_base+0(FP), AX
 	MOVQ    x_len+8(FP), CX
@@ -6192,7 +6169,7 @@ maxF32AVX2_done:
 	VMAXPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VMAXSS       X1, X0, X0
-	MOVSS        X0, max+24(FP)
+	VMOVSS       X0, max+24(FP)
 	VZEROUPPER
 	RET
 
@@ -6200,12 +6177,11 @@ maxF32AVX2_constants:
 	JMP maxF32AVX2_start
 
 // func sumSqDevF32AVX2(x []float32, mean float32) (sum float32)
-// Requires: AVX, AVX2, SSE
+// Requires: AVX
 TEXT ·sumSqDevF32AVX2(SB), NOSPLIT, $0-36
 	MOVQ         x_base+0(FP), AX
 	MOVQ         x_len+8(FP), CX
-	MOVSS        mean+24(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS mean+24(FP), Y0
 	VXORPS       Y1, Y1, Y1
 	VXORPS       Y2, Y2, Y2
 	VXORPS       Y3, Y3, Y3
@@ -6276,7 +6252,7 @@ sumSqDevF32AVX2_done:
 	VADDPS       X0, X1, X1
 	VMOVSHDUP    X1, X0
 	VADDSS       X0, X1, X1
-	MOVSS        X1, sum+32(FP)
+	VMOVSS       X1, sum+32(FP)
 	VZEROUPPER
 	RET
 
@@ -6284,13 +6260,12 @@ sumSqDevF32AVX2_constants:
 	JMP sumSqDevF32AVX2_start
 
 // func expShiftSumF32AVX2(dst []float32, src []float32, shift float32) (sum float32)
-// Requires: AVX, AVX2, FMA3, SSE
+// Requires: AVX, AVX2, FMA3
 TEXT ·expShiftSumF32AVX2(SB), NOSPLIT, $0-60
 	MOVQ         src_base+24(FP), AX
 	MOVQ         dst_base+0(FP), CX
 	MOVQ         dst_len+8(FP), DX
-	MOVSS        shift+48(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS shift+48(FP), Y0
 	VXORPS       Y1, Y1, Y1
 	VXORPS       Y2, Y2, Y2
 	JMP          expShiftSumF32AVX2_constants
@@ -6449,7 +6424,7 @@ expShiftSumF32AVX2_done:
 	VADDPS       X0, X1, X1
 	VMOVSHDUP    X1, X0
 	VADDSS       X0, X1, X1
-	MOVSS        X1, sum+56(FP)
+	VMOVSS       X1, sum+56(FP)
 	VZEROUPPER
 	RET
 
@@ -6477,12 +6452,11 @@ DATA elemconst_0000007f<>+60(SB)/4, $0x0000007f
 GLOBL elemconst_0000007f<>(SB), RODATA|NOPTR, $64
 
 // func sumExpShiftF32AVX2(src []float32, shift float32) (sum float32)
-// Requires: AVX, AVX2, FMA3, SSE
+// Requires: AVX, AVX2, FMA3
 TEXT ·sumExpShiftF32AVX2(SB), NOSPLIT, $0-36
 	MOVQ         src_base+0(FP), AX
 	MOVQ         src_len+8(FP), CX
-	MOVSS        shift+24(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS shift+24(FP), Y0
 	VXORPS       Y1, Y1, Y1
 	VXORPS       Y2, Y2, Y2
 	JMP          sumExpShiftF32AVX2_constants
@@ -6637,7 +6611,7 @@ sumExpShiftF32AVX2_done:
 	VADDPS       X0, X1, X1
 	VMOVSHDUP    X1, X0
 	VADDSS       X0, X1, X1
-	MOVSS        X1, sum+32(FP)
+	VMOVSS       X1, sum+32(FP)
 	VZEROUPPER
 	RET
 
@@ -6647,13 +6621,12 @@ sumExpShiftF32AVX2_constants:
 	JMP     sumExpShiftF32AVX2_start
 
 // func scaleMaxF32AVX2(dst []float32, src []float32, scale float32) (max float32)
-// Requires: AVX, AVX2, SSE
+// Requires: AVX
 TEXT ·scaleMaxF32AVX2(SB), NOSPLIT, $0-60
 	MOVQ         src_base+24(FP), AX
 	MOVQ         dst_base+0(FP), CX
 	MOVQ         dst_len+8(FP), DX
-	MOVSS        scale+48(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS scale+48(FP), Y0
 	VMOVUPS      elemconst_ff800000<>+0(SB), Y1
 	VMOVUPS      elemconst_ff800000<>+0(SB), Y2
 	VMOVUPS      elemconst_ff800000<>+0(SB), Y3
@@ -6724,7 +6697,7 @@ scaleMaxF32AVX2_done:
 	VMAXPS       X0, X1, X1
 	VMOVSHDUP    X1, X0
 	VMAXSS       X0, X1, X1
-	MOVSS        X1, max+56(FP)
+	VMOVSS       X1, max+56(FP)
 	VZEROUPPER
 	RET
 
@@ -6732,14 +6705,13 @@ scaleMaxF32AVX2_constants:
 	JMP scaleMaxF32AVX2_start
 
 // func scaleAddMaxF32AVX2(dst []float32, src []float32, scale float32, mask []float32) (max float32)
-// Requires: AVX, AVX2, FMA3, SSE
+// Requires: AVX, FMA3
 TEXT ·scaleAddMaxF32AVX2(SB), NOSPLIT, $0-84
 	MOVQ         src_base+24(FP), AX
 	MOVQ         mask_base+56(FP), CX
 	MOVQ         dst_base+0(FP), DX
 	MOVQ         dst_len+8(FP), BX
-	MOVSS        scale+48(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS scale+48(FP), Y0
 	VMOVUPS      elemconst_ff800000<>+0(SB), Y1
 	VMOVUPS      elemconst_ff800000<>+0(SB), Y2
 	VMOVUPS      elemconst_ff800000<>+0(SB), Y3
@@ -6822,7 +6794,7 @@ scaleAddMaxF32AVX2_done:
 	VMAXPS       X0, X1, X1
 	VMOVSHDUP    X1, X0
 	VMAXSS       X0, X1, X1
-	MOVSS        X1, max+80(FP)
+	VMOVSS       X1, max+80(FP)
 	VZEROUPPER
 	RET
 
@@ -8293,14 +8265,13 @@ sigmoidBackwardF32AVX2_constants:
 	JMP sigmoidBackwardF32AVX2_start
 
 // func softmaxBackwardF32AVX2(dx []float32, y []float32, dy []float32, s float32)
-// Requires: AVX, AVX2, SSE
+// Requires: AVX
 TEXT ·softmaxBackwardF32AVX2(SB), NOSPLIT, $0-76
 	MOVQ         y_base+24(FP), AX
 	MOVQ         dy_base+48(FP), CX
 	MOVQ         dx_base+0(FP), DX
 	MOVQ         dx_len+8(FP), BX
-	MOVSS        s+72(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS s+72(FP), Y0
 	JMP          softmaxBackwardF32AVX2_constants
 
 softmaxBackwardF32AVX2_start:
@@ -8370,15 +8341,13 @@ softmaxBackwardF32AVX2_constants:
 	JMP softmaxBackwardF32AVX2_start
 
 // func logSoftmaxF32AVX2(dst []float32, src []float32, max float32, logSum float32)
-// Requires: AVX, AVX2, SSE
+// Requires: AVX
 TEXT ·logSoftmaxF32AVX2(SB), NOSPLIT, $0-56
 	MOVQ         src_base+24(FP), AX
 	MOVQ         dst_base+0(FP), CX
 	MOVQ         dst_len+8(FP), DX
-	MOVSS        max+48(FP), X0
-	VBROADCASTSS X0, Y0
-	MOVSS        logSum+52(FP), X1
-	VBROADCASTSS X1, Y1
+	VBROADCASTSS max+48(FP), Y0
+	VBROADCASTSS logSum+52(FP), Y1
 	JMP          logSoftmaxF32AVX2_constants
 
 logSoftmaxF32AVX2_start:
@@ -8442,14 +8411,13 @@ logSoftmaxF32AVX2_constants:
 	JMP logSoftmaxF32AVX2_start
 
 // func logSoftmaxBackwardF32AVX2(dx []float32, y []float32, dy []float32, s float32)
-// Requires: AVX, AVX2, FMA3, SSE
+// Requires: AVX, AVX2, FMA3
 TEXT ·logSoftmaxBackwardF32AVX2(SB), NOSPLIT, $0-76
 	MOVQ         y_base+24(FP), AX
 	MOVQ         dy_base+48(FP), CX
 	MOVQ         dx_base+0(FP), DX
 	MOVQ         dx_len+8(FP), BX
-	MOVSS        s+72(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS s+72(FP), Y0
 	JMP          logSoftmaxBackwardF32AVX2_constants
 
 logSoftmaxBackwardF32AVX2_start:
@@ -8611,17 +8579,15 @@ logSoftmaxBackwardF32AVX2_constants:
 	JMP     logSoftmaxBackwardF32AVX2_start
 
 // func layerNormF32AVX2(y []float32, x []float32, gamma []float32, beta []float32, mean float32, rstd float32)
-// Requires: AVX, AVX2, FMA3, SSE
+// Requires: AVX, FMA3
 TEXT ·layerNormF32AVX2(SB), NOSPLIT, $0-104
 	MOVQ         x_base+24(FP), AX
 	MOVQ         gamma_base+48(FP), CX
 	MOVQ         beta_base+72(FP), DX
 	MOVQ         y_base+0(FP), BX
 	MOVQ         y_len+8(FP), SI
-	MOVSS        mean+96(FP), X0
-	VBROADCASTSS X0, Y0
-	MOVSS        rstd+100(FP), X1
-	VBROADCASTSS X1, Y1
+	VBROADCASTSS mean+96(FP), Y0
+	VBROADCASTSS rstd+100(FP), Y1
 	JMP          layerNormF32AVX2_constants
 
 layerNormF32AVX2_start:
@@ -8709,16 +8675,14 @@ layerNormF32AVX2_constants:
 	JMP layerNormF32AVX2_start
 
 // func layerNormBackwardSumsF32AVX2(dy []float32, x []float32, gamma []float32, mean float32, rstd float32) (sumG float32, sumGX float32)
-// Requires: AVX, AVX2, FMA3, SSE
+// Requires: AVX, FMA3
 TEXT ·layerNormBackwardSumsF32AVX2(SB), NOSPLIT, $0-88
 	MOVQ         dy_base+0(FP), AX
 	MOVQ         x_base+24(FP), CX
 	MOVQ         gamma_base+48(FP), DX
 	MOVQ         dy_len+8(FP), BX
-	MOVSS        mean+72(FP), X0
-	VBROADCASTSS X0, Y0
-	MOVSS        rstd+76(FP), X1
-	VBROADCASTSS X1, Y1
+	VBROADCASTSS mean+72(FP), Y0
+	VBROADCASTSS rstd+76(FP), Y1
 	VXORPS       Y2, Y2, Y2
 	VXORPS       Y3, Y3, Y3
 	VXORPS       Y4, Y4, Y4
@@ -8816,7 +8780,7 @@ layerNormBackwardSumsF32AVX2_done:
 	VADDPS       X0, X2, X2
 	VMOVSHDUP    X2, X0
 	VADDSS       X0, X2, X2
-	MOVSS        X2, sumG+80(FP)
+	VMOVSS       X2, sumG+80(FP)
 	VADDPS       Y5, Y3, Y3
 	VADDPS       Y9, Y7, Y7
 	VADDPS       Y7, Y3, Y3
@@ -8826,7 +8790,7 @@ layerNormBackwardSumsF32AVX2_done:
 	VADDPS       X0, X3, X3
 	VMOVSHDUP    X3, X0
 	VADDSS       X0, X3, X3
-	MOVSS        X3, sumGX+84(FP)
+	VMOVSS       X3, sumGX+84(FP)
 	VZEROUPPER
 	RET
 
@@ -8834,21 +8798,17 @@ layerNormBackwardSumsF32AVX2_constants:
 	JMP layerNormBackwardSumsF32AVX2_start
 
 // func layerNormBackwardF32AVX2(dx []float32, dy []float32, x []float32, gamma []float32, mean float32, rstd float32, a float32, b float32)
-// Requires: AVX, AVX2, FMA3, SSE
+// Requires: AVX, FMA3
 TEXT ·layerNormBackwardF32AVX2(SB), NOSPLIT, $0-112
 	MOVQ         dy_base+24(FP), AX
 	MOVQ         x_base+48(FP), CX
 	MOVQ         gamma_base+72(FP), DX
 	MOVQ         dx_base+0(FP), BX
 	MOVQ         dx_len+8(FP), SI
-	MOVSS        mean+96(FP), X0
-	VBROADCASTSS X0, Y0
-	MOVSS        rstd+100(FP), X1
-	VBROADCASTSS X1, Y1
-	MOVSS        a+104(FP), X2
-	VBROADCASTSS X2, Y2
-	MOVSS        b+108(FP), X3
-	VBROADCASTSS X3, Y3
+	VBROADCASTSS mean+96(FP), Y0
+	VBROADCASTSS rstd+100(FP), Y1
+	VBROADCASTSS a+104(FP), Y2
+	VBROADCASTSS b+108(FP), Y3
 	JMP          layerNormBackwardF32AVX2_constants
 
 layerNormBackwardF32AVX2_start:
@@ -8954,17 +8914,15 @@ layerNormBackwardF32AVX2_constants:
 	JMP layerNormBackwardF32AVX2_start
 
 // func layerNormGradAccumF32AVX2(dgamma []float32, dbeta []float32, dy []float32, x []float32, mean float32, rstd float32)
-// Requires: AVX, AVX2, FMA3, SSE
+// Requires: AVX, FMA3
 TEXT ·layerNormGradAccumF32AVX2(SB), NOSPLIT, $0-104
 	MOVQ         dgamma_base+0(FP), AX
 	MOVQ         dbeta_base+24(FP), CX
 	MOVQ         dy_base+48(FP), DX
 	MOVQ         x_base+72(FP), BX
 	MOVQ         dgamma_len+8(FP), SI
-	MOVSS        mean+96(FP), X0
-	VBROADCASTSS X0, Y0
-	MOVSS        rstd+100(FP), X1
-	VBROADCASTSS X1, Y1
+	VBROADCASTSS mean+96(FP), Y0
+	VBROADCASTSS rstd+100(FP), Y1
 	JMP          layerNormGradAccumF32AVX2_constants
 
 layerNormGradAccumF32AVX2_start:

@@ -14,6 +14,8 @@ package main
 import (
 	"fmt"
 
+	"github.com/mmcloughlin/avo/gotypes"
+
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
 	. "github.com/mmcloughlin/avo/reg"
@@ -441,9 +443,8 @@ func keepMask(z bool, d, q VecVirtual, eqMask Op) Op {
 
 // loadThresholdAndEq broadcasts q and turns keepEq (0 or 1) into a mask.
 func loadThresholdAndEq(z bool) (VecVirtual, Op) {
-	qx := Load(Param("q"), XMM())
 	q := vec(z)
-	VBROADCASTSS(qx, q)
+	VBROADCASTSS(frameAddr(Param("q")), q)
 	keepEq := GP64()
 	Load(Param("keepEq"), keepEq)
 	NEGQ(keepEq) // 0 or all ones
@@ -1208,9 +1209,8 @@ func adafactorSquareSumsKernel(z bool) {
 	g := Load(Param("grad"), GP64())
 	rows := Load(Param("rows"), GP64())
 	cols := Load(Param("cols"), GP64())
-	epsX := Load(Param("eps1"), XMM())
 	eps := vec(z)
-	VBROADCASTSS(epsX, eps)
+	VBROADCASTSS(frameAddr(Param("eps1")), eps)
 	rowBytes, full := GP64(), GP64()
 	MOVQ(cols, rowBytes)
 	SHLQ(U8(2), rowBytes)
@@ -1251,7 +1251,7 @@ func adafactorSquareSumsKernel(z bool) {
 	t, c := XMM(), XMM()
 	VMOVSS(Mem{Base: g, Index: j, Scale: 1}, t)
 	VMULSS(t, t, t)
-	VADDSS(epsX, t, t)
+	VADDSS(eps.AsX(), t, t)
 	VADDSS(t, sum, sum)
 	VADDSS(Mem{Base: colSums, Index: j, Scale: 1}, t, c)
 	VMOVSS(c, Mem{Base: colSums, Index: j, Scale: 1})
@@ -1344,4 +1344,15 @@ func adafactorUpdateSquaresKernel(z bool) {
 	Label("done")
 	VZEROUPPER()
 	RET()
+}
+
+// frameAddr is the address of an argument in the frame. Float arguments are
+// broadcast straight from there: avo's Load would emit a legacy-SSE MOVSS,
+// and mixing SSE with AVX costs hundreds of cycles a call on some x86 cores.
+func frameAddr(c gotypes.Component) Mem {
+	b, err := c.Resolve()
+	if err != nil {
+		panic(err)
+	}
+	return b.Addr
 }
