@@ -14,7 +14,7 @@ package main
 import (
 	"fmt"
 
-	"github.com/mmcloughlin/avo/gotypes"
+	"github.com/dstune/dstune/asm/internal/frame"
 
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
@@ -444,7 +444,7 @@ func keepMask(z bool, d, q VecVirtual, eqMask Op) Op {
 // loadThresholdAndEq broadcasts q and turns keepEq (0 or 1) into a mask.
 func loadThresholdAndEq(z bool) (VecVirtual, Op) {
 	q := vec(z)
-	VBROADCASTSS(frameAddr(Param("q")), q)
+	VBROADCASTSS(frame.Param("q"), q)
 	keepEq := GP64()
 	Load(Param("keepEq"), keepEq)
 	NEGQ(keepEq) // 0 or all ones
@@ -1210,7 +1210,7 @@ func adafactorSquareSumsKernel(z bool) {
 	rows := Load(Param("rows"), GP64())
 	cols := Load(Param("cols"), GP64())
 	eps := vec(z)
-	VBROADCASTSS(frameAddr(Param("eps1")), eps)
+	VBROADCASTSS(frame.Param("eps1"), eps)
 	rowBytes, full := GP64(), GP64()
 	MOVQ(cols, rowBytes)
 	SHLQ(U8(2), rowBytes)
@@ -1344,15 +1344,4 @@ func adafactorUpdateSquaresKernel(z bool) {
 	Label("done")
 	VZEROUPPER()
 	RET()
-}
-
-// frameAddr is the address of an argument in the frame. Float arguments are
-// broadcast straight from there: avo's Load would emit a legacy-SSE MOVSS,
-// and mixing SSE with AVX costs hundreds of cycles a call on some x86 cores.
-func frameAddr(c gotypes.Component) Mem {
-	b, err := c.Resolve()
-	if err != nil {
-		panic(err)
-	}
-	return b.Addr
 }

@@ -19,7 +19,7 @@ import (
 	"math"
 	"strings"
 
-	"github.com/mmcloughlin/avo/gotypes"
+	"github.com/dstune/dstune/asm/internal/frame"
 
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
@@ -274,9 +274,9 @@ func (e *emitter) header() {
 		e.c.maxHoist = h
 	}
 	for _, s := range l.scals {
-		// Straight from the argument frame (see frameAddr).
+		// Straight from the argument frame (see package frame).
 		v := t.vec()
-		VBROADCASTSS(frameAddr(Param(s)), v)
+		VBROADCASTSS(frame.Param(s), v)
 		e.c.scal = append(e.c.scal, v)
 	}
 	e.accs = make([][]VecVirtual, e.unroll)
@@ -404,7 +404,7 @@ func (e *emitter) finish() {
 			vs[u] = e.accs[u][j]
 		}
 		x := reduce(t, k, vs)
-		VMOVSS(x, frameAddr(Return(l.rets[j])))
+		VMOVSS(x, frame.Return(l.rets[j]))
 	}
 	VZEROUPPER()
 	RET()
@@ -580,17 +580,4 @@ func (c *ctx) copySign(mag, s VecVirtual) VecVirtual {
 	VANDPS(c.kb(0x80000000), s, d)
 	VORPS(mag, d, d)
 	return d
-}
-
-// frameAddr is the address of an argument or result in the frame. Floats
-// move between it and vector registers with VEX-encoded instructions: avo's
-// Load and Store would emit a legacy-SSE MOVSS, and mixing SSE with AVX cost
-// about 70 ns a call on a Zen 3 host (more than a 256-element LayerNorm
-// row's work); the generated code holds no SSE instruction.
-func frameAddr(c gotypes.Component) Mem {
-	b, err := c.Resolve()
-	if err != nil {
-		panic(err)
-	}
-	return b.Addr
 }

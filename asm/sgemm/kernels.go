@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 
+	"github.com/dstune/dstune/asm/internal/frame"
+
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
 	. "github.com/mmcloughlin/avo/reg"
@@ -91,8 +93,8 @@ func prefetchStep(label string, k kernelArgs) {
 	DECQ(k.pfLine)
 	JNZ(LabelRef(label))
 	DECQ(k.pfRows)
-	ADDQ(paramAddr("pfSkip"), k.pf)
-	MOVQ(paramAddr("pfRowLines"), k.pfLine)
+	ADDQ(frame.Param("pfSkip"), k.pf)
+	MOVQ(frame.Param("pfRowLines"), k.pfLine)
 	Label(label)
 }
 
@@ -239,11 +241,11 @@ func prefetchC(c, ldc Register, skip, mr, rowBytes int) {
 // leaves every value, NaN included, as it is).
 func scaleByAlpha(prefix string, acc [][]VecVirtual, mk func() VecVirtual) {
 	bits := GP32()
-	MOVL(paramAddr("alpha"), bits)
+	MOVL(frame.Param("alpha"), bits)
 	CMPL(bits, U32(0x3f800000))
 	JE(LabelRef(prefix + "_alpha1"))
 	alpha := mk()
-	VBROADCASTSS(paramAddr("alpha"), alpha)
+	VBROADCASTSS(frame.Param("alpha"), alpha)
 	for r := range acc {
 		for v := range acc[r] {
 			VMULPS(alpha, acc[r][v], acc[r][v])
@@ -255,7 +257,7 @@ func scaleByAlpha(prefix string, acc [][]VecVirtual, mk func() VecVirtual) {
 // betaIsZero sets the zero flag when beta is ±0 (C is then not read).
 func betaIsZero() {
 	bits := GP32()
-	MOVL(paramAddr("beta"), bits)
+	MOVL(frame.Param("beta"), bits)
 	SHLL(U8(1), bits) // drop the sign: -0 counts as 0
 }
 
@@ -356,7 +358,7 @@ func kernelAVX512(name string, mr, nv int, bf bool) {
 		// stores: with ldc a multiple of 4 KiB, a load after a store to
 		// the row above looks like it depends on it.
 		beta := ZMM()
-		VBROADCASTSS(paramAddr("beta"), beta)
+		VBROADCASTSS(frame.Param("beta"), beta)
 		storeTile(rows, pc, k.ldc, func(r int) {
 			for v := range nv {
 				VFMADD231PS(Mem{Base: pc, Disp: 64 * v}, beta, masks[v], acc[r][v])
@@ -451,12 +453,12 @@ func kernelAVX2(name string, mr, nv int, ftz bool) {
 		scaleByAlpha(prefix, acc, func() VecVirtual { return YMM() })
 		pc := GP64()
 		MOVQ(k.cTile, pc)
-		CMPQ(paramAddr("cols"), U32(nr))
+		CMPQ(frame.Param("cols"), U32(nr))
 		JNE(LabelRef(prefix + "_edge"))
 		betaIsZero()
 		JZ(LabelRef(prefix + "_full_beta0"))
 		beta := YMM()
-		VBROADCASTSS(paramAddr("beta"), beta)
+		VBROADCASTSS(frame.Param("beta"), beta)
 		// The tile's loads of C before its stores (see kernelAVX512).
 		storeTile(rows, pc, k.ldc, func(r int) {
 			for v := range nv {
@@ -485,7 +487,7 @@ func kernelAVX2(name string, mr, nv int, ftz bool) {
 		betaIsZero()
 		JZ(LabelRef(prefix + "_edge_beta0"))
 		beta2, t := YMM(), YMM()
-		VBROADCASTSS(paramAddr("beta"), beta2)
+		VBROADCASTSS(frame.Param("beta"), beta2)
 		storeTile(rows, pc, k.ldc, func(r int) {
 			for v := range nv {
 				VMASKMOVPS(Mem{Base: pc, Disp: 32 * v}, masks[v], t)
@@ -554,14 +556,4 @@ func maskTable() Mem {
 		maskTableMem = &m
 	}
 	return *maskTableMem
-}
-
-// paramAddr is the stack address of a scalar parameter of the active
-// function (for broadcasts straight from memory).
-func paramAddr(name string) Mem {
-	b, err := Param(name).Resolve()
-	if err != nil {
-		panic(err)
-	}
-	return b.Addr
 }
