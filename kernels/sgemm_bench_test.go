@@ -216,3 +216,47 @@ func BenchmarkSbgemmBatched(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGemmKernelRows calls each assembly micro-kernel this CPU runs
+// on rows rows of A, from one tile of mr rows to mr+3, at the attention products'
+// inner size (k = 64), with every operand in L1, and reports the time per
+// row: a tile of fewer rows has fewer accumulator chains than the FMA
+// units need, so the generated kernels split mr+t rows with a small t into
+// two near-halves, and ns/row stays near the full tile's.
+func BenchmarkGemmKernelRows(b *testing.B) {
+	for _, kern := range sgemmKernels() {
+		benchKernelRows(b, kern)
+	}
+	for _, kern := range sbgemmWideKernels() {
+		benchKernelRows(b, kern)
+	}
+	for _, kern := range sbgemmKernels() {
+		benchKernelRows(b, kern)
+	}
+}
+
+func benchKernelRows[P packed](b *testing.B, kern *gemmKernel[P]) {
+	if kern.isa == Generic || kern.isa > HardwareISA() {
+		return
+	}
+	const kc = 64
+	kp := kern.elems(kc)
+	rows := kern.mr + 3
+	a := make([]P, rows*kp)
+	panel := make([]P, kp*kern.nr)
+	for i := range a {
+		a[i] = P(0x3f803f80) // 1.0 as a float32 high half and as two bfloat16s
+	}
+	for i := range panel {
+		panel[i] = P(0x3f003f00) // 0.5 likewise
+	}
+	c := make([]float32, rows*kern.nr)
+	for r := kern.mr; r <= rows; r++ {
+		b.Run(fmt.Sprintf("kernel=%s/rows=%d", kern.name, r), func(b *testing.B) {
+			for b.Loop() {
+				kern.run(kp, a, kp, panel, c, kern.nr, 1, 0, r, kern.nr, 0, 0, 0, 0)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(r), "ns/row")
+		})
+	}
+}

@@ -101,33 +101,53 @@ func prefetchStep(label string, k kernelArgs) {
 // tiles emits the loop over tiles: full tiles of mr rows while at least mr
 // rows are left, then the code for exactly the rows left (1 to mr-1).
 // body(prefix, rows) emits one tile.
-func tiles(name string, k kernelArgs, mr int, body func(prefix string, rows int)) {
+//
+// A tile of fewer than minRows rows has too few independent accumulator
+// chains to keep the FMA units busy (its steps wait on the latency of the
+// one before), so a last tile that small is not left alone: when mr+t rows
+// are left with 0 < t < minRows, they run as two tiles of about half each
+// (16 rows of a 14-row kernel as 8+8, not 14+2). Every element of C is
+// summed in the same order whichever tile holds it, so the split changes
+// no bits.
+func tiles(name string, k kernelArgs, mr, minRows int, body func(prefix string, rows int)) {
 	done := name + "_done"
+	// next moves on past a tile of rows rows, or finishes when none are left.
+	next := func(rows int) {
+		SUBQ(U32(rows), k.rowsLeft)
+		JZ(LabelRef(done))
+		t := GP64()
+		IMUL3Q(U32(rows), k.ldc, t)
+		ADDQ(t, k.cTile)
+		IMUL3Q(U32(rows), k.lda, t)
+		ADDQ(t, k.aTile)
+		JMP(LabelRef(name + "_tile"))
+	}
+	rowsLabel := func(r int) string { return fmt.Sprintf("%s_rows%d", name, r) }
+
 	Label(name + "_tile")
 	CMPQ(k.rowsLeft, U32(mr))
 	JL(LabelRef(name + "_tail"))
+	if minRows > 1 {
+		Comment("mr+t rows left with a t too small for a tile of its own: split them.")
+		for t := 1; t < minRows && t < mr; t++ {
+			CMPQ(k.rowsLeft, U32(mr+t))
+			JE(LabelRef(rowsLabel((mr + t + 1) / 2)))
+		}
+	}
 	body(name+"_full", mr)
-	SUBQ(U32(mr), k.rowsLeft)
-	JZ(LabelRef(done))
-	t := GP64()
-	IMUL3Q(U32(mr), k.ldc, t)
-	ADDQ(t, k.cTile)
-	IMUL3Q(U32(mr), k.lda, t)
-	ADDQ(t, k.aTile)
-	JMP(LabelRef(name + "_tile"))
+	next(mr)
 
 	Comment("The last tile: code for exactly the rows left.")
 	Label(name + "_tail")
 	for r := 1; r < mr; r++ {
 		CMPQ(k.rowsLeft, U32(r))
-		JE(LabelRef(fmt.Sprintf("%s_rows%d", name, r)))
+		JE(LabelRef(rowsLabel(r)))
 	}
 	JMP(LabelRef(done))
 	for r := 1; r < mr; r++ {
-		prefix := fmt.Sprintf("%s_rows%d", name, r)
-		Label(prefix)
-		body(prefix, r)
-		JMP(LabelRef(done))
+		Label(rowsLabel(r))
+		body(rowsLabel(r), r)
+		next(r)
 	}
 	Label(done)
 	VZEROUPPER()
@@ -305,7 +325,12 @@ func kernelAVX512(name string, mr, nv int, bf bool) {
 	}
 
 	prefetchC(k.cTile, k.ldc, 0, mr, 4*nr)
-	tiles(name, k, mr, func(prefix string, rows int) {
+	// VDPBF16PS has a longer latency than an FMA: more chains to hide it.
+	chains := fmaChains
+	if bf {
+		chains = bf16Chains
+	}
+	tiles(name, k, mr, (chains+nv-1)/nv, func(prefix string, rows int) {
 		if rows == mr {
 			prefetchC(k.cTile, k.ldc, mr, mr, 4*nr)
 		}
@@ -411,7 +436,7 @@ func kernelAVX2(name string, mr, nv int, ftz bool) {
 	k := loadKernelArgs()
 
 	prefetchC(k.cTile, k.ldc, 0, mr, 4*nr)
-	tiles(name, k, mr, func(prefix string, rows int) {
+	tiles(name, k, mr, (fmaChains+nv-1)/nv, func(prefix string, rows int) {
 		if rows == mr {
 			prefetchC(k.cTile, k.ldc, mr, mr, 4*nr)
 		}

@@ -59,8 +59,12 @@ const (
 	nvAVX2 = 2
 	// Steps of p per loop iteration.
 	unroll = 4
-	// Independent chains in the peak loops: more than latency × pipes
-	// (4 × 2 for FMA, 6 × 2 for VDPBF16PS on Zen 5).
+	// Independent chains that keep the pipes busy: latency × pipes (4 × 2
+	// for FMA on Zen 3 to 5 and Intel since Skylake, 6 × 2 for VDPBF16PS
+	// on Zen 5). The kernels' tiles should have at least that many
+	// accumulators; the peak loops run more, to be sure of the peak.
+	fmaChains      = 8
+	bf16Chains     = 12
 	peakChains     = 12
 	peakChainsBF16 = 18
 )
