@@ -11,7 +11,8 @@
 // and what is wrong.
 //
 // Execute checks every run's configuration (Options.Configure, dstune
-// train's own parser) before the first starts, then trains the runs that
+// train's own parser), and that of every finished or stopped run against
+// the one it recorded, before the first starts, then trains the runs that
 // have not finished, each in DIR/runs/NAME: a run whose directory holds
 // result.json is done; one with a checkpoint continues from it (train.Run
 // resumes bit-identically); one stopped before its first checkpoint

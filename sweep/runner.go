@@ -187,6 +187,14 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 			res.params = r.Params
 			state = StateFinished
 		} else if savedCheckpoint(dir) {
+			// Refused now, not when the run's turn comes hours later.
+			diff, err := train.ResumeDiff(dir, cfg)
+			if err != nil {
+				return nil, &RunError{r.Name, err}
+			}
+			if diff != "" {
+				return nil, &RunError{r.Name, fmt.Errorf("%s was stopped with other settings (%s): remove it to start it over, or give the sweep another directory", dir, diff)}
+			}
 			state = StateStopped
 		}
 		plan[i] = PlannedRun{Run: r, Dir: dir, Args: args, Config: cfg, State: state, Result: res, ModelParams: nParams}

@@ -357,17 +357,35 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 			return stored, err
 		}
 	}
-	if stored, err = LoadConfig(dir); err != nil {
-		return stored, fmt.Errorf("resume: %w", err)
+	stored, diff, err := resumeDiff(dir, cfg)
+	if err != nil {
+		return stored, err
 	}
-	// Run fills these in and checks them itself.
-	cfg.ModelSHA256, cfg.TokenizerSHA256 = stored.ModelSHA256, stored.TokenizerSHA256
-	cfg.DataSHA256, cfg.DataSize, cfg.ValidSHA256, cfg.ValidSize = stored.DataSHA256, stored.DataSize, stored.ValidSHA256, stored.ValidSize
-	cfg.DataChanges = stored.DataChanges
-	if diff := configDiff(stored, *cfg, "threads"); diff != "" {
+	if diff != "" {
 		return stored, fmt.Errorf("resume %s: the run was configured differently: %s", dir, diff)
 	}
 	return stored, nil
+}
+
+// ResumeDiff says how cfg differs from the configuration of the run in dir
+// (its config.json), as a resume of it with cfg would be refused for ("":
+// it would not be; the thread count may differ). It reads only
+// config.json: the files' hashes are checked when the run resumes.
+func ResumeDiff(dir string, cfg Config) (string, error) {
+	_, diff, err := resumeDiff(dir, &cfg)
+	return diff, err
+}
+
+// resumeDiff loads dir's config.json, fills in cfg's fields that Run
+// records itself (the files' hashes) from it, and compares the two.
+func resumeDiff(dir string, cfg *Config) (stored Config, diff string, err error) {
+	if stored, err = LoadConfig(dir); err != nil {
+		return stored, "", fmt.Errorf("resume: %w", err)
+	}
+	cfg.ModelSHA256, cfg.TokenizerSHA256 = stored.ModelSHA256, stored.TokenizerSHA256
+	cfg.DataSHA256, cfg.DataSize, cfg.ValidSHA256, cfg.ValidSize = stored.DataSHA256, stored.DataSize, stored.ValidSHA256, stored.ValidSize
+	cfg.DataChanges = stored.DataChanges
+	return stored, configDiff(stored, *cfg, "threads"), nil
 }
 
 // runOutputs are the files Run writes at the top of a run directory

@@ -218,6 +218,19 @@ func TestSweepEndToEnd(t *testing.T) {
 	if plan[4].State != sweep.StateStopped {
 		t.Fatalf("LoRA's run is %s, want %s", plan[4].State, sweep.StateStopped)
 	}
+	// The stopped run's settings changed in the spec (its name did not):
+	// refused when the sweep is planned, not when the run's turn comes.
+	data, _ := os.ReadFile(specPath)
+	changedPath := filepath.Join(filepath.Dir(specPath), "changed.json")
+	os.WriteFile(changedPath, bytes.Replace(data, []byte(`"rank": 2, "steps": 16`), []byte(`"rank": 2, "steps": 18`), 1), 0o644)
+	changed, err := sweep.LoadSpec(changedPath, trainFlagNames())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sweep.Plan(changed, sweepOptions(out, nil))
+	if err == nil || !strings.Contains(err.Error(), "run "+names[4]) || !strings.Contains(err.Error(), "stopped with other settings") || !strings.Contains(err.Error(), "steps is 16 in config.json, 18 now") {
+		t.Errorf("planning with the LoRA run's steps changed: %v", err)
+	}
 
 	// Third: the command finishes it.
 	code, stdout, stderr := runCmd("sweep", specPath, "--out", out, "--keep-deltas")
