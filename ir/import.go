@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/onnx"
 )
 
@@ -239,6 +240,14 @@ func (m *Model) Specialize(b Bindings) (*Graph, error) {
 		env:   map[string]*Value{},
 		g:     &Graph{Name: m.ONNX.Graph.Name, Opset: m.Opset},
 	}
+	var stored int64
+	for _, p := range m.Params {
+		stored += int64(len(p.Tensor.data))
+	}
+	for _, t := range m.consts {
+		stored += int64(len(t.data))
+	}
+	im.foldBudget = foldBudget(stored)
 	for _, p := range m.Params {
 		param := &Param{Name: p.Name, Tensor: p.Tensor}
 		v := &Value{Name: p.Name, Type: Type{p.Tensor.dtype, p.Tensor.shape}, Kind: ParamValue, Param: param}
@@ -391,6 +400,38 @@ type importer struct {
 	// imported nest; functionCalls counts the calls imported, naming the
 	// values of each apart.
 	functionDepth, functionCalls int
+
+	// folded is the bytes of the constants computed so far (folding,
+	// tables the importers build). All of them stay referenced until the
+	// import ends, so together they are bounded, not only each by
+	// maxFoldBytes (a few hundred bytes of ONNX could otherwise fold forty
+	// 512 MiB tensors), by foldBudget.
+	folded, foldBudget int64
+	// constBytes is the bytes of the constants built by the node being
+	// imported (constant), added to folded after it.
+	constBytes int64
+}
+
+// foldBudget bounds the constants an import may compute for a model
+// whose initializers take stored bytes: twice those (a model may fold a
+// converted or transposed copy of every weight, and a step of them) and
+// maxFoldBytes more (masks, positions, shapes), within the memory limit.
+func foldBudget(stored int64) int64 {
+	b := 2*stored + maxFoldBytes
+	if m := MemoryLimit(); m > 0 && m < b {
+		b = m
+	}
+	return b
+}
+
+// addFolded counts bytes more of folded constants, failing when the total
+// passes the budget.
+func (im *importer) addFolded(bytes int64) error {
+	im.folded += bytes
+	if im.folded > im.foldBudget {
+		return fmt.Errorf("the constants folded at import take %s with this node's, more than %s (twice the model's initializers and 1 GiB, within the memory limit)", sysmem.Format(im.folded), sysmem.Format(im.foldBudget))
+	}
+	return nil
 }
 
 // maxSubgraphNodes bounds how many subgraphs and nodes in them one
@@ -522,7 +563,13 @@ func (im *importer) importNode(index int, n *onnx.Node) error {
 		}
 		in[i] = v
 	}
+	outer := im.constBytes // a function call's body nodes count their own
+	im.constBytes = 0
 	outs, err := handler(im, n, in)
+	if err == nil {
+		err = im.addFolded(im.constBytes)
+	}
+	im.constBytes = outer
 	if err != nil {
 		return im.errorf("%w", err)
 	}
@@ -606,6 +653,13 @@ func (im *importer) emit(op Op, in ...*Value) ([]*Value, error) {
 	}
 	outs := make([]*Value, len(outTypes))
 	if allConst {
+		var bytes int64
+		for _, t := range outTypes {
+			bytes += int64(t.Shape.Size()) * int64(t.DType.Size()) // each ≤ maxFoldBytes
+		}
+		if err := im.addFolded(bytes); err != nil {
+			return nil, fmt.Errorf("folding %s: %w", op.Name(), err)
+		}
 		ins := make([]*Tensor, len(in))
 		for i, v := range in {
 			if v != nil {
@@ -662,6 +716,9 @@ func (im *importer) newValue(t Type) *Value {
 
 // constant makes a constant value (not a node).
 func (im *importer) constant(t *Tensor) *Value {
+	// Counted here, checked once the node is imported (importNode): each
+	// is bounded by maxFoldBytes already.
+	im.constBytes += int64(t.shape.Size()) * int64(t.dtype.Size())
 	v := im.newValue(Type{t.dtype, t.shape})
 	v.Kind = ConstValue
 	v.Const = t

@@ -1,8 +1,11 @@
 package ir
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/dstune/dstune/onnx"
 )
 
 // Ops whose output may be far larger than their input are bounded by the
@@ -43,5 +46,60 @@ func TestAmplifyingOpsAreBoundedByTheMemoryLimit(t *testing.T) {
 	}
 	if err != nil {
 		t.Errorf("Tile to 256 MiB under a 512 MiB limit: %v", err)
+	}
+}
+
+// The constants folded at import are bounded together, not only each: a
+// tiny model of many ConstantOfShape nodes (and of a chain of additions on
+// one folded tensor, each a new constant) fails naming the node that
+// passes the budget — the memory limit, or for a model with few weights
+// twice its initializers and 1 GiB.
+func TestFoldedConstantsAreBoundedTogether(t *testing.T) {
+	defer SetMemoryLimit(SetMemoryLimit(64 << 20))
+	shape := initializer(t, "shape", FromInt64s(Shape{1}, []int64{4 << 20})) // 16 MiB of float32
+	var fills, chain []*onnx.Node
+	var fillOuts []string
+	for i := range 8 {
+		out := fmt.Sprintf("y%d", i)
+		fills = append(fills, node("ConstantOfShape", []string{"shape"}, []string{out}))
+		fillOuts = append(fillOuts, out)
+	}
+	chain = append(chain, node("ConstantOfShape", []string{"shape"}, []string{"z0"}))
+	for i := 1; i < 8; i++ {
+		chain = append(chain, node("Add", []string{fmt.Sprintf("z%d", i-1), "z0"}, []string{fmt.Sprintf("z%d", i)}))
+	}
+	for _, c := range []struct {
+		name    string
+		nodes   []*onnx.Node
+		outs    []string
+		failsAt string
+	}{
+		{"8 ConstantOfShape", fills, fillOuts, `node 4 "ConstantOfShape_y4"`},
+		{"a chain of Add", chain, []string{"z7"}, `node 4 "Add_z4"`},
+	} {
+		model, err := NewModel(buildModel(17, nil, []*onnx.Tensor{shape}, c.nodes, c.outs...))
+		if err == nil {
+			_, err = model.Specialize(Bindings{})
+		}
+		if err == nil || !strings.Contains(err.Error(), c.failsAt) || !strings.Contains(err.Error(), "the constants folded at import take 80.0 MiB with this node's, more than 64.0 MiB") {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		// All eight fit in 128 MiB.
+		SetMemoryLimit(128 << 20)
+		model, err = NewModel(buildModel(17, nil, []*onnx.Tensor{shape}, c.nodes, c.outs...))
+		if err == nil {
+			_, err = model.Specialize(Bindings{})
+		}
+		SetMemoryLimit(64 << 20)
+		if err != nil {
+			t.Errorf("%s under a 128 MiB limit: %v", c.name, err)
+		}
+	}
+	SetMemoryLimit(64 << 30)
+	if got := foldBudget(100); got != 1<<30+200 {
+		t.Errorf("folding budget of a model with 100 bytes of initializers: %d", got)
+	}
+	if got := foldBudget(40 << 30); got != 64<<30 {
+		t.Errorf("folding budget of a model with 40 GiB of initializers under a 64 GiB limit: %d", got)
 	}
 }

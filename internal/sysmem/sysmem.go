@@ -12,14 +12,17 @@ import (
 
 var total = sync.OnceValue(func() int64 {
 	n := physical()
-	if c := cgroupLimit(); c > 0 && (n == 0 || c < n) {
-		n = c
+	for _, c := range []int64{cgroupLimit(), addressSpaceLimit()} {
+		if c > 0 && (n == 0 || c < n) {
+			n = c
+		}
 	}
 	return n
 })
 
 // Total is the memory this process may use in bytes: physical memory, or
-// a control group's lower limit; 0 when unknown.
+// less where its control group limits it or a limit on its address space
+// (RLIMIT_AS, ulimit -v) leaves less; 0 when unknown.
 func Total() int64 { return total() }
 
 // DefaultFraction is the share of Total that Default budgets.

@@ -2,6 +2,9 @@ package sysmem
 
 import "golang.org/x/sys/unix"
 
+// addressSpaceLimit: macOS does not enforce RLIMIT_AS.
+func addressSpaceLimit() int64 { return 0 }
+
 func physical() int64 {
 	n, err := unix.SysctlUint64("hw.memsize")
 	if err != nil {

@@ -8,6 +8,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// addressSpaceLimit is what the soft limit on this process's address
+// space (RLIMIT_AS, ulimit -v) leaves of it now, 0 when there is no limit.
+// The Go runtime alone reserves about a gigabyte of address space it never
+// touches, so the limit itself would overstate what can be allocated.
+func addressSpaceLimit() int64 {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_AS, &lim); err != nil || lim.Cur == unix.RLIM_INFINITY || lim.Cur > 1<<62 {
+		return 0
+	}
+	return max(int64(lim.Cur)-statusBytes("VmSize"), 1)
+}
+
 func physical() int64 {
 	var info unix.Sysinfo_t
 	if err := unix.Sysinfo(&info); err != nil {
@@ -37,28 +49,29 @@ func cgroupLimit() int64 {
 
 // rss reads VmRSS and VmHWM (the peak) of /proc/self/status.
 func rss() (current, peak int64) {
+	return statusBytes("VmRSS"), statusBytes("VmHWM")
+}
+
+// statusBytes reads a size field of /proc/self/status (0 when absent).
+func statusBytes(field string) int64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return 0, 0
+		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		name, value, ok := strings.Cut(line, ":")
-		if !ok || (name != "VmRSS" && name != "VmHWM") {
+		if !ok || name != field {
 			continue
 		}
 		f := strings.Fields(value)
 		if len(f) != 2 || f[1] != "kB" {
-			continue
+			return 0
 		}
 		n, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			continue
+			return 0
 		}
-		if name == "VmRSS" {
-			current = n << 10
-		} else {
-			peak = n << 10
-		}
+		return n << 10
 	}
-	return current, peak
+	return 0
 }

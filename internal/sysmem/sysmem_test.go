@@ -1,7 +1,11 @@
 package sysmem
 
 import (
+	"os"
+	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -14,6 +18,36 @@ func TestTotal(t *testing.T) {
 		t.Errorf("Default() = %d of %d", d, n)
 	}
 	t.Logf("memory: %s, default budget %s", Format(n), Format(Default()))
+}
+
+// TestAddressSpaceLimit: under ulimit -v (RLIMIT_AS) lower than the
+// machine's memory, Total is what the limit leaves of the address space:
+// less than the limit, by what the Go runtime has reserved (about 1 GiB),
+// and more than half of it (checked in a child process: Total is computed
+// once).
+func TestAddressSpaceLimit(t *testing.T) {
+	if os.Getenv("SYSMEM_TEST_CHILD") == "1" {
+		os.Stdout.WriteString("total=" + strconv.FormatInt(Total(), 10) + "\n")
+		return
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("ulimit -v is checked on Linux")
+	}
+	const limitKiB = 8 << 20 // 8 GiB
+	if physical() <= limitKiB<<10 || (cgroupLimit() > 0 && cgroupLimit() <= limitKiB<<10) {
+		t.Skip("this machine has no more than 8 GiB: the limit would not be the lowest")
+	}
+	cmd := exec.Command("sh", "-c", "ulimit -v "+strconv.Itoa(limitKiB)+" && exec \"$0\" -test.run '^TestAddressSpaceLimit$' -test.v", os.Args[0])
+	cmd.Env = append(os.Environ(), "SYSMEM_TEST_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	_, after, ok := strings.Cut(string(out), "total=")
+	total, err := strconv.ParseInt(strings.Fields(after + " ")[0], 10, 64)
+	if !ok || err != nil || total >= limitKiB<<10 || total < limitKiB<<9 {
+		t.Errorf("under ulimit -v %d KiB the child says %q", limitKiB, out)
+	}
 }
 
 func TestParseSize(t *testing.T) {
