@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,9 @@ type Config struct {
 	MaxInFlight int
 	// MaxBodyBytes bounds a request body (0: 1 MiB).
 	MaxBodyBytes int64
+	// BodyTimeout bounds the time a request's body may take to arrive
+	// (0: 30 s); a request takes one of MaxInFlight only once it has.
+	BodyTimeout time.Duration
 	// Log receives one line per failed request (nil: discarded).
 	Log *log.Logger
 }
@@ -53,6 +57,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = 30 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = log.New(io.Discard, "", 0)
@@ -198,6 +205,13 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, model string, err 
 // ---------------------------------------------------------------- completions
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
+	// The body first, within BodyTimeout, and only then a slot: a client
+	// that sends headers and then trickles (or withholds) its body must
+	// not hold one of MaxInFlight.
+	var req completionRequest
+	if !s.readRequest(w, r, &req) {
+		return
+	}
 	select {
 	case s.inFlight <- struct{}{}:
 		defer func() { <-s.inFlight }()
@@ -208,21 +222,6 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	s.metrics.inFlight.Add(1)
 	defer s.metrics.inFlight.Add(-1)
 
-	var req completionRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
-	if err := dec.Decode(&req); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			s.fail(w, r, "", &httpError{http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("the request body exceeds %d bytes", tooBig.Limit)})
-			return
-		}
-		s.fail(w, r, "", badRequest("the body is not a completion request in JSON: %v", err))
-		return
-	}
-	if dec.More() {
-		s.fail(w, r, req.Model, badRequest("the body holds more than one JSON value"))
-		return
-	}
 	gen, patch, err := s.prepare(&req)
 	if err != nil {
 		s.fail(w, r, req.Model, err)
@@ -248,6 +247,44 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		Choices: []choice{{Text: res.Text, Tokens: nonNil(res.Tokens), FinishReason: &finish}},
 		Usage:   &usage{res.PromptTokens, len(res.Tokens), res.PromptTokens + len(res.Tokens)},
 	})
+}
+
+// readRequest decodes the body of a completion request into req, allowing
+// it BodyTimeout to arrive; on failure it answers the request and returns
+// false.
+func (s *Server) readRequest(w http.ResponseWriter, r *http.Request, req *completionRequest) bool {
+	rc := http.NewResponseController(w)
+	// Not every ResponseWriter has deadlines (a test recorder does not):
+	// then the body is read without one.
+	deadline := rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)) == nil
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	err := dec.Decode(req)
+	if err == nil && dec.More() {
+		err = badRequest("the body holds more than one JSON value")
+	}
+	if err == nil {
+		if deadline {
+			rc.SetReadDeadline(time.Time{})
+		}
+		return true
+	}
+	// The deadline stays: before answering, the server reads what is left
+	// of an unread body, and would wait for a stalled client without one.
+	// The connection is closed after the answer.
+	w.Header().Set("Connection", "close")
+	var tooBig *http.MaxBytesError
+	var he *httpError
+	switch {
+	case errors.As(err, &he):
+		s.fail(w, r, req.Model, err)
+	case errors.As(err, &tooBig):
+		s.fail(w, r, "", &httpError{http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("the request body exceeds %d bytes", tooBig.Limit)})
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.fail(w, r, "", &httpError{http.StatusRequestTimeout, "invalid_request_error", fmt.Sprintf("the request body did not arrive within %v", s.cfg.BodyTimeout)})
+	default:
+		s.fail(w, r, "", badRequest("the body is not a completion request in JSON: %v", err))
+	}
+	return false
 }
 
 func nonNil(t []int64) []int64 {

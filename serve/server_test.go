@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -430,5 +431,51 @@ func TestEndpoints(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET /v1/completions: %d, want 405", resp.StatusCode)
+	}
+}
+
+// TestSlowBodyHoldsNoSlot: clients that send a request's headers and then
+// stall in its body take none of MaxInFlight (a legitimate request is
+// served beside them) and are answered 408 once BodyTimeout has passed.
+func TestSlowBodyHoldsNoSlot(t *testing.T) {
+	f := newFixture(t, 0)
+	cfg := f.srv.cfg
+	cfg.MaxInFlight, cfg.BodyTimeout = 2, 500*time.Millisecond
+	srv := New(cfg)
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	var stalled []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", hs.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+		stalled = append(stalled, c)
+	}
+	time.Sleep(100 * time.Millisecond) // the three are being read
+	resp, err := http.Post(hs.URL+"/v1/completions", "application/json", strings.NewReader(`{"model":"base","prompt":[1],"max_tokens":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("beside three stalled bodies: %d %s", resp.StatusCode, b)
+	}
+	for i, c := range stalled {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("stalled request %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "did not arrive within 500ms") {
+			t.Errorf("stalled request %d: %d %s", i, resp.StatusCode, b)
+		}
+	}
+	if n := srv.InFlight(); n != 0 {
+		t.Errorf("%d requests in flight after the stalled ones were answered", n)
 	}
 }

@@ -113,7 +113,9 @@ func newServer(model, deltaDir string, gf generateFlags, threads, executables in
 // serveUntil serves on ln until ctx ends, then stops accepting and gives
 // the requests in flight up to grace to finish.
 func serveUntil(ctx context.Context, ln net.Listener, srv *serve.Server, grace time.Duration, stderr io.Writer) error {
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// No ReadTimeout: on HTTP/1.1 it would cancel a long stream's context
+	// once it passed; the server bounds each body's arrival itself.
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ln) }()
 	select {
