@@ -193,3 +193,28 @@ func TestLlama2CMalformed(t *testing.T) {
 		t.Logf("%s: %v", name, err)
 	}
 }
+
+// TestFitsModel: stories260K's 512-token tokenizer fits its model, is
+// refused for a model of fewer ids, and warned of for one of far more.
+func TestFitsModel(t *testing.T) {
+	tk, err := Load(sharedtest.Path(t, "models", "stories260K", "tok512.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		vocab         int
+		warning, fail string
+	}{
+		{512, "", ""}, {0, "", ""}, {560, "", ""},
+		{511, "", "has 512 token ids, more than the model's vocabulary of 511"},
+		{32000, "has 512 token ids, the model's vocabulary 32000", ""},
+	} {
+		warning, err := tk.FitsModel(c.vocab)
+		if (c.fail == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.fail) {
+			t.Errorf("vocab %d: error %v, want %q", c.vocab, err, c.fail)
+		}
+		if (c.warning == "") != (warning == "") || !strings.Contains(warning, c.warning) {
+			t.Errorf("vocab %d: warning %q, want %q", c.vocab, warning, c.warning)
+		}
+	}
+}

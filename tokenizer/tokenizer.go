@@ -346,6 +346,23 @@ func (t *Tokenizer) Kind() string { return t.kind }
 // embedding for this tokenizer needs.
 func (t *Tokenizer) VocabSize() int { return len(t.vocab) }
 
+// FitsModel checks the tokenizer against a model's vocabulary of vocab
+// entries (0: unknown). More token ids than the model has rows for is an
+// error: they are not the model's tokens. Far fewer (under 90 %) gives a
+// warning: the model's ids past the tokenizer's decode to nothing, and
+// text encodes to a part of the model's vocabulary only.
+func (t *Tokenizer) FitsModel(vocab int) (warning string, err error) {
+	n := t.VocabSize()
+	switch {
+	case vocab <= 0:
+	case n > vocab:
+		return "", fmt.Errorf("the tokenizer has %d token ids, more than the model's vocabulary of %d: it is not this model's tokenizer", n, vocab)
+	case n < vocab-vocab/10:
+		return fmt.Sprintf("the tokenizer has %d token ids, the model's vocabulary %d: is it this model's tokenizer? (ids from %d on decode to nothing)", n, vocab, n), nil
+	}
+	return "", nil
+}
+
 // BOS, EOS and PAD return the beginning-of-sequence, end-of-sequence and
 // padding token ids, or -1 when the tokenizer has none.
 func (t *Tokenizer) BOS() int { return t.bos }

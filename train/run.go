@@ -552,6 +552,13 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 		if err != nil {
 			return nil, err
 		}
+		warning, err := tok.FitsModel(int(shape.vocab))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.Tokenizer, err)
+		}
+		if warning != "" {
+			r.progress0("warning: %s: %s", cfg.Tokenizer, warning)
+		}
 		dataOpts.Tokenizer = tok
 	}
 	ds, err := LoadJSONL(cfg.Data, dataOpts)

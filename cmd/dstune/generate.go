@@ -205,6 +205,11 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	}
 	defer m.Close()
 	defer d.Close()
+	if gf.tokenizer != "" {
+		if err := tok.checkFits(gf.tokenizer, d.Vocab(), stderr); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(stderr, "KV cache: %s\n", d.Note())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -267,4 +272,17 @@ func loadTokenizer(path string) (textTokenizer, error) {
 		return textTokenizer{}, fmt.Errorf("--tokenizer: %w", err)
 	}
 	return textTokenizer{t: t, addSpecial: true}, nil
+}
+
+// checkFits refuses a tokenizer with more ids than the model's vocabulary
+// (vocab, 0: unknown) and warns of one with far fewer.
+func (t textTokenizer) checkFits(path string, vocab int, stderr io.Writer) error {
+	warning, err := t.t.FitsModel(vocab)
+	if err != nil {
+		return fmt.Errorf("--tokenizer %s: %w", path, err)
+	}
+	if warning != "" {
+		fmt.Fprintf(stderr, "warning: --tokenizer %s: %s\n", path, warning)
+	}
+	return nil
 }

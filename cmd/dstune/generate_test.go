@@ -88,6 +88,18 @@ func TestGenerateStoriesText(t *testing.T) {
 	}
 }
 
+// TestGenerateTokenizerFitsModel: a tokenizer with more ids than the
+// model's vocabulary (stories260K's 512 for a decoder of 61) is refused
+// naming both, before anything is generated.
+func TestGenerateTokenizerFitsModel(t *testing.T) {
+	tok := filepath.Join(sharedtest.Dir(t), "models", "stories260K", "tok512.bin")
+	model, _ := llamaWithDeltas(t, t.TempDir(), 0)
+	code, out, errOut := runCmd("generate", model, "--tokenizer", tok, "--prompt", "Once", "--max-tokens", "2")
+	if code != 1 || out != "" || !strings.Contains(errOut, "the tokenizer has 512 token ids, more than the model's vocabulary of 61") {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
 // llamaWithDeltas writes a small Llama-shaped decoder and n random deltas
 // that change its tokens; it returns the model's path and the deltas'.
 func llamaWithDeltas(t *testing.T, dir string, n int) (string, []string) {

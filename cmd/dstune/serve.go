@@ -96,6 +96,9 @@ func newServer(model, deltaDir string, gf generateFlags, threads, executables in
 		Log: log.New(stderr, "dstune serve: ", log.LstdFlags)}
 	if gf.tokenizer != "" {
 		tok, err := loadTokenizer(gf.tokenizer)
+		if err == nil {
+			err = tok.checkFits(gf.tokenizer, d.Vocab(), stderr)
+		}
 		if err != nil {
 			d.Close()
 			m.Close()
