@@ -81,6 +81,13 @@ func newModel(m *onnx.Model, share bool) (*Model, error) {
 	if m.Graph == nil {
 		return nil, fmt.Errorf("ir: model has no graph")
 	}
+	for _, o := range m.OpsetImports {
+		// ONNX's opsets count up from 1 (27 in 2026); anything far beyond
+		// is a damaged file, not a newer standard.
+		if o.Version < 0 || o.Version > 10000 {
+			return nil, fmt.Errorf("ir: the model imports opset %d of domain %q, which is no opset", o.Version, o.Domain)
+		}
+	}
 	opset := int(m.Opset(""))
 	if opset == 0 && usesDefaultDomain(m.Graph) {
 		return nil, fmt.Errorf("ir: model imports no default-domain opset but uses default-domain operators")

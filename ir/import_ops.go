@@ -995,7 +995,11 @@ func importRange(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		if delta == 0 {
 			return nil, fmt.Errorf("delta is 0")
 		}
-		count := int(max(math.Ceil((limit-start)/delta), 0))
+		n := math.Ceil((limit - start) / delta)
+		if math.IsNaN(n) || n > maxRangeCount {
+			return nil, fmt.Errorf("start %v, limit %v and delta %v give %v elements", start, limit, delta, n)
+		}
+		count := int(max(n, 0))
 		if _, err := checkedSizeLimit([]int64{int64(count)}, dt.Size(), maxFoldBytes); err != nil {
 			return nil, err
 		}
@@ -1015,12 +1019,24 @@ func importRange(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 		if delta == 0 {
 			return nil, fmt.Errorf("delta is 0")
 		}
-		count := int64(0)
+		// In unsigned arithmetic: limit − start may not fit an int64.
+		var span, step uint64
 		if delta > 0 && limit > start {
-			count = (limit - start + delta - 1) / delta
+			span, step = uint64(limit)-uint64(start), uint64(delta)
 		} else if delta < 0 && limit < start {
-			count = (start - limit - delta - 1) / -delta
+			span, step = uint64(start)-uint64(limit), -uint64(delta)
 		}
+		var n uint64
+		if step > 0 {
+			n = span / step
+			if span%step != 0 {
+				n++
+			}
+		}
+		if n > maxRangeCount {
+			return nil, fmt.Errorf("start %d, limit %d and delta %d give %d elements", start, limit, delta, n)
+		}
+		count := int64(n)
 		if _, err := checkedSizeLimit([]int64{count}, dt.Size(), maxFoldBytes); err != nil {
 			return nil, err
 		}
@@ -1031,6 +1047,10 @@ func importRange(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	}
 	return []*Value{im.constant(out)}, nil
 }
+
+// maxRangeCount is more elements than any Range may have (its bytes are
+// bounded far lower), small enough to convert to an int exactly.
+const maxRangeCount = 1 << 50
 
 func importTrilu(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err := wantIn(in, 1, 2); err != nil {

@@ -1,6 +1,7 @@
 package ir
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -316,6 +317,19 @@ func TestSliceRange(t *testing.T) {
 		first, count, err := sliceRange(tc.start, tc.end, tc.step, tc.n)
 		if err != nil || count != tc.count || (count > 0 && first != tc.first) {
 			t.Errorf("slice(%d:%d:%d) of %d = %d,%d %v, want %d,%d", tc.start, tc.end, tc.step, tc.n, first, count, err, tc.first, tc.count)
+		}
+	}
+}
+
+// An opset import that is no opset (negative, or far beyond any ONNX
+// release) is refused naming it.
+func TestImportRefusesNonsenseOpsets(t *testing.T) {
+	for _, v := range []int64{-5, 1 << 62} {
+		m, _ := oneNodeModel(t, 17, "Abs", nil, []nodeInput{feed(NewTensor(Float32, Shape{2}))}, 1)
+		m.OpsetImports[0].Version = v
+		_, err := NewModel(m)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("imports opset %d of domain \"\", which is no opset", v)) {
+			t.Errorf("opset %d: %v", v, err)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package ir
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -101,5 +102,36 @@ func TestFoldedConstantsAreBoundedTogether(t *testing.T) {
 	}
 	if got := foldBudget(40 << 30); got != 64<<30 {
 		t.Errorf("folding budget of a model with 40 GiB of initializers under a 64 GiB limit: %d", got)
+	}
+}
+
+// Range's element count is checked before it is converted to an int: an
+// infinite limit, a tiny step, or an int64 span past the type's range are
+// errors that say so, not a "negative dimension" from an overflow.
+func TestRangeCountBounds(t *testing.T) {
+	f64 := func(v float64) nodeInput { return fixed(FromFloat64s(Shape{}, []float64{v})) }
+	i64 := func(v int64) nodeInput { return fixed(FromInt64s(Shape{}, []int64{v})) }
+	for _, c := range []struct {
+		name string
+		ins  []nodeInput
+		says string
+	}{
+		{"infinite limit", []nodeInput{f64(0), f64(math.Inf(1)), f64(1)}, "give +Inf elements"},
+		{"tiny step", []nodeInput{f64(0), f64(1), f64(1e-30)}, "give 9.999999999999999e+29 elements"},
+		{"NaN", []nodeInput{f64(math.NaN()), f64(1), f64(1)}, "give NaN elements"},
+		{"int64 span", []nodeInput{i64(math.MinInt64), i64(math.MaxInt64), i64(1)}, "give 18446744073709551615 elements"},
+		{"int64 span, step down", []nodeInput{i64(math.MaxInt64), i64(math.MinInt64), i64(math.MinInt64)}, ""},
+	} {
+		m, _ := oneNodeModel(t, 17, "Range", nil, c.ins, 1)
+		model, err := NewModel(m)
+		if err == nil {
+			_, err = model.Specialize(Bindings{})
+		}
+		switch {
+		case c.says == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.says != "" && (err == nil || !strings.Contains(err.Error(), c.says)):
+			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.says)
+		}
 	}
 }

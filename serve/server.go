@@ -324,6 +324,9 @@ func (s *Server) prepare(req *completionRequest) (generate.Request, *Patch, erro
 		gen.Sampling.Temperature = *req.Temperature
 	}
 	if req.TopP != nil {
+		if *req.TopP == 0 {
+			return gen, nil, badRequest("top_p 0 keeps no token: want a number in (0, 1] (1 keeps them all)")
+		}
 		gen.Sampling.TopP = *req.TopP
 	}
 	ctxLen := s.cfg.Decoder.Context()

@@ -300,6 +300,7 @@ func TestBadRequests(t *testing.T) {
 		{"max_tokens huge", `{"model":"base","prompt":[1],"max_tokens":1000000000}`, 400, "room for at most 64"},
 		{"token outside the vocabulary", `{"model":"base","prompt":[1,61]}`, 400, "outside the vocabulary"},
 		{"negative temperature", `{"model":"base","prompt":[1],"temperature":-1}`, 400, "temperature"},
+		{"top_p 0", `{"model":"base","prompt":[1],"top_p":0}`, 400, "top_p 0 keeps no token"},
 		{"two completions", `{"model":"base","prompt":[1],"n":2}`, 400, "not supported"},
 		{"logprobs", `{"model":"base","prompt":[1],"logprobs":3}`, 400, "logprobs are not supported"},
 		{"too many stop strings", `{"model":"base","prompt":[1],"stop":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}`, 400, "at most 16"},

@@ -165,6 +165,10 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return usagef("--max-tokens must be at least 1")
 	case *threads < 0:
 		return usagef("--threads must not be negative")
+	case gf.context < 0:
+		return usagef("--context must not be negative (0: the model's limit)")
+	case *topP == 0:
+		return usagef("--top-p 0 keeps no token: want a number in (0, 1] (1 keeps them all)")
 	}
 	sampling := generate.Sampling{Temperature: *temperature, TopK: *topK, TopP: *topP, Seed: *seed}
 	if err := sampling.Check(); err != nil {

@@ -168,6 +168,8 @@ func TestGenerateUsage(t *testing.T) {
 		{[]string{"generate", model, "--prompt-ids", "1", "--temperature", "-1"}, "temperature"},
 		{[]string{"generate", model, "--prompt-ids", "1", "--kv-cache", "bogus"}, "KV cache mode"},
 		{[]string{"generate", model, "--prompt-ids", "x"}, "token id"},
+		{[]string{"generate", model, "--prompt-ids", "1", "--context", "-1"}, "--context must not be negative"},
+		{[]string{"generate", model, "--prompt-ids", "1", "--top-p", "0"}, "--top-p 0 keeps no token"},
 	} {
 		code, _, errOut := runCmd(c.args...)
 		if code != 2 || !strings.Contains(errOut, c.says) {

@@ -67,6 +67,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return usagef("--deltas DIR is required (an empty directory serves the base model alone)")
 	case *threads < 0 || *executables < 0:
 		return usagef("--threads and --executables must not be negative")
+	case gf.context < 0:
+		return usagef("--context must not be negative (0: the model's limit)")
 	}
 	if info, err := os.Stat(*deltaDir); err != nil || !info.IsDir() {
 		return usagef("--deltas %s: not a directory", *deltaDir)
