@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -185,14 +186,31 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		args = fs.Args()
 		if len(args) == 0 {
-			return positional, nil
+			return positional, finiteFloats(fs)
 		}
 		if args[0] == "--" {
-			return append(positional, args[1:]...), nil
+			return append(positional, args[1:]...), finiteFloats(fs)
 		}
 		positional = append(positional, args[0])
 		args = args[1:]
 	}
+}
+
+// finiteFloats refuses a number flag given NaN or ±Inf: no option means
+// anything by them (and JSON, which run configurations are written in,
+// cannot hold them).
+func finiteFloats(fs *flag.FlagSet) error {
+	var err error
+	fs.Visit(func(fl *flag.Flag) {
+		g, ok := fl.Value.(flag.Getter)
+		if !ok || err != nil {
+			return
+		}
+		if v, ok := g.Get().(float64); ok && (math.IsNaN(v) || math.IsInf(v, 0)) {
+			err = &usageError{fmt.Sprintf("--%s %v: want a finite number", fl.Name, v)}
+		}
+	})
+	return err
 }
 
 // flagsSet names the flags given on the command line.
