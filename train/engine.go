@@ -59,9 +59,16 @@ type StepStats struct {
 type LossError struct {
 	Step int64
 	Loss float64
+	// Validation: the loss is the validation loss after the step.
+	Validation bool
 }
 
-func (e *LossError) Error() string { return fmt.Sprintf("step %d: loss is %v", e.Step, e.Loss) }
+func (e *LossError) Error() string {
+	if e.Validation {
+		return fmt.Sprintf("step %d: validation loss is %v", e.Step, e.Loss)
+	}
+	return fmt.Sprintf("step %d: loss is %v", e.Step, e.Loss)
+}
 
 // EngineState is what a checkpoint keeps of an engine: the step count,
 // the trainable parameters' values, their optimizer slots and the

@@ -237,11 +237,14 @@ const (
 func Run(ctx context.Context, cfg Config, opts RunOptions) (*Result, error) {
 	r := &runner{cfg: cfg, opts: opts, res: &Result{Loss: math.NaN(), InitialValidLoss: math.NaN(), ValidLoss: math.NaN(), InitialValidMetric: math.NaN(), ValidMetric: math.NaN()}}
 	defer r.close()
-	if err := r.setup(); err != nil {
+	if err := r.setup(ctx); err != nil {
 		return nil, err
 	}
 	return r.res, r.loop(ctx)
 }
+
+// errInterruptedEarly is Run's error when ctx ends before the first step.
+var errInterruptedEarly = fmt.Errorf("%w before the first step: nothing to save (run the same command again to start it)", ErrInterrupted)
 
 type runner struct {
 	cfg  Config
@@ -296,7 +299,9 @@ func (r *runner) close() {
 	r.lock.Unlock()
 }
 
-func (r *runner) setup() error {
+// setup prepares the run; an interruption (ctx ending) between its
+// phases, each at most a few seconds on a large model, ends it.
+func (r *runner) setup(ctx context.Context) error {
 	stored, err := r.checkRunDir()
 	if err != nil {
 		return err
@@ -308,12 +313,21 @@ func (r *runner) setup() error {
 	if err := r.checkInputs(); err != nil {
 		return err
 	}
+	if ctx.Err() != nil {
+		return errInterruptedEarly
+	}
 	ds, err := r.loadData(shape)
 	if err != nil {
 		return err
 	}
+	if ctx.Err() != nil {
+		return errInterruptedEarly
+	}
 	if err := r.newEngine(model); err != nil {
 		return err
+	}
+	if ctx.Err() != nil {
+		return errInterruptedEarly
 	}
 	if err := r.checkMemory(); err != nil {
 		return err
@@ -1102,6 +1116,9 @@ func (r *runner) loop(ctx context.Context) error {
 					return err
 				}
 			}
+			if res.Step == 0 {
+				return errInterruptedEarly
+			}
 			return fmt.Errorf("%w after step %d; checkpoint saved: continue with dstune train --resume %s", ErrInterrupted, res.Step, r.opts.Dir)
 		}
 		epoch := r.train.Position().Epoch
@@ -1149,6 +1166,12 @@ func (r *runner) loop(ctx context.Context) error {
 			v, err := r.evaluate()
 			if err != nil {
 				return err
+			}
+			if math.IsNaN(v.loss) || math.IsInf(v.loss, 0) {
+				// Diverged as surely as a training loss that is not
+				// finite; the step is not saved.
+				r.progress.done()
+				return r.stopped(&LossError{Step: step, Loss: v.loss, Validation: true})
 			}
 			rec.setValidation(cfg.Metric, v)
 			res.ValidLoss, res.ValidMetric = v.loss, v.metric

@@ -192,6 +192,27 @@ func readCheckpointWeights(t *testing.T, dir string, cfg Config) []float32 {
 	return st.Params["bigram.weight"]
 }
 
+// TestRunInterruptedBeforeTheFirstStep: an interruption that comes while
+// the run is being set up ends it there, saying nothing was saved (it
+// used to claim a checkpoint after step 0), and the same command starts
+// the run over.
+func TestRunInterruptedBeforeTheFirstStep(t *testing.T) {
+	cfg := runConfig(t, update.OptimizerAdamW, 4)
+	dir := filepath.Join(t.TempDir(), "run")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := Run(ctx, cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)})
+	if !errors.Is(err, ErrInterrupted) || !strings.Contains(err.Error(), "before the first step: nothing to save") {
+		t.Fatalf("got %v", err)
+	}
+	if HasCheckpoint(dir) {
+		t.Errorf("a checkpoint was written")
+	}
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Errorf("starting it again: %v", err)
+	}
+}
+
 func TestRunStopsOnNonFiniteLoss(t *testing.T) {
 	cfg := runConfig(t, update.OptimizerAdamW, 20)
 	src := newBigramSource(runVocab, 1)

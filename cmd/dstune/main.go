@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 )
@@ -186,32 +187,43 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		args = fs.Args()
 		if len(args) == 0 {
-			return positional, finiteFloats(fs)
+			return positional, checkNumbers(fs)
 		}
 		if args[0] == "--" {
-			return append(positional, args[1:]...), finiteFloats(fs)
+			return append(positional, args[1:]...), checkNumbers(fs)
 		}
 		positional = append(positional, args[0])
 		args = args[1:]
 	}
 }
 
-// finiteFloats refuses a number flag given NaN or ±Inf: no option means
-// anything by them (and JSON, which run configurations are written in,
-// cannot hold them).
-func finiteFloats(fs *flag.FlagSet) error {
+// checkNumbers refuses what no command means by its number flags: NaN or
+// ±Inf (JSON, which run configurations are written in, cannot hold them
+// either), and more --threads than maxThreads.
+func checkNumbers(fs *flag.FlagSet) error {
 	var err error
 	fs.Visit(func(fl *flag.Flag) {
 		g, ok := fl.Value.(flag.Getter)
 		if !ok || err != nil {
 			return
 		}
-		if v, ok := g.Get().(float64); ok && (math.IsNaN(v) || math.IsInf(v, 0)) {
-			err = &usageError{fmt.Sprintf("--%s %v: want a finite number", fl.Name, v)}
+		switch v := g.Get().(type) {
+		case float64:
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				err = &usageError{fmt.Sprintf("--%s %v: want a finite number", fl.Name, v)}
+			}
+		case int:
+			if fl.Name == "threads" && v > maxThreads() {
+				err = &usageError{fmt.Sprintf("--threads %d: at most %d on this machine of %d cores (more goroutines than cores only slow the kernels down)", v, maxThreads(), runtime.NumCPU())}
+			}
 		}
 	})
 	return err
 }
+
+// maxThreads is the most goroutines per kernel call a command takes: four
+// a core, and at least 16.
+func maxThreads() int { return max(16, 4*runtime.NumCPU()) }
 
 // flagsSet names the flags given on the command line.
 func flagsSet(fs *flag.FlagSet) map[string]bool {

@@ -126,6 +126,20 @@ func waitForStep(t *testing.T, run string, step int64) {
 // (SIGKILL: steps after the last checkpoint are lost; SIGINT: the run
 // saves a checkpoint and exits with 130), resumes it, and compares the
 // final parameters bit for bit with an uninterrupted run.
+// TestTrainDivergedValidationLoss: a step whose parameters are finite
+// but whose validation loss is not (SGD at a learning rate of 1e38) stops
+// the run as a diverged loss does, naming the step and what was kept.
+func TestTrainDivergedValidationLoss(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	trainPath, validPath := tinyGPTData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	code, _, stderr := dstune("train", model, "--data", trainPath, "--valid", validPath, "--task", "lm",
+		"--steps", "3", "--batch", "2", "--optimizer", "sgd", "--lr", "1e38", "--eval-every", "1", "--threads", "1", "--out", run)
+	if code != 1 || !strings.Contains(stderr, "step 1: validation loss is NaN; no checkpoint was written yet") {
+		t.Errorf("exit %d: %s", code, stderr)
+	}
+}
+
 func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
 	trainPath, validPath := tinyGPTData(t)
