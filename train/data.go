@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Task is what the model is trained to do, and so what an example holds.
@@ -199,6 +200,19 @@ func checkEncoding(first []byte) error {
 func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 	if bytes.HasPrefix(text, utf8BOM) {
 		return fmt.Errorf("the line starts with a UTF-8 byte-order mark (U+FEFF), which only the file's first line may: were files joined? remove it")
+	}
+	if !utf8.Valid(text) {
+		// encoding/json would replace the bytes with U+FFFD, and the text
+		// would train on replacement characters.
+		at := 0
+		for at < len(text) {
+			r, size := utf8.DecodeRune(text[at:])
+			if r == utf8.RuneError && size <= 1 {
+				break
+			}
+			at += size
+		}
+		return fmt.Errorf("not valid UTF-8 at byte %d of the line (JSON Lines data must be UTF-8)", at+1)
 	}
 	var fields exampleFields
 	if err := json.Unmarshal(text, &fields); err != nil {

@@ -22,6 +22,8 @@ func TestReadJSONLByteOrderMarks(t *testing.T) {
 		{"\xFF\xFE{\x00\"\x00", "joined.jsonl: the file is UTF-16"},
 		{"\xFE\xFF\x00{\x00\"", "joined.jsonl: the file is UTF-16"},
 		{"\xFF\xFE\x00\x00{\x00\x00\x00", "joined.jsonl: the file is UTF-32"},
+		// Invalid UTF-8 inside a string is not replaced by U+FFFD.
+		{"{\"tokens\":[1,2]}\n{\"text\":\"ab\xFF\xFE cd\"}\n", "joined.jsonl:2: not valid UTF-8 at byte 12 of the line"},
 	} {
 		_, err := ReadJSONL(strings.NewReader(c.data), "joined.jsonl", opts)
 		var le *LineError

@@ -116,6 +116,9 @@ func (c *Config) Check() error {
 		return fmt.Errorf("batch %d, want ≥ 1", c.Batch)
 	case c.MaxLen < 0:
 		return fmt.Errorf("max length %d, want ≥ 0", c.MaxLen)
+	case c.PadID < 0:
+		// It would wrap to another token in the embedding's Gather.
+		return fmt.Errorf("--pad-id %d, want a token id ≥ 0", c.PadID)
 	case c.Threads < 1:
 		return fmt.Errorf("threads %d, want ≥ 1", c.Threads)
 	case c.EvalEvery < 0 || c.CheckpointEvery < 0 || c.CheckpointMinutes < 0 || math.IsNaN(c.CheckpointMinutes):
@@ -601,6 +604,10 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 			return nil, fmt.Errorf("%s takes sequences of exactly %d tokens, --max-len is %d", cfg.Model, shape.seqLen, cfg.MaxLen)
 		}
 		T = shape.seqLen
+	}
+	if shape.vocab > 0 && cfg.PadID >= shape.vocab {
+		// Else the embedding's Gather fails, blamed on the batch's shape.
+		return nil, fmt.Errorf("--pad-id %d is outside the model's vocabulary [0, %d)", cfg.PadID, shape.vocab)
 	}
 	r.batchOpts = BatchOptions{BatchSize: cfg.Batch, MaxLen: T, FixedLen: true, PadID: cfg.PadID}
 	return ds, nil

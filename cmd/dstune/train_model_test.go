@@ -140,6 +140,19 @@ func TestTrainDivergedValidationLoss(t *testing.T) {
 	}
 }
 
+// TestTrainPadIDOutsideVocabulary: --pad-id past the model's vocabulary
+// is refused naming it, before any step (it failed inside the embedding's
+// Gather, blamed on the batch's shape).
+func TestTrainPadIDOutsideVocabulary(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	trainPath, _ := tinyGPTData(t)
+	code, _, stderr := dstune("train", model, "--data", trainPath, "--task", "lm", "--steps", "2", "--batch", "2",
+		"--pad-id", "999", "--threads", "1", "--out", filepath.Join(t.TempDir(), "run"))
+	if code != 1 || !strings.Contains(stderr, "--pad-id 999 is outside the model's vocabulary [0, 256)") {
+		t.Errorf("exit %d: %s", code, stderr)
+	}
+}
+
 func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
 	trainPath, validPath := tinyGPTData(t)
