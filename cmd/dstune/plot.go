@@ -84,6 +84,9 @@ func runPlot(args []string, stdout, stderr io.Writer) error {
 	if *smooth < 1 {
 		return usagef("--smooth must be at least 1")
 	}
+	if *from < 0 {
+		return usagef("--from %d: want a step ≥ 0", *from)
+	}
 	var inputs []outpath.Input
 	for _, dir := range runs {
 		for _, name := range []string{train.MetricsFile, train.ConfigFile} {

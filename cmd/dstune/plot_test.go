@@ -75,6 +75,7 @@ func TestPlot(t *testing.T) {
 		{[]string{"plot", "-o", out}, "at least one run"},
 		{[]string{"plot", a}, "-o CURVES.png is required"},
 		{[]string{"plot", a, "-o", out, "--smooth", "0"}, "--smooth"},
+		{[]string{"plot", a, "-o", out, "--from", "-5"}, "--from -5: want a step"},
 	} {
 		if code, _, stderr := dstune(c.args...); code != 2 || !strings.Contains(stderr, c.want) {
 			t.Errorf("%v: exit %d, %s", c.args, code, stderr)

@@ -194,8 +194,11 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		}
 		ir.SetMemoryLimit(maxMemory)
 	}
+	if *f.logEvery < 0 {
+		return usagef("--log-every %d: want a step count ≥ 1 (0: steps/20)", *f.logEvery)
+	}
 	every := *f.logEvery
-	if every <= 0 {
+	if every == 0 {
 		every = max(1, cfg.Steps/20)
 	}
 	if cfg.Precision == string(accel.PrecisionBF16) && cfg.Backend == "cpu" {
