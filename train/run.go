@@ -350,6 +350,10 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 		return stored, errors.New("no run directory")
 	}
 	if err := cfg.Check(); err != nil {
+		if r.opts.Resume {
+			// Read from the run's config.json (edited by hand?).
+			return stored, fmt.Errorf("resume: %s: %w", filepath.Join(dir, ConfigFile), err)
+		}
 		return stored, err
 	}
 	if !r.opts.Resume {

@@ -213,6 +213,25 @@ func TestRunInterruptedBeforeTheFirstStep(t *testing.T) {
 	}
 }
 
+// TestRunResumeNamesABadConfig: a resumed run whose config.json no longer
+// checks (edited by hand) is refused naming the file.
+func TestRunResumeNamesABadConfig(t *testing.T) {
+	cfg := runConfig(t, update.OptimizerAdamW, 4)
+	dir := filepath.Join(t.TempDir(), "run")
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored.Steps = -1
+	_, err = Run(context.Background(), stored, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)})
+	if err == nil || !strings.Contains(err.Error(), "resume: "+filepath.Join(dir, ConfigFile)+": steps -1, want ≥ 1") {
+		t.Errorf("got %v", err)
+	}
+}
+
 func TestRunStopsOnNonFiniteLoss(t *testing.T) {
 	cfg := runConfig(t, update.OptimizerAdamW, 20)
 	src := newBigramSource(runVocab, 1)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -117,6 +118,10 @@ func runPlot(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// maxMetricsLine bounds a line of metrics.jsonl (a DST run's records name
+// every silo: kilobytes on large models); tests lower it.
+var maxMetricsLine = 64 << 20
+
 // readRunSeries reads RUN/config.json (for the label) and RUN/metrics.jsonl.
 func readRunSeries(dir string, from int64) (*runSeries, error) {
 	s := &runSeries{dir: dir, label: filepath.Base(dir), alg2: newAccuracy(), paper: newAccuracy(), siloK: map[string]int64{}}
@@ -168,8 +173,9 @@ func readRunSeries(dir string, from int64) (*runSeries, error) {
 		Silos          map[string]siloRec `json:"silos"`
 	}
 	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 64<<20)
-	for line := 1; sc.Scan(); line++ {
+	sc.Buffer(nil, maxMetricsLine)
+	line := 1
+	for ; sc.Scan(); line++ {
 		rec.Loss, rec.ValidLoss, rec.Eps, rec.EpsAlg2, rec.EpsPaperAlg2, rec.DstMS, rec.OptimizerMS, rec.Silos = nil, nil, nil, nil, nil, nil, nil, nil
 		rec.ExactFallbacks = 0
 		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
@@ -202,6 +208,9 @@ func readRunSeries(dir string, from int64) (*runSeries, error) {
 		}
 	}
 	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, fmt.Errorf("%s:%d: line longer than %d bytes: not a metrics record", path, line, maxMetricsLine)
+		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if len(s.loss) == 0 {

@@ -95,4 +95,10 @@ func TestPlot(t *testing.T) {
 	if code, _, stderr := dstune("plot", bad, "-o", filepath.Join(dir, "bad.png")); code != 1 || !strings.Contains(stderr, "metrics.jsonl:2") {
 		t.Errorf("a broken metrics line: exit %d, %s", code, stderr)
 	}
+	defer func(was int) { maxMetricsLine = was }(maxMetricsLine)
+	maxMetricsLine = 100
+	long := fakeRun(t, filepath.Join(dir, "long"), `{}`, []string{`{"step":1,"loss":1}`, `{"step":2,"loss":2,"pad":"` + strings.Repeat("x", 200) + `"}`})
+	if code, _, stderr := dstune("plot", long, "-o", filepath.Join(dir, "long.png")); code != 1 || !strings.Contains(stderr, "metrics.jsonl:2: line longer than 100 bytes") {
+		t.Errorf("a metrics line over the limit: exit %d, %s", code, stderr)
+	}
 }
