@@ -327,13 +327,13 @@ func (r *runner) setup(ctx context.Context) error {
 		return errInterruptedEarly
 	}
 	if err := r.newEngine(model); err != nil {
-		return err
+		return r.batchHint(err)
 	}
 	if ctx.Err() != nil {
 		return errInterruptedEarly
 	}
 	if err := r.checkMemory(); err != nil {
-		return err
+		return r.batchHint(err)
 	}
 	if err := r.startData(ds); err != nil {
 		return err
@@ -777,13 +777,28 @@ func (r *runner) startData(ds *Dataset) error {
 	var b Batch
 	probe.Next(&b)
 	if _, err := r.engine.EvalLoss(&b); err != nil {
-		hint := "the longest example"
-		if cfg.MaxLen > 0 {
-			hint = "--max-len"
-		}
-		return fmt.Errorf("%s cannot take batches of %d×%d tokens (%s; --max-len truncates examples): %w", cfg.Model, b.B, b.T, hint, err)
+		return r.cannotTake(BatchShape{b.B, b.T}, err)
 	}
 	return writeJSONFile(filepath.Join(dir, ConfigFile), cfg)
+}
+
+// batchHint says where the batch shape came from when err is the model's
+// not importing for it.
+func (r *runner) batchHint(err error) error {
+	var bse *BatchShapeError
+	if !errors.As(err, &bse) {
+		return err
+	}
+	return r.cannotTake(bse.Shape, bse.Err)
+}
+
+// cannotTake is the error of a model that cannot take batches of shape.
+func (r *runner) cannotTake(shape BatchShape, err error) error {
+	hint := "the longest example"
+	if r.cfg.MaxLen > 0 {
+		hint = "--max-len"
+	}
+	return fmt.Errorf("%s cannot take batches of %d×%d tokens (%s; --max-len truncates examples): %w", r.cfg.Model, shape.B, shape.T, hint, err)
 }
 
 // afterRestore makes the run directory agree with the restored

@@ -136,10 +136,23 @@ func (s *ModelSource) specialize(shape BatchShape) (*ir.Graph, error) {
 	}
 	g, err := s.model.Specialize(b)
 	if err != nil {
-		return nil, fmt.Errorf("import for batch %d×%d: %w", shape.B, shape.T, err)
+		return nil, &BatchShapeError{Shape: shape, Err: err}
 	}
 	return g, nil
 }
+
+// BatchShapeError is a model that does not import for a batch shape (a
+// sequence longer than its positions, say).
+type BatchShapeError struct {
+	Shape BatchShape
+	Err   error
+}
+
+func (e *BatchShapeError) Error() string {
+	return fmt.Sprintf("import for batch %d×%d: %v", e.Shape.B, e.Shape.T, e.Err)
+}
+
+func (e *BatchShapeError) Unwrap() error { return e.Err }
 
 // Params are the trainable parameters.
 func (s *ModelSource) Params() []*ir.Param { return s.params }

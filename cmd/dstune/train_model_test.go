@@ -239,6 +239,14 @@ func TestTrainErrorsNameTheLine(t *testing.T) {
 	if code, _, stderr = dstune("train", model, "--data", long, "--task", "lm", "--steps", "1", "--batch", "2", "--max-len", "64", "--out", longRun); code != 0 {
 		t.Errorf("with --max-len 64: exit %d, stderr %q", code, stderr)
 	}
+	// stories260K's graph fails to import past its 512 positions (its
+	// rotary tables): the same hint.
+	stories := sharedtest.Path(t, "models", "stories260K", "stories260K.onnx")
+	writeLines(t, long, []string{`{"tokens":[` + strings.Repeat("65,", 599) + `65]}`})
+	code, _, stderr = dstune("train", stories, "--data", long, "--task", "lm", "--steps", "1", "--batch", "2", "--out", filepath.Join(dir, "long2"))
+	if code != 1 || !strings.Contains(stderr, "cannot take batches of 2×600 tokens (the longest example; --max-len truncates examples)") {
+		t.Errorf("too long examples for stories260K: exit %d, stderr %q", code, stderr)
+	}
 	// Resuming with a flag that disagrees with config.json.
 	good := filepath.Join(dir, "good.jsonl")
 	writeLines(t, good, []string{`{"tokens":[1,2,3]}`, `{"tokens":[4,5,6,7]}`})
