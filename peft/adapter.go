@@ -202,20 +202,24 @@ func IsAdapter(f *safetensors.File) bool {
 
 // ReadAdapter reads an adapter file: one dstune wrote, or one PEFT saved
 // (whose rank, α, layout and prompt position come from the
-// adapter_config.json beside it). Every shape is checked.
+// adapter_config.json beside it). Every shape is checked, and every value
+// must be finite. An AdapterFile that dstune wrote must agree with the
+// AdapterConfigFile beside it, if there is one: PeftModel.from_pretrained
+// loads the two together, so a disagreement means one of them is not what
+// it claims to be.
 func ReadAdapter(path string) (*Adapter, error) {
 	f, err := safetensors.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	a, err := decodeAdapter(f, filepath.Dir(path))
+	a, err := decodeAdapter(f, path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return a, nil
 }
 
-func decodeAdapter(f *safetensors.File, dir string) (*Adapter, error) {
+func decodeAdapter(f *safetensors.File, path string) (*Adapter, error) {
 	if !IsAdapter(f) {
 		return nil, errors.New("not a LoRA adapter or soft prompt")
 	}
@@ -232,9 +236,14 @@ func decodeAdapter(f *safetensors.File, dir string) (*Adapter, error) {
 		return nil, err
 	}
 	var config peftConfig
-	if a.Method == "" { // written by PEFT: its configuration says the rest
+	dir := filepath.Dir(path)
+	switch {
+	case a.Method == "": // written by PEFT: its configuration says the rest
 		if config, err = readPEFTConfig(dir); err != nil {
 			return nil, err
+		}
+		if !config.found {
+			return nil, fmt.Errorf("the file records no dstune metadata and there is no %s beside it", AdapterConfigFile)
 		}
 		switch config.PeftType {
 		case "LORA":
@@ -243,6 +252,18 @@ func decodeAdapter(f *safetensors.File, dir string) (*Adapter, error) {
 			a.Method = "prompt"
 		default:
 			return nil, fmt.Errorf("%s: peft_type %q: dstune reads LORA and PROMPT_TUNING adapters", AdapterConfigFile, config.PeftType)
+		}
+	case filepath.Base(path) == AdapterFile:
+		// Written by dstune, under the name PEFT loads together with the
+		// configuration beside it: the two must describe one adapter. (A
+		// file renamed or copied elsewhere is no such pair, and a
+		// configuration that happens to sit beside it says nothing of it.)
+		if config, err = readPEFTConfig(dir); err != nil {
+			return nil, err
+		}
+		want := map[string]string{"lora": "LORA", "prompt": "PROMPT_TUNING"}[a.Method]
+		if config.found && config.PeftType != want {
+			return nil, fmt.Errorf("%s beside it has peft_type %q, but the adapter's metadata has method %q (peft_type %s): the two files disagree", AdapterConfigFile, config.PeftType, a.Method, want)
 		}
 	}
 	if a.Method == "prompt" {
@@ -253,6 +274,12 @@ func decodeAdapter(f *safetensors.File, dir string) (*Adapter, error) {
 
 // peftConfig is what dstune reads of a PEFT adapter_config.json.
 type peftConfig struct {
+	// found: the file exists (else every field is zero). given: the keys
+	// it holds with a value other than null, so that a missing key is not
+	// read as a 0 that disagrees with the adapter.
+	found bool
+	given map[string]bool
+
 	PeftType         string         `json:"peft_type"`
 	R                int            `json:"r"`
 	LoraAlpha        float64        `json:"lora_alpha"`
@@ -260,23 +287,34 @@ type peftConfig struct {
 	FanInFanOut      bool           `json:"fan_in_fan_out"`
 	UseRSLoRA        bool           `json:"use_rslora"`
 	NumVirtualTokens int            `json:"num_virtual_tokens"`
+	TokenDim         int            `json:"token_dim"`
 	NumSubmodules    int            `json:"num_transformer_submodules"`
 	RankPattern      map[string]any `json:"rank_pattern"`
 	AlphaPattern     map[string]any `json:"alpha_pattern"`
 }
 
+// readPEFTConfig reads the AdapterConfigFile in dir; one that does not
+// exist is no error (found is false).
 func readPEFTConfig(dir string) (peftConfig, error) {
 	var c peftConfig
 	path := filepath.Join(dir, AdapterConfigFile)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return c, fmt.Errorf("the file records no dstune metadata and there is no %s beside it", AdapterConfigFile)
+		return c, nil
 	}
 	if err != nil {
 		return c, err
 	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(data, &keys); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
 	if err := json.Unmarshal(data, &c); err != nil {
 		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	c.found, c.given = true, map[string]bool{}
+	for k, v := range keys {
+		c.given[k] = string(v) != "null"
 	}
 	switch {
 	case c.UseRSLoRA:
@@ -322,6 +360,15 @@ func (a *Adapter) decodeLoRA(f *safetensors.File, meta map[string]string, config
 		for _, t := range targets {
 			fanInFanOut[t.Module], weights[t.Module] = t.FanInFanOut, t.Initializer
 		}
+		// The configuration beside the file (decodeAdapter reads it only
+		// when the two are a pair) must give the rank and α the metadata
+		// does: PEFT would scale by its α/r, dstune by the metadata's.
+		if config.found && config.given["r"] && config.R != w.Rank {
+			return fmt.Errorf("%s beside it has r %d, but the adapter's metadata has r %d: the two files disagree", AdapterConfigFile, config.R, w.Rank)
+		}
+		if config.found && config.given["lora_alpha"] && config.LoraAlpha != w.Alpha {
+			return fmt.Errorf("%s beside it has lora_alpha %g, but the adapter's metadata has lora_alpha %g: the two files disagree", AdapterConfigFile, config.LoraAlpha, w.Alpha)
+		}
 	}
 	if w.Rank < 1 || w.Rank > maxRank || math.IsNaN(w.Alpha) || math.IsInf(w.Alpha, 0) || w.Alpha == 0 {
 		return fmt.Errorf("rank %d and α %g: want a rank from 1 to %d and a finite α other than 0", w.Rank, w.Alpha, maxRank)
@@ -352,11 +399,17 @@ func (a *Adapter) decodeLoRA(f *safetensors.File, meta map[string]string, config
 				return fmt.Errorf("tensor %q is [%d %d], want [%d in] once", t.Name, rows, cols, w.Rank)
 			}
 			m.In, m.A = cols, f32Values(t.Data)
+			if err := checkFinite(t, m.A); err != nil {
+				return err
+			}
 		} else {
 			if cols != w.Rank || m.B != nil {
 				return fmt.Errorf("tensor %q is [%d %d], want [out %d] once", t.Name, rows, cols, w.Rank)
 			}
 			m.Out, m.B = rows, f32Values(t.Data)
+			if err := checkFinite(t, m.B); err != nil {
+				return err
+			}
 		}
 	}
 	slices.Sort(order)
@@ -371,6 +424,21 @@ func (a *Adapter) decodeLoRA(f *safetensors.File, meta map[string]string, config
 		return errors.New("the adapter has no LoRA matrices")
 	}
 	a.LoRA = w
+	return nil
+}
+
+// checkFinite refuses a NaN or infinite value in an adapter's matrix t
+// (values, decoded): merged into a weight or built into the graph it would
+// make every output it reaches NaN or infinite, in a model that still
+// loads and runs. It names the tensor and the value's flat index, row and
+// column, as a DST delta's check names its value and index.
+func checkFinite(t *safetensors.Tensor, values []float32) error {
+	for i, v := range values {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			cols := int(t.Shape[1]) // ≥ 1: there are values
+			return fmt.Errorf("tensor %q: value %d (row %d, column %d of %v) is %v; an adapter's values must be finite", t.Name, i, i/cols, i%cols, t.Shape, v)
+		}
+	}
 	return nil
 }
 
@@ -398,6 +466,18 @@ func (a *Adapter) decodePrompt(f *safetensors.File, meta map[string]string, conf
 		return fmt.Errorf("tensor %s is %s%v, want float32 [n ≤ %d, d]", promptKey, t.DType, t.Shape, maxPromptLen)
 	}
 	p := &SoftPrompt{At: meta[metaPromptAt], Length: int(t.Shape[0]), Dim: int(t.Shape[1]), Values: f32Values(t.Data)}
+	if err := checkFinite(t, p.Values); err != nil {
+		return err
+	}
+	// The configuration (PEFT's, or the one beside a file dstune wrote)
+	// must describe this tensor: PEFT builds its prompt encoder from
+	// num_virtual_tokens and token_dim, and would refuse or misread it.
+	if config.found && config.given["num_virtual_tokens"] && config.NumVirtualTokens != p.Length {
+		return fmt.Errorf("%s has num_virtual_tokens %d, but tensor %s is %v (%d virtual tokens): the two files disagree", AdapterConfigFile, config.NumVirtualTokens, promptKey, t.Shape, p.Length)
+	}
+	if config.found && config.given["token_dim"] && config.TokenDim != p.Dim {
+		return fmt.Errorf("%s has token_dim %d, but tensor %s is %v (%d values a token): the two files disagree", AdapterConfigFile, config.TokenDim, promptKey, t.Shape, p.Dim)
+	}
 	if meta[metaMethod] == "" {
 		// PEFT prepends the virtual tokens (one set: a decoder's).
 		if config.NumSubmodules > 1 {
@@ -418,7 +498,10 @@ func (a *Adapter) decodePrompt(f *safetensors.File, meta map[string]string, conf
 // to float32 once, as a dense dst.TensorDelta (which dst.TensorDelta's
 // ApplyRaw rounds to the initializer's own dtype). The module's
 // initializer is its Weight, else Path+".weight", else Path; its shape
-// must fit.
+// must fit. A merged value that is not finite in float32 — finite A and B
+// whose product overflows, or a huge α — is an error naming the weight
+// and the entry, as a DST delta's value beyond float32's range is: the
+// written model would otherwise hold ±Inf (and compute NaN) silently.
 func (w *LoRAWeights) Delta(inits []dst.Initializer) ([]dst.TensorDelta, error) {
 	byName := map[string]*dst.Initializer{}
 	for i := range inits {
@@ -464,13 +547,33 @@ func (w *LoRAWeights) Delta(inits []dst.Initializer) ([]dst.TensorDelta, error) 
 				if m.FanInFanOut {
 					pos = i*m.Out + o
 				}
+				merged := base[pos] + scale*ba
+				v := float32(merged)
+				if math.IsNaN(merged) || math.IsInf(float64(v), 0) {
+					return nil, fmt.Errorf("module %s: initializer %q entry %d (W%v): W + (α/r)·B·A = %.7g + %.7g·%.7g = %.7g, %s",
+						m.Path, it.Name, pos, entryIndex(pos, it.Dims), base[pos], scale, ba, merged, notFinite(merged))
+				}
 				td.Indices[pos] = int64(pos)
-				td.Values[pos] = float32(base[pos] + scale*ba)
+				td.Values[pos] = v
 			}
 		}
 		out = append(out, td)
 	}
 	return out, nil
+}
+
+// entryIndex is the flat position pos of a matrix of dims as [row column].
+func entryIndex(pos int, dims []int64) []int {
+	cols := int(dims[1])
+	return []int{pos / cols, pos % cols}
+}
+
+// notFinite says why a merged value cannot be written.
+func notFinite(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "not a finite number; a merged weight must be finite"
+	}
+	return fmt.Sprintf("beyond float32's range (±%.7g); a merged weight must fit float32", math.MaxFloat32)
 }
 
 // initializerFloats decodes a floating-point initializer's values.

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,6 +58,9 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 	for i, d := range deltaPaths {
 		inputs = append(inputs, outpath.Input{Path: d, What: fmt.Sprintf("delta %d", i+1)})
 	}
+	if err := checkOutputDir("-o", out); err != nil {
+		return err
+	}
 	if err := checkOutputFile("-o", out, *force, inputs...); err != nil {
 		return err
 	}
@@ -95,6 +99,24 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 		return writePrompted(stdout, out, m, newValues, prompt)
 	}
 	return writeApplied(stdout, modelPath, out, m, newValues, reencode)
+}
+
+// checkOutputDir refuses an output whose directory does not exist (or is
+// no directory) before any work is done: the atomic write creates its
+// temporary file there only at the very end, and would fail then, naming
+// the temporary file rather than the output.
+func checkOutputDir(flag, out string) error {
+	dir := filepath.Dir(out)
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return usagef("%s %s: the directory %s does not exist (apply creates no directories)", flag, out, dir)
+	case err != nil:
+		return fmt.Errorf("%s %s: %w", flag, out, err)
+	case !st.IsDir():
+		return usagef("%s %s: %s is not a directory", flag, out, dir)
+	}
+	return nil
 }
 
 // applyToInitializers computes the new raw bytes of every changed
