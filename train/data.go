@@ -3,13 +3,16 @@ package train
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -75,6 +78,37 @@ type Dataset struct {
 	labels   []int64 // classify only
 	lines    []int
 	prompts  []int // PromptLen of every example; nil when no example is a prompt/completion row
+
+	// ignored are the fields of the rows that no example form reads, each
+	// with the first line it is on (a misspelt "loss_msk" would otherwise
+	// pass unnoticed); at most maxIgnoredFields.
+	ignored []ignoredField
+}
+
+type ignoredField struct {
+	name string
+	line int
+}
+
+// maxIgnoredFields bounds the ignored fields a Dataset records, found in
+// the first ignoredFieldLines lines (rows are alike, and looking costs a
+// second decoding of the line).
+const (
+	maxIgnoredFields  = 8
+	ignoredFieldLines = 1000
+)
+
+// IgnoredFields says which fields of the rows no example form reads
+// ("" when all are read): extra columns, or misspelt names.
+func (d *Dataset) IgnoredFields() string {
+	if len(d.ignored) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, f := range d.ignored {
+		parts = append(parts, fmt.Sprintf("%q (first on line %d)", f.name, f.line))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Len is the number of examples.
@@ -222,6 +256,9 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 		}
 		return fmt.Errorf("not valid JSON: %v", err)
 	}
+	if line <= ignoredFieldLines && len(d.ignored) < maxIgnoredFields {
+		d.noteIgnored(text, line)
+	}
 	promptLen, err := fields.resolve(opts)
 	if err != nil {
 		return err
@@ -256,6 +293,32 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 }
 
 // exampleFields are a line's fields, decoded later.
+// noteIgnored records the fields of a row (valid JSON) that exampleFields
+// does not read, once each.
+func (d *Dataset) noteIgnored(text []byte, line int) {
+	var keys map[string]json.RawMessage
+	if json.Unmarshal(text, &keys) != nil {
+		return
+	}
+next:
+	for k := range keys {
+		switch k {
+		case "tokens", "loss_mask", "label", "text", "prompt", "completion":
+			continue
+		}
+		for _, f := range d.ignored {
+			if f.name == k {
+				continue next
+			}
+		}
+		if len(d.ignored) == maxIgnoredFields {
+			return
+		}
+		d.ignored = append(d.ignored, ignoredField{k, line})
+	}
+	slices.SortFunc(d.ignored, func(a, b ignoredField) int { return cmp.Or(a.line-b.line, strings.Compare(a.name, b.name)) })
+}
+
 type exampleFields struct {
 	Tokens     json.RawMessage `json:"tokens"`
 	LossMask   json.RawMessage `json:"loss_mask"`

@@ -32,3 +32,20 @@ func TestReadJSONLByteOrderMarks(t *testing.T) {
 		}
 	}
 }
+
+// Fields no example form reads (extra columns, a misspelt "loss_msk") are
+// recorded with the first line they are on, once each.
+func TestReadJSONLIgnoredFields(t *testing.T) {
+	opts := DataOptions{Task: TaskLM, VocabSize: 10}
+	ds, err := ReadJSONL(strings.NewReader("{\"tokens\":[1,2]}\n{\"tokens\":[1,2],\"loss_msk\":[0,1],\"id\":3}\n{\"id\":4,\"tokens\":[3,4]}\n"), "x.jsonl", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ds.IgnoredFields(), `"id" (first on line 2), "loss_msk" (first on line 2)`; got != want {
+		t.Errorf("ignored fields %s, want %s", got, want)
+	}
+	ds, err = ReadJSONL(strings.NewReader("{\"tokens\":[1,2],\"loss_mask\":[0,1]}\n"), "y.jsonl", opts)
+	if err != nil || ds.IgnoredFields() != "" {
+		t.Errorf("every field read: %q, %v", ds.IgnoredFields(), err)
+	}
+}

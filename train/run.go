@@ -586,12 +586,14 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.warnIgnored(ds)
 	T := cfg.MaxLen
 	longest := longestExample(ds)
 	if cfg.Valid != "" {
 		if r.valid, err = LoadJSONL(cfg.Valid, dataOpts); err != nil {
 			return nil, err
 		}
+		r.warnIgnored(r.valid)
 		if cfg.Metric == MetricExactMatch && !hasPromptRows(r.valid) {
 			return nil, fmt.Errorf("%s: --metric %s decodes completions, and the validation data has no \"prompt\"/\"completion\" rows", cfg.Valid, MetricExactMatch)
 		}
@@ -615,6 +617,13 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 	}
 	r.batchOpts = BatchOptions{BatchSize: cfg.Batch, MaxLen: T, FixedLen: true, PadID: cfg.PadID}
 	return ds, nil
+}
+
+// warnIgnored says which fields of ds's rows no example form reads.
+func (r *runner) warnIgnored(ds *Dataset) {
+	if f := ds.IgnoredFields(); f != "" {
+		r.progress0("note: %s: fields %s are not read (an example is \"tokens\" with \"loss_mask\" or \"label\", \"text\", or \"prompt\" and \"completion\")", ds.Name, f)
+	}
 }
 
 // checkTargets refuses lm data in which no example has a target that
