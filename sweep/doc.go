@@ -6,19 +6,23 @@
 // run, each block of "grid" adding its own, every setting a dstune train
 // flag (or "dataset"). A setting with a list of values is an axis; every
 // combination of a block's axes is a run (Spec.Runs), named by its method
-// and the settings that vary among the runs of some method. Mistakes are
-// SpecErrors naming the file, the place (a JSON path such as grid[1].rank)
-// and what is wrong.
+// and the settings that vary among the runs of some method. Every dataset
+// a run uses needs validation data: the report's qualities are measured
+// on it. Mistakes are SpecErrors naming the file, the place (a JSON path
+// such as grid[1].rank) and what is wrong.
 //
 // Execute checks every run's configuration (Options.Configure, dstune
-// train's own parser), and that of every finished or stopped run against
-// the one it recorded, before the first starts, then trains the runs that
-// have not finished, each in DIR/runs/NAME: a run whose directory holds
-// result.json is done; one with a checkpoint continues from it (train.Run
-// resumes bit-identically); one stopped before its first checkpoint
-// starts over. A run whose loss or parameters turn non-finite is
-// reported as diverged, without a quality. With KeepDeltas the delta or
-// adapter of every checkpoint is copied to RUN/deltas/step-NNNNNN/.
+// train's own parser; a setting it refuses is a SpecError at the place
+// the setting comes from), that of every finished or stopped run against
+// the one it recorded, and every data file of the runs still to train
+// (read as dstune train reads it), before the first starts, then trains
+// the runs that have not finished, each in DIR/runs/NAME: a run whose
+// directory holds result.json is done; one with a checkpoint continues
+// from it (train.Run resumes bit-identically); one stopped before its
+// first checkpoint starts over. A run whose loss or parameters turn
+// non-finite is reported as diverged, without a quality. With KeepDeltas
+// the delta or adapter of every checkpoint is copied to
+// RUN/deltas/step-NNNNNN/.
 //
 // The report: results.jsonl (a Result a run), results.md (the best
 // learning rate of every setting, mean ± sd over seeds; pivot tables;

@@ -288,6 +288,16 @@ func budgetPlot(s *Spec, p Plot, sel []*Result) (*plot.Plot, error) {
 		}
 		pl.Legend.Add(label(se.params, keys), line, scatter)
 	}
+	// gonum widens an axis over a single value (one budget) or none (no
+	// run finished) by ±1, to below 0, where the log scale panics: span
+	// a factor of 2 either side of the one value, or the fractions a
+	// sweep usually covers.
+	switch lo, hi := pl.X.Min, pl.X.Max; {
+	case !(lo > 0) || !(hi >= lo) || math.IsInf(hi, 0):
+		pl.X.Min, pl.X.Max = 1e-4, 1
+	case lo == hi:
+		pl.X.Min, pl.X.Max = lo/2, hi*2
+	}
 	if higherIsBetter(q) {
 		pl.Y.Max += 0.05 * (pl.Y.Max - pl.Y.Min)
 		pl.Y.Min -= 0.1 * (pl.Y.Max - pl.Y.Min)

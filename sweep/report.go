@@ -128,7 +128,7 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 	for _, pt := range pts {
 		row := values(pt.Params, keys)
 		if pt.Best == nil {
-			row = append(row, "—", "—", "—", "all diverged")
+			row = append(row, "—", "—", "—", noBest(pt, s.Quality, "all diverged"))
 			if withLoss {
 				row = append(row, "—")
 			}
@@ -188,6 +188,19 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 		files = append(files, p.File)
 	}
 	return files, nil
+}
+
+// noBest says why a point has no best learning rate: every learning
+// rate has a diverged run (diverged), or one has none but no quality
+// was measured either (a run without validation data, from before
+// sweeps required it), which is no divergence.
+func noBest(pt *Point, quality, diverged string) string {
+	for _, st := range pt.Settings {
+		if st.Diverged == 0 {
+			return "no " + qualityName(quality)
+		}
+	}
+	return diverged
 }
 
 func values(p Params, keys []string) []string {
@@ -303,7 +316,7 @@ func writePivot(b *bytes.Buffer, t Table, results []*Result, quality string) err
 			case pt == nil:
 				row = append(row, "")
 			case pt.Best == nil:
-				row = append(row, "diverged")
+				row = append(row, noBest(pt, quality, "diverged"))
 			default:
 				lr, _ := pt.Best.Params.Get(KeyLR)
 				cell := fmtStat(pt.Best.Quality, isShare(quality))

@@ -18,6 +18,7 @@ import (
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/peft"
+	"github.com/dstune/dstune/tokenizer"
 	"github.com/dstune/dstune/train"
 )
 
@@ -96,9 +97,10 @@ const (
 // Execute runs every unfinished run of s (a finished run, one whose
 // directory holds result.json, is not run again; one that was stopped
 // continues from its checkpoint), then writes results.jsonl, results.md
-// and the plots. Every run's configuration is checked before the first
-// starts. Cancelling ctx stops the runs after their current step, with a
-// checkpoint, and returns an error wrapping ErrInterrupted.
+// and the plots. Every run's configuration, and the data of every run to
+// train, is checked before the first starts (Plan). Cancelling ctx stops
+// the runs after their current step, with a checkpoint, and returns an
+// error wrapping ErrInterrupted.
 func Execute(ctx context.Context, s *Spec, opts Options) (*Outcome, error) {
 	if opts.Jobs < 1 {
 		opts.Jobs = 1
@@ -138,8 +140,9 @@ func Execute(ctx context.Context, s *Spec, opts Options) (*Outcome, error) {
 	return out, err
 }
 
-// Plan checks the spec's files and every run's configuration, and finds
-// how far each run got before; it writes nothing.
+// Plan checks the spec's files, every run's configuration and the data
+// files of the runs still to train, and finds how far each run got
+// before; it writes nothing.
 func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 	if opts.Configure == nil {
 		return nil, errors.New("sweep: no Configure")
@@ -167,13 +170,18 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 	plan := make([]PlannedRun, len(runs))
 	for i, r := range runs {
 		dir := filepath.Join(opts.Dir, runsDir, r.Name)
-		args := s.Args(r, dir)
-		if _, ok := r.Params.Get("threads"); !ok && opts.Threads > 0 {
-			args = append(args, "--threads="+strconv.Itoa(opts.Threads))
+		// argsOf are the run's dstune train arguments with settings p.
+		argsOf := func(p Params) []string {
+			args := s.Args(Run{Name: r.Name, Params: p}, dir)
+			if _, ok := p.Get("threads"); !ok && opts.Threads > 0 {
+				args = append(args, "--threads="+strconv.Itoa(opts.Threads))
+			}
+			return args
 		}
+		args := argsOf(r.Params)
 		cfg, err := opts.Configure(args)
 		if err != nil {
-			return nil, &RunError{r.Name, err}
+			return nil, s.configError(r, err, argsOf, opts.Configure)
 		}
 		res, err := loadResult(dir)
 		if err != nil {
@@ -199,7 +207,140 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 		}
 		plan[i] = PlannedRun{Run: r, Dir: dir, Args: args, Config: cfg, State: state, Result: res, ModelParams: nParams}
 	}
+	if err := s.checkData(plan); err != nil {
+		return nil, err
+	}
 	return plan, nil
+}
+
+// configError turns a run's configuration error into one that names
+// where in the spec the setting to blame comes from (grid[1].eps,
+// train.batch): dstune train's messages name a flag at best, and a
+// sweep's user must find the setting among the blocks. The setting to
+// blame is the one without which the run's configuration is accepted;
+// where several are (--beta2 with --optimizer sgd), the one the message
+// names as a flag. An error that no setting alone explains (two mistakes
+// in one run) stays the run's.
+func (s *Spec) configError(r Run, err error, argsOf func(Params) []string, configure func([]string) (train.Config, error)) error {
+	var blamed []string
+	for _, kv := range r.Params {
+		if _, e := configure(argsOf(r.Params.Without(kv.Key))); e == nil {
+			blamed = append(blamed, kv.Key)
+		}
+	}
+	if len(blamed) != 1 {
+		candidates := blamed
+		if len(candidates) == 0 {
+			for _, kv := range r.Params {
+				candidates = append(candidates, kv.Key)
+			}
+		}
+		var named []string
+		for _, k := range candidates {
+			if namesFlag(err.Error(), k) {
+				named = append(named, k)
+			}
+		}
+		if len(named) > 0 {
+			blamed = named
+		}
+	}
+	var places []string
+	for _, k := range blamed {
+		if at := s.placeOf(r, k); at != "" {
+			places = append(places, at)
+		}
+	}
+	if len(places) == 0 {
+		return &RunError{r.Name, err}
+	}
+	return &SpecError{s.File, strings.Join(places, ", "), fmt.Sprintf("run %s: %v", r.Name, err)}
+}
+
+// namesFlag reports whether msg names the flag key as -key or --key
+// (as the flag package's and dstune train's messages do), not as part of
+// a longer name.
+func namesFlag(msg, key string) bool {
+	isNameByte := func(c byte) bool {
+		return c == '-' || c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+	}
+	for _, flag := range []string{"--" + key, "-" + key} {
+		for i := 0; ; {
+			j := strings.Index(msg[i:], flag)
+			if j < 0 {
+				break
+			}
+			start, end := i+j, i+j+len(flag)
+			if (start == 0 || !isNameByte(msg[start-1])) && (end == len(msg) || !isNameByte(msg[end])) {
+				return true
+			}
+			i = start + 1
+		}
+	}
+	return false
+}
+
+// checkData reads every data file that the runs still to train use, as
+// dstune train reads it (their task, the spec's tokenizer), so that a
+// bad line is found before the first run starts rather than when its
+// run's turn comes, hours into the sweep. Token ids are checked against
+// the model's vocabulary only when the run starts: that needs the model
+// imported, too costly to do here for a large one.
+func (s *Spec) checkData(plan []PlannedRun) error {
+	var tok train.TextEncoder
+	if s.Tokenizer != "" {
+		t, err := tokenizer.Load(s.Tokenizer)
+		if err != nil {
+			return &SpecError{s.File, "tokenizer", err.Error()}
+		}
+		tok = t
+	}
+	tasks := map[train.Task]bool{}
+	for _, p := range plan {
+		tasks[p.Config.Task] = true
+	}
+	type read struct {
+		path string
+		task train.Task
+	}
+	checked := map[read]bool{}
+	for _, p := range plan {
+		if p.State == StateFinished {
+			continue
+		}
+		name, _ := p.Run.Params.Get(KeyDataset)
+		for _, f := range []struct{ which, path string }{{"data", p.Config.Data}, {"valid", p.Config.Valid}} {
+			key := read{f.path, p.Config.Task}
+			if f.path == "" || checked[key] {
+				continue
+			}
+			checked[key] = true
+			where := "datasets." + name + "." + f.which
+			ds, err := train.LoadJSONL(f.path, train.DataOptions{Task: p.Config.Task, Tokenizer: tok})
+			if err != nil {
+				msg := err.Error()
+				if len(tasks) > 1 {
+					msg += fmt.Sprintf(" (read for --task %s, as run %s has it)", p.Config.Task, p.Run.Name)
+				}
+				return &SpecError{s.File, where, msg}
+			}
+			if f.which == "valid" && p.Config.Metric == train.MetricExactMatch && !hasPromptRows(ds) {
+				return &SpecError{s.File, where, fmt.Sprintf("run %s's --metric %s decodes completions, and %s has no \"prompt\"/\"completion\" rows", p.Run.Name, train.MetricExactMatch, f.path)}
+			}
+		}
+	}
+	return nil
+}
+
+// hasPromptRows reports whether a dataset has a prompt/completion row,
+// which --metric exact-match needs.
+func hasPromptRows(ds *train.Dataset) bool {
+	for i := range ds.Len() {
+		if ds.Example(i).PromptLen > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // paramsDiff says how two runs' settings differ ("" when they agree).

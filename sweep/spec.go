@@ -5,13 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/dstune/dstune/train"
 )
 
 // ErrSpec is wrapped by every error in a sweep specification.
@@ -134,19 +138,6 @@ var reservedKeys = map[string]string{
 // maxRuns bounds a grid (a typo in an axis should not plan a million runs).
 const maxRuns = 10000
 
-type specJSON struct {
-	Title      string                     `json:"title"`
-	Model      string                     `json:"model"`
-	Tokenizer  string                     `json:"tokenizer"`
-	Datasets   map[string]Dataset         `json:"datasets"`
-	Train      map[string]json.RawMessage `json:"train"`
-	Grid       []map[string]json.RawMessage
-	Quality    string            `json:"quality"`
-	KeepDeltas bool              `json:"keep_deltas"`
-	Plots      []json.RawMessage `json:"plots"`
-	Tables     []json.RawMessage `json:"tables"`
-}
-
 // LoadSpec reads a specification. flags are the settings a run may have
 // (dstune train's flag names); every key is checked against them.
 func LoadSpec(path string, flags []string) (*Spec, error) {
@@ -157,20 +148,35 @@ func LoadSpec(path string, flags []string) (*Spec, error) {
 	return ParseSpec(path, data, flags)
 }
 
+// specFields are the keys of a spec's top-level object.
+var specFields = []string{"title", "model", "tokenizer", "datasets", "train", "grid", "quality", "keep_deltas", "plots", "tables"}
+
 // ParseSpec parses a specification read from path.
 func ParseSpec(path string, data []byte, flags []string) (*Spec, error) {
 	bad := func(where, format string, args ...any) error {
 		return &SpecError{File: path, Where: where, Msg: fmt.Sprintf(format, args...)}
 	}
-	var sj specJSON
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	dec.UseNumber()
-	if err := dec.Decode(&sj); err != nil {
-		return nil, bad("", "%v", err)
+	top, err := readTopObject(path, data)
+	if err != nil {
+		return nil, err
 	}
-	if dec.More() {
-		return nil, bad("", "more than one JSON value")
+	for key := range top {
+		if !slices.Contains(specFields, key) {
+			return nil, bad(key, "unknown field %q (want %s)", key, strings.Join(specFields, ", "))
+		}
+	}
+	s := &Spec{File: path, Datasets: map[string]Dataset{}}
+	var model, tokenizer string
+	for _, f := range []struct {
+		key string
+		dst *string
+	}{{"title", &s.Title}, {"model", &model}, {"tokenizer", &tokenizer}, {"quality", &s.Quality}} {
+		if err := decodeField(path, f.key, top[f.key], f.dst); err != nil {
+			return nil, err
+		}
+	}
+	if err := decodeField(path, "keep_deltas", top["keep_deltas"], &s.KeepDeltas); err != nil {
+		return nil, err
 	}
 	dir := filepath.Dir(path)
 	abs := func(p string) string {
@@ -182,15 +188,22 @@ func ParseSpec(path string, data []byte, flags []string) (*Spec, error) {
 		}
 		return p
 	}
-	s := &Spec{File: path, Title: sj.Title, Quality: sj.Quality, KeepDeltas: sj.KeepDeltas, Datasets: map[string]Dataset{}}
-	if sj.Model == "" {
+	if model == "" {
 		return nil, bad("model", "required: the ONNX file every run fine-tunes")
 	}
-	s.Model = abs(sj.Model)
-	if sj.Tokenizer != "" {
-		s.Tokenizer = abs(sj.Tokenizer)
+	s.Model = abs(model)
+	if tokenizer != "" {
+		s.Tokenizer = abs(tokenizer)
 	}
-	for name, d := range sj.Datasets {
+	var datasets map[string]json.RawMessage
+	if err := decodeField(path, "datasets", top["datasets"], &datasets); err != nil {
+		return nil, err
+	}
+	for name, raw := range datasets {
+		var d Dataset
+		if err := decodeStrict(path, "datasets."+name, raw, &d); err != nil {
+			return nil, err
+		}
 		if d.Data == "" {
 			return nil, bad("datasets."+name+".data", "required: the training data")
 		}
@@ -204,28 +217,56 @@ func ParseSpec(path string, data []byte, flags []string) (*Spec, error) {
 	for _, f := range flags {
 		known[f] = true
 	}
-	var err error
-	if s.Train, err = parseSettings(path, "train", sj.Train, known); err != nil {
+	var common map[string]json.RawMessage // "train": every run's settings
+	if err := decodeField(path, "train", top["train"], &common); err != nil {
 		return nil, err
 	}
-	if len(sj.Grid) == 0 {
-		sj.Grid = []map[string]json.RawMessage{{}}
+	if s.Train, err = parseSettings(path, "train", common, known); err != nil {
+		return nil, err
 	}
-	for i, b := range sj.Grid {
-		block, err := parseSettings(path, fmt.Sprintf("grid[%d]", i), b, known)
+	var grid []json.RawMessage
+	if err := decodeField(path, "grid", top["grid"], &grid); err != nil {
+		return nil, err
+	}
+	if len(grid) == 0 {
+		grid = []json.RawMessage{json.RawMessage("{}")}
+	}
+	for i, raw := range grid {
+		where := fmt.Sprintf("grid[%d]", i)
+		var settings map[string]json.RawMessage
+		if err := decodeStrict(path, where, raw, &settings); err != nil {
+			return nil, err
+		}
+		block, err := parseSettings(path, where, settings, known)
 		if err != nil {
 			return nil, err
 		}
 		s.Grid = append(s.Grid, block)
 	}
-	for i, raw := range sj.Plots {
-		p, err := parsePlot(path, fmt.Sprintf("plots[%d]", i), raw, known)
+	if err := s.checkMethods(); err != nil {
+		return nil, err
+	}
+	var plots, tables []json.RawMessage
+	if err := decodeField(path, "plots", top["plots"], &plots); err != nil {
+		return nil, err
+	}
+	if err := decodeField(path, "tables", top["tables"], &tables); err != nil {
+		return nil, err
+	}
+	fileOf := map[string]int{} // a plot's file → the plot writing it
+	for i, raw := range plots {
+		where := fmt.Sprintf("plots[%d]", i)
+		p, err := parsePlot(path, where, raw, known)
 		if err != nil {
 			return nil, err
 		}
+		if j, dup := fileOf[p.File]; dup {
+			return nil, bad(where+".file", "%q is also the file of plots[%d]: each plot needs its own file, or one overwrites the other", p.File, j)
+		}
+		fileOf[p.File] = i
 		s.Plots = append(s.Plots, p)
 	}
-	for i, raw := range sj.Tables {
+	for i, raw := range tables {
 		t, err := parseTable(path, fmt.Sprintf("tables[%d]", i), raw, known)
 		if err != nil {
 			return nil, err
@@ -236,6 +277,213 @@ func ParseSpec(path string, data []byte, flags []string) (*Spec, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// utf8BOM is the byte-order mark some editors write at the start of a
+// UTF-8 file; a spec may start with one (as data files may).
+var utf8BOM = []byte("\uFEFF")
+
+// readTopObject reads a spec's one JSON object, keeping its values raw.
+// Its errors say where the text goes wrong (line and column), what type
+// of value was found instead of the object, and which key an object
+// gives twice: JSON's decoders let the last of two equal keys win
+// silently, and a spec's "lr" given twice is a mistake to report, not to
+// guess at.
+func readTopObject(path string, data []byte) (map[string]json.RawMessage, error) {
+	bad := func(where, format string, args ...any) error {
+		return &SpecError{File: path, Where: where, Msg: fmt.Sprintf(format, args...)}
+	}
+	for _, bom := range []struct{ mark, name string }{{"\x00\x00\xFE\xFF", "UTF-32"}, {"\xFF\xFE\x00\x00", "UTF-32"}, {"\xFE\xFF", "UTF-16"}, {"\xFF\xFE", "UTF-16"}} {
+		if bytes.HasPrefix(data, []byte(bom.mark)) {
+			return nil, bad("", "the file is %s (its byte-order mark says so); a spec must be UTF-8", bom.name)
+		}
+	}
+	data = bytes.TrimPrefix(data, utf8BOM)
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, bad("", "the file is empty: want a JSON object (see dstune sweep in the README)")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return nil, bad("", "%s", jsonSyntaxMessage(data, err))
+	}
+	if dec.More() {
+		next := dec.InputOffset() // the end of the object; what follows starts after blanks
+		for next < int64(len(data)) && strings.IndexByte(" \t\r\n", data[next]) >= 0 {
+			next++
+		}
+		line, col := lineColumn(data, next+1)
+		return nil, bad("", "line %d, column %d: more than one JSON value, or text after the spec's object: a spec is one JSON object", line, col)
+	}
+	if where, err := duplicateKey(json.NewDecoder(bytes.NewReader(raw)), ""); err == nil && where != "" {
+		return nil, bad(where, "given twice in one object: keep one (JSON readers silently use the last)")
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil || top == nil {
+		return nil, bad("", "want a JSON object, found %s", jsonKind(raw))
+	}
+	return top, nil
+}
+
+// jsonSyntaxMessage describes a JSON decoding error, a syntax error with
+// its line and column.
+func jsonSyntaxMessage(data []byte, err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		line, col := lineColumn(data, se.Offset)
+		return fmt.Sprintf("line %d, column %d: %v", line, col, se)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return "unexpected EOF: the JSON ends before its last object or list is closed"
+	}
+	return err.Error()
+}
+
+// lineColumn is the line and column (1-based, in bytes) of the byte
+// before offset: where a JSON decoder's error offset points.
+func lineColumn(data []byte, offset int64) (line, col int) {
+	offset = min(max(offset-1, 0), int64(len(data)))
+	before := data[:offset]
+	line = 1 + bytes.Count(before, []byte("\n"))
+	col = 1 + len(before) - (bytes.LastIndexByte(before, '\n') + 1)
+	return line, col
+}
+
+// duplicateKey walks the JSON value dec reads next and returns the place
+// (a JSON path such as grid[1].lr) of the first object key given twice
+// in its object, or "" when every key is given once. A syntax error ends
+// the walk with the error.
+func duplicateKey(dec *json.Decoder, where string) (string, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return "", err
+	}
+	switch tok {
+	case json.Delim('{'):
+		seen := map[string]bool{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return "", err
+			}
+			key, _ := kt.(string)
+			at := key
+			if where != "" {
+				at = where + "." + key
+			}
+			if seen[key] {
+				return at, nil
+			}
+			seen[key] = true
+			if dup, err := duplicateKey(dec, at); dup != "" || err != nil {
+				return dup, err
+			}
+		}
+	case json.Delim('['):
+		for i := 0; dec.More(); i++ {
+			if dup, err := duplicateKey(dec, fmt.Sprintf("%s[%d]", where, i)); dup != "" || err != nil {
+				return dup, err
+			}
+		}
+	default:
+		return "", nil // a scalar
+	}
+	_, err = dec.Token() // the closing '}' or ']'
+	return "", err
+}
+
+// jsonKind names the type of a JSON value, as a message says it.
+func jsonKind(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return "nothing"
+	}
+	switch raw[0] {
+	case '{':
+		return "an object"
+	case '[':
+		return "a list"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a bool"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+// goKind names what a Go value decodes from, as a message says it.
+func goKind(t reflect.Type) string {
+	if t == nil {
+		return "another type"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16,
+		reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return t.String()
+}
+
+// decodeField decodes the value of a spec's key (absent or null: v stays
+// as it is), saying what type was wanted where another was found.
+func decodeField(path, where string, raw json.RawMessage, v any) error {
+	if raw == nil {
+		return nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return &SpecError{path, where, fmt.Sprintf("want %s, found %s", goKind(reflect.TypeOf(v).Elem()), jsonKind(raw))}
+	}
+	return nil
+}
+
+// decodeStrict decodes an object into a struct (a dataset, a plot, a
+// table; refusing unknown fields) or a map; a value of the wrong type is
+// an error at its field, and anything but an object one at where.
+func decodeStrict(path, where string, raw json.RawMessage, v any) error {
+	if k := jsonKind(raw); k != "an object" {
+		return &SpecError{path, where, "want an object, found " + k}
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var te *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &te):
+		at := where
+		if te.Field != "" {
+			at += "." + te.Field
+		}
+		return &SpecError{path, at, fmt.Sprintf("want %s, found %s", goKind(te.Type), article(te.Value))}
+	}
+	return &SpecError{path, where, strings.TrimPrefix(err.Error(), "json: ")}
+}
+
+// article puts "a" or "an" before a JSON type's name ("array" is a list).
+func article(value string) string {
+	switch value {
+	case "array":
+		return "a list"
+	case "object":
+		return "an object"
+	case "null":
+		return value
+	}
+	if strings.HasPrefix(value, "number") {
+		return "a number"
+	}
+	return "a " + value
 }
 
 // parseSettings reads a block of settings: each a string, number or bool,
@@ -294,17 +542,11 @@ func parseValues(msg json.RawMessage) ([]string, error) {
 	return out, nil
 }
 
-func decodeStrict(raw json.RawMessage, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
-}
-
 // splitWhere takes the "where" object out of a plot or table.
 func splitWhere(path, where string, raw json.RawMessage, known map[string]bool) (json.RawMessage, map[string][]string, error) {
 	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return nil, nil, &SpecError{path, where, err.Error()}
+	if err := decodeStrict(path, where, raw, &fields); err != nil {
+		return nil, nil, err
 	}
 	var sel map[string][]string
 	if w, ok := fields["where"]; ok {
@@ -337,8 +579,8 @@ func parsePlot(path, where string, raw json.RawMessage, known map[string]bool) (
 	if err != nil {
 		return p, err
 	}
-	if err := decodeStrict(rest, &p); err != nil {
-		return p, &SpecError{path, where, err.Error()}
+	if err := decodeStrict(path, where, rest, &p); err != nil {
+		return p, err
 	}
 	p.Where = sel
 	switch {
@@ -366,8 +608,8 @@ func parseTable(path, where string, raw json.RawMessage, known map[string]bool) 
 	if err != nil {
 		return t, err
 	}
-	if err := decodeStrict(rest, &t); err != nil {
-		return t, &SpecError{path, where, err.Error()}
+	if err := decodeStrict(path, where, rest, &t); err != nil {
+		return t, err
 	}
 	t.Where = sel
 	if len(t.Rows) == 0 {
@@ -388,6 +630,39 @@ func checkQuality(path, where, q string) error {
 		return &SpecError{path, where, fmt.Sprintf("unknown quality %q (want valid_loss, token_accuracy, exact_match or accuracy)", q)}
 	}
 	return nil
+}
+
+// checkMethods refuses a method dstune train does not have, where the
+// spec names it: train's parser, given an unknown method together with
+// the options of a known one, complains about the options instead.
+func (s *Spec) checkMethods() error {
+	methods := slices.DeleteFunc(train.RegisteredMethods(), func(m string) bool { return m == train.MethodFull })
+	methods = append([]string{train.MethodFull}, methods...) // the default first, as dstune train lists them
+	check := func(where string, values []string) error {
+		for _, m := range values {
+			if !slices.Contains(methods, m) {
+				return &SpecError{s.File, where, fmt.Sprintf("unknown method %q (want %s)", m, orList(methods))}
+			}
+		}
+		return nil
+	}
+	if err := check("train."+KeyMethod, s.Train[KeyMethod]); err != nil {
+		return err
+	}
+	for i, block := range s.Grid {
+		if err := check(fmt.Sprintf("grid[%d].%s", i, KeyMethod), block[KeyMethod]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// orList is "a, b or c".
+func orList(items []string) string {
+	if len(items) < 2 {
+		return strings.Join(items, "")
+	}
+	return strings.Join(items[:len(items)-1], ", ") + " or " + items[len(items)-1]
 }
 
 // checkRuns expands the grid once to check what only the runs show: the
@@ -428,6 +703,17 @@ func (s *Spec) checkRuns() error {
 			if m, _ := r.Params.Get("metric"); m != want {
 				return &SpecError{s.File, "quality", fmt.Sprintf("%s needs --metric %s in every run; run %s has %q", s.Quality, want, r.Name, m)}
 			}
+		}
+	}
+	// Every quality is measured on the validation data: a run without
+	// any would train for nothing the report can show (no learning rate
+	// could be best), so it is refused now rather than after the runs.
+	for _, r := range runs {
+		name, _ := r.Params.Get(KeyDataset)
+		if s.Datasets[name].Valid == "" {
+			return &SpecError{s.File, "datasets." + name + ".valid", fmt.Sprintf(
+				"required: the report compares the runs by their %s, measured on the validation data; run %s trains on dataset %q, which has none "+
+					"(to compare the runs by their loss on the training data, give its training file as \"valid\" too)", qualityName(s.Quality), r.Name, name)}
 		}
 	}
 	return nil
@@ -545,13 +831,33 @@ func sortParams(p Params) {
 type Run struct {
 	Name   string // its directory's name: the method and the settings that vary across the sweep
 	Params Params // every setting, the method always among them
+
+	block int // the index of the grid block it comes from, for placeOf
+}
+
+// placeOf is where in the spec a run's setting comes from: its grid
+// block (grid[1].eps), else "train" (train.eps); "" when the spec does
+// not set it (the method "full" a block without one gets).
+func (s *Spec) placeOf(r Run, key string) string {
+	if r.block < len(s.Grid) {
+		if _, ok := s.Grid[r.block][key]; ok {
+			return fmt.Sprintf("grid[%d].%s", r.block, key)
+		}
+	}
+	if _, ok := s.Train[key]; ok {
+		return "train." + key
+	}
+	return ""
 }
 
 // Runs expands the grid: for every block, every combination of its axes'
 // values (the block's settings over Train's), in the order the values are
 // listed, the last axis (in canonical order) varying fastest.
 func (s *Spec) Runs() ([]Run, error) {
-	var all []Params
+	var (
+		all    []Params
+		blocks []int // all[j] comes from the grid block blocks[j]
+	)
 	for i, block := range s.Grid {
 		merged := map[string][]string{}
 		for k, v := range s.Train {
@@ -585,6 +891,7 @@ func (s *Spec) Runs() ([]Run, error) {
 				p[j] = Param{a.Key, merged[a.Key][idx[j]]}
 			}
 			all = append(all, p)
+			blocks = append(blocks, i)
 			for j := len(axes) - 1; j >= 0; j-- {
 				idx[j]++
 				if idx[j] < len(merged[axes[j].Key]) {
@@ -611,7 +918,7 @@ func (s *Spec) Runs() ([]Run, error) {
 			return nil, &SpecError{s.File, "grid", fmt.Sprintf("runs %d and %d are both named %s: their settings differ only in characters a directory name cannot hold", j+1, i+1, name)}
 		}
 		seen[name] = i
-		runs[i] = Run{Name: name, Params: p}
+		runs[i] = Run{Name: name, Params: p, block: blocks[i]}
 	}
 	return runs, nil
 }

@@ -2,7 +2,10 @@ package sweep
 
 import (
 	"errors"
+	"image/png"
+	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,13 +89,44 @@ func TestDirName(t *testing.T) {
 // TestBadSpecs: every mistake names the file, where in it and what is
 // wrong, and is an ErrSpec.
 func TestBadSpecs(t *testing.T) {
-	base := `"model": "m.onnx", "datasets": {"a": {"data": "d.jsonl"}}`
+	base := `"model": "m.onnx", "datasets": {"a": {"data": "d.jsonl", "valid": "v.jsonl"}}`
 	cases := []struct {
 		name, spec, where, msg string
 	}{
 		{"not JSON", `{"model": `, "", "unexpected EOF"},
-		{"two values", `{` + base + `} {}`, "", "more than one JSON value"},
-		{"unknown field", `{` + base + `, "grids": []}`, "", `unknown field "grids"`},
+		{"syntax error", "{\n  \"model\": m.onnx}", "", "line 2, column 12: invalid character 'm'"},
+		{"two values", `{` + base + `} {}`, "", "line 1, column 81: more than one JSON value"},
+		{"empty file", "", "", "the file is empty: want a JSON object"},
+		{"blank file", " \n\t\n", "", "the file is empty: want a JSON object"},
+		{"a list", `[]`, "", "want a JSON object, found a list"},
+		{"null", `null`, "", "want a JSON object, found null"},
+		{"UTF-16", "\xFF\xFE{\x00}\x00", "", "the file is UTF-16"},
+		{"unknown field", `{` + base + `, "grids": []}`, "grids", `unknown field "grids"`},
+		{"model a number", `{"model": 5, "datasets": {"a": {"data": "d"}}}`, "model", "want a string, found a number"},
+		{"keep_deltas a string", `{` + base + `, "keep_deltas": "yes"}`, "keep_deltas", "want true or false, found a string"},
+		{"datasets a list", `{"model": "m", "datasets": ["d"]}`, "datasets", "want an object, found a list"},
+		{"dataset a string", `{"model": "m", "datasets": {"a": "d.jsonl"}}`, "datasets.a", "want an object, found a string"},
+		{"dataset's data a number", `{"model": "m", "datasets": {"a": {"data": 1}}}`, "datasets.a.data", "want a string, found a number"},
+		{"dataset field", `{"model": "m", "datasets": {"a": {"data": "d", "test": "t"}}}`, "datasets.a", `unknown field "test"`},
+		{"train a list", `{` + base + `, "train": [1]}`, "train", "want an object, found a list"},
+		{"grid an object", `{` + base + `, "grid": {"method": "dst"}}`, "grid", "want a list, found an object"},
+		{"grid block a number", `{` + base + `, "train": {"dataset": "a"}, "grid": [{}, 1]}`, "grid[1]", "want an object, found a number"},
+		{"plots an object", `{` + base + `, "plots": {"kind": "budget"}}`, "plots", "want a list, found an object"},
+		{"plot a string", `{` + base + `, "plots": ["budget"]}`, "plots[0]", "want an object, found a string"},
+		{"plot kind a number", `{` + base + `, "plots": [{"kind": 1, "file": "p.png"}]}`, "plots[0].kind", "want a string, found a number"},
+		{"table rows a string", `{` + base + `, "tables": [{"rows": "lr"}]}`, "tables[0].rows", "want a list, found a string"},
+		{"duplicate key", `{"model": "a.onnx", "model": "b.onnx", "datasets": {"a": {"data": "d"}}}`, "model", "given twice"},
+		{"duplicate nested key", `{` + base + `, "train": {"dataset": "a"}, "grid": [{"method": "dst"}, {"lr": 1, "eps": 1, "lr": 2}]}`, "grid[1].lr", "given twice"},
+		{"duplicate dataset", `{"model": "m", "datasets": {"a": {"data": "d"}, "a": {"data": "e"}}}`, "datasets.a", "given twice"},
+		{"duplicate plot file", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "budget", "file": "p.png"}, {"kind": "lr", "file": "q.png"}, {"kind": "lr", "file": "p.png"}]}`,
+			"plots[2].file", `"p.png" is also the file of plots[0]`},
+		{"unknown method", `{` + base + `, "train": {"dataset": "a"}, "grid": [{"method": "dst"}, {"method": ["lora", "foo"], "eps": 1e-3}]}`,
+			"grid[1].method", `unknown method "foo" (want full, dst, lora or prompt)`},
+		{"unknown method in train", `{` + base + `, "train": {"dataset": "a", "method": "Full"}}`, "train.method", `unknown method "Full"`},
+		{"no validation data", `{"model": "m", "datasets": {"a": {"data": "a.jsonl", "valid": "v.jsonl"}, "b": {"data": "b.jsonl"}}, "train": {"dataset": ["a", "b"]}}`,
+			"datasets.b.valid", `required: the report compares the runs by their validation loss, measured on the validation data; run full,dataset=b trains on dataset "b", which has none`},
+		{"no validation data for a metric", `{"model": "m", "datasets": {"a": {"data": "a.jsonl"}}, "train": {"dataset": "a", "metric": "token-accuracy"}}`,
+			"datasets.a.valid", "by their token accuracy"},
 		{"no model", `{"datasets": {"a": {"data": "d"}}, "train": {"dataset": "a"}}`, "model", "required"},
 		{"dataset without data", `{"model": "m", "datasets": {"a": {"valid": "v"}}}`, "datasets.a.data", "required"},
 		{"unknown setting", `{` + base + `, "train": {"dataset": "a", "learning-rate": 1e-3}}`, "train.learning-rate", `unknown setting "learning-rate"`},
@@ -137,6 +171,13 @@ func TestBadSpecs(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), "dir/s.json: ") {
 				t.Errorf("error %q does not start with the file", err)
 			}
+			// The messages speak of the spec's JSON, not of the Go
+			// types it is decoded into.
+			for _, leak := range []string{"Go ", "sweep.", "json:", "RawMessage", "map["} {
+				if strings.Contains(se.Msg, leak) {
+					t.Errorf("message %q mentions %q", se.Msg, leak)
+				}
+			}
 		})
 	}
 }
@@ -154,7 +195,7 @@ func seq(n int) string {
 // before any run, naming the field.
 func TestPlanChecksFiles(t *testing.T) {
 	dir := t.TempDir()
-	spec := `{"model": "missing.onnx", "datasets": {"a": {"data": "d.jsonl"}}, "train": {"dataset": "a"}}`
+	spec := `{"model": "missing.onnx", "datasets": {"a": {"data": "d.jsonl", "valid": "v.jsonl"}}, "train": {"dataset": "a"}}`
 	s, err := ParseSpec(filepath.Join(dir, "s.json"), []byte(spec), testFlags)
 	if err != nil {
 		t.Fatal(err)
@@ -167,5 +208,100 @@ func TestPlanChecksFiles(t *testing.T) {
 	var se *SpecError
 	if !errors.As(err, &se) || se.Where != "model" || !strings.Contains(se.Msg, "missing.onnx") {
 		t.Errorf("missing model: %v", err)
+	}
+}
+
+// TestSpecBOM: a spec that starts with a UTF-8 byte-order mark (as some
+// editors write) reads as the same spec without one.
+func TestSpecBOM(t *testing.T) {
+	with, err := ParseSpec("/x/spec.json", []byte("\uFEFF"+goodSpec), testFlags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := ParseSpec("/x/spec.json", []byte(goodSpec), testFlags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(with, without) {
+		t.Errorf("with a BOM:\n%+v\nwithout:\n%+v", with, without)
+	}
+}
+
+// TestNamesFlag: a message names a flag as -key or --key, not as part of
+// another flag's name or a word.
+func TestNamesFlag(t *testing.T) {
+	cases := []struct {
+		msg, key string
+		want     bool
+	}{
+		{`invalid value "true" for flag -batch: parse error`, "batch", true},
+		{"--beta2 is an AdamW option", "beta2", true},
+		{"--beta2 is an AdamW option", "beta", false},
+		{"--eps is an option of --method dst", "method", true},
+		{"--prompt-len must be positive", "prompt", false},
+		{"--prompt-len must be positive", "prompt-len", true},
+		{"steps 0, want ≥ 1", "steps", false},
+		{"lr=1e-3", "3", false},
+	}
+	for _, c := range cases {
+		if got := namesFlag(c.msg, c.key); got != c.want {
+			t.Errorf("namesFlag(%q, %q) = %v, want %v", c.msg, c.key, got, c.want)
+		}
+	}
+}
+
+// TestReportNoQuality: results.md says "all diverged" of a point only
+// when its runs diverged; one whose runs finished without a quality
+// (runs without validation data, which specs now refuse, from before)
+// says so instead, in the best-learning-rate table and in a pivot table.
+func TestReportNoQuality(t *testing.T) {
+	unmeasured := result(0, StatusDone, "method", "full", "lr", "1e-3", "seed", "1")
+	unmeasured.Final = map[string]float64{}
+	diverged := result(0, StatusDiverged, "method", "dst", "eps", "1e-3", "lr", "1e-3", "seed", "1")
+	s := &Spec{File: "s.json", Quality: QualityLoss, Tables: []Table{{Rows: []string{KeyMethod}}}}
+	dir := t.TempDir()
+	if _, err := writeReport(s, dir, []*Result{unmeasured, diverged}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, ReportFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := string(data)
+	for _, row := range []string{
+		"| full | — | — | — | no validation loss | — | 1 |",
+		"| dst | — | — | — | all diverged | — | 1 |",
+		"| full | no validation loss |",
+		"| dst | diverged |",
+	} {
+		if !strings.Contains(report, row) {
+			t.Errorf("results.md has no row %q:\n%s", row, report)
+		}
+	}
+}
+
+// TestBudgetPlotOneBudget: a budget plot of one budget, or of runs that
+// all diverged, is drawn: gonum widens a log axis over one value (or
+// none) to below zero, and its log scale panics there.
+func TestBudgetPlotOneBudget(t *testing.T) {
+	one := result(0.5, StatusDone, "method", "dst", "eps", "1e-3", "lr", "1e-3", "seed", "1")
+	one.Fraction = 0.01
+	diverged := result(0, StatusDiverged, "method", "dst", "eps", "1e-3", "lr", "1e-3", "seed", "1")
+	s := &Spec{File: "s.json", Quality: "token_accuracy"}
+	for name, results := range map[string][]*Result{"one budget": {one}, "all diverged": {diverged}} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := drawPlot(s, dir, Plot{Kind: PlotBudget, File: "b.png"}, results); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(filepath.Join(dir, "b.png"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := png.DecodeConfig(f); err != nil {
+				t.Errorf("b.png: %v", err)
+			}
+		})
 	}
 }

@@ -375,3 +375,87 @@ func TestSweepDiverged(t *testing.T) {
 		t.Errorf("results.md has no row %q:\n%s", best, report)
 	}
 }
+
+// tinySweepDir writes tiny_gpt token data into a temporary directory:
+// good.jsonl, and bad.jsonl whose second line's tokens are not a list.
+func tinySweepDir(t *testing.T) (dir, model string) {
+	t.Helper()
+	model = sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	dir = t.TempDir()
+	good := strings.Repeat(`{"tokens": [1, 2, 3, 4, 5, 6, 7, 8]}`+"\n", 8)
+	bad := `{"tokens": [1, 2, 3]}` + "\n" + `{"tokens": "x"}` + "\n"
+	for name, data := range map[string]string{"good.jsonl": good, "bad.jsonl": bad} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, model
+}
+
+// TestSweepChecksDataFirst: every data file the runs use is read before
+// the first run starts, so a bad line of the second run's data stops the
+// sweep before the first run trains, naming the spec's place and the
+// file's line.
+func TestSweepChecksDataFirst(t *testing.T) {
+	dir, model := tinySweepDir(t)
+	for _, c := range []struct{ name, datasets, where string }{
+		{"data", `"c": {"data": "bad.jsonl", "valid": "good.jsonl"}`, "datasets.c.data"},
+		{"valid", `"c": {"data": "good.jsonl", "valid": "bad.jsonl"}`, "datasets.c.valid"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			spec := fmt.Sprintf(`{"model": %q,
+  "datasets": {"a": {"data": "good.jsonl", "valid": "good.jsonl"}, %s},
+  "train": {"task": "lm", "steps": 2, "batch": 2, "threads": 1},
+  "grid": [{"method": "dst", "dataset": ["a", "c"]}]}`, model, c.datasets)
+			path := filepath.Join(dir, c.name+".json")
+			os.WriteFile(path, []byte(spec), 0o644)
+			out := filepath.Join(dir, c.name+".out")
+			code, _, stderr := runCmd("sweep", path, "--out", out)
+			want := fmt.Sprintf("%s: %s: %s:2: \"tokens\" is not an array", path, c.where, filepath.Join(dir, "bad.jsonl"))
+			if code == 0 || !strings.Contains(stderr, want) {
+				t.Errorf("exit %d, stderr %q; want %q", code, stderr, want)
+			}
+			if _, err := os.Stat(filepath.Join(out, "runs")); err == nil {
+				t.Errorf("a run trained before the bad data was found")
+			}
+		})
+	}
+}
+
+// TestSweepSettingPlaces: a run's setting that dstune train refuses is
+// an error naming the spec's place it comes from (the grid block's or
+// train's), the run and dstune train's message.
+func TestSweepSettingPlaces(t *testing.T) {
+	dir, model := tinySweepDir(t)
+	cases := []struct{ name, train, grid, want string }{
+		{"not a number", `"batch": true`, `{"method": "full"}`,
+			`train.batch: run full: invalid value "true" for flag -batch`},
+		{"grid value", `"batch": 2`, `{"method": "full"}, {"method": "dst", "eps": [1e-3, 5]}`,
+			`grid[1].eps: run dst,eps=5: dst: ε = 5`},
+		// Without either setting the run is accepted: the one dstune
+		// train names is to blame.
+		{"option of another optimizer", `"optimizer": "sgd"`, `{"method": "full", "beta2": 0.9}`,
+			`grid[0].beta2: run full: --beta2 is an AdamW option`},
+		// Without it the run is no better: dstune train names it.
+		{"required", `"steps": 0`, `{"method": "full"}`,
+			`train.steps: run full: --steps is required`},
+		{"option of another method", `"batch": 2`, `{"method": "lora", "eps": 1e-3}`,
+			`grid[0].eps: run lora: --eps is an option of --method dst`},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			train := `"dataset": "a", "task": "lm", "steps": 2, "threads": 1`
+			if strings.HasPrefix(c.train, `"steps"`) {
+				train = `"dataset": "a", "task": "lm", "threads": 1`
+			}
+			spec := fmt.Sprintf(`{"model": %q, "datasets": {"a": {"data": "good.jsonl", "valid": "good.jsonl"}},
+  "train": {%s, %s}, "grid": [%s]}`, model, train, c.train, c.grid)
+			path := filepath.Join(dir, fmt.Sprintf("s%d.json", i))
+			os.WriteFile(path, []byte(spec), 0o644)
+			code, _, stderr := runCmd("sweep", path, "--dry-run")
+			if want := path + ": " + c.want; code == 0 || !strings.Contains(stderr, want) {
+				t.Errorf("exit %d, stderr %q; want %q", code, stderr, want)
+			}
+		})
+	}
+}
