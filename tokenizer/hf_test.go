@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -355,5 +356,23 @@ func TestConcurrentEncode(t *testing.T) {
 		if !<-done {
 			t.Error("concurrent Encode gave other ids")
 		}
+	}
+}
+
+// TestFitsModelSpecialBeyond: a special token added past the model's
+// vocabulary (its last id) gives a warning naming it; an ordinary token
+// there is an error.
+func TestFitsModelSpecialBeyond(t *testing.T) {
+	tk, err := ParseHF("tiny.json", tinyByteLevelJSON(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eot := tk.VocabSize() - 1
+	warning, err := tk.FitsModel(eot)
+	if err != nil || !strings.Contains(warning, fmt.Sprintf(`special tokens from id %d on ("<|endoftext|>") are past the model's vocabulary of %d`, eot, eot)) {
+		t.Errorf("special token past the vocabulary: %q, %v", warning, err)
+	}
+	if _, err := tk.FitsModel(eot - 1); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("token %d is", eot-1)) {
+		t.Errorf("ordinary token past the vocabulary: %v", err)
 	}
 }

@@ -347,16 +347,30 @@ func (t *Tokenizer) Kind() string { return t.kind }
 func (t *Tokenizer) VocabSize() int { return len(t.vocab) }
 
 // FitsModel checks the tokenizer against a model's vocabulary of vocab
-// entries (0: unknown). More token ids than the model has rows for is an
-// error: they are not the model's tokens. Far fewer (under 90 %) gives a
-// warning: the model's ids past the tokenizer's decode to nothing, and
-// text encodes to a part of the model's vocabulary only.
+// entries (0: unknown). Tokens with ids the model has no rows for are an
+// error: they are not the model's tokens — unless all of them are special
+// tokens added after the model was made (a padding token, say), which
+// only gives a warning. Far fewer ids (under 90 %) gives a warning too:
+// the model's ids past the tokenizer's decode to nothing, and text
+// encodes to a part of the model's vocabulary only.
 func (t *Tokenizer) FitsModel(vocab int) (warning string, err error) {
 	n := t.VocabSize()
 	switch {
 	case vocab <= 0:
 	case n > vocab:
-		return "", fmt.Errorf("the tokenizer has %d token ids, more than the model's vocabulary of %d: it is not this model's tokenizer", n, vocab)
+		var beyond []string
+		for id := vocab; id < n; id++ {
+			if t.vocab[id] == "" {
+				continue
+			}
+			if id >= len(t.special) || !t.special[id] {
+				return "", fmt.Errorf("the tokenizer has %d token ids, more than the model's vocabulary of %d (token %d is %q): it is not this model's tokenizer", n, vocab, id, t.vocab[id])
+			}
+			if len(beyond) < 3 {
+				beyond = append(beyond, fmt.Sprintf("%q", t.vocab[id]))
+			}
+		}
+		return fmt.Sprintf("the tokenizer's special tokens from id %d on (%s) are past the model's vocabulary of %d: text holding them cannot be encoded for this model", vocab, strings.Join(beyond, ", "), vocab), nil
 	case n < vocab-vocab/10:
 		return fmt.Sprintf("the tokenizer has %d token ids, the model's vocabulary %d: is it this model's tokenizer? (ids from %d on decode to nothing)", n, vocab, n), nil
 	}
