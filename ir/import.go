@@ -420,23 +420,26 @@ type importer struct {
 }
 
 // foldBudget bounds the constants an import may compute for a model
-// whose initializers take stored bytes: twice those (a model may fold a
-// converted or transposed copy of every weight, and a step of them) and
+// whose initializers take stored bytes: foldPerStoredByte times those (a
+// quantized model's 4-bit weights dequantize to float32 at import, eight
+// times their bytes, and a model may fold a transposed copy besides) and
 // maxFoldBytes more (masks, positions, shapes), within the memory limit.
 func foldBudget(stored int64) int64 {
-	b := 2*stored + maxFoldBytes
+	b := foldPerStoredByte*min(stored, 1<<40) + maxFoldBytes
 	if m := MemoryLimit(); m > 0 && m < b {
 		b = m
 	}
 	return b
 }
 
+const foldPerStoredByte = 16
+
 // addFolded counts bytes more of folded constants, failing when the total
 // passes the budget.
 func (im *importer) addFolded(bytes int64) error {
 	im.folded += bytes
 	if im.folded > im.foldBudget {
-		return fmt.Errorf("the constants folded at import take %s with this node's, more than %s (twice the model's initializers and 1 GiB, within the memory limit)", sysmem.Format(im.folded), sysmem.Format(im.foldBudget))
+		return fmt.Errorf("the constants folded at import take %s with this node's, more than %s (16 times the model's initializers and 1 GiB, within the memory limit)", sysmem.Format(im.folded), sysmem.Format(im.foldBudget))
 	}
 	return nil
 }

@@ -54,7 +54,7 @@ func TestAmplifyingOpsAreBoundedByTheMemoryLimit(t *testing.T) {
 // tiny model of many ConstantOfShape nodes (and of a chain of additions on
 // one folded tensor, each a new constant) fails naming the node that
 // passes the budget — the memory limit, or for a model with few weights
-// twice its initializers and 1 GiB.
+// 16 times its initializers and 1 GiB.
 func TestFoldedConstantsAreBoundedTogether(t *testing.T) {
 	defer SetMemoryLimit(SetMemoryLimit(64 << 20))
 	shape := initializer(t, "shape", FromInt64s(Shape{1}, []int64{4 << 20})) // 16 MiB of float32
@@ -97,8 +97,11 @@ func TestFoldedConstantsAreBoundedTogether(t *testing.T) {
 		}
 	}
 	SetMemoryLimit(64 << 30)
-	if got := foldBudget(100); got != 1<<30+200 {
+	if got := foldBudget(100); got != 1<<30+1600 {
 		t.Errorf("folding budget of a model with 100 bytes of initializers: %d", got)
+	}
+	if got := foldBudget(3 << 30); got != 49<<30 {
+		t.Errorf("folding budget of a model with 3 GiB of initializers under a 64 GiB limit: %d", got)
 	}
 	if got := foldBudget(40 << 30); got != 64<<30 {
 		t.Errorf("folding budget of a model with 40 GiB of initializers under a 64 GiB limit: %d", got)
