@@ -45,9 +45,12 @@ type Server struct {
 	deltas   *deltaStore
 	sched    Scheduler
 	inFlight chan struct{}
-	started  time.Time
-	nextID   atomic.Int64
-	metrics  metrics
+	// receiving bounds the bodies being read at once (each up to
+	// MaxBodyBytes, for up to BodyTimeout): bodiesPerSlot a place.
+	receiving chan struct{}
+	started   time.Time
+	nextID    atomic.Int64
+	metrics   metrics
 }
 
 // New makes a server; Handler serves its API.
@@ -65,11 +68,12 @@ func New(cfg Config) *Server {
 		cfg.Log = log.New(io.Discard, "", 0)
 	}
 	return &Server{
-		cfg:      cfg,
-		deltas:   newDeltaStore(cfg.DeltaDir, cfg.Base),
-		inFlight: make(chan struct{}, cfg.MaxInFlight),
-		started:  time.Now(),
-		metrics:  metrics{byModel: map[string]*modelCounters{}},
+		cfg:       cfg,
+		deltas:    newDeltaStore(cfg.DeltaDir, cfg.Base),
+		inFlight:  make(chan struct{}, cfg.MaxInFlight),
+		receiving: make(chan struct{}, bodiesPerSlot*cfg.MaxInFlight),
+		started:   time.Now(),
+		metrics:   metrics{byModel: map[string]*modelCounters{}},
 	}
 }
 
@@ -204,12 +208,27 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, model string, err 
 
 // ---------------------------------------------------------------- completions
 
+// bodiesPerSlot is how many request bodies may be in arrival for each of
+// MaxInFlight: enough that slow senders do not keep others out, few
+// enough to bound the memory they hold (4 × 256 × 1 MiB at most by
+// default).
+const bodiesPerSlot = 4
+
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	// The body first, within BodyTimeout, and only then a slot: a client
 	// that sends headers and then trickles (or withholds) its body must
 	// not hold one of MaxInFlight.
+	select {
+	case s.receiving <- struct{}{}:
+	default:
+		w.Header().Set("Connection", "close")
+		s.fail(w, r, "", &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server is receiving %d requests already", cap(s.receiving))})
+		return
+	}
 	var req completionRequest
-	if !s.readRequest(w, r, &req) {
+	ok := s.readRequest(w, r, &req)
+	<-s.receiving
+	if !ok {
 		return
 	}
 	select {

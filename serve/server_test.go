@@ -446,24 +446,36 @@ func TestSlowBodyHoldsNoSlot(t *testing.T) {
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
 	var stalled []net.Conn
-	for range 3 {
-		c, err := net.Dial("tcp", hs.Listener.Addr().String())
+	stall := func(n int) {
+		for range n {
+			c, err := net.Dial("tcp", hs.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+			stalled = append(stalled, c)
+		}
+		time.Sleep(100 * time.Millisecond) // they are being read
+	}
+	post := func() (int, string) {
+		resp, err := http.Post(hs.URL+"/v1/completions", "application/json", strings.NewReader(`{"model":"base","prompt":[1],"max_tokens":2}`))
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
-		fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
-		stalled = append(stalled, c)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
 	}
-	time.Sleep(100 * time.Millisecond) // the three are being read
-	resp, err := http.Post(hs.URL+"/v1/completions", "application/json", strings.NewReader(`{"model":"base","prompt":[1],"max_tokens":2}`))
-	if err != nil {
-		t.Fatal(err)
+	stall(3)
+	if code, b := post(); code != http.StatusOK {
+		t.Errorf("beside three stalled bodies: %d %s", code, b)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("beside three stalled bodies: %d %s", resp.StatusCode, b)
+	// Bodies in arrival are bounded too (4 a place: their memory): with
+	// eight stalled, the next request is turned away at once.
+	stall(5)
+	if code, b := post(); code != http.StatusTooManyRequests || !strings.Contains(b, "receiving 8 requests already") {
+		t.Errorf("beside eight stalled bodies: %d %s", code, b)
 	}
 	for i, c := range stalled {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
