@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -292,7 +293,6 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 	return nil
 }
 
-// exampleFields are a line's fields, decoded later.
 // noteIgnored records the fields of a row (valid JSON) that exampleFields
 // does not read, once each.
 func (d *Dataset) noteIgnored(text []byte, line int) {
@@ -302,9 +302,10 @@ func (d *Dataset) noteIgnored(text []byte, line int) {
 	}
 next:
 	for k := range keys {
-		switch k {
-		case "tokens", "loss_mask", "label", "text", "prompt", "completion":
-			continue
+		for _, read := range exampleFieldNames {
+			if strings.EqualFold(k, read) { // as encoding/json matches them
+				continue next
+			}
 		}
 		for _, f := range d.ignored {
 			if f.name == k {
@@ -319,6 +320,17 @@ next:
 	slices.SortFunc(d.ignored, func(a, b ignoredField) int { return cmp.Or(a.line-b.line, strings.Compare(a.name, b.name)) })
 }
 
+// exampleFieldNames are the JSON names of exampleFields' fields.
+var exampleFieldNames = func() []string {
+	t := reflect.TypeFor[exampleFields]()
+	names := make([]string, t.NumField())
+	for i := range names {
+		names[i] = t.Field(i).Tag.Get("json")
+	}
+	return names
+}()
+
+// exampleFields are a line's fields, decoded later.
 type exampleFields struct {
 	Tokens     json.RawMessage `json:"tokens"`
 	LossMask   json.RawMessage `json:"loss_mask"`

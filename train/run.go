@@ -246,8 +246,30 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) (*Result, error) {
 	return r.res, r.loop(ctx)
 }
 
-// errInterruptedEarly is Run's error when ctx ends before the first step.
+// errInterruptedEarly is Run's error when ctx ends before the first step
+// of a new run (a resumed one says where it stands: interrupted).
 var errInterruptedEarly = fmt.Errorf("%w before the first step: nothing to save (run the same command again to start it)", ErrInterrupted)
+
+// interruptedEarly is the error of a run whose ctx ended before its first
+// step (of this Run).
+func (r *runner) interruptedEarly() error {
+	if r.opts.Resume {
+		return fmt.Errorf("%w while resuming, before its next step: the run stays as its checkpoint left it (resume it again)", ErrInterrupted)
+	}
+	return errInterruptedEarly
+}
+
+// checkValidLoss stops a run whose validation loss after step is not
+// finite: it diverged as surely as one whose training loss is not, and the
+// step is not saved (nor is a NaN written to metrics.jsonl, which JSON
+// cannot hold).
+func (r *runner) checkValidLoss(step int64, v validation) error {
+	if !math.IsNaN(v.loss) && !math.IsInf(v.loss, 0) {
+		return nil
+	}
+	r.progress.done()
+	return r.stopped(&LossError{Step: step, Loss: v.loss, Validation: true})
+}
 
 type runner struct {
 	cfg  Config
@@ -317,20 +339,20 @@ func (r *runner) setup(ctx context.Context) error {
 		return err
 	}
 	if ctx.Err() != nil {
-		return errInterruptedEarly
+		return r.interruptedEarly()
 	}
 	ds, err := r.loadData(shape)
 	if err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
-		return errInterruptedEarly
+		return r.interruptedEarly()
 	}
 	if err := r.newEngine(model); err != nil {
 		return r.batchHint(err)
 	}
 	if ctx.Err() != nil {
-		return errInterruptedEarly
+		return r.interruptedEarly()
 	}
 	if err := r.checkMemory(); err != nil {
 		return r.batchHint(err)
@@ -1126,6 +1148,9 @@ func (r *runner) loop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if err := r.checkValidLoss(0, v); err != nil {
+			return err
+		}
 		res.InitialValidLoss, res.ValidLoss = v.loss, v.loss
 		res.InitialValidMetric, res.ValidMetric = v.metric, v.metric
 		var rec metricsRecord
@@ -1152,7 +1177,7 @@ func (r *runner) loop(ctx context.Context) error {
 				}
 			}
 			if res.Step == 0 {
-				return errInterruptedEarly
+				return r.interruptedEarly()
 			}
 			return fmt.Errorf("%w after step %d; checkpoint saved: continue with dstune train --resume %s", ErrInterrupted, res.Step, r.opts.Dir)
 		}
@@ -1202,11 +1227,8 @@ func (r *runner) loop(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if math.IsNaN(v.loss) || math.IsInf(v.loss, 0) {
-				// Diverged as surely as a training loss that is not
-				// finite; the step is not saved.
-				r.progress.done()
-				return r.stopped(&LossError{Step: step, Loss: v.loss, Validation: true})
+			if err := r.checkValidLoss(step, v); err != nil {
+				return err
 			}
 			rec.setValidation(cfg.Metric, v)
 			res.ValidLoss, res.ValidMetric = v.loss, v.metric

@@ -211,6 +211,11 @@ func TestRunInterruptedBeforeTheFirstStep(t *testing.T) {
 	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err != nil {
 		t.Errorf("starting it again: %v", err)
 	}
+	// A resume interrupted as early keeps its checkpoint, and says so.
+	_, err = Run(ctx, cfg, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)})
+	if !errors.Is(err, ErrInterrupted) || !strings.Contains(err.Error(), "while resuming, before its next step") {
+		t.Errorf("resume interrupted before its first step: %v", err)
+	}
 }
 
 // TestRunResumeNamesABadConfig: a resumed run whose config.json no longer
@@ -229,6 +234,23 @@ func TestRunResumeNamesABadConfig(t *testing.T) {
 	_, err = Run(context.Background(), stored, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)})
 	if err == nil || !strings.Contains(err.Error(), "resume: "+filepath.Join(dir, ConfigFile)+": steps -1, want ≥ 1") {
 		t.Errorf("got %v", err)
+	}
+}
+
+// TestRunStopsOnNonFiniteValidationLoss: a model whose validation loss is
+// NaN before any step (as after one) stops the run as a diverged loss
+// does; nothing is written to metrics.jsonl, which JSON cannot hold it in.
+func TestRunStopsOnNonFiniteValidationLoss(t *testing.T) {
+	cfg := runConfig(t, update.OptimizerAdamW, 4)
+	src := newBigramSource(runVocab, 1)
+	w := src.w.Tensor.Float32s()
+	for i := range w {
+		w[i] = float32(math.NaN())
+	}
+	_, err := Run(context.Background(), cfg, RunOptions{Dir: filepath.Join(t.TempDir(), "run"), Source: src})
+	var le *LossError
+	if !errors.As(err, &le) || !le.Validation || le.Step != 0 || !strings.Contains(err.Error(), "step 0: validation loss is NaN") {
+		t.Fatalf("got %v", err)
 	}
 }
 

@@ -129,7 +129,10 @@ func tiles(name string, k kernelArgs, mr, minRows int, body func(prefix string, 
 	JL(LabelRef(name + "_tail"))
 	if minRows > 1 {
 		Comment("mr+t rows left with a t too small for a tile of its own: split them.")
-		for t := 1; t < minRows && t < mr; t++ {
+		// The halves: (mr+t+1)/2 then (mr+t)/2 rows, both fewer than mr
+		// (the second may still be under minRows: 7 rows of a 6-row kernel
+		// run as 4+3, better than 6+1).
+		for t := 1; t < minRows && (mr+t+1)/2 < mr; t++ {
 			CMPQ(k.rowsLeft, U32(mr+t))
 			JE(LabelRef(rowsLabel((mr + t + 1) / 2)))
 		}
