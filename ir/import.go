@@ -439,7 +439,7 @@ const foldPerStoredByte = 16
 func (im *importer) addFolded(bytes int64) error {
 	im.folded += bytes
 	if im.folded > im.foldBudget {
-		return fmt.Errorf("the constants folded at import take %s with this node's, more than %s (16 times the model's initializers and 1 GiB, within the memory limit)", sysmem.Format(im.folded), sysmem.Format(im.foldBudget))
+		return fmt.Errorf("the constants folded at import take %s with this node's, more than %s (%d times the model's initializers and 1 GiB, within the memory limit)", sysmem.Format(im.folded), sysmem.Format(im.foldBudget), foldPerStoredByte)
 	}
 	return nil
 }

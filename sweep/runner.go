@@ -324,23 +324,14 @@ func (s *Spec) checkData(plan []PlannedRun) error {
 				}
 				return &SpecError{s.File, where, msg}
 			}
-			if f.which == "valid" && p.Config.Metric == train.MetricExactMatch && !hasPromptRows(ds) {
-				return &SpecError{s.File, where, fmt.Sprintf("run %s's --metric %s decodes completions, and %s has no \"prompt\"/\"completion\" rows", p.Run.Name, train.MetricExactMatch, f.path)}
+			if f.which == "valid" {
+				if err := train.CheckValidationData(ds, p.Config.Metric); err != nil {
+					return &SpecError{s.File, where, fmt.Sprintf("run %s: %s: %v", p.Run.Name, f.path, err)}
+				}
 			}
 		}
 	}
 	return nil
-}
-
-// hasPromptRows reports whether a dataset has a prompt/completion row,
-// which --metric exact-match needs.
-func hasPromptRows(ds *train.Dataset) bool {
-	for i := range ds.Len() {
-		if ds.Example(i).PromptLen > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // paramsDiff says how two runs' settings differ ("" when they agree).

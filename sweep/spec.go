@@ -148,14 +148,19 @@ func LoadSpec(path string, flags []string) (*Spec, error) {
 	return ParseSpec(path, data, flags)
 }
 
+// specErrorf returns a constructor of SpecErrors for the spec at path.
+func specErrorf(path string) func(where, format string, args ...any) error {
+	return func(where, format string, args ...any) error {
+		return &SpecError{File: path, Where: where, Msg: fmt.Sprintf(format, args...)}
+	}
+}
+
 // specFields are the keys of a spec's top-level object.
 var specFields = []string{"title", "model", "tokenizer", "datasets", "train", "grid", "quality", "keep_deltas", "plots", "tables"}
 
 // ParseSpec parses a specification read from path.
 func ParseSpec(path string, data []byte, flags []string) (*Spec, error) {
-	bad := func(where, format string, args ...any) error {
-		return &SpecError{File: path, Where: where, Msg: fmt.Sprintf(format, args...)}
-	}
+	bad := specErrorf(path)
 	top, err := readTopObject(path, data)
 	if err != nil {
 		return nil, err
@@ -290,9 +295,7 @@ var utf8BOM = []byte("\uFEFF")
 // silently, and a spec's "lr" given twice is a mistake to report, not to
 // guess at.
 func readTopObject(path string, data []byte) (map[string]json.RawMessage, error) {
-	bad := func(where, format string, args ...any) error {
-		return &SpecError{File: path, Where: where, Msg: fmt.Sprintf(format, args...)}
-	}
+	bad := specErrorf(path)
 	for _, bom := range []struct{ mark, name string }{{"\x00\x00\xFE\xFF", "UTF-32"}, {"\xFF\xFE\x00\x00", "UTF-32"}, {"\xFE\xFF", "UTF-16"}, {"\xFF\xFE", "UTF-16"}} {
 		if bytes.HasPrefix(data, []byte(bom.mark)) {
 			return nil, bad("", "the file is %s (its byte-order mark says so); a spec must be UTF-8", bom.name)

@@ -166,14 +166,18 @@ func exactMatch(e *Engine, ds *Dataset, opts BatchOptions) (float64, error) {
 	return float64(matched) / float64(len(rows)), nil
 }
 
-// hasPromptRows reports whether ds holds a prompt/completion row.
-func hasPromptRows(ds *Dataset) bool {
+// CheckValidationData refuses validation data that cannot give metric:
+// exact match decodes completions, so it needs a prompt/completion row.
+func CheckValidationData(ds *Dataset, metric string) error {
+	if metric != MetricExactMatch {
+		return nil
+	}
 	for i := range ds.Len() {
 		if ds.Example(i).PromptLen > 0 {
-			return true
+			return nil
 		}
 	}
-	return false
+	return fmt.Errorf("--metric %s decodes completions, and the validation data has no \"prompt\"/\"completion\" rows", MetricExactMatch)
 }
 
 // formatMetric writes a metric's value for the progress display

@@ -138,3 +138,28 @@ func TestMetricChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckValidationData: exact match needs a prompt/completion row in
+// the validation data; other metrics take any data.
+func TestCheckValidationData(t *testing.T) {
+	opts := DataOptions{Task: TaskLM, VocabSize: 10}
+	plain, err := ReadJSONL(strings.NewReader("{\"tokens\":[1,2,3]}\n"), "plain.jsonl", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := ReadJSONL(strings.NewReader("{\"tokens\":[1,2,3]}\n{\"prompt\":[1,2],\"completion\":[3]}\n"), "rows.jsonl", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckValidationData(plain, MetricExactMatch); err == nil || !strings.Contains(err.Error(), `no "prompt"/"completion" rows`) {
+		t.Errorf("exact match on plain rows: %v", err)
+	}
+	for _, c := range []struct {
+		ds     *Dataset
+		metric string
+	}{{rows, MetricExactMatch}, {plain, MetricTokenAccuracy}, {plain, MetricLoss}} {
+		if err := CheckValidationData(c.ds, c.metric); err != nil {
+			t.Errorf("%s, %s: %v", c.ds.Name, c.metric, err)
+		}
+	}
+}

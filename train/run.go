@@ -616,8 +616,8 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 			return nil, err
 		}
 		r.warnIgnored(r.valid)
-		if cfg.Metric == MetricExactMatch && !hasPromptRows(r.valid) {
-			return nil, fmt.Errorf("%s: --metric %s decodes completions, and the validation data has no \"prompt\"/\"completion\" rows", cfg.Valid, MetricExactMatch)
+		if err := CheckValidationData(r.valid, cfg.Metric); err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.Valid, err)
 		}
 		longest = max(longest, longestExample(r.valid))
 	}

@@ -7,9 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/internal/sharedtest"
-	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/peft"
 )
 
@@ -19,23 +17,11 @@ import (
 // own under dir, as a run keeps them; it returns the two adapter files.
 func tinyGPTAdapters(t *testing.T, model, dir string, editLoRA func(*peft.LoRAModule), editPrompt func([]float32)) (lora, prompt string) {
 	t.Helper()
-	m, err := onnx.ReadFile(model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	inits, err := dst.InitializersOf(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hash, err := dst.BaseHash(inits)
-	if err != nil {
-		t.Fatal(err)
-	}
+	shapes, hash := initializerShapes(t, model)
 	var dims []int64
-	for _, it := range inits {
-		if it.Name == "h.0.c_attn.weight" {
-			dims = it.Dims
+	for _, it := range shapes {
+		if it.name == "h.0.c_attn.weight" {
+			dims = it.dims
 		}
 	}
 	if len(dims) != 2 {

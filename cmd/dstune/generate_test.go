@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -178,10 +179,15 @@ func TestGenerateUsage(t *testing.T) {
 	}
 }
 
-// loraAdapter writes a LoRA adapter (rank 2, random A and B) for the
-// query and value projections of llamaWithDeltas' decoder into dir and
-// returns the adapter file's path.
-func loraAdapter(t *testing.T, model, dir string) string {
+// initializerShape is an initializer's name and dims.
+type initializerShape struct {
+	name string
+	dims []int64
+}
+
+// initializerShapes reads a model's initializers' names and shapes, in
+// file order, and its base hash (what deltas and adapters record).
+func initializerShapes(t *testing.T, model string) ([]initializerShape, string) {
 	t.Helper()
 	m, err := onnx.ReadFile(model)
 	if err != nil {
@@ -196,6 +202,19 @@ func loraAdapter(t *testing.T, model, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var shapes []initializerShape
+	for _, it := range inits {
+		shapes = append(shapes, initializerShape{it.Name, slices.Clone(it.Dims)})
+	}
+	return shapes, hash
+}
+
+// loraAdapter writes a LoRA adapter (rank 2, random A and B) for the
+// query and value projections of llamaWithDeltas' decoder into dir and
+// returns the adapter file's path.
+func loraAdapter(t *testing.T, model, dir string) string {
+	t.Helper()
+	shapes, hash := initializerShapes(t, model)
 	rng := rand.New(rand.NewPCG(3, 4))
 	random := func(n int) []float32 {
 		v := make([]float32, n)
@@ -206,12 +225,12 @@ func loraAdapter(t *testing.T, model, dir string) string {
 	}
 	const rank = 2
 	w := &peft.LoRAWeights{Rank: rank, Alpha: 4}
-	for _, it := range inits {
-		if !strings.HasSuffix(it.Name, "q_proj.weight") && !strings.HasSuffix(it.Name, "v_proj.weight") {
+	for _, it := range shapes {
+		if !strings.HasSuffix(it.name, "q_proj.weight") && !strings.HasSuffix(it.name, "v_proj.weight") {
 			continue
 		}
-		out, in := int(it.Dims[0]), int(it.Dims[1]) // nn.Linear's [out, in]
-		w.Modules = append(w.Modules, peft.LoRAModule{Path: peft.ModulePath(it.Name), Weight: it.Name,
+		out, in := int(it.dims[0]), int(it.dims[1]) // nn.Linear's [out, in]
+		w.Modules = append(w.Modules, peft.LoRAModule{Path: peft.ModulePath(it.name), Weight: it.name,
 			In: in, Out: out, A: random(rank * in), B: random(out * rank)})
 	}
 	if len(w.Modules) == 0 {

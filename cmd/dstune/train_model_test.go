@@ -122,10 +122,6 @@ func waitForStep(t *testing.T, run string, step int64) {
 	t.Fatalf("step %d not reached", step)
 }
 
-// TestTrainKilledAndResumedIsBitIdentical kills a tiny_gpt run mid-way
-// (SIGKILL: steps after the last checkpoint are lost; SIGINT: the run
-// saves a checkpoint and exits with 130), resumes it, and compares the
-// final parameters bit for bit with an uninterrupted run.
 // TestTrainDivergedValidationLoss: a step whose parameters are finite
 // but whose validation loss is not (SGD at a learning rate of 1e38) stops
 // the run as a diverged loss does, naming the step and what was kept.
@@ -153,6 +149,10 @@ func TestTrainPadIDOutsideVocabulary(t *testing.T) {
 	}
 }
 
+// TestTrainKilledAndResumedIsBitIdentical kills a tiny_gpt run mid-way
+// (SIGKILL: steps after the last checkpoint are lost; SIGINT: the run
+// saves a checkpoint and exits with 130), resumes it, and compares the
+// final parameters bit for bit with an uninterrupted run.
 func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
 	trainPath, validPath := tinyGPTData(t)
