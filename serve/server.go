@@ -77,6 +77,9 @@ func New(cfg Config) *Server {
 	}
 }
 
+// receivingBodies is the number of request bodies being received.
+func (s *Server) receivingBodies() int { return len(s.receiving) }
+
 // InFlight is the number of completion requests being served.
 func (s *Server) InFlight() int64 { return s.metrics.inFlight.Load() }
 
@@ -217,12 +220,20 @@ const bodiesPerSlot = 4
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	// The body first, within BodyTimeout, and only then a slot: a client
 	// that sends headers and then trickles (or withholds) its body must
-	// not hold one of MaxInFlight.
+	// not hold one of MaxInFlight. While every place to receive a body is
+	// taken the request waits for one, up to BodyTimeout (by then each
+	// body that held one has arrived or been cut off), so that stalling
+	// clients delay others rather than turn them away.
+	wait := time.NewTimer(s.cfg.BodyTimeout)
 	select {
 	case s.receiving <- struct{}{}:
-	default:
+		wait.Stop()
+	case <-wait.C:
 		w.Header().Set("Connection", "close")
-		s.fail(w, r, "", &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server is receiving %d requests already", cap(s.receiving))})
+		s.fail(w, r, "", &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server was receiving %d requests for all of %v", cap(s.receiving), s.cfg.BodyTimeout)})
+		return
+	case <-r.Context().Done():
+		wait.Stop()
 		return
 	}
 	var req completionRequest
