@@ -425,7 +425,7 @@ type importer struct {
 // times their bytes, and a model may fold a transposed copy besides) and
 // maxFoldBytes more (masks, positions, shapes), within the memory limit.
 func foldBudget(stored int64) int64 {
-	b := foldPerStoredByte*min(stored, 1<<40) + maxFoldBytes
+	b := foldPerStoredByte*min(stored, 1<<40) + foldSlack
 	if m := MemoryLimit(); m > 0 && m < b {
 		b = m
 	}
@@ -433,6 +433,10 @@ func foldBudget(stored int64) int64 {
 }
 
 const foldPerStoredByte = 16
+
+// foldSlack is what a model may fold beyond foldPerStoredByte times its
+// initializers; tests lower it to see the factor.
+var foldSlack int64 = maxFoldBytes
 
 // addFolded counts bytes more of folded constants, failing when the total
 // passes the budget.

@@ -138,3 +138,44 @@ func TestRangeCountBounds(t *testing.T) {
 		}
 	}
 }
+
+// The folding budget's factor holds for what quantized models fold at
+// import: an int8 weight with a zero point dequantized per channel (a
+// Cast and a Sub to float32: 8 times its bytes), and an int4 one
+// dequantized in blocks, import with no slack beyond 16 times the
+// initializers.
+func TestFoldBudgetCoversDequantizedWeights(t *testing.T) {
+	defer func(was int64) { foldSlack = was }(foldSlack)
+	foldSlack = 0
+	defer SetMemoryLimit(SetMemoryLimit(16 << 30))
+	rows, cols := 256, 1024
+	for _, c := range []struct {
+		name  string
+		dtype DType
+		opset int64
+		zero  Shape
+		attrs []*onnx.Attribute
+	}{
+		{"int8 per channel", Int8, 13, Shape{rows}, []*onnx.Attribute{intAttr("axis", 0)}},
+		{"int4 in blocks of 32", Int4, 21, Shape{rows, cols / 32}, []*onnx.Attribute{intAttr("axis", 1), intAttr("block_size", 32)}},
+	} {
+		w := NewTensor(c.dtype, Shape{rows, cols})
+		for i := range w.Bytes() {
+			w.Bytes()[i] = byte(i*7) % 8 // in int4's range too
+		}
+		zero := NewTensor(c.dtype, c.zero)
+		for i := range zero.Bytes() {
+			zero.Bytes()[i] = byte(i%5 + 1)
+		}
+		scale := FromFloat32s(c.zero, make([]float32, c.zero.Size()))
+		inits := []*onnx.Tensor{initializer(t, "w", w), initializer(t, "s", scale), initializer(t, "z", zero)}
+		dq := node("DequantizeLinear", []string{"w", "s", "z"}, []string{"y"}, c.attrs...)
+		model, err := NewModel(buildModel(c.opset, nil, inits, []*onnx.Node{dq}, "y"))
+		if err == nil {
+			_, err = model.Specialize(Bindings{})
+		}
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+}
