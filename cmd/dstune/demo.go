@@ -84,6 +84,8 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		return usagef("--eps must be in (0, 1]")
 	case *threads < 1:
 		return usagef("--threads must be at least 1")
+	case *lr <= 0:
+		return usagef("--lr must be above 0")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), interruptSignals...)
 	defer stop()
@@ -147,6 +149,10 @@ type demoDir struct {
 
 func (d *demoDir) at(name string) string { return filepath.Join(d.dir, name) }
 
+// demoOutputs are the files and directories the demo writes in its
+// directory.
+var demoOutputs = []string{demo.BaseModelFile, "train.jsonl", "valid.jsonl", "train.log", "apply.log", "full.log", "run", "full", "tuned.onnx"}
+
 func newDemoDir(o demoOptions) (*demoDir, error) {
 	d := &demoDir{dir: o.out}
 	if d.dir == "" {
@@ -157,9 +163,11 @@ func newDemoDir(o demoOptions) (*demoDir, error) {
 	} else if err := os.MkdirAll(d.dir, 0o755); err != nil {
 		return nil, err
 	}
-	for _, name := range []string{"run", "full"} {
-		if _, err := os.Stat(d.at(name)); err == nil {
-			return nil, fmt.Errorf("%s already exists: give the demo another --out directory", d.at(name))
+	// Every file and directory the demo writes must be new: it overwrote
+	// a user's base.onnx and train.jsonl before failing at tuned.onnx.
+	for _, name := range demoOutputs {
+		if _, err := os.Lstat(d.at(name)); err == nil {
+			return nil, usagef("%s already exists: give the demo a new or empty --out directory", d.at(name))
 		}
 	}
 	if err := os.WriteFile(d.at(demo.BaseModelFile), demo.BaseModel, 0o644); err != nil {

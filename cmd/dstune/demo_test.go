@@ -16,7 +16,7 @@ import (
 )
 
 func TestDemoUsage(t *testing.T) {
-	for _, args := range [][]string{{"demo", "extra"}, {"demo", "--steps", "0"}, {"demo", "--eps", "0"}, {"demo", "--eps", "2"}, {"demo", "--threads", "0"}} {
+	for _, args := range [][]string{{"demo", "extra"}, {"demo", "--steps", "0"}, {"demo", "--eps", "0"}, {"demo", "--eps", "2"}, {"demo", "--threads", "0"}, {"demo", "--lr", "-1"}} {
 		if code, _, stderr := dstune(args...); code != 2 || !strings.Contains(stderr, "usage: dstune demo") {
 			t.Errorf("%v: exit %d, %s", args, code, stderr)
 		}
@@ -25,8 +25,23 @@ func TestDemoUsage(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "run"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, stderr := dstune("demo", "--out", dir); code != 1 || !strings.Contains(stderr, "already exists") {
+	if code, _, stderr := dstune("demo", "--out", dir); code != 2 || !strings.Contains(stderr, "already exists") {
 		t.Errorf("existing run: exit %d, %s", code, stderr)
+	}
+	// Any file the demo writes, already there, is left alone: nothing is
+	// written.
+	mine := t.TempDir()
+	for _, name := range []string{"train.jsonl", "notes.txt"} {
+		if err := os.WriteFile(filepath.Join(mine, name), []byte("mine"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, _, stderr := dstune("demo", "--out", mine); code != 2 || !strings.Contains(stderr, filepath.Join(mine, "train.jsonl")+" already exists") {
+		t.Errorf("existing train.jsonl: exit %d, %s", code, stderr)
+	}
+	entries, _ := os.ReadDir(mine)
+	if data, _ := os.ReadFile(filepath.Join(mine, "train.jsonl")); len(entries) != 2 || string(data) != "mine" {
+		t.Errorf("the demo wrote into a directory holding its files: %d entries, train.jsonl %q", len(entries), data)
 	}
 }
 
