@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -37,7 +36,7 @@ func init() {
 		name: "profile step",
 		synopsis: []string{
 			"MODEL.onnx --data TRAIN.jsonl --task lm|classify [--method full|dst|lora|prompt] [--batch 8] [--max-len N]",
-			"             [--steps 5] [--runs 5] [--top 12] [--roofline FILE.png] [--json]   (and dstune train's other flags but --out, --resume)",
+			"             [--steps 5] [--runs 5] [--top 12] [--roofline FILE.png [--force]] [--json]   (and dstune train's other flags but --out, --resume)",
 		},
 		summary:     "time a model's training step per op kind and node group against the measured peaks (MFU, roofline)",
 		flags:       func(fs *flag.FlagSet) { new(profileStepFlags).define(fs) },
@@ -51,6 +50,7 @@ type profileStepFlags struct {
 	trainFlags
 	runs, top *int
 	roofline  *string
+	force     *bool
 	asJSON    *bool
 }
 
@@ -59,6 +59,7 @@ func (f *profileStepFlags) define(fs *flag.FlagSet) {
 	f.runs = fs.Int("runs", 5, "timed runs of the profiled step (each node's median is reported)")
 	f.top = fs.Int("top", 12, "rows of each table (the rest are summed in one)")
 	f.roofline = fs.String("roofline", "", "write the roofline of the op kinds as a PNG here")
+	f.force = fs.Bool("force", false, "overwrite an existing --roofline file")
 	f.asJSON = fs.Bool("json", false, "print the profile as one JSON object")
 }
 
@@ -90,7 +91,10 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 		for _, p := range pos {
 			inputs = append(inputs, outpath.Input{Path: p, What: "the model"})
 		}
-		if err := checkOutputFile("--roofline", *f.roofline, true, inputs...); err != nil {
+		if err := checkOutputDir("--roofline", *f.roofline); err != nil {
+			return err
+		}
+		if err := checkOutputFile("--roofline", *f.roofline, *f.force, inputs...); err != nil {
 			return err
 		}
 	}
@@ -99,6 +103,10 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	// Ctrl-C or SIGTERM ends the run after its current step, so that the
+	// directory above is removed.
+	ctx, stop := interruptible(stderr, "stopping after the current step")
+	defer stop()
 	*f.out = dir
 	cfg, _, err := f.config(pos, set)
 	if err != nil {
@@ -123,7 +131,10 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 		prof = newStepProfile(g, times, b)
 		return errProfiled
 	}
-	_, err = train.Run(context.Background(), cfg, train.RunOptions{Dir: dir, Progress: stderr, LogEvery: 1, OnStep: onStep})
+	_, err = train.Run(ctx, cfg, train.RunOptions{Dir: dir, Progress: stderr, LogEvery: 1, OnStep: onStep})
+	if errors.Is(err, train.ErrInterrupted) {
+		return &exitError{130, "interrupted: nothing profiled"}
+	}
 	if !errors.Is(err, errProfiled) {
 		if err == nil {
 			err = errors.New("the run ended before its last step was profiled")

@@ -93,6 +93,8 @@ func TestProfileStep(t *testing.T) {
 		{"--out", filepath.Join(dir, "run")},
 		{"--resume", filepath.Join(dir, "run")},
 		{"--runs", "0"},
+		{"--roofline", roof},                                // exists: --force overwrites it
+		{"--roofline", filepath.Join(dir, "none", "r.png")}, // refused before the profiling
 	} {
 		code, _, errOut := dstune(append([]string{"profile", "step", model, "--data", data, "--task", "lm"}, args...)...)
 		if code != 2 || !strings.Contains(errOut, args[0]) {
