@@ -211,7 +211,7 @@ func (e *ConflictError) Error() string {
 		}
 		fmt.Fprintf(&b, "%stensor %q: %d (e.g. positions %v)", sep, c.Tensor, c.Count, c.Examples)
 	}
-	return b.String() + " (force to let the later delta win)"
+	return b.String()
 }
 
 // Compose merges deltas applied in order into one: applying the result

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"math"
 	"slices"
 
@@ -84,14 +85,22 @@ type saved struct {
 // ErrBaseMismatch is wrapped when a delta was made for another model.
 var ErrBaseMismatch = dst.ErrBaseMismatch
 
+// checkBase refuses a delta that does not record this base model's hash.
+func (b *Base) checkBase(d *dst.Delta) error {
+	if d.Meta.BaseSHA256 == "" {
+		return fmt.Errorf("%w: the delta records no base hash", ErrBaseMismatch)
+	}
+	if d.Meta.BaseSHA256 != b.Hash {
+		return fmt.Errorf("%w: delta base_sha256 %s, the model's initializers hash to %s", ErrBaseMismatch, d.Meta.BaseSHA256, b.Hash)
+	}
+	return nil
+}
+
 // NewPatch checks d against the base (its recorded base hash, the shapes
 // and types of the tensors it changes) and prepares it.
 func (b *Base) NewPatch(d *dst.Delta) (*Patch, error) {
-	if d.Meta.BaseSHA256 == "" {
-		return nil, fmt.Errorf("%w: the delta records no base hash", ErrBaseMismatch)
-	}
-	if d.Meta.BaseSHA256 != b.Hash {
-		return nil, fmt.Errorf("%w: delta base_sha256 %s, the model's initializers hash to %s", ErrBaseMismatch, d.Meta.BaseSHA256, b.Hash)
+	if err := b.checkBase(d); err != nil {
+		return nil, err
 	}
 	p := &Patch{Meta: d.Meta}
 	for i := range d.Tensors {
@@ -267,6 +276,11 @@ func (b *Base) LoadDeltas(paths []string) (*Patch, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Each made for this model, checked before they are composed:
+		// deltas of another model tell of nothing but that.
+		if err := b.checkBase(d); err != nil {
+			return nil, fmt.Errorf("delta %s: %w", path, err)
+		}
 		parts[i] = d
 	}
 	d := parts[0]
@@ -275,7 +289,7 @@ func (b *Base) LoadDeltas(paths []string) (*Patch, error) {
 		d, _, err = dst.Compose(parts, false)
 		var ce *dst.ConflictError
 		if errors.As(err, &ce) {
-			return nil, fmt.Errorf("%s: %w", paths, err)
+			return nil, fmt.Errorf("deltas %s: %w (dstune apply --force merges them, the later one winning)", strings.Join(paths, ", "), err)
 		}
 		if err != nil {
 			return nil, err

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -167,6 +168,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return usagef("--threads must not be negative")
 	case gf.context < 0:
 		return usagef("--context must not be negative (0: the model's limit)")
+	case slices.Contains(stops, ""):
+		return usagef("--stop: an empty string would end the text before it starts")
 	case *topP == 0:
 		return usagef("--top-p 0 keeps no token: want a number in (0, 1] (1 keeps them all)")
 	}
@@ -242,7 +245,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	})
 	fmt.Fprintln(stdout)
 	if errors.Is(err, generate.ErrPromptTooLong) || errors.Is(err, generate.ErrBadRequest) {
-		return usagef("%v", err)
+		// Not an HTTP request here: the message without serve's prefix.
+		return usagef("%s", strings.TrimPrefix(err.Error(), generate.ErrBadRequest.Error()+": "))
 	}
 	if err != nil {
 		return err

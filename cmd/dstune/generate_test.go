@@ -101,6 +101,29 @@ func TestGenerateTokenizerFitsModel(t *testing.T) {
 	}
 }
 
+// TestGenerateDeltasChecked: deltas made for another model are refused
+// naming the file and the hashes, before any conflict between them is
+// looked for; two that change the same entries name both files and the
+// command that merges them.
+func TestGenerateDeltasChecked(t *testing.T) {
+	model, deltas := llamaWithDeltas(t, t.TempDir(), 1)
+	stories := filepath.Join(sharedtest.Dir(t), "models", "stories260K", "stories260K.onnx")
+	code, _, errOut := runCmd("generate", stories, "--prompt-ids", "1", "--max-tokens", "2", "--delta", deltas[0], "--delta", deltas[0])
+	if code != 1 || !strings.Contains(errOut, "delta "+deltas[0]+":") || !strings.Contains(errOut, "base_sha256") || strings.Contains(errOut, "same") {
+		t.Errorf("deltas of another model: exit %d, %s", code, errOut)
+	}
+	// A stop token past the vocabulary is refused, without serve's
+	// "bad request" prefix.
+	code, _, errOut = runCmd("generate", model, "--prompt-ids", "1", "--max-tokens", "2", "--eos", "99999")
+	if code != 2 || !strings.Contains(errOut, "stop token id 99999 is outside the vocabulary [0, 61)") || strings.Contains(errOut, "bad request") {
+		t.Errorf("--eos past the vocabulary: exit %d, %s", code, errOut)
+	}
+	code, _, errOut = runCmd("generate", model, "--prompt-ids", "1", "--max-tokens", "2", "--delta", deltas[0], "--delta", deltas[0])
+	if code != 1 || !strings.Contains(errOut, "deltas "+deltas[0]+", "+deltas[0]+": deltas change the same") || !strings.Contains(errOut, "dstune apply --force merges them") {
+		t.Errorf("deltas changing the same entries: exit %d, %s", code, errOut)
+	}
+}
+
 // llamaWithDeltas writes a small Llama-shaped decoder and n random deltas
 // that change its tokens; it returns the model's path and the deltas'.
 func llamaWithDeltas(t *testing.T, dir string, n int) (string, []string) {
@@ -171,6 +194,7 @@ func TestGenerateUsage(t *testing.T) {
 		{[]string{"generate", model, "--prompt-ids", "x"}, "token id"},
 		{[]string{"generate", model, "--prompt-ids", "1", "--context", "-1"}, "--context must not be negative"},
 		{[]string{"generate", model, "--prompt-ids", "1", "--top-p", "0"}, "--top-p 0 keeps no token"},
+		{[]string{"generate", model, "--prompt-ids", "1", "--stop", ""}, "--stop: an empty string"},
 	} {
 		code, _, errOut := runCmd(c.args...)
 		if code != 2 || !strings.Contains(errOut, c.says) {
