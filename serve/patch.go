@@ -4,9 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/ir"
