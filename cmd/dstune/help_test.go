@@ -6,9 +6,12 @@ import (
 	"flag"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/dstune/dstune/kernels"
 )
 
 // readmeSynopses returns, per command, the first indented block after
@@ -105,5 +108,23 @@ func TestHelpPrintsTheFlags(t *testing.T) {
 				t.Errorf("dstune help %s does not list -%s", name, f.Name)
 			}
 		})
+	}
+}
+
+// TestVersion: dstune version (or --version) prints the build, the Go
+// release and the kernels this CPU runs; `dstune help help` lists the
+// commands.
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "--version"} {
+		code, out, errOut := runCmd(arg)
+		if code != 0 || !strings.HasPrefix(out, "dstune ") || !strings.Contains(out, runtime.Version()) || !strings.Contains(out, "kernels "+kernels.HardwareISA().String()) {
+			t.Errorf("%s: exit %d, %q %q", arg, code, out, errOut)
+		}
+	}
+	if code, _, _ := runCmd("version", "extra"); code != 2 {
+		t.Errorf("version with an argument: exit %d", code)
+	}
+	if code, out, _ := runCmd("help", "help"); code != 0 || !strings.Contains(out, "commands:") {
+		t.Errorf("help help: exit %d, %q", code, out)
 	}
 }

@@ -10,8 +10,11 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
+
+	"github.com/dstune/dstune/kernels"
 )
 
 // command is one subcommand; each lives in its own file and registers
@@ -104,7 +107,18 @@ func main() {
 }
 
 func runMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "version" || args[0] == "--version" || args[0] == "-version") {
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "dstune version: no arguments expected, got %q\n", args[1:])
+			return 2
+		}
+		printVersion(stdout)
+		return 0
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		if len(args) > 1 && (args[1] == "help" || args[1] == "version") {
+			args = args[:1] // the list of commands says what these do
+		}
 		if len(args) > 1 {
 			name := strings.Join(args[1:min(len(args), 3)], " ")
 			if commands[name] == nil {
@@ -158,6 +172,30 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// printVersion says which build this is (the module version, or the
+// source revision it was built from), with which Go, for which system,
+// and which SIMD kernels this CPU runs: what a bug report needs.
+func printVersion(w io.Writer) {
+	version, revision := "(unknown)", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version = bi.Main.Version
+		settings := map[string]string{}
+		for _, s := range bi.Settings {
+			settings[s.Key] = s.Value
+		}
+		if r := settings["vcs.revision"]; r != "" {
+			revision = " " + r[:min(12, len(r))]
+			if settings["vcs.modified"] == "true" {
+				revision += "+modified"
+			}
+			if t := settings["vcs.time"]; t != "" {
+				revision += " (" + t + ")"
+			}
+		}
+	}
+	fmt.Fprintf(w, "dstune %s%s, %s %s/%s, kernels %v\n", version, revision, runtime.Version(), runtime.GOOS, runtime.GOARCH, kernels.HardwareISA())
+}
+
 func printHelp(w io.Writer) {
 	fmt.Fprintln(w, "dstune fine-tunes ONNX checkpoints with Dynamic Subset Tuning.")
 	fmt.Fprintln(w, "\nusage: dstune COMMAND [arguments]\n\ncommands:")
@@ -169,7 +207,7 @@ func printHelp(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-13s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun `dstune help COMMAND` (or `dstune COMMAND -h`) for a command's flags.")
+	fmt.Fprintln(w, "\nRun `dstune help COMMAND` (or `dstune COMMAND -h`) for a command's flags, `dstune version` for the build.")
 }
 
 // parseArgs parses flags that may come before, between or after the
