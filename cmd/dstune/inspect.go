@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
@@ -40,13 +41,24 @@ type inspectReport struct {
 	Initializers   []inspectTensor `json:"initializers"`
 	Tied           []string        `json:"tied"`
 	Unsupported    []string        `json:"unsupported_ops"`
+	// Functions holds, per model-local function the graph calls (keyed
+	// like Ops), the op counts of its body, which Ops includes too: it
+	// says which of Ops's ops come from a function rather than the graph.
+	Functions map[string]map[string]int `json:"functions"`
 	// DST: the trainable parameters' modules and the silos of every
-	// --silo mode (inspect_silos.go), or why there are none.
-	Modules  []inspectModule          `json:"modules,omitempty"`
-	Silos    map[string][]inspectSilo `json:"silos,omitempty"`
-	SiloEps  float64                  `json:"silo_eps,omitempty"`
+	// --silo mode (inspect_silos.go), or why there are none. Modules and
+	// Silos are left out (omitzero: nil, not empty) only when SiloNote
+	// says why; SiloEps is the --eps flag's, always present even at 0.
+	Modules  []inspectModule          `json:"modules,omitzero"`
+	Silos    map[string][]inspectSilo `json:"silos,omitzero"`
+	SiloEps  float64                  `json:"silo_eps"`
 	SiloNote string                   `json:"silo_note,omitempty"`
-	uses     map[string][]string      // for the text form
+	uses     map[string][]string      // for the text form, names escaped
+	// For the text form: halfModules counts the Modules stored in float16
+	// or bfloat16; untrainable lists the parameters that would be Modules
+	// but train cannot train, as "name (dtype)", the name escaped.
+	halfModules int
+	untrainable []string
 }
 
 // inspectValue is a graph input or output; Shape holds a number for a
@@ -106,14 +118,12 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 	if !(*eps >= 0 && *eps <= 1) {
 		return usagef("--eps %g: want a fraction in [0, 1]", *eps)
 	}
-	rep, err := inspectModel(pos[0], m)
+	rep, model, err := inspectModel(pos[0], m)
 	if err != nil {
 		return err
 	}
-	if model, err := ir.NewModelShared(m); err == nil {
-		if err := addSilos(rep, model, *trainable, *eps); err != nil {
-			return err
-		}
+	if err := addSilos(rep, model, *trainable, *eps); err != nil {
+		return err
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -124,16 +134,19 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func inspectModel(path string, m *onnx.Model) (*inspectReport, error) {
+// inspectModel describes everything but DST's view of m, read from path;
+// it returns the imported model too, for addSilos.
+func inspectModel(path string, m *onnx.Model) (*inspectReport, *ir.Model, error) {
 	model, err := ir.NewModelShared(m)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	g := m.Graph
 	rep := &inspectReport{
 		Model: path, IRVersion: m.IRVersion, Opset: model.Opset, Producer: strings.TrimSpace(m.ProducerName + " " + m.ProducerVersion),
 		Ops: map[string]int{}, Nodes: len(g.Nodes), Tied: []string{}, Unsupported: []string{}, uses: map[string][]string{},
-		Inputs: []inspectValue{}, Outputs: []inspectValue{}, Initializers: []inspectTensor{},
+		Functions: map[string]map[string]int{},
+		Inputs:    []inspectValue{}, Outputs: []inspectValue{}, Initializers: []inspectTensor{},
 	}
 	for _, in := range model.Inputs {
 		rep.Inputs = append(rep.Inputs, describeValue(findValueInfo(g.Inputs, in.Name)))
@@ -142,7 +155,7 @@ func inspectModel(path string, m *onnx.Model) (*inspectReport, error) {
 	for _, o := range g.Outputs {
 		rep.Outputs = append(rep.Outputs, describeValue(o))
 	}
-	countOps(rep, g)
+	countOps(rep, m)
 	sort.Strings(rep.Unsupported)
 	usage := model.Usage()
 	for _, info := range model.Initializers {
@@ -159,7 +172,7 @@ func inspectModel(path string, m *onnx.Model) (*inspectReport, error) {
 				if name == "" {
 					name = "#" + strconv.Itoa(use.Index)
 				}
-				rep.uses[info.Name] = append(rep.uses[info.Name], fmt.Sprintf("%s (%s)", name, use.OpType))
+				rep.uses[info.Name] = append(rep.uses[info.Name], fmt.Sprintf("%s (%s)", textName(name), textName(use.OpType)))
 			}
 			if t.Uses > 1 {
 				rep.Tied = append(rep.Tied, info.Name)
@@ -171,7 +184,7 @@ func inspectModel(path string, m *onnx.Model) (*inspectReport, error) {
 		}
 		rep.Initializers = append(rep.Initializers, t)
 	}
-	return rep, nil
+	return rep, model, nil
 }
 
 func contains(list []string, s string) bool {
@@ -229,7 +242,11 @@ func shapeText(s []any) string {
 	}
 	parts := make([]string, len(s))
 	for i, d := range s {
-		parts[i] = fmt.Sprint(d)
+		if name, ok := d.(string); ok {
+			parts[i] = textName(name)
+		} else {
+			parts[i] = fmt.Sprint(d)
+		}
 	}
 	return "[" + strings.Join(parts, ", ") + "]"
 }
@@ -240,6 +257,70 @@ func intsText(s []int) string {
 		parts[i] = strconv.Itoa(d)
 	}
 	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+// textName is a name (or producer, path, op type) from the file as the
+// text form prints it: as it is when every character is printable, else
+// quoted with Go's escapes (strconv.Quote). A model is untrusted input:
+// unescaped, a name holding control characters could recolour or retitle
+// the terminal, or end a line early and fake the lines of the report
+// after it. A name that begins with a quote is quoted too, so that it
+// cannot pass for an escaped one. (The JSON form is escaped by
+// encoding/json.)
+func textName(s string) string {
+	if strings.HasPrefix(s, `"`) || !isPrintable(s) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// textNames is textName of each of names.
+func textNames(names []string) []string {
+	out := make([]string, len(names))
+	for i, s := range names {
+		out[i] = textName(s)
+	}
+	return out
+}
+
+// textEscape escapes the characters of s that are not printable (and
+// bytes that are not UTF-8) in place, as strconv.Quote would, leaving the
+// rest as it is: for sentences, such as an import error, that quote the
+// file's names among words of their own.
+func textEscape(s string) string {
+	if isPrintable(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case strconv.IsPrint(r):
+			b.WriteString(s[i : i+size])
+		default:
+			q := strconv.QuoteRune(r) // '\x1b', '\n', '\u202e'
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// isPrintable says whether s is UTF-8 of printable characters only
+// (strconv.IsPrint: no control, format or unassigned characters; space is
+// the only white space).
+func isPrintable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !strconv.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // groupThousands writes n with commas: 120576 → 120,576.
@@ -255,19 +336,21 @@ func groupThousands(n int64) string {
 	return b.String()
 }
 
+// printInspect writes the text form of r; every name from the file goes
+// through textName.
 func printInspect(w io.Writer, r *inspectReport) {
-	fmt.Fprintf(w, "model %s: ONNX IR %d, opset %d", r.Model, r.IRVersion, r.Opset)
+	fmt.Fprintf(w, "model %s: ONNX IR %d, opset %d", textName(r.Model), r.IRVersion, r.Opset)
 	if r.Producer != "" {
-		fmt.Fprintf(w, ", from %s", r.Producer)
+		fmt.Fprintf(w, ", from %s", textName(r.Producer))
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "\ninputs:")
 	for _, v := range r.Inputs {
-		fmt.Fprintf(w, "  %-24s %-8s %-36s %s\n", v.Name, v.DType, shapeText(v.Shape), v.Binding)
+		fmt.Fprintf(w, "  %-24s %-8s %-36s %s\n", textName(v.Name), textName(v.DType), shapeText(v.Shape), v.Binding)
 	}
 	fmt.Fprintln(w, "\noutputs:")
 	for _, v := range r.Outputs {
-		fmt.Fprintf(w, "  %-24s %-8s %s\n", v.Name, v.DType, shapeText(v.Shape))
+		fmt.Fprintf(w, "  %-24s %-8s %s\n", textName(v.Name), textName(v.DType), shapeText(v.Shape))
 	}
 	ops := make([]string, 0, len(r.Ops))
 	for op := range r.Ops {
@@ -276,10 +359,19 @@ func printInspect(w io.Writer, r *inspectReport) {
 	sort.Strings(ops)
 	fmt.Fprintf(w, "\nops (%d nodes):\n", r.Nodes)
 	for _, op := range ops {
-		fmt.Fprintf(w, "  %-24s %d\n", op, r.Ops[op])
+		fmt.Fprintf(w, "  %-24s %d", textName(op), r.Ops[op])
+		if body, ok := r.Functions[op]; ok {
+			inner := make([]string, 0, len(body))
+			for o := range body {
+				inner = append(inner, o)
+			}
+			sort.Strings(inner)
+			fmt.Fprintf(w, "  model-local function (body: %s)", strings.Join(textNames(inner), ", "))
+		}
+		fmt.Fprintln(w)
 	}
 	if len(r.Unsupported) > 0 {
-		fmt.Fprintf(w, "  not supported by dstune: %s\n", strings.Join(r.Unsupported, ", "))
+		fmt.Fprintf(w, "  not supported by dstune: %s\n", strings.Join(textNames(r.Unsupported), ", "))
 	}
 	params := 0
 	for _, t := range r.Initializers {
@@ -301,7 +393,7 @@ func printInspect(w io.Writer, r *inspectReport) {
 		if t.External {
 			extra += "  (external data)"
 		}
-		fmt.Fprintf(w, "  %-32s %-5s %-8s %-14s %10s%s\n", t.Name, kind, t.DType, intsText(t.Shape), groupThousands(t.Elements), extra)
+		fmt.Fprintf(w, "  %-32s %-5s %-8s %-14s %10s%s\n", textName(t.Name), kind, textName(t.DType), intsText(t.Shape), groupThousands(t.Elements), extra)
 	}
 	aliased := false
 	for _, t := range r.Initializers {
@@ -310,40 +402,84 @@ func printInspect(w io.Writer, r *inspectReport) {
 				fmt.Fprintln(w, "\naliases (Identity of an initializer):")
 				aliased = true
 			}
-			fmt.Fprintf(w, "  %s = %s\n", t.Name, strings.Join(t.Aliases, ", "))
+			fmt.Fprintf(w, "  %s = %s\n", textName(t.Name), strings.Join(textNames(t.Aliases), ", "))
 		}
 	}
 	if len(r.Tied) > 0 {
 		fmt.Fprintln(w, "\ntied weights (one initializer, several uses):")
 		for _, name := range r.Tied {
-			fmt.Fprintf(w, "  %s: %s\n", name, strings.Join(r.uses[name], ", "))
+			fmt.Fprintf(w, "  %s: %s\n", textName(name), strings.Join(r.uses[name], ", "))
 		}
 	}
 	printSilos(w, r)
 }
 
-// countOps counts the operators of g and of its subgraphs (If branches,
-// Loop and Scan bodies), named "domain::Op" outside the default domain,
-// and lists those the importer does not know.
-func countOps(rep *inspectReport, g *onnx.Graph) {
-	for _, n := range g.Nodes {
-		key := n.OpType
-		if n.Domain != "" && n.Domain != "ai.onnx" {
-			key = n.Domain + "::" + n.OpType
+// countOps counts the operators of m's graph, of its subgraphs (If
+// branches, Loop and Scan bodies) and of the bodies of the model-local
+// functions it calls, named "domain::Op" outside the default domain, and
+// lists those the importer does not know. Like a subgraph, a function's
+// body is counted once however often it is called (the counts are of the
+// file, not of the graph after import inlines every call), and only
+// functions the graph calls, directly or through other functions, count:
+// dstune imports no other. A call is no operator of its own: it is
+// supported when the ops of the body are, which are checked like the
+// graph's.
+func countOps(rep *inspectReport, m *onnx.Model) {
+	c := opCounter{model: m, rep: rep}
+	c.nodes(m.Graph.Nodes, rep.Ops)
+	for _, body := range rep.Functions {
+		for op, n := range body {
+			rep.Ops[op] += n
 		}
-		rep.Ops[key]++
-		if !ir.IsSupportedOp(n.Domain, n.OpType) && !contains(rep.Unsupported, key) {
-			rep.Unsupported = append(rep.Unsupported, key)
+	}
+}
+
+// opCounter is countOps' walk.
+type opCounter struct {
+	model *onnx.Model
+	rep   *inspectReport
+}
+
+// nodes adds the ops of nodes and of their subgraphs to counts; the body
+// of a function called for the first time goes to rep.Functions.
+func (c *opCounter) nodes(nodes []*onnx.Node, counts map[string]int) {
+	for _, n := range nodes {
+		key := opKey(n)
+		counts[key]++
+		// The importer's lookup (ir's localFunction): a model-local
+		// function of the node's domain and op type, ahead of any
+		// operator of that name.
+		if fn := c.model.Function(n.Domain, n.OpType, ""); fn != nil {
+			if _, counted := c.rep.Functions[key]; !counted {
+				body := map[string]int{}
+				// Recorded before the body is walked, so that a function
+				// calling itself is counted once, not forever.
+				c.rep.Functions[key] = body
+				c.nodes(fn.Nodes, body)
+			}
+		} else if !ir.IsSupportedOp(n.Domain, n.OpType) && !contains(c.rep.Unsupported, key) {
+			c.rep.Unsupported = append(c.rep.Unsupported, key)
 		}
 		for _, a := range n.Attributes {
 			if a.G != nil {
-				countOps(rep, a.G)
+				c.nodes(a.G.Nodes, counts)
 			}
 			for _, sub := range a.Graphs {
-				countOps(rep, sub)
+				if sub != nil {
+					c.nodes(sub.Nodes, counts)
+				}
 			}
 		}
 	}
+}
+
+// opKey is how the report names n's op type: "domain::Op" outside the
+// default domain.
+func opKey(n *onnx.Node) string {
+	if n.Domain != "" && n.Domain != "ai.onnx" {
+		return n.Domain + "::" + n.OpType
+	}
+	return n.OpType
 }
 
 // describeRoles fills the inputs' roles and what training and generation

@@ -30,6 +30,11 @@ type inspectSilo struct {
 // addSilos classifies the trainable parameters (those the graph reads, or
 // those trainable matches) and lists the silos of every --silo mode. When
 // the graph cannot be imported the report says why instead.
+//
+// float16 and bfloat16 parameters are trainable as train trains them
+// (float32 master copies, written back in their dtype): the silos depend
+// only on names and shapes, so the model is not converted here (which
+// would copy a large model's weights only to look at them).
 func addSilos(rep *inspectReport, model *ir.Model, trainable string, eps float64) error {
 	var re *regexp.Regexp
 	if trainable != "" {
@@ -47,8 +52,20 @@ func addSilos(rep *inspectReport, model *ir.Model, trainable string, eps float64
 	modules := dst.Modules(g)
 	var names []string
 	sizes := map[string]int64{}
+	rep.Modules = []inspectModule{}
 	for _, p := range g.Params {
-		if p.Tensor.DType() != ir.Float32 || (re != nil && !re.MatchString(p.Name)) || (re == nil && len(p.Uses) == 0) {
+		if (re != nil && !re.MatchString(p.Name)) || (re == nil && len(p.Uses) == 0) {
+			continue
+		}
+		// train refuses float64 parameters (accel/cpu's "only float32
+		// parameters can be trained"): no silo holds them, and the text
+		// form names them.
+		switch p.Tensor.DType() {
+		case ir.Float32:
+		case ir.Float16, ir.BFloat16:
+			rep.halfModules++
+		default:
+			rep.untrainable = append(rep.untrainable, textName(p.Name)+" ("+p.Tensor.DType().String()+")")
 			continue
 		}
 		m := modules[p.Name]
@@ -103,13 +120,19 @@ func specializeSmall(model *ir.Model) (*ir.Graph, error) {
 
 func printSilos(w io.Writer, r *inspectReport) {
 	if r.SiloNote != "" {
-		fmt.Fprintf(w, "\nDST silos: %s\n", r.SiloNote)
+		fmt.Fprintf(w, "\nDST silos: %s\n", textEscape(r.SiloNote))
 		return
 	}
 	if r.Silos == nil {
 		return
 	}
 	fmt.Fprintf(w, "\nDST modules and silos (k = entries kept free at ε = %g; module kinds and layers from the graph):\n", r.SiloEps)
+	if len(r.untrainable) > 0 {
+		fmt.Fprintf(w, "  (left out: %s; train refuses to train them: leave them out with --trainable)\n", strings.Join(r.untrainable, ", "))
+	}
+	if r.halfModules > 0 {
+		fmt.Fprintf(w, "  (%d of the parameters are float16 or bfloat16: train trains float32 master copies of them and writes them back in their dtype)\n", r.halfModules)
+	}
 	fmt.Fprintf(w, "  --silo module-layer (the default), %d silos, one per tensor:\n", len(r.Silos[dst.SiloModuleLayer]))
 	k := map[string]int64{}
 	for _, s := range r.Silos[dst.SiloModuleLayer] {
@@ -124,12 +147,12 @@ func printSilos(w io.Writer, r *inspectReport) {
 		if m.Shared {
 			shared = "  shared"
 		}
-		fmt.Fprintf(w, "    %-32s %-22s layer %-3s %10s  k %s%s\n", m.Name, m.Kind, layer, groupThousands(m.Elements), groupThousands(k[m.Name]), shared)
+		fmt.Fprintf(w, "    %-32s %-22s layer %-3s %10s  k %s%s\n", textName(m.Name), textName(m.Kind), layer, groupThousands(m.Elements), groupThousands(k[m.Name]), shared)
 	}
 	modules := r.Silos[dst.SiloModule]
 	fmt.Fprintf(w, "  --silo module, %d silos, one per module kind:\n", len(modules))
 	for _, s := range modules {
-		fmt.Fprintf(w, "    %-24s %2d tensors %10s  k %-8s %s\n", s.Name, len(s.Params), groupThousands(s.Elements), groupThousands(s.K), strings.Join(s.Params, ", "))
+		fmt.Fprintf(w, "    %-24s %2d tensors %10s  k %-8s %s\n", textName(s.Name), len(s.Params), groupThousands(s.Elements), groupThousands(s.K), strings.Join(textNames(s.Params), ", "))
 	}
 	if none := r.Silos[dst.SiloNone]; len(none) == 1 {
 		fmt.Fprintf(w, "  --silo none: one silo of %d tensors, %s entries, k %s\n", len(none[0].Params), groupThousands(none[0].Elements), groupThousands(none[0].K))
