@@ -584,6 +584,9 @@ func (im *importer) importNode(index int, n *onnx.Node) error {
 		err = im.addFolded(im.constBytes)
 	}
 	im.constBytes = outer
+	if ne := (*nestingError)(nil); errors.As(err, &ne) && im.functionDepth > 0 {
+		return err // named by the graph's node the calls start from
+	}
 	if err != nil {
 		return im.errorf("%w", err)
 	}

@@ -116,6 +116,10 @@ func TestModelLocalFunctionErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("got %v, want an error with %q", err, c.want)
 			}
+			// Named once, not once per nested call (64 copies).
+			if err != nil && strings.Count(err.Error(), "function custom.") > 2 {
+				t.Errorf("the error repeats itself: %v", err)
+			}
 		})
 	}
 }

@@ -1,6 +1,7 @@
 package ir
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 
@@ -78,6 +79,9 @@ func (im *importer) subgraph(what string, g *onnx.Graph, in []*Value, suffix str
 	}
 	im.suffix = outerSuffix + suffix
 	if err := im.graphNodes(g); err != nil {
+		if ne := (*nestingError)(nil); errors.As(err, &ne) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("in %s: %w", what, err)
 	}
 	outs := make([]*Value, len(g.Outputs))
