@@ -8,11 +8,13 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/dstune/dstune/accel"
 	_ "github.com/dstune/dstune/accel/cpu" // the "cpu" backend
+	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
@@ -23,8 +25,8 @@ func init() {
 		name: "run",
 		synopsis: []string{
 			"MODEL.onnx --check DIR [--delta D [--force]] [--rtol 1e-4] [--atol 1e-5] [--threads N] [--backend cpu|pjrt]",
-			"MODEL.onnx --input NAME=FILE.pb [--input ...] --output-dir OUT [--delta D [--force]] [--threads N] [--backend cpu|pjrt]",
-			"MODEL.onnx --tokenizer T --text TEXT [--output-dir OUT] [--delta D [--force]] [--threads N] [--backend cpu|pjrt]",
+			"MODEL.onnx --input NAME=FILE.pb [--input ...] --output-dir OUT [--force] [--delta D] [--threads N] [--backend cpu|pjrt]",
+			"MODEL.onnx --tokenizer T --text TEXT [--output-dir OUT [--force]] [--delta D] [--threads N] [--backend cpu|pjrt]",
 		},
 		summary: "run a model on given inputs; with --check compare with expected outputs (exit 1 when off)",
 		flags:   func(fs *flag.FlagSet) { new(runFlags).define(fs) },
@@ -51,9 +53,9 @@ type runFlags struct {
 func (f *runFlags) define(fs *flag.FlagSet) {
 	f.check = fs.String("check", "", "directory in the ONNX test layout: input_N.pb fed in graph-input order, outputs compared with output_N.pb")
 	fs.Var(&f.inputs, "input", "NAME=FILE.pb: a serialized TensorProto (SequenceProto, OptionalProto for such inputs) for graph input NAME (repeat for every input)")
-	f.outDir = fs.String("output-dir", "", "with --input: write output_N.pb (graph-output order) here")
+	f.outDir = fs.String("output-dir", "", "with --input or --text: write output_N.pb (graph-output order) here (existing files need --force)")
 	fs.Var(&f.deltas, "delta", "apply this delta.safetensors to the model's initializers first (repeat to compose several, in order); a LoRA adapter is merged, a soft prompt built into the graph")
-	f.force = fs.Bool("force", false, "apply deltas made for another base model or recording none (as PEFT's adapters), and let a later delta win where two change one entry, as apply --force does")
+	f.force = fs.Bool("force", false, "apply deltas made for another base model or recording none (as PEFT's adapters), let a later delta win where two change one entry, and overwrite existing --output-dir files, as apply --force does")
 	f.rtol = fs.Float64("rtol", 1e-4, "relative tolerance of --check")
 	f.atol = fs.Float64("atol", 1e-5, "absolute tolerance of --check")
 	f.threads = fs.Int("threads", 0, "goroutines per kernel call (0: all cores)")
@@ -74,14 +76,20 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one model file, got %d arguments", len(pos))
 	}
-	text := *f.text != ""
+	// Whether --text was given, not whether it is empty: an empty text
+	// is a mistake to name, not a missing mode.
+	text := flagsSet(fs)["text"]
 	switch {
 	case *check != "" && (len(inputs) > 0 || *outDir != "" || text):
 		return usagef("--check, --input and --text are different modes: give one")
 	case text && len(inputs) > 0:
 		return usagef("--text and --input are different modes: give one")
+	case text && *f.text == "":
+		return usagef("--text is empty: give the text to run the model on")
 	case text && *f.tokenizer == "":
 		return usagef("--text needs --tokenizer")
+	case !text && *f.tokenizer != "":
+		return usagef("--tokenizer goes with --text TEXT")
 	case *check == "" && len(inputs) == 0 && !text:
 		return usagef("give --check DIR, --input NAME=FILE.pb and --output-dir OUT, or --tokenizer T --text TEXT")
 	case len(inputs) > 0 && *outDir == "":
@@ -100,6 +108,14 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", pos[0], err)
 	}
+	// Refuse the outputs before anything slow: overwriting a file the run
+	// reads, or (without --force) one that exists, perhaps a reference.
+	if *outDir != "" {
+		read := runInputs(pos[0], m, deltas, inputs, *f.tokenizer)
+		if err := checkRunOutputs(*outDir, len(model.Outputs), *f.force, read); err != nil {
+			return err
+		}
+	}
 	if len(deltas) > 0 {
 		if model, err = withDeltas(m, model, deltas, *f.force, stderr); err != nil {
 			return err
@@ -107,6 +123,9 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	}
 	values := map[string]*ir.Datum{}
 	if *check != "" {
+		if err := checkReferenceFiles(*check, model); err != nil {
+			return err
+		}
 		for i, in := range model.Inputs {
 			d, err := readDatumFile(filepath.Join(*check, fmt.Sprintf("input_%d.pb", i)), inputKind(in))
 			if err != nil {
@@ -114,18 +133,19 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			}
 			values[in.Name] = d
 		}
+		if !anyOutputFile(*check, len(model.Outputs)) {
+			return noOutputFiles(*check, model) // before the run, not after
+		}
 	} else if text {
 		tok, err := loadTokenizer(*f.tokenizer)
 		if err != nil {
 			return err
 		}
-		if err := feedText(model, values, tok, *f.text); err != nil {
+		g, feeds, err := specializeText(model, tok, *f.tokenizer, *f.text, stderr)
+		if err != nil {
 			return err
 		}
-		if err := deriveInputs(model, values, stderr); err != nil {
-			return err
-		}
-		outputs, err := runModel(model, values, *backend, *threads)
+		outputs, err := executeGraph(g, feeds, *backend, *threads)
 		if err != nil {
 			return err
 		}
@@ -163,9 +183,6 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 				return usagef("no --input for the model's input %q (inputs: %s)", in.Name, inputNames(model))
 			}
 		}
-		if err := checkRunOutputs(*outDir, len(model.Outputs), pos[0], m, deltas, inputs); err != nil {
-			return err
-		}
 	}
 	outputs, err := runModel(model, values, *backend, *threads)
 	if err != nil {
@@ -177,28 +194,65 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	return writeOutputs(stdout, model, outputs, *outDir)
 }
 
-// writeOutputs writes outDir/output_N.pb in graph-output order.
+// outputFile is the name of output i's file in the ONNX test layout.
+func outputFile(i int) string { return fmt.Sprintf("output_%d.pb", i) }
+
+// writeOutputs writes outDir/output_N.pb in graph-output order. Every file
+// is written to a temporary file first and the files are renamed into
+// place only once all of them are complete, so a failure (an output that
+// cannot be serialized, a full disk) leaves the earlier files as they
+// were rather than a mix of this run's outputs and an older run's; only
+// a rename failing midway (the directory changed under the run) leaves
+// the files before it renamed, and the error says which.
 func writeOutputs(stdout io.Writer, model *ir.Model, outputs []*ir.Datum, outDir string) error {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return err
+		return fmt.Errorf("--output-dir: %w", err)
+	}
+	var pending []*atomicfile.Pending
+	abort := func() {
+		for _, p := range pending {
+			p.Abort()
+		}
 	}
 	for i, name := range model.Outputs {
 		v, err := ir.DatumToONNX(name, outputs[i])
+		if err == nil {
+			var buf []byte
+			if buf, err = onnx.EncodeValue(v); err == nil {
+				var p *atomicfile.Pending
+				p, err = atomicfile.Prepare(filepath.Join(outDir, outputFile(i)), func(f *os.File) error {
+					_, err := f.Write(buf)
+					return err
+				})
+				if err == nil {
+					pending = append(pending, p)
+				}
+			}
+		}
 		if err != nil {
-			return err
+			abort()
+			return fmt.Errorf("--output-dir: output %d (%q): %w; no output file written", i, name, err)
 		}
-		path := filepath.Join(outDir, fmt.Sprintf("output_%d.pb", i))
-		if err := onnx.WriteValueFile(path, v); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "wrote %s (%s %v)\n", path, name, outputs[i])
 	}
-	return nil
+	for i, p := range pending {
+		path := filepath.Join(outDir, outputFile(i))
+		if err := p.Commit(); err != nil {
+			pending = pending[i+1:]
+			abort()
+			written := "none of the outputs was written"
+			if i > 0 {
+				written = layoutFiles("output", i) + " were written, the rest not"
+			}
+			return fmt.Errorf("--output-dir: %s: %w (%s)", path, err, written)
+		}
+		fmt.Fprintf(stdout, "wrote %s (%s %v)\n", path, model.Outputs[i], outputs[i])
+	}
+	return atomicfile.SyncDir(outDir)
 }
 
-// checkRunOutputs refuses output files (OUT/output_N.pb) that are one of
-// the files the run reads.
-func checkRunOutputs(outDir string, outputs int, modelPath string, m *onnx.Model, deltas, inputs []string) error {
+// runInputs lists the files a run reads, for checkRunOutputs: the model
+// and its external data, the deltas, the --input files and the tokenizer.
+func runInputs(modelPath string, m *onnx.Model, deltas, inputs []string, tokenizer string) []outpath.Input {
 	ins := outpath.ModelInputs(modelPath, m)
 	for i, d := range deltas {
 		ins = append(ins, outpath.Input{Path: d, What: fmt.Sprintf("delta %d", i+1)})
@@ -207,14 +261,113 @@ func checkRunOutputs(outDir string, outputs int, modelPath string, m *onnx.Model
 		name, file, _ := strings.Cut(spec, "=")
 		ins = append(ins, outpath.Input{Path: file, What: fmt.Sprintf("the input file of %q", name)})
 	}
-	var outs []string
-	for i := range outputs {
-		outs = append(outs, filepath.Join(outDir, fmt.Sprintf("output_%d.pb", i)))
+	if tokenizer != "" {
+		ins = append(ins, outpath.Input{Path: tokenizer, What: "the tokenizer"})
 	}
-	if err := outpath.CheckAll(outs, ins...); err != nil {
-		return usagef("--output-dir: %v: write the outputs to another directory", err)
+	return ins
+}
+
+// checkRunOutputs refuses output files (OUT/output_N.pb) that are one of
+// the files the run reads and, unless force, output files that exist: an
+// --output-dir pointed at a --check reference would otherwise replace the
+// reference with what is to be checked against it.
+func checkRunOutputs(outDir string, outputs int, force bool, inputs []outpath.Input) error {
+	var existing []string
+	for i := range outputs {
+		out := filepath.Join(outDir, outputFile(i))
+		err := outpath.Check(out, force, inputs...)
+		var ie *outpath.InputError
+		var ee *outpath.ExistsError
+		switch {
+		case errors.As(err, &ie):
+			return usagef("--output-dir: %v: write the outputs to another directory", err)
+		case errors.As(err, &ee):
+			existing = append(existing, outputFile(i))
+		case err != nil:
+			return fmt.Errorf("--output-dir: %w", err)
+		}
+	}
+	if len(existing) > 0 {
+		return usagef("--output-dir %s holds %s already (--force overwrites them)", outDir, strings.Join(existing, ", "))
 	}
 	return nil
+}
+
+// referenceFile matches the names of the ONNX test layout's files.
+var referenceFile = regexp.MustCompile(`^(input|output)_[0-9]+\.pb$`)
+
+// checkReferenceFiles refuses a --check directory holding input_N.pb or
+// output_N.pb files that match no graph input or output (an input_1.pb
+// for a model of one input, an output_01.pb): the model would run without
+// them, and a reference made for another model, or one output short of
+// what was meant, would pass as checked.
+func checkReferenceFiles(dir string, model *ir.Model) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("--check: %w", err)
+	}
+	want := map[string]bool{}
+	for i := range model.Inputs {
+		want[fmt.Sprintf("input_%d.pb", i)] = true
+	}
+	for i := range model.Outputs {
+		want[outputFile(i)] = true
+	}
+	var extra []string
+	for _, e := range entries {
+		if referenceFile.MatchString(e.Name()) && !want[e.Name()] {
+			extra = append(extra, e.Name())
+		}
+	}
+	if len(extra) == 0 {
+		return nil
+	}
+	verb := "matches"
+	if len(extra) > 1 {
+		verb = "match"
+	}
+	return fmt.Errorf("--check %s: %s %s no graph input or output: the model has %s (%s) and %s (%s); is it another model's reference?",
+		dir, strings.Join(extra, ", "), verb,
+		countOf(len(model.Inputs), "input"), layoutFiles("input", len(model.Inputs)),
+		countOf(len(model.Outputs), "output"), layoutFiles("output", len(model.Outputs)))
+}
+
+// anyOutputFile reports whether dir holds the file of one of the model's
+// outputs.
+func anyOutputFile(dir string, outputs int) bool {
+	for i := range outputs {
+		if _, err := os.Stat(filepath.Join(dir, outputFile(i))); !errors.Is(err, os.ErrNotExist) {
+			return true
+		}
+	}
+	return false
+}
+
+// noOutputFiles is the error for a --check directory without any of the
+// model's output files; it names what the directory holds instead.
+func noOutputFiles(dir string, model *ir.Model) error {
+	return fmt.Errorf("--check %s: no %s to compare with (the model has %s: %s); the directory holds %s",
+		dir, layoutFiles("output", len(model.Outputs)), countOf(len(model.Outputs), "output"), strings.Join(model.Outputs, ", "), dirListing(dir))
+}
+
+// countOf is "1 input", "3 inputs".
+func countOf(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// layoutFiles names the files of n inputs or outputs: "input_0.pb",
+// "input_0.pb to input_2.pb".
+func layoutFiles(prefix string, n int) string {
+	switch n {
+	case 0:
+		return "no files"
+	case 1:
+		return prefix + "_0.pb"
+	}
+	return fmt.Sprintf("%s_0.pb to %s_%d.pb", prefix, prefix, n-1)
 }
 
 func inputNames(m *ir.Model) string {
@@ -259,11 +412,20 @@ func readDatumFile(path string, kind onnx.TypeKind) (*ir.Datum, error) {
 	return d, nil
 }
 
-// runModel specializes the model to the inputs (binding the inputs that
-// decide shapes, and strings, as constants; feeding the rest, sequence
-// and optional elements included), compiles it and runs it once. The
-// outputs are in model-output order.
+// runModel specializes the model to the inputs, compiles it and runs it
+// once. The outputs are in model-output order.
 func runModel(model *ir.Model, inputs map[string]*ir.Datum, backendName string, threads int) ([]*ir.Datum, error) {
+	g, feeds, err := specializeInputs(model, inputs)
+	if err != nil {
+		return nil, err
+	}
+	return executeGraph(g, feeds, backendName, threads)
+}
+
+// specializeInputs specializes the model to the inputs, binding the inputs that
+// decide shapes, and strings, as constants, and returns the tensors to
+// feed for the rest (sequence and optional elements included).
+func specializeInputs(model *ir.Model, inputs map[string]*ir.Datum) (*ir.Graph, map[string]*ir.Tensor, error) {
 	b := ir.Bindings{Shapes: map[string]ir.Shape{}, Values: map[string]*ir.Tensor{}, Composites: map[string]*ir.Datum{}}
 	valueInputs := map[string]bool{}
 	for _, name := range model.ValueInputs() {
@@ -273,14 +435,16 @@ func runModel(model *ir.Model, inputs map[string]*ir.Datum, backendName string, 
 	for _, in := range model.Inputs {
 		d := inputs[in.Name]
 		switch {
+		case d == nil:
+			return nil, nil, fmt.Errorf("no value for the model's input %q (inputs: %s)", in.Name, inputNames(model))
 		case d.Kind != in.Kind:
-			return nil, fmt.Errorf("input %q is of kind %s, the model wants kind %s", in.Name, d.Kind, in.Kind)
+			return nil, nil, fmt.Errorf("input %q is of kind %s, the model wants kind %s", in.Name, d.Kind, in.Kind)
 		case d.Kind != ir.TensorDatum && valueInputs[in.Name]:
 			b.Composites[in.Name] = d
 		case d.Kind != ir.TensorDatum:
 			b.Composites[in.Name] = d.Fed(in.Name, feeds)
 		case d.Tensor.DType() != in.DType:
-			return nil, fmt.Errorf("input %q is %s, the model wants %s", in.Name, d.Tensor.DType(), in.DType)
+			return nil, nil, fmt.Errorf("input %q is %s, the model wants %s", in.Name, d.Tensor.DType(), in.DType)
 		case valueInputs[in.Name]:
 			b.Values[in.Name] = d.Tensor
 		default:
@@ -290,8 +454,14 @@ func runModel(model *ir.Model, inputs map[string]*ir.Datum, backendName string, 
 	}
 	g, err := model.Specialize(b)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	return g, feeds, nil
+}
+
+// executeGraph compiles a specialized graph and runs it once on feeds. The
+// outputs are in model-output order.
+func executeGraph(g *ir.Graph, feeds map[string]*ir.Tensor, backendName string, threads int) ([]*ir.Datum, error) {
 	backend, err := accel.Open(backendName)
 	if err != nil {
 		return nil, err
@@ -324,7 +494,7 @@ func runModel(model *ir.Model, inputs map[string]*ir.Datum, backendName string, 
 func checkOutputs(w io.Writer, model *ir.Model, outputs []*ir.Datum, dir string, rtol, atol float64) error {
 	compared, off := 0, 0
 	for i, name := range model.Outputs {
-		path := filepath.Join(dir, fmt.Sprintf("output_%d.pb", i))
+		path := filepath.Join(dir, outputFile(i))
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			fmt.Fprintf(w, "%-24s %-22v (no %s, not compared)\n", name, outputs[i], filepath.Base(path))
 			continue
@@ -347,7 +517,7 @@ func checkOutputs(w io.Writer, model *ir.Model, outputs []*ir.Datum, dir string,
 		fmt.Fprintf(w, "%-24s %-22v %s  %d of %d off  %s\n", name, outputs[i], errorText(d.Diff), d.Off, want.Len(), status)
 	}
 	if compared == 0 {
-		return fmt.Errorf("%s: no output_N.pb files to compare with", dir)
+		return noOutputFiles(dir, model)
 	}
 	crit := fmt.Sprintf("off: |got-want| > %g + %g·|want|", atol, rtol)
 	if off > 0 {
@@ -471,16 +641,75 @@ func deriveInputs(model *ir.Model, values map[string]*ir.Datum, stderr io.Writer
 	return nil
 }
 
-// feedText binds the model's token input to text's ids (batch 1).
-func feedText(model *ir.Model, values map[string]*ir.Datum, tok textTokenizer, text string) error {
-	plans, err := model.InputPlans()
-	if err != nil {
-		return err
-	}
+// specializeText encodes text with tok and specializes the model to its
+// token ids (batch 1) and the inputs derived from them, checking first
+// what would otherwise fail deep inside the run: a tokenizer that is not
+// the model's (ids past the model's vocabulary) and a text longer than
+// the model's context.
+func specializeText(model *ir.Model, tok textTokenizer, tokPath, text string, stderr io.Writer) (*ir.Graph, map[string]*ir.Tensor, error) {
 	ids, _ := tok.Encode(text)
 	if len(ids) == 0 {
-		return usagef("--text encodes to no tokens")
+		return nil, nil, usagef("--text encodes to no tokens")
 	}
+	values, err := textInputs(model, ids, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	g, feeds, err := specializeInputs(model, values)
+	if err != nil {
+		return nil, nil, textTooLong(model, tok, tokPath, ids, err)
+	}
+	if err := checkTextVocab(g, tok, tokPath, ids, stderr); err != nil {
+		return nil, nil, err
+	}
+	if err := checkTableIndices(g, feeds); err != nil {
+		return nil, nil, textTooLong(model, tok, tokPath, ids, err)
+	}
+	return g, feeds, nil
+}
+
+// checkTableIndices finds a row lookup that would fail in the run: a
+// Gather from a parameter (a position embedding, say) whose indices are
+// known before running (folded from the sequence length, or fed) and lie
+// outside the table. A model whose positions index a table of 64 rows
+// specializes to 65 tokens, the indices being computed, and fails only
+// inside the run.
+func checkTableIndices(g *ir.Graph, feeds map[string]*ir.Tensor) error {
+	for _, n := range g.Nodes {
+		op, ok := n.Op.(*ir.Gather)
+		if !ok || len(n.Inputs) != 2 || n.Inputs[0] == nil || n.Inputs[1] == nil || n.Inputs[0].Kind != ir.ParamValue {
+			continue
+		}
+		var idx *ir.Tensor
+		switch v := n.Inputs[1]; v.Kind {
+		case ir.ConstValue:
+			idx = v.Const
+		case ir.GraphInput:
+			idx = feeds[v.Name]
+		}
+		if idx == nil || !idx.DType().IsInt() {
+			continue
+		}
+		table := n.Inputs[0]
+		rows := int64(table.Shape[op.Axis])
+		for i := range idx.Len() {
+			if j := idx.Int64At(i); j >= rows || j < -rows {
+				return fmt.Errorf("node %s: index %d is outside the %d rows of %q", n, j, rows, table.Param.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// textInputs binds the model's token input to ids (batch 1) and derives
+// the other inputs from them (deriveInputs, which says on notes what it
+// bound); every input must be one of those.
+func textInputs(model *ir.Model, ids []int, notes io.Writer) (map[string]*ir.Datum, error) {
+	plans, err := model.InputPlans()
+	if err != nil {
+		return nil, fmt.Errorf("--text: %w", err)
+	}
+	values := map[string]*ir.Datum{}
 	for _, p := range plans {
 		if p.Role == ir.RoleTokens {
 			t := ir.NewTensor(ir.Int64, ir.Shape{1, len(ids)})
@@ -488,10 +717,149 @@ func feedText(model *ir.Model, values map[string]*ir.Datum, tok textTokenizer, t
 				t.Int64s()[i] = int64(id)
 			}
 			values[p.Input.Name] = &ir.Datum{Kind: ir.TensorDatum, Tensor: t}
-			return nil
+			break
 		}
 	}
-	return fmt.Errorf("--text: the model has no token input")
+	if len(values) == 0 {
+		return nil, fmt.Errorf("--text: the model has no token input (inputs: %s)", inputNames(model))
+	}
+	if err := deriveInputs(model, values, notes); err != nil {
+		return nil, err
+	}
+	for _, in := range model.Inputs {
+		if _, ok := values[in.Name]; !ok {
+			return nil, usagef("--text: the model's input %q is not one that follows from the token ids (inputs: %s): use --input", in.Name, inputNames(model))
+		}
+	}
+	return values, nil
+}
+
+// checkTextVocab checks the tokenizer against the vocabulary of g's
+// logits as generate does (textTokenizer.checkFits), and then the text's
+// ids themselves: a special token the tokenizer adds may lie past the
+// vocabulary even where the tokenizer as a whole only earned a warning.
+func checkTextVocab(g *ir.Graph, tok textTokenizer, tokPath string, ids []int, stderr io.Writer) error {
+	lg := g.Outputs[0].Value
+	if len(lg.Shape) != 3 || !lg.DType.IsFloat() {
+		return fmt.Errorf("--text: the model's first output %q is %v, not logits [batch, sequence, vocabulary]", g.Outputs[0].Name, lg.Type)
+	}
+	vocab := lg.Shape[2]
+	if err := tok.checkFits(tokPath, vocab, stderr); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if id >= vocab {
+			s, _ := tok.Decode([]int{id})
+			return fmt.Errorf("--text: token %d (%q) is past the model's vocabulary of %d", id, s, vocab)
+		}
+	}
+	return nil
+}
+
+// textTooLong explains why the model cannot run the text's n tokens
+// (err): when a shorter text fits, the text is longer than the model's
+// context, whose length is found by specializing to shorter prefixes
+// (doubling, then bisecting, as generate finds a context; up to
+// maxProbedContext); a model whose token input has a fixed length takes
+// only that. A wrong tokenizer is named first, being the more basic
+// mistake. When no length fits, or every probed one does, err is
+// returned.
+func textTooLong(model *ir.Model, tok textTokenizer, tokPath string, ids []int, err error) error {
+	n := len(ids)
+	fitting := func(m int) *ir.Graph {
+		probe := make([]int, m)
+		for i := range probe {
+			probe[i] = ids[min(i, n-1)]
+		}
+		values, err := textInputs(model, probe, io.Discard)
+		if err != nil {
+			return nil
+		}
+		g, feeds, err := specializeInputs(model, values)
+		if err != nil || checkTableIndices(g, feeds) != nil {
+			return nil
+		}
+		return g
+	}
+	if name, fixed := fixedTokenLength(model); fixed > 0 && fixed != n {
+		if g := fitting(fixed); g != nil {
+			if err := checkTextVocab(g, tok, tokPath, nil, io.Discard); err != nil {
+				return err
+			}
+			return usagef("--text: %d tokens, the model's token input %q takes exactly %d", n, name, fixed)
+		}
+		return fmt.Errorf("--text: %w", err)
+	}
+	good := fitting(1)
+	if good == nil {
+		return fmt.Errorf("--text: %w", err)
+	}
+	lo, hi := 1, n // lo fits, hi does not
+	for m := 2; m < hi; m *= 2 {
+		if m > maxProbedContext {
+			// Still fitting: the length may well not be what fails.
+			return fmt.Errorf("--text: %d tokens: %w", n, err)
+		}
+		g := fitting(m)
+		if g == nil {
+			hi = m
+			break
+		}
+		lo, good = m, g
+	}
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		if g := fitting(mid); g != nil {
+			lo, good = mid, g
+		} else {
+			hi = mid
+		}
+	}
+	if err := checkTextVocab(good, tok, tokPath, nil, io.Discard); err != nil {
+		return err
+	}
+	return usagef("--text: %d tokens, the model's context holds %d", n, lo)
+}
+
+// maxProbedContext bounds the lengths textTooLong specializes the model
+// to: the masks a graph folds grow with the square of the length (8192
+// positions: a 256 MiB float mask), and a model that takes that many
+// positions is no longer told apart from one without a limit.
+const maxProbedContext = 8192
+
+// fixedTokenLength is the token input's name and its declared sequence
+// length when the model fixes one (0 otherwise).
+func fixedTokenLength(model *ir.Model) (string, int) {
+	plans, err := model.InputPlans()
+	if err != nil {
+		return "", 0
+	}
+	for _, p := range plans {
+		if p.Role == ir.RoleTokens && len(p.Input.Dims) == 2 && p.Input.Dims[1] > 0 {
+			return p.Input.Name, p.Input.Dims[1]
+		}
+	}
+	return "", 0
+}
+
+// dirListing names the files in dir (the first 10), for errors about what
+// a directory lacks.
+func dirListing(dir string) string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Sprintf("nothing readable (%v)", err)
+	}
+	if len(entries) == 0 {
+		return "no files"
+	}
+	var names []string
+	for _, e := range entries[:min(10, len(entries))] {
+		names = append(names, e.Name())
+	}
+	if len(entries) > 10 {
+		names = append(names, fmt.Sprintf("and %d more", len(entries)-10))
+	}
+	return strings.Join(names, ", ")
 }
 
 // printNextTokens prints the five most likely tokens after the text, from

@@ -320,11 +320,17 @@ func Decode(data []byte) (*File, error) {
 		return nil, formatErrorf("", "file is %d bytes, shorter than the 8-byte header length", len(data))
 	}
 	headerLen := binary.LittleEndian.Uint64(data)
-	if headerLen > MaxHeaderBytes {
+	after := uint64(len(data) - 8)
+	switch {
+	case headerLen > MaxHeaderBytes && headerLen > after:
+		// Beyond both the limit and the file: another format's bytes (an
+		// ONNX model, a text) read as a length, not a safetensors file
+		// whose header is too large or cut short.
+		return nil, formatErrorf("", "not a safetensors file: its first 8 bytes give a header of %d bytes, more than the %d bytes the file holds after them", headerLen, after)
+	case headerLen > MaxHeaderBytes:
 		return nil, formatErrorf("", "header length %d exceeds the %d-byte limit", headerLen, MaxHeaderBytes)
-	}
-	if headerLen > uint64(len(data)-8) {
-		return nil, formatErrorf("", "header length %d exceeds the %d bytes after the length", headerLen, len(data)-8)
+	case headerLen > after:
+		return nil, formatErrorf("", "header length %d exceeds the %d bytes after the length: the file is cut short, or not a safetensors file", headerLen, after)
 	}
 	header := data[8 : 8+headerLen]
 	buffer := data[8+headerLen:]

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -229,8 +230,9 @@ func TestDecodeCorrupt(t *testing.T) {
 		name, tensor, msg string
 		data              []byte
 	}{
-		{"huge header length", "", "limit", binary.LittleEndian.AppendUint64(nil, 1<<62)},
-		{"header longer than file", "", "exceeds the", append(binary.LittleEndian.AppendUint64(nil, 64), `{}`...)},
+		{"huge header length", "", "not a safetensors file: its first 8 bytes give a header of 4611686018427387904 bytes, more than the 0 bytes", binary.LittleEndian.AppendUint64(nil, 1<<62)},
+		{"another format", "", "not a safetensors file: its first 8 bytes give a header of 8031177557570357256 bytes, more than the 11 bytes the file holds", []byte("\x08\x08\x12\x07pytorch\x1a\x061.13.0")},
+		{"header longer than file", "", "header length 64 exceeds the 2 bytes after the length: the file is cut short", append(binary.LittleEndian.AppendUint64(nil, 64), `{}`...)},
 		{"not an object", "", "JSON object", handmade(`[1,2]`, nil)},
 		{"invalid utf8", "", "UTF-8", handmade("{\"\xff\":1}", nil)},
 		{"trailing garbage", "", "after its JSON object", handmade(`{} x`, nil)},
@@ -269,6 +271,19 @@ func TestDecodeCorrupt(t *testing.T) {
 				t.Errorf("err = %v (tensor %q), want tensor %q and a message containing %q", err, fe.Tensor, c.tensor, c.msg)
 			}
 		})
+	}
+}
+
+// TestDecodeHeaderLimit: a header length within the file but over
+// MaxHeaderBytes is refused for the limit, before the header is read (the
+// buffer of zeros is never touched, so costs no memory to speak of).
+func TestDecodeHeaderLimit(t *testing.T) {
+	data := make([]byte, 8+MaxHeaderBytes+8)
+	binary.LittleEndian.PutUint64(data, MaxHeaderBytes+8)
+	_, err := Decode(data)
+	var fe *FormatError
+	if !errors.As(err, &fe) || !strings.Contains(fe.Msg, fmt.Sprintf("header length %d exceeds the %d-byte limit", MaxHeaderBytes+8, MaxHeaderBytes)) {
+		t.Errorf("err = %v, want the limit's", err)
 	}
 }
 
