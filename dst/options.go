@@ -95,9 +95,8 @@ func (o Options) JSON() json.RawMessage {
 
 // Check reports what makes the options unusable.
 func (o Options) Check() error {
-	if !(o.Eps > 0 && o.Eps <= 1) {
-		// ε = 0 keeps no entry: the run would train nothing.
-		return fmt.Errorf("dst: ε = %g, want a fraction in (0, 1]", o.Eps)
+	if !(o.Eps >= 0 && o.Eps <= 1) {
+		return fmt.Errorf("dst: ε = %g, want a fraction in [0, 1]", o.Eps)
 	}
 	switch o.Distance {
 	case DistanceInvRel, DistanceRel, DistanceAbs, DistanceRandom:

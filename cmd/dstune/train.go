@@ -511,6 +511,11 @@ func (f *trainFlags) applyDST(name string, cfg *train.Config) error {
 	}
 	switch name {
 	case "eps":
+		if *f.eps == 0 {
+			// The method takes it (an edge its tests run); a run would
+			// train nothing and write an empty delta.
+			return usagef("--eps 0 keeps no entry, so the run would train nothing: want a fraction in (0, 1]")
+		}
 		o.Eps = *f.eps
 	case "distance":
 		o.Distance = *f.distance
