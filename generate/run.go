@@ -84,12 +84,6 @@ func (r *Request) Check(d *Decoder, tok Tokenizer) error {
 			return fmt.Errorf("%w: token id %d is outside the vocabulary [0, %d)", ErrBadRequest, t, d.Vocab())
 		}
 	}
-	for _, t := range r.StopTokens {
-		if t < 0 || t >= int64(d.Vocab()) {
-			// The model never gives it: the text would not end there.
-			return fmt.Errorf("%w: stop token id %d is outside the vocabulary [0, %d)", ErrBadRequest, t, d.Vocab())
-		}
-	}
 	if err := r.Sampling.Check(); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}

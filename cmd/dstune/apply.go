@@ -110,7 +110,7 @@ func checkOutputDir(flag, out string) error {
 	st, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return usagef("%s %s: the directory %s does not exist (apply creates no directories)", flag, out, dir)
+		return usagef("%s %s: the directory %s does not exist (no directory is created for it)", flag, out, dir)
 	case err != nil:
 		return fmt.Errorf("%s %s: %w", flag, out, err)
 	case !st.IsDir():

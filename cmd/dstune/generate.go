@@ -153,6 +153,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	}
 	gf = f.gf
 	deltas, stops, promptIDs, eos := f.deltas, f.stops, f.promptIDs, f.eos
+	explicitEOS := len(eos) > 0
 	switch {
 	case len(pos) != 1:
 		return usagef("want exactly one model file, got %d arguments", len(pos))
@@ -217,6 +218,9 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if eos, err = stopTokens(eos, explicitEOS, d.Vocab(), stderr); err != nil {
+		return err
+	}
 	fmt.Fprintf(stderr, "KV cache: %s\n", d.Note())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -280,6 +284,25 @@ func loadTokenizer(path string) (textTokenizer, error) {
 		return textTokenizer{}, fmt.Errorf("--tokenizer: %w", err)
 	}
 	return textTokenizer{t: t, addSpecial: true}, nil
+}
+
+// stopTokens checks the end-of-text ids against the model's vocabulary:
+// one given by --eos (explicit) outside it is a usage error, since the
+// model never gives it; the tokenizer's own end token outside it (a
+// special token added past the model's rows) is dropped with a warning.
+func stopTokens(ids []int64, explicit bool, vocab int, stderr io.Writer) ([]int64, error) {
+	var out []int64
+	for _, id := range ids {
+		if id >= 0 && id < int64(vocab) {
+			out = append(out, id)
+			continue
+		}
+		if explicit {
+			return nil, usagef("--eos %d is outside the model's vocabulary [0, %d): the model never gives it", id, vocab)
+		}
+		fmt.Fprintf(stderr, "warning: the tokenizer's end token %d is outside the model's vocabulary [0, %d): the text ends at --max-tokens or a --stop string\n", id, vocab)
+	}
+	return out, nil
 }
 
 // checkFits refuses a tokenizer with more ids than the model's vocabulary

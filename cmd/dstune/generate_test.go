@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -112,11 +113,29 @@ func TestGenerateDeltasChecked(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "delta "+deltas[0]+":") || !strings.Contains(errOut, "base_sha256") || strings.Contains(errOut, "same") {
 		t.Errorf("deltas of another model: exit %d, %s", code, errOut)
 	}
-	// A stop token past the vocabulary is refused, without serve's
-	// "bad request" prefix.
+	// An --eos past the vocabulary is refused; the tokenizer's own end
+	// token past it (a special token added after the model was made) is
+	// dropped with a warning, and the text is generated.
 	code, _, errOut = runCmd("generate", model, "--prompt-ids", "1", "--max-tokens", "2", "--eos", "99999")
-	if code != 2 || !strings.Contains(errOut, "stop token id 99999 is outside the vocabulary [0, 61)") || strings.Contains(errOut, "bad request") {
+	if code != 2 || !strings.Contains(errOut, "--eos 99999 is outside the model's vocabulary [0, 61)") {
 		t.Errorf("--eos past the vocabulary: exit %d, %s", code, errOut)
+	}
+	vocab := map[string]int{}
+	for i := range 61 {
+		vocab[fmt.Sprintf("w%d", i)] = i
+	}
+	tj, _ := json.Marshal(map[string]any{
+		"added_tokens":  []any{map[string]any{"id": 61, "content": "</s>", "special": true}},
+		"pre_tokenizer": map[string]any{"type": "WhitespaceSplit"},
+		"model":         map[string]any{"type": "WordLevel", "vocab": vocab, "unk_token": "w0"},
+	})
+	tokPath := filepath.Join(t.TempDir(), "tokenizer.json")
+	if err := os.WriteFile(tokPath, tj, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd("generate", model, "--tokenizer", tokPath, "--prompt", "w1 w2", "--max-tokens", "3")
+	if code != 0 || !strings.Contains(errOut, "the tokenizer's end token 61 is outside the model's vocabulary [0, 61)") || len(strings.Fields(out)) != 3 {
+		t.Errorf("the tokenizer's end token past the vocabulary: exit %d, %q, %s", code, out, errOut)
 	}
 	code, _, errOut = runCmd("generate", model, "--prompt-ids", "1", "--max-tokens", "2", "--delta", deltas[0], "--delta", deltas[0])
 	if code != 1 || !strings.Contains(errOut, "deltas "+deltas[0]+", "+deltas[0]+": deltas change the same") || !strings.Contains(errOut, "dstune apply --force merges them") {

@@ -105,7 +105,7 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 	defer os.RemoveAll(dir)
 	// Ctrl-C or SIGTERM ends the run after its current step, so that the
 	// directory above is removed.
-	ctx, stop := interruptible(stderr, "stopping after the current step")
+	ctx, stop := interruptible(stderr, "stopping after the current step", "at once, leaving the run's temporary directory")
 	defer stop()
 	*f.out = dir
 	cfg, _, err := f.config(pos, set)

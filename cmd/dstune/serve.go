@@ -111,6 +111,12 @@ func newServer(model, deltaDir string, gf generateFlags, threads, executables in
 			cfg.StopTokens = []int64{int64(tok.t.EOS())}
 		}
 	}
+	// Checked once here: a request cannot change them.
+	if cfg.StopTokens, err = stopTokens(cfg.StopTokens, len(eos) > 0, d.Vocab(), stderr); err != nil {
+		d.Close()
+		m.Close()
+		return nil, nil, err
+	}
 	fmt.Fprintf(stderr, "KV cache: %s; context %d positions\n", d.Note(), d.Context())
 	return serve.New(cfg), func() { d.Close(); m.Close() }, nil
 }

@@ -110,7 +110,7 @@ func runSweep(args []string, stdout, stderr io.Writer) error {
 	if *f.dryRun {
 		return dryRun(spec, opts, stdout)
 	}
-	ctx, stop := interruptible(stderr, "the runs in progress finish their step and write a checkpoint")
+	ctx, stop := interruptible(stderr, "the runs in progress finish their step and write a checkpoint", "without one")
 	defer stop()
 	out, err := sweep.Execute(ctx, spec, opts)
 	if errors.Is(err, sweep.ErrInterrupted) {

@@ -546,7 +546,7 @@ func (f *trainFlags) applyDST(name string, cfg *train.Config) error {
 // runTraining runs cfg until it is done or interrupted (Ctrl-C: a
 // checkpoint, exit status 130) and prints where its results are.
 func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writer) error {
-	ctx, stop := interruptible(stderr, "finishing the current step and writing a checkpoint")
+	ctx, stop := interruptible(stderr, "finishing the current step and writing a checkpoint", "without one")
 	defer stop()
 	res, err := train.Run(ctx, cfg, opts)
 	if errors.Is(err, train.ErrInterrupted) {
@@ -596,16 +596,16 @@ func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writ
 }
 
 // interruptible is a context that the first Ctrl-C (or SIGTERM) ends,
-// saying on stderr what happens then; a second one ends the process at
-// once. stop releases it.
-func interruptible(stderr io.Writer, then string) (ctx context.Context, stop func()) {
+// saying on stderr what happens then and what a second one, which ends
+// the process at once, skips. stop releases it.
+func interruptible(stderr io.Writer, then, skipped string) (ctx context.Context, stop func()) {
 	ctx, stopSignals := signal.NotifyContext(context.Background(), interruptSignals...)
 	finished := make(chan struct{})
 	go func() {
 		select {
 		case <-ctx.Done():
 			stopSignals() // the next signal ends the process
-			fmt.Fprintf(stderr, "\ninterrupted: %s (Ctrl-C again to quit without one)\n", then)
+			fmt.Fprintf(stderr, "\ninterrupted: %s (Ctrl-C again to quit %s)\n", then, skipped)
 		case <-finished:
 		}
 	}()
