@@ -35,6 +35,10 @@ type Config struct {
 	// BodyTimeout bounds the time a request's body may take to arrive
 	// (0: 30 s); a request takes one of MaxInFlight only once it has.
 	BodyTimeout time.Duration
+	// ReceiveWait bounds how long a request waits for a place to receive
+	// its body when all are taken (0: BodyTimeout, by when each body
+	// holding one has arrived or been cut off).
+	ReceiveWait time.Duration
 	// Log receives one line per failed request (nil: discarded).
 	Log *log.Logger
 }
@@ -63,6 +67,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.BodyTimeout <= 0 {
 		cfg.BodyTimeout = 30 * time.Second
+	}
+	if cfg.ReceiveWait <= 0 {
+		cfg.ReceiveWait = cfg.BodyTimeout
 	}
 	if cfg.Log == nil {
 		cfg.Log = log.New(io.Discard, "", 0)
@@ -221,16 +228,15 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	// The body first, within BodyTimeout, and only then a slot: a client
 	// that sends headers and then trickles (or withholds) its body must
 	// not hold one of MaxInFlight. While every place to receive a body is
-	// taken the request waits for one, up to BodyTimeout (by then each
-	// body that held one has arrived or been cut off), so that stalling
+	// taken the request waits for one, up to ReceiveWait, so that stalling
 	// clients delay others rather than turn them away.
-	wait := time.NewTimer(s.cfg.BodyTimeout)
+	wait := time.NewTimer(s.cfg.ReceiveWait)
 	select {
 	case s.receiving <- struct{}{}:
 		wait.Stop()
 	case <-wait.C:
 		w.Header().Set("Connection", "close")
-		s.fail(w, r, "", &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server was receiving %d requests for all of %v", cap(s.receiving), s.cfg.BodyTimeout)})
+		s.fail(w, r, "", &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server was receiving %d requests for all of %v", cap(s.receiving), s.cfg.ReceiveWait)})
 		return
 	case <-r.Context().Done():
 		wait.Stop()

@@ -437,11 +437,15 @@ func TestEndpoints(t *testing.T) {
 
 // TestSlowBodyHoldsNoSlot: clients that send a request's headers and then
 // stall in its body take none of MaxInFlight (a legitimate request is
-// served beside them) and are answered 408 once BodyTimeout has passed.
+// served beside them) and are answered 408 once BodyTimeout has passed;
+// the bodies received at once are bounded (4 a place), and a request
+// finding none free waits ReceiveWait for one, then gets 429.
 func TestSlowBodyHoldsNoSlot(t *testing.T) {
 	f := newFixture(t, 0)
 	cfg := f.srv.cfg
-	cfg.MaxInFlight, cfg.BodyTimeout = 2, 500*time.Millisecond
+	// BodyTimeout long enough that no stalled body is cut off before the
+	// checks below (a loaded machine, -race), ReceiveWait short.
+	cfg.MaxInFlight, cfg.BodyTimeout, cfg.ReceiveWait = 1, 3*time.Second, 100*time.Millisecond
 	srv := New(cfg)
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
@@ -456,9 +460,12 @@ func TestSlowBodyHoldsNoSlot(t *testing.T) {
 			fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
 			stalled = append(stalled, c)
 		}
-		// Until they are all being read (or waiting for a place).
-		for deadline := time.Now().Add(5 * time.Second); srv.receivingBodies() < min(len(stalled), cap(srv.receiving)) && time.Now().Before(deadline); {
+		// Until they are all being read.
+		for deadline := time.Now().Add(5 * time.Second); srv.receivingBodies() < len(stalled) && time.Now().Before(deadline); {
 			time.Sleep(time.Millisecond)
+		}
+		if n := srv.receivingBodies(); n != len(stalled) {
+			t.Fatalf("%d bodies being received, want %d", n, len(stalled))
 		}
 	}
 	post := func() (int, string) {
@@ -472,30 +479,27 @@ func TestSlowBodyHoldsNoSlot(t *testing.T) {
 	}
 	stall(3)
 	if code, b := post(); code != http.StatusOK {
-		t.Errorf("beside three stalled bodies: %d %s", code, b)
+		t.Errorf("beside three stalled bodies (one place to serve): %d %s", code, b)
 	}
-	// Bodies in arrival are bounded too (4 a place: their memory): with
-	// eight stalled, the next request waits for one of them to be cut
-	// off, and is served.
-	stall(5)
-	if n := srv.receivingBodies(); n != 8 {
-		t.Errorf("%d bodies being received, want 8", n)
-	}
-	if code, b := post(); code != http.StatusOK {
-		t.Errorf("beside eight stalled bodies: %d %s", code, b)
+	stall(1) // four: every place to receive a body is taken
+	if code, b := post(); code != http.StatusTooManyRequests || !strings.Contains(b, "receiving 4 requests for all of 100ms") {
+		t.Errorf("beside four stalled bodies: %d %s", code, b)
 	}
 	for i, c := range stalled {
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			t.Fatalf("stalled request %d: %v", i, err)
 		}
 		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "did not arrive within 500ms") {
+		if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "did not arrive within 3s") {
 			t.Errorf("stalled request %d: %d %s", i, resp.StatusCode, b)
 		}
 	}
-	if n := srv.InFlight(); n != 0 {
-		t.Errorf("%d requests in flight after the stalled ones were answered", n)
+	if code, b := post(); code != http.StatusOK {
+		t.Errorf("after the stalled bodies were cut off: %d %s", code, b)
+	}
+	if n, m := srv.InFlight(), srv.receivingBodies(); n != 0 || m != 0 {
+		t.Errorf("%d requests in flight, %d bodies being received after the stalled ones were answered", n, m)
 	}
 }
