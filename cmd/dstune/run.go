@@ -149,8 +149,10 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := printNextTokens(stdout, tok, outputs[0]); err != nil {
-			return err
+		if vocab := textVocab(g, tokenInput(model)); vocab > 0 && isLogits(outputs[0], vocab) {
+			printNextTokens(stdout, tok, outputs[0])
+		} else {
+			fmt.Fprintf(stderr, "the first output is not logits [1, T, vocabulary]: no next tokens to show\n")
 		}
 		if *outDir == "" {
 			return nil
@@ -602,8 +604,8 @@ func deriveInputs(model *ir.Model, values map[string]*ir.Datum, stderr io.Writer
 	}
 	var mask []int64
 	for _, p := range plans {
-		if d := values[p.Input.Name]; p.Role == ir.RoleAttentionMask && d != nil && d.Kind == ir.TensorDatum && d.Tensor.Len() == B*T {
-			mask = d.Tensor.Int64s()
+		if d := values[p.Input.Name]; p.Role == ir.RoleAttentionMask && d != nil && d.Kind == ir.TensorDatum && d.Tensor.Len() == B*T && d.Tensor.DType().IsInt() {
+			mask = asInputType(d.Tensor, ir.Int64).Int64s()
 		}
 	}
 	for _, p := range plans {
@@ -629,8 +631,8 @@ func deriveInputs(model *ir.Model, values map[string]*ir.Datum, stderr io.Writer
 		case ir.RolePast, ir.RoleCacheBranch:
 			t = b.Values[name]
 		}
-		if t != nil && t.DType() == p.Input.DType {
-			values[name] = &ir.Datum{Kind: ir.TensorDatum, Tensor: t}
+		if t != nil {
+			values[name] = &ir.Datum{Kind: ir.TensorDatum, Tensor: asInputType(t, p.Input.DType)}
 		}
 	}
 	for _, n := range notes {
@@ -639,6 +641,31 @@ func deriveInputs(model *ir.Model, values map[string]*ir.Datum, stderr io.Writer
 		}
 	}
 	return nil
+}
+
+// tokenInput names the model's token input ("" when it has none).
+func tokenInput(model *ir.Model) string {
+	plans, err := model.InputPlans()
+	if err != nil {
+		return ""
+	}
+	for _, p := range plans {
+		if p.Role == ir.RoleTokens {
+			return p.Input.Name
+		}
+	}
+	return ""
+}
+
+// asInputType converts an integer tensor the run builds (token ids, a
+// mask, positions: int64) to the integer type the model's input declares
+// (int32 in some exports), as generation feeds them; other types are the
+// model's to refuse.
+func asInputType(t *ir.Tensor, dt ir.DType) *ir.Tensor {
+	if t.DType() == dt || !t.DType().IsInt() || !dt.IsInt() {
+		return t
+	}
+	return ir.Convert(t, dt)
 }
 
 // specializeText encodes text with tok and specializes the model to its
@@ -659,7 +686,7 @@ func specializeText(model *ir.Model, tok textTokenizer, tokPath, text string, st
 	if err != nil {
 		return nil, nil, textTooLong(model, tok, tokPath, ids, err)
 	}
-	if err := checkTextVocab(g, tok, tokPath, ids, stderr); err != nil {
+	if err := checkTextVocab(g, tokenInput(model), tok, tokPath, ids, stderr); err != nil {
 		return nil, nil, err
 	}
 	if err := checkTableIndices(g, feeds); err != nil {
@@ -716,7 +743,7 @@ func textInputs(model *ir.Model, ids []int, notes io.Writer) (map[string]*ir.Dat
 			for i, id := range ids {
 				t.Int64s()[i] = int64(id)
 			}
-			values[p.Input.Name] = &ir.Datum{Kind: ir.TensorDatum, Tensor: t}
+			values[p.Input.Name] = &ir.Datum{Kind: ir.TensorDatum, Tensor: asInputType(t, p.Input.DType)}
 			break
 		}
 	}
@@ -738,12 +765,11 @@ func textInputs(model *ir.Model, ids []int, notes io.Writer) (map[string]*ir.Dat
 // logits as generate does (textTokenizer.checkFits), and then the text's
 // ids themselves: a special token the tokenizer adds may lie past the
 // vocabulary even where the tokenizer as a whole only earned a warning.
-func checkTextVocab(g *ir.Graph, tok textTokenizer, tokPath string, ids []int, stderr io.Writer) error {
-	lg := g.Outputs[0].Value
-	if len(lg.Shape) != 3 || !lg.DType.IsFloat() {
-		return fmt.Errorf("--text: the model's first output %q is %v, not logits [batch, sequence, vocabulary]", g.Outputs[0].Name, lg.Type)
+func checkTextVocab(g *ir.Graph, tokenInput string, tok textTokenizer, tokPath string, ids []int, stderr io.Writer) error {
+	vocab := textVocab(g, tokenInput)
+	if vocab == 0 {
+		return nil // nothing says how many tokens the model has
 	}
-	vocab := lg.Shape[2]
 	if err := tok.checkFits(tokPath, vocab, stderr); err != nil {
 		return err
 	}
@@ -754,6 +780,24 @@ func checkTextVocab(g *ir.Graph, tok textTokenizer, tokPath string, ids []int, s
 		}
 	}
 	return nil
+}
+
+// textVocab is the model's vocabulary as far as the graph tells (0: it
+// does not): the rows of the token embedding (a Gather from a parameter
+// indexed by the token input, named tokenInput), else the last dimension of logits-shaped
+// first output. An encoder's hidden states [1, T, d] have no vocabulary
+// in their shape, which is why the embedding comes first.
+func textVocab(g *ir.Graph, tokenInput string) int {
+	for _, n := range g.Nodes {
+		if op, ok := n.Op.(*ir.Gather); ok && op.Axis == 0 && len(n.Inputs) == 2 && n.Inputs[0] != nil && n.Inputs[1] != nil &&
+			n.Inputs[0].Kind == ir.ParamValue && n.Inputs[1].Kind == ir.GraphInput && n.Inputs[1].Name == tokenInput {
+			return n.Inputs[0].Shape[0]
+		}
+	}
+	if lg := g.Outputs[0].Value; len(lg.Shape) == 3 && lg.DType.IsFloat() {
+		return lg.Shape[2]
+	}
+	return 0
 }
 
 // textTooLong explains why the model cannot run the text's n tokens
@@ -783,7 +827,7 @@ func textTooLong(model *ir.Model, tok textTokenizer, tokPath string, ids []int, 
 	}
 	if name, fixed := fixedTokenLength(model); fixed > 0 && fixed != n {
 		if g := fitting(fixed); g != nil {
-			if err := checkTextVocab(g, tok, tokPath, nil, io.Discard); err != nil {
+			if err := checkTextVocab(g, tokenInput(model), tok, tokPath, nil, io.Discard); err != nil {
 				return err
 			}
 			return usagef("--text: %d tokens, the model's token input %q takes exactly %d", n, name, fixed)
@@ -815,7 +859,7 @@ func textTooLong(model *ir.Model, tok textTokenizer, tokPath string, ids []int, 
 			hi = mid
 		}
 	}
-	if err := checkTextVocab(good, tok, tokPath, nil, io.Discard); err != nil {
+	if err := checkTextVocab(good, tokenInput(model), tok, tokPath, nil, io.Discard); err != nil {
 		return err
 	}
 	return usagef("--text: %d tokens, the model's context holds %d", n, lo)
@@ -862,12 +906,18 @@ func dirListing(dir string) string {
 	return strings.Join(names, ", ")
 }
 
-// printNextTokens prints the five most likely tokens after the text, from
-// the last position of logits [1, T, vocab].
-func printNextTokens(w io.Writer, tok textTokenizer, logits *ir.Datum) error {
-	if logits == nil || logits.Kind != ir.TensorDatum || len(logits.Tensor.Shape()) != 3 || !logits.Tensor.DType().IsFloat() {
-		return fmt.Errorf("--text: the first output is not logits [batch, sequence, vocabulary]")
+// isLogits reports whether d is logits [1, T, vocab].
+func isLogits(d *ir.Datum, vocab int) bool {
+	if d == nil || d.Kind != ir.TensorDatum || !d.Tensor.DType().IsFloat() {
+		return false
 	}
+	sh := d.Tensor.Shape()
+	return len(sh) == 3 && sh[0] == 1 && sh[2] == vocab
+}
+
+// printNextTokens prints the five most likely tokens after the text, from
+// the last position of logits [1, T, vocab] (isLogits).
+func printNextTokens(w io.Writer, tok textTokenizer, logits *ir.Datum) {
 	sh := logits.Tensor.Shape()
 	T, V := sh[1], sh[2]
 	row := make([]float64, V)
@@ -889,5 +939,4 @@ func printNextTokens(w io.Writer, tok textTokenizer, logits *ir.Datum) error {
 		s, _ := tok.Decode([]int{id})
 		fmt.Fprintf(w, "  %6d  %-16q p %.4f\n", id, s, math.Exp(row[id]-m)/sum)
 	}
-	return nil
 }

@@ -238,7 +238,7 @@ func TestRunTextFixedLength(t *testing.T) {
 		}
 		return &onnx.ValueInfo{Name: name, Type: &onnx.Type{Kind: onnx.TypeTensor, ElemType: elem, HasShape: true, Shape: ds}}
 	}
-	emb, err := onnx.FromFloat32s("emb", []int64{3, 2}, []float32{1, 2, 3, 4, 5, 6})
+	emb, err := onnx.FromFloat32s("emb", []int64{2, 2}, []float32{1, 2, 3, 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,5 +271,44 @@ func TestRunTextFixedLength(t *testing.T) {
 		if code != 2 || !strings.Contains(errOut, want) {
 			t.Errorf("%q: exit %d, stderr %q (stdout %q); want exit 2 with %q", text, code, errOut, out, want)
 		}
+	}
+}
+
+// TestRunTextEncoderAndInt32: --text on a model whose output is hidden
+// states [1, T, d] rather than logits (an encoder) checks its tokenizer
+// against the token embedding's rows, runs and writes the output, saying
+// it has no next tokens to show; and an int32 token input is fed int32.
+func TestRunTextEncoderAndInt32(t *testing.T) {
+	dir := t.TempDir()
+	vi := func(name string, elem onnx.DataType, dims ...onnx.Dim) *onnx.ValueInfo {
+		return &onnx.ValueInfo{Name: name, Type: &onnx.Type{Kind: onnx.TypeTensor, ElemType: elem, HasShape: true, Shape: dims}}
+	}
+	batch, seq, three := onnx.Dim{Param: "batch"}, onnx.Dim{Param: "seq"}, onnx.Dim{Value: 3, HasValue: true}
+	emb, err := onnx.FromFloat32s("emb", []int64{7, 3}, make([]float32, 21))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &onnx.Model{IRVersion: 8, OpsetImports: []onnx.OpsetID{{Version: 17}}, Graph: &onnx.Graph{Name: "encoder",
+		Inputs: []*onnx.ValueInfo{vi("input_ids", onnx.Int32, batch, seq)}, Outputs: []*onnx.ValueInfo{vi("last_hidden_state", onnx.Float, batch, seq, three)},
+		Initializers: []*onnx.Tensor{emb},
+		Nodes:        []*onnx.Node{{OpType: "Gather", Inputs: []string{"emb", "input_ids"}, Outputs: []string{"last_hidden_state"}}}}}
+	model := filepath.Join(dir, "encoder.onnx")
+	if err := onnx.WriteFile(model, m, onnx.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tok := filepath.Join(dir, "tokenizer.json")
+	if err := os.WriteFile(tok, []byte(`{"model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1,"b":2,"c":3,"d":4,"e":5,"f":6},"unk_token":"[UNK]"},"pre_tokenizer":{"type":"Whitespace"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, errOut := dstune("run", model, "--tokenizer", tok, "--text", "a b f", "--output-dir", out)
+	if code != 0 || !strings.Contains(errOut, "no next tokens to show") {
+		t.Fatalf("exit %d\n%s%s", code, stdout, errOut)
+	}
+	if st, err := os.Stat(filepath.Join(out, "output_0.pb")); err != nil || st.Size() < 36 {
+		t.Errorf("output_0.pb: %v", err)
 	}
 }
