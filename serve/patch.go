@@ -289,7 +289,7 @@ func (b *Base) LoadDeltas(paths []string) (*Patch, error) {
 		d, _, err = dst.Compose(parts, false)
 		var ce *dst.ConflictError
 		if errors.As(err, &ce) {
-			return nil, fmt.Errorf("deltas %s: %w (dstune apply --force merges them, the later one winning)", strings.Join(paths, ", "), err)
+			return nil, fmt.Errorf("deltas %s: %w (dstune apply MODEL %s -o OUT.onnx --force writes the model with both, the later one winning)", strings.Join(paths, ", "), err, strings.Join(paths, " "))
 		}
 		if err != nil {
 			return nil, err

@@ -138,7 +138,7 @@ func TestGenerateDeltasChecked(t *testing.T) {
 		t.Errorf("the tokenizer's end token past the vocabulary: exit %d, %q, %s", code, out, errOut)
 	}
 	code, _, errOut = runCmd("generate", model, "--prompt-ids", "1", "--max-tokens", "2", "--delta", deltas[0], "--delta", deltas[0])
-	if code != 1 || !strings.Contains(errOut, "deltas "+deltas[0]+", "+deltas[0]+": deltas change the same") || !strings.Contains(errOut, "dstune apply --force merges them") {
+	if code != 1 || !strings.Contains(errOut, "deltas "+deltas[0]+", "+deltas[0]+": deltas change the same") || !strings.Contains(errOut, "-o OUT.onnx --force writes the model with both") {
 		t.Errorf("deltas changing the same entries: exit %d, %s", code, errOut)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"image/png"
 	"math"
@@ -100,6 +101,15 @@ func TestProfileStep(t *testing.T) {
 		if code != 2 || !strings.Contains(errOut, args[0]) {
 			t.Errorf("%v: exit %d, %s", args, code, errOut)
 		}
+	}
+	// With --force the existing roofline is written again.
+	if err := os.WriteFile(roof, []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = dstune("profile", "step", model, "--data", data, "--task", "lm", "--batch", "2", "--max-len", "32",
+		"--steps", "1", "--runs", "1", "--threads", "1", "--roofline", roof, "--force")
+	if png, _ := os.ReadFile(roof); code != 0 || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Errorf("--roofline over an existing file with --force: exit %d, %s", code, errOut)
 	}
 }
 
