@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/dstune/dstune/accel"
@@ -249,6 +250,12 @@ func writeOutputs(stdout io.Writer, model *ir.Model, outputs []*ir.Datum, outDir
 		}
 		fmt.Fprintf(stdout, "wrote %s (%s %v)\n", path, model.Outputs[i], outputs[i])
 	}
+	for _, name := range staleOutputs(outDir, len(outputs)) { // --force: checkRunOutputs refuses them otherwise
+		if err := os.Remove(filepath.Join(outDir, name)); err != nil {
+			return fmt.Errorf("--output-dir: %w", err)
+		}
+		fmt.Fprintf(stdout, "removed %s (an output past this model's)\n", filepath.Join(outDir, name))
+	}
 	return atomicfile.SyncDir(outDir)
 }
 
@@ -289,10 +296,32 @@ func checkRunOutputs(outDir string, outputs int, force bool, inputs []outpath.In
 			return fmt.Errorf("--output-dir: %w", err)
 		}
 	}
+	// Outputs of an earlier run with more outputs would be left beside
+	// this run's as if they were its own.
+	stale := staleOutputs(outDir, outputs)
+	if !force {
+		existing = append(existing, stale...)
+	}
 	if len(existing) > 0 {
-		return usagef("--output-dir %s holds %s already (--force overwrites them)", outDir, strings.Join(existing, ", "))
+		return usagef("--output-dir %s holds %s already (--force overwrites them, and removes outputs past this model's)", outDir, strings.Join(existing, ", "))
 	}
 	return nil
+}
+
+// staleOutputs lists the output_K.pb files in dir with K ≥ outputs.
+func staleOutputs(dir string, outputs int) []string {
+	entries, _ := os.ReadDir(dir)
+	var stale []string
+	for _, e := range entries {
+		name := e.Name()
+		if !referenceFile.MatchString(name) || !strings.HasPrefix(name, "output_") {
+			continue
+		}
+		if k, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(name, "output_"), ".pb")); err == nil && k >= outputs {
+			stale = append(stale, name)
+		}
+	}
+	return stale
 }
 
 // referenceFile matches the names of the ONNX test layout's files.

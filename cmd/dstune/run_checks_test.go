@@ -169,7 +169,7 @@ func TestRunOutputDirRefusesExisting(t *testing.T) {
 	// Set 1's input: its logits differ from the reference's.
 	input := filepath.Join(gptDir, "test_data_set_1", "input_0.pb")
 	code, out, errOut := dstune("run", model, "--input", "tokens="+input, "--output-dir", ref)
-	if code != 2 || !strings.Contains(errOut, "--output-dir "+ref+" holds output_0.pb already (--force overwrites them)") || strings.Contains(out, "wrote") {
+	if code != 2 || !strings.Contains(errOut, "--output-dir "+ref+" holds output_0.pb already (--force overwrites them") || strings.Contains(out, "wrote") {
 		t.Errorf("existing output: exit %d\n%s%s", code, out, errOut)
 	}
 	s := sharedtest.Path(t, "models", "stories260K")
@@ -180,8 +180,18 @@ func TestRunOutputDirRefusesExisting(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(ref, "output_0.pb")); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("the reference's output_0.pb changed (%v)", err)
 	}
+	// An output past the model's one, left by another run, is refused
+	// too, and removed with --force.
+	stale := filepath.Join(ref, "output_3.pb")
+	if err := os.WriteFile(stale, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = dstune("run", model, "--input", "tokens="+input, "--output-dir", ref)
+	if code != 2 || !strings.Contains(errOut, "holds output_0.pb, output_3.pb already") {
+		t.Errorf("a stale output: exit %d\n%s%s", code, out, errOut)
+	}
 	code, out, errOut = dstune("run", model, "--input", "tokens="+input, "--output-dir", ref, "--force")
-	if code != 0 || !strings.Contains(out, "wrote") {
+	if code != 0 || !strings.Contains(out, "wrote") || !strings.Contains(out, "removed "+stale) {
 		t.Fatalf("--force: exit %d\n%s%s", code, out, errOut)
 	}
 	if got, err := os.ReadFile(filepath.Join(ref, "output_0.pb")); err != nil || bytes.Equal(got, want) {
