@@ -52,9 +52,12 @@ type Server struct {
 	// receiving bounds the bodies being read at once (each up to
 	// MaxBodyBytes, for up to BodyTimeout): bodiesPerSlot a place.
 	receiving chan struct{}
-	started   time.Time
-	nextID    atomic.Int64
-	metrics   metrics
+	// stopping is closed by Stop: requests waiting for a place give up.
+	stopping chan struct{}
+	stopOnce sync.Once
+	started  time.Time
+	nextID   atomic.Int64
+	metrics  metrics
 }
 
 // New makes a server; Handler serves its API.
@@ -79,10 +82,16 @@ func New(cfg Config) *Server {
 		deltas:    newDeltaStore(cfg.DeltaDir, cfg.Base),
 		inFlight:  make(chan struct{}, cfg.MaxInFlight),
 		receiving: make(chan struct{}, bodiesPerSlot*cfg.MaxInFlight),
+		stopping:  make(chan struct{}),
 		started:   time.Now(),
 		metrics:   metrics{byModel: map[string]*modelCounters{}},
 	}
 }
+
+// Stop makes requests still waiting for a place to receive their body
+// give up (503), so that a graceful shutdown need not wait for them;
+// requests being received or served go on.
+func (s *Server) Stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
 
 // receivingBodies is the number of request bodies being received.
 func (s *Server) receivingBodies() int { return len(s.receiving) }
@@ -240,6 +249,11 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		return
 	case <-r.Context().Done():
 		wait.Stop()
+		return
+	case <-s.stopping:
+		wait.Stop()
+		w.Header().Set("Connection", "close")
+		s.fail(w, r, "", &httpError{http.StatusServiceUnavailable, "server_error", "the server is shutting down"})
 		return
 	}
 	var req completionRequest

@@ -503,3 +503,46 @@ func TestSlowBodyHoldsNoSlot(t *testing.T) {
 		t.Errorf("%d requests in flight, %d bodies being received after the stalled ones were answered", n, m)
 	}
 }
+
+// TestStopEndsWaitingRequests: a request waiting for a place to receive
+// its body gives up with 503 when the server stops (a graceful shutdown
+// need not wait the whole ReceiveWait for it).
+func TestStopEndsWaitingRequests(t *testing.T) {
+	f := newFixture(t, 0)
+	cfg := f.srv.cfg
+	cfg.MaxInFlight, cfg.BodyTimeout, cfg.ReceiveWait = 1, time.Minute, time.Minute
+	srv := New(cfg)
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	for range 4 { // every place to receive a body
+		c, err := net.Dial("tcp", hs.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+	}
+	for deadline := time.Now().Add(5 * time.Second); srv.receivingBodies() < 4 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(hs.URL+"/v1/completions", "application/json", strings.NewReader(`{"model":"base","prompt":[1]}`))
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	time.Sleep(50 * time.Millisecond)
+	srv.Stop()
+	select {
+	case code := <-done:
+		if code != http.StatusServiceUnavailable {
+			t.Errorf("waiting request after Stop: %d, want 503", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting request did not end after Stop")
+	}
+}

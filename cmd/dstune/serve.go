@@ -135,6 +135,7 @@ func serveUntil(ctx context.Context, ln net.Listener, srv *serve.Server, grace t
 	case <-ctx.Done():
 	}
 	fmt.Fprintf(stderr, "shutting down (requests in flight: %d)\n", srv.InFlight())
+	srv.Stop()
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	err := hs.Shutdown(sctx)
