@@ -69,12 +69,20 @@ type idList []int64
 
 func (l *idList) String() string { return fmt.Sprint([]int64(*l)) }
 func (l *idList) Set(s string) error {
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
-		v, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return fmt.Errorf("token id %q: %w", f, err)
+	// Ids separated by commas, spaces or both; an empty place between
+	// commas ("1,,2") is a typo, not nothing.
+	for _, part := range strings.Split(s, ",") {
+		fields := strings.Fields(part)
+		if len(fields) == 0 && strings.Contains(s, ",") {
+			return fmt.Errorf("%q has an empty place between commas", s)
 		}
-		*l = append(*l, v)
+		for _, f := range fields {
+			v, err := strconv.ParseInt(f, 10, 64)
+			if err != nil {
+				return fmt.Errorf("token id %q: %w", f, err)
+			}
+			*l = append(*l, v)
+		}
 	}
 	return nil
 }

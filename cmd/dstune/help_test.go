@@ -127,4 +127,10 @@ func TestVersion(t *testing.T) {
 	if code, out, _ := runCmd("help", "help"); code != 0 || !strings.Contains(out, "commands:") {
 		t.Errorf("help help: exit %d, %q", code, out)
 	}
+	if code, _, errOut := runCmd("help", "profile", "bogus"); code != 2 || !strings.Contains(errOut, `unknown command "profile bogus"`) {
+		t.Errorf("help profile bogus: exit %d, %q", code, errOut)
+	}
+	if code, out, _ := runCmd("help", "profile", "step"); code != 0 || !strings.Contains(out, "dstune profile step MODEL.onnx") {
+		t.Errorf("help profile step: exit %d, %q", code, out)
+	}
 }

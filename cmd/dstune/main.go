@@ -120,13 +120,11 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 			args = args[:1] // the list of commands says what these do
 		}
 		if len(args) > 1 {
-			name := strings.Join(args[1:min(len(args), 3)], " ")
-			if commands[name] == nil {
-				name = args[1]
-			}
+			// One word, or two naming a command (profile step).
+			name := strings.Join(args[1:], " ")
 			c, ok := commands[name]
 			if !ok {
-				fmt.Fprintf(stderr, "dstune help: unknown command %q\n\n", args[1])
+				fmt.Fprintf(stderr, "dstune help: unknown command %q\n\n", name)
 				printHelp(stderr)
 				return 2
 			}
