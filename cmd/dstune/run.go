@@ -124,7 +124,8 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	}
 	values := map[string]*ir.Datum{}
 	if *check != "" {
-		if err := checkReferenceFiles(*check, model); err != nil {
+		entries, err := checkReferenceFiles(*check, model)
+		if err != nil {
 			return err
 		}
 		for i, in := range model.Inputs {
@@ -134,8 +135,8 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			}
 			values[in.Name] = d
 		}
-		if !anyOutputFile(*check, len(model.Outputs)) {
-			return noOutputFiles(*check, model) // before the run, not after
+		if !holdsOutput(entries, len(model.Outputs)) {
+			return noOutputFiles(*check, model, entries) // before the run, not after
 		}
 	} else if text {
 		tok, err := loadTokenizer(*f.tokenizer)
@@ -331,11 +332,12 @@ var referenceFile = regexp.MustCompile(`^(input|output)_[0-9]+\.pb$`)
 // output_N.pb files that match no graph input or output (an input_1.pb
 // for a model of one input, an output_01.pb): the model would run without
 // them, and a reference made for another model, or one output short of
-// what was meant, would pass as checked.
-func checkReferenceFiles(dir string, model *ir.Model) error {
+// what was meant, would pass as checked. It returns the directory's
+// entries.
+func checkReferenceFiles(dir string, model *ir.Model) ([]os.DirEntry, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return fmt.Errorf("--check: %w", err)
+		return nil, fmt.Errorf("--check: %w", err)
 	}
 	want := map[string]bool{}
 	for i := range model.Inputs {
@@ -351,34 +353,37 @@ func checkReferenceFiles(dir string, model *ir.Model) error {
 		}
 	}
 	if len(extra) == 0 {
-		return nil
+		return entries, nil
 	}
 	verb := "matches"
 	if len(extra) > 1 {
 		verb = "match"
 	}
-	return fmt.Errorf("--check %s: %s %s no graph input or output: the model has %s (%s) and %s (%s); is it another model's reference?",
+	return nil, fmt.Errorf("--check %s: %s %s no graph input or output: the model has %s (%s) and %s (%s); is it another model's reference?",
 		dir, strings.Join(extra, ", "), verb,
 		countOf(len(model.Inputs), "input"), layoutFiles("input", len(model.Inputs)),
 		countOf(len(model.Outputs), "output"), layoutFiles("output", len(model.Outputs)))
 }
 
-// anyOutputFile reports whether dir holds the file of one of the model's
+// holdsOutput reports whether entries hold the file of one of the model's
 // outputs.
-func anyOutputFile(dir string, outputs int) bool {
-	for i := range outputs {
-		if _, err := os.Stat(filepath.Join(dir, outputFile(i))); !errors.Is(err, os.ErrNotExist) {
-			return true
+func holdsOutput(entries []os.DirEntry, outputs int) bool {
+	for _, e := range entries {
+		for i := range outputs {
+			if e.Name() == outputFile(i) {
+				return true
+			}
 		}
 	}
 	return false
 }
 
 // noOutputFiles is the error for a --check directory without any of the
-// model's output files; it names what the directory holds instead.
-func noOutputFiles(dir string, model *ir.Model) error {
+// model's output files; it names what the directory holds (entries)
+// instead.
+func noOutputFiles(dir string, model *ir.Model, entries []os.DirEntry) error {
 	return fmt.Errorf("--check %s: no %s to compare with (the model has %s: %s); the directory holds %s",
-		dir, layoutFiles("output", len(model.Outputs)), countOf(len(model.Outputs), "output"), strings.Join(model.Outputs, ", "), dirListing(dir))
+		dir, layoutFiles("output", len(model.Outputs)), countOf(len(model.Outputs), "output"), strings.Join(model.Outputs, ", "), dirListing(entries))
 }
 
 // countOf is "1 input", "3 inputs".
@@ -547,8 +552,9 @@ func checkOutputs(w io.Writer, model *ir.Model, outputs []*ir.Datum, dir string,
 		}
 		fmt.Fprintf(w, "%-24s %-22v %s  %d of %d off  %s\n", name, outputs[i], errorText(d.Diff), d.Off, want.Len(), status)
 	}
-	if compared == 0 {
-		return noOutputFiles(dir, model)
+	if compared == 0 { // the files went away since the run started
+		entries, _ := os.ReadDir(dir)
+		return noOutputFiles(dir, model, entries)
 	}
 	crit := fmt.Sprintf("off: |got-want| > %g + %g·|want|", atol, rtol)
 	if off > 0 {
@@ -915,13 +921,9 @@ func fixedTokenLength(model *ir.Model) (string, int) {
 	return "", 0
 }
 
-// dirListing names the files in dir (the first 10), for errors about what
+// dirListing names a directory's entries (the first 10), for errors about what
 // a directory lacks.
-func dirListing(dir string) string {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Sprintf("nothing readable (%v)", err)
-	}
+func dirListing(entries []os.DirEntry) string {
 	if len(entries) == 0 {
 		return "no files"
 	}
