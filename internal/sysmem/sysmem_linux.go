@@ -2,6 +2,7 @@ package sysmem
 
 import (
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -17,7 +18,7 @@ func addressSpaceLimit() int64 {
 	if err := unix.Getrlimit(unix.RLIMIT_AS, &lim); err != nil || lim.Cur == unix.RLIM_INFINITY || lim.Cur > 1<<62 {
 		return 0
 	}
-	return max(int64(lim.Cur)-statusBytes("VmSize"), 1)
+	return max(int64(lim.Cur)-statusBytes("VmSize")[0], 1)
 }
 
 func physical() int64 {
@@ -49,29 +50,31 @@ func cgroupLimit() int64 {
 
 // rss reads VmRSS and VmHWM (the peak) of /proc/self/status.
 func rss() (current, peak int64) {
-	return statusBytes("VmRSS"), statusBytes("VmHWM")
+	v := statusBytes("VmRSS", "VmHWM")
+	return v[0], v[1]
 }
 
-// statusBytes reads a size field of /proc/self/status (0 when absent).
-func statusBytes(field string) int64 {
+// statusBytes reads size fields of /proc/self/status, in bytes (0 for one
+// that is absent), in one read of the file.
+func statusBytes(fields ...string) []int64 {
+	out := make([]int64, len(fields))
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return 0
+		return out
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		name, value, ok := strings.Cut(line, ":")
-		if !ok || name != field {
+		if !ok {
 			continue
 		}
+		i := slices.Index(fields, name)
 		f := strings.Fields(value)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0
+		if i < 0 || len(f) != 2 || f[1] != "kB" {
+			continue
 		}
-		n, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0
+		if n, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+			out[i] = n << 10
 		}
-		return n << 10
 	}
-	return 0
+	return out
 }
