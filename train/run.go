@@ -241,9 +241,28 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) (*Result, error) {
 	r := &runner{cfg: cfg, opts: opts, res: &Result{Loss: math.NaN(), InitialValidLoss: math.NaN(), ValidLoss: math.NaN(), InitialValidMetric: math.NaN(), ValidMetric: math.NaN()}}
 	defer r.close()
 	if err := r.setup(ctx); err != nil {
+		r.discardNewDir()
 		return nil, err
 	}
 	return r.res, r.loop(ctx)
+}
+
+// discardNewDir undoes what a new run that failed before it was recorded
+// (config.json) did to its directory: the lock file goes, and the
+// directory if the run created it, so that a mistyped command leaves
+// nothing behind.
+func (r *runner) discardNewDir() {
+	if r.opts.Resume || r.lock == nil || r.oldConfig {
+		return
+	}
+	if _, err := os.Lstat(filepath.Join(r.opts.Dir, ConfigFile)); !os.IsNotExist(err) {
+		return
+	}
+	r.lock.Remove()
+	r.lock = nil
+	if r.madeDir {
+		os.Remove(r.opts.Dir) // only while empty
+	}
 }
 
 // errInterruptedEarly is Run's error when ctx ends before the first step
@@ -296,6 +315,10 @@ type runner struct {
 	// dataChanged: a resumed run goes on with changed data
 	// (RunOptions.AllowDataChange).
 	dataChanged bool
+	// madeDir: a new run created its directory; oldConfig: it found the
+	// config.json of a run that saved no checkpoint there
+	// (discardNewDir).
+	madeDir, oldConfig bool
 	// emptyBatches counts the steps whose batch had no target.
 	emptyBatches int
 	// lastCkptTime is when the last checkpoint was written, or the loop
@@ -379,6 +402,9 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 		return stored, err
 	}
 	if !r.opts.Resume {
+		if _, err := os.Lstat(dir); os.IsNotExist(err) {
+			r.madeDir = true
+		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return stored, err
 		}
@@ -392,6 +418,7 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 			// It failed or was killed before its first checkpoint:
 			// nothing of it is lost by starting over.
 			r.progress0("%s holds a run that saved no checkpoint: starting over", dir)
+			r.oldConfig = true
 		}
 		return stored, nil
 	}

@@ -218,6 +218,51 @@ func TestRunInterruptedBeforeTheFirstStep(t *testing.T) {
 	}
 }
 
+// TestRunFailedBeforeItBeganLeavesNothing: a new run that fails before
+// it is recorded (its data file missing) removes the directory it made,
+// or only its lock file from one that was there, and a run that failed
+// after it was recorded stays as it was for the next start.
+func TestRunFailedBeforeItBeganLeavesNothing(t *testing.T) {
+	cfg := runConfig(t, update.OptimizerAdamW, 4)
+	cfg.Data += ".missing"
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "sub", "run")
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err == nil {
+		t.Fatal("a run on missing data started")
+	}
+	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+		t.Errorf("the failed run left its directory: %v", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err == nil {
+		t.Fatal("a run on missing data started")
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Errorf("the failed run left %v in a directory it did not make (%v)", entries, err)
+	}
+	// A run recorded but stopped before its first checkpoint: a failed
+	// start leaves its config.json for the next one to find.
+	done := filepath.Join(parent, "done")
+	if _, err := Run(context.Background(), runConfig(t, update.OptimizerAdamW, 2), RunOptions{Dir: done, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	recorded, err := os.ReadFile(filepath.Join(done, ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ConfigFile), recorded, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err == nil {
+		t.Fatal("a run on missing data started")
+	}
+	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err != nil {
+		t.Errorf("a failed start removed the config.json of the run before it: %v", err)
+	}
+}
+
 // TestRunResumeNamesABadConfig: a resumed run whose config.json no longer
 // checks (edited by hand) is refused naming the file.
 func TestRunResumeNamesABadConfig(t *testing.T) {

@@ -34,29 +34,54 @@ func (e *HeldError) Error() string {
 func (e *HeldError) Unwrap() error { return ErrHeld }
 
 // Lock is a held lock.
-type Lock struct{ f *os.File }
+type Lock struct {
+	f    *os.File
+	path string
+}
 
 // TryLock opens path (creating it), takes an exclusive lock on it without
 // waiting and writes holder (say "pid 12 (dstune train)") into it for
 // whoever finds it locked: a *HeldError naming the holder.
+//
+// A lock file may be removed by its holder (Remove): a process that opened
+// it just before then holds a lock on a file no longer at path, so TryLock
+// checks that path still names the file it locked, and tries again when
+// it does not.
 func TryLock(path, holder string) (*Lock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	for range 10 {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		ok, err := tryLock(f)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", path, err)
+		}
+		if !ok {
+			f.Close()
+			return nil, &HeldError{Path: path, Holder: readHolder(path)}
+		}
+		if !namesFile(path, f) {
+			f.Close()
+			continue
+		}
+		if err := f.Truncate(0); err == nil {
+			f.WriteAt([]byte(holder+"\n"), 0)
+		}
+		return &Lock{f: f, path: path}, nil
+	}
+	return nil, fmt.Errorf("locking %s: the file was removed and created again ten times while it was being locked", path)
+}
+
+// namesFile reports whether path is the open file f.
+func namesFile(path string, f *os.File) bool {
+	at, err := os.Stat(path)
 	if err != nil {
-		return nil, err
+		return false
 	}
-	ok, err := tryLock(f)
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("locking %s: %w", path, err)
-	}
-	if !ok {
-		f.Close()
-		return nil, &HeldError{Path: path, Holder: readHolder(path)}
-	}
-	if err := f.Truncate(0); err == nil {
-		f.WriteAt([]byte(holder+"\n"), 0)
-	}
-	return &Lock{f: f}, nil
+	st, err := f.Stat()
+	return err == nil && os.SameFile(at, st)
 }
 
 // readHolder reads what the lock's holder wrote, waiting up to two
@@ -71,6 +96,21 @@ func readHolder(path string) string {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return ""
+}
+
+// Remove removes the lock file and releases the lock: for a holder that
+// leaves nothing behind (a run that failed before it began). Whoever
+// opened the file before it was removed finds it gone once it has the
+// lock, and tries again.
+func (l *Lock) Remove() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	err := os.Remove(l.path)
+	if cerr := l.Unlock(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Unlock releases the lock (the file stays).
