@@ -28,6 +28,22 @@ type Options struct {
 	// Precision is the arithmetic of the graph's matrix products
 	// (PrecisionFP32 when empty).
 	Precision Precision
+	// MaxMemory bounds, in bytes, the host memory a backend plans for the
+	// values of one run of the graph (the CPU backend's arena); 0: no
+	// bound. Compile refuses a graph whose plan needs more with a
+	// *MemoryError, before it allocates: a model of a few bytes can ask
+	// for tensors of gigabytes.
+	MaxMemory int64
+}
+
+// MemoryError is a graph whose values need more memory than
+// Options.MaxMemory allows.
+type MemoryError struct {
+	Need, Limit int64
+}
+
+func (e *MemoryError) Error() string {
+	return fmt.Sprintf("the graph's values need %.1f GiB at once, more than the %.1f GiB allowed", float64(e.Need)/(1<<30), float64(e.Limit)/(1<<30))
 }
 
 // Precision is the arithmetic of matrix products. Everything else a graph

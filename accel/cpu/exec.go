@@ -82,7 +82,7 @@ func Compile(g *ir.Graph, opts accel.Options) (*Executable, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cpu: %w", err)
 	}
-	c := &compiler{g: g, threads: threads, precision: precision}
+	c := &compiler{g: g, threads: threads, precision: precision, maxMemory: opts.MaxMemory}
 	return c.compile()
 }
 
@@ -90,6 +90,7 @@ type compiler struct {
 	g         *ir.Graph
 	threads   int
 	precision accel.Precision
+	maxMemory int64 // accel.Options.MaxMemory
 	// bf16 marks the products that take bfloat16 operands (precision.go).
 	bf16 map[*ir.Node]bool
 
@@ -125,6 +126,9 @@ type fusion struct {
 func (c *compiler) compile() (*Executable, error) {
 	active := c.analyze()
 	plan := c.planSlots(active)
+	if c.maxMemory > 0 && int64(plan.total) > c.maxMemory {
+		return nil, fmt.Errorf("cpu: %w", &accel.MemoryError{Need: int64(plan.total), Limit: c.maxMemory})
+	}
 	e := &Executable{g: c.g, threads: c.threads, arena: ir.AlignedBytes(plan.total), params: map[string]*ir.Param{},
 		ArenaBytes: plan.total, ValueBytes: plan.valueBytes}
 	for _, p := range c.g.Params {

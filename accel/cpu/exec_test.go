@@ -2,9 +2,11 @@ package cpu
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -626,6 +628,44 @@ func TestMemoryPlanShares(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(15, 16))
 	checkGraph(t, g, []*ir.Tensor{randTensor(rng, ir.Float32, ir.Shape{64, 64}, -1, 1)}, 2e-7, 1e-7)
+}
+
+// TestMaxMemory: a graph whose plan needs more than Options.MaxMemory is
+// refused before its arena is allocated; one within it compiles.
+func TestMaxMemory(t *testing.T) {
+	b := ir.NewBuilder("g")
+	x := b.Input("x", ir.Float32, ir.Shape{1})
+	// 1 → 2²⁸ floats: a GiB the plan holds, never allocated here.
+	big := b.Op1(&ir.Expand{Shape: ir.Shape{1 << 28}}, x)
+	b.Output("y", b.Op1(&ir.Unary{Fn: ir.Tanh}, big))
+	g, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = Compile(g, accel.Options{MaxMemory: 1 << 29})
+	runtime.ReadMemStats(&after)
+	var me *accel.MemoryError
+	if !errors.As(err, &me) || me.Limit != 1<<29 || me.Need < 1<<30 {
+		t.Fatalf("Compile within 512 MiB: %v", err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
+		t.Errorf("the refused compile allocated %d bytes", alloc)
+	}
+	if !strings.Contains(err.Error(), "more than the 0.5 GiB allowed") {
+		t.Errorf("message: %v", err)
+	}
+	small := ir.NewBuilder("g")
+	sx := small.Input("x", ir.Float32, ir.Shape{64})
+	small.Output("y", small.Op1(&ir.Unary{Fn: ir.Tanh}, sx))
+	sg, err := small.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Compile(sg, accel.Options{MaxMemory: 1 << 20}); err != nil {
+		t.Errorf("a graph of 512 bytes within 1 MiB: %v", err)
+	}
 }
 
 // TestPlanMemoryNoOverlap is a property test of the planner: buffers alive

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/dstune/dstune/internal/sharedtest"
@@ -150,5 +152,65 @@ func TestApplyOutputDirectory(t *testing.T) {
 	code, _, e = dstune("apply", model, delta, "-o", filepath.Join(tmp, "x.onnx"))
 	if code != 1 || !strings.Contains(e, "broken.onnx") {
 		t.Errorf("broken model: exit %d, %q", code, e)
+	}
+}
+
+// TestApplyRefusesPromptWithoutRoom: a soft prompt as long as tiny_gpt's
+// 64 positions leaves no position for text, so the model it would write
+// fails on every input: apply refuses it naming the position table, and
+// writes nothing; one of 63 tokens leaves a position and is written.
+func TestApplyRefusesPromptWithoutRoom(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	_, hash := initializerShapes(t, model)
+	tmp := t.TempDir()
+	for _, c := range []struct {
+		n    int
+		code int
+	}{{64, 1}, {63, 0}} {
+		dir := filepath.Join(tmp, fmt.Sprint(c.n))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		sp := &peft.SoftPrompt{At: peft.PromptAfterBOS, Length: c.n, Dim: 64, Values: make([]float32, c.n*64)}
+		if err := peft.WriteAdapter(dir, &peft.Adapter{Method: "prompt", BaseSHA256: hash, Prompt: sp}, "lm"); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(tmp, fmt.Sprintf("out%d.onnx", c.n))
+		code, _, e := dstune("apply", model, filepath.Join(dir, peft.AdapterFile), "-o", out)
+		if code != c.code {
+			t.Fatalf("a soft prompt of %d tokens: exit %d, %s", c.n, code, e)
+		}
+		_, err := os.Stat(out)
+		if c.code != 0 && (err == nil || !strings.Contains(e, "the soft prompt's 64 virtual tokens leave the model no room for text") || !strings.Contains(e, `is outside the 64 rows of "wpe.weight"`)) {
+			t.Errorf("a soft prompt of 64 tokens: %s (output written: %v)", e, err == nil)
+		}
+	}
+}
+
+// TestApplyNeverReplacesSpecialFiles: -o naming a device (also through a
+// symbolic link, as /dev/stdout is one), a FIFO or a directory is refused
+// whatever --force says: the output is written as a new file renamed
+// over the path, which would replace /dev/null itself.
+func TestApplyNeverReplacesSpecialFiles(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	tmp := t.TempDir()
+	lora, _ := tinyGPTAdapters(t, model, tmp, func(*peft.LoRAModule) {}, func([]float32) {})
+	link := filepath.Join(tmp, "null")
+	if err := os.Symlink(os.DevNull, link); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(tmp, "fifo")
+	outs := map[string]string{os.DevNull: "a device", link: "a device", tmp: "a directory"}
+	if err := syscall.Mkfifo(fifo, 0o644); err == nil {
+		outs[fifo] = "a FIFO"
+	}
+	for out, kind := range outs {
+		code, _, e := dstune("apply", model, lora, "-o", out, "--force")
+		if code != 2 || !strings.Contains(e, out+" is "+kind+", not a regular file") {
+			t.Errorf("-o %s --force: exit %d, %s", out, code, e)
+		}
+	}
+	if st, err := os.Stat(os.DevNull); err != nil || st.Mode()&os.ModeDevice == 0 {
+		t.Fatalf("%s is no longer a device: %v", os.DevNull, err)
 	}
 }

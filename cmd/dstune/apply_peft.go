@@ -94,11 +94,37 @@ func writePrompted(stdout io.Writer, out string, m *onnx.Model, newValues map[st
 	if err != nil {
 		return err
 	}
+	if err := checkPromptRoom(pm, prompt); err != nil {
+		return err
+	}
 	if err := onnx.WriteFile(out, pm, onnx.WriteOptions{}); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s: re-encoded the whole model with the soft prompt (%d virtual tokens, %s) built into its graph as %s\n",
 		out, prompt.Length, prompt.At, peft.PromptParam)
+	return nil
+}
+
+// checkPromptRoom refuses a prompted model that cannot take one token of
+// text: a soft prompt as long as the model's position table (made for
+// another model, or by hand) leaves no position for the text, and the
+// model written would fail on every input.
+func checkPromptRoom(pm *onnx.Model, prompt *peft.SoftPrompt) error {
+	model, err := ir.NewModelShared(pm)
+	if err != nil {
+		return fmt.Errorf("the prompted model: %w", err)
+	}
+	values, err := textInputs(model, []int{0}, io.Discard)
+	if err != nil {
+		return nil // not a language model dstune can feed text: nothing to check
+	}
+	g, feeds, err := specializeInputs(model, values)
+	if err == nil {
+		err = checkTableIndices(g, feeds)
+	}
+	if err != nil {
+		return fmt.Errorf("the soft prompt's %d virtual tokens leave the model no room for text: with one token of text it fails: %w", prompt.Length, err)
+	}
 	return nil
 }
 

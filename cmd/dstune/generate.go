@@ -138,6 +138,12 @@ func loadGenerator(path string, deltas []string, gf generateFlags, threads, exec
 		p, err := base.LoadDeltas(deltas)
 		if err != nil {
 			m.Close()
+			if errors.Is(err, dst.ErrBaseMismatch) {
+				// Generating with a delta made for another model (or
+				// recording none, as PEFT's adapters) is a decision a
+				// user takes once, writing the model: apply --force.
+				return nil, nil, nil, fmt.Errorf("%w (to use it anyway, write the model with it: dstune apply %s DELTA... -o OUT.onnx --force, then generate from OUT.onnx)", err, path)
+			}
 			return nil, nil, nil, err
 		}
 		p.Apply(nil)

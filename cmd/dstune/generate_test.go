@@ -110,7 +110,8 @@ func TestGenerateDeltasChecked(t *testing.T) {
 	model, deltas := llamaWithDeltas(t, t.TempDir(), 1)
 	stories := filepath.Join(sharedtest.Dir(t), "models", "stories260K", "stories260K.onnx")
 	code, _, errOut := runCmd("generate", stories, "--prompt-ids", "1", "--max-tokens", "2", "--delta", deltas[0], "--delta", deltas[0])
-	if code != 1 || !strings.Contains(errOut, "delta "+deltas[0]+":") || !strings.Contains(errOut, "base_sha256") || strings.Contains(errOut, "same") {
+	if code != 1 || !strings.Contains(errOut, "delta "+deltas[0]+":") || !strings.Contains(errOut, "base_sha256") || strings.Contains(errOut, "same") ||
+		!strings.Contains(errOut, "dstune apply "+stories+" DELTA... -o OUT.onnx --force") {
 		t.Errorf("deltas of another model: exit %d, %s", code, errOut)
 	}
 	// An --eos past the vocabulary is refused; the tokenizer's own end

@@ -7,15 +7,18 @@ import (
 )
 
 // checkOutputFile applies outpath.Check to a command's output file
-// (flag names it): one of the inputs is refused, an existing file needs
-// --force.
+// (flag names it): one of the inputs, or a device, FIFO or directory, is
+// refused, an existing file needs --force.
 func checkOutputFile(flag, out string, force bool, inputs ...outpath.Input) error {
 	err := outpath.Check(out, force, inputs...)
 	var ie *outpath.InputError
 	var ee *outpath.ExistsError
+	var nr *outpath.NotRegularError
 	switch {
 	case errors.As(err, &ie):
 		return usagef("%s %v: write to another file", flag, err)
+	case errors.As(err, &nr):
+		return usagef("%s %v", flag, err)
 	case errors.As(err, &ee):
 		return usagef("%s %v (--force overwrites it)", flag, err)
 	}

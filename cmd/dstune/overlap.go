@@ -45,6 +45,24 @@ func (f *overlapFlags) define(fs *flag.FlagSet) {
 	f.asJSON = fs.Bool("json", false, "print one JSON object: a, b, same_base, tensors (tensor, in_a, in_b, both, overlap), total")
 }
 
+// readOverlapDelta reads a DST delta for overlap, saying so when the file
+// is a LoRA adapter or a soft prompt instead (whose subsets are not
+// chosen: they change every entry they cover).
+func readOverlapDelta(path string) (*dst.Delta, error) {
+	d, err := dst.ReadDelta(path)
+	if err == nil {
+		return d, nil
+	}
+	if a, _ := readAdapterFile(path); a != nil {
+		what := "a LoRA adapter"
+		if a.Prompt != nil {
+			what = "a soft prompt"
+		}
+		return nil, usagef("%s is %s: overlap compares the subsets of DST deltas (--method dst); other methods change every entry they cover", path, what)
+	}
+	return nil, err
+}
+
 func runOverlap(args []string, stdout, stderr io.Writer) error {
 	var f overlapFlags
 	fs := newFlagSet("overlap", f.define)
@@ -56,11 +74,11 @@ func runOverlap(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 2 {
 		return usagef("want two delta files, got %d arguments", len(pos))
 	}
-	a, err := dst.ReadDelta(pos[0])
+	a, err := readOverlapDelta(pos[0])
 	if err != nil {
 		return err
 	}
-	b, err := dst.ReadDelta(pos[1])
+	b, err := readOverlapDelta(pos[1])
 	if err != nil {
 		return err
 	}

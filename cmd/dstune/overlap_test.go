@@ -3,10 +3,14 @@ package main
 import (
 	"encoding/json"
 	"math"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/peft"
 )
 
 // TestOverlapKnownCase: per tensor and total |A∩B|/|A| on subsets counted
@@ -90,5 +94,26 @@ func TestOverlapKnownCase(t *testing.T) {
 	}
 	if code, _, _ := dstune("overlap", pa); code != 2 {
 		t.Errorf("one argument: exit %d, want 2", code)
+	}
+}
+
+// TestOverlapRefusesAdapters: overlap compares the subsets DST chose; a
+// LoRA adapter or a soft prompt is refused as such, not as a damaged
+// delta, and a FIFO in place of a delta is refused, not waited on.
+func TestOverlapRefusesAdapters(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	tmp := t.TempDir()
+	lora, prompt := tinyGPTAdapters(t, model, tmp, func(*peft.LoRAModule) {}, func([]float32) {})
+	for what, path := range map[string]string{"a LoRA adapter": lora, "a soft prompt": prompt} {
+		code, _, stderr := dstune("overlap", path, path)
+		if code != 2 || !strings.Contains(stderr, path+" is "+what+": overlap compares the subsets of DST deltas") {
+			t.Errorf("overlap of %s: exit %d, %s", what, code, stderr)
+		}
+	}
+	fifo := filepath.Join(tmp, "fifo.safetensors")
+	if err := syscall.Mkfifo(fifo, 0o644); err == nil {
+		if code, _, stderr := dstune("overlap", fifo, fifo); code != 1 || !strings.Contains(stderr, "not a regular file (a FIFO)") {
+			t.Errorf("overlap of a FIFO: exit %d, %s", code, stderr)
+		}
 	}
 }

@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -23,6 +23,7 @@ import (
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/internal/outpath"
+	"github.com/dstune/dstune/internal/regfile"
 	"github.com/dstune/dstune/train"
 )
 
@@ -149,7 +150,7 @@ func readRunSeries(dir string, from int64) (*runSeries, error) {
 		}
 	}
 	path := filepath.Join(dir, train.MetricsFile)
-	f, err := os.Open(path)
+	f, _, err := regfile.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +162,7 @@ func readRunSeries(dir string, from int64) (*runSeries, error) {
 		EpsPaperAlg2 *float64 `json:"eps_paper_alg2"`
 	}
 	var rec struct {
-		Step           int64              `json:"step"`
+		Step           *int64             `json:"step"`
 		Loss           *float64           `json:"loss"`
 		ValidLoss      *float64           `json:"valid_loss"`
 		Eps            *float64           `json:"eps"`
@@ -176,22 +177,32 @@ func readRunSeries(dir string, from int64) (*runSeries, error) {
 	sc.Buffer(nil, maxMetricsLine)
 	line := 1
 	for ; sc.Scan(); line++ {
-		rec.Loss, rec.ValidLoss, rec.Eps, rec.EpsAlg2, rec.EpsPaperAlg2, rec.DstMS, rec.OptimizerMS, rec.Silos = nil, nil, nil, nil, nil, nil, nil, nil
+		rec.Step, rec.Loss, rec.ValidLoss, rec.Eps, rec.EpsAlg2, rec.EpsPaperAlg2, rec.DstMS, rec.OptimizerMS, rec.Silos = nil, nil, nil, nil, nil, nil, nil, nil, nil
 		rec.ExactFallbacks = 0
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+		text := bytes.TrimSpace(sc.Bytes())
+		if len(text) == 0 {
 			continue
 		}
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		if text[0] != '{' {
+			return nil, fmt.Errorf("%s:%d: not a JSON object: not a metrics record", path, line)
 		}
-		st := float64(rec.Step)
+		if err := json.Unmarshal(text, &rec); err != nil {
+			return nil, fmt.Errorf("%s:%d: %s", path, line, jsonFieldError(err))
+		}
+		switch {
+		case rec.Step == nil:
+			return nil, fmt.Errorf("%s:%d: the record has no \"step\"", path, line)
+		case *rec.Step < 0 || *rec.Step > maxExactStep:
+			return nil, fmt.Errorf("%s:%d: step %d is out of range (0 to 2⁵³)", path, line, *rec.Step)
+		}
+		st := float64(*rec.Step)
 		if rec.Loss != nil {
 			s.steps, s.loss = append(s.steps, st), append(s.loss, *rec.Loss)
 		}
 		if rec.ValidLoss != nil {
 			s.validSteps, s.valid = append(s.validSteps, st), append(s.valid, *rec.ValidLoss)
 		}
-		if rec.Step >= from && rec.Eps != nil && *rec.Eps > 0 {
+		if *rec.Step >= from && rec.Eps != nil && *rec.Eps > 0 {
 			s.alg2.addOverall(rec.EpsAlg2, *rec.Eps)
 			s.paper.addOverall(rec.EpsPaperAlg2, *rec.Eps)
 			for name, sr := range rec.Silos {
@@ -203,7 +214,7 @@ func readRunSeries(dir string, from int64) (*runSeries, error) {
 			}
 		}
 		s.fallbacks += rec.ExactFallbacks
-		if rec.DstMS != nil && rec.OptimizerMS != nil && rec.Step > 1 {
+		if rec.DstMS != nil && rec.OptimizerMS != nil && *rec.Step > 1 {
 			s.dstMS, s.optMS = append(s.dstMS, *rec.DstMS), append(s.optMS, *rec.OptimizerMS)
 		}
 	}
@@ -217,6 +228,32 @@ func readRunSeries(dir string, from int64) (*runSeries, error) {
 		return nil, fmt.Errorf("%s: no training steps recorded", path)
 	}
 	return s, nil
+}
+
+// maxExactStep is the largest step plot takes: steps are plotted as
+// float64, exact up to 2⁵³.
+const maxExactStep = 1 << 53
+
+// jsonFieldError says what encoding/json's err found wrong in a record's
+// field in a user's terms (its own message names Go types).
+func jsonFieldError(err error) string {
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) {
+		return err.Error()
+	}
+	want := "a number"
+	switch te.Type.Kind() {
+	case reflect.Map, reflect.Struct:
+		want = "an object"
+	case reflect.String:
+		want = "a string"
+	case reflect.Int, reflect.Int64:
+		want = "an integer"
+	}
+	if te.Field == "" {
+		return fmt.Sprintf("a JSON %s where %s belongs", te.Value, want)
+	}
+	return fmt.Sprintf("field %q is a JSON %s, want %s", te.Field, te.Value, want)
 }
 
 // movingAverage of the last n values (fewer at the start).

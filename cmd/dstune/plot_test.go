@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -94,6 +95,26 @@ func TestPlot(t *testing.T) {
 	bad := fakeRun(t, filepath.Join(dir, "bad"), `{}`, []string{`{"step":1,"loss":1}`, `{"step":2,"loss":`})
 	if code, _, stderr := dstune("plot", bad, "-o", filepath.Join(dir, "bad.png")); code != 1 || !strings.Contains(stderr, "metrics.jsonl:2") {
 		t.Errorf("a broken metrics line: exit %d, %s", code, stderr)
+	}
+	for i, c := range []struct{ line, want string }{
+		{`[1]`, "metrics.jsonl:2: not a JSON object"},
+		{`{"loss":1}`, `metrics.jsonl:2: the record has no "step"`},
+		{`{"step":2,"loss":"x"}`, `metrics.jsonl:2: field "loss" is a JSON string, want a number`},
+		{`{"step":9223372036854775807,"loss":1}`, "metrics.jsonl:2: step 9223372036854775807 is out of range"},
+		{`{"step":-1,"loss":1}`, "metrics.jsonl:2: step -1 is out of range"},
+	} {
+		run := fakeRun(t, filepath.Join(dir, fmt.Sprintf("bad%d", i)), `{}`, []string{`{"step":1,"loss":1}`, c.line})
+		if code, _, stderr := dstune("plot", run, "-o", filepath.Join(dir, "bad.png")); code != 1 || !strings.Contains(stderr, c.want) {
+			t.Errorf("metrics line %s: exit %d, %s", c.line, code, stderr)
+		}
+	}
+	// A FIFO in place of metrics.jsonl is refused, not waited on.
+	fifo := fakeRun(t, filepath.Join(dir, "fifo"), `{}`, nil)
+	os.Remove(filepath.Join(fifo, "metrics.jsonl"))
+	if err := syscall.Mkfifo(filepath.Join(fifo, "metrics.jsonl"), 0o644); err == nil {
+		if code, _, stderr := dstune("plot", fifo, "-o", filepath.Join(dir, "fifo.png")); code != 1 || !strings.Contains(stderr, "not a regular file (a FIFO)") {
+			t.Errorf("metrics.jsonl a FIFO: exit %d, %s", code, stderr)
+		}
 	}
 	defer func(was int) { maxMetricsLine = was }(maxMetricsLine)
 	maxMetricsLine = 100

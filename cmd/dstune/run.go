@@ -17,6 +17,7 @@ import (
 	_ "github.com/dstune/dstune/accel/cpu" // the "cpu" backend
 	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/internal/outpath"
+	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 )
@@ -288,9 +289,12 @@ func checkRunOutputs(outDir string, outputs int, force bool, inputs []outpath.In
 		err := outpath.Check(out, force, inputs...)
 		var ie *outpath.InputError
 		var ee *outpath.ExistsError
+		var nr *outpath.NotRegularError
 		switch {
 		case errors.As(err, &ie):
 			return usagef("--output-dir: %v: write the outputs to another directory", err)
+		case errors.As(err, &nr):
+			return usagef("--output-dir: %v", err)
 		case errors.As(err, &ee):
 			existing = append(existing, outputFile(i))
 		case err != nil:
@@ -502,7 +506,13 @@ func executeGraph(g *ir.Graph, feeds map[string]*ir.Tensor, backendName string, 
 	if err != nil {
 		return nil, err
 	}
-	exe, err := backend.Compile(g, accel.Options{Threads: threads})
+	// A model of a few bytes can ask for tensors of gigabytes: the run
+	// stays within the memory budget train uses by default.
+	exe, err := backend.Compile(g, accel.Options{Threads: threads, MaxMemory: sysmem.Default()})
+	var me *accel.MemoryError
+	if errors.As(err, &me) {
+		return nil, fmt.Errorf("%w (%.0f %% of the %.1f GiB this process may use)", err, 100*sysmem.DefaultFraction, float64(sysmem.Total())/(1<<30))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -756,7 +766,7 @@ func checkTableIndices(g *ir.Graph, feeds map[string]*ir.Tensor) error {
 		rows := int64(table.Shape[op.Axis])
 		for i := range idx.Len() {
 			if j := idx.Int64At(i); j >= rows || j < -rows {
-				return fmt.Errorf("node %s: index %d is outside the %d rows of %q", n, j, rows, table.Param.Name)
+				return fmt.Errorf("%s: index %d is outside the %d rows of %q", n, j, rows, table.Param.Name)
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/dstune/dstune/internal/regfile"
 	"github.com/dstune/dstune/onnx"
 )
 
@@ -40,9 +41,23 @@ type ExistsError struct{ Output string }
 
 func (e *ExistsError) Error() string { return e.Output + " exists" }
 
-// Check refuses an output that is one of the inputs and, unless
-// overwrite, one that exists. An output that does not exist yet is no
-// input; an input that cannot be read is left to the command to report.
+// NotRegularError is an output that exists and is not a regular file (nor
+// a symbolic link to one): a device, a FIFO, a directory. Outputs are
+// written whole into a temporary file renamed over the path, which would
+// replace /dev/null itself, say, with a file.
+type NotRegularError struct {
+	Output string
+	Kind   string // "a device", "a FIFO", … (regfile.Kind)
+}
+
+func (e *NotRegularError) Error() string {
+	return fmt.Sprintf("%s is %s, not a regular file: outputs are written as new files renamed over the path, which would replace it", e.Output, e.Kind)
+}
+
+// Check refuses an output that is one of the inputs, one that exists and
+// is not a regular file (NotRegularError) and, unless overwrite, one that
+// exists. An output that does not exist yet is no input; an input that
+// cannot be read is left to the command to report.
 func Check(output string, overwrite bool, inputs ...Input) error {
 	st, err := os.Stat(output)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -58,6 +73,9 @@ func Check(output string, overwrite bool, inputs ...Input) error {
 		if ist, err := os.Stat(in.Path); err == nil && os.SameFile(st, ist) {
 			return &InputError{Output: output, Input: in}
 		}
+	}
+	if !st.Mode().IsRegular() {
+		return &NotRegularError{Output: output, Kind: regfile.Kind(st.Mode())}
 	}
 	if !overwrite {
 		return &ExistsError{output}

@@ -53,6 +53,18 @@ func TestCheck(t *testing.T) {
 			t.Errorf("Check(%s, overwrite %v): %v", c.out, c.overwrite, err)
 		}
 	}
+	// Never replaced, whatever overwrite says: a device (also behind a
+	// link, as /dev/stdout is), a directory.
+	devLink := filepath.Join(dir, "devnull")
+	if err := os.Symlink(os.DevNull, devLink); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ out, kind string }{{os.DevNull, "a device"}, {devLink, "a device"}, {filepath.Join(dir, "sub"), "a directory"}} {
+		var nr *NotRegularError
+		if err := Check(c.out, true, input); !errors.As(err, &nr) || nr.Kind != c.kind {
+			t.Errorf("Check(%s, overwrite): %v, want it refused as %s", c.out, err, c.kind)
+		}
+	}
 	if err := Check(link, true, Input{Path: filepath.Join(dir, "missing"), What: "x"}); err != nil {
 		t.Errorf("an input that does not exist: %v", err)
 	}

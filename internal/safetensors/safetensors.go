@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dstune/dstune/internal/atomicfile"
+	"github.com/dstune/dstune/internal/regfile"
 )
 
 // MaxHeaderBytes caps the JSON header a file may declare (the reference
@@ -283,33 +284,59 @@ func WriteFile(path string, metadata map[string]string, tensors []Tensor) error 
 }
 
 // ReadFile reads and decodes the file at path. Errors name the path. Only
-// regular files are read, and no more than their size is allocated.
+// regular files are read (a FIFO is refused, not waited on), and the
+// header is read and checked before the data: a file whose header does
+// not describe exactly its bytes is refused before they are read, so a
+// forged file cannot make the reader allocate more than its header and a
+// well-formed file's size.
 func ReadFile(path string) (*File, error) {
-	f, err := os.Open(path)
+	f, size, err := regfile.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	size := st.Size()
-	if size > math.MaxInt {
-		return nil, fmt.Errorf("%s: file of %d bytes is too large to read", path, size)
-	}
-	data := make([]byte, size)
-	if _, err := io.ReadFull(f, data); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	file, err := Decode(data)
+	file, err := readFrom(f, size)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return file, nil
+}
+
+// readFrom decodes the size bytes of r as Decode does, reading the header
+// before the data.
+func readFrom(r io.Reader, size int64) (*File, error) {
+	if size < 8 {
+		return nil, formatErrorf("", "file is %d bytes, shorter than the 8-byte header length", size)
+	}
+	var length [8]byte
+	if _, err := io.ReadFull(r, length[:]); err != nil {
+		return nil, err
+	}
+	headerLen, err := checkHeaderLength(binary.LittleEndian.Uint64(length[:]), uint64(size-8))
+	if err != nil {
+		return nil, err
+	}
+	header := make([]byte, headerLen)
+	if _, err := io.ReadFull(r, header); err != nil {
+		return nil, err
+	}
+	file := &File{}
+	entries, err := decodeHeader(header, file)
+	if err != nil {
+		return nil, err
+	}
+	bufLen := size - 8 - int64(headerLen)
+	if err := layOut(entries, bufLen); err != nil {
+		return nil, err
+	}
+	if bufLen > math.MaxInt {
+		return nil, fmt.Errorf("a data buffer of %d bytes is too large to read", bufLen)
+	}
+	buffer := make([]byte, bufLen)
+	if _, err := io.ReadFull(r, buffer); err != nil {
+		return nil, err
+	}
+	return place(file, entries, buffer), nil
 }
 
 // Decode parses a safetensors file held in data. The returned tensors' Data
@@ -319,41 +346,61 @@ func Decode(data []byte) (*File, error) {
 	if len(data) < 8 {
 		return nil, formatErrorf("", "file is %d bytes, shorter than the 8-byte header length", len(data))
 	}
-	headerLen := binary.LittleEndian.Uint64(data)
-	after := uint64(len(data) - 8)
+	headerLen, err := checkHeaderLength(binary.LittleEndian.Uint64(data), uint64(len(data)-8))
+	if err != nil {
+		return nil, err
+	}
+	file := &File{}
+	entries, err := decodeHeader(data[8:8+headerLen], file)
+	if err != nil {
+		return nil, err
+	}
+	buffer := data[8+headerLen:]
+	if err := layOut(entries, int64(len(buffer))); err != nil {
+		return nil, err
+	}
+	return place(file, entries, buffer), nil
+}
+
+// checkHeaderLength checks the header length a file declares against the
+// limit and the after bytes that follow the length.
+func checkHeaderLength(headerLen, after uint64) (int, error) {
 	switch {
 	case headerLen > MaxHeaderBytes && headerLen > after:
 		// Beyond both the limit and the file: another format's bytes (an
 		// ONNX model, a text) read as a length, not a safetensors file
 		// whose header is too large or cut short.
-		return nil, formatErrorf("", "not a safetensors file: its first 8 bytes give a header of %d bytes, more than the %d bytes the file holds after them", headerLen, after)
+		return 0, formatErrorf("", "not a safetensors file: its first 8 bytes give a header of %d bytes, more than the %d bytes the file holds after them", headerLen, after)
 	case headerLen > MaxHeaderBytes:
-		return nil, formatErrorf("", "header length %d exceeds the %d-byte limit", headerLen, MaxHeaderBytes)
+		return 0, formatErrorf("", "header length %d exceeds the %d-byte limit", headerLen, MaxHeaderBytes)
 	case headerLen > after:
-		return nil, formatErrorf("", "header length %d exceeds the %d bytes after the length: the file is cut short, or not a safetensors file", headerLen, after)
+		return 0, formatErrorf("", "header length %d exceeds the %d bytes after the length: the file is cut short, or not a safetensors file", headerLen, after)
 	}
-	header := data[8 : 8+headerLen]
-	buffer := data[8+headerLen:]
+	return int(headerLen), nil
+}
+
+// decodeHeader checks the header's text and parses its tensors (and the
+// metadata into file).
+func decodeHeader(header []byte, file *File) ([]headerEntry, error) {
 	if !utf8.Valid(header) {
 		return nil, formatErrorf("", "header is not valid UTF-8")
 	}
 	if trimmed := bytes.TrimLeft(header, " \t\r\n"); len(trimmed) == 0 || trimmed[0] != '{' {
 		return nil, formatErrorf("", "header does not start with a JSON object")
 	}
+	return parseHeader(header, file)
+}
 
-	file := &File{}
-	entries, err := parseHeader(header, file)
-	if err != nil {
-		return nil, err
-	}
-	if err := placeTensors(entries, buffer); err != nil {
-		return nil, err
-	}
+// place points every tensor's Data at its bytes of buffer (laid out by
+// layOut) and gives them to file.
+func place(file *File, entries []headerEntry, buffer []byte) *File {
 	file.Tensors = make([]Tensor, len(entries))
 	for i := range entries {
-		file.Tensors[i] = entries[i].Tensor
+		e := &entries[i]
+		e.Data = buffer[e.begin:e.end:e.end]
+		file.Tensors[i] = e.Tensor
 	}
-	return file, nil
+	return file
 }
 
 // headerEntry is a tensor of the header with its data offsets.
@@ -405,11 +452,10 @@ func parseHeader(header []byte, file *File) ([]headerEntry, error) {
 	return entries, nil
 }
 
-// placeTensors checks that the tensors' data offsets tile the data buffer
-// exactly, in offset order, each as long as its dtype and shape need, and
-// points every tensor's Data at its bytes. entries come back in offset
-// order.
-func placeTensors(entries []headerEntry, buffer []byte) error {
+// layOut checks that the tensors' data offsets tile a data buffer of
+// bufLen bytes exactly, in offset order, each as long as its dtype and
+// shape need. entries come back in offset order.
+func layOut(entries []headerEntry, bufLen int64) error {
 	slices.SortStableFunc(entries, func(a, b headerEntry) int {
 		if a.begin != b.begin {
 			if a.begin < b.begin {
@@ -438,8 +484,8 @@ func placeTensors(entries []headerEntry, buffer []byte) error {
 		if e.end < e.begin {
 			return formatErrorf(e.Name, "data_offsets [%d, %d] end before they begin", e.begin, e.end)
 		}
-		if e.end > int64(len(buffer)) {
-			return formatErrorf(e.Name, "data_offsets [%d, %d] run past the %d-byte data buffer", e.begin, e.end, len(buffer))
+		if e.end > bufLen {
+			return formatErrorf(e.Name, "data_offsets [%d, %d] run past the %d-byte data buffer", e.begin, e.end, bufLen)
 		}
 		n, err := byteLength(e.Name, e.DType, e.Shape)
 		if err != nil {
@@ -448,11 +494,10 @@ func placeTensors(entries []headerEntry, buffer []byte) error {
 		if n != e.end-e.begin {
 			return formatErrorf(e.Name, "%s%v needs %d bytes, data_offsets [%d, %d] hold %d", e.DType, e.Shape, n, e.begin, e.end, e.end-e.begin)
 		}
-		e.Data = buffer[e.begin:e.end:e.end]
 		next = e.end
 	}
-	if next != int64(len(buffer)) {
-		return formatErrorf("", "tensors cover %d bytes of the %d-byte data buffer", next, len(buffer))
+	if next != bufLen {
+		return formatErrorf("", "tensors cover %d bytes of the %d-byte data buffer", next, bufLen)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -316,6 +317,63 @@ func TestReadFileErrorsNamePath(t *testing.T) {
 	}
 	if _, err := ReadFile(dir); err == nil || !strings.Contains(err.Error(), "regular file") {
 		t.Errorf("directory: err = %v", err)
+	}
+}
+
+// TestReadFileMatchesDecode: ReadFile, which reads the header before the
+// data, accepts and refuses what Decode of the whole file does, with the
+// same messages.
+func TestReadFileMatchesDecode(t *testing.T) {
+	var buf bytes.Buffer
+	if err := Encode(&buf, map[string]string{"k": "v"}, sampleTensors()); err != nil {
+		t.Fatal(err)
+	}
+	full := buf.Bytes()
+	files := [][]byte{full, append(bytes.Clone(full), 0), handmade(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}`, make([]byte, 8)),
+		handmade(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, make([]byte, 8)), handmade(`[1]`, nil)}
+	for n := range len(full) {
+		files = append(files, full[:n])
+	}
+	path := filepath.Join(t.TempDir(), "f.safetensors")
+	for i, data := range files {
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want, wantErr := Decode(data)
+		got, err := ReadFile(path)
+		switch {
+		case (err == nil) != (wantErr == nil):
+			t.Errorf("file %d: ReadFile error %v, Decode error %v", i, err, wantErr)
+		case err != nil:
+			if !strings.HasPrefix(err.Error(), path+": ") || !strings.HasSuffix(err.Error(), wantErr.Error()) {
+				t.Errorf("file %d: ReadFile error %q, Decode error %q", i, err, wantErr)
+			}
+		case !reflect.DeepEqual(got, want):
+			t.Errorf("file %d: ReadFile %+v, Decode %+v", i, got, want)
+		}
+	}
+}
+
+// TestReadFileChecksHeaderFirst: a file of 1 GiB (sparse: it costs no
+// disk) whose header describes 8 bytes is refused without reading, or
+// allocating, the gigabyte.
+func TestReadFileChecksHeaderFirst(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sparse.safetensors")
+	if err := os.WriteFile(path, handmade(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, make([]byte, 8)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 1<<30); err != nil {
+		t.Skipf("cannot make a sparse file here: %v", err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := ReadFile(path)
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "tensors cover 8 bytes of the") {
+		t.Fatalf("err = %v", err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+		t.Errorf("refusing the file allocated %d bytes", alloc)
 	}
 }
 
