@@ -2,6 +2,7 @@ package onnx
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/dstune/dstune/internal/atomicfile"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -63,9 +64,9 @@ func DecodeValue(buf []byte, kind TypeKind) (*Value, error) {
 		return &Value{Name: t.Name, Kind: TypeTensor, Tensor: t}, nil
 	}
 	d := &decoder{base: buf, ext: newExternalFiles("")}
-	v, err := d.value(buf, kind)
+	v, err := d.value(kind, buf)
 	if err != nil {
-		return nil, fmt.Errorf("onnx: %s %q: %w", kindName(kind), peekString(buf, 1), err)
+		return nil, fmt.Errorf("onnx: %s %q: %w", kindName(kind), peekString(1, buf), err)
 	}
 	return v, nil
 }
@@ -86,39 +87,44 @@ func kindName(k TypeKind) string {
 	return "value of unknown type"
 }
 
-func (d *decoder) value(msg []byte, kind TypeKind) (*Value, error) {
+// value decodes a value of the given kind written in parts (one, or every
+// occurrence of a merged field).
+func (d *decoder) value(kind TypeKind, parts ...[]byte) (*Value, error) {
 	if err := d.enter(); err != nil {
 		return nil, err
 	}
 	defer func() { d.depth-- }()
 	switch kind {
 	case TypeTensor:
-		t, err := d.tensor(msg)
+		t, err := d.tensor(parts...)
 		if err != nil {
 			return nil, err
 		}
 		return &Value{Name: t.Name, Kind: TypeTensor, Tensor: t}, nil
 	case TypeSequence, TypeOptional:
-		return d.container(msg, kind)
+		return d.container(kind, parts)
 	case TypeMap:
-		return d.mapValue(msg)
+		return d.mapValue(parts)
 	case TypeSparseTensor:
 		return nil, fmt.Errorf("sparse tensor values: %w", ErrNotSupported)
 	}
 	return nil, fmt.Errorf("%w: value of unknown kind %d", ErrMalformed, kind)
 }
 
-// container reads a SequenceProto or OptionalProto: name = 1,
-// elem_type = 2, the values of elem_type k in field k+2.
-func (d *decoder) container(msg []byte, kind TypeKind) (*Value, error) {
+// container reads a SequenceProto or OptionalProto written in parts:
+// name = 1, elem_type = 2, the values of elem_type k in field k+2. A
+// sequence's value fields are repeated, one element per occurrence; an
+// optional's are singular, so the occurrences of one field are one value,
+// merged (mergedField).
+func (d *decoder) container(kind TypeKind, parts [][]byte) (*Value, error) {
 	v := &Value{Kind: kind}
 	var elemType int32
 	type pending struct {
-		num protowire.Number
-		b   []byte
+		num   protowire.Number
+		parts mergedField
 	}
 	var values []pending
-	r := d.reader(msg)
+	r := d.reader(parts...)
 	for !r.done() {
 		f, err := r.next()
 		if err != nil {
@@ -130,10 +136,16 @@ func (d *decoder) container(msg []byte, kind TypeKind) (*Value, error) {
 		case f.num == 2:
 			elemType, err = f.int32("elem_type")
 		case f.num >= 3 && f.num <= 7:
-			var b []byte
-			if b, err = f.bytes("values"); err == nil {
-				values = append(values, pending{f.num, b})
+			i := len(values)
+			if kind == TypeOptional {
+				if j := slices.IndexFunc(values, func(p pending) bool { return p.num == f.num }); j >= 0 {
+					i = j
+				}
 			}
+			if i == len(values) {
+				values = append(values, pending{num: f.num})
+			}
+			err = values[i].parts.add(f, "values")
 		default:
 			// Strict, unlike messages of models: a file of another kind
 			// (a TensorProto) must not read as an empty sequence.
@@ -154,7 +166,7 @@ func (d *decoder) container(msg []byte, kind TypeKind) (*Value, error) {
 		if int32(p.num) != elemType+2 {
 			return nil, fmt.Errorf("%w: value in field %d, but elem_type %d keeps its values in field %d", ErrMalformed, p.num, elemType, elemType+2)
 		}
-		e, err := d.value(p.b, elemKind)
+		e, err := d.value(elemKind, p.parts...)
 		if err != nil {
 			return nil, fmt.Errorf("element %d: %w", i, err)
 		}
@@ -163,13 +175,13 @@ func (d *decoder) container(msg []byte, kind TypeKind) (*Value, error) {
 	return v, nil
 }
 
-// mapValue reads a MapProto: name = 1, key_type = 2, keys = 3 (integers),
-// string_keys = 4, values = 5 (a SequenceProto, one element per key).
-func (d *decoder) mapValue(msg []byte) (*Value, error) {
+// mapValue reads a MapProto written in parts: name = 1, key_type = 2,
+// keys = 3 (integers), string_keys = 4, values = 5 (a SequenceProto, one
+// element per key; a singular field, so its occurrences merge).
+func (d *decoder) mapValue(parts [][]byte) (*Value, error) {
 	v := &Value{Kind: TypeMap}
-	r := d.reader(msg)
-	var values []byte
-	sawValues := false
+	r := d.reader(parts...)
+	var values mergedField
 	for !r.done() {
 		f, err := r.next()
 		if err != nil {
@@ -190,8 +202,7 @@ func (d *decoder) mapValue(msg []byte) (*Value, error) {
 				v.StringKeys = append(v.StringKeys, b)
 			}
 		case 5:
-			values, err = f.bytes("values")
-			sawValues = true
+			err = values.add(f, "values")
 		}
 		if err != nil {
 			return nil, err
@@ -210,8 +221,8 @@ func (d *decoder) mapValue(msg []byte) (*Value, error) {
 		return nil, fmt.Errorf("%w: map key type %s", ErrMalformed, v.KeyType)
 	}
 	n := len(v.Keys) + len(v.StringKeys)
-	if sawValues {
-		seq, err := d.value(values, TypeSequence)
+	if values.present() {
+		seq, err := d.value(TypeSequence, values...)
 		if err != nil {
 			return nil, fmt.Errorf("values: %w", err)
 		}

@@ -91,7 +91,9 @@ func TestMalformedValueFiles(t *testing.T) {
 		is   error
 	}{
 		{"truncated", TypeSequence, seqMsg("s", elemTensor, good)[:10], "malformed", ErrMalformed},
-		{"two optional values", TypeOptional, seqMsg("o", elemTensor, good, good), "an optional with 2 values", ErrMalformed},
+		// Two occurrences of tensor_value are one value (merged); a
+		// tensor_value and a sequence_value are two.
+		{"two optional values", TypeOptional, cat(seqMsg("o", elemTensor, good), fBytes(5, seqMsg("", elemTensor))), "an optional with 2 values", ErrMalformed},
 		{"value in the wrong field", TypeSequence, cat(fVarint(2, elemTensor), fBytes(5, good)), "elem_type 1 keeps its values in field 3", ErrMalformed},
 		{"unknown elem_type", TypeSequence, cat(fVarint(2, 9)), "elem_type 9", ErrMalformed},
 		{"bad element", TypeSequence, seqMsg("s", elemTensor, tensorMsg("t", []int64{3}, float32Raw(2))), `sequence "s": element 0: malformed: raw_data has 8 bytes, want 12`, ErrMalformed},

@@ -17,7 +17,15 @@ type decoder struct {
 	depth int
 }
 
-func (d *decoder) reader(msg []byte) *reader { return &reader{b: msg, base: d.base} }
+// reader walks the fields of the message encoded in parts: one part for a
+// message written once, every occurrence for a merged field (mergedField).
+func (d *decoder) reader(parts ...[]byte) *reader {
+	r := &reader{base: d.base}
+	if len(parts) > 0 {
+		r.b, r.more = parts[0], parts[1:]
+	}
+	return r
+}
 
 // Decode decodes a ModelProto from buf. Tensor.Raw of in-file tensors are
 // views of buf (buf must stay unmodified while the model is used), and
@@ -49,7 +57,7 @@ func decodeModelBuffer(buf []byte, dir string) (*Model, error) {
 func (d *decoder) model(msg []byte) (*Model, error) {
 	m := &Model{}
 	r := d.reader(msg)
-	sawGraph := false
+	var graph mergedField
 	for !r.done() {
 		f, err := r.next()
 		if err != nil {
@@ -79,11 +87,7 @@ func (d *decoder) model(msg []byte) (*Model, error) {
 		case 6:
 			m.DocString, err = f.str("doc_string")
 		case 7:
-			var b []byte
-			if b, err = f.bytes("graph"); err == nil {
-				m.Graph, err = d.graph(b)
-				sawGraph = true
-			}
+			err = graph.add(f, "graph")
 		case 14:
 			var p StringPair
 			if p, err = d.stringPair(f, "metadata_props"); err == nil {
@@ -94,7 +98,7 @@ func (d *decoder) model(msg []byte) (*Model, error) {
 			if b, err = f.bytes("functions"); err == nil {
 				var fn *Function
 				if fn, err = d.function(b); err != nil {
-					err = fmt.Errorf("model-local function %d %q: %w", len(m.Functions), peekString(b, 1), err)
+					err = fmt.Errorf("model-local function %d %q: %w", len(m.Functions), peekString(1, b), err)
 				}
 				m.Functions = append(m.Functions, fn)
 			}
@@ -106,8 +110,15 @@ func (d *decoder) model(msg []byte) (*Model, error) {
 			return nil, err
 		}
 	}
-	if !sawGraph {
+	if err := checkOpsetImports(m.OpsetImports); err != nil {
+		return nil, err
+	}
+	if !graph.present() {
 		return nil, fmt.Errorf("%w: model has no graph", ErrMalformed)
+	}
+	var err error
+	if m.Graph, err = d.graph(graph...); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -145,7 +156,7 @@ func (d *decoder) function(msg []byte) (*Function, error) {
 			if b, err = f.bytes("attribute_proto"); err == nil {
 				var a *Attribute
 				if a, err = d.attribute(b); err != nil {
-					return nil, fmt.Errorf("attribute %q: %w", peekString(b, 1), err)
+					return nil, fmt.Errorf("attribute %q: %w", peekString(1, b), err)
 				}
 				fn.AttributeDefaults = append(fn.AttributeDefaults, a)
 			}
@@ -153,7 +164,7 @@ func (d *decoder) function(msg []byte) (*Function, error) {
 			if b, err = f.bytes("node"); err == nil {
 				var n *Node
 				if n, err = d.node(b); err != nil {
-					return nil, fmt.Errorf("node %d %q: %w", len(fn.Nodes), peekString(b, 3), err)
+					return nil, fmt.Errorf("node %d %q: %w", len(fn.Nodes), peekString(3, b), err)
 				}
 				fn.Nodes = append(fn.Nodes, n)
 			}
@@ -174,6 +185,9 @@ func (d *decoder) function(msg []byte) (*Function, error) {
 		if err != nil {
 			return nil, err
 		}
+	}
+	if err := checkOpsetImports(fn.OpsetImports); err != nil {
+		return nil, err
 	}
 	return fn, nil
 }
@@ -232,21 +246,23 @@ func (d *decoder) enter() error {
 	return nil
 }
 
-func (d *decoder) graph(msg []byte) (*Graph, error) {
+// graph decodes a GraphProto written in parts (one, or every occurrence of
+// a merged field).
+func (d *decoder) graph(parts ...[]byte) (*Graph, error) {
 	if err := d.enter(); err != nil {
 		return nil, err
 	}
 	defer func() { d.depth-- }()
 	g := &Graph{}
-	if err := d.graphFields(g, msg); err != nil {
+	if err := d.graphFields(g, parts); err != nil {
 		// The name is field 2, after the nodes: peek it for the message.
-		return nil, fmt.Errorf("graph %q: %w", peekString(msg, 2), err)
+		return nil, fmt.Errorf("graph %q: %w", peekString(2, parts...), err)
 	}
 	return g, nil
 }
 
-func (d *decoder) graphFields(g *Graph, msg []byte) error {
-	r := d.reader(msg)
+func (d *decoder) graphFields(g *Graph, parts [][]byte) error {
+	r := d.reader(parts...)
 	for !r.done() {
 		f, err := r.next()
 		if err != nil {
@@ -258,7 +274,7 @@ func (d *decoder) graphFields(g *Graph, msg []byte) error {
 			if b, err = f.bytes("node"); err == nil {
 				var n *Node
 				if n, err = d.node(b); err != nil {
-					return fmt.Errorf("node %d %q: %w", len(g.Nodes), peekString(b, 3), err)
+					return fmt.Errorf("node %d %q: %w", len(g.Nodes), peekString(3, b), err)
 				}
 				g.Nodes = append(g.Nodes, n)
 			}
@@ -268,13 +284,13 @@ func (d *decoder) graphFields(g *Graph, msg []byte) error {
 			if b, err = f.bytes("initializer"); err == nil {
 				var t *Tensor
 				if t, err = d.tensor(b); err != nil {
-					return fmt.Errorf("initializer %d %q: %w", len(g.Initializers), peekString(b, 8), err)
+					return fmt.Errorf("initializer %d %q: %w", len(g.Initializers), peekString(8, b), err)
 				}
 				g.Initializers = append(g.Initializers, t)
 			}
 		case 15:
 			if b, err = f.bytes("sparse_initializer"); err == nil {
-				err = fmt.Errorf("sparse initializer: %w", ErrNotSupported)
+				err = fmt.Errorf("sparse initializer %q: %w", sparseTensorName(b), ErrNotSupported)
 			}
 		case 10:
 			g.DocString, err = f.str("doc_string")
@@ -283,7 +299,7 @@ func (d *decoder) graphFields(g *Graph, msg []byte) error {
 			if b, err = f.bytes(what); err == nil {
 				var vi *ValueInfo
 				if vi, err = d.valueInfo(b); err != nil {
-					return fmt.Errorf("%s %q: %w", what, peekString(b, 1), err)
+					return fmt.Errorf("%s %q: %w", what, peekString(1, b), err)
 				}
 				switch f.num {
 				case 11:
@@ -332,7 +348,7 @@ func (d *decoder) node(msg []byte) (*Node, error) {
 			if b, err = f.bytes("attribute"); err == nil {
 				var a *Attribute
 				if a, err = d.attribute(b); err != nil {
-					return nil, fmt.Errorf("attribute %q: %w", peekString(b, 1), err)
+					return nil, fmt.Errorf("attribute %q: %w", peekString(1, b), err)
 				}
 				n.Attributes = append(n.Attributes, a)
 			}
@@ -350,6 +366,7 @@ func (d *decoder) node(msg []byte) (*Node, error) {
 
 func (d *decoder) attribute(msg []byte) (*Attribute, error) {
 	a := &Attribute{}
+	var tField, gField, sparseField, tpField mergedField
 	r := d.reader(msg)
 	for !r.done() {
 		f, err := r.next()
@@ -375,21 +392,13 @@ func (d *decoder) attribute(msg []byte) (*Attribute, error) {
 		case 4:
 			a.S, err = f.copyBytes("s")
 		case 5:
-			if b, err = f.bytes("t"); err == nil {
-				a.T, err = d.tensor(b)
-			}
+			err = tField.add(f, "t")
 		case 6:
-			if b, err = f.bytes("g"); err == nil {
-				a.G, err = d.graph(b)
-			}
+			err = gField.add(f, "g")
 		case 22:
-			if b, err = f.bytes("sparse_tensor"); err == nil {
-				a.Sparse, err = d.sparseTensor(b)
-			}
+			err = sparseField.add(f, "sparse_tensor")
 		case 14:
-			if b, err = f.bytes("tp"); err == nil {
-				a.TP, err = d.typeProto(b)
-			}
+			err = tpField.add(f, "tp")
 		case 7:
 			a.Floats, err = appendFloat32s(a.Floats, f, "floats")
 		case 8:
@@ -439,34 +448,48 @@ func (d *decoder) attribute(msg []byte) (*Attribute, error) {
 			return nil, err
 		}
 	}
+	var err error
+	if tField.present() {
+		if a.T, err = d.tensor(tField...); err != nil {
+			return nil, err
+		}
+	}
+	if gField.present() {
+		if a.G, err = d.graph(gField...); err != nil {
+			return nil, err
+		}
+	}
+	if sparseField.present() {
+		if a.Sparse, err = d.sparseTensor(sparseField...); err != nil {
+			return nil, err
+		}
+	}
+	if tpField.present() {
+		if a.TP, err = d.typeProto(tpField...); err != nil {
+			return nil, err
+		}
+	}
 	if a.Type < AttrUndefined || a.Type > AttrTypeProtos {
 		return nil, fmt.Errorf("%w: unknown attribute type %d", ErrMalformed, a.Type)
 	}
 	return a, nil
 }
 
-func (d *decoder) sparseTensor(msg []byte) (*SparseTensor, error) {
+// sparseTensor decodes a SparseTensorProto written in parts.
+func (d *decoder) sparseTensor(parts ...[]byte) (*SparseTensor, error) {
 	s := &SparseTensor{}
-	r := d.reader(msg)
+	var values, indices mergedField
+	r := d.reader(parts...)
 	for !r.done() {
 		f, err := r.next()
 		if err != nil {
 			return nil, err
 		}
-		var b []byte
 		switch f.num {
 		case 1:
-			if b, err = f.bytes("values"); err == nil {
-				if s.Values, err = d.tensor(b); err != nil {
-					err = fmt.Errorf("values: %w", err)
-				}
-			}
+			err = values.add(f, "values")
 		case 2:
-			if b, err = f.bytes("indices"); err == nil {
-				if s.Indices, err = d.tensor(b); err != nil {
-					err = fmt.Errorf("indices: %w", err)
-				}
-			}
+			err = indices.add(f, "indices")
 		case 3:
 			s.Dims, err = appendVarints(s.Dims, f, "dims")
 		}
@@ -474,11 +497,41 @@ func (d *decoder) sparseTensor(msg []byte) (*SparseTensor, error) {
 			return nil, err
 		}
 	}
+	var err error
+	if values.present() {
+		if s.Values, err = d.tensor(values...); err != nil {
+			return nil, fmt.Errorf("values: %w", err)
+		}
+	}
+	if indices.present() {
+		if s.Indices, err = d.tensor(indices...); err != nil {
+			return nil, fmt.Errorf("indices: %w", err)
+		}
+	}
 	return s, nil
+}
+
+// sparseTensorName is the name of the SparseTensorProto msg, which is the
+// name of its values tensor (the values fields merged); "" when it has
+// none. It only names the tensor in messages, so it does not decode msg.
+func sparseTensorName(msg []byte) string {
+	var values [][]byte
+	r := &reader{b: msg, base: msg}
+	for !r.done() {
+		f, err := r.next()
+		if err != nil {
+			break
+		}
+		if f.num == 1 && f.typ == protowire.BytesType {
+			values = append(values, f.b)
+		}
+	}
+	return peekString(8, values...)
 }
 
 func (d *decoder) valueInfo(msg []byte) (*ValueInfo, error) {
 	vi := &ValueInfo{}
+	var typ mergedField
 	r := d.reader(msg)
 	for !r.done() {
 		f, err := r.next()
@@ -489,10 +542,7 @@ func (d *decoder) valueInfo(msg []byte) (*ValueInfo, error) {
 		case 1:
 			vi.Name, err = f.str("name")
 		case 2:
-			var b []byte
-			if b, err = f.bytes("type"); err == nil {
-				vi.Type, err = d.typeProto(b)
-			}
+			err = typ.add(f, "type")
 		case 3:
 			vi.DocString, err = f.str("doc_string")
 		}
@@ -500,87 +550,105 @@ func (d *decoder) valueInfo(msg []byte) (*ValueInfo, error) {
 			return nil, err
 		}
 	}
+	if typ.present() {
+		var err error
+		if vi.Type, err = d.typeProto(typ...); err != nil {
+			return nil, err
+		}
+	}
 	return vi, nil
 }
 
-func (d *decoder) typeProto(msg []byte) (*Type, error) {
+// typeValueFields are the members of TypeProto's oneof value: the kind each
+// declares and its name. opaque_type (ONNX-ML) has no kind dstune reads.
+var typeValueFields = map[protowire.Number]struct {
+	kind TypeKind
+	name string
+}{
+	1: {TypeTensor, "tensor_type"},
+	4: {TypeSequence, "sequence_type"},
+	5: {TypeMap, "map_type"},
+	7: {TypeUnknown, "opaque_type"},
+	8: {TypeSparseTensor, "sparse_tensor_type"},
+	9: {TypeOptional, "optional_type"},
+}
+
+// typeProto decodes a TypeProto written in parts.
+func (d *decoder) typeProto(parts ...[]byte) (*Type, error) {
 	if err := d.enter(); err != nil {
 		return nil, err
 	}
 	defer func() { d.depth-- }()
 	t := &Type{}
-	r := d.reader(msg)
+	// The value oneof: occurrences of one member merge, a different member
+	// replaces what was set before (as protobuf clears the other members
+	// of a oneof).
+	var valueNum protowire.Number
+	var value mergedField
+	r := d.reader(parts...)
 	for !r.done() {
 		f, err := r.next()
 		if err != nil {
 			return nil, err
 		}
-		var b []byte
-		switch f.num {
-		case 1, 8:
-			kind, what := TypeTensor, "tensor_type"
-			if f.num == 8 {
-				kind, what = TypeSparseTensor, "sparse_tensor_type"
+		if member, ok := typeValueFields[f.num]; ok {
+			if f.num != valueNum {
+				valueNum, value = f.num, nil
 			}
-			if b, err = f.bytes(what); err == nil {
-				t.Kind = kind
-				if err = d.tensorType(t, b); err != nil {
-					err = fmt.Errorf("%s: %w", what, err)
-				}
-			}
-		case 4, 9:
-			kind, what := TypeSequence, "sequence_type"
-			if f.num == 9 {
-				kind, what = TypeOptional, "optional_type"
-			}
-			if b, err = f.bytes(what); err == nil {
-				t.Kind = kind
-				t.Elem, err = d.elemType(b, 1)
-				if err != nil {
-					err = fmt.Errorf("%s: %w", what, err)
-				}
-			}
-		case 5:
-			if b, err = f.bytes("map_type"); err == nil {
-				t.Kind = TypeMap
-				if err = d.mapType(t, b); err != nil {
-					err = fmt.Errorf("map_type: %w", err)
-				}
-			}
-		case 6:
+			err = value.add(f, member.name)
+		} else if f.num == 6 {
 			t.Denotation, err = f.str("denotation")
 		}
 		if err != nil {
 			return nil, err
 		}
 	}
+	if !value.present() {
+		return t, nil
+	}
+	member := typeValueFields[valueNum]
+	t.Kind = member.kind
+	var err error
+	switch member.kind {
+	case TypeTensor, TypeSparseTensor:
+		err = d.tensorType(t, value)
+	case TypeSequence, TypeOptional:
+		t.Elem, err = d.elemType(value)
+	case TypeMap:
+		err = d.mapType(t, value)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", member.name, err)
+	}
 	return t, nil
 }
 
-// elemType reads the TypeProto in field num of msg (sequence, optional).
-func (d *decoder) elemType(msg []byte, num protowire.Number) (*Type, error) {
-	var elem *Type
-	r := d.reader(msg)
+// elemType reads the element type (field 1) of a TypeProto.Sequence or
+// TypeProto.Optional written in parts.
+func (d *decoder) elemType(parts [][]byte) (*Type, error) {
+	var elem mergedField
+	r := d.reader(parts...)
 	for !r.done() {
 		f, err := r.next()
 		if err != nil {
 			return nil, err
 		}
-		if f.num == num {
-			var b []byte
-			if b, err = f.bytes("elem_type"); err == nil {
-				elem, err = d.typeProto(b)
+		if f.num == 1 {
+			if err = elem.add(f, "elem_type"); err != nil {
+				return nil, err
 			}
 		}
-		if err != nil {
-			return nil, err
-		}
 	}
-	return elem, nil
+	if !elem.present() {
+		return nil, nil
+	}
+	return d.typeProto(elem...)
 }
 
-func (d *decoder) mapType(t *Type, msg []byte) error {
-	r := d.reader(msg)
+// mapType reads a TypeProto.Map written in parts into t.
+func (d *decoder) mapType(t *Type, parts [][]byte) error {
+	var valueType mergedField
+	r := d.reader(parts...)
 	for !r.done() {
 		f, err := r.next()
 		if err != nil {
@@ -592,20 +660,25 @@ func (d *decoder) mapType(t *Type, msg []byte) error {
 			v, err = f.int32("key_type")
 			t.KeyType = DataType(v)
 		case 2:
-			var b []byte
-			if b, err = f.bytes("value_type"); err == nil {
-				t.Elem, err = d.typeProto(b)
-			}
+			err = valueType.add(f, "value_type")
 		}
 		if err != nil {
 			return err
 		}
 	}
+	if valueType.present() {
+		var err error
+		t.Elem, err = d.typeProto(valueType...)
+		return err
+	}
 	return nil
 }
 
-func (d *decoder) tensorType(t *Type, msg []byte) error {
-	r := d.reader(msg)
+// tensorType reads a TypeProto.Tensor or TypeProto.SparseTensor written in
+// parts into t.
+func (d *decoder) tensorType(t *Type, parts [][]byte) error {
+	var shape mergedField
+	r := d.reader(parts...)
 	for !r.done() {
 		f, err := r.next()
 		if err != nil {
@@ -617,22 +690,26 @@ func (d *decoder) tensorType(t *Type, msg []byte) error {
 			v, err = f.int32("elem_type")
 			t.ElemType = DataType(v)
 		case 2:
-			var b []byte
-			if b, err = f.bytes("shape"); err == nil {
-				t.HasShape = true
-				t.Shape, err = d.shape(b)
-			}
+			err = shape.add(f, "shape")
 		}
 		if err != nil {
 			return err
 		}
 	}
+	if shape.present() {
+		t.HasShape = true
+		var err error
+		t.Shape, err = d.shape(shape)
+		return err
+	}
 	return nil
 }
 
-func (d *decoder) shape(msg []byte) ([]Dim, error) {
+// shape reads a TensorShapeProto written in parts: the dimensions of all
+// parts, in order.
+func (d *decoder) shape(parts [][]byte) ([]Dim, error) {
 	var dims []Dim
-	r := d.reader(msg)
+	r := d.reader(parts...)
 	for !r.done() {
 		f, err := r.next()
 		if err != nil {

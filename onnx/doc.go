@@ -9,6 +9,13 @@
 // process's copy of the page, never the file); such a Model must be closed
 // with Close once no Raw slice is in use any more.
 //
+// Decoding follows protobuf's rules, as onnx and onnxruntime do: a message
+// field that occurs more than once (a second "graph" appended to a model, a
+// type split over two fields) is one message, merged, not the last
+// occurrence alone. Beyond the wire format it refuses one thing that
+// onnx.checker lets through: a domain imported at two different versions
+// in opset_import (tools disagree on which one counts).
+//
 // Every input is untrusted: malformed or hostile files yield errors that
 // name the file, graph, node, attribute or tensor and what was expected
 // (never a panic), allocation stays proportional to the file size, nested

@@ -18,6 +18,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add(modelWithInitializer(tensorMsg("w", []int64{2, 3}, float32Raw(6))))
 	f.Add(modelWithInitializer(tensorMsg("w", []int64{4, 4}, extEntry("location", "w.bin"), fVarint(14, 1))))
 	f.Add(nestedIfModel(3))
+	// A graph and a type written in two parts, which merge.
+	f.Add(cat(modelMsg(), fBytes(7, fString(10, "edited"))))
+	f.Add(modelMsg(fBytes(11, cat(fString(1, "z"), fBytes(2, typeMsg(Float, nil)), fBytes(2, typeMsg(Float, []int64{2}))))))
 	f.Add(modelWithAttribute(cat(fString(1, "alpha"), fVarint(20, uint64(AttrFloats)), fBytes(7, make([]byte, 8)))))
 	// Real models as seeds when the shared test data is there (without it
 	// the crafted seeds above still run).

@@ -3,21 +3,53 @@ package onnx
 import "fmt"
 
 // Opset returns the version imported for domain ("" and "ai.onnx" are the
-// same default domain), or 0 when the model does not import it.
+// same default domain), or 0 when the model does not import it. Decode
+// refuses a model that imports one domain at two versions, so for a
+// decoded model there is only one.
 func (m *Model) Opset(domain string) int64 {
-	if domain == "ai.onnx" {
-		domain = ""
-	}
+	domain = canonicalDomain(domain)
 	for _, op := range m.OpsetImports {
-		d := op.Domain
-		if d == "ai.onnx" {
-			d = ""
-		}
-		if d == domain {
+		if canonicalDomain(op.Domain) == domain {
 			return op.Version
 		}
 	}
 	return 0
+}
+
+// canonicalDomain spells the default domain "" whichever way it is written
+// ("" or "ai.onnx").
+func canonicalDomain(domain string) string {
+	if domain == "ai.onnx" {
+		return ""
+	}
+	return domain
+}
+
+// checkOpsetImports refuses a domain imported at two different versions.
+// onnx.checker lets such a model through, but which import counts is not
+// agreed on: ONNX's shape inference takes the last, a reader that stops at
+// the first takes the first, and the same Squeeze or Reduce then computes
+// different shapes. Repeating an import at the same version is harmless
+// and accepted.
+func checkOpsetImports(imports []OpsetID) error {
+	first := make(map[string]int, len(imports)) // domain → index of its first import
+	for i, op := range imports {
+		domain := canonicalDomain(op.Domain)
+		j, seen := first[domain]
+		if !seen {
+			first[domain] = i
+			continue
+		}
+		if prev := imports[j]; prev.Version != op.Version {
+			name := fmt.Sprintf("domain %q", op.Domain)
+			if domain == "" {
+				name = `the default domain ("" or "ai.onnx")`
+			}
+			return fmt.Errorf("%w: opset_import %d imports %s at version %d, but opset_import %d imports it at version %d; a domain must be imported at one version",
+				ErrMalformed, i, name, op.Version, j, prev.Version)
+		}
+	}
+	return nil
 }
 
 // Initializer returns the graph's initializer called name, or nil.

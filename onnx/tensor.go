@@ -11,13 +11,15 @@ import (
 
 const dataLocationExternal = 1
 
-func (d *decoder) tensor(msg []byte) (*Tensor, error) {
+// tensor decodes a TensorProto written in parts (one, or every occurrence
+// of a merged field), checking its values once all parts are read.
+func (d *decoder) tensor(parts ...[]byte) (*Tensor, error) {
 	t := &Tensor{RawOffset: -1}
 	var (
 		external     []StringPair
 		dataLocation int32
 	)
-	r := d.reader(msg)
+	r := d.reader(parts...)
 	for !r.done() {
 		f, err := r.next()
 		if err != nil {
@@ -218,7 +220,7 @@ func DecodeTensor(buf []byte) (*Tensor, error) {
 		if elem := sniffContainer(buf); elem != "" {
 			return nil, fmt.Errorf("onnx: file holds a SequenceProto or OptionalProto of %s, not a TensorProto: %w", elem, ErrNotSupported)
 		}
-		return nil, fmt.Errorf("onnx: tensor %q: %w", peekString(buf, 8), err)
+		return nil, fmt.Errorf("onnx: tensor %q: %w", peekString(8, buf), err)
 	}
 	return t, nil
 }

@@ -52,17 +52,62 @@ func wireTypeName(t protowire.Type) string {
 	return fmt.Sprintf("wire type %d", t)
 }
 
-// reader walks the fields of one message. base is the full input buffer
-// the message is a view of, used only to report byte offsets in errors
-// (views share base's backing array, so offset = cap(base) - cap(view)).
+// reader walks the fields of one message, whose encoding may come in
+// several parts (see mergedField): b is the unread rest of the current
+// part, more the parts after it. base is the full input buffer the parts
+// are views of, used only to report byte offsets in errors (views share
+// base's backing array, so offset = cap(base) - cap(view)).
 type reader struct {
 	b    []byte
+	more [][]byte
 	base []byte
 }
 
 func (r *reader) offset() int64 { return int64(cap(r.base) - cap(r.b)) }
 
-func (r *reader) done() bool { return len(r.b) == 0 }
+// done reports whether every part has been read, moving on to the next
+// part when the current one is. A field never spans two parts: each part
+// is a whole encoded message.
+func (r *reader) done() bool {
+	for len(r.b) == 0 && len(r.more) > 0 {
+		r.b, r.more = r.more[0], r.more[1:]
+	}
+	return len(r.b) == 0
+}
+
+// mergedField gathers the encodings of a singular embedded-message field
+// (ModelProto.graph, ValueInfoProto.type, AttributeProto.t, ...), one per
+// occurrence in file order. Protobuf does not replace such a field when it
+// occurs again: it merges the occurrences into one message (a later scalar
+// overwrites an earlier one, repeated fields append, message fields merge
+// in turn), and onnx, onnxruntime and every protobuf reader do so; a tool
+// that appends "graph { doc_string: ... }" to a model relies on it.
+// Reading the parts one after the other as one message (decoder.reader)
+// is exactly that merge, so a parent collects the parts while it reads its
+// own fields and decodes the child once, when it has them all. Decoding
+// once keeps the checks made at the end of a message (tensor sizes,
+// external data) and the nesting depth as for a message written whole.
+type mergedField [][]byte
+
+// add records one occurrence of the field, which must be length-delimited.
+// The list doubles when full, so that a file made of many tiny occurrences
+// allocates at most about twice what the list holds (append grows large
+// slices by a quarter, which allocates about five times as much).
+func (m *mergedField) add(f field, name string) error {
+	b, err := f.bytes(name)
+	if err != nil {
+		return err
+	}
+	if len(*m) == cap(*m) {
+		*m = grow(*m, len(*m)+1)
+	}
+	*m = append(*m, b)
+	return nil
+}
+
+// present reports whether the field occurred at all (an occurrence may be
+// empty: "graph {}" still sets the graph).
+func (m mergedField) present() bool { return len(m) > 0 }
 
 // next consumes one field. Groups (deprecated, never used by ONNX) are
 // rejected rather than skipped.
@@ -260,27 +305,29 @@ func grow[T any](s []T, n int) []T {
 	return g
 }
 
-// peekString returns the first occurrence of string field num in msg, or
-// "" — used only to name things in error messages before they are decoded.
-func peekString(msg []byte, num protowire.Number) string {
-	for len(msg) > 0 {
-		n, typ, l := protowire.ConsumeTag(msg)
-		if l < 0 {
-			return ""
-		}
-		msg = msg[l:]
-		if n == num && typ == protowire.BytesType {
-			v, l := protowire.ConsumeBytes(msg)
-			if l < 0 || !utf8.Valid(v) {
-				return ""
+// peekString returns the value of string field num in the message made of
+// parts, or "" — used only to name things in error messages before they
+// are decoded. Like decoding, it takes the last occurrence.
+func peekString(num protowire.Number, parts ...[]byte) string {
+	name := ""
+	for _, msg := range parts {
+		for len(msg) > 0 {
+			n, typ, l := protowire.ConsumeTag(msg)
+			if l < 0 {
+				return name
 			}
-			return string(v)
+			msg = msg[l:]
+			l = protowire.ConsumeFieldValue(n, typ, msg)
+			if l < 0 {
+				return name
+			}
+			if n == num && typ == protowire.BytesType {
+				if v, _ := protowire.ConsumeBytes(msg); utf8.Valid(v) {
+					name = string(v)
+				}
+			}
+			msg = msg[l:]
 		}
-		l = protowire.ConsumeFieldValue(n, typ, msg)
-		if l < 0 {
-			return ""
-		}
-		msg = msg[l:]
 	}
-	return ""
+	return name
 }
