@@ -41,7 +41,8 @@ const (
 const int32IndexLimit = 1 << 31
 
 // ValueDType is the element type a delta's values are stored as in the
-// file. In memory values are always float32.
+// file. In memory values are float32, and F64 values are kept as float64
+// besides (TensorDelta.Values64).
 type ValueDType string
 
 // Value types a delta file may store its values as. "" means F32.
@@ -76,6 +77,14 @@ type TensorDelta struct {
 	Indices []int64
 	Values  []float32
 
+	// Values64, when not nil, holds the values at float64 precision, and
+	// Values[i] is float32(Values64[i]). ReadDelta fills it for F64
+	// values. Writing into a float64 tensor (or an F64 file) then takes
+	// the values as they are, and into a float16 or bfloat16 one rounds
+	// them once from float64: a float32 step first would lose precision,
+	// or round twice.
+	Values64 []float64
+
 	// ValueDType is the type Values are stored as in the file ("" = F32);
 	// writing rounds to it (to nearest, ties to even).
 	ValueDType ValueDType
@@ -101,7 +110,8 @@ type Delta struct {
 	RoundedToSeed int
 }
 
-// Tensor returns the change to the named initializer, or nil.
+// Tensor returns the change to the named initializer, or nil. It scans
+// d.Tensors: code that looks up many names indexes them once instead.
 func (d *Delta) Tensor(name string) *TensorDelta {
 	for i := range d.Tensors {
 		if d.Tensors[i].Name == name {
@@ -155,6 +165,9 @@ func (t *TensorDelta) validate() error {
 	if len(t.Values) != len(t.Indices) {
 		return fmt.Errorf("%d values for %d indices", len(t.Values), len(t.Indices))
 	}
+	if t.Values64 != nil && len(t.Values64) != len(t.Indices) {
+		return fmt.Errorf("%d float64 values for %d indices", len(t.Values64), len(t.Indices))
+	}
 	if err := checkIndices(t.Indices, size); err != nil {
 		return err
 	}
@@ -165,8 +178,28 @@ func (t *TensorDelta) validate() error {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return fmt.Errorf("value %d (index %d) is %v", i, t.Indices[i], v)
 		}
+		if t.Values64 != nil && float32(t.Values64[i]) != v {
+			return fmt.Errorf("value %d (index %d) is %v in float32 but %v in float64, which rounds to %v", i, t.Indices[i], v, t.Values64[i], float32(t.Values64[i]))
+		}
 	}
 	return nil
+}
+
+// value is value i at the most precision t holds it.
+func (t *TensorDelta) value(i int) float64 {
+	if t.Values64 != nil {
+		return t.Values64[i]
+	}
+	return float64(t.Values[i])
+}
+
+// valueText writes value i as the shortest decimal that reads back as
+// the value at the precision t holds it.
+func (t *TensorDelta) valueText(i int) string {
+	if t.Values64 != nil {
+		return strconv.FormatFloat(t.Values64[i], 'g', -1, 64)
+	}
+	return strconv.FormatFloat(float64(t.Values[i]), 'g', -1, 32)
 }
 
 // checkIndices verifies that idx is strictly ascending within [0, size).
@@ -269,9 +302,9 @@ func (d *Delta) fileTensors() ([]safetensors.Tensor, error) {
 			}
 		}
 		vt := t.ValueDType.orF32()
-		vals, err := encodeValues(vt, t.Values)
-		if err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
+		vals, bad := t.encode(vt)
+		if bad >= 0 {
+			return nil, fmt.Errorf("tensor %q: value %d (%s) overflows %s", t.Name, bad, t.valueText(bad), vt)
 		}
 		out = append(out,
 			safetensors.Tensor{Name: t.Name + indicesSuffix, DType: idxType, Shape: []int64{n}, Data: idx},
@@ -549,11 +582,17 @@ func decodeTensor(name string, dims []int64, idxT, valT *safetensors.Tensor) (Te
 		return td, fmt.Errorf("values have dtype %s, want F32, F16, BF16 or F64", valT.DType)
 	}
 	td.ValueDType = vt
-	td.Values = decodeValues(vt, valT.Data)
 	if vt == ValuesF64 {
 		if err := checkFloat64Values(td.Indices, valT.Data); err != nil {
 			return td, err
 		}
+		td.Values64 = decodeFloat64s(valT.Data)
+		td.Values = make([]float32, len(td.Values64))
+		for i, v := range td.Values64 {
+			td.Values[i] = float32(v)
+		}
+	} else {
+		td.Values = decodeValues(vt, valT.Data)
 	}
 	if err := td.validate(); err != nil {
 		return td, err
@@ -562,8 +601,8 @@ func decodeTensor(name string, dims []int64, idxT, valT *safetensors.Tensor) (Te
 }
 
 // checkFloat64Values reports a stored float64 value that is not finite or
-// does not fit float32 (which values are in memory), naming it as stored:
-// 1e300 is not "+Inf".
+// does not fit float32 (TensorDelta.Values), naming it as stored: 1e300
+// is not "+Inf".
 func checkFloat64Values(indices []int64, data []byte) error {
 	for i := range indices {
 		v := math.Float64frombits(binary.LittleEndian.Uint64(data[8*i:]))
@@ -577,18 +616,24 @@ func checkFloat64Values(indices []int64, data []byte) error {
 	return nil
 }
 
-// encodeValues converts float32 values to the stored type, little-endian,
-// failing when a value does not fit (overflows to ±Inf).
-func encodeValues(vt ValueDType, values []float32) ([]byte, error) {
-	out := make([]byte, vt.size()*len(values))
-	for i, v := range values {
+// encode lays t's values out as vt, little-endian, each rounded once (to
+// nearest, ties to even) from the most precision t holds it at. bad is the
+// index of the first value that overflows vt (its bytes hold ±Inf), -1
+// when none does.
+func (t *TensorDelta) encode(vt ValueDType) (out []byte, bad int) {
+	out = make([]byte, vt.size()*len(t.Values))
+	bad = -1
+	for i, v := range t.Values {
 		switch vt {
 		case ValuesF32:
 			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
 			continue
 		case ValuesF64:
-			binary.LittleEndian.PutUint64(out[8*i:], math.Float64bits(float64(v)))
+			binary.LittleEndian.PutUint64(out[8*i:], math.Float64bits(t.value(i)))
 			continue
+		}
+		if t.Values64 != nil {
+			v = float32RoundToOdd(t.Values64[i])
 		}
 		var h uint16
 		if vt == ValuesF16 {
@@ -597,15 +642,15 @@ func encodeValues(vt ValueDType, values []float32) ([]byte, error) {
 			h = float32ToBFloat16(v)
 		}
 		binary.LittleEndian.PutUint16(out[2*i:], h)
-		if back := decodeHalf(vt, h); math.IsInf(float64(back), 0) {
-			return nil, fmt.Errorf("value %d (%g) overflows %s", i, v, vt)
+		if back := decodeHalf(vt, h); bad < 0 && math.IsInf(float64(back), 0) {
+			bad = i
 		}
 	}
-	return out, nil
+	return out, bad
 }
 
 // decodeValues converts stored values to float32; F64 values round to the
-// nearest float32.
+// nearest float32 (decodeTensor keeps them as float64 too).
 func decodeValues(vt ValueDType, data []byte) []float32 {
 	n := len(data) / vt.size()
 	out := make([]float32, n)
@@ -627,4 +672,12 @@ func decodeHalf(vt ValueDType, h uint16) float32 {
 		return math.Float32frombits(uint32(h) << 16)
 	}
 	return float16ToFloat32(h)
+}
+
+func decodeFloat64s(data []byte) []float64 {
+	out := make([]float64, len(data)/8)
+	for i := range out {
+		out[i] = math.Float64frombits(binary.LittleEndian.Uint64(data[8*i:]))
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -148,6 +149,9 @@ func (t *TensorDelta) checkTarget(n int64) error {
 	if len(t.Values) != len(t.Indices) {
 		return fmt.Errorf("tensor %q: %d values for %d indices", t.Name, len(t.Values), len(t.Indices))
 	}
+	if t.Values64 != nil && len(t.Values64) != len(t.Indices) {
+		return fmt.Errorf("tensor %q: %d float64 values for %d indices", t.Name, len(t.Values64), len(t.Indices))
+	}
 	if err := checkIndices(t.Indices, n); err != nil {
 		return fmt.Errorf("tensor %q: %w", t.Name, err)
 	}
@@ -155,9 +159,11 @@ func (t *TensorDelta) checkTarget(n int64) error {
 }
 
 // ApplyRaw writes t's values into data, the raw little-endian bytes of the
-// base tensor with element type dtype (F32, F16, BF16 or F64; values are
-// rounded to nearest, ties to even). It checks sizes and indices before
-// writing anything, and fails on a value that overflows dtype.
+// base tensor with element type dtype (F32, F16, BF16 or F64). Each value
+// is rounded once, to nearest, ties to even, from the most precision t
+// holds it at (Values64 when set). It checks sizes, indices and values
+// before writing anything: a value that overflows dtype is an
+// *OverflowError naming the element.
 func (t *TensorDelta) ApplyRaw(dtype string, data []byte) error {
 	vt := ValueDType(dtype)
 	size := vt.size()
@@ -170,14 +176,86 @@ func (t *TensorDelta) ApplyRaw(dtype string, data []byte) error {
 	if err := t.checkTarget(int64(len(data) / size)); err != nil {
 		return err
 	}
-	enc, err := encodeValues(vt, t.Values)
-	if err != nil {
-		return fmt.Errorf("tensor %q: %w", t.Name, err)
+	enc, bad := t.encode(vt)
+	if bad >= 0 {
+		return &OverflowError{Tensor: t.Name, Position: t.Indices[bad], Index: unflatten(t.Indices[bad], t.Dims), Entry: bad,
+			Value: t.value(bad), DType: dtype, Result: float64(decodeHalf(vt, binary.LittleEndian.Uint16(enc[2*bad:]))),
+			valueText: t.valueText(bad)}
 	}
 	for j, x := range t.Indices {
 		copy(data[x*int64(size):], enc[j*size:(j+1)*size])
 	}
 	return nil
+}
+
+// OverflowError is ApplyRaw's error for a value that the tensor's element
+// type cannot hold: rounded to it, the value becomes infinite.
+type OverflowError struct {
+	Tensor   string
+	Position int64   // the element's flat (row-major) index in the tensor
+	Index    []int64 // Position as an index into the tensor's dims
+	// Entry is the value's index in the TensorDelta: in a delta read from
+	// a file, its index in the file; in a composed delta, in no file.
+	Entry  int
+	Value  float64 // the delta's value
+	DType  string  // the element type: F16 or BF16
+	Result float64 // what the value rounds to: ±Inf
+
+	valueText string // Value at the precision the delta held it
+}
+
+func (e *OverflowError) Error() string {
+	value := e.valueText
+	if value == "" {
+		value = strconv.FormatFloat(e.Value, 'g', -1, 64)
+	}
+	return fmt.Sprintf("tensor %q: element %d %s: value %s overflows %s (rounds to %v; the largest finite %s is %s)",
+		e.Tensor, e.Position, formatIndex(e.Index), value, dtypeWord(e.DType), e.Result,
+		dtypeWord(e.DType), strconv.FormatFloat(largestFinite(e.DType), 'g', -1, 32))
+}
+
+// At places the overflow at flat position pos of a tensor of dims: for a
+// caller that applied the values to a buffer of its own, whose positions
+// are not the tensor's.
+func (e *OverflowError) At(pos int64, dims []int64) {
+	e.Position, e.Index = pos, unflatten(pos, dims)
+}
+
+// unflatten is the row-major index into dims of flat position pos.
+func unflatten(pos int64, dims []int64) []int64 {
+	idx := make([]int64, len(dims))
+	for k := len(dims) - 1; k >= 0; k-- {
+		if dims[k] > 0 {
+			idx[k], pos = pos%dims[k], pos/dims[k]
+		}
+	}
+	return idx
+}
+
+// formatIndex writes a multi-dimensional index as [i,j,k].
+func formatIndex(idx []int64) string {
+	parts := make([]string, len(idx))
+	for i, x := range idx {
+		parts[i] = strconv.FormatInt(x, 10)
+	}
+	return "[" + strings.Join(parts, ",") + "]"
+}
+
+// dtypeWord names a half-precision element type as a sentence does.
+func dtypeWord(dtype string) string {
+	if dtype == "BF16" {
+		return "bfloat16"
+	}
+	return "float16"
+}
+
+// largestFinite is the largest finite value of a half-precision element
+// type (the only ones a delta's float32 values can overflow).
+func largestFinite(dtype string) float64 {
+	if dtype == "BF16" {
+		return float64(math.Float32frombits(0x7f7f0000))
+	}
+	return 65504
 }
 
 // Conflict reports entries of one tensor that more than one composed delta
@@ -268,7 +346,8 @@ func Compose(parts []*Delta, force bool) (*Delta, []Conflict, error) {
 			t := &p.Tensors[ti]
 			acc, ok := merged[t.Name]
 			if !ok {
-				c := &TensorDelta{Name: t.Name, Dims: slices.Clone(t.Dims), Indices: slices.Clone(t.Indices), Values: slices.Clone(t.Values), ValueDType: t.ValueDType}
+				c := &TensorDelta{Name: t.Name, Dims: slices.Clone(t.Dims), Indices: slices.Clone(t.Indices),
+					Values: slices.Clone(t.Values), Values64: slices.Clone(t.Values64), ValueDType: t.ValueDType}
 				merged[t.Name] = c
 				changedBy[t.Name] = make([]int, len(t.Indices))
 				names = append(names, t.Name)
@@ -305,28 +384,39 @@ func Compose(parts []*Delta, force bool) (*Delta, []Conflict, error) {
 
 // mergeInto merges t into acc (both ascending); on a shared position t's
 // value wins and that entry's repeat count goes up. It returns the repeat
-// counts for acc's new entries.
+// counts for acc's new entries. When either holds float64 values the
+// merged tensor does, for every entry.
 func mergeInto(acc *TensorDelta, repeats []int, t *TensorDelta) []int {
 	n := len(acc.Indices) + len(t.Indices)
 	idx := make([]int64, 0, n)
 	val := make([]float32, 0, n)
 	rep := make([]int, 0, n)
+	var val64 []float64
+	if acc.Values64 != nil || t.Values64 != nil {
+		val64 = make([]float64, 0, n)
+	}
+	take := func(from *TensorDelta, k, repeat int) {
+		idx, val, rep = append(idx, from.Indices[k]), append(val, from.Values[k]), append(rep, repeat)
+		if val64 != nil {
+			val64 = append(val64, from.value(k))
+		}
+	}
 	i, j := 0, 0
 	for i < len(acc.Indices) || j < len(t.Indices) {
 		switch {
 		case j == len(t.Indices) || i < len(acc.Indices) && acc.Indices[i] < t.Indices[j]:
-			idx, val, rep = append(idx, acc.Indices[i]), append(val, acc.Values[i]), append(rep, repeats[i])
+			take(acc, i, repeats[i])
 			i++
 		case i == len(acc.Indices) || t.Indices[j] < acc.Indices[i]:
-			idx, val, rep = append(idx, t.Indices[j]), append(val, t.Values[j]), append(rep, 0)
+			take(t, j, 0)
 			j++
 		default:
-			idx, val, rep = append(idx, t.Indices[j]), append(val, t.Values[j]), append(rep, repeats[i]+1)
+			take(t, j, repeats[i]+1)
 			i++
 			j++
 		}
 	}
-	acc.Indices, acc.Values = idx, val
+	acc.Indices, acc.Values, acc.Values64 = idx, val, val64
 	acc.ValueDType = t.ValueDType
 	return rep
 }

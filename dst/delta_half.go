@@ -76,3 +76,29 @@ func float32ToBFloat16(f float32) uint16 {
 	bits += 0x7fff + (bits>>16)&1
 	return uint16(bits >> 16)
 }
+
+// float32RoundToOdd rounds v to float32 "to odd": toward zero, then, when
+// that was inexact, to the neighbour whose last significand bit is 1. The
+// result keeps which side of every narrower type's rounding boundary v
+// lies on, so rounding it on to float16 or bfloat16 rounds v once: that
+// holds for types of at least 2 significand bits fewer than float32's 24
+// (float16 has 11, bfloat16 8, and so in their subnormal ranges), whereas
+// float32(v) could land on a tie the second rounding breaks the wrong
+// way. A v beyond float32's range gives ±Inf or ±MaxFloat32 as float32(v)
+// does.
+func float32RoundToOdd(v float64) float32 {
+	f := float32(v)
+	if float64(f) == v || math.IsInf(float64(f), 0) {
+		return f
+	}
+	bits := math.Float32bits(f)
+	if bits&1 == 1 {
+		return f // the odd neighbour already
+	}
+	// f is the even neighbour; the odd one is a step toward v, and steps
+	// of the bits move the magnitude (they are sign and magnitude).
+	if math.Abs(v) > math.Abs(float64(f)) {
+		return math.Float32frombits(bits + 1)
+	}
+	return math.Float32frombits(bits - 1)
+}

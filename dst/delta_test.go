@@ -126,7 +126,14 @@ func normalized(d *Delta) *Delta {
 	c := *d
 	c.Tensors = slices.Clone(d.Tensors)
 	for i := range c.Tensors {
-		c.Tensors[i].ValueDType = c.Tensors[i].ValueDType.orF32()
+		t := &c.Tensors[i]
+		t.ValueDType = t.ValueDType.orF32()
+		if t.ValueDType == ValuesF64 && t.Values64 == nil { // reading keeps F64 values as float64
+			t.Values64 = make([]float64, len(t.Values))
+			for j, v := range t.Values {
+				t.Values64[j] = float64(v)
+			}
+		}
 	}
 	slices.SortFunc(c.Tensors, func(a, b TensorDelta) int { return strings.Compare(a.Name, b.Name) })
 	return &c

@@ -186,8 +186,8 @@ func (m *Method) Delta(st *train.EngineState) (*Delta, error) {
 // initializer's little-endian 16-bit values): entries the subset keeps
 // that a half-precision model cannot tell from unchanged.
 func roundedToSeed(td *TensorDelta, seed []byte) int {
-	enc, err := encodeValues(td.ValueDType, td.Values)
-	if err != nil {
+	enc, bad := td.encode(td.ValueDType)
+	if bad >= 0 {
 		return 0
 	}
 	n := 0

@@ -46,21 +46,21 @@ func SubsetOverlap(a, b *Delta) (OverlapReport, error) {
 			return r, err
 		}
 	}
-	names := map[string]bool{}
-	for _, d := range []*Delta{a, b} {
-		for i := range d.Tensors {
-			names[d.Tensors[i].Name] = true
+	// Validate made the names unique within each delta; looking them up
+	// by map keeps the comparison linear in the number of tensors.
+	inA, inB := a.byName(), b.byName()
+	names := make([]string, 0, len(inA)+len(inB))
+	for name := range inA {
+		names = append(names, name)
+	}
+	for name := range inB {
+		if inA[name] == nil {
+			names = append(names, name)
 		}
 	}
-	sorted := slices.Sorted(func(yield func(string) bool) {
-		for n := range names {
-			if !yield(n) {
-				return
-			}
-		}
-	})
-	for _, name := range sorted {
-		ta, tb := a.Tensor(name), b.Tensor(name)
+	slices.Sort(names)
+	for _, name := range names {
+		ta, tb := inA[name], inB[name]
 		o := TensorOverlap{Tensor: name}
 		if ta != nil {
 			o.InA = int64(len(ta.Indices))
@@ -99,4 +99,13 @@ func countCommon(a, b []int64) int64 {
 		}
 	}
 	return n
+}
+
+// byName indexes d's tensors by name (unique in a valid delta).
+func (d *Delta) byName() map[string]*TensorDelta {
+	m := make(map[string]*TensorDelta, len(d.Tensors))
+	for i := range d.Tensors {
+		m[d.Tensors[i].Name] = &d.Tensors[i]
+	}
+	return m
 }

@@ -1,6 +1,7 @@
 package dst
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -91,5 +92,29 @@ func TestSubsetOverlapDimsMismatch(t *testing.T) {
 	b := &Delta{Tensors: []TensorDelta{subset("w", 12, 1)}}
 	if _, err := SubsetOverlap(a, b); err == nil || !strings.Contains(err.Error(), `"w"`) {
 		t.Errorf("err = %v, want one naming tensor \"w\"", err)
+	}
+}
+
+// BenchmarkSubsetOverlap compares two deltas of many one-entry tensors,
+// as a delta of a model with many small initializers has: the time per
+// tensor should not grow with the number of tensors.
+func BenchmarkSubsetOverlap(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("tensors=%d", n), func(b *testing.B) {
+			a, c := &Delta{}, &Delta{}
+			for i := range n {
+				name := fmt.Sprintf("t%06d", i)
+				a.Tensors = append(a.Tensors, subset(name, 4, int64(i%4)))
+				c.Tensors = append(c.Tensors, subset(name, 4, int64((i+i/4)%4)))
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				r, err := SubsetOverlap(a, c)
+				if err != nil || len(r.Tensors) != n {
+					b.Fatalf("%d tensors compared, err %v", len(r.Tensors), err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/tensor")
+		})
 	}
 }

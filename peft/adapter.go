@@ -494,9 +494,11 @@ func (a *Adapter) decodePrompt(f *safetensors.File, meta map[string]string, conf
 
 // Delta merges the LoRA adapter into the base model's initializers: for
 // every module, the whole weight W + Scale·B·A (transposed for a
-// FanInFanOut module), computed in float64 from the stored W and rounded
-// to float32 once, as a dense dst.TensorDelta (which dst.TensorDelta's
-// ApplyRaw rounds to the initializer's own dtype). The module's
+// FanInFanOut module), computed in float64 from the stored W, as a dense
+// dst.TensorDelta whose ApplyRaw rounds it once to the initializer's own
+// dtype (for an initializer other than float32 the delta keeps the
+// float64 values too, so that a float64 weight gets them exactly and a
+// float16 one is not rounded twice). The module's
 // initializer is its Weight, else Path+".weight", else Path; its shape
 // must fit. A merged value that is not finite in float32 — finite A and B
 // whose product overflows, or a huge α — is an error naming the weight
@@ -511,14 +513,15 @@ func (w *LoRAWeights) Delta(inits []dst.Initializer) ([]dst.TensorDelta, error) 
 	var out []dst.TensorDelta
 	seen := map[string]bool{}
 	for _, m := range w.Modules {
-		it := byName[m.Weight]
-		if m.Weight == "" {
-			if it = byName[m.Path+".weight"]; it == nil {
-				it = byName[m.Path]
+		var it *dst.Initializer
+		if m.Weight != "" {
+			if it = byName[m.Weight]; it == nil {
+				return nil, fmt.Errorf("module %s: the adapter's targets name initializer %q, which the model does not have", m.Path, m.Weight)
 			}
-		}
-		if it == nil {
-			return nil, fmt.Errorf("module %s: the model has no initializer %s.weight (nor %s)", m.Path, m.Path, m.Path)
+		} else if it = byName[m.Path+".weight"]; it == nil {
+			if it = byName[m.Path]; it == nil {
+				return nil, fmt.Errorf("module %s: the model has no initializer %s.weight (nor %s)", m.Path, m.Path, m.Path)
+			}
 		}
 		if seen[it.Name] {
 			return nil, fmt.Errorf("module %s: initializer %q is adapted twice", m.Path, it.Name)
@@ -536,6 +539,9 @@ func (w *LoRAWeights) Delta(inits []dst.Initializer) ([]dst.TensorDelta, error) 
 			return nil, fmt.Errorf("module %s: %w", m.Path, err)
 		}
 		td := dst.TensorDelta{Name: it.Name, Dims: slices.Clone(it.Dims), Indices: make([]int64, len(base)), Values: make([]float32, len(base))}
+		if it.DType != "F32" {
+			td.Values64 = make([]float64, len(base))
+		}
 		r := w.Rank
 		for o := range m.Out {
 			for i := range m.In {
@@ -555,6 +561,9 @@ func (w *LoRAWeights) Delta(inits []dst.Initializer) ([]dst.TensorDelta, error) 
 				}
 				td.Indices[pos] = int64(pos)
 				td.Values[pos] = v
+				if td.Values64 != nil {
+					td.Values64[pos] = merged
+				}
 			}
 		}
 		out = append(out, td)

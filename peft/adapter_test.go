@@ -1,11 +1,14 @@
 package peft
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -140,6 +143,59 @@ func TestLoRADeltaRefusesOverflow(t *testing.T) {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("%s: %v; want it to say %q", c.name, err, want)
 			}
+		}
+	}
+}
+
+// TestLoRADeltaNamesMissingTarget: a module whose targets metadata names
+// an initializer the model lacks is refused naming that initializer, not
+// the PATH.weight the model does have; a module without one falls back to
+// PATH.weight, then PATH, and names both when neither is there.
+func TestLoRADeltaNamesMissingTarget(t *testing.T) {
+	inits := []dst.Initializer{f32Init("l.weight", []int64{2, 3}, make([]float32, 6))}
+	w := smallLoRA().LoRA
+	w.Modules[0].Weight = "nope"
+	_, err := w.Delta(inits)
+	if err == nil || !strings.Contains(err.Error(), `module l: the adapter's targets name initializer "nope", which the model does not have`) {
+		t.Errorf("targets naming %q: err = %v, want it to name %q", "nope", err, "nope")
+	}
+	w.Modules[0].Weight = ""
+	if _, err := w.Delta(inits); err != nil {
+		t.Errorf("no initializer in the targets, l.weight in the model: %v", err)
+	}
+	w.Modules[0].Path = "m"
+	if _, err := w.Delta(inits); err == nil || !strings.Contains(err.Error(), "no initializer m.weight (nor m)") {
+		t.Errorf("module m, no m.weight in the model: err = %v", err)
+	}
+}
+
+// TestLoRADeltaRoundsOnce: the merged weight W + (α/r)·B·A, computed in
+// float64, reaches a float64 initializer exactly and a float16 one
+// rounded once: 1 + 2⁻¹¹ + 2⁻⁴⁰ is nearer 1 + 2⁻¹⁰ than 1 in float16,
+// but in float32 it is the tie 1 + 2⁻¹¹, which rounds to 1.
+func TestLoRADeltaRoundsOnce(t *testing.T) {
+	w := &LoRAWeights{Rank: 2, Alpha: 2, Modules: []LoRAModule{{Path: "l", Weight: "l.weight", In: 1, Out: 1,
+		A: []float32{1, 1}, B: []float32{0x1p-11, 0x1p-40}}}}
+	const ba = 0x1p-11 + 0x1p-40
+	for _, c := range []struct {
+		dtype string
+		base  []byte // W, little-endian
+		want  []byte
+	}{
+		{"F16", []byte{0x00, 0x3c}, []byte{0x01, 0x3c}}, // 1 → 1 + 2⁻¹⁰
+		{"F64", binary.LittleEndian.AppendUint64(nil, math.Float64bits(0.1)), binary.LittleEndian.AppendUint64(nil, math.Float64bits(0.1+ba))},
+	} {
+		inits := []dst.Initializer{{Name: "l.weight", DType: c.dtype, Dims: []int64{1, 1}, Data: c.base}}
+		deltas, err := w.Delta(inits)
+		if err != nil {
+			t.Fatalf("%s: %v", c.dtype, err)
+		}
+		got := slices.Clone(c.base)
+		if err := deltas[0].ApplyRaw(c.dtype, got); err != nil {
+			t.Fatalf("%s: %v", c.dtype, err)
+		}
+		if !bytes.Equal(got, c.want) {
+			t.Errorf("%s: merged weight %x, want %x", c.dtype, got, c.want)
 		}
 	}
 }

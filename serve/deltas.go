@@ -1,21 +1,26 @@
 package serve
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+	"weak"
 )
 
 // DeltaExt is the extension of the delta files a server serves; a delta's
 // model name is its file name without it.
 const DeltaExt = ".safetensors"
 
-// BaseName is the model name of the base model itself.
+// BaseName is the model name of the base model itself. A delta file
+// BaseName+DeltaExt is never served (nor listed): the name is the base's.
 const BaseName = "base"
 
 // ErrUnknownDelta is wrapped when no delta file has the requested name.
@@ -25,33 +30,178 @@ var ErrUnknownDelta = errors.New("no such model")
 // read (truncated, not a delta).
 var ErrDeltaUnusable = errors.New("the delta file cannot be used")
 
-// deltaStore loads the deltas of a directory on first use and again when
-// a file changes (size or modification time); a failed load is remembered
-// until the file changes.
-type deltaStore struct {
-	dir  string
-	base *Base
+// minDeltaCacheBytes is the least memory the loaded deltas may hold by
+// default: for a small model, a bound of its own size would keep hardly a
+// delta loaded.
+const minDeltaCacheBytes = 256 << 20
 
-	mu      sync.Mutex
-	entries map[string]*deltaEntry
-	loads   map[string]int64 // loads by result, for the metrics
+// entryOverhead is what a cached entry is counted as holding besides its
+// patch's positions and values (the map entry, the file's description, a
+// failed load's error), so that the bound limits the number of entries
+// too, failed loads included.
+const entryOverhead = 1 << 10
+
+// sweepInterval is how often, at most, loading a delta also drops the
+// cached deltas whose file is gone or has changed (listing the models
+// does it every time).
+const sweepInterval = time.Second
+
+// deltaStore loads the deltas of a directory on first use and again when
+// a file changes (another file, size or modification time); a failed load
+// is remembered until the file changes. The model names are the files
+// directly in the directory, which is the boundary: a name cannot reach
+// elsewhere, and neither can a symbolic link, which is served only when it
+// leads to a regular file inside the directory.
+//
+// The loaded deltas are bounded by maxBytes (their patches' Bytes, plus
+// entryOverhead each): loading one drops the least recently used others
+// until the rest fit, though never the one just loaded. Entries whose file
+// is gone or changed are dropped when the models are listed, and by a load
+// at most every sweepInterval. Dropping a patch only forgets it: a request
+// that holds it (and the Scheduler, whose applied patch restores the
+// weights) keeps using it intact, and while anything does, a request for
+// the same unchanged file gets that patch again rather than a second copy.
+type deltaStore struct {
+	dir        string
+	base       *Base
+	maxBytes   int64
+	sweepEvery time.Duration
+	// warn reports, once per file and reason, a file of the directory
+	// that looks like a delta but is not served.
+	warn func(format string, args ...any)
+
+	mu        sync.Mutex
+	entries   map[string]*deltaEntry
+	recent    list.List // of *deltaEntry, most recently used first
+	bytes     int64     // the cost of the entries
+	dropped   map[string]droppedPatch
+	lastSweep time.Time
+	warned    map[string]string // file name → the last warning about it
+	loads     map[string]int64  // loads by result, for the metrics
 }
 
+// deltaEntry is one model name's cached load. Its fields but loading are
+// guarded by the store's mu.
 type deltaEntry struct {
-	mu      sync.Mutex // held while loading
-	modTime time.Time
-	size    int64
-	patch   *Patch
-	err     error
+	name    string
+	loading sync.Mutex // held while the file is read, so that one request reads it
+
+	file  fileVersion // what patch and err came from; no info before the first load
+	patch *Patch
+	err   error
+	cost  int64
+	elem  *list.Element // place in recent; nil once dropped
+}
+
+// droppedPatch remembers a patch dropped to make room, weakly: while a
+// request still holds it, it is served again instead of loaded anew.
+type droppedPatch struct {
+	file  fileVersion
+	patch weak.Pointer[Patch]
+}
+
+// fileVersion tells the versions of a delta file apart: the file it
+// resolves to, which file that is (device and inode), its size and its
+// modification time. A file replaced by a rename is another file even
+// with the old one's size and time.
+type fileVersion struct {
+	path string // the file read: DIR/NAME.safetensors, or a link's target
+	info fs.FileInfo
+}
+
+func (v fileVersion) same(w fileVersion) bool {
+	return v.info != nil && w.info != nil && v.path == w.path && os.SameFile(v.info, w.info) &&
+		v.info.Size() == w.info.Size() && v.info.ModTime().Equal(w.info.ModTime())
 }
 
 func newDeltaStore(dir string, base *Base) *deltaStore {
-	return &deltaStore{dir: dir, base: base, entries: map[string]*deltaEntry{}, loads: map[string]int64{}}
+	return &deltaStore{dir: dir, base: base, maxBytes: defaultDeltaCacheBytes(base), sweepEvery: sweepInterval,
+		warn: log.Printf, entries: map[string]*deltaEntry{}, dropped: map[string]droppedPatch{},
+		warned: map[string]string{}, loads: map[string]int64{}}
+}
+
+// defaultDeltaCacheBytes bounds the loaded deltas by the memory of the
+// base model's parameters, at least minDeltaCacheBytes: serving deltas
+// takes at most about the model's size again. A DST delta of ε = 1% holds
+// about 2% of its model's bytes (a position and a value per entry), so
+// some fifty stay loaded.
+func defaultDeltaCacheBytes(base *Base) int64 {
+	var n int64
+	if base != nil && base.Model != nil {
+		for _, p := range base.Model.Params {
+			n += int64(len(p.Tensor.Bytes()))
+		}
+	}
+	return max(n, minDeltaCacheBytes)
 }
 
 // validName accepts the names of files directly in the directory.
 func validName(name string) bool {
 	return name != "" && !strings.ContainsAny(name, `/\`) && !strings.HasPrefix(name, ".") && name == filepath.Base(name)
+}
+
+// notServedError is resolve's error for a file that exists but is not
+// served; its text is for the operator (it may name a path outside the
+// directory), reason for the client.
+type notServedError struct {
+	reason string
+	detail string
+}
+
+func (e *notServedError) Error() string { return e.reason + e.detail }
+
+// resolve finds the file model name is served from: DIR/NAME.safetensors
+// when it is a regular file, or the regular file a symbolic link there
+// leads to, which must be inside the directory. realDir, when not "", is
+// the directory with its own links resolved.
+func (s *deltaStore) resolve(name, realDir string) (fileVersion, error) {
+	path := filepath.Join(s.dir, name+DeltaExt)
+	info, err := os.Lstat(path)
+	if err != nil {
+		return fileVersion{}, err
+	}
+	if info.Mode()&fs.ModeSymlink != 0 {
+		target, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			return fileVersion{}, &notServedError{"it is a symbolic link that leads to no file", fmt.Sprintf(" (%v)", err)}
+		}
+		if realDir == "" {
+			if realDir, err = s.realDir(); err != nil {
+				return fileVersion{}, err
+			}
+		}
+		if target, err = filepath.Abs(target); err != nil {
+			return fileVersion{}, err
+		}
+		if !within(realDir, target) {
+			return fileVersion{}, &notServedError{"it is a symbolic link to a file outside the delta directory",
+				fmt.Sprintf(" (%s); copy or hard-link the file into the directory to serve it", target)}
+		}
+		if info, err = os.Stat(target); err != nil {
+			return fileVersion{}, err
+		}
+		path = target
+	}
+	if !info.Mode().IsRegular() {
+		return fileVersion{}, &notServedError{"it is not a regular file", fmt.Sprintf(" (%s)", info.Mode().Type())}
+	}
+	return fileVersion{path, info}, nil
+}
+
+// realDir is the directory as an absolute path with its links resolved,
+// for telling whether a link's target is inside it.
+func (s *deltaStore) realDir() (string, error) {
+	dir, err := filepath.EvalSymlinks(s.dir)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Abs(dir)
+}
+
+// within reports whether path is inside dir (both absolute and clean).
+func within(dir, path string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
 
 // get returns the patch of the named delta, loading it when it is new or
@@ -60,38 +210,108 @@ func (s *deltaStore) get(name string) (*Patch, error) {
 	if !validName(name) || s.dir == "" {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownDelta, name)
 	}
-	path := filepath.Join(s.dir, name+DeltaExt)
-	info, err := os.Stat(path)
-	if err != nil || !info.Mode().IsRegular() {
-		s.forget(name)
-		return nil, fmt.Errorf("%w: %q (no delta file %s%s)", ErrUnknownDelta, name, name, DeltaExt)
+	if name == BaseName {
+		return nil, fmt.Errorf("%w: %q is the base model; a delta file %s%s is not served", ErrUnknownDelta, name, name, DeltaExt)
+	}
+	file, err := s.resolve(name, "")
+	if err != nil {
+		s.drop(name)
+		var ns *notServedError
+		switch {
+		case errors.As(err, &ns):
+			s.warnOnce(name+DeltaExt, "%s is not served: %s", name+DeltaExt, err)
+			return nil, fmt.Errorf("%w: %q (%s%s is not served: %s)", ErrUnknownDelta, name, name, DeltaExt, ns.reason)
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("%w: %q (no delta file %s%s)", ErrUnknownDelta, name, name, DeltaExt)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrDeltaUnusable, err)
 	}
 	s.mu.Lock()
-	e, ok := s.entries[name]
-	if !ok {
-		e = &deltaEntry{}
-		s.entries[name] = e
-	}
-	s.mu.Unlock()
-
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if (e.patch != nil || e.err != nil) && e.modTime.Equal(info.ModTime()) && e.size == info.Size() {
-		return e.patch, e.err
-	}
-	e.patch, e.err = s.load(path)
-	e.modTime, e.size = info.ModTime(), info.Size()
-	result := "ok"
+	e := s.entries[name]
 	switch {
-	case errors.Is(e.err, ErrBaseMismatch):
-		result = "base_mismatch"
-	case e.err != nil:
-		result = "unusable"
+	case e == nil:
+		e = &deltaEntry{name: name, cost: entryOverhead}
+		e.elem = s.recent.PushFront(e)
+		s.entries[name] = e
+		s.bytes += e.cost
+	case e.file.same(file):
+		s.recent.MoveToFront(e.elem)
+		p, err := e.patch, e.err
+		s.mu.Unlock()
+		return p, err
+	default:
+		s.recent.MoveToFront(e.elem)
 	}
-	s.mu.Lock()
-	s.loads[result]++
 	s.mu.Unlock()
-	return e.patch, e.err
+	return s.fill(e, file)
+}
+
+// fill loads file into e, unless another request did meanwhile, and
+// makes room for it; now and then it sweeps the store too.
+func (s *deltaStore) fill(e *deltaEntry, file fileVersion) (*Patch, error) {
+	e.loading.Lock()
+	s.mu.Lock()
+	if e.file.same(file) { // loaded by another request meanwhile
+		p, err := e.patch, e.err
+		s.mu.Unlock()
+		e.loading.Unlock()
+		return p, err
+	}
+	p := s.undrop(e.name, file)
+	s.mu.Unlock()
+	reused := p != nil
+	var err error
+	if !reused {
+		p, err = s.load(file.path)
+	}
+
+	s.mu.Lock()
+	e.file, e.patch, e.err = file, p, err
+	if !reused {
+		result := "ok"
+		switch {
+		case errors.Is(err, ErrBaseMismatch):
+			result = "base_mismatch"
+		case err != nil:
+			result = "unusable"
+		}
+		s.loads[result]++
+	}
+	if e.elem != nil { // not dropped while it loaded
+		cost := int64(entryOverhead)
+		if p != nil {
+			cost += p.Bytes()
+		} else if err != nil {
+			cost += int64(len(err.Error()))
+		}
+		s.bytes += cost - e.cost
+		e.cost = cost
+		s.makeRoom(e)
+	}
+	sweep := time.Since(s.lastSweep) >= s.sweepEvery
+	if sweep {
+		s.lastSweep = time.Now()
+	}
+	s.mu.Unlock()
+	e.loading.Unlock()
+	if sweep {
+		s.sweep()
+	}
+	return p, err
+}
+
+// undrop returns the patch of file that was dropped to make room and is
+// still held by a request, or nil. s.mu is held.
+func (s *deltaStore) undrop(name string, file fileVersion) *Patch {
+	d, ok := s.dropped[name]
+	if !ok {
+		return nil
+	}
+	delete(s.dropped, name)
+	if !d.file.same(file) {
+		return nil
+	}
+	return d.patch.Value()
 }
 
 func (s *deltaStore) load(path string) (*Patch, error) {
@@ -109,10 +329,89 @@ func (s *deltaStore) load(path string) (*Patch, error) {
 	return p, nil
 }
 
-func (s *deltaStore) forget(name string) {
+// makeRoom drops the least recently used entries other than keep until
+// the entries cost at most maxBytes. s.mu is held.
+func (s *deltaStore) makeRoom(keep *deltaEntry) {
+	for el := s.recent.Back(); el != nil && s.bytes > s.maxBytes; {
+		prev := el.Prev()
+		if e := el.Value.(*deltaEntry); e != keep {
+			if e.patch != nil {
+				s.dropped[e.name] = droppedPatch{e.file, weak.Make(e.patch)}
+			}
+			s.remove(e)
+		}
+		el = prev
+	}
+}
+
+// remove takes e out of the store; a request holding its patch keeps it.
+// s.mu is held.
+func (s *deltaStore) remove(e *deltaEntry) {
+	if e.elem == nil {
+		return
+	}
+	s.recent.Remove(e.elem)
+	e.elem = nil
+	s.bytes -= e.cost
+	if s.entries[e.name] == e {
+		delete(s.entries, e.name)
+	}
+}
+
+// drop forgets the named delta: its file is gone or changed.
+func (s *deltaStore) drop(name string) {
 	s.mu.Lock()
-	delete(s.entries, name)
+	defer s.mu.Unlock()
+	if e := s.entries[name]; e != nil {
+		s.remove(e)
+	}
+	delete(s.dropped, name)
+}
+
+// sweep drops the loaded entries whose file is gone or has changed, and
+// the dropped patches that nothing holds any more.
+func (s *deltaStore) sweep() {
+	type loaded struct {
+		e    *deltaEntry
+		file fileVersion
+	}
+	s.mu.Lock()
+	check := make([]loaded, 0, len(s.entries))
+	for _, e := range s.entries {
+		if e.file.info != nil {
+			check = append(check, loaded{e, e.file})
+		}
+	}
+	for name, d := range s.dropped {
+		if d.patch.Value() == nil {
+			delete(s.dropped, name)
+		}
+	}
 	s.mu.Unlock()
+	realDir, _ := s.realDir()
+	for _, c := range check {
+		file, err := s.resolve(c.e.name, realDir)
+		if err == nil && file.same(c.file) {
+			continue
+		}
+		s.mu.Lock()
+		if c.e.file == c.file { // not reloaded meanwhile
+			s.remove(c.e)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// warnOnce reports a file that is not served, once per file and reason.
+func (s *deltaStore) warnOnce(file, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	s.mu.Lock()
+	repeat := s.warned[file] == msg
+	s.warned[file] = msg
+	s.mu.Unlock()
+	if !repeat {
+		s.warn("delta directory %s: %s", s.dir, msg)
+	}
 }
 
 // deltaInfo describes one delta file for /v1/models.
@@ -125,7 +424,9 @@ type deltaInfo struct {
 	Err     error
 }
 
-// list describes every delta file of the directory, sorted by name.
+// list describes every delta file of the directory that get serves,
+// sorted by name, warning (once) about the files named like deltas that
+// it does not serve. Entries whose file is gone or changed are dropped.
 func (s *deltaStore) list() ([]deltaInfo, error) {
 	if s.dir == "" {
 		return nil, nil
@@ -134,28 +435,58 @@ func (s *deltaStore) list() ([]deltaInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	realDir, err := s.realDir()
+	if err != nil {
+		return nil, err
+	}
 	var out []deltaInfo
+	listed := map[string]bool{} // files named like deltas
+	served := map[string]bool{} // their model names, where served
 	for _, f := range files {
 		name, ok := strings.CutSuffix(f.Name(), DeltaExt)
-		if !ok || !validName(name) || !f.Type().IsRegular() {
+		if !ok || !validName(name) {
 			continue
 		}
-		di := deltaInfo{Name: name}
-		if info, err := f.Info(); err == nil {
-			di.File = info.Size()
+		listed[f.Name()] = true
+		if name == BaseName {
+			s.warnOnce(f.Name(), "%s is not served: model %q is the base model itself (rename the file to serve it as a delta)", f.Name(), BaseName)
+			continue
 		}
-		s.mu.Lock()
-		e := s.entries[name]
-		s.mu.Unlock()
-		if e != nil && e.mu.TryLock() {
-			if e.patch != nil {
-				di.Loaded, di.Bytes, di.Entries = true, e.patch.Bytes(), e.patch.Entries
+		file, err := s.resolve(name, realDir)
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) { // else removed since ReadDir
+				s.warnOnce(f.Name(), "%s is not served: %v", f.Name(), err)
 			}
-			di.Err = e.err
-			e.mu.Unlock()
+			continue
 		}
+		served[name] = true
+		di := deltaInfo{Name: name, File: file.info.Size()}
+		s.mu.Lock()
+		if e := s.entries[name]; e != nil && e.file.info != nil {
+			if e.file.same(file) {
+				di.Err = e.err
+				if e.patch != nil {
+					di.Loaded, di.Bytes, di.Entries = true, e.patch.Bytes(), e.patch.Entries
+				}
+			} else {
+				s.remove(e)
+			}
+		}
+		s.mu.Unlock()
 		out = append(out, di)
 	}
+	s.mu.Lock()
+	for name, e := range s.entries {
+		if !served[name] && e.file.info != nil {
+			s.remove(e)
+		}
+	}
+	for file := range s.warned {
+		if !listed[file] {
+			delete(s.warned, file) // gone: warn again should it come back
+		}
+	}
+	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
@@ -163,18 +494,11 @@ func (s *deltaStore) list() ([]deltaInfo, error) {
 // loaded sums the loaded deltas and their memory.
 func (s *deltaStore) loaded() (count int, bytes int64) {
 	s.mu.Lock()
-	entries := make([]*deltaEntry, 0, len(s.entries))
+	defer s.mu.Unlock()
 	for _, e := range s.entries {
-		entries = append(entries, e)
-	}
-	s.mu.Unlock()
-	for _, e := range entries {
-		if e.mu.TryLock() {
-			if e.patch != nil {
-				count++
-				bytes += e.patch.Bytes()
-			}
-			e.mu.Unlock()
+		if e.patch != nil {
+			count++
+			bytes += e.patch.Bytes()
 		}
 	}
 	return count, bytes

@@ -157,8 +157,14 @@ func addTensor[E element](list *[]*patchTensor[E], td *dst.TensorDelta, dtype st
 	}
 	size := elemSize[E]()
 	raw := make([]byte, n*size)
-	dense := dst.TensorDelta{Name: td.Name, Dims: []int64{int64(n)}, Indices: seq, Values: td.Values}
+	dense := dst.TensorDelta{Name: td.Name, Dims: []int64{int64(n)}, Indices: seq, Values: td.Values, Values64: td.Values64}
 	if err := dense.ApplyRaw(dtype, raw); err != nil {
+		var oe *dst.OverflowError
+		if errors.As(err, &oe) {
+			// The position is the value's in the buffer of values: say
+			// where it lands in the tensor.
+			oe.At(td.Indices[oe.Entry], td.Dims)
+		}
 		return err
 	}
 	t := &patchTensor[E]{name: td.Name, data: data, values: make([]E, n)}

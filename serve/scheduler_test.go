@@ -3,8 +3,11 @@ package serve
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -281,5 +284,37 @@ func TestSchedulerCancelWhileWaiting(t *testing.T) {
 	close(hold)
 	if err := s.Run(context.Background(), patches[1], func() error { return nil }); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestPatchFloat64ValuesRoundOnce: a delta's float64 values (F64 in the
+// file) reach a float16 parameter rounded once, as ApplyRaw writes them:
+// 1 + 2⁻¹¹ + 2⁻³⁰ lies just above the tie between float16's 1 and
+// 1 + 2⁻¹⁰ and rounds up, where rounding through float32 first (to the
+// tie 1 + 2⁻¹¹, then to even) would give 1. A value past float16's range
+// is refused naming its element of the tensor.
+func TestPatchFloat64ValuesRoundOnce(t *testing.T) {
+	base, _, deltas := testBase(t, 1, onnx.Float16)
+	td := deltas[0].Tensors[0]
+	v := 1 + math.Ldexp(1, -11) + math.Ldexp(1, -30)
+	pos := td.Indices[len(td.Indices)-1]
+	d := &dst.Delta{Meta: deltas[0].Meta, Tensors: []dst.TensorDelta{{Name: td.Name, Dims: td.Dims,
+		Indices: []int64{pos}, Values: []float32{float32(v)}, Values64: []float64{v}}}}
+	p, err := base.NewPatch(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := applied(t, base, d)
+	p.Apply(nil)
+	got := base.Model.Param(td.Name).Tensor.Bytes()
+	if !bytes.Equal(got, want[td.Name]) {
+		t.Errorf("%s: the patch's bytes differ from ApplyRaw's", td.Name)
+	}
+	if h := binary.LittleEndian.Uint16(got[2*pos:]); h != 0x3c01 {
+		t.Errorf("%s[%d] = float16 %#04x, want 0x3c01 (1 + 2⁻¹⁰)", td.Name, pos, h)
+	}
+	d.Tensors[0].Values, d.Tensors[0].Values64 = []float32{70000}, []float64{70000}
+	if _, err := base.NewPatch(d); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("element %d [", pos)) {
+		t.Errorf("a value past float16's range: %v", err)
 	}
 }

@@ -225,6 +225,9 @@ func composeDeltas(stdout, stderr io.Writer, paths []string, inits []dst.Initial
 			}
 			fmt.Fprintf(stderr, "warning: delta %s: %v; applying it anyway (--force)\n", path, err)
 		}
+		if err := checkHalfRange(d, inits); err != nil {
+			return nil, fmt.Errorf("delta %s: %w", path, err)
+		}
 		parts[i] = d
 		fmt.Fprintf(stdout, "delta %d: %s: %s\n", i+1, path, describeDelta(d))
 	}
@@ -243,6 +246,40 @@ func composeDeltas(stdout, stderr io.Writer, paths []string, inits []dst.Initial
 		fmt.Fprintf(stderr, "warning: %s\nthe later delta's values win (--force)\n", conflictReport(conflicts))
 	}
 	return composed, nil
+}
+
+// checkHalfRange refuses a delta with a value past the range of the
+// float16 or bfloat16 initializer it changes, naming the element, while
+// its file is known: once deltas are composed, a value's position in the
+// composed delta is in no file. (The values are rounded as ApplyRaw
+// rounds them, into a buffer of their own.)
+func checkHalfRange(d *dst.Delta, inits []dst.Initializer) error {
+	dtypes := make(map[string]string, len(inits))
+	for _, it := range inits {
+		dtypes[it.Name] = it.DType
+	}
+	for i := range d.Tensors {
+		td := &d.Tensors[i]
+		dtype := dtypes[td.Name]
+		if dtype != "F16" && dtype != "BF16" {
+			continue
+		}
+		n := int64(len(td.Indices))
+		seq := make([]int64, n)
+		for j := range seq {
+			seq[j] = int64(j)
+		}
+		dense := dst.TensorDelta{Name: td.Name, Dims: []int64{n}, Indices: seq, Values: td.Values, Values64: td.Values64}
+		err := dense.ApplyRaw(dtype, make([]byte, 2*n))
+		var oe *dst.OverflowError
+		if errors.As(err, &oe) {
+			oe.At(td.Indices[oe.Entry], td.Dims)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // conflictReport lists, per tensor, how many entries more than one delta

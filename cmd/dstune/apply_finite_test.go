@@ -9,7 +9,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/llamagen"
 	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/peft"
 )
 
@@ -212,5 +215,59 @@ func TestApplyNeverReplacesSpecialFiles(t *testing.T) {
 	}
 	if st, err := os.Stat(os.DevNull); err != nil || st.Mode()&os.ModeDevice == 0 {
 		t.Fatalf("%s is no longer a device: %v", os.DevNull, err)
+	}
+}
+
+// TestApplyOverflowNamesFile: a delta value past float16's range is
+// refused naming the delta file it comes from and the element of the
+// tensor, by apply and by run --delta, also when it is the second of two
+// deltas composed.
+func TestApplyOverflowNamesFile(t *testing.T) {
+	dir := t.TempDir()
+	c := llamagen.Config{Vocab: 61, Dim: 32, Layers: 1, Heads: 4, KVHeads: 2, Hidden: 40, Seed: 8, DType: onnx.Float16}
+	if err := llamagen.Write(dir, c); err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(dir, "model.onnx")
+	m, err := onnx.ReadFile(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inits, err := dst.InitializersOf(m)
+	m.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := dst.BaseHash(inits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var it dst.Initializer
+	for _, x := range inits {
+		if x.DType == "F16" && len(x.Dims) == 2 {
+			it = x
+			break
+		}
+	}
+	if it.Name == "" {
+		t.Fatal("no float16 matrix in the model")
+	}
+	write := func(name string, pos int64, v float32) string {
+		d := &dst.Delta{Meta: dst.Metadata{BaseSHA256: hash, Method: "dst"}, Tensors: []dst.TensorDelta{
+			{Name: it.Name, Dims: it.Dims, Indices: []int64{pos}, Values: []float32{v}}}}
+		path := filepath.Join(dir, name)
+		if err := dst.WriteDelta(path, d); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	ok, big := write("ok.safetensors", 1, 0.5), write("big.safetensors", 40, 70000)
+	want := fmt.Sprintf("delta %s: tensor %q: element 40 [1,8]: value 70000 overflows float16", big, it.Name)
+	code, _, e := dstune("apply", model, ok, big, "-o", filepath.Join(dir, "out.onnx"))
+	if code != 1 || !strings.Contains(e, want) {
+		t.Errorf("apply: exit %d, %s\nwant %s", code, e, want)
+	}
+	if it.Dims[1] != 32 {
+		t.Fatalf("%s is %v; the test places element 40 at [1,8] of 32 columns", it.Name, it.Dims)
 	}
 }
