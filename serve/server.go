@@ -9,9 +9,12 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/dstune/dstune/generate"
 )
@@ -407,6 +410,9 @@ func (s *Server) prompt(raw json.RawMessage) ([]int64, error) {
 	}
 	var text string
 	if err := json.Unmarshal(raw, &text); err == nil {
+		if err := checkJSONText("prompt", raw); err != nil {
+			return nil, err
+		}
 		if s.cfg.Tokenizer == nil {
 			return nil, badRequest("this server has no tokenizer: send the prompt as an array of token ids")
 		}
@@ -431,6 +437,9 @@ func stopStrings(raw json.RawMessage) ([]string, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil
 	}
+	if err := checkJSONText("stop", raw); err != nil {
+		return nil, err
+	}
 	var one string
 	if err := json.Unmarshal(raw, &one); err == nil {
 		if len(one) > maxStopBytes {
@@ -451,6 +460,52 @@ func stopStrings(raw json.RawMessage) ([]string, error) {
 		}
 	}
 	return many, nil
+}
+
+// checkJSONText refuses, in the raw JSON of a request field, what
+// encoding/json would silently decode as U+FFFD: bytes that are not
+// UTF-8, and a \uXXXX escape of half a UTF-16 surrogate pair without the
+// other half (it stands for no character).
+func checkJSONText(field string, raw json.RawMessage) error {
+	if !utf8.Valid(raw) {
+		at := 0
+		for at < len(raw) {
+			r, size := utf8.DecodeRune(raw[at:])
+			if r == utf8.RuneError && size <= 1 {
+				break
+			}
+			at += size
+		}
+		return badRequest("%s: not valid UTF-8 at byte %d of its JSON (request text must be UTF-8)", field, at+1)
+	}
+	escape := func(i int) (rune, bool) {
+		if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
+		return rune(v), err == nil
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		r, ok := escape(i)
+		switch {
+		case !ok:
+			i++ // another escape: its second byte is not a backslash
+		case utf16.IsSurrogate(r) && r < 0xDC00:
+			if low, ok := escape(i + 6); ok && 0xDC00 <= low && low <= 0xDFFF {
+				i += 11
+				continue
+			}
+			fallthrough
+		case utf16.IsSurrogate(r):
+			return badRequest("%s: lone surrogate escape %s at byte %d of its JSON: half of a UTF-16 pair stands for no character (request text must be valid Unicode)", field, raw[i:i+6], i+1)
+		default:
+			i += 5
+		}
+	}
+	return nil
 }
 
 // stream answers with server-sent events: a chunk per token, a last chunk

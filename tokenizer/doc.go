@@ -14,6 +14,7 @@
 //	tok, err := tokenizer.Load("tokenizer.json") // or a tokenizer.bin, or a model directory
 //	ids := tok.Encode("Hello world", true)       // with the model's special tokens (BOS, [CLS] … [SEP])
 //	text := tok.Decode(ids, true)                // without them
+//	ids, err = tok.EncodeChecked(userText, true) // an error where text cannot be encoded (Unigram without unk_id)
 //
 //	st := tok.NewStream(true) // generation: one id at a time
 //	for _, id := range generated {

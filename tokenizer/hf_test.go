@@ -231,7 +231,13 @@ func FuzzParseLlama2C(f *testing.F) {
 			return
 		}
 		for _, s := range []string{"", "the a", "日本 \xff"} {
-			tk.Decode(tk.Encode(s, true), false)
+			ids := tk.Encode(s, true)
+			for _, id := range ids {
+				if id < 0 || id >= tk.VocabSize() {
+					t.Fatalf("Encode(%q) gave id %d, outside the vocabulary of %d", s, id, tk.VocabSize())
+				}
+			}
+			tk.Decode(ids, false)
 		}
 	})
 }

@@ -68,6 +68,14 @@ type hfPattern struct {
 
 func (p hfPattern) compile() (pattern, error) {
 	switch {
+	case p.String != nil && *p.String == "":
+		// The Rust library makes a regex of the escaped string, and the
+		// empty regex matches (empty) before every character and at the end.
+		re, err := compileRegex("")
+		if err != nil {
+			return pattern{}, err
+		}
+		return pattern{re: re}, nil
 	case p.String != nil:
 		return pattern{literal: *p.String}, nil
 	case p.Regex != nil:
@@ -510,9 +518,13 @@ func parseBPE(raw json.RawMessage) (*hfModel, error) {
 		FuseUnk      bool             `json:"fuse_unk"`
 		ByteFallback bool             `json:"byte_fallback"`
 		IgnoreMerges bool             `json:"ignore_merges"`
+		Dropout      *float64         `json:"dropout"`
 	}
 	if err := json.Unmarshal(raw, &c); err != nil {
 		return nil, err
+	}
+	if c.Dropout != nil && *c.Dropout != 0 {
+		return nil, fmt.Errorf("dropout %v: BPE dropout is a training-time augmentation dstune does not apply (set it to null)", *c.Dropout)
 	}
 	vocab, err := checkVocab(c.Vocab)
 	if err != nil {
@@ -613,6 +625,9 @@ func parseUnigram(raw json.RawMessage) (*hfModel, error) {
 		if math.IsInf(scores[i], 0) || math.IsNaN(scores[i]) {
 			return nil, fmt.Errorf("vocab[%d]: score %v is not finite", i, scores[i])
 		}
+	}
+	if len(c.Vocab) == 0 {
+		return nil, fmt.Errorf("vocab is empty: a Unigram model needs pieces")
 	}
 	unk := -1
 	if c.UnkID != nil {

@@ -31,9 +31,14 @@ type llama2cModel struct {
 const (
 	llama2cBOS = 1
 	llama2cEOS = 2
+	// llama2cByteBase is the id of <0x00>: byte b is token b+3.
+	llama2cByteBase = 3
 )
 
 // ParseLlama2C reads a llama2.c tokenizer.bin (name is used in errors).
+// Ids 3..258 must be the byte tokens <0x00>..<0xFF>, which llama2.c's
+// byte fallback emits without looking them up; a file without them (one
+// cut short, since the format does not store its length) is refused.
 func ParseLlama2C(name string, data []byte) (*Tokenizer, error) {
 	fail := func(off int, format string, args ...any) (*Tokenizer, error) {
 		return nil, &FormatError{File: name, Part: fmt.Sprintf("byte %d", off), Err: fmt.Errorf(format, args...)}
@@ -46,6 +51,7 @@ func ParseLlama2C(name string, data []byte) (*Tokenizer, error) {
 		return fail(0, "max_token_length %d out of range 1..%d", maxLen, maxTokenBytes)
 	}
 	m := &llama2cModel{maxLen: int(maxLen), ids: map[string]int{}, cache: &wordCache{}}
+	var offsets []int // where each token starts, for errors
 	for off := 4; off < len(data); {
 		if len(data)-off < 8 {
 			return fail(off, "token %d: %d trailing bytes, want a score and a length", len(m.pieces), len(data)-off)
@@ -67,10 +73,26 @@ func ParseLlama2C(name string, data []byte) (*Tokenizer, error) {
 		}
 		m.pieces = append(m.pieces, piece)
 		m.scores = append(m.scores, score)
+		offsets = append(offsets, off)
 		off += 8 + int(n)
 	}
 	if len(m.pieces) <= llama2cEOS {
 		return fail(len(data), "%d tokens: fewer than <unk>, BOS and EOS", len(m.pieces))
+	}
+	// encode's byte fallback emits byte b as id b+3 without looking it up:
+	// a file without those 256 tokens (one cut short, say) would give ids
+	// that are not its tokens, and text would be lost.
+	for b := range 256 {
+		id := llama2cByteBase + b
+		want := fmt.Sprintf("<0x%02X>", b)
+		switch {
+		case id >= len(m.pieces):
+			return fail(len(data), "the file ends after %d tokens: ids %d..%d must be the byte tokens <0x00>..<0xFF>, and id %d (%s) is missing; is the file cut short?",
+				len(m.pieces), llama2cByteBase, llama2cByteBase+255, id, want)
+		case !isLlama2CByteToken(m.pieces[id], byte(b)):
+			return fail(offsets[id], "token %d is %q, want the byte token %s (ids %d..%d are the byte tokens <0x00>..<0xFF>)",
+				id, m.pieces[id], want, llama2cByteBase, llama2cByteBase+255)
+		}
 	}
 	_, hasSpace := m.ids[" "]
 	m.splitWords = hasSpace
@@ -150,7 +172,7 @@ func (m *llama2cModel) mergeText(text string, prefix bool) []int {
 			syms = append(syms, id)
 		} else {
 			for k := i; k < j; k++ {
-				syms = append(syms, int(text[k])+3)
+				syms = append(syms, int(text[k])+llama2cByteBase)
 			}
 		}
 		i = j
@@ -281,6 +303,17 @@ func (m *llama2cModel) decode(ids []int, skipSpecial, raw bool) string {
 		return b.String()
 	}
 	return toValidUTF8(b.String())
+}
+
+// isLlama2CByteToken reports whether p is byte b's token "<0xHH>" (hex
+// digits in either case, as llama2.c's decode reads them).
+func isLlama2CByteToken(p string, b byte) bool {
+	if len(p) != 6 || !strings.HasPrefix(p, "<0x") || p[5] != '>' {
+		return false
+	}
+	hi, ok1 := hexValue(p[3])
+	lo, ok2 := hexValue(p[4])
+	return ok1 && ok2 && hi<<4|lo == b
 }
 
 // llama2cByte reads a "<0xHH>" piece as llama2.c's sscanf("<0x%02hhX>")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"slices"
@@ -165,7 +166,7 @@ func llama2cFile(maxLen int32, pieces []string, scores []float32) []byte {
 }
 
 func TestLlama2CMalformed(t *testing.T) {
-	good := llama2cFile(3, []string{"<unk>"[:3], "<s>", "</s"}, []float32{0, 0, 0})
+	good := tinyLlama2CFile()
 	if _, err := ParseLlama2C("good.bin", good); err != nil {
 		t.Fatalf("valid file refused: %v", err)
 	}
@@ -215,6 +216,66 @@ func TestFitsModel(t *testing.T) {
 		}
 		if (c.warning == "") != (warning == "") || !strings.Contains(warning, c.warning) {
 			t.Errorf("vocab %d: warning %q, want %q", c.vocab, warning, c.warning)
+		}
+	}
+}
+
+// llama2cPieces returns <unk>, BOS, EOS, the 256 byte tokens and extra.
+func llama2cPieces(extra ...string) []string {
+	pieces := []string{"<unk>", "\n<s>\n", "\n</s>\n"}
+	for b := range 256 {
+		pieces = append(pieces, fmt.Sprintf("<0x%02X>", b))
+	}
+	return append(pieces, extra...)
+}
+
+// TestLlama2CByteTokens: byte fallback emits byte b as id b+3, so a
+// tokenizer.bin whose ids 3..258 are not <0x00>..<0xFF> (a file cut short
+// after 100 tokens, or one with another token in their place) is refused,
+// naming the first wrong id, instead of giving ids that are not its tokens
+// (the cut file encoded "Once" to ids past its end and lost the letters).
+func TestLlama2CByteTokens(t *testing.T) {
+	scores := func(n int) []float32 { return make([]float32, n) }
+	full := llama2cPieces(" ", "a", "b", " a")
+	if _, err := ParseLlama2C("full.bin", llama2cFile(8, full, scores(len(full)))); err != nil {
+		t.Fatalf("complete file refused: %v", err)
+	}
+	lower := slices.Clone(full)
+	lower[3+0xAB] = "<0xab>" // llama2.c's decode reads either case
+	if _, err := ParseLlama2C("lower.bin", llama2cFile(8, lower, scores(len(lower)))); err != nil {
+		t.Errorf("lower-case hex refused: %v", err)
+	}
+	wrong := slices.Clone(full)
+	wrong[3+'A'] = "A"
+	for _, c := range []struct {
+		name   string
+		pieces []string
+		want   string
+	}{
+		{"cut.bin", full[:100], "cut.bin: byte 1402: the file ends after 100 tokens: ids 3..258 must be the byte tokens <0x00>..<0xFF>, and id 100 (<0x61>) is missing; is the file cut short?"},
+		{"cut3.bin", full[:3], "the file ends after 3 tokens"},
+		{"wrong.bin", wrong, `wrong.bin: byte 954: token 68 is "A", want the byte token <0x41>`},
+		{"long.bin", append(slices.Clone(full[:10]), append([]string{"<0x077>"}, full[11:]...)...), `token 10 is "<0x077>", want the byte token <0x07>`},
+	} {
+		_, err := ParseLlama2C(c.name, llama2cFile(8, c.pieces, scores(len(c.pieces))))
+		if !errors.Is(err, ErrMalformed) || err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want %q", c.name, err, c.want)
+		}
+	}
+}
+
+// TestLlama2CEncodeInVocabulary: every id Encode gives is a token of the
+// file, byte fallback included (stories260K's tok512.bin).
+func TestLlama2CEncodeInVocabulary(t *testing.T) {
+	tk := loadStories260K(t)
+	for _, s := range []string{"Once upon a time, Zoë said 日本 \x00\x7f", "\U0001F600\U0001F44D"} {
+		for _, id := range tk.Encode(s, true) {
+			if id < 0 || id >= tk.VocabSize() {
+				t.Errorf("%q: id %d outside the vocabulary of %d", s, id, tk.VocabSize())
+			}
+		}
+		if got := tk.Decode(tk.Encode(s, true), true); got != s {
+			t.Errorf("round trip of %q: %q", s, got)
 		}
 	}
 }

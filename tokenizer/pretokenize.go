@@ -41,14 +41,19 @@ type pattern struct {
 	re      *regex
 }
 
-// matches calls fn for each non-overlapping match, leftmost first.
+// matches calls fn for each non-overlapping match, leftmost first. Empty
+// text has none, as in the Rust library (where a regex that matches the
+// empty string would otherwise match there).
 func (p pattern) matches(s string, fn func(start, end int)) {
+	if s == "" {
+		return
+	}
 	if p.re != nil {
 		p.re.findAll(s, fn)
 		return
 	}
 	if p.literal == "" {
-		return
+		return // the zero pattern; compile makes a regex of an empty String
 	}
 	for i := 0; ; {
 		j := strings.Index(s[i:], p.literal)

@@ -2,11 +2,13 @@ package tokenizer
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -72,14 +74,21 @@ func Load(path string) (*Tokenizer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if looksLikeJSON(data) {
-		config, err := readBounded(filepath.Join(filepath.Dir(path), "tokenizer_config.json"))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+	if !looksLikeJSON(data) {
+		if err := notATokenizer(path, data); err != nil {
 			return nil, err
 		}
-		return ParseHF(path, data, config)
+		if !strings.EqualFold(filepath.Ext(path), ".json") || plausibleLlama2C(data) {
+			return ParseLlama2C(path, data)
+		}
+		// A .json name whose content is neither: ParseHF says why it is
+		// not JSON.
 	}
-	return ParseLlama2C(path, data)
+	config, err := readBounded(filepath.Join(filepath.Dir(path), "tokenizer_config.json"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	return ParseHF(path, data, config)
 }
 
 func readBounded(path string) ([]byte, error) {
@@ -98,9 +107,77 @@ func readBounded(path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
+var utf8BOM = []byte("\ufeff")
+
 func looksLikeJSON(data []byte) bool {
-	data = bytes.TrimLeft(data, " \t\r\n\ufeff")
+	data = bytes.TrimLeft(bytes.TrimPrefix(data, utf8BOM), " \t\r\n")
 	return len(data) > 0 && data[0] == '{'
+}
+
+// plausibleLlama2C reports whether data starts as a llama2.c tokenizer.bin:
+// a max_token_length in range. Text of four bytes or more never does (its
+// last header byte would be at least a tab).
+func plausibleLlama2C(data []byte) bool {
+	if len(data) < 4 {
+		return false
+	}
+	n := int32(binary.LittleEndian.Uint32(data))
+	return n > 0 && n <= maxTokenBytes
+}
+
+// notATokenizer names what a file that is not a tokenizer.json object is,
+// when it is recognizably something else than a llama2.c tokenizer.bin
+// (whose reader would otherwise report a nonsensical header): empty, UTF-16
+// text, or JSON other than an object.
+func notATokenizer(name string, data []byte) error {
+	fail := func(format string, args ...any) error {
+		return &FormatError{File: name, Err: fmt.Errorf(format, args...)}
+	}
+	body := bytes.TrimPrefix(data, utf8BOM)
+	switch {
+	case len(data) == 0:
+		return fail("the file is empty (want a tokenizer.json or a llama2.c tokenizer.bin)")
+	case len(bytes.TrimSpace(body)) == 0:
+		return fail("the file holds only white space (want a tokenizer.json or a llama2.c tokenizer.bin)")
+	case plausibleLlama2C(data):
+		return nil
+	case isUTF16(data):
+		return fail("the file is UTF-16 text: a tokenizer.json must be UTF-8 (save it as UTF-8)")
+	case json.Valid(body):
+		return fail("the file is JSON but %s, not an object: a tokenizer.json is an object holding a \"model\"", jsonKind(body))
+	}
+	return nil
+}
+
+// isUTF16 reports whether data starts with a UTF-16 byte-order mark, or
+// reads as UTF-16 text of ASCII characters (every other byte zero).
+func isUTF16(data []byte) bool {
+	if bytes.HasPrefix(data, []byte{0xFF, 0xFE}) || bytes.HasPrefix(data, []byte{0xFE, 0xFF}) {
+		return true
+	}
+	if len(data) < 4 {
+		return false
+	}
+	ascii := func(c byte) bool { return c >= 0x20 && c < 0x7F || c == '\t' || c == '\n' || c == '\r' }
+	little := ascii(data[0]) && data[1] == 0 && ascii(data[2]) && data[3] == 0
+	big := data[0] == 0 && ascii(data[1]) && data[2] == 0 && ascii(data[3])
+	return little || big
+}
+
+// jsonKind names the kind of the JSON value data (valid JSON) holds.
+func jsonKind(data []byte) string {
+	data = bytes.TrimSpace(data)
+	switch data[0] {
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
 }
 
 // ParseHF reads a Hugging Face tokenizer.json (name is used in errors).
@@ -111,6 +188,8 @@ func ParseHF(name string, data, config []byte) (*Tokenizer, error) {
 	fail := func(part string, err error) (*Tokenizer, error) {
 		return nil, &FormatError{File: name, Part: part, Err: err}
 	}
+	// A byte-order mark some editors write (JSON itself has none).
+	data = bytes.TrimPrefix(data, utf8BOM)
 	var f hfFile
 	if err := json.Unmarshal(data, &f); err != nil {
 		return fail("", fmt.Errorf("not a tokenizer.json: %w", err))
@@ -175,13 +254,17 @@ func ParseHF(name string, data, config []byte) (*Tokenizer, error) {
 	t.vocab = make([]string, maxID+1)
 	t.special = make([]bool, maxID+1)
 	t.ids = make(map[string]int, len(m.vocab)+len(added))
+	taken := make([]bool, maxID+1)
 	for tok, id := range m.vocab {
-		if old, dup := t.ids[tok]; !dup || id < old {
-			t.ids[tok] = id
+		if taken[id] {
+			return fail("model.vocab", sharedID(m.vocab))
 		}
-		if t.vocab[id] == "" || tok < t.vocab[id] {
-			t.vocab[id] = tok
-		}
+		taken[id] = true
+		t.vocab[id] = tok
+		t.ids[tok] = id
+	}
+	if i, err := checkAdded(added, t.vocab, taken, m.vocab); err != nil {
+		return fail(fmt.Sprintf("added_tokens[%d]", i), err)
 	}
 	for _, a := range added {
 		t.vocab[a.id] = a.content
@@ -201,6 +284,49 @@ func ParseHF(name string, data, config []byte) (*Tokenizer, error) {
 	}
 	t.findSpecialTokens(config)
 	return t, nil
+}
+
+// sharedID describes the first id (the smallest) that two tokens of vocab
+// share: each would decode as the other.
+func sharedID(vocab map[string]int) error {
+	byID := make(map[int][]string)
+	first := -1
+	for tok, id := range vocab {
+		byID[id] = append(byID[id], tok)
+		if len(byID[id]) > 1 && (first < 0 || id < first) {
+			first = id
+		}
+	}
+	toks := byID[first]
+	slices.Sort(toks)
+	return fmt.Errorf("%q and %q both have id %d: an id is one token", toks[0], toks[1], first)
+}
+
+// checkAdded checks the added tokens against the model's vocabulary (vocab
+// by id, taken where the model has a token, ids by token) and each other:
+// an added token that is a vocabulary entry must have its id, and an id is
+// one token. Hugging Face's library would renumber such tokens (and so
+// encode other ids than the file says); a repeated entry, same id and same
+// content, is harmless. It returns the index of the first bad token.
+func checkAdded(added []addedToken, vocab []string, taken []bool, ids map[string]int) (int, error) {
+	byID := make(map[int]int, len(added))
+	byContent := make(map[string]int, len(added))
+	for i, a := range added {
+		if j, ok := byID[a.id]; ok && added[j].content != a.content {
+			return i, fmt.Errorf("id %d (%q) is also added_tokens[%d] (%q): an id is one token", a.id, a.content, j, added[j].content)
+		}
+		if j, ok := byContent[a.content]; ok && added[j].id != a.id {
+			return i, fmt.Errorf("%q has id %d here and %d in added_tokens[%d]", a.content, a.id, added[j].id, j)
+		}
+		if taken[a.id] && vocab[a.id] != a.content {
+			return i, fmt.Errorf("id %d (%q) is already the vocabulary's token %q: an id is one token", a.id, a.content, vocab[a.id])
+		}
+		if id, ok := ids[a.content]; ok && id != a.id {
+			return i, fmt.Errorf("%q has id %d here and %d in the vocabulary", a.content, a.id, id)
+		}
+		byID[a.id], byContent[a.content] = i, i
+	}
+	return 0, nil
 }
 
 // withRawBytes lets a BPE model do the byte-level mapping of a ByteLevel
@@ -352,7 +478,11 @@ func (t *Tokenizer) VocabSize() int { return len(t.vocab) }
 // tokens added after the model was made (a padding token, say), which
 // only gives a warning. Far fewer ids (under 90 %) gives a warning too:
 // the model's ids past the tokenizer's decode to nothing, and text
-// encodes to a part of the model's vocabulary only.
+// encodes to a part of the model's vocabulary only. Encoding never gives
+// an id past the tokenizer's own (a tokenizer.bin must hold its byte
+// tokens), so fewer ids cannot make training or a prompt use ids that
+// are not tokens; models whose embedding is padded past the tokenizer
+// are common.
 func (t *Tokenizer) FitsModel(vocab int) (warning string, err error) {
 	n := t.VocabSize()
 	switch {
@@ -411,16 +541,41 @@ func (t *Tokenizer) IsSpecial(id int) bool {
 // llama2.c tokenizer. Special-token strings inside text (such as
 // "<|endoftext|>") always become their tokens, as in the reference
 // implementations.
+//
+// Encode cannot report the one failure there is: text that a Unigram
+// model without an unknown token (no "unk_id") cannot cover, whose
+// characters Encode leaves out. EncodeChecked reports it; callers that
+// take text from users should use it.
 func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
-	if t.llama != nil {
-		return t.llama.encode(text, addSpecial)
+	ids, _ := t.encode(text, addSpecial)
+	return ids
+}
+
+// EncodeChecked is Encode, but text the tokenizer cannot encode is an
+// error (naming the character) instead of ids without it: the Rust
+// library refuses such text too ("Encountered an unknown token but
+// `unk_id` is missing").
+func (t *Tokenizer) EncodeChecked(text string, addSpecial bool) ([]int, error) {
+	ids, err := t.encode(text, addSpecial)
+	if err != nil {
+		return nil, err
 	}
-	ids := t.hf.encodeSequence(text)
+	return ids, nil
+}
+
+func (t *Tokenizer) encode(text string, addSpecial bool) ([]int, error) {
+	if t.llama != nil {
+		return t.llama.encode(text, addSpecial), nil
+	}
+	ids, err := t.hf.encodeSequence(text)
+	if err != nil {
+		err = fmt.Errorf("%s: %w", t.name, err)
+	}
 	if t.hf.post == nil {
-		return ids
+		return ids, err
 	}
 	ids, _ = t.hf.post.process(ids, nil, addSpecial)
-	return ids
+	return ids, err
 }
 
 // EncodePair encodes two sequences as one input (BERT's sentence pairs)
@@ -437,7 +592,8 @@ func (t *Tokenizer) EncodePair(first, second string, addSpecial bool) (ids, type
 		}
 		return ids, typeIDs
 	}
-	a, b := t.hf.encodeSequence(first), t.hf.encodeSequence(second)
+	a, _ := t.hf.encodeSequence(first)
+	b, _ := t.hf.encodeSequence(second)
 	if b == nil {
 		b = []int{}
 	}
@@ -448,9 +604,27 @@ func (t *Tokenizer) EncodePair(first, second string, addSpecial bool) (ids, type
 	return post.process(a, b, addSpecial)
 }
 
-func (p *hfPipeline) encodeSequence(text string) []int {
+// checkedModel is a model that can fail to encode a word (a Unigram model
+// without an unknown token); tokenize leaves out what it cannot encode.
+type checkedModel interface {
+	tokenizeChecked(dst []int, word string) ([]int, error)
+}
+
+// encodeSequence returns the ids of text and the first word the model
+// could not encode, leaving that word's uncovered characters out.
+func (p *hfPipeline) encodeSequence(text string) ([]int, error) {
 	var ids []int
+	var firstErr error
 	tokenize := func(pc piece) { ids = p.model.tokenize(ids, pc.text) }
+	if checked, ok := p.model.(checkedModel); ok {
+		tokenize = func(pc piece) {
+			var err error
+			ids, err = checked.tokenizeChecked(ids, pc.text)
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
 	for _, s := range p.added.extract(text, p.normalizer) {
 		switch {
 		case s.token >= 0:
@@ -461,7 +635,7 @@ func (p *hfPipeline) encodeSequence(text string) []int {
 			tokenize(piece{text: s.text, atStart: s.atStart})
 		}
 	}
-	return ids
+	return ids, firstErr
 }
 
 // Decode returns the text of ids. With skipSpecial, special tokens (BOS,

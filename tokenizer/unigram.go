@@ -32,10 +32,14 @@ func newUnigram(pieces []string, scores []float64, unk int, byteFallback bool) (
 	m.vocab = make(map[string]int, len(pieces))
 	ids := make([]int32, len(pieces))
 	minScore := math.Inf(1)
+	if len(pieces) == 0 {
+		return nil, fmt.Errorf("vocab is empty: a Unigram model needs pieces")
+	}
 	for i, p := range pieces {
-		if _, dup := m.vocab[p]; !dup {
-			m.vocab[p] = i
+		if j, dup := m.vocab[p]; dup {
+			return nil, fmt.Errorf("vocab[%d]: piece %q is also vocab[%d]: a piece is one token", i, p, j)
 		}
+		m.vocab[p] = i
 		ids[i] = int32(i)
 		if s := scores[i]; s < minScore {
 			minScore = s
@@ -46,9 +50,6 @@ func newUnigram(pieces []string, scores []float64, unk int, byteFallback bool) (
 	}
 	if unk >= len(pieces) {
 		return nil, fmt.Errorf("unk_id %d is outside the vocabulary of %d pieces", unk, len(pieces))
-	}
-	if len(pieces) == 0 {
-		minScore = 0
 	}
 	m.unkScore = minScore - unigramUnknownPenalty
 	m.trie = newByteTrie(pieces, ids)
@@ -68,24 +69,44 @@ type latticeNode struct {
 }
 
 func (m *unigramModel) tokenize(dst []int, word string) []int {
+	dst, _ = m.tokenizeChecked(dst, word)
+	return dst
+}
+
+// tokenizeChecked appends the ids of word. Without an unknown token, a
+// character no piece covers is an error, as in the Rust library (and is
+// left out of the ids).
+func (m *unigramModel) tokenizeChecked(dst []int, word string) ([]int, error) {
 	if word == "" {
-		return dst
+		return dst, nil
 	}
 	if m.laterOnTies {
 		return m.viterbi(dst, word)
 	}
-	return m.cache.cachedTokenize(dst, word, m.viterbi)
+	if out, ok := m.cache.appendCached(dst, word); ok {
+		return out, nil
+	}
+	start := len(dst)
+	dst, err := m.viterbi(dst, word)
+	if err == nil {
+		m.cache.store(word, dst[start:])
+	}
+	return dst, err
 }
 
-// viterbi finds the best segmentation of word.
-func (m *unigramModel) viterbi(dst []int, word string) []int {
+// viterbi finds the best segmentation of word. Without an unknown token,
+// it fails where the Rust library does: where the lattice would take an
+// unknown character as the best way to a position so far (even when the
+// best segmentation of the whole word then avoids it).
+func (m *unigramModel) viterbi(dst []int, word string) ([]int, error) {
+	var uncovered error
 	best := make([]latticeNode, len(word)+1)
 	for i := range best {
 		best[i].start = -1
 	}
 	best[0].start = 0
 	for pos := 0; pos < len(word); {
-		_, charLen := utf8.DecodeRuneInString(word[pos:])
+		r, charLen := utf8.DecodeRuneInString(word[pos:])
 		if best[pos].start < 0 && pos > 0 {
 			// Unreachable positions (inside a character) are skipped.
 			pos += charLen
@@ -106,6 +127,10 @@ func (m *unigramModel) viterbi(dst []int, word string) []int {
 			cand := base + m.unkScore
 			if n := &best[pos+charLen]; n.start < 0 || cand > n.score {
 				*n = latticeNode{score: cand, start: int32(pos), id: int32(m.unk)}
+				if m.unk < 0 && uncovered == nil {
+					uncovered = fmt.Errorf("cannot encode %q (U+%04X) at byte %d of the word %s: the Unigram model has no piece for the character alone and no unk_id",
+						word[pos:pos+charLen], r, pos, excerpt(word, pos))
+				}
 			}
 		}
 		pos += charLen
@@ -144,7 +169,30 @@ func (m *unigramModel) viterbi(dst []int, word string) []int {
 			dst = append(dst, m.unk)
 		}
 	}
-	return dst
+	return dst, uncovered
+}
+
+// excerpt quotes s, or for a long s the part around byte pos.
+func excerpt(s string, pos int) string {
+	const context = 24
+	if len(s) <= 3*context {
+		return fmt.Sprintf("%q", s)
+	}
+	start, end := max(pos-context, 0), min(pos+context, len(s))
+	for start > 0 && !utf8.RuneStart(s[start]) {
+		start--
+	}
+	for end < len(s) && !utf8.RuneStart(s[end]) {
+		end++
+	}
+	out := fmt.Sprintf("%q", s[start:end])
+	if start > 0 {
+		out = "…" + out
+	}
+	if end < len(s) {
+		out += "…"
+	}
+	return out
 }
 
 func (m *unigramModel) allBytes(s string) bool {

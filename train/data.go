@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -107,6 +108,10 @@ func (d *Dataset) IgnoredFields() string {
 	}
 	var parts []string
 	for _, f := range d.ignored {
+		if read := caseVariant(f.name); read != "" {
+			parts = append(parts, fmt.Sprintf("%q (first on line %d; field names are case-sensitive: it is not %q)", f.name, f.line, read))
+			continue
+		}
 		parts = append(parts, fmt.Sprintf("%q (first on line %d)", f.name, f.line))
 	}
 	return strings.Join(parts, ", ")
@@ -168,8 +173,12 @@ func LoadJSONL(path string, opts DataOptions) (*Dataset, error) {
 // template) or, for lm, "prompt" and "completion", each token ids or text:
 // the example is the prompt followed by the completion (text encoded
 // without special tokens, and followed by the tokenizer's end token), and
-// the loss predicts the completion only. Other fields are ignored. The first bad line ends the read with a
-// *LineError naming the file and line; a file with no examples is an error.
+// the loss predicts the completion only. Other fields are ignored (see
+// IgnoredFields). Field names are matched exactly ("Text" is not "text"),
+// and a field given twice is an error. Lines must be UTF-8, and a string
+// escape of half a UTF-16 surrogate pair ("\ud800") is an error, not
+// U+FFFD. The first bad line ends the read with a *LineError naming the
+// file and line; a file with no examples is an error.
 func ReadJSONL(r io.Reader, name string, opts DataOptions) (*Dataset, error) {
 	if opts.Task != TaskLM && opts.Task != TaskClassify {
 		return nil, fmt.Errorf("%s: unknown task %q (want %q or %q)", name, opts.Task, TaskLM, TaskClassify)
@@ -249,20 +258,24 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 		}
 		return fmt.Errorf("not valid UTF-8 at byte %d of the line (JSON Lines data must be UTF-8)", at+1)
 	}
-	var fields exampleFields
-	if err := json.Unmarshal(text, &fields); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field == "" {
-			return fmt.Errorf("want a JSON object, found a JSON %s", typeErr.Value)
-		}
-		return fmt.Errorf("not valid JSON: %v", err)
+	if !json.Valid(text) {
+		var v any
+		return fmt.Errorf("not valid JSON: %v", json.Unmarshal(text, &v))
+	}
+	members, err := objectMembers(text)
+	if err != nil {
+		return err
+	}
+	fields, err := exampleFieldsOf(members)
+	if err != nil {
+		return err
 	}
 	if line <= ignoredFieldLines && len(d.ignored) < maxIgnoredFields {
-		d.noteIgnored(text, line)
+		d.noteIgnored(members, line)
 	}
 	promptLen, err := fields.resolve(opts)
 	if err != nil {
-		return err
+		return withCaseHint(err, members)
 	}
 	start := len(d.tokens)
 	err = d.addTokens(fields, opts)
@@ -271,7 +284,7 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 		case TaskLM:
 			err = d.addLossMask(fields, start)
 		case TaskClassify:
-			err = d.addLabel(fields, opts)
+			err = withCaseHint(d.addLabel(fields, opts), members)
 		}
 	}
 	if err != nil {
@@ -293,31 +306,252 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 	return nil
 }
 
-// noteIgnored records the fields of a row (valid JSON) that exampleFields
-// does not read, once each.
-func (d *Dataset) noteIgnored(text []byte, line int) {
-	var keys map[string]json.RawMessage
-	if json.Unmarshal(text, &keys) != nil {
-		return
-	}
+// noteIgnored records the fields of a row that exampleFields does not
+// read, once each.
+func (d *Dataset) noteIgnored(members []jsonMember, line int) {
 next:
-	for k := range keys {
-		for _, read := range exampleFieldNames {
-			if strings.EqualFold(k, read) { // as encoding/json matches them
-				continue next
-			}
+	for _, m := range members {
+		if slices.Contains(exampleFieldNames, m.name) {
+			continue
 		}
 		for _, f := range d.ignored {
-			if f.name == k {
+			if f.name == m.name {
 				continue next
 			}
 		}
 		if len(d.ignored) == maxIgnoredFields {
-			return
+			break
 		}
-		d.ignored = append(d.ignored, ignoredField{k, line})
+		d.ignored = append(d.ignored, ignoredField{m.name, line})
 	}
 	slices.SortFunc(d.ignored, func(a, b ignoredField) int { return cmp.Or(a.line-b.line, strings.Compare(a.name, b.name)) })
+}
+
+// caseVariant returns the field name exampleFields reads that name equals
+// but for case ("" when none, or when name is one).
+func caseVariant(name string) string {
+	for _, read := range exampleFieldNames {
+		if name != read && strings.EqualFold(name, read) {
+			return read
+		}
+	}
+	return ""
+}
+
+// errMissingField marks the errors about a field a line lacks, which a
+// field of the same name in other case explains.
+var errMissingField = errors.New("missing field")
+
+// withCaseHint adds to an error about a missing field the line's field
+// names that differ from the ones read only in case.
+func withCaseHint(err error, members []jsonMember) error {
+	if !errors.Is(err, errMissingField) {
+		return err
+	}
+	var hints []string
+	for _, m := range members {
+		if read := caseVariant(m.name); read != "" {
+			hints = append(hints, fmt.Sprintf("%q is not %q", m.name, read))
+		}
+	}
+	if len(hints) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (field names are case-sensitive: %s)", err, strings.Join(hints, ", "))
+}
+
+// missingField is an error about a field the line lacks.
+func missingField(msg string) error { return &missingFieldError{msg} }
+
+type missingFieldError struct{ msg string }
+
+func (e *missingFieldError) Error() string        { return e.msg }
+func (e *missingFieldError) Is(target error) bool { return target == errMissingField }
+
+// jsonMember is a member of a JSON object: its name (unescaped) and its
+// value, a slice of the line starting at byte at.
+type jsonMember struct {
+	name  string
+	value json.RawMessage
+	at    int
+}
+
+// objectMembers splits text, one valid JSON value, into the members of
+// the object it must be, in order. encoding/json would match names
+// regardless of case and keep the last of two alike; names are matched
+// exactly here, and one given twice is an error.
+func objectMembers(text []byte) ([]jsonMember, error) {
+	i := skipJSONSpace(text, 0)
+	switch text[i] {
+	case '{':
+	case '[':
+		return nil, fmt.Errorf("want a JSON object, found a JSON array")
+	case '"':
+		return nil, fmt.Errorf("want a JSON object, found a JSON string")
+	case 't', 'f':
+		return nil, fmt.Errorf("want a JSON object, found a JSON bool")
+	case 'n':
+		return nil, fmt.Errorf("want a JSON object, found JSON null")
+	default:
+		return nil, fmt.Errorf("want a JSON object, found a JSON number")
+	}
+	var members []jsonMember
+	var names map[string]bool // once there are many members
+	given := func(name string) bool {
+		if names == nil && len(members) < 16 {
+			return slices.ContainsFunc(members, func(m jsonMember) bool { return m.name == name })
+		}
+		if names == nil {
+			names = make(map[string]bool, 2*len(members))
+			for _, m := range members {
+				names[m.name] = true
+			}
+		}
+		seen := names[name]
+		names[name] = true
+		return seen
+	}
+	i = skipJSONSpace(text, i+1)
+	if text[i] == '}' {
+		return members, nil
+	}
+	for {
+		end := jsonValueEnd(text, i)
+		name, err := jsonName(text[i:end], i)
+		if err != nil {
+			return nil, err
+		}
+		i = skipJSONSpace(text, skipJSONSpace(text, end)+1) // past the ':'
+		end = jsonValueEnd(text, i)
+		if given(name) {
+			return nil, fmt.Errorf("field %q is given twice: give each field once", name)
+		}
+		members = append(members, jsonMember{name: name, value: text[i:end:end], at: i})
+		i = skipJSONSpace(text, end)
+		if text[i] == '}' {
+			return members, nil
+		}
+		i = skipJSONSpace(text, i+1) // past the ','
+	}
+}
+
+// jsonName unescapes a member name, a JSON string starting at byte at of
+// the line.
+func jsonName(raw []byte, at int) (string, error) {
+	if err := checkSurrogates(raw, at); err != nil {
+		return "", fmt.Errorf("a field name: %w", err)
+	}
+	if !bytes.ContainsRune(raw, '\\') {
+		return string(raw[1 : len(raw)-1]), nil
+	}
+	var name string
+	err := json.Unmarshal(raw, &name)
+	return name, err
+}
+
+func skipJSONSpace(text []byte, i int) int {
+	for i < len(text) && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// jsonValueEnd returns the end of the valid JSON value starting at
+// text[i].
+func jsonValueEnd(text []byte, i int) int {
+	switch text[i] {
+	case '"':
+		return jsonStringEnd(text, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(text); i++ {
+			switch text[i] {
+			case '"':
+				i = jsonStringEnd(text, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return i
+	}
+	// A number, true, false or null.
+	for i < len(text) && !bytes.ContainsRune([]byte(",}] \t\r\n"), rune(text[i])) {
+		i++
+	}
+	return i
+}
+
+// jsonStringEnd returns the index after the closing quote of the string
+// starting at text[i].
+func jsonStringEnd(text []byte, i int) int {
+	for i++; i < len(text); i++ {
+		switch text[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return i
+}
+
+// checkSurrogates refuses a \uXXXX escape of half a UTF-16 surrogate
+// pair without its other half in raw, JSON text starting at byte at of
+// the line: it stands for no character, and encoding/json would decode
+// it as U+FFFD.
+func checkSurrogates(raw []byte, at int) error {
+	for i := 0; i < len(raw); i++ {
+		next := bytes.IndexByte(raw[i:], '\\')
+		if next < 0 {
+			return nil
+		}
+		i += next
+		r, ok := jsonEscape(raw, i)
+		switch {
+		case !ok:
+			i++ // another escape: its second byte is not a backslash
+		case utf16.IsSurrogate(r) && r < 0xDC00:
+			if low, ok := jsonEscape(raw, i+6); ok && 0xDC00 <= low && low <= 0xDFFF {
+				i += 11
+				continue
+			}
+			fallthrough
+		case utf16.IsSurrogate(r):
+			return fmt.Errorf("lone surrogate escape %s at byte %d of the line: half of a UTF-16 pair stands for no character (JSON Lines text must be valid Unicode)", raw[i:i+6], at+i+1)
+		default:
+			i += 5
+		}
+	}
+	return nil
+}
+
+// jsonEscape reads the code unit of a \uXXXX escape at raw[i].
+func jsonEscape(raw []byte, i int) (rune, bool) {
+	if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
+	return rune(v), err == nil
+}
+
+// exampleFieldsOf picks the members exampleFields reads, by exact name,
+// refusing lone surrogate escapes in any member.
+func exampleFieldsOf(members []jsonMember) (exampleFields, error) {
+	var f exampleFields
+	v := reflect.ValueOf(&f).Elem()
+	for _, m := range members {
+		if err := checkSurrogates(m.value, m.at); err != nil {
+			return f, fmt.Errorf("%q: %w", m.name, err)
+		}
+		if i := slices.Index(exampleFieldNames, m.name); i >= 0 {
+			v.Field(i).SetBytes(m.value)
+		}
+	}
+	return f, nil
 }
 
 // exampleFieldNames are the JSON names of exampleFields' fields.
@@ -352,7 +586,7 @@ func (f *exampleFields) resolve(opts DataOptions) (int, error) {
 	}
 	switch {
 	case forms == 0:
-		return 0, fmt.Errorf(`no "tokens" field (nor "text", nor "prompt" and "completion")`)
+		return 0, missingField(`no "tokens" field (nor "text", nor "prompt" and "completion")`)
 	case forms > 1:
 		return 0, fmt.Errorf(`give one of "tokens", "text", or "prompt" with "completion"`)
 	case !isAbsent(f.Tokens):
@@ -366,7 +600,7 @@ func (f *exampleFields) resolve(opts DataOptions) (int, error) {
 		return 0, nil
 	}
 	if isAbsent(f.Prompt) || isAbsent(f.Completion) {
-		return 0, fmt.Errorf(`"prompt" and "completion" go together: give both`)
+		return 0, missingField(`"prompt" and "completion" go together: give both`)
 	}
 	if opts.Task != TaskLM {
 		return 0, fmt.Errorf(`"prompt" and "completion" are for the lm task (use --task lm)`)
@@ -418,7 +652,21 @@ func encodeField(raw json.RawMessage, name string, tok TextEncoder, addSpecial b
 	if tok == nil {
 		return nil, true, fmt.Errorf("%q is text: give --tokenizer to encode it (or token ids)", name)
 	}
+	if checked, ok := tok.(checkedEncoder); ok {
+		ids, err := checked.EncodeChecked(text, addSpecial)
+		if err != nil {
+			return nil, true, fmt.Errorf("%q: %w", name, err)
+		}
+		return ids, true, nil
+	}
 	return tok.Encode(text, addSpecial), true, nil
+}
+
+// checkedEncoder is a TextEncoder that can refuse text it cannot encode
+// (package tokenizer's Tokenizer can: a Unigram model without an unknown
+// token); its error is then the line's, not ids that leave text out.
+type checkedEncoder interface {
+	EncodeChecked(text string, addSpecial bool) ([]int, error)
 }
 
 func idsJSON(ids []int) json.RawMessage {
@@ -502,7 +750,7 @@ func (d *Dataset) addLabel(fields exampleFields, opts DataOptions) error {
 		return fmt.Errorf(`"loss_mask" given, but the task is classify (use --task lm)`)
 	}
 	if isAbsent(fields.Label) {
-		return fmt.Errorf(`no "label" field (the classify task needs one per example)`)
+		return missingField(`no "label" field (the classify task needs one per example)`)
 	}
 	label, err := parseInt(fields.Label)
 	if err != nil {

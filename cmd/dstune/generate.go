@@ -287,8 +287,10 @@ type textTokenizer struct {
 	addSpecial bool
 }
 
-func (t textTokenizer) Encode(text string) ([]int, error) { return t.t.Encode(text, t.addSpecial), nil }
-func (t textTokenizer) Decode(ids []int) (string, error)  { return t.t.Decode(ids, true), nil }
+func (t textTokenizer) Encode(text string) ([]int, error) {
+	return t.t.EncodeChecked(text, t.addSpecial)
+}
+func (t textTokenizer) Decode(ids []int) (string, error) { return t.t.Decode(ids, true), nil }
 
 // loadTokenizer reads a tokenizer file (or a model directory holding
 // tokenizer.json).

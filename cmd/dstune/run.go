@@ -719,7 +719,10 @@ func asInputType(t *ir.Tensor, dt ir.DType) *ir.Tensor {
 // the model's (ids past the model's vocabulary) and a text longer than
 // the model's context.
 func specializeText(model *ir.Model, tok textTokenizer, tokPath, text string, stderr io.Writer) (*ir.Graph, map[string]*ir.Tensor, error) {
-	ids, _ := tok.Encode(text)
+	ids, err := tok.Encode(text)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--text: %w", err)
+	}
 	if len(ids) == 0 {
 		return nil, nil, usagef("--text encodes to no tokens")
 	}

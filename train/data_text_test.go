@@ -1,0 +1,198 @@
+package train
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/dstune/dstune/tokenizer"
+)
+
+// codePointEncoder encodes text as its code points (EOS -1).
+type codePointEncoder struct{}
+
+func (codePointEncoder) Encode(text string, _ bool) []int {
+	var ids []int
+	for _, r := range text {
+		ids = append(ids, int(r))
+	}
+	return ids
+}
+
+func (codePointEncoder) EOS() int { return -1 }
+
+func readLines(t *testing.T, data string, opts DataOptions) (*Dataset, error) {
+	t.Helper()
+	if opts.Task == "" {
+		opts.Task = TaskLM
+	}
+	if opts.Tokenizer == nil {
+		opts.Tokenizer = codePointEncoder{}
+	}
+	return ReadJSONL(strings.NewReader(data), "rows.jsonl", opts)
+}
+
+// A \ud800 or \udc00 escape without its other half stands for no
+// character; encoding/json turned it into U+FFFD and the text trained on
+// replacement characters, while raw invalid UTF-8 was refused. Now both
+// are refused with the line, the field and the escape.
+func TestReadJSONLLoneSurrogates(t *testing.T) {
+	good := `{"text":"ok"}` + "\n"
+	for _, c := range []struct {
+		line, want string
+	}{
+		{`{"text":"bad \ud800 here"}`, `rows.jsonl:2: "text": lone surrogate escape \ud800 at byte 14 of the line`},
+		{`{"text":"bad \udc00"}`, `rows.jsonl:2: "text": lone surrogate escape \udc00 at byte 14`},
+		{`{"text":"\uDBFF\u0041"}`, `"text": lone surrogate escape \uDBFF at byte 10`},
+		{`{"text":"\ud800"}`, `lone surrogate escape \ud800`},
+		{`{"text":"\udc00\ud800"}`, `lone surrogate escape \udc00`},
+		{`{"prompt":"a","completion":["\ud800"]}`, `"completion": lone surrogate escape \ud800`},
+		{`{"text":"a","source":{"x":"\udfff"}}`, `"source": lone surrogate escape \udfff`},
+		{`{"te\ud800xt":"a"}`, `a field name: lone surrogate escape \ud800 at byte 5`},
+	} {
+		_, err := readLines(t, good+c.line+"\n", DataOptions{})
+		var le *LineError
+		if !errors.As(err, &le) || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "half of a UTF-16 pair stands for no character") {
+			t.Errorf("%s: %v, want %q", c.line, err, c.want)
+		}
+	}
+	// A pair is one character; an escaped backslash makes "\ud800" text.
+	ds, err := readLines(t, `{"text":"\ud83d\ude00\\ud800 \u00e9"}`+"\n", DataOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int32{0x1F600, '\\', 'u', 'd', '8', '0', '0', ' ', 'é'}
+	if got := ds.Example(0).Tokens; !slices.Equal(got, want) {
+		t.Errorf("tokens %v, want %v", got, want)
+	}
+}
+
+// encoding/json matched field names regardless of case and kept the last
+// of two alike: {"Text": …} trained as "text", {"text":"x","text":"y"}
+// on "y". Names now match exactly, like the unknown fields they are (a
+// note), with the case said where a read field is missing; a field given
+// twice is an error.
+func TestReadJSONLFieldNamesExact(t *testing.T) {
+	for _, c := range []struct {
+		data string
+		opts DataOptions
+		want string
+	}{
+		{`{"Text":"ab"}`, DataOptions{}, `rows.jsonl:1: no "tokens" field (nor "text", nor "prompt" and "completion") (field names are case-sensitive: "Text" is not "text")`},
+		{`{"tokens":[1,2],"Label":1}`, DataOptions{Task: TaskClassify}, `no "label" field (the classify task needs one per example) (field names are case-sensitive: "Label" is not "label")`},
+		{`{"Prompt":"a","completion":"b"}`, DataOptions{}, `"prompt" and "completion" go together: give both (field names are case-sensitive: "Prompt" is not "prompt")`},
+		{`{"text":"x","text":"y"}`, DataOptions{}, `rows.jsonl:1: field "text" is given twice: give each field once`},
+		{`{"tokens":[1,2],"id":1,"id":2}`, DataOptions{}, `field "id" is given twice`},
+		{`{"text":"x","t\u0065xt":"y"}`, DataOptions{}, `field "text" is given twice`},
+		{`[1,2]`, DataOptions{}, "want a JSON object, found a JSON array"},
+		{`null`, DataOptions{}, "want a JSON object, found JSON null"},
+		{`7`, DataOptions{}, "want a JSON object, found a JSON number"},
+		{`{"tokens":[1,2]`, DataOptions{}, "not valid JSON: unexpected end of JSON input"},
+	} {
+		_, err := readLines(t, c.data+"\n", c.opts)
+		var le *LineError
+		if !errors.As(err, &le) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.data, err, c.want)
+		}
+	}
+	ds, err := readLines(t, `{"TEXT":"a","text":"bc"}`+"\n"+`{"tokens":[1,2],"Loss_Mask":[0,1],"x":{"text":"n"}}`+"\n", DataOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ds.Example(0).Tokens; !slices.Equal(got, []int32{'b', 'c'}) {
+		t.Errorf("tokens %v, want \"text\"'s [98 99]", got)
+	}
+	if ds.Example(1).LossMask != nil {
+		t.Errorf("\"Loss_Mask\" was read as the loss mask")
+	}
+	want := `"TEXT" (first on line 1; field names are case-sensitive: it is not "text"), ` +
+		`"Loss_Mask" (first on line 2; field names are case-sensitive: it is not "loss_mask"), "x" (first on line 2)`
+	if got := ds.IgnoredFields(); got != want {
+		t.Errorf("ignored fields %s, want %s", got, want)
+	}
+	// Escapes in names and white space anywhere are JSON's.
+	ds, err = readLines(t, " { \"t\\u0065xt\" : \"ab\" , \"loss_mask\" : null } \n", DataOptions{})
+	if err != nil || !slices.Equal(ds.Example(0).Tokens, []int32{'a', 'b'}) || ds.IgnoredFields() != "" {
+		t.Errorf("escaped name: %v", err)
+	}
+}
+
+// Text the tokenizer cannot encode (a Unigram model without unk_id: the
+// Rust library fails with "Encountered an unknown token but `unk_id` is
+// missing") is the line's error, not ids with the character left out.
+func TestReadJSONLTextTheTokenizerCannotEncode(t *testing.T) {
+	tok, err := tokenizer.ParseHF("ug.json", []byte(`{"model":{"type":"Unigram","unk_id":null,"vocab":[["a",-1.0],["b",-1.0],["ab",-0.5]]}}`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := DataOptions{Tokenizer: tok}
+	ds, err := readLines(t, `{"text":"abab"}`+"\n", opts)
+	if err != nil || !slices.Equal(ds.Example(0).Tokens, []int32{2, 2}) {
+		t.Fatalf("covered text: %v", err)
+	}
+	_, err = readLines(t, `{"text":"abab"}`+"\n"+`{"prompt":"ab","completion":"axb"}`+"\n", opts)
+	want := `rows.jsonl:2: "completion": ug.json: cannot encode "x" (U+0078) at byte 1 of the word "axb"`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want %q", err, want)
+	}
+}
+
+// FuzzObjectMembers checks the member split against encoding/json on
+// valid JSON objects: the same names (unescaped) and values, or an error
+// for a name given twice.
+func FuzzObjectMembers(f *testing.F) {
+	for _, s := range []string{`{"tokens":[1,2],"loss_mask":[0,1]}`, ` { "a" : { "b" : [ "}" , "\"" ] } , "c":-1.5e3 ,"d":null}`,
+		`{"t\u0065xt":"\ud83d\ude00","x":true}`, `{"a":1,"a":2}`, `{}`, `[1]`, `"s"`, `{"\\":"\\\\"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !json.Valid(data) || !utf8.Valid(data) { // ReadJSONL refuses invalid UTF-8 first
+			return
+		}
+		members, err := objectMembers(data)
+		var want map[string]json.RawMessage
+		if json.Unmarshal(data, &want) != nil || want == nil {
+			if err == nil {
+				t.Fatalf("%q: members %v of no object", data, members)
+			}
+			return
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), "is given twice") || len(members) != 0 {
+				t.Fatalf("%q: %v", data, err)
+			}
+			return
+		}
+		if len(members) != len(want) {
+			t.Fatalf("%q: %d members, encoding/json finds %d", data, len(members), len(want))
+		}
+		for _, m := range members {
+			if w, ok := want[m.name]; !ok || !bytes.Equal(w, m.value) || !bytes.Equal(data[m.at:m.at+len(m.value)], m.value) {
+				t.Fatalf("%q: member %q = %q at %d, encoding/json %q", data, m.name, m.value, m.at, w)
+			}
+		}
+	})
+}
+
+// A field given twice among many is found without comparing every pair.
+func TestReadJSONLManyFields(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"tokens":[1,2]`)
+	for i := range 100000 {
+		fmt.Fprintf(&b, `,"k%d":%d`, i, i)
+	}
+	line := b.String() + "}\n"
+	ds, err := readLines(t, line, DataOptions{})
+	if err != nil || ds.Len() != 1 {
+		t.Fatalf("%d distinct fields: %v", 100001, err)
+	}
+	_, err = readLines(t, line+line[:len(line)-2]+`,"k77":1}`+"\n", DataOptions{})
+	if err == nil || !strings.Contains(err.Error(), `rows.jsonl:2: field "k77" is given twice`) {
+		t.Errorf("error %v", err)
+	}
+}
