@@ -14,12 +14,17 @@
 // Execute checks every run's configuration (Options.Configure, dstune
 // train's own parser; a setting it refuses is a SpecError at the place
 // the setting comes from), that of every finished or stopped run against
-// the one it recorded, and every data file of the runs still to train
-// (read as dstune train reads it), before the first starts, then trains
-// the runs that have not finished, each in DIR/runs/NAME: a run whose
-// directory holds result.json is done; one with a checkpoint continues
-// from it (train.Run resumes bit-identically); one stopped before its
-// first checkpoint starts over. A run whose loss or parameters turn
+// the one it recorded, the model, data and tokenizer files those runs
+// read against the sha256 their config.json records (each file hashed
+// once), and every data file of the runs still to train (read as dstune
+// train reads it), before the first starts, then trains the runs that
+// have not finished, each in DIR/runs/NAME: a run whose directory holds
+// result.json is done; one with a checkpoint continues from it
+// (train.Run resumes bit-identically); one stopped before its first
+// checkpoint starts over. A run whose name changed since it ran (values
+// added to an axis that did not vary, or removed from one so that it no
+// longer does) is found in the directory of its earlier name by its
+// configuration, and keeps that name. A run whose loss or parameters turn
 // non-finite is reported as diverged, without a quality. With KeepDeltas
 // the delta or adapter of every checkpoint is copied to
 // RUN/deltas/step-NNNNNN/.

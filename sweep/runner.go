@@ -2,6 +2,8 @@ package sweep
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,6 +87,10 @@ type PlannedRun struct {
 	// ModelParams counts the model's parameters: Result.Fraction's
 	// denominator.
 	ModelParams int64
+	// SpecName is the name the spec gives the run now when the run was
+	// found under the name it had when it ran (Run.Name, its
+	// directory's): the settings that vary across the sweep changed.
+	SpecName string
 }
 
 // States of a planned run.
@@ -125,6 +131,11 @@ func Execute(ctx context.Context, s *Spec, opts Options) (*Outcome, error) {
 	if opts.Progress != nil {
 		fmt.Fprintf(opts.Progress, "sweep %s: %d runs, %d finished before, %d to run (%d at a time) in %s\n",
 			s.File, len(plan), len(plan)-len(todo), len(todo), opts.Jobs, opts.Dir)
+		for _, p := range plan {
+			if p.SpecName != "" {
+				fmt.Fprintf(opts.Progress, "run %s (as the spec names it now) is %s, the name it %s under\n", p.SpecName, p.Run.Name, map[string]string{StateFinished: "finished", StateStopped: "was stopped"}[p.State])
+			}
+		}
 	}
 	ran, err := runAll(ctx, plan, todo, out.Results, opts)
 	out.Ran = ran
@@ -168,6 +179,12 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 		return nil, &SpecError{s.File, "model", err.Error()}
 	}
 	plan := make([]PlannedRun, len(runs))
+	named := map[string]bool{} // the runs' names: directories that are theirs
+	for _, r := range runs {
+		named[r.Name] = true
+	}
+	earlier := &earlierRuns{root: filepath.Join(opts.Dir, runsDir), named: named}
+	hashes := fileHashes{}
 	for i, r := range runs {
 		dir := filepath.Join(opts.Dir, runsDir, r.Name)
 		// argsOf are the run's dstune train arguments with settings p.
@@ -182,6 +199,21 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 		cfg, err := opts.Configure(args)
 		if err != nil {
 			return nil, s.configError(r, err, argsOf, opts.Configure)
+		}
+		specName := ""
+		if !holdsRun(dir) {
+			// A run the spec names otherwise now (an axis that no
+			// longer varies, or varies now) is found in the
+			// directory of its earlier name, and keeps it.
+			found, err := earlier.find(r, cfg)
+			if err != nil {
+				return nil, &RunError{r.Name, err}
+			}
+			if found != "" {
+				specName, r.Name = r.Name, found
+				dir = filepath.Join(opts.Dir, runsDir, found)
+				args = argsOf(r.Params)
+			}
 		}
 		res, err := loadResult(dir)
 		if err != nil {
@@ -205,7 +237,12 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 			}
 			state = StateStopped
 		}
-		plan[i] = PlannedRun{Run: r, Dir: dir, Args: args, Config: cfg, State: state, Result: res, ModelParams: nParams}
+		if state != StateNew {
+			if err := checkRecordedFiles(dir, state, cfg, hashes); err != nil {
+				return nil, &RunError{r.Name, err}
+			}
+		}
+		plan[i] = PlannedRun{Run: r, Dir: dir, Args: args, Config: cfg, State: state, Result: res, ModelParams: nParams, SpecName: specName}
 	}
 	if err := s.checkData(plan); err != nil {
 		return nil, err
@@ -460,14 +497,15 @@ func runOne(ctx context.Context, p PlannedRun, opts Options) (*Result, error) {
 	}
 	ro := train.RunOptions{Dir: p.Dir, Resume: resume, Progress: log, LogEvery: max(1, p.Config.Steps/20)}
 	if opts.KeepDeltas {
-		if resume && train.HasCheckpoint(p.Dir) {
-			// A crash between a checkpoint and its copy: the
-			// checkpoint's files are still those of its step.
-			if step, err := checkpointStep(p.Dir); err == nil && (step == p.Config.Steps || (p.Config.CheckpointEvery > 0 && step%p.Config.CheckpointEvery == 0)) {
-				if err := keepCheckpointFiles(p.Dir, step); err != nil {
-					return nil, err
-				}
+		// A crash between a checkpoint and its copy (or between the
+		// checkpoint and the delta's write, which the resume redoes):
+		// the copy is made once the resumed run has written the files
+		// of its checkpoint again.
+		ro.AfterRestore = func(step int64) error {
+			if step == p.Config.Steps || (p.Config.CheckpointEvery > 0 && step%p.Config.CheckpointEvery == 0) {
+				return keepCheckpointFiles(p.Dir, step)
 			}
+			return nil
 		}
 		ro.AfterStep = func(step int64) error {
 			s, err := checkpointStep(p.Dir)
@@ -506,6 +544,133 @@ func runOne(ctx context.Context, p PlannedRun, opts Options) (*Result, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// holdsRun reports whether a run directory holds a run: its result or
+// its configuration.
+func holdsRun(dir string) bool {
+	for _, name := range []string{ResultFile, train.ConfigFile} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// earlierRuns finds runs in the sweep's directories that the spec names
+// otherwise now: the name of a run is its method and the settings that
+// vary across the sweep, which change when values are added to an axis
+// or removed from one.
+type earlierRuns struct {
+	root  string
+	named map[string]bool // directories that are the current runs' own
+	// runs are the directories holding a finished or stopped run that
+	// no current run is named after (read once), claimed once found.
+	runs    []earlierRun
+	scanned bool
+}
+
+type earlierRun struct {
+	name    string
+	config  train.Config
+	result  *Result
+	claimed bool
+}
+
+// find returns the name of the directory that holds the run r with
+// configuration cfg under an earlier name ("" when none does): the same
+// configuration (config.json's, but the thread count) and, when it
+// finished, the same settings.
+func (e *earlierRuns) find(r Run, cfg train.Config) (string, error) {
+	if !e.scanned {
+		e.scanned = true
+		entries, err := os.ReadDir(e.root)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		for _, ent := range entries {
+			dir := filepath.Join(e.root, ent.Name())
+			if !ent.IsDir() || e.named[ent.Name()] {
+				continue
+			}
+			res, err := loadResult(dir)
+			if err != nil || (res == nil && !savedCheckpoint(dir)) {
+				continue // not a run, or nothing of it to keep
+			}
+			stored, err := train.LoadConfig(dir)
+			if err != nil {
+				continue
+			}
+			e.runs = append(e.runs, earlierRun{name: ent.Name(), config: stored, result: res})
+		}
+	}
+	for i := range e.runs {
+		er := &e.runs[i]
+		if er.claimed || er.config.Method != cfg.Method || er.config.Seed != cfg.Seed || train.RecordedDiff(er.config, cfg) != "" {
+			continue
+		}
+		if er.result != nil && paramsDiff(er.result.Params, r.Params.Map()) != "" {
+			continue
+		}
+		er.claimed = true
+		return er.name, nil
+	}
+	return "", nil
+}
+
+// fileHashes caches the sha256 of the files a sweep's runs read, each
+// read once per sweep.
+type fileHashes map[string]string
+
+func (h fileHashes) sha256(path string) (string, error) {
+	if sum, ok := h[path]; ok {
+		return sum, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sh := sha256.New()
+	if _, err := io.Copy(sh, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	h[path] = hex.EncodeToString(sh.Sum(nil))
+	return h[path], nil
+}
+
+// checkRecordedFiles refuses a finished or stopped run whose config.json
+// records another model, data, validation data or tokenizer file (by
+// sha256) than the spec's now: its results would be reported beside runs
+// of other files, and a stopped one would be refused when its turn came.
+func checkRecordedFiles(dir, state string, cfg train.Config, hashes fileHashes) error {
+	stored, err := train.LoadConfig(dir)
+	if errors.Is(err, fs.ErrNotExist) && state == StateFinished {
+		return nil // a result without config.json: nothing recorded to compare
+	}
+	if err != nil {
+		return err
+	}
+	how := map[string]string{StateFinished: "finished", StateStopped: "was stopped"}[state]
+	for _, f := range []struct{ what, path, recorded string }{
+		{"another model", cfg.Model, stored.ModelSHA256},
+		{"other training data", cfg.Data, stored.DataSHA256},
+		{"other validation data", cfg.Valid, stored.ValidSHA256},
+		{"another tokenizer", cfg.Tokenizer, stored.TokenizerSHA256},
+	} {
+		if f.path == "" || f.recorded == "" {
+			continue
+		}
+		sum, err := hashes.sha256(f.path)
+		if err != nil {
+			return err
+		}
+		if sum != f.recorded {
+			return fmt.Errorf("%s %s on %s: the spec's %s is not the file the run read (sha256 %s; %s records %s), and the report would mix runs of both; restore the file, remove the run's directory to train it again, or give the sweep another directory",
+				dir, how, f.what, f.path, sum, filepath.Join(dir, train.ConfigFile), f.recorded)
+		}
+	}
+	return nil
 }
 
 // savedCheckpoint reports whether a run directory holds what a resume

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"unsafe"
 
 	"github.com/dstune/dstune/internal/atomicfile"
@@ -61,6 +62,12 @@ type CheckpointInfo struct {
 	// Files maps every other file of the checkpoint to its sha256
 	// (format 2; format 1 had none).
 	Files map[string]string `json:"files,omitempty"`
+	// Config is the run's configuration as config.json defines it,
+	// without what a resume may change (runIdentity): it ties the
+	// checkpoint to its run, so that another run's checkpoint, or a
+	// config.json edited since, is refused. Checkpoints written before
+	// it was recorded have none, and are not checked.
+	Config json.RawMessage `json:"config,omitempty"`
 	// SHA256 is the sha256 of state.json as written without this field.
 	SHA256 string `json:"sha256,omitempty"`
 }
@@ -70,6 +77,11 @@ type CheckpointInfo struct {
 type CheckpointRecord struct {
 	Step        int64  `json:"step"`
 	StateSHA256 string `json:"state_sha256"`
+	// ConfigSHA256 is the sha256 of the checkpoint's Config (compact):
+	// the run's identity, kept apart from config.json and the
+	// checkpoint, which tells which of the two changed when they
+	// disagree ("": the checkpoint recorded none).
+	ConfigSHA256 string `json:"config_sha256,omitempty"`
 }
 
 // encodeState is state.json's bytes for info with its own hash (the
@@ -126,6 +138,12 @@ func shape64(s []int) []int64 {
 // order) and the data position as RUN/checkpoint, atomically, then
 // records it in RUN/checkpoint.json.
 func WriteCheckpoint(run string, params []*ir.Param, st *EngineState, pos Position, optimizer, method string) error {
+	return writeCheckpoint(run, params, st, pos, optimizer, method, nil)
+}
+
+// writeCheckpoint is WriteCheckpoint recording the run's identity (its
+// runIdentity; nil: none) in state.json.
+func writeCheckpoint(run string, params []*ir.Param, st *EngineState, pos Position, optimizer, method string, identity json.RawMessage) error {
 	tmp := filepath.Join(run, checkpointTmp)
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
@@ -166,7 +184,7 @@ func WriteCheckpoint(run string, params []*ir.Param, st *EngineState, pos Positi
 			return err
 		}
 	}
-	info := CheckpointInfo{Format: checkpointFormat, Step: st.Step, Position: pos, Optimizer: optimizer, Method: method, MethodMeta: st.Method.Meta, Files: files}
+	info := CheckpointInfo{Format: checkpointFormat, Step: st.Step, Position: pos, Optimizer: optimizer, Method: method, MethodMeta: st.Method.Meta, Files: files, Config: identity}
 	state, _, err := encodeState(info)
 	if err != nil {
 		return err
@@ -210,7 +228,7 @@ func recordCheckpoint(run string) error {
 		return err
 	}
 	sum := sha256.Sum256(state)
-	return writeJSONFile(filepath.Join(run, checkpointRecord), CheckpointRecord{Step: info.Step, StateSHA256: hex.EncodeToString(sum[:])})
+	return writeJSONFile(filepath.Join(run, checkpointRecord), CheckpointRecord{Step: info.Step, StateSHA256: hex.EncodeToString(sum[:]), ConfigSHA256: identitySHA256(info.Config)})
 }
 
 // writeHashed writes a safetensors file atomically and returns its
@@ -285,10 +303,8 @@ func readState(dir fs.FS) (CheckpointInfo, []byte, error) {
 	if err != nil {
 		return info, nil, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&info); err != nil {
-		return info, nil, fmt.Errorf("state.json: %w", err)
+	if err := decodeJSONFile(data, &info, true); err != nil {
+		return info, nil, fmt.Errorf("state.json: %w: the checkpoint was damaged (a flipped bit, a cut copy) or edited; restore the run directory from a copy, or start a new run", err)
 	}
 	if info.Format >= 2 {
 		// Written by encodeState, the bytes are a function of the content.
@@ -405,22 +421,41 @@ func readCheckpointFS(dir fs.FS, params []*ir.Param, opt update.Optimizer, metho
 }
 
 // checkCheckpointRecord compares a run's checkpoint with the last one it
-// recorded writing (RUN/checkpoint.json): a checkpoint that is missing, or
-// another of the same step, is an error (an older one, restored on
-// purpose, is not).
-func checkCheckpointRecord(run string) error {
-	data, err := readSmallFile(filepath.Join(run, checkpointRecord), 1<<16)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
+// recorded writing (RUN/checkpoint.json), and with the run's identity
+// (runIdentity of its config.json; nil: not compared): a checkpoint that
+// is missing or not a directory, another of the same step, or one
+// written under other settings (another run's, or config.json edited
+// since) is an error; an older one of the run, restored on purpose, is
+// not.
+func checkCheckpointRecord(run string, identity json.RawMessage) error {
+	recPath := filepath.Join(run, checkpointRecord)
 	var rec CheckpointRecord
-	if err := json.Unmarshal(data, &rec); err != nil {
-		return fmt.Errorf("%s: %w", filepath.Join(run, checkpointRecord), err)
+	recorded := false
+	data, err := readSmallFile(recPath, 1<<16)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return err
+	default:
+		if err := decodeJSONFile(data, &rec, false); err != nil {
+			return fmt.Errorf("%s: %w: the file was damaged or edited; restore the run directory from a copy, or start a new run", recPath, err)
+		}
+		recorded = true
+	}
+	// (A checkpoint.old beside it would be taken for the checkpoint, and
+	// then removed.)
+	if st, err := os.Stat(filepath.Join(run, checkpointDir)); err == nil && !st.IsDir() {
+		what := "the run's checkpoint"
+		if recorded {
+			what = fmt.Sprintf("the checkpoint of step %d, which %s records", rec.Step, checkpointRecord)
+		}
+		return fmt.Errorf("%s is not a directory (%s is in its place, not %s): put the checkpoint directory back, or start a new run in another directory; the run does not silently start over",
+			filepath.Join(run, checkpointDir), fileKind(st.Mode()), what)
 	}
 	if !HasCheckpoint(run) {
+		if !recorded {
+			return nil
+		}
 		return fmt.Errorf("%s: the checkpoint of step %d, which %s records, is missing (deleted or moved): restore it, or start a new run in another directory; the run does not silently start over",
 			run, rec.Step, checkpointRecord)
 	}
@@ -433,11 +468,19 @@ func checkCheckpointRecord(run string) error {
 		return fmt.Errorf("checkpoint %s: %w", dir, err)
 	}
 	sum := sha256.Sum256(state)
-	if info.Step == rec.Step && hex.EncodeToString(sum[:]) != rec.StateSHA256 {
+	if recorded && info.Step == rec.Step && hex.EncodeToString(sum[:]) != rec.StateSHA256 {
 		return fmt.Errorf("checkpoint %s: step %d, but not the checkpoint this run wrote at that step (%s records state.json's sha256 %s): it comes from another run",
 			dir, info.Step, checkpointRecord, rec.StateSHA256)
 	}
-	return nil
+	return checkIdentity(run, dir, info, rec.ConfigSHA256, identity)
+}
+
+// fileKind names what a non-directory file mode is, as a message says it.
+func fileKind(m fs.FileMode) string {
+	if m.IsRegular() {
+		return "a regular file"
+	}
+	return "a file of mode " + m.Type().String()
 }
 
 // readFSFile reads a regular file of at most limit bytes from fsys.
@@ -480,4 +523,48 @@ func readSmallFile(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return data, nil
+}
+
+// decodeJSONFile decodes a file's bytes, one JSON value, into v (unknown
+// fields refused when strict); its errors say what is wrong with the
+// file: empty, cut short, not JSON at a line and column, or followed by
+// more text.
+func decodeJSONFile(data []byte, v any, strict bool) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return errors.New("the file is empty")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	err := dec.Decode(v)
+	var se *json.SyntaxError
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		return fmt.Errorf("the file is cut short: its JSON ends before the object is closed (%w)", io.ErrUnexpectedEOF)
+	case errors.As(err, &se):
+		line, col := lineColumn(data, se.Offset)
+		return fmt.Errorf("line %d, column %d: %w", line, col, err)
+	case err != nil:
+		return err
+	}
+	rest := dec.InputOffset()
+	for rest < int64(len(data)) && strings.IndexByte(" \t\r\n", data[rest]) >= 0 {
+		rest++
+	}
+	if rest < int64(len(data)) {
+		line, col := lineColumn(data, rest+1)
+		return fmt.Errorf("line %d, column %d: text after the JSON object (the file holds one object)", line, col)
+	}
+	return nil
+}
+
+// lineColumn is the line and column (1-based, in bytes) of the byte
+// before offset: where a JSON decoder's error offset points.
+func lineColumn(data []byte, offset int64) (line, col int) {
+	offset = min(max(offset-1, 0), int64(len(data)))
+	before := data[:offset]
+	line = 1 + bytes.Count(before, []byte("\n"))
+	col = 1 + len(before) - (bytes.LastIndexByte(before, '\n') + 1)
+	return line, col
 }

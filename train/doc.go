@@ -38,6 +38,9 @@
 // Run is the training loop behind `dstune train`: config.json,
 // metrics.jsonl, validation, atomic checkpoints (checkpoint.go), resuming
 // bit-identically, stopping cleanly on interruption or a non-finite loss,
-// and the fine-tuned model file. Methods register with RegisterMethod, so
+// and the fine-tuned model file. Every checkpoint records the run's
+// configuration (identity.go: config.json's settings but the thread
+// count and the data files' hashes), so that a resume refuses another
+// run's checkpoint, or a config.json edited since the run started. Methods register with RegisterMethod, so
 // that a method's package depends on train and not the other way round.
 package train

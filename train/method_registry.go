@@ -51,16 +51,25 @@ func RegisteredMethods() []string {
 	return names
 }
 
-// newRunMethod makes the method env.Config names.
-func newRunMethod(env MethodEnv) (Method, error) {
-	name := env.Config.Method
+// checkMethodOptions refuses a configuration holding the options of
+// another method than its own.
+func (c *Config) checkMethodOptions() error {
 	for _, opts := range []struct {
 		method string
 		given  bool
-	}{{MethodDST, len(env.Config.DST) > 0}, {MethodLoRA, len(env.Config.LoRA) > 0}, {MethodPrompt, len(env.Config.Prompt) > 0}} {
-		if opts.given && name != opts.method {
-			return nil, fmt.Errorf("the configuration has options of --method %s, but the method is %q", opts.method, name)
+	}{{MethodDST, len(c.DST) > 0}, {MethodLoRA, len(c.LoRA) > 0}, {MethodPrompt, len(c.Prompt) > 0}} {
+		if opts.given && c.Method != opts.method {
+			return fmt.Errorf("the configuration has options of --method %s, but the method is %q", opts.method, c.Method)
 		}
+	}
+	return nil
+}
+
+// newRunMethod makes the method env.Config names.
+func newRunMethod(env MethodEnv) (Method, error) {
+	name := env.Config.Method
+	if err := env.Config.checkMethodOptions(); err != nil {
+		return nil, err
 	}
 	if name == MethodFull {
 		return FullMethod{}, nil

@@ -139,25 +139,49 @@ func (c *Config) Check() error {
 	if c.Metric != "" && c.Metric != MetricLoss && c.Valid == "" {
 		return fmt.Errorf("--metric %s is computed on the validation data: give --valid", c.Metric)
 	}
+	if err := c.checkMethodOptions(); err != nil {
+		return err
+	}
 	return c.Schedule.Check(c.Steps)
 }
 
 // ConfigFile is the name of a run's configuration file.
 const ConfigFile = "config.json"
 
-// LoadConfig reads RUN/config.json.
+// LoadConfig reads RUN/config.json. Its errors name the file and say what
+// is wrong: missing (the run never started: one stopped before it
+// recorded its configuration saved nothing), empty, cut short, not a
+// configuration, or followed by more text.
 func LoadConfig(run string) (Config, error) {
 	var c Config
-	data, err := readSmallFile(filepath.Join(run, ConfigFile), 1<<20)
+	path := filepath.Join(run, ConfigFile)
+	data, err := readSmallFile(path, 1<<20)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, noConfigError(run)
+	}
 	if err != nil {
 		return c, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("%s: %w", filepath.Join(run, ConfigFile), err)
+	if err := decodeJSONFile(data, &c, true); err != nil {
+		return c, fmt.Errorf("%s: %w (damaged, or edited by hand): restore it from a copy, or start the run again in another directory", path, err)
 	}
 	return c, nil
+}
+
+// noConfigError is LoadConfig's error for a run directory without
+// config.json.
+func noConfigError(run string) error {
+	path := filepath.Join(run, ConfigFile)
+	if st, err := os.Lstat(run); err == nil && st.Mode()&fs.ModeSymlink != 0 {
+		if _, err := os.Stat(run); err != nil {
+			target, _ := os.Readlink(run)
+			return fmt.Errorf("%s: %w: %s is a dangling symbolic link (to %s)", path, fs.ErrNotExist, run, target)
+		}
+	} else if err != nil {
+		return fmt.Errorf("%s: %w: there is no directory %s", path, fs.ErrNotExist, run)
+	}
+	return fmt.Errorf("%s: %w: the run never started (it was stopped or failed before it recorded its configuration, and saved nothing): start it with the original dstune train command, without --resume",
+		path, fs.ErrNotExist)
 }
 
 // RunOptions say where a run writes and how it reports; they are not part
@@ -181,6 +205,13 @@ type RunOptions struct {
 	// checkpoint written); an error ends the run at once, as a crash
 	// would (tests).
 	AfterStep func(step int64) error
+	// AfterRestore is called when a resumed run has restored its
+	// checkpoint of step and written the run's files again from it
+	// (DST's delta, the adapters: a crash may have come between a
+	// checkpoint and their write), before its next step; an error ends
+	// the run (dstune sweep keeps a copy of the files of every
+	// checkpoint).
+	AfterRestore func(step int64) error
 	// OnStep, when set, is called after every training step with the
 	// engine, the step's batch, its statistics and wall time, before
 	// anything of the step is saved; an error ends the run at once with
@@ -315,6 +346,9 @@ type runner struct {
 	// dataChanged: a resumed run goes on with changed data
 	// (RunOptions.AllowDataChange).
 	dataChanged bool
+	// identity is the run's configuration as its checkpoints record it
+	// (runIdentity).
+	identity json.RawMessage
 	// madeDir: a new run created its directory; oldConfig: it found the
 	// config.json of a run that saved no checkpoint there
 	// (discardNewDir).
@@ -402,8 +436,15 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 		return stored, err
 	}
 	if !r.opts.Resume {
-		if _, err := os.Lstat(dir); os.IsNotExist(err) {
+		st, err := os.Lstat(dir)
+		if os.IsNotExist(err) {
 			r.madeDir = true
+		}
+		if err == nil && st.Mode()&fs.ModeSymlink != 0 {
+			if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+				target, _ := os.Readlink(dir)
+				return stored, fmt.Errorf("%s is a dangling symbolic link (to %s, which does not exist): create the directory it names, remove the link, or choose another run directory", dir, target)
+			}
 		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return stored, err
@@ -434,6 +475,15 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 	if diff != "" {
 		return stored, fmt.Errorf("resume %s: the run was configured differently: %s", dir, diff)
 	}
+	// Before anything is loaded: the checkpoint must be there, and be
+	// this run's, written under config.json's settings.
+	identity, err := runIdentity(*cfg)
+	if err != nil {
+		return stored, err
+	}
+	if err := checkCheckpointRecord(dir, identity); err != nil {
+		return stored, fmt.Errorf("resume: %w", err)
+	}
 	return stored, nil
 }
 
@@ -446,16 +496,30 @@ func ResumeDiff(dir string, cfg Config) (string, error) {
 	return diff, err
 }
 
+// RecordedDiff says how cfg differs from stored, a run's configuration as
+// its config.json records it, as ResumeDiff does ("": they agree but for
+// the thread count and what Run records itself).
+func RecordedDiff(stored, cfg Config) string {
+	fillRecorded(&cfg, stored)
+	return configDiff(stored, cfg, "threads")
+}
+
 // resumeDiff loads dir's config.json, fills in cfg's fields that Run
 // records itself (the files' hashes) from it, and compares the two.
 func resumeDiff(dir string, cfg *Config) (stored Config, diff string, err error) {
 	if stored, err = LoadConfig(dir); err != nil {
 		return stored, "", fmt.Errorf("resume: %w", err)
 	}
+	fillRecorded(cfg, stored)
+	return stored, configDiff(stored, *cfg, "threads"), nil
+}
+
+// fillRecorded sets cfg's fields that Run records itself (the files'
+// hashes and sizes, the data changes) to stored's.
+func fillRecorded(cfg *Config, stored Config) {
 	cfg.ModelSHA256, cfg.TokenizerSHA256 = stored.ModelSHA256, stored.TokenizerSHA256
 	cfg.DataSHA256, cfg.DataSize, cfg.ValidSHA256, cfg.ValidSize = stored.DataSHA256, stored.DataSize, stored.ValidSHA256, stored.ValidSize
 	cfg.DataChanges = stored.DataChanges
-	return stored, configDiff(stored, *cfg, "threads"), nil
 }
 
 // runOutputs are the files Run writes at the top of a run directory
@@ -783,12 +847,11 @@ func (r *runner) newEngine(model *ir.Model) error {
 // config.json written.
 func (r *runner) startData(ds *Dataset) error {
 	cfg, dir := &r.cfg, r.opts.Dir
-	pos := Position{}
-	if r.opts.Resume {
-		if err := checkCheckpointRecord(dir); err != nil {
-			return fmt.Errorf("resume: %w", err)
-		}
+	var err error
+	if r.identity, err = runIdentity(*cfg); err != nil {
+		return err
 	}
+	pos := Position{}
 	if r.opts.Resume && HasCheckpoint(dir) {
 		st, p, err := ReadCheckpoint(dir, r.engine.Params(), cfg.Optimizer, r.method.Name())
 		if err != nil {
@@ -801,21 +864,36 @@ func (r *runner) startData(ds *Dataset) error {
 		if err := r.afterRestore(); err != nil {
 			return err
 		}
+		if r.opts.AfterRestore != nil {
+			if err := r.opts.AfterRestore(st.Step); err != nil {
+				return err
+			}
+		}
 	}
 	if r.dataChanged {
-		// The data order belongs to the data: the new data starts an
-		// epoch of its own.
-		if pos != (Position{}) {
-			pos = Position{Epoch: pos.Epoch + 1}
-		}
 		for i := range cfg.DataChanges {
 			if cfg.DataChanges[i].Step == 0 {
 				cfg.DataChanges[i].Step = r.lastCkpt
 			}
 		}
-		r.progress0("the data changed since the run started: continuing with epoch %d of the new data (recorded in config.json)", pos.Epoch)
 	}
-	var err error
+	// A change recorded at the checkpoint's step has not taken effect
+	// yet when the resume that recorded it stopped before its next
+	// checkpoint (every later checkpoint is of a later step; a complete
+	// run takes no more).
+	pending := r.lastCkpt > 0 && r.lastCkpt < cfg.Steps && slices.ContainsFunc(cfg.DataChanges, func(c DataChange) bool { return c.Step == r.lastCkpt })
+	if r.dataChanged || pending {
+		// The data order belongs to the data: the new data starts an
+		// epoch of its own.
+		if pos != (Position{}) {
+			pos = Position{Epoch: pos.Epoch + 1}
+		}
+		if r.dataChanged {
+			r.progress0("the data changed since the run started: continuing with epoch %d of the new data (recorded in config.json)", pos.Epoch)
+		} else {
+			r.progress0("the data change config.json records at step %d had not taken effect (the resume that made it stopped before its next checkpoint): continuing with epoch %d of the new data", r.lastCkpt, pos.Epoch)
+		}
+	}
 	if r.train, err = NewTrainBatches(ds, r.batchOpts, cfg.Seed, pos); err != nil {
 		return err
 	}
@@ -1136,7 +1214,7 @@ func (r *runner) state() (*EngineState, error) {
 }
 
 func (r *runner) checkpoint(st *EngineState) error {
-	if err := WriteCheckpoint(r.opts.Dir, r.engine.Params(), st, r.train.Position(), r.cfg.Optimizer.Name, r.method.Name()); err != nil {
+	if err := writeCheckpoint(r.opts.Dir, r.engine.Params(), st, r.train.Position(), r.cfg.Optimizer.Name, r.method.Name(), r.identity); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	if w, ok := r.method.(RunFileWriter); ok {

@@ -137,7 +137,11 @@ func dryRun(spec *sweep.Spec, opts sweep.Options, stdout io.Writer) error {
 		if p.State == sweep.StateFinished {
 			done++
 		}
-		fmt.Fprintf(stdout, "%-10s %s\n           dstune train %s\n", p.State, p.Run.Name, strings.Join(p.Args, " "))
+		name := p.Run.Name
+		if p.SpecName != "" {
+			name += fmt.Sprintf(" (the spec's name now: %s)", p.SpecName)
+		}
+		fmt.Fprintf(stdout, "%-10s %s\n           dstune train %s\n", p.State, name, strings.Join(p.Args, " "))
 	}
 	fmt.Fprintf(stdout, "%d runs, %d finished, in %s\n", len(plan), done, opts.Dir)
 	return nil
