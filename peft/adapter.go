@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/internal/atomicfile"
+	"github.com/dstune/dstune/internal/regfile"
 	"github.com/dstune/dstune/internal/safetensors"
 	"github.com/dstune/dstune/ir"
 )
@@ -298,7 +298,7 @@ type peftConfig struct {
 func readPEFTConfig(dir string) (peftConfig, error) {
 	var c peftConfig
 	path := filepath.Join(dir, AdapterConfigFile)
-	data, err := os.ReadFile(path)
+	data, err := regfile.ReadFile(path, 1<<20)
 	if errors.Is(err, fs.ErrNotExist) {
 		return c, nil
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dstune/dstune/internal/regfile"
 	"github.com/dstune/dstune/train"
 )
 
@@ -138,10 +138,13 @@ var reservedKeys = map[string]string{
 // maxRuns bounds a grid (a typo in an axis should not plan a million runs).
 const maxRuns = 10000
 
+// maxSpecBytes bounds a specification file: a grid of runs, not data.
+const maxSpecBytes = 16 << 20
+
 // LoadSpec reads a specification. flags are the settings a run may have
 // (dstune train's flag names); every key is checked against them.
 func LoadSpec(path string, flags []string) (*Spec, error) {
-	data, err := os.ReadFile(path)
+	data, err := regfile.ReadFile(path, maxSpecBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/dstune/dstune/internal/regfile"
 )
 
 // ErrMalformed is wrapped by every error about the content of a tokenizer
@@ -92,19 +94,12 @@ func Load(path string) (*Tokenizer, error) {
 }
 
 func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	data, err := regfile.ReadFile(path, maxFileSize)
+	var large *regfile.TooLargeError
+	if errors.As(err, &large) {
+		return nil, &FormatError{File: path, Err: fmt.Errorf("file of %d bytes is larger than %d", large.Size, maxFileSize)}
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.Size() > maxFileSize {
-		return nil, &FormatError{File: path, Err: fmt.Errorf("file of %d bytes is larger than %d", st.Size(), maxFileSize)}
-	}
-	return os.ReadFile(path)
+	return data, err
 }
 
 var utf8BOM = []byte("\ufeff")

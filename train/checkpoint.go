@@ -19,6 +19,7 @@ import (
 
 	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/internal/crashpoint"
+	"github.com/dstune/dstune/internal/regfile"
 	"github.com/dstune/dstune/internal/safetensors"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/update"
@@ -506,23 +507,7 @@ func readFSFile(fsys fs.FS, name string, limit int64) ([]byte, error) {
 
 // readSmallFile reads a regular file of at most limit bytes.
 func readSmallFile(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() || st.Size() > limit {
-		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes", path, limit)
-	}
-	data := make([]byte, st.Size())
-	if _, err := io.ReadFull(f, data); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return data, nil
+	return regfile.ReadFile(path, limit)
 }
 
 // decodeJSONFile decodes a file's bytes, one JSON value, into v (unknown

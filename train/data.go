@@ -9,13 +9,14 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/dstune/dstune/internal/regfile"
 )
 
 // Task is what the model is trained to do, and so what an example holds.
@@ -152,7 +153,7 @@ func (e *LineError) Error() string {
 
 // LoadJSONL reads the data file at path; see ReadJSONL.
 func LoadJSONL(path string, opts DataOptions) (*Dataset, error) {
-	f, err := os.Open(path)
+	f, _, err := regfile.Open(path)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/dstune/dstune/internal/flock"
 	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/internal/pages"
+	"github.com/dstune/dstune/internal/regfile"
 	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
@@ -1009,7 +1010,7 @@ func fileSHA256(path string) (string, error) {
 
 // fileSHA256Size is a file's sha256 and size.
 func fileSHA256Size(path string) (string, int64, error) {
-	f, err := os.Open(path)
+	f, _, err := regfile.Open(path)
 	if err != nil {
 		return "", 0, err
 	}
