@@ -1,9 +1,11 @@
 package serve
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -390,5 +392,26 @@ func TestDeltaCacheConcurrent(t *testing.T) {
 	}
 	if n != len(s.entries) || sum != s.bytes || s.bytes > s.maxBytes {
 		t.Errorf("%d entries listed, %d mapped; costs sum to %d, counted %d, bound %d", n, len(s.entries), sum, s.bytes, s.maxBytes)
+	}
+}
+
+// TestConfigDeltaCacheAndLog: Config.DeltaCacheBytes bounds the loaded
+// deltas, and the directory's warnings reach Config.Log.
+func TestConfigDeltaCacheAndLog(t *testing.T) {
+	f := newFixture(t, 1)
+	var buf bytes.Buffer
+	s := New(Config{Base: f.srv.cfg.Base, Decoder: f.srv.cfg.Decoder, DeltaDir: f.dir, DeltaCacheBytes: 12345, Log: log.New(&buf, "", 0)})
+	if s.deltas.maxBytes != 12345 {
+		t.Errorf("maxBytes %d, want 12345", s.deltas.maxBytes)
+	}
+	copyFile(t, filepath.Join(f.dir, "task0"+DeltaExt), filepath.Join(f.dir, BaseName+DeltaExt))
+	if _, err := s.deltas.list(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), BaseName+DeltaExt+" is not served") {
+		t.Errorf("log: %q", buf.String())
+	}
+	if d := New(Config{Base: f.srv.cfg.Base, Decoder: f.srv.cfg.Decoder, DeltaDir: f.dir}); d.deltas.maxBytes != defaultDeltaCacheBytes(f.srv.cfg.Base) {
+		t.Errorf("default maxBytes %d", d.deltas.maxBytes)
 	}
 }

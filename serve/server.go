@@ -42,7 +42,13 @@ type Config struct {
 	// its body when all are taken (0: BodyTimeout, by when each body
 	// holding one has arrived or been cut off).
 	ReceiveWait time.Duration
-	// Log receives one line per failed request (nil: discarded).
+	// DeltaCacheBytes bounds the memory of the loaded deltas; the least
+	// recently used go first (0: the base model's parameters' bytes, at
+	// least 256 MiB).
+	DeltaCacheBytes int64
+	// Log receives one line per failed request, and a warning about each
+	// file of DeltaDir that looks like a delta but is not served (nil:
+	// discarded).
 	Log *log.Logger
 }
 
@@ -80,9 +86,14 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = log.New(io.Discard, "", 0)
 	}
+	deltas := newDeltaStore(cfg.DeltaDir, cfg.Base)
+	if cfg.DeltaCacheBytes > 0 {
+		deltas.maxBytes = cfg.DeltaCacheBytes
+	}
+	deltas.warn = cfg.Log.Printf
 	return &Server{
 		cfg:       cfg,
-		deltas:    newDeltaStore(cfg.DeltaDir, cfg.Base),
+		deltas:    deltas,
 		inFlight:  make(chan struct{}, cfg.MaxInFlight),
 		receiving: make(chan struct{}, bodiesPerSlot*cfg.MaxInFlight),
 		stopping:  make(chan struct{}),

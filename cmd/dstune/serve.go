@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/serve"
 )
 
@@ -23,7 +24,7 @@ func init() {
 		synopsis: []string{
 			"MODEL.onnx --deltas DIR [--addr 127.0.0.1:8080] [--tokenizer T] [--eos ID ...]",
 			" [--kv-cache auto] [--context N] [--threads 1] [--executables N]",
-			" [--max-in-flight 256] [--shutdown-timeout 30s]",
+			" [--max-in-flight 256] [--delta-cache SIZE] [--shutdown-timeout 30s]",
 		},
 		summary: "serve completions of a model and of every delta in a directory over HTTP (JSON, server-sent events)",
 		flags:   func(fs *flag.FlagSet) { new(serveFlags).define(fs) },
@@ -34,7 +35,7 @@ func init() {
 // serveFlags are dstune serve's flags.
 type serveFlags struct {
 	gf                                generateFlags
-	deltaDir, addr                    *string
+	deltaDir, addr, deltaCache        *string
 	threads, executables, maxInFlight *int
 	eos                               idList
 	shutdown                          *time.Duration
@@ -48,6 +49,7 @@ func (f *serveFlags) define(fs *flag.FlagSet) {
 	f.executables = fs.Int("executables", 0, "compiled copies of each graph shape, i.e. requests computing at once (0: the number of cores)")
 	fs.Var(&f.eos, "eos", "a token id that ends every completion (repeatable)")
 	f.maxInFlight = fs.Int("max-in-flight", 256, "requests served at once; more are answered 429")
+	f.deltaCache = fs.String("delta-cache", "", "memory the loaded deltas may hold, e.g. 2GiB; the least recently used are dropped first (default: the base model's parameters' size, at least 256 MiB)")
 	f.shutdown = fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM or Ctrl-C, how long in-flight requests may take to finish")
 }
 
@@ -73,7 +75,13 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if info, err := os.Stat(*deltaDir); err != nil || !info.IsDir() {
 		return usagef("--deltas %s: not a directory", *deltaDir)
 	}
-	srv, closeAll, err := newServer(pos[0], *deltaDir, gf, *threads, *executables, eos, *maxInFlight, stderr)
+	var deltaCache int64
+	if *f.deltaCache != "" {
+		if deltaCache, err = sysmem.ParseSize(*f.deltaCache); err != nil || deltaCache <= 0 {
+			return usagef("--delta-cache %q: want a positive size such as 2GiB", *f.deltaCache)
+		}
+	}
+	srv, closeAll, err := newServer(pos[0], *deltaDir, gf, *threads, *executables, eos, *maxInFlight, deltaCache, stderr)
 	if err != nil {
 		return err
 	}
@@ -89,12 +97,12 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 }
 
 // newServer loads the model and tokenizer and makes the server.
-func newServer(model, deltaDir string, gf generateFlags, threads, executables int, eos []int64, maxInFlight int, stderr io.Writer) (*serve.Server, func(), error) {
+func newServer(model, deltaDir string, gf generateFlags, threads, executables int, eos []int64, maxInFlight int, deltaCache int64, stderr io.Writer) (*serve.Server, func(), error) {
 	m, base, d, err := loadGenerator(model, nil, gf, threads, executables, true, stderr)
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := serve.Config{Base: base, Decoder: d, DeltaDir: deltaDir, StopTokens: eos, MaxInFlight: maxInFlight,
+	cfg := serve.Config{Base: base, Decoder: d, DeltaDir: deltaDir, StopTokens: eos, MaxInFlight: maxInFlight, DeltaCacheBytes: deltaCache,
 		Log: log.New(stderr, "dstune serve: ", log.LstdFlags)}
 	if gf.tokenizer != "" {
 		tok, err := loadTokenizer(gf.tokenizer)

@@ -92,7 +92,7 @@ func TestServeMatchesApplyGenerate(t *testing.T) {
 		}
 	}
 
-	srv, closeAll, err := newServer(model, deltaDir, generateFlags{kvCache: "auto"}, 1, 4, nil, 64, io.Discard)
+	srv, closeAll, err := newServer(model, deltaDir, generateFlags{kvCache: "auto"}, 1, 4, nil, 64, 0, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
