@@ -17,5 +17,8 @@
 // Deltas are files NAME.safetensors in a directory, served as model NAME:
 // loaded on first use, reloaded when the file changes, refused (409) when
 // made for another base model and (422) when the file cannot be read. A
-// loaded delta holds its positions and values — about its file's size.
+// loaded delta holds its positions and values — about its file's size;
+// the loaded deltas are bounded in bytes (Config.DeltaCacheBytes), the
+// least recently used dropped first, and those whose file is gone or
+// changed dropped too (a request using one keeps it until it ends).
 package serve
