@@ -3,8 +3,10 @@ package dst
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"slices"
 	"strconv"
@@ -364,8 +366,12 @@ func WriteDelta(path string, d *Delta) error {
 // name the file and the tensor.
 func ReadDelta(path string) (*Delta, error) {
 	f, err := safetensors.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("delta %w", err)
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &pe):
+		return nil, fmt.Errorf("delta %s: %w", path, pe.Err) // not "delta open PATH: …"
+	case err != nil:
+		return nil, fmt.Errorf("delta %w", err) // the error starts with the path
 	}
 	d, err := fromFile(f)
 	if err != nil {

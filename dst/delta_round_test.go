@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -187,5 +188,15 @@ func TestValuesFloat64MustAgree(t *testing.T) {
 	}
 	if err := td.ApplyRaw("F64", make([]byte, 24)); err == nil {
 		t.Error("ApplyRaw with one float64 value for two indices: no error")
+	}
+}
+
+// TestReadDeltaMissingFile: a delta that does not exist is named once,
+// not as "delta open PATH".
+func TestReadDeltaMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing.safetensors")
+	_, err := ReadDelta(path)
+	if err == nil || err.Error() != "delta "+path+": no such file or directory" {
+		t.Errorf("err = %v", err)
 	}
 }
