@@ -77,7 +77,7 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", modelPath, err)
 	}
-	deltaPaths, prompt, err := splitPrompt(stderr, deltaPaths, inits, *force)
+	deltaPaths, prompt, promptPath, err := splitPrompt(stderr, deltaPaths, inits, *force)
 	if err != nil {
 		return err
 	}
@@ -96,7 +96,7 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if prompt != nil {
-		return writePrompted(stdout, out, m, newValues, prompt)
+		return writePrompted(stdout, out, m, newValues, prompt, promptPath)
 	}
 	return writeApplied(stdout, modelPath, out, m, newValues, reencode)
 }

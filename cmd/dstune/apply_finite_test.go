@@ -188,6 +188,19 @@ func TestApplyRefusesPromptWithoutRoom(t *testing.T) {
 			t.Errorf("a soft prompt of 64 tokens: %s (output written: %v)", e, err == nil)
 		}
 	}
+	// A prompt of another width than the embeddings' is named by file.
+	dir := filepath.Join(tmp, "narrow")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sp := &peft.SoftPrompt{At: peft.PromptAfterBOS, Length: 2, Dim: 63, Values: make([]float32, 2*63)}
+	if err := peft.WriteAdapter(dir, &peft.Adapter{Method: "prompt", BaseSHA256: hash, Prompt: sp}, "lm"); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, peft.AdapterFile)
+	if code, _, e := dstune("apply", model, file, "-o", filepath.Join(tmp, "narrow.onnx")); code != 1 || !strings.Contains(e, "soft prompt "+file+": ") || !strings.Contains(e, "63 values") {
+		t.Errorf("a soft prompt of width 63: exit %d, %s", code, e)
+	}
 }
 
 // TestApplyNeverReplacesSpecialFiles: -o naming a device (also through a

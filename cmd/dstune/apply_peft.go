@@ -54,33 +54,33 @@ func readDeltaFile(path string, inits []dst.Initializer) (*dst.Delta, error) {
 // splitPrompt takes the soft prompt (at most one) out of the files given
 // as deltas, checking that it was made for the base model (inits) unless
 // force, which warns on stderr instead.
-func splitPrompt(stderr io.Writer, paths []string, inits []dst.Initializer, force bool) (deltas []string, prompt *peft.SoftPrompt, err error) {
+func splitPrompt(stderr io.Writer, paths []string, inits []dst.Initializer, force bool) (deltas []string, prompt *peft.SoftPrompt, promptPath string, err error) {
 	for _, path := range paths {
 		a, err := readAdapterFile(path)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
 		if a == nil || a.Prompt == nil {
 			deltas = append(deltas, path)
 			continue
 		}
 		if prompt != nil {
-			return nil, nil, fmt.Errorf("%s: a second soft prompt; give at most one", path)
+			return nil, nil, "", fmt.Errorf("%s: a second soft prompt; give at most one", path)
 		}
 		if err := (&dst.Delta{Meta: dst.Metadata{BaseSHA256: a.BaseSHA256}}).CheckBase(inits); err != nil {
 			if !force {
-				return nil, nil, fmt.Errorf("soft prompt %s: %w (--force applies it anyway)", path, err)
+				return nil, nil, "", fmt.Errorf("soft prompt %s: %w (--force applies it anyway)", path, err)
 			}
 			fmt.Fprintf(stderr, "warning: soft prompt %s: %v; applying it anyway (--force)\n", path, err)
 		}
-		prompt = a.Prompt
+		prompt, promptPath = a.Prompt, path
 	}
-	return deltas, prompt, nil
+	return deltas, prompt, promptPath, nil
 }
 
 // writePrompted writes m, its initializers replaced by newValues, with the
 // soft prompt built into its graph: a re-encoded model.
-func writePrompted(stdout io.Writer, out string, m *onnx.Model, newValues map[string][]byte, prompt *peft.SoftPrompt) error {
+func writePrompted(stdout io.Writer, out string, m *onnx.Model, newValues map[string][]byte, prompt *peft.SoftPrompt, promptPath string) error {
 	for i, it := range m.Graph.Initializers {
 		if v, ok := newValues[it.Name]; ok {
 			nt, err := onnx.NewTensor(it.Name, it.DataType, it.Dims, v)
@@ -91,11 +91,11 @@ func writePrompted(stdout io.Writer, out string, m *onnx.Model, newValues map[st
 		}
 	}
 	pm, err := peft.InsertPrompt(m, prompt)
-	if err != nil {
-		return err
+	if err == nil {
+		err = checkPromptRoom(pm, prompt)
 	}
-	if err := checkPromptRoom(pm, prompt); err != nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("soft prompt %s: %w", promptPath, err)
 	}
 	if err := onnx.WriteFile(out, pm, onnx.WriteOptions{}); err != nil {
 		return err
@@ -139,7 +139,7 @@ func withDeltas(base *onnx.Model, model *ir.Model, paths []string, force bool, s
 	if err != nil {
 		return nil, fmt.Errorf("--delta: %w", err)
 	}
-	deltas, prompt, err := splitPrompt(stderr, paths, inits, force)
+	deltas, prompt, promptPath, err := splitPrompt(stderr, paths, inits, force)
 	if err != nil {
 		return nil, fmt.Errorf("--delta: %w", err)
 	}
@@ -153,7 +153,7 @@ func withDeltas(base *onnx.Model, model *ir.Model, paths []string, force bool, s
 	}
 	pm, err := peft.InsertPrompt(base, prompt)
 	if err != nil {
-		return nil, fmt.Errorf("--delta: %w", err)
+		return nil, fmt.Errorf("--delta: soft prompt %s: %w", promptPath, err)
 	}
 	prompted, err := ir.NewModelShared(pm)
 	if err != nil {
