@@ -8,7 +8,9 @@
 // Import happens in two steps. NewModel converts the initializers once
 // (NewModelShared uses their stored bytes in place, for multi-gigabyte
 // checkpoints): floating-point initializers become parameters, identified
-// by their ONNX name everywhere, integer ones constants. Model.Specialize
+// by their ONNX name everywhere, integer ones constants, and so do
+// floating-point ones whose values the import reads (Resize's scales,
+// Dropout's ratio: see Model.convertInitializers). Model.Specialize
 // then imports the nodes for concrete input shapes: every value gets a
 // static type, everything computable from constants is folded (the Shape
 // → Gather → Concat → Reshape subgraphs exporters write, masks built with

@@ -3,6 +3,8 @@ package ir
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/dstune/dstune/internal/sysmem"
@@ -19,17 +21,22 @@ var ErrNotSupported = errors.New("not supported")
 type Model struct {
 	ONNX  *onnx.Model
 	Opset int
-	// Params are the floating-point initializers, in file order.
+	// Params are the floating-point initializers the import does not
+	// read (see convertInitializers), in file order: what training may
+	// change.
 	Params []*Param
 	// Inputs are the graph inputs that are not initializers.
 	Inputs []InputInfo
 	// Outputs are the graph output names.
 	Outputs []string
-	// Initializers lists every initializer (parameters and integer
-	// constants), in file order, for listings.
+	// Initializers lists every initializer (parameters and constants), in
+	// file order, for listings.
 	Initializers []InitializerInfo
+	// Skipped lists the initializers left out: of a type dstune does not
+	// support (complex numbers), and read by nothing.
+	Skipped []SkippedInitializer
 
-	consts map[string]*Tensor // non-float initializers
+	consts map[string]*Tensor // the initializers that are not parameters
 
 	// float32Compute: see Float32Compute; halfParams the converted
 	// parameters' stored dtypes.
@@ -58,7 +65,21 @@ type InitializerInfo struct {
 	Name  string
 	DType DType
 	Shape Shape
-	Param bool // a floating-point initializer, i.e. a parameter
+	// Param: a floating-point initializer the import does not read, i.e.
+	// a trainable parameter.
+	Param bool
+	// ReadAtImport: a floating-point initializer whose value the import
+	// needs (it flows into Resize's scales, Dropout's ratio, ...): a
+	// constant, never trained, whatever else reads it.
+	ReadAtImport bool
+}
+
+// SkippedInitializer is an initializer import left out (see
+// Model.Skipped).
+type SkippedInitializer struct {
+	Name string
+	Type string // the ONNX data type ("COMPLEX64")
+	Dims []int64
 }
 
 // NewModel converts the initializers of m and checks its inputs; it does
@@ -92,28 +113,27 @@ func newModel(m *onnx.Model, share bool) (*Model, error) {
 	if opset == 0 && usesDefaultDomain(m.Graph) {
 		return nil, fmt.Errorf("ir: model imports no default-domain opset but uses default-domain operators")
 	}
+	if len(m.Graph.Outputs) == 0 {
+		return nil, fmt.Errorf("ir: the graph declares no outputs: there is nothing to compute")
+	}
 	out := &Model{ONNX: m, Opset: opset, consts: map[string]*Tensor{}}
-	isInit := map[string]bool{}
+	if err := out.convertInitializers(share); err != nil {
+		return nil, err
+	}
+	inits := map[string]*onnx.Tensor{}
 	for _, it := range m.Graph.Initializers {
-		if isInit[it.Name] {
-			return nil, fmt.Errorf("ir: initializer %q is defined twice", it.Name)
-		}
-		isInit[it.Name] = true
-		t, err := tensorFromONNX(it, share)
-		if err != nil {
-			return nil, fmt.Errorf("ir: initializer %w", err)
-		}
-		param := t.dtype.IsFloat()
-		out.Initializers = append(out.Initializers, InitializerInfo{Name: it.Name, DType: t.dtype, Shape: t.shape, Param: param})
-		if param {
-			out.Params = append(out.Params, &Param{Name: it.Name, Tensor: t})
-		} else {
-			out.consts[it.Name] = t
-		}
+		inits[it.Name] = it
 	}
 	for _, vi := range m.Graph.Inputs {
-		if isInit[vi.Name] {
-			continue // IR < 4 lists initializers as inputs too
+		if it := inits[vi.Name]; it != nil {
+			// IR < 4 lists initializers as inputs too; from IR 4 an
+			// initializer that is also an input is the input's default,
+			// which dstune always uses. Either way the declared type
+			// must be the initializer's.
+			if err := checkInitializerInput(vi, it); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		info, err := inputInfo(vi)
 		if err != nil {
@@ -125,6 +145,165 @@ func newModel(m *onnx.Model, share bool) (*Model, error) {
 		out.Outputs = append(out.Outputs, vi.Name)
 	}
 	return out, nil
+}
+
+// convertInitializers converts the initializers of m.ONNX into m's
+// parameters and constants, in file order.
+//
+// A float initializer is a parameter unless the import needs its value:
+// one that flows into an operand that must be known at import (Resize's
+// scales, Dropout's ratio, a float Range's start, ...; see
+// registerStaticOperands), in the main graph, in a subgraph or through a
+// call of a model-local function, is a constant, as the Constant node an
+// exporter would otherwise write. One read both that way and by trainable
+// operands (a MatMul) is a constant too, for all its uses: training it
+// would change a value that decided shapes or attributes at import, and
+// the trained model would no longer be the one imported, so it is frozen.
+//
+// An initializer of a type dstune does not support (complex numbers) that
+// nothing reads is left out and listed in Skipped; one that is read
+// fails the import.
+func (m *Model) convertInitializers(share bool) error {
+	g := m.ONNX.Graph
+	static := importTimeNames(m.ONNX, m.Opset)
+	var read map[string]bool // the names g's nodes and outputs read, when needed
+	seen := map[string]bool{}
+	for _, it := range g.Initializers {
+		if seen[it.Name] {
+			return fmt.Errorf("ir: initializer %q is defined twice", it.Name)
+		}
+		seen[it.Name] = true
+		if skippableDType(it.DataType) {
+			if read == nil {
+				read = namesRead(g)
+			}
+			if !read[it.Name] {
+				m.Skipped = append(m.Skipped, SkippedInitializer{Name: it.Name, Type: it.DataType.String(), Dims: it.Dims})
+				continue
+			}
+			return fmt.Errorf("ir: initializer %q: %w: %s tensors (the graph reads it; one nothing reads is left out)", it.Name, ErrNotSupported, it.DataType)
+		}
+		t, err := tensorFromONNX(it, share)
+		if err != nil {
+			return fmt.Errorf("ir: initializer %w", err)
+		}
+		isStatic := t.dtype.IsFloat() && static[it.Name]
+		param := t.dtype.IsFloat() && !isStatic
+		m.Initializers = append(m.Initializers, InitializerInfo{Name: it.Name, DType: t.dtype, Shape: t.shape, Param: param, ReadAtImport: isStatic})
+		if param {
+			m.Params = append(m.Params, &Param{Name: it.Name, Tensor: t})
+		} else {
+			m.consts[it.Name] = t
+		}
+	}
+	return nil
+}
+
+// skippableDType reports whether an initializer of type t may be left out
+// when nothing reads it: a type ONNX defines and dstune does not support.
+// Unknown codes and UNDEFINED are damage, reported whether read or not.
+func skippableDType(t onnx.DataType) bool { return t == onnx.Complex64 || t == onnx.Complex128 }
+
+// namesRead returns the names the nodes of g read (their inputs and what
+// their subgraphs read of the outer scope) and its outputs.
+func namesRead(g *onnx.Graph) map[string]bool {
+	read := map[string]bool{}
+	for _, n := range g.Nodes {
+		for _, name := range nodeInputsDeep(n) {
+			read[name] = true
+		}
+	}
+	for _, vi := range g.Outputs {
+		read[vi.Name] = true
+	}
+	return read
+}
+
+// checkInitializerInput checks the type graph input vi declares for the
+// initializer it of the same name: the element type, and the rank and
+// every fixed dimension where vi declares them.
+func checkInitializerInput(vi *onnx.ValueInfo, it *onnx.Tensor) error {
+	t := vi.Type
+	if t == nil || t.Kind == onnx.TypeUnknown {
+		return nil
+	}
+	contradiction := func() error {
+		return fmt.Errorf("ir: graph input %q declares %s, but its initializer %q is %s %s", vi.Name, declaredTypeText(t), it.Name, dataTypeText(it.DataType), dimsText(it.Dims))
+	}
+	if t.Kind != onnx.TypeTensor {
+		return contradiction()
+	}
+	if t.ElemType != onnx.Undefined && t.ElemType != it.DataType {
+		return contradiction()
+	}
+	if !t.HasShape && t.Shape == nil {
+		return nil
+	}
+	if len(t.Shape) != len(it.Dims) {
+		return contradiction()
+	}
+	for i, d := range t.Shape {
+		if err := checkDeclaredDim(d, i); err != nil {
+			return fmt.Errorf("ir: graph input %q: %w", vi.Name, err)
+		}
+		if d.HasValue && d.Value >= 0 && d.Value != it.Dims[i] {
+			return contradiction()
+		}
+	}
+	return nil
+}
+
+// declaredTypeText spells a declared type for messages: "float32 [5,
+// batch]" ("?" for a dimension neither fixed nor named) or the kind of a
+// non-tensor type.
+func declaredTypeText(t *onnx.Type) string {
+	switch t.Kind {
+	case onnx.TypeTensor:
+	case onnx.TypeSequence:
+		return "a sequence"
+	case onnx.TypeOptional:
+		return "an optional"
+	case onnx.TypeMap:
+		return "a map"
+	case onnx.TypeSparseTensor:
+		return "a sparse tensor"
+	default:
+		return "no type"
+	}
+	text := dataTypeText(t.ElemType)
+	if !t.HasShape && t.Shape == nil {
+		return text + " of any shape"
+	}
+	dims := make([]string, len(t.Shape))
+	for i, d := range t.Shape {
+		switch {
+		case d.HasValue:
+			dims[i] = strconv.FormatInt(d.Value, 10)
+		case d.Param != "":
+			dims[i] = d.Param
+		default:
+			dims[i] = "?"
+		}
+	}
+	return text + " [" + strings.Join(dims, ", ") + "]"
+}
+
+// dimsText spells stored dimensions as declaredTypeText does: "[3, 4]".
+func dimsText(dims []int64) string {
+	parts := make([]string, len(dims))
+	for i, d := range dims {
+		parts[i] = strconv.FormatInt(d, 10)
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+// dataTypeText names an ONNX data type as DType does ("float32"), or by
+// its ONNX name where dstune has no DType for it ("complex64").
+func dataTypeText(dt onnx.DataType) string {
+	if d, err := DTypeFromONNX(dt); err == nil {
+		return d.String()
+	}
+	return strings.ToLower(dt.String())
 }
 
 // usesDefaultDomain reports whether any node of g or its subgraphs is of
@@ -181,6 +360,9 @@ func typeInfo(name string, t *onnx.Type) (InputInfo, error) {
 		info.Dims = make([]int, len(t.Shape))
 		info.DimNames = make([]string, len(t.Shape))
 		for i, d := range t.Shape {
+			if err := checkDeclaredDim(d, i); err != nil {
+				return info, err
+			}
 			if d.HasValue && d.Value >= 0 {
 				info.Dims[i] = int(d.Value)
 			} else {
@@ -190,6 +372,17 @@ func typeInfo(name string, t *onnx.Type) (InputInfo, error) {
 		}
 	}
 	return info, nil
+}
+
+// checkDeclaredDim checks dimension i of a declared shape: a size, a
+// symbolic name, nothing, or -1, which some converters write for a
+// dimension they do not know (ONNX says to leave it unset); any other
+// negative value is damage.
+func checkDeclaredDim(d onnx.Dim, i int) error {
+	if d.HasValue && d.Value < -1 {
+		return fmt.Errorf("dimension %d is %d, want a size of 0 or more or a symbolic name", i, d.Value)
+	}
+	return nil
 }
 
 // Input returns the input called name, or nil.
@@ -299,10 +492,14 @@ func (m *Model) Specialize(b Bindings) (*Graph, error) {
 	if err := im.graphNodes(m.ONNX.Graph); err != nil {
 		return nil, err
 	}
-	for _, name := range m.Outputs {
+	fixedShapes := m.shapesFixedByModel(b)
+	for i, name := range m.Outputs {
 		v, ok := im.env[name]
 		if !ok {
 			return nil, fmt.Errorf("ir: graph output %q is not produced by any node", name)
+		}
+		if err := m.checkDeclaredOutput(m.ONNX.Graph.Outputs[i], v, fixedShapes); err != nil {
+			return nil, err
 		}
 		r, err := im.result(name, v, nil)
 		if err != nil {
@@ -320,6 +517,67 @@ func (m *Model) Specialize(b Bindings) (*Graph, error) {
 		return nil, err
 	}
 	return im.g, nil
+}
+
+// shapesFixedByModel reports whether the model alone fixes every shape
+// of the specialization b: every input is a tensor of a fully declared
+// shape, and no value is bound.
+func (m *Model) shapesFixedByModel(b Bindings) bool {
+	if len(b.Values) > 0 || len(b.Composites) > 0 {
+		return false
+	}
+	for _, in := range m.Inputs {
+		if in.Kind != TensorDatum || in.Dims == nil || slices.Contains(in.Dims, -1) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkDeclaredOutput checks the value v computed for graph output vi
+// against the type vi declares: a tensor for a tensor, its element type
+// (float32 for a half-precision one in a Float32Compute import), and,
+// when fixedShapes says the model alone decides the shapes, its rank and
+// fixed dimensions. Where the caller chose input shapes or values, a
+// declared size is what the exporter saw, not a contradiction.
+func (m *Model) checkDeclaredOutput(vi *onnx.ValueInfo, v *Value, fixedShapes bool) error {
+	t := vi.Type
+	if t == nil || t.Kind != onnx.TypeTensor {
+		return nil
+	}
+	if v.IsComposite() {
+		return fmt.Errorf("ir: graph output %q is declared %s, but the graph computes %s", vi.Name, declaredTypeText(t), compositeKindName(v))
+	}
+	if t.ElemType != onnx.Undefined {
+		want, err := DTypeFromONNX(t.ElemType)
+		if err != nil {
+			return fmt.Errorf("ir: graph output %q: %w: %w", vi.Name, ErrNotSupported, err)
+		}
+		if m.float32Compute && want.narrowFloat() {
+			want = Float32
+		}
+		if v.DType != want {
+			return fmt.Errorf("ir: graph output %q is declared %s, but the graph computes %s%v", vi.Name, declaredTypeText(t), v.DType, v.Shape)
+		}
+	}
+	for i, d := range t.Shape {
+		if err := checkDeclaredDim(d, i); err != nil {
+			return fmt.Errorf("ir: graph output %q: %w", vi.Name, err)
+		}
+	}
+	if !fixedShapes || (!t.HasShape && t.Shape == nil) {
+		return nil
+	}
+	contradicts := len(t.Shape) != len(v.Shape)
+	for i, d := range t.Shape {
+		if !contradicts && d.HasValue && d.Value >= 0 && d.Value != int64(v.Shape[i]) {
+			contradicts = true
+		}
+	}
+	if contradicts {
+		return fmt.Errorf("ir: graph output %q is declared %s, but the graph computes %s%v", vi.Name, declaredTypeText(t), v.DType, v.Shape)
+	}
+	return nil
 }
 
 func (m *Model) inputNames() string {
@@ -399,9 +657,11 @@ type importer struct {
 	// suffix is appended to the names of the values a subgraph imported
 	// more than once defines ("@2" in a loop's third iteration), so that
 	// value names stay unique; subgraphNodes counts the subgraph imports
-	// and the nodes imported inside subgraphs, against maxSubgraphNodes.
-	suffix        string
-	subgraphNodes int
+	// and the nodes imported inside subgraphs, against maxSubgraphNodes,
+	// and subgraphCounts the same by kind, for the message.
+	suffix         string
+	subgraphNodes  int
+	subgraphCounts [numSubgraphKinds]subgraphCount
 
 	// functionDepth is how deeply the model-local function calls being
 	// imported nest; functionCalls counts the calls imported, naming the
@@ -552,6 +812,9 @@ func (im *importer) importNode(index int, n *onnx.Node) error {
 	im.origin = fmt.Sprintf("node %d %q (%s)", index, n.Name, n.OpType)
 	im.node = n
 	im.fresh = map[*Value]bool{}
+	if n.OpType == "" {
+		return im.errorf("empty op_type: the node names no operator")
+	}
 	var handler importFunc
 	fn := im.localFunction(n)
 	if fn != nil {
@@ -779,57 +1042,4 @@ func (im *importer) constInts(in []*Value, i int, what string) ([]int, bool, err
 		return nil, false, fmt.Errorf("input %d (%s) is %s, want an integer type", i, what, t.dtype)
 	}
 	return t.Ints(), true, nil
-}
-
-// NodeInput names one input of an ONNX node.
-type NodeInput struct {
-	Node   string // the node's name ("" when it has none)
-	Index  int    // the node's position in the graph
-	OpType string
-	Input  int
-}
-
-// ParamUsage is how the ONNX graph reads one parameter, before any
-// specialization: the names Identity nodes give it (followed transitively)
-// and every other node input reading it or an alias. More than one use
-// means the weight is tied.
-type ParamUsage struct {
-	Aliases []string
-	Uses    []NodeInput
-}
-
-// Usage returns the usage of every parameter, by name.
-func (m *Model) Usage() map[string]*ParamUsage {
-	g := m.ONNX.Graph
-	owner := map[string]string{} // value name -> parameter it aliases
-	out := map[string]*ParamUsage{}
-	for _, p := range m.Params {
-		owner[p.Name] = p.Name
-		out[p.Name] = &ParamUsage{}
-	}
-	for changed := true; changed; {
-		changed = false
-		for _, n := range g.Nodes {
-			if n.OpType != "Identity" || len(n.Inputs) != 1 || len(n.Outputs) != 1 {
-				continue
-			}
-			p, ok := owner[n.Inputs[0]]
-			if _, done := owner[n.Outputs[0]]; ok && !done && n.Outputs[0] != "" {
-				owner[n.Outputs[0]] = p
-				out[p].Aliases = append(out[p].Aliases, n.Outputs[0])
-				changed = true
-			}
-		}
-	}
-	for i, n := range g.Nodes {
-		if n.OpType == "Identity" {
-			continue
-		}
-		for j, in := range n.Inputs {
-			if p, ok := owner[in]; ok {
-				out[p].Uses = append(out[p].Uses, NodeInput{Node: n.Name, Index: i, OpType: n.OpType, Input: j})
-			}
-		}
-	}
-	return out
 }

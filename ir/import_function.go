@@ -28,20 +28,25 @@ func (im *importer) localFunction(n *onnx.Node) *onnx.Function {
 	return im.model.ONNX.Function(n.Domain, n.OpType, "")
 }
 
-// nestingError is the error of function calls nested too deep. It passes
-// the calls it nests in unchanged (the graph's own node alone adds where
-// it is), not wrapped once per level: 64 copies of "in function f: node
-// 0 …" said nothing more.
-type nestingError struct{ msg string }
+// nestingError is the error of function calls nested too deep, or of
+// nested calls importing too many nodes. It passes the calls it nests in
+// unchanged (the graph's own node alone adds where it is), not wrapped
+// once per level: 64 copies of "in function f: node 0 …" said nothing
+// more. It wraps wrapped (ErrNotSupported) when set.
+type nestingError struct {
+	msg     string
+	wrapped error
+}
 
 func (e *nestingError) Error() string { return e.msg }
+func (e *nestingError) Unwrap() error { return e.wrapped }
 
 // callFunction imports the body of fn for the call n with inputs in and
 // returns the values of fn's outputs.
 func (im *importer) callFunction(fn *onnx.Function, n *onnx.Node, in []*Value) ([]*Value, error) {
 	what := "function " + functionName(fn)
 	if im.functionDepth >= maxFunctionDepth {
-		return nil, &nestingError{fmt.Sprintf("%s: function calls nest more than %d deep (a function that calls itself?)", what, maxFunctionDepth)}
+		return nil, &nestingError{msg: fmt.Sprintf("%s: function calls nest more than %d deep (a function that calls itself?)", what, maxFunctionDepth)}
 	}
 	if len(in) > len(fn.Inputs) {
 		return nil, fmt.Errorf("%s takes %d inputs, the call gives %d", what, len(fn.Inputs), len(in))
@@ -78,7 +83,7 @@ func (im *importer) callFunction(fn *onnx.Function, n *onnx.Node, in []*Value) (
 		im.env, im.opset = env, opset
 		im.functionDepth--
 	}()
-	return im.subgraph(what, body, args, fmt.Sprintf("@%s#%d", fn.Name, im.functionCalls))
+	return im.subgraph(functionSubgraph, what, body, args, fmt.Sprintf("@%s#%d", fn.Name, im.functionCalls))
 }
 
 // functionOpset is the default-domain opset fn's nodes are written for:

@@ -437,7 +437,7 @@ func importFlexAttention(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 			if c.err != nil {
 				return nil
 			}
-			outs, err := im.subgraph(name, g, []*Value{x}, "")
+			outs, err := im.subgraph(branchSubgraph, name, g, []*Value{x}, "")
 			if err == nil && (len(outs) != 1 || outs[0].DType != x.DType || !outs[0].Shape.Equal(x.Shape)) {
 				err = fmt.Errorf("%s returns %d values, want one %s%v", name, len(outs), x.DType, x.Shape)
 			}

@@ -46,17 +46,28 @@ func importIf(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Both branches must be there and give the If's outputs, one for one,
+	// even when only one is imported (ONNX requires it; a surplus output
+	// would otherwise be dropped unseen).
+	switch {
+	case thenG == nil:
+		return nil, fmt.Errorf("no then_branch")
+	case elseG == nil:
+		return nil, fmt.Errorf("no else_branch")
+	case len(thenG.Outputs) != len(n.Outputs) || len(elseG.Outputs) != len(n.Outputs):
+		return nil, fmt.Errorf("then_branch has %d outputs and else_branch %d, want %d each (the If's outputs)", len(thenG.Outputs), len(elseG.Outputs), len(n.Outputs))
+	}
 	if cond.Kind == ConstValue {
 		if cond.Const.Int64At(0) != 0 {
-			return im.subgraph("then_branch", thenG, nil, "")
+			return im.subgraph(branchSubgraph, "then_branch", thenG, nil, "")
 		}
-		return im.subgraph("else_branch", elseG, nil, "")
+		return im.subgraph(branchSubgraph, "else_branch", elseG, nil, "")
 	}
-	thenOut, err := im.subgraph("then_branch", thenG, nil, "")
+	thenOut, err := im.subgraph(branchSubgraph, "then_branch", thenG, nil, "")
 	if err != nil {
 		return nil, err
 	}
-	elseOut, err := im.subgraph("else_branch", elseG, nil, "")
+	elseOut, err := im.subgraph(branchSubgraph, "else_branch", elseG, nil, "")
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +175,7 @@ func importLoop(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	scans := make([][]*Value, nScan)
 	for i := int64(0); (trips < 0 || i < trips) && cond; i++ {
 		args := append([]*Value{im.constant(ScalarInt64(i)), im.constant(FromBools(Shape{}, []bool{cond}))}, carried...)
-		outs, err := im.subgraph("body", body, args, fmt.Sprintf("@%d", i))
+		outs, err := im.subgraph(loopSubgraph, "body", body, args, fmt.Sprintf("@%d", i))
 		if err != nil {
 			return nil, fmt.Errorf("iteration %d: %w", i, err)
 		}
@@ -295,7 +306,7 @@ func scanSteps(im *importer, body *onnx.Graph, states, scanIn []*Value, inAxes, 
 			}
 			args = append(args, slice)
 		}
-		outs, err := im.subgraph("body", body, args, fmt.Sprintf("@%d", t))
+		outs, err := im.subgraph(loopSubgraph, "body", body, args, fmt.Sprintf("@%d", t))
 		if err != nil {
 			return nil, fmt.Errorf("step %d: %w", t, err)
 		}

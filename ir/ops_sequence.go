@@ -322,7 +322,7 @@ func importSequenceMap(im *importer, n *onnx.Node, in []*Value) ([]*Value, error
 				args[i] = v.Elems[e]
 			}
 		}
-		res, err := im.subgraph("body", body, args, fmt.Sprintf("@%d", e))
+		res, err := im.subgraph(loopSubgraph, "body", body, args, fmt.Sprintf("@%d", e))
 		if err != nil {
 			return nil, fmt.Errorf("element %d: %w", e, err)
 		}

@@ -444,8 +444,8 @@ func importWindow(fn func(n, d float64) float64) importFunc {
 // bin floor((dft_length+1)·hz/sample_rate); bin i rises linearly from
 // point i to point i+1 and falls to point i+2. The spacing divides the
 // mel range by num_mel_bins+2, as ONNX's reference does. The edges are read
-// at import even when they are float initializers (parameters): the
-// matrix is a constant.
+// at import (a float initializer holding one is a constant, not a
+// parameter; see Model.convertInitializers): the matrix is a constant.
 func importMelWeightMatrix(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err := wantIn(in, 5, 5); err != nil {
 		return nil, err

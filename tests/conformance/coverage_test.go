@@ -198,6 +198,11 @@ func probeGradient(dir string) (string, string) {
 	if err != nil {
 		return "", ""
 	}
+	if len(fwd.Params) == 0 {
+		// Every float input is read at import (Range's bounds, Resize's
+		// scales): a constant, nothing to differentiate.
+		return "", ""
+	}
 	if _, err := ir.Grad(fwd, loss, fwd.Params); err != nil {
 		msg := err.Error()
 		if i := strings.LastIndex(msg, ": "); i >= 0 && len(msg)-i < 80 {
