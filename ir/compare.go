@@ -63,7 +63,9 @@ func Compare(got, want *Tensor, rtol, atol float64) Diff {
 			a, b := got.data[i*es:(i+1)*es], want.data[i*es:(i+1)*es]
 			if string(a) != string(b) {
 				off(i)
-				diff := math.Abs(got.Float64At(i) - want.Float64At(i))
+				// Exact in integers: through float64, 2⁶⁴−1 and 2⁶⁴−2
+				// would differ by 0.
+				diff := float64(intDistance(a, b, got.dtype.IsSigned()))
 				d.MaxAbs = math.Max(d.MaxAbs, diff)
 				if w := math.Abs(want.Float64At(i)); w != 0 {
 					d.MaxRel = math.Max(d.MaxRel, diff/w)
@@ -99,4 +101,27 @@ func Compare(got, want *Tensor, rtol, atol float64) Diff {
 		}
 	}
 	return d
+}
+
+// intDistance is |a − b| of two integers of len(a) little-endian bytes
+// (signed: two's complement), exact.
+func intDistance(a, b []byte, signed bool) uint64 {
+	x, y := leUint64(a, signed), leUint64(b, signed)
+	if signed && int64(x) < int64(y) || !signed && x < y {
+		x, y = y, x
+	}
+	return x - y
+}
+
+// leUint64 reads little-endian bytes as a uint64, sign-extended when
+// signed (so that the int64 of it is the value).
+func leUint64(b []byte, signed bool) uint64 {
+	var v uint64
+	for i := len(b) - 1; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	if signed && len(b) < 8 && b[len(b)-1]&0x80 != 0 {
+		v |= ^uint64(0) << (8 * len(b))
+	}
+	return v
 }

@@ -1,11 +1,13 @@
 package ir
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/onnx"
@@ -196,7 +198,48 @@ func (m *Model) convertInitializers(share bool) error {
 			m.consts[it.Name] = t
 		}
 	}
+	if share {
+		m.unshareOverlaps()
+	}
 	return nil
+}
+
+// unshareOverlaps gives its own copy to every initializer whose bytes,
+// viewed in place (NewModelShared), overlap another's: two initializers
+// whose external data name the same bytes (what an exporter that
+// deduplicates tied weights writes, and ONNX allows) would otherwise be
+// one memory, and a delta written into one would change the other. The
+// first of each overlapping group, in file order, keeps the view.
+func (m *Model) unshareOverlaps() {
+	type span struct {
+		lo, hi uintptr
+		t      *Tensor
+	}
+	var spans []span
+	for _, it := range m.Initializers {
+		t := m.consts[it.Name]
+		if p := m.Param(it.Name); p != nil {
+			t = p.Tensor
+		}
+		if t == nil || len(t.data) == 0 {
+			continue
+		}
+		lo := uintptr(unsafe.Pointer(&t.data[0]))
+		spans = append(spans, span{lo, lo + uintptr(len(t.data)), t})
+	}
+	// In file order within one start address: the stable sort keeps the
+	// first initializer of a group first.
+	slices.SortStableFunc(spans, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
+	var end uintptr // the end of the views kept so far
+	for _, s := range spans {
+		if s.lo < end {
+			own := AlignedBytes(len(s.t.data))
+			copy(own, s.t.data)
+			s.t.data = own
+			continue
+		}
+		end = s.hi
+	}
 }
 
 // skippableDType reports whether an initializer of type t may be left out

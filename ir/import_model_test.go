@@ -1,6 +1,7 @@
 package ir
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -482,5 +483,46 @@ func TestDeclaredHalfOutputsOfFloat32Compute(t *testing.T) {
 		if mm != model && g.Outputs[0].Value.DType != Float32 {
 			t.Errorf("Float32Compute: y is %v, want float32", g.Outputs[0].Value.Type)
 		}
+	}
+}
+
+// TestSharedInitializersDoNotAlias: two initializers whose bytes are the
+// same memory (external data naming one range, as an exporter that
+// deduplicates tied weights writes) are two tensors in a model imported
+// in place: a write into one, as a delta makes, leaves the other alone.
+// Disjoint views stay views.
+func TestSharedInitializersDoNotAlias(t *testing.T) {
+	w := FromFloat32s(Shape{2, 2}, []float32{1, 2, 3, 4})
+	w1, w2, w3 := initializer(t, "W1", w), initializer(t, "W2", w), initializer(t, "W3", FromFloat32s(Shape{2, 2}, []float32{5, 6, 7, 8}))
+	raw, err := w1.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	backing := append(bytes.Clone(raw), make([]byte, 16)...)
+	copy(backing[16:], func() []byte { b, _ := w3.Bytes(); return b }())
+	for _, c := range []struct {
+		t   *onnx.Tensor
+		raw []byte
+	}{{w1, backing[:16]}, {w2, backing[:16]}, {w3, backing[16:]}} {
+		c.t.Raw, c.t.FloatData = c.raw, nil
+	}
+	m := buildModel(13, []*onnx.ValueInfo{valueInfo("X", onnx.Float, 1, 2)}, []*onnx.Tensor{w1, w2, w3},
+		[]*onnx.Node{node("MatMul", []string{"X", "W1"}, []string{"A"}), node("MatMul", []string{"X", "W2"}, []string{"B"}),
+			node("MatMul", []string{"X", "W3"}, []string{"C"}), node("Sum", []string{"A", "B", "C"}, []string{"Y"})}, "Y")
+	model, err := NewModelShared(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, p2, p3 := model.Param("W1"), model.Param("W2"), model.Param("W3")
+	if p1 == nil || p2 == nil || p3 == nil {
+		t.Fatal("W1, W2, W3 should be parameters")
+	}
+	p1.Tensor.Float32s()[0] = 100
+	if got := p2.Tensor.Float32s(); !slices.Equal(got, []float32{1, 2, 3, 4}) {
+		t.Errorf("W2 = %v after a write into W1: the two are one memory", got)
+	}
+	view := func(p *Param, b []byte) bool { return &p.Tensor.Bytes()[0] == &b[0] }
+	if !view(p1, backing[:16]) || !view(p3, backing[16:]) || view(p2, backing[:16]) {
+		t.Errorf("views: W1 %v, W2 %v (want a copy), W3 %v", view(p1, backing[:16]), view(p2, backing[:16]), view(p3, backing[16:]))
 	}
 }

@@ -171,4 +171,24 @@ func TestCompare(t *testing.T) {
 	if d := Compare(a, FromFloat32s(Shape{2, 2}, make([]float32, 4)), 1, 1); d.Mismatch == "" {
 		t.Error("shape mismatch not reported")
 	}
+	// The distance of integers is exact, where float64 would lose it.
+	u := func(v ...uint64) *Tensor {
+		t := NewTensor(Uint64, Shape{len(v)})
+		copy(t.Uint64s(), v)
+		return t
+	}
+	if d := Compare(u(math.MaxUint64, 7), u(math.MaxUint64-1, 7), 0, 0); d.Off != 1 || d.MaxAbs != 1 {
+		t.Errorf("2⁶⁴−1 vs 2⁶⁴−2: %+v, want 1 off by 1", d)
+	}
+	if d := Compare(FromInt64s(Shape{1}, []int64{math.MinInt64}), FromInt64s(Shape{1}, []int64{math.MaxInt64}), 0, 0); d.MaxAbs != math.MaxUint64 {
+		t.Errorf("MinInt64 vs MaxInt64: %+v, want max abs 2⁶⁴−1", d)
+	}
+	i8 := func(v int8) *Tensor {
+		t := NewTensor(Int8, Shape{1})
+		t.data[0] = byte(v)
+		return t
+	}
+	if d := Compare(i8(-128), i8(127), 0, 0); d.MaxAbs != 255 {
+		t.Errorf("int8 -128 vs 127: %+v, want max abs 255", d)
+	}
 }
