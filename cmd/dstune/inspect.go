@@ -40,7 +40,10 @@ type inspectReport struct {
 	ParameterBytes int64           `json:"parameter_bytes"`
 	Initializers   []inspectTensor `json:"initializers"`
 	Tied           []string        `json:"tied"`
-	Unsupported    []string        `json:"unsupported_ops"`
+	// Skipped are the initializers of types dstune does not support
+	// (complex numbers) that nothing reads, left out of the import.
+	Skipped     []inspectSkipped `json:"skipped_initializers"`
+	Unsupported []string         `json:"unsupported_ops"`
 	// Functions holds, per model-local function the graph calls (keyed
 	// like Ops), the op counts of its body, which Ops includes too: it
 	// says which of Ops's ops come from a function rather than the graph.
@@ -76,14 +79,24 @@ type inspectValue struct {
 }
 
 type inspectTensor struct {
-	Name      string   `json:"name"`
-	DType     string   `json:"dtype"`
-	Shape     []int    `json:"shape"`
-	Elements  int64    `json:"elements"`
-	Parameter bool     `json:"parameter"`
-	External  bool     `json:"external"`
-	Aliases   []string `json:"aliases"`
-	Uses      int      `json:"uses"`
+	Name      string `json:"name"`
+	DType     string `json:"dtype"`
+	Shape     []int  `json:"shape"`
+	Elements  int64  `json:"elements"`
+	Parameter bool   `json:"parameter"`
+	// ReadAtImport: a float initializer import needs the value of
+	// (Resize's scales, say), so a constant rather than a parameter.
+	ReadAtImport bool     `json:"read_at_import"`
+	External     bool     `json:"external"`
+	Aliases      []string `json:"aliases"`
+	Uses         int      `json:"uses"`
+}
+
+// inspectSkipped is an initializer left out of the import.
+type inspectSkipped struct {
+	Name  string  `json:"name"`
+	DType string  `json:"dtype"`
+	Shape []int64 `json:"shape"`
 }
 
 // inspectFlags are dstune inspect's flags.
@@ -144,7 +157,7 @@ func inspectModel(path string, m *onnx.Model) (*inspectReport, *ir.Model, error)
 	g := m.Graph
 	rep := &inspectReport{
 		Model: path, IRVersion: m.IRVersion, Opset: model.Opset, Producer: strings.TrimSpace(m.ProducerName + " " + m.ProducerVersion),
-		Ops: map[string]int{}, Nodes: len(g.Nodes), Tied: []string{}, Unsupported: []string{}, uses: map[string][]string{},
+		Ops: map[string]int{}, Nodes: len(g.Nodes), Tied: []string{}, Skipped: []inspectSkipped{}, Unsupported: []string{}, uses: map[string][]string{},
 		Functions: map[string]map[string]int{},
 		Inputs:    []inspectValue{}, Outputs: []inspectValue{}, Initializers: []inspectTensor{},
 	}
@@ -160,7 +173,7 @@ func inspectModel(path string, m *onnx.Model) (*inspectReport, *ir.Model, error)
 	usage := model.Usage()
 	for _, info := range model.Initializers {
 		t := inspectTensor{Name: info.Name, DType: info.DType.String(), Shape: info.Shape, Elements: int64(info.Shape.Size()),
-			Parameter: info.Param, Aliases: []string{}}
+			Parameter: info.Param, ReadAtImport: info.ReadAtImport, Aliases: []string{}}
 		if it := g.Initializer(info.Name); it != nil && it.External != nil {
 			t.External = true
 		}
@@ -172,7 +185,11 @@ func inspectModel(path string, m *onnx.Model) (*inspectReport, *ir.Model, error)
 				if name == "" {
 					name = "#" + strconv.Itoa(use.Index)
 				}
-				rep.uses[info.Name] = append(rep.uses[info.Name], fmt.Sprintf("%s (%s)", textName(name), textName(use.OpType)))
+				text := fmt.Sprintf("%s (%s)", textName(name), textName(use.OpType))
+				if use.Scope != "" {
+					text += " in " + textName(use.Scope)
+				}
+				rep.uses[info.Name] = append(rep.uses[info.Name], text)
 			}
 			if t.Uses > 1 {
 				rep.Tied = append(rep.Tied, info.Name)
@@ -183,6 +200,9 @@ func inspectModel(path string, m *onnx.Model) (*inspectReport, *ir.Model, error)
 			rep.ParameterBytes += t.Elements * int64(info.DType.Size())
 		}
 		rep.Initializers = append(rep.Initializers, t)
+	}
+	for _, s := range model.Skipped {
+		rep.Skipped = append(rep.Skipped, inspectSkipped{Name: s.Name, DType: s.Type, Shape: s.Dims})
 	}
 	return rep, model, nil
 }
@@ -382,18 +402,25 @@ func printInspect(w io.Writer, r *inspectReport) {
 	fmt.Fprintf(w, "\nparameters: %s in %d tensors (%s bytes)\n", groupThousands(r.Parameters), params, groupThousands(r.ParameterBytes))
 	fmt.Fprintf(w, "\ninitializers (%d):\n", len(r.Initializers))
 	for _, t := range r.Initializers {
-		kind := "param"
-		if !t.Parameter {
+		kind, extra := "param", ""
+		switch {
+		case t.ReadAtImport:
+			kind, extra = "const", "  (read at import)"
+		case !t.Parameter:
 			kind = "const"
-		}
-		extra := ""
-		if t.Uses != 1 {
+		case t.Uses != 1: // the uses of parameters are counted
 			extra = fmt.Sprintf("  %d uses", t.Uses)
 		}
 		if t.External {
 			extra += "  (external data)"
 		}
 		fmt.Fprintf(w, "  %-32s %-5s %-8s %-14s %10s%s\n", textName(t.Name), kind, textName(t.DType), intsText(t.Shape), groupThousands(t.Elements), extra)
+	}
+	if len(r.Skipped) > 0 {
+		fmt.Fprintf(w, "\nskipped (read by nothing, of types dstune does not support): %d\n", len(r.Skipped))
+		for _, s := range r.Skipped {
+			fmt.Fprintf(w, "  %-32s %s %s\n", textName(s.Name), s.DType, strings.ReplaceAll(dimsText(s.Shape), " ", ", "))
+		}
 	}
 	aliased := false
 	for _, t := range r.Initializers {
@@ -476,6 +503,9 @@ func (c *opCounter) nodes(nodes []*onnx.Node, counts map[string]int) {
 // opKey is how the report names n's op type: "domain::Op" outside the
 // default domain.
 func opKey(n *onnx.Node) string {
+	if n.OpType == "" {
+		return "(empty op_type)"
+	}
 	if n.Domain != "" && n.Domain != "ai.onnx" {
 		return n.Domain + "::" + n.OpType
 	}

@@ -269,7 +269,7 @@ func TestInspectHalfPrecisionSilos(t *testing.T) {
 func TestInspectJSONKeysAlwaysPresent(t *testing.T) {
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
 	_, raw := inspectJSON(t, model, "--eps", "0", "--trainable", "^matches-nothing$")
-	for key, want := range map[string]string{"silo_eps": "0", "modules": "[]", "functions": "{}"} {
+	for key, want := range map[string]string{"silo_eps": "0", "modules": "[]", "functions": "{}", "skipped_initializers": "[]"} {
 		if got, ok := raw[key]; !ok || string(got) != want {
 			t.Errorf("key %q: %s (present %v), want %s", key, got, ok, want)
 		}
@@ -333,5 +333,56 @@ func TestInspectTextEscape(t *testing.T) {
 		if got := textName(in); got != want {
 			t.Errorf("textName(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// TestInspectReadAtImportScopesSkipped: a float initializer import reads
+// (Dropout's ratio) is a constant "read at import", with no use count; a
+// weight read inside an If branch and at the top level is tied, its uses
+// naming the branch; an unused complex initializer is listed as skipped.
+func TestInspectReadAtImportScopesSkipped(t *testing.T) {
+	branch := func(name, op string) *onnx.Graph {
+		return &onnx.Graph{Name: name, Nodes: []*onnx.Node{{OpType: op, Inputs: []string{"Y", "W"}, Outputs: []string{name + "_out"}}},
+			Outputs: []*onnx.ValueInfo{inspectTensorInfo(name+"_out", onnx.Float, 2)}}
+	}
+	ratio := inspectInitializer(t, "ratio", ir.Float32)
+	complexInit := &onnx.Tensor{Name: "U", DataType: onnx.Complex64, Dims: []int64{1}, Raw: make([]byte, 8), RawOffset: -1}
+	m := &onnx.Model{Graph: &onnx.Graph{Name: "scopes",
+		Inputs:       []*onnx.ValueInfo{inspectTensorInfo("X", onnx.Float, 2), inspectTensorInfo("C", onnx.Bool)},
+		Initializers: []*onnx.Tensor{inspectInitializer(t, "W", ir.Float32, 2), ratio, complexInit},
+		Nodes: []*onnx.Node{
+			{OpType: "Dropout", Inputs: []string{"X", "ratio"}, Outputs: []string{"D"}},
+			{OpType: "Mul", Inputs: []string{"D", "W"}, Outputs: []string{"Y"}},
+			{OpType: "If", Inputs: []string{"C"}, Outputs: []string{"Z"}, Attributes: []*onnx.Attribute{
+				{Name: "then_branch", Type: onnx.AttrGraph, G: branch("then", "Add")},
+				{Name: "else_branch", Type: onnx.AttrGraph, G: branch("else", "Sub")}}},
+		},
+		Outputs: []*onnx.ValueInfo{inspectTensorInfo("Z", onnx.Float, 2)}}}
+	path := writeInspectModel(t, m)
+	rep, _ := inspectJSON(t, path)
+	got := map[string]inspectTensor{}
+	for _, it := range rep.Initializers {
+		got[it.Name] = it
+	}
+	if r := got["ratio"]; r.Parameter || !r.ReadAtImport {
+		t.Errorf("ratio: %+v, want a constant read at import", r)
+	}
+	if w := got["W"]; !w.Parameter || w.Uses != 3 || !slices.Contains(rep.Tied, "W") {
+		t.Errorf("W: %+v (tied %v), want a parameter of 3 uses, tied", w, rep.Tied)
+	}
+	if len(rep.Skipped) != 1 || rep.Skipped[0].Name != "U" || rep.Skipped[0].DType != "COMPLEX64" {
+		t.Errorf("skipped %+v, want U (COMPLEX64)", rep.Skipped)
+	}
+	code, out, stderr := dstune("inspect", path)
+	if code != 0 {
+		t.Fatalf("inspect: exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"(read at import)", `(Sub) in node 2 "" (If) else_branch`, `(Add) in node 2 "" (If) then_branch`, "U                                COMPLEX64 [1]"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the text form lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "ratio") && strings.Contains(out, "0 uses") {
+		t.Errorf("a constant is given a use count:\n%s", out)
 	}
 }
