@@ -168,6 +168,9 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 				return usagef("--input %q: want NAME=FILE.pb", spec)
 			}
 			in := model.Input(name)
+			if in == nil && model.ONNX.Graph.Initializer(name) != nil && findValueInfo(model.ONNX.Graph.Inputs, name) != nil {
+				return usagef("--input %q: graph input %q has an initializer, whose value dstune uses: it is a weight or constant of the model, not an input it can be given (inputs: %s)", spec, name, inputNames(model))
+			}
 			if in == nil {
 				return usagef("--input %q: the model has no input %q (inputs: %s)", spec, name, inputNames(model))
 			}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 )
 
@@ -320,5 +321,29 @@ func TestRunTextEncoderAndInt32(t *testing.T) {
 	}
 	if st, err := os.Stat(filepath.Join(out, "output_0.pb")); err != nil || st.Size() < 36 {
 		t.Errorf("output_0.pb: %v", err)
+	}
+}
+
+// TestRunInputWithInitializer: a graph input that has an initializer (an
+// overridable default, IR 4 on) is the initializer's value for dstune;
+// --input naming it says so rather than that the model has no such input.
+func TestRunInputWithInitializer(t *testing.T) {
+	m := &onnx.Model{Graph: &onnx.Graph{Name: "defaulted",
+		Inputs:       []*onnx.ValueInfo{inspectTensorInfo("X", onnx.Float, 2), inspectTensorInfo("W", onnx.Float, 2)},
+		Initializers: []*onnx.Tensor{inspectInitializer(t, "W", ir.Float32, 2)},
+		Nodes:        []*onnx.Node{{OpType: "Add", Inputs: []string{"X", "W"}, Outputs: []string{"Y"}}},
+		Outputs:      []*onnx.ValueInfo{inspectTensorInfo("Y", onnx.Float, 2)}}}
+	path := writeInspectModel(t, m)
+	in := filepath.Join(t.TempDir(), "w.pb")
+	x, err := ir.TensorToONNX("W", ir.FromFloat32s(ir.Shape{2}, []float32{1, 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := onnx.WriteTensorFile(in, x); err != nil {
+		t.Fatal(err)
+	}
+	code, _, e := dstune("run", path, "--input", "W="+in, "--output-dir", t.TempDir())
+	if code != 2 || !strings.Contains(e, `graph input "W" has an initializer, whose value dstune uses`) || !strings.Contains(e, "(inputs: X)") {
+		t.Errorf("exit %d: %s", code, e)
 	}
 }
