@@ -378,8 +378,17 @@ func readCheckpointFS(dir fs.FS, params []*ir.Param, opt update.Optimizer, metho
 		return nil, Position{}, err
 	}
 	st := &EngineState{Step: info.Step, Params: map[string][]float32{}, Optimizer: map[string][]update.Slot{}}
+	// The tensors by name, once: a lookup per parameter and slot in the
+	// files' lists would be quadratic in the parameters.
+	index := map[*safetensors.File]map[string]*safetensors.Tensor{}
+	for _, f := range []*safetensors.File{values, slots} {
+		index[f] = make(map[string]*safetensors.Tensor, len(f.Tensors))
+		for i := range f.Tensors {
+			index[f][f.Tensors[i].Name] = &f.Tensors[i]
+		}
+	}
 	want := func(f *safetensors.File, file, name string, shape []int) ([]float32, error) {
-		t := f.Tensor(name)
+		t := index[f][name]
 		switch {
 		case t == nil:
 			return nil, fmt.Errorf("%s: no tensor %q", file, name)
