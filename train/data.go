@@ -109,10 +109,6 @@ func (d *Dataset) IgnoredFields() string {
 	}
 	var parts []string
 	for _, f := range d.ignored {
-		if read := caseVariant(f.name); read != "" {
-			parts = append(parts, fmt.Sprintf("%q (first on line %d; field names are case-sensitive: it is not %q)", f.name, f.line, read))
-			continue
-		}
 		parts = append(parts, fmt.Sprintf("%q (first on line %d)", f.name, f.line))
 	}
 	return strings.Join(parts, ", ")
@@ -276,7 +272,7 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 	}
 	promptLen, err := fields.resolve(opts)
 	if err != nil {
-		return withCaseHint(err, members)
+		return err
 	}
 	start := len(d.tokens)
 	err = d.addTokens(fields, opts)
@@ -285,7 +281,7 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 		case TaskLM:
 			err = d.addLossMask(fields, start)
 		case TaskClassify:
-			err = withCaseHint(d.addLabel(fields, opts), members)
+			err = d.addLabel(fields, opts)
 		}
 	}
 	if err != nil {
@@ -339,35 +335,8 @@ func caseVariant(name string) string {
 	return ""
 }
 
-// errMissingField marks the errors about a field a line lacks, which a
-// field of the same name in other case explains.
-var errMissingField = errors.New("missing field")
-
-// withCaseHint adds to an error about a missing field the line's field
-// names that differ from the ones read only in case.
-func withCaseHint(err error, members []jsonMember) error {
-	if !errors.Is(err, errMissingField) {
-		return err
-	}
-	var hints []string
-	for _, m := range members {
-		if read := caseVariant(m.name); read != "" {
-			hints = append(hints, fmt.Sprintf("%q is not %q", m.name, read))
-		}
-	}
-	if len(hints) == 0 {
-		return err
-	}
-	return fmt.Errorf("%w (field names are case-sensitive: %s)", err, strings.Join(hints, ", "))
-}
-
 // missingField is an error about a field the line lacks.
-func missingField(msg string) error { return &missingFieldError{msg} }
-
-type missingFieldError struct{ msg string }
-
-func (e *missingFieldError) Error() string        { return e.msg }
-func (e *missingFieldError) Is(target error) bool { return target == errMissingField }
+func missingField(msg string) error { return errors.New(msg) }
 
 // jsonMember is a member of a JSON object: its name (unescaped) and its
 // value, a slice of the line starting at byte at.
@@ -378,9 +347,9 @@ type jsonMember struct {
 }
 
 // objectMembers splits text, one valid JSON value, into the members of
-// the object it must be, in order. encoding/json would match names
-// regardless of case and keep the last of two alike; names are matched
-// exactly here, and one given twice is an error.
+// the object it must be, in order, a name given twice as often as it is
+// (exampleFieldsOf refuses that for the fields it reads; encoding/json
+// would keep the last, and match names regardless of case).
 func objectMembers(text []byte) ([]jsonMember, error) {
 	i := skipJSONSpace(text, 0)
 	switch text[i] {
@@ -397,36 +366,18 @@ func objectMembers(text []byte) ([]jsonMember, error) {
 		return nil, fmt.Errorf("want a JSON object, found a JSON number")
 	}
 	var members []jsonMember
-	var names map[string]bool // once there are many members
-	given := func(name string) bool {
-		if names == nil && len(members) < 16 {
-			return slices.ContainsFunc(members, func(m jsonMember) bool { return m.name == name })
-		}
-		if names == nil {
-			names = make(map[string]bool, 2*len(members))
-			for _, m := range members {
-				names[m.name] = true
-			}
-		}
-		seen := names[name]
-		names[name] = true
-		return seen
-	}
 	i = skipJSONSpace(text, i+1)
 	if text[i] == '}' {
 		return members, nil
 	}
 	for {
 		end := jsonValueEnd(text, i)
-		name, err := jsonName(text[i:end], i)
+		name, err := jsonName(text[i:end])
 		if err != nil {
 			return nil, err
 		}
 		i = skipJSONSpace(text, skipJSONSpace(text, end)+1) // past the ':'
 		end = jsonValueEnd(text, i)
-		if given(name) {
-			return nil, fmt.Errorf("field %q is given twice: give each field once", name)
-		}
 		members = append(members, jsonMember{name: name, value: text[i:end:end], at: i})
 		i = skipJSONSpace(text, end)
 		if text[i] == '}' {
@@ -436,12 +387,8 @@ func objectMembers(text []byte) ([]jsonMember, error) {
 	}
 }
 
-// jsonName unescapes a member name, a JSON string starting at byte at of
-// the line.
-func jsonName(raw []byte, at int) (string, error) {
-	if err := checkSurrogates(raw, at); err != nil {
-		return "", fmt.Errorf("a field name: %w", err)
-	}
+// jsonName unescapes a member name, a JSON string.
+func jsonName(raw []byte) (string, error) {
 	if !bytes.ContainsRune(raw, '\\') {
 		return string(raw[1 : len(raw)-1]), nil
 	}
@@ -539,18 +486,30 @@ func jsonEscape(raw []byte, i int) (rune, bool) {
 	return rune(v), err == nil
 }
 
-// exampleFieldsOf picks the members exampleFields reads, by exact name,
-// refusing lone surrogate escapes in any member.
+// exampleFieldsOf picks the members exampleFields reads, by exact name.
+// What it reads must be unambiguous and valid: a field given twice, or a
+// lone surrogate escape in one, is an error, and so is a name that is a
+// read field's but for case ("Loss_Mask"), which a reader matching
+// names exactly would ignore and another tool would read. The other
+// members are not looked into (IgnoredFields names them).
 func exampleFieldsOf(members []jsonMember) (exampleFields, error) {
 	var f exampleFields
 	v := reflect.ValueOf(&f).Elem()
 	for _, m := range members {
+		i := slices.Index(exampleFieldNames, m.name)
+		if i < 0 {
+			if read := caseVariant(m.name); read != "" {
+				return f, fmt.Errorf("field %q: field names are case-sensitive, and %q is not %q: rename the field (or remove it)", m.name, m.name, read)
+			}
+			continue
+		}
+		if v.Field(i).Len() > 0 {
+			return f, fmt.Errorf("field %q is given twice: give each field once", m.name)
+		}
 		if err := checkSurrogates(m.value, m.at); err != nil {
 			return f, fmt.Errorf("%q: %w", m.name, err)
 		}
-		if i := slices.Index(exampleFieldNames, m.name); i >= 0 {
-			v.Field(i).SetBytes(m.value)
-		}
+		v.Field(i).SetBytes(m.value)
 	}
 	return f, nil
 }

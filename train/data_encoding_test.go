@@ -48,7 +48,7 @@ func TestReadJSONLIgnoredFields(t *testing.T) {
 	// and the error says why.
 	_, err = ReadJSONL(strings.NewReader("{\"tokens\":[1,2],\"loss_mask\":[0,1]}\n{\"Tokens\":[1,2],\"Loss_Mask\":[0,1]}\n"), "y.jsonl", opts)
 	var le *LineError
-	if !errors.As(err, &le) || le.Line != 2 || !strings.Contains(err.Error(), `field names are case-sensitive: "Tokens" is not "tokens"`) {
+	if !errors.As(err, &le) || le.Line != 2 || !strings.Contains(err.Error(), `field "Tokens": field names are case-sensitive, and "Tokens" is not "tokens"`) {
 		t.Errorf("a line of \"Tokens\": %v", err)
 	}
 }
