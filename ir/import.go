@@ -215,11 +215,15 @@ func (m *Model) unshareOverlaps() {
 		lo, hi uintptr
 		t      *Tensor
 	}
+	params := make(map[string]*Tensor, len(m.Params))
+	for _, p := range m.Params {
+		params[p.Name] = p.Tensor
+	}
 	var spans []span
 	for _, it := range m.Initializers {
 		t := m.consts[it.Name]
-		if p := m.Param(it.Name); p != nil {
-			t = p.Tensor
+		if p := params[it.Name]; p != nil {
+			t = p
 		}
 		if t == nil || len(t.data) == 0 {
 			continue
@@ -535,13 +539,12 @@ func (m *Model) Specialize(b Bindings) (*Graph, error) {
 	if err := im.graphNodes(m.ONNX.Graph); err != nil {
 		return nil, err
 	}
-	fixedShapes := m.shapesFixedByModel(b)
 	for i, name := range m.Outputs {
 		v, ok := im.env[name]
 		if !ok {
 			return nil, fmt.Errorf("ir: graph output %q is not produced by any node", name)
 		}
-		if err := m.checkDeclaredOutput(m.ONNX.Graph.Outputs[i], v, fixedShapes); err != nil {
+		if err := m.checkDeclaredOutput(m.ONNX.Graph.Outputs[i], v); err != nil {
 			return nil, err
 		}
 		r, err := im.result(name, v, nil)
@@ -562,28 +565,13 @@ func (m *Model) Specialize(b Bindings) (*Graph, error) {
 	return im.g, nil
 }
 
-// shapesFixedByModel reports whether the model alone fixes every shape
-// of the specialization b: every input is a tensor of a fully declared
-// shape, and no value is bound.
-func (m *Model) shapesFixedByModel(b Bindings) bool {
-	if len(b.Values) > 0 || len(b.Composites) > 0 {
-		return false
-	}
-	for _, in := range m.Inputs {
-		if in.Kind != TensorDatum || in.Dims == nil || slices.Contains(in.Dims, -1) {
-			return false
-		}
-	}
-	return true
-}
-
 // checkDeclaredOutput checks the value v computed for graph output vi
-// against the type vi declares: a tensor for a tensor, its element type
-// (float32 for a half-precision one in a Float32Compute import), and,
-// when fixedShapes says the model alone decides the shapes, its rank and
-// fixed dimensions. Where the caller chose input shapes or values, a
-// declared size is what the exporter saw, not a contradiction.
-func (m *Model) checkDeclaredOutput(vi *onnx.ValueInfo, v *Value, fixedShapes bool) error {
+// against the type vi declares: a tensor for a tensor, and its element
+// type (float32 for a half-precision one in a Float32Compute import), as
+// onnxruntime does. The declared shape is not held against the graph:
+// it is often stale (a script fixed the inputs' batch and left the
+// outputs' declared size), and onnxruntime only warns about it.
+func (m *Model) checkDeclaredOutput(vi *onnx.ValueInfo, v *Value) error {
 	t := vi.Type
 	if t == nil || t.Kind != onnx.TypeTensor {
 		return nil
@@ -607,18 +595,6 @@ func (m *Model) checkDeclaredOutput(vi *onnx.ValueInfo, v *Value, fixedShapes bo
 		if err := checkDeclaredDim(d, i); err != nil {
 			return fmt.Errorf("ir: graph output %q: %w", vi.Name, err)
 		}
-	}
-	if !fixedShapes || (!t.HasShape && t.Shape == nil) {
-		return nil
-	}
-	contradicts := len(t.Shape) != len(v.Shape)
-	for i, d := range t.Shape {
-		if !contradicts && d.HasValue && d.Value >= 0 && d.Value != int64(v.Shape[i]) {
-			contradicts = true
-		}
-	}
-	if contradicts {
-		return fmt.Errorf("ir: graph output %q is declared %s, but the graph computes %s%v", vi.Name, declaredTypeText(t), v.DType, v.Shape)
 	}
 	return nil
 }
@@ -852,12 +828,13 @@ func nodeInputsDeep(n *onnx.Node) []string {
 }
 
 func (im *importer) importNode(index int, n *onnx.Node) error {
-	im.origin = fmt.Sprintf("node %d %q (%s)", index, n.Name, n.OpType)
 	im.node = n
 	im.fresh = map[*Value]bool{}
 	if n.OpType == "" {
+		im.origin = fmt.Sprintf("node %d %q", index, n.Name)
 		return im.errorf("empty op_type: the node names no operator")
 	}
+	im.origin = fmt.Sprintf("node %d %q (%s)", index, n.Name, n.OpType)
 	var handler importFunc
 	fn := im.localFunction(n)
 	if fn != nil {

@@ -403,10 +403,10 @@ func TestUnsupportedInitializers(t *testing.T) {
 
 // TestDeclaredTypesChecked: what a model declares and contradicts is
 // refused naming the value and both types: an output's element type, an
-// output's fixed dimensions where the model alone fixes the shapes, an
 // initializer's type against the graph input of its name, a negative
 // dimension other than the -1 converters write for unknown; a graph
-// without outputs, and a node without an op type, are refused too.
+// without outputs, and a node without an op type, are refused too. An
+// output's declared dims are not (often stale; onnxruntime warns).
 func TestDeclaredTypesChecked(t *testing.T) {
 	w := FromFloat32s(Shape{3, 4}, make([]float32, 12))
 	matmul := []*onnx.Node{node("MatMul", []string{"x", "W"}, []string{"y"})}
@@ -433,10 +433,8 @@ func TestDeclaredTypesChecked(t *testing.T) {
 	}{
 		{"output of another dtype", declaring(xIn, valueInfo("y", onnx.Int32, 2, 4)), Bindings{},
 			`graph output "y" is declared int32 [2, 4], but the graph computes float32[2,4]`},
-		{"output of other dims", declaring(xIn, valueInfo("y", onnx.Float, 9, 9)), Bindings{},
-			`graph output "y" is declared float32 [9, 9], but the graph computes float32[2,4]`},
-		{"output of another rank", declaring(xIn, valueInfo("y", onnx.Float, 8)), Bindings{},
-			`graph output "y" is declared float32 [8], but the graph computes float32[2,4]`},
+		{"output of other dims", declaring(xIn, valueInfo("y", onnx.Float, 9, 9)), Bindings{}, ""},
+		{"output of another rank", declaring(xIn, valueInfo("y", onnx.Float, 8)), Bindings{}, ""},
 		{"output declared as the model computes it", declaring(xIn, valueInfo("y", onnx.Float, 2, "n")), Bindings{}, ""},
 		{"output sized for the exporter's batch", declaring(valueInfo("x", onnx.Float, "batch", 3), valueInfo("y", onnx.Float, 1, 4)),
 			Bindings{Shapes: map[string]Shape{"x": {2, 3}}}, ""},
@@ -452,7 +450,7 @@ func TestDeclaredTypesChecked(t *testing.T) {
 			`graph input "W" declares float32 [12], but its initializer "W" is float32 [3, 4]`},
 		{"initializer as its input declares it", declaring(xIn, nil, valueInfo("W", onnx.Float, "k", 4)), Bindings{}, ""},
 		{"no outputs", noOutputs, Bindings{}, "the graph declares no outputs"},
-		{"empty op_type", noOp, Bindings{}, `node 0 "" (): empty op_type`},
+		{"empty op_type", noOp, Bindings{}, `node 0 "": empty op_type`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := interpretModelErr(c.model, c.b)

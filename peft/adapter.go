@@ -298,7 +298,7 @@ type peftConfig struct {
 func readPEFTConfig(dir string) (peftConfig, error) {
 	var c peftConfig
 	path := filepath.Join(dir, AdapterConfigFile)
-	data, err := regfile.ReadFile(path, 1<<20)
+	data, err := regfile.ReadRegular(path, 1<<20)
 	if errors.Is(err, fs.ErrNotExist) {
 		return c, nil
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/internal/atomicfile"
+	"github.com/dstune/dstune/internal/regfile"
 	"github.com/dstune/dstune/peft"
 	"github.com/dstune/dstune/tokenizer"
 	"github.com/dstune/dstune/train"
@@ -604,6 +605,9 @@ func (e *earlierRuns) find(r Run, cfg train.Config) (string, error) {
 			e.runs = append(e.runs, earlierRun{name: ent.Name(), config: stored, result: res})
 		}
 	}
+	// A finished run before a stopped one of the same settings (an older
+	// dstune gave a renamed run a new directory, so both may be there).
+	var stopped *earlierRun
 	for i := range e.runs {
 		er := &e.runs[i]
 		if er.claimed || er.config.Method != cfg.Method || er.config.Seed != cfg.Seed || train.RecordedDiff(er.config, cfg) != "" {
@@ -612,8 +616,18 @@ func (e *earlierRuns) find(r Run, cfg train.Config) (string, error) {
 		if er.result != nil && paramsDiff(er.result.Params, r.Params.Map()) != "" {
 			continue
 		}
+		if er.result == nil {
+			if stopped == nil {
+				stopped = er
+			}
+			continue
+		}
 		er.claimed = true
 		return er.name, nil
+	}
+	if stopped != nil {
+		stopped.claimed = true
+		return stopped.name, nil
 	}
 	return "", nil
 }
@@ -626,7 +640,7 @@ func (h fileHashes) sha256(path string) (string, error) {
 	if sum, ok := h[path]; ok {
 		return sum, nil
 	}
-	f, err := os.Open(path)
+	f, _, err := regfile.Open(path) // a FIFO is refused, not waited on
 	if err != nil {
 		return "", err
 	}

@@ -97,6 +97,9 @@ func readBounded(path string) ([]byte, error) {
 	data, err := regfile.ReadFile(path, maxFileSize)
 	var large *regfile.TooLargeError
 	if errors.As(err, &large) {
+		if large.Size < 0 { // a pipe
+			return nil, &FormatError{File: path, Err: fmt.Errorf("more than %d bytes", maxFileSize)}
+		}
 		return nil, &FormatError{File: path, Err: fmt.Errorf("file of %d bytes is larger than %d", large.Size, maxFileSize)}
 	}
 	return data, err

@@ -516,7 +516,7 @@ func readFSFile(fsys fs.FS, name string, limit int64) ([]byte, error) {
 
 // readSmallFile reads a regular file of at most limit bytes.
 func readSmallFile(path string, limit int64) ([]byte, error) {
-	return regfile.ReadFile(path, limit)
+	return regfile.ReadRegular(path, limit)
 }
 
 // decodeJSONFile decodes a file's bytes, one JSON value, into v (unknown
