@@ -86,8 +86,10 @@ func checkIdentity(run, dir string, info CheckpointInfo, recordedSHA256 string, 
 	what := strings.Join(list, "; ")
 	switch {
 	case recordedSHA256 != "" && recordedSHA256 == identitySHA256(info.Config):
-		return fmt.Errorf("%s was edited since the run started: %s (the checkpoint, of step %d, is the run's own, as %s records); a run keeps its settings, as a flag given with --resume that differs from config.json is refused: put config.json's values back, or start a new run with the new settings in another directory",
-			config, what, info.Step, checkpointRecord)
+		// checkpoint.json agrees with the checkpoint: config.json was
+		// edited, or both came from another run together.
+		return fmt.Errorf("%s differs from the settings the checkpoint (step %d) and %s record: %s; config.json was edited since the run started (a run keeps its settings, as a flag given with --resume that differs from config.json is refused), or the checkpoint and %s were copied from another run: put back the one that changed, or start a new run in another directory",
+			config, info.Step, checkpointRecord, what, checkpointRecord)
 	case recordedSHA256 != "" && recordedSHA256 == identitySHA256(identity):
 		return fmt.Errorf("checkpoint %s (step %d) comes from another run: it was written under other settings (%s), and %s records this run's: put the run's own checkpoint back, or start a new run in another directory",
 			dir, info.Step, what, checkpointRecord)

@@ -168,7 +168,7 @@ func TestResumeRefusesAnEditedConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = Run(context.Background(), stored, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)})
-		if err == nil || !strings.Contains(err.Error(), path+" was edited since the run started") || !strings.Contains(err.Error(), c.want) {
+		if err == nil || !strings.Contains(err.Error(), path+" differs from the settings the checkpoint (step 4) and checkpoint.json record") || !strings.Contains(err.Error(), "config.json was edited since the run started") || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("config.json edited (%s → %s): %v", c.from, c.to, err)
 		}
 	}

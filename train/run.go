@@ -181,6 +181,10 @@ func noConfigError(run string) error {
 	} else if err != nil {
 		return fmt.Errorf("%s: %w: there is no directory %s", path, fs.ErrNotExist, run)
 	}
+	if savedSomething(run) {
+		return fmt.Errorf("%s: %w, but %s holds a checkpoint: restore %s (checkpoint/state.json records the run's settings) to resume it",
+			path, fs.ErrNotExist, run, ConfigFile)
+	}
 	return fmt.Errorf("%s: %w: the run never started (it was stopped or failed before it recorded its configuration, and saved nothing): start it with the original dstune train command, without --resume",
 		path, fs.ErrNotExist)
 }
@@ -279,6 +283,19 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) (*Result, error) {
 	return r.res, r.loop(ctx)
 }
 
+// outermostMissing is the outermost of dir and its parents that does not
+// exist: what os.MkdirAll(dir) creates.
+func outermostMissing(dir string) string {
+	top := filepath.Clean(dir)
+	for p := filepath.Dir(top); p != top; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); err == nil {
+			break
+		}
+		top = p
+	}
+	return top
+}
+
 // discardNewDir undoes what a new run that failed before it was recorded
 // (config.json) did to its directory: the lock file goes, and the
 // directory if the run created it, so that a mistyped command leaves
@@ -292,8 +309,14 @@ func (r *runner) discardNewDir() {
 	}
 	r.lock.Remove()
 	r.lock = nil
-	if r.madeDir {
-		os.Remove(r.opts.Dir) // only while empty
+	if r.madeDir == "" {
+		return
+	}
+	// The directory and the parents MkdirAll made for it, while empty.
+	for dir := filepath.Clean(r.opts.Dir); ; dir = filepath.Dir(dir) {
+		if os.Remove(dir) != nil || dir == r.madeDir {
+			return
+		}
 	}
 }
 
@@ -350,10 +373,11 @@ type runner struct {
 	// identity is the run's configuration as its checkpoints record it
 	// (runIdentity).
 	identity json.RawMessage
-	// madeDir: a new run created its directory; oldConfig: it found the
-	// config.json of a run that saved no checkpoint there
-	// (discardNewDir).
-	madeDir, oldConfig bool
+	// madeDir is the outermost directory a new run created for its
+	// directory ("": none); oldConfig: it found the config.json of a run
+	// that saved no checkpoint there (discardNewDir).
+	madeDir   string
+	oldConfig bool
 	// emptyBatches counts the steps whose batch had no target.
 	emptyBatches int
 	// lastCkptTime is when the last checkpoint was written, or the loop
@@ -439,7 +463,7 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 	if !r.opts.Resume {
 		st, err := os.Lstat(dir)
 		if os.IsNotExist(err) {
-			r.madeDir = true
+			r.madeDir = outermostMissing(dir)
 		}
 		if err == nil && st.Mode()&fs.ModeSymlink != 0 {
 			if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
@@ -453,7 +477,11 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 		if err := r.lockRunDir(); err != nil {
 			return stored, err
 		}
-		if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
+		_, err = os.Stat(filepath.Join(dir, ConfigFile))
+		if err != nil && savedSomething(dir) {
+			return stored, fmt.Errorf("%s holds a checkpoint but no %s, which a new run would write over: restore %s (checkpoint/state.json records the run's settings) and resume, or choose another directory", dir, ConfigFile, ConfigFile)
+		}
+		if err == nil {
 			if savedSomething(dir) {
 				return stored, fmt.Errorf("%s already holds a run (%s): resume it with --resume, or choose another directory", dir, ConfigFile)
 			}

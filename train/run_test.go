@@ -230,8 +230,8 @@ func TestRunFailedBeforeItBeganLeavesNothing(t *testing.T) {
 	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err == nil {
 		t.Fatal("a run on missing data started")
 	}
-	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
-		t.Errorf("the failed run left its directory: %v", err)
+	if _, err := os.Lstat(filepath.Join(parent, "sub")); !os.IsNotExist(err) {
+		t.Errorf("the failed run left the directories it made: %v", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -260,6 +260,18 @@ func TestRunFailedBeforeItBeganLeavesNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err != nil {
 		t.Errorf("a failed start removed the config.json of the run before it: %v", err)
+	}
+	// A run that saved a checkpoint but lost its config.json is neither
+	// started over (its checkpoint written over) nor resumed blind.
+	if err := os.Rename(filepath.Join(done, ConfigFile), filepath.Join(done, "config.saved")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), runConfig(t, update.OptimizerAdamW, 2), RunOptions{Dir: done, Source: newBigramSource(runVocab, 1)}); err == nil ||
+		!strings.Contains(err.Error(), "holds a checkpoint but no config.json, which a new run would write over") {
+		t.Errorf("a new run over a checkpoint without config.json: %v", err)
+	}
+	if _, err := LoadConfig(done); err == nil || !strings.Contains(err.Error(), "holds a checkpoint: restore config.json") {
+		t.Errorf("resuming a checkpoint without config.json: %v", err)
 	}
 }
 
