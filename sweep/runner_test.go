@@ -318,3 +318,22 @@ func TestPlanFindsRunsUnderTheirEarlierNames(t *testing.T) {
 		t.Errorf("the stopped run planned as %s (spec's name %q), %s, in %s", p.Run.Name, p.SpecName, p.State, p.Dir)
 	}
 }
+
+// TestEarlierRunsPreferFinished: of two earlier directories holding a
+// run of the same settings, a stopped one and a finished one (an older
+// dstune gave a renamed run a new directory each time), the finished one
+// is found, whatever the order the directory lists them in; the stopped
+// one is found when no finished one is left.
+func TestEarlierRunsPreferFinished(t *testing.T) {
+	cfg := train.Config{Method: train.MethodFull, Seed: 1, Steps: 10}
+	r := Run{Name: "full", Params: Params{{Key: KeyMethod, Value: "full"}}}
+	e := &earlierRuns{scanned: true, runs: []earlierRun{
+		{name: "full,lr=0.01", config: cfg},
+		{name: "full,seed=1", config: cfg, result: &Result{Params: r.Params.Map()}},
+	}}
+	for _, want := range []string{"full,seed=1", "full,lr=0.01", ""} {
+		if got, err := e.find(r, cfg); err != nil || got != want {
+			t.Errorf("find = %q, %v; want %q", got, err, want)
+		}
+	}
+}
