@@ -49,9 +49,10 @@ const sweepInterval = time.Second
 // deltaStore loads the deltas of a directory on first use and again when
 // a file changes (another file, size or modification time); a failed load
 // is remembered until the file changes. The model names are the files
-// directly in the directory, which is the boundary: a name cannot reach
-// elsewhere, and neither can a symbolic link, which is served only when it
-// leads to a regular file inside the directory.
+// directly in the directory: a client's name cannot reach elsewhere. A
+// symbolic link there is served (and listed) when it leads to a regular
+// file, wherever: whoever can write the directory chooses what it serves,
+// and linking a run's delta into it is how one publishes it.
 //
 // The loaded deltas are bounded by maxBytes (their patches' Bytes, plus
 // entryOverhead each): loading one drops the least recently used others
@@ -91,6 +92,9 @@ type deltaEntry struct {
 	err   error
 	cost  int64
 	elem  *list.Element // place in recent; nil once dropped
+	// filling: a load is in progress; makeRoom keeps the entry, so that
+	// the requests waiting on it share what it loads.
+	filling bool
 }
 
 // droppedPatch remembers a patch dropped to make room, weakly: while a
@@ -152,9 +156,8 @@ func (e *notServedError) Error() string { return e.reason + e.detail }
 
 // resolve finds the file model name is served from: DIR/NAME.safetensors
 // when it is a regular file, or the regular file a symbolic link there
-// leads to, which must be inside the directory. realDir, when not "", is
-// the directory with its own links resolved.
-func (s *deltaStore) resolve(name, realDir string) (fileVersion, error) {
+// leads to.
+func (s *deltaStore) resolve(name string) (fileVersion, error) {
 	path := filepath.Join(s.dir, name+DeltaExt)
 	info, err := os.Lstat(path)
 	if err != nil {
@@ -164,18 +167,6 @@ func (s *deltaStore) resolve(name, realDir string) (fileVersion, error) {
 		target, err := filepath.EvalSymlinks(path)
 		if err != nil {
 			return fileVersion{}, &notServedError{"it is a symbolic link that leads to no file", fmt.Sprintf(" (%v)", err)}
-		}
-		if realDir == "" {
-			if realDir, err = s.realDir(); err != nil {
-				return fileVersion{}, err
-			}
-		}
-		if target, err = filepath.Abs(target); err != nil {
-			return fileVersion{}, err
-		}
-		if !within(realDir, target) {
-			return fileVersion{}, &notServedError{"it is a symbolic link to a file outside the delta directory",
-				fmt.Sprintf(" (%s); copy or hard-link the file into the directory to serve it", target)}
 		}
 		if info, err = os.Stat(target); err != nil {
 			return fileVersion{}, err
@@ -188,22 +179,6 @@ func (s *deltaStore) resolve(name, realDir string) (fileVersion, error) {
 	return fileVersion{path, info}, nil
 }
 
-// realDir is the directory as an absolute path with its links resolved,
-// for telling whether a link's target is inside it.
-func (s *deltaStore) realDir() (string, error) {
-	dir, err := filepath.EvalSymlinks(s.dir)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Abs(dir)
-}
-
-// within reports whether path is inside dir (both absolute and clean).
-func within(dir, path string) bool {
-	rel, err := filepath.Rel(dir, path)
-	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
-}
-
 // get returns the patch of the named delta, loading it when it is new or
 // its file changed.
 func (s *deltaStore) get(name string) (*Patch, error) {
@@ -213,7 +188,7 @@ func (s *deltaStore) get(name string) (*Patch, error) {
 	if name == BaseName {
 		return nil, fmt.Errorf("%w: %q is the base model; a delta file %s%s is not served", ErrUnknownDelta, name, name, DeltaExt)
 	}
-	file, err := s.resolve(name, "")
+	file, err := s.resolve(name)
 	if err != nil {
 		s.drop(name)
 		var ns *notServedError
@@ -258,6 +233,7 @@ func (s *deltaStore) fill(e *deltaEntry, file fileVersion) (*Patch, error) {
 		return p, err
 	}
 	p := s.undrop(e.name, file)
+	e.filling = true
 	s.mu.Unlock()
 	reused := p != nil
 	var err error
@@ -266,7 +242,7 @@ func (s *deltaStore) fill(e *deltaEntry, file fileVersion) (*Patch, error) {
 	}
 
 	s.mu.Lock()
-	e.file, e.patch, e.err = file, p, err
+	e.file, e.patch, e.err, e.filling = file, p, err, false
 	if !reused {
 		result := "ok"
 		switch {
@@ -329,12 +305,13 @@ func (s *deltaStore) load(path string) (*Patch, error) {
 	return p, nil
 }
 
-// makeRoom drops the least recently used entries other than keep until
-// the entries cost at most maxBytes. s.mu is held.
+// makeRoom drops the least recently used entries other than keep and
+// those being loaded until the entries cost at most maxBytes. s.mu is
+// held.
 func (s *deltaStore) makeRoom(keep *deltaEntry) {
 	for el := s.recent.Back(); el != nil && s.bytes > s.maxBytes; {
 		prev := el.Prev()
-		if e := el.Value.(*deltaEntry); e != keep {
+		if e := el.Value.(*deltaEntry); e != keep && !e.filling {
 			if e.patch != nil {
 				s.dropped[e.name] = droppedPatch{e.file, weak.Make(e.patch)}
 			}
@@ -388,9 +365,8 @@ func (s *deltaStore) sweep() {
 		}
 	}
 	s.mu.Unlock()
-	realDir, _ := s.realDir()
 	for _, c := range check {
-		file, err := s.resolve(c.e.name, realDir)
+		file, err := s.resolve(c.e.name)
 		if err == nil && file.same(c.file) {
 			continue
 		}
@@ -435,10 +411,6 @@ func (s *deltaStore) list() ([]deltaInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	realDir, err := s.realDir()
-	if err != nil {
-		return nil, err
-	}
 	var out []deltaInfo
 	listed := map[string]bool{} // files named like deltas
 	served := map[string]bool{} // their model names, where served
@@ -452,7 +424,7 @@ func (s *deltaStore) list() ([]deltaInfo, error) {
 			s.warnOnce(f.Name(), "%s is not served: model %q is the base model itself (rename the file to serve it as a delta)", f.Name(), BaseName)
 			continue
 		}
-		file, err := s.resolve(name, realDir)
+		file, err := s.resolve(name)
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) { // else removed since ReadDir
 				s.warnOnce(f.Name(), "%s is not served: %v", f.Name(), err)

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/generate"
 )
 
@@ -222,9 +223,9 @@ func TestInFlightDeltaSurvivesDrop(t *testing.T) {
 
 // TestListingAgreesWithServing: /v1/models lists exactly the deltas that
 // are served. base.safetensors is neither (the name is the base model's)
-// and is warned about; a symbolic link to a delta in the directory is
-// both; one leading outside the directory, a dangling one and a directory
-// are neither, each warned about once.
+// and is warned about; a symbolic link to a delta, in the directory or
+// outside it, is both; a dangling one and a directory are neither, each
+// warned about once.
 func TestListingAgreesWithServing(t *testing.T) {
 	f := newFixture(t, 2)
 	var mu sync.Mutex
@@ -248,8 +249,8 @@ func TestListingAgreesWithServing(t *testing.T) {
 	}
 
 	for range 2 {
-		if ids := f.modelIDs(t); !slices.Equal(ids, []string{BaseName, "alias", "task0", "task1"}) {
-			t.Errorf("models %v, want base alias task0 task1", ids)
+		if ids := f.modelIDs(t); !slices.Equal(ids, []string{BaseName, "alias", "outside", "task0", "task1"}) {
+			t.Errorf("models %v, want base alias outside task0 task1", ids)
 		}
 	}
 	if got, want := f.tokens(t, "alias"), f.reference(t, "task0", greedyRequest); !slices.Equal(got, want) {
@@ -258,10 +259,13 @@ func TestListingAgreesWithServing(t *testing.T) {
 	if got, want := f.tokens(t, BaseName), f.reference(t, BaseName, greedyRequest); !slices.Equal(got, want) {
 		t.Errorf("base: tokens %v, want the base model's %v", got, want)
 	}
-	for _, name := range []string{"outside", "dangling", "folder"} {
+	if got, want := f.tokens(t, "outside"), f.reference(t, "task1", greedyRequest); !slices.Equal(got, want) {
+		t.Errorf("outside → a copy of task1: tokens %v, want task1's %v", got, want)
+	}
+	for _, name := range []string{"dangling", "folder"} {
 		status, b := f.post(t, greedy(name))
-		if status != http.StatusNotFound || strings.Contains(string(b), elsewhere) {
-			t.Errorf("%s: status %d %s, want 404 without the link's target", name, status, b)
+		if status != http.StatusNotFound {
+			t.Errorf("%s: status %d %s, want 404", name, status, b)
 		}
 	}
 	if _, err := f.srv.deltas.get(BaseName); err == nil {
@@ -272,7 +276,6 @@ func TestListingAgreesWithServing(t *testing.T) {
 	defer mu.Unlock()
 	want := map[string]string{
 		BaseName:   "is the base model itself",
-		"outside":  "outside the delta directory (" + elsewhere,
 		"dangling": "symbolic link that leads to no file",
 		"folder":   "not a regular file",
 	}
@@ -413,5 +416,63 @@ func TestConfigDeltaCacheAndLog(t *testing.T) {
 	}
 	if d := New(Config{Base: f.srv.cfg.Base, Decoder: f.srv.cfg.Decoder, DeltaDir: f.dir}); d.deltas.maxBytes != defaultDeltaCacheBytes(f.srv.cfg.Base) {
 		t.Errorf("default maxBytes %d", d.deltas.maxBytes)
+	}
+}
+
+// TestDeltaKeptWhileLoading: a delta being loaded is not dropped to make
+// room for another (with no room at all here), so the requests for it
+// share the one copy it loads instead of loading it again.
+func TestDeltaKeptWhileLoading(t *testing.T) {
+	f := newFixture(t, 2)
+	s := f.srv.deltas
+	s.maxBytes = 1
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	read := s.base.ReadDelta
+	s.base.ReadDelta = func(path string) (*dst.Delta, error) {
+		if filepath.Base(path) == "task0"+DeltaExt {
+			once.Do(func() { close(started); <-release })
+		}
+		if read != nil {
+			return read(path)
+		}
+		return dst.ReadDelta(path)
+	}
+	first := make(chan *Patch)
+	go func() {
+		p, err := s.get("task0")
+		if err != nil {
+			t.Error(err)
+		}
+		first <- p
+	}()
+	<-started
+	if _, err := s.get("task1"); err != nil { // no room: the others go
+		t.Fatal(err)
+	}
+	close(release)
+	p1 := <-first
+	p2, err := s.get("task0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p1 == nil || p1 != p2 || s.loadCounts()["ok"] != 2 {
+		t.Errorf("task0 loaded again (same patch %v, %d loads): it was dropped while it loaded", p1 == p2, s.loadCounts()["ok"])
+	}
+}
+
+// TestMetricsModelsBounded: past maxModelSeries models, requests are
+// counted together under "(other)", so names that come and go do not
+// grow the metrics without end.
+func TestMetricsModelsBounded(t *testing.T) {
+	defer func(was int) { maxModelSeries = was }(maxModelSeries)
+	maxModelSeries = 3
+	m := metrics{byModel: map[string]*modelCounters{}}
+	for i := range 10 {
+		m.request(fmt.Sprintf("m%d", i), http.StatusOK)
+	}
+	m.request("m1", http.StatusOK)
+	if len(m.byModel) != 4 || m.byModel[otherModels].byStatus[http.StatusOK] != 7 || m.byModel["m1"].byStatus[http.StatusOK] != 2 {
+		t.Errorf("%d series, (other) %v, m1 %v", len(m.byModel), m.byModel[otherModels], m.byModel["m1"])
 	}
 }

@@ -27,8 +27,21 @@ type modelCounters struct {
 	totalSum         float64 // seconds
 }
 
+// maxModelSeries bounds the models counted by name: a directory whose
+// delta files come and go under new names would otherwise grow the
+// metrics (and every scrape) without end. Models beyond are counted
+// together as otherModels.
+var maxModelSeries = 1000
+
+// otherModels labels the metrics of the models past maxModelSeries.
+const otherModels = "(other)"
+
 func (m *metrics) counters(model string) *modelCounters {
 	c, ok := m.byModel[model]
+	if !ok && len(m.byModel) >= maxModelSeries {
+		model = otherModels
+		c, ok = m.byModel[model]
+	}
 	if !ok {
 		c = &modelCounters{byStatus: map[int]int64{}}
 		m.byModel[model] = c
