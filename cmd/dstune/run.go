@@ -26,9 +26,9 @@ func init() {
 	register(&command{
 		name: "run",
 		synopsis: []string{
-			"MODEL.onnx --check DIR [--delta D [--force]] [--rtol 1e-4] [--atol 1e-5] [--threads N] [--backend cpu|pjrt]",
-			"MODEL.onnx --input NAME=FILE.pb [--input ...] --output-dir OUT [--force] [--delta D] [--threads N] [--backend cpu|pjrt]",
-			"MODEL.onnx --tokenizer T --text TEXT [--output-dir OUT [--force]] [--delta D] [--threads N] [--backend cpu|pjrt]",
+			"MODEL.onnx --check DIR [--delta D [--force]] [--rtol 1e-4] [--atol 1e-5] [--threads N] [--backend cpu|pjrt] [--max-memory SIZE]",
+			"MODEL.onnx --input NAME=FILE.pb [--input ...] --output-dir OUT [--force] [--delta D] [--threads N] [--backend cpu|pjrt] [--max-memory SIZE]",
+			"MODEL.onnx --tokenizer T --text TEXT [--output-dir OUT [--force]] [--delta D] [--threads N] [--backend cpu|pjrt] [--max-memory SIZE]",
 		},
 		summary: "run a model on given inputs; with --check compare with expected outputs (exit 1 when off)",
 		flags:   func(fs *flag.FlagSet) { new(runFlags).define(fs) },
@@ -50,6 +50,7 @@ type runFlags struct {
 	force                  *bool
 	rtol, atol             *float64
 	threads                *int
+	maxMemory              *string
 }
 
 func (f *runFlags) define(fs *flag.FlagSet) {
@@ -62,6 +63,7 @@ func (f *runFlags) define(fs *flag.FlagSet) {
 	f.atol = fs.Float64("atol", 1e-5, "absolute tolerance of --check")
 	f.threads = fs.Int("threads", 0, "goroutines per kernel call (0: all cores)")
 	f.backend = fs.String("backend", "cpu", "execution backend")
+	f.maxMemory = fs.String("max-memory", "", fmt.Sprintf("memory the model's values may take at once, e.g. 8GiB (default: %.0f %% of this machine's memory)", 100*sysmem.DefaultFraction))
 	f.tokenizer = fs.String("tokenizer", "", "with --text: the tokenizer file (tokenizer.json or llama2.c tokenizer.bin)")
 	f.text = fs.String("text", "", "run a language model on this text: its token ids (--tokenizer's template) feed the token input, the rest is derived; prints the most likely next tokens")
 }
@@ -100,6 +102,15 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		return usagef("--rtol and --atol must not be negative")
 	case *threads < 0:
 		return usagef("--threads must not be negative")
+	}
+	var maxMemory int64
+	if *f.maxMemory != "" {
+		limit, err := sysmem.ParseSize(*f.maxMemory)
+		if err != nil || limit <= 0 {
+			return usagef("--max-memory %q: want a positive size such as 8GiB", *f.maxMemory)
+		}
+		defer ir.SetMemoryLimit(ir.SetMemoryLimit(limit)) // the import's bounds too
+		maxMemory = limit
 	}
 	m, err := onnx.ReadFile(pos[0])
 	if err != nil {
@@ -148,7 +159,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		outputs, err := executeGraph(g, feeds, *backend, *threads)
+		outputs, err := executeGraph(g, feeds, *backend, *threads, maxMemory)
 		if err != nil {
 			return err
 		}
@@ -192,7 +203,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-	outputs, err := runModel(model, values, *backend, *threads)
+	outputs, err := runModel(model, values, *backend, *threads, maxMemory)
 	if err != nil {
 		return err
 	}
@@ -457,12 +468,12 @@ func readDatumFile(path string, kind onnx.TypeKind) (*ir.Datum, error) {
 
 // runModel specializes the model to the inputs, compiles it and runs it
 // once. The outputs are in model-output order.
-func runModel(model *ir.Model, inputs map[string]*ir.Datum, backendName string, threads int) ([]*ir.Datum, error) {
+func runModel(model *ir.Model, inputs map[string]*ir.Datum, backendName string, threads int, maxMemory int64) ([]*ir.Datum, error) {
 	g, feeds, err := specializeInputs(model, inputs)
 	if err != nil {
 		return nil, err
 	}
-	return executeGraph(g, feeds, backendName, threads)
+	return executeGraph(g, feeds, backendName, threads, maxMemory)
 }
 
 // specializeInputs specializes the model to the inputs, binding the inputs that
@@ -504,17 +515,23 @@ func specializeInputs(model *ir.Model, inputs map[string]*ir.Datum) (*ir.Graph, 
 
 // executeGraph compiles a specialized graph and runs it once on feeds. The
 // outputs are in model-output order.
-func executeGraph(g *ir.Graph, feeds map[string]*ir.Tensor, backendName string, threads int) ([]*ir.Datum, error) {
+// maxMemory bounds its memory plan (0: the default budget).
+func executeGraph(g *ir.Graph, feeds map[string]*ir.Tensor, backendName string, threads int, maxMemory int64) ([]*ir.Datum, error) {
 	backend, err := accel.Open(backendName)
 	if err != nil {
 		return nil, err
 	}
 	// A model of a few bytes can ask for tensors of gigabytes: the run
 	// stays within the memory budget train uses by default.
-	exe, err := backend.Compile(g, accel.Options{Threads: threads, MaxMemory: sysmem.Default()})
+	limit, why := maxMemory, "--max-memory"
+	if limit <= 0 {
+		limit = sysmem.Default()
+		why = fmt.Sprintf("%.0f %% of the %.1f GiB this process may use; --max-memory sets another budget", 100*sysmem.DefaultFraction, float64(sysmem.Total())/(1<<30))
+	}
+	exe, err := backend.Compile(g, accel.Options{Threads: threads, MaxMemory: limit})
 	var me *accel.MemoryError
 	if errors.As(err, &me) {
-		return nil, fmt.Errorf("%w (%.0f %% of the %.1f GiB this process may use)", err, 100*sysmem.DefaultFraction, float64(sysmem.Total())/(1<<30))
+		return nil, fmt.Errorf("%w (%s)", err, why)
 	}
 	if err != nil {
 		return nil, err

@@ -347,3 +347,39 @@ func TestRunInputWithInitializer(t *testing.T) {
 		t.Errorf("exit %d: %s", code, e)
 	}
 }
+
+// TestRunMemoryBudget: a graph whose values need more memory at once
+// than --max-memory allows is refused before it is allocated, though no
+// tensor alone passes the budget; within the budget it runs.
+func TestRunMemoryBudget(t *testing.T) {
+	shape, err := ir.TensorToONNX("shape", ir.FromInt64s(ir.Shape{1}, []int64{1 << 26})) // 256 MiB of float32
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &onnx.Model{Graph: &onnx.Graph{Name: "wide",
+		Inputs:       []*onnx.ValueInfo{inspectTensorInfo("X", onnx.Float, 1)},
+		Initializers: []*onnx.Tensor{shape},
+		Nodes: []*onnx.Node{
+			{OpType: "Expand", Inputs: []string{"X", "shape"}, Outputs: []string{"A"}},
+			{OpType: "Tanh", Inputs: []string{"A"}, Outputs: []string{"B"}},
+			{OpType: "Add", Inputs: []string{"A", "B"}, Outputs: []string{"C"}},
+			{OpType: "ReduceMax", Inputs: []string{"C"}, Outputs: []string{"Y"}, Attributes: []*onnx.Attribute{{Name: "keepdims", Type: onnx.AttrInt, I: 0}}},
+		},
+		Outputs: []*onnx.ValueInfo{inspectTensorInfo("Y", onnx.Float)}}}
+	path := writeInspectModel(t, m)
+	in := filepath.Join(t.TempDir(), "x.pb")
+	x, err := ir.TensorToONNX("X", ir.FromFloat32s(ir.Shape{1}, []float32{0.5}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := onnx.WriteTensorFile(in, x); err != nil {
+		t.Fatal(err)
+	}
+	code, _, e := dstune("run", path, "--input", "X="+in, "--output-dir", t.TempDir(), "--max-memory", "300MiB")
+	if code != 1 || !strings.Contains(e, "GiB at once, more than the 0.3 GiB allowed (--max-memory)") {
+		t.Errorf("--max-memory 300MiB: exit %d, %s", code, e)
+	}
+	if code, _, e := dstune("run", path, "--input", "X="+in, "--output-dir", t.TempDir(), "--max-memory", "2GiB"); code != 0 {
+		t.Errorf("--max-memory 2GiB: exit %d, %s", code, e)
+	}
+}
