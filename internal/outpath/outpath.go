@@ -56,7 +56,8 @@ func (e *NotRegularError) Error() string {
 
 // Check refuses an output that is one of the inputs, one that exists and
 // is not a regular file (NotRegularError) and, unless overwrite, one that
-// exists. An output that does not exist yet is no input; an input that
+// exists. A symbolic link to a regular file passes: writing it replaces
+// the link with the new file, leaving the file it led to as it was. An output that does not exist yet is no input; an input that
 // cannot be read is left to the command to report.
 func Check(output string, overwrite bool, inputs ...Input) error {
 	st, err := os.Stat(output)
