@@ -133,7 +133,7 @@ func rewriteCached(g *ir.Graph, roles map[string]ir.InputRole, capacity, step in
 	for i, n := range g.Nodes {
 		r.node = i
 		if err := r.rewrite(n); err != nil {
-			return nil, fmt.Errorf("node %d %s: %w", i, n, err)
+			return nil, fmt.Errorf("%s: %w", n, err)
 		}
 	}
 	if len(g.Outputs) == 0 {

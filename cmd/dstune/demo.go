@@ -62,7 +62,7 @@ func (f *demoFlags) define(fs *flag.FlagSet) {
 	f.steps = fs.Int64("steps", 300, "fine-tuning steps")
 	f.eps = fs.Float64("eps", 1e-2, "share of each silo's entries that may differ from the base model")
 	f.lr = fs.Float64("lr", 1e-2, "AdamW learning rate")
-	f.threads = fs.Int("threads", 2, "goroutines per kernel call; the printed numbers depend on it")
+	f.threads = fs.Int("threads", 2, "goroutines per kernel call (the results do not depend on it)")
 	f.full = fs.Bool("full", true, "also fine-tune every parameter (--method full), for reference")
 	f.regenerate = fs.String("regenerate", "", "instead of the demo: pretrain the shipped base model from scratch and write DIR/"+demo.BaseModelFile)
 }
@@ -86,6 +86,16 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		return usagef("--threads must be at least 1")
 	case *lr <= 0:
 		return usagef("--lr must be above 0")
+	}
+	if *regenerate != "" {
+		// The pretraining is fixed (its steps, batch and threads), so
+		// that it writes the shipped file again: other flags would be
+		// ignored.
+		for name := range flagsSet(fs) {
+			if name != "regenerate" {
+				return usagef("--regenerate takes no other flag (--%s): the pretraining is fixed, to write the shipped base model again", name)
+			}
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), interruptSignals...)
 	defer stop()
@@ -167,7 +177,7 @@ func newDemoDir(o demoOptions) (*demoDir, error) {
 	// a user's base.onnx and train.jsonl before failing at tuned.onnx.
 	for _, name := range demoOutputs {
 		if _, err := os.Lstat(d.at(name)); err == nil {
-			return nil, usagef("%s already exists: give the demo a new or empty --out directory", d.at(name))
+			return nil, usagef("%s already exists, and the demo writes it: give --out a new directory, or one without the demo's files", d.at(name))
 		}
 	}
 	if err := os.WriteFile(d.at(demo.BaseModelFile), demo.BaseModel, 0o644); err != nil {
@@ -312,7 +322,7 @@ func (d *demoDir) printFiles(stdout io.Writer, o demoOptions, r *demoResults) {
 	for _, c := range [][]string{append([]string{"train"}, r.dstArgs...), append([]string{"apply"}, r.applyArgs...)} {
 		fmt.Fprintf(stdout, "  dstune %s\n", relativeTo(d.dir, shellJoin(c)))
 	}
-	fmt.Fprintf(stdout, "  dstune run %s --delta run/%s --input tokens=TOKENS.pb --output-dir OUT   (the delta applied in memory)\n", demo.BaseModelFile, dst.DeltaFile)
+	fmt.Fprintf(stdout, "  dstune run %s --delta run/%s --input tokens=TOKENS.pb --output-dir OUT   (the delta applied in memory; TOKENS.pb: an int64 TensorProto of token ids [1, n])\n", demo.BaseModelFile, dst.DeltaFile)
 }
 
 // lastMetrics returns the last record of a run's metrics.jsonl, or nil.

@@ -56,6 +56,14 @@ type profileStepFlags struct {
 
 func (f *profileStepFlags) define(fs *flag.FlagSet) {
 	f.trainFlags.define(fs)
+	// train's flags, as profile step takes them: the ones it refuses say
+	// so in the help, and --steps has its own default.
+	for _, name := range []string{"out", "resume", "allow-data-change", "backend", "pjrt-plugin"} {
+		fs.Lookup(name).Usage = "train's; not for profile step, which runs a few steps on the CPU in a directory of its own and keeps nothing"
+	}
+	steps := fs.Lookup("steps")
+	steps.Value.Set("5")
+	steps.DefValue, steps.Usage = "5", "training steps: the last is profiled, the ones after the first timed"
 	f.runs = fs.Int("runs", 5, "timed runs of the profiled step (each node's median is reported)")
 	f.top = fs.Int("top", 12, "rows of each table (the rest are summed in one)")
 	f.roofline = fs.String("roofline", "", "write the roofline of the op kinds as a PNG here")

@@ -141,7 +141,9 @@ func dryRun(spec *sweep.Spec, opts sweep.Options, stdout io.Writer) error {
 		if p.SpecName != "" {
 			name += fmt.Sprintf(" (the spec's name now: %s)", p.SpecName)
 		}
-		fmt.Fprintf(stdout, "%-10s %s\n           dstune train %s\n", p.State, name, strings.Join(p.Args, " "))
+		// Quoted where needed, to paste (--trainable=^(a|b) would be
+		// a syntax error).
+		fmt.Fprintf(stdout, "%-10s %s\n           dstune train %s\n", p.State, name, shellJoin(p.Args))
 	}
 	fmt.Fprintf(stdout, "%d runs, %d finished, in %s\n", len(plan), done, opts.Dir)
 	return nil

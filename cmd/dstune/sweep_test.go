@@ -459,3 +459,13 @@ func TestSweepSettingPlaces(t *testing.T) {
 		})
 	}
 }
+
+// TestShellJoin: listed command lines paste into a shell: words with
+// shell syntax are single-quoted, quotes inside escaped; plain ones stay.
+func TestShellJoin(t *testing.T) {
+	got := shellJoin([]string{"--steps=150", "/tmp/a b.onnx", "--trainable=^(tok_embeddings|layers|norm)", "it's", ""})
+	want := `--steps=150 '/tmp/a b.onnx' '--trainable=^(tok_embeddings|layers|norm)' 'it'\''s' ''`
+	if got != want {
+		t.Errorf("shellJoin = %s, want %s", got, want)
+	}
+}
