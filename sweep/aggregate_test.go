@@ -2,6 +2,9 @@ package sweep
 
 import (
 	"math"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -62,5 +65,48 @@ func TestBestLearningRate(t *testing.T) {
 	only := points(settings(rs[7:], "token_accuracy"), "token_accuracy")
 	if only[0].Best != nil {
 		t.Errorf("a point whose runs all diverged has a best: %v", only[0].Best.Params)
+	}
+}
+
+// TestReportEscapesAndCounts: settings holding Markdown's "|" and "\"
+// stay in their cell, a title's newline does not start a heading, and a
+// setting whose every run diverged counts its runs, not its learning
+// rates.
+func TestReportEscapesAndCounts(t *testing.T) {
+	rs := []*Result{
+		result(0.5, StatusDone, "method", "dst", "trainable", `^(h|wte)\.0`, "lr", "1e-2", "seed", "1"),
+		result(0.6, StatusDone, "method", "dst", "trainable", `^(h|wte)\.0`, "lr", "1e-2", "seed", "2"),
+		result(0, StatusDiverged, "method", "dst", "trainable", "^h", "lr", "1e-2", "seed", "1"),
+		result(0, StatusDiverged, "method", "dst", "trainable", "^h", "lr", "1e-2", "seed", "2"),
+		result(0, StatusDiverged, "method", "dst", "trainable", "^h", "lr", "1e-1", "seed", "1"),
+		result(0, StatusDiverged, "method", "dst", "trainable", "^h", "lr", "1e-1", "seed", "2"),
+	}
+	dir := t.TempDir()
+	s := &Spec{File: "s.json", Quality: "token_accuracy", Title: "a sweep\n## injected"}
+	if _, err := writeReport(s, dir, rs); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(md)
+	if strings.Contains(text, "\n## injected") || !strings.Contains(text, "# a sweep ## injected") {
+		t.Errorf("the title's newline reached the report:\n%s", text)
+	}
+	if !strings.Contains(text, `| ^(h\|wte)\\.0 |`) {
+		t.Errorf("the setting with | and \\ is not escaped:\n%s", text)
+	}
+	found := false
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "| ^h |") && strings.Contains(line, "all diverged") {
+			found = true
+			if !strings.HasSuffix(line, "| 4 |") {
+				t.Errorf("an all-diverged row counts other than its 4 runs: %s", line)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no all-diverged row for ^h:\n%s", text)
 	}
 }

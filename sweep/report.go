@@ -101,7 +101,7 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 	if share {
 		unit = ", in %"
 	}
-	fmt.Fprintf(&b, "# %s\n\n", title)
+	fmt.Fprintf(&b, "# %s\n\n", markdownLine(title))
 	fmt.Fprintf(&b, "%d runs (%d diverged). Quality: %s on the validation data (%s%s), mean ± standard deviation over the seeds. "+
 		"The best learning rate of a setting has the best mean quality among those whose runs all finished; "+
 		"fraction: the free parameters over the model's parameters (1 for full fine-tuning).\n\n", n, diverged, qualityName(s.Quality), dir2, unit)
@@ -132,7 +132,11 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 			if withLoss {
 				row = append(row, "—")
 			}
-			row = append(row, "—", fmt.Sprint(len(pt.Settings)))
+			runs := 0
+			for _, st := range pt.Settings {
+				runs += len(st.Results)
+			}
+			row = append(row, "—", fmt.Sprint(runs))
 		} else {
 			bs := pt.Best
 			lr, _ := bs.Params.Get(KeyLR)
@@ -210,9 +214,20 @@ func values(p Params, keys []string) []string {
 		if !ok {
 			v = "—"
 		}
-		out[i] = v
+		out[i] = markdownCell(v)
 	}
 	return out
+}
+
+// markdownCell escapes a setting's text for a table cell: a "|" would
+// end the cell, a "\" escape what follows, a newline the row.
+func markdownCell(s string) string {
+	return strings.NewReplacer(`\`, `\\`, "|", `\|`, "\n", " ", "\r", " ", "`", "\\`").Replace(s)
+}
+
+// markdownLine keeps a title on its heading's line.
+func markdownLine(s string) string {
+	return strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
 }
 
 func writeRow(b *bytes.Buffer, cells []string) {
@@ -282,7 +297,7 @@ func writePivot(b *bytes.Buffer, t Table, results []*Result, quality string) err
 	if title == "" {
 		title = "Table"
 	}
-	fmt.Fprintf(b, "\n## %s\n\n", title)
+	fmt.Fprintf(b, "\n## %s\n\n", markdownLine(title))
 	how := "lower is better"
 	if higherIsBetter(quality) {
 		how = "higher is better"
@@ -304,12 +319,12 @@ func writePivot(b *bytes.Buffer, t Table, results []*Result, quality string) err
 		if c == "" {
 			c = qualityName(quality)
 		}
-		header = append(header, c)
+		header = append(header, markdownCell(c))
 	}
 	writeRow(b, header)
 	writeRule(b, len(header), 1)
 	for _, r := range rows {
-		row := []string{r}
+		row := []string{markdownCell(r)}
 		for _, c := range cols {
 			pt := cells[[2]string{r, c}]
 			switch {

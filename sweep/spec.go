@@ -2,6 +2,8 @@ package sweep
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -540,12 +542,36 @@ func parseValues(msg json.RawMessage) ([]string, error) {
 		default:
 			return nil, fmt.Errorf("want a string, number or bool, or a list of them; got %s", strings.TrimSpace(string(msg)))
 		}
-		if slices.Contains(out, s) {
-			return nil, fmt.Errorf("the value %s is listed twice", s)
+		for _, o := range out {
+			if sameValue(o, s) {
+				return nil, fmt.Errorf("the value %s is listed twice (as %s)", s, o)
+			}
 		}
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// sameValue reports whether two settings' texts give a flag the same
+// value: equal texts, or equal numbers (1e-3 and 0.001; 1 and 01, which
+// dstune's integer flags read as 1).
+func sameValue(a, b string) bool {
+	return a == b || canonicalValue(a) == canonicalValue(b)
+}
+
+// canonicalValue is a setting's text as a number where it is one (an
+// integer as Go's flags read it, base prefixes included, or a float).
+func canonicalValue(s string) string {
+	if n, err := strconv.ParseInt(s, 0, 64); err == nil {
+		return "n:" + strconv.FormatInt(n, 10)
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) {
+		if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+			return "n:" + strconv.FormatInt(int64(f), 10)
+		}
+		return "n:" + strconv.FormatFloat(f, 'g', -1, 64)
+	}
+	return "s:" + s
 }
 
 // splitWhere takes the "where" object out of a plot or table.
@@ -711,6 +737,9 @@ func (s *Spec) checkRuns() error {
 			}
 		}
 	}
+	if err := s.checkReportLayout(runs); err != nil {
+		return err
+	}
 	// Every quality is measured on the validation data: a run without
 	// any would train for nothing the report can show (no learning rate
 	// could be best), so it is refused now rather than after the runs.
@@ -720,6 +749,36 @@ func (s *Spec) checkRuns() error {
 			return &SpecError{s.File, "datasets." + name + ".valid", fmt.Sprintf(
 				"required: the report compares the runs by their %s, measured on the validation data; run %s trains on dataset %q, which has none "+
 					"(to compare the runs by their loss on the training data, give its training file as \"valid\" too)", qualityName(s.Quality), r.Name, name)}
+		}
+	}
+	return nil
+}
+
+// checkReportLayout lays the report's tables and modules plots out on
+// the runs before any has trained: two runs sharing a table's cell, or a
+// modules plot of runs that write no DST delta, are mistakes of the spec,
+// found now rather than after hours of training.
+func (s *Spec) checkReportLayout(runs []Run) error {
+	planned := make([]*Result, len(runs))
+	for i, r := range runs {
+		method, _ := r.Params.Get(KeyMethod)
+		planned[i] = &Result{Run: r.Name, Params: r.Params.Map(), Method: method, Status: StatusDone,
+			Final: map[string]float64{}, Initial: map[string]float64{}, params: r.Params}
+	}
+	for i, t := range s.Tables {
+		if err := writePivot(&bytes.Buffer{}, t, planned, s.Quality); err != nil {
+			return &SpecError{s.File, fmt.Sprintf("tables[%d]", i), err.Error()}
+		}
+	}
+	for i, p := range s.Plots {
+		if p.Kind != PlotModules {
+			continue
+		}
+		for _, r := range selectResults(planned, p.Where) {
+			if r.Method != train.MethodDST {
+				return &SpecError{s.File, fmt.Sprintf("plots[%d]", i), fmt.Sprintf(
+					"a modules plot shows where DST's subsets lie; run %s is %s, which has none: restrict the plot with \"where\": {\"method\": [\"dst\"]}", r.Run, r.Method)}
+			}
 		}
 	}
 	return nil
@@ -910,13 +969,14 @@ func (s *Spec) Runs() ([]Run, error) {
 	varying := distinguishingKeys(all)
 	runs := make([]Run, len(all))
 	seen := map[string]int{}
+	settings := map[string]int{} // a run's settings as values, not texts
 	for i, p := range all {
 		method, _ := p.Get(KeyMethod)
 		name := method
 		if rest := p.Only(varying...).Without(KeyMethod).String(); rest != "" {
 			name += "," + rest
 		}
-		name = dirName(name)
+		name = shortName(dirName(name))
 		if j, dup := seen[name]; dup {
 			if p.String() == all[j].String() {
 				return nil, &SpecError{s.File, "grid", fmt.Sprintf("run %s is listed twice", name)}
@@ -924,6 +984,14 @@ func (s *Spec) Runs() ([]Run, error) {
 			return nil, &SpecError{s.File, "grid", fmt.Sprintf("runs %d and %d are both named %s: their settings differ only in characters a directory name cannot hold", j+1, i+1, name)}
 		}
 		seen[name] = i
+		key := make([]string, len(p))
+		for k, kv := range p {
+			key[k] = kv.Key + "=" + canonicalValue(kv.Value)
+		}
+		if j, dup := settings[strings.Join(key, ",")]; dup {
+			return nil, &SpecError{s.File, "grid", fmt.Sprintf("runs %d and %d have the same settings (%s and %s): give each run once", j+1, i+1, all[j], p)}
+		}
+		settings[strings.Join(key, ",")] = i
 		runs[i] = Run{Name: name, Params: p, block: blocks[i]}
 	}
 	return runs, nil
@@ -954,6 +1022,22 @@ func distinguishingKeys(all []Params) []string {
 		}
 	}
 	return out
+}
+
+// maxNameBytes bounds a run's directory name, within the 255 bytes file
+// systems take for a name with room to spare (".tmp" suffixes and the
+// like).
+const maxNameBytes = 200
+
+// shortName keeps a name of at most maxNameBytes as it is and cuts a
+// longer one (a long --trainable expression, say), ending it with a hash
+// of the whole so that names cut alike stay apart.
+func shortName(name string) string {
+	if len(name) <= maxNameBytes {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return name[:maxNameBytes-17] + "-" + hex.EncodeToString(sum[:8])
 }
 
 // dirName makes a run's name a safe directory name: every character but

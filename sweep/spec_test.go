@@ -139,6 +139,14 @@ func TestBadSpecs(t *testing.T) {
 		{"no dataset", `{` + base + `}`, "run full", `no "dataset"`},
 		{"unknown dataset", `{` + base + `, "train": {"dataset": "b"}}`, "run full", `dataset "b" is not in "datasets"`},
 		{"duplicate run", `{` + base + `, "train": {"dataset": "a"}, "grid": [{"method": "full"}, {"method": "full"}]}`, "grid", "run full is listed twice"},
+		{"duplicate value, another spelling", `{` + base + `, "train": {"dataset": "a", "lr": [1e-3, 0.001]}}`, "train.lr", "the value 0.001 is listed twice (as 1e-3)"},
+		{"duplicate integer, another spelling", `{` + base + `, "train": {"dataset": "a", "seed": ["1", "01"]}}`, "train.seed", "the value 01 is listed twice (as 1)"},
+		{"duplicate run, another spelling", `{` + base + `, "train": {"dataset": "a"}, "grid": [{"method": "dst", "eps": 1e-3}, {"method": "dst", "eps": 0.001}]}`,
+			"grid", "runs 1 and 2 have the same settings"},
+		{"table cell shared", `{` + base + `, "train": {"dataset": "a"}, "grid": [{"method": "dst", "eps": [1e-3, 1e-2]}], "tables": [{"rows": ["method"]}]}`,
+			"tables[0]", "share a cell"},
+		{"modules plot of lora runs", `{` + base + `, "train": {"dataset": "a"}, "grid": [{"method": "dst", "eps": 1e-3}, {"method": "lora"}], "plots": [{"kind": "modules", "file": "m.png"}]}`,
+			"plots[0]", "a modules plot shows where DST's subsets lie; run lora is lora"},
 		{"too many runs", `{` + base + `, "train": {"dataset": "a", "seed": [` + seq(101) + `], "lr": [` + seq(101) + `]}}`, "grid[0]", "more than 10000 runs"},
 		{"unknown quality", `{` + base + `, "train": {"dataset": "a"}, "quality": "bleu"}`, "quality", `unknown quality "bleu"`},
 		{"quality without metric", `{` + base + `, "train": {"dataset": "a"}, "quality": "exact_match"}`, "quality", "needs --metric exact-match in every run"},
@@ -303,5 +311,25 @@ func TestBudgetPlotOneBudget(t *testing.T) {
 				t.Errorf("b.png: %v", err)
 			}
 		})
+	}
+}
+
+// TestLongRunNamesShortened: a run named by a long setting (a long
+// --trainable expression) gets a directory name of at most maxNameBytes,
+// cut and ended with a hash of the whole, so two such runs stay apart.
+func TestLongRunNamesShortened(t *testing.T) {
+	long := strings.Repeat("(h|wte)", 60)
+	spec := `{"model": "m", "datasets": {"a": {"data": "d", "valid": "v"}}, "train": {"dataset": "a", "method": "dst"}, "grid": [{"trainable": ["` + long + `0", "` + long + `1"]}]}`
+	s, err := ParseSpec("s.json", []byte(spec), testFlags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := s.Runs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 2 || runs[0].Name == runs[1].Name || len(runs[0].Name) != maxNameBytes || len(runs[1].Name) != maxNameBytes ||
+		!strings.HasPrefix(runs[0].Name, "dst,trainable=_h_wte_") {
+		t.Errorf("names %q and %q", runs[0].Name, runs[1].Name)
 	}
 }
