@@ -171,38 +171,79 @@ func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Ev
 
 // TextStream turns a growing sequence of token ids into text, piece by
 // piece: it decodes the whole sequence after every token and hands out
-// what is new, holding back an incomplete UTF-8 character and any tail
-// that may still become a stop string.
+// what is final, holding back an incomplete UTF-8 character, a run of
+// byte tokens still open (ByteTokens) and any tail that may still become
+// a stop string. What it hands out adds up to Text.
 type TextStream struct {
 	tok     Tokenizer
+	bytes   ByteTokens // nil: the tokenizer does not say
 	ids     []int
-	prefix  int    // bytes of the prompt's text
+	prefix  int    // bytes of the prompt's text before the generated text
 	text    string // generated text so far (decoded)
 	emitted int    // bytes of text handed out
+	runFrom int    // where an open run of byte tokens starts in text (-1: none)
 	stop    []string
 	stopped bool
 }
 
-// NewTextStream starts after the prompt's ids.
+// ByteTokens is implemented by tokenizers that tell their byte tokens
+// (<0xE4>, a byte-fallback BPE's or llama2.c's): a run of them decodes
+// as a whole — Hugging Face's ByteFallback turns a run that is not valid
+// UTF-8 into one U+FFFD per byte, valid bytes before an invalid one
+// included — so the text of a run is final only once it has ended.
+type ByteTokens interface {
+	IsByteToken(id int) bool
+}
+
+// NewTextStream starts after the prompt's ids. A prompt ending inside a
+// character (its last tokens bytes of a run, or an incomplete UTF-8
+// sequence) leaves that character to the generated text, which completes
+// it.
 func NewTextStream(tok Tokenizer, prompt []int64, stop []string) (*TextStream, error) {
-	ts := &TextStream{tok: tok, stop: stop}
+	ts := &TextStream{tok: tok, stop: stop, runFrom: -1}
+	ts.bytes, _ = tok.(ByteTokens)
 	for _, id := range prompt {
 		ts.ids = append(ts.ids, int(id))
 	}
-	p, err := tok.Decode(ts.ids)
+	done := len(ts.ids)
+	if ts.bytes != nil {
+		for done > 0 && ts.bytes.IsByteToken(ts.ids[done-1]) {
+			done--
+		}
+		if done < len(ts.ids) {
+			ts.runFrom = 0
+		}
+	}
+	p, err := tok.Decode(ts.ids[:done])
 	if err != nil {
 		return nil, err
 	}
-	ts.prefix = len(p)
+	ts.prefix = len(p) - incompleteTail(p)
 	return ts, nil
 }
 
-// Push adds a token and returns the text now complete; stopped reports a
+// incompleteTail is the length of what may still change at the end of a
+// decoded text: invalid bytes and U+FFFD (decoders show a character cut
+// short as either).
+func incompleteTail(text string) int {
+	n := len(text)
+	for n > 0 {
+		r, size := utf8.DecodeLastRuneInString(text[:n])
+		if r != utf8.RuneError {
+			break
+		}
+		n -= size
+	}
+	return len(text) - n
+}
+
+// Push adds a token and returns the text now final; stopped reports a
 // stop string (the text ends before it).
 func (ts *TextStream) Push(id int) (string, bool, error) {
 	if ts.stopped {
 		return "", true, nil
 	}
+	before := len(ts.text)
 	ts.ids = append(ts.ids, id)
 	full, err := ts.tok.Decode(ts.ids)
 	if err != nil {
@@ -214,31 +255,33 @@ func (ts *TextStream) Push(id int) (string, bool, error) {
 	if ts.emitted > len(ts.text) {
 		ts.emitted = len(ts.text)
 	}
+	if ts.bytes != nil {
+		switch {
+		case !ts.bytes.IsByteToken(id):
+			ts.runFrom = -1
+		case ts.runFrom < 0:
+			ts.runFrom = min(before, len(ts.text))
+		}
+	}
+	// The final part: not an open byte run, not a character cut short.
+	final := len(ts.text)
+	if ts.runFrom >= 0 {
+		final = min(final, ts.runFrom)
+	}
+	final -= incompleteTail(ts.text[:final])
+	final = max(final, ts.emitted)
 	cut := -1
 	for _, s := range ts.stop {
-		if i := strings.Index(ts.text[ts.emitted:], s); i >= 0 && (cut < 0 || ts.emitted+i < cut) {
+		if i := strings.Index(ts.text[ts.emitted:final], s); i >= 0 && (cut < 0 || ts.emitted+i < cut) {
 			cut = ts.emitted + i
 		}
 	}
 	if cut >= 0 {
 		ts.text = ts.text[:cut]
 		ts.stopped = true
-	}
-	if ts.stopped {
 		return ts.Flush(), true, nil
 	}
-	ready := len(ts.text)
-	// An incomplete character at the end (decoders show it as U+FFFD).
-	for ready > ts.emitted {
-		r, size := utf8.DecodeLastRuneInString(ts.text[:ready])
-		if r != utf8.RuneError || size > 1 {
-			break
-		}
-		ready -= size
-	}
-	if strings.HasSuffix(ts.text[:ready], "\uFFFD") {
-		ready -= len("\uFFFD")
-	}
+	ready := final
 	// A tail that may grow into a stop string.
 	for _, s := range ts.stop {
 		for k := min(len(s)-1, ready-ts.emitted); k > 0; k-- {
@@ -256,8 +299,19 @@ func (ts *TextStream) Push(id int) (string, bool, error) {
 	return out, false, nil
 }
 
-// Flush hands out everything held back.
+// Flush hands out everything held back, up to a stop string in it.
 func (ts *TextStream) Flush() string {
+	if !ts.stopped {
+		cut := -1
+		for _, s := range ts.stop {
+			if i := strings.Index(ts.text[ts.emitted:], s); i >= 0 && (cut < 0 || ts.emitted+i < cut) {
+				cut = ts.emitted + i
+			}
+		}
+		if cut >= 0 {
+			ts.text, ts.stopped = ts.text[:cut], true
+		}
+	}
 	if ts.emitted >= len(ts.text) {
 		return ""
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestGreedyPicksFirstLargest(t *testing.T) {
@@ -179,6 +180,88 @@ func TestTopKMatchesSort(t *testing.T) {
 			if got := topK(nil, logits, k); !slices.Equal(got, want) {
 				t.Fatalf("n %d, k %d: %v, want %v", n, k, got, want)
 			}
+		}
+	}
+}
+
+// fallbackTokenizer decodes as a byte-fallback BPE does: ids 0–255 are
+// byte tokens, and a run of them that is not valid UTF-8 becomes one
+// U+FFFD per byte (Hugging Face's ByteFallback, the valid bytes of the
+// run included); 256 is "a", 257 " a".
+type fallbackTokenizer struct{}
+
+func (fallbackTokenizer) Encode(string) ([]int, error) { return nil, nil }
+func (fallbackTokenizer) IsByteToken(id int) bool      { return id < 256 }
+func (fallbackTokenizer) Decode(ids []int) (string, error) {
+	var out strings.Builder
+	var run []byte
+	end := func() {
+		if utf8.Valid(run) {
+			out.Write(run)
+		} else {
+			out.WriteString(strings.Repeat("\uFFFD", len(run)))
+		}
+		run = run[:0]
+	}
+	for _, id := range ids {
+		if id < 256 {
+			run = append(run, byte(id))
+			continue
+		}
+		end()
+		out.WriteString(map[int]string{256: "a", 257: " a"}[id])
+	}
+	end()
+	return out.String(), nil
+}
+
+// TestTextStreamByteRuns: the pieces a stream hands out add up to its
+// text, character by character, also where a run of byte tokens decodes
+// as a whole (a valid byte before an invalid one becomes U+FFFD too), a
+// prompt ends inside a character, or a stop string is U+FFFD.
+func TestTextStreamByteRuns(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		tok          Tokenizer
+		prompt, gen  []int
+		stop         []string
+		want         string
+		stoppedEarly bool
+	}{
+		{"characters of byte tokens", fallbackTokenizer{}, []int{257}, []int{0xE4, 0xB8, 0xAD, 257, 0xF0, 0x9F, 0x98, 0x80, 257}, nil, "中 a😀 a", false},
+		{"a run made invalid by its last byte", fallbackTokenizer{}, []int{257}, []int{0x56, 0xE4, 256}, nil, "\uFFFD\uFFFDa", false},
+		{"a prompt ending inside a character", fallbackTokenizer{}, []int{257, 0xE4}, []int{0xB8, 0xAD, 256}, nil, "中a", false},
+		{"U+FFFD as a stop string", fallbackTokenizer{}, []int{257}, []int{0xE4, 0xB8, 0xAD, 256}, []string{"\uFFFD"}, "中a", false},
+		{"a prompt ending inside a character, plain decoder", bytesTokenizer{}, []int{'p', 0xC3}, []int{0xA9, 'a', 'b'}, nil, "éab", false},
+	} {
+		p := make([]int64, len(c.prompt))
+		for i, id := range c.prompt {
+			p[i] = int64(id)
+		}
+		ts, err := NewTextStream(c.tok, p, c.stop)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pieces []string
+		stopped := false
+		for _, id := range c.gen {
+			piece, st, err := ts.Push(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !utf8.ValidString(piece) {
+				t.Errorf("%s: piece %q is not valid UTF-8", c.name, piece)
+			}
+			pieces = append(pieces, piece)
+			if stopped = st; st {
+				break
+			}
+		}
+		if !stopped {
+			pieces = append(pieces, ts.Flush())
+		}
+		if got := strings.Join(pieces, ""); got != c.want || ts.Text() != c.want || stopped != c.stoppedEarly {
+			t.Errorf("%s: pieces %q (joined %q), text %q, stopped %v; want %q", c.name, pieces, got, ts.Text(), stopped, c.want)
 		}
 	}
 }

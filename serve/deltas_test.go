@@ -476,3 +476,28 @@ func TestMetricsModelsBounded(t *testing.T) {
 		t.Errorf("%d series, (other) %v, m1 %v", len(m.byModel), m.byModel[otherModels], m.byModel["m1"])
 	}
 }
+
+// TestMetricsLabelsAndCodes: a label value is escaped as Prometheus reads
+// it (a tab stays, \t would fail the scrape); a request whose client went
+// away counts as 499, not a server error; a failed request naming no
+// model the server has counts as "(unknown)", not under the client's name.
+func TestMetricsLabelsAndCodes(t *testing.T) {
+	if got, want := promLabel("a\tb\"c\\d\ne"), `a`+"\t"+`b\"c\\d\ne`; got != want {
+		t.Errorf("promLabel = %q, want %q", got, want)
+	}
+	if he := classify(fmt.Errorf("generating: %w", context.Canceled)); he.status != 499 {
+		t.Errorf("a canceled request: %d", he.status)
+	}
+	f := newFixture(t, 1)
+	before := f.srv.metrics.byModel[unknownModel]
+	n := int64(0)
+	if before != nil {
+		n = before.byStatus[http.StatusBadRequest]
+	}
+	if status, _ := f.post(t, `{"model":"nosuchdelta","prompt":[1],"max_tokens":0}`); status != http.StatusBadRequest {
+		t.Fatalf("status %d", status)
+	}
+	if f.srv.metrics.byModel["nosuchdelta"] != nil || f.srv.metrics.byModel[unknownModel].byStatus[http.StatusBadRequest] != n+1 {
+		t.Errorf("a bad request for a model nobody has is counted under its name")
+	}
+}

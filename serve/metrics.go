@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -91,13 +92,13 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		}
 		sort.Ints(codes)
 		for _, code := range codes {
-			fmt.Fprintf(w, "dstune_requests_total{model=%q,code=\"%d\"} %d\n", name, code, c.byStatus[code])
+			fmt.Fprintf(w, "dstune_requests_total{model=\"%s\",code=\"%d\"} %d\n", promLabel(name), code, c.byStatus[code])
 		}
 	}
 	per := func(name, kind, help string, value func(*modelCounters) string) {
 		metric(name, kind, help)
 		for _, model := range models {
-			fmt.Fprintf(w, "%s{model=%q} %s\n", name, model, value(m.byModel[model]))
+			fmt.Fprintf(w, "%s{model=\"%s\"} %s\n", name, promLabel(model), value(m.byModel[model]))
 		}
 	}
 	per("dstune_prompt_tokens_total", "counter", "Prompt tokens of completed requests.", func(c *modelCounters) string { return fmt.Sprint(c.promptTokens) })
@@ -126,4 +127,11 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	metric("dstune_delta_switches_total", "counter", "Times the weights were switched from one delta to another.")
 	fmt.Fprintf(w, "dstune_delta_switches_total %d\n", s.sched.Switches())
+}
+
+// promLabel escapes a label value as Prometheus's text format reads it:
+// only the backslash, the double quote and the newline (Go's %q escapes
+// more, a tab as \t, which Prometheus refuses, failing the whole scrape).
+func promLabel(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
 }

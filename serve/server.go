@@ -9,6 +9,7 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -219,6 +220,9 @@ func classify(err error) *httpError {
 		return &httpError{http.StatusBadRequest, "invalid_request_error", err.Error()}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &httpError{http.StatusGatewayTimeout, "timeout", err.Error()}
+	case errors.Is(err, context.Canceled):
+		// The request's context ends when its client goes away.
+		return &httpError{499, "client_closed", "the client went away"}
 	}
 	return &httpError{http.StatusInternalServerError, "server_error", err.Error()}
 }
@@ -231,12 +235,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, model string, err error) {
 	he := classify(err)
-	if he.status == http.StatusNotFound || !validName(model) {
+	if he.status == http.StatusNotFound || !s.knownModel(model) {
 		model = unknownModel // clients choose names: count them under one label
 	}
 	s.metrics.request(model, he.status)
 	s.cfg.Log.Printf("%s %s model %q: %d %s", r.Method, r.URL.Path, model, he.status, he.msg)
 	writeJSON(w, he.status, map[string]apiError{"error": {Message: he.msg, Type: he.kind}})
+}
+
+// knownModel reports whether name is the base model or has a delta file
+// (served or not): the metrics count requests by such names only.
+func (s *Server) knownModel(name string) bool {
+	if name == BaseName {
+		return true
+	}
+	if !validName(name) || s.cfg.DeltaDir == "" {
+		return false
+	}
+	_, err := os.Lstat(filepath.Join(s.cfg.DeltaDir, name+DeltaExt))
+	return err == nil
 }
 
 // ---------------------------------------------------------------- completions

@@ -521,6 +521,15 @@ func (t *Tokenizer) Token(id int) string {
 	return t.vocab[id]
 }
 
+// IsByteToken reports whether id is a byte token ("<0xE4>": a
+// byte-fallback BPE's or llama2.c's). A run of them decodes as a whole (a
+// run that is not valid UTF-8 as one U+FFFD per byte), so a streaming
+// decoder holds a run back until it ends.
+func (t *Tokenizer) IsByteToken(id int) bool {
+	_, ok := byteToken(t.Token(id))
+	return ok
+}
+
 // TokenID returns the id of a token string, as the vocabulary stores it.
 func (t *Tokenizer) TokenID(token string) (int, bool) {
 	id, ok := t.ids[token]

@@ -291,6 +291,7 @@ func (t textTokenizer) Encode(text string) ([]int, error) {
 	return t.t.EncodeChecked(text, t.addSpecial)
 }
 func (t textTokenizer) Decode(ids []int) (string, error) { return t.t.Decode(ids, true), nil }
+func (t textTokenizer) IsByteToken(id int) bool          { return t.t.IsByteToken(id) }
 
 // loadTokenizer reads a tokenizer file (or a model directory holding
 // tokenizer.json).

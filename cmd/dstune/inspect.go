@@ -518,6 +518,11 @@ func opKey(n *onnx.Node) string {
 func describeRoles(rep *inspectReport, model *ir.Model) {
 	plans, err := model.InputPlans()
 	if err != nil {
+		// The roles cannot be told apart: train, generate and serve
+		// cannot feed this model; say so on every input.
+		for i := range rep.Inputs {
+			rep.Inputs[i].Role, rep.Inputs[i].Binding = ir.RoleOther.String(), "not derived: "+err.Error()
+		}
 		return
 	}
 	for i, p := range plans {

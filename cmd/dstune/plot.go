@@ -259,13 +259,25 @@ func jsonFieldError(err error) string {
 // movingAverage of the last n values (fewer at the start).
 func movingAverage(x []float64, n int) []float64 {
 	out := make([]float64, len(x))
-	var sum float64
-	for i, v := range x {
-		sum += v
-		if i >= n {
-			sum -= x[i-n]
+	// A running sum with Neumaier's compensation: a plain one keeps the
+	// rounding of a huge value (a loss spike of 1e17) long after the
+	// value has left the window.
+	var sum, comp float64
+	add := func(v float64) {
+		t := sum + v
+		if math.Abs(sum) >= math.Abs(v) {
+			comp += (sum - t) + v
+		} else {
+			comp += (v - t) + sum
 		}
-		out[i] = sum / float64(min(i+1, n))
+		sum = t
+	}
+	for i, v := range x {
+		add(v)
+		if i >= n {
+			add(-x[i-n])
+		}
+		out[i] = (sum + comp) / float64(min(i+1, n))
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"image/png"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,5 +122,21 @@ func TestPlot(t *testing.T) {
 	long := fakeRun(t, filepath.Join(dir, "long"), `{}`, []string{`{"step":1,"loss":1}`, `{"step":2,"loss":2,"pad":"` + strings.Repeat("x", 200) + `"}`})
 	if code, _, stderr := dstune("plot", long, "-o", filepath.Join(dir, "long.png")); code != 1 || !strings.Contains(stderr, "metrics.jsonl:2: line longer than 100 bytes") {
 		t.Errorf("a metrics line over the limit: exit %d, %s", code, stderr)
+	}
+}
+
+// TestMovingAverageAfterSpike: the mean of a window after a huge loss
+// has left it is the window's mean (a plain running sum said 0.19 for
+// losses of 3 after a spike of 1e17).
+func TestMovingAverageAfterSpike(t *testing.T) {
+	x := []float64{1e17}
+	for range 30 {
+		x = append(x, 3.19)
+	}
+	got := movingAverage(x, 10)
+	for i := 11; i < len(x); i++ {
+		if math.Abs(got[i]-3.19) > 1e-12 {
+			t.Fatalf("window ending at %d: %v, want 3.19", i, got[i])
+		}
 	}
 }

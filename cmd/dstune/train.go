@@ -604,13 +604,18 @@ func interruptible(stderr io.Writer, then, skipped string) (ctx context.Context,
 	go func() {
 		select {
 		case <-ctx.Done():
+			select {
+			case <-finished: // stop's own cancel, not a signal
+				return
+			default:
+			}
 			stopSignals() // the next signal ends the process
 			fmt.Fprintf(stderr, "\ninterrupted: %s (Ctrl-C again to quit %s)\n", then, skipped)
 		case <-finished:
 		}
 	}()
 	return ctx, func() {
-		close(finished)
+		close(finished) // before stopSignals cancels ctx: no interruption to report
 		stopSignals()
 	}
 }

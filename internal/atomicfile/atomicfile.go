@@ -12,6 +12,9 @@
 package atomicfile
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,6 +91,11 @@ func Prepare(path string, fill func(f *os.File) error) (*Pending, error) {
 func createLocked(path string) (f, lock *os.File, err error) {
 	for {
 		f, err := os.CreateTemp(filepath.Dir(path), tempPrefix(path)+"*")
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			// Name the file being written, not the temporary one.
+			return nil, nil, fmt.Errorf("writing %s: %w", path, pe.Err)
+		}
 		if err != nil {
 			return nil, nil, err
 		}

@@ -116,3 +116,13 @@ func TestLeftoversOfKilledWritersAreRemoved(t *testing.T) {
 		t.Errorf("content %q", b)
 	}
 }
+
+// A write into a directory that does not exist names the file asked for,
+// not the temporary file beside it.
+func TestWriteNamesTheTarget(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing", "x.png")
+	err := WriteWith(path, func(*os.File) error { return nil })
+	if err == nil || err.Error() != "writing "+path+": no such file or directory" {
+		t.Errorf("err = %v", err)
+	}
+}
