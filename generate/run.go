@@ -71,7 +71,7 @@ func (r *Request) Check(d *Decoder, tok Tokenizer) error {
 		return fmt.Errorf("%w: max tokens %d: want at least 1", ErrBadRequest, r.MaxTokens)
 	case len(r.Stop) > 0 && tok == nil:
 		return fmt.Errorf("%w: stop strings need a tokenizer", ErrBadRequest)
-	case len(r.Prompt) >= d.Context():
+	case len(r.Prompt) > d.Context():
 		return fmt.Errorf("%w: %d prompt tokens, the context holds %d positions", ErrPromptTooLong, len(r.Prompt), d.Context())
 	}
 	for _, s := range r.Stop {

@@ -501,3 +501,18 @@ func TestMetricsLabelsAndCodes(t *testing.T) {
 		t.Errorf("a bad request for a model nobody has is counted under its name")
 	}
 }
+
+// TestPromptFillingTheContext: a prompt as long as the context still
+// gets one token (predicted from its last position); one longer is
+// refused.
+func TestPromptFillingTheContext(t *testing.T) {
+	f := newFixture(t, 0)
+	full := strings.TrimSuffix(strings.Repeat("1,", 64), ",")
+	status, b := f.post(t, `{"model":"base","prompt":[`+full+`],"max_tokens":1,"temperature":0}`)
+	if status != http.StatusOK || len(decodeCompletion(t, b).Choices[0].Tokens) != 1 {
+		t.Errorf("a prompt of the context's 64 tokens: %d %s", status, b)
+	}
+	if status, b := f.post(t, `{"model":"base","prompt":[`+full+`,1],"max_tokens":1}`); status != http.StatusBadRequest {
+		t.Errorf("a prompt of 65 tokens: %d %s", status, b)
+	}
+}

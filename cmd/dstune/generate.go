@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/generate"
@@ -185,6 +186,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return usagef("--context must not be negative (0: the model's limit)")
 	case slices.Contains(stops, ""):
 		return usagef("--stop: an empty string would end the text before it starts")
+	case slices.ContainsFunc(stops, func(s string) bool { return !utf8.ValidString(s) }):
+		return usagef("--stop: not valid UTF-8: the text is, and a stop string of stray bytes could cut inside a character")
 	case *topP == 0:
 		return usagef("--top-p 0 keeps no token: want a number in (0, 1] (1 keeps them all)")
 	}

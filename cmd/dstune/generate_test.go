@@ -215,6 +215,7 @@ func TestGenerateUsage(t *testing.T) {
 		{[]string{"generate", model, "--prompt-ids", "1", "--context", "-1"}, "--context must not be negative"},
 		{[]string{"generate", model, "--prompt-ids", "1", "--top-p", "0"}, "--top-p 0 keeps no token"},
 		{[]string{"generate", model, "--prompt-ids", "1", "--stop", ""}, "--stop: an empty string"},
+		{[]string{"generate", model, "--prompt-ids", "1", "--stop", "\xb8\xad"}, "--stop: not valid UTF-8"},
 		{[]string{"generate", model, "--prompt-ids", "1,,2"}, "empty place between commas"},
 	} {
 		code, _, errOut := runCmd(c.args...)
