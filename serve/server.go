@@ -147,6 +147,11 @@ type completionRequest struct {
 	Echo     bool            `json:"echo"`
 	Logprobs json.RawMessage `json:"logprobs"`
 	Suffix   json.RawMessage `json:"suffix"`
+	// Penalties and biases change the distribution sampled from: a
+	// request asking for them would silently get other text.
+	LogitBias        json.RawMessage `json:"logit_bias"`
+	PresencePenalty  *float64        `json:"presence_penalty"`
+	FrequencyPenalty *float64        `json:"frequency_penalty"`
 }
 
 // Bounds of the stop strings a request may give.
@@ -390,6 +395,10 @@ func (s *Server) prepare(req *completionRequest) (generate.Request, *Patch, erro
 		return gen, nil, badRequest("logprobs are not supported")
 	case len(req.Suffix) > 0 && string(req.Suffix) != "null":
 		return gen, nil, badRequest("suffix is not supported")
+	case len(req.LogitBias) > 0 && string(req.LogitBias) != "null" && string(req.LogitBias) != "{}":
+		return gen, nil, badRequest("logit_bias is not supported")
+	case req.PresencePenalty != nil && *req.PresencePenalty != 0, req.FrequencyPenalty != nil && *req.FrequencyPenalty != 0:
+		return gen, nil, badRequest("presence_penalty and frequency_penalty other than 0 are not supported")
 	}
 	prompt, err := s.prompt(req.Prompt)
 	if err != nil {

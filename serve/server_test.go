@@ -302,6 +302,8 @@ func TestBadRequests(t *testing.T) {
 		{"negative temperature", `{"model":"base","prompt":[1],"temperature":-1}`, 400, "temperature"},
 		{"top_p 0", `{"model":"base","prompt":[1],"top_p":0}`, 400, "top_p 0 keeps no token"},
 		{"two completions", `{"model":"base","prompt":[1],"n":2}`, 400, "not supported"},
+		{"a logit bias", `{"model":"base","prompt":[1],"logit_bias":{"5":100}}`, 400, "logit_bias is not supported"},
+		{"a penalty", `{"model":"base","prompt":[1],"presence_penalty":0.5}`, 400, "presence_penalty and frequency_penalty other than 0 are not supported"},
 		{"logprobs", `{"model":"base","prompt":[1],"logprobs":3}`, 400, "logprobs are not supported"},
 		{"too many stop strings", `{"model":"base","prompt":[1],"stop":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}`, 400, "at most 16"},
 		{"body too large", `{"model":"base","prompt":[` + strings.Repeat("1,", 600000) + `1]}`, 413, "exceeds"},
