@@ -516,3 +516,17 @@ func TestPromptFillingTheContext(t *testing.T) {
 		t.Errorf("a prompt of 65 tokens: %d %s", status, b)
 	}
 }
+
+// TestErrorsHideTheDirectory: an error about a delta names its file as
+// the directory lists it, not where the server keeps it (the log has the
+// whole path).
+func TestErrorsHideTheDirectory(t *testing.T) {
+	f := newFixture(t, 0)
+	if err := os.WriteFile(filepath.Join(f.dir, "garbage"+DeltaExt), []byte("not a delta"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	status, b := f.post(t, `{"model":"garbage","prompt":[1]}`)
+	if status != http.StatusUnprocessableEntity || strings.Contains(string(b), f.dir) || !strings.Contains(string(b), "garbage"+DeltaExt) {
+		t.Errorf("status %d: %s", status, b)
+	}
+}

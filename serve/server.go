@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -245,7 +246,13 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, model string, err 
 	}
 	s.metrics.request(model, he.status)
 	s.cfg.Log.Printf("%s %s model %q: %d %s", r.Method, r.URL.Path, model, he.status, he.msg)
-	writeJSON(w, he.status, map[string]apiError{"error": {Message: he.msg, Type: he.kind}})
+	// The client is told of files by their names in the delta
+	// directory, not where the server keeps them.
+	msg := he.msg
+	if s.cfg.DeltaDir != "" {
+		msg = strings.ReplaceAll(msg, filepath.Clean(s.cfg.DeltaDir)+string(filepath.Separator), "")
+	}
+	writeJSON(w, he.status, map[string]apiError{"error": {Message: msg, Type: he.kind}})
 }
 
 // knownModel reports whether name is the base model or has a delta file

@@ -181,8 +181,11 @@ type stepProfile struct {
 	PeakFLOPS float64 `json:"peak_gflops"`    // FMA loop (bf16: dot-product loop), measured now
 	PeakBW    float64 `json:"peak_read_gbps"` // streaming read, measured now
 	StepMS    float64 `json:"step_ms"`        // median wall time of the steps after the first
-	UpdateMS  float64 `json:"update_ms"`      // of which the optimizer and the method
-	NodesMS   float64 `json:"nodes_ms"`       // the profiled nodes' medians, summed
+	// TimedSteps is how many steps StepMS is the median of (the first
+	// compiles, so it is left out unless it is the only one).
+	TimedSteps int     `json:"timed_steps"`
+	UpdateMS   float64 `json:"update_ms"` // of which the optimizer and the method
+	NodesMS    float64 `json:"nodes_ms"`  // the profiled nodes' medians, summed
 	// ProductGFLOP is the matrix products' arithmetic of a step (forward
 	// and backward, 2·m·n·k each); MFU is it over the step's time as a
 	// share of the peak of the products' precision.
@@ -289,7 +292,7 @@ func (p *stepProfile) finish(env *profileEnv, cfg train.Config, walls, updates [
 	precision, _ := accel.ParsePrecision(cfg.Precision) // checked by the run
 	p.Precision = string(precision)
 	p.PeakFLOPS, p.PeakBW = cpu.New().PeakGFLOPS(accel.Options{Threads: cfg.Threads, Precision: precision}), env.peakGBPS()
-	p.StepMS = medianMS(walls)
+	p.StepMS, p.TimedSteps = medianMS(walls), len(walls)
 	p.UpdateMS = medianMS(updates)
 	kinds, groups := map[string]*profRow{}, map[string]*profRow{}
 	for _, n := range p.nodes {
@@ -473,7 +476,11 @@ func (p *stepProfile) print(w io.Writer, top int) {
 		}
 	}
 	fmt.Fprintf(w, "peaks measured now: %.0f GFLOP/s (%s%s), %.1f GB/s (read)\n", p.PeakFLOPS, peak, note, p.PeakBW)
-	fmt.Fprintf(w, "step: %.1f ms (median of the steps after the first), of which the update %.1f ms\n", p.StepMS, p.UpdateMS)
+	timed := "median of the steps after the first"
+	if p.TimedSteps == 1 {
+		timed = "the one step timed"
+	}
+	fmt.Fprintf(w, "step: %.1f ms (%s), of which the update %.1f ms\n", p.StepMS, timed, p.UpdateMS)
 	fmt.Fprintf(w, "matrix products (%s): %.2f GFLOP a step: %.1f GFLOP/s over the step, MFU %.1f %% of the %s peak\n",
 		p.Precision, p.ProductGFLOP, p.ProductGFLOP/(p.StepMS/1e3), 100*p.MFU, peak)
 	fmt.Fprintf(w, "the profiled nodes (forward and backward, each timed alone): %.1f ms\n", p.NodesMS)
