@@ -92,6 +92,10 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 			}
 		}
 	}
+	partial := ""
+	if missing := len(results) - n; missing > 0 {
+		partial = fmt.Sprintf("**Partial: %d of the spec's %d runs have not finished.** ", missing, len(results))
+	}
 	share := isShare(s.Quality)
 	dir2 := "higher is better"
 	if !higherIsBetter(s.Quality) {
@@ -102,9 +106,9 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 		unit = ", in %"
 	}
 	fmt.Fprintf(&b, "# %s\n\n", markdownLine(title))
-	fmt.Fprintf(&b, "%d runs (%d diverged). Quality: %s on the validation data (%s%s), mean ± standard deviation over the seeds. "+
+	fmt.Fprintf(&b, "%s%d runs (%d diverged). Quality: %s on the validation data (%s%s), mean ± standard deviation over the seeds. "+
 		"The best learning rate of a setting has the best mean quality among those whose runs all finished; "+
-		"fraction: the free parameters over the model's parameters (1 for full fine-tuning).\n\n", n, diverged, qualityName(s.Quality), dir2, unit)
+		"fraction: the free parameters over the model's parameters (1 for full fine-tuning).\n\n", partial, n, diverged, qualityName(s.Quality), dir2, unit)
 	all := settings(results, s.Quality)
 	pts := points(all, s.Quality)
 	var ps []Params

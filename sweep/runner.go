@@ -141,6 +141,15 @@ func Execute(ctx context.Context, s *Spec, opts Options) (*Outcome, error) {
 	ran, err := runAll(ctx, plan, todo, out.Results, opts)
 	out.Ran = ran
 	if err != nil {
+		// What finished is reported (as partial): a failing run or an
+		// interruption need not leave hours of runs without a report.
+		if ran > 0 || len(todo) < len(plan) {
+			if werr := writeResults(filepath.Join(opts.Dir, ResultsFile), out.Results); werr == nil {
+				if _, werr := writeReport(s, opts.Dir, out.Results); werr == nil {
+					err = fmt.Errorf("%w (%s and %s report the runs that finished)", err, ResultsFile, ReportFile)
+				}
+			}
+		}
 		return out, err
 	}
 	if err := writeResults(filepath.Join(opts.Dir, ResultsFile), out.Results); err != nil {

@@ -337,3 +337,40 @@ func TestEarlierRunsPreferFinished(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedRunLeavesAPartialReport: when a run fails (its data holds a
+// token id past the model's vocabulary, found as it starts), the runs
+// that finished are still reported, marked partial, and the error says
+// so.
+func TestFailedRunLeavesAPartialReport(t *testing.T) {
+	dir, model := sweepFixture(t)
+	good, err := os.ReadFile(filepath.Join(dir, "train.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(good), "[1, ", "[99999, ", 1)
+	if err := os.WriteFile(filepath.Join(dir, "bad.jsonl"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	text := fmt.Sprintf(`{"model": %q,
+  "datasets": {"a": {"data": "train.jsonl", "valid": "valid.jsonl"}, "b": {"data": "bad.jsonl", "valid": "valid.jsonl"}},
+  "train": {"task": "lm", "batch": 4, "seed": 1, "threads": 1, "steps": 2},
+  "grid": [{"method": "full", "dataset": ["a", "b"]}]}`, model)
+	path := filepath.Join(dir, "spec.json")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadSpec(path, []string{"method", "lr", "seed", "steps", "task", "batch", "threads"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	_, err = Execute(context.Background(), s, testOptions(out, false))
+	if err == nil || !strings.Contains(err.Error(), "results.jsonl and results.md report the runs that finished") {
+		t.Fatalf("err = %v", err)
+	}
+	md, rerr := os.ReadFile(filepath.Join(out, ReportFile))
+	if rerr != nil || !strings.Contains(string(md), "**Partial: 1 of the spec's 2 runs have not finished.**") {
+		t.Errorf("results.md (%v):\n%s", rerr, md)
+	}
+}

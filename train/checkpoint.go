@@ -495,6 +495,10 @@ func fileKind(m fs.FileMode) string {
 
 // readFSFile reads a regular file of at most limit bytes from fsys.
 func readFSFile(fsys fs.FS, name string, limit int64) ([]byte, error) {
+	// Looked at before it is opened: opening a FIFO waits for a writer.
+	if st, err := fs.Stat(fsys, name); err == nil && !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes (%s)", name, limit, fileKind(st.Mode()))
+	}
 	f, err := fsys.Open(name)
 	if err != nil {
 		return nil, err

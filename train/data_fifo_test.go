@@ -4,7 +4,9 @@ package train
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -24,5 +26,16 @@ func TestDataFIFORefused(t *testing.T) {
 	}
 	if _, _, err := fileSHA256Size(path); !errors.As(err, &nr) {
 		t.Errorf("fileSHA256Size of a FIFO: %v", err)
+	}
+}
+
+// A FIFO in place of a checkpoint file is refused, not waited on.
+func TestCheckpointFIFORefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "state.json"), 0o644); err != nil {
+		t.Skipf("cannot make a FIFO here: %v", err)
+	}
+	if _, err := readFSFile(os.DirFS(dir), "state.json", 1<<20); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("readFSFile of a FIFO: %v", err)
 	}
 }
