@@ -176,16 +176,32 @@ func (t *TensorDelta) ApplyRaw(dtype string, data []byte) error {
 	if err := t.checkTarget(int64(len(data) / size)); err != nil {
 		return err
 	}
-	enc, bad := t.encode(vt)
-	if bad >= 0 {
-		return &OverflowError{Tensor: t.Name, Position: t.Indices[bad], Index: unflatten(t.Indices[bad], t.Dims), Entry: bad,
-			Value: t.value(bad), DType: dtype, Result: float64(decodeHalf(vt, binary.LittleEndian.Uint16(enc[2*bad:]))),
-			valueText: t.valueText(bad)}
+	enc, err := t.EncodeValues(dtype)
+	if err != nil {
+		return err
 	}
 	for j, x := range t.Indices {
 		copy(data[x*int64(size):], enc[j*size:(j+1)*size])
 	}
 	return nil
+}
+
+// EncodeValues returns t's values rounded to dtype (F32, F16, BF16 or
+// F64) as ApplyRaw writes them, in t's order, little-endian: for a caller
+// that keeps the values apart from the tensor (serve's patches), or only
+// checks that they fit (an *OverflowError naming the element).
+func (t *TensorDelta) EncodeValues(dtype string) ([]byte, error) {
+	vt := ValueDType(dtype)
+	if dtype == "" || vt.size() == 0 {
+		return nil, fmt.Errorf("tensor %q: cannot write values into a %s tensor (want F32, F16, BF16 or F64)", t.Name, dtype)
+	}
+	enc, bad := t.encode(vt)
+	if bad >= 0 {
+		return nil, &OverflowError{Tensor: t.Name, Position: t.Indices[bad], Index: unflatten(t.Indices[bad], t.Dims), Entry: bad,
+			Value: t.value(bad), DType: dtype, Result: float64(decodeHalf(vt, binary.LittleEndian.Uint16(enc[2*bad:]))),
+			valueText: t.valueText(bad)}
+	}
+	return enc, nil
 }
 
 // OverflowError is ApplyRaw's error for a value that the tensor's element
@@ -212,13 +228,6 @@ func (e *OverflowError) Error() string {
 	return fmt.Sprintf("tensor %q: element %d %s: value %s overflows %s (rounds to %v; the largest finite %s is %s)",
 		e.Tensor, e.Position, formatIndex(e.Index), value, dtypeWord(e.DType), e.Result,
 		dtypeWord(e.DType), strconv.FormatFloat(largestFinite(e.DType), 'g', -1, 32))
-}
-
-// At places the overflow at flat position pos of a tensor of dims: for a
-// caller that applied the values to a buffer of its own, whose positions
-// are not the tensor's.
-func (e *OverflowError) At(pos int64, dims []int64) {
-	e.Position, e.Index = pos, unflatten(pos, dims)
 }
 
 // unflatten is the row-major index into dims of flat position pos.

@@ -132,6 +132,6 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 // promLabel escapes a label value as Prometheus's text format reads it:
 // only the backslash, the double quote and the newline (Go's %q escapes
 // more, a tab as \t, which Prometheus refuses, failing the whole scrape).
-func promLabel(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
-}
+func promLabel(s string) string { return labelEscaper.Replace(s) }
+
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)

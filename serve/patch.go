@@ -138,7 +138,7 @@ func (b *Base) NewPatch(d *dst.Delta) (*Patch, error) {
 
 // addTensor checks the delta's positions against the parameter and rounds
 // its values to the parameter's type with the rounding `dstune apply`
-// uses (dst.TensorDelta.ApplyRaw, applied to a buffer of just the values).
+// uses (dst.TensorDelta.EncodeValues, as ApplyRaw).
 func addTensor[E element](list *[]*patchTensor[E], td *dst.TensorDelta, dtype string, data []E, decode func([]byte) E) error {
 	n := len(td.Indices)
 	if int64(len(data)) != td.Size() || len(td.Values) != n {
@@ -151,20 +151,9 @@ func addTensor[E element](list *[]*patchTensor[E], td *dst.TensorDelta, dtype st
 		}
 		last = x
 	}
-	seq := make([]int64, n)
-	for i := range seq {
-		seq[i] = int64(i)
-	}
 	size := elemSize[E]()
-	raw := make([]byte, n*size)
-	dense := dst.TensorDelta{Name: td.Name, Dims: []int64{int64(n)}, Indices: seq, Values: td.Values, Values64: td.Values64}
-	if err := dense.ApplyRaw(dtype, raw); err != nil {
-		var oe *dst.OverflowError
-		if errors.As(err, &oe) {
-			// The position is the value's in the buffer of values: say
-			// where it lands in the tensor.
-			oe.At(td.Indices[oe.Entry], td.Dims)
-		}
+	raw, err := td.EncodeValues(dtype)
+	if err != nil {
 		return err
 	}
 	t := &patchTensor[E]{name: td.Name, data: data, values: make([]E, n)}

@@ -10,15 +10,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf16"
-	"unicode/utf8"
 
 	"github.com/dstune/dstune/generate"
+	"github.com/dstune/dstune/internal/jsontext"
 )
 
 // Config sets up a Server.
@@ -511,43 +509,11 @@ func stopStrings(raw json.RawMessage) ([]string, error) {
 // UTF-8, and a \uXXXX escape of half a UTF-16 surrogate pair without the
 // other half (it stands for no character).
 func checkJSONText(field string, raw json.RawMessage) error {
-	if !utf8.Valid(raw) {
-		at := 0
-		for at < len(raw) {
-			r, size := utf8.DecodeRune(raw[at:])
-			if r == utf8.RuneError && size <= 1 {
-				break
-			}
-			at += size
-		}
+	if at := jsontext.InvalidUTF8(raw); at >= 0 {
 		return badRequest("%s: not valid UTF-8 at byte %d of its JSON (request text must be UTF-8)", field, at+1)
 	}
-	escape := func(i int) (rune, bool) {
-		if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
-			return 0, false
-		}
-		v, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
-		return rune(v), err == nil
-	}
-	for i := 0; i < len(raw); i++ {
-		if raw[i] != '\\' {
-			continue
-		}
-		r, ok := escape(i)
-		switch {
-		case !ok:
-			i++ // another escape: its second byte is not a backslash
-		case utf16.IsSurrogate(r) && r < 0xDC00:
-			if low, ok := escape(i + 6); ok && 0xDC00 <= low && low <= 0xDFFF {
-				i += 11
-				continue
-			}
-			fallthrough
-		case utf16.IsSurrogate(r):
-			return badRequest("%s: lone surrogate escape %s at byte %d of its JSON: half of a UTF-16 pair stands for no character (request text must be valid Unicode)", field, raw[i:i+6], i+1)
-		default:
-			i += 5
-		}
+	if i := jsontext.LoneSurrogate(raw); i >= 0 {
+		return badRequest("%s: lone surrogate escape %s at byte %d of its JSON: half of a UTF-16 pair stands for no character (request text must be valid Unicode)", field, raw[i:i+6], i+1)
 	}
 	return nil
 }

@@ -225,14 +225,15 @@ func values(p Params, keys []string) []string {
 
 // markdownCell escapes a setting's text for a table cell: a "|" would
 // end the cell, a "\" escape what follows, a newline the row.
-func markdownCell(s string) string {
-	return strings.NewReplacer(`\`, `\\`, "|", `\|`, "\n", " ", "\r", " ", "`", "\\`").Replace(s)
-}
+func markdownCell(s string) string { return cellEscaper.Replace(s) }
 
 // markdownLine keeps a title on its heading's line.
-func markdownLine(s string) string {
-	return strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
-}
+func markdownLine(s string) string { return lineEscaper.Replace(s) }
+
+var (
+	cellEscaper = strings.NewReplacer(`\`, `\\`, "|", `\|`, "\n", " ", "\r", " ", "`", "\\`")
+	lineEscaper = strings.NewReplacer("\n", " ", "\r", " ")
+)
 
 func writeRow(b *bytes.Buffer, cells []string) {
 	b.WriteString("| " + strings.Join(cells, " | ") + " |\n")

@@ -2,8 +2,6 @@ package sweep
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,7 +17,6 @@ import (
 
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/internal/atomicfile"
-	"github.com/dstune/dstune/internal/regfile"
 	"github.com/dstune/dstune/peft"
 	"github.com/dstune/dstune/tokenizer"
 	"github.com/dstune/dstune/train"
@@ -649,17 +646,12 @@ func (h fileHashes) sha256(path string) (string, error) {
 	if sum, ok := h[path]; ok {
 		return sum, nil
 	}
-	f, _, err := regfile.Open(path) // a FIFO is refused, not waited on
+	sum, err := train.FileSHA256(path)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	sh := sha256.New()
-	if _, err := io.Copy(sh, f); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	h[path] = hex.EncodeToString(sh.Sum(nil))
-	return h[path], nil
+	h[path] = sum
+	return sum, nil
 }
 
 // checkRecordedFiles refuses a finished or stopped run whose config.json

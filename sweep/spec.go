@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dstune/dstune/internal/jsontext"
 	"github.com/dstune/dstune/internal/regfile"
 	"github.com/dstune/dstune/train"
 )
@@ -320,7 +321,7 @@ func readTopObject(path string, data []byte) (map[string]json.RawMessage, error)
 		for next < int64(len(data)) && strings.IndexByte(" \t\r\n", data[next]) >= 0 {
 			next++
 		}
-		line, col := lineColumn(data, next+1)
+		line, col := jsontext.LineColumn(data, next+1)
 		return nil, bad("", "line %d, column %d: more than one JSON value, or text after the spec's object: a spec is one JSON object", line, col)
 	}
 	if where, err := duplicateKey(json.NewDecoder(bytes.NewReader(raw)), ""); err == nil && where != "" {
@@ -338,23 +339,13 @@ func readTopObject(path string, data []byte) (map[string]json.RawMessage, error)
 func jsonSyntaxMessage(data []byte, err error) string {
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
-		line, col := lineColumn(data, se.Offset)
+		line, col := jsontext.LineColumn(data, se.Offset)
 		return fmt.Sprintf("line %d, column %d: %v", line, col, se)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return "unexpected EOF: the JSON ends before its last object or list is closed"
 	}
 	return err.Error()
-}
-
-// lineColumn is the line and column (1-based, in bytes) of the byte
-// before offset: where a JSON decoder's error offset points.
-func lineColumn(data []byte, offset int64) (line, col int) {
-	offset = min(max(offset-1, 0), int64(len(data)))
-	before := data[:offset]
-	line = 1 + bytes.Count(before, []byte("\n"))
-	col = 1 + len(before) - (bytes.LastIndexByte(before, '\n') + 1)
-	return line, col
 }
 
 // duplicateKey walks the JSON value dec reads next and returns the place
@@ -530,6 +521,7 @@ func parseValues(msg json.RawMessage) ([]string, error) {
 		return nil, errors.New("an empty list: give at least one value")
 	}
 	var out []string
+	seen := map[string]string{} // canonical value → its text
 	for _, x := range list {
 		var s string
 		switch x := x.(type) {
@@ -542,25 +534,20 @@ func parseValues(msg json.RawMessage) ([]string, error) {
 		default:
 			return nil, fmt.Errorf("want a string, number or bool, or a list of them; got %s", strings.TrimSpace(string(msg)))
 		}
-		for _, o := range out {
-			if sameValue(o, s) {
-				return nil, fmt.Errorf("the value %s is listed twice (as %s)", s, o)
-			}
+		c := canonicalValue(s)
+		if o, dup := seen[c]; dup {
+			return nil, fmt.Errorf("the value %s is listed twice (as %s)", s, o)
 		}
+		seen[c] = s
 		out = append(out, s)
 	}
 	return out, nil
 }
 
-// sameValue reports whether two settings' texts give a flag the same
-// value: equal texts, or equal numbers (1e-3 and 0.001; 1 and 01, which
-// dstune's integer flags read as 1).
-func sameValue(a, b string) bool {
-	return a == b || canonicalValue(a) == canonicalValue(b)
-}
-
 // canonicalValue is a setting's text as a number where it is one (an
-// integer as Go's flags read it, base prefixes included, or a float).
+// integer as Go's flags read it, base prefixes included, or a float), so
+// that values equal as numbers (1e-3 and 0.001; 1 and 01, which dstune's
+// integer flags read as 1) are one value.
 func canonicalValue(s string) string {
 	if n, err := strconv.ParseInt(s, 0, 64); err == nil {
 		return "n:" + strconv.FormatInt(n, 10)

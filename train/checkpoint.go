@@ -19,6 +19,7 @@ import (
 
 	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/internal/crashpoint"
+	"github.com/dstune/dstune/internal/jsontext"
 	"github.com/dstune/dstune/internal/regfile"
 	"github.com/dstune/dstune/internal/safetensors"
 	"github.com/dstune/dstune/ir"
@@ -441,7 +442,7 @@ func checkCheckpointRecord(run string, identity json.RawMessage) error {
 	recPath := filepath.Join(run, checkpointRecord)
 	var rec CheckpointRecord
 	recorded := false
-	data, err := readSmallFile(recPath, 1<<16)
+	data, err := regfile.ReadRegular(recPath, 1<<16)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
@@ -460,7 +461,7 @@ func checkCheckpointRecord(run string, identity json.RawMessage) error {
 			what = fmt.Sprintf("the checkpoint of step %d, which %s records", rec.Step, checkpointRecord)
 		}
 		return fmt.Errorf("%s is not a directory (%s is in its place, not %s): put the checkpoint directory back, or start a new run in another directory; the run does not silently start over",
-			filepath.Join(run, checkpointDir), fileKind(st.Mode()), what)
+			filepath.Join(run, checkpointDir), regfile.Kind(st.Mode()), what)
 	}
 	if !HasCheckpoint(run) {
 		if !recorded {
@@ -485,19 +486,11 @@ func checkCheckpointRecord(run string, identity json.RawMessage) error {
 	return checkIdentity(run, dir, info, rec.ConfigSHA256, identity)
 }
 
-// fileKind names what a non-directory file mode is, as a message says it.
-func fileKind(m fs.FileMode) string {
-	if m.IsRegular() {
-		return "a regular file"
-	}
-	return "a file of mode " + m.Type().String()
-}
-
 // readFSFile reads a regular file of at most limit bytes from fsys.
 func readFSFile(fsys fs.FS, name string, limit int64) ([]byte, error) {
 	// Looked at before it is opened: opening a FIFO waits for a writer.
 	if st, err := fs.Stat(fsys, name); err == nil && !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes (%s)", name, limit, fileKind(st.Mode()))
+		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes (%s)", name, limit, regfile.Kind(st.Mode()))
 	}
 	f, err := fsys.Open(name)
 	if err != nil {
@@ -518,11 +511,6 @@ func readFSFile(fsys fs.FS, name string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// readSmallFile reads a regular file of at most limit bytes.
-func readSmallFile(path string, limit int64) ([]byte, error) {
-	return regfile.ReadRegular(path, limit)
-}
-
 // decodeJSONFile decodes a file's bytes, one JSON value, into v (unknown
 // fields refused when strict); its errors say what is wrong with the
 // file: empty, cut short, not JSON at a line and column, or followed by
@@ -541,7 +529,7 @@ func decodeJSONFile(data []byte, v any, strict bool) error {
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 		return fmt.Errorf("the file is cut short: its JSON ends before the object is closed (%w)", io.ErrUnexpectedEOF)
 	case errors.As(err, &se):
-		line, col := lineColumn(data, se.Offset)
+		line, col := jsontext.LineColumn(data, se.Offset)
 		return fmt.Errorf("line %d, column %d: %w", line, col, err)
 	case err != nil:
 		return err
@@ -551,18 +539,8 @@ func decodeJSONFile(data []byte, v any, strict bool) error {
 		rest++
 	}
 	if rest < int64(len(data)) {
-		line, col := lineColumn(data, rest+1)
+		line, col := jsontext.LineColumn(data, rest+1)
 		return fmt.Errorf("line %d, column %d: text after the JSON object (the file holds one object)", line, col)
 	}
 	return nil
-}
-
-// lineColumn is the line and column (1-based, in bytes) of the byte
-// before offset: where a JSON decoder's error offset points.
-func lineColumn(data []byte, offset int64) (line, col int) {
-	offset = min(max(offset-1, 0), int64(len(data)))
-	before := data[:offset]
-	line = 1 + bytes.Count(before, []byte("\n"))
-	col = 1 + len(before) - (bytes.LastIndexByte(before, '\n') + 1)
-	return line, col
 }

@@ -13,9 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf16"
-	"unicode/utf8"
 
+	"github.com/dstune/dstune/internal/jsontext"
 	"github.com/dstune/dstune/internal/regfile"
 )
 
@@ -242,17 +241,9 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 	if bytes.HasPrefix(text, utf8BOM) {
 		return fmt.Errorf("the line starts with a UTF-8 byte-order mark (U+FEFF), which only the file's first line may: were files joined? remove it")
 	}
-	if !utf8.Valid(text) {
-		// encoding/json would replace the bytes with U+FFFD, and the text
-		// would train on replacement characters.
-		at := 0
-		for at < len(text) {
-			r, size := utf8.DecodeRune(text[at:])
-			if r == utf8.RuneError && size <= 1 {
-				break
-			}
-			at += size
-		}
+	// encoding/json would replace the bytes with U+FFFD, and the text
+	// would train on replacement characters.
+	if at := jsontext.InvalidUTF8(text); at >= 0 {
 		return fmt.Errorf("not valid UTF-8 at byte %d of the line (JSON Lines data must be UTF-8)", at+1)
 	}
 	if !json.Valid(text) {
@@ -452,38 +443,10 @@ func jsonStringEnd(text []byte, i int) int {
 // the line: it stands for no character, and encoding/json would decode
 // it as U+FFFD.
 func checkSurrogates(raw []byte, at int) error {
-	for i := 0; i < len(raw); i++ {
-		next := bytes.IndexByte(raw[i:], '\\')
-		if next < 0 {
-			return nil
-		}
-		i += next
-		r, ok := jsonEscape(raw, i)
-		switch {
-		case !ok:
-			i++ // another escape: its second byte is not a backslash
-		case utf16.IsSurrogate(r) && r < 0xDC00:
-			if low, ok := jsonEscape(raw, i+6); ok && 0xDC00 <= low && low <= 0xDFFF {
-				i += 11
-				continue
-			}
-			fallthrough
-		case utf16.IsSurrogate(r):
-			return fmt.Errorf("lone surrogate escape %s at byte %d of the line: half of a UTF-16 pair stands for no character (JSON Lines text must be valid Unicode)", raw[i:i+6], at+i+1)
-		default:
-			i += 5
-		}
+	if i := jsontext.LoneSurrogate(raw); i >= 0 {
+		return fmt.Errorf("lone surrogate escape %s at byte %d of the line: half of a UTF-16 pair stands for no character (JSON Lines text must be valid Unicode)", raw[i:i+6], at+i+1)
 	}
 	return nil
-}
-
-// jsonEscape reads the code unit of a \uXXXX escape at raw[i].
-func jsonEscape(raw []byte, i int) (rune, bool) {
-	if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
-	return rune(v), err == nil
 }
 
 // exampleFieldsOf picks the members exampleFields reads, by exact name.

@@ -156,7 +156,7 @@ const ConfigFile = "config.json"
 func LoadConfig(run string) (Config, error) {
 	var c Config
 	path := filepath.Join(run, ConfigFile)
-	data, err := readSmallFile(path, 1<<20)
+	data, err := regfile.ReadRegular(path, 1<<20)
 	if errors.Is(err, fs.ErrNotExist) {
 		return c, noConfigError(run)
 	}
@@ -655,7 +655,7 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 		r.src = r.opts.Source
 		return nil, sourceShape{}, nil
 	}
-	sum, err := fileSHA256(cfg.Model)
+	sum, err := FileSHA256(cfg.Model)
 	if err != nil {
 		return nil, sourceShape{}, err
 	}
@@ -703,7 +703,7 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 	}
 	dataOpts := DataOptions{Task: cfg.Task, VocabSize: shape.vocab, NumClasses: shape.classes}
 	if cfg.Tokenizer != "" {
-		sum, err := fileSHA256(cfg.Tokenizer)
+		sum, err := FileSHA256(cfg.Tokenizer)
 		if err != nil {
 			return nil, fmt.Errorf("tokenizer: %w", err)
 		}
@@ -1031,7 +1031,10 @@ func longestExample(ds *Dataset) int {
 	return n
 }
 
-func fileSHA256(path string) (string, error) {
+// FileSHA256 is the sha256 of a file's bytes, in hex, as config.json
+// records the model's, the data's and the tokenizer's (a FIFO or a
+// device is refused, not read).
+func FileSHA256(path string) (string, error) {
 	sum, _, err := fileSHA256Size(path)
 	return sum, err
 }

@@ -251,8 +251,7 @@ func composeDeltas(stdout, stderr io.Writer, paths []string, inits []dst.Initial
 // checkHalfRange refuses a delta with a value past the range of the
 // float16 or bfloat16 initializer it changes, naming the element, while
 // its file is known: once deltas are composed, a value's position in the
-// composed delta is in no file. (The values are rounded as ApplyRaw
-// rounds them, into a buffer of their own.)
+// composed delta is in no file.
 func checkHalfRange(d *dst.Delta, inits []dst.Initializer) error {
 	dtypes := make(map[string]string, len(inits))
 	for _, it := range inits {
@@ -264,18 +263,7 @@ func checkHalfRange(d *dst.Delta, inits []dst.Initializer) error {
 		if dtype != "F16" && dtype != "BF16" {
 			continue
 		}
-		n := int64(len(td.Indices))
-		seq := make([]int64, n)
-		for j := range seq {
-			seq[j] = int64(j)
-		}
-		dense := dst.TensorDelta{Name: td.Name, Dims: []int64{n}, Indices: seq, Values: td.Values, Values64: td.Values64}
-		err := dense.ApplyRaw(dtype, make([]byte, 2*n))
-		var oe *dst.OverflowError
-		if errors.As(err, &oe) {
-			oe.At(td.Indices[oe.Entry], td.Dims)
-		}
-		if err != nil {
+		if _, err := td.EncodeValues(dtype); err != nil {
 			return err
 		}
 	}

@@ -274,13 +274,13 @@ func TestApplyOverflowNamesFile(t *testing.T) {
 		}
 		return path
 	}
+	if it.Dims[1] != 32 {
+		t.Fatalf("%s is %v; the test places element 40 at [1,8] of 32 columns", it.Name, it.Dims)
+	}
 	ok, big := write("ok.safetensors", 1, 0.5), write("big.safetensors", 40, 70000)
 	want := fmt.Sprintf("delta %s: tensor %q: element 40 [1,8]: value 70000 overflows float16", big, it.Name)
 	code, _, e := dstune("apply", model, ok, big, "-o", filepath.Join(dir, "out.onnx"))
 	if code != 1 || !strings.Contains(e, want) {
 		t.Errorf("apply: exit %d, %s\nwant %s", code, e, want)
-	}
-	if it.Dims[1] != 32 {
-		t.Fatalf("%s is %v; the test places element 40 at [1,8] of 32 columns", it.Name, it.Dims)
 	}
 }
