@@ -24,6 +24,7 @@ import (
 	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/kernels"
+	"github.com/dstune/dstune/peft"
 	"github.com/dstune/dstune/train"
 )
 
@@ -171,11 +172,22 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// virtualText is " (+N virtual tokens)" for prompt tuning, else "".
+func (p *stepProfile) virtualText() string {
+	if p.Virtual == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (+%d virtual tokens)", p.Virtual)
+}
+
 // stepProfile is a profiled training step.
 type stepProfile struct {
-	Model     string  `json:"model"`
-	Method    string  `json:"method"`
-	Batch     [2]int  `json:"batch"`
+	Model  string `json:"model"`
+	Method string `json:"method"`
+	Batch  [2]int `json:"batch"`
+	// Virtual is --method prompt's virtual tokens, which the model sees
+	// besides Batch's text positions.
+	Virtual   int     `json:"virtual_tokens,omitempty"`
 	Threads   int     `json:"threads"`
 	Precision string  `json:"precision"`      // of the matrix products (dstune train --precision)
 	PeakFLOPS float64 `json:"peak_gflops"`    // FMA loop (bf16: dot-product loop), measured now
@@ -287,6 +299,11 @@ func newStepProfile(g *ir.Graph, times []accel.NodeTime, b *train.Batch) *stepPr
 // finish measures the peaks and sums the nodes into the tables.
 func (p *stepProfile) finish(env *profileEnv, cfg train.Config, walls, updates []time.Duration, top int) {
 	p.Model, p.Method, p.Threads = cfg.Model, cfg.Method, cfg.Threads
+	if cfg.Method == train.MethodPrompt {
+		if o, err := peft.ParsePromptOptions(cfg.Prompt); err == nil { // checked by the run
+			p.Virtual = o.Length
+		}
+	}
 	// The peak of the products' arithmetic: the FMA loop's, or the
 	// bfloat16 dot products' with --precision bf16 where the CPU has them.
 	precision, _ := accel.ParsePrecision(cfg.Precision) // checked by the run
@@ -466,7 +483,7 @@ func nodeGroup(n *ir.Node) string {
 }
 
 func (p *stepProfile) print(w io.Writer, top int) {
-	fmt.Fprintf(w, "%s: %s, batch %d×%d, %d thread(s)\n", p.Model, p.Method, p.Batch[0], p.Batch[1], p.Threads)
+	fmt.Fprintf(w, "%s: %s, batch %d×%d%s, %d thread(s)\n", p.Model, p.Method, p.Batch[0], p.Batch[1], p.virtualText(), p.Threads)
 	peak, note := "FMA", ""
 	if p.Precision == string(accel.PrecisionBF16) {
 		if kernels.SbgemmAccelerated() {
@@ -526,7 +543,7 @@ func truncate(s string, n int) string {
 // measured peaks.
 func (p *stepProfile) writeRoofline(path string) error {
 	pl := plot.New()
-	pl.Title.Text = fmt.Sprintf("roofline: %s, batch %d×%d, %d thread(s)", shortPath(p.Model), p.Batch[0], p.Batch[1], p.Threads)
+	pl.Title.Text = fmt.Sprintf("roofline: %s, batch %d×%d%s, %d thread(s)", shortPath(p.Model), p.Batch[0], p.Batch[1], p.virtualText(), p.Threads)
 	pl.X.Label.Text = "arithmetic intensity (FLOP per byte read or written)"
 	pl.Y.Label.Text = "GFLOP/s"
 	pl.X.Scale, pl.Y.Scale = plot.LogScale{}, plot.LogScale{}

@@ -176,3 +176,23 @@ func TestProfileStepBF16(t *testing.T) {
 		t.Errorf("precision %q, %v GFLOP of products (want %v), MFU %v, peak %v", p.Precision, p.ProductGFLOP, 3*forward/1e9, p.MFU, p.PeakFLOPS)
 	}
 }
+
+// TestProfileStepPrompt: with --method prompt the header counts the
+// virtual tokens the model sees besides the text's positions.
+func TestProfileStepPrompt(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.jsonl")
+	writeLines(t, data, byteCorpus([]byte(strings.Repeat("the quick brown fox jumps over the lazy dog. ", 8)), 32, 16))
+	args := []string{"profile", "step", model, "--data", data, "--task", "lm", "--method", "prompt", "--batch", "2", "--max-len", "32",
+		"--steps", "1", "--runs", "1", "--threads", "1"}
+	code, out, errOut := dstune(args...)
+	if code != 0 || !strings.Contains(out, "batch 2×32 (+10 virtual tokens)") {
+		t.Errorf("exit %d, header %q\n%s", code, strings.SplitN(out, "\n", 2)[0], errOut)
+	}
+	code, out, errOut = dstune(append(args, "--json")...)
+	var p stepProfile
+	if err := json.Unmarshal([]byte(out), &p); code != 0 || err != nil || p.Virtual != 10 || p.Batch != [2]int{2, 32} {
+		t.Errorf("exit %d, %v: virtual %d, batch %v\n%s", code, err, p.Virtual, p.Batch, errOut)
+	}
+}
