@@ -199,7 +199,7 @@ func (s *deltaStore) get(name string) (*Patch, error) {
 		case errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("%w: %q (no delta file %s%s)", ErrUnknownDelta, name, name, DeltaExt)
 		}
-		return nil, fmt.Errorf("%w: %w", ErrDeltaUnusable, err)
+		return nil, shownAs(fmt.Errorf("%w: %w", ErrDeltaUnusable, err), name+DeltaExt, filepath.Join(s.dir, name+DeltaExt))
 	}
 	s.mu.Lock()
 	e := s.entries[name]
@@ -239,6 +239,9 @@ func (s *deltaStore) fill(e *deltaEntry, file fileVersion) (*Patch, error) {
 	var err error
 	if !reused {
 		p, err = s.load(file.path)
+		// Clients (and GET /v1/models) are told of the file by its name
+		// in the delta directory, not where the server keeps it.
+		err = shownAs(err, e.name+DeltaExt, file.path, filepath.Join(s.dir, e.name+DeltaExt))
 	}
 
 	s.mu.Lock()
@@ -275,6 +278,27 @@ func (s *deltaStore) fill(e *deltaEntry, file fileVersion) (*Patch, error) {
 	}
 	return p, err
 }
+
+// shownAs is err with each of paths in its message written as name; it
+// wraps err still.
+func shownAs(err error, name string, paths ...string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	for _, p := range paths {
+		msg = strings.ReplaceAll(msg, p, name)
+	}
+	return &renamedError{msg, err}
+}
+
+type renamedError struct {
+	msg string
+	err error
+}
+
+func (e *renamedError) Error() string { return e.msg }
+func (e *renamedError) Unwrap() error { return e.err }
 
 // undrop returns the patch of file that was dropped to make room and is
 // still held by a request, or nil. s.mu is held.

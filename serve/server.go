@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -113,16 +114,41 @@ func (s *Server) receivingBodies() int { return len(s.receiving) }
 // InFlight is the number of completion requests being served.
 func (s *Server) InFlight() int64 { return s.metrics.inFlight.Load() }
 
-// Handler routes the API.
+// Handler routes the API. A route it does not have, or a method a route
+// does not take, is answered as every other error is, in the API's JSON
+// shape: OpenAI's clients read the error from it.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/completions", s.completions)
-	mux.HandleFunc("GET /v1/models", s.models)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok\n")
+	routes := []struct {
+		method, path string
+		h            http.HandlerFunc
+	}{
+		{"POST", "/v1/completions", s.completions},
+		{"GET", "/v1/models", s.models},
+		{"GET", "/v1/models/{model}", s.model},
+		{"GET", "/healthz", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			io.WriteString(w, "ok\n")
+		}},
+		{"GET", "/metrics", s.serveMetrics},
+	}
+	var list []string
+	for _, rt := range routes {
+		mux.HandleFunc(rt.method+" "+rt.path, rt.h)
+		allow := rt.method
+		if rt.method == "GET" {
+			allow += ", HEAD" // a GET route answers HEAD too
+		}
+		mux.HandleFunc(rt.path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			s.fail(w, r, "", &httpError{http.StatusMethodNotAllowed, "invalid_request_error", fmt.Sprintf("%s %s: this route takes %s", r.Method, r.URL.Path, allow)})
+		})
+		list = append(list, rt.method+" "+rt.path)
+	}
+	routeList := strings.Join(list, ", ")
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, "", &httpError{http.StatusNotFound, "not_found_error", fmt.Sprintf("no route %s %s: this server answers %s", r.Method, r.URL.Path, routeList)})
 	})
-	mux.HandleFunc("GET /metrics", s.serveMetrics)
 	return mux
 }
 
@@ -136,9 +162,11 @@ type completionRequest struct {
 	Temperature *float64        `json:"temperature"`
 	TopP        *float64        `json:"top_p"`
 	TopK        int             `json:"top_k"`
-	Seed        uint64          `json:"seed"`
-	Stream      bool            `json:"stream"`
-	Stop        json.RawMessage `json:"stop"`
+	// Seed is an integer, negative ones included; absent or null, each
+	// request draws its own.
+	Seed   json.RawMessage `json:"seed"`
+	Stream bool            `json:"stream"`
+	Stop   json.RawMessage `json:"stop"`
 	// Parts of the usual API this server does not implement: refused
 	// rather than ignored.
 	N        *int            `json:"n"`
@@ -179,6 +207,10 @@ type completion struct {
 	Model   string   `json:"model"`
 	Choices []choice `json:"choices"`
 	Usage   *usage   `json:"usage,omitempty"`
+	// Seed (dstune's addition, with the usage) is the sampling seed the
+	// completion used, drawn or given: sent again, it gives the same
+	// completion.
+	Seed *uint64 `json:"seed,omitempty"`
 }
 
 type apiError struct {
@@ -243,14 +275,23 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, model string, err 
 		model = unknownModel // clients choose names: count them under one label
 	}
 	s.metrics.request(model, he.status)
-	s.cfg.Log.Printf("%s %s model %q: %d %s", r.Method, r.URL.Path, model, he.status, he.msg)
-	// The client is told of files by their names in the delta
-	// directory, not where the server keeps them.
-	msg := he.msg
-	if s.cfg.DeltaDir != "" {
-		msg = strings.ReplaceAll(msg, filepath.Clean(s.cfg.DeltaDir)+string(filepath.Separator), "")
+	// The client is told of delta files by their names in the delta
+	// directory; the server's log has where it keeps them.
+	logged := he.msg
+	var rn *renamedError
+	if errors.As(err, &rn) {
+		logged = strings.Replace(logged, rn.msg, rn.err.Error(), 1)
 	}
-	writeJSON(w, he.status, map[string]apiError{"error": {Message: msg, Type: he.kind}})
+	s.cfg.Log.Printf("%s %s model %q: %d %s", r.Method, r.URL.Path, model, he.status, logged)
+	switch he.status {
+	case http.StatusConflict:
+		// OpenAI's clients retry a 409 unless told not to: a delta of
+		// another base model stays one.
+		w.Header().Set("X-Should-Retry", "false")
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, he.status, map[string]apiError{"error": {Message: he.msg, Type: he.kind}})
 }
 
 // knownModel reports whether name is the base model or has a delta file
@@ -303,11 +344,12 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	created := time.Now().Unix() // of every chunk of the answer
 	select {
 	case s.inFlight <- struct{}{}:
 		defer func() { <-s.inFlight }()
 	default:
-		s.fail(w, r, "", &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server is serving %d requests already", cap(s.inFlight))})
+		s.fail(w, r, req.Model, &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server is serving %d requests already", cap(s.inFlight))})
 		return
 	}
 	s.metrics.inFlight.Add(1)
@@ -323,7 +365,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	gen.Schedule = lease.Run
 	id := fmt.Sprintf("cmpl-%d-%d", s.started.Unix(), s.nextID.Add(1))
 	if req.Stream {
-		s.stream(w, r, &req, gen, id)
+		s.stream(w, r, &req, gen, id, created)
 		return
 	}
 	res, err := generate.Run(r.Context(), s.cfg.Decoder, s.cfg.Tokenizer, gen, func(generate.Event) error { return nil })
@@ -334,9 +376,10 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	s.metrics.done(req.Model, res)
 	finish := res.FinishReason
 	writeJSON(w, http.StatusOK, completion{
-		ID: id, Object: "text_completion", Created: time.Now().Unix(), Model: req.Model,
+		ID: id, Object: "text_completion", Created: created, Model: req.Model,
 		Choices: []choice{{Text: res.Text, Tokens: nonNil(res.Tokens), FinishReason: &finish}},
 		Usage:   &usage{res.PromptTokens, len(res.Tokens), res.PromptTokens + len(res.Tokens)},
+		Seed:    &gen.Sampling.Seed,
 	})
 }
 
@@ -344,6 +387,13 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 // it BodyTimeout to arrive; on failure it answers the request and returns
 // false.
 func (s *Server) readRequest(w http.ResponseWriter, r *http.Request, req *completionRequest) bool {
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		// Refused before reading, so that a client sending
+		// "Expect: 100-continue" is not asked for the body.
+		w.Header().Set("Connection", "close")
+		s.fail(w, r, "", &httpError{http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("the request body of %d bytes exceeds %d bytes", r.ContentLength, s.cfg.MaxBodyBytes)})
+		return false
+	}
 	rc := http.NewResponseController(w)
 	// Not every ResponseWriter has deadlines (a test recorder does not):
 	// then the body is read without one.
@@ -393,10 +443,10 @@ func (s *Server) prepare(req *completionRequest) (generate.Request, *Patch, erro
 	}
 	switch {
 	case req.N != nil && *req.N != 1, req.BestOf != nil && *req.BestOf != 1:
-		return gen, nil, badRequest("n and best_of other than 1 are not supported: send one request per completion")
+		return gen, nil, badRequest("n and best_of other than 1 are not supported: send one request per completion (without a seed each draws its own)")
 	case req.Echo:
 		return gen, nil, badRequest("echo is not supported")
-	case len(req.Logprobs) > 0 && string(req.Logprobs) != "null":
+	case len(req.Logprobs) > 0 && string(req.Logprobs) != "null" && string(req.Logprobs) != "false":
 		return gen, nil, badRequest("logprobs are not supported")
 	case len(req.Suffix) > 0 && string(req.Suffix) != "null":
 		return gen, nil, badRequest("suffix is not supported")
@@ -413,14 +463,18 @@ func (s *Server) prepare(req *completionRequest) (generate.Request, *Patch, erro
 	if err != nil {
 		return gen, nil, err
 	}
+	seed, err := requestSeed(req.Seed)
+	if err != nil {
+		return gen, nil, err
+	}
 	gen = generate.Request{Prompt: prompt, MaxTokens: DefaultMaxTokens, Stop: stop, StopTokens: s.cfg.StopTokens,
-		Sampling: generate.Sampling{Temperature: 1, TopP: 1, TopK: req.TopK, Seed: req.Seed}}
+		Sampling: generate.Sampling{Temperature: 1, TopP: 1, TopK: req.TopK, Seed: seed}}
 	if req.Temperature != nil {
 		gen.Sampling.Temperature = *req.Temperature
 	}
 	if req.TopP != nil {
-		if *req.TopP == 0 {
-			return gen, nil, badRequest("top_p 0 keeps no token: want a number in (0, 1] (1 keeps them all)")
+		if p := *req.TopP; !(p > 0 && p <= 1) {
+			return gen, nil, badRequest("top_p %g: want a number in (0, 1] (1 keeps every token; 0 would keep none)", p)
 		}
 		gen.Sampling.TopP = *req.TopP
 	}
@@ -445,11 +499,35 @@ func (s *Server) prepare(req *completionRequest) (generate.Request, *Patch, erro
 	return gen, patch, err
 }
 
-// prompt reads the prompt: a string (with a tokenizer) or token ids.
+// prompt reads the prompt: a string (with a tokenizer) or token ids, or
+// a batch of one of those, as clients that always send a batch write it.
 func (s *Server) prompt(raw json.RawMessage) ([]int64, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, badRequest("prompt is required: a string or an array of token ids")
 	}
+	ids, err := s.onePrompt(raw)
+	if err == nil || err != errNotAPrompt {
+		return ids, err
+	}
+	var batch []json.RawMessage
+	if json.Unmarshal(raw, &batch) != nil || len(batch) == 0 {
+		return nil, badRequest("prompt must be a string or an array of token ids")
+	}
+	if len(batch) > 1 {
+		return nil, badRequest("a batch of %d prompts: this server takes one prompt a request (send one request per prompt)", len(batch))
+	}
+	ids, err = s.onePrompt(batch[0])
+	if err == errNotAPrompt {
+		return nil, badRequest("prompt must be a string or an array of token ids")
+	}
+	return ids, err
+}
+
+// errNotAPrompt: the JSON value is neither a string nor token ids.
+var errNotAPrompt = errors.New("not a prompt")
+
+// onePrompt reads a string (with a tokenizer) or token ids.
+func (s *Server) onePrompt(raw json.RawMessage) ([]int64, error) {
 	var text string
 	if err := json.Unmarshal(raw, &text); err == nil {
 		if err := checkJSONText("prompt", raw); err != nil {
@@ -470,9 +548,35 @@ func (s *Server) prompt(raw json.RawMessage) ([]int64, error) {
 	}
 	var ids []int64
 	if err := json.Unmarshal(raw, &ids); err != nil {
-		return nil, badRequest("prompt must be a string or an array of token ids")
+		return nil, errNotAPrompt
 	}
 	return ids, nil
+}
+
+// requestSeed reads a request's seed: an integer (a negative one stands
+// for the unsigned integer of its two's complement); absent or null, a
+// seed drawn for the request.
+func requestSeed(raw json.RawMessage) (uint64, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return rand.Uint64(), nil
+	}
+	var u uint64
+	if err := json.Unmarshal(raw, &u); err == nil {
+		return u, nil
+	}
+	var i int64
+	if err := json.Unmarshal(raw, &i); err == nil {
+		return uint64(i), nil
+	}
+	return 0, badRequest("seed %s: want an integer", truncateJSON(raw))
+}
+
+// truncateJSON is raw, shortened to quote in a message.
+func truncateJSON(raw json.RawMessage) string {
+	if len(raw) > 40 {
+		return string(raw[:40]) + "…"
+	}
+	return string(raw)
 }
 
 func stopStrings(raw json.RawMessage) ([]string, error) {
@@ -521,7 +625,7 @@ func checkJSONText(field string, raw json.RawMessage) error {
 // stream answers with server-sent events: a chunk per token, a last chunk
 // with the finish reason and usage, then [DONE]. An error after the first
 // byte ends the stream with an error event.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, req *completionRequest, gen generate.Request, id string) {
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, req *completionRequest, gen generate.Request, id string, created int64) {
 	flusher, _ := w.(http.Flusher)
 	started := false
 	var mu sync.Mutex // emit and the final writes share w
@@ -547,7 +651,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, req *completionR
 		}
 	}
 	chunk := func(text string, tokens []int64, finish *string) completion {
-		return completion{ID: id, Object: "text_completion", Created: time.Now().Unix(), Model: req.Model,
+		return completion{ID: id, Object: "text_completion", Created: created, Model: req.Model,
 			Choices: []choice{{Text: text, Tokens: nonNil(tokens), FinishReason: finish}}}
 	}
 	res, err := generate.Run(r.Context(), s.cfg.Decoder, s.cfg.Tokenizer, gen, func(ev generate.Event) error {
@@ -580,6 +684,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, req *completionR
 	finish := res.FinishReason
 	last := chunk("", nil, &finish)
 	last.Usage = &usage{res.PromptTokens, len(res.Tokens), res.PromptTokens + len(res.Tokens)}
+	last.Seed = &gen.Sampling.Seed
 	if send(last) == nil {
 		io.WriteString(w, "data: [DONE]\n\n")
 		if flusher != nil {
@@ -606,11 +711,36 @@ type modelEntry struct {
 }
 
 func (s *Server) models(w http.ResponseWriter, r *http.Request) {
-	list := []modelEntry{{ID: BaseName, Object: "model", Created: s.started.Unix(), OwnedBy: "dstune"}}
-	deltas, err := s.deltas.list()
+	list, err := s.modelList()
 	if err != nil {
 		s.fail(w, r, "", err)
 		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": list})
+}
+
+// model answers GET /v1/models/{model}: the model's entry of the list.
+func (s *Server) model(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("model")
+	list, err := s.modelList()
+	if err != nil {
+		s.fail(w, r, "", err)
+		return
+	}
+	for _, e := range list {
+		if e.ID == name {
+			writeJSON(w, http.StatusOK, e)
+			return
+		}
+	}
+	s.fail(w, r, name, fmt.Errorf("%w: %q (GET /v1/models lists the models served)", ErrUnknownDelta, name))
+}
+
+func (s *Server) modelList() ([]modelEntry, error) {
+	list := []modelEntry{{ID: BaseName, Object: "model", Created: s.started.Unix(), OwnedBy: "dstune"}}
+	deltas, err := s.deltas.list()
+	if err != nil {
+		return nil, err
 	}
 	for _, d := range deltas {
 		loaded := d.Loaded
@@ -621,5 +751,5 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 		}
 		list = append(list, e)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": list})
+	return list, nil
 }
