@@ -18,11 +18,12 @@ type BatchShape struct{ B, T int }
 
 // InputNames say which graph inputs a batch feeds.
 type InputNames struct {
-	Tokens string // int64 [B, T]: the token ids
-	Mask   string // optional int64 [B, T]: 1 at real tokens, 0 at padding ("" when the model has none)
-	// PositionIDs (optional, int64 [B, T]) is fed each token's position,
+	Tokens string // [B, T]: the token ids
+	Mask   string // optional [B, T]: 1 at real tokens, 0 at padding ("" when the model has none)
+	// PositionIDs (optional, [B, T]) is fed each token's position,
 	// derived from the mask as Hugging Face does (ir.PositionIDs);
-	// TokenTypeIDs (optional, int64 [B, T]) is fed zeros.
+	// TokenTypeIDs (optional, [B, T]) is fed zeros. All four are int64 or
+	// int32, as the graph declares each.
 	PositionIDs, TokenTypeIDs string
 }
 
@@ -104,8 +105,10 @@ type engineShape struct {
 	train, loss, logits   *ir.Graph
 	trainFeed, lossFeed   []*ir.Tensor
 	logitsFeed            []*ir.Tensor
-	tokens, mask, target  *ir.Tensor
+	shape                 BatchShape
+	tokens, mask, target  *ir.Tensor // tokens and mask in the type the graph declares
 	positions, tokenTypes *ir.Tensor // allocated when the model has such inputs
+	positions64           []int64    // the positions, computed before an int32 input takes them
 	classify              bool       // targets are labels [B]
 	stepInputs            []stepInput
 }
@@ -209,10 +212,7 @@ func (e *Engine) fillStepInputs(s *engineShape, step int64) {
 func (e *Engine) shapeFor(shape BatchShape, needLoss bool) (*engineShape, error) {
 	s := e.shapes[shape]
 	if s == nil {
-		s = &engineShape{
-			tokens: ir.NewTensor(ir.Int64, ir.Shape{shape.B, shape.T}),
-			mask:   ir.NewTensor(ir.Int64, ir.Shape{shape.B, shape.T}),
-		}
+		s = &engineShape{shape: shape}
 		g, err := e.src.TrainingGraph(shape)
 		if err != nil {
 			return nil, err
@@ -266,23 +266,29 @@ func (e *Engine) checkTrainingGraph(g *ir.Graph) error {
 func (e *Engine) feed(g *ir.Graph, s *engineShape) ([]*ir.Tensor, error) {
 	names := e.src.Inputs()
 	feed := make([]*ir.Tensor, len(g.Inputs))
+	// ids is the batch tensor of an integer input: int64 or int32, as the
+	// first graph declares it (a later graph must agree, checked below).
+	ids := func(t **ir.Tensor, v *ir.Value) *ir.Tensor {
+		if *t == nil {
+			dt := ir.Int64
+			if v.DType == ir.Int32 {
+				dt = ir.Int32
+			}
+			*t = ir.NewTensor(dt, ir.Shape{s.shape.B, s.shape.T})
+		}
+		return *t
+	}
 	for i, v := range g.Inputs {
 		var t *ir.Tensor
 		switch v.Name {
 		case names.Tokens:
-			t = s.tokens
+			t = ids(&s.tokens, v)
 		case names.Mask:
-			t = s.mask
+			t = ids(&s.mask, v)
 		case names.PositionIDs:
-			if s.positions == nil {
-				s.positions = ir.NewTensor(ir.Int64, s.tokens.Shape())
-			}
-			t = s.positions
+			t = ids(&s.positions, v)
 		case names.TokenTypeIDs:
-			if s.tokenTypes == nil {
-				s.tokenTypes = ir.NewTensor(ir.Int64, s.tokens.Shape())
-			}
-			t = s.tokenTypes
+			t = ids(&s.tokenTypes, v)
 		case TargetsInput:
 			if s.target == nil {
 				s.target = ir.NewTensor(ir.Int64, v.Shape)
@@ -307,10 +313,18 @@ func (e *Engine) feed(g *ir.Graph, s *engineShape) ([]*ir.Tensor, error) {
 
 // fill copies a batch into the shape's input tensors.
 func (s *engineShape) fill(b *Batch) error {
-	copy(s.tokens.Int64s(), b.Tokens)
-	copy(s.mask.Int64s(), b.AttentionMask)
+	setIDs(s.tokens, b.Tokens)
+	setIDs(s.mask, b.AttentionMask)
 	if s.positions != nil {
-		ir.PositionIDs(s.positions.Int64s(), b.AttentionMask, b.B, b.T)
+		if s.positions.DType() == ir.Int64 {
+			ir.PositionIDs(s.positions.Int64s(), b.AttentionMask, b.B, b.T)
+		} else {
+			if s.positions64 == nil {
+				s.positions64 = make([]int64, b.B*b.T)
+			}
+			ir.PositionIDs(s.positions64, b.AttentionMask, b.B, b.T)
+			setIDs(s.positions, s.positions64)
+		}
 	}
 	switch {
 	case s.classify && b.Labels == nil:
@@ -323,6 +337,21 @@ func (s *engineShape) fill(b *Batch) error {
 		copy(s.target.Int64s(), b.Targets)
 	}
 	return nil
+}
+
+// setIDs copies ids into t, an int64 or int32 tensor (nil: the graph has
+// no such input). Ids are token ids, 0/1 and positions: int32 holds them.
+func setIDs(t *ir.Tensor, ids []int64) {
+	switch {
+	case t == nil:
+	case t.DType() == ir.Int32:
+		dst := t.Int32s()
+		for i, v := range ids {
+			dst[i] = int32(v)
+		}
+	default:
+		copy(t.Int64s(), ids)
+	}
 }
 
 // TrainStep runs forward, backward and the update as step Step()+1 with

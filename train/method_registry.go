@@ -83,15 +83,18 @@ func newRunMethod(env MethodEnv) (Method, error) {
 	return f(env)
 }
 
-// ForwardGraph returns the model specialized to one sequence of the
-// model's fixed length (or of 2 tokens): the structure DST derives its
-// module silos from.
+// ForwardGraph returns the model specialized to one sequence (or the
+// model's fixed batch) of the model's fixed length (or of 2 tokens): the
+// structure DST derives its module silos from.
 func (s *ModelSource) ForwardGraph() (*ir.Graph, error) {
-	t := 2
+	b, t := 1, 2
+	if s.Batch > 0 {
+		b = s.Batch
+	}
 	if s.SeqLen > 0 {
 		t = s.SeqLen
 	}
-	return s.specialize(BatchShape{1, t})
+	return s.specialize(BatchShape{b, t})
 }
 
 // NewMethod returns the named built-in method (Run also finds the ones

@@ -641,10 +641,11 @@ func (r *runner) dataInputs() []outpath.Input {
 }
 
 // sourceShape is what the model tells the data: its vocabulary or class
-// count (0: unknown) and the sequence length it fixes (0: any).
+// count (0: unknown) and the batch size and sequence length it fixes (0:
+// any).
 type sourceShape struct {
 	vocab, classes int64
-	seqLen         int
+	batch, seqLen  int
 }
 
 // openSource makes the graph source: RunOptions.Source, or the ONNX model
@@ -685,7 +686,7 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
 	}
 	r.src = ms
-	return model, sourceShape{vocab: ms.VocabSize, classes: ms.NumClasses, seqLen: ms.SeqLen}, nil
+	return model, sourceShape{vocab: ms.VocabSize, classes: ms.NumClasses, batch: ms.Batch, seqLen: ms.SeqLen}, nil
 }
 
 // loadData reads the training and validation data (checking a resumed
@@ -752,6 +753,10 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 			return nil, fmt.Errorf("%s takes sequences of exactly %d tokens, --max-len is %d", cfg.Model, shape.seqLen, cfg.MaxLen)
 		}
 		T = shape.seqLen
+	}
+	if shape.batch > 0 && cfg.Batch != shape.batch {
+		// Batches are always --batch rows (filler rows pad the last).
+		return nil, fmt.Errorf("%s takes batches of exactly %d sequences (its inputs fix the batch size), --batch is %d: train with --batch %d, or export the model with a dynamic batch axis", cfg.Model, shape.batch, cfg.Batch, shape.batch)
 	}
 	if shape.vocab > 0 && cfg.PadID >= shape.vocab {
 		// Else the embedding's Gather fails, blamed on the batch's shape.

@@ -26,10 +26,10 @@ type ModelSource struct {
 	loss   ir.LossSpec
 
 	// VocabSize (lm) and NumClasses (classify) are the logits' last
-	// dimension, for checking data; SeqLen is the token input's length
-	// when the model fixes it (0: any).
+	// dimension, for checking data; Batch and SeqLen are the token
+	// input's dimensions where the model fixes them (0: any).
 	VocabSize, NumClasses int64
-	SeqLen                int
+	Batch, SeqLen         int
 }
 
 var _ ForwardSource = (*ModelSource)(nil)
@@ -61,17 +61,19 @@ func NewModelSource(m *ir.Model, opts ModelSourceOptions) (*ModelSource, error) 
 			return nil, fmt.Errorf("input %q (%s): dstune feeds the token ids, an attention mask, position ids and token types (and binds a decoder's past inputs empty); it cannot feed this input", in.Name, in.DType)
 		}
 		*name = in.Name
-		if in.DType != ir.Int64 {
-			return nil, fmt.Errorf("input %q is %s: token, mask, position and token-type inputs must be int64", in.Name, in.DType)
+		if in.DType != ir.Int64 && in.DType != ir.Int32 {
+			return nil, fmt.Errorf("input %q is %s: token, mask, position and token-type inputs must be int64 or int32", in.Name, in.DType)
 		}
 		if len(in.Dims) != 2 {
 			return nil, fmt.Errorf("input %q has %d dimensions, want [batch, sequence]", in.Name, len(in.Dims))
 		}
-		if in.Dims[1] > 0 {
-			s.SeqLen = in.Dims[1]
-		}
-		if in.Dims[0] > 0 {
-			return nil, fmt.Errorf("input %q has a fixed batch size %d: export it with a dynamic batch axis", in.Name, in.Dims[0])
+		for i, fixed := range []*int{&s.Batch, &s.SeqLen} {
+			if d := in.Dims[i]; d > 0 {
+				if *fixed > 0 && *fixed != d {
+					return nil, fmt.Errorf("input %q is %v, another input fixes dimension %d at %d", in.Name, in.Dims, i, *fixed)
+				}
+				*fixed = d
+			}
 		}
 	}
 	if s.inputs.Tokens == "" {
@@ -82,11 +84,7 @@ func NewModelSource(m *ir.Model, opts ModelSourceOptions) (*ModelSource, error) 
 	}
 	// A small specialization tells the logits' shape and which parameters
 	// the output depends on.
-	probeT := 2
-	if s.SeqLen > 0 {
-		probeT = s.SeqLen
-	}
-	g, err := s.specialize(BatchShape{1, probeT})
+	g, err := s.ForwardGraph()
 	if err != nil {
 		return nil, err
 	}

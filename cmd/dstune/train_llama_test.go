@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -250,5 +251,101 @@ func TestRunText(t *testing.T) {
 	lines := strings.Split(out, "\n")
 	if len(lines) < 2 || !strings.Contains(lines[1], `" g"`) {
 		t.Errorf("output:\n%s\nwant \" g\" first", out)
+	}
+}
+
+// TestTrainRewrittenInputs: a model whose token, mask and position inputs
+// are int32 (as some exporters write them), or fix the batch and sequence
+// dimensions (an export without dynamic axes), trains as the model with
+// int64 inputs and dynamic axes does, bit for bit: the batch is fed in the
+// type each input declares, and a fixed batch size is one --batch must
+// give.
+func TestTrainRewrittenInputs(t *testing.T) {
+	cfg := llamagen.Config{Vocab: 40, Dim: 16, Layers: 1, Heads: 4, KVHeads: 2, Hidden: 24, Seed: 5}
+	dir := t.TempDir()
+	if err := llamagen.Write(dir, cfg); err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(dir, "model.onnx")
+	data := llamaData(t, dir, cfg.Vocab)
+	rewrite := func(name string, edit func(g *onnx.Graph, in *onnx.ValueInfo)) string {
+		m, err := onnx.ReadFile(model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		n := 0
+		for _, in := range m.Graph.Inputs {
+			if in.Type != nil && in.Type.ElemType == onnx.Int64 {
+				edit(m.Graph, in)
+				n++
+			}
+		}
+		if n != 3 {
+			t.Fatalf("%d int64 inputs, want the tokens, mask and positions", n)
+		}
+		path := filepath.Join(dir, name+".onnx")
+		if err := onnx.WriteFile(path, m, onnx.WriteOptions{ExternalData: onnx.ExternalNever}); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	// Each int64 input becomes int32, cast back to int64 where the graph
+	// reads it but as a Gather's indices (the embedding lookup, where
+	// prompt tuning finds the tokens), which may be int32.
+	int32Model := rewrite("int32", func(g *onnx.Graph, in *onnx.ValueInfo) {
+		in.Type.ElemType = onnx.Int32
+		wide := in.Name + "_int64"
+		for _, n := range g.Nodes {
+			for i, x := range n.Inputs {
+				if x == in.Name && (n.OpType != "Gather" || i != 1) {
+					n.Inputs[i] = wide
+				}
+			}
+		}
+		g.Nodes = append([]*onnx.Node{{Name: "cast_" + in.Name, OpType: "Cast", Inputs: []string{in.Name}, Outputs: []string{wide},
+			Attributes: []*onnx.Attribute{{Name: "to", Type: onnx.AttrInt, I: int64(onnx.Int64)}}}}, g.Nodes...)
+	})
+	fixedModel := rewrite("fixed", func(g *onnx.Graph, in *onnx.ValueInfo) {
+		in.Type.Shape = []onnx.Dim{{Value: 2, HasValue: true}, {Value: 8, HasValue: true}}
+	})
+	train := func(model, run string, args ...string) []float64 {
+		t.Helper()
+		code, out, errOut := runCmd(append([]string{"train", model, "--data", data, "--task", "lm", "--steps", "4",
+			"--lr", "0.01", "--seed", "1", "--threads", "1", "--out", filepath.Join(dir, run)}, args...)...)
+		if code != 0 {
+			t.Fatalf("%s %v: exit %d: %s%s", model, args, code, out, errOut)
+		}
+		var losses []float64
+		for _, r := range sharedtest.StepRecords(sharedtest.ReadMetrics(t, filepath.Join(dir, run))) {
+			losses = append(losses, *r.Loss)
+		}
+		return losses
+	}
+	for _, c := range []struct {
+		name, model string
+		args        []string
+	}{
+		{"int32 full", int32Model, []string{"--method", "full", "--batch", "8"}},
+		{"int32 prompt", int32Model, []string{"--method", "prompt", "--batch", "8"}},
+		{"fixed 2×8 dst", fixedModel, []string{"--method", "dst", "--batch", "2", "--max-len", "8"}},
+	} {
+		want := train(model, c.name+" reference", c.args...)
+		got := train(c.model, c.name, c.args...)
+		if !slices.Equal(got, want) || len(got) != 4 {
+			t.Errorf("%s: losses %v, the model with int64 inputs and dynamic axes %v", c.name, got, want)
+		}
+		params, ref := sharedtest.CheckpointParams(t, filepath.Join(dir, c.name)), sharedtest.CheckpointParams(t, filepath.Join(dir, c.name+" reference"))
+		for name, p := range ref {
+			if !slices.Equal(p, params[name]) {
+				t.Errorf("%s: parameter %s differs from the reference model's", c.name, name)
+			}
+		}
+	}
+	for _, args := range [][]string{{"--batch", "4"}, {"--batch", "2", "--max-len", "6"}} {
+		code, _, errOut := runCmd(append([]string{"train", fixedModel, "--data", data, "--task", "lm", "--method", "full", "--steps", "1", "--out", filepath.Join(dir, "refused")}, args...)...)
+		if code == 0 || !strings.Contains(errOut, "takes batches of exactly 2 sequences") && !strings.Contains(errOut, "takes sequences of exactly 8 tokens") {
+			t.Errorf("%v on a model fixing batch 2×8: exit %d, %s", args, code, errOut)
+		}
 	}
 }
