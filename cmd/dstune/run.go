@@ -27,7 +27,7 @@ func init() {
 		name: "run",
 		synopsis: []string{
 			"MODEL.onnx --check DIR [--delta D [--force]] [--rtol 1e-4] [--atol 1e-5] [--threads N] [--backend cpu|pjrt] [--max-memory SIZE]",
-			"MODEL.onnx --input NAME=FILE.pb [--input ...] --output-dir OUT [--force] [--delta D] [--threads N] [--backend cpu|pjrt] [--max-memory SIZE]",
+			"MODEL.onnx [--input NAME=FILE.pb ...] --output-dir OUT [--force] [--delta D] [--threads N] [--backend cpu|pjrt] [--max-memory SIZE]",
 			"MODEL.onnx --tokenizer T --text TEXT [--output-dir OUT [--force]] [--delta D] [--threads N] [--backend cpu|pjrt] [--max-memory SIZE]",
 		},
 		summary: "run a model on given inputs; with --check compare with expected outputs (exit 1 when off)",
@@ -94,7 +94,9 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		return usagef("--text needs --tokenizer")
 	case !text && *f.tokenizer != "":
 		return usagef("--tokenizer goes with --text TEXT")
-	case *check == "" && len(inputs) == 0 && !text:
+	case *check == "" && len(inputs) == 0 && !text && *outDir == "":
+		// --output-dir alone runs a model whose inputs are all derived
+		// (a mask of ones) or that has none.
 		return usagef("give --check DIR, --input NAME=FILE.pb and --output-dir OUT, or --tokenizer T --text TEXT")
 	case len(inputs) > 0 && *outDir == "":
 		return usagef("--input needs --output-dir")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -103,6 +104,37 @@ func TestRunInputOutputDir(t *testing.T) {
 	code, stdout, stderr = dstune("run", model, "--check", filepath.Join(dir, "test_data_set_1"))
 	if code != 0 {
 		t.Errorf("exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// TestRunNoInputs: a model without inputs runs with --output-dir alone;
+// a model with inputs is then told which it lacks.
+func TestRunNoInputs(t *testing.T) {
+	value, err := onnx.NewTensor("", onnx.Float, []int64{2}, binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, math.Float32bits(1.5)), math.Float32bits(-2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := writeInspectModel(t, &onnx.Model{Graph: &onnx.Graph{Name: "constant",
+		Outputs: []*onnx.ValueInfo{inspectTensorInfo("y", onnx.Float, 2)},
+		Nodes: []*onnx.Node{
+			{OpType: "Constant", Outputs: []string{"c"}, Attributes: []*onnx.Attribute{{Name: "value", Type: onnx.AttrTensor, T: value}}},
+			{OpType: "Neg", Inputs: []string{"c"}, Outputs: []string{"y"}},
+		}}})
+	out := t.TempDir()
+	if code, stdout, stderr := dstune("run", model, "--output-dir", out); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	got, err := onnx.ReadTensorFile(filepath.Join(out, "output_0.pb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := got.Bytes()
+	if want := binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, math.Float32bits(-1.5)), math.Float32bits(2)); !bytes.Equal(b, want) {
+		t.Errorf("output %v, want -1.5, 2", b)
+	}
+	tiny := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	if code, _, stderr := dstune("run", tiny, "--output-dir", t.TempDir()); code != 2 || !strings.Contains(stderr, `no --input for the model's input "tokens"`) {
+		t.Errorf("tiny_gpt with --output-dir alone: exit %d, %s", code, stderr)
 	}
 }
 
