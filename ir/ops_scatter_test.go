@@ -140,6 +140,21 @@ func TestScatterGatherGradFiniteDifferences(t *testing.T) {
 	elemIdx := FromInt64s(Shape{2, 3}, []int64{1, 0, 2, 1, -3, 0}) // column 0 twice
 	ndIdx := FromInt64s(Shape{3, 2}, []int64{0, 1, 2, 0, -3, 1})   // (0,1) twice
 	cases := []gradCase{
+		// TopK: the values' gradient goes where they were taken from; in
+		// a mixture of experts' router the values weigh the experts the
+		// indices pick (GatherElements of another parameter).
+		{name: "TopK/largest", build: func(h *caseBuilder) []*Value {
+			return h.Op(&TopK{Axis: 1, K: 2, Largest: true}, h.param(Shape{3, 4}, -1, 1))
+		}},
+		{name: "TopK/smallest/axis0", build: func(h *caseBuilder) []*Value {
+			return h.Op(&TopK{Axis: 0, K: 2}, h.param(Shape{3, 4}, -1, 1))[:1]
+		}},
+		{name: "TopK/router", build: func(h *caseBuilder) []*Value {
+			top := h.Op(&TopK{Axis: 1, K: 2, Largest: true}, h.param(Shape{3, 5}, -1, 1))
+			weights := h.op(&Softmax{Axis: 1}, top[0])
+			experts := h.op(&GatherElements{Axis: 1}, h.param(Shape{3, 5}, -1, 1), top[1])
+			return []*Value{h.op(&Binary{Fn: Mul}, weights, experts)}
+		}},
 		{name: "GatherElements", build: func(h *caseBuilder) []*Value {
 			return []*Value{h.op(&GatherElements{Axis: 0}, h.param(Shape{3, 4}, -1, 1), h.constant(FromInt64s(Shape{2, 3}, []int64{2, 0, 2, 1, 1, -1})))}
 		}},

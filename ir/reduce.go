@@ -745,6 +745,18 @@ func (op *TopK) Infer(in []Type) ([]Type, error) {
 	return []Type{{x.DType, s}, {Int64, s}}, nil
 }
 
+// gradRule: the values' gradient goes to the positions they were taken
+// from (the indices output, as GatherElements' gradient does); the
+// indices have none.
+func (op *TopK) gradRule(d *differ, c *gradCtx) error {
+	if !c.needs(0) || c.dy[0] == nil {
+		return nil
+	}
+	x := c.in(0)
+	c.add(0, d.emit1(&ScatterElements{Axis: op.Axis, Reduction: ScatterAdd}, d.zeros(x.DType, x.Shape), c.out(1), c.dy[0]))
+	return nil
+}
+
 func (op *TopK) Eval(in, out []*Tensor) error {
 	if done, err := widenNarrow(in, out, op.Eval); done {
 		return err
