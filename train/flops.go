@@ -4,10 +4,18 @@ import "github.com/dstune/dstune/ir"
 
 // ProductFLOPs is the arithmetic of one node's matrix product, 2·m·n·k
 // per matrix (a multiply and an add per term), or 0 for a node that is no
-// MatMul or Gemm. Model FLOPs utilization counts these: they are what a
-// training step is made of, and what a machine's peak is quoted for.
+// MatMul, Gemm or convolution. Model FLOPs utilization counts these: they
+// are what a training step is made of, and what a machine's peak is
+// quoted for. A convolution (and each of its two gradients) is a product
+// of its output's elements by the window's inputs, 2·|y|·(C/group)·|kernel|.
 func ProductFLOPs(n *ir.Node) float64 {
 	switch op := n.Op.(type) {
+	case *ir.Conv:
+		return 2 * float64(n.Outputs[0].Shape.Size()) * float64(n.Inputs[1].Shape[1:].Size())
+	case *ir.ConvGradInput:
+		return 2 * float64(n.Inputs[0].Shape.Size()) * float64(n.Inputs[1].Shape[1:].Size())
+	case *ir.ConvGradWeight:
+		return 2 * float64(n.Inputs[0].Shape.Size()) * float64(op.WeightShape[1:].Size())
 	case *ir.MatMul:
 		d, err := ir.MatMulShapes(n.Inputs[0].Shape, n.Inputs[1].Shape)
 		if err != nil {

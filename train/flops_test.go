@@ -26,6 +26,12 @@ func TestProductFLOPs(t *testing.T) {
 	add(b.Op1(&ir.Gemm{TransA: true, TransB: true, Alpha: 1}, in(4, 3), in(5, 4)), 2*3*5*4) // Aᵀ[3,4]·Bᵀ[4,5]
 	add(b.Op1(&ir.Gemm{Alpha: 1, Beta: 1}, in(3, 7), in(7, 2), in(2)), 2*3*2*7)
 	add(b.Op1(&ir.Binary{Fn: ir.Add}, in(3, 4), in(3, 4)), 0)
+	// A convolution: each of y's 2·6·4·4 elements sums (8/2)·3·3 terms;
+	// its gradients as many.
+	conv := ir.Conv{Strides: []int{1, 1}, Pads: []int{1, 1, 1, 1}, Dilations: []int{1, 1}, Group: 2}
+	add(b.Op1(&conv, in(2, 8, 4, 4), in(6, 4, 3, 3)), 2*(2*6*4*4)*(4*3*3))
+	add(b.Op1(&ir.ConvGradInput{Conv: conv, InputShape: ir.Shape{2, 8, 4, 4}}, in(2, 6, 4, 4), in(6, 4, 3, 3)), 2*(2*6*4*4)*(4*3*3))
+	add(b.Op1(&ir.ConvGradWeight{Conv: conv, WeightShape: ir.Shape{6, 4, 3, 3}}, in(2, 6, 4, 4), in(2, 8, 4, 4)), 2*(2*6*4*4)*(4*3*3))
 	var total float64
 	i := 0
 	for v, w := range want {

@@ -17,8 +17,9 @@
 //
 // Hot float32 ops (MatMul, Gemm, Add/Sub/Mul/Div with broadcasting, the
 // activation functions, Softmax over the last axis, LayerNorm, Gather,
-// Transpose, Slice, Where) and the ops of training graphs (the internal
-// gradient ops of package ir but Conv's and Pool's, SoftmaxCELoss,
+// Transpose, Slice, Where, Conv as im2col and GEMM with its gradients and
+// ConvTranspose: conv.go) and the ops of training graphs (the internal
+// gradient ops of package ir but Pool's, SoftmaxCELoss,
 // ReduceSum/ReduceMean, Expand; grad_kernels.go) have dedicated kernels;
 // every other op and
 // dtype runs the op's reference implementation from package ir on the

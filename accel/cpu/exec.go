@@ -100,6 +100,7 @@ type compiler struct {
 	fused   map[*ir.Node]fusion
 	aliasOf map[*ir.Value]*ir.Value // reshape and in-place outputs: the value whose bytes they view
 	tensors map[*ir.Value]*ir.Tensor
+	conv    convScratch // the im2col buffer of the convolutions (conv.go)
 }
 
 // fusion records MatMul operands read through a transpose: the value

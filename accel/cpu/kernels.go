@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/dstune/dstune/ir"
 )
@@ -86,11 +87,28 @@ func (c *compiler) kernelFor(n *ir.Node) (kernel, error) {
 		}
 	case *ir.Concat:
 		return newConcat(c.threads, op, in, out[0]), nil
+	case *ir.Conv:
+		if f32(in...) && convFits(in[0]) {
+			return newConvKernel(c.threads, &c.conv, op, in, out), nil
+		}
+	case *ir.ConvGradInput:
+		if f32(in...) && convFits(out[0]) {
+			return newConvGradInputKernel(c.threads, &c.conv, op, in, out), nil
+		}
+	case *ir.ConvGradWeight:
+		if f32(in...) && convFits(in[1]) {
+			return newConvGradWeightKernel(c.threads, &c.conv, op, in, out), nil
+		}
 	case *ir.Split, *ir.Copy:
 		// The reference copies slabs without allocating.
 	}
 	return &evalKernel{op: n.Op, in: in, out: out}, nil
 }
+
+// convFits reports whether a convolution's input x has channels whose
+// positions int32 offsets address (conv.go), as any that fit in memory
+// do.
+func convFits(x *ir.Tensor) bool { return x.Shape()[2:].Size() <= math.MaxInt32 }
 
 type nopKernel struct{}
 
