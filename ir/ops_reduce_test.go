@@ -2,7 +2,9 @@ package ir
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"sort"
 	"testing"
 
 	"github.com/dstune/dstune/onnx"
@@ -123,6 +125,71 @@ func TestArgReduceBruteForce(t *testing.T) {
 						t.Fatalf("%s axis %d last %v: lane at %d: %d, want %d", op.Name(), axis, last, i, got, best)
 					}
 				}
+			}
+		}
+	}
+}
+
+// TestTopKSelection: TopK, by a heap for a small k and a sort for a large
+// one, picks what a stable sort of each lane picks: the larger (or
+// smaller) first, ties to the lower index, NaN above every number.
+func TestTopKSelection(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, c := range []struct {
+		shape Shape
+		axis  int
+	}{{Shape{3, 200}, 1}, {Shape{50, 2, 3}, 0}, {Shape{4, 7}, 1}} {
+		n := c.shape[c.axis]
+		x := NewTensor(Float32, c.shape)
+		for i := range x.Float32s() {
+			x.Float32s()[i] = float32(rng.IntN(9)) // many ties
+			if rng.IntN(25) == 0 {
+				x.Float32s()[i] = float32(math.NaN())
+			}
+		}
+		for _, k := range []int{0, 1, 3, n / 4, n - 1, n} {
+			for _, largest := range []bool{true, false} {
+				op := &TopK{Axis: c.axis, K: k, Largest: largest}
+				got, err := EvalOp(op, x)
+				if err != nil {
+					t.Fatal(err)
+				}
+				inner := c.shape[c.axis+1:].Size()
+				lanes := 0
+				axisLoop(c.shape, c.axis, func(base, stride, n int) {
+					o, in := base/(n*inner), base%inner
+					idx := make([]int, n)
+					for i := range idx {
+						idx[i] = i
+					}
+					rank := func(i int) float64 { // NaN above every number
+						v := float64(x.Float32s()[base+i*stride])
+						if math.IsNaN(v) {
+							v = math.Inf(1)
+						}
+						if !largest {
+							v = -v
+						}
+						return v
+					}
+					sort.SliceStable(idx, func(a, b int) bool {
+						ra, rb := rank(idx[a]), rank(idx[b])
+						if ra == rb { // NaNs and infinities of one sign tie: lower index first
+							return false
+						}
+						return ra > rb
+					})
+					for j := range k {
+						p := o*k*inner + in + j*inner
+						if got[1].Int64s()[p] != int64(idx[j]) {
+							t.Fatalf("%v axis %d k %d largest %v: lane %d position %d is index %d, want %d", c.shape, c.axis, k, largest, lanes, j, got[1].Int64s()[p], idx[j])
+						}
+						if a, b := got[0].Float32s()[p], x.Float32s()[base+idx[j]*stride]; math.Float32bits(a) != math.Float32bits(b) {
+							t.Fatalf("%v k %d: value %v, want %v", c.shape, k, a, b)
+						}
+					}
+					lanes++
+				})
 			}
 		}
 	}

@@ -762,44 +762,101 @@ func (op *TopK) Eval(in, out []*Tensor) error {
 		return err
 	}
 	x := in[0]
-	outShape := x.shape.Clone()
-	outShape[op.Axis] = op.K
 	inner := x.shape[op.Axis+1:].Size()
-	order := make([]int, x.shape[op.Axis])
+	n := x.shape[op.Axis]
+	lane := make([]float64, n)
+	order := make([]int, 0, n)
 	var indices []int64
 	if out[1] != nil {
 		indices = out[1].Int64s()
 	}
+	// before orders a lane's positions: the larger (or smaller) value
+	// first, a NaN above every number (as PyTorch's topk), ties to the
+	// lower index — a total order, so the selection is the same however
+	// it is made.
+	before := func(a, b int) bool {
+		va, vb := lane[a], lane[b]
+		if va != vb {
+			an, bn := math.IsNaN(va), math.IsNaN(vb)
+			if an || bn {
+				if an && bn {
+					return a < b
+				}
+				return an == op.Largest
+			}
+			return (va > vb) == op.Largest
+		}
+		return a < b
+	}
 	axisLoop(x.shape, op.Axis, func(base, stride, n int) {
-		if n == 0 {
+		if n == 0 || op.K == 0 {
 			return
 		}
-		for i := range order {
-			order[i] = i
+		for i := range lane {
+			lane[i] = x.Float64At(base + i*stride)
 		}
-		val := func(i int) float64 { return x.Float64At(base + i*stride) }
-		sort.SliceStable(order, func(a, b int) bool {
-			va, vb := val(order[a]), val(order[b])
-			if op.Largest {
-				return va > vb
-			}
-			return va < vb
-		})
+		order = selectTop(order[:0], n, op.K, before)
 		// The output lane starts at the same outer/inner position with
 		// the axis shortened to K.
 		o, in := base/(n*inner), base%inner
 		obase := o*op.K*inner + in
-		for k := range op.K {
+		for k, src := range order {
 			p := obase + k*inner
-			src := base + order[k]*stride
 			if out[0] != nil {
 				es := x.dtype.Size()
-				copy(out[0].data[p*es:(p+1)*es], x.data[src*es:(src+1)*es])
+				copy(out[0].data[p*es:(p+1)*es], x.data[(base+src*stride)*es:(base+src*stride+1)*es])
 			}
 			if indices != nil {
-				indices[p] = int64(order[k])
+				indices[p] = int64(src)
 			}
 		}
 	})
 	return nil
+}
+
+// selectTop appends to dst the k first of positions 0…n−1 in the order
+// before gives, sorted: through a heap of k when k is small against n
+// (O(n log k)), else by sorting them all.
+func selectTop(dst []int, n, k int, before func(a, b int) bool) []int {
+	if 4*k >= n {
+		for i := range n {
+			dst = append(dst, i)
+		}
+		sort.Slice(dst, func(a, b int) bool { return before(dst[a], dst[b]) })
+		return dst[:k]
+	}
+	// A heap whose root is the last of the k kept: a position before it
+	// replaces it.
+	h := dst
+	after := func(a, b int) bool { return before(h[b], h[a]) }
+	down := func(i int) {
+		for {
+			c := 2*i + 1
+			if c >= len(h) {
+				return
+			}
+			if c+1 < len(h) && after(c+1, c) {
+				c++
+			}
+			if !after(c, i) {
+				return
+			}
+			h[i], h[c] = h[c], h[i]
+			i = c
+		}
+	}
+	for i := range n {
+		switch {
+		case len(h) < k:
+			h = append(h, i)
+			for c := len(h) - 1; c > 0 && after(c, (c-1)/2); c = (c - 1) / 2 {
+				h[c], h[(c-1)/2] = h[(c-1)/2], h[c]
+			}
+		case before(i, h[0]):
+			h[0] = i
+			down(0)
+		}
+	}
+	sort.Slice(h, func(a, b int) bool { return before(h[a], h[b]) })
+	return h
 }
