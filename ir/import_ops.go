@@ -473,6 +473,12 @@ func importEinsum(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := op.Infer(valueTypes(in)); err != nil {
+		return nil, err // named as the Einsum's error, before any lowering
+	}
+	if y, err := lowerEinsum(im.emit1, op, in); y != nil || err != nil {
+		return one(y, err)
+	}
 	return one(im.emit1(op, in...))
 }
 
