@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sort"
 	"runtime"
 	"strings"
 	"testing"
@@ -689,6 +690,50 @@ func TestPlanMemoryNoOverlap(t *testing.T) {
 				memOverlap := a.offset < b.offset+b.size && b.offset < a.offset+a.size
 				if timeOverlap && memOverlap && a.size > 0 && b.size > 0 {
 					t.Fatalf("trial %d: slots %d %+v and %d %+v overlap", trial, i, *a, j, *b)
+				}
+			}
+		}
+	}
+}
+
+// TestPlanMemoryFirstFit: each slot, largest first, lands at the lowest
+// offset clear of the slots placed before it that it is alive with — the
+// plan's rule, checked by searching every lower aligned offset.
+func TestPlanMemoryFirstFit(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 20))
+	for trial := range 200 {
+		n := 1 + rng.IntN(60)
+		slots := make([]*slot, n)
+		for i := range slots {
+			first := rng.IntN(30) - 1
+			slots[i] = &slot{size: rng.IntN(600), first: first, last: first + rng.IntN(12)}
+		}
+		planMemory(slots)
+		order := make([]int, n)
+		for i := range order {
+			order[i] = i
+		}
+		sort.SliceStable(order, func(a, b int) bool { return slots[order[a]].size > slots[order[b]].size })
+		for k, i := range order {
+			s := slots[i]
+			if s.size == 0 {
+				continue
+			}
+			fits := func(off int) bool {
+				for _, j := range order[:k] {
+					p := slots[j]
+					if p.size > 0 && p.first <= s.last && s.first <= p.last && off < p.offset+aligned(p.size) && p.offset < off+aligned(s.size) {
+						return false
+					}
+				}
+				return true
+			}
+			if !fits(s.offset) {
+				t.Fatalf("trial %d: slot %d %+v overlaps an earlier one", trial, i, *s)
+			}
+			for off := 0; off < s.offset; off += planAlign {
+				if fits(off) {
+					t.Fatalf("trial %d: slot %d %+v placed at %d, but %d fits", trial, i, *s, s.offset, off)
 				}
 			}
 		}

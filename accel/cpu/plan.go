@@ -1,6 +1,9 @@
 package cpu
 
-import "sort"
+import (
+	"slices"
+	"sort"
+)
 
 // slot is one buffer of the memory plan: a byte size and the span of
 // steps during which it holds a live value (inclusive; -1 is "before the
@@ -26,34 +29,35 @@ func planMemory(slots []*slot) int {
 		order[i] = i
 	}
 	sort.SliceStable(order, func(a, b int) bool { return slots[order[a]].size > slots[order[b]].size })
+	// placed is kept in offset order, so that the buffers alive with a
+	// slot are met lowest first without sorting them for every slot (a
+	// graph with thousands of values alive at once, a Sum of many
+	// operands, spent seconds there).
 	var placed []*slot
 	total := 0
 	for _, i := range order {
 		s := slots[i]
-		size := (s.size + planAlign - 1) / planAlign * planAlign
+		size := aligned(s.size)
 		if size == 0 {
 			s.offset = 0
 			continue
 		}
-		// The placed slots alive at the same time, by offset.
-		var live []*slot
-		for _, p := range placed {
-			if p.first <= s.last && s.first <= p.last {
-				live = append(live, p)
-			}
-		}
-		sort.Slice(live, func(a, b int) bool { return live[a].offset < live[b].offset })
 		off := 0
-		for _, p := range live {
-			psize := (p.size + planAlign - 1) / planAlign * planAlign
+		for _, p := range placed {
+			if p.first > s.last || s.first > p.last {
+				continue // not alive at the same time
+			}
 			if p.offset-off >= size {
 				break
 			}
-			off = max(off, p.offset+psize)
+			off = max(off, p.offset+aligned(p.size))
 		}
 		s.offset = off
 		total = max(total, off+size)
-		placed = append(placed, s)
+		at := sort.Search(len(placed), func(j int) bool { return placed[j].offset > off })
+		placed = slices.Insert(placed, at, s)
 	}
 	return total
 }
+
+func aligned(size int) int { return (size + planAlign - 1) / planAlign * planAlign }
