@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"sort"
 	"runtime"
+	"sort"
 	"strings"
 	"testing"
 
