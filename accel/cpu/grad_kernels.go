@@ -521,7 +521,7 @@ func newReduce(threads int, op *ir.Reduce, x, y *ir.Tensor) kernel {
 		case reduced[d] && stage == 0:
 			stage = 1
 		case reduced[d] && stage == 2:
-			return nil
+			return newReduceAround(threads, op, x, y, reduced)
 		case !reduced[d] && stage == 1:
 			stage = 2
 		}
@@ -583,6 +583,69 @@ func (k *reduceKernel) Run(w, workers int) {
 		for i, s := range a {
 			dst[i] = float32(s * scale)
 		}
+	}
+}
+
+// reduceAroundKernel sums the axes before and after a run of kept ones:
+// y[c] = Σ_a Σ_b x[a][c][b] (a convolution's bias gradient, over the
+// batch and the positions). Each worker sums whole outputs, in one order,
+// so the result does not depend on the thread count.
+type reduceAroundKernel struct {
+	threads int
+	mean    bool
+	x, y    []float32
+	a, c, b int
+}
+
+// newReduceAround is the kernel of a reduction whose non-unit axes are
+// reduced, then kept, then reduced (nil for other patterns).
+func newReduceAround(threads int, op *ir.Reduce, x, y *ir.Tensor, reduced []bool) kernel {
+	a, c, b := 1, 1, 1
+	stage := 0 // 0 the leading reduced axes, 1 kept, 2 trailing reduced
+	for d, n := range x.Shape() {
+		if n == 1 {
+			continue
+		}
+		switch {
+		case stage == 0 && !reduced[d], stage == 1 && reduced[d]:
+			stage++
+		case stage == 2 && !reduced[d]:
+			return nil
+		}
+		switch stage {
+		case 0:
+			a *= n
+		case 1:
+			c *= n
+		default:
+			b *= n
+		}
+	}
+	return &reduceAroundKernel{threads: threads, mean: op.Fn == ir.ReduceMean, x: x.Float32s(), y: y.Float32s(), a: a, c: c, b: b}
+}
+
+func (k *reduceAroundKernel) run() error {
+	if len(k.y) == 0 {
+		return nil
+	}
+	kernels.Parallel(workersFor(k.threads, len(k.x)), k)
+	return nil
+}
+
+func (k *reduceAroundKernel) Run(w, workers int) {
+	scale := 1.0
+	if k.mean {
+		scale = 1 / float64(k.a*k.b)
+	}
+	lo, hi := kernels.Split(k.c, w, workers, 1)
+	for ci := lo; ci < hi; ci++ {
+		var s float64
+		for ai := range k.a {
+			for _, v := range k.x[(ai*k.c+ci)*k.b : (ai*k.c+ci+1)*k.b] {
+				s += float64(v)
+			}
+		}
+		k.y[ci] = float32(s * scale)
 	}
 }
 
