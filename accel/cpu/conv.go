@@ -159,6 +159,17 @@ func newConvKernel(threads int, scratch *convScratch, op *ir.Conv, in, out []*ir
 func (k *convKernel) run() error {
 	g := k.g
 	rows := g.cg * g.kSize
+	if rows == 0 || g.outSize == 0 || g.mg == 0 {
+		// No terms (no input channels, an empty kernel) or no outputs:
+		// the bias alone. The products would be of empty matrices.
+		for i := range k.y {
+			k.y[i] = 0
+			if k.b != nil {
+				k.y[i] = k.b[i/g.outSize%g.m]
+			}
+		}
+		return nil
+	}
 	for n := range g.n {
 		for grp := range g.op.Group {
 			x := k.x[(n*g.c+grp*g.cg)*g.inSize:]
@@ -206,6 +217,10 @@ func newConvGradInputKernel(threads int, scratch *convScratch, op *ir.ConvGradIn
 func (k *convGradInputKernel) run() error {
 	g := k.g
 	rows := g.cg * g.kSize
+	if rows == 0 || g.outSize == 0 || g.mg == 0 {
+		clear(k.dx) // no output depends on the input
+		return nil
+	}
 	if !g.direct {
 		clear(k.dx)
 	}
@@ -246,6 +261,10 @@ func newConvGradWeightKernel(threads int, scratch *convScratch, op *ir.ConvGradW
 func (k *convGradWeightKernel) run() error {
 	g := k.g
 	rows := g.cg * g.kSize
+	if rows == 0 || g.outSize == 0 || g.mg == 0 {
+		clear(k.dw) // no output depends on the weights
+		return nil
+	}
 	for grp := range g.op.Group {
 		dw := k.dw[grp*g.mg*rows : (grp+1)*g.mg*rows]
 		beta := float32(0)

@@ -29,6 +29,13 @@ func TestConvKernels(t *testing.T) {
 		{ir.Shape{2, 8, 6, 5}, ir.Shape{4, 4, 1, 1}, []int{2, 2}, []int{0, 0, 0, 0}, []int{1, 1}, 2, false},  // 1×1 strided
 		{ir.Shape{1, 2, 5, 6, 4}, ir.Shape{3, 2, 2, 3, 2}, []int{1, 2, 1}, []int{1, 0, 1, 1, 0, 1}, []int{1, 1, 2}, 1, true},
 		{ir.Shape{3, 4, 12, 12}, ir.Shape{8, 2, 3, 3}, []int{1, 1}, []int{1, 1, 1, 1}, []int{1, 1}, 2, true},
+		// Empty: no input channels (the bias alone), no images, no output
+		// channels; an input of no positions, padded.
+		{ir.Shape{2, 0, 9}, ir.Shape{3, 0, 3}, []int{1}, []int{0, 0}, []int{1}, 1, true},
+		{ir.Shape{2, 0, 9}, ir.Shape{3, 0, 1}, []int{1}, []int{0, 0}, []int{1}, 1, false},
+		{ir.Shape{0, 3, 9}, ir.Shape{4, 3, 3}, []int{1}, []int{1, 1}, []int{1}, 1, true},
+		{ir.Shape{2, 3, 9}, ir.Shape{0, 3, 3}, []int{1}, []int{1, 1}, []int{1}, 1, false},
+		{ir.Shape{2, 3, 0}, ir.Shape{4, 3, 1}, []int{1}, []int{1, 0}, []int{1}, 1, true},
 	}
 	defer func(n int) { convChunkFloats = n }(convChunkFloats)
 	rng := rand.New(rand.NewPCG(4, 5))
