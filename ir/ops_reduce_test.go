@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"testing"
 
@@ -127,6 +128,37 @@ func TestArgReduceBruteForce(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestTopKWideIntegers: 64-bit integers are ranked as themselves, not as
+// the float64s that tie above 2⁵³ (by the sort and by the heap).
+func TestTopKWideIntegers(t *testing.T) {
+	const big = int64(1) << 53
+	vals := []int64{big, big + 1, big - 1, big + 3, big + 2}
+	for range 20 {
+		vals = append(vals, 0)
+	}
+	for _, k := range []int{1, 2, 5} { // 4k < 25: the heap; and below, the sort
+		for _, lane := range [][]int64{vals, vals[:5]} {
+			got, err := EvalOp(&TopK{Axis: 0, K: k, Largest: true}, FromInt64s(Shape{len(lane)}, lane))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []int64{3, 4, 1, 0, 2}[:k]
+			if !slices.Equal(got[1].Int64s(), want) {
+				t.Errorf("k %d of %d: indices %v, want %v", k, len(lane), got[1].Int64s(), want)
+			}
+		}
+	}
+	u := NewTensor(Uint64, Shape{3})
+	copy(u.Uint64s(), []uint64{1<<64 - 2, 1<<64 - 1, 1 << 63})
+	got, err := EvalOp(&TopK{Axis: 0, K: 3}, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got[1].Int64s(), []int64{2, 0, 1}) {
+		t.Errorf("smallest uint64: indices %v, want [2 0 1]", got[1].Int64s())
 	}
 }
 

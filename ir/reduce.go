@@ -764,7 +764,17 @@ func (op *TopK) Eval(in, out []*Tensor) error {
 	x := in[0]
 	inner := x.shape[op.Axis+1:].Size()
 	n := x.shape[op.Axis]
+	// A lane is compared as float64, but 64-bit integers as themselves:
+	// float64 would tie those above 2⁵³ apart.
 	lane := make([]float64, n)
+	var ints []int64
+	var uints []uint64
+	switch x.dtype {
+	case Int64:
+		ints = make([]int64, n)
+	case Uint64:
+		uints = make([]uint64, n)
+	}
 	order := make([]int, 0, n)
 	var indices []int64
 	if out[1] != nil {
@@ -775,6 +785,14 @@ func (op *TopK) Eval(in, out []*Tensor) error {
 	// lower index — a total order, so the selection is the same however
 	// it is made.
 	before := func(a, b int) bool {
+		switch {
+		case ints != nil && ints[a] != ints[b]:
+			return (ints[a] > ints[b]) == op.Largest
+		case uints != nil && uints[a] != uints[b]:
+			return (uints[a] > uints[b]) == op.Largest
+		case ints != nil || uints != nil:
+			return a < b
+		}
 		va, vb := lane[a], lane[b]
 		if va != vb {
 			an, bn := math.IsNaN(va), math.IsNaN(vb)
@@ -792,8 +810,21 @@ func (op *TopK) Eval(in, out []*Tensor) error {
 		if n == 0 || op.K == 0 {
 			return
 		}
-		for i := range lane {
-			lane[i] = x.Float64At(base + i*stride)
+		switch {
+		case ints != nil:
+			xs := x.Int64s()
+			for i := range ints {
+				ints[i] = xs[base+i*stride]
+			}
+		case uints != nil:
+			xs := x.Uint64s()
+			for i := range uints {
+				uints[i] = xs[base+i*stride]
+			}
+		default:
+			for i := range lane {
+				lane[i] = x.Float64At(base + i*stride)
+			}
 		}
 		order = selectTop(order[:0], n, op.K, before)
 		// The output lane starts at the same outer/inner position with

@@ -177,6 +177,9 @@ func planMatMul(a ir.Shape, permA []int, b ir.Shape, permB []int, out ir.Shape, 
 	default:
 		return nil, fmt.Errorf("cpu: MatMul output transposed by %v, the product has rank %d", permOut, len(oc.shape))
 	}
+	if d.Batch.Size() == 0 {
+		return &matmulPlan{}, nil // no matrices: an empty product, nothing to compute
+	}
 	kn := &matmulPlan{matmulKernel: matmulKernel{m: d.M, n: d.N, k: d.K}}
 	if d.M == 0 || d.N == 0 || d.K == 0 {
 		kn.ldc = max(d.N, 1)
