@@ -53,6 +53,13 @@ func TestRoutesAnswerInJSON(t *testing.T) {
 				resp.Header.Get("Allow"), resp.Header.Get("Content-Type"), b, c.status, c.kind, c.says, c.allow)
 		}
 	}
+	// None of those is a completion request: the metrics count none.
+	f.srv.metrics.mu.Lock()
+	counted := len(f.srv.metrics.byModel)
+	f.srv.metrics.mu.Unlock()
+	if counted != 0 {
+		t.Errorf("requests to other routes counted under %d models", counted)
+	}
 	resp, err := http.Get(f.http.URL + "/v1/models/task0")
 	if err != nil {
 		t.Fatal(err)
@@ -203,10 +210,14 @@ func TestRetryAdvice(t *testing.T) {
 }
 
 // TestOversizedBodyNotAskedFor: a body whose Content-Length exceeds the
-// limit is refused at once; a client waiting on "Expect: 100-continue"
-// is not told to send it.
+// limit is refused at once, even while every place to receive bodies is
+// taken (a 429 would have it retried); a client waiting on
+// "Expect: 100-continue" is not told to send it.
 func TestOversizedBodyNotAskedFor(t *testing.T) {
 	f := newFixture(t, 0)
+	for range cap(f.srv.receiving) {
+		f.srv.receiving <- struct{}{}
+	}
 	conn, err := net.Dial("tcp", strings.TrimPrefix(f.http.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)

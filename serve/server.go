@@ -141,13 +141,14 @@ func (s *Server) Handler() http.Handler {
 		}
 		mux.HandleFunc(rt.path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
-			s.fail(w, r, "", &httpError{http.StatusMethodNotAllowed, "invalid_request_error", fmt.Sprintf("%s %s: this route takes %s", r.Method, r.URL.Path, allow)})
+			writeError(w, &httpError{http.StatusMethodNotAllowed, "invalid_request_error", fmt.Sprintf("%s %s: this route takes %s", r.Method, r.URL.Path, allow)})
 		})
 		list = append(list, rt.method+" "+rt.path)
 	}
 	routeList := strings.Join(list, ", ")
+	// Neither is a completion request: the metrics do not count them.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.fail(w, r, "", &httpError{http.StatusNotFound, "not_found_error", fmt.Sprintf("no route %s %s: this server answers %s", r.Method, r.URL.Path, routeList)})
+		writeError(w, &httpError{http.StatusNotFound, "not_found_error", fmt.Sprintf("no route %s %s: this server answers %s", r.Method, r.URL.Path, routeList)})
 	})
 	return mux
 }
@@ -275,6 +276,15 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, model string, err 
 		model = unknownModel // clients choose names: count them under one label
 	}
 	s.metrics.request(model, he.status)
+	s.answer(w, r, model, err, he)
+}
+
+// answer logs a failed request and answers it, without counting it (a
+// request of another route than completions).
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, model string, err error, he *httpError) {
+	if he == nil {
+		he = classify(err)
+	}
 	// The client is told of delta files by their names in the delta
 	// directory; the server's log has where it keeps them.
 	logged := he.msg
@@ -283,6 +293,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, model string, err 
 		logged = strings.Replace(logged, rn.msg, rn.err.Error(), 1)
 	}
 	s.cfg.Log.Printf("%s %s model %q: %d %s", r.Method, r.URL.Path, model, he.status, logged)
+	writeError(w, he)
+}
+
+// writeError answers he in the API's error shape.
+func writeError(w http.ResponseWriter, he *httpError) {
 	switch he.status {
 	case http.StatusConflict:
 		// OpenAI's clients retry a 409 unless told not to: a delta of
@@ -316,6 +331,15 @@ func (s *Server) knownModel(name string) bool {
 const bodiesPerSlot = 4
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
+	created := time.Now().Unix() // of every chunk of the answer
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		// Refused before waiting for a place to receive it, or reading
+		// it: a client sending "Expect: 100-continue" is not asked for
+		// it, and none is told to retry what can never be served.
+		w.Header().Set("Connection", "close")
+		s.fail(w, r, "", &httpError{http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("the request body of %d bytes exceeds %d bytes", r.ContentLength, s.cfg.MaxBodyBytes)})
+		return
+	}
 	// The body first, within BodyTimeout, and only then a slot: a client
 	// that sends headers and then trickles (or withholds) its body must
 	// not hold one of MaxInFlight. While every place to receive a body is
@@ -344,7 +368,6 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	created := time.Now().Unix() // of every chunk of the answer
 	select {
 	case s.inFlight <- struct{}{}:
 		defer func() { <-s.inFlight }()
@@ -387,13 +410,6 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 // it BodyTimeout to arrive; on failure it answers the request and returns
 // false.
 func (s *Server) readRequest(w http.ResponseWriter, r *http.Request, req *completionRequest) bool {
-	if r.ContentLength > s.cfg.MaxBodyBytes {
-		// Refused before reading, so that a client sending
-		// "Expect: 100-continue" is not asked for the body.
-		w.Header().Set("Connection", "close")
-		s.fail(w, r, "", &httpError{http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("the request body of %d bytes exceeds %d bytes", r.ContentLength, s.cfg.MaxBodyBytes)})
-		return false
-	}
 	rc := http.NewResponseController(w)
 	// Not every ResponseWriter has deadlines (a test recorder does not):
 	// then the body is read without one.
@@ -713,7 +729,7 @@ type modelEntry struct {
 func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 	list, err := s.modelList()
 	if err != nil {
-		s.fail(w, r, "", err)
+		s.answer(w, r, "", err, nil)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": list})
@@ -724,7 +740,7 @@ func (s *Server) model(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("model")
 	list, err := s.modelList()
 	if err != nil {
-		s.fail(w, r, "", err)
+		s.answer(w, r, "", err, nil)
 		return
 	}
 	for _, e := range list {
@@ -733,7 +749,7 @@ func (s *Server) model(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.fail(w, r, name, fmt.Errorf("%w: %q (GET /v1/models lists the models served)", ErrUnknownDelta, name))
+	s.answer(w, r, name, fmt.Errorf("%w: %q (GET /v1/models lists the models served)", ErrUnknownDelta, name), nil)
 }
 
 func (s *Server) modelList() ([]modelEntry, error) {
