@@ -104,13 +104,31 @@ func lowerEinsum(emit func(Op, ...*Value) (*Value, error), op *Einsum, in []*Val
 		}
 	}
 	for len(terms) > 1 {
-		a, b := terms[0], terms[1]
+		// The pair whose product is smallest goes first (ties: the
+		// leftmost), so that operands sharing no label are not multiplied
+		// out into an outer product a later term would have summed away.
+		x, y, best := 0, 1, -1.0
+		for i := range terms {
+			for j := i + 1; j < len(terms); j++ {
+				n, kept := 1.0, ""
+				for _, r := range []byte(terms[i].labels + terms[j].labels) {
+					if strings.IndexByte(kept, r) < 0 && needed(r, i, j) {
+						kept += string(r)
+						n *= float64(size[r])
+					}
+				}
+				if best < 0 || n < best {
+					x, y, best = i, j, n
+				}
+			}
+		}
+		a, b := terms[x], terms[y]
 		var batch, inner, rows, cols string
 		for _, r := range []byte(a.labels) {
 			switch {
 			case strings.IndexByte(b.labels, r) < 0:
 				rows += string(r)
-			case needed(r, 0, 1):
+			case needed(r, x, y):
 				batch += string(r)
 			default:
 				inner += string(r)
@@ -121,29 +139,18 @@ func lowerEinsum(emit func(Op, ...*Value) (*Value, error), op *Einsum, in []*Val
 				cols += string(r)
 			}
 		}
-		B, M, K, N := dims(batch).Size(), dims(rows).Size(), dims(inner).Size(), dims(cols).Size()
-		av, err := arrange(a.v, a.labels, batch+rows+inner)
-		if err == nil {
-			av, err = reshape(av, Shape{B, M, K})
+		var p *Value
+		var err error
+		if inner == "" {
+			p, err = outerProduct(emit, arrange, reshape, a.v, a.labels, b.v, b.labels, batch, rows, cols, dims)
+		} else {
+			p, err = innerProduct(emit, arrange, reshape, a.v, a.labels, b.v, b.labels, batch, inner, rows, cols, dims)
 		}
 		if err != nil {
 			return nil, err
 		}
-		bv, err := arrange(b.v, b.labels, batch+inner+cols)
-		if err == nil {
-			bv, err = reshape(bv, Shape{B, K, N})
-		}
-		if err != nil {
-			return nil, err
-		}
-		p, err := emit(&MatMul{}, av, bv)
-		if err == nil {
-			p, err = reshape(p, dims(batch+rows+cols))
-		}
-		if err != nil {
-			return nil, err
-		}
-		terms = append([]term{{p, batch + rows + cols}}, terms[2:]...)
+		terms[x] = term{p, batch + rows + cols}
+		terms = slices.Delete(terms, y, y+1)
 	}
 	return arrange(terms[0].v, terms[0].labels, op.Output)
 }
@@ -154,4 +161,58 @@ func valueTypes(vs []*Value) []Type {
 		types[i] = v.Type
 	}
 	return types
+}
+
+// innerProduct contracts a and b over the inner labels as one batched
+// MatMul: [batch, rows, inner]·[batch, inner, cols].
+func innerProduct(emit func(Op, ...*Value) (*Value, error), arrange func(*Value, string, string) (*Value, error), reshape func(*Value, Shape) (*Value, error),
+	a *Value, al string, b *Value, bl string, batch, inner, rows, cols string, dims func(string) Shape) (*Value, error) {
+	B, M, K, N := dims(batch).Size(), dims(rows).Size(), dims(inner).Size(), dims(cols).Size()
+	av, err := arrange(a, al, batch+rows+inner)
+	if err == nil {
+		av, err = reshape(av, Shape{B, M, K})
+	}
+	if err != nil {
+		return nil, err
+	}
+	bv, err := arrange(b, bl, batch+inner+cols)
+	if err == nil {
+		bv, err = reshape(bv, Shape{B, K, N})
+	}
+	if err != nil {
+		return nil, err
+	}
+	p, err := emit(&MatMul{}, av, bv)
+	if err != nil {
+		return nil, err
+	}
+	return reshape(p, dims(batch+rows+cols))
+}
+
+// outerProduct is the product of a and b with nothing to sum: an
+// element-wise Mul broadcasting a's rows against b's columns.
+func outerProduct(emit func(Op, ...*Value) (*Value, error), arrange func(*Value, string, string) (*Value, error), reshape func(*Value, Shape) (*Value, error),
+	a *Value, al string, b *Value, bl string, batch, rows, cols string, dims func(string) Shape) (*Value, error) {
+	ones := func(n int) Shape {
+		s := make(Shape, n)
+		for i := range s {
+			s[i] = 1
+		}
+		return s
+	}
+	av, err := arrange(a, al, batch+rows)
+	if err == nil {
+		av, err = reshape(av, append(dims(batch+rows), ones(len(cols))...))
+	}
+	if err != nil {
+		return nil, err
+	}
+	bv, err := arrange(b, bl, batch+cols)
+	if err == nil {
+		bv, err = reshape(bv, append(append(dims(batch), ones(len(rows))...), dims(cols)...))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return emit(&Binary{Fn: Mul}, av, bv)
 }

@@ -74,3 +74,41 @@ func TestEinsumLowering(t *testing.T) {
 		})
 	}
 }
+
+// TestEinsumLoweringPlan: operands sharing no label are not multiplied out
+// first (ab,cd,bd->ac contracts bd with either operand, never building
+// the [a,b,c,d] outer product), and products with nothing to sum are an
+// element-wise Mul, not a MatMul per element.
+func TestEinsumLoweringPlan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, c := range []struct {
+		eq          string
+		shapes      []Shape
+		maxElements int // of any value the lowered graph computes
+		matmuls     int
+	}{
+		{"ab,cd,bd->ac", []Shape{{6, 7}, {8, 9}, {7, 9}}, 8 * 9, 2},
+		{"bij,bij->bij", []Shape{{4, 5, 6}, {4, 5, 6}}, 4 * 5 * 6, 0},
+		{"bij,j->bij", []Shape{{4, 5, 6}, {6}}, 4 * 5 * 6, 0},
+		{"i,j->ij", []Shape{{3}, {4}}, 12, 0},
+	} {
+		var ins []nodeInput
+		for _, s := range c.shapes {
+			ins = append(ins, feed(randTensor(rng, Float64, s, -1, 1)))
+		}
+		m, feeds := oneNodeModel(t, 17, "Einsum", []*onnx.Attribute{stringAttr("equation", c.eq)}, ins, 1)
+		_, g := runModel(t, m, feeds)
+		matmuls, largest := 0, 0
+		for _, n := range g.Nodes {
+			if _, ok := n.Op.(*MatMul); ok {
+				matmuls++
+			}
+			for _, o := range n.Outputs {
+				largest = max(largest, o.Shape.Size())
+			}
+		}
+		if matmuls != c.matmuls || largest > c.maxElements {
+			t.Errorf("%s: %d MatMuls (want %d), a value of %d elements (want at most %d)", c.eq, matmuls, c.matmuls, largest, c.maxElements)
+		}
+	}
+}
