@@ -1,6 +1,8 @@
 package cpu
 
 import (
+	"fmt"
+
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/kernels"
 )
@@ -17,21 +19,42 @@ import (
 // on kernels.Sgemm. Output positions go in chunks whose columns fit
 // convChunkFloats, so the scratch stays bounded for any image size; the
 // scratch is one buffer per executable (its nodes run one at a time),
-// grown on first use. ConvTranspose imports as ConvGradInput.
+// grown on first use. Where each column element comes from (an offset in
+// the input channel, the same for every image, group and channel) is
+// kept in one table per geometry when it is small, else computed per
+// chunk. ConvTranspose imports as ConvGradInput.
 
 // convChunkFloats bounds the im2col columns of one chunk (8 MiB; a
 // variable for the tests).
 var convChunkFloats = 2 << 20
 
-// convScratch is the im2col buffer the conv kernels of one executable
-// share.
-type convScratch struct{ buf []float32 }
+// convOffsetsShared bounds the offset tables kept whole (16 MiB): a
+// larger one is computed chunk by chunk instead (a variable for the
+// tests).
+var convOffsetsShared = 4 << 20
+
+// convScratch is what the conv kernels of one executable share: the
+// im2col buffer, the buffer of a chunk's offsets, and the whole offset
+// tables of the geometries small enough to keep (a convolution and its
+// two gradients have one).
+type convScratch struct {
+	buf    []float32
+	offs   []int32
+	tables map[string][]int32
+}
 
 func (s *convScratch) get(n int) []float32 {
 	if len(s.buf) < n {
 		s.buf = make([]float32, n)
 	}
 	return s.buf[:n]
+}
+
+func (s *convScratch) getOffsets(n int) []int32 {
+	if len(s.offs) < n {
+		s.offs = make([]int32, n)
+	}
+	return s.offs[:n]
 }
 
 // convGeom is a convolution's shapes, flattened: N images of C channels
@@ -48,12 +71,13 @@ type convGeom struct {
 	chunk         int // output positions per im2col chunk
 	// direct: a 1×1 kernel with unit strides and no padding reads the
 	// input itself as its columns.
-	direct bool
-	offs   []int32 // offsets(), unless direct
+	direct  bool
+	table   []int32 // offsets over every output position, when kept whole
+	scratch *convScratch
 }
 
-func newConvGeom(op ir.Conv, x, w, y ir.Shape) *convGeom {
-	g := &convGeom{op: op, n: x[0], c: x[1], m: w[0], in: x[2:], out: y[2:], kern: w[2:]}
+func newConvGeom(op ir.Conv, x, w, y ir.Shape, scratch *convScratch) *convGeom {
+	g := &convGeom{op: op, n: x[0], c: x[1], m: w[0], in: x[2:], out: y[2:], kern: w[2:], scratch: scratch}
 	g.cg, g.mg = g.c/op.Group, g.m/op.Group
 	g.inSize, g.outSize, g.kSize = g.in.Size(), g.out.Size(), g.kern.Size()
 	rows := max(g.cg*g.kSize, 1)
@@ -62,24 +86,32 @@ func newConvGeom(op ir.Conv, x, w, y ir.Shape) *convGeom {
 	for d := range g.in {
 		g.direct = g.direct && op.Strides[d] == 1 && op.Pads[d] == 0 && op.Pads[len(g.in)+d] == 0 && g.in[d] == g.out[d]
 	}
-	if !g.direct {
-		g.offs = g.offsets()
+	if !g.direct && g.kSize*g.outSize <= convOffsetsShared {
+		key := fmt.Sprint(g.in, g.out, g.kern, op.Strides, op.Pads, op.Dilations)
+		if g.table = scratch.tables[key]; g.table == nil {
+			g.table = make([]int32, g.kSize*g.outSize)
+			g.offsets(g.table, 0, g.outSize)
+			if scratch.tables == nil {
+				scratch.tables = map[string][]int32{}
+			}
+			scratch.tables[key] = g.table
+		}
 	}
 	return g
 }
 
-// offsets computes offs[kp·O + o]: the input position kernel position kp
-// of output position o reads, −1 in the padding. They are the same for
-// every image, group and channel.
-func (g *convGeom) offsets() []int32 {
+// offsets fills offs[kp·(o1−o0) + o−o0] with the input position kernel
+// position kp of output position o ∈ [o0, o1) reads, −1 in the padding.
+// They are the same for every image, group and channel.
+func (g *convGeom) offsets(offs []int32, o0, o1 int) {
 	k := len(g.in)
 	outPos := make([]int, k)
 	kPos := make([]int, k)
 	inStr := g.in.Strides()
-	offs := make([]int32, g.kSize*g.outSize)
+	width := o1 - o0
 	for kp := range g.kSize {
 		unflattenInts(kp, g.kern, kPos)
-		for o := range g.outSize {
+		for o := o0; o < o1; o++ {
 			unflattenInts(o, g.out, outPos)
 			off := 0
 			for d := range k {
@@ -90,21 +122,32 @@ func (g *convGeom) offsets() []int32 {
 				}
 				off += p * inStr[d]
 			}
-			offs[kp*g.outSize+o] = int32(off)
+			offs[kp*width+o-o0] = int32(off)
 		}
 	}
-	return offs
 }
 
-// im2col fills col [cg·K, o1−o0] with the windows of output positions
-// [o0, o1) over channels x [cg][inSize].
-func (g *convGeom) im2col(col, x []float32, o0, o1 int) {
-	width := o1 - o0
+// chunkOffsets are the offsets of output positions [o0, o1) and the
+// distance between kernel positions in them: a window of the whole table,
+// or computed into the scratch.
+func (g *convGeom) chunkOffsets(o0, o1 int) ([]int32, int) {
+	if g.table != nil {
+		return g.table[o0:], g.outSize
+	}
+	offs := g.scratch.getOffsets(g.kSize * (o1 - o0))
+	g.offsets(offs, o0, o1)
+	return offs, o1 - o0
+}
+
+// im2col fills col [cg·K, width] with the windows of a chunk of width
+// output positions over channels x [cg][inSize], offs and stride from
+// chunkOffsets.
+func (g *convGeom) im2col(col, x []float32, offs []int32, stride, width int) {
 	for ic := range g.cg {
 		xs := x[ic*g.inSize : (ic+1)*g.inSize]
 		for kp := range g.kSize {
 			row := col[(ic*g.kSize+kp)*width : (ic*g.kSize+kp+1)*width]
-			for j, off := range g.offs[kp*g.outSize+o0 : kp*g.outSize+o1] {
+			for j, off := range offs[kp*stride : kp*stride+width] {
 				if off >= 0 {
 					row[j] = xs[off]
 				} else {
@@ -115,15 +158,14 @@ func (g *convGeom) im2col(col, x []float32, o0, o1 int) {
 	}
 }
 
-// col2im adds col [cg·K, o1−o0] into the channels dx [cg][inSize] at the
-// windows' positions.
-func (g *convGeom) col2im(dx, col []float32, o0, o1 int) {
-	width := o1 - o0
+// col2im adds col [cg·K, width] into the channels dx [cg][inSize] at the
+// windows' positions (im2col's arguments).
+func (g *convGeom) col2im(dx, col []float32, offs []int32, stride, width int) {
 	for ic := range g.cg {
 		xs := dx[ic*g.inSize : (ic+1)*g.inSize]
 		for kp := range g.kSize {
 			row := col[(ic*g.kSize+kp)*width : (ic*g.kSize+kp+1)*width]
-			for j, off := range g.offs[kp*g.outSize+o0 : kp*g.outSize+o1] {
+			for j, off := range offs[kp*stride : kp*stride+width] {
 				if off >= 0 {
 					xs[off] += row[j]
 				}
@@ -148,7 +190,7 @@ type convKernel struct {
 }
 
 func newConvKernel(threads int, scratch *convScratch, op *ir.Conv, in, out []*ir.Tensor) kernel {
-	k := &convKernel{g: newConvGeom(*op, in[0].Shape(), in[1].Shape(), out[0].Shape()), threads: threads, scratch: scratch,
+	k := &convKernel{g: newConvGeom(*op, in[0].Shape(), in[1].Shape(), out[0].Shape(), scratch), threads: threads, scratch: scratch,
 		x: in[0].Float32s(), w: in[1].Float32s(), y: out[0].Float32s()}
 	if len(in) > 2 && in[2] != nil {
 		k.b = in[2].Float32s()
@@ -192,7 +234,8 @@ func (k *convKernel) run() error {
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
 				col := k.scratch.get(rows * (o1 - o0))
-				g.im2col(col, x, o0, o1)
+				offs, stride := g.chunkOffsets(o0, o1)
+				g.im2col(col, x, offs, stride, o1-o0)
 				kernels.Sgemm(k.threads, false, false, g.mg, o1-o0, rows, 1, w, rows, col, o1-o0, beta, y[o0:], g.outSize)
 			}
 		}
@@ -210,7 +253,7 @@ type convGradInputKernel struct {
 }
 
 func newConvGradInputKernel(threads int, scratch *convScratch, op *ir.ConvGradInput, in, out []*ir.Tensor) kernel {
-	return &convGradInputKernel{g: newConvGeom(op.Conv, op.InputShape, in[1].Shape(), in[0].Shape()), threads: threads, scratch: scratch,
+	return &convGradInputKernel{g: newConvGeom(op.Conv, op.InputShape, in[1].Shape(), in[0].Shape(), scratch), threads: threads, scratch: scratch,
 		dy: in[0].Float32s(), w: in[1].Float32s(), dx: out[0].Float32s()}
 }
 
@@ -237,7 +280,8 @@ func (k *convGradInputKernel) run() error {
 				o1 := min(o0+g.chunk, g.outSize)
 				col := k.scratch.get(rows * (o1 - o0))
 				kernels.Sgemm(k.threads, true, false, rows, o1-o0, g.mg, 1, w, rows, dy[o0:], g.outSize, 0, col, o1-o0)
-				g.col2im(dx, col, o0, o1)
+				offs, stride := g.chunkOffsets(o0, o1)
+				g.col2im(dx, col, offs, stride, o1-o0)
 			}
 		}
 	}
@@ -254,7 +298,7 @@ type convGradWeightKernel struct {
 }
 
 func newConvGradWeightKernel(threads int, scratch *convScratch, op *ir.ConvGradWeight, in, out []*ir.Tensor) kernel {
-	return &convGradWeightKernel{g: newConvGeom(op.Conv, in[1].Shape(), op.WeightShape, in[0].Shape()), threads: threads, scratch: scratch,
+	return &convGradWeightKernel{g: newConvGeom(op.Conv, in[1].Shape(), op.WeightShape, in[0].Shape(), scratch), threads: threads, scratch: scratch,
 		dy: in[0].Float32s(), x: in[1].Float32s(), dw: out[0].Float32s()}
 }
 
@@ -279,7 +323,8 @@ func (k *convGradWeightKernel) run() error {
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
 				col := k.scratch.get(rows * (o1 - o0))
-				g.im2col(col, x, o0, o1)
+				offs, stride := g.chunkOffsets(o0, o1)
+				g.im2col(col, x, offs, stride, o1-o0)
 				kernels.Sgemm(k.threads, false, true, g.mg, rows, o1-o0, 1, dy[o0:], g.outSize, col, o1-o0, beta, dw, rows)
 				beta = 1
 			}

@@ -27,6 +27,7 @@ func TestConvKernels(t *testing.T) {
 		{ir.Shape{1, 6, 11, 10}, ir.Shape{6, 1, 3, 3}, []int{2, 1}, []int{0, 2, 1, 0}, []int{1, 2}, 6, true}, // depthwise
 		{ir.Shape{2, 8, 6, 5}, ir.Shape{4, 8, 1, 1}, []int{1, 1}, []int{0, 0, 0, 0}, []int{1, 1}, 1, true},   // 1×1: direct
 		{ir.Shape{2, 8, 6, 5}, ir.Shape{4, 4, 1, 1}, []int{2, 2}, []int{0, 0, 0, 0}, []int{1, 1}, 2, false},  // 1×1 strided
+		{ir.Shape{2, 8, 6, 5}, ir.Shape{6, 4, 1, 1}, []int{1, 1}, []int{0, 0, 0, 0}, []int{1, 1}, 2, true},   // 1×1 direct, grouped
 		{ir.Shape{1, 2, 5, 6, 4}, ir.Shape{3, 2, 2, 3, 2}, []int{1, 2, 1}, []int{1, 0, 1, 1, 0, 1}, []int{1, 1, 2}, 1, true},
 		{ir.Shape{3, 4, 12, 12}, ir.Shape{8, 2, 3, 3}, []int{1, 1}, []int{1, 1, 1, 1}, []int{1, 1}, 2, true},
 		// Empty: no input channels (the bias alone), no images, no output
@@ -37,10 +38,11 @@ func TestConvKernels(t *testing.T) {
 		{ir.Shape{2, 3, 9}, ir.Shape{0, 3, 3}, []int{1}, []int{1, 1}, []int{1}, 1, false},
 		{ir.Shape{2, 3, 0}, ir.Shape{4, 3, 1}, []int{1}, []int{1, 0}, []int{1}, 1, true},
 	}
-	defer func(n int) { convChunkFloats = n }(convChunkFloats)
+	defer func(n, m int) { convChunkFloats, convOffsetsShared = n, m }(convChunkFloats, convOffsetsShared)
 	rng := rand.New(rand.NewPCG(4, 5))
-	for _, chunk := range []int{2 << 20, 1} { // 1: chunks of 64 output positions
-		convChunkFloats = chunk
+	// 1: chunks of 64 output positions, their offsets computed per chunk.
+	for _, chunk := range []int{2 << 20, 1} {
+		convChunkFloats, convOffsetsShared = chunk, 2*chunk
 		for i, c := range cases {
 			op := ir.Conv{Strides: c.strides, Pads: c.pads, Dilations: c.dilations, Group: c.group}
 			t.Run(fmt.Sprintf("chunk%d/%d_%v_%v", chunk, i, c.x, c.w), func(t *testing.T) {
