@@ -665,7 +665,8 @@ func lowerCumSum(f *fn, op *ir.CumSum, x value) value {
 }
 
 // lowerTopK sorts (stable, by value then index) along the axis and keeps
-// the first K.
+// the first K. A NaN ranks above every number, as in the reference: a
+// float comparison alone leaves NaN unordered.
 func lowerTopK(f *fn, op *ir.TopK, x value) []value {
 	idx := f.iota(ir.Type{DType: ir.Int64, Shape: x.shape()}, op.Axis)
 	dir := "GT"
@@ -675,7 +676,16 @@ func lowerTopK(f *fn, op *ir.TopK, x value) []value {
 	st := scalarType(x.dtype())
 	it := scalarType(ir.Int64)
 	cmp := f.region([]ir.Type{st, st, it, it}, func(r *fn, a []value) []value {
-		return []value{r.compare(dir, a[0], a[1])}
+		before := r.compare(dir, a[0], a[1])
+		if !x.dtype().IsFloat() {
+			return []value{before}
+		}
+		// Largest: a NaN before a number; smallest: a number before a NaN.
+		nanA, numB := r.compare("NE", a[0], a[0]), r.compare("EQ", a[1], a[1])
+		if !op.Largest {
+			nanA, numB = r.compare("EQ", a[0], a[0]), r.compare("NE", a[1], a[1])
+		}
+		return []value{r.or(before, r.and(nanA, numB))}
 	})
 	sorted := f.op("stablehlo.sort", []value{x, idx}, fmt.Sprintf("dimension = %d : i64, is_stable = true", op.Axis), []string{cmp}, x.t, idx.t)
 	lo := make([]int, x.rank())

@@ -3,8 +3,10 @@ package tpu
 import (
 	"fmt"
 	"github.com/dstune/dstune/internal/sharedtest/models"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -199,6 +201,42 @@ func TestConstantsKeepEveryBit(t *testing.T) {
 		}
 		if !strings.EqualFold(fmt.Sprint(got[0].Bytes()), fmt.Sprint(x.Bytes())) {
 			t.Errorf("%s: constant changed:\n got %v\nwant %v", dt, got[0].Bytes(), x.Bytes())
+		}
+	}
+}
+
+// TestTopKNaNOrder: the lowered TopK ranks a NaN above every number, ties
+// to the lower index, as the reference does (a float comparison alone
+// would leave NaNs anywhere), checked on the HLO evaluator.
+func TestTopKNaNOrder(t *testing.T) {
+	nan := float32(math.NaN())
+	x := ir.FromFloat32s(ir.Shape{2, 6}, []float32{1, nan, 3, 3, nan, -2, nan, 0, 5, -1, 5, nan})
+	for _, largest := range []bool{true, false} {
+		b := ir.NewBuilder("topk")
+		in := b.Input("x", ir.Float32, x.Shape())
+		outs := b.Op(&ir.TopK{Axis: 1, K: 5, Largest: largest}, in)
+		b.Output("values", outs[0])
+		b.Output("indices", outs[1])
+		g, err := b.Graph()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := ir.Interpret(g, map[string]*ir.Tensor{"x": x})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := LowerGraph(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := runProgram(p, graphArgs(t, p, g, map[string]*ir.Tensor{"x": x}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range p.Results {
+			if r.Name == "indices" && !slices.Equal(got[i].Int64s(), want["indices"].Int64s()) {
+				t.Errorf("largest %v: indices %v, the reference's %v", largest, got[i].Int64s(), want["indices"].Int64s())
+			}
 		}
 	}
 }
