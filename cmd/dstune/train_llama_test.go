@@ -342,10 +342,16 @@ func TestTrainRewrittenInputs(t *testing.T) {
 			}
 		}
 	}
-	for _, args := range [][]string{{"--batch", "4"}, {"--batch", "2", "--max-len", "6"}} {
-		code, _, errOut := runCmd(append([]string{"train", fixedModel, "--data", data, "--task", "lm", "--method", "full", "--steps", "1", "--out", filepath.Join(dir, "refused")}, args...)...)
-		if code == 0 || !strings.Contains(errOut, "takes batches of exactly 2 sequences") && !strings.Contains(errOut, "takes sequences of exactly 8 tokens") {
-			t.Errorf("%v on a model fixing batch 2×8: exit %d, %s", args, code, errOut)
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"--batch", "4"}, "takes batches of exactly 2 sequences (its inputs fix the batch size), --batch is 4"},
+		{[]string{"--batch", "2", "--max-len", "6"}, "takes sequences of exactly 8 tokens, --max-len is 6"},
+	} {
+		code, _, errOut := runCmd(append([]string{"train", fixedModel, "--data", data, "--task", "lm", "--method", "full", "--steps", "1", "--out", filepath.Join(dir, "refused")}, c.args...)...)
+		if code == 0 || !strings.Contains(errOut, c.says) {
+			t.Errorf("%v on a model fixing batch 2×8: exit %d, %s", c.args, code, errOut)
 		}
 	}
 }
