@@ -37,6 +37,11 @@ type WriteOptions struct {
 	// Threshold is the smallest initializer (bytes) moved to external
 	// data; default 1024. Smaller ones stay in the model file.
 	Threshold int64
+	// NoReplace fails the write with an *atomicfile.ExistsError, leaving
+	// the file as it is, where the model file (or its external-data
+	// file) exists by the time it is put in place: for an output checked
+	// not to exist, which another process may have written since.
+	NoReplace bool
 }
 
 const defaultThreshold = 1024
@@ -113,10 +118,12 @@ func writeFile(path string, m *Model, opts WriteOptions) error {
 		return err
 	}
 
-	dir := filepath.Dir(path)
+	write := atomicfile.Options{NoReplace: opts.NoReplace}
 	var data *atomicfile.Pending
 	if len(external) > 0 {
-		data, err = atomicfile.Prepare(filepath.Join(dir, filepath.FromSlash(dataFile)), func(w *os.File) error {
+		// Beside the model as the kernel finds it (not filepath.Dir's
+		// lexical reading of LINK/..), where its Location leads.
+		data, err = write.Prepare(atomicfile.Beside(path, filepath.FromSlash(dataFile)), func(w *os.File) error {
 			bw := bufio.NewWriterSize(w, 1<<20)
 			var offset int64
 			for _, t := range external {
@@ -139,7 +146,7 @@ func writeFile(path string, m *Model, opts WriteOptions) error {
 			return err
 		}
 	}
-	model, err := atomicfile.Prepare(path, func(w *os.File) error {
+	model, err := write.Prepare(path, func(w *os.File) error {
 		_, err := w.Write(enc)
 		return err
 	})
@@ -211,7 +218,20 @@ func checkRelative(location string) error {
 // re-encode with WriteFile instead. dst is written atomically (temporary
 // file + rename) and may be src itself.
 func PatchFile(src, dst string, m *Model, newValues map[string][]byte) error {
-	if err := patchFile(src, dst, m, newValues); err != nil {
+	return PatchFileWith(src, dst, m, newValues, PatchOptions{})
+}
+
+// PatchOptions control PatchFileWith.
+type PatchOptions struct {
+	// NoReplace fails the write with an *atomicfile.ExistsError, leaving
+	// the file as it is, where dst exists by the time it is put in place
+	// (as WriteOptions.NoReplace).
+	NoReplace bool
+}
+
+// PatchFileWith is PatchFile as opts say.
+func PatchFileWith(src, dst string, m *Model, newValues map[string][]byte, opts PatchOptions) error {
+	if err := patchFile(src, dst, m, newValues, opts); err != nil {
 		return fmt.Errorf("onnx: patch %s: %w", src, err)
 	}
 	return nil
@@ -222,7 +242,7 @@ type patch struct {
 	value  []byte
 }
 
-func patchFile(src, dst string, m *Model, newValues map[string][]byte) error {
+func patchFile(src, dst string, m *Model, newValues map[string][]byte, opts PatchOptions) error {
 	if m.Graph == nil || m.buf == nil {
 		return errors.New("model has no graph or was closed")
 	}
@@ -259,7 +279,7 @@ func patchFile(src, dst string, m *Model, newValues map[string][]byte) error {
 	if st.Size() != int64(len(m.buf)) {
 		return fmt.Errorf("file is %d bytes, the model was decoded from %d: is m the model read from this file?", st.Size(), len(m.buf))
 	}
-	return atomicfile.WriteWith(dst, func(f *os.File) error {
+	return atomicfile.Options{NoReplace: opts.NoReplace}.WriteWith(dst, func(f *os.File) error {
 		n, err := io.Copy(f, in)
 		if err != nil {
 			return err

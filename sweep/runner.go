@@ -17,6 +17,7 @@ import (
 
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/internal/atomicfile"
+	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/peft"
 	"github.com/dstune/dstune/tokenizer"
 	"github.com/dstune/dstune/train"
@@ -110,11 +111,12 @@ func Execute(ctx context.Context, s *Spec, opts Options) (*Outcome, error) {
 		opts.Jobs = 1
 	}
 	opts.KeepDeltas = opts.KeepDeltas || s.KeepDeltas
+	opts.Dir = outpath.Resolve(opts.Dir) // joined to: "link/.." as the kernel reads it
 	plan, err := Plan(s, opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(opts.Dir, runsDir), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(opts.Dir, runsDir), 0o777); err != nil {
 		return nil, err
 	}
 	out := &Outcome{Results: make([]*Result, len(plan))}
@@ -165,6 +167,7 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 	if opts.Configure == nil {
 		return nil, errors.New("sweep: no Configure")
 	}
+	opts.Dir = outpath.Resolve(opts.Dir)
 	inputs := [][2]string{{"model", s.Model}, {"tokenizer", s.Tokenizer}}
 	for name, d := range s.Datasets {
 		inputs = append(inputs, [2]string{"datasets." + name + ".data", d.Data}, [2]string{"datasets." + name + ".valid", d.Valid})
@@ -484,12 +487,12 @@ func (r *Result) summary() string {
 // runOne trains one run (continuing it when it has a configuration
 // already) and writes its result.json.
 func runOne(ctx context.Context, p PlannedRun, opts Options) (*Result, error) {
-	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(p.Dir, 0o777); err != nil {
 		return nil, err
 	}
 	resume := savedCheckpoint(p.Dir)
 	cfg := p.Config
-	log, err := os.OpenFile(filepath.Join(p.Dir, LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	log, err := os.OpenFile(filepath.Join(p.Dir, LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o666)
 	if err != nil {
 		return nil, err
 	}
@@ -735,7 +738,7 @@ func keepCheckpointFiles(dir string, step int64) error {
 	}
 	tmp := final + ".tmp"
 	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := os.MkdirAll(tmp, 0o777); err != nil {
 		return err
 	}
 	for _, name := range keptFiles {
@@ -746,7 +749,9 @@ func keepCheckpointFiles(dir string, step int64) error {
 		if err != nil {
 			return err
 		}
-		if err := atomicfile.Write(filepath.Join(tmp, name), data); err != nil {
+		// A copy keeps the mode of the file it copies: a private run's
+		// deltas stay private.
+		if err := (atomicfile.Options{ModeOf: filepath.Join(dir, name)}).Write(filepath.Join(tmp, name), data); err != nil {
 			return err
 		}
 	}

@@ -150,8 +150,22 @@ func writeCheckpoint(run string, params []*ir.Param, st *EngineState, pos Positi
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
 	}
-	if err := os.Mkdir(tmp, 0o755); err != nil {
+	// The new checkpoint replaces the last one: it takes its directory's
+	// mode and its files' (a run made private stays private), a first
+	// one what the umask leaves, as mkdir's.
+	prev, prevMode := lastCheckpointDir(run)
+	mkdirMode := fs.FileMode(0o777)
+	if prev != "" {
+		mkdirMode = 0o700 // the owner's alone until it is complete
+	}
+	if err := os.Mkdir(tmp, mkdirMode); err != nil {
 		return err
+	}
+	like := func(name string) atomicfile.Options {
+		if prev == "" {
+			return atomicfile.Options{}
+		}
+		return atomicfile.Options{ModeOf: filepath.Join(prev, name)}
 	}
 	var values, slots []safetensors.Tensor
 	for _, p := range params {
@@ -170,7 +184,7 @@ func writeCheckpoint(run string, params []*ir.Param, st *EngineState, pos Positi
 	}
 	files := map[string]string{}
 	write := func(name string, meta map[string]string, tensors []safetensors.Tensor) error {
-		sum, err := writeHashed(filepath.Join(tmp, name), meta, tensors)
+		sum, err := writeHashed(filepath.Join(tmp, name), like(name), meta, tensors)
 		files[name] = sum
 		return err
 	}
@@ -191,8 +205,13 @@ func writeCheckpoint(run string, params []*ir.Param, st *EngineState, pos Positi
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.Write(filepath.Join(tmp, "state.json"), state); err != nil {
+	if err := like("state.json").Write(filepath.Join(tmp, "state.json"), state); err != nil {
 		return err
+	}
+	if prev != "" {
+		if err := os.Chmod(tmp, prevMode); err != nil {
+			return err
+		}
 	}
 	if err := atomicfile.SyncDir(tmp); err != nil {
 		return err
@@ -223,6 +242,19 @@ func writeCheckpoint(run string, params []*ir.Param, st *EngineState, pos Positi
 	return recordCheckpoint(run)
 }
 
+// lastCheckpointDir is the checkpoint directory a new one replaces
+// (checkpoint, or checkpoint.old where a crash mid-swap left none) and
+// its permissions; "" when there is none.
+func lastCheckpointDir(run string) (string, fs.FileMode) {
+	for _, name := range []string{checkpointDir, checkpointOld} {
+		dir := filepath.Join(run, name)
+		if st, err := os.Stat(dir); err == nil && st.IsDir() {
+			return dir, st.Mode().Perm()
+		}
+	}
+	return "", 0
+}
+
 // recordCheckpoint writes RUN/checkpoint.json for the checkpoint in place.
 func recordCheckpoint(run string) error {
 	info, state, err := readState(os.DirFS(filepath.Join(run, checkpointDir)))
@@ -233,11 +265,11 @@ func recordCheckpoint(run string) error {
 	return writeJSONFile(filepath.Join(run, checkpointRecord), CheckpointRecord{Step: info.Step, StateSHA256: hex.EncodeToString(sum[:]), ConfigSHA256: identitySHA256(info.Config)})
 }
 
-// writeHashed writes a safetensors file atomically and returns its
-// sha256.
-func writeHashed(path string, meta map[string]string, tensors []safetensors.Tensor) (string, error) {
+// writeHashed writes a safetensors file atomically, as opts say, and
+// returns its sha256.
+func writeHashed(path string, opts atomicfile.Options, meta map[string]string, tensors []safetensors.Tensor) (string, error) {
 	h := sha256.New()
-	err := atomicfile.WriteWith(path, func(f *os.File) error {
+	err := opts.WriteWith(path, func(f *os.File) error {
 		return safetensors.Encode(io.MultiWriter(f, h), meta, tensors)
 	})
 	if err != nil {

@@ -274,6 +274,10 @@ const (
 // *NonFiniteError; nothing of that step is saved, and the last good
 // checkpoint is kept.
 func Run(ctx context.Context, cfg Config, opts RunOptions) (*Result, error) {
+	// Its files are named by joining to it, which reads "link/.." as the
+	// kernel does not: the lock would be in another directory than the
+	// one made for the run.
+	opts.Dir = outpath.Resolve(opts.Dir)
 	r := &runner{cfg: cfg, opts: opts, res: &Result{Loss: math.NaN(), InitialValidLoss: math.NaN(), ValidLoss: math.NaN(), InitialValidMetric: math.NaN(), ValidMetric: math.NaN()}}
 	defer r.close()
 	if err := r.setup(ctx); err != nil {
@@ -471,7 +475,7 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 				return stored, fmt.Errorf("%s is a dangling symbolic link (to %s, which does not exist): create the directory it names, remove the link, or choose another run directory", dir, target)
 			}
 		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o777); err != nil { // less the umask, as mkdir's
 			return stored, err
 		}
 		if err := r.lockRunDir(); err != nil {
@@ -1020,7 +1024,7 @@ func (r *runner) openMetrics() error {
 		return err
 	}
 	var err error
-	if r.metrics, err = os.OpenFile(filepath.Join(dir, MetricsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
+	if r.metrics, err = os.OpenFile(filepath.Join(dir, MetricsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o666); err != nil {
 		return err
 	}
 	r.metricsW = bufio.NewWriter(r.metrics)

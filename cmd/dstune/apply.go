@@ -96,9 +96,9 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if prompt != nil {
-		return writePrompted(stdout, out, m, newValues, prompt, promptPath)
+		return writtenOutput("-o", writePrompted(stdout, out, m, newValues, prompt, promptPath, !*force))
 	}
-	return writeApplied(stdout, modelPath, out, m, newValues, reencode)
+	return writtenOutput("-o", writeApplied(stdout, modelPath, out, m, newValues, reencode, !*force))
 }
 
 // checkOutputDir refuses an output whose directory does not exist (or is
@@ -170,15 +170,16 @@ func applyToInitializers(stdout io.Writer, m *onnx.Model, inits []dst.Initialize
 }
 
 // writeApplied writes the fine-tuned model: the base file patched in place
-// when it can be, else the whole model re-encoded (saying why).
-func writeApplied(stdout io.Writer, modelPath, out string, m *onnx.Model, newValues map[string][]byte, reencode []string) error {
+// when it can be, else the whole model re-encoded (saying why); with
+// noReplace, not over a file that is there by then.
+func writeApplied(stdout io.Writer, modelPath, out string, m *onnx.Model, newValues map[string][]byte, reencode []string, noReplace bool) error {
 	if len(reencode) == 0 {
 		if ext := externalData(m.Graph, 0); ext != "" && !sameDir(modelPath, out) {
 			reencode = append(reencode, fmt.Sprintf("the model keeps initializers in the external-data file %q, which a patched copy in another directory would not find", ext))
 		}
 	}
 	if len(reencode) == 0 {
-		if err := onnx.PatchFile(modelPath, out, m, newValues); err != nil {
+		if err := onnx.PatchFileWith(modelPath, out, m, newValues, onnx.PatchOptions{NoReplace: noReplace}); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "wrote %s: %s patched in place (every byte outside the changed entries is the base file's)\n", out, filepath.Base(modelPath))
@@ -193,7 +194,7 @@ func writeApplied(stdout io.Writer, modelPath, out string, m *onnx.Model, newVal
 			m.Graph.Initializers[i] = nt
 		}
 	}
-	if err := onnx.WriteFile(out, m, onnx.WriteOptions{}); err != nil {
+	if err := onnx.WriteFile(out, m, onnx.WriteOptions{NoReplace: noReplace}); err != nil {
 		return err
 	}
 	why := strings.Join(reencode, "; ")

@@ -79,8 +79,9 @@ func splitPrompt(stderr io.Writer, paths []string, inits []dst.Initializer, forc
 }
 
 // writePrompted writes m, its initializers replaced by newValues, with the
-// soft prompt built into its graph: a re-encoded model.
-func writePrompted(stdout io.Writer, out string, m *onnx.Model, newValues map[string][]byte, prompt *peft.SoftPrompt, promptPath string) error {
+// soft prompt built into its graph: a re-encoded model; with noReplace,
+// not over a file that is there by then.
+func writePrompted(stdout io.Writer, out string, m *onnx.Model, newValues map[string][]byte, prompt *peft.SoftPrompt, promptPath string, noReplace bool) error {
 	for i, it := range m.Graph.Initializers {
 		if v, ok := newValues[it.Name]; ok {
 			nt, err := onnx.NewTensor(it.Name, it.DataType, it.Dims, v)
@@ -97,7 +98,7 @@ func writePrompted(stdout io.Writer, out string, m *onnx.Model, newValues map[st
 	if err != nil {
 		return fmt.Errorf("soft prompt %s: %w", promptPath, err)
 	}
-	if err := onnx.WriteFile(out, pm, onnx.WriteOptions{}); err != nil {
+	if err := onnx.WriteFile(out, pm, onnx.WriteOptions{NoReplace: noReplace}); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s: re-encoded the whole model with the soft prompt (%d virtual tokens, %s) built into its graph as %s\n",

@@ -170,7 +170,7 @@ func newDemoDir(o demoOptions) (*demoDir, error) {
 		if d.dir, err = os.MkdirTemp("", "dstune-demo-"); err != nil {
 			return nil, err
 		}
-	} else if err := os.MkdirAll(d.dir, 0o755); err != nil {
+	} else if err := os.MkdirAll(d.dir, 0o777); err != nil { // the umask takes its share
 		return nil, err
 	}
 	// Every file and directory the demo writes must be new: it overwrote
@@ -180,7 +180,7 @@ func newDemoDir(o demoOptions) (*demoDir, error) {
 			return nil, usagef("%s already exists, and the demo writes it: give --out a new directory, or one without the demo's files", d.at(name))
 		}
 	}
-	if err := os.WriteFile(d.at(demo.BaseModelFile), demo.BaseModel, 0o644); err != nil {
+	if err := os.WriteFile(d.at(demo.BaseModelFile), demo.BaseModel, 0o666); err != nil {
 		return nil, err
 	}
 	d.trainSet, d.validSet = demo.TaskData(demo.ReverseUpper, demoTrainExamples, demoValidExamples, demoDataSeed)

@@ -6,12 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"unicode/utf8"
 
 	"github.com/dstune/dstune/dst"
@@ -240,7 +238,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "KV cache: %s\n", d.Note())
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), interruptSignals...)
 	defer stop()
 	req := generate.Request{Prompt: ids, MaxTokens: *maxTokens, Sampling: sampling, Stop: stops, StopTokens: eos}
 	first := true
@@ -265,6 +263,10 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return nil
 	})
 	fmt.Fprintln(stdout)
+	if err != nil && ctx.Err() != nil {
+		// What was generated stays printed; the status says it was cut.
+		return &exitError{130, fmt.Sprintf("interrupted after %d of at most %d tokens", len(res.Tokens), *maxTokens)}
+	}
 	if errors.Is(err, generate.ErrPromptTooLong) || errors.Is(err, generate.ErrBadRequest) {
 		// Not an HTTP request here: the message without serve's prefix.
 		return usagef("%s", strings.TrimPrefix(err.Error(), generate.ErrBadRequest.Error()+": "))

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,6 +71,42 @@ func TestGenerateStoriesGreedy(t *testing.T) {
 		if !strings.Contains(errOut, wantNote) || !strings.Contains(errOut, "40 generated (length)") {
 			t.Errorf("%s: stderr %q lacks %q or the count", mode, errOut, wantNote)
 		}
+	}
+}
+
+// TestGenerateInterrupted: Ctrl-C while generating exits with 130 and a
+// sentence, as the other commands do, the tokens so far printed.
+func TestGenerateInterrupted(t *testing.T) {
+	model := sharedtest.Path(t, "models", "stories260K", "stories260K.onnx")
+	// Recomputing 500 tokens takes seconds: the signal comes first.
+	js, _ := json.Marshal([]string{"generate", model, "--prompt-ids", "1", "--max-tokens", "500", "--kv-cache", "recompute", "--threads", "1"})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "DSTUNE_TEST_MAIN="+string(js))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(stdout, first); err != nil {
+		t.Fatalf("no token (%v): %s", err, stderr.String())
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(stdout)
+	cmd.Wait()
+	out := string(first) + string(rest)
+	if code := cmd.ProcessState.ExitCode(); code != 130 || !regexp.MustCompile(`dstune generate: interrupted after \d+ of at most 500 tokens\n$`).MatchString(stderr.String()) {
+		t.Errorf("exit %d, stderr %q", code, stderr.String())
+	}
+	if n := len(parseIDs(t, out)); n < 1 || n >= 500 || !strings.HasSuffix(out, "\n") {
+		t.Errorf("%d tokens printed, output %q", n, out)
 	}
 }
 

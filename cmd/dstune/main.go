@@ -7,14 +7,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
+	"syscall"
 
 	"github.com/dstune/dstune/kernels"
+	"github.com/dstune/dstune/train"
 )
 
 // command is one subcommand; each lives in its own file and registers
@@ -102,18 +107,48 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
+func init() {
+	// Go kills a program whose write to stdout or stderr finds the pipe
+	// closed (`dstune train … | head`) with SIGPIPE, unless SIGPIPE is
+	// notified: then the write fails with EPIPE, as on any other file, so
+	// a training run goes on to its checkpoint, a server keeps serving
+	// when its log's reader is gone, and runMain reports the lost output.
+	// Notified rather than ignored: an ignored signal stays ignored in
+	// the processes a command starts.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+}
+
 func main() {
 	os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// runMain runs the command args name and returns its exit status. One
+// that succeeds but whose output could not all be written (a full disk, a
+// closed pipe) fails with status 1: what it was run for did not arrive.
 func runMain(args []string, stdout, stderr io.Writer) int {
+	out := &outputWriter{w: stdout}
+	name, code := dispatch(args, out, stderr)
+	if err := out.failed(); err != nil && code == 0 {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is the command's stdout, whatever it is
+		}
+		fmt.Fprintf(stderr, "dstune %s: writing the output: %v\n", name, err)
+		return 1
+	}
+	return code
+}
+
+// dispatch is runMain but for the output's failure: it also returns the
+// name the command's messages give (help and version are commands there).
+func dispatch(args []string, stdout, stderr io.Writer) (name string, code int) {
 	if len(args) > 0 && (args[0] == "version" || args[0] == "--version" || args[0] == "-version") {
 		if len(args) > 1 {
 			fmt.Fprintf(stderr, "dstune version: no arguments expected, got %q\n", args[1:])
-			return 2
+			return "version", 2
 		}
 		printVersion(stdout)
-		return 0
+		return "version", 0
 	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		if len(args) > 1 && (args[1] == "help" || args[1] == "version") {
@@ -126,48 +161,83 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 			if !ok {
 				fmt.Fprintf(stderr, "dstune help: unknown command %q\n\n", name)
 				printHelp(stderr)
-				return 2
+				return "help", 2
 			}
 			fmt.Fprint(stdout, c.help())
-			return 0
+			return "help", 0
 		}
 		printHelp(stdout)
 		if len(args) == 0 {
-			return 2
+			return "help", 2
 		}
-		return 0
+		return "help", 0
 	}
 	c, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "dstune: unknown command %q\n\n", args[0])
 		printHelp(stderr)
-		return 2
+		return args[0], 2
 	}
 	if len(args) > 1 && commands[args[0]+" "+args[1]] != nil { // dstune profile step
 		c, args = commands[args[0]+" "+args[1]], args[1:]
 	}
 	err := c.run(args[1:], stdout, stderr)
 	if err == nil {
-		return 0
+		return c.name, 0
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stdout, c.help())
-		return 0
+		return c.name, 0
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(stderr, "dstune %s: %s\nusage: %s\n", c.name, ue.msg, strings.ReplaceAll(c.usage(), "\n", "\n       "))
-		return 2
+		return c.name, 2
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.msg != "" {
 			fmt.Fprintf(stderr, "dstune %s: %s\n", c.name, ee.msg)
 		}
-		return ee.code
+		return c.name, ee.code
 	}
 	fmt.Fprintf(stderr, "dstune %s: %v\n", c.name, err)
-	return 1
+	return c.name, 1
+}
+
+// outputWriter is a command's stdout. It keeps the first write error,
+// which runMain reports, so that no command need check each print; the
+// writes after it are not tried, so that what arrived has no gap.
+type outputWriter struct {
+	w   io.Writer
+	mu  sync.Mutex // a sweep's runs report from their goroutines
+	err error
+}
+
+func (o *outputWriter) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err != nil {
+		return 0, o.err
+	}
+	n, err := o.w.Write(p)
+	o.err = err
+	return n, err
+}
+
+// failed is the first write error, nil if none.
+func (o *outputWriter) failed() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.err
+}
+
+// isTerminal reports whether w, a command's stdout, is a terminal.
+func isTerminal(w io.Writer) bool {
+	if o, ok := w.(*outputWriter); ok {
+		w = o.w
+	}
+	return train.IsTerminal(w)
 }
 
 // printVersion says which build this is (the module version, or the

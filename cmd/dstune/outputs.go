@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 
+	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/internal/outpath"
 )
 
@@ -21,6 +22,17 @@ func checkOutputFile(flag, out string, force bool, inputs ...outpath.Input) erro
 		return usagef("%s %v", flag, err)
 	case errors.As(err, &ee):
 		return usagef("%s %v (--force overwrites it)", flag, err)
+	}
+	return err
+}
+
+// writtenOutput is the error of writing a command's output file without
+// --force (flag names it): one another process made after
+// checkOutputFile found none is refused as checkOutputFile refuses it.
+func writtenOutput(flag string, err error) error {
+	var ee *atomicfile.ExistsError
+	if errors.As(err, &ee) {
+		return usagef("%s %v (--force overwrites it)", flag, ee)
 	}
 	return err
 }

@@ -111,8 +111,8 @@ func runPlot(args []string, stdout, stderr io.Writer) error {
 			*title = "loss, " + filepath.Join(filepath.Base(filepath.Dir(cfg.Model)), filepath.Base(cfg.Model))
 		}
 	}
-	if err := writeLossPlot(*out, *title, series, *smooth); err != nil {
-		return err
+	if err := writeLossPlot(*out, *title, series, *smooth, atomicfile.Options{NoReplace: !*f.force}); err != nil {
+		return writtenOutput("-o", err)
 	}
 	printRunFigures(stdout, series, *from)
 	fmt.Fprintf(stdout, "plot: %s\n", *out)
@@ -292,8 +292,8 @@ func xys(x, y []float64) plotter.XYs {
 
 // writeLossPlot draws every run's (smoothed) training loss as a solid line
 // and its validation loss as a dashed one of the same color, and writes
-// the PNG atomically.
-func writeLossPlot(path, title string, series []*runSeries, smooth int) error {
+// the PNG atomically, as opts say.
+func writeLossPlot(path, title string, series []*runSeries, smooth int, opts atomicfile.Options) error {
 	p := plot.New()
 	p.Title.Text = title
 	p.X.Label.Text = "step"
@@ -322,11 +322,12 @@ func writeLossPlot(path, title string, series []*runSeries, smooth int) error {
 	}
 	// Room above the curves for the legend.
 	p.Y.Max += 0.2 * (p.Y.Max - p.Y.Min)
-	return savePNG(path, p, 9*vg.Inch, 5.5*vg.Inch)
+	return savePNGWith(path, p, 9*vg.Inch, 5.5*vg.Inch, opts)
 }
 
-// savePNG renders p as a w×h PNG and writes it to path atomically.
-func savePNG(path string, p *plot.Plot, w, h vg.Length) error {
+// savePNGWith renders p as a w×h PNG and writes it to path atomically,
+// as opts say.
+func savePNGWith(path string, p *plot.Plot, w, h vg.Length, opts atomicfile.Options) error {
 	wt, err := p.WriterTo(w, h, "png")
 	if err != nil {
 		return err
@@ -335,7 +336,7 @@ func savePNG(path string, p *plot.Plot, w, h vg.Length) error {
 	if _, err := wt.WriteTo(&buf); err != nil {
 		return err
 	}
-	return atomicfile.Write(path, buf.Bytes())
+	return opts.Write(path, buf.Bytes())
 }
 
 func medianFloat(x []float64) float64 {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/accel/cpu"
+	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/kernels"
@@ -112,9 +113,11 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	// Ctrl-C or SIGTERM ends the run after its current step, so that the
-	// directory above is removed.
-	ctx, stop := interruptible(stderr, "stopping after the current step", "at once, leaving the run's temporary directory")
+	// An interruption (Ctrl-C, SIGTERM, SIGHUP) ends the run after its
+	// current step, so that the directory above is removed; one during the
+	// node timing, which cannot be cut short, waits for it. Either way the
+	// command stops there, as asked, and prints no profile.
+	ctx, stop := interruptible(stderr, "stopping after the current step or node timing", "at once, leaving the run's temporary directory")
 	defer stop()
 	*f.out = dir
 	cfg, _, err := f.config(pos, set)
@@ -133,6 +136,9 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 		if e.Step() < int64(cfg.Steps) {
 			return nil
 		}
+		if err := ctx.Err(); err != nil {
+			return err // interrupted during the last step: not profiled
+		}
 		g, times, err := e.ProfileNodes(b, *f.runs)
 		if err != nil {
 			return err
@@ -141,8 +147,10 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 		return errProfiled
 	}
 	_, err = train.Run(ctx, cfg, train.RunOptions{Dir: dir, Progress: stderr, LogEvery: 1, OnStep: onStep})
-	if errors.Is(err, train.ErrInterrupted) {
-		return &exitError{130, "interrupted: nothing profiled"}
+	interrupted := &exitError{130, "interrupted: nothing profiled"}
+	// errProfiled too where the interruption came during the node timing.
+	if errors.Is(err, train.ErrInterrupted) || ctx.Err() != nil {
+		return interrupted
 	}
 	if !errors.Is(err, errProfiled) {
 		if err == nil {
@@ -152,8 +160,17 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 	}
 	env := &profileEnv{threads: cfg.Threads}
 	prof.finish(env, cfg, walls, updates, *f.top)
+	if ctx.Err() != nil { // while the peaks were measured
+		return interrupted
+	}
 	if *f.roofline != "" {
-		if err := prof.writeRoofline(*f.roofline); err != nil {
+		// Without --force the file was checked not to exist: one made
+		// since is not replaced.
+		if err := writtenOutput("--roofline", prof.writeRoofline(*f.roofline, atomicfile.Options{NoReplace: !*f.force})); err != nil {
+			var ue *usageError
+			if errors.As(err, &ue) {
+				return err
+			}
 			return fmt.Errorf("--roofline: %w", err)
 		}
 	}
@@ -541,7 +558,7 @@ func truncate(s string, n int) string {
 // writeRoofline plots each op kind's achieved GFLOP/s against its
 // arithmetic intensity (FLOP per byte moved) under the roofline of the
 // measured peaks.
-func (p *stepProfile) writeRoofline(path string) error {
+func (p *stepProfile) writeRoofline(path string, opts atomicfile.Options) error {
 	pl := plot.New()
 	pl.Title.Text = fmt.Sprintf("roofline: %s, batch %d×%d%s, %d thread(s)", shortPath(p.Model), p.Batch[0], p.Batch[1], p.virtualText(), p.Threads)
 	pl.X.Label.Text = "arithmetic intensity (FLOP per byte read or written)"
@@ -611,7 +628,7 @@ func (p *stepProfile) writeRoofline(path string) error {
 	pl.Legend.Top, pl.Legend.Left = true, true
 	pl.X.Min, pl.X.Max = lo, hi
 	pl.Y.Min, pl.Y.Max = math.Min(lo*p.PeakBW, minY(pts))/2, p.PeakFLOPS*2
-	return savePNG(path, pl, 10*vg.Inch, 6.5*vg.Inch)
+	return savePNGWith(path, pl, 10*vg.Inch, 6.5*vg.Inch, opts)
 }
 
 func minY(pts plotter.XYs) float64 {

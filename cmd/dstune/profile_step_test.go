@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"image/png"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
@@ -110,6 +113,46 @@ func TestProfileStep(t *testing.T) {
 		"--steps", "1", "--runs", "1", "--threads", "1", "--roofline", roof, "--force")
 	if png, _ := os.ReadFile(roof); code != 0 || !bytes.HasPrefix(png, []byte("\x89PNG")) {
 		t.Errorf("--roofline over an existing file with --force: exit %d, %s", code, errOut)
+	}
+}
+
+// TestProfileStepInterruptedWhileTiming: Ctrl-C during the node timing
+// (which runs to its end) exits with 130 and prints no profile, as one
+// before it does.
+func TestProfileStepInterruptedWhileTiming(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	data := filepath.Join(t.TempDir(), "d.jsonl")
+	writeLines(t, data, byteCorpus([]byte(strings.Repeat("the quick brown fox jumps over the lazy dog. ", 8)), 32, 16))
+	// A step of tiny_gpt takes milliseconds: 1000 timed runs, seconds.
+	js, _ := json.Marshal([]string{"profile", "step", model, "--data", data, "--task", "lm", "--batch", "2", "--max-len", "32",
+		"--steps", "2", "--runs", "1000", "--threads", "1"})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "DSTUNE_TEST_MAIN="+string(js))
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var log strings.Builder
+	lines := bufio.NewScanner(stderr)
+	for lines.Scan() && !strings.HasPrefix(lines.Text(), "step 1/2") {
+		log.WriteString(lines.Text() + "\n")
+	}
+	time.Sleep(200 * time.Millisecond) // the last step, then into the timing
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	for lines.Scan() {
+		log.WriteString(lines.Text() + "\n")
+	}
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 130 || stdout.Len() != 0 || !strings.Contains(log.String(), "interrupted: nothing profiled") {
+		t.Errorf("exit %d, stdout %q, stderr:\n%s", code, stdout.String(), log.String())
 	}
 }
 

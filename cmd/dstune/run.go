@@ -126,6 +126,9 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	// Refuse the outputs before anything slow: overwriting a file the run
 	// reads, or (without --force) one that exists, perhaps a reference.
 	if *outDir != "" {
+		// The directory the kernel finds for "link/..", where MkdirAll
+		// makes it, not filepath.Join's.
+		*outDir = outpath.Resolve(*outDir)
 		read := runInputs(pos[0], m, deltas, inputs, *f.tokenizer)
 		if err := checkRunOutputs(*outDir, len(model.Outputs), *f.force, read); err != nil {
 			return err
@@ -173,7 +176,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		if *outDir == "" {
 			return nil
 		}
-		return writeOutputs(stdout, model, outputs, *outDir)
+		return writeOutputs(stdout, model, outputs, *outDir, *f.force)
 	} else {
 		for _, spec := range inputs {
 			name, file, ok := strings.Cut(spec, "=")
@@ -212,7 +215,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if *check != "" {
 		return checkOutputs(stdout, model, outputs, *check, *rtol, *atol)
 	}
-	return writeOutputs(stdout, model, outputs, *outDir)
+	return writeOutputs(stdout, model, outputs, *outDir, *f.force)
 }
 
 // outputFile is the name of output i's file in the ONNX test layout.
@@ -224,9 +227,11 @@ func outputFile(i int) string { return fmt.Sprintf("output_%d.pb", i) }
 // cannot be serialized, a full disk) leaves the earlier files as they
 // were rather than a mix of this run's outputs and an older run's; only
 // a rename failing midway (the directory changed under the run) leaves
-// the files before it renamed, and the error says which.
-func writeOutputs(stdout io.Writer, model *ir.Model, outputs []*ir.Datum, outDir string) error {
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
+// the files before it renamed, and the error says which. Without force, a
+// file another process made since checkRunOutputs found none is not
+// replaced.
+func writeOutputs(stdout io.Writer, model *ir.Model, outputs []*ir.Datum, outDir string, force bool) error {
+	if err := os.MkdirAll(outDir, 0o777); err != nil { // the umask takes its share
 		return fmt.Errorf("--output-dir: %w", err)
 	}
 	var pending []*atomicfile.Pending
@@ -241,7 +246,7 @@ func writeOutputs(stdout io.Writer, model *ir.Model, outputs []*ir.Datum, outDir
 			var buf []byte
 			if buf, err = onnx.EncodeValue(v); err == nil {
 				var p *atomicfile.Pending
-				p, err = atomicfile.Prepare(filepath.Join(outDir, outputFile(i)), func(f *os.File) error {
+				p, err = atomicfile.Options{NoReplace: !force}.Prepare(filepath.Join(outDir, outputFile(i)), func(f *os.File) error {
 					_, err := f.Write(buf)
 					return err
 				})
@@ -263,6 +268,10 @@ func writeOutputs(stdout io.Writer, model *ir.Model, outputs []*ir.Datum, outDir
 			written := "none of the outputs was written"
 			if i > 0 {
 				written = layoutFiles("output", i) + " were written, the rest not"
+			}
+			var ee *atomicfile.ExistsError
+			if errors.As(err, &ee) {
+				return usagef("--output-dir: %v (%s; --force overwrites it)", ee, written)
 			}
 			return fmt.Errorf("--output-dir: %s: %w (%s)", path, err, written)
 		}

@@ -11,7 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"syscall"
+	"runtime"
 	"time"
 
 	"github.com/dstune/dstune/internal/sysmem"
@@ -44,13 +44,13 @@ type serveFlags struct {
 func (f *serveFlags) define(fs *flag.FlagSet) {
 	f.gf.add(fs)
 	f.deltaDir = fs.String("deltas", "", "directory of deltas: NAME.safetensors is served as model NAME (loaded on first use, reloaded when the file changes)")
-	f.addr = fs.String("addr", "127.0.0.1:8080", "address to listen on")
+	f.addr = fs.String("addr", "127.0.0.1:8080", "address to listen on, HOST:PORT (:PORT listens on every interface, port 0 picks a free one)")
 	f.threads = fs.Int("threads", 1, "goroutines per kernel call (requests run in parallel besides)")
-	f.executables = fs.Int("executables", 0, "compiled copies of each graph shape, i.e. requests computing at once (0: the number of cores)")
+	f.executables = fs.Int("executables", 0, "compiled copies of each graph shape, i.e. requests computing at once (0: the number of cores; at most max(16, 4 × the cores))")
 	fs.Var(&f.eos, "eos", "a token id that ends every completion (repeatable)")
-	f.maxInFlight = fs.Int("max-in-flight", 256, "requests served at once; more are answered 429")
+	f.maxInFlight = fs.Int("max-in-flight", 256, "requests served at once (at least 1); more are answered 429")
 	f.deltaCache = fs.String("delta-cache", "", "memory the loaded deltas may hold, e.g. 2GiB; the least recently used are dropped first (default: the base model's parameters' size, at least 256 MiB)")
-	f.shutdown = fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM or Ctrl-C, how long in-flight requests may take to finish")
+	f.shutdown = fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM or Ctrl-C, how long in-flight requests may take to finish (0: cut them off at once, as a second signal does)")
 }
 
 func runServe(args []string, stdout, stderr io.Writer) error {
@@ -69,6 +69,16 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return usagef("--deltas DIR is required (an empty directory serves the base model alone)")
 	case *threads < 0 || *executables < 0:
 		return usagef("--threads and --executables must not be negative")
+	case *executables > maxThreads():
+		// Each executable holds its own memory.
+		return usagef("--executables %d: at most %d on this machine of %d cores (more passes at once than cores only take turns)", *executables, maxThreads(), runtime.NumCPU())
+	case *maxInFlight < 1:
+		return usagef("--max-in-flight %d: want at least 1 request", *maxInFlight)
+	case *shutdown < 0:
+		return usagef("--shutdown-timeout %v: want a duration of 0 or more", *shutdown)
+	case *addr == "":
+		// net.Listen would take it for every interface and a random port.
+		return usagef("--addr is empty: want HOST:PORT, such as 127.0.0.1:8080")
 	case gf.context < 0:
 		return usagef("--context must not be negative (0: the model's limit)")
 	}
@@ -76,7 +86,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return usagef("--deltas %s: not a directory", *deltaDir)
 	}
 	var deltaCache int64
-	if *f.deltaCache != "" {
+	if flagsSet(fs)["delta-cache"] {
 		if deltaCache, err = sysmem.ParseSize(*f.deltaCache); err != nil || deltaCache <= 0 {
 			return usagef("--delta-cache %q: want a positive size such as 2GiB", *f.deltaCache)
 		}
@@ -90,8 +100,17 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// The signals get their default action back before the shutdown
+	// begins, so that a second ends the process at once, cutting the
+	// requests in flight off (as a second Ctrl-C ends a training run).
+	signals, stopSignals := signal.NotifyContext(context.Background(), interruptSignals...)
+	defer stopSignals()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	context.AfterFunc(signals, func() {
+		stopSignals()
+		cancel()
+	})
 	fmt.Fprintf(stdout, "serving %s and the deltas in %s on http://%s\n", pos[0], *deltaDir, ln.Addr())
 	return serveUntil(ctx, ln, srv, *shutdown, stderr)
 }
@@ -142,7 +161,7 @@ func serveUntil(ctx context.Context, ln net.Listener, srv *serve.Server, grace t
 		return err
 	case <-ctx.Done():
 	}
-	fmt.Fprintf(stderr, "shutting down (requests in flight: %d)\n", srv.InFlight())
+	fmt.Fprintf(stderr, "shutting down (requests in flight: %d); Ctrl-C again to quit at once, cutting them off\n", srv.InFlight())
 	srv.Stop()
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()

@@ -143,34 +143,43 @@ func copyDelta(t *testing.T, src, dst string) {
 	}
 }
 
-// TestServeSIGTERMFinishesInFlight runs dstune serve as a child process,
-// starts a streamed completion, sends SIGTERM mid-stream: the stream
-// still ends with [DONE], and the server exits with status 0.
-func TestServeSIGTERMFinishesInFlight(t *testing.T) {
-	dir := t.TempDir()
-	model, _ := llamaWithDeltas(t, dir, 0)
-	js, _ := json.Marshal([]string{"serve", model, "--deltas", dir, "--addr", "127.0.0.1:0", "--threads", "1"})
+// startServe runs dstune serve with args as a child process (this test
+// binary), its log going to stderr, and returns it and the address it
+// serves on.
+func startServe(t *testing.T, stderr io.Writer, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	js, _ := json.Marshal(append([]string{"serve"}, args...))
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "DSTUNE_TEST_MAIN="+string(js))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
+	t.Cleanup(func() { cmd.Process.Kill() })
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
-		t.Fatalf("no serving line (%v): %s", err, stderr.String())
+		t.Fatalf("no serving line (%v): %s", err, stderr)
 	}
 	addr := regexp.MustCompile(`http://(\S+)`).FindStringSubmatch(line)
 	if addr == nil {
 		t.Fatalf("serving line %q", line)
 	}
-	resp, err := http.Post("http://"+addr[1]+"/v1/completions", "application/json",
+	return cmd, addr[1]
+}
+
+// TestServeSIGTERMFinishesInFlight runs dstune serve as a child process,
+// starts a streamed completion, sends SIGTERM mid-stream: the stream
+// still ends with [DONE], and the server exits with status 0.
+func TestServeSIGTERMFinishesInFlight(t *testing.T) {
+	dir := t.TempDir()
+	model, _ := llamaWithDeltas(t, dir, 0)
+	var stderr bytes.Buffer
+	cmd, addr := startServe(t, &stderr, model, "--deltas", dir, "--addr", "127.0.0.1:0", "--threads", "1")
+	resp, err := http.Post("http://"+addr+"/v1/completions", "application/json",
 		strings.NewReader(`{"model":"base","prompt":[1],"max_tokens":400,"stream":true,"temperature":0}`))
 	if err != nil {
 		t.Fatal(err)
@@ -207,5 +216,113 @@ func TestServeSIGTERMFinishesInFlight(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "shutting down (requests in flight: 1)") {
 		t.Errorf("stderr %q does not say it shut down with the stream in flight", stderr.String())
+	}
+}
+
+// TestServeLogPipeClosed: a server whose log is a pipe nobody reads any
+// more is not killed by SIGPIPE at its next log line (a failed request's):
+// the stream in flight ends with [DONE], the server goes on serving, and
+// SIGTERM still stops it with status 0.
+func TestServeLogPipeClosed(t *testing.T) {
+	dir := t.TempDir()
+	model, _ := llamaWithDeltas(t, dir, 0)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, addr := startServe(t, w, model, "--deltas", dir, "--addr", "127.0.0.1:0", "--threads", "1")
+	w.Close()
+	r.Close() // the log's reader is gone
+	url := "http://" + addr
+	resp, err := http.Post(url+"/v1/completions", "application/json",
+		strings.NewReader(`{"model":"base","prompt":[1],"max_tokens":400,"stream":true,"temperature":0}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := bufio.NewScanner(resp.Body)
+	if !events.Scan() {
+		t.Fatalf("no first event: %v", events.Err())
+	}
+	if _, err := completionTokens(url, `{"model":"nope","prompt":[1]}`); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("a request for no model: %v, want 404", err)
+	}
+	done := false
+	for events.Scan() {
+		done = done || events.Text() == "data: [DONE]"
+	}
+	if !done {
+		t.Errorf("the stream in flight did not end with [DONE] (%v)", events.Err())
+	}
+	if _, err := completionTokens(url, `{"model":"base","prompt":[1],"max_tokens":3}`); err != nil {
+		t.Errorf("after a log line to a closed pipe: %v", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("the server exited with %v", err)
+	}
+}
+
+// TestServeSecondSignalQuits: a second SIGTERM during the graceful
+// shutdown ends the server at once, not after the requests in flight
+// (here one whose body never comes, which could hold it for 30 s).
+func TestServeSecondSignalQuits(t *testing.T) {
+	dir := t.TempDir()
+	model, _ := llamaWithDeltas(t, dir, 0)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd, addr := startServe(t, w, model, "--deltas", dir, "--addr", "127.0.0.1:0", "--threads", "1")
+	w.Close()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", addr)
+	time.Sleep(100 * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	log := bufio.NewScanner(r)
+	for log.Scan() && !strings.HasPrefix(log.Text(), "shutting down") {
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	select {
+	case err := <-waited:
+		if err == nil {
+			t.Errorf("the server exited with status 0 after a second SIGTERM, as after a graceful shutdown")
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("the server still runs 5 s after a second SIGTERM")
+	}
+}
+
+// TestServeUsage: flags out of range are usage errors, not replaced by a
+// default (an empty --addr would listen on every interface).
+func TestServeUsage(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ flag, want string }{
+		{"--max-in-flight=0", "--max-in-flight 0: want at least 1"},
+		{"--max-in-flight=-5", "--max-in-flight -5: want at least 1"},
+		{"--executables=-1", "must not be negative"},
+		{fmt.Sprintf("--executables=%d", maxThreads()+1), fmt.Sprintf("--executables %d: at most %d", maxThreads()+1, maxThreads())},
+		{"--delta-cache=", `--delta-cache "": want a positive size`},
+		{"--delta-cache=0", `--delta-cache "0": want a positive size`},
+		{"--shutdown-timeout=-1s", "--shutdown-timeout -1s: want a duration of 0 or more"},
+		{"--addr=", "--addr is empty"},
+	} {
+		code, _, stderr := runCmd("serve", filepath.Join(dir, "model.onnx"), "--deltas", dir, c.flag)
+		if code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("%s: exit %d, stderr %q; want 2 and %q", c.flag, code, stderr, c.want)
+		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/accel/tpu" // the "pjrt" backend
 	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/kernels"
@@ -51,8 +52,16 @@ func init() {
 	})
 }
 
-// interruptSignals end a run after its current step, with a checkpoint.
-var interruptSignals = []os.Signal{os.Interrupt, syscall.SIGTERM}
+// interruptSignals end a run after its current step, with a checkpoint:
+// Ctrl-C, SIGTERM, and SIGHUP (the terminal closed) unless it is ignored,
+// as nohup does: catching it would undo that.
+var interruptSignals = func() []os.Signal {
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	return sigs
+}()
 
 // trainFlags are dstune train's flags.
 type trainFlags struct {
@@ -210,7 +219,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return runTraining(cfg, train.RunOptions{Dir: dir, Resume: *f.resume != "", Progress: stdout,
-		Terminal: train.IsTerminal(stdout), LogEvery: every, BackendOptions: settings, MaxMemory: maxMemory, AllowDataChange: *f.allowDataChange,
+		Terminal: isTerminal(stdout), LogEvery: every, BackendOptions: settings, MaxMemory: maxMemory, AllowDataChange: *f.allowDataChange,
 		MemoryReport: *f.memoryReport}, stdout, stderr)
 }
 
@@ -282,6 +291,9 @@ func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, st
 // baseConfig is the configuration the flags apply to: config.json of the
 // run to resume, or a new run's defaults.
 func (f *trainFlags) baseConfig(pos []string) (train.Config, string, error) {
+	// A run directory named through "link/.." is the one the kernel finds
+	// (its config.json read, its hints printed), not filepath.Clean's.
+	*f.out, *f.resume = outpath.Resolve(*f.out), outpath.Resolve(*f.resume)
 	if *f.resume != "" {
 		if *f.out != "" && filepath.Clean(*f.out) != filepath.Clean(*f.resume) {
 			return train.Config{}, "", usagef("--resume continues the run in its own directory: drop --out")
@@ -595,7 +607,7 @@ func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writ
 	return nil
 }
 
-// interruptible is a context that the first Ctrl-C (or SIGTERM) ends,
+// interruptible is a context that the first Ctrl-C (SIGTERM, SIGHUP) ends,
 // saying on stderr what happens then and what a second one, which ends
 // the process at once, skips. stop releases it.
 func interruptible(stderr io.Writer, then, skipped string) (ctx context.Context, stop func()) {

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -150,9 +151,10 @@ func TestTrainPadIDOutsideVocabulary(t *testing.T) {
 }
 
 // TestTrainKilledAndResumedIsBitIdentical kills a tiny_gpt run mid-way
-// (SIGKILL: steps after the last checkpoint are lost; SIGINT: the run
-// saves a checkpoint and exits with 130), resumes it, and compares the
-// final parameters bit for bit with an uninterrupted run.
+// (SIGKILL: steps after the last checkpoint are lost; SIGINT, and SIGHUP
+// from a terminal closing: the run saves a checkpoint and exits with
+// 130), resumes it, and compares the final parameters bit for bit with an
+// uninterrupted run.
 func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
 	trainPath, validPath := tinyGPTData(t)
@@ -171,8 +173,11 @@ func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGINT} {
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGINT, syscall.SIGHUP} {
 		t.Run(sig.String(), func(t *testing.T) {
+			if sig == syscall.SIGHUP && signal.Ignored(sig) {
+				t.Skip("SIGHUP is ignored here (nohup), and so in the run, which keeps it so")
+			}
 			run := filepath.Join(t.TempDir(), "run")
 			cmd, out := startTrain(t, args(run)...)
 			waitForStep(t, run, 5)
@@ -181,9 +186,9 @@ func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
 			}
 			err := cmd.Wait()
 			code := cmd.ProcessState.ExitCode()
-			if sig == syscall.SIGINT {
+			if sig != syscall.SIGKILL {
 				if code != 130 || !strings.Contains(out.String(), "interrupted after step") || !strings.Contains(out.String(), "--resume") {
-					t.Fatalf("after SIGINT: exit %d (%v), output:\n%s", code, err, out)
+					t.Fatalf("after %v: exit %d (%v), output:\n%s", sig, code, err, out)
 				}
 			} else if code == 0 {
 				t.Fatalf("the run finished before it was killed:\n%s", out)
@@ -214,6 +219,36 @@ func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTrainOutputPipeClosed: a run whose stdout is a pipe nobody reads
+// (`dstune train … | head`, the reader gone) is not killed by SIGPIPE at
+// its first progress line: it trains to the end and saves its checkpoint,
+// then exits with status 1 saying its output was lost.
+func TestTrainOutputPipeClosed(t *testing.T) {
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	trainPath, _ := tinyGPTData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	js, _ := json.Marshal([]string{"train", model, "--data", trainPath, "--task", "lm", "--steps", "10", "--batch", "2",
+		"--log-every", "1", "--threads", "1", "--out", run})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "DSTUNE_TEST_MAIN="+string(js))
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // before the run writes anything: its every write fails
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = w, &stderr
+	err = cmd.Run()
+	w.Close()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), "dstune train: writing the output: broken pipe") {
+		t.Fatalf("exit %d (%v), stderr:\n%s", code, err, stderr.String())
+	}
+	code, stdout, stderrResume := dstune("train", "--resume", run)
+	if code != 0 || !strings.Contains(stdout, "already complete (step 10 of 10)") {
+		t.Errorf("the run's checkpoint is not its last step's: resume: exit %d\n%s%s", code, stdout, stderrResume)
 	}
 }
 

@@ -1,8 +1,12 @@
 // Package atomicfile writes files so that a reader sees the old file or the
 // complete new one, never a partial file, even after a crash: the content
-// goes to a temporary file beside the target (".NAME.tmp…"), is synced and
-// given mode 0644, and is renamed over the target. Every file dstune
-// writes goes through it.
+// goes to a temporary file beside the target (".NAME.tmp…"), is synced,
+// and is renamed over the target. Every file dstune writes goes through
+// it.
+//
+// A new file gets the mode the umask leaves of 0666 (as cp and shells
+// make files); a file that replaces another keeps the mode of the one it
+// replaces, so a file the user made private stays private.
 //
 // A writer holds its temporary file locked (flock) until it is renamed or
 // removed. A writer killed before that leaves the file behind, unlocked:
@@ -15,17 +19,58 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/dstune/dstune/internal/crashpoint"
 	"github.com/dstune/dstune/internal/flock"
 )
 
+// Options change how a file is written. The zero value replaces an
+// existing target.
+type Options struct {
+	// NoReplace fails the write with an *ExistsError, rather than replace
+	// the target, when a file is at the path by the time the new one is
+	// renamed into place: for an output that was checked not to exist
+	// (overwriting was not asked for), which another process may have
+	// created since.
+	NoReplace bool
+	// ModeOf names a file whose permissions a new target takes: the file
+	// it stands for, written elsewhere (a checkpoint's files are written
+	// into a new directory that replaces the old one). "", or a file that
+	// does not exist: none. A target that exists keeps its own.
+	ModeOf string
+}
+
+// ExistsError is a NoReplace write whose target exists.
+type ExistsError struct{ Path string }
+
+func (e *ExistsError) Error() string { return e.Path + " exists" }
+
+// Is makes errors.Is(err, fs.ErrExist) hold.
+func (e *ExistsError) Is(target error) bool { return target == fs.ErrExist }
+
 // Write writes data to path atomically.
-func Write(path string, data []byte) error {
-	return WriteWith(path, func(f *os.File) error {
+func Write(path string, data []byte) error { return Options{}.Write(path, data) }
+
+// WriteWith writes to path atomically what fill writes into the temporary
+// file (fill may write at offsets; it must not close the file).
+func WriteWith(path string, fill func(f *os.File) error) error {
+	return Options{}.WriteWith(path, fill)
+}
+
+// Prepare is Options{}.Prepare.
+func Prepare(path string, fill func(f *os.File) error) (*Pending, error) {
+	return Options{}.Prepare(path, fill)
+}
+
+// Write writes data to path atomically.
+func (o Options) Write(path string, data []byte) error {
+	return o.WriteWith(path, func(f *os.File) error {
 		_, err := f.Write(data)
 		return err
 	})
@@ -33,8 +78,8 @@ func Write(path string, data []byte) error {
 
 // WriteWith writes to path atomically what fill writes into the temporary
 // file (fill may write at offsets; it must not close the file).
-func WriteWith(path string, fill func(f *os.File) error) error {
-	p, err := Prepare(path, fill)
+func (o Options) WriteWith(path string, fill func(f *os.File) error) error {
+	p, err := o.Prepare(path, fill)
 	if err != nil {
 		return err
 	}
@@ -48,26 +93,77 @@ func WriteWith(path string, fill func(f *os.File) error) error {
 type Pending struct {
 	lock      *os.File // a second descriptor of the file, holding its lock
 	tmp, path string
+	noReplace bool
 }
 
-// tempPrefix is the start of the names of path's temporary files.
-func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp" }
+// maxName is the longest file name most file systems take (NAME_MAX).
+const maxName = 255
+
+// tempDigits is the most digits of a temporary file's random suffix.
+const tempDigits = 10
+
+// tempPrefix is the start of the names of path's temporary files:
+// ".NAME.tmp", NAME cut (at a character) so that the random suffix still
+// fits in a file name when the target's name takes nearly all of it.
+// Targets whose names are cut alike share the prefix: a write of one
+// removes the other's leftovers too, which is no harm, as no live writer
+// holds them.
+func tempPrefix(path string) string {
+	name := filepath.Base(path)
+	if room := maxName - len(".") - len(".tmp") - tempDigits; len(name) > room {
+		name = name[:room]
+		for len(name) > 0 && !utf8.ValidString(name) {
+			name = name[:len(name)-1]
+		}
+	}
+	return "." + name + ".tmp"
+}
+
+// Dir is the directory path's file is in, as the kernel finds it: path up
+// to its last element, as it is spelled. filepath.Dir cleans it, which
+// takes "link/.." for "." where the kernel, link being a symbolic link,
+// goes to the parent of the directory the link leads to; a temporary file
+// made there would not be beside the target.
+func Dir(path string) string {
+	d := Beside(path, "")
+	vol := len(filepath.VolumeName(d))
+	for len(d) > vol+1 && os.IsPathSeparator(d[len(d)-1]) {
+		d = d[:len(d)-1]
+	}
+	if len(d) == vol {
+		return d + "."
+	}
+	return d
+}
+
+// Beside is the path of the file name in the directory of path's file
+// (Dir), spelled so that the kernel finds the same directory.
+func Beside(path, name string) string {
+	i := len(path) - 1
+	for i >= len(filepath.VolumeName(path)) && !os.IsPathSeparator(path[i]) {
+		i--
+	}
+	return path[:i+1] + name
+}
 
 // Prepare writes a new temporary file beside path through fill, syncs and
 // closes it, and keeps it locked until Commit or Abort; it first removes
 // what killed writers of path left behind. On failure nothing is left
 // behind.
-func Prepare(path string, fill func(f *os.File) error) (*Pending, error) {
+func (o Options) Prepare(path string, fill func(f *os.File) error) (*Pending, error) {
 	RemoveStale(path)
-	f, lock, err := createLocked(path)
+	mode, keep := o.keptMode(path)
+	f, lock, err := createLocked(path, mode, keep)
 	if err != nil {
 		return nil, err
 	}
 	tmp := f.Name()
 	err = fill(f)
 	crashpoint.Hit2("atomicfile.filled", filepath.Base(path))
-	if err == nil {
-		err = f.Chmod(0o644)
+	if err == nil && keep {
+		// Created with what the umask left of it (and the owner's
+		// read and write, for the lock): now exactly the old mode.
+		err = f.Chmod(mode)
 	}
 	if err == nil {
 		err = f.Sync()
@@ -80,7 +176,21 @@ func Prepare(path string, fill func(f *os.File) error) (*Pending, error) {
 		lock.Close()
 		return nil, err
 	}
-	return &Pending{lock: lock, tmp: tmp, path: path}, nil
+	return &Pending{lock: lock, tmp: tmp, path: path, noReplace: o.NoReplace}, nil
+}
+
+// keptMode is the mode of the file path replaces (the file it leads to,
+// for a symbolic link) or else of o.ModeOf, when either exists.
+func (o Options) keptMode(path string) (fs.FileMode, bool) {
+	for _, p := range []string{path, o.ModeOf} {
+		if p == "" {
+			continue
+		}
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return st.Mode().Perm(), true
+		}
+	}
+	return 0, false
 }
 
 // createLocked creates a temporary file for path and locks it through a
@@ -88,9 +198,19 @@ func Prepare(path string, fill func(f *os.File) error) (*Pending, error) {
 // before it is renamed). A cleaner (RemoveStale of another writer) may
 // take the new file for a leftover between its creation and the lock, and
 // remove it: then it is made again.
-func createLocked(path string) (f, lock *os.File, err error) {
+//
+// The file is made with mode (keep: the mode of the file it replaces, but
+// readable and writable by its owner until it is complete) or else 0666,
+// the umask taking its share: not os.CreateTemp, whose 0600 would need
+// the umask to be read, process-wide, to be widened as cp would.
+func createLocked(path string, mode fs.FileMode, keep bool) (f, lock *os.File, err error) {
+	perm := fs.FileMode(0o666)
+	if keep {
+		perm = mode | 0o600
+	}
+	prefix := Beside(path, tempPrefix(path))
 	for {
-		f, err := os.CreateTemp(filepath.Dir(path), tempPrefix(path)+"*")
+		f, err := openNew(prefix, perm)
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
 			// Name the file being written, not the temporary one.
@@ -118,6 +238,19 @@ func createLocked(path string) (f, lock *os.File, err error) {
 	}
 }
 
+// openNew creates a file named prefix and a random number, as
+// os.CreateTemp does, with perm (less the umask).
+func openNew(prefix string, perm fs.FileMode) (*os.File, error) {
+	for range 10000 {
+		name := prefix + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, perm)
+		if !errors.Is(err, fs.ErrExist) {
+			return f, err
+		}
+	}
+	return nil, &fs.PathError{Op: "createtemp", Path: prefix + "*", Err: fs.ErrExist}
+}
+
 // stillLinked reports whether f's name still leads to f.
 func stillLinked(f *os.File) bool {
 	a, errA := f.Stat()
@@ -132,7 +265,7 @@ func RemoveStale(path string) {
 	if !flock.Supported {
 		return
 	}
-	dir, prefix := filepath.Dir(path), tempPrefix(path)
+	dir, prefix := Dir(path), tempPrefix(path)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return
@@ -141,7 +274,7 @@ func RemoveStale(path string) {
 		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
 			continue
 		}
-		name := filepath.Join(dir, e.Name())
+		name := Beside(path, e.Name())
 		f, err := os.Open(name)
 		if err != nil {
 			continue
@@ -153,15 +286,53 @@ func RemoveStale(path string) {
 	}
 }
 
-// Commit renames the file over its target (removing it when that fails).
+// Commit renames the file over its target (removing it when that fails);
+// with NoReplace, an existing target fails it with an *ExistsError.
 func (p *Pending) Commit() error {
 	defer p.lock.Close()
 	crashpoint.Hit2("atomicfile.rename", filepath.Base(p.path))
-	if err := os.Rename(p.tmp, p.path); err != nil {
+	rename := os.Rename
+	if p.noReplace {
+		rename = renameNoReplace
+	}
+	if err := rename(p.tmp, p.path); err != nil {
 		os.Remove(p.tmp)
 		return err
 	}
 	return nil
+}
+
+// renameNoReplace renames tmp to path unless something is at path, in
+// one step where the system can (renameat2's RENAME_NOREPLACE), else
+// through linkNoReplace.
+func renameNoReplace(tmp, path string) error {
+	err := renameExclusive(tmp, path)
+	if errors.Is(err, errors.ErrUnsupported) {
+		err = linkNoReplace(tmp, path)
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return &ExistsError{Path: path}
+	}
+	return err
+}
+
+// linkNoReplace gives tmp the name path as a hard link, which fails where
+// the name is taken, and removes the name tmp. On a file system without
+// hard links it checks and renames, which a writer in between can still
+// race.
+func linkNoReplace(tmp, path string) error {
+	err := os.Link(tmp, path)
+	if err == nil {
+		os.Remove(tmp)
+		return nil
+	}
+	if errors.Is(err, fs.ErrExist) || !(errors.Is(err, errors.ErrUnsupported) || errors.Is(err, fs.ErrPermission)) {
+		return err
+	}
+	if _, err := os.Lstat(path); err == nil {
+		return &ExistsError{Path: path}
+	}
+	return os.Rename(tmp, path)
 }
 
 // Abort removes the file.

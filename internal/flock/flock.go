@@ -49,7 +49,7 @@ type Lock struct {
 // it does not.
 func TryLock(path, holder string) (*Lock, error) {
 	for range 10 {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
 		if err != nil {
 			return nil, err
 		}

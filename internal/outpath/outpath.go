@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 
 	"github.com/dstune/dstune/internal/regfile"
 	"github.com/dstune/dstune/onnx"
@@ -93,6 +95,51 @@ func CheckAll(outputs []string, inputs ...Input) error {
 		}
 	}
 	return nil
+}
+
+// Resolve spells path so that lexical path operations (filepath.Join,
+// Clean, Dir) keep its meaning, for a directory whose files are named by
+// joining to it. They take "x/.." for "." where the kernel, x being a
+// symbolic link, goes to the parent of what x leads to: every ".." that
+// follows an element is applied to the path before it with its links
+// resolved (filepath.EvalSymlinks), or lexically where that does not
+// exist (then its last element is no link the kernel could follow
+// either, and the directories MkdirAll makes for it are real). A path
+// without such a ".." is returned as it is.
+func Resolve(path string) string {
+	if runtime.GOOS == "windows" {
+		return path // where ".." is lexical
+	}
+	vol := filepath.VolumeName(path)
+	elems := strings.Split(path[len(vol):], string(filepath.Separator))
+	named, removes := false, false
+	for _, e := range elems {
+		removes = removes || (e == ".." && named)
+		named = named || (e != "" && e != "." && e != "..")
+	}
+	if !removes {
+		return path
+	}
+	cur := vol
+	if len(path) > len(vol) && os.IsPathSeparator(path[len(vol)]) {
+		cur += string(filepath.Separator)
+	}
+	for _, e := range elems {
+		switch e {
+		case "", ".":
+		case "..":
+			if r, err := filepath.EvalSymlinks(cur); cur != "" && err == nil {
+				cur = r
+			}
+			cur = filepath.Join(cur, "..")
+		default:
+			cur = filepath.Join(cur, e)
+		}
+	}
+	if cur == "" {
+		return "."
+	}
+	return cur
 }
 
 // Same reports whether a and b name one existing file.

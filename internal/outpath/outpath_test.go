@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -70,5 +71,47 @@ func TestCheck(t *testing.T) {
 	}
 	if !Same(link, hard) || Same(in, other) || Same(in, filepath.Join(dir, "missing")) {
 		t.Error("Same")
+	}
+}
+
+// Resolve spells a path with ".." after a symbolic link as the kernel
+// reads it, so that filepath.Join on it names files where the kernel
+// would find them.
+func TestResolve(t *testing.T) {
+	dir, err := filepath.EvalSymlinks(t.TempDir()) // the results have the links resolved
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "a", "b"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("a", "b"), filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "a", "b"), filepath.Join(dir, "abs")); err != nil {
+		t.Fatal(err)
+	}
+	sep := string(filepath.Separator)
+	for _, c := range []struct{ path, want string }{
+		{dir + sep + "link" + sep + ".." + sep + "run", filepath.Join(dir, "a", "run")},
+		{dir + sep + "abs" + sep + ".." + sep + ".." + sep + "run", filepath.Join(dir, "run")},
+		{dir + sep + "link" + sep + ".." + sep + "new" + sep + ".." + sep + "run", filepath.Join(dir, "a", "run")},
+		{dir + sep + "a" + sep + "b" + sep + ".." + sep + "run", filepath.Join(dir, "a", "run")},
+		{dir + sep + "link" + sep + ".." + sep + "..", dir},
+		{dir + sep + "link" + sep + "run", dir + sep + "link" + sep + "run"}, // no "..": as it is
+		{".." + sep + "run", ".." + sep + "run"},
+	} {
+		got := Resolve(c.path)
+		if runtime.GOOS == "windows" {
+			c.want = c.path
+		}
+		if got != c.want {
+			t.Errorf("Resolve(%s) = %s, want %s", c.path, got, c.want)
+		}
+	}
+	// Relative to the working directory, as given.
+	t.Chdir(dir)
+	if got, want := Resolve("link"+sep+".."+sep+"run"), filepath.Join("a", "run"); got != want && runtime.GOOS != "windows" {
+		t.Errorf("Resolve(link/../run) = %s, want %s", got, want)
 	}
 }

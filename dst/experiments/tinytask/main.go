@@ -26,13 +26,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: tinytask -out DIR [-train N] [-valid N] [-seed S]")
 		os.Exit(2)
 	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
+	if err := os.MkdirAll(*out, 0o777); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	train, valid := task.Split(*seed, *nTrain, *nValid)
 	for name, lines := range map[string][]string{"train.jsonl": train, "valid.jsonl": valid} {
-		if err := os.WriteFile(filepath.Join(*out, name), task.JSONL(lines), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(*out, name), task.JSONL(lines), 0o666); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
