@@ -162,7 +162,13 @@ func writeFile(path string, m *Model, opts WriteOptions) error {
 			return err
 		}
 	}
-	return model.Commit()
+	if err := model.Commit(); err != nil {
+		if data != nil {
+			data.Revert() // a new data file without its model (NoReplace)
+		}
+		return err
+	}
+	return nil
 }
 
 // externalAlignment: large tensors start on a page boundary so that

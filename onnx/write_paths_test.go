@@ -52,6 +52,19 @@ func TestWriteNoReplace(t *testing.T) {
 			t.Errorf("%s replaced the existing file", c.name)
 		}
 	}
+	// The model's name taken but not its data's: the data file put in
+	// place first is removed again, not left without its model.
+	path := filepath.Join(dir, "taken.onnx")
+	if err := os.WriteFile(path, other, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	err = WriteFile(path, m, WriteOptions{NoReplace: true, ExternalData: ExternalAlways})
+	if !errors.As(err, &ee) || ee.Path != path {
+		t.Errorf("external data, the model's name taken: %v", err)
+	}
+	if _, err := os.Lstat(path + ".data"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the data file stayed without its model: %v", err)
+	}
 	noTempFiles(t, dir)
 }
 

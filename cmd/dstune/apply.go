@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/dstune/dstune/dst"
+	"github.com/dstune/dstune/internal/atomicfile"
 	"github.com/dstune/dstune/internal/outpath"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
@@ -106,7 +107,7 @@ func runApply(args []string, stdout, stderr io.Writer) error {
 // temporary file there only at the very end, and would fail then, naming
 // the temporary file rather than the output.
 func checkOutputDir(flag, out string) error {
-	dir := filepath.Dir(out)
+	dir := atomicfile.Dir(out) // as the kernel finds it, through link/..
 	st, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -388,15 +389,9 @@ func externalData(g *onnx.Graph, depth int) string {
 
 // sameDir reports whether files a and b sit in one directory.
 func sameDir(a, b string) bool {
-	da, errA := filepath.Abs(filepath.Dir(a))
-	db, errB := filepath.Abs(filepath.Dir(b))
-	if errA != nil || errB != nil {
-		return false
-	}
-	if da == db {
-		return true
-	}
-	sa, errA := os.Stat(da)
-	sb, errB := os.Stat(db)
+	// The directories as the kernel finds them ("link/.." is the parent
+	// of what link leads to), compared as files.
+	sa, errA := os.Stat(atomicfile.Dir(a))
+	sb, errB := os.Stat(atomicfile.Dir(b))
 	return errA == nil && errB == nil && os.SameFile(sa, sb)
 }

@@ -405,6 +405,21 @@ func TestApplyExternalData(t *testing.T) {
 	}
 	expectApplied(t, base, initializerBytes(t, out3), map[string]map[int64]float32{"h.0.ln1.weight": {2: 1.5}})
 
+	// Beside the model by name only: own/link/.. is the parent of what
+	// link leads to (own/a), so the model is re-encoded, not patched with
+	// a reference to a data file that is not there.
+	if err := os.MkdirAll(filepath.Join(own, "a", "b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(own, "a", "b"), filepath.Join(own, "link")); err != nil {
+		t.Fatal(err)
+	}
+	code, o, e = dstune("apply", filepath.Join(own, filepath.Base(src)), pInline, "-o", own+"/link/../far.onnx") // not Join, which cleans it
+	if code != 0 || !strings.Contains(o, "re-encoded") {
+		t.Fatalf("-o link/../far.onnx: exit %d\n%s%s", code, o, e)
+	}
+	expectApplied(t, base, initializerBytes(t, filepath.Join(own, "a", "far.onnx")), map[string]map[int64]float32{"h.0.ln1.weight": {2: 1.5}})
+
 	// The model's external-data file is an input: -o may not replace it,
 	// even with --force.
 	data := filepath.Join(own, filepath.Base(src)+".data")

@@ -100,14 +100,16 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// The signals get their default action back before the shutdown
-	// begins, so that a second ends the process at once, cutting the
-	// requests in flight off (as a second Ctrl-C ends a training run).
+	// Ctrl-C and SIGTERM get their default action back before the
+	// shutdown begins, so that a second ends the process at once, cutting
+	// the requests in flight off (as a second Ctrl-C ends a training run);
+	// a second SIGHUP, which a closing terminal sends, does not.
 	signals, stopSignals := signal.NotifyContext(context.Background(), interruptSignals...)
 	defer stopSignals()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	context.AfterFunc(signals, func() {
+		holdHangups()
 		stopSignals()
 		cancel()
 	})

@@ -63,6 +63,16 @@ var interruptSignals = func() []os.Signal {
 	return sigs
 }()
 
+// holdHangups keeps SIGHUP caught, and dropped, once the interrupt
+// signals have their default action back: a closing terminal sends it
+// twice (the shell passes its own on to its jobs), and the second must
+// not end the process before the first has been acted on.
+func holdHangups() {
+	if slices.Contains(interruptSignals, os.Signal(syscall.SIGHUP)) {
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
+	}
+}
+
 // trainFlags are dstune train's flags.
 type trainFlags struct {
 	data, valid, task, method, trainable, optimizer *string
@@ -608,8 +618,8 @@ func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writ
 }
 
 // interruptible is a context that the first Ctrl-C (SIGTERM, SIGHUP) ends,
-// saying on stderr what happens then and what a second one, which ends
-// the process at once, skips. stop releases it.
+// saying on stderr what happens then and what a second Ctrl-C or SIGTERM,
+// which ends the process at once, skips. stop releases it.
 func interruptible(stderr io.Writer, then, skipped string) (ctx context.Context, stop func()) {
 	ctx, stopSignals := signal.NotifyContext(context.Background(), interruptSignals...)
 	finished := make(chan struct{})
@@ -621,7 +631,8 @@ func interruptible(stderr io.Writer, then, skipped string) (ctx context.Context,
 				return
 			default:
 			}
-			stopSignals() // the next signal ends the process
+			holdHangups()
+			stopSignals() // the next Ctrl-C or SIGTERM ends the process
 			fmt.Fprintf(stderr, "\ninterrupted: %s (Ctrl-C again to quit %s)\n", then, skipped)
 		case <-finished:
 		}

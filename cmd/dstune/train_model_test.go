@@ -222,6 +222,50 @@ func TestTrainKilledAndResumedIsBitIdentical(t *testing.T) {
 	}
 }
 
+// TestTrainTerminalClosed: a closing terminal sends SIGHUP twice (the
+// shell passes its own on); the second, arriving while the run finishes
+// its step, must not end it before its checkpoint.
+func TestTrainTerminalClosed(t *testing.T) {
+	if signal.Ignored(syscall.SIGHUP) {
+		t.Skip("SIGHUP is ignored here (nohup), and so in the run, which keeps it so")
+	}
+	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	trainPath, _ := tinyGPTData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	js, _ := json.Marshal([]string{"train", model, "--data", trainPath, "--task", "lm", "--steps", "100000", "--batch", "4",
+		"--threads", "1", "--out", run})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "DSTUNE_TEST_MAIN="+string(js))
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	waitForStep(t, run, 3)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "interrupted:") {
+			cmd.Process.Signal(syscall.SIGHUP) // the second, while the step finishes
+		}
+	}
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 130 || !strings.Contains(out.String(), "--resume") {
+		t.Fatalf("after two SIGHUPs: exit %d, output:\n%s", code, out.String())
+	}
+	if _, err := os.Stat(filepath.Join(run, "checkpoint")); err != nil {
+		t.Errorf("no checkpoint after two SIGHUPs: %v", err)
+	}
+}
+
 // TestTrainOutputPipeClosed: a run whose stdout is a pipe nobody reads
 // (`dstune train … | head`, the reader gone) is not killed by SIGPIPE at
 // its first progress line: it trains to the end and saves its checkpoint,

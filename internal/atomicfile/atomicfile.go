@@ -94,6 +94,7 @@ type Pending struct {
 	lock      *os.File // a second descriptor of the file, holding its lock
 	tmp, path string
 	noReplace bool
+	written   os.FileInfo // the file, as Commit renames it
 }
 
 // maxName is the longest file name most file systems take (NAME_MAX).
@@ -111,10 +112,13 @@ const tempDigits = 10
 func tempPrefix(path string) string {
 	name := filepath.Base(path)
 	if room := maxName - len(".") - len(".tmp") - tempDigits; len(name) > room {
-		name = name[:room]
-		for len(name) > 0 && !utf8.ValidString(name) {
-			name = name[:len(name)-1]
+		// Cut before a character the room would split (a name that is
+		// not UTF-8 at all is cut at the room).
+		cut := room
+		for k := 0; k < utf8.UTFMax-1 && cut > 0 && !utf8.RuneStart(name[cut]); k++ {
+			cut--
 		}
+		name = name[:cut]
 	}
 	return "." + name + ".tmp"
 }
@@ -276,6 +280,11 @@ func RemoveStale(path string) {
 		}
 		name := Beside(path, e.Name())
 		f, err := os.Open(name)
+		if errors.Is(err, fs.ErrPermission) {
+			// A leftover with the mode of a write-only target: a lock
+			// needs a descriptor, not reading.
+			f, err = os.OpenFile(name, os.O_WRONLY, 0)
+		}
 		if err != nil {
 			continue
 		}
@@ -290,6 +299,7 @@ func RemoveStale(path string) {
 // with NoReplace, an existing target fails it with an *ExistsError.
 func (p *Pending) Commit() error {
 	defer p.lock.Close()
+	p.written, _ = p.lock.Stat()
 	crashpoint.Hit2("atomicfile.rename", filepath.Base(p.path))
 	rename := os.Rename
 	if p.noReplace {
@@ -300,6 +310,18 @@ func (p *Pending) Commit() error {
 		return err
 	}
 	return nil
+}
+
+// Revert removes a committed NoReplace file again while it is still the
+// file this write put there: the first of two files that go together
+// (a model's external data), when the second could not be put in place.
+func (p *Pending) Revert() {
+	if !p.noReplace || p.written == nil {
+		return
+	}
+	if st, err := os.Lstat(p.path); err == nil && os.SameFile(st, p.written) {
+		os.Remove(p.path)
+	}
 }
 
 // renameNoReplace renames tmp to path unless something is at path, in

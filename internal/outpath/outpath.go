@@ -102,10 +102,11 @@ func CheckAll(outputs []string, inputs ...Input) error {
 // joining to it. They take "x/.." for "." where the kernel, x being a
 // symbolic link, goes to the parent of what x leads to: every ".." that
 // follows an element is applied to the path before it with its links
-// resolved (filepath.EvalSymlinks), or lexically where that does not
-// exist (then its last element is no link the kernel could follow
-// either, and the directories MkdirAll makes for it are real). A path
-// without such a ".." is returned as it is.
+// resolved (filepath.EvalSymlinks), or lexically where nothing is there
+// (then the directories MkdirAll makes for it are real). A path without
+// such a "..", or one the kernel cannot follow (a dangling link or a loop
+// of them, a file taken for a directory), is returned as it is, for its
+// user to fail on.
 func Resolve(path string) string {
 	if runtime.GOOS == "windows" {
 		return path // where ".." is lexical
@@ -128,8 +129,16 @@ func Resolve(path string) string {
 		switch e {
 		case "", ".":
 		case "..":
-			if r, err := filepath.EvalSymlinks(cur); cur != "" && err == nil {
-				cur = r
+			if cur != "" {
+				r, err := filepath.EvalSymlinks(cur)
+				switch {
+				case err == nil && isDir(r):
+					cur = r
+				case !notThere(cur):
+					// A loop of links, a dangling link, a file: the
+					// kernel fails on the path, and so should its user.
+					return path
+				}
 			}
 			cur = filepath.Join(cur, "..")
 		default:
@@ -140,6 +149,18 @@ func Resolve(path string) string {
 		return "."
 	}
 	return cur
+}
+
+func isDir(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
+}
+
+// notThere reports whether nothing, not even a dangling link, is at path
+// (or at a directory on the way to it): what MkdirAll would make.
+func notThere(path string) bool {
+	_, err := os.Lstat(path)
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 // Same reports whether a and b name one existing file.

@@ -91,9 +91,21 @@ func TestResolve(t *testing.T) {
 	if err := os.Symlink(filepath.Join(dir, "a", "b"), filepath.Join(dir, "abs")); err != nil {
 		t.Fatal(err)
 	}
+	for name, target := range map[string]string{"loop": "loop", "dangling": "nowhere"} {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "file"), nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
 	sep := string(filepath.Separator)
 	for _, c := range []struct{ path, want string }{
 		{dir + sep + "link" + sep + ".." + sep + "run", filepath.Join(dir, "a", "run")},
+		// Paths the kernel cannot follow stay as they are, to fail there.
+		{dir + sep + "loop" + sep + ".." + sep + "run", dir + sep + "loop" + sep + ".." + sep + "run"},
+		{dir + sep + "dangling" + sep + ".." + sep + "run", dir + sep + "dangling" + sep + ".." + sep + "run"},
+		{dir + sep + "file" + sep + ".." + sep + "run", dir + sep + "file" + sep + ".." + sep + "run"},
 		{dir + sep + "abs" + sep + ".." + sep + ".." + sep + "run", filepath.Join(dir, "run")},
 		{dir + sep + "link" + sep + ".." + sep + "new" + sep + ".." + sep + "run", filepath.Join(dir, "a", "run")},
 		{dir + sep + "a" + sep + "b" + sep + ".." + sep + "run", filepath.Join(dir, "a", "run")},
