@@ -174,6 +174,11 @@ func (g *convGeom) col2im(dx, col []float32, offs []int32, stride, width int) {
 	}
 }
 
+// empty reports whether the products are of empty matrices (no input
+// channels or kernel positions, no output positions or channels), which
+// the GEMM does not take.
+func (g *convGeom) empty() bool { return g.cg*g.kSize == 0 || g.outSize == 0 || g.mg == 0 }
+
 func unflattenInts(i int, s ir.Shape, pos []int) {
 	for d := len(s) - 1; d >= 0; d-- {
 		pos[d] = i % s[d]
@@ -185,12 +190,11 @@ func unflattenInts(i int, s ir.Shape, pos []int) {
 type convKernel struct {
 	g          *convGeom
 	threads    int
-	scratch    *convScratch
 	x, w, b, y []float32
 }
 
 func newConvKernel(threads int, scratch *convScratch, op *ir.Conv, in, out []*ir.Tensor) kernel {
-	k := &convKernel{g: newConvGeom(*op, in[0].Shape(), in[1].Shape(), out[0].Shape(), scratch), threads: threads, scratch: scratch,
+	k := &convKernel{g: newConvGeom(*op, in[0].Shape(), in[1].Shape(), out[0].Shape(), scratch), threads: threads,
 		x: in[0].Float32s(), w: in[1].Float32s(), y: out[0].Float32s()}
 	if len(in) > 2 && in[2] != nil {
 		k.b = in[2].Float32s()
@@ -201,9 +205,9 @@ func newConvKernel(threads int, scratch *convScratch, op *ir.Conv, in, out []*ir
 func (k *convKernel) run() error {
 	g := k.g
 	rows := g.cg * g.kSize
-	if rows == 0 || g.outSize == 0 || g.mg == 0 {
+	if g.empty() {
 		// No terms (no input channels, an empty kernel) or no outputs:
-		// the bias alone. The products would be of empty matrices.
+		// the bias alone.
 		for i := range k.y {
 			k.y[i] = 0
 			if k.b != nil {
@@ -233,7 +237,7 @@ func (k *convKernel) run() error {
 			}
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
-				col := k.scratch.get(rows * (o1 - o0))
+				col := g.scratch.get(rows * (o1 - o0))
 				offs, stride := g.chunkOffsets(o0, o1)
 				g.im2col(col, x, offs, stride, o1-o0)
 				kernels.Sgemm(k.threads, false, false, g.mg, o1-o0, rows, 1, w, rows, col, o1-o0, beta, y[o0:], g.outSize)
@@ -248,19 +252,18 @@ func (k *convKernel) run() error {
 type convGradInputKernel struct {
 	g         *convGeom
 	threads   int
-	scratch   *convScratch
 	dy, w, dx []float32
 }
 
 func newConvGradInputKernel(threads int, scratch *convScratch, op *ir.ConvGradInput, in, out []*ir.Tensor) kernel {
-	return &convGradInputKernel{g: newConvGeom(op.Conv, op.InputShape, in[1].Shape(), in[0].Shape(), scratch), threads: threads, scratch: scratch,
+	return &convGradInputKernel{g: newConvGeom(op.Conv, op.InputShape, in[1].Shape(), in[0].Shape(), scratch), threads: threads,
 		dy: in[0].Float32s(), w: in[1].Float32s(), dx: out[0].Float32s()}
 }
 
 func (k *convGradInputKernel) run() error {
 	g := k.g
 	rows := g.cg * g.kSize
-	if rows == 0 || g.outSize == 0 || g.mg == 0 {
+	if g.empty() {
 		clear(k.dx) // no output depends on the input
 		return nil
 	}
@@ -278,7 +281,7 @@ func (k *convGradInputKernel) run() error {
 			}
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
-				col := k.scratch.get(rows * (o1 - o0))
+				col := g.scratch.get(rows * (o1 - o0))
 				kernels.Sgemm(k.threads, true, false, rows, o1-o0, g.mg, 1, w, rows, dy[o0:], g.outSize, 0, col, o1-o0)
 				offs, stride := g.chunkOffsets(o0, o1)
 				g.col2im(dx, col, offs, stride, o1-o0)
@@ -293,19 +296,18 @@ func (k *convGradInputKernel) run() error {
 type convGradWeightKernel struct {
 	g         *convGeom
 	threads   int
-	scratch   *convScratch
 	dy, x, dw []float32
 }
 
 func newConvGradWeightKernel(threads int, scratch *convScratch, op *ir.ConvGradWeight, in, out []*ir.Tensor) kernel {
-	return &convGradWeightKernel{g: newConvGeom(op.Conv, in[1].Shape(), op.WeightShape, in[0].Shape(), scratch), threads: threads, scratch: scratch,
+	return &convGradWeightKernel{g: newConvGeom(op.Conv, in[1].Shape(), op.WeightShape, in[0].Shape(), scratch), threads: threads,
 		dy: in[0].Float32s(), x: in[1].Float32s(), dw: out[0].Float32s()}
 }
 
 func (k *convGradWeightKernel) run() error {
 	g := k.g
 	rows := g.cg * g.kSize
-	if rows == 0 || g.outSize == 0 || g.mg == 0 {
+	if g.empty() {
 		clear(k.dw) // no output depends on the weights
 		return nil
 	}
@@ -322,7 +324,7 @@ func (k *convGradWeightKernel) run() error {
 			}
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
-				col := k.scratch.get(rows * (o1 - o0))
+				col := g.scratch.get(rows * (o1 - o0))
 				offs, stride := g.chunkOffsets(o0, o1)
 				g.im2col(col, x, offs, stride, o1-o0)
 				kernels.Sgemm(k.threads, false, true, g.mg, rows, o1-o0, 1, dy[o0:], g.outSize, col, o1-o0, beta, dw, rows)
