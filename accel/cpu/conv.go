@@ -174,6 +174,53 @@ func (g *convGeom) col2im(dx, col []float32, offs []int32, stride, width int) {
 	}
 }
 
+// A depthwise convolution (one input channel a group) sums only the K
+// products of each output: computed directly, without columns, whose
+// product would be one row a channel. y, w and x (dy, dx, dw) are the
+// group's; offs and stride come from chunkOffsets for [o0, o1).
+func (g *convGeom) depthwise(y, w, x []float32, offs []int32, stride, o0, o1 int) {
+	for oc := range g.mg {
+		row := y[oc*g.outSize+o0 : oc*g.outSize+o1]
+		for kp := range g.kSize {
+			wv := w[oc*g.kSize+kp]
+			for j, off := range offs[kp*stride : kp*stride+len(row)] {
+				if off >= 0 {
+					row[j] += wv * x[off]
+				}
+			}
+		}
+	}
+}
+
+func (g *convGeom) depthwiseGradInput(dx, w, dy []float32, offs []int32, stride, o0, o1 int) {
+	for oc := range g.mg {
+		row := dy[oc*g.outSize+o0 : oc*g.outSize+o1]
+		for kp := range g.kSize {
+			wv := w[oc*g.kSize+kp]
+			for j, off := range offs[kp*stride : kp*stride+len(row)] {
+				if off >= 0 {
+					dx[off] += wv * row[j]
+				}
+			}
+		}
+	}
+}
+
+func (g *convGeom) depthwiseGradWeight(dw, dy, x []float32, offs []int32, stride, o0, o1 int) {
+	for oc := range g.mg {
+		row := dy[oc*g.outSize+o0 : oc*g.outSize+o1]
+		for kp := range g.kSize {
+			var s float32
+			for j, off := range offs[kp*stride : kp*stride+len(row)] {
+				if off >= 0 {
+					s += row[j] * x[off]
+				}
+			}
+			dw[oc*g.kSize+kp] += s
+		}
+	}
+}
+
 // empty reports whether the products are of empty matrices (no input
 // channels or kernel positions, no output positions or channels), which
 // the GEMM does not take.
@@ -235,10 +282,17 @@ func (k *convKernel) run() error {
 				kernels.Sgemm(k.threads, false, false, g.mg, g.outSize, rows, 1, w, rows, x, g.inSize, beta, y, g.outSize)
 				continue
 			}
+			if g.cg == 1 && beta == 0 {
+				clear(y[:g.mg*g.outSize])
+			}
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
-				col := g.scratch.get(rows * (o1 - o0))
 				offs, stride := g.chunkOffsets(o0, o1)
+				if g.cg == 1 {
+					g.depthwise(y, w, x, offs, stride, o0, o1)
+					continue
+				}
+				col := g.scratch.get(rows * (o1 - o0))
 				g.im2col(col, x, offs, stride, o1-o0)
 				kernels.Sgemm(k.threads, false, false, g.mg, o1-o0, rows, 1, w, rows, col, o1-o0, beta, y[o0:], g.outSize)
 			}
@@ -281,9 +335,13 @@ func (k *convGradInputKernel) run() error {
 			}
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
+				offs, stride := g.chunkOffsets(o0, o1)
+				if g.cg == 1 {
+					g.depthwiseGradInput(dx, w, dy, offs, stride, o0, o1)
+					continue
+				}
 				col := g.scratch.get(rows * (o1 - o0))
 				kernels.Sgemm(k.threads, true, false, rows, o1-o0, g.mg, 1, w, rows, dy[o0:], g.outSize, 0, col, o1-o0)
-				offs, stride := g.chunkOffsets(o0, o1)
 				g.col2im(dx, col, offs, stride, o1-o0)
 			}
 		}
@@ -324,8 +382,16 @@ func (k *convGradWeightKernel) run() error {
 			}
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
-				col := g.scratch.get(rows * (o1 - o0))
 				offs, stride := g.chunkOffsets(o0, o1)
+				if g.cg == 1 {
+					if beta == 0 {
+						clear(dw)
+					}
+					g.depthwiseGradWeight(dw, dy, x, offs, stride, o0, o1)
+					beta = 1
+					continue
+				}
+				col := g.scratch.get(rows * (o1 - o0))
 				g.im2col(col, x, offs, stride, o1-o0)
 				kernels.Sgemm(k.threads, false, true, g.mg, rows, o1-o0, 1, dy[o0:], g.outSize, col, o1-o0, beta, dw, rows)
 				beta = 1

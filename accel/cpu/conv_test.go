@@ -25,9 +25,11 @@ func TestConvKernels(t *testing.T) {
 		{ir.Shape{1, 4, 17}, ir.Shape{6, 2, 5}, []int{2}, []int{3, 0}, []int{2}, 2, false},
 		{ir.Shape{2, 3, 7, 8}, ir.Shape{5, 3, 3, 3}, []int{1, 1}, []int{1, 1, 1, 1}, []int{1, 1}, 1, true},
 		{ir.Shape{1, 6, 11, 10}, ir.Shape{6, 1, 3, 3}, []int{2, 1}, []int{0, 2, 1, 0}, []int{1, 2}, 6, true}, // depthwise
-		{ir.Shape{2, 8, 6, 5}, ir.Shape{4, 8, 1, 1}, []int{1, 1}, []int{0, 0, 0, 0}, []int{1, 1}, 1, true},   // 1×1: direct
-		{ir.Shape{2, 8, 6, 5}, ir.Shape{4, 4, 1, 1}, []int{2, 2}, []int{0, 0, 0, 0}, []int{1, 1}, 2, false},  // 1×1 strided
-		{ir.Shape{2, 8, 6, 5}, ir.Shape{6, 4, 1, 1}, []int{1, 1}, []int{0, 0, 0, 0}, []int{1, 1}, 2, true},   // 1×1 direct, grouped
+		{ir.Shape{2, 3, 9}, ir.Shape{6, 1, 3}, []int{2}, []int{2, 1}, []int{2}, 3, false},                    // depthwise, 2 outputs a channel
+		{ir.Shape{2, 2, 4, 5, 3}, ir.Shape{2, 1, 2, 3, 2}, []int{1, 1, 2}, []int{1, 0, 1, 0, 1, 1}, []int{1, 2, 1}, 2, true},
+		{ir.Shape{2, 8, 6, 5}, ir.Shape{4, 8, 1, 1}, []int{1, 1}, []int{0, 0, 0, 0}, []int{1, 1}, 1, true},  // 1×1: direct
+		{ir.Shape{2, 8, 6, 5}, ir.Shape{4, 4, 1, 1}, []int{2, 2}, []int{0, 0, 0, 0}, []int{1, 1}, 2, false}, // 1×1 strided
+		{ir.Shape{2, 8, 6, 5}, ir.Shape{6, 4, 1, 1}, []int{1, 1}, []int{0, 0, 0, 0}, []int{1, 1}, 2, true},  // 1×1 direct, grouped
 		{ir.Shape{1, 2, 5, 6, 4}, ir.Shape{3, 2, 2, 3, 2}, []int{1, 2, 1}, []int{1, 0, 1, 1, 0, 1}, []int{1, 1, 2}, 1, true},
 		{ir.Shape{3, 4, 12, 12}, ir.Shape{8, 2, 3, 3}, []int{1, 1}, []int{1, 1, 1, 1}, []int{1, 1}, 2, true},
 		// Empty: no input channels (the bias alone), no images, no output
