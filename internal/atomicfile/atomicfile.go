@@ -224,6 +224,10 @@ func createLocked(path string, mode fs.FileMode, keep bool) (f, lock *os.File, e
 			return nil, nil, err
 		}
 		lock, err := os.Open(f.Name())
+		if errors.Is(err, fs.ErrNotExist) {
+			f.Close() // removed by a cleaner before it could be locked
+			continue
+		}
 		if err == nil {
 			if err = flock.LockFile(lock); err != nil {
 				lock.Close()
@@ -234,7 +238,7 @@ func createLocked(path string, mode fs.FileMode, keep bool) (f, lock *os.File, e
 			f.Close()
 			return nil, nil, err
 		}
-		if stillLinked(lock) {
+		if stillLinked(lock) && sameFile(f, lock) {
 			return f, lock, nil
 		}
 		lock.Close()
@@ -253,6 +257,13 @@ func openNew(prefix string, perm fs.FileMode) (*os.File, error) {
 		}
 	}
 	return nil, &fs.PathError{Op: "createtemp", Path: prefix + "*", Err: fs.ErrExist}
+}
+
+// sameFile reports whether a and b are descriptors of one file.
+func sameFile(a, b *os.File) bool {
+	sa, errA := a.Stat()
+	sb, errB := b.Stat()
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
 }
 
 // stillLinked reports whether f's name still leads to f.

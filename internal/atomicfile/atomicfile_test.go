@@ -5,7 +5,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"unicode/utf8"
 
@@ -278,5 +280,34 @@ func TestLongName(t *testing.T) {
 			t.Errorf("%d files in the directory, want the target alone", len(entries))
 		}
 		os.Remove(path)
+	}
+}
+
+// TestConcurrentWritersOfOnePath: writers of one path clean each other's
+// leftovers; a temporary file removed by another writer's cleaning before
+// it was locked is made again, not an error (two concurrent applies of
+// one output failed with "no such file" this way).
+func TestConcurrentWritersOfOnePath(t *testing.T) {
+	if !flock.Supported {
+		t.Skip("no flock here: nothing cleans leftovers")
+	}
+	path := filepath.Join(t.TempDir(), "out.bin")
+	var wg sync.WaitGroup
+	errs := make(chan error, 8*100)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				if err := Write(path, []byte(strconv.Itoa(w*1000+i))); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }
