@@ -46,6 +46,11 @@ type DataOptions struct {
 	// Tokenizer encodes the text of "text", "prompt" and "completion"
 	// fields (nil: such fields must hold token ids).
 	Tokenizer TextEncoder
+	// MaxLen, when > 0, is the length batches truncate examples to: a
+	// "text" longer than it is cut inside its text, keeping what the
+	// tokenizer's template puts after it (BERT's [SEP]), as Hugging Face's
+	// truncation does.
+	MaxLen int
 }
 
 // TextEncoder turns text into token ids; package tokenizer's Tokenizer is
@@ -515,9 +520,12 @@ func (f *exampleFields) resolve(opts DataOptions) (int, error) {
 	case !isAbsent(f.Tokens):
 		return 0, nil
 	case !isAbsent(f.Text):
-		ids, _, err := encodeField(f.Text, "text", opts.Tokenizer, true)
+		ids, isText, err := encodeField(f.Text, "text", opts.Tokenizer, true)
 		if err != nil {
 			return 0, err
+		}
+		if isText && opts.MaxLen > 0 && len(ids) > opts.MaxLen {
+			ids = truncateKeepingTemplate(opts.Tokenizer, f.Text, ids, opts.MaxLen)
 		}
 		f.Tokens = idsJSON(ids)
 		return 0, nil
@@ -530,6 +538,17 @@ func (f *exampleFields) resolve(opts DataOptions) (int, error) {
 	}
 	if !isAbsent(f.LossMask) {
 		return 0, fmt.Errorf(`"loss_mask" given with "prompt" and "completion", whose loss predicts the completion`)
+	}
+	if ids, promptLen, ok, err := encodeTextPair(opts.Tokenizer, f.Prompt, f.Completion); err != nil || ok {
+		if err != nil {
+			return 0, err
+		}
+		mask := make([]int, len(ids))
+		for i := promptLen; i < len(mask); i++ {
+			mask[i] = 1
+		}
+		f.Tokens, f.LossMask = idsJSON(ids), idsJSON(mask)
+		return promptLen, nil
 	}
 	prompt, _, err := encodeField(f.Prompt, "prompt", opts.Tokenizer, true)
 	if err != nil {
@@ -557,6 +576,91 @@ func (f *exampleFields) resolve(opts DataOptions) (int, error) {
 	return len(prompt), nil
 }
 
+// encodeTextPair encodes a prompt and completion that are both text as
+// Hugging Face's prompt-completion training does: the two texts joined and
+// encoded at once, with the tokenizer's template around the whole (a
+// suffix it adds, such as Llama's EOS with add_eos_token, ends the
+// completion instead of splitting it from the prompt), and the tokenizer's
+// EOS appended unless it ends them already; the prompt's tokens are those
+// the prompt alone encodes to. Encoding the completion alone would give it
+// a word-start of its own (SentencePiece's "▁" before " time" of
+// "Once upon a" + " time"). ok is false — the caller encodes the fields
+// apart — when either is not text, or where the joined text's tokens do
+// not start with the prompt's: a byte-level BPE merging across the seam
+// ("Answer: " + "Paris" joined is "ĠParis"), where the prompt alone, as
+// it will be given at inference, ends in "Ġ".
+func encodeTextPair(tok TextEncoder, rawPrompt, rawCompletion json.RawMessage) (ids []int, promptLen int, ok bool, err error) {
+	var prompt, completion string
+	if tok == nil || json.Unmarshal(rawPrompt, &prompt) != nil || json.Unmarshal(rawCompletion, &completion) != nil {
+		return nil, 0, false, nil
+	}
+	pre, own, _, okP, err := templateParts(tok, "prompt", prompt)
+	if err != nil || !okP {
+		return nil, 0, false, err
+	}
+	if _, err := encodeText(tok, "completion", completion, false); err != nil {
+		return nil, 0, false, err // named in the completion's own words
+	}
+	jpre, joint, jsuf, okJ, err := templateParts(tok, "completion", prompt+completion)
+	if err != nil || !okJ || !slices.Equal(jpre, pre) || len(joint) <= len(own) || !slices.Equal(joint[:len(own)], own) {
+		return nil, 0, false, err
+	}
+	ids = append(append(append([]int{}, jpre...), joint...), jsuf...)
+	if eos := tok.EOS(); eos >= 0 && ids[len(ids)-1] != eos {
+		ids = append(ids, eos)
+	}
+	return ids, len(pre) + len(own), true, nil
+}
+
+// templateParts encodes text with the tokenizer's template and splits the
+// ids into what the template put before the text's own ids, those, and
+// what it put after; ok is false where the template changed the text's
+// own ids too.
+func templateParts(tok TextEncoder, field, text string) (pre, own, suf []int, ok bool, err error) {
+	all, err := encodeText(tok, field, text, true)
+	if err != nil {
+		return nil, nil, nil, false, err
+	}
+	if own, err = encodeText(tok, field, text, false); err != nil {
+		return nil, nil, nil, false, err
+	}
+	for i := 0; i+len(own) <= len(all); i++ {
+		if slices.Equal(all[i:i+len(own)], own) {
+			return all[:i], own, all[i+len(own):], true, nil
+		}
+	}
+	return nil, nil, nil, false, nil
+}
+
+// truncateKeepingTemplate cuts the templated ids of a "text" field to
+// maxLen inside the text, keeping the template's suffix, as Hugging Face's
+// truncation keeps [SEP]; ids as they are where the template has no
+// suffix or leaves no room.
+func truncateKeepingTemplate(tok TextEncoder, raw json.RawMessage, ids []int, maxLen int) []int {
+	var text string
+	if json.Unmarshal(raw, &text) != nil {
+		return ids
+	}
+	pre, own, suf, ok, err := templateParts(tok, "text", text)
+	if err != nil || !ok || len(suf) == 0 || len(pre)+len(suf) >= maxLen {
+		return ids
+	}
+	return append(append(append([]int{}, pre...), own[:maxLen-len(pre)-len(suf)]...), suf...)
+}
+
+// encodeText encodes text of the named field (addSpecial as TextEncoder
+// says), with the error of a tokenizer that refuses it.
+func encodeText(tok TextEncoder, field, text string, addSpecial bool) ([]int, error) {
+	if checked, ok := tok.(checkedEncoder); ok {
+		ids, err := checked.EncodeChecked(text, addSpecial)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", field, err)
+		}
+		return ids, nil
+	}
+	return tok.Encode(text, addSpecial), nil
+}
+
 // encodeField reads a field holding token ids or text; text is encoded
 // with tok (addSpecial as TextEncoder says). isText reports which.
 func encodeField(raw json.RawMessage, name string, tok TextEncoder, addSpecial bool) (ids []int, isText bool, err error) {
@@ -575,14 +679,8 @@ func encodeField(raw json.RawMessage, name string, tok TextEncoder, addSpecial b
 	if tok == nil {
 		return nil, true, fmt.Errorf("%q is text: give --tokenizer to encode it (or token ids)", name)
 	}
-	if checked, ok := tok.(checkedEncoder); ok {
-		ids, err := checked.EncodeChecked(text, addSpecial)
-		if err != nil {
-			return nil, true, fmt.Errorf("%q: %w", name, err)
-		}
-		return ids, true, nil
-	}
-	return tok.Encode(text, addSpecial), true, nil
+	ids, err = encodeText(tok, name, text, addSpecial)
+	return ids, true, err
 }
 
 // checkedEncoder is a TextEncoder that can refuse text it cannot encode

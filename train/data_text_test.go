@@ -10,6 +10,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/tokenizer"
 )
 
@@ -194,4 +195,76 @@ func TestReadJSONLManyFields(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `rows.jsonl:2: field "tokens" is given twice`) {
 		t.Errorf("error %v", err)
 	}
+}
+
+// TestPromptCompletionEncodedTogether: a text prompt and completion are
+// encoded joined, as Hugging Face's prompt-completion training does, the
+// prompt's tokens being those it encodes to alone: with llama2.c's
+// tokenizer (a SentencePiece word start before each text) the completion
+// " time" of "Once upon a" is "▁time", not a lone "▁" and "time" as it
+// encodes alone.
+func TestPromptCompletionEncodedTogether(t *testing.T) {
+	tok, err := tokenizer.Load(sharedtest.Path(t, "models", "stories260K", "tok512.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := readLines(t, `{"prompt":"Once upon a","completion":" time"}`+"\n", DataOptions{Tokenizer: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, prompt := tok.Encode("Once upon a time", true), tok.Encode("Once upon a", true)
+	if apart := append(slices.Clone(prompt), tok.Encode(" time", false)...); slices.Equal(apart, whole) {
+		t.Fatalf("the tokenizer encodes the completion alone as joined (%v): the test shows nothing", apart)
+	}
+	ex := ds.Example(0)
+	want := append(slices.Clone(whole), tok.EOS())
+	if got := int32sToInts(ex.Tokens); !slices.Equal(got, want) || ex.PromptLen != len(prompt) {
+		t.Errorf("tokens %v (prompt %d), want %v (prompt %d)", got, ex.PromptLen, want, len(prompt))
+	}
+	for i, m := range ex.LossMask {
+		if m != (i >= len(prompt)) {
+			t.Errorf("loss mask %v: want the completion's %d tokens and EOS alone", ex.LossMask, len(want)-len(prompt))
+			break
+		}
+	}
+}
+
+// TestTemplateSuffix: what a tokenizer's template puts after a text
+// (BERT's [SEP], Llama's EOS with add_eos_token) ends a prompt and
+// completion together rather than splitting them, and stays when a text
+// is truncated to --max-len (as Hugging Face truncates inside the text).
+func TestTemplateSuffix(t *testing.T) {
+	tok, err := tokenizer.ParseHF("bert.json", []byte(`{
+		"model":{"type":"WordLevel","vocab":{"[UNK]":0,"[CLS]":1,"[SEP]":2,"the":3,"cat":4,"sat":5,"on":6,"mat":7},"unk_token":"[UNK]"},
+		"pre_tokenizer":{"type":"Whitespace"},
+		"added_tokens":[{"id":1,"content":"[CLS]","special":true},{"id":2,"content":"[SEP]","special":true}],
+		"post_processor":{"type":"TemplateProcessing",
+			"single":[{"SpecialToken":{"id":"[CLS]","type_id":0}},{"Sequence":{"id":"A","type_id":0}},{"SpecialToken":{"id":"[SEP]","type_id":0}}],
+			"pair":[],
+			"special_tokens":{"[CLS]":{"id":"[CLS]","ids":[1],"tokens":["[CLS]"]},"[SEP]":{"id":"[SEP]","ids":[2],"tokens":["[SEP]"]}}}}`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := readLines(t, `{"prompt":"the cat","completion":" sat on the mat"}`+"\n", DataOptions{Tokenizer: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex := ds.Example(0); !slices.Equal(int32sToInts(ex.Tokens), []int{1, 3, 4, 5, 6, 3, 7, 2}) || ex.PromptLen != 3 {
+		t.Errorf("prompt and completion: tokens %v (prompt %d), want [CLS] the cat sat on the mat [SEP] (prompt 3)", ex.Tokens, ex.PromptLen)
+	}
+	ds, err = readLines(t, `{"text":"the cat sat on the mat","label":1}`+"\n", DataOptions{Task: TaskClassify, Tokenizer: tok, MaxLen: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex := ds.Example(0); !slices.Equal(int32sToInts(ex.Tokens), []int{1, 3, 4, 5, 2}) {
+		t.Errorf("text cut to 5: %v, want [CLS] the cat sat [SEP]", ex.Tokens)
+	}
+}
+
+func int32sToInts(v []int32) []int {
+	out := make([]int, len(v))
+	for i, x := range v {
+		out[i] = int(x)
+	}
+	return out
 }

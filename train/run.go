@@ -706,7 +706,10 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 			return nil, err
 		}
 	}
-	dataOpts := DataOptions{Task: cfg.Task, VocabSize: shape.vocab, NumClasses: shape.classes}
+	dataOpts := DataOptions{Task: cfg.Task, VocabSize: shape.vocab, NumClasses: shape.classes, MaxLen: cfg.MaxLen}
+	if shape.seqLen > 0 && (cfg.MaxLen == 0 || cfg.MaxLen > shape.seqLen) {
+		dataOpts.MaxLen = shape.seqLen // checked against --max-len below
+	}
 	if cfg.Tokenizer != "" {
 		sum, err := FileSHA256(cfg.Tokenizer)
 		if err != nil {

@@ -141,7 +141,7 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.steps = fs.Int64("steps", 0, "training steps (batches)")
 	f.batch = fs.Int("batch", 8, "examples per batch")
 	f.maxLen = fs.Int("max-len", 0, "truncate examples to this many tokens; batches are padded to it (default: the longest example)")
-	f.padID = fs.Int64("pad-id", 0, "token id written at padded positions (they never count in the loss)")
+	f.padID = fs.Int64("pad-id", 0, "token id written at padded positions: never a target, but the model reads it (a classifier pooling at the pad id needs the tokenizer's pad token here)")
 	f.seed = fs.Uint64("seed", 0, "seed of the data order (and of DST's random mask)")
 	f.backend = fs.String("backend", "cpu", "cpu | pjrt (an accelerator through a PJRT plugin: the step, optimizer and DST run on the device)")
 	f.pluginPath = fs.String("pjrt-plugin", "", "--backend pjrt: the PJRT plugin file (default: $"+tpu.PluginEnv+", then JAX's CUDA plugin, libtpu and the standard library paths); not part of the run")
