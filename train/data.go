@@ -691,6 +691,9 @@ type checkedEncoder interface {
 }
 
 func idsJSON(ids []int) json.RawMessage {
+	if ids == nil {
+		ids = []int{} // an empty array, not null
+	}
 	b, _ := json.Marshal(ids)
 	return b
 }
@@ -715,11 +718,19 @@ func (d *Dataset) addTokens(fields exampleFields, opts DataOptions) error {
 	if err != nil {
 		return err
 	}
+	what := `"tokens" is empty`
+	if !isAbsent(fields.Text) {
+		what = `"text" encodes to no token`
+	}
 	switch n := len(d.tokens) - start; {
 	case n == 0:
-		return fmt.Errorf(`"tokens" is empty`)
+		return errors.New(what)
 	case n < 2 && opts.Task == TaskLM:
-		return fmt.Errorf(`"tokens" has 1 token; an lm example needs at least 2 (one to predict from, one to predict)`)
+		what = `"tokens" has 1 token`
+		if !isAbsent(fields.Text) {
+			what = fmt.Sprintf(`"text" encodes to 1 token (%d)`, d.tokens[start])
+		}
+		return fmt.Errorf(`%s; an lm example needs at least 2 (one to predict from, one to predict)`, what)
 	}
 	return nil
 }

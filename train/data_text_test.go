@@ -268,3 +268,16 @@ func int32sToInts(v []int32) []int {
 	}
 	return out
 }
+
+// A "text" too short for an lm example is named as the text it was, not
+// as "tokens" the line does not have.
+func TestShortTextNamed(t *testing.T) {
+	for data, want := range map[string]string{
+		`{"text":"a"}`: `rows.jsonl:1: "text" encodes to 1 token (97); an lm example needs at least 2`,
+		`{"text":""}`:  `rows.jsonl:1: "text" encodes to no token`,
+	} {
+		if _, err := readLines(t, data+"\n", DataOptions{}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", data, err, want)
+		}
+	}
+}
