@@ -294,12 +294,19 @@ func (d *Decoder) setUp() error {
 		}
 		d.decisions = cg.Decisions
 	}
+	rows := d.positionTableRows()
 	if d.opts.Context > 0 {
+		if rows > 0 && limit > rows {
+			return fmt.Errorf("%w: the model does not take %d positions (its position table has %d rows)", errBeyondContext, limit, rows)
+		}
 		if !d.fits(limit) {
 			return fmt.Errorf("%w: the model does not take %d positions", errBeyondContext, limit)
 		}
 		d.context = limit
 		return nil
+	}
+	if rows > 0 {
+		limit = min(limit, rows)
 	}
 	d.context = d.probeContext(limit)
 	if d.context < 2 {
@@ -329,6 +336,52 @@ func (d *Decoder) fits(n int) bool {
 		_, err = d.recomputeGraph(n)
 	}
 	return err == nil
+}
+
+// positionTableRows is the fewest rows of a table the position ids input
+// indexes (GPT-2's wpe read with a Gather of position_ids, as exports with
+// past feed them): a bound on the context that no graph shape shows, the
+// index being known only as the sequence runs (0: none).
+func (d *Decoder) positionTableRows() int {
+	name := ""
+	for _, p := range d.plans {
+		if p.Role == ir.RolePositionIDs {
+			name = p.Input.Name
+		}
+	}
+	if name == "" {
+		return 0
+	}
+	var g *ir.Graph
+	var err error
+	if d.mode == PastInputs {
+		g, err = d.pastGraph(1, 1)
+	} else {
+		g, err = d.recomputeGraph(2)
+	}
+	if err != nil {
+		return 0
+	}
+	positions := map[*ir.Value]bool{} // the input and values that are it, recast or reshaped
+	for _, in := range g.Inputs {
+		positions[in] = in.Name == name
+	}
+	rows := 0
+	for _, n := range g.Nodes {
+		switch op := n.Op.(type) {
+		case *ir.Cast, *ir.Reshape, *ir.Copy:
+			if positions[n.Inputs[0]] {
+				positions[n.Outputs[0]] = true
+			}
+		case *ir.Gather:
+			if table := n.Inputs[0]; positions[n.Inputs[1]] && (table.Kind == ir.ParamValue || table.Kind == ir.ConstValue) {
+				if r := table.Shape[op.Axis]; rows == 0 || r < rows {
+					rows = r
+				}
+			}
+		}
+	}
+	return rows
 }
 
 // probeContext finds the most positions (up to limit) the graph can be

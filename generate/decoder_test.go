@@ -210,3 +210,85 @@ func TestFallbackToRecompute(t *testing.T) {
 		t.Errorf("generated %v", got)
 	}
 }
+
+// positionTableModel is a GPT-2-shaped toy: token and position embeddings
+// (a table of 24 rows, indexed by a position_ids input, as exports with
+// past feed them), summed and projected to the vocabulary.
+func positionTableModel(t *testing.T) *ir.Model {
+	t.Helper()
+	const vocab, dim, positions = 11, 4, 24
+	emb, pos, head := make([]float32, vocab*dim), make([]float32, positions*dim), make([]float32, dim*vocab)
+	for i := range emb {
+		emb[i], head[i] = float32(i%7)/7, float32(i%5)/5
+	}
+	for i := range pos {
+		pos[i] = float32(i%3) / 3
+	}
+	embT, _ := onnx.FromFloat32s("wte", []int64{vocab, dim}, emb)
+	posT, _ := onnx.FromFloat32s("wpe", []int64{positions, dim}, pos)
+	headT, _ := onnx.FromFloat32s("head", []int64{dim, vocab}, head)
+	info := func(name string, dt onnx.DataType, dims ...onnx.Dim) *onnx.ValueInfo {
+		return &onnx.ValueInfo{Name: name, Type: &onnx.Type{Kind: onnx.TypeTensor, ElemType: dt, HasShape: true, Shape: dims}}
+	}
+	batch, seq := onnx.Dim{Param: "batch"}, onnx.Dim{Param: "seq"}
+	g := &onnx.Graph{
+		Name:         "wpe",
+		Initializers: []*onnx.Tensor{embT, posT, headT},
+		Inputs:       []*onnx.ValueInfo{info("input_ids", onnx.Int64, batch, seq), info("position_ids", onnx.Int64, batch, seq)},
+		Outputs:      []*onnx.ValueInfo{info("logits", onnx.Float, batch, seq, onnx.Dim{Value: vocab, HasValue: true})},
+		Nodes: []*onnx.Node{
+			{OpType: "Gather", Inputs: []string{"wte", "input_ids"}, Outputs: []string{"x"}},
+			{OpType: "Gather", Inputs: []string{"wpe", "position_ids"}, Outputs: []string{"p"}},
+			{OpType: "Add", Inputs: []string{"x", "p"}, Outputs: []string{"h"}},
+			{OpType: "MatMul", Inputs: []string{"h", "head"}, Outputs: []string{"logits"}},
+		},
+	}
+	buf, err := onnx.Encode(&onnx.Model{IRVersion: 8, OpsetImports: []onnx.OpsetID{{Version: 17}}, Graph: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnx.Decode(buf, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, err := ir.NewModel(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return model
+}
+
+// TestContextFromPositionTables: a model's context is the rows of its
+// position table, whether the positions come from a Range over the
+// sequence (tiny_gpt: 64, found as the graph is built) or from a
+// position_ids input (known only as it runs); generation stops there with
+// "length" rather than failing on an index out of the table, and a
+// larger --context is refused.
+func TestContextFromPositionTables(t *testing.T) {
+	tiny := loadModel(t, sharedtest.Path(t, "models", "tiny_gpt", "model.onnx"))
+	table := positionTableModel(t)
+	for _, c := range []struct {
+		name  string
+		model *ir.Model
+		rows  int
+		modes []Mode // the toy has no attention to cache
+	}{{"tiny_gpt", tiny, 64, []Mode{Recompute, OwnCache}}, {"position_ids", table, 24, []Mode{Recompute}}} {
+		for _, mode := range c.modes {
+			d, err := New(c.model, Options{Threads: 1, Mode: mode})
+			if err != nil {
+				t.Fatalf("%s %s: %v", c.name, mode, err)
+			}
+			if d.Context() != c.rows {
+				t.Errorf("%s %s: context %d, want the table's %d rows", c.name, mode, d.Context(), c.rows)
+			}
+			res, err := Run(context.Background(), d, nil, Request{Prompt: []int64{1}, MaxTokens: 2 * c.rows}, func(Event) error { return nil })
+			if err != nil || res.FinishReason != "length" || len(res.Tokens) != c.rows {
+				t.Errorf("%s %s: %d tokens, %q, %v; want %d, length", c.name, mode, len(res.Tokens), res.FinishReason, err, c.rows)
+			}
+			d.Close()
+			if _, err := New(c.model, Options{Threads: 1, Mode: mode, Context: c.rows + 1}); err == nil {
+				t.Errorf("%s %s: --context %d accepted", c.name, mode, c.rows+1)
+			}
+		}
+	}
+}
