@@ -324,7 +324,11 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
-// fits reports whether the mode's graph can be built for n positions.
+// fits reports whether the mode's graph can be built for n positions,
+// and the whole sequence's graph reads no table past its end where the
+// positions it reads are known as it is built (GPT-2's wpe, read at a
+// Range of the sequence: the graph builds for any length, and fails as it
+// runs).
 func (d *Decoder) fits(n int) bool {
 	var err error
 	switch d.mode {
@@ -332,16 +336,44 @@ func (d *Decoder) fits(n int) bool {
 		_, err = d.rewrite(n, 1)
 	case PastInputs:
 		_, err = d.pastGraph(n-1, 1)
-	case Recompute:
-		_, err = d.recomputeGraph(n)
 	}
-	return err == nil
+	if err != nil {
+		return false
+	}
+	g, err := d.recomputeGraph(n)
+	if d.mode == Recompute && err != nil {
+		return false
+	}
+	return err != nil || constantLookupsFit(g)
 }
 
-// positionTableRows is the fewest rows of a table the position ids input
-// indexes (GPT-2's wpe read with a Gather of position_ids, as exports with
-// past feed them): a bound on the context that no graph shape shows, the
-// index being known only as the sequence runs (0: none).
+// constantLookupsFit reports whether every Gather of g whose indices are
+// constants reads inside its data.
+func constantLookupsFit(g *ir.Graph) bool {
+	for _, n := range g.Nodes {
+		op, ok := n.Op.(*ir.Gather)
+		if !ok {
+			continue
+		}
+		idx := n.Inputs[1]
+		if idx.Kind != ir.ConstValue || idx.Const == nil || (idx.DType != ir.Int64 && idx.DType != ir.Int32) {
+			continue
+		}
+		rows := int64(n.Inputs[0].Shape[op.Axis])
+		for i := range idx.Const.Len() {
+			if x := idx.Const.Int64At(i); x < -rows || x >= rows {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// positionTableRows is the fewest rows of a weight table the position ids
+// input indexes (GPT-2's wpe read with a Gather of position_ids, as
+// exports with past feed them; a rotary cache stored whole): a bound on
+// the context that no graph shape shows, the index being known only as
+// the sequence runs (0: none).
 func (d *Decoder) positionTableRows() int {
 	name := ""
 	for _, p := range d.plans {
@@ -374,7 +406,9 @@ func (d *Decoder) positionTableRows() int {
 				positions[n.Outputs[0]] = true
 			}
 		case *ir.Gather:
-			if table := n.Inputs[0]; positions[n.Inputs[1]] && (table.Kind == ir.ParamValue || table.Kind == ir.ConstValue) {
+			// A weight of the model, not a value computed for this
+			// length (a rotary cache cut to the sequence).
+			if table := n.Inputs[0]; positions[n.Inputs[1]] && table.Kind == ir.ParamValue {
 				if r := table.Shape[op.Axis]; rows == 0 || r < rows {
 					rows = r
 				}

@@ -860,18 +860,6 @@ func importGather(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Indices known at import (positions from a Range over the sequence
-	// into a position table) are checked now: a sequence longer than the
-	// table does not import, which is how the decoder finds a model's
-	// context, rather than failing when it runs.
-	if idx := in[1]; idx.Kind == ConstValue && idx.Const != nil && (idx.DType == Int64 || idx.DType == Int32) {
-		rows := int64(in[0].Shape[axis])
-		for i := range idx.Const.Len() {
-			if x := idx.Const.Int64At(i); x < -rows || x >= rows {
-				return nil, fmt.Errorf("index %d out of range [%d, %d) of the data's axis %d", x, -rows, rows, axis)
-			}
-		}
-	}
 	return one(im.emit1(&Gather{Axis: axis}, in[0], in[1]))
 }
 

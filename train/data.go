@@ -46,12 +46,20 @@ type DataOptions struct {
 	// Tokenizer encodes the text of "text", "prompt" and "completion"
 	// fields (nil: such fields must hold token ids).
 	Tokenizer TextEncoder
-	// MaxLen, when > 0, is the length batches truncate examples to: a
-	// "text" longer than it is cut inside its text, keeping what the
-	// tokenizer's template puts after it (BERT's [SEP]), as Hugging Face's
-	// truncation does.
-	MaxLen int
+	// JoinText encodes a text prompt and completion joined, as Hugging
+	// Face's prompt-completion training does (encodeTextPair), and cuts a
+	// "text" longer than MaxLen (> 0, the length batches truncate
+	// examples to) inside its text, keeping what the tokenizer's template
+	// puts after it (BERT's [SEP]), as Hugging Face's truncation does.
+	// Without it — a run started by an earlier version — the two are
+	// encoded apart, and texts are cut as token ids are.
+	JoinText bool
+	MaxLen   int
 }
+
+// TextJoined is Config.TextEncoding of runs encoding text as DataOptions's
+// JoinText says.
+const TextJoined = 1
 
 // TextEncoder turns text into token ids; package tokenizer's Tokenizer is
 // one. addSpecial adds what the tokenizer's template puts around a text
@@ -524,7 +532,7 @@ func (f *exampleFields) resolve(opts DataOptions) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if isText && opts.MaxLen > 0 && len(ids) > opts.MaxLen {
+		if isText && opts.JoinText && opts.MaxLen > 0 && len(ids) > opts.MaxLen {
 			ids = truncateKeepingTemplate(opts.Tokenizer, f.Text, ids, opts.MaxLen)
 		}
 		f.Tokens = idsJSON(ids)
@@ -539,7 +547,7 @@ func (f *exampleFields) resolve(opts DataOptions) (int, error) {
 	if !isAbsent(f.LossMask) {
 		return 0, fmt.Errorf(`"loss_mask" given with "prompt" and "completion", whose loss predicts the completion`)
 	}
-	if ids, promptLen, ok, err := encodeTextPair(opts.Tokenizer, f.Prompt, f.Completion); err != nil || ok {
+	if ids, promptLen, ok, err := encodeTextPair(opts, f.Prompt, f.Completion); err != nil || ok {
 		if err != nil {
 			return 0, err
 		}
@@ -583,29 +591,39 @@ func (f *exampleFields) resolve(opts DataOptions) (int, error) {
 // completion instead of splitting it from the prompt), and the tokenizer's
 // EOS appended unless it ends them already; the prompt's tokens are those
 // the prompt alone encodes to. Encoding the completion alone would give it
-// a word-start of its own (SentencePiece's "▁" before " time" of
-// "Once upon a" + " time"). ok is false — the caller encodes the fields
-// apart — when either is not text, or where the joined text's tokens do
-// not start with the prompt's: a byte-level BPE merging across the seam
-// ("Answer: " + "Paris" joined is "ĠParis"), where the prompt alone, as
-// it will be given at inference, ends in "Ġ".
-func encodeTextPair(tok TextEncoder, rawPrompt, rawCompletion json.RawMessage) (ids []int, promptLen int, ok bool, err error) {
+// a word start of its own (SentencePiece's "▁" before " time" of
+// "Once upon a" + " time"). Where the joined text's tokens do not start
+// with the prompt's — a byte-level BPE merging across the seam ("Answer: "
+// + "Paris" joined is "ĠParis") — the completion is encoded alone after
+// the prompt's own tokens, the prompt ending as it will when given alone
+// at inference ("Ġ"), the template around both. ok is false — the caller
+// encodes the fields apart — when either is not text, JoinText is off, or
+// the template changes the text's own tokens.
+func encodeTextPair(opts DataOptions, rawPrompt, rawCompletion json.RawMessage) (ids []int, promptLen int, ok bool, err error) {
+	tok := opts.Tokenizer
 	var prompt, completion string
-	if tok == nil || json.Unmarshal(rawPrompt, &prompt) != nil || json.Unmarshal(rawCompletion, &completion) != nil {
+	if !opts.JoinText || tok == nil || json.Unmarshal(rawPrompt, &prompt) != nil || json.Unmarshal(rawCompletion, &completion) != nil {
 		return nil, 0, false, nil
 	}
 	pre, own, _, okP, err := templateParts(tok, "prompt", prompt)
 	if err != nil || !okP {
 		return nil, 0, false, err
 	}
-	if _, err := encodeText(tok, "completion", completion, false); err != nil {
-		return nil, 0, false, err // named in the completion's own words
+	if len(pre)+len(own) == 0 {
+		return nil, 0, false, fmt.Errorf(`"prompt" is empty: the completion needs a token to follow`)
 	}
-	jpre, joint, jsuf, okJ, err := templateParts(tok, "completion", prompt+completion)
-	if err != nil || !okJ || !slices.Equal(jpre, pre) || len(joint) <= len(own) || !slices.Equal(joint[:len(own)], own) {
+	alone, err := encodeText(tok, "completion", completion, false) // named in the completion's own words
+	if err != nil {
 		return nil, 0, false, err
 	}
-	ids = append(append(append([]int{}, jpre...), joint...), jsuf...)
+	jpre, joint, suf, okJ, err := templateParts(tok, "completion", prompt+completion)
+	if err != nil || !okJ || !slices.Equal(jpre, pre) {
+		return nil, 0, false, err
+	}
+	if len(joint) <= len(own) || !slices.Equal(joint[:len(own)], own) {
+		joint = append(slices.Clone(own), alone...) // the seam merges
+	}
+	ids = append(append(append([]int{}, pre...), joint...), suf...)
 	if eos := tok.EOS(); eos >= 0 && ids[len(ids)-1] != eos {
 		ids = append(ids, eos)
 	}
@@ -624,12 +642,19 @@ func templateParts(tok TextEncoder, field, text string) (pre, own, suf []int, ok
 	if own, err = encodeText(tok, field, text, false); err != nil {
 		return nil, nil, nil, false, err
 	}
+	at := -1
 	for i := 0; i+len(own) <= len(all); i++ {
 		if slices.Equal(all[i:i+len(own)], own) {
-			return all[:i], own, all[i+len(own):], true, nil
+			if at >= 0 {
+				return nil, nil, nil, false, nil // twice: which is the text's is not known
+			}
+			at = i
 		}
 	}
-	return nil, nil, nil, false, nil
+	if at < 0 {
+		return nil, nil, nil, false, nil
+	}
+	return all[:at], own, all[at+len(own):], true, nil
 }
 
 // truncateKeepingTemplate cuts the templated ids of a "text" field to

@@ -208,7 +208,7 @@ func TestPromptCompletionEncodedTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds, err := readLines(t, `{"prompt":"Once upon a","completion":" time"}`+"\n", DataOptions{Tokenizer: tok})
+	ds, err := readLines(t, `{"prompt":"Once upon a","completion":" time"}`+"\n", DataOptions{Tokenizer: tok, JoinText: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,19 +245,64 @@ func TestTemplateSuffix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds, err := readLines(t, `{"prompt":"the cat","completion":" sat on the mat"}`+"\n", DataOptions{Tokenizer: tok})
+	ds, err := readLines(t, `{"prompt":"the cat","completion":" sat on the mat"}`+"\n", DataOptions{Tokenizer: tok, JoinText: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ex := ds.Example(0); !slices.Equal(int32sToInts(ex.Tokens), []int{1, 3, 4, 5, 6, 3, 7, 2}) || ex.PromptLen != 3 {
 		t.Errorf("prompt and completion: tokens %v (prompt %d), want [CLS] the cat sat on the mat [SEP] (prompt 3)", ex.Tokens, ex.PromptLen)
 	}
-	ds, err = readLines(t, `{"text":"the cat sat on the mat","label":1}`+"\n", DataOptions{Task: TaskClassify, Tokenizer: tok, MaxLen: 5})
+	ds, err = readLines(t, `{"text":"the cat sat on the mat","label":1}`+"\n", DataOptions{Task: TaskClassify, Tokenizer: tok, JoinText: true, MaxLen: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ex := ds.Example(0); !slices.Equal(int32sToInts(ex.Tokens), []int{1, 3, 4, 5, 2}) {
 		t.Errorf("text cut to 5: %v, want [CLS] the cat sat [SEP]", ex.Tokens)
+	}
+}
+
+// TestTextEncodingOfEarlierRuns: without JoinText — a run started by an
+// earlier version, resumed — text is encoded as it was then (prompt and
+// completion apart, texts cut as token ids), so that the run goes on
+// training on the tokens it started with.
+func TestTextEncodingOfEarlierRuns(t *testing.T) {
+	tok, err := tokenizer.Load(sharedtest.Path(t, "models", "stories260K", "tok512.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := readLines(t, `{"prompt":"Once upon a","completion":" time"}`+"\n", DataOptions{Tokenizer: tok, MaxLen: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := tok.Encode("Once upon a", true)
+	want := append(append(slices.Clone(prompt), tok.Encode(" time", false)...), tok.EOS())
+	if ex := ds.Example(0); !slices.Equal(int32sToInts(ex.Tokens), want) || ex.PromptLen != len(prompt) {
+		t.Errorf("tokens %v (prompt %d), want %v (prompt %d)", ex.Tokens, ex.PromptLen, want, len(prompt))
+	}
+}
+
+// TestPromptCompletionSeam: where a byte-level BPE merges the prompt's end
+// with the completion's start, the prompt keeps the tokens it has alone
+// (as given at inference), the completion follows encoded alone, and the
+// template's suffix still ends the whole.
+func TestPromptCompletionSeam(t *testing.T) {
+	tok, err := tokenizer.ParseHF("bpe.json", []byte(`{
+		"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2,"</s>":3},"merges":["a b"]},
+		"added_tokens":[{"id":3,"content":"</s>","special":true}],
+		"post_processor":{"type":"TemplateProcessing",
+			"single":[{"Sequence":{"id":"A","type_id":0}},{"SpecialToken":{"id":"</s>","type_id":0}}],
+			"pair":[],
+			"special_tokens":{"</s>":{"id":"</s>","ids":[3],"tokens":["</s>"]}}}}`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := readLines(t, `{"prompt":"ba","completion":"b"}`+"\n", DataOptions{Tokenizer: tok, JoinText: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Joined, "bab" is b ab; the prompt alone is b a.
+	if ex := ds.Example(0); !slices.Equal(int32sToInts(ex.Tokens), []int{1, 0, 1, 3}) || ex.PromptLen != 2 {
+		t.Errorf("tokens %v (prompt %d), want b a | b </s> (prompt 2)", ex.Tokens, ex.PromptLen)
 	}
 }
 

@@ -56,12 +56,18 @@ type Config struct {
 	Trainable   string          `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
 	// Tokenizer encodes the data's text fields (absolute path; "" when the
 	// data holds token ids); TokenizerSHA256 is its file's, filled in by Run.
-	Tokenizer       string           `json:"tokenizer,omitempty"`
-	TokenizerSHA256 string           `json:"tokenizer_sha256,omitempty"`
-	Optimizer       update.Optimizer `json:"optimizer"`
-	Schedule        Schedule         `json:"schedule"`
-	Steps           int64            `json:"steps"`
-	Batch           int              `json:"batch"`
+	Tokenizer       string `json:"tokenizer,omitempty"`
+	TokenizerSHA256 string `json:"tokenizer_sha256,omitempty"`
+	// TextEncoding is how the run encodes text, set by Run for a new run
+	// (TextJoined) and kept by a resumed one, so that a run goes on
+	// training on the tokens it started with: 0, a run of an earlier
+	// version, encoded a text prompt and completion apart and cut texts
+	// at MaxLen like token ids.
+	TextEncoding int              `json:"text_encoding,omitempty"`
+	Optimizer    update.Optimizer `json:"optimizer"`
+	Schedule     Schedule         `json:"schedule"`
+	Steps        int64            `json:"steps"`
+	Batch        int              `json:"batch"`
 	// MaxLen truncates examples; every batch is padded to T = MaxLen, or
 	// to the longest example of the training and validation data when 0
 	// (one static shape, compiled once).
@@ -465,6 +471,7 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 		return stored, err
 	}
 	if !r.opts.Resume {
+		cfg.TextEncoding = TextJoined
 		st, err := os.Lstat(dir)
 		if os.IsNotExist(err) {
 			r.madeDir = outermostMissing(dir)
@@ -553,6 +560,7 @@ func fillRecorded(cfg *Config, stored Config) {
 	cfg.ModelSHA256, cfg.TokenizerSHA256 = stored.ModelSHA256, stored.TokenizerSHA256
 	cfg.DataSHA256, cfg.DataSize, cfg.ValidSHA256, cfg.ValidSize = stored.DataSHA256, stored.DataSize, stored.ValidSHA256, stored.ValidSize
 	cfg.DataChanges = stored.DataChanges
+	cfg.TextEncoding = stored.TextEncoding
 }
 
 // runOutputs are the files Run writes at the top of a run directory
@@ -706,9 +714,12 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 			return nil, err
 		}
 	}
-	dataOpts := DataOptions{Task: cfg.Task, VocabSize: shape.vocab, NumClasses: shape.classes, MaxLen: cfg.MaxLen}
-	if shape.seqLen > 0 && (cfg.MaxLen == 0 || cfg.MaxLen > shape.seqLen) {
-		dataOpts.MaxLen = shape.seqLen // checked against --max-len below
+	dataOpts := DataOptions{Task: cfg.Task, VocabSize: shape.vocab, NumClasses: shape.classes}
+	if cfg.TextEncoding >= TextJoined {
+		dataOpts.JoinText, dataOpts.MaxLen = true, cfg.MaxLen
+		if shape.seqLen > 0 && (cfg.MaxLen == 0 || cfg.MaxLen > shape.seqLen) {
+			dataOpts.MaxLen = shape.seqLen // checked against --max-len below
+		}
 	}
 	if cfg.Tokenizer != "" {
 		sum, err := FileSHA256(cfg.Tokenizer)

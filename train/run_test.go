@@ -64,8 +64,11 @@ func TestRunWritesRunDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := configDiff(stored, cfg, "data_sha256", "data_size", "valid_sha256", "valid_size"); diff != "" {
+	if diff := configDiff(stored, cfg, "data_sha256", "data_size", "valid_sha256", "valid_size", "text_encoding"); diff != "" {
 		t.Errorf("config.json differs from the run's config: %s", diff)
+	}
+	if stored.TextEncoding != TextJoined {
+		t.Errorf("a new run records text encoding %d, want %d", stored.TextEncoding, TextJoined)
 	}
 	for path, rec := range map[string]struct {
 		sum  string

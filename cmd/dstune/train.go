@@ -24,7 +24,6 @@ import (
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/kernels"
 	"github.com/dstune/dstune/peft"
-	"github.com/dstune/dstune/tokenizer"
 	"github.com/dstune/dstune/train"
 	"github.com/dstune/dstune/update"
 )
@@ -142,7 +141,7 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.steps = fs.Int64("steps", 0, "training steps (batches)")
 	f.batch = fs.Int("batch", 8, "examples per batch")
 	f.maxLen = fs.Int("max-len", 0, "truncate examples to this many tokens; batches are padded to it (default: the longest example)")
-	f.padID = fs.Int64("pad-id", 0, "token id written at padded positions: never a target, but the model reads it (default: the --tokenizer's pad token, else 0)")
+	f.padID = fs.Int64("pad-id", 0, "token id written at padded positions: never a target, but the model reads it (a classifier pooling at the pad id needs its pad token here)")
 	f.seed = fs.Uint64("seed", 0, "seed of the data order (and of DST's random mask)")
 	f.backend = fs.String("backend", "cpu", "cpu | pjrt (an accelerator through a PJRT plugin: the step, optimizer and DST run on the device)")
 	f.pluginPath = fs.String("pjrt-plugin", "", "--backend pjrt: the PJRT plugin file (default: $"+tpu.PluginEnv+", then JAX's CUDA plugin, libtpu and the standard library paths); not part of the run")
@@ -268,15 +267,6 @@ func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, st
 			if err := f.apply(name, &cfg); err != nil {
 				return cfg, dir, err
 			}
-		}
-	}
-	if fresh && set["tokenizer"] && !set["pad-id"] {
-		// Batches are padded with the tokenizer's pad token where it has
-		// one, as Hugging Face's collators pad: a classifier pooling at
-		// the pad id finds the row's end (config.json records it; a
-		// tokenizer that does not load is named by the run).
-		if tok, err := tokenizer.Load(cfg.Tokenizer); err == nil && tok.PAD() >= 0 {
-			cfg.PadID = int64(tok.PAD())
 		}
 	}
 	if *f.threads < 0 {

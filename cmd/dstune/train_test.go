@@ -2,14 +2,10 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/dstune/dstune/internal/sharedtest"
-	"github.com/dstune/dstune/train"
 )
 
 // TestMain lets a test run dstune as a child process (to kill it): with
@@ -203,33 +199,6 @@ func TestTrainStopsOnDivergence(t *testing.T) {
 	for _, name := range []string{"checkpoint", "delta.safetensors"} {
 		if _, err := os.Stat(filepath.Join(run, name)); err == nil {
 			t.Errorf("the diverged run wrote %s", name)
-		}
-	}
-}
-
-// TestTrainPadsWithTheTokenizersPadToken: a new run with --tokenizer pads
-// with the tokenizer's pad token (as Hugging Face's collators do), unless
-// --pad-id says otherwise.
-func TestTrainPadsWithTheTokenizersPadToken(t *testing.T) {
-	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
-	dir := t.TempDir()
-	tok := filepath.Join(dir, "tokenizer.json")
-	writeLines(t, tok, []string{`{"model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1,"b":2,"c":3,"<pad>":5},"unk_token":"[UNK]"},"pre_tokenizer":{"type":"Whitespace"},` +
-		`"added_tokens":[{"id":5,"content":"<pad>","special":true}]}`})
-	data := filepath.Join(dir, "d.jsonl")
-	writeLines(t, data, []string{`{"text":"a b c a"}`, `{"text":"b c"}`})
-	for _, c := range []struct {
-		args []string
-		want int64
-	}{{nil, 5}, {[]string{"--pad-id", "0"}, 0}} {
-		run := filepath.Join(dir, fmt.Sprint("run", c.want))
-		args := append([]string{"train", model, "--data", data, "--task", "lm", "--tokenizer", tok, "--steps", "1", "--batch", "2", "--threads", "1", "--out", run}, c.args...)
-		if code, _, stderr := dstune(args...); code != 0 {
-			t.Fatalf("%v: exit %d: %s", c.args, code, stderr)
-		}
-		cfg, err := train.LoadConfig(run)
-		if err != nil || cfg.PadID != c.want {
-			t.Errorf("%v: pad id %d (%v), want %d", c.args, cfg.PadID, err, c.want)
 		}
 	}
 }
