@@ -163,9 +163,6 @@ func cumsumModel(t *testing.T) *ir.Model {
 	embT, _ := onnx.FromFloat32s("emb", []int64{vocab, dim}, emb)
 	headT, _ := onnx.FromFloat32s("head", []int64{dim, vocab}, head)
 	axis, _ := onnx.FromInt64s("axis", []int64{}, []int64{1})
-	info := func(name string, dt onnx.DataType, dims ...onnx.Dim) *onnx.ValueInfo {
-		return &onnx.ValueInfo{Name: name, Type: &onnx.Type{Kind: onnx.TypeTensor, ElemType: dt, HasShape: true, Shape: dims}}
-	}
 	g := &onnx.Graph{
 		Name:         "cumsum",
 		Initializers: []*onnx.Tensor{embT, headT, axis},
@@ -177,19 +174,7 @@ func cumsumModel(t *testing.T) *ir.Model {
 			{OpType: "MatMul", Inputs: []string{"s", "head"}, Outputs: []string{"logits"}},
 		},
 	}
-	buf, err := onnx.Encode(&onnx.Model{IRVersion: 8, OpsetImports: []onnx.OpsetID{{Version: 17}}, Graph: g})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := onnx.Decode(buf, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	model, err := ir.NewModel(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return model
+	return toyModel(t, g)
 }
 
 // TestFallbackToRecompute: a graph the rewrite does not recognise is
@@ -211,6 +196,29 @@ func TestFallbackToRecompute(t *testing.T) {
 	}
 }
 
+// info is a tensor graph input or output.
+func info(name string, dt onnx.DataType, dims ...onnx.Dim) *onnx.ValueInfo {
+	return &onnx.ValueInfo{Name: name, Type: &onnx.Type{Kind: onnx.TypeTensor, ElemType: dt, HasShape: true, Shape: dims}}
+}
+
+// toyModel imports g as a model file of opset 17 holds it.
+func toyModel(t *testing.T, g *onnx.Graph) *ir.Model {
+	t.Helper()
+	buf, err := onnx.Encode(&onnx.Model{IRVersion: 8, OpsetImports: []onnx.OpsetID{{Version: 17}}, Graph: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnx.Decode(buf, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, err := ir.NewModel(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return model
+}
+
 // positionTableModel is a GPT-2-shaped toy: token and position embeddings
 // (a table of 24 rows, indexed by a position_ids input, as exports with
 // past feed them), summed and projected to the vocabulary.
@@ -227,9 +235,6 @@ func positionTableModel(t *testing.T) *ir.Model {
 	embT, _ := onnx.FromFloat32s("wte", []int64{vocab, dim}, emb)
 	posT, _ := onnx.FromFloat32s("wpe", []int64{positions, dim}, pos)
 	headT, _ := onnx.FromFloat32s("head", []int64{dim, vocab}, head)
-	info := func(name string, dt onnx.DataType, dims ...onnx.Dim) *onnx.ValueInfo {
-		return &onnx.ValueInfo{Name: name, Type: &onnx.Type{Kind: onnx.TypeTensor, ElemType: dt, HasShape: true, Shape: dims}}
-	}
 	batch, seq := onnx.Dim{Param: "batch"}, onnx.Dim{Param: "seq"}
 	g := &onnx.Graph{
 		Name:         "wpe",
@@ -243,19 +248,7 @@ func positionTableModel(t *testing.T) *ir.Model {
 			{OpType: "MatMul", Inputs: []string{"h", "head"}, Outputs: []string{"logits"}},
 		},
 	}
-	buf, err := onnx.Encode(&onnx.Model{IRVersion: 8, OpsetImports: []onnx.OpsetID{{Version: 17}}, Graph: g})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := onnx.Decode(buf, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	model, err := ir.NewModel(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return model
+	return toyModel(t, g)
 }
 
 // TestContextFromPositionTables: a model's context is the rows of its
