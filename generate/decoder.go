@@ -324,27 +324,25 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
-// fits reports whether the mode's graph can be built for n positions,
-// and the whole sequence's graph reads no table past its end where the
-// positions it reads are known as it is built (GPT-2's wpe, read at a
-// Range of the sequence: the graph builds for any length, and fails as it
-// runs).
+// fits reports whether the mode's graph can be built for n positions and
+// reads no table past its end where the positions it reads are known as
+// it is built (GPT-2's wpe, read at a Range of the sequence: the graph
+// builds for any length, and fails as it runs).
 func (d *Decoder) fits(n int) bool {
+	var g *ir.Graph
 	var err error
-	switch d.mode {
-	case OwnCache:
-		_, err = d.rewrite(n, 1)
-	case PastInputs:
-		_, err = d.pastGraph(n-1, 1)
+	if d.mode == PastInputs {
+		g, err = d.pastGraph(n-1, 1)
+	} else {
+		g, err = d.recomputeGraph(n)
 	}
-	if err != nil {
+	if err != nil || !constantLookupsFit(g) {
 		return false
 	}
-	g, err := d.recomputeGraph(n)
-	if d.mode == Recompute && err != nil {
-		return false
+	if d.mode == OwnCache {
+		_, err = rewriteCached(g, d.roles, n, 1) // on the graph just built, as rewrite would
 	}
-	return err != nil || constantLookupsFit(g)
+	return err == nil
 }
 
 // constantLookupsFit reports whether every Gather of g whose indices are

@@ -7,11 +7,12 @@ import (
 
 // lowerEinsum writes an einsum as the ops a backend runs fast: labels only
 // one operand has and the output lacks are summed away first, then the
-// operands are contracted two at a time, left to right, each as one
-// batched MatMul — the labels both share and a later term needs are the
-// batch, those they share and nothing later needs the inner dimension,
-// the rest the rows and columns — between transposes and reshapes; a
-// last transpose puts the labels in the output's order. Every part has a
+// operands are contracted two at a time, the pair with the smallest
+// product first, each as one batched MatMul — the labels both share and a
+// later term needs are the batch, those they share and nothing later
+// needs the inner dimension, the rest the rows and columns — between
+// transposes and reshapes (an element-wise Mul where nothing is summed);
+// a last transpose puts the labels in the output's order. Every part has a
 // gradient. It returns nil (and the Einsum op is kept) for what this does
 // not cover: a label repeated within a term (a diagonal), a label whose
 // sizes differ between operands (broadcast from 1), and dtypes other
@@ -24,7 +25,8 @@ func lowerEinsum(emit func(Op, ...*Value) (*Value, error), op *Einsum, in []*Val
 	if dt != Float32 && dt != Float64 {
 		return nil, nil
 	}
-	size := map[byte]int{}
+	l := &einsumLowering{emit: emit, size: map[byte]int{}}
+	size := l.size
 	type term struct {
 		v      *Value
 		labels string
@@ -60,29 +62,6 @@ func lowerEinsum(emit func(Op, ...*Value) (*Value, error), op *Einsum, in []*Val
 			}
 		}
 		return false
-	}
-	dims := func(labels string) Shape {
-		s := Shape{}
-		for _, r := range []byte(labels) {
-			s = append(s, size[r])
-		}
-		return s
-	}
-	arrange := func(v *Value, from, to string) (*Value, error) {
-		perm := make([]int, len(to))
-		for i := range len(to) {
-			perm[i] = strings.IndexByte(from, to[i])
-		}
-		if slices.Equal(perm, iotaInts(len(perm))) {
-			return v, nil
-		}
-		return emit(&Transpose{Perm: perm}, v)
-	}
-	reshape := func(v *Value, s Shape) (*Value, error) {
-		if v.Shape.Equal(s) {
-			return v, nil
-		}
-		return emit(&Reshape{Shape: s}, v)
 	}
 	// Labels one term alone has and nothing after reads are summed away.
 	for i := range terms {
@@ -142,9 +121,9 @@ func lowerEinsum(emit func(Op, ...*Value) (*Value, error), op *Einsum, in []*Val
 		var p *Value
 		var err error
 		if inner == "" {
-			p, err = outerProduct(emit, arrange, reshape, a.v, a.labels, b.v, b.labels, batch, rows, cols, dims)
+			p, err = l.outerProduct(a.v, a.labels, b.v, b.labels, batch, rows, cols)
 		} else {
-			p, err = innerProduct(emit, arrange, reshape, a.v, a.labels, b.v, b.labels, batch, inner, rows, cols, dims)
+			p, err = l.innerProduct(a.v, a.labels, b.v, b.labels, batch, inner, rows, cols)
 		}
 		if err != nil {
 			return nil, err
@@ -152,7 +131,7 @@ func lowerEinsum(emit func(Op, ...*Value) (*Value, error), op *Einsum, in []*Val
 		terms[x] = term{p, batch + rows + cols}
 		terms = slices.Delete(terms, y, y+1)
 	}
-	return arrange(terms[0].v, terms[0].labels, op.Output)
+	return l.arrange(terms[0].v, terms[0].labels, op.Output)
 }
 
 func valueTypes(vs []*Value) []Type {
@@ -163,36 +142,69 @@ func valueTypes(vs []*Value) []Type {
 	return types
 }
 
+// einsumLowering emits the ops of a lowered einsum; size is every label's
+// dimension.
+type einsumLowering struct {
+	emit func(Op, ...*Value) (*Value, error)
+	size map[byte]int
+}
+
+// dims is the shape of labels.
+func (l *einsumLowering) dims(labels string) Shape {
+	s := Shape{}
+	for _, r := range []byte(labels) {
+		s = append(s, l.size[r])
+	}
+	return s
+}
+
+// arrange transposes v, labelled from, to the labels' order to.
+func (l *einsumLowering) arrange(v *Value, from, to string) (*Value, error) {
+	perm := make([]int, len(to))
+	for i := range len(to) {
+		perm[i] = strings.IndexByte(from, to[i])
+	}
+	if slices.Equal(perm, iotaInts(len(perm))) {
+		return v, nil
+	}
+	return l.emit(&Transpose{Perm: perm}, v)
+}
+
+func (l *einsumLowering) reshape(v *Value, s Shape) (*Value, error) {
+	if v.Shape.Equal(s) {
+		return v, nil
+	}
+	return l.emit(&Reshape{Shape: s}, v)
+}
+
 // innerProduct contracts a and b over the inner labels as one batched
 // MatMul: [batch, rows, inner]·[batch, inner, cols].
-func innerProduct(emit func(Op, ...*Value) (*Value, error), arrange func(*Value, string, string) (*Value, error), reshape func(*Value, Shape) (*Value, error),
-	a *Value, al string, b *Value, bl string, batch, inner, rows, cols string, dims func(string) Shape) (*Value, error) {
-	B, M, K, N := dims(batch).Size(), dims(rows).Size(), dims(inner).Size(), dims(cols).Size()
-	av, err := arrange(a, al, batch+rows+inner)
+func (l *einsumLowering) innerProduct(a *Value, al string, b *Value, bl string, batch, inner, rows, cols string) (*Value, error) {
+	B, M, K, N := l.dims(batch).Size(), l.dims(rows).Size(), l.dims(inner).Size(), l.dims(cols).Size()
+	av, err := l.arrange(a, al, batch+rows+inner)
 	if err == nil {
-		av, err = reshape(av, Shape{B, M, K})
+		av, err = l.reshape(av, Shape{B, M, K})
 	}
 	if err != nil {
 		return nil, err
 	}
-	bv, err := arrange(b, bl, batch+inner+cols)
+	bv, err := l.arrange(b, bl, batch+inner+cols)
 	if err == nil {
-		bv, err = reshape(bv, Shape{B, K, N})
+		bv, err = l.reshape(bv, Shape{B, K, N})
 	}
 	if err != nil {
 		return nil, err
 	}
-	p, err := emit(&MatMul{}, av, bv)
+	p, err := l.emit(&MatMul{}, av, bv)
 	if err != nil {
 		return nil, err
 	}
-	return reshape(p, dims(batch+rows+cols))
+	return l.reshape(p, l.dims(batch+rows+cols))
 }
 
 // outerProduct is the product of a and b with nothing to sum: an
 // element-wise Mul broadcasting a's rows against b's columns.
-func outerProduct(emit func(Op, ...*Value) (*Value, error), arrange func(*Value, string, string) (*Value, error), reshape func(*Value, Shape) (*Value, error),
-	a *Value, al string, b *Value, bl string, batch, rows, cols string, dims func(string) Shape) (*Value, error) {
+func (l *einsumLowering) outerProduct(a *Value, al string, b *Value, bl string, batch, rows, cols string) (*Value, error) {
 	ones := func(n int) Shape {
 		s := make(Shape, n)
 		for i := range s {
@@ -200,19 +212,19 @@ func outerProduct(emit func(Op, ...*Value) (*Value, error), arrange func(*Value,
 		}
 		return s
 	}
-	av, err := arrange(a, al, batch+rows)
+	av, err := l.arrange(a, al, batch+rows)
 	if err == nil {
-		av, err = reshape(av, append(dims(batch+rows), ones(len(cols))...))
+		av, err = l.reshape(av, append(l.dims(batch+rows), ones(len(cols))...))
 	}
 	if err != nil {
 		return nil, err
 	}
-	bv, err := arrange(b, bl, batch+cols)
+	bv, err := l.arrange(b, bl, batch+cols)
 	if err == nil {
-		bv, err = reshape(bv, append(append(dims(batch), ones(len(rows))...), dims(cols)...))
+		bv, err = l.reshape(bv, append(append(l.dims(batch), ones(len(rows))...), l.dims(cols)...))
 	}
 	if err != nil {
 		return nil, err
 	}
-	return emit(&Binary{Fn: Mul}, av, bv)
+	return l.emit(&Binary{Fn: Mul}, av, bv)
 }

@@ -397,11 +397,7 @@ func (op *Einsum) gradRule(d *differ, c *gradCtx) error {
 	if hasRepeatedLabel(op.Output) {
 		return c.unsupported("Einsum with a repeated output label")
 	}
-	types := make([]Type, len(c.n.Inputs))
-	for i, v := range c.n.Inputs {
-		types[i] = v.Type
-	}
-	size, err := op.sizes(types)
+	size, err := op.sizes(valueTypes(c.n.Inputs))
 	if err != nil {
 		return err
 	}

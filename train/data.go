@@ -605,25 +605,29 @@ func encodeTextPair(opts DataOptions, rawPrompt, rawCompletion json.RawMessage) 
 	if !opts.JoinText || tok == nil || json.Unmarshal(rawPrompt, &prompt) != nil || json.Unmarshal(rawCompletion, &completion) != nil {
 		return nil, 0, false, nil
 	}
-	pre, own, _, okP, err := templateParts(tok, "prompt", prompt)
-	if err != nil || !okP {
-		return nil, 0, false, err
+	own, err := encodeText(tok, "prompt", prompt, false)
+	if err != nil || len(own) == 0 {
+		return nil, 0, false, err // an empty prompt: as the fields apart say
 	}
-	if len(pre)+len(own) == 0 {
-		return nil, 0, false, fmt.Errorf(`"prompt" is empty: the completion needs a token to follow`)
-	}
-	alone, err := encodeText(tok, "completion", completion, false) // named in the completion's own words
+	pre, joint, suf, okJ, err := templateParts(tok, "completion", prompt+completion)
 	if err != nil {
+		if _, errAlone := encodeText(tok, "completion", completion, false); errAlone != nil {
+			err = errAlone // named in the completion's own words
+		}
 		return nil, 0, false, err
 	}
-	jpre, joint, suf, okJ, err := templateParts(tok, "completion", prompt+completion)
-	if err != nil || !okJ || !slices.Equal(jpre, pre) {
-		return nil, 0, false, err
+	if !okJ {
+		return nil, 0, false, nil
 	}
 	if len(joint) <= len(own) || !slices.Equal(joint[:len(own)], own) {
-		joint = append(slices.Clone(own), alone...) // the seam merges
+		// The seam merges: the completion follows the prompt's own tokens.
+		alone, err := encodeText(tok, "completion", completion, false)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		joint = append(slices.Clone(own), alone...)
 	}
-	ids = append(append(append([]int{}, pre...), joint...), suf...)
+	ids = append(append(append(make([]int, 0, len(pre)+len(joint)+len(suf)+1), pre...), joint...), suf...)
 	if eos := tok.EOS(); eos >= 0 && ids[len(ids)-1] != eos {
 		ids = append(ids, eos)
 	}

@@ -670,17 +670,23 @@ func TestMaxMemory(t *testing.T) {
 	}
 }
 
+// randomSlots draws up to most slots of sizes below size, alive from a
+// step in [-1, 29) for fewer than span steps.
+func randomSlots(rng *rand.Rand, most, size, span int) []*slot {
+	slots := make([]*slot, 1+rng.IntN(most))
+	for i := range slots {
+		first := rng.IntN(30) - 1
+		slots[i] = &slot{size: rng.IntN(size), first: first, last: first + rng.IntN(span)}
+	}
+	return slots
+}
+
 // TestPlanMemoryNoOverlap is a property test of the planner: buffers alive
 // at the same time never share bytes.
 func TestPlanMemoryNoOverlap(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 18))
 	for trial := range 200 {
-		n := 1 + rng.IntN(40)
-		slots := make([]*slot, n)
-		for i := range slots {
-			first := rng.IntN(30) - 1
-			slots[i] = &slot{size: rng.IntN(5000), first: first, last: first + rng.IntN(10)}
-		}
+		slots := randomSlots(rng, 40, 5000, 10)
 		total := planMemory(slots)
 		for i, a := range slots {
 			if a.offset%planAlign != 0 || a.offset+a.size > total {
@@ -703,12 +709,8 @@ func TestPlanMemoryNoOverlap(t *testing.T) {
 func TestPlanMemoryFirstFit(t *testing.T) {
 	rng := rand.New(rand.NewPCG(19, 20))
 	for trial := range 200 {
-		n := 1 + rng.IntN(60)
-		slots := make([]*slot, n)
-		for i := range slots {
-			first := rng.IntN(30) - 1
-			slots[i] = &slot{size: rng.IntN(600), first: first, last: first + rng.IntN(12)}
-		}
+		slots := randomSlots(rng, 60, 600, 12)
+		n := len(slots)
 		planMemory(slots)
 		order := make([]int, n)
 		for i := range order {

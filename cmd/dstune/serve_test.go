@@ -171,6 +171,24 @@ func startServe(t *testing.T, stderr io.Writer, args ...string) (*exec.Cmd, stri
 	return cmd, addr[1]
 }
 
+// startLongStream starts a streamed greedy completion of 400 tokens of
+// the base model at url and reads its first event; the response closes
+// with the test.
+func startLongStream(t *testing.T, url string) *bufio.Scanner {
+	t.Helper()
+	resp, err := http.Post(url+"/v1/completions", "application/json",
+		strings.NewReader(`{"model":"base","prompt":[1],"max_tokens":400,"stream":true,"temperature":0}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	events := bufio.NewScanner(resp.Body)
+	if !events.Scan() {
+		t.Fatalf("no first event: %v", events.Err())
+	}
+	return events
+}
+
 // TestServeSIGTERMFinishesInFlight runs dstune serve as a child process,
 // starts a streamed completion, sends SIGTERM mid-stream: the stream
 // still ends with [DONE], and the server exits with status 0.
@@ -179,16 +197,7 @@ func TestServeSIGTERMFinishesInFlight(t *testing.T) {
 	model, _ := llamaWithDeltas(t, dir, 0)
 	var stderr bytes.Buffer
 	cmd, addr := startServe(t, &stderr, model, "--deltas", dir, "--addr", "127.0.0.1:0", "--threads", "1")
-	resp, err := http.Post("http://"+addr+"/v1/completions", "application/json",
-		strings.NewReader(`{"model":"base","prompt":[1],"max_tokens":400,"stream":true,"temperature":0}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	events := bufio.NewScanner(resp.Body)
-	if !events.Scan() {
-		t.Fatalf("no first event: %v", events.Err())
-	}
+	events := startLongStream(t, "http://"+addr)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -234,16 +243,7 @@ func TestServeLogPipeClosed(t *testing.T) {
 	w.Close()
 	r.Close() // the log's reader is gone
 	url := "http://" + addr
-	resp, err := http.Post(url+"/v1/completions", "application/json",
-		strings.NewReader(`{"model":"base","prompt":[1],"max_tokens":400,"stream":true,"temperature":0}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	events := bufio.NewScanner(resp.Body)
-	if !events.Scan() {
-		t.Fatalf("no first event: %v", events.Err())
-	}
+	events := startLongStream(t, url)
 	if _, err := completionTokens(url, `{"model":"nope","prompt":[1]}`); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("a request for no model: %v, want 404", err)
 	}
