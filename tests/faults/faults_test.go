@@ -178,7 +178,8 @@ var (
 func fixture(t *testing.T) *job {
 	t.Helper()
 	jobOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "dstune-faults-job-")
+		// Inside the directory TestMain removes when the tests end.
+		dir, err := os.MkdirTemp(filepath.Dir(dstuneBin), "job-")
 		if err != nil {
 			panic(err)
 		}
