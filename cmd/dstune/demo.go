@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -97,12 +96,18 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), interruptSignals...)
-	defer stop()
 	if *regenerate != "" {
+		ctx, stop := interruptible(stderr, "stopping the pretraining after its current step; nothing is written", "at once")
+		defer stop()
 		return regenerateDemo(ctx, stdout, *regenerate)
 	}
-	return demoRun(stdout, demoOptions{out: *out, steps: *steps, eps: *eps, lr: *lr, threads: *threads, full: *full})
+	// The fine-tuning runs catch the first Ctrl-C themselves (they finish
+	// their step and write a checkpoint, into their log); this context says
+	// so on the terminal, keeps the demo from starting its next part, and
+	// lets a second Ctrl-C end the process at once.
+	ctx, stop := interruptible(stderr, "the demo stops (a fine-tuning in progress finishes its step and writes a checkpoint first)", "at once")
+	defer stop()
+	return demoRun(ctx, stdout, demoOptions{out: *out, steps: *steps, eps: *eps, lr: *lr, threads: *threads, full: *full})
 }
 
 func regenerateDemo(ctx context.Context, stdout io.Writer, dir string) error {
@@ -131,7 +136,7 @@ type demoOptions struct {
 // directory, measures the base model, fine-tunes it with `dstune train
 // --method dst`, applies the delta with `dstune apply` and measures the
 // result; with o.full also `dstune train --method full` for reference.
-func demoRun(stdout io.Writer, o demoOptions) error {
+func demoRun(ctx context.Context, stdout io.Writer, o demoOptions) error {
 	start := time.Now()
 	d, err := newDemoDir(o)
 	if err != nil {
@@ -142,7 +147,7 @@ func demoRun(stdout io.Writer, o demoOptions) error {
 		return err
 	}
 	printDemoIntro(stdout, o, params, len(d.trainSet))
-	r, err := d.fineTune(o)
+	r, err := d.fineTune(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -223,7 +228,7 @@ type demoResults struct {
 
 // fineTune runs the DST fine-tuning, applies its delta and measures the
 // tuned model; with o.full it also fine-tunes every parameter.
-func (d *demoDir) fineTune(o demoOptions) (*demoResults, error) {
+func (d *demoDir) fineTune(ctx context.Context, o demoOptions) (*demoResults, error) {
 	trainArgs := func(method, out string) []string {
 		args := []string{d.at(demo.BaseModelFile), "--data", d.at("train.jsonl"), "--valid", d.at("valid.jsonl"), "--task", "lm",
 			"--method", method, "--optimizer", demoOptimizer, "--lr", strconv.FormatFloat(o.lr, 'g', -1, 64),
@@ -237,12 +242,12 @@ func (d *demoDir) fineTune(o demoOptions) (*demoResults, error) {
 	}
 	r := &demoResults{dstArgs: trainArgs(train.MethodDST, d.at("run"))}
 	trainStart := time.Now()
-	if err := runLogged(d.at("train.log"), "train", r.dstArgs); err != nil {
+	if err := runLogged(ctx, d.at("train.log"), "train", r.dstArgs); err != nil {
 		return nil, err
 	}
 	r.trainTime = time.Since(trainStart)
 	r.applyArgs = []string{d.at(demo.BaseModelFile), d.at(filepath.Join("run", dst.DeltaFile)), "-o", d.at("tuned.onnx")}
-	if err := runLogged(d.at("apply.log"), "apply", r.applyArgs); err != nil {
+	if err := runLogged(ctx, d.at("apply.log"), "apply", r.applyArgs); err != nil {
 		return nil, err
 	}
 	var err error
@@ -250,7 +255,7 @@ func (d *demoDir) fineTune(o demoOptions) (*demoResults, error) {
 		return nil, err
 	}
 	if o.full {
-		if err := runLogged(d.at("full.log"), "train", trainArgs(train.MethodFull, d.at("full"))); err != nil {
+		if err := runLogged(ctx, d.at("full.log"), "train", trainArgs(train.MethodFull, d.at("full"))); err != nil {
 			return nil, err
 		}
 		if r.full, _, err = demoEvaluate(d.at(filepath.Join("full", train.ModelFile)), d.validSet, o.threads); err != nil {
@@ -368,7 +373,10 @@ func demoEvaluate(path string, examples []demo.Example, threads int) (demo.Quali
 }
 
 // runLogged runs a dstune command with its output going to logPath.
-func runLogged(logPath, name string, args []string) error {
+func runLogged(ctx context.Context, logPath, name string, args []string) error {
+	if ctx.Err() != nil {
+		return &exitError{130, fmt.Sprintf("interrupted before dstune %s", name)}
+	}
 	f, err := os.Create(logPath)
 	if err != nil {
 		return err

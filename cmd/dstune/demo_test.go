@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dstune/dstune/demo"
 	"github.com/dstune/dstune/dst"
@@ -172,5 +175,49 @@ func TestDemo(t *testing.T) {
 	}
 	if d.Meta.Epsilon != 0.01 || d.Meta.Method != "dst" || d.Meta.Silo != "module-layer" || d.Meta.Distance != "inv-rel" || d.Meta.Steps != 300 {
 		t.Errorf("delta metadata %+v", d.Meta)
+	}
+}
+
+// TestDemoInterrupted: the first Ctrl-C during the fine-tuning is said on
+// the terminal (the run's own notice goes into its log), the run writes
+// its checkpoint and the demo stops with status 130 instead of applying
+// and evaluating; nothing after it starts.
+func TestDemoInterrupted(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	js, _ := json.Marshal([]string{"demo", "--out", dir, "--steps", "1000000", "--threads", "1"})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "DSTUNE_TEST_MAIN="+string(js))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	// The run's log shows its first validation once it trains.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		log, _ := os.ReadFile(filepath.Join(dir, "train.log"))
+		if bytes.Contains(log, []byte("step 0: validation loss")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no training step within 2 minutes; train.log:\n%s\nstderr: %s", log, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 130 || !strings.Contains(stderr.String(), "interrupted: the demo stops") {
+		t.Errorf("exit %d, stderr %q", code, stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "run", "checkpoint", "params.safetensors")); err != nil {
+		t.Errorf("the interrupted run wrote no checkpoint: %v", err)
+	}
+	for _, name := range []string{"apply.log", "tuned.onnx", "full.log"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			t.Errorf("%s written after the interruption", name)
+		}
 	}
 }
