@@ -1,6 +1,7 @@
 package accel
 
 import (
+	"context"
 	"time"
 
 	"github.com/dstune/dstune/ir"
@@ -26,7 +27,8 @@ type NodeTime struct {
 // time. Nodes the backend folds into others (a transpose into a product's
 // packing, a bias and activation into its epilogue) are not listed; their
 // time is the node's they are folded into (NodeTime.Folded names those
-// that do work of their own).
+// that do work of their own). Once ctx is done it stops, between two
+// nodes, with ctx's error.
 type NodeProfiler interface {
-	ProfileNodes(tg *ir.Graph, inputs []*ir.Tensor, runs int) ([]NodeTime, error)
+	ProfileNodes(ctx context.Context, tg *ir.Graph, inputs []*ir.Tensor, runs int) ([]NodeTime, error)
 }

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/dstune/dstune/accel"
@@ -12,7 +13,8 @@ import (
 // inputs, as a step runs it but without the update: parameters and state
 // stay as they are. It returns the graph and the node times in the order
 // the backend ran them; a backend that cannot time single nodes says so.
-func (e *Engine) ProfileNodes(b *Batch, runs int) (*ir.Graph, []accel.NodeTime, error) {
+// Once ctx is done it stops with ctx's error.
+func (e *Engine) ProfileNodes(ctx context.Context, b *Batch, runs int) (*ir.Graph, []accel.NodeTime, error) {
 	p, ok := e.trainer.(accel.NodeProfiler)
 	if !ok {
 		return nil, nil, fmt.Errorf("train: the backend (%T) cannot time the nodes of a step", e.trainer)
@@ -25,7 +27,7 @@ func (e *Engine) ProfileNodes(b *Batch, runs int) (*ir.Graph, []accel.NodeTime, 
 	if err != nil {
 		return nil, nil, err
 	}
-	times, err := p.ProfileNodes(g, feed, runs)
+	times, err := p.ProfileNodes(ctx, g, feed, runs)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -659,7 +660,7 @@ type StepTime struct {
 // Profile runs like Run and reports the time spent per op name, most
 // expensive first (for finding what to speed up; it allocates).
 func (e *Executable) Profile(inputs []*ir.Tensor) ([]StepTime, error) {
-	nodes, err := e.ProfileNodes(inputs, 1)
+	nodes, err := e.ProfileNodes(context.Background(), inputs, 1)
 	if err != nil {
 		return nil, err
 	}

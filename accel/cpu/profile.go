@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -12,8 +13,9 @@ import (
 var _ accel.NodeProfiler = (*trainer)(nil)
 
 // ProfileNodes times every step of the executable: one warm-up run, then
-// runs timed runs; each node's median time, in execution order.
-func (e *Executable) ProfileNodes(inputs []*ir.Tensor, runs int) ([]accel.NodeTime, error) {
+// runs timed runs; each node's median time, in execution order. It stops
+// with ctx's error between two nodes once ctx is done.
+func (e *Executable) ProfileNodes(ctx context.Context, inputs []*ir.Tensor, runs int) ([]accel.NodeTime, error) {
 	if runs < 1 {
 		runs = 1
 	}
@@ -26,6 +28,9 @@ func (e *Executable) ProfileNodes(inputs []*ir.Tensor, runs int) ([]accel.NodeTi
 			return nil, err
 		}
 		for i := range e.steps {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
 			s := &e.steps[i]
 			start := time.Now()
 			if err := s.k.run(); err != nil {
@@ -48,7 +53,7 @@ func (e *Executable) ProfileNodes(inputs []*ir.Tensor, runs int) ([]accel.NodeTi
 // ProfileNodes times the nodes of the training graph tg with the
 // executable Step runs it with (compiled on first use); the parameters
 // and the optimizer state are left as they are.
-func (t *trainer) ProfileNodes(tg *ir.Graph, inputs []*ir.Tensor, runs int) ([]accel.NodeTime, error) {
+func (t *trainer) ProfileNodes(ctx context.Context, tg *ir.Graph, inputs []*ir.Tensor, runs int) ([]accel.NodeTime, error) {
 	s, err := t.stepOf(tg)
 	if err != nil {
 		return nil, err
@@ -57,5 +62,5 @@ func (t *trainer) ProfileNodes(tg *ir.Graph, inputs []*ir.Tensor, runs int) ([]a
 	if !ok {
 		return nil, fmt.Errorf("cpu: the training graph's executable is a %T", s.exe)
 	}
-	return exe.ProfileNodes(inputs, runs)
+	return exe.ProfileNodes(ctx, inputs, runs)
 }

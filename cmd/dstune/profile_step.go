@@ -114,10 +114,10 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(dir)
 	// An interruption (Ctrl-C, SIGTERM, SIGHUP) ends the run after its
-	// current step, so that the directory above is removed; one during the
-	// node timing, which cannot be cut short, waits for it. Either way the
-	// command stops there, as asked, and prints no profile.
-	ctx, stop := interruptible(stderr, "stopping after the current step or node timing", "at once, leaving the run's temporary directory")
+	// current step, or the node timing after the node being timed, so that
+	// the directory above is removed. Either way the command stops there,
+	// as asked, and prints no profile.
+	ctx, stop := interruptible(stderr, "stopping after the current step or node", "at once, leaving the run's temporary directory")
 	defer stop()
 	*f.out = dir
 	cfg, _, err := f.config(pos, set)
@@ -139,7 +139,7 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 		if err := ctx.Err(); err != nil {
 			return err // interrupted during the last step: not profiled
 		}
-		g, times, err := e.ProfileNodes(b, *f.runs)
+		g, times, err := e.ProfileNodes(ctx, b, *f.runs)
 		if err != nil {
 			return err
 		}
