@@ -387,6 +387,11 @@ func (f *trainFlags) apply(name string, cfg *train.Config) error {
 			*opt = o
 		}
 	case "lr":
+		if opt.Adafactor != nil && *f.lr == 0 {
+			// SetLR(0) would leave the relative step on, unscaled: neither
+			// what --lr 0 says nor Adafactor's default.
+			return usagef("--lr 0 with Adafactor: an absolute step of 0 would train nothing; leave --lr out for Adafactor's relative step")
+		}
 		opt.SetLR(*f.lr)
 	case "weight-decay":
 		switch {
