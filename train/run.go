@@ -986,7 +986,18 @@ func (r *runner) cannotTake(shape BatchShape, err error) error {
 	if r.cfg.MaxLen > 0 {
 		hint = "--max-len"
 	}
-	return fmt.Errorf("%s cannot take batches of %d×%d tokens (%s; --max-len truncates examples): %w", r.cfg.Model, shape.B, shape.T, hint, err)
+	what, fix := fmt.Sprintf("%d×%d tokens", shape.B, shape.T), "--max-len truncates examples"
+	if r.cfg.Method == MethodPrompt {
+		// The model sees the soft prompt's positions too.
+		var o struct {
+			Length int `json:"length"` // peft.PromptOptions's
+		}
+		if json.Unmarshal(r.cfg.Prompt, &o) == nil && o.Length > 0 {
+			what += fmt.Sprintf(" after a soft prompt of %d", o.Length)
+			fix += ", --prompt-len sets the prompt's"
+		}
+	}
+	return fmt.Errorf("%s cannot take batches of %s (%s; %s): %w", r.cfg.Model, what, hint, fix, err)
 }
 
 // afterRestore makes the run directory agree with the restored

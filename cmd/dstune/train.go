@@ -436,6 +436,9 @@ func (f *trainFlags) apply(name string, cfg *train.Config) error {
 	case "seed":
 		cfg.Seed = *f.seed
 	case "backend":
+		if !slices.Contains(accel.Names(), *f.backend) {
+			return usagef("unknown backend %q (have %s)", *f.backend, strings.Join(accel.Names(), ", "))
+		}
 		cfg.Backend = *f.backend
 	case "threads":
 		cfg.Threads = *f.threads

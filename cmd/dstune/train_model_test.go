@@ -318,6 +318,12 @@ func TestTrainErrorsNameTheLine(t *testing.T) {
 	if code, _, stderr = dstune("train", model, "--data", long, "--task", "lm", "--steps", "1", "--batch", "2", "--max-len", "64", "--out", longRun); code != 0 {
 		t.Errorf("with --max-len 64: exit %d, stderr %q", code, stderr)
 	}
+	// A soft prompt takes positions too: the hint names it.
+	code, _, stderr = dstune("train", model, "--data", long, "--task", "lm", "--steps", "1", "--batch", "2", "--max-len", "3",
+		"--method", "prompt", "--prompt-len", "62", "--out", filepath.Join(dir, "prompt"))
+	if code != 1 || !strings.Contains(stderr, "cannot take batches of 2×3 tokens after a soft prompt of 62 (--max-len; --max-len truncates examples, --prompt-len sets the prompt's)") {
+		t.Errorf("soft prompt past the positions: exit %d, stderr %q", code, stderr)
+	}
 	// stories260K's graph fails to import past its 512 positions (its
 	// rotary tables): the same hint.
 	stories := sharedtest.Path(t, "models", "stories260K", "stories260K.onnx")

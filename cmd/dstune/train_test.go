@@ -70,6 +70,7 @@ func TestTrainUsage(t *testing.T) {
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--schedule", "step"}, 2, `unknown schedule "step"`},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--momentum", "0.9"}, 2, "--momentum is an SGD option"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--optimizer", "adafactor", "--lr", "0"}, 2, "--lr 0 with Adafactor"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--backend", "bogus"}, 2, `unknown backend "bogus" (have cpu, pjrt)`},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--eps", "1e-2"}, 2, "--eps is an option of --method dst"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "dst", "--distance", "cosine"}, 2, `unknown distance "cosine"`},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "dst", "--refine-steps", "0"}, 2, "refinement steps m = 0"},
