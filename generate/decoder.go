@@ -205,6 +205,9 @@ func (d *Decoder) Note() string { return d.note }
 // Context is the most positions a sequence may hold.
 func (d *Decoder) Context() int { return d.context }
 
+// Executables is the most forward passes that run at once.
+func (d *Decoder) Executables() int { return d.opts.Executables }
+
 // Vocab is the number of logits per position.
 func (d *Decoder) Vocab() int { return d.vocab }
 

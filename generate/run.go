@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -30,13 +31,68 @@ type Request struct {
 	// Schedule runs each forward pass (nil: directly); a server runs
 	// them with the request's delta applied.
 	Schedule func(ctx context.Context, step func() error) error
+	// Logprobs has Run give each generated token's log-probability under
+	// the model (the log-softmax of its logits as the model computes them,
+	// before temperature, top-k, top-p, biases and penalties) and those of
+	// the TopLogprobs most likely tokens. PromptLogprobs gives the prompt's
+	// tokens' too (from the second on: the first has no context), from the
+	// logits feeding the prompt computes anyway.
+	Logprobs       bool
+	TopLogprobs    int
+	PromptLogprobs bool
+	// Prefilled, when set, is called once the prompt has been fed, before
+	// the first token is drawn, with the prompt's logprobs (when
+	// PromptLogprobs) and text (with a tokenizer, as Result.PromptText).
+	Prefilled func(prompt []TokenLogprobs, text string) error
+}
+
+// TokenLogprobs is a token's log-probability and those of the most likely
+// tokens at its position, the most likely first (equal ones by id).
+type TokenLogprobs struct {
+	Token   int64
+	Logprob float64
+	Top     []Logprob
+}
+
+// Logprob is one token's log-probability.
+type Logprob struct {
+	Token   int64
+	Logprob float64
+}
+
+// LogprobsOf returns token's log-probability under logits (their
+// log-softmax, in float64; NaN logits count for nothing, and a token whose
+// logit is NaN gets NaN) and the k most likely tokens'.
+func LogprobsOf(logits []float32, token int64, k int) TokenLogprobs {
+	top := math.Inf(-1)
+	for _, x := range logits {
+		if x := float64(x); x > top {
+			top = x
+		}
+	}
+	sum := 0.0
+	for _, x := range logits {
+		if !math.IsNaN(float64(x)) {
+			sum += math.Exp(float64(x) - top)
+		}
+	}
+	lse := top + math.Log(sum)
+	lp := TokenLogprobs{Token: token, Logprob: float64(logits[token]) - lse}
+	if k > 0 {
+		for _, id := range topK(nil, logits, min(k, len(logits))) {
+			lp.Top = append(lp.Top, Logprob{int64(id), float64(logits[id]) - lse})
+		}
+	}
+	return lp
 }
 
 // Event is one generated token and the text it completes (empty while a
-// multi-byte character or a possible stop string is incomplete).
+// multi-byte character or a possible stop string is incomplete), with its
+// logprobs when the request asks for them.
 type Event struct {
-	Token int64
-	Text  string
+	Token   int64
+	Text    string
+	Logprob *TokenLogprobs
 }
 
 // Finish reasons, as completion APIs name them.
@@ -51,6 +107,14 @@ type Result struct {
 	Text         string // with a tokenizer
 	FinishReason string
 	PromptTokens int
+	// PromptText is the prompt's text that Text continues (with a
+	// tokenizer): a character the prompt's last tokens leave incomplete is
+	// Text's.
+	PromptText string
+	// Logprobs are the generated tokens' (Request.Logprobs),
+	// PromptLogprobs the prompt's from its second token on
+	// (Request.PromptLogprobs).
+	Logprobs, PromptLogprobs []TokenLogprobs
 	// FirstToken is the time to the first generated token (the prompt's
 	// forward pass included), Total the whole generation.
 	FirstToken, Total time.Duration
@@ -67,8 +131,10 @@ func (r *Request) Check(d *Decoder, tok Tokenizer) error {
 	switch {
 	case len(r.Prompt) == 0:
 		return fmt.Errorf("%w: the prompt is empty", ErrBadRequest)
-	case r.MaxTokens < 1:
-		return fmt.Errorf("%w: max tokens %d: want at least 1", ErrBadRequest, r.MaxTokens)
+	case r.MaxTokens < 0:
+		return fmt.Errorf("%w: max tokens %d: want at least 0", ErrBadRequest, r.MaxTokens)
+	case r.TopLogprobs < 0:
+		return fmt.Errorf("%w: top logprobs %d: want at least 0", ErrBadRequest, r.TopLogprobs)
 	case len(r.Stop) > 0 && tok == nil:
 		return fmt.Errorf("%w: stop strings need a tokenizer", ErrBadRequest)
 	case len(r.Prompt) > d.Context():
@@ -84,6 +150,11 @@ func (r *Request) Check(d *Decoder, tok Tokenizer) error {
 			return fmt.Errorf("%w: token id %d is outside the vocabulary [0, %d)", ErrBadRequest, t, d.Vocab())
 		}
 	}
+	for id := range r.Sampling.LogitBias {
+		if id >= d.Vocab() {
+			return fmt.Errorf("%w: a logit bias for token id %d, outside the vocabulary [0, %d)", ErrBadRequest, id, d.Vocab())
+		}
+	}
 	if err := r.Sampling.Check(); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
@@ -93,7 +164,9 @@ func (r *Request) Check(d *Decoder, tok Tokenizer) error {
 // Run generates from r.Prompt on a new session of d, calling emit for
 // every token (emit's error stops the generation and is returned). It
 // ends after r.MaxTokens tokens, at a stop string or token, when the
-// context is full (FinishLength), or when ctx is done (ctx's error).
+// context is full (FinishLength), or when ctx is done (ctx's error). With
+// r.MaxTokens 0 it feeds the prompt only for its logprobs, and nothing at
+// all without them.
 func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Event) error) (Result, error) {
 	start := time.Now()
 	res := Result{PromptTokens: len(r.Prompt), FinishReason: FinishLength}
@@ -106,25 +179,45 @@ func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Ev
 		if text, err = NewTextStream(tok, r.Prompt, r.Stop); err != nil {
 			return res, err
 		}
+		res.PromptText = text.PromptText()
 	}
 	s := d.NewSession()
 	sampler := NewSampler(r.Sampling)
 	var logits []float32
-	feed := func(tokens []int64) error {
+	feed := func(tokens []int64, all bool) error {
 		step := func() error {
-			var err error
-			logits, err = s.Feed(ctx, tokens)
-			return err
+			if !all {
+				var err error
+				logits, err = s.Feed(ctx, tokens)
+				return err
+			}
+			rows, err := s.FeedAll(ctx, tokens)
+			if err != nil {
+				return err
+			}
+			vocab := d.Vocab()
+			for i, t := range tokens[1:] {
+				res.PromptLogprobs = append(res.PromptLogprobs, LogprobsOf(rows[i*vocab:(i+1)*vocab], t, r.TopLogprobs))
+			}
+			logits = rows[len(rows)-vocab:]
+			return nil
 		}
 		if r.Schedule == nil {
 			return step()
 		}
 		return r.Schedule(ctx, step)
 	}
-	if err := feed(r.Prompt); err != nil {
-		return res, err
+	if r.MaxTokens > 0 || r.PromptLogprobs {
+		if err := feed(r.Prompt, r.PromptLogprobs); err != nil {
+			return res, err
+		}
 	}
-	for {
+	if r.Prefilled != nil {
+		if err := r.Prefilled(res.PromptLogprobs, res.PromptText); err != nil {
+			return res, err
+		}
+	}
+	for r.MaxTokens > 0 {
 		id := int64(sampler.Next(logits))
 		if len(res.Tokens) == 0 {
 			res.FirstToken = time.Since(start)
@@ -135,6 +228,11 @@ func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Ev
 		}
 		res.Tokens = append(res.Tokens, id)
 		ev := Event{Token: id}
+		if r.Logprobs {
+			lp := LogprobsOf(logits, id, r.TopLogprobs)
+			res.Logprobs = append(res.Logprobs, lp)
+			ev.Logprob = &res.Logprobs[len(res.Logprobs)-1]
+		}
 		stopped := false
 		if text != nil {
 			var err error
@@ -152,7 +250,7 @@ func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Ev
 		if len(res.Tokens) == r.MaxTokens || s.Len()+1 > d.Context() {
 			break
 		}
-		if err := feed([]int64{id}); err != nil {
+		if err := feed([]int64{id}, false); err != nil {
 			return res, err
 		}
 	}
@@ -175,15 +273,16 @@ func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Ev
 // byte tokens still open (ByteTokens) and any tail that may still become
 // a stop string. What it hands out adds up to Text.
 type TextStream struct {
-	tok     Tokenizer
-	bytes   ByteTokens // nil: the tokenizer does not say
-	ids     []int
-	prefix  int    // bytes of the prompt's text before the generated text
-	text    string // generated text so far (decoded)
-	emitted int    // bytes of text handed out
-	runFrom int    // where an open run of byte tokens starts in text (-1: none)
-	stop    []string
-	stopped bool
+	tok        Tokenizer
+	bytes      ByteTokens // nil: the tokenizer does not say
+	ids        []int
+	prefix     int    // bytes of the prompt's text before the generated text
+	promptText string // those bytes
+	text       string // generated text so far (decoded)
+	emitted    int    // bytes of text handed out
+	runFrom    int    // where an open run of byte tokens starts in text (-1: none)
+	stop       []string
+	stopped    bool
 }
 
 // ByteTokens is implemented by tokenizers that tell their byte tokens
@@ -219,6 +318,7 @@ func NewTextStream(tok Tokenizer, prompt []int64, stop []string) (*TextStream, e
 		return nil, err
 	}
 	ts.prefix = len(p) - incompleteTail(p)
+	ts.promptText = p[:ts.prefix]
 	return ts, nil
 }
 
@@ -319,6 +419,11 @@ func (ts *TextStream) Flush() string {
 	ts.emitted = len(ts.text)
 	return out
 }
+
+// PromptText is the prompt's text before the generated text: without a
+// character its last tokens leave incomplete, which the generated text
+// completes.
+func (ts *TextStream) PromptText() string { return ts.promptText }
 
 // Text is the generated text so far.
 func (ts *TextStream) Text() string { return ts.text }

@@ -20,6 +20,15 @@ type Sampling struct {
 	// Seed seeds the draws: the same seed, logits and options give the
 	// same tokens.
 	Seed uint64
+	// LogitBias is added to the logits of its token ids before the other
+	// options apply (OpenAI's logit_bias: -100 bans a token, 100 all but
+	// forces it).
+	LogitBias map[int]float64
+	// PresencePenalty and FrequencyPenalty lower the logits of the tokens
+	// drawn so far, as OpenAI's penalties do: token j's logit becomes
+	// logit[j] − count[j]·FrequencyPenalty − (count[j] > 0)·PresencePenalty,
+	// count[j] being the times the sampler has drawn j.
+	PresencePenalty, FrequencyPenalty float64
 }
 
 // Check reports options out of range.
@@ -31,6 +40,15 @@ func (o Sampling) Check() error {
 		return fmt.Errorf("top-k %d: want ≥ 0", o.TopK)
 	case o.TopP < 0 || o.TopP > 1 || math.IsNaN(o.TopP):
 		return fmt.Errorf("top-p %g: want a number in [0, 1]", o.TopP)
+	case math.IsNaN(o.PresencePenalty) || math.IsInf(o.PresencePenalty, 0):
+		return fmt.Errorf("presence penalty %g: want a finite number", o.PresencePenalty)
+	case math.IsNaN(o.FrequencyPenalty) || math.IsInf(o.FrequencyPenalty, 0):
+		return fmt.Errorf("frequency penalty %g: want a finite number", o.FrequencyPenalty)
+	}
+	for id, b := range o.LogitBias {
+		if id < 0 || math.IsNaN(b) || math.IsInf(b, 0) {
+			return fmt.Errorf("logit bias %g of token %d: want a token id ≥ 0 and a finite bias", b, id)
+		}
 	}
 	return nil
 }
@@ -42,6 +60,9 @@ type Sampler struct {
 	rng   *rand.Rand
 	order []int
 	probs []float64
+	// counts holds the times each token was drawn, for the penalties.
+	counts   map[int]int
+	adjusted []float32 // the logits with the biases and penalties
 }
 
 // NewSampler starts the draws of one sequence.
@@ -49,8 +70,51 @@ func NewSampler(o Sampling) *Sampler {
 	return &Sampler{opts: o, rng: rand.New(rand.NewPCG(o.Seed, 0x6a09e667f3bcc908))}
 }
 
-// Next picks a token from logits.
+// Next picks a token from logits (which it leaves as they are).
 func (s *Sampler) Next(logits []float32) int {
+	logits = s.adjust(logits)
+	id := s.pick(logits)
+	if s.opts.PresencePenalty != 0 || s.opts.FrequencyPenalty != 0 {
+		if s.counts == nil {
+			s.counts = map[int]int{}
+		}
+		s.counts[id]++
+	}
+	return id
+}
+
+// adjust returns the logits with the biases and penalties applied, each
+// changed logit computed in float64 and rounded once; logits itself when
+// there is nothing to change.
+func (s *Sampler) adjust(logits []float32) []float32 {
+	if len(s.opts.LogitBias) == 0 && len(s.counts) == 0 {
+		return logits
+	}
+	s.adjusted = append(s.adjusted[:0], logits...)
+	for id, b := range s.opts.LogitBias {
+		if id < len(logits) {
+			s.adjusted[id] = float32(float64(logits[id]) + b - s.penalty(id))
+		}
+	}
+	for id := range s.counts {
+		if _, biased := s.opts.LogitBias[id]; !biased && id < len(logits) {
+			s.adjusted[id] = float32(float64(logits[id]) - s.penalty(id))
+		}
+	}
+	return s.adjusted
+}
+
+// penalty is what the penalties take off token id's logit.
+func (s *Sampler) penalty(id int) float64 {
+	c := s.counts[id]
+	if c == 0 {
+		return 0
+	}
+	return float64(c)*s.opts.FrequencyPenalty + s.opts.PresencePenalty
+}
+
+// pick draws a token from logits.
+func (s *Sampler) pick(logits []float32) int {
 	if s.opts.Temperature == 0 {
 		return argmax(logits)
 	}

@@ -265,3 +265,72 @@ func TestTextStreamByteRuns(t *testing.T) {
 		}
 	}
 }
+
+// TestBiasAndPenalties: the logits the sampler draws from are OpenAI's
+// formula computed in float64 and rounded once — logit[j] + bias[j] −
+// count[j]·frequency − (count[j] > 0)·presence, count[j] the times j was
+// drawn — and a bias of -100 or 100 bans or forces a token.
+func TestBiasAndPenalties(t *testing.T) {
+	logits := []float32{0.5, 2.25, -1.125, 3, 0.75, 1e-3}
+	o := Sampling{Temperature: 0.8, Seed: 9, LogitBias: map[int]float64{1: 1.5, 4: -0.3}, PresencePenalty: 0.4, FrequencyPenalty: 0.7}
+	s := NewSampler(o)
+	counts := map[int]int{}
+	for step := range 50 {
+		want := make([]float32, len(logits))
+		for j, x := range logits {
+			v := float64(x) + o.LogitBias[j] - float64(counts[j])*o.FrequencyPenalty
+			if counts[j] > 0 {
+				v -= o.PresencePenalty
+			}
+			want[j] = float32(v)
+		}
+		if got := s.adjust(logits); !slices.Equal(got, want) {
+			t.Fatalf("step %d (counts %v): logits %v, want %v", step, counts, got, want)
+		}
+		counts[s.Next(logits)]++
+	}
+	if !slices.Equal(logits, []float32{0.5, 2.25, -1.125, 3, 0.75, 1e-3}) {
+		t.Errorf("the sampler changed the caller's logits: %v", logits)
+	}
+	// The penalties spread the draws: without them token 3 dominates.
+	if counts[3] > 30 {
+		t.Errorf("token 3 drawn %d times of 50 despite the penalties", counts[3])
+	}
+	for _, temp := range []float64{0, 1} {
+		banned := NewSampler(Sampling{Temperature: temp, Seed: 1, LogitBias: map[int]float64{3: -100, 1: -100}})
+		forced := NewSampler(Sampling{Temperature: temp, Seed: 1, LogitBias: map[int]float64{2: 100}})
+		for range 200 {
+			if id := banned.Next(logits); id == 3 || id == 1 {
+				t.Fatalf("temperature %g: drew token %d, banned by a bias of -100", temp, id)
+			}
+			if id := forced.Next(logits); id != 2 {
+				t.Fatalf("temperature %g: drew token %d, token 2 has a bias of 100", temp, id)
+			}
+		}
+	}
+	// Greedy decoding with a frequency penalty moves off a token once its
+	// logit falls below the next.
+	g := NewSampler(Sampling{FrequencyPenalty: 0.5})
+	var got []int
+	for range 4 {
+		got = append(got, g.Next(logits))
+	}
+	// 3 (3), then 3 (2.5 > 2.25), then 1 (2.25 > 2), then 3 (2 > 1.75).
+	if want := []int{3, 3, 1, 3}; !slices.Equal(got, want) {
+		t.Errorf("greedy with frequency penalty 0.5: %v, want %v", got, want)
+	}
+}
+
+func TestLogprobsOf(t *testing.T) {
+	logits := []float32{1, 3, 2, float32(math.NaN()), 3}
+	lp := LogprobsOf(logits, 2, 3)
+	lse := math.Log(math.Exp(1) + 2*math.Exp(3) + math.Exp(2))
+	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-12 }
+	if !near(lp.Logprob, 2-lse) || len(lp.Top) != 3 || lp.Top[0].Token != 1 || !near(lp.Top[0].Logprob, 3-lse) ||
+		lp.Top[1].Token != 4 || !near(lp.Top[1].Logprob, 3-lse) || lp.Top[2].Token != 2 || !near(lp.Top[2].Logprob, 2-lse) {
+		t.Errorf("LogprobsOf: %+v, want token 2 at %g, top 1, 4, 2", lp, 2-lse)
+	}
+	if nan := LogprobsOf(logits, 3, 0); !math.IsNaN(nan.Logprob) || nan.Top != nil {
+		t.Errorf("a NaN logit's logprob: %+v", nan)
+	}
+}

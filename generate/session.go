@@ -38,6 +38,24 @@ func (s *Session) Len() int { return s.n }
 // of powers of two, so every call with the same tokens computes the same
 // bits.
 func (s *Session) Feed(ctx context.Context, tokens []int64) ([]float32, error) {
+	return s.feed(ctx, tokens, nil)
+}
+
+// FeedAll is Feed, but returns the logits of every token fed (len(tokens)
+// rows of vocab floats, row i predicting the token after tokens[i]), in a
+// slice of the caller's. The chunks compute them anyway; Feed drops all
+// but the last.
+func (s *Session) FeedAll(ctx context.Context, tokens []int64) ([]float32, error) {
+	all := make([]float32, 0, len(tokens)*s.d.vocab)
+	if _, err := s.feed(ctx, tokens, &all); err != nil {
+		return nil, err
+	}
+	return all, nil
+}
+
+// feed feeds tokens, appending every chunk's logits to *all when all is
+// not nil, and returns the last position's logits.
+func (s *Session) feed(ctx context.Context, tokens []int64, all *[]float32) ([]float32, error) {
 	if len(tokens) == 0 {
 		return nil, fmt.Errorf("generate: no tokens to feed")
 	}
@@ -57,6 +75,13 @@ func (s *Session) Feed(ctx context.Context, tokens []int64) ([]float32, error) {
 		rows, err := s.step(ctx, tokens[:chunk])
 		if err != nil {
 			return nil, err
+		}
+		if all != nil {
+			// An export may give the last position's logits alone.
+			if len(rows) != chunk*s.d.vocab {
+				return nil, fmt.Errorf("generate: the model's output %q holds %d logits for %d positions of a vocabulary of %d: every position's are needed, and it gives %d", s.d.logits, len(rows), chunk, s.d.vocab, len(rows)/max(s.d.vocab, 1))
+			}
+			*all = append(*all, rows...)
 		}
 		s.last = rows[len(rows)-s.d.vocab:]
 		tokens = tokens[chunk:]

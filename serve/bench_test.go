@@ -1,14 +1,21 @@
 package serve
 
 import (
+	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/dstune/dstune/generate"
 	"github.com/dstune/dstune/internal/deltagen"
 	"github.com/dstune/dstune/internal/llamagen"
+	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
+	"github.com/dstune/dstune/tokenizer"
 )
 
 // BenchmarkSwitch times restoring one delta and writing another (what the
@@ -68,5 +75,68 @@ func BenchmarkSwitch(b *testing.B) {
 			s.Run(b.Context(), nil, noop)
 		}
 		m.Close()
+	}
+}
+
+// storiesTokenizer adapts stories260K's tokenizer as dstune serve does.
+type storiesTokenizer struct{ t *tokenizer.Tokenizer }
+
+func (s storiesTokenizer) Encode(text string) ([]int, error) { return s.t.EncodeChecked(text, true) }
+func (s storiesTokenizer) Decode(ids []int) (string, error)  { return s.t.Decode(ids, true), nil }
+func (s storiesTokenizer) IsByteToken(id int) bool           { return s.t.IsByteToken(id) }
+func (s storiesTokenizer) Token(id int) string               { return s.t.Token(id) }
+
+// BenchmarkScoring times, on stories260K with its tokenizer, scoring a
+// 128-token prompt as evaluation harnesses do (echo, logprobs 1,
+// max_tokens 0) beside generating one token after it: both are one
+// prefill, scoring adds the logprobs and the tokens' names.
+//
+//	go test ./serve -run '^$' -bench Scoring
+func BenchmarkScoring(b *testing.B) {
+	path := sharedtest.Path(b, "models", "stories260K", "stories260K.onnx")
+	m, err := onnx.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	model, err := ir.NewModelShared(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	base, err := NewBase(m, model)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dec, err := generate.New(model, generate.Options{Threads: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dec.Close()
+	tok, err := tokenizer.Load(sharedtest.Path(b, "models", "stories260K", "tok512.bin"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := New(Config{Base: base, Decoder: dec, Tokenizer: storiesTokenizer{tok}, DeltaDir: b.TempDir()}).Handler()
+	rng := rand.New(rand.NewPCG(1, 2))
+	prompt := []int64{1}
+	for len(prompt) < 128 {
+		prompt = append(prompt, 3+rng.Int64N(509))
+	}
+	ids, _ := json.Marshal(prompt)
+	for _, c := range []struct{ name, extra string }{
+		{"score", `"echo":true,"logprobs":1,"max_tokens":0`},
+		{"generate1", `"max_tokens":1`},
+	} {
+		body := `{"model":"base","prompt":` + string(ids) + `,` + c.extra + `}`
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/completions", strings.NewReader(body)))
+				if rec.Code != 200 {
+					b.Fatalf("%d %s", rec.Code, rec.Body)
+				}
+			}
+		})
 	}
 }

@@ -65,6 +65,8 @@ func FuzzCompletionRequest(f *testing.F) {
 		`{"model":"../x","prompt":[1],"stop":["a"],"n":1}`,
 		`{"model":"base","prompt":"text"}`,
 		`{"model":"base","prompt":[[1,2]],"logprobs":null,"suffix":null,"echo":false,"best_of":1}`,
+		`{"model":"task0","prompt":[[1,2],[3]],"n":2,"best_of":3,"logprobs":2,"echo":true,"max_tokens":2,"logit_bias":{"4":-5},"presence_penalty":1}`,
+		`{"model":"base","prompt":[7,8],"echo":true,"logprobs":5,"max_tokens":0,"stream":true,"n":2}`,
 		`[]`, `{"model":`, ``,
 	} {
 		f.Add([]byte(body))
@@ -91,9 +93,14 @@ func FuzzCompletionRequest(f *testing.F) {
 		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 			t.Fatalf("status %d, not JSON (%v): %q", rec.Code, err, rec.Body.Bytes())
 		}
+		for _, c := range resp.Choices {
+			if len(c.Tokens) > context {
+				t.Fatalf("a completion of %d tokens: %s", len(c.Tokens), rec.Body.Bytes())
+			}
+		}
 		switch {
-		case rec.Code == 200 && (len(resp.Choices) != 1 || len(resp.Choices[0].Tokens) > context):
-			t.Fatalf("completion %s", rec.Body.Bytes())
+		case rec.Code == 200 && (len(resp.Choices) < 1 || len(resp.Choices) > MaxChoices):
+			t.Fatalf("completion of %d choices: %s", len(resp.Choices), rec.Body.Bytes())
 		case rec.Code != 200 && (resp.Error == nil || resp.Error.Message == ""):
 			t.Fatalf("status %d without an error message: %s", rec.Code, rec.Body.Bytes())
 		}

@@ -7,8 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-
-	"github.com/dstune/dstune/generate"
+	"time"
 )
 
 // metrics counts what the server did, per model (the base or a delta).
@@ -57,17 +56,18 @@ func (m *metrics) request(model string, status int) {
 	m.counters(model).byStatus[status]++
 }
 
-// done counts a completed generation.
-func (m *metrics) done(model string, res generate.Result) {
+// done counts a completed request: its prompts' and completions' tokens,
+// the time to its first token and its whole time.
+func (m *metrics) done(model string, promptTokens, completionTokens int, firstToken, total time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := m.counters(model)
 	c.byStatus[http.StatusOK]++
 	c.completed++
-	c.promptTokens += int64(res.PromptTokens)
-	c.completionTokens += int64(len(res.Tokens))
-	c.firstTokenSum += res.FirstToken.Seconds()
-	c.totalSum += res.Total.Seconds()
+	c.promptTokens += int64(promptTokens)
+	c.completionTokens += int64(completionTokens)
+	c.firstTokenSum += firstToken.Seconds()
+	c.totalSum += total.Seconds()
 }
 
 // serveMetrics writes the Prometheus text exposition format.

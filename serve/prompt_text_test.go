@@ -41,14 +41,14 @@ func TestPromptLoneSurrogates(t *testing.T) {
 		{`"\uD800\u0041"`, `prompt: lone surrogate escape \uD800 at byte 2`},
 		{"\"Once \xff\"", `prompt: not valid UTF-8 at byte 7 of its JSON`},
 	} {
-		ids, err := s.prompt(json.RawMessage(c.raw))
+		ids, err := s.prompts(json.RawMessage(c.raw))
 		he, ok := err.(*httpError)
 		if !ok || he.status != 400 || !strings.Contains(he.msg, c.want) {
 			t.Errorf("%s: %v, %v; want a 400 saying %q", c.raw, ids, err, c.want)
 		}
 	}
-	ids, err := s.prompt(json.RawMessage(`"a\ud83d\ude00\\ud800"`))
-	if want := []int64{'a', 0x1F600, '\\', 'u', 'd', '8', '0', '0'}; err != nil || !slices.Equal(ids, want) {
+	ids, err := s.prompts(json.RawMessage(`"a\ud83d\ude00\\ud800"`))
+	if want := []int64{'a', 0x1F600, '\\', 'u', 'd', '8', '0', '0'}; err != nil || len(ids) != 1 || !slices.Equal(ids[0], want) {
 		t.Errorf("pair and escaped backslash: %v, %v; want %v", ids, err, want)
 	}
 	for _, raw := range []string{`"\ud800"`, `["a","b\udfff"]`} {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -155,28 +154,28 @@ func (s *Server) Handler() http.Handler {
 
 // ---------------------------------------------------------------- API types
 
-// completionRequest is the body of POST /v1/completions.
+// completionRequest is the body of POST /v1/completions. Integer fields
+// are read from their JSON (an integral number such as 3.0 is taken as
+// OpenAI's server takes it).
 type completionRequest struct {
 	Model       string          `json:"model"`
 	Prompt      json.RawMessage `json:"prompt"`
-	MaxTokens   *int            `json:"max_tokens"`
+	MaxTokens   json.RawMessage `json:"max_tokens"`
 	Temperature *float64        `json:"temperature"`
 	TopP        *float64        `json:"top_p"`
-	TopK        int             `json:"top_k"`
+	TopK        json.RawMessage `json:"top_k"`
 	// Seed is an integer, negative ones included; absent or null, each
 	// request draws its own.
-	Seed   json.RawMessage `json:"seed"`
-	Stream bool            `json:"stream"`
-	Stop   json.RawMessage `json:"stop"`
-	// Parts of the usual API this server does not implement: refused
-	// rather than ignored.
-	N        *int            `json:"n"`
-	BestOf   *int            `json:"best_of"`
+	Seed     json.RawMessage `json:"seed"`
+	Stream   bool            `json:"stream"`
+	Stop     json.RawMessage `json:"stop"`
+	N        json.RawMessage `json:"n"`
+	BestOf   json.RawMessage `json:"best_of"`
 	Echo     bool            `json:"echo"`
 	Logprobs json.RawMessage `json:"logprobs"`
-	Suffix   json.RawMessage `json:"suffix"`
-	// Penalties and biases change the distribution sampled from: a
-	// request asking for them would silently get other text.
+	// Suffix (text after the completion, for insertion) is refused rather
+	// than ignored: the model completes left to right only.
+	Suffix           json.RawMessage `json:"suffix"`
 	LogitBias        json.RawMessage `json:"logit_bias"`
 	PresencePenalty  *float64        `json:"presence_penalty"`
 	FrequencyPenalty *float64        `json:"frequency_penalty"`
@@ -189,10 +188,15 @@ const (
 )
 
 type choice struct {
-	Index        int     `json:"index"`
-	Text         string  `json:"text"`
-	Tokens       []int64 `json:"tokens"`
-	FinishReason *string `json:"finish_reason"`
+	Index        int             `json:"index"`
+	Text         string          `json:"text"`
+	Tokens       []int64         `json:"tokens"`
+	Logprobs     *choiceLogprobs `json:"logprobs"`
+	FinishReason *string         `json:"finish_reason"`
+	// Seed (dstune's addition, in requests for several completions) is
+	// the seed this choice sampled with: sent alone with it, its prompt
+	// gives this completion.
+	Seed *uint64 `json:"seed,omitempty"`
 }
 
 type usage struct {
@@ -378,32 +382,17 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	s.metrics.inFlight.Add(1)
 	defer s.metrics.inFlight.Add(-1)
 
-	gen, patch, err := s.prepare(&req)
+	rq, err := s.prepare(&req)
 	if err != nil {
 		s.fail(w, r, req.Model, err)
 		return
 	}
-	lease := s.sched.Lease(patch)
-	defer lease.Close()
-	gen.Schedule = lease.Run
 	id := fmt.Sprintf("cmpl-%d-%d", s.started.Unix(), s.nextID.Add(1))
-	if req.Stream {
-		s.stream(w, r, &req, gen, id, created)
+	if rq.stream {
+		s.stream(w, r, rq, id, created)
 		return
 	}
-	res, err := generate.Run(r.Context(), s.cfg.Decoder, s.cfg.Tokenizer, gen, func(generate.Event) error { return nil })
-	if err != nil {
-		s.fail(w, r, req.Model, err)
-		return
-	}
-	s.metrics.done(req.Model, res)
-	finish := res.FinishReason
-	writeJSON(w, http.StatusOK, completion{
-		ID: id, Object: "text_completion", Created: created, Model: req.Model,
-		Choices: []choice{{Text: res.Text, Tokens: nonNil(res.Tokens), FinishReason: &finish}},
-		Usage:   &usage{res.PromptTokens, len(res.Tokens), res.PromptTokens + len(res.Tokens)},
-		Seed:    &gen.Sampling.Seed,
-	})
+	s.answerAll(w, r, rq, id, created)
 }
 
 // readRequest decodes the body of a completion request into req, allowing
@@ -449,142 +438,6 @@ func nonNil(t []int64) []int64 {
 		return []int64{}
 	}
 	return t
-}
-
-// prepare checks a request and finds its delta.
-func (s *Server) prepare(req *completionRequest) (generate.Request, *Patch, error) {
-	var gen generate.Request
-	if req.Model == "" {
-		return gen, nil, badRequest("model is required: %q for the base model or a delta's name (GET /v1/models lists them)", BaseName)
-	}
-	switch {
-	case req.N != nil && *req.N != 1, req.BestOf != nil && *req.BestOf != 1:
-		return gen, nil, badRequest("n and best_of other than 1 are not supported: send one request per completion (without a seed each draws its own)")
-	case req.Echo:
-		return gen, nil, badRequest("echo is not supported")
-	case len(req.Logprobs) > 0 && string(req.Logprobs) != "null" && string(req.Logprobs) != "false":
-		return gen, nil, badRequest("logprobs are not supported")
-	case len(req.Suffix) > 0 && string(req.Suffix) != "null":
-		return gen, nil, badRequest("suffix is not supported")
-	case len(req.LogitBias) > 0 && string(req.LogitBias) != "null" && string(req.LogitBias) != "{}":
-		return gen, nil, badRequest("logit_bias is not supported")
-	case req.PresencePenalty != nil && *req.PresencePenalty != 0, req.FrequencyPenalty != nil && *req.FrequencyPenalty != 0:
-		return gen, nil, badRequest("presence_penalty and frequency_penalty other than 0 are not supported")
-	}
-	prompt, err := s.prompt(req.Prompt)
-	if err != nil {
-		return gen, nil, err
-	}
-	stop, err := stopStrings(req.Stop)
-	if err != nil {
-		return gen, nil, err
-	}
-	seed, err := requestSeed(req.Seed)
-	if err != nil {
-		return gen, nil, err
-	}
-	gen = generate.Request{Prompt: prompt, MaxTokens: DefaultMaxTokens, Stop: stop, StopTokens: s.cfg.StopTokens,
-		Sampling: generate.Sampling{Temperature: 1, TopP: 1, TopK: req.TopK, Seed: seed}}
-	if req.Temperature != nil {
-		gen.Sampling.Temperature = *req.Temperature
-	}
-	if req.TopP != nil {
-		if p := *req.TopP; !(p > 0 && p <= 1) {
-			return gen, nil, badRequest("top_p %g: want a number in (0, 1] (1 keeps every token; 0 would keep none)", p)
-		}
-		gen.Sampling.TopP = *req.TopP
-	}
-	ctxLen := s.cfg.Decoder.Context()
-	if req.MaxTokens != nil {
-		n := *req.MaxTokens
-		switch {
-		case n < 1:
-			return gen, nil, badRequest("max_tokens %d: want at least 1", n)
-		case n > ctxLen-len(prompt)+1 && len(prompt) < ctxLen:
-			return gen, nil, badRequest("max_tokens %d: the prompt's %d tokens leave room for at most %d in the context of %d positions", n, len(prompt), ctxLen-len(prompt)+1, ctxLen)
-		}
-		gen.MaxTokens = n
-	}
-	if err := gen.Check(s.cfg.Decoder, s.cfg.Tokenizer); err != nil {
-		return gen, nil, err
-	}
-	if req.Model == BaseName {
-		return gen, nil, nil
-	}
-	patch, err := s.deltas.get(req.Model)
-	return gen, patch, err
-}
-
-// prompt reads the prompt: a string (with a tokenizer) or token ids, or
-// a batch of one of those, as clients that always send a batch write it.
-func (s *Server) prompt(raw json.RawMessage) ([]int64, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, badRequest("prompt is required: a string or an array of token ids")
-	}
-	ids, err := s.onePrompt(raw)
-	if err == nil || err != errNotAPrompt {
-		return ids, err
-	}
-	var batch []json.RawMessage
-	if json.Unmarshal(raw, &batch) != nil || len(batch) == 0 {
-		return nil, badRequest("prompt must be a string or an array of token ids")
-	}
-	if len(batch) > 1 {
-		return nil, badRequest("a batch of %d prompts: this server takes one prompt a request (send one request per prompt)", len(batch))
-	}
-	ids, err = s.onePrompt(batch[0])
-	if err == errNotAPrompt {
-		return nil, badRequest("prompt must be a string or an array of token ids")
-	}
-	return ids, err
-}
-
-// errNotAPrompt: the JSON value is neither a string nor token ids.
-var errNotAPrompt = errors.New("not a prompt")
-
-// onePrompt reads a string (with a tokenizer) or token ids.
-func (s *Server) onePrompt(raw json.RawMessage) ([]int64, error) {
-	var text string
-	if err := json.Unmarshal(raw, &text); err == nil {
-		if err := checkJSONText("prompt", raw); err != nil {
-			return nil, err
-		}
-		if s.cfg.Tokenizer == nil {
-			return nil, badRequest("this server has no tokenizer: send the prompt as an array of token ids")
-		}
-		ids, err := s.cfg.Tokenizer.Encode(text)
-		if err != nil {
-			return nil, badRequest("prompt: %v", err)
-		}
-		out := make([]int64, len(ids))
-		for i, id := range ids {
-			out[i] = int64(id)
-		}
-		return out, nil
-	}
-	var ids []int64
-	if err := json.Unmarshal(raw, &ids); err != nil {
-		return nil, errNotAPrompt
-	}
-	return ids, nil
-}
-
-// requestSeed reads a request's seed: an integer (a negative one stands
-// for the unsigned integer of its two's complement); absent or null, a
-// seed drawn for the request.
-func requestSeed(raw json.RawMessage) (uint64, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return rand.Uint64(), nil
-	}
-	var u uint64
-	if err := json.Unmarshal(raw, &u); err == nil {
-		return u, nil
-	}
-	var i int64
-	if err := json.Unmarshal(raw, &i); err == nil {
-		return uint64(i), nil
-	}
-	return 0, badRequest("seed %s: want an integer", truncateJSON(raw))
 }
 
 // truncateJSON is raw, shortened to quote in a message.
@@ -636,77 +489,6 @@ func checkJSONText(field string, raw json.RawMessage) error {
 		return badRequest("%s: lone surrogate escape %s at byte %d of its JSON: half of a UTF-16 pair stands for no character (request text must be valid Unicode)", field, raw[i:i+6], i+1)
 	}
 	return nil
-}
-
-// stream answers with server-sent events: a chunk per token, a last chunk
-// with the finish reason and usage, then [DONE]. An error after the first
-// byte ends the stream with an error event.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, req *completionRequest, gen generate.Request, id string, created int64) {
-	flusher, _ := w.(http.Flusher)
-	started := false
-	var mu sync.Mutex // emit and the final writes share w
-	send := func(v any) error {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
-			return err
-		}
-		if flusher != nil {
-			flusher.Flush()
-		}
-		return nil
-	}
-	start := func() {
-		if !started {
-			w.Header().Set("Content-Type", "text/event-stream")
-			w.Header().Set("Cache-Control", "no-cache")
-			w.WriteHeader(http.StatusOK)
-			started = true
-		}
-	}
-	chunk := func(text string, tokens []int64, finish *string) completion {
-		return completion{ID: id, Object: "text_completion", Created: created, Model: req.Model,
-			Choices: []choice{{Text: text, Tokens: nonNil(tokens), FinishReason: finish}}}
-	}
-	res, err := generate.Run(r.Context(), s.cfg.Decoder, s.cfg.Tokenizer, gen, func(ev generate.Event) error {
-		mu.Lock()
-		defer mu.Unlock()
-		start()
-		var toks []int64
-		if ev.Token >= 0 {
-			toks = []int64{ev.Token}
-		}
-		return send(chunk(ev.Text, toks, nil))
-	})
-	mu.Lock()
-	defer mu.Unlock()
-	if err != nil {
-		if !started {
-			s.fail(w, r, req.Model, err)
-			return
-		}
-		he := classify(err)
-		if r.Context().Err() != nil {
-			he = &httpError{499, "client_closed", "the client went away"}
-		}
-		s.metrics.request(req.Model, he.status)
-		send(map[string]apiError{"error": {Message: he.msg, Type: he.kind}})
-		return
-	}
-	start()
-	s.metrics.done(req.Model, res)
-	finish := res.FinishReason
-	last := chunk("", nil, &finish)
-	last.Usage = &usage{res.PromptTokens, len(res.Tokens), res.PromptTokens + len(res.Tokens)}
-	last.Seed = &gen.Sampling.Seed
-	if send(last) == nil {
-		io.WriteString(w, "data: [DONE]\n\n")
-		if flusher != nil {
-			flusher.Flush()
-		}
-	}
 }
 
 // ---------------------------------------------------------------- models

@@ -117,6 +117,12 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	return serveUntil(ctx, ln, srv, *shutdown, stderr)
 }
 
+// vocabTokenizer tells the server the tokens' vocabulary strings, with
+// which logprobs name special tokens ("<s>") and byte tokens ("<0xE4>").
+type vocabTokenizer struct{ textTokenizer }
+
+func (t vocabTokenizer) Token(id int) string { return t.t.Token(id) }
+
 // newServer loads the model and tokenizer and makes the server.
 func newServer(model, deltaDir string, gf generateFlags, threads, executables int, eos []int64, maxInFlight int, deltaCache int64, stderr io.Writer) (*serve.Server, func(), error) {
 	m, base, d, err := loadGenerator(model, nil, gf, threads, executables, true, stderr)
@@ -135,7 +141,7 @@ func newServer(model, deltaDir string, gf generateFlags, threads, executables in
 			m.Close()
 			return nil, nil, err
 		}
-		cfg.Tokenizer = tok
+		cfg.Tokenizer = vocabTokenizer{tok}
 		if len(eos) == 0 && tok.t.EOS() >= 0 {
 			cfg.StopTokens = []int64{int64(tok.t.EOS())}
 		}

@@ -1,0 +1,177 @@
+package generate
+
+import (
+	"context"
+	"math"
+	"slices"
+	"testing"
+
+	"github.com/dstune/dstune/internal/ort"
+	"github.com/dstune/dstune/onnx"
+)
+
+// logSoftmax64 is the log-softmax of one row of logits in float64.
+func logSoftmax64(row []float32) []float64 {
+	top := math.Inf(-1)
+	for _, x := range row {
+		top = max(top, float64(x))
+	}
+	sum := 0.0
+	for _, x := range row {
+		sum += math.Exp(float64(x) - top)
+	}
+	out := make([]float64, len(row))
+	for i, x := range row {
+		out[i] = float64(x) - top - math.Log(sum)
+	}
+	return out
+}
+
+// TestLogprobsMatchORT: the logprobs Run gives for the prompt (from the
+// prefill's every row) and for the generated tokens are the log-softmax of
+// the logits onnxruntime computes for the whole sequence at once, within
+// 1e-4, with a KV cache and without; the top logprobs are that row's most likely tokens,
+// and greedy decoding draws the first of them.
+func TestLogprobsMatchORT(t *testing.T) {
+	ort.Need(t)
+	path := storiesPath(t, "stories260K.onnx")
+	model := loadModel(t, path)
+	// 70 prompt tokens: chunks of 64, 4 and 2.
+	prompt := storiesGreedy(t)[:30]
+	for i := range 40 {
+		prompt = append(prompt, int64(100+7*i%400))
+	}
+	const gen, k = 6, 3
+	for _, mode := range []Mode{Auto, Recompute} {
+		d, err := New(model, Options{Mode: mode, Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var prefilled []TokenLogprobs
+		res, err := Run(context.Background(), d, nil, Request{Prompt: prompt, MaxTokens: gen, Logprobs: true, TopLogprobs: k, PromptLogprobs: true,
+			Prefilled: func(lp []TokenLogprobs, _ string) error { prefilled = lp; return nil }}, func(Event) error { return nil })
+		d.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.PromptLogprobs) != len(prompt)-1 || len(res.Logprobs) != gen || len(prefilled) != len(prompt)-1 {
+			t.Fatalf("%s: %d prompt logprobs (%d given to Prefilled), %d generated, want %d and %d", mode, len(res.PromptLogprobs), len(prefilled), len(res.Logprobs), len(prompt)-1, gen)
+		}
+		seq := append(slices.Clone(prompt), res.Tokens...)
+		in, _ := onnx.FromInt64s("", []int64{1, int64(len(seq))}, seq)
+		out, err := ort.Run(path, map[string]*onnx.Tensor{"tokens": in})
+		if err != nil {
+			t.Fatal(err)
+		}
+		logits, err := out["logits"].Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		const vocab = 512
+		all := append(slices.Clone(res.PromptLogprobs), res.Logprobs...)
+		worst := 0.0
+		for i, lp := range all {
+			row := logits[i*vocab : (i+1)*vocab]
+			want := logSoftmax64(row)
+			if lp.Token != seq[i+1] {
+				t.Fatalf("%s: position %d: token %d, want %d", mode, i+1, lp.Token, seq[i+1])
+			}
+			worst = max(worst, math.Abs(lp.Logprob-want[lp.Token]))
+			order := make([]int, vocab)
+			for j := range order {
+				order[j] = j
+			}
+			slices.SortStableFunc(order, func(a, b int) int { return -cmpFloat(want[a], want[b]) })
+			if len(lp.Top) != k {
+				t.Fatalf("%s: position %d: %d top logprobs, want %d", mode, i+1, len(lp.Top), k)
+			}
+			for j, c := range lp.Top {
+				worst = max(worst, math.Abs(c.Logprob-want[c.Token]))
+				// Near-ties may order differently between the two
+				// computations: the logprob must be the j-th largest.
+				if math.Abs(want[c.Token]-want[order[j]]) > 1e-4 {
+					t.Errorf("%s: position %d: top %d is token %d (%.5f), onnxruntime's is %d (%.5f)", mode, i+1, j, c.Token, want[c.Token], order[j], want[order[j]])
+				}
+			}
+			if i >= len(prompt)-1 && lp.Top[0].Token != lp.Token {
+				t.Errorf("%s: generated token %d is %d, the most likely is %d", mode, i-len(prompt)+1, lp.Token, lp.Top[0].Token)
+			}
+			if i < len(prefilled) && prefilled[i].Logprob != lp.Logprob {
+				t.Errorf("%s: Prefilled got logprob %g at %d, the result has %g", mode, prefilled[i].Logprob, i, lp.Logprob)
+			}
+		}
+		if worst > 1e-4 {
+			t.Errorf("%s: logprobs differ from onnxruntime's log-softmax by up to %.3g", mode, worst)
+		}
+	}
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// TestFeedAllMatchesFeed: the rows FeedAll returns end with the row Feed
+// returns for the same tokens, bit for bit, and generation after either
+// is the same.
+func TestFeedAllMatchesFeed(t *testing.T) {
+	d, err := New(writeLlama(t, smallLlama), Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	prompt := []int64{1, 7, 19, 3, 44, 2, 9, 11, 30, 5, 8}
+	a, b := d.NewSession(), d.NewSession()
+	last, err := a.Feed(context.Background(), prompt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last = slices.Clone(last)
+	rows, err := b.FeedAll(context.Background(), prompt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != len(prompt)*d.Vocab() || !slices.Equal(rows[len(rows)-d.Vocab():], last) {
+		t.Fatalf("FeedAll: %d values, last row equal to Feed's: %v", len(rows), slices.Equal(rows[len(rows)-d.Vocab():], last))
+	}
+	// Row i is what feeding the first i+1 tokens gives as its last row.
+	for _, n := range []int{1, 4, 9} {
+		s := d.NewSession()
+		got, err := s.Feed(context.Background(), prompt[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := rows[(n-1)*d.Vocab() : n*d.Vocab()]
+		for j := range got {
+			if math.Abs(float64(got[j]-want[j])) > 1e-4 {
+				t.Fatalf("row %d of FeedAll differs from feeding %d tokens: %g vs %g at %d", n-1, n, want[j], got[j], j)
+			}
+		}
+	}
+}
+
+// TestMaxTokensZero: with no tokens to generate Run feeds nothing unless
+// the prompt's logprobs are asked for, and then it draws no token.
+func TestMaxTokensZero(t *testing.T) {
+	d, err := New(writeLlama(t, smallLlama), Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	passes := 0
+	schedule := func(ctx context.Context, step func() error) error { passes++; return step() }
+	prompt := []int64{1, 7, 19}
+	res, err := Run(context.Background(), d, nil, Request{Prompt: prompt, Schedule: schedule}, func(Event) error { return nil })
+	if err != nil || passes != 0 || len(res.Tokens) != 0 || res.FinishReason != FinishLength {
+		t.Errorf("max tokens 0: %d passes, %+v, %v", passes, res, err)
+	}
+	res, err = Run(context.Background(), d, nil, Request{Prompt: prompt, Schedule: schedule, PromptLogprobs: true, TopLogprobs: 2}, func(Event) error { return nil })
+	if err != nil || passes != 1 || len(res.Tokens) != 0 || len(res.PromptLogprobs) != 2 || len(res.PromptLogprobs[0].Top) != 2 {
+		t.Errorf("max tokens 0 with the prompt's logprobs: %d passes, %+v, %v", passes, res, err)
+	}
+}
