@@ -16,6 +16,7 @@ import (
 
 	"github.com/dstune/dstune/internal/jsontext"
 	"github.com/dstune/dstune/internal/regfile"
+	"github.com/dstune/dstune/tokenizer/chat"
 )
 
 // Task is what the model is trained to do, and so what an example holds.
@@ -44,7 +45,8 @@ type DataOptions struct {
 	// without newlines cannot make the reader buffer it whole.
 	MaxLineBytes int
 	// Tokenizer encodes the text of "text", "prompt" and "completion"
-	// fields (nil: such fields must hold token ids).
+	// fields and rendered "messages" (nil: such fields must hold token
+	// ids, and "messages" rows are refused).
 	Tokenizer TextEncoder
 	// JoinText encodes a text prompt and completion joined, as Hugging
 	// Face's prompt-completion training does (encodeTextPair), and cuts a
@@ -55,6 +57,10 @@ type DataOptions struct {
 	// encoded apart, and texts are cut as token ids are.
 	JoinText bool
 	MaxLen   int
+	// Chat renders "messages" rows (nil: such rows are refused, with
+	// ChatMissing, when set, saying why there is no template).
+	Chat        *chat.ChatTemplate
+	ChatMissing string
 }
 
 // TextJoined is Config.TextEncoding of runs encoding text as DataOptions's
@@ -93,6 +99,7 @@ type Dataset struct {
 	labels   []int64 // classify only
 	lines    []int
 	prompts  []int // PromptLen of every example; nil when no example is a prompt/completion row
+	chatRows int   // the examples that are "messages" rows
 
 	// ignored are the fields of the rows that no example form reads, each
 	// with the first line it is on (a misspelt "loss_msk" would otherwise
@@ -182,7 +189,9 @@ func LoadJSONL(path string, opts DataOptions) (*Dataset, error) {
 // template) or, for lm, "prompt" and "completion", each token ids or text:
 // the example is the prompt followed by the completion (text encoded
 // without special tokens, and followed by the tokenizer's end token), and
-// the loss predicts the completion only. Other fields are ignored (see
+// the loss predicts the completion only, or, for lm, "messages" (with
+// optional "tools"): a conversation rendered with DataOptions.Chat, the
+// loss on the assistant's turns (encodeChat). Other fields are ignored (see
 // IgnoredFields). Field names are matched exactly ("Text" is not "text"),
 // and a field given twice is an error. Lines must be UTF-8, and a string
 // escape of half a UTF-16 surrogate pair ("\ud800") is an error, not
@@ -301,6 +310,9 @@ func (d *Dataset) addLine(text []byte, line int, opts DataOptions) error {
 	}
 	if d.prompts != nil {
 		d.prompts = append(d.prompts, promptLen)
+	}
+	if !isAbsent(fields.Messages) {
+		d.chatRows++
 	}
 	d.starts = append(d.starts, len(d.tokens))
 	d.lines = append(d.lines, line)
@@ -508,6 +520,8 @@ type exampleFields struct {
 	Text       json.RawMessage `json:"text"`
 	Prompt     json.RawMessage `json:"prompt"`
 	Completion json.RawMessage `json:"completion"`
+	Messages   json.RawMessage `json:"messages"`
+	Tools      json.RawMessage `json:"tools"`
 }
 
 // resolve turns a "text" or a "prompt"/"completion" row into "tokens" (and,
@@ -515,16 +529,31 @@ type exampleFields struct {
 // returning the prompt's length (0 for the other forms).
 func (f *exampleFields) resolve(opts DataOptions) (int, error) {
 	forms := 0
-	for _, present := range []bool{!isAbsent(f.Tokens), !isAbsent(f.Text), !isAbsent(f.Prompt) || !isAbsent(f.Completion)} {
+	for _, present := range []bool{!isAbsent(f.Tokens), !isAbsent(f.Text), !isAbsent(f.Prompt) || !isAbsent(f.Completion), !isAbsent(f.Messages)} {
 		if present {
 			forms++
 		}
 	}
 	switch {
 	case forms == 0:
-		return 0, missingField(`no "tokens" field (nor "text", nor "prompt" and "completion")`)
+		if !isAbsent(f.Tools) {
+			return 0, missingField(`"tools" goes with "messages": give the conversation`)
+		}
+		return 0, missingField(`no "tokens" field (nor "text", nor "prompt" and "completion", nor "messages")`)
 	case forms > 1:
-		return 0, fmt.Errorf(`give one of "tokens", "text", or "prompt" with "completion"`)
+		return 0, fmt.Errorf(`give one of "tokens", "text", "prompt" with "completion", or "messages"`)
+	case !isAbsent(f.Tools) && isAbsent(f.Messages):
+		return 0, fmt.Errorf(`"tools" goes with "messages", not with the other forms`)
+	case !isAbsent(f.Messages):
+		if !isAbsent(f.LossMask) {
+			return 0, fmt.Errorf(`"loss_mask" given with "messages", whose loss counts the assistant's turns`)
+		}
+		ids, mask, err := encodeChat(opts, f.Messages, f.Tools)
+		if err != nil {
+			return 0, err
+		}
+		f.Tokens, f.LossMask = idsJSON(ids), idsJSON(mask)
+		return 0, nil
 	case !isAbsent(f.Tokens):
 		return 0, nil
 	case !isAbsent(f.Text):
@@ -748,8 +777,11 @@ func (d *Dataset) addTokens(fields exampleFields, opts DataOptions) error {
 		return err
 	}
 	what := `"tokens" is empty`
-	if !isAbsent(fields.Text) {
+	switch {
+	case !isAbsent(fields.Text):
 		what = `"text" encodes to no token`
+	case !isAbsent(fields.Messages):
+		what = `"messages" renders to no token`
 	}
 	switch n := len(d.tokens) - start; {
 	case n == 0:

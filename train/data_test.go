@@ -483,7 +483,7 @@ func TestTextAndPromptCompletionRows(t *testing.T) {
 		}
 	}
 	for _, c := range []struct{ line, want string }{
-		{`{"text":"ab","tokens":[1,2]}`, `give one of "tokens", "text", or "prompt" with "completion"`},
+		{`{"text":"ab","tokens":[1,2]}`, `give one of "tokens", "text", "prompt" with "completion", or "messages"`},
 		{`{"prompt":[1,2]}`, `"prompt" and "completion" go together`},
 		{`{"prompt":[],"completion":[3]}`, `"prompt" is empty`},
 		{`{"prompt":[1],"completion":[3],"loss_mask":[0,1]}`, `"loss_mask" given with "prompt" and "completion"`},

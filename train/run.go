@@ -58,6 +58,13 @@ type Config struct {
 	// data holds token ids); TokenizerSHA256 is its file's, filled in by Run.
 	Tokenizer       string `json:"tokenizer,omitempty"`
 	TokenizerSHA256 string `json:"tokenizer_sha256,omitempty"`
+	// ChatTemplate renders the data's "messages" rows (absolute path of a
+	// Jinja template or a tokenizer_config.json; "" for the
+	// tokenizer_config.json beside Tokenizer); ChatTemplateSHA256
+	// identifies the template that did (chat.ChatTemplate.SHA256),
+	// filled in by Run when the data has such rows.
+	ChatTemplate       string `json:"chat_template,omitempty"`
+	ChatTemplateSHA256 string `json:"chat_template_sha256,omitempty"`
 	// TextEncoding is how the run encodes text, set by Run for a new run
 	// (TextJoined) and kept by a resumed one, so that a run goes on
 	// training on the tokens it started with: 0, a run of an earlier
@@ -558,6 +565,7 @@ func resumeDiff(dir string, cfg *Config) (stored Config, diff string, err error)
 // hashes and sizes, the data changes) to stored's.
 func fillRecorded(cfg *Config, stored Config) {
 	cfg.ModelSHA256, cfg.TokenizerSHA256 = stored.ModelSHA256, stored.TokenizerSHA256
+	cfg.ChatTemplateSHA256 = stored.ChatTemplateSHA256
 	cfg.DataSHA256, cfg.DataSize, cfg.ValidSHA256, cfg.ValidSize = stored.DataSHA256, stored.DataSize, stored.ValidSHA256, stored.ValidSize
 	cfg.DataChanges = stored.DataChanges
 	cfg.TextEncoding = stored.TextEncoding
@@ -743,6 +751,10 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 		}
 		dataOpts.Tokenizer = tok
 	}
+	var err error
+	if dataOpts.Chat, dataOpts.ChatMissing, err = loadChatTemplate(cfg); err != nil {
+		return nil, err
+	}
 	ds, err := LoadJSONL(cfg.Data, dataOpts)
 	if err != nil {
 		return nil, err
@@ -759,6 +771,9 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 			return nil, fmt.Errorf("%s: %w", cfg.Valid, err)
 		}
 		longest = max(longest, longestExample(r.valid))
+	}
+	if err := r.recordChatTemplate(dataOpts.Chat, ds, r.valid); err != nil {
+		return nil, err
 	}
 	if T == 0 {
 		T = longest
@@ -786,9 +801,19 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 
 // warnIgnored says which fields of ds's rows no example form reads.
 func (r *runner) warnIgnored(ds *Dataset) {
-	if f := ds.IgnoredFields(); f != "" {
-		r.progress0("note: %s: fields %s are not read (an example is \"tokens\" with \"loss_mask\" or \"label\", \"text\", or \"prompt\" and \"completion\")", ds.Name, f)
+	if note := ignoredFieldsNote(ds); note != "" {
+		r.progress0("note: %s", note)
 	}
+}
+
+// ignoredFieldsNote names the fields of ds's rows no example form reads
+// ("" when there are none).
+func ignoredFieldsNote(ds *Dataset) string {
+	f := ds.IgnoredFields()
+	if f == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s: fields %s are not read (an example is \"tokens\" with \"loss_mask\" or \"label\", \"text\", \"prompt\" and \"completion\", or \"messages\" with \"tools\")", ds.Name, f)
 }
 
 // checkTargets refuses lm data in which no example has a target that
@@ -1216,51 +1241,12 @@ func (r *runner) writeMetrics(rec metricsRecord, extra any) error {
 }
 
 func (r *runner) evaluate() (validation, error) {
-	v := validation{metric: math.NaN()}
-	eb, err := NewEvalBatches(r.valid, r.batchOpts)
+	// The pass is not interrupted: a stopping run validates its last step.
+	res, err := Evaluate(context.Background(), r.engine, r.valid, r.batchOpts, r.cfg.Metric)
 	if err != nil {
-		return v, err
+		return validation{metric: math.NaN()}, fmt.Errorf("validation: %w", err)
 	}
-	metric := r.cfg.Metric
-	counted := metric == MetricTokenAccuracy || metric == MetricAccuracy
-	var b Batch
-	var sum float64
-	var count, correct, total int
-	for eb.Next(&b) {
-		if b.NumTargets == 0 {
-			continue
-		}
-		loss, err := r.engine.EvalLoss(&b)
-		if err != nil {
-			return v, fmt.Errorf("validation: %w", err)
-		}
-		sum += loss * float64(b.NumTargets)
-		count += b.NumTargets
-		if counted {
-			logits, err := r.engine.EvalLogits(&b)
-			if err != nil {
-				return v, fmt.Errorf("validation: %w", err)
-			}
-			c, n, err := countCorrect(&b, logits)
-			if err != nil {
-				return v, fmt.Errorf("validation: %w", err)
-			}
-			correct, total = correct+c, total+n
-		}
-	}
-	if count == 0 {
-		return v, fmt.Errorf("%s: no validation targets", r.valid.Name)
-	}
-	v.loss = sum / float64(count)
-	switch {
-	case counted:
-		v.metric = float64(correct) / float64(total)
-	case metric == MetricExactMatch:
-		if v.metric, err = exactMatch(r.engine, r.valid, r.batchOpts); err != nil {
-			return v, fmt.Errorf("validation: %w", err)
-		}
-	}
-	return v, nil
+	return validation{loss: res.Loss, metric: res.Metric}, nil
 }
 
 // state is the engine's state for a checkpoint, refusing one that

