@@ -158,10 +158,12 @@ func selectResults(results []*Result, where map[string][]string) []*Result {
 	return out
 }
 
+// matches reports whether p has, for every key of where, one of its
+// values, equal as a number where both are numbers (1e-3 is 0.001).
 func matches(p Params, where map[string][]string) bool {
 	for k, vals := range where {
 		v, ok := p.Get(k)
-		if !ok || !slices.Contains(vals, v) {
+		if !ok || !slices.ContainsFunc(vals, func(w string) bool { return canonicalValue(w) == canonicalValue(v) }) {
 			return false
 		}
 	}

@@ -9,7 +9,10 @@
 // and the settings that vary among the runs of some method. Every dataset
 // a run uses needs validation data: the report's qualities are measured
 // on it. Mistakes are SpecErrors naming the file, the place (a JSON path
-// such as grid[1].rank) and what is wrong.
+// such as grid[1].rank, or a plot as plots[0] (budget.png)) and what is
+// wrong; the report's tables and plots are laid out on the grid when it
+// is parsed, so that a where matching no run, runs sharing a cell or a
+// bar, a DST plot of other methods' runs are found before any trains.
 //
 // Execute checks every run's configuration (Options.Configure, dstune
 // train's own parser; a setting it refuses is a SpecError at the place
@@ -21,13 +24,17 @@
 // have not finished, each in DIR/runs/NAME: a run whose directory holds
 // result.json is done; one with a checkpoint continues from it
 // (train.Run resumes bit-identically); one stopped before its first
-// checkpoint starts over. A run whose name changed since it ran (values
-// added to an axis that did not vary, or removed from one so that it no
-// longer does) is found in the directory of its earlier name by its
-// configuration, and keeps that name. A run whose loss or parameters turn
-// non-finite is reported as diverged, without a quality. With KeepDeltas
-// the delta or adapter of every checkpoint is copied to
-// RUN/deltas/step-NNNNNN/.
+// checkpoint starts over. A run's arguments (PlannedRun.Args) are every
+// flag it runs with: a checkpoint every tenth of its steps, none by the
+// clock, unless its settings say otherwise. A run whose name changed
+// since it ran (values added to an axis that did not vary, or removed
+// from one so that it no longer does) is found in the directory of its
+// earlier name by its configuration, and keeps that name. A run whose loss or parameters turn
+// non-finite is reported as diverged, without a quality; its wall time
+// is the sum of the sessions that trained it (SessionsFile). With
+// KeepDeltas the delta or adapter of every scheduled checkpoint is
+// copied to RUN/deltas/step-NNNNNN/; an overlap-steps plot needs them,
+// and a sweep without KeepDeltas that has one is refused.
 //
 // The report: results.jsonl (a Result a run), results.md (the best
 // learning rate of every setting, mean ± sd over seeds; pivot tables;

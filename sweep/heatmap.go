@@ -1,8 +1,10 @@
 package sweep
 
 import (
+	"errors"
 	"fmt"
 	"image/color"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -207,8 +209,11 @@ func precision(q string) int {
 // keptDeltas lists the deltas --keep-deltas kept of a run, by step.
 func keptDeltas(runDir string) ([]int64, []string, error) {
 	entries, err := os.ReadDir(filepath.Join(runDir, DeltasDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil // the run kept none
+	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w (run the sweep with --keep-deltas)", err)
+		return nil, nil, err
 	}
 	type kept struct {
 		step int64
@@ -314,8 +319,8 @@ func overlapStepsPlots(dir string, p Plot, sel []*Result, quality string) ([][]*
 	if len(runs) == 0 {
 		return nil, fmt.Errorf("no finished run")
 	}
-	if len(runs) > 12 {
-		return nil, fmt.Errorf("%d runs selected, at most 12 panels: narrow where", len(runs))
+	if len(runs) > maxPanels {
+		return nil, fmt.Errorf("%d runs selected, at most %d panels: narrow where", len(runs), maxPanels)
 	}
 	var ps []Params
 	for _, r := range runs {
@@ -327,15 +332,33 @@ func overlapStepsPlots(dir string, p Plot, sel []*Result, quality string) ([][]*
 	for i := range grid {
 		grid[i] = make([]*plot.Plot, cols)
 	}
+	kept := make([][]int64, len(runs))
+	paths := make([][]string, len(runs))
+	var names, dirs []string // the runs that kept no delta
 	for i, r := range runs {
-		steps, paths, err := keptDeltas(filepath.Join(dir, r.Dir))
-		if err != nil {
+		var err error
+		if kept[i], paths[i], err = keptDeltas(filepath.Join(dir, r.Dir)); err != nil {
 			return nil, err
 		}
-		if len(steps) == 0 {
-			return nil, fmt.Errorf("run %s kept no delta (is it a DST run, run with --keep-deltas?)", r.Run)
+		if len(kept[i]) == 0 {
+			names, dirs = append(names, r.Run), append(dirs, filepath.Join(dir, r.Dir))
 		}
-		deltas, err := readDeltas(paths)
+	}
+	if len(names) == 1 {
+		// A finished run is not trained again, so --keep-deltas now
+		// cannot give it deltas: its directory must go.
+		return nil, fmt.Errorf("run %s kept no delta of its checkpoints: it finished without --keep-deltas (or the spec's keep_deltas), and a finished run is not trained again; "+
+			"remove its directory %s and run the sweep again to train it anew, its deltas kept", names[0], dirs[0])
+	}
+	if len(names) > 1 {
+		// Run names hold commas: the directories are listed apart by
+		// spaces, as a shell takes them.
+		return nil, fmt.Errorf("%d runs kept no delta of their checkpoints: they finished without --keep-deltas (or the spec's keep_deltas), and a finished run is not trained again; "+
+			"remove their directories and run the sweep again to train them anew, their deltas kept: %s", len(names), strings.Join(dirs, " "))
+	}
+	for i, r := range runs {
+		steps := kept[i]
+		deltas, err := readDeltas(paths[i])
 		if err != nil {
 			return nil, err
 		}

@@ -150,3 +150,27 @@ func modelParameters(modelPath string) (int64, error) {
 	}
 	return n, nil
 }
+
+// trainedParameters counts the parameters full fine-tuning trains with
+// cfg: those its --trainable names (without one, every float parameter
+// the output depends on), as dstune train picks them.
+func trainedParameters(cfg train.Config) (int64, error) {
+	m, err := onnx.ReadFile(cfg.Model)
+	if err != nil {
+		return 0, err
+	}
+	defer m.Close()
+	model, err := ir.NewModel(m)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", cfg.Model, err)
+	}
+	src, err := train.NewModelSource(model, train.ModelSourceOptions{Task: cfg.Task, Trainable: cfg.Trainable})
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", cfg.Model, err)
+	}
+	var n int64
+	for _, p := range src.Params() {
+		n += int64(p.Tensor.Len())
+	}
+	return n, nil
+}

@@ -19,13 +19,16 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/dstune/dstune/internal/atomicfile"
+	"github.com/dstune/dstune/train"
 )
 
 // drawPlot draws one plot of the report into dir.
 func drawPlot(s *Spec, dir string, p Plot, results []*Result) error {
 	sel := selectResults(results, p.Where)
 	if len(sel) == 0 {
-		return fmt.Errorf("no finished run matches its where")
+		// The spec's where matches runs of the grid (ParseSpec checks):
+		// none of those has finished.
+		return fmt.Errorf("none of the runs its where selects has finished")
 	}
 	if p.Quality != "" {
 		own := *s
@@ -282,9 +285,11 @@ func budgetPlot(s *Spec, p Plot, sel []*Result) (*plot.Plot, error) {
 			labels.Offset = vg.Point{Y: vg.Points(5)}
 			pl.Add(labels)
 		}
-		if len(sx) == 1 {
-			l := hline{sx[0].Y, dashed(col)}
-			pl.Add(l)
+		if m, _ := se.params.Get(KeyMethod); m == train.MethodFull {
+			// Full fine-tuning has one budget, all of the model: a
+			// line across to compare the others' budgets with. Any
+			// other method's single budget stays a point.
+			pl.Add(hline{sx[0].Y, dashed(col)})
 		}
 		pl.Legend.Add(label(se.params, keys), line, scatter)
 	}

@@ -2,6 +2,7 @@ package sweep
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -65,6 +66,14 @@ func fmtCount(s Stat) string {
 	return groupThousands(int64(math.Round(s.Mean)))
 }
 
+// count is n with the singular or plural noun: "1 run", "2 runs".
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
 func groupThousands(n int64) string {
 	s := fmt.Sprint(n)
 	if n < 0 {
@@ -94,7 +103,11 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 	}
 	partial := ""
 	if missing := len(results) - n; missing > 0 {
-		partial = fmt.Sprintf("**Partial: %d of the spec's %d runs have not finished.** ", missing, len(results))
+		verb := "have"
+		if missing == 1 {
+			verb = "has"
+		}
+		partial = fmt.Sprintf("**Partial: %d of the spec's %s %s not finished.** ", missing, count(len(results), "run", "runs"), verb)
 	}
 	share := isShare(s.Quality)
 	dir2 := "higher is better"
@@ -106,9 +119,9 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 		unit = ", in %"
 	}
 	fmt.Fprintf(&b, "# %s\n\n", markdownLine(title))
-	fmt.Fprintf(&b, "%s%d runs (%d diverged). Quality: %s on the validation data (%s%s), mean ± standard deviation over the seeds. "+
+	fmt.Fprintf(&b, "%s%s (%d diverged). Quality: %s on the validation data (%s%s), mean ± standard deviation over the seeds. "+
 		"The best learning rate of a setting has the best mean quality among those whose runs all finished; "+
-		"fraction: the free parameters over the model's parameters (1 for full fine-tuning).\n\n", partial, n, diverged, qualityName(s.Quality), dir2, unit)
+		"fraction: the free parameters over the model's parameters (1 for full fine-tuning).\n\n", partial, count(n, "run", "runs"), diverged, qualityName(s.Quality), dir2, unit)
 	all := settings(results, s.Quality)
 	pts := points(all, s.Quality)
 	var ps []Params
@@ -152,13 +165,13 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 		}
 		writeRow(&b, row)
 	}
-	for _, t := range s.Tables {
+	for i, t := range s.Tables {
 		q := s.Quality
 		if t.Quality != "" {
 			q = t.Quality
 		}
 		if err := writePivot(&b, t, results, q); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: tables[%d]: %w", s.File, i, err)
 		}
 	}
 	fmt.Fprintf(&b, "\n## Every learning rate\n\n")
@@ -189,13 +202,15 @@ func writeReport(s *Spec, dir string, results []*Result) ([]string, error) {
 	if err := atomicfile.Write(filepath.Join(dir, ReportFile), b.Bytes()); err != nil {
 		return nil, err
 	}
+	var errs []error // each plot's: one that fails leaves the others drawn
 	for i, p := range s.Plots {
 		if err := drawPlot(s, dir, p, results); err != nil {
-			return files, fmt.Errorf("plots[%d] (%s): %w", i, p.File, err)
+			errs = append(errs, fmt.Errorf("%s: %s: %w", s.File, plotPlace(i, p), err))
+			continue
 		}
 		files = append(files, p.File)
 	}
-	return files, nil
+	return files, errors.Join(errs...)
 }
 
 // noBest says why a point has no best learning rate: every learning

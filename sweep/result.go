@@ -33,17 +33,17 @@ type Result struct {
 	Error  string            `json:"error,omitempty"` // why it diverged
 	Steps  int64             `json:"steps"`
 	// FreeParams is what the method trains: DST's kept entries at the
-	// last step, LoRA's and prompt tuning's added parameters (0 for full
-	// fine-tuning); Fraction is that over the model's parameters (the
-	// elements of its floating-point initializers; 1 for full
-	// fine-tuning).
+	// last step, LoRA's and prompt tuning's added parameters, full
+	// fine-tuning's parameters (those --trainable names, when it is
+	// given); Fraction is that over the model's parameters (the elements
+	// of its floating-point initializers; 1 for full fine-tuning).
 	FreeParams int64   `json:"free_params,omitempty"`
 	Fraction   float64 `json:"fraction"`
 	// Final holds the last validation's loss ("valid_loss") and metric
 	// (its metrics.jsonl field), Initial the model's before training.
 	Final   map[string]float64 `json:"final"`
 	Initial map[string]float64 `json:"initial"`
-	WallS   float64            `json:"wall_s"` // the run's own time (the part this invocation ran, when resumed)
+	WallS   float64            `json:"wall_s"` // the run's own time, summed over the sessions that trained it (SessionsFile)
 
 	params Params // in canonical order
 }
@@ -124,7 +124,7 @@ func readResult(dir string, r Run, modelParams int64) (*Result, error) {
 		}
 	}
 	res.Fraction = 1
-	if res.FreeParams > 0 && modelParams > 0 {
+	if method != train.MethodFull && res.FreeParams > 0 && modelParams > 0 {
 		res.Fraction = float64(res.FreeParams) / float64(modelParams)
 	}
 	return res, nil

@@ -1,6 +1,7 @@
 package sweep
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -129,8 +130,8 @@ func Execute(ctx context.Context, s *Spec, opts Options) (*Outcome, error) {
 		}
 	}
 	if opts.Progress != nil {
-		fmt.Fprintf(opts.Progress, "sweep %s: %d runs, %d finished before, %d to run (%d at a time) in %s\n",
-			s.File, len(plan), len(plan)-len(todo), len(todo), opts.Jobs, opts.Dir)
+		fmt.Fprintf(opts.Progress, "sweep %s: %s, %d finished before, %d to run (%d at a time) in %s\n",
+			s.File, count(len(plan), "run", "runs"), len(plan)-len(todo), len(todo), opts.Jobs, opts.Dir)
 		for _, p := range plan {
 			if p.SpecName != "" {
 				fmt.Fprintf(opts.Progress, "run %s (as the spec names it now) is %s, the name it %s under\n", p.SpecName, p.Run.Name, map[string]string{StateFinished: "finished", StateStopped: "was stopped"}[p.State])
@@ -140,13 +141,13 @@ func Execute(ctx context.Context, s *Spec, opts Options) (*Outcome, error) {
 	ran, err := runAll(ctx, plan, todo, out.Results, opts)
 	out.Ran = ran
 	if err != nil {
-		// What finished is reported (as partial): a failing run or an
-		// interruption need not leave hours of runs without a report.
-		if ran > 0 || len(todo) < len(plan) {
-			if werr := writeResults(filepath.Join(opts.Dir, ResultsFile), out.Results); werr == nil {
-				if _, werr := writeReport(s, opts.Dir, out.Results); werr == nil {
-					err = fmt.Errorf("%w (%s and %s report the runs that finished)", err, ResultsFile, ReportFile)
-				}
+		// What finished is reported (as partial, even when nothing
+		// did): a failing run or an interruption need not leave hours
+		// of runs without a report. A plot of runs none of which
+		// finished is not drawn.
+		if werr := writeResults(filepath.Join(opts.Dir, ResultsFile), out.Results); werr == nil {
+			if files, _ := writeReport(s, opts.Dir, out.Results); slices.Contains(files, ReportFile) {
+				err = fmt.Errorf("%w (%s and %s report the runs that finished)", err, ResultsFile, ReportFile)
 			}
 		}
 		return out, err
@@ -166,6 +167,9 @@ func Execute(ctx context.Context, s *Spec, opts Options) (*Outcome, error) {
 func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 	if opts.Configure == nil {
 		return nil, errors.New("sweep: no Configure")
+	}
+	if err := s.checkKeptDeltas(opts.KeepDeltas || s.KeepDeltas); err != nil {
+		return nil, err
 	}
 	opts.Dir = outpath.Resolve(opts.Dir)
 	inputs := [][2]string{{"model", s.Model}, {"tokenizer", s.Tokenizer}}
@@ -210,6 +214,12 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 		if err != nil {
 			return nil, s.configError(r, err, argsOf, opts.Configure)
 		}
+		if every, ok := checkpointFlags(r.Params, cfg); ok {
+			args = append(args, every...)
+			if cfg, err = opts.Configure(args); err != nil {
+				return nil, &RunError{r.Name, err}
+			}
+		}
 		specName := ""
 		if !holdsRun(dir) {
 			// A run the spec names otherwise now (an axis that no
@@ -223,6 +233,9 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 				specName, r.Name = r.Name, found
 				dir = filepath.Join(opts.Dir, runsDir, found)
 				args = argsOf(r.Params)
+				if every, ok := checkpointFlags(r.Params, cfg); ok {
+					args = append(args, every...)
+				}
 			}
 		}
 		res, err := loadResult(dir)
@@ -243,6 +256,11 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 				return nil, &RunError{r.Name, err}
 			}
 			if diff != "" {
+				if trainedToTheEnd(dir) {
+					// dstune train run by hand into the sweep's
+					// directory: complete, but not the spec's run.
+					return nil, &RunError{r.Name, fmt.Errorf("%s holds a run that trained to its last step with other settings (%s), not by this sweep (it has no %s): remove it to train the run as the spec says, or give the sweep another directory", dir, diff, ResultFile)}
+				}
 				return nil, &RunError{r.Name, fmt.Errorf("%s was stopped with other settings (%s): remove it to start it over, or give the sweep another directory", dir, diff)}
 			}
 			state = StateStopped
@@ -258,6 +276,49 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 		return nil, err
 	}
 	return plan, nil
+}
+
+// checkpointFlags are the flags that give a run whose settings set
+// neither --checkpoint-every nor --checkpoint-minutes a checkpoint every
+// tenth of its steps and none by the clock (ok false when its settings
+// set one): the deltas kept (--keep-deltas) and the overlaps across
+// training need the same steps in every run, whatever the machine's
+// speed. They are the run's flags, listed with the others, so that its
+// command line is the one it runs with.
+func checkpointFlags(p Params, cfg train.Config) ([]string, bool) {
+	_, every := p.Get("checkpoint-every")
+	_, minutes := p.Get("checkpoint-minutes")
+	if every || minutes {
+		return nil, false
+	}
+	return []string{"--checkpoint-every=" + strconv.FormatInt(max(1, cfg.Steps/10), 10), "--checkpoint-minutes=0"}, true
+}
+
+// trainedToTheEnd reports whether a run directory's checkpoint is of
+// the last step its config.json asks for.
+func trainedToTheEnd(dir string) bool {
+	stored, err := train.LoadConfig(dir)
+	if err != nil {
+		return false
+	}
+	step, err := checkpointStep(dir)
+	return err == nil && step >= stored.Steps
+}
+
+// checkKeptDeltas refuses an overlap-steps plot of a sweep that keeps no
+// deltas (keep: --keep-deltas or the spec's keep_deltas): it could only
+// fail once every run has trained, and the runs, finished, would not be
+// trained again to keep them.
+func (s *Spec) checkKeptDeltas(keep bool) error {
+	if keep {
+		return nil
+	}
+	for i, p := range s.Plots {
+		if p.Kind == PlotOverlapSteps {
+			return &SpecError{s.File, plotPlace(i, p), `an overlap-steps plot draws the deltas kept of each run's checkpoints: set "keep_deltas": true in the spec, or run the sweep with --keep-deltas`}
+		}
+	}
+	return nil
 }
 
 // configError turns a run's configuration error into one that names
@@ -460,7 +521,7 @@ func runAll(parent context.Context, plan []PlannedRun, todo []int, results []*Re
 				done++
 			}
 		}
-		return ran, fmt.Errorf("%w: %d of %d runs finished; run the same command again to continue", ErrInterrupted, done, len(results))
+		return ran, fmt.Errorf("%w: %d of %s finished; run the same command again to continue", ErrInterrupted, done, count(len(results), "run", "runs"))
 	}
 	return ran, nil
 }
@@ -530,7 +591,9 @@ func runOne(ctx context.Context, p PlannedRun, opts Options) (*Result, error) {
 	}
 	start := time.Now()
 	_, err = train.Run(ctx, cfg, ro)
-	wall := time.Since(start).Seconds()
+	if werr := recordSession(p.Dir, time.Since(start).Seconds()); werr != nil && err == nil {
+		err = werr
+	}
 	var (
 		lossErr   *train.LossError
 		finiteErr *train.NonFiniteError
@@ -543,10 +606,16 @@ func runOne(ctx context.Context, p PlannedRun, opts Options) (*Result, error) {
 		return nil, err
 	}
 	res, rerr := readResult(p.Dir, p.Run, p.ModelParams)
+	if rerr == nil && p.Config.Method == train.MethodFull {
+		// Full fine-tuning's metrics record no count of what it trains.
+		res.FreeParams, rerr = trainedParameters(p.Config)
+	}
 	if rerr != nil {
 		return nil, rerr
 	}
-	res.WallS = wall
+	if res.WallS, rerr = sessionsWall(p.Dir); rerr != nil {
+		return nil, rerr
+	}
 	if status == StatusDiverged {
 		res.Status, res.Error, res.Final = status, err.Error(), map[string]float64{}
 	}
@@ -554,6 +623,52 @@ func runOne(ctx context.Context, p PlannedRun, opts Options) (*Result, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// SessionsFile, in a run directory, records the wall time of every
+// session of dstune sweep that trained the run, a JSON object a line
+// ({"wall_s": 1.2}): a run stopped and continued trains in several, and
+// its result's wall time is their sum.
+const SessionsFile = "sessions.jsonl"
+
+// session is a line of SessionsFile.
+type session struct {
+	WallS float64 `json:"wall_s"`
+}
+
+// recordSession appends a session of wall seconds to the run's
+// SessionsFile.
+func recordSession(dir string, wall float64) error {
+	line, err := json.Marshal(session{WallS: wall})
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, SessionsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o666)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(line, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// sessionsWall sums the wall time of the sessions SessionsFile records
+// (a line cut short by a crash counts nothing).
+func sessionsWall(dir string) (float64, error) {
+	data, err := os.ReadFile(filepath.Join(dir, SessionsFile))
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for line := range bytes.Lines(data) {
+		var s session
+		if json.Unmarshal(line, &s) == nil && s.WallS > 0 {
+			sum += s.WallS
+		}
+	}
+	return sum, nil
 }
 
 // holdsRun reports whether a run directory holds a run: its result or

@@ -30,6 +30,7 @@ func configureTest(args []string) (train.Config, error) {
 		data, valid, task, method = fs.String("data", "", ""), fs.String("valid", "", ""), fs.String("task", "lm", ""), fs.String("method", "full", "")
 		lr, eps                   = fs.Float64("lr", 1e-2, ""), fs.Float64("eps", 1e-2, "")
 		steps, every              = fs.Int64("steps", 4, ""), fs.Int64("checkpoint-every", 0, "")
+		minutes                   = fs.Float64("checkpoint-minutes", 10, "")
 		batch, rank, threads      = fs.Int("batch", 4, ""), fs.Int("rank", 2, ""), fs.Int("threads", 1, "")
 		seed                      = fs.Uint64("seed", 1, "")
 	)
@@ -44,10 +45,7 @@ func configureTest(args []string) (train.Config, error) {
 	opt.SetLR(*lr)
 	cfg := train.Config{Model: args[0], Data: *data, Valid: *valid, Task: train.Task(*task), Method: *method, Optimizer: opt,
 		Schedule: train.Schedule{Name: train.ScheduleConstant}, Steps: *steps, Batch: *batch, Seed: *seed, Backend: "cpu",
-		Threads: *threads, EvalEvery: *steps, CheckpointEvery: *every}
-	if cfg.CheckpointEvery == 0 {
-		cfg.CheckpointEvery = max(1, cfg.Steps/10)
-	}
+		Threads: *threads, EvalEvery: *steps, CheckpointEvery: *every, CheckpointMinutes: *minutes}
 	switch *method {
 	case train.MethodDST:
 		o := dst.DefaultOptions()
@@ -370,7 +368,7 @@ func TestFailedRunLeavesAPartialReport(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	md, rerr := os.ReadFile(filepath.Join(out, ReportFile))
-	if rerr != nil || !strings.Contains(string(md), "**Partial: 1 of the spec's 2 runs have not finished.**") {
+	if rerr != nil || !strings.Contains(string(md), "**Partial: 1 of the spec's 2 runs has not finished.**") {
 		t.Errorf("results.md (%v):\n%s", rerr, md)
 	}
 }

@@ -605,7 +605,7 @@ func parsePlot(path, where string, raw json.RawMessage, known map[string]bool) (
 	switch {
 	case !slices.Contains(plotKinds, p.Kind):
 		return p, &SpecError{path, where + ".kind", fmt.Sprintf("unknown plot kind %q (want %s)", p.Kind, strings.Join(plotKinds, ", "))}
-	case p.File == "" || filepath.Base(p.File) != p.File || !strings.HasSuffix(p.File, ".png"):
+	case p.File == "" || filepath.Base(p.File) != p.File || !strings.EqualFold(filepath.Ext(p.File), ".png"):
 		return p, &SpecError{path, where + ".file", fmt.Sprintf("want a file name ending in .png (written into the sweep's directory), got %q", p.File)}
 	case p.Kind == PlotBars && len(p.X) == 0:
 		return p, &SpecError{path, where + ".x", "a bars plot needs the settings of its categories"}
@@ -741,10 +741,11 @@ func (s *Spec) checkRuns() error {
 	return nil
 }
 
-// checkReportLayout lays the report's tables and modules plots out on
-// the runs before any has trained: two runs sharing a table's cell, or a
-// modules plot of runs that write no DST delta, are mistakes of the spec,
-// found now rather than after hours of training.
+// checkReportLayout lays the report's tables and plots out on the runs
+// before any has trained: a where that matches no run, two runs sharing
+// a table's cell or a plot's bar, a DST plot of runs that write no DST
+// delta, more panels than a plot draws, are mistakes of the spec, found
+// now rather than after hours of training.
 func (s *Spec) checkReportLayout(runs []Run) error {
 	planned := make([]*Result, len(runs))
 	for i, r := range runs {
@@ -753,22 +754,113 @@ func (s *Spec) checkReportLayout(runs []Run) error {
 			Final: map[string]float64{}, Initial: map[string]float64{}, params: r.Params}
 	}
 	for i, t := range s.Tables {
+		where := fmt.Sprintf("tables[%d]", i)
+		if err := checkWhere(t.Where, runs); err != nil {
+			return &SpecError{s.File, where, err.Error()}
+		}
 		if err := writePivot(&bytes.Buffer{}, t, planned, s.Quality); err != nil {
-			return &SpecError{s.File, fmt.Sprintf("tables[%d]", i), err.Error()}
+			return &SpecError{s.File, where, err.Error()}
 		}
 	}
 	for i, p := range s.Plots {
-		if p.Kind != PlotModules {
-			continue
-		}
-		for _, r := range selectResults(planned, p.Where) {
-			if r.Method != train.MethodDST {
-				return &SpecError{s.File, fmt.Sprintf("plots[%d]", i), fmt.Sprintf(
-					"a modules plot shows where DST's subsets lie; run %s is %s, which has none: restrict the plot with \"where\": {\"method\": [\"dst\"]}", r.Run, r.Method)}
-			}
+		if err := s.checkPlotLayout(p, runs, planned); err != nil {
+			return &SpecError{s.File, plotPlace(i, p), err.Error()}
 		}
 	}
 	return nil
+}
+
+// plotPlace names a plot in messages: plots[0] (budget.png).
+func plotPlace(i int, p Plot) string { return fmt.Sprintf("plots[%d] (%s)", i, p.File) }
+
+// maxPanels bounds an overlap-steps plot: a heat map per run.
+const maxPanels = 12
+
+// checkPlotLayout lays one plot out on the planned results of the grid.
+func (s *Spec) checkPlotLayout(p Plot, runs []Run, planned []*Result) error {
+	if err := checkWhere(p.Where, runs); err != nil {
+		return err
+	}
+	sel := selectResults(planned, p.Where)
+	switch p.Kind {
+	case PlotModules, PlotOverlapSteps, PlotOverlapRuns:
+		for _, r := range sel {
+			if r.Method != train.MethodDST {
+				article := "a"
+				if strings.HasPrefix(p.Kind, "o") {
+					article = "an"
+				}
+				return fmt.Errorf("%s %s plot shows DST's subsets; run %s is %s, which has none: restrict the plot with \"where\": {\"method\": [\"dst\"]}", article, p.Kind, r.Run, r.Method)
+			}
+		}
+	}
+	q := s.Quality
+	if p.Quality != "" {
+		q = p.Quality
+	}
+	pts := points(settings(sel, q), q)
+	switch p.Kind {
+	case PlotBars:
+		_, _, _, err := pointGrid(pts, p.X, p.Group)
+		return err
+	case PlotModules:
+		_, _, _, err := pointGrid(pts, nil, p.Group)
+		return err
+	case PlotOverlapSteps:
+		// A panel per run of each point's best learning rate: at least
+		// the runs of the learning rate with the fewest.
+		panels := 0
+		for _, pt := range pts {
+			fewest := math.MaxInt
+			for _, st := range pt.Settings {
+				fewest = min(fewest, len(st.Results))
+			}
+			panels += fewest
+		}
+		if panels > maxPanels {
+			return fmt.Errorf("an overlap-steps plot draws a heat map per run of each setting's best learning rate, at most %d; it selects %d: narrow its \"where\"", maxPanels, panels)
+		}
+	}
+	return nil
+}
+
+// checkWhere says which of a where's settings matches no run of the grid
+// (nil when some run matches them all).
+func checkWhere(where map[string][]string, runs []Run) error {
+	if len(where) == 0 {
+		return nil
+	}
+	for _, r := range runs {
+		if matches(r.Params, where) {
+			return nil
+		}
+	}
+	keys := make([]string, 0, len(where))
+	for k := range where {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		one := map[string][]string{k: where[k]}
+		if slices.ContainsFunc(runs, func(r Run) bool { return matches(r.Params, one) }) {
+			continue
+		}
+		var values []string // the grid's values of k
+		for _, r := range runs {
+			if v, ok := r.Params.Get(k); ok && !slices.Contains(values, v) {
+				values = append(values, v)
+			}
+		}
+		if len(values) == 0 {
+			return fmt.Errorf("where.%s: no run of the grid sets %s", k, k)
+		}
+		return fmt.Errorf("where.%s: %s matches no run of the grid (its values: %s)", k, strings.Join(where[k], ", "), strings.Join(values, ", "))
+	}
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, k+"="+strings.Join(where[k], "|"))
+	}
+	return fmt.Errorf("where matches no run of the grid: each of its settings matches some run, but none has all of %s", strings.Join(parts, ", "))
 }
 
 // metricField is the results field of a --metric ("" for the loss).

@@ -146,7 +146,23 @@ func TestBadSpecs(t *testing.T) {
 		{"table cell shared", `{` + base + `, "train": {"dataset": "a"}, "grid": [{"method": "dst", "eps": [1e-3, 1e-2]}], "tables": [{"rows": ["method"]}]}`,
 			"tables[0]", "share a cell"},
 		{"modules plot of lora runs", `{` + base + `, "train": {"dataset": "a"}, "grid": [{"method": "dst", "eps": 1e-3}, {"method": "lora"}], "plots": [{"kind": "modules", "file": "m.png"}]}`,
-			"plots[0]", "a modules plot shows where DST's subsets lie; run lora is lora"},
+			"plots[0] (m.png)", "a modules plot shows DST's subsets; run lora is lora"},
+		{"overlap-runs plot of lora runs", `{` + base + `, "train": {"dataset": "a"}, "grid": [{"method": "dst", "eps": 1e-3}, {"method": "lora"}], "plots": [{"kind": "overlap-runs", "file": "o.png", "group": ["method"]}]}`,
+			"plots[0] (o.png)", "an overlap-runs plot shows DST's subsets; run lora is lora"},
+		{"modules plot, runs drawn as one bar", `{"model": "m.onnx", "datasets": {"a": {"data": "d", "valid": "v"}, "b": {"data": "d2", "valid": "v2"}}, "train": {"method": "dst", "dataset": ["a", "b"]}, "plots": [{"kind": "budget", "file": "b.png"}, {"kind": "modules", "file": "m.png", "group": ["silo"]}]}`,
+			"plots[1] (m.png)", "method=dst,dataset=a and method=dst,dataset=b are drawn as one bar"},
+		{"bars plot, runs drawn as one bar", `{` + base + `, "train": {"dataset": "a", "method": "dst", "eps": [1e-3, 1e-2]}, "plots": [{"kind": "bars", "file": "b.png", "x": ["method"], "group": ["seed"]}]}`,
+			"plots[0] (b.png)", "are drawn as one bar"},
+		{"plot where, no such value", `{` + base + `, "train": {"dataset": "a", "method": "dst", "eps": [1e-3, 1e-2]}, "plots": [{"kind": "budget", "file": "b.png", "where": {"eps": 0.5}}]}`,
+			"plots[0] (b.png)", "where.eps: 0.5 matches no run of the grid (its values: 1e-3, 1e-2)"},
+		{"plot where, a setting no run has", `{` + base + `, "train": {"dataset": "a", "method": "dst"}, "plots": [{"kind": "budget", "file": "b.png", "where": {"rank": 4}}]}`,
+			"plots[0] (b.png)", "where.rank: no run of the grid sets rank"},
+		{"plot where, no run has both", `{` + base + `, "train": {"dataset": "a"}, "grid": [{"method": "dst", "eps": 1e-3}, {"method": "lora", "rank": 2}], "plots": [{"kind": "lr", "file": "l.png", "where": {"method": "lora", "eps": 1e-3}}]}`,
+			"plots[0] (l.png)", "none has all of eps=1e-3, method=lora"},
+		{"table where, no such value", `{` + base + `, "train": {"dataset": "a", "method": "dst", "eps": [1e-3, 1e-2]}, "tables": [{"rows": ["eps"], "where": {"method": "lora"}}]}`,
+			"tables[0]", "where.method: lora matches no run of the grid (its values: dst)"},
+		{"overlap-steps, too many panels", `{` + base + `, "train": {"dataset": "a", "method": "dst", "seed": [` + seq(13) + `]}, "plots": [{"kind": "overlap-steps", "file": "o.png"}]}`,
+			"plots[0] (o.png)", "at most 12; it selects 13"},
 		{"too many runs", `{` + base + `, "train": {"dataset": "a", "seed": [` + seq(101) + `], "lr": [` + seq(101) + `]}}`, "grid[0]", "more than 10000 runs"},
 		{"unknown quality", `{` + base + `, "train": {"dataset": "a"}, "quality": "bleu"}`, "quality", `unknown quality "bleu"`},
 		{"quality without metric", `{` + base + `, "train": {"dataset": "a"}, "quality": "exact_match"}`, "quality", "needs --metric exact-match in every run"},
@@ -154,6 +170,7 @@ func TestBadSpecs(t *testing.T) {
 		{"plot kind", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "pie", "file": "p.png"}]}`, "plots[0].kind", `unknown plot kind "pie"`},
 		{"plot file", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "budget", "file": "d/p.png"}]}`, "plots[0].file", "want a file name ending in .png"},
 		{"plot not png", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "budget", "file": "p.svg"}]}`, "plots[0].file", "ending in .png"},
+		{"plot without extension", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "budget", "file": "png"}]}`, "plots[0].file", "ending in .png"},
 		{"plot field", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "budget", "file": "p.png", "color": 1}]}`, "plots[0]", `unknown field "color"`},
 		{"bars without x", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "bars", "file": "p.png"}]}`, "plots[0].x", "needs the settings of its categories"},
 		{"bars unknown x", `{` + base + `, "train": {"dataset": "a"}, "plots": [{"kind": "bars", "file": "p.png", "x": ["colour"]}]}`, "plots[0].x", `unknown setting "colour"`},
@@ -331,5 +348,31 @@ func TestLongRunNamesShortened(t *testing.T) {
 	if len(runs) != 2 || runs[0].Name == runs[1].Name || len(runs[0].Name) != maxNameBytes || len(runs[1].Name) != maxNameBytes ||
 		!strings.HasPrefix(runs[0].Name, "dst,trainable=_h_wte_") {
 		t.Errorf("names %q and %q", runs[0].Name, runs[1].Name)
+	}
+}
+
+// TestWhereMatchesEqualNumbers: a where's number matches a setting of
+// the grid written otherwise (0.001 is 1e-3), so a plot or table of it is
+// accepted and selects those runs; a plot file's .PNG is a PNG too.
+func TestWhereMatchesEqualNumbers(t *testing.T) {
+	spec := `{"model": "m", "datasets": {"a": {"data": "d", "valid": "v"}}, "train": {"dataset": "a", "method": "dst", "eps": [1e-3, 1e-2]},
+  "plots": [{"kind": "budget", "file": "B.PNG", "where": {"eps": 0.001}}], "tables": [{"rows": ["eps"], "where": {"eps": [0.01]}}]}`
+	s, err := ParseSpec("s.json", []byte(spec), testFlags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := s.Runs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var results []*Result
+	for _, r := range runs {
+		results = append(results, &Result{Run: r.Name, params: r.Params})
+	}
+	if sel := selectResults(results, s.Plots[0].Where); len(sel) != 1 || sel[0].Run != "dst,eps=1e-3" {
+		t.Errorf("where eps 0.001 selects %v", sel)
+	}
+	if sel := selectResults(results, s.Tables[0].Where); len(sel) != 1 || sel[0].Run != "dst,eps=1e-2" {
+		t.Errorf("where eps [0.01] selects %v", sel)
 	}
 }

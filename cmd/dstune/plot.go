@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -40,6 +41,8 @@ func init() {
 // runSeries is what plot reads from one run directory.
 type runSeries struct {
 	dir, label  string
+	method      string            // config.json's
+	settings    map[string]string // config.json's settings by their flag names (runSettings)
 	steps, loss []float64
 	validSteps  []float64
 	valid       []float64
@@ -83,6 +86,9 @@ func runPlot(args []string, stdout, stderr io.Writer) error {
 	if *out == "" {
 		return usagef("-o CURVES.png is required")
 	}
+	if !strings.EqualFold(filepath.Ext(*out), ".png") {
+		return usagef("-o %s: plot writes a PNG; give a file name ending in .png", *out)
+	}
 	if *smooth < 1 {
 		return usagef("--smooth must be at least 1")
 	}
@@ -106,6 +112,7 @@ func runPlot(args []string, stdout, stderr io.Writer) error {
 		}
 		series = append(series, s)
 	}
+	labelRuns(series)
 	if *title == "" {
 		if cfg, err := train.LoadConfig(runs[0]); err == nil {
 			*title = "loss, " + filepath.Join(filepath.Base(filepath.Dir(cfg.Model)), filepath.Base(cfg.Model))
@@ -127,7 +134,7 @@ var maxMetricsLine = 64 << 20
 func readRunSeries(dir string, from int64) (*runSeries, error) {
 	s := &runSeries{dir: dir, label: filepath.Base(dir), alg2: newAccuracy(), paper: newAccuracy(), siloK: map[string]int64{}}
 	if cfg, err := train.LoadConfig(dir); err == nil {
-		s.label = cfg.Method
+		s.label, s.method = cfg.Method, cfg.Method
 		if c, err := dst.ParseOptions(cfg.DST, cfg.Seed); len(cfg.DST) > 0 && err == nil {
 			s.label = fmt.Sprintf("dst ε=%g", c.Eps)
 			def := dst.DefaultOptions()
@@ -148,6 +155,9 @@ func readRunSeries(dir string, from int64) (*runSeries, error) {
 				}
 			}
 		}
+	}
+	if data, err := regfile.ReadRegular(filepath.Join(dir, train.ConfigFile), maxConfigBytes); err == nil {
+		s.settings = runSettings(data)
 	}
 	path := filepath.Join(dir, train.MetricsFile)
 	f, _, err := regfile.Open(path)
@@ -228,6 +238,180 @@ func readRunSeries(dir string, from int64) (*runSeries, error) {
 		return nil, fmt.Errorf("%s: no training steps recorded", path)
 	}
 	return s, nil
+}
+
+// maxConfigBytes bounds a run's config.json read for its settings.
+const maxConfigBytes = 16 << 20
+
+// runSettings reads a run's settings from its config.json, named as
+// dstune train's flags name them ("lr", "rank", "prompt-len", "seed"),
+// each value as text; the records of what the run read (sha256s, sizes)
+// and the settings that change no result (threads, checkpoints) are left
+// out, and so are the method and the DST options the run's label shows
+// already.
+func runSettings(data []byte) map[string]string {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var cfg map[string]any
+	if dec.Decode(&cfg) != nil {
+		return nil
+	}
+	out := map[string]string{}
+	var walk func(path []string, v any)
+	walk = func(path []string, v any) {
+		if m, ok := v.(map[string]any); ok {
+			for k, x := range m {
+				walk(append(slices.Clone(path), k), x)
+			}
+			return
+		}
+		name := settingName(path)
+		if name == "" {
+			return
+		}
+		switch x := v.(type) {
+		case string:
+			out[name] = x
+		case json.Number:
+			if f, err := x.Float64(); err == nil {
+				out[name] = fmt.Sprintf("%g", f)
+			} else {
+				out[name] = x.String()
+			}
+		default:
+			text, _ := json.Marshal(x)
+			out[name] = string(text)
+		}
+	}
+	walk(nil, cfg)
+	return out
+}
+
+// settingName names a config.json field (its path of keys) as the flag
+// that sets it, or "" for one that is no setting to tell runs apart by.
+func settingName(path []string) string {
+	switch path[0] {
+	case "model_sha256", "data_sha256", "valid_sha256", "tokenizer_sha256", "data_size", "valid_size", "data_changes",
+		"text_encoding", "threads", "eval_every", "checkpoint_every", "checkpoint_minutes", "method":
+		return ""
+	case "dst":
+		// The options readRunSeries puts into the label already.
+		if len(path) == 2 && !slices.Contains([]string{"eps", "distance", "silo", "normalize", "threshold", "churn", "refine_steps", "factor"}, path[1]) {
+			return strings.ReplaceAll(path[1], "_", "-")
+		}
+		return ""
+	case "optimizer":
+		switch {
+		case len(path) == 2 && path[1] == "name":
+			return "optimizer"
+		case len(path) == 3 && path[2] == "eps":
+			return path[1] + "-eps" // adamw-eps: not DST's ε
+		case len(path) == 3:
+			return strings.ReplaceAll(path[2], "_", "-")
+		}
+	case "schedule":
+		if len(path) == 2 && path[1] == "name" {
+			return "schedule"
+		}
+		if len(path) == 2 {
+			return path[1] // warmup
+		}
+	case "lora":
+		if len(path) == 2 {
+			return strings.ReplaceAll(path[1], "_", "-")
+		}
+	case "prompt":
+		if len(path) == 2 && path[1] == "length" {
+			return "prompt-len"
+		}
+		if len(path) == 2 {
+			return "prompt-" + path[1]
+		}
+	}
+	return strings.ReplaceAll(strings.Join(path, "."), "_", "-")
+}
+
+// labelRuns adds to every run's label the settings that differ among the
+// plotted runs of its method (lr, seed, rank, …; a setting absent from
+// some counts as differing): the method and DST's options are the label
+// already. Runs that still look alike are told apart by their
+// directories.
+func labelRuns(series []*runSeries) {
+	byMethod := map[string][]*runSeries{}
+	for _, s := range series {
+		if s.settings != nil { // a run without config.json is labelled by its directory
+			byMethod[s.method] = append(byMethod[s.method], s)
+		}
+	}
+	for _, group := range byMethod {
+		var differ []string
+		for _, s := range group {
+			for k := range s.settings {
+				if slices.Contains(differ, k) {
+					continue
+				}
+				first, firstOK := group[0].settings[k]
+				for _, o := range group {
+					if v, ok := o.settings[k]; ok != firstOK || v != first {
+						differ = append(differ, k)
+						break
+					}
+				}
+			}
+		}
+		// The learning rate first, the seed last, the rest by name.
+		rank := func(k string) int {
+			switch k {
+			case "lr":
+				return 0
+			case "seed":
+				return 2
+			}
+			return 1
+		}
+		slices.SortFunc(differ, func(a, b string) int {
+			if ra, rb := rank(a), rank(b); ra != rb {
+				return ra - rb
+			}
+			return strings.Compare(a, b)
+		})
+		for _, s := range group {
+			for _, k := range differ {
+				if v, ok := s.settings[k]; ok {
+					if isPathSetting(k) {
+						v = runFileName(v, k, group)
+					}
+					s.label += " " + k + "=" + v
+				}
+			}
+		}
+	}
+	count := map[string]int{}
+	for _, s := range series {
+		count[s.label]++
+	}
+	for _, s := range series {
+		if count[s.label] > 1 {
+			s.label += " (" + s.dir + ")"
+		}
+	}
+}
+
+// isPathSetting reports whether a setting names a file.
+func isPathSetting(k string) bool {
+	return k == "model" || k == "data" || k == "valid" || k == "tokenizer"
+}
+
+// runFileName is a file setting's base name, or the whole path where two
+// runs' files of that setting share a base name.
+func runFileName(path, key string, series []*runSeries) string {
+	base := filepath.Base(path)
+	for _, s := range series {
+		if o, ok := s.settings[key]; ok && o != path && filepath.Base(o) == base {
+			return path
+		}
+	}
+	return base
 }
 
 // maxExactStep is the largest step plot takes: steps are plotted as
@@ -322,7 +506,46 @@ func writeLossPlot(path, title string, series []*runSeries, smooth int, opts ato
 	}
 	// Room above the curves for the legend.
 	p.Y.Max += 0.2 * (p.Y.Max - p.Y.Min)
+	p.Y.Tick.Marker = distinctTicks{}
 	return savePNGWith(path, p, 9*vg.Inch, 5.5*vg.Inch, opts)
+}
+
+// distinctTicks are gonum's default ticks, their labels written with as
+// many decimals as tell them apart: gonum's own round a narrow range's
+// ticks (6.0101 … 6.0134) to one label ("6.01", "6.01", "6.01").
+type distinctTicks struct{}
+
+func (distinctTicks) Ticks(min, max float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(min, max)
+	distinct := func(label func(plot.Tick) string) bool {
+		seen := map[string]bool{}
+		for _, t := range ticks {
+			if t.Label == "" {
+				continue // a minor tick
+			}
+			if l := label(t); seen[l] {
+				return false
+			} else {
+				seen[l] = true
+			}
+		}
+		return true
+	}
+	if distinct(func(t plot.Tick) string { return t.Label }) {
+		return ticks
+	}
+	for prec := 1; prec <= 17; prec++ {
+		format := func(t plot.Tick) string { return strconv.FormatFloat(t.Value, 'f', prec, 64) }
+		if distinct(format) {
+			for i := range ticks {
+				if ticks[i].Label != "" {
+					ticks[i].Label = format(ticks[i])
+				}
+			}
+			break
+		}
+	}
+	return ticks
 }
 
 // savePNGWith renders p as a w×h PNG and writes it to path atomically,
@@ -368,7 +591,7 @@ func printRunFigures(w io.Writer, series []*runSeries, from int64) {
 	for _, s := range series {
 		width = max(width, len([]rune(s.label)))
 	}
-	fmt.Fprintf(w, "%-*s %6s %12s %12s %12s %12s\n", width, "run", "steps", "loss first10", "loss last10", "valid first", "valid last")
+	fmt.Fprintf(w, "%-*s %6s %12s %12s %12s %12s  %s\n", width, "run", "steps", "loss first10", "loss last10", "valid first", "valid last", "directory")
 	for _, s := range series {
 		n := len(s.loss)
 		head, tail := s.loss[:min(10, n)], s.loss[max(0, n-10):]
@@ -376,7 +599,7 @@ func printRunFigures(w io.Writer, series []*runSeries, from int64) {
 		if len(s.valid) > 0 {
 			vf, vl = fmt.Sprintf("%.4f", s.valid[0]), fmt.Sprintf("%.4f", s.valid[len(s.valid)-1])
 		}
-		fmt.Fprintf(w, "%-*s %6d %12.4f %12.4f %12s %12s\n", width, s.label, int(s.steps[n-1]), meanOf(head), meanOf(tail), vf, vl)
+		fmt.Fprintf(w, "%-*s %6d %12.4f %12.4f %12s %12s  %s\n", width, s.label, int(s.steps[n-1]), meanOf(head), meanOf(tail), vf, vl, s.dir)
 	}
 	for _, s := range series {
 		if len(s.alg2.overall) == 0 {
@@ -414,7 +637,7 @@ func (a *accuracy) addSilo(name string, realized *float64, target float64) {
 
 // print reports the worst and the share of steps within 1 %, overall and
 // over the silos with k ≥ 100 (a smaller silo cannot be within 1 % without
-// being exact), then each silo's worst.
+// being exact), then each of those silos' worst.
 func (a *accuracy) print(w io.Writer, what string, from int64, siloK map[string]int64) {
 	if len(a.overall) == 0 {
 		return
@@ -444,14 +667,19 @@ func (a *accuracy) print(w io.Writer, what string, from int64, siloK map[string]
 		}
 	}
 	if bigSilos > 0 {
-		fmt.Fprintf(w, "    per silo with k ≥ 100 (%d silos): within 1%% at %d of %d silo-steps; median %.2f%%, max %.2f%%\n",
-			bigSilos, within(big), len(big), 100*medianFloat(big), 100*slices.Max(big))
+		fmt.Fprintf(w, "    per silo with k ≥ 100 (%s): within 1%% at %d of %d silo-steps; median %.2f%%, max %.2f%%\n",
+			plural(int64(bigSilos), "silo", "silos"), within(big), len(big), 100*medianFloat(big), 100*slices.Max(big))
 	}
-	if len(names) > 0 && len(names) <= 64 {
-		all := make([]string, len(names))
-		for i, name := range names {
-			all[i] = fmt.Sprintf("%s %.1f%%", name, 100*slices.Max(a.silo[name]))
+	if bigSilos > 0 && bigSilos <= 64 {
+		var each []string
+		for _, name := range names {
+			if siloK[name] >= 100 {
+				each = append(each, fmt.Sprintf("%s %.1f%%", name, 100*slices.Max(a.silo[name])))
+			}
 		}
-		fmt.Fprintf(w, "    per silo, max: %s\n", strings.Join(all, ", "))
+		fmt.Fprintf(w, "    per silo with k ≥ 100, max: %s\n", strings.Join(each, ", "))
+	}
+	if small := len(names) - bigSilos; small > 0 {
+		fmt.Fprintf(w, "    %s with k < 100 left out\n", plural(int64(small), "silo", "silos"))
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"gonum.org/v1/plot"
 )
 
 // fakeRun writes a run directory with a config and metrics.
@@ -63,12 +65,17 @@ func TestPlot(t *testing.T) {
 		"full                 30       5.4500       3.4500       6.0000       3.5000",
 		"dst ε=0.01: exact fallbacks 30; median optimizer pass 2.000 ms, DST 0.500 ms",
 		"Algorithm 2 (eps_alg2) from step 20: |realized/ε − 1| overall max 2.00%, within 1% at 10 of 11 steps",
-		"per silo with k ≥ 100 (1 silos): within 1% at 11 of 11 silo-steps; median 0.50%, max 0.50%",
-		"small 100.0%",
+		"per silo with k ≥ 100 (1 silo): within 1% at 11 of 11 silo-steps; median 0.50%, max 0.50%",
+		// Each silo's worst, of the silos the figures above cover.
+		"per silo with k ≥ 100, max: big 0.5%\n",
+		"1 silo with k < 100 left out",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
+	}
+	if strings.Contains(stdout, "small") {
+		t.Errorf("the output lists silo small, whose k is under 100:\n%s", stdout)
 	}
 	for _, c := range []struct {
 		args []string
@@ -90,8 +97,21 @@ func TestPlot(t *testing.T) {
 	if code, _, stderr := dstune("plot", a, b, "-o", out, "--force"); code != 0 {
 		t.Errorf("-o an existing file, --force: exit %d, %s", code, stderr)
 	}
-	if code, _, stderr := dstune("plot", a, b, "-o", filepath.Join(b, "metrics.jsonl"), "--force"); code != 2 || !strings.Contains(stderr, "write to another file") {
+	if code, _, stderr := dstune("plot", a, b, "-o", filepath.Join(b, "metrics.jsonl"), "--force"); code != 2 || !strings.Contains(stderr, "give a file name ending in .png") {
 		t.Errorf("-o a run's metrics: exit %d, %s", code, stderr)
+	}
+	// plot writes PNG: another name would hold PNG bytes under a name
+	// that says otherwise.
+	for _, name := range []string{"curves.svg", "curves.pdf", "curves", "curves.png.txt"} {
+		if code, _, stderr := dstune("plot", a, "-o", filepath.Join(dir, name)); code != 2 || !strings.Contains(stderr, "plot writes a PNG; give a file name ending in .png") {
+			t.Errorf("-o %s: exit %d, %s", name, code, stderr)
+		}
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			t.Errorf("-o %s: written", name)
+		}
+	}
+	if code, _, stderr := dstune("plot", a, "-o", filepath.Join(dir, "CURVES.PNG")); code != 0 {
+		t.Errorf("-o CURVES.PNG: exit %d, %s", code, stderr)
 	}
 	bad := fakeRun(t, filepath.Join(dir, "bad"), `{}`, []string{`{"step":1,"loss":1}`, `{"step":2,"loss":`})
 	if code, _, stderr := dstune("plot", bad, "-o", filepath.Join(dir, "bad.png")); code != 1 || !strings.Contains(stderr, "metrics.jsonl:2") {
@@ -138,5 +158,84 @@ func TestMovingAverageAfterSpike(t *testing.T) {
 		if math.Abs(got[i]-3.19) > 1e-12 {
 			t.Fatalf("window ending at %d: %v, want 3.19", i, got[i])
 		}
+	}
+}
+
+// TestPlotLabelsTellRunsApart: runs of one method that differ in their
+// learning rate, seed, LoRA rank or --trainable get labels naming what
+// differs (what differs among another method's runs is not named);
+// runs alike in every setting are told apart by their directories,
+// which the table shows.
+func TestPlotLabelsTellRunsApart(t *testing.T) {
+	dir := t.TempDir()
+	lines := []string{`{"step":1,"loss":3}`, `{"step":2,"loss":2.5}`}
+	lora := func(name, rank, lr, seed, extra string) string {
+		return fakeRun(t, filepath.Join(dir, name), `{"model":"/m/tiny/model.onnx","method":"lora","lora":{"rank":`+rank+`,"alpha":8},`+
+			`"optimizer":{"name":"adamw","adamw":{"lr":`+lr+`,"eps":1e-8}},"seed":`+seed+`,"threads":2`+extra+`}`, lines)
+	}
+	runs := []string{
+		lora("l1", "4", "0.001", "1", ""),
+		lora("l2", "4", "0.01", "1", ""),
+		lora("l3", "8", "0.001", "2", ""),
+		lora("l4", "8", "0.001", "2", `,"trainable":"^h\\.0"`),
+		fakeRun(t, filepath.Join(dir, "f1"), `{"model":"/m/tiny/model.onnx","method":"full","seed":1,"threads":1}`, lines),
+		fakeRun(t, filepath.Join(dir, "f2"), `{"model":"/m/tiny/model.onnx","method":"full","seed":1,"threads":2}`, lines),
+	}
+	code, stdout, stderr := dstune(append([]string{"plot", "-o", filepath.Join(dir, "c.png")}, runs...)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for i, label := range []string{
+		"lora lr=0.001 rank=4 seed=1 ",
+		"lora lr=0.01 rank=4 seed=1 ",
+		"lora lr=0.001 rank=8 seed=2 ",
+		`lora lr=0.001 rank=8 trainable=^h\.0 seed=2 `,
+		// Alike but for the threads, which change no result.
+		"full (" + runs[4] + ") ",
+		"full (" + runs[5] + ") ",
+	} {
+		var row string
+		for _, line := range strings.Split(stdout, "\n") {
+			if strings.HasPrefix(line, label) {
+				row = line
+			}
+		}
+		if row == "" || !strings.HasSuffix(row, "  "+runs[i]) {
+			t.Errorf("no row labelled %q ending in its directory %s:\n%s", label, runs[i], stdout)
+		}
+	}
+}
+
+// TestDistinctTicks: the loss axis's tick labels are distinct on a
+// narrow range (gonum's own read 6.01, 6.01, 6.01), and gonum's where
+// those are.
+func TestDistinctTicks(t *testing.T) {
+	for _, r := range [][2]float64{{6.0101, 6.0134}, {6, 6.1}, {6.05, 6.0512}, {0, 10}, {2.5, 7}} {
+		seen := map[string]bool{}
+		var labels []string
+		for _, tk := range (distinctTicks{}).Ticks(r[0], r[1]) {
+			if tk.Label == "" {
+				continue
+			}
+			if seen[tk.Label] {
+				t.Errorf("range %v: labels %q repeat %q", r, labels, tk.Label)
+			}
+			seen[tk.Label] = true
+			labels = append(labels, tk.Label)
+		}
+		if len(labels) < 2 {
+			t.Errorf("range %v: labels %q", r, labels)
+		}
+	}
+	var want []string
+	for _, tk := range (plot.DefaultTicks{}).Ticks(0, 10) {
+		want = append(want, tk.Label)
+	}
+	var got []string
+	for _, tk := range (distinctTicks{}).Ticks(0, 10) {
+		got = append(got, tk.Label)
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("range 0…10: labels %q, gonum's %q", got, want)
 	}
 }

@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/dstune/dstune/internal/regfile"
 	"github.com/dstune/dstune/kernels"
 	"github.com/dstune/dstune/sweep"
 	"github.com/dstune/dstune/train"
@@ -54,17 +56,8 @@ func configureTrain(args []string) (train.Config, error) {
 	fs := newFlagSet("train", f.define)
 	pos, err := parseArgs(fs, args)
 	if err == nil {
-		set := flagsSet(fs)
 		var cfg train.Config
-		if cfg, _, err = f.config(pos, set); err == nil {
-			if !set["checkpoint-every"] && !set["checkpoint-minutes"] {
-				// A sweep's runs checkpoint every tenth of their
-				// steps, not every 10 minutes: the deltas kept
-				// (--keep-deltas) and the overlaps across training
-				// need the same steps in every run, whatever the
-				// machine's speed.
-				cfg.CheckpointEvery, cfg.CheckpointMinutes = max(1, cfg.Steps/10), 0
-			}
+		if cfg, _, err = f.config(pos, flagsSet(fs)); err == nil {
 			return cfg, nil
 		}
 	}
@@ -90,6 +83,13 @@ func runSweep(args []string, stdout, stderr io.Writer) error {
 		return usagef("--jobs must be at least 1")
 	case *f.threads < 0:
 		return usagef("--threads must not be negative")
+	}
+	if *f.out == "" {
+		// SPEC without .json names the sweep's directory: a spec piped
+		// in (<(…), /dev/stdin) would put it under /dev/fd.
+		if st, err := os.Stat(pos[0]); err == nil && !st.Mode().IsRegular() {
+			return usagef("%s is %s, not a spec file whose name can name the sweep's directory: give --out DIR", pos[0], regfile.Kind(st.Mode()))
+		}
 	}
 	spec, err := sweep.LoadSpec(pos[0], trainFlagNames())
 	if err != nil {
@@ -119,7 +119,7 @@ func runSweep(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "done: %d runs (%d trained now)\n", len(out.Runs), out.Ran)
+	fmt.Fprintf(stdout, "done: %s (%d trained now)\n", plural(int64(len(out.Runs)), "run", "runs"), out.Ran)
 	for _, name := range out.Files {
 		fmt.Fprintf(stdout, "  %s\n", filepath.Join(dir, name))
 	}
@@ -145,6 +145,6 @@ func dryRun(spec *sweep.Spec, opts sweep.Options, stdout io.Writer) error {
 		// a syntax error).
 		fmt.Fprintf(stdout, "%-10s %s\n           dstune train %s\n", p.State, name, shellJoin(p.Args))
 	}
-	fmt.Fprintf(stdout, "%d runs, %d finished, in %s\n", len(plan), done, opts.Dir)
+	fmt.Fprintf(stdout, "%s, %d finished, in %s\n", plural(int64(len(plan)), "run", "runs"), done, opts.Dir)
 	return nil
 }

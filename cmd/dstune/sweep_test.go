@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -336,7 +337,7 @@ func TestSweepBadSpecCommand(t *testing.T) {
 	data, _ := os.ReadFile(specPath)
 	data = bytes.Replace(data, []byte(`"rank": 2`), []byte(`"rank": -2`), 1)
 	os.WriteFile(specPath, data, 0o644)
-	code, _, stderr = runCmd("sweep", specPath, "--out", filepath.Join(dir, "out"))
+	code, _, stderr = runCmd("sweep", specPath, "--out", filepath.Join(dir, "out"), "--keep-deltas")
 	if code == 0 || !strings.Contains(stderr, "run lora") || !strings.Contains(stderr, "rank") {
 		t.Errorf("bad --rank: exit %d, stderr %q", code, stderr)
 	}
@@ -370,7 +371,8 @@ func TestSweepDiverged(t *testing.T) {
 		t.Fatalf("results: %+v", res)
 	}
 	report, _ := os.ReadFile(filepath.Join(out, sweep.ReportFile))
-	best := fmt.Sprintf("| full | — | 1 | 1e-2 | %.3f | %.3f | 1 |", res[0].Final["valid_loss"], res[0].Initial["valid_loss"])
+	// Full fine-tuning's free parameters: every parameter of the model.
+	best := fmt.Sprintf("| full | 264,128 | 1 | 1e-2 | %.3f | %.3f | 1 |", res[0].Final["valid_loss"], res[0].Initial["valid_loss"])
 	if !strings.Contains(string(report), "2 runs (1 diverged)") || !strings.Contains(string(report), best) || !strings.Contains(string(report), "| 1e38 | — | 1 | 1 |") {
 		t.Errorf("results.md has no row %q:\n%s", best, report)
 	}
@@ -467,5 +469,52 @@ func TestShellJoin(t *testing.T) {
 	want := `--steps=150 '/tmp/a b.onnx' '--trainable=^(tok_embeddings|layers|norm)' 'it'\''s' ''`
 	if got != want {
 		t.Errorf("shellJoin = %s, want %s", got, want)
+	}
+}
+
+// TestSweepDryRunLinesAreTheRuns: --dry-run lists every flag a run gets,
+// the sweep's checkpoint cadence included, so a run trained by hand
+// from its line is the sweep's own: the sweep then reports it without
+// training it again.
+func TestSweepDryRunLinesAreTheRuns(t *testing.T) {
+	dir, model := tinySweepDir(t)
+	spec := fmt.Sprintf(`{"model": %q, "datasets": {"a": {"data": "good.jsonl", "valid": "good.jsonl"}},
+  "train": {"dataset": "a", "task": "lm", "steps": 10, "batch": 2, "threads": 1, "method": "dst", "eps": 0.05}}`, model)
+	path := filepath.Join(dir, "s.json")
+	os.WriteFile(path, []byte(spec), 0o644)
+	code, stdout, stderr := runCmd("sweep", path, "--dry-run")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var line string
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "dstune train ") {
+			line = strings.TrimSpace(l)
+		}
+	}
+	if !strings.Contains(line, " --checkpoint-every=1 --checkpoint-minutes=0") || !strings.Contains(stdout, "1 run, 0 finished") {
+		t.Fatalf("dry run:\n%s", stdout)
+	}
+	args := strings.Fields(strings.TrimPrefix(line, "dstune train "))
+	if code, out, stderr := runCmd(append([]string{"train"}, args...)...); code != 0 {
+		t.Fatalf("dstune train %s: exit %d\n%s\n%s", line, code, out, stderr)
+	}
+	code, stdout, stderr = runCmd("sweep", path)
+	if code != 0 || !strings.Contains(stdout, "done: 1 run (1 trained now)") {
+		t.Errorf("the sweep after its run was trained by hand: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+}
+
+// TestSweepPipedSpecNeedsOut: a spec that is not a regular file (a
+// FIFO, as <(…) gives) names no directory for the sweep: --out is
+// required, a usage error without it.
+func TestSweepPipedSpecNeedsOut(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "spec")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skip(err)
+	}
+	code, _, stderr := runCmd("sweep", fifo, "--dry-run")
+	if code != 2 || !strings.Contains(stderr, fifo+" is a FIFO, not a spec file whose name can name the sweep's directory: give --out DIR") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
 }
