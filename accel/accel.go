@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/ir"
 )
 
@@ -43,7 +44,7 @@ type MemoryError struct {
 }
 
 func (e *MemoryError) Error() string {
-	return fmt.Sprintf("the graph's values need %.1f GiB at once, more than the %.1f GiB allowed", float64(e.Need)/(1<<30), float64(e.Limit)/(1<<30))
+	return fmt.Sprintf("the graph's values need %s at once, more than the %s allowed", sysmem.Format(e.Need), sysmem.Format(e.Limit))
 }
 
 // Precision is the arithmetic of matrix products. Everything else a graph

@@ -655,7 +655,7 @@ func TestMaxMemory(t *testing.T) {
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
 		t.Errorf("the refused compile allocated %d bytes", alloc)
 	}
-	if !strings.Contains(err.Error(), "more than the 0.5 GiB allowed") {
+	if !strings.Contains(err.Error(), "more than the 512.0 MiB allowed") {
 		t.Errorf("message: %v", err)
 	}
 	small := ir.NewBuilder("g")

@@ -85,6 +85,8 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		return usagef("--threads must be at least 1")
 	case *lr <= 0:
 		return usagef("--lr must be above 0")
+	case *regenerate == "" && flagsSet(fs)["regenerate"]:
+		return usagef("--regenerate needs the directory to write %s into", demo.BaseModelFile)
 	}
 	if *regenerate != "" {
 		// The pretraining is fixed (its steps, batch and threads), so

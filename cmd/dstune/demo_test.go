@@ -19,7 +19,7 @@ import (
 )
 
 func TestDemoUsage(t *testing.T) {
-	for _, args := range [][]string{{"demo", "extra"}, {"demo", "--steps", "0"}, {"demo", "--eps", "0"}, {"demo", "--eps", "2"}, {"demo", "--threads", "0"}, {"demo", "--lr", "-1"}} {
+	for _, args := range [][]string{{"demo", "extra"}, {"demo", "--steps", "0"}, {"demo", "--eps", "0"}, {"demo", "--eps", "2"}, {"demo", "--threads", "0"}, {"demo", "--lr", "-1"}, {"demo", "--regenerate="}} {
 		if code, _, stderr := dstune(args...); code != 2 || !strings.Contains(stderr, "usage: dstune demo") {
 			t.Errorf("%v: exit %d, %s", args, code, stderr)
 		}

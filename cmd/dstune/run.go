@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -104,6 +105,8 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		return usagef("--rtol and --atol must not be negative")
 	case *threads < 0:
 		return usagef("--threads must not be negative")
+	case !slices.Contains(accel.Names(), *backend):
+		return usagef("unknown --backend %q (have %s)", *backend, strings.Join(accel.Names(), ", "))
 	}
 	var maxMemory int64
 	if *f.maxMemory != "" {
@@ -308,6 +311,9 @@ func runInputs(modelPath string, m *onnx.Model, deltas, inputs []string, tokeniz
 // --output-dir pointed at a --check reference would otherwise replace the
 // reference with what is to be checked against it.
 func checkRunOutputs(outDir string, outputs int, force bool, inputs []outpath.Input) error {
+	if st, err := os.Stat(outDir); err == nil && !st.IsDir() {
+		return usagef("--output-dir %s is not a directory", outDir)
+	}
 	var existing []string
 	for i := range outputs {
 		out := filepath.Join(outDir, outputFile(i))

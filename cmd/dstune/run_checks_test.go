@@ -376,7 +376,7 @@ func TestRunMemoryBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, e := dstune("run", path, "--input", "X="+in, "--output-dir", t.TempDir(), "--max-memory", "300MiB")
-	if code != 1 || !strings.Contains(e, "GiB at once, more than the 0.3 GiB allowed (--max-memory)") {
+	if code != 1 || !strings.Contains(e, "need 512.0 MiB at once, more than the 300.0 MiB allowed (--max-memory)") {
 		t.Errorf("--max-memory 300MiB: exit %d, %s", code, e)
 	}
 	if code, _, e := dstune("run", path, "--input", "X="+in, "--output-dir", t.TempDir(), "--max-memory", "2GiB"); code != 0 {

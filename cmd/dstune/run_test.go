@@ -154,6 +154,8 @@ func TestRunUsageAndErrors(t *testing.T) {
 		{[]string{"run"}, 2, "want exactly one model file"},
 		{[]string{"run", model, "--check", dir, "--input", "tokens=" + input}, 2, "different modes: give one"},
 		{[]string{"run", model, "--input", "tokens=" + input}, 2, "--input needs --output-dir"},
+		{[]string{"run", model, "--input", "tokens=" + input, "--output-dir", t.TempDir(), "--backend", "foo"}, 2, `unknown --backend "foo" (have cpu, pjrt)`},
+		{[]string{"run", model, "--input", "tokens=" + input, "--output-dir", input}, 2, "--output-dir " + input + " is not a directory"},
 		{[]string{"run", model, "--input", "nope=" + input, "--output-dir", t.TempDir()}, 2, `no input "nope"`},
 		{[]string{"run", model, "--input", "tokens", "--output-dir", t.TempDir()}, 2, "want NAME=FILE.pb"},
 		{[]string{"run", model, "--check", t.TempDir()}, 1, "input_0.pb"},
