@@ -31,8 +31,8 @@ func TestRoutesAnswerInJSON(t *testing.T) {
 		kind, says   string
 		allow        string
 	}{
-		{"POST", "/v1/chat/completions", 404, "not_found_error", "no route POST /v1/chat/completions: this server answers POST /v1/completions", ""},
-		{"GET", "/v1/embeddings", 404, "not_found_error", "no route GET /v1/embeddings", ""},
+		{"POST", "/v1/embeddings", 404, "not_found_error", "no route POST /v1/embeddings: this server answers POST /v1/completions, POST /v1/chat/completions", ""},
+		{"GET", "/v1/chat/completions", 405, "invalid_request_error", "GET /v1/chat/completions: this route takes POST", "POST"},
 		{"GET", "/v1/completions", 405, "invalid_request_error", "GET /v1/completions: this route takes POST", "POST"},
 		{"POST", "/v1/models", 405, "invalid_request_error", "this route takes GET, HEAD", "GET, HEAD"},
 		{"DELETE", "/v1/models/task0", 405, "invalid_request_error", "this route takes GET, HEAD", "GET, HEAD"},

@@ -46,6 +46,10 @@ type Config struct {
 	// recently used go first (0: the base model's parameters' bytes, at
 	// least 256 MiB).
 	DeltaCacheBytes int64
+	// Chat, when set, lets the server answer chat completions;
+	// ChatMissing says why it is not (the answer to a chat request).
+	Chat        *Chat
+	ChatMissing string
 	// Log receives one line per failed request, and a warning about each
 	// file of DeltaDir that looks like a delta but is not served (nil:
 	// discarded).
@@ -123,6 +127,7 @@ func (s *Server) Handler() http.Handler {
 		h            http.HandlerFunc
 	}{
 		{"POST", "/v1/completions", s.completions},
+		{"POST", "/v1/chat/completions", s.chatCompletions},
 		{"GET", "/v1/models", s.models},
 		{"GET", "/v1/models/{model}", s.model},
 		{"GET", "/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -336,49 +341,11 @@ const bodiesPerSlot = 4
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	created := time.Now().Unix() // of every chunk of the answer
-	if r.ContentLength > s.cfg.MaxBodyBytes {
-		// Refused before waiting for a place to receive it, or reading
-		// it: a client sending "Expect: 100-continue" is not asked for
-		// it, and none is told to retry what can never be served.
-		w.Header().Set("Connection", "close")
-		s.fail(w, r, "", &httpError{http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("the request body of %d bytes exceeds %d bytes", r.ContentLength, s.cfg.MaxBodyBytes)})
-		return
-	}
-	// The body first, within BodyTimeout, and only then a slot: a client
-	// that sends headers and then trickles (or withholds) its body must
-	// not hold one of MaxInFlight. While every place to receive a body is
-	// taken the request waits for one, up to ReceiveWait, so that stalling
-	// clients delay others rather than turn them away.
-	wait := time.NewTimer(s.cfg.ReceiveWait)
-	select {
-	case s.receiving <- struct{}{}:
-		wait.Stop()
-	case <-wait.C:
-		w.Header().Set("Connection", "close")
-		s.fail(w, r, "", &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server was receiving %d requests for all of %v", cap(s.receiving), s.cfg.ReceiveWait)})
-		return
-	case <-r.Context().Done():
-		wait.Stop()
-		return
-	case <-s.stopping:
-		wait.Stop()
-		w.Header().Set("Connection", "close")
-		s.fail(w, r, "", &httpError{http.StatusServiceUnavailable, "server_error", "the server is shutting down"})
-		return
-	}
 	var req completionRequest
-	ok := s.readRequest(w, r, &req)
-	<-s.receiving
-	if !ok {
+	if !s.receive(w, r, &req, func() string { return req.Model }) {
 		return
 	}
-	select {
-	case s.inFlight <- struct{}{}:
-		defer func() { <-s.inFlight }()
-	default:
-		s.fail(w, r, req.Model, &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server is serving %d requests already", cap(s.inFlight))})
-		return
-	}
+	defer func() { <-s.inFlight }()
 	s.metrics.inFlight.Add(1)
 	defer s.metrics.inFlight.Add(-1)
 
@@ -395,10 +362,58 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	s.answerAll(w, r, rq, id, created)
 }
 
+// receive reads a request's body into req (model tells the model it
+// names, once read) and takes one of MaxInFlight for it, which the caller
+// gives back; on failure it answers the request and returns false.
+func (s *Server) receive(w http.ResponseWriter, r *http.Request, req any, model func() string) bool {
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		// Refused before waiting for a place to receive it, or reading
+		// it: a client sending "Expect: 100-continue" is not asked for
+		// it, and none is told to retry what can never be served.
+		w.Header().Set("Connection", "close")
+		s.fail(w, r, "", &httpError{http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("the request body of %d bytes exceeds %d bytes", r.ContentLength, s.cfg.MaxBodyBytes)})
+		return false
+	}
+	// The body first, within BodyTimeout, and only then a slot: a client
+	// that sends headers and then trickles (or withholds) its body must
+	// not hold one of MaxInFlight. While every place to receive a body is
+	// taken the request waits for one, up to ReceiveWait, so that stalling
+	// clients delay others rather than turn them away.
+	wait := time.NewTimer(s.cfg.ReceiveWait)
+	select {
+	case s.receiving <- struct{}{}:
+		wait.Stop()
+	case <-wait.C:
+		w.Header().Set("Connection", "close")
+		s.fail(w, r, "", &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server was receiving %d requests for all of %v", cap(s.receiving), s.cfg.ReceiveWait)})
+		return false
+	case <-r.Context().Done():
+		wait.Stop()
+		return false
+	case <-s.stopping:
+		wait.Stop()
+		w.Header().Set("Connection", "close")
+		s.fail(w, r, "", &httpError{http.StatusServiceUnavailable, "server_error", "the server is shutting down"})
+		return false
+	}
+	ok := s.readRequest(w, r, req, model)
+	<-s.receiving
+	if !ok {
+		return false
+	}
+	select {
+	case s.inFlight <- struct{}{}:
+		return true
+	default:
+		s.fail(w, r, model(), &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server is serving %d requests already", cap(s.inFlight))})
+		return false
+	}
+}
+
 // readRequest decodes the body of a completion request into req, allowing
 // it BodyTimeout to arrive; on failure it answers the request and returns
 // false.
-func (s *Server) readRequest(w http.ResponseWriter, r *http.Request, req *completionRequest) bool {
+func (s *Server) readRequest(w http.ResponseWriter, r *http.Request, req any, model func() string) bool {
 	rc := http.NewResponseController(w)
 	// Not every ResponseWriter has deadlines (a test recorder does not):
 	// then the body is read without one.
@@ -422,13 +437,17 @@ func (s *Server) readRequest(w http.ResponseWriter, r *http.Request, req *comple
 	var he *httpError
 	switch {
 	case errors.As(err, &he):
-		s.fail(w, r, req.Model, err)
+		s.fail(w, r, model(), err)
 	case errors.As(err, &tooBig):
 		s.fail(w, r, "", &httpError{http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("the request body exceeds %d bytes", tooBig.Limit)})
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		s.fail(w, r, "", &httpError{http.StatusRequestTimeout, "invalid_request_error", fmt.Sprintf("the request body did not arrive within %v", s.cfg.BodyTimeout)})
 	default:
-		s.fail(w, r, "", badRequest("the body is not a completion request in JSON: %v", err))
+		what := "completion"
+		if strings.Contains(r.URL.Path, "/chat/") {
+			what = "chat completion"
+		}
+		s.fail(w, r, "", badRequest("the body is not a %s request in JSON: %v", what, err))
 	}
 	return false
 }

