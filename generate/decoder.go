@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"math/bits"
 	"runtime"
+	"runtime/metrics"
 	"strings"
 	"sync"
 
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/accel/cpu"
+	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/ir"
 )
 
@@ -94,6 +96,10 @@ type Decoder struct {
 	context int
 	vocab   int
 	logits  string // the logits output's name
+
+	// contextNote says why the probe stopped short of the context's
+	// bound, if it did.
+	contextNote string
 
 	// own cache: the decisions of the validated rewrite
 	decisions []string
@@ -192,6 +198,9 @@ func New(model *ir.Model, opts Options) (*Decoder, error) {
 			d.note = "recomputing the whole sequence for every token (as asked)"
 		}
 	}
+	if d.contextNote != "" {
+		d.note += "; " + d.contextNote
+	}
 	return d, nil
 }
 
@@ -234,7 +243,7 @@ func (d *Decoder) cacheSlots() int {
 // reset drops what an earlier mode set up.
 func (d *Decoder) reset() {
 	d.closePools()
-	d.decisions, d.presents, d.note = nil, nil, ""
+	d.decisions, d.presents, d.note, d.contextNote = nil, nil, "", ""
 }
 
 // Close releases the compiled executables.
@@ -297,10 +306,13 @@ func (d *Decoder) setUp() error {
 		}
 		d.decisions = cg.Decisions
 	}
-	rows := d.positionTableRows()
+	table, err := d.positionTable()
+	if err != nil {
+		return err
+	}
 	if d.opts.Context > 0 {
-		if rows > 0 && limit > rows {
-			return fmt.Errorf("%w: the model does not take %d positions (its position table has %d rows)", errBeyondContext, limit, rows)
+		if table.positions > 0 && limit > table.positions {
+			return fmt.Errorf("%w: the model does not take %d positions (%s)", errBeyondContext, limit, table)
 		}
 		if !d.fits(limit) {
 			return fmt.Errorf("%w: the model does not take %d positions", errBeyondContext, limit)
@@ -308,10 +320,10 @@ func (d *Decoder) setUp() error {
 		d.context = limit
 		return nil
 	}
-	if rows > 0 {
-		limit = min(limit, rows)
+	if table.positions > 0 {
+		limit = min(limit, table.positions)
 	}
-	d.context = d.probeContext(limit)
+	d.context, d.contextNote = d.probeContext(limit)
 	if d.context < 2 {
 		return fmt.Errorf("the model takes fewer than 2 positions")
 	}
@@ -370,12 +382,33 @@ func constantLookupsFit(g *ir.Graph) bool {
 	return true
 }
 
-// positionTableRows is the fewest rows of a weight table the position ids
-// input indexes (GPT-2's wpe read with a Gather of position_ids, as
-// exports with past feed them; a rotary cache stored whole): a bound on
-// the context that no graph shape shows, the index being known only as
-// the sequence runs (0: none).
-func (d *Decoder) positionTableRows() int {
+// positionTableBound is what the position tables a position_ids input
+// indexes allow.
+type positionTableBound struct {
+	positions int // the most positions they take (0: no table)
+	name      string
+	rows      int
+	offset    int64 // added to the positions before the lookup
+}
+
+func (b positionTableBound) String() string {
+	if b.offset == 0 {
+		return fmt.Sprintf("its position table %q has %d rows", b.name, b.rows)
+	}
+	return fmt.Sprintf("its position table %q has %d rows, read at position_ids%+d", b.name, b.rows, b.offset)
+}
+
+// positionTable finds the tables the position ids input indexes (GPT-2's
+// wpe read with a Gather of position_ids, as exports with past feed them;
+// OPT's, read at the positions plus 2; a rotary cache stored whole): a
+// bound on the context that no graph shape shows, the index being known
+// only as the sequence runs. A table is a parameter or a constant (an
+// initializer, a Constant node, one folded from them) the same at two
+// sequence lengths, not a value computed for the length (a rotary cache
+// cut to the sequence, which would bound the context by the probe's
+// length). A table of no rows, or one the positions miss from the
+// first, is an error.
+func (d *Decoder) positionTable() (positionTableBound, error) {
 	name := ""
 	for _, p := range d.plans {
 		if p.Role == ir.RolePositionIDs {
@@ -383,66 +416,205 @@ func (d *Decoder) positionTableRows() int {
 		}
 	}
 	if name == "" {
-		return 0
+		return positionTableBound{}, nil
 	}
-	var g *ir.Graph
-	var err error
-	if d.mode == PastInputs {
-		g, err = d.pastGraph(1, 1)
-	} else {
-		g, err = d.recomputeGraph(2)
+	graph := func(i int) (*ir.Graph, error) {
+		if d.mode == PastInputs {
+			return d.pastGraph(i, 1)
+		}
+		return d.recomputeGraph(i + 1)
 	}
+	g, err := graph(1)
 	if err != nil {
-		return 0
+		return positionTableBound{}, nil
 	}
-	positions := map[*ir.Value]bool{} // the input and values that are it, recast or reshaped
+	lookups := positionLookups(g, name)
+	var again []positionLookup // at one position more
+	if g2, err := graph(2); err == nil {
+		again = positionLookups(g2, name)
+	}
+	var b positionTableBound
+	for i, l := range lookups {
+		switch {
+		case l.table.Kind == ir.ParamValue:
+		case l.table.Kind == ir.ConstValue && len(again) == len(lookups) && again[i].rows == l.rows:
+		default:
+			continue
+		}
+		t := positionTableBound{positions: int(max(int64(l.rows)-l.offset, 0)), name: l.table.Name, rows: l.rows, offset: l.offset}
+		if l.rows == 0 || l.offset < -int64(l.rows) || t.positions < 2 {
+			return positionTableBound{}, fmt.Errorf("the model takes fewer than 2 positions: %s", t)
+		}
+		if b.positions == 0 || t.positions < b.positions {
+			b = t
+		}
+	}
+	return b, nil
+}
+
+// positionLookup is a Gather that reads a table at the position ids plus
+// a constant offset.
+type positionLookup struct {
+	table  *ir.Value
+	rows   int // the table's length along the gathered axis
+	offset int64
+}
+
+// positionLookups finds the Gathers of g whose indices are the input
+// called input, recast, reshaped or offset by a constant (Add or Sub of
+// one integer, broadcast), in the order of g's nodes.
+func positionLookups(g *ir.Graph, input string) []positionLookup {
+	offsets := map[*ir.Value]int64{} // the values that are the positions plus an offset
 	for _, in := range g.Inputs {
-		positions[in] = in.Name == name
+		if in.Name == input {
+			offsets[in] = 0
+		}
 	}
-	rows := 0
+	var out []positionLookup
 	for _, n := range g.Nodes {
 		switch op := n.Op.(type) {
 		case *ir.Cast, *ir.Reshape, *ir.Copy:
-			if positions[n.Inputs[0]] {
-				positions[n.Outputs[0]] = true
+			if off, ok := offsets[n.Inputs[0]]; ok {
+				offsets[n.Outputs[0]] = off
 			}
+		case *ir.Binary:
+			x, c := n.Inputs[0], n.Inputs[1]
+			off, ok := offsets[x]
+			if !ok && op.Fn == ir.Add {
+				x, c = c, x
+				off, ok = offsets[x]
+			}
+			k, isConst := uniformInt(c)
+			if !ok || !isConst || (op.Fn != ir.Add && op.Fn != ir.Sub) {
+				continue
+			}
+			if op.Fn == ir.Sub {
+				k = -k
+			}
+			offsets[n.Outputs[0]] = off + k
 		case *ir.Gather:
-			// A weight of the model, not a value computed for this
-			// length (a rotary cache cut to the sequence).
-			if table := n.Inputs[0]; positions[n.Inputs[1]] && table.Kind == ir.ParamValue {
-				if r := table.Shape[op.Axis]; rows == 0 || r < rows {
-					rows = r
-				}
+			if off, ok := offsets[n.Inputs[1]]; ok {
+				table := n.Inputs[0]
+				out = append(out, positionLookup{table: table, rows: table.Shape[op.Axis], offset: off})
 			}
 		}
 	}
-	return rows
+	return out
 }
 
+// maxOffset bounds the offsets positionLookups follows, far from
+// overflowing as they add up.
+const maxOffset = 1 << 40
+
+// uniformInt is the element of v when v is an integer constant whose
+// elements are all one value, of magnitude under maxOffset.
+func uniformInt(v *ir.Value) (int64, bool) {
+	if v.Kind != ir.ConstValue || v.Const == nil || v.Const.Len() == 0 || !v.DType.IsInt() {
+		return 0, false
+	}
+	k := v.Const.Int64At(0)
+	for i := range v.Const.Len() {
+		if v.Const.Int64At(i) != k {
+			return 0, false
+		}
+	}
+	if k <= -maxOffset || k >= maxOffset {
+		return 0, false
+	}
+	return k, true
+}
+
+// probeBudget bounds what building the graph for a length may allocate
+// more than building it for the shortest length does: 1/16 of the memory
+// limit (ir.MemoryLimit) and at most 512 MiB, far above what masks and
+// position tables take (GPT-2's and Llama's exports: tens of MiB at 2048
+// positions). Beyond it the probe stops, so that a graph whose constants
+// grow with the sequence (a mask of the sequence squared, or worse,
+// folded at import) neither exhausts the memory nor takes minutes to
+// probe.
+func probeBudget() int64 {
+	b := int64(512 << 20)
+	if m := ir.MemoryLimit(); m > 0 {
+		b = min(b, m/16)
+	}
+	return b
+}
+
+// probeCollect is the allocation after which a probe collects the
+// garbage, so that the next probe reuses the memory.
+const probeCollect = 64 << 20
+
 // probeContext finds the most positions (up to limit) the graph can be
-// built for: doubling from the smallest capacity, then bisecting.
-func (d *Decoder) probeContext(limit int) int {
+// built for within the probe's budget: doubling from the smallest
+// capacity, then bisecting. The note says when the budget ended it. What
+// a probe allocates is read from the process's allocation count, so other
+// goroutines allocating meanwhile can only end the probe sooner; the
+// garbage of a large probe is collected before the next.
+func (d *Decoder) probeContext(limit int) (int, string) {
+	budget := probeBudget()
+	var base int64 // the first probe's allocation
+	first := true
+	overBudget := map[int]int64{} // the lengths refused for the budget, and what they took
+	fits := func(n int) bool {
+		before := allocatedBytes()
+		ok := d.fits(n)
+		spent := int64(allocatedBytes() - before)
+		if spent > probeCollect {
+			runtime.GC()
+		}
+		if first {
+			base, first = spent, false
+		}
+		if ok && spent-base > budget {
+			overBudget[n] = spent - base
+			return false
+		}
+		return ok
+	}
 	good, bad := 0, limit+1
 	for n := minCapacity; ; n *= 2 {
 		n = min(n, limit)
-		if !d.fits(n) {
+		if !fits(n) {
 			bad = n
 			break
 		}
 		good = n
 		if n == limit {
-			return n
+			return n, ""
 		}
 	}
 	for bad-good > 1 {
+		if _, over := overBudget[bad]; over && bad-good <= bad/16 {
+			break // close enough: the budget is no sharp limit
+		}
 		mid := (good + bad) / 2
-		if d.fits(mid) {
+		if fits(mid) {
 			good = mid
 		} else {
 			bad = mid
 		}
 	}
-	return good
+	spent, ok := overBudget[bad]
+	if !ok {
+		return good, ""
+	}
+	note := fmt.Sprintf("context %d positions: building the graph for %d takes %s more than for %d, beyond the probe's budget of %s",
+		good, bad, sysmem.Format(spent), min(minCapacity, limit), sysmem.Format(budget))
+	if m := ir.MemoryLimit(); m > 0 {
+		note += fmt.Sprintf(" (the memory limit is %s)", sysmem.Format(m))
+	}
+	return good, note
+}
+
+// allocatedBytes is the bytes this process has allocated on the heap so
+// far.
+func allocatedBytes() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }
 
 // capacityFor is the cache capacity for a sequence of n positions fed
