@@ -7,3 +7,8 @@ package kernels
 func peakBF16Loop() (loop func(iterations int), flopsPerIteration float64) {
 	return peakBF16Go, 4 * peakBF16GoChains
 }
+
+// BF16PeakIsFMAPeak reports whether Sbgemm runs on the float32 kernels,
+// so that its peak is MeasurePeakGFLOPS's: never on this build (it runs
+// the portable bfloat16 loop).
+func BF16PeakIsFMAPeak() bool { return false }

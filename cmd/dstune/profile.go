@@ -165,7 +165,8 @@ func runProfile(args []string, stdout, stderr io.Writer) error {
 }
 
 func formatRecord(r profileRecord) string {
-	s := fmt.Sprintf("%-14s %-16s %-3s %dT %-7s %9.3f ms", r.Kernel, r.Shape, r.Trans, r.Threads, r.ISA, r.MS)
+	// The widest kernel name is masked-update-indices'.
+	s := fmt.Sprintf("%-21s %-16s %-3s %dT %-7s %9.3f ms", r.Kernel, r.Shape, r.Trans, r.Threads, r.ISA, r.MS)
 	if r.GFLOPS > 0 {
 		s += fmt.Sprintf("  %7.1f GFLOP/s", r.GFLOPS)
 		if r.PeakGFLOPS > 0 {

@@ -78,7 +78,14 @@ func gemmPrecisions(which string) []*gemmPrecision {
 	fp32 := &gemmPrecision{name: "fp32", kernel: "sgemm", gemm: kernels.Sgemm, batched: kernels.SgemmBatched,
 		peak: func(env *profileEnv) float64 { return env.peakGFLOPS() }}
 	bf16 := &gemmPrecision{name: "bf16", kernel: "sbgemm", gemm: kernels.Sbgemm, batched: kernels.SbgemmBatched,
-		peak: func(env *profileEnv) float64 { return kernels.MeasurePeakBF16GFLOPS(env.threads) }}
+		peak: func(env *profileEnv) float64 {
+			if kernels.BF16PeakIsFMAPeak() {
+				// The same loop: one measurement, so that both precisions'
+				// lines are shares of one peak.
+				return env.peakGFLOPS()
+			}
+			return kernels.MeasurePeakBF16GFLOPS(env.threads)
+		}}
 	switch which {
 	case "bf16":
 		return []*gemmPrecision{bf16}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/dstune/dstune/kernels"
 )
 
 // TestProfileGemmJSON runs `dstune profile gemm --quick --json` and checks
@@ -76,6 +78,11 @@ func TestProfileGemmPrecisionAll(t *testing.T) {
 			if v, _ := bf16[key].(float64); !(v > 0) {
 				t.Errorf("line %q: %s = %v, want > 0", lines[i+1], key, bf16[key])
 			}
+		}
+		// Where the bfloat16 products run on the float32 kernels, both
+		// are shares of the one FMA peak (two measurements differed).
+		if kernels.BF16PeakIsFMAPeak() && bf16["peak_gflops"] != fp32["peak_gflops"] {
+			t.Errorf("sbgemm's peak %v, sgemm's %v: want the one FMA peak", bf16["peak_gflops"], fp32["peak_gflops"])
 		}
 		if _, ok := fp32["vs_fp32"]; ok {
 			t.Errorf("sgemm record %q has vs_fp32", lines[i])
