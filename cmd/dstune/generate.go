@@ -188,6 +188,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return usagef("--stop: not valid UTF-8: the text is, and a stop string of stray bytes could cut inside a character")
 	case *topP == 0:
 		return usagef("--top-p 0 keeps no token: want a number in (0, 1] (1 keeps them all)")
+	case len(stops) > 0 && gf.tokenizer == "":
+		return usagef("--stop needs --tokenizer: stop strings end the decoded text (--eos ends it at token ids)")
 	}
 	sampling := generate.Sampling{Temperature: *temperature, TopK: *topK, TopP: *topP, Seed: *seed}
 	if err := sampling.Check(); err != nil {
@@ -235,6 +237,19 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	}
 	if eos, err = stopTokens(eos, explicitEOS, d.Vocab(), stderr); err != nil {
 		return err
+	}
+	// Before anything is printed: a prompt id the model has no row for.
+	for _, id := range ids {
+		if id < 0 || id >= int64(d.Vocab()) {
+			what := "the prompt"
+			switch {
+			case *bos >= 0 && id == *bos:
+				what = "--bos"
+			case len(promptIDs) > 0:
+				what = "--prompt-ids"
+			}
+			return usagef("%s: token id %d is outside the model's vocabulary [0, %d)", what, id, d.Vocab())
+		}
 	}
 	fmt.Fprintf(stderr, "KV cache: %s\n", d.Note())
 

@@ -256,10 +256,26 @@ func TestGenerateUsage(t *testing.T) {
 		{[]string{"generate", model, "--prompt-ids", "1", "--stop", ""}, "--stop: an empty string"},
 		{[]string{"generate", model, "--prompt-ids", "1", "--stop", "\xb8\xad"}, "--stop: not valid UTF-8"},
 		{[]string{"generate", model, "--prompt-ids", "1,,2"}, "empty place between commas"},
+		{[]string{"generate", model, "--prompt-ids", "1", "--stop", "x"}, "--stop needs --tokenizer"},
 	} {
 		code, _, errOut := runCmd(c.args...)
 		if code != 2 || !strings.Contains(errOut, c.says) {
 			t.Errorf("%v: exit %d %q, want 2 saying %q", c.args, code, errOut, c.says)
+		}
+	}
+	// Ids past the model's vocabulary are usage errors too, found once the
+	// model is read and before anything is printed.
+	stories := sharedtest.Path(t, "models", "stories260K", "stories260K.onnx")
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"generate", stories, "--prompt-ids", "1,512"}, "--prompt-ids: token id 512 is outside the model's vocabulary [0, 512)"},
+		{[]string{"generate", stories, "--bos", "600"}, "--bos: token id 600 is outside the model's vocabulary [0, 512)"},
+	} {
+		code, out, errOut := runCmd(c.args...)
+		if code != 2 || out != "" || !strings.Contains(errOut, c.says) || strings.Contains(errOut, "KV cache") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2 saying %q, nothing else", c.args, code, out, errOut, c.says)
 		}
 	}
 }
