@@ -290,7 +290,11 @@ func conflictReport(conflicts []dst.Conflict) string {
 		if c.Count > int64(len(c.Examples)) {
 			more = ", …"
 		}
-		fmt.Fprintf(&b, "\n  %-32s %s (flat positions %s%s)", c.Tensor, plural(c.Count, "entry", "entries"), strings.Join(ex, ", "), more)
+		where := "flat positions"
+		if len(c.Examples) == 1 && more == "" {
+			where = "flat position"
+		}
+		fmt.Fprintf(&b, "\n  %-32s %s (%s %s%s)", c.Tensor, plural(c.Count, "entry", "entries"), where, strings.Join(ex, ", "), more)
 	}
 	return b.String()
 }

@@ -212,7 +212,7 @@ func TestApplyCompose(t *testing.T) {
 	ab := filepath.Join(tmp, "ab.onnx")
 	code, o, e := dstune("apply", model, pa, pb, "-o", ab)
 	if code != 1 || !strings.Contains(e, "1 entry is changed by more than one delta") || !strings.Contains(e, "ln_f.bias") ||
-		!strings.Contains(e, "positions 5") || !strings.Contains(e, "--force") {
+		!strings.Contains(e, "(flat position 5)") || !strings.Contains(e, "--force") {
 		t.Errorf("conflicting deltas: exit %d\n%s%s", code, o, e)
 	}
 	if _, err := os.Stat(ab); err == nil {

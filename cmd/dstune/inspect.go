@@ -62,6 +62,8 @@ type inspectReport struct {
 	// but train cannot train, as "name (dtype)", the name escaped.
 	halfModules int
 	untrainable []string
+	// noMatch is --trainable's expression when it matches no parameter.
+	noMatch string
 }
 
 // inspectValue is a graph input or output; Shape holds a number for a

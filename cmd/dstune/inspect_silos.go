@@ -74,6 +74,9 @@ func addSilos(rep *inspectReport, model *ir.Model, trainable string, eps float64
 		sizes[p.Name] = n
 		rep.Modules = append(rep.Modules, inspectModule{Name: p.Name, Kind: m.Kind, Layer: m.Layer, Shared: m.Shared, Elements: n})
 	}
+	if re != nil && len(rep.Modules) == 0 && len(rep.untrainable) == 0 {
+		rep.noMatch = trainable
+	}
 	rep.Silos = map[string][]inspectSilo{}
 	for _, mode := range []string{dst.SiloModuleLayer, dst.SiloModule, dst.SiloNone} {
 		silos, err := dst.MakeSilos(mode, names, modules)
@@ -130,10 +133,14 @@ func printSilos(w io.Writer, r *inspectReport) {
 	if len(r.untrainable) > 0 {
 		fmt.Fprintf(w, "  (left out: %s; train refuses to train them: leave them out with --trainable)\n", strings.Join(r.untrainable, ", "))
 	}
+	if r.noMatch != "" {
+		fmt.Fprintf(w, "  --trainable %q matches no parameter (train refuses it)\n", r.noMatch)
+		return
+	}
 	if r.halfModules > 0 {
 		fmt.Fprintf(w, "  (%d of the parameters are float16 or bfloat16: train trains float32 master copies of them and writes them back in their dtype)\n", r.halfModules)
 	}
-	fmt.Fprintf(w, "  --silo module-layer (the default), %d silos, one per tensor:\n", len(r.Silos[dst.SiloModuleLayer]))
+	fmt.Fprintf(w, "  --silo module-layer (the default), %s, one per tensor:\n", plural(int64(len(r.Silos[dst.SiloModuleLayer])), "silo", "silos"))
 	k := map[string]int64{}
 	for _, s := range r.Silos[dst.SiloModuleLayer] {
 		k[s.Name] = s.K
@@ -150,11 +157,15 @@ func printSilos(w io.Writer, r *inspectReport) {
 		fmt.Fprintf(w, "    %-32s %-22s layer %-3s %10s  k %s%s\n", textName(m.Name), textName(m.Kind), layer, groupThousands(m.Elements), groupThousands(k[m.Name]), shared)
 	}
 	modules := r.Silos[dst.SiloModule]
-	fmt.Fprintf(w, "  --silo module, %d silos, one per module kind:\n", len(modules))
+	fmt.Fprintf(w, "  --silo module, %s, one per module kind:\n", plural(int64(len(modules)), "silo", "silos"))
 	for _, s := range modules {
-		fmt.Fprintf(w, "    %-24s %2d tensors %10s  k %-8s %s\n", textName(s.Name), len(s.Params), groupThousands(s.Elements), groupThousands(s.K), strings.Join(textNames(s.Params), ", "))
+		noun := "tensors"
+		if len(s.Params) == 1 {
+			noun = "tensor"
+		}
+		fmt.Fprintf(w, "    %-24s %2d %-7s %10s  k %-8s %s\n", textName(s.Name), len(s.Params), noun, groupThousands(s.Elements), groupThousands(s.K), strings.Join(textNames(s.Params), ", "))
 	}
 	if none := r.Silos[dst.SiloNone]; len(none) == 1 {
-		fmt.Fprintf(w, "  --silo none: one silo of %d tensors, %s entries, k %s\n", len(none[0].Params), groupThousands(none[0].Elements), groupThousands(none[0].K))
+		fmt.Fprintf(w, "  --silo none: one silo of %s, %s entries, k %s\n", plural(int64(len(none[0].Params)), "tensor", "tensors"), groupThousands(none[0].Elements), groupThousands(none[0].K))
 	}
 }

@@ -41,6 +41,15 @@ func TestInspectSilos(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "--silo none: one silo of 12 tensors") || strings.Contains(out, "wte.weight                       embedding") {
 		t.Fatalf("--trainable: exit %d\n%s", code, out)
 	}
+	// One tensor: singular nouns; none: said, not listed as zero silos.
+	code, out, _ = dstune("inspect", model, "--trainable", `^ln_f\.bias$`)
+	if code != 0 || !strings.Contains(out, "--silo module-layer (the default), 1 silo, one per tensor") || !strings.Contains(out, "--silo none: one silo of 1 tensor, 64 entries") {
+		t.Fatalf("--trainable of one tensor: exit %d\n%s", code, out)
+	}
+	code, out, _ = dstune("inspect", model, "--trainable", "nomatch")
+	if code != 0 || !strings.Contains(out, `--trainable "nomatch" matches no parameter (train refuses it)`) || strings.Contains(out, "0 silos") {
+		t.Fatalf("--trainable matching nothing: exit %d\n%s", code, out)
+	}
 	if code, _, stderr := dstune("inspect", model, "--eps", "2"); code != 2 || !strings.Contains(stderr, "--eps") {
 		t.Fatalf("--eps 2: exit %d, %s", code, stderr)
 	}
