@@ -38,7 +38,8 @@ func init() {
 		name: "profile step",
 		synopsis: []string{
 			"MODEL.onnx --data TRAIN.jsonl --task lm|classify [--method full|dst|lora|prompt] [--batch 8] [--max-len N]",
-			"             [--steps 5] [--runs 5] [--top 12] [--roofline FILE.png [--force]] [--json]   (and dstune train's other flags but --out, --resume)",
+			"             [--steps 5] [--runs 5] [--top 12] [--roofline FILE.png [--force]] [--json]   (and dstune train's other flags but --out, --resume,",
+			"             --allow-data-change, --backend, --pjrt-plugin: it runs on the CPU and keeps nothing)",
 		},
 		summary:     "time a model's training step per op kind and node group against the measured peaks (MFU, roofline)",
 		flags:       func(fs *flag.FlagSet) { new(profileStepFlags).define(fs) },
@@ -60,7 +61,7 @@ func (f *profileStepFlags) define(fs *flag.FlagSet) {
 	f.trainFlags.define(fs)
 	// train's flags, as profile step takes them: the ones it refuses say
 	// so in the help, and --steps has its own default.
-	for _, name := range []string{"out", "resume", "allow-data-change", "backend", "pjrt-plugin"} {
+	for _, name := range profileStepRefuses {
 		fs.Lookup(name).Usage = "train's; not for profile step, which runs a few steps on the CPU in a directory of its own and keeps nothing"
 	}
 	steps := fs.Lookup("steps")
@@ -73,6 +74,9 @@ func (f *profileStepFlags) define(fs *flag.FlagSet) {
 	f.asJSON = fs.Bool("json", false, "print the profile as one JSON object")
 }
 
+// profileStepRefuses are the train flags profile step does not take.
+var profileStepRefuses = []string{"out", "resume", "allow-data-change", "backend", "pjrt-plugin"}
+
 // errProfiled ends the training run once the step is profiled.
 var errProfiled = errors.New("profiled")
 
@@ -84,7 +88,7 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	set := flagsSet(fs)
-	for _, name := range []string{"out", "resume", "allow-data-change", "backend", "pjrt-plugin"} {
+	for _, name := range profileStepRefuses {
 		if set[name] {
 			return usagef("--%s is not for profile step: it runs a few steps on the CPU in a directory of its own and keeps nothing", name)
 		}
