@@ -1,8 +1,6 @@
 package cpu
 
 import (
-	"fmt"
-
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/kernels"
 )
@@ -19,28 +17,37 @@ import (
 // on kernels.Sgemm. Output positions go in chunks whose columns fit
 // convChunkFloats, so the scratch stays bounded for any image size; the
 // scratch is one buffer per executable (its nodes run one at a time),
-// grown on first use. Where each column element comes from (an offset in
-// the input channel, the same for every image, group and channel) is
-// kept in one table per geometry when it is small, else computed per
-// chunk. ConvTranspose imports as ConvGradInput.
+// grown on first use. ConvTranspose imports as ConvGradInput.
+//
+// The columns are built a run at a time (convRun): for one kernel
+// position, the output positions of one output row (along the last
+// spatial axis) read input positions a stride apart in one input row, with
+// padding only at the row's two ends or over the whole row. With stride 1
+// a run is a copy (im2col) or a vector add (col2im) of contiguous
+// elements, whatever the dilation, and the padding is zero-filled; runs
+// that continue one another in the input are joined (convPlan), so that
+// with "same" padding a column row is one copy and a few zero-fills. A
+// chunk's plan is the same for every channel, image and group; it is
+// made once and kept while they go. Channels are split over the threads.
 
 // convChunkFloats bounds the im2col columns of one chunk (8 MiB; a
 // variable for the tests).
 var convChunkFloats = 2 << 20
 
-// convOffsetsShared bounds the offset tables kept whole (16 MiB): a
-// larger one is computed chunk by chunk instead (a variable for the
-// tests).
-var convOffsetsShared = 4 << 20
+// convRunsMax bounds the runs of one chunk, a run being one output row
+// of one kernel position (a chunk's plan takes at most 56 bytes a run, a
+// depthwise convolution's table 40: 3.5 MiB; a variable for the tests): a
+// chunk spans at most convRunsMax/K − 1 output rows.
+var convRunsMax = 1 << 16
 
 // convScratch is what the conv kernels of one executable share: the
-// im2col buffer, the buffer of a chunk's offsets, and the whole offset
-// tables of the geometries small enough to keep (a convolution and its
-// two gradients have one).
+// im2col buffer and its plan, the plan of output positions [o0, o1) of
+// geometry owner (the same for the next image and group).
 type convScratch struct {
 	buf    []float32
-	offs   []int32
-	tables map[string][]int32
+	plan   convPlan
+	owner  *convGeom
+	o0, o1 int
 }
 
 func (s *convScratch) get(n int) []float32 {
@@ -48,13 +55,6 @@ func (s *convScratch) get(n int) []float32 {
 		s.buf = make([]float32, n)
 	}
 	return s.buf[:n]
-}
-
-func (s *convScratch) getOffsets(n int) []int32 {
-	if len(s.offs) < n {
-		s.offs = make([]int32, n)
-	}
-	return s.offs[:n]
 }
 
 // convGeom is a convolution's shapes, flattened: N images of C channels
@@ -65,160 +65,102 @@ type convGeom struct {
 	n, c, m       int
 	cg, mg        int
 	in, out, kern ir.Shape
+	inStrides     []int
 	inSize        int // positions of an input channel
 	outSize       int // O: positions of an output channel
 	kSize         int // K: positions of the kernel
 	chunk         int // output positions per im2col chunk
 	// direct: a 1×1 kernel with unit strides and no padding reads the
 	// input itself as its columns.
-	direct  bool
-	table   []int32 // offsets over every output position, when kept whole
-	scratch *convScratch
+	direct bool
+	// The last spatial axis: output and input positions, stride.
+	ow, iw, stride int
+	taps           []convTap
+	// tapOuter[kp·(k−1)+d] is kernel position kp's reach along spatial
+	// axis d < k−1: output position p there reads input position
+	// p·stride + tapOuter.
+	tapOuter []int
+	scratch  *convScratch
+	workers  int // for im2col, col2im and the depthwise sums
+	cols     convColsTask
+	wk       []convWorker
+	// dwRuns[row·K + kp]: a depthwise convolution's runs, the same for
+	// every image and channel, kept when there are at most convRunsMax.
+	dwRuns []convRun
 }
 
-func newConvGeom(op ir.Conv, x, w, y ir.Shape, scratch *convScratch) *convGeom {
+// A convTap is one kernel position's reach along the last spatial axis:
+// output position p reads input position p·stride + shift, which lies in
+// the input for p ∈ [lo, hi).
+type convTap struct {
+	lo, hi, shift int
+}
+
+func newConvGeom(op ir.Conv, x, w, y ir.Shape, scratch *convScratch, threads int) *convGeom {
 	g := &convGeom{op: op, n: x[0], c: x[1], m: w[0], in: x[2:], out: y[2:], kern: w[2:], scratch: scratch}
 	g.cg, g.mg = g.c/op.Group, g.m/op.Group
 	g.inSize, g.outSize, g.kSize = g.in.Size(), g.out.Size(), g.kern.Size()
+	g.inStrides = g.in.Strides()
 	rows := max(g.cg*g.kSize, 1)
 	g.chunk = min(g.outSize, max(64, convChunkFloats/rows))
+	k := len(g.in)
+	g.ow, g.iw, g.stride = g.out[k-1], g.in[k-1], op.Strides[k-1]
+	g.chunk = min(g.chunk, max(convRunsMax/max(g.kSize, 1)-1, 1)*g.ow)
 	g.direct = g.kSize == 1
 	for d := range g.in {
 		g.direct = g.direct && op.Strides[d] == 1 && op.Pads[d] == 0 && op.Pads[len(g.in)+d] == 0 && g.in[d] == g.out[d]
 	}
-	if !g.direct && g.kSize*g.outSize <= convOffsetsShared {
-		key := fmt.Sprint(g.in, g.out, g.kern, op.Strides, op.Pads, op.Dilations)
-		if g.table = scratch.tables[key]; g.table == nil {
-			g.table = make([]int32, g.kSize*g.outSize)
-			g.offsets(g.table, 0, g.outSize)
-			if scratch.tables == nil {
-				scratch.tables = map[string][]int32{}
+	g.taps = make([]convTap, g.kSize)
+	g.tapOuter = make([]int, g.kSize*(k-1))
+	kPos := make([]int, k)
+	for kp := range g.kSize {
+		unflattenInts(kp, g.kern, kPos)
+		for d := range k - 1 {
+			g.tapOuter[kp*(k-1)+d] = kPos[d]*op.Dilations[d] - op.Pads[d]
+		}
+		shift := kPos[k-1]*op.Dilations[k-1] - op.Pads[k-1]
+		// lo: the first p with p·stride + shift ≥ 0; hi: the first with
+		// p·stride + shift ≥ iw.
+		lo := min(ceilDivNonNeg(-shift, g.stride), g.ow)
+		hi := max(min(ceilDivNonNeg(g.iw-shift, g.stride), g.ow), lo)
+		g.taps[kp] = convTap{lo: lo, hi: hi, shift: shift}
+	}
+	// The column work is split over channels; the depthwise sums over
+	// images and groups (or groups alone, for the weights' gradient).
+	g.workers = max(workersFor(threads, g.n*g.m*g.outSize*g.kSize), 1)
+	g.cols.g = g
+	g.wk = make([]convWorker, g.workers)
+	for w := range g.wk {
+		g.wk[w].pos = make([]int, k-1)
+	}
+	if g.cg == 1 && !g.direct && g.outSize > 0 {
+		rows := g.outSize / g.ow
+		for w := range g.wk {
+			g.wk[w].tmp = make([]float32, g.ow)
+			if g.kSize*rows > convRunsMax {
+				g.wk[w].runs = make([]convRun, g.kSize)
 			}
-			scratch.tables[key] = g.table
+		}
+		if g.kSize*rows <= convRunsMax {
+			g.dwRuns = make([]convRun, g.kSize*rows)
+			pos := g.wk[0].pos
+			for row := range rows {
+				start := g.rowStart(row, pos)
+				for kp := range g.kSize {
+					g.dwRuns[row*g.kSize+kp] = g.run(pos, kp, start, start, start+g.ow)
+				}
+			}
 		}
 	}
 	return g
 }
 
-// offsets fills offs[kp·(o1−o0) + o−o0] with the input position kernel
-// position kp of output position o ∈ [o0, o1) reads, −1 in the padding.
-// They are the same for every image, group and channel.
-func (g *convGeom) offsets(offs []int32, o0, o1 int) {
-	k := len(g.in)
-	outPos := make([]int, k)
-	kPos := make([]int, k)
-	inStr := g.in.Strides()
-	width := o1 - o0
-	for kp := range g.kSize {
-		unflattenInts(kp, g.kern, kPos)
-		for o := o0; o < o1; o++ {
-			unflattenInts(o, g.out, outPos)
-			off := 0
-			for d := range k {
-				p := outPos[d]*g.op.Strides[d] - g.op.Pads[d] + kPos[d]*g.op.Dilations[d]
-				if p < 0 || p >= g.in[d] {
-					off = -1
-					break
-				}
-				off += p * inStr[d]
-			}
-			offs[kp*width+o-o0] = int32(off)
-		}
+// ceilDivNonNeg is ⌈a/b⌉ for b > 0, or 0 where that is negative.
+func ceilDivNonNeg(a, b int) int {
+	if a <= 0 {
+		return 0
 	}
-}
-
-// chunkOffsets are the offsets of output positions [o0, o1) and the
-// distance between kernel positions in them: a window of the whole table,
-// or computed into the scratch.
-func (g *convGeom) chunkOffsets(o0, o1 int) ([]int32, int) {
-	if g.table != nil {
-		return g.table[o0:], g.outSize
-	}
-	offs := g.scratch.getOffsets(g.kSize * (o1 - o0))
-	g.offsets(offs, o0, o1)
-	return offs, o1 - o0
-}
-
-// im2col fills col [cg·K, width] with the windows of a chunk of width
-// output positions over channels x [cg][inSize], offs and stride from
-// chunkOffsets.
-func (g *convGeom) im2col(col, x []float32, offs []int32, stride, width int) {
-	for ic := range g.cg {
-		xs := x[ic*g.inSize : (ic+1)*g.inSize]
-		for kp := range g.kSize {
-			row := col[(ic*g.kSize+kp)*width : (ic*g.kSize+kp+1)*width]
-			for j, off := range offs[kp*stride : kp*stride+width] {
-				if off >= 0 {
-					row[j] = xs[off]
-				} else {
-					row[j] = 0
-				}
-			}
-		}
-	}
-}
-
-// col2im adds col [cg·K, width] into the channels dx [cg][inSize] at the
-// windows' positions (im2col's arguments).
-func (g *convGeom) col2im(dx, col []float32, offs []int32, stride, width int) {
-	for ic := range g.cg {
-		xs := dx[ic*g.inSize : (ic+1)*g.inSize]
-		for kp := range g.kSize {
-			row := col[(ic*g.kSize+kp)*width : (ic*g.kSize+kp+1)*width]
-			for j, off := range offs[kp*stride : kp*stride+width] {
-				if off >= 0 {
-					xs[off] += row[j]
-				}
-			}
-		}
-	}
-}
-
-// A depthwise convolution (one input channel a group) sums only the K
-// products of each output: computed directly, without columns, whose
-// product would be one row a channel. y, w and x (dy, dx, dw) are the
-// group's; offs and stride come from chunkOffsets for [o0, o1).
-func (g *convGeom) depthwise(y, w, x []float32, offs []int32, stride, o0, o1 int) {
-	for oc := range g.mg {
-		row := y[oc*g.outSize+o0 : oc*g.outSize+o1]
-		for kp := range g.kSize {
-			wv := w[oc*g.kSize+kp]
-			for j, off := range offs[kp*stride : kp*stride+len(row)] {
-				if off >= 0 {
-					row[j] += wv * x[off]
-				}
-			}
-		}
-	}
-}
-
-func (g *convGeom) depthwiseGradInput(dx, w, dy []float32, offs []int32, stride, o0, o1 int) {
-	for oc := range g.mg {
-		row := dy[oc*g.outSize+o0 : oc*g.outSize+o1]
-		for kp := range g.kSize {
-			wv := w[oc*g.kSize+kp]
-			for j, off := range offs[kp*stride : kp*stride+len(row)] {
-				if off >= 0 {
-					dx[off] += wv * row[j]
-				}
-			}
-		}
-	}
-}
-
-func (g *convGeom) depthwiseGradWeight(dw, dy, x []float32, offs []int32, stride, o0, o1 int) {
-	for oc := range g.mg {
-		row := dy[oc*g.outSize+o0 : oc*g.outSize+o1]
-		for kp := range g.kSize {
-			var s float32
-			for j, off := range offs[kp*stride : kp*stride+len(row)] {
-				if off >= 0 {
-					s += row[j] * x[off]
-				}
-			}
-			dw[oc*g.kSize+kp] += s
-		}
-	}
+	return (a + b - 1) / b
 }
 
 // empty reports whether the products are of empty matrices (no input
@@ -233,19 +175,294 @@ func unflattenInts(i int, s ir.Shape, pos []int) {
 	}
 }
 
+// A convRun is the output positions [a, b) of one output row for one
+// kernel position: [va, vb) of them read the input at x0, x0+stride, …
+// (positions in an input channel), the rest read padding.
+type convRun struct {
+	a, b, va, vb, x0 int
+}
+
+// rowStart sets pos to the input positions that output row row reads at
+// kernel offset 0 along the axes but the last (output position ×
+// stride), and returns the row's first output position.
+func (g *convGeom) rowStart(row int, pos []int) int {
+	q := row
+	for d := len(pos) - 1; d >= 0; d-- {
+		pos[d] = q % g.out[d] * g.op.Strides[d]
+		q /= g.out[d]
+	}
+	return row * g.ow
+}
+
+// run is the run of kernel position kp over output positions [a, b) of
+// the row that starts at start, pos from rowStart.
+func (g *convGeom) run(pos []int, kp, start, a, b int) convRun {
+	r := convRun{a: a, b: b, va: a, vb: a}
+	outer := g.tapOuter[kp*len(pos) : (kp+1)*len(pos)]
+	base := 0
+	for d, p := range pos {
+		p += outer[d]
+		if p < 0 || p >= g.in[d] {
+			return r
+		}
+		base += p * g.inStrides[d]
+	}
+	t := g.taps[kp]
+	r.va = min(max(start+t.lo, a), b)
+	r.vb = min(max(start+t.hi, r.va), b)
+	r.x0 = base + (r.va-start)*g.stride + t.shift
+	return r
+}
+
+// A convWorker is one worker's buffers: rowStart's positions, and for a
+// depthwise convolution its products of a run and the runs of a row
+// (where they are not all kept).
+type convWorker struct {
+	pos  []int
+	tmp  []float32
+	runs []convRun
+}
+
+// A convPlan is how one chunk's columns are filled from an input channel,
+// the same for every channel: for kernel position kp, the moves
+// moves[movesAt[kp]:movesAt[kp+1]] and the zero-fills
+// zeros[zerosAt[kp]:zerosAt[kp+1]] of its column row. The runs of
+// consecutive output rows that read the input as one arithmetic sequence
+// (stride 1 with as many output as input positions a row, as with "same"
+// padding) are one move, which also crosses the padding between them: the
+// zero-fills come after the moves in im2col, and before them (on the
+// columns) in col2im, which adds only what the moves name.
+type convPlan struct {
+	moves            []convMove
+	zeros            []convZero
+	movesAt, zerosAt []int
+}
+
+// A convMove is n column elements from col on, read from the input
+// channel at x, x+stride, ….
+type convMove struct{ col, x, n int }
+
+// A convZero is n column elements of padding from col on.
+type convZero struct{ col, n int }
+
+// chunkPlan is the plan of output positions [o0, o1), kept in the scratch
+// for the next image or group.
+func (g *convGeom) chunkPlan(o0, o1 int) *convPlan {
+	s := g.scratch
+	p := &s.plan
+	if s.owner == g && s.o0 == o0 && s.o1 == o1 {
+		return p
+	}
+	s.owner, s.o0, s.o1 = g, o0, o1
+	p.moves, p.zeros = p.moves[:0], p.zeros[:0]
+	p.movesAt, p.zerosAt = append(p.movesAt[:0], 0), append(p.zerosAt[:0], 0)
+	pos := g.wk[0].pos
+	for kp := range g.kSize {
+		move, zero := len(p.moves), len(p.zeros)
+		for a := o0; a < o1; {
+			start := g.rowStart(a/g.ow, pos)
+			r := g.run(pos, kp, start, a, min(o1, start+g.ow))
+			a = r.b
+			p.zeros = addZero(p.zeros, zero, r.a-o0, r.va-r.a)
+			p.zeros = addZero(p.zeros, zero, r.vb-o0, r.b-r.vb)
+			if r.va == r.vb {
+				continue
+			}
+			m := convMove{col: r.va - o0, x: r.x0, n: r.vb - r.va}
+			if last := len(p.moves) - 1; last >= move {
+				if l := &p.moves[last]; m.x-l.x == (m.col-l.col)*g.stride {
+					l.n = m.col + m.n - l.col
+					continue
+				}
+			}
+			p.moves = append(p.moves, m)
+		}
+		p.movesAt, p.zerosAt = append(p.movesAt, len(p.moves)), append(p.zerosAt, len(p.zeros))
+	}
+	return p
+}
+
+// addZero appends the zero-fill of n elements from col, joined to the
+// last one from first on where they meet.
+func addZero(zeros []convZero, first, col, n int) []convZero {
+	if n == 0 {
+		return zeros
+	}
+	if last := len(zeros) - 1; last >= first && zeros[last].col+zeros[last].n == col {
+		zeros[last].n += n
+		return zeros
+	}
+	return append(zeros, convZero{col, n})
+}
+
+// convColsTask is im2col or col2im over channels [lo, hi) of a split.
+type convColsTask struct {
+	g       *convGeom
+	col, x  []float32
+	width   int
+	plan    *convPlan
+	scatter bool // col2im
+}
+
+func (t *convColsTask) Run(worker, workers int) {
+	lo, hi := kernels.Split(t.g.cg, worker, workers, 1)
+	if t.scatter {
+		t.g.col2imChannels(t.x, t.col, t.width, lo, hi, t.plan)
+	} else {
+		t.g.im2colChannels(t.col, t.x, t.width, lo, hi, t.plan)
+	}
+}
+
+// im2col fills col [cg·K, o1−o0] with the windows of output positions
+// [o0, o1) over channels x [cg][inSize].
+func (g *convGeom) im2col(col, x []float32, o0, o1 int) {
+	t := &g.cols
+	t.col, t.x, t.width, t.scatter = col, x, o1-o0, false
+	t.plan = g.chunkPlan(o0, o1)
+	kernels.Parallel(g.colWorkers(o1-o0), t)
+}
+
+// col2im adds col [cg·K, o1−o0] into the channels dx [cg][inSize] at the
+// windows' positions (im2col's arguments). It clears col's padding.
+func (g *convGeom) col2im(dx, col []float32, o0, o1 int) {
+	t := &g.cols
+	t.col, t.x, t.width, t.scatter = col, dx, o1-o0, true
+	t.plan = g.chunkPlan(o0, o1)
+	kernels.Parallel(g.colWorkers(o1-o0), t)
+}
+
+// colWorkers is how many workers share the columns of a chunk of width
+// output positions: they are split by channel, each channel's elements
+// handled exactly as by one worker.
+func (g *convGeom) colWorkers(width int) int {
+	return min(workersFor(g.workers, g.cg*g.kSize*width), g.cg)
+}
+
+// im2colChannels fills the rows of channels [c0, c1) of col (width
+// columns) from x by the plan, a column row at a time.
+func (g *convGeom) im2colChannels(col, x []float32, width, c0, c1 int, p *convPlan) {
+	for ic := c0; ic < c1; ic++ {
+		xs := x[ic*g.inSize : (ic+1)*g.inSize]
+		for kp := range g.kSize {
+			dst := col[(ic*g.kSize+kp)*width : (ic*g.kSize+kp+1)*width]
+			for _, m := range p.moves[p.movesAt[kp]:p.movesAt[kp+1]] {
+				gather(dst[m.col:m.col+m.n], xs, m.x, g.stride)
+			}
+			for _, z := range p.zeros[p.zerosAt[kp]:p.zerosAt[kp+1]] {
+				zero(dst[z.col : z.col+z.n])
+			}
+		}
+	}
+}
+
+// col2imChannels adds the rows of channels [c0, c1) of col into dx by the
+// plan (im2colChannels' arguments), clearing their padding first.
+func (g *convGeom) col2imChannels(dx, col []float32, width, c0, c1 int, p *convPlan) {
+	for ic := c0; ic < c1; ic++ {
+		xs := dx[ic*g.inSize : (ic+1)*g.inSize]
+		for kp := range g.kSize {
+			src := col[(ic*g.kSize+kp)*width : (ic*g.kSize+kp+1)*width]
+			for _, z := range p.zeros[p.zerosAt[kp]:p.zerosAt[kp+1]] {
+				zero(src[z.col : z.col+z.n])
+			}
+			for _, m := range p.moves[p.movesAt[kp]:p.movesAt[kp+1]] {
+				scatterAdd(xs, m.x, g.stride, src[m.col:m.col+m.n])
+			}
+		}
+	}
+}
+
+// shortRun is the run length below which a loop beats a call of copy,
+// clear or the vector add.
+const shortRun = 16
+
+// zero clears dst, which is mostly a few elements of padding.
+func zero(dst []float32) {
+	if len(dst) >= shortRun {
+		clear(dst)
+		return
+	}
+	for j := range dst {
+		dst[j] = 0
+	}
+}
+
+// gather sets dst[j] = src[x0 + j·stride].
+func gather(dst, src []float32, x0, stride int) {
+	if len(dst) == 0 {
+		return
+	}
+	if stride == 1 {
+		s := src[x0 : x0+len(dst)]
+		if len(dst) >= shortRun {
+			copy(dst, s)
+			return
+		}
+		for j := range dst {
+			dst[j] = s[j]
+		}
+		return
+	}
+	src = src[x0 : x0+(len(dst)-1)*stride+1]
+	for j, i := 0, 0; j < len(dst); j, i = j+1, i+stride {
+		dst[j] = src[i]
+	}
+}
+
+// scatterAdd adds src[j] to dst[x0 + j·stride].
+func scatterAdd(dst []float32, x0, stride int, src []float32) {
+	if len(src) == 0 {
+		return
+	}
+	if stride == 1 {
+		d := dst[x0 : x0+len(src)]
+		if len(src) >= shortRun {
+			kernels.AddF32(d, d, src)
+			return
+		}
+		for j, v := range src {
+			d[j] += v
+		}
+		return
+	}
+	dst = dst[x0 : x0+(len(src)-1)*stride+1]
+	i := 0
+	for _, v := range src {
+		dst[i] += v
+		i += stride
+	}
+}
+
+// convBias is the GEMM epilogue that adds each output channel's bias to
+// its row of the product.
+type convBias struct {
+	b, c []float32
+	ldc  int
+}
+
+func (e *convBias) Finish(i0, i1, j0, j1 int) {
+	for i := i0; i < i1; i++ {
+		row := e.c[i*e.ldc+j0 : i*e.ldc+j1]
+		kernels.AddScalarF32(row, e.b[i], row)
+	}
+}
+
 // convKernel computes Conv: y = conv(x, w) + bias.
 type convKernel struct {
 	g          *convGeom
 	threads    int
 	x, w, b, y []float32
+	bias       convBias
+	dw         depthwiseTask
 }
 
 func newConvKernel(threads int, scratch *convScratch, op *ir.Conv, in, out []*ir.Tensor) kernel {
-	k := &convKernel{g: newConvGeom(*op, in[0].Shape(), in[1].Shape(), out[0].Shape(), scratch), threads: threads,
+	k := &convKernel{g: newConvGeom(*op, in[0].Shape(), in[1].Shape(), out[0].Shape(), scratch, threads), threads: threads,
 		x: in[0].Float32s(), w: in[1].Float32s(), y: out[0].Float32s()}
 	if len(in) > 2 && in[2] != nil {
 		k.b = in[2].Float32s()
 	}
+	k.dw = depthwiseTask{g: k.g, kind: depthwiseForward, y: k.y, w: k.w, x: k.x, b: k.b}
 	return k
 }
 
@@ -263,38 +480,33 @@ func (k *convKernel) run() error {
 		}
 		return nil
 	}
+	if g.cg == 1 && !g.direct {
+		k.dw.run()
+		return nil
+	}
+	var epi kernels.GemmEpilogue
+	if k.b != nil {
+		epi = &k.bias
+	}
 	for n := range g.n {
 		for grp := range g.op.Group {
 			x := k.x[(n*g.c+grp*g.cg)*g.inSize:]
 			w := k.w[grp*g.mg*rows:]
 			y := k.y[(n*g.m+grp*g.mg)*g.outSize:]
-			beta := float32(0)
 			if k.b != nil {
-				for oc := range g.mg {
-					row := y[oc*g.outSize : (oc+1)*g.outSize]
-					for i := range row {
-						row[i] = k.b[grp*g.mg+oc]
-					}
-				}
-				beta = 1
+				k.bias.b = k.b[grp*g.mg : (grp+1)*g.mg]
 			}
 			if g.direct {
-				kernels.Sgemm(k.threads, false, false, g.mg, g.outSize, rows, 1, w, rows, x, g.inSize, beta, y, g.outSize)
+				k.bias.c, k.bias.ldc = y, g.outSize
+				kernels.SgemmEpilogue(k.threads, false, false, g.mg, g.outSize, rows, 1, w, rows, x, g.inSize, 0, y, g.outSize, epi)
 				continue
-			}
-			if g.cg == 1 && beta == 0 {
-				clear(y[:g.mg*g.outSize])
 			}
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
-				offs, stride := g.chunkOffsets(o0, o1)
-				if g.cg == 1 {
-					g.depthwise(y, w, x, offs, stride, o0, o1)
-					continue
-				}
 				col := g.scratch.get(rows * (o1 - o0))
-				g.im2col(col, x, offs, stride, o1-o0)
-				kernels.Sgemm(k.threads, false, false, g.mg, o1-o0, rows, 1, w, rows, col, o1-o0, beta, y[o0:], g.outSize)
+				g.im2col(col, x, o0, o1)
+				k.bias.c, k.bias.ldc = y[o0:], g.outSize
+				kernels.SgemmEpilogue(k.threads, false, false, g.mg, o1-o0, rows, 1, w, rows, col, o1-o0, 0, y[o0:], g.outSize, epi)
 			}
 		}
 	}
@@ -307,11 +519,14 @@ type convGradInputKernel struct {
 	g         *convGeom
 	threads   int
 	dy, w, dx []float32
+	dw        depthwiseTask
 }
 
 func newConvGradInputKernel(threads int, scratch *convScratch, op *ir.ConvGradInput, in, out []*ir.Tensor) kernel {
-	return &convGradInputKernel{g: newConvGeom(op.Conv, op.InputShape, in[1].Shape(), in[0].Shape(), scratch), threads: threads,
+	k := &convGradInputKernel{g: newConvGeom(op.Conv, op.InputShape, in[1].Shape(), in[0].Shape(), scratch, threads), threads: threads,
 		dy: in[0].Float32s(), w: in[1].Float32s(), dx: out[0].Float32s()}
+	k.dw = depthwiseTask{g: k.g, kind: depthwiseGradInput, y: k.dy, w: k.w, x: k.dx}
+	return k
 }
 
 func (k *convGradInputKernel) run() error {
@@ -319,6 +534,10 @@ func (k *convGradInputKernel) run() error {
 	rows := g.cg * g.kSize
 	if g.empty() {
 		clear(k.dx) // no output depends on the input
+		return nil
+	}
+	if g.cg == 1 && !g.direct {
+		k.dw.run()
 		return nil
 	}
 	if !g.direct {
@@ -335,14 +554,9 @@ func (k *convGradInputKernel) run() error {
 			}
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
-				offs, stride := g.chunkOffsets(o0, o1)
-				if g.cg == 1 {
-					g.depthwiseGradInput(dx, w, dy, offs, stride, o0, o1)
-					continue
-				}
 				col := g.scratch.get(rows * (o1 - o0))
 				kernels.Sgemm(k.threads, true, false, rows, o1-o0, g.mg, 1, w, rows, dy[o0:], g.outSize, 0, col, o1-o0)
-				g.col2im(dx, col, offs, stride, o1-o0)
+				g.col2im(dx, col, o0, o1)
 			}
 		}
 	}
@@ -355,11 +569,14 @@ type convGradWeightKernel struct {
 	g         *convGeom
 	threads   int
 	dy, x, dw []float32
+	dwTask    depthwiseTask
 }
 
 func newConvGradWeightKernel(threads int, scratch *convScratch, op *ir.ConvGradWeight, in, out []*ir.Tensor) kernel {
-	return &convGradWeightKernel{g: newConvGeom(op.Conv, in[1].Shape(), op.WeightShape, in[0].Shape(), scratch), threads: threads,
+	k := &convGradWeightKernel{g: newConvGeom(op.Conv, in[1].Shape(), op.WeightShape, in[0].Shape(), scratch, threads), threads: threads,
 		dy: in[0].Float32s(), x: in[1].Float32s(), dw: out[0].Float32s()}
+	k.dwTask = depthwiseTask{g: k.g, kind: depthwiseGradWeight, y: k.dy, w: k.dw, x: k.x}
+	return k
 }
 
 func (k *convGradWeightKernel) run() error {
@@ -367,6 +584,10 @@ func (k *convGradWeightKernel) run() error {
 	rows := g.cg * g.kSize
 	if g.empty() {
 		clear(k.dw) // no output depends on the weights
+		return nil
+	}
+	if g.cg == 1 && !g.direct {
+		k.dwTask.run()
 		return nil
 	}
 	for grp := range g.op.Group {
@@ -382,22 +603,13 @@ func (k *convGradWeightKernel) run() error {
 			}
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
-				offs, stride := g.chunkOffsets(o0, o1)
-				if g.cg == 1 {
-					if beta == 0 {
-						clear(dw)
-					}
-					g.depthwiseGradWeight(dw, dy, x, offs, stride, o0, o1)
-					beta = 1
-					continue
-				}
 				col := g.scratch.get(rows * (o1 - o0))
-				g.im2col(col, x, offs, stride, o1-o0)
+				g.im2col(col, x, o0, o1)
 				kernels.Sgemm(k.threads, false, true, g.mg, rows, o1-o0, 1, dy[o0:], g.outSize, col, o1-o0, beta, dw, rows)
 				beta = 1
 			}
 		}
-		if beta == 0 { // no images or no output positions
+		if beta == 0 { // no images
 			clear(dw)
 		}
 	}
