@@ -470,16 +470,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rq *request,
 	mu.Lock()
 	defer mu.Unlock()
 	if err != nil {
-		if !started {
-			s.fail(w, r, rq.model, err)
-			return
-		}
-		he := classify(err)
-		if r.Context().Err() != nil {
-			he = &httpError{499, "client_closed", "the client went away"}
-		}
-		s.metrics.request(rq.model, he.status)
-		send(map[string]apiError{"error": {Message: he.msg, Type: he.kind}})
+		s.streamFailed(w, r, rq.model, err, started, send)
 		return
 	}
 	u, _ := s.totals(rq, jobs, start)

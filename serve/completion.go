@@ -605,16 +605,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, rq *request, id 
 	mu.Lock()
 	defer mu.Unlock()
 	if err != nil {
-		if !started {
-			s.fail(w, r, rq.model, err)
-			return
-		}
-		he := classify(err)
-		if r.Context().Err() != nil {
-			he = &httpError{499, "client_closed", "the client went away"}
-		}
-		s.metrics.request(rq.model, he.status)
-		send(map[string]apiError{"error": {Message: he.msg, Type: he.kind}})
+		s.streamFailed(w, r, rq.model, err, started, send)
 		return
 	}
 	startStream()
@@ -637,4 +628,20 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, rq *request, id 
 	if flusher != nil {
 		flusher.Flush()
 	}
+}
+
+// streamFailed answers a stream's error: an ordinary error answer before
+// its first event, else a last event holding the error (499 in the
+// metrics when the client went away).
+func (s *Server) streamFailed(w http.ResponseWriter, r *http.Request, model string, err error, started bool, send func(any) error) {
+	if !started {
+		s.fail(w, r, model, err)
+		return
+	}
+	he := classify(err)
+	if r.Context().Err() != nil {
+		he = &httpError{499, "client_closed", "the client went away"}
+	}
+	s.metrics.request(model, he.status)
+	send(map[string]apiError{"error": {Message: he.msg, Type: he.kind}})
 }
