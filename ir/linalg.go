@@ -243,7 +243,7 @@ func (op *Gemm) Eval(in, out []*Tensor) error {
 // the ellipsis, so each operand and the output are lists of single-letter
 // labels (Inputs[i] has one label per dimension of input i); labels that
 // are not in Output are summed over; a label repeated within an operand
-// takes its diagonal.
+// takes its diagonal; Output names each of its labels once.
 type Einsum struct {
 	Equation string // as written, for messages
 	Inputs   []string
@@ -312,6 +312,9 @@ func ParseEinsum(eq string, ranks []int) (*Einsum, error) {
 		op.Inputs = append(op.Inputs, e)
 	}
 	if explicit {
+		if ellRank > 0 && !strings.Contains(rhs, "...") {
+			return nil, fmt.Errorf("einsum %q: the operands have ellipsis dimensions but the output has no \"...\" for them", eq)
+		}
 		o, err := expand(rhs, -1)
 		if err != nil {
 			return nil, err
@@ -374,6 +377,9 @@ func (op *Einsum) Infer(in []Type) ([]Type, error) {
 	}
 	if !in[0].DType.computable() {
 		return nil, fmt.Errorf("einsum on %s is not supported", in[0].DType)
+	}
+	if hasRepeatedLabel(op.Output) {
+		return nil, fmt.Errorf("einsum %q: the output repeats a label", op.Equation)
 	}
 	shape := Shape{}
 	for _, r := range op.Output {
@@ -484,71 +490,244 @@ func identity(dt DType, n int) *Tensor {
 	return Convert(t, dt)
 }
 
+// maxEinsumSteps bounds the multiply-adds one Einsum evaluation may take
+// (about as many as a 1600×1600×1600 MatMul), so that a small file cannot
+// keep import's constant folding or the reference busy for hours.
+const maxEinsumSteps = 1 << 32
+
+// Eval contracts the operands the way lowerEinsum does, so that its work
+// is bounded by the intermediate results rather than by the product of
+// every label's size: each operand first takes its diagonals and sums the
+// labels nothing else reads, then operands are contracted two at a time,
+// the pair with the smallest result first, and the last term is arranged
+// in the output's order. Floats are computed in float64; integers in int64,
+// wrapping like the integer types themselves.
 func (op *Einsum) Eval(in, out []*Tensor) error {
 	if done, err := widenNarrow(in, out, op.Eval); done {
 		return err
 	}
-	size, err := op.sizes(typesOf(in))
-	if err != nil {
+	if _, err := op.Infer(typesOf(in)); err != nil {
 		return err
 	}
-	// All labels: output labels first, then summed ones.
-	labels := []rune(op.Output)
-	for _, t := range op.Inputs {
-		for _, r := range t {
-			if !strings.ContainsRune(string(labels), r) {
-				labels = append(labels, r)
+	if out[0].dtype.IsFloat() {
+		vals := func(t *Tensor) []float64 { return Convert(t, Float64).Float64s() }
+		res, err := einsumEval(op, in, vals)
+		if err == nil {
+			storeNumbers(out[0], res)
+		}
+		return err
+	}
+	vals := func(t *Tensor) []int64 {
+		v := make([]int64, t.Len())
+		for i := range v {
+			v[i] = t.Int64At(i)
+		}
+		return v
+	}
+	res, err := einsumEval(op, in, vals)
+	for i, v := range res {
+		storeInt(out[0], i, v, false, RoundUp)
+	}
+	return err
+}
+
+// einsumTerm is an operand or intermediate result of an einsum: vals laid
+// out row-major over dims, one label per axis (a label may repeat, and an
+// axis of size 1 broadcasts against its label's size).
+type einsumTerm[T float64 | int64] struct {
+	vals   []T
+	labels string
+	dims   []int
+}
+
+// einsumLabelDim is the size of label r over the terms: that of its axes
+// there, or 1 where every axis labelled r broadcasts (or none has it).
+func einsumLabelDim[T float64 | int64](ts []einsumTerm[T], r byte) int {
+	for _, t := range ts {
+		for d := range len(t.labels) {
+			if t.labels[d] == r && t.dims[d] != 1 {
+				return t.dims[d]
 			}
 		}
 	}
-	pos := map[rune]int{}
-	for i, r := range labels {
-		pos[r] = i
+	return 1
+}
+
+func einsumEval[T float64 | int64](op *Einsum, in []*Tensor, vals func(*Tensor) []T) ([]T, error) {
+	terms := make([]einsumTerm[T], len(in))
+	for i, t := range in {
+		terms[i] = einsumTerm[T]{vals(t), op.Inputs[i], t.shape}
 	}
-	dims := make([]int, len(labels))
-	for i, r := range labels {
-		dims[i] = size[r]
+	steps := 0
+	contract := func(ts []einsumTerm[T], keep string, keepDims []int) (einsumTerm[T], error) {
+		var sum string
+		var sumDims []int
+		for _, t := range ts {
+			for _, r := range []byte(t.labels) {
+				if strings.IndexByte(keep, r) < 0 && strings.IndexByte(sum, r) < 0 {
+					sum += string(r)
+					sumDims = append(sumDims, einsumLabelDim(ts, r))
+				}
+			}
+		}
+		if err := checkShape(Shape(keepDims), 8, maxTensorBytes); err != nil {
+			return einsumTerm[T]{}, fmt.Errorf("einsum %q: an intermediate result: %w", op.Equation, err)
+		}
+		n, ok := mulBounded(append(slices.Clone(keepDims), sumDims...), maxEinsumSteps-steps)
+		if !ok {
+			return einsumTerm[T]{}, fmt.Errorf("einsum %q needs more than %d multiply-adds, the limit for one evaluation", op.Equation, maxEinsumSteps)
+		}
+		steps += n
+		return einsumTerm[T]{einsumContract(ts, keep+sum, append(slices.Clone(keepDims), sumDims...), len(keep)), keep, keepDims}, nil
 	}
-	// strides[k][l]: how far operand k moves when label l advances.
-	strides := make([][]int, len(in))
-	vals := make([][]float64, len(in))
-	for k, t := range in {
+	// needed reports whether label r is read outside terms[i] and terms[j]
+	// (j < 0: outside terms[i] only): by the output or another term.
+	needed := func(r byte, i, j int) bool {
+		if strings.IndexByte(op.Output, r) >= 0 {
+			return true
+		}
+		for k, t := range terms {
+			if k != i && k != j && strings.IndexByte(t.labels, r) >= 0 {
+				return true
+			}
+		}
+		return false
+	}
+	// kept lists the labels of ts read outside terms[i] and terms[j], once
+	// each, with their sizes.
+	kept := func(ts []einsumTerm[T], i, j int) (string, []int) {
+		var keep string
+		var dims []int
+		for _, t := range ts {
+			for _, r := range []byte(t.labels) {
+				if strings.IndexByte(keep, r) < 0 && needed(r, i, j) {
+					keep += string(r)
+					dims = append(dims, einsumLabelDim(ts, r))
+				}
+			}
+		}
+		return keep, dims
+	}
+	for i := range terms {
+		keep, dims := kept(terms[i:i+1], i, -1)
+		if keep == terms[i].labels {
+			continue // no diagonal to take, nothing to sum
+		}
+		t, err := contract(terms[i:i+1], keep, dims)
+		if err != nil {
+			return nil, err
+		}
+		terms[i] = t
+	}
+	for len(terms) > 1 {
+		x, y, best := 0, 1, -1.0
+		for i := range terms {
+			for j := i + 1; j < len(terms); j++ {
+				_, dims := kept([]einsumTerm[T]{terms[i], terms[j]}, i, j)
+				n := 1.0
+				for _, d := range dims {
+					n *= float64(d)
+				}
+				if best < 0 || n < best {
+					x, y, best = i, j, n
+				}
+			}
+		}
+		pair := []einsumTerm[T]{terms[x], terms[y]}
+		keep, dims := kept(pair, x, y)
+		t, err := contract(pair, keep, dims)
+		if err != nil {
+			return nil, err
+		}
+		terms[x] = t
+		terms = slices.Delete(terms, y, y+1)
+	}
+	if len(terms) == 0 {
+		return nil, fmt.Errorf("einsum %q has no operands", op.Equation)
+	}
+	size, err := op.sizes(typesOf(in))
+	if err != nil {
+		return nil, err
+	}
+	outDims := make([]int, len(op.Output))
+	for i, r := range []byte(op.Output) {
+		outDims[i] = size[rune(r)]
+	}
+	last := terms[0]
+	if last.labels == op.Output && slices.Equal(last.dims, outDims) {
+		return last.vals, nil
+	}
+	t, err := contract(terms, op.Output, outDims)
+	return t.vals, err
+}
+
+// mulBounded returns the product of dims when it is at most limit.
+func mulBounded(dims []int, limit int) (int, bool) {
+	n := 1
+	for _, d := range dims {
+		if d == 0 {
+			return 0, true
+		}
+	}
+	for _, d := range dims {
+		if d > limit/n {
+			return 0, false
+		}
+		n *= d
+	}
+	return n, true
+}
+
+// einsumContract is, over the labels' dims (the first nKeep labels the
+// result's axes, the rest summed):
+//
+//	for every index o of the result and s of the summed labels:
+//		res[o] += Π_k ts[k].vals[the element of ts[k] at (o, s)]
+//
+// where a term's axis of size 1 stays at 0 and a label repeated within a
+// term indexes each of its axes alike (its diagonal).
+func einsumContract[T float64 | int64](ts []einsumTerm[T], labels string, dims []int, nKeep int) []T {
+	res := make([]T, Shape(dims[:nKeep]).Size())
+	inner := Shape(dims[nKeep:]).Size()
+	if len(res) == 0 || inner == 0 {
+		return res
+	}
+	// strides[k][l]: how far term k moves when label l advances.
+	strides := make([][]int, len(ts))
+	for k, t := range ts {
 		strides[k] = make([]int, len(labels))
-		st := t.shape.Strides()
-		for d, r := range op.Inputs[k] {
-			if t.shape[d] != 1 {
-				strides[k][pos[r]] += st[d]
+		st := Shape(t.dims).Strides()
+		for d, r := range []byte(t.labels) {
+			if t.dims[d] != 1 {
+				strides[k][strings.IndexByte(labels, r)] += st[d]
 			}
 		}
-		vals[k] = Convert(t, Float64).Float64s()
 	}
-	nOut := len(op.Output)
-	res := make([]float64, out[0].Len())
-	total := Shape(dims).Size()
 	idx := make([]int, len(labels))
-	outStrides := Shape(dims[:nOut]).Strides()
-	for range total {
-		p := 1.0
-		for k := range in {
-			off := 0
-			for l, i := range idx {
-				off += i * strides[k][l]
+	offs := make([]int, len(ts))
+	for o := range res {
+		var acc T
+		for range inner {
+			p := T(1)
+			for k, t := range ts {
+				p *= t.vals[offs[k]]
 			}
-			p *= vals[k][off]
-		}
-		o := 0
-		for l := range nOut {
-			o += idx[l] * outStrides[l]
-		}
-		res[o] += p
-		for l := len(idx) - 1; l >= 0; l-- {
-			idx[l]++
-			if idx[l] < dims[l] {
-				break
+			acc += p
+			for l := len(idx) - 1; l >= 0; l-- {
+				idx[l]++
+				for k := range offs {
+					offs[k] += strides[k][l]
+				}
+				if idx[l] < dims[l] {
+					break
+				}
+				for k := range offs {
+					offs[k] -= strides[k][l] * dims[l]
+				}
+				idx[l] = 0
 			}
-			idx[l] = 0
 		}
+		res[o] = acc
 	}
-	storeNumbers(out[0], res)
-	return nil
+	return res
 }

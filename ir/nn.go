@@ -40,9 +40,9 @@ func (op *Conv) Infer(in []Type) ([]Type, error) {
 	}
 	out := Shape{x.Shape[0], w.Shape[0]}
 	for d := range k {
-		n := windowCount(x.Shape[2+d], w.Shape[2+d], op.Strides[d], op.Dilations[d], op.Pads[d], op.Pads[k+d], false)
-		if n < 0 {
-			return nil, fmt.Errorf("kernel %v larger than padded input %v", w.Shape[2:], x.Shape[2:])
+		n, err := windowCount(x.Shape[2+d], w.Shape[2+d], op.Strides[d], op.Dilations[d], op.Pads[d], op.Pads[k+d], false)
+		if err != nil {
+			return nil, fmt.Errorf("kernel %v over input %v (strides %v, dilations %v, pads %v), spatial axis %d: %w", w.Shape[2:], x.Shape[2:], op.Strides, op.Dilations, op.Pads, d, err)
 		}
 		out = append(out, n)
 	}
@@ -52,24 +52,56 @@ func (op *Conv) Infer(in []Type) ([]Type, error) {
 // windowCount is the number of output positions along one spatial axis:
 // floor (or ceil) of (in + padBegin + padEnd - span)/stride + 1, where
 // span = dilation·(kernel-1)+1; in ceil mode a window that would start in
-// the end padding is dropped.
-func windowCount(in, kernel, stride, dilation, padBegin, padEnd int, ceil bool) int {
+// the end padding is dropped. It refuses a window longer than the padded
+// input, and geometry whose arithmetic overflows an int (a dilation of
+// 2⁶² over a kernel of 5, say) rather than let positions wrap.
+func windowCount(in, kernel, stride, dilation, padBegin, padEnd int, ceil bool) (int, error) {
 	if stride < 1 || dilation < 1 || kernel < 1 {
-		return -1
+		return 0, fmt.Errorf("kernel %d, stride %d and dilation %d, want positive values", kernel, stride, dilation)
 	}
-	span := dilation*(kernel-1) + 1
-	total := in + padBegin + padEnd - span
-	if total < 0 {
-		return -1
+	span, ok := windowSpan(kernel, dilation)
+	if !ok {
+		return 0, fmt.Errorf("dilation %d over a kernel of %d spans more than an int holds", dilation, kernel)
 	}
+	padded, ok := addInts(in, padBegin, padEnd)
+	if !ok {
+		return 0, fmt.Errorf("input length %d with pads %d and %d is more than an int holds", in, padBegin, padEnd)
+	}
+	if padded < span {
+		return 0, fmt.Errorf("window of %d (kernel %d, dilation %d) longer than the padded input %d", span, kernel, dilation, padded)
+	}
+	total := padded - span
 	n := total/stride + 1
 	if ceil && total%stride != 0 {
-		n++
-		if (n-1)*stride >= in+padBegin {
-			n--
+		// One more window, starting at n·stride, unless that is in the
+		// end padding: n·stride >= in+padBegin.
+		end, ok := addInts(in, padBegin)
+		if !ok || end > 0 && n <= (end-1)/stride {
+			n++
 		}
 	}
-	return n
+	return n, nil
+}
+
+// windowSpan is dilation·(kernel-1)+1, the extent of a dilated window,
+// and false where that overflows an int.
+func windowSpan(kernel, dilation int) (int, bool) {
+	if kernel < 1 || dilation < 1 || kernel-1 > (math.MaxInt-1)/dilation {
+		return 0, false
+	}
+	return dilation*(kernel-1) + 1, true
+}
+
+// addInts is the sum of v, and false where it overflows an int.
+func addInts(v ...int) (int, bool) {
+	s := 0
+	for _, x := range v {
+		if x > 0 && s > math.MaxInt-x || x < 0 && s < math.MinInt-x {
+			return 0, false
+		}
+		s += x
+	}
+	return s, true
 }
 
 func (op *Conv) Eval(in, out []*Tensor) error {
@@ -174,9 +206,9 @@ func (op *Pool) Infer(in []Type) ([]Type, error) {
 	}
 	out := Shape{x.Shape[0], x.Shape[1]}
 	for d := range k {
-		n := windowCount(x.Shape[2+d], op.Kernel[d], op.Strides[d], op.Dilations[d], op.Pads[d], op.Pads[k+d], op.CeilMode)
-		if n < 0 {
-			return nil, fmt.Errorf("kernel %v larger than padded input %v", op.Kernel, x.Shape[2:])
+		n, err := windowCount(x.Shape[2+d], op.Kernel[d], op.Strides[d], op.Dilations[d], op.Pads[d], op.Pads[k+d], op.CeilMode)
+		if err != nil {
+			return nil, fmt.Errorf("kernel %v over input %v (strides %v, dilations %v, pads %v), spatial axis %d: %w", op.Kernel, x.Shape[2:], op.Strides, op.Dilations, op.Pads, d, err)
 		}
 		out = append(out, n)
 	}

@@ -52,8 +52,18 @@ func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 	if err := checkShape(outFull, x.DType.Size(), maxTensorBytes); err != nil {
 		return nil, fmt.Errorf("output %v: %w", outFull, err)
 	}
-	y, err := im.emit1(&ConvGradInput{Conv: conv, InputShape: outFull}, x, w)
-	if err != nil {
+	var y *Value
+	if x.Shape[2:].Size() == 0 {
+		// No input position, so no window of the convolution this is the
+		// gradient of: every output is zero, before the bias.
+		if x.DType != w.DType || !isFloat(x.DType) {
+			return nil, fmt.Errorf("input and weights are %s and %s, want one float type", x.DType, w.DType)
+		}
+		if err := checkShape(outFull, x.DType.Size(), maxFoldBytes); err != nil {
+			return nil, fmt.Errorf("output %v of an empty input: %w", outFull, err)
+		}
+		y = im.constant(NewTensor(x.DType, outFull))
+	} else if y, err = im.emit1(&ConvGradInput{Conv: conv, InputShape: outFull}, x, w); err != nil {
 		return nil, err
 	}
 	if len(in) < 3 || in[2] == nil {
@@ -75,7 +85,9 @@ func importConvTranspose(im *importer, n *onnx.Node, in []*Value) ([]*Value, err
 // convolution whose input gradient it is: the begin pads, and the end pad
 // that makes the convolution's windows exactly in's positions (negative
 // where output_padding or output_shape extend the output past the last
-// window).
+// window). Where the definition and onnxruntime part (the pads derived
+// from output_shape or auto_pad SAME_*), it follows onnxruntime, as the
+// models in use were checked against it.
 func convTransposeGeometry(n *onnx.Node, in Shape, kernel []int) (Conv, []int, error) {
 	k := len(in)
 	spatialAttr := func(name string, def int, length int) ([]int, error) {
@@ -107,7 +119,9 @@ func convTransposeGeometry(n *onnx.Node, in Shape, kernel []int) (Conv, []int, e
 	if err != nil {
 		return conv, nil, err
 	}
-	span := make([]int, k)
+	// natural is each axis's length before any padding is cut:
+	// stride·(in-1) + output_padding + dilation·(kernel-1) + 1.
+	span, natural := make([]int, k), make([]int, k)
 	for d := range k {
 		if strides[d] < 1 || dilations[d] < 1 {
 			return conv, nil, fmt.Errorf("strides %v and dilations %v, want positive values", strides, dilations)
@@ -115,7 +129,16 @@ func convTransposeGeometry(n *onnx.Node, in Shape, kernel []int) (Conv, []int, e
 		if outPad[d] < 0 || (outPad[d] >= strides[d] && outPad[d] >= dilations[d]) {
 			return conv, nil, fmt.Errorf("output_padding %v, want each smaller than its stride %v or dilation %v", outPad, strides, dilations)
 		}
-		span[d] = dilations[d]*(kernel[d]-1) + 1
+		var ok bool
+		if span[d], ok = windowSpan(kernel[d], dilations[d]); !ok {
+			return conv, nil, fmt.Errorf("dilations %v over kernel %v span more than an int holds", dilations, kernel)
+		}
+		if in[d] > 0 && in[d]-1 > math.MaxInt/strides[d] {
+			return conv, nil, fmt.Errorf("strides %v over input %v span more than an int holds", strides, in)
+		}
+		if natural[d], ok = addInts(strides[d]*(in[d]-1), outPad[d], span[d]); !ok {
+			return conv, nil, fmt.Errorf("strides %v, dilations %v and output_padding %v over input %v: the output length is more than an int holds", strides, dilations, outPad, in)
+		}
 	}
 	outShape, hasOutShape, err := attrInts(n, "output_shape")
 	if err != nil {
@@ -149,31 +172,41 @@ func convTransposeGeometry(n *onnx.Node, in Shape, kernel []int) (Conv, []int, e
 			}
 		}
 		for d := range k {
-			if pads[d] < 0 || pads[k+d] < 0 {
-				return conv, nil, fmt.Errorf("pads %v, want non-negative values", pads)
+			if pads[d] < 0 || pads[k+d] < 0 || pads[d] > maxTensorBytes || pads[k+d] > maxTensorBytes {
+				return conv, nil, fmt.Errorf("pads %v, want non-negative values of at most %d", pads, maxTensorBytes)
 			}
-			if hasOutShape {
-				out[d] = outShape[d]
-			} else {
-				out[d] = strides[d]*(in[d]-1) + outPad[d] + span[d] - pads[d] - pads[k+d]
-			}
+			out[d] = natural[d] - pads[d] - pads[k+d]
 		}
 	case "SAME_UPPER", "SAME_LOWER":
+		// The output is in·stride long where the natural length reaches
+		// that far, cut as below; a shorter natural length is kept
+		// whole (onnxruntime's reading of the definition).
 		for d := range k {
-			out[d] = in[d] * strides[d]
-			if hasOutShape {
-				out[d] = outShape[d]
+			if in[d] > math.MaxInt/strides[d] {
+				return conv, nil, fmt.Errorf("strides %v over input %v: the output length is more than an int holds", strides, in)
 			}
-			total := strides[d]*(in[d]-1) + outPad[d] + span[d] - out[d]
-			small := floorDiv(total, 2)
-			if autoPad == "SAME_UPPER" {
-				pads[d], pads[k+d] = small, total-small
-			} else {
-				pads[d], pads[k+d] = total-small, small
-			}
+			out[d] = min(in[d]*strides[d], natural[d])
 		}
 	default:
 		return conv, nil, fmt.Errorf("auto_pad %q", autoPad)
+	}
+	if hasOutShape {
+		// The output length is given, and the pads attribute ignored; a
+		// longer output than the natural length has zeros past it.
+		copy(out, outShape)
+	}
+	if hasOutShape || autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER" {
+		// The pads are derived from the output length: what the natural
+		// length has beyond it is cut from both ends, the odd one more at
+		// the end for SAME_UPPER and at the beginning otherwise.
+		for d := range k {
+			total := max(0, natural[d]-out[d])
+			if autoPad == "SAME_UPPER" {
+				pads[d] = total / 2
+			} else {
+				pads[d] = total - total/2
+			}
+		}
 	}
 	conv = Conv{Strides: strides, Dilations: dilations, Pads: make([]int, 2*k)}
 	for d := range k {
@@ -181,17 +214,9 @@ func convTransposeGeometry(n *onnx.Node, in Shape, kernel []int) (Conv, []int, e
 			return conv, nil, fmt.Errorf("output length %d on spatial axis %d", out[d], d)
 		}
 		conv.Pads[d] = pads[d]
-		conv.Pads[k+d] = strides[d]*(in[d]-1) + span[d] - out[d] - pads[d]
+		conv.Pads[k+d] = natural[d] - outPad[d] - out[d] - pads[d]
 	}
 	return conv, out, nil
-}
-
-func floorDiv(a, b int) int {
-	q := a / b
-	if (a%b != 0) && ((a < 0) != (b < 0)) {
-		q--
-	}
-	return q
 }
 
 // gradRule of ConvGradInput (the transposed convolution): for
@@ -258,8 +283,11 @@ func importLpPool(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	k := len(kernel)
 	for d := range k {
 		if ceil != 0 {
-			want := windowCount(x.Shape[2+d], kernel[d], strides[d], dil[d], pads[d], pads[k+d], true)
-			span := dil[d]*(kernel[d]-1) + 1
+			want, err := windowCount(x.Shape[2+d], kernel[d], strides[d], dil[d], pads[d], pads[k+d], true)
+			if err != nil {
+				return nil, fmt.Errorf("kernel_shape %v over input %v, spatial axis %d: %w", kernel, x.Shape[2:], d, err)
+			}
+			span, _ := windowSpan(kernel[d], dil[d])
 			pads[k+d] = max(pads[k+d], (want-1)*strides[d]+span-x.Shape[2+d]-pads[d])
 		}
 	}
@@ -511,9 +539,9 @@ func (op *DeformConv) Infer(in []Type) ([]Type, error) {
 	k := w.Shape[2:].Size()
 	out := Shape{x.Shape[0], w.Shape[0]}
 	for d := range r {
-		n := windowCount(x.Shape[2+d], w.Shape[2+d], op.Strides[d], op.Dilations[d], op.Pads[d], op.Pads[r+d], false)
-		if n < 0 {
-			return nil, fmt.Errorf("kernel %v larger than padded input %v", w.Shape[2:], x.Shape[2:])
+		n, err := windowCount(x.Shape[2+d], w.Shape[2+d], op.Strides[d], op.Dilations[d], op.Pads[d], op.Pads[r+d], false)
+		if err != nil {
+			return nil, fmt.Errorf("kernel %v over input %v (strides %v, dilations %v, pads %v), spatial axis %d: %w", w.Shape[2:], x.Shape[2:], op.Strides, op.Dilations, op.Pads, d, err)
 		}
 		out = append(out, n)
 	}

@@ -15,9 +15,9 @@ type convTransposeCase struct {
 	attrs []*onnx.Attribute
 }
 
-// convTransposeCases avoid an odd negative total padding (an output_shape
-// longer than the windows reach, with auto_pad SAME): ONNX's definition
-// floor-divides it, onnxruntime truncates.
+// convTransposeCases are ConvTranspose geometries checked against
+// onnxruntime (output_shape and auto_pad cases, where dstune follows
+// onnxruntime rather than the ONNX text, are in conv_geometry_test.go).
 func convTransposeCases() []convTransposeCase {
 	return []convTransposeCase{
 		{x: Shape{1, 2, 4}, w: Shape{2, 3, 3}},
