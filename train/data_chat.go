@@ -179,11 +179,20 @@ func readMessages(raw json.RawMessage) (messages []any, weights []bool, err erro
 		}
 		content, ok := d.Get("content")
 		_, hasCalls := d.Get("tool_calls")
-		switch content.(type) {
-		case string, []any:
+		switch content := content.(type) {
+		case string:
+		case []any:
+			for j, part := range content {
+				if _, ok := part.(*chat.Dict); !ok {
+					return nil, nil, fmt.Errorf("messages[%d].content[%d]: want a content part (an object), found %s", i, j, jsonKindOf(part))
+				}
+			}
 		case nil:
-			if !ok && !hasCalls {
+			switch {
+			case !ok && !hasCalls:
 				return nil, nil, fmt.Errorf(`messages[%d]: no "content"`, i)
+			case role != "assistant" || !hasCalls:
+				return nil, nil, fmt.Errorf(`messages[%d].content: null, which only an assistant turn with "tool_calls" may have`, i)
 			}
 		default:
 			return nil, nil, fmt.Errorf("messages[%d].content: want a string, an array of parts or null, found %s", i, jsonKindOf(content))
@@ -191,9 +200,9 @@ func readMessages(raw json.RawMessage) (messages []any, weights []bool, err erro
 		weights[i] = true
 		if w, ok := d.Get("weight"); ok {
 			switch w {
-			case int64(0):
+			case int64(0), 0.0:
 				weights[i] = false
-			case int64(1):
+			case int64(1), 1.0:
 			default:
 				return nil, nil, fmt.Errorf("messages[%d].weight: want 0 or 1, found %s", i, jsonKindOf(w))
 			}

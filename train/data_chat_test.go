@@ -212,7 +212,7 @@ func TestChatDataMask(t *testing.T) {
 	if got := text.String(); got != want {
 		t.Errorf("targets marked:\n%q\nwant\n%q", got, want)
 	}
-	weighted := strings.Replace(line, `"content": "bc"}`, `"content": "bc", "weight": 0}`, 1)
+	weighted := strings.Replace(line, `"content": "bc"}`, `"content": "bc", "weight": 0.0}`, 1)
 	ds, err = readChat(t, chatMLTemplate, weighted+"\n")
 	if err != nil {
 		t.Fatal(err)
@@ -233,6 +233,9 @@ func TestChatDataErrors(t *testing.T) {
 		{chatMLTemplate, `{"messages": [{"role": "user"}]}`, `chat.jsonl:2: messages[0]: no "content"`},
 		{chatMLTemplate, `{"messages": [{"role": "user", "content": {"a": 1}}]}`, "chat.jsonl:2: messages[0].content: want a string, an array of parts or null, found an object"},
 		{chatMLTemplate, `{"messages": [{"role": "assistant", "content": "a", "weight": 2}]}`, "chat.jsonl:2: messages[0].weight: want 0 or 1, found the number 2"},
+		{chatMLTemplate, `{"messages": [{"role": "assistant", "content": "a", "weight": 0.5}]}`, "chat.jsonl:2: messages[0].weight: want 0 or 1, found the number 0.5"},
+		{chatMLTemplate, `{"messages": [{"role": "user", "content": null}, {"role": "assistant", "content": "b"}]}`, `chat.jsonl:2: messages[0].content: null, which only an assistant turn with "tool_calls" may have`},
+		{chatMLTemplate, `{"messages": [{"role": "user", "content": [1, 2]}, {"role": "assistant", "content": "b"}]}`, "chat.jsonl:2: messages[0].content[0]: want a content part (an object), found the number 1"},
 		{chatMLTemplate, `{"messages": ["hi"]}`, `chat.jsonl:2: messages[0]: want an object with "role" and "content", found the string "hi"`},
 		{chatMLTemplate, `{"messages": []}`, `chat.jsonl:2: "messages" is empty`},
 		{chatMLTemplate, `{"messages": {"role": "user"}}`, `chat.jsonl:2: "messages": want an array of messages, found an object`},

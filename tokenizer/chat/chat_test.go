@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func render(t *testing.T, src string, vars map[string]any) string {
@@ -74,7 +75,18 @@ func TestChatRenderWhitespaceControl(t *testing.T) {
 		{"x\n{# comment #}\ny", "x\ny"},
 		{"  {%+ if true %}z{% endif %}", "  z"},
 		{"{% for i in [1, 2] %}\n{{ i }}\n{% endfor %}", "1\n2\n"},
-		{"line\r\n{% if true %}\r\nA{% endif %}", "line\r\nA"},
+		{"line\r\n{% if true %}\r\nA{% endif %}", "line\nA"},
+		{"a{{ \"x\ry\r\nz\" }}\r\n", "ax\ny\nz"},
+		{"{% raw %}\n  x{% endraw %}|", "\n  x|"},
+		{"x{% raw %}  {% endraw %}|", "x  |"},
+		{"{% raw %}\n  {% endraw %}|", "\n|"},
+		{"{% raw -%}\n  {% endraw %}|", "|"},
+		{"{% if true %}A{% endif %}\n", "A"},
+		{"A\n\n", "A\n"},
+		{"{% set x %}{% endset %}[{{ x }}]", "[]"},
+		{"{% set x %}{# c #}{% endset %}[{{ x }}]", "[]"},
+		{"{% set x %}  {%- endset %}[{{ x }}]", "[]"},
+		{"{% raw -%}  x {%- endraw %}|{% raw %}a\n   {% endraw %}|", "x|a\n|"},
 	} {
 		if got := render(t, c.src, nil); got != c.want {
 			t.Errorf("%q\n got %q\nwant %q", c.src, got, c.want)
@@ -132,7 +144,8 @@ func mustParse(t *testing.T, src string) *Template {
 func TestChatRenderLimits(t *testing.T) {
 	limits := Limits{MaxTemplateBytes: 4096, MaxSteps: 100_000, MaxOutputBytes: 1 << 20}
 	for _, c := range []struct{ src, want string }{
-		{"{% for i in range(1000000) %}{% endfor %}", "steps"},
+		{"{% for i in range(100000) %}{% endfor %}", "steps"},
+		{"{% for i in range(100001) %}{% endfor %}", "more than 100000 numbers"},
 		{"{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}", "steps"},
 		{"{% set s = 'ab' %}{% for i in range(40) %}{% set s = s + s %}{% endfor %}{{ s }}", "bytes"},
 		{"{{ 'a' * 100000000 }}", "bytes"},
@@ -184,13 +197,76 @@ func TestChatFromTokenizerConfig(t *testing.T) {
 	}
 }
 
+// Templates that build values growing without bound, or holding
+// themselves, end with an error at a limit, quickly; the renders that
+// Jinja2 completes match its output (written beside each case).
+func TestChatRenderUntrustedValues(t *testing.T) {
+	dag := "{% set ns = namespace(s=[0], t=[0]) %}{% for i in range(60) %}{% set ns.s = [ns.s, ns.s] %}{% set ns.t = [ns.t, ns.t] %}{% endfor %}"
+	big := "{% set big = 'a' * 6000000 %}"
+	for _, c := range []struct{ src, want, wantErr string }{
+		{src: "{% set ns = namespace(a=1) %}{% set ns.a = ns %}{{ ns }}|{{ ns|string|length }}", want: "<Namespace {'a': <Namespace {...}>}>|36"},
+		{src: dag + "{{ ns.s }}", wantErr: "bytes"},
+		{src: dag + "{{ ns.s ~ '' }}", wantErr: "bytes"},
+		{src: dag + "{{ ns.s|join }}", wantErr: "bytes"},
+		{src: dag + "{{ ns.s == ns.t }}", wantErr: "steps"},
+		{src: dag + "{{ ns.s == ns.s }}|{{ [ns.s, ns.s]|unique|list|length }}", want: "True|1"},
+		{src: "{% set ns = namespace(s=0) %}{% for i in range(100000) %}{% set ns.s = [ns.s] %}{% endfor %}{{ ns.s }}", wantErr: "nested more than"},
+		{src: "{% set ns = namespace(s=0) %}{% for i in range(100000) %}{% set ns.s = [ns.s] %}{% endfor %}{{ ns.s == [ns.s] }}", wantErr: "nested more than"},
+		{src: "{% for c in 'a' * 20000000 %}{% break %}{% endfor %}", wantErr: "bytes"},
+		{src: "{{ ('a' * 20000000)|list|length }}", wantErr: "bytes"},
+		{src: "{{ 'a'" + strings.Repeat(" ~ 'a'", 30000) + " }}", wantErr: "bytes"},
+		{src: big + "{% for i in range(1000) %}{% set x = big ~ 'b' %}{% endfor %}", wantErr: "bytes"},
+		{src: big + "{% for i in range(1000) %}{% set x = big[1:] %}{% endfor %}", wantErr: "bytes"},
+		{src: big + "{% for i in range(1000) %}{% set x = big.upper() %}{% endfor %}", wantErr: "bytes"},
+		{src: big + "{% for i in range(100000) %}{% set x = big[-1] %}{% endfor %}", wantErr: "bytes"},
+		{src: "{% set a = [0] * 4000000 %}{% set b = a + a + a + a + a %}{{ b|length }}", wantErr: "bytes"},
+		{src: "{% for i in range(10**9) %}{% endfor %}", wantErr: "more than 100000 numbers"},
+		{src: "{{ range(100000)|length }}|{{ range(10, 0, -3)|list }}|{{ 'abcdef'[::-2] }}|{{ [1, 2, 3][1:] }}", want: "100000|[10, 7, 4, 1]|fdb|[2, 3]"},
+	} {
+		start := time.Now()
+		tmpl, err := Parse("t.jinja", c.src)
+		if err != nil {
+			t.Fatalf("%.60q: %v", c.src, err)
+		}
+		got, err := tmpl.Render(nil)
+		if elapsed := time.Since(start); elapsed > 20*time.Second {
+			t.Errorf("%.60q took %v", c.src, elapsed)
+		}
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%.60q: %v, want an error with %q", c.src, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%.60q: %q, %v; want %q", c.src, got, err, c.want)
+		}
+	}
+}
+
+// RenderChat defines tools and documents, None when not given, as
+// transformers' apply_chat_template passes them.
+func TestChatRenderToolsNone(t *testing.T) {
+	ct, err := FromSource("t.jinja", "{{ tools }}|{{ tools is none }}|{{ documents is none }}|{{ tools is defined }}\n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ct.RenderChat([]any{}, nil, false, nil)
+	if want := "None|True|True|True"; err != nil || got != want {
+		t.Errorf("got %q, %v; want %q", got, err, want)
+	}
+}
+
 func FuzzChatRender(f *testing.F) {
 	f.Add("{% for m in messages %}{{ m.role ~ ':' ~ m['content'] | trim }}{% if loop.last %}!{% endif %}{% endfor %}", `[{"role": "user", "content": " hi "}]`)
 	f.Add("{% set ns = namespace(a=1) %}{% set ns.a = ns.a * 2 %}{{ ns.a }}{{ messages | tojson(indent=1) }}", `{"a": [1, 2.5, null]}`)
 	f.Add("{{ messages[::-1][1:] | map(attribute='x') | join }}{% macro m(a, b=2) %}{{ a ~ b }}{% endmacro %}{{ m(1) }}", `[{"x": "y"}, 3]`)
 	f.Add("{%- if x is defined -%}{{ 'a' if x else 'b' }}{%- elif y -%}{% raw %}{{{% endraw %}{%- endif -%}", `"s"`)
+	f.Add("{% set x %}{% endset %}{% set ns = namespace(a=1) %}{% set ns.a = ns %}{{ ns }}{{ ns|string }}", `[]`)
+	f.Add("{% set ns = namespace(s=[0]) %}{% for i in range(60) %}{% set ns.s = [ns.s, ns.s] %}{% endfor %}{{ ns.s == [ns.s, 1] }}{{ ns.s ~ '' }}", `[]`)
+	f.Add("{% for c in 'ab' * 9 %}{% break %}{% endfor %}{{ ('x' * 9)|list }}{{ 'a' ~ 'b' ~ 'c' }}{{ range(10**9) }}", `[]`)
 	f.Fuzz(func(t *testing.T, src, data string) {
-		tmpl, err := ParseWithLimits("f.jinja", src, Limits{MaxSteps: 20_000, MaxOutputBytes: 1 << 16})
+		tmpl, err := ParseWithLimits("f.jinja", src, Limits{MaxSteps: 20_000, MaxOutputBytes: 1 << 16, MaxAllocBytes: 1 << 22})
 		if err != nil {
 			var e *Error
 			if !errors.As(err, &e) {

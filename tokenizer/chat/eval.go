@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"unicode/utf8"
 )
 
 // scope holds the variables of a template, a loop body or a macro call.
@@ -41,6 +42,9 @@ type renderer struct {
 	steps  int
 	depth  int
 	global *scope
+	// allocated counts the bytes of text and lists built so far,
+	// against Limits.MaxAllocBytes.
+	allocated int
 }
 
 // errLoopControl carries {% break %} and {% continue %} to their loop.
@@ -70,9 +74,82 @@ func (r *renderer) checkSize(line, n int) error {
 	return nil
 }
 
+// alloc charges n bytes built (a string's bytes, a list's slotBytes per
+// item) against the render's allocation limit, before building them: the
+// total bounds both the memory and the copying a render may do.
+func (r *renderer) alloc(line, n int) error {
+	if n < 0 || n > r.t.limits.MaxAllocBytes-r.allocated {
+		return r.errorf(line, "rendering builds more than %d bytes of text and lists (the renderer's limit)", r.t.limits.MaxAllocBytes)
+	}
+	r.allocated += n
+	return nil
+}
+
+// allocItems charges a list of n items.
+func (r *renderer) allocItems(line int, n int64) error {
+	if n > int64(r.t.limits.MaxAllocBytes/slotBytes) {
+		return r.alloc(line, -1)
+	}
+	return r.alloc(line, int(n)*slotBytes)
+}
+
+// slotBytes is what one item of a list costs.
+const slotBytes = 16
+
+// str is str(v), charged against the allocation limit and refused past
+// the output limit.
+func (r *renderer) str(line int, v any) (string, error) {
+	if s, ok := v.(string); ok {
+		return s, nil
+	}
+	limit := min(r.t.limits.MaxOutputBytes, r.t.limits.MaxAllocBytes-r.allocated)
+	s, err := toStr(v, limit)
+	if errors.Is(err, errTooLarge) {
+		if limit < r.t.limits.MaxOutputBytes {
+			return "", r.alloc(line, -1)
+		}
+		return "", r.errorf(line, "a value of more than %d bytes (the renderer's output limit)", r.t.limits.MaxOutputBytes)
+	}
+	if err != nil {
+		return "", r.errorf(line, "%v", err)
+	}
+	return s, r.alloc(line, len(s))
+}
+
+// allocResult charges what a filter or call returned: its text or its
+// list (a value passed through is charged again, which errs on the safe
+// side).
+func (r *renderer) allocResult(line int, v any) error {
+	switch v := v.(type) {
+	case string:
+		return r.alloc(line, len(v))
+	case []any:
+		return r.allocItems(line, int64(len(v)))
+	}
+	return nil
+}
+
+// equal is Python's a == b, each item compared counting as a step.
+func (r *renderer) equal(line int, a, b any) (bool, error) {
+	budget := r.t.limits.MaxSteps - r.steps
+	left := budget
+	eq, err := equal(a, b, &left, 0)
+	r.steps += budget - left
+	if errors.Is(err, errTooLarge) {
+		return false, r.step(line)
+	}
+	if err != nil {
+		return false, r.errorf(line, "%v", err)
+	}
+	return eq, nil
+}
+
 func (r *renderer) write(line int, s string) error {
 	if r.out.Len()+len(s) > r.t.limits.MaxOutputBytes {
 		return r.errorf(line, "output longer than %d bytes (the renderer's limit)", r.t.limits.MaxOutputBytes)
+	}
+	if err := r.alloc(line, len(s)); err != nil {
+		return err
 	}
 	r.out.WriteString(s)
 	return nil
@@ -109,7 +186,11 @@ func (r *renderer) exec(n node, s *scope) error {
 		if err != nil {
 			return err
 		}
-		return r.write(n.line, toStr(v))
+		text, err := r.str(n.line, v)
+		if err != nil {
+			return err
+		}
+		return r.write(n.line, text)
 	case *ifNode:
 		for i, c := range n.conds {
 			v, err := r.eval(c, s)
@@ -141,7 +222,10 @@ func (r *renderer) exec(n node, s *scope) error {
 		if err != nil {
 			return err
 		}
-		return r.write(n.line, toStr(v))
+		if text, err = r.str(n.line, v); err != nil {
+			return err
+		}
+		return r.write(n.line, text)
 	}
 	return r.errorf(n.nodeLine(), "unknown statement %T", n)
 }
@@ -191,6 +275,9 @@ func (r *renderer) execFor(n *forNode, s *scope) error {
 	loop := &loopInfo{length: len(items), items: items}
 	body.vars["loop"] = loop
 	for i, item := range items {
+		if err := r.step(n.line); err != nil {
+			return err
+		}
 		loop.index0 = i
 		if err := r.bind(n.line, body, n.targets, item); err != nil {
 			return err
@@ -237,13 +324,21 @@ func (r *renderer) iterate(line int, v any) ([]any, error) {
 	case []any:
 		return v, nil
 	case *Dict:
+		if err := r.allocItems(line, int64(len(v.keys))); err != nil {
+			return nil, err
+		}
 		keys := make([]any, len(v.keys))
 		for i, k := range v.keys {
 			keys[i] = k
 		}
 		return keys, nil
 	case string:
-		var chars []any
+		n := utf8.RuneCountInString(v)
+		// Each character is a string of its own: a slot and its text.
+		if err := r.allocItems(line, 2*int64(n)); err != nil {
+			return nil, err
+		}
+		chars := make([]any, 0, n)
 		for _, c := range v {
 			chars = append(chars, string(c))
 		}
@@ -258,7 +353,7 @@ func (r *renderer) iterate(line int, v any) ([]any, error) {
 func (r *renderer) execSet(n *setNode, s *scope) error {
 	var v any
 	var err error
-	if n.body != nil {
+	if n.value == nil {
 		v, err = r.capture(n.body, s, n.line)
 	} else {
 		v, err = r.eval(n.value, s)
@@ -294,6 +389,9 @@ func (r *renderer) eval(e expr, s *scope) (any, error) {
 		}
 		return Undefined{Name: e.name}, nil
 	case *listExpr:
+		if err := r.allocItems(e.line, int64(len(e.items))); err != nil {
+			return nil, err
+		}
 		list := make([]any, 0, len(e.items))
 		for _, item := range e.items {
 			v, err := r.eval(item, s)
@@ -346,7 +444,11 @@ func (r *renderer) eval(e expr, s *scope) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return r.applyFilter(e, v, s)
+		v, err = r.applyFilter(e, v, s)
+		if err != nil {
+			return nil, err
+		}
+		return v, r.allocResult(e.line, v)
 	case *testExpr:
 		v, err := r.eval(e.value, s)
 		if err != nil {
@@ -475,8 +577,21 @@ func (r *renderer) evalBinary(e *binaryExpr, s *scope) (any, error) {
 		return nil, err
 	}
 	if e.op == "~" {
-		out := toStr(a) + toStr(b)
-		return out, r.checkSize(e.line, len(out))
+		as, err := r.str(e.line, a)
+		if err != nil {
+			return nil, err
+		}
+		bs, err := r.str(e.line, b)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.checkSize(e.line, len(as)+len(bs)); err != nil {
+			return nil, err
+		}
+		if err := r.alloc(e.line, len(as)+len(bs)); err != nil {
+			return nil, err
+		}
+		return as + bs, nil
 	}
 	return r.arith(e.line, e.op, a, b)
 }
@@ -494,7 +609,13 @@ func (r *renderer) arith(line int, op string, a, b any) (any, error) {
 		switch bv := b.(type) {
 		case string:
 			if op == "+" {
-				return av + bv, r.checkSize(line, len(av)+len(bv))
+				if err := r.checkSize(line, len(av)+len(bv)); err != nil {
+					return nil, err
+				}
+				if err := r.alloc(line, len(av)+len(bv)); err != nil {
+					return nil, err
+				}
+				return av + bv, nil
 			}
 		case int64:
 			if op == "*" {
@@ -504,6 +625,9 @@ func (r *renderer) arith(line int, op string, a, b any) (any, error) {
 				if err := r.checkSize(line, int(min(bv, math.MaxInt32))*len(av)); err != nil {
 					return nil, err
 				}
+				if err := r.alloc(line, int(bv)*len(av)); err != nil {
+					return nil, err
+				}
 				return strings.Repeat(av, int(bv)), nil
 			}
 		}
@@ -511,7 +635,7 @@ func (r *renderer) arith(line int, op string, a, b any) (any, error) {
 		switch bv := b.(type) {
 		case []any:
 			if op == "+" {
-				if err := r.checkSize(line, len(av)+len(bv)); err != nil {
+				if err := r.allocItems(line, int64(len(av)+len(bv))); err != nil {
 					return nil, err
 				}
 				return append(append(make([]any, 0, len(av)+len(bv)), av...), bv...), nil
@@ -521,10 +645,10 @@ func (r *renderer) arith(line int, op string, a, b any) (any, error) {
 				if bv <= 0 {
 					return []any{}, nil
 				}
-				if err := r.checkSize(line, int(min(bv, math.MaxInt32))*max(len(av), 1)); err != nil {
+				if err := r.allocItems(line, min(bv, math.MaxInt32)*int64(max(len(av), 1))); err != nil {
 					return nil, err
 				}
-				var out []any
+				out := make([]any, 0, int(bv)*len(av))
 				for range bv {
 					out = append(out, av...)
 				}
@@ -656,9 +780,10 @@ func (r *renderer) floatArith(line int, op string, a, b float64) (any, error) {
 func (r *renderer) compare(line int, op string, a, b any) (bool, error) {
 	switch op {
 	case "==":
-		return equal(a, b), nil
+		return r.equal(line, a, b)
 	case "!=":
-		return !equal(a, b), nil
+		eq, err := r.equal(line, a, b)
+		return !eq, err
 	case "in", "not in":
 		in, err := r.contains(line, b, a)
 		return in == (op == "in"), err
@@ -715,10 +840,19 @@ func (r *renderer) order(line int, op string, a, b any) (int, error) {
 	if x, ok := a.([]any); ok {
 		if y, ok := b.([]any); ok {
 			for i := 0; i < len(x) && i < len(y); i++ {
-				if equal(x[i], y[i]) {
+				eq, err := r.equal(line, x[i], y[i])
+				if err != nil {
+					return 0, err
+				}
+				if eq {
 					continue
 				}
-				return r.order(line, op, x[i], y[i])
+				if err := r.enter(line); err != nil {
+					return 0, err
+				}
+				c, err := r.order(line, op, x[i], y[i])
+				r.leave()
+				return c, err
 			}
 			return cmpInt(int64(len(x)), int64(len(y))), nil
 		}
@@ -747,8 +881,8 @@ func (r *renderer) contains(line int, container, needle any) (bool, error) {
 		return strings.Contains(c, n), nil
 	case []any:
 		for _, x := range c {
-			if equal(x, needle) {
-				return true, nil
+			if eq, err := r.equal(line, x, needle); eq || err != nil {
+				return eq, err
 			}
 		}
 		return false, nil
@@ -795,7 +929,7 @@ func (r *renderer) getAttr(line int, obj any, name string) (any, error) {
 func (r *renderer) getItem(line int, obj, key any) (any, error) {
 	switch o := obj.(type) {
 	case Undefined:
-		return nil, r.errorf(line, "%s has no item %s", r.undefinedName(o), toStr(key))
+		return nil, r.errorf(line, "%s has no item %s", r.undefinedName(o), shortStr(key))
 	case *Dict:
 		if k, ok := key.(string); ok {
 			if v, ok := o.vals[k]; ok {
@@ -818,12 +952,20 @@ func (r *renderer) getItem(line int, obj, key any) (any, error) {
 		}
 	case string:
 		if i, ok := asIndex(key); ok {
-			runes := []rune(o)
-			if i < 0 {
-				i += int64(len(runes))
+			// Finding the character reads the string: charge it.
+			if err := r.alloc(line, len(o)); err != nil {
+				return nil, err
 			}
-			if i >= 0 && i < int64(len(runes)) {
-				return string(runes[i]), nil
+			if i < 0 {
+				i += int64(utf8.RuneCountInString(o))
+			}
+			if i >= 0 {
+				for _, c := range o {
+					if i == 0 {
+						return string(c), nil
+					}
+					i--
+				}
 			}
 			return Undefined{Name: fmt.Sprintf("str[%d]", i)}, nil
 		}
@@ -835,9 +977,12 @@ func (r *renderer) getItem(line int, obj, key any) (any, error) {
 }
 
 func reprString(v any) string {
-	var b strings.Builder
-	writeRepr(&b, v)
-	return b.String()
+	if s, ok := v.(string); ok {
+		var b strings.Builder
+		writePyStringRepr(&b, s[:min(len(s), 200)])
+		return b.String()
+	}
+	return shortStr(v)
 }
 
 func asIndex(v any) (int64, bool) {
@@ -923,38 +1068,36 @@ func (r *renderer) evalSlice(e *sliceExpr, s *scope) (any, error) {
 			return nil, r.errorf(e.line, "slice step cannot be zero")
 		}
 	}
-	var n int
-	var at func(i int) any
-	var runes []rune
 	switch o := obj.(type) {
 	case []any:
-		n, at = len(o), func(i int) any { return o[i] }
-	case string:
-		runes = []rune(o)
-		n = len(runes)
-	default:
-		return nil, r.errorf(e.line, "%s cannot be sliced", r.describeValue(obj))
-	}
-	idx := sliceIndices(n, bounds[0], bounds[1], step)
-	if runes != nil || n == 0 {
-		if _, isStr := obj.(string); isStr {
-			var b strings.Builder
-			for _, i := range idx {
-				b.WriteRune(runes[i])
-			}
-			return b.String(), nil
+		start, count := sliceRange(len(o), bounds[0], bounds[1], step)
+		if err := r.allocItems(e.line, int64(count)); err != nil {
+			return nil, err
 		}
+		out := make([]any, count)
+		for j := range out {
+			out[j] = o[start+j*int(step)]
+		}
+		return out, nil
+	case string:
+		// The string is read as characters, four bytes each.
+		if err := r.alloc(e.line, 4*len(o)); err != nil {
+			return nil, err
+		}
+		runes := []rune(o)
+		start, count := sliceRange(len(runes), bounds[0], bounds[1], step)
+		var b strings.Builder
+		for j := range count {
+			b.WriteRune(runes[start+j*int(step)])
+		}
+		return b.String(), r.alloc(e.line, b.Len())
 	}
-	out := make([]any, len(idx))
-	for j, i := range idx {
-		out[j] = at(i)
-	}
-	return out, nil
+	return nil, r.errorf(e.line, "%s cannot be sliced", r.describeValue(obj))
 }
 
-// sliceIndices lists the indices of seq[lo:hi:step] over a sequence of
-// length n, as Python's slice.indices.
-func sliceIndices(n int, lo, hi *int64, step int64) []int {
+// sliceRange is Python's slice.indices for seq[lo:hi:step] over a
+// sequence of length n: the first index and how many there are.
+func sliceRange(n int, lo, hi *int64, step int64) (start, count int) {
 	length := int64(n)
 	clamp := func(p *int64, def, lowest, highest int64) int64 {
 		if p == nil {
@@ -971,19 +1114,18 @@ func sliceIndices(n int, lo, hi *int64, step int64) []int {
 		}
 		return v
 	}
-	var out []int
 	if step > 0 {
-		start, stop := clamp(lo, 0, 0, length), clamp(hi, length, 0, length)
-		for i := start; i < stop; i += step {
-			out = append(out, int(i))
+		first, stop := clamp(lo, 0, 0, length), clamp(hi, length, 0, length)
+		if stop <= first {
+			return 0, 0
 		}
-	} else {
-		start, stop := clamp(lo, length-1, -1, length-1), clamp(hi, -1, -1, length-1)
-		for i := start; i > stop; i += step {
-			out = append(out, int(i))
-		}
+		return int(first), int((stop - first + step - 1) / step)
 	}
-	return out
+	first, stop := clamp(lo, length-1, -1, length-1), clamp(hi, -1, -1, length-1)
+	if stop >= first {
+		return 0, 0
+	}
+	return int(first), int((first - stop - step - 1) / -step)
 }
 
 func (r *renderer) evalCall(e *callExpr, s *scope) (any, error) {
@@ -1009,7 +1151,11 @@ func (r *renderer) evalCall(e *callExpr, s *scope) (any, error) {
 	defer r.leave()
 	switch f := fn.(type) {
 	case *function:
-		return f.call(r, e.line, args, kwargs)
+		v, err := f.call(r, e.line, args, kwargs)
+		if err != nil {
+			return nil, err
+		}
+		return v, r.allocResult(e.line, v)
 	case *macro:
 		return r.callMacro(e.line, f, args, kwargs)
 	case Undefined:

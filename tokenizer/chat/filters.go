@@ -23,7 +23,7 @@ func init() {
 	globals["raise_exception"] = &function{name: "raise_exception", call: func(r *renderer, line int, args []any, _ *Dict) (any, error) {
 		msg := ""
 		if len(args) > 0 {
-			msg = toStr(args[0])
+			msg = shortStr(args[0])
 		}
 		return nil, &Error{Template: r.t.name, Line: line, Msg: "the template raised an exception: " + msg, Raised: &RaisedError{Message: msg}}
 	}}
@@ -66,18 +66,22 @@ func init() {
 		if step == 0 {
 			return nil, r.errorf(line, "range() step must not be zero")
 		}
-		var out []any
-		for i := start; step > 0 && i < stop || step < 0 && i > stop; i += step {
-			if err := r.checkSize(line, len(out)); err != nil {
-				return nil, err
-			}
-			if err := r.step(line); err != nil {
-				return nil, err
-			}
-			out = append(out, i)
+		var n int64
+		switch {
+		case step > 0 && start < stop:
+			n = (stop-start-1)/step + 1
+		case step < 0 && start > stop:
+			n = (start-stop-1)/-step + 1
 		}
-		if out == nil {
-			out = []any{}
+		if n > maxRange || n < 0 {
+			return nil, r.errorf(line, "range() of more than %d numbers (Jinja's sandbox refuses them too)", maxRange)
+		}
+		if err := r.allocItems(line, n); err != nil {
+			return nil, err
+		}
+		out := make([]any, n)
+		for j := range out {
+			out[j] = start + int64(j)*step
 		}
 		return out, nil
 	}}
@@ -327,6 +331,9 @@ func stringMethod(s string, name string) *function {
 	return nil
 }
 
+// maxRange is the most numbers range() makes, as Jinja's sandbox.
+const maxRange = 100_000
+
 func pyIsClass(s, class string) bool {
 	if s == "" {
 		return false
@@ -362,6 +369,27 @@ func pyIsClass(s, class string) bool {
 }
 
 func pySplit(r *renderer, line int, s string, sep any, maxSplit int64, fromRight bool) (any, error) {
+	// Charge the most parts there can be, each a string in a slot, before
+	// making them.
+	most := int64(1)
+	switch sp := sep.(type) {
+	case nil:
+		for _, c := range s {
+			if pyIsSpace(c) {
+				most++
+			}
+		}
+	case string:
+		if sp != "" {
+			most += int64(strings.Count(s, sp))
+		}
+	}
+	if maxSplit >= 0 {
+		most = min(most, maxSplit+1)
+	}
+	if err := r.allocItems(line, 2*most); err != nil {
+		return nil, err
+	}
 	var parts []string
 	switch sp := sep.(type) {
 	case nil:
@@ -511,34 +539,58 @@ func (r *renderer) applyFilter(f *filterExpr, v any, s *scope) (any, error) {
 
 // filter applies the named filter to v.
 func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict) (any, error) {
-	str := func() (string, error) { return toStr(v), nil }
+	str := func() (string, error) { return r.str(line, v) }
 	switch name {
 	case "trim":
-		s, _ := str()
+		s, err := str()
+		if err != nil {
+			return nil, err
+		}
 		return stripChars(r, line, s, []any{kwarg(args, kwargs, 0, "chars", nil)}, true, true)
 	case "upper":
-		s, _ := str()
+		s, err := str()
+		if err != nil {
+			return nil, err
+		}
 		return strings.ToUpper(s), nil
 	case "lower":
-		s, _ := str()
+		s, err := str()
+		if err != nil {
+			return nil, err
+		}
 		return strings.ToLower(s), nil
 	case "capitalize":
-		s, _ := str()
+		s, err := str()
+		if err != nil {
+			return nil, err
+		}
 		return pyCapitalize(s), nil
 	case "title":
-		s, _ := str()
+		s, err := str()
+		if err != nil {
+			return nil, err
+		}
 		return pyTitle(s), nil
 	case "string":
-		s, _ := str()
+		s, err := str()
+		if err != nil {
+			return nil, err
+		}
 		return s, nil
 	case "safe", "e", "escape":
 		if name == "safe" {
 			return v, nil
 		}
-		s, _ := str()
+		s, err := str()
+		if err != nil {
+			return nil, err
+		}
 		return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&#34;", "'", "&#39;").Replace(s), nil
 	case "replace":
-		s, _ := str()
+		s, err := str()
+		if err != nil {
+			return nil, err
+		}
 		if len(args) < 2 {
 			return nil, r.errorf(line, "replace takes an old and a new string")
 		}
@@ -591,7 +643,10 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 		if err != nil {
 			return nil, err
 		}
-		sep := toStr(kwarg(args, kwargs, 0, "d", ""))
+		sep, err := r.str(line, kwarg(args, kwargs, 0, "d", ""))
+		if err != nil {
+			return nil, err
+		}
 		attr := kwarg(args, kwargs, 1, "attribute", nil)
 		parts := make([]string, len(items))
 		for i, it := range items {
@@ -600,7 +655,9 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 					return nil, err
 				}
 			}
-			parts[i] = toStr(it)
+			if parts[i], err = r.str(line, it); err != nil {
+				return nil, err
+			}
 		}
 		out := strings.Join(parts, sep)
 		return out, r.checkSize(line, len(out))
@@ -683,7 +740,16 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 		}
 		var out []any
 		for _, it := range items {
-			if !slices.ContainsFunc(out, func(x any) bool { return equal(x, it) }) {
+			seen := false
+			for _, x := range out {
+				if seen, err = r.equal(line, x, it); seen || err != nil {
+					break
+				}
+			}
+			if err != nil {
+				return nil, err
+			}
+			if !seen {
 				out = append(out, it)
 			}
 		}
@@ -693,7 +759,10 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 	case "select", "reject", "selectattr", "rejectattr":
 		return r.selectFilter(line, name, v, args)
 	case "indent":
-		s, _ := str()
+		s, err := str()
+		if err != nil {
+			return nil, err
+		}
 		width := kwarg(args, kwargs, 0, "width", int64(4))
 		pad, ok := width.(string)
 		if !ok {
@@ -712,7 +781,10 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 		out := strings.Join(lines, "\n")
 		return out, r.checkSize(line, len(out))
 	case "wordcount":
-		s, _ := str()
+		s, err := str()
+		if err != nil {
+			return nil, err
+		}
 		return int64(len(strings.Fields(s))), nil
 	}
 	return nil, r.errorf(line, "unknown filter %q", name)
@@ -956,13 +1028,18 @@ func (r *renderer) applyTest(line int, name string, v any, args []any) (bool, er
 		if name == "sameas" {
 			switch a.(type) {
 			case nil, bool:
-				return equal(v, a) && typeName(v) == typeName(a), nil
+				eq, err := r.equal(line, v, a)
+				return eq && typeName(v) == typeName(a), err
 			}
 		}
-		return equal(v, a), nil
+		return r.equal(line, v, a)
 	case "ne", "!=":
 		a, err := arg()
-		return err == nil && !equal(v, a), err
+		if err != nil {
+			return false, err
+		}
+		eq, err := r.equal(line, v, a)
+		return !eq, err
 	case "lt", "<", "le", "<=", "gt", ">", "ge", ">=", "greaterthan", "lessthan":
 		a, err := arg()
 		if err != nil {

@@ -203,8 +203,21 @@ func (l *lexer) raw() (stripNext bool, err error) {
 				continue
 			}
 			body := rest[:i+j]
-			if byteAt(rest, k) == '-' {
+			if open > 0 && l.src[l.pos+open-1] == '-' {
+				body = strings.TrimLeft(body, " \t\n\r\f\v")
+			}
+			switch byteAt(rest, k) {
+			case '-':
 				body = strings.TrimRight(body, " \t\n\r\f\v")
+			case '+':
+			default:
+				// lstrip_blocks: spaces and tabs alone on the line before
+				// {% endraw %} go.
+				nl := strings.LastIndexByte(body, '\n') + 1
+				lineStart := nl > 0 || bodyStart == 0 || l.src[bodyStart-1] == '\n'
+				if lineStart && strings.Trim(body[nl:], " \t") == "" {
+					body = body[:nl]
+				}
 			}
 			if body != "" {
 				l.toks = append(l.toks, token{kind: tokText, text: body, line: startLine})

@@ -19,10 +19,15 @@ type Limits struct {
 	MaxTemplateBytes int // the template's source (default 1 MiB)
 	MaxSteps         int // statements and expressions evaluated per render (default 10 million)
 	MaxOutputBytes   int // the rendered text, and any value built on the way (default 64 MiB)
+	// MaxAllocBytes bounds the text and lists built over a render, all
+	// together: each string's bytes and 16 bytes a list item, whether kept
+	// or not (default 256 MiB). It bounds the memory a render takes and
+	// the copying it does.
+	MaxAllocBytes int
 }
 
 // DefaultLimits are the limits Parse applies.
-var DefaultLimits = Limits{MaxTemplateBytes: 1 << 20, MaxSteps: 10_000_000, MaxOutputBytes: 64 << 20}
+var DefaultLimits = Limits{MaxTemplateBytes: 1 << 20, MaxSteps: 10_000_000, MaxOutputBytes: 64 << 20, MaxAllocBytes: 256 << 20}
 
 // Error is an error in a template, while parsing or rendering it: the
 // template's name, the line (1-based; 0 when unknown) and what is wrong.
@@ -74,13 +79,16 @@ func ParseWithLimits(name, src string, limits Limits) (*Template, error) {
 	if limits.MaxOutputBytes <= 0 {
 		limits.MaxOutputBytes = DefaultLimits.MaxOutputBytes
 	}
+	if limits.MaxAllocBytes <= 0 {
+		limits.MaxAllocBytes = DefaultLimits.MaxAllocBytes
+	}
 	if len(src) > limits.MaxTemplateBytes {
 		return nil, &Error{Template: name, Msg: fmt.Sprintf("template of %d bytes is longer than %d (the renderer's limit)", len(src), limits.MaxTemplateBytes)}
 	}
 	if !utf8.ValidString(src) {
 		return nil, &Error{Template: name, Msg: "template is not valid UTF-8"}
 	}
-	toks, err := lex(name, src)
+	toks, err := lex(name, jinjaSource(src))
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +97,15 @@ func ParseWithLimits(name, src string, limits Limits) (*Template, error) {
 		return nil, err
 	}
 	return &Template{name: name, src: src, body: body, limits: limits, now: time.Now}, nil
+}
+
+// jinjaSource is the text Jinja reads of a template's source: each
+// "\r\n" and lone "\r" a "\n", and one final newline dropped (as
+// keep_trailing_newline=False, Hugging Face's setting, does).
+func jinjaSource(src string) string {
+	src = strings.ReplaceAll(src, "\r\n", "\n")
+	src = strings.ReplaceAll(src, "\r", "\n")
+	return strings.TrimSuffix(src, "\n")
 }
 
 // SourceText is the template's text.
@@ -253,14 +270,12 @@ func newChatTemplate(tmpl *Template, source, src string, special map[string]stri
 // RenderChat renders a conversation as Hugging Face's
 // apply_chat_template(messages, tools=tools, add_generation_prompt=…,
 // tokenize=False) does: messages is a list of message dicts, tools nil
-// (undefined in the template) or a list; extra holds other variables.
+// (None in the template) or a list; extra holds other variables. As
+// there, tools and documents are always defined, None when not given.
 func (c *ChatTemplate) RenderChat(messages []any, tools any, addGenerationPrompt bool, extra map[string]any) (string, error) {
-	vars := map[string]any{"messages": messages, "add_generation_prompt": addGenerationPrompt}
+	vars := map[string]any{"messages": messages, "add_generation_prompt": addGenerationPrompt, "tools": tools, "documents": nil}
 	for k, v := range c.SpecialTokens {
 		vars[k] = v
-	}
-	if tools != nil {
-		vars["tools"] = tools
 	}
 	for k, v := range extra {
 		vars[k] = v

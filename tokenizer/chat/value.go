@@ -187,65 +187,123 @@ func truthy(v any) bool {
 	return true
 }
 
+// errTooLarge ends a repr or str longer than its limit.
+var errTooLarge = errors.New("too large")
+
 // toStr is Python's str(v), as {{ v }} renders it (Undefined renders
-// empty).
-func toStr(v any) string {
+// empty), refused (errTooLarge, or an error naming the nesting) when
+// longer than limit bytes.
+func toStr(v any, limit int) (string, error) {
 	switch v := v.(type) {
 	case string:
-		return v
+		if len(v) > limit {
+			return "", errTooLarge
+		}
+		return v, nil
 	case Undefined:
-		return ""
+		return "", nil
 	}
-	var b strings.Builder
-	writeRepr(&b, v)
-	return b.String()
+	w := reprWriter{limit: limit}
+	if err := w.write(v, 0); err != nil {
+		return "", err
+	}
+	return w.b.String(), nil
 }
 
-// writeRepr writes Python's repr(v).
-func writeRepr(b *strings.Builder, v any) {
+// shortStr is str(v) for an error message: at most a few hundred bytes.
+func shortStr(v any) string {
+	const limit = 200
+	s, err := toStr(v, limit)
+	if err != nil {
+		w := reprWriter{limit: limit}
+		w.write(v, 0)
+		return w.b.String() + "..."
+	}
+	return s
+}
+
+// reprWriter writes Python's repr of a value, up to a limit. The dicts
+// it is inside of are kept, so that a namespace holding itself writes
+// {...} as Python does for a dict inside itself.
+type reprWriter struct {
+	b     strings.Builder
+	limit int
+	open  []*Dict
+}
+
+func (w *reprWriter) str(s string) error {
+	if w.b.Len()+len(s) > w.limit {
+		return errTooLarge
+	}
+	w.b.WriteString(s)
+	return nil
+}
+
+func (w *reprWriter) write(v any, depth int) error {
+	if depth > maxNesting {
+		return fmt.Errorf("a value nested more than %d deep", maxNesting)
+	}
+	if w.b.Len() > w.limit {
+		return errTooLarge
+	}
 	switch v := v.(type) {
 	case nil:
-		b.WriteString("None")
+		return w.str("None")
 	case Undefined:
+		return nil
 	case bool:
 		if v {
-			b.WriteString("True")
-		} else {
-			b.WriteString("False")
+			return w.str("True")
 		}
+		return w.str("False")
 	case int64:
-		b.WriteString(strconv.FormatInt(v, 10))
+		return w.str(strconv.FormatInt(v, 10))
 	case float64:
-		b.WriteString(pyFloat(v, false))
+		return w.str(pyFloat(v, false))
 	case string:
-		writePyStringRepr(b, v)
+		if len(v) > w.limit {
+			return errTooLarge
+		}
+		writePyStringRepr(&w.b, v)
 	case []any:
-		b.WriteByte('[')
+		w.b.WriteByte('[')
 		for i, x := range v {
 			if i > 0 {
-				b.WriteString(", ")
+				w.b.WriteString(", ")
 			}
-			writeRepr(b, x)
+			if err := w.write(x, depth+1); err != nil {
+				return err
+			}
 		}
-		b.WriteByte(']')
+		return w.str("]")
 	case *Dict:
-		b.WriteByte('{')
+		if slices.Contains(w.open, v) {
+			return w.str("{...}")
+		}
+		w.open = append(w.open, v)
+		w.b.WriteByte('{')
 		for i, k := range v.keys {
 			if i > 0 {
-				b.WriteString(", ")
+				w.b.WriteString(", ")
 			}
-			writePyStringRepr(b, k)
-			b.WriteString(": ")
-			writeRepr(b, v.vals[k])
+			writePyStringRepr(&w.b, k)
+			w.b.WriteString(": ")
+			if err := w.write(v.vals[k], depth+1); err != nil {
+				return err
+			}
 		}
-		b.WriteByte('}')
+		w.open = w.open[:len(w.open)-1]
+		return w.str("}")
 	case *namespace:
-		b.WriteString("<Namespace ")
-		writeRepr(b, v.attrs)
-		b.WriteString(">")
+		w.b.WriteString("<Namespace ")
+		if err := w.write(v.attrs, depth+1); err != nil {
+			return err
+		}
+		return w.str(">")
 	default:
-		b.WriteString("<" + typeName(v) + ">")
+		return w.str("<" + typeName(v) + ">")
 	}
+	return nil
 }
 
 // pyFloat formats f as Python's repr does (json: as json.dumps does).
@@ -472,70 +530,88 @@ func utf16Pair(r rune) (rune, rune) {
 // runeLen is len(s) in Python: code points.
 func runeLen(s string) int { return utf8.RuneCountInString(s) }
 
-// equal is Python's ==.
-func equal(a, b any) bool {
+// equal is Python's == on two values; budget is the number of items it
+// may compare (a list holding the same list twice, built up repeatedly,
+// has exponentially many), and comparing more ends it with errTooLarge.
+func equal(a, b any, budget *int, depth int) (bool, error) {
+	*budget--
+	if *budget < 0 {
+		return false, errTooLarge
+	}
+	if depth > maxNesting {
+		return false, fmt.Errorf("a value nested more than %d deep", maxNesting)
+	}
 	switch a := a.(type) {
 	case nil:
-		return b == nil
+		return b == nil, nil
 	case Undefined:
 		_, ok := b.(Undefined)
-		return ok
+		return ok, nil
 	case bool:
 		switch b := b.(type) {
 		case bool:
-			return a == b
+			return a == b, nil
 		case int64, float64:
-			return equal(boolInt(a), b)
+			return equal(boolInt(a), b, budget, depth)
 		}
-		return false
+		return false, nil
 	case int64:
 		switch b := b.(type) {
 		case int64:
-			return a == b
+			return a == b, nil
 		case float64:
-			return float64(a) == b
+			return float64(a) == b, nil
 		case bool:
-			return a == boolInt(b)
+			return a == boolInt(b), nil
 		}
-		return false
+		return false, nil
 	case float64:
 		switch b := b.(type) {
 		case int64:
-			return a == float64(b)
+			return a == float64(b), nil
 		case float64:
-			return a == b
+			return a == b, nil
 		case bool:
-			return a == float64(boolInt(b))
+			return a == float64(boolInt(b)), nil
 		}
-		return false
+		return false, nil
 	case string:
 		bs, ok := b.(string)
-		return ok && a == bs
+		return ok && a == bs, nil
 	case []any:
 		bl, ok := b.([]any)
 		if !ok || len(a) != len(bl) {
-			return false
+			return false, nil
+		}
+		if len(a) == 0 || &a[0] == &bl[0] {
+			return true, nil // the same list, equal as Python's identity check makes it
 		}
 		for i := range a {
-			if !equal(a[i], bl[i]) {
-				return false
+			if eq, err := equal(a[i], bl[i], budget, depth+1); !eq || err != nil {
+				return false, err
 			}
 		}
-		return true
+		return true, nil
 	case *Dict:
 		bd, ok := b.(*Dict)
 		if !ok || a.Len() != bd.Len() {
-			return false
+			return false, nil
+		}
+		if a == bd {
+			return true, nil
 		}
 		for _, k := range a.keys {
 			bv, ok := bd.vals[k]
-			if !ok || !equal(a.vals[k], bv) {
-				return false
+			if !ok {
+				return false, nil
+			}
+			if eq, err := equal(a.vals[k], bv, budget, depth+1); !eq || err != nil {
+				return false, err
 			}
 		}
-		return true
+		return true, nil
 	}
-	return a == b
+	return a == b, nil
 }
 
 func boolInt(b bool) int64 {
