@@ -29,6 +29,16 @@ import (
 // with "same" padding a column row is one copy and a few zero-fills. A
 // chunk's plan is the same for every channel, image and group; it is
 // made once and kept while they go. Channels are split over the threads.
+//
+// Where even 64 output positions' columns would pass convColsMax (many
+// channels or a huge kernel), or one output row's runs convRunsMax, the
+// columns are also split along the reduction: K-slices of whole
+// channels, or of a few kernel positions of one channel, each a run of
+// consecutive rows of W_g's columns, whose products accumulate (beta 1)
+// into y and dW, and whose dcol go to col2im in turn. The scratch then
+// stays under convColsMax floats and convRunsMax runs whatever the
+// geometry, though the sums of Conv go in another order than in one
+// slice: only convolutions that big take them.
 
 // convChunkFloats bounds the im2col columns of one chunk (8 MiB; a
 // variable for the tests).
@@ -40,14 +50,25 @@ var convChunkFloats = 2 << 20
 // chunk spans at most convRunsMax/K − 1 output rows.
 var convRunsMax = 1 << 16
 
+// convColsMax bounds the columns of one K-slice (8 MiB; a variable for
+// the tests): convolutions whose columns of 64 output positions would
+// pass it are computed in K-slices.
+var convColsMax = 2 << 20
+
+// convRowRunsMax bounds a depthwise worker's runs of a row (40 bytes
+// each; a variable for the tests): the kernel positions go in blocks of
+// it where the runs are not all kept.
+var convRowRunsMax = 1 << 10
+
 // convScratch is what the conv kernels of one executable share: the
-// im2col buffer and its plan, the plan of output positions [o0, o1) of
-// geometry owner (the same for the next image and group).
+// im2col buffer and its plan, the plan of output positions [o0, o1) and
+// kernel positions [k0, k1) of geometry owner (the same for the next
+// image and group).
 type convScratch struct {
-	buf    []float32
-	plan   convPlan
-	owner  *convGeom
-	o0, o1 int
+	buf            []float32
+	plan           convPlan
+	owner          *convGeom
+	o0, o1, k0, k1 int
 }
 
 func (s *convScratch) get(n int) []float32 {
@@ -70,16 +91,21 @@ type convGeom struct {
 	outSize       int // O: positions of an output channel
 	kSize         int // K: positions of the kernel
 	chunk         int // output positions per im2col chunk
+	// The columns' K-slices: sliceCh whole channels, or (sliceCh 1)
+	// sliceK < kSize kernel positions of one channel.
+	sliceCh, sliceK int
 	// direct: a 1×1 kernel with unit strides and no padding reads the
 	// input itself as its columns.
 	direct bool
 	// The last spatial axis: output and input positions, stride.
 	ow, iw, stride int
-	taps           []convTap
-	// tapOuter[kp·(k−1)+d] is kernel position kp's reach along spatial
+	// taps[j]: the reach of the kernel positions at j along the last
+	// axis.
+	taps []convTap
+	// tapOuter[d][j] is the reach of kernel positions at j along spatial
 	// axis d < k−1: output position p there reads input position
-	// p·stride + tapOuter.
-	tapOuter []int
+	// p·stride + tapOuter[d][j].
+	tapOuter [][]int
 	scratch  *convScratch
 	workers  int // for im2col, col2im and the depthwise sums
 	cols     convColsTask
@@ -87,6 +113,24 @@ type convGeom struct {
 	// dwRuns[row·K + kp]: a depthwise convolution's runs, the same for
 	// every image and channel, kept when there are at most convRunsMax.
 	dwRuns []convRun
+}
+
+// A convSlice is a K-slice of the columns: channels [c0, c1) at kernel
+// positions [k0, k1), whole channels (k0 = 0, k1 = K) or part of one.
+type convSlice struct{ c0, c1, k0, k1 int }
+
+// rows are the slice's rows of the columns, [r0, r1) in W_g's columns.
+func (s convSlice) rows(kSize int) (r0, r1 int) {
+	return s.c0*kSize + s.k0, (s.c1-1)*kSize + s.k1
+}
+
+// sliceAt is the K-slice whose first row is r0.
+func (g *convGeom) sliceAt(r0 int) convSlice {
+	c0, k0 := r0/g.kSize, r0%g.kSize
+	if g.sliceK == g.kSize {
+		return convSlice{c0: c0, c1: min(c0+g.sliceCh, g.cg), k0: 0, k1: g.kSize}
+	}
+	return convSlice{c0: c0, c1: c0 + 1, k0: k0, k1: min(k0+g.sliceK, g.kSize)}
 }
 
 // A convTap is one kernel position's reach along the last spatial axis:
@@ -106,24 +150,29 @@ func newConvGeom(op ir.Conv, x, w, y ir.Shape, scratch *convScratch, threads int
 	k := len(g.in)
 	g.ow, g.iw, g.stride = g.out[k-1], g.in[k-1], op.Strides[k-1]
 	g.chunk = min(g.chunk, max(convRunsMax/max(g.kSize, 1)-1, 1)*g.ow)
+	g.sliceCh, g.sliceK = g.cg, g.kSize
+	if rows*min(g.outSize, 64) > convColsMax || 2*g.kSize > convRunsMax {
+		g.sliceColumns()
+	}
 	g.direct = g.kSize == 1
 	for d := range g.in {
 		g.direct = g.direct && op.Strides[d] == 1 && op.Pads[d] == 0 && op.Pads[len(g.in)+d] == 0 && g.in[d] == g.out[d]
 	}
-	g.taps = make([]convTap, g.kSize)
-	g.tapOuter = make([]int, g.kSize*(k-1))
-	kPos := make([]int, k)
-	for kp := range g.kSize {
-		unflattenInts(kp, g.kern, kPos)
-		for d := range k - 1 {
-			g.tapOuter[kp*(k-1)+d] = kPos[d]*op.Dilations[d] - op.Pads[d]
+	g.tapOuter = make([][]int, k-1)
+	for d := range k - 1 {
+		g.tapOuter[d] = make([]int, g.kern[d])
+		for j := range g.kern[d] {
+			g.tapOuter[d][j] = j*op.Dilations[d] - op.Pads[d]
 		}
-		shift := kPos[k-1]*op.Dilations[k-1] - op.Pads[k-1]
+	}
+	g.taps = make([]convTap, g.kern[k-1])
+	for j := range g.kern[k-1] {
+		shift := j*op.Dilations[k-1] - op.Pads[k-1]
 		// lo: the first p with p·stride + shift ≥ 0; hi: the first with
 		// p·stride + shift ≥ iw.
 		lo := min(ceilDivNonNeg(-shift, g.stride), g.ow)
 		hi := max(min(ceilDivNonNeg(g.iw-shift, g.stride), g.ow), lo)
-		g.taps[kp] = convTap{lo: lo, hi: hi, shift: shift}
+		g.taps[j] = convTap{lo: lo, hi: hi, shift: shift}
 	}
 	// The column work is split over channels; the depthwise sums over
 	// images and groups (or groups alone, for the weights' gradient).
@@ -138,7 +187,7 @@ func newConvGeom(op ir.Conv, x, w, y ir.Shape, scratch *convScratch, threads int
 		for w := range g.wk {
 			g.wk[w].tmp = make([]float32, g.ow)
 			if g.kSize*rows > convRunsMax {
-				g.wk[w].runs = make([]convRun, g.kSize)
+				g.wk[w].runs = make([]convRun, min(g.kSize, max(convRowRunsMax, 1)))
 			}
 		}
 		if g.kSize*rows <= convRunsMax {
@@ -155,6 +204,23 @@ func newConvGeom(op ir.Conv, x, w, y ir.Shape, scratch *convScratch, threads int
 	return g
 }
 
+// sliceColumns sets the K-slices and the chunk of columns too big for
+// one slice: chunks of 64 output positions (fewer under a smaller
+// convColsMax), slices of as many whole channels as fit in convColsMax
+// floats, or of as many kernel positions of one channel as fit in it and
+// keep the plan within convRunsMax runs.
+func (g *convGeom) sliceColumns() {
+	g.chunk = min(g.outSize, 64, max(convColsMax, 1))
+	sliceRows := max(convColsMax/max(g.chunk, 1), 1)
+	spans := g.chunk/max(g.ow, 1) + 2 // output rows a chunk meets, at most
+	kMax := max(convRunsMax/spans, 1)
+	if g.kSize <= min(sliceRows, kMax) {
+		g.sliceCh, g.sliceK = min(sliceRows/g.kSize, g.cg), g.kSize
+		return
+	}
+	g.sliceCh, g.sliceK = 1, min(sliceRows, kMax)
+}
+
 // ceilDivNonNeg is ⌈a/b⌉ for b > 0, or 0 where that is negative.
 func ceilDivNonNeg(a, b int) int {
 	if a <= 0 {
@@ -167,13 +233,6 @@ func ceilDivNonNeg(a, b int) int {
 // channels or kernel positions, no output positions or channels), which
 // the GEMM does not take.
 func (g *convGeom) empty() bool { return g.cg*g.kSize == 0 || g.outSize == 0 || g.mg == 0 }
-
-func unflattenInts(i int, s ir.Shape, pos []int) {
-	for d := len(s) - 1; d >= 0; d-- {
-		pos[d] = i % s[d]
-		i /= s[d]
-	}
-}
 
 // A convRun is the output positions [a, b) of one output row for one
 // kernel position: [va, vb) of them read the input at x0, x0+stride, …
@@ -198,16 +257,18 @@ func (g *convGeom) rowStart(row int, pos []int) int {
 // the row that starts at start, pos from rowStart.
 func (g *convGeom) run(pos []int, kp, start, a, b int) convRun {
 	r := convRun{a: a, b: b, va: a, vb: a}
-	outer := g.tapOuter[kp*len(pos) : (kp+1)*len(pos)]
+	last := len(pos)
+	q := kp / g.kern[last]
 	base := 0
-	for d, p := range pos {
-		p += outer[d]
+	for d := last - 1; d >= 0; d-- {
+		p := pos[d] + g.tapOuter[d][q%g.kern[d]]
+		q /= g.kern[d]
 		if p < 0 || p >= g.in[d] {
 			return r
 		}
 		base += p * g.inStrides[d]
 	}
-	t := g.taps[kp]
+	t := g.taps[kp%g.kern[last]]
 	r.va = min(max(start+t.lo, a), b)
 	r.vb = min(max(start+t.hi, r.va), b)
 	r.x0 = base + (r.va-start)*g.stride + t.shift
@@ -224,9 +285,9 @@ type convWorker struct {
 }
 
 // A convPlan is how one chunk's columns are filled from an input channel,
-// the same for every channel: for kernel position kp, the moves
-// moves[movesAt[kp]:movesAt[kp+1]] and the zero-fills
-// zeros[zerosAt[kp]:zerosAt[kp+1]] of its column row. The runs of
+// the same for every channel: for kernel position k0+j of the plan's
+// [k0, k1), the moves moves[movesAt[j]:movesAt[j+1]] and the zero-fills
+// zeros[zerosAt[j]:zerosAt[j+1]] of its column row. The runs of
 // consecutive output rows that read the input as one arithmetic sequence
 // (stride 1 with as many output as input positions a row, as with "same"
 // padding) are one move, which also crosses the padding between them: the
@@ -245,19 +306,19 @@ type convMove struct{ col, x, n int }
 // A convZero is n column elements of padding from col on.
 type convZero struct{ col, n int }
 
-// chunkPlan is the plan of output positions [o0, o1), kept in the scratch
-// for the next image or group.
-func (g *convGeom) chunkPlan(o0, o1 int) *convPlan {
+// chunkPlan is the plan of output positions [o0, o1) and kernel
+// positions [k0, k1), kept in the scratch for the next image or group.
+func (g *convGeom) chunkPlan(o0, o1, k0, k1 int) *convPlan {
 	s := g.scratch
 	p := &s.plan
-	if s.owner == g && s.o0 == o0 && s.o1 == o1 {
+	if s.owner == g && s.o0 == o0 && s.o1 == o1 && s.k0 == k0 && s.k1 == k1 {
 		return p
 	}
-	s.owner, s.o0, s.o1 = g, o0, o1
+	s.owner, s.o0, s.o1, s.k0, s.k1 = g, o0, o1, k0, k1
 	p.moves, p.zeros = p.moves[:0], p.zeros[:0]
 	p.movesAt, p.zerosAt = append(p.movesAt[:0], 0), append(p.zerosAt[:0], 0)
 	pos := g.wk[0].pos
-	for kp := range g.kSize {
+	for kp := k0; kp < k1; kp++ {
 		move, zero := len(p.moves), len(p.zeros)
 		for a := o0; a < o1; {
 			start := g.rowStart(a/g.ow, pos)
@@ -295,60 +356,66 @@ func addZero(zeros []convZero, first, col, n int) []convZero {
 	return append(zeros, convZero{col, n})
 }
 
-// convColsTask is im2col or col2im over channels [lo, hi) of a split.
+// convColsTask is im2col or col2im over channels [lo, hi) of a split of
+// the slice's.
 type convColsTask struct {
 	g       *convGeom
 	col, x  []float32
 	width   int
+	s       convSlice
 	plan    *convPlan
 	scatter bool // col2im
 }
 
 func (t *convColsTask) Run(worker, workers int) {
-	lo, hi := kernels.Split(t.g.cg, worker, workers, 1)
+	lo, hi := kernels.Split(t.s.c1-t.s.c0, worker, workers, 1)
+	lo, hi = lo+t.s.c0, hi+t.s.c0
 	if t.scatter {
-		t.g.col2imChannels(t.x, t.col, t.width, lo, hi, t.plan)
+		t.g.col2imChannels(t.x, t.col, t.width, lo, hi, t.s, t.plan)
 	} else {
-		t.g.im2colChannels(t.col, t.x, t.width, lo, hi, t.plan)
+		t.g.im2colChannels(t.col, t.x, t.width, lo, hi, t.s, t.plan)
 	}
 }
 
-// im2col fills col [cg·K, o1−o0] with the windows of output positions
-// [o0, o1) over channels x [cg][inSize].
-func (g *convGeom) im2col(col, x []float32, o0, o1 int) {
+// im2col fills col [rows of slice s, o1−o0] with the windows of output
+// positions [o0, o1) over channels x [cg][inSize].
+func (g *convGeom) im2col(col, x []float32, o0, o1 int, s convSlice) {
 	t := &g.cols
-	t.col, t.x, t.width, t.scatter = col, x, o1-o0, false
-	t.plan = g.chunkPlan(o0, o1)
-	kernels.Parallel(g.colWorkers(o1-o0), t)
+	t.col, t.x, t.width, t.s, t.scatter = col, x, o1-o0, s, false
+	t.plan = g.chunkPlan(o0, o1, s.k0, s.k1)
+	kernels.Parallel(g.colWorkers(o1-o0, s), t)
 }
 
-// col2im adds col [cg·K, o1−o0] into the channels dx [cg][inSize] at the
-// windows' positions (im2col's arguments). It clears col's padding.
-func (g *convGeom) col2im(dx, col []float32, o0, o1 int) {
+// col2im adds col [rows of slice s, o1−o0] into the channels dx
+// [cg][inSize] at the windows' positions (im2col's arguments). It clears
+// col's padding.
+func (g *convGeom) col2im(dx, col []float32, o0, o1 int, s convSlice) {
 	t := &g.cols
-	t.col, t.x, t.width, t.scatter = col, dx, o1-o0, true
-	t.plan = g.chunkPlan(o0, o1)
-	kernels.Parallel(g.colWorkers(o1-o0), t)
+	t.col, t.x, t.width, t.s, t.scatter = col, dx, o1-o0, s, true
+	t.plan = g.chunkPlan(o0, o1, s.k0, s.k1)
+	kernels.Parallel(g.colWorkers(o1-o0, s), t)
 }
 
-// colWorkers is how many workers share the columns of a chunk of width
-// output positions: they are split by channel, each channel's elements
-// handled exactly as by one worker.
-func (g *convGeom) colWorkers(width int) int {
-	return min(workersFor(g.workers, g.cg*g.kSize*width), g.cg)
+// colWorkers is how many workers share the columns of slice s in a chunk
+// of width output positions: they are split by channel, each channel's
+// elements handled exactly as by one worker.
+func (g *convGeom) colWorkers(width int, s convSlice) int {
+	return min(workersFor(g.workers, (s.c1-s.c0)*(s.k1-s.k0)*width), s.c1-s.c0)
 }
 
-// im2colChannels fills the rows of channels [c0, c1) of col (width
-// columns) from x by the plan, a column row at a time.
-func (g *convGeom) im2colChannels(col, x []float32, width, c0, c1 int, p *convPlan) {
+// im2colChannels fills the rows of channels [c0, c1) of col, slice s's
+// columns (width of them), from x by the plan, a column row at a time.
+func (g *convGeom) im2colChannels(col, x []float32, width, c0, c1 int, s convSlice, p *convPlan) {
+	nk := s.k1 - s.k0
 	for ic := c0; ic < c1; ic++ {
 		xs := x[ic*g.inSize : (ic+1)*g.inSize]
-		for kp := range g.kSize {
-			dst := col[(ic*g.kSize+kp)*width : (ic*g.kSize+kp+1)*width]
-			for _, m := range p.moves[p.movesAt[kp]:p.movesAt[kp+1]] {
+		for j := range nk {
+			r := (ic-s.c0)*nk + j
+			dst := col[r*width : (r+1)*width]
+			for _, m := range p.moves[p.movesAt[j]:p.movesAt[j+1]] {
 				gather(dst[m.col:m.col+m.n], xs, m.x, g.stride)
 			}
-			for _, z := range p.zeros[p.zerosAt[kp]:p.zerosAt[kp+1]] {
+			for _, z := range p.zeros[p.zerosAt[j]:p.zerosAt[j+1]] {
 				zero(dst[z.col : z.col+z.n])
 			}
 		}
@@ -357,15 +424,17 @@ func (g *convGeom) im2colChannels(col, x []float32, width, c0, c1 int, p *convPl
 
 // col2imChannels adds the rows of channels [c0, c1) of col into dx by the
 // plan (im2colChannels' arguments), clearing their padding first.
-func (g *convGeom) col2imChannels(dx, col []float32, width, c0, c1 int, p *convPlan) {
+func (g *convGeom) col2imChannels(dx, col []float32, width, c0, c1 int, s convSlice, p *convPlan) {
+	nk := s.k1 - s.k0
 	for ic := c0; ic < c1; ic++ {
 		xs := dx[ic*g.inSize : (ic+1)*g.inSize]
-		for kp := range g.kSize {
-			src := col[(ic*g.kSize+kp)*width : (ic*g.kSize+kp+1)*width]
-			for _, z := range p.zeros[p.zerosAt[kp]:p.zerosAt[kp+1]] {
+		for j := range nk {
+			r := (ic-s.c0)*nk + j
+			src := col[r*width : (r+1)*width]
+			for _, z := range p.zeros[p.zerosAt[j]:p.zerosAt[j+1]] {
 				zero(src[z.col : z.col+z.n])
 			}
-			for _, m := range p.moves[p.movesAt[kp]:p.movesAt[kp+1]] {
+			for _, m := range p.moves[p.movesAt[j]:p.movesAt[j+1]] {
 				scatterAdd(xs, m.x, g.stride, src[m.col:m.col+m.n])
 			}
 		}
@@ -503,10 +572,23 @@ func (k *convKernel) run() error {
 			}
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
-				col := g.scratch.get(rows * (o1 - o0))
-				g.im2col(col, x, o0, o1)
 				k.bias.c, k.bias.ldc = y[o0:], g.outSize
-				kernels.SgemmEpilogue(k.threads, false, false, g.mg, o1-o0, rows, 1, w, rows, col, o1-o0, 0, y[o0:], g.outSize, epi)
+				for r0, r1 := 0, 0; r0 < rows; r0 = r1 {
+					s := g.sliceAt(r0)
+					_, r1 = s.rows(g.kSize)
+					col := g.scratch.get((r1 - r0) * (o1 - o0))
+					g.im2col(col, x, o0, o1, s)
+					// The slices' products add up in y; the bias goes
+					// with the last.
+					beta, e := float32(1), kernels.GemmEpilogue(nil)
+					if r0 == 0 {
+						beta = 0
+					}
+					if r1 == rows {
+						e = epi
+					}
+					kernels.SgemmEpilogue(k.threads, false, false, g.mg, o1-o0, r1-r0, 1, w[r0:], rows, col, o1-o0, beta, y[o0:], g.outSize, e)
+				}
 			}
 		}
 	}
@@ -554,9 +636,13 @@ func (k *convGradInputKernel) run() error {
 			}
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
-				col := g.scratch.get(rows * (o1 - o0))
-				kernels.Sgemm(k.threads, true, false, rows, o1-o0, g.mg, 1, w, rows, dy[o0:], g.outSize, 0, col, o1-o0)
-				g.col2im(dx, col, o0, o1)
+				for r0, r1 := 0, 0; r0 < rows; r0 = r1 {
+					s := g.sliceAt(r0)
+					_, r1 = s.rows(g.kSize)
+					col := g.scratch.get((r1 - r0) * (o1 - o0))
+					kernels.Sgemm(k.threads, true, false, r1-r0, o1-o0, g.mg, 1, w[r0:], rows, dy[o0:], g.outSize, 0, col, o1-o0)
+					g.col2im(dx, col, o0, o1, s)
+				}
 			}
 		}
 	}
@@ -592,26 +678,37 @@ func (k *convGradWeightKernel) run() error {
 	}
 	for grp := range g.op.Group {
 		dw := k.dw[grp*g.mg*rows : (grp+1)*g.mg*rows]
-		beta := float32(0)
+		if g.n == 0 {
+			clear(dw)
+			continue
+		}
 		for n := range g.n {
 			x := k.x[(n*g.c+grp*g.cg)*g.inSize:]
 			dy := k.dy[(n*g.m+grp*g.mg)*g.outSize:]
 			if g.direct {
-				kernels.Sgemm(k.threads, false, true, g.mg, rows, g.outSize, 1, dy, g.outSize, x, g.inSize, beta, dw, rows)
-				beta = 1
+				kernels.Sgemm(k.threads, false, true, g.mg, rows, g.outSize, 1, dy, g.outSize, x, g.inSize, betaAfter(n == 0), dw, rows)
 				continue
 			}
 			for o0 := 0; o0 < g.outSize; o0 += g.chunk {
 				o1 := min(o0+g.chunk, g.outSize)
-				col := g.scratch.get(rows * (o1 - o0))
-				g.im2col(col, x, o0, o1)
-				kernels.Sgemm(k.threads, false, true, g.mg, rows, o1-o0, 1, dy[o0:], g.outSize, col, o1-o0, beta, dw, rows)
-				beta = 1
+				for r0, r1 := 0, 0; r0 < rows; r0 = r1 {
+					s := g.sliceAt(r0)
+					_, r1 = s.rows(g.kSize)
+					col := g.scratch.get((r1 - r0) * (o1 - o0))
+					g.im2col(col, x, o0, o1, s)
+					kernels.Sgemm(k.threads, false, true, g.mg, r1-r0, o1-o0, 1, dy[o0:], g.outSize, col, o1-o0, betaAfter(n == 0 && o0 == 0), dw[r0:], rows)
+				}
 			}
-		}
-		if beta == 0 { // no images
-			clear(dw)
 		}
 	}
 	return nil
+}
+
+// betaAfter is the GEMM's beta for a product that starts a sum (first)
+// or adds to it.
+func betaAfter(first bool) float32 {
+	if first {
+		return 0
+	}
+	return 1
 }

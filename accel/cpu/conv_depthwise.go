@@ -79,27 +79,34 @@ func (t *depthwiseTask) Run(worker, workers int) {
 	}
 }
 
-// rowRuns are output row row's runs, one a kernel position: from the
-// table, or computed into the worker's buffer.
-func (g *convGeom) rowRuns(row int, wk *convWorker) []convRun {
+// rowRuns are output row row's runs from kernel position k0 on, one a
+// kernel position: all of them from the table, or as many as the
+// worker's buffer holds, computed into it.
+func (g *convGeom) rowRuns(row, k0 int, wk *convWorker) []convRun {
 	if g.dwRuns != nil {
-		return g.dwRuns[row*g.kSize : (row+1)*g.kSize]
+		return g.dwRuns[row*g.kSize+k0 : (row+1)*g.kSize]
 	}
 	start := g.rowStart(row, wk.pos)
-	for kp := range wk.runs {
-		wk.runs[kp] = g.run(wk.pos, kp, start, start, start+g.ow)
+	runs := wk.runs[:min(len(wk.runs), g.kSize-k0)]
+	for j := range runs {
+		runs[j] = g.run(wk.pos, k0+j, start, start, start+g.ow)
 	}
-	return wk.runs
+	return runs
 }
 
 // depthwise adds to y [mg][outSize] the products of w [mg][K] and the
 // windows of x [inSize], an output row at a time.
 func (g *convGeom) depthwise(y, w, x []float32, wk *convWorker) {
 	for row := range g.outSize / g.ow {
-		for kp, r := range g.rowRuns(row, wk) {
-			for oc := range g.mg {
-				axpyGather(y[oc*g.outSize+r.va:oc*g.outSize+r.vb], w[oc*g.kSize+kp], x, r.x0, g.stride, wk.tmp)
+		for k0 := 0; k0 < g.kSize; {
+			runs := g.rowRuns(row, k0, wk)
+			for j, r := range runs {
+				kp := k0 + j
+				for oc := range g.mg {
+					axpyGather(y[oc*g.outSize+r.va:oc*g.outSize+r.vb], w[oc*g.kSize+kp], x, r.x0, g.stride, wk.tmp)
+				}
 			}
+			k0 += len(runs)
 		}
 	}
 }
@@ -108,10 +115,15 @@ func (g *convGeom) depthwise(y, w, x []float32, wk *convWorker) {
 // through w [mg][K].
 func (g *convGeom) depthwiseGradInput(dx, w, dy []float32, wk *convWorker) {
 	for row := range g.outSize / g.ow {
-		for kp, r := range g.rowRuns(row, wk) {
-			for oc := range g.mg {
-				axpyScatter(dx, r.x0, g.stride, w[oc*g.kSize+kp], dy[oc*g.outSize+r.va:oc*g.outSize+r.vb], wk.tmp)
+		for k0 := 0; k0 < g.kSize; {
+			runs := g.rowRuns(row, k0, wk)
+			for j, r := range runs {
+				kp := k0 + j
+				for oc := range g.mg {
+					axpyScatter(dx, r.x0, g.stride, w[oc*g.kSize+kp], dy[oc*g.outSize+r.va:oc*g.outSize+r.vb], wk.tmp)
+				}
 			}
+			k0 += len(runs)
 		}
 	}
 }
@@ -120,10 +132,15 @@ func (g *convGeom) depthwiseGradInput(dx, w, dy []float32, wk *convWorker) {
 // and x [inSize].
 func (g *convGeom) depthwiseGradWeight(dw, dy, x []float32, wk *convWorker) {
 	for row := range g.outSize / g.ow {
-		for kp, r := range g.rowRuns(row, wk) {
-			for oc := range g.mg {
-				dw[oc*g.kSize+kp] += dotGather(dy[oc*g.outSize+r.va:oc*g.outSize+r.vb], x, r.x0, g.stride)
+		for k0 := 0; k0 < g.kSize; {
+			runs := g.rowRuns(row, k0, wk)
+			for j, r := range runs {
+				kp := k0 + j
+				for oc := range g.mg {
+					dw[oc*g.kSize+kp] += dotGather(dy[oc*g.outSize+r.va:oc*g.outSize+r.vb], x, r.x0, g.stride)
+				}
 			}
+			k0 += len(runs)
 		}
 	}
 }

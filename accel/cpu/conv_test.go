@@ -65,15 +65,26 @@ func TestConvKernels(t *testing.T) {
 		{ir.Shape{1, 2, 2, 3}, ir.Shape{2, 1, 5, 5}, []int{1, 1}, []int{3, 4, 4, 3}, []int{1, 1}, 2, true},
 		{ir.Shape{2, 2, 3, 4, 18}, ir.Shape{2, 1, 2, 3, 3}, []int{1, 1, 2}, []int{1, 1, 0, 0, 1, 2}, []int{2, 1, 1}, 2, false},
 	}
-	defer func(n, m int) { convChunkFloats, convRunsMax = n, m }(convChunkFloats, convRunsMax)
+	defer func(n, m, c, r int) {
+		convChunkFloats, convRunsMax, convColsMax, convRowRunsMax = n, m, c, r
+	}(convChunkFloats, convRunsMax, convColsMax, convRowRunsMax)
 	rng := rand.New(rand.NewPCG(4, 5))
 	// Chunk 1: chunks of 64 output positions, or of the few output rows
-	// whose runs fit in 64.
-	for _, chunk := range []int{2 << 20, 1} {
-		convChunkFloats, convRunsMax = chunk, max(chunk, 64)
+	// whose runs fit in 64, and the depthwise runs of a row in blocks of
+	// 2 kernel positions. Slices 1280: the columns in K-slices of 20
+	// rows (several channels, or part of one), chunks of 64 and plans of
+	// at most 64 runs; slices 1: of one row and one output position.
+	configs := []struct{ chunk, runs, cols, rowRuns int }{
+		{2 << 20, 1 << 16, 2 << 20, 1 << 10},
+		{1, 64, 2 << 20, 2},
+		{2 << 20, 64, 1280, 1 << 10},
+		{2 << 20, 1 << 16, 1, 1 << 10},
+	}
+	for _, cf := range configs {
+		convChunkFloats, convRunsMax, convColsMax, convRowRunsMax = cf.chunk, cf.runs, cf.cols, cf.rowRuns
 		for i, c := range cases {
 			op := ir.Conv{Strides: c.strides, Pads: c.pads, Dilations: c.dilations, Group: c.group}
-			t.Run(fmt.Sprintf("chunk%d/%d_%v_%v", chunk, i, c.x, c.w), func(t *testing.T) {
+			t.Run(fmt.Sprintf("chunk%d_slices%d/%d_%v_%v", cf.chunk, cf.cols, i, c.x, c.w), func(t *testing.T) {
 				forISAs(t, func(t *testing.T) {
 					g, feeds := convTestGraph(t, rng, c.x, c.w, op, c.bias)
 					checkGraph(t, g, feeds, 1e-5, 1e-5)
@@ -211,5 +222,46 @@ func BenchmarkConv(b *testing.B) {
 				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
 		}
+	}
+}
+
+// TestConvScratchBounded: a convolution whose columns would be huge (a
+// 4096×4096 kernel over a padded 8×8 input, 33 million rows of columns)
+// plans its scratch within convColsMax floats and convRunsMax runs, its
+// tables by axis; and one big enough to be computed in K-slices under the
+// default bounds matches the reference, its scratch within them.
+func TestConvScratchBounded(t *testing.T) {
+	op := ir.Conv{Strides: []int{1, 1}, Pads: []int{2048, 2048, 2048, 2048}, Dilations: []int{1, 1}, Group: 1}
+	g := newConvGeom(op, ir.Shape{1, 2, 8, 8}, ir.Shape{1, 2, 4096, 4096}, ir.Shape{1, 1, 9, 9}, &convScratch{}, 2)
+	if cols := g.chunk * g.sliceCh * g.sliceK; cols > convColsMax || cols == 0 {
+		t.Errorf("columns of %d floats a slice (chunk %d, %d channels × %d kernel positions), want at most %d", cols, g.chunk, g.sliceCh, g.sliceK, convColsMax)
+	}
+	if runs := g.sliceK * (g.chunk/g.ow + 2); runs > convRunsMax {
+		t.Errorf("plans of up to %d runs, want at most %d", runs, convRunsMax)
+	}
+	if len(g.taps) != 4096 || len(g.tapOuter) != 1 || len(g.tapOuter[0]) != 4096 {
+		t.Errorf("tables of %d and %d reaches, want 4096 each", len(g.taps), len(g.tapOuter))
+	}
+
+	// A 300×300 kernel: 90000 kernel positions a channel, more than
+	// convRunsMax/2, and columns of 180000 rows.
+	op = ir.Conv{Strides: []int{1, 1}, Pads: []int{150, 149, 150, 149}, Dilations: []int{1, 1}, Group: 1}
+	rng := rand.New(rand.NewPCG(8, 9))
+	xs, ws := ir.Shape{1, 2, 8, 8}, ir.Shape{3, 2, 300, 300}
+	gr, feeds := convTestGraph(t, rng, xs, ws, op, true)
+	checkGraph(t, gr, feeds, 1e-4, 1e-5)
+
+	scratch := &convScratch{}
+	y := ir.NewTensor(ir.Float32, gr.Outputs[0].Value.Shape)
+	k := newConvKernel(2, scratch, &op, feeds[:3], []*ir.Tensor{y})
+	if err := k.run(); err != nil {
+		t.Fatal(err)
+	}
+	if n := cap(scratch.buf); n > convColsMax {
+		t.Errorf("columns of %d floats, want at most %d", n, convColsMax)
+	}
+	// A run is at most a move and two zero-fills.
+	if n := len(scratch.plan.moves) + len(scratch.plan.zeros); n > 3*convRunsMax {
+		t.Errorf("a plan of %d moves and zero-fills, want at most %d", n, 3*convRunsMax)
 	}
 }

@@ -140,7 +140,7 @@ func binarySV(fn ir.BinaryFn, out []float32, s float32, b []float32) {
 // unaryKernel is a float32 element-wise function. The transcendental ones
 // (Tanh, Erf, Exp, Sigmoid, Gelu, GeluTanh) run on package kernels' SIMD
 // versions (simd.go: float32 within a few ulp, bounds measured
-// exhaustively there); Neg, Relu and Abs are plain loops; every other
+// exhaustively there); Neg, Relu (relu) and Abs are plain loops; every other
 // function is computed in float64 by the op's reference (ir.UnaryFloat64)
 // and rounded once, on blocks converted to float64 first: converting
 // inside the loop that calls it chains the iterations through the
@@ -217,12 +217,7 @@ func (k *unaryKernel) share(lo, hi, w int) {
 			y[i] = -v
 		}
 	case ir.Relu:
-		for i, v := range x {
-			if v < 0 {
-				v = 0
-			}
-			y[i] = v
-		}
+		relu(y, x)
 	case ir.Abs:
 		for i, v := range x {
 			y[i] = float32(math.Abs(float64(v)))
@@ -281,5 +276,18 @@ func (k *whereKernel) share(lo, hi, w int) {
 		if o < hi {
 			l.Next(idx, base)
 		}
+	}
+}
+
+// relu sets y[i] = max(x[i], 0) as ir.Relu does: +0 for the negatives and
+// −0, a NaN kept with its sign and payload, quieted. It works on the
+// bits, without branches, which random signs would mispredict.
+func relu(y, x []float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		b := math.Float32bits(v)
+		neg := uint32(int32(b) >> 31)                         // all ones for a sign bit
+		nan := uint32(int32(0x7f800000-(b&0x7fffffff)) >> 31) // all ones for a NaN
+		y[i] = math.Float32frombits(b&^(neg&^nan) | nan&0x00400000)
 	}
 }

@@ -103,13 +103,21 @@ func (k *unaryGradKernel) share(lo, hi, w int) {
 	case ir.GeluTanh:
 		kernels.GeluTanhBackwardF32(dx, t, dy)
 	case ir.Relu:
-		for i, y := range t {
-			if y > 0 {
-				dx[i] = dy[i]
-			} else {
-				dx[i] = 0
-			}
-		}
+		reluGrad(dx, dy, t)
+	}
+}
+
+// reluGrad sets dx[i] = dy[i] where y[i] > 0, else +0 (y −0, negative or
+// NaN). It works on the bits, without branches, which random signs would
+// mispredict.
+func reluGrad(dx, dy, y []float32) {
+	dx, dy = dx[:len(y)], dy[:len(y)]
+	for i, v := range y {
+		b := math.Float32bits(v)
+		// b|(b−1) has the sign bit for +0 (b−1 wraps), −0 and the
+		// negatives; the second term is all ones for the NaNs.
+		pos := uint32(int32(b|(b-1))>>31) | uint32(int32(0x7f800000-(b&0x7fffffff))>>31)
+		dx[i] = math.Float32frombits(math.Float32bits(dy[i]) &^ pos)
 	}
 }
 
