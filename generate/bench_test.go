@@ -53,3 +53,53 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPrefill measures the time to the first token after a long
+// prompt with each mode, on a Llama-shaped export with past inputs (4
+// layers, width 256): cold, on a new decoder, compiling every shape it
+// needs (as a command's first prompt does), and warm, reusing them.
+//
+//	go test ./generate -run '^$' -bench Prefill -benchtime 3x
+func BenchmarkPrefill(b *testing.B) {
+	dir := b.TempDir()
+	c := llamagen.Config{Vocab: 2048, Dim: 256, Layers: 4, Heads: 4, KVHeads: 4, Hidden: 768, Seed: 1, KVCache: true}
+	if err := llamagen.Write(dir, c); err != nil {
+		b.Fatal(err)
+	}
+	model := loadModel(b, filepath.Join(dir, "model.onnx"))
+	const n = 1984
+	prompt := make([]int64, n)
+	for i := range prompt {
+		prompt[i] = int64(i*7919) % int64(c.Vocab)
+	}
+	first := func(b *testing.B, d *Decoder) {
+		res, err := Run(context.Background(), d, nil, Request{Prompt: prompt, MaxTokens: 1}, func(Event) error { return nil })
+		if err != nil || len(res.Tokens) != 1 {
+			b.Fatal(err, len(res.Tokens))
+		}
+	}
+	for _, mode := range []Mode{PastInputs, OwnCache, Recompute} {
+		opts := Options{Mode: mode, Threads: 1, Context: 2048}
+		b.Run(fmt.Sprintf("mode=%s/tokens=%d/cold", mode, n), func(b *testing.B) {
+			for b.Loop() {
+				d, err := New(model, opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				first(b, d)
+				d.Close()
+			}
+		})
+		b.Run(fmt.Sprintf("mode=%s/tokens=%d/warm", mode, n), func(b *testing.B) {
+			d, err := New(model, opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			first(b, d)
+			for b.Loop() {
+				first(b, d)
+			}
+		})
+	}
+}

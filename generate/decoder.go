@@ -75,7 +75,7 @@ const DefaultContext = 2048
 // maxChunk is the longest run of tokens fed at once; a prompt is fed in
 // chunks of powers of two up to it, so a handful of shapes serve every
 // prompt length.
-const maxChunk = 64
+const maxChunk = 256
 
 // minCapacity is the smallest cache capacity; capacities are powers of two
 // (and the context itself).
@@ -743,13 +743,21 @@ func equalStrings(a, b []string) bool {
 	return true
 }
 
+// stripNumbers replaces each run of digits by one '#'.
 func stripNumbers(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r >= '0' && r <= '9' {
-			return '#'
+	var b strings.Builder
+	inNumber := false
+	for _, r := range s {
+		digit := r >= '0' && r <= '9'
+		switch {
+		case !digit:
+			b.WriteRune(r)
+		case !inNumber:
+			b.WriteByte('#')
 		}
-		return r
-	}, s)
+		inNumber = digit
+	}
+	return b.String()
 }
 
 // ---------------------------------------------------------------- pools

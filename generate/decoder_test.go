@@ -285,3 +285,34 @@ func TestContextFromPositionTables(t *testing.T) {
 		}
 	}
 }
+
+// TestDecisionsAcrossCapacities: the rewrite's decisions at two
+// capacities compare equal when only the numbers in them differ (the
+// node indices, the shapes), however many digits they have, so a larger
+// capacity is not checked against recomputing again; a decision of
+// another kind makes them differ.
+func TestDecisionsAcrossCapacities(t *testing.T) {
+	small := []string{"7: gather bool[16,16] at the new positions along axis 0", "9: cache float32[1,4,64,16] along axis 3"}
+	large := []string{"7: gather bool[1024,1024] at the new positions along axis 0", "9: cache float32[1,4,64,1024] along axis 3"}
+	if !equalStrings(small, large) {
+		t.Errorf("%q and %q differ", small, large)
+	}
+	if equalStrings(small, large[:1]) || equalStrings(small, []string{small[0], "9: gather float32[1,4,64,16] at the new positions along axis 3"}) {
+		t.Errorf("decisions of another kind compare equal")
+	}
+	model := writeLlama(t, smallLlama)
+	d, err := New(model, Options{Mode: OwnCache, Threads: 1, Context: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, capacity := range []int{minCapacity, 1024} {
+		cg, err := d.rewrite(capacity, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !equalStrings(cg.Decisions, d.decisions) {
+			t.Errorf("capacity %d: decisions %q, the validated ones %q", capacity, cg.Decisions, d.decisions)
+		}
+	}
+}

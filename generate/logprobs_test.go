@@ -175,3 +175,67 @@ func TestMaxTokensZero(t *testing.T) {
 		t.Errorf("max tokens 0 with the prompt's logprobs: %d passes, %+v, %v", passes, res, err)
 	}
 }
+
+// TestLongPromptChunks: prompts around the longest chunk (maxChunk) and
+// up to the context, fed in chunks over caches of growing capacity, give
+// every position the logits of one pass over the whole prompt, with the
+// model's past inputs and with dstune's own cache.
+func TestLongPromptChunks(t *testing.T) {
+	c := smallLlama
+	c.KVCache = true
+	model := writeLlama(t, c)
+	const contextLen = 2 * maxChunk
+	prompt := make([]int64, contextLen)
+	for i := range prompt {
+		prompt[i] = int64(1 + i*17%(c.Vocab-1))
+	}
+	r, err := New(model, Options{Mode: Recompute, Threads: 1, Context: contextLen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	lengths := []int{maxChunk - 1, maxChunk, maxChunk + 1, maxChunk + maxChunk/8 + 12, contextLen - 1}
+	want := map[int][]float32{}
+	for _, n := range lengths {
+		if want[n], err = r.NewSession().FeedAll(context.Background(), prompt[:n]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, mode := range []Mode{PastInputs, OwnCache} {
+		d, err := New(model, Options{Mode: mode, Threads: 1, Context: contextLen})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range lengths {
+			s := d.NewSession()
+			got, err := s.FeedAll(context.Background(), prompt[:n])
+			if err != nil {
+				t.Fatalf("%s, %d tokens: %v", mode, n, err)
+			}
+			worst, at := 0.0, 0
+			for i := range got {
+				if diff := math.Abs(float64(got[i] - want[n][i])); !(diff <= worst) {
+					worst, at = diff, i
+				}
+			}
+			if worst > 1e-4 {
+				t.Errorf("%s, %d tokens: logits differ from one pass by up to %.3g (position %d)", mode, n, worst, at/d.Vocab())
+			}
+			// The cache the chunks left serves the next token.
+			next, err := s.Feed(context.Background(), prompt[n:n+1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			one, err := r.NewSession().Feed(context.Background(), prompt[:n+1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j := range next {
+				if math.Abs(float64(next[j]-one[j])) > 1e-4 {
+					t.Fatalf("%s, %d tokens: the next token's logit %d is %g, one pass gives %g", mode, n, j, next[j], one[j])
+				}
+			}
+		}
+		d.Close()
+	}
+}
