@@ -21,7 +21,7 @@ type binaryKernel struct {
 
 func newBinary(threads int, fn ir.BinaryFn, a, b, out *ir.Tensor) kernel {
 	switch fn {
-	case ir.Add, ir.Sub, ir.Mul, ir.Div:
+	case ir.Add, ir.Sub, ir.Mul, ir.Div, ir.Pow:
 	default:
 		return nil
 	}
@@ -83,9 +83,15 @@ func arith32(fn ir.BinaryFn, x, y float32) float32 {
 		return x - y
 	case ir.Mul:
 		return x * y
+	case ir.Pow:
+		return pow32(x, y)
 	}
 	return x / y
 }
+
+// pow32 is Pow as the op's reference computes it: in float64, rounded
+// once.
+func pow32(x, y float32) float32 { return float32(math.Pow(float64(x), float64(y))) }
 
 // binaryVV: out[i] = a[i] op b[i], on package kernels' SIMD loops
 // (exactly rounded, so the same bits as the plain loop).
@@ -99,10 +105,15 @@ func binaryVV(fn ir.BinaryFn, out, a, b []float32) {
 		kernels.MulF32(out, a, b)
 	case ir.Div:
 		kernels.DivF32(out, a, b)
+	case ir.Pow:
+		b = b[:len(out)]
+		for i, x := range a[:len(out)] {
+			out[i] = pow32(x, b[i])
+		}
 	}
 }
 
-// binaryVS: out[i] = a[i] op s (Add, Mul and Div on package kernels' SIMD
+// binaryVS: out[i] = a[i] op s (Add, Mul, Div and Pow by 2 on package kernels' SIMD
 // loops, exactly rounded as the plain loop).
 func binaryVS(fn ir.BinaryFn, out, a []float32, s float32) {
 	a = a[:len(out)]
@@ -117,6 +128,16 @@ func binaryVS(fn ir.BinaryFn, out, a []float32, s float32) {
 		kernels.ScaleF32(out, s, a)
 	case ir.Div:
 		divScalar(out, a, s, false)
+	case ir.Pow:
+		if s == 2 {
+			// RMSNorm's square: x·x in float32 is the correctly rounded
+			// square, as float64's exact one rounded once is.
+			kernels.MulF32(out, a, a)
+			return
+		}
+		for i, x := range a {
+			out[i] = pow32(x, s)
+		}
 	}
 }
 
@@ -134,6 +155,10 @@ func binarySV(fn ir.BinaryFn, out []float32, s float32, b []float32) {
 		kernels.ScaleF32(out, s, b)
 	case ir.Div:
 		divScalar(out, b, s, true)
+	case ir.Pow:
+		for i, y := range b {
+			out[i] = pow32(s, y)
+		}
 	}
 }
 

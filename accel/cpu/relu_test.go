@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/ir"
 )
 
@@ -148,6 +149,51 @@ func TestReluGrad(t *testing.T) {
 	for i, w := range want.Float32s() {
 		if g := got.Float32s()[i]; g != w {
 			t.Fatalf("ReluGrad(dy %v, y %v) = %v, want %v", dy[i], y[i], g, w)
+		}
+	}
+}
+
+// TestPowMatchesReference: Pow, a binary kernel of its own, gives the
+// reference's bits (float64, rounded once) — by a scalar 2 (RMSNorm's
+// square, computed as x·x), by other scalars, and element-wise — over
+// signed zeros, infinities, denormals, values whose square overflows, and
+// NaN (any NaN for a NaN).
+func TestPowMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	special := []float32{0, float32(math.Copysign(0, -1)), 1, -1, 2, -3.5, float32(math.Inf(1)), float32(math.Inf(-1)),
+		math.SmallestNonzeroFloat32, -math.SmallestNonzeroFloat32, 1e-20, -1e-20, 1e20, -1e20, math.MaxFloat32, float32(math.NaN())}
+	n := 301
+	x := make([]float32, n)
+	for i := range x {
+		if i < len(special) {
+			x[i] = special[i]
+			continue
+		}
+		x[i] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(10)-5)))
+	}
+	same := func(a, b float32) bool {
+		return math.Float32bits(a) == math.Float32bits(b) || (a != a && b != b)
+	}
+	for _, e := range []float32{2, 0.5, 3, -1, 1.7} {
+		b := ir.NewBuilder("g")
+		in := b.Input("x", ir.Float32, ir.Shape{n})
+		b.Output("y", b.Op1(&ir.Binary{Fn: ir.Pow}, in, b.Const(ir.FromFloat32s(ir.Shape{}, []float32{e}))))
+		g, err := b.Graph()
+		if err != nil {
+			t.Fatal(err)
+		}
+		exe, err := Compile(g, accel.Options{Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exe.Run([]*ir.Tensor{ir.FromFloat32s(ir.Shape{n}, x)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, got := range out[0].Float32s() {
+			if want := float32(ir.ArithFloat64(ir.Pow, float64(x[i]), float64(e))); !same(got, want) {
+				t.Fatalf("pow(%g, %g) = %g (%#x), the reference %g (%#x)", x[i], e, got, math.Float32bits(got), want, math.Float32bits(want))
+			}
 		}
 	}
 }
