@@ -52,8 +52,10 @@ type request struct {
 }
 
 // choiceSeed is the seed of the j-th completion of each prompt: the
-// request's for the first, SplitMix64 of seed + j·0x9e3779b97f4a7c15 for
-// the others, so that they differ and each is reproducible.
+// request's for the first, the top 53 bits of SplitMix64 of seed +
+// j·0x9e3779b97f4a7c15 for the others, so that they differ, each is
+// reproducible, and a client reading JSON numbers as doubles (JavaScript)
+// reads them exactly.
 func choiceSeed(seed uint64, j int) uint64 {
 	if j == 0 {
 		return seed
@@ -61,8 +63,12 @@ func choiceSeed(seed uint64, j int) uint64 {
 	z := seed + uint64(j)*0x9e3779b97f4a7c15
 	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
 	z = (z ^ z>>27) * 0x94d049bb133111eb
-	return z ^ z>>31
+	return (z ^ z>>31) >> (64 - seedBits)
 }
+
+// seedBits bounds the seeds the server makes (drawn, or derived for a
+// choice): below 2^53, a double holds them exactly.
+const seedBits = 53
 
 // prepare checks a request and finds its delta.
 func (s *Server) prepare(req *completionRequest) (*request, error) {
@@ -332,7 +338,7 @@ func (s *Server) onePrompt(raw json.RawMessage) ([]int64, error) {
 // seed drawn for the request.
 func requestSeed(raw json.RawMessage) (uint64, error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return rand.Uint64(), nil
+		return rand.Uint64() >> (64 - seedBits), nil
 	}
 	var u uint64
 	if err := json.Unmarshal(raw, &u); err == nil {

@@ -460,3 +460,29 @@ func toInts(ids []int64) []int {
 	}
 	return out
 }
+
+// TestSeedsFitDoubles: the seeds the server makes — drawn for a request
+// without one, derived for a request's later choices — are below 2^53, so
+// that a client reading JSON numbers as doubles (the openai npm package)
+// sends back the seed it was given, not a rounded one.
+func TestSeedsFitDoubles(t *testing.T) {
+	for i := range 1000 {
+		drawn, err := requestSeed(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []uint64{drawn, choiceSeed(drawn, 1+i%7), choiceSeed(math.MaxUint64, 1+i)} {
+			if s >= 1<<53 || uint64(float64(s)) != s {
+				t.Fatalf("seed %d is not exact as a double", s)
+			}
+		}
+	}
+	// Distinct choices still sample apart.
+	seen := map[uint64]bool{}
+	for j := range 64 {
+		seen[choiceSeed(12345, j)] = true
+	}
+	if len(seen) != 64 {
+		t.Errorf("64 choices of one seed have %d distinct seeds", len(seen))
+	}
+}
