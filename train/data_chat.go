@@ -17,19 +17,24 @@ type specialTokens interface {
 // chatTurn is the span [start, end) of an assistant turn's tokens.
 type chatTurn struct{ start, end int }
 
+// maxChatRender caps the text rendered for one "messages" row (its whole
+// conversation and, for each assistant turn, the conversation before and
+// through it), so that a row of many turns cannot take quadratic time.
+var maxChatRender = 64 << 20
+
+// contentSentinel stands in for an assistant turn's content when the
+// content holds a special token's text: the renderings with and without
+// it agree after the content, which tells where the content ends.
+const contentSentinel = "dstune sentinel: this turn's content"
+
 // encodeChat renders a "messages" row with the chat template, as Hugging
 // Face's apply_chat_template(messages, tools=tools, tokenize=True) does:
 // add_generation_prompt false, encoded without the tokenizer's own
 // template (the chat template writes BOS itself), special tokens in the
 // text taken as their ids. The loss mask marks the assistant turns
-// (those without "weight": 0): each starts where the conversation before
-// it, rendered with the generation prompt, ends — its tokens must be a
-// prefix of the whole's — and runs to its first special token (the
-// end-of-turn marker, included), within the tokens the conversation up
-// to and including it renders to as the whole does; where that
-// rendering differs from the whole's right after the prompt (a template
-// that renders a last turn otherwise, as Qwen 3 its reasoning), the turn
-// is the whole's tokens from the prompt to the first special token.
+// (those without "weight": 0), each found by chatRow.turn; turns that
+// start at or past opts.MaxLen (> 0), which batches cut off, are left
+// unmarked without rendering them.
 func encodeChat(opts DataOptions, rawMessages, rawTools json.RawMessage) (ids, mask []int, err error) {
 	if opts.Task != TaskLM {
 		return nil, nil, errors.New(`"messages" is for the lm task (use --task lm)`)
@@ -47,80 +52,162 @@ func encodeChat(opts DataOptions, rawMessages, rawTools json.RawMessage) (ids, m
 	if err != nil {
 		return nil, nil, err
 	}
-	var tools any
+	row := &chatRow{opts: opts, messages: messages}
 	if !isAbsent(rawTools) {
-		if tools, err = chat.FromJSON(rawTools); err != nil {
+		if row.tools, err = chat.FromJSON(rawTools); err != nil {
 			return nil, nil, fmt.Errorf(`"tools": %v`, err)
 		}
-		if _, ok := tools.([]any); !ok {
+		if _, ok := row.tools.([]any); !ok {
 			return nil, nil, errors.New(`"tools": want an array of tool definitions`)
 		}
 	}
-	encode := func(upTo int, generationPrompt bool) ([]int, error) {
-		text, err := opts.Chat.RenderChat(messages[:upTo], tools, generationPrompt, nil)
-		if err != nil {
-			what := "the conversation"
-			if upTo < len(messages) {
-				what = fmt.Sprintf("messages[0:%d]", upTo)
-			}
-			return nil, fmt.Errorf("rendering %s with the chat template: %w", what, err)
-		}
-		return encodeText(opts.Tokenizer, "messages", text, false)
-	}
-	full, err := encode(len(messages), false)
-	if err != nil {
+	row.special, _ = opts.Tokenizer.(specialTokens)
+	if row.full, err = row.encode(len(messages), -1, false); err != nil {
 		return nil, nil, err
 	}
-	mask = make([]int, len(full))
-	special, _ := opts.Tokenizer.(specialTokens)
-	turns := 0
+	mask = make([]int, len(row.full))
+	turns, past := 0, false
 	for i, m := range messages {
 		if role, _ := m.(*chat.Dict).Get("role"); role != "assistant" || !weights[i] {
 			continue
 		}
-		turn, err := findTurn(full, special, i, func() ([]int, error) { return encode(i, true) }, func() ([]int, error) { return encode(i+1, false) })
+		turns++
+		if past {
+			continue
+		}
+		turn, err := row.turn(i)
 		if err != nil {
 			return nil, nil, err
+		}
+		if past = turn.start >= turn.end; past {
+			continue
 		}
 		for j := turn.start; j < turn.end; j++ {
 			mask[j] = 1
 		}
-		turns++
 	}
 	if turns == 0 {
 		return nil, nil, errors.New(`"messages" has no assistant turn to train on (the loss counts the assistant's turns)`)
 	}
-	return full, mask, nil
+	return row.full, mask, nil
 }
 
-// findTurn finds the tokens of the assistant turn messages[i] in full,
-// the whole conversation's: prompt renders the conversation before it
-// with the generation prompt, upTo the conversation up to and including
-// it.
-func findTurn(full []int, special specialTokens, i int, prompt, upTo func() ([]int, error)) (chatTurn, error) {
-	p, err := prompt()
+// chatRow is a "messages" row being encoded: full is its whole
+// conversation's tokens, rendered the text of every rendering so far.
+type chatRow struct {
+	opts     DataOptions
+	messages []any
+	tools    any
+	special  specialTokens
+	full     []int
+	rendered int
+}
+
+// encode renders messages[:upTo], with messages[sentinel]'s content
+// replaced by contentSentinel when sentinel ≥ 0, and encodes it.
+func (c *chatRow) encode(upTo, sentinel int, generationPrompt bool) ([]int, error) {
+	messages := c.messages[:upTo]
+	if sentinel >= 0 {
+		messages = append([]any(nil), messages...)
+		orig := messages[sentinel].(*chat.Dict)
+		m := chat.NewDict()
+		for _, k := range orig.Keys() {
+			v, _ := orig.Get(k)
+			m.Set(k, v)
+		}
+		m.Set("content", contentSentinel)
+		messages[sentinel] = m
+	}
+	text, err := c.opts.Chat.RenderChat(messages, c.tools, generationPrompt, nil)
+	if err != nil {
+		what := "the conversation"
+		if upTo < len(c.messages) || generationPrompt {
+			what = fmt.Sprintf("messages[0:%d]", upTo)
+		}
+		return nil, fmt.Errorf("rendering %s with the chat template: %w", what, err)
+	}
+	if c.rendered += len(text); c.rendered > maxChatRender {
+		return nil, fmt.Errorf(`"messages": finding the assistant turns renders the conversation up to each, over %d MiB of text for this row (the limit): split the conversation, or give --max-len, past which turns are not rendered`, maxChatRender>>20)
+	}
+	return encodeText(c.opts.Tokenizer, "messages", text, false)
+}
+
+// turn finds the tokens of the assistant turn messages[i] in c.full; an
+// empty turn when it starts at or past c.opts.MaxLen (> 0).
+//
+// The turn starts where the conversation before it, rendered with the
+// generation prompt, ends: its tokens must be a prefix of the whole's,
+// or, for a template whose prompt opens a block the whole does not keep
+// (DeepSeek-R1's "<think>\n"), the whole must render the conversation
+// before the turn and then part of the prompt, and the turn starts where
+// the two part.
+//
+// It ends at the first special token (the end-of-turn marker, included)
+// after its content, within the tokens the conversation up to and
+// including it renders to as the whole does — or, where that rendering
+// differs from the whole's right after the prompt (a template that
+// renders a last turn otherwise, as Qwen 3 its reasoning), the
+// conversation through the next message; failing both, the first
+// special token of the whole after the prompt. Where the content holds a
+// special token's text, which the tokenizer reads as that token, the
+// content's end is where the renderings with the content and with
+// contentSentinel in its place agree to the end.
+func (c *chatRow) turn(i int) (chatTurn, error) {
+	full, maxLen := c.full, c.opts.MaxLen
+	p, err := c.encode(i, -1, true)
 	if err != nil {
 		return chatTurn{}, err
 	}
-	if len(p) > len(full) || !equalInts(p, full[:len(p)]) {
-		return chatTurn{}, fmt.Errorf("messages[%d] (assistant): the chat template renders the conversation before it, with the generation prompt, as other than the start of the whole conversation (they differ from token %d), so the turn's tokens cannot be told from the prompt's", i, commonPrefix(p, full))
+	start := commonPrefix(p, full)
+	if maxLen > 0 && start >= maxLen {
+		return chatTurn{start: start, end: start}, nil
 	}
-	q, err := upTo()
-	if err != nil {
-		return chatTurn{}, err
-	}
-	start := len(p)
-	end := commonPrefix(q, full)
-	if end <= start {
-		// The turn renders otherwise as the last one (a template that
-		// drops earlier turns' reasoning): take the whole's tokens to
-		// the end of the turn.
-		end = len(full)
-		if firstSpecial(full, start, end, special) == end {
-			return chatTurn{}, fmt.Errorf("messages[%d] (assistant): the chat template renders the conversation up to this turn otherwise than the whole conversation's start, and no special token marks the turn's end in the whole, so its tokens cannot be found", i)
+	if start < len(p) {
+		before, err := c.encode(i, -1, false)
+		if err != nil {
+			return chatTurn{}, err
+		}
+		if len(before) >= start || !equalInts(before, p[:len(before)]) {
+			return chatTurn{}, fmt.Errorf("messages[%d] (assistant): the chat template renders the conversation before it, with the generation prompt, as other than the start of the whole conversation (they differ from token %d), so the turn's tokens cannot be told from the prompt's", i, start)
 		}
 	}
-	return chatTurn{start: start, end: firstSpecial(full, start, end, special)}, nil
+	content, _ := c.messages[i].(*chat.Dict).Get("content")
+	useSentinel := false
+	if s, ok := content.(string); ok && c.special != nil {
+		own, err := encodeText(c.opts.Tokenizer, "messages", s, false)
+		if err != nil {
+			return chatTurn{}, fmt.Errorf("messages[%d].content: %w", i, err)
+		}
+		useSentinel = firstSpecial(own, 0, len(own), c.special) < len(own)
+	}
+	for upTo := i + 1; upTo <= min(i+2, len(c.messages)); upTo++ {
+		q, err := c.encode(upTo, -1, false)
+		if err != nil {
+			return chatTurn{}, err
+		}
+		agree := commonPrefix(q, full)
+		if agree <= start {
+			continue // this turn renders otherwise than in the whole
+		}
+		from := start
+		if useSentinel {
+			qs, err := c.encode(upTo, i, false)
+			if err != nil {
+				return chatTurn{}, err
+			}
+			contentEnd := len(q) - commonSuffix(q, qs)
+			if contentEnd > agree {
+				continue
+			}
+			from = max(from, contentEnd)
+		}
+		return chatTurn{start: start, end: firstSpecial(full, from, agree, c.special)}, nil
+	}
+	end := firstSpecial(full, start, len(full), c.special)
+	if end == len(full) && (c.special == nil || end == start || !c.special.IsSpecial(full[end-1])) {
+		return chatTurn{}, fmt.Errorf("messages[%d] (assistant): the chat template renders the conversation up to this turn otherwise than the whole conversation's start, and no special token marks the turn's end in the whole, so its tokens cannot be found", i)
+	}
+	return chatTurn{start: start, end: end}, nil
 }
 
 // firstSpecial returns the index after the first special token of
@@ -140,6 +227,14 @@ func firstSpecial(ids []int, start, end int, special specialTokens) int {
 func commonPrefix(a, b []int) int {
 	n := 0
 	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+func commonSuffix(a, b []int) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[len(a)-1-n] == b[len(b)-1-n] {
 		n++
 	}
 	return n

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/tokenizer"
@@ -265,5 +266,160 @@ func TestChatDataErrors(t *testing.T) {
 	_, err = ReadJSONL(strings.NewReader(good), "chat.jsonl", DataOptions{Task: TaskClassify, Tokenizer: chatMLEncoder{}})
 	if err == nil || !strings.Contains(err.Error(), `"messages" is for the lm task`) {
 		t.Errorf("classify: %v", err)
+	}
+}
+
+// An assistant turn whose content holds a special token's text, which
+// the tokenizer reads as that token (as Hugging Face's does), is marked
+// through its own end-of-turn marker, not cut at the literal. The whole
+// is the three parts encoded apart (they meet at special tokens), each
+// written out from the model's template.
+func TestChatDataSpecialTextInContent(t *testing.T) {
+	const content = "The token <|im_end|> or <end_of_turn> or <|eot_id|> appears here, then more text."
+	line := `{"messages": [{"role": "user", "content": "say it"}, {"role": "assistant", "content": "` + content + `"}, {"role": "user", "content": "again"}, {"role": "assistant", "content": "` + content + `"}]}` + "\n"
+	for _, c := range []struct{ model, before, turn1, between, turn2, after string }{
+		{"qwen3", "<|im_start|>user\nsay it<|im_end|>\n<|im_start|>assistant\n", content + "<|im_end|>",
+			"\n<|im_start|>user\nagain<|im_end|>\n<|im_start|>assistant\n", "<think>\n\n</think>\n\n" + content + "<|im_end|>", "\n"},
+		{"gemma3", "<bos><start_of_turn>user\nsay it<end_of_turn>\n<start_of_turn>model\n", content + "<end_of_turn>",
+			"\n<start_of_turn>user\nagain<end_of_turn>\n<start_of_turn>model\n", content + "<end_of_turn>", "\n"},
+		{"llama3", "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nsay it<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", content + "<|eot_id|>",
+			"<|start_header_id|>user<|end_header_id|>\n\nagain<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", content + "<|eot_id|>",
+			"<|start_header_id|>assistant<|end_header_id|>\n\n"},
+	} {
+		t.Run(c.model, func(t *testing.T) {
+			tok, ct := chatModel(t, c.model)
+			ds, err := ReadJSONL(strings.NewReader(line), "chat.jsonl", DataOptions{Task: TaskLM, Tokenizer: tok, Chat: ct, JoinText: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wantIDs []int
+			var wantMask []bool
+			for j, part := range []string{c.before, c.turn1, c.between, c.turn2, c.after} {
+				ids := tok.Encode(part, false)
+				wantIDs = append(wantIDs, ids...)
+				for range ids {
+					wantMask = append(wantMask, j%2 == 1)
+				}
+			}
+			ex := ds.Example(0)
+			got := make([]int, len(ex.Tokens))
+			for i, id := range ex.Tokens {
+				got[i] = int(id)
+			}
+			if !slices.Equal(got, wantIDs) {
+				t.Fatalf("tokens %q\nwant %q", tok.Decode(got, false), tok.Decode(wantIDs, false))
+			}
+			if !slices.Equal(ex.LossMask, wantMask) {
+				t.Errorf("loss mask\n%v\nwant\n%v", maskString(ex.LossMask), maskString(wantMask))
+			}
+		})
+	}
+}
+
+// markerEncoder encodes each of its markers as a special token (ids
+// 1000000 on) and other text as its code points.
+type markerEncoder []string
+
+func (e markerEncoder) Encode(text string, _ bool) []int {
+	var ids []int
+	for text != "" {
+		special := false
+		for i, s := range e {
+			if strings.HasPrefix(text, s) {
+				ids, text, special = append(ids, 1000000+i), text[len(s):], true
+				break
+			}
+		}
+		if !special {
+			r, n := utf8.DecodeRuneInString(text)
+			ids, text = append(ids, int(r)), text[n:]
+		}
+	}
+	return ids
+}
+
+func (markerEncoder) EOS() int              { return -1 }
+func (markerEncoder) IsSpecial(id int) bool { return id >= 1000000 }
+
+// markedText writes ids as e encodes them, targets in brackets.
+func (e markerEncoder) markedText(ex Example) string {
+	var text strings.Builder
+	for i, id := range ex.Tokens {
+		tok := string(rune(id))
+		if id >= 1000000 {
+			tok = e[id-1000000]
+		}
+		if ex.LossMask[i] {
+			tok = "[" + tok + "]"
+		}
+		text.WriteString(tok)
+	}
+	return text.String()
+}
+
+// DeepSeek-R1's template (its assistant turns as it renders them) opens
+// a think block in the generation prompt that the conversation does not
+// keep, and drops earlier reasoning: each turn starts after the
+// "<｜Assistant｜>" the two share, and a template whose prompt shares
+// nothing past the conversation before it is still refused.
+func TestChatDataThinkPrompt(t *testing.T) {
+	const deepseek = `{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}{{ '<｜User｜>' + m.content }}{% elif m.role == 'assistant' %}{% set content = m.content %}{% if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}{{ '<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<｜Assistant｜><think>\n' }}{% endif %}`
+	enc := markerEncoder{"<s>", "<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>"}
+	ct, err := chat.FromSource("deepseek.jinja", deepseek, map[string]string{"bos_token": "<s>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := `{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "<think>\nr1\n</think>\n\nb"}, {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}` + "\n"
+	ds, err := ReadJSONL(strings.NewReader(line), "chat.jsonl", DataOptions{Task: TaskLM, Tokenizer: enc, Chat: ct, JoinText: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "<s><｜User｜>a<｜Assistant｜>[\n][\n][b][<｜end▁of▁sentence｜>]<｜User｜>c<｜Assistant｜>[d][<｜end▁of▁sentence｜>]"
+	if got := enc.markedText(ds.Example(0)); got != want {
+		t.Errorf("targets marked:\n%q\nwant\n%q", got, want)
+	}
+}
+
+// A row's turns that start at or past MaxLen, which batches cut off, are
+// not rendered, with the same tokens and the same mask before MaxLen;
+// the text a row renders to find its turns is bounded, the error naming
+// the line and the limit.
+func TestChatDataLongConversation(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"messages": [`)
+	for i := range 100 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, `{"role": "user", "content": "question %d"}, {"role": "assistant", "content": "%s"}`, i, strings.Repeat("answer ", 40))
+	}
+	b.WriteString("]}\n")
+	line := b.String()
+	ct, err := chat.FromSource("chat.jinja", chatMLTemplate, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(maxLen int) (*Dataset, error) {
+		return ReadJSONL(strings.NewReader("\n"+line), "chat.jsonl", DataOptions{Task: TaskLM, Tokenizer: markerEncoder(chatMLSpecial), Chat: ct, JoinText: true, MaxLen: maxLen})
+	}
+	whole, err := read(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(limit int) { maxChatRender = limit }(maxChatRender)
+	maxChatRender = 1 << 20
+	_, err = read(0)
+	if want := "chat.jsonl:2: \"messages\": finding the assistant turns renders the conversation up to each, over 1 MiB of text for this row (the limit)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("past the limit: %v\nwant %q", err, want)
+	}
+	for _, maxLen := range []int{2, 1000, 5000} {
+		cut, err := read(maxLen)
+		if err != nil {
+			t.Fatalf("MaxLen %d: %v", maxLen, err)
+		}
+		w, c := whole.Example(0), cut.Example(0)
+		if !slices.Equal(c.Tokens, w.Tokens) || !slices.Equal(c.LossMask[:maxLen], w.LossMask[:maxLen]) {
+			t.Errorf("MaxLen %d: tokens or mask before it differ from the whole's", maxLen)
+		}
 	}
 }

@@ -98,6 +98,9 @@ func TestChatRenderErrors(t *testing.T) {
 	for _, c := range []struct{ src, want string }{
 		{"{% if x %}", "t.jinja:1: unexpected end of the template: expected {% endif %}"},
 		{"{{ x ", "t.jinja:1: tag is not closed by }}"},
+		// An unclosed tag is reported where it opens.
+		{"line1\n{% for m in messages %}\n{{ m.content }\n{% endfor %}\n", "t.jinja:3: tag is not closed by }}"},
+		{"a\n{%- if x\n\nb", "t.jinja:2: tag is not closed by %}"},
 		{"a\n{{ 'abc }}", "t.jinja:2: string literal is not closed by '"},
 		{"{% while true %}{% endwhile %}", `unknown statement {% while %}`},
 		{"\n\n{{ raise_exception('bad role ' ~ 3) }}", "t.jinja:3: the template raised an exception: bad role 3"},

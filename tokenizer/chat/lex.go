@@ -233,6 +233,7 @@ func (l *lexer) raw() (stripNext bool, err error) {
 
 // tag lexes the expression tokens of a {% … %} or {{ … }} tag.
 func (l *lexer) tag(begin, end tokenKind, closer string) (stripNext bool, err error) {
+	openLine := l.line
 	l.toks = append(l.toks, token{kind: begin, line: l.line})
 	l.pos += 2
 	if c := byteAt(l.src, l.pos); c == '-' || c == '+' {
@@ -251,6 +252,7 @@ func (l *lexer) tag(begin, end tokenKind, closer string) (stripNext bool, err er
 			l.pos++
 		}
 		if l.pos >= len(l.src) {
+			l.line = openLine // where the tag opens, not the end of the file
 			return false, l.errorf("tag is not closed by %s", closer)
 		}
 		rest := l.src[l.pos:]
