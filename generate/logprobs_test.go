@@ -156,7 +156,9 @@ func TestFeedAllMatchesFeed(t *testing.T) {
 }
 
 // TestMaxTokensZero: with no tokens to generate Run feeds nothing unless
-// the prompt's logprobs are asked for, and then it draws no token.
+// the prompt's logprobs are asked for, and then it draws no token. It
+// scores the prompt a chunk at a time (3 tokens: 2, then 1), each chunk
+// a scheduled pass of its own.
 func TestMaxTokensZero(t *testing.T) {
 	d, err := New(writeLlama(t, smallLlama), Options{Threads: 1})
 	if err != nil {
@@ -171,7 +173,7 @@ func TestMaxTokensZero(t *testing.T) {
 		t.Errorf("max tokens 0: %d passes, %+v, %v", passes, res, err)
 	}
 	res, err = Run(context.Background(), d, nil, Request{Prompt: prompt, Schedule: schedule, PromptLogprobs: true, TopLogprobs: 2}, func(Event) error { return nil })
-	if err != nil || passes != 1 || len(res.Tokens) != 0 || len(res.PromptLogprobs) != 2 || len(res.PromptLogprobs[0].Top) != 2 {
+	if err != nil || passes != 2 || len(res.Tokens) != 0 || len(res.PromptLogprobs) != 2 || len(res.PromptLogprobs[0].Top) != 2 {
 		t.Errorf("max tokens 0 with the prompt's logprobs: %d passes, %+v, %v", passes, res, err)
 	}
 }
@@ -237,5 +239,37 @@ func TestLongPromptChunks(t *testing.T) {
 			}
 		}
 		d.Close()
+	}
+}
+
+// TestPromptLogprobsByChunk: Run scores a long prompt a chunk at a time,
+// one scheduled pass per chunk (the rows of one chunk held at once, not
+// the whole prompt's), with the logprobs of all its rows fed at once.
+func TestPromptLogprobsByChunk(t *testing.T) {
+	d, err := New(writeLlama(t, smallLlama), Options{Threads: 1, Context: 2 * maxChunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	prompt := make([]int64, maxChunk+13) // chunks of maxChunk, 8, 4 and 1
+	for i := range prompt {
+		prompt[i] = int64(1 + i*17%(d.Vocab()-1))
+	}
+	rows, err := d.NewSession().FeedAll(context.Background(), prompt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	passes := 0
+	schedule := func(ctx context.Context, step func() error) error { passes++; return step() }
+	res, err := Run(context.Background(), d, nil, Request{Prompt: prompt, Schedule: schedule, PromptLogprobs: true, TopLogprobs: 3}, func(Event) error { return nil })
+	if err != nil || passes != 4 || len(res.PromptLogprobs) != len(prompt)-1 {
+		t.Fatalf("%d passes, %d prompt logprobs, %v; want 4 and %d", passes, len(res.PromptLogprobs), err, len(prompt)-1)
+	}
+	v := d.Vocab()
+	for i, lp := range res.PromptLogprobs {
+		want := LogprobsOf(rows[i*v:(i+1)*v], prompt[i+1], 3)
+		if lp.Token != want.Token || lp.Logprob != want.Logprob || !slices.Equal(lp.Top, want.Top) {
+			t.Fatalf("token %d: %+v, the rows fed at once give %+v", i+1, lp, want)
+		}
 	}
 }

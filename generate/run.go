@@ -184,31 +184,51 @@ func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Ev
 	s := d.NewSession()
 	sampler := NewSampler(r.Sampling)
 	var logits []float32
-	feed := func(tokens []int64, all bool) error {
-		step := func() error {
-			if !all {
-				var err error
-				logits, err = s.Feed(ctx, tokens)
-				return err
-			}
-			rows, err := s.FeedAll(ctx, tokens)
-			if err != nil {
-				return err
-			}
-			vocab := d.Vocab()
-			for i, t := range tokens[1:] {
-				res.PromptLogprobs = append(res.PromptLogprobs, LogprobsOf(rows[i*vocab:(i+1)*vocab], t, r.TopLogprobs))
-			}
-			logits = rows[len(rows)-vocab:]
-			return nil
-		}
+	schedule := func(step func() error) error {
 		if r.Schedule == nil {
 			return step()
 		}
 		return r.Schedule(ctx, step)
 	}
-	if r.MaxTokens > 0 || r.PromptLogprobs {
-		if err := feed(r.Prompt, r.PromptLogprobs); err != nil {
+	feed := func(tokens []int64) error {
+		return schedule(func() error {
+			var err error
+			logits, err = s.Feed(ctx, tokens)
+			return err
+		})
+	}
+	// scorePrompt feeds the prompt a chunk at a time, each chunk's rows
+	// turned into the logprobs of the tokens they predict outside the
+	// scheduled pass and dropped.
+	scorePrompt := func() error {
+		vocab := d.Vocab()
+		for done := 0; done < len(r.Prompt); {
+			chunk := r.Prompt[done : done+s.chunkLen(len(r.Prompt)-done)]
+			var rows []float32
+			if err := schedule(func() error {
+				var err error
+				rows, err = s.FeedAll(ctx, chunk)
+				return err
+			}); err != nil {
+				return err
+			}
+			done += len(chunk)
+			for i := range chunk {
+				if at := done - len(chunk) + i + 1; at < len(r.Prompt) {
+					res.PromptLogprobs = append(res.PromptLogprobs, LogprobsOf(rows[i*vocab:(i+1)*vocab], r.Prompt[at], r.TopLogprobs))
+				}
+			}
+			logits = rows[len(rows)-vocab:]
+		}
+		return nil
+	}
+	switch {
+	case r.PromptLogprobs:
+		if err := scorePrompt(); err != nil {
+			return res, err
+		}
+	case r.MaxTokens > 0:
+		if err := feed(r.Prompt); err != nil {
 			return res, err
 		}
 	}
@@ -250,7 +270,7 @@ func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Ev
 		if len(res.Tokens) == r.MaxTokens || s.Len()+1 > d.Context() {
 			break
 		}
-		if err := feed([]int64{id}, false); err != nil {
+		if err := feed([]int64{id}); err != nil {
 			return res, err
 		}
 	}
@@ -295,31 +315,75 @@ type ByteTokens interface {
 }
 
 // NewTextStream starts after the prompt's ids. A prompt ending inside a
-// character (its last tokens bytes of a run, or an incomplete UTF-8
-// sequence) leaves that character to the generated text, which completes
-// it.
+// character (an incomplete UTF-8 sequence, of byte tokens or not) leaves
+// that character to the generated text, which completes it; the rest of
+// the prompt, complete characters of a trailing run of byte tokens
+// included, is the prompt's text.
 func NewTextStream(tok Tokenizer, prompt []int64, stop []string) (*TextStream, error) {
 	ts := &TextStream{tok: tok, stop: stop, runFrom: -1}
 	ts.bytes, _ = tok.(ByteTokens)
 	for _, id := range prompt {
 		ts.ids = append(ts.ids, int(id))
 	}
-	done := len(ts.ids)
-	if ts.bytes != nil {
-		for done > 0 && ts.bytes.IsByteToken(ts.ids[done-1]) {
-			done--
-		}
-		if done < len(ts.ids) {
-			ts.runFrom = 0
-		}
-	}
-	p, err := tok.Decode(ts.ids[:done])
+	p, err := tok.Decode(ts.ids)
 	if err != nil {
 		return nil, err
 	}
 	ts.prefix = len(p) - incompleteTail(p)
+	run := len(ts.ids) // where the prompt's trailing run of byte tokens starts
+	if ts.bytes != nil {
+		for run > 0 && ts.bytes.IsByteToken(ts.ids[run-1]) {
+			run--
+		}
+		if run < len(ts.ids) {
+			ts.runFrom = 0
+		}
+	}
+	if ts.prefix < len(p) && run < len(ts.ids) {
+		// A run cut short decodes as a whole to U+FFFD (ByteFallback), its
+		// complete characters too: they are the text of the run without
+		// the incomplete character's bytes (at most 3).
+		p = p[:ts.prefix]
+		for cut := len(ts.ids) - 1; cut >= max(run, len(ts.ids)-3); cut-- {
+			q, err := tok.Decode(ts.ids[:cut])
+			if err != nil {
+				return nil, err
+			}
+			if incompleteTail(q) == 0 {
+				p, ts.prefix = q, len(q)
+				break
+			}
+		}
+	}
 	ts.promptText = p[:ts.prefix]
 	return ts, nil
+}
+
+// seam returns where the generated text starts in full, the text of the
+// prompt's ids and the generated ones.
+func (ts *TextStream) seam(full string) int {
+	if strings.HasPrefix(full, ts.promptText) {
+		return ts.prefix
+	}
+	// A run of byte tokens going on from the prompt into the generated
+	// ids that is not valid UTF-8 decodes as one U+FFFD per byte
+	// (ByteFallback), the prompt's bytes of it included: the generated
+	// text starts after those.
+	n := 0
+	for n < len(full) && n < len(ts.promptText) && full[n] == ts.promptText[n] {
+		n++
+	}
+	for n > 0 && n < len(ts.promptText) && !utf8.RuneStart(ts.promptText[n]) {
+		n--
+	}
+	at := n
+	for range len(ts.promptText) - n {
+		if !strings.HasPrefix(full[at:], "\uFFFD") {
+			return min(n, len(full))
+		}
+		at += len("\uFFFD")
+	}
+	return at
 }
 
 // incompleteTail is the length of what may still change at the end of a
@@ -349,9 +413,7 @@ func (ts *TextStream) Push(id int) (string, bool, error) {
 	if err != nil {
 		return "", false, err
 	}
-	if len(full) >= ts.prefix {
-		ts.text = full[ts.prefix:]
-	}
+	ts.text = full[ts.seam(full):]
 	if ts.emitted > len(ts.text) {
 		ts.emitted = len(ts.text)
 	}

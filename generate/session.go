@@ -44,13 +44,25 @@ func (s *Session) Feed(ctx context.Context, tokens []int64) ([]float32, error) {
 // FeedAll is Feed, but returns the logits of every token fed (len(tokens)
 // rows of vocab floats, row i predicting the token after tokens[i]), in a
 // slice of the caller's. The chunks compute them anyway; Feed drops all
-// but the last.
+// but the last. The rows of a long prompt take much memory (a vocabulary
+// of 128,256 floats each): feeding it a chunk at a time (chunkLen) keeps
+// one chunk's.
 func (s *Session) FeedAll(ctx context.Context, tokens []int64) ([]float32, error) {
 	all := make([]float32, 0, len(tokens)*s.d.vocab)
 	if _, err := s.feed(ctx, tokens, &all); err != nil {
 		return nil, err
 	}
 	return all, nil
+}
+
+// chunkLen is the number of the n tokens left to feed that the next
+// chunk feeds: fed a chunk at a time, tokens compute the bits feeding
+// them at once does.
+func (s *Session) chunkLen(n int) int {
+	if s.d.mode == Recompute {
+		return n
+	}
+	return 1 << (bits.Len(uint(min(n, maxChunk))) - 1)
 }
 
 // feed feeds tokens, appending every chunk's logits to *all when all is
@@ -68,18 +80,14 @@ func (s *Session) feed(ctx context.Context, tokens []int64, all *[]float32) ([]f
 		}
 	}
 	for len(tokens) > 0 {
-		chunk := len(tokens)
-		if s.d.mode != Recompute {
-			chunk = 1 << (bits.Len(uint(min(chunk, maxChunk))) - 1)
-		}
+		chunk := s.chunkLen(len(tokens))
 		rows, err := s.step(ctx, tokens[:chunk])
 		if err != nil {
 			return nil, err
 		}
 		if all != nil {
-			// An export may give the last position's logits alone.
 			if len(rows) != chunk*s.d.vocab {
-				return nil, fmt.Errorf("generate: the model's output %q holds %d logits for %d positions of a vocabulary of %d: every position's are needed, and it gives %d", s.d.logits, len(rows), chunk, s.d.vocab, len(rows)/max(s.d.vocab, 1))
+				return nil, fmt.Errorf("%w: the model's output %q holds %d logits for %d positions of a vocabulary of %d: the prompt's logprobs need every position's, and it gives %d", ErrBadRequest, s.d.logits, len(rows), chunk, s.d.vocab, len(rows)/max(s.d.vocab, 1))
 			}
 			*all = append(*all, rows...)
 		}

@@ -218,7 +218,7 @@ func (s *Server) prepareChat(req *chatRequest) (rq *request, includeUsage bool, 
 		return nil, false, badRequest("stream_options: only with stream true")
 	}
 	rq, err = s.prepare(&completionRequest{
-		Model: req.Model, Prompt: prompt, MaxTokens: maxTokens, Temperature: req.Temperature, TopP: req.TopP,
+		Model: req.Model, Prompt: prompt, MaxTokens: maxTokens, maxTokensField: field, Temperature: req.Temperature, TopP: req.TopP,
 		TopK: req.TopK, Seed: req.Seed, Stream: req.Stream, Stop: req.Stop, N: req.N, LogitBias: req.LogitBias,
 		PresencePenalty: req.PresencePenalty, FrequencyPenalty: req.FrequencyPenalty,
 	})

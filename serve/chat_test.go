@@ -386,6 +386,7 @@ func TestChatErrors(t *testing.T) {
 		{"tool_choice", `{"model":"base","tool_choice":"required","tools":[],` + user + `}`, 400, "tool_choice"},
 		{"tools", `{"model":"base","tools":{},` + user + `}`, 400, "tools: want an array"},
 		{"max_completion_tokens", `{"model":"base","max_completion_tokens":0,` + user + `}`, 400, "max_completion_tokens 0: want at least 1"},
+		{"max_completion_tokens beyond the context", `{"model":"base","max_completion_tokens":1000,` + user + `}`, 400, "max_completion_tokens 1000: the prompt's"},
 		{"max_tokens", `{"model":"base","max_tokens":-1,` + user + `}`, 400, "max_tokens -1: want at least 1"},
 		{"stream_options", `{"model":"base","stream_options":{"include_usage":true},` + user + `}`, 400, "stream_options"},
 		{"n", `{"model":"base","n":0,` + user + `}`, 400, "n 0"},

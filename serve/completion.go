@@ -103,12 +103,16 @@ func (s *Server) prepare(req *completionRequest) (*request, error) {
 	if err := readSampling(req, &gen.Sampling, s.cfg.Decoder.Vocab()); err != nil {
 		return nil, err
 	}
-	maxTokens, given, err := integer("max_tokens", req.MaxTokens)
+	field := "max_tokens"
+	if req.maxTokensField != "" {
+		field = req.maxTokensField
+	}
+	maxTokens, given, err := integer(field, req.MaxTokens)
 	switch {
 	case err != nil:
 		return nil, err
 	case given && maxTokens < 0, given && maxTokens == 0 && !rq.echo:
-		return nil, badRequest("max_tokens %d: want at least 1 (0 only with echo, to score the prompt)", maxTokens)
+		return nil, badRequest("%s %d: want at least 1 (0 only with echo, to score the prompt)", field, maxTokens)
 	case given:
 		gen.MaxTokens = int(min(maxTokens, math.MaxInt32))
 	}
@@ -120,7 +124,7 @@ func (s *Server) prepare(req *completionRequest) (*request, error) {
 			which = fmt.Sprintf("prompt %d: ", i)
 		}
 		if n := gen.MaxTokens; given && n > ctxLen-len(prompt)+1 && len(prompt) < ctxLen {
-			return nil, badRequest("%smax_tokens %d: the prompt's %d tokens leave room for at most %d in the context of %d positions", which, n, len(prompt), ctxLen-len(prompt)+1, ctxLen)
+			return nil, badRequest("%s%s %d: the prompt's %d tokens leave room for at most %d in the context of %d positions", which, field, n, len(prompt), ctxLen-len(prompt)+1, ctxLen)
 		}
 		if err := gen.Check(s.cfg.Decoder, s.cfg.Tokenizer); err != nil {
 			if which != "" {
@@ -370,6 +374,35 @@ type hooks struct {
 	token     func(j *job, ev generate.Event) error
 }
 
+// promptScore is a prompt's logprobs, computed by its first completion
+// and shared by the others (the same tokens score the same).
+type promptScore struct {
+	once  sync.Once
+	ready chan struct{} // closed once lp is set, or the first completion ended
+	lp    []generate.TokenLogprobs
+	ok    bool
+}
+
+func (p *promptScore) set(lp []generate.TokenLogprobs, ok bool) {
+	p.once.Do(func() {
+		p.lp, p.ok = lp, ok
+		close(p.ready)
+	})
+}
+
+// wait returns the logprobs once the first completion has them.
+func (p *promptScore) wait(ctx context.Context) ([]generate.TokenLogprobs, error) {
+	select {
+	case <-p.ready:
+		if !p.ok {
+			return nil, fmt.Errorf("serve: the prompt's first completion ended before scoring it")
+		}
+		return p.lp, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // generateAll generates every completion of rq, at most as many at once
 // as the decoder runs passes at once, each with its own lease on the
 // request's delta. The first error ends the others and is returned.
@@ -378,6 +411,12 @@ func (s *Server) generateAll(ctx context.Context, rq *request, h hooks) ([]*job,
 	for i := range rq.prompts {
 		for j := range rq.bestOf {
 			jobs = append(jobs, &job{prompt: i, sample: j, seed: choiceSeed(rq.gen.Sampling.Seed, j)})
+		}
+	}
+	var scores []*promptScore
+	if rq.echo && rq.logprobs >= 0 {
+		for range rq.prompts {
+			scores = append(scores, &promptScore{ready: make(chan struct{})})
 		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -393,7 +432,11 @@ func (s *Server) generateAll(ctx context.Context, rq *request, h hooks) ([]*job,
 		go func() {
 			defer wg.Done()
 			for j := range next {
-				if err := s.generateOne(ctx, rq, j, h); err != nil {
+				var score *promptScore
+				if scores != nil {
+					score = scores[j.prompt]
+				}
+				if err := s.generateOne(ctx, rq, j, score, h); err != nil {
 					errOnce.Do(func() { firstErr = err; cancel() })
 				}
 			}
@@ -415,7 +458,10 @@ feed:
 	return jobs, firstErr
 }
 
-func (s *Server) generateOne(ctx context.Context, rq *request, j *job, h hooks) error {
+// generateOne generates completion j. With score (echo with logprobs)
+// the prompt's first completion scores the prompt and the others take
+// its logprobs.
+func (s *Server) generateOne(ctx context.Context, rq *request, j *job, score *promptScore, h hooks) error {
 	lease := s.sched.Lease(rq.patch)
 	defer lease.Close()
 	gen := rq.gen
@@ -425,9 +471,25 @@ func (s *Server) generateOne(ctx context.Context, rq *request, j *job, h hooks) 
 	// Choosing the best of several needs each one's logprobs.
 	gen.Logprobs = rq.logprobs >= 0 || rq.bestOf > rq.n
 	gen.TopLogprobs = max(rq.logprobs, 0)
-	gen.PromptLogprobs = rq.echo && rq.logprobs >= 0
-	if h.prefilled != nil {
-		gen.Prefilled = func(lp []generate.TokenLogprobs, text string) error { return h.prefilled(j, lp, text) }
+	scores := score != nil && j.sample == 0
+	gen.PromptLogprobs = scores
+	if scores {
+		defer score.set(nil, false)
+	}
+	gen.Prefilled = func(lp []generate.TokenLogprobs, text string) error {
+		switch {
+		case scores:
+			score.set(lp, true)
+		case score != nil:
+			var err error
+			if lp, err = score.wait(ctx); err != nil {
+				return err
+			}
+		}
+		if h.prefilled != nil {
+			return h.prefilled(j, lp, text)
+		}
+		return nil
 	}
 	emit := func(generate.Event) error { return nil }
 	if h.token != nil {
@@ -435,6 +497,9 @@ func (s *Server) generateOne(ctx context.Context, rq *request, j *job, h hooks) 
 	}
 	var err error
 	j.res, err = generate.Run(ctx, s.cfg.Decoder, s.cfg.Tokenizer, gen, emit)
+	if err == nil && score != nil && !scores {
+		j.res.PromptLogprobs, err = score.wait(ctx)
+	}
 	return err
 }
 

@@ -163,12 +163,15 @@ func (s *Server) Handler() http.Handler {
 // are read from their JSON (an integral number such as 3.0 is taken as
 // OpenAI's server takes it).
 type completionRequest struct {
-	Model       string          `json:"model"`
-	Prompt      json.RawMessage `json:"prompt"`
-	MaxTokens   json.RawMessage `json:"max_tokens"`
-	Temperature *float64        `json:"temperature"`
-	TopP        *float64        `json:"top_p"`
-	TopK        json.RawMessage `json:"top_k"`
+	Model     string          `json:"model"`
+	Prompt    json.RawMessage `json:"prompt"`
+	MaxTokens json.RawMessage `json:"max_tokens"`
+	// maxTokensField names MaxTokens in errors: a chat request's may be
+	// max_completion_tokens ("" is max_tokens).
+	maxTokensField string
+	Temperature    *float64        `json:"temperature"`
+	TopP           *float64        `json:"top_p"`
+	TopK           json.RawMessage `json:"top_k"`
 	// Seed is an integer, negative ones included; absent or null, each
 	// request draws its own.
 	Seed     json.RawMessage `json:"seed"`
