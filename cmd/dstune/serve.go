@@ -217,6 +217,9 @@ func loadChat(tokPath, file string, tok *tokenizer.Tokenizer, vocab int, stderr 
 		}
 		c.StopTokens = append(c.StopTokens, int64(id))
 	}
+	if len(c.StopTokens) == 0 {
+		fmt.Fprintf(stderr, "warning: the chat template (%s) ends an assistant's turn with no special token of the tokenizer: replies stop only at --eos ids (the tokenizer's end token), a stop string or max_tokens; give --eos with the turn's end token if the model has one\n", ct.Source)
+	}
 	return c, "", nil
 }
 

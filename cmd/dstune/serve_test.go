@@ -448,8 +448,23 @@ func TestServeChatEndOfTurn(t *testing.T) {
 			}
 		})
 	}
+	// A template whose turns end in text the tokenizer has no special
+	// token for (ChatML's markers, to llama2.c's tokenizer): said at start.
+	tok512 := sharedtest.Path(t, "models", "stories260K", "tok512.bin")
+	tok, err := tokenizer.Load(tok512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chatml := filepath.Join(t.TempDir(), "chatml.jinja")
+	if err := os.WriteFile(chatml, []byte("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var warned strings.Builder
+	if ch, _, err := loadChat(tok512, chatml, tok, 512, &warned); err != nil || ch == nil || len(ch.StopTokens) != 0 || !strings.Contains(warned.String(), "ends an assistant's turn with no special token") {
+		t.Errorf("ChatML on tok512: %v, warning %q", err, warned.String())
+	}
 	// Without a template beside the tokenizer, the reason names the file.
-	_, missing, err := loadChat(sharedtest.Path(t, "models", "stories260K", "tok512.bin"), "", nil, 512, io.Discard)
+	_, missing, err := loadChat(tok512, "", nil, 512, io.Discard)
 	if err != nil || !strings.Contains(missing, "tokenizer_config.json beside the tokenizer") {
 		t.Errorf("no template: %v %q", err, missing)
 	}
