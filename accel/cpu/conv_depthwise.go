@@ -94,55 +94,48 @@ func (g *convGeom) rowRuns(row, k0 int, wk *convWorker) []convRun {
 	return runs
 }
 
-// depthwise adds to y [mg][outSize] the products of w [mg][K] and the
-// windows of x [inSize], an output row at a time.
-func (g *convGeom) depthwise(y, w, x []float32, wk *convWorker) {
+// eachRun calls f with every kernel position kp and its run r, an output
+// row at a time (the rows' runs in blocks of the worker's table).
+func (g *convGeom) eachRun(wk *convWorker, f func(kp int, r convRun)) {
 	for row := range g.outSize / g.ow {
 		for k0 := 0; k0 < g.kSize; {
 			runs := g.rowRuns(row, k0, wk)
 			for j, r := range runs {
-				kp := k0 + j
-				for oc := range g.mg {
-					axpyGather(y[oc*g.outSize+r.va:oc*g.outSize+r.vb], w[oc*g.kSize+kp], x, r.x0, g.stride, wk.tmp)
-				}
+				f(k0+j, r)
 			}
 			k0 += len(runs)
 		}
 	}
+}
+
+// depthwise adds to y [mg][outSize] the products of w [mg][K] and the
+// windows of x [inSize], an output row at a time.
+func (g *convGeom) depthwise(y, w, x []float32, wk *convWorker) {
+	g.eachRun(wk, func(kp int, r convRun) {
+		for oc := range g.mg {
+			axpyGather(y[oc*g.outSize+r.va:oc*g.outSize+r.vb], w[oc*g.kSize+kp], x, r.x0, g.stride, wk.tmp)
+		}
+	})
 }
 
 // depthwiseGradInput adds to dx [inSize] the gradient from dy [mg][outSize]
 // through w [mg][K].
 func (g *convGeom) depthwiseGradInput(dx, w, dy []float32, wk *convWorker) {
-	for row := range g.outSize / g.ow {
-		for k0 := 0; k0 < g.kSize; {
-			runs := g.rowRuns(row, k0, wk)
-			for j, r := range runs {
-				kp := k0 + j
-				for oc := range g.mg {
-					axpyScatter(dx, r.x0, g.stride, w[oc*g.kSize+kp], dy[oc*g.outSize+r.va:oc*g.outSize+r.vb], wk.tmp)
-				}
-			}
-			k0 += len(runs)
+	g.eachRun(wk, func(kp int, r convRun) {
+		for oc := range g.mg {
+			axpyScatter(dx, r.x0, g.stride, w[oc*g.kSize+kp], dy[oc*g.outSize+r.va:oc*g.outSize+r.vb], wk.tmp)
 		}
-	}
+	})
 }
 
 // depthwiseGradWeight adds to dw [mg][K] the gradient from dy [mg][outSize]
 // and x [inSize].
 func (g *convGeom) depthwiseGradWeight(dw, dy, x []float32, wk *convWorker) {
-	for row := range g.outSize / g.ow {
-		for k0 := 0; k0 < g.kSize; {
-			runs := g.rowRuns(row, k0, wk)
-			for j, r := range runs {
-				kp := k0 + j
-				for oc := range g.mg {
-					dw[oc*g.kSize+kp] += dotGather(dy[oc*g.outSize+r.va:oc*g.outSize+r.vb], x, r.x0, g.stride)
-				}
-			}
-			k0 += len(runs)
+	g.eachRun(wk, func(kp int, r convRun) {
+		for oc := range g.mg {
+			dw[oc*g.kSize+kp] += dotGather(dy[oc*g.outSize+r.va:oc*g.outSize+r.vb], x, r.x0, g.stride)
 		}
-	}
+	})
 }
 
 // axpyGather adds a·src[x0 + j·stride] to dst[j]; tmp holds len(dst).
