@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +18,7 @@ import (
 
 	"github.com/dstune/dstune/dst"
 	"github.com/dstune/dstune/generate"
+	"github.com/dstune/dstune/internal/regfile"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/serve"
@@ -203,8 +208,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		// --bos says which token starts the text; otherwise the
 		// tokenizer's own template does (Llama's BOS, nothing for GPT-2).
 		tok.addSpecial = *bos < 0
-		if len(eos) == 0 && tok.t.EOS() >= 0 {
-			eos = append(eos, int64(tok.t.EOS()))
+		if len(eos) == 0 {
+			eos = defaultEndTokens(gf.tokenizer, tok.t, stderr)
 		}
 	}
 	ids := []int64(promptIDs)
@@ -321,6 +326,53 @@ func loadTokenizer(path string) (textTokenizer, error) {
 		return textTokenizer{}, fmt.Errorf("--tokenizer: %w", err)
 	}
 	return textTokenizer{t: t, addSpecial: true}, nil
+}
+
+// defaultEndTokens are the ids that end a text unless --eos is given, as
+// transformers' generate ends it: the tokenizer's end token and the
+// eos_token_id (one id or a list) of a generation_config.json beside the
+// tokenizer (Llama 3 Instruct's ends turns with <|eot_id|>, Qwen 3's with
+// <|im_end|> or <|endoftext|>). A generation_config.json that cannot be
+// read is named in a warning and left out.
+func defaultEndTokens(tokPath string, t *tokenizer.Tokenizer, stderr io.Writer) []int64 {
+	var ids []int64
+	if t.EOS() >= 0 {
+		ids = append(ids, int64(t.EOS()))
+	}
+	dir := filepath.Dir(tokPath)
+	if st, err := os.Stat(tokPath); err == nil && st.IsDir() {
+		dir = tokPath
+	}
+	path := filepath.Join(dir, "generation_config.json")
+	data, err := regfile.ReadFile(path, 1<<20)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ids
+	}
+	var cfg struct {
+		EOS json.RawMessage `json:"eos_token_id"`
+	}
+	if err == nil {
+		err = json.Unmarshal(data, &cfg)
+	}
+	var more []int64
+	if err == nil && len(cfg.EOS) > 0 && string(cfg.EOS) != "null" {
+		var one int64
+		if json.Unmarshal(cfg.EOS, &one) == nil {
+			more = []int64{one}
+		} else if json.Unmarshal(cfg.EOS, &more) != nil {
+			err = fmt.Errorf("eos_token_id %s: want a token id or a list of them", cfg.EOS)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: %s: %v (its end tokens are not used)\n", path, err)
+		return ids
+	}
+	for _, id := range more {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // stopTokens checks the end-of-text ids against the model's vocabulary:

@@ -22,6 +22,7 @@ import (
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/peft"
+	"github.com/dstune/dstune/tokenizer"
 )
 
 // runCmd runs dstune with args and returns the exit status and outputs.
@@ -382,5 +383,46 @@ func TestGenerateLoRAMatchesApply(t *testing.T) {
 	code, _, errOut = runCmd(append([]string{"generate", model, "--delta", filepath.Join(prompt, peft.AdapterFile)}, args...)...)
 	if code == 0 || !strings.Contains(errOut, "soft prompt") || !strings.Contains(errOut, "dstune apply") {
 		t.Errorf("generate with a soft prompt: status %d, %q; want a refusal naming the soft prompt and dstune apply", code, errOut)
+	}
+}
+
+// TestDefaultEndTokens: without --eos a text ends at the tokenizer's end
+// token and at the eos_token_id of a generation_config.json beside the
+// tokenizer (one id or a list, as transformers reads it); an unreadable
+// one is named in a warning and left out.
+func TestDefaultEndTokens(t *testing.T) {
+	src := sharedtest.Path(t, "models", "stories260K", "tok512.bin")
+	dir := t.TempDir()
+	tokPath := filepath.Join(dir, "tok512.bin")
+	copyFile(t, src, tokPath)
+	tok, err := tokenizer.Load(tokPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eos := int64(tok.EOS())
+	for _, c := range []struct {
+		config string // "" for no file
+		want   []int64
+		warns  string
+	}{
+		{"", []int64{eos}, ""},
+		{`{"eos_token_id": 13}`, []int64{eos, 13}, ""},
+		{fmt.Sprintf(`{"bos_token_id": 1, "eos_token_id": [%d, 13, 14]}`, eos), []int64{eos, 13, 14}, ""},
+		{`{"eos_token_id": null}`, []int64{eos}, ""},
+		{`{"eos_token_id": "x"}`, []int64{eos}, `eos_token_id "x": want a token id or a list of them`},
+		{`{not json`, []int64{eos}, "generation_config.json: invalid character"},
+	} {
+		path := filepath.Join(dir, "generation_config.json")
+		os.Remove(path)
+		if c.config != "" {
+			if err := os.WriteFile(path, []byte(c.config), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var warned strings.Builder
+		got := defaultEndTokens(tokPath, tok, &warned)
+		if !slices.Equal(got, c.want) || (c.warns == "") != (warned.Len() == 0) || !strings.Contains(warned.String(), c.warns) {
+			t.Errorf("%q: %v, warning %q; want %v, a warning saying %q", c.config, got, warned.String(), c.want, c.warns)
+		}
 	}
 }

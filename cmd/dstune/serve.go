@@ -150,8 +150,12 @@ func newServer(model, deltaDir string, gf generateFlags, chatTemplate string, th
 			return nil, nil, err
 		}
 		cfg.Tokenizer = vocabTokenizer{tok}
-		if len(eos) == 0 && tok.t.EOS() >= 0 {
-			cfg.StopTokens = []int64{int64(tok.t.EOS())}
+		if len(eos) == 0 {
+			if cfg.StopTokens, err = stopTokens(defaultEndTokens(gf.tokenizer, tok.t, stderr), false, d.Vocab(), stderr); err != nil {
+				d.Close()
+				m.Close()
+				return nil, nil, err
+			}
 		}
 		if cfg.Chat, cfg.ChatMissing, err = loadChat(gf.tokenizer, chatTemplate, tok.t, d.Vocab(), stderr); err != nil {
 			d.Close()
