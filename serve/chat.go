@@ -377,13 +377,10 @@ func chatTools(rawTools, rawChoice json.RawMessage) (any, error) {
 
 // answerChat generates every reply and answers them in one JSON.
 func (s *Server) answerChat(w http.ResponseWriter, r *http.Request, rq *request, id string, created int64) {
-	start := time.Now()
-	jobs, err := s.generateAll(r.Context(), rq, hooks{})
-	if err != nil {
-		s.fail(w, r, rq.model, err)
+	jobs, u, ok := s.generateAnswered(w, r, rq)
+	if !ok {
 		return
 	}
-	u, _ := s.totals(rq, jobs, start)
 	names := s.tokenNames()
 	var choices []chatChoice
 	for k, j := range jobs {

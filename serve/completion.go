@@ -556,19 +556,29 @@ func (s *Server) totals(rq *request, jobs []*job, start time.Time) (usage, time.
 	return u, first
 }
 
+// generateAnswered generates every completion of a request answered in one
+// JSON and counts it; on an error it answers that (ok false).
+func (s *Server) generateAnswered(w http.ResponseWriter, r *http.Request, rq *request) (jobs []*job, u usage, ok bool) {
+	start := time.Now()
+	jobs, err := s.generateAll(r.Context(), rq, hooks{})
+	if err != nil {
+		s.fail(w, r, rq.model, err)
+		return nil, usage{}, false
+	}
+	u, _ = s.totals(rq, jobs, start)
+	return jobs, u, true
+}
+
 // multiple reports whether the request generates more than one
 // completion: its choices then name their seeds.
 func (rq *request) multiple() bool { return len(rq.prompts)*rq.bestOf > 1 }
 
 // answerAll generates every completion and answers them in one JSON.
 func (s *Server) answerAll(w http.ResponseWriter, r *http.Request, rq *request, id string, created int64) {
-	start := time.Now()
-	jobs, err := s.generateAll(r.Context(), rq, hooks{})
-	if err != nil {
-		s.fail(w, r, rq.model, err)
+	jobs, u, ok := s.generateAnswered(w, r, rq)
+	if !ok {
 		return
 	}
-	u, _ := s.totals(rq, jobs, start)
 	names := s.tokenNames()
 	var choices []choice
 	for k, j := range best(rq, jobs) {

@@ -86,11 +86,21 @@ func Load(path string) (*Tokenizer, error) {
 		// A .json name whose content is neither: ParseHF says why it is
 		// not JSON.
 	}
-	config, err := readBounded(filepath.Join(filepath.Dir(path), "tokenizer_config.json"))
+	config, err := readBounded(Beside(path, "tokenizer_config.json"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
 	return ParseHF(path, data, config)
+}
+
+// Beside is the path of the file name in the directory of the tokenizer at
+// path (a tokenizer file, or a directory holding tokenizer.json): where
+// Hugging Face keeps tokenizer_config.json and generation_config.json.
+func Beside(path, name string) string {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return filepath.Join(path, name)
+	}
+	return filepath.Join(filepath.Dir(path), name)
 }
 
 func readBounded(path string) ([]byte, error) {

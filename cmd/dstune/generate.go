@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -339,11 +337,7 @@ func defaultEndTokens(tokPath string, t *tokenizer.Tokenizer, stderr io.Writer) 
 	if t.EOS() >= 0 {
 		ids = append(ids, int64(t.EOS()))
 	}
-	dir := filepath.Dir(tokPath)
-	if st, err := os.Stat(tokPath); err == nil && st.IsDir() {
-		dir = tokPath
-	}
-	path := filepath.Join(dir, "generation_config.json")
+	path := tokenizer.Beside(tokPath, "generation_config.json")
 	data, err := regfile.ReadFile(path, 1<<20)
 	if errors.Is(err, fs.ErrNotExist) {
 		return ids

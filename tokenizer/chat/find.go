@@ -6,10 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 
 	"github.com/dstune/dstune/internal/regfile"
+	"github.com/dstune/dstune/tokenizer"
 )
 
 // maxTemplateFile bounds a template file or a tokenizer_config.json read
@@ -26,11 +25,7 @@ const maxTemplateFile = 16 << 20
 // --chat-template flag; a file given that cannot be read or parsed is an
 // error.
 func Find(tokenizerPath, file string) (ct *ChatTemplate, missing string, err error) {
-	dir := filepath.Dir(tokenizerPath)
-	if st, err := os.Stat(tokenizerPath); err == nil && st.IsDir() {
-		dir = tokenizerPath
-	}
-	beside := filepath.Join(dir, "tokenizer_config.json")
+	beside := tokenizer.Beside(tokenizerPath, "tokenizer_config.json")
 	besideData, err := regfile.ReadFile(beside, maxTemplateFile)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, "", err
