@@ -73,3 +73,60 @@ func BenchmarkAllFinite(b *testing.B) {
 		AllFinite(x)
 	}
 }
+
+// TestSquareSums: SquareSums agrees with a float64 sum of squares on
+// every ISA (to float32 rounding per chunk), chunk by chunk; a chunk of
+// large finite entries whose float32 sum overflows is still exact; any
+// NaN or ±Inf makes its chunk's sum non-finite and leaves the others as
+// they were.
+func TestSquareSums(t *testing.T) {
+	forISAs(t, func(t *testing.T, isa ISA) {
+		rng := rand.New(rand.NewPCG(11, uint64(isa)))
+		for _, n := range []int{0, 1, 7, 16, 33, 1000, SquareSumChunk - 1, SquareSumChunk, SquareSumChunk + 5, 3*SquareSumChunk + 17} {
+			for trial := range 3 {
+				x := make([]float32, n)
+				for i := range x {
+					switch trial {
+					case 0:
+						x[i] = rng.Float32()*2 - 1
+					case 1:
+						x[i] = float32(rng.NormFloat64() * 1e-20) // squares in float32's denormal range
+					default:
+						x[i] = 1e19 * (1 + rng.Float32()) // float32 squares overflow
+					}
+				}
+				got := make([]float64, SquareSumChunks(n))
+				SquareSums(got, x)
+				for c := range got {
+					var want float64
+					for _, v := range x[c*SquareSumChunk : min(n, (c+1)*SquareSumChunk)] {
+						want += float64(v) * float64(v)
+					}
+					tol := 1e-5 * want
+					if trial == 1 {
+						tol = 1e-5*want + 1e-38 // float32 flushes squares below its range
+					}
+					if math.Abs(got[c]-want) > tol || math.IsInf(got[c], 0) {
+						t.Fatalf("n=%d trial %d chunk %d: %g, float64 %g", n, trial, c, got[c], want)
+					}
+				}
+				if n == 0 {
+					continue
+				}
+				pos := rng.IntN(n)
+				for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(-1))} {
+					old := x[pos]
+					x[pos] = bad
+					SquareSums(got, x)
+					for c, s := range got {
+						inChunk := pos/SquareSumChunk == c
+						if finite := !math.IsNaN(s) && !math.IsInf(s, 0); finite == inChunk {
+							t.Fatalf("n=%d: %v at %d: chunk %d's sum is %g", n, bad, pos, c, s)
+						}
+					}
+					x[pos] = old
+				}
+			}
+		}
+	})
+}
