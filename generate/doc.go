@@ -3,6 +3,8 @@
 // decoded, a Sampler picks the next token (greedy, temperature, top-k,
 // top-p, seeded), and Run is the loop `dstune generate` and `dstune
 // serve` share, with stop strings and text streamed through a Tokenizer.
+// Several generations from one prompt share its prefill (Prefill, then
+// Prefix.Run for each, on a fork of its session).
 //
 // A decoder reuses the work done for earlier positions in one of three
 // ways (Mode):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/dstune/dstune/internal/ort"
@@ -271,5 +272,84 @@ func TestPromptLogprobsByChunk(t *testing.T) {
 		if lp.Token != want.Token || lp.Logprob != want.Logprob || !slices.Equal(lp.Top, want.Top) {
 			t.Fatalf("token %d: %+v, the rows fed at once give %+v", i+1, lp, want)
 		}
+	}
+}
+
+// TestPrefixRuns: a prompt prefilled once serves several generations at
+// once, each on a copy of its caches — across their growth to a larger
+// capacity — in every mode: the prefill's passes are the prompt's chunks
+// (not one per generation), and each generation gives, bit for bit, the
+// tokens and logprobs (the prompt's included) Run gives it alone with its
+// seed; a generation beyond those prefilled for is refused.
+func TestPrefixRuns(t *testing.T) {
+	c := smallLlama
+	c.KVCache = true
+	model := writeLlama(t, c)
+	prompt := make([]int64, 37) // chunks of 32, 4 and 1 (with a cache); capacity 64
+	for i := range prompt {
+		prompt[i] = int64(1 + i*13%(c.Vocab-1))
+	}
+	seeds := []uint64{3, 4, 5}
+	for _, mode := range []Mode{PastInputs, OwnCache, Recompute} {
+		d, err := New(model, Options{Mode: mode, Threads: 1, Context: 128})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 40 tokens take the sequence past 64 positions.
+		req := Request{Prompt: prompt, MaxTokens: 40, Sampling: Sampling{Temperature: 1.3, TopP: 1},
+			Logprobs: true, TopLogprobs: 2, PromptLogprobs: true}
+		counting := func(n *int) func(context.Context, func() error) error {
+			return func(ctx context.Context, step func() error) error { *n++; return step() }
+		}
+		var prefills int
+		req.Schedule = counting(&prefills)
+		p, err := Prefill(context.Background(), d, nil, req, len(seeds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]Result, len(seeds))
+		errs := make([]error, len(seeds))
+		passes := make([]int, len(seeds))
+		var wg sync.WaitGroup
+		for i, seed := range seeds {
+			wg.Go(func() {
+				r := req
+				r.Sampling.Seed = seed
+				r.Schedule = counting(&passes[i])
+				got[i], errs[i] = p.Run(context.Background(), r, func(Event) error { return nil })
+			})
+		}
+		wg.Wait()
+		chunks := 3
+		if mode == Recompute {
+			chunks = 1 // the whole sequence each pass
+		}
+		if prefills != chunks {
+			t.Errorf("%s: %d passes prefill the prompt for %d generations, want its %d chunks", mode, prefills, len(seeds), chunks)
+		}
+		for i, seed := range seeds {
+			r := req
+			r.Sampling.Seed = seed
+			r.Schedule = nil
+			want, err := Run(context.Background(), d, nil, r, func(Event) error { return nil })
+			if err != nil || errs[i] != nil {
+				t.Fatalf("%s, seed %d: %v, alone %v", mode, seed, errs[i], err)
+			}
+			if passes[i] != len(want.Tokens)-1 || len(want.Tokens) != 40 {
+				t.Errorf("%s, seed %d: %d passes for %d tokens, want one per token after the first", mode, seed, passes[i], len(want.Tokens))
+			}
+			same := func(a, b []TokenLogprobs) bool {
+				return slices.EqualFunc(a, b, func(x, y TokenLogprobs) bool {
+					return x.Token == y.Token && math.Float64bits(x.Logprob) == math.Float64bits(y.Logprob) && slices.Equal(x.Top, y.Top)
+				})
+			}
+			if !slices.Equal(got[i].Tokens, want.Tokens) || !same(got[i].Logprobs, want.Logprobs) || !same(got[i].PromptLogprobs, want.PromptLogprobs) || got[i].FinishReason != want.FinishReason {
+				t.Errorf("%s, seed %d: from the prefix %v, alone %v", mode, seed, got[i].Tokens, want.Tokens)
+			}
+		}
+		if _, err := p.Run(context.Background(), req, func(Event) error { return nil }); err == nil {
+			t.Errorf("%s: a run beyond the %d prefilled for: no error", mode, len(seeds))
+		}
+		d.Close()
 	}
 }

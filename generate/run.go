@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -161,6 +162,15 @@ func (r *Request) Check(d *Decoder, tok Tokenizer) error {
 	return nil
 }
 
+// schedule runs step as one of r's forward passes: through r.Schedule,
+// directly without one.
+func (r *Request) schedule(ctx context.Context, step func() error) error {
+	if r.Schedule == nil {
+		return step()
+	}
+	return r.Schedule(ctx, step)
+}
+
 // Run generates from r.Prompt on a new session of d, calling emit for
 // every token (emit's error stops the generation and is returned). It
 // ends after r.MaxTokens tokens, at a stop string or token, when the
@@ -168,79 +178,128 @@ func (r *Request) Check(d *Decoder, tok Tokenizer) error {
 // r.MaxTokens 0 it feeds the prompt only for its logprobs, and nothing at
 // all without them.
 func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Event) error) (Result, error) {
-	start := time.Now()
-	res := Result{PromptTokens: len(r.Prompt), FinishReason: FinishLength}
-	if err := r.Check(d, tok); err != nil {
-		return res, err
+	p, err := Prefill(ctx, d, tok, r, 1)
+	if err != nil {
+		return Result{PromptTokens: len(r.Prompt), FinishReason: FinishLength}, err
 	}
-	var text *TextStream
-	if tok != nil {
-		var err error
-		if text, err = NewTextStream(tok, r.Prompt, r.Stop); err != nil {
-			return res, err
-		}
-		res.PromptText = text.PromptText()
+	return p.Run(ctx, r, emit)
+}
+
+// Prefix is a prompt fed once for several generations that continue it
+// (n completions of one prompt): each goes on from a copy of its caches,
+// so that n generations cost one prefill and n decodes and each gives the
+// bits Run gives it alone.
+type Prefix struct {
+	d      *Decoder
+	tok    Tokenizer
+	prompt []int64
+	start  time.Time
+	// promptLogprobs are the prompt's, when the prefill scored it.
+	promptLogprobs []TokenLogprobs
+
+	mu   sync.Mutex
+	s    *Session // nil once the last run has taken it
+	runs int      // runs left: all but the last copy s
+}
+
+// Prefill feeds r.Prompt on a new session of d, in r.Schedule's passes,
+// for runs generations from it (Prefix.Run): scoring it with
+// r.PromptLogprobs (r.TopLogprobs most likely tokens at each position),
+// feeding nothing when r.MaxTokens is 0 and it is not scored.
+func Prefill(ctx context.Context, d *Decoder, tok Tokenizer, r Request, runs int) (*Prefix, error) {
+	start := time.Now()
+	if err := r.Check(d, tok); err != nil {
+		return nil, err
 	}
 	s := d.NewSession()
-	sampler := NewSampler(r.Sampling)
-	var logits []float32
-	schedule := func(step func() error) error {
-		if r.Schedule == nil {
-			return step()
+	p := &Prefix{d: d, tok: tok, prompt: r.Prompt, start: start, s: s, runs: runs}
+	if !r.PromptLogprobs {
+		if r.MaxTokens == 0 {
+			return p, nil
 		}
-		return r.Schedule(ctx, step)
-	}
-	feed := func(tokens []int64) error {
-		return schedule(func() error {
-			var err error
-			logits, err = s.Feed(ctx, tokens)
+		return p, r.schedule(ctx, func() error {
+			_, err := s.Feed(ctx, r.Prompt)
 			return err
 		})
 	}
-	// scorePrompt feeds the prompt a chunk at a time, each chunk's rows
-	// turned into the logprobs of the tokens they predict outside the
-	// scheduled pass and dropped.
-	scorePrompt := func() error {
-		vocab := d.Vocab()
-		for done := 0; done < len(r.Prompt); {
-			chunk := r.Prompt[done : done+s.chunkLen(len(r.Prompt)-done)]
-			var rows []float32
-			if err := schedule(func() error {
-				var err error
-				rows, err = s.FeedAll(ctx, chunk)
-				return err
-			}); err != nil {
-				return err
-			}
-			done += len(chunk)
-			for i := range chunk {
-				if at := done - len(chunk) + i + 1; at < len(r.Prompt) {
-					res.PromptLogprobs = append(res.PromptLogprobs, LogprobsOf(rows[i*vocab:(i+1)*vocab], r.Prompt[at], r.TopLogprobs))
-				}
-			}
-			logits = rows[len(rows)-vocab:]
+	// Scored a chunk at a time, each chunk's rows turned into the
+	// logprobs of the tokens they predict outside the scheduled pass and
+	// dropped.
+	vocab := d.Vocab()
+	for done := 0; done < len(r.Prompt); {
+		chunk := r.Prompt[done : done+s.chunkLen(len(r.Prompt)-done)]
+		var rows []float32
+		if err := r.schedule(ctx, func() error {
+			var err error
+			rows, err = s.FeedAll(ctx, chunk)
+			return err
+		}); err != nil {
+			return nil, err
 		}
-		return nil
+		done += len(chunk)
+		for i := range chunk {
+			if at := done - len(chunk) + i + 1; at < len(r.Prompt) {
+				p.promptLogprobs = append(p.promptLogprobs, LogprobsOf(rows[i*vocab:(i+1)*vocab], r.Prompt[at], r.TopLogprobs))
+			}
+		}
 	}
-	switch {
-	case r.PromptLogprobs:
-		if err := scorePrompt(); err != nil {
+	return p, nil
+}
+
+// session is the session a run goes on from: a copy of the prefix's, the
+// last run's the prefix's own.
+func (p *Prefix) session() (*Session, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch p.runs {
+	case 0:
+		return nil, fmt.Errorf("generate: every run of the prefix has started")
+	case 1:
+		s := p.s
+		p.s, p.runs = nil, 0
+		return s, nil
+	}
+	p.runs--
+	return p.s.Fork(), nil
+}
+
+// Run generates from the prefix as Run does from its prompt, r being the
+// prefill's request with, it may be, other sampling options, maximum,
+// stops, logprobs, schedule and Prefilled: its Prompt and PromptLogprobs
+// are ignored, the result holding the prompt's logprobs when the prefill
+// scored it. The time to the first token counts from the prefill's start.
+// Runs may go on at once.
+func (p *Prefix) Run(ctx context.Context, r Request, emit func(Event) error) (Result, error) {
+	res := Result{PromptTokens: len(p.prompt), FinishReason: FinishLength, PromptLogprobs: p.promptLogprobs}
+	r.Prompt = p.prompt
+	if err := r.Check(p.d, p.tok); err != nil {
+		return res, err
+	}
+	s, err := p.session()
+	if err != nil {
+		return res, err
+	}
+	if r.MaxTokens > 0 && s.Len() == 0 {
+		return res, fmt.Errorf("%w: %d tokens to generate from a prefix fed for none (max tokens 0)", ErrBadRequest, r.MaxTokens)
+	}
+	var text *TextStream
+	if p.tok != nil {
+		if text, err = NewTextStream(p.tok, p.prompt, r.Stop); err != nil {
 			return res, err
 		}
-	case r.MaxTokens > 0:
-		if err := feed(r.Prompt); err != nil {
-			return res, err
-		}
+		res.PromptText = text.PromptText()
 	}
 	if r.Prefilled != nil {
 		if err := r.Prefilled(res.PromptLogprobs, res.PromptText); err != nil {
 			return res, err
 		}
 	}
+	sampler := NewSampler(r.Sampling)
+	logits := s.last
 	for r.MaxTokens > 0 {
 		id := int64(sampler.Next(logits))
 		if len(res.Tokens) == 0 {
-			res.FirstToken = time.Since(start)
+			res.FirstToken = time.Since(p.start)
 		}
 		if slices.Contains(r.StopTokens, id) {
 			res.FinishReason = FinishStop
@@ -255,7 +314,6 @@ func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Ev
 		}
 		stopped := false
 		if text != nil {
-			var err error
 			if ev.Text, stopped, err = text.Push(int(id)); err != nil {
 				return res, err
 			}
@@ -267,10 +325,14 @@ func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Ev
 			res.FinishReason = FinishStop
 			break
 		}
-		if len(res.Tokens) == r.MaxTokens || s.Len()+1 > d.Context() {
+		if len(res.Tokens) == r.MaxTokens || s.Len()+1 > p.d.Context() {
 			break
 		}
-		if err := feed([]int64{id}); err != nil {
+		if err := r.schedule(ctx, func() error {
+			var err error
+			logits, err = s.Feed(ctx, []int64{id})
+			return err
+		}); err != nil {
 			return res, err
 		}
 	}
@@ -283,7 +345,7 @@ func Run(ctx context.Context, d *Decoder, tok Tokenizer, r Request, emit func(Ev
 		}
 		res.Text = text.Text()
 	}
-	res.Total = time.Since(start)
+	res.Total = time.Since(p.start)
 	return res, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/bits"
+	"slices"
 
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/ir"
@@ -32,6 +33,22 @@ func (d *Decoder) NewSession() *Session { return &Session{d: d, acquire: d.acqui
 
 // Len is the number of positions fed so far.
 func (s *Session) Len() int { return s.n }
+
+// Fork returns a session holding the positions s holds, which goes on
+// apart from s: its caches are copies, so feeding either leaves the other
+// as it was, and feeding both the same tokens computes the same bits. A
+// prompt several sequences continue is fed once and forked for each.
+func (s *Session) Fork() *Session {
+	f := *s
+	f.tokens = slices.Clone(s.tokens)
+	f.caches = make([]*ir.Tensor, len(s.caches))
+	for i, c := range s.caches {
+		f.caches[i] = c.Clone()
+	}
+	// f.last is shared: a feed replaces a session's logits, never writes
+	// into them.
+	return &f
+}
 
 // Feed appends tokens to the sequence and returns the logits of the last
 // one (vocab floats, valid until the next Feed). Prompts are fed in chunks

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -86,19 +87,15 @@ func (s storiesTokenizer) Decode(ids []int) (string, error)  { return s.t.Decode
 func (s storiesTokenizer) IsByteToken(id int) bool           { return s.t.IsByteToken(id) }
 func (s storiesTokenizer) Token(id int) string               { return s.t.Token(id) }
 
-// BenchmarkScoring times, on stories260K with its tokenizer, scoring a
-// 128-token prompt as evaluation harnesses do (echo, logprobs 1,
-// max_tokens 0) beside generating one token after it: both are one
-// prefill, scoring adds the logprobs and the tokens' names.
-//
-//	go test ./serve -run '^$' -bench Scoring
-func BenchmarkScoring(b *testing.B) {
+// storiesHandler serves stories260K with its tokenizer, one goroutine per
+// kernel call and executables forward passes at once (0: GOMAXPROCS).
+func storiesHandler(b *testing.B, executables int) http.Handler {
 	path := sharedtest.Path(b, "models", "stories260K", "stories260K.onnx")
 	m, err := onnx.ReadFile(path)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer m.Close()
+	b.Cleanup(func() { m.Close() })
 	model, err := ir.NewModelShared(m)
 	if err != nil {
 		b.Fatal(err)
@@ -107,36 +104,79 @@ func BenchmarkScoring(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	dec, err := generate.New(model, generate.Options{Threads: 1})
+	dec, err := generate.New(model, generate.Options{Threads: 1, Executables: executables})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer dec.Close()
+	b.Cleanup(dec.Close)
 	tok, err := tokenizer.Load(sharedtest.Path(b, "models", "stories260K", "tok512.bin"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := New(Config{Base: base, Decoder: dec, Tokenizer: storiesTokenizer{tok}, DeltaDir: b.TempDir()}).Handler()
+	return New(Config{Base: base, Decoder: dec, Tokenizer: storiesTokenizer{tok}, DeltaDir: b.TempDir()}).Handler()
+}
+
+// randomPrompt is BOS and n-1 token ids of stories260K drawn from a fixed
+// seed, as JSON.
+func randomPrompt(n int) string {
 	rng := rand.New(rand.NewPCG(1, 2))
 	prompt := []int64{1}
-	for len(prompt) < 128 {
+	for len(prompt) < n {
 		prompt = append(prompt, 3+rng.Int64N(509))
 	}
 	ids, _ := json.Marshal(prompt)
+	return string(ids)
+}
+
+// benchPost times answering body, after answering it once untimed (to
+// compile the shapes it needs).
+func benchPost(b *testing.B, h http.Handler, path, body string) {
+	post := func() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(body)))
+		if rec.Code != 200 {
+			b.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+	}
+	post()
+	b.ReportAllocs()
+	for b.Loop() {
+		post()
+	}
+}
+
+// BenchmarkScoring times, on stories260K with its tokenizer, scoring a
+// 128-token prompt as evaluation harnesses do (echo, logprobs 1,
+// max_tokens 0) beside generating one token after it: both are one
+// prefill, scoring adds the logprobs and the tokens' names.
+//
+//	go test ./serve -run '^$' -bench Scoring
+func BenchmarkScoring(b *testing.B) {
+	h := storiesHandler(b, 0)
+	prompt := randomPrompt(128)
 	for _, c := range []struct{ name, extra string }{
 		{"score", `"echo":true,"logprobs":1,"max_tokens":0`},
 		{"generate1", `"max_tokens":1`},
 	} {
-		body := `{"model":"base","prompt":` + string(ids) + `,` + c.extra + `}`
 		b.Run(c.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/completions", strings.NewReader(body)))
-				if rec.Code != 200 {
-					b.Fatalf("%d %s", rec.Code, rec.Body)
-				}
-			}
+			benchPost(b, h, "/v1/completions", `{"model":"base","prompt":`+prompt+`,`+c.extra+`}`)
 		})
+	}
+}
+
+// BenchmarkChoices times, on stories260K, n completions of 16 tokens after
+// a 448-token prompt, one forward pass at a time (a busy server's
+// compute) and two at once.
+//
+//	go test ./serve -run '^$' -bench Choices -count 5
+func BenchmarkChoices(b *testing.B) {
+	prompt := randomPrompt(448)
+	for _, executables := range []int{1, 2} {
+		h := storiesHandler(b, executables)
+		for _, n := range []int{1, 4} {
+			b.Run(fmt.Sprintf("executables=%d/n=%d", executables, n), func(b *testing.B) {
+				benchPost(b, h, "/v1/completions", fmt.Sprintf(`{"model":"base","prompt":%s,"n":%d,"max_tokens":16,"seed":1}`, prompt, n))
+			})
+		}
 	}
 }

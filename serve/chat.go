@@ -4,12 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/dstune/dstune/generate"
@@ -45,18 +43,16 @@ type chatRequest struct {
 	TopK                json.RawMessage `json:"top_k"`
 	Seed                json.RawMessage `json:"seed"`
 	Stream              bool            `json:"stream"`
-	StreamOptions       *struct {
-		IncludeUsage bool `json:"include_usage"`
-	} `json:"stream_options"`
-	Stop             json.RawMessage `json:"stop"`
-	N                json.RawMessage `json:"n"`
-	LogitBias        json.RawMessage `json:"logit_bias"`
-	PresencePenalty  *float64        `json:"presence_penalty"`
-	FrequencyPenalty *float64        `json:"frequency_penalty"`
-	Logprobs         json.RawMessage `json:"logprobs"`
-	TopLogprobs      json.RawMessage `json:"top_logprobs"`
-	Tools            json.RawMessage `json:"tools"`
-	ToolChoice       json.RawMessage `json:"tool_choice"`
+	StreamOptions       *streamOptions  `json:"stream_options"`
+	Stop                json.RawMessage `json:"stop"`
+	N                   json.RawMessage `json:"n"`
+	LogitBias           json.RawMessage `json:"logit_bias"`
+	PresencePenalty     *float64        `json:"presence_penalty"`
+	FrequencyPenalty    *float64        `json:"frequency_penalty"`
+	Logprobs            json.RawMessage `json:"logprobs"`
+	TopLogprobs         json.RawMessage `json:"top_logprobs"`
+	Tools               json.RawMessage `json:"tools"`
+	ToolChoice          json.RawMessage `json:"tool_choice"`
 }
 
 // chatRoles are the roles a message may have.
@@ -80,17 +76,7 @@ type chatChoice struct {
 	Seed *uint64 `json:"seed,omitempty"`
 }
 
-type chatCompletion struct {
-	ID      string       `json:"id"`
-	Object  string       `json:"object"`
-	Created int64        `json:"created"`
-	Model   string       `json:"model"`
-	Choices []chatChoice `json:"choices"`
-	Usage   *usage       `json:"usage,omitempty"`
-	// Seed (dstune's addition) is the sampling seed the request used,
-	// drawn or given: sent again, it gives the same replies.
-	Seed *uint64 `json:"seed,omitempty"`
-}
+type chatCompletion = answer[chatChoice]
 
 // chatLogprobs are a choice's logprobs as OpenAI's chat completions give
 // them: per token its name, UTF-8 bytes, logprob and the most likely
@@ -146,14 +132,14 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	s.metrics.inFlight.Add(1)
 	defer s.metrics.inFlight.Add(-1)
 
-	rq, includeUsage, err := s.prepareChat(&req)
+	rq, err := s.prepareChat(&req)
 	if err != nil {
 		s.fail(w, r, req.Model, err)
 		return
 	}
 	id := fmt.Sprintf("chatcmpl-%d-%d", s.started.Unix(), s.nextID.Add(1))
 	if rq.stream {
-		s.streamChat(w, r, rq, id, created, includeUsage)
+		s.streamChat(w, r, rq, id, created)
 		return
 	}
 	s.answerChat(w, r, rq, id, created)
@@ -161,40 +147,40 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 
 // prepareChat checks a chat request, renders and encodes its
 // conversation and makes it the request of a completion of those tokens.
-func (s *Server) prepareChat(req *chatRequest) (rq *request, includeUsage bool, err error) {
+func (s *Server) prepareChat(req *chatRequest) (*request, error) {
 	c := s.cfg.Chat
 	switch {
 	case s.cfg.Tokenizer == nil:
-		return nil, false, badRequest("chat completions need a tokenizer: this server has none (start it with --tokenizer)")
+		return nil, badRequest("chat completions need a tokenizer: this server has none (start it with --tokenizer)")
 	case c == nil || c.Template == nil:
 		why := s.cfg.ChatMissing
 		if why == "" {
 			why = "start the server with --chat-template FILE, or --tokenizer with a tokenizer_config.json holding \"chat_template\" beside it"
 		}
-		return nil, false, badRequest("chat completions need a chat template: %s", why)
+		return nil, badRequest("chat completions need a chat template: %s", why)
 	}
 	if req.Model == "" {
-		return nil, false, badRequest("model is required: %q for the base model or a delta's name (GET /v1/models lists them)", BaseName)
+		return nil, badRequest("model is required: %q for the base model or a delta's name (GET /v1/models lists them)", BaseName)
 	}
 	messages, err := chatMessages(req.Messages)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	tools, err := chatTools(req.Tools, req.ToolChoice)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	text, err := c.Template.RenderChat(messages, tools, true, nil)
 	if err != nil {
 		var raised *chat.RaisedError
 		if errors.As(err, &raised) {
-			return nil, false, badRequest("messages: the chat template refuses the conversation: %v", raised)
+			return nil, badRequest("messages: the chat template refuses the conversation: %v", raised)
 		}
-		return nil, false, badRequest("messages: rendering the conversation with the chat template: %v", err)
+		return nil, badRequest("messages: rendering the conversation with the chat template: %v", err)
 	}
 	ids, err := c.Encode(text)
 	if err != nil {
-		return nil, false, badRequest("messages: encoding the rendered conversation: %v", err)
+		return nil, badRequest("messages: encoding the rendered conversation: %v", err)
 	}
 	prompt, _ := json.Marshal(ids)
 	if ids == nil {
@@ -206,31 +192,28 @@ func (s *Server) prepareChat(req *chatRequest) (rq *request, includeUsage bool, 
 		maxTokens, field = req.MaxCompletionTokens, "max_completion_tokens"
 	}
 	if n, given, err := integer(field, maxTokens); err != nil {
-		return nil, false, err
+		return nil, err
 	} else if given && n < 1 {
-		return nil, false, badRequest("%s %d: want at least 1", field, n)
+		return nil, badRequest("%s %d: want at least 1", field, n)
 	}
 	k, err := chatTopLogprobs(req.Logprobs, req.TopLogprobs)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	if req.StreamOptions != nil && !req.Stream {
-		return nil, false, badRequest("stream_options: only with stream true")
-	}
-	rq, err = s.prepare(&completionRequest{
+	rq, err := s.prepare(&completionRequest{
 		Model: req.Model, Prompt: prompt, MaxTokens: maxTokens, maxTokensField: field, Temperature: req.Temperature, TopP: req.TopP,
-		TopK: req.TopK, Seed: req.Seed, Stream: req.Stream, Stop: req.Stop, N: req.N, LogitBias: req.LogitBias,
+		TopK: req.TopK, Seed: req.Seed, Stream: req.Stream, StreamOptions: req.StreamOptions, Stop: req.Stop, N: req.N, LogitBias: req.LogitBias,
 		PresencePenalty: req.PresencePenalty, FrequencyPenalty: req.FrequencyPenalty,
 	})
 	if err != nil {
 		if errors.Is(err, generate.ErrPromptTooLong) {
 			err = badRequest("messages: the conversation's %d tokens do not fit the model's context of %d positions", len(ids), s.cfg.Decoder.Context())
 		}
-		return nil, false, err
+		return nil, err
 	}
 	rq.logprobs = k
 	rq.gen.StopTokens = append(slices.Clone(rq.gen.StopTokens), c.StopTokens...)
-	return rq, req.StreamOptions != nil && req.StreamOptions.IncludeUsage, nil
+	return rq, nil
 }
 
 // chatTopLogprobs reads logprobs (a bool) and top_logprobs: the most
@@ -386,7 +369,7 @@ func (s *Server) answerChat(w http.ResponseWriter, r *http.Request, rq *request,
 	for k, j := range jobs {
 		finish := j.res.FinishReason
 		text := j.res.Text
-		c := chatChoice{Index: k, Message: &chatMessage{Role: "assistant", Content: &text}, FinishReason: &finish}
+		c := chatChoice{Index: k, Message: &chatMessage{Role: "assistant", Content: &text}, FinishReason: &finish, Seed: rq.seedOf(j)}
 		if rq.logprobs >= 0 {
 			c.Logprobs = &chatLogprobs{Content: []chatTokenLogprob{}}
 			seq := append(slices.Clone(rq.prompts[0]), j.res.Tokens...)
@@ -394,57 +377,27 @@ func (s *Server) answerChat(w http.ResponseWriter, r *http.Request, rq *request,
 				c.Logprobs.Content = append(c.Logprobs.Content, chatLogprob(names, seq[:len(rq.prompts[0])+t], lp, rq.logprobs))
 			}
 		}
-		if rq.multiple() {
-			c.Seed = &j.seed
-		}
 		choices = append(choices, c)
 	}
 	writeJSON(w, http.StatusOK, chatCompletion{
 		ID: id, Object: "chat.completion", Created: created, Model: rq.model,
-		Choices: choices, Usage: &u, Seed: &rq.gen.Sampling.Seed,
+		Choices: choices, Usage: usageField{u: &u}, Seed: &rq.gen.Sampling.Seed,
 	})
 }
 
-// streamChat answers with server-sent chat.completion.chunk events: for
-// each reply a first delta of the role, a delta per token of text, a last
-// of the finish reason; then, with includeUsage, a chunk of no choices
-// with the usage; then [DONE]. An error after the first byte ends the
-// stream with an error event.
-func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rq *request, id string, created int64, includeUsage bool) {
+// streamChat answers with server-sent chat.completion.chunk events
+// (eventStream): for each reply a first delta of the role, a delta per
+// token of text, a last of the finish reason. An error after the first
+// byte ends the stream with an error event.
+func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rq *request, id string, created int64) {
 	start := time.Now()
-	flusher, _ := w.(http.Flusher)
-	started := false
-	var mu sync.Mutex // the hooks and the final writes share w
-	send := func(v any) error {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		if !started {
-			w.Header().Set("Content-Type", "text/event-stream")
-			w.Header().Set("Cache-Control", "no-cache")
-			w.WriteHeader(http.StatusOK)
-			started = true
-		}
-		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
-			return err
-		}
-		if flusher != nil {
-			flusher.Flush()
-		}
-		return nil
-	}
-	chunk := func(c chatChoice) chatCompletion {
-		return chatCompletion{ID: id, Object: "chat.completion.chunk", Created: created, Model: rq.model, Choices: []chatChoice{c}}
-	}
+	e := newEventStream[chatChoice](w, rq, id, "chat.completion.chunk", created)
 	names := s.tokenNames()
 	h := hooks{
 		prefilled: func(j *job, _ []generate.TokenLogprobs, _ string) error {
 			j.seq = slices.Clone(rq.prompts[0])
 			empty := ""
-			mu.Lock()
-			defer mu.Unlock()
-			return send(chunk(chatChoice{Index: j.sample, Delta: &chatMessage{Role: "assistant", Content: &empty}}))
+			return e.send(chatChoice{Index: j.sample, Delta: &chatMessage{Role: "assistant", Content: &empty}})
 		},
 		token: func(j *job, ev generate.Event) error {
 			text := ev.Text
@@ -458,40 +411,17 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rq *request,
 			if text == "" && c.Logprobs == nil {
 				return nil // a token that completes no character yet
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			return send(chunk(c))
+			return e.send(c)
 		},
 	}
 	jobs, err := s.generateAll(r.Context(), rq, h)
-	mu.Lock()
-	defer mu.Unlock()
 	if err != nil {
-		s.streamFailed(w, r, rq.model, err, started, send)
+		e.fail(s, r, err)
 		return
 	}
 	u, _ := s.totals(rq, jobs, start)
-	for k, j := range jobs {
+	e.finish(jobs, u, func(j *job) chatChoice {
 		finish := j.res.FinishReason
-		last := chunk(chatChoice{Index: j.sample, Delta: &chatMessage{}, FinishReason: &finish})
-		if rq.multiple() {
-			last.Choices[0].Seed = &j.seed
-		}
-		if k == len(jobs)-1 && !includeUsage {
-			last.Seed = &rq.gen.Sampling.Seed
-		}
-		if send(last) != nil {
-			return
-		}
-	}
-	if includeUsage {
-		final := chatCompletion{ID: id, Object: "chat.completion.chunk", Created: created, Model: rq.model, Choices: []chatChoice{}, Usage: &u, Seed: &rq.gen.Sampling.Seed}
-		if send(final) != nil {
-			return
-		}
-	}
-	io.WriteString(w, "data: [DONE]\n\n")
-	if flusher != nil {
-		flusher.Flush()
-	}
+		return chatChoice{Index: j.sample, Delta: &chatMessage{}, FinishReason: &finish, Seed: rq.seedOf(j)}
+	})
 }

@@ -141,7 +141,7 @@ func TestChatMatchesCompletion(t *testing.T) {
 		if code != http.StatusOK {
 			t.Fatalf("completions: %d %s", code, b)
 		}
-		var ref completion
+		var ref fullCompletion
 		if err := json.Unmarshal(b, &ref); err != nil {
 			t.Fatal(err)
 		}

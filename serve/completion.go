@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -45,6 +44,9 @@ type request struct {
 	// no logprobs.
 	logprobs int
 	stream   bool
+	// includeUsage: the stream ends with a chunk of the usage
+	// (stream_options.include_usage).
+	includeUsage bool
 	// gen holds the options every completion shares; its seed is the
 	// request's, from which each completion's is derived (choiceSeed).
 	gen   generate.Request
@@ -78,7 +80,11 @@ func (s *Server) prepare(req *completionRequest) (*request, error) {
 	if len(req.Suffix) > 0 && string(req.Suffix) != "null" {
 		return nil, badRequest("suffix is not supported: the model completes text left to right only")
 	}
-	rq := &request{model: req.Model, echo: req.Echo, stream: req.Stream, logprobs: -1}
+	if req.StreamOptions != nil && !req.Stream {
+		return nil, badRequest("stream_options: only with stream true")
+	}
+	rq := &request{model: req.Model, echo: req.Echo, stream: req.Stream, logprobs: -1,
+		includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage}
 	prompts, err := s.prompts(req.Prompt)
 	if err != nil {
 		return nil, err
@@ -374,33 +380,15 @@ type hooks struct {
 	token     func(j *job, ev generate.Event) error
 }
 
-// promptScore is a prompt's logprobs, computed by its first completion
-// and shared by the others (the same tokens score the same).
-type promptScore struct {
-	once  sync.Once
-	ready chan struct{} // closed once lp is set, or the first completion ended
-	lp    []generate.TokenLogprobs
-	ok    bool
-}
-
-func (p *promptScore) set(lp []generate.TokenLogprobs, ok bool) {
-	p.once.Do(func() {
-		p.lp, p.ok = lp, ok
-		close(p.ready)
-	})
-}
-
-// wait returns the logprobs once the first completion has them.
-func (p *promptScore) wait(ctx context.Context) ([]generate.TokenLogprobs, error) {
-	select {
-	case <-p.ready:
-		if !p.ok {
-			return nil, fmt.Errorf("serve: the prompt's first completion ended before scoring it")
-		}
-		return p.lp, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+// prefill is a prompt's prefill, which its completions share: the first
+// of them to start feeds the prompt (in its lease's passes; scoring it
+// for echo with logprobs) while the others wait, and each goes on from a
+// copy of the caches. N completions of a prompt thus cost one prefill and
+// N decodes.
+type prefill struct {
+	once   sync.Once
+	prefix *generate.Prefix
+	err    error
 }
 
 // generateAll generates every completion of rq, at most as many at once
@@ -413,12 +401,7 @@ func (s *Server) generateAll(ctx context.Context, rq *request, h hooks) ([]*job,
 			jobs = append(jobs, &job{prompt: i, sample: j, seed: choiceSeed(rq.gen.Sampling.Seed, j)})
 		}
 	}
-	var scores []*promptScore
-	if rq.echo && rq.logprobs >= 0 {
-		for range rq.prompts {
-			scores = append(scores, &promptScore{ready: make(chan struct{})})
-		}
-	}
+	prefills := make([]prefill, len(rq.prompts))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -432,11 +415,7 @@ func (s *Server) generateAll(ctx context.Context, rq *request, h hooks) ([]*job,
 		go func() {
 			defer wg.Done()
 			for j := range next {
-				var score *promptScore
-				if scores != nil {
-					score = scores[j.prompt]
-				}
-				if err := s.generateOne(ctx, rq, j, score, h); err != nil {
+				if err := s.generateOne(ctx, rq, j, &prefills[j.prompt], h); err != nil {
 					errOnce.Do(func() { firstErr = err; cancel() })
 				}
 			}
@@ -458,10 +437,8 @@ feed:
 	return jobs, firstErr
 }
 
-// generateOne generates completion j. With score (echo with logprobs)
-// the prompt's first completion scores the prompt and the others take
-// its logprobs.
-func (s *Server) generateOne(ctx context.Context, rq *request, j *job, score *promptScore, h hooks) error {
+// generateOne generates completion j from its prompt's prefill.
+func (s *Server) generateOne(ctx context.Context, rq *request, j *job, pre *prefill, h hooks) error {
 	lease := s.sched.Lease(rq.patch)
 	defer lease.Close()
 	gen := rq.gen
@@ -471,35 +448,22 @@ func (s *Server) generateOne(ctx context.Context, rq *request, j *job, score *pr
 	// Choosing the best of several needs each one's logprobs.
 	gen.Logprobs = rq.logprobs >= 0 || rq.bestOf > rq.n
 	gen.TopLogprobs = max(rq.logprobs, 0)
-	scores := score != nil && j.sample == 0
-	gen.PromptLogprobs = scores
-	if scores {
-		defer score.set(nil, false)
+	gen.PromptLogprobs = rq.echo && rq.logprobs >= 0
+	pre.once.Do(func() {
+		pre.prefix, pre.err = generate.Prefill(ctx, s.cfg.Decoder, s.cfg.Tokenizer, gen, rq.bestOf)
+	})
+	if pre.err != nil {
+		return pre.err
 	}
-	gen.Prefilled = func(lp []generate.TokenLogprobs, text string) error {
-		switch {
-		case scores:
-			score.set(lp, true)
-		case score != nil:
-			var err error
-			if lp, err = score.wait(ctx); err != nil {
-				return err
-			}
-		}
-		if h.prefilled != nil {
-			return h.prefilled(j, lp, text)
-		}
-		return nil
+	if h.prefilled != nil {
+		gen.Prefilled = func(lp []generate.TokenLogprobs, text string) error { return h.prefilled(j, lp, text) }
 	}
 	emit := func(generate.Event) error { return nil }
 	if h.token != nil {
 		emit = func(ev generate.Event) error { return h.token(j, ev) }
 	}
 	var err error
-	j.res, err = generate.Run(ctx, s.cfg.Decoder, s.cfg.Tokenizer, gen, emit)
-	if err == nil && score != nil && !scores {
-		j.res.PromptLogprobs, err = score.wait(ctx)
-	}
+	j.res, err = pre.prefix.Run(ctx, gen, emit)
 	return err
 }
 
@@ -569,9 +533,15 @@ func (s *Server) generateAnswered(w http.ResponseWriter, r *http.Request, rq *re
 	return jobs, u, true
 }
 
-// multiple reports whether the request generates more than one
-// completion: its choices then name their seeds.
-func (rq *request) multiple() bool { return len(rq.prompts)*rq.bestOf > 1 }
+// seedOf is the seed completion j's choice names: its own when the
+// request generates more than one completion (sent alone with it, its
+// prompt gives that completion), else none.
+func (rq *request) seedOf(j *job) *uint64 {
+	if len(rq.prompts)*rq.bestOf == 1 {
+		return nil
+	}
+	return &j.seed
+}
 
 // answerAll generates every completion and answers them in one JSON.
 func (s *Server) answerAll(w http.ResponseWriter, r *http.Request, rq *request, id string, created int64) {
@@ -583,7 +553,7 @@ func (s *Server) answerAll(w http.ResponseWriter, r *http.Request, rq *request, 
 	var choices []choice
 	for k, j := range best(rq, jobs) {
 		finish := j.res.FinishReason
-		c := choice{Index: k, Text: j.res.Text, Tokens: nonNil(j.res.Tokens), FinishReason: &finish}
+		c := choice{Index: k, Text: j.res.Text, Tokens: nonNil(j.res.Tokens), FinishReason: &finish, Seed: rq.seedOf(j)}
 		if rq.echo {
 			c.Text = j.res.PromptText + c.Text
 		}
@@ -601,52 +571,21 @@ func (s *Server) answerAll(w http.ResponseWriter, r *http.Request, rq *request, 
 				offset = c.Logprobs.add(names, seq[:len(prompt)+t], lp, rq.logprobs, offset)
 			}
 		}
-		if rq.multiple() {
-			c.Seed = &j.seed
-		}
 		choices = append(choices, c)
 	}
 	writeJSON(w, http.StatusOK, completion{
 		ID: id, Object: "text_completion", Created: created, Model: rq.model,
-		Choices: choices, Usage: &u, Seed: &rq.gen.Sampling.Seed,
+		Choices: choices, Usage: usageField{u: &u}, Seed: &rq.gen.Sampling.Seed,
 	})
 }
 
-// stream answers with server-sent events: a chunk per token of each
-// completion (naming its choice's index), then each completion's finish
-// reason, the last with the usage, then [DONE]. With echo, a chunk of
+// stream answers with server-sent events (eventStream): a chunk per token
+// of each completion, naming its choice's index. With echo, a chunk of
 // each prompt's text (and logprobs) comes before its completion's tokens.
 // An error after the first byte ends the stream with an error event.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, rq *request, id string, created int64) {
 	start := time.Now()
-	flusher, _ := w.(http.Flusher)
-	started := false
-	var mu sync.Mutex // the hooks and the final writes share w
-	send := func(v any) error {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
-			return err
-		}
-		if flusher != nil {
-			flusher.Flush()
-		}
-		return nil
-	}
-	startStream := func() {
-		if !started {
-			w.Header().Set("Content-Type", "text/event-stream")
-			w.Header().Set("Cache-Control", "no-cache")
-			w.WriteHeader(http.StatusOK)
-			started = true
-		}
-	}
-	chunk := func(c choice) completion {
-		c.Tokens = nonNil(c.Tokens)
-		return completion{ID: id, Object: "text_completion", Created: created, Model: rq.model, Choices: []choice{c}}
-	}
+	e := newEventStream[choice](w, rq, id, "text_completion", created)
 	index := func(j *job) int { return j.prompt*rq.n + j.sample }
 	names := s.tokenNames()
 	h := hooks{
@@ -656,18 +595,15 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, rq *request, id 
 			if !rq.echo {
 				return nil
 			}
-			c := choice{Index: index(j), Text: text}
+			c := choice{Index: index(j), Text: text, Tokens: []int64{}}
 			if rq.logprobs >= 0 {
 				c.Logprobs = &choiceLogprobs{}
 				j.offset = c.Logprobs.addPrompt(names, j.seq, prompt, rq.logprobs)
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			startStream()
-			return send(chunk(c))
+			return e.send(c)
 		},
 		token: func(j *job, ev generate.Event) error {
-			c := choice{Index: index(j), Text: ev.Text}
+			c := choice{Index: index(j), Text: ev.Text, Tokens: []int64{}}
 			if ev.Token >= 0 {
 				c.Tokens = []int64{ev.Token}
 				if ev.Logprob != nil && rq.logprobs >= 0 {
@@ -676,53 +612,17 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, rq *request, id 
 				}
 				j.seq = append(j.seq, ev.Token)
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			startStream()
-			return send(chunk(c))
+			return e.send(c)
 		},
 	}
 	jobs, err := s.generateAll(r.Context(), rq, h)
-	mu.Lock()
-	defer mu.Unlock()
 	if err != nil {
-		s.streamFailed(w, r, rq.model, err, started, send)
+		e.fail(s, r, err)
 		return
 	}
-	startStream()
 	u, _ := s.totals(rq, jobs, start)
-	for k, j := range jobs {
+	e.finish(jobs, u, func(j *job) choice {
 		finish := j.res.FinishReason
-		last := chunk(choice{Index: index(j), FinishReason: &finish})
-		if rq.multiple() {
-			last.Choices[0].Seed = &j.seed
-		}
-		if k == len(jobs)-1 {
-			last.Usage = &u
-			last.Seed = &rq.gen.Sampling.Seed
-		}
-		if send(last) != nil {
-			return
-		}
-	}
-	io.WriteString(w, "data: [DONE]\n\n")
-	if flusher != nil {
-		flusher.Flush()
-	}
-}
-
-// streamFailed answers a stream's error: an ordinary error answer before
-// its first event, else a last event holding the error (499 in the
-// metrics when the client went away).
-func (s *Server) streamFailed(w http.ResponseWriter, r *http.Request, model string, err error, started bool, send func(any) error) {
-	if !started {
-		s.fail(w, r, model, err)
-		return
-	}
-	he := classify(err)
-	if r.Context().Err() != nil {
-		he = &httpError{499, "client_closed", "the client went away"}
-	}
-	s.metrics.request(model, he.status)
-	send(map[string]apiError{"error": {Message: he.msg, Type: he.kind}})
+		return choice{Index: index(j), Tokens: []int64{}, FinishReason: &finish, Seed: rq.seedOf(j)}
+	})
 }

@@ -133,6 +133,8 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	metric("dstune_delta_switches_total", "counter", "Times the weights were switched from one delta to another.")
 	fmt.Fprintf(w, "dstune_delta_switches_total %d\n", s.sched.Switches())
+	metric("dstune_passes_total", "counter", "Passes run with the weights of a request's model: each feeds a prompt (a chunk of it when scoring it) or a token.")
+	fmt.Fprintf(w, "dstune_passes_total %d\n", s.sched.Passes())
 }
 
 // promLabel escapes a label value as Prometheus's text format reads it:

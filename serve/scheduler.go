@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -38,6 +39,8 @@ type Scheduler struct {
 
 	switchedAt time.Time
 	switchCost time.Duration // of the last switch
+
+	passes atomic.Int64
 }
 
 // YieldFactor bounds the time spent switching deltas: a delta keeps the
@@ -66,8 +69,17 @@ func (s *Scheduler) Run(ctx context.Context, p *Patch, step func() error) error 
 		return err
 	}
 	defer s.release()
+	return s.pass(step)
+}
+
+// pass runs step, one pass, counting it.
+func (s *Scheduler) pass(step func() error) error {
+	s.passes.Add(1)
 	return step()
 }
+
+// Passes counts the passes run so far.
+func (s *Scheduler) Passes() int64 { return s.passes.Load() }
 
 // Switches counts the delta switches so far.
 func (s *Scheduler) Switches() int64 {
@@ -95,7 +107,7 @@ func (l *Lease) Run(ctx context.Context, step func() error) error {
 			s.running++
 			s.mu.Unlock()
 			defer s.release()
-			return step()
+			return s.pass(step)
 		}
 		// Its delta has had its time and others wait: queue behind them.
 		l.drop()
@@ -107,7 +119,7 @@ func (l *Lease) Run(ctx context.Context, step func() error) error {
 	}
 	l.epoch = epoch
 	defer s.release()
-	return step()
+	return s.pass(step)
 }
 
 // Close ends the lease's claim on the weights.

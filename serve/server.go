@@ -174,13 +174,14 @@ type completionRequest struct {
 	TopK           json.RawMessage `json:"top_k"`
 	// Seed is an integer, negative ones included; absent or null, each
 	// request draws its own.
-	Seed     json.RawMessage `json:"seed"`
-	Stream   bool            `json:"stream"`
-	Stop     json.RawMessage `json:"stop"`
-	N        json.RawMessage `json:"n"`
-	BestOf   json.RawMessage `json:"best_of"`
-	Echo     bool            `json:"echo"`
-	Logprobs json.RawMessage `json:"logprobs"`
+	Seed          json.RawMessage `json:"seed"`
+	Stream        bool            `json:"stream"`
+	StreamOptions *streamOptions  `json:"stream_options"`
+	Stop          json.RawMessage `json:"stop"`
+	N             json.RawMessage `json:"n"`
+	BestOf        json.RawMessage `json:"best_of"`
+	Echo          bool            `json:"echo"`
+	Logprobs      json.RawMessage `json:"logprobs"`
 	// Suffix (text after the completion, for insertion) is refused rather
 	// than ignored: the model completes left to right only.
 	Suffix           json.RawMessage `json:"suffix"`
@@ -213,17 +214,39 @@ type usage struct {
 	TotalTokens      int `json:"total_tokens"`
 }
 
-type completion struct {
-	ID      string   `json:"id"`
-	Object  string   `json:"object"`
-	Created int64    `json:"created"`
-	Model   string   `json:"model"`
-	Choices []choice `json:"choices"`
-	Usage   *usage   `json:"usage,omitempty"`
-	// Seed (dstune's addition, with the usage) is the sampling seed the
-	// completion used, drawn or given: sent again, it gives the same
-	// completion.
+// answer is a completion's or chat completion's answer, or a chunk of its
+// stream; C is its choices' type.
+type answer[C any] struct {
+	ID      string     `json:"id"`
+	Object  string     `json:"object"`
+	Created int64      `json:"created"`
+	Model   string     `json:"model"`
+	Choices []C        `json:"choices"`
+	Usage   usageField `json:"usage,omitzero"`
+	// Seed (dstune's addition, in a whole answer and a stream's last
+	// chunk) is the sampling seed the request used, drawn or given: sent
+	// again, it gives the same completions.
 	Seed *uint64 `json:"seed,omitempty"`
+}
+
+type completion = answer[choice]
+
+// usageField is an answer's usage: absent (the zero value), null, or the
+// usage. A stream has the usage only when the request asks for it
+// (stream_options.include_usage), as OpenAI's streams do: then in a last
+// chunk of its own, and null in every other.
+type usageField struct {
+	u    *usage
+	null bool
+}
+
+func (f usageField) IsZero() bool                 { return f.u == nil && !f.null }
+func (f usageField) MarshalJSON() ([]byte, error) { return json.Marshal(f.u) }
+
+// streamOptions are a streamed request's options.
+type streamOptions struct {
+	// IncludeUsage adds a last chunk of no choices holding the usage.
+	IncludeUsage bool `json:"include_usage"`
 }
 
 type apiError struct {
