@@ -199,6 +199,9 @@ type MemoryUse struct {
 	// activations, and the gradients, which the update reads in place),
 	// EvalArenas that of the compiled loss graphs (validation).
 	TrainArenas, EvalArenas int64
+	// GradientSum is the gradients summed over the batches of a step
+	// (gradient accumulation), when used.
+	GradientSum int64
 }
 
 // MemoryReporter is a Trainer that knows what it holds in host memory.

@@ -28,6 +28,18 @@ type Trainer interface {
 	// step t from its gradients (ir.GradPrefix+name). A non-finite loss
 	// leaves parameters and state as they were (Result.Selection nil).
 	Step(tg *ir.Graph, inputs []*ir.Tensor, t update.StepInfo) (*update.Result, error)
+	// Accumulate runs the training graph tg on inputs and adds weight ×
+	// its gradients to the trainer's gradient sum, for Apply (gradient
+	// accumulation: one update from several batches); first starts the
+	// sum from this batch, dropping whatever it held. Result.Loss is the
+	// batch's loss; when it is not finite nothing is added and the sum is
+	// not to be applied. Parameters and state do not change.
+	Accumulate(tg *ir.Graph, inputs []*ir.Tensor, weight float32, first bool) (*update.Result, error)
+	// Apply runs the update of step t from the gradient sum, as Step runs
+	// it from one batch's gradients (the finite checks included), and
+	// empties the sum. Result.Loss is 0: the batches' losses are
+	// Accumulate's.
+	Apply(t update.StepInfo) (*update.Result, error)
 	// Eval runs g, a graph over the same parameters such as a loss graph,
 	// on the current parameters and returns its outputs (copies).
 	Eval(g *ir.Graph, inputs []*ir.Tensor) ([]*ir.Tensor, error)

@@ -384,13 +384,14 @@ func (s *loraSource) HasStepInput(name string) bool {
 // FillStepInput draws a dropout mask for step: every entry kept with
 // probability 1 − p and then holding 1/(1 − p), as torch's dropout
 // scales, else 0. The draws come from a PCG generator seeded by the run's
-// seed, the step and the input's name; each 64-bit draw gives four
+// seed, the batch's draw number (the step, without accumulation) and the
+// input's name; each 64-bit draw gives four
 // 16-bit uniforms u, and an entry is kept when u ≥ round(p·65536) (p is
 // rounded to a multiple of 2⁻¹⁶): a mask costs a quarter of a draw per
 // entry, which keeps it small beside the step it feeds.
-func (s *loraSource) FillStepInput(name string, step int64, t *ir.Tensor) {
+func (s *loraSource) FillStepInput(name string, draw int64, t *ir.Tensor) {
 	p := s.m.opts.Dropout
-	fillDropoutMask(t.Float32s(), p, rand.NewPCG(mix(s.m.seed, step, 0), nameSeed(name)))
+	fillDropoutMask(t.Float32s(), p, rand.NewPCG(mix(s.m.seed, draw, 0), nameSeed(name)))
 }
 
 // fillDropoutMask fills v with a dropout mask of probability p drawn from

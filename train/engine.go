@@ -49,6 +49,9 @@ type GraphSource interface {
 type StepStats struct {
 	Loss    float64 // the batch's mean loss, before the update
 	Targets int     // entries that counted in the loss
+	// GradNorm is the global L2 norm of the gradients the update read
+	// (before any clipping).
+	GradNorm float64
 	// Compute is the forward and backward pass, Update the update
 	// (optimizer and, for DST, the selection) where the backend measures
 	// it apart (on a device the whole step is Compute).
@@ -124,13 +127,15 @@ type stepInput struct {
 // backend's default). Nothing is compiled until the first batch shows the
 // shape.
 func NewEngine(src GraphSource, backend accel.Backend, opt update.Optimizer, method Method, threads int) (*Engine, error) {
-	return NewEngineWith(src, backend, opt, method, accel.Options{Threads: threads})
+	return NewEngineWith(src, backend, update.Program{Optimizer: opt}, method, accel.Options{Threads: threads})
 }
 
-// NewEngineWith is NewEngine with the backend's options in full: the
-// threads, and the precision of the graphs' matrix products (the update
-// is float32 whatever it is).
-func NewEngineWith(src GraphSource, backend accel.Backend, opt update.Optimizer, method Method, opts accel.Options) (*Engine, error) {
+// NewEngineWith is NewEngine with the update's settings and the backend's
+// options in full: prog's optimizer and gradient clipping (its selection
+// and seeds are the method's, filled in here), the threads, and the
+// precision of the graphs' matrix products (the update is float32
+// whatever it is).
+func NewEngineWith(src GraphSource, backend accel.Backend, prog update.Program, method Method, opts accel.Options) (*Engine, error) {
 	tb, ok := backend.(accel.TrainingBackend)
 	if !ok {
 		return nil, fmt.Errorf("backend %s cannot train", backend.Name())
@@ -149,7 +154,7 @@ func NewEngineWith(src GraphSource, backend accel.Backend, opt update.Optimizer,
 	if err != nil {
 		return nil, err
 	}
-	e.prog = update.Program{Optimizer: opt, Selection: sel}
+	e.prog = update.Program{Optimizer: prog.Optimizer, MaxGradNorm: prog.MaxGradNorm, Selection: sel}
 	if s, ok := src.(*sharedSource); ok && sel != nil && s.seeds != nil {
 		e.prog.Seeds, e.prog.SeedPages = s.seeds.seeds, s.seeds
 	}
@@ -202,10 +207,10 @@ func (e *Engine) Feed(b *Batch) ([]*ir.Tensor, error) {
 	return s.trainFeed, nil
 }
 
-// fillStepInputs fills the source's own inputs of s for step.
-func (e *Engine) fillStepInputs(s *engineShape, step int64) {
+// fillStepInputs fills the source's own inputs of s for batch draw (StepInputs).
+func (e *Engine) fillStepInputs(s *engineShape, draw int64) {
 	for _, in := range s.stepInputs {
-		sourceAs[StepInputs](e.src).FillStepInput(in.name, step, in.t)
+		sourceAs[StepInputs](e.src).FillStepInput(in.name, draw, in.t)
 	}
 }
 
@@ -360,27 +365,69 @@ func setIDs(t *ir.Tensor, ids []int64) {
 // in a gradient or the updated state is a *NonFiniteError, and the step
 // is not counted.
 func (e *Engine) TrainStep(b *Batch, lrScale float64) (StepStats, error) {
-	s, err := e.shapeFor(BatchShape{b.B, b.T}, false)
-	if err != nil {
-		return StepStats{}, err
-	}
-	if err := s.fill(b); err != nil {
-		return StepStats{}, err
-	}
+	return e.TrainStepOver([]*Batch{b}, lrScale)
+}
+
+// TrainStepOver is TrainStep over several batches with one update
+// (gradient accumulation): the update follows the gradient of the mean
+// loss over all their targets — each batch's gradient weighted by its
+// share of the targets, so that batches of B rows accumulated K times
+// step as one batch of K·B rows would — and the loss reported is that
+// mean. The source's step inputs (dropout masks) are filled for draw
+// (Step())·len(bs)+i+1 of batch i: one batch a step draws as before.
+func (e *Engine) TrainStepOver(bs []*Batch, lrScale float64) (StepStats, error) {
 	t := update.StepInfo{Step: e.step + 1, LRScale: lrScale}
-	e.fillStepInputs(s, t.Step)
-	start := time.Now()
-	res, err := e.trainer.Step(s.train, s.trainFeed, t)
-	if err != nil {
-		return StepStats{}, fmt.Errorf("step %d: %w", t.Step, err)
+	var stats StepStats
+	for _, b := range bs {
+		stats.Targets += b.NumTargets
 	}
-	stats := StepStats{Loss: float64(res.Loss), Targets: b.NumTargets, Compute: time.Since(start)}
+	start := time.Now()
+	var res *update.Result
+	for i, b := range bs {
+		s, err := e.shapeFor(BatchShape{b.B, b.T}, false)
+		if err != nil {
+			return StepStats{}, err
+		}
+		if err := s.fill(b); err != nil {
+			return StepStats{}, err
+		}
+		e.fillStepInputs(s, (t.Step-1)*int64(len(bs))+int64(i)+1)
+		if len(bs) == 1 {
+			res, err = e.trainer.Step(s.train, s.trainFeed, t)
+			if err != nil {
+				return StepStats{}, fmt.Errorf("step %d: %w", t.Step, err)
+			}
+			stats.Loss = float64(res.Loss)
+			break
+		}
+		w := 1 / float64(len(bs)) // no targets anywhere: the batches' losses are 0
+		if stats.Targets > 0 {
+			w = float64(b.NumTargets) / float64(stats.Targets)
+		}
+		r, err := e.trainer.Accumulate(s.train, s.trainFeed, float32(w), i == 0)
+		if err != nil {
+			return StepStats{}, fmt.Errorf("step %d, batch %d of %d: %w", t.Step, i+1, len(bs), err)
+		}
+		if l := float64(r.Loss); math.IsNaN(l) || math.IsInf(l, 0) {
+			return StepStats{Loss: l, Targets: stats.Targets, Compute: time.Since(start)}, &LossError{Step: t.Step, Loss: l}
+		}
+		stats.Loss += w * float64(r.Loss)
+	}
+	if len(bs) > 1 {
+		var err error
+		if res, err = e.trainer.Apply(t); err != nil {
+			return StepStats{}, fmt.Errorf("step %d: %w", t.Step, err)
+		}
+		res.Loss = float32(stats.Loss)
+	}
+	stats.Compute = time.Since(start)
 	if math.IsNaN(stats.Loss) || math.IsInf(stats.Loss, 0) {
 		return stats, &LossError{Step: t.Step, Loss: stats.Loss}
 	}
 	if nf := res.NonFinite; nf != nil {
 		return stats, &NonFiniteError{Step: t.Step, NonFinite: *nf}
 	}
+	stats.GradNorm = res.GradNorm
 	if h := res.Host; h != nil {
 		stats.Update = h.Optimizer + h.Selection
 		stats.Compute -= stats.Update
@@ -549,8 +596,10 @@ type StepInputs interface {
 	// HasStepInput reports whether the graph input name is the source's.
 	HasStepInput(name string) bool
 	// FillStepInput fills the source's input name (t has the graph
-	// input's type) for training step step (1-based).
-	FillStepInput(name string, step int64, t *ir.Tensor)
+	// input's type) for the draw'th training batch (1-based: the step,
+	// when every step runs one batch; Engine.TrainStepOver numbers the
+	// batches of accumulated steps).
+	FillStepInput(name string, draw int64, t *ir.Tensor)
 }
 
 // A wrappingSource is a GraphSource that hands on another's graphs (Run's

@@ -106,7 +106,7 @@ func EvalModel(ctx context.Context, model *ir.Model, name, data string, opts Eva
 	if err != nil {
 		return res, err
 	}
-	engine, err := NewEngineWith(src, backend, sgd, FullMethod{}, accel.Options{Threads: opts.Threads})
+	engine, err := NewEngineWith(src, backend, update.Program{Optimizer: sgd}, FullMethod{}, accel.Options{Threads: opts.Threads})
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)
 	}

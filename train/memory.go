@@ -17,8 +17,8 @@ type stepMemory struct {
 	// and of the loss graph, each of which the CPU backend plans memory
 	// for; Constants are the training graph's folded constants.
 	Activations, Constants int64
-	// Params are the model's parameters; State the optimizer slots and a
-	// method's copy of the seed values.
+	// Params are the model's parameters; State the optimizer slots, a
+	// method's copy of the seed values and an accumulated gradient.
 	Params, State int64
 	// Batch is the batch's token, mask and target arrays and the
 	// engine's copies of them.
@@ -50,6 +50,9 @@ func estimateStepMemory(g *ir.Graph, shape BatchShape, trainable []*ir.Param, cf
 		}
 		if seedCopy {
 			m.State += tensorBytes(p.Tensor.Shape(), p.Tensor.DType())
+		}
+		if cfg.GradAccum > 1 {
+			m.State += 4 * int64(p.Tensor.Shape().Size()) // the gradient sum
 		}
 	}
 	return m
@@ -219,6 +222,9 @@ type MemoryReport struct {
 	// that DST's selection compares against (Θ0); Gradients one float32
 	// per trainable parameter; Optimizer the optimizer's state.
 	Params, Seed, Gradients, Optimizer int64
+	// GradientSum is the gradient summed over a step's batches
+	// (Config.GradAccum > 1): one more float32 per trainable parameter.
+	GradientSum int64
 	// SeedInPlace is the part of the seed read from the model file's
 	// bytes in place, not copied (not in Seed, nor in Total).
 	SeedInPlace int64
@@ -240,7 +246,7 @@ type MemoryReport struct {
 
 // Total is the sum of the parts.
 func (m MemoryReport) Total() int64 {
-	return m.Params + m.Seed + m.Gradients + m.Optimizer + m.Activations + m.Workspace
+	return m.Params + m.Seed + m.Gradients + m.GradientSum + m.Optimizer + m.Activations + m.Workspace
 }
 
 // Lines formats the report, one part a line.
@@ -267,11 +273,16 @@ func (m MemoryReport) Lines() []string {
 		row("parameters", m.Params, "the model's weights"),
 		row("seed (Θ0)", m.Seed, seedWhat),
 		row("gradients", m.Gradients, "one float32 per trainable weight"),
+	}
+	if m.GradientSum > 0 {
+		lines = append(lines, row("gradient sum", m.GradientSum, "the gradients summed over a step's batches (--grad-accum)"))
+	}
+	lines = append(lines,
 		row("optimizer state", m.Optimizer, "the optimizer's slots"),
 		row("activations", m.Activations, "the training graph's memory beyond the gradients (its plan lays gradients over dead activations)"),
 		row("workspace", m.Workspace, "validation's graph, folded constants, the batch"),
 		fmt.Sprintf("  %-16s %11s", "total", sysmem.Format(m.Total())),
-	}
+	)
 	if m.RSS > 0 || m.PeakRSS > 0 {
 		lines = append(lines, fmt.Sprintf("  %-16s %11s (peak %s; with the Go runtime, the model file's pages and the data)", "process RSS", sysmem.Format(m.RSS), sysmem.Format(m.PeakRSS)))
 	}
@@ -296,11 +307,15 @@ func (r *runner) memoryReport(shape BatchShape) (MemoryReport, error) {
 	if mr, ok := r.engine.trainer.(accel.MemoryReporter); ok {
 		mu := mr.MemoryUse()
 		m.Measured = true
-		m.Seed, m.SeedInPlace, m.Optimizer = mu.Seed, mu.SeedShared, mu.OptimizerState
+		m.Seed, m.SeedInPlace, m.Optimizer, m.GradientSum = mu.Seed, mu.SeedShared, mu.OptimizerState, mu.GradientSum
 		m.Activations = mu.TrainArenas - m.Gradients
 		m.Workspace = mu.EvalArenas + est.Constants + est.Batch
 	} else {
 		m.Optimizer = est.State
+		if r.cfg.GradAccum > 1 {
+			m.GradientSum = m.Gradients
+			m.Optimizer -= m.GradientSum // est.State counts it
+		}
 		if r.engine.Program().Selection != nil {
 			for _, p := range trainable {
 				m.Seed += tensorBytes(p.Tensor.Shape(), p.Tensor.DType())

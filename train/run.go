@@ -100,6 +100,12 @@ type Config struct {
 	// Precision is the arithmetic of the model's matrix products
 	// (accel.Precision: "fp32" when empty, or "bf16").
 	Precision string `json:"precision,omitempty"`
+	// GradAccum is how many batches of Batch rows a step's gradient is
+	// accumulated over before its one update (0 or 1: one batch).
+	GradAccum int `json:"grad_accum,omitempty"`
+	// MaxGradNorm clips the gradients' global L2 norm to it before the
+	// update, as torch.nn.utils.clip_grad_norm_ (0: no clipping).
+	MaxGradNorm float64 `json:"max_grad_norm,omitempty"`
 }
 
 // DataChange is a resume that continued on a changed data file (with
@@ -137,6 +143,10 @@ func (c *Config) Check() error {
 		return fmt.Errorf("threads %d, want ≥ 1", c.Threads)
 	case c.EvalEvery < 0 || c.CheckpointEvery < 0 || c.CheckpointMinutes < 0 || math.IsNaN(c.CheckpointMinutes):
 		return errors.New("eval and checkpoint intervals must not be negative")
+	case c.GradAccum < 0:
+		return fmt.Errorf("--grad-accum %d, want ≥ 1", c.GradAccum)
+	case !(c.MaxGradNorm >= 0) || math.IsInf(c.MaxGradNorm, 0):
+		return fmt.Errorf("--max-grad-norm %g, want a finite norm ≥ 0 (0: no clipping)", c.MaxGradNorm)
 	}
 	if _, err := accel.ParsePrecision(c.Precision); err != nil {
 		return err
@@ -291,7 +301,7 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) (*Result, error) {
 	// kernel does not: the lock would be in another directory than the
 	// one made for the run.
 	opts.Dir = outpath.Resolve(opts.Dir)
-	r := &runner{cfg: cfg, opts: opts, res: &Result{Loss: math.NaN(), InitialValidLoss: math.NaN(), ValidLoss: math.NaN(), InitialValidMetric: math.NaN(), ValidMetric: math.NaN()}}
+	r := &runner{cfg: cfg, opts: opts, stepFLOPs: map[BatchShape]float64{}, res: &Result{Loss: math.NaN(), InitialValidLoss: math.NaN(), ValidLoss: math.NaN(), InitialValidMetric: math.NaN(), ValidMetric: math.NaN()}}
 	defer r.close()
 	if err := r.setup(ctx); err != nil {
 		r.discardNewDir()
@@ -401,9 +411,11 @@ type runner struct {
 	// started (Config.CheckpointMinutes).
 	lastCkptTime time.Time
 	// peakGFLOPS is the backend's peak for the run's products (0:
-	// unknown), stepFLOPs the products of one training step: model FLOPs
-	// utilization is stepFLOPs / step time / peak.
-	peakGFLOPS, stepFLOPs float64
+	// unknown), stepFLOPs the products of a training graph by batch
+	// shape: model FLOPs utilization is a step's products / its time /
+	// the peak.
+	peakGFLOPS float64
+	stepFLOPs  map[BatchShape]float64
 }
 
 func (r *runner) close() {
@@ -898,7 +910,7 @@ func (r *runner) newEngine(model *ir.Model) error {
 	}
 	precision, _ := accel.ParsePrecision(cfg.Precision) // checked by Config.Check
 	opts := accel.Options{Threads: cfg.Threads, Precision: precision}
-	r.engine, err = NewEngineWith(r.shared, backend, cfg.Optimizer, r.method, opts)
+	r.engine, err = NewEngineWith(r.shared, backend, update.Program{Optimizer: cfg.Optimizer, MaxGradNorm: cfg.MaxGradNorm}, r.method, opts)
 	r.shared.seeds = nil // the trainer holds what it uses
 	if err != nil {
 		return err
@@ -1186,6 +1198,7 @@ type metricsRecord struct {
 	Epoch        int64    `json:"epoch"`
 	Loss         *float64 `json:"loss,omitempty"`
 	LR           *float64 `json:"lr,omitempty"`
+	GradNorm     *float64 `json:"grad_norm,omitempty"`
 	StepMS       float64  `json:"step_ms,omitempty"`
 	ComputeMS    float64  `json:"compute_ms,omitempty"`
 	UpdateMS     float64  `json:"update_ms,omitempty"`
@@ -1317,7 +1330,11 @@ func (r *runner) loop(ctx context.Context) error {
 		}
 		r.progress.validated(0, cfg.Metric, v)
 	}
-	var batch Batch
+	batches := make([]Batch, max(1, cfg.GradAccum))
+	bs := make([]*Batch, len(batches))
+	for i := range batches {
+		bs[i] = &batches[i]
+	}
 	start := time.Now()
 	r.lastCkptTime = start
 	first := res.Step
@@ -1339,15 +1356,17 @@ func (r *runner) loop(ctx context.Context) error {
 			return fmt.Errorf("%w after step %d; checkpoint saved: continue with dstune train --resume %s", ErrInterrupted, res.Step, r.opts.Dir)
 		}
 		epoch := r.train.Position().Epoch
-		r.train.Next(&batch)
+		for _, b := range bs {
+			r.train.Next(b)
+		}
 		lrScale := cfg.Schedule.Factor(step, cfg.Steps)
 		stepStart := time.Now()
-		stats, err := r.engine.TrainStep(&batch, lrScale)
+		stats, err := r.engine.TrainStepOver(bs, lrScale)
 		if err != nil {
 			r.progress.done()
 			return r.stopped(err)
 		}
-		if batch.NumTargets == 0 {
+		if stats.Targets == 0 {
 			r.emptyBatches++
 			if r.emptyBatches <= 3 {
 				r.progress.message("step %d: no token of the batch counts in the loss (loss_mask): the step only decays the weights%s",
@@ -1356,7 +1375,7 @@ func (r *runner) loop(ctx context.Context) error {
 		}
 		elapsed := time.Since(stepStart)
 		if r.opts.OnStep != nil {
-			if err := r.opts.OnStep(r.engine, &batch, stats, elapsed); err != nil {
+			if err := r.opts.OnStep(r.engine, bs[0], stats, elapsed); err != nil {
 				r.progress.done()
 				return err
 			}
@@ -1372,13 +1391,15 @@ func (r *runner) loop(ctx context.Context) error {
 		}
 		res.Step, res.Loss = step, stats.Loss
 		tokens := 0
-		for _, m := range batch.AttentionMask {
-			tokens += int(m)
+		for _, b := range bs {
+			for _, m := range b.AttentionMask {
+				tokens += int(m)
+			}
 		}
 		lr := cfg.Optimizer.LR(update.StepInfo{Step: step, LRScale: lrScale})
-		rec := metricsRecord{Step: step, Epoch: epoch, Loss: &stats.Loss, LR: &lr,
+		rec := metricsRecord{Step: step, Epoch: epoch, Loss: &stats.Loss, LR: &lr, GradNorm: &stats.GradNorm,
 			StepMS: ms(elapsed), ComputeMS: ms(stats.Compute), UpdateMS: ms(stats.Update),
-			Tokens: tokens, TokensPerSec: float64(tokens) / elapsed.Seconds(), MFU: r.mfu(&batch, elapsed)}
+			Tokens: tokens, TokensPerSec: float64(tokens) / elapsed.Seconds(), MFU: r.mfu(bs, elapsed)}
 		if r.valid != nil && (step == cfg.Steps || (cfg.EvalEvery > 0 && step%cfg.EvalEvery == 0)) {
 			v, err := r.evaluate()
 			if err != nil {
@@ -1405,7 +1426,7 @@ func (r *runner) loop(ctx context.Context) error {
 		r.progress.step(step, stats.Loss, rec.TokensPerSec, rec.MFU, eta)
 		crashpoint.Hit("train.step")
 		if r.opts.MemoryReport && step == first+1 {
-			m, err := r.memoryReport(BatchShape{batch.B, batch.T})
+			m, err := r.memoryReport(BatchShape{bs[0].B, bs[0].T})
 			if err != nil {
 				return err
 			}
@@ -1436,21 +1457,29 @@ func (r *runner) loop(ctx context.Context) error {
 	return nil
 }
 
-// mfu is the model FLOPs utilization of a step that took d: the training
-// graph's matrix-product FLOPs over d, as a share of the backend's peak
-// for the run's precision (0 when the backend does not know its peak).
-func (r *runner) mfu(b *Batch, d time.Duration) float64 {
+// mfu is the model FLOPs utilization of a step over bs that took d: the
+// training graphs' matrix-product FLOPs over d, as a share of the
+// backend's peak for the run's precision (0 when the backend does not
+// know its peak).
+func (r *runner) mfu(bs []*Batch, d time.Duration) float64 {
 	if r.peakGFLOPS <= 0 || d <= 0 {
 		return 0
 	}
-	if r.stepFLOPs == 0 {
-		g, err := r.engine.TrainingGraph(BatchShape{b.B, b.T})
-		if err != nil {
-			return 0
+	var flops float64
+	for _, b := range bs {
+		shape := BatchShape{b.B, b.T}
+		f, ok := r.stepFLOPs[shape]
+		if !ok {
+			g, err := r.engine.TrainingGraph(shape)
+			if err != nil {
+				return 0
+			}
+			f = GraphProductFLOPs(g)
+			r.stepFLOPs[shape] = f
 		}
-		r.stepFLOPs = GraphProductFLOPs(g)
+		flops += f
 	}
-	return r.stepFLOPs / d.Seconds() / 1e9 / r.peakGFLOPS
+	return flops / d.Seconds() / 1e9 / r.peakGFLOPS
 }
 
 // checkpointDue reports whether the cadence asks for a checkpoint after

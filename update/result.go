@@ -8,6 +8,10 @@ import (
 // Result is what one training step reports.
 type Result struct {
 	Loss float32 // the batch's mean loss, before the update
+	// GradNorm is the global L2 norm of the gradients the update read
+	// (every trainable parameter's, after accumulation, before clipping);
+	// 0 when the update was not applied.
+	GradNorm float64
 	// Selection is the selection's outcome (nil without one, or when the
 	// loss was not finite and nothing was updated).
 	Selection *SelectionResult
@@ -94,4 +98,15 @@ type HostStats struct {
 	// counting), Selection everything else the selection did.
 	Optimizer, Selection time.Duration
 	BandEntries          int64
+}
+
+// ClipFactor is what gradients of global L2 norm norm are multiplied by
+// when a program clips at maxNorm (Program.MaxGradNorm), as
+// torch.nn.utils.clip_grad_norm_ computes it: min(1, maxNorm/(norm+1e-6));
+// 1 when maxNorm is 0.
+func ClipFactor(norm, maxNorm float64) float64 {
+	if maxNorm <= 0 {
+		return 1
+	}
+	return min(1, maxNorm/(norm+1e-6))
 }

@@ -13,6 +13,10 @@ import (
 type Program struct {
 	Optimizer Optimizer
 	Selection *Selection // nil: every parameter keeps its optimizer step (full fine-tuning)
+	// MaxGradNorm clips the gradients before the optimizer's step, as
+	// torch.nn.utils.clip_grad_norm_ does: all of them are multiplied by
+	// ClipFactor(their global L2 norm, MaxGradNorm). 0: no clipping.
+	MaxGradNorm float64
 	// Seeds may hold, by parameter name, values equal to the parameters'
 	// when the trainer is made, stored where a host trainer may read
 	// them as the selection's seed in place of a copy (the model file's

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/kernels"
 	"github.com/dstune/dstune/update"
 )
 
@@ -75,6 +76,11 @@ type trainer struct {
 	res      update.Result
 	host     update.HostStats
 	scan     *finiteScan
+	// summing is set while the parameters' sums hold an accumulated
+	// gradient (Accumulate) that Apply has not applied; lastExe is the
+	// executable of the last batch added.
+	summing bool
+	lastExe *Executable
 }
 
 // trainStep is a compiled training graph and where its outputs are.
@@ -173,29 +179,101 @@ func cutPrefix(s, prefix string) (string, bool) {
 // NaN and ±Inf (Result.NonFinite). The result belongs to the trainer
 // until the next Step.
 func (t *trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) (*update.Result, error) {
-	s, err := t.stepOf(tg)
-	if err != nil {
-		return nil, err
-	}
-	out, err := s.exe.Run(inputs)
-	if err != nil {
-		return nil, err
-	}
-	t.res = update.Result{Loss: out[s.loss].Float32s()[0]}
-	if l := float64(t.res.Loss); math.IsNaN(l) || math.IsInf(l, 0) {
-		return &t.res, nil
+	s, out, err := t.run(tg, inputs)
+	if err != nil || out == nil {
+		return &t.res, err
 	}
 	for j, p := range t.params {
 		p.grad = out[s.grad[j]].Float32s()
 	}
-	if t.res.NonFinite = t.checkGradients(); t.res.NonFinite != nil {
+	e, _ := s.exe.(*Executable)
+	t.update(e, info)
+	return &t.res, nil
+}
+
+// run runs the training graph tg on inputs and returns its outputs, nil
+// when the loss (in t.res, which it resets) is not finite.
+func (t *trainer) run(tg *ir.Graph, inputs []*ir.Tensor) (*trainStep, []*ir.Tensor, error) {
+	s, err := t.stepOf(tg)
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := s.exe.Run(inputs)
+	if err != nil {
+		return nil, nil, err
+	}
+	t.res = update.Result{Loss: out[s.loss].Float32s()[0]}
+	if l := float64(t.res.Loss); math.IsNaN(l) || math.IsInf(l, 0) {
+		return s, nil, nil
+	}
+	return s, out, nil
+}
+
+// Accumulate runs tg and adds weight × its gradients to the gradient
+// sum (allocated on first use: one float32 per trainable entry). The
+// gradients are scaled in place, in the executable's outputs.
+func (t *trainer) Accumulate(tg *ir.Graph, inputs []*ir.Tensor, weight float32, first bool) (*update.Result, error) {
+	if !first && !t.summing {
+		return nil, errors.New("cpu: accumulating onto no gradient sum (the first batch of a step sets first)")
+	}
+	t.summing = false
+	s, out, err := t.run(tg, inputs)
+	if err != nil || out == nil {
+		return &t.res, err
+	}
+	for j, p := range t.params {
+		g := out[s.grad[j]].Float32s()
+		if p.sum == nil {
+			p.sum = make([]float32, len(g))
+		}
+		if first {
+			t.each(len(g), func(lo, hi int) { kernels.ScaleF32(p.sum[lo:hi], weight, g[lo:hi]) })
+		} else {
+			t.each(len(g), func(lo, hi int) {
+				kernels.ScaleF32(g[lo:hi], weight, g[lo:hi])
+				kernels.AddF32(p.sum[lo:hi], p.sum[lo:hi], g[lo:hi])
+			})
+		}
+	}
+	t.summing = true
+	t.lastExe, _ = s.exe.(*Executable)
+	return &t.res, nil
+}
+
+// Apply runs the update from the gradient sum.
+func (t *trainer) Apply(info update.StepInfo) (*update.Result, error) {
+	if !t.summing {
+		return nil, errors.New("cpu: no gradient sum to apply")
+	}
+	t.summing = false
+	for _, p := range t.params {
+		p.grad = p.sum
+	}
+	t.res = update.Result{}
+	t.update(t.lastExe, info)
+	return &t.res, nil
+}
+
+// update checks the gradients (p.grad) and measures their norm, clips
+// them, and runs the optimizer and the selection, into t.res. e, the
+// executable whose arena holds dead activations, may be nil.
+func (t *trainer) update(e *Executable, info update.StepInfo) {
+	defer func() {
 		for _, p := range t.params {
 			p.grad = nil
 		}
-		return &t.res, nil
+	}()
+	norm, nf := t.gradientNorm()
+	if t.res.NonFinite = nf; nf != nil {
+		return
+	}
+	t.res.GradNorm = norm
+	if c := update.ClipFactor(norm, t.prog.MaxGradNorm); c < 1 {
+		for _, p := range t.params {
+			t.each(len(p.grad), func(lo, hi int) { kernels.ScaleF32(p.grad[lo:hi], float32(c), p.grad[lo:hi]) })
+		}
 	}
 	if t.sel != nil {
-		e, _ := s.exe.(*Executable)
 		if e != nil {
 			e.dropDead(t.sel.mappedUnitBytes) // room for the seeds the selection maps
 		}
@@ -212,12 +290,15 @@ func (t *trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) 
 		}
 		t.host = update.HostStats{Optimizer: time.Since(start)}
 	}
-	for _, p := range t.params {
-		p.grad = nil
-	}
 	t.res.NonFinite = t.checkState()
 	t.res.Host = &t.host
-	return &t.res, nil
+}
+
+// each runs f over [0, n) split across the trainer's threads (f must
+// give the same bits however its range is split).
+func (t *trainer) each(n int, f func(lo, hi int)) {
+	sp := splitter{units: n, align: 16, share: func(lo, hi, _ int) { f(lo, hi) }}
+	sp.run(workersFor(t.opts.Threads, n))
 }
 
 // Eval runs g on the current parameters.
@@ -330,6 +411,7 @@ func (t *trainer) MemoryUse() accel.MemoryUse {
 			m.OptimizerState += 4 * int64(len(s.Data))
 		}
 		m.OptimizerState += 4 * int64(len(p.scratch))
+		m.GradientSum += 4 * int64(len(p.sum))
 	}
 	for _, s := range t.compiled {
 		if e, ok := s.exe.(*Executable); ok {

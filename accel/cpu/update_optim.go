@@ -14,6 +14,7 @@ type trainParam struct {
 	shape []int
 	value []float32 // the parameter's storage, updated in place
 	grad  []float32 // this step's gradient, during the update
+	sum   []float32 // the accumulated gradient (Accumulate), when used
 	seed  []float32 // Θ0, with a selection
 	// seedShared: seed is update.Program.Seeds' storage, not a copy.
 	seedShared bool

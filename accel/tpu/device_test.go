@@ -96,7 +96,8 @@ func TestDeviceTrainingGraphs(t *testing.T) {
 }
 
 // TestDeviceStepMatchesHostReference runs the MLP step configurations
-// on the device against the host reference (stepsWithinTolerance).
+// on the device against the host reference (stepsWithinTolerance), and
+// some of them with gradient accumulation.
 func TestDeviceStepMatchesHostReference(t *testing.T) {
 	b := openDevice(t)
 	cases := stepCases()
@@ -108,6 +109,11 @@ func TestDeviceStepMatchesHostReference(t *testing.T) {
 	for _, name := range names {
 		worst, otherSets, otherEntries := stepsWithinTolerance(t, pjrtDevice{b}, name, cases[name])
 		fmt.Printf("TABLE step %-28s 12 steps, worst parameter rel diff %.2g, tensor-steps with another subset than the CPU method %d (%d entries)\n",
+			name, worst, otherSets, otherEntries)
+	}
+	for _, name := range accumulateCases {
+		worst, otherSets, otherEntries := updatesWithinTolerance(t, pjrtDevice{b}, name, cases[name], true)
+		fmt.Printf("TABLE accumulate %-22s 12 updates of 2 batches, worst parameter rel diff %.2g, tensor-steps with another subset %d (%d entries)\n",
 			name, worst, otherSets, otherEntries)
 	}
 }

@@ -16,14 +16,23 @@
 //
 // A training step is one compiled program per (model, batch shape): the
 // forward and backward graph and the update program lowered to StableHLO
-// (step.go: the optimizer's element-wise formulas with package update's
-// per-step scalars; step_dst.go: DST's selection — scores, Algorithm 2
-// over its candidate grid with update.GridRun's choice of threshold, an
-// exact selection by one stable sort per unit wherever no counted
-// candidate keeps exactly k entries, the exact-count tie rule, the masked
-// update and the per-unit outcome). Parameters, optimizer state, seeds,
-// subset masks and thresholds live in device buffers between steps: the
+// (step.go: the gradients' global L2 norm in float32 and, with
+// update.Program.MaxGradNorm, their clipping by update.ClipFactor; the
+// optimizer's element-wise formulas with package update's per-step
+// scalars; step_dst.go: DST's selection — scores, Algorithm 2 over its
+// candidate grid with update.GridRun's choice of threshold, an exact
+// selection by one stable sort per unit wherever no counted candidate
+// keeps exactly k entries, the exact-count tie rule, the masked update
+// and the per-unit outcome). Parameters, optimizer state, seeds, subset
+// masks and thresholds live in device buffers between steps: the
 // program's arguments for them are aliased to its results (donated), so
-// only the batch and a few step scalars go in and the loss and the DST
-// outcome come out.
+// only the batch and a few step scalars go in and the loss, the
+// gradients' norm and the DST outcome come out.
+//
+// Gradient accumulation (accumulate.go) splits the step in two: an
+// accumulate program per (model, batch shape) — the forward and backward
+// graph, then sum = (first ? 0 : sum) + weight·gradient into one
+// device-resident, donated sum per trainable parameter, made at the first
+// Accumulate — and one apply program per trainer: the same update
+// program (the same lowering), reading the sums as its gradients.
 package tpu

@@ -155,4 +155,38 @@ func TestGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkGolden(t, "sgd_dst_exact_step", step.Text)
+
+	// Gradient accumulation: the MLP's accumulate program (its three sums
+	// stay on the device), and the apply program of AdamW + DST with
+	// clipping for w2 (the sum is read, not donated).
+	accum, err := LowerAccumulate(tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "mlp_accumulate", accum.Text)
+	aliasedKinds := func(p *Program) map[ArgKind]int {
+		m := map[ArgKind]int{}
+		for _, a := range p.Args {
+			if a.AliasOf >= 0 {
+				m[a.Kind]++
+			}
+		}
+		return m
+	}
+	if m := aliasedKinds(accum); len(m) != 1 || m[ArgAccum] != 3 {
+		t.Errorf("aliased arguments by kind %v, want the 3 sums:\n%s", m, accum.describe())
+	}
+	apply, err := LowerApply([]*ir.Param{model.Param("w2")}, &update.Program{
+		Optimizer: adamWOpt(),
+		Selection: &update.Selection{Distance: update.DistanceInvRel, Units: []update.Unit{{Name: "w2", Pieces: []update.Piece{{Param: "w2"}}, K: 6}},
+			Bisection: update.DefaultBisection, BandCap: 64 << 10},
+		MaxGradNorm: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "adamw_dst_clip_apply", apply.Text)
+	if m := aliasedKinds(apply); len(m) != 2 || m[ArgParam] != 1 || m[ArgState] != 6 || apply.ArgIndex(ArgAccum, "w2") < 0 {
+		t.Errorf("aliased arguments by kind %v, want w2 and its 6 states:\n%s", m, apply.describe())
+	}
 }

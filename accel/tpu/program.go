@@ -22,8 +22,13 @@ const (
 	// ArgSeed is a parameter's seed Θ⁽⁰⁾ (device-resident, read only).
 	ArgSeed
 	// ArgStepScalars is the per-step scalars the host computes (learning
-	// rate, bias corrections, ...), fed on every run.
+	// rate, bias corrections, ...; an accumulation's weight), fed on every
+	// run.
 	ArgStepScalars
+	// ArgAccum is a trainable parameter's gradient sum for gradient
+	// accumulation (device-resident, made by the trainer's first
+	// Accumulate).
+	ArgAccum
 )
 
 // Arg is one argument of a program's main function.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/dstune/dstune/ir"
@@ -85,21 +86,48 @@ func StepScalars(prog *update.Program, t update.StepInfo) ([]float32, error) {
 	return s, nil
 }
 
-// ResultLoss is the step program's mean loss result.
-const ResultLoss = "loss"
+// Result names of the step programs: the batch's mean loss and the
+// global L2 norm of the gradients the update read (float32 scalars).
+const (
+	ResultLoss     = "loss"
+	ResultGradNorm = "grad_norm"
+)
 
 // LowerTrainStep lowers one training step of tg, a graph with outputs
 // "loss" and "grad:NAME" for each trainable parameter NAME (what
 // ir.TrainingGraph produces), followed by the update program prog (the
-// optimizer and, with a selection, DST).
+// gradients' global norm and, with prog.MaxGradNorm, their clipping; the
+// optimizer; with a selection, DST).
 //
 // Arguments, in order: trainable parameters (aliased to their updated
 // results), frozen parameters, optimizer state per trainable parameter
 // ("NAME/exp_avg", ...; aliased), DST state (seeds "NAME" as ArgSeed,
 // masks "NAME/mask", dst:q, dst:ready; all but the seeds aliased), the
 // step scalars, then tg's inputs. Results: the updated parameters and
-// state (same names), then "loss" and, with DST, the per-silo metrics.
+// state (same names), then "loss", "grad_norm" and, with DST, the
+// per-silo metrics.
 func LowerTrainStep(tg *ir.Graph, prog *update.Program) (*Program, error) {
+	tr, err := splitTraining(tg)
+	if err != nil {
+		return nil, err
+	}
+	if err := prog.Optimizer.Check(); err != nil {
+		return nil, fmt.Errorf("tpu: %w", err)
+	}
+	return newStepLowering(prog).lowerStep(tg, tr)
+}
+
+// trainingParts are a training graph's loss, its trainable parameters
+// (those with a gradient output) with their gradients, and its frozen
+// parameters.
+type trainingParts struct {
+	loss              *ir.Value
+	grads             map[string]*ir.Value
+	trainable, frozen []*ir.Param
+}
+
+// splitTraining checks a training graph and splits it into its parts.
+func splitTraining(tg *ir.Graph) (*trainingParts, error) {
 	if err := tg.Validate(); err != nil {
 		return nil, fmt.Errorf("tpu: %w", err)
 	}
@@ -107,30 +135,40 @@ func LowerTrainStep(tg *ir.Graph, prog *update.Program) (*Program, error) {
 	for _, o := range tg.Outputs {
 		outputs[o.Name] = o.Value
 	}
-	lossV := outputs[ResultLoss]
-	if lossV == nil || lossV.DType != ir.Float32 || lossV.Shape.Size() != 1 {
+	tr := &trainingParts{loss: outputs[ResultLoss], grads: map[string]*ir.Value{}}
+	if v := tr.loss; v == nil || v.DType != ir.Float32 || v.Shape.Size() != 1 {
 		return nil, errors.New(`tpu: the training graph needs a float32 scalar output "loss"`)
 	}
-	var trainable, frozen []*ir.Param
 	for _, p := range tg.Params {
 		g := outputs[ir.GradPrefix+p.Name]
 		if g == nil {
-			frozen = append(frozen, p)
+			tr.frozen = append(tr.frozen, p)
 			continue
 		}
 		if p.Value.DType != ir.Float32 || g.DType != ir.Float32 || !g.Shape.Equal(p.Value.Shape) {
 			return nil, fmt.Errorf("tpu: %w: parameter %q is %v with gradient %v; training needs float32 of the same shape", ir.ErrNotSupported, p.Name, p.Value.Type, g.Type)
 		}
-		trainable = append(trainable, p)
+		tr.trainable = append(tr.trainable, p)
+		tr.grads[p.Name] = g
 	}
-	if len(trainable) == 0 {
+	if len(tr.trainable) == 0 {
 		return nil, errors.New(`tpu: the training graph has no "grad:NAME" output for any parameter`)
 	}
-	if err := prog.Optimizer.Check(); err != nil {
-		return nil, fmt.Errorf("tpu: %w", err)
+	return tr, nil
+}
+
+// trained is a trainable parameter as the update program sees it.
+type trained struct {
+	name  string
+	shape ir.Shape
+}
+
+func (tr *trainingParts) trained() []trained {
+	ps := make([]trained, len(tr.trainable))
+	for i, p := range tr.trainable {
+		ps[i] = trained{p.Name, p.Value.Shape}
 	}
-	s := &stepLowering{prog: prog, f: newFn("    "), vals: map[*ir.Value]value{}}
-	return s.lower(tg, trainable, frozen, outputs)
+	return ps
 }
 
 type stepLowering struct {
@@ -143,6 +181,10 @@ type stepLowering struct {
 	// aliasTo maps an argument index to the name of the result that
 	// reuses its buffer; resolved once the results are known.
 	aliasTo map[int]string
+}
+
+func newStepLowering(prog *update.Program) *stepLowering {
+	return &stepLowering{prog: prog, f: newFn("    "), vals: map[*ir.Value]value{}}
 }
 
 func (s *stepLowering) arg(kind ArgKind, name string, t ir.Type, aliasName string) value {
@@ -162,7 +204,7 @@ func (s *stepLowering) result(name string, v value) {
 	s.rnames = append(s.rnames, Result{Name: name, Type: v.t})
 }
 
-// stepArgs are the values of a step program's arguments.
+// stepArgs are the values of an update's arguments.
 type stepArgs struct {
 	params  map[string]value // trainable parameters
 	state   map[string]value // optimizer slots, "NAME/SLOT"
@@ -171,9 +213,22 @@ type stepArgs struct {
 	scalars value
 }
 
-func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, outputs map[string]*ir.Value) (*Program, error) {
-	args, err := s.declareArgs(tg, trainable, frozen)
-	if err != nil {
+// lowerStep lowers a training step: the forward and backward graph, the
+// update from its gradients, and the results.
+func (s *stepLowering) lowerStep(tg *ir.Graph, tr *trainingParts) (*Program, error) {
+	ps := tr.trained()
+	a := &stepArgs{params: s.declareParams(ps)}
+	for _, p := range tr.trainable {
+		s.vals[p.Value] = a.params[p.Name]
+	}
+	if err := s.declareFrozen(tr.frozen); err != nil {
+		return nil, err
+	}
+	if err := s.declareState(ps, a); err != nil {
+		return nil, err
+	}
+	a.scalars = s.arg(ArgStepScalars, "step", ir.Type{DType: ir.Float32, Shape: ir.Shape{numStepScalars}}, "")
+	if err := s.declareInputs(tg); err != nil {
 		return nil, err
 	}
 	// Forward and backward.
@@ -182,135 +237,216 @@ func (s *stepLowering) lower(tg *ir.Graph, trainable, frozen []*ir.Param, output
 	if err := l.lowerNodes(tg); err != nil {
 		return nil, err
 	}
-	loss, err := l.get(outputs[ResultLoss])
+	loss, err := l.get(tr.loss)
 	if err != nil {
 		return nil, err
 	}
 	loss = f.reshape(loss, ir.Shape{})
-	updated, newState, dr, err := s.update(l, trainable, outputs, args)
+	grads := map[string]value{}
+	for _, p := range ps {
+		if grads[p.name], err = l.get(tr.grads[p.name]); err != nil {
+			return nil, err
+		}
+	}
+	u, err := s.update(ps, grads, a)
 	if err != nil {
 		return nil, err
 	}
 	// A non-finite loss leaves every parameter and all state as they were
 	// (the step is not taken), as the CPU engine does.
-	finite := f.compare("LT", f.unary("stablehlo.abs", loss), f.scalarConst(ir.Float32, math.Inf(1)))
-	keep := func(v, old value) value { return f.selectOp(finite, v, old) }
-	for _, p := range trainable {
-		s.result(p.Name, keep(updated[p.Name], args.params[p.Name]))
-	}
-	for _, p := range trainable {
-		for _, st := range s.prog.Optimizer.Slots(p.Value.Shape) {
-			name := p.Name + "/" + st.Name
-			s.result(name, keep(newState[name], args.state[name]))
-		}
-	}
-	if args.layout != nil {
-		ds := args.dst
-		for _, u := range args.layout.units {
-			for _, p := range u.pieces {
-				s.result(p.name+"/mask", keep(dr.masks[p.name], ds.masks[p.name]))
-			}
-		}
-		s.result(stateQ, keep(dr.q, ds.q))
-		s.result(stateReady, keep(dr.ready, ds.ready))
-		s.result(stateFixed, keep(dr.fixed, ds.fixed))
-	}
+	finite := isFinite(f, loss)
+	s.updateResults(ps, a, u, func(v, old value) value { return f.selectOp(finite, v, old) })
 	s.result(ResultLoss, loss)
-	for _, r := range dr.results {
+	s.result(ResultGradNorm, u.norm)
+	for _, r := range u.dst.results {
 		s.result(r.name, r.v)
 	}
 	if err := f.Err(); err != nil {
 		return nil, fmt.Errorf("tpu: step results: %w", err)
 	}
-	return s.program(args.layout)
+	return s.program(a.layout)
 }
 
-// declareArgs declares the step program's arguments, in order:
-// trainable parameters (aliased to their results), frozen parameters,
-// optimizer state, DST state (seeds, masks, thresholds, the fixed flag),
-// the step scalars, then the graph's inputs.
-func (s *stepLowering) declareArgs(tg *ir.Graph, trainable, frozen []*ir.Param) (*stepArgs, error) {
-	a := &stepArgs{params: map[string]value{}, state: map[string]value{}}
-	for _, p := range trainable {
-		v := s.arg(ArgParam, p.Name, p.Value.Type, p.Name)
-		a.params[p.Name] = v
-		s.vals[p.Value] = v
+// isFinite emits |x| < +Inf for a float32 scalar (false for NaN).
+func isFinite(f *fn, x value) value {
+	return f.compare("LT", f.unary("stablehlo.abs", x), f.scalarConst(ir.Float32, math.Inf(1)))
+}
+
+// declareParams declares the trainable parameters' arguments, each
+// aliased to its updated result.
+func (s *stepLowering) declareParams(ps []trained) map[string]value {
+	params := map[string]value{}
+	for _, p := range ps {
+		params[p.name] = s.arg(ArgParam, p.name, ir.Type{DType: ir.Float32, Shape: p.shape}, p.name)
 	}
+	return params
+}
+
+// declareFrozen declares the frozen parameters' arguments (read only).
+func (s *stepLowering) declareFrozen(frozen []*ir.Param) error {
 	for _, p := range frozen {
 		if _, ok := elemType(p.Value.DType); !ok {
-			return nil, fmt.Errorf("tpu: %w: parameter %q is %s", ir.ErrNotSupported, p.Name, p.Value.DType)
+			return fmt.Errorf("tpu: %w: parameter %q is %s", ir.ErrNotSupported, p.Name, p.Value.DType)
 		}
 		s.vals[p.Value] = s.arg(ArgParam, p.Name, p.Value.Type, "")
 	}
-	for _, p := range trainable {
-		for _, st := range s.prog.Optimizer.Slots(p.Value.Shape) {
-			name := p.Name + "/" + st.Name
+	return nil
+}
+
+// declareState declares the update's state: the optimizer's slots, then
+// DST's seeds, masks, thresholds and fixed flag (all but the seeds aliased
+// to their results).
+func (s *stepLowering) declareState(ps []trained, a *stepArgs) error {
+	a.state = map[string]value{}
+	for _, p := range ps {
+		for _, st := range s.prog.Optimizer.Slots(p.shape) {
+			name := p.name + "/" + st.Name
 			a.state[name] = s.arg(ArgState, name, ir.Type{DType: ir.Float32, Shape: st.Shape}, name)
 		}
 	}
-	if d := s.prog.Selection; d != nil {
-		var err error
-		if a.layout, err = layoutDST(d, shapesOf(trainable)); err != nil {
-			return nil, err
-		}
-		ds := &a.dst
-		ds.seeds, ds.masks = map[string]value{}, map[string]value{}
-		for _, u := range a.layout.units {
-			for _, p := range u.pieces {
-				ds.seeds[p.name] = s.arg(ArgSeed, p.name, ir.Type{DType: ir.Float32, Shape: p.shape}, "")
-			}
-		}
-		for _, u := range a.layout.units {
-			for _, p := range u.pieces {
-				name := p.name + "/mask"
-				ds.masks[p.name] = s.arg(ArgState, name, ir.Type{DType: ir.Bool, Shape: p.shape}, name)
-			}
-		}
-		nu := len(a.layout.units)
-		ds.q = s.arg(ArgState, stateQ, ir.Type{DType: ir.Float32, Shape: ir.Shape{nu}}, stateQ)
-		ds.ready = s.arg(ArgState, stateReady, ir.Type{DType: ir.Bool, Shape: ir.Shape{nu}}, stateReady)
-		ds.fixed = s.arg(ArgState, stateFixed, ir.Type{DType: ir.Bool, Shape: ir.Shape{}}, stateFixed)
+	d := s.prog.Selection
+	if d == nil {
+		return nil
 	}
-	a.scalars = s.arg(ArgStepScalars, "step", ir.Type{DType: ir.Float32, Shape: ir.Shape{numStepScalars}}, "")
+	shapes := make(map[string]ir.Shape, len(ps))
+	for _, p := range ps {
+		shapes[p.name] = p.shape
+	}
+	var err error
+	if a.layout, err = layoutDST(d, shapes); err != nil {
+		return err
+	}
+	ds := &a.dst
+	ds.seeds, ds.masks = map[string]value{}, map[string]value{}
+	for _, u := range a.layout.units {
+		for _, p := range u.pieces {
+			ds.seeds[p.name] = s.arg(ArgSeed, p.name, ir.Type{DType: ir.Float32, Shape: p.shape}, "")
+		}
+	}
+	for _, u := range a.layout.units {
+		for _, p := range u.pieces {
+			name := p.name + "/mask"
+			ds.masks[p.name] = s.arg(ArgState, name, ir.Type{DType: ir.Bool, Shape: p.shape}, name)
+		}
+	}
+	nu := len(a.layout.units)
+	ds.q = s.arg(ArgState, stateQ, ir.Type{DType: ir.Float32, Shape: ir.Shape{nu}}, stateQ)
+	ds.ready = s.arg(ArgState, stateReady, ir.Type{DType: ir.Bool, Shape: ir.Shape{nu}}, stateReady)
+	ds.fixed = s.arg(ArgState, stateFixed, ir.Type{DType: ir.Bool, Shape: ir.Shape{}}, stateFixed)
+	return nil
+}
+
+// declareInputs declares the graph's inputs, fed every run.
+func (s *stepLowering) declareInputs(tg *ir.Graph) error {
 	for _, v := range tg.Inputs {
 		if _, ok := elemType(v.DType); !ok {
-			return nil, fmt.Errorf("tpu: %w: input %q is %s", ir.ErrNotSupported, v.Name, v.DType)
+			return fmt.Errorf("tpu: %w: input %q is %s", ir.ErrNotSupported, v.Name, v.DType)
 		}
 		s.vals[v] = s.arg(ArgInput, v.Name, v.Type, "")
 	}
-	return a, nil
+	return nil
 }
 
-// update emits the update program: the optimizer's step Θ̂ and new state
-// from the gradients, then DST's selection on Θ̂.
-func (s *stepLowering) update(l *graphLowering, trainable []*ir.Param, outputs map[string]*ir.Value, a *stepArgs) (updated, newState map[string]value, dr dstResult, err error) {
+// updateOut is what the update program computes.
+type updateOut struct {
+	updated, state map[string]value // Θ (after DST's selection) and the optimizer's new state
+	dst            dstResult
+	norm           value // the gradients' global L2 norm, before clipping
+}
+
+// update emits the update program: the gradients' global norm and, with
+// Program.MaxGradNorm, their clipping; the optimizer's step Θ̂ and new
+// state from them; then DST's selection on Θ̂.
+func (s *stepLowering) update(ps []trained, grads map[string]value, a *stepArgs) (u updateOut, err error) {
 	f := s.f
-	sc := func(i int) value {
-		return f.reshape(f.slice(a.scalars, []int{i}, []int{i + 1}, []int{1}), ir.Shape{})
-	}
-	updated, newState = map[string]value{}, map[string]value{}
-	for _, p := range trainable {
-		g, err := l.get(outputs[ir.GradPrefix+p.Name])
-		if err != nil {
-			return nil, nil, dr, err
-		}
-		updated[p.Name] = s.optimizerStep(s.prog.Optimizer, p.Name, a.params[p.Name], g, a.state, newState, sc)
+	sc := func(i int) value { return scalarAt(f, a.scalars, i) }
+	var clip func(value) value
+	u.norm, clip = s.clipGradients(ps, grads)
+	u.updated, u.state = map[string]value{}, map[string]value{}
+	for _, p := range ps {
+		u.updated[p.name] = s.optimizerStep(s.prog.Optimizer, p.name, a.params[p.name], clip(grads[p.name]), a.state, u.state, sc)
 	}
 	if err := f.Err(); err != nil {
-		return nil, nil, dr, fmt.Errorf("tpu: optimizer: %w", err)
+		return u, fmt.Errorf("tpu: optimizer: %w", err)
 	}
 	if a.layout == nil {
-		return updated, newState, dr, nil
+		return u, nil
 	}
 	a.dst.factor = sc(scFactor)
-	dr = s.dstUpdate(a.layout, updated, a.dst)
-	for name, v := range dr.params {
-		updated[name] = v
+	u.dst = s.dstUpdate(a.layout, u.updated, a.dst)
+	for name, v := range u.dst.params {
+		u.updated[name] = v
 	}
 	if err := f.Err(); err != nil {
-		return nil, nil, dr, fmt.Errorf("tpu: DST update: %w", err)
+		return u, fmt.Errorf("tpu: DST update: %w", err)
 	}
-	return updated, newState, dr, nil
+	return u, nil
+}
+
+// clipGradients emits the gradients' global L2 norm and what clips a
+// gradient: g·min(1, max/(norm+1e-6)) as torch.nn.utils.clip_grad_norm_
+// computes it (update.ClipFactor), or g itself when the program does not
+// clip. The norm is computed in float32, as torch does for float32
+// gradients (a device's f64 is slow or missing): each parameter's sum of
+// squares, those sums added in the order of the parameters' names (so
+// that every program over the same parameters adds them alike), the
+// square root.
+func (s *stepLowering) clipGradients(ps []trained, grads map[string]value) (norm value, clip func(value) value) {
+	f := s.f
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.name
+	}
+	slices.Sort(names)
+	zero := f.scalarConst(ir.Float32, 0)
+	var total value
+	for i, name := range names {
+		g := grads[name]
+		axes := make([]int, g.rank())
+		for d := range axes {
+			axes[d] = d
+		}
+		sq := f.reduce(f.mul(g, g), zero, reduceAdd, axes)
+		if i == 0 {
+			total = sq
+		} else {
+			total = f.add(total, sq)
+		}
+	}
+	norm = f.unary("stablehlo.sqrt", total)
+	if !(s.prog.MaxGradNorm > 0) {
+		return norm, func(g value) value { return g }
+	}
+	factor := f.min(f.scalarConst(ir.Float32, 1),
+		f.div(f.scalarConst(ir.Float32, s.prog.MaxGradNorm), f.add(norm, f.scalarConst(ir.Float32, 1e-6))))
+	return norm, func(g value) value { return f.mul(g, f.broadcastTo(factor, g.shape())) }
+}
+
+// updateResults emits the updated parameters, optimizer state and DST
+// state as results (named as the arguments they are aliased to), each
+// through keep(new, old).
+func (s *stepLowering) updateResults(ps []trained, a *stepArgs, u updateOut, keep func(v, old value) value) {
+	for _, p := range ps {
+		s.result(p.name, keep(u.updated[p.name], a.params[p.name]))
+	}
+	for _, p := range ps {
+		for _, st := range s.prog.Optimizer.Slots(p.shape) {
+			name := p.name + "/" + st.Name
+			s.result(name, keep(u.state[name], a.state[name]))
+		}
+	}
+	if a.layout == nil {
+		return
+	}
+	ds, dr := a.dst, u.dst
+	for _, unit := range a.layout.units {
+		for _, p := range unit.pieces {
+			s.result(p.name+"/mask", keep(dr.masks[p.name], ds.masks[p.name]))
+		}
+	}
+	s.result(stateQ, keep(dr.q, ds.q))
+	s.result(stateReady, keep(dr.ready, ds.ready))
+	s.result(stateFixed, keep(dr.fixed, ds.fixed))
 }
 
 // program resolves the arguments' aliases to their results and renders
@@ -344,15 +480,6 @@ func reshapeAll(f *fn, vs []value, shape ir.Shape) []value {
 }
 
 // ---------------------------------------------------------------- optimizers
-
-// shapesOf maps parameters to their shapes.
-func shapesOf(ps []*ir.Param) map[string]ir.Shape {
-	m := make(map[string]ir.Shape, len(ps))
-	for _, p := range ps {
-		m[p.Name] = p.Value.Shape
-	}
-	return m
-}
 
 // optimizerStep emits one optimizer step for parameter name and returns
 // Θ̂; the new state goes into newState. The formulas are package update's

@@ -72,8 +72,12 @@ type hostTrainer struct {
 	seeds  map[string][]float32
 	state  map[string][]float32
 	sel    *update.SelectionState
+	// sum is the gradient sum of Accumulate (held: not empty).
+	sum  map[string][]float32
+	held bool
 	// The last step's outcome.
 	lastLoss float32
+	lastNorm float32
 	lastRes  *update.SelectionResult
 }
 
@@ -244,11 +248,87 @@ func (h *hostTrainer) optimizer(name string, p, g []float32, shape ir.Shape, s [
 func (h *hostTrainer) step(t testing.TB, info update.StepInfo, inputs []*ir.Tensor) {
 	t.Helper()
 	loss, grads := h.grads(t, inputs)
+	h.lastLoss = loss
+	h.update(t, info, grads)
+}
+
+// accumulate is Trainer.Accumulate: sum = (first or empty ? 0 : sum) +
+// weight·g in float32, unless the loss is not finite.
+func (h *hostTrainer) accumulate(t testing.TB, inputs []*ir.Tensor, weight float32, first bool) {
+	t.Helper()
+	loss, grads := h.grads(t, inputs)
+	h.lastLoss = loss
+	if first || !h.held {
+		h.sum = map[string][]float32{}
+		for name, g := range grads {
+			h.sum[name] = make([]float32, len(g))
+		}
+		h.held = true
+	}
+	if math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0) {
+		return
+	}
+	for name, g := range grads {
+		for i, x := range g {
+			h.sum[name][i] = f32(h.sum[name][i] + float32(x*weight))
+		}
+	}
+}
+
+// apply is Trainer.Apply on a sum of finite batches.
+func (h *hostTrainer) apply(t testing.TB, info update.StepInfo) {
+	t.Helper()
+	h.update(t, info, h.sum)
+	h.sum, h.held = nil, false
+}
+
+// clip computes the gradients' global norm as the device does (float32:
+// each parameter's sum of squares in order, the sums in the order of the
+// names, the square root) and, with Program.MaxGradNorm, returns them
+// times min(1, max/(norm+1e-6)) rounded to float32.
+func (h *hostTrainer) clip(grads map[string][]float32) (float32, map[string][]float32) {
+	names := make([]string, 0, len(grads))
+	for name := range grads {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var total float32
+	for i, name := range names {
+		var s float32
+		for _, x := range grads[name] {
+			s = f32(s + float32(x*x))
+		}
+		if i == 0 {
+			total = s
+		} else {
+			total = f32(total + s)
+		}
+	}
+	norm := sqrt32(total)
+	if h.prog.MaxGradNorm <= 0 {
+		return norm, grads
+	}
+	factor := min(1, f32(float32(h.prog.MaxGradNorm)/f32(norm+float32(1e-6))))
+	clipped := map[string][]float32{}
+	for name, g := range grads {
+		c := make([]float32, len(g))
+		for i, x := range g {
+			c[i] = float32(x * factor)
+		}
+		clipped[name] = c
+	}
+	return norm, clipped
+}
+
+// update takes the update from the gradients: clipping, the optimizer,
+// the selection.
+func (h *hostTrainer) update(t testing.TB, info update.StepInfo, grads map[string][]float32) {
+	t.Helper()
 	s, err := StepScalars(h.prog, info)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.lastLoss = loss
+	h.lastNorm, grads = h.clip(grads)
 	updated := map[string][]float32{}
 	for _, prm := range h.tg.Params {
 		if g, ok := grads[prm.Name]; ok {
@@ -273,6 +353,8 @@ type stepCase struct {
 	order   []string // the trainable parameters' order (nil: the graph's)
 	// zeroSeeds sets the first entries of w1 to 0 (rel distance: Δ = +Inf).
 	zeroSeeds int
+	// maxGradNorm is Program.MaxGradNorm.
+	maxGradNorm float64
 }
 
 // stepRig runs a configuration on a device trainer and on the host
@@ -288,7 +370,7 @@ type stepRig struct {
 
 func newStepRig(t testing.TB, dev device, tg *ir.Graph, c stepCase) *stepRig {
 	t.Helper()
-	r := &stepRig{tg: tg, prog: &update.Program{Optimizer: c.opt}, order: c.order}
+	r := &stepRig{tg: tg, prog: &update.Program{Optimizer: c.opt, MaxGradNorm: c.maxGradNorm}, order: c.order}
 	if r.order == nil {
 		for _, p := range tg.Params {
 			r.order = append(r.order, p.Name)
@@ -323,7 +405,8 @@ func newStepRig(t testing.TB, dev device, tg *ir.Graph, c stepCase) *stepRig {
 }
 
 // step takes a step on both and compares everything bit for bit: loss,
-// parameters, the subsets, the selection's state and outcome.
+// gradient norm, parameters, the subsets, the selection's state and
+// outcome.
 func (r *stepRig) step(t testing.TB, info update.StepInfo, batch []*ir.Tensor) *update.Result {
 	t.Helper()
 	res, err := r.dev.Step(r.tg, batch, info)
@@ -333,6 +416,18 @@ func (r *stepRig) step(t testing.TB, info update.StepInfo, batch []*ir.Tensor) *
 	r.host.step(t, info, batch)
 	if res.Loss != r.host.lastLoss {
 		t.Fatalf("step %d: loss %g, host %g", info.Step, res.Loss, r.host.lastLoss)
+	}
+	r.compare(t, info, res)
+	return res
+}
+
+// compare compares the device with the host after an update, bit for
+// bit: the gradient norm, parameters, the subsets, the selection's state
+// and outcome.
+func (r *stepRig) compare(t testing.TB, info update.StepInfo, res *update.Result) {
+	t.Helper()
+	if res.GradNorm != float64(r.host.lastNorm) {
+		t.Fatalf("step %d: gradient norm %g, host %g", info.Step, res.GradNorm, r.host.lastNorm)
 	}
 	for _, name := range r.order {
 		got, err := r.dev.Param(name)
@@ -347,7 +442,7 @@ func (r *stepRig) step(t testing.TB, info update.StepInfo, batch []*ir.Tensor) *
 		}
 	}
 	if r.prog.Selection == nil {
-		return res
+		return
 	}
 	for _, u := range res.Selection.Units {
 		switch {
@@ -374,7 +469,6 @@ func (r *stepRig) step(t testing.TB, info update.StepInfo, batch []*ir.Tensor) *
 	if g, w := fmt.Sprint(st.Selection), fmt.Sprint(r.host.sel); g != w {
 		t.Fatalf("step %d: selection state\n%s\nthe reference's\n%s", info.Step, g, w)
 	}
-	return res
 }
 
 func adamWOpt() update.Optimizer {
@@ -386,6 +480,10 @@ func dstOpts(eps float64, distance, silo string) *dst.Options {
 	o.Eps, o.Distance, o.Silo, o.Seed = eps, distance, silo, 5
 	return &o
 }
+
+// accumulateCases are the step configurations the tolerance harness also
+// runs with gradient accumulation.
+var accumulateCases = []string{"adamw-full-clip", "adamw-iterative-abs-clip", "sgd-nesterov-no-churn-clip", "adafactor-full-clip"}
 
 // stepCases are the configurations TestStepMatchesHostReference runs.
 func stepCases() map[string]stepCase {
@@ -431,6 +529,14 @@ func stepCases() map[string]stepCase {
 			func(o *dst.Options) { o.Threshold = dst.ThresholdExact }), zeroSeeds: 80},
 		"adamw-eps-0": {opt: adamWOpt(), dst: dstOpts(0, dst.DistanceAbs, dst.SiloModuleLayer)},
 		"adamw-eps-1": {opt: adamWOpt(), dst: dstOpts(1, dst.DistanceAbs, dst.SiloNone)},
+		// Gradient clipping: the MLP's gradients have norms of about 1.6
+		// to 3.6, so 2.5 clips some steps and not others, 1 every step.
+		"adamw-full-clip":          {opt: adamWOpt(), maxGradNorm: 2.5},
+		"sgd-momentum-clip":        {opt: sgd(update.SGD{Momentum: 0.9}), maxGradNorm: 1},
+		"adafactor-full-clip":      {opt: adafactor(0.9, -0.8, true), maxGradNorm: 2.5},
+		"adamw-iterative-abs-clip": {opt: adamWOpt(), dst: dstOpts(0.1, dst.DistanceAbs, dst.SiloModuleLayer), maxGradNorm: 2.5},
+		"sgd-nesterov-no-churn-clip": {opt: sgd(update.SGD{Momentum: 0.9, Nesterov: true, WeightDecay: 0.001}),
+			dst: with(dstOpts(0.2, dst.DistanceInvRel, dst.SiloModuleLayer), func(o *dst.Options) { o.Churn = false }), maxGradNorm: 1},
 	}
 }
 
@@ -594,6 +700,14 @@ func TestExactSelectionMatchesReference(t *testing.T) {
 // selection must keep exactly k entries.
 func stepsWithinTolerance(t *testing.T, dev device, name string, c stepCase) (worst float64, otherSets, otherEntries int) {
 	t.Helper()
+	return updatesWithinTolerance(t, dev, name, c, false)
+}
+
+// updatesWithinTolerance is stepsWithinTolerance; with accumulate, each
+// update is Accumulate(b1, 0.25, first), Accumulate(b2, 0.75), Apply
+// instead of a Step. Gradient norms must agree within 1e-4 relative.
+func updatesWithinTolerance(t *testing.T, dev device, name string, c stepCase, accumulate bool) (worst float64, otherSets, otherEntries int) {
+	t.Helper()
 	rng := rand.New(rand.NewPCG(7, uint64(len(name))))
 	tg := mlp(t, rng)
 	if c.zeroSeeds > 0 {
@@ -601,15 +715,38 @@ func stepsWithinTolerance(t *testing.T, dev device, name string, c stepCase) (wo
 	}
 	r := newStepRig(t, dev, tg, c)
 	for step := int64(1); step <= 12; step++ {
-		batch := randBatch(rng)
 		info := update.StepInfo{Step: step, LRScale: float64(step) / 12}
-		res, err := r.dev.Step(r.tg, batch, info)
-		if err != nil {
-			t.Fatal(err)
+		checkLoss := func(loss float32) {
+			if rel := relDiff(float64(loss), float64(r.host.lastLoss)); rel > 1e-4 {
+				t.Errorf("%s step %d: loss %g, host %g", name, step, loss, r.host.lastLoss)
+			}
 		}
-		r.host.step(t, info, batch)
-		if rel := relDiff(float64(res.Loss), float64(r.host.lastLoss)); rel > 1e-4 {
-			t.Errorf("%s step %d: loss %g, host %g", name, step, res.Loss, r.host.lastLoss)
+		var res *update.Result
+		var err error
+		if accumulate {
+			for i, w := range []float32{0.25, 0.75} {
+				batch := randBatch(rng)
+				a, err := r.dev.Accumulate(r.tg, batch, w, i == 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.host.accumulate(t, batch, w, i == 0)
+				checkLoss(a.Loss)
+			}
+			if res, err = r.dev.Apply(info); err != nil {
+				t.Fatal(err)
+			}
+			r.host.apply(t, info)
+		} else {
+			batch := randBatch(rng)
+			if res, err = r.dev.Step(r.tg, batch, info); err != nil {
+				t.Fatal(err)
+			}
+			r.host.step(t, info, batch)
+			checkLoss(res.Loss)
+		}
+		if rel := relDiff(res.GradNorm, float64(r.host.lastNorm)); rel > 1e-4 {
+			t.Errorf("%s step %d: gradient norm %g, host %g", name, step, res.GradNorm, r.host.lastNorm)
 		}
 		if res.Selection != nil {
 			for _, u := range res.Selection.Units {
@@ -674,6 +811,12 @@ func TestStepsWithinToleranceHarness(t *testing.T) {
 		worst, otherSets, _ := stepsWithinTolerance(t, &evalDevice{}, name, cases[name])
 		if worst != 0 || otherSets != 0 {
 			t.Errorf("%s: parameters differ by %g, %d subsets differ", name, worst, otherSets)
+		}
+	}
+	for _, name := range accumulateCases {
+		worst, otherSets, _ := updatesWithinTolerance(t, &evalDevice{}, name, cases[name], true)
+		if worst != 0 || otherSets != 0 {
+			t.Errorf("%s, accumulating: parameters differ by %g, %d subsets differ", name, worst, otherSets)
 		}
 	}
 }

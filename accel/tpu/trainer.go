@@ -70,9 +70,12 @@ type residentKey struct {
 // program) whose parameters and state stay in device buffers between
 // steps. The arguments of parameters, optimizer and DST state are donated
 // to the step and its aliased results take their place, so a step uploads
-// only the batch and the step scalars and downloads only the loss and the
-// DST outcome. The device keeps a subset as a bool mask per parameter;
-// State and SetState convert it to and from update's kept positions.
+// only the batch and the step scalars and downloads only the loss, the
+// gradients' norm and the DST outcome. Gradient accumulation runs
+// LowerAccumulate's and LowerApply's programs instead, with the gradient
+// sums on the device too (accumulate.go). The device keeps a subset as a
+// bool mask per parameter; State and SetState convert it to and from
+// update's kept positions.
 type Trainer struct {
 	dev    device
 	prog   update.Program
@@ -81,6 +84,9 @@ type Trainer struct {
 	layout *dstLayout // the device's selection units; nil without a selection
 	steps  map[*ir.Graph]trainProgram
 	evals  map[*ir.Graph]trainProgram
+	accums map[*ir.Graph]trainProgram // accumulate programs
+	apply  *trainProgram              // the apply program, once compiled
+	acc    accumulation
 	// resident holds the device buffers of every non-input argument,
 	// keyed by kind and name; a step replaces the donated ones.
 	resident map[residentKey]deviceBuffer
@@ -104,7 +110,7 @@ func newTrainer(dev device, params []*ir.Param, prog *update.Program) (*Trainer,
 		return nil, fmt.Errorf("tpu: %w", err)
 	}
 	t := &Trainer{dev: dev, prog: *prog, params: params, shapes: map[string]ir.Shape{},
-		steps: map[*ir.Graph]trainProgram{}, evals: map[*ir.Graph]trainProgram{},
+		steps: map[*ir.Graph]trainProgram{}, evals: map[*ir.Graph]trainProgram{}, accums: map[*ir.Graph]trainProgram{},
 		resident: map[residentKey]deviceBuffer{}, types: map[residentKey]ir.Type{}}
 	for _, p := range params {
 		if p.Tensor.DType() != ir.Float32 {
@@ -178,7 +184,8 @@ func (t *Trainer) uploadInitial() error {
 }
 
 // bind checks a program's non-input arguments against the resident
-// buffers, uploading the frozen parameters g reads the first time.
+// buffers, uploading the frozen parameters g (nil: none) reads the first
+// time.
 func (t *Trainer) bind(p *Program, g *ir.Graph) error {
 	for _, a := range p.Args {
 		if a.Kind == ArgInput || a.Kind == ArgStepScalars {
@@ -186,7 +193,7 @@ func (t *Trainer) bind(p *Program, g *ir.Graph) error {
 		}
 		key := residentKey{a.Kind, a.Name}
 		typ, ok := t.types[key]
-		if !ok && a.Kind == ArgParam {
+		if !ok && a.Kind == ArgParam && g != nil {
 			prm := g.Param(a.Name)
 			if prm == nil {
 				return fmt.Errorf("tpu: internal error: no parameter %q", a.Name)
@@ -210,7 +217,9 @@ func (t *Trainer) bind(p *Program, g *ir.Graph) error {
 
 // Step runs the training step of tg (compiled the first time) on one
 // batch (tg's inputs, in order) as step info.Step. When the loss is not
-// finite the program leaves every parameter and all state unchanged.
+// finite the program leaves every parameter and all state unchanged
+// (Result.GradNorm 0, Selection nil). A gradient sum that Accumulate
+// holds is left as it is.
 func (t *Trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) (*update.Result, error) {
 	if t.closed {
 		return nil, errors.New("tpu: trainer is closed")
@@ -230,14 +239,17 @@ func (t *Trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) 
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		for _, b := range out {
-			if b != nil {
-				t.dev.free(b)
-			}
-		}
-	}()
+	defer t.freeAll(out)
 	return t.stepResult(tp.prog, out)
+}
+
+// freeAll frees a run's results that did not replace a resident buffer.
+func (t *Trainer) freeAll(out []deviceBuffer) {
+	for _, b := range out {
+		if b != nil {
+			t.dev.free(b)
+		}
+	}
 }
 
 // stepProgram returns tg's step program, lowered and compiled the first
@@ -309,22 +321,37 @@ func (t *Trainer) run(tp trainProgram, inputs []*ir.Tensor, scalars *ir.Tensor) 
 	return out, nil
 }
 
-// stepResult downloads the loss and, after a finite loss, the selection's
+// result1 downloads a program's named result from a run's results.
+func (t *Trainer) result1(p *Program, out []deviceBuffer, name string) (*ir.Tensor, error) {
+	i := p.ResultIndex(name)
+	if i < 0 || out[i] == nil {
+		return nil, fmt.Errorf("tpu: internal error: no result %q", name)
+	}
+	return t.dev.download(out[i], p.Results[i].Type)
+}
+
+// stepResult downloads the loss (a step program's; the apply program has
+// none) and, after a finite loss, the gradients' norm and the selection's
 // outcome.
 func (t *Trainer) stepResult(p *Program, out []deviceBuffer) (*update.Result, error) {
-	get := func(name string) (*ir.Tensor, error) {
-		i := p.ResultIndex(name)
-		if i < 0 || out[i] == nil {
-			return nil, fmt.Errorf("tpu: internal error: no result %q", name)
+	get := func(name string) (*ir.Tensor, error) { return t.result1(p, out, name) }
+	res := &update.Result{}
+	if p.ResultIndex(ResultLoss) >= 0 {
+		loss, err := get(ResultLoss)
+		if err != nil {
+			return nil, err
 		}
-		return t.dev.download(out[i], p.Results[i].Type)
+		res.Loss = loss.Float32s()[0]
+		if l := float64(res.Loss); math.IsNaN(l) || math.IsInf(l, 0) {
+			return res, nil
+		}
 	}
-	loss, err := get(ResultLoss)
+	norm, err := get(ResultGradNorm)
 	if err != nil {
 		return nil, err
 	}
-	res := &update.Result{Loss: loss.Float32s()[0]}
-	if l := float64(res.Loss); t.layout == nil || math.IsNaN(l) || math.IsInf(l, 0) {
+	res.GradNorm = float64(norm.Float32s()[0])
+	if t.layout == nil {
 		return res, nil
 	}
 	packed, err := get(ResultDST)

@@ -34,7 +34,7 @@ func init() {
 		synopsis: []string{
 			"MODEL.onnx --data TRAIN.jsonl [--valid VALID.jsonl] --task lm|classify [--method full|dst|lora|prompt]",
 			"             [--optimizer adamw|adafactor|sgd] [--lr LR] [--weight-decay WD] [--momentum M] [--beta1 B1] [--beta2 B2]",
-			"             --steps N [--batch 8] [--seed 0] [--schedule constant|linear|cosine] [--warmup N]",
+			"             --steps N [--batch 8] [--grad-accum 1] [--max-grad-norm C] [--seed 0] [--schedule constant|linear|cosine] [--warmup N]",
 			"             [--trainable REGEX] [--tokenizer T] [--chat-template FILE] [--max-len N] [--pad-id ID] [--threads N] --out RUN",
 			"             [--precision fp32|bf16] [--eval-every N] [--metric loss|token-accuracy|exact-match|accuracy]",
 			"             [--checkpoint-every N] [--checkpoint-minutes 10] [--log-every N] [--memory-report]",
@@ -89,6 +89,8 @@ type trainFlags struct {
 	threads                                         *int
 	evalEvery, ckptEvery, logEvery                  *int64
 	ckptMinutes                                     *float64
+	gradAccum                                       *int
+	maxGradNorm                                     *float64
 	precision                                       *string
 	metric                                          *string
 	out, resume                                     *string
@@ -142,6 +144,8 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.warmup = fs.Int64("warmup", 0, "linear warm-up steps")
 	f.steps = fs.Int64("steps", 0, "training steps (batches)")
 	f.batch = fs.Int("batch", 8, "examples per batch")
+	f.gradAccum = fs.Int("grad-accum", 1, "batches per step: their gradients are summed (weighted by their targets) before the one update, so --batch B --grad-accum K steps as --batch K·B would, holding the activations of B rows")
+	f.maxGradNorm = fs.Float64("max-grad-norm", 0, "clip the gradients' global L2 norm to this before the update, as torch.nn.utils.clip_grad_norm_ (0: no clipping); metrics.jsonl reports grad_norm either way")
 	f.maxLen = fs.Int("max-len", 0, "truncate examples to this many tokens; batches are padded to it (default: the longest example)")
 	f.padID = fs.Int64("pad-id", 0, "token id written at padded positions: never a target, but the model reads it (a classifier pooling at the pad id needs its pad token here)")
 	f.seed = fs.Uint64("seed", 0, "seed of the data order (and of DST's random mask)")
@@ -258,7 +262,7 @@ func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, st
 	// Order matters: the optimizer before its hyper-parameters, the
 	// method before its options.
 	order := []string{"data", "valid", "task", "method", "trainable", "tokenizer", "chat-template", "optimizer", "lr", "weight-decay", "momentum", "beta1", "beta2",
-		"schedule", "warmup", "steps", "batch", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "metric", "checkpoint-every",
+		"schedule", "warmup", "steps", "batch", "grad-accum", "max-grad-norm", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "metric", "checkpoint-every",
 		"checkpoint-minutes", "precision"}
 	order = append(order, dstFlags...)
 	order = append(order, loraFlags...)
@@ -433,6 +437,16 @@ func (f *trainFlags) apply(name string, cfg *train.Config) error {
 		cfg.Steps = *f.steps
 	case "batch":
 		cfg.Batch = *f.batch
+	case "grad-accum":
+		if *f.gradAccum < 1 {
+			return usagef("--grad-accum %d, want ≥ 1", *f.gradAccum)
+		}
+		cfg.GradAccum = *f.gradAccum
+		if cfg.GradAccum == 1 {
+			cfg.GradAccum = 0 // as config.json records the default
+		}
+	case "max-grad-norm":
+		cfg.MaxGradNorm = *f.maxGradNorm
 	case "max-len":
 		cfg.MaxLen = *f.maxLen
 	case "pad-id":

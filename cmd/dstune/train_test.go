@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/train"
 )
 
 // TestMain lets a test run dstune as a child process (to kill it): with
@@ -96,6 +99,9 @@ func TestTrainUsage(t *testing.T) {
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "prompt", "--prompt-at", "end"}, 2, `prompt: --prompt-at "end", want after-bos or start`},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "prompt", "--prompt-init", "text"}, 2, `prompt: --prompt-init "text", want vocab or random`},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "adapter"}, 2, `unknown --method "adapter"`},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--grad-accum", "0"}, 2, "--grad-accum 0, want ≥ 1"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-grad-norm", "-1"}, 2, "--max-grad-norm -1, want a finite norm ≥ 0"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-grad-norm", "nan"}, 2, "--max-grad-norm NaN: want a finite number"},
 		{[]string{"train", "--resume", filepath.Join(dir, "none")}, 1, "config.json"},
 		// Finite in float64, not in the float32 the update computes in.
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--lr", "1e39"}, 2, "lr is 1e+39, beyond float32's range"},
@@ -201,6 +207,56 @@ func TestTrainStopsOnDivergence(t *testing.T) {
 	for _, name := range []string{"checkpoint", "delta.safetensors"} {
 		if _, err := os.Stat(filepath.Join(run, name)); err == nil {
 			t.Errorf("the diverged run wrote %s", name)
+		}
+	}
+}
+
+// TestTrainGradAccumAndClipping: --grad-accum and --max-grad-norm reach
+// the run (config.json records them, a resume with others is refused),
+// every metrics record has the gradients' norm, the memory report shows
+// the gradient sum, and LoRA (dropout masks per batch) and DST train
+// with them.
+func TestTrainGradAccumAndClipping(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.jsonl")
+	writeLines(t, data, []string{`{"tokens":[104,101,108,108,111,32,119]}`, `{"tokens":[97,32,108,111,110,103,101,114,32,108,105,110,101]}`,
+		`{"tokens":[97,98,99]}`, `{"tokens":[116,104,101,32,101,110,100]}`})
+	model := filepath.Join("..", "..", "demo", "base.onnx")
+	for _, method := range [][]string{{"--method", "lora", "--lora-dropout", "0.1"}, {"--method", "dst"}} {
+		run := filepath.Join(dir, method[1])
+		args := append([]string{"train", model, "--data", data, "--task", "lm", "--steps", "3", "--batch", "1", "--grad-accum", "3",
+			"--max-grad-norm", "0.25", "--threads", "1", "--memory-report", "--out", run}, method...)
+		code, stdout, stderr := dstune(args...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d\n%s%s", method[1], code, stdout, stderr)
+		}
+		if !strings.Contains(stdout, "gradient sum") {
+			t.Errorf("%s: the memory report shows no gradient sum:\n%s", method[1], stdout)
+		}
+		cfg, err := train.LoadConfig(run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.GradAccum != 3 || cfg.MaxGradNorm != 0.25 {
+			t.Errorf("%s: config.json records grad_accum %d, max_grad_norm %g", method[1], cfg.GradAccum, cfg.MaxGradNorm)
+		}
+		recs := sharedtest.ReadMetrics(t, run)
+		steps := 0
+		for _, r := range recs {
+			if r.Loss == nil {
+				continue
+			}
+			steps++
+			if r.GradNorm == nil || !(*r.GradNorm > 0) {
+				t.Errorf("%s step %d: grad_norm %v", method[1], r.Step, r.GradNorm)
+			}
+		}
+		if steps != 3 {
+			t.Errorf("%s: %d training records, want 3", method[1], steps)
+		}
+		code, _, stderr = dstune("train", "--resume", run, "--steps", "4", "--grad-accum", "2")
+		if code == 0 || !strings.Contains(stderr, "grad_accum") {
+			t.Errorf("%s: a resume with another --grad-accum: exit %d, %s", method[1], code, stderr)
 		}
 	}
 }

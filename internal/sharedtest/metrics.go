@@ -20,6 +20,7 @@ type Record struct {
 	Epoch        int64    `json:"epoch"`
 	Loss         *float64 `json:"loss"`
 	LR           *float64 `json:"lr"`
+	GradNorm     *float64 `json:"grad_norm"`
 	StepMS       float64  `json:"step_ms"`
 	ComputeMS    float64  `json:"compute_ms"`
 	UpdateMS     float64  `json:"update_ms"`

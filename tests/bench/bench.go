@@ -94,7 +94,7 @@ func NewStepOpts(dir, model string, opts accel.Options, method train.Method) (*S
 		return nil, err
 	}
 	opt := update.Optimizer{Name: update.OptimizerAdamW, AdamW: &update.AdamW{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}}
-	if s.Engine, err = train.NewEngineWith(src, cpu.New(), opt, method, opts); err != nil {
+	if s.Engine, err = train.NewEngineWith(src, cpu.New(), update.Program{Optimizer: opt}, method, opts); err != nil {
 		m.Close()
 		return nil, err
 	}

@@ -1,0 +1,162 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/update"
+)
+
+// ragged writes lines of token ids of lengths 2…10, so that batches hold
+// different numbers of targets.
+func ragged(t *testing.T, lines int) string {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(5, 9))
+	var sb strings.Builder
+	for i := range lines {
+		ids := make([]string, 2+(i*7)%9)
+		tok := rng.IntN(runVocab)
+		for j := range ids {
+			ids[j] = fmt.Sprint(tok)
+			tok = (tok*5 + 1 + rng.IntN(2)) % runVocab
+		}
+		fmt.Fprintf(&sb, "{\"tokens\":[%s]}\n", strings.Join(ids, ","))
+	}
+	path := filepath.Join(t.TempDir(), "ragged.jsonl")
+	if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestRunGradAccumStepsAsTheLargerBatch: --batch 4 --grad-accum 2 trains
+// as --batch 8 does — the same examples a step, each batch's gradient
+// weighted by its share of the step's targets (the examples have
+// different lengths, so equal weights would not do) — the losses, the
+// gradients' norms and the weights agree to float32 rounding; and a run
+// with accumulation interrupted and resumed gives the uninterrupted
+// run's bits.
+func TestRunGradAccumStepsAsTheLargerBatch(t *testing.T) {
+	cfg := runConfig(t, update.OptimizerAdamW, 8)
+	cfg.Data = ragged(t, 37)
+	cfg.CheckpointEvery = 3
+	cfg.Batch = 8
+	runs := map[string]Config{"batch 8": cfg}
+	cfg.Batch, cfg.GradAccum = 4, 2
+	runs["batch 4 × 2"] = cfg
+	cfg.Batch, cfg.GradAccum = 2, 4
+	runs["batch 2 × 4"] = cfg
+	dirs := map[string]string{}
+	for name, c := range runs {
+		dirs[name] = filepath.Join(t.TempDir(), "run")
+		if _, err := Run(context.Background(), c, RunOptions{Dir: dirs[name], Source: newBigramSource(runVocab, 1)}); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	want := readCheckpointWeights(t, dirs["batch 8"], cfg)
+	wantRecs := sharedtest.ReadMetrics(t, dirs["batch 8"])
+	for _, name := range []string{"batch 4 × 2", "batch 2 × 4"} {
+		recs := sharedtest.ReadMetrics(t, dirs[name])
+		if len(recs) != len(wantRecs) {
+			t.Fatalf("%s: %d metrics records, batch 8 has %d", name, len(recs), len(wantRecs))
+		}
+		for i, r := range recs {
+			w := wantRecs[i]
+			for _, f := range []struct {
+				name      string
+				got, want *float64
+			}{{"loss", r.Loss, w.Loss}, {"grad_norm", r.GradNorm, w.GradNorm}, {"valid_loss", r.ValidLoss, w.ValidLoss}} {
+				if (f.got == nil) != (f.want == nil) || (f.got != nil && math.Abs(*f.got-*f.want) > 1e-5*math.Abs(*f.want)) {
+					t.Errorf("%s step %d: %s %v, batch 8 %v", name, r.Step, f.name, ptrString(f.got), ptrString(f.want))
+				}
+			}
+			if r.Tokens != w.Tokens {
+				t.Errorf("%s step %d: %d tokens, batch 8 %d", name, r.Step, r.Tokens, w.Tokens)
+			}
+		}
+		got := readCheckpointWeights(t, dirs[name], cfg)
+		worst := 0.0
+		for i := range got {
+			worst = max(worst, math.Abs(float64(got[i]-want[i])))
+		}
+		if worst > 1e-5 {
+			t.Errorf("%s: weights differ from batch 8's by up to %.3g", name, worst)
+		}
+	}
+
+	// Interrupted after step 4 (the checkpoint of step 3 holds the
+	// stream's position after six batches), then resumed.
+	c := runs["batch 4 × 2"]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "part")
+	opts := RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1), AfterStep: func(step int64) error {
+		if step == 4 {
+			cancel()
+		}
+		return nil
+	}}
+	if _, err := Run(ctx, c, opts); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	if _, err := Run(context.Background(), c, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if !sameBits(readCheckpointWeights(t, dir, c), readCheckpointWeights(t, dirs["batch 4 × 2"], c)) {
+		t.Error("the interrupted and resumed run with accumulation differs from the uninterrupted one")
+	}
+}
+
+func ptrString(p *float64) string {
+	if p == nil {
+		return "none"
+	}
+	return fmt.Sprint(*p)
+}
+
+// TestRunClipsGradNorm: plain SGD's first step moves the weights by lr ×
+// the gradient, so the distance the weights moved is lr × grad_norm
+// without clipping — an independent check of the norm metrics.jsonl
+// reports — and lr × --max-grad-norm when the norm is clipped to it.
+func TestRunClipsGradNorm(t *testing.T) {
+	for _, maxNorm := range []float64{0, 0.05} {
+		cfg := runConfig(t, update.OptimizerSGD, 1)
+		cfg.Optimizer.SGD.WeightDecay = 0
+		cfg.Schedule = Schedule{Name: ScheduleConstant}
+		cfg.MaxGradNorm = maxNorm
+		dir := filepath.Join(t.TempDir(), "run")
+		src := newBigramSource(runVocab, 1)
+		seed := slices.Clone(src.w.Tensor.Float32s())
+		if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: src}); err != nil {
+			t.Fatal(err)
+		}
+		var moved float64
+		for i, v := range readCheckpointWeights(t, dir, cfg) {
+			d := float64(v - seed[i])
+			moved += d * d
+		}
+		moved = math.Sqrt(moved)
+		recs := sharedtest.ReadMetrics(t, dir)
+		norm := *recs[len(recs)-1].GradNorm
+		lr := cfg.Optimizer.SGD.LR
+		want := lr * norm
+		if maxNorm > 0 {
+			if norm <= maxNorm {
+				t.Fatalf("grad norm %g: the test needs one above %g", norm, maxNorm)
+			}
+			want = lr * maxNorm * norm / (norm + 1e-6)
+		}
+		if math.Abs(moved-want) > 1e-5*want {
+			t.Errorf("max norm %g: the weights moved %.7g, want %.7g (lr %g, grad_norm %.7g)", maxNorm, moved, want, lr, norm)
+		}
+	}
+}
