@@ -106,6 +106,12 @@ type Config struct {
 	// MaxGradNorm clips the gradients' global L2 norm to it before the
 	// update, as torch.nn.utils.clip_grad_norm_ (0: no clipping).
 	MaxGradNorm float64 `json:"max_grad_norm,omitempty"`
+	// KeepBest keeps the run's outputs as of its best validation in
+	// RUN/best (BestDir); Patience stops the run after that many
+	// validations in a row without a new best (0: never). Both need
+	// Valid.
+	KeepBest bool  `json:"keep_best,omitempty"`
+	Patience int64 `json:"patience,omitempty"`
 }
 
 // DataChange is a resume that continued on a changed data file (with
@@ -147,6 +153,10 @@ func (c *Config) Check() error {
 		return fmt.Errorf("--grad-accum %d, want ≥ 1", c.GradAccum)
 	case !(c.MaxGradNorm >= 0) || math.IsInf(c.MaxGradNorm, 0):
 		return fmt.Errorf("--max-grad-norm %g, want a finite norm ≥ 0 (0: no clipping)", c.MaxGradNorm)
+	case c.Patience < 0:
+		return fmt.Errorf("--patience %d, want a number of validations ≥ 1 (0: never stop early)", c.Patience)
+	case (c.KeepBest || c.Patience > 0) && c.Valid == "":
+		return errors.New("--keep-best and --patience follow the validation: give --valid")
 	}
 	if _, err := accel.ParsePrecision(c.Precision); err != nil {
 		return err
@@ -277,6 +287,11 @@ type Result struct {
 	// the first step and at the last validation (NaN: none).
 	InitialValidMetric, ValidMetric float64
 	ModelFile                       string // the fine-tuned model, when written
+	// BestStep is the step of the best validation (Config.KeepBest,
+	// Config.Patience; 0: none); StoppedEarly says that Config.Patience
+	// ended the run (in this call or an earlier one), with why.
+	BestStep     int64
+	StoppedEarly string
 }
 
 // ErrInterrupted ends a run stopped by its context (Ctrl-C) after saving
@@ -416,6 +431,8 @@ type runner struct {
 	// the peak.
 	peakGFLOPS float64
 	stepFLOPs  map[BatchShape]float64
+	// best follows the validations for Config.KeepBest and Patience.
+	best *bestTracker
 }
 
 func (r *runner) close() {
@@ -471,7 +488,10 @@ func (r *runner) setup(ctx context.Context) error {
 	if err := r.startData(ds); err != nil {
 		return err
 	}
-	return r.openMetrics()
+	if err := r.openMetrics(); err != nil {
+		return err
+	}
+	return r.restoreBest()
 }
 
 // checkRunDir checks the configuration and the run directory: a new run's
@@ -1212,6 +1232,19 @@ type metricsRecord struct {
 	Accuracy      *float64 `json:"accuracy,omitempty"`
 }
 
+// metricValue is rec's value of the validation metric (nil: none).
+func (rec *metricsRecord) metricValue(metric string) *float64 {
+	switch metric {
+	case MetricTokenAccuracy:
+		return rec.TokenAccuracy
+	case MetricExactMatch:
+		return rec.ExactMatch
+	case MetricAccuracy:
+		return rec.Accuracy
+	}
+	return nil
+}
+
 // setValidation puts a validation's results into rec.
 func (rec *metricsRecord) setValidation(metric string, v validation) {
 	rec.ValidLoss = &v.loss
@@ -1330,6 +1363,10 @@ func (r *runner) loop(ctx context.Context) error {
 		}
 		r.progress.validated(0, cfg.Metric, v)
 	}
+	if cfg.Patience > 0 && r.best.stale >= cfg.Patience {
+		res.StoppedEarly, res.BestStep = r.stoppedEarly(), r.best.step
+		return nil // a resume of a run that stopped early
+	}
 	batches := make([]Batch, max(1, cfg.GradAccum))
 	bs := make([]*Batch, len(batches))
 	for i := range batches {
@@ -1411,6 +1448,21 @@ func (r *runner) loop(ctx context.Context) error {
 			rec.setValidation(cfg.Metric, v)
 			res.ValidLoss, res.ValidMetric = v.loss, v.metric
 			r.progress.validated(step, cfg.Metric, v)
+			if r.best.note(step, v) && cfg.KeepBest {
+				if err := r.writeBest(step, v); err != nil {
+					r.progress.done()
+					return fmt.Errorf("best validation: %w", err)
+				}
+			}
+			if cfg.Patience > 0 && r.best.stale >= cfg.Patience {
+				res.StoppedEarly = r.stoppedEarly()
+				if st == nil {
+					if st, err = r.state(); err != nil {
+						r.progress.done()
+						return r.stopped(err)
+					}
+				}
+			}
 		}
 		if err := r.writeMetrics(rec, r.method.Metrics(step, r.engine.LastResult())); err != nil {
 			return err
@@ -1440,8 +1492,14 @@ func (r *runner) loop(ctx context.Context) error {
 				return err
 			}
 		}
+		if res.StoppedEarly != "" {
+			r.progress.done()
+			r.progress.message("stopped early after step %d of %d: %s", step, cfg.Steps, res.StoppedEarly)
+			break
+		}
 	}
 	r.progress.done()
+	res.BestStep = r.best.step
 	if r.opts.MemoryReport {
 		if _, peak := sysmem.RSS(); peak > 0 {
 			r.progress.message("peak resident memory of the run: %s", sysmem.Format(peak))

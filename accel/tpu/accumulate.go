@@ -229,14 +229,10 @@ func (t *Trainer) accumulateProgram(tg *ir.Graph) (trainProgram, error) {
 	if err := t.makeSums(); err != nil {
 		return trainProgram{}, err
 	}
-	if err := t.bind(prog, tg); err != nil {
-		return trainProgram{}, err
-	}
-	exe, err := t.dev.compile(prog)
+	tp, err := t.compile(prog, tg)
 	if err != nil {
 		return trainProgram{}, err
 	}
-	tp := trainProgram{prog, exe}
 	t.accums[tg] = tp
 	return tp, nil
 }
@@ -303,13 +299,10 @@ func (t *Trainer) applyProgram() (trainProgram, error) {
 	if err != nil {
 		return trainProgram{}, err
 	}
-	if err := t.bind(prog, nil); err != nil {
-		return trainProgram{}, err
-	}
-	exe, err := t.dev.compile(prog)
+	tp, err := t.compile(prog, nil)
 	if err != nil {
 		return trainProgram{}, err
 	}
-	t.apply = &trainProgram{prog, exe}
-	return *t.apply, nil
+	t.apply = &tp
+	return tp, nil
 }

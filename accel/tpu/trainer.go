@@ -262,16 +262,25 @@ func (t *Trainer) stepProgram(tg *ir.Graph) (trainProgram, error) {
 	if err != nil {
 		return trainProgram{}, err
 	}
-	if err := t.bind(prog, tg); err != nil {
+	tp, err := t.compile(prog, tg)
+	if err != nil {
+		return trainProgram{}, err
+	}
+	t.steps[tg] = tp
+	return tp, nil
+}
+
+// compile checks prog's resident arguments against the trainer's (bind;
+// g is the graph it was lowered from, nil for none) and compiles it.
+func (t *Trainer) compile(prog *Program, g *ir.Graph) (trainProgram, error) {
+	if err := t.bind(prog, g); err != nil {
 		return trainProgram{}, err
 	}
 	exe, err := t.dev.compile(prog)
 	if err != nil {
 		return trainProgram{}, err
 	}
-	tp := trainProgram{prog, exe}
-	t.steps[tg] = tp
-	return tp, nil
+	return trainProgram{prog, exe}, nil
 }
 
 // run executes a step program: the inputs and step scalars are uploaded,
@@ -422,14 +431,9 @@ func (t *Trainer) Eval(g *ir.Graph, inputs []*ir.Tensor) ([]*ir.Tensor, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := t.bind(prog, g); err != nil {
+		if tp, err = t.compile(prog, g); err != nil {
 			return nil, err
 		}
-		exe, err := t.dev.compile(prog)
-		if err != nil {
-			return nil, err
-		}
-		tp = trainProgram{prog, exe}
 		t.evals[g] = tp
 	}
 	if err := checkInputs(tp.prog, inputs); err != nil {

@@ -37,7 +37,7 @@ func init() {
 			"             --steps N [--batch 8] [--grad-accum 1] [--max-grad-norm C] [--seed 0] [--schedule constant|linear|cosine] [--warmup N]",
 			"             [--trainable REGEX] [--tokenizer T] [--chat-template FILE] [--max-len N] [--pad-id ID] [--threads N] --out RUN",
 			"             [--precision fp32|bf16] [--eval-every N] [--metric loss|token-accuracy|exact-match|accuracy]",
-			"             [--checkpoint-every N] [--checkpoint-minutes 10] [--log-every N] [--memory-report]",
+			"             [--keep-best] [--patience N] [--checkpoint-every N] [--checkpoint-minutes 10] [--log-every N] [--memory-report]",
 			"             [--backend cpu|pjrt] [--pjrt-plugin PATH] [--max-memory SIZE]",
 			"             [--eps 1e-3] [--distance inv-rel|rel|abs|random] [--silo module-layer|module|none]",
 			"             [--normalize none|size|mean] [--threshold iterative|exact] [--churn=true|false]",
@@ -91,6 +91,8 @@ type trainFlags struct {
 	ckptMinutes                                     *float64
 	gradAccum                                       *int
 	maxGradNorm                                     *float64
+	keepBest                                        *bool
+	patience                                        *int64
 	precision                                       *string
 	metric                                          *string
 	out, resume                                     *string
@@ -145,6 +147,8 @@ func (f *trainFlags) define(fs *flag.FlagSet) {
 	f.steps = fs.Int64("steps", 0, "training steps (batches)")
 	f.batch = fs.Int("batch", 8, "examples per batch")
 	f.gradAccum = fs.Int("grad-accum", 1, "batches per step: their gradients are summed (weighted by their targets) before the one update, so --batch B --grad-accum K steps as --batch K·B would, holding the activations of B rows")
+	f.keepBest = fs.Bool("keep-best", false, "keep the outputs (delta, adapters or model) as of the best validation so far in RUN/best, with best.json naming its step: the lowest validation loss, or the highest --metric")
+	f.patience = fs.Int64("patience", 0, "stop after N validations in a row without a new best (0: never); needs --valid")
 	f.maxGradNorm = fs.Float64("max-grad-norm", 0, "clip the gradients' global L2 norm to this before the update, as torch.nn.utils.clip_grad_norm_ (0: no clipping); metrics.jsonl reports grad_norm either way")
 	f.maxLen = fs.Int("max-len", 0, "truncate examples to this many tokens; batches are padded to it (default: the longest example)")
 	f.padID = fs.Int64("pad-id", 0, "token id written at padded positions: never a target, but the model reads it (a classifier pooling at the pad id needs its pad token here)")
@@ -263,7 +267,7 @@ func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, st
 	// method before its options.
 	order := []string{"data", "valid", "task", "method", "trainable", "tokenizer", "chat-template", "optimizer", "lr", "weight-decay", "momentum", "beta1", "beta2",
 		"schedule", "warmup", "steps", "batch", "grad-accum", "max-grad-norm", "max-len", "pad-id", "seed", "backend", "threads", "eval-every", "metric", "checkpoint-every",
-		"checkpoint-minutes", "precision"}
+		"checkpoint-minutes", "precision", "keep-best", "patience"}
 	order = append(order, dstFlags...)
 	order = append(order, loraFlags...)
 	order = append(order, promptFlags...)
@@ -447,6 +451,10 @@ func (f *trainFlags) apply(name string, cfg *train.Config) error {
 		}
 	case "max-grad-norm":
 		cfg.MaxGradNorm = *f.maxGradNorm
+	case "keep-best":
+		cfg.KeepBest = *f.keepBest
+	case "patience":
+		cfg.Patience = *f.patience
 	case "max-len":
 		cfg.MaxLen = *f.maxLen
 	case "pad-id":
@@ -603,9 +611,12 @@ func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	if math.IsNaN(res.Loss) {
+	switch {
+	case math.IsNaN(res.Loss) && res.StoppedEarly != "":
+		fmt.Fprintf(stdout, "the run had stopped early after step %d of %d (%s): nothing to train", res.Step, cfg.Steps, res.StoppedEarly)
+	case math.IsNaN(res.Loss):
 		fmt.Fprintf(stdout, "the run was already complete (step %d of %d): nothing to train", res.Step, cfg.Steps)
-	} else {
+	default:
 		fmt.Fprintf(stdout, "done: step %d, training loss %.4f", res.Step, res.Loss)
 	}
 	if !math.IsNaN(res.ValidLoss) {
@@ -638,6 +649,13 @@ func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writ
 		fmt.Fprintf(stdout, "delta: %s (dstune apply MODEL.onnx DELTA -o OUT.onnx)\n", path)
 		if d, err := dst.ReadDelta(path); err == nil && d.Meta.Extra["rounded_to_seed"] != "" {
 			fmt.Fprintf(stdout, "half precision: the delta stores the model's dtype; %s kept entries round back to their seed value\n", d.Meta.Extra["rounded_to_seed"])
+		}
+	}
+	if cfg.KeepBest {
+		if res.BestStep > 0 {
+			fmt.Fprintf(stdout, "best validation: step %d, kept in %s\n", res.BestStep, filepath.Join(opts.Dir, train.BestDir))
+		} else {
+			fmt.Fprintf(stdout, "best validation: none yet (no validation after a step gave a finite result)\n")
 		}
 	}
 	return nil

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -258,5 +260,45 @@ func TestTrainGradAccumAndClipping(t *testing.T) {
 		if code == 0 || !strings.Contains(stderr, "grad_accum") {
 			t.Errorf("%s: a resume with another --grad-accum: exit %d, %s", method[1], code, stderr)
 		}
+	}
+}
+
+// TestTrainKeepBest: RUN/best/delta.safetensors is the delta of the step
+// best.json names — the same bytes as the delta of a run of that many
+// steps (a constant learning rate makes the two runs' steps the same).
+func TestTrainKeepBest(t *testing.T) {
+	dir := t.TempDir()
+	data, valid := filepath.Join(dir, "d.jsonl"), filepath.Join(dir, "v.jsonl")
+	writeLines(t, data, []string{`{"tokens":[104,101,108,108,111,32,119]}`, `{"tokens":[97,32,108,111,110,103,101,114,32,108,105,110,101]}`,
+		`{"tokens":[97,98,99]}`, `{"tokens":[116,104,101,32,101,110,100]}`})
+	writeLines(t, valid, []string{`{"tokens":[120,121,122,32,97,98]}`, `{"tokens":[104,101,108,108,111]}`})
+	model := filepath.Join("..", "..", "demo", "base.onnx")
+	args := func(run string, steps int) []string {
+		return []string{"train", model, "--data", data, "--valid", valid, "--task", "lm", "--method", "dst", "--eps", "0.01", "--lr", "3e-2",
+			"--steps", strconv.Itoa(steps), "--batch", "2", "--eval-every", "2", "--threads", "1", "--keep-best", "--out", run}
+	}
+	long := filepath.Join(dir, "long")
+	code, stdout, stderr := dstune(args(long, 10)...)
+	if code != 0 || !strings.Contains(stdout, "best validation: step ") {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	var best train.BestRecord
+	if b, err := os.ReadFile(filepath.Join(long, train.BestDir, train.BestFile)); err != nil || json.Unmarshal(b, &best) != nil || best.Step < 1 {
+		t.Fatalf("best.json: %v %+v", err, best)
+	}
+	short := filepath.Join(dir, "short")
+	if code, stdout, stderr := dstune(args(short, int(best.Step))...); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	want, err := os.ReadFile(filepath.Join(short, "delta.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(long, train.BestDir, "delta.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("best/delta.safetensors (step %d of 10) differs from the delta of a %d-step run", best.Step, best.Step)
 	}
 }
