@@ -783,15 +783,11 @@ func (d *Dataset) addTokens(fields exampleFields, opts DataOptions) error {
 	case !isAbsent(fields.Messages):
 		what = `"messages" renders to no token`
 	}
-	switch n := len(d.tokens) - start; {
-	case n == 0:
+	// An lm example of one token predicts nothing: like one whose
+	// loss_mask is all 0, it is counted and reported, not refused (a
+	// short text among many would stop the run).
+	if len(d.tokens) == start {
 		return errors.New(what)
-	case n < 2 && opts.Task == TaskLM:
-		what = `"tokens" has 1 token`
-		if !isAbsent(fields.Text) {
-			what = fmt.Sprintf(`"text" encodes to 1 token (%d)`, d.tokens[start])
-		}
-		return fmt.Errorf(`%s; an lm example needs at least 2 (one to predict from, one to predict)`, what)
 	}
 	return nil
 }

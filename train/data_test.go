@@ -85,7 +85,6 @@ func TestReadErrors(t *testing.T) {
 		{"token past int32", DataOptions{Task: TaskLM}, `{"tokens":[1,2147483648]}`, 1, "outside [0, 2^31)"},
 		{"token past int64", DataOptions{Task: TaskLM}, `{"tokens":[1,99999999999999999999]}`, 1, "out of range"},
 		{"empty tokens", lm, `{"tokens":[]}`, 1, `"tokens" is empty`},
-		{"one lm token", lm, `{"tokens":[4]}`, 1, "at least 2"},
 		{"mask length", lm, good + `{"tokens":[1,2,3],"loss_mask":[1,1]}`, 2, `"loss_mask" has 2 entries for 3 tokens`},
 		{"mask value", lm, `{"tokens":[1,2,3],"loss_mask":[1,2,0]}`, 1, "loss_mask element 1 is 2, want 0 or 1"},
 		{"mask not array", lm, `{"tokens":[1,2,3],"loss_mask":1}`, 1, `"loss_mask" is not an array`},
@@ -125,7 +124,7 @@ func TestReadErrors(t *testing.T) {
 
 func TestLoadJSONLFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "train.jsonl")
-	os.WriteFile(path, []byte(`{"tokens":[1,2]}`+"\n"+`{"tokens":[1]}`+"\n"), 0o644)
+	os.WriteFile(path, []byte(`{"tokens":[1,2]}`+"\n"+`{"tokens":[]}`+"\n"), 0o644)
 	_, err := LoadJSONL(path, DataOptions{Task: TaskLM})
 	if err == nil || !strings.HasPrefix(err.Error(), path+":2: ") {
 		t.Errorf("err = %v, want it to start with %s:2:", err, path)

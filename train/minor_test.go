@@ -70,18 +70,18 @@ func TestRunReportsDataWithoutTargets(t *testing.T) {
 	if _, err := Run(context.Background(), c, RunOptions{Dir: filepath.Join(dir, "cut"), Source: newBigramSource(runVocab, 1)}); err == nil || !strings.Contains(err.Error(), "no example has a token") {
 		t.Errorf("targets cut by --max-len: %v", err)
 	}
-	// One example of two has targets (dstune train's test shows the
+	// One example of three has targets (dstune train's test shows the
 	// batches without any).
 	some := filepath.Join(dir, "some.jsonl")
-	if err := os.WriteFile(some, []byte(`{"tokens":[1,2,3],"loss_mask":[0,0,0]}`+"\n"+`{"tokens":[4,5,6]}`+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(some, []byte(`{"tokens":[1,2,3],"loss_mask":[0,0,0]}`+"\n"+`{"tokens":[4,5,6]}`+"\n"+`{"tokens":[7]}`+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.Data, c.MaxLen, c.Batch = some, 0, 2
+	c.Data, c.MaxLen, c.Batch = some, 0, 3 // every batch has a target: the test graph's loss is NaN without one
 	var out bytes.Buffer
 	if _, err := Run(context.Background(), c, RunOptions{Dir: filepath.Join(dir, "some"), Source: newBigramSource(runVocab, 1), Progress: &out}); err != nil {
 		t.Fatal(err)
 	}
-	if want := "1 of 2 examples have no token that counts in the loss"; !strings.Contains(out.String(), want) {
+	if want := "2 of 3 examples have no token that counts in the loss (one token,"; !strings.Contains(out.String(), want) {
 		t.Errorf("output lacks %q:\n%s", want, out.String())
 	}
 }

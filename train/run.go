@@ -873,9 +873,9 @@ func (r *runner) checkTargets(ds *Dataset, T int) error {
 	}
 	switch {
 	case none == ds.Len():
-		return fmt.Errorf("%s: no example has a token that counts in the loss (every loss_mask is 0 after the first token, or --max-len cuts the marked ones off): training would only decay the weights", ds.Name)
+		return fmt.Errorf("%s: no example has a token that counts in the loss (every example has one token, or its loss_mask is 0 after the first token, or --max-len cuts the marked ones off): training would only decay the weights", ds.Name)
 	case none > 0:
-		r.progress0("%s: %d of %d examples have no token that counts in the loss (loss_mask 0 after the first token, or cut by --max-len): their rows train nothing", ds.Name, none, ds.Len())
+		r.progress0("%s: %d of %d examples have no token that counts in the loss (one token, loss_mask 0 after the first token, or cut by --max-len): their rows train nothing", ds.Name, none, ds.Len())
 	}
 	return nil
 }
@@ -1406,8 +1406,8 @@ func (r *runner) loop(ctx context.Context) error {
 		if stats.Targets == 0 {
 			r.emptyBatches++
 			if r.emptyBatches <= 3 {
-				r.progress.message("step %d: no token of the batch counts in the loss (loss_mask): the step only decays the weights%s",
-					step, map[bool]string{true: " (further such steps are not reported)"}[r.emptyBatches == 3])
+				r.progress.message("step %d: no token of the %s counts in the loss (one-token examples, or loss_mask 0): the step only decays the weights%s",
+					step, map[bool]string{false: "batch", true: "step's batches"}[len(bs) > 1], map[bool]string{true: " (further such steps are not reported)"}[r.emptyBatches == 3])
 			}
 		}
 		elapsed := time.Since(stepStart)
