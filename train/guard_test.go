@@ -246,7 +246,15 @@ func TestRunRefusesToOverwriteItsInputs(t *testing.T) {
 	if err := os.Link(inRun, hard); err != nil {
 		t.Fatal(err)
 	}
-	for _, path := range []string{inRun, hard} {
+	// A file in RUN/best, which a new best replaces whole.
+	if err := os.Mkdir(filepath.Join(dir, BestDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inBest := filepath.Join(dir, BestDir, "data.jsonl")
+	if err := os.WriteFile(inBest, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{inRun, hard, inBest} {
 		c := cfg
 		c.Data = path
 		_, err := Run(context.Background(), c, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)})
@@ -254,8 +262,10 @@ func TestRunRefusesToOverwriteItsInputs(t *testing.T) {
 			t.Errorf("data %s: %v", path, err)
 		}
 	}
-	if got, _ := os.ReadFile(inRun); string(got) != string(data) {
-		t.Error("the data file was written")
+	for _, path := range []string{inRun, inBest} {
+		if got, _ := os.ReadFile(path); string(got) != string(data) {
+			t.Errorf("%s was written", path)
+		}
 	}
 }
 

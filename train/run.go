@@ -620,7 +620,7 @@ func (r *runner) checkInputs() error {
 	for _, name := range runOutputs {
 		outs = append(outs, filepath.Join(r.opts.Dir, name))
 	}
-	for _, d := range []string{checkpointDir, checkpointOld, checkpointTmp} {
+	for _, d := range []string{checkpointDir, checkpointOld, checkpointTmp, BestDir, bestTmp, bestOld} {
 		entries, _ := os.ReadDir(filepath.Join(r.opts.Dir, d))
 		for _, e := range entries {
 			outs = append(outs, filepath.Join(r.opts.Dir, d, e.Name()))
