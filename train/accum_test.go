@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/update"
 )
 
@@ -158,5 +159,60 @@ func TestRunClipsGradNorm(t *testing.T) {
 		if math.Abs(moved-want) > 1e-5*want {
 			t.Errorf("max norm %g: the weights moved %.7g, want %.7g (lr %g, grad_norm %.7g)", maxNorm, moved, want, lr, norm)
 		}
+	}
+}
+
+// drawWatcher is a bigram source whose training graphs read a step input,
+// so that the engine calls it before every batch: it cancels a context
+// before batch draw.
+type drawWatcher struct {
+	*bigramSource
+	draw   int64
+	cancel func()
+}
+
+func (s *drawWatcher) HasStepInput(name string) bool { return name == s.stepInput }
+func (s *drawWatcher) FillStepInput(_ string, draw int64, _ *ir.Tensor) {
+	if draw == s.draw {
+		s.cancel()
+	}
+}
+
+// TestRunInterruptedInsideAnAccumulatedStep: an interruption between the
+// batches of a step abandons the step at once (not after its last
+// batch): the run stops after the step before, with a checkpoint whose
+// data position is that step's, and resumed it gives the uninterrupted
+// run's bits.
+func TestRunInterruptedInsideAnAccumulatedStep(t *testing.T) {
+	cfg := runConfig(t, update.OptimizerAdamW, 6)
+	cfg.Data = ragged(t, 37)
+	cfg.Batch, cfg.GradAccum, cfg.CheckpointEvery = 2, 5, 0
+	// A source that cancels nothing unless told.
+	source := func(draw int64, cancel func()) *drawWatcher {
+		s := newBigramSource(runVocab, 1)
+		s.stepInput = "draw"
+		return &drawWatcher{s, draw, cancel}
+	}
+	whole := filepath.Join(t.TempDir(), "whole")
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: whole, Source: source(0, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "part")
+	// Draw 18 is the third batch of step 4.
+	var steps []int64
+	_, err := Run(ctx, cfg, RunOptions{Dir: dir, Source: source(18, cancel), AfterStep: func(step int64) error {
+		steps = append(steps, step)
+		return nil
+	}})
+	if !errors.Is(err, ErrInterrupted) || !strings.Contains(err.Error(), "after step 3") || len(steps) != 3 {
+		t.Fatalf("interrupted in step 4: %v (steps %v)", err, steps)
+	}
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Resume: true, Source: source(0, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	if !sameBits(readCheckpointWeights(t, dir, cfg), readCheckpointWeights(t, whole, cfg)) {
+		t.Error("interrupted inside a step and resumed: the weights differ from the uninterrupted run's")
 	}
 }

@@ -167,6 +167,15 @@ func NewTrainBatches(ds *Dataset, opts BatchOptions, seed uint64, start Position
 // Position is where the next batch starts.
 func (tb *TrainBatches) Position() Position { return tb.pos }
 
+// Seek moves the stream back to pos, a position it had (the batches of a
+// step that was abandoned are drawn again).
+func (tb *TrainBatches) Seek(pos Position) {
+	if pos.Epoch != tb.pos.Epoch {
+		tb.order = epochOrderInto(tb.order, tb.seed, pos.Epoch)
+	}
+	tb.pos = pos
+}
+
 // Next fills b with the next batch, reusing b's slices.
 func (tb *TrainBatches) Next(b *Batch) {
 	tb.idx = tb.idx[:0]

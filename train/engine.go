@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -365,7 +366,7 @@ func setIDs(t *ir.Tensor, ids []int64) {
 // in a gradient or the updated state is a *NonFiniteError, and the step
 // is not counted.
 func (e *Engine) TrainStep(b *Batch, lrScale float64) (StepStats, error) {
-	return e.TrainStepOver([]*Batch{b}, lrScale)
+	return e.TrainStepOver(context.Background(), []*Batch{b}, lrScale)
 }
 
 // TrainStepOver is TrainStep over several batches with one update
@@ -375,7 +376,10 @@ func (e *Engine) TrainStep(b *Batch, lrScale float64) (StepStats, error) {
 // step as one batch of K·B rows would — and the loss reported is that
 // mean. The source's step inputs (dropout masks) are filled for draw
 // (Step())·len(bs)+i+1 of batch i: one batch a step draws as before.
-func (e *Engine) TrainStepOver(bs []*Batch, lrScale float64) (StepStats, error) {
+// When ctx ends before the last batch the step is abandoned — nothing
+// changes, and the error wraps ctx's — so that an interruption need not
+// wait for a step of many batches.
+func (e *Engine) TrainStepOver(ctx context.Context, bs []*Batch, lrScale float64) (StepStats, error) {
 	t := update.StepInfo{Step: e.step + 1, LRScale: lrScale}
 	var stats StepStats
 	for _, b := range bs {
@@ -399,6 +403,9 @@ func (e *Engine) TrainStepOver(bs []*Batch, lrScale float64) (StepStats, error) 
 			}
 			stats.Loss = float64(res.Loss)
 			break
+		}
+		if i > 0 && ctx.Err() != nil {
+			return StepStats{}, fmt.Errorf("step %d abandoned after %d of its %d batches: %w", t.Step, i, len(bs), context.Cause(ctx))
 		}
 		w := 1 / float64(len(bs)) // no targets anywhere: the batches' losses are 0
 		if stats.Targets > 0 {

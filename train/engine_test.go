@@ -25,6 +25,9 @@ import (
 type bigramSource struct {
 	vocab int
 	w     *ir.Param
+	// stepInput, when set, is a training graph input the graph does not
+	// read, for a test's StepInputs.
+	stepInput string
 }
 
 func newBigramSource(vocab int, seed uint64) *bigramSource {
@@ -44,6 +47,9 @@ func (s *bigramSource) build(shape BatchShape, grads bool) (*ir.Graph, error) {
 	b := ir.NewBuilder("bigram")
 	tokens := b.Input("tokens", ir.Int64, ir.Shape{shape.B, shape.T})
 	targets := b.Input(TargetsInput, ir.Int64, ir.Shape{shape.B, shape.T})
+	if s.stepInput != "" && grads {
+		b.Input(s.stepInput, ir.Float32, ir.Shape{1})
+	}
 	w := b.Param(s.w.Name, s.w.Tensor)
 	logits := b.Op1(&ir.Reshape{Shape: ir.Shape{n, V}}, b.Op1(&ir.Gather{Axis: 0}, w, tokens))
 	flatTargets := b.Op1(&ir.Reshape{Shape: ir.Shape{n}}, targets)

@@ -33,7 +33,10 @@ func (m stepMemory) total() int64 {
 // of shape) with the run's optimizer; seedCopy adds a copy of the
 // trainable parameters (a method with a selection keeps the seed values).
 func estimateStepMemory(g *ir.Graph, shape BatchShape, trainable []*ir.Param, cfg *Config, seedCopy bool) stepMemory {
-	m := stepMemory{Activations: activationPeak(g), Batch: 6 * 8 * int64(shape.B) * int64(shape.T)}
+	// A step holds its batches' arrays at once: --grad-accum of them
+	// (saturating: a count beyond any budget is refused as one).
+	batches := float64(6*8*shape.B*shape.T) * float64(max(1, cfg.GradAccum))
+	m := stepMemory{Activations: activationPeak(g), Batch: int64(min(batches, 1<<62))}
 	for _, p := range g.Params {
 		m.Params += tensorBytes(p.Tensor.Shape(), p.Tensor.DType())
 	}
@@ -130,10 +133,11 @@ func activationPeak(g *ir.Graph) int64 {
 
 // MemoryError is a batch too large for the memory budget.
 type MemoryError struct {
-	Shape    BatchShape
-	Estimate stepMemory
-	Limit    int64
-	Default  bool // the limit is the default, not --max-memory
+	Shape     BatchShape
+	GradAccum int // the step's batches (Config.GradAccum)
+	Estimate  stepMemory
+	Limit     int64
+	Default   bool // the limit is the default, not --max-memory
 }
 
 func (e *MemoryError) Error() string {
@@ -142,9 +146,13 @@ func (e *MemoryError) Error() string {
 	if e.Default {
 		limit = fmt.Sprintf("the default budget of %s (%.0f %% of %s%s)", sysmem.Format(e.Limit), 100*sysmem.DefaultFraction, sysmem.Format(sysmem.Total()), "; --max-memory sets another")
 	}
-	return fmt.Sprintf("a step of batch %d×%d tokens needs about %s (activations %s, parameters %s, optimizer and method state %s, constants %s, batch %s), more than %s: lower --batch or --max-len",
-		e.Shape.B, e.Shape.T, sysmem.Format(m.total()), sysmem.Format(m.Activations), sysmem.Format(m.Params),
-		sysmem.Format(m.State), sysmem.Format(m.Constants), sysmem.Format(m.Batch), limit)
+	step, lower := fmt.Sprintf("batch %d×%d tokens", e.Shape.B, e.Shape.T), "--batch or --max-len"
+	if e.GradAccum > 1 {
+		step, lower = fmt.Sprintf("%d batches of %d×%d tokens", e.GradAccum, e.Shape.B, e.Shape.T), "--grad-accum, --batch or --max-len"
+	}
+	return fmt.Sprintf("a step of %s needs about %s (activations %s, parameters %s, optimizer and method state %s, constants %s, batches %s), more than %s: lower %s",
+		step, sysmem.Format(m.total()), sysmem.Format(m.Activations), sysmem.Format(m.Params),
+		sysmem.Format(m.State), sysmem.Format(m.Constants), sysmem.Format(m.Batch), limit, lower)
 }
 
 // sharedSource hands the engine the training graph the memory check has
@@ -208,7 +216,7 @@ func (r *runner) checkMemory() error {
 		m.Activations = 0
 	}
 	if m.total() > limit {
-		return &MemoryError{Shape: shape, Estimate: m, Limit: limit, Default: isDefault}
+		return &MemoryError{Shape: shape, GradAccum: r.cfg.GradAccum, Estimate: m, Limit: limit, Default: isDefault}
 	}
 	return nil
 }

@@ -151,8 +151,8 @@ func (c *Config) Check() error {
 		return errors.New("eval and checkpoint intervals must not be negative")
 	case c.GradAccum < 0:
 		return fmt.Errorf("--grad-accum %d, want ≥ 1", c.GradAccum)
-	case !(c.MaxGradNorm >= 0) || math.IsInf(c.MaxGradNorm, 0):
-		return fmt.Errorf("--max-grad-norm %g, want a finite norm ≥ 0 (0: no clipping)", c.MaxGradNorm)
+	case !(c.MaxGradNorm >= 0) || c.MaxGradNorm > math.MaxFloat32:
+		return fmt.Errorf("--max-grad-norm %g, want a norm ≥ 0 within float32's range (0: no clipping)", c.MaxGradNorm)
 	case c.Patience < 0:
 		return fmt.Errorf("--patience %d, want a number of validations ≥ 1 (0: never stop early)", c.Patience)
 	case (c.KeepBest || c.Patience > 0) && c.Valid == "":
@@ -1167,7 +1167,10 @@ func configDiff(a, b Config, ignore ...string) string {
 		delete(mb, k)
 	}
 	for k, va := range ma {
-		if vb := mb[k]; !reflect.DeepEqual(va, vb) {
+		if vb, ok := mb[k]; !ok {
+			da, _ := json.Marshal(va)
+			diffs = append(diffs, fmt.Sprintf("%s is %s in config.json, unset (the default) now", k, da))
+		} else if !reflect.DeepEqual(va, vb) {
 			da, _ := json.Marshal(va)
 			db, _ := json.Marshal(vb)
 			diffs = append(diffs, fmt.Sprintf("%s is %s in config.json, %s now", k, da, db))
@@ -1176,7 +1179,7 @@ func configDiff(a, b Config, ignore ...string) string {
 	for k, vb := range mb {
 		if _, ok := ma[k]; !ok {
 			db, _ := json.Marshal(vb)
-			diffs = append(diffs, fmt.Sprintf("%s is unset in config.json, %s now", k, db))
+			diffs = append(diffs, fmt.Sprintf("%s is unset (the default) in config.json, %s now", k, db))
 		}
 	}
 	slices.Sort(diffs)
@@ -1392,13 +1395,20 @@ func (r *runner) loop(ctx context.Context) error {
 			}
 			return fmt.Errorf("%w after step %d; checkpoint saved: continue with dstune train --resume %s", ErrInterrupted, res.Step, r.opts.Dir)
 		}
-		epoch := r.train.Position().Epoch
+		pos := r.train.Position()
 		for _, b := range bs {
 			r.train.Next(b)
 		}
 		lrScale := cfg.Schedule.Factor(step, cfg.Steps)
 		stepStart := time.Now()
-		stats, err := r.engine.TrainStepOver(bs, lrScale)
+		stats, err := r.engine.TrainStepOver(ctx, bs, lrScale)
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Cause(ctx)) {
+			// Interrupted between the batches of an accumulated step:
+			// the step is drawn again when the run resumes.
+			r.train.Seek(pos)
+			step--
+			continue
+		}
 		if err != nil {
 			r.progress.done()
 			return r.stopped(err)
@@ -1434,7 +1444,7 @@ func (r *runner) loop(ctx context.Context) error {
 			}
 		}
 		lr := cfg.Optimizer.LR(update.StepInfo{Step: step, LRScale: lrScale})
-		rec := metricsRecord{Step: step, Epoch: epoch, Loss: &stats.Loss, LR: &lr, GradNorm: &stats.GradNorm,
+		rec := metricsRecord{Step: step, Epoch: pos.Epoch, Loss: &stats.Loss, LR: &lr, GradNorm: &stats.GradNorm,
 			StepMS: ms(elapsed), ComputeMS: ms(stats.Compute), UpdateMS: ms(stats.Update),
 			Tokens: tokens, TokensPerSec: float64(tokens) / elapsed.Seconds(), MFU: r.mfu(bs, elapsed)}
 		if r.valid != nil && (step == cfg.Steps || (cfg.EvalEvery > 0 && step%cfg.EvalEvery == 0)) {

@@ -39,7 +39,7 @@ func init() {
 		synopsis: []string{
 			"MODEL.onnx --data TRAIN.jsonl --task lm|classify [--method full|dst|lora|prompt] [--batch 8] [--max-len N]",
 			"             [--steps 5] [--runs 5] [--top 12] [--roofline FILE.png [--force]] [--json]   (and dstune train's other flags but --out, --resume,",
-			"             --allow-data-change, --backend, --pjrt-plugin: it runs on the CPU and keeps nothing)",
+			"             --allow-data-change, --backend, --pjrt-plugin, --grad-accum, --keep-best, --patience: it times one batch's step on the CPU and keeps nothing)",
 		},
 		summary:     "time a model's training step per op kind and node group against the measured peaks (MFU, roofline)",
 		flags:       func(fs *flag.FlagSet) { new(profileStepFlags).define(fs) },
@@ -75,7 +75,7 @@ func (f *profileStepFlags) define(fs *flag.FlagSet) {
 }
 
 // profileStepRefuses are the train flags profile step does not take.
-var profileStepRefuses = []string{"out", "resume", "allow-data-change", "backend", "pjrt-plugin"}
+var profileStepRefuses = []string{"out", "resume", "allow-data-change", "backend", "pjrt-plugin", "keep-best", "patience", "grad-accum"}
 
 // errProfiled ends the training run once the step is profiled.
 var errProfiled = errors.New("profiled")
@@ -90,7 +90,7 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 	set := flagsSet(fs)
 	for _, name := range profileStepRefuses {
 		if set[name] {
-			return usagef("--%s is not for profile step: it runs a few steps on the CPU in a directory of its own and keeps nothing", name)
+			return usagef("--%s is not for profile step: it times the step of one batch on the CPU, in a directory of its own, and keeps nothing", name)
 		}
 	}
 	if !set["steps"] {

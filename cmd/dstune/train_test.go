@@ -102,7 +102,8 @@ func TestTrainUsage(t *testing.T) {
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "prompt", "--prompt-init", "text"}, 2, `prompt: --prompt-init "text", want vocab or random`},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "adapter"}, 2, `unknown --method "adapter"`},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--grad-accum", "0"}, 2, "--grad-accum 0, want ≥ 1"},
-		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-grad-norm", "-1"}, 2, "--max-grad-norm -1, want a finite norm ≥ 0"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-grad-norm", "-1"}, 2, "--max-grad-norm -1, want a norm ≥ 0 within float32's range"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-grad-norm", "1e39"}, 2, "--max-grad-norm 1e+39, want a norm ≥ 0 within float32's range"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-grad-norm", "nan"}, 2, "--max-grad-norm NaN: want a finite number"},
 		{[]string{"train", "--resume", filepath.Join(dir, "none")}, 1, "config.json"},
 		// Finite in float64, not in the float32 the update computes in.
@@ -136,6 +137,13 @@ func TestTrainUsage(t *testing.T) {
 			want string
 		}{[]string{"train", filepath.Join(inRun, "model.onnx"), "--data", data, "--task", "lm", "--steps", "3", "--out", filepath.Join(dir, "huge"), "--batch", "100000000"}, 1,
 			"exceed the 16384 MiB limit for one tensor"},
+		// A step holds its batches at once.
+		struct {
+			args []string
+			code int
+			want string
+		}{[]string{"train", filepath.Join(inRun, "model.onnx"), "--data", data, "--task", "lm", "--steps", "3", "--out", filepath.Join(dir, "accum"), "--grad-accum", "9223372036854775807"}, 1,
+			"a step of 9223372036854775807 batches of 8×3 tokens needs about"},
 		struct {
 			args []string
 			code int
