@@ -14,10 +14,11 @@ import (
 )
 
 // identityIgnored are the fields of config.json that a run may change
-// while it goes on: the thread count (the same bits on any), and the data
+// while it goes on: the thread count (the same bits on any), the data
 // files' hashes and sizes with the record of their changes
-// (--allow-data-change).
-var identityIgnored = []string{"threads", "data_sha256", "data_size", "valid_sha256", "valid_size", "data_changes"}
+// (--allow-data-change), and the step count with the record of its
+// changes (--steps given with --resume).
+var identityIgnored = []string{"threads", "data_sha256", "data_size", "valid_sha256", "valid_size", "data_changes", "steps", "steps_changes"}
 
 // runIdentity is a run's configuration as every checkpoint records it:
 // config.json's fields but identityIgnored, as compact JSON with sorted
@@ -117,6 +118,14 @@ func identityDiff(config, recorded json.RawMessage) ([]settingDiff, error) {
 	b, err := decode(recorded)
 	if err != nil {
 		return nil, err
+	}
+	// A checkpoint written before a setting became changeable records it.
+	for _, v := range []any{a, b} {
+		if m, ok := v.(map[string]any); ok {
+			for _, k := range identityIgnored {
+				delete(m, k)
+			}
+		}
 	}
 	var out []settingDiff
 	diffJSON("", a, b, &out)

@@ -47,13 +47,15 @@ type Config struct {
 	ValidSHA256 string `json:"valid_sha256,omitempty"`
 	ValidSize   int64  `json:"valid_size,omitempty"`
 	// DataChanges records the resumes that continued on changed data.
-	DataChanges []DataChange    `json:"data_changes,omitempty"`
-	Task        Task            `json:"task"`
-	Method      string          `json:"method"`
-	DST         json.RawMessage `json:"dst,omitempty"`       // --method dst's options, as package dst reads them (dst.Options)
-	LoRA        json.RawMessage `json:"lora,omitempty"`      // --method lora's options, as package peft reads them (peft.LoRAOptions)
-	Prompt      json.RawMessage `json:"prompt,omitempty"`    // --method prompt's options (peft.PromptOptions)
-	Trainable   string          `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
+	DataChanges []DataChange `json:"data_changes,omitempty"`
+	// StepsChanges records the resumes that changed Steps.
+	StepsChanges []StepsChange   `json:"steps_changes,omitempty"`
+	Task         Task            `json:"task"`
+	Method       string          `json:"method"`
+	DST          json.RawMessage `json:"dst,omitempty"`       // --method dst's options, as package dst reads them (dst.Options)
+	LoRA         json.RawMessage `json:"lora,omitempty"`      // --method lora's options, as package peft reads them (peft.LoRAOptions)
+	Prompt       json.RawMessage `json:"prompt,omitempty"`    // --method prompt's options (peft.PromptOptions)
+	Trainable    string          `json:"trainable,omitempty"` // regexp on parameter names; "" = every float parameter
 	// Tokenizer encodes the data's text fields (absolute path; "" when the
 	// data holds token ids); TokenizerSHA256 is its file's, filled in by Run.
 	Tokenizer       string `json:"tokenizer,omitempty"`
@@ -122,6 +124,15 @@ type DataChange struct {
 	File   string `json:"file"`
 	Was    string `json:"was_sha256"`
 	SHA256 string `json:"sha256"`
+}
+
+// StepsChange is a resume that changed the run's step count (--steps
+// with --resume): from the step after Step on, the run goes to Steps, no
+// longer to Was, and the learning-rate schedule spans Steps.
+type StepsChange struct {
+	Step  int64 `json:"step"`
+	Was   int64 `json:"was"`
+	Steps int64 `json:"steps"`
 }
 
 // DefaultCheckpointMinutes is dstune train's checkpoint cadence.
@@ -409,6 +420,9 @@ type runner struct {
 	lock       *flock.Lock
 	shared     *sharedSource
 	seeds      *seedStore // a DST run's Θ0 in files (nil: none)
+	// stepsWere is config.json's step count when a resume changes it (0:
+	// it does not).
+	stepsWere int64
 	// dataChanged: a resumed run goes on with changed data
 	// (RunOptions.AllowDataChange).
 	dataChanged bool
@@ -554,6 +568,9 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 	if diff != "" {
 		return stored, fmt.Errorf("resume %s: the run was configured differently: %s", dir, diff)
 	}
+	if cfg.Steps != stored.Steps {
+		r.stepsWere = stored.Steps
+	}
 	// Before anything is loaded: the checkpoint must be there, and be
 	// this run's, written under config.json's settings.
 	identity, err := runIdentity(*cfg)
@@ -590,7 +607,7 @@ func resumeDiff(dir string, cfg *Config) (stored Config, diff string, err error)
 		return stored, "", fmt.Errorf("resume: %w", err)
 	}
 	fillRecorded(cfg, stored)
-	return stored, configDiff(stored, *cfg, "threads"), nil
+	return stored, configDiff(stored, *cfg, "threads", "steps"), nil
 }
 
 // fillRecorded sets cfg's fields that Run records itself (the files'
@@ -599,7 +616,7 @@ func fillRecorded(cfg *Config, stored Config) {
 	cfg.ModelSHA256, cfg.TokenizerSHA256 = stored.ModelSHA256, stored.TokenizerSHA256
 	cfg.ChatTemplateSHA256 = stored.ChatTemplateSHA256
 	cfg.DataSHA256, cfg.DataSize, cfg.ValidSHA256, cfg.ValidSize = stored.DataSHA256, stored.DataSize, stored.ValidSHA256, stored.ValidSize
-	cfg.DataChanges = stored.DataChanges
+	cfg.DataChanges, cfg.StepsChanges = stored.DataChanges, stored.StepsChanges
 	cfg.TextEncoding = stored.TextEncoding
 }
 
@@ -1007,7 +1024,15 @@ func (r *runner) startData(ds *Dataset) error {
 		return err
 	}
 	if r.opts.Resume {
-		if r.dataChanged {
+		if at := r.engine.Step(); r.stepsWere == 0 && at > cfg.Steps {
+			return fmt.Errorf("resume: %s asks for %d steps, but the run's checkpoint is of step %d: config.json was edited since (a resume may raise the steps with --steps)", filepath.Join(dir, ConfigFile), cfg.Steps, at)
+		}
+		if r.stepsWere != 0 {
+			if err := r.changeSteps(); err != nil {
+				return err
+			}
+		}
+		if r.dataChanged || r.stepsWere != 0 {
 			return writeJSONFile(filepath.Join(dir, ConfigFile), cfg)
 		}
 		return nil
@@ -1025,6 +1050,25 @@ func (r *runner) startData(ds *Dataset) error {
 		return r.cannotTake(BatchShape{b.B, b.T}, err)
 	}
 	return writeJSONFile(filepath.Join(dir, ConfigFile), cfg)
+}
+
+// changeSteps records a resume's new step count, which must not be below
+// the step the run is at.
+func (r *runner) changeSteps() error {
+	cfg, at := &r.cfg, r.engine.Step()
+	if cfg.Steps < at {
+		return fmt.Errorf("resume: --steps %d: the run is at step %d already (config.json asks for %d)", cfg.Steps, at, r.stepsWere)
+	}
+	cfg.StepsChanges = append(cfg.StepsChanges, StepsChange{Step: at, Was: r.stepsWere, Steps: cfg.Steps})
+	how := ""
+	if cfg.Schedule.Name != ScheduleConstant && cfg.Steps > at {
+		how = fmt.Sprintf("; the %s schedule now decays over %d steps: step %d takes %.3g of the learning rate", cfg.Schedule.Name, cfg.Steps, at+1, cfg.Schedule.Factor(at+1, cfg.Steps))
+		if at < r.stepsWere {
+			how += fmt.Sprintf(", not %.3g", cfg.Schedule.Factor(at+1, r.stepsWere))
+		}
+	}
+	r.progress0("continuing from step %d to step %d, not %d (recorded in config.json)%s", at, cfg.Steps, r.stepsWere, how)
+	return nil
 }
 
 // batchHint says where the batch shape came from when err is the model's

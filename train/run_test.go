@@ -440,3 +440,48 @@ func TestRunResumeBeforeFirstCheckpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestRunResumeWithMoreSteps: a finished run resumed with more steps
+// goes on to them — with a constant learning rate, to the bits of a run
+// that asked for as many from the start — and config.json records the
+// change; a later resume finds the run complete, and fewer steps than
+// the run has taken are refused.
+func TestRunResumeWithMoreSteps(t *testing.T) {
+	cfg := runConfig(t, update.OptimizerAdamW, 6)
+	cfg.Schedule = Schedule{Name: ScheduleConstant}
+	whole, dir := filepath.Join(t.TempDir(), "whole"), filepath.Join(t.TempDir(), "run")
+	long := cfg
+	long.Steps = 10
+	if _, err := Run(context.Background(), long, RunOptions{Dir: whole, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	res, err := Run(context.Background(), long, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1), Progress: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Step != 10 || !strings.Contains(out.String(), "continuing from step 6 to step 10, not 6") {
+		t.Errorf("extended run: step %d\n%s", res.Step, out.String())
+	}
+	if !sameBits(readCheckpointWeights(t, dir, cfg), readCheckpointWeights(t, whole, cfg)) {
+		t.Error("6 steps extended to 10 differ from 10 steps")
+	}
+	stored, err := LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored.Steps != 10 || len(stored.StepsChanges) != 1 || stored.StepsChanges[0] != (StepsChange{Step: 6, Was: 6, Steps: 10}) {
+		t.Errorf("config.json: steps %d, changes %+v", stored.Steps, stored.StepsChanges)
+	}
+	if res, err := Run(context.Background(), stored, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)}); err != nil || !math.IsNaN(res.Loss) {
+		t.Errorf("resumed again: %+v, %v; want the run complete", res, err)
+	}
+	short := stored
+	short.Steps = 4
+	if _, err := Run(context.Background(), short, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)}); err == nil || !strings.Contains(err.Error(), "--steps 4: the run is at step 10 already") {
+		t.Errorf("fewer steps than taken: %v", err)
+	}
+}
