@@ -251,7 +251,7 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 			state = StateFinished
 		} else if savedCheckpoint(dir) {
 			// Refused now, not when the run's turn comes hours later.
-			diff, err := train.ResumeDiff(dir, cfg)
+			diff, err := stoppedRunDiff(dir, cfg)
 			if err != nil {
 				return nil, &RunError{r.Name, err}
 			}
@@ -292,6 +292,25 @@ func checkpointFlags(p Params, cfg train.Config) ([]string, bool) {
 		return nil, false
 	}
 	return []string{"--checkpoint-every=" + strconv.FormatInt(max(1, cfg.Steps/10), 10), "--checkpoint-minutes=0"}, true
+}
+
+// stoppedRunDiff is train.ResumeDiff for a run of the sweep, which trains
+// the spec's steps: a resume that changes them (as dstune train --resume
+// --steps may) is a run of other settings here.
+func stoppedRunDiff(dir string, cfg train.Config) (string, error) {
+	diff, err := train.ResumeDiff(dir, cfg)
+	if err != nil {
+		return "", err
+	}
+	stored, err := train.LoadConfig(dir)
+	if err != nil || stored.Steps == cfg.Steps {
+		return diff, err
+	}
+	steps := fmt.Sprintf("steps is %d in config.json, %d now", stored.Steps, cfg.Steps)
+	if diff == "" {
+		return steps, nil
+	}
+	return diff + "; " + steps, nil
 }
 
 // trainedToTheEnd reports whether a run directory's checkpoint is of
