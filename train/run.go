@@ -585,7 +585,7 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 
 // ResumeDiff says how cfg differs from the configuration of the run in dir
 // (its config.json), as a resume of it with cfg would be refused for ("":
-// it would not be; the thread count may differ). It reads only
+// it would not be; the thread count and the step count may differ). It reads only
 // config.json: the files' hashes are checked when the run resumes.
 func ResumeDiff(dir string, cfg Config) (string, error) {
 	_, diff, err := resumeDiff(dir, &cfg)
@@ -593,8 +593,8 @@ func ResumeDiff(dir string, cfg Config) (string, error) {
 }
 
 // RecordedDiff says how cfg differs from stored, a run's configuration as
-// its config.json records it, as ResumeDiff does ("": they agree but for
-// the thread count and what Run records itself).
+// its config.json records it ("": they agree but for the thread count and
+// what Run records itself; unlike ResumeDiff, other steps differ).
 func RecordedDiff(stored, cfg Config) string {
 	fillRecorded(&cfg, stored)
 	return configDiff(stored, cfg, "threads")
