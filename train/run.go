@@ -262,7 +262,7 @@ type RunOptions struct {
 	// checkpoint).
 	AfterRestore func(step int64) error
 	// OnStep, when set, is called after every training step with the
-	// engine, the step's batch, its statistics and wall time, before
+	// engine, the step's (first) batch, its statistics and wall time, before
 	// anything of the step is saved; an error ends the run at once with
 	// nothing of that step saved (dstune profile step times a few real
 	// steps this way, and then the nodes of one).
