@@ -247,6 +247,10 @@ func Plan(s *Spec, opts Options) ([]PlannedRun, error) {
 			if diff := paramsDiff(res.Params, r.Params.Map()); diff != "" {
 				return nil, &RunError{r.Name, fmt.Errorf("%s finished with other settings (%s): remove it, or give the sweep another directory", dir, diff)}
 			}
+			if stored, err := train.LoadConfig(dir); err == nil && stored.Steps != cfg.Steps {
+				// dstune train --resume --steps went on with it.
+				return nil, &RunError{r.Name, fmt.Errorf("%s finished, and was then trained on to %d steps (config.json), not the %d the spec asks for: its %s no longer describes it; remove it, or give the sweep another directory", dir, stored.Steps, cfg.Steps, ResultFile)}
+			}
 			res.params = r.Params
 			state = StateFinished
 		} else if savedCheckpoint(dir) {

@@ -372,3 +372,33 @@ func TestFailedRunLeavesAPartialReport(t *testing.T) {
 		t.Errorf("results.md (%v):\n%s", rerr, md)
 	}
 }
+
+// TestPlanRefusesAFinishedRunTrainedOn: a finished run that dstune train
+// --resume --steps then trained on (config.json asks for more steps than
+// the spec) is refused when the sweep is planned: its result.json no
+// longer describes it.
+func TestPlanRefusesAFinishedRunTrainedOn(t *testing.T) {
+	dir, model := sweepFixture(t)
+	s := writeSpec(t, dir, model, "spec.json", `, "steps": 4`, `{"method": "dst", "eps": [0.05]}`)
+	out := filepath.Join(dir, "out")
+	if _, err := Execute(context.Background(), s, testOptions(out, false)); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := Plan(s, testOptions(out, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := train.LoadConfig(plan[0].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Steps, cfg.StepsChanges = 6, []train.StepsChange{{Step: 4, Was: 4, Steps: 6}}
+	if err := writeJSON(filepath.Join(plan[0].Dir, train.ConfigFile), cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Plan(s, testOptions(out, false))
+	var re *RunError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), plan[0].Dir+" finished, and was then trained on to 6 steps (config.json), not the 4 the spec asks for") {
+		t.Errorf("a finished run trained on: %v", err)
+	}
+}

@@ -23,6 +23,7 @@ const (
 	BestFile = "best.json"
 	bestTmp  = ".best.tmp"
 	bestOld  = ".best.old"
+	bestKept = ".best.ckpt" // the best of the last checkpoint's steps, while RUN/best is of a later one
 )
 
 // BestRecord is RUN/best/best.json.
@@ -74,27 +75,50 @@ func (b *bestTracker) what(cfg *Config) string {
 }
 
 // restoreBest rebuilds the tracker from metrics.jsonl (already cut back
-// to the restored checkpoint's step) and removes a RUN/best written after
-// that step (the steps that wrote it are trained again, and write it again
-// when they get there).
+// to the restored checkpoint's step) and makes RUN/best the best of a
+// step the checkpoint covers: one written after it is dropped for the
+// one kept beside it (RUN/.best.ckpt, writeBest), if any — the steps
+// after the checkpoint are trained again, and write theirs again when
+// they get there. A new run starts with none.
 func (r *runner) restoreBest() error {
 	r.best = newBestTracker(&r.cfg)
+	dir := r.opts.Dir
+	best, old, kept := filepath.Join(dir, BestDir), filepath.Join(dir, bestOld), filepath.Join(dir, bestKept)
+	if !r.opts.Resume {
+		for _, stale := range []string{best, old, kept, filepath.Join(dir, bestTmp)} {
+			if err := os.RemoveAll(stale); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if !r.cfg.KeepBest && r.cfg.Patience == 0 {
 		return nil
 	}
 	// A swap that a crash cut short: the previous best is put back.
-	best, old := filepath.Join(r.opts.Dir, BestDir), filepath.Join(r.opts.Dir, bestOld)
 	if _, err := os.Stat(best); errors.Is(err, fs.ErrNotExist) {
 		if err := os.Rename(old, best); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
-	for _, stale := range []string{old, filepath.Join(r.opts.Dir, bestTmp)} {
+	for _, stale := range []string{old, filepath.Join(dir, bestTmp)} {
 		if err := os.RemoveAll(stale); err != nil {
 			return err
 		}
 	}
-	data, err := os.ReadFile(filepath.Join(r.opts.Dir, MetricsFile))
+	if step, ok := bestStepIn(best); ok && step <= r.engine.Step() {
+		if err := os.RemoveAll(kept); err != nil {
+			return err
+		}
+	} else {
+		if err := os.RemoveAll(best); err != nil {
+			return err
+		}
+		if err := os.Rename(kept, best); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(dir, MetricsFile))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
@@ -109,19 +133,24 @@ func (r *runner) restoreBest() error {
 		}
 		r.best.note(rec.Step, v)
 	}
-	var kept BestRecord
-	data, err = os.ReadFile(filepath.Join(best, BestFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+	return atomicfile.SyncDir(dir)
+}
+
+// bestStepIn is the step best.json in dir names (false: none readable).
+func bestStepIn(dir string) (int64, bool) {
+	data, err := os.ReadFile(filepath.Join(dir, BestFile))
+	var rec BestRecord
+	if err != nil || json.Unmarshal(data, &rec) != nil {
+		return 0, false
 	}
-	if err == nil && json.Unmarshal(data, &kept) == nil && kept.Step <= r.engine.Step() {
-		return nil
-	}
-	return os.RemoveAll(best)
+	return rec.Step, true
 }
 
 // writeBest writes the run's outputs as of step, whose validation v is
-// the best so far, into RUN/best.
+// the best so far, into RUN/best. A best of a step the last checkpoint
+// covers is not deleted when a later one replaces it but kept as
+// RUN/.best.ckpt until a checkpoint covers the new one
+// (dropKeptBest), so that a run resumed from that checkpoint has it.
 func (r *runner) writeBest(step int64, v validation) error {
 	dir := r.opts.Dir
 	tmp := filepath.Join(dir, bestTmp)
@@ -155,20 +184,32 @@ func (r *runner) writeBest(step int64, v validation) error {
 	if err := atomicfile.SyncDir(tmp); err != nil {
 		return err
 	}
-	best, old := filepath.Join(dir, BestDir), filepath.Join(dir, bestOld)
-	if err := os.RemoveAll(old); err != nil {
+	best, aside := filepath.Join(dir, BestDir), filepath.Join(dir, bestOld)
+	if prev, ok := bestStepIn(best); ok && prev <= r.lastCkpt && step > r.lastCkpt {
+		aside = filepath.Join(dir, bestKept)
+	}
+	if err := os.RemoveAll(aside); err != nil {
 		return err
 	}
-	if err := os.Rename(best, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Rename(best, aside); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	if err := os.Rename(tmp, best); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(old); err != nil {
+	if err := os.RemoveAll(filepath.Join(dir, bestOld)); err != nil {
 		return err
 	}
 	return atomicfile.SyncDir(dir)
+}
+
+// dropKeptBest removes RUN/.best.ckpt once the checkpoint of step covers
+// RUN/best.
+func (r *runner) dropKeptBest(step int64) error {
+	if b, ok := bestStepIn(filepath.Join(r.opts.Dir, BestDir)); !ok || b > step {
+		return nil
+	}
+	return os.RemoveAll(filepath.Join(r.opts.Dir, bestKept))
 }
 
 // stoppedEarly is the message of a run that --patience stopped (or that

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -126,5 +127,81 @@ func TestRunKeepsTheBestValidation(t *testing.T) {
 	cfg.Valid = ""
 	if err := cfg.Check(); err == nil || !strings.Contains(err.Error(), "give --valid") {
 		t.Errorf("--keep-best without --valid: %v", err)
+	}
+}
+
+// TestRunBestAfterACrash: a run killed after a best of a step its last
+// checkpoint does not cover keeps the best its checkpoint covers beside
+// it, and a resume puts that one back (the steps after the checkpoint
+// may not find theirs again: other data, another schedule); a new run in
+// the directory starts without the old run's best.
+func TestRunBestAfterACrash(t *testing.T) {
+	cfg := runConfig(t, update.OptimizerAdamW, 24)
+	cfg.Optimizer.AdamW.LR = 0.1
+	cfg.Schedule = Schedule{Name: ScheduleConstant}
+	// The validation loss falls until step 8 (TestRunKeepsTheBestValidation).
+	cfg.Valid = filepath.Join(t.TempDir(), "other.jsonl")
+	same := strings.SplitAfter(markovText(runVocab, 42, 10, 5), "\n")[30:33]
+	if err := os.WriteFile(cfg.Valid, []byte(strings.Join(same, "")+markovText(runVocab, 9, 10, 99)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.EvalEvery, cfg.CheckpointEvery, cfg.KeepBest = 2, 5, true
+	dir := filepath.Join(t.TempDir(), "run")
+	killed := errors.New("killed")
+	_, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Source: newBigramSource(runVocab, 1), AfterStep: func(step int64) error {
+		if step == 9 {
+			return killed
+		}
+		return nil
+	}})
+	if !errors.Is(err, killed) {
+		t.Fatal(err)
+	}
+	// Checkpoint at 5; bests at 2, 4, 6, 8: the one of step 4 is kept.
+	if b := readBest(t, dir); b.Step != 8 {
+		t.Fatalf("best after the crash: step %d, want 8", b.Step)
+	}
+	if s, ok := bestStepIn(filepath.Join(dir, bestKept)); !ok || s != 4 {
+		t.Fatalf("kept best: step %d (%v), want 4", s, ok)
+	}
+	// Resumed, and stopped before its first step.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := func(int64) error { cancel(); return nil }
+	if _, err := Run(ctx, cfg, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1), AfterRestore: stop}); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("resume: %v", err)
+	}
+	if b := readBest(t, dir); b.Step != 4 {
+		t.Errorf("best after the resume: step %d, want 4 (the checkpoint's)", b.Step)
+	}
+	if _, err := os.Stat(filepath.Join(dir, bestKept)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s left: %v", bestKept, err)
+	}
+	// Resumed to the end: the uninterrupted run's best.
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if b := readBest(t, dir); b.Step != 8 {
+		t.Errorf("best at the end: step %d, want 8", b.Step)
+	}
+
+	// Killed before its first checkpoint, the run is started over with
+	// other settings: none of the old run's best is left.
+	again := filepath.Join(t.TempDir(), "again")
+	if _, err := Run(context.Background(), cfg, RunOptions{Dir: again, Source: newBigramSource(runVocab, 1), AfterStep: func(step int64) error {
+		if step == 4 {
+			return killed
+		}
+		return nil
+	}}); !errors.Is(err, killed) {
+		t.Fatal(err)
+	}
+	other := cfg
+	other.KeepBest, other.Steps = false, 3
+	if _, err := Run(context.Background(), other, RunOptions{Dir: again, Source: newBigramSource(runVocab, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(again, BestDir)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the started-over run kept the old run's best: %v", err)
 	}
 }

@@ -156,6 +156,9 @@ func loadEvalData(src *ModelSource, name, data string, opts EvalOptions, progres
 	T := opts.MaxLen
 	if T == 0 {
 		T = longestExample(ds)
+		if T == 1 && opts.Task == TaskLM {
+			return nil, BatchOptions{}, fmt.Errorf("%s: every example has one token: an lm example needs two, one to predict from and one to predict", data)
+		}
 	}
 	if src.SeqLen > 0 {
 		if opts.MaxLen > 0 && opts.MaxLen != src.SeqLen {
@@ -213,7 +216,7 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 		}
 	}
 	if count == 0 {
-		return res, fmt.Errorf("%s: no example has a target that counts in the loss (every loss_mask is 0 after the first token, or --max-len cuts the marked ones off)", ds.Name)
+		return res, fmt.Errorf("%s: no example has a target that counts in the loss (every example has one token, or its loss_mask is 0 after the first token, or --max-len cuts the marked ones off)", ds.Name)
 	}
 	res.Loss, res.Targets = sum/float64(count), count
 	switch {

@@ -166,6 +166,8 @@ func (c *Config) Check() error {
 		return fmt.Errorf("--max-grad-norm %g, want a norm ≥ 0 within float32's range (0: no clipping)", c.MaxGradNorm)
 	case c.Patience < 0:
 		return fmt.Errorf("--patience %d, want a number of validations ≥ 1 (0: never stop early)", c.Patience)
+	case c.Patience > 0 && c.EvalEvery == 0:
+		return errors.New("--patience counts the validations during the run, and --eval-every 0 validates only after the last step: give --eval-every N")
 	case (c.KeepBest || c.Patience > 0) && c.Valid == "":
 		return errors.New("--keep-best and --patience follow the validation: give --valid")
 	}
@@ -637,7 +639,7 @@ func (r *runner) checkInputs() error {
 	for _, name := range runOutputs {
 		outs = append(outs, filepath.Join(r.opts.Dir, name))
 	}
-	for _, d := range []string{checkpointDir, checkpointOld, checkpointTmp, BestDir, bestTmp, bestOld} {
+	for _, d := range []string{checkpointDir, checkpointOld, checkpointTmp, BestDir, bestTmp, bestOld, bestKept} {
 		entries, _ := os.ReadDir(filepath.Join(r.opts.Dir, d))
 		for _, e := range entries {
 			outs = append(outs, filepath.Join(r.opts.Dir, d, e.Name()))
@@ -1056,8 +1058,10 @@ func (r *runner) startData(ds *Dataset) error {
 // the step the run is at.
 func (r *runner) changeSteps() error {
 	cfg, at := &r.cfg, r.engine.Step()
-	if cfg.Steps < at {
-		return fmt.Errorf("resume: --steps %d: the run is at step %d already (config.json asks for %d)", cfg.Steps, at, r.stepsWere)
+	if cfg.Steps <= at {
+		// Equal: the step would be the last without its validation and
+		// outputs, which a run's last step gets.
+		return fmt.Errorf("resume: --steps %d: the run is at step %d already (config.json asks for %d): give more steps than it has taken", cfg.Steps, at, r.stepsWere)
 	}
 	cfg.StepsChanges = append(cfg.StepsChanges, StepsChange{Step: at, Was: r.stepsWere, Steps: cfg.Steps})
 	how := ""
@@ -1368,7 +1372,7 @@ func (r *runner) checkpoint(st *EngineState) error {
 		}
 	}
 	r.lastCkpt = st.Step
-	return nil
+	return r.dropKeptBest(st.Step)
 }
 
 // stopped adds to a step's error what was kept of the run: a step whose

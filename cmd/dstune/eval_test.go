@@ -99,6 +99,8 @@ func TestEvalRefuses(t *testing.T) {
 	bad := filepath.Join(dir, "bad.jsonl")
 	writeLines(t, good, []string{`{"tokens":[72,101,108,108,111]}`})
 	writeLines(t, bad, []string{`{"tokens":[72,101,108]}`, `{"tokens":[72,"e"]}`})
+	single := filepath.Join(dir, "single.jsonl")
+	writeLines(t, single, []string{`{"tokens":[72]}`, `{"tokens":[101]}`})
 	for _, c := range []struct {
 		args []string
 		code int
@@ -115,6 +117,7 @@ func TestEvalRefuses(t *testing.T) {
 		{[]string{filepath.Join(dir, "none.onnx"), "--data", good, "--task", "lm"}, 1, "none.onnx"},
 		{[]string{model, "--data", good, "--task", "lm", "--delta", filepath.Join(dir, "none.safetensors")}, 1, "none.safetensors"},
 		{[]string{model, "--data", bad, "--task", "lm"}, 1, "bad.jsonl:2"},
+		{[]string{model, "--data", single, "--task", "lm"}, 1, "single.jsonl: every example has one token"},
 	} {
 		code, stdout, stderr := dstune(append([]string{"eval"}, c.args...)...)
 		if code != c.code || !strings.Contains(stderr, c.want) || stdout != "" {

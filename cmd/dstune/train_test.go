@@ -105,6 +105,8 @@ func TestTrainUsage(t *testing.T) {
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-grad-norm", "-1"}, 2, "--max-grad-norm -1, want a norm ≥ 0 within float32's range"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-grad-norm", "1e39"}, 2, "--max-grad-norm 1e+39, want a norm ≥ 0 within float32's range"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-grad-norm", "nan"}, 2, "--max-grad-norm NaN: want a finite number"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--keep-best"}, 2, "--keep-best and --patience follow the validation: give --valid"},
+		{[]string{"train", "m.onnx", "--data", data, "--valid", data, "--task", "lm", "--steps", "3", "--out", out, "--patience", "2", "--eval-every", "0"}, 2, "--patience counts the validations during the run"},
 		{[]string{"train", "--resume", filepath.Join(dir, "none")}, 1, "config.json"},
 		// Finite in float64, not in the float32 the update computes in.
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--lr", "1e39"}, 2, "lr is 1e+39, beyond float32's range"},
