@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/dstune/dstune/internal/llamagen"
+	"github.com/dstune/dstune/ir"
 )
 
 // BenchmarkDecode measures generation with each mode: the prompt (BOS)
@@ -61,17 +62,9 @@ func BenchmarkDecode(b *testing.B) {
 //
 //	go test ./generate -run '^$' -bench Prefill -benchtime 3x
 func BenchmarkPrefill(b *testing.B) {
-	dir := b.TempDir()
-	c := llamagen.Config{Vocab: 2048, Dim: 256, Layers: 4, Heads: 4, KVHeads: 4, Hidden: 768, Seed: 1, KVCache: true}
-	if err := llamagen.Write(dir, c); err != nil {
-		b.Fatal(err)
-	}
-	model := loadModel(b, filepath.Join(dir, "model.onnx"))
+	model := benchLlama(b)
 	const n = 1984
-	prompt := make([]int64, n)
-	for i := range prompt {
-		prompt[i] = int64(i*7919) % int64(c.Vocab)
-	}
+	prompt := benchPrompt(n)
 	first := func(b *testing.B, d *Decoder) {
 		res, err := Run(context.Background(), d, nil, Request{Prompt: prompt, MaxTokens: 1}, func(Event) error { return nil })
 		if err != nil || len(res.Tokens) != 1 {
@@ -102,4 +95,64 @@ func BenchmarkPrefill(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkDecodeAt measures decoding after a prompt of a given length on
+// BenchmarkPrefill's model, with each mode that keeps a cache: 16 tokens
+// fed one at a time on a fork of the prompt's session (the fork not
+// timed), so every token reads a cache of about that many positions
+// (capacity 128 or 2048). ns/op is per 16 tokens.
+//
+//	go test ./generate -run '^$' -bench DecodeAt -benchtime 10x
+func BenchmarkDecodeAt(b *testing.B) {
+	model := benchLlama(b)
+	const n = 16
+	for _, mode := range []Mode{PastInputs, OwnCache} {
+		d, err := New(model, Options{Mode: mode, Threads: 1, Context: 2048})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, at := range []int{100, 2000} {
+			s := d.NewSession()
+			if _, err := s.Feed(context.Background(), benchPrompt(at)); err != nil {
+				b.Fatal(err)
+			}
+			b.Run(fmt.Sprintf("mode=%s/positions=%d", mode, at), func(b *testing.B) {
+				for b.Loop() {
+					b.StopTimer()
+					f := s.Fork()
+					b.StartTimer()
+					for i := range n {
+						if _, err := f.Feed(context.Background(), []int64{int64(i + 1)}); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n)/1e6, "ms/token")
+			})
+		}
+		d.Close()
+	}
+}
+
+// benchLlamaConfig is the Llama-shaped export of the long-prompt
+// benchmarks: 4 layers of width 256 with past inputs.
+var benchLlamaConfig = llamagen.Config{Vocab: 2048, Dim: 256, Layers: 4, Heads: 4, KVHeads: 4, Hidden: 768, Seed: 1, KVCache: true}
+
+// benchLlama writes and loads benchLlamaConfig's model.
+func benchLlama(b *testing.B) *ir.Model {
+	dir := b.TempDir()
+	if err := llamagen.Write(dir, benchLlamaConfig); err != nil {
+		b.Fatal(err)
+	}
+	return loadModel(b, filepath.Join(dir, "model.onnx"))
+}
+
+// benchPrompt is n tokens spread over benchLlamaConfig's vocabulary.
+func benchPrompt(n int) []int64 {
+	prompt := make([]int64, n)
+	for i := range prompt {
+		prompt[i] = int64(i*7919) % int64(benchLlamaConfig.Vocab)
+	}
+	return prompt
 }

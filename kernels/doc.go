@@ -1,4 +1,5 @@
-// Package kernels holds dstune's numeric kernels: GEMM, the DST scoring,
+// Package kernels holds dstune's numeric kernels: GEMM (and, for products
+// of a few rows, Sgemv, which reads B in place), the DST scoring,
 // counting, selection and masked-update passes, and the element-wise loops
 // the executors need.
 //

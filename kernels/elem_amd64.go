@@ -414,3 +414,29 @@ func colSumsF64(acc []float64, x []float32, ld, rows int) {
 		colSumsF64Generic(acc[v:], x[v:], ld, rows)
 	}
 }
+
+func gemvAccF32(c, a, b []float32, ldb int) {
+	elemRaceRead(a, b)
+	elemRaceWrite(c)
+	switch {
+	case useAVX512():
+		gemvAccF32AVX512(c, a, b, ldb)
+	case useAVX2():
+		gemvAccF32AVX2(c, a, b, ldb)
+	default:
+		gemvAccF32Generic(c, a, b, ldb)
+	}
+}
+
+func gemvDotF32(c, x, b []float32, ldb int) {
+	elemRaceRead(x, b)
+	elemRaceWrite(c)
+	switch {
+	case useAVX512():
+		gemvDotF32AVX512(c, x, b, ldb)
+	case useAVX2():
+		gemvDotF32AVX2(c, x, b, ldb)
+	default:
+		gemvDotF32Generic(c, x, b, ldb)
+	}
+}

@@ -5540,6 +5540,517 @@ colSumsF64AVX512_one_done:
 	VZEROUPPER
 	RET
 
+// func gemvAccF32AVX512(c []float32, a []float32, b []float32, ldb int)
+// Requires: AVX, AVX512F, BMI2
+TEXT ·gemvAccF32AVX512(SB), NOSPLIT, $0-80
+	MOVQ c_base+0(FP), AX
+	MOVQ c_len+8(FP), CX
+	MOVQ a_base+24(FP), DX
+	MOVQ a_len+32(FP), BX
+	MOVQ b_base+48(FP), SI
+	MOVQ ldb+72(FP), DI
+	SHLQ $0x02, DI
+
+gemvAccF32AVX512_block8:
+	CMPQ    CX, $0x00000080
+	JL      gemvAccF32AVX512_block8_done
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+	VMOVUPS 320(AX), Z5
+	VMOVUPS 384(AX), Z6
+	VMOVUPS 448(AX), Z7
+	MOVQ    DX, R8
+	MOVQ    SI, R9
+	MOVQ    BX, R10
+	TESTQ   R10, R10
+	JZ      gemvAccF32AVX512_block8_rowsdone
+
+gemvAccF32AVX512_block8_row:
+	VBROADCASTSS (R8), Z8
+	VFMADD231PS  (R9), Z8, Z0
+	VFMADD231PS  64(R9), Z8, Z1
+	VFMADD231PS  128(R9), Z8, Z2
+	VFMADD231PS  192(R9), Z8, Z3
+	VFMADD231PS  256(R9), Z8, Z4
+	VFMADD231PS  320(R9), Z8, Z5
+	VFMADD231PS  384(R9), Z8, Z6
+	VFMADD231PS  448(R9), Z8, Z7
+	ADDQ         $0x04, R8
+	ADDQ         DI, R9
+	DECQ         R10
+	JNZ          gemvAccF32AVX512_block8_row
+
+gemvAccF32AVX512_block8_rowsdone:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	VMOVUPS Z4, 256(AX)
+	VMOVUPS Z5, 320(AX)
+	VMOVUPS Z6, 384(AX)
+	VMOVUPS Z7, 448(AX)
+	ADDQ    $0x00000200, AX
+	ADDQ    $0x00000200, SI
+	SUBQ    $0x00000080, CX
+	JMP     gemvAccF32AVX512_block8
+
+gemvAccF32AVX512_block8_done:
+gemvAccF32AVX512_block4:
+	CMPQ    CX, $0x00000040
+	JL      gemvAccF32AVX512_block4_done
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	MOVQ    DX, R8
+	MOVQ    SI, R9
+	MOVQ    BX, R10
+	TESTQ   R10, R10
+	JZ      gemvAccF32AVX512_block4_rowsdone
+
+gemvAccF32AVX512_block4_row:
+	VBROADCASTSS (R8), Z4
+	VFMADD231PS  (R9), Z4, Z0
+	VFMADD231PS  64(R9), Z4, Z1
+	VFMADD231PS  128(R9), Z4, Z2
+	VFMADD231PS  192(R9), Z4, Z3
+	ADDQ         $0x04, R8
+	ADDQ         DI, R9
+	DECQ         R10
+	JNZ          gemvAccF32AVX512_block4_row
+
+gemvAccF32AVX512_block4_rowsdone:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	ADDQ    $0x00000100, AX
+	ADDQ    $0x00000100, SI
+	SUBQ    $0x00000040, CX
+	JMP     gemvAccF32AVX512_block4
+
+gemvAccF32AVX512_block4_done:
+gemvAccF32AVX512_block2:
+	CMPQ    CX, $0x00000020
+	JL      gemvAccF32AVX512_block2_done
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	MOVQ    DX, R8
+	MOVQ    SI, R9
+	MOVQ    BX, R10
+	TESTQ   R10, R10
+	JZ      gemvAccF32AVX512_block2_rowsdone
+
+gemvAccF32AVX512_block2_row:
+	VBROADCASTSS (R8), Z2
+	VFMADD231PS  (R9), Z2, Z0
+	VFMADD231PS  64(R9), Z2, Z1
+	ADDQ         $0x04, R8
+	ADDQ         DI, R9
+	DECQ         R10
+	JNZ          gemvAccF32AVX512_block2_row
+
+gemvAccF32AVX512_block2_rowsdone:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	ADDQ    $0x00000080, AX
+	ADDQ    $0x00000080, SI
+	SUBQ    $0x00000020, CX
+	JMP     gemvAccF32AVX512_block2
+
+gemvAccF32AVX512_block2_done:
+gemvAccF32AVX512_block1:
+	CMPQ    CX, $0x00000010
+	JL      gemvAccF32AVX512_block1_done
+	VMOVUPS (AX), Z0
+	MOVQ    DX, R8
+	MOVQ    SI, R9
+	MOVQ    BX, R10
+	TESTQ   R10, R10
+	JZ      gemvAccF32AVX512_block1_rowsdone
+
+gemvAccF32AVX512_block1_row:
+	VBROADCASTSS (R8), Z1
+	VFMADD231PS  (R9), Z1, Z0
+	ADDQ         $0x04, R8
+	ADDQ         DI, R9
+	DECQ         R10
+	JNZ          gemvAccF32AVX512_block1_row
+
+gemvAccF32AVX512_block1_rowsdone:
+	VMOVUPS Z0, (AX)
+	ADDQ    $0x00000040, AX
+	ADDQ    $0x00000040, SI
+	SUBQ    $0x00000010, CX
+	JMP     gemvAccF32AVX512_block1
+
+gemvAccF32AVX512_block1_done:
+	TESTQ     CX, CX
+	JZ        gemvAccF32AVX512_done
+	MOVL      $0xffffffff, R8
+	BZHIL     CX, R8, R8
+	KMOVW     R8, K1
+	VMOVUPS.Z (AX), K1, Z0
+	MOVQ      DX, CX
+	MOVQ      SI, DX
+	TESTQ     BX, BX
+	JZ        gemvAccF32AVX512_tail_rowsdone
+
+gemvAccF32AVX512_tail_row:
+	VBROADCASTSS (CX), Z1
+	VMOVUPS.Z    (DX), K1, Z2
+	VFMADD231PS  Z2, Z1, Z0
+	ADDQ         $0x04, CX
+	ADDQ         DI, DX
+	DECQ         BX
+	JNZ          gemvAccF32AVX512_tail_row
+
+gemvAccF32AVX512_tail_rowsdone:
+	VMOVUPS Z0, K1, (AX)
+
+gemvAccF32AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemvDotF32AVX512(c []float32, x []float32, b []float32, ldb int)
+// Requires: AVX, AVX512DQ, AVX512F, BMI2
+TEXT ·gemvDotF32AVX512(SB), NOSPLIT, $0-80
+	MOVQ  c_base+0(FP), AX
+	MOVQ  c_len+8(FP), CX
+	MOVQ  x_base+24(FP), DX
+	MOVQ  x_len+32(FP), BX
+	MOVQ  b_base+48(FP), SI
+	MOVQ  ldb+72(FP), DI
+	SHLQ  $0x02, DI
+	LEAQ  (DI)(DI*2), R8
+	MOVQ  BX, R9
+	SHRQ  $0x04, R9
+	ANDQ  $0x0000000f, BX
+	MOVL  $0xffffffff, R10
+	BZHIL BX, R10, R10
+	KMOVW R10, K1
+
+gemvDotF32AVX512_rows8:
+	CMPQ   CX, $0x00000008
+	JL     gemvDotF32AVX512_rows8_done
+	MOVQ   SI, R10
+	LEAQ   (SI)(DI*4), R13
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	MOVQ   DX, R11
+	MOVQ   R9, R12
+	TESTQ  R12, R12
+	JZ     gemvDotF32AVX512_rows8_tail
+
+gemvDotF32AVX512_rows8_vector:
+	VMOVUPS     (R11), Z8
+	VFMADD231PS (R10), Z8, Z0
+	VFMADD231PS (R10)(DI*1), Z8, Z1
+	VFMADD231PS (R10)(DI*2), Z8, Z2
+	VFMADD231PS (R10)(R8*1), Z8, Z3
+	VFMADD231PS (R13), Z8, Z4
+	VFMADD231PS (R13)(DI*1), Z8, Z5
+	VFMADD231PS (R13)(DI*2), Z8, Z6
+	VFMADD231PS (R13)(R8*1), Z8, Z7
+	ADDQ        $0x00000040, R11
+	ADDQ        $0x00000040, R10
+	ADDQ        $0x00000040, R13
+	DECQ        R12
+	JNZ         gemvDotF32AVX512_rows8_vector
+
+gemvDotF32AVX512_rows8_tail:
+	TESTQ       BX, BX
+	JZ          gemvDotF32AVX512_rows8_reduce
+	VMOVUPS.Z   (R11), K1, Z8
+	VMOVUPS.Z   (R10), K1, Z9
+	VFMADD231PS Z9, Z8, Z0
+	VMOVUPS.Z   (R10)(DI*1), K1, Z9
+	VFMADD231PS Z9, Z8, Z1
+	VMOVUPS.Z   (R10)(DI*2), K1, Z9
+	VFMADD231PS Z9, Z8, Z2
+	VMOVUPS.Z   (R10)(R8*1), K1, Z9
+	VFMADD231PS Z9, Z8, Z3
+	VMOVUPS.Z   (R13), K1, Z9
+	VFMADD231PS Z9, Z8, Z4
+	VMOVUPS.Z   (R13)(DI*1), K1, Z9
+	VFMADD231PS Z9, Z8, Z5
+	VMOVUPS.Z   (R13)(DI*2), K1, Z9
+	VFMADD231PS Z9, Z8, Z6
+	VMOVUPS.Z   (R13)(R8*1), K1, Z9
+	VFMADD231PS Z9, Z8, Z7
+
+gemvDotF32AVX512_rows8_reduce:
+	VEXTRACTF32X8 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y0
+	VEXTRACTF128  $0x01, Y0, X8
+	VADDPS        X8, X0, X0
+	VMOVHLPS      X0, X0, X8
+	VADDPS        X8, X0, X0
+	VMOVSHDUP     X0, X8
+	VADDSS        X8, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF128  $0x01, Y1, X0
+	VADDPS        X0, X1, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	VMOVSS        X1, 4(AX)
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF128  $0x01, Y2, X0
+	VADDPS        X0, X2, X2
+	VMOVHLPS      X2, X2, X0
+	VADDPS        X0, X2, X2
+	VMOVSHDUP     X2, X0
+	VADDSS        X0, X2, X2
+	VMOVSS        X2, 8(AX)
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF128  $0x01, Y3, X0
+	VADDPS        X0, X3, X3
+	VMOVHLPS      X3, X3, X0
+	VADDPS        X0, X3, X3
+	VMOVSHDUP     X3, X0
+	VADDSS        X0, X3, X3
+	VMOVSS        X3, 12(AX)
+	VEXTRACTF32X8 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y4
+	VEXTRACTF128  $0x01, Y4, X0
+	VADDPS        X0, X4, X4
+	VMOVHLPS      X4, X4, X0
+	VADDPS        X0, X4, X4
+	VMOVSHDUP     X4, X0
+	VADDSS        X0, X4, X4
+	VMOVSS        X4, 16(AX)
+	VEXTRACTF32X8 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y5
+	VEXTRACTF128  $0x01, Y5, X0
+	VADDPS        X0, X5, X5
+	VMOVHLPS      X5, X5, X0
+	VADDPS        X0, X5, X5
+	VMOVSHDUP     X5, X0
+	VADDSS        X0, X5, X5
+	VMOVSS        X5, 20(AX)
+	VEXTRACTF32X8 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y6
+	VEXTRACTF128  $0x01, Y6, X0
+	VADDPS        X0, X6, X6
+	VMOVHLPS      X6, X6, X0
+	VADDPS        X0, X6, X6
+	VMOVSHDUP     X6, X0
+	VADDSS        X0, X6, X6
+	VMOVSS        X6, 24(AX)
+	VEXTRACTF32X8 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y7
+	VEXTRACTF128  $0x01, Y7, X0
+	VADDPS        X0, X7, X7
+	VMOVHLPS      X7, X7, X0
+	VADDPS        X0, X7, X7
+	VMOVSHDUP     X7, X0
+	VADDSS        X0, X7, X7
+	VMOVSS        X7, 28(AX)
+	ADDQ          $0x00000020, AX
+	SUBQ          $0x00000008, CX
+	MOVQ          DI, R10
+	SHLQ          $0x03, R10
+	ADDQ          R10, SI
+	JMP           gemvDotF32AVX512_rows8
+
+gemvDotF32AVX512_rows8_done:
+gemvDotF32AVX512_rows4:
+	CMPQ   CX, $0x00000004
+	JL     gemvDotF32AVX512_rows4_done
+	MOVQ   SI, R10
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	MOVQ   DX, R11
+	MOVQ   R9, R12
+	TESTQ  R12, R12
+	JZ     gemvDotF32AVX512_rows4_tail
+
+gemvDotF32AVX512_rows4_vector:
+	VMOVUPS     (R11), Z4
+	VFMADD231PS (R10), Z4, Z0
+	VFMADD231PS (R10)(DI*1), Z4, Z1
+	VFMADD231PS (R10)(DI*2), Z4, Z2
+	VFMADD231PS (R10)(R8*1), Z4, Z3
+	ADDQ        $0x00000040, R11
+	ADDQ        $0x00000040, R10
+	DECQ        R12
+	JNZ         gemvDotF32AVX512_rows4_vector
+
+gemvDotF32AVX512_rows4_tail:
+	TESTQ       BX, BX
+	JZ          gemvDotF32AVX512_rows4_reduce
+	VMOVUPS.Z   (R11), K1, Z4
+	VMOVUPS.Z   (R10), K1, Z5
+	VFMADD231PS Z5, Z4, Z0
+	VMOVUPS.Z   (R10)(DI*1), K1, Z5
+	VFMADD231PS Z5, Z4, Z1
+	VMOVUPS.Z   (R10)(DI*2), K1, Z5
+	VFMADD231PS Z5, Z4, Z2
+	VMOVUPS.Z   (R10)(R8*1), K1, Z5
+	VFMADD231PS Z5, Z4, Z3
+
+gemvDotF32AVX512_rows4_reduce:
+	VEXTRACTF32X8 $0x01, Z0, Y4
+	VADDPS        Y4, Y0, Y0
+	VEXTRACTF128  $0x01, Y0, X4
+	VADDPS        X4, X0, X0
+	VMOVHLPS      X0, X0, X4
+	VADDPS        X4, X0, X0
+	VMOVSHDUP     X0, X4
+	VADDSS        X4, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF128  $0x01, Y1, X0
+	VADDPS        X0, X1, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	VMOVSS        X1, 4(AX)
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF128  $0x01, Y2, X0
+	VADDPS        X0, X2, X2
+	VMOVHLPS      X2, X2, X0
+	VADDPS        X0, X2, X2
+	VMOVSHDUP     X2, X0
+	VADDSS        X0, X2, X2
+	VMOVSS        X2, 8(AX)
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF128  $0x01, Y3, X0
+	VADDPS        X0, X3, X3
+	VMOVHLPS      X3, X3, X0
+	VADDPS        X0, X3, X3
+	VMOVSHDUP     X3, X0
+	VADDSS        X0, X3, X3
+	VMOVSS        X3, 12(AX)
+	ADDQ          $0x00000010, AX
+	SUBQ          $0x00000004, CX
+	MOVQ          DI, R10
+	SHLQ          $0x02, R10
+	ADDQ          R10, SI
+	JMP           gemvDotF32AVX512_rows4
+
+gemvDotF32AVX512_rows4_done:
+gemvDotF32AVX512_rows2:
+	CMPQ   CX, $0x00000002
+	JL     gemvDotF32AVX512_rows2_done
+	MOVQ   SI, R8
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	MOVQ   DX, R10
+	MOVQ   R9, R11
+	TESTQ  R11, R11
+	JZ     gemvDotF32AVX512_rows2_tail
+
+gemvDotF32AVX512_rows2_vector:
+	VMOVUPS     (R10), Z2
+	VFMADD231PS (R8), Z2, Z0
+	VFMADD231PS (R8)(DI*1), Z2, Z1
+	ADDQ        $0x00000040, R10
+	ADDQ        $0x00000040, R8
+	DECQ        R11
+	JNZ         gemvDotF32AVX512_rows2_vector
+
+gemvDotF32AVX512_rows2_tail:
+	TESTQ       BX, BX
+	JZ          gemvDotF32AVX512_rows2_reduce
+	VMOVUPS.Z   (R10), K1, Z2
+	VMOVUPS.Z   (R8), K1, Z3
+	VFMADD231PS Z3, Z2, Z0
+	VMOVUPS.Z   (R8)(DI*1), K1, Z3
+	VFMADD231PS Z3, Z2, Z1
+
+gemvDotF32AVX512_rows2_reduce:
+	VEXTRACTF32X8 $0x01, Z0, Y2
+	VADDPS        Y2, Y0, Y0
+	VEXTRACTF128  $0x01, Y0, X2
+	VADDPS        X2, X0, X0
+	VMOVHLPS      X0, X0, X2
+	VADDPS        X2, X0, X0
+	VMOVSHDUP     X0, X2
+	VADDSS        X2, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF128  $0x01, Y1, X0
+	VADDPS        X0, X1, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	VMOVSS        X1, 4(AX)
+	ADDQ          $0x00000008, AX
+	SUBQ          $0x00000002, CX
+	MOVQ          DI, R8
+	SHLQ          $0x01, R8
+	ADDQ          R8, SI
+	JMP           gemvDotF32AVX512_rows2
+
+gemvDotF32AVX512_rows2_done:
+gemvDotF32AVX512_rows1:
+	CMPQ   CX, $0x00000001
+	JL     gemvDotF32AVX512_rows1_done
+	MOVQ   SI, R8
+	VXORPS Z0, Z0, Z0
+	MOVQ   DX, R10
+	MOVQ   R9, R11
+	TESTQ  R11, R11
+	JZ     gemvDotF32AVX512_rows1_tail
+
+gemvDotF32AVX512_rows1_vector:
+	VMOVUPS     (R10), Z1
+	VFMADD231PS (R8), Z1, Z0
+	ADDQ        $0x00000040, R10
+	ADDQ        $0x00000040, R8
+	DECQ        R11
+	JNZ         gemvDotF32AVX512_rows1_vector
+
+gemvDotF32AVX512_rows1_tail:
+	TESTQ       BX, BX
+	JZ          gemvDotF32AVX512_rows1_reduce
+	VMOVUPS.Z   (R10), K1, Z1
+	VMOVUPS.Z   (R8), K1, Z2
+	VFMADD231PS Z2, Z1, Z0
+
+gemvDotF32AVX512_rows1_reduce:
+	VEXTRACTF32X8 $0x01, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	ADDQ          $0x00000004, AX
+	SUBQ          $0x00000001, CX
+	ADDQ          DI, SI
+	JMP           gemvDotF32AVX512_rows1
+
+gemvDotF32AVX512_rows1_done:
+	VZEROUPPER
+	RET
+
 // func addF32AVX2(dst []float32, a []float32, b []float32)
 // Requires: AVX
 TEXT ·addF32AVX2(SB), NOSPLIT, $0-72
@@ -9091,5 +9602,488 @@ colSumsF64AVX2_one_store:
 	JMP     colSumsF64AVX2_one
 
 colSumsF64AVX2_one_done:
+	VZEROUPPER
+	RET
+
+// func gemvAccF32AVX2(c []float32, a []float32, b []float32, ldb int)
+// Requires: AVX, FMA3
+TEXT ·gemvAccF32AVX2(SB), NOSPLIT, $0-80
+	MOVQ c_base+0(FP), AX
+	MOVQ c_len+8(FP), CX
+	MOVQ a_base+24(FP), DX
+	MOVQ a_len+32(FP), BX
+	MOVQ b_base+48(FP), SI
+	MOVQ ldb+72(FP), DI
+	SHLQ $0x02, DI
+
+gemvAccF32AVX2_block8:
+	CMPQ    CX, $0x00000040
+	JL      gemvAccF32AVX2_block8_done
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	VMOVUPS 64(AX), Y2
+	VMOVUPS 96(AX), Y3
+	VMOVUPS 128(AX), Y4
+	VMOVUPS 160(AX), Y5
+	VMOVUPS 192(AX), Y6
+	VMOVUPS 224(AX), Y7
+	MOVQ    DX, R8
+	MOVQ    SI, R9
+	MOVQ    BX, R10
+	TESTQ   R10, R10
+	JZ      gemvAccF32AVX2_block8_rowsdone
+
+gemvAccF32AVX2_block8_row:
+	VBROADCASTSS (R8), Y8
+	VFMADD231PS  (R9), Y8, Y0
+	VFMADD231PS  32(R9), Y8, Y1
+	VFMADD231PS  64(R9), Y8, Y2
+	VFMADD231PS  96(R9), Y8, Y3
+	VFMADD231PS  128(R9), Y8, Y4
+	VFMADD231PS  160(R9), Y8, Y5
+	VFMADD231PS  192(R9), Y8, Y6
+	VFMADD231PS  224(R9), Y8, Y7
+	ADDQ         $0x04, R8
+	ADDQ         DI, R9
+	DECQ         R10
+	JNZ          gemvAccF32AVX2_block8_row
+
+gemvAccF32AVX2_block8_rowsdone:
+	VMOVUPS Y0, (AX)
+	VMOVUPS Y1, 32(AX)
+	VMOVUPS Y2, 64(AX)
+	VMOVUPS Y3, 96(AX)
+	VMOVUPS Y4, 128(AX)
+	VMOVUPS Y5, 160(AX)
+	VMOVUPS Y6, 192(AX)
+	VMOVUPS Y7, 224(AX)
+	ADDQ    $0x00000100, AX
+	ADDQ    $0x00000100, SI
+	SUBQ    $0x00000040, CX
+	JMP     gemvAccF32AVX2_block8
+
+gemvAccF32AVX2_block8_done:
+gemvAccF32AVX2_block4:
+	CMPQ    CX, $0x00000020
+	JL      gemvAccF32AVX2_block4_done
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	VMOVUPS 64(AX), Y2
+	VMOVUPS 96(AX), Y3
+	MOVQ    DX, R8
+	MOVQ    SI, R9
+	MOVQ    BX, R10
+	TESTQ   R10, R10
+	JZ      gemvAccF32AVX2_block4_rowsdone
+
+gemvAccF32AVX2_block4_row:
+	VBROADCASTSS (R8), Y4
+	VFMADD231PS  (R9), Y4, Y0
+	VFMADD231PS  32(R9), Y4, Y1
+	VFMADD231PS  64(R9), Y4, Y2
+	VFMADD231PS  96(R9), Y4, Y3
+	ADDQ         $0x04, R8
+	ADDQ         DI, R9
+	DECQ         R10
+	JNZ          gemvAccF32AVX2_block4_row
+
+gemvAccF32AVX2_block4_rowsdone:
+	VMOVUPS Y0, (AX)
+	VMOVUPS Y1, 32(AX)
+	VMOVUPS Y2, 64(AX)
+	VMOVUPS Y3, 96(AX)
+	ADDQ    $0x00000080, AX
+	ADDQ    $0x00000080, SI
+	SUBQ    $0x00000020, CX
+	JMP     gemvAccF32AVX2_block4
+
+gemvAccF32AVX2_block4_done:
+gemvAccF32AVX2_block2:
+	CMPQ    CX, $0x00000010
+	JL      gemvAccF32AVX2_block2_done
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	MOVQ    DX, R8
+	MOVQ    SI, R9
+	MOVQ    BX, R10
+	TESTQ   R10, R10
+	JZ      gemvAccF32AVX2_block2_rowsdone
+
+gemvAccF32AVX2_block2_row:
+	VBROADCASTSS (R8), Y2
+	VFMADD231PS  (R9), Y2, Y0
+	VFMADD231PS  32(R9), Y2, Y1
+	ADDQ         $0x04, R8
+	ADDQ         DI, R9
+	DECQ         R10
+	JNZ          gemvAccF32AVX2_block2_row
+
+gemvAccF32AVX2_block2_rowsdone:
+	VMOVUPS Y0, (AX)
+	VMOVUPS Y1, 32(AX)
+	ADDQ    $0x00000040, AX
+	ADDQ    $0x00000040, SI
+	SUBQ    $0x00000010, CX
+	JMP     gemvAccF32AVX2_block2
+
+gemvAccF32AVX2_block2_done:
+gemvAccF32AVX2_block1:
+	CMPQ    CX, $0x00000008
+	JL      gemvAccF32AVX2_block1_done
+	VMOVUPS (AX), Y0
+	MOVQ    DX, R8
+	MOVQ    SI, R9
+	MOVQ    BX, R10
+	TESTQ   R10, R10
+	JZ      gemvAccF32AVX2_block1_rowsdone
+
+gemvAccF32AVX2_block1_row:
+	VBROADCASTSS (R8), Y1
+	VFMADD231PS  (R9), Y1, Y0
+	ADDQ         $0x04, R8
+	ADDQ         DI, R9
+	DECQ         R10
+	JNZ          gemvAccF32AVX2_block1_row
+
+gemvAccF32AVX2_block1_rowsdone:
+	VMOVUPS Y0, (AX)
+	ADDQ    $0x00000020, AX
+	ADDQ    $0x00000020, SI
+	SUBQ    $0x00000008, CX
+	JMP     gemvAccF32AVX2_block1
+
+gemvAccF32AVX2_block1_done:
+	TESTQ      CX, CX
+	JZ         gemvAccF32AVX2_done
+	LEAQ       elemtailmask<>+0(SB), R8
+	MOVQ       $0x00000008, R9
+	SUBQ       CX, R9
+	VMOVUPS    (R8)(R9*4), Y0
+	VMASKMOVPS (AX), Y0, Y1
+	MOVQ       DX, CX
+	MOVQ       SI, DX
+	TESTQ      BX, BX
+	JZ         gemvAccF32AVX2_tail_rowsdone
+
+gemvAccF32AVX2_tail_row:
+	VBROADCASTSS (CX), Y2
+	VMASKMOVPS   (DX), Y0, Y3
+	VFMADD231PS  Y3, Y2, Y1
+	ADDQ         $0x04, CX
+	ADDQ         DI, DX
+	DECQ         BX
+	JNZ          gemvAccF32AVX2_tail_row
+
+gemvAccF32AVX2_tail_rowsdone:
+	VMASKMOVPS Y1, Y0, (AX)
+
+gemvAccF32AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemvDotF32AVX2(c []float32, x []float32, b []float32, ldb int)
+// Requires: AVX, FMA3
+TEXT ·gemvDotF32AVX2(SB), NOSPLIT, $0-80
+	MOVQ    c_base+0(FP), AX
+	MOVQ    c_len+8(FP), CX
+	MOVQ    x_base+24(FP), DX
+	MOVQ    x_len+32(FP), BX
+	MOVQ    b_base+48(FP), SI
+	MOVQ    ldb+72(FP), DI
+	SHLQ    $0x02, DI
+	LEAQ    (DI)(DI*2), R8
+	MOVQ    BX, R9
+	SHRQ    $0x03, R9
+	ANDQ    $0x00000007, BX
+	LEAQ    elemtailmask<>+0(SB), R10
+	MOVQ    $0x00000008, R11
+	SUBQ    BX, R11
+	VMOVUPS (R10)(R11*4), Y0
+
+gemvDotF32AVX2_rows8:
+	CMPQ   CX, $0x00000008
+	JL     gemvDotF32AVX2_rows8_done
+	MOVQ   SI, R10
+	LEAQ   (SI)(DI*4), R13
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	MOVQ   DX, R11
+	MOVQ   R9, R12
+	TESTQ  R12, R12
+	JZ     gemvDotF32AVX2_rows8_tail
+
+gemvDotF32AVX2_rows8_vector:
+	VMOVUPS     (R11), Y9
+	VFMADD231PS (R10), Y9, Y1
+	VFMADD231PS (R10)(DI*1), Y9, Y2
+	VFMADD231PS (R10)(DI*2), Y9, Y3
+	VFMADD231PS (R10)(R8*1), Y9, Y4
+	VFMADD231PS (R13), Y9, Y5
+	VFMADD231PS (R13)(DI*1), Y9, Y6
+	VFMADD231PS (R13)(DI*2), Y9, Y7
+	VFMADD231PS (R13)(R8*1), Y9, Y8
+	ADDQ        $0x00000020, R11
+	ADDQ        $0x00000020, R10
+	ADDQ        $0x00000020, R13
+	DECQ        R12
+	JNZ         gemvDotF32AVX2_rows8_vector
+
+gemvDotF32AVX2_rows8_tail:
+	TESTQ       BX, BX
+	JZ          gemvDotF32AVX2_rows8_reduce
+	VMASKMOVPS  (R11), Y0, Y9
+	VMASKMOVPS  (R10), Y0, Y10
+	VFMADD231PS Y10, Y9, Y1
+	VMASKMOVPS  (R10)(DI*1), Y0, Y10
+	VFMADD231PS Y10, Y9, Y2
+	VMASKMOVPS  (R10)(DI*2), Y0, Y10
+	VFMADD231PS Y10, Y9, Y3
+	VMASKMOVPS  (R10)(R8*1), Y0, Y10
+	VFMADD231PS Y10, Y9, Y4
+	VMASKMOVPS  (R13), Y0, Y10
+	VFMADD231PS Y10, Y9, Y5
+	VMASKMOVPS  (R13)(DI*1), Y0, Y10
+	VFMADD231PS Y10, Y9, Y6
+	VMASKMOVPS  (R13)(DI*2), Y0, Y10
+	VFMADD231PS Y10, Y9, Y7
+	VMASKMOVPS  (R13)(R8*1), Y0, Y10
+	VFMADD231PS Y10, Y9, Y8
+
+gemvDotF32AVX2_rows8_reduce:
+	VEXTRACTF128 $0x01, Y1, X9
+	VADDPS       X9, X1, X1
+	VMOVHLPS     X1, X1, X9
+	VADDPS       X9, X1, X1
+	VMOVSHDUP    X1, X9
+	VADDSS       X9, X1, X1
+	VMOVSS       X1, (AX)
+	VEXTRACTF128 $0x01, Y2, X1
+	VADDPS       X1, X2, X2
+	VMOVHLPS     X2, X2, X1
+	VADDPS       X1, X2, X2
+	VMOVSHDUP    X2, X1
+	VADDSS       X1, X2, X2
+	VMOVSS       X2, 4(AX)
+	VEXTRACTF128 $0x01, Y3, X1
+	VADDPS       X1, X3, X3
+	VMOVHLPS     X3, X3, X1
+	VADDPS       X1, X3, X3
+	VMOVSHDUP    X3, X1
+	VADDSS       X1, X3, X3
+	VMOVSS       X3, 8(AX)
+	VEXTRACTF128 $0x01, Y4, X1
+	VADDPS       X1, X4, X4
+	VMOVHLPS     X4, X4, X1
+	VADDPS       X1, X4, X4
+	VMOVSHDUP    X4, X1
+	VADDSS       X1, X4, X4
+	VMOVSS       X4, 12(AX)
+	VEXTRACTF128 $0x01, Y5, X1
+	VADDPS       X1, X5, X5
+	VMOVHLPS     X5, X5, X1
+	VADDPS       X1, X5, X5
+	VMOVSHDUP    X5, X1
+	VADDSS       X1, X5, X5
+	VMOVSS       X5, 16(AX)
+	VEXTRACTF128 $0x01, Y6, X1
+	VADDPS       X1, X6, X6
+	VMOVHLPS     X6, X6, X1
+	VADDPS       X1, X6, X6
+	VMOVSHDUP    X6, X1
+	VADDSS       X1, X6, X6
+	VMOVSS       X6, 20(AX)
+	VEXTRACTF128 $0x01, Y7, X1
+	VADDPS       X1, X7, X7
+	VMOVHLPS     X7, X7, X1
+	VADDPS       X1, X7, X7
+	VMOVSHDUP    X7, X1
+	VADDSS       X1, X7, X7
+	VMOVSS       X7, 24(AX)
+	VEXTRACTF128 $0x01, Y8, X1
+	VADDPS       X1, X8, X8
+	VMOVHLPS     X8, X8, X1
+	VADDPS       X1, X8, X8
+	VMOVSHDUP    X8, X1
+	VADDSS       X1, X8, X8
+	VMOVSS       X8, 28(AX)
+	ADDQ         $0x00000020, AX
+	SUBQ         $0x00000008, CX
+	MOVQ         DI, R10
+	SHLQ         $0x03, R10
+	ADDQ         R10, SI
+	JMP          gemvDotF32AVX2_rows8
+
+gemvDotF32AVX2_rows8_done:
+gemvDotF32AVX2_rows4:
+	CMPQ   CX, $0x00000004
+	JL     gemvDotF32AVX2_rows4_done
+	MOVQ   SI, R10
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	MOVQ   DX, R11
+	MOVQ   R9, R12
+	TESTQ  R12, R12
+	JZ     gemvDotF32AVX2_rows4_tail
+
+gemvDotF32AVX2_rows4_vector:
+	VMOVUPS     (R11), Y5
+	VFMADD231PS (R10), Y5, Y1
+	VFMADD231PS (R10)(DI*1), Y5, Y2
+	VFMADD231PS (R10)(DI*2), Y5, Y3
+	VFMADD231PS (R10)(R8*1), Y5, Y4
+	ADDQ        $0x00000020, R11
+	ADDQ        $0x00000020, R10
+	DECQ        R12
+	JNZ         gemvDotF32AVX2_rows4_vector
+
+gemvDotF32AVX2_rows4_tail:
+	TESTQ       BX, BX
+	JZ          gemvDotF32AVX2_rows4_reduce
+	VMASKMOVPS  (R11), Y0, Y5
+	VMASKMOVPS  (R10), Y0, Y6
+	VFMADD231PS Y6, Y5, Y1
+	VMASKMOVPS  (R10)(DI*1), Y0, Y6
+	VFMADD231PS Y6, Y5, Y2
+	VMASKMOVPS  (R10)(DI*2), Y0, Y6
+	VFMADD231PS Y6, Y5, Y3
+	VMASKMOVPS  (R10)(R8*1), Y0, Y6
+	VFMADD231PS Y6, Y5, Y4
+
+gemvDotF32AVX2_rows4_reduce:
+	VEXTRACTF128 $0x01, Y1, X5
+	VADDPS       X5, X1, X1
+	VMOVHLPS     X1, X1, X5
+	VADDPS       X5, X1, X1
+	VMOVSHDUP    X1, X5
+	VADDSS       X5, X1, X1
+	VMOVSS       X1, (AX)
+	VEXTRACTF128 $0x01, Y2, X1
+	VADDPS       X1, X2, X2
+	VMOVHLPS     X2, X2, X1
+	VADDPS       X1, X2, X2
+	VMOVSHDUP    X2, X1
+	VADDSS       X1, X2, X2
+	VMOVSS       X2, 4(AX)
+	VEXTRACTF128 $0x01, Y3, X1
+	VADDPS       X1, X3, X3
+	VMOVHLPS     X3, X3, X1
+	VADDPS       X1, X3, X3
+	VMOVSHDUP    X3, X1
+	VADDSS       X1, X3, X3
+	VMOVSS       X3, 8(AX)
+	VEXTRACTF128 $0x01, Y4, X1
+	VADDPS       X1, X4, X4
+	VMOVHLPS     X4, X4, X1
+	VADDPS       X1, X4, X4
+	VMOVSHDUP    X4, X1
+	VADDSS       X1, X4, X4
+	VMOVSS       X4, 12(AX)
+	ADDQ         $0x00000010, AX
+	SUBQ         $0x00000004, CX
+	MOVQ         DI, R10
+	SHLQ         $0x02, R10
+	ADDQ         R10, SI
+	JMP          gemvDotF32AVX2_rows4
+
+gemvDotF32AVX2_rows4_done:
+gemvDotF32AVX2_rows2:
+	CMPQ   CX, $0x00000002
+	JL     gemvDotF32AVX2_rows2_done
+	MOVQ   SI, R8
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	MOVQ   DX, R10
+	MOVQ   R9, R11
+	TESTQ  R11, R11
+	JZ     gemvDotF32AVX2_rows2_tail
+
+gemvDotF32AVX2_rows2_vector:
+	VMOVUPS     (R10), Y3
+	VFMADD231PS (R8), Y3, Y1
+	VFMADD231PS (R8)(DI*1), Y3, Y2
+	ADDQ        $0x00000020, R10
+	ADDQ        $0x00000020, R8
+	DECQ        R11
+	JNZ         gemvDotF32AVX2_rows2_vector
+
+gemvDotF32AVX2_rows2_tail:
+	TESTQ       BX, BX
+	JZ          gemvDotF32AVX2_rows2_reduce
+	VMASKMOVPS  (R10), Y0, Y3
+	VMASKMOVPS  (R8), Y0, Y4
+	VFMADD231PS Y4, Y3, Y1
+	VMASKMOVPS  (R8)(DI*1), Y0, Y4
+	VFMADD231PS Y4, Y3, Y2
+
+gemvDotF32AVX2_rows2_reduce:
+	VEXTRACTF128 $0x01, Y1, X3
+	VADDPS       X3, X1, X1
+	VMOVHLPS     X1, X1, X3
+	VADDPS       X3, X1, X1
+	VMOVSHDUP    X1, X3
+	VADDSS       X3, X1, X1
+	VMOVSS       X1, (AX)
+	VEXTRACTF128 $0x01, Y2, X1
+	VADDPS       X1, X2, X2
+	VMOVHLPS     X2, X2, X1
+	VADDPS       X1, X2, X2
+	VMOVSHDUP    X2, X1
+	VADDSS       X1, X2, X2
+	VMOVSS       X2, 4(AX)
+	ADDQ         $0x00000008, AX
+	SUBQ         $0x00000002, CX
+	MOVQ         DI, R8
+	SHLQ         $0x01, R8
+	ADDQ         R8, SI
+	JMP          gemvDotF32AVX2_rows2
+
+gemvDotF32AVX2_rows2_done:
+gemvDotF32AVX2_rows1:
+	CMPQ   CX, $0x00000001
+	JL     gemvDotF32AVX2_rows1_done
+	MOVQ   SI, R8
+	VXORPS Y1, Y1, Y1
+	MOVQ   DX, R10
+	MOVQ   R9, R11
+	TESTQ  R11, R11
+	JZ     gemvDotF32AVX2_rows1_tail
+
+gemvDotF32AVX2_rows1_vector:
+	VMOVUPS     (R10), Y2
+	VFMADD231PS (R8), Y2, Y1
+	ADDQ        $0x00000020, R10
+	ADDQ        $0x00000020, R8
+	DECQ        R11
+	JNZ         gemvDotF32AVX2_rows1_vector
+
+gemvDotF32AVX2_rows1_tail:
+	TESTQ       BX, BX
+	JZ          gemvDotF32AVX2_rows1_reduce
+	VMASKMOVPS  (R10), Y0, Y2
+	VMASKMOVPS  (R8), Y0, Y3
+	VFMADD231PS Y3, Y2, Y1
+
+gemvDotF32AVX2_rows1_reduce:
+	VEXTRACTF128 $0x01, Y1, X2
+	VADDPS       X2, X1, X1
+	VMOVHLPS     X1, X1, X2
+	VADDPS       X2, X1, X1
+	VMOVSHDUP    X1, X2
+	VADDSS       X2, X1, X1
+	VMOVSS       X1, (AX)
+	ADDQ         $0x00000004, AX
+	SUBQ         $0x00000001, CX
+	ADDQ         DI, SI
+	JMP          gemvDotF32AVX2_rows1
+
+gemvDotF32AVX2_rows1_done:
 	VZEROUPPER
 	RET

@@ -312,3 +312,21 @@ func layerNormGradAccumF32Generic(dgamma, dbeta, dy, x []float32, mean, rstd flo
 		dbeta[i] += dy[i]
 	}
 }
+
+// gemvAccF32Generic and gemvDotF32Generic take b trimmed to the rows they
+// read: (len(a)-1)*ldb + len(c) and (len(c)-1)*ldb + len(x) elements.
+
+func gemvAccF32Generic(c, a, b []float32, ldb int) {
+	for p, ap := range a {
+		row := b[p*ldb:][:len(c)]
+		for j := range c {
+			c[j] = elemFMA(ap, row[j], c[j])
+		}
+	}
+}
+
+func gemvDotF32Generic(c, x, b []float32, ldb int) {
+	for j := range c {
+		c[j] = dotF32Generic(x, b[j*ldb:][:len(x)])
+	}
+}

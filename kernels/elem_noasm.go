@@ -85,3 +85,7 @@ func layerNormGradAccumF32(dgamma, dbeta, dy, x []float32, mean, rstd float32) {
 }
 
 func colSumsF64(acc []float64, x []float32, ld, rows int) { colSumsF64Generic(acc, x, ld, rows) }
+
+func gemvAccF32(c, a, b []float32, ldb int) { gemvAccF32Generic(c, a, b, ldb) }
+
+func gemvDotF32(c, x, b []float32, ldb int) { gemvDotF32Generic(c, x, b, ldb) }

@@ -172,6 +172,28 @@ func layerNormGradAccumF32AVX512(dgamma []float32, dbeta []float32, dy []float32
 //go:noescape
 func colSumsF64AVX512(acc []float64, x []float32, ld int, rows int)
 
+// gemvAccF32AVX512 adds to c the rows of b, ldb apart, scaled by the elements of a,
+// one FMA (rounded once) each, in row order:
+//
+//	for p := range a {
+//		for j := range c {
+//			c[j] = fma(a[p], b[p*ldb+j], c[j])
+//		}
+//	}
+//
+//go:noescape
+func gemvAccF32AVX512(c []float32, a []float32, b []float32, ldb int)
+
+// gemvDotF32AVX512 sets c[j] to the dot product of x and row j of b (ldb apart),
+// summed lane-wise over 16 lanes in index order, then the lanes by halves:
+//
+//	for j := range c {
+//		c[j] = dot(x, b[j*ldb:][:len(x)])
+//	}
+//
+//go:noescape
+func gemvDotF32AVX512(c []float32, x []float32, b []float32, ldb int)
+
 // addF32AVX2 sets dst[i] = a[i] + b[i] for i < len(dst).
 //
 //go:noescape
@@ -339,3 +361,25 @@ func layerNormGradAccumF32AVX2(dgamma []float32, dbeta []float32, dy []float32, 
 //
 //go:noescape
 func colSumsF64AVX2(acc []float64, x []float32, ld int, rows int)
+
+// gemvAccF32AVX2 adds to c the rows of b, ldb apart, scaled by the elements of a,
+// one FMA (rounded once) each, in row order:
+//
+//	for p := range a {
+//		for j := range c {
+//			c[j] = fma(a[p], b[p*ldb+j], c[j])
+//		}
+//	}
+//
+//go:noescape
+func gemvAccF32AVX2(c []float32, a []float32, b []float32, ldb int)
+
+// gemvDotF32AVX2 sets c[j] to the dot product of x and row j of b (ldb apart),
+// summed lane-wise over 8 lanes in index order, then the lanes by halves:
+//
+//	for j := range c {
+//		c[j] = dot(x, b[j*ldb:][:len(x)])
+//	}
+//
+//go:noescape
+func gemvDotF32AVX2(c []float32, x []float32, b []float32, ldb int)

@@ -782,34 +782,11 @@ func FuzzSgemm(f *testing.F) {
 		}
 		rng := rand.New(rand.NewPCG(seed, 23))
 		g := newGemmCase(rng, transA, transB, m, n, k, alpha, beta)
-		for range specials {
-			vals := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), 1e-41}
-			if len(g.a) > 0 {
-				g.a[rng.IntN(len(g.a))] = vals[rng.IntN(len(vals))]
-			}
-			if len(g.b) > 0 {
-				g.b[rng.IntN(len(g.b))] = vals[rng.IntN(len(vals))]
-			}
-		}
+		g.sprinkle(rng, specials)
 		forISAs(t, func(t *testing.T, isa ISA) {
 			g.reset()
 			g.run(threads)
-			if alpha == 0 {
-				// A and B are not read: C = beta·C exactly.
-				for i := range m {
-					for j := range n {
-						want := float32(0)
-						if beta != 0 {
-							want = beta * g.c0[guardWords+i*g.ldc+j]
-						}
-						if got := g.c()[i*g.ldc+j]; got != want && !(math.IsNaN(float64(got)) && math.IsNaN(float64(want))) {
-							t.Fatalf("alpha=0 %v: C[%d,%d] = %v, want %v", g, i, j, got, want)
-						}
-					}
-				}
-				return
-			}
-			g.check(t, g.String())
+			g.checkFuzzed(t)
 		})
 	})
 }
@@ -918,4 +895,39 @@ func TestGemmEpilogue(t *testing.T) {
 		})
 		restore()
 	}
+}
+
+// sprinkle writes n special values (NaN, ±Inf, a denormal) at random
+// places of A and B.
+func (g *gemmCase) sprinkle(rng *rand.Rand, n int) {
+	for range n {
+		vals := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), 1e-41}
+		if len(g.a) > 0 {
+			g.a[rng.IntN(len(g.a))] = vals[rng.IntN(len(vals))]
+		}
+		if len(g.b) > 0 {
+			g.b[rng.IntN(len(g.b))] = vals[rng.IntN(len(vals))]
+		}
+	}
+}
+
+// checkFuzzed checks a fuzzed product: with alpha 0, A and B are not
+// read (C = beta·C exactly); otherwise as check does.
+func (g *gemmCase) checkFuzzed(t *testing.T) {
+	t.Helper()
+	if g.alpha == 0 {
+		for i := range g.m {
+			for j := range g.n {
+				want := float32(0)
+				if g.beta != 0 {
+					want = g.beta * g.c0[guardWords+i*g.ldc+j]
+				}
+				if got := g.c()[i*g.ldc+j]; got != want && !(math.IsNaN(float64(got)) && math.IsNaN(float64(want))) {
+					t.Fatalf("alpha=0 %v: C[%d,%d] = %v, want %v", g, i, j, got, want)
+				}
+			}
+		}
+		return
+	}
+	g.check(t, g.String())
 }

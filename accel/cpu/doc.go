@@ -1,6 +1,8 @@
 // Package cpu is the CPU backend: it executes ir graphs with the kernels
 // package (GEMM through kernels.Sgemm and kernels.SgemmBatched, so the
-// SIMD GEMM drops in behind the same calls) and plain Go loops for the
+// SIMD GEMM drops in behind the same calls; products of at most
+// kernels.SgemvRows rows, a decode step's, through kernels.Sgemv, which
+// reads B in place instead of packing it) and plain Go loops for the
 // rest.
 //
 // Compile turns a graph into an Executable once per (graph, input
@@ -11,7 +13,9 @@
 // gradient, a scatter adds onto its base without a copy); every node gets
 // a kernel with its tensors bound, so a run allocates nothing in steady
 // state. Transposes that only feed a
-// MatMul's last two axes are folded into the GEMM's transpose flags.
+// MatMul's last two axes are folded into the GEMM's transpose flags. An
+// input that only Concat or reference kernels read (a decoder's KV cache)
+// is read where the caller keeps it, not copied in (borrow.go).
 // Parameters are read in place from the graph's parameter tensors, so
 // training updates them between runs without recompiling.
 //

@@ -45,11 +45,14 @@ type Executable struct {
 	dead    [][]byte // the arena outside the outputs (dropDead)
 	dropped [][]byte // the parts of dead that dropDead dropped
 
-	inputs  []*ir.Tensor // arena storage the caller's inputs are copied into
-	outputs []*ir.Tensor // what Run returns
-	steps   []step
-	params  map[string]*ir.Param
-	closed  bool
+	inputs []*ir.Tensor // arena storage the caller's inputs are copied into
+	// borrowers lists, per input, the kernels that read the caller's
+	// tensor itself (nil: the input is copied into inputs[i]).
+	borrowers [][]borrowedRead
+	outputs   []*ir.Tensor // what Run returns
+	steps     []step
+	params    map[string]*ir.Param
+	closed    bool
 
 	// ArenaBytes is the size of the memory plan's arena; ValueBytes the
 	// sum of the sizes of the values placed in it (what they would take
@@ -316,6 +319,7 @@ func (c *compiler) emit(e *Executable, plan memoryPlan, active []*ir.Node) error
 		}
 		e.steps = append(e.steps, step{n, k, c.fused[n].folded})
 	}
+	c.planBorrows(e, active)
 	for _, o := range c.g.Outputs {
 		t, err := tensorOf(o.Value)
 		if err != nil {
@@ -579,7 +583,8 @@ func (e *Executable) Threads() int { return e.threads }
 // ErrClosed is returned by an executable's methods after Close.
 var ErrClosed = errors.New("cpu: executable is closed")
 
-// Run copies the inputs into the executable's buffers and runs every
+// Run copies the inputs into the executable's buffers (or lends them to
+// the kernels that read them in place, borrow.go) and runs every
 // kernel. It does not allocate when every node has a fast kernel.
 func (e *Executable) Run(inputs []*ir.Tensor) ([]*ir.Tensor, error) {
 	if e.closed {
@@ -588,6 +593,7 @@ func (e *Executable) Run(inputs []*ir.Tensor) ([]*ir.Tensor, error) {
 	if err := e.bindInputs(inputs); err != nil {
 		return nil, err
 	}
+	defer e.returnBorrowed()
 	for i := range e.steps {
 		if err := e.steps[i].k.run(); err != nil {
 			return nil, fmt.Errorf("cpu: %s: %w", e.steps[i].node, err)
@@ -598,7 +604,8 @@ func (e *Executable) Run(inputs []*ir.Tensor) ([]*ir.Tensor, error) {
 
 // bindInputs copies the caller's inputs into the executable's buffers
 // (which the memory plan reuses once an input is dead, so every run must
-// copy them again).
+// copy them again), or hands them to the kernels that read them in place
+// (borrowers; returnBorrowed undoes that after the run).
 func (e *Executable) bindInputs(inputs []*ir.Tensor) error {
 	if len(inputs) != len(e.inputs) {
 		return fmt.Errorf("cpu: %d inputs given, the graph has %d", len(inputs), len(e.inputs))
@@ -613,9 +620,26 @@ func (e *Executable) bindInputs(inputs []*ir.Tensor) error {
 			}
 			return fmt.Errorf("cpu: input %q is %s, the graph was specialized for %s", v.Name, got, dst)
 		}
-		copy(dst.Bytes(), t.Bytes())
+	}
+	for i, t := range inputs {
+		if e.borrowers[i] == nil {
+			copy(e.inputs[i].Bytes(), t.Bytes())
+		}
+		for _, r := range e.borrowers[i] {
+			r.k.rebind(r.read, t)
+		}
 	}
 	return nil
+}
+
+// returnBorrowed points the borrowing kernels back at the executable's
+// own tensors, so that it keeps no reference to the caller's.
+func (e *Executable) returnBorrowed() {
+	for i, rs := range e.borrowers {
+		for _, r := range rs {
+			r.k.rebind(r.read, e.inputs[i])
+		}
+	}
 }
 
 // Param returns the live storage of a parameter: writing it between runs
@@ -646,7 +670,7 @@ func (e *Executable) SetParam(name string, t *ir.Tensor) error {
 // Close drops the arena.
 func (e *Executable) Close() error {
 	e.closed = true
-	e.arena, e.steps, e.inputs, e.outputs = nil, nil, nil, nil
+	e.arena, e.steps, e.inputs, e.borrowers, e.outputs = nil, nil, nil, nil, nil
 	return nil
 }
 

@@ -274,6 +274,10 @@ func (k *matmulKernel) run() error {
 		}
 		return nil
 	}
+	if k.rowwise() {
+		k.runRowwise()
+		return nil
+	}
 	switch {
 	case k.epi != nil: // a single product
 		k.prod.finished(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a, k.lda, k.b, k.ldb, 0, k.c, k.ldc, k.epi)
@@ -287,6 +291,28 @@ func (k *matmulKernel) run() error {
 		k.prod.batched(k.threads, k.transA, k.transB, k.m, k.n, k.k, 1, k.a, k.lda, k.strideA, k.b, k.ldb, k.strideB, 0, k.c, k.ldc, k.strideC, k.batch)
 	}
 	return nil
+}
+
+// rowwise reports whether the product runs on kernels.Sgemv: few rows of
+// an A read as stored — a decode step's one row a head, or one row
+// through each weight matrix — whose B the GEMM would pack for every call
+// while multiplying it by a single row. bfloat16 products stay on Sbgemm,
+// which rounds the operands.
+func (k *matmulKernel) rowwise() bool {
+	return k.m <= kernels.SgemvRows && !k.transA && !k.prod.bf16
+}
+
+func (k *matmulKernel) runRowwise() {
+	if k.offA != nil {
+		for i := range k.batch {
+			kernels.Sgemv(k.threads, k.transB, k.m, k.n, k.k, 1, k.a[k.offA[i]:], k.lda, k.b[k.offB[i]:], k.ldb, 0, k.c[k.offC[i]:], k.ldc)
+		}
+	} else {
+		kernels.SgemvBatched(k.threads, k.transB, k.m, k.n, k.k, 1, k.a, k.lda, k.strideA, k.b, k.ldb, k.strideB, 0, k.c, k.ldc, k.strideC, k.batch)
+	}
+	if k.epi != nil {
+		k.epi.Finish(0, k.m, 0, k.n)
+	}
 }
 
 // gemmKernel is a float32 Gemm: out = beta·C (broadcast) then += alpha·A·B.
@@ -359,6 +385,17 @@ func (k *gemmKernel) run() error {
 	if k.transB {
 		ldb = k.k
 	}
+	if k.rowwise() {
+		// A is rows as stored, or one row stored as a column: lda is k.
+		kernels.Sgemv(k.threads, k.transB, k.m, k.n, k.k, k.alpha, k.a, k.k, k.b, ldb, beta, k.out, k.n)
+		return nil
+	}
 	k.prod.gemm(k.threads, k.transA, k.transB, k.m, k.n, k.k, k.alpha, k.a, lda, k.b, ldb, beta, k.out, k.n)
 	return nil
+}
+
+// rowwise is matmulKernel.rowwise for a Gemm, whose A, transposed, is
+// read as stored when it is one row (a column stored contiguously).
+func (k *gemmKernel) rowwise() bool {
+	return k.m <= kernels.SgemvRows && (!k.transA || k.m == 1) && !k.prod.bf16
 }

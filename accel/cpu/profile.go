@@ -23,6 +23,7 @@ func (e *Executable) ProfileNodes(ctx context.Context, inputs []*ir.Tensor, runs
 		return nil, err
 	}
 	times := make([][]time.Duration, len(e.steps))
+	defer e.returnBorrowed()
 	for range runs {
 		if err := e.bindInputs(inputs); err != nil {
 			return nil, err

@@ -1,14 +1,16 @@
 // Command elem generates kernels/elem_amd64.s and kernels/elem_stubs_amd64.go:
 // the AVX-512 and AVX2+FMA versions of dstune's element-wise and row kernels
-// (vector exp/erf/tanh/sigmoid, GELU, softmax and LayerNorm row passes, and
-// simple vector arithmetic). Run it through `go generate ./kernels`.
+// (vector exp/erf/tanh/sigmoid, GELU, softmax and LayerNorm row passes,
+// simple vector arithmetic, and the matrix–vector kernels under Sgemv:
+// gemv.go). Run it through `go generate ./kernels`.
 //
-// Every kernel is one loop over n float32 lanes: a main loop unrolled over
-// several vectors, a one-vector loop, and a masked tail (AVX-512 opmask
-// registers; AVX2 VMASKMOVPS with a mask loaded from a sliding table), so no
-// kernel reads or writes outside its slices. Reductions keep one accumulator
-// per unrolled vector and combine them, and then the lanes, in a fixed order,
-// so a result depends only on the input, never on timing.
+// Every kernel but the column sums and gemv.go's is one loop over n
+// float32 lanes: a main loop unrolled over several vectors, a one-vector
+// loop, and a masked tail (AVX-512 opmask registers; AVX2 VMASKMOVPS with a
+// mask loaded from a sliding table), so no kernel reads or writes outside
+// its slices. Reductions keep one accumulator per unrolled vector and
+// combine them, and then the lanes, in a fixed order, so a result depends
+// only on the input, never on timing.
 //
 // The math (see mathfuncs.go) is the same on both ISAs: polynomial
 // coefficients come from fit_coeffs.py in this directory.
@@ -34,6 +36,8 @@ func main() {
 		genMath(t)
 		genRows(t)
 		genColumnSums(t)
+		genGemvAcc(t)
+		genGemvDot(t)
 	}
 	Generate()
 }
