@@ -122,16 +122,25 @@ func (r *runner) restoreBest() error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
+	// A change of the step count (--steps with --resume) starts the
+	// patience count again: a run that patience stopped goes on.
+	changes := r.cfg.StepsChanges
 	for line := range bytes.Lines(data) {
 		var rec metricsRecord
 		if json.Unmarshal(line, &rec) != nil || rec.Step < 1 || rec.ValidLoss == nil {
 			continue
+		}
+		for len(changes) > 0 && changes[0].Step < rec.Step {
+			r.best.stale, changes = 0, changes[1:]
 		}
 		v := validation{loss: *rec.ValidLoss, metric: math.NaN()}
 		if p := rec.metricValue(r.cfg.Metric); p != nil {
 			v.metric = *p
 		}
 		r.best.note(rec.Step, v)
+	}
+	if len(changes) > 0 {
+		r.best.stale = 0
 	}
 	return atomicfile.SyncDir(dir)
 }

@@ -62,6 +62,22 @@ func TestRunPatienceStopsAtTies(t *testing.T) {
 	if recs := sharedtest.ReadMetrics(t, dir); recs[len(recs)-1].Step != 8 {
 		t.Errorf("the resume wrote metrics past the stop: last record step %d", recs[len(recs)-1].Step)
 	}
+	// Given more steps, the stopped run goes on, its patience counted
+	// again from the change: validations at 10, 12, 14 reach it at the
+	// last step, which is no early stop.
+	more := cfg
+	more.Steps = 14
+	res, err = Run(context.Background(), more, RunOptions{Dir: dir, Resume: true, Source: newBigramSource(runVocab, 1)})
+	if err != nil || res.Step != 14 || res.StoppedEarly != "" {
+		t.Fatalf("the stopped run given 14 steps: %+v, %v", res, err)
+	}
+	// A run that reaches its patience at its last step did not stop early.
+	last := cfg
+	last.Steps = 8
+	res, err = Run(context.Background(), last, RunOptions{Dir: filepath.Join(t.TempDir(), "last"), Source: newBigramSource(runVocab, 1)})
+	if err != nil || res.Step != 8 || res.StoppedEarly != "" {
+		t.Errorf("patience reached at the last step: %+v, %v", res, err)
+	}
 }
 
 // TestRunKeepsTheBestValidation: validated on lines mostly of another
@@ -120,7 +136,7 @@ func TestRunKeepsTheBestValidation(t *testing.T) {
 	if _, err := Run(context.Background(), cfg, RunOptions{Dir: part, Resume: true, Source: newBigramSource(runVocab, 1)}); err != nil {
 		t.Fatal(err)
 	}
-	if got := readBest(t, part); got != b {
+	if got := readBest(t, part); got.Step != b.Step || got.ValidLoss != b.ValidLoss {
 		t.Errorf("interrupted and resumed: best.json %+v, uninterrupted %+v", got, b)
 	}
 

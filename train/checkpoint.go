@@ -61,6 +61,10 @@ type CheckpointInfo struct {
 	Optimizer  string            `json:"optimizer"`
 	Method     string            `json:"method"`
 	MethodMeta map[string]string `json:"method_meta,omitempty"`
+	// Steps is the step count the run asked for when the checkpoint was
+	// written (config.json's; a resume may change it, recording the
+	// change there). 0: a checkpoint written before it was recorded.
+	Steps int64 `json:"steps,omitempty"`
 	// Files maps every other file of the checkpoint to its sha256
 	// (format 2; format 1 had none).
 	Files map[string]string `json:"files,omitempty"`
@@ -140,12 +144,12 @@ func shape64(s []int) []int64 {
 // order) and the data position as RUN/checkpoint, atomically, then
 // records it in RUN/checkpoint.json.
 func WriteCheckpoint(run string, params []*ir.Param, st *EngineState, pos Position, optimizer, method string) error {
-	return writeCheckpoint(run, params, st, pos, optimizer, method, nil)
+	return writeCheckpoint(run, params, st, pos, optimizer, method, nil, 0)
 }
 
 // writeCheckpoint is WriteCheckpoint recording the run's identity (its
 // runIdentity; nil: none) in state.json.
-func writeCheckpoint(run string, params []*ir.Param, st *EngineState, pos Position, optimizer, method string, identity json.RawMessage) error {
+func writeCheckpoint(run string, params []*ir.Param, st *EngineState, pos Position, optimizer, method string, identity json.RawMessage, steps int64) error {
 	tmp := filepath.Join(run, checkpointTmp)
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
@@ -200,7 +204,7 @@ func writeCheckpoint(run string, params []*ir.Param, st *EngineState, pos Positi
 			return err
 		}
 	}
-	info := CheckpointInfo{Format: checkpointFormat, Step: st.Step, Position: pos, Optimizer: optimizer, Method: method, MethodMeta: st.Method.Meta, Files: files, Config: identity}
+	info := CheckpointInfo{Format: checkpointFormat, Step: st.Step, Position: pos, Optimizer: optimizer, Method: method, MethodMeta: st.Method.Meta, Steps: steps, Files: files, Config: identity}
 	state, _, err := encodeState(info)
 	if err != nil {
 		return err
@@ -575,4 +579,27 @@ func decodeJSONFile(data []byte, v any, strict bool) error {
 		return fmt.Errorf("line %d, column %d: text after the JSON object (the file holds one object)", line, col)
 	}
 	return nil
+}
+
+// checkCheckpointSteps refuses a config.json whose step count is not the
+// one the run's checkpoint was written under, unless config.json records
+// that change (a resume with --steps that has not written a checkpoint
+// since): the step count is no part of the checkpoint's identity, which a
+// resume may change, but an edit of config.json is not such a change.
+func checkCheckpointSteps(run string, stored Config) error {
+	dir := filepath.Join(run, checkpointDir)
+	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
+		dir = filepath.Join(run, checkpointOld)
+	}
+	info, _, err := readState(os.DirFS(dir))
+	if err != nil || info.Steps == 0 || info.Steps == stored.Steps {
+		return nil // no checkpoint (checked elsewhere), or an older one
+	}
+	if n := len(stored.StepsChanges); n > 0 {
+		if c := stored.StepsChanges[n-1]; c.Step == info.Step && c.Was == info.Steps && c.Steps == stored.Steps {
+			return nil
+		}
+	}
+	return fmt.Errorf("resume: %s asks for %d steps, but the run's checkpoint (step %d) was written for %d and config.json records no such change: config.json was edited since (a resume changes the steps with --steps)",
+		filepath.Join(run, ConfigFile), stored.Steps, info.Step, info.Steps)
 }

@@ -135,6 +135,9 @@ type StepsChange struct {
 	Steps int64 `json:"steps"`
 }
 
+// MaxGradAccum bounds Config.GradAccum: a step holds its batches at once.
+const MaxGradAccum = 1 << 16
+
 // DefaultCheckpointMinutes is dstune train's checkpoint cadence.
 const DefaultCheckpointMinutes = 10
 
@@ -160,8 +163,8 @@ func (c *Config) Check() error {
 		return fmt.Errorf("threads %d, want ≥ 1", c.Threads)
 	case c.EvalEvery < 0 || c.CheckpointEvery < 0 || c.CheckpointMinutes < 0 || math.IsNaN(c.CheckpointMinutes):
 		return errors.New("eval and checkpoint intervals must not be negative")
-	case c.GradAccum < 0:
-		return fmt.Errorf("--grad-accum %d, want ≥ 1", c.GradAccum)
+	case c.GradAccum < 0 || c.GradAccum > MaxGradAccum:
+		return fmt.Errorf("--grad-accum %d, want 1 to %d", c.GradAccum, MaxGradAccum)
 	case !(c.MaxGradNorm >= 0) || c.MaxGradNorm > math.MaxFloat32:
 		return fmt.Errorf("--max-grad-norm %g, want a norm ≥ 0 within float32's range (0: no clipping)", c.MaxGradNorm)
 	case c.Patience < 0:
@@ -581,6 +584,9 @@ func (r *runner) checkRunDir() (stored Config, err error) {
 	}
 	if err := checkCheckpointRecord(dir, identity); err != nil {
 		return stored, fmt.Errorf("resume: %w", err)
+	}
+	if err := checkCheckpointSteps(dir, stored); err != nil {
+		return stored, err
 	}
 	return stored, nil
 }
@@ -1065,7 +1071,7 @@ func (r *runner) changeSteps() error {
 	}
 	cfg.StepsChanges = append(cfg.StepsChanges, StepsChange{Step: at, Was: r.stepsWere, Steps: cfg.Steps})
 	how := ""
-	if cfg.Schedule.Name != ScheduleConstant && cfg.Steps > at {
+	if cfg.Schedule.Name != ScheduleConstant {
 		how = fmt.Sprintf("; the %s schedule now decays over %d steps: step %d takes %.3g of the learning rate", cfg.Schedule.Name, cfg.Steps, at+1, cfg.Schedule.Factor(at+1, cfg.Steps))
 		if at < r.stepsWere {
 			how += fmt.Sprintf(", not %.3g", cfg.Schedule.Factor(at+1, r.stepsWere))
@@ -1363,7 +1369,7 @@ func (r *runner) state() (*EngineState, error) {
 }
 
 func (r *runner) checkpoint(st *EngineState) error {
-	if err := writeCheckpoint(r.opts.Dir, r.engine.Params(), st, r.train.Position(), r.cfg.Optimizer.Name, r.method.Name(), r.identity); err != nil {
+	if err := writeCheckpoint(r.opts.Dir, r.engine.Params(), st, r.train.Position(), r.cfg.Optimizer.Name, r.method.Name(), r.identity, r.cfg.Steps); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	if w, ok := r.method.(RunFileWriter); ok {
@@ -1414,9 +1420,8 @@ func (r *runner) loop(ctx context.Context) error {
 		}
 		r.progress.validated(0, cfg.Metric, v)
 	}
-	if cfg.Patience > 0 && r.best.stale >= cfg.Patience {
-		res.StoppedEarly, res.BestStep = r.stoppedEarly(), r.best.step
-		return nil // a resume of a run that stopped early
+	if cfg.Patience > 0 && r.best.stale >= cfg.Patience && res.Step < cfg.Steps {
+		res.StoppedEarly = r.stoppedEarly() // a resume of a run that stopped early: nothing to train
 	}
 	batches := make([]Batch, max(1, cfg.GradAccum))
 	bs := make([]*Batch, len(batches))
@@ -1426,7 +1431,7 @@ func (r *runner) loop(ctx context.Context) error {
 	start := time.Now()
 	r.lastCkptTime = start
 	first := res.Step
-	for step := res.Step + 1; step <= cfg.Steps; step++ {
+	for step := res.Step + 1; step <= cfg.Steps && res.StoppedEarly == ""; step++ {
 		if ctx.Err() != nil {
 			r.progress.done()
 			if r.lastCkpt < res.Step {
@@ -1512,7 +1517,7 @@ func (r *runner) loop(ctx context.Context) error {
 					return fmt.Errorf("best validation: %w", err)
 				}
 			}
-			if cfg.Patience > 0 && r.best.stale >= cfg.Patience {
+			if cfg.Patience > 0 && r.best.stale >= cfg.Patience && step < cfg.Steps {
 				res.StoppedEarly = r.stoppedEarly()
 				if st == nil {
 					if st, err = r.state(); err != nil {
@@ -1553,7 +1558,6 @@ func (r *runner) loop(ctx context.Context) error {
 		if res.StoppedEarly != "" {
 			r.progress.done()
 			r.progress.message("stopped early after step %d of %d: %s", step, cfg.Steps, res.StoppedEarly)
-			break
 		}
 	}
 	r.progress.done()

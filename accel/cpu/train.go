@@ -180,8 +180,11 @@ func cutPrefix(s, prefix string) (string, bool) {
 // until the next Step.
 func (t *trainer) Step(tg *ir.Graph, inputs []*ir.Tensor, info update.StepInfo) (*update.Result, error) {
 	s, out, err := t.run(tg, inputs)
-	if err != nil || out == nil {
-		return &t.res, err
+	if err != nil {
+		return nil, err
+	}
+	if out == nil {
+		return &t.res, nil // a non-finite loss
 	}
 	for j, p := range t.params {
 		p.grad = out[s.grad[j]].Float32s()
@@ -218,8 +221,11 @@ func (t *trainer) Accumulate(tg *ir.Graph, inputs []*ir.Tensor, weight float32, 
 	}
 	t.summing = false
 	s, out, err := t.run(tg, inputs)
-	if err != nil || out == nil {
-		return &t.res, err
+	if err != nil {
+		return nil, err
+	}
+	if out == nil {
+		return &t.res, nil // a non-finite loss: nothing added
 	}
 	for j, p := range t.params {
 		g := out[s.grad[j]].Float32s()

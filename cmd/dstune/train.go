@@ -442,8 +442,8 @@ func (f *trainFlags) apply(name string, cfg *train.Config) error {
 	case "batch":
 		cfg.Batch = *f.batch
 	case "grad-accum":
-		if *f.gradAccum < 1 {
-			return usagef("--grad-accum %d, want ≥ 1", *f.gradAccum)
+		if *f.gradAccum < 1 || *f.gradAccum > train.MaxGradAccum {
+			return usagef("--grad-accum %d, want 1 to %d", *f.gradAccum, train.MaxGradAccum)
 		}
 		cfg.GradAccum = *f.gradAccum
 		if cfg.GradAccum == 1 {

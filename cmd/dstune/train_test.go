@@ -101,7 +101,7 @@ func TestTrainUsage(t *testing.T) {
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "prompt", "--prompt-at", "end"}, 2, `prompt: --prompt-at "end", want after-bos or start`},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "prompt", "--prompt-init", "text"}, 2, `prompt: --prompt-init "text", want vocab or random`},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "adapter"}, 2, `unknown --method "adapter"`},
-		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--grad-accum", "0"}, 2, "--grad-accum 0, want ≥ 1"},
+		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--grad-accum", "0"}, 2, "--grad-accum 0, want 1 to 65536"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-grad-norm", "-1"}, 2, "--max-grad-norm -1, want a norm ≥ 0 within float32's range"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-grad-norm", "1e39"}, 2, "--max-grad-norm 1e+39, want a norm ≥ 0 within float32's range"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--max-grad-norm", "nan"}, 2, "--max-grad-norm NaN: want a finite number"},
@@ -144,8 +144,8 @@ func TestTrainUsage(t *testing.T) {
 			args []string
 			code int
 			want string
-		}{[]string{"train", filepath.Join(inRun, "model.onnx"), "--data", data, "--task", "lm", "--steps", "3", "--out", filepath.Join(dir, "accum"), "--grad-accum", "9223372036854775807"}, 1,
-			"a step of 9223372036854775807 batches of 8×3 tokens needs about"},
+		}{[]string{"train", filepath.Join(inRun, "model.onnx"), "--data", data, "--task", "lm", "--steps", "3", "--out", filepath.Join(dir, "accum"), "--grad-accum", "60000", "--batch", "4096", "--max-memory", "1GiB"}, 1,
+			"a step of 60000 batches of 4096×3 tokens needs about"},
 		struct {
 			args []string
 			code int
@@ -310,5 +310,32 @@ func TestTrainKeepBest(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("best/delta.safetensors (step %d of 10) differs from the delta of a %d-step run", best.Step, best.Step)
+	}
+}
+
+// TestTrainStoppedFullRunWritesItsModel: a full fine-tuning that
+// --patience stopped, resumed, writes its model.onnx again (a kill after
+// the stop's checkpoint leaves none), and says it had stopped.
+func TestTrainStoppedFullRunWritesItsModel(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.jsonl")
+	writeLines(t, data, []string{`{"tokens":[104,101,108,108,111,32,119]}`, `{"tokens":[97,98,99,100]}`})
+	run := filepath.Join(dir, "run")
+	// With lr 0 every validation ties the first: patience 1 stops at step 2.
+	args := []string{"train", filepath.Join("..", "..", "demo", "base.onnx"), "--data", data, "--valid", data, "--task", "lm", "--lr", "0",
+		"--steps", "6", "--batch", "1", "--eval-every", "1", "--patience", "1", "--threads", "1", "--out", run}
+	if code, stdout, stderr := dstune(args...); code != 0 || !strings.Contains(stdout, "stopped early after step 2 of 6") {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	model := filepath.Join(run, "model.onnx")
+	if err := os.Remove(model); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := dstune("train", "--resume", run)
+	if code != 0 || !strings.Contains(stdout, "had stopped early after step 2 of 6") {
+		t.Fatalf("resume: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(model); err != nil {
+		t.Errorf("the resumed stopped run wrote no model.onnx: %v", err)
 	}
 }
