@@ -90,5 +90,8 @@
 // order. TrainingGraph and LossGraph append a loss (softmax cross-entropy
 // with an ignore index, computed with its gradient in one pass by
 // SoftmaxCELoss; mean squared error; binary cross-entropy) and return the
-// graphs a training step and a validation step run.
+// graphs a training step and a validation step run; WithLossDenominator
+// makes a training graph whose softmax cross-entropy divides by an input
+// (a gradient-accumulation step's number of targets) instead of its own
+// count.
 package ir

@@ -152,6 +152,9 @@ func (d *differ) rule(c *gradCtx) error {
 		if len(c.dy) > 1 && c.dy[1] != nil {
 			return c.unsupported("SoftmaxCELoss's gradient output")
 		}
+		if c.needs(2) {
+			return c.unsupported("SoftmaxCELoss's denominator")
+		}
 		c.add(0, d.scaleBy(c.out(1), dy))
 	case *BCELoss:
 		if c.needs(1) {

@@ -462,6 +462,10 @@ func gradCases() []gradCase {
 			t := FromInt64s(Shape{2, 3}, []int64{1, -100, 4, 0, 2, -100})
 			return []*Value{h.op(&SoftmaxCELoss{IgnoreIndex: -100}, h.param(Shape{2, 3, 5}, -3, 3), h.constant(t))}
 		}},
+		gradCase{name: "SoftmaxCELoss/denominator", build: func(h *caseBuilder) []*Value {
+			t := FromInt64s(Shape{2, 3}, []int64{1, -100, 4, 0, 2, -100})
+			return []*Value{h.op(&SoftmaxCELoss{IgnoreIndex: -100}, h.param(Shape{2, 3, 5}, -3, 3), h.constant(t), h.constant(ScalarFloat32(7)))}
+		}},
 		gradCase{name: "BCELoss", build: func(h *caseBuilder) []*Value {
 			t := FromFloat64s(Shape{2, 3}, []float64{1, 0, 0.3, 1, 0, 0.5})
 			return []*Value{h.op(&BCELoss{}, h.param(Shape{2, 3}, 0.05, 0.95), h.constant(t))}

@@ -59,6 +59,51 @@ const (
 	TargetsInput = "targets"
 )
 
+// LossDenominatorInput names the input WithLossDenominator adds.
+const LossDenominatorInput = "loss_denominator"
+
+// WithLossDenominator returns a copy of the training graph tg whose loss
+// (its LossOutput, a SoftmaxCELoss's as TrainingGraph's softmax
+// cross-entropy is) divides by a new input instead of by the batch's own
+// count of targets: a float32 scalar named LossDenominatorInput, after
+// tg's inputs. The loss's gradient, which SoftmaxCELoss computes with it,
+// and so every gradient of the graph divide by it too. Fed the number of
+// targets of all the batches a gradient-accumulation step runs, the
+// graph's loss and gradients are the batch's shares of their mean's, to
+// be summed as they are: the backward pass starts from the (p − y)/N one
+// batch of them all would, which matters where its products round their
+// operands (bfloat16). The copy shares tg's parameter storage and
+// constants; tg is not changed. ok is false, and the graph nil, when tg's
+// loss is not a SoftmaxCELoss's of two inputs.
+func WithLossDenominator(tg *Graph) (g *Graph, ok bool, err error) {
+	var loss *Value
+	for _, o := range tg.Outputs {
+		if o.Name == LossOutput {
+			loss = o.Value
+			break
+		}
+	}
+	if loss == nil || loss.Kind != NodeOutput || loss.Producer == nil {
+		return nil, false, nil
+	}
+	if _, ce := loss.Producer.Op.(*SoftmaxCELoss); !ce || len(loss.Producer.Inputs) != 2 || loss.Producer.Outputs[0] != loss {
+		return nil, false, nil
+	}
+	c, vmap, _ := cloneGraph(tg)
+	if builderOn(c).names[LossDenominatorInput] {
+		return nil, false, fmt.Errorf("ir: loss denominator: graph %q already has a value named %q", tg.Name, LossDenominatorInput)
+	}
+	d := &Value{Name: LossDenominatorInput, Type: Type{Float32, Shape{}}, Kind: GraphInput}
+	c.Inputs = append(c.Inputs, d)
+	n := vmap[loss].Producer
+	n.Inputs = append(n.Inputs, d)
+	c.relinkUses()
+	if err := c.Validate(); err != nil {
+		return nil, false, fmt.Errorf("ir: loss denominator: %w", err)
+	}
+	return c, true, nil
+}
+
 // TrainingGraph appends the loss to g and differentiates it with respect
 // to the given parameters of g (nil = every float parameter that the loss
 // depends on). The result is a new graph whose inputs are g's inputs

@@ -9,13 +9,20 @@ import (
 
 // SoftmaxCELoss is the mean softmax cross-entropy of logits over their
 // last axis (the classes) against integer targets, skipping targets equal
-// to IgnoreIndex, together with its gradient. Inputs: logits [..., C] and
-// targets [...] (int32 or int64, the logits' shape without the last axis).
-// With rows r over the targets, lse[r] = log Σ_c exp(logits[r, c]) and N
-// the number of rows whose target is not IgnoreIndex:
+// to IgnoreIndex, together with its gradient. Inputs: logits [..., C],
+// targets [...] (int32 or int64, the logits' shape without the last axis)
+// and, optionally, a denominator D (a float32 scalar). With rows r over
+// the targets, lse[r] = log Σ_c exp(logits[r, c]) and N the number of rows
+// whose target is not IgnoreIndex:
 //
 //	loss            = Σ_{r: t[r] ≠ IgnoreIndex} (lse[r] − logits[r, t[r]]) / N   (0 when N = 0)
 //	dlogits[r, c]   = (exp(logits[r, c] − lse[r]) − [c = t[r]]) / N               (0 on ignored rows)
+//
+// With D, both divide by D instead of N (and are 0 when D = 0): the loss
+// is this batch's share of a mean over more targets than its own, those
+// of all the batches a gradient-accumulation step sums (WithLossDenominator),
+// and its gradient is that share's, so that a batch's backward pass sees
+// the very (p − y)/D of one batch holding them all.
 //
 // Outputs: loss (a scalar of the logits' dtype) and dlogits = ∂loss/∂logits
 // (the logits' shape), computed in the same pass over the logits, so the
@@ -43,11 +50,14 @@ func checkLogitsTargets(logits, targets Type) error {
 }
 
 func (op *SoftmaxCELoss) Infer(in []Type) ([]Type, error) {
-	if err := wantInputs(in, 2, 2); err != nil {
+	if err := wantInputs(in, 2, 3); err != nil {
 		return nil, err
 	}
 	if err := checkLogitsTargets(in[0], in[1]); err != nil {
 		return nil, err
+	}
+	if d, ok := optional(in, 2); ok && (d.DType != Float32 || len(d.Shape) != 0) {
+		return nil, fmt.Errorf("denominator is %v, want a float32 scalar", d)
 	}
 	return []Type{{in[0].DType, Shape{}}, in[0]}, nil
 }
@@ -78,6 +88,12 @@ func (op *SoftmaxCELoss) Eval(in, out []*Tensor) error {
 	if err != nil {
 		return err
 	}
+	// div is what the loss and its gradient divide by: the count, or the
+	// denominator input.
+	div := float64(count)
+	if d := optIn(in, 2); d != nil {
+		div = d.Float64At(0)
+	}
 	x := Convert(logits, Float64).Float64s()
 	grad := make([]float64, len(x))
 	var sum float64
@@ -97,14 +113,17 @@ func (op *SoftmaxCELoss) Eval(in, out []*Tensor) error {
 		}
 		lse := m + math.Log(s)
 		sum += lse - row[t]
-		for k, v := range row {
-			grad[r*c+k] = math.Exp(v-lse) / float64(count)
+		if div == 0 {
+			continue
 		}
-		grad[r*c+int(t)] -= 1 / float64(count)
+		for k, v := range row {
+			grad[r*c+k] = math.Exp(v-lse) / div
+		}
+		grad[r*c+int(t)] -= 1 / div
 	}
 	loss := 0.0
-	if count > 0 {
-		loss = sum / float64(count)
+	if div != 0 {
+		loss = sum / div
 	}
 	storeFloats(out[0], []float64{loss})
 	if len(out) > 1 && out[1] != nil {

@@ -3,6 +3,7 @@ package ir
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -239,5 +240,168 @@ func TestLossErrors(t *testing.T) {
 	}
 	if _, err := ParseLossKind("hinge"); err == nil {
 		t.Error("ParseLossKind accepted hinge")
+	}
+}
+
+// softmaxCEReference is SoftmaxCELoss's definition in float64, written out
+// apart from its Eval: the loss and dlogits of logits [rows, c] against
+// targets, divided by div (0 when div is 0).
+func softmaxCEReference(logits []float64, c int, targets []int64, ignore int64, div float64) (float64, []float64) {
+	grad := make([]float64, len(logits))
+	if div == 0 {
+		return 0, grad
+	}
+	var loss float64
+	for r, t := range targets {
+		if t == ignore {
+			continue
+		}
+		row := logits[r*c : (r+1)*c]
+		var z float64
+		for _, v := range row {
+			z += math.Exp(v)
+		}
+		loss += math.Log(z) - row[t]
+		for k, v := range row {
+			grad[r*c+k] = math.Exp(v) / z / div
+		}
+		grad[r*c+int(t)] -= 1 / div
+	}
+	return loss / div, grad
+}
+
+// TestSoftmaxCELossDenominator: with its third input D the loss and its
+// gradient divide by D instead of the number N of counted targets — D
+// above and below N, and D = 0 (no target in the step: zeros) — with
+// ignored rows contributing nothing, against a float64 reference; D = N
+// gives the two-input op's bits; D must be a float32 scalar.
+func TestSoftmaxCELossDenominator(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	const rows, c = 10, 7
+	logits := NewTensor(Float32, Shape{2, rows / 2, c})
+	for i := range logits.Float32s() {
+		logits.Float32s()[i] = float32(rng.Float64()*6 - 3)
+	}
+	targets := FromInt64s(Shape{2, rows / 2}, []int64{3, -100, 0, 6, 2, -100, -100, 1, 5, 4})
+	const n = 7
+	x := Convert(logits, Float64).Float64s()
+	op := &SoftmaxCELoss{IgnoreIndex: -100}
+	two, err := EvalOp(op, logits, targets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []float32{n, 23, 2.5, 0} {
+		got, err := EvalOp(op, logits, targets, ScalarFloat32(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		loss, grad := softmaxCEReference(x, c, targets.Int64s(), -100, float64(d))
+		if l := got[0].Float64At(0); math.Abs(l-loss) > 1e-6*math.Abs(loss) || (d == 0 && l != 0) {
+			t.Errorf("D = %v: loss %v, want %v", d, l, loss)
+		}
+		for i, want := range grad {
+			g := got[1].Float64At(i)
+			if math.Abs(g-want) > 1e-6*math.Abs(want)+1e-12 || (want == 0 && g != 0) {
+				t.Errorf("D = %v: dlogits[%d] = %v, want %v", d, i, g, want)
+				break
+			}
+		}
+		if d == n {
+			for i := range two {
+				if !slices.Equal(got[i].Float32s(), two[i].Float32s()) {
+					t.Errorf("D = N: output %d differs from the two-input op's", i)
+				}
+			}
+		}
+	}
+	for _, bad := range []Type{{Float64, Shape{}}, {Float32, Shape{1}}} {
+		if _, err := op.Infer([]Type{{Float32, logits.Shape()}, {Int64, targets.Shape()}, bad}); err == nil || !strings.Contains(err.Error(), "denominator") {
+			t.Errorf("denominator %v: err = %v", bad, err)
+		}
+	}
+}
+
+// TestWithLossDenominator: the copy of a softmax cross-entropy training
+// graph reads the denominator as a new last input, shares the
+// parameters, leaves the graph it copies alone, and gives the original's
+// outputs scaled by N/D (its very bits for D = N); a graph whose loss is
+// not a SoftmaxCELoss's is not copied, and a graph that already has a
+// value of the input's name is an error.
+func TestWithLossDenominator(t *testing.T) {
+	g := smallModel(t, rand.New(rand.NewPCG(11, 12)))
+	tg, err := TrainingGraph(g, LossSpec{Kind: SoftmaxCrossEntropy, IgnoreIndex: -100}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs, nodes := len(tg.Inputs), len(tg.Nodes)
+	ag, ok, err := WithLossDenominator(tg)
+	if err != nil || !ok {
+		t.Fatalf("WithLossDenominator: %v, %v", ok, err)
+	}
+	if len(tg.Inputs) != inputs || len(tg.Nodes) != nodes || tg.Validate() != nil {
+		t.Error("WithLossDenominator changed the graph it copies")
+	}
+	if len(ag.Inputs) != inputs+1 {
+		t.Fatalf("the copy has %d inputs, want %d", len(ag.Inputs), inputs+1)
+	}
+	if v := ag.Inputs[inputs]; v.Name != LossDenominatorInput || v.DType != Float32 || len(v.Shape) != 0 {
+		t.Errorf("the copy's last input is %v, want a float32 scalar %q", v, LossDenominatorInput)
+	}
+	if ag.Param("w1").Tensor != g.Param("w1").Tensor {
+		t.Error("the copy does not share the model's parameters")
+	}
+	x := NewTensor(Float64, Shape{2, 3, 5})
+	for i := range x.Float64s() {
+		x.Float64s()[i] = float64(i%11)/5 - 1
+	}
+	feed := map[string]*Tensor{"x": x, TargetsInput: FromInt64s(Shape{2, 3}, []int64{3, -100, 0, 2, 1, -100})}
+	const n = 4
+	want, err := Interpret(tg, feed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []float32{n, 10, 0} {
+		feed[LossDenominatorInput] = ScalarFloat32(d)
+		got, err := Interpret(ag, feed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range tg.Outputs {
+			w, g := want[o.Name].Float64s(), got[o.Name].Float64s()
+			for i := range w {
+				scaled := 0.0
+				if d != 0 {
+					scaled = w[i] * n / float64(d)
+				}
+				if (d == n && g[i] != w[i]) || math.Abs(g[i]-scaled) > 1e-12*math.Abs(scaled) {
+					t.Errorf("D = %v: %s[%d] = %v, want %v", d, o.Name, i, g[i], scaled)
+					break
+				}
+			}
+		}
+	}
+
+	mse, err := TrainingGraph(g, LossSpec{Kind: MeanSquaredError}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, ok, err := WithLossDenominator(mse); c != nil || ok || err != nil {
+		t.Errorf("an MSE training graph: %v, %v, %v; want nothing", c, ok, err)
+	}
+
+	b := NewBuilder("clash")
+	in := b.Input("x", Float64, Shape{2, 3})
+	b.Input(LossDenominatorInput, Float64, Shape{})
+	b.Output("logits", b.Op1(&MatMul{}, in, b.Param("w", filled(Float64, Shape{3, 4}, 0.5))))
+	clash, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctg, err := TrainingGraph(clash, LossSpec{Kind: SoftmaxCrossEntropy, IgnoreIndex: -100}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := WithLossDenominator(ctg); err == nil || !strings.Contains(err.Error(), LossDenominatorInput) {
+		t.Errorf("a graph with an input named %q: err = %v", LossDenominatorInput, err)
 	}
 }

@@ -42,7 +42,10 @@ func ragged(t *testing.T, lines int) string {
 // TestRunGradAccumStepsAsTheLargerBatch: --batch 4 --grad-accum 2 trains
 // as --batch 8 does — the same examples a step, each batch's gradient
 // weighted by its share of the step's targets (the examples have
-// different lengths, so equal weights would not do) — the losses, the
+// different lengths, so equal weights would not do; the bigram source's
+// loss is no SoftmaxCELoss to take the step's number of targets, so the
+// engine weights the gradients: TestRunGradAccumBF16StepsAsTheLargerBatch
+// has the denominator) — the losses, the
 // gradients' norms and the weights agree to float32 rounding; and a run
 // with accumulation interrupted and resumed gives the uninterrupted
 // run's bits.
@@ -214,5 +217,140 @@ func TestRunInterruptedInsideAnAccumulatedStep(t *testing.T) {
 	}
 	if !sameBits(readCheckpointWeights(t, dir, cfg), readCheckpointWeights(t, whole, cfg)) {
 		t.Error("interrupted inside a step and resumed: the weights differ from the uninterrupted run's")
+	}
+}
+
+// raggedBytes writes n examples of tiny_gpt's byte tokens of 3 to 40
+// bytes of evalText, so that the batches of a step hold different numbers
+// of targets.
+func raggedBytes(t *testing.T, n int) string {
+	t.Helper()
+	var sb strings.Builder
+	for i := range n {
+		start, length := (i*13)%(len(evalText)-40), 3+(i*11)%38
+		ids := make([]string, length)
+		for j, c := range []byte(evalText[start : start+length]) {
+			ids[j] = fmt.Sprint(c)
+		}
+		fmt.Fprintf(&sb, "{\"tokens\":[%s]}\n", strings.Join(ids, ","))
+	}
+	path := filepath.Join(t.TempDir(), "ragged.jsonl")
+	if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestRunGradAccumBF16StepsAsTheLargerBatch: with --precision bf16 too,
+// --batch 4 --grad-accum 2, 2 × 4 and 1 × 8 take tiny_gpt's first step on
+// ragged rows as --batch 8 does, to float32 rounding (grad_norm within
+// 1e-6 relative, the weights within 1e-6 of how far they moved and 2
+// ulps): each
+// batch's loss divides by the step's number of targets, not its own, so
+// that the backward's bfloat16 products round the same (p − y)/N as the
+// larger batch's. (Dividing by the batch's own count and weighting its
+// gradient afterwards rounds (p − y)/n_k instead: grad_norm then differs
+// by 1e-4 relative.) Only the first step is held to float32 rounding: the
+// gradient sums' own rounding leaves weights an ulp apart, and one of them
+// rounding to another bfloat16 moves the next step by 1e-5. A run with
+// accumulation interrupted and resumed gives the uninterrupted run's
+// bits.
+func TestRunGradAccumBF16StepsAsTheLargerBatch(t *testing.T) {
+	modelPath := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
+	opt, err := update.DefaultOptimizer(update.OptimizerSGD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.SetLR(0.5)
+	cfg := Config{Model: modelPath, Data: raggedBytes(t, 24), Task: TaskLM, Method: MethodFull,
+		Optimizer: opt, Schedule: Schedule{Name: ScheduleConstant}, Steps: 1, Batch: 8, Seed: 3,
+		Backend: "cpu", Threads: 2, Precision: "bf16"}
+	src, err := NewModelSource(readEvalModel(t, modelPath), ModelSourceOptions{Task: TaskLM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := map[string][]float32{}
+	for _, p := range src.Params() {
+		seed[p.Name] = slices.Clone(p.Tensor.Float32s())
+	}
+	weights := func(dir string) map[string][]float32 {
+		st, _, err := ReadCheckpoint(dir, src.Params(), cfg.Optimizer, MethodFull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Params
+	}
+	run := func(c Config) (float64, map[string][]float32) {
+		dir := filepath.Join(t.TempDir(), "run")
+		if _, err := Run(context.Background(), c, RunOptions{Dir: dir}); err != nil {
+			t.Fatalf("batch %d × %d: %v", c.Batch, c.GradAccum, err)
+		}
+		recs := sharedtest.ReadMetrics(t, dir)
+		if len(recs) != 1 || recs[0].GradNorm == nil {
+			t.Fatalf("batch %d × %d: metrics %v, want one step's", c.Batch, c.GradAccum, recs)
+		}
+		return *recs[0].GradNorm, weights(dir)
+	}
+	wantNorm, want := run(cfg)
+	for _, split := range [][2]int{{4, 2}, {2, 4}, {1, 8}} {
+		c := cfg
+		c.Batch, c.GradAccum = split[0], split[1]
+		norm, got := run(c)
+		name := fmt.Sprintf("batch %d × %d", split[0], split[1])
+		if d := relDiff(norm, wantNorm); d > 1e-6 {
+			t.Errorf("%s: grad_norm %.9g, batch 8 %.9g (%.2g relative)", name, norm, wantNorm, d)
+		}
+		// A weight may differ by 1e-6 of the largest change, and by the
+		// float32 rounding (2 ulps) of its own value.
+		moved := 0.0
+		for p, w := range want {
+			for i := range w {
+				moved = max(moved, math.Abs(float64(w[i]-seed[p][i])))
+			}
+		}
+		worst, bad := 0.0, 0
+		for p, w := range want {
+			for i, v := range got[p] {
+				d := math.Abs(float64(v - w[i]))
+				worst = max(worst, d)
+				if d > 1e-6*moved+0x1p-22*math.Abs(float64(w[i])) {
+					bad++
+				}
+			}
+		}
+		if bad > 0 {
+			t.Errorf("%s: %d weights differ from batch 8's by more than float32 rounding, up to %.3g (the largest change %.3g)", name, bad, worst, moved)
+		}
+		t.Logf("%s: grad_norm %.9g (batch 8 %.9g); weights within %.3g of batch 8's, which moved up to %.3g", name, norm, wantNorm, worst, moved)
+	}
+
+	// Four steps of 4 × 2, interrupted after step 3 (the checkpoint is
+	// step 2's), then resumed.
+	c := cfg
+	c.Batch, c.GradAccum, c.Steps, c.CheckpointEvery = 4, 2, 4, 2
+	whole := filepath.Join(t.TempDir(), "whole")
+	if _, err := Run(context.Background(), c, RunOptions{Dir: whole}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "part")
+	stop := func(step int64) error {
+		if step == 3 {
+			cancel()
+		}
+		return nil
+	}
+	if _, err := Run(ctx, c, RunOptions{Dir: dir, AfterStep: stop}); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	if _, err := Run(context.Background(), c, RunOptions{Dir: dir, Resume: true}); err != nil {
+		t.Fatal(err)
+	}
+	got, want := weights(dir), weights(whole)
+	for p, w := range want {
+		if !sameBits(got[p], w) {
+			t.Errorf("%s: the interrupted and resumed run differs from the uninterrupted one", p)
+		}
 	}
 }

@@ -115,6 +115,15 @@ type engineShape struct {
 	positions64           []int64    // the positions, computed before an int32 input takes them
 	classify              bool       // targets are labels [B]
 	stepInputs            []stepInput
+	// accum is the training graph of a gradient-accumulation step (its
+	// loss divided by denom, the step's number of targets:
+	// ir.WithLossDenominator), made on first use; noAccum says that the
+	// source's loss takes no denominator, so that such steps weight the
+	// training graph's gradients instead.
+	accum     *ir.Graph
+	accumFeed []*ir.Tensor
+	denom     *ir.Tensor
+	noAccum   bool
 }
 
 // stepInput is a graph input the source fills every step (StepInputs).
@@ -226,7 +235,7 @@ func (e *Engine) shapeFor(shape BatchShape, needLoss bool) (*engineShape, error)
 		if err := e.checkTrainingGraph(g); err != nil {
 			return nil, err
 		}
-		if s.trainFeed, err = e.feed(g, s); err != nil {
+		if s.trainFeed, err = e.feed(g, s, false); err != nil {
 			return nil, err
 		}
 		s.train = g
@@ -240,12 +249,35 @@ func (e *Engine) shapeFor(shape BatchShape, needLoss bool) (*engineShape, error)
 		if len(g.Outputs) != 1 || g.Outputs[0].Name != ir.LossOutput {
 			return nil, fmt.Errorf("train: the loss graph's outputs are not just %q", ir.LossOutput)
 		}
-		if s.lossFeed, err = e.feed(g, s); err != nil {
+		if s.lossFeed, err = e.feed(g, s, false); err != nil {
 			return nil, err
 		}
 		s.loss = g
 	}
 	return s, nil
+}
+
+// accumGraph makes s's training graph of a gradient-accumulation step
+// (s.accum), unless it is made or the source's loss takes no denominator
+// (s.noAccum).
+func (e *Engine) accumGraph(s *engineShape) error {
+	if s.accum != nil || s.noAccum {
+		return nil
+	}
+	g, ok, err := ir.WithLossDenominator(s.train)
+	if err != nil {
+		return fmt.Errorf("train: batch %d×%d: %w", s.shape.B, s.shape.T, err)
+	}
+	if !ok {
+		s.noAccum = true
+		return nil
+	}
+	feed, err := e.feed(g, s, true)
+	if err != nil {
+		return err
+	}
+	s.accum, s.accumFeed = g, feed
+	return nil
 }
 
 // checkTrainingGraph checks the GraphSource contract on a training graph.
@@ -268,8 +300,10 @@ func (e *Engine) checkTrainingGraph(g *ir.Graph) error {
 	return nil
 }
 
-// feed lays out g's inputs: the token, mask and target tensors of s.
-func (e *Engine) feed(g *ir.Graph, s *engineShape) ([]*ir.Tensor, error) {
+// feed lays out g's inputs: the token, mask and target tensors of s, and
+// with denom its loss denominator (ir.LossDenominatorInput). Every graph of
+// s reads the same tensors.
+func (e *Engine) feed(g *ir.Graph, s *engineShape, denom bool) ([]*ir.Tensor, error) {
 	names := e.src.Inputs()
 	feed := make([]*ir.Tensor, len(g.Inputs))
 	// ids is the batch tensor of an integer input: int64 or int32, as the
@@ -286,28 +320,37 @@ func (e *Engine) feed(g *ir.Graph, s *engineShape) ([]*ir.Tensor, error) {
 	}
 	for i, v := range g.Inputs {
 		var t *ir.Tensor
-		switch v.Name {
-		case names.Tokens:
+		switch n := v.Name; {
+		case n == names.Tokens:
 			t = ids(&s.tokens, v)
-		case names.Mask:
+		case n == names.Mask:
 			t = ids(&s.mask, v)
-		case names.PositionIDs:
+		case n == names.PositionIDs:
 			t = ids(&s.positions, v)
-		case names.TokenTypeIDs:
+		case n == names.TokenTypeIDs:
 			t = ids(&s.tokenTypes, v)
-		case TargetsInput:
+		case n == TargetsInput:
 			if s.target == nil {
 				s.target = ir.NewTensor(ir.Int64, v.Shape)
 				s.classify = len(v.Shape) == 1
 			}
 			t = s.target
+		case denom && n == ir.LossDenominatorInput:
+			if s.denom == nil {
+				s.denom = ir.NewTensor(ir.Float32, ir.Shape{})
+			}
+			t = s.denom
 		default:
 			si := sourceAs[StepInputs](e.src)
 			if si == nil || !si.HasStepInput(v.Name) {
 				return nil, fmt.Errorf("train: the model's input %q is none of the tokens, attention mask, position ids or token types: dstune cannot feed it", v.Name)
 			}
-			t = ir.NewTensor(v.DType, v.Shape)
-			s.stepInputs = append(s.stepInputs, stepInput{v.Name, t})
+			i := slices.IndexFunc(s.stepInputs, func(in stepInput) bool { return in.name == v.Name })
+			if i < 0 {
+				i = len(s.stepInputs)
+				s.stepInputs = append(s.stepInputs, stepInput{v.Name, ir.NewTensor(v.DType, v.Shape)})
+			}
+			t = s.stepInputs[i].t
 		}
 		if v.DType != t.DType() || !v.Shape.Equal(t.Shape()) {
 			return nil, fmt.Errorf("train: graph input %q is %v, want %s%v", v.Name, v.Type, t.DType(), t.Shape())
@@ -371,11 +414,18 @@ func (e *Engine) TrainStep(b *Batch, lrScale float64) (StepStats, error) {
 
 // TrainStepOver is TrainStep over several batches with one update
 // (gradient accumulation): the update follows the gradient of the mean
-// loss over all their targets — each batch's gradient weighted by its
-// share of the targets, so that batches of B rows accumulated K times
-// step as one batch of K·B rows would — and the loss reported is that
-// mean. The source's step inputs (dropout masks) are filled for draw
-// (Step())·len(bs)+i+1 of batch i: one batch a step draws as before.
+// loss over all their targets, so that batches of B rows accumulated K
+// times step as one batch of K·B rows would, and the loss reported is
+// that mean. Each batch's loss is its sum divided by the step's number
+// of targets (ir.WithLossDenominator; Hugging Face's Trainer does so
+// since transformers 4.46), so that its backward pass starts from the
+// gradient the larger batch's has for its rows, and the batches' losses
+// and gradients are summed as they are; where the source's loss takes no
+// denominator, each batch's mean loss and its gradient are weighted by
+// its share of the targets instead. A step of one batch runs the
+// source's training graph as it is. The source's step inputs (dropout
+// masks) are filled for draw (Step())·len(bs)+i+1 of batch i: one batch
+// a step draws as before.
 // When ctx ends before the last batch the step is abandoned — nothing
 // changes, and the error wraps ctx's — so that an interruption need not
 // wait for a step of many batches.
@@ -392,6 +442,11 @@ func (e *Engine) TrainStepOver(ctx context.Context, bs []*Batch, lrScale float64
 		if err != nil {
 			return StepStats{}, err
 		}
+		if len(bs) > 1 {
+			if err := e.accumGraph(s); err != nil {
+				return StepStats{}, err
+			}
+		}
 		if err := s.fill(b); err != nil {
 			return StepStats{}, err
 		}
@@ -407,11 +462,16 @@ func (e *Engine) TrainStepOver(ctx context.Context, bs []*Batch, lrScale float64
 		if i > 0 && ctx.Err() != nil {
 			return StepStats{}, fmt.Errorf("step %d abandoned after %d of its %d batches: %w", t.Step, i, len(bs), context.Cause(ctx))
 		}
-		w := 1 / float64(len(bs)) // no targets anywhere: the batches' losses are 0
-		if stats.Targets > 0 {
-			w = float64(b.NumTargets) / float64(stats.Targets)
+		g, feed, w := s.accum, s.accumFeed, 1.0
+		if g != nil {
+			s.denom.Float32s()[0] = float32(stats.Targets) // 0: the batches' losses and gradients are 0
+		} else {
+			g, feed, w = s.train, s.trainFeed, 1/float64(len(bs)) // no targets anywhere: the batches' losses are 0
+			if stats.Targets > 0 {
+				w = float64(b.NumTargets) / float64(stats.Targets)
+			}
 		}
-		r, err := e.trainer.Accumulate(s.train, s.trainFeed, float32(w), i == 0)
+		r, err := e.trainer.Accumulate(g, feed, float32(w), i == 0)
 		if err != nil {
 			return StepStats{}, fmt.Errorf("step %d, batch %d of %d: %w", t.Step, i+1, len(bs), err)
 		}
@@ -478,7 +538,7 @@ func (e *Engine) EvalLogits(b *Batch) (*ir.Tensor, error) {
 			return nil, err
 		}
 		g.Outputs = g.Outputs[:1]
-		if s.logitsFeed, err = e.feed(g, s); err != nil {
+		if s.logitsFeed, err = e.feed(g, s, false); err != nil {
 			return nil, err
 		}
 		s.logits = g

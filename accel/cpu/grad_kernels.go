@@ -428,7 +428,9 @@ func (k *sliceGradKernel) run() error {
 // place over the logits when the plan says so), rows split across threads
 // with the row losses summed in order. The targets are checked first (an
 // error, not a panic, for one out of range) and copied to int32 with the
-// ignored ones mapped to -1.
+// ignored ones mapped to -1. With the op's denominator input the loss and
+// the gradient divide by it instead of by the count of targets; the
+// two-input form divides by the count exactly as before.
 type crossEntropyKernel struct {
 	threads  int
 	c        int // classes
@@ -437,6 +439,7 @@ type crossEntropyKernel struct {
 	targets  []int64
 	targets2 []int32
 	target32 []int32   // the targets as the kernel takes them
+	denom    []float32 // the denominator input (one element), nil without one
 	loss     []float32 // one element
 	dlogits  []float32 // nil when nobody reads the gradient
 }
@@ -451,6 +454,9 @@ func newCrossEntropy(threads int, op *ir.SoftmaxCELoss, in, out []*ir.Tensor) ke
 		loss: out[0].Float32s(), target32: make([]int32, targets.Len())}
 	if len(out) > 1 && out[1] != nil {
 		k.dlogits = out[1].Float32s()
+	}
+	if len(in) > 2 && in[2] != nil {
+		k.denom = in[2].Float32s()
 	}
 	if targets.DType() == ir.Int32 {
 		k.targets2 = targets.Int32s()
@@ -481,14 +487,20 @@ func (k *crossEntropyKernel) run() error {
 		k.target32[r] = int32(t)
 		count++
 	}
+	div := float64(count)
+	if k.denom != nil {
+		div = float64(k.denom[0])
+	}
 	var scale float32
-	if count > 0 {
-		scale = float32(1 / float64(count))
+	if div != 0 {
+		scale = float32(1 / div)
 	}
 	rows := len(k.target32)
 	sum, _ := kernels.SoftmaxCrossEntropy(k.threads, rows, k.c, k.logits, k.c, k.target32, ignoredTarget, k.dlogits, k.c, scale)
-	if count > 0 {
-		sum /= float64(count)
+	if div != 0 {
+		sum /= div
+	} else {
+		sum = 0 // D = 0: the step has no target
 	}
 	k.loss[0] = float32(sum)
 	return nil

@@ -280,6 +280,11 @@ func TestGradKernels(t *testing.T) {
 			targets := randTensor(rng, ir.Int64, ir.Shape{rows}, 0, float64(n))
 			targets.Int64s()[0] = -100
 			cases = append(cases, kcase{fmt.Sprintf("SoftmaxCELoss/%v", s), &ir.SoftmaxCELoss{IgnoreIndex: -100}, []*ir.Tensor{sm, targets}, 1e-6})
+			// With a denominator other than the count (a step's targets
+			// over several batches), and 0 (a step without any).
+			for _, d := range []float32{float32(3*rows + 2), 0} {
+				cases = append(cases, kcase{fmt.Sprintf("SoftmaxCELoss/%v/denominator=%v", s, d), &ir.SoftmaxCELoss{IgnoreIndex: -100}, []*ir.Tensor{sm, targets, ir.ScalarFloat32(d)}, 1e-6})
+			}
 		}
 	}
 	cases = append(cases,
@@ -321,6 +326,63 @@ func TestGradKernels(t *testing.T) {
 				// output can take over an input's buffer; without, every
 				// output the kernel allows runs in place.
 				t.Run(fmt.Sprintf("%s/inputs-kept=%v", c.name, keep), func(t *testing.T) { runKernelCase(t, c.op, c.inputs, c.rtol, keep, reference[c.name]) })
+			}
+		}
+	})
+}
+
+// TestCrossEntropyDenominatorBits: the cross-entropy kernel with a
+// denominator equal to the count of targets gives the two-input form's
+// bits (the gradient scale and the loss's division are the same), on
+// every ISA, in place over the logits or not.
+func TestCrossEntropyDenominatorBits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	logits := randTensor(rng, ir.Float32, ir.Shape{3, 37, 201}, -4, 4)
+	targets := randTensor(rng, ir.Int64, ir.Shape{3, 37}, 0, 201)
+	n := 0
+	for i := range targets.Int64s() {
+		if i%5 == 2 {
+			targets.Int64s()[i] = -100
+		} else {
+			n++
+		}
+	}
+	build := func(denom, keepLogits bool) *Executable {
+		b := ir.NewBuilder("ce")
+		in := []*ir.Value{b.Input("logits", ir.Float32, logits.Shape()), b.Input("targets", ir.Int64, targets.Shape())}
+		if denom {
+			in = append(in, b.Input("d", ir.Float32, ir.Shape{}))
+		}
+		out := b.Op(&ir.SoftmaxCELoss{IgnoreIndex: -100}, in...)
+		b.Output("loss", out[0])
+		b.Output("dlogits", out[1])
+		if keepLogits {
+			b.Output("kept", in[0])
+		}
+		g, err := b.Graph()
+		if err != nil {
+			t.Fatal(err)
+		}
+		exe, err := Compile(g, accel.Options{Threads: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return exe
+	}
+	forISAs(t, func(t *testing.T) {
+		for _, keep := range []bool{false, true} {
+			want, err := build(false, keep).Run([]*ir.Tensor{logits, targets})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := build(true, keep).Run([]*ir.Tensor{logits, targets, ir.ScalarFloat32(float32(n))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, name := range []string{"loss", "dlogits"} {
+				if !bytes.Equal(got[i].Bytes(), want[i].Bytes()) {
+					t.Errorf("logits kept %v: %s with D = N differs from the two-input form's", keep, name)
+				}
 			}
 		}
 	})

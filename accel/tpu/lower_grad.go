@@ -44,10 +44,15 @@ func lowerGradNode(f *fn, n *ir.Node, in []value) (out []value, ok bool, err err
 		return []value{lowerSliceGrad(f, op, in[0], base)}, true, nil
 	case *ir.SoftmaxCELoss:
 		// Outputs: the loss and dlogits = ∂loss/∂logits (the gradient for
-		// an upstream gradient of 1, which the training graph scales).
-		loss, lse := lowerSoftmaxCE(f, op.IgnoreIndex, in[0], in[1])
+		// an upstream gradient of 1, which the training graph scales),
+		// both divided by the denominator input where there is one.
+		var denom value
+		if present(2) {
+			denom = in[2]
+		}
+		loss, lse := lowerSoftmaxCE(f, op.IgnoreIndex, in[0], in[1], denom)
 		one := f.scalarConst(loss.dtype(), 1)
-		return []value{loss, lowerSoftmaxCEGrad(f, op.IgnoreIndex, one, in[0], in[1], lse)}, true, nil
+		return []value{loss, lowerSoftmaxCEGrad(f, op.IgnoreIndex, one, in[0], in[1], lse, denom)}, true, nil
 	case *ir.BCELoss:
 		orig := in[0].dtype()
 		p, t := widen(f, in[0]), widen(f, in[1])
@@ -223,8 +228,9 @@ func lowerSliceGrad(f *fn, op *ir.SliceGrad, dy, base value) value {
 }
 
 // lowerSoftmaxCE is ir.SoftmaxCELoss: the mean over non-ignored rows of
-// lse − logit[target], and lse.
-func lowerSoftmaxCE(f *fn, ignore int64, logits0, targets value) (value, value) {
+// lse − logit[target] (their sum over denom, a scalar, where denom is
+// given), and lse.
+func lowerSoftmaxCE(f *fn, ignore int64, logits0, targets, denom value) (value, value) {
 	orig := logits0.dtype()
 	logits := widen(f, logits0)
 	last := logits.rank() - 1
@@ -236,7 +242,7 @@ func lowerSoftmaxCE(f *fn, ignore int64, logits0, targets value) (value, value) 
 	per := f.selectOp(valid, f.sub(lse, picked), f.splat(lse.t, 0))
 	all := allAxes(per.rank())
 	sum := f.reduce(per, f.scalarConst(logits.dtype(), 0), reduceAdd, all)
-	n := f.reduce(f.convert(valid, logits.dtype()), f.scalarConst(logits.dtype(), 0), reduceAdd, all)
+	n := softmaxCEDivisor(f, valid, logits.dtype(), denom)
 	fzero := f.scalarConst(logits.dtype(), 0)
 	loss := f.selectOp(f.compare("EQ", n, fzero), fzero, f.div(sum, n))
 	return f.convert(loss, orig), f.convert(lse, orig)
@@ -258,7 +264,16 @@ func classMask(f *fn, targets value, shape ir.Shape) value {
 	return f.compare("EQ", tb, f.iota(ir.Type{DType: targets.dtype(), Shape: shape}, last))
 }
 
-func lowerSoftmaxCEGrad(f *fn, ignore int64, dloss0, logits0, targets, lse0 value) value {
+// softmaxCEDivisor is what ir.SoftmaxCELoss divides by, in dtype: the
+// number of valid rows, or the denominator input where there is one.
+func softmaxCEDivisor(f *fn, valid value, dtype ir.DType, denom value) value {
+	if denom.name != "" {
+		return f.convert(f.reshape(denom, ir.Shape{}), dtype)
+	}
+	return f.reduce(f.convert(valid, dtype), f.scalarConst(dtype, 0), reduceAdd, allAxes(valid.rank()))
+}
+
+func lowerSoftmaxCEGrad(f *fn, ignore int64, dloss0, logits0, targets, lse0, denom value) value {
 	orig := logits0.dtype()
 	logits, lse, dloss := widen(f, logits0), widen(f, lse0), widen(f, dloss0)
 	shape := logits.shape()
@@ -266,7 +281,7 @@ func lowerSoftmaxCEGrad(f *fn, ignore int64, dloss0, logits0, targets, lse0 valu
 	p := f.unary("stablehlo.exponential", f.sub(logits, f.broadcastInDim(lse, shape, allAxes(last))))
 	onehot := f.convert(classMask(f, targets, shape), logits.dtype())
 	valid := f.compare("NE", targets, f.splat(targets.t, float64(ignore)))
-	n := f.reduce(f.convert(valid, logits.dtype()), f.scalarConst(logits.dtype(), 0), reduceAdd, allAxes(targets.rank()))
+	n := softmaxCEDivisor(f, valid, logits.dtype(), denom)
 	fzero := f.scalarConst(logits.dtype(), 0)
 	scale := f.selectOp(f.compare("EQ", n, fzero), fzero, f.div(f.reshape(dloss, ir.Shape{}), n))
 	d := f.mul(f.sub(p, onehot), f.broadcastTo(scale, shape))

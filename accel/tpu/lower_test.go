@@ -127,6 +127,85 @@ func TestTrainingGraphsMatchInterpreter(t *testing.T) {
 	}
 }
 
+// TestSoftmaxCELossDenominatorLowered: the lowered SoftmaxCELoss with its
+// denominator input (D other than the count of targets, equal to it, and
+// 0) gives the reference's loss and dlogits on the evaluator, and so does
+// tiny_gpt's training graph made for gradient accumulation
+// (ir.WithLossDenominator) on every gradient.
+func TestSoftmaxCELossDenominatorLowered(t *testing.T) {
+	rng := rand.New(rand.NewPCG(41, 42))
+	logits := ir.NewTensor(ir.Float32, ir.Shape{2, 5, 7})
+	for i := range logits.Float32s() {
+		logits.Float32s()[i] = float32(rng.Float64()*6 - 3)
+	}
+	targets := ir.FromInt64s(ir.Shape{2, 5}, []int64{3, -100, 0, 6, 2, -100, -100, 1, 5, 4})
+	b := ir.NewBuilder("ce")
+	out := b.Op(&ir.SoftmaxCELoss{IgnoreIndex: -100}, b.Input("logits", ir.Float32, logits.Shape()),
+		b.Input("targets", ir.Int64, targets.Shape()), b.Input("d", ir.Float32, ir.Shape{}))
+	b.Output("loss", out[0])
+	b.Output("dlogits", out[1])
+	g, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := LowerGraph(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []float32{23, 7, 0} {
+		in := map[string]*ir.Tensor{"logits": logits, "targets": targets, "d": ir.ScalarFloat32(d)}
+		want, err := ir.Interpret(g, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := runProgram(p, graphArgs(t, p, g, in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range p.Results {
+			if cmp := ir.Compare(got[i], want[r.Name], 1e-6, 1e-7); !cmp.OK() {
+				t.Errorf("D = %v: %s: %v", d, r.Name, cmp)
+			}
+			if d == 0 && slices.ContainsFunc(got[i].Float32s(), func(v float32) bool { return v != 0 }) {
+				t.Errorf("D = 0: %s is not 0", r.Name)
+			}
+		}
+	}
+
+	tg, inputs := trainingGraph(t, "tiny_gpt")
+	ag, ok, err := ir.WithLossDenominator(tg)
+	if err != nil || !ok {
+		t.Fatalf("WithLossDenominator: %v, %v", ok, err)
+	}
+	n := 0
+	for _, v := range inputs[ir.TargetsInput].Int64s() {
+		if v != -100 {
+			n++
+		}
+	}
+	inputs[ir.LossDenominatorInput] = ir.ScalarFloat32(float32(3 * n))
+	want, err := ir.Interpret(ag, inputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err = LowerGraph(ag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := runProgram(p, graphArgs(t, p, ag, inputs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range p.Results {
+		if d := ir.Compare(got[i], want[r.Name], 1e-4, 1e-6/3); !d.OK() {
+			t.Errorf("tiny_gpt %s: %v", r.Name, d)
+		}
+	}
+	if len(p.Results) < 20 {
+		t.Fatalf("only %d results", len(p.Results))
+	}
+}
+
 // TestEmitterRejectsIllTyped checks that type errors are caught when the
 // op is emitted, not by a plugin later.
 func TestEmitterRejectsIllTyped(t *testing.T) {
