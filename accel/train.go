@@ -31,14 +31,17 @@ type Trainer interface {
 	// Accumulate runs the training graph tg on inputs and adds weight ×
 	// its gradients to the trainer's gradient sum, for Apply (gradient
 	// accumulation: one update from several batches); first starts the
-	// sum from this batch, dropping whatever it held. Result.Loss is the
-	// batch's loss; when it is not finite nothing is added and the sum is
-	// not to be applied. Parameters and state do not change.
+	// sum from this batch, dropping whatever it held, and so does a batch
+	// when the trainer holds no sum (a new trainer, or after Apply).
+	// Result.Loss is the batch's loss; when it is not finite nothing is
+	// added and the next Apply updates nothing. Parameters and state do
+	// not change.
 	Accumulate(tg *ir.Graph, inputs []*ir.Tensor, weight float32, first bool) (*update.Result, error)
 	// Apply runs the update of step t from the gradient sum, as Step runs
 	// it from one batch's gradients (the finite checks included), and
-	// empties the sum. Result.Loss is 0: the batches' losses are
-	// Accumulate's.
+	// empties the sum; after a batch whose loss was not finite it updates
+	// nothing (Result{}). Result.Loss is 0: the batches' losses are
+	// Accumulate's. Apply with no sum is an error.
 	Apply(t update.StepInfo) (*update.Result, error)
 	// Eval runs g, a graph over the same parameters such as a loss graph,
 	// on the current parameters and returns its outputs (copies).

@@ -77,10 +77,11 @@ type trainer struct {
 	host     update.HostStats
 	scan     *finiteScan
 	// summing is set while the parameters' sums hold an accumulated
-	// gradient (Accumulate) that Apply has not applied; lastExe is the
-	// executable of the last batch added.
-	summing bool
-	lastExe *Executable
+	// gradient (Accumulate) that Apply has not applied, sumBad when a batch
+	// of it had a non-finite loss; lastExe is the executable of the last
+	// batch added.
+	summing, sumBad bool
+	lastExe         *Executable
 }
 
 // trainStep is a compiled training graph and where its outputs are.
@@ -216,16 +217,18 @@ func (t *trainer) run(tg *ir.Graph, inputs []*ir.Tensor) (*trainStep, []*ir.Tens
 // sum (allocated on first use: one float32 per trainable entry). The
 // gradients are scaled in place, in the executable's outputs.
 func (t *trainer) Accumulate(tg *ir.Graph, inputs []*ir.Tensor, weight float32, first bool) (*update.Result, error) {
-	if !first && !t.summing {
-		return nil, errors.New("cpu: accumulating onto no gradient sum (the first batch of a step sets first)")
-	}
-	t.summing = false
+	first = first || !t.summing
 	s, out, err := t.run(tg, inputs)
 	if err != nil {
 		return nil, err
 	}
+	t.summing = true
 	if out == nil {
-		return &t.res, nil // a non-finite loss: nothing added
+		t.sumBad = true // a non-finite loss: nothing added, nothing to apply
+		return &t.res, nil
+	}
+	if first {
+		t.sumBad = false
 	}
 	for j, p := range t.params {
 		g := out[s.grad[j]].Float32s()
@@ -241,7 +244,6 @@ func (t *trainer) Accumulate(tg *ir.Graph, inputs []*ir.Tensor, weight float32, 
 			})
 		}
 	}
-	t.summing = true
 	t.lastExe, _ = s.exe.(*Executable)
 	return &t.res, nil
 }
@@ -252,10 +254,13 @@ func (t *trainer) Apply(info update.StepInfo) (*update.Result, error) {
 		return nil, errors.New("cpu: no gradient sum to apply")
 	}
 	t.summing = false
+	t.res = update.Result{}
+	if t.sumBad {
+		return &t.res, nil
+	}
 	for _, p := range t.params {
 		p.grad = p.sum
 	}
-	t.res = update.Result{}
 	t.update(t.lastExe, info)
 	return &t.res, nil
 }

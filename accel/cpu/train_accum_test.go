@@ -195,7 +195,8 @@ func TestTrainerAccumulatesAndClips(t *testing.T) {
 		t.Fatal(err)
 	}
 	summed, tg2 := r.trainer(t, &o, 2)
-	if _, err := summed.Accumulate(tg2, r.batches[0], 1, true); err != nil {
+	// Without first: a new trainer holds no sum, so the batch starts one.
+	if _, err := summed.Accumulate(tg2, r.batches[0], 1, false); err != nil {
 		t.Fatal(err)
 	}
 	ares, err := summed.Apply(update.StepInfo{Step: 1, LRScale: 1})
@@ -220,17 +221,35 @@ func entries(tr *trainer) int {
 	return n
 }
 
-// TestTrainerAccumulateMisuse: Apply without a sum, and a batch added to
-// no sum, are errors; a NaN in an accumulated gradient stops Apply before
-// anything changes.
+// TestTrainerAccumulateMisuse: Apply without a sum is an error; a NaN in
+// an accumulated gradient stops Apply before anything changes; after a
+// batch with a non-finite loss Apply updates nothing.
 func TestTrainerAccumulateMisuse(t *testing.T) {
 	r := newAccumRig(t)
 	tr, tg := r.trainer(t, &update.Program{Optimizer: update.Optimizer{Name: update.OptimizerSGD, SGD: &update.SGD{LR: 0.5}}}, 1)
 	if _, err := tr.Apply(update.StepInfo{Step: 1, LRScale: 1}); err == nil {
 		t.Error("Apply without Accumulate: no error")
 	}
-	if _, err := tr.Accumulate(tg, r.batches[0], 1, false); err == nil {
-		t.Error("Accumulate onto no sum: no error")
+	// A batch whose loss is NaN (an embedding row of NaN), then a good one.
+	emb := tr.params[0]
+	saved := slices.Clone(emb.value)
+	for i := range emb.value {
+		emb.value[i] = float32(math.NaN())
+	}
+	if res, err := tr.Accumulate(tg, r.batches[0], 1, true); err != nil || !math.IsNaN(float64(res.Loss)) {
+		t.Fatalf("a NaN batch: %+v, %v", res, err)
+	}
+	copy(emb.value, saved)
+	if _, err := tr.Accumulate(tg, r.batches[1], 1, false); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := tr.Apply(update.StepInfo{Step: 1, LRScale: 1}); err != nil || res.GradNorm != 0 {
+		t.Fatalf("Apply after a NaN batch: %+v, %v; want no update", res, err)
+	}
+	for _, q := range tr.params {
+		if !sameBits(q.value, r.seeds[q.name]) {
+			t.Errorf("%s changed although a batch of the sum had a NaN loss", q.name)
+		}
 	}
 	if _, err := tr.Accumulate(tg, r.batches[0], 1, true); err != nil {
 		t.Fatal(err)
