@@ -125,12 +125,11 @@ func chatLogprob(names tokenNames, context []int64, lp generate.TokenLogprobs, k
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	created := time.Now().Unix()
 	var req chatRequest
-	if !s.receive(w, r, &req, func() string { return req.Model }) {
+	release, ok := s.receive(w, r, &req, func() string { return req.Model })
+	if !ok {
 		return
 	}
-	defer func() { <-s.inFlight }()
-	s.metrics.inFlight.Add(1)
-	defer s.metrics.inFlight.Add(-1)
+	defer release()
 
 	rq, err := s.prepareChat(&req)
 	if err != nil {

@@ -368,12 +368,11 @@ const bodiesPerSlot = 4
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	created := time.Now().Unix() // of every chunk of the answer
 	var req completionRequest
-	if !s.receive(w, r, &req, func() string { return req.Model }) {
+	release, ok := s.receive(w, r, &req, func() string { return req.Model })
+	if !ok {
 		return
 	}
-	defer func() { <-s.inFlight }()
-	s.metrics.inFlight.Add(1)
-	defer s.metrics.inFlight.Add(-1)
+	defer release()
 
 	rq, err := s.prepare(&req)
 	if err != nil {
@@ -389,16 +388,17 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 }
 
 // receive reads a request's body into req (model tells the model it
-// names, once read) and takes one of MaxInFlight for it, which the caller
-// gives back; on failure it answers the request and returns false.
-func (s *Server) receive(w http.ResponseWriter, r *http.Request, req any, model func() string) bool {
+// names, once read) and takes one of MaxInFlight for it, counted in the
+// in-flight metric, which the caller gives back with release; on failure
+// it answers the request and returns ok false.
+func (s *Server) receive(w http.ResponseWriter, r *http.Request, req any, model func() string) (release func(), ok bool) {
 	if r.ContentLength > s.cfg.MaxBodyBytes {
 		// Refused before waiting for a place to receive it, or reading
 		// it: a client sending "Expect: 100-continue" is not asked for
 		// it, and none is told to retry what can never be served.
 		w.Header().Set("Connection", "close")
 		s.fail(w, r, "", &httpError{http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("the request body of %d bytes exceeds %d bytes", r.ContentLength, s.cfg.MaxBodyBytes)})
-		return false
+		return nil, false
 	}
 	// The body first, within BodyTimeout, and only then a slot: a client
 	// that sends headers and then trickles (or withholds) its body must
@@ -412,27 +412,31 @@ func (s *Server) receive(w http.ResponseWriter, r *http.Request, req any, model 
 	case <-wait.C:
 		w.Header().Set("Connection", "close")
 		s.fail(w, r, "", &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server was receiving %d requests for all of %v", cap(s.receiving), s.cfg.ReceiveWait)})
-		return false
+		return nil, false
 	case <-r.Context().Done():
 		wait.Stop()
-		return false
+		return nil, false
 	case <-s.stopping:
 		wait.Stop()
 		w.Header().Set("Connection", "close")
 		s.fail(w, r, "", &httpError{http.StatusServiceUnavailable, "server_error", "the server is shutting down"})
-		return false
+		return nil, false
 	}
-	ok := s.readRequest(w, r, req, model)
+	read := s.readRequest(w, r, req, model)
 	<-s.receiving
-	if !ok {
-		return false
+	if !read {
+		return nil, false
 	}
 	select {
 	case s.inFlight <- struct{}{}:
-		return true
+		s.metrics.inFlight.Add(1)
+		return func() {
+			s.metrics.inFlight.Add(-1)
+			<-s.inFlight
+		}, true
 	default:
 		s.fail(w, r, model(), &httpError{http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("the server is serving %d requests already", cap(s.inFlight))})
-		return false
+		return nil, false
 	}
 }
 

@@ -95,16 +95,8 @@ func (r *runner) restoreBest() error {
 	if !r.cfg.KeepBest && r.cfg.Patience == 0 {
 		return nil
 	}
-	// A swap that a crash cut short: the previous best is put back.
-	if _, err := os.Stat(best); errors.Is(err, fs.ErrNotExist) {
-		if err := os.Rename(old, best); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-	}
-	for _, stale := range []string{old, filepath.Join(dir, bestTmp)} {
-		if err := os.RemoveAll(stale); err != nil {
-			return err
-		}
+	if err := settleSwap(dir, filepath.Join(dir, bestTmp), best, old); err != nil {
+		return err
 	}
 	if step, ok := bestStepIn(best); ok && step <= r.engine.Step() {
 		if err := os.RemoveAll(kept); err != nil {
@@ -194,22 +186,13 @@ func (r *runner) writeBest(step int64, v validation) error {
 		return err
 	}
 	best, aside := filepath.Join(dir, BestDir), filepath.Join(dir, bestOld)
-	if prev, ok := bestStepIn(best); ok && prev <= r.lastCkpt && step > r.lastCkpt {
+	if prev, ok := bestStepIn(best); ok && prev <= r.lastCkpt {
 		aside = filepath.Join(dir, bestKept)
 	}
-	if err := os.RemoveAll(aside); err != nil {
+	if err := swapDir(dir, tmp, best, aside, "best"); err != nil {
 		return err
 	}
-	if err := os.Rename(best, aside); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	if err := os.Rename(tmp, best); err != nil {
-		return err
-	}
-	if err := os.RemoveAll(filepath.Join(dir, bestOld)); err != nil {
-		return err
-	}
-	return atomicfile.SyncDir(dir)
+	return os.RemoveAll(filepath.Join(dir, bestOld))
 }
 
 // dropKeptBest removes RUN/.best.ckpt once the checkpoint of step covers

@@ -222,24 +222,9 @@ func writeCheckpoint(run string, params []*ir.Param, st *EngineState, pos Positi
 	}
 	crashpoint.Hit("checkpoint.written")
 	cur, old := filepath.Join(run, checkpointDir), filepath.Join(run, checkpointOld)
-	// Without a current checkpoint (a crash in an earlier swap), the old
-	// one stays until the new one is in place.
-	if _, err := os.Stat(cur); err == nil {
-		if err := os.RemoveAll(old); err != nil {
-			return err
-		}
-		if err := os.Rename(cur, old); err != nil {
-			return err
-		}
-	}
-	crashpoint.Hit("checkpoint.swapping")
-	if err := os.Rename(tmp, cur); err != nil {
+	if err := swapDir(run, tmp, cur, old, "checkpoint"); err != nil {
 		return err
 	}
-	if err := atomicfile.SyncDir(run); err != nil {
-		return err
-	}
-	crashpoint.Hit("checkpoint.swapped")
 	if err := os.RemoveAll(old); err != nil {
 		return err
 	}

@@ -1119,19 +1119,8 @@ func (r *runner) cannotTake(shape BatchShape, err error) error {
 // written again from it.
 func (r *runner) afterRestore() error {
 	dir := r.opts.Dir
-	cur, old := filepath.Join(dir, checkpointDir), filepath.Join(dir, checkpointOld)
-	if _, err := os.Stat(cur); errors.Is(err, fs.ErrNotExist) {
-		if err := os.Rename(old, cur); err != nil {
-			return err
-		}
-		if err := atomicfile.SyncDir(dir); err != nil {
-			return err
-		}
-	}
-	for _, stale := range []string{old, filepath.Join(dir, checkpointTmp)} {
-		if err := os.RemoveAll(stale); err != nil {
-			return err
-		}
+	if err := settleSwap(dir, filepath.Join(dir, checkpointTmp), filepath.Join(dir, checkpointDir), filepath.Join(dir, checkpointOld)); err != nil {
+		return err
 	}
 	if err := recordCheckpoint(dir); err != nil {
 		return err
