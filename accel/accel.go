@@ -35,6 +35,16 @@ type Options struct {
 	// *MemoryError, before it allocates: a model of a few bytes can ask
 	// for tensors of gigabytes.
 	MaxMemory int64
+	// UpdateInputs names graph inputs a run may write: a decoder's KV
+	// cache, fed every step and kept by the caller. A TensorScatter whose
+	// cache operand is such an input may then write its rows into the
+	// caller's tensor, and the ops after it read them there, instead of
+	// copying the whole cache every run. The caller must count those rows
+	// of its tensor as written whether or not the run succeeds (an op
+	// after the scatter may fail), and nothing else of it changes. A
+	// backend that cannot do this leaves the inputs as they are (the CPU
+	// backend does it; see accel/cpu's borrow.go).
+	UpdateInputs []string
 }
 
 // MemoryError is a graph whose values need more memory than

@@ -824,7 +824,7 @@ func (d *Decoder) acquire(ctx context.Context, s shape) (*program, accel.Executa
 	}
 	p.mu.Unlock()
 	if exe == nil {
-		exe, err = cpu.Compile(prog.g, accel.Options{Threads: d.opts.Threads})
+		exe, err = d.compile(prog)
 		if err != nil {
 			<-p.slots
 			<-d.running
@@ -848,11 +848,28 @@ func (d *Decoder) acquireUnpooled(_ context.Context, s shape) (*program, accel.E
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	exe, err := cpu.Compile(cg.Graph, accel.Options{Threads: d.opts.Threads})
+	prog := &program{g: cg.Graph, cached: cg}
+	exe, err := d.compile(prog)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return &program{g: cg.Graph, cached: cg}, exe, func() { exe.Close() }, nil
+	return prog, exe, func() { exe.Close() }, nil
+}
+
+// compile compiles a program on the decoder's threads. An own-cache
+// program's runs may write the step's rows into the session's caches
+// where they lie (accel.Options.UpdateInputs) rather than copy them: the
+// session writes those rows there after the step anyway, and a failed
+// step's rows lie past its positions, masked until a later step writes
+// them again.
+func (d *Decoder) compile(prog *program) (accel.Executable, error) {
+	opts := accel.Options{Threads: d.opts.Threads}
+	if prog.cached != nil {
+		for i := range prog.cached.Slots {
+			opts.UpdateInputs = append(opts.UpdateInputs, fmt.Sprintf("%s%d", cacheInPrefix, i))
+		}
+	}
+	return cpu.Compile(prog.g, opts)
 }
 
 // ---------------------------------------------------------------- validation

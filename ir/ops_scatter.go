@@ -468,29 +468,51 @@ func (op *TensorScatter) Infer(in []Type) ([]Type, error) {
 }
 
 func (op *TensorScatter) Eval(in, out []*Tensor) error {
-	cache, upd, y := in[0], in[1], out[0]
-	w := optIn(in, 2)
-	copy(y.data, cache.data)
+	copy(out[0].data, in[0].data)
+	return op.ScatterInto(out[0], in[1], optIn(in, 2))
+}
+
+// ScatterInto writes update's rows into cache, which is changed in place
+// (Eval's output with the cache already copied into it); w is the
+// write_indices, or nil. Every position is checked before anything is
+// written, so an IndexError leaves cache as it was.
+func (op *TensorScatter) ScatterInto(cache, upd, w *Tensor) error {
 	es := cache.dtype.Size()
 	outer := cache.shape[:op.Axis].Size()
 	perBatch := cache.shape[1:op.Axis].Size()
 	inner := cache.shape[op.Axis+1:].Size() * es
 	length, seq := cache.shape[op.Axis], upd.shape[op.Axis]
-	for o := range outer {
+	row := func(o, s int) (int, error) {
 		start := int64(0)
 		if w != nil {
 			start = w.Int64At(o / perBatch)
 		}
-		for s := range seq {
-			t := start + int64(s)
-			if op.Circular {
-				t = ((t % int64(length)) + int64(length)) % int64(length)
-			} else if t < 0 || t >= int64(length) {
-				return &IndexError{Op: "TensorScatter", Index: t, Lo: 0, Hi: length}
+		t := start + int64(s)
+		if op.Circular {
+			t = ((t % int64(length)) + int64(length)) % int64(length)
+		} else if t < 0 || t >= int64(length) {
+			return 0, &IndexError{Op: "TensorScatter", Index: t, Lo: 0, Hi: length}
+		}
+		return int(t), nil
+	}
+	if !op.Circular && outer > 0 {
+		for b := range cache.shape[0] {
+			for s := range seq {
+				if _, err := row(b*perBatch, s); err != nil {
+					return err
+				}
 			}
-			dst := (o*length + int(t)) * inner
+		}
+	}
+	for o := range outer {
+		for s := range seq {
+			t, err := row(o, s)
+			if err != nil {
+				return err
+			}
+			dst := (o*length + t) * inner
 			src := (o*seq + s) * inner
-			copy(y.data[dst:dst+inner], upd.data[src:src+inner])
+			copy(cache.data[dst:dst+inner], upd.data[src:src+inner])
 		}
 	}
 	return nil

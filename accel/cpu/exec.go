@@ -86,7 +86,10 @@ func Compile(g *ir.Graph, opts accel.Options) (*Executable, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cpu: %w", err)
 	}
-	c := &compiler{g: g, threads: threads, precision: precision, maxMemory: opts.MaxMemory}
+	c := &compiler{g: g, threads: threads, precision: precision, maxMemory: opts.MaxMemory, updates: map[string]bool{}}
+	for _, name := range opts.UpdateInputs {
+		c.updates[name] = true
+	}
 	return c.compile()
 }
 
@@ -94,7 +97,8 @@ type compiler struct {
 	g         *ir.Graph
 	threads   int
 	precision accel.Precision
-	maxMemory int64 // accel.Options.MaxMemory
+	maxMemory int64           // accel.Options.MaxMemory
+	updates   map[string]bool // accel.Options.UpdateInputs
 	// bf16 marks the products that take bfloat16 operands (precision.go).
 	bf16 map[*ir.Node]bool
 
@@ -319,7 +323,7 @@ func (c *compiler) emit(e *Executable, plan memoryPlan, active []*ir.Node) error
 		}
 		e.steps = append(e.steps, step{n, k, c.fused[n].folded})
 	}
-	c.planBorrows(e, active)
+	c.planBorrows(e, active, c.updates)
 	for _, o := range c.g.Outputs {
 		t, err := tensorOf(o.Value)
 		if err != nil {

@@ -86,6 +86,10 @@ type matmulKernel struct {
 	offA, offB, offC          []int // general case: per batch entry
 
 	epi *biasEpilogue // a single product's bias and activation, or nil
+
+	// swapped: the GEMM computes Cᵀ, its A the MatMul's B (see
+	// planMatMul).
+	swapped bool
 }
 
 // biasEpilogue adds a bias row to every row of a product's C and, with
@@ -128,11 +132,9 @@ func newMatMul(threads int, prod products, a *ir.Tensor, permA []int, b *ir.Tens
 	return &kn.matmulKernel, nil
 }
 
-// matmulPlan is a MatMul's GEMM calls before the tensors are bound;
-// swapped says the GEMM computes Cᵀ, its A the MatMul's B.
+// matmulPlan is a MatMul's GEMM calls before the tensors are bound.
 type matmulPlan struct {
 	matmulKernel
-	swapped bool
 }
 
 // sharesB reports whether every product of the batch multiplies the same
