@@ -20,9 +20,10 @@ import (
 type Mode int
 
 const (
-	// Auto picks PastInputs when the model has past_key_values inputs,
-	// else OwnCache when the rewrite recognises the graph, else
-	// Recompute; each choice is checked against Recompute first.
+	// Auto picks OwnCache when the rewrite recognises the graph, else
+	// Recompute; with past_key_values inputs it picks PastInputs first
+	// unless the own cache is no larger (see ownCacheNoLarger). Each
+	// choice is checked against Recompute first.
 	Auto Mode = iota
 	// PastInputs feeds the model's own past_key_values inputs and keeps
 	// its present outputs.
@@ -165,6 +166,9 @@ func New(model *ir.Model, opts Options) (*Decoder, error) {
 		candidates := []Mode{OwnCache, Recompute}
 		if hasPast {
 			candidates = []Mode{PastInputs, OwnCache, Recompute}
+			if d.ownCacheNoLarger() {
+				candidates = []Mode{OwnCache, PastInputs, Recompute}
+			}
 		}
 		for _, m := range candidates {
 			d.reset()
@@ -194,6 +198,9 @@ func New(model *ir.Model, opts Options) (*Decoder, error) {
 			d.note = fmt.Sprintf("the model's own KV cache (%d past inputs)", len(d.presents))
 		case OwnCache:
 			d.note = fmt.Sprintf("a KV cache dstune keeps (%d cached attention operands)", d.cacheSlots())
+			if hasPast && opts.Mode == Auto {
+				d.note += ", not the export's past inputs: no larger, and a token's rows are written into it rather than the whole past copied"
+			}
 		case Recompute:
 			d.note = "recomputing the whole sequence for every token (as asked)"
 		}
@@ -202,6 +209,40 @@ func New(model *ir.Model, opts Options) (*Decoder, error) {
 		d.note += "; " + d.contextNote
 	}
 	return d, nil
+}
+
+// ownCacheNoLarger reports whether the cache OwnCache keeps takes no
+// more bytes a position than the export's past inputs: Auto then prefers
+// it, since a step writes its rows into it where PastInputs copies the
+// whole past through the graph's Concat (2.6× the time a token at 2,000
+// positions). A grouped-query model's own cache holds the keys and values
+// expanded to every head, which its past inputs do not: PastInputs stays
+// first there.
+func (d *Decoder) ownCacheNoLarger() bool {
+	cg, err := d.rewrite(minCapacity, 1)
+	if err != nil {
+		return false
+	}
+	own := 0
+	for _, sl := range cg.Slots {
+		own += sl.Shape.Size() / sl.Shape[sl.Axis] * sl.DType.Size()
+	}
+	g, err := d.pastGraph(minCapacity, 1)
+	if err != nil {
+		return false
+	}
+	past := 0
+	for _, p := range d.plans {
+		if p.Role != ir.RolePast {
+			continue
+		}
+		in := g.Input(p.Input.Name)
+		if in == nil || p.PastAxis >= len(in.Shape) || in.Shape[p.PastAxis] == 0 {
+			return false
+		}
+		past += in.Shape.Size() / in.Shape[p.PastAxis] * in.DType.Size()
+	}
+	return own <= past
 }
 
 // Mode is the mode the decoder runs in.

@@ -88,8 +88,11 @@ func writeLlama(t testing.TB, c llamagen.Config) *ir.Model {
 var smallLlama = llamagen.Config{Vocab: 61, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, Hidden: 40, Seed: 5}
 
 // TestLlamagenVariants: on Llama-shaped decoders of every export shape,
-// the mode Auto picks (and the own KV cache, wherever it applies) gives
-// the greedy tokens recomputing the sequence gives.
+// the mode Auto picks (and the other cache, wherever it applies) gives
+// the greedy tokens recomputing the sequence gives. With past inputs Auto
+// picks them when the model groups its keys (smallLlama: 2 key heads for
+// 4), whose own cache would hold them expanded, and its own cache
+// otherwise.
 func TestLlamagenVariants(t *testing.T) {
 	prompt := []int64{1, 7, 19, 3, 44, 2, 9}
 	for _, v := range []struct {
@@ -103,6 +106,10 @@ func TestLlamagenVariants(t *testing.T) {
 		{"merged", func(c *llamagen.Config) { c.Merged = true }, PastInputs, []Mode{OwnCache}},
 		{"float16", func(c *llamagen.Config) { c.DType = onnx.Float16 }, OwnCache, nil},
 		{"float16 with past", func(c *llamagen.Config) { c.DType = onnx.Float16; c.KVCache = true }, PastInputs, nil},
+		// Keys for every head: the own cache is no larger than the past
+		// inputs, and auto takes it.
+		{"with past, no grouped keys", func(c *llamagen.Config) { c.KVCache = true; c.KVHeads = c.Heads }, OwnCache, []Mode{PastInputs}},
+		{"merged, no grouped keys", func(c *llamagen.Config) { c.Merged = true; c.KVHeads = c.Heads }, OwnCache, []Mode{PastInputs}},
 		{"tied", func(c *llamagen.Config) { c.Tied = true }, OwnCache, nil},
 	} {
 		c := smallLlama
