@@ -41,9 +41,12 @@ type Result struct {
 	Fraction   float64 `json:"fraction"`
 	// Final holds the last validation's loss ("valid_loss") and metric
 	// (its metrics.jsonl field), Initial the model's before training.
-	Final   map[string]float64 `json:"final"`
-	Initial map[string]float64 `json:"initial"`
-	WallS   float64            `json:"wall_s"` // the run's own time, summed over the sessions that trained it (SessionsFile)
+	// A run that keeps its best validation's outputs (--keep-best) is
+	// judged by those: Final is that validation's, at BestStep.
+	Final    map[string]float64 `json:"final"`
+	BestStep int64              `json:"best_step,omitempty"`
+	Initial  map[string]float64 `json:"initial"`
+	WallS    float64            `json:"wall_s"` // the run's own time, summed over the sessions that trained it (SessionsFile)
 
 	params Params // in canonical order
 }
@@ -98,6 +101,7 @@ func readResult(dir string, r Run, modelParams int64) (*Result, error) {
 		return nil, err
 	}
 	n := 0
+	validations := map[int64]map[string]float64{}
 	for line := range bytes.Lines(data) {
 		n++
 		if len(bytes.TrimSpace(line)) == 0 {
@@ -112,6 +116,7 @@ func readResult(dir string, r Run, modelParams int64) (*Result, error) {
 				res.Initial = m.validation()
 			}
 			res.Final = m.validation()
+			validations[m.Step] = res.Final
 		}
 		if m.Loss != nil {
 			res.Steps = m.Step
@@ -122,6 +127,9 @@ func readResult(dir string, r Run, modelParams int64) (*Result, error) {
 				res.FreeParams = *m.FreeParams
 			}
 		}
+	}
+	if step, ok := keptBestStep(dir); ok && validations[step] != nil {
+		res.Final, res.BestStep = validations[step], step
 	}
 	res.Fraction = 1
 	if method != train.MethodFull && res.FreeParams > 0 && modelParams > 0 {
@@ -172,4 +180,15 @@ func writeResults(path string, results []*Result) error {
 	}
 	w.Flush()
 	return atomicfile.Write(path, b.Bytes())
+}
+
+// keptBestStep is the step of the outputs a run trained with --keep-best
+// kept (its best/best.json), if it has them.
+func keptBestStep(dir string) (int64, bool) {
+	data, err := os.ReadFile(filepath.Join(dir, train.BestDir, train.BestFile))
+	var rec train.BestRecord
+	if err != nil || json.Unmarshal(data, &rec) != nil || rec.Step <= 0 {
+		return 0, false
+	}
+	return rec.Step, true
 }
