@@ -96,7 +96,8 @@ type Executable interface {
 	// the specialized dtypes and shapes) and returns the outputs in
 	// Graph().Outputs order. The returned tensors belong to the
 	// executable and stay valid until the next Run, SetParam or Close;
-	// Clone what must outlive that. Run does not modify its inputs.
+	// Clone what must outlive that. Run does not modify its inputs, but
+	// for those named in Options.UpdateInputs.
 	Run(inputs []*ir.Tensor) ([]*ir.Tensor, error)
 	// Param returns the tensor holding the named parameter's current
 	// values. On backends whose parameters live in host memory (cpu) it

@@ -2,13 +2,14 @@ package generate
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
-
-	"github.com/dstune/dstune/internal/llamagen"
 	"testing"
 
+	"github.com/dstune/dstune/accel"
+	"github.com/dstune/dstune/internal/llamagen"
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
@@ -320,6 +321,43 @@ func TestDecisionsAcrossCapacities(t *testing.T) {
 		}
 		if !equalStrings(cg.Decisions, d.decisions) {
 			t.Errorf("capacity %d: decisions %q, the validated ones %q", capacity, cg.Decisions, d.decisions)
+		}
+	}
+}
+
+// TestOwnCacheUpdatedInPlace: the own-cache step of a Llama-shaped
+// decoder writes its new rows into the cache tensors it is fed (the
+// executable updates them in place rather than copying the whole cache),
+// and leaves the other positions as they were.
+func TestOwnCacheUpdatedInPlace(t *testing.T) {
+	d, err := New(writeLlama(t, smallLlama), Options{Threads: 1, Context: 64, Mode: OwnCache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	const capacity, at = minCapacity, 5
+	prog, exe, release, err := d.acquireUnpooled(context.Background(), shape{capacity, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	s := d.NewSession()
+	feeds := s.lmFeeds([]int64{7}, capacity)
+	feeds[cachePositions] = ir.FromInt64s(ir.Shape{1}, positions(at, 1))
+	caches := make([]*ir.Tensor, len(prog.cached.Slots))
+	for i, sl := range prog.cached.Slots {
+		caches[i] = ir.NewTensor(sl.DType, sl.Shape)
+		feeds[fmt.Sprintf("%s%d", cacheInPrefix, i)] = caches[i]
+	}
+	out, err := accel.RunNamed(exe, feeds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, sl := range prog.cached.Slots {
+		want := ir.NewTensor(sl.DType, sl.Shape)
+		copyRows(want, at, out[fmt.Sprintf("%s%d", cacheOutPrefix, i)], 0, 1, sl.Axis)
+		if string(caches[i].Bytes()) != string(want.Bytes()) {
+			t.Errorf("cache %d after the step is not the zero cache with the step's row at position %d", i, at)
 		}
 	}
 }

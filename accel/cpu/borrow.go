@@ -52,19 +52,23 @@ func (c *compiler) readersOf(e *Executable, active []*ir.Node) (reads map[*ir.Va
 }
 
 // planBorrows lends every input it can to the kernels reading it: an
-// input that is no graph output and whose every reader is a rebinder. The
-// input keeps its slot in the arena, which then holds nothing but what a
-// kernel that ran in place over it writes there. Inputs the caller lets a
-// run update (accel.Options.UpdateInputs) may go further: see
-// planUpdates.
+// input that is no graph output and every read of which a rebinder can
+// take (not a MatMul's folded bias). The input keeps its slot in the
+// arena, which then holds nothing but what a kernel that ran in place
+// over it writes there. Inputs the caller lets a run update
+// (accel.Options.UpdateInputs) may go further: see planUpdates.
 func (c *compiler) planBorrows(e *Executable, active []*ir.Node, updates map[string]bool) {
 	e.borrowers = make([][]borrowedRead, len(c.g.Inputs))
-	c.planUpdates(e, active, updates)
-	// After planUpdates, which replaces kernels: the scatters it planned
-	// take their other inputs as planned, copied.
+	results := c.planUpdates(e, active, updates)
+	// The reads as the kernels now stand (planUpdates replaced some).
 	reads, refused := c.readersOf(e, active)
 	for i, v := range c.g.Inputs {
-		if e.borrowers[i] == nil && len(reads[v]) > 0 && !refused[v] && !c.outputs[v] {
+		switch {
+		case results[i] != nil:
+			// The scatter's read of the cache and every read of its
+			// result take the caller's tensor.
+			e.borrowers[i] = append(slices.Clone(reads[v]), reads[results[i]]...)
+		case len(reads[v]) > 0 && !refused[v] && !c.outputs[v]:
 			e.borrowers[i] = reads[v]
 		}
 	}
@@ -72,18 +76,21 @@ func (c *compiler) planBorrows(e *Executable, active []*ir.Node, updates map[str
 
 // A decoder's KV cache is fed every step, read once by a TensorScatter
 // that writes the step's new rows into a copy of it, and the copy read by
-// attention's MatMuls: copying a cache of 2,000 positions took about half
-// of a decode step. When the caller lets a run update the cache input
+// attention's MatMuls: copying a cache of 2,000 positions took 40 % of a
+// decode step. When the caller lets a run update the cache input
 // (accel.Options.UpdateInputs), the scatter writes its rows into the
 // caller's tensor instead (scatterInPlace) and the scatter's readers are
-// lent that tensor, as readers of the input are: no copy at all. planUpdates
-// does this where it is safe: the input is read by the scatter alone and is
-// no graph output, and the scatter's result is no graph output, no view
-// shares it (a reshape of it), and every reader takes its tensor at run
-// time.
-func (c *compiler) planUpdates(e *Executable, active []*ir.Node, updates map[string]bool) {
+// lent that tensor, as readers of the input are: no copy at all.
+// planUpdates does this where it is safe — the input is read by the
+// scatter alone and is no graph output; the scatter's result is no graph
+// output, no view shares it (a reshape of it), and every read of it can
+// take another tensor at run time — and returns, per graph input, the
+// result of the scatter it now updates (nil: none). The arena keeps the
+// input's and the result's slots, unused.
+func (c *compiler) planUpdates(e *Executable, active []*ir.Node, updates map[string]bool) []*ir.Value {
+	results := make([]*ir.Value, len(c.g.Inputs))
 	if len(updates) == 0 {
-		return
+		return results
 	}
 	reads, refused := c.readersOf(e, active)
 	viewed := map[*ir.Value]bool{}
@@ -100,30 +107,26 @@ func (c *compiler) planUpdates(e *Executable, active []*ir.Node, updates map[str
 		if in < 0 || !updates[cache.Name] || c.outputs[cache] || c.outputs[result] || viewed[result] || refused[result] || len(reads[result]) == 0 {
 			continue
 		}
-		if c.uses[cache] != 1 || slices.Contains(n.Inputs[1:], cache) {
+		if c.uses[cache] != 1 {
 			continue // read elsewhere too: it must keep its rows
 		}
 		if _, own := c.aliasOf[result]; own {
 			continue
 		}
-		ins := make([]*ir.Tensor, len(n.Inputs))
-		for j, v := range n.Inputs {
-			if v != nil {
-				ins[j] = c.tensors[v]
-			}
-		}
-		k := &scatterInPlace{op: op, cache: e.inputs[in], upd: ins[1]}
-		if len(ins) > 2 {
-			k.w = ins[2]
+		k := &scatterInPlace{op: op, cache: e.inputs[in], upd: c.tensors[n.Inputs[1]]}
+		if len(n.Inputs) > 2 && n.Inputs[2] != nil {
+			k.w = c.tensors[n.Inputs[2]]
 		}
 		e.steps[i].k = k
-		e.borrowers[in] = append([]borrowedRead{{k, 0}}, reads[result]...)
+		results[in] = result
 	}
+	return results
 }
 
 // scatterInPlace is a TensorScatter writing its rows into the cache it is
 // given, the caller's tensor (see planUpdates); its result is that
-// tensor.
+// tensor. Every read can take another tensor: its update may itself be
+// an updated cache (a scatter's result lent the caller's tensor).
 type scatterInPlace struct {
 	op            *ir.TensorScatter
 	cache, upd, w *ir.Tensor
@@ -136,8 +139,18 @@ func (k *scatterInPlace) run() error {
 	return nil
 }
 
-func (k *scatterInPlace) rebind(read int, t *ir.Tensor) { k.cache = t }
-func (k *scatterInPlace) rebindable(read int) bool      { return read == 0 }
+func (k *scatterInPlace) rebind(read int, t *ir.Tensor) {
+	switch read {
+	case 0:
+		k.cache = t
+	case 1:
+		k.upd = t
+	default:
+		k.w = t
+	}
+}
+
+func (k *scatterInPlace) rebindable(int) bool { return true }
 
 func (k *evalKernel) rebind(read int, t *ir.Tensor) { k.in[read] = t }
 func (k *evalKernel) rebindable(int) bool           { return true }

@@ -14,8 +14,8 @@
 // a kernel with its tensors bound, so a run allocates nothing in steady
 // state. Transposes that only feed a
 // MatMul's last two axes are folded into the GEMM's transpose flags. An
-// input that only Concat or reference kernels read (a decoder's KV cache)
-// is read where the caller keeps it, not copied in, and a cache input
+// input that only Concat, MatMul or reference kernels read (a decoder's
+// KV cache) is read where the caller keeps it, not copied in, and a cache input
 // the caller lets a run update (accel.Options.UpdateInputs) takes a
 // TensorScatter's new rows where it lies (borrow.go).
 // Parameters are read in place from the graph's parameter tensors, so

@@ -589,7 +589,8 @@ var ErrClosed = errors.New("cpu: executable is closed")
 
 // Run copies the inputs into the executable's buffers (or lends them to
 // the kernels that read them in place, borrow.go) and runs every
-// kernel. It does not allocate when every node has a fast kernel.
+// kernel. It does not allocate when every node has a fast kernel. It
+// writes no input but those accel.Options.UpdateInputs names.
 func (e *Executable) Run(inputs []*ir.Tensor) ([]*ir.Tensor, error) {
 	if e.closed {
 		return nil, ErrClosed

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // A FIFO nobody writes is refused at once: os.Open would block forever.
@@ -39,29 +40,46 @@ func TestReadFilePipes(t *testing.T) {
 		t.Errorf("a FIFO nobody writes: %q, %v", b, err)
 	}
 	// A pipe as a shell's <(…) hands it over: a /dev/fd path to the read
-	// end, the writer done. (A FIFO a goroutine writes would race: a read
-	// that finds no writer yet ends, and its close throws away what the
-	// writer then puts in.)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	if _, err := w.Write([]byte("through a pipe")); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	fdPath := ""
+	// end, the writer done or still writing. (A FIFO a goroutine opens to
+	// write would race: a read that finds no writer yet ends, and its
+	// close throws away what the writer then puts in.)
+	fdDir := ""
 	for _, dir := range []string{"/proc/self/fd", "/dev/fd"} {
 		if _, err := os.Stat(dir); err == nil {
-			fdPath = fmt.Sprintf("%s/%d", dir, r.Fd())
+			fdDir = dir
 			break
 		}
 	}
-	if fdPath == "" {
-		t.Log("no /proc/self/fd or /dev/fd here: a pipe with data is not read")
-	} else if b, err := ReadFile(fdPath, 100); err != nil || string(b) != "through a pipe" {
-		t.Errorf("a pipe: %q, %v", b, err)
+	for _, writerDone := range []bool{true, false} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte("through ")); err != nil {
+			t.Fatal(err)
+		}
+		wrote := make(chan error, 1)
+		rest := func() {
+			_, err := w.Write([]byte("a pipe"))
+			w.Close()
+			wrote <- err
+		}
+		if writerDone {
+			rest()
+		} else {
+			// The writer goes on after the reader has started: the read
+			// waits for the end.
+			go func() { time.Sleep(20 * time.Millisecond); rest() }()
+		}
+		if fdDir == "" {
+			t.Log("no /proc/self/fd or /dev/fd here: a pipe with data is not read")
+		} else if b, err := ReadFile(fmt.Sprintf("%s/%d", fdDir, r.Fd()), 100); err != nil || string(b) != "through a pipe" {
+			t.Errorf("a pipe (writer done first: %v): %q, %v", writerDone, b, err)
+		}
+		if err := <-wrote; err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
 	}
 	var nr *NotRegularError
 	if _, err := ReadRegular(path, 10); !errors.As(err, &nr) {
