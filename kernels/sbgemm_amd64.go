@@ -17,6 +17,7 @@ var sbgemmAVX512BF16 = newSbgemmKernel(&gemmKernel[uint32]{
 	name: "avx512bf16-14x32", isa: AVX512, mr: 14, nr: 32, kStep: 2, run: sbgemmKernel14x32AVX512BF16,
 	pack: &sbgemmPacker{
 		nr: 32, cvt: sbgemmPackCvtAVX512BF16, pair: sbgemmPackPairAVX512BF16, transpose: sbgemmTransposeAVX512,
+		cvtTrans: sbgemmPackCvtTransAVX512BF16,
 	},
 })
 

@@ -5757,6 +5757,220 @@ DATA sbgemmPairIndex<>+60(SB)/2, $0x000f
 DATA sbgemmPairIndex<>+62(SB)/2, $0x001f
 GLOBL sbgemmPairIndex<>(SB), RODATA|NOPTR, $64
 
+// func sbgemmPackCvtTransAVX512BF16(dst []uint32, ldd int, src []float32, lds int, rows int, cols int)
+// Requires: AVX, AVX512F, AVX512_BF16
+TEXT ·sbgemmPackCvtTransAVX512BF16(SB), NOSPLIT, $0-80
+	MOVQ   dst_base+0(FP), AX
+	MOVQ   src_base+32(FP), CX
+	MOVQ   ldd+24(FP), DX
+	MOVQ   lds+56(FP), BX
+	SHLQ   $0x02, DX
+	SHLQ   $0x02, BX
+	IMUL3Q $0x00000010, BX, SI
+	IMUL3Q $0x00000010, DX, DI
+	MOVQ   rows+64(FP), R8
+
+sbgemmPackCvtTransAVX512BF16_rows:
+	TESTQ R8, R8
+	JZ    sbgemmPackCvtTransAVX512BF16_done
+	MOVQ  cols+72(FP), R9
+	MOVQ  CX, R10
+	MOVQ  AX, R11
+
+sbgemmPackCvtTransAVX512BF16_cols:
+	TESTQ          R9, R9
+	JZ             sbgemmPackCvtTransAVX512BF16_nextrow
+	MOVQ           R10, R12
+	VMOVUPS        (R12), Z0
+	VMOVUPS        64(R12), Z1
+	// VCVTNE2PS2BF16 Z0, Z1, Z0
+	BYTE $0x62; BYTE $0xf2; BYTE $0x77; BYTE $0x48; BYTE $0x72; BYTE $0xc0
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z1
+	VMOVUPS        64(R12), Z2
+	// VCVTNE2PS2BF16 Z1, Z2, Z1
+	BYTE $0x62; BYTE $0xf2; BYTE $0x6f; BYTE $0x48; BYTE $0x72; BYTE $0xc9
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z2
+	VMOVUPS        64(R12), Z3
+	// VCVTNE2PS2BF16 Z2, Z3, Z2
+	BYTE $0x62; BYTE $0xf2; BYTE $0x67; BYTE $0x48; BYTE $0x72; BYTE $0xd2
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z3
+	VMOVUPS        64(R12), Z4
+	// VCVTNE2PS2BF16 Z3, Z4, Z3
+	BYTE $0x62; BYTE $0xf2; BYTE $0x5f; BYTE $0x48; BYTE $0x72; BYTE $0xdb
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z4
+	VMOVUPS        64(R12), Z5
+	// VCVTNE2PS2BF16 Z4, Z5, Z4
+	BYTE $0x62; BYTE $0xf2; BYTE $0x57; BYTE $0x48; BYTE $0x72; BYTE $0xe4
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z5
+	VMOVUPS        64(R12), Z6
+	// VCVTNE2PS2BF16 Z5, Z6, Z5
+	BYTE $0x62; BYTE $0xf2; BYTE $0x4f; BYTE $0x48; BYTE $0x72; BYTE $0xed
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z6
+	VMOVUPS        64(R12), Z7
+	// VCVTNE2PS2BF16 Z6, Z7, Z6
+	BYTE $0x62; BYTE $0xf2; BYTE $0x47; BYTE $0x48; BYTE $0x72; BYTE $0xf6
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z7
+	VMOVUPS        64(R12), Z8
+	// VCVTNE2PS2BF16 Z7, Z8, Z7
+	BYTE $0x62; BYTE $0xf2; BYTE $0x3f; BYTE $0x48; BYTE $0x72; BYTE $0xff
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z8
+	VMOVUPS        64(R12), Z9
+	// VCVTNE2PS2BF16 Z8, Z9, Z8
+	BYTE $0x62; BYTE $0x52; BYTE $0x37; BYTE $0x48; BYTE $0x72; BYTE $0xc0
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z9
+	VMOVUPS        64(R12), Z10
+	// VCVTNE2PS2BF16 Z9, Z10, Z9
+	BYTE $0x62; BYTE $0x52; BYTE $0x2f; BYTE $0x48; BYTE $0x72; BYTE $0xc9
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z10
+	VMOVUPS        64(R12), Z11
+	// VCVTNE2PS2BF16 Z10, Z11, Z10
+	BYTE $0x62; BYTE $0x52; BYTE $0x27; BYTE $0x48; BYTE $0x72; BYTE $0xd2
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z11
+	VMOVUPS        64(R12), Z12
+	// VCVTNE2PS2BF16 Z11, Z12, Z11
+	BYTE $0x62; BYTE $0x52; BYTE $0x1f; BYTE $0x48; BYTE $0x72; BYTE $0xdb
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z12
+	VMOVUPS        64(R12), Z13
+	// VCVTNE2PS2BF16 Z12, Z13, Z12
+	BYTE $0x62; BYTE $0x52; BYTE $0x17; BYTE $0x48; BYTE $0x72; BYTE $0xe4
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z13
+	VMOVUPS        64(R12), Z14
+	// VCVTNE2PS2BF16 Z13, Z14, Z13
+	BYTE $0x62; BYTE $0x52; BYTE $0x0f; BYTE $0x48; BYTE $0x72; BYTE $0xed
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z14
+	VMOVUPS        64(R12), Z15
+	// VCVTNE2PS2BF16 Z14, Z15, Z14
+	BYTE $0x62; BYTE $0x52; BYTE $0x07; BYTE $0x48; BYTE $0x72; BYTE $0xf6
+	ADDQ           BX, R12
+	VMOVUPS        (R12), Z15
+	VMOVUPS        64(R12), Z16
+	// VCVTNE2PS2BF16 Z15, Z16, Z15
+	BYTE $0x62; BYTE $0x52; BYTE $0x7f; BYTE $0x40; BYTE $0x72; BYTE $0xff
+	VUNPCKLPS      Z1, Z0, Z16
+	VUNPCKHPS      Z1, Z0, Z17
+	VUNPCKLPS      Z3, Z2, Z1
+	VUNPCKHPS      Z3, Z2, Z3
+	VUNPCKLPD      Z1, Z16, Z0
+	VUNPCKHPD      Z1, Z16, Z1
+	VUNPCKLPD      Z3, Z17, Z2
+	VUNPCKHPD      Z3, Z17, Z3
+	VUNPCKLPS      Z5, Z4, Z16
+	VUNPCKHPS      Z5, Z4, Z17
+	VUNPCKLPS      Z7, Z6, Z5
+	VUNPCKHPS      Z7, Z6, Z7
+	VUNPCKLPD      Z5, Z16, Z4
+	VUNPCKHPD      Z5, Z16, Z5
+	VUNPCKLPD      Z7, Z17, Z6
+	VUNPCKHPD      Z7, Z17, Z7
+	VUNPCKLPS      Z9, Z8, Z16
+	VUNPCKHPS      Z9, Z8, Z17
+	VUNPCKLPS      Z11, Z10, Z9
+	VUNPCKHPS      Z11, Z10, Z11
+	VUNPCKLPD      Z9, Z16, Z8
+	VUNPCKHPD      Z9, Z16, Z9
+	VUNPCKLPD      Z11, Z17, Z10
+	VUNPCKHPD      Z11, Z17, Z11
+	VUNPCKLPS      Z13, Z12, Z16
+	VUNPCKHPS      Z13, Z12, Z17
+	VUNPCKLPS      Z15, Z14, Z13
+	VUNPCKHPS      Z15, Z14, Z15
+	VUNPCKLPD      Z13, Z16, Z12
+	VUNPCKHPD      Z13, Z16, Z13
+	VUNPCKLPD      Z15, Z17, Z14
+	VUNPCKHPD      Z15, Z17, Z15
+	VSHUFF32X4     $0x44, Z4, Z0, Z16
+	VSHUFF32X4     $0xee, Z4, Z0, Z17
+	VSHUFF32X4     $0x44, Z12, Z8, Z4
+	VSHUFF32X4     $0xee, Z12, Z8, Z12
+	VSHUFF32X4     $0x88, Z4, Z16, Z0
+	VSHUFF32X4     $0xdd, Z4, Z16, Z4
+	VSHUFF32X4     $0x88, Z12, Z17, Z8
+	VSHUFF32X4     $0xdd, Z12, Z17, Z12
+	VSHUFF32X4     $0x44, Z5, Z1, Z16
+	VSHUFF32X4     $0xee, Z5, Z1, Z17
+	VSHUFF32X4     $0x44, Z13, Z9, Z5
+	VSHUFF32X4     $0xee, Z13, Z9, Z13
+	VSHUFF32X4     $0x88, Z5, Z16, Z1
+	VSHUFF32X4     $0xdd, Z5, Z16, Z5
+	VSHUFF32X4     $0x88, Z13, Z17, Z9
+	VSHUFF32X4     $0xdd, Z13, Z17, Z13
+	VSHUFF32X4     $0x44, Z6, Z2, Z16
+	VSHUFF32X4     $0xee, Z6, Z2, Z17
+	VSHUFF32X4     $0x44, Z14, Z10, Z6
+	VSHUFF32X4     $0xee, Z14, Z10, Z14
+	VSHUFF32X4     $0x88, Z6, Z16, Z2
+	VSHUFF32X4     $0xdd, Z6, Z16, Z6
+	VSHUFF32X4     $0x88, Z14, Z17, Z10
+	VSHUFF32X4     $0xdd, Z14, Z17, Z14
+	VSHUFF32X4     $0x44, Z7, Z3, Z16
+	VSHUFF32X4     $0xee, Z7, Z3, Z17
+	VSHUFF32X4     $0x44, Z15, Z11, Z7
+	VSHUFF32X4     $0xee, Z15, Z11, Z15
+	VSHUFF32X4     $0x88, Z7, Z16, Z3
+	VSHUFF32X4     $0xdd, Z7, Z16, Z7
+	VSHUFF32X4     $0x88, Z15, Z17, Z11
+	VSHUFF32X4     $0xdd, Z15, Z17, Z15
+	MOVQ           R11, R12
+	VMOVUPS        Z0, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z1, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z2, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z3, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z4, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z5, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z6, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z7, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z8, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z9, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z10, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z11, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z12, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z13, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z14, (R12)
+	ADDQ           DX, R12
+	VMOVUPS        Z15, (R12)
+	ADDQ           $0x00000080, R10
+	ADDQ           DI, R11
+	SUBQ           $0x00000010, R9
+	JMP            sbgemmPackCvtTransAVX512BF16_cols
+
+sbgemmPackCvtTransAVX512BF16_nextrow:
+	ADDQ SI, CX
+	ADDQ $0x00000040, AX
+	SUBQ $0x00000010, R8
+	JMP  sbgemmPackCvtTransAVX512BF16_rows
+
+sbgemmPackCvtTransAVX512BF16_done:
+	VZEROUPPER
+	RET
+
 // func sbgemmTransposeAVX512(dst []uint32, ldd int, src []uint32, lds int, rows int, cols int)
 // Requires: AVX, AVX512F
 TEXT ·sbgemmTransposeAVX512(SB), NOSPLIT, $0-80

@@ -58,6 +58,19 @@ func sbgemmPackCvtAVX512BF16(dst []uint32, ldd int, src []float32, lds int, rows
 //go:noescape
 func sbgemmPackPairAVX512BF16(dst []uint32, ldd int, src []float32, lds int, rows int, cols int)
 
+// sbgemmPackCvtTransAVX512BF16 converts rows of src into bfloat16 pairs and transposes them:
+//
+//	for i := range rows {
+//		for q := range cols {
+//			dst[q*ldd+i] = bf16Pair(src[i*lds+2*q], src[i*lds+2*q+1])
+//		}
+//	}
+//
+// rows and cols are multiples of 16.
+//
+//go:noescape
+func sbgemmPackCvtTransAVX512BF16(dst []uint32, ldd int, src []float32, lds int, rows int, cols int)
+
 // sbgemmTransposeAVX512 transposes rows×cols of src into dst:
 //
 //	for i := range rows {

@@ -25,8 +25,9 @@
 // The packers copy blocks of A and B into those layouts: copying or
 // transposing (16×16 or 8×8 register transposes) for float32, converting
 // rows to bfloat16 pairs or interleaving pairs of rows into them for
-// bfloat16 (transposed operands are converted a slab at a time, then
-// transposed as words).
+// bfloat16 (transposed operands are converted and transposed 16 rows at
+// a time, or, where those rows would share a few L1 sets, converted a
+// slab at a time, then transposed as words).
 package main
 
 import (
@@ -82,6 +83,7 @@ func main() {
 		kernelAVX512(fmt.Sprintf("sbgemmKernel%dx%dAVX512BF16", mrAVX512, 16*nvAVX512), mrAVX512, nvAVX512, true)
 		packCvtBF16("sbgemmPackCvtAVX512BF16")
 		packPairBF16("sbgemmPackPairAVX512BF16")
+		packCvtTransBF16("sbgemmPackCvtTransAVX512BF16")
 		transposeAVX512("sbgemmTransposeAVX512", "uint32")
 	default:
 		kernelAVX512(fmt.Sprintf("sgemmKernel%dx%dAVX512", mrAVX512, 16*nvAVX512), mrAVX512, nvAVX512, false)

@@ -325,6 +325,36 @@ func packCvtBF16(name string) {
 	})
 }
 
+// packCvtTransBF16 emits the converting transposer: rows of src
+// converted into pairs along the row, the pairs transposed into dst, 16
+// rows × 16 pairs a block, without the round trip through a buffer that
+// converting and transposing apart takes. It reads 16 rows side by side,
+// so callers keep it from strides that put them all in a few L1 sets.
+func packCvtTransBF16(name string) {
+	TEXT(name, NOSPLIT, fmt.Sprintf(stridedSignature, "uint32"))
+	stridedDoc(name, "converts rows of src into bfloat16 pairs and transposes them", []string{
+		"for i := range rows {",
+		"\tfor q := range cols {",
+		"\t\tdst[q*ldd+i] = bf16Pair(src[i*lds+2*q], src[i*lds+2*q+1])",
+		"\t}",
+		"}",
+	}, "rows and cols are multiples of 16.")
+	dst, ldd, src, lds := loadStrides()
+	blockLoop(name, 16, 16, src, dst, scaled(lds, 16), U32(64), U32(128), scaled(ldd, 16), func(s, d Register) {
+		v := make([]VecVirtual, 16)
+		p := GP64()
+		MOVQ(s, p)
+		for r := range v {
+			if r > 0 {
+				ADDQ(lds, p)
+			}
+			v[r] = converted(Mem{Base: p})
+		}
+		transpose16(v)
+		storeRows(d, ldd, v)
+	})
+}
+
 // packPairBF16 emits the packer of pairs of rows into pairs across them.
 func packPairBF16(name string) {
 	TEXT(name, NOSPLIT, fmt.Sprintf(stridedSignature, "uint32"))
