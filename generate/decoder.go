@@ -104,6 +104,10 @@ type Decoder struct {
 
 	// own cache: the decisions of the validated rewrite
 	decisions []string
+	// the rewrite for the smallest capacity, made once: Auto's choice and
+	// the own cache's set-up both read it
+	firstRewrite    *cachedGraph
+	firstRewriteErr error
 	// past inputs: each past input's present output and past axis
 	presents map[string]string
 
@@ -163,6 +167,7 @@ func New(model *ir.Model, opts Options) (*Decoder, error) {
 	switch opts.Mode {
 	case Auto:
 		var reasons []string
+		why := "" // what the note adds: why Auto settled where it did
 		candidates := []Mode{OwnCache, Recompute}
 		ownFirst := false
 		if hasPast {
@@ -183,13 +188,12 @@ func New(model *ir.Model, opts Options) (*Decoder, error) {
 			reasons = append(reasons, fmt.Sprintf("%s: %v", m, err))
 		}
 		switch {
-		case d.mode == Recompute:
-			d.note = "recomputing the whole sequence for every token (" + strings.Join(reasons, "; ") + ")"
 		case d.mode == OwnCache && ownFirst:
-			d.note = fmt.Sprintf("a KV cache dstune keeps (%d cached attention operands), not the export's past inputs: no larger, and a token's rows are written into it rather than the whole past copied", d.cacheSlots())
-		case d.mode == OwnCache && hasPast:
-			d.note = fmt.Sprintf("a KV cache dstune keeps (%d cached attention operands; %s)", d.cacheSlots(), strings.Join(reasons, "; "))
+			why = ", not the export's past inputs: no larger, and a token's rows are written into it rather than the whole past copied"
+		case len(reasons) > 0:
+			why = strings.Join(reasons, "; ")
 		}
+		d.note = d.modeNote(why)
 	default:
 		if opts.Mode == PastInputs && !hasPast {
 			return nil, fmt.Errorf("generate: the model has no past_key_values inputs")
@@ -199,14 +203,7 @@ func New(model *ir.Model, opts Options) (*Decoder, error) {
 		}
 	}
 	if d.note == "" {
-		switch d.mode {
-		case PastInputs:
-			d.note = fmt.Sprintf("the model's own KV cache (%d past inputs)", len(d.presents))
-		case OwnCache:
-			d.note = fmt.Sprintf("a KV cache dstune keeps (%d cached attention operands)", d.cacheSlots())
-		case Recompute:
-			d.note = "recomputing the whole sequence for every token (as asked)"
-		}
+		d.note = d.modeNote("")
 	}
 	if d.contextNote != "" {
 		d.note += "; " + d.contextNote
@@ -222,7 +219,7 @@ func New(model *ir.Model, opts Options) (*Decoder, error) {
 // expanded to every head, which its past inputs do not: PastInputs stays
 // first there.
 func (d *Decoder) ownCacheNoLarger() bool {
-	cg, err := d.rewrite(minCapacity, 1)
+	cg, err := d.rewriteFirst()
 	if err != nil {
 		return false
 	}
@@ -230,22 +227,48 @@ func (d *Decoder) ownCacheNoLarger() bool {
 	for _, sl := range cg.Slots {
 		own += sl.Shape.Size() / sl.Shape[sl.Axis] * sl.DType.Size()
 	}
-	g, err := d.pastGraph(minCapacity, 1)
-	if err != nil {
-		return false
-	}
 	past := 0
 	for _, p := range d.plans {
 		if p.Role != ir.RolePast {
 			continue
 		}
-		in := g.Input(p.Input.Name)
-		if in == nil || p.PastAxis >= len(in.Shape) || in.Shape[p.PastAxis] == 0 {
-			return false
+		if len(p.Input.Dims) == 0 {
+			return false // no declared shape to weigh
 		}
-		past += in.Shape.Size() / in.Shape[p.PastAxis] * in.DType.Size()
+		past += pastShape(p, 1).Size() * p.Input.DType.Size()
 	}
 	return own <= past
+}
+
+// rewriteFirst is the rewrite for the smallest capacity, made once.
+func (d *Decoder) rewriteFirst() (*cachedGraph, error) {
+	if d.firstRewrite == nil && d.firstRewriteErr == nil {
+		d.firstRewrite, d.firstRewriteErr = d.rewrite(minCapacity, 1)
+	}
+	return d.firstRewrite, d.firstRewriteErr
+}
+
+// modeNote says how the decoder reuses earlier positions; why, when not
+// empty, is why Auto settled there: the faster modes' failures (in the
+// brackets), or a remark starting with a comma (after them).
+func (d *Decoder) modeNote(why string) string {
+	inside, after := "", ""
+	switch {
+	case strings.HasPrefix(why, ","):
+		after = why
+	case why != "":
+		inside = "; " + why
+	}
+	switch d.mode {
+	case PastInputs:
+		return fmt.Sprintf("the model's own KV cache (%d past inputs%s)%s", len(d.presents), inside, after)
+	case OwnCache:
+		return fmt.Sprintf("a KV cache dstune keeps (%d cached attention operands%s)%s", d.cacheSlots(), inside, after)
+	}
+	if why == "" {
+		why = "as asked"
+	}
+	return "recomputing the whole sequence for every token (" + why + ")"
 }
 
 // Mode is the mode the decoder runs in.
@@ -344,7 +367,7 @@ func (d *Decoder) setUp() error {
 			}
 		}
 	case OwnCache:
-		cg, err := d.rewrite(minCapacity, 1)
+		cg, err := d.rewriteFirst()
 		if err != nil {
 			return err
 		}

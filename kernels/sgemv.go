@@ -5,7 +5,10 @@ import "sync"
 // SgemvRows is the most rows of A for which callers should prefer Sgemv
 // to Sgemm: on a decode step's products one row takes 0.2 to 0.35 of
 // Sgemm's time, four rows 0.7 to 0.95, six 0.85 to 1.1, eight 1.0 to 1.9
-// (BenchmarkSgemvRows: one thread, AVX2, medians of five runs).
+// (BenchmarkSgemvRows: one thread, AVX2, medians of five runs). With
+// AVX-512 (Zen 5, one run) one row takes 0.20 to 0.35, four 0.69 to 1.33,
+// six 0.89 to 1.68, eight 1.0 to 2.0: four rows of the 2048×2048
+// projection lose, since Sgemv reads B once per row of A.
 const SgemvRows = 4
 
 // Sgemv computes Sgemm's product C = alpha·A·op(B) + beta·C (A m×k, row

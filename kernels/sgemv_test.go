@@ -5,7 +5,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"testing"
 )
 
@@ -292,24 +291,18 @@ func TestSgemvPanics(t *testing.T) {
 		"short batch a":  func() { SgemvBatched(1, false, 1, 2, 2, 1, buf[:20], 2, 10, buf, 2, 0, 0, buf, 2, 4, 4) },
 		"short batch c":  func() { SgemvBatched(1, false, 2, 2, 2, 1, buf, 2, 4, buf, 2, 4, 0, buf[:20], 2, 4, 6) },
 	} {
-		func() {
-			defer func() {
-				msg, ok := recover().(string)
-				if !ok || !strings.HasPrefix(msg, "kernels: ") {
-					t.Errorf("%s: recovered %#v, want a \"kernels: \" panic", name, msg)
-				}
-			}()
-			call()
-		}()
+		mustPanic(t, name, call)
 	}
 }
 
 // TestSgemvNoAllocs: steady-state calls do not allocate, on 1 or 2
-// threads, batched or not.
+// threads, batched or not (the small batched product split too).
 func TestSgemvNoAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector's bookkeeping allocates")
 	}
+	defer func(saved int) { minFlopsPerWorker = saved }(minFlopsPerWorker)
+	minFlopsPerWorker = 1
 	rng := rand.New(rand.NewPCG(41, 42))
 	a, b, c := randomSlice(rng, 4*2048), randomSlice(rng, 2048*2048), make([]float32, 4*2048)
 	for _, threads := range []int{1, 2} {
@@ -344,6 +337,8 @@ func FuzzSgemv(f *testing.F) {
 		if math.IsNaN(float64(beta)) || math.IsInf(float64(beta), 0) || math.Abs(float64(beta)) > 1e6 {
 			beta = 0
 		}
+		defer func(saved int) { minFlopsPerWorker = saved }(minFlopsPerWorker)
+		minFlopsPerWorker = 1 // two threads split even these small products
 		rng := rand.New(rand.NewPCG(seed, 43))
 		g := newGemmCase(rng, false, transB, m, n, k, alpha, beta)
 		g.sprinkle(rng, specials)

@@ -413,13 +413,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rq *request,
 			return e.send(c)
 		},
 	}
-	jobs, err := s.generateAll(r.Context(), rq, h)
-	if err != nil {
-		e.fail(s, r, err)
-		return
-	}
-	u, _ := s.totals(rq, jobs, start)
-	e.finish(jobs, u, func(j *job) chatChoice {
+	e.run(s, r, h, start, func(j *job) chatChoice {
 		finish := j.res.FinishReason
 		return chatChoice{Index: j.sample, Delta: &chatMessage{}, FinishReason: &finish, Seed: rq.seedOf(j)}
 	})

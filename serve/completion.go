@@ -615,13 +615,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, rq *request, id 
 			return e.send(c)
 		},
 	}
-	jobs, err := s.generateAll(r.Context(), rq, h)
-	if err != nil {
-		e.fail(s, r, err)
-		return
-	}
-	u, _ := s.totals(rq, jobs, start)
-	e.finish(jobs, u, func(j *job) choice {
+	e.run(s, r, h, start, func(j *job) choice {
 		finish := j.res.FinishReason
 		return choice{Index: index(j), Tokens: []int64{}, FinishReason: &finish, Seed: rq.seedOf(j)}
 	})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // eventStream answers a request with server-sent events, as both
@@ -67,6 +68,19 @@ func (e *eventStream[C]) event(data []byte) error {
 		e.flusher.Flush()
 	}
 	return nil
+}
+
+// run generates every choice of the stream's request, h's hooks sending their
+// events as they come, then ends the stream: with the finished chunks and
+// the usage, or with the error.
+func (e *eventStream[C]) run(s *Server, r *http.Request, h hooks, start time.Time, finished func(*job) C) {
+	jobs, err := s.generateAll(r.Context(), e.rq, h)
+	if err != nil {
+		e.fail(s, r, err)
+		return
+	}
+	u, _ := s.totals(e.rq, jobs, start)
+	e.finish(jobs, u, finished)
 }
 
 // finish ends the stream once every completion is done: a chunk of each

@@ -101,7 +101,8 @@ func readResult(dir string, r Run, modelParams int64) (*Result, error) {
 		return nil, err
 	}
 	n := 0
-	validations := map[int64]map[string]float64{}
+	bestStep, keptBest := train.BestStepIn(filepath.Join(dir, train.BestDir))
+	var best map[string]float64
 	for line := range bytes.Lines(data) {
 		n++
 		if len(bytes.TrimSpace(line)) == 0 {
@@ -116,7 +117,9 @@ func readResult(dir string, r Run, modelParams int64) (*Result, error) {
 				res.Initial = m.validation()
 			}
 			res.Final = m.validation()
-			validations[m.Step] = res.Final
+			if keptBest && m.Step == bestStep {
+				best = res.Final
+			}
 		}
 		if m.Loss != nil {
 			res.Steps = m.Step
@@ -128,8 +131,8 @@ func readResult(dir string, r Run, modelParams int64) (*Result, error) {
 			}
 		}
 	}
-	if step, ok := keptBestStep(dir); ok && validations[step] != nil {
-		res.Final, res.BestStep = validations[step], step
+	if best != nil && bestStep > 0 {
+		res.Final, res.BestStep = best, bestStep
 	}
 	res.Fraction = 1
 	if method != train.MethodFull && res.FreeParams > 0 && modelParams > 0 {
@@ -180,15 +183,4 @@ func writeResults(path string, results []*Result) error {
 	}
 	w.Flush()
 	return atomicfile.Write(path, b.Bytes())
-}
-
-// keptBestStep is the step of the outputs a run trained with --keep-best
-// kept (its best/best.json), if it has them.
-func keptBestStep(dir string) (int64, bool) {
-	data, err := os.ReadFile(filepath.Join(dir, train.BestDir, train.BestFile))
-	var rec train.BestRecord
-	if err != nil || json.Unmarshal(data, &rec) != nil || rec.Step <= 0 {
-		return 0, false
-	}
-	return rec.Step, true
 }

@@ -302,19 +302,11 @@ func checkpointFlags(p Params, cfg train.Config) ([]string, bool) {
 // the spec's steps: a resume that changes them (as dstune train --resume
 // --steps may) is a run of other settings here.
 func stoppedRunDiff(dir string, cfg train.Config) (string, error) {
-	diff, err := train.ResumeDiff(dir, cfg)
-	if err != nil {
-		return "", err
-	}
 	stored, err := train.LoadConfig(dir)
-	if err != nil || stored.Steps == cfg.Steps {
-		return diff, err
+	if err != nil {
+		return "", fmt.Errorf("resume: %w", err)
 	}
-	steps := fmt.Sprintf("steps is %d in config.json, %d now", stored.Steps, cfg.Steps)
-	if diff == "" {
-		return steps, nil
-	}
-	return diff + "; " + steps, nil
+	return train.RecordedDiff(stored, cfg), nil
 }
 
 // trainedToTheEnd reports whether a run directory's checkpoint is of

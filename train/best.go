@@ -47,6 +47,12 @@ type bestTracker struct {
 	stale    int64   // validations since the best one
 }
 
+// exhausted reports whether --patience stops the run at step: that many
+// validations since the best, and steps left to train.
+func (b *bestTracker) exhausted(cfg *Config, step int64) bool {
+	return cfg.Patience > 0 && b.stale >= cfg.Patience && step < cfg.Steps
+}
+
 func newBestTracker(cfg *Config) *bestTracker {
 	return &bestTracker{byMetric: cfg.Metric != "" && cfg.Metric != MetricLoss}
 }
@@ -98,7 +104,7 @@ func (r *runner) restoreBest() error {
 	if err := settleSwap(dir, filepath.Join(dir, bestTmp), best, old); err != nil {
 		return err
 	}
-	if step, ok := bestStepIn(best); ok && step <= r.engine.Step() {
+	if step, ok := BestStepIn(best); ok && step <= r.engine.Step() {
 		if err := os.RemoveAll(kept); err != nil {
 			return err
 		}
@@ -137,8 +143,9 @@ func (r *runner) restoreBest() error {
 	return atomicfile.SyncDir(dir)
 }
 
-// bestStepIn is the step best.json in dir names (false: none readable).
-func bestStepIn(dir string) (int64, bool) {
+// BestStepIn is the step best.json in dir (a run's BestDir) names
+// (false: none readable).
+func BestStepIn(dir string) (int64, bool) {
 	data, err := os.ReadFile(filepath.Join(dir, BestFile))
 	var rec BestRecord
 	if err != nil || json.Unmarshal(data, &rec) != nil {
@@ -186,7 +193,7 @@ func (r *runner) writeBest(step int64, v validation) error {
 		return err
 	}
 	best, aside := filepath.Join(dir, BestDir), filepath.Join(dir, bestOld)
-	if prev, ok := bestStepIn(best); ok && prev <= r.lastCkpt {
+	if prev, ok := BestStepIn(best); ok && prev <= r.lastCkpt {
 		aside = filepath.Join(dir, bestKept)
 	}
 	if err := swapDir(dir, tmp, best, aside, "best"); err != nil {
@@ -198,7 +205,7 @@ func (r *runner) writeBest(step int64, v validation) error {
 // dropKeptBest removes RUN/.best.ckpt once the checkpoint of step covers
 // RUN/best.
 func (r *runner) dropKeptBest(step int64) error {
-	if b, ok := bestStepIn(filepath.Join(r.opts.Dir, BestDir)); !ok || b > step {
+	if b, ok := BestStepIn(filepath.Join(r.opts.Dir, BestDir)); !ok || b > step {
 		return nil
 	}
 	return os.RemoveAll(filepath.Join(r.opts.Dir, bestKept))

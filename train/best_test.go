@@ -177,7 +177,7 @@ func TestRunBestAfterACrash(t *testing.T) {
 	if b := readBest(t, dir); b.Step != 8 {
 		t.Fatalf("best after the crash: step %d, want 8", b.Step)
 	}
-	if s, ok := bestStepIn(filepath.Join(dir, bestKept)); !ok || s != 4 {
+	if s, ok := BestStepIn(filepath.Join(dir, bestKept)); !ok || s != 4 {
 		t.Fatalf("kept best: step %d (%v), want 4", s, ok)
 	}
 	// Resumed, and stopped before its first step.

@@ -17,26 +17,25 @@ type stepMemory struct {
 	// and of the loss graph, each of which the CPU backend plans memory
 	// for; Constants are the training graph's folded constants.
 	Activations, Constants int64
-	// Params are the model's parameters; State the optimizer slots, a
-	// method's copy of the seed values and an accumulated gradient.
-	Params, State int64
+	// Params are the model's parameters; State the optimizer slots and
+	// a method's copy of the seed values; GradientSum the gradient
+	// --grad-accum sums over a step's batches.
+	Params, State, GradientSum int64
 	// Batch is the batch's token, mask and target arrays and the
 	// engine's copies of them.
 	Batch int64
 }
 
 func (m stepMemory) total() int64 {
-	return m.Activations + m.Constants + m.Params + m.State + m.Batch
+	return m.Activations + m.Constants + m.Params + m.State + m.GradientSum + m.Batch
 }
 
 // estimateStepMemory estimates a training step of g (the training graph
 // of shape) with the run's optimizer; seedCopy adds a copy of the
 // trainable parameters (a method with a selection keeps the seed values).
 func estimateStepMemory(g *ir.Graph, shape BatchShape, trainable []*ir.Param, cfg *Config, seedCopy bool) stepMemory {
-	// A step holds its batches' arrays at once: --grad-accum of them
-	// (saturating: a count beyond any budget is refused as one).
-	batches := float64(6*8*shape.B*shape.T) * float64(max(1, cfg.GradAccum))
-	m := stepMemory{Activations: activationPeak(g), Batch: int64(min(batches, 1<<62))}
+	// A step holds its batches' arrays at once: --grad-accum of them.
+	m := stepMemory{Activations: activationPeak(g), Batch: int64(6*8*shape.B*shape.T) * int64(max(1, cfg.GradAccum))}
 	for _, p := range g.Params {
 		m.Params += tensorBytes(p.Tensor.Shape(), p.Tensor.DType())
 	}
@@ -55,7 +54,7 @@ func estimateStepMemory(g *ir.Graph, shape BatchShape, trainable []*ir.Param, cf
 			m.State += tensorBytes(p.Tensor.Shape(), p.Tensor.DType())
 		}
 		if cfg.GradAccum > 1 {
-			m.State += 4 * int64(p.Tensor.Shape().Size()) // the gradient sum
+			m.GradientSum += 4 * int64(p.Tensor.Shape().Size())
 		}
 	}
 	return m
@@ -319,11 +318,7 @@ func (r *runner) memoryReport(shape BatchShape) (MemoryReport, error) {
 		m.Activations = mu.TrainArenas - m.Gradients
 		m.Workspace = mu.EvalArenas + est.Constants + est.Batch
 	} else {
-		m.Optimizer = est.State
-		if r.cfg.GradAccum > 1 {
-			m.GradientSum = m.Gradients
-			m.Optimizer -= m.GradientSum // est.State counts it
-		}
+		m.Optimizer, m.GradientSum = est.State, est.GradientSum
 		if r.engine.Program().Selection != nil {
 			for _, p := range trainable {
 				m.Seed += tensorBytes(p.Tensor.Shape(), p.Tensor.DType())

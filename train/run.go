@@ -1409,7 +1409,7 @@ func (r *runner) loop(ctx context.Context) error {
 		}
 		r.progress.validated(0, cfg.Metric, v)
 	}
-	if cfg.Patience > 0 && r.best.stale >= cfg.Patience && res.Step < cfg.Steps {
+	if r.best.exhausted(cfg, res.Step) {
 		res.StoppedEarly = r.stoppedEarly() // a resume of a run that stopped early: nothing to train
 	}
 	batches := make([]Batch, max(1, cfg.GradAccum))
@@ -1506,7 +1506,7 @@ func (r *runner) loop(ctx context.Context) error {
 					return fmt.Errorf("best validation: %w", err)
 				}
 			}
-			if cfg.Patience > 0 && r.best.stale >= cfg.Patience && step < cfg.Steps {
+			if r.best.exhausted(cfg, step) {
 				res.StoppedEarly = r.stoppedEarly()
 				if st == nil {
 					if st, err = r.state(); err != nil {

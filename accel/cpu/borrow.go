@@ -99,7 +99,7 @@ func (c *compiler) planUpdates(e *Executable, active []*ir.Node, updates map[str
 	}
 	for i, n := range active {
 		op, ok := n.Op.(*ir.TensorScatter)
-		if !ok || len(c.readsOf(n)) < 2 {
+		if !ok {
 			continue
 		}
 		cache, result := n.Inputs[0], n.Outputs[0]

@@ -129,17 +129,12 @@ func newMatMul(threads int, prod products, a *ir.Tensor, permA []int, b *ir.Tens
 	if kn.swapped {
 		kn.a, kn.b = kn.b, kn.a
 	}
-	return &kn.matmulKernel, nil
-}
-
-// matmulPlan is a MatMul's GEMM calls before the tensors are bound.
-type matmulPlan struct {
-	matmulKernel
+	return kn, nil
 }
 
 // sharesB reports whether every product of the batch multiplies the same
 // B (packed once per product).
-func (p *matmulPlan) sharesB() bool {
+func (p *matmulKernel) sharesB() bool {
 	if p.offB == nil {
 		return p.strideB == 0
 	}
@@ -154,7 +149,7 @@ func (p *matmulPlan) sharesB() bool {
 // planMatMul lays out a MatMul of the views Transpose(a, permA) and
 // Transpose(b, permB) (nil: as stored) into out, which is the product
 // itself (permOut nil) or Transpose(product, permOut).
-func planMatMul(a ir.Shape, permA []int, b ir.Shape, permB []int, out ir.Shape, permOut []int) (*matmulPlan, error) {
+func planMatMul(a ir.Shape, permA []int, b ir.Shape, permB []int, out ir.Shape, permOut []int) (*matmulKernel, error) {
 	oa, ob := logicalOperand(a, permA), logicalOperand(b, permB)
 	d, err := ir.MatMulShapes(oa.shape, ob.shape)
 	if err != nil {
@@ -180,9 +175,9 @@ func planMatMul(a ir.Shape, permA []int, b ir.Shape, permB []int, out ir.Shape, 
 		return nil, fmt.Errorf("cpu: MatMul output transposed by %v, the product has rank %d", permOut, len(oc.shape))
 	}
 	if d.Batch.Size() == 0 {
-		return &matmulPlan{}, nil // no matrices: an empty product, nothing to compute
+		return &matmulKernel{}, nil // no matrices: an empty product, nothing to compute
 	}
-	kn := &matmulPlan{matmulKernel: matmulKernel{m: d.M, n: d.N, k: d.K}}
+	kn := &matmulKernel{m: d.M, n: d.N, k: d.K}
 	if d.M == 0 || d.N == 0 || d.K == 0 {
 		kn.ldc = max(d.N, 1)
 		return kn, nil

@@ -76,6 +76,7 @@ type trainer struct {
 	res      update.Result
 	host     update.HostStats
 	scan     *finiteScan
+	scaled   scaledPass // Accumulate's and clipping's passes
 	// summing is set while the parameters' sums hold an accumulated
 	// gradient (Accumulate) that Apply has not applied, sumBad when a batch
 	// of it had a non-finite loss; lastExe is the executable of the last
@@ -235,14 +236,7 @@ func (t *trainer) Accumulate(tg *ir.Graph, inputs []*ir.Tensor, weight float32, 
 		if p.sum == nil {
 			p.sum = make([]float32, len(g))
 		}
-		if first {
-			t.each(len(g), func(lo, hi int) { kernels.ScaleF32(p.sum[lo:hi], weight, g[lo:hi]) })
-		} else {
-			t.each(len(g), func(lo, hi int) {
-				kernels.ScaleF32(g[lo:hi], weight, g[lo:hi])
-				kernels.AddF32(p.sum[lo:hi], p.sum[lo:hi], g[lo:hi])
-			})
-		}
+		t.scaled.run(p.sum, g, weight, !first, t.opts.Threads)
 	}
 	t.lastExe, _ = s.exe.(*Executable)
 	return &t.res, nil
@@ -281,7 +275,7 @@ func (t *trainer) update(e *Executable, info update.StepInfo) {
 	t.res.GradNorm = norm
 	if c := update.ClipFactor(norm, t.prog.MaxGradNorm); c < 1 {
 		for _, p := range t.params {
-			t.each(len(p.grad), func(lo, hi int) { kernels.ScaleF32(p.grad[lo:hi], float32(c), p.grad[lo:hi]) })
+			t.scaled.run(p.grad, p.grad, float32(c), false, t.opts.Threads)
 		}
 	}
 	if t.sel != nil {
@@ -305,11 +299,44 @@ func (t *trainer) update(e *Executable, info update.StepInfo) {
 	t.res.Host = &t.host
 }
 
-// each runs f over [0, n) split across the trainer's threads (f must
-// give the same bits however its range is split).
-func (t *trainer) each(n int, f func(lo, hi int)) {
-	sp := splitter{units: n, align: 16, share: func(lo, hi, _ int) { f(lo, hi) }}
-	sp.run(workersFor(t.opts.Threads, n))
+// scaledPass is the element-wise pass over a parameter's gradient that
+// Accumulate and clipping run on the trainer's threads: dst = scale·src,
+// or with add dst += scale·src (src scaled in place first, unless scale
+// is 1: the product would be src itself), L1-sized pieces at a time so
+// that the add reads the scaled values from cache. One is kept per
+// trainer, so a pass allocates nothing.
+type scaledPass struct {
+	dst, src []float32
+	scale    float32
+	add      bool
+	sp       splitter
+}
+
+func (s *scaledPass) run(dst, src []float32, scale float32, add bool, threads int) {
+	s.dst, s.src, s.scale, s.add = dst, src, scale, add
+	if s.sp.share == nil {
+		s.sp = splitter{align: 16, share: s.share} // once: a method value allocates
+	}
+	s.sp.units = len(src)
+	s.sp.run(workersFor(threads, len(src)))
+	s.dst, s.src = nil, nil
+}
+
+func (s *scaledPass) share(lo, hi, _ int) {
+	const piece = 4096
+	for i := lo; i < hi; i += piece {
+		j := min(i+piece, hi)
+		d, g := s.dst[i:j], s.src[i:j]
+		switch {
+		case !s.add:
+			kernels.ScaleF32(d, s.scale, g)
+		case s.scale == 1:
+			kernels.AddF32(d, d, g)
+		default:
+			kernels.ScaleF32(g, s.scale, g)
+			kernels.AddF32(d, d, g)
+		}
+	}
 }
 
 // Eval runs g on the current parameters.

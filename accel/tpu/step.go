@@ -402,11 +402,7 @@ func (s *stepLowering) clipGradients(ps []trained, grads map[string]value) (norm
 	var total value
 	for i, name := range names {
 		g := grads[name]
-		axes := make([]int, g.rank())
-		for d := range axes {
-			axes[d] = d
-		}
-		sq := f.reduce(f.mul(g, g), zero, reduceAdd, axes)
+		sq := f.reduce(f.mul(g, g), zero, reduceAdd, allAxes(g.rank()))
 		if i == 0 {
 			total = sq
 		} else {

@@ -173,11 +173,28 @@ func transposeAVX512(name, elem string) {
 	}, "rows and cols are multiples of 16.")
 	dst, ldd, src, lds := loadStrides()
 	blockLoop(name, 16, 16, src, dst, scaled(lds, 16), U32(64), U32(64), scaled(ldd, 16), func(s, d Register) {
-		v := zmms(16)
-		loadRows(s, lds, v)
-		transpose16(v)
-		storeRows(d, ldd, v)
+		transposeBlock16(s, lds, d, ldd, func(row Mem) VecVirtual {
+			v := ZMM()
+			VMOVUPS(row, v)
+			return v
+		})
 	})
+}
+
+// transposeBlock16 transposes a block of 16 rows of 16 words: row r is
+// load of the memory at s + r·lds, column q goes to d + q·ldd.
+func transposeBlock16(s, lds, d, ldd Register, load func(row Mem) VecVirtual) {
+	v := make([]VecVirtual, 16)
+	p := GP64()
+	MOVQ(s, p)
+	for r := range v {
+		if r > 0 {
+			ADDQ(lds, p)
+		}
+		v[r] = load(Mem{Base: p})
+	}
+	transpose16(v)
+	storeRows(d, ldd, v)
 }
 
 // transposeAVX2 emits the float32 transposer, 8×8 blocks.
@@ -341,17 +358,7 @@ func packCvtTransBF16(name string) {
 	}, "rows and cols are multiples of 16.")
 	dst, ldd, src, lds := loadStrides()
 	blockLoop(name, 16, 16, src, dst, scaled(lds, 16), U32(64), U32(128), scaled(ldd, 16), func(s, d Register) {
-		v := make([]VecVirtual, 16)
-		p := GP64()
-		MOVQ(s, p)
-		for r := range v {
-			if r > 0 {
-				ADDQ(lds, p)
-			}
-			v[r] = converted(Mem{Base: p})
-		}
-		transpose16(v)
-		storeRows(d, ldd, v)
+		transposeBlock16(s, lds, d, ldd, converted)
 	})
 }
 
