@@ -13,7 +13,7 @@ import (
 // BenchmarkDecode measures generation with each mode: the prompt (BOS)
 // then n tokens greedily; ns/op is per generated token.
 //
-//	go test ./generate -run '^$' -bench Decode -benchtime 3x
+//	go test ./generate -run '^$' -bench 'Decode$' -benchtime 3x
 func BenchmarkDecode(b *testing.B) {
 	models := map[string]func(testing.TB) string{
 		"stories260K": func(t testing.TB) string { return storiesPath(t, "stories260K.onnx") },
@@ -98,40 +98,46 @@ func BenchmarkPrefill(b *testing.B) {
 }
 
 // BenchmarkDecodeAt measures decoding after a prompt of a given length on
-// BenchmarkPrefill's model, with each mode that keeps a cache: 16 tokens
-// fed one at a time on a fork of the prompt's session (the fork not
-// timed), so every token reads a cache of about that many positions
-// (capacity 128 or 2048). ns/op is per 16 tokens.
+// BenchmarkPrefill's model, and on the same model with one key/value head
+// shared by its 4 query heads (grouped-query attention), with each mode
+// that keeps a cache: 16 tokens fed one at a time on a fork of the
+// prompt's session (the fork not timed), so every token reads a cache of
+// about that many positions (capacity 128 or 2048). ns/op is per 16
+// tokens.
 //
 //	go test ./generate -run '^$' -bench DecodeAt -benchtime 10x
 func BenchmarkDecodeAt(b *testing.B) {
-	model := benchLlama(b)
 	const n = 16
-	for _, mode := range []Mode{PastInputs, OwnCache} {
-		d, err := New(model, Options{Mode: mode, Threads: 1, Context: 2048})
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, at := range []int{100, 2000} {
-			s := d.NewSession()
-			if _, err := s.Feed(context.Background(), benchPrompt(at)); err != nil {
+	for _, kvHeads := range []int{benchLlamaConfig.KVHeads, 1} {
+		c := benchLlamaConfig
+		c.KVHeads = kvHeads
+		model := writeLlama(b, c)
+		for _, mode := range []Mode{PastInputs, OwnCache} {
+			d, err := New(model, Options{Mode: mode, Threads: 1, Context: 2048})
+			if err != nil {
 				b.Fatal(err)
 			}
-			b.Run(fmt.Sprintf("mode=%s/positions=%d", mode, at), func(b *testing.B) {
-				for b.Loop() {
-					b.StopTimer()
-					f := s.Fork()
-					b.StartTimer()
-					for i := range n {
-						if _, err := f.Feed(context.Background(), []int64{int64(i + 1)}); err != nil {
-							b.Fatal(err)
+			for _, at := range []int{100, 2000} {
+				s := d.NewSession()
+				if _, err := s.Feed(context.Background(), benchPrompt(at)); err != nil {
+					b.Fatal(err)
+				}
+				b.Run(fmt.Sprintf("kv-heads=%d/mode=%s/positions=%d", kvHeads, mode, at), func(b *testing.B) {
+					for b.Loop() {
+						b.StopTimer()
+						f := s.Fork()
+						b.StartTimer()
+						for i := range n {
+							if _, err := f.Feed(context.Background(), []int64{int64(i + 1)}); err != nil {
+								b.Fatal(err)
+							}
 						}
 					}
-				}
-				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n)/1e6, "ms/token")
-			})
+					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n)/1e6, "ms/token")
+				})
+			}
+			d.Close()
 		}
-		d.Close()
 	}
 }
 
@@ -140,13 +146,7 @@ func BenchmarkDecodeAt(b *testing.B) {
 var benchLlamaConfig = llamagen.Config{Vocab: 2048, Dim: 256, Layers: 4, Heads: 4, KVHeads: 4, Hidden: 768, Seed: 1, KVCache: true}
 
 // benchLlama writes and loads benchLlamaConfig's model.
-func benchLlama(b *testing.B) *ir.Model {
-	dir := b.TempDir()
-	if err := llamagen.Write(dir, benchLlamaConfig); err != nil {
-		b.Fatal(err)
-	}
-	return loadModel(b, filepath.Join(dir, "model.onnx"))
-}
+func benchLlama(b *testing.B) *ir.Model { return writeLlama(b, benchLlamaConfig) }
 
 // benchPrompt is n tokens spread over benchLlamaConfig's vocabulary.
 func benchPrompt(n int) []int64 {

@@ -215,9 +215,9 @@ func New(model *ir.Model, opts Options) (*Decoder, error) {
 // more bytes a position than the export's past inputs: Auto then prefers
 // it, since a step writes its rows into it where PastInputs copies the
 // whole past through the graph's Concat (three times the time a token at 2,000
-// positions). A grouped-query model's own cache holds the keys and values
-// expanded to every head, which its past inputs do not: PastInputs stays
-// first there.
+// positions). It is larger where the rewrite caches keys expanded to
+// every query head (grouped keys written in a way groupedKeysOf does not
+// match): PastInputs stays first there.
 func (d *Decoder) ownCacheNoLarger() bool {
 	cg, err := d.rewriteFirst()
 	if err != nil {

@@ -90,10 +90,10 @@ var smallLlama = llamagen.Config{Vocab: 61, Dim: 32, Layers: 2, Heads: 4, KVHead
 
 // TestLlamagenVariants: on Llama-shaped decoders of every export shape,
 // the mode Auto picks (and the other cache, wherever it applies) gives
-// the greedy tokens recomputing the sequence gives. With past inputs Auto
-// picks them when the model groups its keys (smallLlama: 2 key heads for
-// 4), whose own cache would hold them expanded, and its own cache
-// otherwise.
+// the greedy tokens recomputing the sequence gives. Auto picks the own
+// cache even where the export has past inputs: it holds grouped keys
+// (smallLlama: 2 key heads for 4 query heads) once per key head, so it
+// is no larger.
 func TestLlamagenVariants(t *testing.T) {
 	prompt := []int64{1, 7, 19, 3, 44, 2, 9}
 	for _, v := range []struct {
@@ -103,12 +103,11 @@ func TestLlamagenVariants(t *testing.T) {
 		modes []Mode
 	}{
 		{"plain", func(*llamagen.Config) {}, OwnCache, nil},
-		{"with past", func(c *llamagen.Config) { c.KVCache = true }, PastInputs, []Mode{OwnCache}},
-		{"merged", func(c *llamagen.Config) { c.Merged = true }, PastInputs, []Mode{OwnCache}},
+		{"with past", func(c *llamagen.Config) { c.KVCache = true }, OwnCache, []Mode{PastInputs}},
+		{"merged", func(c *llamagen.Config) { c.Merged = true }, OwnCache, []Mode{PastInputs}},
 		{"float16", func(c *llamagen.Config) { c.DType = onnx.Float16 }, OwnCache, nil},
-		{"float16 with past", func(c *llamagen.Config) { c.DType = onnx.Float16; c.KVCache = true }, PastInputs, nil},
-		// Keys for every head: the own cache is no larger than the past
-		// inputs, and auto takes it.
+		{"float16 with past", func(c *llamagen.Config) { c.DType = onnx.Float16; c.KVCache = true }, OwnCache, []Mode{PastInputs}},
+		{"one key head", func(c *llamagen.Config) { c.KVHeads = 1 }, OwnCache, nil},
 		{"with past, no grouped keys", func(c *llamagen.Config) { c.KVCache = true; c.KVHeads = c.Heads }, OwnCache, []Mode{PastInputs}},
 		{"merged, no grouped keys", func(c *llamagen.Config) { c.Merged = true; c.KVHeads = c.Heads }, OwnCache, []Mode{PastInputs}},
 		{"tied", func(c *llamagen.Config) { c.Tied = true }, OwnCache, nil},
@@ -358,6 +357,81 @@ func TestOwnCacheUpdatedInPlace(t *testing.T) {
 		copyRows(want, at, out[fmt.Sprintf("%s%d", cacheOutPrefix, i)], 0, 1, sl.Axis)
 		if string(caches[i].Bytes()) != string(want.Bytes()) {
 			t.Errorf("cache %d after the step is not the zero cache with the step's row at position %d", i, at)
+		}
+	}
+}
+
+// TestGroupedKeysCachedOnce: where query heads share key heads, the own
+// cache holds each key head once (stories260K: 4 for 8 query heads;
+// smallLlama: 2 for 4, or 1), so that it is no larger than the export's
+// past inputs.
+func TestGroupedKeysCachedOnce(t *testing.T) {
+	oneHead := smallLlama
+	oneHead.KVHeads = 1
+	withPast := smallLlama
+	withPast.KVCache = true
+	for _, c := range []struct {
+		name    string
+		model   *ir.Model
+		kvHeads int
+	}{
+		{"stories260K", loadModel(t, storiesPath(t, "stories260K.onnx")), 4},
+		{"smallLlama", writeLlama(t, smallLlama), smallLlama.KVHeads},
+		{"one key head", writeLlama(t, oneHead), 1},
+		{"with past", writeLlama(t, withPast), smallLlama.KVHeads},
+	} {
+		d, err := New(c.model, Options{Mode: OwnCache, Threads: 1, Context: 64})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		cg, err := d.rewriteFirst()
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		for i, sl := range cg.Slots {
+			if len(sl.Shape) != 4 || sl.Shape[1] != c.kvHeads {
+				t.Errorf("%s: cache %d is %v, want %d heads on axis 1", c.name, i, sl.Shape, c.kvHeads)
+			}
+		}
+		if c.name == "with past" && !d.ownCacheNoLarger() {
+			t.Errorf("%s: the own cache is larger than the past inputs", c.name)
+		}
+		d.Close()
+	}
+}
+
+// TestGroupedKeysOf matches the repetition of key heads by its shapes
+// and refuses chains that move the elements otherwise.
+func TestGroupedKeysOf(t *testing.T) {
+	chain := func(x ir.Shape, unit, expanded, merged ir.Shape, perm []int) (*ir.Value, *ir.Value) {
+		b := ir.NewBuilder("chain")
+		in := b.Input("x", ir.Float32, x)
+		v := b.Op1(&ir.Reshape{Shape: merged}, b.Op1(&ir.Expand{Shape: expanded}, b.Op1(&ir.Reshape{Shape: unit}, in)))
+		if perm != nil {
+			v = b.Op1(&ir.Transpose{Perm: perm}, v)
+		}
+		return in, v
+	}
+	for _, c := range []struct {
+		name                     string
+		x, unit, expanded, merge ir.Shape
+		perm                     []int
+		group, head              int // group 0: no match
+	}{
+		{"heads first", ir.Shape{1, 2, 16, 8}, ir.Shape{1, 2, 1, 16, 8}, ir.Shape{1, 2, 3, 16, 8}, ir.Shape{1, 6, 16, 8}, []int{0, 1, 3, 2}, 3, 1},
+		{"positions first", ir.Shape{2, 16, 4, 8}, ir.Shape{2, 16, 4, 1, 8}, ir.Shape{2, 16, 4, 2, 8}, ir.Shape{2, 16, 8, 8}, []int{0, 2, 3, 1}, 2, 2},
+		{"no transpose", ir.Shape{1, 2, 16, 8}, ir.Shape{1, 2, 1, 16, 8}, ir.Shape{1, 2, 2, 16, 8}, ir.Shape{1, 4, 16, 8}, nil, 2, 1},
+		{"merged into the positions", ir.Shape{1, 2, 16, 8}, ir.Shape{1, 2, 1, 16, 8}, ir.Shape{1, 2, 2, 16, 8}, ir.Shape{1, 2, 32, 8}, nil, 0, 0},
+		{"group before the heads", ir.Shape{1, 2, 16, 8}, ir.Shape{1, 1, 2, 16, 8}, ir.Shape{1, 3, 2, 16, 8}, ir.Shape{1, 6, 16, 8}, nil, 0, 0},
+		{"expanded twice", ir.Shape{1, 2, 16, 8}, ir.Shape{1, 2, 1, 16, 8}, ir.Shape{2, 2, 2, 16, 8}, ir.Shape{2, 4, 16, 8}, nil, 0, 0},
+	} {
+		x, v := chain(c.x, c.unit, c.expanded, c.merge, c.perm)
+		gk, ok := groupedKeysOf(v)
+		switch {
+		case ok != (c.group > 0):
+			t.Errorf("%s: matched %v, want %v", c.name, ok, c.group > 0)
+		case ok && (gk.x != x || gk.group != c.group || gk.head != c.head || !slices.Equal(gk.perm, c.perm)):
+			t.Errorf("%s: got group %d, head axis %d, perm %v (x %v), want %d, %d, %v", c.name, gk.group, gk.head, gk.perm, gk.x == x, c.group, c.head, c.perm)
 		}
 	}
 }

@@ -27,6 +27,9 @@ import (
 // new rows written into it (TensorScatter), and the new rows are also a
 // graph output for the caller to keep. Positions after the new ones hold
 // zeros in the cache and are masked by the model's own causal mask.
+// Keys and values that the graph repeats for groups of query heads
+// (grouped-query attention) are cached once per key head, the query heads
+// of a group multiplying them as rows of one product (groupedAttention).
 //
 // Any op that reads the position axis in another way (a reduction or
 // softmax over it, a reshape merging it with another axis, a cumulative
@@ -48,7 +51,8 @@ var errNotCausalDecoder = errors.New("the graph does not have the decoder shape 
 var errBeyondContext = errors.New("beyond the model's context")
 
 // cacheSlot is one cached tensor of the rewritten graph: the operand of an
-// attention MatMul, shaped like the original value (Capacity along Axis).
+// attention MatMul, shaped like the original value (Capacity along Axis)
+// but for grouped keys, which hold one head per key head.
 type cacheSlot struct {
 	Axis  int
 	Shape ir.Shape
@@ -277,6 +281,12 @@ func (r *rewriter) op1(op ir.Op, ins ...*ir.Value) *ir.Value {
 // value rows holds the new positions along axis: a cache input with the
 // new rows written in.
 func (r *rewriter) full(orig *ir.Value, rows rowsValue) (*ir.Value, error) {
+	return r.fullAs(orig, orig.Type, rows, "")
+}
+
+// fullAs is full for a cache of type t (orig's, or fewer heads for
+// grouped keys), the decision noted with note.
+func (r *rewriter) fullAs(orig *ir.Value, t ir.Type, rows rowsValue, note string) (*ir.Value, error) {
 	if f, ok := r.cached[orig]; ok {
 		return f, nil
 	}
@@ -284,9 +294,9 @@ func (r *rewriter) full(orig *ir.Value, rows rowsValue) (*ir.Value, error) {
 		return nil, fmt.Errorf("%w: the attention operand %v has its positions on axis %d, before which no batch axis is left", errNotCausalDecoder, orig.Type, rows.axis)
 	}
 	slot := len(r.out.Slots)
-	r.out.Slots = append(r.out.Slots, cacheSlot{Axis: rows.axis, Shape: orig.Shape.Clone(), DType: orig.DType})
-	r.decide("cache %v along axis %d", orig.Type, rows.axis)
-	in := r.b.Input(fmt.Sprintf("%s%d", cacheInPrefix, slot), orig.DType, orig.Shape)
+	r.out.Slots = append(r.out.Slots, cacheSlot{Axis: rows.axis, Shape: t.Shape.Clone(), DType: t.DType})
+	r.decide("cache %v along axis %d%s", t, rows.axis, note)
+	in := r.b.Input(fmt.Sprintf("%s%d", cacheInPrefix, slot), t.DType, t.Shape)
 	f := r.b.Op1(&ir.TensorScatter{Axis: rows.axis}, in, rows.v, r.writeIndices(orig.Shape[0]))
 	r.rows = append(r.rows, rows.v)
 	r.cached[orig] = f
@@ -581,6 +591,11 @@ func (r *rewriter) matmul(n *ir.Node, op *ir.MatMul, ins []rowsValue) error {
 	case a.axis >= 0 && posA == -2 && b.axis < 0:
 		return r.emit(n, op, []*ir.Value{a.v, b.v}, []int{outRank - 2})
 	case a.axis >= 0 && posA == -2 && (posB == -1 || posB == -2):
+		if gk, ok := groupedKeysOf(n.Inputs[1]); ok {
+			if done, err := r.groupedAttention(n, a, gk); done || err != nil {
+				return err
+			}
+		}
 		full, err := r.full(n.Inputs[1], b)
 		if err != nil {
 			return err
@@ -628,4 +643,118 @@ func (r *rewriter) gemm(n *ir.Node, op *ir.Gemm, ins []rowsValue) error {
 		vals = append(vals, bias[0])
 	}
 	return r.emit(n, op, vals, []int{0})
+}
+
+// groupedKeys describes an attention operand that repeats each of fewer
+// key (or value) heads for a group of consecutive query heads, as
+// grouped-query attention exports write it: the heads x, a unit axis
+// inserted after their head axis (Reshape), Expand along it to the group,
+// a Reshape merging it into the head axis, and maybe a Transpose:
+//
+//	orig = Transpose(Reshape(Expand(Reshape(x))), perm)
+//
+// so that orig's head h is x's head h/group. The own cache then holds x's
+// heads (transposed like orig), not the expanded ones.
+type groupedKeys struct {
+	x     *ir.Value
+	perm  []int // nil: no transpose
+	group int
+	head  int // the head axis, in x (and before the transpose)
+}
+
+// groupedKeysOf matches orig against the repetition groupedKeys
+// describes, by the shapes along the chain.
+func groupedKeysOf(orig *ir.Value) (groupedKeys, bool) {
+	var gk groupedKeys
+	producer := func(v *ir.Value) (*ir.Node, bool) {
+		n := v.Producer
+		return n, v.Kind == ir.NodeOutput && n != nil && len(n.Inputs) == 1 && n.Inputs[0] != nil
+	}
+	v := orig
+	if n, ok := producer(v); ok {
+		if t, ok := n.Op.(*ir.Transpose); ok {
+			gk.perm, v = t.Perm, n.Inputs[0]
+		}
+	}
+	merged := v // the heads repeated: x's shape with group times the heads
+	n, ok := producer(merged)
+	if !ok {
+		return gk, false
+	}
+	if _, reshape := n.Op.(*ir.Reshape); !reshape {
+		return gk, false
+	}
+	expanded := n.Inputs[0]
+	if n, ok = producer(expanded); !ok {
+		return gk, false
+	}
+	if _, expand := n.Op.(*ir.Expand); !expand {
+		return gk, false
+	}
+	unit := n.Inputs[0]
+	if n, ok = producer(unit); !ok {
+		return gk, false
+	}
+	if _, reshape := n.Op.(*ir.Reshape); !reshape {
+		return gk, false
+	}
+	gk.x = n.Inputs[0]
+	xs, us, es, ms := gk.x.Shape, unit.Shape, expanded.Shape, merged.Shape
+	if len(us) != len(xs)+1 || len(es) != len(us) || len(ms) != len(xs) {
+		return gk, false
+	}
+	for at := 1; at < len(us); at++ {
+		group := es[at]
+		if us[at] != 1 || group < 2 ||
+			!us[:at].Equal(xs[:at]) || !us[at+1:].Equal(xs[at:]) ||
+			!es[:at].Equal(us[:at]) || !es[at+1:].Equal(us[at+1:]) ||
+			!ms[:at-1].Equal(xs[:at-1]) || ms[at-1] != xs[at-1]*group || !ms[at:].Equal(xs[at:]) {
+			continue
+		}
+		gk.group, gk.head = group, at-1
+		return gk, true
+	}
+	return gk, false
+}
+
+// groupedAttention rewrites an attention product whose right operand
+// repeats key heads (gk): the cache holds each key head once, and the
+// query heads of a group become rows of one product, as the Attention
+// op's import does ([.., H, S, K] → [.., H/G, G·S, K]). It reports false,
+// for the caller to cache the repeated operand, when the layout does not
+// allow that: the heads not the batch axis right before the matrices, or
+// the queries' batch axes not those of the keys.
+func (r *rewriter) groupedAttention(n *ir.Node, a rowsValue, gk groupedKeys) (bool, error) {
+	orig, out := n.Inputs[1], n.Outputs[0]
+	rank := len(orig.Shape)
+	xr, err := r.get(gk.x)
+	if err != nil || xr.axis < 0 || xr.axis == gk.head {
+		return false, err
+	}
+	head, rows, axis := gk.head, xr.v, xr.axis
+	if gk.perm != nil {
+		head, axis = slices.Index(gk.perm, head), slices.Index(gk.perm, axis)
+		if rows = r.op1(&ir.Transpose{Perm: gk.perm}, rows); rows == nil {
+			return false, nil
+		}
+	}
+	q := a.v.Shape
+	heads := orig.Shape[head]
+	if rank < 3 || head != rank-3 || len(q) != rank || len(out.Shape) != rank ||
+		!q[:rank-2].Equal(orig.Shape[:rank-2]) {
+		return false, nil
+	}
+	compact := ir.Type{DType: orig.DType, Shape: orig.Shape.Clone()}
+	compact.Shape[head] = heads / gk.group
+	full, err := r.fullAs(orig, compact, rowsValue{rows, axis}, fmt.Sprintf(", shared by %d query heads", gk.group))
+	if err != nil {
+		return true, err
+	}
+	grouped := q.Clone()
+	grouped[rank-3], grouped[rank-2] = heads/gk.group, gk.group*q[rank-2]
+	prod := r.op1(&ir.MatMul{}, r.op1(&ir.Reshape{Shape: grouped}, a.v), full)
+	if prod == nil {
+		return true, fmt.Errorf("%w: the grouped query heads do not multiply the cached key heads %v", errNotCausalDecoder, compact)
+	}
+	return true, r.emit(n, &ir.Reshape{Shape: r.withRows(out.Shape, rank-2)}, []*ir.Value{prod}, []int{rank - 2})
 }
