@@ -139,18 +139,43 @@ func TrainingGraph(g *Graph, loss LossSpec, wrt []*Param) (*Graph, error) {
 
 // LossGraph is TrainingGraph without gradients: its only output is "loss"
 // (for validation).
-func LossGraph(g *Graph, loss LossSpec) (*Graph, error) {
+func LossGraph(g *Graph, loss LossSpec) (*Graph, error) { return lossGraph(g, loss, false) }
+
+// LossAndOutputGraph is LossGraph with a second output: the model output
+// the loss is taken on (the logits), under its own name, so that a
+// validation pass computing a metric from the logits runs the model once.
+func LossAndOutputGraph(g *Graph, loss LossSpec) (*Graph, error) { return lossGraph(g, loss, true) }
+
+func lossGraph(g *Graph, loss LossSpec, keepOutput bool) (*Graph, error) {
 	c, lossValue, _, err := withLoss(g, loss)
 	if err != nil {
 		return nil, err
 	}
-	c.Outputs = []Output{{Name: LossOutput, Value: lossValue}}
+	outs := []Output{{Name: LossOutput, Value: lossValue}}
+	if keepOutput {
+		outs = append(outs, *lossOutput(c, loss))
+	}
+	c.Outputs = outs
 	c.pruneDead()
 	c.relinkUses()
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("ir: loss graph: %w", err)
 	}
 	return c, nil
+}
+
+// lossOutput is the output of g the loss is taken on, or nil.
+func lossOutput(g *Graph, loss LossSpec) *Output {
+	name := loss.Output
+	if name == "" && len(g.Outputs) > 0 {
+		name = g.Outputs[0].Name
+	}
+	for i, o := range g.Outputs {
+		if o.Name == name {
+			return &g.Outputs[i]
+		}
+	}
+	return nil
 }
 
 // withLoss clones g and appends the targets input and the loss nodes.
@@ -164,20 +189,15 @@ func withLoss(g *Graph, loss LossSpec) (*Graph, *Value, map[*Param]*Param, error
 	}
 	c, _, pmap := cloneGraph(g)
 	fuseForTraining(c)
-	var out *Value
-	for _, o := range c.Outputs {
-		if o.Name == name {
-			out = o.Value
-			break
-		}
-	}
-	if out == nil {
+	o := lossOutput(c, loss)
+	if o == nil {
 		names := make([]string, len(g.Outputs))
 		for i, o := range g.Outputs {
 			names[i] = o.Name
 		}
 		return nil, nil, nil, fmt.Errorf("ir: loss: graph %q has no output %q (outputs: %v)", g.Name, name, names)
 	}
+	out := o.Value
 	if !isFloat(out.DType) {
 		return nil, nil, nil, fmt.Errorf("ir: loss: output %q is %v, want a float tensor", name, out.Type)
 	}

@@ -109,6 +109,8 @@ type engineShape struct {
 	train, loss, logits   *ir.Graph
 	trainFeed, lossFeed   []*ir.Tensor
 	logitsFeed            []*ir.Tensor
+	scored                *ir.Graph // the loss and the logits (EvalScored)
+	scoredFeed            []*ir.Tensor
 	shape                 BatchShape
 	tokens, mask, target  *ir.Tensor // tokens and mask in the type the graph declares
 	positions, tokenTypes *ir.Tensor // allocated when the model has such inputs
@@ -528,29 +530,58 @@ func (e *Engine) EvalLogits(b *Batch) (*ir.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.logits == nil {
-		fs := sourceAs[ForwardSource](e.src)
-		if fs == nil {
-			return nil, fmt.Errorf("train: the graph source gives no forward graph to read logits from")
-		}
-		g, err := fs.Forward(BatchShape{b.B, b.T})
-		if err != nil {
-			return nil, err
-		}
+	firstOutput := func(g *ir.Graph, _ ir.LossSpec) (*ir.Graph, error) {
 		g.Outputs = g.Outputs[:1]
-		if s.logitsFeed, err = e.feed(g, s, false); err != nil {
-			return nil, err
-		}
-		s.logits = g
+		return g, nil
 	}
-	if err := s.fill(b); err != nil {
-		return nil, err
-	}
-	out, err := e.trainer.Eval(s.logits, s.logitsFeed)
+	out, err := e.evalForward(s, b, &s.logits, &s.logitsFeed, firstOutput)
 	if err != nil {
 		return nil, err
 	}
 	return out[0], nil
+}
+
+// EvalScored returns b's mean loss, as EvalLoss does, and the logits the
+// loss is taken on, as EvalLogits does, from one run of the model; the
+// source must be a ForwardSource. The tensor is valid until the next
+// call.
+func (e *Engine) EvalScored(b *Batch) (float64, *ir.Tensor, error) {
+	s, err := e.shapeFor(BatchShape{b.B, b.T}, false)
+	if err != nil {
+		return 0, nil, err
+	}
+	out, err := e.evalForward(s, b, &s.scored, &s.scoredFeed, ir.LossAndOutputGraph)
+	if err != nil {
+		return 0, nil, err
+	}
+	return float64(out[0].Float32s()[0]), out[1], nil
+}
+
+// evalForward runs the graph *g of shape s on b, made first (with its
+// feed) by build from the source's forward graph and loss.
+func (e *Engine) evalForward(s *engineShape, b *Batch, g **ir.Graph, feed *[]*ir.Tensor, build func(*ir.Graph, ir.LossSpec) (*ir.Graph, error)) ([]*ir.Tensor, error) {
+	if *g == nil {
+		fs := sourceAs[ForwardSource](e.src)
+		if fs == nil {
+			return nil, fmt.Errorf("train: the graph source gives no forward graph to read logits from")
+		}
+		fwd, err := fs.Forward(s.shape)
+		if err != nil {
+			return nil, err
+		}
+		made, err := build(fwd, fs.Loss())
+		if err != nil {
+			return nil, fmt.Errorf("train: batch %d×%d: %w", s.shape.B, s.shape.T, err)
+		}
+		if *feed, err = e.feed(made, s, false); err != nil {
+			return nil, err
+		}
+		*g = made
+	}
+	if err := s.fill(b); err != nil {
+		return nil, err
+	}
+	return e.trainer.Eval(*g, *feed)
 }
 
 // ParamValues returns a copy of a trainable parameter's current values.

@@ -197,15 +197,11 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 		if b.NumTargets == 0 {
 			continue
 		}
-		loss, err := e.EvalLoss(&b)
-		if err != nil {
-			return res, evalBatchError(ds, &b, err)
-		}
-		sum += loss * float64(b.NumTargets)
-		count += b.NumTargets
+		var loss float64
 		if counted {
-			logits, err := e.EvalLogits(&b)
-			if err != nil {
+			// The loss and the logits from one pass of the model.
+			var logits *ir.Tensor
+			if loss, logits, err = e.EvalScored(&b); err != nil {
 				return res, evalBatchError(ds, &b, err)
 			}
 			c, n, err := countCorrect(&b, logits)
@@ -213,7 +209,11 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 				return res, evalBatchError(ds, &b, err)
 			}
 			correct, total = correct+c, total+n
+		} else if loss, err = e.EvalLoss(&b); err != nil {
+			return res, evalBatchError(ds, &b, err)
 		}
+		sum += loss * float64(b.NumTargets)
+		count += b.NumTargets
 	}
 	if count == 0 {
 		return res, fmt.Errorf("%s: no example has a target that counts in the loss (every example has one token, or its loss_mask is 0 after the first token, or --max-len cuts the marked ones off)", ds.Name)

@@ -1,6 +1,8 @@
 package train
 
 import (
+	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,6 +34,15 @@ func (s *successorSource) Forward(shape BatchShape) (*ir.Graph, error) {
 
 func (s *successorSource) Loss() ir.LossSpec {
 	return ir.LossSpec{Kind: ir.SoftmaxCrossEntropy, IgnoreIndex: IgnoreIndex}
+}
+
+// LossGraph is Forward's with the loss appended, as a ForwardSource's is.
+func (s *successorSource) LossGraph(shape BatchShape) (*ir.Graph, error) {
+	g, err := s.Forward(shape)
+	if err != nil {
+		return nil, err
+	}
+	return ir.LossGraph(g, s.Loss())
 }
 
 // TestValidationMetrics: token accuracy counts the target tokens that are
@@ -109,6 +120,46 @@ func TestValidationMetrics(t *testing.T) {
 	}
 	if correct != wantCorrect || total != wantTotal {
 		t.Errorf("token accuracy %d/%d, want %d/%d", correct, total, wantCorrect, wantTotal)
+	}
+
+	// A validation pass with the metric takes the loss and the logits
+	// from one run of the model: the same loss as the pass without it,
+	// the logits EvalLogits gives.
+	plain, err := Evaluate(context.Background(), e, ds, opts, MetricLoss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scored, err := Evaluate(context.Background(), e, ds, opts, MetricTokenAccuracy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if scored.Loss != plain.Loss || scored.Targets != plain.Targets {
+		t.Errorf("loss %v over %d targets with the metric, %v over %d without", scored.Loss, scored.Targets, plain.Loss, plain.Targets)
+	}
+	if want := float64(wantCorrect) / float64(wantTotal); scored.Metric != want {
+		t.Errorf("token accuracy %v, want %v", scored.Metric, want)
+	}
+	eb, err = NewEvalBatches(ds, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for eb.Next(&b) {
+		loss, logits, err := e.EvalScored(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		scoredLogits := slices.Clone(logits.Float32s())
+		wantLoss, err := e.EvalLoss(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantLogits, err := e.EvalLogits(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loss != wantLoss || !slices.Equal(scoredLogits, wantLogits.Float32s()) {
+			t.Errorf("batch of examples from %d: EvalScored's loss %v (EvalLoss %v), logits equal: %v", b.Examples[0], loss, wantLoss, slices.Equal(scoredLogits, wantLogits.Float32s()))
+		}
 	}
 }
 
