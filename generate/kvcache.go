@@ -77,6 +77,12 @@ type cachedGraph struct {
 type rowsValue struct {
 	v    *ir.Value
 	axis int
+	// group > 1: the axis holds group blocks of rows, one after the other
+	// (the original group blocks of Capacity): the query heads of a key
+	// head reshaped into the rows of one product, as the Attention op's
+	// import does for grouped-query attention. Only a Reshape splitting
+	// them off again and the MatMuls of attention read such a value.
+	group int
 }
 
 type gatherKey struct {
@@ -126,9 +132,9 @@ func rewriteCached(g *ir.Graph, roles map[string]ir.InputRole, capacity, step in
 			if len(in.Shape) != 2 || in.Shape[1] != capacity {
 				return nil, fmt.Errorf("%w: input %q is %v, want [batch, %d]", errNotCausalDecoder, in.Name, in.Type, capacity)
 			}
-			r.vals[in] = rowsValue{r.b.Input(in.Name, in.DType, ir.Shape{in.Shape[0], step}), 1}
+			r.vals[in] = rowsValue{v: r.b.Input(in.Name, in.DType, ir.Shape{in.Shape[0], step}), axis: 1}
 		case ir.RoleAttentionMask:
-			r.vals[in] = rowsValue{r.b.Input(in.Name, in.DType, in.Shape), -1}
+			r.vals[in] = rowsValue{v: r.b.Input(in.Name, in.DType, in.Shape), axis: -1}
 		default:
 			return nil, fmt.Errorf("%w: input %q is not tokens, positions, token types or an attention mask", errNotCausalDecoder, in.Name)
 		}
@@ -147,7 +153,7 @@ func rewriteCached(g *ir.Graph, roles map[string]ir.InputRole, capacity, step in
 	if err != nil {
 		return nil, err
 	}
-	if logits.axis != 1 || len(logits.v.Shape) != 3 {
+	if logits.axis != 1 || logits.group > 1 || len(logits.v.Shape) != 3 {
 		return nil, fmt.Errorf("%w: output %q is %v, not logits [batch, sequence, vocab]", errNotCausalDecoder, g.Outputs[0].Name, g.Outputs[0].Value.Type)
 	}
 	if len(r.out.Slots) == 0 {
@@ -181,9 +187,9 @@ func (r *rewriter) get(v *ir.Value) (rowsValue, error) {
 			nv = r.b.Param(v.Param.Name, v.Param.Tensor)
 			r.params[v.Param] = nv
 		}
-		return rowsValue{nv, -1}, nil
+		return rowsValue{v: nv, axis: -1}, nil
 	case ir.ConstValue:
-		rv := rowsValue{r.b.Const(v.Const), -1}
+		rv := rowsValue{v: r.b.Const(v.Const), axis: -1}
 		r.vals[v] = rv
 		return rv, nil
 	}
@@ -329,6 +335,12 @@ func (r *rewriter) withRows(s ir.Shape, axis int) ir.Shape {
 // output's rows axis (-1: full). Outputs the original node dropped stay
 // unrecorded.
 func (r *rewriter) emit(n *ir.Node, op ir.Op, ins []*ir.Value, axes []int) error {
+	return r.emitGrouped(n, op, ins, axes, 0)
+}
+
+// emitGrouped is emit for outputs whose rows come in group blocks (see
+// rowsValue).
+func (r *rewriter) emitGrouped(n *ir.Node, op ir.Op, ins []*ir.Value, axes []int, group int) error {
 	types := make([]ir.Type, len(ins))
 	for i, v := range ins {
 		if v != nil {
@@ -349,11 +361,12 @@ func (r *rewriter) emit(n *ir.Node, op ir.Op, ins []*ir.Value, axes []int) error
 		want := o.Shape
 		if axes[j] >= 0 {
 			want = r.withRows(o.Shape, axes[j])
+			want[axes[j]] *= max(group, 1)
 		}
 		if !outs[j].Shape.Equal(want) || outs[j].DType != o.DType {
 			return fmt.Errorf("%w: output %d is %v after the rewrite, want %s%v", errNotCausalDecoder, j, outs[j].Type, o.DType, want)
 		}
-		r.vals[o] = rowsValue{outs[j], axes[j]}
+		r.vals[o] = rowsValue{outs[j], axes[j], group}
 	}
 	return nil
 }
@@ -371,7 +384,7 @@ func (r *rewriter) rewrite(n *ir.Node) error {
 	anyRows := false
 	for i, v := range n.Inputs {
 		if v == nil {
-			ins[i] = rowsValue{nil, -1}
+			ins[i] = rowsValue{axis: -1}
 			continue
 		}
 		rv, err := r.get(v)
@@ -390,6 +403,15 @@ func (r *rewriter) rewrite(n *ir.Node) error {
 			return err
 		}
 		return r.emit(n, n.Op, plain, sameAxes(len(n.Outputs), -1))
+	}
+	for _, rv := range ins {
+		switch n.Op.(type) {
+		case *ir.Reshape, *ir.MatMul:
+		default:
+			if rv.group > 1 {
+				return fmt.Errorf("%w: %s reads query heads grouped into the rows of a key head, which the rewrite follows only into attention's products", errNotCausalDecoder, n.Op.Name())
+			}
+		}
 	}
 	switch op := n.Op.(type) {
 	case *ir.Unary, *ir.Binary, *ir.Where, *ir.Cast, *ir.Clip, *ir.Copy:
@@ -514,13 +536,24 @@ func (r *rewriter) elementwise(n *ir.Node, ins []rowsValue) error {
 }
 
 // reshape keeps the positions when the reshape leaves their axis whole:
-// the elements before it and after it are the same in both shapes.
+// the elements before it and after it are the same in both shapes. It
+// also follows the query heads of grouped-query attention into the rows
+// of their key head's product ([.., H, C, D] → [.., H/G, G·C, D], a value
+// of G groups) and back out of them.
 func (r *rewriter) reshape(n *ir.Node, op *ir.Reshape, in rowsValue) error {
 	src := n.Inputs[0].Shape
-	before := src[:in.axis].Size()
+	group := max(in.group, 1)
+	before := src[:in.axis].Size() * group // the blocks of C rows before the positions' axis
 	for b, d := range op.Shape {
 		if d == r.capacity && op.Shape[:b].Size() == before {
 			return r.emit(n, &ir.Reshape{Shape: r.withRows(op.Shape, b)}, []*ir.Value{in.v}, []int{b})
+		}
+	}
+	for b, d := range op.Shape {
+		if g := d / r.capacity; in.group <= 1 && g > 1 && d == g*r.capacity && op.Shape[:b].Size()*g == before {
+			shape := r.withRows(op.Shape, b)
+			shape[b] *= g
+			return r.emitGrouped(n, &ir.Reshape{Shape: shape}, []*ir.Value{in.v}, []int{b}, g)
 		}
 	}
 	return fmt.Errorf("%w: Reshape %v → %v merges the positions with another axis", errNotCausalDecoder, src, op.Shape)
@@ -588,10 +621,12 @@ func (r *rewriter) matmul(n *ir.Node, op *ir.MatMul, ins []rowsValue) error {
 	}
 	posA, posB := a.axis-len(sa), b.axis-len(sb) // -1: columns, -2: rows, below: batch
 	switch {
+	case b.group > 1 || a.group > 1 && posA != -2:
+		return fmt.Errorf("%w: MatMul of grouped query heads outside attention's products", errNotCausalDecoder)
 	case a.axis >= 0 && posA == -2 && b.axis < 0:
-		return r.emit(n, op, []*ir.Value{a.v, b.v}, []int{outRank - 2})
+		return r.emitGrouped(n, op, []*ir.Value{a.v, b.v}, []int{outRank - 2}, a.group)
 	case a.axis >= 0 && posA == -2 && (posB == -1 || posB == -2):
-		if gk, ok := groupedKeysOf(n.Inputs[1]); ok {
+		if gk, ok := groupedKeysOf(n.Inputs[1]); ok && a.group <= 1 {
 			if done, err := r.groupedAttention(n, a, gk); done || err != nil {
 				return err
 			}
@@ -600,7 +635,7 @@ func (r *rewriter) matmul(n *ir.Node, op *ir.MatMul, ins []rowsValue) error {
 		if err != nil {
 			return err
 		}
-		return r.emit(n, op, []*ir.Value{a.v, full}, []int{outRank - 2})
+		return r.emitGrouped(n, op, []*ir.Value{a.v, full}, []int{outRank - 2}, a.group)
 	case a.axis < 0 && b.axis >= 0 && posB == -1:
 		return r.emit(n, op, []*ir.Value{a.v, b.v}, []int{outRank - 1})
 	case (a.axis < 0 || posA < -2) && (b.axis < 0 || posB < -2):
@@ -746,7 +781,7 @@ func (r *rewriter) groupedAttention(n *ir.Node, a rowsValue, gk groupedKeys) (bo
 	}
 	compact := ir.Type{DType: orig.DType, Shape: orig.Shape.Clone()}
 	compact.Shape[head] = heads / gk.group
-	full, err := r.fullAs(orig, compact, rowsValue{rows, axis}, fmt.Sprintf(", shared by %d query heads", gk.group))
+	full, err := r.fullAs(orig, compact, rowsValue{v: rows, axis: axis}, fmt.Sprintf(", shared by %d query heads", gk.group))
 	if err != nil {
 		return true, err
 	}

@@ -1,11 +1,14 @@
 package llama
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"testing"
 
+	"github.com/dstune/dstune/generate"
 	"github.com/dstune/dstune/internal/ort"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
@@ -187,5 +190,40 @@ func TestOpset23MatchesPyTorchAndORT(t *testing.T) {
 			}
 			t.Logf("onnxruntime %s logits: max abs error %.2e", ort.Version(), d.MaxAbs)
 		})
+	}
+}
+
+// TestOpset23Generate: the Attention op's grouped query heads (4 on 2
+// key heads, reshaped into the rows of their key head's product) do not
+// stop dstune's own KV cache: auto takes it, and greedy decoding gives
+// the tokens recomputing the whole sequence gives, the sliding window's
+// mask included.
+func TestOpset23Generate(t *testing.T) {
+	prompt := []int64{1, 17, 40, 3, 88}
+	for _, variant := range variants {
+		model, err := ir.NewModelShared(opset23Llama(t, variant))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []int64
+		for _, mode := range []generate.Mode{generate.Recompute, generate.Auto} {
+			d, err := generate.New(model, generate.Options{Mode: mode, Threads: 1, Context: maxPositions})
+			if err != nil {
+				t.Fatalf("%s, %s: %v", variant, mode, err)
+			}
+			if mode == generate.Auto && d.Mode() != generate.OwnCache {
+				t.Errorf("%s: auto chose %s (%s), want the own KV cache", variant, d.Mode(), d.Note())
+			}
+			res, err := generate.Run(context.Background(), d, nil, generate.Request{Prompt: prompt, MaxTokens: 40}, func(generate.Event) error { return nil })
+			d.Close()
+			if err != nil {
+				t.Fatalf("%s, %s: %v", variant, mode, err)
+			}
+			if want == nil {
+				want = res.Tokens
+			} else if !slices.Equal(res.Tokens, want) {
+				t.Errorf("%s, %s: greedy tokens\n%v, recomputing gives\n%v", variant, mode, res.Tokens, want)
+			}
+		}
 	}
 }
