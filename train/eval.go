@@ -186,7 +186,8 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 	if err != nil {
 		return res, err
 	}
-	counted := metric == MetricTokenAccuracy || metric == MetricAccuracy
+	exact := metric == MetricExactMatch
+	counted := exact || metric == MetricTokenAccuracy || metric == MetricAccuracy
 	var b Batch
 	var sum float64
 	var count, correct, total int
@@ -194,7 +195,9 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("%w after %d of %d examples", ErrInterrupted, b.Examples[0], ds.Len())
 		}
-		if b.NumTargets == 0 {
+		// A batch without targets has nothing to add but, for exact
+		// match, completions its loss_mask leaves out.
+		if b.NumTargets == 0 && !(exact && hasCompletion(ds, &b)) {
 			continue
 		}
 		var loss float64
@@ -204,7 +207,12 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 			if loss, logits, err = e.EvalScored(&b); err != nil {
 				return res, evalBatchError(ds, &b, err)
 			}
-			c, n, err := countCorrect(&b, logits)
+			c, n := 0, 0
+			if exact {
+				c, err = countExact(ds, &b, logits)
+			} else {
+				c, n, err = countCorrect(&b, logits)
+			}
 			if err != nil {
 				return res, evalBatchError(ds, &b, err)
 			}
@@ -212,25 +220,36 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 		} else if loss, err = e.EvalLoss(&b); err != nil {
 			return res, evalBatchError(ds, &b, err)
 		}
-		sum += loss * float64(b.NumTargets)
-		count += b.NumTargets
+		if b.NumTargets > 0 {
+			sum += loss * float64(b.NumTargets)
+			count += b.NumTargets
+		}
 	}
 	if count == 0 {
 		return res, fmt.Errorf("%s: no example has a target that counts in the loss (every example has one token, or its loss_mask is 0 after the first token, or --max-len cuts the marked ones off)", ds.Name)
 	}
 	res.Loss, res.Targets = sum/float64(count), count
-	switch {
-	case counted:
-		res.Metric = float64(correct) / float64(total)
-	case metric == MetricExactMatch:
-		if err := ctx.Err(); err != nil {
-			return res, fmt.Errorf("%w before the exact match", ErrInterrupted)
-		}
-		if res.Metric, err = exactMatch(e, ds, opts); err != nil {
-			return res, err
+	if exact {
+		total = completionRows(ds)
+		if total == 0 {
+			return res, fmt.Errorf("%s: --metric %s needs prompt/completion rows", ds.Name, MetricExactMatch)
 		}
 	}
+	if counted {
+		res.Metric = float64(correct) / float64(total)
+	}
 	return res, nil
+}
+
+// hasCompletion reports whether a row of b is a prompt/completion row
+// with completion tokens within b's length.
+func hasCompletion(ds *Dataset, b *Batch) bool {
+	for _, i := range b.Examples[:b.Rows] {
+		if ex := ds.Example(i); ex.PromptLen > 0 && ex.PromptLen < min(len(ex.Tokens), b.T) {
+			return true
+		}
+	}
+	return false
 }
 
 // evalBatchError names the examples of the batch the model failed on.

@@ -90,80 +90,52 @@ func countCorrect(b *Batch, logits *ir.Tensor) (correct, total int, err error) {
 	return correct, total, nil
 }
 
-// exactMatch decodes the completion of every prompt/completion row of ds
-// greedily — the prompt fed, then at each step the most likely token
-// appended — and returns the share of the rows whose decoded tokens are
-// their completion, each decoding stopped at the completion's length (or
-// at the run's length T: a longer completion is compared on what fits)
-// or at the first token that differs, an end token the model chose early
-// included. The graphs are those of the batch shape B×T (recomputing the
-// whole sequence each step; attention being causal, later positions hold
-// padding that the positions read do not see).
-func exactMatch(e *Engine, ds *Dataset, opts BatchOptions) (float64, error) {
-	var rows []int
+// countExact counts, in one validation batch of lm data, the
+// prompt/completion rows whose completion greedy decoding reproduces:
+// the prompt fed, then at each step the most likely token appended,
+// stopped at the completion's length (or at the batch's length T: a
+// longer completion is compared on what fits) or at the first token that
+// differs, an end token the model chose early included. A completion
+// that does not fit at all does not count as reproduced. While decoding
+// reproduces the completion it feeds the completion's own tokens, so it
+// reproduces it exactly when every completion token is the most likely
+// one after the true tokens before it: what logits, the model's output
+// for the whole rows, give (the model being causal, a position's logits
+// do not depend on the tokens after it).
+func countExact(ds *Dataset, b *Batch, logits *ir.Tensor) (int, error) {
+	v, shape := logits.Float32s(), logits.Shape()
+	if len(shape) != 3 || shape[0] != b.B || shape[1] != b.T {
+		return 0, fmt.Errorf("logits %v for a batch of %d×%d", shape, b.B, b.T)
+	}
+	vocab, matched := shape[2], 0
+	for r, i := range b.Examples[:b.Rows] {
+		ex := ds.Example(i)
+		if ex.PromptLen == 0 {
+			continue
+		}
+		first, end := min(ex.PromptLen, b.T), min(len(ex.Tokens), b.T)
+		reproduced := first < end
+		for j := first; j < end && reproduced; j++ {
+			at := r*b.T + j - 1
+			reproduced = int64(argmax(v[at*vocab:(at+1)*vocab])) == int64(ex.Tokens[j])
+		}
+		if reproduced {
+			matched++
+		}
+	}
+	return matched, nil
+}
+
+// completionRows is how many prompt/completion rows ds has: exact
+// match's denominator.
+func completionRows(ds *Dataset) int {
+	n := 0
 	for i := range ds.Len() {
 		if ds.Example(i).PromptLen > 0 {
-			rows = append(rows, i)
+			n++
 		}
 	}
-	if len(rows) == 0 {
-		return 0, fmt.Errorf("%s: --metric %s needs prompt/completion rows", ds.Name, MetricExactMatch)
-	}
-	B, T := opts.BatchSize, opts.MaxLen
-	b := &Batch{B: B, T: T, Tokens: make([]int64, B*T), AttentionMask: make([]int64, B*T), Targets: make([]int64, B*T)}
-	for i := range b.Targets {
-		b.Targets[i] = IgnoreIndex
-	}
-	matched := 0
-	for start := 0; start < len(rows); start += B {
-		chunk := rows[start:min(start+B, len(rows))]
-		cur := make([]int, B)      // tokens in each row so far
-		want := make([][]int32, B) // the completion tokens left to check
-		for r := range B {
-			ex := ds.Example(chunk[min(r, len(chunk)-1)]) // padding rows repeat the last example
-			n := min(ex.PromptLen, T)
-			for j := range T {
-				b.Tokens[r*T+j], b.AttentionMask[r*T+j] = opts.PadID, 0
-				if j < n {
-					b.Tokens[r*T+j], b.AttentionMask[r*T+j] = int64(ex.Tokens[j]), 1
-				}
-			}
-			cur[r] = n
-			if r < len(chunk) {
-				want[r] = ex.Tokens[n:min(len(ex.Tokens), T)]
-			}
-		}
-		b.Rows = len(chunk)
-		open := len(chunk)
-		for open > 0 {
-			logits, err := e.EvalLogits(b)
-			if err != nil {
-				return 0, fmt.Errorf("exact match: %w", err)
-			}
-			v, vocab := logits.Float32s(), logits.Shape()[2]
-			for r := range chunk {
-				if want[r] == nil {
-					continue
-				}
-				at := r*T + cur[r] - 1
-				next := int64(argmax(v[at*vocab : (at+1)*vocab]))
-				switch {
-				case len(want[r]) == 0: // the completion did not fit at all: compared on nothing
-					want[r], open = nil, open-1
-				case next != int64(want[r][0]):
-					want[r], open = nil, open-1
-				case len(want[r]) == 1:
-					matched++
-					want[r], open = nil, open-1
-				default:
-					b.Tokens[r*T+cur[r]], b.AttentionMask[r*T+cur[r]] = next, 1
-					cur[r]++
-					want[r] = want[r][1:]
-				}
-			}
-		}
-	}
-	return float64(matched) / float64(len(rows)), nil
+	return n
 }
 
 // CheckValidationData refuses validation data that cannot give metric:

@@ -2,12 +2,15 @@ package train
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/dstune/dstune/accel/cpu"
+	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
+	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/update"
 )
 
@@ -77,12 +80,15 @@ func TestValidationMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := BatchOptions{BatchSize: 3, MaxLen: T, FixedLen: true}
-	got, err := exactMatch(e, ds, opts)
+	res, err := Evaluate(context.Background(), e, ds, opts, MetricExactMatch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := 3.0 / 7; got != want {
-		t.Errorf("exact match %v, want %v", got, want)
+	if want := 3.0 / 7; res.Metric != want {
+		t.Errorf("exact match %v, want %v", res.Metric, want)
+	}
+	if got := greedyExactMatch(t, e, ds, opts); got != 3.0/7 {
+		t.Errorf("greedy decoding matches %v of the completions, want 3/7", got)
 	}
 
 	// Token accuracy, counted here from the examples themselves: a target
@@ -211,6 +217,142 @@ func TestCheckValidationData(t *testing.T) {
 	}{{rows, MetricExactMatch}, {plain, MetricTokenAccuracy}, {plain, MetricLoss}} {
 		if err := CheckValidationData(c.ds, c.metric); err != nil {
 			t.Errorf("%s, %s: %v", c.ds.Name, c.metric, err)
+		}
+	}
+}
+
+// greedyExactMatch is exact match as its definition says, the reference
+// for Evaluate's: it decodes the completion of every prompt/completion
+// row of ds greedily — the prompt fed, then at each step the most likely
+// token appended, recomputing the batch shape B×T (later positions hold
+// padding) — and returns the share of the rows whose decoded tokens are
+// their completion, each decoding stopped at the completion's length (or
+// at T) or at the first token that differs.
+func greedyExactMatch(t *testing.T, e *Engine, ds *Dataset, opts BatchOptions) float64 {
+	t.Helper()
+	var rows []int
+	for i := range ds.Len() {
+		if ds.Example(i).PromptLen > 0 {
+			rows = append(rows, i)
+		}
+	}
+	B, T := opts.BatchSize, opts.MaxLen
+	b := &Batch{B: B, T: T, Tokens: make([]int64, B*T), AttentionMask: make([]int64, B*T), Targets: make([]int64, B*T)}
+	for i := range b.Targets {
+		b.Targets[i] = IgnoreIndex
+	}
+	matched := 0
+	for start := 0; start < len(rows); start += B {
+		chunk := rows[start:min(start+B, len(rows))]
+		cur := make([]int, B)      // tokens in each row so far
+		want := make([][]int32, B) // the completion tokens left to check
+		for r := range B {
+			ex := ds.Example(chunk[min(r, len(chunk)-1)]) // padding rows repeat the last example
+			n := min(ex.PromptLen, T)
+			for j := range T {
+				b.Tokens[r*T+j], b.AttentionMask[r*T+j] = opts.PadID, 0
+				if j < n {
+					b.Tokens[r*T+j], b.AttentionMask[r*T+j] = int64(ex.Tokens[j]), 1
+				}
+			}
+			cur[r] = n
+			if r < len(chunk) {
+				want[r] = ex.Tokens[n:min(len(ex.Tokens), T)]
+			}
+		}
+		b.Rows = len(chunk)
+		open := len(chunk)
+		for open > 0 {
+			logits, err := e.EvalLogits(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, vocab := logits.Float32s(), logits.Shape()[2]
+			for r := range chunk {
+				if want[r] == nil {
+					continue
+				}
+				at := r*T + cur[r] - 1
+				next := int64(argmax(v[at*vocab : (at+1)*vocab]))
+				switch {
+				case len(want[r]) == 0 || next != int64(want[r][0]):
+					want[r], open = nil, open-1
+				case len(want[r]) == 1:
+					matched++
+					want[r], open = nil, open-1
+				default:
+					b.Tokens[r*T+cur[r]], b.AttentionMask[r*T+cur[r]] = next, 1
+					cur[r]++
+					want[r] = want[r][1:]
+				}
+			}
+		}
+	}
+	return float64(matched) / float64(len(rows))
+}
+
+// TestExactMatchIsGreedyDecoding: on a real causal model (stories260K),
+// exact match from one pass over the validation rows is what decoding
+// each completion greedily gives: rows whose completion is the model's
+// own greedy continuation (from the README's greedy tokens) match, rows
+// with a token changed stop matching there, a completion cut by T is
+// compared on what fits and one that does not fit at all does not match.
+func TestExactMatchIsGreedyDecoding(t *testing.T) {
+	model := readEvalModel(t, sharedtest.Path(t, "models", "stories260K", "stories260K.onnx"))
+	src, err := NewModelSource(model, ModelSourceOptions{Task: TaskLM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := update.DefaultOptimizer(update.OptimizerSGD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEngine(src, cpu.New(), opt, FullMethod{}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ot, err := onnx.ReadTensorFile(sharedtest.Path(t, "models", "stories260K", "test_data_set_1", "input_0.pb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	greedy, err := ir.TensorFromONNX(ot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := greedy.Int64s() // BOS and its 40 greedy tokens
+	row := func(prompt, completion []int64) string {
+		js, _ := json.Marshal(map[string][]int64{"prompt": prompt, "completion": completion})
+		return string(js)
+	}
+	changed := func(s []int64, at int) []int64 {
+		c := slices.Clone(s)
+		c[at] = (c[at] + 1) % 512
+		return c
+	}
+	rows := []string{
+		row(g[:1], g[1:6]),                               // the greedy continuation: a match
+		row(g[:9], g[9:20]),                              // from further on: a match
+		row(g[:9], changed(g[9:20], 4)),                  // a token changed: no match
+		row(g[:3], changed(g[3:8], 0)),                   // the first one changed: no match
+		row(g[:20], g[20:41]),                            // cut at T = 32: a match on what fits
+		row(g[:32], g[32:36]),                            // the prompt fills T: no match
+		row(changed(g[:12], 5), g[12:16]),                // another prompt: whatever decoding says
+		`{"tokens":[1,400,22,19],"loss_mask":[0,0,0,0]}`, // not a prompt/completion row
+	}
+	ds, err := ReadJSONL(strings.NewReader(strings.Join(rows, "\n")), "valid.jsonl", DataOptions{Task: TaskLM, VocabSize: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, batch := range []int{1, 3} {
+		opts := BatchOptions{BatchSize: batch, MaxLen: 32, FixedLen: true}
+		res, err := Evaluate(context.Background(), e, ds, opts, MetricExactMatch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := greedyExactMatch(t, e, ds, opts)
+		if res.Metric != want || want < 3.0/7 || want > 4.0/7 {
+			t.Errorf("batch %d: exact match %v, greedy decoding gives %v (the 3 rows of greedy continuations, maybe the one with another prompt)", batch, res.Metric, want)
 		}
 	}
 }
