@@ -110,7 +110,10 @@ func markovText(vocab, lines, length int, seed uint64) string {
 	return sb.String()
 }
 
-func bigramEngine(t testing.TB, src *bigramSource, optName string, threads int) *Engine {
+// cpuEngine is full fine-tuning of src's parameters on the CPU backend
+// with optName's optimizer (learning rate 0.05), closed when the test
+// ends.
+func cpuEngine(t testing.TB, src GraphSource, optName string, threads int) *Engine {
 	t.Helper()
 	opt, err := update.DefaultOptimizer(optName)
 	if err != nil {
@@ -143,7 +146,7 @@ func TestEngineLearnsBigrams(t *testing.T) {
 	for _, optName := range []string{update.OptimizerSGD, update.OptimizerAdamW, update.OptimizerAdafactor} {
 		t.Run(optName, func(t *testing.T) {
 			src := newBigramSource(vocab, 1)
-			e := bigramEngine(t, src, optName, 1)
+			e := cpuEngine(t, src, optName, 1)
 			tb := bigramBatches(t, vocab)
 			var b Batch
 			tb.Next(&b)
@@ -185,7 +188,7 @@ func TestEngineStateRestoreIsBitIdentical(t *testing.T) {
 		t.Run(optName, func(t *testing.T) {
 			src := newBigramSource(vocab, 2)
 			seedW := slices.Clone(src.w.Tensor.Float32s())
-			e := bigramEngine(t, src, optName, 2)
+			e := cpuEngine(t, src, optName, 2)
 			tb := bigramBatches(t, vocab)
 			var b Batch
 			for range 4 {
@@ -212,7 +215,7 @@ func TestEngineStateRestoreIsBitIdentical(t *testing.T) {
 			if !slices.Equal(src2.w.Tensor.Float32s(), seedW) {
 				t.Fatal("sources differ")
 			}
-			e2 := bigramEngine(t, src2, optName, 2)
+			e2 := cpuEngine(t, src2, optName, 2)
 			if err := e2.Restore(st); err != nil {
 				t.Fatal(err)
 			}
@@ -239,7 +242,7 @@ func TestEngineStateRestoreIsBitIdentical(t *testing.T) {
 
 func TestEngineNonFiniteLossLeavesStateAlone(t *testing.T) {
 	src := newBigramSource(8, 3)
-	e := bigramEngine(t, src, update.OptimizerAdamW, 1)
+	e := cpuEngine(t, src, update.OptimizerAdamW, 1)
 	tb := bigramBatches(t, 8)
 	var b Batch
 	tb.Next(&b)
@@ -316,7 +319,7 @@ func (s *fixedSource) LossGraph(b BatchShape) (*ir.Graph, error)     { return s.
 
 func BenchmarkEngineStep(b *testing.B) {
 	src := newBigramSource(64, 1)
-	e := bigramEngine(b, src, update.OptimizerAdamW, 1)
+	e := cpuEngine(b, src, update.OptimizerAdamW, 1)
 	tb := bigramBatches(b, 64)
 	var batch Batch
 	tb.Next(&batch)

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dstune/dstune/accel/cpu"
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
@@ -55,16 +54,7 @@ func (s *successorSource) LossGraph(shape BatchShape) (*ir.Graph, error) {
 // fits) — and a prompt that fills T leaves nothing to match.
 func TestValidationMetrics(t *testing.T) {
 	const vocab, T = 16, 8
-	src := newSuccessorSource(vocab)
-	opt, err := update.DefaultOptimizer(update.OptimizerSGD)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := NewEngine(src, cpu.New(), opt, FullMethod{}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := cpuEngine(t, newSuccessorSource(vocab), update.OptimizerSGD, 1)
 	rows := []string{
 		`{"prompt":[3,4],"completion":[5,6,7]}`,             // counts up: a match
 		`{"prompt":[9],"completion":[10,12]}`,               // wrong second token
@@ -303,15 +293,7 @@ func TestExactMatchIsGreedyDecoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opt, err := update.DefaultOptimizer(update.OptimizerSGD)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := NewEngine(src, cpu.New(), opt, FullMethod{}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := cpuEngine(t, src, update.OptimizerSGD, 1)
 	ot, err := onnx.ReadTensorFile(sharedtest.Path(t, "models", "stories260K", "test_data_set_1", "input_0.pb"))
 	if err != nil {
 		t.Fatal(err)
