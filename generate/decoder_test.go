@@ -3,12 +3,15 @@ package generate
 import (
 	"context"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/dstune/dstune/accel"
+	"github.com/dstune/dstune/accel/cpu"
 	"github.com/dstune/dstune/internal/llamagen"
 	"github.com/dstune/dstune/internal/sharedtest"
 	"github.com/dstune/dstune/ir"
@@ -432,6 +435,96 @@ func TestGroupedKeysOf(t *testing.T) {
 			t.Errorf("%s: matched %v, want %v", c.name, ok, c.group > 0)
 		case ok && (gk.x != x || gk.group != c.group || gk.head != c.head || !slices.Equal(gk.perm, c.perm)):
 			t.Errorf("%s: got group %d, head axis %d, perm %v (x %v), want %d, %d, %v", c.name, gk.group, gk.head, gk.perm, gk.x == x, c.group, c.head, c.perm)
+		}
+	}
+}
+
+// TestGroupedKeysWithoutBatchAxis: attention over 3-D operands ([heads,
+// positions, head size], no batch axis) whose 2 key heads are repeated
+// for 4 query heads: the own cache holds the 2 key heads, and feeding the
+// positions one at a time through the rewritten graph, the caches
+// carried from step to step, gives the logits of the whole sequence.
+func TestGroupedKeysWithoutBatchAxis(t *testing.T) {
+	const C, V, H, KV, D = 8, 11, 4, 2, 4 // positions, vocabulary, heads, key heads, head size
+	const E = H * D
+	rng := rand.New(rand.NewPCG(1, 2))
+	b := ir.NewBuilder("attention-3d")
+	param := func(name string, shape ir.Shape) *ir.Value {
+		w := ir.NewTensor(ir.Float32, shape)
+		for i := range w.Float32s() {
+			w.Float32s()[i] = float32(rng.NormFloat64()) / 2
+		}
+		return b.Param(name, w)
+	}
+	op := func(o ir.Op, in ...*ir.Value) *ir.Value { return b.Op1(o, in...) }
+	tokens := b.Input("tokens", ir.Int64, ir.Shape{1, C})
+	x := op(&ir.Reshape{Shape: ir.Shape{C, E}}, op(&ir.Gather{Axis: 0}, param("embedding", ir.Shape{V, E}), tokens))
+	heads := func(name string, n int) *ir.Value { // [n, C, D]
+		return op(&ir.Transpose{Perm: []int{1, 0, 2}}, op(&ir.Reshape{Shape: ir.Shape{C, n, D}}, op(&ir.MatMul{}, x, param(name, ir.Shape{E, n * D}))))
+	}
+	repeat := func(kv *ir.Value) *ir.Value { // [KV, C, D] → [H, C, D], head h from key head h/(H/KV)
+		unit := op(&ir.Reshape{Shape: ir.Shape{KV, 1, C, D}}, kv)
+		return op(&ir.Reshape{Shape: ir.Shape{H, C, D}}, op(&ir.Expand{Shape: ir.Shape{KV, H / KV, C, D}}, unit))
+	}
+	causal := make([]bool, C*C)
+	for i := range C {
+		for j := range i + 1 {
+			causal[i*C+j] = true
+		}
+	}
+	scores := op(&ir.MatMul{}, heads("wq", H), op(&ir.Transpose{Perm: []int{0, 2, 1}}, repeat(heads("wk", KV))))
+	masked := op(&ir.Where{}, b.Const(ir.FromBools(ir.Shape{C, C}, causal)), scores, b.Const(ir.ScalarFloat32(-1e9)))
+	out := op(&ir.MatMul{}, op(&ir.Softmax{Axis: 2}, masked), repeat(heads("wv", KV)))
+	merged := op(&ir.Reshape{Shape: ir.Shape{1, C, E}}, op(&ir.Transpose{Perm: []int{1, 0, 2}}, out))
+	b.Output("logits", op(&ir.MatMul{}, merged, param("wo", ir.Shape{E, V})))
+	g, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(g *ir.Graph, feeds map[string]*ir.Tensor) map[string]*ir.Tensor {
+		t.Helper()
+		exe, err := cpu.New().Compile(g, accel.Options{Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer exe.Close()
+		out, err := accel.RunNamed(exe, feeds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	seq := make([]int64, C)
+	for i := range seq {
+		seq[i] = rng.Int64N(V)
+	}
+	want := run(g, map[string]*ir.Tensor{"tokens": ir.FromInt64s(ir.Shape{1, C}, seq)})["logits"].Float32s()
+
+	cg, err := rewriteCached(g, map[string]ir.InputRole{"tokens": ir.RoleTokens}, C, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caches := make([]*ir.Tensor, len(cg.Slots))
+	for i, sl := range cg.Slots {
+		if sl.Shape[0] != KV {
+			t.Errorf("cache %d is %v, want %d key heads on axis 0", i, sl.Shape, KV)
+		}
+		caches[i] = ir.NewTensor(sl.DType, sl.Shape)
+	}
+	for p := range C {
+		feeds := map[string]*ir.Tensor{"tokens": ir.FromInt64s(ir.Shape{1, 1}, seq[p:p+1]), cachePositions: ir.FromInt64s(ir.Shape{1}, []int64{int64(p)})}
+		for i, c := range caches {
+			feeds[fmt.Sprintf("%s%d", cacheInPrefix, i)] = c
+		}
+		out := run(cg.Graph, feeds)
+		for i, sl := range cg.Slots {
+			copyRows(caches[i], p, out[fmt.Sprintf("%s%d", cacheOutPrefix, i)], 0, 1, sl.Axis)
+		}
+		got := out["logits"].Float32s()
+		for j, v := range got {
+			if w := want[p*V+j]; math.Abs(float64(v-w)) > 1e-4*(1+math.Abs(float64(w))) {
+				t.Fatalf("position %d, logit %d: %v, the whole sequence gives %v", p, j, v, w)
+			}
 		}
 	}
 }

@@ -78,10 +78,11 @@ type rowsValue struct {
 	v    *ir.Value
 	axis int
 	// group > 1: the axis holds group blocks of rows, one after the other
-	// (the original group blocks of Capacity): the query heads of a key
-	// head reshaped into the rows of one product, as the Attention op's
-	// import does for grouped-query attention. Only a Reshape splitting
-	// them off again and the MatMuls of attention read such a value.
+	// (the original group blocks of Capacity): an axis before the
+	// positions merged into them, as the Attention op's import merges the
+	// query heads of a key head into the rows of one product. Only a
+	// Reshape splitting them off again and a MatMul taking them as its
+	// rows (attention's, or a product with weights) read such a value.
 	group int
 }
 
@@ -303,7 +304,7 @@ func (r *rewriter) fullAs(orig *ir.Value, t ir.Type, rows rowsValue, note string
 	r.out.Slots = append(r.out.Slots, cacheSlot{Axis: rows.axis, Shape: t.Shape.Clone(), DType: t.DType})
 	r.decide("cache %v along axis %d%s", t, rows.axis, note)
 	in := r.b.Input(fmt.Sprintf("%s%d", cacheInPrefix, slot), t.DType, t.Shape)
-	f := r.b.Op1(&ir.TensorScatter{Axis: rows.axis}, in, rows.v, r.writeIndices(orig.Shape[0]))
+	f := r.b.Op1(&ir.TensorScatter{Axis: rows.axis}, in, rows.v, r.writeIndices(t.Shape[0]))
 	r.rows = append(r.rows, rows.v)
 	r.cached[orig] = f
 	return f, nil
@@ -537,9 +538,10 @@ func (r *rewriter) elementwise(n *ir.Node, ins []rowsValue) error {
 
 // reshape keeps the positions when the reshape leaves their axis whole:
 // the elements before it and after it are the same in both shapes. It
-// also follows the query heads of grouped-query attention into the rows
-// of their key head's product ([.., H, C, D] → [.., H/G, G·C, D], a value
-// of G groups) and back out of them.
+// also follows G entries of the axes before the positions merged into
+// them (a value of G groups) and split off again: the query heads of a
+// key head made rows of its product by the Attention op's import
+// ([.., H, C, D] → [.., H/G, G·C, D]).
 func (r *rewriter) reshape(n *ir.Node, op *ir.Reshape, in rowsValue) error {
 	src := n.Inputs[0].Shape
 	group := max(in.group, 1)
@@ -755,8 +757,9 @@ func groupedKeysOf(orig *ir.Value) (groupedKeys, bool) {
 // groupedAttention rewrites an attention product whose right operand
 // repeats key heads (gk): the cache holds each key head once, and the
 // query heads of a group become rows of one product, as the Attention
-// op's import does ([.., H, S, K] → [.., H/G, G·S, K]). It reports false,
-// for the caller to cache the repeated operand, when the layout does not
+// op's import does ([.., H, S, K] → [.., H/G, G·S, K]; the heads may be
+// the first axis, with no batch axis before them). It reports false, for
+// the caller to cache the repeated operand, when the layout does not
 // allow that: the heads not the batch axis right before the matrices, or
 // the queries' batch axes not those of the keys.
 func (r *rewriter) groupedAttention(n *ir.Node, a rowsValue, gk groupedKeys) (bool, error) {

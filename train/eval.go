@@ -195,9 +195,9 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("%w after %d of %d examples", ErrInterrupted, b.Examples[0], ds.Len())
 		}
-		// A batch without targets has nothing to add but, for exact
-		// match, completions its loss_mask leaves out.
-		if b.NumTargets == 0 && !(exact && hasCompletion(ds, &b)) {
+		// A batch without targets has nothing to add, to the exact match
+		// either: the completion tokens that fit are targets.
+		if b.NumTargets == 0 {
 			continue
 		}
 		var loss float64
@@ -220,10 +220,8 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 		} else if loss, err = e.EvalLoss(&b); err != nil {
 			return res, evalBatchError(ds, &b, err)
 		}
-		if b.NumTargets > 0 {
-			sum += loss * float64(b.NumTargets)
-			count += b.NumTargets
-		}
+		sum += loss * float64(b.NumTargets)
+		count += b.NumTargets
 	}
 	if count == 0 {
 		return res, fmt.Errorf("%s: no example has a target that counts in the loss (every example has one token, or its loss_mask is 0 after the first token, or --max-len cuts the marked ones off)", ds.Name)
@@ -239,17 +237,6 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 		res.Metric = float64(correct) / float64(total)
 	}
 	return res, nil
-}
-
-// hasCompletion reports whether a row of b is a prompt/completion row
-// with completion tokens within b's length.
-func hasCompletion(ds *Dataset, b *Batch) bool {
-	for _, i := range b.Examples[:b.Rows] {
-		if ex := ds.Example(i); ex.PromptLen > 0 && ex.PromptLen < min(len(ex.Tokens), b.T) {
-			return true
-		}
-	}
-	return false
 }
 
 // evalBatchError names the examples of the batch the model failed on.
