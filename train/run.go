@@ -723,6 +723,7 @@ func (r *runner) dataInputs() []outpath.Input {
 type sourceShape struct {
 	vocab, classes int64
 	batch, seqLen  int
+	checkPad       func(int64) error // ModelSource.CheckPadID, or nil
 }
 
 // openSource makes the graph source: RunOptions.Source, or the ONNX model
@@ -763,7 +764,7 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
 	}
 	r.src = ms
-	return model, sourceShape{vocab: ms.VocabSize, classes: ms.NumClasses, batch: ms.Batch, seqLen: ms.SeqLen}, nil
+	return model, sourceShape{vocab: ms.VocabSize, classes: ms.NumClasses, batch: ms.Batch, seqLen: ms.SeqLen, checkPad: ms.CheckPadID}, nil
 }
 
 // loadData reads the training and validation data (checking a resumed
@@ -851,6 +852,11 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 	if shape.vocab > 0 && cfg.PadID >= shape.vocab {
 		// Else the embedding's Gather fails, blamed on the batch's shape.
 		return nil, fmt.Errorf("--pad-id %d is outside the model's vocabulary [0, %d)", cfg.PadID, shape.vocab)
+	}
+	if shape.checkPad != nil {
+		if err := shape.checkPad(cfg.PadID); err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.Model, err)
+		}
 	}
 	r.batchOpts = BatchOptions{BatchSize: cfg.Batch, MaxLen: T, FixedLen: true, PadID: cfg.PadID}
 	return ds, nil

@@ -30,6 +30,13 @@ type ModelSource struct {
 	// input's dimensions where the model fixes them (0: any).
 	VocabSize, NumClasses int64
 	Batch, SeqLen         int
+
+	// padCompare is the node of a classifier that compares its token
+	// input with one token id, padID, as Hugging Face's sequence
+	// classifiers find the last token of each row before its padding;
+	// nil when the graph does no such thing (see CheckPadID).
+	padCompare *ir.Node
+	padID      int64
 }
 
 var _ ForwardSource = (*ModelSource)(nil)
@@ -102,6 +109,9 @@ func NewModelSource(m *ir.Model, opts ModelSourceOptions) (*ModelSource, error) 
 	if !logits.DType.IsFloat() {
 		return nil, fmt.Errorf("output %q is %s, want float logits", g.Outputs[0].Name, logits.DType)
 	}
+	if opts.Task == TaskClassify {
+		s.padCompare, s.padID = tokenComparison(g, s.inputs.Tokens)
+	}
 	var re *regexp.Regexp
 	if opts.Trainable != "" {
 		if re, err = regexp.Compile(opts.Trainable); err != nil {
@@ -125,6 +135,56 @@ func NewModelSource(m *ir.Model, opts ModelSourceOptions) (*ModelSource, error) 
 		return nil, fmt.Errorf("the model has no float parameters to train")
 	}
 	return s, nil
+}
+
+// tokenComparison finds the one node of g that compares the token input
+// (itself, or cast or reshaped) for equality with a constant token id,
+// and that id; nil when g compares it with no id or with several.
+func tokenComparison(g *ir.Graph, tokens string) (*ir.Node, int64) {
+	isTokens := map[*ir.Value]bool{}
+	for _, in := range g.Inputs {
+		if in.Name == tokens {
+			isTokens[in] = true
+		}
+	}
+	var found *ir.Node
+	var id int64
+	for _, n := range g.Nodes {
+		switch op := n.Op.(type) {
+		case *ir.Cast, *ir.Reshape, *ir.Copy:
+			if isTokens[n.Inputs[0]] {
+				isTokens[n.Outputs[0]] = true
+			}
+		case *ir.Binary:
+			if op.Fn != ir.Equal {
+				continue
+			}
+			for i, in := range n.Inputs {
+				c := n.Inputs[1-i]
+				if !isTokens[in] || c.Kind != ir.ConstValue || c.Const.Len() != 1 || !c.DType.IsInt() {
+					continue
+				}
+				if v := c.Const.Int64At(0); found == nil || v == id {
+					found, id = n, v
+				} else {
+					return nil, 0 // several ids: which one pads is not said
+				}
+			}
+		}
+	}
+	return found, id
+}
+
+// CheckPadID refuses to pad a classifier's rows with another id than the
+// one its graph compares its tokens with (Hugging Face's
+// …ForSequenceClassification exports of GPT-2, Llama or Qwen pool each
+// row at its last token before the model config's pad_token_id): the
+// padded rows would be pooled at their padding.
+func (s *ModelSource) CheckPadID(pad int64) error {
+	if s.padCompare == nil || pad == s.padID {
+		return nil
+	}
+	return fmt.Errorf("%s compares the token input %q with id %d, as Hugging Face's sequence classifiers tell padding from tokens; padded with --pad-id %d, rows shorter than the batch would count their padding as tokens: give --pad-id %d", s.padCompare, s.inputs.Tokens, s.padID, pad, s.padID)
 }
 
 func (s *ModelSource) specialize(shape BatchShape) (*ir.Graph, error) {
