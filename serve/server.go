@@ -2,6 +2,8 @@ package serve
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,6 +56,15 @@ type Config struct {
 	// file of DeltaDir that looks like a delta but is not served (nil:
 	// discarded).
 	Log *log.Logger
+	// APIKey, when set, is required of every request to the API's routes
+	// (/v1/...) as "Authorization: Bearer KEY", as OpenAI's clients send
+	// it; others are answered 401. /healthz and /metrics stay open.
+	APIKey string
+	// CORSOrigins are the origins whose pages a browser lets call the
+	// server ("*": any): their requests are answered with
+	// Access-Control-Allow-Origin, and their preflight requests
+	// (OPTIONS) with the methods and headers the API takes.
+	CORSOrigins []string
 }
 
 // Server serves completions of a base model and its deltas.
@@ -154,7 +165,64 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &httpError{http.StatusNotFound, "not_found_error", fmt.Sprintf("no route %s %s: this server answers %s", r.Method, r.URL.Path, routeList)})
 	})
-	return mux
+	if s.cfg.APIKey == "" && len(s.cfg.CORSOrigins) == 0 {
+		return mux
+	}
+	return s.guard(mux)
+}
+
+// guard answers what comes before the routes: a browser's cross-origin
+// requests (Config.CORSOrigins) and the API key (Config.APIKey). A
+// preflight request carries no credentials, so it is answered before
+// the key is asked for; the rest reach next only with the key.
+func (s *Server) guard(next http.Handler) http.Handler {
+	keySum := sha256.Sum256([]byte(s.cfg.APIKey))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if origin := r.Header.Get("Origin"); origin != "" && s.allowsOrigin(origin) {
+			h := w.Header()
+			h.Add("Vary", "Origin")
+			h.Set("Access-Control-Allow-Origin", origin)
+			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+				h.Set("Access-Control-Allow-Methods", "GET, POST")
+				// OpenAI's JavaScript client sends headers of its own
+				// (x-stainless-...): whatever the page asks for may come.
+				if asked := r.Header.Get("Access-Control-Request-Headers"); asked != "" {
+					h.Set("Access-Control-Allow-Headers", asked)
+				}
+				h.Set("Access-Control-Max-Age", "600")
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+		if s.cfg.APIKey != "" && strings.HasPrefix(r.URL.Path, "/v1/") {
+			// Compared as hashes, in constant time: the answer's timing
+			// tells nothing of the key, its length included.
+			got, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			gotSum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+			if !found || subtle.ConstantTimeCompare(gotSum[:], keySum[:]) != 1 {
+				msg := "this server needs an API key: send it as the header Authorization: Bearer KEY"
+				if found {
+					msg = "the API key given (Authorization: Bearer ...) is not this server's"
+				}
+				s.cfg.Log.Printf("%s %s: %d %s", r.Method, r.URL.Path, http.StatusUnauthorized, msg)
+				w.Header().Set("WWW-Authenticate", `Bearer realm="dstune"`)
+				// OpenAI's answer to a wrong key, code included.
+				writeJSON(w, http.StatusUnauthorized, map[string]apiError{"error": {Message: msg, Type: "invalid_request_error", Code: "invalid_api_key"}})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// allowsOrigin reports whether a page of origin may call the server.
+func (s *Server) allowsOrigin(origin string) bool {
+	for _, o := range s.cfg.CORSOrigins {
+		if o == "*" || o == origin {
+			return true
+		}
+	}
+	return false
 }
 
 // ---------------------------------------------------------------- API types

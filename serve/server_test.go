@@ -39,8 +39,9 @@ type fixture struct {
 }
 
 // newFixture writes the test model and n random deltas (ε = 0.05, large
-// changes, so that they change the tokens) and starts a server.
-func newFixture(t *testing.T, n int) *fixture {
+// changes, so that they change the tokens) and starts a server, its
+// configuration changed by edits.
+func newFixture(t *testing.T, n int, edits ...func(*Config)) *fixture {
 	t.Helper()
 	f := &fixture{dir: t.TempDir(), deltas: map[string]*dst.Delta{}}
 	modelDir := t.TempDir()
@@ -77,7 +78,11 @@ func newFixture(t *testing.T, n int) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(dec.Close)
-	f.srv = New(Config{Base: base, Decoder: dec, DeltaDir: f.dir, StopTokens: nil})
+	cfg := Config{Base: base, Decoder: dec, DeltaDir: f.dir, StopTokens: nil}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	f.srv = New(cfg)
 	f.http = httptest.NewServer(f.srv.Handler())
 	t.Cleanup(f.http.Close)
 	return f
@@ -459,6 +464,91 @@ func TestEndpoints(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET /v1/completions: %d, want 405", resp.StatusCode)
+	}
+}
+
+// TestAPIKeyAndCORS: with an API key, every /v1 route answers 401 in
+// OpenAI's shape (code invalid_api_key) without it or with another, and
+// serves the request with it; /healthz and /metrics stay open. Pages of
+// an allowed origin get Access-Control-Allow-Origin, and their preflight
+// (which carries no key) is answered with the methods and the headers
+// asked for; other origins get neither.
+func TestAPIKeyAndCORS(t *testing.T) {
+	const key, page = "sk-test-123", "http://localhost:3000"
+	f := newFixture(t, 1, func(c *Config) { c.APIKey, c.CORSOrigins = key, []string{page} })
+	do := func(method, path, body string, header map[string]string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, f.http.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, b
+	}
+	completion := `{"model":"task0","prompt":[1],"max_tokens":2}`
+	for _, c := range []struct {
+		name, method, path, auth string
+		want                     int
+	}{
+		{"no key", "POST", "/v1/completions", "", http.StatusUnauthorized},
+		{"another key", "POST", "/v1/completions", "Bearer sk-other", http.StatusUnauthorized},
+		{"the key as a prefix", "POST", "/v1/completions", "Bearer " + key + "4", http.StatusUnauthorized},
+		{"not a bearer", "POST", "/v1/completions", key, http.StatusUnauthorized},
+		{"the key", "POST", "/v1/completions", "Bearer " + key, http.StatusOK},
+		{"models, no key", "GET", "/v1/models", "", http.StatusUnauthorized},
+		{"models, the key", "GET", "/v1/models", "Bearer " + key, http.StatusOK},
+		{"health", "GET", "/healthz", "", http.StatusOK},
+		{"metrics", "GET", "/metrics", "", http.StatusOK},
+	} {
+		header := map[string]string{"Content-Type": "application/json"}
+		if c.auth != "" {
+			header["Authorization"] = c.auth
+		}
+		resp, b := do(c.method, c.path, completion, header)
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: %d %s, want %d", c.name, resp.StatusCode, b, c.want)
+			continue
+		}
+		if c.want == http.StatusUnauthorized {
+			body := decodeCompletion(t, b)
+			if body.Error == nil || body.Error.Code != "invalid_api_key" || body.Error.Type != "invalid_request_error" || resp.Header.Get("WWW-Authenticate") == "" {
+				t.Errorf("%s: %s (WWW-Authenticate %q), want OpenAI's invalid_api_key error", c.name, b, resp.Header.Get("WWW-Authenticate"))
+			}
+		}
+		if c.name == "the key" {
+			if body := decodeCompletion(t, b); len(body.Choices) != 1 || len(body.Choices[0].Tokens) != 2 {
+				t.Errorf("%s: %s, want a completion of 2 tokens", c.name, b)
+			}
+		}
+	}
+
+	preflight := map[string]string{"Origin": page, "Access-Control-Request-Method": "POST",
+		"Access-Control-Request-Headers": "authorization, content-type, x-stainless-os"}
+	resp, b := do("OPTIONS", "/v1/chat/completions", "", preflight)
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != page ||
+		!strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "POST") ||
+		resp.Header.Get("Access-Control-Allow-Headers") != preflight["Access-Control-Request-Headers"] {
+		t.Errorf("preflight from %s: %d %s, headers %v", page, resp.StatusCode, b, resp.Header)
+	}
+	resp, _ = do("POST", "/v1/completions", completion, map[string]string{"Origin": page, "Authorization": "Bearer " + key})
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Access-Control-Allow-Origin") != page {
+		t.Errorf("a request from %s: %d, Access-Control-Allow-Origin %q", page, resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+	preflight["Origin"] = "http://elsewhere.example"
+	resp, _ = do("OPTIONS", "/v1/chat/completions", "", preflight)
+	if resp.StatusCode == http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("preflight from another origin: %d, Access-Control-Allow-Origin %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
 	}
 }
 

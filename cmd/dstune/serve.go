@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/dstune/dstune/internal/sysmem"
@@ -27,7 +28,7 @@ func init() {
 		synopsis: []string{
 			"MODEL.onnx --deltas DIR [--addr 127.0.0.1:8080] [--tokenizer T] [--chat-template FILE] [--eos ID ...]",
 			" [--kv-cache auto] [--context N] [--threads 1] [--executables N]",
-			" [--max-in-flight 256] [--delta-cache SIZE] [--shutdown-timeout 30s]",
+			" [--max-in-flight 256] [--delta-cache SIZE] [--shutdown-timeout 30s] [--api-key KEY] [--cors-origin ORIGIN ...]",
 		},
 		summary: "serve completions of a model and of every delta in a directory over HTTP (JSON, server-sent events)",
 		flags:   func(fs *flag.FlagSet) { new(serveFlags).define(fs) },
@@ -39,9 +40,10 @@ func init() {
 type serveFlags struct {
 	gf                                generateFlags
 	deltaDir, addr, deltaCache        *string
-	chatTemplate                      *string
+	chatTemplate, apiKey              *string
 	threads, executables, maxInFlight *int
 	eos                               idList
+	corsOrigins                       inputFlags
 	shutdown                          *time.Duration
 }
 
@@ -56,6 +58,8 @@ func (f *serveFlags) define(fs *flag.FlagSet) {
 	f.maxInFlight = fs.Int("max-in-flight", 256, "requests served at once (at least 1); more are answered 429")
 	f.deltaCache = fs.String("delta-cache", "", "memory the loaded deltas may hold, e.g. 2GiB; the least recently used are dropped first (default: the base model's parameters' size, at least 256 MiB)")
 	f.shutdown = fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM or Ctrl-C, how long in-flight requests may take to finish (0: cut them off at once, as a second signal does)")
+	f.apiKey = fs.String("api-key", "", "require this key of every /v1 request, as Authorization: Bearer KEY (default: $DSTUNE_API_KEY, which keeps it out of the process list; none: no key)")
+	fs.Var(&f.corsOrigins, "cors-origin", "let pages of this origin, such as http://localhost:3000, call the server from a browser (repeatable; * for any)")
 }
 
 func runServe(args []string, stdout, stderr io.Writer) error {
@@ -99,7 +103,17 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if *f.chatTemplate != "" && gf.tokenizer == "" {
 		return usagef("--chat-template needs --tokenizer, which encodes the rendered conversations")
 	}
-	srv, closeAll, err := newServer(pos[0], *deltaDir, gf, *f.chatTemplate, *threads, *executables, eos, *maxInFlight, deltaCache, stderr)
+	if !flagsSet(fs)["api-key"] {
+		*f.apiKey = os.Getenv("DSTUNE_API_KEY")
+	}
+	for _, o := range f.corsOrigins {
+		if o != "*" && (!strings.Contains(o, "://") || strings.HasSuffix(o, "/")) {
+			return usagef("--cors-origin %q: want an origin as browsers send it, scheme://host[:port] without a path (or *)", o)
+		}
+	}
+	opts := serveOptions{deltaDir: *deltaDir, chatTemplate: *f.chatTemplate, threads: *threads, executables: *executables, eos: eos,
+		maxInFlight: *maxInFlight, deltaCache: deltaCache, apiKey: *f.apiKey, corsOrigins: f.corsOrigins}
+	srv, closeAll, err := newServer(pos[0], gf, opts, stderr)
 	if err != nil {
 		return err
 	}
@@ -121,7 +135,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		stopSignals()
 		cancel()
 	})
-	fmt.Fprintf(stdout, "serving %s and the deltas in %s on http://%s\n", pos[0], *deltaDir, ln.Addr())
+	access := ""
+	if *f.apiKey != "" {
+		access = " (requests need the API key)"
+	}
+	fmt.Fprintf(stdout, "serving %s and the deltas in %s on http://%s%s\n", pos[0], *deltaDir, ln.Addr(), access)
 	return serveUntil(ctx, ln, srv, *shutdown, stderr)
 }
 
@@ -131,14 +149,26 @@ type vocabTokenizer struct{ textTokenizer }
 
 func (t vocabTokenizer) Token(id int) string { return t.t.Token(id) }
 
+// serveOptions are what newServer takes besides the model and the
+// generation flags.
+type serveOptions struct {
+	deltaDir, chatTemplate            string
+	threads, executables, maxInFlight int
+	eos                               []int64
+	deltaCache                        int64
+	apiKey                            string
+	corsOrigins                       []string
+}
+
 // newServer loads the model and tokenizer and makes the server.
-func newServer(model, deltaDir string, gf generateFlags, chatTemplate string, threads, executables int, eos []int64, maxInFlight int, deltaCache int64, stderr io.Writer) (*serve.Server, func(), error) {
-	m, base, d, err := loadGenerator(model, nil, gf, threads, executables, true, stderr)
+func newServer(model string, gf generateFlags, o serveOptions, stderr io.Writer) (*serve.Server, func(), error) {
+	m, base, d, err := loadGenerator(model, nil, gf, o.threads, o.executables, true, stderr)
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := serve.Config{Base: base, Decoder: d, DeltaDir: deltaDir, StopTokens: eos, MaxInFlight: maxInFlight, DeltaCacheBytes: deltaCache,
-		Log: log.New(stderr, "dstune serve: ", log.LstdFlags)}
+	eos, chatTemplate := o.eos, o.chatTemplate
+	cfg := serve.Config{Base: base, Decoder: d, DeltaDir: o.deltaDir, StopTokens: eos, MaxInFlight: o.maxInFlight, DeltaCacheBytes: o.deltaCache,
+		Log: log.New(stderr, "dstune serve: ", log.LstdFlags), APIKey: o.apiKey, CORSOrigins: o.corsOrigins}
 	if gf.tokenizer != "" {
 		tok, err := loadTokenizer(gf.tokenizer)
 		if err == nil {

@@ -98,7 +98,7 @@ func TestServeMatchesApplyGenerate(t *testing.T) {
 		}
 	}
 
-	srv, closeAll, err := newServer(model, deltaDir, generateFlags{kvCache: "auto"}, "", 1, 4, nil, 64, 0, io.Discard)
+	srv, closeAll, err := newServer(model, generateFlags{kvCache: "auto"}, serveOptions{deltaDir: deltaDir, threads: 1, executables: 4, maxInFlight: 64}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,6 +325,8 @@ func TestServeUsage(t *testing.T) {
 		{"--delta-cache=0", `--delta-cache "0": want a positive size`},
 		{"--shutdown-timeout=-1s", "--shutdown-timeout -1s: want a duration of 0 or more"},
 		{"--addr=", "--addr is empty"},
+		{"--cors-origin=localhost:3000", `--cors-origin "localhost:3000": want an origin as browsers send it`},
+		{"--cors-origin=http://app.example/", `--cors-origin "http://app.example/": want an origin`},
 	} {
 		code, _, stderr := runCmd("serve", filepath.Join(dir, "model.onnx"), "--deltas", dir, c.flag)
 		if code != 2 || !strings.Contains(stderr, c.want) {
@@ -346,7 +348,7 @@ func TestServeChatMatchesCompletion(t *testing.T) {
 	if err := os.WriteFile(tmpl, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	srv, closeAll, err := newServer(model, dir, generateFlags{tokenizer: tokPath, kvCache: "auto"}, tmpl, 1, 2, nil, 8, 0, io.Discard)
+	srv, closeAll, err := newServer(model, generateFlags{tokenizer: tokPath, kvCache: "auto"}, serveOptions{deltaDir: dir, chatTemplate: tmpl, threads: 1, executables: 2, maxInFlight: 8}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
