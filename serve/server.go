@@ -58,7 +58,9 @@ type Config struct {
 	Log *log.Logger
 	// APIKey, when set, is required of every request to the API's routes
 	// (/v1/...) as "Authorization: Bearer KEY", as OpenAI's clients send
-	// it; others are answered 401. /healthz and /metrics stay open.
+	// it; others are answered 401. /healthz and /metrics stay open. It
+	// must not start or end with white space (a request's key is read
+	// without).
 	APIKey string
 	// CORSOrigins are the origins whose pages a browser lets call the
 	// server ("*": any): their requests are answered with
@@ -178,9 +180,12 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) guard(next http.Handler) http.Handler {
 	keySum := sha256.Sum256([]byte(s.cfg.APIKey))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(s.cfg.CORSOrigins) > 0 {
+			// Answers differ by origin: a cache must keep them apart.
+			w.Header().Add("Vary", "Origin")
+		}
 		if origin := r.Header.Get("Origin"); origin != "" && s.allowsOrigin(origin) {
 			h := w.Header()
-			h.Add("Vary", "Origin")
 			h.Set("Access-Control-Allow-Origin", origin)
 			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 				h.Set("Access-Control-Allow-Methods", "GET, POST")
@@ -195,16 +200,18 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			}
 		}
 		if s.cfg.APIKey != "" && strings.HasPrefix(r.URL.Path, "/v1/") {
-			// Compared as hashes, in constant time: the answer's timing
-			// tells nothing of the key, its length included.
-			got, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			// The scheme is case-insensitive (RFC 7235). The key is
+			// compared as a hash, in constant time: the answer's timing
+			// tells nothing of it, its length included.
+			scheme, got, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+			found := strings.EqualFold(scheme, "Bearer")
 			gotSum := sha256.Sum256([]byte(strings.TrimSpace(got)))
 			if !found || subtle.ConstantTimeCompare(gotSum[:], keySum[:]) != 1 {
 				msg := "this server needs an API key: send it as the header Authorization: Bearer KEY"
 				if found {
 					msg = "the API key given (Authorization: Bearer ...) is not this server's"
 				}
-				s.cfg.Log.Printf("%s %s: %d %s", r.Method, r.URL.Path, http.StatusUnauthorized, msg)
+				s.cfg.Log.Printf("%s %q: %d %s", r.Method, r.URL.Path, http.StatusUnauthorized, msg)
 				w.Header().Set("WWW-Authenticate", `Bearer realm="dstune"`)
 				// OpenAI's answer to a wrong key, code included.
 				writeJSON(w, http.StatusUnauthorized, map[string]apiError{"error": {Message: msg, Type: "invalid_request_error", Code: "invalid_api_key"}})

@@ -506,6 +506,7 @@ func TestAPIKeyAndCORS(t *testing.T) {
 		{"the key as a prefix", "POST", "/v1/completions", "Bearer " + key + "4", http.StatusUnauthorized},
 		{"not a bearer", "POST", "/v1/completions", key, http.StatusUnauthorized},
 		{"the key", "POST", "/v1/completions", "Bearer " + key, http.StatusOK},
+		{"the scheme in lower case", "POST", "/v1/completions", "bearer " + key, http.StatusOK},
 		{"models, no key", "GET", "/v1/models", "", http.StatusUnauthorized},
 		{"models, the key", "GET", "/v1/models", "Bearer " + key, http.StatusOK},
 		{"health", "GET", "/healthz", "", http.StatusOK},
@@ -519,6 +520,10 @@ func TestAPIKeyAndCORS(t *testing.T) {
 		if resp.StatusCode != c.want {
 			t.Errorf("%s: %d %s, want %d", c.name, resp.StatusCode, b, c.want)
 			continue
+		}
+		if resp.Header.Get("Vary") != "Origin" {
+			// A cache must not hand this answer to a page of the origin.
+			t.Errorf("%s, no Origin: Vary %q, want Origin", c.name, resp.Header.Get("Vary"))
 		}
 		if c.want == http.StatusUnauthorized {
 			body := decodeCompletion(t, b)

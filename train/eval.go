@@ -172,8 +172,8 @@ func loadEvalData(src *ModelSource, name, data string, opts EvalOptions, progres
 	if src.VocabSize > 0 && opts.PadID >= src.VocabSize {
 		return nil, BatchOptions{}, fmt.Errorf("--pad-id %d is outside the model's vocabulary [0, %d)", opts.PadID, src.VocabSize)
 	}
-	if err := src.CheckPadID(opts.PadID); err != nil {
-		return nil, BatchOptions{}, fmt.Errorf("%s: %w", name, err)
+	if w := src.PadWarning(opts.PadID); w != "" {
+		fmt.Fprintf(progress, "warning: %s: %s\n", name, w)
 	}
 	return ds, BatchOptions{BatchSize: opts.Batch, MaxLen: T, FixedLen: true, PadID: opts.PadID}, nil
 }

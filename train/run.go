@@ -723,7 +723,7 @@ func (r *runner) dataInputs() []outpath.Input {
 type sourceShape struct {
 	vocab, classes int64
 	batch, seqLen  int
-	checkPad       func(int64) error // ModelSource.CheckPadID, or nil
+	padWarning     func(int64) string // ModelSource.PadWarning, or nil
 }
 
 // openSource makes the graph source: RunOptions.Source, or the ONNX model
@@ -764,7 +764,7 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
 	}
 	r.src = ms
-	return model, sourceShape{vocab: ms.VocabSize, classes: ms.NumClasses, batch: ms.Batch, seqLen: ms.SeqLen, checkPad: ms.CheckPadID}, nil
+	return model, sourceShape{vocab: ms.VocabSize, classes: ms.NumClasses, batch: ms.Batch, seqLen: ms.SeqLen, padWarning: ms.PadWarning}, nil
 }
 
 // loadData reads the training and validation data (checking a resumed
@@ -853,9 +853,9 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 		// Else the embedding's Gather fails, blamed on the batch's shape.
 		return nil, fmt.Errorf("--pad-id %d is outside the model's vocabulary [0, %d)", cfg.PadID, shape.vocab)
 	}
-	if shape.checkPad != nil {
-		if err := shape.checkPad(cfg.PadID); err != nil {
-			return nil, fmt.Errorf("%s: %w", cfg.Model, err)
+	if shape.padWarning != nil {
+		if w := shape.padWarning(cfg.PadID); w != "" {
+			r.progress0("warning: %s: %s", cfg.Model, w)
 		}
 	}
 	r.batchOpts = BatchOptions{BatchSize: cfg.Batch, MaxLen: T, FixedLen: true, PadID: cfg.PadID}

@@ -34,7 +34,7 @@ type ModelSource struct {
 	// padCompare is the node of a classifier that compares its token
 	// input with one token id, padID, as Hugging Face's sequence
 	// classifiers find the last token of each row before its padding;
-	// nil when the graph does no such thing (see CheckPadID).
+	// nil when the graph does no such thing (see PadWarning).
 	padCompare *ir.Node
 	padID      int64
 }
@@ -175,16 +175,19 @@ func tokenComparison(g *ir.Graph, tokens string) (*ir.Node, int64) {
 	return found, id
 }
 
-// CheckPadID refuses to pad a classifier's rows with another id than the
-// one its graph compares its tokens with (Hugging Face's
+// PadWarning warns of padding a classifier with another id than the one
+// its graph compares its tokens with: Hugging Face's
 // …ForSequenceClassification exports of GPT-2, Llama or Qwen pool each
-// row at its last token before the model config's pad_token_id): the
-// padded rows would be pooled at their padding.
-func (s *ModelSource) CheckPadID(pad int64) error {
-	if s.padCompare == nil || pad == s.padID {
-		return nil
+// row at its last token before the model config's pad_token_id, so
+// padded with another id their short rows would count their padding as
+// tokens. Others compare with an id for other ends (BART's classifier
+// pools at the end-of-sequence token), so this is a warning, not an
+// error; "" when there is nothing to say.
+func (s *ModelSource) PadWarning(pad int64) string {
+	if s.padCompare == nil || pad == s.padID || s.padID < 0 {
+		return ""
 	}
-	return fmt.Errorf("%s compares the token input %q with id %d, as Hugging Face's sequence classifiers tell padding from tokens; padded with --pad-id %d, rows shorter than the batch would count their padding as tokens: give --pad-id %d", s.padCompare, s.inputs.Tokens, s.padID, pad, s.padID)
+	return fmt.Sprintf("%s compares the token input %q with id %d: if that is the model's pad_token_id (Hugging Face's sequence classifiers of GPT-2, Llama or Qwen tell padding from tokens so), padding with --pad-id %d makes rows shorter than the batch count their padding as tokens: give --pad-id %d", s.padCompare, s.inputs.Tokens, s.padID, pad, s.padID)
 }
 
 func (s *ModelSource) specialize(shape BatchShape) (*ir.Graph, error) {

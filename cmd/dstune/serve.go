@@ -9,6 +9,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
@@ -106,8 +107,12 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if !flagsSet(fs)["api-key"] {
 		*f.apiKey = os.Getenv("DSTUNE_API_KEY")
 	}
+	if key := *f.apiKey; key != strings.TrimSpace(key) || flagsSet(fs)["api-key"] && key == "" {
+		return usagef("--api-key (or DSTUNE_API_KEY) is empty or starts or ends with white space: a client's key could never match it")
+	}
 	for _, o := range f.corsOrigins {
-		if o != "*" && (!strings.Contains(o, "://") || strings.HasSuffix(o, "/")) {
+		if u, err := url.Parse(o); o != "*" && (err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" || u.User != nil ||
+			u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(o, "/")) {
 			return usagef("--cors-origin %q: want an origin as browsers send it, scheme://host[:port] without a path (or *)", o)
 		}
 	}

@@ -327,6 +327,9 @@ func TestServeUsage(t *testing.T) {
 		{"--addr=", "--addr is empty"},
 		{"--cors-origin=localhost:3000", `--cors-origin "localhost:3000": want an origin as browsers send it`},
 		{"--cors-origin=http://app.example/", `--cors-origin "http://app.example/": want an origin`},
+		{"--cors-origin=http://app.example/x", `--cors-origin "http://app.example/x": want an origin`},
+		{"--api-key= sk-1", "white space"},
+		{"--api-key=", "--api-key (or DSTUNE_API_KEY) is empty"},
 	} {
 		code, _, stderr := runCmd("serve", filepath.Join(dir, "model.onnx"), "--deltas", dir, c.flag)
 		if code != 2 || !strings.Contains(stderr, c.want) {
