@@ -124,7 +124,21 @@ func (f *fixture) reference(t *testing.T, delta string, req generate.Request) []
 
 func (f *fixture) post(t *testing.T, body string) (int, []byte) {
 	t.Helper()
-	resp, err := http.Post(f.http.URL+"/v1/completions", "application/json", strings.NewReader(body))
+	resp, b := f.do(t, "POST", "/v1/completions", body, map[string]string{"Content-Type": "application/json"})
+	return resp.StatusCode, b
+}
+
+// do sends a request with the given headers and reads the whole answer.
+func (f *fixture) do(t *testing.T, method, path, body string, header map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, f.http.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +147,7 @@ func (f *fixture) post(t *testing.T, body string) (int, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, b
+	return resp, b
 }
 
 type completionBody struct {
@@ -478,23 +492,7 @@ func TestAPIKeyAndCORS(t *testing.T) {
 	f := newFixture(t, 1, func(c *Config) { c.APIKey, c.CORSOrigins = key, []string{page} })
 	do := func(method, path, body string, header map[string]string) (*http.Response, []byte) {
 		t.Helper()
-		req, err := http.NewRequest(method, f.http.URL+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for k, v := range header {
-			req.Header.Set(k, v)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, b
+		return f.do(t, method, path, body, header)
 	}
 	completion := `{"model":"task0","prompt":[1],"max_tokens":2}`
 	for _, c := range []struct {
