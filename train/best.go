@@ -158,8 +158,9 @@ func BestStepIn(dir string) (int64, bool) {
 // the best so far, into RUN/best. A best of a step the last checkpoint
 // covers is not deleted when a later one replaces it but kept as
 // RUN/.best.ckpt until a checkpoint covers the new one
-// (dropKeptBest), so that a run resumed from that checkpoint has it.
-func (r *runner) writeBest(step int64, v validation) error {
+// (dropKeptBest), so that a run resumed from that checkpoint has it. st
+// is the step's state when a checkpoint needs it too (nil: taken here).
+func (r *runner) writeBest(step int64, v validation, st *EngineState) error {
 	dir := r.opts.Dir
 	tmp := filepath.Join(dir, bestTmp)
 	if err := os.RemoveAll(tmp); err != nil {
@@ -168,9 +169,11 @@ func (r *runner) writeBest(step int64, v validation) error {
 	if err := os.Mkdir(tmp, 0o777); err != nil {
 		return err
 	}
-	st, err := r.state()
-	if err != nil {
-		return err
+	if st == nil {
+		var err error
+		if st, err = r.state(); err != nil {
+			return err
+		}
 	}
 	if w, ok := r.method.(RunFileWriter); ok {
 		if err := w.WriteRunFiles(tmp, st); err != nil {

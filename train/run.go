@@ -1507,7 +1507,8 @@ func (r *runner) loop(ctx context.Context) error {
 			res.ValidLoss, res.ValidMetric = v.loss, v.metric
 			r.progress.validated(step, cfg.Metric, v)
 			if r.best.note(step, v) && cfg.KeepBest {
-				if err := r.writeBest(step, v); err != nil {
+				// A checkpoint step's state, checked already, serves both.
+				if err := r.writeBest(step, v, st); err != nil {
 					r.progress.done()
 					return fmt.Errorf("best validation: %w", err)
 				}
