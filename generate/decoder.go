@@ -223,21 +223,33 @@ func (d *Decoder) ownCacheNoLarger() bool {
 	if err != nil {
 		return false
 	}
-	own := 0
-	for _, sl := range cg.Slots {
-		own += sl.Shape.Size() / sl.Shape[sl.Axis] * sl.DType.Size()
+	past := d.pastBytes()
+	return past > 0 && slotBytes(cg.Slots) <= past
+}
+
+// slotBytes is how many bytes a position takes in the own cache's slots.
+func slotBytes(slots []cacheSlot) int {
+	n := 0
+	for _, sl := range slots {
+		n += sl.Shape.Size() / sl.Shape[sl.Axis] * sl.DType.Size()
 	}
+	return n
+}
+
+// pastBytes is how many bytes a position takes in the export's past
+// inputs (0: none, or one without a declared shape to weigh).
+func (d *Decoder) pastBytes() int {
 	past := 0
 	for _, p := range d.plans {
 		if p.Role != ir.RolePast {
 			continue
 		}
 		if len(p.Input.Dims) == 0 {
-			return false // no declared shape to weigh
+			return 0
 		}
 		past += pastShape(p, 1).Size() * p.Input.DType.Size()
 	}
-	return own <= past
+	return past
 }
 
 // rewriteFirst is the rewrite for the smallest capacity, made once.
@@ -259,11 +271,20 @@ func (d *Decoder) modeNote(why string) string {
 	case why != "":
 		inside = "; " + why
 	}
+	// The bytes a position takes, which with the context say the cache's
+	// size.
+	perPosition := func(n int) string {
+		if n <= 0 {
+			return ""
+		}
+		return fmt.Sprintf(", %s a position", sysmem.Format(int64(n)))
+	}
 	switch d.mode {
 	case PastInputs:
-		return fmt.Sprintf("the model's own KV cache (%d past inputs%s)%s", len(d.presents), inside, after)
+		return fmt.Sprintf("the model's own KV cache (%d past inputs%s%s)%s", len(d.presents), perPosition(d.pastBytes()), inside, after)
 	case OwnCache:
-		return fmt.Sprintf("a KV cache dstune keeps (%d cached attention operands%s)%s", d.cacheSlots(), inside, after)
+		slots := d.cacheSlots()
+		return fmt.Sprintf("a KV cache dstune keeps (%d cached attention operands%s%s)%s", len(slots), perPosition(slotBytes(slots)), inside, after)
 	}
 	if why == "" {
 		why = "as asked"
@@ -299,12 +320,14 @@ func (d *Decoder) tokenInput() string {
 	return ""
 }
 
-func (d *Decoder) cacheSlots() int {
+// cacheSlots are the own cache's slots (nil when the first program
+// cannot be made).
+func (d *Decoder) cacheSlots() []cacheSlot {
 	p, err := d.program(shape{d.capacityFor(1, 1), 1})
 	if err != nil {
-		return 0
+		return nil
 	}
-	return len(p.cached.Slots)
+	return p.cached.Slots
 }
 
 // reset drops what an earlier mode set up.

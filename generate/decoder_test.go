@@ -14,6 +14,7 @@ import (
 	"github.com/dstune/dstune/accel/cpu"
 	"github.com/dstune/dstune/internal/llamagen"
 	"github.com/dstune/dstune/internal/sharedtest"
+	"github.com/dstune/dstune/internal/sysmem"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 )
@@ -373,15 +374,19 @@ func TestGroupedKeysCachedOnce(t *testing.T) {
 	oneHead.KVHeads = 1
 	withPast := smallLlama
 	withPast.KVCache = true
+	// A position's keys and values, float32: layers × 2 × key heads ×
+	// head size × 4 bytes.
+	small := smallLlama.Layers * 2 * smallLlama.Dim / smallLlama.Heads * 4
 	for _, c := range []struct {
-		name    string
-		model   *ir.Model
-		kvHeads int
+		name     string
+		model    *ir.Model
+		kvHeads  int
+		position int // bytes
 	}{
-		{"stories260K", loadModel(t, storiesPath(t, "stories260K.onnx")), 4},
-		{"smallLlama", writeLlama(t, smallLlama), smallLlama.KVHeads},
-		{"one key head", writeLlama(t, oneHead), 1},
-		{"with past", writeLlama(t, withPast), smallLlama.KVHeads},
+		{"stories260K", loadModel(t, storiesPath(t, "stories260K.onnx")), 4, 5 * 2 * 4 * 8 * 4},
+		{"smallLlama", writeLlama(t, smallLlama), smallLlama.KVHeads, small * smallLlama.KVHeads},
+		{"one key head", writeLlama(t, oneHead), 1, small},
+		{"with past", writeLlama(t, withPast), smallLlama.KVHeads, small * smallLlama.KVHeads},
 	} {
 		d, err := New(c.model, Options{Mode: OwnCache, Threads: 1, Context: 64})
 		if err != nil {
@@ -398,6 +403,9 @@ func TestGroupedKeysCachedOnce(t *testing.T) {
 		}
 		if c.name == "with past" && !d.ownCacheNoLarger() {
 			t.Errorf("%s: the own cache is larger than the past inputs", c.name)
+		}
+		if got, note := slotBytes(cg.Slots), sysmem.Format(int64(c.position))+" a position"; got != c.position || !strings.Contains(d.Note(), note) {
+			t.Errorf("%s: %d bytes a position, note %q; want %d, %q", c.name, got, d.Note(), c.position, note)
 		}
 		d.Close()
 	}
