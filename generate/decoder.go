@@ -956,7 +956,7 @@ func (d *Decoder) compile(prog *program) (accel.Executable, error) {
 	opts := accel.Options{Threads: d.opts.Threads}
 	if prog.cached != nil {
 		for i := range prog.cached.Slots {
-			opts.UpdateInputs = append(opts.UpdateInputs, fmt.Sprintf("%s%d", cacheInPrefix, i))
+			opts.UpdateInputs = append(opts.UpdateInputs, cacheIn(i))
 		}
 	}
 	return cpu.Compile(prog.g, opts)

@@ -2,7 +2,6 @@ package generate
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -350,7 +349,7 @@ func TestOwnCacheUpdatedInPlace(t *testing.T) {
 	caches := make([]*ir.Tensor, len(prog.cached.Slots))
 	for i, sl := range prog.cached.Slots {
 		caches[i] = ir.NewTensor(sl.DType, sl.Shape)
-		feeds[fmt.Sprintf("%s%d", cacheInPrefix, i)] = caches[i]
+		feeds[cacheIn(i)] = caches[i]
 	}
 	out, err := accel.RunNamed(exe, feeds)
 	if err != nil {
@@ -358,7 +357,7 @@ func TestOwnCacheUpdatedInPlace(t *testing.T) {
 	}
 	for i, sl := range prog.cached.Slots {
 		want := ir.NewTensor(sl.DType, sl.Shape)
-		copyRows(want, at, out[fmt.Sprintf("%s%d", cacheOutPrefix, i)], 0, 1, sl.Axis)
+		copyRows(want, at, out[cacheOut(i)], 0, 1, sl.Axis)
 		if string(caches[i].Bytes()) != string(want.Bytes()) {
 			t.Errorf("cache %d after the step is not the zero cache with the step's row at position %d", i, at)
 		}
@@ -522,11 +521,11 @@ func TestGroupedKeysWithoutBatchAxis(t *testing.T) {
 	for p := range C {
 		feeds := map[string]*ir.Tensor{"tokens": ir.FromInt64s(ir.Shape{1, 1}, seq[p:p+1]), cachePositions: ir.FromInt64s(ir.Shape{1}, []int64{int64(p)})}
 		for i, c := range caches {
-			feeds[fmt.Sprintf("%s%d", cacheInPrefix, i)] = c
+			feeds[cacheIn(i)] = c
 		}
 		out := run(cg.Graph, feeds)
 		for i, sl := range cg.Slots {
-			copyRows(caches[i], p, out[fmt.Sprintf("%s%d", cacheOutPrefix, i)], 0, 1, sl.Axis)
+			copyRows(caches[i], p, out[cacheOut(i)], 0, 1, sl.Axis)
 		}
 		got := out["logits"].Float32s()
 		for j, v := range got {

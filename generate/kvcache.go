@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/dstune/dstune/ir"
 )
@@ -42,6 +43,10 @@ const (
 	cacheInPrefix  = "dstune.cache."    // + index: a cache input (capacity rows)
 	cacheOutPrefix = "dstune.rows."     // + index: the new rows of that cache
 )
+
+// cacheIn and cacheOut name slot i's cache input and new-rows output.
+func cacheIn(i int) string  { return cacheInPrefix + strconv.Itoa(i) }
+func cacheOut(i int) string { return cacheOutPrefix + strconv.Itoa(i) }
 
 // errNotCausalDecoder wraps the reasons the rewrite gives up.
 var errNotCausalDecoder = errors.New("the graph does not have the decoder shape dstune caches")
@@ -162,7 +167,7 @@ func rewriteCached(g *ir.Graph, roles map[string]ir.InputRole, capacity, step in
 	}
 	r.b.Output(g.Outputs[0].Name, logits.v)
 	for i, rows := range r.rows {
-		r.b.Output(fmt.Sprintf("%s%d", cacheOutPrefix, i), rows)
+		r.b.Output(cacheOut(i), rows)
 	}
 	ng, err := r.b.Graph()
 	if err != nil {
@@ -303,7 +308,7 @@ func (r *rewriter) fullAs(orig *ir.Value, t ir.Type, rows rowsValue, note string
 	slot := len(r.out.Slots)
 	r.out.Slots = append(r.out.Slots, cacheSlot{Axis: rows.axis, Shape: t.Shape.Clone(), DType: t.DType})
 	r.decide("cache %v along axis %d%s", t, rows.axis, note)
-	in := r.b.Input(fmt.Sprintf("%s%d", cacheInPrefix, slot), t.DType, t.Shape)
+	in := r.b.Input(cacheIn(slot), t.DType, t.Shape)
 	f := r.b.Op1(&ir.TensorScatter{Axis: rows.axis}, in, rows.v, r.writeIndices(t.Shape[0]))
 	r.rows = append(r.rows, rows.v)
 	r.cached[orig] = f
@@ -405,10 +410,10 @@ func (r *rewriter) rewrite(n *ir.Node) error {
 		}
 		return r.emit(n, n.Op, plain, sameAxes(len(n.Outputs), -1))
 	}
-	for _, rv := range ins {
-		switch n.Op.(type) {
-		case *ir.Reshape, *ir.MatMul:
-		default:
+	switch n.Op.(type) {
+	case *ir.Reshape, *ir.MatMul: // they check grouped rows themselves
+	default:
+		for _, rv := range ins {
 			if rv.group > 1 {
 				return fmt.Errorf("%w: %s reads query heads grouped into the rows of a key head, which the rewrite follows only into attention's products", errNotCausalDecoder, n.Op.Name())
 			}
@@ -769,19 +774,22 @@ func (r *rewriter) groupedAttention(n *ir.Node, a rowsValue, gk groupedKeys) (bo
 	if err != nil || xr.axis < 0 || xr.axis == gk.head {
 		return false, err
 	}
-	head, rows, axis := gk.head, xr.v, xr.axis
+	head, axis := gk.head, xr.axis
 	if gk.perm != nil {
 		head, axis = slices.Index(gk.perm, head), slices.Index(gk.perm, axis)
-		if rows = r.op1(&ir.Transpose{Perm: gk.perm}, rows); rows == nil {
-			return false, nil
-		}
 	}
 	q := a.v.Shape
-	heads := orig.Shape[head]
 	if rank < 3 || head != rank-3 || len(q) != rank || len(out.Shape) != rank ||
 		!q[:rank-2].Equal(orig.Shape[:rank-2]) {
 		return false, nil
 	}
+	rows := xr.v
+	if gk.perm != nil {
+		if rows = r.op1(&ir.Transpose{Perm: gk.perm}, rows); rows == nil {
+			return false, nil
+		}
+	}
+	heads := orig.Shape[head]
 	compact := ir.Type{DType: orig.DType, Shape: orig.Shape.Clone()}
 	compact.Shape[head] = heads / gk.group
 	full, err := r.fullAs(orig, compact, rowsValue{v: rows, axis: axis}, fmt.Sprintf(", shared by %d query heads", gk.group))

@@ -157,14 +157,14 @@ func (s *Session) stepOwn(ctx context.Context, chunk []int64) ([]float32, error)
 	feeds := s.lmFeeds(chunk, capacity)
 	feeds[cachePositions] = ir.FromInt64s(ir.Shape{step}, positions(s.n, step))
 	for i := range slots {
-		feeds[fmt.Sprintf("%s%d", cacheInPrefix, i)] = s.caches[i]
+		feeds[cacheIn(i)] = s.caches[i]
 	}
 	out, err := accel.RunNamed(exe, feeds)
 	if err != nil {
 		return nil, err
 	}
 	for i, sl := range slots {
-		copyRows(s.caches[i], s.n, out[fmt.Sprintf("%s%d", cacheOutPrefix, i)], 0, step, sl.Axis)
+		copyRows(s.caches[i], s.n, out[cacheOut(i)], 0, step, sl.Axis)
 	}
 	s.n += step
 	return logitRows(out[s.d.logits]), nil

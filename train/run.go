@@ -723,7 +723,6 @@ func (r *runner) dataInputs() []outpath.Input {
 type sourceShape struct {
 	vocab, classes int64
 	batch, seqLen  int
-	padWarning     func(int64) string // ModelSource.PadWarning, or nil
 }
 
 // openSource makes the graph source: RunOptions.Source, or the ONNX model
@@ -764,7 +763,7 @@ func (r *runner) openSource(stored Config) (*ir.Model, sourceShape, error) {
 		return nil, sourceShape{}, fmt.Errorf("%s: %w", cfg.Model, err)
 	}
 	r.src = ms
-	return model, sourceShape{vocab: ms.VocabSize, classes: ms.NumClasses, batch: ms.Batch, seqLen: ms.SeqLen, padWarning: ms.PadWarning}, nil
+	return model, sourceShape{vocab: ms.VocabSize, classes: ms.NumClasses, batch: ms.Batch, seqLen: ms.SeqLen}, nil
 }
 
 // loadData reads the training and validation data (checking a resumed
@@ -853,8 +852,8 @@ func (r *runner) loadData(shape sourceShape) (*Dataset, error) {
 		// Else the embedding's Gather fails, blamed on the batch's shape.
 		return nil, fmt.Errorf("--pad-id %d is outside the model's vocabulary [0, %d)", cfg.PadID, shape.vocab)
 	}
-	if shape.padWarning != nil {
-		if w := shape.padWarning(cfg.PadID); w != "" {
+	if ms := sourceAs[*ModelSource](r.src); ms != nil {
+		if w := ms.PadWarning(cfg.PadID); w != "" {
 			r.progress0("warning: %s: %s", cfg.Model, w)
 		}
 	}

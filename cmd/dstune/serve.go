@@ -171,7 +171,7 @@ func newServer(model string, gf generateFlags, o serveOptions, stderr io.Writer)
 	if err != nil {
 		return nil, nil, err
 	}
-	eos, chatTemplate := o.eos, o.chatTemplate
+	eos := o.eos
 	cfg := serve.Config{Base: base, Decoder: d, DeltaDir: o.deltaDir, StopTokens: eos, MaxInFlight: o.maxInFlight, DeltaCacheBytes: o.deltaCache,
 		Log: log.New(stderr, "dstune serve: ", log.LstdFlags), APIKey: o.apiKey, CORSOrigins: o.corsOrigins}
 	if gf.tokenizer != "" {
@@ -192,7 +192,7 @@ func newServer(model string, gf generateFlags, o serveOptions, stderr io.Writer)
 				return nil, nil, err
 			}
 		}
-		if cfg.Chat, cfg.ChatMissing, err = loadChat(gf.tokenizer, chatTemplate, tok.t, d.Vocab(), stderr); err != nil {
+		if cfg.Chat, cfg.ChatMissing, err = loadChat(gf.tokenizer, o.chatTemplate, tok.t, d.Vocab(), stderr); err != nil {
 			d.Close()
 			m.Close()
 			return nil, nil, err
