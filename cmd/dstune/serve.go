@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,6 +31,7 @@ func init() {
 			"MODEL.onnx --deltas DIR [--addr 127.0.0.1:8080] [--tokenizer T] [--chat-template FILE] [--eos ID ...]",
 			" [--kv-cache auto] [--context N] [--threads 1] [--executables N]",
 			" [--max-in-flight 256] [--delta-cache SIZE] [--shutdown-timeout 30s] [--api-key KEY] [--cors-origin ORIGIN ...]",
+			" [--tls-cert FILE --tls-key FILE]",
 		},
 		summary: "serve completions of a model and of every delta in a directory over HTTP (JSON, server-sent events)",
 		flags:   func(fs *flag.FlagSet) { new(serveFlags).define(fs) },
@@ -42,6 +44,7 @@ type serveFlags struct {
 	gf                                generateFlags
 	deltaDir, addr, deltaCache        *string
 	chatTemplate, apiKey              *string
+	tlsCert, tlsKey                   *string
 	threads, executables, maxInFlight *int
 	eos                               idList
 	corsOrigins                       inputFlags
@@ -60,6 +63,8 @@ func (f *serveFlags) define(fs *flag.FlagSet) {
 	f.deltaCache = fs.String("delta-cache", "", "memory the loaded deltas may hold, e.g. 2GiB; the least recently used are dropped first (default: the base model's parameters' size, at least 256 MiB)")
 	f.shutdown = fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM or Ctrl-C, how long in-flight requests may take to finish (0: cut them off at once, as a second signal does)")
 	f.apiKey = fs.String("api-key", "", "require this key of every /v1 request, as Authorization: Bearer KEY (default: $DSTUNE_API_KEY, which keeps it out of the process list; none: no key)")
+	f.tlsCert = fs.String("tls-cert", "", "serve HTTPS with this PEM certificate (chain), read again when the file changes; needs --tls-key")
+	f.tlsKey = fs.String("tls-key", "", "the PEM private key of --tls-cert")
 	fs.Var(&f.corsOrigins, "cors-origin", "let pages of this origin, such as http://localhost:3000, call the server from a browser (repeatable; * for any)")
 }
 
@@ -95,8 +100,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if info, err := os.Stat(*deltaDir); err != nil || !info.IsDir() {
 		return usagef("--deltas %s: not a directory", *deltaDir)
 	}
+	set := flagsSet(fs)
 	var deltaCache int64
-	if flagsSet(fs)["delta-cache"] {
+	if set["delta-cache"] {
 		if deltaCache, err = sysmem.ParseSize(*f.deltaCache); err != nil || deltaCache <= 0 {
 			return usagef("--delta-cache %q: want a positive size such as 2GiB", *f.deltaCache)
 		}
@@ -104,16 +110,25 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if *f.chatTemplate != "" && gf.tokenizer == "" {
 		return usagef("--chat-template needs --tokenizer, which encodes the rendered conversations")
 	}
-	if !flagsSet(fs)["api-key"] {
+	if !set["api-key"] {
 		*f.apiKey = os.Getenv("DSTUNE_API_KEY")
 	}
-	if key := *f.apiKey; key != strings.TrimSpace(key) || flagsSet(fs)["api-key"] && key == "" {
+	if key := *f.apiKey; key != strings.TrimSpace(key) || set["api-key"] && key == "" {
 		return usagef("--api-key (or DSTUNE_API_KEY) is empty or starts or ends with white space: a client's key could never match it")
 	}
 	for _, o := range f.corsOrigins {
 		if u, err := url.Parse(o); o != "*" && (err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" || u.User != nil ||
 			u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(o, "/")) {
 			return usagef("--cors-origin %q: want an origin as browsers send it, scheme://host[:port] without a path (or *)", o)
+		}
+	}
+	if (*f.tlsCert == "") != (*f.tlsKey == "") {
+		return usagef("--tls-cert and --tls-key go together: give the certificate and its private key")
+	}
+	var certs *certReloader
+	if *f.tlsCert != "" {
+		if certs, err = newCertReloader(*f.tlsCert, *f.tlsKey, log.New(stderr, "dstune serve: ", log.LstdFlags).Printf); err != nil {
+			return err
 		}
 	}
 	opts := serveOptions{deltaDir: *deltaDir, chatTemplate: *f.chatTemplate, threads: *threads, executables: *executables, eos: eos,
@@ -140,12 +155,16 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		stopSignals()
 		cancel()
 	})
-	access := ""
+	access, scheme := "", "http"
 	if *f.apiKey != "" {
 		access = " (requests need the API key)"
 	}
-	fmt.Fprintf(stdout, "serving %s and the deltas in %s on http://%s%s\n", pos[0], *deltaDir, ln.Addr(), access)
-	return serveUntil(ctx, ln, srv, *shutdown, stderr)
+	var tlsConfig *tls.Config
+	if certs != nil {
+		scheme, tlsConfig = "https", certs.tlsConfig()
+	}
+	fmt.Fprintf(stdout, "serving %s and the deltas in %s on %s://%s%s\n", pos[0], *deltaDir, scheme, ln.Addr(), access)
+	return serveUntil(ctx, ln, srv, tlsConfig, *shutdown, stderr)
 }
 
 // vocabTokenizer tells the server the tokens' vocabulary strings, with
@@ -210,12 +229,20 @@ func newServer(model string, gf generateFlags, o serveOptions, stderr io.Writer)
 	return serve.New(cfg), func() { d.Close(); m.Close() }, nil
 }
 
-// serveUntil serves on ln until ctx ends, then stops accepting and gives
-// the requests in flight up to grace to finish.
-func serveUntil(ctx context.Context, ln net.Listener, srv *serve.Server, grace time.Duration, stderr io.Writer) error {
+// serveUntil serves on ln (over TLS with tlsConfig, unless nil) until ctx
+// ends, then stops accepting and gives the requests in flight up to grace
+// to finish.
+func serveUntil(ctx context.Context, ln net.Listener, srv *serve.Server, tlsConfig *tls.Config, grace time.Duration, stderr io.Writer) error {
 	// No ReadTimeout: on HTTP/1.1 it would cancel a long stream's context
 	// once it passed; the server bounds each body's arrival itself.
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: log.New(stderr, "dstune serve: ", log.LstdFlags)}
+	if tlsConfig != nil {
+		hs.TLSConfig = tlsConfig
+		// HTTP/1.1 only (a non-nil map keeps ServeTLS from adding HTTP/2).
+		hs.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		ln = tls.NewListener(ln, tlsConfig)
+	}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ln) }()
 	select {

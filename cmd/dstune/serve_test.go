@@ -109,7 +109,7 @@ func TestServeMatchesApplyGenerate(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- serveUntil(ctx, ln, srv, 10*time.Second, io.Discard) }()
+	go func() { served <- serveUntil(ctx, ln, srv, nil, 10*time.Second, io.Discard) }()
 	url := "http://" + ln.Addr().String()
 
 	var wg sync.WaitGroup
@@ -170,7 +170,7 @@ func startServe(t *testing.T, stderr io.Writer, args ...string) (*exec.Cmd, stri
 	if err != nil {
 		t.Fatalf("no serving line (%v): %s", err, stderr)
 	}
-	addr := regexp.MustCompile(`http://(\S+)`).FindStringSubmatch(line)
+	addr := regexp.MustCompile(`https?://(\S+)`).FindStringSubmatch(line)
 	if addr == nil {
 		t.Fatalf("serving line %q", line)
 	}
