@@ -129,7 +129,7 @@ func (s *Server) prepare(req *completionRequest) (*request, error) {
 		if len(rq.prompts) > 1 {
 			which = fmt.Sprintf("prompt %d: ", i)
 		}
-		if n := gen.MaxTokens; given && n > ctxLen-len(prompt)+1 && len(prompt) < ctxLen {
+		if n := gen.MaxTokens; given && n > ctxLen-len(prompt)+1 && len(prompt) <= ctxLen {
 			return nil, badRequest("%s%s %d: the prompt's %d tokens leave room for at most %d in the context of %d positions", which, field, n, len(prompt), ctxLen-len(prompt)+1, ctxLen)
 		}
 		if err := gen.Check(s.cfg.Decoder, s.cfg.Tokenizer); err != nil {
@@ -558,7 +558,7 @@ func (s *Server) answerAll(w http.ResponseWriter, r *http.Request, rq *request, 
 			c.Text = j.res.PromptText + c.Text
 		}
 		if rq.logprobs >= 0 {
-			c.Logprobs = &choiceLogprobs{}
+			c.Logprobs = newChoiceLogprobs()
 			prompt := rq.prompts[j.prompt]
 			seq := append(slices.Clone(prompt), j.res.Tokens...)
 			offset := 0
@@ -597,7 +597,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, rq *request, id 
 			}
 			c := choice{Index: index(j), Text: text, Tokens: []int64{}}
 			if rq.logprobs >= 0 {
-				c.Logprobs = &choiceLogprobs{}
+				c.Logprobs = newChoiceLogprobs()
 				j.offset = c.Logprobs.addPrompt(names, j.seq, prompt, rq.logprobs)
 			}
 			return e.send(c)
@@ -607,7 +607,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, rq *request, id 
 			if ev.Token >= 0 {
 				c.Tokens = []int64{ev.Token}
 				if ev.Logprob != nil && rq.logprobs >= 0 {
-					c.Logprobs = &choiceLogprobs{}
+					c.Logprobs = newChoiceLogprobs()
 					j.offset = c.Logprobs.add(names, j.seq, *ev.Logprob, rq.logprobs, j.offset)
 				}
 				j.seq = append(j.seq, ev.Token)

@@ -24,6 +24,12 @@ type choiceLogprobs struct {
 	TextOffset    []int         `json:"text_offset"`
 }
 
+// newChoiceLogprobs has empty lists rather than nulls: a completion that
+// ends at once (an end token drawn first) answers [] for each.
+func newChoiceLogprobs() *choiceLogprobs {
+	return &choiceLogprobs{Tokens: []string{}, TokenLogprobs: []*float64{}, TopLogprobs: []topLogprobs{}, TextOffset: []int{}}
+}
+
 // minLogprob is the least logprob written: a token the model rules out
 // (logit -Inf) has -Inf, which JSON cannot hold.
 const minLogprob = -9999

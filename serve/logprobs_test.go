@@ -196,6 +196,32 @@ func TestLogprobsWithoutEcho(t *testing.T) {
 	}
 }
 
+// TestLogprobsOfAnEmptyCompletion: a completion that ends at once (its
+// first token an end token) has empty logprobs lists, not nulls, which
+// clients iterating over them would trip on.
+func TestLogprobsOfAnEmptyCompletion(t *testing.T) {
+	f := newFixture(t, 0, func(c *Config) { c.StopTokens = []int64{7} })
+	_, b := f.do(t, "POST", "/v1/completions", `{"model":"base","prompt":[1,5],"logprobs":1,"max_tokens":5,"logit_bias":{"7":100}}`, nil)
+	var resp struct {
+		Choices []struct {
+			FinishReason string                     `json:"finish_reason"`
+			Logprobs     map[string]json.RawMessage `json:"logprobs"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal(b, &resp); err != nil || len(resp.Choices) != 1 {
+		t.Fatalf("%s: %v", b, err)
+	}
+	c := resp.Choices[0]
+	if c.FinishReason != "stop" {
+		t.Fatalf("finish_reason %q, want stop at the end token: %s", c.FinishReason, b)
+	}
+	for _, key := range []string{"tokens", "token_logprobs", "top_logprobs", "text_offset"} {
+		if got := string(c.Logprobs[key]); got != "[]" {
+			t.Errorf("logprobs.%s = %s, want []", key, got)
+		}
+	}
+}
+
 // TestChoicesAndSeeds: n completions of each prompt of a batch come
 // prompt-major (index = prompt·n + j); with a seed each is reproducible,
 // the first is the request's seed's, the others differ and each names the

@@ -317,6 +317,7 @@ func TestBadRequests(t *testing.T) {
 		{"max_tokens 0", `{"model":"base","prompt":[1],"max_tokens":0}`, 400, "max_tokens 0"},
 		{"max_tokens negative", `{"model":"base","prompt":[1],"max_tokens":-5}`, 400, "max_tokens -5"},
 		{"max_tokens huge", `{"model":"base","prompt":[1],"max_tokens":1000000000}`, 400, "room for at most 64"},
+		{"max_tokens 2 after a prompt filling the context", `{"model":"base","prompt":[` + long[2:] + `],"max_tokens":2}`, 400, "the prompt's 64 tokens leave room for at most 1"},
 		{"token outside the vocabulary", `{"model":"base","prompt":[1,61]}`, 400, "outside the vocabulary"},
 		{"negative temperature", `{"model":"base","prompt":[1],"temperature":-1}`, 400, "temperature"},
 		{"top_p 0", `{"model":"base","prompt":[1],"top_p":0}`, 400, "top_p 0: want a number in (0, 1]"},
