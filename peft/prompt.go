@@ -94,7 +94,7 @@ func (m *Prompt) Source(src train.GraphSource) (train.GraphSource, error) {
 	model = model.Float32Compute()
 	ms, err := train.NewModelSource(model, train.ModelSourceOptions{Task: m.task, Trainable: "^" + regexp.QuoteMeta(PromptParam) + "$"})
 	if err != nil {
-		return nil, fmt.Errorf("prompt: the prompted model: %w", err)
+		return nil, fmt.Errorf("prompt: the model with a soft prompt of %d virtual tokens (--prompt-len): %w", m.opts.Length, err)
 	}
 	if in := src.Inputs(); in != ms.Inputs() {
 		return nil, fmt.Errorf("prompt: the prompted model's inputs %+v differ from the model's %+v", ms.Inputs(), in)

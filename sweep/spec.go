@@ -240,6 +240,11 @@ func ParseSpec(path string, data []byte, flags []string) (*Spec, error) {
 		return nil, err
 	}
 	if len(grid) == 0 {
+		if _, given := top["grid"]; given && string(top["grid"]) != "null" {
+			// Absent, train's settings are the one block; empty, there
+			// would be no run at all.
+			return nil, &SpecError{path, "grid", "empty: leave it out to run train's settings alone, or give it blocks of settings"}
+		}
 		grid = []json.RawMessage{json.RawMessage("{}")}
 	}
 	for i, raw := range grid {

@@ -132,6 +132,7 @@ func TestBadSpecs(t *testing.T) {
 		{"unknown setting", `{` + base + `, "train": {"dataset": "a", "learning-rate": 1e-3}}`, "train.learning-rate", `unknown setting "learning-rate"`},
 		{"reserved setting", `{` + base + `, "train": {"dataset": "a", "out": "x"}}`, "train.out", "every run gets its own directory"},
 		{"reserved data", `{` + base + `, "grid": [{"dataset": "a", "data": "x"}]}`, "grid[0].data", `name the files in "datasets"`},
+		{"empty grid", `{` + base + `, "grid": []}`, "grid", "empty: leave it out to run train's settings alone"},
 		{"empty axis", `{` + base + `, "train": {"dataset": "a", "lr": []}}`, "train.lr", "an empty list"},
 		{"object value", `{` + base + `, "train": {"dataset": "a", "lr": {"x": 1}}}`, "train.lr", "want a string, number or bool"},
 		{"nested list", `{` + base + `, "train": {"dataset": "a", "lr": [[1]]}}`, "train.lr", "want a string, number or bool"},

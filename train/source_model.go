@@ -1,6 +1,7 @@
 package train
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 
@@ -93,6 +94,11 @@ func NewModelSource(m *ir.Model, opts ModelSourceOptions) (*ModelSource, error) 
 	// the output depends on.
 	g, err := s.ForwardGraph()
 	if err != nil {
+		// Not a batch of the run's: the model fails on the smallest.
+		var bse *BatchShapeError
+		if errors.As(err, &bse) {
+			err = fmt.Errorf("the model does not import even for a batch of %d×%d tokens: %w", bse.Shape.B, bse.Shape.T, bse.Err)
+		}
 		return nil, err
 	}
 	logits := g.Outputs[0].Value

@@ -290,8 +290,16 @@ func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, st
 			return cfg, dir, usagef("%v", err)
 		}
 		if len(cfg.DST) > 0 {
-			if _, err := dst.ParseOptions(cfg.DST, cfg.Seed); err != nil {
+			o, err := dst.ParseOptions(cfg.DST, cfg.Seed)
+			if err != nil {
 				return cfg, dir, usagef("%v", err)
+			}
+			if o.Threshold == dst.ThresholdExact {
+				for _, name := range []string{"refine-steps", "refine-factor"} {
+					if set[name] {
+						return cfg, dir, usagef("--%s drives --threshold iterative; --threshold exact selects without it", name)
+					}
+				}
 			}
 		}
 		if len(cfg.LoRA) > 0 {

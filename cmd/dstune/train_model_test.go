@@ -332,6 +332,14 @@ func TestTrainErrorsNameTheLine(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "cannot take batches of 2×600 tokens (the longest example; --max-len truncates examples)") {
 		t.Errorf("too long examples for stories260K: exit %d, stderr %q", code, stderr)
 	}
+	// A soft prompt that leaves no room for even the 2 tokens of the
+	// model's first import: the error names the prompt, not a batch of
+	// the run's.
+	code, _, stderr = dstune("train", stories, "--data", long, "--task", "lm", "--steps", "1", "--batch", "2", "--max-len", "3",
+		"--method", "prompt", "--prompt-len", "511", "--out", filepath.Join(dir, "prompt2"))
+	if code != 1 || !strings.Contains(stderr, "the model with a soft prompt of 511 virtual tokens (--prompt-len): the model does not import even for a batch of 1×2 tokens") {
+		t.Errorf("soft prompt filling the positions: exit %d, stderr %q", code, stderr)
+	}
 	// Resuming with a flag that disagrees with config.json.
 	good := filepath.Join(dir, "good.jsonl")
 	writeLines(t, good, []string{`{"tokens":[1,2,3]}`, `{"tokens":[4,5,6,7]}`})
