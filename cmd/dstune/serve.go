@@ -153,6 +153,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	context.AfterFunc(signals, func() {
 		holdHangups()
 		stopSignals()
+		quitOnNextInterrupt()
 		cancel()
 	})
 	access, scheme := "", "http"

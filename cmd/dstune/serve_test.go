@@ -154,8 +154,14 @@ func copyDelta(t *testing.T, src, dst string) {
 // serves on.
 func startServe(t *testing.T, stderr io.Writer, args ...string) (*exec.Cmd, string) {
 	t.Helper()
+	return startServeCmd(t, exec.Command(os.Args[0], "-test.run=^$"), stderr, args...)
+}
+
+// startServeCmd is startServe running cmd, which must run this test
+// binary with no test.
+func startServeCmd(t *testing.T, cmd *exec.Cmd, stderr io.Writer, args ...string) (*exec.Cmd, string) {
+	t.Helper()
 	js, _ := json.Marshal(append([]string{"serve"}, args...))
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "DSTUNE_TEST_MAIN="+string(js))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -271,44 +277,60 @@ func TestServeLogPipeClosed(t *testing.T) {
 	}
 }
 
-// TestServeSecondSignalQuits: a second SIGTERM during the graceful
-// shutdown ends the server at once, not after the requests in flight
-// (here one whose body never comes, which could hold it for 30 s).
+// TestServeSecondSignalQuits: a second SIGTERM (or SIGINT, also where the
+// server started with it ignored) during the graceful shutdown ends the
+// server at once, not after the requests in flight (here one whose body
+// never comes, which could hold it for 30 s).
 func TestServeSecondSignalQuits(t *testing.T) {
-	dir := t.TempDir()
-	model, _ := llamaWithDeltas(t, dir, 0)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	cmd, addr := startServe(t, w, model, "--deltas", dir, "--addr", "127.0.0.1:0", "--threads", "1")
-	w.Close()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", addr)
-	time.Sleep(100 * time.Millisecond)
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	log := bufio.NewScanner(r)
-	for log.Scan() && !strings.HasPrefix(log.Text(), "shutting down") {
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	select {
-	case err := <-waited:
-		if err == nil {
-			t.Errorf("the server exited with status 0 after a second SIGTERM, as after a graceful shutdown")
-		}
-	case <-time.After(5 * time.Second):
-		t.Errorf("the server still runs 5 s after a second SIGTERM")
+	for _, c := range []struct {
+		name string
+		sig  syscall.Signal
+		cmd  func() *exec.Cmd
+	}{
+		{"SIGTERM", syscall.SIGTERM, func() *exec.Cmd { return exec.Command(os.Args[0], "-test.run=^$") }},
+		// A background job of a shell without job control starts with
+		// SIGINT ignored: the second must still end the server.
+		{"SIGINT ignored at start", syscall.SIGINT, func() *exec.Cmd {
+			return exec.Command("sh", "-c", `trap '' INT; exec "$0" -test.run='^$'`, os.Args[0])
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			model, _ := llamaWithDeltas(t, dir, 0)
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			cmd, addr := startServeCmd(t, c.cmd(), w, model, "--deltas", dir, "--addr", "127.0.0.1:0", "--threads", "1")
+			w.Close()
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", addr)
+			time.Sleep(100 * time.Millisecond)
+			if err := cmd.Process.Signal(c.sig); err != nil {
+				t.Fatal(err)
+			}
+			log := bufio.NewScanner(r)
+			for log.Scan() && !strings.HasPrefix(log.Text(), "shutting down") {
+			}
+			if err := cmd.Process.Signal(c.sig); err != nil {
+				t.Fatal(err)
+			}
+			waited := make(chan error, 1)
+			go func() { waited <- cmd.Wait() }()
+			select {
+			case err := <-waited:
+				if err == nil {
+					t.Errorf("the server exited with status 0 after a second %v, as after a graceful shutdown", c.sig)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("the server still runs 5 s after a second %v", c.sig)
+			}
+		})
 	}
 }
 

@@ -73,6 +73,29 @@ func holdHangups() {
 	}
 }
 
+// interruptIgnoredAtStart: a shell without job control (a script's
+// `dstune train … &`) starts its background jobs with SIGINT ignored.
+// Catching it overrides that, and giving it back its handling from
+// before would ignore the second SIGINT, which the message after the
+// first promises ends the process (a person running `kill -INT` twice).
+var interruptIgnoredAtStart = signal.Ignored(os.Interrupt)
+
+// quitOnNextInterrupt makes the next SIGINT end the process at once, as
+// its default action would, where the process started with it ignored:
+// to be called once the interrupt signals have their handling from
+// before back.
+func quitOnNextInterrupt() {
+	if !interruptIgnoredAtStart {
+		return
+	}
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, os.Interrupt)
+	go func() {
+		<-c
+		os.Exit(130)
+	}()
+}
+
 // trainFlags are dstune train's flags.
 type trainFlags struct {
 	data, valid, task, method, trainable, optimizer *string
@@ -685,6 +708,7 @@ func interruptible(stderr io.Writer, then, skipped string) (ctx context.Context,
 			}
 			holdHangups()
 			stopSignals() // the next Ctrl-C or SIGTERM ends the process
+			quitOnNextInterrupt()
 			fmt.Fprintf(stderr, "\ninterrupted: %s (Ctrl-C again to quit %s)\n", then, skipped)
 		case <-finished:
 		}
