@@ -31,6 +31,9 @@ type EvalOptions struct {
 	PadID        int64 // token id at padded positions
 	Threads      int   // goroutines per kernel call (0: the backend's default)
 	Backend      string
+	// Precision is the arithmetic of the matrix products, as Config's
+	// (a --precision bf16 run validates with bfloat16 products).
+	Precision string
 	// Progress receives the notes and warnings a run prints about its data
 	// (nil: discarded).
 	Progress io.Writer
@@ -49,6 +52,9 @@ func (o EvalOptions) Check() error {
 		return fmt.Errorf("--pad-id %d, want a token id ≥ 0", o.PadID)
 	case o.Threads < 0:
 		return fmt.Errorf("--threads %d, want ≥ 0 (0: all cores)", o.Threads)
+	}
+	if _, err := accel.ParsePrecision(o.Precision); err != nil {
+		return fmt.Errorf("--precision: %w", err)
 	}
 	return checkMetric(o.Metric, o.Task)
 }
@@ -106,7 +112,8 @@ func EvalModel(ctx context.Context, model *ir.Model, name, data string, opts Eva
 	if err != nil {
 		return res, err
 	}
-	engine, err := NewEngineWith(src, backend, update.Program{Optimizer: sgd}, FullMethod{}, accel.Options{Threads: opts.Threads})
+	precision, _ := accel.ParsePrecision(opts.Precision) // checked by opts.Check
+	engine, err := NewEngineWith(src, backend, update.Program{Optimizer: sgd}, FullMethod{}, accel.Options{Threads: opts.Threads, Precision: precision})
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/dstune/dstune/accel"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"
 	"github.com/dstune/dstune/train"
@@ -22,7 +23,7 @@ func init() {
 		synopsis: []string{
 			"MODEL.onnx --data TEST.jsonl --task lm|classify [--delta D ...] [--force]",
 			" [--metric loss|token-accuracy|exact-match|accuracy] [--tokenizer T] [--chat-template FILE] [--max-len N] [--pad-id ID]",
-			" [--batch 8] [--threads N] [--json]",
+			" [--batch 8] [--precision fp32] [--threads N] [--json]",
 		},
 		summary: "measure a model, or a model with deltas, on held-out data: loss, perplexity, a metric",
 		flags:   func(fs *flag.FlagSet) { new(evalFlags).define(fs) },
@@ -33,7 +34,7 @@ func init() {
 // evalFlags are dstune eval's flags.
 type evalFlags struct {
 	data, task, metric, tokenizer *string
-	chatTemplate                  *string
+	chatTemplate, precision       *string
 	deltas                        inputFlags
 	force, json                   *bool
 	maxLen, batch, threads        *int
@@ -51,6 +52,7 @@ func (f *evalFlags) define(fs *flag.FlagSet) {
 	f.maxLen = fs.Int("max-len", 0, "truncate examples to this many tokens; batches are padded to it (default: the longest example)")
 	f.padID = fs.Int64("pad-id", 0, "token id written at padded positions (a classifier pooling at the pad id needs its pad token here)")
 	f.batch = fs.Int("batch", 8, "examples per batch")
+	f.precision = fs.String("precision", string(accel.PrecisionFP32), "fp32 | bf16: matrix products with bfloat16 operands and float32 sums, as a --precision bf16 run validates")
 	f.threads = fs.Int("threads", 0, "goroutines per kernel call (default: all cores)")
 	f.json = fs.Bool("json", false, "print one JSON object")
 }
@@ -89,7 +91,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		return usagef("--task is required (lm or classify)")
 	}
 	opts := train.EvalOptions{Task: train.Task(*f.task), Metric: *f.metric, Tokenizer: *f.tokenizer, ChatTemplate: *f.chatTemplate,
-		Batch: *f.batch, MaxLen: *f.maxLen, PadID: *f.padID, Threads: *f.threads, Progress: stderr}
+		Batch: *f.batch, MaxLen: *f.maxLen, PadID: *f.padID, Threads: *f.threads, Precision: *f.precision, Progress: stderr}
 	if err := opts.Check(); err != nil {
 		return usagef("%v", err)
 	}

@@ -29,7 +29,8 @@ func evalJSON(t *testing.T, args ...string) evalReport {
 // TestEvalIsTheRunsValidation: dstune eval of the base model gives the
 // validation loss a run records at step 0, of a full run's model.onnx and
 // of the base with a DST run's delta the one the run records after its
-// last step (to float32 rounding), and a delta given to another model than
+// last step (to float32 rounding; with --precision bf16, a bf16 run's),
+// and a delta given to another model than
 // its base is refused, naming the delta.
 func TestEvalIsTheRunsValidation(t *testing.T) {
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
@@ -77,6 +78,21 @@ func TestEvalIsTheRunsValidation(t *testing.T) {
 		t.Errorf("the report names model %q and deltas %q", withDelta.Model, withDelta.Deltas)
 	}
 
+	// A run with bfloat16 products validates with them: eval
+	// --precision bf16 gives its losses.
+	bf16Run := filepath.Join(dir, "dst-bf16")
+	if code, _, stderr := dstune("train", model, "--data", trainPath, "--valid", validPath, "--task", "lm", "--steps", "3",
+		"--batch", "4", "--lr", "3e-3", "--method", "dst", "--eps", "0.05", "--precision", "bf16", "--threads", "2", "--out", bf16Run); code != 0 {
+		t.Fatalf("train --precision bf16: exit %d: %s", code, stderr)
+	}
+	recs := sharedtest.ReadMetrics(t, bf16Run)
+	if recs[0].ValidLoss == nil || recs[len(recs)-1].ValidLoss == nil {
+		t.Fatalf("%s: metrics.jsonl lacks the step-0 or last validation", bf16Run)
+	}
+	check("the base model in bf16 (step 0)", evalJSON(t, model, "--data", validPath, "--task", "lm", "--batch", "4", "--precision", "bf16"), *recs[0].ValidLoss)
+	check("the base with the bf16 run's delta, in bf16", evalJSON(t, model, "--delta", filepath.Join(bf16Run, dst.DeltaFile), "--data", validPath, "--task", "lm", "--batch", "4", "--precision", "bf16"),
+		*recs[len(recs)-1].ValidLoss)
+
 	// The delta was made from the base model, not the full run's.
 	code, _, stderr := dstune("eval", tuned, "--delta", delta, "--data", validPath, "--task", "lm")
 	if code != 1 || !strings.Contains(stderr, delta) || !strings.Contains(stderr, "different base model") {
@@ -113,6 +129,7 @@ func TestEvalRefuses(t *testing.T) {
 		{[]string{model, "--data", good, "--task", "classify", "--metric", "exact-match"}, 2, "--metric exact-match is for --task lm"},
 		{[]string{model, "--data", good, "--task", "regress"}, 2, `unknown --task "regress"`},
 		{[]string{model, "--data", good, "--task", "lm", "--batch", "0"}, 2, "--batch 0"},
+		{[]string{model, "--data", good, "--task", "lm", "--precision", "fp16"}, 2, `--precision: unknown precision "fp16" (want fp32 or bf16)`},
 		{[]string{model, "--data", filepath.Join(dir, "none.jsonl"), "--task", "lm"}, 1, "none.jsonl: no such file"},
 		{[]string{filepath.Join(dir, "none.onnx"), "--data", good, "--task", "lm"}, 1, "none.onnx"},
 		{[]string{model, "--data", good, "--task", "lm", "--delta", filepath.Join(dir, "none.safetensors")}, 1, "none.safetensors"},
