@@ -2,6 +2,7 @@ package generate
 
 import (
 	"context"
+	"github.com/dstune/dstune/internal/llamagen"
 	"math"
 	"os"
 	"path/filepath"
@@ -269,4 +270,29 @@ func TestProbeBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	long.Close()
+}
+
+// TestContextOfOne: a context of one position holds the prompt's one
+// token, and the caches have no earlier position to reuse (nor can the
+// rewrite tell a position axis of size 1 from the others): Auto
+// recomputes and says why, OwnCache is refused with the reason, and
+// recomputing draws the one token there is room for.
+func TestContextOfOne(t *testing.T) {
+	model := writeLlama(t, llamagen.Config{Vocab: 61, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, Hidden: 40, Seed: 3})
+	const why = "a context of 1 position leaves no earlier position to reuse"
+	d, err := New(model, Options{Threads: 1, Context: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Mode() != Recompute || !strings.Contains(d.Note(), why) {
+		t.Errorf("auto with a context of 1: %v, note %q; want recompute, saying %q", d.Mode(), d.Note(), why)
+	}
+	res, err := Run(context.Background(), d, nil, Request{Prompt: []int64{1}, MaxTokens: 1}, func(Event) error { return nil })
+	if err != nil || len(res.Tokens) != 1 || res.FinishReason != "length" {
+		t.Errorf("%v tokens, %q, %v; want 1, length", res.Tokens, res.FinishReason, err)
+	}
+	if _, err := New(model, Options{Mode: OwnCache, Threads: 1, Context: 1}); err == nil || !strings.Contains(err.Error(), why) {
+		t.Errorf("own cache with a context of 1: %v, want %q", err, why)
+	}
 }

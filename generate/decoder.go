@@ -401,11 +401,16 @@ func (d *Decoder) setUp() error {
 		return err
 	}
 	if d.opts.Context > 0 {
+		if limit == 1 && d.mode != Recompute {
+			// Also a shape whose position axis cannot be told from the
+			// others.
+			return errors.New("a context of 1 position leaves no earlier position to reuse")
+		}
 		if table.positions > 0 && limit > table.positions {
 			return fmt.Errorf("%w: the model does not take %d positions (%s)", errBeyondContext, limit, table)
 		}
-		if !d.fits(limit) {
-			return fmt.Errorf("%w: the model does not take %d positions", errBeyondContext, limit)
+		if err := d.fitErr(limit); err != nil {
+			return fmt.Errorf("%w: the model does not take %d positions: %w", errBeyondContext, limit, err)
 		}
 		d.context = limit
 		return nil
@@ -433,7 +438,10 @@ func containsString(list []string, s string) bool {
 // reads no table past its end where the positions it reads are known as
 // it is built (GPT-2's wpe, read at a Range of the sequence: the graph
 // builds for any length, and fails as it runs).
-func (d *Decoder) fits(n int) bool {
+func (d *Decoder) fits(n int) bool { return d.fitErr(n) == nil }
+
+// fitErr is why the mode's graph does not fit n positions, or nil.
+func (d *Decoder) fitErr(n int) error {
 	var g *ir.Graph
 	var err error
 	if d.mode == PastInputs {
@@ -441,13 +449,16 @@ func (d *Decoder) fits(n int) bool {
 	} else {
 		g, err = d.recomputeGraph(n)
 	}
-	if err != nil || !constantLookupsFit(g) {
-		return false
+	if err != nil {
+		return err
+	}
+	if !constantLookupsFit(g) {
+		return errors.New("a lookup of a constant position reads past its table")
 	}
 	if d.mode == OwnCache {
 		_, err = rewriteCached(g, d.roles, n, 1) // on the graph just built, as rewrite would
 	}
-	return err == nil
+	return err
 }
 
 // constantLookupsFit reports whether every Gather of g whose indices are
