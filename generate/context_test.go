@@ -2,7 +2,6 @@ package generate
 
 import (
 	"context"
-	"github.com/dstune/dstune/internal/llamagen"
 	"math"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dstune/dstune/internal/llamagen"
 	"github.com/dstune/dstune/internal/ort"
 	"github.com/dstune/dstune/ir"
 	"github.com/dstune/dstune/onnx"

@@ -23,7 +23,7 @@ func init() {
 		synopsis: []string{
 			"MODEL.onnx --data TEST.jsonl --task lm|classify [--delta D ...] [--force]",
 			" [--metric loss|token-accuracy|exact-match|accuracy] [--tokenizer T] [--chat-template FILE] [--max-len N] [--pad-id ID]",
-			" [--batch 8] [--precision fp32] [--threads N] [--json]",
+			" [--batch 8] [--precision fp32|bf16] [--threads N] [--json]",
 		},
 		summary: "measure a model, or a model with deltas, on held-out data: loss, perplexity, a metric",
 		flags:   func(fs *flag.FlagSet) { new(evalFlags).define(fs) },

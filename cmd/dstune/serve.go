@@ -143,19 +143,22 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	// Ctrl-C and SIGTERM get their default action back before the
-	// shutdown begins, so that a second ends the process at once, cutting
-	// the requests in flight off (as a second Ctrl-C ends a training run);
-	// a second SIGHUP, which a closing terminal sends, does not.
+	// shutdown begins (SIGINT where it was ignored at start: an exit), so
+	// that a second ends the process at once, cutting the requests in
+	// flight off (as a second Ctrl-C ends a training run); a second
+	// SIGHUP, which a closing terminal sends, does not.
 	signals, stopSignals := signal.NotifyContext(context.Background(), interruptSignals...)
 	defer stopSignals()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	context.AfterFunc(signals, func() {
+	// Not when runServe returns without a signal (stopSignals ends
+	// signals too): the deferred calls run last first.
+	defer context.AfterFunc(signals, func() {
 		holdHangups()
+		quitOnNextInterrupt() // before SIGINT can be ignored again
 		stopSignals()
-		quitOnNextInterrupt()
 		cancel()
-	})
+	})()
 	access, scheme := "", "http"
 	if *f.apiKey != "" {
 		access = " (requests need the API key)"
@@ -239,8 +242,8 @@ func serveUntil(ctx context.Context, ln net.Listener, srv *serve.Server, tlsConf
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: log.New(stderr, "dstune serve: ", log.LstdFlags)}
 	if tlsConfig != nil {
-		hs.TLSConfig = tlsConfig
-		// HTTP/1.1 only (a non-nil map keeps ServeTLS from adding HTTP/2).
+		// HTTP/1.1 only: the listener offers no other protocol, and a
+		// non-nil, empty map keeps the server from setting HTTP/2 up.
 		hs.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 		ln = tls.NewListener(ln, tlsConfig)
 	}

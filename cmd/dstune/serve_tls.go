@@ -23,7 +23,10 @@ type certReloader struct {
 	mu                sync.Mutex
 	cert              *tls.Certificate
 	certInfo, keyInfo fs.FileInfo // the versions cert was read from
-	failed            string      // why the files could not be read last time, as logged
+	// The versions that could not be read last time, and why (as
+	// logged): not read again until either file changes.
+	badCert, badKey fs.FileInfo
+	failed          string
 }
 
 // newCertReloader reads the pair once: a server that cannot serve its
@@ -78,15 +81,17 @@ func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	defer r.mu.Unlock()
 	ci, ki, err := r.stat()
 	if err == nil {
-		if sameFileVersion(ci, r.certInfo) && sameFileVersion(ki, r.keyInfo) {
+		if sameFileVersion(ci, r.certInfo) && sameFileVersion(ki, r.keyInfo) ||
+			sameFileVersion(ci, r.badCert) && sameFileVersion(ki, r.badKey) {
 			return r.cert, nil
 		}
 		var cert *tls.Certificate
 		if cert, err = r.read(); err == nil {
-			r.cert, r.certInfo, r.keyInfo, r.failed = cert, ci, ki, ""
+			r.cert, r.certInfo, r.keyInfo, r.badCert, r.badKey, r.failed = cert, ci, ki, nil, nil, ""
 			r.logf("read the renewed certificate %s (valid until %s)", r.certFile, cert.Leaf.NotAfter.UTC().Format(time.DateOnly))
 			return cert, nil
 		}
+		r.badCert, r.badKey = ci, ki
 	}
 	if msg := err.Error(); msg != r.failed {
 		r.failed = msg

@@ -134,11 +134,14 @@ func TestServeTLS(t *testing.T) {
 	} else if !got.Equal(first) {
 		t.Errorf("served certificate %v, want the first", got.Subject)
 	}
-	if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+	// Go's server answers plain HTTP on a TLS port with a bare 400.
+	if resp, err := http.Post("http://"+addr+"/v1/completions", "application/json", strings.NewReader(`{"model":"base","prompt":[1,4],"max_tokens":3}`)); err != nil {
+		t.Errorf("plain HTTP to the TLS port: %v, want a 400 answer", err)
+	} else {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest {
-			t.Errorf("plain HTTP to the TLS port: %s %s, want 400", resp.Status, b)
+		if resp.StatusCode != http.StatusBadRequest || bytes.Contains(b, []byte("completion_tokens")) {
+			t.Errorf("plain HTTP to the TLS port: %s %s, want 400 and no completion", resp.Status, b)
 		}
 	}
 

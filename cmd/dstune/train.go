@@ -82,8 +82,8 @@ var interruptIgnoredAtStart = signal.Ignored(os.Interrupt)
 
 // quitOnNextInterrupt makes the next SIGINT end the process at once, as
 // its default action would, where the process started with it ignored:
-// to be called once the interrupt signals have their handling from
-// before back.
+// to be called just before the interrupt signals get their handling from
+// before back (after, a SIGINT arriving between the two would be lost).
 func quitOnNextInterrupt() {
 	if !interruptIgnoredAtStart {
 		return
@@ -223,6 +223,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if note := unusedRefineNote(cfg, set); note != "" {
+		fmt.Fprintf(stderr, "note: %s\n", note)
+	}
 	var settings map[string]string
 	if set["pjrt-plugin"] {
 		if cfg.Backend != "pjrt" {
@@ -313,16 +316,8 @@ func (f *trainFlags) config(pos []string, set map[string]bool) (train.Config, st
 			return cfg, dir, usagef("%v", err)
 		}
 		if len(cfg.DST) > 0 {
-			o, err := dst.ParseOptions(cfg.DST, cfg.Seed)
-			if err != nil {
+			if _, err := dst.ParseOptions(cfg.DST, cfg.Seed); err != nil {
 				return cfg, dir, usagef("%v", err)
-			}
-			if o.Threshold == dst.ThresholdExact {
-				for _, name := range []string{"refine-steps", "refine-factor"} {
-					if set[name] {
-						return cfg, dir, usagef("--%s drives --threshold iterative; --threshold exact selects without it", name)
-					}
-				}
 			}
 		}
 		if len(cfg.LoRA) > 0 {
@@ -630,6 +625,22 @@ func (f *trainFlags) applyDST(name string, cfg *train.Config) error {
 	return nil
 }
 
+// unusedRefineNote says when --refine-steps or --refine-factor, given,
+// change nothing: they drive the iterative threshold and the printed
+// Algorithm 2 of --paper-alg2, and the exact threshold selects without
+// them. A note rather than a refusal: a sweep's grid may cross them with
+// both threshold modes.
+func unusedRefineNote(cfg train.Config, set map[string]bool) string {
+	if len(cfg.DST) == 0 || !set["refine-steps"] && !set["refine-factor"] {
+		return ""
+	}
+	o, err := dst.ParseOptions(cfg.DST, cfg.Seed)
+	if err != nil || o.Threshold != dst.ThresholdExact || o.PaperAlg2 {
+		return ""
+	}
+	return "--refine-steps and --refine-factor drive --threshold iterative (and --paper-alg2); --threshold exact selects without them"
+}
+
 // runTraining runs cfg until it is done or interrupted (Ctrl-C: a
 // checkpoint, exit status 130) and prints where its results are.
 func runTraining(cfg train.Config, opts train.RunOptions, stdout, stderr io.Writer) error {
@@ -707,8 +718,8 @@ func interruptible(stderr io.Writer, then, skipped string) (ctx context.Context,
 			default:
 			}
 			holdHangups()
-			stopSignals() // the next Ctrl-C or SIGTERM ends the process
-			quitOnNextInterrupt()
+			quitOnNextInterrupt() // before SIGINT can be ignored again
+			stopSignals()         // the next Ctrl-C or SIGTERM ends the process
 			fmt.Fprintf(stderr, "\ninterrupted: %s (Ctrl-C again to quit %s)\n", then, skipped)
 		case <-finished:
 		}

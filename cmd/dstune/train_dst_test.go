@@ -12,7 +12,8 @@ import (
 )
 
 // TestTrainDST runs dstune train --method dst on tiny_gpt: the options
-// land in config.json, the delta is written and named, metrics carry DST's
+// land in config.json (a note says --refine-steps does nothing for the
+// exact threshold), the delta is written and named, metrics carry DST's
 // fields, and a resume with other DST options is refused.
 func TestTrainDST(t *testing.T) {
 	model := sharedtest.Path(t, "models", "tiny_gpt", "model.onnx")
@@ -22,6 +23,9 @@ func TestTrainDST(t *testing.T) {
 		"--batch", "4", "--method", "dst", "--eps", "0.01", "--silo", "module", "--threshold", "exact", "--refine-steps", "4", "--out", run)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "note: --refine-steps and --refine-factor drive --threshold iterative (and --paper-alg2); --threshold exact selects without them") {
+		t.Errorf("--refine-steps with --threshold exact: no note that it changes nothing:\n%s", stderr)
 	}
 	if !strings.Contains(stdout, filepath.Join(run, dst.DeltaFile)) {
 		t.Fatalf("the output does not name the delta:\n%s", stdout)

@@ -78,8 +78,6 @@ func TestTrainUsage(t *testing.T) {
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--backend", "bogus"}, 2, `unknown backend "bogus" (have cpu, pjrt)`},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--eps", "1e-2"}, 2, "--eps is an option of --method dst"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "dst", "--distance", "cosine"}, 2, `unknown distance "cosine"`},
-		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "dst", "--threshold", "exact", "--refine-steps", "5"}, 2, "--refine-steps drives --threshold iterative"},
-		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "dst", "--threshold", "exact", "--refine-factor", "3"}, 2, "--refine-factor drives --threshold iterative"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "dst", "--refine-steps", "0"}, 2, "refinement steps m = 0"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--rank", "4"}, 2, "--rank is an option of --method lora"},
 		{[]string{"train", "m.onnx", "--data", data, "--task", "lm", "--steps", "3", "--out", out, "--method", "dst", "--prompt-len", "4"}, 2, "--prompt-len is an option of --method prompt"},
