@@ -735,8 +735,10 @@ func importSplit(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 				parts = int(a.I)
 			}
 		}
-		if parts < 1 {
-			return nil, fmt.Errorf("split into %d parts", parts)
+		if parts < 1 || parts != outs {
+			// Checked before the sizes are listed: num_outputs comes from
+			// the file.
+			return nil, fmt.Errorf("split into %d parts (num_outputs) for %d outputs", parts, outs)
 		}
 		chunk := (length + parts - 1) / parts
 		if im.opset < 18 && length%parts != 0 {

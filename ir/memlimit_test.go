@@ -179,3 +179,46 @@ func TestFoldBudgetCoversDequantizedWeights(t *testing.T) {
 		}
 	}
 }
+
+// TestSplitCountsAreBounded: the number of pieces a Split or
+// SplitToSequence makes comes from the file (num_outputs, the axis of a
+// declared shape) and is checked before any list of that length is made:
+// a Split asking for 2^40 parts of one output, and a sequence of more
+// elements than maxSequenceElements, are errors naming the count.
+func TestSplitCountsAreBounded(t *testing.T) {
+	split := buildModel(18, []*onnx.ValueInfo{valueInfo("x", onnx.Float, 4)}, nil,
+		[]*onnx.Node{node("Split", []string{"x"}, []string{"y"}, intAttr("axis", 0), intAttr("num_outputs", 1<<40))}, "y")
+	if _, err := interpretModelErr(split, Bindings{Shapes: map[string]Shape{"x": {4}}}); err == nil ||
+		!strings.Contains(err.Error(), "split into 1099511627776 parts (num_outputs) for 1 outputs") {
+		t.Errorf("Split of 2^40 parts: %v", err)
+	}
+	defer func(was int) { maxSequenceElements = was }(maxSequenceElements)
+	maxSequenceElements = 8
+	for _, c := range []struct {
+		name  string
+		split *Tensor
+		n     int // elements of the split axis
+		says  string
+	}{
+		{"slices of 1", nil, 9, "splits an axis of 9 into 9 elements, more than the 8 a sequence may hold"},
+		{"a scalar size", ScalarInt64(2), 17, "splits an axis of 17 into 9 elements"},
+		{"at the bound", ScalarInt64(2), 16, ""},
+	} {
+		nodes := []*onnx.Node{}
+		ins := []string{"x"}
+		if c.split != nil {
+			nodes = append(nodes, constNode(t, "split", c.split))
+			ins = append(ins, "split")
+		}
+		nodes = append(nodes, node("SplitToSequence", ins, []string{"seq"}, intAttr("axis", 0)),
+			node("SequenceLength", []string{"seq"}, []string{"len"}))
+		m := buildModel(17, []*onnx.ValueInfo{valueInfo("x", onnx.Float, c.n)}, nil, nodes, "len")
+		_, err := interpretModelErr(m, Bindings{Shapes: map[string]Shape{"x": {c.n}}})
+		switch {
+		case c.says == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.says != "" && (err == nil || !strings.Contains(err.Error(), c.says)):
+			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.says)
+		}
+	}
+}

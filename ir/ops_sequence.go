@@ -211,6 +211,10 @@ func importConcatFromSequence(im *importer, n *onnx.Node, in []*Value) ([]*Value
 // importSplitToSequence splits the input along axis: into pieces of the
 // sizes split lists, into pieces of size split (the last one smaller),
 // or into single slices (squeezed unless keepdims).
+// maxSequenceElements bounds the elements of a sequence SplitToSequence
+// makes (a variable so that tests can lower it).
+var maxSequenceElements = 1 << 15
+
 func importSplitToSequence(im *importer, n *onnx.Node, in []*Value) ([]*Value, error) {
 	if err := wantIn(in, 1, 2); err != nil {
 		return nil, err
@@ -227,10 +231,18 @@ func importSplitToSequence(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 	length := x.Shape[axis]
 	var sizes []int
 	squeeze := false
+	// Each element is a value of its own: a sequence of millions would
+	// take the import's memory and the planner's time without bound.
+	tooMany := func(elems int) error {
+		return fmt.Errorf("splits an axis of %d into %d elements, more than the %d a sequence may hold", length, elems, maxSequenceElements)
+	}
 	switch split, err := im.constTensor(in, 1, "split"); {
 	case err != nil:
 		return nil, err
 	case split == nil:
+		if length > maxSequenceElements {
+			return nil, tooMany(length)
+		}
 		sizes = make([]int, length)
 		for i := range sizes {
 			sizes[i] = 1
@@ -242,6 +254,9 @@ func importSplitToSequence(im *importer, n *onnx.Node, in []*Value) ([]*Value, e
 		size := int(split.Int64At(0))
 		if size <= 0 {
 			return nil, fmt.Errorf("split size %d, want a positive size", size)
+		}
+		if elems := (length + size - 1) / size; elems > maxSequenceElements {
+			return nil, tooMany(elems)
 		}
 		for start := 0; start < length; start += size {
 			sizes = append(sizes, min(size, length-start))
