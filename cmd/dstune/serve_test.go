@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -98,19 +99,7 @@ func TestServeMatchesApplyGenerate(t *testing.T) {
 		}
 	}
 
-	srv, closeAll, err := newServer(model, generateFlags{kvCache: "auto"}, serveOptions{deltaDir: deltaDir, threads: 1, executables: 4, maxInFlight: 64}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeAll()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- serveUntil(ctx, ln, srv, nil, 10*time.Second, io.Discard) }()
-	url := "http://" + ln.Addr().String()
+	url := "http://" + serveInProcess(t, model, serveOptions{deltaDir: deltaDir, threads: 1, executables: 4, maxInFlight: 64}, nil)
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -132,10 +121,33 @@ func TestServeMatchesApplyGenerate(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	cancel()
-	if err := <-served; err != nil {
-		t.Error(err)
+}
+
+// serveInProcess serves model with opts (over TLS with tlsConfig, unless
+// nil) on a free loopback port until the test ends, and returns the
+// address; serving ending with an error fails the test.
+func serveInProcess(t *testing.T, model string, opts serveOptions, tlsConfig *tls.Config) string {
+	t.Helper()
+	srv, closeAll, err := newServer(model, generateFlags{kvCache: "auto"}, opts, io.Discard)
+	if err != nil {
+		t.Fatal(err)
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		closeAll()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- serveUntil(ctx, ln, srv, tlsConfig, 10*time.Second, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+		closeAll()
+	})
+	return ln.Addr().String()
 }
 
 func copyDelta(t *testing.T, src, dst string) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -91,25 +90,7 @@ func TestServeTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, closeAll, err := newServer(model, generateFlags{kvCache: "auto"}, serveOptions{deltaDir: dir, threads: 1, executables: 1, maxInFlight: 4}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeAll()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- serveUntil(ctx, ln, srv, certs.tlsConfig(), 10*time.Second, io.Discard) }()
-	defer func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Error(err)
-		}
-	}()
-	addr := ln.Addr().String()
+	addr := serveInProcess(t, model, serveOptions{deltaDir: dir, threads: 1, executables: 1, maxInFlight: 4}, certs.tlsConfig())
 
 	// complete asks for 3 tokens over a new connection trusting only
 	// trusted, and returns the certificate the server showed.
