@@ -402,8 +402,8 @@ func (d *Decoder) setUp() error {
 	}
 	if d.opts.Context > 0 {
 		if limit == 1 && d.mode != Recompute {
-			// Also a shape whose position axis cannot be told from the
-			// others.
+			// (Nor could the rewrite tell a position axis of size 1
+			// from the others.)
 			return errors.New("a context of 1 position leaves no earlier position to reuse")
 		}
 		if table.positions > 0 && limit > table.positions {
@@ -434,13 +434,11 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
-// fits reports whether the mode's graph can be built for n positions and
-// reads no table past its end where the positions it reads are known as
-// it is built (GPT-2's wpe, read at a Range of the sequence: the graph
-// builds for any length, and fails as it runs).
-func (d *Decoder) fits(n int) bool { return d.fitErr(n) == nil }
-
-// fitErr is why the mode's graph does not fit n positions, or nil.
+// fitErr says why the mode's graph does not fit n positions, or is nil
+// when it can be built for them and reads no table past its end where the
+// positions it reads are known as it is built (GPT-2's wpe, read at a
+// Range of the sequence: the graph builds for any length, and fails as it
+// runs).
 func (d *Decoder) fitErr(n int) error {
 	var g *ir.Graph
 	var err error
@@ -658,7 +656,7 @@ func (d *Decoder) probeContext(limit int) (int, string) {
 	overBudget := map[int]int64{} // the lengths refused for the budget, and what they took
 	fits := func(n int) bool {
 		before := allocatedBytes()
-		ok := d.fits(n)
+		ok := d.fitErr(n) == nil
 		spent := int64(allocatedBytes() - before)
 		if spent > probeCollect {
 			runtime.GC()

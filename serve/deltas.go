@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 	"weak"
+
+	"github.com/dstune/dstune/internal/atomicfile"
 )
 
 // DeltaExt is the extension of the delta files a server serves; a delta's
@@ -114,8 +116,7 @@ type fileVersion struct {
 }
 
 func (v fileVersion) same(w fileVersion) bool {
-	return v.info != nil && w.info != nil && v.path == w.path && os.SameFile(v.info, w.info) &&
-		v.info.Size() == w.info.Size() && v.info.ModTime().Equal(w.info.ModTime())
+	return v.path == w.path && atomicfile.SameVersion(v.info, w.info)
 }
 
 func newDeltaStore(dir string, base *Base) *deltaStore {

@@ -127,7 +127,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	var certs *certReloader
 	if *f.tlsCert != "" {
-		if certs, err = newCertReloader(*f.tlsCert, *f.tlsKey, log.New(stderr, "dstune serve: ", log.LstdFlags).Printf); err != nil {
+		if certs, err = newCertReloader(*f.tlsCert, *f.tlsKey, serveLog(stderr).Printf); err != nil {
 			return err
 		}
 	}
@@ -196,7 +196,7 @@ func newServer(model string, gf generateFlags, o serveOptions, stderr io.Writer)
 	}
 	eos := o.eos
 	cfg := serve.Config{Base: base, Decoder: d, DeltaDir: o.deltaDir, StopTokens: eos, MaxInFlight: o.maxInFlight, DeltaCacheBytes: o.deltaCache,
-		Log: log.New(stderr, "dstune serve: ", log.LstdFlags), APIKey: o.apiKey, CORSOrigins: o.corsOrigins}
+		Log: serveLog(stderr), APIKey: o.apiKey, CORSOrigins: o.corsOrigins}
 	if gf.tokenizer != "" {
 		tok, err := loadTokenizer(gf.tokenizer)
 		if err == nil {
@@ -233,6 +233,10 @@ func newServer(model string, gf generateFlags, o serveOptions, stderr io.Writer)
 	return serve.New(cfg), func() { d.Close(); m.Close() }, nil
 }
 
+// serveLog is the server's log: its lines, the HTTP server's and the
+// certificate reloader's, go to stderr with a time and the command.
+func serveLog(stderr io.Writer) *log.Logger { return log.New(stderr, "dstune serve: ", log.LstdFlags) }
+
 // serveUntil serves on ln (over TLS with tlsConfig, unless nil) until ctx
 // ends, then stops accepting and gives the requests in flight up to grace
 // to finish.
@@ -240,7 +244,7 @@ func serveUntil(ctx context.Context, ln net.Listener, srv *serve.Server, tlsConf
 	// No ReadTimeout: on HTTP/1.1 it would cancel a long stream's context
 	// once it passed; the server bounds each body's arrival itself.
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: log.New(stderr, "dstune serve: ", log.LstdFlags)}
+		ErrorLog: serveLog(stderr)}
 	if tlsConfig != nil {
 		// HTTP/1.1 only: the listener offers no other protocol, and a
 		// non-nil, empty map keeps the server from setting HTTP/2 up.

@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/dstune/dstune/internal/atomicfile"
 )
 
 // certReloader hands out the certificate of --tls-cert and --tls-key,
@@ -81,8 +83,8 @@ func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	defer r.mu.Unlock()
 	ci, ki, err := r.stat()
 	if err == nil {
-		if sameFileVersion(ci, r.certInfo) && sameFileVersion(ki, r.keyInfo) ||
-			sameFileVersion(ci, r.badCert) && sameFileVersion(ki, r.badKey) {
+		if atomicfile.SameVersion(ci, r.certInfo) && atomicfile.SameVersion(ki, r.keyInfo) ||
+			atomicfile.SameVersion(ci, r.badCert) && atomicfile.SameVersion(ki, r.badKey) {
 			return r.cert, nil
 		}
 		var cert *tls.Certificate
@@ -98,12 +100,6 @@ func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		r.logf("keeping the certificate read before: %s", msg)
 	}
 	return r.cert, nil
-}
-
-// sameFileVersion reports whether a and b are the same file with the same
-// size and modification time.
-func sameFileVersion(a, b fs.FileInfo) bool {
-	return a != nil && b != nil && os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
 // tlsConfig serves the reloader's certificate over TLS 1.2 or later, to

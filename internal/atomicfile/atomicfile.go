@@ -259,6 +259,15 @@ func openNew(prefix string, perm fs.FileMode) (*os.File, error) {
 	return nil, &fs.PathError{Op: "createtemp", Path: prefix + "*", Err: fs.ErrExist}
 }
 
+// SameVersion reports whether a and b, stats of a path taken at two
+// times, are of one version of its file: the same file (one renamed over
+// it is another, whatever its size and time), of the same size and
+// modification time. Readers that keep what they read from a file use
+// it to notice the file replaced or rewritten.
+func SameVersion(a, b fs.FileInfo) bool {
+	return a != nil && b != nil && os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+}
+
 // sameFile reports whether a and b are descriptors of one file.
 func sameFile(a, b *os.File) bool {
 	sa, errA := a.Stat()
