@@ -27,16 +27,22 @@ func saneCache(got, lo, hi, fallback int) int {
 
 // blockingFor sizes the blocks for an mr×nr micro-kernel whose elements
 // are 4 bytes and hold kStep inner indices: the B panel (kc·nr elements)
-// takes about two thirds of L1 so A's rows stream beside it, A's block
-// (mc rows of kc) about half of L2, B's block (kc·nc) a quarter of L3 (the
-// rest is other cores' and other data's). kc is a multiple of 16 elements,
-// the assembly packers' step. On Zen 5 (48 KiB L1d, 1 MiB L2) the AVX-512
-// kernels get 256 elements (kc=256 for float32, 512 for bfloat16) and
-// mc=504; kc from 192 to 384 and mc from 336 to 672 measured within 3% of
-// each other on the benchmark shapes.
+// fills L1, A's block (mc rows of kc) about half of L2, B's block (kc·nc)
+// a quarter of L3 (the rest is other cores' and other data's). kc is a
+// multiple of 16 elements, the assembly packers' step. A panel as large
+// as L1 looks too large, with A's rows streaming beside it, but the panel
+// is read again for every tile of rows while each row of A is read once,
+// so the panel's lines stay; a larger kc means fewer passes over C. On Zen
+// 4 (32 KiB L1d, 1 MiB L2) the AVX-512 kernels get 256 elements (kc=256
+// for float32, 512 for bfloat16) and mc=504: against two thirds of L1
+// (kc=160, mc=812) that gained 2–5 points of the peak on the transformer
+// shapes of `dstune profile gemm`, in float32 and bfloat16 and for the
+// AVX2 kernel alike (kc from 224 to 320 measured within the noise of each
+// other). On Zen 5 (48 KiB L1d) the panels are 384 elements; there kc
+// from 192 to 384 measured within 3 % of each other.
 func blockingFor(mr, nr, kStep int) gemmBlocking {
 	l1, l2, l3 := cacheSizes()
-	kp := max(16, l1*2/3/(4*nr)/16*16)
+	kp := max(16, l1/(4*nr)/16*16)
 	mc := max(mr, l2/2/(4*kp)/mr*mr)
 	nc := max(nr, l3/4/(4*kp)/nr*nr)
 	return gemmBlocking{kc: kp * kStep, mc: mc, nc: nc}
