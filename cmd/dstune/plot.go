@@ -206,10 +206,20 @@ func readRunSeries(dir string, from int64) (*runSeries, error) {
 			return nil, fmt.Errorf("%s:%d: step %d is out of range (0 to 2⁵³)", path, line, *rec.Step)
 		}
 		st := float64(*rec.Step)
+		// Training appends a record a step and a resumed run cuts the file
+		// back to its checkpoint, so steps only go up; anything else (files
+		// joined or edited by hand) would draw curves that double back and
+		// figures of the wrong steps.
 		if rec.Loss != nil {
+			if n := len(s.steps); n > 0 && st <= s.steps[n-1] {
+				return nil, fmt.Errorf("%s:%d: training loss of step %d after that of step %d: the records are out of order", path, line, *rec.Step, int64(s.steps[n-1]))
+			}
 			s.steps, s.loss = append(s.steps, st), append(s.loss, *rec.Loss)
 		}
 		if rec.ValidLoss != nil {
+			if n := len(s.validSteps); n > 0 && st <= s.validSteps[n-1] {
+				return nil, fmt.Errorf("%s:%d: validation loss of step %d after that of step %d: the records are out of order", path, line, *rec.Step, int64(s.validSteps[n-1]))
+			}
 			s.validSteps, s.valid = append(s.validSteps, st), append(s.valid, *rec.ValidLoss)
 		}
 		if *rec.Step >= from && rec.Eps != nil && *rec.Eps > 0 {

@@ -123,11 +123,21 @@ func TestPlot(t *testing.T) {
 		{`{"step":2,"loss":"x"}`, `metrics.jsonl:2: field "loss" is a JSON string, want a number`},
 		{`{"step":9223372036854775807,"loss":1}`, "metrics.jsonl:2: step 9223372036854775807 is out of range"},
 		{`{"step":-1,"loss":1}`, "metrics.jsonl:2: step -1 is out of range"},
+		// Steps only go up (a resumed run cuts the file back first): a
+		// step repeated or going back is a file joined or edited by hand.
+		{`{"step":1,"loss":0.5}`, "metrics.jsonl:2: training loss of step 1 after that of step 1: the records are out of order"},
+		{`{"step":0,"loss":0.5}`, "metrics.jsonl:2: training loss of step 0 after that of step 1"},
 	} {
 		run := fakeRun(t, filepath.Join(dir, fmt.Sprintf("bad%d", i)), `{}`, []string{`{"step":1,"loss":1}`, c.line})
 		if code, _, stderr := dstune("plot", run, "-o", filepath.Join(dir, "bad.png")); code != 1 || !strings.Contains(stderr, c.want) {
 			t.Errorf("metrics line %s: exit %d, %s", c.line, code, stderr)
 		}
+	}
+	// Validation records go in order among themselves; a training record
+	// may carry the validation loss of its own step.
+	valid := fakeRun(t, filepath.Join(dir, "valid"), `{}`, []string{`{"step":0,"valid_loss":3}`, `{"step":1,"loss":1,"valid_loss":2}`, `{"step":1,"valid_loss":2}`})
+	if code, _, stderr := dstune("plot", valid, "-o", filepath.Join(dir, "valid.png")); code != 1 || !strings.Contains(stderr, "metrics.jsonl:3: validation loss of step 1 after that of step 1") {
+		t.Errorf("a validation record repeated: exit %d, %s", code, stderr)
 	}
 	// A FIFO in place of metrics.jsonl is refused, not waited on.
 	fifo := fakeRun(t, filepath.Join(dir, "fifo"), `{}`, nil)
