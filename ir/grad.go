@@ -168,6 +168,7 @@ type contribution struct {
 	dy    *Value // deferred: the gradient being scattered
 	idx   *Value // ScatterAddRows: the indices
 	op    Op     // deferred: *ScatterAddRows or *SliceGrad
+	from  *Node  // deferred: the forward node whose gradient it is
 }
 
 // differ builds the backward pass of one graph.
@@ -457,7 +458,13 @@ func (d *differ) finalize(v *Value) *Value {
 			acc = d.emit1(&Binary{Fn: Add}, acc, c.dense)
 		}
 	}
+	defer func(cur *Node) { d.cur = cur }(d.cur)
 	for _, c := range cs {
+		if c.op != nil {
+			// Named as the gradient of the node it came from (a parameter's
+			// terms are summed after the walk, with no node current).
+			d.cur = c.from
+		}
 		switch op := c.op.(type) {
 		case *ScatterAddRows:
 			if acc == nil {
@@ -652,7 +659,7 @@ func (c *gradCtx) deferScatter(i int, op Op, dy, idx *Value) {
 		return
 	}
 	x := c.n.Inputs[i]
-	c.d.contribs[x] = append(c.d.contribs[x], contribution{dy: dy, idx: idx, op: op})
+	c.d.contribs[x] = append(c.d.contribs[x], contribution{dy: dy, idx: idx, op: op, from: c.n})
 }
 
 // unsupported is the error for a needed gradient no rule computes.

@@ -599,3 +599,51 @@ func TestGradErrors(t *testing.T) {
 		t.Error("a parameter of another graph was accepted")
 	}
 }
+
+// TestGradDeferredTermsNameTheirNode: Gather's and Slice's gradients are
+// emitted when a parameter's terms are summed, after the walk over the
+// nodes; they still say which node they are the gradient of (profiles
+// group them with it), not that they came from the loss.
+func TestGradDeferredTermsNameTheirNode(t *testing.T) {
+	b := NewBuilder("embed")
+	table := b.Param("table", FromFloat64s(Shape{4, 2}, []float64{1, 2, 3, 4, 5, 6, 7, 8}))
+	rows := b.Op1(&Gather{Axis: 0}, table, b.Const(FromInt64s(Shape{3}, []int64{2, 0, 2})))
+	part := b.Op1(&Slice{Starts: []int{1, 0}, Steps: []int{1, 1}, Sizes: []int{2, 2}}, table)
+	// Weighed by parameters, so that the gradient is not a constant
+	// (which would be folded).
+	w := b.Param("w", FromFloat64s(Shape{3, 2}, []float64{1, 1, 1, 1, 1, 1}))
+	v := b.Param("v", FromFloat64s(Shape{2, 2}, []float64{1, 1, 1, 1}))
+	sum := func(x, y *Value) *Value {
+		return b.Op1(&Reduce{Fn: ReduceSum, Axes: []int{0, 1}}, b.Op1(&Binary{Fn: Mul}, x, y))
+	}
+	s := b.Op1(&Binary{Fn: Add}, sum(rows, w), sum(part, v))
+	b.Output("s", s)
+	g, err := b.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gg, err := Grad(g, "s", []*Param{g.Param("table")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]string{}
+	for _, n := range gg.Nodes {
+		switch n.Op.(type) {
+		case *ScatterAddRows, *SliceGrad:
+			found[n.Op.Name()] = n.Origin
+		}
+	}
+	for _, c := range []struct{ op, from string }{{"ScatterAddRows", "Gather"}, {"SliceGrad", "Slice"}} {
+		if o := found[c.op]; !strings.HasPrefix(o, "gradient of ") || !strings.Contains(o, c.from) {
+			t.Errorf("%s's origin %q, want the gradient of the %s", c.op, o, c.from)
+		}
+	}
+	res, err := Interpret(gg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Row 2 is gathered twice, rows 1 and 2 are sliced.
+	if got := res["grad:table"].Float64s(); fmt.Sprint(got) != "[1 1 1 1 3 3 0 0]" {
+		t.Errorf("grad:table = %v, want [1 1 1 1 3 3 0 0]", got)
+	}
+}

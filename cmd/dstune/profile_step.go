@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -101,6 +102,9 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 		return usagef("--runs and --top must be at least 1")
 	}
 	if *f.roofline != "" {
+		if !strings.EqualFold(filepath.Ext(*f.roofline), ".png") {
+			return usagef("--roofline %s: the roofline is a PNG; give a file name ending in .png", *f.roofline)
+		}
 		inputs := []outpath.Input{{Path: *f.data, What: "the data"}}
 		for _, p := range pos {
 			inputs = append(inputs, outpath.Input{Path: p, What: "the model"})
@@ -306,9 +310,7 @@ func newStepProfile(g *ir.Graph, times []accel.NodeTime, b *train.Batch) *stepPr
 			ff, _ := nodeFLOP(f)
 			pn.flop += ff
 			for _, v := range f.Outputs {
-				if v != nil {
-					pn.bytes += float64(v.Shape.Size() * v.DType.Size())
-				}
+				pn.bytes += valueBytes(v)
 			}
 		}
 		pn.kind = kind
@@ -411,34 +413,81 @@ func medianMS(ds []time.Duration) float64 {
 }
 
 // nodeFLOP is a node's arithmetic: 2·m·n·k per product of a MatMul or
-// Gemm (product true), otherwise one operation per element of its largest
-// input or output (an element-wise op's output, a reduction's input).
+// Gemm (product true), none for ops that only move data (a reshape, a
+// transpose, a gather), one addition per scattered element for Gather's
+// gradient, otherwise one operation per element of its largest input or
+// output (an element-wise op's output, a reduction's input).
 func nodeFLOP(n *ir.Node) (flop float64, product bool) {
 	if f := train.ProductFLOPs(n); f > 0 {
 		return f, true
 	}
+	switch name := n.Op.Name(); {
+	case viewOps[name] || movementOps[name] || gatherOps[name]:
+		return 0, false
+	case name == "ScatterAddRows":
+		return valueSize(n.Inputs[0]), false
+	}
 	for _, vs := range [][]*ir.Value{n.Inputs, n.Outputs} {
 		for _, v := range vs {
 			if v != nil {
-				flop = math.Max(flop, float64(v.Shape.Size()))
+				flop = math.Max(flop, valueSize(v))
 			}
 		}
 	}
 	return flop, false
 }
 
+// The ops that only move data, by what they touch: views (the output is
+// the input's buffer: nothing is read or written), gathers (the rows or
+// elements read are as many as written, whatever the table's size), and
+// the rest (every input and output once).
+var (
+	viewOps     = map[string]bool{"Reshape": true, "BitCast": true}
+	gatherOps   = map[string]bool{"Gather": true, "GatherElements": true, "GatherND": true}
+	movementOps = map[string]bool{"Transpose": true, "Slice": true, "SliceGrad": true, "Concat": true, "Split": true, "Expand": true, "Copy": true}
+)
+
 // nodeBytes is what a node reads and writes at the least: each input and
-// output once.
+// output once, but a view nothing, a gather the indices and twice what it
+// writes, and Gather's gradient its indices and the scattered rows three
+// times (read from the gradient, read and written in the sum), plus the
+// whole table when it starts from zeros.
 func nodeBytes(n *ir.Node) float64 {
+	switch name := n.Op.Name(); {
+	case viewOps[name]:
+		return 0
+	case gatherOps[name]:
+		return valueBytes(n.Inputs[1]) + 2*valueBytes(n.Outputs[0])
+	case name == "ScatterAddRows":
+		b := 3*valueBytes(n.Inputs[0]) + valueBytes(n.Inputs[1])
+		if len(n.Inputs) < 3 || n.Inputs[2] == nil {
+			b += valueBytes(n.Outputs[0])
+		}
+		return b
+	}
 	var b float64
 	for _, vs := range [][]*ir.Value{n.Inputs, n.Outputs} {
 		for _, v := range vs {
-			if v != nil {
-				b += float64(v.Shape.Size() * v.DType.Size())
-			}
+			b += valueBytes(v)
 		}
 	}
 	return b
+}
+
+// valueSize and valueBytes are v's elements and bytes, 0 for an absent
+// value.
+func valueSize(v *ir.Value) float64 {
+	if v == nil {
+		return 0
+	}
+	return float64(v.Shape.Size())
+}
+
+func valueBytes(v *ir.Value) float64 {
+	if v == nil {
+		return 0
+	}
+	return float64(v.Shape.Size() * v.DType.Size())
 }
 
 // nodeLabel names a node in the slowest-nodes table: its ONNX name, or for
@@ -516,7 +565,7 @@ func (p *stepProfile) print(w io.Writer, top int) {
 	fmt.Fprintf(w, "peaks measured now: %.0f GFLOP/s (%s%s), %.1f GB/s (read)\n", p.PeakFLOPS, peak, note, p.PeakBW)
 	timed := "median of the steps after the first"
 	if p.TimedSteps == 1 {
-		timed = "the one step timed"
+		timed = "the only step, the first: with the warm-up a first step does; --steps 2 or more times the steps after it"
 	}
 	fmt.Fprintf(w, "step: %.1f ms (%s), of which the update %.1f ms\n", p.StepMS, timed, p.UpdateMS)
 	fmt.Fprintf(w, "matrix products (%s): %.2f GFLOP a step: %.1f GFLOP/s over the step, MFU %.1f %% of the %s peak\n",
@@ -530,7 +579,7 @@ func (p *stepProfile) print(w io.Writer, top int) {
 		if s.Backward {
 			kind += "′"
 		}
-		fmt.Fprintf(w, "%-14s %-40s %8.2f %9.1f %7.0f%%  %s\n", kind, truncate(s.Name, 40), s.MS, s.GFLOPS, 100*s.Roofline, s.Shapes)
+		fmt.Fprintf(w, "%-14s %-40s %8.2f %9s %8s  %s\n", kind, truncate(s.Name, 40), s.MS, rate(s.GFLOPS, s.GFLOPS > 0), share(s.Roofline, s.Roofline > 0), s.Shapes)
 	}
 	fmt.Fprintln(w, "(′: a node of the backward pass)")
 }
@@ -547,9 +596,26 @@ func (p *stepProfile) table(w io.Writer, what string, rows []*profRow, top int) 
 	}
 	for _, r := range shown {
 		s := r.MS / 1e3
-		fmt.Fprintf(w, "%-34s %5d %9.2f %5.1f%% %9.2f %9.2f %8.3f %9.1f %8.1f %7.0f%%\n", truncate(r.Name, 34), r.Calls, r.MS, 100*r.MS/p.NodesMS,
-			r.ForwardMS, r.BackwardMS, r.GFLOP, r.GFLOP/s, r.GB/s, 100*r.Roofline)
+		fmt.Fprintf(w, "%-34s %5d %9.2f %5.1f%% %9.2f %9.2f %8.3f %9s %8s %8s\n", truncate(r.Name, 34), r.Calls, r.MS, 100*r.MS/p.NodesMS,
+			r.ForwardMS, r.BackwardMS, r.GFLOP, rate(r.GFLOP/s, r.GFLOP > 0), rate(r.GB/s, r.GB > 0), share(r.Roofline, r.bound > 0))
 	}
+}
+
+// rate and share format a figure of the tables, or "-" where the nodes do
+// no arithmetic or move no bytes (a reshape is a view of its input) and
+// the figure would say nothing.
+func rate(x float64, some bool) string {
+	if !some {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", x)
+}
+
+func share(x float64, some bool) string {
+	if !some {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*x)
 }
 
 func truncate(s string, n int) string {
@@ -631,8 +697,19 @@ func (p *stepProfile) writeRoofline(path string, opts atomicfile.Options) error 
 	pl.Legend.Add(fmt.Sprintf("peaks: %.0f GFLOP/s, %.1f GB/s", p.PeakFLOPS, p.PeakBW), line)
 	pl.Legend.Top, pl.Legend.Left = true, true
 	pl.X.Min, pl.X.Max = lo, hi
-	pl.Y.Min, pl.Y.Max = math.Min(lo*p.PeakBW, minY(pts))/2, p.PeakFLOPS*2
+	// Room above the roof, and above any point beyond it (operands from
+	// cache can beat the streaming read the roof's slope is), so that no
+	// op kind falls off the figure.
+	pl.Y.Min, pl.Y.Max = math.Min(lo*p.PeakBW, minY(pts))/2, 2*math.Max(p.PeakFLOPS, maxY(pts))
 	return savePNGWith(path, pl, 10*vg.Inch, 6.5*vg.Inch, opts)
+}
+
+func maxY(pts plotter.XYs) float64 {
+	m := math.Inf(-1)
+	for _, p := range pts {
+		m = math.Max(m, p.Y)
+	}
+	return m
 }
 
 func minY(pts plotter.XYs) float64 {

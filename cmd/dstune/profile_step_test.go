@@ -57,6 +57,20 @@ func TestProfileStep(t *testing.T) {
 	for _, k := range p.Kinds {
 		folded = folded || k.Name == "MatMul+Add" // a bias in the product's epilogue
 	}
+	// Ops that only move data do no arithmetic, and a reshape (a view of
+	// its input) moves no bytes either: no impossible rates.
+	for _, k := range p.Kinds {
+		switch k.Name {
+		case "Reshape":
+			if k.GFLOP != 0 || k.GB != 0 || k.Roofline != 0 {
+				t.Errorf("Reshape: %g GFLOP, %g GB, roofline %g: a view moves nothing", k.GFLOP, k.GB, k.Roofline)
+			}
+		case "Transpose", "Gather", "Slice", "Concat":
+			if k.GFLOP != 0 || k.GB <= 0 {
+				t.Errorf("%s: %g GFLOP, %g GB: data movement, no arithmetic", k.Name, k.GFLOP, k.GB)
+			}
+		}
+	}
 	if !folded {
 		t.Errorf("no MatMul+Add kind (tiny_gpt's biases run in the products' epilogues): %v", groupNames(p.Kinds))
 	}
@@ -98,6 +112,7 @@ func TestProfileStep(t *testing.T) {
 		{"--resume", filepath.Join(dir, "run")},
 		{"--runs", "0"},
 		{"--roofline", roof},                                // exists: --force overwrites it
+		{"--roofline", filepath.Join(dir, "roofline.txt")},  // the roofline is a PNG
 		{"--roofline", filepath.Join(dir, "none", "r.png")}, // refused before the profiling
 	} {
 		code, _, errOut := dstune(append([]string{"profile", "step", model, "--data", data, "--task", "lm"}, args...)...)
