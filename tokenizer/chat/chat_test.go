@@ -155,6 +155,12 @@ func TestChatRenderLimits(t *testing.T) {
 		{"{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "nested more than"},
 		{strings.Repeat("(", 300) + "1" + strings.Repeat(")", 300), "nested more than"},
 		{strings.Repeat("{% if true %}", 300), "nested more than"},
+		// A chain of operators is a tree as deep as it is long, walked
+		// recursively (half a million of them took 935 MB of stack).
+		{"{{ 1" + strings.Repeat(" * 1", 300) + " }}", "operators in a row"},
+		{"{{ 'a'" + strings.Repeat(" ~ 'a'", 300) + " }}", "operators in a row"},
+		{"{{ 1" + strings.Repeat(" if 1", 300) + " }}", "operators in a row"},
+		{"{{ 1" + strings.Repeat(" + (1", 150) + strings.Repeat(")", 150) + " }}", "nested more than"},
 		{strings.Repeat("x", 5000), "longer than 4096"},
 		{"{{ [1] * 10000000 }}", "bytes"},
 		{"{{ 2 ** 100 }}", "integer overflow"},
@@ -216,7 +222,18 @@ func TestChatRenderUntrustedValues(t *testing.T) {
 		{src: "{% set ns = namespace(s=0) %}{% for i in range(100000) %}{% set ns.s = [ns.s] %}{% endfor %}{{ ns.s == [ns.s] }}", wantErr: "nested more than"},
 		{src: "{% for c in 'a' * 20000000 %}{% break %}{% endfor %}", wantErr: "bytes"},
 		{src: "{{ ('a' * 20000000)|list|length }}", wantErr: "bytes"},
-		{src: "{{ 'a'" + strings.Repeat(" ~ 'a'", 30000) + " }}", wantErr: "bytes"},
+		// A long string out of a long join, an indent with a long pad, a
+		// join method: refused before the result is built (each was 10
+		// GB).
+		{src: `{{ (["a"]*100000)|join("x"*100000) }}`, wantErr: "output limit"},
+		{src: `{{ ("x"*100000).join(["a"]*100000) }}`, wantErr: "output limit"},
+		{src: `{{ ("a\n"*100000)|indent("x"*100000) }}`, wantErr: "output limit"},
+		{src: `{{ ("a\n"*1000000)|indent(1000) }}`, wantErr: "output limit"},
+		// Searching a long string costs by its length (a loop of these
+		// took 25 minutes at a step a search).
+		{src: `{% set s = "x" * 60000000 %}{% for i in range(100000) %}{% for j in range(100) %}{% if "y" in s %}!{% endif %}{% endfor %}{% endfor %}`, wantErr: "steps"},
+		{src: `{% set s = "x" * 60000000 %}{% for i in range(100000) %}{% set n = s.count("y") %}{% endfor %}`, wantErr: "steps"},
+		{src: `{% set s = "x" * 60000000 %}{% for i in range(100000) %}{% set n = s|length %}{% endfor %}`, wantErr: "steps"},
 		{src: big + "{% for i in range(1000) %}{% set x = big ~ 'b' %}{% endfor %}", wantErr: "bytes"},
 		{src: big + "{% for i in range(1000) %}{% set x = big[1:] %}{% endfor %}", wantErr: "bytes"},
 		{src: big + "{% for i in range(1000) %}{% set x = big.upper() %}{% endfor %}", wantErr: "bytes"},

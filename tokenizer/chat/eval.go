@@ -66,13 +66,39 @@ func (r *renderer) step(line int) error {
 	return nil
 }
 
+// scan charges reading a string of n bytes (a search, a method or a
+// filter of it): a step per scanBytes, so that a loop searching a long
+// string costs what a loop over as many items would, not one step a turn.
+func (r *renderer) scan(line, n int) error {
+	r.steps += n / scanBytes
+	return r.step(line)
+}
+
+// scanBytes is how many bytes of a string read count as one step: with
+// the default step limit a render reads at most about 640 MB of text (a
+// fraction of a second), and a real template's searches of its messages
+// cost a few steps each.
+const scanBytes = 64
+
 // checkSize refuses a value larger than the output limit, so that
 // repeated concatenation cannot exhaust memory.
-func (r *renderer) checkSize(line, n int) error {
-	if n > r.t.limits.MaxOutputBytes {
+func (r *renderer) checkSize(line, n int) error { return r.checkSize64(line, int64(n)) }
+
+func (r *renderer) checkSize64(line int, n int64) error {
+	if n > int64(r.t.limits.MaxOutputBytes) {
 		return r.errorf(line, "a value of more than %d bytes (the renderer's output limit)", r.t.limits.MaxOutputBytes)
 	}
 	return nil
+}
+
+// checkJoined refuses joining parts with sep when the result would be
+// larger than the output limit, before building it.
+func (r *renderer) checkJoined(line int, parts []string, sep string) error {
+	size := int64(len(sep)) * int64(max(len(parts)-1, 0))
+	for _, p := range parts {
+		size += int64(len(p))
+	}
+	return r.checkSize64(line, size)
 }
 
 // alloc charges n bytes built (a string's bytes, a list's slotBytes per
@@ -869,6 +895,9 @@ func (r *renderer) contains(line int, container, needle any) (bool, error) {
 		if !ok {
 			return false, r.errorf(line, "'in <string>' requires a string as left operand, not %s", r.describeValue(needle))
 		}
+		if err := r.scan(line, len(c)); err != nil {
+			return false, err
+		}
 		return strings.Contains(c, n), nil
 	case []any:
 		for _, x := range c {
@@ -910,7 +939,8 @@ func (r *renderer) getAttr(line int, obj any, name string) (any, error) {
 		return r.loopAttr(line, o, name)
 	case string:
 		if m := stringMethod(o, name); m != nil {
-			return m, nil
+			// Charged for the string the method will read.
+			return m, r.scan(line, len(o))
 		}
 	}
 	return Undefined{Name: fmt.Sprintf("%s.%s", typeName(obj), name)}, nil

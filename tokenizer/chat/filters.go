@@ -322,8 +322,10 @@ func stringMethod(s string, name string) *function {
 					return nil, err
 				}
 			}
-			out := strings.Join(parts, s)
-			return out, r.checkSize(line, len(out))
+			if err := r.checkJoined(line, parts, s); err != nil {
+				return nil, err
+			}
+			return strings.Join(parts, s), nil
 		})
 	case "isdigit", "isalpha", "isspace", "isupper", "islower":
 		return method(name, 0, 0, func(*renderer, int, []any, *Dict) (any, error) { return pyIsClass(s, name), nil })
@@ -539,6 +541,11 @@ func (r *renderer) applyFilter(f *filterExpr, v any, s *scope) (any, error) {
 
 // filter applies the named filter to v.
 func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict) (any, error) {
+	if s, ok := v.(string); ok {
+		if err := r.scan(line, len(s)); err != nil {
+			return nil, err
+		}
+	}
 	str := func() (string, error) { return r.str(line, v) }
 	switch name {
 	case "trim":
@@ -659,8 +666,10 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 				return nil, err
 			}
 		}
-		out := strings.Join(parts, sep)
-		return out, r.checkSize(line, len(out))
+		if err := r.checkJoined(line, parts, sep); err != nil {
+			return nil, err
+		}
+		return strings.Join(parts, sep), nil
 	case "default", "d":
 		def := kwarg(args, kwargs, 0, "default_value", "")
 		boolean := truthy(kwarg(args, kwargs, 1, "boolean", false))
@@ -772,14 +781,23 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 		first := truthy(kwarg(args, kwargs, 1, "first", false))
 		blank := truthy(kwarg(args, kwargs, 2, "blank", false))
 		lines := strings.Split(s, "\n")
+		indented := func(i int, l string) bool { return (i > 0 || first) && (blank || i == 0 || strings.TrimSpace(l) != "") }
+		// The size first: a long pad on many lines is gigabytes.
+		size := int64(len(s))
 		for i, l := range lines {
-			if i == 0 && !first || !blank && strings.TrimSpace(l) == "" && i > 0 {
-				continue
+			if indented(i, l) {
+				size += int64(len(pad))
 			}
-			lines[i] = pad + l
 		}
-		out := strings.Join(lines, "\n")
-		return out, r.checkSize(line, len(out))
+		if err := r.checkSize64(line, size); err != nil {
+			return nil, err
+		}
+		for i, l := range lines {
+			if indented(i, l) {
+				lines[i] = pad + l
+			}
+		}
+		return strings.Join(lines, "\n"), nil
 	case "wordcount":
 		s, err := str()
 		if err != nil {

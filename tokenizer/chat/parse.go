@@ -264,6 +264,21 @@ func (p *parser) enter(line int) error {
 
 func (p *parser) leave() { p.depth-- }
 
+// operator counts one more operator of a chain ("a ~ b ~ c"): the chain
+// becomes a tree as deep as it is long, which rendering walks
+// recursively, so chains count against the nesting limit too. The caller
+// gives the depth back when its chain ends (see chainEnd).
+func (p *parser) operator(line int) error {
+	p.depth++
+	if p.depth > maxNesting {
+		return p.errorf(line, "an expression nested more than %d deep (brackets, and operators in a row)", maxNesting)
+	}
+	return nil
+}
+
+// chainEnd gives back the depth the operators since depth took.
+func (p *parser) chainEnd(depth int) { p.depth = depth }
+
 // parseBody parses statements until a block tag whose name is one of
 // ends (which it does not consume: p is left at the tag's name), or the
 // end of the template when ends is empty.
@@ -562,16 +577,18 @@ func (p *parser) parseTuple() (expr, error) {
 // parseExpr parses a full expression, conditional expressions included.
 func (p *parser) parseExpr() (expr, error) {
 	line := p.peek().line
+	defer p.chainEnd(p.depth)
 	if err := p.enter(line); err != nil {
 		return nil, err
 	}
-	defer p.leave()
 	then, err := p.parseOr()
 	if err != nil {
 		return nil, err
 	}
 	for p.isName("if") {
-		p.next()
+		if err := p.operator(p.next().line); err != nil {
+			return nil, err
+		}
 		cond, err := p.parseOr()
 		if err != nil {
 			return nil, err
@@ -589,9 +606,13 @@ func (p *parser) parseExpr() (expr, error) {
 }
 
 func (p *parser) parseOr() (expr, error) {
+	defer p.chainEnd(p.depth)
 	a, err := p.parseAnd()
 	for err == nil && p.isName("or") {
 		line := p.next().line
+		if err = p.operator(line); err != nil {
+			break
+		}
 		var b expr
 		if b, err = p.parseAnd(); err == nil {
 			a = &binaryExpr{line: line, op: "or", a: a, b: b}
@@ -601,9 +622,13 @@ func (p *parser) parseOr() (expr, error) {
 }
 
 func (p *parser) parseAnd() (expr, error) {
+	defer p.chainEnd(p.depth)
 	a, err := p.parseNot()
 	for err == nil && p.isName("and") {
 		line := p.next().line
+		if err = p.operator(line); err != nil {
+			break
+		}
 		var b expr
 		if b, err = p.parseNot(); err == nil {
 			a = &binaryExpr{line: line, op: "and", a: a, b: b}
@@ -666,9 +691,13 @@ func (p *parser) parseCompare() (expr, error) {
 }
 
 func (p *parser) parseMath1() (expr, error) {
+	defer p.chainEnd(p.depth)
 	a, err := p.parseConcat()
 	for err == nil && (p.isOp("+") || p.isOp("-")) {
 		t := p.next()
+		if err = p.operator(t.line); err != nil {
+			break
+		}
 		var b expr
 		if b, err = p.parseConcat(); err == nil {
 			a = &binaryExpr{line: t.line, op: t.text, a: a, b: b}
@@ -678,9 +707,13 @@ func (p *parser) parseMath1() (expr, error) {
 }
 
 func (p *parser) parseConcat() (expr, error) {
+	defer p.chainEnd(p.depth)
 	a, err := p.parseMath2()
 	for err == nil && p.isOp("~") {
 		t := p.next()
+		if err = p.operator(t.line); err != nil {
+			break
+		}
 		var b expr
 		if b, err = p.parseMath2(); err == nil {
 			a = &binaryExpr{line: t.line, op: "~", a: a, b: b}
@@ -690,9 +723,13 @@ func (p *parser) parseConcat() (expr, error) {
 }
 
 func (p *parser) parseMath2() (expr, error) {
+	defer p.chainEnd(p.depth)
 	a, err := p.parsePow()
 	for err == nil && (p.isOp("*") || p.isOp("/") || p.isOp("//") || p.isOp("%")) {
 		t := p.next()
+		if err = p.operator(t.line); err != nil {
+			break
+		}
 		var b expr
 		if b, err = p.parsePow(); err == nil {
 			a = &binaryExpr{line: t.line, op: t.text, a: a, b: b}
