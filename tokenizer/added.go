@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"fmt"
 	"unicode/utf8"
 )
 
@@ -33,7 +34,7 @@ type section struct {
 	atStart bool
 }
 
-func newAddedVocab(tokens []addedToken, n normalizer) *addedVocab {
+func newAddedVocab(tokens []addedToken, n normalizer) (*addedVocab, error) {
 	v := &addedVocab{tokens: tokens}
 	var rawKeys, normKeys []string
 	var rawVals, normVals []int32
@@ -44,7 +45,10 @@ func newAddedVocab(tokens []addedToken, n normalizer) *addedVocab {
 		if t.normalized {
 			content := t.content
 			if n != nil {
-				content = n.normalize(content)
+				var err error
+				if content, err = normalizeBounded(n, content); err != nil {
+					return nil, fmt.Errorf("added token %q: %w", t.content, err)
+				}
 			}
 			if content == "" {
 				continue
@@ -62,12 +66,12 @@ func newAddedVocab(tokens []addedToken, n normalizer) *addedVocab {
 	if len(normKeys) > 0 {
 		v.norm = newByteTrie(normKeys, normVals)
 	}
-	return v
+	return v, nil
 }
 
 // extract splits text into sections, normalizing the text between added
 // tokens with n.
-func (v *addedVocab) extract(text string, n normalizer) []section {
+func (v *addedVocab) extract(text string, n normalizer) ([]section, error) {
 	var out []section
 	for _, s := range v.split(nil, section{text: text, token: -1, atStart: true}, v.raw) {
 		if s.token >= 0 {
@@ -75,11 +79,14 @@ func (v *addedVocab) extract(text string, n normalizer) []section {
 			continue
 		}
 		if n != nil {
-			s.text = n.normalize(s.text)
+			var err error
+			if s.text, err = normalizeBounded(n, s.text); err != nil {
+				return nil, err
+			}
 		}
 		out = v.split(out, s, v.norm)
 	}
-	return out
+	return out, nil
 }
 
 // split cuts s at the tokens of trie, appending non-empty sections to dst.

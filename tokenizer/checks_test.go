@@ -275,3 +275,29 @@ func TestLoadNamesFileKind(t *testing.T) {
 		}
 	}
 }
+
+// TestNormalizerGrowthIsBounded: normalizers that make the text longer
+// (a replacement by a long string, three of them in a row) are refused
+// before they build more than maxNormalizedBytes — a 7 KB tokenizer.json
+// made 16 GB of two bytes — and say so; within the limit they apply.
+func TestNormalizerGrowthIsBounded(t *testing.T) {
+	defer func(was int64) { maxNormalizedBytes = was }(maxNormalizedBytes)
+	maxNormalizedBytes = 1 << 20
+	replace := `{"type":"Replace","pattern":{"String":"a"},"content":"` + strings.Repeat("a", 1000) + `"}`
+	model := `"model":{"type":"WordLevel","vocab":{"[UNK]":0,"b":1},"unk_token":"[UNK]"}`
+	tk := parseChecks(t, `{"normalizer":{"type":"Sequence","normalizers":[`+replace+`,`+replace+`,`+replace+`]},`+model+`}`)
+	if ids, err := tk.EncodeChecked("b", false); err != nil || !slices.Equal(ids, []int{1}) {
+		t.Errorf("b → %v, %v; want [1]", ids, err)
+	}
+	// One replacement makes 1000 bytes, the second 10⁶, the third would
+	// make 10⁹.
+	ids, err := tk.EncodeChecked("a", false)
+	if err == nil || ids != nil || !strings.Contains(err.Error(), "checks.json: ") || !strings.Contains(err.Error(), "as many as 1000000000, more than the 1048576 allowed") {
+		t.Errorf("a → %v, %v; want an error naming the limit", ids, err)
+	}
+	// An added token's content is normalized when the file loads.
+	_, err = ParseHF("added.json", []byte(`{"normalizer":`+replace+`,"added_tokens":[{"id":2,"content":"`+strings.Repeat("a", 2000)+`","normalized":true}],`+model+`}`), nil)
+	if err == nil || !strings.Contains(err.Error(), "more than the 1048576 allowed") {
+		t.Errorf("an added token normalized past the limit: %v", err)
+	}
+}

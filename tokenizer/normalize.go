@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"fmt"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -15,6 +16,63 @@ type normalizer interface {
 }
 
 type normalizerSequence []normalizer
+
+// maxNormalizedBytes bounds the text normalizing one section of an input
+// may make: a tokenizer.json whose normalizers replace a character with a
+// long string, or repeat one that doubles the text, would otherwise turn
+// a few bytes into gigabytes.
+var maxNormalizedBytes int64 = 256 << 20
+
+// normalizeBounded applies n to s, each normalizer of a sequence after
+// the other, refusing before a step whose result could be longer than
+// maxNormalizedBytes.
+func normalizeBounded(n normalizer, s string) (string, error) {
+	if seq, ok := n.(normalizerSequence); ok {
+		for _, m := range seq {
+			var err error
+			if s, err = normalizeBounded(m, s); err != nil {
+				return "", err
+			}
+		}
+		return s, nil
+	}
+	if bound := normalizedBound(n, s); bound > maxNormalizedBytes {
+		return "", fmt.Errorf("the normalizer would make %d bytes of text as many as %d, more than the %d allowed", len(s), bound, maxNormalizedBytes)
+	}
+	return n.normalize(s), nil
+}
+
+// normalizedBound is at least the length of n.normalize(s): exact where
+// the text can grow without bound (a replacement, a prefix), else the
+// normalizer's largest growth per byte.
+func normalizedBound(n normalizer, s string) int64 {
+	size := int64(len(s))
+	switch n := n.(type) {
+	case replaceNormalizer:
+		switch {
+		case n.pattern.re == nil && len(n.content) <= len(n.pattern.literal):
+			return size // no longer than what it replaces
+		case n.pattern.re == nil && n.pattern.literal != "":
+			return size + int64(strings.Count(s, n.pattern.literal))*int64(len(n.content)-len(n.pattern.literal))
+		}
+		n.pattern.matches(s, func(start, end int) { size += int64(len(n.content) - (end - start)) })
+		return size
+	case prependNormalizer:
+		return size + int64(len(n.prefix))
+	case appendNormalizer:
+		return size + int64(len(n.suffix))
+	case *precompiledNormalizer:
+		return size * int64(max(n.longest, 1))
+	case unicodeNormalizer:
+		if n.form == norm.NFKC || n.form == norm.NFKD {
+			return 11 * size // U+FDFA: 3 bytes, 33 decomposed
+		}
+		return 3 * size // a Hangul syllable: 3 bytes, 9 decomposed
+	}
+	// Lowercasing (İ, 2 bytes, becomes 3), byte-level code points (2
+	// bytes a byte), spaces around CJK ideographs (3 bytes become 5).
+	return 2 * size
+}
 
 func (seq normalizerSequence) normalize(s string) string {
 	for _, n := range seq {

@@ -19,6 +19,7 @@ import (
 type precompiledNormalizer struct {
 	units       []uint32
 	replacement []byte
+	longest     int // bytes of the longest replacement
 }
 
 func newPrecompiled(charsmap string) (normalizer, error) {
@@ -42,6 +43,10 @@ func newPrecompiled(charsmap string) (normalizer, error) {
 	}
 	if !utf8.Valid(p.replacement) {
 		return nil, errors.New("precompiled_charsmap: replacements are not valid UTF-8")
+	}
+	// Replacements end at a NUL; every one replaces at least a byte.
+	for _, r := range strings.Split(string(p.replacement), "\x00") {
+		p.longest = max(p.longest, len(r))
 	}
 	return p, nil
 }

@@ -281,7 +281,9 @@ func ParseHF(name string, data, config []byte) (*Tokenizer, error) {
 			t.special[a.id] = true
 		}
 	}
-	p.added = newAddedVocab(added, p.normalizer)
+	if p.added, err = newAddedVocab(added, p.normalizer); err != nil {
+		return fail("normalizer", err)
+	}
 	if present(f.PostProcessor) {
 		if p.post, err = parsePostProcessor(f.PostProcessor, t.TokenID, 0); err != nil {
 			return fail("post_processor", err)
@@ -642,7 +644,11 @@ func (p *hfPipeline) encodeSequence(text string) ([]int, error) {
 			}
 		}
 	}
-	for _, s := range p.added.extract(text, p.normalizer) {
+	sections, err := p.added.extract(text, p.normalizer)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range sections {
 		switch {
 		case s.token >= 0:
 			ids = append(ids, p.added.tokens[s.token].id)
