@@ -38,6 +38,11 @@ func TestChatRenderPythonSemantics(t *testing.T) {
 		{"{{ 'x' ~ none ~ 1 }}", "xNone1"},
 		{"{{ 'a b  c'.split(' ') }} {{ '  a  b '.split() }} {{ 'a,b,c'.split(',', 1) }} {{ 'a,b,c'.rsplit(',', 1) }}", "['a', 'b', '', 'c'] ['a', 'b'] ['a', 'b,c'] ['a,b', 'c']"},
 		{"{{ 'hello wORLD'.title() }} {{ 'hELLO' | capitalize }}", "Hello World Hello"},
+		// Jinja's title filter is not str.title: words begin after spaces,
+		// "-" and brackets only, and begin upper-cased, not title-cased.
+		{`{{ "o'neil mc-d"|title }}|{{ "o'neil mc-d".title() }}|{{ "ǆungla"|title }}|{{ "ǆungla".title() }}`, "O'neil Mc-D|O'Neil Mc-D|Ǆungla|ǅungla"},
+		// Full case mappings: a character may become several.
+		{`{{ "straße"|upper }}|{{ "ßa".capitalize() }}|{{ "ﬁ".upper() }}|{{ "İ".lower()|length }}`, "STRASSE|Ssa|FI|2"},
 		{"{{ [3, 1, 2][::-1] }} {{ [1, 2, 3, 4, 5][-2:] }} {{ 'abcdef'[1:-1:2] }} {{ [1, 2][5:] }}", "[2, 1, 3] [4, 5] bd []"},
 		{"{{ {'b': 1, 'a': [1.0, 'é\\n']} | tojson }}", `{"b": 1, "a": [1.0, "é\n"]}`},
 		{"{{ {'b': 1, 'a': 2} | tojson(sort_keys=true, separators=(',', ':')) }}", `{"a":2,"b":1}`},

@@ -9,6 +9,9 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/cases"
+	"golang.org/x/text/language"
 )
 
 // RaisedError is the error of a template's raise_exception(message).
@@ -281,9 +284,9 @@ func stringMethod(s string, name string) *function {
 			return pySplit(r, line, s, sep, maxSplit, name == "rsplit")
 		})
 	case "upper":
-		return method(name, 0, 0, func(*renderer, int, []any, *Dict) (any, error) { return strings.ToUpper(s), nil })
+		return method(name, 0, 0, func(*renderer, int, []any, *Dict) (any, error) { return pyUpper(s), nil })
 	case "lower":
-		return method(name, 0, 0, func(*renderer, int, []any, *Dict) (any, error) { return strings.ToLower(s), nil })
+		return method(name, 0, 0, func(*renderer, int, []any, *Dict) (any, error) { return pyLower(s), nil })
 	case "title":
 		return method(name, 0, 0, func(*renderer, int, []any, *Dict) (any, error) { return pyTitle(s), nil })
 	case "capitalize":
@@ -481,6 +484,19 @@ func pyReplace(r *renderer, line int, s string, args []any) (any, error) {
 	return strings.Replace(s, old, repl, n), nil
 }
 
+// pyUpper and pyLower are Python's str.upper and str.lower: full case
+// mappings, where a character may become several ("ß" → "SS", "ﬁ" →
+// "FI", "İ" → "i̇"), unlike Go's strings.ToUpper.
+func pyUpper(s string) string { return cases.Upper(language.Und).String(s) }
+func pyLower(s string) string { return cases.Lower(language.Und).String(s) }
+
+// pyTitleCase is the title case of one character, in full ("ß" → "Ss").
+func pyTitleCase(r rune) string {
+	return cases.Title(language.Und, cases.NoLower).String(string(r))
+}
+
+// pyTitle is Python's str.title: a letter after a letter lowered, any
+// other in title case.
 func pyTitle(s string) string {
 	var b strings.Builder
 	prevCased := false
@@ -488,9 +504,9 @@ func pyTitle(s string) string {
 		switch {
 		case unicode.IsLetter(r):
 			if prevCased {
-				b.WriteRune(unicode.ToLower(r))
+				b.WriteString(pyLower(string(r)))
 			} else {
-				b.WriteRune(unicode.ToTitle(r))
+				b.WriteString(pyTitleCase(r))
 			}
 			prevCased = true
 		default:
@@ -501,12 +517,37 @@ func pyTitle(s string) string {
 	return b.String()
 }
 
+// jinjaTitle is Jinja's title filter, which is not str.title: the text
+// is cut before and after runs of spaces, "-", "(", "{", "[" and "<", and
+// each piece's first character is upper-cased and the rest lowered
+// ("o'neil mc-d" → "O'neil Mc-D").
+func jinjaTitle(s string) string {
+	isCut := func(r rune) bool { return unicode.IsSpace(r) || strings.ContainsRune("-({[<", r) }
+	var b strings.Builder
+	for len(s) > 0 {
+		r, _ := utf8.DecodeRuneInString(s)
+		cut := isCut(r)
+		end := strings.IndexFunc(s, func(r rune) bool { return isCut(r) != cut })
+		if end < 0 {
+			end = len(s)
+		}
+		piece := s[:end]
+		s = s[end:]
+		_, n := utf8.DecodeRuneInString(piece)
+		b.WriteString(pyUpper(piece[:n]))
+		b.WriteString(pyLower(piece[n:]))
+	}
+	return b.String()
+}
+
+// pyCapitalize is Python's str.capitalize: the first character in title
+// case, the rest lowered.
 func pyCapitalize(s string) string {
 	if s == "" {
 		return s
 	}
 	r, n := utf8.DecodeRuneInString(s)
-	return string(unicode.ToTitle(r)) + strings.ToLower(s[n:])
+	return pyTitleCase(r) + pyLower(s[n:])
 }
 
 // kwarg returns keyword argument name, or positional argument i (args
@@ -559,13 +600,13 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 		if err != nil {
 			return nil, err
 		}
-		return strings.ToUpper(s), nil
+		return pyUpper(s), nil
 	case "lower":
 		s, err := str()
 		if err != nil {
 			return nil, err
 		}
-		return strings.ToLower(s), nil
+		return pyLower(s), nil
 	case "capitalize":
 		s, err := str()
 		if err != nil {
@@ -577,7 +618,7 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 		if err != nil {
 			return nil, err
 		}
-		return pyTitle(s), nil
+		return jinjaTitle(s), nil
 	case "string":
 		s, err := str()
 		if err != nil {
