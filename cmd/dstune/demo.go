@@ -183,6 +183,9 @@ func newDemoDir(o demoOptions) (*demoDir, error) {
 	// Every file and directory the demo writes must be new: it overwrote
 	// a user's base.onnx and train.jsonl before failing at tuned.onnx.
 	for _, name := range demoOutputs {
+		if !o.full && (name == "full" || name == "full.log") {
+			continue // written only with --full
+		}
 		if _, err := os.Lstat(d.at(name)); err == nil {
 			return nil, usagef("%s already exists, and the demo writes it: give --out a new directory, or one without the demo's files", d.at(name))
 		}
@@ -217,7 +220,7 @@ func printDemoIntro(stdout io.Writer, o demoOptions, params int64, examples int)
 	fmt.Fprintf(stdout, "\nnew task     %s: %s → %s, never seen in pretraining (%d training examples)\n", task.Name, e.Prompt, e.Answer, examples)
 	fmt.Fprintf(stdout, "fine-tuning  DST with ε = %g: after every optimizer step only the %g %% of each tensor farthest\n", o.eps, 100*o.eps)
 	fmt.Fprintf(stdout, "             from the base (%s distance) keep their new values, the rest snap back;\n", demoDistance)
-	fmt.Fprintf(stdout, "             AdamW, lr %g, %d steps of %d examples, %d threads\n\n", o.lr, o.steps, demoBatch, o.threads)
+	fmt.Fprintf(stdout, "             AdamW, lr %g, %d steps of %d examples, %s\n\n", o.lr, o.steps, demoBatch, plural(int64(o.threads), "thread", "threads"))
 }
 
 // demoResults are what the demo measured.

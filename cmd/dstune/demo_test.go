@@ -79,9 +79,19 @@ func withoutTimes(out string) string {
 func TestDemoShort(t *testing.T) {
 	var outs []string
 	var dirs []string
-	for range 2 {
+	for i := range 2 {
 		dir := filepath.Join(t.TempDir(), "demo")
-		code, stdout, stderr := dstune("demo", "--out", dir, "--steps", "30", "--full=false")
+		if i == 1 {
+			// A full.log of an earlier --full run is in the way only of
+			// another --full run.
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "full.log"), []byte("mine"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		code, stdout, stderr := dstune("demo", "--out", dir, "--steps", "30", "--full=false", "--threads", "1")
 		if code != 0 {
 			t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 		}
@@ -99,6 +109,12 @@ func TestDemoShort(t *testing.T) {
 	}
 	if strings.Contains(out, "full fine-tuning") {
 		t.Errorf("--full=false ran full fine-tuning:\n%s", out)
+	}
+	if !strings.Contains(out, "examples, 1 thread\n") {
+		t.Errorf("output lacks the thread count, singular:\n%s", out)
+	}
+	if data, _ := os.ReadFile(filepath.Join(dirs[1], "full.log")); string(data) != "mine" {
+		t.Errorf("--full=false wrote full.log: %q", data)
 	}
 	loss, exact := demoRow(t, out, "base model")
 	if exact > 0.05 || loss < 3 {
