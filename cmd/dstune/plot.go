@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"path/filepath"
 	"reflect"
@@ -54,6 +55,8 @@ type runSeries struct {
 	siloK        map[string]int64
 	fallbacks    int
 	dstMS, optMS []float64
+	configErr    error // config.json there but unreadable
+	alg2Before   int   // DST steps tracking Algorithm 2 before --from
 }
 
 // plotFlags are dstune plot's flags.
@@ -110,6 +113,9 @@ func runPlot(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+		if s.configErr != nil {
+			fmt.Fprintf(stderr, "plot: %v: the run is labelled by its directory, without its settings\n", s.configErr)
+		}
 		series = append(series, s)
 	}
 	labelRuns(series)
@@ -133,7 +139,11 @@ var maxMetricsLine = 64 << 20
 // readRunSeries reads RUN/config.json (for the label) and RUN/metrics.jsonl.
 func readRunSeries(dir string, from int64) (*runSeries, error) {
 	s := &runSeries{dir: dir, label: filepath.Base(dir), alg2: newAccuracy(), paper: newAccuracy(), siloK: map[string]int64{}}
-	if cfg, err := train.LoadConfig(dir); err == nil {
+	cfg, err := train.LoadConfig(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.configErr = err
+	}
+	if err == nil {
 		s.label, s.method = cfg.Method, cfg.Method
 		if c, err := dst.ParseOptions(cfg.DST, cfg.Seed); len(cfg.DST) > 0 && err == nil {
 			s.label = fmt.Sprintf("dst ε=%g", c.Eps)
@@ -221,6 +231,9 @@ func readRunSeries(dir string, from int64) (*runSeries, error) {
 				return nil, fmt.Errorf("%s:%d: validation loss of step %d after that of step %d: the records are out of order", path, line, *rec.Step, int64(s.validSteps[n-1]))
 			}
 			s.validSteps, s.valid = append(s.validSteps, st), append(s.valid, *rec.ValidLoss)
+		}
+		if *rec.Step < from && rec.Eps != nil && *rec.Eps > 0 && rec.EpsAlg2 != nil {
+			s.alg2Before++
 		}
 		if *rec.Step >= from && rec.Eps != nil && *rec.Eps > 0 {
 			s.alg2.addOverall(rec.EpsAlg2, *rec.Eps)
@@ -613,6 +626,9 @@ func printRunFigures(w io.Writer, series []*runSeries, from int64) {
 	}
 	for _, s := range series {
 		if len(s.alg2.overall) == 0 {
+			if s.alg2Before > 0 {
+				fmt.Fprintf(w, "%s: no Algorithm 2 figures from step %d: the run's %s tracking it all come before\n", s.label, from, plural(int64(s.alg2Before), "step", "steps"))
+			}
 			continue
 		}
 		fmt.Fprintf(w, "%s: exact fallbacks %d", s.label, s.fallbacks)

@@ -139,6 +139,16 @@ func TestPlot(t *testing.T) {
 	if code, _, stderr := dstune("plot", valid, "-o", filepath.Join(dir, "valid.png")); code != 1 || !strings.Contains(stderr, "metrics.jsonl:3: validation loss of step 1 after that of step 1") {
 		t.Errorf("a validation record repeated: exit %d, %s", code, stderr)
 	}
+	// --from past the run's steps says why the Algorithm 2 figures are
+	// missing.
+	if code, stdout, stderr := dstune("plot", b, "-o", filepath.Join(dir, "late.png"), "--from", "100"); code != 0 || !strings.Contains(stdout, "dst ε=0.01: no Algorithm 2 figures from step 100: the run's 30 steps tracking it all come before") {
+		t.Errorf("--from past the steps: exit %d, %s%s", code, stdout, stderr)
+	}
+	// A damaged config.json is said, not passed over in silence.
+	damaged := fakeRun(t, filepath.Join(dir, "damaged"), `{bad`, []string{`{"step":1,"loss":1}`})
+	if code, _, stderr := dstune("plot", damaged, "-o", filepath.Join(dir, "damaged.png")); code != 0 || !strings.Contains(stderr, "config.json") || !strings.Contains(stderr, "labelled by its directory") {
+		t.Errorf("a damaged config.json: exit %d, %s", code, stderr)
+	}
 	// A FIFO in place of metrics.jsonl is refused, not waited on.
 	fifo := fakeRun(t, filepath.Join(dir, "fifo"), `{}`, nil)
 	os.Remove(filepath.Join(fifo, "metrics.jsonl"))
