@@ -41,6 +41,12 @@ func TestChatRenderPythonSemantics(t *testing.T) {
 		// Jinja's title filter is not str.title: words begin after spaces,
 		// "-" and brackets only, and begin upper-cased, not title-cased.
 		{`{{ "o'neil mc-d"|title }}|{{ "o'neil mc-d".title() }}|{{ "ǆungla"|title }}|{{ "ǆungla".title() }}`, "O'neil Mc-D|O'Neil Mc-D|Ǆungla|ǅungla"},
+		// sort, min, max and sum, as Jinja's filters: strings compared
+		// case-insensitively unless asked, equal keys in their order.
+		{`{{ ['b', 'a', 'C']|sort }}|{{ ['b', 'a', 'C']|sort(case_sensitive=true) }}|{{ [3, 1, 2]|sort(reverse=true) }}`, "['a', 'b', 'C']|['C', 'a', 'b']|[3, 2, 1]"},
+		{`{{ [{'n': 'x', 'a': 2}, {'n': 'y', 'a': 1}, {'n': 'z', 'a': 2}]|sort(attribute='a')|map(attribute='n')|list }}|{{ [{'n': 'x', 'a': 2}, {'n': 'y', 'a': 1}]|sort(attribute='a,n', reverse=true)|map(attribute='n')|join }}`, "['y', 'x', 'z']|xy"},
+		{`{{ [3, 1, 2]|max }} {{ [3, 1, 2]|min }} {{ ['b', 'A']|max }} {{ ['a', 'A']|max }} {{ []|max }}.`, "3 1 b a ."},
+		{`{{ [1, 2, 3]|sum }} {{ [{'a': 1}, {'a': 2}]|sum(attribute='a') }} {{ [1.5, 2]|sum(start=1) }}`, "6 3 4.5"},
 		// Full case mappings: a character may become several.
 		{`{{ "straße"|upper }}|{{ "ßa".capitalize() }}|{{ "ﬁ".upper() }}|{{ "İ".lower()|length }}`, "STRASSE|Ssa|FI|2"},
 		{"{{ [3, 1, 2][::-1] }} {{ [1, 2, 3, 4, 5][-2:] }} {{ 'abcdef'[1:-1:2] }} {{ [1, 2][5:] }}", "[2, 1, 3] [4, 5] bd []"},

@@ -783,6 +783,79 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 			return math.Abs(x), nil
 		}
 		return nil, r.errorf(line, "bad operand type for abs(): %s", r.describeValue(v))
+	case "sort", "min", "max":
+		// sort(reverse=false, case_sensitive=false, attribute=none),
+		// min/max(case_sensitive=false, attribute=none).
+		items, err := r.iterate(line, v)
+		if err != nil {
+			return nil, err
+		}
+		off := 0
+		reverse := false
+		if name == "sort" {
+			reverse, off = truthy(kwarg(args, kwargs, 0, "reverse", false)), 1
+		}
+		keys, err := r.sortKeys(line, items, truthy(kwarg(args, kwargs, off, "case_sensitive", false)), kwarg(args, kwargs, off+1, "attribute", nil))
+		if err != nil {
+			return nil, err
+		}
+		order := make([]int, len(items))
+		for i := range order {
+			order[i] = i
+		}
+		var cmpErr error
+		slices.SortStableFunc(order, func(a, b int) int {
+			c, err := r.order(line, "<", keys[a], keys[b])
+			if cmpErr == nil {
+				cmpErr = err
+			}
+			if reverse {
+				c = -c
+			}
+			return c
+		})
+		if cmpErr != nil {
+			return nil, cmpErr
+		}
+		switch {
+		case name != "sort" && len(items) == 0:
+			return Undefined{Name: name + "() of an empty sequence"}, nil
+		case name == "min":
+			return items[order[0]], nil
+		case name == "max":
+			// Python's max keeps the first of equal largest items.
+			last := order[len(order)-1]
+			for i := len(order) - 2; i >= 0; i-- {
+				if c, _ := r.order(line, "<", keys[order[i]], keys[last]); c != 0 {
+					break
+				}
+				last = order[i]
+			}
+			return items[last], nil
+		}
+		out := make([]any, len(items))
+		for i, j := range order {
+			out[i] = items[j]
+		}
+		return out, nil
+	case "sum":
+		items, err := r.iterate(line, v)
+		if err != nil {
+			return nil, err
+		}
+		attr := kwarg(args, kwargs, 0, "attribute", nil)
+		total := kwarg(args, kwargs, 1, "start", int64(0))
+		for _, it := range items {
+			if attr != nil {
+				if it, err = r.attribute(line, it, attr); err != nil {
+					return nil, err
+				}
+			}
+			if total, err = r.arith(line, "+", total, it); err != nil {
+				return nil, err
+			}
+		}
+		return total, nil
 	case "unique":
 		items, err := r.iterate(line, v)
 		if err != nil {
@@ -847,6 +920,49 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 		return int64(len(strings.Fields(s))), nil
 	}
 	return nil, r.errorf(line, "unknown filter %q", name)
+}
+
+// sortKeys are the keys sort, min and max compare items by: the item or
+// its attribute (a path, or several separated by commas, compared in
+// turn), strings lowered unless caseSensitive, as Jinja's filters do.
+func (r *renderer) sortKeys(line int, items []any, caseSensitive bool, attr any) ([]any, error) {
+	var paths []any
+	if s, ok := attr.(string); ok {
+		for _, p := range strings.Split(s, ",") {
+			paths = append(paths, strings.TrimSpace(p))
+		}
+	} else if attr != nil {
+		paths = []any{attr}
+	}
+	fold := func(v any) any {
+		if s, ok := v.(string); ok && !caseSensitive {
+			return pyLower(s)
+		}
+		return v
+	}
+	keys := make([]any, len(items))
+	for i, it := range items {
+		if err := r.step(line); err != nil {
+			return nil, err
+		}
+		if len(paths) == 0 {
+			keys[i] = fold(it)
+			continue
+		}
+		var key []any
+		for _, p := range paths {
+			v, err := r.attribute(line, it, p)
+			if err != nil {
+				return nil, err
+			}
+			key = append(key, fold(v))
+		}
+		keys[i] = key[0]
+		if len(key) > 1 {
+			keys[i] = key
+		}
+	}
+	return keys, nil
 }
 
 // attribute reads an attribute path ("a.b") of v, as map and selectattr
