@@ -838,6 +838,42 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 			out[i] = items[j]
 		}
 		return out, nil
+	case "round":
+		// round(precision=0, method='common'): Python's round (to even,
+		// on the exact binary value) or Jinja's ceil and floor of
+		// value·10^precision; a float comes back (an int stays an int
+		// under 'common').
+		p, _ := asIndex(kwarg(args, kwargs, 0, "precision", int64(0)))
+		method, _ := kwarg(args, kwargs, 1, "method", "common").(string)
+		var x float64
+		switch n := v.(type) {
+		case int64:
+			if method == "common" {
+				return n, nil
+			}
+			x = float64(n)
+		case float64:
+			x = n
+		case bool:
+			x = float64(boolInt(n))
+		default:
+			return nil, r.errorf(line, "round needs a number, not %s", r.describeValue(v))
+		}
+		p = max(-308, min(p, 308))
+		scale := math.Pow(10, float64(p))
+		switch method {
+		case "common":
+			if p >= 0 {
+				rounded, _ := strconv.ParseFloat(strconv.FormatFloat(x, 'f', int(p), 64), 64)
+				return rounded, nil
+			}
+			return math.RoundToEven(x*scale) / scale, nil
+		case "ceil":
+			return math.Ceil(x*scale) / scale, nil
+		case "floor":
+			return math.Floor(x*scale) / scale, nil
+		}
+		return nil, r.errorf(line, "round's method must be 'common', 'ceil' or 'floor', not %s", r.describeValue(method))
 	case "sum":
 		items, err := r.iterate(line, v)
 		if err != nil {
