@@ -174,6 +174,9 @@ func TestChatRenderLimits(t *testing.T) {
 		{"{{ 1" + strings.Repeat(" if 1", 300) + " }}", "operators in a row"},
 		{"{{ 1" + strings.Repeat(" + (1", 150) + strings.Repeat(")", 150) + " }}", "nested more than"},
 		{strings.Repeat("x", 5000), "longer than 4096"},
+		{"{{ 1" + strings.Repeat("0", 1000) + " }}", "integer literal 10000000000000000000… (1001 digits) out of range"},
+		{"a{% endfor %}", "{% endfor %} without the block it would close or continue"},
+		{"{% else %}", "{% else %} without the block"},
 		{"{{ [1] * 10000000 }}", "bytes"},
 		{"{{ 2 ** 100 }}", "integer overflow"},
 	} {

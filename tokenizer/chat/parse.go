@@ -376,6 +376,10 @@ func (p *parser) parseStatement() (node, error) {
 		}
 		return &filterBlockNode{line: t.line, filter: f, body: body}, p.endTag()
 	}
+	switch t.text {
+	case "endif", "endfor", "endset", "endmacro", "endfilter", "endgeneration", "endraw", "else", "elif":
+		return nil, p.errorf(t.line, "{%% %s %%} without the block it would close or continue", t.text)
+	}
 	return nil, p.errorf(t.line, "unknown statement {%% %s %%} (this renderer knows if, for, set, macro, break, continue, filter, generation, raw)", t.text)
 }
 
@@ -802,7 +806,11 @@ func (p *parser) parsePrimary() (expr, error) {
 	case tokInt:
 		v, err := strconv.ParseInt(t.text, 10, 64)
 		if err != nil {
-			return nil, p.errorf(t.line, "integer literal %s out of range", t.text)
+			text := t.text
+			if len(text) > 40 {
+				text = fmt.Sprintf("%s… (%d digits)", text[:20], len(text))
+			}
+			return nil, p.errorf(t.line, "integer literal %s out of range", text)
 		}
 		return &literalExpr{line: t.line, value: v}, nil
 	case tokFloat:
