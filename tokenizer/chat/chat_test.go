@@ -48,6 +48,7 @@ func TestChatRenderPythonSemantics(t *testing.T) {
 		{`{{ [3, 1, 2]|max }} {{ [3, 1, 2]|min }} {{ ['b', 'A']|max }} {{ ['a', 'A']|max }} {{ []|max }}.`, "3 1 b a ."},
 		{`{{ [1, 2, 3]|sum }} {{ [{'a': 1}, {'a': 2}]|sum(attribute='a') }} {{ [1.5, 2]|sum(start=1) }}`, "6 3 4.5"},
 		{`{{ 2.5|round }} {{ 3.5|round }} {{ 2.675|round(2) }} {{ 3|round }} {{ 1.21|round(1, 'ceil') }} {{ -1.5|round(method='floor') }} {{ 1234|round(-2, 'floor') }}`, "2.0 4.0 2.67 3 1.3 -2.0 1200.0"},
+		{`{{ dict(a=1, b='x') }}|{{ dict({'a': 1}, b=2) }}|{{ dict([('k', 'v')]) }}|{{ dict() }}`, "{'a': 1, 'b': 'x'}|{'a': 1, 'b': 2}|{'k': 'v'}|{}"},
 		// Full case mappings: a character may become several.
 		{`{{ "straße"|upper }}|{{ "ßa".capitalize() }}|{{ "ﬁ".upper() }}|{{ "İ".lower()|length }}`, "STRASSE|Ssa|FI|2"},
 		{"{{ [3, 1, 2][::-1] }} {{ [1, 2, 3, 4, 5][-2:] }} {{ 'abcdef'[1:-1:2] }} {{ [1, 2][5:] }}", "[2, 1, 3] [4, 5] bd []"},

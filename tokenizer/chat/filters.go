@@ -46,6 +46,40 @@ func init() {
 		}
 		return ns, nil
 	}}
+	// dict(mapping or pairs, **kwargs), as Jinja's global (Python's dict
+	// with string keys).
+	globals["dict"] = &function{name: "dict", call: func(r *renderer, line int, args []any, kwargs *Dict) (any, error) {
+		if len(args) > 1 {
+			return nil, r.errorf(line, "dict() takes at most one positional argument, not %d", len(args))
+		}
+		d := NewDict()
+		if len(args) == 1 {
+			switch a := args[0].(type) {
+			case *Dict:
+				for _, k := range a.keys {
+					d.Set(k, a.vals[k])
+				}
+			case []any:
+				for _, it := range a {
+					pair, ok := it.([]any)
+					if !ok || len(pair) != 2 {
+						return nil, r.errorf(line, "dict() takes pairs of a key and a value, not %s", r.describeValue(it))
+					}
+					k, ok := pair[0].(string)
+					if !ok {
+						return nil, r.errorf(line, "dict() keys are strings here, not %s", r.describeValue(pair[0]))
+					}
+					d.Set(k, pair[1])
+				}
+			default:
+				return nil, r.errorf(line, "dict() takes a mapping or pairs, not %s", r.describeValue(a))
+			}
+		}
+		for _, k := range kwargs.keys {
+			d.Set(k, kwargs.vals[k])
+		}
+		return d, r.allocItems(line, int64(len(d.keys)))
+	}}
 	globals["range"] = &function{name: "range", call: func(r *renderer, line int, args []any, _ *Dict) (any, error) {
 		var ints []int64
 		for _, a := range args {
