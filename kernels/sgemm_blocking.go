@@ -36,10 +36,11 @@ func saneCache(got, lo, hi, fallback int) int {
 // 4 (32 KiB L1d, 1 MiB L2) the AVX-512 kernels get 256 elements (kc=256
 // for float32, 512 for bfloat16) and mc=504: against two thirds of L1
 // (kc=160, mc=812) that gained 2–5 points of the peak on the transformer
-// shapes of `dstune profile gemm`, in float32 and bfloat16 and for the
-// AVX2 kernel alike (kc from 224 to 320 measured within the noise of each
-// other). On Zen 5 (48 KiB L1d) the panels are 384 elements; there kc
-// from 192 to 384 measured within 3 % of each other.
+// shapes of `dstune profile gemm`, in float32 and bfloat16 (float32 kc
+// from 224 to 320 measured within the noise of each other); the AVX2
+// kernel's panels go from 336 to 512 elements, no slower. On Zen 5 (48
+// KiB L1d) the panels are 384 elements; there kc from 192 to 384 measured
+// within 3 % of each other.
 func blockingFor(mr, nr, kStep int) gemmBlocking {
 	l1, l2, l3 := cacheSizes()
 	kp := max(16, l1/(4*nr)/16*16)

@@ -47,7 +47,7 @@ func newAddedVocab(tokens []addedToken, n normalizer) (*addedVocab, error) {
 			if n != nil {
 				var err error
 				if content, err = normalizeBounded(n, content); err != nil {
-					return nil, fmt.Errorf("added token %q: %w", t.content, err)
+					return nil, fmt.Errorf("added token %d (%s): %w", t.id, clipText(t.content), err)
 				}
 			}
 			if content == "" {
@@ -169,4 +169,16 @@ func trimLeftSpace(s string) string {
 		s = s[w:]
 	}
 	return s
+}
+
+// clipText quotes s for a message, its first 40 bytes when longer.
+func clipText(s string) string {
+	if len(s) <= 40 {
+		return fmt.Sprintf("%q", s)
+	}
+	cut := 40
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%q… (%d bytes)", s[:cut], len(s))
 }

@@ -69,9 +69,12 @@ func normalizedBound(n normalizer, s string) int64 {
 		}
 		return 3 * size // a Hangul syllable: 3 bytes, 9 decomposed
 	}
-	// Lowercasing (İ, 2 bytes, becomes 3), byte-level code points (2
-	// bytes a byte), spaces around CJK ideographs (3 bytes become 5).
-	return 2 * size
+	// An invalid byte becomes U+FFFD (3 bytes) wherever text is mapped
+	// by characters; BERT's accent stripping decomposes a Hangul
+	// syllable into three jamo (3 bytes become 9); lowercasing (İ, 2
+	// bytes, becomes 3), byte-level code points (2 bytes a byte) and the
+	// spaces around CJK ideographs (3 bytes become 5) grow less.
+	return 3 * size
 }
 
 func (seq normalizerSequence) normalize(s string) string {

@@ -561,10 +561,12 @@ func (t *Tokenizer) IsSpecial(id int) bool {
 // "<|endoftext|>") always become their tokens, as in the reference
 // implementations.
 //
-// Encode cannot report the one failure there is: text that a Unigram
+// Encode cannot report the two failures there are: text that a Unigram
 // model without an unknown token (no "unk_id") cannot cover, whose
-// characters Encode leaves out. EncodeChecked reports it; callers that
-// take text from users should use it.
+// characters Encode leaves out, and a section of text the normalizers
+// would make longer than their limit (256 MiB), which Encode leaves out
+// whole. EncodeChecked reports them; callers that take text from users
+// should use it.
 func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
 	ids, _ := t.encode(text, addSpecial)
 	return ids
@@ -600,6 +602,7 @@ func (t *Tokenizer) encode(text string, addSpecial bool) ([]int, error) {
 // EncodePair encodes two sequences as one input (BERT's sentence pairs)
 // and returns the ids with their token type ids (0 for the first
 // sequence's part, 1 for the second's, as the template says).
+// Like Encode it leaves out what it cannot encode.
 func (t *Tokenizer) EncodePair(first, second string, addSpecial bool) (ids, typeIDs []int) {
 	if t.llama != nil {
 		a := t.llama.encode(first, addSpecial)

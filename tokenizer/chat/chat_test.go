@@ -48,6 +48,7 @@ func TestChatRenderPythonSemantics(t *testing.T) {
 		{`{{ [3, 1, 2]|max }} {{ [3, 1, 2]|min }} {{ ['b', 'A']|max }} {{ ['a', 'A']|max }} {{ []|max }}.`, "3 1 b a ."},
 		{`{{ [1, 2, 3]|sum }} {{ [{'a': 1}, {'a': 2}]|sum(attribute='a') }} {{ [1.5, 2]|sum(start=1) }}`, "6 3 4.5"},
 		{`{{ 2.5|round }} {{ 3.5|round }} {{ 2.675|round(2) }} {{ 3|round }} {{ 1.21|round(1, 'ceil') }} {{ -1.5|round(method='floor') }} {{ 1234|round(-2, 'floor') }}`, "2.0 4.0 2.67 3 1.3 -2.0 1200.0"},
+		{`{{ 1234|round(-2) }} {{ 1250|round(-2) }} {{ 1350|round(-2) }} {{ -1250|round(-2) }} {{ -1251|round(-2) }} {{ true|round }} {{ 5e-324|round(400) }}`, "1200 1200 1400 -1200 -1300 1 5e-324"},
 		{`{{ dict(a=1, b='x') }}|{{ dict({'a': 1}, b=2) }}|{{ dict([('k', 'v')]) }}|{{ dict() }}`, "{'a': 1, 'b': 'x'}|{'a': 1, 'b': 2}|{'k': 'v'}|{}"},
 		// Full case mappings: a character may become several.
 		{`{{ "straße"|upper }}|{{ "ßa".capitalize() }}|{{ "ﬁ".upper() }}|{{ "İ".lower()|length }}`, "STRASSE|Ssa|FI|2"},
@@ -178,6 +179,11 @@ func TestChatRenderLimits(t *testing.T) {
 		{"{{ 1" + strings.Repeat("0", 1000) + " }}", "integer literal 10000000000000000000… (1001 digits) out of range"},
 		{"a{% endfor %}", "{% endfor %} without the block it would close or continue"},
 		{"{% else %}", "{% else %} without the block"},
+		{"{% for x in [1] %}{% if x %}{% endfor %}", "{% endfor %} where the block open here expects {% elif %}, {% else %}, {% endif %}"},
+		{"{{ 1" + strings.Repeat(" ** 1", 300) + " }}", "operators in a row"},
+		{"{{ 2.5|round(1.5) }}", "round's precision must be an integer, not float"},
+		{"{{ 0|round(0, 'up') }}", "round's method must be 'common', 'ceil' or 'floor', not 'up'"},
+		{"{{ ['a', 'b']|sum(start='') }}", "sum cannot add strings"},
 		{"{{ [1] * 10000000 }}", "bytes"},
 		{"{{ 2 ** 100 }}", "integer overflow"},
 	} {
@@ -250,6 +256,8 @@ func TestChatRenderUntrustedValues(t *testing.T) {
 		{src: `{% set s = "x" * 60000000 %}{% for i in range(100000) %}{% for j in range(100) %}{% if "y" in s %}!{% endif %}{% endfor %}{% endfor %}`, wantErr: "steps"},
 		{src: `{% set s = "x" * 60000000 %}{% for i in range(100000) %}{% set n = s.count("y") %}{% endfor %}`, wantErr: "steps"},
 		{src: `{% set s = "x" * 60000000 %}{% for i in range(100000) %}{% set n = s|length %}{% endfor %}`, wantErr: "steps"},
+		{src: `{% set a = "x" * 30000000 %}{% set b = "x" * 29999999 ~ "y" %}{% for i in range(100000) %}{% set n = a in [b] %}{% endfor %}`, wantErr: "steps"},
+		{src: `{% set a = "x" * 30000000 %}{% set b = "x" * 29999999 ~ "y" %}{% for i in range(100000) %}{% set n = a < b %}{% endfor %}`, wantErr: "steps"},
 		{src: big + "{% for i in range(1000) %}{% set x = big ~ 'b' %}{% endfor %}", wantErr: "bytes"},
 		{src: big + "{% for i in range(1000) %}{% set x = big[1:] %}{% endfor %}", wantErr: "bytes"},
 		{src: big + "{% for i in range(1000) %}{% set x = big.upper() %}{% endfor %}", wantErr: "bytes"},

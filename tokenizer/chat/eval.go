@@ -861,7 +861,7 @@ func (r *renderer) order(line int, op string, a, b any) (int, error) {
 	}
 	if x, ok := a.(string); ok {
 		if y, ok := b.(string); ok {
-			return strings.Compare(x, y), nil
+			return strings.Compare(x, y), r.scan(line, min(len(x), len(y)))
 		}
 	}
 	if x, ok := a.([]any); ok {

@@ -532,15 +532,24 @@ func pyTitleCase(r rune) string {
 // pyTitle is Python's str.title: a letter after a letter lowered, any
 // other in title case.
 func pyTitle(s string) string {
+	// One caser of each kind for the whole string: making one a
+	// character made title() twenty times slower.
+	title, lower := cases.Title(language.Und, cases.NoLower), cases.Lower(language.Und)
 	var b strings.Builder
 	prevCased := false
 	for _, r := range s {
 		switch {
 		case unicode.IsLetter(r):
-			if prevCased {
-				b.WriteString(pyLower(string(r)))
+			if r < utf8.RuneSelf {
+				if prevCased {
+					b.WriteRune(unicode.ToLower(r))
+				} else {
+					b.WriteRune(unicode.ToUpper(r))
+				}
+			} else if prevCased {
+				b.WriteString(lower.String(string(r)))
 			} else {
-				b.WriteString(pyTitleCase(r))
+				b.WriteString(title.String(string(r)))
 			}
 			prevCased = true
 		default:
@@ -829,7 +838,7 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 		if name == "sort" {
 			reverse, off = truthy(kwarg(args, kwargs, 0, "reverse", false)), 1
 		}
-		keys, err := r.sortKeys(line, items, truthy(kwarg(args, kwargs, off, "case_sensitive", false)), kwarg(args, kwargs, off+1, "attribute", nil))
+		keys, err := r.sortKeys(line, items, truthy(kwarg(args, kwargs, off, "case_sensitive", false)), kwarg(args, kwargs, off+1, "attribute", nil), name == "sort")
 		if err != nil {
 			return nil, err
 		}
@@ -877,23 +886,34 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 		// on the exact binary value) or Jinja's ceil and floor of
 		// value·10^precision; a float comes back (an int stays an int
 		// under 'common').
-		p, _ := asIndex(kwarg(args, kwargs, 0, "precision", int64(0)))
-		method, _ := kwarg(args, kwargs, 1, "method", "common").(string)
+		pv := kwarg(args, kwargs, 0, "precision", int64(0))
+		p, ok := pv.(int64)
+		if !ok {
+			return nil, r.errorf(line, "round's precision must be an integer, not %s", r.describeValue(pv))
+		}
+		method := kwarg(args, kwargs, 1, "method", "common")
+		if method != "common" && method != "ceil" && method != "floor" {
+			return nil, r.errorf(line, "round's method must be 'common', 'ceil' or 'floor', not '%s'", shortStr(method))
+		}
+		if b, ok := v.(bool); ok {
+			v = boolInt(b)
+		}
 		var x float64
 		switch n := v.(type) {
 		case int64:
 			if method == "common" {
-				return n, nil
+				return roundInt(n, p), nil
 			}
 			x = float64(n)
 		case float64:
 			x = n
-		case bool:
-			x = float64(boolInt(n))
 		default:
 			return nil, r.errorf(line, "round needs a number, not %s", r.describeValue(v))
 		}
-		p = max(-308, min(p, 308))
+		if method == "common" && p > 400 {
+			return x, nil // finer than any float's digits
+		}
+		p = max(-400, min(p, 400))
 		scale := math.Pow(10, float64(p))
 		switch method {
 		case "common":
@@ -904,10 +924,8 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 			return math.RoundToEven(x*scale) / scale, nil
 		case "ceil":
 			return math.Ceil(x*scale) / scale, nil
-		case "floor":
-			return math.Floor(x*scale) / scale, nil
 		}
-		return nil, r.errorf(line, "round's method must be 'common', 'ceil' or 'floor', not %s", r.describeValue(method))
+		return math.Floor(x*scale) / scale, nil
 	case "sum":
 		items, err := r.iterate(line, v)
 		if err != nil {
@@ -915,11 +933,19 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 		}
 		attr := kwarg(args, kwargs, 0, "attribute", nil)
 		total := kwarg(args, kwargs, 1, "start", int64(0))
+		for _, it := range append([]any{total}, items...) {
+			if _, ok := it.(string); ok {
+				return nil, r.errorf(line, "sum cannot add strings (join them)")
+			}
+		}
 		for _, it := range items {
 			if attr != nil {
 				if it, err = r.attribute(line, it, attr); err != nil {
 					return nil, err
 				}
+			}
+			if _, ok := it.(string); ok {
+				return nil, r.errorf(line, "sum cannot add strings (join them)")
 			}
 			if total, err = r.arith(line, "+", total, it); err != nil {
 				return nil, err
@@ -992,12 +1018,35 @@ func (r *renderer) filter(line int, name string, v any, args []any, kwargs *Dict
 	return nil, r.errorf(line, "unknown filter %q", name)
 }
 
+// roundInt is Python's round(n, p) of an integer: n itself for p ≥ 0,
+// else to the nearest multiple of 10^-p, halves to the even multiple.
+func roundInt(n, p int64) int64 {
+	if p >= 0 {
+		return n
+	}
+	if p < -18 {
+		return 0 // |n| < 10^19 rounds to 0 at 10^19 and beyond
+	}
+	q := int64(1)
+	for range -p {
+		q *= 10
+	}
+	d, m := n/q, n%q
+	if m < 0 { // floor division, as Python's
+		d, m = d-1, m+q
+	}
+	if 2*m > q || 2*m == q && d%2 != 0 {
+		d++
+	}
+	return d * q
+}
+
 // sortKeys are the keys sort, min and max compare items by: the item or
-// its attribute (a path, or several separated by commas, compared in
-// turn), strings lowered unless caseSensitive, as Jinja's filters do.
-func (r *renderer) sortKeys(line int, items []any, caseSensitive bool, attr any) ([]any, error) {
+// its attribute (a path; for sort, several separated by commas, compared
+// in turn), strings lowered unless caseSensitive, as Jinja's filters do.
+func (r *renderer) sortKeys(line int, items []any, caseSensitive bool, attr any, several bool) ([]any, error) {
 	var paths []any
-	if s, ok := attr.(string); ok {
+	if s, ok := attr.(string); ok && several {
 		for _, p := range strings.Split(s, ",") {
 			paths = append(paths, strings.TrimSpace(p))
 		}

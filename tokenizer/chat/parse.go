@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // node is a statement of a template body.
@@ -179,6 +180,7 @@ type parser struct {
 	toks  []token
 	pos   int
 	depth int
+	ends  []string // the tags that close or continue the innermost open block
 }
 
 // maxNesting bounds the nesting of blocks and expressions, so a template
@@ -283,6 +285,8 @@ func (p *parser) chainEnd(depth int) { p.depth = depth }
 // ends (which it does not consume: p is left at the tag's name), or the
 // end of the template when ends is empty.
 func (p *parser) parseBody(ends ...string) ([]node, string, error) {
+	defer func(was []string) { p.ends = was }(p.ends)
+	p.ends = ends
 	var body []node
 	for {
 		t := p.peek()
@@ -378,6 +382,9 @@ func (p *parser) parseStatement() (node, error) {
 	}
 	switch t.text {
 	case "endif", "endfor", "endset", "endmacro", "endfilter", "endgeneration", "endraw", "else", "elif":
+		if len(p.ends) > 0 {
+			return nil, p.errorf(t.line, "{%% %s %%} where the block open here expects {%% %s %%}", t.text, strings.Join(p.ends, " %}, {% "))
+		}
 		return nil, p.errorf(t.line, "{%% %s %%} without the block it would close or continue", t.text)
 	}
 	return nil, p.errorf(t.line, "unknown statement {%% %s %%} (this renderer knows if, for, set, macro, break, continue, filter, generation, raw)", t.text)
@@ -589,9 +596,13 @@ func (p *parser) parseExpr() (expr, error) {
 	if err != nil {
 		return nil, err
 	}
-	for p.isName("if") {
-		if err := p.operator(p.next().line); err != nil {
-			return nil, err
+	for chained := false; p.isName("if"); chained = true {
+		// "a if b if c": each further "if" nests the one before (an
+		// else's expression nests by recursion, counted there).
+		if ifLine := p.next().line; chained {
+			if err := p.operator(ifLine); err != nil {
+				return nil, err
+			}
 		}
 		cond, err := p.parseOr()
 		if err != nil {
@@ -743,9 +754,13 @@ func (p *parser) parseMath2() (expr, error) {
 }
 
 func (p *parser) parsePow() (expr, error) {
+	defer p.chainEnd(p.depth)
 	a, err := p.parseUnary(true)
 	for err == nil && p.isOp("**") {
 		t := p.next()
+		if err = p.operator(t.line); err != nil {
+			break
+		}
 		var b expr
 		if b, err = p.parseUnary(true); err == nil {
 			a = &binaryExpr{line: t.line, op: "**", a: a, b: b}

@@ -577,6 +577,9 @@ func equal(a, b any, budget *int, depth int) (bool, error) {
 		return false, nil
 	case string:
 		bs, ok := b.(string)
+		if ok && len(a) == len(bs) {
+			*budget -= len(a) / scanBytes // compared byte by byte
+		}
 		return ok && a == bs, nil
 	case []any:
 		bl, ok := b.([]any)
