@@ -1,6 +1,7 @@
 package onnx
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -28,8 +29,12 @@ func ReadFile(path string) (*Model, error) {
 	}
 	m, err := decodeModelBuffer(buf, filepath.Dir(path))
 	if err != nil {
+		safetensors := looksLikeSafetensors(buf)
 		if release != nil {
 			_ = release()
+		}
+		if safetensors {
+			return nil, fmt.Errorf("onnx: %s is a safetensors file, not an ONNX model (a delta or an adapter: give it with --delta, or to dstune apply, beside its base model)", path)
 		}
 		return nil, fmt.Errorf("onnx: %s: %w", path, err)
 	}
@@ -39,6 +44,17 @@ func ReadFile(path string) (*Model, error) {
 		m.mapped = append(m.mapped, buf)
 	}
 	return m, nil
+}
+
+// looksLikeSafetensors reports whether buf starts as a safetensors file
+// does: a little-endian 8-byte header length that fits the file, then the
+// header's JSON object.
+func looksLikeSafetensors(buf []byte) bool {
+	if len(buf) < 10 {
+		return false
+	}
+	n := binary.LittleEndian.Uint64(buf)
+	return n >= 2 && n <= uint64(len(buf)-8) && buf[8] == '{'
 }
 
 // FileBacked reports whether b lies wholly inside one of the model's file

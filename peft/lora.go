@@ -130,8 +130,27 @@ func (m *LoRA) Summary() string {
 	for i, k := range kinds {
 		parts[i] = fmt.Sprintf("%s ×%d", k, count[k])
 	}
-	return fmt.Sprintf("LoRA: r %d, α %g (scale %g), dropout %g on %d weights (%s): %s",
+	text := fmt.Sprintf("LoRA: r %d, α %g (scale %g), dropout %g on %d weights (%s): %s",
 		m.opts.Rank, m.opts.Alpha, m.opts.Scale(), m.opts.Dropout, len(m.targets), strings.Join(parts, ", "), m.budget)
+	return text + m.rankNote()
+}
+
+// rankNote says when r reaches the smaller side of adapted weights: an
+// update of rank r cannot exceed it, so there the adapter trains more
+// parameters than the weight's own and expresses nothing more.
+func (m *LoRA) rankNote() string {
+	var over []*loraTarget
+	for _, t := range m.targets {
+		if m.opts.Rank >= min(t.In, t.Out) {
+			over = append(over, t)
+		}
+	}
+	if len(over) == 0 {
+		return ""
+	}
+	t := over[0]
+	return fmt.Sprintf("\nnote: r %d reaches the smaller side of %d of the %d weights (%s is %d×%d): an update of rank %d cannot exceed it, so there the adapter trains %d parameters where the weight has %d",
+		m.opts.Rank, len(over), len(m.targets), t.Weight, t.In, t.Out, min(t.In, t.Out), m.opts.Rank*(t.In+t.Out), t.In*t.Out)
 }
 
 // String is the budget in words: "2,048 free parameters (0.78 % of 262,144)".

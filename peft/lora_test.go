@@ -236,3 +236,33 @@ func BenchmarkDropoutMask(b *testing.B) {
 		fillDropoutMask(v, 0.1, src)
 	}
 }
+
+// TestLoRASummaryNotesFullRank: a rank reaching a weight's smaller side
+// is trained as asked, with a note; below it, no note.
+func TestLoRASummaryNotesFullRank(t *testing.T) {
+	for _, c := range []struct {
+		rank int
+		want string // "" for no note
+	}{
+		{63, ""},
+		{64, "note: r 64 reaches the smaller side of 8 of the 8 weights (h.0.c_attn.weight is 64×192): an update of rank 64 cannot exceed it, so there the adapter trains 16384 parameters where the weight has 12288"},
+	} {
+		_, model, _ := modelSource(t, train.TaskLM, "models", "tiny_gpt", "model.onnx")
+		src, err := train.NewModelSource(model, train.ModelSourceOptions{Task: train.TaskLM})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := train.Config{Task: train.TaskLM, LoRA: LoRAOptions{Rank: c.rank, Alpha: 2}.JSON()}
+		m, err := NewLoRA(train.MethodEnv{Config: cfg, Model: model, ForwardGraph: src.ForwardGraph})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Source(src); err != nil {
+			t.Fatal(err)
+		}
+		got := m.Summary()
+		if c.want == "" && strings.Contains(got, "note:") || c.want != "" && !strings.Contains(got, c.want) {
+			t.Errorf("r %d: summary %q, want the note %q", c.rank, got, c.want)
+		}
+	}
+}

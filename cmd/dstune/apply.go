@@ -219,7 +219,7 @@ func composeDeltas(stdout, stderr io.Writer, paths []string, inits []dst.Initial
 			return nil, err
 		}
 		if err := d.CheckShapes(inits); err != nil {
-			return nil, fmt.Errorf("delta %s does not fit the model: %w", path, err)
+			return nil, fmt.Errorf("delta %s does not fit the model: %w%s", path, err, otherBase(d.Meta.BaseSHA256, inits))
 		}
 		if err := d.CheckBase(inits); err != nil {
 			if !force || !errors.Is(err, dst.ErrBaseMismatch) {
@@ -248,6 +248,17 @@ func composeDeltas(stdout, stderr io.Writer, paths []string, inits []dst.Initial
 		fmt.Fprintf(stderr, "warning: %s\nthe later delta's values win (--force)\n", conflictReport(conflicts))
 	}
 	return composed, nil
+}
+
+// otherBase says, for an error of a delta or adapter that does not fit a
+// model, that it was made for another base model when the hash it
+// records says so (usually the whole story); "" when it does not.
+func otherBase(recorded string, inits []dst.Initializer) string {
+	got, err := dst.BaseHash(inits)
+	if recorded == "" || err != nil || recorded == got {
+		return ""
+	}
+	return fmt.Sprintf(" (it was made for another base model: its base_sha256 is %s, this model's initializers hash to %s)", recorded, got)
 }
 
 // checkHalfRange refuses a delta with a value past the range of the

@@ -44,7 +44,7 @@ func readDeltaFile(path string, inits []dst.Initializer) (*dst.Delta, error) {
 	}
 	tensors, err := a.LoRA.Delta(inits)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w%s", path, err, otherBase(a.BaseSHA256, inits))
 	}
 	d := &dst.Delta{Meta: dst.Metadata{BaseSHA256: a.BaseSHA256, Method: "lora", Steps: a.Steps,
 		Extra: map[string]string{"r": strconv.Itoa(a.LoRA.Rank), "lora_alpha": strconv.FormatFloat(a.LoRA.Alpha, 'g', -1, 64)}}, Tensors: tensors}

@@ -286,6 +286,14 @@ func TestApplyRefuses(t *testing.T) {
 		}
 	}
 
+	// A delta for another model that does not fit this one says that it
+	// was made for another base model, the likely story.
+	other := &dst.Delta{Meta: dst.Metadata{BaseSHA256: strings.Repeat("cd", 32)}, Tensors: []dst.TensorDelta{{Name: "encoder.weight", Dims: []int64{4}, Indices: []int64{1}, Values: []float32{1}}}}
+	code, o, e = dstune("apply", model, writeDelta(t, tmp, "other.safetensors", other), "-o", filepath.Join(tmp, "other.onnx"))
+	if code != 1 || !strings.Contains(e, "does not fit") || !strings.Contains(e, "it was made for another base model: its base_sha256 is cdcd") {
+		t.Errorf("a delta of another model: exit %d\n%s%s", code, o, e)
+	}
+
 	own := filepath.Join(tmp, "own.onnx")
 	copyFile(t, model, own)
 	good, _, _ := tinyGPTDeltas(hash)
