@@ -322,3 +322,21 @@ func TestRunRefusesBatchesBeyondTheMemoryBudget(t *testing.T) {
 		t.Errorf("within the budget: %v", err)
 	}
 }
+
+// TestMemoryErrorAdvice: the refusal points at what takes the memory —
+// the batch, or the parameters and their state, which no batch size
+// changes.
+func TestMemoryErrorAdvice(t *testing.T) {
+	for _, c := range []struct {
+		m    stepMemory
+		want string
+	}{
+		{stepMemory{Activations: 900 << 20, Params: 50 << 20, State: 100 << 20}, "more than --max-memory 512.0 MiB: lower --batch or --max-len"},
+		{stepMemory{Activations: 100 << 20, Params: 500 << 20, State: 1000 << 20}, "most of it is the parameters and their state, which --batch or --max-len does not change: train fewer parameters (--trainable, or a smaller LoRA --rank) or keep less state (--optimizer adafactor)"},
+	} {
+		err := &MemoryError{Shape: BatchShape{4, 10}, GradAccum: 1, Estimate: c.m, Limit: 512 << 20}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %q, want %q", c.m, err.Error(), c.want)
+		}
+	}
+}

@@ -149,9 +149,14 @@ func (e *MemoryError) Error() string {
 	if e.GradAccum > 1 {
 		step, lower = fmt.Sprintf("%d batches of %d×%d tokens", e.GradAccum, e.Shape.B, e.Shape.T), "--grad-accum, --batch or --max-len"
 	}
-	return fmt.Sprintf("a step of %s needs about %s (activations %s, parameters %s, optimizer and method state %s, constants %s, batches %s), more than %s: lower %s",
+	advice := "lower " + lower
+	if m.Params+m.State > m.total()/2 {
+		// The batch is the smaller part: lowering it cannot save enough.
+		advice = fmt.Sprintf("most of it is the parameters and their state, which %s does not change: train fewer parameters (--trainable, or a smaller LoRA --rank) or keep less state (--optimizer adafactor)", lower)
+	}
+	return fmt.Sprintf("a step of %s needs about %s (activations %s, parameters %s, optimizer and method state %s, constants %s, batches %s), more than %s: %s",
 		step, sysmem.Format(m.total()), sysmem.Format(m.Activations), sysmem.Format(m.Params),
-		sysmem.Format(m.State), sysmem.Format(m.Constants), sysmem.Format(m.Batch), limit, lower)
+		sysmem.Format(m.State), sysmem.Format(m.Constants), sysmem.Format(m.Batch), limit, advice)
 }
 
 // sharedSource hands the engine the training graph the memory check has
