@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -215,7 +216,7 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 			// The loss and the logits from one pass of the model.
 			var logits *ir.Tensor
 			if loss, logits, err = e.EvalScored(&b); err != nil {
-				return res, evalBatchError(ds, &b, err)
+				return res, evalBatchError(ds, &b, modelFailed(err))
 			}
 			c, n := 0, 0
 			if exact {
@@ -228,7 +229,7 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 			}
 			correct, total = correct+c, total+n
 		} else if loss, err = e.EvalLoss(&b); err != nil {
-			return res, evalBatchError(ds, &b, err)
+			return res, evalBatchError(ds, &b, modelFailed(err))
 		}
 		sum += loss * float64(b.NumTargets)
 		count += b.NumTargets
@@ -247,6 +248,16 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 		res.Metric = float64(correct) / float64(total)
 	}
 	return res, nil
+}
+
+// modelFailed is the error of the model failing on a batch: most often
+// one longer than the model's positions (a position table read past its
+// end), which the error alone does not say.
+func modelFailed(err error) error {
+	if errors.Is(err, ErrInterrupted) {
+		return err
+	}
+	return fmt.Errorf("the model fails on it (are the sequences, with any soft prompt, longer than its positions? --max-len truncates examples): %w", err)
 }
 
 // evalBatchError names the examples of the batch the model failed on.

@@ -117,6 +117,8 @@ func TestEvalRefuses(t *testing.T) {
 	writeLines(t, bad, []string{`{"tokens":[72,101,108]}`, `{"tokens":[72,"e"]}`})
 	single := filepath.Join(dir, "single.jsonl")
 	writeLines(t, single, []string{`{"tokens":[72]}`, `{"tokens":[101]}`})
+	long := filepath.Join(dir, "long.jsonl") // past tiny_gpt's 64 positions
+	writeLines(t, long, byteCorpus([]byte(strings.Repeat("the quick brown fox jumps over the lazy dog. ", 4)), 80, 40))
 	for _, c := range []struct {
 		args []string
 		code int
@@ -135,6 +137,7 @@ func TestEvalRefuses(t *testing.T) {
 		{[]string{model, "--data", good, "--task", "lm", "--delta", filepath.Join(dir, "none.safetensors")}, 1, "none.safetensors"},
 		{[]string{model, "--data", bad, "--task", "lm"}, 1, "bad.jsonl:2"},
 		{[]string{model, "--data", single, "--task", "lm"}, 1, "single.jsonl: every example has one token"},
+		{[]string{model, "--data", long, "--task", "lm"}, 1, "80 tokens): the model fails on it (are the sequences, with any soft prompt, longer than its positions? --max-len truncates examples)"},
 	} {
 		code, stdout, stderr := dstune(append([]string{"eval"}, c.args...)...)
 		if code != c.code || !strings.Contains(stderr, c.want) || stdout != "" {
