@@ -101,6 +101,9 @@ func runProfileStep(args []string, stdout, stderr io.Writer) error {
 	if *f.runs < 1 || *f.top < 1 {
 		return usagef("--runs and --top must be at least 1")
 	}
+	if *f.force && *f.roofline == "" {
+		return usagef("--force overwrites the --roofline file: give --roofline too")
+	}
 	if *f.roofline != "" {
 		if !strings.EqualFold(filepath.Ext(*f.roofline), ".png") {
 			return usagef("--roofline %s: the roofline is a PNG; give a file name ending in .png", *f.roofline)

@@ -111,8 +111,9 @@ func TestProfileStep(t *testing.T) {
 		{"--out", filepath.Join(dir, "run")},
 		{"--resume", filepath.Join(dir, "run")},
 		{"--runs", "0"},
-		{"--roofline", roof},                                // exists: --force overwrites it
-		{"--roofline", filepath.Join(dir, "roofline.txt")},  // the roofline is a PNG
+		{"--roofline", roof},                               // exists: --force overwrites it
+		{"--roofline", filepath.Join(dir, "roofline.txt")}, // the roofline is a PNG
+		{"--force"}, // for --roofline
 		{"--roofline", filepath.Join(dir, "none", "r.png")}, // refused before the profiling
 	} {
 		code, _, errOut := dstune(append([]string{"profile", "step", model, "--data", data, "--task", "lm"}, args...)...)
