@@ -566,6 +566,7 @@ func pyTitle(s string) string {
 // ("o'neil mc-d" → "O'neil Mc-D").
 func jinjaTitle(s string) string {
 	isCut := func(r rune) bool { return unicode.IsSpace(r) || strings.ContainsRune("-({[<", r) }
+	upper, lower := cases.Upper(language.Und), cases.Lower(language.Und) // once, not a piece
 	var b strings.Builder
 	for len(s) > 0 {
 		r, _ := utf8.DecodeRuneInString(s)
@@ -576,11 +577,32 @@ func jinjaTitle(s string) string {
 		}
 		piece := s[:end]
 		s = s[end:]
-		_, n := utf8.DecodeRuneInString(piece)
-		b.WriteString(pyUpper(piece[:n]))
-		b.WriteString(pyLower(piece[n:]))
+		first, n := utf8.DecodeRuneInString(piece)
+		if first < utf8.RuneSelf {
+			b.WriteByte(byte(unicode.ToUpper(first)))
+		} else {
+			b.WriteString(upper.String(piece[:n]))
+		}
+		if rest := piece[n:]; isASCII(rest) {
+			for i := range len(rest) {
+				b.WriteByte(byte(unicode.ToLower(rune(rest[i]))))
+			}
+		} else {
+			b.WriteString(lower.String(rest))
+		}
 	}
 	return b.String()
+}
+
+// isASCII reports whether s has only ASCII characters, whose case maps
+// one to one (the casers' work, and their allocations, are for the rest).
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // pyCapitalize is Python's str.capitalize: the first character in title
