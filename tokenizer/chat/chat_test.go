@@ -50,6 +50,11 @@ func TestChatRenderPythonSemantics(t *testing.T) {
 		{`{{ 2.5|round }} {{ 3.5|round }} {{ 2.675|round(2) }} {{ 3|round }} {{ 1.21|round(1, 'ceil') }} {{ -1.5|round(method='floor') }} {{ 1234|round(-2, 'floor') }}`, "2.0 4.0 2.67 3 1.3 -2.0 1200.0"},
 		{`{{ 1234|round(-2) }} {{ 1250|round(-2) }} {{ 1350|round(-2) }} {{ -1250|round(-2) }} {{ -1251|round(-2) }} {{ true|round }} {{ 5e-324|round(400) }}`, "1200 1200 1400 -1200 -1300 1 5e-324"},
 		{`{{ dict(a=1, b='x') }}|{{ dict({'a': 1}, b=2) }}|{{ dict([('k', 'v')]) }}|{{ dict() }}`, "{'a': 1, 'b': 'x'}|{'a': 1, 'b': 2}|{'k': 'v'}|{}"},
+		// A macro whose body reads varargs or kwargs takes extra
+		// arguments into them, as Jinja's do.
+		// (Jinja's varargs is a tuple, which this renderer prints as a
+		// list: joined, they agree.)
+		{`{% macro f(a) %}{{ a }}:{{ varargs|join(',') }}:{{ varargs|length }}:{{ kwargs }}{% endmacro %}{{ f(1, 2, 3, x=4) }}|{{ f(1) }}`, "1:2,3:2:{'x': 4}|1::0:{}"},
 		// Full case mappings: a character may become several.
 		{`{{ "straße"|upper }}|{{ "ßa".capitalize() }}|{{ "ﬁ".upper() }}|{{ "İ".lower()|length }}`, "STRASSE|Ssa|FI|2"},
 		{"{{ [3, 1, 2][::-1] }} {{ [1, 2, 3, 4, 5][-2:] }} {{ 'abcdef'[1:-1:2] }} {{ [1, 2][5:] }}", "[2, 1, 3] [4, 5] bd []"},
@@ -182,6 +187,8 @@ func TestChatRenderLimits(t *testing.T) {
 		{"{% for x in [1] %}{% if x %}{% endfor %}", "{% endfor %} where the block open here expects {% elif %}, {% else %}, {% endif %}"},
 		{"{{ 1" + strings.Repeat(" ** 1", 300) + " }}", "operators in a row"},
 		{"{{ 2.5|round(1.5) }}", "round's precision must be an integer, not float"},
+		{"{% macro f(a) %}{{ a }}{% endmacro %}{{ f(1, 2) }}", "macro f takes 1 arguments, 2 given"},
+		{"{% macro f(a) %}{{ varargs }}{% endmacro %}{{ f(1, x=2) }}", "macro f has no argument x"},
 		{"{{ 0|round(0, 'up') }}", "round's method must be 'common', 'ceil' or 'floor', not 'up'"},
 		{"{{ ['a', 'b']|sum(start='') }}", "sum cannot add strings"},
 		{"{{ [1] * 10000000 }}", "bytes"},

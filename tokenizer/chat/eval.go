@@ -1187,10 +1187,26 @@ func (r *renderer) evalCall(e *callExpr, s *scope) (any, error) {
 
 func (r *renderer) callMacro(line int, m *macro, args []any, kwargs *Dict) (any, error) {
 	n := m.node
-	if len(args) > len(n.params) {
+	if len(args) > len(n.params) && !n.varargs {
 		return nil, r.errorf(line, "macro %s takes %d arguments, %d given", n.name, len(n.params), len(args))
 	}
 	s := &scope{vars: map[string]any{}, parent: m.closure}
+	if n.varargs {
+		extra := []any{}
+		if len(args) > len(n.params) {
+			extra = append(extra, args[len(n.params):]...)
+		}
+		s.vars["varargs"] = extra
+	}
+	if n.kwargs {
+		extra := NewDict()
+		for _, k := range kwargs.keys {
+			if !hasParam(n.params, k) {
+				extra.Set(k, kwargs.vals[k])
+			}
+		}
+		s.vars["kwargs"] = extra
+	}
 	for i, p := range n.params {
 		switch v, ok := kwargs.Get(p.name); {
 		case i < len(args):
@@ -1211,7 +1227,7 @@ func (r *renderer) callMacro(line int, m *macro, args []any, kwargs *Dict) (any,
 		}
 	}
 	for _, k := range kwargs.keys {
-		if !hasParam(n.params, k) {
+		if !hasParam(n.params, k) && !n.kwargs {
 			return nil, r.errorf(line, "macro %s has no argument %s", n.name, k)
 		}
 	}

@@ -44,6 +44,9 @@ type (
 		name   string
 		params []param
 		body   []node
+		// Whether the body reads varargs or kwargs: then, as in Jinja, the
+		// macro takes extra positional or keyword arguments into them.
+		varargs, kwargs bool
 	}
 	loopControlNode struct {
 		line    int
@@ -180,7 +183,8 @@ type parser struct {
 	toks  []token
 	pos   int
 	depth int
-	ends  []string // the tags that close or continue the innermost open block
+	ends  []string       // the tags that close or continue the innermost open block
+	names map[string]int // reads of varargs and kwargs so far (see macroNode)
 }
 
 // maxNesting bounds the nesting of blocks and expressions, so a template
@@ -556,9 +560,11 @@ func (p *parser) parseMacro(line int) (node, error) {
 	if err := p.expectBlockEnd(); err != nil {
 		return nil, err
 	}
+	varargs, kwargs := p.names["varargs"], p.names["kwargs"]
 	if n.body, _, err = p.parseBody("endmacro"); err != nil {
 		return nil, err
 	}
+	n.varargs, n.kwargs = p.names["varargs"] > varargs, p.names["kwargs"] > kwargs
 	return n, p.endTag()
 }
 
@@ -809,6 +815,9 @@ func (p *parser) parsePrimary() (expr, error) {
 			return &literalExpr{line: t.line, value: false}, nil
 		case "none", "None":
 			return &literalExpr{line: t.line, value: nil}, nil
+		}
+		if t.text == "varargs" || t.text == "kwargs" {
+			p.names[t.text]++
 		}
 		return &nameExpr{line: t.line, name: t.text}, nil
 	case tokString:
@@ -1089,7 +1098,7 @@ func (p *parser) startsArgument() bool {
 
 // parse parses a template's tokens.
 func parse(name string, toks []token) ([]node, error) {
-	p := &parser{name: name, toks: toks}
+	p := &parser{name: name, toks: toks, names: map[string]int{}}
 	body, _, err := p.parseBody()
 	return body, err
 }
