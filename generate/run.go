@@ -376,6 +376,14 @@ type ByteTokens interface {
 	IsByteToken(id int) bool
 }
 
+// ByteValues is implemented by tokenizers that tell the byte a byte
+// token stands for: a prompt ending in byte tokens then leaves to the
+// generated text only bytes that more bytes could make a character of,
+// not bytes that are invalid whatever follows (0xFF).
+type ByteValues interface {
+	ByteToken(id int) (b byte, ok bool)
+}
+
 // NewTextStream starts after the prompt's ids. A prompt ending inside a
 // character (an incomplete UTF-8 sequence, of byte tokens or not) leaves
 // that character to the generated text, which completes it; the rest of
@@ -400,6 +408,23 @@ func NewTextStream(tok Tokenizer, prompt []int64, stop []string) (*TextStream, e
 		if run < len(ts.ids) {
 			ts.runFrom = 0
 		}
+	}
+	if values, ok := tok.(ByteValues); ok && run < len(ts.ids) {
+		// The run's own bytes say how many of its last tokens start a
+		// character still to come: those (at most 3) are the generated
+		// text's, the rest, invalid bytes included, the prompt's.
+		var raw []byte
+		for _, id := range ts.ids[run:] {
+			b, _ := values.ByteToken(id)
+			raw = append(raw, b)
+		}
+		if hold := openCharacter(raw); hold > 0 {
+			if p, err = tok.Decode(ts.ids[:len(ts.ids)-hold]); err != nil {
+				return nil, err
+			}
+		}
+		ts.promptText, ts.prefix = p, len(p)
+		return ts, nil
 	}
 	if ts.prefix < len(p) && run < len(ts.ids) {
 		// A run cut short decodes as a whole to U+FFFD (ByteFallback), its
@@ -446,6 +471,25 @@ func (ts *TextStream) seam(full string) int {
 		at += len("\uFFFD")
 	}
 	return at
+}
+
+// openCharacter is how many trailing bytes of b start a UTF-8 character
+// that more bytes could complete (0 to 3): utf8.FullRune is false for
+// exactly those (an invalid start counts as a full, one-byte error).
+func openCharacter(b []byte) int {
+	for n := 1; n <= min(3, len(b)); n++ {
+		c := b[len(b)-n]
+		if c < 0x80 {
+			return 0
+		}
+		if c >= 0xC0 { // a lead byte, or an invalid one
+			if !utf8.FullRune(b[len(b)-n:]) {
+				return n
+			}
+			return 0
+		}
+	}
+	return 0
 }
 
 // IncompleteTail is the length of what may still change at the end of a

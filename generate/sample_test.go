@@ -215,12 +215,19 @@ func (fallbackTokenizer) Decode(ids []int) (string, error) {
 	return out.String(), nil
 }
 
+// valuedTokenizer is fallbackTokenizer telling its byte tokens' bytes
+// (ByteValues), as tokenizer files do.
+type valuedTokenizer struct{ fallbackTokenizer }
+
+func (valuedTokenizer) ByteToken(id int) (byte, bool) { return byte(id), id < 256 }
+
 // TestTextStreamByteRuns: the pieces a stream hands out add up to its
 // text, character by character, also where a run of byte tokens decodes
 // as a whole (a valid byte before an invalid one becomes U+FFFD too), a
-// prompt ends inside a character, or a stop string is U+FFFD.
+// prompt ends inside a character, or a stop string is U+FFFD. Every
+// case of fallbackTokenizer runs again with valuedTokenizer.
 func TestTextStreamByteRuns(t *testing.T) {
-	for _, c := range []struct {
+	type textCase struct {
 		name         string
 		tok          Tokenizer
 		prompt, gen  []int
@@ -228,7 +235,8 @@ func TestTextStreamByteRuns(t *testing.T) {
 		want         string
 		stoppedEarly bool
 		promptText   string
-	}{
+	}
+	cases := []textCase{
 		{"characters of byte tokens", fallbackTokenizer{}, []int{257}, []int{0xE4, 0xB8, 0xAD, 257, 0xF0, 0x9F, 0x98, 0x80, 257}, nil, "中 a😀 a", false, " a"},
 		{"a run made invalid by its last byte", fallbackTokenizer{}, []int{257}, []int{0x56, 0xE4, 256}, nil, "\uFFFD\uFFFDa", false, " a"},
 		{"a prompt ending inside a character", fallbackTokenizer{}, []int{257, 0xE4}, []int{0xB8, 0xAD, 256}, nil, "中a", false, " a"},
@@ -246,7 +254,20 @@ func TestTextStreamByteRuns(t *testing.T) {
 		// invalid turns the prompt's bytes of it into U+FFFD too: the
 		// generated text is what follows them.
 		{"a run made invalid across the seam", fallbackTokenizer{}, []int{257, 0x0A}, []int{0xE4, 256}, nil, "\uFFFDa", false, " a\n"},
-	} {
+		// Bytes no others can make a character of (0xFF, 0xFE) are the
+		// prompt's, when the tokenizer tells the bytes.
+		{"a prompt ending in invalid bytes", valuedTokenizer{}, []int{257, 0xFF, 0xFE}, []int{256}, nil, "a", false, " a\uFFFD\uFFFD"},
+		{"a prompt ending in an invalid byte, U+FFFD a stop string", valuedTokenizer{}, []int{257, 0xFF}, []int{256, 257}, []string{"\uFFFD"}, "a a", false, " a\uFFFD"},
+		{"a prompt ending in a valid byte, then a lead byte cut short", valuedTokenizer{}, []int{257, 0x0A, 0xE4, 0xB8}, []int{0xAD, 256}, nil, "中a", false, " a\n"},
+	}
+	for _, c := range cases {
+		if _, ok := c.tok.(fallbackTokenizer); ok {
+			again := c
+			again.name, again.tok = c.name+" (bytes told)", valuedTokenizer{}
+			cases = append(cases, again)
+		}
+	}
+	for _, c := range cases {
 		p := make([]int64, len(c.prompt))
 		for i, id := range c.prompt {
 			p[i] = int64(id)

@@ -542,6 +542,10 @@ func (t *Tokenizer) IsByteToken(id int) bool {
 	return ok
 }
 
+// ByteToken returns the byte a byte token (<0xE4>) stands for; ok is
+// false for other ids.
+func (t *Tokenizer) ByteToken(id int) (b byte, ok bool) { return byteToken(t.Token(id)) }
+
 // TokenID returns the id of a token string, as the vocabulary stores it.
 func (t *Tokenizer) TokenID(token string) (int, bool) {
 	id, ok := t.ids[token]

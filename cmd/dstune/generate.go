@@ -173,6 +173,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case len(pos) != 1:
 		return usagef("want exactly one model file, got %d arguments", len(pos))
+	case *bos < -1:
+		return usagef("--bos %d: want a token id ≥ 0, or -1 (the tokenizer's template decides)", *bos)
 	case *prompt == "" && len(promptIDs) == 0 && *bos < 0 && gf.tokenizer == "":
 		return usagef("give --prompt TEXT (with --tokenizer) or --prompt-ids IDS")
 	case *prompt != "" && len(promptIDs) > 0:
@@ -191,12 +193,14 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return usagef("--stop: not valid UTF-8: the text is, and a stop string of stray bytes could cut inside a character")
 	case *topP == 0:
 		return usagef("--top-p 0 keeps no token: want a number in (0, 1] (1 keeps them all)")
+	case !(*topP > 0 && *topP <= 1):
+		return usagef("--top-p %g: want a number in (0, 1] (1 keeps them all)", *topP)
 	case len(stops) > 0 && gf.tokenizer == "":
 		return usagef("--stop needs --tokenizer: stop strings end the decoded text (--eos ends it at token ids)")
 	}
 	sampling := generate.Sampling{Temperature: *temperature, TopK: *topK, TopP: *topP, Seed: *seed}
 	if err := sampling.Check(); err != nil {
-		return usagef("%v", err)
+		return usagef("--%v", err) // "--temperature -1: want …"
 	}
 	var tok textTokenizer
 	if gf.tokenizer != "" {
@@ -315,6 +319,7 @@ func (t textTokenizer) Encode(text string) ([]int, error) {
 }
 func (t textTokenizer) Decode(ids []int) (string, error) { return t.t.Decode(ids, true), nil }
 func (t textTokenizer) IsByteToken(id int) bool          { return t.t.IsByteToken(id) }
+func (t textTokenizer) ByteToken(id int) (byte, bool)    { return t.t.ByteToken(id) }
 
 // loadTokenizer reads a tokenizer file (or a model directory holding
 // tokenizer.json).
