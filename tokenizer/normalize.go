@@ -36,27 +36,30 @@ func normalizeBounded(n normalizer, s string) (string, error) {
 		}
 		return s, nil
 	}
+	if r, ok := n.(replaceNormalizer); ok {
+		// Sized as it is built, in one pass over the matches.
+		out, size, ok := r.pattern.replaceAllLimited(s, r.content, maxNormalizedBytes)
+		if !ok {
+			return "", growthError(len(s), size)
+		}
+		return out, nil
+	}
 	if bound := normalizedBound(n, s); bound > maxNormalizedBytes {
-		return "", fmt.Errorf("the normalizer would make %d bytes of text as many as %d, more than the %d allowed", len(s), bound, maxNormalizedBytes)
+		return "", growthError(len(s), bound)
 	}
 	return n.normalize(s), nil
 }
 
-// normalizedBound is at least the length of n.normalize(s): exact where
-// the text can grow without bound (a replacement, a prefix), else the
-// normalizer's largest growth per byte.
+func growthError(from int, to int64) error {
+	return fmt.Errorf("the normalizer would make %d bytes of text as many as %d, more than the %d allowed", from, to, maxNormalizedBytes)
+}
+
+// normalizedBound is at least the length of n.normalize(s) for the
+// normalizers but Replace (sized as it is built): exact for a prefix or a
+// suffix, else the normalizer's largest growth per byte.
 func normalizedBound(n normalizer, s string) int64 {
 	size := int64(len(s))
 	switch n := n.(type) {
-	case replaceNormalizer:
-		switch {
-		case n.pattern.re == nil && len(n.content) <= len(n.pattern.literal):
-			return size // no longer than what it replaces
-		case n.pattern.re == nil && n.pattern.literal != "":
-			return size + int64(strings.Count(s, n.pattern.literal))*int64(len(n.content)-len(n.pattern.literal))
-		}
-		n.pattern.matches(s, func(start, end int) { size += int64(len(n.content) - (end - start)) })
-		return size
 	case prependNormalizer:
 		return size + int64(len(n.prefix))
 	case appendNormalizer:

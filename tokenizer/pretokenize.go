@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"math"
 	"strings"
 	"unicode/utf8"
 )
@@ -66,18 +67,35 @@ func (p pattern) matches(s string, fn func(start, end int)) {
 }
 
 func (p pattern) replaceAll(s string, content string) string {
+	out, _, _ := p.replaceAllLimited(s, content, math.MaxInt64)
+	return out
+}
+
+// replaceAllLimited is replaceAll that stops building the result once it
+// would pass limit bytes: ok is false then, and size is the length the
+// whole result would have had (the matches are still counted, in the same
+// pass).
+func (p pattern) replaceAllLimited(s, content string, limit int64) (out string, size int64, ok bool) {
 	var b strings.Builder
 	last := 0
+	size = int64(len(s))
 	p.matches(s, func(start, end int) {
+		size += int64(len(content) - (end - start))
+		if size > limit {
+			return
+		}
 		b.WriteString(s[last:start])
 		b.WriteString(content)
 		last = end
 	})
-	if last == 0 && b.Len() == 0 {
-		return s
+	switch {
+	case size > limit:
+		return "", size, false
+	case last == 0 && b.Len() == 0:
+		return s, size, true
 	}
 	b.WriteString(s[last:])
-	return b.String()
+	return b.String(), size, true
 }
 
 // splitBehavior says what becomes of the matched delimiters of a split.

@@ -2,7 +2,6 @@ package train
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -254,9 +253,6 @@ func Evaluate(ctx context.Context, e *Engine, ds *Dataset, opts BatchOptions, me
 // one longer than the model's positions (a position table read past its
 // end), which the error alone does not say.
 func modelFailed(err error) error {
-	if errors.Is(err, ErrInterrupted) {
-		return err
-	}
 	return fmt.Errorf("the model fails on it (are the sequences, with any soft prompt, longer than its positions? --max-len truncates examples): %w", err)
 }
 
